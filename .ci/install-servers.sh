@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Install the real servers nbdb is tested against, on a fresh Debian 12 machine:
+#   - redis-server (+ redis-tools: redis-cli, redis-sentinel), etcd-server, etcd-client,
+#     openvswitch-common (ovsdb-server, ovsdb-tool, ovs-appctl), ovn-central/ovn-common
+#     (OVN NB schema, ovn-nbctl, ovn-northd), openssl, a JDK 17 and Maven;
+#   - Apache Cassandra 5.0 (cassandra-all and its dependencies) resolved from Maven Central
+#     with tools/cassandra/pom.xml into ${NBDB_CACHE:-$HOME/.cache/nbdb}/cassandra.
+#
+# Idempotent and quiet when everything is already there. Distro services are never left
+# running: package maintainer scripts are refused by a policy-rc.d during the install, and
+# any unit systemd may have started is stopped and disabled afterwards, so the default
+# ports (6379, 2379, 6641...) stay free for whoever needs them.
+#
+# Usage: bash .ci/install-servers.sh [--force]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${NBDB_CACHE:-$HOME/.cache/nbdb}
+CASSANDRA_DIR=$CACHE/cassandra
+POM=$ROOT/tools/cassandra/pom.xml
+FORCE=0
+[[ ${1:-} == --force ]] && FORCE=1
+
+PACKAGES=(
+    redis-server redis-tools
+    etcd-server etcd-client
+    openvswitch-common
+    ovn-central ovn-common
+    openssl ca-certificates
+    openjdk-17-jre-headless maven
+)
+# Distro services these packages ship; none of them may keep running after the install.
+SERVICES=(redis-server redis-sentinel etcd openvswitch-switch ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb)
+
+log() { echo "install-servers: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "need root (or sudo) to run: $*"
+    fi
+}
+
+missing_packages() {
+    local p
+    for p in "${PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            echo "$p"
+        fi
+    done
+}
+
+stop_distro_services() {
+    local s
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+        for s in "${SERVICES[@]}"; do
+            as_root systemctl disable --now "$s" >/dev/null 2>&1 || true
+        done
+    else
+        for s in "${SERVICES[@]}"; do
+            if [[ -x /etc/init.d/$s ]]; then
+                as_root /etc/init.d/"$s" stop >/dev/null 2>&1 || true
+            fi
+        done
+    fi
+}
+
+install_packages() {
+    local missing
+    mapfile -t missing < <(missing_packages)
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    log "installing Debian packages: ${missing[*]}"
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [[ ! -e $policy ]]; then
+        # 101 = "action forbidden": maintainer scripts must not start the services.
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+        created_policy=1
+    fi
+    local rc=0
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/tmp/nbdb-apt.log 2>&1; then
+        # A stale or empty package list is the usual cause on a fresh machine.
+        as_root apt-get update -qq >>/tmp/nbdb-apt.log 2>&1 || true
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >>/tmp/nbdb-apt.log 2>&1 || rc=$?
+    fi
+    [[ $created_policy -eq 1 ]] && as_root rm -f "$policy"
+    if [[ $rc -ne 0 ]]; then
+        tail -n 30 /tmp/nbdb-apt.log >&2
+        die "apt-get install failed (full log: /tmp/nbdb-apt.log)"
+    fi
+    stop_distro_services
+}
+
+pom_version() {
+    sed -n 's:.*<cassandra.version>\(.*\)</cassandra.version>.*:\1:p' "$POM" | head -n 1
+}
+
+install_cassandra() {
+    [[ -f $POM ]] || die "missing $POM"
+    local version
+    version=$(pom_version)
+    [[ -n $version ]] || die "no <cassandra.version> in $POM"
+    if [[ $FORCE -eq 0 && -f $CASSANDRA_DIR/VERSION && $(cat "$CASSANDRA_DIR/VERSION") == "$version" \
+          && -d $CASSANDRA_DIR/lib ]]; then
+        return 0
+    fi
+    command -v mvn >/dev/null || die "mvn not found (install the Debian package 'maven')"
+    log "fetching Apache Cassandra $version from Maven Central into $CASSANDRA_DIR"
+    local tmp=$CASSANDRA_DIR/lib.tmp
+    rm -rf "$tmp"
+    mkdir -p "$CASSANDRA_DIR"
+    if ! mvn -B -q -f "$POM" dependency:copy-dependencies -DoutputDirectory="$tmp" \
+            >"$CASSANDRA_DIR/mvn.log" 2>&1; then
+        tail -n 30 "$CASSANDRA_DIR/mvn.log" >&2
+        die "Maven could not resolve org.apache.cassandra:cassandra-all:$version (is Maven Central reachable? log: $CASSANDRA_DIR/mvn.log)"
+    fi
+    ls "$tmp"/cassandra-all-"$version".jar >/dev/null 2>&1 || die "cassandra-all-$version.jar missing after Maven run"
+    rm -rf "$CASSANDRA_DIR/lib"
+    mv "$tmp" "$CASSANDRA_DIR/lib"
+    echo "$version" >"$CASSANDRA_DIR/VERSION"
+    rm -f "$CASSANDRA_DIR/mvn.log"
+}
+
+install_packages
+install_cassandra

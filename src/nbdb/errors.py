@@ -1,0 +1,92 @@
+"""The one error hierarchy of nbdb.
+
+Every failure a caller can meet is one of these classes; no exception of a
+backend's client library (redis-py, grpc, the ovs IDL, cassandra-driver,
+pydantic) reaches the caller untranslated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthError",
+    "BackendUnavailableError",
+    "ConflictError",
+    "CorruptRecordError",
+    "HistoryGoneError",
+    "LockTimeoutError",
+    "NbdbError",
+    "NotFoundError",
+    "ReferenceError",
+    "UnsupportedError",
+    "ValidationError",
+]
+
+
+class NbdbError(Exception):
+    """Base class of every error raised by nbdb."""
+
+
+class NotFoundError(NbdbError, LookupError):
+    """The object (or the named thing) does not exist."""
+
+
+class ConflictError(NbdbError):
+    """A compare-and-swap failed: the stored copy changed since it was read.
+
+    Re-read the object, re-apply the change and try again.
+    """
+
+
+class ReferenceError(NbdbError):  # noqa: A001 - the name is part of the public API
+    """A reference points to a missing object, or a delete would leave one dangling."""
+
+
+class ValidationError(NbdbError, ValueError):
+    """Input that does not fit the model, the URL grammar or the API's rules.
+
+    ``errors`` holds one dict per problem (``loc``, ``msg``, ``type``), in the
+    shape pydantic uses, so that tools can point at the offending field.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[dict[str, Any]] = errors or []
+
+
+class UnsupportedError(NbdbError):
+    """The backend does not offer this feature; its capabilities say so."""
+
+
+class BackendUnavailableError(NbdbError, ConnectionError):
+    """The server could not be reached (after the configured retries)."""
+
+
+class AuthError(NbdbError):
+    """The server refused the credentials, or the caller lacks permission."""
+
+
+class CorruptRecordError(NbdbError):
+    """A stored record cannot be decoded into its model.
+
+    Another writer stored bytes that are not a valid record. Readers report it
+    and go on: a watcher or cache never dies of it.
+    """
+
+    def __init__(self, message: str, *, table: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+
+
+class HistoryGoneError(NbdbError):
+    """The backend can no longer deliver changes from the requested revision.
+
+    History was compacted or trimmed, or a standalone server restarted. A
+    watcher gets this instead of a silent gap; a cache re-lists on it.
+    """
+
+
+class LockTimeoutError(NbdbError, TimeoutError):
+    """A lock could not be acquired within the given timeout."""

@@ -1,0 +1,228 @@
+"""The base model, typed references and the table registry.
+
+A stored model is a frozen pydantic v2 model with ``id``, ``version``,
+``topic`` and ``external_ids``. References name the table they point to with
+``Annotated[UUID, Reference("Table")]`` (or a list of them); the model layer
+knows every reference, which the API uses for integrity checks, cascades and
+dependency order.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, get_args, get_origin
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PrivateAttr
+from pydantic_core import core_schema
+
+from nbdb import errors
+from nbdb.models.types import Topic
+
+__all__ = [
+    "Model",
+    "RefSpec",
+    "Reference",
+    "all_models",
+    "model_for_table",
+]
+
+_REGISTRY: dict[str, type[Model]] = {}
+
+
+def _id_of(value: Any) -> Any:
+    """Let a reference field take the referenced model itself, not only its id."""
+    if isinstance(value, Model):
+        return value.id
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Marks a UUID field as a reference to a row of another table.
+
+    ``target`` is the table name of the referenced model (its class name unless
+    the class says otherwise). The field accepts the referenced model itself,
+    and stores its id.
+    """
+
+    target: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(_id_of, handler(source))
+
+
+@dataclass(frozen=True, slots=True)
+class RefSpec:
+    """One reference field of a model: its name, target table, and shape."""
+
+    field: str
+    target: str
+    many: bool
+    optional: bool
+
+    def ids(self, obj: Model) -> tuple[uuid.UUID, ...]:
+        """The ids this field of ``obj`` points to."""
+        value = getattr(obj, self.field)
+        if value is None:
+            return ()
+        if self.many:
+            return tuple(value)
+        return (value,)
+
+
+def _reference_in(metadata: Any) -> Reference | None:
+    for item in metadata:
+        if isinstance(item, Reference):
+            return item
+    return None
+
+
+def _ref_spec(name: str, info: pydantic.fields.FieldInfo) -> RefSpec | None:
+    ref = _reference_in(info.metadata)
+    annotation = info.annotation
+    optional = False
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        optional = len(args) != len(get_args(annotation))
+        annotation = args[0] if len(args) == 1 else annotation
+        origin = get_origin(annotation)
+    if ref is not None:
+        return RefSpec(name, ref.target, many=False, optional=optional or not info.is_required())
+    if origin in (list, set, frozenset, tuple):
+        for arg in get_args(annotation):
+            if get_origin(arg) is typing.Annotated:
+                inner = _reference_in(get_args(arg)[1:])
+                if inner is not None:
+                    return RefSpec(name, inner.target, many=True, optional=True)
+    if origin is typing.Annotated:
+        inner = _reference_in(get_args(annotation)[1:])
+        if inner is not None:
+            return RefSpec(name, inner.target, many=False, optional=optional or not info.is_required())
+    return None
+
+
+def _translate(exc: pydantic.ValidationError, title: str) -> errors.ValidationError:
+    problems = [
+        {"loc": tuple(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
+    ]
+    lines = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or title}: {e['msg']}" for e in problems)
+    return errors.ValidationError(f"invalid {title}: {lines}", problems)
+
+
+class Model(BaseModel):
+    """Base of every stored model.
+
+    Subclass it to define a table; the class name is the table name unless a
+    ``nbdb_table`` class variable says otherwise. ``nbdb_indexes`` names the
+    fields a cache indexes (reference fields are always indexed).
+
+    Instances are immutable: derive a changed copy with :meth:`replace`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Assigned on construction; kept for life.")
+    version: int = Field(default=0, ge=0, description="0 until stored; bumped by every write.")
+    topic: Topic | None = Field(default=None, description="Tenant or partition; immutable once stored.")
+    external_ids: dict[str, str] = Field(default_factory=dict)
+
+    nbdb_table: ClassVar[str] = ""
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ()
+    nbdb_references: ClassVar[tuple[RefSpec, ...]] = ()
+    nbdb_index_fields: ClassVar[tuple[str, ...]] = ()
+
+    # Reference ids of the stored copy this instance descends from: lets an
+    # update or delete drop the right reverse references without a read.
+    _stored_refs: frozenset[tuple[str, uuid.UUID]] | None = PrivateAttr(default=None)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as exc:
+            raise _translate(exc, type(self).__name__) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            super().__setattr__(name, value)
+            return
+        raise errors.ValidationError(
+            f"{type(self).__name__} is immutable: derive a changed copy with .replace({name}=...)"
+        )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if "nbdb_table" not in cls.__dict__ or not cls.__dict__["nbdb_table"]:
+            cls.nbdb_table = cls.__name__
+        refs = tuple(
+            spec for name, info in cls.model_fields.items() if (spec := _ref_spec(name, info)) is not None
+        )
+        cls.nbdb_references = refs
+        for name in cls.nbdb_indexes:
+            if name not in cls.model_fields:
+                raise TypeError(f"{cls.__name__}.nbdb_indexes names unknown field {name!r}")
+        index_fields = list(cls.nbdb_indexes)
+        index_fields += [r.field for r in refs if r.field not in index_fields]
+        cls.nbdb_index_fields = tuple(index_fields)
+        previous = _REGISTRY.get(cls.nbdb_table)
+        if previous is not None and previous.__qualname__ != cls.__qualname__:
+            raise TypeError(
+                f"table name {cls.nbdb_table!r} of {cls.__qualname__} is taken by {previous.__qualname__}; "
+                "set nbdb_table to another name"
+            )
+        _REGISTRY[cls.nbdb_table] = cls
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """Validate ``obj`` into this model; bad input raises :class:`nbdb.ValidationError`."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except pydantic.ValidationError as exc:
+            raise _translate(exc, cls.__name__) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any) -> Self:
+        """Validate JSON into this model; bad input raises :class:`nbdb.ValidationError`."""
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except pydantic.ValidationError as exc:
+            raise _translate(exc, cls.__name__) from None
+
+    def replace(self, **changes: Any) -> Self:
+        """A validated copy with ``changes`` applied, keeping id, version and topic lineage."""
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        data.update(changes)
+        new = type(self)(**data)
+        new._stored_refs = self._stored_refs
+        return new
+
+    def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
+        """Every (table, id) this object points to."""
+        return frozenset((spec.target, target) for spec in self.nbdb_references for target in spec.ids(self))
+
+    def index_values(self, field: str) -> Iterator[Any]:
+        """The values under which a cache indexes this object for ``field``."""
+        value = getattr(self, field)
+        if isinstance(value, list | tuple | set | frozenset):
+            yield from value
+        else:
+            yield value
+
+
+def model_for_table(table: str) -> type[Model]:
+    """The model class registered for ``table``; :class:`nbdb.NotFoundError` if none."""
+    try:
+        return _REGISTRY[table]
+    except KeyError:
+        raise errors.NotFoundError(f"no model is registered for table {table!r}") from None
+
+
+def all_models() -> tuple[type[Model], ...]:
+    """Every model class defined so far (the logical schema and the user's own)."""
+    return tuple(_REGISTRY.values())

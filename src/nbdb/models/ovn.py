@@ -1,0 +1,308 @@
+"""The logical schema, modelled on the OVN Northbound database.
+
+Field names are the snake_case forms of the ``OVN_Northbound`` column names so
+the OVSDB backend maps them one to one. Where OVN keeps a set of children in the
+parent (``Logical_Switch.ports``), nbdb has the child name its parent
+(``LogicalSwitchPort.switch``): adding a port never rewrites a hot switch.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, ClassVar
+from uuid import UUID
+
+from pydantic import Field, model_validator
+
+from nbdb.models.base import Model, Reference
+from nbdb.models.types import (
+    CIDR,
+    IPAddress,
+    IPInterface,
+    IPOrCIDR,
+    LSPAddress,
+    MACAddress,
+    PortRange,
+    Priority,
+    VlanTag,
+)
+
+__all__ = [
+    "ACL",
+    "NAT",
+    "QoS",
+    "ACLAction",
+    "AddressSet",
+    "Chassis",
+    "DHCPOptions",
+    "Direction",
+    "EncapType",
+    "LoadBalancer",
+    "LoadBalancerProtocol",
+    "LogicalRouter",
+    "LogicalRouterPort",
+    "LogicalRouterStaticRoute",
+    "LogicalSwitch",
+    "LogicalSwitchPort",
+    "NATType",
+    "PortGroup",
+    "PortType",
+    "RoutePolicy",
+    "Severity",
+]
+
+
+class PortType(StrEnum):
+    """``Logical_Switch_Port.type``."""
+
+    NORMAL = ""
+    ROUTER = "router"
+    LOCALNET = "localnet"
+    LOCALPORT = "localport"
+    L2GATEWAY = "l2gateway"
+    VTEP = "vtep"
+    EXTERNAL = "external"
+    VIRTUAL = "virtual"
+    REMOTE = "remote"
+
+
+class Direction(StrEnum):
+    """Direction of an ACL or QoS rule."""
+
+    FROM_LPORT = "from-lport"
+    TO_LPORT = "to-lport"
+
+
+class ACLAction(StrEnum):
+    """``ACL.action``."""
+
+    ALLOW = "allow"
+    ALLOW_RELATED = "allow-related"
+    ALLOW_STATELESS = "allow-stateless"
+    DROP = "drop"
+    REJECT = "reject"
+    PASS = "pass"
+
+
+class Severity(StrEnum):
+    """``ACL.severity``."""
+
+    ALERT = "alert"
+    WARNING = "warning"
+    NOTICE = "notice"
+    INFO = "info"
+    DEBUG = "debug"
+
+
+class NATType(StrEnum):
+    """``NAT.type``."""
+
+    DNAT = "dnat"
+    SNAT = "snat"
+    DNAT_AND_SNAT = "dnat_and_snat"
+
+
+class RoutePolicy(StrEnum):
+    """``Logical_Router_Static_Route.policy``."""
+
+    SRC_IP = "src-ip"
+    DST_IP = "dst-ip"
+
+
+class LoadBalancerProtocol(StrEnum):
+    """``Load_Balancer.protocol``."""
+
+    TCP = "tcp"
+    UDP = "udp"
+    SCTP = "sctp"
+
+
+class EncapType(StrEnum):
+    """Tunnel encapsulation a chassis offers."""
+
+    GENEVE = "geneve"
+    VXLAN = "vxlan"
+    STT = "stt"
+
+
+Name = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class Chassis(Model):
+    """A hypervisor or gateway running a local controller; controllers register themselves."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: Name
+    hostname: str = ""
+    encap_type: EncapType = EncapType.GENEVE
+    encap_ip: IPAddress | None = None
+    other_config: dict[str, str] = Field(default_factory=dict)
+
+
+class LoadBalancer(Model):
+    """``Load_Balancer``: virtual IPs mapped to backends."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str = ""
+    vips: dict[str, str] = Field(default_factory=dict, description='"VIP[:port]" -> "IP[:port],IP[:port]"')
+    protocol: LoadBalancerProtocol | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class LogicalSwitch(Model):
+    """``Logical_Switch``: an L2 network. Its ports, ACLs and QoS rules point to it."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str = ""
+    other_config: dict[str, str] = Field(default_factory=dict)
+    load_balancer: list[Annotated[UUID, Reference("LoadBalancer")]] = Field(default_factory=list)
+
+
+class DHCPOptions(Model):
+    """``DHCP_Options``: options served to ports of one subnet."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("cidr",)
+
+    cidr: CIDR
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class LogicalSwitchPort(Model):
+    """``Logical_Switch_Port``: a port of a logical switch, bound to a chassis when up."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+
+    switch: Annotated[UUID, Reference("LogicalSwitch")]
+    name: Name
+    type: PortType = PortType.NORMAL
+    addresses: list[LSPAddress] = Field(default_factory=list)
+    port_security: list[str] = Field(default_factory=list)
+    options: dict[str, str] = Field(default_factory=dict)
+    parent_name: str | None = None
+    tag_request: VlanTag | None = None
+    tag: VlanTag | None = None
+    up: bool | None = None
+    enabled: bool | None = None
+    dhcpv4_options: Annotated[UUID | None, Reference("DHCPOptions")] = None
+    dhcpv6_options: Annotated[UUID | None, Reference("DHCPOptions")] = None
+    chassis: Annotated[UUID | None, Reference("Chassis")] = None
+
+
+class LogicalRouter(Model):
+    """``Logical_Router``: its ports, routes and NAT rules point to it."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str = ""
+    enabled: bool | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+    load_balancer: list[Annotated[UUID, Reference("LoadBalancer")]] = Field(default_factory=list)
+
+
+class LogicalRouterPort(Model):
+    """``Logical_Router_Port``."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+
+    router: Annotated[UUID, Reference("LogicalRouter")]
+    name: Name
+    mac: MACAddress
+    networks: list[IPInterface] = Field(min_length=1)
+    peer: str | None = None
+    enabled: bool | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+    gateway_chassis: list[Annotated[UUID, Reference("Chassis")]] = Field(default_factory=list)
+
+
+class LogicalRouterStaticRoute(Model):
+    """``Logical_Router_Static_Route``."""
+
+    router: Annotated[UUID, Reference("LogicalRouter")]
+    ip_prefix: IPOrCIDR
+    nexthop: IPAddress
+    output_port: str | None = None
+    policy: RoutePolicy | None = None
+    route_table: str = ""
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class PortGroup(Model):
+    """``Port_Group``: a named set of switch ports, usable in ACL matches."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: Name
+    ports: list[Annotated[UUID, Reference("LogicalSwitchPort")]] = Field(default_factory=list)
+
+
+class ACL(Model):
+    """``ACL``: applied to exactly one switch or one port group."""
+
+    switch: Annotated[UUID | None, Reference("LogicalSwitch")] = None
+    port_group: Annotated[UUID | None, Reference("PortGroup")] = None
+    direction: Direction
+    priority: Priority
+    match: str = Field(min_length=1)
+    action: ACLAction
+    log: bool = False
+    name: str | None = Field(default=None, max_length=63)
+    severity: Severity | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> ACL:
+        if (self.switch is None) == (self.port_group is None):
+            raise ValueError("an ACL belongs to exactly one of switch or port_group")
+        return self
+
+
+class AddressSet(Model):
+    """``Address_Set``: a named set of addresses, usable in ACL matches."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: Name
+    addresses: list[IPOrCIDR] = Field(default_factory=list)
+
+
+class NAT(Model):
+    """``NAT`` rule of a logical router."""
+
+    router: Annotated[UUID, Reference("LogicalRouter")]
+    type: NATType
+    external_ip: IPAddress
+    logical_ip: IPOrCIDR
+    external_mac: MACAddress | None = None
+    logical_port: str | None = None
+    external_port_range: PortRange | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _mac_needs_port(self) -> NAT:
+        if (self.external_mac is None) != (self.logical_port is None):
+            raise ValueError("external_mac and logical_port go together (distributed NAT)")
+        return self
+
+
+class QoS(Model):
+    """``QoS`` rule of a logical switch: DSCP marking and/or rate limiting."""
+
+    switch: Annotated[UUID, Reference("LogicalSwitch")]
+    priority: Priority
+    direction: Direction
+    match: str = Field(min_length=1)
+    action: dict[str, Annotated[int, Field(ge=0, le=63)]] = Field(default_factory=dict)
+    bandwidth: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _keys(self) -> QoS:
+        if set(self.action) - {"dscp", "mark"}:
+            raise ValueError("QoS.action keys are dscp and mark")
+        if set(self.bandwidth) - {"rate", "burst"}:
+            raise ValueError("QoS.bandwidth keys are rate and burst")
+        if not self.action and not self.bandwidth:
+            raise ValueError("a QoS rule needs an action or a bandwidth")
+        return self

@@ -1,0 +1,135 @@
+"""Validated scalar types used by the logical schema.
+
+Values are kept as normalised strings (``"0a:00:00:00:00:01"``,
+``"10.0.0.0/24"``), the way OVN stores them, so they map one to one onto OVSDB
+columns and compare equal whatever spelling the caller used.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StringConstraints
+
+__all__ = [
+    "CIDR",
+    "IPAddress",
+    "IPInterface",
+    "IPOrCIDR",
+    "IPv4Address",
+    "IPv6Address",
+    "LSPAddress",
+    "MACAddress",
+    "PortNumber",
+    "PortRange",
+    "Priority",
+    "Topic",
+    "VlanTag",
+]
+
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+
+
+def _mac(value: str) -> str:
+    if not _MAC_RE.match(value):
+        raise ValueError(f"not a MAC address: {value!r} (want six hex pairs, like 0a:00:00:00:00:01)")
+    return value.lower().replace("-", ":")
+
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {value!r}") from None
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv4 address: {value!r}") from None
+
+
+def _ipv6(value: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv6 address: {value!r}") from None
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise ValueError(f"not a network in CIDR form (host bits must be zero): {value!r}") from None
+
+
+def _interface(value: str) -> str:
+    if "/" not in value:
+        raise ValueError(f"not an address with prefix length, like 10.0.0.1/24: {value!r}")
+    try:
+        return str(ipaddress.ip_interface(value))
+    except ValueError:
+        raise ValueError(f"not an address with prefix length, like 10.0.0.1/24: {value!r}") from None
+
+
+def _ip_or_cidr(value: str) -> str:
+    if "/" in value:
+        return _cidr(value)
+    return _ip(value)
+
+
+def _port_range(value: str) -> str:
+    low, sep, high = value.partition("-")
+    try:
+        lo = int(low)
+        hi = int(high) if sep else lo
+    except ValueError:
+        raise ValueError(f"not a port or port range like 1000-2000: {value!r}") from None
+    if not (0 < lo <= 65535 and 0 < hi <= 65535 and lo <= hi):
+        raise ValueError(f"port range out of 1-65535 or reversed: {value!r}")
+    return f"{lo}-{hi}" if sep else str(lo)
+
+
+_ADDRESS_KEYWORDS = frozenset({"router", "unknown", "dynamic"})
+
+
+def _lsp_address(value: str) -> str:
+    """Validate one entry of ``Logical_Switch_Port.addresses``.
+
+    OVN accepts ``router``, ``unknown``, ``dynamic``, ``MAC``, ``MAC dynamic``,
+    ``MAC IP [IP...]``, and ``dynamic IP``.
+    """
+    tokens = value.split()
+    if not tokens:
+        raise ValueError("empty port address")
+    if len(tokens) == 1 and tokens[0] in _ADDRESS_KEYWORDS:
+        return tokens[0]
+    head, rest = tokens[0], tokens[1:]
+    if head == "dynamic":
+        return " ".join(["dynamic", *(_ip(t) for t in rest)])
+    mac = _mac(head)
+    if rest == ["dynamic"]:
+        return f"{mac} dynamic"
+    return " ".join([mac, *(_ip(t.split("/")[0]) for t in rest)])
+
+
+MACAddress = Annotated[str, AfterValidator(_mac)]
+IPAddress = Annotated[str, AfterValidator(_ip)]
+IPv4Address = Annotated[str, AfterValidator(_ipv4)]
+IPv6Address = Annotated[str, AfterValidator(_ipv6)]
+CIDR = Annotated[str, AfterValidator(_cidr)]
+IPInterface = Annotated[str, AfterValidator(_interface)]
+IPOrCIDR = Annotated[str, AfterValidator(_ip_or_cidr)]
+PortRange = Annotated[str, AfterValidator(_port_range)]
+LSPAddress = Annotated[str, AfterValidator(_lsp_address)]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+VlanTag = Annotated[int, Field(ge=0, le=4095)]
+Priority = Annotated[int, Field(ge=0, le=32767)]
+Topic = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"),
+]
+"""A tenant or partition name. Restricted to a charset every store can use in keys."""

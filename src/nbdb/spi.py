@@ -1,0 +1,227 @@
+"""The service-provider interface between :class:`nbdb.Database` and a backend.
+
+The Database validates models, encodes them to bytes and works out references;
+a backend stores opaque records. A backend rarely implements this interface
+directly: it subclasses a family (:mod:`nbdb.families`) that builds these
+operations on top of a few server primitives.
+
+Records are addressed by ``(table, id)``; ``topic`` is the partition a record
+lives in, fixed at creation. ``version`` counts the writes of one object (1
+after create). A *revision* is an ordered resume token for the whole store:
+every commit gets a larger one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+import threading
+from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from nbdb.capabilities import Capabilities
+from nbdb.errors import UnsupportedError
+
+__all__ = [
+    "ANY_VERSION",
+    "Backend",
+    "CommitResult",
+    "Delete",
+    "LockHandle",
+    "Put",
+    "Record",
+    "RecordChange",
+    "RecordStream",
+    "RefKey",
+    "Snapshot",
+    "WriteOp",
+]
+
+RefKey = tuple[str, uuid.UUID]
+"""A reference target: (table, id)."""
+
+ANY_VERSION = -1
+"""``Delete.expect_version`` that accepts whatever version is stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored object as the backend sees it: opaque bytes plus addressing."""
+
+    table: str
+    id: uuid.UUID
+    topic: str | None
+    version: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Records read at one revision."""
+
+    records: list[Record]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordChange:
+    """One committed change of one record (old None: created; new None: deleted)."""
+
+    table: str
+    id: uuid.UUID
+    topic: str | None
+    old: Record | None
+    new: Record | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Create (``expect_version == 0``) or compare-and-swap update of one record.
+
+    ``refs`` is the full set of references of the new state; ``old_refs`` those
+    of the stored state at ``expect_version`` if the caller knows them (None:
+    the backend reads them).
+    """
+
+    table: str
+    id: uuid.UUID
+    topic: str | None
+    data: bytes
+    expect_version: int
+    refs: frozenset[RefKey] = frozenset()
+    old_refs: frozenset[RefKey] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete one record, if it is at ``expect_version`` (or ANY_VERSION) and unreferenced.
+
+    ``old_refs`` are the references the stored record holds, if known.
+    """
+
+    table: str
+    id: uuid.UUID
+    topic: str | None
+    expect_version: int = ANY_VERSION
+    old_refs: frozenset[RefKey] | None = None
+
+
+WriteOp = Put | Delete
+
+
+class LockHandle:
+    """A held lock. ``lost`` turns True if the backend could not keep it alive.
+
+    A lock lives on a lease with a TTL that a background thread renews; when the
+    renewal fails (server gone, lease expired), the lock is lost and anyone may
+    take it: check ``lost`` before acting on the assumption of exclusivity.
+    """
+
+    def __init__(self, name: str, token: str) -> None:
+        self.name = name
+        self.token = token
+        self._lost = threading.Event()
+
+    @property
+    def lost(self) -> bool:
+        """True once the lock may be held by somebody else."""
+        return self._lost.is_set()
+
+    def mark_lost(self) -> None:
+        """Record that the lease behind the lock is gone."""
+        self._lost.set()
+
+    def __repr__(self) -> str:
+        return f"LockHandle(name={self.name!r}, lost={self.lost})"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """The outcome of a commit: its revision and each op's new version (0 for deletes)."""
+
+    revision: int
+    versions: list[int] = field(default_factory=list)
+
+
+class RecordStream(ABC):
+    """A stream of committed changes from a revision on, in revision order.
+
+    ``poll`` returns the next batch (empty after ``timeout``), raises
+    :class:`nbdb.HistoryGoneError` when the backend cannot resume, and
+    :class:`nbdb.BackendUnavailableError` when the server is gone for good.
+    ``revision`` is the resume point: every change up to it was returned.
+    """
+
+    @abstractmethod
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        """The next changes, waiting at most ``timeout`` seconds (None: forever)."""
+
+    @property
+    @abstractmethod
+    def revision(self) -> int:
+        """Every change with a revision up to this one has been returned."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the stream; a ``poll`` blocked in another thread returns []."""
+
+
+class Backend(ABC):
+    """What :class:`nbdb.Database` needs from a store. Families implement it."""
+
+    capabilities: ClassVar[Capabilities]
+    """The backend's static declaration of guarantees."""
+
+    @abstractmethod
+    def read(self, table: str, id: uuid.UUID) -> Record | None:
+        """The stored record, or None."""
+
+    @abstractmethod
+    def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
+        """Every record of ``tables`` (in ``topics``, or all if None), read at one revision."""
+
+    @abstractmethod
+    def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        """Apply ``ops`` all or nothing, checking versions and references atomically.
+
+        Raises :class:`nbdb.ConflictError` on a version mismatch and
+        :class:`nbdb.ReferenceError` when a reference would dangle.
+        """
+
+    @abstractmethod
+    def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
+        """The (table, id) of every record that references this one."""
+
+    @abstractmethod
+    def watch(
+        self, tables: Sequence[str], topics: Collection[str | None] | None, since: int
+    ) -> RecordStream:
+        """Changes of ``tables`` (in ``topics``) committed after revision ``since``."""
+
+    @abstractmethod
+    def current_revision(self) -> int:
+        """The revision of the latest commit."""
+
+    @abstractmethod
+    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
+        """A context manager holding the named lock; see :meth:`nbdb.Database.lock`."""
+
+    @abstractmethod
+    def allocate_id(self, name: str) -> int:
+        """The next value of the named counter (1, 2, 3, ...), unique among all clients."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and threads."""
+
+    def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
+        """Store ``data`` as the record's bytes, bypassing every check.
+
+        For tests of corrupt-record handling only (the conformance kit uses it
+        to play "another writer"); a backend that cannot do it raises
+        UnsupportedError.
+        """
+        raise UnsupportedError(f"{type(self).__name__} cannot write raw records")

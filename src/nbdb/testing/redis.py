@@ -1,0 +1,377 @@
+"""Redis: a single server (password, ACL user, TLS, append-only file) or Sentinel."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from nbdb.testing.base import Member, Server
+from nbdb.testing.errors import HarnessError
+from nbdb.testing.probes import RespError, resp_command
+from nbdb.testing.process import find_binary
+from nbdb.testing.tls import TlsFiles, make_tls_files
+
+__all__ = ["RedisSentinel", "RedisServer"]
+
+log = logging.getLogger(__name__)
+
+
+class _RedisBase(Server):
+    binaries = (("redis-server", "redis-server"),)
+    default_timeout = 30.0
+    option_names: ClassVar[tuple[str, ...]] = (
+        "password",
+        "username",
+        "tls",
+        "tls_client_auth",
+        "appendonly",
+    )
+
+    def __init__(
+        self,
+        *,
+        password: str | None = None,
+        username: str | None = None,
+        tls: bool = False,
+        tls_client_auth: bool = False,
+        appendonly: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if username is not None and password is None:
+            raise ValueError("an ACL username needs a password")
+        self.password = password
+        self.username = username
+        self.tls = tls or tls_client_auth
+        self.tls_client_auth = tls_client_auth
+        self.appendonly = appendonly
+
+    def __repr__(self) -> str:  # never show the password
+        return super().__repr__()
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        """The CA and certificates of a TLS server (None without TLS)."""
+        if not self.tls or self.base_dir is None:
+            return None
+        directory = self.base_dir / "tls"
+        return TlsFiles(
+            ca_cert=directory / "ca.crt",
+            server_cert=directory / "server.crt",
+            server_key=directory / "server.key",
+            client_cert=directory / "client.crt",
+            client_key=directory / "client.key",
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client SSL context trusting the test CA (None without TLS)."""
+        files = self.tls_files
+        if files is None:
+            return None
+        return files.client_context(with_client_cert=self.tls_client_auth)
+
+    def _make_tls(self) -> None:
+        if self.tls:
+            assert self.base_dir is not None
+            make_tls_files(self.base_dir / "tls")
+
+    def _common_config(self, port: int, member_dir: Path) -> list[str]:
+        lines = [
+            "bind 127.0.0.1",
+            f"dir {member_dir}",
+            "daemonize no",
+            'logfile ""',
+            "loglevel notice",
+            "protected-mode no",
+            "appendfsync everysec",
+        ]
+        if self.tls:
+            files = self.tls_files
+            assert files is not None
+            lines += [
+                "port 0",
+                f"tls-port {port}",
+                f"tls-cert-file {files.server_cert}",
+                f"tls-key-file {files.server_key}",
+                f"tls-ca-cert-file {files.ca_cert}",
+                # Replication and sentinel links present the client certificate.
+                f"tls-client-cert-file {files.client_cert}",
+                f"tls-client-key-file {files.client_key}",
+                f"tls-auth-clients {'yes' if self.tls_client_auth else 'no'}",
+                "tls-replication yes",
+            ]
+        else:
+            lines.append(f"port {port}")
+        return lines
+
+    def _data_config(self, port: int, member_dir: Path) -> list[str]:
+        lines = self._common_config(port, member_dir)
+        lines += [
+            f"appendonly {'yes' if self.appendonly else 'no'}",
+            # Without appendonly the server is a cache: no RDB snapshots either, so restarts
+            # start empty (what "not durable" means in the tests).
+            'save ""' if not self.appendonly else "save 60 1",
+        ]
+        if self.username is not None:
+            lines += [
+                "user default off",
+                f"user {self.username} on >{self.password} ~* &* +@all",
+                f"masteruser {self.username}",
+                f"masterauth {self.password}",
+            ]
+        elif self.password is not None:
+            lines += [f"requirepass {self.password}", f"masterauth {self.password}"]
+        return lines
+
+    def _redis_argv(self, config: Path, *extra: str) -> list[str]:
+        binary = find_binary("redis-server")
+        assert binary is not None
+        return [binary, str(config), *extra]
+
+    def command(self, member: Member, *args: str | int, timeout: float = 2.0) -> Any:
+        """Send one command to ``member`` (authenticating to data members)."""
+        auth = member.extra.get("role") != "sentinel"
+        return resp_command(
+            member.host,
+            member.port,
+            *args,
+            username=self.username if auth else None,
+            password=self.password if auth else None,
+            ssl_context=self.ssl_context(),
+            timeout=timeout,
+        )
+
+    def _credentials(self) -> str:
+        if self.password is None:
+            return ""
+        user = quote(self.username, safe="") if self.username else ""
+        return f"{user}:{quote(self.password, safe='')}@"
+
+    def _query(self) -> str:
+        files = self.tls_files
+        if files is None:
+            return ""
+        query = f"?ssl_ca_certs={quote(str(files.ca_cert))}"
+        if self.tls_client_auth:
+            query += (
+                f"&ssl_certfile={quote(str(files.client_cert))}"
+                f"&ssl_keyfile={quote(str(files.client_key))}"
+            )
+        return query
+
+    def _extra_info(self) -> dict[str, Any]:
+        files = self.tls_files
+        return {
+            "username": self.username,
+            "password": self.password,
+            "tls": files.to_state() if files else None,
+            "appendonly": self.appendonly,
+        }
+
+
+class RedisServer(_RedisBase):
+    """A standalone Redis server: ``redis://127.0.0.1:PORT/0``.
+
+    Options: ``password`` (``requirepass``), ``username`` (an ACL user with that password;
+    the default user is then disabled), ``tls`` (TLS only, URL scheme ``rediss``, the CA path
+    in the ``ssl_ca_certs`` query parameter), ``tls_client_auth`` (clients must present the
+    client certificate) and ``appendonly`` (durable: AOF with fsync every second).
+    """
+
+    kind = "redis"
+    default_timeout = 20.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.size != 1:
+            raise ValueError("a standalone Redis has one member; use RedisSentinel for more")
+
+    def _prepare(self) -> None:
+        self._make_tls()
+        port = self._alloc()
+        member_dir = self._member_dir("redis1")
+        config = member_dir / "redis.conf"
+        config.write_text("\n".join(self._data_config(port, member_dir)) + "\n")
+        self.members.append(
+            Member(
+                self,
+                "redis1",
+                host="127.0.0.1",
+                ports={"client": port},
+                data_dir=member_dir,
+                process=self._process(self._redis_argv(config), member_dir),
+                extra={"role": "master", "config": str(config)},
+            )
+        )
+
+    def member_ready(self, member: Member) -> bool:
+        return bool(self.command(member, "PING") == "PONG")
+
+    @property
+    def url(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self._credentials()}{self.host}:{self.port}/0{self._query()}"
+
+
+class RedisSentinel(_RedisBase):
+    """Redis with Sentinel: one master, ``replicas`` replicas and ``sentinels`` sentinels.
+
+    URL: ``redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/SERVICE`` (sentinel
+    addresses; credentials in the URL are those of the data nodes; sentinels themselves
+    need none). :meth:`leader` is the current master as the sentinels report it.
+    """
+
+    kind = "redis-sentinel"
+    default_timeout = 40.0
+    option_names = (*_RedisBase.option_names, "replicas", "service_name", "down_after_ms")
+
+    def __init__(
+        self,
+        *,
+        replicas: int = 1,
+        sentinels: int | None = None,
+        service_name: str = "nbdb",
+        down_after_ms: int = 1000,
+        members: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        # ``members`` is the number of sentinels (what the URL lists).
+        super().__init__(members=sentinels if sentinels is not None else members, **kwargs)
+        if replicas < 0:
+            raise ValueError("replicas must be >= 0")
+        self.replicas = replicas
+        self.service_name = service_name
+        self.down_after_ms = down_after_ms
+
+    @property
+    def data_members(self) -> list[Member]:
+        """The master and replicas (as started; roles change on failover)."""
+        return [m for m in self.members if m.extra.get("role") != "sentinel"]
+
+    @property
+    def sentinel_members(self) -> list[Member]:
+        """The sentinels."""
+        return [m for m in self.members if m.extra.get("role") == "sentinel"]
+
+    @property
+    def quorum(self) -> int:
+        """Sentinels that must agree a master is down."""
+        return self.size // 2 + 1
+
+    def _prepare(self) -> None:
+        self._make_tls()
+        master_port = self._alloc()
+        for index in range(self.replicas + 1):
+            name = "master" if index == 0 else f"replica{index}"
+            port = master_port if index == 0 else self._alloc()
+            member_dir = self._member_dir(name)
+            lines = self._data_config(port, member_dir)
+            if index > 0:
+                lines.append(f"replicaof 127.0.0.1 {master_port}")
+            config = member_dir / "redis.conf"
+            config.write_text("\n".join(lines) + "\n")
+            self.members.append(
+                Member(
+                    self,
+                    name,
+                    host="127.0.0.1",
+                    ports={"client": port},
+                    data_dir=member_dir,
+                    process=self._process(self._redis_argv(config), member_dir),
+                    extra={"role": "master" if index == 0 else "replica", "config": str(config)},
+                )
+            )
+        svc = self.service_name
+        for index in range(1, self.size + 1):
+            name = f"sentinel{index}"
+            port = self._alloc()
+            member_dir = self._member_dir(name)
+            lines = self._common_config(port, member_dir)
+            lines += [
+                f"sentinel monitor {svc} 127.0.0.1 {master_port} {self.quorum}",
+                f"sentinel down-after-milliseconds {svc} {self.down_after_ms}",
+                f"sentinel failover-timeout {svc} {max(5000, 4 * self.down_after_ms)}",
+                f"sentinel parallel-syncs {svc} 1",
+            ]
+            if self.username is not None:
+                lines.append(f"sentinel auth-user {svc} {self.username}")
+            if self.password is not None:
+                lines.append(f"sentinel auth-pass {svc} {self.password}")
+            config = member_dir / "sentinel.conf"
+            config.write_text("\n".join(lines) + "\n")
+            self.members.append(
+                Member(
+                    self,
+                    name,
+                    host="127.0.0.1",
+                    ports={"client": port},
+                    data_dir=member_dir,
+                    process=self._process(self._redis_argv(config, "--sentinel"), member_dir),
+                    extra={"role": "sentinel", "config": str(config)},
+                )
+            )
+
+    def member_ready(self, member: Member) -> bool:
+        if self.command(member, "PING") != "PONG":
+            return False
+        role = member.extra.get("role")
+        if role == "sentinel":
+            return self.command(member, "SENTINEL", "get-master-addr-by-name", self.service_name) is not None
+        info = self.command(member, "INFO", "replication")
+        if "role:slave" in info:
+            return "master_link_status:up" in info
+        return True
+
+    def ready(self) -> bool:
+        if not all(self.member_ready(m) for m in self.members):
+            return False
+        # Every sentinel must know the replicas and the other sentinels, or a failover
+        # test could start before the sentinels can agree on anything.
+        svc = self.service_name
+        for sentinel in self.sentinel_members:
+            replicas = self.command(sentinel, "SENTINEL", "replicas", svc)
+            peers = self.command(sentinel, "SENTINEL", "sentinels", svc)
+            if len(replicas) < self.replicas or len(peers) < self.size - 1:
+                return False
+        return True
+
+    def master_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the master according to the first sentinel that answers."""
+        errors: list[str] = []
+        for sentinel in self.sentinel_members:
+            if not sentinel.is_running() or sentinel.is_paused():
+                continue
+            try:
+                reply = self.command(sentinel, "SENTINEL", "get-master-addr-by-name", self.service_name)
+            except (OSError, RespError) as exc:
+                errors.append(f"{sentinel.name}: {exc}")
+                continue
+            if reply:
+                return str(reply[0]), int(reply[1])
+        raise HarnessError(f"no sentinel reports a master for {self.service_name!r}: {errors}")
+
+    def leader(self) -> Member:
+        """The data member that the sentinels currently report as master."""
+        host, port = self.master_address()
+        return self.member_at(host, port)
+
+    def master(self) -> Member:
+        """Alias of :meth:`leader`."""
+        return self.leader()
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(m.address for m in self.sentinel_members)
+        query = self._query()
+        return f"redis+sentinel://{self._credentials()}{hosts}/{self.service_name}{query}"
+
+    def _extra_info(self) -> dict[str, Any]:
+        return {
+            **super()._extra_info(),
+            "service_name": self.service_name,
+            "sentinels": [m.address for m in self.sentinel_members],
+            "master": self.data_members[0].address,
+        }

@@ -1,0 +1,126 @@
+"""The user-facing change stream returned by :meth:`nbdb.Database.watch`."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+
+from nbdb import errors
+from nbdb.codec import decode
+from nbdb.events import ChangeEvent, EventKind
+from nbdb.models.base import Model
+from nbdb.spi import Record, RecordChange, RecordStream
+
+__all__ = ["ErrorHandler", "Watch", "to_event"]
+
+log = logging.getLogger(__name__)
+
+ErrorHandler = Callable[[errors.CorruptRecordError], None]
+
+
+def _log_corrupt(exc: errors.CorruptRecordError) -> None:
+    log.warning("skipping a corrupt record: %s", exc)
+
+
+def to_event(model: type[Model], change: RecordChange) -> ChangeEvent[Model]:
+    """Decode a record change; CorruptRecordError if either side does not decode."""
+    old = None if change.old is None else _decode_old(model, change.old)
+    new = None if change.new is None else decode(model, change.new)
+    if old is None:
+        kind = EventKind.CREATED
+    elif new is None:
+        kind = EventKind.DELETED
+    else:
+        kind = EventKind.UPDATED
+    return ChangeEvent(kind, model, old, new, change.revision)
+
+
+def _decode_old(model: type[Model], record: Record) -> Model | None:
+    # An old value that another writer corrupted must not hide the new, valid
+    # state: report it as "created" from nothing rather than drop the change.
+    try:
+        return decode(model, record)
+    except errors.CorruptRecordError as exc:
+        log.warning("previous value is corrupt, reporting the change without it: %s", exc)
+        return None
+
+
+class Watch(Iterator[ChangeEvent[Model]]):
+    """Every change after a revision, each once, in order per object.
+
+    Iterate it (blocking) or call :meth:`poll`. It raises
+    :class:`nbdb.HistoryGoneError` if the backend cannot resume from the
+    revision; corrupt records are reported to ``on_error`` and skipped.
+    ``revision`` is the resume token: pass it as ``since`` to a new watch to go
+    on where this one stopped.
+    """
+
+    def __init__(
+        self,
+        stream: RecordStream,
+        models: Mapping[str, type[Model]],
+        on_error: ErrorHandler | None = None,
+    ) -> None:
+        self._stream = stream
+        self._models = dict(models)
+        self._on_error = on_error or _log_corrupt
+        self._pending: deque[ChangeEvent[Model]] = deque()
+        self._closed = False
+
+    @property
+    def revision(self) -> int:
+        """Resume token: every change up to this revision has been delivered.
+
+        Tokens have commit granularity: stopping in the middle of a
+        multi-object commit and resuming from here delivers that commit again.
+        """
+        if self._pending:
+            return self._pending[0].revision - 1
+        return self._stream.revision
+
+    def _fetch(self, timeout: float | None) -> list[ChangeEvent[Model]]:
+        events = []
+        for change in self._stream.poll(timeout):
+            model = self._models.get(change.table)
+            if model is None:
+                continue
+            try:
+                events.append(to_event(model, change))
+            except errors.CorruptRecordError as exc:
+                self._on_error(exc)
+        return events
+
+    def poll(self, timeout: float | None = None) -> list[ChangeEvent[Model]]:
+        """The next changes; an empty list after ``timeout`` seconds or once closed."""
+        if self._pending:
+            out = list(self._pending)
+            self._pending.clear()
+            return out
+        if self._closed:
+            return []
+        return self._fetch(timeout)
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> ChangeEvent[Model]:
+        while not self._pending:
+            if self._closed:
+                raise StopIteration
+            self._pending.extend(self._fetch(0.5))
+        return self._pending.popleft()
+
+    def close(self) -> None:
+        """Stop the stream; an iteration in another thread ends."""
+        self._closed = True
+        self._stream.close()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
