@@ -49,7 +49,7 @@ def _extension_manager() -> Any:
 
 
 def _load_failed(manager: Any, entry_point: Any, exc: BaseException) -> None:
-    log.warning("backend %r failed to load: %s", getattr(entry_point, "name", entry_point), exc)
+    log.debug("backend %r failed to load: %s", getattr(entry_point, "name", entry_point), exc)
 
 
 def installed_backends() -> dict[str, type[Backend]]:

@@ -217,6 +217,15 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections and threads."""
 
+    # ---------------------------------------------------------------- test hooks
+    # The conformance kit plays "another writer" and "the server forgot its
+    # history" through these. A backend that cannot offer one raises
+    # UnsupportedError and the kit reports the tests that need it as skipped.
+
+    def compact_history(self) -> None:
+        """Forget the change history up to the current revision (as compaction or trimming would)."""
+        raise UnsupportedError(f"{type(self).__name__} cannot drop its history on demand")
+
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
         """Store ``data`` as the record's bytes, bypassing every check.
 

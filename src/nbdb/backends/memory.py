@@ -168,10 +168,11 @@ class MemoryBackend(KeyValueBackend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
-        """Open ``memory://[NAME][?history=N]``."""
+        """Open ``memory://[NAME][?history=N]``; ``namespace=`` selects an isolated store of that name."""
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         query.update({k: str(v) for k, v in options.items()})
+        namespace = query.pop("namespace", "")
         unknown = set(query) - {"history"}
         if unknown:
             raise errors.ValidationError(f"unknown memory:// option(s): {', '.join(sorted(unknown))}")
@@ -180,6 +181,9 @@ class MemoryBackend(KeyValueBackend):
         except ValueError:
             raise errors.ValidationError(f"memory:// history must be an integer, not {query['history']!r}") from None
         name = parts.netloc + parts.path
+        if namespace:
+            # A namespace isolates one application's (or one test's) data.
+            name = f"{name}#{namespace}"
         if not name:
             return cls(MemoryStore(history))
         with _NAMED_LOCK:
@@ -215,6 +219,15 @@ class MemoryBackend(KeyValueBackend):
     def revision_now(self) -> int:
         with self.store.cond:
             return self.store.revision
+
+    def compact_keys(self, revision: int) -> None:
+        with self.store.cond:
+            history = self.store.history
+            cut = bisect.bisect_right(history, revision, key=lambda c: c.revision)
+            if cut:
+                self.store.compacted = max(self.store.compacted, history[cut - 1].revision)
+                del history[:cut]
+            self.store.compacted = max(self.store.compacted, revision)
 
     def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
         now = time.monotonic()

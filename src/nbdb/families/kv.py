@@ -217,6 +217,10 @@ class KeyValueBackend(Backend):
     def revision_now(self) -> int:
         """The store's current revision."""
 
+    def compact_keys(self, revision: int) -> None:
+        """Drop the change history up to ``revision`` (test hook; optional)."""
+        raise errors.UnsupportedError(f"{type(self).__name__} cannot compact its history on demand")
+
     @abstractmethod
     def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
         """Create ``key`` with a TTL if it is absent; True if created."""
@@ -517,6 +521,9 @@ class KeyValueBackend(Backend):
             condition = VersionIs(key, 0 if kv is None else kv.version)
             if self.commit_keys([condition], {key: str(current + 1).encode()}, []) is not None:
                 return current + 1
+
+    def compact_history(self) -> None:
+        self.compact_keys(self.revision_now())
 
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
         found = self._index(table, id)

@@ -1,0 +1,171 @@
+"""ovsdb-server: standalone or a raft cluster, with the OVN Northbound schema by default."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from nbdb.testing.base import Member, Server
+from nbdb.testing.errors import INSTALL_HINT, HarnessError, ServerNotInstalledError
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
+
+__all__ = ["OvsdbServer", "find_ovn_nb_schema"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_DIRS = ("/usr/share/ovn", "/usr/local/share/ovn", "/usr/share/openvswitch")
+
+
+def find_ovn_nb_schema() -> Path:
+    """Path of the installed OVN Northbound schema (``$OVN_NB_SCHEMA`` wins)."""
+    env = os.environ.get("OVN_NB_SCHEMA")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(d) / "ovn-nb.ovsschema" for d in _SCHEMA_DIRS]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ServerNotInstalledError(
+        f"OVN Northbound schema not found in {', '.join(map(str, candidates))} "
+        f"(Debian package ovn-common); {INSTALL_HINT}"
+    )
+
+
+class OvsdbServer(Server):
+    """ovsdb-server serving one database over TCP on loopback.
+
+    ``members=1`` gives a standalone database, ``members=3`` a raft cluster built with
+    ``ovsdb-tool create-cluster``/``join-cluster``. ``schema`` is a schema file path
+    (default: the OVN Northbound schema). URL: ``ovsdb+tcp://127.0.0.1:P`` or, for a
+    cluster, ``ovsdb+tcp://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3``; ``remotes`` gives the
+    same in OVS syntax (``tcp:127.0.0.1:P1,...``) for ``ovn-nbctl --db``.
+    """
+
+    kind = "ovsdb"
+    binaries = (
+        ("ovsdb-server", "openvswitch-common"),
+        ("ovsdb-tool", "openvswitch-common"),
+        ("ovsdb-client", "openvswitch-common"),
+        ("ovs-appctl", "openvswitch-common"),
+    )
+    default_timeout = 30.0
+    option_names = ("schema", "database")
+
+    def __init__(self, *, schema: str | Path | None = None, database: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.schema = str(schema) if schema is not None else None
+        self.database = database
+
+    @classmethod
+    def check_installed(cls) -> None:
+        super().check_installed()
+
+    @property
+    def clustered(self) -> bool:
+        """True for a raft cluster (even a one-member one is not built here)."""
+        return self.size > 1
+
+    def _tool(self, name: str) -> str:
+        path = find_binary(name)
+        assert path is not None
+        return path
+
+    def _prepare(self) -> None:
+        schema = Path(self.schema) if self.schema is not None else find_ovn_nb_schema()
+        if not schema.is_file():
+            raise HarnessError(f"schema file {schema} does not exist")
+        self.schema = str(schema)
+        tool = self._tool("ovsdb-tool")
+        self.database = run_tool([tool, "schema-name", str(schema)]).strip()
+        server_bin = self._tool("ovsdb-server")
+        names = [f"ovsdb{i}" for i in range(1, self.size + 1)]
+        ports = {n: {"client": self._alloc(), **({"raft": self._alloc()} if self.clustered else {})} for n in names}
+        for index, name in enumerate(names):
+            member_dir = self._member_dir(name)
+            db_file = member_dir / "db.db"
+            try:
+                if not self.clustered:
+                    run_tool([tool, "create", str(db_file), str(schema)])
+                elif index == 0:
+                    run_tool([tool, "create-cluster", str(db_file), str(schema),
+                              f"tcp:127.0.0.1:{ports[name]['raft']}"])
+                else:
+                    run_tool([tool, "join-cluster", str(db_file), self.database,
+                              f"tcp:127.0.0.1:{ports[name]['raft']}",
+                              f"tcp:127.0.0.1:{ports[names[0]]['raft']}"])
+            except subprocess.CalledProcessError as exc:
+                raise HarnessError(f"ovsdb-tool failed: {exc.stderr.strip()}") from exc
+            ctl = member_dir / "ovsdb.ctl"
+            argv = [
+                server_bin,
+                str(db_file),
+                f"--remote=ptcp:{ports[name]['client']}:127.0.0.1",
+                f"--unixctl={ctl}",
+                "--no-chdir",
+                "-vconsole:info",
+                "-vsyslog:off",
+            ]
+            self.members.append(
+                Member(
+                    self,
+                    name,
+                    host="127.0.0.1",
+                    ports=ports[name],
+                    data_dir=member_dir,
+                    process=self._process(argv, member_dir),
+                    extra={"db_file": str(db_file), "ctl": str(ctl)},
+                )
+            )
+
+    def cluster_status(self, member: Member, timeout: float = 2.0) -> str:
+        """Text of ``ovs-appctl -t <ctl> cluster/status <db>`` for ``member``."""
+        return run_tool(
+            [self._tool("ovs-appctl"), f"--timeout={max(1, int(timeout))}", "-t",
+             member.extra["ctl"], "cluster/status", str(self.database)],
+            timeout=timeout + 1,
+        )
+
+    def member_ready(self, member: Member) -> bool:
+        dbs = run_tool(
+            [self._tool("ovsdb-client"), "--timeout=2", "list-dbs", f"tcp:{member.address}"],
+            timeout=3,
+        ).split()
+        if self.database not in dbs:
+            return False
+        if not self.clustered:
+            return True
+        status = self.cluster_status(member)
+        return "Status: cluster member" in status and not re.search(r"^Leader: unknown", status, re.M)
+
+    def leader(self) -> Member:
+        """The raft leader (``Role: leader`` in ``cluster/status``); the server if standalone."""
+        if not self.clustered:
+            return self.members[0]
+        errors: list[str] = []
+        for member in self.members:
+            if not member.is_running() or member.is_paused():
+                continue
+            try:
+                status = self.cluster_status(member)
+            except (subprocess.SubprocessError, OSError) as exc:
+                errors.append(f"{member.name}: {exc}")
+                continue
+            if re.search(r"^Role: leader$", status, re.M):
+                return member
+        raise HarnessError(f"no ovsdb member is raft leader now ({errors or 'election running'})")
+
+    @property
+    def remotes(self) -> str:
+        """OVS-style remote list (``tcp:127.0.0.1:P1,...``) for ovsdb-client or ovn-nbctl."""
+        return ",".join(f"tcp:{m.address}" for m in self.members)
+
+    @property
+    def url(self) -> str:
+        return "ovsdb+tcp://" + ",".join(m.address for m in self.members)
+
+    def _extra_info(self) -> dict[str, Any]:
+        return {"database": self.database, "schema": self.schema, "remotes": self.remotes}
