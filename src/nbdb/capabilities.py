@@ -19,7 +19,8 @@ class Atomicity(StrEnum):
     ATOMIC = "atomic"
     """Every transaction commits all or nothing."""
     SINGLE_PARTITION = "single-partition"
-    """Atomic within one partition; a wider transaction raises UnsupportedError."""
+    """Atomic when every object of the transaction has the same table and topic
+    (one partition); a wider transaction raises UnsupportedError, never a partial write."""
     NONE = "none"
     """No multi-object transactions: transaction() raises UnsupportedError."""
 

@@ -263,10 +263,17 @@ class Server(abc.ABC):
         wait_until(self.ready, max(0.1, deadline - time.monotonic()), f"{self.kind} to be ready")
 
     def stop(self) -> None:
-        """Stop every member, release the ports and remove ``base_dir``."""
+        """Stop every member, release the ports and remove ``base_dir``.
+
+        The processes are killed outright when their files are removed anyway (faster,
+        especially for Cassandra); with ``keep_files`` they are stopped gracefully.
+        """
         for member in self.members:
             try:
-                member.process.terminate(timeout=10.0)
+                if self.keep_files:
+                    member.process.terminate(timeout=20.0)
+                else:
+                    member.process.kill()
             except HarnessError:
                 log.exception("could not stop %s/%s", self.kind, member.name)
         self._ports.release()
@@ -287,6 +294,13 @@ class Server(abc.ABC):
         self.stop()
 
     # -- helpers --------------------------------------------------------------------------
+
+    def transfer_port_reservations(self, pid: int) -> None:
+        """Make process ``pid`` the holder of this server's port reservations.
+
+        Used when the server outlives the process that started it (``nbdb servers up``).
+        """
+        self._ports.transfer(pid)
 
     def _alloc(self, host: str = "127.0.0.1") -> int:
         return self._ports.allocate(host)

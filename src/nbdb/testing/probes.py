@@ -18,7 +18,9 @@ from typing import Any
 __all__ = [
     "CqlError",
     "RespError",
+    "cql_query",
     "cql_query_ok",
+    "cql_rows_count",
     "http_json",
     "resp_command",
     "run_tool",
@@ -182,16 +184,16 @@ class _CqlConnection:
         return op, payload
 
 
-def cql_query_ok(
+def cql_query(
     host: str,
     port: int,
-    query: str = "SELECT release_version FROM system.local",
+    query: str,
     *,
     username: str | None = None,
     password: str | None = None,
     timeout: float = 3.0,
-) -> bool:
-    """Handshake with a CQL server and run ``query``; True when it returns a RESULT."""
+) -> bytes:
+    """Handshake with a CQL server, run ``query`` and return the RESULT frame's body."""
     with _connect(host, port, timeout, None) as sock:
         conn = _CqlConnection(sock)
         op, _ = conn.request(_OP_OPTIONS)
@@ -209,7 +211,63 @@ def cql_query_ok(
         elif op != _OP_READY:
             raise CqlError(f"STARTUP answered with opcode {op:#x}")
         body = _cql_long_string(query) + struct.pack(">HB", _CONSISTENCY_ONE, 0)
-        op, _ = conn.request(_OP_QUERY, body)
+        op, payload = conn.request(_OP_QUERY, body)
         if op != _OP_RESULT:
             raise CqlError(f"QUERY answered with opcode {op:#x}")
-        return True
+        return payload
+
+
+def cql_query_ok(
+    host: str,
+    port: int,
+    query: str = "SELECT release_version FROM system.local",
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = 3.0,
+) -> bool:
+    """Handshake with a CQL server and run ``query``; True when it returns a RESULT."""
+    cql_query(host, port, query, username=username, password=password, timeout=timeout)
+    return True
+
+
+def cql_rows_count(
+    host: str,
+    port: int,
+    query: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = 3.0,
+) -> int:
+    """Number of rows ``query`` returns (its columns must be of simple CQL types)."""
+    body = cql_query(host, port, query, username=username, password=password, timeout=timeout)
+    kind, flags, columns = struct.unpack(">iii", body[:12])
+    if kind != 0x0002:
+        raise CqlError(f"query returned result kind {kind}, not rows")
+    pos = 12
+
+    def skip_string() -> None:
+        nonlocal pos
+        (size,) = struct.unpack(">H", body[pos : pos + 2])
+        pos += 2 + size
+
+    if flags & 0x0002:  # has_more_pages: paging state [bytes]
+        (size,) = struct.unpack(">i", body[pos : pos + 4])
+        pos += 4 + max(0, size)
+    if not flags & 0x0004:  # metadata present
+        global_spec = bool(flags & 0x0001)
+        if global_spec:
+            skip_string()
+            skip_string()
+        for _ in range(columns):
+            if not global_spec:
+                skip_string()
+                skip_string()
+            skip_string()
+            (type_id,) = struct.unpack(">H", body[pos : pos + 2])
+            pos += 2
+            if type_id == 0x0000 or type_id >= 0x0020:
+                raise CqlError("cql_rows_count supports simple column types only")
+    (rows,) = struct.unpack(">i", body[pos : pos + 4])
+    return int(rows)

@@ -1,0 +1,102 @@
+"""The conformance kit's pytest plugin (entry point ``pytest11: nbdb``).
+
+A backend author runs the whole kit against a server with::
+
+    pytest --pyargs nbdb.conformance --nbdb-url=redis://127.0.0.1:6379/0
+
+``--nbdb-url`` may be given several times; every kit test runs once per URL.
+``--nbdb-url=spawn:KIND`` (``spawn:redis``, ``spawn:etcd``, ...) starts a
+throwaway server with :mod:`nbdb.testing` for the session. Without the option,
+``$NBDB_URL`` or ``memory://`` is used.
+
+Each test gets databases in a namespace of its own, so tests never see each
+other's data on a shared server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb.capabilities import Capabilities
+
+__all__ = ["pytest_addoption", "pytest_generate_tests"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--nbdb-url``."""
+    group = parser.getgroup("nbdb", "nbdb conformance kit")
+    group.addoption(
+        "--nbdb-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="database URL the conformance kit runs against (repeatable); spawn:KIND starts a server",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the kit's markers."""
+    config.addinivalue_line("markers", "nbdb_kit: a test of the nbdb conformance kit")
+
+
+def _urls(config: pytest.Config) -> list[str]:
+    urls: list[str] = config.getoption("nbdb_url") or []
+    if not urls:
+        urls = [u for u in os.environ.get("NBDB_URL", "memory://").split() if u]
+    return urls
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every kit test once per ``--nbdb-url``."""
+    if "nbdb_url_spec" in metafunc.fixturenames:
+        urls = _urls(metafunc.config)
+        metafunc.parametrize("nbdb_url_spec", urls, ids=[u.split("?")[0] for u in urls], scope="session")
+
+
+@pytest.fixture(scope="session")
+def nbdb_url(nbdb_url_spec: str) -> Iterator[str]:
+    """The URL under test; ``spawn:KIND`` starts a server for the session."""
+    if not nbdb_url_spec.startswith("spawn:"):
+        yield nbdb_url_spec
+        return
+    from nbdb import testing
+
+    server = testing.spawn(nbdb_url_spec.removeprefix("spawn:"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db_factory(nbdb_url: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., nbdb.Database]]:
+    """Open Databases that share one namespace private to the test."""
+    namespace = f"kit-{uuid.uuid4().hex[:12]}"
+    opened: list[nbdb.Database] = []
+
+    def factory(**options: Any) -> nbdb.Database:
+        db = nbdb.connect(nbdb_url, namespace=namespace, **options)
+        opened.append(db)
+        return db
+
+    yield factory
+    for db in opened:
+        db.close()
+
+
+@pytest.fixture
+def db(db_factory: Callable[..., nbdb.Database]) -> nbdb.Database:
+    """A Database in the test's own namespace."""
+    return db_factory()
+
+
+@pytest.fixture
+def capabilities(db: nbdb.Database) -> Capabilities:
+    """The backend's declared capabilities."""
+    return db.capabilities

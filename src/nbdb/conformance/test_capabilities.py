@@ -1,0 +1,45 @@
+"""The backend's declaration is complete, and the claims that can be probed hold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+import nbdb
+from nbdb.capabilities import Atomicity, Durability
+from nbdb.conformance.kit import KitParent, eventually
+
+pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
+
+
+def test_capabilities_are_declared(capabilities: nbdb.Capabilities) -> None:
+    assert isinstance(capabilities.transactions, Atomicity)
+    assert isinstance(capabilities.durability, Durability)
+    assert capabilities.history, "say how far back watch(since=...) can resume"
+    assert set(capabilities.as_dict()) >= {"transactions", "durability", "history", "linearizable_reads"}
+
+
+def test_linearizable_reads_when_claimed(db_factory: Callable[..., nbdb.Database]) -> None:
+    writer, reader = db_factory(), db_factory()
+    obj = writer.create(KitParent(name="a"))
+    for i in range(20):
+        obj = writer.update(obj.replace(size=i))
+        if writer.capabilities.linearizable_reads:
+            assert reader.get(KitParent, obj.id).version == obj.version
+    assert eventually(lambda: reader.get(KitParent, obj.id).version == obj.version)
+
+
+def test_cross_process_clients_share_data(db_factory: Callable[..., nbdb.Database]) -> None:
+    a, b = db_factory(), db_factory()
+    obj = a.create(KitParent(name="shared"))
+    assert eventually(lambda: any(p.id == obj.id for p in b.list(KitParent)))
+
+
+def test_namespaces_isolate(nbdb_url: str) -> None:
+    with nbdb.connect(nbdb_url, namespace="kit-iso-a") as a, nbdb.connect(nbdb_url, namespace="kit-iso-b") as b:
+        obj = a.create(KitParent(name="only-in-a"))
+        assert all(p.id != obj.id for p in b.list(KitParent))
+        with pytest.raises(nbdb.NotFoundError):
+            b.get(KitParent, obj.id)
+        a.delete(obj)

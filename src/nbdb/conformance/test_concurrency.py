@@ -1,0 +1,129 @@
+"""Concurrent writers: no lost update, unique ids, mutual exclusion."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+import nbdb
+from nbdb.conformance.kit import KitCounter
+
+pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(120)]
+
+THREADS = 4
+INCREMENTS = 15
+
+
+def _run(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+        assert not t.is_alive(), "worker did not finish"
+
+
+def test_concurrent_read_modify_write_loses_no_update(db_factory: Callable[..., nbdb.Database]) -> None:
+    counter = db_factory().create(KitCounter())
+    errors: list[BaseException] = []
+    conflicts = [0]
+
+    def worker() -> None:
+        db = db_factory()
+        try:
+            for _ in range(INCREMENTS):
+                while True:
+                    current = db.get(KitCounter, counter.id)
+                    try:
+                        db.update(current.replace(count=current.count + 1))
+                        break
+                    except nbdb.ConflictError:
+                        conflicts[0] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    _run([threading.Thread(target=worker) for _ in range(THREADS)])
+    assert errors == []
+    final = db_factory().get(KitCounter, counter.id)
+    assert final.count == THREADS * INCREMENTS
+    assert final.version == THREADS * INCREMENTS + 1
+
+
+def test_allocate_id_is_unique_and_increasing_across_clients(db_factory: Callable[..., nbdb.Database]) -> None:
+    if not db_factory().capabilities.allocate_id:
+        with pytest.raises(nbdb.UnsupportedError):
+            db_factory().allocate_id("tunnel-key")
+        return
+    results: list[list[int]] = [[] for _ in range(THREADS)]
+
+    def worker(slot: int) -> None:
+        db = db_factory()
+        for _ in range(INCREMENTS):
+            results[slot].append(db.allocate_id("tunnel-key"))
+
+    _run([threading.Thread(target=worker, args=(i,)) for i in range(THREADS)])
+    every = [v for r in results for v in r]
+    assert sorted(every) == list(range(1, THREADS * INCREMENTS + 1))
+    for r in results:
+        assert r == sorted(r), "ids seen by one client must increase"
+    assert db_factory().allocate_id("other-counter") == 1
+
+
+def test_allocate_id_rejects_bad_names(db: nbdb.Database) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        db.allocate_id("")
+
+
+def test_lock_gives_mutual_exclusion(db_factory: Callable[..., nbdb.Database]) -> None:
+    if not db_factory().capabilities.locks:
+        with pytest.raises(nbdb.UnsupportedError):
+            with db_factory().lock("l"):
+                pass
+        return
+    inside = [0]
+    overlaps = [0]
+    entered = [0]
+
+    def worker() -> None:
+        db = db_factory()
+        for _ in range(4):
+            with db.lock("critical", ttl=10, timeout=60) as handle:
+                inside[0] += 1
+                if inside[0] > 1:
+                    overlaps[0] += 1
+                entered[0] += 1
+                time.sleep(0.01)
+                assert not handle.lost
+                inside[0] -= 1
+
+    _run([threading.Thread(target=worker) for _ in range(THREADS)])
+    assert entered[0] == THREADS * 4
+    assert overlaps[0] == 0
+
+
+def test_lock_timeout_and_release(db_factory: Callable[..., nbdb.Database]) -> None:
+    if not db_factory().capabilities.locks:
+        pytest.skip("backend declares no locks")
+    holder, other = db_factory(), db_factory()
+    with holder.lock("busy", ttl=10):
+        started = time.monotonic()
+        with pytest.raises(nbdb.LockTimeoutError):
+            with other.lock("busy", ttl=10, timeout=0.3):
+                pass
+        assert time.monotonic() - started < 10
+    with other.lock("busy", ttl=10, timeout=10) as handle:
+        assert not handle.lost
+
+
+def test_lock_is_kept_alive_beyond_its_ttl(db_factory: Callable[..., nbdb.Database]) -> None:
+    if not db_factory().capabilities.locks:
+        pytest.skip("backend declares no locks")
+    holder, other = db_factory(), db_factory()
+    with holder.lock("renewed", ttl=1.0) as handle:
+        time.sleep(2.5)
+        assert not handle.lost
+        with pytest.raises(nbdb.LockTimeoutError):
+            with other.lock("renewed", ttl=1.0, timeout=0.2):
+                pass

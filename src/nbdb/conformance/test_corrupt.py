@@ -1,0 +1,80 @@
+"""A record that another writer corrupted is reported, and kills neither a watch nor a cache."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import nbdb
+from nbdb.conformance.kit import KitParent, eventually
+
+pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
+
+GARBAGE = [b"\x00\xff not json", b'{"name": 12}', b"[]", b""]
+
+
+def _corrupt(db: nbdb.Database, obj: KitParent, data: bytes) -> None:
+    try:
+        db.backend.write_raw(obj.nbdb_table, obj.id, obj.topic, data)
+    except nbdb.UnsupportedError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("garbage", GARBAGE, ids=["binary", "wrong-type", "not-object", "empty"])
+def test_get_and_list_report_corrupt_records(db: nbdb.Database, garbage: bytes) -> None:
+    good = db.create(KitParent(name="good"))
+    bad = db.create(KitParent(name="bad"))
+    _corrupt(db, bad, garbage)
+    with pytest.raises(nbdb.CorruptRecordError):
+        db.get(KitParent, bad.id)
+    with pytest.raises(nbdb.CorruptRecordError):
+        db.list(KitParent)
+    assert [p.id for p in db.list(KitParent, skip_corrupt=True)] == [good.id]
+    assert db.get(KitParent, good.id) == good
+
+
+def test_record_with_someone_elses_id_is_corrupt(db: nbdb.Database) -> None:
+    a = db.create(KitParent(name="a"))
+    b = db.create(KitParent(name="b"))
+    _corrupt(db, a, KitParent(id=b.id, name="impostor").model_dump_json().encode())
+    with pytest.raises(nbdb.CorruptRecordError):
+        db.get(KitParent, a.id)
+
+
+def test_watch_reports_and_goes_on(db: nbdb.Database) -> None:
+    victim = db.create(KitParent(name="victim"))
+    reports: list[nbdb.CorruptRecordError] = []
+    with db.watch(KitParent, on_error=reports.append) as watch:
+        _corrupt(db, victim, b"\x00garbage")
+        after = db.create(KitParent(name="after"))
+        events = []
+        deadline = time.monotonic() + 10
+        while not events and time.monotonic() < deadline:
+            events += watch.poll(0.2)
+    assert [e.new.id for e in events if e.new] == [after.id]
+    assert len(reports) == 1
+
+
+def test_cache_keeps_last_good_copy_and_goes_on(db: nbdb.Database) -> None:
+    victim = db.create(KitParent(name="victim"))
+    reports: list[nbdb.CorruptRecordError] = []
+    with db.cache(KitParent, on_error=reports.append) as cache:
+        assert cache.wait_synced(15)
+        _corrupt(db, victim, b"\x00garbage")
+        after = db.create(KitParent(name="after"))
+        assert eventually(lambda: cache.get(KitParent, after.id) is not None)
+        assert cache.get(KitParent, victim.id) == victim
+        assert (KitParent.nbdb_table, victim.id) in cache.corrupt
+        assert len(reports) == 1
+
+
+def test_cache_loads_around_corrupt_records(db: nbdb.Database) -> None:
+    good = db.create(KitParent(name="good"))
+    bad = db.create(KitParent(name="bad"))
+    _corrupt(db, bad, b"{{{")
+    with db.cache(KitParent) as cache:
+        assert cache.wait_synced(15)
+        assert cache.get(KitParent, good.id) == good
+        assert cache.get(KitParent, bad.id) is None
+        assert (KitParent.nbdb_table, bad.id) in cache.corrupt

@@ -1,0 +1,165 @@
+"""Referential integrity: no dangling references, cascades, and races between them."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+import nbdb
+from nbdb.capabilities import Atomicity
+from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitParent
+
+pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
+
+
+def test_create_with_missing_reference_raises(db: nbdb.Database) -> None:
+    with pytest.raises(nbdb.ReferenceError):
+        db.create(KitChild(parent=uuid.uuid4(), name="orphan"))
+    assert list(db.list(KitChild)) == []
+
+
+def test_delete_referenced_object_raises(db: nbdb.Database) -> None:
+    parent = db.create(KitParent(name="p"))
+    db.create(KitChild(parent=parent, name="c"))
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(parent)
+    assert db.get(KitParent, parent.id)
+
+
+def test_delete_after_children_are_gone(db: nbdb.Database) -> None:
+    parent = db.create(KitParent(name="p"))
+    child = db.create(KitChild(parent=parent, name="c"))
+    db.delete(child)
+    db.delete(parent)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(KitParent, parent.id)
+
+
+def test_moving_a_reference_releases_the_old_target(db: nbdb.Database) -> None:
+    p1 = db.create(KitParent(name="p1"))
+    p2 = db.create(KitParent(name="p2"))
+    child = db.create(KitChild(parent=p1, name="c"))
+    db.update(child.replace(parent=p2.id))
+    db.delete(p1)
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(p2)
+
+
+def test_moving_a_reference_of_a_freshly_read_copy(db: nbdb.Database) -> None:
+    p1 = db.create(KitParent(name="p1"))
+    p2 = db.create(KitParent(name="p2"))
+    child = db.create(KitChild(parent=p1, name="c"))
+    fresh = db.get(KitChild, child.id)
+    db.update(fresh.replace(parent=p2.id))
+    db.delete(p1)
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(p2)
+
+
+def test_update_to_missing_reference_raises(db: nbdb.Database) -> None:
+    parent = db.create(KitParent(name="p"))
+    child = db.create(KitChild(parent=parent, name="c"))
+    with pytest.raises(nbdb.ReferenceError):
+        db.update(child.replace(parent=uuid.uuid4()))
+    assert db.get(KitChild, child.id).parent == parent.id
+
+
+def test_list_references_are_checked(db: nbdb.Database) -> None:
+    parent = db.create(KitParent(name="p"))
+    c1 = db.create(KitChild(parent=parent, name="c1"))
+    with pytest.raises(nbdb.ReferenceError):
+        db.create(KitGroup(members=[c1.id, uuid.uuid4()]))
+    group = db.create(KitGroup(members=[c1.id]))
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(c1)
+    assert db.get(KitGroup, group.id).members == [c1.id]
+
+
+def test_cascade_deletes_required_and_clears_optional_and_list_refs(db: nbdb.Database) -> None:
+    parent = db.create(KitParent(name="p"))
+    c1 = db.create(KitChild(parent=parent, name="c1"))
+    c2 = db.create(KitChild(parent=parent, name="c2"))
+    other = db.create(KitChild(parent=db.create(KitParent(name="q")), name="other"))
+    group = db.create(KitGroup(members=[c1.id, other.id]))
+    note = db.create(KitNote(about=parent, text="hello"))
+    db.delete(parent, cascade=True)
+    for obj in (parent, c1, c2):
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(type(obj), obj.id)
+    assert db.get(KitGroup, group.id).members == [other.id]
+    assert db.get(KitNote, note.id).about is None
+    assert db.get(KitChild, other.id).name == "other"
+
+
+def test_references_within_one_transaction(db: nbdb.Database, capabilities: nbdb.Capabilities) -> None:
+    if capabilities.transactions is not Atomicity.ATOMIC:
+        pytest.skip("backend declares no multi-partition transactions")
+    parent = KitParent(name="p")
+    child = KitChild(parent=parent, name="c")
+    with db.transaction() as txn:
+        txn.create(parent)
+        txn.create(child)
+    assert db.get(KitChild, child.id).parent == parent.id
+    stored_parent = db.get(KitParent, parent.id)
+    stored_child = db.get(KitChild, child.id)
+    with db.transaction() as txn:
+        txn.delete(stored_child)
+        txn.delete(stored_parent)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(KitParent, parent.id)
+
+
+def test_reference_to_object_deleted_in_same_transaction_is_refused(
+    db: nbdb.Database, capabilities: nbdb.Capabilities
+) -> None:
+    if capabilities.transactions is not Atomicity.ATOMIC:
+        pytest.skip("backend declares no multi-partition transactions")
+    parent = db.create(KitParent(name="p"))
+    with pytest.raises(nbdb.ReferenceError):
+        with db.transaction() as txn:
+            txn.delete(parent)
+            txn.create(KitChild(parent=parent, name="c"))
+    assert db.get(KitParent, parent.id)
+
+
+def test_racing_parent_delete_and_child_create_never_dangle(db_factory: Callable[..., nbdb.Database]) -> None:
+    """Delete a parent while another client adds a child: one of them must lose."""
+    writer, deleter = db_factory(), db_factory()
+    for round_ in range(15):
+        parent = writer.create(KitParent(name=f"p{round_}"))
+        barrier = threading.Barrier(2)
+        outcome: dict[str, BaseException | None] = {}
+
+        def add_child(parent: KitParent = parent) -> None:
+            barrier.wait()
+            try:
+                writer.create(KitChild(parent=parent, name="c"))
+                outcome["child"] = None
+            except nbdb.NbdbError as exc:
+                outcome["child"] = exc
+
+        def remove_parent(parent: KitParent = parent) -> None:
+            barrier.wait()
+            try:
+                deleter.delete(parent)
+                outcome["delete"] = None
+            except nbdb.NbdbError as exc:
+                outcome["delete"] = exc
+
+        threads = [threading.Thread(target=add_child), threading.Thread(target=remove_parent)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        children = [c for c in writer.list(KitChild) if c.parent == parent.id]
+        parent_exists = any(p.id == parent.id for p in writer.list(KitParent))
+        # Never a child without its parent, and never both operations lost.
+        assert not (children and not parent_exists), f"dangling child in round {round_}: {outcome}"
+        assert outcome["child"] is None or outcome["delete"] is None, outcome
+        for child in children:
+            writer.delete(child)
+        if parent_exists:
+            writer.delete(KitParent, parent.id)

@@ -1,0 +1,135 @@
+"""Watches: every change after a revision, once, in order per object, resumable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+import nbdb
+from nbdb.conformance.kit import KitChild, KitParent
+from nbdb.events import ChangeEvent, EventKind
+from nbdb.models import Model
+
+pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
+
+
+def _collect(watch: nbdb.Watch, count: int, timeout: float = 15.0) -> list[ChangeEvent[Model]]:
+    events: list[ChangeEvent[Model]] = []
+    deadline = time.monotonic() + timeout
+    while len(events) < count and time.monotonic() < deadline:
+        events += watch.poll(0.2)
+    return events
+
+
+def test_watch_delivers_create_update_delete_with_old_and_new(db: nbdb.Database) -> None:
+    with db.watch(KitParent) as watch:
+        v1 = db.create(KitParent(name="a"))
+        v2 = db.update(v1.replace(size=2))
+        db.delete(v2)
+        events = _collect(watch, 3)
+    assert [e.kind for e in events] == [EventKind.CREATED, EventKind.UPDATED, EventKind.DELETED]
+    created, updated, deleted = events
+    assert created.old is None and created.new == v1
+    assert updated.old == v1 and updated.new == v2
+    assert deleted.old == v2 and deleted.new is None
+    assert created.revision < updated.revision < deleted.revision
+    assert all(e.model is KitParent and not e.synthetic for e in events)
+
+
+def test_watch_since_replays_history_without_gap_or_duplicate(db: nbdb.Database) -> None:
+    start = db.list(KitParent).revision
+    made = [db.create(KitParent(name=f"p{i}")) for i in range(10)]
+    with db.watch(KitParent, since=start) as watch:
+        events = _collect(watch, 10)
+        assert [e.new.id for e in events if e.new] == [p.id for p in made]
+        assert _collect(watch, 1, timeout=0.5) == []
+
+
+def test_watch_resumes_from_its_revision(db_factory: Callable[..., nbdb.Database]) -> None:
+    writer, reader = db_factory(), db_factory()
+    first = reader.watch(KitParent)
+    seen: list[str] = []
+    for i in range(5):
+        writer.create(KitParent(name=f"a{i}"))
+    seen += [e.object.name for e in _collect(first, 5)]
+    resume = first.revision
+    first.close()
+    for i in range(5):
+        writer.create(KitParent(name=f"b{i}"))
+    with reader.watch(KitParent, since=resume) as second:
+        seen += [e.object.name for e in _collect(second, 5)]
+        assert _collect(second, 1, timeout=0.5) == []
+    assert seen == [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
+
+
+def test_iterating_a_watch_in_order_per_object(db: nbdb.Database) -> None:
+    obj = db.create(KitParent(name="x"))
+    watch = db.watch(KitParent)
+    current = obj
+    for i in range(20):
+        current = db.update(current.replace(size=i))
+    versions = []
+    for event in watch:
+        versions.append(event.object.version)
+        if len(versions) == 20:
+            break
+    watch.close()
+    assert versions == list(range(2, 22))
+
+
+def test_watch_filters_by_model(db: nbdb.Database) -> None:
+    with db.watch(KitChild) as watch:
+        parent = db.create(KitParent(name="p"))
+        child = db.create(KitChild(parent=parent, name="c"))
+        events = _collect(watch, 1)
+        assert _collect(watch, 1, timeout=0.5) == []
+    assert [e.new.id for e in events if e.new] == [child.id]
+
+
+def test_watch_filters_by_topic(db: nbdb.Database) -> None:
+    with db.watch(KitParent, topics=["t1"]) as watch:
+        db.create(KitParent(name="other", topic="t2"))
+        db.create(KitParent(name="global"))
+        mine = db.create(KitParent(name="mine", topic="t1"))
+        events = _collect(watch, 1)
+        assert _collect(watch, 1, timeout=0.5) == []
+    assert [e.new.id for e in events if e.new] == [mine.id]
+
+
+def test_watch_of_topic_none_sees_global_objects(db: nbdb.Database) -> None:
+    with db.watch(KitParent, topics=[None]) as watch:
+        db.create(KitParent(name="tenant", topic="t1"))
+        glob = db.create(KitParent(name="global"))
+        events = _collect(watch, 1)
+        assert _collect(watch, 1, timeout=0.5) == []
+    assert [e.new.id for e in events if e.new] == [glob.id]
+
+
+def test_transaction_changes_arrive_together(db: nbdb.Database) -> None:
+    if db.capabilities.transactions is not nbdb.Atomicity.ATOMIC:
+        pytest.skip("backend declares no multi-partition transactions")
+    with db.watch(KitParent) as watch:
+        with db.transaction() as txn:
+            for i in range(3):
+                txn.create(KitParent(name=f"t{i}"))
+        events = _collect(watch, 3)
+    assert len({e.revision for e in events}) == 1
+    assert sorted(e.object.name for e in events) == ["t0", "t1", "t2"]
+
+
+def test_watch_from_forgotten_history_raises_history_gone(db: nbdb.Database) -> None:
+    start = db.list(KitParent).revision
+    for i in range(3):
+        db.create(KitParent(name=f"p{i}"))
+    try:
+        db.backend.compact_history()
+    except nbdb.UnsupportedError as exc:
+        pytest.skip(str(exc))
+    for i in range(2):
+        db.create(KitParent(name=f"q{i}"))
+    watch = db.watch(KitParent, since=start)
+    with pytest.raises(nbdb.HistoryGoneError):
+        _collect(watch, 5, timeout=5)
+    watch.close()

@@ -1,0 +1,104 @@
+"""pytest fixtures giving real servers; import the ones a test module needs.
+
+    from nbdb.testing.fixtures import etcd_cluster, redis_server  # noqa: F401
+
+Session-scoped servers are shared by every test of a worker: a test that kills, pauses or
+reconfigures a member must put it back (``member.restart()``, ``member.resume()``) or use
+the function-scoped ``server_factory`` to get a server of its own. A missing server fails
+in CI (``CI=true``) and skips elsewhere, see :func:`nbdb.testing.require_server`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from nbdb.testing.base import Server
+from nbdb.testing.cassandra import CassandraServer
+from nbdb.testing.etcd import EtcdServer
+from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.redis import RedisSentinel, RedisServer
+from nbdb.testing.servers import require_server, start_server
+
+__all__ = [
+    "cassandra_server",
+    "etcd_cluster",
+    "etcd_server",
+    "ovsdb_cluster",
+    "ovsdb_server",
+    "redis_sentinel",
+    "redis_server",
+    "server_factory",
+]
+
+
+def _serve(kind: str, **options: Any) -> Iterator[Any]:
+    require_server(kind)
+    server = start_server(kind, **options)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A standalone Redis (no password, no TLS, not durable)."""
+    yield from _serve("redis")
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinel]:
+    """Redis master + replica watched by 3 sentinels, service name ``nbdb``."""
+    yield from _serve("redis-sentinel")
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    """A single-member etcd."""
+    yield from _serve("etcd")
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster() -> Iterator[EtcdServer]:
+    """A 3-member etcd cluster."""
+    yield from _serve("etcd", members=3)
+
+
+@pytest.fixture(scope="session")
+def ovsdb_server() -> Iterator[OvsdbServer]:
+    """A standalone ovsdb-server with the OVN Northbound database."""
+    yield from _serve("ovsdb")
+
+
+@pytest.fixture(scope="session")
+def ovsdb_cluster() -> Iterator[OvsdbServer]:
+    """A 3-member ovsdb-server raft cluster with the OVN Northbound database."""
+    yield from _serve("ovsdb", members=3)
+
+
+@pytest.fixture(scope="session")
+def cassandra_server() -> Iterator[CassandraServer]:
+    """A one-node Cassandra 5.0 with the keyspace ``nbdb`` (slow: ~10 s to start)."""
+    yield from _serve("cassandra")
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., Server]]:
+    """Start private servers for one test: ``server_factory("etcd", members=3)``.
+
+    Every server it started is stopped (processes and files) when the test ends.
+    """
+    started: list[Server] = []
+
+    def factory(kind: str, **options: Any) -> Server:
+        require_server(kind)
+        server = start_server(kind, **options)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in reversed(started):
+        server.stop()

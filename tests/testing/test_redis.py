@@ -1,0 +1,154 @@
+"""Redis and Redis Sentinel started by the harness, checked with redis-py."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from nbdb.testing import RedisSentinel, RedisServer, Server, wait_until
+from nbdb.testing.probes import resp_command
+from nbdb.testing.fixtures import redis_sentinel, redis_server, server_factory  # noqa: F401
+
+
+def _client(server: RedisServer, **kwargs: object) -> redis.Redis:
+    return redis.Redis.from_url(server.url, socket_timeout=2, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(60)
+def test_redis_server_url_and_ping(redis_server: RedisServer) -> None:
+    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
+    client = _client(redis_server)
+    assert client.ping()
+    client.set("k", "v")
+    assert client.get("k") == b"v"
+    info = redis_server.info()
+    assert info["members"][0]["pid"] == redis_server.members[0].pid
+    assert info["host"] == "127.0.0.1"
+
+
+@pytest.mark.timeout(60)
+def test_pause_and_resume(redis_server: RedisServer) -> None:
+    member = redis_server.members[0]
+    member.pause()
+    try:
+        assert member.is_paused()
+        with pytest.raises(TimeoutError):
+            resp_command(member.host, member.port, "PING", timeout=0.5)
+    finally:
+        member.resume()
+    assert not member.is_paused()
+    assert _client(redis_server).ping()
+
+
+@pytest.mark.timeout(60)
+def test_kill_restart_same_port_not_durable(server_factory: Callable[..., Server]) -> None:  # noqa: F811
+    server = server_factory("redis")
+    member = server.members[0]
+    _client(server).set("k", "v")
+    old_pid = member.pid
+    member.kill()
+    assert not member.is_running()
+    with pytest.raises(redis.ConnectionError):
+        _client(server).ping()
+    member.restart()
+    assert member.pid != old_pid and member.is_running()
+    assert _client(server).get("k") is None  # no AOF, no RDB: a restart starts empty
+
+
+@pytest.mark.timeout(60)
+def test_appendonly_survives_kill(server_factory: Callable[..., Server]) -> None:  # noqa: F811
+    server = server_factory("redis", appendonly=True)
+    client = _client(server)
+    client.set("k", "v")
+    client.execute_command("BGREWRITEAOF")
+    time.sleep(1.2)  # appendfsync everysec
+    server.members[0].kill()
+    server.members[0].restart()
+    assert _client(server).get("k") == b"v"
+
+
+@pytest.mark.timeout(60)
+def test_password_acl_user_and_tls(server_factory: Callable[..., Server]) -> None:  # noqa: F811
+    server = server_factory("redis", username="alice", password="p@ss:word", tls=True)
+    assert isinstance(server, RedisServer)
+    assert server.url.startswith("rediss://alice:p%40ss%3Aword@127.0.0.1:")
+    assert "p@ss" not in repr(server) and "***" in repr(server)
+    client = redis.Redis(
+        host="127.0.0.1", port=server.port, username="alice", password="p@ss:word",
+        ssl=True, ssl_ca_certs=str(server.tls_files.ca_cert), socket_timeout=2,  # type: ignore[union-attr]
+    )
+    assert client.ping()
+    assert redis.Redis.from_url(server.url, socket_timeout=2).ping()
+    wrong = redis.Redis(host="127.0.0.1", port=server.port, username="alice", password="nope",
+                        ssl=True, ssl_ca_certs=str(server.tls_files.ca_cert))  # type: ignore[union-attr]
+    with pytest.raises(redis.AuthenticationError):
+        wrong.ping()
+    # Plain TCP is not served on a TLS-only server.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(b"PING\r\n")
+        try:
+            reply = sock.recv(100)
+        except ConnectionResetError:
+            reply = b""
+        assert b"PONG" not in reply
+
+
+@pytest.mark.timeout(60)
+def test_requirepass(server_factory: Callable[..., Server]) -> None:  # noqa: F811
+    server = server_factory("redis", password="secret")
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=server.port).ping()
+    assert redis.Redis.from_url(server.url).ping()
+
+
+@pytest.mark.timeout(60)
+def test_sentinel_url_and_master(redis_sentinel: RedisSentinel) -> None:
+    ports = ",".join(f"127.0.0.1:{m.port}" for m in redis_sentinel.sentinel_members)
+    assert redis_sentinel.url == f"redis+sentinel://{ports}/nbdb"
+    sentinel = redis.Sentinel([(m.host, m.port) for m in redis_sentinel.sentinel_members],
+                              socket_timeout=2)
+    host, port = sentinel.discover_master("nbdb")
+    assert redis_sentinel.leader().port == port
+    master = sentinel.master_for("nbdb", socket_timeout=2)
+    master.set("k", "v")
+    replica = redis.Redis(host="127.0.0.1", port=redis_sentinel.data_members[1].port)
+    wait_until(lambda: replica.get("k") == b"v", 10, "replication to the replica")
+
+
+@pytest.mark.timeout(120)
+def test_sentinel_failover_after_master_kill(server_factory: Callable[..., Server]) -> None:  # noqa: F811
+    server = server_factory("redis-sentinel")
+    assert isinstance(server, RedisSentinel)
+    old = server.leader()
+    assert old.name == "master"
+    old.kill()
+    wait_until(lambda: server.leader() is not old, 30, "sentinel failover", interval=0.2)
+    new = server.leader()
+    assert new.name == "replica1"
+    assert redis.Redis(host=new.host, port=new.port).info("replication")["role"] == "master"
+    # The old master comes back as a replica of the new one.
+    old.restart()
+    wait_until(
+        lambda: redis.Redis(host=old.host, port=old.port).info("replication")["role"] == "slave",
+        30,
+        "old master to be reconfigured as replica",
+        interval=0.2,
+    )
+    assert server.leader() is new
+
+
+@pytest.mark.timeout(60)
+def test_stop_leaves_nothing_behind(
+    assert_cleaned_up: Callable[[Server, list[int], Path], None],
+) -> None:
+    server = RedisSentinel().start()
+    pids = [m.pid for m in server.members if m.pid]
+    base_dir = Path(str(server.base_dir))
+    assert len(pids) == 5 and base_dir.is_dir()
+    server.stop()
+    assert_cleaned_up(server, pids, base_dir)
