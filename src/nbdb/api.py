@@ -26,6 +26,7 @@ __all__ = ["Database", "ListResult", "Transaction"]
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Model)
+_List = list  # Database.list() shadows the builtin inside the class body
 
 
 class ListResult(list[M]):
@@ -67,9 +68,7 @@ def _stored(obj: M, version: int) -> M:
 
 def _put(obj: Model, expect_version: int) -> Put:
     old_refs = obj._stored_refs if expect_version else frozenset()
-    return Put(
-        obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs=obj.ref_keys(), old_refs=old_refs
-    )
+    return Put(obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs=obj.ref_keys(), old_refs=old_refs)
 
 
 class Transaction:
@@ -276,7 +275,7 @@ class Database:
         """
         model = _check_model_class(model)  # type: ignore[assignment]
         snapshot = self._backend.scan([model.nbdb_table], None if topic is None else [topic])
-        out: list[M] = []
+        out: _List[M] = []
         for record in snapshot.records:
             try:
                 out.append(decode(model, record))
@@ -294,7 +293,7 @@ class Database:
 
     # ---------------------------------------------------------------- change streams
 
-    def _models(self, models: type[Model] | Sequence[type[Model]] | None) -> list[type[Model]]:
+    def _models(self, models: type[Model] | Sequence[type[Model]] | None) -> _List[type[Model]]:
         if models is None:
             return list(all_models())
         if isinstance(models, type):

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Model)
 Subscriber = Callable[[ChangeEvent[Model]], None]
+_List = list  # Cache.list() shadows the builtin inside the class body
 
 _POLL_SECONDS = 0.5
 _MAX_BACKOFF = 5.0
@@ -95,7 +96,7 @@ class Cache:
         with self._lock:
             return list(self._objects[model].values())  # type: ignore[arg-type]
 
-    def find(self, model: type[M], **equals: Any) -> list[M]:
+    def find(self, model: type[M], **equals: Any) -> _List[M]:
         """Objects whose fields equal the given values (a list field matches if it contains the value).
 
         Uses the model's declared indexes (and reference fields) when one of
@@ -215,10 +216,10 @@ class Cache:
             for model, records in fresh.items():
                 current = self._objects[model]
                 for id in [i for i in current if i not in records]:
-                    old = current[id]
-                    self._remove(model, old)
+                    gone = current[id]
+                    self._remove(model, gone)
                     self.corrupt.pop((model.nbdb_table, id), None)
-                    self._emit(ChangeEvent(EventKind.DELETED, model, old, None, snapshot.revision, True))
+                    self._emit(ChangeEvent(EventKind.DELETED, model, gone, None, snapshot.revision, True))
                 for id, record in records.items():
                     old = current.get(id)
                     if old is not None and old.version == record.version:

@@ -39,7 +39,7 @@ class ConflictError(NbdbError):
     """
 
 
-class ReferenceError(NbdbError):  # noqa: A001 - the name is part of the public API
+class ReferenceError(NbdbError):
     """A reference points to a missing object, or a delete would leave one dangling."""
 
 

@@ -80,7 +80,7 @@ def load_backend(url: str | None, **options: Any) -> Backend:
     from stevedore.exception import NoMatches
 
     try:
-        manager = DriverManager(namespace=BACKEND_GROUP, name=scheme, invoke_on_load=False)
+        manager: Any = DriverManager(namespace=BACKEND_GROUP, name=scheme, invoke_on_load=False)
     except NoMatches:
         known = ", ".join(sorted(installed_backends()))
         raise errors.ValidationError(

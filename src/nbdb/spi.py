@@ -13,9 +13,9 @@ every commit gets a larger one.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from abc import ABC, abstractmethod
-import threading
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -196,9 +196,7 @@ class Backend(ABC):
         """The (table, id) of every record that references this one."""
 
     @abstractmethod
-    def watch(
-        self, tables: Sequence[str], topics: Collection[str | None] | None, since: int
-    ) -> RecordStream:
+    def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
         """Changes of ``tables`` (in ``topics``) committed after revision ``since``."""
 
     @abstractmethod

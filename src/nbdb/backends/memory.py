@@ -200,9 +200,7 @@ class MemoryBackend(KeyValueBackend):
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
         with self.store.cond:
-            out = [
-                KeyValue(k, e.value, e.version, e.mod_revision) for p in prefixes for k, e in self.store.range(p)
-            ]
+            out = [KeyValue(k, e.value, e.version, e.mod_revision) for p in prefixes for k, e in self.store.range(p)]
             return out, self.store.revision
 
     def commit_keys(

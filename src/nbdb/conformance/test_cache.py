@@ -153,7 +153,7 @@ def test_lost_history_relists_and_emits_exactly_the_difference(db: nbdb.Database
     assert not any(e.id in {k.id for k in keep} for e in events)
     tombstones = [e for e in events if e.kind is EventKind.DELETED]
     assert [e.id for e in tombstones] == [doomed.id]
-    assert tombstones[0].old is not None and tombstones[0].old.name == "doomed"
+    assert tombstones[0].old is not None and tombstones[0].old.model_dump()["name"] == "doomed"
     if cache.relists:
         synthetic = [e for e in events if e.synthetic]
         assert sorted(str(e.id) for e in synthetic) == sorted(str(i) for i in (born.id, doomed.id, changed.id))

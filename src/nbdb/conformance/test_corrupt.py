@@ -48,7 +48,7 @@ def test_watch_reports_and_goes_on(db: nbdb.Database) -> None:
     with db.watch(KitParent, on_error=reports.append) as watch:
         _corrupt(db, victim, b"\x00garbage")
         after = db.create(KitParent(name="after"))
-        events = []
+        events: list[nbdb.ChangeEvent[nbdb.Model]] = []
         deadline = time.monotonic() + 10
         while not events and time.monotonic() < deadline:
             events += watch.poll(0.2)

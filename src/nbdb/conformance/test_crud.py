@@ -163,9 +163,9 @@ def test_user_model_with_reference_round_trips(db: nbdb.Database) -> None:
 
 def test_non_model_input_raises_validation_error(db: nbdb.Database) -> None:
     with pytest.raises(nbdb.ValidationError):
-        db.create({"name": "x"})  # type: ignore[arg-type]
+        db.create({"name": "x"})  # type: ignore[type-var]
     with pytest.raises(nbdb.ValidationError):
-        db.get(dict, uuid.uuid4())  # type: ignore[arg-type]
+        db.get(dict, uuid.uuid4())  # type: ignore[type-var]
 
 
 def test_bad_model_values_raise_validation_error() -> None:

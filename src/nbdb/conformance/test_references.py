@@ -131,9 +131,11 @@ def test_racing_parent_delete_and_child_create_never_dangle(db_factory: Callable
     for round_ in range(15):
         parent = writer.create(KitParent(name=f"p{round_}"))
         barrier = threading.Barrier(2)
-        outcome: dict[str, BaseException | None] = {}
+        outcome: dict[str, object] = {}
 
-        def add_child(parent: KitParent = parent) -> None:
+        def add_child(
+            parent: KitParent = parent, barrier: threading.Barrier = barrier, outcome: dict[str, object] = outcome
+        ) -> None:
             barrier.wait()
             try:
                 writer.create(KitChild(parent=parent, name="c"))
@@ -141,7 +143,9 @@ def test_racing_parent_delete_and_child_create_never_dangle(db_factory: Callable
             except nbdb.NbdbError as exc:
                 outcome["child"] = exc
 
-        def remove_parent(parent: KitParent = parent) -> None:
+        def remove_parent(
+            parent: KitParent = parent, barrier: threading.Barrier = barrier, outcome: dict[str, object] = outcome
+        ) -> None:
             barrier.wait()
             try:
                 deleter.delete(parent)

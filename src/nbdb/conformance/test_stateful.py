@@ -111,7 +111,7 @@ class ReferenceModel(RuleBasedStateMachine):
 
     @invariant()
     def store_matches_model(self) -> None:
-        stored = {o.id: o for o in self.db.list(KitParent)}
+        stored: dict[uuid.UUID, Any] = {o.id: o for o in self.db.list(KitParent)}
         stored.update({o.id: o for o in self.db.list(KitChild)})
         assert stored == self.model
 

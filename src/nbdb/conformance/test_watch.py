@@ -53,13 +53,13 @@ def test_watch_resumes_from_its_revision(db_factory: Callable[..., nbdb.Database
     seen: list[str] = []
     for i in range(5):
         writer.create(KitParent(name=f"a{i}"))
-    seen += [e.object.name for e in _collect(first, 5)]
+    seen += [e.object.model_dump()["name"] for e in _collect(first, 5)]
     resume = first.revision
     first.close()
     for i in range(5):
         writer.create(KitParent(name=f"b{i}"))
     with reader.watch(KitParent, since=resume) as second:
-        seen += [e.object.name for e in _collect(second, 5)]
+        seen += [e.object.model_dump()["name"] for e in _collect(second, 5)]
         assert _collect(second, 1, timeout=0.5) == []
     assert seen == [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
 
@@ -116,7 +116,7 @@ def test_transaction_changes_arrive_together(db: nbdb.Database) -> None:
                 txn.create(KitParent(name=f"t{i}"))
         events = _collect(watch, 3)
     assert len({e.revision for e in events}) == 1
-    assert sorted(e.object.name for e in events) == ["t0", "t1", "t2"]
+    assert sorted(e.object.model_dump()["name"] for e in events) == ["t0", "t1", "t2"]
 
 
 def test_watch_from_forgotten_history_raises_history_gone(db: nbdb.Database) -> None:

@@ -156,7 +156,9 @@ class _RecordStream(RecordStream):
             topic, table, id = parsed
             if self._tables is not None and table not in self._tables:
                 continue
-            old = None if change.prev_value is None else Record(table, id, topic, change.prev_version, change.prev_value)
+            old = (
+                None if change.prev_value is None else Record(table, id, topic, change.prev_version, change.prev_value)
+            )
             new = None if change.value is None else Record(table, id, topic, change.version, change.value)
             if old is None and new is None:
                 continue
@@ -177,7 +179,8 @@ class _Plan:
     puts: dict[str, bytes]
     deletes: list[str]
     versions: list[int]
-    topics: dict[tuple[str, uuid.UUID], str | None]
+    topics: dict[RefKey, str | None]
+    deleted: set[RefKey]
 
 
 class KeyValueBackend(Backend):
@@ -206,7 +209,9 @@ class KeyValueBackend(Backend):
         """Every key under any of ``prefixes``, all read at one revision, and that revision."""
 
     @abstractmethod
-    def commit_keys(self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]) -> int | None:
+    def commit_keys(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+    ) -> int | None:
         """If every condition holds, apply puts and deletes atomically and return the new revision; else None."""
 
     @abstractmethod
@@ -308,7 +313,7 @@ class KeyValueBackend(Backend):
     # ---------------------------------------------------------------- Backend
 
     def read(self, table: str, id: uuid.UUID) -> Record | None:
-        for attempt in range(2):
+        for _attempt in range(2):
             topic = self._topic_of(table, id)
             if topic is self._MISSING:
                 return None
@@ -363,7 +368,7 @@ class KeyValueBackend(Backend):
             revision = self.commit_keys(plan.conditions, plan.puts, plan.deletes)
             if revision is not None:
                 for key, topic in plan.topics.items():
-                    if any(isinstance(op, Delete) and (op.table, op.id) == key for op in ops):
+                    if key in plan.deleted:
                         self._topic_cache.pop(key, None)
                     else:
                         self._remember_topic(key[0], key[1], topic)
@@ -374,7 +379,7 @@ class KeyValueBackend(Backend):
     def _plan(self, ops: Sequence[WriteOp]) -> _Plan:
         created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
         deleted = {(op.table, op.id) for op in ops if isinstance(op, Delete)}
-        plan = _Plan([], {}, [], [], {})
+        plan = _Plan([], {}, [], [], {}, deleted)
         new_refs: dict[RefKey, frozenset[RefKey]] = {}
         old_refs: dict[RefKey, frozenset[RefKey]] = {}
         for op in ops:
@@ -426,11 +431,15 @@ class KeyValueBackend(Backend):
             old = old_refs[me]
             for target in refs - old:
                 if target in deleted:
-                    raise errors.ReferenceError(f"{me[0]} {me[1]} references {target[0]} {target[1]}, deleted in the same transaction")
+                    raise errors.ReferenceError(
+                        f"{me[0]} {me[1]} references {target[0]} {target[1]}, deleted in the same transaction"
+                    )
                 if target not in created:
                     topic = self._topic_of(*target)
                     if topic is self._MISSING:
-                        raise errors.ReferenceError(f"{me[0]} {me[1]} references {target[0]} {target[1]}, which does not exist")
+                        raise errors.ReferenceError(
+                            f"{me[0]} {me[1]} references {target[0]} {target[1]}, which does not exist"
+                        )
                     plan.conditions.append(Exists(self._okey(topic, *target)))
                 plan.puts[self._rkey(target, me)] = b""
             for target in old - refs:
@@ -467,8 +476,17 @@ class KeyValueBackend(Backend):
                 raise errors.ConflictError(
                     f"{op.table} {op.id} is at version {kv.version}, not {op.expect_version}: re-read it and retry"
                 )
-        # Versions hold: a reference target vanished or a referrer appeared;
-        # the next plan() sees which, or succeeds.
+        created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
+        for op in ops:
+            if not isinstance(op, Put):
+                continue
+            for target in op.refs - (op.old_refs or frozenset()) - created:
+                # Read through to the store: the topic cache may still hold a target deleted meanwhile.
+                if self._index(*target) is None:
+                    raise errors.ReferenceError(
+                        f"{op.table} {op.id} references {target[0]} {target[1]}, which does not exist"
+                    )
+        # Otherwise a referrer appeared (or came and went): the next plan() sees which.
 
     # ---------------------------------------------------------------- locks and ids
 
@@ -517,7 +535,9 @@ class KeyValueBackend(Backend):
             try:
                 current = 0 if kv is None else int(kv.value)
             except ValueError:
-                raise errors.CorruptRecordError(f"id counter {name!r} holds {kv.value[:40]!r}, not an integer", key=key) from None
+                raise errors.CorruptRecordError(
+                    f"id counter {name!r} holds {(kv.value if kv else b'')[:40]!r}, not an integer", key=key
+                ) from None
             condition = VersionIs(key, 0 if kv is None else kv.version)
             if self.commit_keys([condition], {key: str(current + 1).encode()}, []) is not None:
                 return current + 1

@@ -108,9 +108,7 @@ def _ref_spec(name: str, info: pydantic.fields.FieldInfo) -> RefSpec | None:
 
 
 def _translate(exc: pydantic.ValidationError, title: str) -> errors.ValidationError:
-    problems = [
-        {"loc": tuple(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
-    ]
+    problems = [{"loc": tuple(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)]
     lines = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or title}: {e['msg']}" for e in problems)
     return errors.ValidationError(f"invalid {title}: {lines}", problems)
 
@@ -160,9 +158,7 @@ class Model(BaseModel):
         super().__pydantic_init_subclass__(**kwargs)
         if "nbdb_table" not in cls.__dict__ or not cls.__dict__["nbdb_table"]:
             cls.nbdb_table = cls.__name__
-        refs = tuple(
-            spec for name, info in cls.model_fields.items() if (spec := _ref_spec(name, info)) is not None
-        )
+        refs = tuple(spec for name, info in cls.model_fields.items() if (spec := _ref_spec(name, info)) is not None)
         cls.nbdb_references = refs
         for name in cls.nbdb_indexes:
             if name not in cls.model_fields:

@@ -30,7 +30,6 @@ from nbdb.models.types import (
 __all__ = [
     "ACL",
     "NAT",
-    "QoS",
     "ACLAction",
     "AddressSet",
     "Chassis",
@@ -47,6 +46,7 @@ __all__ = [
     "NATType",
     "PortGroup",
     "PortType",
+    "QoS",
     "RoutePolicy",
     "Severity",
 ]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerate the parts of docs/ that come from code (the capability matrix).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NBDB="${NBDB:-.venv/bin/nbdb}"
+command -v "$NBDB" >/dev/null 2>&1 || NBDB=nbdb
+{
+  cat <<'HEAD'
+# Capability matrix
+
+Generated from each backend's `capabilities` declaration by `scripts/gen-docs.sh`
+(`nbdb backends --markdown`); do not edit by hand. `tests/test_cli.py` fails when
+this file and the code disagree. What each column means: `src/nbdb/capabilities.py`;
+how the conformance kit turns each into an expectation: [semantics.md](semantics.md).
+
+HEAD
+  "$NBDB" backends --markdown
+} > docs/capabilities.md
+echo "wrote docs/capabilities.md"

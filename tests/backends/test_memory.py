@@ -1,0 +1,75 @@
+"""The memory backend: URL options, named stores, bounded history and the re-list path."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import nbdb
+from nbdb.events import EventKind
+from nbdb.models import LogicalSwitch
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_anonymous_stores_are_private() -> None:
+    with nbdb.connect("memory://") as a, nbdb.connect() as b:
+        a.create(LogicalSwitch(name="x"))
+        assert list(b.list(LogicalSwitch)) == []
+
+
+def test_named_stores_are_shared_in_process() -> None:
+    with nbdb.connect("memory://shared-test") as a, nbdb.connect("memory://shared-test") as b:
+        ls = a.create(LogicalSwitch(name="x"))
+        assert b.get(LogicalSwitch, ls.id) == ls
+
+
+@pytest.mark.parametrize("url", ["memory://?history=0", "memory://?history=many", "memory://?colour=red"])
+def test_bad_options_are_validation_errors(url: str) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        nbdb.connect(url)
+
+
+def test_history_bound_makes_old_revisions_gone() -> None:
+    with nbdb.connect("memory://?history=10") as db:
+        start = db.list(LogicalSwitch).revision
+        for i in range(30):
+            db.create(LogicalSwitch(name=f"s{i}"))
+        watch = db.watch(LogicalSwitch, since=start)
+        with pytest.raises(nbdb.HistoryGoneError):
+            watch.poll(1)
+        recent = db.list(LogicalSwitch).revision - 3
+        assert len(db.watch(LogicalSwitch, since=recent).poll(1)) == 3
+
+
+def test_lagging_cache_relists_with_synthetic_difference() -> None:
+    with nbdb.connect("memory://?history=5") as db:
+        keep = db.create(LogicalSwitch(name="keep"))
+        gone = db.create(LogicalSwitch(name="gone"))
+        events = []
+        gate = [True]
+
+        def slow(event: nbdb.ChangeEvent[nbdb.Model]) -> None:
+            while gate[0]:
+                time.sleep(0.01)
+            events.append(event)
+
+        cache = db.cache(LogicalSwitch)
+        assert cache.wait_synced(5)
+        cache.subscribe(slow)
+        db.create(LogicalSwitch(name="blocker"))
+        time.sleep(0.2)  # the cache thread is now parked in the subscriber
+        db.delete(gone)
+        for i in range(20):
+            db.create(LogicalSwitch(name=f"n{i}"))
+        gate[0] = False
+        deadline = time.monotonic() + 10
+        while len(cache.list(LogicalSwitch)) != 22 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cache.relists == 1
+        assert {s.name for s in cache.list(LogicalSwitch)} == {"keep", "blocker"} | {f"n{i}" for i in range(20)}
+        synthetic = [e for e in events if e.synthetic]
+        assert [e.old.name for e in synthetic if e.kind is EventKind.DELETED and e.old] == ["gone"]
+        assert sum(1 for e in synthetic if e.kind is EventKind.CREATED) == 20
+        assert all(e.id != keep.id for e in events)

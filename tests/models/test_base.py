@@ -1,0 +1,77 @@
+"""The base model: references, indexes, registry, immutability."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, ClassVar
+
+import pytest
+
+import nbdb
+from nbdb.models import LogicalSwitch, LogicalSwitchPort, Model, PortGroup, Reference, model_for_table
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_references_are_known_to_the_model_layer() -> None:
+    specs = {s.field: s for s in LogicalSwitchPort.nbdb_references}
+    assert specs["switch"].target == "LogicalSwitch" and not specs["switch"].optional
+    assert specs["chassis"].optional and not specs["chassis"].many
+    (ports,) = PortGroup.nbdb_references
+    assert ports.many and ports.target == "LogicalSwitchPort"
+
+
+def test_reference_fields_are_indexed() -> None:
+    assert {"name", "switch", "chassis"} <= set(LogicalSwitchPort.nbdb_index_fields)
+
+
+def test_reference_accepts_the_model_itself() -> None:
+    ls = LogicalSwitch(name="a")
+    port = LogicalSwitchPort(switch=ls, name="p")
+    assert port.switch == ls.id
+    assert port.ref_keys() == {("LogicalSwitch", ls.id)}
+
+
+def test_user_models_register_and_reference_each_other() -> None:
+    class TbTenant(Model):
+        nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+        name: str
+
+    class TbProject(Model):
+        tenant: Annotated[uuid.UUID, Reference("TbTenant")]
+
+    assert model_for_table("TbTenant") is TbTenant
+    assert TbProject.nbdb_references[0].target == "TbTenant"
+
+
+def test_unknown_index_field_is_refused() -> None:
+    with pytest.raises(TypeError):
+
+        class Broken(Model):
+            nbdb_indexes: ClassVar[tuple[str, ...]] = ("nope",)
+
+
+def test_table_names_cannot_collide() -> None:
+    with pytest.raises(TypeError):
+
+        class LogicalSwitch(Model):
+            pass
+
+
+def test_unknown_table_is_not_found() -> None:
+    with pytest.raises(nbdb.NotFoundError):
+        model_for_table("NoSuchTable")
+
+
+def test_replace_validates_and_keeps_identity() -> None:
+    ls = LogicalSwitch(name="a")
+    assert ls.replace(name="b").id == ls.id
+    with pytest.raises(nbdb.ValidationError):
+        ls.replace(other_config="not a dict")
+    with pytest.raises(nbdb.ValidationError):
+        ls.replace(colour="red")
+
+
+def test_extra_fields_are_refused() -> None:
+    with pytest.raises(nbdb.ValidationError):
+        LogicalSwitch(name="a", colour="red")

@@ -1,0 +1,136 @@
+"""Validated scalar types: every accepted value normalises, every bad one is a typed error."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.models import (
+    ACL,
+    NAT,
+    ACLAction,
+    AddressSet,
+    Direction,
+    LogicalRouterPort,
+    LogicalRouterStaticRoute,
+    LogicalSwitchPort,
+    NATType,
+    QoS,
+)
+
+pytestmark = pytest.mark.timeout(60)
+SW = uuid.uuid4()
+
+
+@given(st.binary(min_size=6, max_size=6), st.booleans())
+def test_any_mac_normalises_to_lowercase_colons(raw: bytes, upper: bool) -> None:
+    text = ":".join(f"{b:02x}" for b in raw)
+    port = LogicalSwitchPort(switch=SW, name="p", addresses=[text.upper() if upper else text])
+    assert port.addresses == [text]
+
+
+@given(st.ip_addresses())
+def test_any_ip_is_accepted_in_canonical_form(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    route = LogicalRouterStaticRoute(router=SW, ip_prefix=str(ip), nexthop=ip.exploded)
+    assert route.nexthop == str(ip)
+
+
+@given(st.text(max_size=20))
+def test_arbitrary_text_never_crashes_validation(text: str) -> None:
+    try:
+        AddressSet(name="as", addresses=[text])
+    except nbdb.ValidationError as exc:
+        assert exc.errors and exc.errors[0]["loc"][0] == "addresses"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "router",
+        "unknown",
+        "dynamic",
+        "0a:00:00:00:00:01",
+        "0a:00:00:00:00:01 dynamic",
+        "0a:00:00:00:00:01 10.0.0.1 fd00::1",
+        "dynamic 10.0.0.9",
+    ],
+)
+def test_ovn_port_address_forms(address: str) -> None:
+    assert LogicalSwitchPort(switch=SW, name="p", addresses=[address]).addresses == [address]
+
+
+@pytest.mark.parametrize("address", ["", "0a:00:00:00:00", "0a:00:00:00:00:01 999.1.1.1", "routers"])
+def test_bad_port_addresses(address: str) -> None:
+    with pytest.raises(nbdb.ValidationError) as info:
+        LogicalSwitchPort(switch=SW, name="p", addresses=[address])
+    assert "addresses" in str(info.value)
+
+
+def test_router_port_needs_interface_addresses() -> None:
+    assert LogicalRouterPort(router=SW, name="rp", mac="0A:00:00:00:00:01", networks=["10.0.0.1/24"]).networks == [
+        "10.0.0.1/24"
+    ]
+    with pytest.raises(nbdb.ValidationError):
+        LogicalRouterPort(router=SW, name="rp", mac="0a:00:00:00:00:01", networks=["10.0.0.1"])
+    with pytest.raises(nbdb.ValidationError):
+        LogicalRouterPort(router=SW, name="rp", mac="0a:00:00:00:00:01", networks=[])
+
+
+def test_cidr_rejects_host_bits() -> None:
+    AddressSet(name="a", addresses=["10.0.0.0/8", "10.1.2.3"])
+    with pytest.raises(nbdb.ValidationError):
+        AddressSet(name="a", addresses=["10.0.0.1/8"])
+
+
+def test_acl_belongs_to_exactly_one_owner() -> None:
+    ACL(switch=SW, direction=Direction.FROM_LPORT, priority=1, match="ip4", action=ACLAction.DROP)
+    with pytest.raises(nbdb.ValidationError):
+        ACL(direction=Direction.FROM_LPORT, priority=1, match="ip4", action=ACLAction.DROP)
+    with pytest.raises(nbdb.ValidationError):
+        ACL(switch=SW, port_group=SW, direction=Direction.FROM_LPORT, priority=1, match="ip4", action="drop")
+    with pytest.raises(nbdb.ValidationError):
+        ACL(switch=SW, direction="sideways", priority=1, match="ip4", action="drop")
+    with pytest.raises(nbdb.ValidationError):
+        ACL(switch=SW, direction="to-lport", priority=40000, match="ip4", action="drop")
+
+
+def test_nat_port_range_and_distributed_fields() -> None:
+    nat = NAT(
+        router=SW,
+        type=NATType.DNAT_AND_SNAT,
+        external_ip="203.0.113.1",
+        logical_ip="10.0.0.5",
+        external_port_range="1000-2000",
+    )
+    assert nat.external_port_range == "1000-2000"
+    for bad in ("2000-1000", "0-10", "70000", "a-b"):
+        with pytest.raises(nbdb.ValidationError):
+            NAT(router=SW, type="snat", external_ip="203.0.113.1", logical_ip="10.0.0.0/24", external_port_range=bad)
+    with pytest.raises(nbdb.ValidationError):
+        NAT(
+            router=SW,
+            type="snat",
+            external_ip="203.0.113.1",
+            logical_ip="10.0.0.0/24",
+            external_mac="0a:00:00:00:00:01",
+        )
+
+
+def test_qos_keys_are_checked() -> None:
+    QoS(switch=SW, priority=10, direction="from-lport", match="ip4", action={"dscp": 10})
+    with pytest.raises(nbdb.ValidationError):
+        QoS(switch=SW, priority=10, direction="from-lport", match="ip4", action={"colour": 1})
+    with pytest.raises(nbdb.ValidationError):
+        QoS(switch=SW, priority=10, direction="from-lport", match="ip4")
+
+
+def test_validation_error_lists_every_problem() -> None:
+    with pytest.raises(nbdb.ValidationError) as info:
+        LogicalSwitchPort(switch="nope", name="", tag=5000)
+    locs = {e["loc"][0] for e in info.value.errors}
+    assert locs == {"switch", "name", "tag"}

@@ -1,0 +1,32 @@
+"""Choosing a backend by URL."""
+
+from __future__ import annotations
+
+import pytest
+
+import nbdb
+from nbdb.loader import installed_backends, redact
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize("url", ["nosuch://host", "not a url", "://x"])
+def test_unknown_or_malformed_urls_are_validation_errors(url: str) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        nbdb.connect(url)
+
+
+def test_memory_is_the_default() -> None:
+    with nbdb.connect() as db:
+        assert db.capabilities.durability is nbdb.Durability.VOLATILE
+
+
+def test_memory_is_found_through_entry_points() -> None:
+    assert "memory" in installed_backends()
+
+
+def test_passwords_are_redacted() -> None:
+    assert redact("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redact("redis://host:6379/0") == "redis://host:6379/0"
+    with nbdb.connect("memory://") as db:
+        assert "secret" not in repr(db)
