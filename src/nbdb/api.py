@@ -7,6 +7,7 @@ small SPI (:mod:`nbdb.spi`). It holds no per-backend logic.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -141,8 +142,9 @@ class Database:
     def __init__(self, backend: Backend, url: str = "") -> None:
         self._backend = backend
         self._url = url
-        self._caches: list[Cache] = []
-        self._watches: list[Watch] = []
+        # Weak: a cache or watch the caller closed and dropped must not be kept alive here.
+        self._caches: weakref.WeakSet[Cache] = weakref.WeakSet()
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -318,7 +320,7 @@ class Database:
         start = self._backend.current_revision() if since is None else since
         stream = self._backend.watch([m.nbdb_table for m in models], topics, start)
         watch = Watch(stream, {m.nbdb_table: m for m in models}, on_error)
-        self._watches.append(watch)
+        self._watches.add(watch)
         return watch
 
     def cache(
@@ -334,7 +336,7 @@ class Database:
         receives every event from the first list on.
         """
         cache = Cache(self._backend, self._models(models), topics, on_change, on_error)
-        self._caches.append(cache)
+        self._caches.add(cache)
         return cache
 
     # ---------------------------------------------------------------- coordination
@@ -363,9 +365,9 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        for cache in self._caches:
+        for cache in list(self._caches):
             cache.close()
-        for watch in self._watches:
+        for watch in list(self._watches):
             watch.close()
         self._backend.close()
 

@@ -87,14 +87,20 @@ class Cache:
 
     def get(self, model: type[M], id: UUID | str) -> M | None:
         """The cached object, or None."""
-        if isinstance(id, str):
-            id = UUID(id)
-        return self._objects[model].get(id)  # type: ignore[return-value]
+        if not isinstance(id, UUID):
+            try:
+                id = UUID(str(id))
+            except ValueError:
+                raise errors.ValidationError(f"not an object id (UUID): {id!r}") from None
+        try:
+            return self._objects[model].get(id)  # type: ignore[return-value]
+        except KeyError:
+            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}") from None
 
     def list(self, model: type[M]) -> list[M]:
         """Every cached object of ``model``."""
         with self._lock:
-            return list(self._objects[model].values())  # type: ignore[arg-type]
+            return list(self._objects[self._followed(model)].values())  # type: ignore[arg-type]
 
     def find(self, model: type[M], **equals: Any) -> _List[M]:
         """Objects whose fields equal the given values (a list field matches if it contains the value).
@@ -107,7 +113,7 @@ class Cache:
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}")
             if isinstance(value, Model):
                 equals[key] = value.id
-        objects = self._objects[model]
+        objects = self._objects[self._followed(model)]
         indexes = self._indexes[model]
         with self._lock:
             indexed = next((k for k in equals if k in indexes), None)
@@ -121,6 +127,11 @@ class Cache:
                     return candidates  # type: ignore[return-value]
                 rest = {k: v for k, v in equals.items() if k != indexed}
         return [obj for obj in candidates if all(_matches(obj, k, v) for k, v in rest.items())]  # type: ignore[misc]
+
+    def _followed(self, model: type[Model]) -> type[Model]:
+        if model not in self._objects:
+            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
+        return model
 
     def __len__(self) -> int:
         return sum(len(objs) for objs in self._objects.values())

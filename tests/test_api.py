@@ -1,0 +1,77 @@
+"""API behaviour the kit does not cover: lifecycles, threads, and misuse."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import nbdb
+from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_close_stops_caches_and_watches() -> None:
+    db = nbdb.connect()
+    cache = db.cache(LogicalSwitch)
+    assert cache.wait_synced(5)
+    watch = db.watch(LogicalSwitch)
+    db.close()
+    assert not cache._thread.is_alive()
+    assert list(watch) == []
+    db.close()  # idempotent
+
+
+def test_iteration_ends_when_closed_from_another_thread() -> None:
+    with nbdb.connect() as db:
+        watch = db.watch(LogicalSwitch)
+        seen: list[nbdb.ChangeEvent[nbdb.Model]] = []
+        reader = threading.Thread(target=lambda: seen.extend(watch))
+        reader.start()
+        db.create(LogicalSwitch(name="a"))
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        watch.close()
+        reader.join(5)
+        assert not reader.is_alive()
+        assert [e.object.name for e in seen if isinstance(e.object, LogicalSwitch)] == ["a"]
+
+
+def test_cache_rejects_bad_ids_and_unfollowed_models() -> None:
+    with nbdb.connect() as db, db.cache(LogicalSwitch) as cache:
+        assert cache.wait_synced(5)
+        with pytest.raises(nbdb.ValidationError):
+            cache.get(LogicalSwitch, "nope")
+        with pytest.raises(nbdb.ValidationError):
+            cache.get(Chassis, "00000000-0000-0000-0000-000000000000")
+        with pytest.raises(nbdb.ValidationError):
+            cache.find(Chassis, name="x")
+
+
+def test_transaction_results_are_the_stored_copies() -> None:
+    with nbdb.connect() as db:
+        sw = db.create(LogicalSwitch(name="a"))
+        with db.transaction() as txn:
+            port = txn.create(LogicalSwitchPort(switch=sw, name="p"))
+            txn.update(sw.replace(name="b"))
+        created, updated = txn.results
+        assert created == db.get(LogicalSwitchPort, port.id)
+        assert updated == db.get(LogicalSwitch, sw.id)
+        assert updated is not None and updated.version == 2
+
+
+def test_lock_rejects_bad_names_and_ttl() -> None:
+    with nbdb.connect() as db:
+        with pytest.raises(nbdb.ValidationError):
+            db.lock("a/b")
+        with pytest.raises(nbdb.ValidationError):
+            with db.lock("a", ttl=0):
+                pass
+
+
+def test_delete_needs_an_id_for_a_model_class() -> None:
+    with nbdb.connect() as db, pytest.raises(nbdb.ValidationError):
+        db.delete(LogicalSwitch)  # type: ignore[call-overload]
