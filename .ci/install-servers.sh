@@ -15,6 +15,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 CACHE=${NBDB_CACHE:-$HOME/.cache/nbdb}
 CASSANDRA_DIR=$CACHE/cassandra
 POM=$ROOT/tools/cassandra/pom.xml

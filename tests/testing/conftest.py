@@ -10,20 +10,33 @@ import pytest
 
 from nbdb.testing import Server
 
+# The harness's fixtures, shared by every test module here (imported, as a test suite
+# outside nbdb would do, rather than registered as a plugin).
+from nbdb.testing.fixtures import (  # noqa: F401
+    cassandra_server,
+    etcd_cluster,
+    etcd_server,
+    ovsdb_cluster,
+    ovsdb_server,
+    redis_sentinel,
+    redis_server,
+    server_factory,
+)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "cassandra_cluster: 3-node Cassandra (slow); runs only with NBDB_TEST_CASSANDRA_CLUSTER=1",
+        "cassandra_extra: extra Cassandra starts (3 nodes, durable); only with NBDB_TEST_CASSANDRA_EXTRA=1",
     )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("NBDB_TEST_CASSANDRA_CLUSTER") == "1":
+    if os.environ.get("NBDB_TEST_CASSANDRA_EXTRA") == "1":
         return
-    skip = pytest.mark.skip(reason="opt-in: set NBDB_TEST_CASSANDRA_CLUSTER=1")
+    skip = pytest.mark.skip(reason="opt-in: set NBDB_TEST_CASSANDRA_EXTRA=1")
     for item in items:
-        if "cassandra_cluster" in item.keywords:
+        if "cassandra_extra" in item.keywords:
             item.add_marker(skip)
 
 

@@ -61,7 +61,7 @@ def test_require_server_raises_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("no_binaries")
 def test_require_server_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="install-servers.sh"):
+    with pytest.raises(pytest.skip.Exception, match=r"install-servers\.sh"):
         require_server("etcd")
 
 

@@ -39,8 +39,9 @@ def test_reservation_of_live_process_is_respected_and_dead_one_reclaimed() -> No
     from nbdb.testing.ports import _try_reserve
 
     assert not _try_reserve(port, os.getpid() + 1)  # held by this (live) process
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     alloc.transfer(int(dead.stdout))
     other = PortAllocator()
     assert _try_reserve(port, other.owner)  # the holder is gone: reclaimed

@@ -217,7 +217,7 @@ class Server(abc.ABC):
         for member in self.members:
             member.process.start()
 
-    def _after_ready(self) -> None:
+    def _after_ready(self) -> None:  # noqa: B027 - optional hook
         """Hook run once the server is ready for the first time."""
 
     def _extra_info(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from nbdb.testing.errors import INSTALL_HINT, HarnessError, ServerNotInstalledEr
 from nbdb.testing.probes import cql_query_ok, cql_rows_count
 from nbdb.testing.process import find_binary
 
-__all__ = ["CassandraServer", "JVM17_OPTIONS", "cassandra_home"]
+__all__ = ["JVM17_OPTIONS", "CassandraServer", "cassandra_home"]
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,7 @@ class CassandraServer(Server):
     @classmethod
     def check_installed(cls) -> None:
         if _java() is None:
-            raise ServerNotInstalledError(
-                f"'java' not found (Debian package openjdk-17-jre-headless); {INSTALL_HINT}"
-            )
+            raise ServerNotInstalledError(f"'java' not found (Debian package openjdk-17-jre-headless); {INSTALL_HINT}")
         lib = cassandra_home() / "lib"
         if not any(lib.glob("cassandra-all-*.jar")):
             raise ServerNotInstalledError(
@@ -182,14 +180,9 @@ class CassandraServer(Server):
         ]
 
     def _prepare(self) -> None:
-        template = Template(
-            resources.files("nbdb.testing").joinpath("data/cassandra.yaml").read_text()
-        )
+        template = Template(resources.files("nbdb.testing").joinpath("data/cassandra.yaml").read_text())
         hosts = [f"127.0.0.{i}" for i in range(1, self.size + 1)]
-        ports = [
-            {"client": self._alloc(h), "storage": self._alloc(h), "ssl_storage": self._alloc(h)}
-            for h in hosts
-        ]
+        ports = [{"client": self._alloc(h), "storage": self._alloc(h), "ssl_storage": self._alloc(h)} for h in hosts]
         seeds = f"{hosts[0]}:{ports[0]['storage']}"
         for index, host in enumerate(hosts):
             name = f"cassandra{index + 1}"
@@ -238,9 +231,7 @@ class CassandraServer(Server):
             member.wait_ready(self.timeout)
 
     def member_ready(self, member: Member) -> bool:
-        return cql_query_ok(
-            member.host, member.port, username=self.username, password=self.password
-        )
+        return cql_query_ok(member.host, member.port, username=self.username, password=self.password)
 
     def ready(self) -> bool:
         if not super().ready():
@@ -249,8 +240,11 @@ class CassandraServer(Server):
             # Every node must see all the others as peers before tests rely on replication.
             for member in self.members:
                 peers = cql_rows_count(
-                    member.host, member.port, "SELECT peer FROM system.peers_v2",
-                    username=self.username, password=self.password,
+                    member.host,
+                    member.port,
+                    "SELECT peer FROM system.peers_v2",
+                    username=self.username,
+                    password=self.password,
                 )
                 if peers < self.size - 1:
                     return False
@@ -265,8 +259,9 @@ class CassandraServer(Server):
             f"{{'class': 'SimpleStrategy', 'replication_factor': {replication}}}"
         )
         member = self.members[0]
-        if not cql_query_ok(member.host, member.port, query, username=self.username,
-                            password=self.password, timeout=30.0):
+        if not cql_query_ok(
+            member.host, member.port, query, username=self.username, password=self.password, timeout=30.0
+        ):
             raise HarnessError(f"could not create keyspace {self.keyspace}")
 
     def leader(self) -> Member:

@@ -40,13 +40,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = parser.add_subparsers(dest="servers_command", metavar="{up,status,down}")
 
     up = actions.add_parser("up", help="start servers (detached) and print their URLs")
-    up.add_argument("kinds", nargs="+", choices=_CLI_KINDS, metavar="KIND",
-                    help=f"one or more of: {', '.join(_CLI_KINDS)}")
-    up.add_argument("--cluster", type=int, default=1, metavar="N",
-                    help="members per server: etcd, ovsdb (raft) and cassandra nodes; "
-                         "for redis, N sentinels around a master and a replica")
-    up.add_argument("--timeout", type=float, default=None,
-                    help="seconds to wait for each server to be ready")
+    up.add_argument(
+        "kinds", nargs="+", choices=_CLI_KINDS, metavar="KIND", help=f"one or more of: {', '.join(_CLI_KINDS)}"
+    )
+    up.add_argument(
+        "--cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="members per server: etcd, ovsdb (raft) and cassandra nodes; "
+        "for redis, N sentinels around a master and a replica",
+    )
+    up.add_argument("--timeout", type=float, default=None, help="seconds to wait for each server to be ready")
     up.add_argument("--json", action="store_true", help="print the servers as JSON")
     up.set_defaults(func=_up)
 
@@ -55,8 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.set_defaults(func=_status)
 
     down = actions.add_parser("down", help="stop servers and remove their files")
-    down.add_argument("targets", nargs="*", metavar="KIND_OR_ID",
-                      help="kinds or ids to stop (default: all)")
+    down.add_argument("targets", nargs="*", metavar="KIND_OR_ID", help="kinds or ids to stop (default: all)")
     down.set_defaults(func=_down)
 
 
@@ -66,7 +70,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _out(text: str, stream: TextIO | None = None) -> None:
-    print(text, file=stream or sys.stdout)  # noqa: T201 - the CLI's output
+    print(text, file=stream or sys.stdout)
 
 
 def _build(kind: str, cluster: int, timeout: float | None, registry: ServerRegistry) -> tuple[str, Server]:
@@ -127,8 +131,7 @@ def _status(args: argparse.Namespace) -> int:
         _out(f"no servers (state in {registry.path})")
     for server_id, server in rows:
         states = ",".join(
-            f"{m.name}:{'paused' if m.is_paused() else 'up' if m.is_running() else 'down'}"
-            for m in server.members
+            f"{m.name}:{'paused' if m.is_paused() else 'up' if m.is_running() else 'down'}" for m in server.members
         )
         _out(f"{server.kind}\t{server.url}\t{server_id}\t{states}")
     return 0

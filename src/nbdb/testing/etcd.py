@@ -79,9 +79,7 @@ class EtcdServer(Server):
 
     def status(self, member: Member, timeout: float = 2.0) -> dict[str, Any]:
         """The member's v3 ``Maintenance.Status`` (``header.member_id``, ``leader``...)."""
-        reply: dict[str, Any] = http_json(
-            f"http://{member.address}/v3/maintenance/status", {}, timeout=timeout
-        )
+        reply: dict[str, Any] = http_json(f"http://{member.address}/v3/maintenance/status", {}, timeout=timeout)
         return reply
 
     def leader(self) -> Member:

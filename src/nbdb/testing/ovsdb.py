@@ -60,10 +60,6 @@ class OvsdbServer(Server):
         self.schema = str(schema) if schema is not None else None
         self.database = database
 
-    @classmethod
-    def check_installed(cls) -> None:
-        super().check_installed()
-
     @property
     def clustered(self) -> bool:
         """True for a raft cluster (even a one-member one is not built here)."""
@@ -91,12 +87,20 @@ class OvsdbServer(Server):
                 if not self.clustered:
                     run_tool([tool, "create", str(db_file), str(schema)])
                 elif index == 0:
-                    run_tool([tool, "create-cluster", str(db_file), str(schema),
-                              f"tcp:127.0.0.1:{ports[name]['raft']}"])
+                    run_tool(
+                        [tool, "create-cluster", str(db_file), str(schema), f"tcp:127.0.0.1:{ports[name]['raft']}"]
+                    )
                 else:
-                    run_tool([tool, "join-cluster", str(db_file), self.database,
-                              f"tcp:127.0.0.1:{ports[name]['raft']}",
-                              f"tcp:127.0.0.1:{ports[names[0]]['raft']}"])
+                    run_tool(
+                        [
+                            tool,
+                            "join-cluster",
+                            str(db_file),
+                            self.database,
+                            f"tcp:127.0.0.1:{ports[name]['raft']}",
+                            f"tcp:127.0.0.1:{ports[names[0]]['raft']}",
+                        ]
+                    )
             except subprocess.CalledProcessError as exc:
                 raise HarnessError(f"ovsdb-tool failed: {exc.stderr.strip()}") from exc
             ctl = member_dir / "ovsdb.ctl"
@@ -124,8 +128,14 @@ class OvsdbServer(Server):
     def cluster_status(self, member: Member, timeout: float = 2.0) -> str:
         """Text of ``ovs-appctl -t <ctl> cluster/status <db>`` for ``member``."""
         return run_tool(
-            [self._tool("ovs-appctl"), f"--timeout={max(1, int(timeout))}", "-t",
-             member.extra["ctl"], "cluster/status", str(self.database)],
+            [
+                self._tool("ovs-appctl"),
+                f"--timeout={max(1, int(timeout))}",
+                "-t",
+                member.extra["ctl"],
+                "cluster/status",
+                str(self.database),
+            ],
             timeout=timeout + 1,
         )
 

@@ -35,9 +35,7 @@ class CqlError(Exception):
     """A CQL ERROR frame or an unexpected CQL reply."""
 
 
-def _connect(
-    host: str, port: int, timeout: float, ssl_context: ssl.SSLContext | None
-) -> socket.socket:
+def _connect(host: str, port: int, timeout: float, ssl_context: ssl.SSLContext | None) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=timeout)
     if ssl_context is not None:
         return ssl_context.wrap_socket(sock, server_hostname=host)
@@ -127,22 +125,16 @@ def http_json(
 ) -> Any:
     """GET (or POST ``body`` as JSON to) ``url`` and decode the JSON reply."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(  # noqa: S310 - loopback URLs built by the harness
-        url, data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout, context=ssl_context) as response:  # noqa: S310
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout, context=ssl_context) as response:
         return json.loads(response.read().decode())
 
 
 def run_tool(argv: list[str], timeout: float = 5.0) -> str:
     """Run a server's CLI tool; return stdout, raise ``CalledProcessError`` on failure."""
-    result = subprocess.run(  # noqa: S603 - argv built by the harness
-        argv, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
-        raise subprocess.CalledProcessError(
-            result.returncode, argv, output=result.stdout, stderr=result.stderr
-        )
+        raise subprocess.CalledProcessError(result.returncode, argv, output=result.stdout, stderr=result.stderr)
     return result.stdout
 
 

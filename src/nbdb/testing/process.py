@@ -46,9 +46,7 @@ def require_binary(name: str, package: str) -> str:
     """Return the path of ``name`` or raise :class:`ServerNotInstalledError`."""
     path = find_binary(name)
     if path is None:
-        raise ServerNotInstalledError(
-            f"{name!r} not found (Debian package {package}); {INSTALL_HINT}"
-        )
+        raise ServerNotInstalledError(f"{name!r} not found (Debian package {package}); {INSTALL_HINT}")
     return path
 
 
@@ -129,7 +127,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.debug("starting %s", " ".join(self.argv))
         with open(self.log_path, "ab") as out:
-            self._popen = subprocess.Popen(  # noqa: S603 - argv built by the harness
+            self._popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -137,7 +135,7 @@ class ManagedProcess:
                 cwd=self.cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
         self.pid = self._popen.pid
         self._start_time = _process_start_time(self.pid)
@@ -258,7 +256,7 @@ def wait_until(
             if predicate():
                 return
             last_exc = None
-        except Exception as exc:  # noqa: BLE001 - probes fail in many ways while starting
+        except Exception as exc:
             last_exc = exc
         if process is not None and process.pid is not None and not process.is_running():
             raise ServerStartError(
@@ -268,8 +266,6 @@ def wait_until(
             )
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_exc!r})" if last_exc else ""
-            tail = (
-                f"; log {process.log_path}:\n{log_tail(process.log_path)}" if process else ""
-            )
+            tail = f"; log {process.log_path}:\n{log_tail(process.log_path)}" if process else ""
             raise ServerTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{tail}")
         time.sleep(interval)

@@ -49,9 +49,6 @@ class _RedisBase(Server):
         self.tls_client_auth = tls_client_auth
         self.appendonly = appendonly
 
-    def __repr__(self) -> str:  # never show the password
-        return super().__repr__()
-
     @property
     def tls_files(self) -> TlsFiles | None:
         """The CA and certificates of a TLS server (None without TLS)."""
@@ -156,10 +153,7 @@ class _RedisBase(Server):
             return ""
         query = f"?ssl_ca_certs={quote(str(files.ca_cert))}"
         if self.tls_client_auth:
-            query += (
-                f"&ssl_certfile={quote(str(files.client_cert))}"
-                f"&ssl_keyfile={quote(str(files.client_key))}"
-            )
+            query += f"&ssl_certfile={quote(str(files.client_cert))}&ssl_keyfile={quote(str(files.client_key))}"
         return query
 
     def _extra_info(self) -> dict[str, Any]:

@@ -37,9 +37,7 @@ def server_class(kind: str) -> type[Server]:
     try:
         return SERVER_KINDS[kind]
     except KeyError:
-        raise HarnessError(
-            f"unknown server kind {kind!r}; known: {', '.join(SERVER_KINDS)}"
-        ) from None
+        raise HarnessError(f"unknown server kind {kind!r}; known: {', '.join(SERVER_KINDS)}") from None
 
 
 def start_server(kind: str, **options: Any) -> Server:

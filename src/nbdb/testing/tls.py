@@ -36,9 +36,7 @@ class TlsFiles:
 
 
 def _openssl(openssl: str, *args: str, cwd: Path) -> None:
-    result = subprocess.run(  # noqa: S603 - fixed argv
-        [openssl, *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
-    )
+    result = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
     if result.returncode != 0:
         raise HarnessError(f"openssl {args[0]} failed: {result.stderr.strip()}")
 
@@ -50,18 +48,57 @@ def make_tls_files(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "loca
         raise ServerNotInstalledError("'openssl' not found (Debian package openssl)")
     directory.mkdir(parents=True, exist_ok=True)
     key_args = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(openssl, "req", "-x509", *key_args, "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "7", "-subj", "/CN=nbdb test CA", cwd=directory)
+    _openssl(
+        openssl,
+        "req",
+        "-x509",
+        *key_args,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "7",
+        "-subj",
+        "/CN=nbdb test CA",
+        cwd=directory,
+    )
     alt = ",".join(f"IP:{h}" if h[0].isdigit() else f"DNS:{h}" for h in hosts)
     for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
         (directory / f"{name}.ext").write_text(
             f"subjectAltName={alt}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
         )
-        _openssl(openssl, "req", *key_args, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN=nbdb test {name}", cwd=directory)
-        _openssl(openssl, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey",
-                 "ca.key", "-CAcreateserial", "-out", f"{name}.crt", "-days", "7",
-                 "-extfile", f"{name}.ext", cwd=directory)
+        _openssl(
+            openssl,
+            "req",
+            *key_args,
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN=nbdb test {name}",
+            cwd=directory,
+        )
+        _openssl(
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "7",
+            "-extfile",
+            f"{name}.ext",
+            cwd=directory,
+        )
     for path in directory.glob("*.key"):
         path.chmod(0o600)
     return TlsFiles(
