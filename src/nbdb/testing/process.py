@@ -193,9 +193,18 @@ class ManagedProcess:
             log.warning("%r ignored SIGTERM for %.0fs; killing it", self, timeout)
             self.kill()
 
-    def pause(self) -> None:
-        """Freeze the process with SIGSTOP (it keeps its sockets, answers nothing)."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """Freeze the process with SIGSTOP (it keeps its sockets, answers nothing).
+
+        Signal delivery is asynchronous: wait until the kernel reports the
+        process stopped, so callers can rely on it being frozen on return.
+        """
         self.signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while self.is_running() and not self.is_paused():
+            if time.monotonic() >= deadline:
+                raise ServerTimeoutError(f"{self!r} did not stop within {timeout:.0f}s of SIGSTOP")
+            time.sleep(0.005)
 
     def resume(self) -> None:
         """Let a paused process continue with SIGCONT."""
