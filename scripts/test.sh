@@ -10,4 +10,5 @@ bash .ci/install-servers.sh
 # Every backend runs the conformance kit; spawn:KIND starts a throwaway server.
 exec .venv/bin/pytest \
   --nbdb-url=memory:// \
+  --nbdb-url=spawn:etcd \
   "$@"

@@ -1,0 +1,506 @@
+"""The etcd v3 backend: the key-value family's primitives on etcd transactions, ranges and watches."""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from nbdb import errors
+from nbdb.backends.etcd import _wire as wire
+from nbdb.backends.etcd._client import (
+    EtcdClient,
+    EtcdSettings,
+    WatchSession,
+    chunked,
+    is_transient,
+    safe_progress_requests,
+)
+from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.families.kv import (
+    Condition,
+    Exists,
+    KeyChange,
+    KeyStream,
+    KeyValue,
+    KeyValueBackend,
+    PrefixUnchangedSince,
+    VersionIs,
+)
+from nbdb.loader import redact
+
+__all__ = ["EtcdBackend"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 2379
+DEFAULT_PREFIX = "nbdb/"
+_PAGE = 2000
+_MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
+_OPTIONS = {"namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "progress_interval"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, value: str) -> bool:
+    low = value.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise errors.ValidationError(f"etcd:// option {name} must be a boolean, not {value!r}")
+
+
+def _float(name: str, value: str, minimum: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise errors.ValidationError(f"etcd:// option {name} must be a number, not {value!r}") from None
+    if not number >= minimum:
+        raise errors.ValidationError(f"etcd:// option {name} must be at least {minimum}")
+    return number
+
+
+def _endpoint(text: str, url: str) -> str:
+    text = text.strip()
+    if not text:
+        raise errors.ValidationError(f"empty host in etcd URL {redact(url)!r}")
+    if text.startswith("["):  # [v6]:port
+        host, sep, port = text[1:].partition("]")
+        port = port.lstrip(":")
+        host = f"[{host}]"
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, ""
+    if not port:
+        port = str(DEFAULT_PORT)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise errors.ValidationError(f"bad port {port!r} in etcd URL {redact(url)!r}")
+    return f"{host}:{port}"
+
+
+def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, float]:
+    """Settings, key prefix and progress-request interval from an ``etcd://`` URL and keyword options."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("etcd", "etcd+https"):
+        raise errors.ValidationError(f"not an etcd URL: {redact(url)!r}")
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    query.update({k: ("1" if v is True else "0" if v is False else str(v)) for k, v in options.items()})
+    unknown = set(query) - _OPTIONS
+    if unknown:
+        raise errors.ValidationError(f"unknown etcd:// option(s): {', '.join(sorted(unknown))}")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user: str | None = None
+    password: str | None = None
+    if at:
+        name, colon, secret = userinfo.partition(":")
+        user = unquote(name) or None
+        password = unquote(secret) if colon else None
+    if "user" in query:
+        user = query["user"] or None
+    if "password" in query:
+        password = query["password"]
+    if password is not None and user is None:
+        raise errors.ValidationError("etcd:// password given without a user")
+    endpoints = tuple(_endpoint(h, url) for h in (hosts or f"127.0.0.1:{DEFAULT_PORT}").split(","))
+    tls = scheme == "etcd+https" or any(k in query for k in ("ca", "cert", "key"))
+    if "tls" in query:
+        tls = _bool("tls", query["tls"]) or scheme == "etcd+https"
+    if ("cert" in query) != ("key" in query):
+        raise errors.ValidationError("etcd:// options cert and key go together (client certificate and its key)")
+
+    def read(name: str) -> bytes | None:
+        path = query.get(name)
+        if not path:
+            return None
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise errors.ValidationError(f"cannot read the etcd:// {name} file {path!r}: {exc.strerror}") from None
+
+    retries = query.get("retries", "0")
+    if not retries.isdigit():
+        raise errors.ValidationError(f"etcd:// option retries must be a whole number, not {retries!r}")
+    settings = EtcdSettings(
+        endpoints=endpoints,
+        tls=tls,
+        ca=read("ca"),
+        cert=read("cert"),
+        key=read("key"),
+        user=user,
+        password=password,
+        timeout=_float("timeout", query.get("timeout", "5"), 0.05),
+        retries=int(retries),
+    )
+    path = unquote(parts.path).strip("/")
+    prefix = f"{path}/" if path else DEFAULT_PREFIX
+    namespace = query.get("namespace", "")
+    if namespace:
+        prefix = f"{prefix}{namespace}/"
+    progress = _float("progress_interval", query.get("progress_interval", "5"), 0.0)
+    return settings, prefix, progress
+
+
+def _kv(kv: wire.KV) -> KeyValue:
+    return KeyValue(kv.key.decode(errors="replace"), kv.value, kv.version, kv.mod_revision)
+
+
+def _compare(condition: Condition) -> bytes:
+    if isinstance(condition, VersionIs):
+        return wire.compare(condition.key.encode(), wire.TARGET_VERSION, wire.CMP_EQUAL, condition.version)
+    if isinstance(condition, Exists):
+        return wire.compare(condition.key.encode(), wire.TARGET_VERSION, wire.CMP_GREATER, 0)
+    if isinstance(condition, PrefixUnchangedSince):
+        # Over a range, every key must satisfy the compare; an empty range compares as
+        # an absent key (mod_revision 0), so "nothing under the prefix" also holds.
+        prefix = condition.prefix.encode()
+        return wire.compare(
+            prefix, wire.TARGET_MOD, wire.CMP_LESS, condition.revision + 1, range_end=wire.prefix_end(prefix)
+        )
+    raise TypeError(f"unknown condition {condition!r}")
+
+
+class EtcdKeyStream(KeyStream):
+    """One etcd watch over the smallest key range covering the prefixes, filtered here.
+
+    A single watcher keeps etcd's per-watcher guarantees: events in revision
+    order, every event of one revision in one response, and a progress
+    notification only once every earlier event was sent. So the resume point is
+    the revision of the last response (events or progress). The stream reconnects
+    to another endpoint from that revision when a member fails.
+    """
+
+    def __init__(self, backend: EtcdBackend, prefixes: Sequence[str], since: int) -> None:
+        self._client = backend.client
+        self._prefixes = tuple(prefixes)
+        encoded = [p.encode() for p in prefixes] or [backend.key_prefix.encode()]
+        self._start = min(encoded)
+        self._end = max(wire.prefix_end(p) for p in encoded)
+        self._revision = since
+        self._closed = False
+        self._failures = 0
+        self._reauthenticated = False
+        self._progress_interval = backend.progress_interval if backend.safe_progress else 0.0
+        self._last_heard = time.monotonic()
+        self._session: WatchSession = self._client.watch(self._start, self._end, since + 1)
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def close(self) -> None:
+        self._closed = True
+        self._session.close()
+        self._session.responses.put(None)
+
+    def _reopen(self, exc: Exception | None) -> None:
+        endpoint = self._session.endpoint
+        self._session.close()
+        if self._client.closed:
+            raise errors.BackendUnavailableError("the etcd backend was closed")
+        error: Exception = exc if exc is not None else errors.BackendUnavailableError("watch stream ended")
+        error = self._client.failed(endpoint, error)
+        settings = self._client.settings
+        if isinstance(error, errors.AuthError) and "token" in str(error).lower() and settings.user is not None:
+            self._client.refresh_token(endpoint)
+        elif isinstance(error, errors.HistoryGoneError):
+            raise error
+        elif not (is_transient(error) or isinstance(error, errors.BackendUnavailableError)):
+            raise error
+        self._failures += 1
+        if self._failures > settings.attempts:
+            raise errors.BackendUnavailableError(
+                f"etcd: the watch could not be re-established on any endpoint ({error})"
+            )
+        log.info("etcd: watch on %s failed (%s); resuming from revision %d", endpoint, error, self._revision)
+        time.sleep(min(0.05 * 2 ** (self._failures // max(1, len(settings.endpoints))), 1.0))
+        self._session = self._client.watch(self._start, self._end, self._revision + 1)
+        self._last_heard = time.monotonic()
+
+    def poll(self, timeout: float | None) -> list[KeyChange]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return []
+            wait = remaining
+            if self._progress_interval > 0:
+                wait = self._progress_interval if wait is None else min(wait, self._progress_interval)
+            try:
+                item = self._session.responses.get(timeout=wait)
+            except queue.Empty:
+                if self._progress_interval > 0 and time.monotonic() - self._last_heard >= self._progress_interval:
+                    self._session.request_progress()
+                    self._last_heard = time.monotonic()
+                continue
+            if self._closed:
+                return []
+            if item is None or isinstance(item, Exception):
+                self._reopen(item)
+                continue
+            changes = self._handle(item)
+            if changes:
+                return changes
+        return []
+
+    def _handle(self, response: wire.WatchResponse) -> list[KeyChange]:
+        self._failures = 0
+        self._last_heard = time.monotonic()
+        if response.compact_revision > 0:
+            raise errors.HistoryGoneError(
+                f"etcd compacted its history up to revision {response.compact_revision}; "
+                f"cannot resume after revision {self._revision}"
+            )
+        if response.canceled:
+            reason = response.cancel_reason or "the server cancelled the watch"
+            if "permission denied" in reason.lower() or "auth token" in reason.lower():
+                if self._client.settings.user is not None and not self._reauthenticated:
+                    # An expired token cancels a new watcher ("invalid auth token", or
+                    # "permission denied" on some versions): renew it once before believing it.
+                    self._reauthenticated = True
+                    endpoint = self._session.endpoint
+                    self._session.close()
+                    self._client.refresh_token(endpoint)
+                    self._session = self._client.watch(self._start, self._end, self._revision + 1)
+                    return []
+                raise errors.AuthError(f"etcd refused the watch: {reason}")
+            raise errors.BackendUnavailableError(f"etcd cancelled the watch: {reason}")
+        if response.created:
+            self._reauthenticated = False
+            return []
+        if not response.events:
+            # A progress notification: every change up to this revision was sent.
+            self._revision = max(self._revision, response.header.revision)
+            return []
+        out: list[KeyChange] = []
+        for event in response.events:
+            kv = event.kv
+            key = kv.key.decode(errors="replace")
+            if not key.startswith(self._prefixes):
+                continue
+            prev = event.prev
+            if event.deleted:
+                if prev is None:
+                    # The old value is already compacted away: without it the delete
+                    # cannot be reported, so make the consumer re-list instead.
+                    raise errors.HistoryGoneError(f"etcd no longer has the value {key!r} had before its deletion")
+                out.append(KeyChange(key, None, 0, prev.value, prev.version, kv.mod_revision))
+            else:
+                out.append(
+                    KeyChange(
+                        key,
+                        kv.value,
+                        kv.version,
+                        None if prev is None else prev.value,
+                        0 if prev is None else prev.version,
+                        kv.mod_revision,
+                    )
+                )
+        # A response holds whole revisions, so its last event's revision is a safe resume point.
+        self._revision = max(self._revision, response.events[-1].kv.mod_revision)
+        return out
+
+
+class EtcdBackend(KeyValueBackend):
+    """nbdb on etcd v3: commits are etcd transactions and the nbdb revision is etcd's revision."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        transactions=Atomicity.ATOMIC,
+        linearizable_reads=True,
+        server_side_topic_filter=True,
+        durability=Durability.DURABLE,
+        history="until etcd compacts it (--auto-compaction-*; etcd keeps all history by default)",
+        cross_process=True,
+        notes="A transaction is one etcd Txn, so it is limited by the server's --max-txn-ops (128 by default) "
+        "and --max-request-bytes (1.5 MiB). A watch of several topics follows the smallest key range "
+        "covering them and drops the other topics' keys on the client. Lock TTLs are whole seconds, "
+        "at least the server's minimum lease TTL.",
+    )
+
+    def __init__(self, client: EtcdClient, key_prefix: str = DEFAULT_PREFIX, progress_interval: float = 5.0) -> None:
+        super().__init__(key_prefix)
+        self.client = client
+        self.progress_interval = progress_interval
+        self.safe_progress = False
+        self.server_version = ""
+        self._leases: dict[str, int] = {}
+        self._leases_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"EtcdBackend(endpoints={list(self.client.settings.endpoints)!r}, prefix={self.key_prefix!r})"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> EtcdBackend:
+        """Open ``etcd://[user:password@]host[:port][,host[:port]...][/prefix][?options]``.
+
+        See docs/backends/etcd.md for the options. Connects (and authenticates)
+        at once: an unreachable cluster raises BackendUnavailableError and
+        wrong credentials AuthError.
+        """
+        settings, prefix, progress = parse_url(url, options)
+        client = EtcdClient(settings)
+        backend = cls(client, prefix, progress)
+        try:
+            client.ensure_token()
+            _, version, _ = client.status()
+        except BaseException:
+            client.close()
+            raise
+        backend.server_version = version
+        backend.safe_progress = safe_progress_requests(version)
+        log.debug("etcd: connected to %s (etcd %s)", client.current_endpoint(), version)
+        return backend
+
+    # ---------------------------------------------------------------- primitives
+
+    def get_key(self, key: str) -> KeyValue | None:
+        _, kvs, _, _ = self.client.range(key.encode())
+        return _kv(kvs[0]) if kvs else None
+
+    def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        out: list[KeyValue | None] = []
+        for chunk in chunked(keys, _MAX_TXN_OPS):
+            request = wire.txn_request([], [wire.request_range(k.encode()) for k in chunk])
+            _, _, ranges, _ = self.client.txn(request, mutation=False)
+            out += [_kv(kvs[0]) if kvs else None for kvs in ranges]
+        return out
+
+    def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
+        if not prefixes:
+            return [], self.revision_now()
+        for attempt in range(3):
+            revision = 0
+            out: list[KeyValue] = []
+            try:
+                for prefix in prefixes:
+                    start = prefix.encode()
+                    end = wire.prefix_end(start)
+                    while True:
+                        header, kvs, more, _ = self.client.range(start, end, limit=_PAGE, revision=revision)
+                        if revision == 0:
+                            revision = header.revision
+                        out += [_kv(kv) for kv in kvs]
+                        if not more or not kvs:
+                            break
+                        start = kvs[-1].key + b"\0"
+                return out, revision
+            except errors.HistoryGoneError:
+                # Compacted while paging through one snapshot: read a newer one.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def commit_keys(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+    ) -> int | None:
+        deleted = [k for k in dict.fromkeys(deletes) if k not in puts]
+        compares = [_compare(c) for c in conditions]
+        ops = [wire.request_put(k.encode(), v) for k, v in puts.items()]
+        ops += [wire.request_delete(k.encode()) for k in deleted]
+        header, succeeded, _, maybe_applied = self.client.txn(wire.txn_request(compares, ops))
+        if succeeded:
+            return header.revision
+        if maybe_applied:
+            return self._confirm(puts, deleted)
+        return None
+
+    def _confirm(self, puts: Mapping[str, bytes], deletes: Sequence[str]) -> int | None:
+        """After an attempt whose outcome is unknown, tell whether that commit is what is stored.
+
+        A retry of an applied commit fails its compares (every family commit
+        checks versions), so look instead: every put key holds our value, all
+        written at one revision, and every deleted key is gone.
+        """
+        stored = self.get_keys([*puts, *deletes])
+        written = stored[: len(puts)]
+        if any(kv is not None for kv in stored[len(puts) :]):
+            return None
+        if not puts:
+            return self.revision_now()
+        revisions = {kv.mod_revision for kv in written if kv is not None}
+        if len(revisions) != 1 or any(kv is None or kv.value != puts[kv.key] for kv in written):
+            return None
+        log.info("etcd: a commit whose reply was lost had been applied (revision %d)", next(iter(revisions)))
+        return revisions.pop()
+
+    def watch_keys(self, prefixes: Sequence[str], since: int) -> KeyStream:
+        return EtcdKeyStream(self, prefixes, since)
+
+    def revision_now(self) -> int:
+        header, _, _, _ = self.client.range(self.key_prefix.encode(), count_only=True)
+        return header.revision
+
+    def compact_keys(self, revision: int) -> None:
+        try:
+            self.client.compact(revision)
+        except errors.HistoryGoneError:
+            pass  # already compacted at or past it
+
+    # ---------------------------------------------------------------- leases
+
+    def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
+        if self.get_key(key) is not None:
+            return False
+        lease_id, _ = self.client.lease_grant(max(1, math.ceil(ttl)))
+        bkey = key.encode()
+        request = wire.txn_request(
+            [wire.compare(bkey, wire.TARGET_VERSION, wire.CMP_EQUAL, 0)], [wire.request_put(bkey, value, lease_id)]
+        )
+        try:
+            _, succeeded, _, maybe_applied = self.client.txn(request)
+            if not succeeded and maybe_applied:
+                kv = self.get_key(key)
+                succeeded = kv is not None and kv.value == value
+        except BaseException:
+            self._revoke_quietly(lease_id)
+            raise
+        if succeeded:
+            with self._leases_lock:
+                self._leases[key] = lease_id
+            return True
+        self._revoke_quietly(lease_id)
+        return False
+
+    def _revoke_quietly(self, lease_id: int) -> None:
+        try:
+            self.client.lease_revoke(lease_id)
+        except errors.NbdbError as exc:
+            log.debug("etcd: could not revoke lease %x (it will expire): %s", lease_id, exc)
+
+    def refresh_lease(self, key: str, value: bytes, ttl: float) -> bool:
+        with self._leases_lock:
+            lease_id = self._leases.get(key)
+        if lease_id is None:
+            return False
+        if self.client.lease_keepalive(lease_id) <= 0:
+            with self._leases_lock:
+                self._leases.pop(key, None)
+            return False
+        _, kvs, _, _ = self.client.range(key.encode())
+        return bool(kvs) and kvs[0].value == value and kvs[0].lease == lease_id
+
+    def delete_lease(self, key: str, value: bytes) -> bool:
+        with self._leases_lock:
+            lease_id = self._leases.pop(key, None)
+        bkey = key.encode()
+        request = wire.txn_request(
+            [wire.compare(bkey, wire.TARGET_VALUE, wire.CMP_EQUAL, value)], [wire.request_delete(bkey)]
+        )
+        _, succeeded, _, maybe_applied = self.client.txn(request)
+        if not succeeded and maybe_applied:
+            succeeded = self.get_key(key) is None
+        if lease_id is not None:
+            self._revoke_quietly(lease_id)
+        return succeeded
+
+    def close(self) -> None:
+        """Close the connections (held leases expire on the server by their TTL)."""
+        self.client.close()

@@ -1,0 +1,412 @@
+"""The protobuf wire format of the few etcd v3 messages nbdb uses, without protobuf.
+
+etcd's API is gRPC with protobuf messages. Generated stubs tie a client to one
+protobuf runtime (the ``etcd3`` package's stubs no longer import on protobuf 4+
+unless the whole process is switched to pure-Python protobuf), so nbdb encodes
+and decodes the messages it needs itself: the wire format is small and stable
+(varints and length-delimited fields), and this keeps the etcd extra down to
+``grpcio``, which does not depend on protobuf at all.
+
+Field numbers follow etcd's ``etcdserverpb/rpc.proto`` and ``mvccpb/kv.proto``
+(identical in 3.4, 3.5 and 3.6). Only the fields nbdb reads or writes are here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CMP_EQUAL",
+    "CMP_GREATER",
+    "CMP_LESS",
+    "CMP_NOT_EQUAL",
+    "KV",
+    "TARGET_MOD",
+    "TARGET_VALUE",
+    "TARGET_VERSION",
+    "Event",
+    "Header",
+    "WatchResponse",
+    "WireError",
+    "authenticate_request",
+    "compact_request",
+    "compare",
+    "lease_grant_request",
+    "lease_id_request",
+    "parse_authenticate",
+    "parse_header_only",
+    "parse_lease",
+    "parse_range",
+    "parse_status",
+    "parse_txn",
+    "parse_watch",
+    "prefix_end",
+    "range_request",
+    "request_delete",
+    "request_put",
+    "request_range",
+    "txn_request",
+    "watch_create_request",
+    "watch_progress_request",
+]
+
+CMP_EQUAL, CMP_GREATER, CMP_LESS, CMP_NOT_EQUAL = 0, 1, 2, 3
+TARGET_VERSION, TARGET_CREATE, TARGET_MOD, TARGET_VALUE, TARGET_LEASE = 0, 1, 2, 3, 4
+_U64 = 1 << 64
+
+
+class WireError(ValueError):
+    """Bytes from the server that are not the expected message."""
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += _U64
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class _Writer:
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def varint(self, number: int, value: int, *, force: bool = False) -> _Writer:
+        # proto3 omits zero scalars; a oneof member must be written even when zero.
+        if value or force:
+            self.buf += _varint(number << 3)
+            self.buf += _varint(value)
+        return self
+
+    def blob(self, number: int, value: bytes, *, force: bool = False) -> _Writer:
+        if value or force:
+            self.buf += _varint((number << 3) | 2)
+            self.buf += _varint(len(value))
+            self.buf += value
+        return self
+
+    def done(self) -> bytes:
+        return bytes(self.buf)
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key that starts with ``prefix`` (etcd's range_end)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"  # every key
+
+
+def range_request(
+    key: bytes,
+    range_end: bytes = b"",
+    *,
+    limit: int = 0,
+    revision: int = 0,
+    keys_only: bool = False,
+    count_only: bool = False,
+    serializable: bool = False,
+) -> bytes:
+    """RangeRequest (sorted by key, ascending: etcd's default for ranges)."""
+    w = _Writer().blob(1, key, force=True).blob(2, range_end).varint(3, limit).varint(4, revision)
+    return w.varint(7, int(serializable)).varint(8, int(keys_only)).varint(9, int(count_only)).done()
+
+
+def request_range(key: bytes, range_end: bytes = b"") -> bytes:
+    """RequestOp wrapping a RangeRequest."""
+    return _Writer().blob(1, range_request(key, range_end), force=True).done()
+
+
+def request_put(key: bytes, value: bytes, lease: int = 0) -> bytes:
+    """RequestOp wrapping a PutRequest."""
+    put = _Writer().blob(1, key, force=True).blob(2, value).varint(3, lease).done()
+    return _Writer().blob(2, put, force=True).done()
+
+
+def request_delete(key: bytes, range_end: bytes = b"") -> bytes:
+    """RequestOp wrapping a DeleteRangeRequest."""
+    delete = _Writer().blob(1, key, force=True).blob(2, range_end).done()
+    return _Writer().blob(3, delete, force=True).done()
+
+
+def compare(key: bytes, target: int, result: int, value: int | bytes, range_end: bytes = b"") -> bytes:
+    """A Compare: ``target`` of ``key`` (or of every key in [key, range_end)) ``result`` ``value``."""
+    w = _Writer().varint(1, result).varint(2, target).blob(3, key, force=True)
+    if target == TARGET_VALUE:
+        assert isinstance(value, bytes)
+        w.blob(7, value, force=True)
+    else:
+        assert isinstance(value, int)
+        number = {TARGET_VERSION: 4, TARGET_CREATE: 5, TARGET_MOD: 6, TARGET_LEASE: 8}[target]
+        w.varint(number, value, force=True)
+    return w.blob(64, range_end).done()
+
+
+def txn_request(compares: Iterable[bytes], success: Iterable[bytes], failure: Iterable[bytes] = ()) -> bytes:
+    """TxnRequest from encoded Compares and RequestOps."""
+    w = _Writer()
+    for c in compares:
+        w.blob(1, c, force=True)
+    for op in success:
+        w.blob(2, op, force=True)
+    for op in failure:
+        w.blob(3, op, force=True)
+    return w.done()
+
+
+def compact_request(revision: int, physical: bool = True) -> bytes:
+    """CompactionRequest."""
+    return _Writer().varint(1, revision).varint(2, int(physical)).done()
+
+
+def lease_grant_request(ttl: int) -> bytes:
+    """LeaseGrantRequest (the server picks the ID)."""
+    return _Writer().varint(1, ttl).done()
+
+
+def lease_id_request(lease_id: int) -> bytes:
+    """LeaseRevokeRequest / LeaseKeepAliveRequest / LeaseTimeToLiveRequest: just the ID."""
+    return _Writer().varint(1, lease_id).done()
+
+
+def authenticate_request(name: str, password: str) -> bytes:
+    """AuthenticateRequest."""
+    return _Writer().blob(1, name.encode()).blob(2, password.encode()).done()
+
+
+def watch_create_request(
+    key: bytes, range_end: bytes, start_revision: int, *, prev_kv: bool = True, progress_notify: bool = True
+) -> bytes:
+    """WatchRequest wrapping a WatchCreateRequest."""
+    create = (
+        _Writer()
+        .blob(1, key, force=True)
+        .blob(2, range_end)
+        .varint(3, start_revision)
+        .varint(4, int(progress_notify))
+        .varint(6, int(prev_kv))
+        .done()
+    )
+    return _Writer().blob(1, create, force=True).done()
+
+
+def watch_progress_request() -> bytes:
+    """WatchRequest wrapping an (empty) WatchProgressRequest."""
+    return _Writer().blob(3, b"", force=True).done()
+
+
+# ---------------------------------------------------------------- decoding
+
+_Fields = dict[int, list[int | bytes]]
+
+
+def _parse(data: bytes) -> _Fields:
+    fields: _Fields = {}
+    i, n = 0, len(data)
+    try:
+        while i < n:
+            key = 0
+            shift = 0
+            while True:
+                b = data[i]
+                i += 1
+                key |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+            number, kind = key >> 3, key & 7
+            value: int | bytes
+            if kind == 0:
+                value = 0
+                shift = 0
+                while True:
+                    b = data[i]
+                    i += 1
+                    value |= (b & 0x7F) << shift
+                    if b < 0x80:
+                        break
+                    shift += 7
+            elif kind == 2:
+                length = 0
+                shift = 0
+                while True:
+                    b = data[i]
+                    i += 1
+                    length |= (b & 0x7F) << shift
+                    if b < 0x80:
+                        break
+                    shift += 7
+                if i + length > n:
+                    raise WireError("truncated field")
+                value = data[i : i + length]
+                i += length
+            elif kind == 1:
+                value = data[i : i + 8]
+                i += 8
+            elif kind == 5:
+                value = data[i : i + 4]
+                i += 4
+            else:
+                raise WireError(f"unsupported wire type {kind}")
+            fields.setdefault(number, []).append(value)
+    except IndexError:
+        raise WireError("truncated message") from None
+    return fields
+
+
+def _int(fields: _Fields, number: int, *, signed: bool = False) -> int:
+    values = fields.get(number)
+    if not values:
+        return 0
+    value = values[-1]
+    if not isinstance(value, int):
+        raise WireError(f"field {number} is not a varint")
+    if signed and value >= 1 << 63:
+        value -= _U64
+    return value
+
+
+def _bytes(fields: _Fields, number: int) -> bytes:
+    values = fields.get(number)
+    if not values:
+        return b""
+    value = values[-1]
+    if not isinstance(value, bytes):
+        raise WireError(f"field {number} is not length-delimited")
+    return value
+
+
+def _messages(fields: _Fields, number: int) -> list[bytes]:
+    out = []
+    for value in fields.get(number, ()):
+        if not isinstance(value, bytes):
+            raise WireError(f"field {number} is not a message")
+        out.append(value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """ResponseHeader."""
+
+    cluster_id: int
+    member_id: int
+    revision: int
+    raft_term: int
+
+
+def _header(data: bytes) -> Header:
+    f = _parse(data)
+    return Header(_int(f, 1), _int(f, 2), _int(f, 3, signed=True), _int(f, 4))
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    """mvccpb.KeyValue."""
+
+    key: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    value: bytes
+    lease: int
+
+
+def _kv(data: bytes) -> KV:
+    f = _parse(data)
+    return KV(_bytes(f, 1), _int(f, 2, signed=True), _int(f, 3, signed=True), _int(f, 4, signed=True),
+              _bytes(f, 5), _int(f, 6, signed=True))  # fmt: skip
+
+
+def parse_header_only(data: bytes) -> Header:
+    """Any response whose first field is the header (Compaction, LeaseRevoke...)."""
+    return _header(_bytes(_parse(data), 1))
+
+
+def parse_range(data: bytes) -> tuple[Header, list[KV], bool, int]:
+    """RangeResponse: header, kvs, more, count."""
+    f = _parse(data)
+    return _header(_bytes(f, 1)), [_kv(m) for m in _messages(f, 2)], bool(_int(f, 3)), _int(f, 4, signed=True)
+
+
+def parse_txn(data: bytes) -> tuple[Header, bool, list[list[KV]]]:
+    """TxnResponse: header, succeeded, and the kvs of each range response (empty for puts/deletes)."""
+    f = _parse(data)
+    ranges: list[list[KV]] = []
+    for op in _messages(f, 3):
+        of = _parse(op)
+        inner = _bytes(of, 1)
+        ranges.append([_kv(m) for m in _messages(_parse(inner), 2)] if 1 in of else [])
+    return _header(_bytes(f, 1)), bool(_int(f, 2)), ranges
+
+
+def parse_lease(data: bytes) -> tuple[Header, int, int, str]:
+    """LeaseGrantResponse / LeaseKeepAliveResponse: header, ID, TTL, error."""
+    f = _parse(data)
+    return _header(_bytes(f, 1)), _int(f, 2, signed=True), _int(f, 3, signed=True), _bytes(f, 4).decode()
+
+
+def parse_authenticate(data: bytes) -> str:
+    """AuthenticateResponse: the token."""
+    return _bytes(_parse(data), 2).decode()
+
+
+def parse_status(data: bytes) -> tuple[Header, str, int]:
+    """StatusResponse: header, server version, leader member id."""
+    f = _parse(data)
+    return _header(_bytes(f, 1)), _bytes(f, 2).decode(), _int(f, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """mvccpb.Event: ``deleted`` for DELETE; ``prev`` if prev_kv was asked for and still known."""
+
+    deleted: bool
+    kv: KV
+    prev: KV | None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchResponse:
+    """WatchResponse."""
+
+    header: Header
+    watch_id: int
+    created: bool
+    canceled: bool
+    compact_revision: int
+    cancel_reason: str
+    fragment: bool
+    events: Sequence[Event] = field(default_factory=list)
+
+
+def parse_watch(data: bytes) -> WatchResponse:
+    """WatchResponse with its events."""
+    f = _parse(data)
+    events = []
+    for m in _messages(f, 11):
+        ef = _parse(m)
+        prev = _bytes(ef, 3) if 3 in ef else None
+        events.append(Event(_int(ef, 1) == 1, _kv(_bytes(ef, 2)), None if prev is None else _kv(prev)))
+    return WatchResponse(
+        _header(_bytes(f, 1)),
+        _int(f, 2, signed=True),
+        bool(_int(f, 3)),
+        bool(_int(f, 4)),
+        _int(f, 5, signed=True),
+        _bytes(f, 6).decode(errors="replace"),
+        bool(_int(f, 7)),
+        events,
+    )

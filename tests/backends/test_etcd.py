@@ -1,0 +1,449 @@
+"""etcd backend: what the conformance kit cannot cover.
+
+URL grammar, the wire codec, compaction during a watch, progress notifications,
+a member restart, a 3-member cluster losing its leader during writes, locks on
+leases, TLS and authentication — all against real etcd from nbdb.testing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb import errors
+from nbdb.conformance.kit import KitParent, eventually
+from nbdb.events import EventKind
+from nbdb.testing import EtcdServer, Server
+from nbdb.testing.fixtures import etcd_cluster, etcd_server, server_factory  # noqa: F401
+from nbdb.testing.probes import http_json
+from nbdb.testing.process import find_binary
+from nbdb.testing.tls import TlsFiles, make_tls_files
+
+pytest.importorskip("grpc")
+
+from nbdb.backends.etcd import EtcdBackend
+from nbdb.backends.etcd import _wire as wire
+from nbdb.backends.etcd._backend import parse_url
+from nbdb.backends.etcd._client import safe_progress_requests
+
+
+def _ns() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+def _connect(url: str, **options: Any) -> nbdb.Database:
+    options.setdefault("namespace", _ns())
+    return nbdb.connect(url, **options)
+
+
+# ---------------------------------------------------------------- no server
+
+
+def test_url_grammar() -> None:
+    settings, prefix, progress = parse_url("etcd://h1:1,h2,[::1]:3/app?timeout=2&retries=7", {"namespace": "x"})
+    assert settings.endpoints == ("h1:1", "h2:2379", "[::1]:3")
+    assert prefix == "app/x/"
+    assert settings.timeout == 2.0 and settings.attempts == 7 and not settings.tls
+    assert progress == 5.0
+    settings, prefix, _ = parse_url("etcd+https://bob:s%40cret@h:1", {})
+    assert settings.tls and settings.user == "bob" and settings.password == "s@cret"
+    assert prefix == "nbdb/"
+    assert "s@cret" not in repr(settings) and "cret" not in repr(settings)
+    settings, _, _ = parse_url("etcd://h?tls=1", {})
+    assert settings.tls
+    with pytest.raises(errors.ValidationError, match="unknown etcd:// option"):
+        parse_url("etcd://h?bogus=1", {})
+    with pytest.raises(errors.ValidationError):
+        parse_url("etcd://h:99999", {})
+    with pytest.raises(errors.ValidationError, match="cert and key"):
+        parse_url("etcd://h?cert=/x", {})
+    with pytest.raises(errors.ValidationError, match="cannot read"):
+        parse_url("etcd://h?ca=/nonexistent/ca.pem", {})
+
+
+def test_wire_codec() -> None:
+    assert wire.prefix_end(b"a/") == b"a0"
+    assert wire.prefix_end(b"a\xff") == b"b"
+    assert wire.prefix_end(b"") == b"\0"
+    # A oneof member equal to zero must still be on the wire (VersionIs(key, 0)).
+    assert wire.compare(b"k", wire.TARGET_VERSION, wire.CMP_EQUAL, 0).endswith(b"\x20\x00")
+    header = b"\x18\x2a"  # revision 42
+    kv = b"\x0a\x01k\x18\x07\x20\x02\x2a\x01v"
+    event = b"\x08\x01\x12" + bytes([len(kv)]) + kv
+    response = (
+        b"\x0a"
+        + bytes([len(header)])
+        + header
+        + b"\x10"
+        + b"\xff" * 9
+        + b"\x01"
+        + b"\x5a"
+        + bytes([len(event)])
+        + event
+    )
+    parsed = wire.parse_watch(response)
+    assert parsed.header.revision == 42 and parsed.watch_id == -1
+    assert parsed.events[0].deleted and parsed.events[0].kv.key == b"k" and parsed.events[0].kv.mod_revision == 7
+    with pytest.raises(wire.WireError):
+        wire.parse_watch(b"\x0a\x05ab")
+
+
+def test_progress_request_safety_by_version() -> None:
+    assert not safe_progress_requests("3.4.23")
+    assert safe_progress_requests("3.4.24") and safe_progress_requests("3.5.8") and safe_progress_requests("3.6.0")
+    assert not safe_progress_requests("3.5.7") and not safe_progress_requests("garbage")
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_cluster_fails_fast() -> None:
+    from nbdb.testing.ports import free_port
+
+    began = time.monotonic()
+    with pytest.raises(errors.BackendUnavailableError):
+        nbdb.connect(f"etcd://127.0.0.1:{free_port()},127.0.0.1:{free_port()}?timeout=0.5")
+    assert time.monotonic() - began < 20
+
+
+# ---------------------------------------------------------------- single member
+
+
+@pytest.mark.timeout(60)
+def test_crud_watch_and_dead_first_endpoint(etcd_server: EtcdServer) -> None:  # noqa: F811
+    from nbdb.testing.ports import free_port
+
+    url = f"etcd://127.0.0.1:{free_port()},{etcd_server.members[0].address}"
+    with _connect(url) as db:
+        parent = db.create(KitParent(name="p"))
+        assert db.get(KitParent, parent.id).name == "p"
+        assert db.backend.client.current_endpoint() == etcd_server.members[0].address  # type: ignore[attr-defined]
+        with db.watch(KitParent) as watch:
+            db.update(parent.model_copy(update={"size": 3}))
+            events = []
+            assert eventually(lambda: bool(events.extend(watch.poll(0.2)) or events))
+            assert events[0].kind == EventKind.UPDATED and events[0].new.size == 3
+
+
+@pytest.mark.timeout(60)
+def test_watch_from_compacted_revision_is_history_gone(etcd_server: EtcdServer) -> None:  # noqa: F811
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        first = db.create(KitParent(name="a"))
+        old = backend.current_revision()
+        db.update(first.model_copy(update={"size": 1}))
+        backend.compact_history()
+        stream = backend.watch(["KitParent"], None, old - 1)
+        try:
+            with pytest.raises(errors.HistoryGoneError):
+                stream.poll(5)
+        finally:
+            stream.close()
+        # Compacting again at or below the compacted revision is harmless.
+        backend.compact_keys(old)
+
+
+@pytest.mark.timeout(60)
+def test_gap_free_resume_from_revision(etcd_server: EtcdServer) -> None:  # noqa: F811
+    with _connect(etcd_server.url) as db:
+        watch = db.watch(KitParent)
+        made = [db.create(KitParent(name=f"n{i}")) for i in range(20)]
+        seen: list[Any] = []
+        while len(seen) < 5:
+            seen.append(next(watch))
+        resume = watch.revision
+        watch.close()
+        with db.watch(KitParent, since=resume) as rest:
+            while len(seen) < 20:
+                seen.append(next(rest))
+        assert [e.id for e in seen] == [m.id for m in made]
+
+
+@pytest.mark.timeout(60)
+def test_topic_watch_reads_its_ranges_only(etcd_server: EtcdServer) -> None:  # noqa: F811
+    with _connect(etcd_server.url) as db:
+        with db.watch(KitParent, topics=["a", "c"]) as watch:
+            db.create(KitParent(name="x", topic="b"))
+            wanted = [db.create(KitParent(name="y", topic="c")), db.create(KitParent(name="z", topic="a"))]
+            db.create(KitParent(name="w", topic="d"))
+            got: list[Any] = []
+            assert eventually(lambda: bool(got.extend(watch.poll(0.2))) or len(got) >= 2)
+            assert [e.id for e in got] == [w.id for w in wanted]
+
+
+@pytest.mark.timeout(90)
+def test_single_member_restart_keeps_data_and_watch(server_factory: Callable[..., Server]) -> None:  # noqa: F811
+    server = server_factory("etcd")
+    url = server.url + "?timeout=1"
+    with _connect(url) as db, db.cache(KitParent) as cache:
+        assert cache.wait_synced(10)
+        before = db.create(KitParent(name="before"))
+        assert eventually(lambda: cache.get(KitParent, before.id) is not None)
+        server.members[0].restart()
+        after = None
+        deadline = time.monotonic() + 20
+        while after is None and time.monotonic() < deadline:
+            try:
+                after = db.create(KitParent(name="after"))
+            except errors.BackendUnavailableError:
+                time.sleep(0.2)
+        assert after is not None
+        assert db.get(KitParent, before.id).name == "before"  # durable across the restart
+        assert eventually(lambda: cache.get(KitParent, after.id) is not None, timeout=20)
+        # etcd keeps its history across a restart: the watch resumed, no re-list.
+        assert cache.relists == 0
+
+
+class _EtcdWithFlags(EtcdServer):
+    """etcd started with extra flags (and optionally TLS on the client port)."""
+
+    def __init__(self, flags: list[str], tls: TlsFiles | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.flags = flags
+        self.tls = tls
+
+    def _process(self, argv: list[str], member_dir: Path, env: dict[str, str] | None = None) -> Any:
+        argv = list(argv)
+        if self.tls is not None:
+            for i, arg in enumerate(argv):
+                if i and argv[i - 1] in ("--listen-client-urls", "--advertise-client-urls"):
+                    argv[i] = arg.replace("http://", "https://")
+            argv += [
+                "--cert-file", str(self.tls.server_cert), "--key-file", str(self.tls.server_key),
+                "--client-cert-auth", "--trusted-ca-file", str(self.tls.ca_cert),
+            ]  # fmt: skip
+        return super()._process([*argv, *self.flags], member_dir, env)
+
+    def member_ready(self, member: Any) -> bool:
+        if self.tls is None:
+            return super().member_ready(member)
+        context = self.tls.client_context(with_client_cert=True)
+        reply = http_json(f"https://{member.address}/health", ssl_context=context)
+        return bool(reply.get("health") == "true")
+
+
+@pytest.fixture
+def custom_etcd(tmp_path: Path) -> Iterator[Callable[..., EtcdServer]]:
+    from nbdb.testing.servers import require_server
+
+    require_server("etcd")
+    started: list[EtcdServer] = []
+
+    def start(flags: list[str], tls: TlsFiles | None = None) -> EtcdServer:
+        server = _EtcdWithFlags(flags, tls, base_dir=tmp_path / f"etcd{len(started)}")
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_progress_notifications_move_an_idle_watch(custom_etcd: Callable[..., EtcdServer]) -> None:
+    server = custom_etcd(["--experimental-watch-progress-notify-interval", "200ms"])
+    with _connect(server.url) as quiet, _connect(server.url) as busy:
+        backend = quiet.backend
+        start = backend.current_revision()
+        stream = backend.watch(["KitParent"], None, start)
+        try:
+            for i in range(3):
+                busy.create(KitParent(name=f"elsewhere{i}"))
+            target = busy.backend.current_revision()
+            assert target > start
+
+            def advanced() -> bool:
+                assert stream.poll(0.2) == []
+                return stream.revision >= target
+
+            assert eventually(advanced, timeout=15)
+        finally:
+            stream.close()
+
+
+@pytest.mark.timeout(60)
+def test_lock_lost_when_its_lease_goes(etcd_server: EtcdServer) -> None:  # noqa: F811
+    ns = _ns()
+    with _connect(etcd_server.url, namespace=ns) as db, _connect(etcd_server.url, namespace=ns) as other:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        with db.lock("l1", ttl=1) as handle:
+            with pytest.raises(errors.LockTimeoutError):
+                with other.lock("l1", ttl=1, timeout=0.3):
+                    pass
+            lease_id = next(iter(backend._leases.values()))
+            assert backend.client.lease_revoke(lease_id)  # the server drops the lease
+            assert eventually(lambda: handle.lost, timeout=10)
+            with other.lock("l1", ttl=1, timeout=5) as theirs:
+                assert not theirs.lost
+        assert db.allocate_id("ids") == 1 and other.allocate_id("ids") == 2
+
+
+# ---------------------------------------------------------------- 3-member cluster
+
+
+def _wait_healthy(cluster: EtcdServer) -> None:
+    for member in cluster.members:
+        if not member.is_running():
+            member.restart()
+    cluster.wait_ready(30)
+
+
+@pytest.mark.timeout(180)
+def test_cluster_leader_killed_during_writes(etcd_cluster: EtcdServer) -> None:  # noqa: F811
+    namespace = _ns()
+    url = etcd_cluster.url + "?timeout=2"
+    leader = etcd_cluster.leader()
+    try:
+        with (
+            nbdb.connect(url, namespace=namespace) as writer_db,
+            nbdb.connect(url, namespace=namespace) as reader_db,
+            reader_db.cache(KitParent) as cache_all,
+            reader_db.cache(KitParent, topics=["t1"]) as cache_t1,
+        ):
+            assert cache_all.wait_synced(15) and cache_t1.wait_synced(15)
+            acknowledged: list[uuid.UUID] = []
+            failures: list[str] = []
+            stop = threading.Event()
+
+            def write() -> None:
+                i = 0
+                while not stop.is_set():
+                    topic = "t1" if i % 2 else "t2"
+                    try:
+                        acknowledged.append(writer_db.create(KitParent(name=f"w{i}", topic=topic)).id)
+                    except (errors.BackendUnavailableError, errors.ConflictError) as exc:
+                        failures.append(type(exc).__name__)
+                    i += 1
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            try:
+                assert eventually(lambda: len(acknowledged) >= 30, timeout=20)
+                leader.kill()
+                count_at_kill = len(acknowledged)
+                assert eventually(lambda: len(acknowledged) >= count_at_kill + 50, timeout=60), failures
+            finally:
+                stop.set()
+                writer.join(30)
+            # The writer's client moved to a live member.
+            assert writer_db.backend.client.current_endpoint() != leader.address  # type: ignore[attr-defined]
+            stored = {p.id for p in reader_db.list(KitParent)}
+            assert set(acknowledged) <= stored  # no acknowledged write lost
+            t1 = {p.id for p in reader_db.list(KitParent) if p.topic == "t1"}
+            assert eventually(lambda: {p.id for p in cache_all.list(KitParent)} == stored, timeout=30)
+            assert eventually(lambda: {p.id for p in cache_t1.list(KitParent)} == t1, timeout=30)
+    finally:
+        _wait_healthy(etcd_cluster)
+
+
+@pytest.mark.timeout(180)
+def test_cluster_compaction_while_a_cache_is_cut_off(etcd_cluster: EtcdServer) -> None:  # noqa: F811
+    """The cache's member freezes; the others write, delete and compact; it resumes elsewhere and re-lists."""
+    _wait_healthy(etcd_cluster)
+    namespace = _ns()
+    follower = etcd_cluster.followers()[0]
+    others = [m for m in etcd_cluster.members if m is not follower]
+    cache_url = "etcd://" + ",".join(m.address for m in [follower, *others]) + "?timeout=2"
+    writer_url = "etcd://" + ",".join(m.address for m in others) + "?timeout=2"
+    events: list[Any] = []
+    try:
+        with (
+            nbdb.connect(writer_url, namespace=namespace) as writer,
+            nbdb.connect(cache_url, namespace=namespace) as reader,
+        ):
+            doomed = writer.create(KitParent(name="doomed"))
+            kept = writer.create(KitParent(name="kept"))
+            with reader.cache(KitParent, on_change=events.append) as cache:
+                assert cache.wait_synced(15) and cache.get(KitParent, doomed.id) is not None
+                follower.pause()
+                writer.delete(doomed)
+                writer.update(kept.model_copy(update={"size": 9}))
+                fresh = writer.create(KitParent(name="fresh"))
+                writer.backend.compact_history()
+                follower.kill()  # the cache's stream breaks; it resumes on another member
+                assert eventually(lambda: cache.relists >= 1, timeout=30)
+                assert eventually(
+                    lambda: {p.id: p.size for p in cache.list(KitParent)} == {kept.id: 9, fresh.id: 0}, timeout=30
+                )
+                tombstones = [e for e in events if e.kind == EventKind.DELETED]
+                assert [e.id for e in tombstones] == [doomed.id]
+    finally:
+        _wait_healthy(etcd_cluster)
+
+
+# ---------------------------------------------------------------- TLS and auth
+
+
+@pytest.mark.timeout(90)
+def test_tls_with_client_certificate(custom_etcd: Callable[..., EtcdServer], tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path / "tls")
+    server = custom_etcd([], tls)
+    address = server.members[0].address
+    query = f"ca={tls.ca_cert}&cert={tls.client_cert}&key={tls.client_key}"
+    with _connect(f"etcd+https://{address}?{query}") as db:
+        parent = db.create(KitParent(name="secure"))
+        with db.cache(KitParent) as cache:
+            assert cache.wait_synced(10) and cache.get(KitParent, parent.id) is not None
+    with _connect(f"etcd://{address}?tls=1&{query}") as db:
+        with pytest.raises(errors.NotFoundError):  # another namespace on the same server
+            db.get(KitParent, parent.id)
+    # No client certificate: the server refuses the handshake.
+    with pytest.raises(errors.BackendUnavailableError):
+        nbdb.connect(f"etcd+https://{address}?ca={tls.ca_cert}&timeout=0.5&retries=2")
+    # Plain text to a TLS port fails cleanly too.
+    with pytest.raises(errors.BackendUnavailableError):
+        nbdb.connect(f"etcd://{address}?timeout=0.5&retries=2")
+
+
+def _etcdctl(server: EtcdServer, *args: str) -> None:
+    binary = find_binary("etcdctl")
+    if binary is None:
+        pytest.fail("etcdctl is missing (Debian package etcd-client)")
+    subprocess.run(
+        [binary, "--endpoints", server.members[0].address, *args],
+        check=True, capture_output=True, timeout=30, env={"ETCDCTL_API": "3"},
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(90)
+def test_auth_users_tokens_and_secrets(custom_etcd: Callable[..., EtcdServer]) -> None:
+    server = custom_etcd(["--auth-token-ttl", "1"])
+    _etcdctl(server, "user", "add", "root:rootpw")
+    _etcdctl(server, "auth", "enable")
+    address = server.members[0].address
+    with _connect(f"etcd://root:rootpw@{address}") as db:
+        parent = db.create(KitParent(name="authed"))
+        with db.cache(KitParent) as cache:
+            assert cache.wait_synced(10)
+            time.sleep(2.5)  # the simple token (TTL 1s) expires; the client must re-authenticate
+            second = db.create(KitParent(name="later"))
+            assert db.get(KitParent, parent.id).name == "authed"
+            assert eventually(lambda: cache.get(KitParent, second.id) is not None, timeout=15)
+    with _connect(f"etcd://root:rootpw@{address}") as idle:
+        created = idle.backend.current_revision()
+        time.sleep(2.5)  # its token expires before its first watch is created (no other call renews it)
+        with idle.watch(KitParent, since=created) as watch:
+            watch_events: list[Any] = []
+            with _connect(f"etcd://root:rootpw@{address}", namespace=idle.backend.key_prefix.split("/")[1]) as w:
+                made = w.create(KitParent(name="seen"))
+            assert eventually(lambda: bool(watch_events.extend(watch.poll(0.2)) or watch_events), timeout=15)
+            assert watch_events[0].id == made.id and watch_events[0].revision > created
+    with pytest.raises(errors.AuthError) as wrong:
+        nbdb.connect(f"etcd://root:hunter2-wrong@{address}")
+    assert "hunter2-wrong" not in str(wrong.value)
+    with pytest.raises(errors.AuthError):
+        _connect(f"etcd://{address}").create(KitParent(name="anonymous"))
+    db = nbdb.connect(f"etcd://root:rootpw@{address}")
+    try:
+        assert "rootpw" not in repr(db) and "rootpw" not in repr(db.backend)
+    finally:
+        db.close()
