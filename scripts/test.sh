@@ -10,5 +10,6 @@ bash .ci/install-servers.sh
 # Every backend runs the conformance kit; spawn:KIND starts a throwaway server.
 exec .venv/bin/pytest \
   --nbdb-url=memory:// \
+  --nbdb-url=spawn:redis \
   --nbdb-url=spawn:etcd \
   "$@"
