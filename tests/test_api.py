@@ -75,3 +75,19 @@ def test_lock_rejects_bad_names_and_ttl() -> None:
 def test_delete_needs_an_id_for_a_model_class() -> None:
     with nbdb.connect() as db, pytest.raises(nbdb.ValidationError):
         db.delete(LogicalSwitch)  # type: ignore[call-overload]
+
+
+def test_cascade_deletes_dependents_whose_rules_need_the_reference() -> None:
+    from nbdb.models import ACL, PortGroup
+
+    with nbdb.connect() as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        pg = db.create(PortGroup(name="pg", ports=[port.id]))
+        acl = db.create(ACL(port_group=pg, direction="to-lport", priority=1, match="ip4", action="drop"))
+        on_switch = db.create(ACL(switch=sw, direction="to-lport", priority=1, match="ip4", action="drop"))
+        db.delete(pg, cascade=True)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(ACL, acl.id)
+        assert db.get(ACL, on_switch.id) == on_switch
+        assert db.get(LogicalSwitchPort, port.id) == port

@@ -260,12 +260,17 @@ class Database:
                         changes[spec.field] = None
                     else:
                         doomed = True
+                if not doomed and changes:
+                    try:
+                        updates[source] = obj.replace(**changes)
+                    except errors.ValidationError:
+                        # Clearing the reference breaks the model's own rules (an
+                        # ACL must belong to a switch or a port group): it goes too.
+                        doomed = True
                 if doomed:
                     updates.pop(source, None)
                     deletes[source] = Delete(source[0], source[1], obj.topic, obj.version, old_refs=obj._stored_refs)
                     queue.append(source)
-                elif changes:
-                    updates[source] = obj.replace(**changes)
         ops: list[WriteOp] = list(deletes.values())
         ops += [_put(obj, obj.version) for obj in updates.values()]
         return ops

@@ -1,0 +1,272 @@
+"""Making a destination hold a given state: idempotent upserts and deletes, parents first.
+
+The :class:`Applier` knows what the destination holds (the stored copies, with
+their per-backend versions) and is told the wanted state of some objects
+(a model, or None for "absent"). It writes only the difference, in an order
+that never lets a reference dangle:
+
+1. creates and updates, parents before children (:func:`nbdb.tools.order.object_order`);
+   a reference to an object not written yet (a cycle) is left out for now,
+2. the references left out in step 1,
+3. deletes, referrers before the objects they reference.
+
+Every write is an upsert keyed by the object's id (create if absent, else
+update to the wanted content; delete if present), so running the same apply
+again, or after an interruption, never duplicates nor loses an object. Writes
+are grouped into transactions as far as the destination's capabilities allow
+(``atomic``: up to ``batch`` objects; ``single-partition``: runs of one table
+and topic); a group that fails is retried object by object after re-reading
+the objects involved.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from nbdb import errors
+from nbdb.api import Database
+from nbdb.capabilities import Atomicity
+from nbdb.models.base import Model, model_for_table
+from nbdb.tools.order import ObjectKey, key_of, object_order
+
+__all__ = ["Applier", "WriteLimitReached", "content", "same_content"]
+
+log = logging.getLogger(__name__)
+
+_FIXED = frozenset({"id", "version", "topic"})
+_ATTEMPTS = 5
+
+Op = tuple[ObjectKey, Model | None]
+"""Make the object at key look like the model (None: make it absent)."""
+
+
+class WriteLimitReached(Exception):
+    """The applier wrote as many objects as it was allowed to (``limit``)."""
+
+
+def content(obj: Model) -> dict[str, Any]:
+    """What a copy must preserve of ``obj``: every field but the per-backend ``version``."""
+    return obj.model_dump(mode="json", exclude={"version"})
+
+
+def same_content(a: Model | None, b: Model | None) -> bool:
+    """Whether ``a`` and ``b`` are the same object with the same content (versions aside)."""
+    if a is None or b is None:
+        return a is b
+    return type(a) is type(b) and content(a) == content(b)
+
+
+def _fields(obj: Model) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in type(obj).model_fields if name not in _FIXED}
+
+
+class Applier:
+    """Writes wanted states into ``db``, tracking what it holds in ``state``.
+
+    ``state`` maps (table, id) to the stored copy in the destination; start it
+    from a snapshot of the destination. ``on_write(n)`` is called after every
+    n objects written; with ``limit``, :class:`WriteLimitReached` is raised
+    once that many objects were written (to stop a copy midway on purpose).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        state: Mapping[ObjectKey, Model] | None = None,
+        *,
+        batch: int = 200,
+        limit: int | None = None,
+        on_write: Callable[[int], None] | None = None,
+    ) -> None:
+        if batch < 1:
+            raise errors.ValidationError("batch must be at least 1")
+        self.db = db
+        self.state: dict[ObjectKey, Model] = dict(state or {})
+        self.batch = batch
+        self.limit = limit
+        self.on_write = on_write
+        self.writes = 0
+        """Objects created, updated or deleted so far."""
+        self._atomicity = db.capabilities.transactions
+
+    # ---------------------------------------------------------------- planning
+
+    def apply(self, wanted: Mapping[ObjectKey, Model | None]) -> int:
+        """Make the destination hold ``wanted`` (None: absent); returns the number of objects written.
+
+        ``wanted`` must be consistent (what a source held at one revision, or
+        the net effect of whole commits on such a state): every reference
+        points to an object that is wanted or already in the destination.
+        """
+        before = self.writes
+        puts = [obj for key, obj in wanted.items() if obj is not None and not same_content(self.state.get(key), obj)]
+        doomed = [self.state[key] for key, obj in wanted.items() if obj is None and key in self.state]
+        if puts:
+            first, deferred = self._plan_puts(puts)
+            self._run(first)
+            self._run([(key_of(obj), obj) for obj in deferred])
+        if doomed:
+            self._run([(key_of(obj), None) for obj in reversed(object_order(doomed))])
+        return self.writes - before
+
+    def needed(self, wanted: Mapping[ObjectKey, Model | None]) -> int:
+        """How many objects :meth:`apply` would write for ``wanted`` (not counting deferred references)."""
+        return sum(
+            1
+            for key, obj in wanted.items()
+            if (obj is None and key in self.state) or (obj is not None and not same_content(self.state.get(key), obj))
+        )
+
+    def _plan_puts(self, puts: list[Model]) -> tuple[list[Op], list[Model]]:
+        """Puts in dependency order; a reference to a not-yet-written object is left out and deferred."""
+        pending = {key_of(obj) for obj in puts}
+        available = set(self.state)
+        ops: list[Op] = []
+        deferred: list[Model] = []
+        for obj in object_order(puts):
+            key = key_of(obj)
+            pending.discard(key)
+            missing = {t for t in obj.ref_keys() if t not in available}
+            if missing:
+                obj_now = self._without(obj, missing, pending)
+                deferred.append(obj)
+            else:
+                obj_now = obj
+            ops.append((key, obj_now))
+            available.add(key)
+        return ops, deferred
+
+    def _without(self, obj: Model, missing: set[ObjectKey], pending: set[ObjectKey]) -> Model:
+        changes: dict[str, Any] = {}
+        for spec in obj.nbdb_references:
+            ids = spec.ids(obj)
+            gone = [i for i in ids if (spec.target, i) in missing]
+            if not gone:
+                continue
+            target = (spec.target, gone[0])
+            if spec.many:
+                changes[spec.field] = [i for i in ids if i not in gone]
+            elif spec.optional:
+                changes[spec.field] = None
+            elif target in pending:
+                raise errors.ReferenceError(
+                    f"{obj.nbdb_table} {obj.id} is on a cycle of required references (through "
+                    f"{spec.field} -> {target[0]} {target[1]}): it cannot be created before its target"
+                )
+            else:
+                raise errors.ReferenceError(
+                    f"{obj.nbdb_table} {obj.id} references {target[0]} {target[1]} ({spec.field}), "
+                    "which is neither copied nor in the destination (copy its topic or model too)"
+                )
+        return obj.replace(**changes)
+
+    # ---------------------------------------------------------------- writing
+
+    def _groups(self, ops: list[Op]) -> Iterable[list[Op]]:
+        if self._atomicity is Atomicity.NONE or self.batch == 1:
+            for op in ops:
+                yield [op]
+            return
+        group: list[Op] = []
+        partition: tuple[str, str | None] | None = None
+        for op in ops:
+            obj = op[1] or self.state.get(op[0])
+            here = (op[0][0], obj.topic if obj is not None else None)
+            if group and (
+                len(group) >= self.batch or (self._atomicity is Atomicity.SINGLE_PARTITION and here != partition)
+            ):
+                yield group
+                group = []
+            group.append(op)
+            partition = here
+        if group:
+            yield group
+
+    def _run(self, ops: list[Op]) -> None:
+        ops = [op for op in ops if not self._done(op)]
+        for group in self._groups(ops):
+            cut = self.limit is not None and len(group) > self.limit - self.writes
+            if self.limit is not None:
+                group = group[: max(0, self.limit - self.writes)]
+            if group and (len(group) == 1 or not self._commit(group)):
+                for op in group:
+                    self._single(op)
+            if cut:
+                raise WriteLimitReached(f"stopped after {self.writes} writes (limit {self.limit})")
+
+    def _done(self, op: Op) -> bool:
+        key, want = op
+        return same_content(self.state.get(key), want)
+
+    def _wrote(self, n: int) -> None:
+        self.writes += n
+        if self.on_write is not None and n:
+            self.on_write(n)
+
+    def _commit(self, group: list[Op]) -> bool:
+        """Write ``group`` in one transaction; False if it must be retried object by object."""
+        staged: list[tuple[ObjectKey, bool]] = []
+        try:
+            with self.db.transaction() as txn:
+                for key, want in group:
+                    current = self.state.get(key)
+                    if want is None:
+                        if current is not None:
+                            txn.delete(current)
+                            staged.append((key, True))
+                    elif current is None:
+                        txn.create(want.model_copy(update={"version": 0}))
+                        staged.append((key, False))
+                    elif current.topic != want.topic:
+                        return False  # a delete and a create of one id: not in one transaction
+                    else:
+                        txn.update(current.replace(**_fields(want)))
+                        staged.append((key, False))
+        except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError, errors.UnsupportedError) as exc:
+            log.debug("a group of %d writes failed (%s); writing them one by one", len(group), exc)
+            return False
+        for (key, deleted), stored in zip(staged, txn.results, strict=True):
+            if deleted:
+                self.state.pop(key, None)
+            else:
+                assert stored is not None
+                self.state[key] = stored
+        self._wrote(len(staged))
+        return True
+
+    def _refresh(self, key: ObjectKey) -> None:
+        try:
+            self.state[key] = self.db.get(model_for_table(key[0]), key[1])
+        except errors.NotFoundError:
+            self.state.pop(key, None)
+
+    def _single(self, op: Op) -> None:
+        key, want = op
+        for attempt in range(_ATTEMPTS):
+            current = self.state.get(key)
+            if same_content(current, want):
+                return
+            try:
+                if want is None:
+                    assert current is not None
+                    self.db.delete(current)
+                    self.state.pop(key, None)
+                elif current is None:
+                    self.state[key] = self.db.create(want.model_copy(update={"version": 0}))
+                elif current.topic != want.topic:
+                    # Topics are immutable: an id that moved topic is re-created.
+                    self.db.delete(current)
+                    self.state.pop(key, None)
+                    self._wrote(1)
+                    continue
+                else:
+                    self.state[key] = self.db.update(current.replace(**_fields(want)))
+            except (errors.ConflictError, errors.NotFoundError):
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                self._refresh(key)  # somebody else wrote it, or our copy was stale
+                continue
+            self._wrote(1)
+            return

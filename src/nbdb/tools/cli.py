@@ -1,0 +1,335 @@
+"""The ``copy``, ``dump``, ``load`` and ``verify`` sub-commands of ``nbdb``.
+
+Exit codes: 0 done (and, for copy and verify, both sides identical); 1
+verification found differences (printed on stdout); 2 an error (printed by
+``nbdb.cli.main``); 3 the copy stopped early on purpose (``--limit``) and
+resumes when run again; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import nbdb
+from nbdb import errors
+from nbdb.loader import redact
+from nbdb.models.base import Model, all_models, model_for_table
+from nbdb.tools.checkpoint import CheckpointFile, default_state_path
+from nbdb.tools.copy import Copier, CopyIncomplete, CopyOptions, copy_scope
+from nbdb.tools.dump import dump, load
+from nbdb.tools.progress import Progress
+from nbdb.tools.snapshot import unsupported_models
+from nbdb.tools.verify import format_differences, verify
+
+__all__ = ["register"]
+
+EXIT_DIFFERENCES = 1
+EXIT_INCOMPLETE = 3
+NO_TOPIC = "~"
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"nbdb: {text}\n")
+
+
+def _scope_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--topics",
+        nargs="+",
+        metavar="TOPIC",
+        help=f"only objects of these topics (comma or space separated; {NO_TOPIC} means objects without a topic)",
+    )
+    parser.add_argument("--models", nargs="+", metavar="TABLE", help="only these models (table names)")
+    parser.add_argument(
+        "--models-from",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so that the models it defines are known (repeatable)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed for reading a database")
+
+
+def _verify_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ignore-list-order",
+        action="store_true",
+        help="compare list fields as sets (OVSDB stores them sorted, without duplicates)",
+    )
+
+
+def _progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress line on stderr (default: when stderr is a terminal)",
+    )
+
+
+def _models(args: argparse.Namespace) -> list[type[Model]] | None:
+    """The models named by --models (None: every model defined, minus those a side cannot store)."""
+    for name in args.models_from:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise errors.ValidationError(f"--models-from {name}: {exc}") from None
+    if not getattr(args, "models", None):
+        return None
+    out = []
+    for item in args.models:
+        for table in filter(None, item.split(",")):
+            try:
+                out.append(model_for_table(table))
+            except errors.NotFoundError:
+                known = ", ".join(sorted(m.nbdb_table for m in all_models()))
+                raise errors.ValidationError(f"unknown model {table!r} (known: {known})") from None
+    return out
+
+
+def _topics(args: argparse.Namespace) -> list[str | None] | None:
+    if not args.topics:
+        return None
+    names = [t for item in args.topics for t in item.split(",") if t]
+    return [None if t == NO_TOPIC else t for t in names]
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C (or SIGTERM): stop following, catch up and verify; second: abort."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        _say("stopping: catching up and verifying (interrupt again to abort; the copy resumes when run again)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _cmd_copy(args: argparse.Namespace) -> int:
+    models = _models(args)
+    topics = _topics(args)
+    options = CopyOptions(
+        models=models,
+        topics=topics,
+        follow=args.follow,
+        until_revision=args.until_revision,
+        duration=args.duration,
+        overwrite=args.overwrite,
+        verify=args.verify,
+        batch=args.batch,
+        limit=args.limit,
+        skip_corrupt=args.skip_corrupt,
+        read_timeout=args.timeout,
+        ignore_list_order=args.ignore_list_order,
+    )
+    scope = copy_scope(models or all_models(), topics)
+    state = args.state or default_state_path(args.source, args.destination, scope)
+    checkpoint = CheckpointFile(state)
+    stop = threading.Event()
+    with nbdb.connect(args.source) as src, nbdb.connect(args.destination) as dst:
+        copier = Copier(
+            src,
+            dst,
+            options,
+            checkpoint=checkpoint,
+            source_url=args.source,
+            destination_url=args.destination,
+            stop=stop,
+            progress=Progress(args.progress),
+        )
+        try:
+            with _stop_on_signals(stop) if args.follow else _nothing():
+                result = copier.run()
+        except CopyIncomplete as exc:
+            _say(f"copy incomplete: {exc} (state: {checkpoint.path})")
+            return EXIT_INCOMPLETE
+    resumed = f" (resumed from its {result.resumed} phase)" if result.resumed else ""
+    _say(
+        f"copied {redact(args.source)} -> {redact(args.destination)}{resumed}: {result.objects} objects at the "
+        f"last sync, {result.written} written, {result.changes} changes followed; source revision {result.revision}"
+    )
+    return _report(result.differences, checkpoint.path if result.differences else None)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _report(differences: Sequence[Any] | None, state: os.PathLike[str] | None = None) -> int:
+    if differences is None:
+        return 0
+    if not differences:
+        _say("verified: both sides hold the same objects")
+        return 0
+    for line in format_differences(differences):
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    where = f"; the copy resumes from {state}" if state else ""
+    _say(f"verification found {len(differences)} differences{where}")
+    return EXIT_DIFFERENCES
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    models = _models(args)
+    with nbdb.connect(args.source) as src, nbdb.connect(args.destination) as dst:
+        if models is None:
+            cannot = unsupported_models(src, list(all_models())) | unsupported_models(dst, list(all_models()))
+            models = [m for m in all_models() if m not in cannot]
+        differences = verify(
+            src, dst, models, _topics(args), timeout=args.timeout, ignore_list_order=args.ignore_list_order
+        )
+    return _report(differences)
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    models = _models(args)
+    progress = Progress(args.progress)
+    with nbdb.connect(args.url) as db:
+        if models is None:
+            cannot = unsupported_models(db, list(all_models()))
+            models = [m for m in all_models() if m not in cannot]
+        if args.output in (None, "-"):
+            summary = dump(
+                db,
+                sys.stdout.buffer,
+                models=models,
+                topics=_topics(args),
+                source=redact(args.url),
+                skip_corrupt=args.skip_corrupt,
+                timeout=args.timeout,
+                progress=progress,
+            )
+        else:
+            # Written beside the target and renamed: a failed dump leaves no half file.
+            directory = os.path.dirname(os.path.abspath(args.output))
+            fd, tmp = tempfile.mkstemp(prefix=".nbdb-dump.", dir=directory)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    summary = dump(
+                        db,
+                        out,
+                        models=models,
+                        topics=_topics(args),
+                        source=redact(args.url),
+                        skip_corrupt=args.skip_corrupt,
+                        timeout=args.timeout,
+                        progress=progress,
+                    )
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, args.output)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+    _say(f"dumped {summary.count} objects at source revision {summary.revision} (sha256 {summary.sha256[:16]}...)")
+    return 0
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    _models(args)
+    progress = Progress(args.progress)
+    with nbdb.connect(args.url) as db:
+        if args.input in (None, "-"):
+            summary = load(db, sys.stdin.buffer, resume=args.resume, batch=args.batch, progress=progress)
+        else:
+            try:
+                stream = open(args.input, "rb")
+            except OSError as exc:
+                raise errors.ValidationError(f"cannot read {args.input}: {exc}") from None
+            with stream:
+                summary = load(db, stream, resume=args.resume, batch=args.batch, progress=progress)
+    _say(f"loaded {summary.count} objects ({summary.written} written, {summary.mode})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``copy``, ``dump``, ``load`` and ``verify`` to the ``nbdb`` command."""
+    copy = subparsers.add_parser(
+        "copy",
+        help="copy every object from one database to another (live, resumable, verified)",
+        description="Copy every object of the models from SOURCE to DESTINATION, parents first, keeping ids "
+        "and references; with --follow keep applying the source's changes until interrupted; then compare "
+        "both sides object by object. An interrupted copy resumes when run again (see --state).",
+    )
+    copy.add_argument("source", metavar="SOURCE_URL")
+    copy.add_argument("destination", metavar="DESTINATION_URL")
+    copy.add_argument("--follow", action="store_true", help="keep applying changes until Ctrl-C/SIGTERM")
+    copy.add_argument("--until-revision", type=int, metavar="REV", help="with --follow: stop at this source revision")
+    copy.add_argument("--duration", type=float, metavar="SECONDS", help="with --follow: stop after this long")
+    copy.add_argument("--state", metavar="PATH", help="checkpoint file (default: ~/.cache/nbdb/copy-<hash>.json)")
+    copy.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow a fresh copy into a non-empty destination: make it equal to the source (deletes the rest)",
+    )
+    copy.add_argument("--batch", type=int, default=200, help="objects per destination transaction (default 200)")
+    copy.add_argument("--limit", type=int, metavar="N", help="stop after writing N objects (exit 3; run again)")
+    copy.add_argument("--no-verify", dest="verify", action="store_false", help="skip the final comparison")
+    copy.add_argument("--skip-corrupt", action="store_true", help="leave out source records that do not decode")
+    _scope_options(copy)
+    _verify_options(copy)
+    _progress_option(copy)
+    copy.set_defaults(func=_cmd_copy)
+
+    dump_cmd = subparsers.add_parser(
+        "dump",
+        help="write every object to a versioned JSON-lines file",
+        description="Write every object of URL, read at one revision, as nbdb-dump JSON lines (docs/tools.md).",
+    )
+    dump_cmd.add_argument("url", metavar="URL")
+    dump_cmd.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
+    dump_cmd.add_argument("--skip-corrupt", action="store_true", help="leave out records that do not decode")
+    _scope_options(dump_cmd)
+    _progress_option(dump_cmd)
+    dump_cmd.set_defaults(func=_cmd_dump)
+
+    load_cmd = subparsers.add_parser(
+        "load",
+        help="validate a dump, then write it into a database",
+        description="Validate the whole dump first; then write it in one transaction (atomic backends), or "
+        "with --resume as idempotent upserts in batches that a second run completes.",
+    )
+    load_cmd.add_argument("url", metavar="URL")
+    load_cmd.add_argument("input", nargs="?", metavar="FILE", help="read this file instead of stdin")
+    load_cmd.add_argument("--resume", action="store_true", help="upsert in batches (any backend; safe to re-run)")
+    load_cmd.add_argument("--batch", type=int, default=200, help="objects per transaction with --resume")
+    load_cmd.add_argument(
+        "--models-from", action="append", default=[], metavar="MODULE", help="import MODULE first (repeatable)"
+    )
+    _progress_option(load_cmd)
+    load_cmd.set_defaults(func=_cmd_load)
+
+    verify_cmd = subparsers.add_parser(
+        "verify",
+        help="compare two databases object by object",
+        description="Read both databases (each at one revision) and print every object that differs.",
+    )
+    verify_cmd.add_argument("source", metavar="SOURCE_URL")
+    verify_cmd.add_argument("destination", metavar="DESTINATION_URL")
+    _scope_options(verify_cmd)
+    _verify_options(verify_cmd)
+    verify_cmd.set_defaults(func=_cmd_verify)

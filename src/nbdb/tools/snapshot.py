@@ -1,0 +1,112 @@
+"""A consistent snapshot of several models: every object, read at one revision.
+
+``Database.list()`` reads one model at a time, each at its own revision, so a
+port listed after its switch was deleted could point nowhere. The cache lists
+every model it follows in one read and then applies whole commits under its
+lock; subscribing to it with ``replay=True`` hands over its content atomically.
+That gives every object at one revision through the public API only.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from nbdb import errors
+from nbdb.api import Database
+from nbdb.cache import Cache
+from nbdb.events import ChangeEvent
+from nbdb.models.base import Model
+from nbdb.tools.order import ObjectKey, key_of
+
+__all__ = ["Snapshot", "take_snapshot", "unsupported_models"]
+
+_ATTEMPTS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Objects (by (table, id)) read at one ``revision`` of their database."""
+
+    objects: dict[ObjectKey, Model]
+    revision: int
+
+    def count(self, model: type[Model]) -> int:
+        """How many objects of ``model`` the snapshot holds."""
+        return sum(1 for table, _ in self.objects if table == model.nbdb_table)
+
+
+def take_snapshot(
+    db: Database,
+    models: Sequence[type[Model]],
+    topics: Collection[str | None] | None = None,
+    *,
+    timeout: float = 300.0,
+    skip_corrupt: bool = False,
+) -> Snapshot:
+    """Every object of ``models`` (in ``topics``) in ``db``, read at one revision.
+
+    Raises BackendUnavailableError if the first read does not finish within
+    ``timeout`` seconds (the cache logs why), and CorruptRecordError if a
+    stored record does not decode, unless ``skip_corrupt`` (then it is left out
+    and logged).
+    """
+    if not models:
+        return Snapshot({}, 0)
+    cache = db.cache(list(models), topics)
+    try:
+        if not cache.wait_synced(timeout):
+            raise errors.BackendUnavailableError(
+                f"could not read the database within {timeout:g}s (see the log for the backend's errors)"
+            )
+        snapshot = _replay(cache)
+        if cache.corrupt and not skip_corrupt:
+            (table, id), first = next(iter(cache.corrupt.items()))
+            raise errors.CorruptRecordError(
+                f"{len(cache.corrupt)} stored record(s) do not decode, e.g. {table} {id}: {first} "
+                "(pass --skip-corrupt to leave them out)",
+                table=table,
+            )
+        return snapshot
+    finally:
+        cache.close()
+
+
+def _replay(cache: Cache) -> Snapshot:
+    me = threading.current_thread()
+    for _ in range(_ATTEMPTS):
+        got: list[ChangeEvent[Model]] = []
+
+        def collect(event: ChangeEvent[Model], got: list[ChangeEvent[Model]] = got) -> None:
+            # Only the replay runs in this thread; live events come from the cache's.
+            if threading.current_thread() is me:
+                got.append(event)
+
+        before = cache.revision
+        cache.subscribe(collect, replay=True)
+        cache.unsubscribe(collect)
+        if got:
+            return Snapshot({key_of(e.object): e.object for e in got}, got[0].revision)
+        # An empty replay carries no revision: it is ``before`` if nothing moved meanwhile.
+        if cache.revision == before:
+            return Snapshot({}, before)
+    raise errors.ConflictError("the database kept changing while taking an empty snapshot; try again")
+
+
+def unsupported_models(db: Database, models: Sequence[type[Model]]) -> dict[type[Model], errors.UnsupportedError]:
+    """The models ``db``'s backend cannot store (e.g. a table OVSDB does not have), with why.
+
+    One point read per model; any other error (server down, bad credentials) is raised.
+    """
+    probe = uuid.UUID(int=0)
+    out: dict[type[Model], errors.UnsupportedError] = {}
+    for model in models:
+        try:
+            db.get(model, probe)
+        except errors.NotFoundError:
+            pass
+        except errors.UnsupportedError as exc:
+            out[model] = exc
+    return out
