@@ -1,0 +1,176 @@
+"""The ``nbdb bench`` sub-command (registered by :mod:`nbdb.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from nbdb import errors
+from nbdb.bench.config import BACKENDS, SIZES
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``bench`` to the ``nbdb`` command."""
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark backends through nbdb and through their raw clients, side by side",
+        description="Run the control-plane workloads on each backend through nbdb and through the backend's own "
+        "client in the same run; print a table, write bench.json and PNG plots.",
+    )
+    p.add_argument(
+        "--backends",
+        default="memory",
+        help=f"comma-separated backends to measure (default: memory; known: {','.join(BACKENDS)})",
+    )
+    p.add_argument(
+        "--urls",
+        action="append",
+        default=[],
+        metavar="NAME=URL[,NAME=URL]",
+        help="server URL of a backend, e.g. redis=redis://127.0.0.1:6379/0 (repeatable)",
+    )
+    p.add_argument(
+        "--spawn", action="store_true", help="start a throwaway server from nbdb.testing for each backend without a URL"
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes: under a minute on the embedded default")
+    p.add_argument("--sizes", choices=sorted(SIZES), default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--workloads",
+        default=None,
+        help="comma-separated workload groups to run (default: all: crud,txn,list,cache,fanout,churn)",
+    )
+    p.add_argument("--out", default="bench-out", type=Path, help="directory for bench.json and the plots")
+    p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    p.add_argument(
+        "--doc",
+        type=Path,
+        default=None,
+        help="also rewrite the generated section of this Markdown file (docs/benchmarks.md)",
+    )
+    p.set_defaults(func=_cmd_bench)
+
+
+def _parse_urls(values: list[str]) -> dict[str, str]:
+    urls: dict[str, str] = {}
+    for value in values:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            name, sep, url = item.partition("=")
+            if not sep or "://" not in url:
+                raise errors.ValidationError(f"--urls wants NAME=URL, got {item!r}")
+            urls[name.strip()] = url.strip()
+    return urls
+
+
+@contextmanager
+def _progress() -> Iterator[tuple[Callable[[int], Callable[[str], None]], Callable[[str], None]]]:
+    """A progress bar on stderr (rich if installed, else one line per step)."""
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+    except ImportError:  # pragma: no cover - the bench extra brings rich
+        count = [0, 0]
+
+        def start_plain(total: int) -> Callable[[str], None]:
+            count[1] = total
+
+            def tick(text: str) -> None:
+                count[0] += 1
+                sys.stderr.write(f"[{count[0]}/{count[1]}] {text}\n")
+
+            return tick
+
+        def say(text: str) -> None:
+            sys.stderr.write(text + "\n")
+
+        yield start_plain, say
+        return
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    task: list[TaskID] = []
+
+    def start(total: int) -> Callable[[str], None]:
+        task.append(bar.add_task("nbdb bench", total=total))
+        first = [True]
+
+        def tick(text: str) -> None:
+            if not first[0]:
+                bar.advance(task[0])
+            first[0] = False
+            bar.update(task[0], description=text)
+            if not console.is_terminal:
+                console.print(f"bench: {text}", highlight=False, markup=False)
+
+        return tick
+
+    def say_above(text: str) -> None:
+        bar.console.print(text, highlight=False, markup=False)
+
+    with bar:
+        yield start, say_above
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from nbdb.bench.report import markdown, print_report, update_doc
+    from nbdb.bench.runner import run_bench
+    from nbdb.bench.workloads import GROUPS
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise errors.ValidationError(
+            f"unknown backend(s) {', '.join(map(repr, unknown)) or '(none given)'}; known: {', '.join(BACKENDS)}"
+        )
+    groups = GROUPS
+    if args.workloads:
+        wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
+        names = [g.name for g in GROUPS]
+        bad = [w for w in wanted if w not in names]
+        if bad:
+            raise errors.ValidationError(f"unknown workload group(s) {', '.join(bad)}; known: {', '.join(names)}")
+        groups = tuple(g for g in GROUPS if g.name in wanted)
+    sizes = SIZES[args.sizes or ("quick" if args.quick else "full")]
+    argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else None
+    with _progress() as (start, notify):
+        result = run_bench(
+            backends,
+            sizes,
+            urls=_parse_urls(args.urls),
+            spawn=args.spawn,
+            progress=start,
+            notify=notify,
+            argv=argv,
+            groups=groups,
+        )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    result.write_json(out / "bench.json")
+    images: dict[str, Path] = {}
+    if not args.no_plots and result.measurements:
+        try:
+            from nbdb.bench.plots import write_plots
+        except ImportError as exc:  # pragma: no cover
+            sys.stderr.write(f"nbdb bench: no plots ({exc}); pip install 'nbdb[bench]'\n")
+        else:
+            images = write_plots(result, out)
+    print_report(result, sys.stdout)
+    sys.stdout.write(f"\nfigures: {out / 'bench.json'}" + "".join(f"\nplot: {p}" for p in images.values()) + "\n")
+    if args.doc is not None:
+        doc: Path = args.doc
+        rel = {title: os.path.relpath(path, doc.parent) for title, path in images.items()}
+        update_doc(doc, markdown(result, rel))
+        sys.stdout.write(f"updated: {doc}\n")
+    measured = any(info.get("status") == "ok" for info in result.backends.values())
+    return 0 if measured and not result.errors else 1

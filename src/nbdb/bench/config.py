@@ -1,0 +1,108 @@
+"""How big a run is: the sizes of each workload for ``--quick``, the full run, and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["BACKENDS", "SIZES", "Sizes"]
+
+#: Every backend nbdb ships, in report order, with the harness server kind that runs it.
+BACKENDS: dict[str, str | None] = {
+    "memory": None,
+    "redis": "redis",
+    "etcd": "etcd",
+    "ovsdb": "ovsdb",
+    "cassandra": "cassandra",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """The size of every workload of one run."""
+
+    name: str
+    crud_ops: int
+    """Operations of each of create / get / update / delete."""
+    txn_sizes: tuple[int, ...]
+    """Objects per transaction."""
+    txn_objects: int
+    """Objects written in total by each transaction size."""
+    list_objects: int
+    """Objects returned by one ``list``."""
+    load_objects: tuple[int, ...]
+    """Cold-load sizes (the scale sweep over objects); the largest is the headline figure."""
+    cache_gets: int
+    cache_finds: int
+    fanout_caches: tuple[int, ...]
+    """Cache counts of the fan-out sweep; the largest is the headline figure."""
+    fanout_writes: int
+    fanout_rate: float
+    """Writes per second of the fan-out writer (paced, so latency is not queueing)."""
+    churn_ops: int
+    churn_rate: float
+    churn_tenants: int
+    rounds: int
+    """Each figure is the best of this many rounds (nbdb and raw interleaved)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able form."""
+        return asdict(self)
+
+
+SIZES: dict[str, Sizes] = {
+    # The tests: seconds in all, figures meaningless.
+    "tiny": Sizes(
+        name="tiny",
+        crud_ops=30,
+        txn_sizes=(5,),
+        txn_objects=20,
+        list_objects=50,
+        load_objects=(50, 100),
+        cache_gets=2_000,
+        cache_finds=500,
+        fanout_caches=(1, 2),
+        fanout_writes=10,
+        fanout_rate=500.0,
+        churn_ops=30,
+        churn_rate=500.0,
+        churn_tenants=2,
+        rounds=1,
+    ),
+    # `--quick`: under a minute on the embedded default, for the README.
+    "quick": Sizes(
+        name="quick",
+        crud_ops=1_000,
+        txn_sizes=(10, 100),
+        txn_objects=1_000,
+        list_objects=2_000,
+        load_objects=(1_000, 10_000),
+        cache_gets=200_000,
+        cache_finds=50_000,
+        fanout_caches=(1, 10),
+        fanout_writes=200,
+        fanout_rate=200.0,
+        churn_ops=500,
+        churn_rate=500.0,
+        churn_tenants=4,
+        rounds=1,
+    ),
+    # The full run behind docs/benchmarks.md.
+    "full": Sizes(
+        name="full",
+        crud_ops=5_000,
+        txn_sizes=(10, 100),
+        txn_objects=5_000,
+        list_objects=10_000,
+        load_objects=(1_000, 10_000, 100_000),
+        cache_gets=1_000_000,
+        cache_finds=200_000,
+        fanout_caches=(1, 10, 50),
+        fanout_writes=1_000,
+        fanout_rate=200.0,
+        churn_ops=3_000,
+        churn_rate=500.0,
+        churn_tenants=10,
+        rounds=3,
+    ),
+}

@@ -1,0 +1,221 @@
+"""Running a benchmark: find or start each backend's server, then run every workload on it.
+
+Per backend and per round, each workload runs through the raw client and then
+through nbdb, one after the other, so both sides see the same machine load;
+each figure kept is the best of the rounds. A backend that cannot be used
+(no nbdb backend yet, no URL, client missing, server unreachable) is skipped
+with its reason in the report; a workload that fails on a backend is
+recorded as an error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import logging
+import os
+import platform
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import nbdb
+from nbdb.bench.config import BACKENDS, Sizes
+from nbdb.bench.results import BenchResult
+from nbdb.bench.target import Target
+from nbdb.bench.workloads import GROUPS, Group
+from nbdb.loader import redact
+from nbdb.models.ovn import LogicalSwitch
+
+__all__ = ["Progress", "Step", "plan", "resolve_targets", "run_bench"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+"""Called before each step with its description (the CLI draws a progress bar with it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One call of one workload group on one backend through one side."""
+
+    target: Target
+    group: Group
+    impl: str
+    params: Mapping[str, Any]
+    round: int
+
+    def describe(self, rounds: int) -> str:
+        """A one-line description for the progress bar."""
+        params = " ".join(f"{k}={v}" for k, v in self.params.items())
+        suffix = f" (round {self.round + 1}/{rounds})" if rounds > 1 else ""
+        return f"{self.target.name} · {self.group.name} {params} · {self.impl}{suffix}".replace("  ", " ")
+
+
+def _backend_importable(name: str) -> str | None:
+    """Why nbdb's backend ``name`` cannot be used here, or None."""
+    if name == "memory":
+        return None
+    try:
+        importlib.import_module(f"nbdb.backends.{name}")
+    except ImportError as exc:
+        return f"nbdb has no working {name} backend here ({exc})"
+    return None
+
+
+def resolve_targets(
+    backends: Sequence[str],
+    urls: Mapping[str, str],
+    spawn: bool,
+    stack: ExitStack,
+    result: BenchResult,
+    notify: Progress | None = None,
+) -> list[Target]:
+    """The backends that can be measured, starting harness servers with ``spawn``.
+
+    Every backend that cannot be measured gets a ``skipped`` entry with its
+    reason in ``result.backends``. Servers started here stop when ``stack`` closes.
+    """
+    targets = []
+    for name in backends:
+        if name not in BACKENDS:
+            raise nbdb.ValidationError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+        reason = _backend_importable(name)
+        if reason is not None:
+            result.backends[name] = {"status": "skipped", "reason": reason}
+            continue
+        url = urls.get(name)
+        spawned = False
+        if url is None and name == "memory":
+            url = "memory://"
+        if url is None and spawn:
+            kind = BACKENDS[name]
+            assert kind is not None
+            from nbdb.testing import missing_reason, start_server
+
+            missing = missing_reason(kind)
+            if missing is not None:
+                result.backends[name] = {"status": "skipped", "reason": f"cannot spawn {kind}: {missing}"}
+                continue
+            if notify is not None:
+                notify(f"starting a {kind} server")
+            try:
+                server = start_server(kind)
+            except Exception as exc:
+                result.backends[name] = {"status": "skipped", "reason": f"{kind} server did not start: {exc}"}
+                continue
+            stack.callback(server.stop)
+            url = server.url
+            spawned = True
+        if url is None:
+            result.backends[name] = {
+                "status": "skipped",
+                "reason": f"no URL: pass --urls {name}=URL, or --spawn to start a throwaway server",
+            }
+            continue
+        target = Target(name, url)
+        try:
+            with target.open(target.namespace()) as db:
+                db.list(LogicalSwitch)
+                capabilities = {k: str(v) for k, v in db.capabilities.as_dict().items()}
+        except Exception as exc:
+            result.backends[name] = {"status": "skipped", "reason": f"cannot use {redact(url)}: {exc}"}
+            continue
+        try:
+            target.raw(target.namespace()).close()
+        except LookupError as exc:
+            target.raw_reason = str(exc)
+        except Exception as exc:
+            target.raw_reason = f"the raw client cannot reach the server: {exc}"
+        result.backends[name] = {
+            "status": "ok",
+            "url": redact(url),
+            "spawned": spawned,
+            "raw_baseline": target.raw_reason or "yes",
+            "capabilities": capabilities,
+        }
+        targets.append(target)
+    return targets
+
+
+def plan(targets: Sequence[Target], sizes: Sizes, groups: Sequence[Group] = GROUPS) -> list[Step]:
+    """Every step of the run, in order."""
+    steps = []
+    for target in targets:
+        for rnd in range(sizes.rounds):
+            for group in groups:
+                for params in group.params(sizes):
+                    if group.raw is not None and target.raw_reason is None:
+                        steps.append(Step(target, group, "raw", params, rnd))
+                    steps.append(Step(target, group, "nbdb", params, rnd))
+    return steps
+
+
+def _meta(sizes: Sizes, argv: Sequence[str] | None) -> dict[str, Any]:
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (0.0, 0.0, 0.0)
+    return {
+        "nbdb_version": nbdb.__version__,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "nbdb bench " + " ".join(argv or []),
+        "sizes": sizes.as_dict(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": list(load),
+    }
+
+
+def run_bench(
+    backends: Sequence[str],
+    sizes: Sizes,
+    *,
+    urls: Mapping[str, str] | None = None,
+    spawn: bool = False,
+    progress: Callable[[int], Progress] | None = None,
+    notify: Progress | None = None,
+    argv: Sequence[str] | None = None,
+    groups: Sequence[Group] = GROUPS,
+) -> BenchResult:
+    """Run the benchmark on ``backends`` and return every figure.
+
+    ``progress(total)`` is called once with the number of steps and returns the
+    callback told of each step; ``notify`` gets the other news (servers starting).
+    """
+    result = BenchResult(meta=_meta(sizes, argv))
+    with ExitStack() as stack:
+        targets = resolve_targets(backends, urls or {}, spawn, stack, result, notify)
+        steps = plan(targets, sizes, groups)
+        tick = progress(len(steps)) if progress is not None else None
+        failed: set[tuple[str, str, str]] = set()
+        for step in steps:
+            if tick is not None:
+                tick(step.describe(sizes.rounds))
+            key = (step.target.name, step.group.name, step.impl)
+            if key in failed:
+                continue
+            runner = step.group.raw if step.impl == "raw" else step.group.nbdb
+            assert runner is not None
+            try:
+                result.add(runner(step.target, sizes, **step.params))
+            except Exception as exc:
+                failed.add(key)
+                log.debug("bench step failed", exc_info=True)
+                result.errors.append(
+                    {
+                        "backend": step.target.name,
+                        "workload": step.group.name,
+                        "impl": step.impl,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "where": traceback.format_exc(limit=-2).strip().splitlines()[-3:][0].strip(),
+                    }
+                )
+        try:
+            result.meta["loadavg_at_end"] = list(os.getloadavg())
+        except OSError:
+            pass
+    return result

@@ -1,0 +1,61 @@
+"""The workloads: each group runs through nbdb (``nbdb``) and through the raw client (``raw``).
+
+A group is one function per side taking ``(target, sizes, **params)`` and
+returning :class:`nbdb.bench.results.Measurement` objects; one call may yield
+several workloads (the CRUD group measures create, get, update and delete of
+the same ports). :data:`GROUPS` lists them in run order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nbdb.bench.config import Sizes
+from nbdb.bench.results import Measurement
+from nbdb.bench.workloads import cache, churn, crud, fanout, listing, txn
+
+__all__ = ["GROUPS", "WORKLOAD_TITLES", "Group"]
+
+Runner = Callable[..., list[Measurement]]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A set of workloads measured together, with its parameter sweep."""
+
+    name: str
+    nbdb: Runner
+    raw: Runner | None
+    """None: nbdb only (nothing raw does the same work)."""
+    params: Callable[[Sizes], list[dict[str, Any]]]
+
+
+def _once(_: Sizes) -> list[dict[str, Any]]:
+    return [{}]
+
+
+GROUPS: tuple[Group, ...] = (
+    Group("crud", crud.run_nbdb, crud.run_raw, _once),
+    Group("txn", txn.run_nbdb, txn.run_raw, lambda s: [{"size": n} for n in s.txn_sizes]),
+    Group("list", listing.run_nbdb, listing.run_raw, _once),
+    Group("cache", cache.run_nbdb, cache.run_raw, lambda s: [{"objects": n} for n in s.load_objects]),
+    Group("fanout", fanout.run_nbdb, fanout.run_raw, lambda s: [{"caches": n} for n in s.fanout_caches]),
+    Group("churn", churn.run_nbdb, None, _once),
+)
+
+#: What each workload measures, for the table and the docs.
+WORKLOAD_TITLES: dict[str, str] = {
+    "write.create": "create one port",
+    "read.get": "get one port by id",
+    "write.update": "update one port (compare-and-swap)",
+    "write.delete": "delete one port (compare-and-swap)",
+    "write.txn": "create N ports in one transaction (objects/s)",
+    "read.list": "list every port (objects/s)",
+    "cache.cold_load": "cache cold load (objects/s)",
+    "cache.get": "cache get by id, one thread",
+    "cache.find": "cache find by indexed name, one thread",
+    "watch.fanout": "one writer, N caches: commit to applied",
+    "churn": "tenants, networks, ports bound to chassis, deletes; topic-filtered caches",
+}

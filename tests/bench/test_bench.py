@@ -1,0 +1,216 @@
+"""``nbdb bench``: the command runs end to end, and its arithmetic is right.
+
+No timed assertions: figures must exist and be positive, not be fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nbdb.bench.results import BenchResult, Measurement
+from nbdb.bench.stats import percentile, rate, ratio, summarize
+from nbdb.cli import main
+from nbdb.testing import Server
+
+PNG = b"\x89PNG\r\n\x1a\n"
+WORKLOADS = {
+    "write.create",
+    "read.get",
+    "write.update",
+    "write.delete",
+    "write.txn",
+    "read.list",
+    "cache.cold_load",
+    "cache.get",
+    "cache.find",
+    "watch.fanout",
+    "churn",
+}
+
+
+@pytest.mark.timeout(120)
+def test_bench_runs_on_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nprose stays\n")
+    code = main(["bench", "--sizes", "tiny", "--backends", "memory", "--out", str(tmp_path), "--doc", str(doc)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["backends"]["memory"]["status"] == "ok"
+    assert data["errors"] == []
+    measured = {(m["workload"], m["impl"]) for m in data["measurements"]}
+    assert {w for w, _ in measured} == WORKLOADS
+    assert {w for w, impl in measured if impl == "raw"} == WORKLOADS - {"churn"}
+    for m in data["measurements"]:
+        assert m["count"] > 0 and m["rate_per_s"] > 0, m
+        if m["latency_us"] is not None:
+            assert 0 < m["latency_us"]["p50"] <= m["latency_us"]["p99"] <= m["latency_us"]["max"], m
+        if m["workload"] == "cache.cold_load":
+            assert m["extra"]["bytes_per_object"] > 0
+        if m["workload"] in ("watch.fanout", "churn"):
+            assert m["extra"]["missing_events"] == 0, m
+    assert data["ratios"] and all(r["ratio"] > 0 for r in data["ratios"])
+    assert {t["name"].split(",")[0] for t in data["targets"]} >= {"cache get", "cache find by index"}
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["latency.png", "ratio.png", "scale_caches.png", "scale_objects.png", "throughput.png"]
+    for name in pngs:
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+    # The table on the terminal, and the generated section of the doc.
+    assert "write.create" in out and "nbdb/raw" in out and "Targets" in out
+    text = doc.read_text()
+    assert "prose stays" in text and "bench:begin" in text and "![Throughput" in text
+    # Running again replaces the section instead of appending a second one.
+    assert (
+        main(
+            ["bench", "--sizes", "tiny", "--workloads", "crud", "--no-plots", "--out", str(tmp_path), "--doc", str(doc)]
+        )
+        == 0
+    )
+    assert doc.read_text().count("bench:begin") == 1
+
+
+@pytest.mark.timeout(30)
+def test_unknown_backend_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--backends", "memory,nosuch", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown backend(s) 'nosuch'" in err and "known: memory, redis" in err
+    assert not (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.timeout(30)
+def test_backend_without_url_is_skipped_with_its_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--sizes", "tiny", "--backends", "redis", "--no-plots", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1  # nothing measured
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["backends"]["redis"]["status"] == "skipped"
+    assert "redis: skipped" in out
+    reason = data["backends"]["redis"]["reason"]
+    assert "--urls redis=URL" in reason or "no working redis backend" in reason
+
+
+@pytest.mark.timeout(30)
+def test_bad_urls_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--urls", "redis", "--out", str(tmp_path)]) == 2
+    assert "--urls wants NAME=URL" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+def test_json_round_trip_keeps_every_figure(tmp_path: Path) -> None:
+    result = BenchResult(meta={"sizes": {"name": "tiny"}}, backends={"memory": {"status": "ok"}})
+    result.add(
+        [
+            Measurement("read.get", "memory", "nbdb", 100, 2_000_000, "ops", summarize([1000, 2000, 3000])),
+            Measurement("read.get", "memory", "raw", 100, 1_000_000, "ops", summarize([500])),
+            Measurement(
+                "cache.cold_load",
+                "memory",
+                "nbdb",
+                10,
+                1000,
+                "objects",
+                None,
+                {"objects": 10},
+                {"bytes_per_object": 900.0},
+            ),
+        ]
+    )
+    path = tmp_path / "bench.json"
+    result.write_json(path)
+    again = BenchResult.read_json(path)
+    assert again.as_dict() == result.as_dict()
+    [r] = again.ratios()
+    assert r.value == pytest.approx(0.5)
+    mem = next(t for t in again.targets() if t.name.startswith("memory per cached port"))
+    assert mem.met is True
+
+
+@pytest.mark.timeout(30)
+def test_best_round_is_kept() -> None:
+    result = BenchResult()
+    result.add([Measurement("read.get", "memory", "nbdb", 100, 2_000, "ops")])
+    result.add([Measurement("read.get", "memory", "nbdb", 100, 1_000, "ops")])
+    result.add([Measurement("read.get", "memory", "nbdb", 100, 3_000, "ops")])
+    [m] = result.measurements
+    assert m.elapsed_ns == 1_000
+
+
+finite = st.floats(min_value=0, max_value=1e12, allow_nan=False)
+
+
+@pytest.mark.timeout(60)
+@given(st.lists(finite, min_size=1, max_size=200), st.floats(min_value=0, max_value=100))
+def test_percentile_is_a_sample_with_enough_values_below(values: list[float], q: float) -> None:
+    values.sort()
+    p = percentile(values, q)
+    assert p in values
+    below = sum(1 for v in values if v <= p)
+    assert below >= math.ceil(q / 100 * len(values))
+    # ... and it is the smallest such sample (nearest rank).
+    assert sum(1 for v in values if v < p) < max(1, math.ceil(q / 100 * len(values)))
+
+
+@pytest.mark.timeout(60)
+@given(st.lists(st.integers(min_value=1, max_value=10**10), min_size=1, max_size=300))
+def test_summary_is_ordered(latencies: list[int]) -> None:
+    s = summarize(latencies)
+    assert s.count == len(latencies)
+    assert min(latencies) / 1e3 <= s.p50 <= s.p90 <= s.p99 <= s.max == max(latencies) / 1e3
+    assert min(latencies) / 1e3 <= s.mean * (1 + 1e-12) and s.mean <= s.max * (1 + 1e-12)
+
+
+@pytest.mark.timeout(60)
+@given(
+    st.integers(min_value=1, max_value=10**9),
+    st.integers(min_value=1, max_value=10**12),
+    st.floats(min_value=1e-3, max_value=1e9),
+    st.floats(min_value=1e-3, max_value=1e9),
+)
+def test_rate_and_ratio(count: int, elapsed_ns: int, a: float, b: float) -> None:
+    assert rate(count, elapsed_ns) == pytest.approx(count / (elapsed_ns / 1e9))
+    assert ratio(a, b) == pytest.approx(a / b)
+    assert ratio(a, b) * ratio(b, a) == pytest.approx(1.0)
+
+
+@pytest.mark.timeout(10)
+def test_missing_figures_are_nan_not_numbers() -> None:
+    assert math.isnan(percentile([], 50))
+    assert math.isnan(rate(0, 10)) and math.isnan(rate(10, 0))
+    assert math.isnan(ratio(math.nan, 1.0)) and math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(0.0, 1.0))
+    assert summarize([]).count == 0
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+@pytest.mark.timeout(120)
+def test_bench_redis_against_its_raw_client(redis_server: Server, tmp_path: Path) -> None:
+    pytest.importorskip("nbdb.backends.redis")
+    urls = f"redis={redis_server.url}"
+    code = main(
+        [
+            "bench",
+            "--sizes",
+            "tiny",
+            "--backends",
+            "redis",
+            "--urls",
+            urls,
+            "--workloads",
+            "crud,fanout",
+            "--no-plots",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert code == 0, data["errors"]
+    assert data["backends"]["redis"]["raw_baseline"] == "yes"
+    ratios = {r["workload"] for r in data["ratios"]}
+    assert ratios == {"write.create", "read.get", "write.update", "write.delete", "watch.fanout"}
