@@ -60,6 +60,7 @@ class Cache:
         self._indexes: dict[type[Model], dict[str, dict[Any, set[UUID]]]] = {
             m: {f: {} for f in m.nbdb_index_fields} for m in models
         }
+        self._fields = {m: frozenset(m.model_fields) for m in models}
         self._lock = threading.RLock()
         self._subscribers: list[Subscriber] = [on_change] if on_change else []
         self._on_error = on_error
@@ -108,8 +109,11 @@ class Cache:
         Uses the model's declared indexes (and reference fields) when one of
         the fields is indexed; otherwise scans the model's objects.
         """
+        fields = self._fields.get(model)
+        if fields is None:
+            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
         for key, value in equals.items():
-            if key not in model.model_fields:
+            if key not in fields:
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}")
             if isinstance(value, Model):
                 equals[key] = value.id

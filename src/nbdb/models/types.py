@@ -38,7 +38,12 @@ def _mac(value: str) -> str:
     return value.lower().replace("-", ":")
 
 
+_IPV4_RE = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
+
+
 def _ip(value: str) -> str:
+    if _IPV4_RE.match(value):
+        return value  # already canonical dotted quad: skip ipaddress (hot on every decode)
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
