@@ -8,7 +8,9 @@ else is a :class:`nbdb.CorruptRecordError`.
 
 from __future__ import annotations
 
-from typing import TypeVar
+import functools
+from typing import TypeVar, cast
+from uuid import UUID
 
 from nbdb import errors
 from nbdb.models.base import Model
@@ -27,21 +29,30 @@ def encode(obj: Model) -> bytes:
 
 
 def decode(model: type[M], record: Record) -> M:
-    """The model stored in ``record``; CorruptRecordError if the bytes are not one."""
+    """The model stored in ``record``; CorruptRecordError if the bytes are not one.
+
+    Decoding is a pure function of the record and models are immutable, so
+    recent results are shared: when many caches and watches in one process
+    receive the same change, only the first pays for validation.
+    """
+    return cast(M, _decode_shared(model, record.table, record.id, record.topic, record.version, record.data))
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: at most a few MiB of recent objects
+def _decode_shared(model: type[M], table: str, id: UUID, topic: str | None, version: int, data: bytes) -> M:
     try:
-        obj = model.model_validate_json(record.data)
+        obj = model.model_validate_json(data)
     except errors.ValidationError as exc:
         raise errors.CorruptRecordError(
-            f"stored {record.table} {record.id} is not a valid {model.__name__}: {exc}", table=record.table
+            f"stored {table} {id} is not a valid {model.__name__}: {exc}", table=table
         ) from None
-    if obj.id != record.id or obj.topic != record.topic:
+    if obj.id != id or obj.topic != topic:
         raise errors.CorruptRecordError(
-            f"stored {record.table} {record.id} carries id {obj.id} / topic {obj.topic!r}, "
-            f"but is stored as topic {record.topic!r}",
-            table=record.table,
+            f"stored {table} {id} carries id {obj.id} / topic {obj.topic!r}, but is stored as topic {topic!r}",
+            table=table,
         )
     # Models are frozen; the version comes from the record's metadata, set
     # the way pydantic's own model_construct() fills fields.
-    obj.__dict__["version"] = record.version
+    obj.__dict__["version"] = version
     obj._stored_refs = obj.ref_keys()
     return obj
