@@ -12,4 +12,5 @@ exec .venv/bin/pytest \
   --nbdb-url=memory:// \
   --nbdb-url=spawn:redis \
   --nbdb-url=spawn:etcd \
+  --nbdb-url=spawn:ovsdb \
   "$@"

@@ -35,3 +35,13 @@ def test_docs_capability_matrix_is_generated_from_code() -> None:
     generated = [line for line in capability_matrix(markdown=True).splitlines() if line.strip()]
     missing = [line for line in generated if line not in doc.splitlines()]
     assert missing == [], "docs/capabilities.md is stale: regenerate it with scripts/gen-docs.sh"
+
+
+def test_schema_ovsdb_covers_models_without_an_ovn_table(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["schema", "ovsdb", "--models", "nbdb.conformance.kit"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["name"] == "nbdb"
+    assert {"KitParent", "KitChild"} <= set(schema["tables"])
+    assert "LogicalSwitch" not in schema["tables"]

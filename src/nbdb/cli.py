@@ -57,6 +57,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.url, ports_per_tenant=args.ports)
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from nbdb.backends.ovsdb import generate_schema
+
+    for module in args.models:
+        importlib.import_module(module)
+    sys.stdout.write(json.dumps(generate_schema(name=args.name), indent=2, sort_keys=True) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available sub-command."""
     parser = argparse.ArgumentParser(prog="nbdb", description="nbdb: one northbound-database API, many backends")
@@ -71,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     backends = sub.add_parser("backends", help="installed backends and their declared capabilities")
     backends.add_argument("--markdown", action="store_true", help="print the capability matrix as Markdown")
     backends.set_defaults(func=_cmd_backends)
+
+    schema = sub.add_parser("schema", help="generate a server schema for the models defined")
+    schema.add_argument("kind", choices=["ovsdb"], help="ovsdb: an .ovsschema for models without an OVN table")
+    schema.add_argument("--name", default="nbdb", help="database name in the schema (default: nbdb)")
+    schema.add_argument(
+        "--models", action="append", default=[], metavar="MODULE", help="import MODULE first (repeatable)"
+    )
+    schema.set_defaults(func=_cmd_schema)
 
     for module_name in _PLUGGABLE_COMMANDS:
         try:

@@ -28,6 +28,13 @@ from nbdb.capabilities import Capabilities
 __all__ = ["pytest_addoption", "pytest_generate_tests"]
 
 
+# What a spawned server needs to hold the kit's own models.
+_SPAWN_OPTIONS: dict[str, dict[str, Any]] = {
+    # OVN_Northbound has no tables for user models: serve the generated model database too.
+    "ovsdb": {"model_schema": True},
+}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add ``--nbdb-url``."""
     group = parser.getgroup("nbdb", "nbdb conformance kit")
@@ -67,9 +74,11 @@ def nbdb_url(nbdb_url_spec: str) -> Iterator[str]:
         return
     from nbdb import testing
 
+    import nbdb.conformance.kit  # noqa: F401  (the kit's models must exist before a schema is generated)
+
     kind = nbdb_url_spec.removeprefix("spawn:")
     testing.require_server(kind)  # fails in CI, skips with the install hint elsewhere
-    server = testing.start_server(kind)
+    server = testing.start_server(kind, **_SPAWN_OPTIONS.get(kind, {}))
     try:
         yield server.url
     finally:

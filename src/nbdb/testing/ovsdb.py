@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import logging
 import os
 import re
@@ -53,12 +55,38 @@ class OvsdbServer(Server):
         ("ovs-appctl", "openvswitch-common"),
     )
     default_timeout = 30.0
-    option_names = ("schema", "database")
+    option_names = ("schema", "database", "model_schema")
 
-    def __init__(self, *, schema: str | Path | None = None, database: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        schema: str | Path | None = None,
+        database: str | None = None,
+        model_schema: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.schema = str(schema) if schema is not None else None
         self.database = database
+        self.model_schema = model_schema
+
+    def _model_db(self, member_dir: Path, tool: str) -> list[str]:
+        """With ``model_schema``: a second database for the nbdb models that have no OVN table.
+
+        The schema is generated (``nbdb schema ovsdb``) from the models defined
+        when the server starts, so import them first.
+        """
+        if not self.model_schema:
+            return []
+        if self.clustered:
+            raise HarnessError("model_schema is supported on a standalone ovsdb-server only")
+        from nbdb.backends.ovsdb import generate_schema
+
+        schema_file = member_dir / "nbdb.ovsschema"
+        schema_file.write_text(json.dumps(generate_schema()))
+        db_file = member_dir / "nbdb.db"
+        run_tool([tool, "create", str(db_file), str(schema_file)])
+        return [str(db_file)]
 
     @property
     def clustered(self) -> bool:
@@ -101,12 +129,13 @@ class OvsdbServer(Server):
                             f"tcp:127.0.0.1:{ports[names[0]]['raft']}",
                         ]
                     )
+                db_files = [str(db_file), *self._model_db(member_dir, tool)]
             except subprocess.CalledProcessError as exc:
                 raise HarnessError(f"ovsdb-tool failed: {exc.stderr.strip()}") from exc
             ctl = member_dir / "ovsdb.ctl"
             argv = [
                 server_bin,
-                str(db_file),
+                *db_files,
                 f"--remote=ptcp:{ports[name]['client']}:127.0.0.1",
                 f"--unixctl={ctl}",
                 "--no-chdir",

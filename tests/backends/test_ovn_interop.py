@@ -1,0 +1,250 @@
+"""Interop with the real OVN tools, both ways: ovn-nbctl -> nbdb cache, nbdb -> ovn-nbctl and ovn-northd."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb.models import (
+    ACL,
+    NAT,
+    ACLAction,
+    AddressSet,
+    DHCPOptions,
+    Direction,
+    LoadBalancer,
+    LogicalRouter,
+    LogicalRouterPort,
+    LogicalSwitch,
+    LogicalSwitchPort,
+    NATType,
+    PortGroup,
+    PortType,
+)
+from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.process import find_binary
+
+pytestmark = pytest.mark.timeout(120)
+
+SB_SCHEMA = Path("/usr/share/ovn/ovn-sb.ovsschema")
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.fixture(scope="module")
+def ovn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """NB and SB ovsdb-servers plus an ovn-northd between them."""
+    for tool in ("ovn-nbctl", "ovn-sbctl", "ovn-northd"):
+        if find_binary(tool) is None:
+            pytest.fail(f"{tool} is missing (Debian package ovn-central / ovn-common)")
+    with OvsdbServer() as nb, OvsdbServer(schema=SB_SCHEMA) as sb:
+        run_dir = tmp_path_factory.mktemp("northd")
+        log = open(run_dir / "northd.log", "w")
+        northd = subprocess.Popen(
+            [
+                str(find_binary("ovn-northd")),
+                f"--ovnnb-db={nb.remotes}",
+                f"--ovnsb-db={sb.remotes}",
+                f"--unixctl={run_dir / 'northd.ctl'}",
+                "-vconsole:info",
+                "-vsyslog:off",
+                "--no-chdir",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield {"nb": nb, "sb": sb, "northd": northd}
+        finally:
+            northd.terminate()
+            try:
+                northd.wait(10)
+            except subprocess.TimeoutExpired:
+                northd.kill()
+                northd.wait(5)
+            log.close()
+
+
+def nbctl(ovn: dict[str, Any], *args: str) -> str:
+    out = subprocess.run(
+        [str(find_binary("ovn-nbctl")), f"--db={ovn['nb'].remotes}", "--timeout=10", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def sbctl(ovn: dict[str, Any], *args: str) -> str:
+    out = subprocess.run(
+        [str(find_binary("ovn-sbctl")), f"--db={ovn['sb'].remotes}", "--timeout=10", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def db(ovn: dict[str, Any]) -> Iterator[nbdb.Database]:
+    with nbdb.connect(ovn["nb"].url) as database:
+        yield database
+
+
+def _uuid(text: str) -> uuid.UUID:
+    return uuid.UUID(text.strip())
+
+
+def test_objects_made_by_ovn_nbctl_appear_typed_in_the_cache(ovn: dict[str, Any], db: nbdb.Database) -> None:
+    s = uuid.uuid4().hex[:6]
+    cache = db.cache()
+    assert cache.wait_synced(10)
+    nbctl(ovn, "ls-add", f"ls-{s}")
+    nbctl(ovn, "lsp-add", f"ls-{s}", f"lsp-{s}")
+    nbctl(ovn, "lsp-set-addresses", f"lsp-{s}", "0a:00:00:00:00:01 10.0.0.5")
+    nbctl(ovn, "lsp-set-port-security", f"lsp-{s}", "0a:00:00:00:00:01 10.0.0.5")
+    nbctl(ovn, "lr-add", f"lr-{s}")
+    nbctl(ovn, "lrp-add", f"lr-{s}", f"lrp-{s}", "0a:00:00:00:00:fe", "10.0.0.1/24")
+    nbctl(ovn, "acl-add", f"ls-{s}", "to-lport", "1000", "ip4.src == 10.0.0.0/24", "allow-related")
+    nbctl(ovn, "lr-nat-add", f"lr-{s}", "snat", "172.16.0.10", "10.0.0.0/24")
+    nbctl(ovn, "lb-add", f"lb-{s}", "172.16.0.100:80", "10.0.0.5:8080", "tcp")
+    nbctl(ovn, "pg-add", f"pg-{s}", f"lsp-{s}")
+    dhcp = _uuid(nbctl(ovn, "create", "DHCP_Options", "cidr=10.0.0.0/24"))
+    nbctl(
+        ovn,
+        "dhcp-options-set-options",
+        str(dhcp),
+        "lease_time=3600",
+        "router=10.0.0.1",
+        "server_id=10.0.0.1",
+        "server_mac=0a:00:00:00:00:fe",
+    )
+    nbctl(ovn, "lsp-set-dhcpv4-options", f"lsp-{s}", str(dhcp))
+    nbctl(ovn, "create", "Address_Set", f"name=as_{s}", 'addresses="10.0.0.5","10.0.0.6"')
+
+    def one(model: type[Any], **equals: Any) -> Any:
+        found = cache.find(model, **equals)
+        return found[0] if len(found) == 1 else None
+
+    assert _eventually(
+        lambda: (
+            one(AddressSet, name=f"as_{s}") is not None
+            and one(LogicalSwitchPort, name=f"lsp-{s}") is not None
+            and one(LogicalSwitchPort, name=f"lsp-{s}").dhcpv4_options is not None
+        )
+    )
+    ls = one(LogicalSwitch, name=f"ls-{s}")
+    port = one(LogicalSwitchPort, name=f"lsp-{s}")
+    assert ls.id == _uuid(nbctl(ovn, "get", "Logical_Switch", f"ls-{s}", "_uuid"))
+    assert port.switch == ls.id
+    assert port.addresses == ["0a:00:00:00:00:01 10.0.0.5"]
+    assert port.port_security == ["0a:00:00:00:00:01 10.0.0.5"]
+    assert port.dhcpv4_options == dhcp
+    assert cache.get(DHCPOptions, dhcp).options["lease_time"] == "3600"  # type: ignore[union-attr]
+    lr = one(LogicalRouter, name=f"lr-{s}")
+    lrp = one(LogicalRouterPort, name=f"lrp-{s}")
+    assert (lrp.router, lrp.mac, lrp.networks) == (lr.id, "0a:00:00:00:00:fe", ["10.0.0.1/24"])
+    acl = [a for a in cache.find(ACL, switch=ls.id)]
+    assert [(a.direction, a.priority, a.action) for a in acl] == [(Direction.TO_LPORT, 1000, ACLAction.ALLOW_RELATED)]
+    nat = cache.find(NAT, router=lr.id)
+    assert [(n.type, n.external_ip, n.logical_ip) for n in nat] == [(NATType.SNAT, "172.16.0.10", "10.0.0.0/24")]
+    lb = one(LoadBalancer, name=f"lb-{s}")
+    assert lb.vips == {"172.16.0.100:80": "10.0.0.5:8080"}
+    assert one(PortGroup, name=f"pg-{s}").ports == [port.id]
+    assert one(AddressSet, name=f"as_{s}").addresses == ["10.0.0.5", "10.0.0.6"]
+    assert not cache.corrupt
+    cache.close()
+
+
+def test_objects_made_by_nbdb_show_in_nbctl_and_northd_makes_flows(ovn: dict[str, Any], db: nbdb.Database) -> None:
+    s = uuid.uuid4().hex[:6]
+    with db.transaction() as txn:
+        ls = txn.create(LogicalSwitch(name=f"nbdb-ls-{s}"))
+        txn.create(
+            LogicalSwitchPort(
+                switch=ls,
+                name=f"nbdb-vm-{s}",
+                addresses=["0a:00:00:00:01:01 10.1.0.5"],
+                port_security=["0a:00:00:00:01:01 10.1.0.5"],
+            )
+        )
+        lr = txn.create(LogicalRouter(name=f"nbdb-lr-{s}"))
+        txn.create(
+            LogicalRouterPort(router=lr, name=f"nbdb-lrp-{s}", mac="0a:00:00:00:01:fe", networks=["10.1.0.1/24"])
+        )
+        txn.create(
+            LogicalSwitchPort(
+                switch=ls,
+                name=f"nbdb-rp-{s}",
+                type=PortType.ROUTER,
+                addresses=["router"],
+                options={"router-port": f"nbdb-lrp-{s}"},
+            )
+        )
+        txn.create(
+            ACL(switch=ls, direction=Direction.FROM_LPORT, priority=1001, match="ip4", action=ACLAction.ALLOW_RELATED)
+        )
+        txn.create(NAT(router=lr, type=NATType.SNAT, external_ip="172.16.1.10", logical_ip="10.1.0.0/24"))
+    show = nbctl(ovn, "show", f"nbdb-ls-{s}")
+    assert f"nbdb-vm-{s}" in show and "0a:00:00:00:01:01 10.1.0.5" in show
+    assert "10.1.0.1/24" in nbctl(ovn, "show", f"nbdb-lr-{s}")
+    assert "ip4" in nbctl(ovn, "acl-list", f"nbdb-ls-{s}")
+    assert "172.16.1.10" in nbctl(ovn, "lr-nat-list", f"nbdb-lr-{s}")
+    assert nbctl(ovn, "get", "Logical_Switch", f"nbdb-ls-{s}", "_uuid") == str(ls.id)
+    # ovn-northd accepts them: datapaths and logical flows appear in the Southbound database.
+    assert _eventually(lambda: f"nbdb-ls-{s}" in sbctl(ovn, "--columns=external_ids", "list", "Datapath_Binding"), 30)
+    assert _eventually(lambda: "10.1.0.5" in sbctl(ovn, "lflow-list", f"nbdb-ls-{s}"), 30)
+    assert _eventually(lambda: "172.16.1.10" in sbctl(ovn, "lflow-list", f"nbdb-lr-{s}"), 30)
+
+
+def test_northd_writes_do_not_break_cas_or_the_cache(ovn: dict[str, Any], db: nbdb.Database) -> None:
+    s = uuid.uuid4().hex[:6]
+    ls = db.create(LogicalSwitch(name=f"cas-{s}"))
+    port = db.create(LogicalSwitchPort(switch=ls, name=f"cas-p-{s}", addresses=["0a:00:00:00:02:01 10.2.0.5"]))
+    nbctl(ovn, "set", "Logical_Switch_Port", f"cas-p-{s}", "enabled=false")  # a foreign write
+    with pytest.raises(nbdb.ConflictError):
+        db.update(port.replace(addresses=["0a:00:00:00:02:02 10.2.0.6"]))
+    # ovn-northd itself writes LSP.up, which is a foreign write too: re-read and retry like any client.
+    for _ in range(20):
+        fresh = db.get(LogicalSwitchPort, port.id)
+        assert fresh.enabled is False
+        try:
+            updated = db.update(fresh.replace(addresses=["0a:00:00:00:02:02 10.2.0.6"]))
+            break
+        except nbdb.ConflictError:
+            time.sleep(0.1)
+    else:
+        pytest.fail("update kept conflicting")
+    assert nbctl(ovn, "lsp-get-addresses", f"cas-p-{s}") == "0a:00:00:00:02:02 10.2.0.6"
+    got = db.get(LogicalSwitchPort, port.id)
+    assert got.addresses == updated.addresses and got.version >= updated.version
+
+
+def test_unmappable_rows_are_corrupt_reports_not_a_dead_cache(ovn: dict[str, Any], db: nbdb.Database) -> None:
+    s = uuid.uuid4().hex[:6]
+    cache = db.cache(LogicalSwitchPort)
+    assert cache.wait_synced(10)
+    nbctl(ovn, "ls-add", f"bad-{s}")
+    nbctl(ovn, "lsp-add", f"bad-{s}", f"bad-p-{s}")
+    bad = _uuid(nbctl(ovn, "get", "Logical_Switch_Port", f"bad-p-{s}", "_uuid"))
+    nbctl(ovn, "set", "Logical_Switch_Port", f"bad-p-{s}", "addresses=not-a-mac")
+    assert _eventually(lambda: ("LogicalSwitchPort", bad) in cache.corrupt)
+    nbctl(ovn, "lsp-add", f"bad-{s}", f"good-p-{s}")
+    assert _eventually(lambda: len(cache.find(LogicalSwitchPort, name=f"good-p-{s}")) == 1)
+    cache.close()
