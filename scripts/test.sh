@@ -13,4 +13,5 @@ exec .venv/bin/pytest \
   --nbdb-url=spawn:redis \
   --nbdb-url=spawn:etcd \
   --nbdb-url=spawn:ovsdb \
+  --nbdb-url=spawn:cassandra \
   "$@"

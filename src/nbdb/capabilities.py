@@ -19,8 +19,8 @@ class Atomicity(StrEnum):
     ATOMIC = "atomic"
     """Every transaction commits all or nothing."""
     SINGLE_PARTITION = "single-partition"
-    """Atomic when every object of the transaction has the same table and topic
-    (one partition); a wider transaction raises UnsupportedError, never a partial write."""
+    """Atomic when every object of the transaction has the same topic (one
+    partition); a wider transaction raises UnsupportedError, never a partial write."""
     NONE = "none"
     """No multi-object transactions: transaction() raises UnsupportedError."""
 

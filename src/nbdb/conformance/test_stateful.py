@@ -94,6 +94,15 @@ class ReferenceModel(RuleBasedStateMachine):
             with pytest.raises(nbdb.ReferenceError):
                 self.db.delete(current)
             return
+        if (
+            children
+            and self.db.capabilities.transactions is nbdb.Atomicity.SINGLE_PARTITION
+            and len({current.topic, *(self.model[k].topic for k in children)}) > 1
+        ):
+            # A cascade commits as one transaction: across topics (partitions) it is refused.
+            with pytest.raises(nbdb.UnsupportedError):
+                self.db.delete(current, cascade=True)
+            return
         self.db.delete(current, cascade=cascade)
         for key in [*children, parent]:
             del self.model[key]

@@ -1,0 +1,627 @@
+"""Cassandra backend: what the conformance kit cannot check — URLs, auth, restarts, contention,
+skewed writer clocks, stalled and crashed commits, history expiry, cross-topic references.
+
+The kit itself runs with ``pytest src/nbdb/conformance --nbdb-url=spawn:cassandra``.
+One Cassandra node is shared by the module (``cassandra_server``); the restart, auth and TLS
+tests start private ones. ``NBDB_CASSANDRA_URL=cassandra://...`` runs the shared-server tests
+against an existing cluster instead (for instance ``nbdb servers`` with ``members=3``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb.events import ChangeEvent, EventKind
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.testing import fixtures, require_server
+from nbdb.testing.cassandra import CassandraServer
+from nbdb.testing.ports import free_port
+from nbdb.testing.tls import TlsFiles, make_tls_files
+
+pytest.importorskip("cassandra")
+
+from nbdb.backends.cassandra import CassandraBackend
+from nbdb.families.widecolumn import WideColumnBackend
+
+cassandra_server = fixtures.cassandra_server  # one node shared by the module's tests
+server_factory = fixtures.server_factory
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def ns() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def url(request: pytest.FixtureRequest) -> str:
+    """The shared test node, or the cluster named by ``$NBDB_CASSANDRA_URL`` (e.g. a 3-node one)."""
+    external = os.environ.get("NBDB_CASSANDRA_URL")
+    if external:
+        return external
+    server: CassandraServer = request.getfixturevalue("cassandra_server")
+    return server.url
+
+
+@pytest.fixture
+def open_db(url: str) -> Iterator[Callable[..., nbdb.Database]]:
+    """Databases on the shared server, in one namespace private to the test (unless given)."""
+    namespace = ns()
+    opened: list[nbdb.Database] = []
+
+    def factory(**options: Any) -> nbdb.Database:
+        options.setdefault("namespace", namespace)
+        db = nbdb.connect(url, **options)
+        opened.append(db)
+        return db
+
+    yield factory
+    for db in opened:
+        db.close()
+
+
+def backend(db: nbdb.Database) -> WideColumnBackend:
+    assert isinstance(db.backend, WideColumnBackend)
+    return db.backend
+
+
+def drain(watch: nbdb.Watch, until: int, timeout: float = 30.0) -> list[ChangeEvent[Any]]:
+    """Every event until the watch's resume point reaches ``until``."""
+    out: list[ChangeEvent[Any]] = []
+    deadline = time.monotonic() + timeout
+    while watch.revision < until:
+        assert time.monotonic() < deadline, f"watch stuck at {watch.revision} < {until}"
+        out += watch.poll(0.5)
+    return out
+
+
+def replay(events: list[ChangeEvent[Any]]) -> dict[uuid.UUID, Any]:
+    """Apply events to an empty state, checking each object's versions arrive in order, once."""
+    state: dict[uuid.UUID, Any] = {}
+    for event in events:
+        previous = state.get(event.id)
+        if event.kind is EventKind.DELETED:
+            assert previous is not None and event.old == previous, f"bad delete of {event.id}"
+            del state[event.id]
+            continue
+        assert event.new is not None
+        if previous is None:
+            assert event.kind is EventKind.CREATED and event.new.version == 1, f"{event.id} starts mid-way"
+        else:
+            assert event.new.version == previous.version + 1, f"{event.id}: {previous.version} -> {event.new.version}"
+            assert event.old == previous
+        state[event.id] = event.new
+    return state
+
+
+# ---------------------------------------------------------------------------- URL grammar (no server)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "query",
+    [
+        "bogus=1",
+        "consistency=ONE",
+        "serial_consistency=QUORUM",
+        "rf=3&replication=dc1:3",
+        "replication=dc1",
+        "rf=0",
+        "history=x",
+        "ca=/tmp/ca.pem",
+        "tls=maybe",
+    ],
+)
+def test_bad_url_options_are_validation_errors(query: str) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        CassandraBackend.from_url(f"cassandra://127.0.0.1:{free_port()}/nbdb?{query}")
+
+
+@pytest.mark.timeout(10)
+def test_bad_keyspace_name_is_a_validation_error() -> None:
+    with pytest.raises(nbdb.ValidationError):
+        CassandraBackend.from_url(f"cassandra://127.0.0.1:{free_port()}/no-dashes")
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_server_fails_fast_with_backend_unavailable() -> None:
+    began = time.monotonic()
+    with pytest.raises(nbdb.BackendUnavailableError):
+        nbdb.connect(f"cassandra://127.0.0.1:{free_port()}/nbdb?connect_timeout=2")
+    assert time.monotonic() - began < 20
+
+
+# ---------------------------------------------------------------------------- partitions and references
+
+
+@pytest.mark.timeout(60)
+def test_transaction_in_one_topic_is_atomic_and_wider_is_refused(open_db: Callable[..., nbdb.Database]) -> None:
+    db = open_db()
+    assert db.capabilities.transactions is nbdb.Atomicity.SINGLE_PARTITION
+    switch = LogicalSwitch(name="sw", topic="tenant-a")
+    with db.transaction() as txn:
+        txn.create(switch)
+        for i in range(3):
+            txn.create(LogicalSwitchPort(switch=switch.id, name=f"p{i}", topic="tenant-a"))
+    assert len(db.list(LogicalSwitchPort, topic="tenant-a")) == 3
+    with db.watch(LogicalSwitchPort, since=0) as watch:
+        events = drain(watch, txn.revision or 0)
+    assert {e.revision for e in events} == {txn.revision}, "one commit, one revision"
+
+    stored = db.get(LogicalSwitch, switch.id)
+    with pytest.raises(nbdb.UnsupportedError):
+        with db.transaction() as wide:
+            wide.update(stored.replace(name="renamed"))
+            wide.create(LogicalSwitch(name="elsewhere", topic="tenant-b"))
+    assert db.get(LogicalSwitch, switch.id).name == "sw"
+    assert db.list(LogicalSwitch, topic="tenant-b") == []
+    # A cascade inside one topic is one partition: it works.
+    db.delete(stored, cascade=True)
+    assert db.list(LogicalSwitchPort, topic="tenant-a") == []
+
+
+@pytest.mark.timeout(60)
+def test_namespaces_are_isolated(open_db: Callable[..., nbdb.Database]) -> None:
+    a, b = open_db(namespace=ns()), open_db(namespace=ns())
+    shared_id = uuid.uuid4()
+    a.create(LogicalSwitch(id=shared_id, name="in-a"))
+    b.create(LogicalSwitch(id=shared_id, name="in-b"))
+    assert a.get(LogicalSwitch, shared_id).name == "in-a"
+    assert b.get(LogicalSwitch, shared_id).name == "in-b"
+    assert [s.name for s in a.list(LogicalSwitch)] == ["in-a"]
+    assert a.allocate_id("vni") == 1 and b.allocate_id("vni") == 1
+
+
+@pytest.mark.timeout(60)
+def test_same_id_in_another_topic_is_a_conflict(open_db: Callable[..., nbdb.Database]) -> None:
+    db = open_db()
+    first = db.create(LogicalSwitch(name="a", topic="t1"))
+    with pytest.raises(nbdb.ConflictError):
+        db.create(LogicalSwitch(id=first.id, name="b", topic="t2"))
+    with pytest.raises(nbdb.ValidationError):
+        db.update(first.replace(topic="t2"))
+
+
+@pytest.mark.timeout(60)
+def test_cross_topic_reference_protects_its_target(open_db: Callable[..., nbdb.Database]) -> None:
+    db = open_db()
+    switch = db.create(LogicalSwitch(name="sw", topic="infra"))
+    port = db.create(LogicalSwitchPort(switch=switch.id, name="p", topic="tenant"))
+    assert db.backend.referrers("LogicalSwitch", switch.id) == [("LogicalSwitchPort", port.id)]
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(switch)
+    with pytest.raises(nbdb.UnsupportedError):
+        db.delete(switch, cascade=True)  # the cascade would span two partitions
+    moved = db.update(port.replace(switch=db.create(LogicalSwitch(name="sw2", topic="infra")).id))
+    assert db.backend.referrers("LogicalSwitch", switch.id) == []
+    db.delete(switch)  # the update released the old reference
+    db.delete(moved)
+    with pytest.raises(nbdb.ReferenceError):
+        db.create(LogicalSwitchPort(switch=switch.id, name="dangling", topic="tenant"))
+
+
+@pytest.mark.timeout(60)
+def test_abandoned_reference_reservation_is_cleared_by_a_delete(open_db: Callable[..., nbdb.Database]) -> None:
+    db = open_db()
+    wc = backend(db)
+    switch = db.create(LogicalSwitch(name="sw", topic="infra"))
+    ghost = f"LogicalSwitchPort/{uuid.uuid4()}"
+    # A writer reserved a reference from topic "tenant" and died before committing its object:
+    reservation = f"{uuid.uuid4().hex}:tenant"
+    assert wc._cas(wc.W_REF_RESERVE, {ghost: reservation}, wc._ns, "infra", "LogicalSwitch", switch.id)
+    assert db.backend.referrers("LogicalSwitch", switch.id) == []  # unverified: not a referrer
+    db.delete(switch)  # seals "tenant", sees the source never committed, clears the entry
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LogicalSwitch, switch.id)
+
+
+@pytest.mark.timeout(60)
+def test_delete_racing_an_in_flight_cross_topic_reference_never_dangles(
+    open_db: Callable[..., nbdb.Database],
+) -> None:
+    writer_db, deleter_db = open_db(), open_db()
+    switch = deleter_db.create(LogicalSwitch(name="sw", topic="infra"))
+    entered, release = threading.Event(), threading.Event()
+
+    def stall(revision: int) -> None:
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)  # reserved on the switch, revision taken, batch not sent yet
+
+    backend(writer_db).before_commit = stall
+    outcome: list[Any] = []
+
+    def create_port() -> None:
+        try:
+            outcome.append(writer_db.create(LogicalSwitchPort(switch=switch.id, name="p", topic="tenant")))
+        except nbdb.NbdbError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=create_port)
+    thread.start()
+    assert entered.wait(10)
+    deleter_db.delete(switch)  # the port's commit is in flight: the delete stops it and wins
+    release.set()
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], nbdb.ReferenceError), outcome
+    assert deleter_db.list(LogicalSwitchPort, topic="tenant") == []
+
+
+# ---------------------------------------------------------------------------- contention
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_writers_on_one_object_lose_no_update(open_db: Callable[..., nbdb.Database]) -> None:
+    writers, increments = 4, 8
+    dbs = [open_db() for _ in range(writers)]
+    counter = dbs[0].create(LogicalSwitch(name="counter", external_ids={"n": "0"}))
+    watch = dbs[0].watch(LogicalSwitch, since=0)
+    failures: list[BaseException] = []
+
+    def work(db: nbdb.Database) -> None:
+        try:
+            for _ in range(increments):
+                while True:
+                    current = db.get(LogicalSwitch, counter.id)
+                    n = int(current.external_ids["n"]) + 1
+                    try:
+                        db.update(current.replace(external_ids={"n": str(n)}))
+                        break
+                    except nbdb.ConflictError:
+                        continue
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(db,)) for db in dbs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(100)
+    assert failures == []
+    final = dbs[0].get(LogicalSwitch, counter.id)
+    assert final.external_ids["n"] == str(writers * increments)
+    assert final.version == writers * increments + 1
+    events = drain(watch, dbs[0].backend.current_revision())
+    watch.close()
+    assert [e.new.version for e in events if e.new] == list(range(1, final.version + 1))
+    assert replay(events) == {final.id: final}
+
+
+# ---------------------------------------------------------------------------- the change feed
+
+
+@pytest.mark.timeout(180)
+def test_writers_with_skewed_clocks_feed_one_watcher_without_loss(open_db: Callable[..., nbdb.Database]) -> None:
+    """Writers whose clocks are an hour apart; one watcher of everything and one that resumes."""
+    offsets = [-3600.0, 0.0, 3600.0]
+    writers = [open_db(clock=lambda o=o: time.time() + o) for o in offsets]
+    watcher_db = open_db(clock=lambda: time.time() - 7200.0)
+    start = watcher_db.list(LogicalSwitch).revision
+    watch = watcher_db.watch([LogicalSwitch, LogicalSwitchPort], since=start)
+    topics = [None, "t1", "t2"]
+    failures: list[BaseException] = []
+    collected: list[ChangeEvent[Any]] = []
+    resumed_from: list[int] = []
+
+    def write(db: nbdb.Database, index: int) -> None:
+        try:
+            for i in range(12):
+                topic = topics[(index + i) % 3]
+                sw = db.create(LogicalSwitch(name=f"w{index}-{i}", topic=topic))
+                port = db.create(LogicalSwitchPort(switch=sw.id, name=f"p{index}-{i}", topic=topic))
+                sw = db.update(sw.replace(name=f"w{index}-{i}-renamed"))
+                if i % 3 == 0:
+                    db.delete(port)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(db, i)) for i, db in enumerate(writers)]
+    for t in threads:
+        t.start()
+    # Stop half-way and resume from the watch's revision with a new watch.
+    while len(collected) < 40 and any(t.is_alive() for t in threads):
+        collected += watch.poll(0.5)
+    resumed_from.append(watch.revision)
+    watch.close()
+    watch = watcher_db.watch([LogicalSwitch, LogicalSwitchPort], since=resumed_from[0])
+    for t in threads:
+        t.join(150)
+    assert failures == []
+    end = watcher_db.backend.current_revision()
+    collected += drain(watch, end)
+    watch.close()
+
+    revisions = [e.revision for e in collected]
+    keys = [(e.revision, e.id) for e in collected]
+    assert len(keys) == len(set(keys)), "a change was delivered twice"
+    assert revisions == sorted(revisions), "the feed is in revision order"
+    final = {o.id: o for o in watcher_db.list(LogicalSwitch)}
+    final.update({o.id: o for o in watcher_db.list(LogicalSwitchPort)})
+    assert replay(collected) == final
+    assert len(final) == 3 * 12 + 3 * 12 - 3 * 4
+
+
+@pytest.mark.timeout(120)
+def test_a_stalled_commit_is_waited_for_then_sealed_never_skipped(open_db: Callable[..., nbdb.Database]) -> None:
+    """A commit that lands late (behind revisions already read) is still delivered, once."""
+    settle = 0.8
+    slow_db, fast_db, watcher_db = open_db(settle=settle), open_db(settle=settle), open_db(settle=settle)
+    watch = watcher_db.watch(LogicalSwitch)
+    calls: list[int] = []
+    release = threading.Event()
+
+    def stall(revision: int) -> None:
+        calls.append(revision)
+        if len(calls) == 1:
+            release.wait(10)  # hold the first attempt past the settle window
+
+    backend(slow_db).before_commit = stall
+    result: list[Any] = []
+    slow = threading.Thread(target=lambda: result.append(slow_db.create(LogicalSwitch(name="slow", topic="t"))))
+    slow.start()
+    assert eventually(lambda: len(calls) == 1)
+    fast = [fast_db.create(LogicalSwitch(name=f"fast{i}", topic="u")) for i in range(3)]
+    # Nothing is delivered past a commit in flight, so the resume point stays exact...
+    assert watch.poll(settle / 3) == []
+    resume_point = watch.revision
+    assert resume_point < calls[0]
+    # ...until the settle window passes: the watcher seals the stalled commit's partition.
+    events: list[ChangeEvent[Any]] = []
+    deadline = time.monotonic() + 15
+    while len(events) < 3 and time.monotonic() < deadline:
+        events += watch.poll(0.2)
+    assert [e.id for e in events] == [f.id for f in fast]
+    assert watch.revision > calls[0]
+    release.set()
+    slow.join(30)
+    assert result, "the stalled writer retried with a new revision and succeeded"
+    assert len(calls) == 2 and calls[1] > calls[0]
+    end = watcher_db.backend.current_revision()
+    events += drain(watch, end)
+    watch.close()
+    assert [e.id for e in events] == [f.id for f in fast] + [result[0].id]
+    assert [e.revision for e in events] == sorted(e.revision for e in events)
+    with watcher_db.watch(LogicalSwitch, since=resume_point) as again:
+        assert [e.id for e in drain(again, end)] == [e.id for e in events]
+
+
+@pytest.mark.timeout(120)
+def test_a_late_commit_inside_the_settle_window_keeps_its_revision(open_db: Callable[..., nbdb.Database]) -> None:
+    slow_db, fast_db, watcher_db = open_db(settle=5), open_db(settle=5), open_db(settle=5)
+    watch = watcher_db.watch(LogicalSwitch)
+    calls: list[int] = []
+    release = threading.Event()
+
+    def stall(revision: int) -> None:
+        calls.append(revision)
+        release.wait(10)
+
+    backend(slow_db).before_commit = stall
+    result: list[Any] = []
+    slow = threading.Thread(target=lambda: result.append(slow_db.create(LogicalSwitch(name="late", topic="t"))))
+    slow.start()
+    assert eventually(lambda: len(calls) == 1)
+    fast = fast_db.create(LogicalSwitch(name="early", topic="t2"))
+    assert watch.poll(1.0) == [], "a later revision is not delivered before an earlier one in flight"
+    release.set()  # lands now, late, with the lower revision it took first
+    slow.join(30)
+    assert len(calls) == 1 and result
+    events = drain(watch, watcher_db.backend.current_revision())
+    watch.close()
+    assert [e.id for e in events] == [result[0].id, fast.id]
+    assert events[0].revision == calls[0] < events[1].revision
+
+
+@pytest.mark.timeout(120)
+def test_a_writer_that_dies_mid_commit_does_not_stall_watchers(open_db: Callable[..., nbdb.Database]) -> None:
+    doomed_db, db = open_db(settle=0.5), open_db(settle=0.5)
+
+    def crash(revision: int) -> None:
+        raise RuntimeError("process died between taking a revision and committing")
+
+    backend(doomed_db).before_commit = crash
+    watch = db.watch(LogicalSwitch)
+    with pytest.raises(RuntimeError):
+        doomed_db.create(LogicalSwitch(name="never", topic="t"))
+    after = db.create(LogicalSwitch(name="after", topic="t"))
+    events = drain(watch, db.backend.current_revision(), timeout=15)
+    watch.close()
+    assert [e.id for e in events] == [after.id]
+
+
+@pytest.mark.timeout(120)
+def test_list_revision_is_an_exact_cut_under_concurrent_writes(open_db: Callable[..., nbdb.Database]) -> None:
+    writer, reader = open_db(), open_db()
+    objs = [writer.create(LogicalSwitch(name=f"s{i}", topic="hot")) for i in range(5)]
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def churn() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                k = i % len(objs)
+                objs[k] = writer.update(objs[k].replace(name=f"s{k}-{i}"))
+                i += 1
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(4):
+            listed = reader.list(LogicalSwitch, topic="hot")
+            state = {o.id: o for o in listed}
+            time.sleep(0.2)
+            end = reader.backend.current_revision()
+            with reader.watch(LogicalSwitch, topics=["hot"], since=listed.revision) as watch:
+                events = drain(watch, end)
+            for event in events:
+                assert event.new is not None and event.old == state[event.id], "gap or overlap at the cut"
+                state[event.id] = event.new
+    finally:
+        stop.set()
+        thread.join(30)
+    assert failures == []
+
+
+@pytest.mark.timeout(120)
+def test_revisions_cross_sequencer_buckets(open_db: Callable[..., nbdb.Database], monkeypatch: Any) -> None:
+    from nbdb.families import widecolumn
+
+    monkeypatch.setattr(widecolumn, "BUCKET_SIZE", 4)
+    db, other = open_db(), open_db()
+    watch = db.watch(LogicalSwitch, since=0)
+    created = [(db if i % 2 else other).create(LogicalSwitch(name=f"s{i}", topic=f"t{i % 3}")) for i in range(11)]
+    assert db.backend.current_revision() == other.backend.current_revision() == 11
+    events = drain(watch, 11)
+    watch.close()
+    assert [e.id for e in events] == [c.id for c in created]
+    assert [e.revision for e in events] == list(range(1, 12))
+    fresh = open_db()  # starts from the bucket hint, not from bucket 0
+    assert fresh.backend.current_revision() == 11 and backend(fresh)._bucket == 2
+    with fresh.cache(LogicalSwitch) as cache:
+        assert cache.wait_synced(15) and len(cache) == 11
+
+
+@pytest.mark.timeout(60)
+def test_expired_history_means_history_gone_and_the_cache_relists(open_db: Callable[..., nbdb.Database]) -> None:
+    db = open_db(history=1)
+    start = db.list(LogicalSwitch).revision
+    first = db.create(LogicalSwitch(name="a"))
+    time.sleep(2.5)  # TTLs count whole seconds
+    db.create(LogicalSwitch(name="b"))
+    with db.watch(LogicalSwitch, since=start) as watch:
+        with pytest.raises(nbdb.HistoryGoneError):
+            for _ in range(20):
+                watch.poll(0.5)
+    with db.cache(LogicalSwitch) as cache:
+        assert cache.wait_synced(15)
+        assert cache.get(LogicalSwitch, first.id) is not None and len(cache) == 2
+
+
+# ---------------------------------------------------------------------------- servers of their own
+
+
+@pytest.mark.timeout(300)
+def test_node_restart_under_a_running_cache(server_factory: Callable[..., Any]) -> None:
+    server = server_factory("cassandra", durable=True)
+    url = f"{server.url}?timeout=5&connect_timeout=3"
+    namespace = ns()
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as writer:
+        before = [writer.create(LogicalSwitch(name=f"s{i}")) for i in range(5)]
+        events: list[ChangeEvent[Any]] = []
+        cache = db.cache(LogicalSwitch, on_change=events.append)
+        assert cache.wait_synced(30)
+        server.members[0].stop()
+        began = time.monotonic()
+        with pytest.raises(nbdb.BackendUnavailableError):
+            writer.create(LogicalSwitch(name="while-down"))
+        assert time.monotonic() - began < 30, "a write to a dead server must fail, not hang"
+        server.members[0].restart()
+        assert eventually(lambda: _writes(writer), timeout=90), "the client did not reconnect"
+        after = writer.update(before[0].replace(name="renamed"))
+        born = writer.create(LogicalSwitch(name="born"))
+        writer.delete(before[1])
+        expected = {o.id: o for o in writer.list(LogicalSwitch)}
+        assert eventually(lambda: {o.id: o for o in cache.list(LogicalSwitch)} == expected, timeout=60)
+        assert cache.get(LogicalSwitch, after.id) == after and cache.get(LogicalSwitch, born.id) == born
+        live = [(e.revision, e.id) for e in events if not e.synthetic]
+        assert len(live) == len(set(live)), "no change delivered twice"
+        cache.close()
+
+
+def _writes(db: nbdb.Database) -> bool:
+    try:
+        db.create(LogicalSwitch(name="probe"))
+        return True
+    except nbdb.BackendUnavailableError:
+        return False
+
+
+@pytest.mark.timeout(300)
+def test_password_authentication(server_factory: Callable[..., Any]) -> None:
+    server = server_factory("cassandra", auth=True)
+    with nbdb.connect(server.url, namespace=ns()) as db:
+        assert db.create(LogicalSwitch(name="authed")).version == 1
+    bad = server.url.replace("cassandra:cassandra@", "cassandra:wrong@")
+    with pytest.raises(nbdb.AuthError) as caught:
+        nbdb.connect(bad)
+    assert "wrong" not in str(caught.value)
+    anonymous = server.url.replace("cassandra:cassandra@", "")
+    with pytest.raises(nbdb.AuthError):
+        nbdb.connect(anonymous)
+
+
+@pytest.mark.timeout(120)
+def test_keyspace_is_created_and_its_tables_evolved(cassandra_server: CassandraServer) -> None:
+    keyspace = f"ks_{uuid.uuid4().hex[:8]}"
+    url = cassandra_server.url.rsplit("/", 1)[0] + f"/{keyspace}?rf=1"
+    with nbdb.connect(url, namespace="a") as db:
+        assert db.allocate_id("n") == 1
+        session = backend(db)._session
+        session.execute(f"ALTER TABLE {keyspace}.nbdb_meta DROP owner", timeout=60)
+    try:
+        with nbdb.connect(url, namespace="a") as db:  # an older schema: nbdb adds the column back
+            assert db.allocate_id("n") == 2
+    finally:
+        with nbdb.connect(cassandra_server.url, namespace="x") as db:
+            backend(db)._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
+class _TlsCassandraServer(CassandraServer):
+    """The harness's Cassandra with client encryption on (PEM files; plaintext still allowed
+    so that the harness's readiness probe, which speaks plaintext, keeps working)."""
+
+    def __init__(self, tls_files: TlsFiles, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tls_files = tls_files
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        assert self.base_dir is not None
+        pem = self.base_dir / "server.pem"
+        pem.write_text(self.tls_files.server_key.read_text() + self.tls_files.server_cert.read_text())
+        for member in self.members:
+            with open(member.extra["config"], "a") as config:
+                config.write(
+                    "\nclient_encryption_options:\n"
+                    "  enabled: true\n"
+                    "  optional: true\n"
+                    "  ssl_context_factory:\n"
+                    "    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory\n"
+                    f"  keystore: {pem}\n"
+                    f"  truststore: {self.tls_files.ca_cert}\n"
+                    "  require_client_auth: false\n"
+                )
+
+
+@pytest.mark.timeout(300)
+def test_tls_connection_verifies_the_server(tmp_path: Any) -> None:
+    require_server("cassandra")
+    good, other = make_tls_files(tmp_path / "good"), make_tls_files(tmp_path / "other")
+    server = _TlsCassandraServer(good, base_dir=tmp_path / "server").start()
+    try:
+        base = f"cassandra://127.0.0.1:{server.port}/nbdb?connect_timeout=5&tls=1"
+        with nbdb.connect(f"{base}&ca={good.ca_cert}", namespace=ns()) as db:
+            assert db.create(LogicalSwitch(name="over-tls")).version == 1
+            assert db.list(LogicalSwitch)[0].name == "over-tls"
+        with pytest.raises(nbdb.BackendUnavailableError):
+            nbdb.connect(f"{base}&ca={other.ca_cert}")  # a server the client's CA did not sign
+    finally:
+        server.stop()
