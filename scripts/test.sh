@@ -8,7 +8,7 @@ bash .ci/install-servers.sh
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 # Every backend runs the conformance kit; spawn:KIND starts a throwaway server.
-exec .venv/bin/pytest \
+.venv/bin/pytest \
   --nbdb-url=memory:// \
   --nbdb-url=spawn:redis \
   --nbdb-url=spawn:etcd \

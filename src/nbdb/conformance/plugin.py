@@ -72,9 +72,8 @@ def nbdb_url(nbdb_url_spec: str) -> Iterator[str]:
     if not nbdb_url_spec.startswith("spawn:"):
         yield nbdb_url_spec
         return
-    from nbdb import testing
-
     import nbdb.conformance.kit  # noqa: F401  (the kit's models must exist before a schema is generated)
+    from nbdb import testing
 
     kind = nbdb_url_spec.removeprefix("spawn:")
     testing.require_server(kind)  # fails in CI, skips with the install hint elsewhere
