@@ -17,7 +17,7 @@ from uuid import UUID
 from nbdb import errors
 from nbdb.cache import Cache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities
-from nbdb.codec import decode, encode
+from nbdb.codec import bulk, decode, encode
 from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.spi import ANY_VERSION, Backend, Delete, LockHandle, Put, WriteOp
 from nbdb.watch import ErrorHandler, Watch
@@ -283,13 +283,14 @@ class Database:
         model = _check_model_class(model)  # type: ignore[assignment]
         snapshot = self._backend.scan([model.nbdb_table], None if topic is None else [topic])
         out: _List[M] = []
-        for record in snapshot.records:
-            try:
-                out.append(decode(model, record))
-            except errors.CorruptRecordError:
-                if not skip_corrupt:
-                    raise
-                log.warning("list: skipping corrupt %s %s", record.table, record.id)
+        with bulk():
+            for record in snapshot.records:
+                try:
+                    out.append(decode(model, record, share=False))
+                except errors.CorruptRecordError:
+                    if not skip_corrupt:
+                        raise
+                    log.warning("list: skipping corrupt %s %s", record.table, record.id)
         return ListResult(out, snapshot.revision)
 
     def transaction(self) -> Transaction:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.codec import decode
+from nbdb.codec import bulk, decode
 from nbdb.events import ChangeEvent, EventKind
 from nbdb.models.base import Model
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
@@ -227,7 +227,7 @@ class Cache:
             model = self._models.get(record.table)
             if model is not None:
                 fresh[model][record.id] = record
-        with self._lock:
+        with self._lock, bulk():
             for model, records in fresh.items():
                 current = self._objects[model]
                 for id in [i for i in current if i not in records]:
@@ -239,18 +239,19 @@ class Cache:
                     old = current.get(id)
                     if old is not None and old.version == record.version:
                         continue
-                    new = self._decode(model, record)
+                    new = self._decode(model, record, share=False)
                     if new is None:
                         continue
                     self._put(model, old, new)
-                    kind = EventKind.CREATED if old is None else EventKind.UPDATED
-                    self._emit(ChangeEvent(kind, model, old, new, snapshot.revision, True))
+                    if self._subscribers:
+                        kind = EventKind.CREATED if old is None else EventKind.UPDATED
+                        self._emit(ChangeEvent(kind, model, old, new, snapshot.revision, True))
             self._revision = snapshot.revision
         self._synced.set()
 
-    def _decode(self, model: type[Model], record: Record) -> Model | None:
+    def _decode(self, model: type[Model], record: Record, share: bool = True) -> Model | None:
         try:
-            obj = decode(model, record)
+            obj = decode(model, record, share=share)
         except errors.CorruptRecordError as exc:
             self.corrupt[(model.nbdb_table, record.id)] = exc
             log.warning("cache: keeping the last good copy of %s %s: %s", model.nbdb_table, record.id, exc)
