@@ -30,3 +30,9 @@ def test_passwords_are_redacted() -> None:
     assert redact("redis://host:6379/0") == "redis://host:6379/0"
     with nbdb.connect("memory://") as db:
         assert "secret" not in repr(db)
+
+
+def test_query_string_secrets_are_redacted() -> None:
+    assert redact("etcd://h:2379?user=a&password=s3cret&timeout=1") == "etcd://h:2379?user=a&password=***&timeout=1"
+    assert "x1" not in redact("redis+sentinel://h:1,h:2/svc?sentinel_password=x1")
+    assert redact("redis://h/0?ssl_ca_certs=/etc/ca.pem") == "redis://h/0?ssl_ca_certs=/etc/ca.pem"

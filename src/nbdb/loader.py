@@ -12,6 +12,7 @@ The entry point names a :class:`nbdb.spi.Backend` subclass with a
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Protocol, cast
 
 from nbdb import errors
@@ -32,14 +33,19 @@ class BackendFactory(Protocol):
         """Open the backend named by ``url``."""
 
 
+_SECRET_OPTIONS = re.compile(r"([?&][A-Za-z_]*(?:password|secret|token)=)[^&]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and errors)."""
+    """``url`` with any password (in the authority or the query) replaced by ``***``, for logs and errors."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    if not sep:
         return url
-    creds, _, host = rest.partition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if "@" in authority:
+        creds, _, host = rest.partition("@")
+        rest = f"{creds.split(':', 1)[0]}:***@{host}"
+    return scheme + "://" + _SECRET_OPTIONS.sub(r"\1***", rest)
 
 
 def _extension_manager() -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+from nbdb.loader import redact
 from nbdb.testing.errors import HarnessError
 from nbdb.testing.ports import PortAllocator, release_ports
 from nbdb.testing.process import ManagedProcess, require_binary, wait_until
@@ -356,7 +357,7 @@ class Server(abc.ABC):
 
     def describe(self) -> str:
         """The URL with any password masked, for logs and ``repr``."""
-        return _mask(self.url) if self.members else f"{self.kind} (not started)"
+        return redact(self.url) if self.members else f"{self.kind} (not started)"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe() if self._started else 'stopped'}>"
@@ -417,12 +418,3 @@ class Server(abc.ABC):
             )
         server._started = True
         return server
-
-
-def _mask(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    creds, _, tail = rest.partition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}"
