@@ -13,6 +13,11 @@ used when the server has it), ``timeout`` (seconds to wait for the server,
 default 20), ``namespace``. Several remotes form a raft cluster: the ``ovs``
 IDL follows the leader and writes go to it only.
 
+With ``ovsdb+ssl``, ``private_key`` and ``certificate`` are the client's (ovsdb-server
+always asks for one) and the server's certificate must chain to ``ca_cert``; as with
+OVS's own tools, the host name is not checked. Each target gets its own SSL context,
+so connections with different certificates can live in one process.
+
 The ``ovs`` IDL keeps the replica (``monitor_cond_since``) and is driven from
 one thread of this backend; every other thread talks to it through a queue.
 See :mod:`nbdb.families.ovsdb` for the mapping, versions and revisions.
@@ -21,10 +26,12 @@ See :mod:`nbdb.families.ovsdb` for the mapping, versions and revisions.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import queue
+import select
 import socket
 import ssl
 import threading
@@ -81,6 +88,34 @@ class _Target:
 
     def describe(self) -> str:
         return f"ovsdb+{self.scheme}://" + ",".join(self.remotes)
+
+
+def _ssl_context(target: _Target) -> ssl.SSLContext:
+    """The client SSL context of ``target``: its key and certificate, trusting ``ca_cert`` only."""
+    assert target.private_key is not None and target.certificate is not None and target.ca_cert is not None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # Like OVS's own clients: the peer must chain to the CA; its name is not checked.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_verify_locations(cafile=target.ca_cert)
+    except (ssl.SSLError, OSError) as exc:
+        raise errors.ValidationError(f"ovsdb+ssl:// cannot load ca_cert {target.ca_cert!r}: {exc}") from None
+    try:
+        context.load_cert_chain(target.certificate, target.private_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise errors.ValidationError(
+            f"ovsdb+ssl:// cannot load certificate {target.certificate!r} with private_key "
+            f"{target.private_key!r}: {exc}"
+        ) from None
+    return context
+
+
+def _tls_refused(remote: str, exc: BaseException) -> errors.AuthError:
+    return errors.AuthError(
+        f"the OVSDB server at {remote} refused the TLS connection: {exc} "
+        "(is the client certificate signed by a CA the server trusts?)"
+    )
 
 
 def _parse(url: str, options: dict[str, Any]) -> _Target:
@@ -142,8 +177,14 @@ class _Rpc:
 
     def __init__(self, target: _Target, remote: str, timeout: float) -> None:
         self._target = target
+        self._remote = remote
+        self._tls = target.scheme == "ssl"
         self._sock = self._connect(remote, timeout)
         self._lock = threading.Lock()
+        # One SSL object must not read and write from two threads at once: TLS reads and
+        # writes take turns under this lock (the reader waits for data outside it).
+        self._io_lock = threading.Lock()
+        self._read_error: BaseException | None = None
         self._next = 0
         self._pending: dict[int, queue.Queue[dict[str, Any]]] = {}
         self.notifications: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -161,24 +202,53 @@ class _Rpc:
                 host, port = remote.rsplit(":", 1)
                 sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
                 if self._target.scheme == "ssl":
-                    ctx = ssl.create_default_context(cafile=self._target.ca_cert)
-                    ctx.check_hostname = False
-                    assert self._target.certificate is not None
-                    ctx.load_cert_chain(self._target.certificate, self._target.private_key)
-                    sock = ctx.wrap_socket(sock)
+                    context = _ssl_context(self._target)
+                    try:
+                        sock = context.wrap_socket(sock)
+                    except BaseException:
+                        sock.close()
+                        raise
+        except ssl.SSLCertVerificationError as exc:
+            raise errors.AuthError(
+                f"TLS handshake with {remote} failed: {exc.verify_message} (is ca_cert the CA that signed the "
+                "server's certificate?)"
+            ) from None
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            # A server that closes during the handshake is not (yet) serving TLS: retried.
+            raise errors.BackendUnavailableError(f"TLS handshake with {remote} was cut: {exc}") from None
         except ssl.SSLError as exc:
-            raise errors.AuthError(f"TLS handshake with {remote} failed: {exc}") from None
+            raise _tls_refused(remote, exc) from None
         except OSError as exc:
             raise errors.BackendUnavailableError(f"cannot connect to OVSDB at {remote}: {exc}") from None
-        sock.settimeout(None)
+        # TLS: short blocking reads, so the reader gives writers their turn.
+        sock.settimeout(0.05 if self._tls else None)
         return sock
+
+    def _recv(self) -> bytes | None:
+        """One read from the socket; None when nothing arrived yet."""
+        if not self._tls:
+            return self._sock.recv(65536)
+        assert isinstance(self._sock, ssl.SSLSocket)
+        with self._io_lock:
+            pending = self._sock.pending()
+        if not pending:
+            readable, _, _ = select.select([self._sock], [], [], 0.5)
+            if not readable:
+                return None
+        with self._io_lock:
+            try:
+                return self._sock.recv(65536)
+            except (TimeoutError, ssl.SSLWantReadError):
+                return None
 
     def _read(self) -> None:
         decoder = json.JSONDecoder()
         buf = ""
         try:
             while True:
-                chunk = self._sock.recv(65536)
+                chunk = self._recv()
+                if chunk is None:
+                    continue
                 if not chunk:
                     break
                 buf += chunk.decode()
@@ -192,8 +262,8 @@ class _Rpc:
                         break
                     buf = buf[end:]
                     self._dispatch(msg)
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError) as exc:
+            self._read_error = exc
         finally:
             self.closed.set()
             for q in list(self._pending.values()):
@@ -212,7 +282,29 @@ class _Rpc:
     def _send(self, msg: dict[str, Any]) -> None:
         data = json.dumps(msg).encode()
         with self._lock:
-            self._sock.sendall(data)
+            if not self._tls:
+                self._sock.sendall(data)
+                return
+            with self._io_lock:
+                self._sock.settimeout(5.0)
+                try:
+                    self._sock.sendall(data)
+                finally:
+                    self._sock.settimeout(0.05)
+
+    def _raise_if_refused(self) -> None:
+        """Raise :class:`AuthError` if the server ended the TLS session with an alert.
+
+        TLS 1.3 servers check the client certificate after the client's handshake is
+        done: a refusal shows up as an alert on the first read.
+        """
+        error = self._read_error
+        if (
+            self._tls
+            and isinstance(error, ssl.SSLError)
+            and not isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
+        ):
+            raise _tls_refused(self._remote, error)
 
     def call(self, method: str, params: list[Any], timeout: float) -> Any:
         with self._lock:
@@ -224,20 +316,26 @@ class _Rpc:
             self._send({"id": mid, "method": method, "params": params})
             msg = reply.get(timeout=timeout)
         except OSError as exc:
+            # The reader may hold the reason (a TLS alert) for the broken pipe.
+            self.closed.wait(1.0)
+            self._raise_if_refused()
             raise errors.BackendUnavailableError(f"OVSDB connection failed: {exc}") from None
         except queue.Empty:
             raise errors.BackendUnavailableError(f"OVSDB did not answer {method} within {timeout}s") from None
         finally:
             self._pending.pop(mid, None)
         if msg.get("error") is not None:
+            if self.closed.is_set():
+                self._raise_if_refused()
             raise errors.BackendUnavailableError(f"OVSDB {method} failed: {msg['error']}")
         return msg.get("result")
 
     def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        with self._io_lock:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._sock.close()
         self.closed.wait(2)
 
@@ -277,6 +375,9 @@ def _leader_rpc(target: _Target, database: str, deadline: float) -> _Rpc:
                     return rpc
             except errors.BackendUnavailableError as exc:
                 problems.append(str(exc))
+            except BaseException:
+                rpc.close()
+                raise
             rpc.close()
         if time.monotonic() >= deadline:
             raise errors.BackendUnavailableError(
@@ -368,6 +469,49 @@ def _make_idl_class() -> type:
     return _NbdbIdl
 
 
+_SSL_METHOD_IDS = itertools.count(1)
+
+
+def _register_ssl_method(context: ssl.SSLContext) -> str:
+    """Register an ``ovs`` stream method that opens SSL connections with ``context``; return its name.
+
+    The ``ovs`` library's own ``ssl:`` method reads one key, certificate and CA per process
+    (``Stream.ssl_set_*``); a method per target keeps targets with different certificates apart.
+    """
+    import ovs.socket_util
+    import ovs.stream
+
+    def _open(suffix: str, dscp: int) -> tuple[int, Any]:
+        # ovs.stream.SSLStream._open with this target's context.
+        address = ovs.socket_util.inet_parse_active(suffix, 0)
+        family, sock = ovs.socket_util.inet_create_socket_active(socket.SOCK_STREAM, address)
+        if sock is None:
+            return family, sock
+        ssl_sock = context.wrap_socket(sock, do_handshake_on_connect=False)
+        error = ovs.socket_util.inet_connect_active(ssl_sock, address, family, dscp)
+        if not error:
+            try:
+                ssl_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:
+                ssl_sock.close()
+                return ovs.socket_util.get_exception_errno(exc), None
+        return error, ssl_sock
+
+    stream_class = type("NbdbSslStream", (ovs.stream.SSLStream,), {"_open": staticmethod(_open)})
+    name = f"nbdbssl{next(_SSL_METHOD_IDS)}"
+    # Copy-on-write: an IDL thread may be iterating the table in Stream._find_method.
+    ovs.stream.Stream._SOCKET_METHODS = {**ovs.stream.Stream._SOCKET_METHODS, f"{name}:": stream_class}
+    return name
+
+
+def _unregister_ssl_method(name: str) -> None:
+    import ovs.stream
+
+    methods = dict(ovs.stream.Stream._SOCKET_METHODS)
+    methods.pop(f"{name}:", None)
+    ovs.stream.Stream._SOCKET_METHODS = methods
+
+
 class _Driver:
     """Owns the IDLs and the one thread that runs them; shared by backends with the same target."""
 
@@ -395,6 +539,7 @@ class _Driver:
         self.model_db = target.model_db if target.model_db in self.dbs else None
         self.mapping: Mapping_ = build_mapping(schemas, self.nb_db, self.model_db)
         self.replica = Replica(self.mapping, self.versions, target.namespace)
+        self._ssl_method = _register_ssl_method(_ssl_context(target)) if target.scheme == "ssl" else None
         self._idls = self._make_idls(schemas)
         self._thread = threading.Thread(target=self._run, name="nbdb-ovsdb-idl", daemon=True)
         self._thread.start()
@@ -410,13 +555,10 @@ class _Driver:
 
     def _make_idls(self, schemas: dict[str, Any]) -> dict[str, Any]:
         import ovs.db.idl
-        import ovs.stream
 
-        if self.target.scheme == "ssl":
-            # The ovs library keeps SSL settings process-wide.
-            ovs.stream.Stream.ssl_set_private_key_file(self.target.private_key)
-            ovs.stream.Stream.ssl_set_certificate_file(self.target.certificate)
-            ovs.stream.Stream.ssl_set_ca_cert_file(self.target.ca_cert)
+        remotes = self.target.ovs_remotes()
+        if self._ssl_method is not None:
+            remotes = ",".join(f"{self._ssl_method}:{r}" for r in self.target.remotes)
         idl_class = _make_idl_class()
         idls = {}
         for db in self.dbs:
@@ -426,7 +568,7 @@ class _Driver:
                 helper.register_columns(table, cols)
             if not columns:
                 continue
-            idl = idl_class(self.target.ovs_remotes(), helper, self.replica, db)
+            idl = idl_class(remotes, helper, self.replica, db)
             if self.target.namespace:
                 for table in columns:
                     idl.cond_change(
@@ -530,6 +672,8 @@ class _Driver:
                 os.close(fd)
             except OSError:
                 pass
+        if self._ssl_method is not None:
+            _unregister_ssl_method(self._ssl_method)
         # Wake anyone blocked on the replica.
         with self.replica.cond:
             self.replica.cond.notify_all()

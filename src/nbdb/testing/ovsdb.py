@@ -9,11 +9,13 @@ import re
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from nbdb.testing.base import Member, Server
 from nbdb.testing.errors import INSTALL_HINT, HarnessError, ServerNotInstalledError
 from nbdb.testing.probes import run_tool
 from nbdb.testing.process import find_binary
+from nbdb.testing.tls import TlsFiles, make_tls_files
 
 __all__ = ["OvsdbServer", "find_ovn_nb_schema"]
 
@@ -37,13 +39,20 @@ def find_ovn_nb_schema() -> Path:
 
 
 class OvsdbServer(Server):
-    """ovsdb-server serving one database over TCP on loopback.
+    """ovsdb-server serving one database over TCP (or SSL) on loopback.
 
     ``members=1`` gives a standalone database, ``members=3`` a raft cluster built with
     ``ovsdb-tool create-cluster``/``join-cluster``. ``schema`` is a schema file path
     (default: the OVN Northbound schema). URL: ``ovsdb+tcp://127.0.0.1:P`` or, for a
     cluster, ``ovsdb+tcp://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3``; ``remotes`` gives the
     same in OVS syntax (``tcp:127.0.0.1:P1,...``) for ``ovn-nbctl --db``.
+
+    With ``tls`` the client remotes are SSL only (``pssl:P:127.0.0.1``, certificates from a
+    throwaway CA in ``<base_dir>/tls``, see :attr:`tls_files`; ovsdb-server always asks
+    for a client certificate signed by that CA). The URL becomes
+    ``ovsdb+ssl://127.0.0.1:P?private_key=…&certificate=…&ca_cert=…`` (the client key and
+    certificate) and ``remotes`` ``ssl:127.0.0.1:P``. Raft traffic between members stays
+    on TCP.
     """
 
     kind = "ovsdb"
@@ -54,7 +63,7 @@ class OvsdbServer(Server):
         ("ovs-appctl", "openvswitch-common"),
     )
     default_timeout = 30.0
-    option_names = ("schema", "database", "model_schema")
+    option_names = ("schema", "database", "model_schema", "tls")
 
     def __init__(
         self,
@@ -62,12 +71,39 @@ class OvsdbServer(Server):
         schema: str | Path | None = None,
         database: str | None = None,
         model_schema: bool = False,
+        tls: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.schema = str(schema) if schema is not None else None
         self.database = database
         self.model_schema = model_schema
+        self.tls = tls
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        """The CA and the server and client certificates of an SSL server (None without ``tls``)."""
+        if not self.tls or self.base_dir is None:
+            return None
+        directory = self.base_dir / "tls"
+        return TlsFiles(
+            ca_cert=directory / "ca.crt",
+            server_cert=directory / "server.crt",
+            server_key=directory / "server.key",
+            client_cert=directory / "client.crt",
+            client_key=directory / "client.key",
+        )
+
+    def _ssl_options(self) -> list[str]:
+        """``--private-key``/``--certificate``/``--ca-cert`` with the client certificate (for ovsdb-client)."""
+        files = self.tls_files
+        if files is None:
+            return []
+        return [
+            f"--private-key={files.client_key}",
+            f"--certificate={files.client_cert}",
+            f"--ca-cert={files.ca_cert}",
+        ]
 
     def _model_db(self, member_dir: Path, tool: str) -> list[str]:
         """With ``model_schema``: a second database for the nbdb models that have no OVN table.
@@ -104,6 +140,9 @@ class OvsdbServer(Server):
         self.schema = str(schema)
         tool = self._tool("ovsdb-tool")
         self.database = run_tool([tool, "schema-name", str(schema)]).strip()
+        if self.tls:
+            assert self.base_dir is not None
+            make_tls_files(self.base_dir / "tls")
         server_bin = self._tool("ovsdb-server")
         names = [f"ovsdb{i}" for i in range(1, self.size + 1)]
         ports = {n: {"client": self._alloc(), **({"raft": self._alloc()} if self.clustered else {})} for n in names}
@@ -132,10 +171,20 @@ class OvsdbServer(Server):
             except subprocess.CalledProcessError as exc:
                 raise HarnessError(f"ovsdb-tool failed: {exc.stderr.strip()}") from exc
             ctl = member_dir / "ovsdb.ctl"
+            files = self.tls_files
+            if files is None:
+                remote = [f"--remote=ptcp:{ports[name]['client']}:127.0.0.1"]
+            else:
+                remote = [
+                    f"--remote=pssl:{ports[name]['client']}:127.0.0.1",
+                    f"--private-key={files.server_key}",
+                    f"--certificate={files.server_cert}",
+                    f"--ca-cert={files.ca_cert}",
+                ]
             argv = [
                 server_bin,
                 *db_files,
-                f"--remote=ptcp:{ports[name]['client']}:127.0.0.1",
+                *remote,
                 f"--unixctl={ctl}",
                 "--no-chdir",
                 "-vconsole:info",
@@ -169,7 +218,7 @@ class OvsdbServer(Server):
 
     def member_ready(self, member: Member) -> bool:
         dbs = run_tool(
-            [self._tool("ovsdb-client"), "--timeout=2", "list-dbs", f"tcp:{member.address}"],
+            [self._tool("ovsdb-client"), "--timeout=2", *self._ssl_options(), "list-dbs", self._remote(member)],
             timeout=3,
         ).split()
         if self.database not in dbs:
@@ -196,14 +245,39 @@ class OvsdbServer(Server):
                 return member
         raise HarnessError(f"no ovsdb member is raft leader now ({errors or 'election running'})")
 
+    def _remote(self, member: Member) -> str:
+        return f"{'ssl' if self.tls else 'tcp'}:{member.address}"
+
     @property
     def remotes(self) -> str:
-        """OVS-style remote list (``tcp:127.0.0.1:P1,...``) for ovsdb-client or ovn-nbctl."""
-        return ",".join(f"tcp:{m.address}" for m in self.members)
+        """OVS-style remote list (``tcp:127.0.0.1:P1,...`` or ``ssl:…``) for ovsdb-client or ovn-nbctl.
+
+        With ``tls``, the tools also need ``-p``/``-c``/``-C`` (or ``--private-key``,
+        ``--certificate``, ``--ca-cert``) with the files of :attr:`tls_files`.
+        """
+        return ",".join(self._remote(m) for m in self.members)
 
     @property
     def url(self) -> str:
-        return "ovsdb+tcp://" + ",".join(m.address for m in self.members)
+        addresses = ",".join(m.address for m in self.members)
+        files = self.tls_files
+        if files is None:
+            return "ovsdb+tcp://" + addresses
+        query = "&".join(
+            f"{name}={quote(str(path))}"
+            for name, path in (
+                ("private_key", files.client_key),
+                ("certificate", files.client_cert),
+                ("ca_cert", files.ca_cert),
+            )
+        )
+        return f"ovsdb+ssl://{addresses}?{query}"
 
     def _extra_info(self) -> dict[str, Any]:
-        return {"database": self.database, "schema": self.schema, "remotes": self.remotes}
+        files = self.tls_files
+        return {
+            "database": self.database,
+            "schema": self.schema,
+            "remotes": self.remotes,
+            "tls": files.to_state() if files else None,
+        }
