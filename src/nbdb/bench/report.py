@@ -128,6 +128,8 @@ def _status_lines(result: BenchResult) -> list[str]:
             lines.append(f"{name}: skipped — {info.get('reason')}")
         elif info.get("raw_baseline") not in (None, "yes"):
             lines.append(f"{name}: no raw baseline — {info['raw_baseline']}")
+        for group, reason in info.get("raw_unsupported", {}).items():
+            lines.append(f"{name}: no raw baseline for {group} — {reason}")
     for err in result.errors:
         lines.append(f"{err['backend']}: {err['workload']} ({err['impl']}) failed — {err['error']}")
     return lines

@@ -1,0 +1,160 @@
+"""The raw baselines of etcd, OVSDB and Cassandra against real servers from the harness.
+
+Each raw client keeps the contract of :class:`nbdb.bench.raw.RawClient`
+(compare-and-swap on versions, atomic multi-creates, scans, a change feed
+where the backend has one), and ``nbdb bench`` pairs its figures with nbdb's.
+No timed assertions: figures must exist and be positive, not be fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbdb.bench.config import SIZES
+from nbdb.bench.raw import RawClient, RawConflict, open_raw
+from nbdb.bench.results import Measurement
+from nbdb.bench.runner import run_bench
+from nbdb.bench.workloads import Group
+from nbdb.bench.workloads.common import PORT, populate_raw
+from nbdb.cli import main
+from nbdb.testing import Server
+from nbdb.testing.fixtures import cassandra_server, etcd_server, ovsdb_server  # noqa: F401 - pytest fixtures
+
+KINDS = ["etcd", "ovsdb", "cassandra"]
+CRUD = {"write.create", "read.get", "write.update", "write.delete"}
+
+
+@pytest.fixture(params=KINDS)
+def server(request: pytest.FixtureRequest) -> tuple[str, Server]:
+    """(backend name, its harness server)."""
+    pytest.importorskip(f"nbdb.backends.{request.param}")
+    return request.param, request.getfixturevalue(f"{request.param}_server")
+
+
+def _raw(kind: str, server: Server, namespace: str) -> RawClient:
+    return open_raw(kind, server.url, namespace)
+
+
+@pytest.mark.timeout(120)
+def test_raw_client_keeps_the_contract(server: tuple[str, Server]) -> None:
+    kind, srv = server
+    client = _raw(kind, srv, f"raw-contract-{kind}")
+    try:
+        docs: list[dict[str, Any]] = populate_raw(client, 5)[1]
+        assert sorted(json.loads(v)["id"] for v in client.scan(client.prefix(PORT))) == sorted(d["id"] for d in docs)
+        doc = docs[0]
+        key = client.key(PORT, str(doc["id"]))
+        got = client.get(key)
+        assert got is not None and got[1] == 1 and json.loads(got[0])["name"] == doc["name"]
+        with pytest.raises(RawConflict):
+            client.create(key, json.dumps(doc).encode())
+        new = {**doc, "up": True}
+        assert client.update(key, json.dumps(new).encode(), 1) == 2
+        with pytest.raises(RawConflict):
+            client.update(key, json.dumps(doc).encode(), 1)
+        got = client.get(key)
+        assert got is not None and got[1] == 2 and json.loads(got[0])["up"] is True
+        with pytest.raises(RawConflict):
+            client.delete(key, 1)
+        client.delete(key, 2)
+        assert client.get(key) is None
+        assert len(client.scan(client.prefix(PORT))) == 4
+        # An atomic multi-create with one existing key writes nothing.
+        fresh = {**docs[1], "id": "11111111-1111-4111-8111-111111111111", "name": f"{doc['name']}-x"}
+        with pytest.raises(RawConflict):
+            client.create_many(
+                [
+                    (client.key(PORT, fresh["id"]), json.dumps(fresh).encode()),
+                    (client.key(PORT, str(docs[1]["id"])), json.dumps(docs[1]).encode()),
+                ]
+            )
+        assert client.get(client.key(PORT, fresh["id"])) is None
+    finally:
+        client.cleanup()
+        assert client.scan(client.prefix(PORT)) == []
+        client.close()
+
+
+@pytest.mark.timeout(120)
+def test_raw_follower_sees_published_changes(server: tuple[str, Server]) -> None:
+    kind, srv = server
+    client = _raw(kind, srv, f"raw-follow-{kind}")
+    try:
+        docs: list[dict[str, Any]] = populate_raw(client, 2)[1]
+        doc = docs[0]
+        key = client.key(PORT, str(doc["id"]))
+        new = {**doc, "external_ids": {**doc["external_ids"], "seq": "7"}}
+        if kind == "cassandra":
+            with pytest.raises(NotImplementedError):
+                client.follower()
+            return
+        feed = client.follower()
+        try:
+            assert client.publish(key, json.dumps(new).encode(), 1) == 2
+            seen: list[tuple[str, bytes | None]] = []
+            for _ in range(20):
+                seen += feed.poll(0.5)
+                if seen:
+                    break
+            assert [k for k, _ in seen] == [key]
+            value = seen[0][1]
+            assert value is not None and json.loads(value)["external_ids"]["seq"] == "7"
+            assert feed.poll(0.05) == []
+        finally:
+            feed.close()
+    finally:
+        client.cleanup()
+        client.close()
+
+
+@pytest.mark.timeout(240)
+def test_bench_reports_ratios_against_the_raw_client(server: tuple[str, Server], tmp_path: Path) -> None:
+    kind, srv = server
+    code = main(
+        [
+            "bench",
+            "--sizes",
+            "tiny",
+            "--backends",
+            kind,
+            "--urls",
+            f"{kind}={srv.url}",
+            "--workloads",
+            "crud,fanout",
+            "--no-plots",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert code == 0, data["errors"]
+    assert data["backends"][kind]["raw_baseline"] == "yes"
+    ratios = {r["workload"]: r["ratio"] for r in data["ratios"]}
+    assert CRUD <= set(ratios) and all(ratios[w] > 0 for w in CRUD), ratios
+    for m in data["measurements"]:
+        assert m["count"] > 0 and m["rate_per_s"] > 0, m
+    if kind == "cassandra":
+        assert "watch.fanout" not in ratios
+        assert "fanout" in data["backends"][kind]["raw_unsupported"]
+    else:
+        assert ratios["watch.fanout"] > 0
+        assert "raw_unsupported" not in data["backends"][kind]
+
+
+@pytest.mark.timeout(60)
+def test_a_group_a_raw_client_cannot_do_is_no_baseline_not_an_error() -> None:
+    def nbdb_side(target: Any, sizes: Any, **_: Any) -> list[Measurement]:
+        return [Measurement("read.get", target.name, "nbdb", 1, 1000)]
+
+    def raw_side(target: Any, sizes: Any, **_: Any) -> list[Measurement]:
+        raise NotImplementedError("nothing raw does this")
+
+    group = Group("probe", nbdb_side, raw_side, lambda _: [{}])
+    result = run_bench(["memory"], SIZES["tiny"], groups=[group])
+    assert result.errors == []
+    assert result.backends["memory"]["raw_unsupported"] == {"probe": "nothing raw does this"}
+    assert [m.impl for m in result.measurements] == ["nbdb"]
