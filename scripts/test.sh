@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash .ci/install-servers.sh
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+# The whole suite includes the slow Cassandra harness tests (3 nodes, kill -9 durability, auth).
+export NBDB_TEST_CASSANDRA_EXTRA="${NBDB_TEST_CASSANDRA_EXTRA:-1}"
 # Every backend runs the conformance kit; spawn:KIND starts a throwaway server.
 .venv/bin/pytest \
   --nbdb-url=memory:// \
