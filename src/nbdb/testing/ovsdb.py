@@ -85,14 +85,7 @@ class OvsdbServer(Server):
         """The CA and the server and client certificates of an SSL server (None without ``tls``)."""
         if not self.tls or self.base_dir is None:
             return None
-        directory = self.base_dir / "tls"
-        return TlsFiles(
-            ca_cert=directory / "ca.crt",
-            server_cert=directory / "server.crt",
-            server_key=directory / "server.key",
-            client_cert=directory / "client.crt",
-            client_key=directory / "client.key",
-        )
+        return TlsFiles.in_directory(self.base_dir / "tls")
 
     def _ssl_options(self) -> list[str]:
         """``--private-key``/``--certificate``/``--ca-cert`` with the client certificate (for ovsdb-client)."""

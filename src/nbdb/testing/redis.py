@@ -54,14 +54,7 @@ class _RedisBase(Server):
         """The CA and certificates of a TLS server (None without TLS)."""
         if not self.tls or self.base_dir is None:
             return None
-        directory = self.base_dir / "tls"
-        return TlsFiles(
-            ca_cert=directory / "ca.crt",
-            server_cert=directory / "server.crt",
-            server_key=directory / "server.key",
-            client_cert=directory / "client.crt",
-            client_key=directory / "client.key",
-        )
+        return TlsFiles.in_directory(self.base_dir / "tls")
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A client SSL context trusting the test CA (None without TLS)."""

@@ -23,6 +23,17 @@ class TlsFiles:
     client_cert: Path
     client_key: Path
 
+    @classmethod
+    def in_directory(cls, directory: Path) -> TlsFiles:
+        """The files :func:`make_tls_files` writes into ``directory``."""
+        return cls(
+            ca_cert=directory / "ca.crt",
+            server_cert=directory / "server.crt",
+            server_key=directory / "server.key",
+            client_cert=directory / "client.crt",
+            client_key=directory / "client.key",
+        )
+
     def client_context(self, *, with_client_cert: bool = False) -> ssl.SSLContext:
         """An SSL context that trusts the test CA (and presents the client certificate)."""
         context = ssl.create_default_context(cafile=str(self.ca_cert))
@@ -101,10 +112,4 @@ def make_tls_files(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "loca
         )
     for path in directory.glob("*.key"):
         path.chmod(0o600)
-    return TlsFiles(
-        ca_cert=directory / "ca.crt",
-        server_cert=directory / "server.crt",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.crt",
-        client_key=directory / "client.key",
-    )
+    return TlsFiles.in_directory(directory)
