@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol, cast
+from urllib.parse import parse_qs
 
 from nbdb import errors
 from nbdb.spi import Backend
 
-__all__ = ["BACKEND_GROUP", "BackendFactory", "installed_backends", "load_backend", "redact"]
+__all__ = ["BACKEND_GROUP", "BackendFactory", "installed_backends", "load_backend", "redact", "url_options"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,27 @@ def redact(url: str) -> str:
         creds, _, host = rest.partition("@")
         rest = f"{creds.split(':', 1)[0]}:***@{host}"
     return scheme + "://" + _SECRET_OPTIONS.sub(r"\1***", rest)
+
+
+def url_options(
+    query: str,
+    options: Mapping[str, Any],
+    allowed: Collection[str],
+    label: str,
+    *,
+    keep_blank_values: bool = True,
+) -> dict[str, Any]:
+    """A URL's query-string options merged with keyword options (keywords win).
+
+    Every backend's ``from_url`` takes its options this way; a name not in
+    ``allowed`` raises :class:`nbdb.ValidationError` naming the backend by ``label``.
+    """
+    merged: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=keep_blank_values).items()}
+    merged.update(options)
+    unknown = set(merged) - set(allowed)
+    if unknown:
+        raise errors.ValidationError(f"unknown {label} option(s): {', '.join(sorted(unknown))}")
+    return merged
 
 
 def _extension_manager() -> Any:

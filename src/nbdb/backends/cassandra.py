@@ -29,11 +29,12 @@ import re
 import ssl
 import threading
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability
 from nbdb.families.widecolumn import OutcomeUnknownError, WideColumnBackend, WideColumnOptions
+from nbdb.loader import url_options
 
 try:
     import cassandra
@@ -193,11 +194,7 @@ class CassandraBackend(WideColumnBackend):
         parts = urlsplit(url)
         if parts.scheme.lower() != "cassandra":
             raise errors.ValidationError(f"not a cassandra:// URL: {parts.scheme}://...")
-        query: dict[str, Any] = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        query.update(options)
-        unknown = set(query) - _OPTIONS
-        if unknown:
-            raise errors.ValidationError(f"unknown cassandra:// option(s): {', '.join(sorted(unknown))}")
+        query = url_options(parts.query, options, _OPTIONS, "cassandra://")
 
         netloc = parts.netloc
         username = password = None

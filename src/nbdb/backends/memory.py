@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability
@@ -29,6 +29,7 @@ from nbdb.families.kv import (
     PrefixUnchangedSince,
     VersionIs,
 )
+from nbdb.loader import url_options
 
 __all__ = ["MemoryBackend", "MemoryStore"]
 
@@ -170,12 +171,14 @@ class MemoryBackend(KeyValueBackend):
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
         """Open ``memory://[NAME][?history=N]``; ``namespace=`` selects an isolated store of that name."""
         parts = urlsplit(url)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        query.update({k: str(v) for k, v in options.items()})
+        query = url_options(
+            parts.query,
+            {k: str(v) for k, v in options.items()},
+            {"history", "namespace"},
+            "memory://",
+            keep_blank_values=False,
+        )
         namespace = query.pop("namespace", "")
-        unknown = set(query) - {"history"}
-        if unknown:
-            raise errors.ValidationError(f"unknown memory:// option(s): {', '.join(sorted(unknown))}")
         try:
             history = int(query.get("history", DEFAULT_HISTORY))
         except ValueError:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability
@@ -57,6 +57,7 @@ from nbdb.families.ovsdb import (
     build_mapping,
     generate_schema,
 )
+from nbdb.loader import url_options
 from nbdb.spi import LockHandle
 
 __all__ = ["OvsdbBackend", "generate_schema"]
@@ -123,11 +124,13 @@ def _parse(url: str, options: dict[str, Any]) -> _Target:
     scheme = parts.scheme.lower()
     if scheme not in ("ovsdb+tcp", "ovsdb+ssl", "ovsdb+unix"):
         raise errors.ValidationError(f"not an OVSDB URL: {url!r} (want ovsdb+tcp://, ovsdb+ssl:// or ovsdb+unix://)")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    query.update({k: str(v) for k, v in options.items() if v is not None})
-    unknown = set(query) - _OPTIONS
-    if unknown:
-        raise errors.ValidationError(f"unknown ovsdb option(s): {', '.join(sorted(unknown))}")
+    query = url_options(
+        parts.query,
+        {k: str(v) for k, v in options.items() if v is not None},
+        _OPTIONS,
+        "ovsdb",
+        keep_blank_values=False,
+    )
     kind = scheme.split("+")[1]
     if kind == "unix":
         path = unquote(parts.netloc + parts.path)

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.exceptions as rexc
@@ -60,6 +60,7 @@ from nbdb.families.pubsub import (
     LogRead,
     decode_changes,
 )
+from nbdb.loader import url_options
 
 __all__ = ["RedisBackend", "RedisConfig"]
 
@@ -412,11 +413,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RedisConfig:
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise errors.ValidationError(f"not a redis URL scheme: {scheme!r} (want one of {', '.join(_SCHEMES)})")
-    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    query.update({k: str(v) for k, v in options.items() if v is not None})
-    unknown = set(query) - _OPTION_NAMES
-    if unknown:
-        raise errors.ValidationError(f"unknown redis option(s): {', '.join(sorted(unknown))}")
+    query = url_options(parts.query, {k: str(v) for k, v in options.items() if v is not None}, _OPTION_NAMES, "redis")
 
     netloc = parts.netloc
     username = password = None

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
 from nbdb.backends.etcd import _wire as wire
@@ -32,7 +32,7 @@ from nbdb.families.kv import (
     PrefixUnchangedSince,
     VersionIs,
 )
-from nbdb.loader import redact
+from nbdb.loader import redact, url_options
 
 __all__ = ["EtcdBackend"]
 
@@ -91,11 +91,8 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
     scheme = parts.scheme.lower()
     if scheme not in ("etcd", "etcd+https"):
         raise errors.ValidationError(f"not an etcd URL: {redact(url)!r}")
-    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    query.update({k: ("1" if v is True else "0" if v is False else str(v)) for k, v in options.items()})
-    unknown = set(query) - _OPTIONS
-    if unknown:
-        raise errors.ValidationError(f"unknown etcd:// option(s): {', '.join(sorted(unknown))}")
+    keyword = {k: ("1" if v is True else "0" if v is False else str(v)) for k, v in options.items()}
+    query = url_options(parts.query, keyword, _OPTIONS, "etcd://")
     userinfo, at, hosts = parts.netloc.rpartition("@")
     user: str | None = None
     password: str | None = None
