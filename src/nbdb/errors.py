@@ -12,9 +12,11 @@ from typing import Any
 __all__ = [
     "AuthError",
     "BackendUnavailableError",
+    "CommitUnknownError",
     "ConflictError",
     "CorruptRecordError",
     "HistoryGoneError",
+    "LockLostError",
     "LockTimeoutError",
     "NbdbError",
     "NotFoundError",
@@ -63,6 +65,16 @@ class BackendUnavailableError(NbdbError, ConnectionError):
     """The server could not be reached (after the configured retries)."""
 
 
+class CommitUnknownError(BackendUnavailableError):
+    """A write may or may not have been applied: its outcome could not be settled.
+
+    The request reached (or may have reached) the server, the reply was lost,
+    and the retry policy ran out before the backend could tell whether the
+    commit landed. It is never reported as a :class:`ConflictError`: re-read
+    the objects to see which happened before acting again.
+    """
+
+
 class AuthError(NbdbError):
     """The server refused the credentials, or the caller lacks permission."""
 
@@ -85,6 +97,14 @@ class HistoryGoneError(NbdbError):
 
     History was compacted or trimmed, or a standalone server restarted. A
     watcher gets this instead of a silent gap; a cache re-lists on it.
+    """
+
+
+class LockLostError(NbdbError):
+    """A fenced write was refused: the lock it was fenced on is no longer held by its holder.
+
+    Nothing was written. Stop acting as the lock's holder; take the lock again
+    before writing.
     """
 
 
