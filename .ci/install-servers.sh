@@ -4,7 +4,7 @@
 #     openvswitch-common (ovsdb-server, ovsdb-tool, ovs-appctl), ovn-central/ovn-common
 #     (OVN NB schema, ovn-nbctl, ovn-northd), openssl, a JDK 17 and Maven;
 #   - Apache Cassandra 5.0 (cassandra-all and its dependencies) resolved from Maven Central
-#     with tools/cassandra/pom.xml into ${NBDB_CACHE:-$HOME/.cache/nbdb}/cassandra.
+#     with .ci/maven/cassandra/pom.xml into ${NBDB_CACHE:-$HOME/.cache/nbdb}/cassandra.
 #
 # Idempotent and quiet when everything is already there. Distro services are never left
 # running: package maintainer scripts are refused by a policy-rc.d during the install, and
@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 CACHE=${NBDB_CACHE:-$HOME/.cache/nbdb}
 CASSANDRA_DIR=$CACHE/cassandra
-POM=$ROOT/tools/cassandra/pom.xml
+POM=$ROOT/.ci/maven/cassandra/pom.xml
 FORCE=0
 [[ ${1:-} == --force ]] && FORCE=1
 

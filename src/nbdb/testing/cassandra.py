@@ -138,7 +138,7 @@ class CassandraServer(Server):
         if not any(lib.glob("cassandra-all-*.jar")):
             raise ServerNotInstalledError(
                 f"Cassandra jars not found in {lib} (they are fetched from Maven Central "
-                f"with tools/cassandra/pom.xml); {INSTALL_HINT}"
+                f"with .ci/maven/cassandra/pom.xml); {INSTALL_HINT}"
             )
 
     @property

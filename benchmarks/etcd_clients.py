@@ -10,7 +10,7 @@ the project's, because ``etcd3`` only imports with pure-Python protobuf::
 
     python -m venv /tmp/etcdeval
     /tmp/etcdeval/bin/pip install grpcio etcd3 aetcd etcd3gw -e .
-    /tmp/etcdeval/bin/python tools/etcd/bench_clients.py --endpoint 127.0.0.1:2379 [-n 2000]
+    /tmp/etcdeval/bin/python benchmarks/etcd_clients.py --endpoint 127.0.0.1:2379 [-n 2000]
 
 Each candidate runs in its own subprocess (``etcd3`` needs
 PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python, which must not leak into the others).
