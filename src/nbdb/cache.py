@@ -274,7 +274,7 @@ class Cache:
             if current is None:
                 return
             self._remove(model, current)
-            self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision))
+            self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision, change.synthetic))
             return
         if current is not None and current.version >= change.new.version:
             return  # already applied (a re-delivered change)
@@ -283,7 +283,7 @@ class Cache:
             return
         self._put(model, current, new)
         kind = EventKind.CREATED if current is None else EventKind.UPDATED
-        self._emit(ChangeEvent(kind, model, current, new, change.revision))
+        self._emit(ChangeEvent(kind, model, current, new, change.revision, change.synthetic))
 
     def _put(self, model: type[Model], old: Model | None, new: Model) -> None:
         if old is not None:

@@ -1,0 +1,176 @@
+"""The OVSDB backend: the OVN Northbound database itself, through nbdb's typed models."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from nbdb import errors
+from nbdb.backends.ovsdb.locks import hold_lock, lock_name
+from nbdb.backends.ovsdb.session import Session
+from nbdb.backends.ovsdb.url import DEFAULT_NB, Target, parse_url
+from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.families.ovsdb import schemagen
+from nbdb.families.ovsdb.family import OvsdbFamilyBackend
+from nbdb.families.ovsdb.mapping import build_mapping
+from nbdb.families.ovsdb.ovn import OVN_BINDINGS
+from nbdb.families.ovsdb.replica import Replica
+from nbdb.families.ovsdb.rows import VersionBook
+from nbdb.models.base import Model
+from nbdb.models.shape import model_shapes, shape_of
+from nbdb.spi import LockHandle
+
+__all__ = ["OvsdbBackend", "generate_schema"]
+
+log = logging.getLogger(__name__)
+
+
+def generate_schema(
+    models: Iterable[type[Model]] | None = None, name: str = "nbdb", version: str = "1.0.0"
+) -> dict[str, Any]:
+    """An ``.ovsschema`` for the models no ``OVN_Northbound`` table holds (see :mod:`nbdb.families.ovsdb`).
+
+    ``models`` defaults to every model defined in this process.
+    """
+    shapes = model_shapes() if models is None else tuple(shape_of(m) for m in models)
+    return schemagen.generate_schema(shapes, name, version, exclude={b.model_table for b in OVN_BINDINGS})
+
+
+class _Driver:
+    """One session, its replica and mapping: shared by the backends opened on the same target."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.users = 0
+        self.session = Session(target)
+        schemas = self.session.open()
+        try:
+            self.nb_db = target.database
+            self.model_db = target.model_db if target.model_db in schemas else None
+            self.mapping = build_mapping(schemas, {target.database: OVN_BINDINGS}, model_shapes(), self.model_db)
+            self.versions = VersionBook()
+            self.replica = Replica(self.mapping, self.versions, target.namespace)
+            self.session.start(self.replica, self.mapping)
+        except BaseException:
+            self.session.close()
+            raise
+
+    def close(self) -> None:
+        self.session.close()
+
+
+_DRIVERS: dict[Target, _Driver] = {}
+_DRIVERS_LOCK = threading.Lock()
+
+
+def _acquire_driver(target: Target) -> _Driver:
+    with _DRIVERS_LOCK:
+        driver = _DRIVERS.get(target)
+        if driver is None:
+            driver = _Driver(target)
+            _DRIVERS[target] = driver
+        driver.users += 1
+        return driver
+
+
+def _release_driver(driver: _Driver) -> None:
+    with _DRIVERS_LOCK:
+        driver.users -= 1
+        if driver.users > 0:
+            return
+        if _DRIVERS.get(driver.target) is driver:
+            del _DRIVERS[driver.target]
+    driver.close()
+
+
+class OvsdbBackend(OvsdbFamilyBackend):
+    """The OVN Northbound database (and optionally a model database) on ovsdb-server.
+
+    URLs::
+
+        ovsdb+tcp://HOST:PORT[,HOST:PORT...][/DATABASE][?options]
+        ovsdb+ssl://HOST:PORT[,...][/DATABASE]?private_key=K&certificate=C&ca_cert=CA
+        ovsdb+unix:///PATH/TO/SOCKET[?options]
+
+    Several remotes are the members of a raft cluster (the backend keeps to
+    the leader) or relays in front of one. See ``docs/backends/ovsdb.md``.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        transactions=Atomicity.ATOMIC,
+        linearizable_reads=True,
+        server_side_topic_filter=False,
+        durability=Durability.DURABLE,
+        history="the last 10,000 changes seen by this connection; a revision of another connection or process "
+        "is gone; after a reconnect the changes missed arrive merged: a watch ends with HistoryGoneError there, "
+        "a cache applies them as the exact difference",
+        cross_process=True,
+        notes="Objects are rows of the real OVN_Northbound tables (interoperable with ovn-nbctl, ovn-northd "
+        "and ovsdbapp). List fields come back in OVSDB set order (sorted, without duplicates). Locks are "
+        "OVSDB's native locks, held as long as the lock's connection lives (ttl is not used). A transaction "
+        "must stay within one OVSDB database.",
+    )
+
+    def __init__(self, driver: _Driver) -> None:
+        self._driver = driver
+        self.mapping = driver.mapping
+        self.replica = driver.replica
+        self.namespace = driver.target.namespace
+        self.nb_db = driver.nb_db
+        self.commit_timeout = driver.target.timeout
+        self._closed = False
+        self._locks_lock = threading.Lock()
+        self._local_locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> OvsdbBackend:
+        """Open ``ovsdb+tcp://``, ``ovsdb+ssl://`` or ``ovsdb+unix://`` (see the class docstring)."""
+        return cls(_acquire_driver(parse_url(url, options)))
+
+    def __repr__(self) -> str:
+        return f"<OvsdbBackend {self._driver.target.describe()} db={self.nb_db}>"
+
+    def _transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
+        if self._closed:
+            raise errors.BackendUnavailableError("this OVSDB backend is closed")
+        return self._driver.session.transact(db, ops)
+
+    def _sync(self, db: str) -> None:
+        if self._closed:
+            raise errors.BackendUnavailableError("this OVSDB backend is closed")
+        self._driver.session.sync(db)
+
+    @contextmanager
+    def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
+        """OVSDB's native lock ``nbdb_<sha256(namespace/name)>``, on a connection of its own to the leader."""
+        if ttl <= 0:
+            raise errors.ValidationError("lock ttl must be positive")
+        key = lock_name(self.namespace, name)
+        with self._locks_lock:
+            local = self._local_locks.get(key)
+            if local is None:
+                local = threading.Lock()
+                self._local_locks[key] = local
+        # One OVSDB session may ask for a lock once: threads of this backend queue here first.
+        started = time.monotonic()
+        if not local.acquire(timeout=-1 if timeout is None else timeout):
+            raise errors.LockTimeoutError(f"lock {name!r} is held by another owner; gave up after {timeout}s")
+        try:
+            target = self._driver.target
+            context = self._driver.session.ssl_context
+            remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            with hold_lock(target, self.nb_db or DEFAULT_NB, context, name, remaining) as handle:
+                yield handle
+        finally:
+            local.release()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        _release_driver(self._driver)

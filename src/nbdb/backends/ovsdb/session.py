@@ -1,0 +1,261 @@
+"""The backend's connection, kept up: monitors that feed the replica, and every transaction.
+
+One connection carries the monitors (``monitor_cond_since``, one per database,
+with the namespace as a server-side condition), a monitor of ``_Server`` that
+says whether the server may still be written (a raft member that loses the
+leadership, or its cluster, is left at once), and the transactions. On
+reconnect the monitors resume from the last transaction id each database
+delivered: the server sends what changed since (or, if it kept no history,
+everything), which the replica applies as one synthetic catch-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from typing import Any
+
+from nbdb import errors
+from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, usable
+from nbdb.backends.ovsdb.rpc import RpcClosed, RpcConnection, RpcError
+from nbdb.backends.ovsdb.transport import ssl_context
+from nbdb.backends.ovsdb.url import Target
+from nbdb.families.ovsdb.family import TransactLost, TransactNotSent
+from nbdb.families.ovsdb.mapping import Mapping_
+from nbdb.families.ovsdb.replica import Replica
+from nbdb.families.ovsdb.rows import EXT_NAMESPACE
+from nbdb.families.ovsdb.schema import DatabaseSchema
+
+__all__ = ["Session"]
+
+log = logging.getLogger(__name__)
+
+NO_TXN = "00000000-0000-0000-0000-000000000000"
+_SERVER_MONITOR = "nbdb:_Server"
+
+
+class Session:
+    """A connection to a usable server of ``target``, reconnected (and resynced) for as long as it lives."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.ssl_context: ssl.SSLContext | None = ssl_context(target) if target.scheme == "ssl" else None
+        self._rpc: RpcConnection | None = None
+        self._remote_index = 0
+        self._cond = threading.Condition()
+        self._ready = False
+        self._stop = threading.Event()
+        self._replica: Replica | None = None
+        self._mapping: Mapping_ | None = None
+        self._databases: list[str] = []
+        self._roles: dict[str, dict[str, Any]] = {}
+        self._supervisor: threading.Thread | None = None
+        self.reconnects = 0
+
+    # ---------------------------------------------------------------- start
+
+    def open(self) -> dict[str, DatabaseSchema]:
+        """Connect for the first time; the schemas of the served databases nbdb uses."""
+        deadline = time.monotonic() + self.target.timeout
+        rpc, self._remote_index = connect_to_server(
+            self.target,
+            [self.target.database, self.target.model_db],
+            self._notify,
+            self.ssl_context,
+            deadline,
+        )
+        try:
+            served = rpc.call("list_dbs", [], self.target.timeout)
+            wanted = [db for db in (self.target.database, self.target.model_db) if db in served]
+            schemas = {db: DatabaseSchema.parse(rpc.call("get_schema", [db], self.target.timeout)) for db in wanted}
+        except BaseException:
+            rpc.close()
+            raise
+        self._rpc = rpc
+        return schemas
+
+    def start(self, replica: Replica, mapping: Mapping_) -> None:
+        """Monitor the mapped tables into ``replica`` and keep the connection up from now on."""
+        self._replica = replica
+        self._mapping = mapping
+        self._databases = mapping.databases() or [self.target.database]
+        rpc = self._rpc
+        assert rpc is not None
+        try:
+            self._monitor(rpc, time.monotonic() + self.target.timeout)
+        except BaseException:
+            rpc.close()
+            raise
+        with self._cond:
+            self._ready = True
+            self._cond.notify_all()
+        self._supervisor = threading.Thread(target=self._supervise, name="nbdb-ovsdb-session", daemon=True)
+        self._supervisor.start()
+
+    def _monitor(self, rpc: RpcConnection, deadline: float) -> None:
+        """Start the monitors on a fresh connection and wait for their first state."""
+        assert self._replica is not None and self._mapping is not None
+        replica, mapping = self._replica, self._mapping
+        calls = []
+        server_request = {"Database": [{"columns": SERVER_COLUMNS}]}
+        calls.append(rpc.request("monitor_cond", ["_Server", _SERVER_MONITOR, server_request], self._server_state))
+        condition = (
+            [["external_ids", "includes", ["map", [[EXT_NAMESPACE, self.target.namespace]]]]]
+            if self.target.namespace
+            else None
+        )
+        for db in mapping.databases():
+            requests: dict[str, Any] = {}
+            for table, columns in mapping.monitor_columns(db).items():
+                request: dict[str, Any] = {"columns": columns}
+                if condition is not None:
+                    request["where"] = condition
+                requests[table] = [request]
+            since = replica.last_txn.get(db, NO_TXN) if db in replica.synced else NO_TXN
+
+            def on_reply(result: Any, db: str = db) -> None:
+                found, txn, updates = result
+                if db not in replica.synced or not found:
+                    replica.resync(db, updates or {}, txn)
+                elif updates:
+                    replica.apply(db, updates, synthetic=True, txn=txn)
+                else:
+                    replica.last_txn[db] = txn
+
+            calls.append(rpc.request("monitor_cond_since", [db, f"nbdb:{db}", requests, since], on_reply))
+        for call in calls:
+            call.wait(max(0.5, deadline - time.monotonic()))
+
+    # ---------------------------------------------------------------- the I/O thread's side
+
+    def _notify(self, method: str, params: list[Any]) -> None:
+        replica = self._replica
+        if method == "update3" and replica is not None and len(params) == 3:
+            monitor, txn, updates = params
+            if isinstance(monitor, str) and monitor.startswith("nbdb:"):
+                replica.apply(monitor[len("nbdb:") :], updates, txn=txn)
+        elif method == "update2" and len(params) == 2 and params[0] == _SERVER_MONITOR:
+            self._server_state(params[1])
+
+    def _server_state(self, updates: Any) -> None:
+        """Follow ``_Server.Database``; leave a server that can no longer write our databases."""
+        for id, change in (updates.get("Database") or {}).items():
+            if "delete" in change:
+                self._roles.pop(id, None)
+                continue
+            row = self._roles.setdefault(id, {})
+            row.update(change.get("initial") or change.get("insert") or change.get("modify") or {})
+        roles = [ServerRole.from_row(row) for row in self._roles.values()]
+        served = [db for db in self._databases if any(r.name == db for r in roles)]
+        problem = usable(roles, served or self._databases[:1])
+        rpc = self._rpc
+        if problem is not None and rpc is not None and self._ready:
+            log.info("ovsdb: %s %s now; reconnecting", rpc.remote, problem)
+            rpc.close()
+
+    # ---------------------------------------------------------------- reconnecting
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            rpc = self._rpc
+            if rpc is not None:
+                rpc.closed.wait()
+            if self._stop.is_set():
+                return
+            with self._cond:
+                self._ready = False
+            log.info("ovsdb: connection to %s lost; reconnecting", rpc.remote if rpc else self.target.describe())
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            deadline = time.monotonic() + self.target.timeout
+            try:
+                rpc, self._remote_index = connect_to_server(
+                    self.target,
+                    self._databases,
+                    self._notify,
+                    self.ssl_context,
+                    deadline,
+                    start=(self._remote_index + 1) % len(self.target.remotes),
+                    stop=self._stop.is_set,
+                )
+                self._roles = {}
+                self._rpc = rpc
+                self._monitor(rpc, deadline)
+            except errors.NbdbError as exc:
+                log.info("ovsdb: reconnecting to %s failed: %s", self.target.describe(), exc)
+                if self._rpc is not None:
+                    self._rpc.close()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            self.reconnects += 1
+            with self._cond:
+                self._ready = True
+                self._cond.notify_all()
+            return
+
+    def _connection(self, deadline: float) -> RpcConnection:
+        """The connection, once monitored; TransactNotSent if none comes up before ``deadline``."""
+        with self._cond:
+            while not self._ready or self._rpc is None or self._rpc.closed.is_set():
+                if self._stop.is_set():
+                    raise errors.BackendUnavailableError("the OVSDB backend is closed")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TransactNotSent(f"no OVSDB server of {self.target.describe()} for {self.target.timeout}s")
+                self._cond.wait(min(remaining, 0.1))
+            return self._rpc
+
+    # ---------------------------------------------------------------- the family's primitives
+
+    def transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
+        """One transaction (see :meth:`nbdb.families.ovsdb.OvsdbFamilyBackend._transact`)."""
+        rpc = self._connection(time.monotonic() + self.target.timeout)
+        call = rpc.request("transact", [db, *ops])
+        try:
+            result = call.wait(self.target.timeout)
+        except RpcClosed as exc:
+            if exc.sent:
+                raise TransactLost(str(exc)) from None
+            raise TransactNotSent(str(exc)) from None
+        except RpcError as exc:
+            raise errors.ValidationError(f"OVSDB rejected a transaction: {exc.error}") from None
+        except errors.BackendUnavailableError as exc:
+            raise TransactLost(str(exc)) from None
+        if not isinstance(result, list):
+            raise TransactLost(f"unexpected OVSDB reply: {result!r}")
+        return result
+
+    def sync(self, db: str) -> None:
+        """Return once the replica shows every commit acknowledged before the call (an empty transaction)."""
+        deadline = time.monotonic() + self.target.timeout
+        while True:
+            rpc = self._connection(deadline)
+            try:
+                rpc.call("transact", [db], max(0.5, deadline - time.monotonic()))
+                return
+            except RpcClosed:
+                if time.monotonic() > deadline:
+                    raise errors.BackendUnavailableError(
+                        f"OVSDB at {self.target.describe()} unreachable for {self.target.timeout}s"
+                    ) from None
+            except RpcError as exc:
+                raise errors.BackendUnavailableError(f"OVSDB refused to read {db}: {exc.error}") from None
+
+    def close(self) -> None:
+        """Stop reconnecting and close the connection."""
+        self._stop.set()
+        rpc = self._rpc
+        if rpc is not None:
+            rpc.close()
+        if self._supervisor is not None and threading.current_thread() is not self._supervisor:
+            self._supervisor.join(10)
+        with self._cond:
+            self._cond.notify_all()
+        if self._replica is not None:
+            self._replica.wake()
