@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar
 
 from nbdb import errors
@@ -163,9 +163,26 @@ class OvsdbBackend(OvsdbFamilyBackend):
         try:
             target = self._driver.target
             context = self._driver.session.ssl_context
-            remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
-            with hold_lock(target, self.nb_db or DEFAULT_NB, context, name, remaining) as handle:
-                yield handle
+            # The lock's connection is its lease: if it dies before the lock is granted (or with the
+            # reply granting it), the server frees the lock, and asking again on a new one is safe.
+            give_up = time.monotonic() + target.timeout
+            while True:
+                remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+                with ExitStack() as stack:
+                    try:
+                        handle = stack.enter_context(
+                            hold_lock(target, self.nb_db or DEFAULT_NB, context, name, remaining)
+                        )
+                    except (errors.AuthError, errors.LockTimeoutError):
+                        raise
+                    except errors.BackendUnavailableError as exc:
+                        if time.monotonic() > give_up:
+                            raise
+                        log.info("ovsdb: lock %r: %s; asking again", name, exc)
+                        time.sleep(0.1)
+                        continue
+                    yield handle
+                    return
         finally:
             local.release()
 

@@ -227,6 +227,9 @@ class RpcConnection:
                         with self._lock:
                             self._flush()
                     if self._sock not in readable:
+                        if not readable:
+                            for message in self._framer.idle(force=True):
+                                self._dispatch(message)
                         self._check_alive()
                         continue
                 self._read_available()

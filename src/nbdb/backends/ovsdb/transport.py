@@ -20,7 +20,7 @@ from nbdb.backends.ovsdb.url import Target
 
 __all__ = ["JsonFramer", "open_socket", "ssl_context"]
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _WS = b" \t\r\n"
 
 
@@ -97,33 +97,39 @@ def open_socket(target: Target, remote: str, timeout: float, context: ssl.SSLCon
 class JsonFramer:
     """Splits a byte stream of concatenated JSON objects into parsed messages.
 
-    A message is parsed once its braces balance and it ends in ``}``: the
-    count is a hint (braces inside strings are not skipped, to keep the scan
-    at C speed), so :meth:`idle` — called when the socket has nothing more to
-    read — checks the exact balance before trying, and a parse that fails for
-    want of the rest simply waits for more bytes.
+    A message is parsed once its braces balance and it ends in ``}``. The
+    count is a hint — braces inside strings are counted too, to keep the scan
+    at C speed — so when the socket has nothing more to read, :meth:`idle`
+    checks the exact balance (strings stripped) before trying: at once when
+    forced (the connection has been quiet for a while), else only once the
+    buffer has doubled since the last check, so a big message trickling in
+    is not re-scanned for every chunk.
     """
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
+        self._size = 0
         self._balance = 0
+        self._checked = 0
 
     def feed(self, data: bytes) -> list[Any]:
         """Messages completed by ``data``."""
         self._parts.append(data)
+        self._size += len(data)
         self._balance += data.count(b"{") - data.count(b"}")
         if self._balance != 0 or not data.rstrip(_WS).endswith(b"}"):
             return []
         return self._parse()
 
-    def idle(self) -> list[Any]:
-        """Messages complete in the buffer, whatever the hint says (the sender paused)."""
-        if not self._parts or self._balance == 0:
+    def idle(self, force: bool = False) -> list[Any]:
+        """Messages complete in the buffer whatever the hint says (the sender paused)."""
+        if not self._parts or self._balance == 0 or not self._parts[-1].rstrip(_WS).endswith(b"}"):
             return []
+        if not force and self._size < 2 * self._checked:
+            return []
+        self._checked = self._size
         buffer = b"".join(self._parts)
         self._parts = [buffer]
-        if not buffer.rstrip(_WS).endswith(b"}"):
-            return []
         stripped = _STRING.sub(b"", buffer)
         if stripped.count(b"{") != stripped.count(b"}"):
             return []
@@ -136,7 +142,7 @@ class JsonFramer:
         except ValueError:
             return self._split(buffer)
         self._parts = []
-        self._balance = 0
+        self._size = self._balance = self._checked = 0
         return [message]
 
     def _split(self, buffer: bytes) -> list[Any]:
@@ -160,5 +166,7 @@ class JsonFramer:
             out.append(message)
         rest = text[index:].encode()
         self._parts = [rest] if rest else []
+        self._size = len(rest)
         self._balance = rest.count(b"{") - rest.count(b"}")
+        self._checked = 0
         return out

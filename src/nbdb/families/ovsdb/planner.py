@@ -31,7 +31,7 @@ from typing import Any
 
 from nbdb import errors
 from nbdb.families.ovsdb.datum import cell_to_wire, wire_map
-from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, VERSION, Mapping_, TableMap
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import (
     EXT_DIGEST,
@@ -97,7 +97,15 @@ def _mutate(table: str, row: uuid.UUID, column: str, how: str, member: uuid.UUID
 
 
 def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The wire form of the columns a compare-and-swap of ``tm``'s row compares."""
+    """The wire form of the columns a compare-and-swap of ``tm``'s row compares.
+
+    OVSDB's ``_version`` where the replica follows it (any change of the row
+    fails the wait; one of columns nbdb does not map costs a re-plan, not a
+    conflict), else every mapped column and ``external_ids``.
+    """
+    version = row.get(VERSION)
+    if version is not None:
+        return {VERSION: ["uuid", version]}
     out = {cm.column: cell_to_wire(cm.type, row[cm.column]) for cm in tm.columns.values() if cm.column in row}
     out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
     return out
@@ -224,8 +232,10 @@ def _plan_put(
         insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": wire}
         stages.body.append((insert, ("insert", key)))
     else:
+        # Only what changes: less to encode, and the server rewrites less.
+        changed = {c: datum for c, datum in wire.items() if c == EXTERNAL_IDS or cells.get(c) != row.get(c)}
         stages.body.append(
-            ({"op": "update", "table": tm.db_table, "where": _where_uuid(op.id), "row": wire}, ("update", key))
+            ({"op": "update", "table": tm.db_table, "where": _where_uuid(op.id), "row": changed}, ("update", key))
         )
     for name, (ptable, pcol) in tm.parents.items():
         before, after = old_parents.get(name), parents.get(name)

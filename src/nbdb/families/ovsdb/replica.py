@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
-from nbdb.families.ovsdb.mapping import Mapping_, TableMap
+from nbdb.families.ovsdb.mapping import VERSION, Mapping_, TableMap
 from nbdb.families.ovsdb.rows import Doc, Row, RowState, VersionBook, render
 from nbdb.spi import Record, RecordChange, RefKey
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 HISTORY = 10_000
 """Changes kept for watches resuming from an older revision."""
+
+_VERSION_TYPE = ColumnType.of("uuid")
 
 
 class RevisionClock:
@@ -61,7 +63,11 @@ class _View:
         self.db = db
         schema = mapping.schemas[db]
         self.types: dict[str, dict[str, ColumnType]] = {
-            table: {c: schema.tables[table].columns[c].type for c in columns if c in schema.tables[table].columns}
+            table: {
+                c: schema.tables[table].columns[c].type if c != VERSION else _VERSION_TYPE
+                for c in columns
+                if c in schema.tables[table].columns or c == VERSION
+            }
             for table, columns in mapping.monitor_columns(db).items()
         }
         self.maps = {tm.db_table: tm for tm in mapping.tables.values() if tm.db == db}
