@@ -6,8 +6,9 @@ A backend author runs the whole kit against a server with::
 
 ``--nbdb-url`` may be given several times; every kit test runs once per URL.
 ``--nbdb-url=spawn:KIND`` (``spawn:redis``, ``spawn:etcd``, ...) starts a
-throwaway server with :mod:`nbdb.testing` for the session. Without the option,
-``$NBDB_URL`` or ``memory://`` is used.
+throwaway server with :mod:`nbdb.testing` for the session; options of the
+server class follow as a query (``spawn:ovsdb?members=3&relays=2``). Without
+the option, ``$NBDB_URL`` or ``memory://`` is used.
 
 Each test gets databases in a namespace of its own, so tests never see each
 other's data on a shared server.
@@ -75,13 +76,25 @@ def nbdb_url(nbdb_url_spec: str) -> Iterator[str]:
     import nbdb.conformance.kit  # noqa: F401  (the kit's models must exist before a schema is generated)
     from nbdb import testing
 
-    kind = nbdb_url_spec.removeprefix("spawn:")
+    kind, _, query = nbdb_url_spec.removeprefix("spawn:").partition("?")
     testing.require_server(kind)  # fails in CI, skips with the install hint elsewhere
-    server = testing.start_server(kind, **_SPAWN_OPTIONS.get(kind, {}))
+    options = {**_SPAWN_OPTIONS.get(kind, {}), **_spawn_options(query)}
+    server = testing.start_server(kind, **options)
     try:
         yield server.url
     finally:
         server.stop()
+
+
+def _spawn_options(query: str) -> dict[str, Any]:
+    """``members=3&tls=true`` as keyword options (numbers and booleans converted)."""
+    from urllib.parse import parse_qsl
+
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(query):
+        lowered = value.lower()
+        options[name] = int(value) if value.isdigit() else {"true": True, "false": False}.get(lowered, value)
+    return options
 
 
 @pytest.fixture

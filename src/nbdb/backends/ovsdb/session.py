@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 NO_TXN = "00000000-0000-0000-0000-000000000000"
 _SERVER_MONITOR = "nbdb:_Server"
+_INITIAL_LOAD_SECONDS = 600.0
+"""How much longer than ``timeout`` a monitor's first state may take to arrive (a big database)."""
 
 
 class Session:
@@ -126,7 +128,12 @@ class Session:
 
             calls.append(rpc.request("monitor_cond_since", [db, f"nbdb:{db}", requests, since], on_reply))
         for call in calls:
-            call.wait(max(0.5, deadline - time.monotonic()))
+            # A big database takes a while to arrive: wait as long as the connection lives
+            # (its probe drops a dead server) and the initial state keeps coming, up to a bound.
+            while not call.done.wait(0.5):
+                if rpc.closed.is_set() or time.monotonic() > deadline + _INITIAL_LOAD_SECONDS:
+                    break
+            call.wait(0)
 
     # ---------------------------------------------------------------- the I/O thread's side
 

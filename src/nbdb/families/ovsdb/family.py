@@ -29,7 +29,7 @@ from nbdb import errors
 from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
-from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, settle, still_referenced
+from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, reflects, settle, still_referenced
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, parse_window, push_window
 from nbdb.families.ovsdb.stream import ReplicaStream
@@ -160,7 +160,8 @@ class OvsdbFamilyBackend(Backend):
             if failure is None:
                 return self._result(plan)
             if self._retryable(plan, failure):
-                if isinstance(failure, results.NotLeader):
+                if isinstance(failure, results.NotLeader) or attempt > 1:
+                    # A new leader, or a replica behind the server (through a relay): give it time.
                     time.sleep(_backoff(attempt))
                 self._sync(plan.db)
                 synced = True
@@ -192,9 +193,20 @@ class OvsdbFamilyBackend(Backend):
         return outcome
 
     def _result(self, plan: Plan) -> CommitResult:
-        # The server sends a transaction's monitor update before its reply on the same
-        # connection: the replica already shows the commit.
+        """The commit's result, once the replica shows it (read-your-writes).
+
+        On a direct connection the server sends a transaction's update before
+        its reply, so the replica shows it already; a relay forwards the reply
+        as soon as its source answers, before the update reaches it.
+        """
+        deadline = time.monotonic() + self.commit_timeout
         with self.replica.cond:
+            while not reflects(plan, self.replica):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("ovsdb: the monitor did not show a commit within %ss", self.commit_timeout)
+                    break
+                self.replica.cond.wait(min(remaining, 0.5))
             revision = max((self.replica.changed_at.get(key, 0) for key in plan.keys), default=0)
             return CommitResult(revision or self.replica.revision, plan.versions)
 
@@ -231,7 +243,7 @@ class OvsdbFamilyBackend(Backend):
 
     def _select_nb_global(self) -> dict[str, Any] | None:
         assert self.nb_db is not None
-        select = {"op": "select", "table": "NB_Global", "where": [], "columns": ["_uuid", "_version", EXTERNAL_IDS]}
+        select = {"op": "select", "table": "NB_Global", "where": [], "columns": ["_uuid", EXTERNAL_IDS]}
         for attempt in range(_ATTEMPTS):
             try:
                 result = self._transact(self.nb_db, [select])
@@ -262,41 +274,7 @@ class OvsdbFamilyBackend(Backend):
             current, window = _parse_counter(ext.get(key), name)
             value = current + 1
             entry = f"{value} {push_window(window, token, value)}"
-            if row is None:
-                ops: list[dict[str, Any]] = [
-                    {
-                        "op": "wait",
-                        "table": "NB_Global",
-                        "timeout": 0,
-                        "where": [],
-                        "columns": [],
-                        "until": "==",
-                        "rows": [],
-                    },
-                    {"op": "insert", "table": "NB_Global", "row": {EXTERNAL_IDS: wire_map([(key, entry)])}},
-                ]
-            else:
-                where = [["_uuid", "==", row["_uuid"]]]
-                ops = [
-                    {
-                        "op": "wait",
-                        "table": "NB_Global",
-                        "timeout": 0,
-                        "where": [*where, ["_version", "==", row["_version"]]],
-                        "columns": [],
-                        "until": "==",
-                        "rows": [{}],
-                    },
-                    {
-                        "op": "mutate",
-                        "table": "NB_Global",
-                        "where": where,
-                        "mutations": [
-                            [EXTERNAL_IDS, "delete", ["set", [key]]],
-                            [EXTERNAL_IDS, "insert", wire_map([(key, entry)])],
-                        ],
-                    },
-                ]
+            ops = _counter_ops(row, key, ext.get(key), entry)
             try:
                 result = self._transact(self.nb_db, ops)
             except TransactLost:
@@ -331,7 +309,7 @@ class OvsdbFamilyBackend(Backend):
             return Outcome.LANDED
         if current < value or any(v == value for _t, v in pairs):
             # Never reached our value, or somebody else's increment made it: ours did not land,
-            # and its wait on NB_Global's _version can no longer pass.
+            # and its wait on the entry it replaced can no longer pass.
             return Outcome.NOT_LANDED
         raise errors.CommitUnknownError(
             f"id counter {name!r}: the reply of an increment was lost and later increments hide whether it landed"
@@ -363,6 +341,40 @@ class OvsdbFamilyBackend(Backend):
         failure = results.check(self._transact(tm.db, [op]))
         if failure is not None:
             raise errors.BackendUnavailableError(f"OVSDB refused a raw write: {failure}")
+
+
+def _nb_global_wait(where: list[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "op": "wait",
+        "table": "NB_Global",
+        "timeout": 0,
+        "where": where,
+        "columns": [],
+        "until": "==",
+        "rows": rows,
+    }
+
+
+def _counter_ops(row: dict[str, Any] | None, key: str, old: str | None, entry: str) -> list[dict[str, Any]]:
+    """One increment of a counter entry in ``NB_Global.external_ids``, compared on the entry itself.
+
+    Not on the row's ``_version``: a relay numbers its copies itself, so the
+    ``_version`` it shows never matches the leader's.
+    """
+    if row is None:
+        # Create NB_Global, if nobody did meanwhile.
+        return [
+            _nb_global_wait([], []),
+            {"op": "insert", "table": "NB_Global", "row": {EXTERNAL_IDS: wire_map([(key, entry)])}},
+        ]
+    where = [["_uuid", "==", row["_uuid"]]]
+    new = wire_map([(key, entry)])
+    mutate = {"op": "mutate", "table": "NB_Global", "where": where, "mutations": [[EXTERNAL_IDS, "insert", new]]}
+    if old is None:
+        # A map insert leaves an existing key alone: check that ours is the one stored.
+        return [mutate, _nb_global_wait([*where, [EXTERNAL_IDS, "includes", new]], [{}])]
+    mutate["mutations"] = [[EXTERNAL_IDS, "delete", ["set", [key]]], *mutate["mutations"]]
+    return [_nb_global_wait([*where, [EXTERNAL_IDS, "includes", wire_map([(key, old)])]], [{}]), mutate]
 
 
 def _parse_counter(entry: str | None, name: str) -> tuple[int, str]:

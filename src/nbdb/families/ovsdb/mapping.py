@@ -31,8 +31,6 @@ from nbdb.models.shape import FieldShape, ModelShape
 __all__ = ["ColumnMap", "Link", "Mapping_", "TableBinding", "TableMap", "build_mapping"]
 
 EXTERNAL_IDS = "external_ids"
-VERSION = "_version"
-"""OVSDB's own per-row version (a UUID that changes with every change of the row)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,19 +116,15 @@ class Mapping_:
             ) from None
 
     def monitor_columns(self, db: str) -> dict[str, list[str]]:
-        """OVSDB table -> columns a replica of ``db`` follows.
+        """OVSDB table -> columns a replica of ``db`` follows (mapped columns and parents' set columns).
 
-        The mapped columns, the parents' set columns, and ``_version`` of the
-        tables that hold no children: a compare-and-swap of such a row waits
-        on its ``_version`` alone (a parent's changes with every child added,
-        so its compare-and-swap waits on its mapped columns instead).
+        Not ``_version``: a relay numbers its copies of the rows itself, so a
+        ``_version`` seen through a relay never matches the leader's.
         """
         out: dict[str, set[str]] = {}
         for tm in self.tables.values():
             if tm.db == db:
                 out.setdefault(tm.db_table, set()).update(tm.monitored_columns())
-                if (db, tm.db_table) not in self.links:
-                    out[tm.db_table].add(VERSION)
         for (pdb, ptable), links in self.links.items():
             if pdb == db:
                 out.setdefault(ptable, set()).update(link.column for link in links)

@@ -31,7 +31,7 @@ from typing import Any
 
 from nbdb import errors
 from nbdb.families.ovsdb.datum import cell_to_wire, wire_map
-from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, VERSION, Mapping_, TableMap
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import (
     EXT_DIGEST,
@@ -47,7 +47,7 @@ from nbdb.families.ovsdb.rows import (
 )
 from nbdb.spi import ANY_VERSION, Delete, Put, Record, RefKey, WriteOp
 
-__all__ = ["Outcome", "Plan", "plan_commit", "settle", "still_referenced"]
+__all__ = ["Outcome", "Plan", "plan_commit", "reflects", "settle", "still_referenced"]
 
 
 @dataclass(slots=True)
@@ -97,15 +97,12 @@ def _mutate(table: str, row: uuid.UUID, column: str, how: str, member: uuid.UUID
 
 
 def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The wire form of the columns a compare-and-swap of ``tm``'s row compares.
+    """The wire form of the columns a compare-and-swap of ``tm``'s row compares: every mapped one.
 
-    OVSDB's ``_version`` where the replica follows it (any change of the row
-    fails the wait; one of columns nbdb does not map costs a re-plan, not a
-    conflict), else every mapped column and ``external_ids``.
+    Columns nbdb does not map (``dynamic_addresses``, set by ovn-northd) may
+    change without failing it; ``external_ids`` holds nbdb's version and
+    tokens, so any nbdb write fails it.
     """
-    version = row.get(VERSION)
-    if version is not None:
-        return {VERSION: ["uuid", version]}
     out = {cm.column: cell_to_wire(cm.type, row[cm.column]) for cm in tm.columns.values() if cm.column in row}
     out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
     return out
@@ -352,6 +349,20 @@ def _put_outcome(plan: Plan, replica: Replica, key: RefKey, version: int) -> Out
     if expected is not None and EXT_VERSION in ext and int(ext.get(EXT_VERSION, "0") or 0) < version:
         return Outcome.NOT_LANDED
     return Outcome.UNKNOWN
+
+
+def reflects(plan: Plan, replica: Replica) -> bool:
+    """Whether the replica shows a commit that succeeded: its token on every put row, its deletes gone."""
+    puts = dict(plan.puts)
+    for key in plan.keys:
+        tm = replica.mapping.get(key[0])
+        row = replica.row(tm, key[1])
+        if key not in puts:
+            if row is not None:
+                return False
+        elif row is None or (plan.token, puts[key]) not in parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN)):
+            return False
+    return True
 
 
 def settle(plan: Plan, replica: Replica) -> Outcome:

@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
-from nbdb.families.ovsdb.mapping import VERSION, Mapping_, TableMap
+from nbdb.families.ovsdb.mapping import Mapping_, TableMap
 from nbdb.families.ovsdb.rows import Doc, Row, RowState, VersionBook, render
 from nbdb.spi import Record, RecordChange, RefKey
 
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 
 HISTORY = 10_000
 """Changes kept for watches resuming from an older revision."""
-
-_VERSION_TYPE = ColumnType.of("uuid")
 
 
 class RevisionClock:
@@ -63,14 +61,13 @@ class _View:
         self.db = db
         schema = mapping.schemas[db]
         self.types: dict[str, dict[str, ColumnType]] = {
-            table: {
-                c: schema.tables[table].columns[c].type if c != VERSION else _VERSION_TYPE
-                for c in columns
-                if c in schema.tables[table].columns or c == VERSION
-            }
+            table: {c: schema.tables[table].columns[c].type for c in columns if c in schema.tables[table].columns}
             for table, columns in mapping.monitor_columns(db).items()
         }
         self.maps = {tm.db_table: tm for tm in mapping.tables.values() if tm.db == db}
+        # The columns a table's records are rendered from: a change of only others (a parent's
+        # set of children) leaves the parent's record as it is.
+        self.rendered = {table: set(tm.monitored_columns()) for table, tm in self.maps.items()}
         self.links = {ptable: links for (pdb, ptable), links in mapping.links.items() if pdb == db}
         self.rows: dict[str, dict[uuid.UUID, Row]] = {table: {} for table in self.types}
         self.parents: dict[tuple[str, uuid.UUID], dict[str, uuid.UUID]] = {}
@@ -128,11 +125,11 @@ class _View:
             after = _members(row, column)
             self._link(table, id, column, after - before, before - after, touched)
 
-    def modify(self, table: str, id: uuid.UUID, diff: Mapping[str, Any], touched: set[RefKey]) -> bool:
-        """Apply an update2 ``modify``; False if the row is unknown."""
+    def modify(self, table: str, id: uuid.UUID, diff: Mapping[str, Any], touched: set[RefKey]) -> bool | None:
+        """Apply an update2 ``modify``: None if the row is unknown, else whether its record may change."""
         row = self.rows.get(table, {}).get(id)
         if row is None:
-            return False
+            return None
         types = self.types[table]
         for column, datum in diff.items():
             ctype = types.get(column)
@@ -146,7 +143,8 @@ class _View:
             row[column] = cell
             if toggled is not None and table in self.links:
                 self._link(table, id, column, toggled.added, toggled.removed, touched)
-        return True
+        rendered = self.rendered.get(table)
+        return rendered is not None and not rendered.isdisjoint(diff)
 
 
 def _uuid(member: Any) -> uuid.UUID | None:
@@ -241,8 +239,11 @@ class Replica:
                     if id is None or not isinstance(change, dict):
                         continue
                     if "modify" in change:
-                        if not view.modify(table, id, change["modify"] or {}, touched):
+                        changed = view.modify(table, id, change["modify"] or {}, touched)
+                        if changed is None:
                             log.warning("ovsdb: a change of unknown row %s %s; ignored", table, id)
+                            continue
+                        if not changed:
                             continue
                     elif "delete" in change:
                         view.put(table, id, None, touched)
