@@ -108,9 +108,17 @@ def test_a_watch_delivers_what_came_before_a_merged_catch_up_then_says_history_i
         Watch(ReplicaStream(replica, ["LogicalSwitch"], None, before), {"LogicalSwitch": LogicalSwitch}).poll(1.0)
 
 
-def test_a_revision_of_another_connection_is_gone(replica: Replica) -> None:
+def test_a_revision_from_before_the_replica_is_gone_unless_nothing_happened_since(mapping: Any) -> None:
+    from nbdb.families.ovsdb.replica import RevisionClock
+    from nbdb.families.ovsdb.rows import VersionBook
+
+    clock = RevisionClock()
+    asked = clock.now()  # what current_revision() handed out before the replica existed
+    replica = Replica(mapping, VersionBook(), "", clock)
+    replica.resync(NB, {})
+    assert ReplicaStream(replica, ["LogicalSwitch"], None, asked).revision == replica.start
     with pytest.raises(nbdb.HistoryGoneError):
-        ReplicaStream(replica, ["LogicalSwitchPort"], None, replica.start - 1)
+        ReplicaStream(replica, ["LogicalSwitch"], None, asked - 1)
 
 
 def test_references_are_indexed_both_ways(replica: Replica) -> None:

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar
 
@@ -16,10 +16,11 @@ from nbdb.backends.ovsdb.session import Session
 from nbdb.backends.ovsdb.url import DEFAULT_NB, Target, parse_url
 from nbdb.capabilities import Atomicity, Capabilities, Durability
 from nbdb.families.ovsdb import schemagen
+from nbdb.families.ovsdb.conditions import Scope
 from nbdb.families.ovsdb.family import OvsdbFamilyBackend
 from nbdb.families.ovsdb.mapping import build_mapping
 from nbdb.families.ovsdb.ovn import OVN_BINDINGS
-from nbdb.families.ovsdb.replica import Replica
+from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import VersionBook
 from nbdb.models.base import Model
 from nbdb.models.shape import model_shapes, shape_of
@@ -42,7 +43,12 @@ def generate_schema(
 
 
 class _Driver:
-    """One session, its replica and mapping: shared by the backends opened on the same target."""
+    """One session, the mapping and the replicas it feeds: shared by the backends opened on one target.
+
+    Replicas are made on first use: the main one (every mapped table of the
+    namespace) for commits and unfiltered reads, and one per (tables, topics)
+    that topic-filtered caches and watches follow, filtered on the server.
+    """
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -54,11 +60,41 @@ class _Driver:
             self.model_db = target.model_db if target.model_db in schemas else None
             self.mapping = build_mapping(schemas, {target.database: OVN_BINDINGS}, model_shapes(), self.model_db)
             self.versions = VersionBook()
-            self.replica = Replica(self.mapping, self.versions, target.namespace)
-            self.session.start(self.replica, self.mapping)
+            self.clock = RevisionClock()
+            self.session.start(self.mapping)
         except BaseException:
             self.session.close()
             raise
+        self._lock = threading.Lock()
+        self._replicas: dict[Scope, Replica] = {}
+        self._loading: dict[Scope, threading.Event] = {}
+
+    def replica(self, scope: Scope) -> Replica:
+        """The replica of ``scope``, made and loaded on first use."""
+        while True:
+            with self._lock:
+                replica = self._replicas.get(scope)
+                if replica is not None:
+                    return replica
+                loading = self._loading.get(scope)
+                if loading is None:
+                    self._loading[scope] = threading.Event()
+                    break
+            loading.wait(self.target.timeout)
+        replica = Replica(self.mapping, self.versions, self.target.namespace, self.clock)
+        try:
+            self.session.follow(replica, scope)
+            with self._lock:
+                self._replicas[scope] = replica
+        finally:
+            with self._lock:
+                self._loading.pop(scope).set()
+        return replica
+
+    def replicas(self) -> list[Replica]:
+        """Every replica made so far."""
+        with self._lock:
+            return list(self._replicas.values())
 
     def close(self) -> None:
         self.session.close()
@@ -104,7 +140,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
     capabilities: ClassVar[Capabilities] = Capabilities(
         transactions=Atomicity.ATOMIC,
         linearizable_reads=True,
-        server_side_topic_filter=False,
+        server_side_topic_filter=True,
         durability=Durability.DURABLE,
         history="the last 10,000 changes seen by this connection; a revision of another connection or process "
         "is gone; after a reconnect the changes missed arrive merged: a watch ends with HistoryGoneError there, "
@@ -119,7 +155,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
     def __init__(self, driver: _Driver) -> None:
         self._driver = driver
         self.mapping = driver.mapping
-        self.replica = driver.replica
+        self.clock = driver.clock
         self.namespace = driver.target.namespace
         self.nb_db = driver.nb_db
         self.commit_timeout = driver.target.timeout
@@ -139,6 +175,19 @@ class OvsdbBackend(OvsdbFamilyBackend):
         if self._closed:
             raise errors.BackendUnavailableError("this OVSDB backend is closed")
         return self._driver.session.transact(db, ops)
+
+    def _replica_for(self, tables: Collection[str] | None, topics: Collection[str | None] | None) -> Replica:
+        if self._closed:
+            raise errors.BackendUnavailableError("this OVSDB backend is closed")
+        scope = Scope(
+            self.namespace,
+            None if tables is None else frozenset(tables),
+            None if topics is None else frozenset(topics),
+        )
+        return self._driver.replica(scope)
+
+    def _replicas(self) -> list[Replica]:
+        return self._driver.replicas()
 
     def _sync(self, db: str) -> None:
         if self._closed:

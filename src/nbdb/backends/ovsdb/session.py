@@ -19,13 +19,13 @@ from typing import Any
 
 from nbdb import errors
 from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, usable
-from nbdb.backends.ovsdb.rpc import RpcClosed, RpcConnection, RpcError
+from nbdb.backends.ovsdb.rpc import Call, RpcClosed, RpcConnection, RpcError
 from nbdb.backends.ovsdb.transport import ssl_context
 from nbdb.backends.ovsdb.url import Target
+from nbdb.families.ovsdb.conditions import Scope, monitor_requests
 from nbdb.families.ovsdb.family import TransactLost, TransactNotSent
 from nbdb.families.ovsdb.mapping import Mapping_
 from nbdb.families.ovsdb.replica import Replica
-from nbdb.families.ovsdb.rows import EXT_NAMESPACE
 from nbdb.families.ovsdb.schema import DatabaseSchema
 
 __all__ = ["Session"]
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 NO_TXN = "00000000-0000-0000-0000-000000000000"
 _SERVER_MONITOR = "nbdb:_Server"
+_SERVER_REQUEST = {"Database": [{"columns": SERVER_COLUMNS}]}
+_MONITOR_PREFIX = "nbdb:"
 _INITIAL_LOAD_SECONDS = 600.0
 """How much longer than ``timeout`` a monitor's first state may take to arrive (a big database)."""
 
@@ -49,7 +51,7 @@ class Session:
         self._cond = threading.Condition()
         self._ready = False
         self._stop = threading.Event()
-        self._replica: Replica | None = None
+        self._scopes: list[tuple[Replica, Scope]] = []
         self._mapping: Mapping_ | None = None
         self._databases: list[str] = []
         self._roles: dict[str, dict[str, Any]] = {}
@@ -78,9 +80,8 @@ class Session:
         self._rpc = rpc
         return schemas
 
-    def start(self, replica: Replica, mapping: Mapping_) -> None:
-        """Monitor the mapped tables into ``replica`` and keep the connection up from now on."""
-        self._replica = replica
+    def start(self, mapping: Mapping_) -> None:
+        """Follow the server's role and keep the connection up from now on (no data monitored yet)."""
         self._mapping = mapping
         self._databases = mapping.databases() or [self.target.database]
         rpc = self._rpc
@@ -96,25 +97,46 @@ class Session:
         self._supervisor = threading.Thread(target=self._supervise, name="nbdb-ovsdb-session", daemon=True)
         self._supervisor.start()
 
+    def follow(self, replica: Replica, scope: Scope) -> None:
+        """Monitor ``scope`` into ``replica`` (now and after every reconnect); return once it is loaded."""
+        with self._cond:
+            index = len(self._scopes)
+            self._scopes.append((replica, scope))
+        deadline = time.monotonic() + self.target.timeout
+        try:
+            rpc = self._connection(deadline)
+        except TransactNotSent as exc:
+            raise errors.BackendUnavailableError(str(exc)) from None
+        try:
+            self._wait_loaded(rpc, self._monitor_scope(rpc, index, replica, scope), deadline)
+        except errors.BackendUnavailableError as exc:
+            # The connection dropped (the reconnect monitors it) or raced a reconnect that did.
+            log.debug("ovsdb: monitoring %s: %s; waiting for the reconnect's", scope, exc)
+        with replica.cond:
+            # Monitored by a reconnect meanwhile (the calls above then failed): wait for that one.
+            while not set(self._mapping_databases()) <= replica.synced:
+                if time.monotonic() > deadline + _INITIAL_LOAD_SECONDS:
+                    raise errors.BackendUnavailableError(f"the monitor of {scope} did not load in time")
+                replica.cond.wait(0.5)
+
+    def _mapping_databases(self) -> list[str]:
+        assert self._mapping is not None
+        return self._mapping.databases()
+
     def _monitor(self, rpc: RpcConnection, deadline: float) -> None:
-        """Start the monitors on a fresh connection and wait for their first state."""
-        assert self._replica is not None and self._mapping is not None
-        replica, mapping = self._replica, self._mapping
+        """Start every monitor on a fresh connection and wait for their first state."""
+        calls = [rpc.request("monitor_cond", ["_Server", _SERVER_MONITOR, _SERVER_REQUEST], self._server_state)]
+        with self._cond:
+            scopes = list(self._scopes)
+        for index, (replica, scope) in enumerate(scopes):
+            calls += self._monitor_scope(rpc, index, replica, scope)
+        self._wait_loaded(rpc, calls, deadline)
+
+    def _monitor_scope(self, rpc: RpcConnection, index: int, replica: Replica, scope: Scope) -> list[Call]:
+        """Ask for the monitors of one scope (one per database), resuming where its replica stands."""
+        assert self._mapping is not None
         calls = []
-        server_request = {"Database": [{"columns": SERVER_COLUMNS}]}
-        calls.append(rpc.request("monitor_cond", ["_Server", _SERVER_MONITOR, server_request], self._server_state))
-        condition = (
-            [["external_ids", "includes", ["map", [[EXT_NAMESPACE, self.target.namespace]]]]]
-            if self.target.namespace
-            else None
-        )
-        for db in mapping.databases():
-            requests: dict[str, Any] = {}
-            for table, columns in mapping.monitor_columns(db).items():
-                request: dict[str, Any] = {"columns": columns}
-                if condition is not None:
-                    request["where"] = condition
-                requests[table] = [request]
+        for db in self._mapping.databases():
             since = replica.last_txn.get(db, NO_TXN) if db in replica.synced else NO_TXN
 
             def on_reply(result: Any, db: str = db) -> None:
@@ -126,7 +148,13 @@ class Session:
                 else:
                     replica.last_txn[db] = txn
 
-            calls.append(rpc.request("monitor_cond_since", [db, f"nbdb:{db}", requests, since], on_reply))
+            requests = monitor_requests(self._mapping, db, scope)
+            monitor = f"{_MONITOR_PREFIX}{index}:{db}"
+            calls.append(rpc.request("monitor_cond_since", [db, monitor, requests, since], on_reply))
+        return calls
+
+    @staticmethod
+    def _wait_loaded(rpc: RpcConnection, calls: list[Call], deadline: float) -> None:
         for call in calls:
             # A big database takes a while to arrive: wait as long as the connection lives
             # (its probe drops a dead server) and the initial state keeps coming, up to a bound.
@@ -138,13 +166,23 @@ class Session:
     # ---------------------------------------------------------------- the I/O thread's side
 
     def _notify(self, method: str, params: list[Any]) -> None:
-        replica = self._replica
-        if method == "update3" and replica is not None and len(params) == 3:
+        if method == "update3" and len(params) == 3:
             monitor, txn, updates = params
-            if isinstance(monitor, str) and monitor.startswith("nbdb:"):
-                replica.apply(monitor[len("nbdb:") :], updates, txn=txn)
+            target = self._scope_of(monitor)
+            if target is not None:
+                target[0].apply(target[1], updates, txn=txn)
         elif method == "update2" and len(params) == 2 and params[0] == _SERVER_MONITOR:
             self._server_state(params[1])
+
+    def _scope_of(self, monitor: Any) -> tuple[Replica, str] | None:
+        """The replica and database a monitor id names."""
+        if not isinstance(monitor, str) or not monitor.startswith(_MONITOR_PREFIX):
+            return None
+        index, _, db = monitor[len(_MONITOR_PREFIX) :].partition(":")
+        with self._cond:
+            if not index.isdigit() or int(index) >= len(self._scopes):
+                return None
+            return self._scopes[int(index)][0], db
 
     def _server_state(self, updates: Any) -> None:
         """Follow ``_Server.Database``; leave a server that can no longer write our databases."""
@@ -264,5 +302,5 @@ class Session:
             self._supervisor.join(10)
         with self._cond:
             self._cond.notify_all()
-        if self._replica is not None:
-            self._replica.wake()
+        for replica, _scope in self._scopes:
+            replica.wake()

@@ -5,9 +5,11 @@ A backend of this family supplies:
 * ``_transact(db, ops)``: one OVSDB transaction, answered by the server; it
   raises :class:`TransactNotSent` when the request certainly did not reach the
   server and :class:`TransactLost` when it may have (the reply was lost);
-* ``_sync(db)``: returns once :attr:`replica` shows every commit acknowledged
+* ``_sync(db)``: returns once the replicas show every commit acknowledged
   (to anybody) before the call;
-* :attr:`replica` kept current by a monitor, :attr:`mapping` and
+* ``_replica_for(tables, topics)``: a replica kept current by a monitor of
+  those tables in those topics, filtered on the server (None, None: the main
+  one, every mapped table of the namespace); and :attr:`mapping` and
   :attr:`namespace`.
 
 Everything else is here: reads from the replica, commits planned from it and
@@ -30,7 +32,7 @@ from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, reflects, settle, still_referenced
-from nbdb.families.ovsdb.replica import Replica
+from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, parse_window, push_window
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.spi import Backend, CommitResult, Record, RecordStream, RefKey, Snapshot, WriteOp
@@ -59,7 +61,7 @@ class OvsdbFamilyBackend(Backend):
     """Base of OVSDB backends: subclass it and supply ``_transact``, ``_sync`` and a live replica."""
 
     mapping: Mapping_
-    replica: Replica
+    clock: RevisionClock
     namespace: str = ""
     nb_db: str | None = None
     commit_timeout: float = 20.0
@@ -71,7 +73,23 @@ class OvsdbFamilyBackend(Backend):
 
     @abstractmethod
     def _sync(self, db: str) -> None:
-        """Return once the replica of ``db`` reflects every commit acknowledged before this call."""
+        """Return once the replicas of ``db`` reflect every commit acknowledged before this call."""
+
+    @abstractmethod
+    def _replica_for(self, tables: Collection[str] | None, topics: Collection[str | None] | None) -> Replica:
+        """A live replica of ``tables`` (None: all) in ``topics`` (None: all), loaded."""
+
+    @property
+    def replica(self) -> Replica:
+        """The main replica: every mapped table of the namespace (what commits are planned from)."""
+        return self._replica_for(None, None)
+
+    def _scoped(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Replica:
+        """The replica to read ``tables`` in ``topics`` from: filtered on the server when topics are given."""
+        if topics is None:
+            return self.replica
+        mapped = [t for t in tables if t in self.mapping.tables]
+        return self._replica_for(mapped, topics)
 
     # ---------------------------------------------------------------- reads
 
@@ -89,10 +107,11 @@ class OvsdbFamilyBackend(Backend):
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         # A model with no OVSDB table has no objects here (a write of one says why: UnsupportedError).
+        replica = self._scoped(tables, topics)
         for db in sorted({db for t in tables if (db := self._db_of(t)) is not None}):
             self._sync(db)
-        with self.replica.cond:
-            return Snapshot(self.replica.select(tables, topics), self.replica.revision)
+        with replica.cond:
+            return Snapshot(replica.select(tables, topics), replica.revision)
 
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
         db = self._db_of(table)
@@ -103,13 +122,18 @@ class OvsdbFamilyBackend(Backend):
             return sorted(self.replica.referrers.get((table, id), ()), key=lambda k: (k[0], str(k[1])))
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
-        return ReplicaStream(self.replica, tables, topics, since)
+        return ReplicaStream(self._scoped(tables, topics), tables, topics, since)
 
     def current_revision(self) -> int:
-        return self.replica.revision
+        return self.clock.now()
+
+    def _replicas(self) -> list[Replica]:
+        """Every replica this backend made (the test hook below forgets all their histories)."""
+        return [self.replica]
 
     def compact_history(self) -> None:
-        self.replica.compact()
+        for replica in self._replicas():
+            replica.compact()
 
     # ---------------------------------------------------------------- commits
 

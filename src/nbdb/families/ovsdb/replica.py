@@ -15,7 +15,6 @@ toggled, so a change costs what it touches, never the size of a sibling set.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -25,8 +24,8 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
-from nbdb.families.ovsdb.mapping import Mapping_, TableMap
-from nbdb.families.ovsdb.rows import Doc, Row, RowState, VersionBook, render
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
+from nbdb.families.ovsdb.rows import EXT_PARENT, Doc, Row, RowState, VersionBook, render
 from nbdb.spi import Record, RecordChange, RefKey
 
 __all__ = ["Replica", "RevisionClock"]
@@ -46,12 +45,18 @@ class RevisionClock:
     """
 
     def __init__(self) -> None:
-        self._next = itertools.count(time.time_ns() // 1000 + 1)
-        self.start = time.time_ns() // 1000
+        self._lock = threading.Lock()
+        self._last = time.time_ns() // 1000
 
     def tick(self) -> int:
         """A new revision, larger than every one before."""
-        return next(self._next)
+        with self._lock:
+            self._last += 1
+            return self._last
+
+    def now(self) -> int:
+        """The last revision handed out."""
+        return self._last
 
 
 class _View:
@@ -147,6 +152,22 @@ class _View:
         return rendered is not None and not rendered.isdisjoint(diff)
 
 
+def _hinted_parents(view: _View, tm: TableMap, row: Row) -> dict[str, uuid.UUID]:
+    """The parents nbdb wrote in a child whose parent rows this replica does not follow.
+
+    A topic-filtered replica need not load every parent (and its set of
+    thousands of children) to place a child; a parent row it does follow that
+    does not hold the child wins over the hint.
+    """
+    ext = row.get(EXTERNAL_IDS) or {}
+    out = {}
+    for name, (ptable, _column) in tm.parents.items():
+        parent = _uuid(ext.get(EXT_PARENT + name, ""))
+        if parent is not None and parent not in view.rows.get(ptable, {}):
+            out[name] = parent
+    return out
+
+
 def _uuid(member: Any) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(member))
@@ -189,6 +210,9 @@ class Replica:
         self.refs: dict[RefKey, frozenset[RefKey]] = {}
         self.referrers: dict[RefKey, set[RefKey]] = {}
         self.changed_at: dict[RefKey, int] = {}
+        self.created_after = self.clock.now()
+        """The connection's revision when this replica was made: a stream from a revision between it
+        and :attr:`start` starts at the replica's first state (nothing was seen in between)."""
         self.revision = self.clock.tick()
         self.start = self.revision
         self.oldest = self.revision
@@ -292,8 +316,10 @@ class Replica:
             return None
         parents = view.parents.get((tm.db_table, id), {})
         if tm.parents and not parents:
-            # A child whose parent does not hold it (about to be collected by the server).
-            return None
+            parents = _hinted_parents(view, tm, row)
+            if not parents:
+                # A child whose parent does not hold it (about to be collected by the server).
+                return None
         doc = render(tm, id, row, parents)
         if doc.namespace != self.namespace:
             return None
@@ -331,7 +357,7 @@ class Replica:
         if initial:
             # The first state of a database is where history starts, not a change.
             self.synced.add(db)
-            self.revision = self.oldest = revision
+            self.revision = self.oldest = self.start = revision
         elif out:
             out.sort(key=lambda c: (c.table, str(c.id)))
             self.revision = revision

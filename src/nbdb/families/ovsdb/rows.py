@@ -10,6 +10,8 @@ bookkeeping in ``external_ids`` under keys starting with ``nbdb:``:
   the version each wrote (``token@version``, newest first), which tell a
   client whose commit reply was lost whether its commit landed;
 * ``nbdb:field:<name>``: JSON of a field the table has no column for;
+* ``nbdb:parent:<field>``: a child's parent, as a hint for replicas that do
+  not follow the parent (the parent's set column is the truth);
 * ``nbdb:raw``: bytes stored verbatim by :meth:`write_raw` (a test hook).
 """
 
@@ -32,6 +34,7 @@ __all__ = [
     "EXT_DIGEST",
     "EXT_FIELD",
     "EXT_NAMESPACE",
+    "EXT_PARENT",
     "EXT_PREFIX",
     "EXT_RAW",
     "EXT_TOPIC",
@@ -56,6 +59,7 @@ EXT_NAMESPACE = "nbdb:ns"
 EXT_TXN = "nbdb:txn"
 EXT_RAW = "nbdb:raw"
 EXT_FIELD = "nbdb:field:"
+EXT_PARENT = "nbdb:parent:"
 
 WINDOW = 4
 """How many (token, version) pairs a row keeps: enough to see one's own write under a few later ones."""
@@ -261,4 +265,5 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> tuple[Row, dict[str, Any], 
                 parents[name] = uuid.UUID(str(value))
             except ValueError:
                 raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}") from None
+            ext[EXT_PARENT + name] = str(parents[name])
     return cells, wire, ext, parents

@@ -27,9 +27,11 @@ class ReplicaStream(RecordStream):
         self._replica = replica
         self._tables = frozenset(tables)
         self._topics = None if topics is None else frozenset(topics)
-        self._revision = since
         self._closed = False
         with replica.cond:
+            if replica.created_after <= since < replica.start:
+                since = replica.start  # "from now", asked just before the replica existed
+            self._revision = since
             if since < replica.start or since > replica.revision:
                 raise errors.HistoryGoneError(
                     f"revision {since} is not one of this connection's (they run from {replica.start} to "
