@@ -19,7 +19,7 @@ from nbdb.families.ovsdb import schemagen
 from nbdb.families.ovsdb.conditions import Scope
 from nbdb.families.ovsdb.family import OvsdbFamilyBackend
 from nbdb.families.ovsdb.mapping import build_mapping
-from nbdb.families.ovsdb.ovn import OVN_BINDINGS
+from nbdb.families.ovsdb.ovn import OVN_BINDINGS, OVN_NB_DATABASE
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import VersionBook
 from nbdb.models.base import Model
@@ -58,7 +58,9 @@ class _Driver:
         try:
             self.nb_db = target.database
             self.model_db = target.model_db if target.model_db in schemas else None
-            self.mapping = build_mapping(schemas, {target.database: OVN_BINDINGS}, model_shapes(), self.model_db)
+            # nbdb's logical schema lives in OVN_Northbound; any other database holds generated models only.
+            bindings = {OVN_NB_DATABASE: OVN_BINDINGS} if target.database == OVN_NB_DATABASE else {}
+            self.mapping = build_mapping(schemas, bindings, model_shapes(), self.model_db)
             self.versions = VersionBook()
             self.clock = RevisionClock()
             self.session.start(self.mapping)

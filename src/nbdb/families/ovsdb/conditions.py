@@ -63,10 +63,12 @@ def monitor_requests(mapping: Mapping_, db: str, scope: Scope) -> dict[str, list
             if pdb == db and ptable in wanted:
                 wanted[ptable].update(link.column for link in links if link.child.table in scope.tables)
     condition = _clauses(scope.namespace, scope.topics)
+    schema = mapping.schemas[db]
     requests: dict[str, list[dict[str, Any]]] = {}
     for table, cols in sorted(wanted.items()):
         request: dict[str, Any] = {"columns": sorted(cols)}
-        if condition is not None:
+        # A table without external_ids cannot be filtered on the server: its rows are filtered here.
+        if condition is not None and EXTERNAL_IDS in schema.tables[table].columns:
             request["where"] = condition
         requests[table] = [request]
     return requests

@@ -287,7 +287,8 @@ class OvsdbFamilyBackend(Backend):
         The entry holds the value and the tokens of its last increments, so an
         increment whose reply was lost is recognised (or proven not applied).
         """
-        if self.nb_db is None:
+        schema = self.mapping.schemas.get(self.nb_db or "")
+        if self.nb_db is None or schema is None or schema.table("NB_Global") is None:
             raise errors.UnsupportedError("allocate_id needs the OVN_Northbound database (NB_Global)")
         key = f"{_EXT_COUNTER}{self.namespace}/{name}"
         token = uuid.uuid4().hex[:16]

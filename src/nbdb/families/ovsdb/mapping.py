@@ -83,7 +83,8 @@ class TableMap:
     refs: dict[str, tuple[str, str]]
     """Reference field -> (target nbdb table, where it is kept: "parent", "column" or "ext")."""
     is_root: bool
-    external_ids: ColumnType
+    external_ids: ColumnType | None
+    """None: the table has no ``external_ids`` (nbdb can read it, not write it)."""
 
     @property
     def table(self) -> str:
@@ -92,7 +93,10 @@ class TableMap:
 
     def monitored_columns(self) -> list[str]:
         """The columns a replica of this table follows."""
-        return sorted({c.column for c in self.columns.values()} | {EXTERNAL_IDS})
+        columns = {c.column for c in self.columns.values()}
+        if self.external_ids is not None:
+            columns.add(EXTERNAL_IDS)
+        return sorted(columns)
 
 
 @dataclass(slots=True)
@@ -100,7 +104,8 @@ class Mapping_:
     """The whole mapping: nbdb tables <-> OVSDB tables, and the parent links."""
 
     tables: dict[str, TableMap]
-    by_db_table: dict[tuple[str, str], TableMap]
+    by_db_table: dict[tuple[str, str], list[TableMap]]
+    """(db, table) -> the maps of every model held in that table (several models may share one)."""
     links: dict[tuple[str, str], list[Link]]
     """(db, parent table) -> the links its set columns hold."""
     schemas: dict[str, DatabaseSchema]
@@ -167,10 +172,7 @@ def _table_map(shape: ModelShape, db: str, schema: DatabaseSchema, binding: Tabl
             storage = "ext"  # JSON text or external_ids: checked by a read, not atomically
         refs[spec.field] = (spec.target, storage)
     ext = tschema.columns.get(EXTERNAL_IDS)
-    if ext is None or not ext.type.is_map or ext.type.key.kind != "string":
-        raise errors.UnsupportedError(
-            f"OVSDB table {db}.{binding.db_table} has no external_ids string map; nbdb keeps its bookkeeping there"
-        )
+    ext_type = ext.type if ext is not None and ext.type.is_map and ext.type.key.kind == "string" else None
     return TableMap(
         shape,
         db,
@@ -181,7 +183,7 @@ def _table_map(shape: ModelShape, db: str, schema: DatabaseSchema, binding: Tabl
         dict(binding.parents),
         refs,
         tschema.is_root,
-        ext.type,
+        ext_type,
     )
 
 
@@ -195,7 +197,8 @@ def build_mapping(
 
     ``bindings`` gives, per database, where models live; in ``model_db``
     (the schema :func:`generate_schema` wrote) a model lives in the table of
-    its own name. A bound table the served schema lacks raises
+    its own name, and a model named ``"<database>.<table>"`` (as ``nbdb models
+    generate`` writes them) in that table. A bound table the served schema lacks raises
     :class:`nbdb.UnsupportedError` naming it (unless the binding is optional).
     """
     by_model = {shape.table: shape for shape in shapes}
@@ -222,12 +225,19 @@ def build_mapping(
                         f"of {binding.model_table}"
                     )
             tables[shape.table] = _table_map(shape, db, schema, binding)
-    if model_db is not None and model_db in schemas:
-        schema = schemas[model_db]
-        for shape in by_model.values():
-            if shape.table not in tables and shape.table in schema.tables:
-                tables[shape.table] = _table_map(shape, model_db, schema, TableBinding(shape.table, shape.table))
-    by_db_table = {(tm.db, tm.db_table): tm for tm in tables.values()}
+    for shape in by_model.values():
+        if shape.table in tables:
+            continue
+        # "<database>.<table>" (generated models), or a table of the model database of the same name.
+        db, dot, name = shape.table.partition(".")
+        if not dot:
+            db, name = model_db or "", shape.table
+        schema = schemas.get(db)
+        if schema is not None and name in schema.tables:
+            tables[shape.table] = _table_map(shape, db, schema, TableBinding(shape.table, name))
+    by_db_table: dict[tuple[str, str], list[TableMap]] = {}
+    for tm in tables.values():
+        by_db_table.setdefault((tm.db, tm.db_table), []).append(tm)
     links: dict[tuple[str, str], list[Link]] = {}
     for tm in tables.values():
         for fname, (ptable, pcol) in tm.parents.items():

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbdb import errors
-from nbdb.families.ovsdb.datum import cell_to_wire, wire_map
+from nbdb.families.ovsdb.datum import cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import (
@@ -104,7 +104,8 @@ def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
     tokens, so any nbdb write fails it.
     """
     out = {cm.column: cell_to_wire(cm.type, row[cm.column]) for cm in tm.columns.values() if cm.column in row}
-    out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
+    if tm.external_ids is not None:
+        out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
     return out
 
 
@@ -230,7 +231,12 @@ def _plan_put(
         stages.body.append((insert, ("insert", key)))
     else:
         # Only what changes: less to encode, and the server rewrites less.
-        changed = {c: datum for c, datum in wire.items() if c == EXTERNAL_IDS or cells.get(c) != row.get(c)}
+        types = {cm.column: cm.type for cm in tm.columns.values()}
+        changed = {
+            c: datum
+            for c, datum in wire.items()
+            if c == EXTERNAL_IDS or cells.get(c) != row.get(c, default_cell(types[c]))
+        }
         stages.body.append(
             ({"op": "update", "table": tm.db_table, "where": _where_uuid(op.id), "row": changed}, ("update", key))
         )

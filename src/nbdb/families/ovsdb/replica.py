@@ -69,10 +69,10 @@ class _View:
             table: {c: schema.tables[table].columns[c].type for c in columns if c in schema.tables[table].columns}
             for table, columns in mapping.monitor_columns(db).items()
         }
-        self.maps = {tm.db_table: tm for tm in mapping.tables.values() if tm.db == db}
+        self.maps = {table: maps for (mdb, table), maps in mapping.by_db_table.items() if mdb == db}
         # The columns a table's records are rendered from: a change of only others (a parent's
         # set of children) leaves the parent's record as it is.
-        self.rendered = {table: set(tm.monitored_columns()) for table, tm in self.maps.items()}
+        self.rendered = {table: {c for tm in maps for c in tm.monitored_columns()} for table, maps in self.maps.items()}
         self.links = {ptable: links for (pdb, ptable), links in mapping.links.items() if pdb == db}
         self.rows: dict[str, dict[uuid.UUID, Row]] = {table: {} for table in self.types}
         self.parents: dict[tuple[str, uuid.UUID], dict[str, uuid.UUID]] = {}
@@ -257,7 +257,7 @@ class Replica:
             for table, rows in updates.items():
                 if table not in view.types or not isinstance(rows, dict):
                     continue
-                tm = view.maps.get(table)
+                maps = view.maps.get(table, ())
                 for id_text, change in rows.items():
                     id = _uuid(id_text)
                     if id is None or not isinstance(change, dict):
@@ -274,8 +274,7 @@ class Replica:
                     else:
                         wire = change.get("insert", change.get("initial"))
                         view.put(table, id, view.decode(table, wire or {}), touched)
-                    if tm is not None:
-                        touched.add((tm.table, id))
+                    touched.update((tm.table, id) for tm in maps)
             self._settle(db, touched, synthetic)
             if txn is not None:
                 self.last_txn[db] = txn
@@ -295,16 +294,14 @@ class Replica:
                     if id is not None and isinstance(change, dict):
                         fresh[id] = view.decode(table, change.get("initial", change.get("insert")) or {})
                 current = view.rows.get(table, {})
-                tm = view.maps.get(table)
+                maps = view.maps.get(table, ())
                 for id in [i for i in current if i not in fresh]:
                     view.put(table, id, None, touched)
-                    if tm is not None:
-                        touched.add((tm.table, id))
+                    touched.update((tm.table, id) for tm in maps)
                 for id, row in fresh.items():
                     if current.get(id) != row:
                         view.put(table, id, row, touched)
-                        if tm is not None:
-                            touched.add((tm.table, id))
+                        touched.update((tm.table, id) for tm in maps)
             self._settle(db, touched, db in self.synced)
             if txn is not None:
                 self.last_txn[db] = txn

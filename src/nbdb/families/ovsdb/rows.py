@@ -233,6 +233,11 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> tuple[Row, dict[str, Any], 
     Raises ValidationError for a value a column cannot hold, and
     UnsupportedError for a value of a field whose column the served schema lacks.
     """
+    if tm.external_ids is None:
+        raise errors.UnsupportedError(
+            f"{tm.db}.{tm.db_table} has no external_ids column, where nbdb keeps an object's version and topic: "
+            "its rows can be read, not written, through nbdb"
+        )
     cells: Row = {}
     wire: dict[str, Any] = {}
     for name, cm in tm.columns.items():

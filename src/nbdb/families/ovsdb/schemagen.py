@@ -45,6 +45,9 @@ def generate_schema(
 ) -> dict[str, Any]:
     """An OVSDB schema (``.ovsschema`` JSON) with one table per model not in ``exclude``.
 
+    Models generated from a schema (named ``"<database>.<table>"``) are left
+    out: their tables exist in their own database.
+
     Serve it as a second database next to ``OVN_Northbound`` (``ovsdb-tool
     create nbdb.db nbdb.ovsschema``; ``ovsdb-server nb.db nbdb.db``) and name
     it in the URL (``?model_db=nbdb``, the default). ``shapes`` defaults to
@@ -53,8 +56,8 @@ def generate_schema(
     skip = set(exclude)
     tables: dict[str, Any] = {}
     for shape in shapes if shapes is not None else model_shapes():
-        if shape.table in skip:
-            continue
+        if shape.table in skip or "." in shape.table:
+            continue  # "<database>.<table>": a generated model of a table that exists already
         columns: dict[str, Any] = {"external_ids": {"type": dict(_STRING_MAP)}}
         for field in shape.fields:
             columns[field.name] = {"type": column_type(field)}
