@@ -40,8 +40,8 @@ DEFAULT_HISTORY = 10_000
 _SCHEMA = """
 CREATE TABLE nbdb_keys (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL,
     mod_revision INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE nbdb_changes (key TEXT NOT NULL, value BLOB, version INTEGER NOT NULL, prev_value BLOB,
-    prev_version INTEGER NOT NULL, revision INTEGER NOT NULL, PRIMARY KEY (revision, key)) WITHOUT ROWID;
+CREATE TABLE nbdb_changes (revision INTEGER NOT NULL, key TEXT NOT NULL, value BLOB, version INTEGER NOT NULL,
+    prev_value BLOB, prev_version INTEGER NOT NULL, PRIMARY KEY (revision, key)) WITHOUT ROWID;
 CREATE TABLE nbdb_state (revision INTEGER NOT NULL, compacted INTEGER NOT NULL, changes INTEGER NOT NULL);
 INSERT INTO nbdb_state VALUES (0, 0, 0);
 CREATE TABLE nbdb_leases (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
@@ -227,7 +227,7 @@ class SqliteBackend(kv.KeyValueBackend):
             upserts = [(c.key, c.value, c.version, revision) for c in changes if c.value is not None]
             sql.executemany("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", upserts)
             sql.executemany("DELETE FROM nbdb_keys WHERE key = ?", [(c.key,) for c in changes if c.value is None])
-            log = [(c.key, c.value, c.version, c.prev_value, c.prev_version, revision) for c in changes]
+            log = [(revision, c.key, c.value, c.version, c.prev_value, c.prev_version) for c in changes]
             sql.executemany("INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)", log)
             sql.execute("UPDATE nbdb_state SET revision = ?, changes = changes + ?", (revision, len(log)))
             if kept + len(log) > self._history * 5 // 4:  # trim in chunks: amortised O(1) per change
@@ -246,7 +246,8 @@ class SqliteBackend(kv.KeyValueBackend):
         # A file's watcher reads through a connection of its own: it never waits behind this backend's writes.
         conn = self._conn.reopen()
         ranges = " OR ".join("(key >= ? AND key < ?)" for _ in prefixes)
-        query = f"SELECT * FROM nbdb_changes WHERE revision > ? AND ({ranges}) ORDER BY revision"
+        columns = "key, value, version, prev_value, prev_version, revision"  # KeyChange's fields
+        query = f"SELECT {columns} FROM nbdb_changes WHERE revision > ? AND ({ranges}) ORDER BY revision"
         bounds = [bound for prefix in prefixes for bound in (prefix, _upper(prefix))]
 
         def read(since: int) -> tuple[list[kv.KeyChange], int]:
