@@ -21,16 +21,17 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability
 from nbdb.families import kv
-from nbdb.loader import url_options
+from nbdb.options import Options
+from nbdb.pool import Lease, SharedResources
 
 __all__ = ["SqliteBackend", "SqliteMemoryBackend"]
 
@@ -48,7 +49,6 @@ CREATE TABLE nbdb_leases (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REA
 """
 _MEMORY = ":memory:"
 _BATCH = 500  # keys per IN (...), far below SQLite's limit on bound variables
-T = TypeVar("T")
 
 
 def _upper(prefix: str) -> str:
@@ -133,17 +133,16 @@ class _Connection:
                 raise errors.UnsupportedError(f"{self.target} has nbdb schema {version}, not {SCHEMA_VERSION}")
 
 
-_SHARED: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-_SHARED_LOCK = threading.Lock()
+# What this process's backends share: the commit signal of each file, and each namespace's in-memory database.
+_SIGNALS: SharedResources[str, kv.ChangeSignal] = SharedResources("sqlite:///PATH signals", lambda _: None)
+_STORES: SharedResources[str, _Connection] = SharedResources("sqlite://?namespace=NAME", _Connection.close)
 
 
-def _shared(key: str, make: Callable[[], T]) -> T:
-    """What this process's backends share under ``key`` (a file's signal, an in-memory database)."""
-    with _SHARED_LOCK:
-        found = _SHARED.get(key)
-        if found is None:
-            found = _SHARED[key] = make()
-        return found
+def _let_go(conn: _Connection | None, shared: Lease[str, Any] | None) -> None:
+    if conn is not None:
+        conn.close()
+    if shared is not None:
+        shared.release()
 
 
 class SqliteBackend(kv.KeyValueBackend):
@@ -163,40 +162,58 @@ class SqliteBackend(kv.KeyValueBackend):
         "Lock leases use the wall clock. sqlite:// without a path is in-process and volatile, like memory://.",
     )
 
-    def __init__(self, conn: _Connection, key_prefix: str = "", history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self,
+        conn: _Connection,
+        key_prefix: str = "",
+        history: int = DEFAULT_HISTORY,
+        shared: Lease[str, Any] | None = None,
+    ) -> None:
+        """A backend on ``conn``; it closes ``conn`` unless it is the value of ``shared``, which it releases."""
         super().__init__(key_prefix)
         self._conn, self._history = conn, history
         self.poll_interval = 0.01
         """Seconds between a watcher's looks for other processes' commits."""
+        owned = None if shared is not None and shared.value is conn else conn
+        # A backend dropped without close() must still let go of what it holds.
+        self._let_go = weakref.finalize(self, _let_go, owned, shared)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteBackend:
         """Open ``sqlite:///ABSOLUTE/PATH``, ``sqlite://RELATIVE/PATH`` or ``sqlite://`` (in memory)."""
         parts = urlsplit(url)
         allowed = {"namespace", "history", "synchronous", "timeout", "poll_interval"}
-        query = url_options(parts.query, {k: str(v) for k, v in options.items()}, allowed, "sqlite://")
-        namespace = query.get("namespace", "")
-        history = _option(query, "history", DEFAULT_HISTORY, int, 1)
-        timeout = _option(query, "timeout", 5.0, float, 0.0)
-        synchronous = query.get("synchronous", "full").upper()
-        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            raise errors.ValidationError(f"sqlite:// synchronous must be full, normal or extra, not {synchronous!r}")
+        opts = Options.from_url(parts.query, options, allowed, "sqlite://", keep_blank_values=False)
+        namespace = opts.text("namespace", "")
+        history = opts.integer("history", DEFAULT_HISTORY, minimum=1)
+        timeout = opts.number("timeout", 5.0, minimum=0.0)
+        synchronous = opts.choice("synchronous", "FULL", ("FULL", "NORMAL", "EXTRA"))
         path = unquote(parts.netloc + parts.path)
         prefix = f"{namespace}/" if namespace else ""
+        backend: SqliteBackend
         if path in ("", _MEMORY):
 
             def store() -> _Connection:
-                return _Connection(_MEMORY, kv.ChangeSignal(), timeout, synchronous)
+                conn = _Connection(_MEMORY, kv.ChangeSignal(), timeout, synchronous)
+                conn.ensure_schema()
+                return conn
 
-            # Like memory://, the Databases of one namespace share one store.
-            conn = _shared(f"memory#{namespace}", store) if namespace else store()
-            backend: SqliteBackend = SqliteMemoryBackend(conn, prefix, history)
+            if namespace:  # like memory://, the Databases of one namespace share one store
+                shared = _STORES.acquire(namespace, store)
+                backend = SqliteMemoryBackend(shared.value, prefix, history, shared)
+            else:
+                backend = SqliteMemoryBackend(store(), prefix, history)
         else:
             path = os.path.abspath(path)
-            conn = _Connection(path, _shared(f"file#{path}", kv.ChangeSignal), timeout, synchronous)
-            backend = cls(conn, prefix, history)
-        conn.ensure_schema()
-        backend.poll_interval = _option(query, "poll_interval", 0.01, float, 0.001)
+            signal = _SIGNALS.acquire(path, kv.ChangeSignal)
+            try:
+                conn = _Connection(path, signal.value, timeout, synchronous)
+                conn.ensure_schema()
+            except BaseException:
+                signal.release()
+                raise
+            backend = cls(conn, prefix, history, signal)
+        backend.poll_interval = opts.number("poll_interval", 0.01, minimum=0.001)
         return backend
 
     # ---------------------------------------------------------------- the family's primitives
@@ -215,8 +232,13 @@ class SqliteBackend(kv.KeyValueBackend):
         return out, revision
 
     def commit_keys(
-        self, conditions: Sequence[kv.Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+        self,
+        conditions: Sequence[kv.Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: kv.CommitToken | None = None,
     ) -> int | None:
+        # No commit tokens: SQLite answers every commit (or says it cannot know: CommitUnknownError).
         with self._conn.transaction("IMMEDIATE") as sql:
             named = (c.key for c in conditions if not isinstance(c, kv.PrefixUnchangedSince))
             stored = _select(sql, [*puts, *deletes, *named])
@@ -276,27 +298,27 @@ class SqliteBackend(kv.KeyValueBackend):
             compacted = "UPDATE nbdb_state SET compacted = max(compacted, ?), changes = changes - ?"
             sql.execute(compacted, (revision, dropped))
 
-    def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         now = time.time()  # the wall clock: the one clock every process of the host shares
-        upsert = "INSERT INTO nbdb_leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-        return self._lease(upsert + "expires = excluded.expires WHERE expires <= ?", (key, value, now + ttl, now))
+        take = "INSERT INTO nbdb_leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+        take += "expires = excluded.expires WHERE expires <= ? OR value = excluded.value"
+        return self._lease(take, (self.layout.lock(name), token, now + ttl, now))
 
-    def refresh_lease(self, key: str, value: bytes, ttl: float) -> bool:
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         now = time.time()
         extend = "UPDATE nbdb_leases SET expires = ? WHERE key = ? AND value = ? AND expires > ?"
-        return self._lease(extend, (now + ttl, key, value, now))
+        return self._lease(extend, (now + ttl, self.layout.lock(name), token, now))
 
-    def delete_lease(self, key: str, value: bytes) -> bool:
-        return self._lease("DELETE FROM nbdb_leases WHERE key = ? AND value = ?", (key, value))
+    def release_lease(self, name: str, token: bytes) -> None:
+        self._lease("DELETE FROM nbdb_leases WHERE key = ? AND value = ?", (self.layout.lock(name), token))
 
     def _lease(self, statement: str, args: tuple[Any, ...]) -> bool:
         with self._conn.transaction("IMMEDIATE") as sql:
             return bool(sql.execute(statement, args).rowcount == 1)
 
     def close(self) -> None:
-        """Close this backend's connection (an in-memory database lives as long as a backend uses it)."""
-        if self._conn.target != _MEMORY:
-            self._conn.close()
+        """Close this backend's connection, and let go of what it shares with others in this process."""
+        self._let_go()
 
 
 class SqliteMemoryBackend(SqliteBackend):
@@ -309,16 +331,6 @@ class SqliteMemoryBackend(SqliteBackend):
         cross_process=False,
         notes="In-process and volatile, like memory://; the Databases of one namespace share one store.",
     )
-
-
-def _option(query: Mapping[str, str], name: str, default: T, convert: Callable[[str], T], minimum: Any) -> T:
-    try:
-        value = convert(query[name]) if name in query else default
-    except ValueError:
-        raise errors.ValidationError(f"sqlite:// {name} must be a number, not {query[name]!r}") from None
-    if value < minimum:
-        raise errors.ValidationError(f"sqlite:// {name} must be at least {minimum}")
-    return value
 
 
 def _select(sql: sqlite3.Connection, keys: Sequence[str]) -> dict[str, kv.KeyValue]:
