@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nbdb
-from nbdb.backends.sqlite import SqliteBackend, SqliteMemoryBackend
+from nbdb.backends.sqlite import SqliteBackend, SqliteMemoryBackend, _upper
 from nbdb.capabilities import Durability
 from nbdb.events import EventKind
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
@@ -69,6 +71,20 @@ def workers() -> Iterator[list[Worker]]:
     for worker in started:
         if worker.proc.poll() is None:
             worker.kill()
+
+
+# ---------------------------------------------------------------- key ranges
+
+
+@given(prefix=st.text(min_size=1).map(lambda p: p + "/"), keys=st.lists(st.text(), max_size=30))
+def test_a_prefix_range_in_sqlite_holds_exactly_the_keys_with_that_prefix(prefix: str, keys: list[str]) -> None:
+    """Namespaces and topics are user text: the SQL range must match str.startswith for any of it."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE k (key TEXT PRIMARY KEY) WITHOUT ROWID")
+    candidates = {*keys, *(prefix + k for k in keys), prefix, prefix[:-1]}
+    db.executemany("INSERT INTO k VALUES (?)", [(k,) for k in candidates])
+    found = {k for (k,) in db.execute("SELECT key FROM k WHERE key >= ? AND key < ?", (prefix, _upper(prefix)))}
+    assert found == {k for k in candidates if k.startswith(prefix)}
 
 
 # ---------------------------------------------------------------- URLs and files

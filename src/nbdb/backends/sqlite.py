@@ -15,6 +15,7 @@ revision counter for other processes' commits, as kine does for etcd's API on SQ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sqlite3
@@ -32,8 +33,9 @@ from nbdb.capabilities import Atomicity, Capabilities, Durability
 from nbdb.families import kv
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
+from nbdb.retry import ErrorRule, ExceptionMap
 
-__all__ = ["SqliteBackend", "SqliteMemoryBackend"]
+__all__ = ["ERRORS", "SqliteBackend", "SqliteMemoryBackend"]
 
 APPLICATION_ID = 0x6E626462  # "nbdb" in PRAGMA application_id: the file is ours
 SCHEMA_VERSION = 1  # PRAGMA user_version
@@ -56,28 +58,43 @@ def _upper(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def _translate(exc: sqlite3.Error, opening: str | None = None) -> errors.NbdbError:
-    if isinstance(exc, sqlite3.OperationalError):  # busy past the timeout, cannot open, disk I/O
-        return errors.BackendUnavailableError(f"sqlite{f' opening {opening!r}' if opening else ''}: {exc}")
-    if opening is not None:
-        return errors.ValidationError(f"{opening!r} is not a usable SQLite database: {exc}")
-    return errors.BackendUnavailableError(f"sqlite: {exc}")
+ERRORS = ExceptionMap(
+    "sqlite",
+    [
+        # The busy timeout ran out before the write lock (or a read mark) was free: nothing was done.
+        ErrorRule((sqlite3.OperationalError,), errors.BackendUnavailableError, contains=("locked", "busy"),
+                  retryable=True, unsent=True, message="another connection kept the database locked past ?timeout="),
+        ErrorRule((sqlite3.DatabaseError,), errors.ValidationError, contains=("not a database",),
+                  message="not a usable SQLite database"),
+    ],
+)  # fmt: skip
+"""How sqlite3's exceptions become nbdb errors (anything else: BackendUnavailableError)."""
 
 
 class _Connection:
     """One sqlite3 connection, used by one thread at a time, and the commit signal of its database."""
 
-    def __init__(self, target: str, signal: kv.ChangeSignal, timeout: float, synchronous: str) -> None:
+    def __init__(
+        self, target: str, signal: kv.ChangeSignal, timeout: float, synchronous: str, *, check_schema: bool = False
+    ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
         self.lock = threading.Lock()
         try:
             # isolation_level=None: no implicit transactions, every BEGIN is ours.
             self.sql = sqlite3.connect(target, timeout=timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise ERRORS.translate(exc, f"opening {target!r}") from None
+        try:
             if target != _MEMORY and self.sql.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self.sql.execute("PRAGMA journal_mode=WAL")  # persistent: once per file
             self.sql.execute(f"PRAGMA synchronous={synchronous}")
-        except sqlite3.Error as exc:
-            raise _translate(exc, opening=target) from None
+            if check_schema:
+                self._check_schema()
+        except BaseException as exc:
+            self.sql.close()
+            if isinstance(exc, sqlite3.Error):
+                raise ERRORS.translate(exc, f"opening {target!r}") from None
+            raise
 
     def reopen(self) -> _Connection:
         """Another connection to the same file (an in-memory database has only this one)."""
@@ -87,22 +104,22 @@ class _Connection:
     def transaction(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Connection]:
         """One transaction; IMMEDIATE takes the write lock first, so a writer never fails half-way for it."""
         with self.lock:
+            committing = False
             try:
                 self.sql.execute(f"BEGIN {mode}")
                 yield self.sql
-            except BaseException as exc:
-                if self.sql.in_transaction:  # SQLite has already rolled back after some errors
-                    self.sql.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _translate(exc) from None
-                raise
-            try:
+                committing = True
                 self.sql.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self.sql.in_transaction:
-                    self.sql.execute("ROLLBACK")
-                # In WAL mode a failed fsync leaves the commit record in the log: a restart may keep it.
-                raise errors.CommitUnknownError(f"sqlite: the commit may or may not be durable: {exc}") from None
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):  # SQLite has rolled back by itself after some errors
+                    if self.sql.in_transaction:
+                        self.sql.execute("ROLLBACK")
+                if not isinstance(exc, sqlite3.Error):
+                    raise
+                if committing and mode == "IMMEDIATE":
+                    # In WAL mode a failed fsync leaves the commit record in the log: a restart may keep it.
+                    raise errors.CommitUnknownError(f"sqlite: the commit may or may not be durable: {exc}") from None
+                raise ERRORS.translate(exc) from None
 
     def one(self, statement: str, args: Sequence[Any] = ()) -> Any:
         """The first row of one statement, which runs as a transaction of its own."""
@@ -110,13 +127,13 @@ class _Connection:
             try:
                 return self.sql.execute(statement, args).fetchone()
             except sqlite3.Error as exc:
-                raise _translate(exc) from None
+                raise ERRORS.translate(exc) from None
 
     def close(self) -> None:
         with self.lock:
             self.sql.close()
 
-    def ensure_schema(self) -> None:
+    def _check_schema(self) -> None:
         """Create the tables in an empty database; refuse a file that is not an nbdb database of this version."""
         with self.transaction("IMMEDIATE") as sql:
             app, version = (sql.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version"))
@@ -194,21 +211,17 @@ class SqliteBackend(kv.KeyValueBackend):
         if path in ("", _MEMORY):
 
             def store() -> _Connection:
-                conn = _Connection(_MEMORY, kv.ChangeSignal(), timeout, synchronous)
-                conn.ensure_schema()
-                return conn
+                return _Connection(_MEMORY, kv.ChangeSignal(), timeout, synchronous, check_schema=True)
 
-            if namespace:  # like memory://, the Databases of one namespace share one store
-                shared = _STORES.acquire(namespace, store)
-                backend = SqliteMemoryBackend(shared.value, prefix, history, shared)
-            else:
-                backend = SqliteMemoryBackend(store(), prefix, history)
+            # Like memory://, the Databases of one namespace share one store.
+            shared = _STORES.acquire(namespace, store) if namespace else None
+            conn = store() if shared is None else shared.value
+            backend = SqliteMemoryBackend(conn, prefix, history, shared)
         else:
             path = os.path.abspath(path)
             signal = _SIGNALS.acquire(path, kv.ChangeSignal)
             try:
-                conn = _Connection(path, signal.value, timeout, synchronous)
-                conn.ensure_schema()
+                conn = _Connection(path, signal.value, timeout, synchronous, check_schema=True)
             except BaseException:
                 signal.release()
                 raise
@@ -272,22 +285,25 @@ class SqliteBackend(kv.KeyValueBackend):
         query = f"SELECT {columns} FROM nbdb_changes WHERE revision > ? AND ({ranges}) ORDER BY revision"
         bounds = [bound for prefix in prefixes for bound in (prefix, _upper(prefix))]
 
+        own = conn is not self._conn
+        seen = [-1]  # PRAGMA data_version at the last read: it moves with every commit of another connection
+
         def read(since: int) -> tuple[list[kv.KeyChange], int]:
+            version = conn.one("PRAGMA data_version")[0] if own else -1
+            if own and version == seen[0]:
+                return [], since  # nothing committed since: no transaction, a few microseconds per poll
             with conn.transaction() as sql:
                 revision, compacted = sql.execute("SELECT revision, compacted FROM nbdb_state").fetchone()
-                if revision == since:
-                    return [], since
-                if not compacted <= since < revision:
+                if not compacted <= since <= revision:
                     raise errors.HistoryGoneError(
                         f"revision {since} is not in the kept history ({compacted} to {revision}): "
                         + ("the database file was replaced" if since > revision else "it was trimmed")
                     )
-                rows = sql.execute(query, (since, *bounds)).fetchall()
+                rows = sql.execute(query, (since, *bounds)).fetchall() if revision > since else []
+            seen[0] = version
             return [kv.KeyChange(*row) for row in rows], revision
 
-        return kv.PolledKeyStream(
-            read, since, conn.signal, self.poll_interval, None if conn is self._conn else conn.close
-        )
+        return kv.PolledKeyStream(read, since, conn.signal, self.poll_interval, conn.close if own else None)
 
     def revision_now(self) -> int:
         return int(self._conn.one("SELECT revision FROM nbdb_state")[0])
