@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import sqlite3
 import threading
@@ -36,6 +37,8 @@ from nbdb.pool import Lease, SharedResources
 from nbdb.retry import ErrorRule, ExceptionMap
 
 __all__ = ["ERRORS", "SqliteBackend", "SqliteMemoryBackend"]
+
+log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x6E626462  # "nbdb" in PRAGMA application_id: the file is ours
 SCHEMA_VERSION = 1  # PRAGMA user_version
@@ -86,7 +89,9 @@ class _Connection:
             raise ERRORS.translate(exc, f"opening {target!r}") from None
         try:
             if target != _MEMORY and self.sql.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                self.sql.execute("PRAGMA journal_mode=WAL")  # persistent: once per file
+                # Persistent: once per file. A filesystem without shared memory (NFS) refuses it.
+                if self.sql.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+                    log.warning("%s cannot use WAL mode: readers will wait for writers", target)
             self.sql.execute(f"PRAGMA synchronous={synchronous}")
             if check_schema:
                 self._check_schema()
