@@ -142,7 +142,7 @@ class Attempts:
         self.number = 1
         self._stop = stop
         self._deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
-        self._delay = policy.backoff
+        self._delay = min(policy.backoff, policy.max_backoff)
 
     @property
     def remaining(self) -> float | None:
