@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.api import Database
-from nbdb.backends.memory import MemoryBackend, MemoryStore
 from nbdb.families.kv import (
     ChangeSignal,
     CommitToken,
@@ -29,6 +28,8 @@ from nbdb.families.kv import (
     key_changes,
 )
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
+from nbdb.testing.kvmemory import MemoryStore
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -142,10 +143,9 @@ def test_index_record_corruption_is_reported(pair: Any) -> None:
 
 
 def test_corrupt_counter_is_reported() -> None:
-    db = nbdb.connect("memory://")
+    backend = MemoryBackend()
+    db = Database(backend)
     db.allocate_id("c")
-    backend = db.backend
-    assert isinstance(backend, MemoryBackend)
     backend.store.data["n/c"].value = b"seven"
     with pytest.raises(nbdb.CorruptRecordError):
         db.allocate_id("c")

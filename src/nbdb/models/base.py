@@ -197,10 +197,31 @@ class Model(BaseModel):
 
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied, keeping id, version and topic lineage."""
-        data = {name: getattr(self, name) for name in type(self).model_fields}
+        data = self.__dict__.copy()
         data.update(changes)
-        new = type(self)(**data)
+        try:
+            new = self.__pydantic_validator__.validate_python(data)
+        except pydantic.ValidationError as exc:
+            raise _translate(exc, type(self).__name__) from None
         new._stored_refs = self._stored_refs
+        return new  # type: ignore[no-any-return]
+
+    def stored_copy(self, version: int, refs: frozenset[tuple[str, uuid.UUID]]) -> Self:
+        """This object as stored at ``version``, whose references are ``refs``.
+
+        Only the version differs from a valid object, so nothing is validated
+        again (the way pydantic's ``model_construct`` builds an instance).
+        """
+        cls = type(self)
+        new = cls.__new__(cls)
+        data = self.__dict__.copy()
+        data["version"] = version
+        private = dict(self.__pydantic_private__ or {})
+        private["_stored_refs"] = refs
+        object.__setattr__(new, "__dict__", data)
+        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"version"})
+        object.__setattr__(new, "__pydantic_extra__", None)
+        object.__setattr__(new, "__pydantic_private__", private)
         return new
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
