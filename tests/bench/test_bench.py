@@ -80,7 +80,7 @@ def test_unknown_backend_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     code = main(["bench", "--backends", "memory,nosuch", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
-    assert "unknown backend(s) 'nosuch'" in err and "known: memory, redis" in err
+    assert "unknown backend(s) 'nosuch'" in err and "known: memory, sqlite, redis" in err
     assert not (tmp_path / "bench.json").exists()
 
 
