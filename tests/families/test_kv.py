@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -14,19 +15,8 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.api import Database
-from nbdb.families.kv import (
-    ChangeSignal,
-    CommitToken,
-    Condition,
-    Exists,
-    KeyChange,
-    KeyValue,
-    PolledKeyStream,
-    PrefixUnchangedSince,
-    VersionIs,
-    condition_holds,
-    key_changes,
-)
+from nbdb.families.kv import CommitToken, Condition, Exists, KeyChange, KeyValue, PrefixUnchangedSince, VersionIs
+from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, condition_holds, key_changes
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
 from nbdb.testing.kvmemory import MemoryStore
@@ -137,7 +127,8 @@ def test_index_record_corruption_is_reported(pair: Any) -> None:
     racer_db, _, racer = pair
     ls = racer_db.create(LogicalSwitch(name="sw"))
     racer._topic_cache.clear()
-    racer.store.data[racer.layout.index("LogicalSwitch", ls.id)].value = b"garbage"
+    key = racer.layout.index("LogicalSwitch", ls.id)
+    racer.store.data[key] = dataclasses.replace(racer.store.data[key], value=b"garbage")
     with pytest.raises(nbdb.CorruptRecordError):
         racer_db.get(LogicalSwitch, ls.id)
 
@@ -146,7 +137,7 @@ def test_corrupt_counter_is_reported() -> None:
     backend = MemoryBackend()
     db = Database(backend)
     db.allocate_id("c")
-    backend.store.data["n/c"].value = b"seven"
+    backend.store.data["n/c"] = dataclasses.replace(backend.store.data["n/c"], value=b"seven")
     with pytest.raises(nbdb.CorruptRecordError):
         db.allocate_id("c")
 

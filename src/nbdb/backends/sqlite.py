@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability
-from nbdb.families import kv
+from nbdb.families import kv, kvstore
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
 from nbdb.retry import ErrorRule, ExceptionMap
@@ -78,7 +78,7 @@ class _Connection:
     """One sqlite3 connection, used by one thread at a time, and the commit signal of its database."""
 
     def __init__(
-        self, target: str, signal: kv.ChangeSignal, timeout: float, synchronous: str, *, check_schema: bool = False
+        self, target: str, signal: kvstore.ChangeSignal, timeout: float, synchronous: str, *, check_schema: bool = False
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
         self.lock = threading.Lock()
@@ -156,7 +156,7 @@ class _Connection:
 
 
 # What this process's backends share: the commit signal of each file, and each namespace's in-memory database.
-_SIGNALS: SharedResources[str, kv.ChangeSignal] = SharedResources("sqlite:///PATH signals", lambda _: None)
+_SIGNALS: SharedResources[str, kvstore.ChangeSignal] = SharedResources("sqlite:///PATH signals", lambda _: None)
 _STORES: SharedResources[str, _Connection] = SharedResources("sqlite://?namespace=NAME", _Connection.close)
 
 
@@ -216,7 +216,7 @@ class SqliteBackend(kv.KeyValueBackend):
         if path in ("", _MEMORY):
 
             def store() -> _Connection:
-                return _Connection(_MEMORY, kv.ChangeSignal(), timeout, synchronous, check_schema=True)
+                return _Connection(_MEMORY, kvstore.ChangeSignal(), timeout, synchronous, check_schema=True)
 
             # Like memory://, the Databases of one namespace share one store.
             shared = _STORES.acquire(namespace, store) if namespace else None
@@ -224,7 +224,7 @@ class SqliteBackend(kv.KeyValueBackend):
             backend = SqliteMemoryBackend(conn, prefix, history, shared)
         else:
             path = os.path.abspath(path)
-            signal = _SIGNALS.acquire(path, kv.ChangeSignal)
+            signal = _SIGNALS.acquire(path, kvstore.ChangeSignal)
             try:
                 conn = _Connection(path, signal.value, timeout, synchronous, check_schema=True)
             except BaseException:
@@ -260,10 +260,10 @@ class SqliteBackend(kv.KeyValueBackend):
         with self._conn.transaction("IMMEDIATE") as sql:
             named = (c.key for c in conditions if not isinstance(c, kv.PrefixUnchangedSince))
             stored = _select(sql, [*puts, *deletes, *named])
-            if not all(kv.condition_holds(c, stored, partial(_changed_under, sql)) for c in conditions):
+            if not all(kvstore.condition_holds(c, stored, partial(_changed_under, sql)) for c in conditions):
                 return None
             revision, kept = sql.execute("SELECT revision + 1, changes FROM nbdb_state").fetchone()
-            changes = kv.key_changes(stored, puts, deletes, revision)
+            changes = kvstore.key_changes(stored, puts, deletes, revision)
             upserts = [(c.key, c.value, c.version, revision) for c in changes if c.value is not None]
             sql.executemany("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", upserts)
             sql.executemany("DELETE FROM nbdb_keys WHERE key = ?", [(c.key,) for c in changes if c.value is None])
@@ -308,7 +308,7 @@ class SqliteBackend(kv.KeyValueBackend):
             seen[0] = version
             return [kv.KeyChange(*row) for row in rows], revision
 
-        return kv.PolledKeyStream(read, since, conn.signal, self.poll_interval, conn.close if own else None)
+        return kvstore.PolledKeyStream(read, since, conn.signal, self.poll_interval, conn.close if own else None)
 
     def revision_now(self) -> int:
         return int(self._conn.one("SELECT revision FROM nbdb_state")[0])

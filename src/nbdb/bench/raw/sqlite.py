@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nbdb.bench.raw.base import Follower, RawClient, RawConflict
-from nbdb.families.kv import ChangeSignal
+from nbdb.families.kvstore import ChangeSignal
 
 __all__ = ["Client"]
 
