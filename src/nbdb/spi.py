@@ -203,10 +203,15 @@ class LockHandle:
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    """The outcome of a commit: its revision and each op's new version (0 for deletes)."""
+    """The outcome of a commit: its revision and each op's new version (0 for deletes).
+
+    ``skipped`` holds the positions of ops that did nothing: deletes
+    ``if_exists`` of records that were gone.
+    """
 
     revision: int
     versions: list[int] = field(default_factory=list)
+    skipped: frozenset[int] = frozenset()
 
 
 class RecordStream(ABC):

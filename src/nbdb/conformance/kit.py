@@ -15,7 +15,7 @@ from pydantic import Field
 
 from nbdb.models.base import Model, Reference
 
-__all__ = ["KitChild", "KitCounter", "KitGroup", "KitNote", "KitParent", "eventually"]
+__all__ = ["KitChild", "KitCounter", "KitGroup", "KitNamed", "KitNote", "KitParent", "eventually"]
 
 
 class KitParent(Model):
@@ -62,6 +62,18 @@ class KitCounter(Model):
     nbdb_table: ClassVar[str] = "KitCounter"
 
     count: int = 0
+
+
+class KitNamed(Model):
+    """An object with a unique name, and an optional unique pair (zone, slot)."""
+
+    nbdb_table: ClassVar[str] = "KitNamed"
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name", ("zone", "slot"))
+
+    name: str
+    zone: str | None = None
+    slot: int | None = None
+    tags: list[str] = Field(default_factory=list)
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -9,11 +9,12 @@ dependency order.
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 import typing
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, get_args, get_origin
 
@@ -248,14 +249,23 @@ class Model(BaseModel):
         """
         out = []
         for group in self.nbdb_unique_fields:
-            values = [getattr(self, name) for name in group]
-            if all(v is None for v in values):
+            values = {name: getattr(self, name) for name in group}
+            if all(v is None for v in values.values()):
                 continue
-            data = self.__pydantic_serializer__.to_python(self, include=set(group), mode="json")
-            text = json.dumps([data[name] for name in group] if len(group) > 1 else data[group[0]],
-                              sort_keys=True, separators=(",", ":"))  # fmt: skip
-            out.append(("+".join(group), text))
+            out.append(("+".join(group), self.unique_text(group, values)))
         return tuple(out)
+
+    @classmethod
+    def unique_text(cls, group: tuple[str, ...], values: Mapping[str, Any]) -> str:
+        """The canonical JSON of the values of one unique group (validated as the fields would be)."""
+        shown = []
+        for name in group:
+            adapter = _field_adapter(cls, name)
+            try:
+                shown.append(adapter.dump_python(adapter.validate_python(values[name]), mode="json"))
+            except pydantic.ValidationError as exc:
+                raise _translate(exc, f"{cls.__name__}.{name}") from None
+        return json.dumps(shown if len(group) > 1 else shown[0], sort_keys=True, separators=(",", ":"))
 
     def index_values(self, field: str) -> Iterator[Any]:
         """The values under which a cache indexes this object for ``field``."""
@@ -264,6 +274,15 @@ class Model(BaseModel):
             yield from value
         else:
             yield value
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_adapter(model: type[Model], name: str) -> pydantic.TypeAdapter[Any]:
+    info = model.model_fields[name]
+    annotation: Any = info.annotation
+    if info.metadata:
+        annotation = typing.Annotated[annotation, *info.metadata]
+    return pydantic.TypeAdapter(annotation)
 
 
 def model_for_table(table: str) -> type[Model]:
