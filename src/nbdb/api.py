@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, TypeVar, overload
 from uuid import UUID
 
-from nbdb import errors
+from nbdb import errors, metrics
 from nbdb.cache import Cache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities
 from nbdb.codec import bulk, decode, encode
 from nbdb.models.base import Model, all_models, model_for_table
-from nbdb.spi import ANY_VERSION, Backend, Delete, LockHandle, Put, WriteOp
+from nbdb.revision import Revision
+from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Put, WriteOp
 from nbdb.watch import ErrorHandler, Watch
 
 __all__ = ["Database", "ListResult", "Transaction"]
@@ -61,9 +62,10 @@ def _check_model_class(model: Any) -> type[Model]:
     return model
 
 
-def _stored(obj: M, version: int) -> M:
+def _stored(obj: M, version: int, revision: Revision | None = None) -> M:
     stored = obj.model_copy(update={"version": version})
     stored._stored_refs = obj.ref_keys()
+    stored._revision = revision
     return stored
 
 
@@ -77,7 +79,9 @@ class Transaction:
 
     All or nothing where the backend's capabilities say ``atomic``. After the
     block, ``results`` holds the stored copy of each created or updated object
-    (None for deletes), in call order, and ``revision`` the commit's revision.
+    (None for deletes), in call order, each carrying the commit's revision, and
+    ``revision`` the commit's :class:`~nbdb.revision.Revision` (for
+    :meth:`nbdb.Cache.wait_for`).
     """
 
     def __init__(self, db: Database) -> None:
@@ -85,7 +89,7 @@ class Transaction:
         self._ops: list[WriteOp] = []
         self._objects: list[Model | None] = []
         self.results: list[Model | None] = []
-        self.revision: int | None = None
+        self.revision: Revision | None = None
 
     def create(self, obj: M) -> M:
         """Queue the creation of ``obj``; returns it as it will be stored (version 1)."""
@@ -111,12 +115,12 @@ class Transaction:
     def commit(self) -> None:
         """Commit the queued writes now (the ``with`` block does it on exit)."""
         if not self._ops:
-            self.revision = self._db._backend.current_revision()
+            self.revision = self._db._revision(self._db._backend.current_revision())
             return
-        result = self._db._backend.commit(self._ops)
-        self.revision = result.revision
+        result, revision = self._db._commit(self._ops)
+        self.revision = revision
         self.results = [
-            None if obj is None else _stored(obj, version)
+            None if obj is None else _stored(obj, version, revision)
             for obj, version in zip(self._objects, result.versions, strict=True)
         ]
         self._ops = []
@@ -146,6 +150,11 @@ class Database:
         self._caches: weakref.WeakSet[Cache] = weakref.WeakSet()
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
+        self._scope = backend.revision_scope
+        handles = metrics.active()
+        self._metrics = None if handles is None else handles.backend(backend)
+        # Start times of recent commits, for the caches' commit-to-applied lag.
+        self._commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
 
     def __repr__(self) -> str:
         return f"<nbdb.Database {type(self._backend).__name__}>"
@@ -159,6 +168,18 @@ class Database:
     def capabilities(self) -> Capabilities:
         """The backend's static declaration of what it guarantees."""
         return self._backend.capabilities
+
+    # ---------------------------------------------------------------- commits
+
+    def _revision(self, revision: int) -> Revision:
+        return Revision(revision, self._scope)
+
+    def _commit(self, ops: Sequence[WriteOp]) -> tuple[CommitResult, Revision]:
+        if self._metrics is None:
+            result = self._backend.commit(ops)
+        else:
+            result = self._metrics.commit(self._backend.commit, ops, self._commit_times)
+        return result, Revision(result.revision, self._scope)
 
     # ---------------------------------------------------------------- checks
 
@@ -189,15 +210,15 @@ class Database:
     # ---------------------------------------------------------------- CRUD
 
     def create(self, obj: M) -> M:
-        """Store a new object; returns the stored copy (version 1).
+        """Store a new object; returns the stored copy (version 1, carrying its ``nbdb_revision``).
 
         Raises ConflictError if its id exists, ReferenceError if a reference
         points to a missing object.
         """
         obj = _check_model(obj)  # type: ignore[assignment]
         self._check_new(obj)
-        result = self._backend.commit([_put(obj, 0)])
-        return _stored(obj, result.versions[0])
+        result, revision = self._commit([_put(obj, 0)])
+        return _stored(obj, result.versions[0], revision)
 
     def get(self, model: type[M], id: UUID | str) -> M:
         """The stored object; NotFoundError if there is none."""
@@ -211,31 +232,30 @@ class Database:
     def update(self, obj: M) -> M:
         """Compare-and-swap: store ``obj`` if the stored copy is still at ``obj.version``.
 
-        Returns the new stored copy; ConflictError if somebody wrote in between.
+        Returns the new stored copy (carrying its ``nbdb_revision``);
+        ConflictError if somebody wrote in between.
         """
         obj = _check_model(obj)  # type: ignore[assignment]
         self._check_stored(obj)
-        result = self._backend.commit([_put(obj, obj.version)])
-        return _stored(obj, result.versions[0])
+        result, revision = self._commit([_put(obj, obj.version)])
+        return _stored(obj, result.versions[0], revision)
 
     @overload
-    def delete(self, obj: Model, *, cascade: bool = ...) -> None: ...
+    def delete(self, obj: Model, *, cascade: bool = ...) -> Revision: ...
     @overload
-    def delete(self, obj: type[Model], id: UUID | str, *, cascade: bool = ...) -> None: ...
+    def delete(self, obj: type[Model], id: UUID | str, *, cascade: bool = ...) -> Revision: ...
 
-    def delete(self, obj: Model | type[Model], id: UUID | str | None = None, *, cascade: bool = False) -> None:
+    def delete(self, obj: Model | type[Model], id: UUID | str | None = None, *, cascade: bool = False) -> Revision:
         """Delete an object (compare-and-swap on its version) or ``Model, id`` (whatever version).
 
         ReferenceError if other objects still reference it, unless ``cascade``:
         then, in one transaction, dependents whose reference is required are
         deleted too (recursively), and optional or list references to it are
-        cleared.
+        cleared. Returns the revision the deletion committed at.
         """
         op = self._delete_op(obj, id)
-        if not cascade:
-            self._backend.commit([op])
-            return
-        self._backend.commit(self._cascade(op))
+        _, revision = self._commit([op] if not cascade else self._cascade(op))
+        return revision
 
     def _cascade(self, root: Delete) -> list[WriteOp]:
         deletes: dict[tuple[str, UUID], WriteOp] = {(root.table, root.id): root}
@@ -335,13 +355,26 @@ class Database:
         topics: Collection[str | None] | None = None,
         on_change: Subscriber | None = None,
         on_error: Callable[[errors.CorruptRecordError], None] | None = None,
+        *,
+        fields: Mapping[type[Model], Iterable[str]] | Iterable[str] | None = None,
     ) -> Cache:
         """A local replica of ``models`` (in ``topics``), loading in the background.
 
         Call ``wait_synced()`` before relying on its content. ``on_change``
-        receives every event from the first list on.
+        receives every event from the first list on (on a thread of its own,
+        as every subscriber). ``fields`` keeps only those fields (a list for a
+        one-model cache, or a mapping from model to fields): ``get`` and
+        ``find`` then return read-only partial views (:mod:`nbdb.projection`).
         """
-        cache = Cache(self._backend, self._models(models), topics, on_change, on_error)
+        cache = Cache(
+            self._backend,
+            self._models(models),
+            topics,
+            on_change,
+            on_error,
+            fields=fields,
+            commit_times=self._commit_times,
+        )
         self._caches.add(cache)
         return cache
 

@@ -66,8 +66,8 @@ def test_subscribers_get_old_and_new_after_apply(db: nbdb.Database) -> None:
         assert cache.wait_synced(15)
 
         def record(event: ChangeEvent[Model]) -> None:
-            # The event is delivered after the cache applied it.
-            assert cache.get(KitParent, event.id) == event.new
+            # The event is delivered after the cache applied it (the cache may have moved on since).
+            assert cache.revision >= event.revision
             events.append(event)
 
         cache.subscribe(record)

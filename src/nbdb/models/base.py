@@ -138,6 +138,8 @@ class Model(BaseModel):
     # Reference ids of the stored copy this instance descends from: lets an
     # update or delete drop the right reverse references without a read.
     _stored_refs: frozenset[tuple[str, uuid.UUID]] | None = PrivateAttr(default=None)
+    # The revision of the commit that produced this copy (write results only).
+    _revision: int | None = PrivateAttr(default=None)
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -157,6 +159,26 @@ class Model(BaseModel):
         raise errors.ValidationError(
             f"{type(self).__name__} is immutable: derive a changed copy with .replace({name}=...)"
         )
+
+    def __eq__(self, other: object) -> bool:
+        # A model's value is its fields. Pydantic also compares private
+        # attributes, which here record where a copy came from (the commit
+        # revision of a write result, the references of its stored lineage):
+        # a write result must equal the same version read back.
+        if not isinstance(other, Model):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    @property
+    def nbdb_revision(self) -> int | None:
+        """The revision this copy was committed at, on copies returned by a write; None otherwise.
+
+        ``create``, ``update`` and a transaction's ``results`` return stored
+        copies that carry their commit's revision (a :class:`nbdb.revision.Revision`),
+        for :meth:`nbdb.Cache.wait_for`. Copies read back (``get``, ``list``,
+        a cache, a watch) and copies derived with :meth:`replace` carry None.
+        """
+        return self._revision
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
