@@ -84,7 +84,10 @@ class Sized(Protocol):
 
 def installed() -> bool:
     """Whether ``prometheus_client`` can be imported."""
-    return importlib.util.find_spec("prometheus_client") is not None
+    try:
+        return importlib.util.find_spec("prometheus_client") is not None
+    except (ImportError, ValueError):  # blocked (sys.modules entry None) or broken
+        return False
 
 
 def active() -> Metrics | None:
