@@ -356,7 +356,7 @@ class Database:
         on_change: Subscriber | None = None,
         on_error: Callable[[errors.CorruptRecordError], None] | None = None,
         *,
-        fields: Mapping[type[Model], Iterable[str]] | Iterable[str] | None = None,
+        fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
     ) -> Cache:
         """A local replica of ``models`` (in ``topics``), loading in the background.
 

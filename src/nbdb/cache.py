@@ -66,7 +66,7 @@ class Cache:
         on_change: Subscriber | None = None,
         on_error: Callable[[errors.CorruptRecordError], None] | None = None,
         *,
-        fields: Mapping[type[Model], Iterable[str]] | Iterable[str] | None = None,
+        fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
         commit_times: metrics.CommitTimes | None = None,
     ) -> None:
         self._backend = backend

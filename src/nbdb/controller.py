@@ -209,7 +209,7 @@ class Controller:
                     queue.failures(key),
                     delay,
                     exc,
-                    exc_info=True,
+                    exc_info=log.isEnabledFor(logging.DEBUG),  # the traceback of every retry only when asked
                 )
             else:
                 queue.done(key)

@@ -99,7 +99,7 @@ def view_class(model: type[Model], fields: tuple[str, ...]) -> type[PartialView]
 
 
 def projections(
-    models: Iterable[type[Model]], fields: Mapping[type[Model], Iterable[str]] | Iterable[str] | None
+    models: Iterable[type[Model]], fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None
 ) -> dict[type[Model], type[PartialView]]:
     """The view class of each projected model, from a cache's ``fields=`` argument.
 

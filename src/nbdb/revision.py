@@ -38,6 +38,9 @@ class Revision(int):
     def __repr__(self) -> str:
         return f"Revision({int(self)})"
 
+    def __str__(self) -> str:
+        return int.__repr__(self)
+
     def __reduce__(self) -> tuple[Any, ...]:
         # A scope is a live token of this process: another process must not
         # mistake an unpickled revision for one of its own sequences.
