@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from nbdb import errors
 from nbdb.dispatch import Predicate
@@ -44,7 +44,7 @@ from nbdb.workqueue import RateLimiter, WorkQueue
 if TYPE_CHECKING:
     from nbdb.cache import Cache
 
-__all__ = ["CacheQueue", "Controller", "Key", "Reconciler", "run_controller"]
+__all__ = ["CacheQueue", "Controller", "ControllerOptions", "Key", "Reconciler", "run_controller"]
 
 log = logging.getLogger(__name__)
 
@@ -245,31 +245,29 @@ class Controller:
         self.close()
 
 
+class ControllerOptions(TypedDict, total=False):
+    """The keyword options of :func:`run_controller` (those of :class:`Controller`)."""
+
+    workers: int
+    predicate: Predicate | None
+    resync: float | None
+    rate_limiter: RateLimiter[Key] | None
+    name: str
+
+
 def run_controller(
     cache: Cache,
     reconcile: Reconciler,
     models: type[Model] | Sequence[type[Model]] | None = None,
-    *,
-    workers: int = 1,
-    predicate: Predicate | None = None,
-    resync: float | None = None,
-    rate_limiter: RateLimiter[Key] | None = None,
-    name: str = "controller",
+    **options: Unpack[ControllerOptions],
 ) -> Controller:
     """Start ``workers`` threads reconciling the keys of ``models`` (default: every model the cache follows).
 
     ``reconcile(key, obj)`` is called with each changed key and its object
     (see the module docstring for what ``obj`` is); it raises to be retried
     with backoff, and may return seconds after which to re-check the key.
-    Returns the running :class:`Controller`; ``close()`` stops it.
+    Options: ``workers`` (1), ``predicate``, ``resync`` (seconds),
+    ``rate_limiter``, ``name``. Returns the running :class:`Controller`;
+    ``close()`` stops it.
     """
-    return Controller(
-        cache,
-        reconcile,
-        models,
-        workers=workers,
-        predicate=predicate,
-        resync=resync,
-        rate_limiter=rate_limiter,
-        name=name,
-    )
+    return Controller(cache, reconcile, models, **options)

@@ -17,7 +17,7 @@ corrupt record is reported as in any cache.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from nbdb import errors
@@ -66,13 +66,8 @@ class PartialView:
         values = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.nbdb_fields)
         return f"{type(self).__name__}({values})"
 
-    def index_values(self, field: str) -> Iterator[Any]:
-        """The values under which a cache indexes this view for ``field`` (as :meth:`Model.index_values`)."""
-        value = getattr(self, field)
-        if isinstance(value, list | tuple | set | frozenset):
-            yield from value
-        else:
-            yield value
+    # One rule for what a cache indexes, whether it holds models or views.
+    index_values = Model.index_values
 
     def model_dump(self) -> dict[str, Any]:
         """The kept values by field name."""
