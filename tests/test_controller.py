@@ -18,6 +18,7 @@ from nbdb import metrics
 from nbdb.conformance.kit import eventually
 from nbdb.events import Key
 from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort, Model
+from nbdb.retry import RetryPolicy
 from nbdb.workqueue import RateLimiter
 
 pytestmark = pytest.mark.timeout(60)
@@ -223,6 +224,9 @@ def test_metrics_count_commits_lag_caches_and_queues(registry: object) -> None:
         assert _value(registry, "nbdb_queue_adds_total", queue="q1") >= 1
         assert _value(registry, "nbdb_work_seconds_count", queue="q1") >= 1
         assert _value(registry, "nbdb_queue_depth", queue="q1") == 0
+    attempts = RetryPolicy(attempts=3, backoff=0.0, jitter=0.0).begin()
+    assert attempts.wait() and attempts.wait() and not attempts.wait()
+    assert _value(registry, "nbdb_retries_total") == 2
 
 
 def test_without_prometheus_client_nothing_is_imported_or_recorded() -> None:

@@ -15,7 +15,8 @@ What is recorded (all names start with ``nbdb_``):
 ``commits_total``               counter    commits by ``backend`` and ``outcome`` (ok, conflict,
                                            reference, not_found, unknown, unavailable, error)
 ``commit_seconds``              histogram  commit latency, by ``backend``
-``commit_retries_total``        counter    commits re-sent after a transient failure (:func:`commit_retry`)
+``retries_total``               counter    calls (commits, reads, watches) tried again after a transient
+                                           failure under a :class:`nbdb.retry.RetryPolicy`
 ``watch_lag_seconds``           histogram  commit to applied in a cache, for commits made through the
                                            cache's own Database (the only ones whose start it knows)
 ``events_applied_total``        counter    changes applied by caches
@@ -51,7 +52,7 @@ __all__ = [
     "Metrics",
     "QueueMetrics",
     "active",
-    "commit_retry",
+    "count_retry",
     "disable",
     "enable",
     "installed",
@@ -128,11 +129,11 @@ def disable() -> None:
         _resolved = True
 
 
-def commit_retry(backend: str) -> None:
-    """Count a commit re-sent after a transient failure (for retry policies)."""
+def count_retry() -> None:
+    """Count a call tried again after a transient failure (called by :mod:`nbdb.retry`)."""
     metrics = active()
     if metrics is not None:
-        metrics.commit_retries.labels(backend).inc()
+        metrics.retries.inc()
 
 
 def backend_label(backend: object) -> str:
@@ -154,9 +155,7 @@ class Metrics:
         self.commit_seconds = prom.Histogram(
             "commit_seconds", "Commit latency", ["backend"], buckets=_LATENCY_BUCKETS, **kw
         )
-        self.commit_retries = prom.Counter(
-            "commit_retries", "Commits re-sent after a transient failure", ["backend"], **kw
-        )
+        self.retries = prom.Counter("retries", "Calls tried again after a transient failure", **kw)
         self.watch_lag = prom.Histogram(
             "watch_lag_seconds", "Commit to applied in a cache", ["backend"], buckets=_LATENCY_BUCKETS, **kw
         )
