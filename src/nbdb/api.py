@@ -63,15 +63,24 @@ def _check_model_class(model: Any) -> type[Model]:
 
 
 def _stored(obj: M, version: int, revision: Revision | None = None) -> M:
-    stored = obj.model_copy(update={"version": version})
-    stored._stored_refs = obj.ref_keys()
-    stored._revision = revision
-    return stored
+    return obj.stored_copy(version, obj.ref_keys(), revision)
 
 
-def _put(obj: Model, expect_version: int) -> Put:
+def _put(obj: M, expect_version: int) -> tuple[Put, M]:
+    """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1)."""
+    refs = obj.ref_keys()
+    stored = obj.stored_copy(expect_version + 1, refs)
     old_refs = obj._stored_refs if expect_version else frozenset()
-    return Put(obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs=obj.ref_keys(), old_refs=old_refs)
+    put = Put(obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, stored)
+    return put, stored
+
+
+def _as_stored(obj: M, planned: M, version: int, revision: Revision) -> M:
+    """The stored copy at the version the backend reports (the planned one, unless it differs), at ``revision``."""
+    if planned.version != version:
+        return _stored(obj, version, revision)
+    planned.committed_at(revision)
+    return planned
 
 
 class Transaction:
@@ -87,7 +96,7 @@ class Transaction:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._ops: list[WriteOp] = []
-        self._objects: list[Model | None] = []
+        self._objects: list[tuple[Model, Model] | None] = []
         self.results: list[Model | None] = []
         self.revision: Revision | None = None
 
@@ -95,17 +104,19 @@ class Transaction:
         """Queue the creation of ``obj``; returns it as it will be stored (version 1)."""
         obj = _check_model(obj)  # type: ignore[assignment]
         self._db._check_new(obj)
-        self._ops.append(_put(obj, 0))
-        self._objects.append(obj)
-        return _stored(obj, 1)
+        put, stored = _put(obj, 0)
+        self._ops.append(put)
+        self._objects.append((obj, stored))
+        return stored
 
     def update(self, obj: M) -> M:
         """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
         obj = _check_model(obj)  # type: ignore[assignment]
         self._db._check_stored(obj)
-        self._ops.append(_put(obj, obj.version))
-        self._objects.append(obj)
-        return _stored(obj, obj.version + 1)
+        put, stored = _put(obj, obj.version)
+        self._ops.append(put)
+        self._objects.append((obj, stored))
+        return stored
 
     def delete(self, obj_or_model: Model | type[Model], id: UUID | str | None = None) -> None:
         """Queue the deletion of an object (at its version) or of ``Model, id`` (any version)."""
@@ -120,8 +131,8 @@ class Transaction:
         result, revision = self._db._commit(self._ops)
         self.revision = revision
         self.results = [
-            None if obj is None else _stored(obj, version, revision)
-            for obj, version in zip(self._objects, result.versions, strict=True)
+            None if pair is None else _as_stored(pair[0], pair[1], version, revision)
+            for pair, version in zip(self._objects, result.versions, strict=True)
         ]
         self._ops = []
 
@@ -217,8 +228,9 @@ class Database:
         """
         obj = _check_model(obj)  # type: ignore[assignment]
         self._check_new(obj)
-        result, revision = self._commit([_put(obj, 0)])
-        return _stored(obj, result.versions[0], revision)
+        put, stored = _put(obj, 0)
+        result, revision = self._commit([put])
+        return _as_stored(obj, stored, result.versions[0], revision)
 
     def get(self, model: type[M], id: UUID | str) -> M:
         """The stored object; NotFoundError if there is none."""
@@ -237,8 +249,9 @@ class Database:
         """
         obj = _check_model(obj)  # type: ignore[assignment]
         self._check_stored(obj)
-        result, revision = self._commit([_put(obj, obj.version)])
-        return _stored(obj, result.versions[0], revision)
+        put, stored = _put(obj, obj.version)
+        result, revision = self._commit([put])
+        return _as_stored(obj, stored, result.versions[0], revision)
 
     @overload
     def delete(self, obj: Model, *, cascade: bool = ...) -> Revision: ...
@@ -292,7 +305,7 @@ class Database:
                     deletes[source] = Delete(source[0], source[1], obj.topic, obj.version, old_refs=obj._stored_refs)
                     queue.append(source)
         ops: list[WriteOp] = list(deletes.values())
-        ops += [_put(obj, obj.version) for obj in updates.values()]
+        ops += [_put(obj, obj.version)[0] for obj in updates.values()]
         return ops
 
     def list(self, model: type[M], topic: str | None = None, *, skip_corrupt: bool = False) -> ListResult[M]:

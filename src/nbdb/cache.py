@@ -349,7 +349,7 @@ class Cache:
                         for change in changes:
                             self._apply(change)
                         self._revision = max(self._revision, self._stream.revision)
-                        self._after_batch()
+                        self._after_batch(bool(changes))
                     if changes and self._metrics is not None:
                         self._metrics.applied(changes, self._commit_times)
                     backoff = 0.05
@@ -375,9 +375,10 @@ class Cache:
                     self._stream.close()
                     self._stream = None
 
-    def _after_batch(self) -> None:
-        for sub in self._subscriptions:
-            sub.wake()
+    def _after_batch(self, changed: bool = True) -> None:
+        if changed:
+            for sub in self._subscriptions:
+                sub.wake()
         if self._waits.pending:
             self._waits.wake()
 

@@ -48,13 +48,20 @@ ANY_VERSION = -1
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One stored object as the backend sees it: opaque bytes plus addressing."""
+    """One stored object as the backend sees it: opaque bytes plus addressing.
+
+    ``value`` is the decoded object when an in-process store kept the one the
+    Database validated on write (see :attr:`Put.value`); readers then share
+    it instead of decoding ``data`` again. Stores that hold only bytes leave
+    it None. A backend never looks inside it.
+    """
 
     table: str
     id: uuid.UUID
     topic: str | None
     version: int
     data: bytes
+    value: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,8 @@ class Put:
     expect_version: int
     refs: frozenset[RefKey] = frozenset()
     old_refs: frozenset[RefKey] | None = None
+    value: object = None
+    """The object as it will be stored (its next version), for in-process stores that keep objects."""
 
 
 @dataclass(frozen=True, slots=True)

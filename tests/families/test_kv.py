@@ -10,9 +10,10 @@ import pytest
 
 import nbdb
 from nbdb.api import Database
-from nbdb.backends.memory import MemoryBackend, MemoryStore
 from nbdb.families.kv import CommitToken, Condition, Exists, PrefixUnchangedSince, VersionIs
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
+from nbdb.testing.kvmemory import MemoryStore
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -126,10 +127,9 @@ def test_index_record_corruption_is_reported(pair: Any) -> None:
 
 
 def test_corrupt_counter_is_reported() -> None:
-    db = nbdb.connect("memory://")
+    backend = MemoryBackend()
+    db = Database(backend)
     db.allocate_id("c")
-    backend = db.backend
-    assert isinstance(backend, MemoryBackend)
     backend.store.data["n/c"].value = b"seven"
     with pytest.raises(nbdb.CorruptRecordError):
         db.allocate_id("c")

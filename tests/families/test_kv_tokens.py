@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.api import Database
-from nbdb.backends.memory import MemoryBackend, MemoryStore
 from nbdb.families.kv import APPLIED, VOID, CommitToken, Condition
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.retry import RetryPolicy
+from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
+from nbdb.testing.kvmemory import MemoryStore
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -175,8 +175,10 @@ class Model(BaseModel):
 
         ``create``, ``update`` and a transaction's ``results`` return stored
         copies that carry their commit's revision (a :class:`nbdb.revision.Revision`),
-        for :meth:`nbdb.Cache.wait_for`. Copies read back (``get``, ``list``,
-        a cache, a watch) and copies derived with :meth:`replace` carry None.
+        for :meth:`nbdb.Cache.wait_for`. Copies decoded from a record (``get``,
+        ``list``, a cache, a watch) and copies derived with :meth:`replace`
+        carry None (an in-process store that keeps the written copy itself
+        hands out that copy, revision included).
         """
         return self._revision
 
@@ -219,11 +221,41 @@ class Model(BaseModel):
 
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied, keeping id, version and topic lineage."""
-        data = {name: getattr(self, name) for name in type(self).model_fields}
+        data = self.__dict__.copy()
         data.update(changes)
-        new = type(self)(**data)
+        try:
+            new = self.__pydantic_validator__.validate_python(data)
+        except pydantic.ValidationError as exc:
+            raise _translate(exc, type(self).__name__) from None
         new._stored_refs = self._stored_refs
+        return new  # type: ignore[no-any-return]
+
+    def stored_copy(self, version: int, refs: frozenset[tuple[str, uuid.UUID]], revision: int | None = None) -> Self:
+        """This object as stored at ``version``, whose references are ``refs``, committed at ``revision``.
+
+        Only the version differs from a valid object, so nothing is validated
+        again (the way pydantic's ``model_construct`` builds an instance).
+        """
+        cls = type(self)
+        new = cls.__new__(cls)
+        data = self.__dict__.copy()
+        data["version"] = version
+        private = dict(self.__pydantic_private__ or {})
+        private["_stored_refs"] = refs
+        private["_revision"] = revision
+        object.__setattr__(new, "__dict__", data)
+        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"version"})
+        object.__setattr__(new, "__pydantic_extra__", None)
+        object.__setattr__(new, "__pydantic_private__", private)
         return new
+
+    def committed_at(self, revision: int) -> None:
+        """Record the revision of the commit that stored this copy (see :attr:`nbdb_revision`).
+
+        For the Database, once the backend acknowledged the write: the copy
+        is the value the commit stored, only its provenance was not known yet.
+        """
+        self.__pydantic_private__["_revision"] = revision  # type: ignore[index]
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
         """Every (table, id) this object points to."""
