@@ -138,8 +138,9 @@ class Model(BaseModel):
     # Reference ids of the stored copy this instance descends from: lets an
     # update or delete drop the right reverse references without a read.
     _stored_refs: frozenset[tuple[str, uuid.UUID]] | None = PrivateAttr(default=None)
-    # The revision of the commit that produced this copy (write results only).
-    _revision: int | None = PrivateAttr(default=None)
+    # The revision of the commit that produced a write result lives in
+    # __pydantic_private__["_revision"] too, deliberately undeclared: a declared
+    # private attribute costs every decode a default to initialise.
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -180,7 +181,8 @@ class Model(BaseModel):
         carry None (an in-process store that keeps the written copy itself
         hands out that copy, revision included).
         """
-        return self._revision
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_revision")
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
