@@ -74,6 +74,23 @@ class KeyLayout:
         """The key of an id counter."""
         return f"{self.prefix}n/{name}"
 
+    def range_root(self, key: str) -> int | None:
+        """How much of ``key``'s path the family may range over: the length of the shortest prefix it asks for.
+
+        0: any ancestor directory (object keys: lists by topic, by table, or
+        all); n > 0: only prefixes of at least n characters (reverse
+        references, listed per target); None: the key is only ever read by
+        name. Stores that index directories for ranges index only what this says.
+        """
+        if key.startswith(self.objects):
+            return len(self.prefix)
+        referrers = f"{self.prefix}r/"
+        if key.startswith(referrers):
+            table_end = key.find("/", len(referrers))
+            id_end = key.find("/", table_end + 1)
+            return None if table_end < 0 or id_end < 0 else id_end + 1
+        return None
+
     def object_prefixes(self, tables: Sequence[str] | None, topics: Collection[str | None] | None) -> list[str]:
         """The fewest key prefixes that cover the objects of ``tables`` in ``topics``."""
         if topics is None:

@@ -12,7 +12,6 @@ import bisect
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 from nbdb import errors
@@ -20,25 +19,16 @@ from nbdb.capabilities import Atomicity, Capabilities, Durability
 from nbdb.families.kv import (
     CommitToken,
     Condition,
-    Exists,
     KeyChange,
     KeyStream,
     KeyValue,
     KeyValueBackend,
-    PrefixUnchangedSince,
-    VersionIs,
 )
+from nbdb.families.kvstore import condition_holds, key_changes
 
 __all__ = ["KVMemoryBackend", "MemoryStore"]
 
 DEFAULT_HISTORY = 10_000
-
-
-@dataclass(slots=True)
-class _Entry:
-    value: bytes
-    version: int
-    mod_revision: int
 
 
 class MemoryStore:
@@ -49,14 +39,14 @@ class MemoryStore:
             raise errors.ValidationError("memory:// history must be at least 1")
         self.history_limit = history
         self.cond = threading.Condition(threading.Lock())
-        self.data: dict[str, _Entry] = {}
+        self.data: dict[str, KeyValue] = {}
         self.sorted_keys: list[str] = []
         self.revision = 0
         self.compacted = 0
         self.history: list[KeyChange] = []
         self.leases: dict[str, tuple[bytes, float]] = {}
 
-    def range(self, prefix: str) -> list[tuple[str, _Entry]]:
+    def range(self, prefix: str) -> list[tuple[str, KeyValue]]:
         """Keys under ``prefix``, in order. Caller holds ``cond``."""
         keys = self.sorted_keys
         start = bisect.bisect_left(keys, prefix)
@@ -65,40 +55,29 @@ class MemoryStore:
 
     def holds(self, condition: Condition) -> bool:
         """Whether ``condition`` holds now. Caller holds ``cond``."""
-        if isinstance(condition, VersionIs):
-            entry = self.data.get(condition.key)
-            return (0 if entry is None else entry.version) == condition.version
-        if isinstance(condition, Exists):
-            return condition.key in self.data
-        if isinstance(condition, PrefixUnchangedSince):
-            return all(e.mod_revision <= condition.revision for _, e in self.range(condition.prefix))
-        raise TypeError(f"unknown condition {condition!r}")
+        return condition_holds(condition, self.data, self._changed_under)
+
+    def _changed_under(self, prefix: str, revision: int) -> bool:
+        return any(kv.mod_revision > revision for _, kv in self.range(prefix))
 
     def apply(self, puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
         """Write one commit. Caller holds ``cond``."""
         self.revision += 1
         rev = self.revision
-        for key, value in puts.items():
-            old = self.data.get(key)
-            if old is None:
-                bisect.insort(self.sorted_keys, key)
-                entry = _Entry(value, 1, rev)
-                self.data[key] = entry
-                self.history.append(KeyChange(key, value, 1, None, 0, rev))
+        for change in key_changes(self.data, puts, deletes, rev):
+            key = change.key
+            if change.value is None:
+                del self.data[key]
+                del self.sorted_keys[bisect.bisect_left(self.sorted_keys, key)]
             else:
-                self.data[key] = _Entry(value, old.version + 1, rev)
-                self.history.append(KeyChange(key, value, old.version + 1, old.value, old.version, rev))
-        for key in deletes:
-            old = self.data.pop(key, None)
-            if old is None:
-                continue
-            del self.sorted_keys[bisect.bisect_left(self.sorted_keys, key)]
-            self.history.append(KeyChange(key, None, 0, old.value, old.version, rev))
+                if change.prev_value is None:
+                    bisect.insort(self.sorted_keys, key)
+                self.data[key] = KeyValue(key, change.value, change.version, rev)
+            self.history.append(change)
         excess = len(self.history) - self.history_limit
         if excess > 0:
             # Trim in chunks so trimming stays amortised O(1) per change.
-            cut = max(excess, self.history_limit // 4)
-            cut = min(cut, len(self.history))
+            cut = min(max(excess, self.history_limit // 4), len(self.history))
             self.compacted = self.history[cut - 1].revision
             del self.history[:cut]
         self.cond.notify_all()
@@ -162,11 +141,11 @@ class KVMemoryBackend(KeyValueBackend):
     def get_key(self, key: str) -> KeyValue | None:
         with self.store.cond:
             entry = self.store.data.get(key)
-            return None if entry is None else KeyValue(key, entry.value, entry.version, entry.mod_revision)
+            return entry
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
         with self.store.cond:
-            out = [KeyValue(k, e.value, e.version, e.mod_revision) for p in prefixes for k, e in self.store.range(p)]
+            out = [kv for p in prefixes for _, kv in self.store.range(p)]
             return out, self.store.revision
 
     def commit_keys(

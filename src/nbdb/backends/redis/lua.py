@@ -55,23 +55,49 @@ local function walk(prefix, fn)
 end
 """
 
-# ARGV: P, object prefix, token, history, nconds, (kind, a, b)*, nputs, (key, value)*, ndels, key*
-# kinds: v key version | e key - | p prefix revision.  Returns {1, rev} applied,
-# {2, rev} applied earlier (a retry), {0} a condition failed, {3} the token was voided
-# (a settlement decided that this commit never applies).
+# ARGV: P, object prefix, token, history, payload.  The payload is a sequence of
+# items, each a one-letter kind followed by length-prefixed (>i4) fields:
+#   v key version | e key - | p prefix revision      conditions
+#   P key value root                                 a put
+#   D key root                                       a delete
+# ``root`` is the key's range root (see KeyLayout.range_root): -1 never ranged
+# (no directory sets), 0 any ancestor, n only directories of n characters or more.
+# Returns {1, rev} applied, {2, rev} applied earlier (a retry), {0} a condition
+# failed, {3} the token was voided (a settlement decided this commit never applies).
 COMMIT_LUA = (
     _LUA_PRELUDE
     + r"""
 local OBJ = ARGV[2]
 local token = ARGV[3]
 local history = tonumber(ARGV[4])
+local blob = ARGV[5]
 local done = redis.call('GET', P .. 'ct:' .. token)
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
-local i = 5
-for _ = 1, tonumber(ARGV[i]) do
-  local kind, a, b = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  i = i + 3
+
+local pos = 1
+local function field()
+  local n
+  n, pos = struct.unpack('>i4', blob, pos)
+  local text = blob:sub(pos, pos + n - 1)
+  pos = pos + n
+  return text
+end
+local conds, puts, dels = {}, {}, {}
+while pos <= #blob do
+  local kind = blob:sub(pos, pos)
+  pos = pos + 1
+  if kind == 'P' then
+    puts[#puts + 1] = {field(), field(), tonumber(field())}
+  elseif kind == 'D' then
+    dels[#dels + 1] = {field(), tonumber(field())}
+  else
+    conds[#conds + 1] = {kind, field(), field()}
+  end
+end
+
+for _, c in ipairs(conds) do
+  local kind, a, b = c[1], c[2], c[3]
   if kind == 'v' then
     if (tonumber(redis.call('HGET', P .. 'k:' .. a, 'n')) or 0) ~= tonumber(b) then return {0} end
   elseif kind == 'e' then
@@ -83,18 +109,6 @@ for _ = 1, tonumber(ARGV[i]) do
     end)
     if not ok then return {0} end
   end
-end
-i = i + 1
-local puts = {}
-for _ = 1, tonumber(ARGV[i]) do
-  puts[#puts + 1] = {ARGV[i + 1], ARGV[i + 2]}
-  i = i + 2
-end
-i = i + 1
-local dels = {}
-for _ = 1, tonumber(ARGV[i]) do
-  dels[#dels + 1] = ARGV[i + 1]
-  i = i + 1
 end
 
 -- Pass 1: read every previous state before writing anything, so that a
@@ -112,59 +126,66 @@ end
 for _, kv in ipairs(puts) do
   local s = load(kv[1])
   local ver = s and (s[2] + 1) or 1
-  changes[#changes + 1] = {kv[1], kv[2], ver, s and s[1] or false, s and s[2] or 0}
+  changes[#changes + 1] = {kv[1], kv[2], ver, s and s[1] or false, s and s[2] or 0, kv[3]}
   cur[kv[1]] = {kv[2], ver}
 end
-for _, key in ipairs(dels) do
-  local s = load(key)
+for _, d in ipairs(dels) do
+  local s = load(d[1])
   if s then
-    changes[#changes + 1] = {key, false, 0, s[1], s[2]}
-    cur[key] = false
+    changes[#changes + 1] = {d[1], false, 0, s[1], s[2], d[2]}
+    cur[d[1]] = false
   end
 end
 
--- The revision: never behind the commit log (a deleted head self-heals).
-local rev = tonumber(redis.call('HGET', P .. 'head', 'r')) or 0
-local top = redis.call('XREVRANGE', P .. 'clog', '+', '-', 'COUNT', 1)[1]
-if top then rev = math.max(rev, tonumber(top[1]:match('^(%d+)'))) end
+-- The revision: the head's, or the commit log's if the head was deleted.
+local rev = tonumber(redis.call('HGET', P .. 'head', 'r'))
+if not rev then
+  local top = redis.call('XREVRANGE', P .. 'clog', '+', '-', 'COUNT', 1)[1]
+  rev = top and tonumber(top[1]:match('^(%d+)')) or 0
+end
 rev = rev + 1
 
--- Pass 2: write keys and directories.
-local dirs = {}
+-- Pass 2: write keys, and the directories of the keys that are ever ranged.
+local dirs, ndirs = {}, 0
 for _, c in ipairs(changes) do
+  local key, root = c[1], c[6]
   if c[2] then
-    redis.call('HSET', P .. 'k:' .. c[1], 'v', c[2], 'n', c[3], 'm', rev)
-    if c[5] == 0 then
-      local path = c[1]
-      while path ~= '' do
-        local d, name = split(path)
-        local dk = P .. 'd:' .. d
-        if redis.call('SADD', dk, name) == 0 or redis.call('SCARD', dk) > 1 then break end
-        path = d
-      end
-    end
+    redis.call('HSET', P .. 'k:' .. key, 'v', c[2], 'n', c[3], 'm', rev)
   else
-    redis.call('DEL', P .. 'k:' .. c[1])
-    local path = c[1]
+    redis.call('DEL', P .. 'k:' .. key)
+  end
+  if root >= 0 and (c[5] == 0 or not c[2]) then
+    local path = key
     while path ~= '' do
       local d, name = split(path)
       local dk = P .. 'd:' .. d
-      if redis.call('SREM', dk, name) == 0 or redis.call('EXISTS', dk) == 1 then break end
+      if c[2] then
+        if redis.call('SADD', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 1 then break end
+      else
+        if redis.call('SREM', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 0 then break end
+      end
       path = d
     end
   end
-  local path = c[1]
-  while path ~= '' do
-    path = split(path)
-    dirs[path] = true
+  if root == 0 then
+    -- The revision of the last change below each directory validates batched lists.
+    local path = key
+    while path ~= '' do
+      path = split(path)
+      if not dirs[path] then
+        dirs[path] = true
+        ndirs = ndirs + 1
+      end
+    end
   end
 end
-for d in pairs(dirs) do
-  if d == '' or redis.call('EXISTS', P .. 'd:' .. d) == 1 then
-    redis.call('HSET', P .. 'dmr', d, rev)
-  else
-    redis.call('HDEL', P .. 'dmr', d)
+if ndirs > 0 then
+  local args = {}
+  for d in pairs(dirs) do
+    args[#args + 1] = d
+    args[#args + 1] = rev
   end
+  redis.call('HSET', P .. 'dmr', unpack(args))
 end
 
 -- The change feed: the commit log, the log of all objects, one log per topic.
@@ -186,9 +207,10 @@ for _, c in ipairs(changes) do
 end
 local id = rev .. '-0'
 redis.call('XADD', P .. 'clog', 'MAXLEN', '~', history, id, 't', token)
--- Change logs keep at least what the commit log keeps: a watcher whose
--- anchor is still in the commit log finds every later entry.
-local first = redis.call('XRANGE', P .. 'clog', '-', '+', 'COUNT', 1)[1][1]
+-- Change logs keep at least what the commit log keeps (its revisions are dense,
+-- and it keeps at least ``history`` entries): a watcher whose anchor is still in
+-- the commit log finds every later entry.
+local first = math.max(rev - history, 0) .. '-0'
 if #all > 0 then
   redis.call('XADD', P .. 'log', 'MINID', '~', first, id, 't', token, 'c', table.concat(all))
 end
