@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, TypeVar, overload
 from uuid import UUID
 
-from nbdb import errors
+from nbdb import errors, metrics
 from nbdb.cache import Cache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.codec import bulk, decode
 from nbdb.models.base import Model, all_models, model_for_table
+from nbdb.revision import Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, UniqueKey, WriteOp
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
@@ -82,6 +83,11 @@ class Database:
         self._caches: weakref.WeakSet[Cache] = weakref.WeakSet()
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
+        self._scope = backend.revision_scope
+        handles = metrics.active()
+        self._metrics = None if handles is None else handles.backend(backend)
+        # Start times of recent commits, for the caches' commit-to-applied lag.
+        self._commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
 
     def __repr__(self) -> str:
         return f"<nbdb.Database {type(self._backend).__name__}>"
@@ -95,6 +101,31 @@ class Database:
     def capabilities(self) -> Capabilities:
         """The backend's static declaration of what it guarantees."""
         return self._backend.capabilities
+
+    # ---------------------------------------------------------------- commits
+
+    def _revision(self, revision: int) -> Revision:
+        return Revision(revision, self._scope)
+
+    def _commit(self, ops: Sequence[WriteOp], fence: LockHandle | None = None) -> tuple[CommitResult, Revision]:
+        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
+        commit: Callable[[Sequence[WriteOp]], CommitResult] = self._backend.commit
+        if fence is not None:
+            if not isinstance(fence, LockHandle):
+                raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
+            self._need("fencing", self.capabilities.fencing, "fence writes on a lock")
+            if fence.lost:
+                raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
+            backend = self._backend
+
+            def commit(ops: Sequence[WriteOp]) -> CommitResult:
+                return backend.commit_fenced(ops, fence)
+
+        if self._metrics is None:
+            result = commit(ops)
+        else:
+            result = self._metrics.commit(commit, ops, self._commit_times)
+        return result, Revision(result.revision, self._scope)
 
     # ---------------------------------------------------------------- checks
 
@@ -149,16 +180,6 @@ class Database:
             raise errors.NotFoundError(f"{model.nbdb_table} {uid} does not exist", key=(model.nbdb_table, uid))
         return Delete(model.nbdb_table, uid, current.topic, ANY_VERSION, None, if_exists)
 
-    def _commit(self, ops: Sequence[WriteOp], fence: LockHandle | None) -> CommitResult:
-        if fence is None:
-            return self._backend.commit(ops)
-        if not isinstance(fence, LockHandle):
-            raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
-        self._need("fencing", self.capabilities.fencing, "fence writes on a lock")
-        if fence.lost:
-            raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
-        return self._backend.commit_fenced(ops, fence)
-
     # ---------------------------------------------------------------- CRUD
 
     def create(
@@ -178,7 +199,7 @@ class Database:
         put, planned = put_of(obj, 0, ttl)
         for _attempt in range(_MAY_EXIST_ATTEMPTS):
             try:
-                result = self._commit([put], fence)
+                result, revision = self._commit([put], fence)
             except errors.UniqueViolationError as exc:
                 if not may_exist or exc.existing is None:
                     raise
@@ -186,7 +207,7 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            return as_stored(obj, planned, result.versions[0])
+            return as_stored(obj, planned, result.versions[0], revision)
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def get(self, model: type[M], id: UUID | str) -> M:
@@ -225,12 +246,13 @@ class Database:
     def update(self, obj: M, *, fence: LockHandle | None = None) -> M:
         """Compare-and-swap: store ``obj`` if the stored copy is still at ``obj.version``.
 
-        Returns the new stored copy; ConflictError if somebody wrote in between.
+        Returns the new stored copy (carrying its ``nbdb_revision``);
+        ConflictError if somebody wrote in between.
         """
         obj = self._checked_stored(obj)
         put, planned = put_of(obj, obj.version)
-        result = self._commit([put], fence)
-        return as_stored(obj, planned, result.versions[0])
+        result, revision = self._commit([put], fence)
+        return as_stored(obj, planned, result.versions[0], revision)
 
     def mutate(
         self,
@@ -279,7 +301,7 @@ class Database:
     @overload
     def delete(
         self, obj: Model, *, cascade: bool = ..., if_exists: bool = ..., fence: LockHandle | None = ...
-    ) -> int | None: ...
+    ) -> Revision | None: ...
     @overload
     def delete(
         self,
@@ -299,7 +321,7 @@ class Database:
         cascade: bool = False,
         if_exists: bool = False,
         fence: LockHandle | None = None,
-    ) -> int | None:
+    ) -> Revision | None:
         """Delete an object (compare-and-swap on its version) or ``Model, id`` (whatever version).
 
         Returns the revision of the commit (None if ``if_exists`` found
@@ -312,12 +334,12 @@ class Database:
         if op is None:
             return None
         try:
-            result = self._commit(self._cascade(op) if cascade else [op], fence)
+            result, revision = self._commit(self._cascade(op) if cascade else [op], fence)
         except errors.NotFoundError as exc:
             if if_exists and exc.key == (op.table, op.id):
                 return None
             raise
-        return None if 0 in result.skipped else result.revision
+        return None if 0 in result.skipped else revision
 
     def _cascade(self, root: Delete) -> list[WriteOp]:
         deletes: dict[tuple[str, UUID], WriteOp] = {(root.table, root.id): root}
@@ -453,13 +475,26 @@ class Database:
         topics: Collection[str | None] | None = None,
         on_change: Subscriber | None = None,
         on_error: Callable[[errors.CorruptRecordError], None] | None = None,
+        *,
+        fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
     ) -> Cache:
         """A local replica of ``models`` (in ``topics``), loading in the background.
 
         Call ``wait_synced()`` before relying on its content. ``on_change``
-        receives every event from the first list on.
+        receives every event from the first list on (on a thread of its own,
+        as every subscriber). ``fields`` keeps only those fields (a list for a
+        one-model cache, or a mapping from model to fields): ``get`` and
+        ``find`` then return read-only partial views (:mod:`nbdb.projection`).
         """
-        cache = Cache(self._backend, self._models(models), topics, on_change, on_error)
+        cache = Cache(
+            self._backend,
+            self._models(models),
+            topics,
+            on_change,
+            on_error,
+            fields=fields,
+            commit_times=self._commit_times,
+        )
         self._caches.add(cache)
         return cache
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from nbdb import errors
+from nbdb import errors, metrics
 
 __all__ = ["Attempts", "ErrorRule", "ExceptionMap", "Failure", "RetryPolicy"]
 
@@ -166,6 +166,7 @@ class Attempts:
             time.sleep(delay)
         self.number += 1
         self._delay = min(max(self._delay * 2, 0.001), self.policy.max_backoff)
+        metrics.count_retry()
         return True
 
 

@@ -271,6 +271,17 @@ class Backend(ABC):
     def current_revision(self) -> int:
         """The revision of the latest commit."""
 
+    @property
+    def revision_scope(self) -> object:
+        """Which revision sequence this backend's revisions belong to.
+
+        None (the default): every connection to the store shares one sequence.
+        A backend whose revisions count per connection returns a token of its
+        own sequence, equal for connections that share it; see
+        :class:`nbdb.revision.Revision`.
+        """
+        return None
+
     @abstractmethod
     def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
         """A context manager holding the named lock; see :meth:`nbdb.Database.lock`."""

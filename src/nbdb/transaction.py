@@ -12,6 +12,7 @@ from uuid import UUID
 
 from nbdb import errors
 from nbdb.models.base import Model
+from nbdb.revision import Revision
 from nbdb.spi import Delete, LockHandle, Put, WriteOp
 from nbdb.writes import FieldMutation, as_stored, mutate, put_of
 
@@ -64,7 +65,8 @@ class Transaction:
         self._fence = fence
         self._steps: list[_Step] = []
         self.results: list[Model | None] = []
-        self.revision: int | None = None
+        self.revision: Revision | None = None
+        """The commit's revision (for :meth:`nbdb.Cache.wait_for`), once committed."""
 
     def create(self, obj: M, *, may_exist: bool = False, ttl: float | None = None) -> M:
         """Queue the creation of ``obj``; returns it as it will be stored (version 1).
@@ -122,13 +124,13 @@ class Transaction:
             ops: Sequence[WriteOp] = [s.op for s in live]  # type: ignore[misc]
             try:
                 if not ops:
-                    self.revision = db._backend.current_revision()
+                    self.revision = db._revision(db._backend.current_revision())
                 else:
-                    result = db._commit(ops, self._fence)
-                    self.revision = result.revision
+                    result, revision = db._commit(ops, self._fence)
+                    self.revision = revision
                     for step, version in zip(live, result.versions, strict=True):
                         if step.obj is not None and step.planned is not None:
-                            step.result = as_stored(step.obj, step.planned, version)
+                            step.result = as_stored(step.obj, step.planned, version, revision)
             except errors.UniqueViolationError as exc:
                 if not self._settle_existing(live, exc):
                     raise

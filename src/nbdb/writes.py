@@ -23,9 +23,9 @@ __all__ = ["FieldMutation", "as_stored", "mutate", "mutation_changes", "put_of",
 M = TypeVar("M", bound=Model)
 
 
-def stored(obj: M, version: int) -> M:
-    """``obj`` as stored at ``version``."""
-    return obj.stored_copy(version, obj.ref_keys())
+def stored(obj: M, version: int, revision: int | None = None) -> M:
+    """``obj`` as stored at ``version`` (committed at ``revision``)."""
+    return obj.stored_copy(version, obj.ref_keys(), revision)
 
 
 def unique_keys(obj: Model) -> tuple[UniqueKey, ...]:
@@ -43,9 +43,12 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, 
     return put, copy
 
 
-def as_stored(obj: M, planned: M, version: int) -> M:
-    """The stored copy at the version the backend reports (the planned one, unless it differs)."""
-    return planned if planned.version == version else stored(obj, version)
+def as_stored(obj: M, planned: M, version: int, revision: int) -> M:
+    """The stored copy at the version the backend reports (the planned one, unless it differs), at ``revision``."""
+    if planned.version != version:
+        return stored(obj, version, revision)
+    planned.committed_at(revision)
+    return planned
 
 
 # ---------------------------------------------------------------- mutations

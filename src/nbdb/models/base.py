@@ -145,6 +145,9 @@ class Model(BaseModel):
     # Reference ids of the stored copy this instance descends from: lets an
     # update or delete drop the right reverse references without a read.
     _stored_refs: frozenset[tuple[str, uuid.UUID]] | None = PrivateAttr(default=None)
+    # The revision of the commit that produced a write result lives in
+    # __pydantic_private__["_revision"] too, deliberately undeclared: a declared
+    # private attribute costs every decode a default to initialise.
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -164,6 +167,29 @@ class Model(BaseModel):
         raise errors.ValidationError(
             f"{type(self).__name__} is immutable: derive a changed copy with .replace({name}=...)"
         )
+
+    def __eq__(self, other: object) -> bool:
+        # A model's value is its fields. Pydantic also compares private
+        # attributes, which here record where a copy came from (the commit
+        # revision of a write result, the references of its stored lineage):
+        # a write result must equal the same version read back.
+        if not isinstance(other, Model):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    @property
+    def nbdb_revision(self) -> int | None:
+        """The revision this copy was committed at, on copies returned by a write; None otherwise.
+
+        ``create``, ``update`` and a transaction's ``results`` return stored
+        copies that carry their commit's revision (a :class:`nbdb.revision.Revision`),
+        for :meth:`nbdb.Cache.wait_for`. Copies decoded from a record (``get``,
+        ``list``, a cache, a watch) and copies derived with :meth:`replace`
+        carry None (an in-process store that keeps the written copy itself
+        hands out that copy, revision included).
+        """
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_revision")
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -219,8 +245,8 @@ class Model(BaseModel):
         new._stored_refs = self._stored_refs
         return new  # type: ignore[no-any-return]
 
-    def stored_copy(self, version: int, refs: frozenset[tuple[str, uuid.UUID]]) -> Self:
-        """This object as stored at ``version``, whose references are ``refs``.
+    def stored_copy(self, version: int, refs: frozenset[tuple[str, uuid.UUID]], revision: int | None = None) -> Self:
+        """This object as stored at ``version``, whose references are ``refs``, committed at ``revision``.
 
         Only the version differs from a valid object, so nothing is validated
         again (the way pydantic's ``model_construct`` builds an instance).
@@ -231,11 +257,20 @@ class Model(BaseModel):
         data["version"] = version
         private = dict(self.__pydantic_private__ or {})
         private["_stored_refs"] = refs
+        private["_revision"] = revision
         object.__setattr__(new, "__dict__", data)
         object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"version"})
         object.__setattr__(new, "__pydantic_extra__", None)
         object.__setattr__(new, "__pydantic_private__", private)
         return new
+
+    def committed_at(self, revision: int) -> None:
+        """Record the revision of the commit that stored this copy (see :attr:`nbdb_revision`).
+
+        For the Database, once the backend acknowledged the write: the copy
+        is the value the commit stored, only its provenance was not known yet.
+        """
+        self.__pydantic_private__["_revision"] = revision  # type: ignore[index]
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
         """Every (table, id) this object points to."""
