@@ -23,11 +23,12 @@ from nbdb.cache import Cache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.codec import bulk, decode
 from nbdb.models.base import Model, all_models, model_for_table
+from nbdb.reaper import Reaper
 from nbdb.revision import Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, UniqueKey, WriteOp
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
-from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, put_of
+from nbdb.writes import FieldMutation, as_stored, check_uuid, delete_of, mutate, put_of
 
 __all__ = ["Database", "ListResult", "Transaction"]
 
@@ -76,7 +77,7 @@ class Database:
     ``with`` block) releases them.
     """
 
-    def __init__(self, backend: Backend, url: str = "") -> None:
+    def __init__(self, backend: Backend, url: str = "", *, reap: bool = True) -> None:
         self._backend = backend
         self._url = url
         # Weak: a cache or watch the caller closed and dropped must not be kept alive here.
@@ -88,6 +89,9 @@ class Database:
         self._metrics = None if handles is None else handles.backend(backend)
         # Start times of recent commits, for the caches' commit-to-applied lag.
         self._commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
+        self._reaper: Reaper | None = None
+        if reap and backend.capabilities.expiry is Expiry.REAPER and type(backend).reap is not Backend.reap:
+            self._reaper = Reaper(backend)
 
     def __repr__(self) -> str:
         return f"<nbdb.Database {type(self._backend).__name__}>"
@@ -168,7 +172,7 @@ class Database:
     def _delete_op(self, obj_or_model: Model | type[Model], id: UUID | str | None, if_exists: bool) -> Delete | None:
         if isinstance(obj_or_model, Model):
             obj = self._checked_stored(obj_or_model)
-            return Delete(obj.nbdb_table, obj.id, obj.topic, obj.version, obj._stored_refs, if_exists)
+            return delete_of(obj, if_exists)
         model = _check_model_class(obj_or_model)
         if id is None:
             raise errors.ValidationError("delete(Model, id) needs an id")
@@ -373,7 +377,7 @@ class Database:
                         doomed = True
                 if doomed:
                     updates.pop(source, None)
-                    deletes[source] = Delete(source[0], source[1], obj.topic, obj.version, old_refs=obj._stored_refs)
+                    deletes[source] = delete_of(obj)
                     queue.append(source)
         ops: list[WriteOp] = list(deletes.values())
         ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
@@ -524,6 +528,8 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        if self._reaper is not None:
+            self._reaper.close()
         for cache in list(self._caches):
             cache.close()
         for watch in list(self._watches):

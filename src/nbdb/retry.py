@@ -37,6 +37,9 @@ __all__ = ["Attempts", "ErrorRule", "ExceptionMap", "Failure", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
 
+# Jitter needs no global seed: a private generator leaves the caller's random state alone.
+_JITTER = random.Random()
+
 T = TypeVar("T")
 
 
@@ -155,7 +158,7 @@ class Attempts:
             return False
         delay = self._delay
         if self.policy.jitter:
-            delay *= 1.0 - self.policy.jitter * random.random()
+            delay *= 1.0 - self.policy.jitter * _JITTER.random()
         remaining = self.remaining
         if remaining is not None and remaining <= delay:
             return False

@@ -127,6 +127,8 @@ class Put:
     """Every unique value of the new state (stores with ``capabilities.unique`` enforce them)."""
     ttl: float | None = None
     """Seconds the object lives unless refreshed (creates only; stores with ``capabilities.expiry``)."""
+    old_unique: tuple[UniqueKey, ...] | None = None
+    """The unique values of the stored state at ``expect_version``, if the caller knows them (None: read them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,8 @@ class Delete:
     old_refs: frozenset[RefKey] | None = None
     if_exists: bool = False
     """Nothing to do (not an error) if the record does not exist when the commit applies."""
+    old_unique: tuple[UniqueKey, ...] | None = None
+    """The unique values the stored record holds, if known (None: the backend reads them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +334,14 @@ class Backend(ABC):
         longer show it.
         """
         raise UnsupportedError(f"{type(self).__name__} cannot list in pages")
+
+    def reap(self) -> int:
+        """Delete objects whose ttl ran out, once; how many (stores with ``expiry=reaper`` that need a client to).
+
+        A Database calls it periodically while it is open. Stores that expire
+        objects themselves (or reap in a thread of their own) do not offer it.
+        """
+        raise UnsupportedError(f"{type(self).__name__} has nothing to reap")
 
     def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
         """The id of the object that holds the unique value ``key``, if any (``capabilities.unique``)."""

@@ -16,9 +16,9 @@ from pydantic import TypeAdapter
 from nbdb import errors
 from nbdb.codec import encode
 from nbdb.models.base import Model
-from nbdb.spi import FieldChange, Put, Record, UniqueKey
+from nbdb.spi import Delete, FieldChange, Put, Record, UniqueKey
 
-__all__ = ["FieldMutation", "as_stored", "mutate", "mutation_changes", "put_of", "stored", "unique_keys"]
+__all__ = ["FieldMutation", "as_stored", "delete_of", "mutate", "mutation_changes", "put_of", "stored", "unique_keys"]
 
 M = TypeVar("M", bound=Model)
 
@@ -36,10 +36,16 @@ def unique_keys(obj: Model) -> tuple[UniqueKey, ...]:
 def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, M]:
     """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1)."""
     refs = obj.ref_keys()
-    copy = obj.stored_copy(expect_version + 1, refs)
-    old_refs = obj._stored_refs if expect_version else frozenset()
-    uniques = unique_keys(obj) if obj.nbdb_unique_fields else ()
-    put = Put(obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, copy, uniques, ttl)
+    values = obj.unique_values() if obj.nbdb_unique_fields else ()
+    copy = obj.stored_copy(expect_version + 1, refs, unique=values)
+    if expect_version:
+        old_refs, old_unique = obj._stored_refs, _keys(obj.stored_unique())
+    else:
+        old_refs, old_unique = frozenset(), ()
+    put = Put(
+        obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, copy,
+        tuple(UniqueKey(f, v) for f, v in values), ttl, old_unique,
+    )  # fmt: skip
     return put, copy
 
 
@@ -49,6 +55,17 @@ def as_stored(obj: M, planned: M, version: int, revision: int) -> M:
         return stored(obj, version, revision)
     planned.committed_at(revision)
     return planned
+
+
+def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] | None:
+    return None if values is None else tuple(UniqueKey(f, v) for f, v in values)
+
+
+def delete_of(obj: Model, if_exists: bool = False) -> Delete:
+    """The compare-and-swap delete of a stored copy."""
+    return Delete(
+        obj.nbdb_table, obj.id, obj.topic, obj.version, obj._stored_refs, if_exists, _keys(obj.stored_unique())
+    )
 
 
 # ---------------------------------------------------------------- mutations

@@ -147,7 +147,9 @@ class Model(BaseModel):
     _stored_refs: frozenset[tuple[str, uuid.UUID]] | None = PrivateAttr(default=None)
     # The revision of the commit that produced a write result lives in
     # __pydantic_private__["_revision"] too, deliberately undeclared: a declared
-    # private attribute costs every decode a default to initialise.
+    # private attribute costs every decode a default to initialise. So do the
+    # unique values of the stored copy ("_stored_unique"): they let an update
+    # or delete release the values it no longer holds without reading them back.
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -243,9 +245,28 @@ class Model(BaseModel):
         except pydantic.ValidationError as exc:
             raise _translate(exc, type(self).__name__) from None
         new._stored_refs = self._stored_refs
+        new.remember_unique(self.stored_unique())
         return new  # type: ignore[no-any-return]
 
-    def stored_copy(self, version: int, refs: frozenset[tuple[str, uuid.UUID]], revision: int | None = None) -> Self:
+    def stored_unique(self) -> tuple[tuple[str, str], ...] | None:
+        """The unique values of the stored copy this object descends from (None: unknown)."""
+        if not self.nbdb_unique_fields:
+            return ()
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_stored_unique")
+
+    def remember_unique(self, values: tuple[tuple[str, str], ...] | None) -> None:
+        """Record the unique values of the stored copy this object descends from (see :meth:`stored_unique`)."""
+        if self.nbdb_unique_fields and self.__pydantic_private__ is not None:
+            self.__pydantic_private__["_stored_unique"] = values
+
+    def stored_copy(
+        self,
+        version: int,
+        refs: frozenset[tuple[str, uuid.UUID]],
+        revision: int | None = None,
+        unique: tuple[tuple[str, str], ...] | None = None,
+    ) -> Self:
         """This object as stored at ``version``, whose references are ``refs``, committed at ``revision``.
 
         Only the version differs from a valid object, so nothing is validated
@@ -258,6 +279,8 @@ class Model(BaseModel):
         private = dict(self.__pydantic_private__ or {})
         private["_stored_refs"] = refs
         private["_revision"] = revision
+        if self.nbdb_unique_fields:
+            private["_stored_unique"] = unique
         object.__setattr__(new, "__dict__", data)
         object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"version"})
         object.__setattr__(new, "__pydantic_extra__", None)
