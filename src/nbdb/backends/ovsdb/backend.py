@@ -24,6 +24,7 @@ from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import VersionBook
 from nbdb.models.base import Model
 from nbdb.models.shape import model_shapes, shape_of
+from nbdb.pool import Lease, SharedResources
 from nbdb.spi import LockHandle
 
 __all__ = ["OvsdbBackend", "generate_schema"]
@@ -52,7 +53,6 @@ class _Driver:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.users = 0
         self.session = Session(target)
         schemas = self.session.open()
         try:
@@ -102,28 +102,8 @@ class _Driver:
         self.session.close()
 
 
-_DRIVERS: dict[Target, _Driver] = {}
-_DRIVERS_LOCK = threading.Lock()
-
-
-def _acquire_driver(target: Target) -> _Driver:
-    with _DRIVERS_LOCK:
-        driver = _DRIVERS.get(target)
-        if driver is None:
-            driver = _Driver(target)
-            _DRIVERS[target] = driver
-        driver.users += 1
-        return driver
-
-
-def _release_driver(driver: _Driver) -> None:
-    with _DRIVERS_LOCK:
-        driver.users -= 1
-        if driver.users > 0:
-            return
-        if _DRIVERS.get(driver.target) is driver:
-            del _DRIVERS[driver.target]
-    driver.close()
+_DRIVERS: SharedResources[Target, _Driver] = SharedResources("ovsdb connections", _Driver.close)
+"""Backends opened in one process on the same target share its connection (and revisions)."""
 
 
 class OvsdbBackend(OvsdbFamilyBackend):
@@ -154,7 +134,9 @@ class OvsdbBackend(OvsdbFamilyBackend):
         "must stay within one OVSDB database.",
     )
 
-    def __init__(self, driver: _Driver) -> None:
+    def __init__(self, lease: Lease[Target, _Driver]) -> None:
+        self._lease = lease
+        driver = lease.value
         self._driver = driver
         self.mapping = driver.mapping
         self.clock = driver.clock
@@ -168,7 +150,8 @@ class OvsdbBackend(OvsdbFamilyBackend):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> OvsdbBackend:
         """Open ``ovsdb+tcp://``, ``ovsdb+ssl://`` or ``ovsdb+unix://`` (see the class docstring)."""
-        return cls(_acquire_driver(parse_url(url, options)))
+        target = parse_url(url, options)
+        return cls(_DRIVERS.acquire(target, lambda: _Driver(target)))
 
     def __repr__(self) -> str:
         return f"<OvsdbBackend {self._driver.target.describe()} db={self.nb_db}>"
@@ -241,4 +224,4 @@ class OvsdbBackend(OvsdbFamilyBackend):
         if self._closed:
             return
         self._closed = True
-        _release_driver(self._driver)
+        self._lease.release()

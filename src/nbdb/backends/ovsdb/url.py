@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
-from nbdb.loader import url_options
+from nbdb.options import Options
 
 __all__ = ["DEFAULT_MODEL_DB", "DEFAULT_NB", "Target", "parse_url"]
 
@@ -40,23 +40,13 @@ class Target:
         return f"ovsdb+{self.scheme}://" + ",".join(self.remotes)
 
 
-def _seconds(query: dict[str, Any], name: str, default: str) -> float:
-    try:
-        value = float(query.get(name, default))
-    except ValueError:
-        raise errors.ValidationError(f"ovsdb {name} must be a number, not {query[name]!r}") from None
-    if value <= 0:
-        raise errors.ValidationError(f"ovsdb {name} must be positive")
-    return value
-
-
 def parse_url(url: str, options: dict[str, Any]) -> Target:
     """The :class:`Target` of an OVSDB URL plus keyword options (keywords win); ValidationError if bad."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("ovsdb+tcp", "ovsdb+ssl", "ovsdb+unix"):
         raise errors.ValidationError(f"not an OVSDB URL: {url!r} (want ovsdb+tcp://, ovsdb+ssl:// or ovsdb+unix://)")
-    query = url_options(
+    opts = Options.from_url(
         parts.query,
         {k: str(v) for k, v in options.items() if v is not None},
         _OPTIONS,
@@ -69,7 +59,7 @@ def parse_url(url: str, options: dict[str, Any]) -> Target:
         if not path:
             raise errors.ValidationError("ovsdb+unix:// needs a socket path: ovsdb+unix:///var/run/ovn/ovnnb_db.sock")
         remotes: tuple[str, ...] = (path,)
-        database = query.get("database", DEFAULT_NB)
+        database = opts.text("database", DEFAULT_NB)
     else:
         hosts = [h.strip() for h in parts.netloc.split(",") if h.strip()]
         if not hosts:
@@ -78,18 +68,18 @@ def parse_url(url: str, options: dict[str, Any]) -> Target:
             if ":" not in host or not host.rsplit(":", 1)[1].isdigit():
                 raise errors.ValidationError(f"{scheme}:// remote {host!r} is not host:port")
         remotes = tuple(hosts)
-        database = parts.path.strip("/") or query.get("database", DEFAULT_NB)
+        database = parts.path.strip("/") or opts.text("database", DEFAULT_NB)
     target = Target(
         kind,
         remotes,
         database,
-        query.get("model_db") or DEFAULT_MODEL_DB,
-        _seconds(query, "timeout", "20"),
-        _seconds(query, "probe", "3"),
-        query.get("private_key"),
-        query.get("certificate"),
-        query.get("ca_cert"),
-        query.get("namespace", ""),
+        opts.text("model_db") or DEFAULT_MODEL_DB,
+        opts.number("timeout", 20.0, minimum=0.001),
+        opts.number("probe", 3.0, minimum=0.05),
+        opts.text("private_key"),
+        opts.text("certificate"),
+        opts.text("ca_cert"),
+        opts.text("namespace", ""),
     )
     if kind == "ssl" and not (target.private_key and target.certificate and target.ca_cert):
         raise errors.ValidationError("ovsdb+ssl:// needs private_key, certificate and ca_cert (query or options)")

@@ -44,7 +44,7 @@ GROUPS: tuple[Group, ...] = (
     Group("list", listing.run_nbdb, listing.run_raw, _once),
     Group("cache", cache.run_nbdb, cache.run_raw, lambda s: [{"objects": n} for n in s.load_objects]),
     Group("fanout", fanout.run_nbdb, fanout.run_raw, lambda s: [{"caches": n} for n in s.fanout_caches]),
-    Group("churn", churn.run_nbdb, None, _once),
+    Group("churn", churn.run_nbdb, None, lambda s: [{}, {"controller": True}]),
     Group("ovn", ovn.run_nbdb, ovn.run_raw, lambda s: [{"ports": n} for n in s.ovn_ports], ("ovsdb",)),
 )
 
@@ -61,6 +61,7 @@ WORKLOAD_TITLES: dict[str, str] = {
     "cache.find": "cache find by indexed name, one thread",
     "watch.fanout": "one writer, N caches: commit to applied",
     "churn": "tenants, networks, ports bound to chassis, deletes; topic-filtered caches",
+    "churn.controller": "the same churn into controllers: write to the reconcile that reflects it",
     "ovn.cold_load": "OVN: connect and load a switch's N ports (raw: the ovs IDL)",
     "ovn.create": "OVN: create a port on a switch of N ports (raw: ovsdbapp lsp_add + addresses)",
     "ovn.update": "OVN: set a port's addresses (raw: ovsdbapp lsp_set_addresses)",

@@ -28,10 +28,11 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from nbdb import errors
+from nbdb.families import rules
 from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
-from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, reflects, settle, still_referenced
+from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, reflects, settle
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, parse_window, push_window
 from nbdb.families.ovsdb.stream import ReplicaStream
@@ -127,6 +128,11 @@ class OvsdbFamilyBackend(Backend):
     def current_revision(self) -> int:
         return self.clock.now()
 
+    @property
+    def revision_scope(self) -> object:
+        # Revisions count per connection: every replica it feeds shares its clock.
+        return self.clock
+
     def _replicas(self) -> list[Replica]:
         """Every replica this backend made (the test hook below forgets all their histories)."""
         return [self.replica]
@@ -139,12 +145,8 @@ class OvsdbFamilyBackend(Backend):
 
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
         if not ops:
-            return CommitResult(self.replica.revision, [])
-        seen: set[RefKey] = set()
-        for op in ops:
-            if (op.table, op.id) in seen:
-                raise errors.ValidationError(f"{op.table} {op.id} appears twice in one transaction")
-            seen.add((op.table, op.id))
+            return CommitResult(self.clock.now(), [])
+        rules.shape_of(ops)  # refuses an object written twice
         token = uuid.uuid4().hex[:16]
         deadline = time.monotonic() + self.commit_timeout
         synced = False
@@ -163,6 +165,13 @@ class OvsdbFamilyBackend(Backend):
                     self._sync(self.mapping.get(ops[0].table).db)
                     synced = True
                     continue
+                if plan.skipped and not synced:
+                    # "Gone, nothing to delete" is a decision too: make it on a current replica.
+                    self._sync(plan.db)
+                    synced = True
+                    continue
+                if not plan.ops:
+                    return CommitResult(self.clock.now(), plan.versions, frozenset(plan.skipped))
             try:
                 result = self._transact(plan.db, plan.ops)
             except TransactLost as exc:
@@ -232,7 +241,7 @@ class OvsdbFamilyBackend(Backend):
                     break
                 self.replica.cond.wait(min(remaining, 0.5))
             revision = max((self.replica.changed_at.get(key, 0) for key in plan.keys), default=0)
-            return CommitResult(revision or self.replica.revision, plan.versions)
+            return CommitResult(revision or self.replica.revision, plan.versions, frozenset(plan.skipped))
 
     @staticmethod
     def _retryable(plan: Plan, failure: results.OperationError) -> bool:
@@ -249,12 +258,12 @@ class OvsdbFamilyBackend(Backend):
         if isinstance(failure, results.TimedOut):
             if kind == "target":
                 (table, id), target = detail
-                return errors.ReferenceError(f"{table} {id} references {target[0]} {target[1]}, which does not exist")
+                return rules.dangling((table, id), target)
             if kind in ("children", "referenced"):
                 self._sync(plan.db)
                 with self.replica.cond:
                     refs = sorted(self.replica.referrers.get(detail, ()), key=str)
-                return still_referenced(detail, refs)
+                return rules.still_referenced(detail, refs)
         if isinstance(failure, results.ConstraintViolation):
             if failure.unique_index:
                 return errors.ConflictError(f"an object with the same unique key exists: {failure.details}")

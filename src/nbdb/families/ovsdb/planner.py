@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbdb import errors
+from nbdb.families import rules
 from nbdb.families.ovsdb.datum import cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
 from nbdb.families.ovsdb.replica import Replica
@@ -45,9 +46,9 @@ from nbdb.families.ovsdb.rows import (
     refs_of,
     render,
 )
-from nbdb.spi import ANY_VERSION, Delete, Put, Record, RefKey, WriteOp
+from nbdb.spi import Delete, Put, Record, RefKey, WriteOp
 
-__all__ = ["Outcome", "Plan", "plan_commit", "reflects", "settle", "still_referenced"]
+__all__ = ["Outcome", "Plan", "plan_commit", "reflects", "settle"]
 
 
 @dataclass(slots=True)
@@ -65,6 +66,8 @@ class Plan:
     expected: dict[RefKey, dict[str, Any] | None] = field(default_factory=dict)
     """Key -> the stored columns each compare-and-swap waits for (None: the row must not exist)."""
     keys: list[RefKey] = field(default_factory=list)
+    skipped: set[int] = field(default_factory=set)
+    """Positions of the ops that do nothing (deletes if_exists of records that are gone)."""
 
     def reason(self, index: int) -> tuple[str, Any]:
         """Why operation ``index`` is in the plan (``("commit", None)`` past the end)."""
@@ -109,15 +112,6 @@ def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def still_referenced(target: RefKey, refs: Sequence[RefKey]) -> errors.ReferenceError:
-    """The error of a delete that would leave ``refs`` pointing to ``target``."""
-    names = ", ".join(f"{t} {i}" for t, i in refs[:5]) or "another object"
-    more = f" and {len(refs) - 5} more" if len(refs) > 5 else ""
-    return errors.ReferenceError(
-        f"{target[0]} {target[1]} is still referenced by {names}{more}; delete those first or pass cascade=True"
-    )
-
-
 @dataclass(slots=True)
 class _Stages:
     head: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
@@ -127,22 +121,21 @@ class _Stages:
     tail: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
 
 
-def _current(replica: Replica, op: WriteOp, tm: TableMap) -> Record | None:
+def _current(replica: Replica, op: WriteOp) -> Record | None:
+    """The stored record ``op`` applies to, checked against what ``op`` expects (the shared rules)."""
+    key = (op.table, op.id)
     record = replica.record(op.table, op.id)
     if isinstance(op, Put) and op.expect_version == 0:
         if record is not None:
-            raise errors.ConflictError(f"{op.table} {op.id} already exists")
+            raise rules.already_exists(key)
         return None
     if record is None:
-        raise errors.NotFoundError(f"{op.table} {op.id} does not exist")
-    if op.expect_version not in (ANY_VERSION, record.version):
-        raise errors.ConflictError(
-            f"{op.table} {op.id} is at version {record.version}, not {op.expect_version}: re-read it and retry"
-        )
+        if isinstance(op, Delete) and op.if_exists:
+            return None
+        raise rules.not_found(key)
+    rules.expected_version(op, record.version)
     if record.topic != op.topic:
-        raise errors.ValidationError(
-            f"{op.table} {op.id} lives in topic {record.topic!r}; topic cannot change to {op.topic!r}"
-        )
+        raise rules.topic_changed(key, record.topic, op.topic)
     return record
 
 
@@ -160,14 +153,19 @@ def plan_commit(mapping: Mapping_, replica: Replica, ops: Sequence[WriteOp], tok
         )
     plan = Plan(dbs.pop(), token, replica.namespace)
     stages = _Stages()
-    deleted = {(op.table, op.id) for op in ops if isinstance(op, Delete)}
-    created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
+    shape = rules.shape_of(ops)
+    deleted, created = set(shape.deleted), set(shape.created)
     new_refs: dict[RefKey, frozenset[RefKey]] = {}
-    for op in ops:
+    for index, op in enumerate(ops):
         tm = mapping.get(op.table)
         key = (op.table, op.id)
+        record = _current(replica, op)
+        if record is None and isinstance(op, Delete):
+            plan.skipped.add(index)  # delete if_exists of a record that is gone: nothing to do
+            plan.versions.append(0)
+            deleted.discard(key)
+            continue
         plan.keys.append(key)
-        record = _current(replica, op, tm)
         row = None if record is None else replica.row(tm, op.id)
         old_parents = {} if record is None else replica.parents_of(tm, op.id)
         if row is None:
@@ -278,9 +276,7 @@ def _check_target(
     created: set[RefKey],
 ) -> None:
     if target in deleted:
-        raise errors.ReferenceError(
-            f"{key[0]} {key[1]} references {target[0]} {target[1]}, deleted in the same transaction"
-        )
+        raise rules.deleted_alongside(key, target)
     if target in created:
         return
     ttm = mapping.get(target[0])
@@ -324,7 +320,7 @@ def _check_unreferenced(
         ):
             holders.append(src)
     if holders:
-        raise still_referenced(target, sorted(holders, key=str))
+        raise rules.still_referenced(target, sorted(holders, key=str))
 
 
 class Outcome(enum.Enum):
