@@ -38,6 +38,11 @@ def find_ovn_nb_schema() -> Path:
     )
 
 
+def _server_argv(server_bin: str, databases: list[str], remotes: list[str], ctl: Path) -> list[str]:
+    """An ``ovsdb-server`` command line: its databases (files or ``relay:`` sources), remotes and control socket."""
+    return [server_bin, *databases, *remotes, f"--unixctl={ctl}", "--no-chdir", "-vconsole:info", "-vsyslog:off"]
+
+
 class OvsdbServer(Server):
     """ovsdb-server serving one database over TCP (or SSL) on loopback.
 
@@ -219,15 +224,7 @@ class OvsdbServer(Server):
             if self.unix:
                 extra["unix"] = str(member_dir / "db.sock")
                 remote.append(f"--remote=punix:{extra['unix']}")
-            argv = [
-                server_bin,
-                *db_files,
-                *remote,
-                f"--unixctl={ctl}",
-                "--no-chdir",
-                "-vconsole:info",
-                "-vsyslog:off",
-            ]
+            argv = _server_argv(server_bin, db_files, remote, ctl)
             self.members.append(
                 Member(
                     self,
@@ -252,15 +249,8 @@ class OvsdbServer(Server):
             member_dir = self._member_dir(name)
             port = self._alloc()
             ctl = member_dir / "ovsdb.ctl"
-            argv = [
-                server_bin,
-                *(f"relay:{db}:{sources}" for db in databases),
-                f"--remote=ptcp:{port}:127.0.0.1",
-                f"--unixctl={ctl}",
-                "--no-chdir",
-                "-vconsole:info",
-                "-vsyslog:off",
-            ]
+            relayed = [f"relay:{db}:{sources}" for db in databases]
+            argv = _server_argv(server_bin, relayed, [f"--remote=ptcp:{port}:127.0.0.1"], ctl)
             self.relays.append(
                 Member(
                     self,
