@@ -99,8 +99,11 @@ class RpcConnection:
         self.close_reason: errors.NbdbError | None = None
         self.on_close: Callable[[], None] | None = None
         """Called once, from the thread that noticed, when the connection closes."""
+        self._busy_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"nbdb-ovsdb-io-{remote}", daemon=True)
         self._thread.start()
+        self._keepalive = threading.Thread(target=self._keep_alive, name=f"nbdb-ovsdb-keepalive-{remote}", daemon=True)
+        self._keepalive.start()
 
     # ---------------------------------------------------------------- callers' side
 
@@ -255,12 +258,34 @@ class RpcConnection:
                 break
             self._last_heard = time.monotonic()
             self._probed = False
-            for message in self._framer.feed(data):
-                self._dispatch(message)
+            messages = self._framer.feed(data)
+            if messages:
+                self._busy_since = time.monotonic()
+                try:
+                    for message in messages:
+                        self._dispatch(message)
+                finally:
+                    self._busy_since = None
+                    # Time spent applying a big update is not the server's silence.
+                    self._last_heard = time.monotonic()
             if len(data) < (1 << 20) and not (self._tls and self._sock.pending()):  # type: ignore[attr-defined]
                 break
         for message in self._framer.idle():
             self._dispatch(message)
+
+    def _keep_alive(self) -> None:
+        """While the I/O thread applies a big update, tell the server this client lives.
+
+        ovsdb-server drops a client it has not heard from for two probe
+        intervals (5 s each by default), and the I/O thread, busy loading a
+        large database, cannot answer its echo requests meanwhile: an echo of
+        our own every half interval keeps the connection.
+        """
+        interval = self._probe / 2
+        while not self.closed.wait(interval):
+            busy = self._busy_since
+            if busy is not None and time.monotonic() - busy > interval:
+                self.request("echo", ["nbdb-busy"])
 
     def _check_alive(self) -> None:
         silent = time.monotonic() - self._last_heard
