@@ -56,8 +56,9 @@ class RawIdl:
         """
         import ovs.db.idl
 
-        for _attempt in range(10):
-            self.run_until(lambda: self.idl.has_ever_connected() and switch in self._switches(), 60)
+        for _attempt in range(30):
+            # Monitoring again (an idle IDL may have been dropped by the server's probe and reconnected).
+            self.run_until(lambda: self.idl.state == self.idl.IDL_S_MONITORING and switch in self._switches(), 120)
             txn = ovs.db.idl.Transaction(self.idl)
             parent = self._switches()[switch]
             for index, name in enumerate(names):
