@@ -45,6 +45,14 @@ class RawIdl:
             poller.timer_wait(100)
             poller.block()
 
+    def catch_up(self) -> None:
+        """Process every update already received (``run`` handles a bounded number per call)."""
+        for _ in range(100_000):
+            before = self.idl.change_seqno
+            self.idl.run()
+            if self.idl.change_seqno == before:
+                return
+
     def ports(self) -> int:
         """How many ports the replica holds."""
         return len(self.idl.tables["Logical_Switch_Port"].rows)
@@ -59,6 +67,7 @@ class RawIdl:
         for _attempt in range(30):
             # Monitoring again (an idle IDL may have been dropped by the server's probe and reconnected).
             self.run_until(lambda: self.idl.state == self.idl.IDL_S_MONITORING and switch in self._switches(), 120)
+            self.catch_up()
             txn = ovs.db.idl.Transaction(self.idl)
             parent = self._switches()[switch]
             for index, name in enumerate(names):
