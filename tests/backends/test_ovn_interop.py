@@ -268,17 +268,17 @@ def test_ovsdbapp_and_nbdb_write_and_read_the_same_database(ovn: dict[str, Any],
         app.lsp_add(str(ls.id), theirs, ["0a:00:00:00:00:42 10.0.0.42"])
         app.lsp_set_addresses(mine.name, ["0a:00:00:00:00:43 10.0.0.43"])
         # nbdb's cache follows both, typed; the port ovsdbapp changed is at a new version.
-        assert _eventually(lambda: bool(cache.find(LogicalSwitchPort, name=theirs)))
+        assert _eventually(lambda: bool(cache.find(LogicalSwitchPort, name=theirs)), 30)
         [added] = cache.find(LogicalSwitchPort, name=theirs)
         assert added.switch == ls.id and added.addresses == ["0a:00:00:00:00:42 10.0.0.42"]
-        assert _eventually(lambda: cache.get(LogicalSwitchPort, mine.id).version > mine.version)  # type: ignore[union-attr]
+        assert _eventually(lambda: cache.get(LogicalSwitchPort, mine.id).version > mine.version, 30)  # type: ignore[union-attr]
         with pytest.raises(nbdb.ConflictError):
             db.update(mine.replace(up=True))  # stale: ovsdbapp changed it
         fresh = db.update(db.get(LogicalSwitchPort, mine.id).replace(up=True))
         assert fresh.addresses == ["0a:00:00:00:00:43 10.0.0.43"]
         # And ovsdbapp deletes what nbdb made, which nbdb sees go.
         app.lsp_del(mine.name)
-        assert _eventually(lambda: cache.get(LogicalSwitchPort, mine.id) is None)
+        assert _eventually(lambda: cache.get(LogicalSwitchPort, mine.id) is None, 30)
         with pytest.raises(nbdb.NotFoundError):
             db.get(LogicalSwitchPort, mine.id)
     finally:
