@@ -18,12 +18,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import nbdb
 from nbdb.capabilities import Capabilities
+
+if TYPE_CHECKING:
+    from nbdb.testing import Server
 
 __all__ = ["pytest_addoption", "pytest_generate_tests"]
 
@@ -67,10 +70,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def nbdb_url(nbdb_url_spec: str) -> Iterator[str]:
-    """The URL under test; ``spawn:KIND`` starts a server for the session."""
+def nbdb_server(nbdb_url_spec: str) -> Iterator[Server | None]:
+    """The harness server that ``spawn:KIND`` started (None for a plain URL).
+
+    Fault tests restart it; a test that stops or pauses a member puts it back.
+    """
     if not nbdb_url_spec.startswith("spawn:"):
-        yield nbdb_url_spec
+        yield None
         return
     import nbdb.conformance.kit  # noqa: F401  (the kit's models must exist before a schema is generated)
     from nbdb import testing
@@ -79,19 +85,28 @@ def nbdb_url(nbdb_url_spec: str) -> Iterator[str]:
     testing.require_server(kind)  # fails in CI, skips with the install hint elsewhere
     server = testing.start_server(kind, **_SPAWN_OPTIONS.get(kind, {}))
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def nbdb_url(nbdb_url_spec: str, nbdb_server: Server | None) -> str:
+    """The URL under test; ``spawn:KIND`` starts a server for the session."""
+    return nbdb_url_spec if nbdb_server is None else nbdb_server.url
+
+
 @pytest.fixture
 def db_factory(nbdb_url: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., nbdb.Database]]:
-    """Open Databases that share one namespace private to the test."""
+    """Open Databases that share one namespace private to the test.
+
+    ``url=`` reaches the same server another way (the fault tests' proxied URL).
+    """
     namespace = f"kit-{uuid.uuid4().hex[:12]}"
     opened: list[nbdb.Database] = []
 
-    def factory(**options: Any) -> nbdb.Database:
-        db = nbdb.connect(nbdb_url, namespace=namespace, **options)
+    def factory(url: str | None = None, **options: Any) -> nbdb.Database:
+        db = nbdb.connect(url or nbdb_url, namespace=namespace, **options)
         opened.append(db)
         return db
 
