@@ -6,7 +6,8 @@ A backend author runs the whole kit against a server with::
 
 ``--nbdb-url`` may be given several times; every kit test runs once per URL.
 ``--nbdb-url=spawn:KIND`` (``spawn:redis``, ``spawn:etcd``, ...) starts a
-throwaway server with :mod:`nbdb.testing` for the session. Without the option,
+throwaway server with :mod:`nbdb.testing` for the session; harness options follow as a
+query (``spawn:etcd?members=3``). Without the option,
 ``$NBDB_URL`` or ``memory://`` is used.
 
 Each test gets databases in a namespace of its own, so tests never see each
@@ -19,6 +20,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -66,7 +68,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run every kit test once per ``--nbdb-url``."""
     if "nbdb_url_spec" in metafunc.fixturenames:
         urls = _urls(metafunc.config)
-        metafunc.parametrize("nbdb_url_spec", urls, ids=[u.split("?")[0] for u in urls], scope="session")
+        ids = [u if u.startswith("spawn:") else u.split("?")[0] for u in urls]
+        metafunc.parametrize("nbdb_url_spec", urls, ids=ids, scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +84,13 @@ def nbdb_server(nbdb_url_spec: str) -> Iterator[Server | None]:
     import nbdb.conformance.kit  # noqa: F401  (the kit's models must exist before a schema is generated)
     from nbdb import testing
 
-    kind = nbdb_url_spec.removeprefix("spawn:")
+    kind, _, query = nbdb_url_spec.removeprefix("spawn:").partition("?")
+    options = dict(_SPAWN_OPTIONS.get(kind, {}))
+    for name, values in parse_qs(query).items():
+        value = values[-1]
+        options[name] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value, value)
     testing.require_server(kind)  # fails in CI, skips with the install hint elsewhere
-    server = testing.start_server(kind, **_SPAWN_OPTIONS.get(kind, {}))
+    server = testing.start_server(kind, **options)
     try:
         yield server
     finally:

@@ -47,9 +47,9 @@ log = logging.getLogger(__name__)
 BANK_TOPIC = "bank"
 """Every account and created object lives in this one topic: single-partition backends can transact on them."""
 
-ACCOUNT: type[Model] = LogicalSwitch
+ACCOUNT: type[LogicalSwitch] = LogicalSwitch
 """The model of an account."""
-CREATED: type[Model] = AddressSet
+CREATED: type[AddressSet] = AddressSet
 """The model of the uniquely named creates."""
 MODELS: list[type[Model]] = [ACCOUNT, CREATED]
 """What the follower watches."""
