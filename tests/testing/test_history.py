@@ -132,3 +132,18 @@ def test_records_round_trip_as_dicts() -> None:
     seen = Observed(3, "T", "a", 1, 2, 10, 1.5, {"name": "x", "balance": 3})
     assert Observed.from_dict(seen.to_dict()) == seen
     assert Reset(4, 2.0).to_dict() == {"reset": 4, "at": 2.0}
+
+
+def test_a_relist_after_a_reset_is_a_new_start_and_covers_what_it_included() -> None:
+    events = [
+        Observed(0, "T", "a", None, 1, 10),
+        Reset(20),
+        Observed(1, "T", "a", None, 5, 22, listed=True),
+        Observed(2, "T", "a", 3, 4, 21),  # the watch from the reset goes over what the list included
+        Observed(2, "T", "a", 4, 5, 22),
+        Observed(3, "T", "a", 5, 6, 23),
+        Observed(4, "T", "a", 7, 8, 25),  # v7 never came
+    ]
+    checker = WatchChecker().feed_all(events)
+    assert [v.kind for v in checker.violations] == ["skipped"]
+    assert checker.delivered == 5

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 
@@ -82,6 +83,8 @@ def test_transfers_under_faults_keep_the_ledger(proxied: ProxiedUrl, db_factory:
     deadline = time.monotonic() + DURATION
     clients = [db_factory(url=proxied.url) for _ in range(WORKERS)]
 
+    token = uuid.uuid4().hex[:8]  # OVN's Address_Set names are unique server-wide
+
     def work(number: int) -> None:
         rng = random.Random(number)
         client = clients[number]
@@ -90,7 +93,7 @@ def test_transfers_under_faults_keep_the_ledger(proxied: ProxiedUrl, db_factory:
         while time.monotonic() < deadline:
             step += 1
             if step % 4 == 0:
-                create_named(client, f"w{number}-c{step}", record, worker=str(number), deadline=deadline + 30)
+                create_named(client, f"{token}-w{number}-c{step}", record, worker=str(number), deadline=deadline + 30)
                 continue
             source, target = rng.sample(names, 2)
             move = Transfer(f"w{number}-t{step}", source, target, rng.randint(1, 40))

@@ -11,8 +11,11 @@ them and reports every breach of the contract in ``docs/semantics.md``:
   polls, or with another revision's changes between them;
 - **bad-version**: a creation not at version 1, an update not one version up.
 
-After a :class:`Reset`, what each object looked like is unknown until its next change,
-so no gap is reported across it (the caller re-lists; that is the contract's way out).
+After a :class:`Reset` (the contract's way out: the watcher says it lost history) no gap
+is reported across it. The watcher then re-lists: each object's state comes as an
+``Observed`` marked ``listed``, a new starting point for its versions, and changes the
+list already included may be delivered again by the watch that follows, without being
+flagged.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Observed:
     """When it was delivered (``time.monotonic()``, comparable across processes of a machine)."""
     fields: Mapping[str, Any] = field(default_factory=dict)
     """Fields of interest of the new state (of the old one for a deletion)."""
+    listed: bool = False
+    """Not a change: the object's state as a re-list after a :class:`Reset` found it."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -89,6 +94,7 @@ class WatchChecker:
         self._last: dict[tuple[str, str], int | None] = {}  # last version seen (None: deleted)
         self._revision: int | None = None  # revision of the group being delivered
         self._batch: int | None = None  # the poll that delivered that group
+        self._listed: set[tuple[str, str]] = set()  # objects whose versions start from a re-list
         self._closed: set[int] = set()  # revisions whose group was followed by another
 
     def feed_all(self, items: Iterable[Observed | Reset]) -> WatchChecker:
@@ -102,13 +108,21 @@ class WatchChecker:
         if isinstance(item, Reset):
             self.resets.append(item)
             self._last.clear()
+            self._listed.clear()
             self._closed.clear()
             self._revision, self._batch = item.revision, None
             return
-        self.delivered += 1
         key = (item.table, item.id)
         history = self.histories.setdefault(key, [])
+        if item.listed:
+            history.append(item)
+            self._last[key] = item.new_version
+            self._listed.add(key)
+            return
+        self.delivered += 1
         name = f"{item.table} {item.id}"
+        if key in self._listed and self._covered(item, key):
+            return
         if history and item.revision <= history[-1].revision and key in self._last:
             # An object changes at most once per commit: this one was delivered before.
             again = any((h.revision, h.old_version, h.new_version) == _change(item) for h in history)
@@ -121,6 +135,14 @@ class WatchChecker:
         history.append(item)
         if self._check_versions(item, key, name):
             self._check_revision(item, name)
+
+    def _covered(self, item: Observed, key: tuple[str, str]) -> bool:
+        """Whether a change of a listed object was already in the list (then it is not checked)."""
+        last = self._last.get(key)
+        if last is not None and item.new_version is not None and item.new_version <= last:
+            return True
+        self._listed.discard(key)
+        return False
 
     def _check_revision(self, item: Observed, name: str) -> None:
         current = self._revision

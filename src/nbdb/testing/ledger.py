@@ -244,6 +244,9 @@ class Ledger:
                 transfer_id = str(change.fields.get("transfer", ""))
                 if change.new_version is None:
                     continue
+                if change.listed:
+                    previous = balance if isinstance(balance, int) else None
+                    continue
                 if change.old_version is not None and transfer_id:
                     seen.setdefault(transfer_id, {}).setdefault(name, []).append(change.revision)
                     transfer = self.transfers.get(transfer_id)

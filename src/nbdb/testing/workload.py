@@ -193,8 +193,9 @@ class Follower:
     """Follows every change of ``models`` from revision ``since``, through faults, into ``sink``.
 
     Each delivered change becomes an :class:`~nbdb.testing.history.Observed` (with the
-    ``name``, and for an account its ``balance`` and ``transfer``); a ``HistoryGoneError`` becomes a
-    :class:`~nbdb.testing.history.Reset` and the watch goes on from the current revision;
+    ``name``, and for an account its ``balance`` and ``transfer``); on a ``HistoryGoneError`` it
+    records a :class:`~nbdb.testing.history.Reset`, re-lists (each object's state as a
+    ``listed`` Observed) and watches on from the list's revision;
     when the server is unreachable the watch is reopened from its last revision, as the
     docs tell users to. Non-nbdb exceptions are kept in ``leaked``.
     """
@@ -227,13 +228,11 @@ class Follower:
         try:
             while not self._stop.is_set() and time.monotonic() < until:
                 try:
+                    if gone:
+                        self._relist()
+                        gone = False
                     if watch is None:
-                        # After lost history, go on from now (the Reset says from where).
-                        watch = self.db.watch(self.models, since=None if gone else self.revision)
-                        if gone:
-                            gone = False
-                            self.revision = watch.revision
-                            self.sink(Reset(self.revision, time.monotonic()))
+                        watch = self.db.watch(self.models, since=self.revision)
                     batch = watch.poll(0.3)
                     self.revision = watch.revision
                     delay = 0.05
@@ -264,6 +263,28 @@ class Follower:
                         self.sink(self._observed(event, now))
         finally:
             self._close(watch)
+
+    def _relist(self) -> None:
+        """After lost history, as the docs say: list, then watch from the list's revision."""
+        lists = [(model, self.db.list(model)) for model in self.models]
+        self.revision = min(found.revision for _, found in lists)
+        now = time.monotonic()
+        self.sink(Reset(self.revision, now))
+        self._batch += 1
+        for model, found in lists:
+            for obj in found:
+                state = Observed(
+                    self._batch,
+                    model.nbdb_table,
+                    str(obj.id),
+                    None,
+                    obj.version,
+                    found.revision,
+                    now,
+                    _fields(obj),
+                    True,
+                )
+                self.sink(state)
 
     def _close(self, watch: nbdb.Watch | None) -> None:
         """Close ``watch`` if any."""
