@@ -19,6 +19,13 @@ def test_demo_runs_on_the_embedded_default(capsys: pytest.CaptureFixture[str]) -
     assert "a stale update is refused" in out
 
 
+def test_demo_runs_on_a_durable_sqlite_file(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--url", f"sqlite:///{tmp_path}/nb.db"]) == 0
+    out = capsys.readouterr().out
+    assert "durability=durable" in out and "none from tenant-b" in out
+    assert (tmp_path / "nb.db").stat().st_size > 0
+
+
 def test_backends_lists_memory(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backends"]) == 0
     assert "memory" in capsys.readouterr().out

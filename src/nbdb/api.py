@@ -62,14 +62,21 @@ def _check_model_class(model: Any) -> type[Model]:
 
 
 def _stored(obj: M, version: int) -> M:
-    stored = obj.model_copy(update={"version": version})
-    stored._stored_refs = obj.ref_keys()
-    return stored
+    return obj.stored_copy(version, obj.ref_keys())
 
 
-def _put(obj: Model, expect_version: int) -> Put:
+def _put(obj: M, expect_version: int) -> tuple[Put, M]:
+    """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1)."""
+    refs = obj.ref_keys()
+    stored = obj.stored_copy(expect_version + 1, refs)
     old_refs = obj._stored_refs if expect_version else frozenset()
-    return Put(obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs=obj.ref_keys(), old_refs=old_refs)
+    put = Put(obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, stored)
+    return put, stored
+
+
+def _as_stored(obj: M, planned: M, version: int) -> M:
+    """The stored copy at the version the backend reports (the planned one, unless it differs)."""
+    return planned if planned.version == version else _stored(obj, version)
 
 
 class Transaction:
@@ -83,7 +90,7 @@ class Transaction:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._ops: list[WriteOp] = []
-        self._objects: list[Model | None] = []
+        self._objects: list[tuple[Model, Model] | None] = []
         self.results: list[Model | None] = []
         self.revision: int | None = None
 
@@ -91,17 +98,19 @@ class Transaction:
         """Queue the creation of ``obj``; returns it as it will be stored (version 1)."""
         obj = _check_model(obj)  # type: ignore[assignment]
         self._db._check_new(obj)
-        self._ops.append(_put(obj, 0))
-        self._objects.append(obj)
-        return _stored(obj, 1)
+        put, stored = _put(obj, 0)
+        self._ops.append(put)
+        self._objects.append((obj, stored))
+        return stored
 
     def update(self, obj: M) -> M:
         """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
         obj = _check_model(obj)  # type: ignore[assignment]
         self._db._check_stored(obj)
-        self._ops.append(_put(obj, obj.version))
-        self._objects.append(obj)
-        return _stored(obj, obj.version + 1)
+        put, stored = _put(obj, obj.version)
+        self._ops.append(put)
+        self._objects.append((obj, stored))
+        return stored
 
     def delete(self, obj_or_model: Model | type[Model], id: UUID | str | None = None) -> None:
         """Queue the deletion of an object (at its version) or of ``Model, id`` (any version)."""
@@ -116,8 +125,8 @@ class Transaction:
         result = self._db._backend.commit(self._ops)
         self.revision = result.revision
         self.results = [
-            None if obj is None else _stored(obj, version)
-            for obj, version in zip(self._objects, result.versions, strict=True)
+            None if pair is None else _as_stored(pair[0], pair[1], version)
+            for pair, version in zip(self._objects, result.versions, strict=True)
         ]
         self._ops = []
 
@@ -196,8 +205,9 @@ class Database:
         """
         obj = _check_model(obj)  # type: ignore[assignment]
         self._check_new(obj)
-        result = self._backend.commit([_put(obj, 0)])
-        return _stored(obj, result.versions[0])
+        put, stored = _put(obj, 0)
+        result = self._backend.commit([put])
+        return _as_stored(obj, stored, result.versions[0])
 
     def get(self, model: type[M], id: UUID | str) -> M:
         """The stored object; NotFoundError if there is none."""
@@ -215,8 +225,9 @@ class Database:
         """
         obj = _check_model(obj)  # type: ignore[assignment]
         self._check_stored(obj)
-        result = self._backend.commit([_put(obj, obj.version)])
-        return _stored(obj, result.versions[0])
+        put, stored = _put(obj, obj.version)
+        result = self._backend.commit([put])
+        return _as_stored(obj, stored, result.versions[0])
 
     @overload
     def delete(self, obj: Model, *, cascade: bool = ...) -> None: ...
@@ -272,7 +283,7 @@ class Database:
                     deletes[source] = Delete(source[0], source[1], obj.topic, obj.version, old_refs=obj._stored_refs)
                     queue.append(source)
         ops: list[WriteOp] = list(deletes.values())
-        ops += [_put(obj, obj.version) for obj in updates.values()]
+        ops += [_put(obj, obj.version)[0] for obj in updates.values()]
         return ops
 
     def list(self, model: type[M], topic: str | None = None, *, skip_corrupt: bool = False) -> ListResult[M]:

@@ -61,6 +61,10 @@ def decode(model: type[M], record: Record, *, share: bool = True) -> M:
     (a list, a cache's load) pass ``share=False``: each record is decoded
     once, and the memo would only churn.
     """
+    value = record.value
+    if value is not None and type(value) is model:
+        # Validated by the Database that wrote it, and immutable: share it.
+        return value
     decoder = _decode_shared if share else _decode
     return cast(M, decoder(model, record.table, record.id, record.topic, record.version, record.data))
 

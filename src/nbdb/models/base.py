@@ -9,6 +9,7 @@ dependency order.
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 import uuid
@@ -119,6 +120,9 @@ class Model(BaseModel):
     Subclass it to define a table; the class name is the table name unless a
     ``nbdb_table`` class variable says otherwise. ``nbdb_indexes`` names the
     fields a cache indexes (reference fields are always indexed).
+    ``nbdb_unique`` names the fields (or tuples of fields) whose values no two
+    objects of the table may share, as an OVSDB schema's ``indexes`` do;
+    stores that declare ``capabilities.unique`` enforce them atomically.
 
     Instances are immutable: derive a changed copy with :meth:`replace`.
     """
@@ -132,6 +136,8 @@ class Model(BaseModel):
 
     nbdb_table: ClassVar[str] = ""
     nbdb_indexes: ClassVar[tuple[str, ...]] = ()
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ()
+    nbdb_unique_fields: ClassVar[tuple[tuple[str, ...], ...]] = ()
     nbdb_references: ClassVar[tuple[RefSpec, ...]] = ()
     nbdb_index_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -168,6 +174,12 @@ class Model(BaseModel):
         for name in cls.nbdb_indexes:
             if name not in cls.model_fields:
                 raise TypeError(f"{cls.__name__}.nbdb_indexes names unknown field {name!r}")
+        unique = tuple((u,) if isinstance(u, str) else tuple(u) for u in cls.nbdb_unique)
+        for group in unique:
+            for name in group:
+                if name not in cls.model_fields:
+                    raise TypeError(f"{cls.__name__}.nbdb_unique names unknown field {name!r}")
+        cls.nbdb_unique_fields = unique
         index_fields = list(cls.nbdb_indexes)
         index_fields += [r.field for r in refs if r.field not in index_fields]
         cls.nbdb_index_fields = tuple(index_fields)
@@ -197,15 +209,53 @@ class Model(BaseModel):
 
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied, keeping id, version and topic lineage."""
-        data = {name: getattr(self, name) for name in type(self).model_fields}
+        data = self.__dict__.copy()
         data.update(changes)
-        new = type(self)(**data)
+        try:
+            new = self.__pydantic_validator__.validate_python(data)
+        except pydantic.ValidationError as exc:
+            raise _translate(exc, type(self).__name__) from None
         new._stored_refs = self._stored_refs
+        return new  # type: ignore[no-any-return]
+
+    def stored_copy(self, version: int, refs: frozenset[tuple[str, uuid.UUID]]) -> Self:
+        """This object as stored at ``version``, whose references are ``refs``.
+
+        Only the version differs from a valid object, so nothing is validated
+        again (the way pydantic's ``model_construct`` builds an instance).
+        """
+        cls = type(self)
+        new = cls.__new__(cls)
+        data = self.__dict__.copy()
+        data["version"] = version
+        private = dict(self.__pydantic_private__ or {})
+        private["_stored_refs"] = refs
+        object.__setattr__(new, "__dict__", data)
+        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"version"})
+        object.__setattr__(new, "__pydantic_extra__", None)
+        object.__setattr__(new, "__pydantic_private__", private)
         return new
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
         """Every (table, id) this object points to."""
         return frozenset((spec.target, target) for spec in self.nbdb_references for target in spec.ids(self))
+
+    def unique_values(self) -> tuple[tuple[str, str], ...]:
+        """Every unique (field, value) this object holds, as (names joined by ``+``, canonical JSON).
+
+        A group of fields none of which is set (None) holds no value, as an
+        optional unique column does in SQL.
+        """
+        out = []
+        for group in self.nbdb_unique_fields:
+            values = [getattr(self, name) for name in group]
+            if all(v is None for v in values):
+                continue
+            data = self.__pydantic_serializer__.to_python(self, include=set(group), mode="json")
+            text = json.dumps([data[name] for name in group] if len(group) > 1 else data[group[0]],
+                              sort_keys=True, separators=(",", ":"))  # fmt: skip
+            out.append(("+".join(group), text))
+        return tuple(out)
 
     def index_values(self, field: str) -> Iterator[Any]:
         """The values under which a cache indexes this object for ``field``."""
