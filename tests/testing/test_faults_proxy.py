@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nbdb.testing.faults import FaultProxy, Mode
-from nbdb.testing.faults.proxy import _Trigger
+from nbdb.testing.faults.parts import Trigger
 from nbdb.testing.ports import _reservation_dir
 
 pytestmark = pytest.mark.timeout(30)
@@ -284,7 +284,7 @@ def test_a_read_counts_when_a_pattern_ends_inside_it(data: bytes, pattern: bytes
         if any(offset < end <= offset + len(chunk) for end in ends):
             expected += 1
         offset += len(chunk)
-    trigger = _Trigger((pattern,), nth=10**6, window=0, then=Mode.PASS)
+    trigger = Trigger((pattern,), nth=10**6, window=0, then=Mode.PASS)
     tail = b""
     for chunk in chunks:
         trigger.hit(tail[-255:], chunk)

@@ -27,7 +27,7 @@ from nbdb.conformance.faultkit import proxied, require_fired
 from nbdb.conformance.kit import eventually
 from nbdb.models.ovn import AddressSet, LogicalSwitch
 from nbdb.testing.faults import FaultProxy, ProxiedUrl
-from nbdb.testing.history import Observed, Reset, WatchChecker
+from nbdb.testing.history import Observed, Reset, WatchChecker, caught_up
 from nbdb.testing.ledger import Attempt, Ledger, Transfer
 from nbdb.testing.workload import Follower, balance_of, create_named, open_accounts, transfer
 
@@ -118,7 +118,7 @@ def test_transfers_under_faults_keep_the_ledger(proxied: ProxiedUrl, db_factory:
 
     final = direct.list(LogicalSwitch)
     truth = {str(a.id): a.version for a in final}
-    assert eventually(lambda: follower.revision >= final.revision or _caught_up(seen, truth), timeout=60), (
+    assert eventually(lambda: follower.revision >= final.revision or caught_up(list(seen), truth), timeout=60), (
         "the watcher never caught up with the last transfer"
     )
     follower.stop()
@@ -135,11 +135,3 @@ def test_transfers_under_faults_keep_the_ledger(proxied: ProxiedUrl, db_factory:
     )
     assert report.acknowledged > 0, "no commit succeeded under faults"
     assert sum(balance_of(a) for a in final) == ACCOUNTS * OPENING
-
-
-def _caught_up(seen: list[Observed | Reset], truth: dict[str, int]) -> bool:
-    last: dict[str, int | None] = {}
-    for item in list(seen):
-        if isinstance(item, Observed):
-            last[item.id] = item.new_version
-    return all(last.get(key) == version for key, version in truth.items())

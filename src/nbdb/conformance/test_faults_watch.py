@@ -27,7 +27,7 @@ from nbdb.models import Model
 from nbdb.models.ovn import LogicalSwitch
 from nbdb.testing import Server
 from nbdb.testing.faults import ProxiedUrl
-from nbdb.testing.history import Observed, Reset, WatchChecker
+from nbdb.testing.history import Observed, Reset, WatchChecker, caught_up
 from nbdb.testing.ledger import Attempt, Outcome, Transfer
 from nbdb.testing.workload import ACCOUNT, CREATED, MODELS, Follower, create_named, moved, open_accounts, transfer
 
@@ -82,17 +82,9 @@ def following(db: nbdb.Database, since: int) -> Iterator[tuple[Follower, list[Ob
         assert not thread.is_alive(), "the follower did not stop"
 
 
-def _caught_up(seen: list[Observed | Reset], truth: dict[str, int]) -> bool:
-    last: dict[str, int | None] = {}
-    for item in list(seen):
-        if isinstance(item, Observed):
-            last[item.id] = item.new_version
-    return all(last.get(key) == version for key, version in truth.items())
-
-
 def _wait_delivered(seen: list[Observed | Reset], db: nbdb.Database) -> None:
     truth = _truth(db)
-    if not eventually(lambda: _caught_up(seen, truth), timeout=60):
+    if not eventually(lambda: caught_up(list(seen), truth), timeout=60):
         last = {i.id: i.new_version for i in seen if isinstance(i, Observed)}
         behind = {k: (last.get(k), v) for k, v in truth.items() if last.get(k) != v}
         resets = sum(isinstance(i, Reset) for i in seen)
@@ -154,7 +146,9 @@ def test_watch_resumes_across_connection_drops(proxied: ProxiedUrl, db_factory: 
                 proxy.heal()
         require_fired(proxied, cuts > 0, "cutting the watcher's connections")
         truth = _truth(direct)
-        assert eventually(lambda: _caught_up(seen, truth), timeout=60), "the watcher never delivered the last changes"
+        assert eventually(lambda: caught_up(list(seen), truth), timeout=60), (
+            "the watcher never delivered the last changes"
+        )
     check_delivery(seen, follower, truth)
 
 
@@ -219,7 +213,7 @@ def test_watch_across_a_server_restart(
             assert eventually(lambda: _retry(writer.round), timeout=60, interval=0.5), "no write succeeded"
             writer.round()
             truth = _truth(direct)
-            assert eventually(lambda: _caught_up(seen, truth), timeout=60), "the watcher never caught up"
+            assert eventually(lambda: caught_up(list(seen), truth), timeout=60), "the watcher never caught up"
     checker = WatchChecker().feed_all(list(seen))
     assert follower.leaked == [], f"exceptions that are not nbdb errors reached the watcher: {follower.leaked}"
     assert checker.violations == [], "\n".join(map(str, checker.violations[:20]))

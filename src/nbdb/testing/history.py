@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Observed", "Reset", "Violation", "WatchChecker"]
+__all__ = ["Observed", "Reset", "Violation", "WatchChecker", "caught_up"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +202,15 @@ class WatchChecker:
     def complete(self) -> bool:
         """True when no reset cut the history: every change since the start was delivered or flagged."""
         return not self.resets
+
+
+def caught_up(items: Iterable[Observed | Reset], versions: Mapping[str, int]) -> bool:
+    """Whether the last state delivered of each object id in ``versions`` is at that version."""
+    last: dict[str, int | None] = {}
+    for item in items:
+        if isinstance(item, Observed):
+            last[item.id] = item.new_version
+    return all(last.get(key) == version for key, version in versions.items())
 
 
 def _change(item: Observed) -> tuple[int, int | None, int | None]:

@@ -25,6 +25,7 @@ from nbdb import errors
 from nbdb.capabilities import Atomicity
 from nbdb.models import Model
 from nbdb.models.ovn import AddressSet, LogicalSwitch
+from nbdb.retry import Attempts, RetryPolicy
 from nbdb.testing.history import Observed, Reset
 from nbdb.testing.ledger import Attempt, Outcome, Transfer, outcome_of
 
@@ -108,6 +109,12 @@ def open_accounts(db: nbdb.Database, count: int, opening: int) -> dict[str, UUID
     return {obj.name: obj.id for obj in made}
 
 
+def _tries(deadline: float, max_attempts: int) -> Attempts:
+    """The retries of one operation: short backoff, bounded in count and by ``deadline``."""
+    left = max(0.001, deadline - time.monotonic())
+    return RetryPolicy(attempts=max_attempts, backoff=0.01, max_backoff=0.5, deadline=left).begin()
+
+
 def transfer(
     db: nbdb.Database,
     accounts: Mapping[str, UUID],
@@ -123,18 +130,16 @@ def transfer(
     Every commit attempt is recorded. Returns the last outcome: OK, UNKNOWN (stop: the
     ledger decides), LEAKED, or FAILED when the attempts or the time ran out.
     """
-    delay = 0.01
-    for _ in range(max_attempts):
-        if time.monotonic() >= deadline:
-            break
+    tries = _tries(deadline, max_attempts)
+    while True:
         try:
             source = db.get(LogicalSwitch, accounts[move.source])
             target = db.get(LogicalSwitch, accounts[move.target])
         except errors.NbdbError as exc:
             # Reading commits nothing: wait and read again.
             log.debug("transfer %s: read failed: %s", move.id, exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            if not tries.wait():
+                return Outcome.FAILED
             continue
         started = time.monotonic()
         txn = db.transaction()
@@ -148,12 +153,8 @@ def transfer(
         outcome = outcome_of(problem)
         revision = txn.revision if outcome is Outcome.OK else None
         record(Attempt("transfer", move.id, outcome, _describe(problem), started, time.monotonic(), revision, worker))
-        if outcome is not Outcome.FAILED:
+        if outcome is not Outcome.FAILED or not tries.wait():
             return outcome
-        if not isinstance(problem, errors.ConflictError):
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-    return Outcome.FAILED
 
 
 def create_named(
@@ -170,10 +171,8 @@ def create_named(
     A new object (a new id) per attempt, as an application rebuilding its request would:
     a create reported as failed that had landed then shows as two objects of one name.
     """
-    delay = 0.01
-    for _ in range(max_attempts):
-        if time.monotonic() >= deadline:
-            break
+    tries = _tries(deadline, max_attempts)
+    while True:
         started = time.monotonic()
         problem: BaseException | None = None
         try:
@@ -182,11 +181,8 @@ def create_named(
             problem = exc
         outcome = outcome_of(problem)
         record(Attempt("create", name, outcome, _describe(problem), started, time.monotonic(), None, worker))
-        if outcome is not Outcome.FAILED:
+        if outcome is not Outcome.FAILED or not tries.wait():
             return outcome
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
-    return Outcome.FAILED
 
 
 class Follower:

@@ -29,15 +29,13 @@ import contextlib
 import dataclasses
 import logging
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from nbdb.testing.faults.parts import TAIL, Connection, Mode, ProxyStats, Trigger
 from nbdb.testing.ports import PortAllocator
 
 __all__ = ["FaultProxy", "Mode", "ProxyStats"]
@@ -49,106 +47,6 @@ T = TypeVar("T")
 _CHUNK = 65536
 _QUEUE = 64  # chunks buffered per direction before the proxy stops reading (backpressure)
 _CONTROL_TIMEOUT = 10.0
-_TAIL = 255  # bytes kept per connection so that a pattern of up to _TAIL + 1 bytes is found across reads
-
-
-class Mode(StrEnum):
-    """What the proxy does with traffic."""
-
-    PASS = "pass"
-    """Forward everything as it comes."""
-    DELAY = "delay"
-    """Forward everything after a latency, each way."""
-    BLACKHOLE = "blackhole"
-    """Accept connections, forward nothing either way; bytes wait for :meth:`FaultProxy.heal`."""
-    REFUSE = "refuse"
-    """Refuse new connections (the listeners are closed); current connections go on."""
-
-
-@dataclass(frozen=True)
-class ProxyStats:
-    """Counters of one proxy since it started (a snapshot)."""
-
-    accepted: int = 0
-    """Client connections accepted."""
-    open: int = 0
-    """Connections open now."""
-    cut: int = 0
-    """Connections the proxy cut (:meth:`FaultProxy.cut` or a lost reply)."""
-    upstream_failures: int = 0
-    """Accepted connections whose upstream endpoint could not be reached (the client was reset)."""
-    received_up: int = 0
-    """Client→server bytes read from clients (forwarded, held or dropped)."""
-    received_down: int = 0
-    """Server→client bytes read from servers (forwarded, held or dropped)."""
-    bytes_up: int = 0
-    """Client→server bytes forwarded."""
-    bytes_down: int = 0
-    """Server→client bytes forwarded."""
-    chunks_up: int = 0
-    """Client→server reads forwarded: about one per request on a request/response protocol."""
-    replies_lost: int = 0
-    """Server→client bytes dropped because a lost-reply fault was in its window."""
-    fired: int = 0
-    """Lost-reply triggers that fired."""
-
-
-@dataclass
-class _Trigger:
-    """An armed lost-reply fault."""
-
-    patterns: tuple[bytes, ...]
-    nth: int
-    window: float
-    then: Mode
-    seen: int = 0
-
-    def hit(self, tail: bytes, data: bytes) -> bool:
-        """Count ``data`` if it holds a pattern (``tail``: the bytes before it on its connection)."""
-        if not self.patterns:
-            found = True
-        else:
-            window = tail + data
-            # A pattern that ended inside ``tail`` was counted with the previous read.
-            found = any(window.find(p, max(0, len(tail) - len(p) + 1)) >= 0 for p in self.patterns)
-        if found:
-            self.seen += 1
-        return found and self.seen == self.nth
-
-
-class _Connection:
-    """One client connection and its upstream connection."""
-
-    def __init__(self, number: int, endpoint: int, client: asyncio.StreamWriter) -> None:
-        self.number = number
-        self.endpoint = endpoint
-        self.client = client
-        self.server: asyncio.StreamWriter | None = None
-        self.doomed = False  # in a lost-reply window: nothing goes back to the client
-        self.tail = b""  # last client→server bytes, to find patterns across reads
-        self.tasks: list[asyncio.Task[None]] = []
-        self.closed = False
-
-    def close(self) -> None:
-        """Close both sides normally (both directions ended)."""
-        self.closed = True
-        for writer in (self.client, self.server):
-            if writer is not None:
-                writer.close()
-
-    def abort(self) -> None:
-        """Reset both sides at once (RST, no flush)."""
-        self.closed = True
-        for writer in (self.client, self.server):
-            if writer is None:
-                continue
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
-        for task in self.tasks:
-            task.cancel()
 
 
 class FaultProxy:
@@ -170,12 +68,12 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
         self._listeners: list[socket.socket | None] = []
         self._tasks: set[asyncio.Future[None]] = set()
-        self._connections: set[_Connection] = set()
+        self._connections: set[Connection] = set()
         self._numbers = 0
         self._mode = Mode.PASS
         self._latency = 0.0
         self._flowing: asyncio.Event | None = None
-        self._trigger: _Trigger | None = None
+        self._trigger: Trigger | None = None
         self._stats = ProxyStats()
         self._changed = threading.Condition()
 
@@ -293,9 +191,9 @@ class FaultProxy:
             patterns = (match,)
         else:
             patterns = tuple(match)
-        if any(not p or len(p) > _TAIL + 1 for p in patterns):
-            raise ValueError(f"match patterns must have 1 to {_TAIL + 1} bytes")
-        trigger = _Trigger(patterns, nth, window, then)
+        if any(not p or len(p) > TAIL + 1 for p in patterns):
+            raise ValueError(f"match patterns must have 1 to {TAIL + 1} bytes")
+        trigger = Trigger(patterns, nth, window, then)
         self._call(self._arm(trigger))
 
     def disarm(self) -> None:
@@ -416,7 +314,7 @@ class FaultProxy:
                     self._listen(index)
         log.info("fault proxy %s", self)
 
-    async def _arm(self, trigger: _Trigger | None) -> None:
+    async def _arm(self, trigger: Trigger | None) -> None:
         self._trigger = trigger
 
     async def _cut_all(self, *, count: bool = True) -> int:
@@ -447,7 +345,7 @@ class FaultProxy:
     async def _serve(self, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._flowing is not None
         self._numbers += 1
-        conn = _Connection(self._numbers, index, writer)
+        conn = Connection(self._numbers, index, writer)
         self._connections.add(conn)
         try:
             # A connection made during a blackhole reaches the server only once it heals.
@@ -477,7 +375,7 @@ class FaultProxy:
             self._count(open=-1)
 
     async def _pipe(
-        self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upward: bool
+        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upward: bool
     ) -> None:
         """Read one direction and hand chunks, stamped with their arrival, to a sender."""
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(_QUEUE)
@@ -503,7 +401,7 @@ class FaultProxy:
 
     async def _send(
         self,
-        conn: _Connection,
+        conn: Connection,
         queue: asyncio.Queue[tuple[float, bytes] | None],
         writer: asyncio.StreamWriter,
         *,
@@ -542,10 +440,10 @@ class FaultProxy:
                 conn.abort()
                 return
 
-    def _check_trigger(self, conn: _Connection, data: bytes) -> None:
+    def _check_trigger(self, conn: Connection, data: bytes) -> None:
         trigger = self._trigger
         tail = conn.tail
-        conn.tail = (tail + data)[-_TAIL:]
+        conn.tail = (tail + data)[-TAIL:]
         if trigger is None or conn.doomed or not trigger.hit(tail, data):
             return
         self._trigger = None
@@ -557,7 +455,7 @@ class FaultProxy:
         assert self._loop is not None
         self._loop.call_later(trigger.window, lambda: self._spawn(self._end_window(conn, trigger.then)))
 
-    async def _end_window(self, conn: _Connection, then: Mode) -> None:
+    async def _end_window(self, conn: Connection, then: Mode) -> None:
         # Switch first: the client's reconnection must already meet the next mode.
         if then is not Mode.PASS:
             await self._set_mode(then)

@@ -28,7 +28,7 @@ from nbdb.testing.history import Observed, Reset
 from nbdb.testing.ledger import Attempt, Transfer
 from nbdb.testing.workload import MODELS, Follower, create_named, transfer
 
-__all__ = ["WriterPlan", "run_watcher", "run_writer"]
+__all__ = ["WriterPlan", "run_watcher", "run_writer", "when_available"]
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def run_watcher(url: str, namespace: str, out_path: str, done_path: str, until: 
     out = _Lines(out_path)
     db = _connect(url, namespace, until)
     try:
-        start = _retry(lambda: db.list(MODELS[0]).revision, until)
+        start = when_available(lambda: db.list(MODELS[0]).revision, until)
         out.write(ready=start)
 
         def sink(item: Observed | Reset) -> None:
@@ -116,7 +116,7 @@ def run_watcher(url: str, namespace: str, out_path: str, done_path: str, until: 
         thread.start()
         while not Path(done_path).exists() and time.monotonic() < until:
             time.sleep(0.2)
-        final = _retry(lambda: db.list(MODELS[0]).revision, until)
+        final = when_available(lambda: db.list(MODELS[0]).revision, until)
         while follower.revision < final and time.monotonic() < until:
             time.sleep(0.2)
         follower.stop()
@@ -128,11 +128,11 @@ def run_watcher(url: str, namespace: str, out_path: str, done_path: str, until: 
 
 
 def _connect(url: str, namespace: str, until: float) -> nbdb.Database:
-    return _retry(lambda: nbdb.connect(url, namespace=namespace), until)
+    return when_available(lambda: nbdb.connect(url, namespace=namespace), until)
 
 
-def _retry(action: Callable[[], T], until: float) -> T:
-    """``action()``, retried while the server is unreachable (a member may be down)."""
+def when_available(action: Callable[[], T], until: float) -> T:
+    """``action()``, retried while the server is unreachable (a member may be down) until ``until``."""
     delay = 0.1
     while True:
         try:

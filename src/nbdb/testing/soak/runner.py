@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +27,7 @@ from nbdb.testing.errors import HarnessError
 from nbdb.testing.process import wait_until
 from nbdb.testing.redis import RedisSentinel
 from nbdb.testing.servers import start_server
-from nbdb.testing.soak.agents import WriterPlan, run_watcher, run_writer
+from nbdb.testing.soak.agents import WriterPlan, run_watcher, run_writer, when_available
 from nbdb.testing.soak.report import Kill, SoakReport, build_report, read_lines
 from nbdb.testing.workload import ACCOUNT, CREATED, balance_of, open_accounts
 
@@ -151,8 +150,8 @@ class _Soak:
             if watcher.is_alive():
                 self.problems.append("the watcher did not finish catching up: killed")
                 watcher.kill()
-            balances = {a.name: balance_of(a) for a in _settled(lambda: db.list(ACCOUNT))}
-            names = [c.name for c in _settled(lambda: db.list(CREATED))]
+            balances = {a.name: balance_of(a) for a in when_available(lambda: db.list(ACCOUNT), time.monotonic() + 120)}
+            names = [c.name for c in when_available(lambda: db.list(CREATED), time.monotonic() + 120)]
         writer_lines = [line for n in range(config.writers) for line in _read(self.work / f"writer{n}.jsonl")]
         report = build_report(
             config.title(),
@@ -263,18 +262,6 @@ class _Soak:
                     member.restart(wait=True)
                 except HarnessError as exc:
                     self.problems.append(f"{member.name} did not come back for the final reads: {exc}")
-
-
-def _settled(read: Callable[[], T], timeout: float = 120.0) -> T:
-    """A read of the final state, retried while the cluster settles."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return read()
-        except nbdb.BackendUnavailableError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.5)
 
 
 def _has_line(path: Path, key: str) -> bool:
