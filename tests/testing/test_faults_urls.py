@@ -47,6 +47,7 @@ def test_routes_say_what_the_proxy_covers() -> None:
     sentinel = scheme_route("redis+sentinel://h:1/nbdb")
     assert sentinel.route is Route.FIRST_HOP and "master" in sentinel.bypass
     assert scheme_route("cassandra://h/ks").route is Route.FIRST_HOP
+    assert scheme_route("hazelcast://h/dev").default_port == 5701
     assert scheme_route("thirdparty://h:1").route is Route.UNKNOWN
     assert scheme_route("rediss://h:1").encrypted
     assert scheme_route("cassandra://h/ks?tls=1").encrypted

@@ -66,6 +66,11 @@ _CASSANDRA_BYPASS = (
     "go through the proxy (a one-node cluster is covered whole)"
 )
 
+_HAZELCAST_BYPASS = (
+    "the client connects to every cluster member it learns of (smart routing); only the listed members "
+    "go through the proxy (a one-member cluster is covered whole)"
+)
+
 _ROUTES: dict[str, SchemeRoute] = {
     "redis": SchemeRoute(Route.ALL, 6379),
     "rediss": SchemeRoute(Route.ALL, 6379, encrypted=True),
@@ -75,6 +80,7 @@ _ROUTES: dict[str, SchemeRoute] = {
     "ovsdb+tcp": SchemeRoute(Route.ALL),
     "ovsdb+ssl": SchemeRoute(Route.ALL, encrypted=True),
     "cassandra": SchemeRoute(Route.FIRST_HOP, 9042, _CASSANDRA_BYPASS),
+    "hazelcast": SchemeRoute(Route.FIRST_HOP, 5701, _HAZELCAST_BYPASS),
 }
 _NO_NETWORK = {"memory", "ovsdb+unix", "sqlite"}
 _TRUE = {"1", "true", "yes", "on"}
