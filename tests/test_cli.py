@@ -17,6 +17,9 @@ def test_demo_runs_on_the_embedded_default(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert "none from tenant-b" in out
     assert "a stale update is refused" in out
+    assert "hv0 flow table: tenant-a-vm" in out, "the agent converged its flow table"
+    assert "its flow is gone" in out, "read-your-writes, then the controller removed the flow"
+    assert "1 retried" in out
 
 
 def test_demo_runs_on_a_durable_sqlite_file(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:

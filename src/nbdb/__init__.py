@@ -16,6 +16,8 @@ from typing import Any
 from nbdb.api import Database, ListResult, Transaction
 from nbdb.cache import Cache
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.controller import CacheQueue, Controller, run_controller
+from nbdb.dispatch import Subscription
 from nbdb.errors import (
     AuthError,
     BackendUnavailableError,
@@ -32,39 +34,51 @@ from nbdb.errors import (
     UnsupportedError,
     ValidationError,
 )
-from nbdb.events import ChangeEvent, EventKind
+from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model, Reference
+from nbdb.projection import PartialView
+from nbdb.revision import Revision
 from nbdb.watch import Watch
+from nbdb.workqueue import RateLimiter, WorkQueue
 
 __all__ = [
     "Atomicity",
     "AuthError",
     "BackendUnavailableError",
     "Cache",
+    "CacheQueue",
     "Capabilities",
     "ChangeEvent",
     "CommitUnknownError",
     "ConflictError",
+    "Controller",
     "CorruptRecordError",
     "Database",
     "Durability",
     "EventKind",
     "Expiry",
     "HistoryGoneError",
+    "Key",
     "ListResult",
     "LockLostError",
     "LockTimeoutError",
     "Model",
     "NbdbError",
     "NotFoundError",
+    "PartialView",
+    "RateLimiter",
     "Reference",
     "ReferenceError",
+    "Revision",
+    "Subscription",
     "Transaction",
     "UniqueViolationError",
     "UnsupportedError",
     "ValidationError",
     "Watch",
+    "WorkQueue",
     "connect",
+    "run_controller",
 ]
 
 __version__ = "0.1.0"

@@ -85,6 +85,8 @@ def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: in
     # the way pydantic's own model_construct() fills fields.
     obj.__dict__["version"] = version
     obj._stored_refs = obj.ref_keys()
+    if obj.nbdb_unique_fields:
+        obj.remember_unique(obj.unique_values())
     return obj
 
 

@@ -32,7 +32,11 @@ class NbdbError(Exception):
 
 
 class NotFoundError(NbdbError, LookupError):
-    """The object (or the named thing) does not exist."""
+    """The object (or the named thing) does not exist. ``key`` is its (table, id), when known."""
+
+    def __init__(self, message: str, *, key: tuple[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ConflictError(NbdbError):

@@ -127,6 +127,8 @@ class Put:
     """Every unique value of the new state (stores with ``capabilities.unique`` enforce them)."""
     ttl: float | None = None
     """Seconds the object lives unless refreshed (creates only; stores with ``capabilities.expiry``)."""
+    old_unique: tuple[UniqueKey, ...] | None = None
+    """The unique values of the stored state at ``expect_version``, if the caller knows them (None: read them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,8 @@ class Delete:
     old_refs: frozenset[RefKey] | None = None
     if_exists: bool = False
     """Nothing to do (not an error) if the record does not exist when the commit applies."""
+    old_unique: tuple[UniqueKey, ...] | None = None
+    """The unique values the stored record holds, if known (None: the backend reads them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +207,15 @@ class LockHandle:
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    """The outcome of a commit: its revision and each op's new version (0 for deletes)."""
+    """The outcome of a commit: its revision and each op's new version (0 for deletes).
+
+    ``skipped`` holds the positions of ops that did nothing: deletes
+    ``if_exists`` of records that were gone.
+    """
 
     revision: int
     versions: list[int] = field(default_factory=list)
+    skipped: frozenset[int] = frozenset()
 
 
 class RecordStream(ABC):
@@ -266,6 +275,17 @@ class Backend(ABC):
     def current_revision(self) -> int:
         """The revision of the latest commit."""
 
+    @property
+    def revision_scope(self) -> object:
+        """Which revision sequence this backend's revisions belong to.
+
+        None (the default): every connection to the store shares one sequence.
+        A backend whose revisions count per connection returns a token of its
+        own sequence, equal for connections that share it; see
+        :class:`nbdb.revision.Revision`.
+        """
+        return None
+
     @abstractmethod
     def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
         """A context manager holding the named lock; see :meth:`nbdb.Database.lock`."""
@@ -314,6 +334,14 @@ class Backend(ABC):
         longer show it.
         """
         raise UnsupportedError(f"{type(self).__name__} cannot list in pages")
+
+    def reap(self) -> int:
+        """Delete objects whose ttl ran out, once; how many (stores with ``expiry=reaper`` that need a client to).
+
+        A Database calls it periodically while it is open. Stores that expire
+        objects themselves (or reap in a thread of their own) do not offer it.
+        """
+        raise UnsupportedError(f"{type(self).__name__} has nothing to reap")
 
     def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
         """The id of the object that holds the unique value ``key``, if any (``capabilities.unique``)."""

@@ -31,6 +31,7 @@ WORKLOADS = {
     "cache.find",
     "watch.fanout",
     "churn",
+    "churn.controller",
 }
 
 
@@ -46,14 +47,14 @@ def test_bench_runs_on_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert data["errors"] == []
     measured = {(m["workload"], m["impl"]) for m in data["measurements"]}
     assert {w for w, _ in measured} == WORKLOADS
-    assert {w for w, impl in measured if impl == "raw"} == WORKLOADS - {"churn"}
+    assert {w for w, impl in measured if impl == "raw"} == WORKLOADS - {"churn", "churn.controller"}
     for m in data["measurements"]:
         assert m["count"] > 0 and m["rate_per_s"] > 0, m
         if m["latency_us"] is not None:
             assert 0 < m["latency_us"]["p50"] <= m["latency_us"]["p99"] <= m["latency_us"]["max"], m
         if m["workload"] == "cache.cold_load":
             assert m["extra"]["bytes_per_object"] > 0
-        if m["workload"] in ("watch.fanout", "churn"):
+        if m["workload"] in ("watch.fanout", "churn", "churn.controller"):
             assert m["extra"]["missing_events"] == 0, m
     assert data["ratios"] and all(r["ratio"] > 0 for r in data["ratios"])
     assert {t["name"].split(",")[0] for t in data["targets"]} >= {"cache get", "cache find by index"}

@@ -6,7 +6,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.api import Database
-from nbdb.families.kv import CommitToken, Condition, Exists, KeyChange, KeyValue, PrefixUnchangedSince, VersionIs
+from nbdb.families.kv import (
+    CommitToken,
+    Condition,
+    Exists,
+    KeyChange,
+    KeyValue,
+    LeaseHeld,
+    PrefixUnchangedSince,
+    VersionIs,
+)
 from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, condition_holds, key_changes
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
@@ -47,10 +56,11 @@ class InterleavingBackend(MemoryBackend):
 
 
 @pytest.fixture
-def pair() -> tuple[Database, Database, InterleavingBackend]:
+def pair() -> Iterator[tuple[Database, Database, InterleavingBackend]]:
     store = MemoryStore()
     racer = InterleavingBackend(store)
-    return Database(racer), Database(MemoryBackend(store)), racer
+    with Database(racer) as racer_db, Database(MemoryBackend(store)) as other:
+        yield racer_db, other, racer
 
 
 def test_child_created_between_plan_and_commit_blocks_the_delete(pair: Any) -> None:
@@ -186,19 +196,27 @@ def test_key_changes_follow_the_version_rules(
 def test_conditions_are_checked_against_stored_values() -> None:
     stored = {"k": KeyValue("k", b"v", 3, 10)}
     never_changed = lambda prefix, revision: False  # noqa: E731
-    assert condition_holds(VersionIs("k", 3), stored, never_changed)
-    assert not condition_holds(VersionIs("k", 2), stored, never_changed)
-    assert condition_holds(VersionIs("absent", 0), stored, never_changed)
-    assert condition_holds(Exists("k"), stored, never_changed)
-    assert not condition_holds(Exists("absent"), stored, never_changed)
+    leases = {"lock": b"me"}
+
+    def holds(name: str, token: bytes) -> bool:
+        return leases.get(name) == token
+
+    assert condition_holds(VersionIs("k", 3), stored, never_changed, holds)
+    assert not condition_holds(VersionIs("k", 2), stored, never_changed, holds)
+    assert condition_holds(VersionIs("absent", 0), stored, never_changed, holds)
+    assert condition_holds(Exists("k"), stored, never_changed, holds)
+    assert not condition_holds(Exists("absent"), stored, never_changed, holds)
     seen: list[tuple[str, int]] = []
 
     def changed(prefix: str, revision: int) -> bool:
         seen.append((prefix, revision))
         return True
 
-    assert not condition_holds(PrefixUnchangedSince("r/", 9), stored, changed)
+    assert not condition_holds(PrefixUnchangedSince("r/", 9), stored, changed, holds)
     assert seen == [("r/", 9)]
+    assert condition_holds(LeaseHeld("lock", b"me"), stored, never_changed, holds)
+    assert not condition_holds(LeaseHeld("lock", b"you"), stored, never_changed, holds)
+    assert not condition_holds(LeaseHeld("other", b"me"), stored, never_changed, holds)
 
 
 class ScriptedLog:
@@ -263,3 +281,32 @@ def test_closing_a_polled_stream_releases_a_blocked_poll_and_its_resources() -> 
     assert time.monotonic() - started < 5
     assert closed.is_set()
     assert stream.poll(1) == []
+
+
+def test_a_unique_value_taken_between_plan_and_commit_is_a_violation(pair: Any) -> None:
+    from nbdb.conformance.kit import KitNamed
+
+    racer_db, other, racer = pair
+    racer.before_commit = lambda: other.create(KitNamed(name="raced"))
+    with pytest.raises(nbdb.UniqueViolationError) as caught:
+        racer_db.create(KitNamed(name="raced"))
+    assert caught.value.existing == other.get_by(KitNamed, name="raced").id  # type: ignore[union-attr]
+    assert len(other.list(KitNamed)) == 1
+
+
+def test_the_reaper_deletes_expired_objects_but_not_refreshed_ones() -> None:
+    backend = MemoryBackend()
+    db = Database(backend, reap=False)
+    watch = db.watch(LogicalSwitch)
+    doomed = db.create(LogicalSwitch(name="doomed"), ttl=0.05)
+    saved = db.create(LogicalSwitch(name="saved"), ttl=0.05)
+    time.sleep(0.1)
+    db.refresh(saved, 60)  # a refresh that lands before the reaper wins
+    assert backend.reap() == 1
+    assert backend.reap() == 0
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LogicalSwitch, doomed.id)
+    assert db.get(LogicalSwitch, saved.id).name == "saved"
+    kinds = [(e.kind, e.id) for e in watch.poll(1)]
+    assert (nbdb.EventKind.DELETED, doomed.id) in kinds
+    assert not any(key.startswith("e/") and doomed.id.hex in key.replace("-", "") for key in backend.store.data)

@@ -10,7 +10,7 @@ conflict.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -71,10 +71,11 @@ class LossyBackend(MemoryBackend):
 
 
 @pytest.fixture
-def lossy() -> tuple[Database, Database, LossyBackend]:
+def lossy() -> Iterator[tuple[Database, Database, LossyBackend]]:
     store = MemoryStore()
     backend = LossyBackend(store)
-    return Database(backend), Database(MemoryBackend(store)), backend
+    with Database(backend, reap=False) as db, Database(MemoryBackend(store), reap=False) as other:
+        yield db, other, backend
 
 
 def _tokens(backend: LossyBackend) -> dict[str, bytes]:
@@ -167,7 +168,7 @@ def test_every_acknowledged_increment_counts_once(script: list[str]) -> None:
     """Whatever replies and requests are lost, an acknowledged write counts once, an unknown one at most once."""
     store = MemoryStore()
     backend = LossyBackend(store)
-    db, other = Database(backend), Database(MemoryBackend(store))
+    db, other = Database(backend, reap=False), Database(MemoryBackend(store), reap=False)
     ls = db.create(LogicalSwitch(name="counter", external_ids={"n": "0"}))
     backend.script = list(script)
     acknowledged = unknown = 0

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from nbdb import errors
-from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import rules
 from nbdb.families.lease import hold_lease
 from nbdb.options import Options
@@ -44,6 +44,7 @@ from nbdb.spi import (
     RecordStream,
     RefKey,
     Snapshot,
+    UniqueKey,
     WriteOp,
 )
 
@@ -70,11 +71,22 @@ class MemoryStore:
         self.history: list[RecordChange] = []
         self.leases: dict[str, tuple[bytes, float]] = {}
         self.counters: dict[str, int] = {}
+        self.uniques: dict[tuple[str, UniqueKey], uuid.UUID] = {}
+        self.held: dict[RefKey, tuple[UniqueKey, ...]] = {}
+        self.expiry: dict[RefKey, tuple[float, float]] = {}
+        """(ttl, deadline) of every object created with a ttl."""
+        self._reaper: threading.Thread | None = None
 
     # ---------------------------------------------------------------- commits (caller holds cond)
 
-    def check(self, ops: Sequence[WriteOp]) -> list[int]:
-        """Every rule of the commit, against the current state; the versions it will write."""
+    def check(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOp], list[int]]:
+        """Every rule of the commit, against the current state: the ops to apply and their versions.
+
+        A delete ``if_exists`` of a missing record is dropped.
+        """
+        ops = [
+            op for op in ops if not (isinstance(op, Delete) and op.if_exists and (op.table, op.id) not in self.records)
+        ]
         shape = rules.shape_of(ops)
         versions: list[int] = []
         old_refs: dict[RefKey, frozenset[RefKey]] = {}
@@ -92,17 +104,41 @@ class MemoryStore:
                 raise rules.topic_changed(me, current.topic, op.topic)
             if op.expect_version not in (ANY_VERSION, current.version):
                 raise rules.stale(me, current.version, op.expect_version)
+            if isinstance(op, Put) and op.ttl is not None:
+                raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
             old_refs[me] = self.refs.get(me, _NO_REFS)
             versions.append(0 if isinstance(op, Delete) else current.version + 1)
         changes = rules.ref_changes(ops, old_refs, shape)
         for target, sources in changes.added.items():
             if target not in shape.created and target not in self.records:
                 raise rules.dangling(sources[0], target)
+            if target in self.expiry or any(
+                isinstance(op, Put) and op.ttl is not None and (op.table, op.id) == target for op in ops
+            ):
+                raise rules.ttl_referenced(sources[0], target)
         for target in shape.deleted:
             remaining = rules.remaining_referrers(target, self.referrers.get(target, ()), changes)
             if remaining:
                 raise rules.still_referenced(target, sorted(remaining))
-        return versions
+        self._check_unique(ops)
+        return ops, versions
+
+    def _check_unique(self, ops: Sequence[WriteOp]) -> None:
+        released: set[tuple[str, UniqueKey]] = set()
+        claimed: dict[tuple[str, UniqueKey], uuid.UUID] = {}
+        for op in ops:
+            me = (op.table, op.id)
+            keep = set(op.unique) if isinstance(op, Put) else set()
+            released.update((op.table, key) for key in self.held.get(me, ()) if key not in keep)
+        for op in ops:
+            if not isinstance(op, Put):
+                continue
+            for key in op.unique:
+                slot = (op.table, key)
+                owner = claimed.get(slot, self.uniques.get(slot))
+                if owner is not None and owner != op.id and (slot in claimed or slot not in released):
+                    raise rules.unique_taken(op.table, key.field, key.value, owner)
+                claimed[slot] = op.id
 
     def apply(self, ops: Sequence[WriteOp], versions: Sequence[int]) -> int:
         """Write a checked commit at the next revision."""
@@ -118,11 +154,17 @@ class MemoryStore:
                 self.records[me] = new
                 part[op.id] = new
                 self._set_refs(me, op.refs)
+                self._set_unique(me, op.unique)
+                if op.ttl is not None:
+                    self.expiry[me] = (op.ttl, time.monotonic() + op.ttl)
+                    self._start_reaper()
             else:
                 new = None
                 del self.records[me]
                 del part[op.id]
                 self._set_refs(me, _NO_REFS)
+                self._set_unique(me, ())
+                self.expiry.pop(me, None)
             history.append(RecordChange(op.table, op.id, op.topic, old, new, rev))
         excess = len(history) - self.history_limit
         if excess > 0:
@@ -132,6 +174,35 @@ class MemoryStore:
             del history[:cut]
         self.cond.notify_all()
         return rev
+
+    def _set_unique(self, me: RefKey, keys: tuple[UniqueKey, ...]) -> None:
+        for key in self.held.pop(me, ()):
+            if self.uniques.get((me[0], key)) == me[1]:
+                del self.uniques[(me[0], key)]
+        for key in keys:
+            self.uniques[(me[0], key)] = me[1]
+        if keys:
+            self.held[me] = keys
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(
+                target=_reap, args=(weakref.ref(self),), name="nbdb-memory-reaper", daemon=True
+            )
+            self._reaper.start()
+
+    def reap(self) -> float | None:
+        """Delete what has expired (caller holds ``cond``); seconds until the next deadline, None if none."""
+        now = time.monotonic()
+        expired = [key for key, (_, deadline) in self.expiry.items() if deadline <= now]
+        if expired:
+            ops: list[WriteOp] = [
+                Delete(t, i, self.records[(t, i)].topic) for t, i in expired if (t, i) in self.records
+            ]
+            self.apply(ops, [0] * len(ops))
+        if not self.expiry:
+            return None
+        return max(0.0, min(deadline for _, deadline in self.expiry.values()) - now)
 
     def _set_refs(self, me: RefKey, refs: frozenset[RefKey]) -> None:
         old = self.refs.pop(me, _NO_REFS)
@@ -145,6 +216,21 @@ class MemoryStore:
             self.referrers.setdefault(target, set()).add(me)
         if refs:
             self.refs[me] = refs
+
+
+def _reap(ref: weakref.ReferenceType[MemoryStore]) -> None:
+    """The expiry thread of a store: deletes expired objects (watchers see it) until none expire."""
+    while True:
+        store = ref()
+        if store is None:
+            return
+        with store.cond:
+            pause = store.reap()
+            if pause is None:
+                store._reaper = None
+                return
+            store.cond.wait(min(pause, 1.0))
+        del store
 
 
 class _MemoryStream(RecordStream):
@@ -208,6 +294,9 @@ class MemoryBackend(Backend):
         durability=Durability.VOLATILE,
         history="the last 10,000 record changes (memory://?history=N)",
         cross_process=False,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
         notes="In-process only: data, locks and ids are shared by the Database objects of one process "
         "that connect to the same memory://NAME. Reads share the object each write validated.",
     )
@@ -254,10 +343,37 @@ class MemoryBackend(Backend):
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
         store = self.store
         with store.cond:
-            if not ops:
-                return CommitResult(store.revision, [])
-            versions = store.check(ops)
-            return CommitResult(store.apply(ops, versions), versions)
+            return self._commit(ops)
+
+    def _commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        store = self.store
+        if not ops:
+            return CommitResult(store.revision, [])
+        applied, versions = store.check(ops)
+        revision = store.apply(applied, versions) if applied else store.revision
+        by_key = {(op.table, op.id): v for op, v in zip(applied, versions, strict=True)}
+        skipped = frozenset(i for i, op in enumerate(ops) if (op.table, op.id) not in by_key)
+        return CommitResult(revision, [by_key.get((op.table, op.id), 0) for op in ops], skipped)
+
+    def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
+        store = self.store
+        with store.cond:
+            held = store.leases.get(fence.name)
+            if held is None or held[0] != fence.token.encode() or held[1] <= time.monotonic():
+                raise errors.LockLostError(f"lock {fence.name!r} is no longer held by this holder: nothing was written")
+            return self._commit(ops)
+
+    def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
+        store = self.store
+        with store.cond:
+            if (table, id) not in store.records:
+                raise rules.not_found((table, id), "expired or deleted")
+            if (table, id) not in store.expiry:
+                raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
+            store.expiry[(table, id)] = (ttl, time.monotonic() + ttl)
+
+    def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
+        return self.store.uniques.get((table, key))
 
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
         with self.store.cond:
@@ -290,7 +406,7 @@ class MemoryBackend(Backend):
         store = self.store
         with store.cond:
             old = store.records.get((table, id))
-            put = Put(table, id, topic, data, 0 if old is None else old.version)
+            put = Put(table, id, topic, data, 0 if old is None else old.version, store.refs.get((table, id), _NO_REFS))
             store.apply([put], [1 if old is None else old.version + 1])
 
     def close(self) -> None:

@@ -23,14 +23,14 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
-from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import kv, kvstore
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
@@ -177,6 +177,9 @@ class SqliteBackend(kv.KeyValueBackend):
         durability=Durability.DURABLE,
         history="at least the last 10,000 changes (sqlite:///PATH?history=N)",
         cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
         notes="One file on one host: its processes share data, locks and ids (WAL mode, so the file must be on a "
         "local filesystem, not NFS); other hosts cannot. One writer at a time, by SQLite's own lock. Watchers "
         "see their own process's commits at once and other processes' within ?poll_interval= (default 0.01 s). "
@@ -258,9 +261,9 @@ class SqliteBackend(kv.KeyValueBackend):
     ) -> int | None:
         # No commit tokens: SQLite answers every commit (or says it cannot know: CommitUnknownError).
         with self._conn.transaction("IMMEDIATE") as sql:
-            named = (c.key for c in conditions if not isinstance(c, kv.PrefixUnchangedSince))
-            stored = _select(sql, [*puts, *deletes, *named])
-            if not all(kvstore.condition_holds(c, stored, partial(_changed_under, sql)) for c in conditions):
+            stored = _select(sql, [*puts, *deletes, *kvstore.named_keys(conditions)])
+            changed, holds = partial(_changed_under, sql), partial(_lease_holds, sql, self.layout.lock)
+            if not all(kvstore.condition_holds(c, stored, changed, holds) for c in conditions):
                 return None
             revision, kept = sql.execute("SELECT revision + 1, changes FROM nbdb_state").fetchone()
             changes = kvstore.key_changes(stored, puts, deletes, revision)
@@ -330,6 +333,10 @@ class SqliteBackend(kv.KeyValueBackend):
         extend = "UPDATE nbdb_leases SET expires = ? WHERE key = ? AND value = ? AND expires > ?"
         return self._lease(extend, (now + ttl, self.layout.lock(name), token, now))
 
+    def lease_held(self, name: str, token: bytes) -> bool:
+        with self._conn.transaction() as sql:
+            return _lease_holds(sql, self.layout.lock, name, token)
+
     def release_lease(self, name: str, token: bytes) -> None:
         self._lease("DELETE FROM nbdb_leases WHERE key = ? AND value = ?", (self.layout.lock(name), token))
 
@@ -362,6 +369,11 @@ def _select(sql: sqlite3.Connection, keys: Sequence[str]) -> dict[str, kv.KeyVal
         rows = sql.execute(f"SELECT * FROM nbdb_keys WHERE key IN ({','.join('?' * len(chunk))})", chunk)
         found.update((row[0], kv.KeyValue(*row)) for row in rows)
     return found
+
+
+def _lease_holds(sql: sqlite3.Connection, key_of: Callable[[str], str], name: str, token: bytes) -> bool:
+    held = "SELECT 1 FROM nbdb_leases WHERE key = ? AND value = ? AND expires > ?"
+    return sql.execute(held, (key_of(name), token, time.time())).fetchone() is not None
 
 
 def _changed_under(sql: sqlite3.Connection, prefix: str, revision: int) -> bool:

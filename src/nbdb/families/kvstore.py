@@ -14,26 +14,37 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from nbdb import errors
-from nbdb.families.kv import Condition, Exists, KeyChange, KeyStream, KeyValue, VersionIs
+from nbdb.families.kv import Condition, Exists, KeyChange, KeyStream, KeyValue, LeaseHeld, VersionIs
 
-__all__ = ["ChangeReader", "ChangeSignal", "PolledKeyStream", "condition_holds", "key_changes"]
+__all__ = ["ChangeReader", "ChangeSignal", "PolledKeyStream", "condition_holds", "key_changes", "named_keys"]
 
 
 def condition_holds(
-    condition: Condition, stored: Mapping[str, KeyValue], changed_under: Callable[[str, int], bool]
+    condition: Condition,
+    stored: Mapping[str, KeyValue],
+    changed_under: Callable[[str, int], bool],
+    lease_holds: Callable[[str, bytes], bool],
 ) -> bool:
     """Whether ``condition`` holds, for a store that checks conditions itself inside its own transaction.
 
     ``stored`` holds the current value of every key a VersionIs or Exists
     condition names (absent: no such key); ``changed_under(prefix, revision)``
-    tells whether a key under ``prefix`` was written after ``revision``.
+    tells whether a key under ``prefix`` was written after ``revision``;
+    ``lease_holds(name, token)`` whether that token holds that unexpired lease.
     """
     if isinstance(condition, VersionIs):
         found = stored.get(condition.key)
         return (0 if found is None else found.version) == condition.version
     if isinstance(condition, Exists):
         return condition.key in stored
+    if isinstance(condition, LeaseHeld):
+        return lease_holds(condition.name, condition.token)
     return not changed_under(condition.prefix, condition.revision)
+
+
+def named_keys(conditions: Sequence[Condition]) -> list[str]:
+    """The keys whose stored values :func:`condition_holds` needs for these conditions."""
+    return [c.key for c in conditions if isinstance(c, VersionIs | Exists)]
 
 
 def key_changes(

@@ -9,11 +9,12 @@ dependency order.
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 import typing
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, get_args, get_origin
 
@@ -144,6 +145,11 @@ class Model(BaseModel):
     # Reference ids of the stored copy this instance descends from: lets an
     # update or delete drop the right reverse references without a read.
     _stored_refs: frozenset[tuple[str, uuid.UUID]] | None = PrivateAttr(default=None)
+    # The revision of the commit that produced a write result lives in
+    # __pydantic_private__["_revision"] too, deliberately undeclared: a declared
+    # private attribute costs every decode a default to initialise. So do the
+    # unique values of the stored copy ("_stored_unique"): they let an update
+    # or delete release the values it no longer holds without reading them back.
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -163,6 +169,29 @@ class Model(BaseModel):
         raise errors.ValidationError(
             f"{type(self).__name__} is immutable: derive a changed copy with .replace({name}=...)"
         )
+
+    def __eq__(self, other: object) -> bool:
+        # A model's value is its fields. Pydantic also compares private
+        # attributes, which here record where a copy came from (the commit
+        # revision of a write result, the references of its stored lineage):
+        # a write result must equal the same version read back.
+        if not isinstance(other, Model):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    @property
+    def nbdb_revision(self) -> int | None:
+        """The revision this copy was committed at, on copies returned by a write; None otherwise.
+
+        ``create``, ``update`` and a transaction's ``results`` return stored
+        copies that carry their commit's revision (a :class:`nbdb.revision.Revision`),
+        for :meth:`nbdb.Cache.wait_for`. Copies decoded from a record (``get``,
+        ``list``, a cache, a watch) and copies derived with :meth:`replace`
+        carry None (an in-process store that keeps the written copy itself
+        hands out that copy, revision included).
+        """
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_revision")
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -216,10 +245,29 @@ class Model(BaseModel):
         except pydantic.ValidationError as exc:
             raise _translate(exc, type(self).__name__) from None
         new._stored_refs = self._stored_refs
+        new.remember_unique(self.stored_unique())
         return new  # type: ignore[no-any-return]
 
-    def stored_copy(self, version: int, refs: frozenset[tuple[str, uuid.UUID]]) -> Self:
-        """This object as stored at ``version``, whose references are ``refs``.
+    def stored_unique(self) -> tuple[tuple[str, str], ...] | None:
+        """The unique values of the stored copy this object descends from (None: unknown)."""
+        if not self.nbdb_unique_fields:
+            return ()
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_stored_unique")
+
+    def remember_unique(self, values: tuple[tuple[str, str], ...] | None) -> None:
+        """Record the unique values of the stored copy this object descends from (see :meth:`stored_unique`)."""
+        if self.nbdb_unique_fields and self.__pydantic_private__ is not None:
+            self.__pydantic_private__["_stored_unique"] = values
+
+    def stored_copy(
+        self,
+        version: int,
+        refs: frozenset[tuple[str, uuid.UUID]],
+        revision: int | None = None,
+        unique: tuple[tuple[str, str], ...] | None = None,
+    ) -> Self:
+        """This object as stored at ``version``, whose references are ``refs``, committed at ``revision``.
 
         Only the version differs from a valid object, so nothing is validated
         again (the way pydantic's ``model_construct`` builds an instance).
@@ -230,11 +278,22 @@ class Model(BaseModel):
         data["version"] = version
         private = dict(self.__pydantic_private__ or {})
         private["_stored_refs"] = refs
+        private["_revision"] = revision
+        if self.nbdb_unique_fields:
+            private["_stored_unique"] = unique
         object.__setattr__(new, "__dict__", data)
         object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"version"})
         object.__setattr__(new, "__pydantic_extra__", None)
         object.__setattr__(new, "__pydantic_private__", private)
         return new
+
+    def committed_at(self, revision: int) -> None:
+        """Record the revision of the commit that stored this copy (see :attr:`nbdb_revision`).
+
+        For the Database, once the backend acknowledged the write: the copy
+        is the value the commit stored, only its provenance was not known yet.
+        """
+        self.__pydantic_private__["_revision"] = revision  # type: ignore[index]
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
         """Every (table, id) this object points to."""
@@ -248,14 +307,23 @@ class Model(BaseModel):
         """
         out = []
         for group in self.nbdb_unique_fields:
-            values = [getattr(self, name) for name in group]
-            if all(v is None for v in values):
+            values = {name: getattr(self, name) for name in group}
+            if all(v is None for v in values.values()):
                 continue
-            data = self.__pydantic_serializer__.to_python(self, include=set(group), mode="json")
-            text = json.dumps([data[name] for name in group] if len(group) > 1 else data[group[0]],
-                              sort_keys=True, separators=(",", ":"))  # fmt: skip
-            out.append(("+".join(group), text))
+            out.append(("+".join(group), self.unique_text(group, values)))
         return tuple(out)
+
+    @classmethod
+    def unique_text(cls, group: tuple[str, ...], values: Mapping[str, Any]) -> str:
+        """The canonical JSON of the values of one unique group (validated as the fields would be)."""
+        shown = []
+        for name in group:
+            adapter = _field_adapter(cls, name)
+            try:
+                shown.append(adapter.dump_python(adapter.validate_python(values[name]), mode="json"))
+            except pydantic.ValidationError as exc:
+                raise _translate(exc, f"{cls.__name__}.{name}") from None
+        return json.dumps(shown if len(group) > 1 else shown[0], sort_keys=True, separators=(",", ":"))
 
     def index_values(self, field: str) -> Iterator[Any]:
         """The values under which a cache indexes this object for ``field``."""
@@ -264,6 +332,15 @@ class Model(BaseModel):
             yield from value
         else:
             yield value
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_adapter(model: type[Model], name: str) -> pydantic.TypeAdapter[Any]:
+    info = model.model_fields[name]
+    annotation: Any = info.annotation
+    if info.metadata:
+        annotation = typing.Annotated[annotation, *info.metadata]
+    return pydantic.TypeAdapter(annotation)
 
 
 def model_for_table(table: str) -> type[Model]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from nbdb import errors
-from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families.kv import (
     CommitToken,
     Condition,
@@ -55,7 +55,11 @@ class MemoryStore:
 
     def holds(self, condition: Condition) -> bool:
         """Whether ``condition`` holds now. Caller holds ``cond``."""
-        return condition_holds(condition, self.data, self._changed_under)
+        return condition_holds(condition, self.data, self._changed_under, self._lease_holds)
+
+    def _lease_holds(self, name: str, token: bytes) -> bool:
+        held = self.leases.get(name)
+        return held is not None and held[0] == token and held[1] > time.monotonic()
 
     def _changed_under(self, prefix: str, revision: int) -> bool:
         return any(kv.mod_revision > revision for _, kv in self.range(prefix))
@@ -132,6 +136,9 @@ class KVMemoryBackend(KeyValueBackend):
         durability=Durability.VOLATILE,
         history="the last 10,000 key changes",
         cross_process=False,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
     )
 
     def __init__(self, store: MemoryStore | None = None) -> None:
@@ -199,6 +206,10 @@ class KVMemoryBackend(KeyValueBackend):
             held = self.store.leases.get(name)
             if held is not None and held[0] == token:
                 del self.store.leases[name]
+
+    def lease_held(self, name: str, token: bytes) -> bool:
+        with self.store.cond:
+            return self.store._lease_holds(name, token)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -24,8 +24,8 @@ from nbdb.backends.redis.lua import (
     RELEASE_LUA,
     VOID_LUA,
 )
-from nbdb.capabilities import Atomicity, Capabilities, Durability
-from nbdb.families.kv import CommitToken, Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.families.kv import CommitToken, Condition, Exists, KeyValue, LeaseHeld, PrefixUnchangedSince, VersionIs
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, decode_changes
 
 __all__ = ["RedisBackend"]
@@ -45,6 +45,9 @@ class RedisBackend(ChangeLogBackend):
         durability=Durability.CONFIGURABLE,
         history="at least the last 10,000 commits (?history=N; streams are trimmed approximately)",
         cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
         notes=(
             "Durable only with appendonly yes (appendfsync always: every acknowledged write; everysec: up to "
             "about a second can be lost on a crash). Without persistence a restart loses everything and "
@@ -239,7 +242,7 @@ class RedisBackend(ChangeLogBackend):
     def _commit(
         self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: str
     ) -> int | None:
-        payload = _payload(conditions, puts, deletes, self.layout.range_root)
+        payload = _payload(conditions, puts, deletes, self.layout.range_root, self._lease_key)
         args = [self.root, self._object_prefix, token, self.config.history, payload]
         # The token makes sending the script again after a lost reply exactly-once.
         reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
@@ -313,6 +316,9 @@ class RedisBackend(ChangeLogBackend):
             self._write(lambda c: self._acquire_script(keys=[self._lease_key(name)], args=[token, ms], client=c))
         )
 
+    def lease_held(self, name: str, token: bytes) -> bool:
+        return bool(self._run(lambda: self._client.get(self._lease_key(name))) == token)
+
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         ms = max(1, int(ttl * 1000))
         return bool(self._run(lambda: self._refresh_script(keys=[self._lease_key(name)], args=[token, ms])))
@@ -349,6 +355,7 @@ def _payload(
     puts: Mapping[str, bytes],
     deletes: Sequence[str],
     range_root: Callable[[str], int | None],
+    lock_key: Callable[[str], str],
 ) -> bytes:
     """The commit script's one argument (see COMMIT_LUA): packing one blob beats packing dozens of arguments."""
     parts: list[bytes] = []
@@ -359,6 +366,8 @@ def _payload(
             parts += [b"e", _field(condition.key), _field(b"")]
         elif isinstance(condition, PrefixUnchangedSince):
             parts += [b"p", _field(condition.prefix), _field(str(condition.revision))]
+        elif isinstance(condition, LeaseHeld):
+            parts += [b"l", _field(lock_key(condition.name)), _field(condition.token)]
         else:  # pragma: no cover - the family has no other conditions
             raise TypeError(f"unknown condition {condition!r}")
     for key, value in puts.items():

@@ -58,6 +58,7 @@ end
 # ARGV: P, object prefix, token, history, payload.  The payload is a sequence of
 # items, each a one-letter kind followed by length-prefixed (>i4) fields:
 #   v key version | e key - | p prefix revision      conditions
+#   l lease-key token                                 (a lease key is a full Redis key)
 #   P key value root                                 a put
 #   D key root                                       a delete
 # ``root`` is the key's range root (see KeyLayout.range_root): -1 never ranged
@@ -102,6 +103,8 @@ for _, c in ipairs(conds) do
     if (tonumber(redis.call('HGET', P .. 'k:' .. a, 'n')) or 0) ~= tonumber(b) then return {0} end
   elseif kind == 'e' then
     if redis.call('EXISTS', P .. 'k:' .. a) == 0 then return {0} end
+  elseif kind == 'l' then
+    if redis.call('GET', a) ~= b then return {0} end
   else
     local since = tonumber(b)
     local ok = walk(a, function(key)
