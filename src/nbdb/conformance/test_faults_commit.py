@@ -66,7 +66,7 @@ class Case:
     """One run of one commit kind: the patterns naming it, the operation, and the check of its result."""
 
     patterns: list[bytes]
-    run: Callable[[], None]
+    run: Callable[[], object]
     verify: Callable[[BaseException | None], None]
     notes: list[str] = field(default_factory=list)
 
