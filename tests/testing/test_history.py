@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbdb.testing.history import Observed, Reset, WatchChecker
@@ -47,6 +47,7 @@ def _deliver(commits: list[list[Observed]], split: list[bool]) -> list[Observed]
     return out
 
 
+@settings(deadline=None)  # a loaded machine must not turn slowness into failures
 @given(commits=_commits(), split=st.lists(st.booleans()))
 def test_a_faithful_delivery_passes(commits: list[list[Observed]], split: list[bool]) -> None:
     checker = WatchChecker().feed_all(_deliver(commits, split))
@@ -54,6 +55,7 @@ def test_a_faithful_delivery_passes(commits: list[list[Observed]], split: list[b
     assert checker.delivered == sum(map(len, commits))
 
 
+@settings(deadline=None)  # a loaded machine must not turn slowness into failures
 @given(commits=_commits(), data=st.data())
 def test_a_dropped_update_is_a_skip(commits: list[list[Observed]], data: st.DataObject) -> None:
     events = _deliver(commits, [])
@@ -67,6 +69,7 @@ def test_a_dropped_update_is_a_skip(commits: list[list[Observed]], data: st.Data
     assert checker.count("skipped") == 1
 
 
+@settings(deadline=None)  # a loaded machine must not turn slowness into failures
 @given(commits=_commits(), data=st.data())
 def test_a_repeated_change_is_a_duplicate(commits: list[list[Observed]], data: st.DataObject) -> None:
     events = _deliver(commits, [])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbdb import errors
@@ -67,6 +67,7 @@ def _run(plan: list[tuple[str, str, int, Outcome, bool]]) -> tuple[Ledger, Store
     return ledger, store
 
 
+@settings(deadline=None)  # a loaded machine must not turn slowness into failures
 @given(plan=_transfers)
 def test_honest_outcomes_pass_with_and_without_a_watcher(plan: list[tuple[str, str, int, Outcome, bool]]) -> None:
     ledger, store = _run(plan)
@@ -74,6 +75,7 @@ def test_honest_outcomes_pass_with_and_without_a_watcher(plan: list[tuple[str, s
     assert ledger.check(store.balance).violations == []
 
 
+@settings(deadline=None)  # a loaded machine must not turn slowness into failures
 @given(plan=_transfers.filter(lambda p: any(t[3] is Outcome.OK for t in p)), data=st.data())
 def test_a_second_apply_of_an_acknowledged_transfer_is_a_double_apply(
     plan: list[tuple[str, str, int, Outcome, bool]], data: st.DataObject
