@@ -80,6 +80,7 @@ class Cache:
         self._indexes: dict[type[Model], dict[str, dict[Any, UUID | set[UUID]]]] = {
             m: {f: {} for f in self._index_fields(m)} for m in models
         }
+        self._by_field = {(m, f): index for m, indexes in self._indexes.items() for f, index in indexes.items()}
         self._fields = {
             m: frozenset(self._views[m].nbdb_fields if m in self._views else m.model_fields) for m in models
         }
@@ -152,6 +153,19 @@ class Cache:
         the fields is indexed; otherwise scans the model's objects. In a
         projected cache only the kept fields can be searched.
         """
+        if len(equals) == 1:
+            # The common lookup (ports of a switch, the object of a name): straight to its index.
+            ((key, value),) = equals.items()
+            index = self._by_field.get((model, key))
+            if index is not None and type(value) is not list:
+                bucket = index.get(value.id if isinstance(value, Model) else value)
+                if bucket is None:
+                    return []
+                objects = self._objects[model]
+                if type(bucket) is UUID:
+                    found = objects.get(bucket)
+                    return [] if found is None else [found]  # type: ignore[list-item]
+                return [obj for i in list(cast(set[UUID], bucket)) if (obj := objects.get(i)) is not None]  # type: ignore[misc]
         fields = self._fields.get(model)
         if fields is None:
             raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
