@@ -68,8 +68,10 @@ class Cache:
         *,
         fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
         commit_times: metrics.CommitTimes | None = None,
+        streams: Callable[[Sequence[str], Collection[str | None] | None, int], RecordStream] | None = None,
     ) -> None:
         self._backend = backend
+        self._streams = streams or backend.watch
         self._models = {m.nbdb_table: m for m in models}
         self._tables = sorted(self._models)
         self._topics = None if topics is None else frozenset(topics)
@@ -365,7 +367,7 @@ class Cache:
                 if need_list:
                     self._relist()
                     need_list = False
-                self._stream = self._backend.watch(self._tables, self._topics, self._revision)
+                self._stream = self._streams(self._tables, self._topics, self._revision)
                 if self._closed.is_set():
                     break
                 while not self._closed.is_set():
