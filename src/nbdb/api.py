@@ -11,6 +11,7 @@ settled from the error that names the object).
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -22,6 +23,7 @@ from nbdb import errors, metrics
 from nbdb.cache import Cache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.codec import bulk, decode
+from nbdb.hub import WatchHub
 from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
@@ -89,6 +91,8 @@ class Database:
         self._metrics = None if handles is None else handles.backend(backend)
         # Start times of recent commits, for the caches' commit-to-applied lag.
         self._commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
+        self._hub: WatchHub | None = None
+        self._hub_lock = threading.Lock()
         self._reaper: Reaper | None = None
         if reap and backend.capabilities.expiry is Expiry.REAPER and type(backend).reap is not Backend.reap:
             self._reaper = Reaper(backend)
@@ -481,6 +485,7 @@ class Database:
         on_error: Callable[[errors.CorruptRecordError], None] | None = None,
         *,
         fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
+        shared: bool = True,
     ) -> Cache:
         """A local replica of ``models`` (in ``topics``), loading in the background.
 
@@ -489,7 +494,15 @@ class Database:
         as every subscriber). ``fields`` keeps only those fields (a list for a
         one-model cache, or a mapping from model to fields): ``get`` and
         ``find`` then return read-only partial views (:mod:`nbdb.projection`).
+        The caches of one Database share one change stream from the server
+        (:mod:`nbdb.hub`); ``shared=False`` gives this one its own.
         """
+        streams = None
+        if shared:
+            with self._hub_lock:
+                if self._hub is None:
+                    self._hub = WatchHub(self._backend)
+                streams = self._hub.stream
         cache = Cache(
             self._backend,
             self._models(models),
@@ -498,6 +511,7 @@ class Database:
             on_error,
             fields=fields,
             commit_times=self._commit_times,
+            streams=streams,
         )
         self._caches.add(cache)
         return cache
@@ -534,6 +548,8 @@ class Database:
             cache.close()
         for watch in list(self._watches):
             watch.close()
+        if self._hub is not None:
+            self._hub.close()
         self._backend.close()
 
     def __enter__(self) -> Database:

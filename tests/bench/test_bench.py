@@ -234,3 +234,19 @@ def test_bench_without_matplotlib_runs_and_says_so(tmp_path: Path) -> None:
     assert "matplotlib is not installed, so no plots" in done.stderr
     assert json.loads((tmp_path / "bench.json").read_text())["measurements"]
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_the_full_sweep_reaches_a_million_objects_where_the_backend_allows() -> None:
+    from nbdb.bench.config import SIZES
+    from nbdb.bench.runner import plan
+    from nbdb.bench.target import Target
+    from nbdb.bench.workloads import GROUPS
+
+    full = SIZES["full"]
+    cache_group = [g for g in GROUPS if g.name == "cache"]
+    sizes_of = {
+        name: sorted({s.params["objects"] for s in plan([Target(name, "x://")], full, cache_group) if s.impl == "nbdb"})
+        for name in ("memory", "etcd")
+    }
+    assert sizes_of["memory"][-1] == 1_000_000
+    assert sizes_of["etcd"][-1] == 100_000 and 1_000_000 not in sizes_of["etcd"]

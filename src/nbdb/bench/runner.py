@@ -153,6 +153,8 @@ def plan(targets: Sequence[Target], sizes: Sizes, groups: Sequence[Group] = GROU
                 if group.backends and target.name not in group.backends:
                     continue
                 for params in group.params(sizes):
+                    if params.get("objects", 0) > sizes.load_cap.get(target.name, params.get("objects", 0)):
+                        continue
                     if group.raw is not None and target.raw_reason is None:
                         steps.append(Step(target, group, "raw", params, rnd))
                     steps.append(Step(target, group, "nbdb", params, rnd))
