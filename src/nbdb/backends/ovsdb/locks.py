@@ -97,7 +97,7 @@ def hold_lock(
         session.name = lock_name(target.namespace, name)
         handle = LockHandle(name, uuid.uuid4().hex)
         session.handle = handle
-        result = session.rpc.call("lock", [session.name], target.timeout)
+        result = session.rpc.call("lock", [session.name], target.timeout, label=f"lock {name}")
         if isinstance(result, dict) and result.get("locked"):
             session.locked.set()
         while not session.locked.is_set():

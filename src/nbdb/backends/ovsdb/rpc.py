@@ -89,7 +89,7 @@ class RpcConnection:
         self._framer = JsonFramer()
         self._lock = threading.Lock()
         self._out: deque[tuple[memoryview, Call | None]] = deque()
-        self._pending: dict[int, Call] = {}
+        self._pending: dict[int | str, Call] = {}
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -107,14 +107,24 @@ class RpcConnection:
 
     # ---------------------------------------------------------------- callers' side
 
-    def request(self, method: str, params: list[Any], on_reply: Callable[[Any], None] | None = None) -> Call:
+    def request(
+        self,
+        method: str,
+        params: list[Any],
+        on_reply: Callable[[Any], None] | None = None,
+        label: str | None = None,
+    ) -> Call:
         """Send a request; its :class:`Call` completes when the reply arrives.
 
         ``on_reply`` runs in the I/O thread on the result, before any later
         message is handled (a monitor's initial state, before its updates).
+        ``label`` goes into the request's id (which the server echoes), saying
+        what the request is about in logs and on the wire (a lock's nbdb name,
+        which its OVSDB name hides).
         """
         call = Call(method, on_reply)
-        mid = next(self._ids)
+        number = next(self._ids)
+        mid: int | str = number if label is None else f"{number} {label}"
         data = json.dumps({"id": mid, "method": method, "params": params}, separators=(",", ":")).encode()
         with self._lock:
             if self.closed.is_set():
@@ -125,9 +135,9 @@ class RpcConnection:
             self._write(memoryview(data), call)
         return call
 
-    def call(self, method: str, params: list[Any], timeout: float) -> Any:
+    def call(self, method: str, params: list[Any], timeout: float, label: str | None = None) -> Any:
         """Send a request and wait for its result."""
-        return self.request(method, params).wait(timeout)
+        return self.request(method, params, label=label).wait(timeout)
 
     def _write(self, data: memoryview, call: Call | None) -> None:
         """Send now if nothing is queued, else queue (under ``_lock``)."""
