@@ -53,9 +53,15 @@ class _Driver:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.session = Session(target)
-        schemas = self.session.open()
+        primary = Session(target, target.database)
+        served, schema = primary.open()
+        self.sessions = {target.database: primary}
         try:
+            schemas = {target.database: schema}
+            if target.model_db in served and target.model_db != target.database:
+                model = Session(target, target.model_db)
+                self.sessions[target.model_db] = model
+                schemas[target.model_db] = model.open()[1]
             self.nb_db = target.database
             self.model_db = target.model_db if target.model_db in schemas else None
             # nbdb's logical schema lives in OVN_Northbound; any other database holds generated models only.
@@ -63,13 +69,19 @@ class _Driver:
             self.mapping = build_mapping(schemas, bindings, model_shapes(), self.model_db)
             self.versions = VersionBook()
             self.clock = RevisionClock()
-            self.session.start(self.mapping)
+            for session in self.sessions.values():
+                session.start(self.mapping)
         except BaseException:
-            self.session.close()
+            self.close()
             raise
         self._lock = threading.Lock()
         self._replicas: dict[Scope, Replica] = {}
         self._loading: dict[Scope, threading.Event] = {}
+
+    @property
+    def session(self) -> Session:
+        """The connection to the main database."""
+        return self.sessions[self.target.database]
 
     def replica(self, scope: Scope) -> Replica:
         """The replica of ``scope``, made and loaded on first use."""
@@ -85,7 +97,8 @@ class _Driver:
             loading.wait(self.target.timeout)
         replica = Replica(self.mapping, self.versions, self.target.namespace, self.clock)
         try:
-            self.session.follow(replica, scope)
+            for db in self.mapping.databases():
+                self.sessions[db].follow(replica, scope)
             with self._lock:
                 self._replicas[scope] = replica
         finally:
@@ -99,7 +112,8 @@ class _Driver:
             return list(self._replicas.values())
 
     def close(self) -> None:
-        self.session.close()
+        for session in self.sessions.values():
+            session.close()
 
 
 _DRIVERS: SharedResources[Target, _Driver] = SharedResources("ovsdb connections", _Driver.close)
@@ -159,7 +173,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
     def _transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
         if self._closed:
             raise errors.BackendUnavailableError("this OVSDB backend is closed")
-        return self._driver.session.transact(db, ops)
+        return self._driver.sessions[db].transact(db, ops)
 
     def _replica_for(self, tables: Collection[str] | None, topics: Collection[str | None] | None) -> Replica:
         if self._closed:
@@ -177,7 +191,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
     def _sync(self, db: str) -> None:
         if self._closed:
             raise errors.BackendUnavailableError("this OVSDB backend is closed")
-        self._driver.session.sync(db)
+        self._driver.sessions[db].sync(db)
 
     @contextmanager
     def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:

@@ -43,8 +43,11 @@ _INITIAL_LOAD_SECONDS = 600.0
 class Session:
     """A connection to a usable server of ``target``, reconnected (and resynced) for as long as it lives."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, database: str) -> None:
         self.target = target
+        self.database = database
+        """The one database this connection serves: raft elects a leader per database, so a
+        client of two clustered databases keeps one connection to each one's leader."""
         self.ssl_context: ssl.SSLContext | None = ssl_context(target) if target.scheme == "ssl" else None
         self._rpc: RpcConnection | None = None
         self._remote_index = 0
@@ -60,30 +63,25 @@ class Session:
 
     # ---------------------------------------------------------------- start
 
-    def open(self) -> dict[str, DatabaseSchema]:
-        """Connect for the first time; the schemas of the served databases nbdb uses."""
+    def open(self) -> tuple[list[str], DatabaseSchema]:
+        """Connect for the first time; the databases the server serves, and this one's schema."""
         deadline = time.monotonic() + self.target.timeout
         rpc, self._remote_index = connect_to_server(
-            self.target,
-            [self.target.database, self.target.model_db],
-            self._notify,
-            self.ssl_context,
-            deadline,
+            self.target, [self.database], self._notify, self.ssl_context, deadline
         )
         try:
-            served = rpc.call("list_dbs", [], self.target.timeout)
-            wanted = [db for db in (self.target.database, self.target.model_db) if db in served]
-            schemas = {db: DatabaseSchema.parse(rpc.call("get_schema", [db], self.target.timeout)) for db in wanted}
+            served = list(rpc.call("list_dbs", [], self.target.timeout))
+            schema = DatabaseSchema.parse(rpc.call("get_schema", [self.database], self.target.timeout))
         except BaseException:
             rpc.close()
             raise
         self._rpc = rpc
-        return schemas
+        return served, schema
 
     def start(self, mapping: Mapping_) -> None:
         """Follow the server's role and keep the connection up from now on (no data monitored yet)."""
         self._mapping = mapping
-        self._databases = mapping.databases() or [self.target.database]
+        self._databases = [self.database]
         rpc = self._rpc
         assert rpc is not None
         try:
@@ -114,14 +112,10 @@ class Session:
             log.debug("ovsdb: monitoring %s: %s; waiting for the reconnect's", scope, exc)
         with replica.cond:
             # Monitored by a reconnect meanwhile (the calls above then failed): wait for that one.
-            while not set(self._mapping_databases()) <= replica.synced:
+            while self.database not in replica.synced:
                 if time.monotonic() > deadline + _INITIAL_LOAD_SECONDS:
                     raise errors.BackendUnavailableError(f"the monitor of {scope} did not load in time")
                 replica.cond.wait(0.5)
-
-    def _mapping_databases(self) -> list[str]:
-        assert self._mapping is not None
-        return self._mapping.databases()
 
     def _monitor(self, rpc: RpcConnection, deadline: float) -> None:
         """Start every monitor on a fresh connection and wait for their first state."""
@@ -136,7 +130,7 @@ class Session:
         """Ask for the monitors of one scope (one per database), resuming where its replica stands."""
         assert self._mapping is not None
         calls = []
-        for db in self._mapping.databases():
+        for db in self._databases:
             since = replica.last_txn.get(db, NO_TXN) if db in replica.synced else NO_TXN
 
             def on_reply(result: Any, db: str = db) -> None:
