@@ -81,11 +81,9 @@ def test_generated_models_on_their_own_schema(fleet_server: tuple[OvsdbServer, t
         db.update(site.replace(vehicles=[]))
         db.delete(db.get(fleet.Vehicle, van.id))
         assert db.list(fleet.Vehicle) == []
-        deadline = 50
-        while deadline and cache.get(fleet.Vehicle, van.id) is not None:
-            deadline -= 1
-            cache.wait_synced(0.1)
-        assert cache.get(fleet.Vehicle, van.id) is None and cache.find(fleet.Site, name="depot")
+        assert cache.wait_for(db.list(fleet.Vehicle).revision, 30)  # everything up to the delete
+        assert cache.get(fleet.Vehicle, van.id) is None
+        assert [s.id for s in cache.find(fleet.Site, name="depot")] == [site.id]
 
 
 def test_generated_northbound_models_read_what_nbdbs_own_models_write(tmp_path: Path) -> None:

@@ -18,7 +18,10 @@ class OvsdbApp:
             raise LookupError(f"ovsdbapp is not installed (pip install 'nbdb[bench]'): {exc}") from None
         idl = connection.OvsdbIdl.from_server(remote, "OVN_Northbound")
         self._connection = connection.Connection(idl=idl, timeout=timeout)
-        self.api: Any = impl_idl.OvnNbApiIdlImpl(self._connection)
+        # ovsdbapp keeps the first connection on the API class (for the process's one database):
+        # a class of our own per connection lets one process talk to several servers.
+        api_class = type("OvnNbApi", (impl_idl.OvnNbApiIdlImpl,), {})
+        self.api: Any = api_class(self._connection)
 
     def lsp_add(self, switch: str, name: str, addresses: list[str]) -> None:
         """``lsp_add`` then the addresses in the same transaction (as Neutron creates a port)."""
