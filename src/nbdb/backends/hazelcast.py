@@ -205,7 +205,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> HazelcastConfig:
         cluster_name=path[0] if path else "dev",
         namespace=namespace,
         history=_number("history", query.get("history", DEFAULT_HISTORY), int, 1),
-        timeout=_number("timeout", query.get("timeout", 10), float, 0.1),
+        timeout=_number("timeout", query.get("timeout", 10), float, 1.0),
         connect_timeout=_number("connect_timeout", query.get("connect_timeout", 10), float, 0.1),
         commit_lease=_number("commit_lease", query.get("commit_lease", 30), float, 1.0),
         client_name=query.get("client_name"),
@@ -359,7 +359,8 @@ class HazelcastBackend(ChangeLogBackend):
         root = f"nbdb.{config.namespace}." if config.namespace else "nbdb."
         self._kv = client.get_map(root + "kv").blocking()
         self._log = client.get_map(root + "log").blocking()
-        self._meta = client.get_map(root + "meta").blocking()
+        self._meta_async = client.get_map(root + "meta")
+        self._meta = self._meta_async.blocking()
         self._lease = client.get_map(root + "lease").blocking()
         self._ids = client.get_map(root + "ids").blocking()
         self._kv_name, self._log_name, self._meta_name = self._kv.name, self._log.name, self._meta.name
@@ -382,6 +383,13 @@ class HazelcastBackend(ChangeLogBackend):
                 cluster_connect_timeout=config.connect_timeout,
                 connection_timeout=min(config.connect_timeout, 5.0),
                 invocation_timeout=config.timeout,
+                # A frozen member keeps its sockets open: only a missed heartbeat ends a request
+                # that was sent to it, so the heartbeat bounds every call by ``timeout`` too.
+                heartbeat_interval=1.0,
+                heartbeat_timeout=config.timeout,
+                # Requests to a dead member's partitions are retried until its backups take over;
+                # the default 1 s pause between tries would add most of a second to every failover.
+                invocation_retry_pause=0.1,
                 smart_routing=config.smart_routing,
                 redo_operation=False,
                 statistics_enabled=False,
@@ -445,8 +453,21 @@ class HazelcastBackend(ChangeLogBackend):
 
     @contextmanager
     def _commit_lock(self) -> Iterator[None]:
-        # The lease bounds how long a stalled client can hold every committer up.
-        self._call(lambda: self._meta.lock(_COMMIT_LOCK, lease_time=self.config.commit_lease))
+        """Hold the namespace's commit lock (see the module docstring), waiting at most ``timeout``.
+
+        The client never times a lock request out by itself (it waits through a frozen
+        member), so the wait is bounded here; a grant that arrives after we gave up is
+        released at once. The lease bounds how long a stalled client holds committers up.
+        """
+        pending = self._meta_async.lock(_COMMIT_LOCK, lease_time=self.config.commit_lease)
+        granted = threading.Event()
+        pending.add_done_callback(lambda _: granted.set())
+        if not granted.wait(self.config.timeout):
+            pending.add_done_callback(self._release_abandoned_lock)
+            raise errors.BackendUnavailableError(
+                f"hazelcast at {self.config.where}: the commit lock was not granted within {self.config.timeout}s"
+            )
+        self._call(pending.result)
         try:
             yield
         finally:
@@ -455,6 +476,13 @@ class HazelcastBackend(ChangeLogBackend):
             except hzerrors.HazelcastError as exc:
                 # The lease ran out or the member dropped our locks: nothing left to release.
                 log.warning("hazelcast: releasing the commit lock failed: %s", exc)
+
+    def _release_abandoned_lock(self, grant: Any) -> None:
+        if grant.exception() is None and not self._closed:
+            try:
+                self._meta_async.force_unlock(_COMMIT_LOCK)
+            except hzerrors.HazelcastError as exc:
+                log.warning("hazelcast: releasing an abandoned commit lock failed (its lease frees it): %s", exc)
 
     def commit_keys(
         self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]

@@ -46,7 +46,7 @@ _CONFIG = """hazelcast:
     hazelcast.socket.bind.any: false
     hazelcast.partition.count: {partitions}
     hazelcast.heartbeat.interval.seconds: 1
-    hazelcast.max.no.heartbeat.seconds: 5
+    hazelcast.max.no.heartbeat.seconds: 3
     hazelcast.client.max.no.heartbeat.seconds: 10
     hazelcast.logging.type: jdk
   network:
