@@ -29,7 +29,6 @@ pytest.importorskip("hazelcast")
 
 from nbdb.backends.hazelcast import HazelcastBackend, parse_url
 
-
 log = logging.getLogger(__name__)
 
 
