@@ -1,0 +1,426 @@
+"""The Hazelcast backend: the change-log family's primitives on IMaps and two-phase transactions."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, ClassVar, TypeVar
+
+import hazelcast.errors as hzerrors
+from hazelcast.config import IndexType
+from hazelcast.predicate import between, less_or_equal
+from hazelcast.transaction import TWO_PHASE
+
+from nbdb import errors
+from nbdb.backends.hazelcast._client import HazelcastConfig, connect, parse_url, translate
+from nbdb.backends.hazelcast._reader import HazelcastLogReader
+from nbdb.backends.hazelcast._records import (
+    HEAD,
+    TOKEN_BYTES,
+    TRIM,
+    decode_entry,
+    decode_head,
+    decode_kv,
+    encode_entry,
+    encode_head,
+    encode_kv,
+)
+from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.families.kv import Condition, Exists, KeyChange, KeyValue, PrefixUnchangedSince, VersionIs
+from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader
+
+__all__ = ["HazelcastBackend"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_COMMIT_LOCK = "commit"
+_TRIM_EVERY = 64
+_EXPIRY_GRAIN = 1.0
+"""Hazelcast keeps entry times in whole seconds, so an entry may expire up to a second before its
+TTL; leases ask for this much more, so that a lease never lapses before the TTL nbdb promised."""
+
+
+class HazelcastBackend(ChangeLogBackend):
+    """Key-value backend over an open-source Hazelcast 5 cluster (see the module docstring)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        transactions=Atomicity.ATOMIC,
+        linearizable_reads=True,
+        server_side_topic_filter=False,
+        durability=Durability.VOLATILE,
+        history="the last 10,000 commits (?history=N)",
+        cross_process=True,
+        notes=(
+            "An in-memory grid: with backup-count >= 1 (the default) every acknowledged write survives the "
+            "loss of one member, but a restart of the whole cluster loses everything (Persistence is Enterprise "
+            "only); watchers then get HistoryGoneError and caches re-list. Commits are serialized by one commit "
+            "lock per namespace. list() filters topics on the server (key-range queries on a sorted index); "
+            "watch() reads the namespace's one change log and filters topics in the client. Locks and ids live "
+            "in IMaps (the CP Subsystem is Enterprise only since 5.5): they survive a member's loss, not a split "
+            "brain. TLS and client credentials are Enterprise only: the cluster name is the one shared secret."
+        ),
+    )
+
+    def __init__(self, config: HazelcastConfig, client: Any) -> None:
+        super().__init__("")
+        self.config = config
+        self._client = client
+        self._object_prefix = "o/"
+        root = f"nbdb.{config.namespace}." if config.namespace else "nbdb."
+        self._kv = client.get_map(root + "kv").blocking()
+        self._log = client.get_map(root + "log").blocking()
+        self._meta_async = client.get_map(root + "meta")
+        self._meta = self._meta_async.blocking()
+        self._lease = client.get_map(root + "lease").blocking()
+        self._ids = client.get_map(root + "ids").blocking()
+        self._kv_name, self._log_name, self._meta_name = self._kv.name, self._log.name, self._meta.name
+        self._closed = False
+        self._log_cond = threading.Condition()
+        self._log_latest = 0
+        self._log_listener: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<HazelcastBackend {self.config!r}>"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> HazelcastBackend:
+        """Connect to the cluster; AuthError when the members answer but refuse the cluster name."""
+        config = parse_url(url, options)
+        client = connect(config)
+        backend = cls(config, client)
+        try:
+            # Range reads of key prefixes use this index instead of scanning every entry.
+            backend._call(lambda: backend._kv.add_index(attributes=["__key"], index_type=IndexType.SORTED))
+        except BaseException:
+            backend.close()
+            raise
+        return backend
+
+    def _call(self, call: Callable[[], T]) -> T:
+        if self._closed:
+            raise errors.BackendUnavailableError("the hazelcast backend is closed")
+        try:
+            return call()
+        except hzerrors.HazelcastError as exc:
+            raise translate(exc, self.config.where) from None
+
+    # ---------------------------------------------------------------- reads
+
+    def get_key(self, key: str) -> KeyValue | None:
+        return decode_kv(key, self._call(lambda: self._kv.get(key)))
+
+    def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        if len(keys) <= 1:
+            return [self.get_key(k) for k in keys]
+        found = self._call(lambda: self._kv.get_all(list(keys)))
+        return [decode_kv(k, found.get(k)) for k in keys]
+
+    def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
+        """Keys under ``prefixes`` at one revision: read under the commit lock (see the module docstring)."""
+        with self._commit_lock():
+            found: dict[str, Any] = {}
+            for prefix in prefixes:
+                # Keys are ASCII paths, so every key under the prefix sorts below prefix + U+FFFF.
+                predicate = between("__key", prefix, prefix + "\uffff")
+                found.update(self._call(partial(self._kv.entry_set, predicate)))
+            revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
+        self.remember_token(revision, token)
+        out = [
+            kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
+        ]
+        return out, revision
+
+    def revision_now(self) -> int:
+        revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
+        self.remember_token(revision, token)
+        return revision
+
+    def _trim_mark(self) -> int:
+        raw = self._call(lambda: self._meta.get(TRIM))
+        return int(raw) if isinstance(raw, int) else 0
+
+    # ---------------------------------------------------------------- commits
+
+    @contextmanager
+    def _commit_lock(self) -> Iterator[None]:
+        """Hold the namespace's commit lock (see the module docstring), waiting at most ``timeout``.
+
+        The client never times a lock request out by itself (it waits through a frozen
+        member), so the wait is bounded here; a grant that arrives after we gave up is
+        released at once. The lease bounds how long a stalled client holds committers up.
+        """
+        pending = self._meta_async.lock(_COMMIT_LOCK, lease_time=self.config.commit_lease)
+        granted = threading.Event()
+        pending.add_done_callback(lambda _: granted.set())
+        if not granted.wait(self.config.timeout):
+            pending.add_done_callback(self._release_abandoned_lock)
+            raise errors.BackendUnavailableError(
+                f"hazelcast at {self.config.where}: the commit lock was not granted within {self.config.timeout}s"
+            )
+        self._call(pending.result)
+        try:
+            yield
+        finally:
+            try:
+                self._meta.unlock(_COMMIT_LOCK)
+            except hzerrors.HazelcastError as exc:
+                # The lease ran out or the member dropped our locks: nothing left to release.
+                log.warning("hazelcast: releasing the commit lock failed: %s", exc)
+
+    def _release_abandoned_lock(self, grant: Any) -> None:
+        if grant.exception() is None and not self._closed:
+            try:
+                self._meta_async.force_unlock(_COMMIT_LOCK)
+            except hzerrors.HazelcastError as exc:
+                log.warning("hazelcast: releasing an abandoned commit lock failed (its lease frees it): %s", exc)
+
+    def commit_keys(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+    ) -> int | None:
+        deadline = time.monotonic() + self.config.timeout
+        delay = 0.02
+        while True:
+            token = secrets.token_hex(TOKEN_BYTES // 2)
+            try:
+                with self._commit_lock():
+                    return self._commit_once(token, conditions, puts, deletes, deadline)
+            except errors.BackendUnavailableError as exc:
+                # Only raised when the commit certainly did not land (see _commit_once).
+                if isinstance(exc, errors.CommitUnknownError) or time.monotonic() + delay >= deadline:
+                    raise
+                log.debug("hazelcast: commit not applied (%s); retrying in %.2fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _commit_once(
+        self,
+        token: str,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        deadline: float,
+    ) -> int | None:
+        """One transaction; None if a condition failed. Raises BackendUnavailableError only if nothing landed."""
+        tx = self._call(lambda: self._client.new_transaction(timeout=self.config.timeout, durability=1, type=TWO_PHASE))
+        self._call(tx.begin)
+        try:
+            outcome = self._stage(tx, token, conditions, puts, deletes)
+        except BaseException:
+            _rollback(tx)
+            raise
+        if outcome is None:
+            _rollback(tx)
+            return None
+        revision = outcome
+        try:
+            tx.commit()
+        except hzerrors.HazelcastError as exc:
+            log.info("hazelcast: the reply to commit %d was lost (%s); settling its outcome", revision, exc)
+            self._settle(revision, token, deadline)
+        self.remember_token(revision, token)
+        if revision % _TRIM_EVERY == 0 and revision > self.config.history:
+            self._trim(revision - self.config.history)
+        return revision
+
+    def _stage(
+        self, tx: Any, token: str, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+    ) -> int | None:
+        """Check ``conditions`` and write everything inside ``tx``; the revision, or None if a condition failed."""
+        kv, meta = tx.get_map(self._kv_name), tx.get_map(self._meta_name)
+        try:
+            revision = decode_head(meta.get_for_update(HEAD))[0] + 1
+            expected: dict[str, int] = {}
+            for condition in conditions:
+                if isinstance(condition, VersionIs) and (condition.key in puts or condition.key in deletes):
+                    expected[condition.key] = condition.version  # checked by the write, which returns the old value
+                elif isinstance(condition, VersionIs):
+                    current = decode_kv(condition.key, kv.get_for_update(condition.key))
+                    if (current.version if current else 0) != condition.version:
+                        return None
+                elif isinstance(condition, Exists):
+                    if kv.get_for_update(condition.key) is None:
+                        return None
+                elif isinstance(condition, PrefixUnchangedSince):
+                    predicate = between("__key", condition.prefix, condition.prefix + "\uffff")
+                    stored = (decode_kv(condition.prefix, raw) for raw in kv.values(predicate))
+                    if any(found.mod_revision > condition.revision for found in stored if found is not None):
+                        return None
+                else:  # pragma: no cover - the family has no other conditions
+                    raise TypeError(f"unknown condition {condition!r}")
+            changes: list[KeyChange] = []
+            for key, value in puts.items():
+                # A key without a version condition is most often new: write version 1 and
+                # correct it in a second write only if the key existed (one round trip saved).
+                version = expected[key] + 1 if key in expected else 1
+                previous = decode_kv(key, kv.put(key, encode_kv(version, revision, value)))
+                old_version = previous.version if previous else 0
+                if key in expected and old_version != expected[key]:
+                    return None
+                if key not in expected and previous is not None:
+                    version = old_version + 1
+                    kv.set(key, encode_kv(version, revision, value))
+                changes.append(
+                    KeyChange(key, value, version, previous.value if previous else None, old_version, revision)
+                )
+            for key in deletes:
+                previous = decode_kv(key, kv.remove(key))
+                if key in expected and (previous.version if previous else 0) != expected[key]:
+                    return None
+                if previous is not None:
+                    changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
+            objects = [c for c in changes if c.key.startswith(self._object_prefix)]
+            tx.get_map(self._log_name).set(revision, encode_entry(token, objects))
+            meta.set(HEAD, encode_head(revision, token))
+        except hzerrors.HazelcastError as exc:
+            raise translate(exc, self.config.where) from None
+        return revision
+
+    def _settle(self, revision: int, token: str, deadline: float) -> None:
+        """Return if the commit of ``revision`` with ``token`` landed; raise if it did not or cannot be told."""
+        delay = 0.02
+        while True:
+            try:
+                raw = self._log.get(revision)
+                if raw is not None:
+                    if decode_entry(revision, raw).token == token:
+                        return
+                    raise errors.BackendUnavailableError(f"hazelcast: commit {revision} was not applied (reply lost)")
+                head = self._fence_head()
+                if head < revision:
+                    raise errors.BackendUnavailableError(f"hazelcast: commit {revision} was not applied (reply lost)")
+                # Revision taken: its entry is being applied and shows in a moment.
+            except hzerrors.HazelcastError as exc:
+                log.debug("hazelcast: settling commit %d: %s", revision, exc)
+            if time.monotonic() + delay >= deadline:
+                raise errors.CommitUnknownError(
+                    f"hazelcast at {self.config.where}: the reply to commit {revision} was lost and its outcome "
+                    "could not be settled in time; re-read the objects before acting again"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _fence_head(self) -> int:
+        """``head`` read under its transactional lock: any earlier transaction holding it has finished."""
+        tx = self._client.new_transaction(timeout=self.config.timeout, durability=1, type=TWO_PHASE)
+        tx.begin()
+        try:
+            return decode_head(tx.get_map(self._meta_name).get_for_update(HEAD))[0]
+        finally:
+            _rollback(tx)
+
+    def _trim(self, through: int) -> None:
+        """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
+        try:
+            current = self._meta.get(TRIM)
+            if isinstance(current, int) and current >= through:
+                return
+            self._meta.set(TRIM, through)
+            self._log.remove_all(less_or_equal("__key", through))
+        except hzerrors.HazelcastError as exc:
+            log.warning("hazelcast: trimming the change log failed (retried on a later commit): %s", exc)
+
+    def compact_keys(self, revision: int) -> None:
+        with self._commit_lock():
+            self._call(lambda: self._meta.set(TRIM, max(revision, self._trim_mark())))
+            self._call(lambda: self._log.remove_all(less_or_equal("__key", revision)))
+
+    # ---------------------------------------------------------------- change log
+
+    def logs_for(self, prefixes: Sequence[str]) -> list[str]:
+        for prefix in prefixes:
+            if not prefix.startswith(self._object_prefix):
+                raise errors.UnsupportedError(f"hazelcast keeps a change log for object keys only, not {prefix!r}")
+        return [self._log_name]
+
+    def open_log_reader(self) -> ChangeLogReader:
+        if self._closed:
+            raise errors.BackendUnavailableError("the hazelcast backend is closed")
+        with self._log_cond:
+            if self._log_listener is None:
+                self._log_listener = self._call(
+                    lambda: self._log.add_entry_listener(include_value=False, added_func=self._on_log_entry)
+                )
+        return HazelcastLogReader(self)
+
+    def _on_log_entry(self, event: Any) -> None:
+        with self._log_cond:
+            if isinstance(event.key, int) and event.key > self._log_latest:
+                self._log_latest = event.key
+            self._log_cond.notify_all()
+
+    def _wake_log_waiters(self) -> None:
+        with self._log_cond:
+            self._log_cond.notify_all()
+
+    def _wait_for_log(self, after: int, timeout: float, closed: Callable[[], bool]) -> None:
+        # Events only wake readers early; a reader re-reads after ``timeout`` regardless, so
+        # an event lost in a reconnect costs latency, never a change.
+        end = time.monotonic() + timeout
+        with self._log_cond:
+            while self._log_latest <= after and not closed() and not self._closed:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._log_cond.wait(remaining)
+
+    # ---------------------------------------------------------------- leases, ids
+
+    def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
+        return self._call(lambda: self._lease.put_if_absent(key, bytearray(value), ttl=ttl + _EXPIRY_GRAIN)) is None
+
+    def refresh_lease(self, key: str, value: bytes, ttl: float) -> bool:
+        # Under the entry's lock no other client can take or drop the lease between the check and the renewal.
+        self._call(lambda: self._lease.lock(key, lease_time=max(ttl, 1.0)))
+        try:
+            current = self._call(lambda: self._lease.get(key))
+            if current is None or bytes(current) != value:
+                return False
+            self._call(lambda: self._lease.set(key, bytearray(value), ttl=ttl + _EXPIRY_GRAIN))
+            return True
+        finally:
+            try:
+                self._lease.unlock(key)
+            except hzerrors.HazelcastError as exc:
+                log.debug("hazelcast: releasing the lease lock of %r failed: %s", key, exc)
+
+    def delete_lease(self, key: str, value: bytes) -> bool:
+        return bool(self._call(lambda: self._lease.remove_if_same(key, bytearray(value))))
+
+    def allocate_id(self, name: str) -> int:
+        """The next id: a compare-and-swap on the counter (an id of a lost reply is skipped, never reused)."""
+        while True:
+            current = self._call(lambda: self._ids.get(name))
+            if current is None:
+                if self._call(lambda: self._ids.put_if_absent(name, 1)) is None:
+                    return 1
+                continue
+            if not isinstance(current, int):
+                raise errors.CorruptRecordError(
+                    f"id counter {name!r} holds {type(current).__name__}, not an integer", key=name
+                )
+            if self._call(partial(self._ids.replace_if_same, name, current, current + 1)):
+                return current + 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_log_waiters()
+        try:
+            self._client.shutdown()
+        except Exception:  # closing must not fail
+            log.debug("hazelcast: error while shutting the client down", exc_info=True)
+
+
+def _rollback(tx: Any) -> None:
+    try:
+        tx.rollback()
+    except Exception as exc:  # the member rolls an orphaned transaction back by itself
+        log.debug("hazelcast: rollback failed: %s", exc)
