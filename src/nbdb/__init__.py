@@ -74,7 +74,8 @@ def connect(url: str | None = None, **options: Any) -> Database:
     string configure it. An unknown scheme or a bad option raises
     :class:`ValidationError`.
     """
-    from nbdb.loader import load_backend, redact
+    from nbdb.loader import load_backend
+    from nbdb.options import redact
 
     backend = load_backend(url, **options)
     return Database(backend, redact(url or "memory://"))

@@ -29,10 +29,9 @@ from nbdb.testing.tls import TlsFiles, make_tls_files
 
 pytest.importorskip("grpc")
 
-from nbdb.backends.etcd import EtcdBackend
-from nbdb.backends.etcd import _wire as wire
-from nbdb.backends.etcd._backend import parse_url
-from nbdb.backends.etcd._client import safe_progress_requests
+from nbdb.backends.etcd import EtcdBackend, wire
+from nbdb.backends.etcd.backend import parse_url
+from nbdb.backends.etcd.client import safe_progress_requests
 
 
 def _ns() -> str:
@@ -51,7 +50,7 @@ def test_url_grammar() -> None:
     settings, prefix, progress = parse_url("etcd://h1:1,h2,[::1]:3/app?timeout=2&retries=7", {"namespace": "x"})
     assert settings.endpoints == ("h1:1", "h2:2379", "[::1]:3")
     assert prefix == "app/x/"
-    assert settings.timeout == 2.0 and settings.attempts == 7 and not settings.tls
+    assert settings.timeout == 2.0 and settings.policy.attempts == 8 and not settings.tls
     assert progress == 5.0
     settings, prefix, _ = parse_url("etcd+https://bob:s%40cret@h:1", {})
     assert settings.tls and settings.user == "bob" and settings.password == "s@cret"

@@ -11,7 +11,7 @@ import pytest
 import nbdb
 from nbdb.api import Database
 from nbdb.backends.memory import MemoryBackend, MemoryStore
-from nbdb.families.kv import Condition, Exists, PrefixUnchangedSince, VersionIs
+from nbdb.families.kv import CommitToken, Condition, Exists, PrefixUnchangedSince, VersionIs
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 
 pytestmark = pytest.mark.timeout(30)
@@ -26,13 +26,17 @@ class InterleavingBackend(MemoryBackend):
         self.conditions: list[Condition] = []
 
     def commit_keys(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
     ) -> int | None:
         self.conditions = list(conditions)
         hook, self.before_commit = self.before_commit, None
         if hook is not None:
             hook()
-        return super().commit_keys(conditions, puts, deletes)
+        return super().commit_keys(conditions, puts, deletes, token)
 
 
 @pytest.fixture
@@ -116,7 +120,7 @@ def test_index_record_corruption_is_reported(pair: Any) -> None:
     racer_db, _, racer = pair
     ls = racer_db.create(LogicalSwitch(name="sw"))
     racer._topic_cache.clear()
-    racer.store.data[racer._ikey("LogicalSwitch", ls.id)].value = b"garbage"
+    racer.store.data[racer.layout.index("LogicalSwitch", ls.id)].value = b"garbage"
     with pytest.raises(nbdb.CorruptRecordError):
         racer_db.get(LogicalSwitch, ls.id)
 
@@ -132,9 +136,9 @@ def test_corrupt_counter_is_reported() -> None:
 
 
 def test_ids_of_unknown_objects_in_topic_filter_keys() -> None:
-    backend = MemoryBackend()
-    assert backend._object_prefixes(["A"], None) == ["o/"]
-    assert backend._object_prefixes(["A", "B"], ["t1", None]) == ["o/t1/A/", "o/t1/B/", "o/~/A/", "o/~/B/"]
-    assert backend._object_prefixes([f"T{i}" for i in range(20)], ["t1"]) == ["o/t1/"]
-    assert backend._parse_object_key("o/~/A/" + str(uuid.UUID(int=1))) == (None, "A", uuid.UUID(int=1))
-    assert backend._parse_object_key("i/A/x") is None
+    layout = MemoryBackend().layout
+    assert layout.object_prefixes(["A"], None) == ["o/"]
+    assert layout.object_prefixes(["A", "B"], ["t1", None]) == ["o/t1/A/", "o/t1/B/", "o/~/A/", "o/~/B/"]
+    assert layout.object_prefixes([f"T{i}" for i in range(20)], ["t1"]) == ["o/t1/"]
+    assert layout.parse_object("o/~/A/" + str(uuid.UUID(int=1))) == (None, "A", uuid.UUID(int=1))
+    assert layout.parse_object("i/A/x") is None

@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability
 from nbdb.families.widecolumn import OutcomeUnknownError, WideColumnBackend, WideColumnOptions
-from nbdb.loader import url_options
+from nbdb.options import Options
 
 try:
     import cassandra
@@ -194,7 +194,7 @@ class CassandraBackend(WideColumnBackend):
         parts = urlsplit(url)
         if parts.scheme.lower() != "cassandra":
             raise errors.ValidationError(f"not a cassandra:// URL: {parts.scheme}://...")
-        query = url_options(parts.query, options, _OPTIONS, "cassandra://")
+        query = Options.merged(parts.query, options, _OPTIONS, "cassandra://")
 
         netloc = parts.netloc
         username = password = None

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability
 from nbdb.families.kv import (
+    CommitToken,
     Condition,
     Exists,
     KeyChange,
@@ -29,7 +30,8 @@ from nbdb.families.kv import (
     PrefixUnchangedSince,
     VersionIs,
 )
-from nbdb.loader import url_options
+from nbdb.options import Options
+from nbdb.pool import Lease, SharedResources
 
 __all__ = ["MemoryBackend", "MemoryStore"]
 
@@ -145,8 +147,11 @@ class _MemoryKeyStream(KeyStream):
             self._store.cond.notify_all()
 
 
-_NAMED: weakref.WeakValueDictionary[str, MemoryStore] = weakref.WeakValueDictionary()
-_NAMED_LOCK = threading.Lock()
+def _forget(store: MemoryStore) -> None:
+    """Nothing to close: a named store's data goes when its last backend is closed or collected."""
+
+
+_NAMED: SharedResources[str, MemoryStore] = SharedResources("memory://NAME", _forget)
 
 
 class MemoryBackend(KeyValueBackend):
@@ -163,38 +168,28 @@ class MemoryBackend(KeyValueBackend):
         "that connect to the same memory://NAME.",
     )
 
-    def __init__(self, store: MemoryStore | None = None) -> None:
+    def __init__(self, store: MemoryStore | None = None, shared: Lease[str, MemoryStore] | None = None) -> None:
         super().__init__()
-        self.store = store if store is not None else MemoryStore()
+        self.store = store if store is not None else shared.value if shared is not None else MemoryStore()
+        self._shared = shared
+        if shared is not None:
+            # A backend dropped without close() must still let its named store go.
+            self._finalizer = weakref.finalize(self, shared.release)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
         """Open ``memory://[NAME][?history=N]``; ``namespace=`` selects an isolated store of that name."""
         parts = urlsplit(url)
-        query = url_options(
-            parts.query,
-            {k: str(v) for k, v in options.items()},
-            {"history", "namespace"},
-            "memory://",
-            keep_blank_values=False,
-        )
-        namespace = query.pop("namespace", "")
-        try:
-            history = int(query.get("history", DEFAULT_HISTORY))
-        except ValueError:
-            raise errors.ValidationError(f"memory:// history must be an integer, not {query['history']!r}") from None
+        opts = Options.from_url(parts.query, options, {"history", "namespace"}, "memory://", keep_blank_values=False)
+        namespace = opts.text("namespace", "")
+        history = opts.integer("history", DEFAULT_HISTORY, minimum=1)
         name = parts.netloc + parts.path
         if namespace:
             # A namespace isolates one application's (or one test's) data.
             name = f"{name}#{namespace}"
         if not name:
             return cls(MemoryStore(history))
-        with _NAMED_LOCK:
-            store = _NAMED.get(name)
-            if store is None:
-                store = MemoryStore(history)
-                _NAMED[name] = store
-        return cls(store)
+        return cls(shared=_NAMED.acquire(name, lambda: MemoryStore(history)))
 
     def get_key(self, key: str) -> KeyValue | None:
         with self.store.cond:
@@ -207,7 +202,11 @@ class MemoryBackend(KeyValueBackend):
             return out, self.store.revision
 
     def commit_keys(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
     ) -> int | None:
         with self.store.cond:
             if not all(self.store.holds(c) for c in conditions):
@@ -230,31 +229,31 @@ class MemoryBackend(KeyValueBackend):
                 del history[:cut]
             self.store.compacted = max(self.store.compacted, revision)
 
-    def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         now = time.monotonic()
         with self.store.cond:
-            held = self.store.leases.get(key)
-            if held is not None and held[1] > now:
+            held = self.store.leases.get(name)
+            if held is not None and held[1] > now and held[0] != token:
                 return False
-            self.store.leases[key] = (value, now + ttl)
+            self.store.leases[name] = (token, now + ttl)
             return True
 
-    def refresh_lease(self, key: str, value: bytes, ttl: float) -> bool:
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         now = time.monotonic()
         with self.store.cond:
-            held = self.store.leases.get(key)
-            if held is None or held[0] != value or held[1] <= now:
+            held = self.store.leases.get(name)
+            if held is None or held[0] != token or held[1] <= now:
                 return False
-            self.store.leases[key] = (value, now + ttl)
+            self.store.leases[name] = (token, now + ttl)
             return True
 
-    def delete_lease(self, key: str, value: bytes) -> bool:
+    def release_lease(self, name: str, token: bytes) -> None:
         with self.store.cond:
-            held = self.store.leases.get(key)
-            if held is None or held[0] != value:
-                return False
-            del self.store.leases[key]
-            return True
+            held = self.store.leases.get(name)
+            if held is not None and held[0] == token:
+                del self.store.leases[name]
 
     def close(self) -> None:
-        """Nothing to release: the store lives as long as some backend uses it."""
+        """Release this backend's hold on a named store (the data goes with the last one)."""
+        if self._shared is not None:
+            self._finalizer()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import time
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -51,7 +51,7 @@ from redis.sentinel import (
 
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability
-from nbdb.families.kv import Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs
+from nbdb.families.kv import CommitToken, Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs
 from nbdb.families.pubsub import (
     GENESIS,
     ChangeLogBackend,
@@ -60,7 +60,8 @@ from nbdb.families.pubsub import (
     LogRead,
     decode_changes,
 )
-from nbdb.loader import url_options
+from nbdb.options import Options, split_hosts, split_userinfo
+from nbdb.retry import ErrorRule, ExceptionMap, RetryPolicy
 
 __all__ = ["RedisBackend", "RedisConfig"]
 
@@ -109,7 +110,8 @@ end
 
 # ARGV: P, object prefix, token, history, nconds, (kind, a, b)*, nputs, (key, value)*, ndels, key*
 # kinds: v key version | e key - | p prefix revision.  Returns {1, rev} applied,
-# {2, rev} applied earlier (a retry), {0} a condition failed.
+# {2, rev} applied earlier (a retry), {0} a condition failed, {3} the token was voided
+# (a settlement decided that this commit never applies).
 _COMMIT_LUA = (
     _LUA_PRELUDE
     + r"""
@@ -117,6 +119,7 @@ local OBJ = ARGV[2]
 local token = ARGV[3]
 local history = tonumber(ARGV[4])
 local done = redis.call('GET', P .. 'ct:' .. token)
+if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
 local i = 5
 for _ = 1, tonumber(ARGV[i]) do
@@ -295,6 +298,39 @@ end
 return 1
 """
 
+# KEYS: ct:<token>; ARGV: ttl ms.  The revision the token's commit applied at, or
+# nil after voiding it (from now on a commit with this token never applies).
+_VOID_LUA = r"""
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], 'void', 'PX', ARGV[1])
+  return false
+end
+if v == 'void' then return false end
+return tonumber(v)
+"""
+
+# KEYS: lease key; ARGV: token, ttl ms.  1 if the token holds the lease now (taken, or already its own).
+_ACQUIRE_LUA = r"""
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if v then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: id counter, ct:<token>; ARGV: ttl ms.  INCR exactly once per token.
+_ALLOCATE_LUA = r"""
+local done = redis.call('GET', KEYS[2])
+if done then return tonumber(done) end
+local v = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], v, 'PX', ARGV[1])
+return v
+"""
+
 _REFRESH_LUA = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -307,7 +343,7 @@ return 0
 
 # ---------------------------------------------------------------- configuration
 
-_RETRYABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY", "NOREPLICAS", "CLUSTERDOWN")
+_RETRYABLE_REPLIES = ("loading", "busy", "masterdown", "tryagain", "readonly", "noreplicas", "clusterdown")
 
 
 @dataclass(frozen=True)
@@ -325,8 +361,7 @@ class RedisConfig:
     history: int
     socket_timeout: float
     connect_timeout: float
-    retries: int
-    retry_backoff: float
+    retry: RetryPolicy
     wait_replicas: int
     wait_timeout: float
     batch: int
@@ -348,63 +383,13 @@ class RedisConfig:
 
 _OPTION_NAMES = frozenset(
     {
-        "namespace",
-        "prefix",
-        "history",
-        "socket_timeout",
-        "connect_timeout",
-        "retries",
-        "retry_backoff",
-        "wait_replicas",
-        "wait_timeout",
-        "batch",
-        "db",
-        "ssl",
-        "ssl_ca_certs",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_cert_reqs",
-        "ssl_check_hostname",
-        "sentinel_username",
-        "sentinel_password",
+        "namespace", "prefix", "history", "socket_timeout", "connect_timeout", "retries", "retry_backoff",
+        "retry_deadline", "wait_replicas", "wait_timeout", "batch", "db", "ssl", "ssl_ca_certs", "ssl_certfile",
+        "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname", "sentinel_username", "sentinel_password",
         "client_name",
     }
-)
+)  # fmt: skip
 _NAME_RE = re.compile(r"^[^{}\s]*$")
-
-
-def _bool(name: str, text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise errors.ValidationError(f"redis option {name} must be true or false, not {text!r}")
-
-
-def _number(name: str, text: str, kind: Callable[[str], T], minimum: float) -> T:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise errors.ValidationError(f"redis option {name} must be a number, not {text!r}") from None
-    if value < minimum:  # type: ignore[operator]
-        raise errors.ValidationError(f"redis option {name} must be >= {minimum}, not {text!r}")
-    return value
-
-
-def _host_port(text: str, default_port: int) -> tuple[str, int]:
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    else:
-        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
-    if not host:
-        raise errors.ValidationError(f"redis URL: missing host in {text!r}")
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise errors.ValidationError(f"redis URL: bad port in {text!r}") from None
-    return host, port
 
 
 def parse_url(url: str, options: Mapping[str, Any]) -> RedisConfig:
@@ -413,35 +398,27 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RedisConfig:
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise errors.ValidationError(f"not a redis URL scheme: {scheme!r} (want one of {', '.join(_SCHEMES)})")
-    query = url_options(parts.query, {k: str(v) for k, v in options.items() if v is not None}, _OPTION_NAMES, "redis")
-
-    netloc = parts.netloc
-    username = password = None
-    if "@" in netloc:
-        creds, _, netloc = netloc.rpartition("@")
-        user_text, has_password, password_text = creds.partition(":")
-        username = unquote(user_text) or None
-        password = unquote(password_text) if has_password else None
-        if password is None and username is not None:
-            # redis://secret@host: a lone credential is a password (as redis-cli reads it).
-            password, username = username, None
-    if not netloc:
-        netloc = "127.0.0.1"
-    hosts = tuple(_host_port(h, 26379 if scheme == "redis+sentinel" else 6379) for h in netloc.split(",") if h)
+    opts = Options.from_url(parts.query, options, _OPTION_NAMES, "redis")
+    username, password, netloc = split_userinfo(parts.netloc)
+    if password is None and username is not None:
+        # redis://secret@host: a lone credential is a password (as redis-cli reads it).
+        password, username = username, None
+    sentinel = scheme == "redis+sentinel"
+    hosts = split_hosts(netloc or "127.0.0.1", 26379 if sentinel else 6379, "redis")
     path = [unquote(p) for p in parts.path.split("/") if p]
 
     service = None
-    db_text = query.pop("db", None)
-    if scheme == "redis+sentinel":
+    db_text = opts.text("db")
+    if sentinel:
         if not path:
             raise errors.ValidationError(
                 "redis+sentinel URL needs the service name: redis+sentinel://host:port/SERVICE"
             )
         service = path[0]
-        if len(path) > 1:
-            db_text = db_text or path[1]
         if len(path) > 2:
             raise errors.ValidationError("redis+sentinel URL path is /SERVICE[/DB]")
+        if len(path) > 1:
+            db_text = db_text or path[1]
     else:
         if len(hosts) != 1:
             raise errors.ValidationError("a redis:// URL names one server; use redis+sentinel:// for several")
@@ -449,10 +426,10 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RedisConfig:
             raise errors.ValidationError("redis URL path is /DB")
         if path:
             db_text = db_text or path[0]
-    db = _number("db", db_text or "0", int, 0)
+    db = Options({"db": db_text or "0"}, "redis").integer("db", 0, minimum=0)
 
-    namespace = query.get("namespace", "")
-    prefix = query.get("prefix", "nbdb")
+    namespace = opts.text("namespace", "")
+    prefix = opts.text("prefix", "nbdb")
     for name, value in (("namespace", namespace), ("prefix", prefix)):
         if not _NAME_RE.match(value):
             raise errors.ValidationError(f"redis option {name} must not contain braces or spaces: {value!r}")
@@ -460,31 +437,27 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RedisConfig:
         raise errors.ValidationError("redis option prefix must not be empty")
 
     ssl_keys = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
-    ssl_flag = _bool("ssl", query["ssl"]) if "ssl" in query else None
+    ssl_flag = opts.flag("ssl")
     if scheme == "rediss":
-        use_ssl = ssl_flag is not False
-        if not use_ssl:
+        if ssl_flag is False:
             raise errors.ValidationError("rediss:// is TLS; ssl=false contradicts it (use redis://)")
+        use_ssl = True
     elif scheme == "redis":
         use_ssl = False
-        if ssl_flag or any(k in query for k in ssl_keys):
+        if ssl_flag or any(k in opts for k in ssl_keys):
             raise errors.ValidationError("TLS options on a redis:// URL: use rediss:// for TLS")
     else:
-        use_ssl = bool(ssl_flag) or (ssl_flag is None and any(k in query for k in ssl_keys))
+        use_ssl = bool(ssl_flag) or (ssl_flag is None and any(k in opts for k in ssl_keys))
     ssl_options: dict[str, Any] = {}
     if use_ssl:
         for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            if key in query:
-                ssl_options[key] = query[key]
-        if "ssl_cert_reqs" in query:
-            reqs = query["ssl_cert_reqs"].lower()
-            if reqs not in ("required", "optional", "none"):
-                raise errors.ValidationError("redis option ssl_cert_reqs is required, optional or none")
-            ssl_options["ssl_cert_reqs"] = reqs
-        if "ssl_check_hostname" in query:
-            ssl_options["ssl_check_hostname"] = _bool("ssl_check_hostname", query["ssl_check_hostname"])
+            if key in opts:
+                ssl_options[key] = opts.text(key)
+        if "ssl_cert_reqs" in opts:
+            ssl_options["ssl_cert_reqs"] = opts.choice("ssl_cert_reqs", "required", ("required", "optional", "none"))
+        if "ssl_check_hostname" in opts:
+            ssl_options["ssl_check_hostname"] = opts.flag("ssl_check_hostname", True)
 
-    sentinel = scheme == "redis+sentinel"
     return RedisConfig(
         scheme=scheme,
         hosts=hosts,
@@ -494,50 +467,45 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RedisConfig:
         password=password,
         namespace=namespace,
         prefix=prefix,
-        history=_number("history", query.get("history", str(DEFAULT_HISTORY)), int, 1),
-        socket_timeout=_number("socket_timeout", query.get("socket_timeout", "5"), float, 0.01),
-        connect_timeout=_number("connect_timeout", query.get("connect_timeout", "2"), float, 0.01),
-        retries=_number("retries", query.get("retries", "8" if sentinel else "3"), int, 0),
-        retry_backoff=_number("retry_backoff", query.get("retry_backoff", "0.2"), float, 0.0),
-        wait_replicas=_number("wait_replicas", query.get("wait_replicas", "0"), int, 0),
-        wait_timeout=_number("wait_timeout", query.get("wait_timeout", "1"), float, 0.001),
-        batch=_number("batch", query.get("batch", "1000"), int, 1),
+        history=opts.integer("history", DEFAULT_HISTORY, minimum=1),
+        socket_timeout=opts.number("socket_timeout", 5.0, minimum=0.01),
+        connect_timeout=opts.number("connect_timeout", 2.0, minimum=0.01),
+        retry=opts.retry_policy(
+            RetryPolicy(attempts=9 if sentinel else 4, backoff=0.2, max_backoff=2.0, deadline=None)
+        ),
+        wait_replicas=opts.integer("wait_replicas", 0, minimum=0),
+        wait_timeout=opts.number("wait_timeout", 1.0, minimum=0.001),
+        batch=opts.integer("batch", 1000, minimum=1),
         ssl=use_ssl,
         ssl_options=ssl_options,
-        sentinel_username=query.get("sentinel_username"),
-        sentinel_password=query.get("sentinel_password"),
-        client_name=query.get("client_name"),
+        sentinel_username=opts.text("sentinel_username"),
+        sentinel_password=opts.text("sentinel_password"),
+        client_name=opts.text("client_name"),
     )
 
 
 # ---------------------------------------------------------------- errors and retries
 
-
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError)):
-        return False
-    if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError)):
-        return True
-    return isinstance(exc, rexc.ResponseError) and str(exc).startswith(_RETRYABLE_REPLIES)
-
-
-def _translate(exc: BaseException, where: str) -> errors.NbdbError:
-    """The nbdb error for a redis-py exception (messages never carry credentials)."""
-    if isinstance(
-        exc,
-        (
-            rexc.AuthenticationError,
-            rexc.AuthorizationError,
-            rexc.AuthenticationWrongNumberOfArgsError,
-            rexc.NoPermissionError,
-        ),
-    ):
-        return errors.AuthError(f"redis at {where} refused the credentials or the command: {exc}")
-    if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError)):
-        return errors.BackendUnavailableError(f"redis at {where} is unreachable: {exc}")
-    if isinstance(exc, rexc.ResponseError) and str(exc).startswith("WRONGTYPE"):
-        return errors.CorruptRecordError(f"a key of the nbdb namespace at {where} holds foreign data: {exc}")
-    return errors.BackendUnavailableError(f"redis at {where} failed the command: {exc}")
+_AUTH = (rexc.AuthenticationError, rexc.AuthorizationError, rexc.AuthenticationWrongNumberOfArgsError,
+         rexc.NoPermissionError)  # fmt: skip
+ERRORS = ExceptionMap(
+    "redis",
+    [
+        ErrorRule(_AUTH, errors.AuthError, message="redis refused the credentials or the command"),
+        # A connection that could not be opened carried no request.
+        ErrorRule((rexc.ConnectionError,), errors.BackendUnavailableError, retryable=True, unsent=True,
+                  contains=("connecting to", "connection refused", "error 111", "no master", "not the master",
+                            "timeout connecting")),
+        ErrorRule((MasterNotFoundError,), errors.BackendUnavailableError, retryable=True, unsent=True),
+        ErrorRule((rexc.ReadOnlyError,), errors.BackendUnavailableError, retryable=True, unsent=True),
+        ErrorRule((rexc.ConnectionError, rexc.TimeoutError), errors.BackendUnavailableError, retryable=True),
+        ErrorRule((rexc.ResponseError,), errors.BackendUnavailableError, contains=_RETRYABLE_REPLIES, retryable=True,
+                  unsent=True),
+        ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=("wrongtype",),
+                  message="a key of the nbdb namespace holds foreign data"),
+    ],
+)  # fmt: skip
+"""How redis-py's exceptions become nbdb errors, and which may be retried."""
 
 
 def _check_master(connection: Any, address: Any) -> None:
@@ -645,22 +613,14 @@ class _Connector:
         host, port = self.config.hosts[0]
         return redis.Redis(host=host, port=port, **kwargs)
 
-    def run(self, call: Callable[[], T], closed: Callable[[], bool] | None = None) -> T:
-        """``call()`` with up to ``retries`` retries on connection errors; nbdb errors only."""
-        delay = self.config.retry_backoff
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except rexc.RedisError as exc:
-                if not _is_retryable(exc) or attempt >= self.config.retries or (closed is not None and closed()):
-                    raise _translate(exc, self.where) from None
-                log.debug(
-                    "redis at %s: %s; retry %d/%d in %.2fs", self.where, exc, attempt + 1, self.config.retries, delay
-                )
-            attempt += 1
-            time.sleep(delay)
-            delay = min(max(delay * 2, 0.05), 2.0)
+    def run(self, call: Callable[[], T], *, write: bool = False, stop: threading.Event | None = None) -> T:
+        """``call()`` under the retry policy; nbdb errors only.
+
+        Every write nbdb sends is safe to send again (commits, lock and id
+        scripts carry a token), so a write is retried like a read; if its
+        tries run out after one may have landed, CommitUnknownError.
+        """
+        return self.config.retry.call(call, ERRORS, context=f"at {self.where}", write=write, stop=stop)
 
     def close(self) -> None:
         if self._sentinel is not None:
@@ -683,7 +643,7 @@ class _RedisLogReader(ChangeLogReader):
         self._connector = backend._connector
         # The socket timeout must outlast a blocking XREAD.
         self._client = self._connector.client(backend.config.socket_timeout + 2.0)
-        self._closed = False
+        self._closed = threading.Event()
 
     def read(self, logs: Sequence[str], after: int, limit: int) -> LogRead:
         root = self._backend.root
@@ -698,7 +658,7 @@ class _RedisLogReader(ChangeLogReader):
             pipe.xread({name: f"{after}-0" for name in logs}, count=limit)
             return list(pipe.execute())
 
-        (head_r, head_t), anchor_entries, streams = self._connector.run(call, lambda: self._closed)
+        (head_r, head_t), anchor_entries, streams = self._connector.run(call, stop=self._closed)
         head = int(head_r or 0)
         head_token = _s(head_t) if head_t is not None else ""
         anchor: str | None
@@ -725,11 +685,11 @@ class _RedisLogReader(ChangeLogReader):
         block = max(1, int(timeout * 1000))
         self._connector.run(
             lambda: self._client.xread({name: f"{after}-0" for name in logs}, count=1, block=block),
-            lambda: self._closed,
+            stop=self._closed,
         )
 
     def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         try:
             self._client.connection_pool.disconnect()
         except Exception:  # closing must not fail
@@ -759,8 +719,11 @@ class RedisBackend(ChangeLogBackend):
         ),
     )
 
+    commit_tokens = True
+    token_ttl = _COMMIT_TOKEN_TTL_MS / 1000
+
     def __init__(self, config: RedisConfig) -> None:
-        super().__init__("")
+        super().__init__("", config.retry)
         self.config = config
         self.root = config.root
         self.log_read_limit = min(config.batch, 1000)
@@ -772,6 +735,9 @@ class RedisBackend(ChangeLogBackend):
         self._compact_script = self._client.register_script(_COMPACT_LUA)
         self._refresh_script = self._client.register_script(_REFRESH_LUA)
         self._release_script = self._client.register_script(_RELEASE_LUA)
+        self._void_script = self._client.register_script(_VOID_LUA)
+        self._acquire_script = self._client.register_script(_ACQUIRE_LUA)
+        self._allocate_script = self._client.register_script(_ALLOCATE_LUA)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -788,10 +754,10 @@ class RedisBackend(ChangeLogBackend):
             raise
         return backend
 
-    def _run(self, call: Callable[[], T]) -> T:
+    def _run(self, call: Callable[[], T], *, write: bool = False) -> T:
         if self._closed:
             raise errors.BackendUnavailableError("the redis backend is closed")
-        return self._connector.run(call)
+        return self._connector.run(call, write=write)
 
     # ---------------------------------------------------------------- reads
 
@@ -920,9 +886,24 @@ class RedisBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- commits
 
     def commit_keys(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
     ) -> int | None:
-        args: list[Any] = [self.root, self._object_prefix, secrets.token_hex(12), self.config.history]
+        return self._commit(conditions, puts, deletes, secrets.token_hex(12))
+
+    def commit_with_token(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: CommitToken
+    ) -> int | None:
+        # The script keeps the token itself (ct:<token>, with a TTL): no family key needed.
+        return self._commit(conditions, puts, deletes, token.key.rpartition("/")[2])
+
+    def _commit(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: str
+    ) -> int | None:
+        args: list[Any] = [self.root, self._object_prefix, token, self.config.history]
         args.append(len(conditions))
         for condition in conditions:
             if isinstance(condition, VersionIs):
@@ -938,13 +919,18 @@ class RedisBackend(ChangeLogBackend):
             args += [key, value]
         args.append(len(deletes))
         args += list(deletes)
-        # The token makes a retry after a lost reply exactly-once (the script remembers it).
-        reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) != 0)
-        if int(reply[0]) == 0:
+        # The token makes sending the script again after a lost reply exactly-once.
+        reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
+        if int(reply[0]) not in (1, 2):
             return None
         revision = int(reply[1])
-        self.remember_token(revision, args[2])
+        self.remember_token(revision, token)
         return revision
+
+    def void_token(self, token: CommitToken) -> int | None:
+        key = self.root + "ct:" + token.key.rpartition("/")[2]
+        revision = self._run(lambda: self._void_script(keys=[key], args=[_COMMIT_TOKEN_TTL_MS]), write=True)
+        return None if revision is None else int(revision)
 
     def _write(self, command: Callable[[Any], Any], check: Callable[[Any], bool] = bool) -> Any:
         """Run one write; with ``wait_replicas``, WAIT for the replicas on the same connection.
@@ -955,7 +941,7 @@ class RedisBackend(ChangeLogBackend):
         """
         wanted = self.config.wait_replicas
         if not wanted:
-            return self._run(lambda: command(self._client))
+            return self._run(lambda: command(self._client), write=True)
         ms = max(1, int(self.config.wait_timeout * 1000))
 
         def call() -> list[Any]:
@@ -964,7 +950,7 @@ class RedisBackend(ChangeLogBackend):
             pipe.execute_command("WAIT", wanted, ms)
             return list(pipe.execute())
 
-        reply, acked = self._run(call)
+        reply, acked = self._run(call, write=True)
         if check(reply) and int(acked) < wanted:
             raise errors.BackendUnavailableError(
                 f"the write is applied on the master but only {acked} of {wanted} replicas acknowledged it "
@@ -996,22 +982,25 @@ class RedisBackend(ChangeLogBackend):
 
     # ---------------------------------------------------------------- leases, ids
 
-    def _lease_key(self, key: str) -> str:
-        return self.root + "lease:" + key
+    def _lease_key(self, name: str) -> str:
+        return self.root + "lease:" + self.layout.lock(name)
 
-    def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         ms = max(1, int(ttl * 1000))
-        return bool(self._write(lambda c: c.set(self._lease_key(key), value, nx=True, px=ms)))
+        return bool(
+            self._write(lambda c: self._acquire_script(keys=[self._lease_key(name)], args=[token, ms], client=c))
+        )
 
-    def refresh_lease(self, key: str, value: bytes, ttl: float) -> bool:
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         ms = max(1, int(ttl * 1000))
-        return bool(self._run(lambda: self._refresh_script(keys=[self._lease_key(key)], args=[value, ms])))
+        return bool(self._run(lambda: self._refresh_script(keys=[self._lease_key(name)], args=[token, ms])))
 
-    def delete_lease(self, key: str, value: bytes) -> bool:
-        return bool(self._run(lambda: self._release_script(keys=[self._lease_key(key)], args=[value])))
+    def release_lease(self, name: str, token: bytes) -> None:
+        self._run(lambda: self._release_script(keys=[self._lease_key(name)], args=[token]), write=True)
 
     def allocate_id(self, name: str) -> int:
-        return int(self._write(lambda c: c.incr(self.root + "id:" + name)))
+        keys = [self.root + "id:" + name, self.root + "ct:" + secrets.token_hex(12)]
+        return int(self._write(lambda c: self._allocate_script(keys=keys, args=[_COMMIT_TOKEN_TTL_MS], client=c)))
 
     def close(self) -> None:
         if self._closed:

@@ -26,8 +26,8 @@ from nbdb.bench.config import BACKENDS, Sizes
 from nbdb.bench.results import BenchResult
 from nbdb.bench.target import Target
 from nbdb.bench.workloads import GROUPS, Group
-from nbdb.loader import redact
 from nbdb.models.ovn import LogicalSwitch
+from nbdb.options import redact
 
 __all__ = ["Progress", "Step", "plan", "resolve_targets", "run_bench"]
 

@@ -1,56 +1,48 @@
 """The key-value family: objects, versions, references, topics, locks and ids on a KV store.
 
-A backend of this family supplies a handful of primitives (get, range by
+A backend of this family supplies a handful of primitives — get, range by
 prefix at one revision, an atomic conditional commit of several keys, a watch
-from a revision, and TTL'd lease keys); everything else is built here once.
+from a revision, and TTL'd lease keys — and everything else is built here once
+(the key layout and the commit planner live in :mod:`nbdb.families.kvplan`).
 
-Key layout (under the backend's ``key_prefix``)::
-
-    o/<topic>/<table>/<id>               the object's bytes; key version == object version
-    i/<table>/<id>                       {"t": topic, "r": [[table, id], ...]}: where it lives, what it references
-    r/<table>/<id>/<src_table>/<src_id>  a reverse reference: <src> points to <table>/<id>
-    l/<name>                             a lock (lease key holding the owner's token)
-    n/<name>                             an id counter
-
-Topic-first object keys let a cache that follows one tenant range and watch
-only that tenant's keys. ``~`` stands for "no topic" (not a legal topic char).
-Reference integrity is atomic: a create checks that its targets exist
-(:class:`Exists`) in the same commit that writes the reverse-reference keys,
-and a delete checks that its reverse-reference prefix did not change since it
-was read (:class:`PrefixUnchangedSince`). Whichever of two racing commits lands
-second sees the other's keys and fails.
+Exactly-once commits. A store reached over a network can lose the reply to a
+commit that it applied. A backend that can (``commit_tokens = True``) gets a
+fresh :class:`CommitToken` with every commit: the family adds the condition
+"the token key is absent" and writes the token key as part of the same atomic
+commit, so one token applies at most once however often its request is sent.
+When the backend cannot tell whether a request landed, it raises
+:class:`nbdb.CommitUnknownError` and the family *settles* the token: it voids
+it atomically if it is still absent (the lost request can then never apply,
+and the commit is planned again) or finds it applied (and returns that
+commit's revision). A commit is therefore never applied twice and never
+reported as a conflict because of its own earlier attempt; only if the store
+stays unreachable for the whole retry policy does the caller see
+CommitUnknownError. Token keys live under ``t/`` with a TTL long enough to
+outlive any retry.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import time
+import secrets
 import uuid
 from abc import abstractmethod
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from nbdb import errors
-from nbdb.spi import (
-    ANY_VERSION,
-    Backend,
-    CommitResult,
-    Delete,
-    LockHandle,
-    Put,
-    Record,
-    RecordChange,
-    RecordStream,
-    RefKey,
-    Snapshot,
-    WriteOp,
-)
+from nbdb.families import rules
+from nbdb.families.kvplan import KeyLayout, diagnose, plan_commit
+from nbdb.families.lease import hold_lease
+from nbdb.retry import RetryPolicy
+from nbdb.spi import Backend, CommitResult, LockHandle, Record, RecordChange, RecordStream, RefKey, Snapshot, WriteOp
 
 __all__ = [
+    "APPLIED",
+    "VOID",
+    "CommitToken",
     "Condition",
     "Exists",
     "KeyChange",
@@ -63,8 +55,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NO_TOPIC = "~"
 _COMMIT_ATTEMPTS = 8
+APPLIED = b"1"
+"""The value of a token key written by its commit."""
+VOID = b"0"
+"""The value of a token key written by a settlement: that commit will never apply."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +110,22 @@ class PrefixUnchangedSince:
 Condition = VersionIs | Exists | PrefixUnchangedSince
 
 
+@dataclass(frozen=True, slots=True)
+class CommitToken:
+    """Makes one commit exactly-once (see the module docstring).
+
+    The family has already added ``VersionIs(key, 0)`` to the commit's
+    conditions and ``key`` to its puts. The backend keeps ``key`` for at
+    least ``ttl`` seconds (then may drop it). If it sends the request again
+    after an attempt whose reply was lost and the conditions then fail, it
+    may read ``key``: holding the value of the puts means the earlier attempt
+    applied at that key's ``mod_revision``.
+    """
+
+    key: str
+    ttl: float
+
+
 class KeyStream:
     """Changes of keys under some prefixes, from a revision on, in revision order.
 
@@ -135,34 +146,27 @@ class KeyStream:
         """Stop; a blocked ``poll`` returns []."""
 
 
-def _uuid(text: str) -> uuid.UUID:
-    return uuid.UUID(text)
-
-
 class _RecordStream(RecordStream):
     """Turns a KeyStream of object keys into RecordChanges of the wanted tables."""
 
-    def __init__(self, backend: KeyValueBackend, keys: KeyStream, tables: frozenset[str] | None) -> None:
-        self._backend = backend
+    def __init__(self, layout: KeyLayout, keys: KeyStream, tables: frozenset[str]) -> None:
+        self._layout = layout
         self._keys = keys
         self._tables = tables
 
     def poll(self, timeout: float | None) -> list[RecordChange]:
         out: list[RecordChange] = []
         for change in self._keys.poll(timeout):
-            parsed = self._backend._parse_object_key(change.key)
-            if parsed is None:
+            parsed = self._layout.parse_object(change.key)
+            if parsed is None or parsed[1] not in self._tables:
                 continue
             topic, table, id = parsed
-            if self._tables is not None and table not in self._tables:
-                continue
             old = (
                 None if change.prev_value is None else Record(table, id, topic, change.prev_version, change.prev_value)
             )
             new = None if change.value is None else Record(table, id, topic, change.version, change.value)
-            if old is None and new is None:
-                continue
-            out.append(RecordChange(table, id, topic, old, new, change.revision))
+            if old is not None or new is not None:
+                out.append(RecordChange(table, id, topic, old, new, change.revision))
         return out
 
     @property
@@ -173,23 +177,20 @@ class _RecordStream(RecordStream):
         self._keys.close()
 
 
-@dataclass(slots=True)
-class _Plan:
-    conditions: list[Condition]
-    puts: dict[str, bytes]
-    deletes: list[str]
-    versions: list[int]
-    topics: dict[RefKey, str | None]
-    deleted: set[RefKey]
-
-
 class KeyValueBackend(Backend):
-    """Base of key-value backends: subclass it and implement the ``*_keys``/lease primitives."""
+    """Base of key-value backends: subclass it and implement the ``*_keys`` and lease primitives."""
 
-    key_prefix: str = ""
+    commit_tokens: ClassVar[bool] = False
+    """True for stores that can lose the reply to a commit (every networked one)."""
+    token_ttl: ClassVar[float] = 600.0
+    """Seconds a commit token is kept: it must outlive every retry of its commit."""
+    MISSING: ClassVar[Any] = object()
+    """What :meth:`topic_of` returns for an object that does not exist."""
 
-    def __init__(self, key_prefix: str = "") -> None:
+    def __init__(self, key_prefix: str = "", retry: RetryPolicy | None = None) -> None:
         self.key_prefix = key_prefix
+        self.layout = KeyLayout(key_prefix)
+        self.retry = retry if retry is not None else RetryPolicy()
         # id -> topic is immutable for an object's life, so it caches well and
         # saves get() a round trip; a miss or a stale entry falls back to i/.
         self._topic_cache: dict[tuple[str, uuid.UUID], str | None] = {}
@@ -210,9 +211,18 @@ class KeyValueBackend(Backend):
 
     @abstractmethod
     def commit_keys(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
     ) -> int | None:
-        """If every condition holds, apply puts and deletes atomically and return the new revision; else None."""
+        """If every condition holds, apply puts and deletes atomically and return the new revision; else None.
+
+        None must mean "not applied, and never will be". When an attempt's
+        outcome cannot be told, raise :class:`nbdb.CommitUnknownError` (the
+        family settles ``token``). See :class:`CommitToken`.
+        """
 
     @abstractmethod
     def watch_keys(self, prefixes: Sequence[str], since: int) -> KeyStream:
@@ -227,97 +237,56 @@ class KeyValueBackend(Backend):
         raise errors.UnsupportedError(f"{type(self).__name__} cannot compact its history on demand")
 
     @abstractmethod
-    def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
-        """Create ``key`` with a TTL if it is absent; True if created."""
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        """Take the lease ``name`` for ``token`` if nobody holds it (idempotent: True if ``token`` holds it)."""
 
     @abstractmethod
-    def refresh_lease(self, key: str, value: bytes, ttl: float) -> bool:
-        """Extend the TTL of ``key`` if it still holds ``value``; True if it did."""
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        """Extend the lease if ``token`` still holds it; False if it does not."""
 
     @abstractmethod
-    def delete_lease(self, key: str, value: bytes) -> bool:
-        """Delete ``key`` if it still holds ``value``; True if it did."""
+    def release_lease(self, name: str, token: bytes) -> None:
+        """Drop the lease if ``token`` still holds it."""
 
-    # ---------------------------------------------------------------- keys
+    # ---------------------------------------------------------------- what the planner reads
 
-    def _okey(self, topic: str | None, table: str, id: uuid.UUID) -> str:
-        return f"{self.key_prefix}o/{topic or NO_TOPIC}/{table}/{id}"
-
-    def _ikey(self, table: str, id: uuid.UUID) -> str:
-        return f"{self.key_prefix}i/{table}/{id}"
-
-    def _rprefix(self, table: str, id: uuid.UUID) -> str:
-        return f"{self.key_prefix}r/{table}/{id}/"
-
-    def _rkey(self, target: RefKey, source: RefKey) -> str:
-        return f"{self._rprefix(*target)}{source[0]}/{source[1]}"
-
-    def _object_prefixes(self, tables: Sequence[str] | None, topics: Collection[str | None] | None) -> list[str]:
-        base = f"{self.key_prefix}o/"
-        if topics is None:
-            return [base]
-        names = sorted(topic or NO_TOPIC for topic in topics)
-        if tables is not None and len(tables) * len(names) <= 16:
-            return [f"{base}{t}/{table}/" for t in names for table in tables]
-        return [f"{base}{t}/" for t in names]
-
-    def _parse_object_key(self, key: str) -> tuple[str | None, str, uuid.UUID] | None:
-        rest = key[len(self.key_prefix) :]
-        parts = rest.split("/")
-        if len(parts) != 4 or parts[0] != "o":
-            return None
-        try:
-            id = _uuid(parts[3])
-        except ValueError:
-            log.warning("ignoring key %r: not an object key", key)
-            return None
-        return (None if parts[1] == NO_TOPIC else parts[1]), parts[2], id
-
-    def _decode_index(self, kv: KeyValue) -> tuple[str | None, frozenset[RefKey]]:
-        try:
-            doc = json.loads(kv.value)
-            topic = doc["t"]
-            refs = frozenset((str(t), _uuid(i)) for t, i in doc["r"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise errors.CorruptRecordError(f"index record {kv.key!r} is corrupt: {exc}", key=kv.key) from None
-        return (None if topic == NO_TOPIC else topic), refs
-
-    @staticmethod
-    def _encode_index(topic: str | None, refs: frozenset[RefKey]) -> bytes:
-        return json.dumps({"t": topic or NO_TOPIC, "r": sorted([t, str(i)] for t, i in refs)}).encode()
-
-    def _index(self, table: str, id: uuid.UUID) -> tuple[KeyValue, str | None, frozenset[RefKey]] | None:
-        kv = self.get_key(self._ikey(table, id))
+    def index_of(self, table: str, id: uuid.UUID) -> tuple[KeyValue, str | None, frozenset[RefKey]] | None:
+        """The object's index record (key, topic, references), read from the store; None if absent."""
+        kv = self.get_key(self.layout.index(table, id))
         if kv is None:
             self._topic_cache.pop((table, id), None)
             return None
-        topic, refs = self._decode_index(kv)
+        topic, refs = self.layout.decode_index(kv)
         self._remember_topic(table, id, topic)
         return kv, topic, refs
+
+    def topic_of(self, table: str, id: uuid.UUID) -> Any:
+        """The object's topic (cached), or :attr:`MISSING` if the object does not exist."""
+        try:
+            return self._topic_cache[(table, id)]
+        except KeyError:
+            found = self.index_of(table, id)
+            return self.MISSING if found is None else found[1]
+
+    def referrers_at(self, table: str, id: uuid.UUID) -> tuple[list[RefKey], int]:
+        """Every object that references ``table``/``id``, and the revision it was read at."""
+        target = (table, id)
+        kvs, revision = self.range_keys([self.layout.referrers(target)])
+        return [self.layout.parse_referrer(target, kv.key) for kv in kvs], revision
 
     def _remember_topic(self, table: str, id: uuid.UUID, topic: str | None) -> None:
         if len(self._topic_cache) > 200_000:
             self._topic_cache.clear()
         self._topic_cache[(table, id)] = topic
 
-    _MISSING = object()
-
-    def _topic_of(self, table: str, id: uuid.UUID) -> Any:
-        """The object's topic, or _MISSING if the object does not exist."""
-        try:
-            return self._topic_cache[(table, id)]
-        except KeyError:
-            found = self._index(table, id)
-            return self._MISSING if found is None else found[1]
-
     # ---------------------------------------------------------------- Backend
 
     def read(self, table: str, id: uuid.UUID) -> Record | None:
         for _attempt in range(2):
-            topic = self._topic_of(table, id)
-            if topic is self._MISSING:
+            topic = self.topic_of(table, id)
+            if topic is self.MISSING:
                 return None
-            kv = self.get_key(self._okey(topic, table, id))
+            kv = self.get_key(self.layout.object(topic, table, id))
             if kv is not None:
                 return Record(table, id, topic, kv.version, kv.value)
             # Deleted (or re-created elsewhere) since the topic was cached.
@@ -326,10 +295,10 @@ class KeyValueBackend(Backend):
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         wanted = frozenset(tables)
-        kvs, revision = self.range_keys(self._object_prefixes(tables, topics))
+        kvs, revision = self.range_keys(self.layout.object_prefixes(tables, topics))
         records = []
         for kv in kvs:
-            parsed = self._parse_object_key(kv.key)
+            parsed = self.layout.parse_object(kv.key)
             if parsed is None or parsed[1] not in wanted:
                 continue
             topic, table, id = parsed
@@ -337,20 +306,11 @@ class KeyValueBackend(Backend):
         return Snapshot(records, revision)
 
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
-        return self._referrers(table, id)[0]
-
-    def _referrers(self, table: str, id: uuid.UUID) -> tuple[list[RefKey], int]:
-        prefix = self._rprefix(table, id)
-        kvs, revision = self.range_keys([prefix])
-        out = []
-        for kv in kvs:
-            source_table, _, source_id = kv.key[len(prefix) :].partition("/")
-            out.append((source_table, _uuid(source_id)))
-        return out, revision
+        return self.referrers_at(table, id)[0]
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
-        stream = self.watch_keys(self._object_prefixes(tables, topics), since)
-        return _RecordStream(self, stream, frozenset(tables))
+        stream = self.watch_keys(self.layout.object_prefixes(tables, topics), since)
+        return _RecordStream(self.layout, stream, frozenset(tables))
 
     def current_revision(self) -> int:
         return self.revision_now()
@@ -358,178 +318,82 @@ class KeyValueBackend(Backend):
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
         if not ops:
             return CommitResult(self.revision_now(), [])
-        seen: set[RefKey] = set()
-        for op in ops:
-            if (op.table, op.id) in seen:
-                raise errors.ValidationError(f"{op.table} {op.id} appears twice in one transaction")
-            seen.add((op.table, op.id))
-        for _ in range(_COMMIT_ATTEMPTS):
-            plan = self._plan(ops)
-            revision = self.commit_keys(plan.conditions, plan.puts, plan.deletes)
+        shape = rules.shape_of(ops)
+        for _attempt in range(_COMMIT_ATTEMPTS):
+            plan = plan_commit(self, ops, shape)
+            revision = self.commit_once(plan.conditions, plan.puts, plan.deletes)
             if revision is not None:
                 for key, topic in plan.topics.items():
-                    if key in plan.deleted:
+                    if key in shape.deleted:
                         self._topic_cache.pop(key, None)
                     else:
                         self._remember_topic(key[0], key[1], topic)
                 return CommitResult(revision, plan.versions)
-            self._diagnose(ops)
+            diagnose(self, ops, shape)
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
 
-    def _plan(self, ops: Sequence[WriteOp]) -> _Plan:
-        created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
-        deleted = {(op.table, op.id) for op in ops if isinstance(op, Delete)}
-        plan = _Plan([], {}, [], [], {}, deleted)
-        new_refs: dict[RefKey, frozenset[RefKey]] = {}
-        old_refs: dict[RefKey, frozenset[RefKey]] = {}
-        for op in ops:
-            me = (op.table, op.id)
-            okey = None
-            if isinstance(op, Put) and op.expect_version == 0:
-                plan.conditions.append(VersionIs(self._ikey(op.table, op.id), 0))
-                old = frozenset[RefKey]()
-                okey = self._okey(op.topic, op.table, op.id)
-                plan.conditions.append(VersionIs(okey, 0))
-                plan.versions.append(1)
-            else:
-                expect = op.expect_version
-                stored_topic: Any
-                if op.old_refs is not None and expect != ANY_VERSION:
-                    stored_topic = self._topic_of(op.table, op.id)
-                    old = op.old_refs
-                else:
-                    found = self._index(op.table, op.id)
-                    if found is None:
-                        raise errors.NotFoundError(f"{op.table} {op.id} does not exist")
-                    _, stored_topic, old = found
-                if stored_topic is self._MISSING:
-                    raise errors.NotFoundError(f"{op.table} {op.id} does not exist")
-                if stored_topic != op.topic:
-                    raise errors.ValidationError(
-                        f"{op.table} {op.id} lives in topic {stored_topic!r}; topic cannot change to {op.topic!r}"
-                    )
-                okey = self._okey(op.topic, op.table, op.id)
-                if expect == ANY_VERSION:
-                    current = self.get_key(okey)
-                    if current is None:
-                        raise errors.NotFoundError(f"{op.table} {op.id} does not exist")
-                    expect = current.version
-                plan.conditions.append(VersionIs(okey, expect))
-                plan.versions.append(0 if isinstance(op, Delete) else expect + 1)
-            old_refs[me] = old
-            plan.topics[me] = op.topic
-            if isinstance(op, Put):
-                plan.puts[okey] = op.data
-                new_refs[me] = op.refs
-                if op.refs != old or op.expect_version == 0:
-                    plan.puts[self._ikey(op.table, op.id)] = self._encode_index(op.topic, op.refs)
-            else:
-                new_refs[me] = frozenset()
-                plan.deletes += [okey, self._ikey(op.table, op.id)]
+    # ---------------------------------------------------------------- exactly-once
 
-        for me, refs in new_refs.items():
-            old = old_refs[me]
-            for target in refs - old:
-                if target in deleted:
-                    raise errors.ReferenceError(
-                        f"{me[0]} {me[1]} references {target[0]} {target[1]}, deleted in the same transaction"
-                    )
-                if target not in created:
-                    topic = self._topic_of(*target)
-                    if topic is self._MISSING:
-                        raise errors.ReferenceError(
-                            f"{me[0]} {me[1]} references {target[0]} {target[1]}, which does not exist"
-                        )
-                    plan.conditions.append(Exists(self._okey(topic, *target)))
-                plan.puts[self._rkey(target, me)] = b""
-            for target in old - refs:
-                plan.deletes.append(self._rkey(target, me))
+    def commit_once(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+    ) -> int | None:
+        """Apply one conditional commit at most once: its revision, or None if its conditions failed."""
+        if not self.commit_tokens:
+            return self.commit_keys(conditions, puts, deletes)
+        token = CommitToken(self.layout.token(secrets.token_hex(12)), self.token_ttl)
+        try:
+            return self.commit_with_token(conditions, puts, deletes, token)
+        except errors.CommitUnknownError as exc:
+            log.info("a commit's outcome is unknown (%s); settling its token", exc)
+            return self.settle(token)
 
-        for target in deleted:
-            referrers, revision = self._referrers(*target)
-            # A referrer stops counting if this commit drops its reference.
-            remaining = [src for src in referrers if target in new_refs.get(src, frozenset([target]))]
-            if remaining:
-                names = ", ".join(f"{t} {i}" for t, i in remaining[:5])
-                raise errors.ReferenceError(
-                    f"{target[0]} {target[1]} is still referenced by {names}"
-                    + (f" and {len(remaining) - 5} more" if len(remaining) > 5 else "")
-                    + "; delete those first or pass cascade=True"
-                )
-            plan.conditions.append(PrefixUnchangedSince(self._rprefix(*target), revision))
-        return plan
+    def commit_with_token(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: CommitToken
+    ) -> int | None:
+        """One commit that also writes ``token`` (if it is absent); a store with native tokens overrides it."""
+        return self.commit_keys([*conditions, VersionIs(token.key, 0)], {**puts, token.key: APPLIED}, deletes, token)
 
-    def _diagnose(self, ops: Sequence[WriteOp]) -> None:
-        """After a failed commit, raise the error that explains it (or return to retry)."""
-        for op in ops:
-            found = self._index(op.table, op.id)
-            if isinstance(op, Put) and op.expect_version == 0:
-                if found is not None:
-                    raise errors.ConflictError(f"{op.table} {op.id} already exists")
-                continue
-            if found is None:
-                raise errors.NotFoundError(f"{op.table} {op.id} does not exist (deleted concurrently?)")
-            kv = self.get_key(self._okey(found[1], op.table, op.id))
-            if kv is None:
-                raise errors.NotFoundError(f"{op.table} {op.id} does not exist (deleted concurrently?)")
-            if op.expect_version not in (ANY_VERSION, kv.version):
-                raise errors.ConflictError(
-                    f"{op.table} {op.id} is at version {kv.version}, not {op.expect_version}: re-read it and retry"
-                )
-        created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
-        for op in ops:
-            if not isinstance(op, Put):
-                continue
-            for target in op.refs - (op.old_refs or frozenset()) - created:
-                # Read through to the store: the topic cache may still hold a target deleted meanwhile.
-                if self._index(*target) is None:
-                    raise errors.ReferenceError(
-                        f"{op.table} {op.id} references {target[0]} {target[1]}, which does not exist"
-                    )
-        # Otherwise a referrer appeared (or came and went): the next plan() sees which.
+    def void_token(self, token: CommitToken) -> int | None:
+        """Void ``token`` if it is absent; the revision its commit applied at, or None if it never will.
+
+        Raises BackendUnavailableError (or CommitUnknownError) when the store
+        does not answer; a store with native tokens overrides it.
+        """
+        if self.commit_keys([VersionIs(token.key, 0)], {token.key: VOID}, [], token) is not None:
+            return None
+        kv = self.get_key(token.key)
+        if kv is None:
+            raise errors.BackendUnavailableError("the commit token vanished while it was being settled")
+        return kv.mod_revision if kv.value == APPLIED else None
+
+    def settle(self, token: CommitToken) -> int | None:
+        """The revision the token's commit applied at, or None once it is certain it never will.
+
+        Voids the token if it is still absent, under the retry policy;
+        CommitUnknownError if the store stays unreachable until it runs out.
+        """
+        attempts = self.retry.begin()
+        while True:
+            try:
+                revision = self.void_token(token)
+                if revision is not None:
+                    log.info("a commit whose reply was lost had been applied (revision %d)", revision)
+                return revision
+            except errors.BackendUnavailableError as exc:
+                failure = exc
+            if not attempts.wait():
+                raise errors.CommitUnknownError(
+                    f"the commit may or may not have been applied: its reply was lost and the store did not "
+                    f"answer in time to tell ({failure})"
+                ) from None
 
     # ---------------------------------------------------------------- locks and ids
 
-    @contextmanager
-    def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
-        if ttl <= 0:
-            raise errors.ValidationError("lock ttl must be positive")
-        key = f"{self.key_prefix}l/{name}"
-        handle = LockHandle(name, uuid.uuid4().hex)
-        token = handle.token.encode()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while not self.put_lease(key, token, ttl):
-            if deadline is not None and time.monotonic() >= deadline:
-                raise errors.LockTimeoutError(f"lock {name!r} is held by another owner; gave up after {timeout}s")
-            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.1)
-        stop = threading.Event()
-
-        def keep_alive() -> None:
-            while not stop.wait(ttl / 3):
-                try:
-                    alive = self.refresh_lease(key, token, ttl)
-                except errors.NbdbError as exc:
-                    log.warning("lock %r: renewal failed: %s", name, exc)
-                    alive = False
-                if not alive:
-                    log.error("lock %r was lost (its lease expired or the server dropped it)", name)
-                    handle.mark_lost()
-                    return
-
-        keeper = threading.Thread(target=keep_alive, name=f"nbdb-lock-{name}", daemon=True)
-        keeper.start()
-        try:
-            yield handle
-        finally:
-            stop.set()
-            keeper.join()
-            if not handle.lost:
-                self.delete_lease(key, token)
+    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
+        return hold_lease(self, name, ttl, timeout)
 
     def allocate_id(self, name: str) -> int:
-        key = f"{self.key_prefix}n/{name}"
+        key = self.layout.counter(name)
         while True:
             kv = self.get_key(key)
             try:
@@ -539,16 +403,15 @@ class KeyValueBackend(Backend):
                     f"id counter {name!r} holds {(kv.value if kv else b'')[:40]!r}, not an integer", key=key
                 ) from None
             condition = VersionIs(key, 0 if kv is None else kv.version)
-            if self.commit_keys([condition], {key: str(current + 1).encode()}, []) is not None:
+            if self.commit_once([condition], {key: str(current + 1).encode()}, []) is not None:
                 return current + 1
 
     def compact_history(self) -> None:
         self.compact_keys(self.revision_now())
 
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
-        found = self._index(table, id)
-        puts = {self._okey(topic, table, id): data}
-        if found is None:
-            puts[self._ikey(table, id)] = self._encode_index(topic, frozenset())
-        if self.commit_keys([], puts, []) is None:
+        puts = {self.layout.object(topic, table, id): data}
+        if self.index_of(table, id) is None:
+            puts[self.layout.index(table, id)] = self.layout.encode_index(topic, frozenset())
+        if self.commit_once([], puts, []) is None:
             raise errors.ConflictError("raw write failed")
