@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb import errors
 from nbdb.conformance.kit import KitParent, eventually
+from nbdb.families.kv import CommitToken
 from nbdb.testing import HazelcastServer, Member
 from nbdb.testing.fixtures import hazelcast_cluster, hazelcast_server  # noqa: F401
 
@@ -104,23 +105,19 @@ def test_wrong_cluster_name_is_an_auth_error(hazelcast_server: HazelcastServer) 
 
 
 @pytest.mark.timeout(60)
-def test_settling_a_lost_commit_reply(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
-    """The log entry of the revision a commit was going to take says whether it landed."""
+def test_settling_a_commit_token(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
+    """What the family does after a lost reply: a landed token is found, an absent one is voided for good."""
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
         backend = db.backend
         assert isinstance(backend, HazelcastBackend)
-        db.create(KitParent(name="a"))
-        revision = backend.current_revision()
-        token = backend.token_of(revision)
-        assert token
-        deadline = time.monotonic() + 5
-        backend._settle(revision, token, deadline)  # landed: returns
-        with pytest.raises(errors.BackendUnavailableError) as other:
-            backend._settle(revision, "f" * 24, deadline)  # the revision went to another commit
-        assert not isinstance(other.value, errors.CommitUnknownError)
-        with pytest.raises(errors.BackendUnavailableError) as never:
-            backend._settle(revision + 1, "f" * 24, deadline)  # fenced: head never reached it
-        assert not isinstance(never.value, errors.CommitUnknownError)
+        landed = CommitToken(backend.layout.token("a" * 24), 60.0)
+        revision = backend.commit_with_token([], {"x/landed": b"1"}, [], landed)
+        assert revision is not None
+        assert backend.void_token(landed) == revision  # it had applied: the family returns its revision
+        lost = CommitToken(backend.layout.token("b" * 24), 60.0)
+        assert backend.void_token(lost) is None  # never applied, and now it never will
+        assert backend.commit_with_token([], {"x/lost": b"1"}, [], lost) is None
+        assert backend.get_key("x/lost") is None
 
 
 @pytest.mark.timeout(90)
@@ -203,7 +200,7 @@ def test_foreign_data_in_the_maps_is_reported_not_fatal(hazelcast_server: Hazelc
         backend = db.backend
         assert isinstance(backend, HazelcastBackend)
         good = db.create(KitParent(name="good"))
-        key = backend._okey(None, "KitParent", good.id)
+        key = backend.layout.object(None, "KitParent", good.id)
         backend._kv.put(key, "a string some other program wrote")
         with pytest.raises(errors.CorruptRecordError):
             db.get(KitParent, good.id)

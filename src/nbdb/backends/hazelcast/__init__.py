@@ -38,13 +38,14 @@ server keeps nothing on disk) gives :class:`nbdb.HistoryGoneError` and caches re
 A Ringbuffer or the event journal would be the grid's natural log, but neither takes part
 in a transaction (nor is the journal readable from the Python client), so the log is a map.
 
-Exactly once. The revision of a commit is known before it commits (``head + 1``), and its
-``log`` entry carries a random token. When the reply to ``commit()`` is lost, the entry of
-that revision says what happened: our token (it landed), another token (it did not: the
-revision went to someone else), or nothing yet, in which case a fence transaction takes the
-``head`` lock — which our transaction held until it finished — and reads ``head`` again.
-Only if that cannot be settled within the timeout does the commit raise
-:class:`nbdb.CommitUnknownError`; it is never reported as a conflict.
+Exactly once. Every commit carries the key-value family's commit token: the key
+``t/<token>`` is written in the same transaction on condition that it is absent. When the
+reply to ``commit()`` is lost the backend raises :class:`nbdb.CommitUnknownError` and the
+family settles the token with a commit of its own that writes the key as "void" if it is
+absent. That commit waits on the key's lock, which our transaction holds until it has
+committed or rolled back (even when the backup member finishes it), so it finds the token
+applied (the commit landed, and its revision is returned) or voids it (it never will
+land). A commit is never applied twice and never reported as a conflict.
 
 Locks and ids come from IMaps (TTL'd lease entries, and counters moved by
 compare-and-swap), not from the CP Subsystem: since Hazelcast 5.5 the CP Subsystem is an

@@ -7,7 +7,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -17,13 +17,12 @@ from hazelcast.predicate import between, less_or_equal
 from hazelcast.transaction import TWO_PHASE
 
 from nbdb import errors
-from nbdb.backends.hazelcast._client import HazelcastConfig, connect, parse_url, translate
+from nbdb.backends.hazelcast._client import ERRORS, HazelcastConfig, connect, parse_url
 from nbdb.backends.hazelcast._reader import HazelcastLogReader
 from nbdb.backends.hazelcast._records import (
     HEAD,
     TOKEN_BYTES,
     TRIM,
-    decode_entry,
     decode_head,
     decode_kv,
     encode_entry,
@@ -31,7 +30,7 @@ from nbdb.backends.hazelcast._records import (
     encode_kv,
 )
 from nbdb.capabilities import Atomicity, Capabilities, Durability
-from nbdb.families.kv import Condition, Exists, KeyChange, KeyValue, PrefixUnchangedSince, VersionIs
+from nbdb.families.kv import CommitToken, Condition, Exists, KeyChange, KeyValue, PrefixUnchangedSince, VersionIs
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader
 
 __all__ = ["HazelcastBackend"]
@@ -68,17 +67,20 @@ class HazelcastBackend(ChangeLogBackend):
         ),
     )
 
+    commit_tokens = True
+
     def __init__(self, config: HazelcastConfig, client: Any) -> None:
-        super().__init__("")
+        super().__init__("", config.retry)
         self.config = config
         self._client = client
-        self._object_prefix = "o/"
+        self._object_prefix = self.layout.objects
         root = f"nbdb.{config.namespace}." if config.namespace else "nbdb."
         self._kv = client.get_map(root + "kv").blocking()
         self._log = client.get_map(root + "log").blocking()
         self._meta_async = client.get_map(root + "meta")
         self._meta = self._meta_async.blocking()
-        self._lease = client.get_map(root + "lease").blocking()
+        self._lease_async = client.get_map(root + "lease")
+        self._lease = self._lease_async.blocking()
         self._ids = client.get_map(root + "ids").blocking()
         self._kv_name, self._log_name, self._meta_name = self._kv.name, self._log.name, self._meta.name
         self._closed = False
@@ -109,7 +111,7 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             return call()
         except hzerrors.HazelcastError as exc:
-            raise translate(exc, self.config.where) from None
+            raise ERRORS.translate(exc, f"at {self.config.where}") from None
 
     # ---------------------------------------------------------------- reads
 
@@ -148,89 +150,108 @@ class HazelcastBackend(ChangeLogBackend):
 
     # ---------------------------------------------------------------- commits
 
+    def _commit_lock(self) -> AbstractContextManager[None]:
+        """Hold the namespace's commit lock (see the package docstring)."""
+        return self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease)
+
     @contextmanager
-    def _commit_lock(self) -> Iterator[None]:
-        """Hold the namespace's commit lock (see the module docstring), waiting at most ``timeout``.
+    def _key_lock(self, imap: Any, key: str, lease: float) -> Iterator[None]:
+        """Hold the lock of ``key`` in ``imap`` (an async proxy), waiting at most ``timeout``.
 
         The client never times a lock request out by itself (it waits through a frozen
         member), so the wait is bounded here; a grant that arrives after we gave up is
-        released at once. The lease bounds how long a stalled client holds committers up.
+        released at once. ``lease`` bounds how long a stalled holder keeps others waiting.
         """
-        pending = self._meta_async.lock(_COMMIT_LOCK, lease_time=self.config.commit_lease)
+        pending = imap.lock(key, lease_time=lease)
         granted = threading.Event()
         pending.add_done_callback(lambda _: granted.set())
         if not granted.wait(self.config.timeout):
-            pending.add_done_callback(self._release_abandoned_lock)
+            pending.add_done_callback(lambda grant: self._release_abandoned(imap, key, grant))
             raise errors.BackendUnavailableError(
-                f"hazelcast at {self.config.where}: the commit lock was not granted within {self.config.timeout}s"
+                f"hazelcast at {self.config.where}: the lock of {key!r} was not granted within {self.config.timeout}s"
             )
         self._call(pending.result)
         try:
             yield
         finally:
             try:
-                self._meta.unlock(_COMMIT_LOCK)
+                imap.unlock(key).result()
             except hzerrors.HazelcastError as exc:
                 # The lease ran out or the member dropped our locks: nothing left to release.
-                log.warning("hazelcast: releasing the commit lock failed: %s", exc)
+                log.warning("hazelcast: releasing the lock of %r failed: %s", key, exc)
 
-    def _release_abandoned_lock(self, grant: Any) -> None:
+    def _release_abandoned(self, imap: Any, key: str, grant: Any) -> None:
         if grant.exception() is None and not self._closed:
             try:
-                self._meta_async.force_unlock(_COMMIT_LOCK)
+                imap.force_unlock(key)
             except hzerrors.HazelcastError as exc:
-                log.warning("hazelcast: releasing an abandoned commit lock failed (its lease frees it): %s", exc)
+                log.warning("hazelcast: releasing an abandoned lock of %r failed (its lease frees it): %s", key, exc)
 
     def commit_keys(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
-    ) -> int | None:
-        deadline = time.monotonic() + self.config.timeout
-        delay = 0.02
-        while True:
-            token = secrets.token_hex(TOKEN_BYTES // 2)
-            try:
-                with self._commit_lock():
-                    return self._commit_once(token, conditions, puts, deletes, deadline)
-            except errors.BackendUnavailableError as exc:
-                # Only raised when the commit certainly did not land (see _commit_once).
-                if isinstance(exc, errors.CommitUnknownError) or time.monotonic() + delay >= deadline:
-                    raise
-                log.debug("hazelcast: commit not applied (%s); retrying in %.2fs", exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-    def _commit_once(
         self,
-        token: str,
         conditions: Sequence[Condition],
         puts: Mapping[str, bytes],
         deletes: Sequence[str],
-        deadline: float,
+        token: CommitToken | None = None,
     ) -> int | None:
-        """One transaction; None if a condition failed. Raises BackendUnavailableError only if nothing landed."""
+        """One transaction under the commit lock (see the package docstring).
+
+        A failure before ``commit()`` is sent leaves nothing behind and is retried under the
+        retry policy. A failure of ``commit()`` itself may have applied it: CommitUnknownError,
+        and the family settles ``token``; its void commit writes the token key, which our
+        transaction keeps locked until it has committed or rolled back, so it sees the outcome.
+        """
+        ttls = {token.key: token.ttl} if token is not None else {}
+        attempts = self.retry.begin()
+        while True:
+            try:
+                with self._commit_lock():
+                    return self._commit_once(conditions, puts, deletes, ttls)
+            except errors.CommitUnknownError:
+                raise
+            except errors.BackendUnavailableError as exc:
+                if not attempts.wait():
+                    raise
+                log.debug("hazelcast: commit not applied (%s); retrying", exc)
+
+    def _commit_once(
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        ttls: Mapping[str, float],
+    ) -> int | None:
+        """One transaction; None if a condition failed."""
         tx = self._call(lambda: self._client.new_transaction(timeout=self.config.timeout, durability=1, type=TWO_PHASE))
         self._call(tx.begin)
+        anchor = secrets.token_hex(TOKEN_BYTES // 2)
         try:
-            outcome = self._stage(tx, token, conditions, puts, deletes)
+            revision = self._stage(tx, anchor, conditions, puts, deletes, ttls)
         except BaseException:
             _rollback(tx)
             raise
-        if outcome is None:
+        if revision is None:
             _rollback(tx)
             return None
-        revision = outcome
         try:
             tx.commit()
         except hzerrors.HazelcastError as exc:
-            log.info("hazelcast: the reply to commit %d was lost (%s); settling its outcome", revision, exc)
-            self._settle(revision, token, deadline)
-        self.remember_token(revision, token)
+            raise errors.CommitUnknownError(
+                f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
+            ) from None
+        self.remember_token(revision, anchor)
         if revision % _TRIM_EVERY == 0 and revision > self.config.history:
             self._trim(revision - self.config.history)
         return revision
 
     def _stage(
-        self, tx: Any, token: str, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+        self,
+        tx: Any,
+        anchor: str,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        ttls: Mapping[str, float],
     ) -> int | None:
         """Check ``conditions`` and write everything inside ``tx``; the revision, or None if a condition failed."""
         kv, meta = tx.get_map(self._kv_name), tx.get_map(self._meta_name)
@@ -259,7 +280,7 @@ class HazelcastBackend(ChangeLogBackend):
                 # A key without a version condition is most often new: write version 1 and
                 # correct it in a second write only if the key existed (one round trip saved).
                 version = expected[key] + 1 if key in expected else 1
-                previous = decode_kv(key, kv.put(key, encode_kv(version, revision, value)))
+                previous = decode_kv(key, kv.put(key, encode_kv(version, revision, value), ttls.get(key)))
                 old_version = previous.version if previous else 0
                 if key in expected and old_version != expected[key]:
                     return None
@@ -276,44 +297,11 @@ class HazelcastBackend(ChangeLogBackend):
                 if previous is not None:
                     changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
             objects = [c for c in changes if c.key.startswith(self._object_prefix)]
-            tx.get_map(self._log_name).set(revision, encode_entry(token, objects))
-            meta.set(HEAD, encode_head(revision, token))
+            tx.get_map(self._log_name).set(revision, encode_entry(anchor, objects))
+            meta.set(HEAD, encode_head(revision, anchor))
         except hzerrors.HazelcastError as exc:
-            raise translate(exc, self.config.where) from None
+            raise ERRORS.translate(exc, f"at {self.config.where}") from None
         return revision
-
-    def _settle(self, revision: int, token: str, deadline: float) -> None:
-        """Return if the commit of ``revision`` with ``token`` landed; raise if it did not or cannot be told."""
-        delay = 0.02
-        while True:
-            try:
-                raw = self._log.get(revision)
-                if raw is not None:
-                    if decode_entry(revision, raw).token == token:
-                        return
-                    raise errors.BackendUnavailableError(f"hazelcast: commit {revision} was not applied (reply lost)")
-                head = self._fence_head()
-                if head < revision:
-                    raise errors.BackendUnavailableError(f"hazelcast: commit {revision} was not applied (reply lost)")
-                # Revision taken: its entry is being applied and shows in a moment.
-            except hzerrors.HazelcastError as exc:
-                log.debug("hazelcast: settling commit %d: %s", revision, exc)
-            if time.monotonic() + delay >= deadline:
-                raise errors.CommitUnknownError(
-                    f"hazelcast at {self.config.where}: the reply to commit {revision} was lost and its outcome "
-                    "could not be settled in time; re-read the objects before acting again"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-
-    def _fence_head(self) -> int:
-        """``head`` read under its transactional lock: any earlier transaction holding it has finished."""
-        tx = self._client.new_transaction(timeout=self.config.timeout, durability=1, type=TWO_PHASE)
-        tx.begin()
-        try:
-            return decode_head(tx.get_map(self._meta_name).get_for_update(HEAD))[0]
-        finally:
-            _rollback(tx)
 
     def _trim(self, through: int) -> None:
         """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
@@ -372,26 +360,21 @@ class HazelcastBackend(ChangeLogBackend):
 
     # ---------------------------------------------------------------- leases, ids
 
-    def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
-        return self._call(lambda: self._lease.put_if_absent(key, bytearray(value), ttl=ttl + _EXPIRY_GRAIN)) is None
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        holder = self._call(lambda: self._lease.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
+        return holder is None or bytes(holder) == token
 
-    def refresh_lease(self, key: str, value: bytes, ttl: float) -> bool:
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         # Under the entry's lock no other client can take or drop the lease between the check and the renewal.
-        self._call(lambda: self._lease.lock(key, lease_time=max(ttl, 1.0)))
-        try:
-            current = self._call(lambda: self._lease.get(key))
-            if current is None or bytes(current) != value:
+        with self._key_lock(self._lease_async, name, max(ttl, 1.0)):
+            holder = self._call(lambda: self._lease.get(name))
+            if holder is None or bytes(holder) != token:
                 return False
-            self._call(lambda: self._lease.set(key, bytearray(value), ttl=ttl + _EXPIRY_GRAIN))
+            self._call(lambda: self._lease.set(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
             return True
-        finally:
-            try:
-                self._lease.unlock(key)
-            except hzerrors.HazelcastError as exc:
-                log.debug("hazelcast: releasing the lease lock of %r failed: %s", key, exc)
 
-    def delete_lease(self, key: str, value: bytes) -> bool:
-        return bool(self._call(lambda: self._lease.remove_if_same(key, bytearray(value))))
+    def release_lease(self, name: str, token: bytes) -> None:
+        self._call(lambda: self._lease.remove_if_same(name, bytearray(token)))
 
     def allocate_id(self, name: str) -> int:
         """The next id: a compare-and-swap on the counter (an id of a lost reply is skipped, never reused)."""

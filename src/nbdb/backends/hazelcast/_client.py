@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
-from nbdb.loader import redact, url_options
+from nbdb.options import Options, redact, split_hosts, split_userinfo
+from nbdb.retry import ErrorRule, ExceptionMap, RetryPolicy
 
 try:
     import hazelcast.errors as hzerrors
@@ -20,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         f"the hazelcast backend needs hazelcast-python-client: pip install 'nbdb[hazelcast]' ({exc})"
     ) from exc
 
-__all__ = ["DEFAULT_HISTORY", "DEFAULT_PORT", "HazelcastConfig", "connect", "parse_url", "translate"]
+__all__ = ["DEFAULT_HISTORY", "DEFAULT_PORT", "ERRORS", "HazelcastConfig", "connect", "parse_url"]
 
 T = TypeVar("T")
 
@@ -29,6 +30,7 @@ DEFAULT_HISTORY = 10_000
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
 _OPTIONS = frozenset(
     {"namespace", "history", "timeout", "connect_timeout", "commit_lease", "client_name", "smart_routing"}
+    | {"retries", "retry_backoff", "retry_deadline"}
     | {"username", "password", "ssl", "tls", "ssl_cafile", "ssl_certfile", "ssl_keyfile"}
 )
 _ENTERPRISE_OPTIONS = {
@@ -55,6 +57,7 @@ class HazelcastConfig:
     commit_lease: float
     client_name: str | None
     smart_routing: bool
+    retry: RetryPolicy
 
     @property
     def where(self) -> str:
@@ -66,78 +69,82 @@ class HazelcastConfig:
         return f"HazelcastConfig(hazelcast://{self.where}/***, namespace={self.namespace!r})"
 
 
-def _number(name: str, text: Any, kind: Callable[[str], T], minimum: float) -> T:
-    try:
-        value = kind(str(text))
-    except ValueError:
-        raise errors.ValidationError(f"hazelcast option {name} must be a number, not {text!r}") from None
-    if value < minimum:  # type: ignore[operator]
-        raise errors.ValidationError(f"hazelcast option {name} must be >= {minimum}, not {text!r}")
-    return value
-
-
-def _member(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
-    if not host:
-        raise errors.ValidationError(f"hazelcast URL: missing host in {text!r}")
-    return host, _number("port", port or DEFAULT_PORT, int, 1)
-
-
 def parse_url(url: str, options: Mapping[str, Any]) -> HazelcastConfig:
     """Parse ``hazelcast://host:port[,...]/cluster-name`` plus options (keywords win over the query)."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "hazelcast":
         raise errors.ValidationError(f"not a hazelcast URL: {redact(url)!r}")
-    query = url_options(parts.query, {k: v for k, v in options.items() if v is not None}, _OPTIONS, "hazelcast")
-    netloc = parts.netloc
-    if "@" in netloc:
+    opts = Options.from_url(parts.query, options, _OPTIONS, "hazelcast")
+    user, password, netloc = split_userinfo(parts.netloc)
+    if user is not None or password is not None:
         raise errors.UnsupportedError(
             "hazelcast URL: credentials need a member security realm, an Enterprise feature; "
             "the open-source cluster checks only the cluster name (the URL path)"
         )
-    enterprise = sorted(k for k in query if k in _ENTERPRISE_OPTIONS)
+    enterprise = sorted(k for k in opts.names() if k in _ENTERPRISE_OPTIONS)
     if enterprise:
         what = ", ".join(sorted({_ENTERPRISE_OPTIONS[k] for k in enterprise}))
         raise errors.UnsupportedError(
             f"hazelcast option(s) {', '.join(enterprise)}: {what} is Hazelcast Enterprise only; "
             "the open-source cluster checks only the cluster name"
         )
-    members = tuple(_member(m) for m in (netloc or "127.0.0.1").split(",") if m)
     path = [unquote(p) for p in parts.path.split("/") if p]
     if len(path) > 1:
         raise errors.ValidationError("hazelcast URL path is /CLUSTER-NAME")
-    namespace = str(query.get("namespace", ""))
+    namespace = opts.text("namespace", "")
     if not _NAMESPACE.match(namespace):
         raise errors.ValidationError(
             f"hazelcast option namespace may hold letters, digits, '_', '.', '-': {namespace!r}"
         )
-    smart = str(query.get("smart_routing", "1")).strip().lower()
-    if smart not in ("0", "1", "true", "false"):
-        raise errors.ValidationError(f"hazelcast option smart_routing must be 0 or 1, not {smart!r}")
+    timeout = opts.number("timeout", 10.0, minimum=1.0)
     return HazelcastConfig(
-        members=members,
+        members=split_hosts(netloc or "127.0.0.1", DEFAULT_PORT, "hazelcast"),
         cluster_name=path[0] if path else "dev",
         namespace=namespace,
-        history=_number("history", query.get("history", DEFAULT_HISTORY), int, 1),
-        timeout=_number("timeout", query.get("timeout", 10), float, 1.0),
-        connect_timeout=_number("connect_timeout", query.get("connect_timeout", 10), float, 0.1),
-        commit_lease=_number("commit_lease", query.get("commit_lease", 30), float, 1.0),
-        client_name=query.get("client_name"),
-        smart_routing=smart in ("1", "true"),
+        history=opts.integer("history", DEFAULT_HISTORY, minimum=1),
+        timeout=timeout,
+        connect_timeout=opts.number("connect_timeout", 10.0, minimum=0.1),
+        commit_lease=opts.number("commit_lease", 30.0, minimum=1.0),
+        client_name=opts.text("client_name"),
+        smart_routing=opts.flag("smart_routing", True),
+        retry=opts.retry_policy(RetryPolicy(attempts=6, backoff=0.02, max_backoff=1.0, deadline=timeout)),
     )
 
 
-def translate(exc: BaseException, where: str) -> errors.NbdbError:
-    """The nbdb error for a hazelcast-python-client exception."""
-    if isinstance(exc, errors.NbdbError):
-        return exc
-    if isinstance(exc, hzerrors.AuthenticationError | hzerrors.SecurityError | hzerrors.AccessControlError):
-        return errors.AuthError(f"hazelcast at {where} refused the client: {exc}")
-    if isinstance(exc, hzerrors.HazelcastSerializationError | hzerrors.ClassCastError):
-        return errors.CorruptRecordError(f"a map of the nbdb namespace at {where} holds foreign data: {exc}")
-    if isinstance(exc, hzerrors.UnsupportedOperationError):
-        return errors.UnsupportedError(f"hazelcast at {where} does not support this: {exc}")
-    return errors.BackendUnavailableError(f"hazelcast at {where} failed: {type(exc).__name__}: {exc}")
+_GONE = (
+    hzerrors.TargetDisconnectedError,
+    hzerrors.HazelcastClientNotActiveError,
+    hzerrors.OperationTimeoutError,
+    hzerrors.MemberLeftError,
+    hzerrors.HazelcastIOError,
+    hzerrors.HazelcastTimeoutError,
+    hzerrors.TransactionError,
+    hzerrors.TransactionNotActiveError,
+    hzerrors.TransactionTimedOutError,
+    hzerrors.IllegalStateError,
+)
+_REFUSED = (
+    hzerrors.ClientOfflineError,
+    hzerrors.TargetNotMemberError,
+    hzerrors.WrongTargetError,
+    hzerrors.PartitionMigratingError,
+    hzerrors.RetryableHazelcastError,
+    hzerrors.HazelcastInstanceNotActiveError,
+)
+
+ERRORS = ExceptionMap(
+    "hazelcast",
+    [
+        ErrorRule((hzerrors.AuthenticationError, hzerrors.SecurityError, hzerrors.AccessControlError),
+                  errors.AuthError, message="the cluster refused the client"),
+        ErrorRule((hzerrors.HazelcastSerializationError, hzerrors.ClassCastError), errors.CorruptRecordError,
+                  message="a map of the nbdb namespace holds data nbdb did not write"),
+        ErrorRule((hzerrors.UnsupportedOperationError,), errors.UnsupportedError),
+        ErrorRule(_REFUSED, errors.BackendUnavailableError, retryable=True, unsent=True),
+        ErrorRule(_GONE, errors.BackendUnavailableError, retryable=True),
+    ],
+)  # fmt: skip
+"""hazelcast-python-client's exceptions in nbdb's terms: refusals never ran, lost replies may have."""
 
 
 def connect(config: HazelcastConfig) -> Any:
@@ -164,7 +171,7 @@ def connect(config: HazelcastConfig) -> Any:
     except hzerrors.IllegalStateError:
         raise _unreachable(config) from None
     except hzerrors.HazelcastError as exc:
-        raise translate(exc, config.where) from None
+        raise ERRORS.translate(exc, f"at {config.where}") from None
 
 
 def _unreachable(config: HazelcastConfig) -> errors.NbdbError:
