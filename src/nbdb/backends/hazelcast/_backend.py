@@ -150,26 +150,35 @@ class HazelcastBackend(ChangeLogBackend):
 
     # ---------------------------------------------------------------- commits
 
-    def _commit_lock(self) -> AbstractContextManager[None]:
+    def _commit_lock(self, while_waiting: Callable[[], object] | None = None) -> AbstractContextManager[None]:
         """Hold the namespace's commit lock (see the package docstring)."""
-        return self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease)
+        return self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease, while_waiting)
 
     @contextmanager
-    def _key_lock(self, imap: Any, key: str, lease: float) -> Iterator[None]:
+    def _key_lock(
+        self, imap: Any, key: str, lease: float, while_waiting: Callable[[], object] | None = None
+    ) -> Iterator[None]:
         """Hold the lock of ``key`` in ``imap`` (an async proxy), waiting at most ``timeout``.
 
-        The client never times a lock request out by itself (it waits through a frozen
+        ``while_waiting`` runs once the request is sent, so that its round trip overlaps the
+        wait. The client never times a lock request out by itself (it waits through a frozen
         member), so the wait is bounded here; a grant that arrives after we gave up is
         released at once. ``lease`` bounds how long a stalled holder keeps others waiting.
         """
         pending = imap.lock(key, lease_time=lease)
         granted = threading.Event()
         pending.add_done_callback(lambda _: granted.set())
-        if not granted.wait(self.config.timeout):
+        try:
+            if while_waiting is not None:
+                while_waiting()
+            if not granted.wait(self.config.timeout):
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: the lock of {key!r} was not granted "
+                    f"within {self.config.timeout}s"
+                )
+        except BaseException:
             pending.add_done_callback(lambda grant: self._release_abandoned(imap, key, grant))
-            raise errors.BackendUnavailableError(
-                f"hazelcast at {self.config.where}: the lock of {key!r} was not granted within {self.config.timeout}s"
-            )
+            raise
         self._call(pending.result)
         try:
             yield
@@ -205,25 +214,29 @@ class HazelcastBackend(ChangeLogBackend):
         attempts = self.retry.begin()
         while True:
             try:
-                with self._commit_lock():
-                    return self._commit_once(conditions, puts, deletes, ttls)
+                tx = self._call(
+                    lambda: self._client.new_transaction(timeout=self.config.timeout, durability=1, type=TWO_PHASE)
+                )
+                # Beginning the transaction overlaps the wait for the lock (one round trip less).
+                with self._commit_lock(while_waiting=partial(self._call, tx.begin)):
+                    return self._commit_once(tx, conditions, puts, deletes, ttls)
             except errors.CommitUnknownError:
                 raise
             except errors.BackendUnavailableError as exc:
+                _rollback(tx)  # begun, but the lock was not granted: nothing was staged
                 if not attempts.wait():
                     raise
                 log.debug("hazelcast: commit not applied (%s); retrying", exc)
 
     def _commit_once(
         self,
+        tx: Any,
         conditions: Sequence[Condition],
         puts: Mapping[str, bytes],
         deletes: Sequence[str],
         ttls: Mapping[str, float],
     ) -> int | None:
-        """One transaction; None if a condition failed."""
-        tx = self._call(lambda: self._client.new_transaction(timeout=self.config.timeout, durability=1, type=TWO_PHASE))
-        self._call(tx.begin)
+        """Stage and commit the begun ``tx``; None if a condition failed."""
         anchor = secrets.token_hex(TOKEN_BYTES // 2)
         try:
             revision = self._stage(tx, anchor, conditions, puts, deletes, ttls)
