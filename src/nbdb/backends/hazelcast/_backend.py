@@ -47,7 +47,7 @@ TTL; leases ask for this much more, so that a lease never lapses before the TTL 
 
 
 class HazelcastBackend(ChangeLogBackend):
-    """Key-value backend over an open-source Hazelcast 5 cluster (see the module docstring)."""
+    """Key-value backend over an open-source Hazelcast 5 cluster (see the package docstring)."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         transactions=Atomicity.ATOMIC,
@@ -125,19 +125,38 @@ class HazelcastBackend(ChangeLogBackend):
         return [decode_kv(k, found.get(k)) for k in keys]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
-        """Keys under ``prefixes`` at one revision: read under the commit lock (see the module docstring)."""
-        with self._commit_lock():
-            found: dict[str, Any] = {}
-            for prefix in prefixes:
-                # Keys are ASCII paths, so every key under the prefix sorts below prefix + U+FFFF.
-                predicate = between("__key", prefix, prefix + "\uffff")
-                found.update(self._call(partial(self._kv.entry_set, predicate)))
-            revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
-        self.remember_token(revision, token)
+        """Keys under ``prefixes`` at one revision.
+
+        Objects are read under the commit lock, which makes the list exact (see the package
+        docstring). Other keys — the reverse references a delete checks — are read without
+        it: at ``head`` if no commit held the lock after ``head`` was read (then every commit
+        up to it is wholly visible), else at ``head - 1``. A key that a commit in flight
+        touches carries a later revision, so the delete's ``PrefixUnchangedSince`` condition
+        fails and it is planned again. Writers never wait for a delete's reads.
+        """
+        if any(p.startswith(self._object_prefix) for p in prefixes):
+            with self._commit_lock():
+                found = self._range(prefixes)
+                revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
+            self.remember_token(revision, token)
+        else:
+            head = decode_head(self._call(lambda: self._meta.get(HEAD)))[0]
+            busy = self._call(lambda: self._meta.is_locked(_COMMIT_LOCK))
+            found = self._range(prefixes)
+            revision = max(head - 1, 0) if busy else head
         out = [
             kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
         ]
         return out, revision
+
+    def _range(self, prefixes: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for prefix in prefixes:
+            # Every key under the prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
+            # the result is filtered by prefix all the same.
+            predicate = between("__key", prefix, prefix + "\uffff")
+            found.update(self._call(partial(self._kv.entry_set, predicate)))
+        return found
 
     def revision_now(self) -> int:
         revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
