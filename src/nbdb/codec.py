@@ -61,6 +61,10 @@ def decode(model: type[M], record: Record, *, share: bool = True) -> M:
     (a list, a cache's load) pass ``share=False``: each record is decoded
     once, and the memo would only churn.
     """
+    value = record.value
+    if value is not None and type(value) is model:
+        # Validated by the Database that wrote it, and immutable: share it.
+        return value
     decoder = _decode_shared if share else _decode
     return cast(M, decoder(model, record.table, record.id, record.topic, record.version, record.data))
 
@@ -81,6 +85,8 @@ def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: in
     # the way pydantic's own model_construct() fills fields.
     obj.__dict__["version"] = version
     obj._stored_refs = obj.ref_keys()
+    if obj.nbdb_unique_fields:
+        obj.remember_unique(obj.unique_values())
     return obj
 
 

@@ -31,11 +31,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from nbdb import errors
+from nbdb import errors, metrics
 
 __all__ = ["Attempts", "ErrorRule", "ExceptionMap", "Failure", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
+
+# Jitter needs no global seed: a private generator leaves the caller's random state alone.
+_JITTER = random.Random()
 
 T = TypeVar("T")
 
@@ -155,7 +158,7 @@ class Attempts:
             return False
         delay = self._delay
         if self.policy.jitter:
-            delay *= 1.0 - self.policy.jitter * random.random()
+            delay *= 1.0 - self.policy.jitter * _JITTER.random()
         remaining = self.remaining
         if remaining is not None and remaining <= delay:
             return False
@@ -166,6 +169,7 @@ class Attempts:
             time.sleep(delay)
         self.number += 1
         self._delay = min(max(self._delay * 2, 0.001), self.policy.max_backoff)
+        metrics.count_retry()
         return True
 
 

@@ -10,7 +10,7 @@ conflict.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.api import Database
-from nbdb.backends.memory import MemoryBackend, MemoryStore
 from nbdb.families.kv import APPLIED, VOID, CommitToken, Condition
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.retry import RetryPolicy
+from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
+from nbdb.testing.kvmemory import MemoryStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,10 +71,11 @@ class LossyBackend(MemoryBackend):
 
 
 @pytest.fixture
-def lossy() -> tuple[Database, Database, LossyBackend]:
+def lossy() -> Iterator[tuple[Database, Database, LossyBackend]]:
     store = MemoryStore()
     backend = LossyBackend(store)
-    return Database(backend), Database(MemoryBackend(store)), backend
+    with Database(backend, reap=False) as db, Database(MemoryBackend(store), reap=False) as other:
+        yield db, other, backend
 
 
 def _tokens(backend: LossyBackend) -> dict[str, bytes]:
@@ -166,7 +168,7 @@ def test_every_acknowledged_increment_counts_once(script: list[str]) -> None:
     """Whatever replies and requests are lost, an acknowledged write counts once, an unknown one at most once."""
     store = MemoryStore()
     backend = LossyBackend(store)
-    db, other = Database(backend), Database(MemoryBackend(store))
+    db, other = Database(backend, reap=False), Database(MemoryBackend(store), reap=False)
     ls = db.create(LogicalSwitch(name="counter", external_ids={"n": "0"}))
     backend.script = list(script)
     acknowledged = unknown = 0

@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import platform
+import tempfile
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -90,6 +91,9 @@ def resolve_targets(
         spawned = False
         if url is None and name == "memory":
             url = "memory://"
+        if url is None and name == "sqlite":
+            # The embedded file store needs no server: a file in a directory removed after the run.
+            url = f"sqlite:///{stack.enter_context(tempfile.TemporaryDirectory(prefix='nbdb-bench-'))}/bench.db"
         if url is None and spawn:
             kind = BACKENDS[name]
             assert kind is not None

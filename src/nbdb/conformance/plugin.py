@@ -5,6 +5,10 @@ A backend author runs the whole kit against a server with::
     pytest --pyargs nbdb.conformance --nbdb-url=redis://127.0.0.1:6379/0
 
 ``--nbdb-url`` may be given several times; every kit test runs once per URL.
+``--nbdb-expect-fail=TEST`` (or the ``nbdb_expect_fail`` ini list) names kit
+tests known to fail on the backend: they are reported as xfail while they
+fail, and as an unexpected pass (``XPASS(strict)``, a failure) once they pass,
+so a fixed bug never stays marked as broken.
 ``--nbdb-url=spawn:KIND`` (``spawn:redis``, ``spawn:etcd``, ...) starts a
 throwaway server with :mod:`nbdb.testing` for the session. Without the option,
 ``$NBDB_URL`` or ``memory://`` is used.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,7 +30,7 @@ import pytest
 import nbdb
 from nbdb.capabilities import Capabilities
 
-__all__ = ["pytest_addoption", "pytest_generate_tests"]
+__all__ = ["pytest_addoption", "pytest_collection_modifyitems", "pytest_generate_tests"]
 
 
 # What a spawned server needs to hold the kit's own models.
@@ -45,11 +50,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="URL",
         help="database URL the conformance kit runs against (repeatable); spawn:KIND starts a server",
     )
+    group.addoption(
+        "--nbdb-expect-fail",
+        action="append",
+        default=[],
+        metavar="TEST",
+        help="a kit test known to fail on this backend (its name or part of its node id; repeatable): "
+        "xfail while it fails, an unexpected pass (a failure) once it passes",
+    )
+    parser.addini("nbdb_expect_fail", "kit tests known to fail on this backend (see --nbdb-expect-fail)", "linelist")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the kit's markers."""
     config.addinivalue_line("markers", "nbdb_kit: a test of the nbdb conformance kit")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the kit tests named by ``--nbdb-expect-fail`` as strict xfails."""
+    expected = [*config.getoption("nbdb_expect_fail"), *config.getini("nbdb_expect_fail")]
+    matched: set[str] = set()
+    for item in items:
+        names = [name for name in expected if name in item.nodeid]
+        if names and item.get_closest_marker("nbdb_kit") is not None:
+            matched.update(names)
+            reason = f"expected to fail on this backend (--nbdb-expect-fail {names[0]})"
+            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+    for name in expected:
+        if name not in matched:
+            warnings.warn(pytest.PytestConfigWarning(f"--nbdb-expect-fail {name!r} matches no kit test"), stacklevel=1)
 
 
 def _urls(config: pytest.Config) -> list[str]:

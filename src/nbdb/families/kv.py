@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Collection, Mapping, Sequence
@@ -34,10 +35,23 @@ from typing import Any, ClassVar
 
 from nbdb import errors
 from nbdb.families import rules
-from nbdb.families.kvplan import KeyLayout, diagnose, plan_commit
+from nbdb.families.kvplan import Index, KeyLayout, decode_deadline, diagnose, encode_deadline, plan_commit
 from nbdb.families.lease import hold_lease
 from nbdb.retry import RetryPolicy
-from nbdb.spi import Backend, CommitResult, LockHandle, Record, RecordChange, RecordStream, RefKey, Snapshot, WriteOp
+from nbdb.spi import (
+    ANY_VERSION,
+    Backend,
+    CommitResult,
+    Delete,
+    LockHandle,
+    Record,
+    RecordChange,
+    RecordStream,
+    RefKey,
+    Snapshot,
+    UniqueKey,
+    WriteOp,
+)
 
 __all__ = [
     "APPLIED",
@@ -49,6 +63,7 @@ __all__ = [
     "KeyStream",
     "KeyValue",
     "KeyValueBackend",
+    "LeaseHeld",
     "PrefixUnchangedSince",
     "VersionIs",
 ]
@@ -107,7 +122,15 @@ class PrefixUnchangedSince:
     revision: int
 
 
-Condition = VersionIs | Exists | PrefixUnchangedSince
+@dataclass(frozen=True, slots=True)
+class LeaseHeld:
+    """The lease (lock) ``name`` is held by ``token`` and has not expired (fenced writes)."""
+
+    name: str
+    token: bytes
+
+
+Condition = VersionIs | Exists | PrefixUnchangedSince | LeaseHeld
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,14 +209,16 @@ class KeyValueBackend(Backend):
     """Seconds a commit token is kept: it must outlive every retry of its commit."""
     MISSING: ClassVar[Any] = object()
     """What :meth:`topic_of` returns for an object that does not exist."""
+    reap_batch: ClassVar[int] = 100
+    """The most expired objects one :meth:`reap` pass deletes."""
 
     def __init__(self, key_prefix: str = "", retry: RetryPolicy | None = None) -> None:
         self.key_prefix = key_prefix
         self.layout = KeyLayout(key_prefix)
         self.retry = retry if retry is not None else RetryPolicy()
-        # id -> topic is immutable for an object's life, so it caches well and
-        # saves get() a round trip; a miss or a stale entry falls back to i/.
-        self._topic_cache: dict[tuple[str, uuid.UUID], str | None] = {}
+        # id -> (topic, ttl) is immutable for an object's life, so it caches well
+        # and saves get() a round trip; a miss or a stale entry falls back to i/.
+        self._topic_cache: dict[tuple[str, uuid.UUID], tuple[str | None, float | None]] = {}
 
     # ---------------------------------------------------------------- primitives
 
@@ -250,23 +275,37 @@ class KeyValueBackend(Backend):
 
     # ---------------------------------------------------------------- what the planner reads
 
-    def index_of(self, table: str, id: uuid.UUID) -> tuple[KeyValue, str | None, frozenset[RefKey]] | None:
-        """The object's index record (key, topic, references), read from the store; None if absent."""
+    def index_record(self, table: str, id: uuid.UUID) -> Index | None:
+        """The object's index record, read from the store; None if the object does not exist."""
         kv = self.get_key(self.layout.index(table, id))
         if kv is None:
             self._topic_cache.pop((table, id), None)
             return None
-        topic, refs = self.layout.decode_index(kv)
-        self._remember_topic(table, id, topic)
-        return kv, topic, refs
+        index = self.layout.decode_index(kv)
+        self._remember(table, id, index.topic, index.ttl)
+        return index
+
+    def target_index(self, table: str, id: uuid.UUID) -> Index | None:
+        """Where a referenced object lives and whether it expires (cached); None if it does not exist."""
+        cached = self._topic_cache.get((table, id))
+        if cached is not None:
+            return Index(cached[0], frozenset(), (), cached[1])
+        return self.index_record(table, id)
+
+    def known_index(
+        self, table: str, id: uuid.UUID, refs: frozenset[RefKey], unique: tuple[UniqueKey, ...]
+    ) -> Index | None:
+        """The index as a caller that holds the stored copy knows it, if the topic is cached (else None)."""
+        cached = self._topic_cache.get((table, id))
+        return None if cached is None else Index(cached[0], refs, unique, cached[1])
 
     def topic_of(self, table: str, id: uuid.UUID) -> Any:
         """The object's topic (cached), or :attr:`MISSING` if the object does not exist."""
-        try:
-            return self._topic_cache[(table, id)]
-        except KeyError:
-            found = self.index_of(table, id)
-            return self.MISSING if found is None else found[1]
+        cached = self._topic_cache.get((table, id))
+        if cached is not None:
+            return cached[0]
+        found = self.index_record(table, id)
+        return self.MISSING if found is None else found.topic
 
     def referrers_at(self, table: str, id: uuid.UUID) -> tuple[list[RefKey], int]:
         """Every object that references ``table``/``id``, and the revision it was read at."""
@@ -274,10 +313,10 @@ class KeyValueBackend(Backend):
         kvs, revision = self.range_keys([self.layout.referrers(target)])
         return [self.layout.parse_referrer(target, kv.key) for kv in kvs], revision
 
-    def _remember_topic(self, table: str, id: uuid.UUID, topic: str | None) -> None:
+    def _remember(self, table: str, id: uuid.UUID, topic: str | None, ttl: float | None) -> None:
         if len(self._topic_cache) > 200_000:
             self._topic_cache.clear()
-        self._topic_cache[(table, id)] = topic
+        self._topic_cache[(table, id)] = (topic, ttl)
 
     # ---------------------------------------------------------------- Backend
 
@@ -316,21 +355,97 @@ class KeyValueBackend(Backend):
         return self.revision_now()
 
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        return self._commit_ops(ops, ())
+
+    def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
+        held = LeaseHeld(fence.name, fence.token.encode())
+        return self._commit_ops(ops, (held,))
+
+    def _commit_ops(self, ops: Sequence[WriteOp], extra: Sequence[Condition]) -> CommitResult:
         if not ops:
             return CommitResult(self.revision_now(), [])
         shape = rules.shape_of(ops)
         for _attempt in range(_COMMIT_ATTEMPTS):
-            plan = plan_commit(self, ops, shape)
-            revision = self.commit_once(plan.conditions, plan.puts, plan.deletes)
+            plan = plan_commit(self, ops, shape, time.time())
+            revision = self.commit_once([*plan.conditions, *extra], plan.puts, plan.deletes)
             if revision is not None:
-                for key, topic in plan.topics.items():
-                    if key in shape.deleted:
+                for key, index in plan.indexes.items():
+                    if index is None:
                         self._topic_cache.pop(key, None)
                     else:
-                        self._remember_topic(key[0], key[1], topic)
+                        self._remember(key[0], key[1], index.topic, index.ttl)
                 return CommitResult(revision, plan.versions)
+            for condition in extra:
+                if isinstance(condition, LeaseHeld) and not self.lease_held(condition.name, condition.token):
+                    raise errors.LockLostError(
+                        f"lock {condition.name!r} is no longer held by this holder: nothing was written"
+                    )
             diagnose(self, ops, shape)
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
+
+    def lease_held(self, name: str, token: bytes) -> bool:
+        """Whether ``token`` holds the lease ``name`` now (to tell a lost lock from a conflict).
+
+        For stores whose leases are ordinary keys (etcd); others override it.
+        """
+        kv = self.get_key(self.layout.lock(name))
+        return kv is not None and kv.value == token
+
+    def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
+        kv = self.get_key(self.layout.unique(table, key))
+        if kv is None:
+            return None
+        try:
+            return uuid.UUID(kv.value.decode())
+        except (ValueError, UnicodeDecodeError):
+            raise errors.CorruptRecordError(f"unique key {kv.key!r} holds {kv.value[:40]!r}", key=kv.key) from None
+
+    def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
+        for _attempt in range(_COMMIT_ATTEMPTS):
+            index = self.index_record(table, id)
+            if index is None:
+                raise rules.not_found((table, id), "expired or deleted")
+            if index.ttl is None:
+                raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
+            ikey = self.layout.index(table, id)
+            deadline = encode_deadline(time.time() + ttl)
+            if self.commit_once([VersionIs(ikey, index.version)], {self.layout.expiry(table, id): deadline}, []):
+                return
+        raise errors.ConflictError(f"{table} {id} kept changing while it was refreshed; try again")
+
+    def reap(self) -> int:
+        """Delete the objects whose ttl ran out (one pass, at most :attr:`reap_batch`); how many it deleted.
+
+        Each deletion is a normal commit (watchers see it) on the condition
+        that the object's deadline did not move since it was read, so a
+        refresh that lands first wins. Stale deadlines of objects deleted
+        otherwise are dropped.
+        """
+        kvs, _ = self.range_keys([self.layout.expiries])
+        now = time.time()
+        reaped = 0
+        for kv in kvs:
+            deadline = decode_deadline(kv.value)
+            if deadline is not None and deadline > now:
+                continue
+            target = self.layout.parse_expiry(kv.key)
+            index = None if target is None else self.index_record(*target)
+            keep = VersionIs(kv.key, kv.version)
+            try:
+                if target is None or index is None or index.ttl is None:
+                    self.commit_once([keep], {}, [kv.key])
+                    continue
+                op = Delete(target[0], target[1], index.topic, ANY_VERSION, index.refs, False, index.unique)
+                plan = plan_commit(self, [op], rules.shape_of([op]), now)
+                if self.commit_once([*plan.conditions, keep], plan.puts, plan.deletes) is not None:
+                    self._topic_cache.pop(target, None)
+                    reaped += 1
+            except errors.NbdbError as exc:
+                # Referenced meanwhile, moved on, or the store is busy: the next pass sees it again.
+                log.debug("reaper: %s not deleted this pass: %s", kv.key, exc)
+            if reaped >= self.reap_batch:
+                break
+        return reaped
 
     # ---------------------------------------------------------------- exactly-once
 
@@ -411,7 +526,7 @@ class KeyValueBackend(Backend):
 
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
         puts = {self.layout.object(topic, table, id): data}
-        if self.index_of(table, id) is None:
-            puts[self.layout.index(table, id)] = self.layout.encode_index(topic, frozenset())
+        if self.index_record(table, id) is None:
+            puts[self.layout.index(table, id)] = self.layout.encode_index(Index(topic, frozenset()))
         if self.commit_once([], puts, []) is None:
             raise errors.ConflictError("raw write failed")

@@ -10,6 +10,7 @@ broken — with the same words on every backend.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ __all__ = [
     "topic_changed",
     "topic_of_part",
     "topic_part",
+    "ttl_referenced",
+    "unique_taken",
 ]
 
 NO_TOPIC = "~"
@@ -138,12 +141,12 @@ def remaining_referrers(target: RefKey, referrers: Iterable[RefKey], changes: Re
 
 def already_exists(key: RefKey, where: str = "") -> errors.ConflictError:
     """A create of an id that is taken."""
-    return errors.ConflictError(f"{_name(key)} already exists{f' ({where})' if where else ''}")
+    return errors.ConflictError(f"{_name(key)} already exists{f' ({where})' if where else ''}", key=key)
 
 
 def not_found(key: RefKey, why: str = "") -> errors.NotFoundError:
     """An update or delete of an object that is not stored."""
-    return errors.NotFoundError(f"{_name(key)} does not exist{f' ({why})' if why else ''}")
+    return errors.NotFoundError(f"{_name(key)} does not exist{f' ({why})' if why else ''}", key=key)
 
 
 def stale(key: RefKey, stored: int, expected: int) -> errors.ConflictError:
@@ -159,6 +162,30 @@ def expected_version(op: WriteOp, stored: int) -> int:
     if expect != stored:
         raise stale((op.table, op.id), stored, expect)
     return expect
+
+
+def unique_taken(table: str, field: str, value: str, owner: uuid.UUID | None) -> errors.UniqueViolationError:
+    """A unique value another object of the table holds (``value``: its canonical JSON)."""
+    try:
+        shown: object = json.loads(value)
+    except ValueError:
+        shown = value
+    holder = f" by {table} {owner}" if owner is not None else ""
+    return errors.UniqueViolationError(
+        f"{table}.{field} = {value} is taken{holder}: unique fields may not repeat within a table",
+        table=table,
+        field=field,
+        value=shown,
+        existing=owner,
+    )
+
+
+def ttl_referenced(source: RefKey, target: RefKey) -> errors.ReferenceError:
+    """A reference to an object that expires (it could vanish under its referrer)."""
+    return errors.ReferenceError(
+        f"{_name(source)} references {_name(target)}, which was created with a ttl: "
+        "objects that expire cannot be referenced"
+    )
 
 
 def topic_changed(key: RefKey, stored: str | None, wanted: str | None) -> errors.ValidationError:

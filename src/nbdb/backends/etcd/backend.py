@@ -7,14 +7,14 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
 from nbdb.backends.etcd import wire
 from nbdb.backends.etcd.client import EtcdClient, EtcdSettings, WatchSession, chunked, safe_progress_requests
-from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families.kv import (
     CommitToken,
     Condition,
@@ -23,6 +23,7 @@ from nbdb.families.kv import (
     KeyStream,
     KeyValue,
     KeyValueBackend,
+    LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
 )
@@ -97,11 +98,14 @@ def _kv(kv: wire.KV) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), kv.value, kv.version, kv.mod_revision)
 
 
-def _compare(condition: Condition) -> bytes:
+def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
     if isinstance(condition, VersionIs):
         return wire.compare(condition.key.encode(), wire.TARGET_VERSION, wire.CMP_EQUAL, condition.version)
     if isinstance(condition, Exists):
         return wire.compare(condition.key.encode(), wire.TARGET_VERSION, wire.CMP_GREATER, 0)
+    if isinstance(condition, LeaseHeld):
+        # The lock's key holds the holder's token while its lease lives (an absent key compares unequal).
+        return wire.compare(lock_key(condition.name).encode(), wire.TARGET_VALUE, wire.CMP_EQUAL, condition.token)
     if isinstance(condition, PrefixUnchangedSince):
         # Over a range, every key must satisfy the compare; an empty range compares as
         # an absent key (mod_revision 0), so "nothing under the prefix" also holds.
@@ -260,6 +264,9 @@ class EtcdBackend(KeyValueBackend):
         durability=Durability.DURABLE,
         history="until etcd compacts it (--auto-compaction-*; etcd keeps all history by default)",
         cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
         notes="A transaction is one etcd Txn, so it is limited by the server's --max-txn-ops (128 by default) "
         "and --max-request-bytes (1.5 MiB). A watch of several topics follows the smallest key range "
         "covering them and drops the other topics' keys on the client. Lock TTLs are whole seconds, "
@@ -352,7 +359,7 @@ class EtcdBackend(KeyValueBackend):
         token: CommitToken | None = None,
     ) -> int | None:
         deleted = [k for k in dict.fromkeys(deletes) if k not in puts]
-        compares = [_compare(c) for c in conditions]
+        compares = [_compare(c, self.layout.lock) for c in conditions]
         lease = self._lease_for_tokens(token.ttl) if token is not None else 0
         ops = [wire.request_put(k.encode(), v, lease if token is not None and k == token.key else 0)
                for k, v in puts.items()]  # fmt: skip
