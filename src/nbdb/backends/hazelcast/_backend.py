@@ -29,8 +29,17 @@ from nbdb.backends.hazelcast._records import (
     encode_head,
     encode_kv,
 )
-from nbdb.capabilities import Atomicity, Capabilities, Durability
-from nbdb.families.kv import CommitToken, Condition, Exists, KeyChange, KeyValue, PrefixUnchangedSince, VersionIs
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.families.kv import (
+    CommitToken,
+    Condition,
+    Exists,
+    KeyChange,
+    KeyValue,
+    LeaseHeld,
+    PrefixUnchangedSince,
+    VersionIs,
+)
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader
 
 __all__ = ["HazelcastBackend"]
@@ -56,6 +65,9 @@ class HazelcastBackend(ChangeLogBackend):
         durability=Durability.VOLATILE,
         history="the last 10,000 commits (?history=N)",
         cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
         notes=(
             "An in-memory grid: with backup-count >= 1 (the default) every acknowledged write survives the "
             "loss of one member, but a restart of the whole cluster loses everything (Persistence is Enterprise "
@@ -83,6 +95,7 @@ class HazelcastBackend(ChangeLogBackend):
         self._lease = self._lease_async.blocking()
         self._ids = client.get_map(root + "ids").blocking()
         self._kv_name, self._log_name, self._meta_name = self._kv.name, self._log.name, self._meta.name
+        self._lease_name = self._lease.name
         self._closed = False
         self._log_cond = threading.Condition()
         self._log_latest = 0
@@ -299,6 +312,11 @@ class HazelcastBackend(ChangeLogBackend):
                         return None
                 elif isinstance(condition, Exists):
                     if kv.get_for_update(condition.key) is None:
+                        return None
+                elif isinstance(condition, LeaseHeld):
+                    # Locking the lease entry keeps its holder from releasing it until we commit.
+                    holder = tx.get_map(self._lease_name).get_for_update(condition.name)
+                    if holder is None or bytes(holder) != condition.token:
                         return None
                 elif isinstance(condition, PrefixUnchangedSince):
                     predicate = between("__key", condition.prefix, condition.prefix + "\uffff")
