@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from nbdb import errors, metrics
@@ -75,9 +75,12 @@ class Cache:
         self._topics = None if topics is None else frozenset(topics)
         self._views = projections(models, fields)
         self._objects: dict[type[Model], dict[UUID, Model]] = {m: {} for m in models}
-        self._indexes: dict[type[Model], dict[str, dict[Any, set[UUID]]]] = {
+        # An index bucket is the one id that holds a value, or a set once several
+        # share it (a set per near-unique value, like a name, costs ~200 bytes).
+        self._indexes: dict[type[Model], dict[str, dict[Any, UUID | set[UUID]]]] = {
             m: {f: {} for f in self._index_fields(m)} for m in models
         }
+        self._by_field = {(m, f): index for m, indexes in self._indexes.items() for f, index in indexes.items()}
         self._fields = {
             m: frozenset(self._views[m].nbdb_fields if m in self._views else m.model_fields) for m in models
         }
@@ -123,15 +126,15 @@ class Cache:
 
     def get(self, model: type[M], id: UUID | str) -> M | None:
         """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`."""
-        if not isinstance(id, UUID):
+        objects = self._objects.get(model)
+        if objects is None:
+            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
+        if type(id) is not UUID:
             try:
                 id = UUID(str(id))
             except ValueError:
                 raise errors.ValidationError(f"not an object id (UUID): {id!r}") from None
-        try:
-            return self._objects[model].get(id)  # type: ignore[return-value]
-        except KeyError:
-            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}") from None
+        return objects.get(id)  # type: ignore[return-value]
 
     def list(self, model: type[M]) -> list[M]:
         """Every cached object of ``model``."""
@@ -150,6 +153,19 @@ class Cache:
         the fields is indexed; otherwise scans the model's objects. In a
         projected cache only the kept fields can be searched.
         """
+        if len(equals) == 1:
+            # The common lookup (ports of a switch, the object of a name): straight to its index.
+            ((key, value),) = equals.items()
+            index = self._by_field.get((model, key))
+            if index is not None and type(value) is not list:
+                bucket = index.get(value.id if isinstance(value, Model) else value)
+                if bucket is None:
+                    return []
+                objects = self._objects[model]
+                if type(bucket) is UUID:
+                    found = objects.get(bucket)
+                    return [] if found is None else [found]  # type: ignore[list-item]
+                return [obj for i in list(cast(set[UUID], bucket)) if (obj := objects.get(i)) is not None]  # type: ignore[misc]
         fields = self._fields.get(model)
         if fields is None:
             raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
@@ -159,19 +175,24 @@ class Cache:
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
             if isinstance(value, Model):
                 equals[key] = value.id
-        objects = self._objects[self._followed(model)]
+        # No lock: the apply thread replaces dict entries and grows or shrinks
+        # sets; list() of a set or a dict view is one step under the GIL, so a
+        # read sees each bucket as it was at some instant.
+        objects = self._objects[model]
         indexes = self._indexes[model]
-        with self._lock:
-            indexed = next((k for k in equals if k in indexes), None)
-            if indexed is None:
-                candidates: Iterable[Model] = list(objects.values())
-                rest = equals
-            else:
-                ids = indexes[indexed].get(equals[indexed], ())
-                candidates = [objects[i] for i in ids]
-                if len(equals) == 1:
-                    return candidates  # type: ignore[return-value]
-                rest = {k: v for k, v in equals.items() if k != indexed}
+        indexed = next((k for k in equals if k in indexes), None)
+        if indexed is None:
+            candidates: Iterable[Model] = list(objects.values())
+            rest = equals
+        else:
+            bucket = indexes[indexed].get(equals[indexed])
+            if bucket is None:
+                return []
+            ids = (bucket,) if type(bucket) is UUID else list(bucket)  # type: ignore[arg-type]
+            candidates = [obj for i in ids if (obj := objects.get(i)) is not None]
+            if len(equals) == 1:
+                return candidates  # type: ignore[return-value]
+            rest = {k: v for k, v in equals.items() if k != indexed}
         return [obj for obj in candidates if all(_matches(obj, k, v) for k, v in rest.items())]  # type: ignore[misc]
 
     def _followed(self, model: type[Model]) -> type[Model]:
@@ -469,7 +490,14 @@ class Cache:
         self._objects[model][new.id] = new
         for field, index in self._indexes[model].items():
             for value in new.index_values(field):
-                index.setdefault(value, set()).add(new.id)
+                bucket = index.get(value)
+                if bucket is None:
+                    index[value] = new.id
+                elif type(bucket) is UUID:
+                    if bucket != new.id:
+                        index[value] = {bucket, new.id}
+                else:
+                    cast(set[UUID], bucket).add(new.id)
 
     def _remove(self, model: type[Model], old: Model) -> None:
         self._unindex(model, old)
@@ -480,11 +508,19 @@ class Cache:
     def _unindex(self, model: type[Model], old: Model) -> None:
         for field, index in self._indexes[model].items():
             for value in old.index_values(field):
-                ids = index.get(value)
-                if ids is not None:
-                    ids.discard(old.id)
-                    if not ids:
+                bucket = index.get(value)
+                if bucket is None:
+                    continue
+                if type(bucket) is UUID:
+                    if bucket == old.id:
                         del index[value]
+                    continue
+                ids = cast(set[UUID], bucket)
+                ids.discard(old.id)
+                if len(ids) == 1:
+                    index[value] = next(iter(ids))
+                elif not ids:
+                    del index[value]
 
     def _emit(self, event: ChangeEvent[Model]) -> None:
         for sub in self._subscriptions:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import weakref
 from collections.abc import Iterator
 from typing import TypeVar, cast
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.models.base import Model
+from nbdb.models.base import DECODED, Model
 from nbdb.spi import Record
 
 __all__ = ["bulk", "decode", "encode"]
@@ -83,11 +84,39 @@ def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: in
         )
     # Models are frozen; the version comes from the record's metadata, set
     # the way pydantic's own model_construct() fills fields.
-    obj.__dict__["version"] = version
-    obj._stored_refs = obj.ref_keys()
-    if obj.nbdb_unique_fields:
-        obj.remember_unique(obj.unique_values())
+    fields = obj.__dict__
+    fields["version"] = version
+    _compact(model, fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", _fields_set(model))
+    object.__setattr__(obj, "__pydantic_private__", DECODED)
     return obj
+
+
+def _compact(model: type[Model], fields: dict[str, object]) -> None:
+    """Share what many decoded objects hold alike: the ids they reference, and empty containers.
+
+    A cache holds thousands of ports of one switch, each decoding its own copy
+    of the switch's id and its own empty lists and maps; models are
+    immutable, so one of each serves them all.
+    """
+    for spec in model.nbdb_references:
+        if not spec.many:
+            value = fields[spec.field]
+            if value is not None:
+                fields[spec.field] = _IDS.setdefault(value, value)  # type: ignore[arg-type]
+    for name, value in fields.items():
+        if not value and type(value) in _EMPTY:
+            fields[name] = _EMPTY[type(value)]
+
+
+@functools.cache
+def _fields_set(model: type[Model]) -> set[str]:
+    # Every field is in the stored JSON but the version (pydantic copies this set before changing it).
+    return set(model.model_fields) - _EXCLUDE
+
+
+_IDS: weakref.WeakValueDictionary[UUID, UUID] = weakref.WeakValueDictionary()
+_EMPTY: dict[type, object] = {list: [], dict: {}}
 
 
 _decode_shared = functools.lru_cache(maxsize=4096)(_decode)  # bounded: at most a few MiB of recent objects

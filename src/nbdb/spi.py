@@ -335,6 +335,10 @@ class Backend(ABC):
         """
         raise UnsupportedError(f"{type(self).__name__} cannot list in pages")
 
+    def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
+        """The ttl of every object of ``tables`` created with one (tools carry them across a copy)."""
+        return {}
+
     def reap(self) -> int:
         """Delete objects whose ttl ran out, once; how many (stores with ``expiry=reaper`` that need a client to).
 

@@ -39,7 +39,7 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, 
     values = obj.unique_values() if obj.nbdb_unique_fields else ()
     copy = obj.stored_copy(expect_version + 1, refs, unique=values)
     if expect_version:
-        old_refs, old_unique = obj._stored_refs, _keys(obj.stored_unique())
+        old_refs, old_unique = obj.stored_refs(), _keys(obj.stored_unique())
     else:
         old_refs, old_unique = frozenset(), ()
     put = Put(
@@ -64,7 +64,7 @@ def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] |
 def delete_of(obj: Model, if_exists: bool = False) -> Delete:
     """The compare-and-swap delete of a stored copy."""
     return Delete(
-        obj.nbdb_table, obj.id, obj.topic, obj.version, obj._stored_refs, if_exists, _keys(obj.stored_unique())
+        obj.nbdb_table, obj.id, obj.topic, obj.version, obj.stored_refs(), if_exists, _keys(obj.stored_unique())
     )
 
 

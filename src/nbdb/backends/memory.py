@@ -17,6 +17,7 @@ share that immutable object instead of decoding bytes again.
 from __future__ import annotations
 
 import bisect
+import heapq
 import threading
 import time
 import uuid
@@ -26,7 +27,7 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from nbdb import errors
+from nbdb import errors, page_token
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import rules
 from nbdb.families.lease import hold_lease
@@ -297,6 +298,7 @@ class MemoryBackend(Backend):
         unique=True,
         fencing=True,
         expiry=Expiry.REAPER,
+        pages=True,
         notes="In-process only: data, locks and ids are shared by the Database objects of one process "
         "that connect to the same memory://NAME. Reads share the object each write validated.",
     )
@@ -372,8 +374,47 @@ class MemoryBackend(Backend):
                 raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
             store.expiry[(table, id)] = (ttl, time.monotonic() + ttl)
 
+    def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
+        wanted = frozenset(tables)
+        with self.store.cond:
+            return {key: ttl for key, (ttl, _) in self.store.expiry.items() if key[0] in wanted}
+
     def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
         return self.store.uniques.get((table, key))
+
+    def scan_page(
+        self, tables: Sequence[str], topics: Collection[str | None] | None, limit: int, after: str | None
+    ) -> Snapshot:
+        """A page in (table, id) order, as the store was at the first page's revision (rewound through history)."""
+        revision, last = page_token.decode(after)
+        store = self.store
+        wanted = frozenset(tables)
+        with store.cond:
+            if revision is None:
+                revision = store.revision
+            elif revision < store.compacted:
+                raise errors.HistoryGoneError(
+                    f"the listing's revision {revision} is older than the kept history; list again from the start"
+                )
+            state = {
+                (table, record.id): record
+                for (topic, table), part in store.parts.items()
+                if table in wanted and (topics is None or topic in topics)
+                for record in part.values()
+            }
+            start = bisect.bisect_right(store.history, revision, key=lambda c: c.revision)
+            for change in reversed(store.history[start:]):
+                if change.table in wanted and (topics is None or change.topic in topics):
+                    if change.old is None:
+                        state.pop((change.table, change.id), None)
+                    else:
+                        state[(change.table, change.id)] = change.old
+        keys = heapq.nsmallest(limit + 1, (k for k in state if last is None or (k[0], str(k[1])) > last),
+                               key=lambda k: (k[0], str(k[1])))  # fmt: skip
+        page = keys[:limit]
+        more = len(keys) > limit
+        token = page_token.encode(revision, (page[-1][0], str(page[-1][1]))) if more else None
+        return Snapshot([state[k] for k in page], revision, token)
 
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
         with self.store.cond:

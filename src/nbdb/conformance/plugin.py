@@ -10,7 +10,8 @@ tests known to fail on the backend: they are reported as xfail while they
 fail, and as an unexpected pass (``XPASS(strict)``, a failure) once they pass,
 so a fixed bug never stays marked as broken.
 ``--nbdb-url=spawn:KIND`` (``spawn:redis``, ``spawn:etcd``, ...) starts a
-throwaway server with :mod:`nbdb.testing` for the session. Without the option,
+throwaway server with :mod:`nbdb.testing` for the session; harness options follow as a
+query (``spawn:etcd?members=3``). Without the option,
 ``$NBDB_URL`` or ``memory://`` is used.
 
 Each test gets databases in a namespace of its own, so tests never see each
@@ -23,12 +24,16 @@ import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import pytest
 
 import nbdb
 from nbdb.capabilities import Capabilities
+
+if TYPE_CHECKING:
+    from nbdb.testing import Server
 
 __all__ = ["pytest_addoption", "pytest_collection_modifyitems", "pytest_generate_tests"]
 
@@ -92,35 +97,52 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run every kit test once per ``--nbdb-url``."""
     if "nbdb_url_spec" in metafunc.fixturenames:
         urls = _urls(metafunc.config)
-        metafunc.parametrize("nbdb_url_spec", urls, ids=[u.split("?")[0] for u in urls], scope="session")
+        ids = [u if u.startswith("spawn:") else u.split("?")[0] for u in urls]
+        metafunc.parametrize("nbdb_url_spec", urls, ids=ids, scope="session")
 
 
 @pytest.fixture(scope="session")
-def nbdb_url(nbdb_url_spec: str) -> Iterator[str]:
-    """The URL under test; ``spawn:KIND`` starts a server for the session."""
+def nbdb_server(nbdb_url_spec: str) -> Iterator[Server | None]:
+    """The harness server that ``spawn:KIND`` started (None for a plain URL).
+
+    Fault tests restart it; a test that stops or pauses a member puts it back.
+    """
     if not nbdb_url_spec.startswith("spawn:"):
-        yield nbdb_url_spec
+        yield None
         return
     import nbdb.conformance.kit  # noqa: F401  (the kit's models must exist before a schema is generated)
     from nbdb import testing
 
-    kind = nbdb_url_spec.removeprefix("spawn:")
+    kind, _, query = nbdb_url_spec.removeprefix("spawn:").partition("?")
+    options = dict(_SPAWN_OPTIONS.get(kind, {}))
+    for name, values in parse_qs(query).items():
+        value = values[-1]
+        options[name] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value, value)
     testing.require_server(kind)  # fails in CI, skips with the install hint elsewhere
-    server = testing.start_server(kind, **_SPAWN_OPTIONS.get(kind, {}))
+    server = testing.start_server(kind, **options)
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def nbdb_url(nbdb_url_spec: str, nbdb_server: Server | None) -> str:
+    """The URL under test; ``spawn:KIND`` starts a server for the session."""
+    return nbdb_url_spec if nbdb_server is None else nbdb_server.url
+
+
 @pytest.fixture
 def db_factory(nbdb_url: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., nbdb.Database]]:
-    """Open Databases that share one namespace private to the test."""
+    """Open Databases that share one namespace private to the test.
+
+    ``url=`` reaches the same server another way (the fault tests' proxied URL).
+    """
     namespace = f"kit-{uuid.uuid4().hex[:12]}"
     opened: list[nbdb.Database] = []
 
-    def factory(**options: Any) -> nbdb.Database:
-        db = nbdb.connect(nbdb_url, namespace=namespace, **options)
+    def factory(url: str | None = None, **options: Any) -> nbdb.Database:
+        db = nbdb.connect(url or nbdb_url, namespace=namespace, **options)
         opened.append(db)
         return db
 

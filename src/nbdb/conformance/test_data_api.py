@@ -287,3 +287,55 @@ def test_required_capabilities_are_checked_at_connect(nbdb_url: str, capabilitie
             nbdb.connect(nbdb_url, namespace="kit-require", require={lacking})
     with pytest.raises(nbdb.ValidationError):
         nbdb.connect(nbdb_url, namespace="kit-require", require={"no-such-capability"})
+
+
+# ---------------------------------------------------------------- pages
+
+
+def test_pages_list_everything_once_at_one_revision(db: nbdb.Database) -> None:
+    if not db.capabilities.pages:
+        with pytest.raises(nbdb.UnsupportedError):
+            db.list(KitParent, limit=10)
+        assert list(db.iter(KitParent)) == []  # iter still works, in one list
+        pytest.skip("backend declares pages=False (checked: limit= raises UnsupportedError)")
+    made = {db.create(KitParent(name=f"p{i:02}", topic="paged")).id for i in range(25)}
+    first = db.list(KitParent, "paged", limit=10)
+    assert len(first) == 10 and first.continue_token is not None
+    # Changes after the first page must not show on the later ones: they reflect its revision.
+    late = db.create(KitParent(name="late", topic="paged"))
+    gone = db.get(KitParent, sorted(made)[-1])
+    db.delete(gone)
+    seen = [p.id for p in first]
+    token: str | None = first.continue_token
+    while token is not None:
+        page = db.list(KitParent, "paged", limit=10, after=token)
+        assert page.revision == first.revision
+        seen += [p.id for p in page]
+        token = page.continue_token
+    assert len(seen) == len(set(seen)) == 25 and set(seen) == made
+    assert late.id not in seen
+    walked = {p.id for p in db.iter(KitParent, "paged", page_size=7)}
+    assert walked == (made - {gone.id}) | {late.id}
+    with pytest.raises(nbdb.ValidationError):
+        db.list(KitParent, limit=0)
+    with pytest.raises(nbdb.ValidationError):
+        db.list(KitParent, limit=5, after="not a token")
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_limits_are_checked_before_the_server(db: nbdb.Database) -> None:
+    limit = db.capabilities.max_txn_ops
+    if limit is None or db.capabilities.transactions is Atomicity.NONE:
+        pytest.skip("backend declares no max_txn_ops")
+    under = max(1, limit // 4)  # an object takes a few store operations
+    with db.transaction() as txn:
+        for i in range(under):
+            txn.create(KitParent(name=f"u{i}", topic="limits"))
+    assert len(db.list(KitParent, "limits")) == under
+    with pytest.raises(nbdb.ValidationError, match="max_txn_ops"):
+        with db.transaction() as txn:
+            for i in range(limit):
+                txn.create(KitParent(name=f"o{i}", topic="limits"))
+    assert len(db.list(KitParent, "limits")) == under

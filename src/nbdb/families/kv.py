@@ -33,9 +33,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from nbdb import errors
+from nbdb import errors, page_token
 from nbdb.families import rules
-from nbdb.families.kvplan import Index, KeyLayout, decode_deadline, diagnose, encode_deadline, plan_commit
+from nbdb.families.kvplan import Index, KeyLayout, Plan, decode_deadline, diagnose, encode_deadline, plan_commit
 from nbdb.families.lease import hold_lease
 from nbdb.retry import RetryPolicy
 from nbdb.spi import (
@@ -257,6 +257,15 @@ class KeyValueBackend(Backend):
     def revision_now(self) -> int:
         """The store's current revision."""
 
+    def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
+        """Keys under ``prefix`` after ``after`` (in key order, at most ``limit``) as they were at ``revision``.
+
+        ``revision`` 0 means "now"; returns the keys and the revision read.
+        Optional: stores that keep old revisions (etcd) offer it and declare
+        ``capabilities.pages``; HistoryGoneError once ``revision`` is compacted.
+        """
+        raise errors.UnsupportedError(f"{type(self).__name__} cannot read keys as they were at a revision")
+
     def compact_keys(self, revision: int) -> None:
         """Drop the change history up to ``revision`` (test hook; optional)."""
         raise errors.UnsupportedError(f"{type(self).__name__} cannot compact its history on demand")
@@ -344,6 +353,28 @@ class KeyValueBackend(Backend):
             records.append(Record(table, id, topic, kv.version, kv.value))
         return Snapshot(records, revision)
 
+    def scan_page(
+        self, tables: Sequence[str], topics: Collection[str | None] | None, limit: int, after: str | None
+    ) -> Snapshot:
+        revision, last = page_token.decode(after)
+        prefixes = sorted(self.layout.object_prefixes(tables, topics))
+        wanted = frozenset(tables)
+        position, key = (0, None) if last is None else (_position(last, len(prefixes)), last[1])
+        revision = revision or 0
+        records: list[Record] = []
+        while position < len(prefixes):
+            kvs, revision = self.range_page(prefixes[position], key, limit - len(records) + 1, revision)
+            full = len(kvs) > limit - len(records)
+            for kv in kvs[: limit - len(records)]:
+                parsed = self.layout.parse_object(kv.key)
+                if parsed is not None and parsed[1] in wanted:
+                    records.append(Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value))
+                key = kv.key
+            if full:
+                return Snapshot(records, revision, page_token.encode(revision, (str(position), key or "")))
+            position, key = position + 1, None
+        return Snapshot(records, revision)
+
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
         return self.referrers_at(table, id)[0]
 
@@ -367,6 +398,7 @@ class KeyValueBackend(Backend):
         shape = rules.shape_of(ops)
         for _attempt in range(_COMMIT_ATTEMPTS):
             plan = plan_commit(self, ops, shape, time.time())
+            self._check_limits(len(ops), len(plan.conditions) + len(extra), plan)
             revision = self.commit_once([*plan.conditions, *extra], plan.puts, plan.deletes)
             if revision is not None:
                 for key, index in plan.indexes.items():
@@ -382,6 +414,25 @@ class KeyValueBackend(Backend):
                     )
             diagnose(self, ops, shape)
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
+
+    def _check_limits(self, objects: int, conditions: int, plan: Plan) -> None:
+        """Refuse, before sending it, a commit larger than the store takes (capabilities.max_txn_*)."""
+        caps = self.capabilities
+        token = 1 if self.commit_tokens else 0
+        operations = max(conditions + token, len(plan.puts) + len({*plan.deletes} - plan.puts.keys()) + token)
+        if caps.max_txn_ops is not None and operations > caps.max_txn_ops:
+            raise errors.ValidationError(
+                f"this commit of {objects} object(s) takes {operations} store operations and "
+                f"{type(self).__name__} takes at most {caps.max_txn_ops} (max_txn_ops): split it, "
+                "or raise the server's limit and the backend's max_txn_ops option with it"
+            )
+        if caps.max_txn_bytes is not None:
+            size = sum(len(k) + len(v) for k, v in plan.puts.items())
+            if size > caps.max_txn_bytes:
+                raise errors.ValidationError(
+                    f"this commit of {objects} object(s) carries {size} bytes and {type(self).__name__} "
+                    f"takes at most {caps.max_txn_bytes} (max_txn_bytes): split it"
+                )
 
     def lease_held(self, name: str, token: bytes) -> bool:
         """Whether ``token`` holds the lease ``name`` now (to tell a lost lock from a conflict).
@@ -412,6 +463,19 @@ class KeyValueBackend(Backend):
             if self.commit_once([VersionIs(ikey, index.version)], {self.layout.expiry(table, id): deadline}, []):
                 return
         raise errors.ConflictError(f"{table} {id} kept changing while it was refreshed; try again")
+
+    def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
+        wanted = frozenset(tables)
+        out: dict[RefKey, float] = {}
+        kvs, _ = self.range_keys([self.layout.expiries])
+        for kv in kvs:
+            target = self.layout.parse_expiry(kv.key)
+            if target is None or target[0] not in wanted:
+                continue
+            index = self.index_record(*target)
+            if index is not None and index.ttl is not None:
+                out[target] = index.ttl
+        return out
 
     def reap(self) -> int:
         """Delete the objects whose ttl ran out (one pass, at most :attr:`reap_batch`); how many it deleted.
@@ -530,3 +594,13 @@ class KeyValueBackend(Backend):
             puts[self.layout.index(table, id)] = self.layout.encode_index(Index(topic, frozenset()))
         if self.commit_once([], puts, []) is None:
             raise errors.ConflictError("raw write failed")
+
+
+def _position(last: Sequence[str], count: int) -> int:
+    try:
+        position = int(last[0])
+    except (IndexError, ValueError):
+        position = -1
+    if not 0 <= position < count or len(last) != 2:
+        raise errors.ValidationError("not a continue token of this listing (it names another set of prefixes)")
+    return position

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self, get_args, get_origin
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from nbdb import errors
 from nbdb.models.types import Topic
 
 __all__ = [
+    "DECODED",
     "Model",
     "RefSpec",
     "Reference",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Model]] = {}
+
+DECODED: dict[str, Any] = {}
+"""The lineage of every decoded copy (shared, never written): it is the stored copy itself."""
 
 
 def _id_of(value: Any) -> Any:
@@ -142,14 +146,14 @@ class Model(BaseModel):
     nbdb_references: ClassVar[tuple[RefSpec, ...]] = ()
     nbdb_index_fields: ClassVar[tuple[str, ...]] = ()
 
-    # Reference ids of the stored copy this instance descends from: lets an
-    # update or delete drop the right reverse references without a read.
-    _stored_refs: frozenset[tuple[str, uuid.UUID]] | None = PrivateAttr(default=None)
-    # The revision of the commit that produced a write result lives in
-    # __pydantic_private__["_revision"] too, deliberately undeclared: a declared
-    # private attribute costs every decode a default to initialise. So do the
-    # unique values of the stored copy ("_stored_unique"): they let an update
-    # or delete release the values it no longer holds without reading them back.
+    # Where an instance comes from lives in __pydantic_private__, deliberately
+    # undeclared (a declared private attribute costs every decode a default
+    # and a dict): for a copy returned by a write, the references and unique
+    # values it was stored with ("_stored_refs", "_stored_unique") and the
+    # revision of its commit ("_revision"); for a copy derived with replace(),
+    # those of the stored copy it came from; for a decoded copy, the shared
+    # marker DECODED (its own values are the stored ones: derived on demand);
+    # None for an object built by hand (unknown: the backend reads them).
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -244,21 +248,29 @@ class Model(BaseModel):
             new = self.__pydantic_validator__.validate_python(data)
         except pydantic.ValidationError as exc:
             raise _translate(exc, type(self).__name__) from None
-        new._stored_refs = self._stored_refs
-        new.remember_unique(self.stored_unique())
+        lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
+        object.__setattr__(new, "__pydantic_private__", lineage)
         return new  # type: ignore[no-any-return]
+
+    def stored_refs(self) -> frozenset[tuple[str, uuid.UUID]] | None:
+        """The references of the stored copy this object descends from (None: unknown)."""
+        private = self.__pydantic_private__
+        if private is None:
+            return None
+        if private is DECODED:
+            return self.ref_keys()
+        return private.get("_stored_refs")
 
     def stored_unique(self) -> tuple[tuple[str, str], ...] | None:
         """The unique values of the stored copy this object descends from (None: unknown)."""
         if not self.nbdb_unique_fields:
             return ()
         private = self.__pydantic_private__
-        return None if private is None else private.get("_stored_unique")
-
-    def remember_unique(self, values: tuple[tuple[str, str], ...] | None) -> None:
-        """Record the unique values of the stored copy this object descends from (see :meth:`stored_unique`)."""
-        if self.nbdb_unique_fields and self.__pydantic_private__ is not None:
-            self.__pydantic_private__["_stored_unique"] = values
+        if private is None:
+            return None
+        if private is DECODED:
+            return self.unique_values()
+        return private.get("_stored_unique")
 
     def stored_copy(
         self,
@@ -276,7 +288,7 @@ class Model(BaseModel):
         new = cls.__new__(cls)
         data = self.__dict__.copy()
         data["version"] = version
-        private = dict(self.__pydantic_private__ or {})
+        private = {} if self.__pydantic_private__ in (None, DECODED) else dict(self.__pydantic_private__)
         private["_stored_refs"] = refs
         private["_revision"] = revision
         if self.nbdb_unique_fields:
@@ -293,7 +305,11 @@ class Model(BaseModel):
         For the Database, once the backend acknowledged the write: the copy
         is the value the commit stored, only its provenance was not known yet.
         """
-        self.__pydantic_private__["_revision"] = revision  # type: ignore[index]
+        private = self.__pydantic_private__
+        if private is None or private is DECODED:
+            private = {}
+            object.__setattr__(self, "__pydantic_private__", private)
+        private["_revision"] = revision
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
         """Every (table, id) this object points to."""

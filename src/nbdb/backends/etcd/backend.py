@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -39,7 +40,7 @@ _PAGE = 2000
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
 _OPTIONS = {
     "namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "retry_backoff",
-    "retry_deadline", "progress_interval",
+    "retry_deadline", "progress_interval", "max_txn_ops", "max_request_bytes",
 }  # fmt: skip
 
 
@@ -83,8 +84,10 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
         key=read("key"),
         user=user,
         password=password,
-        timeout=opts.number("timeout", 5.0, minimum=0.05),
+        timeout=opts.number("timeout", 2.0, minimum=0.05),
         retry=opts.retry_policy(EtcdSettings.default_retry(len(endpoints))),
+        max_txn_ops=opts.integer("max_txn_ops", 128, minimum=4),
+        max_request_bytes=opts.integer("max_request_bytes", 1_572_864, minimum=65_536),
     )
     path = unquote(parts.path).strip("/")
     prefix = f"{path}/" if path else DEFAULT_PREFIX
@@ -267,6 +270,9 @@ class EtcdBackend(KeyValueBackend):
         unique=True,
         fencing=True,
         expiry=Expiry.REAPER,
+        pages=True,
+        max_txn_ops=128,
+        max_txn_bytes=1_400_000,
         notes="A transaction is one etcd Txn, so it is limited by the server's --max-txn-ops (128 by default) "
         "and --max-request-bytes (1.5 MiB). A watch of several topics follows the smallest key range "
         "covering them and drops the other topics' keys on the client. Lock TTLs are whole seconds, "
@@ -278,6 +284,15 @@ class EtcdBackend(KeyValueBackend):
     def __init__(self, client: EtcdClient, key_prefix: str = DEFAULT_PREFIX, progress_interval: float = 5.0) -> None:
         super().__init__(key_prefix, client.settings.policy)
         self.client = client
+        # The limits are the server's flags, which the URL can say were raised.
+        settings = client.settings
+        if (settings.max_txn_ops, settings.max_request_bytes) != (128, 1_572_864):
+            # This instance declares the limits its URL gives (the class declares the defaults).
+            vars(self)["capabilities"] = dataclasses.replace(
+                type(self).capabilities,
+                max_txn_ops=settings.max_txn_ops,
+                max_txn_bytes=settings.max_request_bytes * 9 // 10,
+            )
         self.progress_interval = progress_interval
         self.safe_progress = False
         self.server_version = ""
@@ -350,6 +365,11 @@ class EtcdBackend(KeyValueBackend):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
+        start = prefix.encode() if after is None else after.encode() + b"\0"
+        header, kvs, _, _ = self.client.range(start, wire.prefix_end(prefix.encode()), limit=limit, revision=revision)
+        return [_kv(kv) for kv in kvs], revision or header.revision
 
     def commit_keys(
         self,

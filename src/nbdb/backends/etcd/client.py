@@ -81,12 +81,12 @@ ERRORS = ExceptionMap(
         ErrorRule(_RPC, errors.HistoryGoneError, contains=("required revision has been compacted",)),
         ErrorRule(_RPC, errors.BackendUnavailableError, contains=("required revision is a future revision",),
                   retryable=True, unsent=True, message="a lagging member"),
-        ErrorRule(_RPC, errors.UnsupportedError, contains=("too many operations in txn",),
-                  message="the transaction has more operations than the etcd server allows (--max-txn-ops, "
-                  "128 by default); split it or raise the server's limit"),
-        ErrorRule(_RPC, errors.UnsupportedError, contains=("request is too large",),
+        ErrorRule(_RPC, errors.ValidationError, contains=("too many operations in txn",),
+                  message="the transaction has more operations than the etcd server allows (--max-txn-ops); "
+                  "split it, or tell the backend the server's limit (?max_txn_ops=N)"),
+        ErrorRule(_RPC, errors.ValidationError, contains=("request is too large",),
                   message="request larger than the server accepts (--max-request-bytes)"),
-        ErrorRule(_RPC, errors.UnsupportedError, codes=(_S.RESOURCE_EXHAUSTED,), contains=("message larger",),
+        ErrorRule(_RPC, errors.ValidationError, codes=(_S.RESOURCE_EXHAUSTED,), contains=("message larger",),
                   message="request larger than the server accepts (--max-request-bytes)"),
         ErrorRule(_RPC, errors.BackendUnavailableError, codes=(_S.RESOURCE_EXHAUSTED,), contains=("too many requests",),
                   retryable=True, unsent=True),
@@ -109,9 +109,14 @@ class EtcdSettings:
     key: bytes | None = None
     user: str | None = None
     password: str | None = None
-    timeout: float = 5.0
+    timeout: float = 2.0
+    """Seconds one request may take before it is tried on the next member (commits carry tokens: safe)."""
     retry: RetryPolicy | None = None
     """None: :meth:`default_retry` for the number of endpoints."""
+    max_txn_ops: int = 128
+    """The server's --max-txn-ops (128 by default): compares, and writes, per transaction."""
+    max_request_bytes: int = 1_572_864
+    """The server's --max-request-bytes (1.5 MiB by default)."""
 
     def __repr__(self) -> str:
         auth = f", user={self.user!r}, password=***" if self.user else ""
@@ -261,7 +266,8 @@ class EtcdClient:
                         return b"", False
                 assert request is not None
                 rpc = self._channel(endpoint).unary_unary(method)
-                reply = rpc(request, timeout=self.settings.timeout, metadata=self.metadata())
+                # A member without a leader refuses at once (no leader: unsent) instead of holding the request.
+                reply = rpc(request, timeout=self.settings.timeout, metadata=self.metadata(require_leader=True))
                 return reply, maybe_applied
             except grpc.RpcError as exc:
                 failure = ERRORS.classify(exc, what)
