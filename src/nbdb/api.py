@@ -22,9 +22,10 @@ from uuid import UUID
 from nbdb import errors, metrics
 from nbdb.cache import Cache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
+from nbdb.cascade import cascade_ops
 from nbdb.codec import bulk, decode
 from nbdb.hub import WatchHub
-from nbdb.models.base import Model, all_models, model_for_table
+from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, UniqueKey, WriteOp
@@ -342,50 +343,13 @@ class Database:
         if op is None:
             return None
         try:
-            result, revision = self._commit(self._cascade(op) if cascade else [op], fence)
+            ops = cascade_ops(self._backend, self.get, op) if cascade else [op]
+            result, revision = self._commit(ops, fence)
         except errors.NotFoundError as exc:
             if if_exists and exc.key == (op.table, op.id):
                 return None
             raise
         return None if 0 in result.skipped else revision
-
-    def _cascade(self, root: Delete) -> list[WriteOp]:
-        deletes: dict[tuple[str, UUID], WriteOp] = {(root.table, root.id): root}
-        updates: dict[tuple[str, UUID], Model] = {}
-        queue = [(root.table, root.id)]
-        while queue:
-            target = queue.pop()
-            for source in self._backend.referrers(*target):
-                if source in deletes:
-                    continue
-                obj = updates.get(source)
-                if obj is None:
-                    obj = self.get(model_for_table(source[0]), source[1])
-                changes: dict[str, Any] = {}
-                doomed = False
-                for spec in obj.nbdb_references:
-                    if spec.target != target[0] or target[1] not in spec.ids(obj):
-                        continue
-                    if spec.many:
-                        changes[spec.field] = [i for i in getattr(obj, spec.field) if i != target[1]]
-                    elif spec.optional:
-                        changes[spec.field] = None
-                    else:
-                        doomed = True
-                if not doomed and changes:
-                    try:
-                        updates[source] = obj.replace(**changes)
-                    except errors.ValidationError:
-                        # Clearing the reference breaks the model's own rules (an
-                        # ACL must belong to a switch or a port group): it goes too.
-                        doomed = True
-                if doomed:
-                    updates.pop(source, None)
-                    deletes[source] = delete_of(obj)
-                    queue.append(source)
-        ops: list[WriteOp] = list(deletes.values())
-        ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
-        return ops
 
     def list(
         self,

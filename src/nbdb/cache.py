@@ -26,7 +26,8 @@ from nbdb.codec import bulk, decode
 from nbdb.dispatch import Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
-from nbdb.projection import PartialView, projections
+from nbdb.projection import projections
+from nbdb.replica import Buckets, index, matches, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.waits import Waits
 
@@ -79,7 +80,7 @@ class Cache:
         self._objects: dict[type[Model], dict[UUID, Model]] = {m: {} for m in models}
         # An index bucket is the one id that holds a value, or a set once several
         # share it (a set per near-unique value, like a name, costs ~200 bytes).
-        self._indexes: dict[type[Model], dict[str, dict[Any, UUID | set[UUID]]]] = {
+        self._indexes: dict[type[Model], dict[str, Buckets]] = {
             m: {f: {} for f in self._index_fields(m)} for m in models
         }
         self._by_field = {(m, f): index for m, indexes in self._indexes.items() for f, index in indexes.items()}
@@ -195,7 +196,7 @@ class Cache:
             if len(equals) == 1:
                 return candidates  # type: ignore[return-value]
             rest = {k: v for k, v in equals.items() if k != indexed}
-        return [obj for obj in candidates if all(_matches(obj, k, v) for k, v in rest.items())]  # type: ignore[misc]
+        return [obj for obj in candidates if all(matches(obj, k, v) for k, v in rest.items())]  # type: ignore[misc]
 
     def _followed(self, model: type[Model]) -> type[Model]:
         if model not in self._objects:
@@ -487,50 +488,18 @@ class Cache:
             self._emit(ChangeEvent(kind, model, current, new, change.revision, change.synthetic))
 
     def _put(self, model: type[Model], old: Model | None, new: Model) -> None:
+        indexes = self._indexes[model]
         if old is not None:
-            self._unindex(model, old)
+            unindex(indexes, old)
         self._objects[model][new.id] = new
-        for field, index in self._indexes[model].items():
-            for value in new.index_values(field):
-                bucket = index.get(value)
-                if bucket is None:
-                    index[value] = new.id
-                elif type(bucket) is UUID:
-                    if bucket != new.id:
-                        index[value] = {bucket, new.id}
-                else:
-                    cast(set[UUID], bucket).add(new.id)
+        index(indexes, new)
 
     def _remove(self, model: type[Model], old: Model) -> None:
-        self._unindex(model, old)
+        unindex(self._indexes[model], old)
         del self._objects[model][old.id]
         if self._waits.pending:
             self._waits.deleted(model, old.id)
 
-    def _unindex(self, model: type[Model], old: Model) -> None:
-        for field, index in self._indexes[model].items():
-            for value in old.index_values(field):
-                bucket = index.get(value)
-                if bucket is None:
-                    continue
-                if type(bucket) is UUID:
-                    if bucket == old.id:
-                        del index[value]
-                    continue
-                ids = cast(set[UUID], bucket)
-                ids.discard(old.id)
-                if len(ids) == 1:
-                    index[value] = next(iter(ids))
-                elif not ids:
-                    del index[value]
-
     def _emit(self, event: ChangeEvent[Model]) -> None:
         for sub in self._subscriptions:
             sub.offer(event)
-
-
-def _matches(obj: Model | PartialView, field: str, value: Any) -> bool:
-    attr = getattr(obj, field)
-    if isinstance(attr, list) and not isinstance(value, list):
-        return value in attr
-    return bool(attr == value)

@@ -141,9 +141,7 @@ class WatchHub:
                     self._history_gone(exc)
                     continue
                 except errors.NbdbError as exc:
-                    log.warning("watch hub: cannot open the stream, retrying in %.2fs: %s", backoff, exc)
-                    self._fail(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    backoff = self._fail("cannot open the stream", exc, backoff)
                     continue
                 with self._cond:
                     self._stream = opened
@@ -156,9 +154,7 @@ class WatchHub:
                 self._history_gone(exc)
                 continue
             except errors.NbdbError as exc:
-                log.warning("watch hub: stream failed, re-opening in %.2fs: %s", backoff, exc)
-                self._fail(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = self._fail("the stream failed", exc, backoff)
                 continue
             backoff = 0.05
             with self._cond:
@@ -191,11 +187,14 @@ class WatchHub:
             self._drop_stream()
             self._cond.notify_all()
 
-    def _fail(self, pause: float) -> None:
+    def _fail(self, what: str, exc: errors.NbdbError, pause: float) -> float:
+        """Re-open after ``pause`` seconds; the next pause (doubled, at most 5 s)."""
+        log.warning("watch hub: %s, re-opening in %.2fs: %s", what, pause, exc)
         with self._cond:
             self._reopen = True
             if not self._closed:
                 self._cond.wait(pause)
+        return min(pause * 2, 5.0)
 
     def _drop_stream(self) -> None:
         if self._stream is not None:

@@ -15,6 +15,7 @@ BACKENDS: dict[str, str | None] = {
     "etcd": "etcd",
     "ovsdb": "ovsdb",
     "cassandra": "cassandra",
+    "hazelcast": "hazelcast",
 }
 
 

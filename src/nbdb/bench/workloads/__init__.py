@@ -14,7 +14,7 @@ from typing import Any
 
 from nbdb.bench.config import Sizes
 from nbdb.bench.results import Measurement
-from nbdb.bench.workloads import cache, churn, crud, fanout, listing, ovn, txn
+from nbdb.bench.workloads import cache, churn, concurrent, crud, fanout, listing, ovn, txn
 
 __all__ = ["GROUPS", "WORKLOAD_TITLES", "Group"]
 
@@ -40,6 +40,7 @@ def _once(_: Sizes) -> list[dict[str, Any]]:
 
 GROUPS: tuple[Group, ...] = (
     Group("crud", crud.run_nbdb, crud.run_raw, _once),
+    Group("threads", concurrent.run_nbdb, concurrent.run_raw, _once),
     Group("txn", txn.run_nbdb, txn.run_raw, lambda s: [{"size": n} for n in s.txn_sizes]),
     Group("list", listing.run_nbdb, listing.run_raw, _once),
     Group("cache", cache.run_nbdb, cache.run_raw, lambda s: [{"objects": n} for n in s.load_objects]),
@@ -54,6 +55,7 @@ WORKLOAD_TITLES: dict[str, str] = {
     "read.get": "get one port by id",
     "write.update": "update one port (compare-and-swap)",
     "write.delete": "delete one port (compare-and-swap)",
+    "write.create.threads": f"create one port, {concurrent.THREADS} threads at once (total ops/s)",
     "write.txn": "create N ports in one transaction (objects/s)",
     "read.list": "list every port (objects/s)",
     "cache.cold_load": "cache cold load (objects/s)",
