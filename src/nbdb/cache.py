@@ -475,7 +475,7 @@ class Cache:
                 return
             self._remove(model, current)
             if self._subscriptions:
-                self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision))
+                self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision, change.synthetic))
             return
         if current is not None and current.version >= change.new.version:
             return  # already applied (a re-delivered change)
@@ -485,7 +485,7 @@ class Cache:
         self._put(model, current, new)
         if self._subscriptions:
             kind = EventKind.CREATED if current is None else EventKind.UPDATED
-            self._emit(ChangeEvent(kind, model, current, new, change.revision))
+            self._emit(ChangeEvent(kind, model, current, new, change.revision, change.synthetic))
 
     def _put(self, model: type[Model], old: Model | None, new: Model) -> None:
         indexes = self._indexes[model]

@@ -46,6 +46,12 @@ class Sizes:
     churn_tenants: int
     rounds: int
     """Each figure is the best of this many rounds (nbdb and raw interleaved)."""
+    ovn_ports: tuple[int, ...] = (100,)
+    """Ports on the switch of the OVN scale sweep (OVSDB only)."""
+    ovn_writes: int = 20
+    """Single port creates / updates / deletes (and followed writes) per sweep size."""
+    ovn_txns: int = 2
+    """Transactions of 100 ports per sweep size."""
     load_cap: dict[str, int] = field(default_factory=dict)
     """The largest cold-load size per backend where the sweep's top is out of reach (filling a server)."""
 
@@ -90,6 +96,9 @@ SIZES: dict[str, Sizes] = {
         churn_rate=500.0,
         churn_tenants=4,
         rounds=1,
+        ovn_ports=(1_000, 10_000),
+        ovn_writes=300,
+        ovn_txns=5,
     ),
     # The full run behind docs/benchmarks.md.
     "full": Sizes(
@@ -110,5 +119,8 @@ SIZES: dict[str, Sizes] = {
         churn_rate=500.0,
         churn_tenants=10,
         rounds=3,
+        ovn_ports=(1_000, 10_000, 100_000),
+        ovn_writes=1_000,
+        ovn_txns=10,
     ),
 }

@@ -14,7 +14,7 @@ from typing import Any
 
 from nbdb.bench.config import Sizes
 from nbdb.bench.results import Measurement
-from nbdb.bench.workloads import cache, churn, concurrent, crud, fanout, listing, txn
+from nbdb.bench.workloads import cache, churn, concurrent, crud, fanout, listing, ovn, txn
 
 __all__ = ["GROUPS", "WORKLOAD_TITLES", "Group"]
 
@@ -30,6 +30,8 @@ class Group:
     raw: Runner | None
     """None: nbdb only (nothing raw does the same work)."""
     params: Callable[[Sizes], list[dict[str, Any]]]
+    backends: tuple[str, ...] = ()
+    """Only these backends (empty: every one)."""
 
 
 def _once(_: Sizes) -> list[dict[str, Any]]:
@@ -44,6 +46,7 @@ GROUPS: tuple[Group, ...] = (
     Group("cache", cache.run_nbdb, cache.run_raw, lambda s: [{"objects": n} for n in s.load_objects]),
     Group("fanout", fanout.run_nbdb, fanout.run_raw, lambda s: [{"caches": n} for n in s.fanout_caches]),
     Group("churn", churn.run_nbdb, None, lambda s: [{}, {"controller": True}]),
+    Group("ovn", ovn.run_nbdb, ovn.run_raw, lambda s: [{"ports": n} for n in s.ovn_ports], ("ovsdb",)),
 )
 
 #: What each workload measures, for the table and the docs.
@@ -61,4 +64,10 @@ WORKLOAD_TITLES: dict[str, str] = {
     "watch.fanout": "one writer, N caches: commit to applied",
     "churn": "tenants, networks, ports bound to chassis, deletes; topic-filtered caches",
     "churn.controller": "the same churn into controllers: write to the reconcile that reflects it",
+    "ovn.cold_load": "OVN: connect and load a switch's N ports (raw: the ovs IDL)",
+    "ovn.create": "OVN: create a port on a switch of N ports (raw: ovsdbapp lsp_add + addresses)",
+    "ovn.update": "OVN: set a port's addresses (raw: ovsdbapp lsp_set_addresses)",
+    "ovn.delete": "OVN: delete a port (raw: ovsdbapp lsp_del)",
+    "ovn.txn100": "OVN: create 100 ports in one transaction (objects/s; raw: one ovs IDL transaction)",
+    "ovn.follow": "OVN: another client adds ports one by one; rate the follower has them (raw: the ovs IDL)",
 }
