@@ -22,6 +22,8 @@ __all__ = ["FieldMutation", "as_stored", "delete_of", "mutate", "mutation_change
 
 M = TypeVar("M", bound=Model)
 
+_NO_REFS: frozenset[tuple[str, UUID]] = frozenset()
+
 
 def stored(obj: M, version: int, revision: int | None = None) -> M:
     """``obj`` as stored at ``version`` (committed at ``revision``)."""
@@ -36,16 +38,16 @@ def unique_keys(obj: Model) -> tuple[UniqueKey, ...]:
 def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, M]:
     """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1)."""
     refs = obj.ref_keys()
-    values = obj.unique_values() if obj.nbdb_unique_fields else ()
+    values = obj.unique_values()
     copy = obj.stored_copy(expect_version + 1, refs, unique=values)
     if expect_version:
         old_refs, old_unique = obj.stored_refs(), _keys(obj.stored_unique())
     else:
-        old_refs, old_unique = frozenset(), ()
+        old_refs, old_unique = _NO_REFS, ()
+    unique = tuple([UniqueKey(f, v) for f, v in values]) if values else ()
     put = Put(
-        obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, copy,
-        tuple(UniqueKey(f, v) for f, v in values), ttl, old_unique,
-    )  # fmt: skip
+        obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, copy, unique, ttl, old_unique
+    )
     return put, copy
 
 
@@ -58,7 +60,9 @@ def as_stored(obj: M, planned: M, version: int, revision: int) -> M:
 
 
 def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] | None:
-    return None if values is None else tuple(UniqueKey(f, v) for f, v in values)
+    if values is None:
+        return None
+    return tuple([UniqueKey(f, v) for f, v in values]) if values else ()
 
 
 def delete_of(obj: Model, if_exists: bool = False) -> Delete:
