@@ -46,6 +46,8 @@ DECODED: dict[str, Any] = {}
 
 def _id_of(value: Any) -> Any:
     """Let a reference field take the referenced model itself, not only its id."""
+    if type(value) is uuid.UUID or value is None:
+        return value  # the common case, without the ABC instance check a model class costs
     if isinstance(value, Model):
         return value.id
     return value
