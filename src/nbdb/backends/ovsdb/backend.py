@@ -106,6 +106,11 @@ class _Driver:
                 self._loading.pop(scope).set()
         return replica
 
+    def loaded(self, scope: Scope) -> Replica | None:
+        """The replica of ``scope`` if it was made already (never makes one)."""
+        with self._lock:
+            return self._replicas.get(scope)
+
     def replicas(self) -> list[Replica]:
         """Every replica made so far."""
         with self._lock:
@@ -196,6 +201,9 @@ class OvsdbBackend(OvsdbFamilyBackend):
 
     def _replicas(self) -> list[Replica]:
         return self._driver.replicas()
+
+    def _loaded_replica(self) -> Replica | None:
+        return None if self._closed else self._driver.loaded(Scope(self.namespace))
 
     def _sync(self, db: str) -> None:
         if self._closed:

@@ -68,6 +68,10 @@ class OvsdbDataApi(Backend):
     def _scoped(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Replica:
         """The replica that follows ``tables`` in ``topics``."""
 
+    def _loaded_replica(self) -> Replica | None:
+        """The main replica if it is loaded already (None: this Database has not needed it; it need not reap)."""
+        return self.replica
+
     @functools.cached_property
     def _listings(self) -> Listings:
         return Listings()
@@ -163,7 +167,9 @@ class OvsdbDataApi(Backend):
         so a refresh or any other write that lands first makes it fail, and
         the object is looked at again on a later pass.
         """
-        replica = self.replica
+        replica = self._loaded_replica()
+        if replica is None:
+            return 0  # a Database that only follows some topics leaves reaping to those that write
         now = time.time()
         plans: list[Plan] = []
         with replica.cond:

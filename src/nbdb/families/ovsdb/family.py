@@ -22,6 +22,7 @@ expiry.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -35,6 +36,7 @@ from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
+from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, reflects, settle
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, parse_window, push_window
@@ -151,6 +153,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
 
     # ---------------------------------------------------------------- commits
 
+    @functools.cached_property
+    def _marks(self) -> MarkBook:
+        """This writer's settled mutation marks (see :mod:`.mutations`)."""
+        return MarkBook()
+
     def _fenced(self, fence: LockHandle) -> tuple[str, Transact]:
         """The OVSDB lock behind ``fence`` and a transaction on the session that holds it (backends supply it)."""
         raise errors.UnsupportedError(f"{type(self).__name__} cannot fence writes on a lock")
@@ -183,7 +190,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if plan is None:
                 try:
                     with self.replica.cond:
-                        plan = plan_commit(self.mapping, self.replica, ops, token, now=started, fence=lock)
+                        plan = plan_commit(
+                            self.mapping, self.replica, ops, token, now=started, fence=lock, book=self._marks
+                        )
                 except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError):
                     # The replica may lag: confirm against a current one before saying so.
                     if synced:
@@ -275,6 +284,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         its reply, so the replica shows it already; a relay forwards the reply
         as soon as its source answers, before the update reaches it.
         """
+        self._marks.settled(plan.marks, plan.dropped)
         deadline = time.monotonic() + self.commit_timeout
         with self.replica.cond:
             while not reflects(plan, self.replica):

@@ -9,12 +9,17 @@ on the stored record instead (a compare-and-swap it plans again on conflict).
 Exactly once: each mutation writes a *mark* (``external_ids:nbdb:m:<token>``,
 see :mod:`.rows`) and waits, in the same transaction, for that mark to be
 absent. A copy sent again after a lost reply therefore lands at most once,
-and the replica tells whether the first did (its mark is there).
+and the replica tells whether the first did (its mark is there). Marks do not
+pile up: a writer's next write of the row drops the marks of its own
+acknowledged mutations (:class:`MarkBook`), and any writer drops marks older
+than :data:`.rows.MARK_LIFETIME` (a writer that died).
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -26,7 +31,40 @@ from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, stale_marks
 from nbdb.spi import FieldChange, Mutate, RefKey
 
-__all__ = ["MutationPlan", "is_native", "mark_of", "plan_mutation"]
+__all__ = ["MarkBook", "MutationPlan", "is_native", "mark_of", "plan_mutation"]
+
+_BOOK_LIMIT = 100_000
+"""Rows whose acknowledged marks a writer remembers (older ones are left to the lifetime rule)."""
+
+
+class MarkBook:
+    """A writer's marks that were acknowledged, by row: nobody waits for them, its next write drops them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: OrderedDict[RefKey, set[str]] = OrderedDict()
+
+    def droppable(self, key: RefKey, ext: Mapping[str, str], now: float) -> list[str]:
+        """The marks of row ``key`` (``ext``: its ``external_ids``) a write may drop: ours settled, and stale ones."""
+        with self._lock:
+            mine = self._done.get(key, set())
+            own = [name for name in ext if name in mine]
+        return sorted({*own, *stale_marks(ext, now)})
+
+    def settled(self, written: Mapping[RefKey, tuple[str, str]], dropped: Mapping[RefKey, Iterable[str]]) -> None:
+        """A commit was acknowledged: its marks (``written``) are settled; those it ``dropped`` are gone."""
+        with self._lock:
+            for key, names in dropped.items():
+                mine = self._done.get(key)
+                if mine is not None:
+                    mine.difference_update(names)
+                    if not mine:
+                        del self._done[key]
+            for key, (name, _stamp) in written.items():
+                self._done.setdefault(key, set()).add(name)
+                self._done.move_to_end(key)
+            while len(self._done) > _BOOK_LIMIT:
+                self._done.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -87,7 +125,7 @@ def _map_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
     return out
 
 
-def _external_ids(change: FieldChange | None, row_ext: Mapping[str, str], token: str, now: float) -> list[list[Any]]:
+def _external_ids(change: FieldChange | None, drop_marks: Iterable[str], token: str, now: float) -> list[list[Any]]:
     """The mutations of ``external_ids``: the caller's keys, the new mark, and marks nobody needs."""
     pairs = {} if change is None else {str(k): str(v) for k, v in _pairs(change).items()}
     removed = set() if change is None else {str(k) for k in change.remove}
@@ -95,7 +133,7 @@ def _external_ids(change: FieldChange | None, row_ext: Mapping[str, str], token:
     if reserved:
         raise errors.ValidationError(f"external_ids keys starting with {EXT_PREFIX!r} are reserved: {reserved}")
     mark, stamp = mark_of(token, now)
-    drop = sorted({*removed, *pairs, *stale_marks(row_ext, now)})
+    drop = sorted({*removed, *pairs, *drop_marks})
     out: list[list[Any]] = []
     if drop:
         out.append([EXTERNAL_IDS, "delete", ["set", [atom_to_wire("string", k) for k in drop]]])
@@ -103,8 +141,8 @@ def _external_ids(change: FieldChange | None, row_ext: Mapping[str, str], token:
     return out
 
 
-def plan_mutation(tm: TableMap, op: Mutate, row_ext: Mapping[str, str], token: str, now: float) -> MutationPlan:
-    """The operations of a native mutation of an existing row (``row_ext``: its ``external_ids`` now)."""
+def plan_mutation(tm: TableMap, op: Mutate, drop_marks: Iterable[str], token: str, now: float) -> MutationPlan:
+    """The operations of a native mutation of an existing row, dropping the marks ``drop_marks``."""
     plan = MutationPlan(mark=mark_of(token, now))
     key = (op.table, op.id)
     where = ops.where_uuid(op.id)
@@ -128,7 +166,7 @@ def plan_mutation(tm: TableMap, op: Mutate, row_ext: Mapping[str, str], token: s
         if target is not None:
             plan.added.update((target[0], _id(m)) for m in change.add)
             plan.removed.update((target[0], _id(m)) for m in change.remove)
-    mutations += _external_ids(ext_change, row_ext, token, now)
+    mutations += _external_ids(ext_change, drop_marks, token, now)
     plan.body.append(({"op": "mutate", "table": tm.db_table, "where": where, "mutations": mutations}, ("mutate", key)))
     return plan
 

@@ -38,7 +38,7 @@ from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.ovsdb.datum import cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
-from nbdb.families.ovsdb.mutations import is_native, plan_mutation
+from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_member, wait, where_uuid
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import (
@@ -81,6 +81,8 @@ class Plan:
     """Positions of the ops that do nothing (deletes if_exists of records that are gone)."""
     marks: dict[RefKey, tuple[str, str]] = field(default_factory=dict)
     """Key -> the mark each native mutation writes (see :mod:`.mutations`)."""
+    dropped: dict[RefKey, list[str]] = field(default_factory=dict)
+    """Key -> the marks the commit drops from the row."""
     mutated: list[tuple[int, RefKey]] = field(default_factory=list)
     """(position, key) of the native mutations: their versions are read from the replica afterwards."""
     unique: list[UniqueCheck] = field(default_factory=list)
@@ -139,12 +141,14 @@ def plan_commit(
     *,
     now: float | None = None,
     fence: str | None = None,
+    book: MarkBook | None = None,
 ) -> Plan:
     """The OVSDB transaction of ``ops`` (call under ``replica.cond``).
 
     ``now`` is the wall-clock time the commit started (ttl deadlines and
     mutation marks are stamped with it); ``fence`` the OVSDB lock the
-    commit asserts. Raises the nbdb error the replica already shows
+    commit asserts; ``book`` the writer's settled mutation marks (dropped
+    from the rows it writes). Raises the nbdb error the replica already shows
     (ConflictError, NotFoundError, ReferenceError, ValidationError,
     UnsupportedError); the caller confirms it against a current replica
     before reporting it.
@@ -156,6 +160,7 @@ def plan_commit(
         )
     plan = Plan(dbs.pop(), token, replica.namespace)
     now = time.time() if now is None else now
+    book = MarkBook() if book is None else book
     stages = _Stages()
     if fence is not None:
         stages.head.append((assert_lock(fence), ("fence", fence)))
@@ -172,7 +177,7 @@ def plan_commit(
             if record is None:
                 raise rules.not_found(key)
             if is_native(tm, op):
-                new_refs[key] = _plan_native(plan, stages, replica, tm, op, index, now)
+                new_refs[key] = _plan_native(plan, stages, replica, tm, op, index, now, book)
                 continue
             op = op.rebase(record)  # a compare-and-swap of the change applied to the stored object
         if isinstance(op, Put) and op.ttl is not None and op.expect_version != 0:
@@ -195,7 +200,7 @@ def plan_commit(
             stages.head.append((wait(tm.db_table, where_uuid(op.id), [stored], sorted(stored)), ("cas", key)))
         if isinstance(op, Put):
             version = 1 if record is None else record.version + 1
-            new_refs[key] = _plan_put(plan, stages, tm, op, row, old_parents, version, now)
+            new_refs[key] = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book)
             _plan_unique(plan, stages, tm, op, held)
             plan.puts.append((key, version))
             plan.versions.append(version)
@@ -217,12 +222,13 @@ def plan_commit(
 
 
 def _plan_native(
-    plan: Plan, stages: _Stages, replica: Replica, tm: TableMap, op: Mutate, index: int, now: float
+    plan: Plan, stages: _Stages, replica: Replica, tm: TableMap, op: Mutate, index: int, now: float, book: MarkBook
 ) -> frozenset[RefKey]:
     """A native mutation of a stored row; the references the row holds afterwards."""
     key = (op.table, op.id)
     row = replica.row(tm, op.id) or {}
-    mutation = plan_mutation(tm, op, row.get(EXTERNAL_IDS) or {}, plan.token, now)
+    plan.dropped[key] = book.droppable(key, row.get(EXTERNAL_IDS) or {}, now)
+    mutation = plan_mutation(tm, op, plan.dropped[key], plan.token, now)
     stages.head += mutation.head
     stages.body += mutation.body
     plan.keys.append(key)
@@ -241,6 +247,7 @@ def _plan_put(
     old_parents: Mapping[str, uuid.UUID],
     version: int,
     now: float,
+    book: MarkBook,
 ) -> frozenset[RefKey]:
     try:
         doc = json.loads(op.data)
@@ -256,14 +263,16 @@ def _plan_put(
     ext[EXT_VERSION] = str(version)
     stored_ext: Mapping[str, str] = {} if row is None else (row.get(EXTERNAL_IDS) or {})
     ext[EXT_TXN] = push_window(stored_ext.get(EXT_TXN), plan.token, version)
-    ext.update(carried(stored_ext, now))
+    key = (op.table, op.id)
+    if row is not None:
+        plan.dropped[key] = book.droppable(key, stored_ext, now)
+    ext.update(carried(stored_ext, now, plan.dropped.get(key, ())))
     if op.ttl is not None:
         ext[EXT_TTL] = repr(float(op.ttl))
         ext[EXT_EXPIRES] = f"{now + op.ttl:.3f}"
     digest = render(tm, op.id, {**cells, EXTERNAL_IDS: ext}, parents).state.digest
     ext[EXT_DIGEST] = digest
     wire[EXTERNAL_IDS] = wire_map(ext.items())
-    key = (op.table, op.id)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
         insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": {**wire, **keys}}

@@ -32,7 +32,7 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,16 +298,17 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> tuple[Row, dict[str, Any], 
     return cells, wire, ext, parents
 
 
-def carried(ext: Mapping[str, str], now: float) -> dict[str, str]:
+def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> dict[str, str]:
     """The bookkeeping of a stored row that an update keeps: its expiry, and the marks still needed.
 
     A rewrite of ``external_ids`` must not drop the mark of a mutation whose
-    writer may still be settling a lost reply, nor an expiring object's ttl.
+    writer may still be settling a lost reply (any but the stale ones and
+    ``drop``, which the writer knows are settled), nor an expiring object's ttl.
     """
     out = {k: v for k, v in ext.items() if k in (EXT_TTL, EXT_EXPIRES)}
     horizon = now - MARK_LIFETIME
     for key, value in ext.items():
-        if key.startswith(EXT_MARK) and not _stale_mark(value, horizon):
+        if key.startswith(EXT_MARK) and key not in drop and not _stale_mark(value, horizon):
             out[key] = value
     return out
 
