@@ -216,6 +216,13 @@ class OvsdbBackend(OvsdbFamilyBackend):
         mine, theirs = self._driver.target, fence.target
         if (mine.scheme, mine.remotes) != (theirs.scheme, theirs.remotes):
             raise errors.ValidationError(f"fence= takes a lock of this OVSDB server; {fence!r} is of another one")
+        if fence.through_relay:
+            # A relay forwards the transaction on its own session, which holds no lock: the assert would
+            # always fail. Fencing needs the lock held where writes are executed.
+            raise errors.UnsupportedError(
+                "fenced writes through an OVSDB relay: the relay forwards the transaction on a session of its own, "
+                "where the lock is not held; connect to the raft members (or a standalone server) to fence writes"
+            )
         return fence.ovsdb_name, fence.transact
 
     @contextmanager

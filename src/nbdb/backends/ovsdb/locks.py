@@ -50,6 +50,11 @@ class OvsdbLockHandle(LockHandle):
         self.target = target
         self.ovsdb_name = session.name
 
+    @property
+    def through_relay(self) -> bool:
+        """The lock is held on a relay, which cannot fence writes (it forwards them on a session of its own)."""
+        return self._session.through_relay
+
     def transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
         """One transaction on the lock's session (TransactNotSent / TransactLost as the family expects)."""
         return transact_on(self._session.rpc, db, ops, self.target.timeout)
@@ -71,7 +76,14 @@ class _LockSession:
         if self.rpc.closed.is_set():
             self._closed()
         request = {"Database": [{"columns": SERVER_COLUMNS}]}
-        self.rpc.call("monitor_cond", ["_Server", "server", request], target.timeout)
+        # The reply holds the initial state: applied in the I/O thread, before any later update.
+        self.rpc.request("monitor_cond", ["_Server", "server", request], self._server_state).wait(target.timeout)
+
+    @property
+    def through_relay(self) -> bool:
+        """The lock is held on a relay: only that relay's clients are excluded, and its writes are forwarded."""
+        roles = [ServerRole.from_row(r) for r in list(self._roles.values())]
+        return any(role.name == self.database and role.model == "relay" for role in roles)
 
     def _notify(self, method: str, params: list[Any]) -> None:
         if method == "locked" and params == [self.name]:
@@ -79,13 +91,16 @@ class _LockSession:
         elif method == "stolen" and params == [self.name]:
             self._lose("it was stolen")
         elif method == "update2" and len(params) == 2 and params[0] == "server":
-            for id, change in (params[1].get("Database") or {}).items():
-                row = self._roles.setdefault(id, {})
-                row.update(change.get("initial") or change.get("insert") or change.get("modify") or {})
-            problem = usable([ServerRole.from_row(r) for r in self._roles.values()], [self.database])
-            if problem is not None:
-                self._lose(f"its server {problem}")
-                self.rpc.close()
+            self._server_state(params[1])
+
+    def _server_state(self, updates: Any) -> None:
+        for id, change in (updates.get("Database") or {}).items():
+            row = self._roles.setdefault(id, {})
+            row.update(change.get("initial") or change.get("insert") or change.get("modify") or {})
+        problem = usable([ServerRole.from_row(r) for r in self._roles.values()], [self.database])
+        if problem is not None:
+            self._lose(f"its server {problem}")
+            self.rpc.close()
 
     def _closed(self) -> None:
         self._lose("its OVSDB connection closed")

@@ -28,7 +28,7 @@ import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from nbdb import errors
 from nbdb.families import rules
@@ -77,6 +77,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     nb_db: str | None = None
     commit_timeout: float = 20.0
     """Seconds a commit may spend retrying across reconnects before it gives up."""
+    handles_mutations: ClassVar[bool] = True
+    """Mutations are OVSDB's own ``mutate`` (see :mod:`.mutations`)."""
 
     @abstractmethod
     def _transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
@@ -167,8 +169,6 @@ class OvsdbFamilyBackend(OvsdbDataApi):
 
     def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
         return self._commit(ops, fence)
-
-    handles_mutations = True
 
     def commit_mutations(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> CommitResult:
         return self._commit(ops, fence)

@@ -78,8 +78,10 @@ class UniqueRule:
     own columns hold the value: ``indexed`` when an index of the schema is on
     exactly those columns (held across namespaces, as ``ovn-nbctl`` sees
     them), else a ``wait`` on them keeps it. ``where_ok`` is False when a
-    field lives only as membership in a parent's set column, where no
-    ``where`` can find it (such a group cannot be kept on OVSDB).
+    field lives as membership in a parent's set column or as JSON in
+    ``external_ids``, where no ``where`` can compare it: such a group can
+    only be kept with a key column (writes of it raise UnsupportedError
+    otherwise).
     """
 
     field: str

@@ -93,7 +93,7 @@ def holder_where(tm: TableMap, rule: UniqueRule, namespace: str, value: str) -> 
     """
     if rule.key_column is not None:
         return [[rule.key_column, "==", atom_to_wire("string", _key_text(namespace, value))]]
-    if not rule.where_ok or any(name in tm.ext_fields for name in rule.fields):
+    if not rule.where_ok:
         raise errors.UnsupportedError(
             f"{tm.table}.{rule.field} is declared unique, but OVSDB cannot select rows by "
             f"{'these fields' if len(rule.fields) > 1 else 'this field'} (held outside the row's columns)"
