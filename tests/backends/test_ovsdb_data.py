@@ -50,6 +50,16 @@ def db(server: OvsdbServer) -> Iterator[nbdb.Database]:
         yield database
 
 
+@pytest.fixture
+def proxied(server: OvsdbServer) -> Iterator[tuple[FaultProxy, nbdb.Database]]:
+    """A fault proxy in front of the server, and a Database whose every connection goes through it."""
+    member = server.members[0]
+    with FaultProxy([(member.host, member.port)]) as proxy:
+        host, port = proxy.addresses[0]
+        with nbdb.connect(f"ovsdb+tcp://{host}:{port}", timeout=15) as database:
+            yield proxy, database
+
+
 def _nbctl(server: OvsdbServer, *args: str) -> str:
     argv = [str(find_binary("ovn-nbctl")), f"--db={server.remotes}", "--timeout=10", *args]
     return run_tool(argv, timeout=20).strip()
@@ -229,30 +239,27 @@ def test_nbdb_mutations_and_ovn_nbctl_fill_one_port_group_together(server: Ovsdb
     assert "owner=nbdb" in nbctl_ids
 
 
-def test_a_mutation_whose_reply_was_lost_is_applied_once(server: OvsdbServer, db: nbdb.Database) -> None:
+def test_a_mutation_whose_reply_was_lost_is_applied_once(
+    proxied: tuple[FaultProxy, nbdb.Database], db: nbdb.Database
+) -> None:
+    proxy, mine = proxied
     tag = _tag()
-    member = server.members[0]
-    with FaultProxy([(member.host, member.port)]) as proxy:
-        proxied = nbdb.connect(f"ovsdb+tcp://{proxy.addresses[0][0]}:{proxy.addresses[0][1]}", timeout=15)
-        try:
-            switch = proxied.create(LogicalSwitch(name=f"sw-{tag}"))
-            port = proxied.create(LogicalSwitchPort(switch=switch, name=f"once-{tag}"))
-            group = proxied.create(PortGroup(name=f"once_{tag}"))
-            proxy.lose_next_reply(str(port.id).encode(), then=Mode.BLACKHOLE)
-            result: list[Any] = []
-            thread = threading.Thread(target=lambda: result.append(proxied.mutate(group, add={"ports": [port]})))
-            thread.start()
-            assert proxy.wait_fired(timeout=20), "the mutation's reply was not lost"
-            assert proxy.wait(lambda stats: stats.cut >= 1, timeout=10)  # its connection is gone; no new one passes
-            # It landed; before its client can tell, somebody else takes the port out again.
-            assert eventually(lambda: port.id in db.get(PortGroup, group.id).ports, timeout=10)
-            db.mutate((PortGroup, group.id), remove={"ports": [port]})
-            proxy.heal()
-            thread.join(60)
-            assert result and port.id not in result[0].ports, "the mutation was applied a second time"
-            assert port.id not in db.get(PortGroup, group.id).ports
-        finally:
-            proxied.close()
+    switch = mine.create(LogicalSwitch(name=f"sw-{tag}"))
+    port = mine.create(LogicalSwitchPort(switch=switch, name=f"once-{tag}"))
+    group = mine.create(PortGroup(name=f"once_{tag}"))
+    proxy.lose_next_reply(str(port.id).encode(), then=Mode.BLACKHOLE)
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(mine.mutate(group, add={"ports": [port]})))
+    thread.start()
+    assert proxy.wait_fired(timeout=20), "the mutation's reply was not lost"
+    assert proxy.wait(lambda stats: stats.cut >= 1, timeout=10)  # its connection is gone; no new one passes
+    # It landed; before its client can tell, somebody else takes the port out again.
+    assert eventually(lambda: port.id in db.get(PortGroup, group.id).ports, timeout=10)
+    db.mutate((PortGroup, group.id), remove={"ports": [port]})
+    proxy.heal()
+    thread.join(60)
+    assert result and port.id not in result[0].ports, "the mutation was applied a second time"
+    assert port.id not in db.get(PortGroup, group.id).ports
 
 
 # ---------------------------------------------------------------- fenced writes
@@ -281,47 +288,36 @@ def test_the_server_refuses_a_fenced_commit_once_the_lock_is_stolen(server: Ovsd
     assert db.get(LogicalSwitch, switch.id).other_config == {"by": "holder"}
 
 
-def test_a_fenced_write_after_the_locks_connection_dropped(server: OvsdbServer, db: nbdb.Database) -> None:
+def test_a_fenced_write_after_the_locks_connection_dropped(
+    proxied: tuple[FaultProxy, nbdb.Database], db: nbdb.Database
+) -> None:
+    proxy, holder = proxied
     name = f"leader-{_tag()}"
-    member = server.members[0]
-    with FaultProxy([(member.host, member.port)]) as proxy:
-        host, port = proxy.addresses[0]
-        holder = nbdb.connect(f"ovsdb+tcp://{host}:{port}", timeout=15)
-        try:
-            switch = holder.create(LogicalSwitch(name=f"fenced-{_tag()}"))
-            with holder.lock(name, timeout=10) as handle:
-                proxy.cut()  # every connection through the proxy, the lock's among them
-                assert eventually(lambda: handle.lost, timeout=10)
-                with db.lock(name, timeout=20):  # the server freed it: a rival holds it now
-                    with pytest.raises(nbdb.LockLostError):
-                        holder.update(holder.get(LogicalSwitch, switch.id).replace(name="late"), fence=handle)
-            assert db.get(LogicalSwitch, switch.id).name == switch.name
-        finally:
-            holder.close()
+    switch = holder.create(LogicalSwitch(name=f"fenced-{_tag()}"))
+    with holder.lock(name, timeout=10) as handle:
+        proxy.cut()  # every connection through the proxy, the lock's among them
+        assert eventually(lambda: handle.lost, timeout=10)
+        with db.lock(name, timeout=20):  # the server freed it: a rival holds it now
+            with pytest.raises(nbdb.LockLostError):
+                holder.update(holder.get(LogicalSwitch, switch.id).replace(name="late"), fence=handle)
+    assert db.get(LogicalSwitch, switch.id).name == switch.name
 
 
-def test_a_fenced_commit_whose_reply_was_lost_is_settled(server: OvsdbServer, db: nbdb.Database) -> None:
-    member = server.members[0]
-    with FaultProxy([(member.host, member.port)]) as proxy:
-        host, port = proxy.addresses[0]
-        holder = nbdb.connect(f"ovsdb+tcp://{host}:{port}", timeout=15)
-        try:
-            switch = holder.create(LogicalSwitch(name=f"fenced-{_tag()}"))
-            with holder.lock(f"leader-{_tag()}", timeout=10) as handle:
-                marker = f"settled-{_tag()}"
-                proxy.lose_next_reply(marker.encode())
-                try:
-                    holder.update(switch.replace(name=marker), fence=handle)
-                    landed: bool | None = True
-                except nbdb.CommitUnknownError:
-                    landed = None
-                assert proxy.stats.fired == 1
-                assert handle.lost  # the lock's connection was its lease
-            stored = db.get(LogicalSwitch, switch.id)
-            if landed:
-                assert stored.name == marker  # reported applied: it was, once
-        finally:
-            holder.close()
+def test_a_fenced_commit_whose_reply_was_lost_is_settled(
+    proxied: tuple[FaultProxy, nbdb.Database], db: nbdb.Database
+) -> None:
+    proxy, holder = proxied
+    switch = holder.create(LogicalSwitch(name=f"fenced-{_tag()}"))
+    with holder.lock(f"leader-{_tag()}", timeout=10) as handle:
+        marker = f"settled-{_tag()}"
+        proxy.lose_next_reply(marker.encode())  # the request reaches the server; its reply and the lock's connection go
+        updated = holder.update(switch.replace(name=marker), fence=handle)
+        assert proxy.stats.fired == 1
+        assert handle.lost  # the lock's connection was its lease
+    # Settled from the main connection's replica: it landed, so it is reported applied (once).
+    assert updated.version == 2 and db.get(LogicalSwitch, switch.id).name == marker
+    with pytest.raises(nbdb.LockLostError):
+        holder.update(updated.replace(name="after"), fence=handle)
 
 
 # ---------------------------------------------------------------- liveness
