@@ -356,11 +356,10 @@ def _check_target(
         raise rules.ttl_referenced(key, target)
     if target in created:
         return
-    ttm = mapping.get(target[0])
-    row = replica.row(ttm, target[1])
-    if row is not None and EXT_TTL in (row.get(EXTERNAL_IDS) or {}):
+    if target in replica.expiring:
         # A ttl is given at creation and kept for life: what the replica shows of it is exact.
         raise rules.ttl_referenced(key, target)
+    ttm = mapping.get(target[0])
     if ttm.db != plan.db:
         # Another database: no atomic check is possible; the replica must show it.
         if replica.record(*target) is None:
