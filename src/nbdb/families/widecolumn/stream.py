@@ -1,0 +1,273 @@
+"""The change stream: every commit after a revision, read from the commit index and the partitions.
+
+A watcher reads the dense commit index (``nbdb_seq``) from its cursor and,
+for each revision of its topics and tables, that commit's change rows in its
+partition. It delivers strictly in revision order and moves its cursor past
+a revision only once it is **resolved**: delivered, ``void``, not wanted by
+this stream, or passed (``last_rev >= g`` with no change rows: the commit
+failed or was sealed out). A revision still in flight blocks the stream; after
+``settle`` seconds the watcher seals its partition (see
+:mod:`nbdb.families.widecolumn.sequencer`) and moves on.
+
+The cursor moves only when a whole step succeeded, after its changes are
+collected for delivery: a read that fails half-way through a step leaves the
+cursor where it was, and the next poll starts that step again. So
+``revision`` never points past a change the caller has not been given.
+:func:`advance` is that rule, with no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nbdb import errors
+from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.options import WideColumnOptions
+from nbdb.families.widecolumn.partitions import Partitions
+from nbdb.families.widecolumn.primitives import Row, Select
+from nbdb.families.widecolumn.sequencer import RevisionSequencer
+from nbdb.families.widecolumn.signal import ChangeSignal
+from nbdb.spi import Record, RecordChange, RecordStream
+
+__all__ = ["Advance", "ChangeStream", "Intent", "advance", "dense_run", "to_changes"]
+
+log = logging.getLogger(__name__)
+
+_FLOOR_CHECK = 1.0
+"""Seconds between two reads of the history floor."""
+_BLOCKED_PAUSE = 0.002
+"""First pause of a stream waiting for a commit in flight (it doubles up to the poll interval)."""
+_MAX_IDLE = 0.25
+_RESOLVES_PER_STEP = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """One entry of the commit index: revision g is for this partition and these tables (or void)."""
+
+    revision: int
+    partition: str
+    tables: frozenset[str]
+    void: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """What a step may deliver: the changes, the cursor after them, and the entry that stopped it."""
+
+    changes: list[RecordChange]
+    cursor: int
+    blocked: Intent | None
+    """The first wanted entry whose change rows are not known yet (None: the step reached the end)."""
+
+
+def dense_run(cursor: int, entries: Sequence[Intent]) -> list[Intent]:
+    """The entries right after ``cursor``, up to the first hole.
+
+    Raises HistoryGoneError if the entry of ``cursor + 1`` is not the first one
+    (it expired or was compacted: resuming from ``cursor`` would skip it).
+    """
+    if not entries:
+        return []
+    if entries[0].revision != cursor + 1:
+        raise errors.HistoryGoneError(
+            f"revision {cursor} is older than the kept change history (it starts at {entries[0].revision})"
+        )
+    out = [entries[0]]
+    for entry in entries[1:]:
+        if entry.revision != out[-1].revision + 1:
+            break  # never skip past a hole
+        out.append(entry)
+    return out
+
+
+def to_changes(intent: Intent, rows: Sequence[Row], tables: frozenset[str]) -> list[RecordChange]:
+    """The record changes of one commit's change rows, for ``tables``."""
+    topic = L.topic_of(intent.partition)
+    out = []
+    for row in rows:
+        if row.tbl not in tables:
+            continue
+        old = None if not row.old_version else Record(row.tbl, row.id, topic, row.old_version, row.old_data or b"")
+        new = None if not row.version else Record(row.tbl, row.id, topic, row.version, row.data or b"")
+        if old is not None or new is not None:
+            out.append(RecordChange(row.tbl, row.id, topic, old, new, intent.revision))
+    return out
+
+
+def advance(
+    cursor: int,
+    entries: Sequence[Intent],
+    rows: Mapping[int, Sequence[Row]],
+    wants: Callable[[Intent], bool],
+    tables: frozenset[str],
+) -> Advance:
+    """Walk ``entries`` (a dense run after ``cursor``) as far as they are resolved.
+
+    ``rows`` maps a revision to its change rows once known (an empty list: the
+    commit is known never to land). A wanted entry without rows stops the walk:
+    the cursor stays before it, so nothing after it is delivered before it.
+    """
+    out: list[RecordChange] = []
+    for entry in entries:
+        if wants(entry):
+            found = rows.get(entry.revision)
+            if found is None:
+                return Advance(out, cursor, entry)
+            out += to_changes(entry, found, tables)
+        cursor = entry.revision
+    return Advance(out, cursor, None)
+
+
+class ChangeStream(RecordStream):
+    """Changes of some tables (and topics) after a revision."""
+
+    def __init__(
+        self,
+        partitions: Partitions,
+        sequencer: RevisionSequencer,
+        options: WideColumnOptions,
+        signal: ChangeSignal,
+        tables: frozenset[str],
+        parts: frozenset[str] | None,
+        since: int,
+    ) -> None:
+        self._p = partitions
+        self._sequencer = sequencer
+        self._o = options
+        self._signal = signal
+        self._tables = tables
+        self._parts = parts
+        self._cursor = since
+        self._pending_since: dict[int, float] = {}
+        self._wake = signal.subscribe()
+        self._closed = False
+        self._floor_checked = -_FLOOR_CHECK
+        self._idle = options.poll_interval
+        self._blocked_pause = _BLOCKED_PAUSE
+
+    @property
+    def revision(self) -> int:
+        return self._cursor
+
+    def close(self) -> None:
+        self._closed = True
+        self._signal.unsubscribe(self._wake)
+        self._wake.set()
+
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed:
+            self._wake.clear()  # before reading: a commit that lands during the step wakes the next wait
+            out, blocked = self._step()
+            if out:
+                self._idle, self._blocked_pause = self._o.poll_interval, _BLOCKED_PAUSE
+                return out
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return []
+            if blocked:  # a commit is in flight: it lands within milliseconds, usually
+                pause, self._blocked_pause = self._blocked_pause, min(self._blocked_pause * 2, self._o.poll_interval)
+            else:
+                pause, self._idle = self._idle, min(self._idle * 1.5, _MAX_IDLE)
+            self._wake.wait(pause if remaining is None else min(pause, remaining))
+        return []
+
+    def _wants(self, entry: Intent) -> bool:
+        return (
+            not entry.void
+            and (self._parts is None or entry.partition in self._parts)
+            and not entry.tables.isdisjoint(self._tables)
+        )
+
+    # ---------------------------------------------------------------- one step
+
+    def _step(self) -> tuple[list[RecordChange], bool]:
+        """Deliverable changes and whether a commit in flight stopped the step; moves the cursor last."""
+        now = time.monotonic()
+        if now - self._floor_checked > _FLOOR_CHECK:
+            floor = self._sequencer.floor()
+            self._floor_checked = now
+            if self._cursor < floor:
+                raise errors.HistoryGoneError(f"revision {self._cursor} was compacted (history starts at {floor})")
+        entries = self._entries()
+        if not entries:
+            return [], False
+        rows = self._change_rows([e for e in entries if self._wants(e)])
+        progress = advance(self._cursor, entries, rows, self._wants, self._tables)
+        for _ in range(_RESOLVES_PER_STEP):
+            if progress.blocked is None:
+                break
+            resolved = self._resolve(progress.blocked)
+            if resolved is None:
+                break  # in flight: deliver what comes before it, nothing after
+            rows[progress.blocked.revision] = resolved
+            progress = advance(self._cursor, entries, rows, self._wants, self._tables)
+        # Only now, with every read of the step done, does the cursor move.
+        self._cursor = progress.cursor
+        for revision in [r for r in self._pending_since if r <= progress.cursor]:
+            del self._pending_since[revision]
+        return progress.changes, progress.blocked is not None
+
+    def _entries(self) -> list[Intent]:
+        """The dense run of index entries after the cursor (HistoryGoneError if they expired)."""
+        ns, cursor = self._p.ns, self._cursor
+        bucket = L.bucket_of(cursor + 1, self._sequencer.bucket_size)
+        rows = self._p.read(L.Q_INTENTS, (ns, bucket, cursor))
+        if not rows:
+            head_rows = self._p.read(L.Q_HEAD, (ns, bucket))
+            head = head_rows[0].head if head_rows else None
+            if head is None or head <= cursor:
+                return []
+            # The head moved past the cursor: its index rows were written with
+            # it (one batch), so they are readable now unless they expired.
+            rows = self._p.read(L.Q_INTENTS, (ns, bucket, cursor))
+            if not rows:
+                raise errors.HistoryGoneError(
+                    f"revision {cursor} is older than the kept change history (the index rows expired)"
+                )
+        return dense_run(cursor, [Intent(r.g, r.topic, frozenset(r.tables or ()), bool(r.void)) for r in rows])
+
+    def _change_rows(self, wanted: Sequence[Intent]) -> dict[int, list[Row]]:
+        """The change rows of the wanted entries, one range read per partition, all sent at once."""
+        spans: dict[str, tuple[int, int]] = {}
+        for entry in wanted:
+            low, high = spans.get(entry.partition, (entry.revision, entry.revision))
+            spans[entry.partition] = (min(low, entry.revision), max(high, entry.revision))
+        reads: list[tuple[Select, tuple[Any, ...]]] = [
+            (L.Q_CHANGES, (self._p.ns, part, L.CHANGE, low, high)) for part, (low, high) in spans.items()
+        ]
+        found: dict[int, list[Row]] = {}
+        for result in self._p.store.select_many(reads):
+            for row in result:
+                found.setdefault(row.rev, []).append(row)
+        return found
+
+    def _resolve(self, entry: Intent) -> list[Row] | None:
+        """The change rows of an entry that had none ([] if it never lands), or None while it is in flight."""
+        g, part, ns = entry.revision, entry.partition, self._p.ns
+        first = self._pending_since.setdefault(g, time.monotonic())
+        changes, index, last = self._p.store.select_many(
+            [
+                (L.Q_CHANGES, (ns, part, L.CHANGE, g, g)),
+                (L.Q_INTENT, (ns, L.bucket_of(g, self._sequencer.bucket_size), g)),
+                (L.Q_LAST, (ns, part)),
+            ]
+        )
+        if changes:
+            return changes
+        if index and index[0].void:
+            return []
+        last_rev = last[0].last_rev if last else None
+        if last_rev is None or last_rev < g:
+            if time.monotonic() - first < self._o.settle:
+                return None
+            log.info("revision %d in %r is still not committed after %.1fs: sealing", g, part, self._o.settle)
+            self._p.seal(part, g)
+        # last_rev >= g: the commit at g is in the partition now, or never will be. A serial
+        # read finishes a commit whose reply a quorum read could still miss.
+        return self._p.changes(part, g, g, serial=True)
