@@ -44,6 +44,10 @@ class Sizes:
     churn_tenants: int
     rounds: int
     """Each figure is the best of this many rounds (nbdb and raw interleaved)."""
+    concurrency_writers: tuple[int, ...] = (16,)
+    """Threads of the concurrent workload (each writing in a topic of its own)."""
+    concurrency_ops: int = 1_600
+    """Creates of the concurrent workload, all threads together."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able form."""
@@ -68,6 +72,8 @@ SIZES: dict[str, Sizes] = {
         churn_rate=500.0,
         churn_tenants=2,
         rounds=1,
+        concurrency_writers=(4,),
+        concurrency_ops=40,
     ),
     # `--quick`: under a minute on the embedded default, for the README.
     "quick": Sizes(
@@ -104,5 +110,6 @@ SIZES: dict[str, Sizes] = {
         churn_rate=500.0,
         churn_tenants=10,
         rounds=3,
+        concurrency_ops=8_000,
     ),
 }

@@ -14,7 +14,7 @@ from typing import Any
 
 from nbdb.bench.config import Sizes
 from nbdb.bench.results import Measurement
-from nbdb.bench.workloads import cache, churn, crud, fanout, listing, txn
+from nbdb.bench.workloads import cache, churn, concurrency, crud, fanout, listing, txn
 
 __all__ = ["GROUPS", "WORKLOAD_TITLES", "Group"]
 
@@ -40,6 +40,12 @@ GROUPS: tuple[Group, ...] = (
     Group("crud", crud.run_nbdb, crud.run_raw, _once),
     Group("txn", txn.run_nbdb, txn.run_raw, lambda s: [{"size": n} for n in s.txn_sizes]),
     Group("list", listing.run_nbdb, listing.run_raw, _once),
+    Group(
+        "concurrency",
+        concurrency.run_nbdb,
+        concurrency.run_raw,
+        lambda s: [{"writers": n} for n in s.concurrency_writers],
+    ),
     Group("cache", cache.run_nbdb, cache.run_raw, lambda s: [{"objects": n} for n in s.load_objects]),
     Group("fanout", fanout.run_nbdb, fanout.run_raw, lambda s: [{"caches": n} for n in s.fanout_caches]),
     Group("churn", churn.run_nbdb, None, _once),
@@ -53,6 +59,7 @@ WORKLOAD_TITLES: dict[str, str] = {
     "write.delete": "delete one port (compare-and-swap)",
     "write.txn": "create N ports in one transaction (objects/s)",
     "read.list": "list every port (objects/s)",
+    "write.concurrent": "N threads of one client, each creating in a topic of its own",
     "cache.cold_load": "cache cold load (objects/s)",
     "cache.get": "cache get by id, one thread",
     "cache.find": "cache find by indexed name, one thread",
