@@ -16,7 +16,7 @@ from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.planner import Plan, StoredObject, check_shape, plan, still_referenced_message
 from nbdb.families.widecolumn.retry import RetryPolicy
 from nbdb.families.widecolumn.sequencer import numbers_in_bucket
-from nbdb.families.widecolumn.signal import ChangeSignal
+from nbdb.families.widecolumn.sharing import ChangeSignal
 from nbdb.families.widecolumn.snapshot import undo
 from nbdb.families.widecolumn.stream import Intent, advance, dense_run
 from nbdb.spi import ANY_VERSION, Delete, Put

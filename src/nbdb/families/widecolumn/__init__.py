@@ -44,7 +44,7 @@ from nbdb.families.widecolumn.primitives import (
     Write,
 )
 from nbdb.families.widecolumn.retry import RetryPolicy
-from nbdb.families.widecolumn.signal import ChangeSignal
+from nbdb.families.widecolumn.sharing import ChangeSignal, NamespaceState
 
 __all__ = [
     "BUCKET_SIZE",
@@ -58,6 +58,7 @@ __all__ = [
     "Delete",
     "EntryEquals",
     "Insert",
+    "NamespaceState",
     "OutcomeUnknown",
     "PendingReads",
     "RetryPolicy",

@@ -34,7 +34,7 @@ from nbdb.families.widecolumn.planner import Change, Plan
 from nbdb.families.widecolumn.primitives import WideColumnStore
 from nbdb.families.widecolumn.references import ReferenceProtocol
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
-from nbdb.families.widecolumn.signal import ChangeSignal
+from nbdb.families.widecolumn.sharing import NamespaceState
 from nbdb.families.widecolumn.stream import ChangeStream
 from nbdb.spi import Backend, CommitResult, LockHandle, Record, RecordStream, RefKey, Snapshot, WriteOp
 
@@ -44,21 +44,23 @@ __all__ = ["WideColumnBackend"]
 class WideColumnBackend(Backend):
     """Base of wide-column backends: give it a store; subclasses add ``from_url`` and ``capabilities``.
 
-    ``signal`` wakes this backend's watchers on commits of this process; backends
-    sharing a store in one process share it per namespace so that their watchers
-    wake on each other's commits (a new one is made if None).
+    ``shared``: what this backend shares with the other backends of the process
+    on the same namespace (their watchers wake on each other's commits, their
+    commits take revisions together); a backend of its own if None.
     """
 
-    def __init__(self, store: WideColumnStore, options: WideColumnOptions, signal: ChangeSignal | None = None) -> None:
+    def __init__(
+        self, store: WideColumnStore, options: WideColumnOptions, shared: NamespaceState | None = None
+    ) -> None:
         self.store = store
         self.options = options
         self._closed = False
         store.create_tables(L.TABLES)
-        self._signal = signal or ChangeSignal()
+        self._shared = shared = shared or NamespaceState()
         self.partitions = Partitions(store, options.namespace or L.NO_TOPIC, options.contention)
-        self.sequencer = RevisionSequencer(store, self.partitions, options)
+        self.sequencer = RevisionSequencer(store, self.partitions, options, shared.queue)
         self.references = ReferenceProtocol(self.partitions, self.sequencer)
-        self.committer = Committer(self.partitions, self.sequencer, self.references, options, self._signal)
+        self.committer = Committer(self.partitions, self.sequencer, self.references, options, shared)
 
     # ---------------------------------------------------------------- reads
 
@@ -88,7 +90,7 @@ class WideColumnBackend(Backend):
         self._check_open()
         parts = None if topics is None else frozenset(L.partition_of(t) for t in topics)
         return ChangeStream(
-            self.partitions, self.sequencer, self.options, self._signal, frozenset(tables), parts, since
+            self.partitions, self.sequencer, self.options, self._shared, frozenset(tables), parts, since
         )
 
     # ---------------------------------------------------------------- writes
@@ -111,7 +113,7 @@ class WideColumnBackend(Backend):
 
     def compact_history(self) -> None:
         self._check_open()
-        self.sequencer.compact()
+        self._shared.recent.forget_through(self.sequencer.compact())
 
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
         self._check_open()

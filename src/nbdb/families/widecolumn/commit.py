@@ -21,6 +21,7 @@ so they reach the partition in revision order instead of failing each other's
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -30,13 +31,14 @@ from collections.abc import Callable, Sequence
 from nbdb import errors
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn import planner
+from nbdb.families.widecolumn.changes import ChangeRow, Intent
 from nbdb.families.widecolumn.options import WideColumnOptions
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.planner import Plan, StoredObject
 from nbdb.families.widecolumn.primitives import OutcomeUnknown
 from nbdb.families.widecolumn.references import ReferenceProtocol, Replan, Reservations
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
-from nbdb.families.widecolumn.signal import ChangeSignal
+from nbdb.families.widecolumn.sharing import NamespaceState
 from nbdb.spi import CommitResult, Delete, Put, RefKey, WriteOp
 
 __all__ = ["Committer"]
@@ -55,13 +57,13 @@ class Committer:
         sequencer: RevisionSequencer,
         references: ReferenceProtocol,
         options: WideColumnOptions,
-        signal: ChangeSignal,
+        shared: NamespaceState,
     ) -> None:
         self._p = partitions
         self._sequencer = sequencer
         self._refs = references
         self._o = options
-        self._signal = signal
+        self._shared = shared
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         self._registered: set[str] = set()
         self.before_commit: Callable[[int], None] | None = None
@@ -80,25 +82,44 @@ class Committer:
             try:
                 fresh = False
                 for _ in self._o.commit.tries():
+                    taken: list[int] = []
+                    take = functools.partial(self._take, part, tables, taken)
                     try:
-                        plan = planner.plan(self._p.ns, part, ops, *self._facts(part, ops, fresh))
+                        # The revision is taken while the plan's reads are in flight.
+                        facts = self._facts(part, ops, fresh, overlap=take)
+                        if not taken:
+                            take()
+                        plan = planner.plan(self._p.ns, part, ops, *facts)
                         self._refs.check_deletes(plan)
                         self._refs.reserve(plan, reserved)
                     except Replan:
+                        self._void(taken, part, tables)
                         fresh = True
                         continue
-                    revision = self._sequencer.allocate(part, tables)
+                    except BaseException:
+                        self._void(taken, part, tables)
+                        raise
+                    revision = taken[0]
                     if self.before_commit is not None:
                         self.before_commit(revision)
                     if self.send(part, revision, plan):
                         done = True
-                        self._after(ops, plan, reserved)
+                        self._after(ops, plan, reserved, Intent(revision, part, tables))
                         return CommitResult(revision, plan.versions)
+                    self._shared.recent.add(Intent(revision, part, tables, void=True), ())
                     fresh = True  # a condition failed: re-read everything and plan again
                 raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
             finally:
                 if not done:
                     self._refs.release_all(reserved)
+
+    def _take(self, part: str, tables: frozenset[str], into: list[int]) -> None:
+        into.append(self._sequencer.allocate(part, tables))
+
+    def _void(self, taken: list[int], part: str, tables: frozenset[str]) -> None:
+        for revision in taken:
+            self._sequencer.void(revision)
+            self._shared.recent.add(Intent(revision, part, tables, void=True), ())
 
     def register(self, part: str) -> None:
         """Record that ``part`` holds data (once per process), so that unfiltered lists find it."""
@@ -109,12 +130,13 @@ class Committer:
     # ---------------------------------------------------------------- reading what the plan needs
 
     def _facts(
-        self, part: str, ops: Sequence[WriteOp], fresh: bool
+        self, part: str, ops: Sequence[WriteOp], fresh: bool, overlap: Callable[[], None] | None = None
     ) -> tuple[dict[RefKey, StoredObject | None], dict[RefKey, str | None]]:
         """The stored rows of the ops and where the objects the plan needs live, read in as few rounds as can be.
 
         ``fresh``: ignore what this process believes of where objects live
-        (a batch just failed; its beliefs may be why).
+        (a batch just failed; its beliefs may be why). ``overlap`` runs while
+        the first round of reads is in flight.
         """
         rows: dict[RefKey, StoredObject | None] = {}
         located: dict[RefKey, str | None] = {}
@@ -149,7 +171,11 @@ class Committer:
                 return rows, located
             reads = [self._p.locate_query(key[1]) if kind == "locate" else self._p.row_query(part, *key)
                      for kind, key in jobs]  # fmt: skip
-            for (kind, key), found in zip(jobs, self._p.store.select_many(reads), strict=True):
+            pending = self._p.store.start_reads(reads)
+            if overlap is not None:
+                run, overlap = overlap, None
+                run()
+            for (kind, key), found in zip(jobs, pending.result(), strict=True):
                 if kind == "row":
                     rows[key] = Partitions.stored_object(found)
                 elif kind == "probe":
@@ -206,7 +232,7 @@ class Committer:
             f"(its reply was lost and the store could not be asked): {error}"
         ) from error
 
-    def _after(self, ops: Sequence[WriteOp], plan: Plan, reserved: Reservations) -> None:
+    def _after(self, ops: Sequence[WriteOp], plan: Plan, reserved: Reservations, intent: Intent) -> None:
         for op in ops:
             if isinstance(op, Delete):
                 self._p.forget((op.table, op.id))
@@ -217,7 +243,10 @@ class Committer:
         # Reservations of earlier attempts that this plan no longer needs.
         self._refs.release_all(reserved, keep=frozenset(plan.reserve))
         reserved.clear()
-        self._signal.notify()
+        g = intent.revision
+        rows = [ChangeRow(g, c.table, c.id, c.data, c.version, c.old_data, c.old_version) for c in plan.changes]
+        self._shared.recent.add(intent, rows)
+        self._shared.signal.notify()
 
 
 def _landed(landed: bool) -> str:

@@ -41,7 +41,7 @@ from nbdb.families.widecolumn.options import WideColumnOptions
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import OutcomeUnknown, WideColumnStore, Write
 
-__all__ = ["RevisionSequencer", "numbers_in_bucket"]
+__all__ = ["CommitQueue", "RevisionSequencer", "numbers_in_bucket"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,26 @@ def numbers_in_bucket(head: int | None, bucket: int, wanted: int, bucket_size: i
     first = bucket * bucket_size + 1 if head is None else head + 1
     last = (bucket + 1) * bucket_size
     return first, max(0, min(wanted, last - first + 1))
+
+
+class CommitQueue:
+    """The commits of a process waiting for revisions in one namespace, and what it knows of the head.
+
+    Shared by every backend of the process on the namespace (see
+    :class:`~nbdb.families.widecolumn.sharing.NamespaceState`), so that their
+    commits take revisions together instead of racing each other's
+    compare-and-set.
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.waiting: deque[_Request] = deque()
+        self.busy = False
+        """A leader is taking revisions."""
+        self.bucket = -1
+        """The bucket the head is in, as far as this process knows (-1: not read yet)."""
+        self.known: tuple[int, int | None] | None = None
+        """(bucket, head) after this process's last compare-and-set on the head, if still believed current."""
 
 
 @dataclass(slots=True, eq=False)
@@ -76,30 +96,31 @@ class RevisionSequencer:
     max_group: ClassVar[int] = 64
     """Revisions taken by one compare-and-set at most (the index rows ride in its batch)."""
 
-    def __init__(self, store: WideColumnStore, partitions: Partitions, options: WideColumnOptions) -> None:
+    def __init__(
+        self,
+        store: WideColumnStore,
+        partitions: Partitions,
+        options: WideColumnOptions,
+        queue: CommitQueue | None = None,
+    ) -> None:
         self._store = store
         self._partitions = partitions
         self._ns = partitions.ns
         self._o = options
-        self._cond = threading.Condition()
-        self._queue: deque[_Request] = deque()
-        self._busy = False
-        self._bucket = -1
-        self._known: tuple[int, int | None] | None = None
-        """(bucket, head) after this process's last compare-and-set on the head, if still believed current."""
+        self._q = queue or CommitQueue()
 
     # ---------------------------------------------------------------- reading
 
     def bucket_hint(self) -> int:
         """The bucket the namespace's head is in, as far as this process knows (read once)."""
-        if self._bucket < 0:
+        if self._q.bucket < 0:
             rows = self._store.select(L.Q_META, (self._ns, "bucket"))
             value = rows[0].value if rows else None
-            self._bucket = 0 if value is None else int(value)
-        return self._bucket
+            self._q.bucket = 0 if value is None else int(value)
+        return self._q.bucket
 
     def _advance_bucket(self, bucket: int) -> None:
-        self._bucket = max(self._bucket, bucket + 1)
+        self._q.bucket = max(self._q.bucket, bucket + 1)
         try:  # best effort: a stale hint only costs a few reads
             rows = self._store.select(L.Q_META, (self._ns, "bucket"))
             current = rows[0].value if rows else None
@@ -127,36 +148,36 @@ class RevisionSequencer:
     def allocate(self, part: str, tables: frozenset[str]) -> int:
         """The next revision, for one commit to ``part`` touching ``tables``; its index row is written."""
         request = _Request(part, tables)
-        with self._cond:
-            self._queue.append(request)
-            if not self._busy:
-                self._busy = True
+        with self._q.cond:
+            self._q.waiting.append(request)
+            if not self._q.busy:
+                self._q.busy = True
                 request.lead = True
             while not request.done:
                 if request.lead:
                     request.lead = False
-                    self._cond.release()
+                    self._q.cond.release()
                     try:
                         self._serve()
                     finally:
-                        self._cond.acquire()
+                        self._q.cond.acquire()
                     continue
-                self._cond.wait()
+                self._q.cond.wait()
         if request.error is not None:
             raise request.error
         return request.revision
 
     def _serve(self) -> None:
         """Take revisions for the requests at the head of the queue, then pass the lead on."""
-        with self._cond:
-            group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_group))]
+        with self._q.cond:
+            group = [self._q.waiting.popleft() for _ in range(min(len(self._q.waiting), self.max_group))]
         numbers: list[int] = []
         error: BaseException | None = None
         try:
             numbers = self._take(group)
         except BaseException as exc:  # every waiter of the group must hear of it
             error = exc
-        with self._cond:
+        with self._q.cond:
             for request, revision in zip(group, numbers, strict=False):
                 request.revision, request.done = revision, True
             rest = group[len(numbers) :]
@@ -164,19 +185,19 @@ class RevisionSequencer:
                 for request in rest:
                     request.error, request.done = error, True
             else:
-                self._queue.extendleft(reversed(rest))  # a bucket filled up: they go first next time
-            if self._queue:
-                self._queue[0].lead = True
+                self._q.waiting.extendleft(reversed(rest))  # a bucket filled up: they go first next time
+            if self._q.waiting:
+                self._q.waiting[0].lead = True
             else:
-                self._busy = False
-            self._cond.notify_all()
+                self._q.busy = False
+            self._q.cond.notify_all()
 
     def _take(self, group: Sequence[_Request]) -> list[int]:
         """One compare-and-set on the head for as many of ``group`` as the bucket holds."""
         cid = uuid.uuid4()
         bucket = self.bucket_hint()
         for _ in self._o.contention.tries():
-            known = self._known
+            known = self._q.known
             if known is not None and known[0] == bucket:
                 head = known[1]
             else:
@@ -185,7 +206,7 @@ class RevisionSequencer:
             first, count = numbers_in_bucket(head, bucket, len(group), self.bucket_size)
             if count == 0:
                 self._advance_bucket(bucket)
-                bucket = self._bucket
+                bucket = self._q.bucket
                 continue
             at = int(self._o.clock() * 1000)
             writes: list[tuple[Write, tuple[Any, ...]]] = [(L.W_HEAD, (self._ns, bucket, first + count - 1, head))]
@@ -201,11 +222,11 @@ class RevisionSequencer:
                 applied = self._landed(bucket, first, cid)
                 result = None
             if applied:
-                self._known = (bucket, first + count - 1)
+                self._q.known = (bucket, first + count - 1)
                 return list(range(first, first + count))
             # Another client took numbers: a failed compare-and-set reports the head it saw.
             reported = result is not None and result.reports("head")
-            self._known = (bucket, result.value("head")) if reported and result is not None else None
+            self._q.known = (bucket, result.value("head")) if reported and result is not None else None
         raise errors.BackendUnavailableError("could not take a revision: too much contention on the sequencer")
 
     def _landed(self, bucket: int, first: int, cid: uuid.UUID) -> bool:
@@ -229,8 +250,8 @@ class RevisionSequencer:
         value = rows[0].value if rows else None
         return 0 if value is None else int(value)
 
-    def compact(self) -> None:
-        """Forget the index up to the current revision; watchers behind it get HistoryGoneError."""
+    def compact(self) -> int:
+        """Forget the index up to the current revision (returned); watchers behind it get HistoryGoneError."""
         revision = self.current()
         for _ in self._o.contention.tries():
             rows = self._partitions.read(L.Q_META, (self._ns, "floor"), serial=True)
@@ -244,3 +265,4 @@ class RevisionSequencer:
                 continue  # the next serial read settles it
         bucket = L.bucket_of(revision, self.bucket_size) if revision else 0
         self._store.apply([(L.W_DROP_INTENTS, (self._ns, bucket, revision))])
+        return revision

@@ -26,11 +26,12 @@ from typing import Any
 
 from nbdb import errors
 from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.changes import Intent
 from nbdb.families.widecolumn.options import WideColumnOptions
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import Row, Select
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
-from nbdb.families.widecolumn.signal import ChangeSignal
+from nbdb.families.widecolumn.sharing import NamespaceState
 from nbdb.spi import Record, RecordChange, RecordStream
 
 __all__ = ["Advance", "ChangeStream", "Intent", "advance", "dense_run", "to_changes"]
@@ -43,16 +44,6 @@ _BLOCKED_PAUSE = 0.002
 """First pause of a stream waiting for a commit in flight (it doubles up to the poll interval)."""
 _MAX_IDLE = 0.25
 _RESOLVES_PER_STEP = 16
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """One entry of the commit index: revision g is for this partition and these tables (or void)."""
-
-    revision: int
-    partition: str
-    tables: frozenset[str]
-    void: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +115,20 @@ def advance(
 
 
 class ChangeStream(RecordStream):
-    """Changes of some tables (and topics) after a revision."""
+    """Changes of some tables (and topics) after a revision.
+
+    Commits of this process come from memory (:class:`~nbdb.families.widecolumn.sharing.RecentCommits`)
+    as soon as they land; the store is read for the others, every ``poll_interval`` (growing to 0.25 s
+    while nothing happens), and at once when a revision this process does not hold stands before ones it
+    does.
+    """
 
     def __init__(
         self,
         partitions: Partitions,
         sequencer: RevisionSequencer,
         options: WideColumnOptions,
-        signal: ChangeSignal,
+        shared: NamespaceState,
         tables: frozenset[str],
         parts: frozenset[str] | None,
         since: int,
@@ -139,16 +136,18 @@ class ChangeStream(RecordStream):
         self._p = partitions
         self._sequencer = sequencer
         self._o = options
-        self._signal = signal
+        self._shared = shared
         self._tables = tables
         self._parts = parts
         self._cursor = since
         self._pending_since: dict[int, float] = {}
-        self._wake = signal.subscribe()
+        self._wake = shared.signal.subscribe()
         self._closed = False
         self._floor_checked = -_FLOOR_CHECK
         self._idle = options.poll_interval
         self._blocked_pause = _BLOCKED_PAUSE
+        self._next_read = 0.0
+        """When the store is read next (monotonic seconds)."""
 
     @property
     def revision(self) -> int:
@@ -156,26 +155,40 @@ class ChangeStream(RecordStream):
 
     def close(self) -> None:
         self._closed = True
-        self._signal.unsubscribe(self._wake)
+        self._shared.signal.unsubscribe(self._wake)
         self._wake.set()
 
     def poll(self, timeout: float | None) -> list[RecordChange]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._closed:
-            self._wake.clear()  # before reading: a commit that lands during the step wakes the next wait
-            out, blocked = self._step()
+            self._wake.clear()  # before looking: a commit that lands meanwhile wakes the next wait
+            out = self._step_local()
+            if not out and self._read_due():
+                out = self._step()
             if out:
-                self._idle, self._blocked_pause = self._o.poll_interval, _BLOCKED_PAUSE
+                self._idle = self._o.poll_interval
                 return out
-            remaining = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = None if deadline is None else deadline - now
             if remaining is not None and remaining <= 0:
                 return []
-            if blocked:  # a commit is in flight: it lands within milliseconds, usually
-                pause, self._blocked_pause = self._blocked_pause, min(self._blocked_pause * 2, self._o.poll_interval)
-            else:
-                pause, self._idle = self._idle, min(self._idle * 1.5, _MAX_IDLE)
+            pause = max(0.0, self._next_read - now)
             self._wake.wait(pause if remaining is None else min(pause, remaining))
         return []
+
+    def _read_due(self) -> bool:
+        # A revision this process does not hold stands before ones it does: read it now.
+        return time.monotonic() >= self._next_read or self._shared.recent.holds_after(self._cursor)
+
+    def _step_local(self) -> list[RecordChange]:
+        """Deliver this process's own commits right after the cursor, from memory."""
+        run = self._shared.recent.run_after(self._cursor, self._o.history)
+        if not run:
+            return []
+        entries = [intent for intent, _ in run]
+        progress = advance(self._cursor, entries, {i.revision: rows for i, rows in run}, self._wants, self._tables)
+        self._cursor = progress.cursor
+        return progress.changes
 
     def _wants(self, entry: Intent) -> bool:
         return (
@@ -186,7 +199,21 @@ class ChangeStream(RecordStream):
 
     # ---------------------------------------------------------------- one step
 
-    def _step(self) -> tuple[list[RecordChange], bool]:
+    def _step(self) -> list[RecordChange]:
+        """Read the store: deliverable changes after the cursor; moves the cursor last, then plans the next read."""
+        out, blocked = self._read_step()
+        if blocked:  # a commit is in flight: it lands within milliseconds, usually
+            self._blocked_pause = min(self._blocked_pause * 2, self._o.poll_interval) if not out else _BLOCKED_PAUSE
+            self._next_read = time.monotonic() + self._blocked_pause
+        elif out:
+            self._blocked_pause = _BLOCKED_PAUSE
+            self._next_read = time.monotonic()
+        else:
+            self._next_read = time.monotonic() + self._idle
+            self._idle = min(self._idle * 1.5, _MAX_IDLE)
+        return out
+
+    def _read_step(self) -> tuple[list[RecordChange], bool]:
         """Deliverable changes and whether a commit in flight stopped the step; moves the cursor last."""
         now = time.monotonic()
         if now - self._floor_checked > _FLOOR_CHECK:
