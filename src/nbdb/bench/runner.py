@@ -150,7 +150,7 @@ def plan(targets: Sequence[Target], sizes: Sizes, groups: Sequence[Group] = GROU
                 for params in group.params(sizes):
                     if group.raw is not None and target.raw_reason is None:
                         steps.append(Step(target, group, "raw", params, rnd))
-                        for name in extra_baselines(target.name):
+                        for name in extra_baselines(target.name) if group.writes else []:
                             steps.append(Step(target.with_baseline(name), group, f"raw+{name}", params, rnd))
                     steps.append(Step(target, group, "nbdb", params, rnd))
     return steps

@@ -102,6 +102,14 @@ class Client(RawClient):
             raise
         self._tables: set[str] = set()
 
+    def _batch(self) -> Any:
+        """An UNLOGGED batch at nbdb's consistency levels (one partition: atomic and isolated)."""
+        from cassandra.query import BatchStatement, BatchType
+
+        return BatchStatement(
+            batch_type=BatchType.UNLOGGED, consistency_level=self._consistency, serial_consistency_level=self._serial
+        )
+
     def _prepare(self, *statements: str) -> None:
         for cql in statements:
             self._stmts[cql] = self._session.prepare(cql.format(ks=self._ks))
@@ -138,12 +146,8 @@ class Client(RawClient):
             raise RawConflict(key)
 
     def create_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        from cassandra.query import BatchStatement, BatchType
-
         # One conditional batch: atomic and isolated because all rows share the partition.
-        batch = BatchStatement(
-            batch_type=BatchType.UNLOGGED, consistency_level=self._consistency, serial_consistency_level=self._serial
-        )
+        batch = self._batch()
         for key, value in items:
             table, id = self._split(key)
             batch.add(self._stmts[_INSERT], (self.namespace, table, id, value))
@@ -220,8 +224,6 @@ class ContractClient(Client):
 
     def _revision(self, table: str, key: str) -> int:
         """The next revision: one compare-and-set on the sequence head, with its index row."""
-        from cassandra.query import BatchStatement, BatchType
-
         while True:
             with self._lock:
                 known, head = self._head_known, self._head
@@ -229,11 +231,7 @@ class ContractClient(Client):
                 row = self._run(_HEAD, self.namespace).one()
                 head = None if row is None else row.head
             g = (head or 0) + 1
-            batch = BatchStatement(
-                batch_type=BatchType.UNLOGGED,
-                consistency_level=self._consistency,
-                serial_consistency_level=self._serial,
-            )
+            batch = self._batch()
             batch.add(self._stmts[_TAKE], (g, self.namespace, head))
             batch.add(self._stmts[_INDEX], (self.namespace, g, table, key))
             result = self._session.execute(batch, timeout=_TIMEOUT)
@@ -244,14 +242,10 @@ class ContractClient(Client):
                 self._head_known = False
 
     def _commit(self, table: str, g: int, writes: list[tuple[str, tuple[Any, ...]]]) -> bool:
-        from cassandra.query import BatchStatement, BatchType
-
         if table not in self._ordered:  # once per partition: give it a last_rev to compare with
             self._run(_L_FIRST, self.namespace, table)
             self._ordered.add(table)
-        batch = BatchStatement(
-            batch_type=BatchType.UNLOGGED, consistency_level=self._consistency, serial_consistency_level=self._serial
-        )
+        batch = self._batch()
         for cql, params in [*writes, (_L_ORDER, (g, self.namespace, table, g))]:
             batch.add(self._stmts[cql], params)
         return bool(self._session.execute(batch, timeout=_TIMEOUT).was_applied)
