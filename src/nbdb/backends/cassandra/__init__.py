@@ -30,6 +30,7 @@ try:
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.connection import DefaultEndPoint
     from cassandra.policies import (
+        ConstantSpeculativeExecutionPolicy,
         DCAwareRoundRobinPolicy,
         ExponentialReconnectionPolicy,
         RoundRobinPolicy,
@@ -47,6 +48,13 @@ from nbdb.backends.cassandra.url import CassandraUrl, parse_url
 __all__ = ["CassandraBackend", "CqlStore"]
 
 log = logging.getLogger(__name__)
+
+SPECULATE_AFTER = 0.25
+"""Seconds after which a read (or another idempotent request) still unanswered is also sent to the next
+coordinator; the first answer wins. A healthy cluster answers in milliseconds and never sees the second
+request; one that has just lost a node answers it from another coordinator, whose choice of replicas
+does not wait for the dead one, instead of after the request timeout. Conditional writes are never
+sent twice (see exceptions.py)."""
 
 
 class CassandraBackend(WideColumnBackend):
@@ -90,7 +98,7 @@ class CassandraBackend(WideColumnBackend):
         )
         store = CqlStore(shared, settings, self.dialect(url.keyspace))
         try:
-            super().__init__(store, url.family, shared.signal(url.keyspace, url.family.namespace))
+            super().__init__(store, url.family, shared.namespace((settings, url.family.namespace)))
         except BaseException:
             store.close()
             raise
@@ -114,6 +122,7 @@ class CassandraBackend(WideColumnBackend):
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(child),
             retry_policy=NbdbRetryPolicy(),
+            speculative_execution_policy=ConstantSpeculativeExecutionPolicy(SPECULATE_AFTER, 2),
             request_timeout=url.request_timeout,
         )
         cluster = Cluster(

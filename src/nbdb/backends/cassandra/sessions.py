@@ -4,8 +4,9 @@ A ``Cluster``/``Session`` pair is expensive (a control connection, pools to
 every node, schema metadata) and thread-safe, so backends opened with the
 same hosts, credentials and TLS settings share one, reference-counted: the
 last backend to close shuts it down. The shared session also carries the
-wake-up signal of each namespace, so that a commit made through one backend
-wakes the watchers of every other backend of the process on that namespace.
+state of each namespace: a commit made through one backend wakes the watchers
+of every other backend of the process on that namespace, and their commits
+take revisions together.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from nbdb.families.widecolumn import ChangeSignal
+from nbdb.families.widecolumn import NamespaceState
 
 __all__ = ["SESSIONS", "SessionPool", "SharedSession"]
 
@@ -30,15 +31,15 @@ class SharedSession:
         self.cluster = cluster
         self.session = session
         self.users = 0
-        self._signals: dict[tuple[str, str], ChangeSignal] = {}
+        self._namespaces: dict[Hashable, NamespaceState] = {}
         self._lock = threading.Lock()
 
-    def signal(self, keyspace: str, namespace: str) -> ChangeSignal:
-        """The wake-up signal of one namespace, shared by every backend on this session."""
+    def namespace(self, key: Hashable) -> NamespaceState:
+        """What the backends on this session share for one namespace (``key``: keyspace, namespace, settings)."""
         with self._lock:
-            found = self._signals.get((keyspace, namespace))
+            found = self._namespaces.get(key)
             if found is None:
-                found = self._signals[(keyspace, namespace)] = ChangeSignal()
+                found = self._namespaces[key] = NamespaceState()
             return found
 
 

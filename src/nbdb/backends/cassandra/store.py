@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,14 @@ __all__ = ["CqlStore", "StoreSettings"]
 log = logging.getLogger(__name__)
 
 _DDL_TIMEOUT = 60.0
+_SLOW = 1.0
+"""Requests slower than this many seconds are logged (at DEBUG): where a stall comes from."""
+
+
+def _note(started: float, what: Any, hosts: Any = None) -> None:
+    elapsed = time.monotonic() - started
+    if elapsed > _SLOW and log.isEnabledFor(logging.DEBUG):
+        log.debug("slow request (%.2fs, coordinator %s): %s", elapsed, hosts, getattr(what, "query_string", what))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +68,9 @@ class _Prepared:
 
 
 class _Pending(PendingReads):
-    def __init__(self, futures: list[Any], timeout: float) -> None:
+    def __init__(self, futures: list[Any], started: float) -> None:
         self._futures = futures
-        self._timeout = timeout
+        self._started = started
 
     def result(self) -> list[list[Row]]:
         out = []
@@ -72,6 +81,8 @@ class _Pending(PendingReads):
             except Exception as exc:
                 error = error or translate(exc)
                 rows = []
+            finally:
+                _note(self._started, future.query, future.coordinator_host)
             out.append(rows)
         if error is not None:  # every request was awaited first: none is left running unobserved
             raise error
@@ -172,13 +183,18 @@ class CqlStore(WideColumnStore):
 
     def select(self, query: Select, params: Sequence[Any], *, serial: bool = False) -> list[Row]:
         session = self._live()
+        started = time.monotonic()
+        bound = self._bind(query, params, serial)
         try:
-            return list(session.execute(self._bind(query, params, serial), timeout=self.settings.request_timeout))
+            return list(session.execute(bound, timeout=self.settings.request_timeout))
         except Exception as exc:
             raise translate(exc) from exc
+        finally:
+            _note(started, bound)
 
     def start_reads(self, reads: Sequence[tuple[Select, Sequence[Any]]], *, serial: bool = False) -> PendingReads:
         session = self._live()
+        started = time.monotonic()
         futures = []
         try:
             for query, params in reads:
@@ -192,7 +208,7 @@ class CqlStore(WideColumnStore):
                 except Exception:
                     pass
             raise translate(exc) from exc
-        return _Pending(futures, self.settings.request_timeout)
+        return _Pending(futures, started)
 
     def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
         session = self._live()
@@ -212,10 +228,13 @@ class CqlStore(WideColumnStore):
                 conditional = conditional or prepared.compiled.conditional
                 statement.add(prepared.statement, prepared.compiled.arrange(tuple(params)))
             statement.is_idempotent = not conditional
+        started = time.monotonic()
         try:
             result = session.execute(statement, timeout=self.settings.request_timeout)
         except Exception as exc:
             raise translate(exc, conditional=conditional) from exc
+        finally:
+            _note(started, statement)
         if not conditional or result.was_applied:
             return Applied(True)
         current = tuple({k: v for k, v in row._asdict().items() if k != "applied"} for row in result.current_rows)
