@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from nbdb import errors
 from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.changes import ChangeRow
 from nbdb.families.widecolumn.planner import Plan, StoredObject, check_shape, plan, still_referenced_message
 from nbdb.families.widecolumn.retry import RetryPolicy
 from nbdb.families.widecolumn.sequencer import numbers_in_bucket
-from nbdb.families.widecolumn.sharing import ChangeSignal
+from nbdb.families.widecolumn.sharing import ChangeSignal, RecentCommits
 from nbdb.families.widecolumn.snapshot import undo
 from nbdb.families.widecolumn.stream import Intent, advance, dense_run
 from nbdb.spi import ANY_VERSION, Delete, Put
@@ -261,3 +262,24 @@ def test_a_change_signal_wakes_every_subscriber_until_it_leaves() -> None:
     woken.start()
     assert a.wait(5) and not b.is_set()
     woken.join()
+
+
+# ---------------------------------------------------------------------------- a process's recent commits
+
+
+def _row(g: int) -> ChangeRow:
+    return ChangeRow(g, "T", uuid.UUID(int=g), b"d", 1, None, 0)
+
+
+def test_recent_commits_serve_a_contiguous_run_only() -> None:
+    recent = RecentCommits(capacity=3)
+    for g in (5, 6, 8):
+        recent.add(Intent(g, "p", frozenset({"T"})), [_row(g)])
+    assert [i.revision for i, _ in recent.run_after(4, max_age=60)] == [5, 6], "7 is not held: stop before it"
+    assert recent.run_after(6, max_age=60) == [] and recent.holds_after(6)
+    assert not recent.holds_after(7)
+    recent.add(Intent(9, "p", frozenset({"T"}), void=True), [])
+    assert recent.run_after(4, max_age=60) == [], "capacity 3: 5 was dropped first"
+    recent.forget_through(8)
+    assert [i.revision for i, _ in recent.run_after(8, max_age=60)] == [9]
+    assert recent.run_after(8, max_age=0) == [], "nothing older than the store's history is served"
