@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e .
+.venv/bin/pip install -q --disable-pip-version-check -e '.[metrics]'
 exec .venv/bin/nbdb demo "$@"

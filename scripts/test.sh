@@ -9,9 +9,14 @@ bash .ci/install-servers.sh
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 # The whole suite includes the slow Cassandra harness tests (3 nodes, kill -9 durability, auth).
 export NBDB_TEST_CASSANDRA_EXTRA="${NBDB_TEST_CASSANDRA_EXTRA:-1}"
-# Every backend runs the conformance kit; spawn:KIND starts a throwaway server.
+# Every backend runs the conformance kit; spawn:KIND starts a throwaway server; sqlite
+# needs no server, only a file (and sqlite:// runs the same code in memory).
+sqlite_dir=$(mktemp -d)
+trap 'rm -rf "$sqlite_dir"' EXIT
 .venv/bin/pytest \
   --nbdb-url=memory:// \
+  --nbdb-url="sqlite:///$sqlite_dir/kit.db" \
+  --nbdb-url=sqlite:// \
   --nbdb-url=spawn:redis \
   --nbdb-url=spawn:etcd \
   --nbdb-url=spawn:ovsdb \

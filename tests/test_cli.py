@@ -17,6 +17,16 @@ def test_demo_runs_on_the_embedded_default(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert "none from tenant-b" in out
     assert "a stale update is refused" in out
+    assert "hv0 flow table: tenant-a-vm" in out, "the agent converged its flow table"
+    assert "its flow is gone" in out, "read-your-writes, then the controller removed the flow"
+    assert "1 retried" in out
+
+
+def test_demo_runs_on_a_durable_sqlite_file(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--url", f"sqlite:///{tmp_path}/nb.db"]) == 0
+    out = capsys.readouterr().out
+    assert "durability=durable" in out and "none from tenant-b" in out
+    assert (tmp_path / "nb.db").stat().st_size > 0
 
 
 def test_backends_lists_memory(capsys: pytest.CaptureFixture[str]) -> None:

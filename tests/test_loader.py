@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import nbdb
-from nbdb.loader import installed_backends, redact
+from nbdb.loader import installed_backends
+from nbdb.options import redact
 
 pytestmark = pytest.mark.timeout(30)
 

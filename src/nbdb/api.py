@@ -1,26 +1,34 @@
-"""The one applicative API: :class:`Database` and its :class:`Transaction`.
+"""The one applicative API: :class:`Database`.
 
 The Database validates, works out references, encodes, and calls the backend's
-small SPI (:mod:`nbdb.spi`). It holds no per-backend logic.
+small SPI (:mod:`nbdb.spi`). It holds no per-backend logic: where a store
+lacks a feature, its capabilities say so and the Database refuses with
+UnsupportedError, or does the generic thing every store can (mutations are
+re-read and re-applied on a conflict; ``may_exist`` and ``if_exists`` are
+settled from the error that names the object).
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, TypeVar, overload
 from uuid import UUID
 
-from nbdb import errors
+from nbdb import errors, metrics
 from nbdb.cache import Cache, Subscriber
-from nbdb.capabilities import Atomicity, Capabilities
-from nbdb.codec import bulk, decode, encode
+from nbdb.capabilities import Atomicity, Capabilities, Expiry
+from nbdb.codec import bulk, decode
 from nbdb.models.base import Model, all_models, model_for_table
-from nbdb.spi import ANY_VERSION, Backend, Delete, LockHandle, Put, WriteOp
+from nbdb.reaper import Reaper
+from nbdb.revision import Revision
+from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, UniqueKey, WriteOp
+from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
+from nbdb.writes import FieldMutation, as_stored, check_uuid, delete_of, mutate, put_of
 
 __all__ = ["Database", "ListResult", "Transaction"]
 
@@ -29,24 +37,24 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Model)
 _List = list  # Database.list() shadows the builtin inside the class body
 
+_MUTATION_ATTEMPTS = 50
+_MAY_EXIST_ATTEMPTS = 10
+
 
 class ListResult(list[M]):
-    """The objects of a :meth:`Database.list`, with the ``revision`` they reflect."""
+    """The objects of a :meth:`Database.list`, with the ``revision`` they reflect.
+
+    A page of a paged listing (``limit=``) also carries ``continue_token``:
+    pass it as ``after=`` for the next page; None on the last page.
+    """
 
     revision: int
+    continue_token: str | None
 
-    def __init__(self, items: Iterator[M] | list[M], revision: int) -> None:
+    def __init__(self, items: Iterator[M] | list[M], revision: int, continue_token: str | None = None) -> None:
         super().__init__(items)
         self.revision = revision
-
-
-def _as_uuid(value: UUID | str) -> UUID:
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(str(value))
-    except ValueError:
-        raise errors.ValidationError(f"not an object id (UUID): {value!r}") from None
+        self.continue_token = continue_token
 
 
 def _check_model(obj: Any) -> Model:
@@ -61,76 +69,6 @@ def _check_model_class(model: Any) -> type[Model]:
     return model
 
 
-def _stored(obj: M, version: int) -> M:
-    stored = obj.model_copy(update={"version": version})
-    stored._stored_refs = obj.ref_keys()
-    return stored
-
-
-def _put(obj: Model, expect_version: int) -> Put:
-    old_refs = obj._stored_refs if expect_version else frozenset()
-    return Put(obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs=obj.ref_keys(), old_refs=old_refs)
-
-
-class Transaction:
-    """Writes collected by ``with db.transaction() as txn:`` and committed on exit.
-
-    All or nothing where the backend's capabilities say ``atomic``. After the
-    block, ``results`` holds the stored copy of each created or updated object
-    (None for deletes), in call order, and ``revision`` the commit's revision.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._ops: list[WriteOp] = []
-        self._objects: list[Model | None] = []
-        self.results: list[Model | None] = []
-        self.revision: int | None = None
-
-    def create(self, obj: M) -> M:
-        """Queue the creation of ``obj``; returns it as it will be stored (version 1)."""
-        obj = _check_model(obj)  # type: ignore[assignment]
-        self._db._check_new(obj)
-        self._ops.append(_put(obj, 0))
-        self._objects.append(obj)
-        return _stored(obj, 1)
-
-    def update(self, obj: M) -> M:
-        """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
-        obj = _check_model(obj)  # type: ignore[assignment]
-        self._db._check_stored(obj)
-        self._ops.append(_put(obj, obj.version))
-        self._objects.append(obj)
-        return _stored(obj, obj.version + 1)
-
-    def delete(self, obj_or_model: Model | type[Model], id: UUID | str | None = None) -> None:
-        """Queue the deletion of an object (at its version) or of ``Model, id`` (any version)."""
-        self._ops.append(self._db._delete_op(obj_or_model, id))
-        self._objects.append(None)
-
-    def commit(self) -> None:
-        """Commit the queued writes now (the ``with`` block does it on exit)."""
-        if not self._ops:
-            self.revision = self._db._backend.current_revision()
-            return
-        result = self._db._backend.commit(self._ops)
-        self.revision = result.revision
-        self.results = [
-            None if obj is None else _stored(obj, version)
-            for obj, version in zip(self._objects, result.versions, strict=True)
-        ]
-        self._ops = []
-
-    def __enter__(self) -> Transaction:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-
-
 class Database:
     """A connection to one northbound database, through one backend.
 
@@ -139,13 +77,21 @@ class Database:
     ``with`` block) releases them.
     """
 
-    def __init__(self, backend: Backend, url: str = "") -> None:
+    def __init__(self, backend: Backend, url: str = "", *, reap: bool = True) -> None:
         self._backend = backend
         self._url = url
         # Weak: a cache or watch the caller closed and dropped must not be kept alive here.
         self._caches: weakref.WeakSet[Cache] = weakref.WeakSet()
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
+        self._scope = backend.revision_scope
+        handles = metrics.active()
+        self._metrics = None if handles is None else handles.backend(backend)
+        # Start times of recent commits, for the caches' commit-to-applied lag.
+        self._commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
+        self._reaper: Reaper | None = None
+        if reap and backend.capabilities.expiry is Expiry.REAPER and type(backend).reap is not Backend.reap:
+            self._reaper = Reaper(backend)
 
     def __repr__(self) -> str:
         return f"<nbdb.Database {type(self._backend).__name__}>"
@@ -160,82 +106,244 @@ class Database:
         """The backend's static declaration of what it guarantees."""
         return self._backend.capabilities
 
+    # ---------------------------------------------------------------- commits
+
+    def _revision(self, revision: int) -> Revision:
+        return Revision(revision, self._scope)
+
+    def _commit(self, ops: Sequence[WriteOp], fence: LockHandle | None = None) -> tuple[CommitResult, Revision]:
+        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
+        commit: Callable[[Sequence[WriteOp]], CommitResult] = self._backend.commit
+        if fence is not None:
+            if not isinstance(fence, LockHandle):
+                raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
+            self._need("fencing", self.capabilities.fencing, "fence writes on a lock")
+            if fence.lost:
+                raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
+            backend = self._backend
+
+            def commit(ops: Sequence[WriteOp]) -> CommitResult:
+                return backend.commit_fenced(ops, fence)
+
+        if self._metrics is None:
+            result = commit(ops)
+        else:
+            result = self._metrics.commit(commit, ops, self._commit_times)
+        return result, Revision(result.revision, self._scope)
+
     # ---------------------------------------------------------------- checks
 
-    def _check_new(self, obj: Model) -> None:
+    def _checked_new(self, obj: M, may_exist: bool = False, ttl: float | None = None) -> M:
+        obj = _check_model(obj)  # type: ignore[assignment]
         if obj.version != 0:
             raise errors.ValidationError(
                 f"{obj.nbdb_table} {obj.id} has version {obj.version}: it was stored already; use update()"
             )
+        if may_exist:
+            if not obj.nbdb_unique_fields:
+                raise errors.ValidationError(
+                    f"create(..., may_exist=True) needs unique fields to find the existing object, and "
+                    f"{type(obj).__name__} declares none (nbdb_unique)"
+                )
+            self._need("unique", self.capabilities.unique, "enforce unique fields")
+        if ttl is not None:
+            if not ttl > 0:
+                raise errors.ValidationError(f"ttl must be a positive number of seconds, not {ttl!r}")
+            self._need("expiry", self.capabilities.expiry is not Expiry.NONE, "expire objects")
+        return obj
 
-    def _check_stored(self, obj: Model) -> None:
+    def _checked_stored(self, obj: M) -> M:
+        obj = _check_model(obj)  # type: ignore[assignment]
         if obj.version == 0:
             raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} has version 0: create() it first")
+        return obj
 
-    def _delete_op(self, obj_or_model: Model | type[Model], id: UUID | str | None) -> Delete:
+    def _need(self, capability: str, present: bool, what: str) -> None:
+        if not present:
+            raise errors.UnsupportedError(f"{type(self._backend).__name__} does not {what} (capabilities.{capability})")
+
+    def _target(self, target: Model | tuple[type[Model], UUID | str]) -> tuple[type[Model], UUID]:
+        if isinstance(target, Model):
+            return type(target), target.id
+        if isinstance(target, tuple) and len(target) == 2:
+            return _check_model_class(target[0]), check_uuid(target[1])
+        raise errors.ValidationError(f"expected a stored object or (Model, id), got {target!r}")
+
+    def _delete_op(self, obj_or_model: Model | type[Model], id: UUID | str | None, if_exists: bool) -> Delete | None:
         if isinstance(obj_or_model, Model):
-            obj = obj_or_model
-            self._check_stored(obj)
-            return Delete(obj.nbdb_table, obj.id, obj.topic, obj.version, old_refs=obj._stored_refs)
+            obj = self._checked_stored(obj_or_model)
+            return delete_of(obj, if_exists)
         model = _check_model_class(obj_or_model)
         if id is None:
             raise errors.ValidationError("delete(Model, id) needs an id")
-        uid = _as_uuid(id)
+        uid = check_uuid(id)
         current = self._backend.read(model.nbdb_table, uid)
         if current is None:
-            raise errors.NotFoundError(f"{model.nbdb_table} {uid} does not exist")
-        return Delete(model.nbdb_table, uid, current.topic, ANY_VERSION)
+            if if_exists:
+                return None
+            raise errors.NotFoundError(f"{model.nbdb_table} {uid} does not exist", key=(model.nbdb_table, uid))
+        return Delete(model.nbdb_table, uid, current.topic, ANY_VERSION, None, if_exists)
 
     # ---------------------------------------------------------------- CRUD
 
-    def create(self, obj: M) -> M:
+    def create(
+        self, obj: M, *, may_exist: bool = False, ttl: float | None = None, fence: LockHandle | None = None
+    ) -> M:
         """Store a new object; returns the stored copy (version 1).
 
-        Raises ConflictError if its id exists, ReferenceError if a reference
-        points to a missing object.
+        Raises ConflictError if its id exists, UniqueViolationError (a
+        ConflictError) if another object holds one of its unique values, and
+        ReferenceError if a reference points to a missing object.
+        ``may_exist``: return the object that holds its unique value instead
+        of failing (as ovsdbapp's ``may_exist``). ``ttl``: the object lives
+        that many seconds unless :meth:`refresh` ed. ``fence``: commit only
+        while that lock is held (LockLostError otherwise).
         """
-        obj = _check_model(obj)  # type: ignore[assignment]
-        self._check_new(obj)
-        result = self._backend.commit([_put(obj, 0)])
-        return _stored(obj, result.versions[0])
+        obj = self._checked_new(obj, may_exist, ttl)
+        put, planned = put_of(obj, 0, ttl)
+        for _attempt in range(_MAY_EXIST_ATTEMPTS):
+            try:
+                result, revision = self._commit([put], fence)
+            except errors.UniqueViolationError as exc:
+                if not may_exist or exc.existing is None:
+                    raise
+                try:
+                    return self.get(type(obj), exc.existing)
+                except errors.NotFoundError:
+                    continue  # deleted meanwhile: the create may go through now
+            return as_stored(obj, planned, result.versions[0], revision)
+        raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def get(self, model: type[M], id: UUID | str) -> M:
         """The stored object; NotFoundError if there is none."""
         model = _check_model_class(model)  # type: ignore[assignment]
-        uid = _as_uuid(id)
+        uid = check_uuid(id)
         record = self._backend.read(model.nbdb_table, uid)
         if record is None:
-            raise errors.NotFoundError(f"{model.nbdb_table} {uid} does not exist")
+            raise errors.NotFoundError(f"{model.nbdb_table} {uid} does not exist", key=(model.nbdb_table, uid))
         return decode(model, record)
 
-    def update(self, obj: M) -> M:
+    def get_by(self, model: type[M], **values: Any) -> M | None:
+        """The object whose unique field (or group of fields) holds ``values``, or None.
+
+        ``db.get_by(LogicalSwitchPort, name="vm1")``: the names must be one
+        of the model's ``nbdb_unique`` groups.
+        """
+        model = _check_model_class(model)  # type: ignore[assignment]
+        group = tuple(sorted(values))
+        if group not in {tuple(sorted(g)) for g in model.nbdb_unique_fields}:
+            raise errors.ValidationError(
+                f"{model.__name__} has no unique field group {'+'.join(group)!r} (nbdb_unique: {model.nbdb_unique})"
+            )
+        self._need("unique", self.capabilities.unique, "enforce unique fields")
+        spec = next(g for g in model.nbdb_unique_fields if tuple(sorted(g)) == group)
+        field, text = "+".join(spec), model.unique_text(spec, values)
+        owner = self._backend.unique_owner(model.nbdb_table, UniqueKey(field, text))
+        if owner is None:
+            return None
+        try:
+            found = self.get(model, owner)
+        except errors.NotFoundError:
+            return None
+        return found if (field, text) in found.unique_values() else None
+
+    def update(self, obj: M, *, fence: LockHandle | None = None) -> M:
         """Compare-and-swap: store ``obj`` if the stored copy is still at ``obj.version``.
 
-        Returns the new stored copy; ConflictError if somebody wrote in between.
+        Returns the new stored copy (carrying its ``nbdb_revision``);
+        ConflictError if somebody wrote in between.
         """
-        obj = _check_model(obj)  # type: ignore[assignment]
-        self._check_stored(obj)
-        result = self._backend.commit([_put(obj, obj.version)])
-        return _stored(obj, result.versions[0])
+        obj = self._checked_stored(obj)
+        put, planned = put_of(obj, obj.version)
+        result, revision = self._commit([put], fence)
+        return as_stored(obj, planned, result.versions[0], revision)
+
+    def mutate(
+        self,
+        target: M | tuple[type[M], UUID | str],
+        *,
+        add: FieldMutation | None = None,
+        remove: FieldMutation | None = None,
+        fence: LockHandle | None = None,
+    ) -> M:
+        """Add and remove members of list, set or map fields, whatever the stored version.
+
+        ``db.mutate(group, add={"ports": [p1, p2]})``; ``remove={"external_ids":
+        ["k"]}`` drops map keys, ``add={"external_ids": {"k": "v"}}`` sets
+        them. Two writers mutating one object both succeed: the change is
+        re-applied to the latest version when another writer got there first
+        (references and the model's rules are checked each time). Returns the
+        stored copy after the change (the current one if nothing changed).
+        """
+        model, uid = self._target(target)
+        add, remove = dict(add or {}), dict(remove or {})
+        for _attempt in range(_MUTATION_ATTEMPTS):
+            current = self.get(model, uid)
+            new = mutate(current, add, remove)
+            if new is current:
+                return current  # type: ignore[return-value]
+            try:
+                return self.update(new, fence=fence)  # type: ignore[return-value]
+            except errors.ConflictError as exc:
+                if isinstance(exc, errors.UniqueViolationError) or exc.key not in (None, (model.nbdb_table, uid)):
+                    raise
+                log.debug("mutate: %s %s changed meanwhile; applying the change again", model.nbdb_table, uid)
+        raise errors.ConflictError(f"{model.nbdb_table} {uid} kept changing; the mutation was not applied")
+
+    def refresh(self, obj: M | tuple[type[M], UUID | str], ttl: float) -> None:
+        """Give an object created with a ttl another ``ttl`` seconds of life.
+
+        NotFoundError if it expired (or was deleted) already; ValidationError
+        if it was created without a ttl.
+        """
+        model, uid = self._target(obj)
+        if not ttl > 0:
+            raise errors.ValidationError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        self._need("expiry", self.capabilities.expiry is not Expiry.NONE, "expire objects")
+        self._backend.refresh(model.nbdb_table, uid, ttl)
 
     @overload
-    def delete(self, obj: Model, *, cascade: bool = ...) -> None: ...
+    def delete(
+        self, obj: Model, *, cascade: bool = ..., if_exists: bool = ..., fence: LockHandle | None = ...
+    ) -> Revision | None: ...
     @overload
-    def delete(self, obj: type[Model], id: UUID | str, *, cascade: bool = ...) -> None: ...
+    def delete(
+        self,
+        obj: type[Model],
+        id: UUID | str,
+        *,
+        cascade: bool = ...,
+        if_exists: bool = ...,
+        fence: LockHandle | None = ...,
+    ) -> int | None: ...
 
-    def delete(self, obj: Model | type[Model], id: UUID | str | None = None, *, cascade: bool = False) -> None:
+    def delete(
+        self,
+        obj: Model | type[Model],
+        id: UUID | str | None = None,
+        *,
+        cascade: bool = False,
+        if_exists: bool = False,
+        fence: LockHandle | None = None,
+    ) -> Revision | None:
         """Delete an object (compare-and-swap on its version) or ``Model, id`` (whatever version).
 
-        ReferenceError if other objects still reference it, unless ``cascade``:
-        then, in one transaction, dependents whose reference is required are
-        deleted too (recursively), and optional or list references to it are
-        cleared.
+        Returns the revision of the commit (None if ``if_exists`` found
+        nothing to delete). ReferenceError if other objects still reference
+        it, unless ``cascade``: then, in one transaction, dependents whose
+        reference is required are deleted too (recursively), and optional or
+        list references to it are cleared.
         """
-        op = self._delete_op(obj, id)
-        if not cascade:
-            self._backend.commit([op])
-            return
-        self._backend.commit(self._cascade(op))
+        op = self._delete_op(obj, id, if_exists)
+        if op is None:
+            return None
+        try:
+            result, revision = self._commit(self._cascade(op) if cascade else [op], fence)
+        except errors.NotFoundError as exc:
+            if if_exists and exc.key == (op.table, op.id):
+                return None
+            raise
+        return None if 0 in result.skipped else revision
 
     def _cascade(self, root: Delete) -> list[WriteOp]:
         deletes: dict[tuple[str, UUID], WriteOp] = {(root.table, root.id): root}
@@ -269,19 +377,38 @@ class Database:
                         doomed = True
                 if doomed:
                     updates.pop(source, None)
-                    deletes[source] = Delete(source[0], source[1], obj.topic, obj.version, old_refs=obj._stored_refs)
+                    deletes[source] = delete_of(obj)
                     queue.append(source)
         ops: list[WriteOp] = list(deletes.values())
-        ops += [_put(obj, obj.version) for obj in updates.values()]
+        ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
         return ops
 
-    def list(self, model: type[M], topic: str | None = None, *, skip_corrupt: bool = False) -> ListResult[M]:
+    def list(
+        self,
+        model: type[M],
+        topic: str | None = None,
+        *,
+        skip_corrupt: bool = False,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> ListResult[M]:
         """Every object of ``model`` (in ``topic`` if given), with the revision it reflects.
 
         A corrupt record raises CorruptRecordError unless ``skip_corrupt``.
+        ``limit``: one page of about that many objects, with a
+        ``continue_token`` to pass as ``after`` for the next; every page
+        reflects the first one's revision (HistoryGoneError once the store
+        can no longer show it). Use :meth:`iter` to walk a large table.
         """
         model = _check_model_class(model)  # type: ignore[assignment]
-        snapshot = self._backend.scan([model.nbdb_table], None if topic is None else [topic])
+        topics = None if topic is None else [topic]
+        if limit is None and after is None:
+            snapshot = self._backend.scan([model.nbdb_table], topics)
+        else:
+            if limit is None or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise errors.ValidationError(f"limit must be a positive whole number, not {limit!r}")
+            self._need("pages", self.capabilities.pages, "list in pages")
+            snapshot = self._backend.scan_page([model.nbdb_table], topics, limit, after)
         out: _List[M] = []
         with bulk():
             for record in snapshot.records:
@@ -291,13 +418,30 @@ class Database:
                     if not skip_corrupt:
                         raise
                     log.warning("list: skipping corrupt %s %s", record.table, record.id)
-        return ListResult(out, snapshot.revision)
+        return ListResult(out, snapshot.revision, snapshot.after)
 
-    def transaction(self) -> Transaction:
-        """Collect writes and commit them together when the ``with`` block ends."""
+    def iter(self, model: type[M], topic: str | None = None, *, page_size: int = 1000) -> Iterator[M]:
+        """Every object of ``model``, page by page at one revision, in bounded memory.
+
+        Stores without consistent pages (``capabilities.pages`` False) are
+        read in one list.
+        """
+        if not self.capabilities.pages:
+            yield from self.list(model, topic)
+            return
+        after: str | None = None
+        while True:
+            page = self.list(model, topic, limit=page_size, after=after)
+            yield from page
+            if page.continue_token is None:
+                return
+            after = page.continue_token
+
+    def transaction(self, *, fence: LockHandle | None = None) -> Transaction:
+        """Collect writes and commit them together when the ``with`` block ends (``fence``: see :meth:`create`)."""
         if self.capabilities.transactions is Atomicity.NONE:
             raise errors.UnsupportedError(f"{type(self._backend).__name__} has no multi-object transactions")
-        return Transaction(self)
+        return Transaction(self, fence)
 
     # ---------------------------------------------------------------- change streams
 
@@ -335,13 +479,26 @@ class Database:
         topics: Collection[str | None] | None = None,
         on_change: Subscriber | None = None,
         on_error: Callable[[errors.CorruptRecordError], None] | None = None,
+        *,
+        fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
     ) -> Cache:
         """A local replica of ``models`` (in ``topics``), loading in the background.
 
         Call ``wait_synced()`` before relying on its content. ``on_change``
-        receives every event from the first list on.
+        receives every event from the first list on (on a thread of its own,
+        as every subscriber). ``fields`` keeps only those fields (a list for a
+        one-model cache, or a mapping from model to fields): ``get`` and
+        ``find`` then return read-only partial views (:mod:`nbdb.projection`).
         """
-        cache = Cache(self._backend, self._models(models), topics, on_change, on_error)
+        cache = Cache(
+            self._backend,
+            self._models(models),
+            topics,
+            on_change,
+            on_error,
+            fields=fields,
+            commit_times=self._commit_times,
+        )
         self._caches.add(cache)
         return cache
 
@@ -371,6 +528,8 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        if self._reaper is not None:
+            self._reaper.close()
         for cache in list(self._caches):
             cache.close()
         for watch in list(self._watches):

@@ -5,43 +5,57 @@ between the two. When the backend cannot resume (history compacted or trimmed,
 server restarted), it re-lists and emits events for exactly the difference —
 synthetic ``updated``/``created`` events and tombstones (``deleted``) for
 objects that vanished — so consumers never see a reload storm.
+
+Its thread only applies changes; subscribers run on threads of their own
+(:mod:`nbdb.dispatch`), work queues are fed from subscriptions
+(:mod:`nbdb.controller`), and projections keep partial views
+(:mod:`nbdb.projection`). Reads take no lock and copy nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from nbdb import errors
+from nbdb import errors, metrics
 from nbdb.codec import bulk, decode
-from nbdb.events import ChangeEvent, EventKind
+from nbdb.dispatch import Predicate, Subscriber, Subscription
+from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
+from nbdb.projection import PartialView, projections
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
+from nbdb.waits import Waits
+
+if TYPE_CHECKING:
+    from nbdb.controller import CacheQueue
+    from nbdb.workqueue import RateLimiter
 
 __all__ = ["Cache", "Subscriber"]
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Model)
-Subscriber = Callable[[ChangeEvent[Model]], None]
 _List = list  # Cache.list() shadows the builtin inside the class body
 
 _POLL_SECONDS = 0.5
 _MAX_BACKOFF = 5.0
+_CLOSE_WAIT = 5.0
 
 
 class Cache:
     """A local, indexed replica of some models, following the backend's changes.
 
     Reads (:meth:`get`, :meth:`find`, :meth:`list`) never touch the network.
-    Subscribers receive each :class:`ChangeEvent` after it is applied, in
-    order per object, from the cache's own thread. A subscriber that raises is
-    logged and does not stop the cache; a corrupt record is reported (see
-    ``corrupt``), the last good copy of that object is kept, and the cache goes on.
+    Subscribers (:meth:`subscribe`) and work queues (:meth:`queue`) receive
+    each :class:`ChangeEvent` after it is applied, in order per object, on
+    threads of their own. A corrupt record is reported (see ``corrupt`` and
+    ``on_error``), the last good copy of that object is kept, and the cache
+    goes on. With ``fields`` the cache keeps partial views
+    (:mod:`nbdb.projection`).
     """
 
     def __init__(
@@ -51,19 +65,34 @@ class Cache:
         topics: Collection[str | None] | None = None,
         on_change: Subscriber | None = None,
         on_error: Callable[[errors.CorruptRecordError], None] | None = None,
+        *,
+        fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
+        commit_times: metrics.CommitTimes | None = None,
     ) -> None:
         self._backend = backend
         self._models = {m.nbdb_table: m for m in models}
         self._tables = sorted(self._models)
         self._topics = None if topics is None else frozenset(topics)
+        self._views = projections(models, fields)
         self._objects: dict[type[Model], dict[UUID, Model]] = {m: {} for m in models}
         self._indexes: dict[type[Model], dict[str, dict[Any, set[UUID]]]] = {
-            m: {f: {} for f in m.nbdb_index_fields} for m in models
+            m: {f: {} for f in self._index_fields(m)} for m in models
         }
-        self._fields = {m: frozenset(m.model_fields) for m in models}
+        self._fields = {
+            m: frozenset(self._views[m].nbdb_fields if m in self._views else m.model_fields) for m in models
+        }
         self._lock = threading.RLock()
-        self._subscribers: list[Subscriber] = [on_change] if on_change else []
-        self._on_error = on_error
+        self._scope = backend.revision_scope
+        self._subscriptions: list[Subscription] = []
+        self._awaiting_sync: list[Subscription] = []
+        self._queues: list[CacheQueue] = []
+        self._waits = Waits(self)
+        self._errors = None if on_error is None else Subscription(on_error, name="on_error")
+        handles = metrics.active()
+        self._metrics = None if handles is None else handles.backend(backend)
+        self._commit_times = commit_times if self._metrics is not None else None
+        if self._metrics is not None:
+            self._metrics.track(self)
         self.corrupt: dict[tuple[str, UUID], errors.CorruptRecordError] = {}
         """Records that failed to decode, by (table, id); cleared when a good copy arrives."""
         self.relists = 0
@@ -72,8 +101,14 @@ class Cache:
         self._synced = threading.Event()
         self._closed = threading.Event()
         self._stream: RecordStream | None = None
+        if on_change is not None:
+            self.subscribe(on_change)
         self._thread = threading.Thread(target=self._run, name="nbdb-cache", daemon=True)
         self._thread.start()
+
+    def _index_fields(self, model: type[Model]) -> tuple[str, ...]:
+        view = self._views.get(model)
+        return model.nbdb_index_fields if view is None else view.nbdb_index_fields
 
     # ---------------------------------------------------------------- reads
 
@@ -87,7 +122,7 @@ class Cache:
         return self._synced.wait(timeout)
 
     def get(self, model: type[M], id: UUID | str) -> M | None:
-        """The cached object, or None."""
+        """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`."""
         if not isinstance(id, UUID):
             try:
                 id = UUID(str(id))
@@ -103,18 +138,25 @@ class Cache:
         with self._lock:
             return list(self._objects[self._followed(model)].values())  # type: ignore[arg-type]
 
+    def snapshot(self) -> tuple[_List[Model], int]:
+        """Every cached object and the revision they reflect, read in one step."""
+        with self._lock:
+            return [obj for objs in self._objects.values() for obj in objs.values()], self._revision
+
     def find(self, model: type[M], **equals: Any) -> _List[M]:
         """Objects whose fields equal the given values (a list field matches if it contains the value).
 
         Uses the model's declared indexes (and reference fields) when one of
-        the fields is indexed; otherwise scans the model's objects.
+        the fields is indexed; otherwise scans the model's objects. In a
+        projected cache only the kept fields can be searched.
         """
         fields = self._fields.get(model)
         if fields is None:
             raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
         for key, value in equals.items():
             if key not in fields:
-                raise errors.ValidationError(f"{model.__name__} has no field {key!r}")
+                kept = " (not kept by this cache's projection)" if model in self._views else ""
+                raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
             if isinstance(value, Model):
                 equals[key] = value.id
         objects = self._objects[self._followed(model)]
@@ -140,37 +182,149 @@ class Cache:
     def __len__(self) -> int:
         return sum(len(objs) for objs in self._objects.values())
 
-    # ---------------------------------------------------------------- subscribers
+    # ---------------------------------------------------------------- read-your-writes
 
-    def subscribe(self, callback: Subscriber, replay: bool = False) -> None:
-        """Call ``callback(event)`` after each change is applied.
+    def wait_for(self, target: Model | int | None, timeout: float | None = None) -> bool:
+        """Block until the cache reflects a write; False on timeout (or if the cache closes first).
 
-        With ``replay=True`` the callback first gets a ``created`` event for
-        every object already cached, atomically with the registration, so it
-        sees every object exactly once from then on.
+        ``target`` is a stored object (as ``create``/``update`` return it, or
+        any copy read back): wait until the cache holds that version of it or
+        a later one, or has applied its deletion. Or a revision (of a
+        transaction, of ``delete()``, ``obj.nbdb_revision``): wait until the
+        cache reflects every change up to it, whatever it touched.
+
+        Revisions are compared only within their sequence. On backends whose
+        revisions count per connection (OVSDB), a :class:`~nbdb.revision.Revision`
+        obtained through another connection raises UnsupportedError (wait for
+        the object instead); an object carrying one is waited for by version.
+        An object of a model or topic the cache does not follow raises
+        ValidationError: it would never arrive. See :mod:`nbdb.waits`.
+        None (a ``delete(..., if_exists=True)`` that found nothing) is
+        reflected already: True at once.
         """
+        if target is None:
+            return True
+        return self._waits.wait(target, timeout)
+
+    # ---------------------------------------------------------------- subscribers and queues
+
+    def subscribe(
+        self,
+        callback: Subscriber,
+        models: type[Model] | Sequence[type[Model]] | None = None,
+        predicate: Predicate | None = None,
+        replay: bool = False,
+    ) -> Subscription:
+        """Call ``callback(event)`` after each change of ``models`` (default: all followed) is applied.
+
+        The callback runs on a thread of the subscription, never under the
+        cache's lock (see :mod:`nbdb.dispatch` for the rules); ``predicate``
+        filters events before the callback. With ``replay=True`` it first gets
+        a ``created`` event (``synthetic``) for every object already cached,
+        atomically with the registration, so it sees every object exactly once
+        from then on. ``wait_replayed()`` on the returned subscription tells
+        when the replay and the cache's first list were delivered.
+        """
+        return self._subscribe(callback, models, predicate, replay)
+
+    def _subscribe(
+        self,
+        callback: Callable[[Any], None],
+        models: type[Model] | Sequence[type[Model]] | None,
+        predicate: Predicate | None,
+        replay: bool,
+        *,
+        name: str = "",
+        tick: tuple[float, Callable[[], None]] | None = None,
+    ) -> Subscription:
+        followed = self.models_of(models)
+        sub = Subscription(callback, followed, predicate, name=name, detach=self._detach, tick=tick)
         with self._lock:
             if replay:
-                for model, objs in self._objects.items():
-                    for obj in objs.values():
-                        self._call(callback, ChangeEvent(EventKind.CREATED, model, None, obj, self._revision, True))
-            self._subscribers.append(callback)
+                for model in followed:
+                    for obj in self._objects[model].values():
+                        sub.offer(ChangeEvent(EventKind.CREATED, model, None, obj, self._revision, True))
+            self._subscriptions.append(sub)
+            if self._synced.is_set():
+                sub.mark_replayed()
+            else:
+                self._awaiting_sync.append(sub)
+        return sub
 
-    def unsubscribe(self, callback: Subscriber) -> None:
-        """Stop calling ``callback``."""
+    def models_of(self, models: type[Model] | Sequence[type[Model]] | None) -> _List[type[Model]]:
+        """``models`` checked against the followed ones (None: all of them)."""
+        if models is None:
+            return list(self._objects)
+        if isinstance(models, type):
+            models = [models]
+        return [self._followed(m) for m in models]
+
+    def unsubscribe(self, subscription: Subscription | Subscriber) -> None:
+        """Stop a subscription (or the one of ``callback``); see :meth:`Subscription.close`."""
+        if isinstance(subscription, Subscription):
+            subscription.close()
+            return
         with self._lock:
-            self._subscribers.remove(callback)
+            found = next((s for s in self._subscriptions if s.callback == subscription), None)
+        if found is None:
+            raise errors.NotFoundError(f"{subscription!r} is not subscribed to this cache")
+        found.close()
+
+    def _detach(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subscriptions:
+                self._subscriptions.remove(sub)
+            if sub in self._awaiting_sync:
+                self._awaiting_sync.remove(sub)
+
+    def queue(
+        self,
+        models: type[Model] | Sequence[type[Model]] | None = None,
+        predicate: Predicate | None = None,
+        resync: float | None = None,
+        *,
+        name: str = "",
+        rate_limiter: RateLimiter[Key] | None = None,
+    ) -> CacheQueue:
+        """A keyed work queue of ``(Model, id)`` fed by this cache's changes; see :class:`nbdb.controller.CacheQueue`.
+
+        Every cached key is queued first, then every changed key (if
+        ``predicate(event)`` lets it through); ``resync`` seconds: re-queue
+        every cached key that often.
+        """
+        from nbdb.controller import CacheQueue
+
+        queue = CacheQueue(self, models, predicate, resync, name=name, rate_limiter=rate_limiter)
+        with self._lock:
+            self._queues = [q for q in self._queues if not q.closed] + [queue]
+        return queue
+
+    def metric_samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        """The ``cache_objects`` and ``handler_pending`` gauges (see :mod:`nbdb.metrics`)."""
+        label = metrics.backend_label(self._backend)
+        for model, objs in self._objects.items():
+            yield "cache_objects", (label, model.nbdb_table), float(len(objs))
+        yield "handler_pending", (label,), float(sum(s.pending for s in list(self._subscriptions)))
 
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Stop following changes and join the cache's thread."""
+        """Stop following changes, end subscriptions and queues, and join the cache's thread."""
         self._closed.set()
         stream = self._stream
         if stream is not None:
             stream.close()
         if threading.current_thread() is not self._thread:
             self._thread.join()
+        with self._lock:
+            subs, queues = list(self._subscriptions), list(self._queues)
+            self._waits.release_all()
+        for queue in queues:
+            queue.close()
+        for sub in subs:
+            sub.close(_CLOSE_WAIT)
+        if self._errors is not None:
+            self._errors.close(_CLOSE_WAIT)
 
     def __enter__(self) -> Cache:
         return self
@@ -199,19 +353,24 @@ class Cache:
                         for change in changes:
                             self._apply(change)
                         self._revision = max(self._revision, self._stream.revision)
+                        self._after_batch(bool(changes))
+                    if changes and self._metrics is not None:
+                        self._metrics.applied(changes, self._commit_times)
                     backoff = 0.05
             except errors.HistoryGoneError as exc:
-                log.info("cache: history gone (%s); re-listing", exc)
+                log.info("cache: history gone after revision %d (%s); re-listing", self._revision, exc)
                 need_list = True
                 self.relists += 1
+                if self._metrics is not None:
+                    self._metrics.relisted()
             except errors.NbdbError as exc:
-                log.warning("cache: backend error, retrying in %.2fs: %s", backoff, exc)
+                log.warning("cache: backend error at revision %d, retrying in %.2fs: %s", self._revision, backoff, exc)
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             except Exception:
                 # A bug must not silently freeze the replica: log it, and
                 # rebuild from a fresh list so the cache converges again.
-                log.exception("cache: unexpected error; re-listing")
+                log.exception("cache: unexpected error at revision %d; re-listing", self._revision)
                 need_list = True
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
@@ -219,6 +378,13 @@ class Cache:
                 if self._stream is not None:
                     self._stream.close()
                     self._stream = None
+
+    def _after_batch(self, changed: bool = True) -> None:
+        if changed:
+            for sub in self._subscriptions:
+                sub.wake()
+        if self._waits.pending:
+            self._waits.wake()
 
     def _relist(self) -> None:
         snapshot = self._backend.scan(self._tables, self._topics)
@@ -239,30 +405,40 @@ class Cache:
                     old = current.get(id)
                     if old is not None and old.version == record.version:
                         continue
-                    new = self._decode(model, record, share=False)
+                    new = self._decode(model, record, snapshot.revision, share=False)
                     if new is None:
                         continue
                     self._put(model, old, new)
-                    if self._subscribers:
+                    if self._subscriptions:
                         kind = EventKind.CREATED if old is None else EventKind.UPDATED
                         self._emit(ChangeEvent(kind, model, old, new, snapshot.revision, True))
             self._revision = snapshot.revision
-        self._synced.set()
+            self._synced.set()
+            for sub in self._awaiting_sync:
+                sub.mark_replayed()
+            self._awaiting_sync.clear()
+            self._after_batch()
 
-    def _decode(self, model: type[Model], record: Record, share: bool = True) -> Model | None:
+    def _decode(self, model: type[Model], record: Record, revision: int, share: bool = True) -> Model | None:
         try:
             obj = decode(model, record, share=share)
         except errors.CorruptRecordError as exc:
             self.corrupt[(model.nbdb_table, record.id)] = exc
-            log.warning("cache: keeping the last good copy of %s %s: %s", model.nbdb_table, record.id, exc)
-            if self._on_error is not None:
-                try:
-                    self._on_error(exc)
-                except Exception:
-                    log.exception("cache: on_error callback failed")
+            log.warning(
+                "cache: keeping the last good copy of %s %s at revision %d: %s",
+                model.nbdb_table,
+                record.id,
+                revision,
+                exc,
+            )
+            if self._metrics is not None:
+                self._metrics.corrupt()
+            if self._errors is not None:
+                self._errors.put(exc)
             return None
         self.corrupt.pop((model.nbdb_table, record.id), None)
-        return obj
+        view = self._views.get(model)
+        return obj if view is None else view.of(obj)  # type: ignore[return-value]
 
     def _apply(self, change: RecordChange) -> None:
         model = self._models.get(change.table)
@@ -274,16 +450,18 @@ class Cache:
             if current is None:
                 return
             self._remove(model, current)
-            self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision))
+            if self._subscriptions:
+                self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision))
             return
         if current is not None and current.version >= change.new.version:
             return  # already applied (a re-delivered change)
-        new = self._decode(model, change.new)
+        new = self._decode(model, change.new, change.revision)
         if new is None:
             return
         self._put(model, current, new)
-        kind = EventKind.CREATED if current is None else EventKind.UPDATED
-        self._emit(ChangeEvent(kind, model, current, new, change.revision))
+        if self._subscriptions:
+            kind = EventKind.CREATED if current is None else EventKind.UPDATED
+            self._emit(ChangeEvent(kind, model, current, new, change.revision))
 
     def _put(self, model: type[Model], old: Model | None, new: Model) -> None:
         if old is not None:
@@ -296,6 +474,8 @@ class Cache:
     def _remove(self, model: type[Model], old: Model) -> None:
         self._unindex(model, old)
         del self._objects[model][old.id]
+        if self._waits.pending:
+            self._waits.deleted(model, old.id)
 
     def _unindex(self, model: type[Model], old: Model) -> None:
         for field, index in self._indexes[model].items():
@@ -307,18 +487,11 @@ class Cache:
                         del index[value]
 
     def _emit(self, event: ChangeEvent[Model]) -> None:
-        for callback in self._subscribers:
-            self._call(callback, event)
-
-    @staticmethod
-    def _call(callback: Subscriber, event: ChangeEvent[Model]) -> None:
-        try:
-            callback(event)
-        except Exception:
-            log.exception("cache: subscriber %r failed on %s %s", callback, event.kind, event.id)
+        for sub in self._subscriptions:
+            sub.offer(event)
 
 
-def _matches(obj: Model, field: str, value: Any) -> bool:
+def _matches(obj: Model | PartialView, field: str, value: Any) -> bool:
     attr = getattr(obj, field)
     if isinstance(attr, list) and not isinstance(value, list):
         return value in attr

@@ -1,16 +1,23 @@
-"""Static declarations of what a backend guarantees.
+"""Static declarations of what a backend guarantees, and checks of what an application requires.
 
 A backend declares one :class:`Capabilities` object. The conformance kit turns
-each field into an expectation, and ``docs/capabilities.md`` is generated from
-these declarations (``nbdb backends --markdown``), never kept by hand.
+each field into an expectation (a feature declared absent must raise
+UnsupportedError; one declared present must work), ``docs/capabilities.md``
+is generated from these declarations (``nbdb backends --markdown``), never
+kept by hand, and :func:`nbdb.connect` checks an application's ``require=``
+against them (:meth:`Capabilities.check`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["Atomicity", "Capabilities", "Durability"]
+from nbdb import errors
+
+__all__ = ["Atomicity", "Capabilities", "Durability", "Expiry"]
 
 
 class Atomicity(StrEnum):
@@ -36,6 +43,25 @@ class Durability(StrEnum):
     """Never: the data lives in memory only."""
 
 
+class Expiry(StrEnum):
+    """How objects created with a ``ttl`` disappear when nobody refreshes them."""
+
+    NATIVE = "native"
+    """The store expires them itself (etcd leases, ...), and watchers see the deletion."""
+    REAPER = "reaper"
+    """Connected clients delete expired objects (a documented reaper); watchers see the deletion."""
+    NONE = "none"
+    """No expiry: ``create(..., ttl=...)`` raises UnsupportedError."""
+
+
+# Levels from best to worst, for require={"name": "level"}.
+_ORDERS: dict[type[StrEnum], tuple[StrEnum, ...]] = {
+    Atomicity: (Atomicity.ATOMIC, Atomicity.SINGLE_PARTITION, Atomicity.NONE),
+    Durability: (Durability.DURABLE, Durability.CONFIGURABLE, Durability.VOLATILE),
+    Expiry: (Expiry.NATIVE, Expiry.REAPER, Expiry.NONE),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a backend guarantees. Every field is checked by the conformance kit."""
@@ -56,9 +82,66 @@ class Capabilities:
     """``Database.lock()`` gives mutual exclusion among the clients that share the data."""
     allocate_id: bool = True
     """``Database.allocate_id()`` hands out unique increasing integers."""
+    unique: bool = False
+    """Unique fields (``Model.nbdb_unique``) are enforced atomically by the store."""
+    fencing: bool = False
+    """Writes can be fenced on a held lock (``fence=``): they commit only while it is held."""
+    expiry: Expiry = Expiry.NONE
+    """Objects created with a ``ttl`` vanish when not refreshed."""
+    pages: bool = False
+    """``list(..., limit=N)`` returns consistent pages at one revision (``after=`` continues)."""
+    max_txn_ops: int | None = None
+    """The most store operations one commit may take (None: no limit); an object takes a few."""
+    max_txn_bytes: int | None = None
+    """The most bytes of records one commit may carry (None: no limit)."""
     notes: str = ""
     """Anything a user must know that the fields above do not say."""
 
     def as_dict(self) -> dict[str, object]:
         """The declaration as plain values (for the capability matrix and ``nbdb backends``)."""
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+    def check(self, require: Collection[str] | Mapping[str, Any]) -> None:
+        """Raise UnsupportedError naming every required capability this backend lacks.
+
+        ``require`` is a set of names ("supported at all") or a mapping of
+        name to the level needed (``{"transactions": "atomic", "durability":
+        "durable", "max_txn_ops": 200}``). An unknown name or level is a
+        ValidationError.
+        """
+        wanted: Mapping[str, Any] = require if isinstance(require, Mapping) else dict.fromkeys(require)
+        known = {f.name for f in fields(self)} - {"notes", "history"}
+        missing: list[str] = []
+        for name, level in wanted.items():
+            if name not in known:
+                raise errors.ValidationError(
+                    f"unknown capability {name!r} in require= (known: {', '.join(sorted(known))})"
+                )
+            have = getattr(self, name)
+            if not _satisfies(name, have, level):
+                missing.append(f"{name}={have} (needed: {'supported' if level is None else level})")
+        if missing:
+            raise errors.UnsupportedError("the backend lacks required capabilities: " + "; ".join(missing))
+
+
+def _satisfies(name: str, have: Any, level: Any) -> bool:
+    if isinstance(have, StrEnum):
+        order = _ORDERS[type(have)]
+        if level is None:
+            return bool(have is not order[-1])
+        try:
+            needed = type(have)(str(level))
+        except ValueError:
+            raise errors.ValidationError(
+                f"require={{{name!r}: {level!r}}}: the levels are {', '.join(str(o) for o in order)}"
+            ) from None
+        return order.index(have) <= order.index(needed)
+    if name.startswith("max_"):
+        if level is None:
+            return True
+        if not isinstance(level, int) or isinstance(level, bool) or level < 1:
+            raise errors.ValidationError(f"require={{{name!r}: ...}} takes a positive whole number, not {level!r}")
+        return have is None or have >= level
+    if level not in (None, True, False):
+        raise errors.ValidationError(f"require={{{name!r}: ...}} takes true or false, not {level!r}")
+    return bool(have) or level is False

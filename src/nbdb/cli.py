@@ -19,7 +19,7 @@ __all__ = ["build_parser", "capability_matrix", "main"]
 
 # Modules that add sub-commands with a register(subparsers) function. They are
 # imported only if present, so a trimmed install still has a working CLI.
-_PLUGGABLE_COMMANDS = ("nbdb.testing.cli", "nbdb.bench.cli", "nbdb.tools.cli")
+_PLUGGABLE_COMMANDS = ("nbdb.testing.cli", "nbdb.testing.soak.cli", "nbdb.bench.cli", "nbdb.tools.cli")
 
 
 def capability_matrix(markdown: bool) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import weakref
 from collections.abc import Iterator
 from typing import TypeVar, cast
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.models.base import Model
+from nbdb.models.base import DECODED, Model
 from nbdb.spi import Record
 
 __all__ = ["bulk", "decode", "encode"]
@@ -61,6 +62,10 @@ def decode(model: type[M], record: Record, *, share: bool = True) -> M:
     (a list, a cache's load) pass ``share=False``: each record is decoded
     once, and the memo would only churn.
     """
+    value = record.value
+    if value is not None and type(value) is model:
+        # Validated by the Database that wrote it, and immutable: share it.
+        return value
     decoder = _decode_shared if share else _decode
     return cast(M, decoder(model, record.table, record.id, record.topic, record.version, record.data))
 
@@ -79,9 +84,39 @@ def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: in
         )
     # Models are frozen; the version comes from the record's metadata, set
     # the way pydantic's own model_construct() fills fields.
-    obj.__dict__["version"] = version
-    obj._stored_refs = obj.ref_keys()
+    fields = obj.__dict__
+    fields["version"] = version
+    _compact(model, fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", _fields_set(model))
+    object.__setattr__(obj, "__pydantic_private__", DECODED)
     return obj
+
+
+def _compact(model: type[Model], fields: dict[str, object]) -> None:
+    """Share what many decoded objects hold alike: the ids they reference, and empty containers.
+
+    A cache holds thousands of ports of one switch, each decoding its own copy
+    of the switch's id and its own empty lists and maps; models are
+    immutable, so one of each serves them all.
+    """
+    for spec in model.nbdb_references:
+        if not spec.many:
+            value = fields[spec.field]
+            if value is not None:
+                fields[spec.field] = _IDS.setdefault(value, value)  # type: ignore[arg-type]
+    for name, value in fields.items():
+        if not value and type(value) in _EMPTY:
+            fields[name] = _EMPTY[type(value)]
+
+
+@functools.cache
+def _fields_set(model: type[Model]) -> set[str]:
+    # Every field is in the stored JSON but the version (pydantic copies this set before changing it).
+    return set(model.model_fields) - _EXCLUDE
+
+
+_IDS: weakref.WeakValueDictionary[UUID, UUID] = weakref.WeakValueDictionary()
+_EMPTY: dict[type, object] = {list: [], dict: {}}
 
 
 _decode_shared = functools.lru_cache(maxsize=4096)(_decode)  # bounded: at most a few MiB of recent objects

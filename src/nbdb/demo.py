@@ -1,8 +1,11 @@
-"""The newcomer's main job: build a small cloud's logical network and watch a controller follow it.
+"""The newcomer's main job: build a small cloud's logical network and run a local controller on it.
 
 Two tenants get switches, ports, a router with NAT and ACLs; three chassis
-register; a local controller on one chassis keeps a topic-filtered cache and
-reacts to port bindings, updates and deletions as they are committed.
+register. A chassis agent on hv0 — a controller built on nbdb's runtime —
+keeps a topic-filtered, projected cache, and reconciles each port into a local
+"flow table": ports bound to hv0 get a flow, others have none. Its datapath
+fails once (a retry with backoff), it reads its own writes through the cache,
+and it prints its metrics.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from uuid import UUID
 
 import nbdb
-from nbdb.events import ChangeEvent, EventKind
+from nbdb import metrics
+from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models import (
     ACL,
     NAT,
@@ -51,20 +56,21 @@ def run_demo(url: str | None = None, ports_per_tenant: int = 6, out: Callable[[s
             + ", ".join(str(db.allocate_id("tunnel-key")) for _ in chassis)
         )
 
-        # The local controller on hv0 follows tenant-a and the global objects.
-        applied = threading.Condition()
-        log: list[ChangeEvent[Model]] = []
-
-        def on_change(event: ChangeEvent[Model]) -> None:
-            with applied:
-                log.append(event)
-                applied.notify_all()
-
-        controller = db.cache(topics=["tenant-a", None], on_change=on_change)
-        if not controller.wait_synced(30):
-            out("the controller's cache did not sync within 30s")
+        # The chassis agent on hv0 follows tenant-a and the global objects, and
+        # keeps of each port only what it needs to program its datapath.
+        events: list[ChangeEvent[Model]] = []
+        cache = db.cache(
+            [LogicalSwitch, LogicalSwitchPort, PortGroup, Chassis],
+            topics=["tenant-a", None],
+            on_change=events.append,
+            fields={LogicalSwitchPort: ["name", "switch", "chassis", "addresses", "up"]},
+        )
+        if not cache.wait_synced(30):
+            out("the agent's cache did not sync within 30s")
             return 1
-        out(f"controller on hv0: cache synced at revision {controller.revision} with {len(controller)} objects")
+        out(f"agent on hv0: cache synced at revision {cache.revision} with {len(cache)} objects")
+        agent = _ChassisAgent(cache, chassis[0].id)
+        controller = nbdb.run_controller(cache, agent.reconcile, LogicalSwitchPort, workers=2, name="hv0-agent")
 
         started = time.perf_counter()
         for n, tenant in enumerate(("tenant-a", "tenant-b")):
@@ -130,29 +136,85 @@ def run_demo(url: str | None = None, ports_per_tenant: int = 6, out: Callable[[s
         for i, port in enumerate(db.list(LogicalSwitchPort, topic="tenant-a")):
             if port.type is PortType.NORMAL:
                 db.update(port.replace(chassis=chassis[i % 3].id, up=True))
+        out("compute service bound tenant-a's ports to hv0, hv1, hv2")
         victim = next(p for p in db.list(LogicalSwitchPort, topic="tenant-a") if p.name.endswith("vm0"))
         db.delete(victim, cascade=True)  # also removes it from the port group
         final_revision = db.list(LogicalSwitch).revision
 
-        with applied:
-            applied.wait_for(lambda: controller.revision >= final_revision, timeout=30)
+        # Read your writes: the agent's cache reflects the last commit, then the
+        # controller converges on it.
+        if not (cache.wait_for(final_revision, 30) and controller.wait_idle(30)):
+            out("the agent did not converge within 30s")
+            return 1
         elapsed = time.perf_counter() - started
-        mine = controller.find(LogicalSwitchPort, chassis=chassis[0].id)
-        kinds = {k: sum(1 for e in log if e.kind is k) for k in EventKind}
+        mine = cache.find(LogicalSwitchPort, chassis=chassis[0].id)
+        kinds = {k: sum(1 for e in events if e.kind is k) for k in EventKind}
         out(
-            f"controller applied {len(log)} events ({kinds[EventKind.CREATED]} created, "
+            f"agent applied {len(events)} events ({kinds[EventKind.CREATED]} created, "
             f"{kinds[EventKind.UPDATED]} updated, {kinds[EventKind.DELETED]} deleted) in {elapsed * 1000:.0f} ms; "
             "none from tenant-b (topic filter)"
         )
-        out(f"ports bound to hv0 (index lookup): {sorted(p.name for p in mine)}")
-        pg = controller.find(PortGroup, name="tenant-a_web")[0]
+        out(f"ports bound to hv0 (index lookup on a partial view): {sorted(p.name for p in mine)}")
+        out("hv0 flow table: " + "; ".join(sorted(agent.flows.values())))
+        pg = cache.find(PortGroup, name="tenant-a_web")[0]
         out(f"port group tenant-a_web now has {len(pg.ports)} ports (vm0 removed by the cascade)")
-        stale = mine[0] if mine else None
-        if stale is not None:
-            db.update(stale.replace(up=False))
-            try:
-                db.update(stale.replace(up=True))
-            except nbdb.ConflictError as exc:
-                out(f"a stale update is refused: {exc}")
-        tenant_b_seen = any(e.object.topic == "tenant-b" for e in log)
+        if mine:
+            unbound = db.update(db.get(LogicalSwitchPort, mine[0].id).replace(chassis=None, up=False))
+            cache.wait_for(unbound, 30)  # right after the write, the cache holds it
+            controller.wait_idle(30)
+            out(
+                f"unbound {unbound.name} at revision {unbound.nbdb_revision}: the agent's cache holds version "
+                f"{cache.get(LogicalSwitchPort, unbound.id).version}, its flow is "  # type: ignore[union-attr]
+                + ("gone" if unbound.id not in agent.flows else "still there")
+            )
+        stale = db.list(LogicalSwitchPort, topic="tenant-a")[0]
+        db.update(stale.replace(up=False))
+        try:
+            db.update(stale.replace(up=True))
+        except nbdb.ConflictError as exc:
+            out(f"a stale update is refused: {exc}")
+        controller.wait_idle(30)
+        _print_metrics(controller, cache, out)
+        controller.close()
+        tenant_b_seen = any(e.object.topic == "tenant-b" for e in events)
         return 1 if tenant_b_seen else 0
+
+
+class _ChassisAgent:
+    """Programs hv0's datapath: a flow for every port bound to hv0, none for the others."""
+
+    def __init__(self, cache: nbdb.Cache, me: UUID) -> None:
+        self.cache = cache
+        self.me = me
+        self.flows: dict[UUID, str] = {}
+        self._lock = threading.Lock()
+        self._flaky = True
+
+    def reconcile(self, key: Key, port: Model | None) -> None:
+        _, id = key
+        live = self.cache.get(LogicalSwitchPort, id)  # level-triggered: read the current state
+        with self._lock:
+            if live is None or live.chassis != self.me:
+                self.flows.pop(id, None)  # deleted (``port`` is its last copy) or bound elsewhere
+                return
+            if self._flaky:
+                self._flaky = False
+                raise RuntimeError("datapath busy")  # once: the runtime retries with backoff
+            mac_ip = live.addresses[0] if live.addresses else "?"
+            self.flows[id] = f"{live.name} -> {mac_ip}"
+
+
+def _print_metrics(controller: nbdb.Controller, cache: nbdb.Cache, out: Callable[[str], None]) -> None:
+    out(
+        f"agent metrics: {controller.reconciled} reconciles, {controller.failed} retried, "
+        f"queue depth {len(controller.queue)}, cache relists {cache.relists}, corrupt records {len(cache.corrupt)}"
+    )
+    if metrics.active() is None:
+        out("(pip install 'nbdb[metrics]' for the Prometheus metrics)")
+        return
+    import prometheus_client
+
+    wanted = ("_total", "_count", "_sum", "nbdb_cache_objects", "nbdb_queue_depth")
+    for line in prometheus_client.generate_latest().decode().splitlines():
+        if line.startswith("nbdb_") and any(w in line.split("{")[0] for w in wanted):
+            out("  " + line)

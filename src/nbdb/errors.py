@@ -21,6 +21,7 @@ __all__ = [
     "NbdbError",
     "NotFoundError",
     "ReferenceError",
+    "UniqueViolationError",
     "UnsupportedError",
     "ValidationError",
 ]
@@ -31,14 +32,38 @@ class NbdbError(Exception):
 
 
 class NotFoundError(NbdbError, LookupError):
-    """The object (or the named thing) does not exist."""
+    """The object (or the named thing) does not exist. ``key`` is its (table, id), when known."""
+
+    def __init__(self, message: str, *, key: tuple[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ConflictError(NbdbError):
     """A compare-and-swap failed: the stored copy changed since it was read.
 
-    Re-read the object, re-apply the change and try again.
+    Re-read the object, re-apply the change and try again. ``key`` is the
+    (table, id) of the object that conflicted, when known.
     """
+
+    def __init__(self, message: str, *, key: tuple[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class UniqueViolationError(ConflictError):
+    """An object would hold a value of a unique field that another object of its table holds.
+
+    ``table``, ``field`` and ``value`` say which; ``existing`` is the id of
+    the object that holds it (when the store could tell).
+    """
+
+    def __init__(self, message: str, *, table: str, field: str, value: Any, existing: Any = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.field = field
+        self.value = value
+        self.existing = existing
 
 
 class ReferenceError(NbdbError):

@@ -9,9 +9,12 @@ from uuid import UUID
 
 from nbdb.models.base import Model
 
-__all__ = ["ChangeEvent", "EventKind"]
+__all__ = ["ChangeEvent", "EventKind", "Key"]
 
 M = TypeVar("M", bound=Model)
+
+Key = tuple[type[Model], UUID]
+"""What a work queue holds for an object: its model class and its id."""
 
 
 class EventKind(StrEnum):
@@ -50,3 +53,8 @@ class ChangeEvent(Generic[M]):
     def id(self) -> UUID:
         """The id of the changed object."""
         return self.object.id
+
+    @property
+    def key(self) -> Key:
+        """``(model, id)`` of the changed object, as work queues hold it."""
+        return (self.model, self.object.id)

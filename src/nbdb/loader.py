@@ -1,6 +1,9 @@
-"""Finding a backend by URL scheme: the ``nbdb.backends`` entry-point group.
+"""Finding a backend by URL scheme: nbdb's own by name, others through entry points.
 
-A third-party package adds a backend by declaring, in its own metadata::
+The built-in schemes are known here by name (:data:`BUILTIN_BACKENDS`), so a
+backend module never needs to import the loader, and a scheme's module is
+imported only when a URL names it. A third-party package adds a backend by
+declaring, in its own metadata::
 
     [project.entry-points."nbdb.backends"]
     mystore = "mypkg.backend:MyStoreBackend"
@@ -11,21 +14,37 @@ The entry point names a :class:`nbdb.spi.Backend` subclass with a
 
 from __future__ import annotations
 
+import importlib
 import logging
-import re
-from collections.abc import Collection, Mapping
 from typing import Any, Protocol, cast
-from urllib.parse import parse_qs
 
 from nbdb import errors
+from nbdb.options import redact
 from nbdb.spi import Backend
 
-__all__ = ["BACKEND_GROUP", "BackendFactory", "installed_backends", "load_backend", "redact", "url_options"]
+__all__ = ["BACKEND_GROUP", "BUILTIN_BACKENDS", "BackendFactory", "installed_backends", "load_backend", "redact"]
 
 log = logging.getLogger(__name__)
 
 BACKEND_GROUP = "nbdb.backends"
 DEFAULT_URL = "memory://"
+
+BUILTIN_BACKENDS: dict[str, str] = {
+    "memory": "nbdb.backends.memory:MemoryBackend",
+    "redis": "nbdb.backends.redis:RedisBackend",
+    "rediss": "nbdb.backends.redis:RedisBackend",
+    "redis+sentinel": "nbdb.backends.redis:RedisBackend",
+    "etcd": "nbdb.backends.etcd:EtcdBackend",
+    "etcd+https": "nbdb.backends.etcd:EtcdBackend",
+    "ovsdb+tcp": "nbdb.backends.ovsdb:OvsdbBackend",
+    "ovsdb+ssl": "nbdb.backends.ovsdb:OvsdbBackend",
+    "ovsdb+unix": "nbdb.backends.ovsdb:OvsdbBackend",
+    "cassandra": "nbdb.backends.cassandra:CassandraBackend",
+    "sqlite": "nbdb.backends.sqlite:SqliteBackend",
+}
+"""nbdb's own schemes and the class that serves each (``module:Class``)."""
+
+_EXTRAS = {"rediss": "redis", "redis+sentinel": "redis", "etcd+https": "etcd"}
 
 
 class BackendFactory(Protocol):
@@ -35,40 +54,9 @@ class BackendFactory(Protocol):
         """Open the backend named by ``url``."""
 
 
-_SECRET_OPTIONS = re.compile(r"([?&][A-Za-z_]*(?:password|secret|token)=)[^&]*", re.IGNORECASE)
-
-
-def redact(url: str) -> str:
-    """``url`` with any password (in the authority or the query) replaced by ``***``, for logs and errors."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority = rest.split("/", 1)[0].split("?", 1)[0]
-    if "@" in authority:
-        creds, _, host = rest.partition("@")
-        rest = f"{creds.split(':', 1)[0]}:***@{host}"
-    return scheme + "://" + _SECRET_OPTIONS.sub(r"\1***", rest)
-
-
-def url_options(
-    query: str,
-    options: Mapping[str, Any],
-    allowed: Collection[str],
-    label: str,
-    *,
-    keep_blank_values: bool = True,
-) -> dict[str, Any]:
-    """A URL's query-string options merged with keyword options (keywords win).
-
-    Every backend's ``from_url`` takes its options this way; a name not in
-    ``allowed`` raises :class:`nbdb.ValidationError` naming the backend by ``label``.
-    """
-    merged: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=keep_blank_values).items()}
-    merged.update(options)
-    unknown = set(merged) - set(allowed)
-    if unknown:
-        raise errors.ValidationError(f"unknown {label} option(s): {', '.join(sorted(unknown))}")
-    return merged
+def _import(target: str) -> type[Backend]:
+    module, _, name = target.partition(":")
+    return cast(type[Backend], getattr(importlib.import_module(module), name))
 
 
 def _extension_manager() -> Any:
@@ -84,14 +72,18 @@ def _load_failed(manager: Any, entry_point: Any, exc: BaseException) -> None:
 def installed_backends() -> dict[str, type[Backend]]:
     """Scheme -> backend class, for every backend installed (and importable)."""
     found: dict[str, type[Backend]] = {}
+    for scheme, target in BUILTIN_BACKENDS.items():
+        try:
+            found[scheme] = _import(target)
+        except ImportError as exc:
+            log.debug("built-in backend %r is not importable (missing extra?): %s", scheme, exc)
     for ext in _extension_manager():
-        found[ext.name] = ext.plugin
-    if "memory" not in found:
-        # Running from a source tree without installed metadata.
-        from nbdb.backends.memory import MemoryBackend
-
-        found["memory"] = MemoryBackend
+        found.setdefault(ext.name, ext.plugin)
     return found
+
+
+def _extra(scheme: str) -> str:
+    return _EXTRAS.get(scheme, scheme.split("+")[0])
 
 
 def load_backend(url: str | None, **options: Any) -> Backend:
@@ -101,10 +93,16 @@ def load_backend(url: str | None, **options: Any) -> Backend:
     if not sep or not scheme:
         raise errors.ValidationError(f"not a database URL (want scheme://...): {redact(url)!r}")
     scheme = scheme.lower()
-    if scheme == "memory":
-        from nbdb.backends.memory import MemoryBackend
-
-        return MemoryBackend.from_url(url, **options)
+    target = BUILTIN_BACKENDS.get(scheme)
+    if target is not None:
+        try:
+            factory: BackendFactory = cast(BackendFactory, _import(target))
+        except ImportError as exc:
+            raise errors.UnsupportedError(
+                f"the {scheme!r} backend cannot be imported ({exc}); install its extra: "
+                f"pip install 'nbdb[{_extra(scheme)}]'"
+            ) from None
+        return factory.from_url(url, **options)
     from stevedore import DriverManager
     from stevedore.exception import NoMatches
 
@@ -114,12 +112,11 @@ def load_backend(url: str | None, **options: Any) -> Backend:
         known = ", ".join(sorted(installed_backends()))
         raise errors.ValidationError(
             f"no backend for URL scheme {scheme!r} (installed: {known}); "
-            f"a server backend may need its extra, e.g. pip install 'nbdb[{scheme.split('+')[0]}]'"
+            f"a server backend may need its extra, e.g. pip install 'nbdb[{_extra(scheme)}]'"
         ) from None
     except ImportError as exc:
         raise errors.UnsupportedError(
             f"the {scheme!r} backend cannot be imported ({exc}); install its extra: "
-            f"pip install 'nbdb[{scheme.split('+')[0]}]'"
+            f"pip install 'nbdb[{_extra(scheme)}]'"
         ) from None
-    factory = cast(BackendFactory, manager.driver)
-    return factory.from_url(url, **options)
+    return cast(BackendFactory, manager.driver).from_url(url, **options)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -29,13 +29,16 @@ __all__ = [
     "Backend",
     "CommitResult",
     "Delete",
+    "FieldChange",
     "LockHandle",
+    "Mutate",
     "Put",
     "Record",
     "RecordChange",
     "RecordStream",
     "RefKey",
     "Snapshot",
+    "UniqueKey",
     "WriteOp",
 ]
 
@@ -48,21 +51,46 @@ ANY_VERSION = -1
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One stored object as the backend sees it: opaque bytes plus addressing."""
+    """One stored object as the backend sees it: opaque bytes plus addressing.
+
+    ``value`` is the decoded object when an in-process store kept the one the
+    Database validated on write (see :attr:`Put.value`); readers then share
+    it instead of decoding ``data`` again. Stores that hold only bytes leave
+    it None. A backend never looks inside it.
+    """
 
     table: str
     id: uuid.UUID
     topic: str | None
     version: int
     data: bytes
+    value: object = None
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Records read at one revision."""
+    """Records read at one revision.
+
+    A page of a paged scan also says where the next page starts (``after``,
+    an opaque text); None when this is the last page, or when not paged.
+    """
 
     records: list[Record]
     revision: int
+    after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueKey:
+    """A value an object holds in a unique field (or group of fields) of its table.
+
+    ``field`` names the field, or the fields joined by ``+``; ``value`` is the
+    canonical JSON of the value(s). No two objects of a table may hold the
+    same (field, value); a store enforces it atomically with the commit.
+    """
+
+    field: str
+    value: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +121,14 @@ class Put:
     expect_version: int
     refs: frozenset[RefKey] = frozenset()
     old_refs: frozenset[RefKey] | None = None
+    value: object = None
+    """The object as it will be stored (its next version), for in-process stores that keep objects."""
+    unique: tuple[UniqueKey, ...] = ()
+    """Every unique value of the new state (stores with ``capabilities.unique`` enforce them)."""
+    ttl: float | None = None
+    """Seconds the object lives unless refreshed (creates only; stores with ``capabilities.expiry``)."""
+    old_unique: tuple[UniqueKey, ...] | None = None
+    """The unique values of the stored state at ``expect_version``, if the caller knows them (None: read them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +143,37 @@ class Delete:
     topic: str | None
     expect_version: int = ANY_VERSION
     old_refs: frozenset[RefKey] | None = None
+    if_exists: bool = False
+    """Nothing to do (not an error) if the record does not exist when the commit applies."""
+    old_unique: tuple[UniqueKey, ...] | None = None
+    """The unique values the stored record holds, if known (None: the backend reads them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """Members added to and removed from one set, list or map field (map: keys to remove, pairs to add)."""
+
+    field: str
+    add: tuple[object, ...] = ()
+    remove: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Mutate:
+    """A commutative change of some set, list or map fields, applied to whatever version is stored.
+
+    Stores with native mutations (OVSDB, see :meth:`Backend.commit_mutations`)
+    apply ``changes``; for every other store the Database calls
+    ``rebase(stored)`` on the record it read and commits the Put it returns as
+    a compare-and-swap, reading and rebasing again if another writer got
+    there first — so the caller never sees a conflict for a change that
+    commutes.
+    """
+
+    table: str
+    id: uuid.UUID
+    changes: tuple[FieldChange, ...]
+    rebase: Callable[[Record], Put]
 
 
 WriteOp = Put | Delete
@@ -140,10 +207,15 @@ class LockHandle:
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    """The outcome of a commit: its revision and each op's new version (0 for deletes)."""
+    """The outcome of a commit: its revision and each op's new version (0 for deletes).
+
+    ``skipped`` holds the positions of ops that did nothing: deletes
+    ``if_exists`` of records that were gone.
+    """
 
     revision: int
     versions: list[int] = field(default_factory=list)
+    skipped: frozenset[int] = frozenset()
 
 
 class RecordStream(ABC):
@@ -203,6 +275,17 @@ class Backend(ABC):
     def current_revision(self) -> int:
         """The revision of the latest commit."""
 
+    @property
+    def revision_scope(self) -> object:
+        """Which revision sequence this backend's revisions belong to.
+
+        None (the default): every connection to the store shares one sequence.
+        A backend whose revisions count per connection returns a token of its
+        own sequence, equal for connections that share it; see
+        :class:`nbdb.revision.Revision`.
+        """
+        return None
+
     @abstractmethod
     def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
         """A context manager holding the named lock; see :meth:`nbdb.Database.lock`."""
@@ -214,6 +297,59 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections and threads."""
+
+    # ---------------------------------------------------------------- optional, per capability
+    # A backend offers these when its capabilities say so; the defaults refuse.
+
+    handles_mutations: ClassVar[bool] = False
+    """True if :meth:`commit_mutations` applies :class:`Mutate` ops natively."""
+
+    def commit_mutations(self, ops: Sequence[WriteOp | Mutate]) -> CommitResult:
+        """``commit`` with native mutations among the ops (for stores that declare ``handles_mutations``)."""
+        raise UnsupportedError(f"{type(self).__name__} has no native mutations")
+
+    def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
+        """``commit(ops)`` only while ``fence`` still holds its lock, checked atomically with it.
+
+        Raises :class:`nbdb.LockLostError` (and writes nothing) when the lock
+        is no longer held by that holder (``capabilities.fencing``).
+        """
+        raise UnsupportedError(f"{type(self).__name__} cannot fence writes on a lock")
+
+    def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
+        """Give a record created with a ttl another ``ttl`` seconds of life (``capabilities.expiry``).
+
+        NotFoundError if it is gone (expired or deleted); ValidationError if
+        it was created without a ttl.
+        """
+        raise UnsupportedError(f"{type(self).__name__} does not expire objects")
+
+    def scan_page(
+        self, tables: Sequence[str], topics: Collection[str | None] | None, limit: int, after: str | None
+    ) -> Snapshot:
+        """One page of :meth:`scan`: at most about ``limit`` records, from where ``after`` left off.
+
+        Every page of one listing reflects the revision of the first page
+        (``capabilities.pages``); HistoryGoneError once the store can no
+        longer show it.
+        """
+        raise UnsupportedError(f"{type(self).__name__} cannot list in pages")
+
+    def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
+        """The ttl of every object of ``tables`` created with one (tools carry them across a copy)."""
+        return {}
+
+    def reap(self) -> int:
+        """Delete objects whose ttl ran out, once; how many (stores with ``expiry=reaper`` that need a client to).
+
+        A Database calls it periodically while it is open. Stores that expire
+        objects themselves (or reap in a thread of their own) do not offer it.
+        """
+        raise UnsupportedError(f"{type(self).__name__} has nothing to reap")
+
+    def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
+        """The id of the object that holds the unique value ``key``, if any (``capabilities.unique``)."""
+        raise UnsupportedError(f"{type(self).__name__} does not enforce unique fields")
 
     # ---------------------------------------------------------------- test hooks
     # The conformance kit plays "another writer" and "the server forgot its

@@ -29,10 +29,9 @@ from nbdb.testing.tls import TlsFiles, make_tls_files
 
 pytest.importorskip("grpc")
 
-from nbdb.backends.etcd import EtcdBackend
-from nbdb.backends.etcd import _wire as wire
-from nbdb.backends.etcd._backend import parse_url
-from nbdb.backends.etcd._client import safe_progress_requests
+from nbdb.backends.etcd import EtcdBackend, wire
+from nbdb.backends.etcd.backend import parse_url
+from nbdb.backends.etcd.client import safe_progress_requests
 
 
 def _ns() -> str:
@@ -51,7 +50,7 @@ def test_url_grammar() -> None:
     settings, prefix, progress = parse_url("etcd://h1:1,h2,[::1]:3/app?timeout=2&retries=7", {"namespace": "x"})
     assert settings.endpoints == ("h1:1", "h2:2379", "[::1]:3")
     assert prefix == "app/x/"
-    assert settings.timeout == 2.0 and settings.attempts == 7 and not settings.tls
+    assert settings.timeout == 2.0 and settings.policy.attempts == 8 and not settings.tls
     assert progress == 5.0
     settings, prefix, _ = parse_url("etcd+https://bob:s%40cret@h:1", {})
     assert settings.tls and settings.user == "bob" and settings.password == "s@cret"
@@ -447,3 +446,41 @@ def test_auth_users_tokens_and_secrets(custom_etcd: Callable[..., EtcdServer]) -
         assert "rootpw" not in repr(db) and "rootpw" not in repr(db.backend)
     finally:
         db.close()
+
+
+@pytest.mark.timeout(180)
+def test_read_your_writes_across_a_leader_change(etcd_cluster: EtcdServer) -> None:  # noqa: F811
+    _wait_healthy(etcd_cluster)
+    namespace = _ns()
+    url = etcd_cluster.url + "?timeout=2"
+    leader = etcd_cluster.leader()
+    try:
+        with (
+            nbdb.connect(url, namespace=namespace) as db,
+            nbdb.connect(url, namespace=namespace) as other,
+            db.cache(KitParent) as mine,
+            other.cache(KitParent) as theirs,
+        ):
+            assert mine.wait_synced(15) and theirs.wait_synced(15)
+            before = db.create(KitParent(name="before"))
+            assert mine.wait_for(before, 30) and mine.get(KitParent, before.id) == before
+            leader.kill()
+            written: list[KitParent] = []
+
+            def write() -> bool:
+                try:
+                    written.append(db.create(KitParent(name="after")))
+                except errors.BackendUnavailableError:
+                    return False  # no leader yet: the client moves on to a live member
+                return True
+
+            assert eventually(write, timeout=60)
+            after = written[0]
+            # Right after the write that crossed the election, through both connections.
+            assert mine.wait_for(after, 30) and mine.get(KitParent, after.id) == after
+            assert theirs.wait_for(after.nbdb_revision, 30)  # type: ignore[arg-type]
+            assert theirs.get(KitParent, after.id) == after
+            updated = db.update(after.replace(size=1))
+            assert mine.wait_for(updated, 30) and mine.get(KitParent, after.id) == updated
+    finally:
+        _wait_healthy(etcd_cluster)

@@ -7,6 +7,7 @@ import time
 import pytest
 
 import nbdb
+from nbdb.conformance.kit import eventually, held_watches
 from nbdb.events import EventKind
 from nbdb.models import LogicalSwitch
 
@@ -47,29 +48,24 @@ def test_lagging_cache_relists_with_synthetic_difference() -> None:
     with nbdb.connect("memory://?history=5") as db:
         keep = db.create(LogicalSwitch(name="keep"))
         gone = db.create(LogicalSwitch(name="gone"))
-        events = []
-        gate = [True]
-
-        def slow(event: nbdb.ChangeEvent[nbdb.Model]) -> None:
-            while gate[0]:
-                time.sleep(0.01)
-            events.append(event)
-
-        cache = db.cache(LogicalSwitch)
-        assert cache.wait_synced(5)
-        cache.subscribe(slow)
-        db.create(LogicalSwitch(name="blocker"))
-        time.sleep(0.2)  # the cache thread is now parked in the subscriber
-        db.delete(gone)
-        for i in range(20):
-            db.create(LogicalSwitch(name=f"n{i}"))
-        gate[0] = False
+        events: list[nbdb.ChangeEvent[nbdb.Model]] = []
+        with held_watches(db.backend) as flowing:
+            cache = db.cache(LogicalSwitch)
+            assert cache.wait_synced(5)
+            cache.subscribe(events.append)
+            db.create(LogicalSwitch(name="blocker"))
+            db.delete(gone)
+            for i in range(20):
+                db.create(LogicalSwitch(name=f"n{i}"))  # far beyond the 5 changes of history kept
+            flowing.set()
         deadline = time.monotonic() + 10
         while len(cache.list(LogicalSwitch)) != 22 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert cache.relists == 1
         assert {s.name for s in cache.list(LogicalSwitch)} == {"keep", "blocker"} | {f"n{i}" for i in range(20)}
+        assert eventually(lambda: len(events) == 22)
         synthetic = [e for e in events if e.synthetic]
         assert [e.old.name for e in synthetic if e.kind is EventKind.DELETED and e.old] == ["gone"]
-        assert sum(1 for e in synthetic if e.kind is EventKind.CREATED) == 20
+        assert sum(1 for e in synthetic if e.kind is EventKind.CREATED) == 21  # blocker and n0..n19
         assert all(e.id != keep.id for e in events)
+        cache.close()

@@ -16,6 +16,7 @@ import pytest
 
 import nbdb
 from nbdb.backends.redis import RedisBackend, parse_url
+from nbdb.families.kv import CommitToken
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.fixtures import redis_server, server_factory  # noqa: F401 - pytest fixtures
 from nbdb.testing.redis import RedisSentinel, RedisServer
@@ -64,7 +65,7 @@ def backend_of(db: nbdb.Database) -> RedisBackend:
 def test_url_grammar() -> None:
     cfg = parse_url("redis://u%40x:p%3Aw@10.0.0.1:7000/3?history=50&retries=1", {"namespace": "a"})
     assert (cfg.hosts, cfg.db, cfg.username, cfg.password) == ((("10.0.0.1", 7000),), 3, "u@x", "p:w")
-    assert (cfg.history, cfg.retries, cfg.namespace, cfg.ssl) == (50, 1, "a", False)
+    assert (cfg.history, cfg.retry.attempts, cfg.namespace, cfg.ssl) == (50, 2, "a", False)
     assert "p:w" not in repr(cfg)
     assert parse_url("redis://:secret@h", {}).password == "secret"
     assert parse_url("redis://secret@h", {}).password == "secret"
@@ -72,7 +73,7 @@ def test_url_grammar() -> None:
     assert tls.ssl and tls.ssl_options == {"ssl_ca_certs": "/ca.pem", "ssl_check_hostname": False}
     sen = parse_url("redis+sentinel://a:1,b:2,c/svc/2?ssl_ca_certs=/ca", {})
     assert sen.hosts == (("a", 1), ("b", 2), ("c", 26379)) and sen.service == "svc" and sen.db == 2 and sen.ssl
-    assert sen.retries == 8 and parse_url("redis://h", {}).retries == 3
+    assert sen.retry.attempts == 9 and parse_url("redis://h", {}).retry.attempts == 4
     for bad in (
         "redis://h?bogus=1",
         "redis://h/0?history=0",
@@ -155,7 +156,7 @@ def test_topic_streams_hold_only_their_topic(db: nbdb.Database) -> None:
     backend = backend_of(db)
     a = db.create(LogicalSwitch(name="a", topic="tenant-a"))
     b = db.create(LogicalSwitch(name="b", topic="tenant-b"))
-    logs = backend.logs_for(backend._object_prefixes(["LogicalSwitch"], ["tenant-a"]))
+    logs = backend.logs_for(backend.layout.object_prefixes(["LogicalSwitch"], ["tenant-a"]))
     assert logs == [backend.root + "log:tenant-a"]
     client = redis.Redis.from_url(backend_url(backend))
     try:
@@ -206,28 +207,35 @@ def test_trimmed_history_raises_history_gone_and_stays_bounded(url: str) -> None
 
 
 @pytest.mark.timeout(30)
-def test_retried_commit_is_applied_once(db: nbdb.Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nbdb.backends.redis as module
-
+def test_retried_commit_is_applied_once_and_a_voided_one_never(db: nbdb.Database) -> None:
     backend = backend_of(db)
-    monkeypatch.setattr(module.secrets, "token_hex", lambda n: "fixed-token")
-    first = backend.commit_keys([], {"o/~/T/" + str(uuid.uuid4()): b"1"}, [])
-    again = backend.commit_keys([], {"o/~/T/" + str(uuid.uuid4()): b"2"}, [])
-    assert first == again  # the second call is taken as a retry of the first and not applied
+    token = CommitToken("t/fixed-token", 600)
+    first = backend.commit_with_token([], {"o/~/T/" + str(uuid.uuid4()): b"1"}, [], token)
+    again = backend.commit_with_token([], {"o/~/T/" + str(uuid.uuid4()): b"2"}, [], token)
+    assert first is not None and first == again  # the second call is taken as a retry of the first
     assert len(backend.range_keys(["o/~/T/"])[0]) == 1
+    assert backend.void_token(token) == first  # settling an applied token finds its revision
+    late = CommitToken("t/late-token", 600)
+    assert backend.void_token(late) is None
+    assert backend.commit_with_token([], {"o/~/T/" + str(uuid.uuid4()): b"3"}, [], late) is None
+    assert len(backend.range_keys(["o/~/T/"])[0]) == 1  # a voided token's commit never applies
 
 
 @pytest.mark.timeout(30)
 def test_locks_have_owners_and_expire(db: nbdb.Database) -> None:
     backend = backend_of(db)
-    assert backend.put_lease("l/x", b"me", 0.3)
-    assert not backend.put_lease("l/x", b"you", 5)
-    assert not backend.delete_lease("l/x", b"you")  # not the owner
-    assert not backend.refresh_lease("l/x", b"you", 5)
-    assert backend.refresh_lease("l/x", b"me", 0.3)
-    assert eventually(lambda: backend.put_lease("l/x", b"you", 5), timeout=3)  # expired
-    assert not backend.delete_lease("l/x", b"me")
-    assert backend.delete_lease("l/x", b"you")
+    assert backend.acquire_lease("x", b"me", 0.3)
+    assert backend.acquire_lease("x", b"me", 0.3)  # a retry after a lost reply: still ours
+    assert not backend.acquire_lease("x", b"you", 5)
+    backend.release_lease("x", b"you")  # not the owner: nothing happens
+    assert not backend.renew_lease("x", b"you", 5)
+    assert backend.renew_lease("x", b"me", 0.3)
+    assert eventually(lambda: backend.acquire_lease("x", b"you", 5), timeout=3)  # expired
+    backend.release_lease("x", b"me")
+    assert not backend.renew_lease("x", b"me", 5)
+    assert backend.renew_lease("x", b"you", 5)
+    backend.release_lease("x", b"you")
+    assert backend.acquire_lease("x", b"me", 5)
     with db.lock("a", ttl=1.0) as held, pytest.raises(nbdb.LockTimeoutError):
         with db.lock("a", ttl=1.0, timeout=0.3):
             pass

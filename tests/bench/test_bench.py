@@ -33,6 +33,7 @@ WORKLOADS = {
     "cache.find",
     "watch.fanout",
     "churn",
+    "churn.controller",
 }
 
 
@@ -48,14 +49,14 @@ def test_bench_runs_on_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert data["errors"] == []
     measured = {(m["workload"], m["impl"]) for m in data["measurements"]}
     assert {w for w, _ in measured} == WORKLOADS
-    assert {w for w, impl in measured if impl == "raw"} == WORKLOADS - {"churn"}
+    assert {w for w, impl in measured if impl == "raw"} == WORKLOADS - {"churn", "churn.controller"}
     for m in data["measurements"]:
         assert m["count"] > 0 and m["rate_per_s"] > 0, m
         if m["latency_us"] is not None:
             assert 0 < m["latency_us"]["p50"] <= m["latency_us"]["p99"] <= m["latency_us"]["max"], m
         if m["workload"] == "cache.cold_load":
             assert m["extra"]["bytes_per_object"] > 0
-        if m["workload"] in ("watch.fanout", "churn"):
+        if m["workload"] in ("watch.fanout", "churn", "churn.controller"):
             assert m["extra"]["missing_events"] == 0, m
     assert data["ratios"] and all(r["ratio"] > 0 for r in data["ratios"])
     assert {t["name"].split(",")[0] for t in data["targets"]} >= {"cache get", "cache find by index"}
@@ -82,7 +83,7 @@ def test_unknown_backend_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     code = main(["bench", "--backends", "memory,nosuch", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
-    assert "unknown backend(s) 'nosuch'" in err and "known: memory, redis" in err
+    assert "unknown backend(s) 'nosuch'" in err and "known: memory, sqlite, redis" in err
     assert not (tmp_path / "bench.json").exists()
 
 
@@ -236,3 +237,22 @@ def test_bench_redis_against_its_raw_client(redis_server: Server, tmp_path: Path
     assert data["backends"]["redis"]["raw_baseline"] == "yes"
     ratios = {r["workload"] for r in data["ratios"]}
     assert ratios == {"write.create", "read.get", "write.update", "write.delete", "watch.fanout"}
+
+
+@pytest.mark.timeout(120)
+def test_bench_without_matplotlib_runs_and_says_so(tmp_path: Path) -> None:
+    """Without the [bench] extra the figures still come, with a clear word about the plots."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['matplotlib'] = None\n"  # the import now fails, as without the extra
+        "from nbdb.cli import main\n"
+        "args = ['bench', '--backends', 'memory', '--quick', '--workloads', 'crud']\n"
+        f"sys.exit(main(args + ['--out', {str(tmp_path)!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr
+    assert "matplotlib is not installed, so no plots" in done.stderr
+    assert json.loads((tmp_path / "bench.json").read_text())["measurements"]
+    assert not list(tmp_path.glob("*.png"))

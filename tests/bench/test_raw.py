@@ -1,4 +1,4 @@
-"""The raw baselines of etcd, OVSDB and Cassandra against real servers from the harness.
+"""The raw baselines of etcd, OVSDB and Cassandra against real servers from the harness, and of sqlite on a file.
 
 Each raw client keeps the contract of :class:`nbdb.bench.raw.RawClient`
 (compare-and-swap on versions, atomic multi-creates, scans, a change feed
@@ -18,31 +18,34 @@ from nbdb.bench.config import SIZES
 from nbdb.bench.raw import RawClient, RawConflict, extra_baselines, open_raw
 from nbdb.bench.results import Measurement
 from nbdb.bench.runner import run_bench
-from nbdb.bench.workloads import Group
+from nbdb.bench.workloads import GROUPS, Group
 from nbdb.bench.workloads.common import PORT, populate_raw
 from nbdb.cli import main
 from nbdb.testing import Server
 from nbdb.testing.fixtures import cassandra_server, etcd_server, ovsdb_server  # noqa: F401 - pytest fixtures
 
-KINDS = ["etcd", "ovsdb", "cassandra"]
+KINDS = ["etcd", "ovsdb", "cassandra", "sqlite"]
 CRUD = {"write.create", "read.get", "write.update", "write.delete"}
 
 
 @pytest.fixture(params=KINDS)
-def server(request: pytest.FixtureRequest) -> tuple[str, Server]:
-    """(backend name, its harness server)."""
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(backend name, the URL of its harness server, or of a file for sqlite)."""
+    if request.param == "sqlite":
+        return "sqlite", f"sqlite:///{tmp_path / 'raw.db'}"
     pytest.importorskip(f"nbdb.backends.{request.param}")
-    return request.param, request.getfixturevalue(f"{request.param}_server")
+    server: Server = request.getfixturevalue(f"{request.param}_server")
+    return request.param, server.url
 
 
-def _raw(kind: str, server: Server, namespace: str) -> RawClient:
-    return open_raw(kind, server.url, namespace)
+def _raw(kind: str, url: str, namespace: str) -> RawClient:
+    return open_raw(kind, url, namespace)
 
 
 @pytest.mark.timeout(120)
-def test_raw_client_keeps_the_contract(server: tuple[str, Server]) -> None:
-    kind, srv = server
-    _keeps_the_contract(_raw(kind, srv, f"raw-contract-{kind}"))
+def test_raw_client_keeps_the_contract(server: tuple[str, str]) -> None:
+    kind, url = server
+    _keeps_the_contract(_raw(kind, url, f"raw-contract-{kind}"))
 
 
 @pytest.mark.timeout(120)
@@ -90,9 +93,9 @@ def _keeps_the_contract(client: RawClient) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_raw_follower_sees_published_changes(server: tuple[str, Server]) -> None:
-    kind, srv = server
-    client = _raw(kind, srv, f"raw-follow-{kind}")
+def test_raw_follower_sees_published_changes(server: tuple[str, str]) -> None:
+    kind, url = server
+    client = _raw(kind, url, f"raw-follow-{kind}")
     try:
         docs: list[dict[str, Any]] = populate_raw(client, 2)[1]
         doc = docs[0]
@@ -122,8 +125,8 @@ def test_raw_follower_sees_published_changes(server: tuple[str, Server]) -> None
 
 
 @pytest.mark.timeout(240)
-def test_bench_reports_ratios_against_the_raw_client(server: tuple[str, Server], tmp_path: Path) -> None:
-    kind, srv = server
+def test_bench_reports_ratios_against_the_raw_client(server: tuple[str, str], tmp_path: Path) -> None:
+    kind, url = server
     code = main(
         [
             "bench",
@@ -132,7 +135,7 @@ def test_bench_reports_ratios_against_the_raw_client(server: tuple[str, Server],
             "--backends",
             kind,
             "--urls",
-            f"{kind}={srv.url}",
+            f"{kind}={url}",
             "--workloads",
             "crud,fanout",
             "--no-plots",
@@ -168,3 +171,14 @@ def test_a_group_a_raw_client_cannot_do_is_no_baseline_not_an_error() -> None:
     assert result.errors == []
     assert result.backends["memory"]["raw_unsupported"] == {"probe": "nothing raw does this"}
     assert [m.impl for m in result.measurements] == ["nbdb"]
+
+
+@pytest.mark.timeout(120)
+def test_sqlite_needs_no_url_and_leaves_no_file_behind() -> None:
+    crud = [group for group in GROUPS if group.name == "crud"]
+    result = run_bench(["sqlite"], SIZES["tiny"], groups=crud)
+    assert result.errors == []
+    info = result.backends["sqlite"]
+    assert info["status"] == "ok" and info["raw_baseline"] == "yes"
+    assert {m.impl for m in result.measurements} == {"nbdb", "raw"}
+    assert not Path(info["url"].removeprefix("sqlite://")).parent.exists(), "the temporary file is removed"

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.api import Database
-from nbdb.backends.memory import MemoryBackend, MemoryStore
-from nbdb.families.kv import Condition, Exists, PrefixUnchangedSince, VersionIs
+from nbdb.families.kv import (
+    CommitToken,
+    Condition,
+    Exists,
+    KeyChange,
+    KeyValue,
+    LeaseHeld,
+    PrefixUnchangedSince,
+    VersionIs,
+)
+from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, condition_holds, key_changes
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
+from nbdb.testing.kvmemory import MemoryStore
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,20 +42,25 @@ class InterleavingBackend(MemoryBackend):
         self.conditions: list[Condition] = []
 
     def commit_keys(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
     ) -> int | None:
         self.conditions = list(conditions)
         hook, self.before_commit = self.before_commit, None
         if hook is not None:
             hook()
-        return super().commit_keys(conditions, puts, deletes)
+        return super().commit_keys(conditions, puts, deletes, token)
 
 
 @pytest.fixture
-def pair() -> tuple[Database, Database, InterleavingBackend]:
+def pair() -> Iterator[tuple[Database, Database, InterleavingBackend]]:
     store = MemoryStore()
     racer = InterleavingBackend(store)
-    return Database(racer), Database(MemoryBackend(store)), racer
+    with Database(racer) as racer_db, Database(MemoryBackend(store)) as other:
+        yield racer_db, other, racer
 
 
 def test_child_created_between_plan_and_commit_blocks_the_delete(pair: Any) -> None:
@@ -116,25 +137,176 @@ def test_index_record_corruption_is_reported(pair: Any) -> None:
     racer_db, _, racer = pair
     ls = racer_db.create(LogicalSwitch(name="sw"))
     racer._topic_cache.clear()
-    racer.store.data[racer._ikey("LogicalSwitch", ls.id)].value = b"garbage"
+    key = racer.layout.index("LogicalSwitch", ls.id)
+    racer.store.data[key] = dataclasses.replace(racer.store.data[key], value=b"garbage")
     with pytest.raises(nbdb.CorruptRecordError):
         racer_db.get(LogicalSwitch, ls.id)
 
 
 def test_corrupt_counter_is_reported() -> None:
-    db = nbdb.connect("memory://")
+    backend = MemoryBackend()
+    db = Database(backend)
     db.allocate_id("c")
-    backend = db.backend
-    assert isinstance(backend, MemoryBackend)
-    backend.store.data["n/c"].value = b"seven"
+    backend.store.data["n/c"] = dataclasses.replace(backend.store.data["n/c"], value=b"seven")
     with pytest.raises(nbdb.CorruptRecordError):
         db.allocate_id("c")
 
 
 def test_ids_of_unknown_objects_in_topic_filter_keys() -> None:
+    layout = MemoryBackend().layout
+    assert layout.object_prefixes(["A"], None) == ["o/"]
+    assert layout.object_prefixes(["A", "B"], ["t1", None]) == ["o/t1/A/", "o/t1/B/", "o/~/A/", "o/~/B/"]
+    assert layout.object_prefixes([f"T{i}" for i in range(20)], ["t1"]) == ["o/t1/"]
+    assert layout.parse_object("o/~/A/" + str(uuid.UUID(int=1))) == (None, "A", uuid.UUID(int=1))
+    assert layout.parse_object("i/A/x") is None
+
+
+# ---------------------------------------------------------------- helpers for stores that apply commits themselves
+
+_KEYS = st.sampled_from(["a", "b", "c", "d"])
+
+
+@given(
+    stored=st.dictionaries(_KEYS, st.tuples(st.binary(max_size=3), st.integers(1, 5))),
+    puts=st.dictionaries(_KEYS, st.binary(max_size=3)),
+    deletes=st.lists(_KEYS, unique=True),
+)
+def test_key_changes_follow_the_version_rules(
+    stored: dict[str, tuple[bytes, int]], puts: dict[str, bytes], deletes: list[str]
+) -> None:
+    current = {k: KeyValue(k, v, ver, 1) for k, (v, ver) in stored.items()}
+    changes = key_changes(current, puts, deletes, revision=7)
+    assert len({c.key for c in changes}) == len(changes), "one change per key"
+    after = {k: (kv.value, kv.version) for k, kv in current.items()}
+    for change in changes:
+        assert change.revision == 7
+        old = current.get(change.key)
+        assert (change.prev_value, change.prev_version) == ((None, 0) if old is None else (old.value, old.version))
+        if change.value is None:
+            del after[change.key]
+        else:
+            after[change.key] = (change.value, change.version)
+    expected = dict(stored)
+    expected.update({k: (v, (stored[k][1] + 1) if k in stored else 1) for k, v in puts.items()})
+    for key in deletes:
+        expected.pop(key, None)
+    assert after == expected
+
+
+def test_conditions_are_checked_against_stored_values() -> None:
+    stored = {"k": KeyValue("k", b"v", 3, 10)}
+    never_changed = lambda prefix, revision: False  # noqa: E731
+    leases = {"lock": b"me"}
+
+    def holds(name: str, token: bytes) -> bool:
+        return leases.get(name) == token
+
+    assert condition_holds(VersionIs("k", 3), stored, never_changed, holds)
+    assert not condition_holds(VersionIs("k", 2), stored, never_changed, holds)
+    assert condition_holds(VersionIs("absent", 0), stored, never_changed, holds)
+    assert condition_holds(Exists("k"), stored, never_changed, holds)
+    assert not condition_holds(Exists("absent"), stored, never_changed, holds)
+    seen: list[tuple[str, int]] = []
+
+    def changed(prefix: str, revision: int) -> bool:
+        seen.append((prefix, revision))
+        return True
+
+    assert not condition_holds(PrefixUnchangedSince("r/", 9), stored, changed, holds)
+    assert seen == [("r/", 9)]
+    assert condition_holds(LeaseHeld("lock", b"me"), stored, never_changed, holds)
+    assert not condition_holds(LeaseHeld("lock", b"you"), stored, never_changed, holds)
+    assert not condition_holds(LeaseHeld("other", b"me"), stored, never_changed, holds)
+
+
+class ScriptedLog:
+    """A change log in a list, read the way PolledKeyStream reads a store's log."""
+
+    def __init__(self) -> None:
+        self.changes: list[KeyChange] = []
+        self.revision = 0
+        self.compacted = 0
+        self.reads = 0
+
+    def append(self, key: str) -> None:
+        self.revision += 1
+        self.changes.append(KeyChange(key, b"x", 1, None, 0, self.revision))
+
+    def read(self, since: int) -> tuple[list[KeyChange], int]:
+        self.reads += 1
+        if since < self.compacted:
+            raise nbdb.HistoryGoneError(f"{since} is gone")
+        return [c for c in self.changes if c.revision > since and c.key.startswith("o/")], self.revision
+
+
+def test_polled_stream_reads_after_its_revision_and_advances_past_unwanted_changes() -> None:
+    log, signal = ScriptedLog(), ChangeSignal()
+    stream = PolledKeyStream(log.read, 0, signal, interval=0.01)
+    log.append("o/1")
+    log.append("x/unwanted")
+    assert [c.key for c in stream.poll(1)] == ["o/1"]
+    assert stream.revision == 2
+    log.append("x/unwanted")
+    assert stream.poll(0.05) == []
+    assert stream.revision == 3, "a resume point moves past changes the stream does not want"
+    log.compacted = 5
+    log.revision = 6
+    with pytest.raises(nbdb.HistoryGoneError):
+        stream.poll(1)
+
+
+def test_polled_stream_wakes_on_a_local_commit_and_polls_for_others() -> None:
+    log, signal = ScriptedLog(), ChangeSignal()
+    stream = PolledKeyStream(log.read, 0, signal, interval=30.0)  # polling alone would take 30 s
+
+    def commit() -> None:
+        log.append("o/1")
+        signal.notify()
+
+    threading.Timer(0.1, commit).start()
+    started = time.monotonic()
+    assert [c.key for c in stream.poll(10)] == ["o/1"]
+    assert time.monotonic() - started < 5
+    polling = PolledKeyStream(log.read, 1, ChangeSignal(), interval=0.01)  # another process's commit: no signal
+    threading.Timer(0.1, log.append, ["o/2"]).start()
+    assert [c.key for c in polling.poll(10)] == ["o/2"]
+
+
+def test_closing_a_polled_stream_releases_a_blocked_poll_and_its_resources() -> None:
+    log, signal, closed = ScriptedLog(), ChangeSignal(), threading.Event()
+    stream = PolledKeyStream(log.read, 0, signal, interval=30.0, on_close=closed.set)
+    threading.Timer(0.1, stream.close).start()
+    started = time.monotonic()
+    assert stream.poll(None) == []
+    assert time.monotonic() - started < 5
+    assert closed.is_set()
+    assert stream.poll(1) == []
+
+
+def test_a_unique_value_taken_between_plan_and_commit_is_a_violation(pair: Any) -> None:
+    from nbdb.conformance.kit import KitNamed
+
+    racer_db, other, racer = pair
+    racer.before_commit = lambda: other.create(KitNamed(name="raced"))
+    with pytest.raises(nbdb.UniqueViolationError) as caught:
+        racer_db.create(KitNamed(name="raced"))
+    assert caught.value.existing == other.get_by(KitNamed, name="raced").id  # type: ignore[union-attr]
+    assert len(other.list(KitNamed)) == 1
+
+
+def test_the_reaper_deletes_expired_objects_but_not_refreshed_ones() -> None:
     backend = MemoryBackend()
-    assert backend._object_prefixes(["A"], None) == ["o/"]
-    assert backend._object_prefixes(["A", "B"], ["t1", None]) == ["o/t1/A/", "o/t1/B/", "o/~/A/", "o/~/B/"]
-    assert backend._object_prefixes([f"T{i}" for i in range(20)], ["t1"]) == ["o/t1/"]
-    assert backend._parse_object_key("o/~/A/" + str(uuid.UUID(int=1))) == (None, "A", uuid.UUID(int=1))
-    assert backend._parse_object_key("i/A/x") is None
+    db = Database(backend, reap=False)
+    watch = db.watch(LogicalSwitch)
+    doomed = db.create(LogicalSwitch(name="doomed"), ttl=0.05)
+    saved = db.create(LogicalSwitch(name="saved"), ttl=0.05)
+    time.sleep(0.1)
+    db.refresh(saved, 60)  # a refresh that lands before the reaper wins
+    assert backend.reap() == 1
+    assert backend.reap() == 0
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LogicalSwitch, doomed.id)
+    assert db.get(LogicalSwitch, saved.id).name == "saved"
+    kinds = [(e.kind, e.id) for e in watch.poll(1)]
+    assert (nbdb.EventKind.DELETED, doomed.id) in kinds
+    assert not any(key.startswith("e/") and doomed.id.hex in key.replace("-", "") for key in backend.store.data)

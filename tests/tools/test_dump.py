@@ -178,6 +178,7 @@ ext_ids = st.dictionaries(names, st.text(max_size=30), max_size=3)
 @st.composite
 def networks(draw: st.DrawFn) -> list[nbdb.Model]:
     objects: list[nbdb.Model] = []
+    port_names = iter(draw(st.lists(names, unique=True, min_size=12, max_size=12)))  # unique, as in OVN's schema
     for _ in range(draw(st.integers(0, 4))):
         topic = draw(st.sampled_from([None, "tenant-a", "t.b:c@d"]))
         sw = LogicalSwitch(name=draw(st.text(max_size=30)), external_ids=draw(ext_ids), topic=topic)
@@ -186,7 +187,7 @@ def networks(draw: st.DrawFn) -> list[nbdb.Model]:
             objects.append(
                 LogicalSwitchPort(
                     switch=sw,
-                    name=draw(names),
+                    name=next(port_names),
                     topic=topic,
                     up=draw(st.none() | st.booleans()),
                     tag=draw(st.none() | st.integers(0, 4095)),
@@ -207,3 +208,25 @@ def test_any_objects_round_trip(objects: list[nbdb.Model]) -> None:
         assert load(dst, io.BytesIO(data)).count == len(objects)
         assert verify(src, dst, OVN_MODELS) == []
         assert dumped(dst).splitlines()[1:-1] == data.splitlines()[1:-1]  # the same objects, line for line
+
+
+@pytest.mark.timeout(60)
+def test_ttls_survive_dump_load_and_copy() -> None:
+    import io
+
+    from nbdb.tools.copy import Copier, CopyOptions
+    from nbdb.tools.dump import dump, load
+
+    with nbdb.connect("memory://") as source, nbdb.connect("memory://") as loaded, nbdb.connect("memory://") as copied:
+        mortal = source.create(LogicalSwitch(name="mortal"), ttl=300)
+        source.create(LogicalSwitch(name="forever"))
+        out = io.BytesIO()
+        dump(source, out, models=[LogicalSwitch])
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [d.get("ttl") for d in lines if d.get("table") == "LogicalSwitch" and d["data"]["name"] == "mortal"] == [
+            300
+        ]
+        load(loaded, io.BytesIO(out.getvalue()).readlines())
+        assert loaded.backend.ttls(["LogicalSwitch"]) == {("LogicalSwitch", mortal.id): 300}
+        Copier(source, copied, CopyOptions(models=[LogicalSwitch])).run()
+        assert copied.backend.ttls(["LogicalSwitch"]) == {("LogicalSwitch", mortal.id): 300}

@@ -26,17 +26,20 @@ from .conftest import NB_MODELS, OVN_MODELS, Churn, assert_no_dangling, build_ne
 
 pytestmark = pytest.mark.timeout(240)
 
-BACKENDS = ["memory", "redis", "etcd", "ovsdb", "cassandra"]
+BACKENDS = ["memory", "sqlite", "redis", "etcd", "ovsdb", "cassandra"]
 PAIRS = [(a, b) for a, b in itertools.permutations(BACKENDS, 2)]
 
 
 @pytest.fixture(scope="session")
-def servers() -> Iterator[dict[str, str]]:
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Kind -> URL of a running server, started on first use and stopped at the end of the session."""
     started: dict[str, testing.Server] = {}
 
     class Urls(dict[str, str]):
         def __missing__(self, kind: str) -> str:
+            if kind == "sqlite":  # embedded: a file, no server
+                self[kind] = f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/tools.db"
+                return self[kind]
             testing.require_server(kind)
             server = testing.start_server(kind)
             started[kind] = server
@@ -228,6 +231,19 @@ def test_the_command_killed_while_following_resumes_and_stops_cleanly_on_sigint(
             proc.kill()
     assert verify(src, dst, OVN_MODELS) == []
     assert not state.exists()
+
+
+def test_the_command_copies_one_sqlite_file_into_another(tmp_path: pathlib.Path) -> None:
+    from nbdb.cli import main
+
+    src_url, dst_url = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
+    with nbdb.connect(src_url) as src:
+        n = build_network(src)
+    assert main(["copy", src_url, dst_url, "--state", str(tmp_path / "state.json")]) == 0
+    assert main(["verify", src_url, dst_url]) == 0
+    with nbdb.connect(dst_url) as dst:
+        assert count_objects(dst, OVN_MODELS) == n
+        assert_no_dangling(dst, OVN_MODELS)
 
 
 def test_models_a_backend_cannot_store_are_left_out_only_when_empty(

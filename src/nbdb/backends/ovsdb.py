@@ -57,7 +57,7 @@ from nbdb.families.ovsdb import (
     build_mapping,
     generate_schema,
 )
-from nbdb.loader import url_options
+from nbdb.options import Options
 from nbdb.spi import LockHandle
 
 __all__ = ["OvsdbBackend", "generate_schema"]
@@ -124,7 +124,7 @@ def _parse(url: str, options: dict[str, Any]) -> _Target:
     scheme = parts.scheme.lower()
     if scheme not in ("ovsdb+tcp", "ovsdb+ssl", "ovsdb+unix"):
         raise errors.ValidationError(f"not an OVSDB URL: {url!r} (want ovsdb+tcp://, ovsdb+ssl:// or ovsdb+unix://)")
-    query = url_options(
+    query = Options.merged(
         parts.query,
         {k: str(v) for k, v in options.items() if v is not None},
         _OPTIONS,

@@ -122,6 +122,14 @@ def _progress() -> Iterator[tuple[Callable[[int], Callable[[str], None]], Callab
         yield start, say_above
 
 
+def _can_plot() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from nbdb.bench.report import markdown, print_report, update_doc
     from nbdb.bench.runner import run_bench
@@ -142,6 +150,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise errors.ValidationError(f"unknown workload group(s) {', '.join(bad)}; known: {', '.join(names)}")
         groups = tuple(g for g in GROUPS if g.name in wanted)
     sizes = SIZES[args.sizes or ("quick" if args.quick else "full")]
+    plots = not args.no_plots
+    if plots and not _can_plot():
+        # Say so before the run, not after it: the figures are worth having without plots.
+        sys.stderr.write("nbdb bench: matplotlib is not installed, so no plots (pip install 'nbdb[bench]')\n")
+        plots = False
     argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else None
     with _progress() as (start, notify):
         result = run_bench(
@@ -158,13 +171,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result.write_json(out / "bench.json")
     images: dict[str, Path] = {}
-    if not args.no_plots and result.measurements:
-        try:
-            from nbdb.bench.plots import write_plots
-        except ImportError as exc:  # pragma: no cover
-            sys.stderr.write(f"nbdb bench: no plots ({exc}); pip install 'nbdb[bench]'\n")
-        else:
-            images = write_plots(result, out)
+    if plots and result.measurements:
+        from nbdb.bench.plots import write_plots
+
+        images = write_plots(result, out)
     print_report(result, sys.stdout)
     sys.stdout.write(f"\nfigures: {out / 'bench.json'}" + "".join(f"\nplot: {p}" for p in images.values()) + "\n")
     if args.doc is not None:

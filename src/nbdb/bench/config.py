@@ -10,6 +10,7 @@ __all__ = ["BACKENDS", "SIZES", "Sizes"]
 #: Every backend nbdb ships, in report order, with the harness server kind that runs it.
 BACKENDS: dict[str, str | None] = {
     "memory": None,
+    "sqlite": None,
     "redis": "redis",
     "etcd": "etcd",
     "ovsdb": "ovsdb",

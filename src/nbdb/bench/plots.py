@@ -27,6 +27,7 @@ _LATENCY_WORKLOADS = (
     "read.list",
     "watch.fanout",
     "churn",
+    "churn.controller",
 )
 
 

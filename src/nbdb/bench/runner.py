@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import platform
+import tempfile
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -27,8 +28,8 @@ from nbdb.bench.raw import extra_baselines
 from nbdb.bench.results import BenchResult
 from nbdb.bench.target import Target
 from nbdb.bench.workloads import GROUPS, Group
-from nbdb.loader import redact
 from nbdb.models.ovn import LogicalSwitch
+from nbdb.options import redact
 
 __all__ = ["Progress", "Step", "plan", "resolve_targets", "run_bench"]
 
@@ -91,6 +92,9 @@ def resolve_targets(
         spawned = False
         if url is None and name == "memory":
             url = "memory://"
+        if url is None and name == "sqlite":
+            # The embedded file store needs no server: a file in a directory removed after the run.
+            url = f"sqlite:///{stack.enter_context(tempfile.TemporaryDirectory(prefix='nbdb-bench-'))}/bench.db"
         if url is None and spawn:
             kind = BACKENDS[name]
             assert kind is not None

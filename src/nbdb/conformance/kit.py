@@ -6,16 +6,19 @@ backend) and also uses the OVN-style schema.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, ClassVar
 from uuid import UUID
 
 from pydantic import Field
 
 from nbdb.models.base import Model, Reference
+from nbdb.spi import Backend, RecordChange, RecordStream
 
-__all__ = ["KitChild", "KitCounter", "KitGroup", "KitNote", "KitParent", "eventually"]
+__all__ = ["KitChild", "KitCounter", "KitGroup", "KitNamed", "KitNote", "KitParent", "eventually", "held_watches"]
 
 
 class KitParent(Model):
@@ -64,6 +67,18 @@ class KitCounter(Model):
     count: int = 0
 
 
+class KitNamed(Model):
+    """An object with a unique name, and an optional unique pair (zone, slot)."""
+
+    nbdb_table: ClassVar[str] = "KitNamed"
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name", ("zone", "slot"))
+
+    name: str
+    zone: str | None = None
+    slot: int | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
 def eventually(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
     """Poll ``check`` until it is true or ``timeout`` passes; returns its last result."""
     deadline = time.monotonic() + timeout
@@ -73,3 +88,52 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0, interval: float
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+class _HeldStream(RecordStream):
+    """A watch not opened on the server until ``gate`` is set: a consumer cut off from it."""
+
+    def __init__(self, open_stream: Callable[[], RecordStream], since: int, gate: threading.Event) -> None:
+        self._open = open_stream
+        self._since = since
+        self._gate = gate
+        self._inner: RecordStream | None = None
+        self._closed = False
+
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        if self._inner is None:
+            if not self._gate.wait(timeout) or self._closed:
+                return []
+            self._inner = self._open()
+        return self._inner.poll(timeout)
+
+    @property
+    def revision(self) -> int:
+        return self._since if self._inner is None else self._inner.revision
+
+    def close(self) -> None:
+        self._closed = True
+        if self._inner is not None:
+            self._inner.close()
+
+
+@contextmanager
+def held_watches(backend: Backend) -> Iterator[threading.Event]:
+    """Hold back every watch ``backend`` opens in the block until the yielded event is set.
+
+    Plays a consumer cut off from the server (a slow network, a paused
+    process) without faking the server: each stream is the backend's own,
+    opened from the same revision once the event is set.
+    """
+    gate = threading.Event()
+    original = backend.watch
+
+    def watch(tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
+        return _HeldStream(lambda: original(tables, topics, since), since, gate)
+
+    backend.watch = watch  # type: ignore[method-assign]
+    try:
+        yield gate
+    finally:
+        gate.set()
+        del backend.watch  # back to the class's method

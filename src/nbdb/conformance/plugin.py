@@ -5,8 +5,13 @@ A backend author runs the whole kit against a server with::
     pytest --pyargs nbdb.conformance --nbdb-url=redis://127.0.0.1:6379/0
 
 ``--nbdb-url`` may be given several times; every kit test runs once per URL.
+``--nbdb-expect-fail=TEST`` (or the ``nbdb_expect_fail`` ini list) names kit
+tests known to fail on the backend: they are reported as xfail while they
+fail, and as an unexpected pass (``XPASS(strict)``, a failure) once they pass,
+so a fixed bug never stays marked as broken.
 ``--nbdb-url=spawn:KIND`` (``spawn:redis``, ``spawn:etcd``, ...) starts a
-throwaway server with :mod:`nbdb.testing` for the session. Without the option,
+throwaway server with :mod:`nbdb.testing` for the session; harness options follow as a
+query (``spawn:etcd?members=3``). Without the option,
 ``$NBDB_URL`` or ``memory://`` is used.
 
 Each test gets databases in a namespace of its own, so tests never see each
@@ -17,15 +22,20 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import pytest
 
 import nbdb
 from nbdb.capabilities import Capabilities
 
-__all__ = ["pytest_addoption", "pytest_generate_tests"]
+if TYPE_CHECKING:
+    from nbdb.testing import Server
+
+__all__ = ["pytest_addoption", "pytest_collection_modifyitems", "pytest_generate_tests"]
 
 
 # What a spawned server needs to hold the kit's own models.
@@ -45,11 +55,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="URL",
         help="database URL the conformance kit runs against (repeatable); spawn:KIND starts a server",
     )
+    group.addoption(
+        "--nbdb-expect-fail",
+        action="append",
+        default=[],
+        metavar="TEST",
+        help="a kit test known to fail on this backend (its name or part of its node id; repeatable): "
+        "xfail while it fails, an unexpected pass (a failure) once it passes",
+    )
+    parser.addini("nbdb_expect_fail", "kit tests known to fail on this backend (see --nbdb-expect-fail)", "linelist")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the kit's markers."""
     config.addinivalue_line("markers", "nbdb_kit: a test of the nbdb conformance kit")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the kit tests named by ``--nbdb-expect-fail`` as strict xfails."""
+    expected = [*config.getoption("nbdb_expect_fail"), *config.getini("nbdb_expect_fail")]
+    matched: set[str] = set()
+    for item in items:
+        names = [name for name in expected if name in item.nodeid]
+        if names and item.get_closest_marker("nbdb_kit") is not None:
+            matched.update(names)
+            reason = f"expected to fail on this backend (--nbdb-expect-fail {names[0]})"
+            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+    for name in expected:
+        if name not in matched:
+            warnings.warn(pytest.PytestConfigWarning(f"--nbdb-expect-fail {name!r} matches no kit test"), stacklevel=1)
 
 
 def _urls(config: pytest.Config) -> list[str]:
@@ -63,35 +97,52 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run every kit test once per ``--nbdb-url``."""
     if "nbdb_url_spec" in metafunc.fixturenames:
         urls = _urls(metafunc.config)
-        metafunc.parametrize("nbdb_url_spec", urls, ids=[u.split("?")[0] for u in urls], scope="session")
+        ids = [u if u.startswith("spawn:") else u.split("?")[0] for u in urls]
+        metafunc.parametrize("nbdb_url_spec", urls, ids=ids, scope="session")
 
 
 @pytest.fixture(scope="session")
-def nbdb_url(nbdb_url_spec: str) -> Iterator[str]:
-    """The URL under test; ``spawn:KIND`` starts a server for the session."""
+def nbdb_server(nbdb_url_spec: str) -> Iterator[Server | None]:
+    """The harness server that ``spawn:KIND`` started (None for a plain URL).
+
+    Fault tests restart it; a test that stops or pauses a member puts it back.
+    """
     if not nbdb_url_spec.startswith("spawn:"):
-        yield nbdb_url_spec
+        yield None
         return
     import nbdb.conformance.kit  # noqa: F401  (the kit's models must exist before a schema is generated)
     from nbdb import testing
 
-    kind = nbdb_url_spec.removeprefix("spawn:")
+    kind, _, query = nbdb_url_spec.removeprefix("spawn:").partition("?")
+    options = dict(_SPAWN_OPTIONS.get(kind, {}))
+    for name, values in parse_qs(query).items():
+        value = values[-1]
+        options[name] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value, value)
     testing.require_server(kind)  # fails in CI, skips with the install hint elsewhere
-    server = testing.start_server(kind, **_SPAWN_OPTIONS.get(kind, {}))
+    server = testing.start_server(kind, **options)
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def nbdb_url(nbdb_url_spec: str, nbdb_server: Server | None) -> str:
+    """The URL under test; ``spawn:KIND`` starts a server for the session."""
+    return nbdb_url_spec if nbdb_server is None else nbdb_server.url
+
+
 @pytest.fixture
 def db_factory(nbdb_url: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., nbdb.Database]]:
-    """Open Databases that share one namespace private to the test."""
+    """Open Databases that share one namespace private to the test.
+
+    ``url=`` reaches the same server another way (the fault tests' proxied URL).
+    """
     namespace = f"kit-{uuid.uuid4().hex[:12]}"
     opened: list[nbdb.Database] = []
 
-    def factory(**options: Any) -> nbdb.Database:
-        db = nbdb.connect(nbdb_url, namespace=namespace, **options)
+    def factory(url: str | None = None, **options: Any) -> nbdb.Database:
+        db = nbdb.connect(url or nbdb_url, namespace=namespace, **options)
         opened.append(db)
         return db
 

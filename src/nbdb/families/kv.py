@@ -1,70 +1,80 @@
 """The key-value family: objects, versions, references, topics, locks and ids on a KV store.
 
-A backend of this family supplies a handful of primitives (get, range by
+A backend of this family supplies a handful of primitives — get, range by
 prefix at one revision, an atomic conditional commit of several keys, a watch
-from a revision, and TTL'd lease keys); everything else is built here once.
+from a revision, and TTL'd lease keys — and everything else is built here once
+(the key layout and the commit planner live in :mod:`nbdb.families.kvplan`).
 
-Key layout (under the backend's ``key_prefix``)::
-
-    o/<topic>/<table>/<id>               the object's bytes; key version == object version
-    i/<table>/<id>                       {"t": topic, "r": [[table, id], ...]}: where it lives, what it references
-    r/<table>/<id>/<src_table>/<src_id>  a reverse reference: <src> points to <table>/<id>
-    l/<name>                             a lock (lease key holding the owner's token)
-    n/<name>                             an id counter
-
-Topic-first object keys let a cache that follows one tenant range and watch
-only that tenant's keys. ``~`` stands for "no topic" (not a legal topic char).
-Reference integrity is atomic: a create checks that its targets exist
-(:class:`Exists`) in the same commit that writes the reverse-reference keys,
-and a delete checks that its reverse-reference prefix did not change since it
-was read (:class:`PrefixUnchangedSince`). Whichever of two racing commits lands
-second sees the other's keys and fails.
+Exactly-once commits. A store reached over a network can lose the reply to a
+commit that it applied. A backend that can (``commit_tokens = True``) gets a
+fresh :class:`CommitToken` with every commit: the family adds the condition
+"the token key is absent" and writes the token key as part of the same atomic
+commit, so one token applies at most once however often its request is sent.
+When the backend cannot tell whether a request landed, it raises
+:class:`nbdb.CommitUnknownError` and the family *settles* the token: it voids
+it atomically if it is still absent (the lost request can then never apply,
+and the commit is planned again) or finds it applied (and returns that
+commit's revision). A commit is therefore never applied twice and never
+reported as a conflict because of its own earlier attempt; only if the store
+stays unreachable for the whole retry policy does the caller see
+CommitUnknownError. Token keys live under ``t/`` with a TTL long enough to
+outlive any retry.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
+import secrets
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from nbdb import errors
+from nbdb import errors, page_token
+from nbdb.families import rules
+from nbdb.families.kvplan import Index, KeyLayout, Plan, decode_deadline, diagnose, encode_deadline, plan_commit
+from nbdb.families.lease import hold_lease
+from nbdb.retry import RetryPolicy
 from nbdb.spi import (
     ANY_VERSION,
     Backend,
     CommitResult,
     Delete,
     LockHandle,
-    Put,
     Record,
     RecordChange,
     RecordStream,
     RefKey,
     Snapshot,
+    UniqueKey,
     WriteOp,
 )
 
 __all__ = [
+    "APPLIED",
+    "VOID",
+    "CommitToken",
     "Condition",
     "Exists",
     "KeyChange",
     "KeyStream",
     "KeyValue",
     "KeyValueBackend",
+    "LeaseHeld",
     "PrefixUnchangedSince",
     "VersionIs",
 ]
 
 log = logging.getLogger(__name__)
 
-NO_TOPIC = "~"
 _COMMIT_ATTEMPTS = 8
+APPLIED = b"1"
+"""The value of a token key written by its commit."""
+VOID = b"0"
+"""The value of a token key written by a settlement: that commit will never apply."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +122,31 @@ class PrefixUnchangedSince:
     revision: int
 
 
-Condition = VersionIs | Exists | PrefixUnchangedSince
+@dataclass(frozen=True, slots=True)
+class LeaseHeld:
+    """The lease (lock) ``name`` is held by ``token`` and has not expired (fenced writes)."""
+
+    name: str
+    token: bytes
+
+
+Condition = VersionIs | Exists | PrefixUnchangedSince | LeaseHeld
+
+
+@dataclass(frozen=True, slots=True)
+class CommitToken:
+    """Makes one commit exactly-once (see the module docstring).
+
+    The family has already added ``VersionIs(key, 0)`` to the commit's
+    conditions and ``key`` to its puts. The backend keeps ``key`` for at
+    least ``ttl`` seconds (then may drop it). If it sends the request again
+    after an attempt whose reply was lost and the conditions then fail, it
+    may read ``key``: holding the value of the puts means the earlier attempt
+    applied at that key's ``mod_revision``.
+    """
+
+    key: str
+    ttl: float
 
 
 class KeyStream:
@@ -135,34 +169,27 @@ class KeyStream:
         """Stop; a blocked ``poll`` returns []."""
 
 
-def _uuid(text: str) -> uuid.UUID:
-    return uuid.UUID(text)
-
-
 class _RecordStream(RecordStream):
     """Turns a KeyStream of object keys into RecordChanges of the wanted tables."""
 
-    def __init__(self, backend: KeyValueBackend, keys: KeyStream, tables: frozenset[str] | None) -> None:
-        self._backend = backend
+    def __init__(self, layout: KeyLayout, keys: KeyStream, tables: frozenset[str]) -> None:
+        self._layout = layout
         self._keys = keys
         self._tables = tables
 
     def poll(self, timeout: float | None) -> list[RecordChange]:
         out: list[RecordChange] = []
         for change in self._keys.poll(timeout):
-            parsed = self._backend._parse_object_key(change.key)
-            if parsed is None:
+            parsed = self._layout.parse_object(change.key)
+            if parsed is None or parsed[1] not in self._tables:
                 continue
             topic, table, id = parsed
-            if self._tables is not None and table not in self._tables:
-                continue
             old = (
                 None if change.prev_value is None else Record(table, id, topic, change.prev_version, change.prev_value)
             )
             new = None if change.value is None else Record(table, id, topic, change.version, change.value)
-            if old is None and new is None:
-                continue
-            out.append(RecordChange(table, id, topic, old, new, change.revision))
+            if old is not None or new is not None:
+                out.append(RecordChange(table, id, topic, old, new, change.revision))
         return out
 
     @property
@@ -173,26 +200,25 @@ class _RecordStream(RecordStream):
         self._keys.close()
 
 
-@dataclass(slots=True)
-class _Plan:
-    conditions: list[Condition]
-    puts: dict[str, bytes]
-    deletes: list[str]
-    versions: list[int]
-    topics: dict[RefKey, str | None]
-    deleted: set[RefKey]
-
-
 class KeyValueBackend(Backend):
-    """Base of key-value backends: subclass it and implement the ``*_keys``/lease primitives."""
+    """Base of key-value backends: subclass it and implement the ``*_keys`` and lease primitives."""
 
-    key_prefix: str = ""
+    commit_tokens: ClassVar[bool] = False
+    """True for stores that can lose the reply to a commit (every networked one)."""
+    token_ttl: ClassVar[float] = 600.0
+    """Seconds a commit token is kept: it must outlive every retry of its commit."""
+    MISSING: ClassVar[Any] = object()
+    """What :meth:`topic_of` returns for an object that does not exist."""
+    reap_batch: ClassVar[int] = 100
+    """The most expired objects one :meth:`reap` pass deletes."""
 
-    def __init__(self, key_prefix: str = "") -> None:
+    def __init__(self, key_prefix: str = "", retry: RetryPolicy | None = None) -> None:
         self.key_prefix = key_prefix
-        # id -> topic is immutable for an object's life, so it caches well and
-        # saves get() a round trip; a miss or a stale entry falls back to i/.
-        self._topic_cache: dict[tuple[str, uuid.UUID], str | None] = {}
+        self.layout = KeyLayout(key_prefix)
+        self.retry = retry if retry is not None else RetryPolicy()
+        # id -> (topic, ttl) is immutable for an object's life, so it caches well
+        # and saves get() a round trip; a miss or a stale entry falls back to i/.
+        self._topic_cache: dict[tuple[str, uuid.UUID], tuple[str | None, float | None]] = {}
 
     # ---------------------------------------------------------------- primitives
 
@@ -210,9 +236,18 @@ class KeyValueBackend(Backend):
 
     @abstractmethod
     def commit_keys(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
     ) -> int | None:
-        """If every condition holds, apply puts and deletes atomically and return the new revision; else None."""
+        """If every condition holds, apply puts and deletes atomically and return the new revision; else None.
+
+        None must mean "not applied, and never will be". When an attempt's
+        outcome cannot be told, raise :class:`nbdb.CommitUnknownError` (the
+        family settles ``token``). See :class:`CommitToken`.
+        """
 
     @abstractmethod
     def watch_keys(self, prefixes: Sequence[str], since: int) -> KeyStream:
@@ -222,102 +257,84 @@ class KeyValueBackend(Backend):
     def revision_now(self) -> int:
         """The store's current revision."""
 
+    def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
+        """Keys under ``prefix`` after ``after`` (in key order, at most ``limit``) as they were at ``revision``.
+
+        ``revision`` 0 means "now"; returns the keys and the revision read.
+        Optional: stores that keep old revisions (etcd) offer it and declare
+        ``capabilities.pages``; HistoryGoneError once ``revision`` is compacted.
+        """
+        raise errors.UnsupportedError(f"{type(self).__name__} cannot read keys as they were at a revision")
+
     def compact_keys(self, revision: int) -> None:
         """Drop the change history up to ``revision`` (test hook; optional)."""
         raise errors.UnsupportedError(f"{type(self).__name__} cannot compact its history on demand")
 
     @abstractmethod
-    def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
-        """Create ``key`` with a TTL if it is absent; True if created."""
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        """Take the lease ``name`` for ``token`` if nobody holds it (idempotent: True if ``token`` holds it)."""
 
     @abstractmethod
-    def refresh_lease(self, key: str, value: bytes, ttl: float) -> bool:
-        """Extend the TTL of ``key`` if it still holds ``value``; True if it did."""
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        """Extend the lease if ``token`` still holds it; False if it does not."""
 
     @abstractmethod
-    def delete_lease(self, key: str, value: bytes) -> bool:
-        """Delete ``key`` if it still holds ``value``; True if it did."""
+    def release_lease(self, name: str, token: bytes) -> None:
+        """Drop the lease if ``token`` still holds it."""
 
-    # ---------------------------------------------------------------- keys
+    # ---------------------------------------------------------------- what the planner reads
 
-    def _okey(self, topic: str | None, table: str, id: uuid.UUID) -> str:
-        return f"{self.key_prefix}o/{topic or NO_TOPIC}/{table}/{id}"
-
-    def _ikey(self, table: str, id: uuid.UUID) -> str:
-        return f"{self.key_prefix}i/{table}/{id}"
-
-    def _rprefix(self, table: str, id: uuid.UUID) -> str:
-        return f"{self.key_prefix}r/{table}/{id}/"
-
-    def _rkey(self, target: RefKey, source: RefKey) -> str:
-        return f"{self._rprefix(*target)}{source[0]}/{source[1]}"
-
-    def _object_prefixes(self, tables: Sequence[str] | None, topics: Collection[str | None] | None) -> list[str]:
-        base = f"{self.key_prefix}o/"
-        if topics is None:
-            return [base]
-        names = sorted(topic or NO_TOPIC for topic in topics)
-        if tables is not None and len(tables) * len(names) <= 16:
-            return [f"{base}{t}/{table}/" for t in names for table in tables]
-        return [f"{base}{t}/" for t in names]
-
-    def _parse_object_key(self, key: str) -> tuple[str | None, str, uuid.UUID] | None:
-        rest = key[len(self.key_prefix) :]
-        parts = rest.split("/")
-        if len(parts) != 4 or parts[0] != "o":
-            return None
-        try:
-            id = _uuid(parts[3])
-        except ValueError:
-            log.warning("ignoring key %r: not an object key", key)
-            return None
-        return (None if parts[1] == NO_TOPIC else parts[1]), parts[2], id
-
-    def _decode_index(self, kv: KeyValue) -> tuple[str | None, frozenset[RefKey]]:
-        try:
-            doc = json.loads(kv.value)
-            topic = doc["t"]
-            refs = frozenset((str(t), _uuid(i)) for t, i in doc["r"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise errors.CorruptRecordError(f"index record {kv.key!r} is corrupt: {exc}", key=kv.key) from None
-        return (None if topic == NO_TOPIC else topic), refs
-
-    @staticmethod
-    def _encode_index(topic: str | None, refs: frozenset[RefKey]) -> bytes:
-        return json.dumps({"t": topic or NO_TOPIC, "r": sorted([t, str(i)] for t, i in refs)}).encode()
-
-    def _index(self, table: str, id: uuid.UUID) -> tuple[KeyValue, str | None, frozenset[RefKey]] | None:
-        kv = self.get_key(self._ikey(table, id))
+    def index_record(self, table: str, id: uuid.UUID) -> Index | None:
+        """The object's index record, read from the store; None if the object does not exist."""
+        kv = self.get_key(self.layout.index(table, id))
         if kv is None:
             self._topic_cache.pop((table, id), None)
             return None
-        topic, refs = self._decode_index(kv)
-        self._remember_topic(table, id, topic)
-        return kv, topic, refs
+        index = self.layout.decode_index(kv)
+        self._remember(table, id, index.topic, index.ttl)
+        return index
 
-    def _remember_topic(self, table: str, id: uuid.UUID, topic: str | None) -> None:
+    def target_index(self, table: str, id: uuid.UUID) -> Index | None:
+        """Where a referenced object lives and whether it expires (cached); None if it does not exist."""
+        cached = self._topic_cache.get((table, id))
+        if cached is not None:
+            return Index(cached[0], frozenset(), (), cached[1])
+        return self.index_record(table, id)
+
+    def known_index(
+        self, table: str, id: uuid.UUID, refs: frozenset[RefKey], unique: tuple[UniqueKey, ...]
+    ) -> Index | None:
+        """The index as a caller that holds the stored copy knows it, if the topic is cached (else None)."""
+        cached = self._topic_cache.get((table, id))
+        return None if cached is None else Index(cached[0], refs, unique, cached[1])
+
+    def topic_of(self, table: str, id: uuid.UUID) -> Any:
+        """The object's topic (cached), or :attr:`MISSING` if the object does not exist."""
+        cached = self._topic_cache.get((table, id))
+        if cached is not None:
+            return cached[0]
+        found = self.index_record(table, id)
+        return self.MISSING if found is None else found.topic
+
+    def referrers_at(self, table: str, id: uuid.UUID) -> tuple[list[RefKey], int]:
+        """Every object that references ``table``/``id``, and the revision it was read at."""
+        target = (table, id)
+        kvs, revision = self.range_keys([self.layout.referrers(target)])
+        return [self.layout.parse_referrer(target, kv.key) for kv in kvs], revision
+
+    def _remember(self, table: str, id: uuid.UUID, topic: str | None, ttl: float | None) -> None:
         if len(self._topic_cache) > 200_000:
             self._topic_cache.clear()
-        self._topic_cache[(table, id)] = topic
-
-    _MISSING = object()
-
-    def _topic_of(self, table: str, id: uuid.UUID) -> Any:
-        """The object's topic, or _MISSING if the object does not exist."""
-        try:
-            return self._topic_cache[(table, id)]
-        except KeyError:
-            found = self._index(table, id)
-            return self._MISSING if found is None else found[1]
+        self._topic_cache[(table, id)] = (topic, ttl)
 
     # ---------------------------------------------------------------- Backend
 
     def read(self, table: str, id: uuid.UUID) -> Record | None:
         for _attempt in range(2):
-            topic = self._topic_of(table, id)
-            if topic is self._MISSING:
+            topic = self.topic_of(table, id)
+            if topic is self.MISSING:
                 return None
-            kv = self.get_key(self._okey(topic, table, id))
+            kv = self.get_key(self.layout.object(topic, table, id))
             if kv is not None:
                 return Record(table, id, topic, kv.version, kv.value)
             # Deleted (or re-created elsewhere) since the topic was cached.
@@ -326,210 +343,236 @@ class KeyValueBackend(Backend):
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         wanted = frozenset(tables)
-        kvs, revision = self.range_keys(self._object_prefixes(tables, topics))
+        kvs, revision = self.range_keys(self.layout.object_prefixes(tables, topics))
         records = []
         for kv in kvs:
-            parsed = self._parse_object_key(kv.key)
+            parsed = self.layout.parse_object(kv.key)
             if parsed is None or parsed[1] not in wanted:
                 continue
             topic, table, id = parsed
             records.append(Record(table, id, topic, kv.version, kv.value))
         return Snapshot(records, revision)
 
-    def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
-        return self._referrers(table, id)[0]
+    def scan_page(
+        self, tables: Sequence[str], topics: Collection[str | None] | None, limit: int, after: str | None
+    ) -> Snapshot:
+        revision, last = page_token.decode(after)
+        prefixes = sorted(self.layout.object_prefixes(tables, topics))
+        wanted = frozenset(tables)
+        position, key = (0, None) if last is None else (_position(last, len(prefixes)), last[1])
+        revision = revision or 0
+        records: list[Record] = []
+        while position < len(prefixes):
+            kvs, revision = self.range_page(prefixes[position], key, limit - len(records) + 1, revision)
+            full = len(kvs) > limit - len(records)
+            for kv in kvs[: limit - len(records)]:
+                parsed = self.layout.parse_object(kv.key)
+                if parsed is not None and parsed[1] in wanted:
+                    records.append(Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value))
+                key = kv.key
+            if full:
+                return Snapshot(records, revision, page_token.encode(revision, (str(position), key or "")))
+            position, key = position + 1, None
+        return Snapshot(records, revision)
 
-    def _referrers(self, table: str, id: uuid.UUID) -> tuple[list[RefKey], int]:
-        prefix = self._rprefix(table, id)
-        kvs, revision = self.range_keys([prefix])
-        out = []
-        for kv in kvs:
-            source_table, _, source_id = kv.key[len(prefix) :].partition("/")
-            out.append((source_table, _uuid(source_id)))
-        return out, revision
+    def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
+        return self.referrers_at(table, id)[0]
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
-        stream = self.watch_keys(self._object_prefixes(tables, topics), since)
-        return _RecordStream(self, stream, frozenset(tables))
+        stream = self.watch_keys(self.layout.object_prefixes(tables, topics), since)
+        return _RecordStream(self.layout, stream, frozenset(tables))
 
     def current_revision(self) -> int:
         return self.revision_now()
 
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        return self._commit_ops(ops, ())
+
+    def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
+        held = LeaseHeld(fence.name, fence.token.encode())
+        return self._commit_ops(ops, (held,))
+
+    def _commit_ops(self, ops: Sequence[WriteOp], extra: Sequence[Condition]) -> CommitResult:
         if not ops:
             return CommitResult(self.revision_now(), [])
-        seen: set[RefKey] = set()
-        for op in ops:
-            if (op.table, op.id) in seen:
-                raise errors.ValidationError(f"{op.table} {op.id} appears twice in one transaction")
-            seen.add((op.table, op.id))
-        for _ in range(_COMMIT_ATTEMPTS):
-            plan = self._plan(ops)
-            revision = self.commit_keys(plan.conditions, plan.puts, plan.deletes)
+        shape = rules.shape_of(ops)
+        for _attempt in range(_COMMIT_ATTEMPTS):
+            plan = plan_commit(self, ops, shape, time.time())
+            self._check_limits(len(ops), len(plan.conditions) + len(extra), plan)
+            revision = self.commit_once([*plan.conditions, *extra], plan.puts, plan.deletes)
             if revision is not None:
-                for key, topic in plan.topics.items():
-                    if key in plan.deleted:
+                for key, index in plan.indexes.items():
+                    if index is None:
                         self._topic_cache.pop(key, None)
                     else:
-                        self._remember_topic(key[0], key[1], topic)
+                        self._remember(key[0], key[1], index.topic, index.ttl)
                 return CommitResult(revision, plan.versions)
-            self._diagnose(ops)
+            for condition in extra:
+                if isinstance(condition, LeaseHeld) and not self.lease_held(condition.name, condition.token):
+                    raise errors.LockLostError(
+                        f"lock {condition.name!r} is no longer held by this holder: nothing was written"
+                    )
+            diagnose(self, ops, shape)
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
 
-    def _plan(self, ops: Sequence[WriteOp]) -> _Plan:
-        created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
-        deleted = {(op.table, op.id) for op in ops if isinstance(op, Delete)}
-        plan = _Plan([], {}, [], [], {}, deleted)
-        new_refs: dict[RefKey, frozenset[RefKey]] = {}
-        old_refs: dict[RefKey, frozenset[RefKey]] = {}
-        for op in ops:
-            me = (op.table, op.id)
-            okey = None
-            if isinstance(op, Put) and op.expect_version == 0:
-                plan.conditions.append(VersionIs(self._ikey(op.table, op.id), 0))
-                old = frozenset[RefKey]()
-                okey = self._okey(op.topic, op.table, op.id)
-                plan.conditions.append(VersionIs(okey, 0))
-                plan.versions.append(1)
-            else:
-                expect = op.expect_version
-                stored_topic: Any
-                if op.old_refs is not None and expect != ANY_VERSION:
-                    stored_topic = self._topic_of(op.table, op.id)
-                    old = op.old_refs
-                else:
-                    found = self._index(op.table, op.id)
-                    if found is None:
-                        raise errors.NotFoundError(f"{op.table} {op.id} does not exist")
-                    _, stored_topic, old = found
-                if stored_topic is self._MISSING:
-                    raise errors.NotFoundError(f"{op.table} {op.id} does not exist")
-                if stored_topic != op.topic:
-                    raise errors.ValidationError(
-                        f"{op.table} {op.id} lives in topic {stored_topic!r}; topic cannot change to {op.topic!r}"
-                    )
-                okey = self._okey(op.topic, op.table, op.id)
-                if expect == ANY_VERSION:
-                    current = self.get_key(okey)
-                    if current is None:
-                        raise errors.NotFoundError(f"{op.table} {op.id} does not exist")
-                    expect = current.version
-                plan.conditions.append(VersionIs(okey, expect))
-                plan.versions.append(0 if isinstance(op, Delete) else expect + 1)
-            old_refs[me] = old
-            plan.topics[me] = op.topic
-            if isinstance(op, Put):
-                plan.puts[okey] = op.data
-                new_refs[me] = op.refs
-                if op.refs != old or op.expect_version == 0:
-                    plan.puts[self._ikey(op.table, op.id)] = self._encode_index(op.topic, op.refs)
-            else:
-                new_refs[me] = frozenset()
-                plan.deletes += [okey, self._ikey(op.table, op.id)]
-
-        for me, refs in new_refs.items():
-            old = old_refs[me]
-            for target in refs - old:
-                if target in deleted:
-                    raise errors.ReferenceError(
-                        f"{me[0]} {me[1]} references {target[0]} {target[1]}, deleted in the same transaction"
-                    )
-                if target not in created:
-                    topic = self._topic_of(*target)
-                    if topic is self._MISSING:
-                        raise errors.ReferenceError(
-                            f"{me[0]} {me[1]} references {target[0]} {target[1]}, which does not exist"
-                        )
-                    plan.conditions.append(Exists(self._okey(topic, *target)))
-                plan.puts[self._rkey(target, me)] = b""
-            for target in old - refs:
-                plan.deletes.append(self._rkey(target, me))
-
-        for target in deleted:
-            referrers, revision = self._referrers(*target)
-            # A referrer stops counting if this commit drops its reference.
-            remaining = [src for src in referrers if target in new_refs.get(src, frozenset([target]))]
-            if remaining:
-                names = ", ".join(f"{t} {i}" for t, i in remaining[:5])
-                raise errors.ReferenceError(
-                    f"{target[0]} {target[1]} is still referenced by {names}"
-                    + (f" and {len(remaining) - 5} more" if len(remaining) > 5 else "")
-                    + "; delete those first or pass cascade=True"
+    def _check_limits(self, objects: int, conditions: int, plan: Plan) -> None:
+        """Refuse, before sending it, a commit larger than the store takes (capabilities.max_txn_*)."""
+        caps = self.capabilities
+        token = 1 if self.commit_tokens else 0
+        operations = max(conditions + token, len(plan.puts) + len({*plan.deletes} - plan.puts.keys()) + token)
+        if caps.max_txn_ops is not None and operations > caps.max_txn_ops:
+            raise errors.ValidationError(
+                f"this commit of {objects} object(s) takes {operations} store operations and "
+                f"{type(self).__name__} takes at most {caps.max_txn_ops} (max_txn_ops): split it, "
+                "or raise the server's limit and the backend's max_txn_ops option with it"
+            )
+        if caps.max_txn_bytes is not None:
+            size = sum(len(k) + len(v) for k, v in plan.puts.items())
+            if size > caps.max_txn_bytes:
+                raise errors.ValidationError(
+                    f"this commit of {objects} object(s) carries {size} bytes and {type(self).__name__} "
+                    f"takes at most {caps.max_txn_bytes} (max_txn_bytes): split it"
                 )
-            plan.conditions.append(PrefixUnchangedSince(self._rprefix(*target), revision))
-        return plan
 
-    def _diagnose(self, ops: Sequence[WriteOp]) -> None:
-        """After a failed commit, raise the error that explains it (or return to retry)."""
-        for op in ops:
-            found = self._index(op.table, op.id)
-            if isinstance(op, Put) and op.expect_version == 0:
-                if found is not None:
-                    raise errors.ConflictError(f"{op.table} {op.id} already exists")
+    def lease_held(self, name: str, token: bytes) -> bool:
+        """Whether ``token`` holds the lease ``name`` now (to tell a lost lock from a conflict).
+
+        For stores whose leases are ordinary keys (etcd); others override it.
+        """
+        kv = self.get_key(self.layout.lock(name))
+        return kv is not None and kv.value == token
+
+    def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
+        kv = self.get_key(self.layout.unique(table, key))
+        if kv is None:
+            return None
+        try:
+            return uuid.UUID(kv.value.decode())
+        except (ValueError, UnicodeDecodeError):
+            raise errors.CorruptRecordError(f"unique key {kv.key!r} holds {kv.value[:40]!r}", key=kv.key) from None
+
+    def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
+        for _attempt in range(_COMMIT_ATTEMPTS):
+            index = self.index_record(table, id)
+            if index is None:
+                raise rules.not_found((table, id), "expired or deleted")
+            if index.ttl is None:
+                raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
+            ikey = self.layout.index(table, id)
+            deadline = encode_deadline(time.time() + ttl)
+            if self.commit_once([VersionIs(ikey, index.version)], {self.layout.expiry(table, id): deadline}, []):
+                return
+        raise errors.ConflictError(f"{table} {id} kept changing while it was refreshed; try again")
+
+    def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
+        wanted = frozenset(tables)
+        out: dict[RefKey, float] = {}
+        kvs, _ = self.range_keys([self.layout.expiries])
+        for kv in kvs:
+            target = self.layout.parse_expiry(kv.key)
+            if target is None or target[0] not in wanted:
                 continue
-            if found is None:
-                raise errors.NotFoundError(f"{op.table} {op.id} does not exist (deleted concurrently?)")
-            kv = self.get_key(self._okey(found[1], op.table, op.id))
-            if kv is None:
-                raise errors.NotFoundError(f"{op.table} {op.id} does not exist (deleted concurrently?)")
-            if op.expect_version not in (ANY_VERSION, kv.version):
-                raise errors.ConflictError(
-                    f"{op.table} {op.id} is at version {kv.version}, not {op.expect_version}: re-read it and retry"
-                )
-        created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
-        for op in ops:
-            if not isinstance(op, Put):
+            index = self.index_record(*target)
+            if index is not None and index.ttl is not None:
+                out[target] = index.ttl
+        return out
+
+    def reap(self) -> int:
+        """Delete the objects whose ttl ran out (one pass, at most :attr:`reap_batch`); how many it deleted.
+
+        Each deletion is a normal commit (watchers see it) on the condition
+        that the object's deadline did not move since it was read, so a
+        refresh that lands first wins. Stale deadlines of objects deleted
+        otherwise are dropped.
+        """
+        kvs, _ = self.range_keys([self.layout.expiries])
+        now = time.time()
+        reaped = 0
+        for kv in kvs:
+            deadline = decode_deadline(kv.value)
+            if deadline is not None and deadline > now:
                 continue
-            for target in op.refs - (op.old_refs or frozenset()) - created:
-                # Read through to the store: the topic cache may still hold a target deleted meanwhile.
-                if self._index(*target) is None:
-                    raise errors.ReferenceError(
-                        f"{op.table} {op.id} references {target[0]} {target[1]}, which does not exist"
-                    )
-        # Otherwise a referrer appeared (or came and went): the next plan() sees which.
+            target = self.layout.parse_expiry(kv.key)
+            index = None if target is None else self.index_record(*target)
+            keep = VersionIs(kv.key, kv.version)
+            try:
+                if target is None or index is None or index.ttl is None:
+                    self.commit_once([keep], {}, [kv.key])
+                    continue
+                op = Delete(target[0], target[1], index.topic, ANY_VERSION, index.refs, False, index.unique)
+                plan = plan_commit(self, [op], rules.shape_of([op]), now)
+                if self.commit_once([*plan.conditions, keep], plan.puts, plan.deletes) is not None:
+                    self._topic_cache.pop(target, None)
+                    reaped += 1
+            except errors.NbdbError as exc:
+                # Referenced meanwhile, moved on, or the store is busy: the next pass sees it again.
+                log.debug("reaper: %s not deleted this pass: %s", kv.key, exc)
+            if reaped >= self.reap_batch:
+                break
+        return reaped
+
+    # ---------------------------------------------------------------- exactly-once
+
+    def commit_once(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+    ) -> int | None:
+        """Apply one conditional commit at most once: its revision, or None if its conditions failed."""
+        if not self.commit_tokens:
+            return self.commit_keys(conditions, puts, deletes)
+        token = CommitToken(self.layout.token(secrets.token_hex(12)), self.token_ttl)
+        try:
+            return self.commit_with_token(conditions, puts, deletes, token)
+        except errors.CommitUnknownError as exc:
+            log.info("a commit's outcome is unknown (%s); settling its token", exc)
+            return self.settle(token)
+
+    def commit_with_token(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: CommitToken
+    ) -> int | None:
+        """One commit that also writes ``token`` (if it is absent); a store with native tokens overrides it."""
+        return self.commit_keys([*conditions, VersionIs(token.key, 0)], {**puts, token.key: APPLIED}, deletes, token)
+
+    def void_token(self, token: CommitToken) -> int | None:
+        """Void ``token`` if it is absent; the revision its commit applied at, or None if it never will.
+
+        Raises BackendUnavailableError (or CommitUnknownError) when the store
+        does not answer; a store with native tokens overrides it.
+        """
+        if self.commit_keys([VersionIs(token.key, 0)], {token.key: VOID}, [], token) is not None:
+            return None
+        kv = self.get_key(token.key)
+        if kv is None:
+            raise errors.BackendUnavailableError("the commit token vanished while it was being settled")
+        return kv.mod_revision if kv.value == APPLIED else None
+
+    def settle(self, token: CommitToken) -> int | None:
+        """The revision the token's commit applied at, or None once it is certain it never will.
+
+        Voids the token if it is still absent, under the retry policy;
+        CommitUnknownError if the store stays unreachable until it runs out.
+        """
+        attempts = self.retry.begin()
+        while True:
+            try:
+                revision = self.void_token(token)
+                if revision is not None:
+                    log.info("a commit whose reply was lost had been applied (revision %d)", revision)
+                return revision
+            except errors.BackendUnavailableError as exc:
+                failure = exc
+            if not attempts.wait():
+                raise errors.CommitUnknownError(
+                    f"the commit may or may not have been applied: its reply was lost and the store did not "
+                    f"answer in time to tell ({failure})"
+                ) from None
 
     # ---------------------------------------------------------------- locks and ids
 
-    @contextmanager
-    def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
-        if ttl <= 0:
-            raise errors.ValidationError("lock ttl must be positive")
-        key = f"{self.key_prefix}l/{name}"
-        handle = LockHandle(name, uuid.uuid4().hex)
-        token = handle.token.encode()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while not self.put_lease(key, token, ttl):
-            if deadline is not None and time.monotonic() >= deadline:
-                raise errors.LockTimeoutError(f"lock {name!r} is held by another owner; gave up after {timeout}s")
-            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.1)
-        stop = threading.Event()
-
-        def keep_alive() -> None:
-            while not stop.wait(ttl / 3):
-                try:
-                    alive = self.refresh_lease(key, token, ttl)
-                except errors.NbdbError as exc:
-                    log.warning("lock %r: renewal failed: %s", name, exc)
-                    alive = False
-                if not alive:
-                    log.error("lock %r was lost (its lease expired or the server dropped it)", name)
-                    handle.mark_lost()
-                    return
-
-        keeper = threading.Thread(target=keep_alive, name=f"nbdb-lock-{name}", daemon=True)
-        keeper.start()
-        try:
-            yield handle
-        finally:
-            stop.set()
-            keeper.join()
-            if not handle.lost:
-                self.delete_lease(key, token)
+    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
+        return hold_lease(self, name, ttl, timeout)
 
     def allocate_id(self, name: str) -> int:
-        key = f"{self.key_prefix}n/{name}"
+        key = self.layout.counter(name)
         while True:
             kv = self.get_key(key)
             try:
@@ -539,16 +582,25 @@ class KeyValueBackend(Backend):
                     f"id counter {name!r} holds {(kv.value if kv else b'')[:40]!r}, not an integer", key=key
                 ) from None
             condition = VersionIs(key, 0 if kv is None else kv.version)
-            if self.commit_keys([condition], {key: str(current + 1).encode()}, []) is not None:
+            if self.commit_once([condition], {key: str(current + 1).encode()}, []) is not None:
                 return current + 1
 
     def compact_history(self) -> None:
         self.compact_keys(self.revision_now())
 
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
-        found = self._index(table, id)
-        puts = {self._okey(topic, table, id): data}
-        if found is None:
-            puts[self._ikey(table, id)] = self._encode_index(topic, frozenset())
-        if self.commit_keys([], puts, []) is None:
+        puts = {self.layout.object(topic, table, id): data}
+        if self.index_record(table, id) is None:
+            puts[self.layout.index(table, id)] = self.layout.encode_index(Index(topic, frozenset()))
+        if self.commit_once([], puts, []) is None:
             raise errors.ConflictError("raw write failed")
+
+
+def _position(last: Sequence[str], count: int) -> int:
+    try:
+        position = int(last[0])
+    except (IndexError, ValueError):
+        position = -1
+    if not 0 <= position < count or len(last) != 2:
+        raise errors.ValidationError("not a continue token of this listing (it names another set of prefixes)")
+    return position

@@ -658,6 +658,7 @@ class Replica:
         self.records: dict[tuple[str, uuid.UUID], Record] = {}
         self.states: dict[tuple[str, uuid.UUID], RowState] = {}
         self.revision = time.time_ns() // 1000
+        self.scope = object()  # the identity of this revision sequence (see Backend.revision_scope)
         self.start = self.revision
         self.oldest = self.revision
         self.history: deque[RecordChange] = deque()
@@ -1128,6 +1129,11 @@ class OvsdbFamilyBackend(Backend):
 
     def current_revision(self) -> int:
         return self.replica.revision
+
+    @property
+    def revision_scope(self) -> object:
+        # Revisions count per replica; backends of one process sharing an IDL share it.
+        return self.replica.scope
 
     def compact_history(self) -> None:
         self.replica.compact()

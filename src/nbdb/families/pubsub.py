@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 from nbdb import errors
 from nbdb.families.kv import KeyChange, KeyStream, KeyValueBackend
+from nbdb.retry import RetryPolicy
 
 __all__ = [
     "GENESIS",
@@ -272,8 +273,8 @@ class ChangeLogBackend(KeyValueBackend):
     log_read_limit: int = 1000
     """Most entries read from one log in one round trip."""
 
-    def __init__(self, key_prefix: str = "") -> None:
-        super().__init__(key_prefix)
+    def __init__(self, key_prefix: str = "", retry: RetryPolicy | None = None) -> None:
+        super().__init__(key_prefix, retry)
         self._tokens: OrderedDict[int, str] = OrderedDict()
         self._tokens_lock = threading.Lock()
 

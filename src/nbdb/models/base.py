@@ -9,21 +9,24 @@ dependency order.
 
 from __future__ import annotations
 
+import functools
+import json
 import types
 import typing
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, get_args, get_origin
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from nbdb import errors
 from nbdb.models.types import Topic
 
 __all__ = [
+    "DECODED",
     "Model",
     "RefSpec",
     "Reference",
@@ -32,6 +35,9 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Model]] = {}
+
+DECODED: dict[str, Any] = {}
+"""The lineage of every decoded copy (shared, never written): it is the stored copy itself."""
 
 
 def _id_of(value: Any) -> Any:
@@ -119,6 +125,9 @@ class Model(BaseModel):
     Subclass it to define a table; the class name is the table name unless a
     ``nbdb_table`` class variable says otherwise. ``nbdb_indexes`` names the
     fields a cache indexes (reference fields are always indexed).
+    ``nbdb_unique`` names the fields (or tuples of fields) whose values no two
+    objects of the table may share, as an OVSDB schema's ``indexes`` do;
+    stores that declare ``capabilities.unique`` enforce them atomically.
 
     Instances are immutable: derive a changed copy with :meth:`replace`.
     """
@@ -132,12 +141,19 @@ class Model(BaseModel):
 
     nbdb_table: ClassVar[str] = ""
     nbdb_indexes: ClassVar[tuple[str, ...]] = ()
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ()
+    nbdb_unique_fields: ClassVar[tuple[tuple[str, ...], ...]] = ()
     nbdb_references: ClassVar[tuple[RefSpec, ...]] = ()
     nbdb_index_fields: ClassVar[tuple[str, ...]] = ()
 
-    # Reference ids of the stored copy this instance descends from: lets an
-    # update or delete drop the right reverse references without a read.
-    _stored_refs: frozenset[tuple[str, uuid.UUID]] | None = PrivateAttr(default=None)
+    # Where an instance comes from lives in __pydantic_private__, deliberately
+    # undeclared (a declared private attribute costs every decode a default
+    # and a dict): for a copy returned by a write, the references and unique
+    # values it was stored with ("_stored_refs", "_stored_unique") and the
+    # revision of its commit ("_revision"); for a copy derived with replace(),
+    # those of the stored copy it came from; for a decoded copy, the shared
+    # marker DECODED (its own values are the stored ones: derived on demand);
+    # None for an object built by hand (unknown: the backend reads them).
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -158,6 +174,29 @@ class Model(BaseModel):
             f"{type(self).__name__} is immutable: derive a changed copy with .replace({name}=...)"
         )
 
+    def __eq__(self, other: object) -> bool:
+        # A model's value is its fields. Pydantic also compares private
+        # attributes, which here record where a copy came from (the commit
+        # revision of a write result, the references of its stored lineage):
+        # a write result must equal the same version read back.
+        if not isinstance(other, Model):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    @property
+    def nbdb_revision(self) -> int | None:
+        """The revision this copy was committed at, on copies returned by a write; None otherwise.
+
+        ``create``, ``update`` and a transaction's ``results`` return stored
+        copies that carry their commit's revision (a :class:`nbdb.revision.Revision`),
+        for :meth:`nbdb.Cache.wait_for`. Copies decoded from a record (``get``,
+        ``list``, a cache, a watch) and copies derived with :meth:`replace`
+        carry None (an in-process store that keeps the written copy itself
+        hands out that copy, revision included).
+        """
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_revision")
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
@@ -168,6 +207,12 @@ class Model(BaseModel):
         for name in cls.nbdb_indexes:
             if name not in cls.model_fields:
                 raise TypeError(f"{cls.__name__}.nbdb_indexes names unknown field {name!r}")
+        unique = tuple((u,) if isinstance(u, str) else tuple(u) for u in cls.nbdb_unique)
+        for group in unique:
+            for name in group:
+                if name not in cls.model_fields:
+                    raise TypeError(f"{cls.__name__}.nbdb_unique names unknown field {name!r}")
+        cls.nbdb_unique_fields = unique
         index_fields = list(cls.nbdb_indexes)
         index_fields += [r.field for r in refs if r.field not in index_fields]
         cls.nbdb_index_fields = tuple(index_fields)
@@ -197,15 +242,104 @@ class Model(BaseModel):
 
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied, keeping id, version and topic lineage."""
-        data = {name: getattr(self, name) for name in type(self).model_fields}
+        data = self.__dict__.copy()
         data.update(changes)
-        new = type(self)(**data)
-        new._stored_refs = self._stored_refs
+        try:
+            new = self.__pydantic_validator__.validate_python(data)
+        except pydantic.ValidationError as exc:
+            raise _translate(exc, type(self).__name__) from None
+        lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
+        object.__setattr__(new, "__pydantic_private__", lineage)
+        return new  # type: ignore[no-any-return]
+
+    def stored_refs(self) -> frozenset[tuple[str, uuid.UUID]] | None:
+        """The references of the stored copy this object descends from (None: unknown)."""
+        private = self.__pydantic_private__
+        if private is None:
+            return None
+        if private is DECODED:
+            return self.ref_keys()
+        return private.get("_stored_refs")
+
+    def stored_unique(self) -> tuple[tuple[str, str], ...] | None:
+        """The unique values of the stored copy this object descends from (None: unknown)."""
+        if not self.nbdb_unique_fields:
+            return ()
+        private = self.__pydantic_private__
+        if private is None:
+            return None
+        if private is DECODED:
+            return self.unique_values()
+        return private.get("_stored_unique")
+
+    def stored_copy(
+        self,
+        version: int,
+        refs: frozenset[tuple[str, uuid.UUID]],
+        revision: int | None = None,
+        unique: tuple[tuple[str, str], ...] | None = None,
+    ) -> Self:
+        """This object as stored at ``version``, whose references are ``refs``, committed at ``revision``.
+
+        Only the version differs from a valid object, so nothing is validated
+        again (the way pydantic's ``model_construct`` builds an instance).
+        """
+        cls = type(self)
+        new = cls.__new__(cls)
+        data = self.__dict__.copy()
+        data["version"] = version
+        private = {} if self.__pydantic_private__ in (None, DECODED) else dict(self.__pydantic_private__)
+        private["_stored_refs"] = refs
+        private["_revision"] = revision
+        if self.nbdb_unique_fields:
+            private["_stored_unique"] = unique
+        object.__setattr__(new, "__dict__", data)
+        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"version"})
+        object.__setattr__(new, "__pydantic_extra__", None)
+        object.__setattr__(new, "__pydantic_private__", private)
         return new
+
+    def committed_at(self, revision: int) -> None:
+        """Record the revision of the commit that stored this copy (see :attr:`nbdb_revision`).
+
+        For the Database, once the backend acknowledged the write: the copy
+        is the value the commit stored, only its provenance was not known yet.
+        """
+        private = self.__pydantic_private__
+        if private is None or private is DECODED:
+            private = {}
+            object.__setattr__(self, "__pydantic_private__", private)
+        private["_revision"] = revision
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
         """Every (table, id) this object points to."""
         return frozenset((spec.target, target) for spec in self.nbdb_references for target in spec.ids(self))
+
+    def unique_values(self) -> tuple[tuple[str, str], ...]:
+        """Every unique (field, value) this object holds, as (names joined by ``+``, canonical JSON).
+
+        A group of fields none of which is set (None) holds no value, as an
+        optional unique column does in SQL.
+        """
+        out = []
+        for group in self.nbdb_unique_fields:
+            values = {name: getattr(self, name) for name in group}
+            if all(v is None for v in values.values()):
+                continue
+            out.append(("+".join(group), self.unique_text(group, values)))
+        return tuple(out)
+
+    @classmethod
+    def unique_text(cls, group: tuple[str, ...], values: Mapping[str, Any]) -> str:
+        """The canonical JSON of the values of one unique group (validated as the fields would be)."""
+        shown = []
+        for name in group:
+            adapter = _field_adapter(cls, name)
+            try:
+                shown.append(adapter.dump_python(adapter.validate_python(values[name]), mode="json"))
+            except pydantic.ValidationError as exc:
+                raise _translate(exc, f"{cls.__name__}.{name}") from None
+        return json.dumps(shown if len(group) > 1 else shown[0], sort_keys=True, separators=(",", ":"))
 
     def index_values(self, field: str) -> Iterator[Any]:
         """The values under which a cache indexes this object for ``field``."""
@@ -214,6 +348,15 @@ class Model(BaseModel):
             yield from value
         else:
             yield value
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_adapter(model: type[Model], name: str) -> pydantic.TypeAdapter[Any]:
+    info = model.model_fields[name]
+    annotation: Any = info.annotation
+    if info.metadata:
+        annotation = typing.Annotated[annotation, *info.metadata]
+    return pydantic.TypeAdapter(annotation)
 
 
 def model_for_table(table: str) -> type[Model]:

@@ -132,6 +132,7 @@ class Chassis(Model):
     """A hypervisor or gateway running a local controller; controllers register themselves."""
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
 
     name: Name
     hostname: str = ""
@@ -174,6 +175,7 @@ class LogicalSwitchPort(Model):
     """``Logical_Switch_Port``: a port of a logical switch, bound to a chassis when up."""
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
 
     switch: Annotated[UUID, Reference("LogicalSwitch")]
     name: Name
@@ -206,6 +208,7 @@ class LogicalRouterPort(Model):
     """``Logical_Router_Port``."""
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
 
     router: Annotated[UUID, Reference("LogicalRouter")]
     name: Name
@@ -233,6 +236,7 @@ class PortGroup(Model):
     """``Port_Group``: a named set of switch ports, usable in ACL matches."""
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
 
     name: Name
     ports: list[Annotated[UUID, Reference("LogicalSwitchPort")]] = Field(default_factory=list)
@@ -263,6 +267,7 @@ class AddressSet(Model):
     """``Address_Set``: a named set of addresses, usable in ACL matches."""
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
 
     name: Name
     addresses: list[IPOrCIDR] = Field(default_factory=list)

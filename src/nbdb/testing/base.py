@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from nbdb.loader import redact
+from nbdb.options import redact
 from nbdb.testing.errors import HarnessError
 from nbdb.testing.ports import PortAllocator, release_ports
 from nbdb.testing.process import ManagedProcess, require_binary, wait_until

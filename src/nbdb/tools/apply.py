@@ -79,10 +79,13 @@ class Applier:
         batch: int = 200,
         limit: int | None = None,
         on_write: Callable[[int], None] | None = None,
+        ttls: Mapping[ObjectKey, float] | None = None,
     ) -> None:
         if batch < 1:
             raise errors.ValidationError("batch must be at least 1")
         self.db = db
+        self.ttls: dict[ObjectKey, float] = dict(ttls or {})
+        """The ttl to create each expiring object with (the source's)."""
         self.state: dict[ObjectKey, Model] = dict(state or {})
         self.batch = batch
         self.limit = limit
@@ -217,7 +220,7 @@ class Applier:
                             txn.delete(current)
                             staged.append((key, True))
                     elif current is None:
-                        txn.create(want.model_copy(update={"version": 0}))
+                        txn.create(want.model_copy(update={"version": 0}), ttl=self.ttls.get(key))
                         staged.append((key, False))
                     elif current.topic != want.topic:
                         return False  # a delete and a create of one id: not in one transaction
@@ -254,7 +257,7 @@ class Applier:
                     self.db.delete(current)
                     self.state.pop(key, None)
                 elif current is None:
-                    self.state[key] = self.db.create(want.model_copy(update={"version": 0}))
+                    self.state[key] = self.db.create(want.model_copy(update={"version": 0}), ttl=self.ttls.get(key))
                 elif current.topic != want.topic:
                     # Topics are immutable: an id that moved topic is re-created.
                     self.db.delete(current)

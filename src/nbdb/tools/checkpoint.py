@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nbdb import errors
-from nbdb.loader import redact
+from nbdb.options import redact
 
 __all__ = ["Checkpoint", "CheckpointFile", "default_state_path"]
 

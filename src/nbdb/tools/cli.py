@@ -22,8 +22,8 @@ from typing import Any
 
 import nbdb
 from nbdb import errors
-from nbdb.loader import redact
 from nbdb.models.base import Model, all_models, model_for_table
+from nbdb.options import redact
 from nbdb.tools.checkpoint import CheckpointFile, default_state_path
 from nbdb.tools.copy import Copier, CopyIncomplete, CopyOptions, copy_scope
 from nbdb.tools.dump import dump, load

@@ -187,8 +187,15 @@ class Copier:
         if saved is not None:
             self.result.resumed = saved.phase
             log.info("resuming the copy from its %s phase at revision %d", saved.phase, saved.revision)
+        # Objects that expire keep their ttl on the destination (from creation on there).
+        expiring = self.source.backend.ttls([m.nbdb_table for m in self.models])
         self._applier = Applier(
-            self.destination, self._destination_state(), batch=opts.batch, limit=opts.limit, on_write=self._on_write
+            self.destination,
+            self._destination_state(),
+            batch=opts.batch,
+            limit=opts.limit,
+            on_write=self._on_write,
+            ttls=expiring,
         )
         if saved is None and self._applier.state and not opts.overwrite:
             raise errors.ValidationError(

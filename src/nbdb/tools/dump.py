@@ -30,13 +30,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from nbdb import __version__, errors
 from nbdb.api import Database
-from nbdb.capabilities import Atomicity
+from nbdb.capabilities import Atomicity, Expiry
 from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.tools.apply import Applier
 from nbdb.tools.order import ObjectKey, key_of, object_order, table_order
@@ -74,10 +74,12 @@ class DumpSummary:
 
 @dataclass(frozen=True, slots=True)
 class DumpFile:
-    """A validated dump: its header and its objects, in file (dependency) order."""
+    """A validated dump: its header and its objects, in file (dependency) order, and their ttls."""
 
     header: dict[str, Any]
     objects: list[Model]
+    ttls: dict[ObjectKey, float] = field(default_factory=dict)
+    """The ttl of each object that was created with one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +130,13 @@ def dump(
     line = _line(header)
     digest.update(line)
     out.write(line)
+    ttls = db.backend.ttls(order.tables) if db.capabilities.expiry is not Expiry.NONE else {}
     for i, obj in enumerate(objects, 1):
-        line = _line({"table": obj.nbdb_table, "data": obj.model_dump(mode="json", exclude={"version"})})
+        doc: dict[str, Any] = {"table": obj.nbdb_table, "data": obj.model_dump(mode="json", exclude={"version"})}
+        ttl = ttls.get(key_of(obj))
+        if ttl is not None:
+            doc["ttl"] = ttl
+        line = _line(doc)
         digest.update(line)
         out.write(line)
         progress.count("dumping", i, len(objects))
@@ -183,6 +190,7 @@ def read_dump(stream: Iterable[bytes]) -> DumpFile:
     header = _check_header(first)
     digest = hashlib.sha256(first or b"")
     objects: list[Model] = []
+    ttls: dict[ObjectKey, float] = {}
     seen: set[ObjectKey] = set()
     trailer: dict[str, Any] | None = None
     number = 1
@@ -197,15 +205,22 @@ def read_dump(stream: Iterable[bytes]) -> DumpFile:
             trailer = doc
             continue
         digest.update(raw)
-        objects.append(_object(doc, number, seen))
+        obj = _object(doc, number, seen)
+        objects.append(obj)
+        if doc.get("ttl") is not None:
+            ttls[key_of(obj)] = float(doc["ttl"])
     if trailer is None:
         raise DumpFormatError(f"the dump is truncated: it ends at line {number} without its end line")
-    return DumpFile(header, objects)
+    return DumpFile(header, objects, ttls)
 
 
 def _object(doc: dict[str, Any], number: int, seen: set[ObjectKey]) -> Model:
-    if set(doc) != {"table", "data"} or not isinstance(doc["table"], str) or not isinstance(doc["data"], dict):
+    shape = {"table", "data"} <= set(doc) <= {"table", "data", "ttl"}
+    if not shape or not isinstance(doc["table"], str) or not isinstance(doc["data"], dict):
         raise DumpFormatError(f'line {number}: not an object line (want {{"table": ..., "data": {{...}}}})')
+    ttl = doc.get("ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0):
+        raise DumpFormatError(f"line {number}: ttl must be a positive number of seconds, not {ttl!r}")
     try:
         model = model_for_table(doc["table"])
     except errors.NotFoundError:
@@ -287,7 +302,7 @@ def load(
         if ordered:
             with db.transaction() as txn:
                 for obj in ordered:
-                    txn.create(obj.model_copy(update={"version": 0}))
+                    txn.create(obj.model_copy(update={"version": 0}), ttl=dumped.ttls.get(key_of(obj)))
         progress.close()
         return LoadSummary(len(ordered), len(ordered), "transaction")
     done = [0]
@@ -296,7 +311,7 @@ def load(
         done[0] += n
         progress.count("loading", done[0], total)
 
-    applier = Applier(db, held, batch=batch, on_write=shown)
+    applier = Applier(db, held, batch=batch, on_write=shown, ttls=dumped.ttls)
     wanted: dict[ObjectKey, Model | None] = {key_of(obj): obj for obj in ordered}
     total = applier.needed(wanted)
     written = applier.apply(wanted)

@@ -3,13 +3,12 @@
 ``Database.list()`` reads one model at a time, each at its own revision, so a
 port listed after its switch was deleted could point nowhere. The cache lists
 every model it follows in one read and then applies whole commits under its
-lock; subscribing to it with ``replay=True`` hands over its content atomically.
+lock; ``Cache.snapshot()`` hands over its content and revision atomically.
 That gives every object at one revision through the public API only.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -17,13 +16,10 @@ from dataclasses import dataclass
 from nbdb import errors
 from nbdb.api import Database
 from nbdb.cache import Cache
-from nbdb.events import ChangeEvent
 from nbdb.models.base import Model
 from nbdb.tools.order import ObjectKey, key_of
 
 __all__ = ["Snapshot", "take_snapshot", "unsupported_models"]
-
-_ATTEMPTS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,24 +71,8 @@ def take_snapshot(
 
 
 def _replay(cache: Cache) -> Snapshot:
-    me = threading.current_thread()
-    for _ in range(_ATTEMPTS):
-        got: list[ChangeEvent[Model]] = []
-
-        def collect(event: ChangeEvent[Model], got: list[ChangeEvent[Model]] = got) -> None:
-            # Only the replay runs in this thread; live events come from the cache's.
-            if threading.current_thread() is me:
-                got.append(event)
-
-        before = cache.revision
-        cache.subscribe(collect, replay=True)
-        cache.unsubscribe(collect)
-        if got:
-            return Snapshot({key_of(e.object): e.object for e in got}, got[0].revision)
-        # An empty replay carries no revision: it is ``before`` if nothing moved meanwhile.
-        if cache.revision == before:
-            return Snapshot({}, before)
-    raise errors.ConflictError("the database kept changing while taking an empty snapshot; try again")
+    objects, revision = cache.snapshot()
+    return Snapshot({key_of(obj): obj for obj in objects}, revision)
 
 
 def unsupported_models(db: Database, models: Sequence[type[Model]]) -> dict[type[Model], errors.UnsupportedError]:

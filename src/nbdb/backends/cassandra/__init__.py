@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from nbdb.backends.cassandra.dialect import CqlDialect
 from nbdb.backends.cassandra.exceptions import NbdbRetryPolicy, translate
-from nbdb.backends.cassandra.sessions import SESSIONS, SharedSession
+from nbdb.backends.cassandra.sessions import SESSIONS, SessionLease, SharedSession
 from nbdb.backends.cassandra.store import CqlStore, StoreSettings
 from nbdb.backends.cassandra.url import CassandraUrl, parse_url
 
@@ -87,7 +87,7 @@ class CassandraBackend(WideColumnBackend):
     protocol_version: ClassVar[int] = 5
     """CQL native protocol spoken (Cassandra 4.0+: v5; a ScyllaDB subclass would say 4)."""
 
-    def __init__(self, shared: SharedSession, url: CassandraUrl) -> None:
+    def __init__(self, lease: SessionLease, url: CassandraUrl) -> None:
         self._url = url
         settings = StoreSettings(
             keyspace=url.keyspace,
@@ -95,10 +95,11 @@ class CassandraBackend(WideColumnBackend):
             serial_consistency=getattr(ConsistencyLevel, url.serial_consistency),
             request_timeout=url.request_timeout,
             replication=url.replication,
+            retry=url.retry,
         )
-        store = CqlStore(shared, settings, self.dialect(url.keyspace))
+        store = CqlStore(lease, settings, self.dialect(url.keyspace))
         try:
-            super().__init__(store, url.family, shared.namespace((settings, url.family.namespace)))
+            super().__init__(store, url.family, lease.value.namespace((settings, url.family.namespace)))
         except BaseException:
             store.close()
             raise
@@ -113,11 +114,11 @@ class CassandraBackend(WideColumnBackend):
         """Open ``cassandra://[user:pass@]host[:port][,host...]/keyspace[?options]``."""
         parsed = parse_url(url, options)
         ssl_context = parsed.ssl_context()
-        shared = SESSIONS.acquire(parsed.session_key, lambda: cls._connect(parsed, ssl_context))
-        return cls(shared, parsed)
+        lease = SESSIONS.acquire(parsed.session_key, lambda: cls._connect(parsed, ssl_context))
+        return cls(lease, parsed)
 
     @classmethod
-    def _connect(cls, url: CassandraUrl, ssl_context: Any) -> tuple[Any, Any]:
+    def _connect(cls, url: CassandraUrl, ssl_context: Any) -> SharedSession:
         child = DCAwareRoundRobinPolicy(local_dc=url.local_dc) if url.local_dc else RoundRobinPolicy()
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(child),
@@ -138,7 +139,7 @@ class CassandraBackend(WideColumnBackend):
             idle_heartbeat_timeout=5,
         )
         try:
-            return cluster, cluster.connect()
+            return SharedSession(cluster, cluster.connect())
         except Exception as exc:
             cluster.shutdown()
             raise translate(exc) from exc

@@ -5,7 +5,7 @@ whether it may have been applied. A timeout, a failed write, a connection
 lost after the request left, or protocol error ``CAS_WRITE_UNKNOWN`` all mean
 "maybe": :class:`~nbdb.families.widecolumn.OutcomeUnknown`, which the family
 settles. ``Unavailable`` and ``NoHostAvailable`` mean the request was never
-carried out: :class:`nbdb.BackendUnavailableError`.
+carried out (``unsent``): :class:`nbdb.BackendUnavailableError`.
 
 The driver must not answer that question wrongly by itself: its default
 policy re-sends a request to the next host after a connection error, and a
@@ -24,52 +24,52 @@ from cassandra.policies import RetryPolicy
 
 from nbdb import errors
 from nbdb.families.widecolumn import OutcomeUnknown
+from nbdb.retry import ErrorRule, ExceptionMap
 
-__all__ = ["CAS_WRITE_UNKNOWN", "NbdbRetryPolicy", "is_auth_failure", "translate"]
+__all__ = ["CAS_WRITE_UNKNOWN", "ERRORS", "NbdbRetryPolicy", "translate"]
 
 CAS_WRITE_UNKNOWN = 0x1700
 """Protocol v5 error: a contended LWT's proposal reached some replicas but not a quorum (the driver has no
 class for it). Its outcome is decided later, by whichever Paxos round comes next."""
 
-_MAYBE_APPLIED: tuple[type[BaseException], ...] = (
-    cassandra.WriteTimeout,
-    cassandra.ReadTimeout,
-    cassandra.WriteFailure,
-    cassandra.ReadFailure,
-    cassandra.OperationTimedOut,
-    cassandra.CoordinationFailure,
-    ConnectionException,
-    OSError,
-)
-"""For a conditional write: the request may have been carried out."""
+_AUTH = ("authenticationfailed", "bad credentials", "unauthorized", "provided username", "password are incorrect")
 
-
-def is_auth_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` (or every host's error behind NoHostAvailable) is a refused login or permission."""
-    if isinstance(exc, cassandra.AuthenticationFailed | cassandra.Unauthorized):
-        return True
-    if isinstance(exc, NoHostAvailable):
-        return any(is_auth_failure(e) for e in (exc.errors or {}).values() if isinstance(e, BaseException))
-    return "AuthenticationFailed" in type(exc).__name__ or "Bad credentials" in str(exc)
+ERRORS = ExceptionMap(
+    "cassandra://",
+    [
+        ErrorRule((cassandra.AuthenticationFailed, cassandra.Unauthorized), errors.AuthError,
+                  message="Cassandra refused the credentials or the permission"),
+        # NoHostAvailable wraps each host's error: a refused login is not a passing failure.
+        ErrorRule((NoHostAvailable,), errors.AuthError, contains=_AUTH,
+                  message="Cassandra refused the credentials or the permission"),
+        ErrorRule((cassandra.Unavailable, NoHostAvailable), errors.BackendUnavailableError, retryable=True,
+                  unsent=True, message="Cassandra is unavailable"),
+        ErrorRule((cassandra.InvalidRequest, cassandra.ConfigurationException), errors.NbdbError,
+                  message="Cassandra rejected a request"),
+        ErrorRule((cassandra.DriverException,), errors.BackendUnavailableError, codes=(CAS_WRITE_UNKNOWN,),
+                  retryable=True, message="Cassandra could not settle a contended compare-and-set"),
+        ErrorRule((cassandra.WriteTimeout, cassandra.ReadTimeout, cassandra.CoordinationFailure,
+                   cassandra.OperationTimedOut, ConnectionException, OSError), errors.BackendUnavailableError,
+                  retryable=True, message="Cassandra did not answer"),
+        ErrorRule((cassandra.RequestExecutionException, cassandra.RequestValidationException,
+                   cassandra.DriverException), errors.BackendUnavailableError, retryable=True,
+                  message="Cassandra failed the request"),
+    ],
+    code=lambda exc: getattr(exc, "code", None),
+)  # fmt: skip
+"""How every driver exception leaves the backend (a conditional write's "maybe" aside, see :func:`translate`)."""
 
 
 def translate(exc: BaseException, *, conditional: bool = False) -> errors.NbdbError:
-    """The nbdb error for a driver exception; ``conditional``: it came from a lightweight transaction."""
-    if isinstance(exc, errors.NbdbError):
-        return exc
-    if is_auth_failure(exc):
-        return errors.AuthError(f"Cassandra refused the credentials or the permission: {exc}")
-    if conditional and (isinstance(exc, _MAYBE_APPLIED) or getattr(exc, "code", None) == CAS_WRITE_UNKNOWN):
-        return OutcomeUnknown(f"Cassandra did not say whether a conditional write applied: {exc}")
-    if isinstance(exc, cassandra.InvalidRequest | cassandra.ConfigurationException):
-        return errors.NbdbError(f"Cassandra rejected a request: {exc}")
-    if isinstance(exc, cassandra.Unavailable | NoHostAvailable):
-        return errors.BackendUnavailableError(f"Cassandra is unavailable: {exc}")
-    if isinstance(exc, cassandra.DriverException | cassandra.OperationTimedOut | ConnectionException | OSError):
-        return errors.BackendUnavailableError(f"Cassandra is unavailable: {exc}")
-    if isinstance(exc, cassandra.RequestExecutionException | cassandra.RequestValidationException):
-        return errors.BackendUnavailableError(f"Cassandra failed the request: {exc}")
-    return errors.BackendUnavailableError(f"Cassandra client error ({type(exc).__name__}): {exc}")
+    """The nbdb error for a driver exception; ``conditional``: it came from a lightweight transaction.
+
+    A conditional write whose request may have reached the server (a
+    retryable failure that is not ``unsent``) becomes OutcomeUnknown.
+    """
+    failure = ERRORS.classify(exc)
+    if conditional and failure.retryable and not failure.unsent:
+        return OutcomeUnknown(f"a conditional write may or may not have applied ({failure.error})")
+    return failure.error
 
 
 class NbdbRetryPolicy(RetryPolicy):  # type: ignore[misc]  # the driver ships no types

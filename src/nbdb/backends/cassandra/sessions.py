@@ -2,35 +2,34 @@
 
 A ``Cluster``/``Session`` pair is expensive (a control connection, pools to
 every node, schema metadata) and thread-safe, so backends opened with the
-same hosts, credentials and TLS settings share one, reference-counted: the
-last backend to close shuts it down. The shared session also carries the
-state of each namespace: a commit made through one backend wakes the watchers
-of every other backend of the process on that namespace, and their commits
-take revisions together.
+same hosts, credentials and TLS settings share one, reference-counted through
+:class:`nbdb.pool.SharedResources`: the last backend to close shuts it down.
+The shared session also carries the state of each namespace: a commit made
+through one backend wakes the watchers of every other backend of the process
+on that namespace, and their commits take revisions together.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
 from nbdb.families.widecolumn import NamespaceState
+from nbdb.pool import Lease, SharedResources
 
-__all__ = ["SESSIONS", "SessionPool", "SharedSession"]
+__all__ = ["SESSIONS", "SessionLease", "SharedSession"]
 
 log = logging.getLogger(__name__)
 
 
 class SharedSession:
-    """One ``Cluster`` and its ``Session``, and who uses them."""
+    """One ``Cluster`` and its ``Session``, and the namespaces their backends share."""
 
-    def __init__(self, key: Hashable, cluster: Any, session: Any) -> None:
-        self.key = key
+    def __init__(self, cluster: Any, session: Any) -> None:
         self.cluster = cluster
         self.session = session
-        self.users = 0
         self._namespaces: dict[Hashable, NamespaceState] = {}
         self._lock = threading.Lock()
 
@@ -42,38 +41,12 @@ class SharedSession:
                 found = self._namespaces[key] = NamespaceState()
             return found
 
-
-class SessionPool:
-    """Reference-counted shared sessions by key."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: dict[Hashable, SharedSession] = {}
-
-    def acquire(self, key: Hashable, connect: Callable[[], tuple[Any, Any]]) -> SharedSession:
-        """The session for ``key``, connecting with ``connect() -> (cluster, session)`` if there is none."""
-        with self._lock:
-            shared = self._open.get(key)
-            if shared is None:
-                # Connecting under the lock: two backends opened at once must not both connect.
-                cluster, session = connect()
-                shared = self._open[key] = SharedSession(key, cluster, session)
-            shared.users += 1
-            return shared
-
-    def release(self, shared: SharedSession) -> None:
-        """One user is done; the last one shuts the cluster down."""
-        with self._lock:
-            shared.users -= 1
-            if shared.users > 0:
-                return
-            if self._open.get(shared.key) is shared:
-                del self._open[shared.key]
-        try:
-            shared.cluster.shutdown()
-        except Exception as exc:  # shutting down must not fail the caller
-            log.debug("cassandra cluster shutdown: %s", exc)
+    def shutdown(self) -> None:
+        """Close the cluster's connections (the last user is gone)."""
+        self.cluster.shutdown()
 
 
-SESSIONS = SessionPool()
-"""The process's pool: sessions are shared by URL settings, as a connection pool is."""
+SessionLease = Lease[Hashable, SharedSession]
+
+SESSIONS: SharedResources[Hashable, SharedSession] = SharedResources("cassandra sessions", SharedSession.shutdown)
+"""The process's sessions, shared by URL settings as a connection pool is."""

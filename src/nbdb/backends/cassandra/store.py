@@ -13,15 +13,15 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cassandra.query import BatchStatement, BatchType
 
 from nbdb import errors
 from nbdb.backends.cassandra.dialect import Compiled, CqlDialect
-from nbdb.backends.cassandra.exceptions import translate
-from nbdb.backends.cassandra.sessions import SESSIONS, SharedSession
+from nbdb.backends.cassandra.exceptions import ERRORS, translate
+from nbdb.backends.cassandra.sessions import SessionLease
 from nbdb.families.widecolumn import (
     Applied,
     PendingReads,
@@ -31,6 +31,7 @@ from nbdb.families.widecolumn import (
     WideColumnStore,
     Write,
 )
+from nbdb.retry import RetryPolicy
 
 __all__ = ["CqlStore", "StoreSettings"]
 
@@ -59,6 +60,8 @@ class StoreSettings:
     request_timeout: float = 15.0
     replication: str | None = None
     """CQL replication map to create the keyspace with if it is missing (None: never create it)."""
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=1))
+    """Retries of reads and plain writes that failed for a passing reason (never of a compare-and-set)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,33 +71,33 @@ class _Prepared:
 
 
 class _Pending(PendingReads):
-    def __init__(self, futures: list[Any], started: float) -> None:
-        self._futures = futures
+    def __init__(self, store: CqlStore, reads: list[tuple[Any, Any]], started: float) -> None:
+        self._store = store
+        self._reads = reads
         self._started = started
 
     def result(self) -> list[list[Row]]:
         out = []
-        error: errors.NbdbError | None = None
-        for future in self._futures:
+        for bound, future in self._reads:
             try:
                 rows = list(future.result())  # later pages are fetched on iteration
             except Exception as exc:
-                error = error or translate(exc)
-                rows = []
+                # A read that failed for a passing reason is sent again, under the retry policy.
+                if not ERRORS.classify(exc).retryable or self._store.settings.retry.attempts < 2:
+                    raise translate(exc) from exc
+                rows = self._store.execute_read(bound)
             finally:
                 _note(self._started, future.query, future.coordinator_host)
             out.append(rows)
-        if error is not None:  # every request was awaited first: none is left running unobserved
-            raise error
         return out
 
 
 class CqlStore(WideColumnStore):
     """A :class:`WideColumnStore` on one keyspace of a (shared) cassandra-driver session."""
 
-    def __init__(self, shared: SharedSession, settings: StoreSettings, dialect: CqlDialect | None = None) -> None:
-        self._shared: SharedSession | None = shared
-        self._session = shared.session
+    def __init__(self, lease: SessionLease, settings: StoreSettings, dialect: CqlDialect | None = None) -> None:
+        self._lease: SessionLease | None = lease
+        self._session = lease.value.session
         self.settings = settings
         self.dialect = dialect or CqlDialect(settings.keyspace)
         self._prepared: dict[Select | Write, _Prepared] = {}
@@ -175,40 +178,42 @@ class CqlStore(WideColumnStore):
         return bound
 
     def _live(self) -> Any:
-        if self._shared is None:
+        if self._lease is None:
             raise errors.BackendUnavailableError("the backend is closed")
         return self._session
+
+    def execute_read(self, bound: Any) -> list[Row]:
+        """Run one bound read (or other idempotent statement) under the retry policy; its rows."""
+        session = self._live()
+        started = time.monotonic()
+        try:
+            return self.settings.retry.call(
+                lambda: list(session.execute(bound, timeout=self.settings.request_timeout)), ERRORS, context="read"
+            )
+        finally:
+            _note(started, bound)
 
     # ---------------------------------------------------------------- WideColumnStore
 
     def select(self, query: Select, params: Sequence[Any], *, serial: bool = False) -> list[Row]:
-        session = self._live()
-        started = time.monotonic()
-        bound = self._bind(query, params, serial)
-        try:
-            return list(session.execute(bound, timeout=self.settings.request_timeout))
-        except Exception as exc:
-            raise translate(exc) from exc
-        finally:
-            _note(started, bound)
+        return self.execute_read(self._bind(query, params, serial))
 
     def start_reads(self, reads: Sequence[tuple[Select, Sequence[Any]]], *, serial: bool = False) -> PendingReads:
         session = self._live()
         started = time.monotonic()
-        futures = []
+        sent = []
         try:
             for query, params in reads:
-                futures.append(
-                    session.execute_async(self._bind(query, params, serial), timeout=self.settings.request_timeout)
-                )
+                bound = self._bind(query, params, serial)
+                sent.append((bound, session.execute_async(bound, timeout=self.settings.request_timeout)))
         except Exception as exc:
-            for future in futures:  # wait for what was sent before failing
+            for _, future in sent:  # wait for what was sent before failing
                 try:
                     future.result()
                 except Exception:
                     pass
             raise translate(exc) from exc
-        return _Pending(futures, started)
+        return _Pending(self, sent, started)
 
     def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
         session = self._live()
@@ -228,22 +233,25 @@ class CqlStore(WideColumnStore):
                 conditional = conditional or prepared.compiled.conditional
                 statement.add(prepared.statement, prepared.compiled.arrange(tuple(params)))
             statement.is_idempotent = not conditional
+        if not conditional:  # plain writes are idempotent: retried like reads
+            self.execute_read(statement)
+            return Applied(True)
         started = time.monotonic()
         try:
             result = session.execute(statement, timeout=self.settings.request_timeout)
         except Exception as exc:
-            raise translate(exc, conditional=conditional) from exc
+            raise translate(exc, conditional=True) from exc
         finally:
             _note(started, statement)
-        if not conditional or result.was_applied:
+        if result.was_applied:
             return Applied(True)
         current = tuple({k: v for k, v in row._asdict().items() if k != "applied"} for row in result.current_rows)
         return Applied(False, current)
 
     def close(self) -> None:
-        shared, self._shared = self._shared, None
-        if shared is not None:
-            SESSIONS.release(shared)
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
 
 def _normal(cql_type: str) -> str:

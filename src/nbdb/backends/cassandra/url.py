@@ -16,6 +16,8 @@ Options (query string or keyword arguments of :func:`nbdb.connect`):
 ``history``             seconds of change history kept for ``watch(since=...)`` (default 86400)
 ``settle``              seconds a watcher waits for an in-flight commit before sealing it (default 2)
 ``timeout``             request timeout in seconds (default 15); ``connect_timeout`` (default 10)
+``retries``             extra tries of a read that failed for a passing reason (default 2); ``retry_backoff``,
+                        ``retry_deadline`` (seconds). Conditional writes are settled, never retried blindly
 ``clock``               (keyword only) a callable returning seconds; stamps the diagnostic ``at`` column
 """
 
@@ -26,22 +28,28 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from nbdb import errors
 from nbdb.families.widecolumn import WideColumnOptions
-from nbdb.loader import url_options
+from nbdb.options import Options, split_hosts, split_userinfo
+from nbdb.retry import RetryPolicy
 
 __all__ = ["DEFAULT_PORT", "CassandraUrl", "parse_url"]
 
 DEFAULT_PORT = 9042
 LABEL = "cassandra://"
 _KEYSPACE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+_DATACENTER = re.compile(r"^[A-Za-z0-9_.-]+$")
 CONSISTENCY = ("QUORUM", "LOCAL_QUORUM", "EACH_QUORUM", "ALL")
 SERIAL_CONSISTENCY = ("SERIAL", "LOCAL_SERIAL")
+READ_RETRIES = RetryPolicy(attempts=3, backoff=0.05, max_backoff=0.5, deadline=15.0)
+"""Default policy of reads and plain writes that failed for a passing reason (``retries``, ``retry_backoff``,
+``retry_deadline``). A compare-and-set is never retried blindly: the family settles it."""
 _OPTIONS = {
     "namespace", "rf", "replication", "consistency", "serial_consistency", "local_dc", "tls", "ca", "cert",
-    "key", "check_hostname", "history", "settle", "timeout", "connect_timeout", "clock",
+    "key", "check_hostname", "history", "settle", "timeout", "connect_timeout", "clock", "retries",
+    "retry_backoff", "retry_deadline",
 }  # fmt: skip
 
 
@@ -65,6 +73,7 @@ class CassandraUrl:
     local_dc: str | None = None
     request_timeout: float = 15.0
     connect_timeout: float = 10.0
+    retry: RetryPolicy = READ_RETRIES
 
     @property
     def session_key(self) -> tuple[Any, ...]:
@@ -91,121 +100,73 @@ class CassandraUrl:
         return context
 
 
-def parse_url(url: str, options: Mapping[str, Any]) -> CassandraUrl:
+def parse_url(url: str, keywords: Mapping[str, Any]) -> CassandraUrl:
     """Check and type a ``cassandra://`` URL and its options (ValidationError on anything wrong)."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "cassandra":
         raise errors.ValidationError(f"not a cassandra:// URL: {parts.scheme}://...")
-    query = url_options(parts.query, options, _OPTIONS, LABEL)
-    netloc = parts.netloc
-    username = password = None
-    if "@" in netloc:
-        creds, _, netloc = netloc.rpartition("@")
-        user, sep, secret = creds.partition(":")
-        username, password = unquote(user), (unquote(secret) if sep else "")
+    opts = Options.from_url(parts.query, keywords, _OPTIONS, LABEL)
+    username, password, hosts = split_userinfo(parts.netloc)
+    if username is not None and password is None:
+        password = ""
+    endpoints = split_hosts(hosts, DEFAULT_PORT, LABEL)
+    if not endpoints:
+        raise errors.ValidationError(f"{LABEL} URL needs at least one host")
     keyspace = parts.path.strip("/") or "nbdb"
     if not _KEYSPACE.match(keyspace):
         raise errors.ValidationError(f"not a Cassandra keyspace name: {keyspace!r}")
-    consistency = _choice(query, "consistency", "LOCAL_QUORUM", CONSISTENCY, " (nbdb needs quorum reads and writes)")
-    serial = _choice(query, "serial_consistency", "LOCAL_SERIAL", SERIAL_CONSISTENCY, "")
-    tls = _flag(query, "tls", False)
-    if not tls and any(k in query for k in ("ca", "cert", "key")):
+    consistency = opts.choice("consistency", "LOCAL_QUORUM", CONSISTENCY)
+    tls = opts.flag("tls", False)
+    if not tls and any(k in opts for k in ("ca", "cert", "key")):
         raise errors.ValidationError(f"{LABEL} options ca, cert and key need tls=1")
-    namespace = str(query.get("namespace", ""))
+    namespace = opts.text("namespace", "")
     if "/" in namespace:
         raise errors.ValidationError(f"{LABEL} namespace must not contain '/': {namespace!r}")
-    clock = query.get("clock")
+    clock = opts.raw("clock")
     if clock is not None and not callable(clock):
         raise errors.ValidationError(f"{LABEL} option clock must be a callable returning seconds")
     family = WideColumnOptions(
         namespace=namespace,
-        history=_number(query, "history", 86_400, int, 1),
-        settle=_number(query, "settle", 2.0, float, 0.0),
+        history=opts.integer("history", 86_400, minimum=1),
+        settle=opts.number("settle", 2.0, minimum=0.0),
         **({"clock": clock} if clock is not None else {}),
     )
-    local_dc = query.get("local_dc")
     return CassandraUrl(
-        endpoints=_endpoints(netloc),
+        endpoints=endpoints,
         keyspace=keyspace,
         family=family,
         consistency=consistency,
-        serial_consistency=serial,
-        replication=_replication(query),
+        serial_consistency=opts.choice("serial_consistency", "LOCAL_SERIAL", SERIAL_CONSISTENCY),
+        replication=_replication(opts),
         username=username,
         password=password,
         tls=tls,
-        ca=query.get("ca"),
-        cert=query.get("cert"),
-        key=query.get("key"),
-        check_hostname=_flag(query, "check_hostname", True),
-        local_dc=None if local_dc is None else str(local_dc),
-        request_timeout=_number(query, "timeout", 15.0, float, 0.1),
-        connect_timeout=_number(query, "connect_timeout", 10.0, float, 0.1),
+        ca=opts.text("ca"),
+        cert=opts.text("cert"),
+        key=opts.text("key"),
+        check_hostname=opts.flag("check_hostname", True),
+        local_dc=opts.text("local_dc"),
+        request_timeout=opts.number("timeout", 15.0, minimum=0.1),
+        connect_timeout=opts.number("connect_timeout", 10.0, minimum=0.1),
+        retry=opts.retry_policy(READ_RETRIES),
     )
 
 
-def _endpoints(netloc: str) -> tuple[tuple[str, int], ...]:
-    endpoints = []
-    for item in netloc.split(","):
-        if not item:
-            continue
-        if item.startswith("["):  # [v6]:port
-            host, _, rest = item[1:].partition("]")
-            port_text = rest.removeprefix(":")
-        else:
-            host, sep, port_text = item.rpartition(":")
-            if not sep:
-                host, port_text = item, ""
-        port = _number({"port": port_text}, "port", DEFAULT_PORT, int, 1) if port_text else DEFAULT_PORT
-        if port > 65535:
-            raise errors.ValidationError(f"{LABEL} port must be at most 65535, not {port}")
-        endpoints.append((host, port))
-    if not endpoints:
-        raise errors.ValidationError(f"{LABEL} URL needs at least one host")
-    return tuple(endpoints)
-
-
-def _replication(query: Mapping[str, Any]) -> str:
-    if "replication" in query:
-        if "rf" in query:
+def _replication(opts: Options) -> str:
+    if "replication" in opts:
+        if "rf" in opts:
             raise errors.ValidationError(f"{LABEL} takes rf or replication, not both")
+        text = opts.text("replication", "")
         dcs = {}
-        for item in str(query["replication"]).split(","):
+        for item in text.split(","):
             dc, sep, count = item.partition(":")
-            if not sep or not dc.strip():
-                raise errors.ValidationError(f"{LABEL} replication is dc:N[,dc:N...], not {query['replication']!r}")
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", dc.strip()):
-                raise errors.ValidationError(f"{LABEL} replication: not a datacenter name: {dc.strip()!r}")
-            dcs[dc.strip()] = _number({"replication": count}, "replication", 1, int, 1)
+            dc = dc.strip()
+            if not sep or not dc:
+                raise errors.ValidationError(f"{LABEL} replication is dc:N[,dc:N...], not {text!r}")
+            if not _DATACENTER.match(dc):
+                raise errors.ValidationError(f"{LABEL} replication: not a datacenter name: {dc!r}")
+            dcs[dc] = Options({"replication": count.strip()}, LABEL).integer("replication", 1, minimum=1)
         body = ", ".join(f"'{dc}': {n}" for dc, n in dcs.items())
         return f"{{'class': 'NetworkTopologyStrategy', {body}}}"
-    rf = _number(query, "rf", 1, int, 1)
+    rf = opts.integer("rf", 1, minimum=1)
     return f"{{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"
-
-
-def _choice(query: Mapping[str, Any], name: str, default: str, allowed: tuple[str, ...], why: str) -> str:
-    value = str(query.get(name, default)).upper()
-    if value not in allowed:
-        raise errors.ValidationError(f"{LABEL} {name} must be one of {', '.join(allowed)}{why}, not {value!r}")
-    return value
-
-
-def _flag(query: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = query.get(name, default)
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise errors.ValidationError(f"{LABEL} option {name} must be 0 or 1, not {value!r}")
-
-
-def _number(query: Mapping[str, Any], name: str, default: Any, kind: type[int] | type[float], low: float) -> Any:
-    value = query.get(name, default)
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise errors.ValidationError(f"{LABEL} option {name} must be a number, not {value!r}") from None
-    if number < low:
-        raise errors.ValidationError(f"{LABEL} option {name} must be at least {low}, not {value!r}")
-    return number

@@ -5,6 +5,7 @@ Needs the ``etcd`` extra (``grpcio``). Importing this package does no work.
 
 from __future__ import annotations
 
-from nbdb.backends.etcd._backend import EtcdBackend
+from nbdb.backends.etcd.backend import EtcdBackend
+from nbdb.backends.etcd.client import EtcdClient, EtcdSettings
 
-__all__ = ["EtcdBackend"]
+__all__ = ["EtcdBackend", "EtcdClient", "EtcdSettings"]

@@ -15,9 +15,9 @@ import queue
 import time
 from collections.abc import Iterator, Sequence
 
-from nbdb.backends.etcd import _wire as wire
-from nbdb.backends.etcd._backend import parse_url
-from nbdb.backends.etcd._client import EtcdClient, WatchSession, chunked
+from nbdb.backends.etcd import wire
+from nbdb.backends.etcd.backend import parse_url
+from nbdb.backends.etcd.client import EtcdClient, WatchSession, chunked
 from nbdb.bench.raw.base import Follower, RawClient, RawConflict
 
 __all__ = ["Client"]
@@ -122,13 +122,13 @@ class _Follower(Follower):
                 break
             self._raise(item)
 
-    def _raise(self, item: wire.WatchResponse | Exception | None) -> None:
+    def _raise(self, item: wire.WatchResponse | BaseException | None) -> None:
         self._session.close()
         if isinstance(item, Exception):
             raise item
         raise ConnectionError(f"the etcd watch ended: {item}")
 
-    def _changes(self, item: wire.WatchResponse | Exception | None) -> list[tuple[str, bytes | None]]:
+    def _changes(self, item: wire.WatchResponse | BaseException | None) -> list[tuple[str, bytes | None]]:
         if not isinstance(item, wire.WatchResponse) or item.canceled:
             self._raise(item)
         assert isinstance(item, wire.WatchResponse)

@@ -22,8 +22,9 @@ whose reply was lost is settled, never guessed
 
 from __future__ import annotations
 
+from nbdb.families.rules import NO_TOPIC
 from nbdb.families.widecolumn.backend import WideColumnBackend
-from nbdb.families.widecolumn.layout import BUCKET_SIZE, NO_TOPIC
+from nbdb.families.widecolumn.layout import BUCKET_SIZE
 from nbdb.families.widecolumn.options import WideColumnOptions
 from nbdb.families.widecolumn.primitives import (
     Applied,
@@ -43,7 +44,6 @@ from nbdb.families.widecolumn.primitives import (
     WideColumnStore,
     Write,
 )
-from nbdb.families.widecolumn.retry import RetryPolicy
 from nbdb.families.widecolumn.sharing import ChangeSignal, NamespaceState
 
 __all__ = [
@@ -61,7 +61,6 @@ __all__ = [
     "NamespaceState",
     "OutcomeUnknown",
     "PendingReads",
-    "RetryPolicy",
     "Row",
     "Select",
     "Table",

@@ -25,10 +25,13 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 from nbdb import errors
-from nbdb.families.widecolumn import counters, lease, snapshot
+from nbdb.families import rules
+from nbdb.families.lease import hold_lease
+from nbdb.families.widecolumn import counters, snapshot
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.commit import Committer
-from nbdb.families.widecolumn.options import WideColumnOptions
+from nbdb.families.widecolumn.lease import LeaseRows
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.planner import Change, Plan
 from nbdb.families.widecolumn.primitives import WideColumnStore
@@ -57,9 +60,10 @@ class WideColumnBackend(Backend):
         self._closed = False
         store.create_tables(L.TABLES)
         self._shared = shared = shared or NamespaceState()
-        self.partitions = Partitions(store, options.namespace or L.NO_TOPIC, options.contention)
+        self.partitions = Partitions(store, options.namespace or rules.NO_TOPIC, options)
         self.sequencer = RevisionSequencer(store, self.partitions, options, shared.queue)
         self.references = ReferenceProtocol(self.partitions, self.sequencer)
+        self._leases = LeaseRows(self.partitions)
         self.committer = Committer(self.partitions, self.sequencer, self.references, options, shared)
 
     # ---------------------------------------------------------------- reads
@@ -88,7 +92,7 @@ class WideColumnBackend(Backend):
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
         self._check_open()
-        parts = None if topics is None else frozenset(L.partition_of(t) for t in topics)
+        parts = None if topics is None else frozenset(rules.topic_part(t) for t in topics)
         return ChangeStream(
             self.partitions, self.sequencer, self.options, self._shared, frozenset(tables), parts, since
         )
@@ -102,7 +106,7 @@ class WideColumnBackend(Backend):
     @contextmanager
     def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
         self._check_open()
-        with lease.lock(self.partitions, name, ttl, timeout) as handle:
+        with hold_lease(self._leases, name, ttl, timeout) as handle:
             yield handle
 
     def allocate_id(self, name: str) -> int:
@@ -118,9 +122,9 @@ class WideColumnBackend(Backend):
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
         self._check_open()
         p = self.partitions
-        part = L.partition_of(topic)
+        part = rules.topic_part(topic)
         self.committer.register(part)
-        for _ in self.options.commit.tries():
+        for _ in tries(self.options.commit):
             current = p.record(part, table, id)
             old_version = 0 if current is None else current.version
             raw = Plan(part, statements=[(L.W_RAW, (p.ns, part, L.OBJECT, 0, table, id, data, old_version + 1, id))])

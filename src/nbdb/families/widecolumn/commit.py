@@ -24,15 +24,15 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 import zlib
 from collections.abc import Callable, Sequence
 
 from nbdb import errors
+from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn import planner
 from nbdb.families.widecolumn.changes import ChangeRow, Intent
-from nbdb.families.widecolumn.options import WideColumnOptions
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.planner import Plan, StoredObject
 from nbdb.families.widecolumn.primitives import OutcomeUnknown
@@ -66,6 +66,8 @@ class Committer:
         self._shared = shared
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         self._registered: set[str] = set()
+        self._unordered: set[str] = set()
+        """Partitions this process found without a ``last_rev`` (nothing ever committed there)."""
         self.before_commit: Callable[[int], None] | None = None
         """Test hook: called with the revision between its allocation and the batch."""
 
@@ -81,7 +83,7 @@ class Committer:
         with self._stripes[zlib.crc32(part.encode()) % _STRIPES]:
             try:
                 fresh = False
-                for _ in self._o.commit.tries():
+                for _ in tries(self._o.commit):
                     taken: list[int] = []
                     take = functools.partial(self._take, part, tables, taken)
                     try:
@@ -122,9 +124,16 @@ class Committer:
             self._shared.recent.add(Intent(revision, part, tables, void=True), ())
 
     def register(self, part: str) -> None:
-        """Record that ``part`` holds data (once per process), so that unfiltered lists find it."""
+        """Record that ``part`` holds data (once per process), so that unfiltered lists find it.
+
+        Also notes whether the partition has a ``last_rev`` yet: the first commit
+        of a fresh partition conditions on ``last_rev = null`` instead of
+        ``last_rev < G``, which a null never satisfies.
+        """
         if part not in self._registered:
             self._p.store.apply([(L.W_TOPIC, (self._p.ns, part))])
+            if self._p.last_rev(part) is None:
+                self._unordered.add(part)
             self._registered.add(part)
 
     # ---------------------------------------------------------------- reading what the plan needs
@@ -193,29 +202,31 @@ class Committer:
 
         A lost reply is settled (CommitUnknownError if it cannot be).
         """
-        statements = plan.batch(self._p.ns, revision, self._o.history)
-        first_tried = False
-        while True:
+        first = part in self._unordered
+        for _ in range(2):
             try:
-                result = self._p.store.apply(statements)
+                result = self._p.store.apply(plan.batch(self._p.ns, revision, self._o.history, first=first))
             except OutcomeUnknown as exc:
-                return self._settle(part, revision, exc)
+                landed = self._settle(part, revision, exc)  # voids the revision if it did not land
+                if landed:
+                    self._unordered.discard(part)
+                return landed
             if result.applied:
+                self._unordered.discard(part)
                 return True
-            if not first_tried and result.value("last_rev") is None:
-                # Perhaps the partition has no last_rev yet (a null is not below G): say so and try again.
-                first_tried = True
-                statements = plan.batch(self._p.ns, revision, self._o.history, first=True)
-                continue
-            self._sequencer.void(revision)
-            return False
+            # If what failed is the condition on last_rev (a null is not below G; a value is not null),
+            # try the other one; if it held, an object's condition failed: plan again.
+            null = result.value("last_rev") is None
+            if null == first:
+                break
+            first = null
+        self._sequencer.void(revision)
+        return False
 
     def _settle(self, part: str, revision: int, cause: OutcomeUnknown) -> bool:
         """Whether a batch whose reply was lost landed; CommitUnknownError if that cannot be found out."""
         error: errors.NbdbError = cause
-        for attempt in range(self._o.settle_attempts):
-            if attempt:
-                time.sleep(self._o.commit.delay(attempt))
+        for _ in tries(self._o.settling):
             try:
                 # After the seal a commit at ``revision`` is in the partition, or can never be.
                 self._p.seal(part, revision)
@@ -228,8 +239,8 @@ class Committer:
             log.info("the commit at revision %d in %r lost its reply; it %s", revision, part, _landed(landed))
             return landed
         raise errors.CommitUnknownError(
-            f"the commit at revision {revision} in topic {L.topic_of(part)!r} may or may not have been applied "
-            f"(its reply was lost and the store could not be asked): {error}"
+            f"the commit at revision {revision} in topic {rules.topic_of_part(part)!r} may or may not have been "
+            f"applied (its reply was lost and the store could not be asked): {error}"
         ) from error
 
     def _after(self, ops: Sequence[WriteOp], plan: Plan, reserved: Reservations, intent: Intent) -> None:

@@ -11,9 +11,10 @@ import uuid
 
 from nbdb import errors
 from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.options import tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import OutcomeUnknown
-from nbdb.families.widecolumn.retry import RetryPolicy
+from nbdb.retry import RetryPolicy
 
 __all__ = ["allocate_id"]
 
@@ -25,7 +26,7 @@ def allocate_id(partitions: Partitions, name: str, contention: RetryPolicy) -> i
     owner = uuid.uuid4()
     current: int | None = None
     known = False
-    for attempt in contention.tries():
+    for attempt in tries(contention):
         if not known:
             rows = p.read(L.Q_META, (p.ns, key), serial=attempt > 0)
             current = rows[0].value if rows else None

@@ -13,7 +13,7 @@ Every partition key starts with the namespace (``ns``)::
     nbdb_meta   ((ns, name))         allocate_id counters, the history floor, the bucket hint
     nbdb_locks  ((ns, name))         lock leases (TTL'd rows)
 
-A topic is a partition of ``nbdb_data``. References are text ``"<table>/<id>"``;
+A topic is a partition of ``nbdb_data`` (``~``: no topic). References are text ``"<table>/<id>"``;
 a referrer entry maps a source to ``""`` (written by the source's own commit,
 in the same partition) or to ``"<reservation>:<source partition>"`` (a
 cross-partition reservation, see :mod:`nbdb.families.widecolumn.references`).
@@ -39,18 +39,13 @@ from nbdb.spi import RefKey
 __all__ = [
     "BUCKET_SIZE",
     "CHANGE",
-    "NO_TOPIC",
     "OBJECT",
     "TABLES",
     "bucket_of",
     "parse_ref",
-    "partition_of",
     "ref_text",
-    "topic_of",
 ]
 
-NO_TOPIC = "~"
-"""Partition-key value of objects without a topic (``~`` is not a legal topic character)."""
 
 BUCKET_SIZE = 100_000
 """Revisions per ``nbdb_seq`` partition: bounds the partition size of the commit index.
@@ -172,16 +167,6 @@ def parse_ref(text: str) -> RefKey:
     """The inverse of :func:`ref_text`."""
     table, _, id = text.rpartition("/")
     return table, uuid.UUID(id)
-
-
-def partition_of(topic: str | None) -> str:
-    """The ``topic`` key column of an object's partition."""
-    return NO_TOPIC if topic is None else topic
-
-
-def topic_of(partition: str) -> str | None:
-    """The inverse of :func:`partition_of`."""
-    return None if partition == NO_TOPIC else partition
 
 
 def bucket_of(revision: int, bucket_size: int = BUCKET_SIZE) -> int:

@@ -1,31 +1,23 @@
-"""Locks: a lease row per lock, taken with a compare-and-set and renewed by one keep-alive thread.
+"""Lock leases as rows of ``nbdb_locks``: the three primitives :func:`nbdb.families.lease.hold_lease` needs.
 
-The lease is ``INSERT ... IF NOT EXISTS USING TTL``, renewed with ``IF holder
-= token``, deleted with the same condition. Store TTLs count whole seconds
-from the second the write lands (a 1 s TTL may expire after a few ms), so
-the lease is ``ceil(ttl) + 1`` seconds: at least ``ttl`` between renewals.
-An outcome lost on the way is settled by a serial read of the holder.
+A lease is ``INSERT ... IF NOT EXISTS USING TTL``, renewed with ``IF holder =
+token``, deleted with the same condition. Store TTLs count whole seconds from
+the second the write lands (a 1 s TTL may expire after a few ms), so the row
+lives ``ceil(ttl) + 1`` seconds: at least ``ttl`` between renewals. A
+compare-and-set whose reply was lost is settled by a serial read of the
+holder; CommitUnknownError if even that read cannot be made.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 from nbdb import errors
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import OutcomeUnknown
-from nbdb.spi import LockHandle
 
-__all__ = ["hold_lease", "lease_seconds"]
-
-log = logging.getLogger(__name__)
+__all__ = ["LeaseRows", "lease_seconds"]
 
 
 def lease_seconds(ttl: float) -> int:
@@ -33,90 +25,42 @@ def lease_seconds(ttl: float) -> int:
     return math.ceil(ttl) + 1
 
 
-@contextmanager
-def hold_lease(
-    take: Callable[[], bool],
-    renew: Callable[[], bool],
-    drop: Callable[[], None],
-    handle: LockHandle,
-    ttl: float,
-    timeout: float | None,
-) -> Iterator[LockHandle]:
-    """Take a lease (``take`` until True, within ``timeout``), renew it every ``ttl/3`` in a thread, drop it.
+class LeaseRows:
+    """The lease primitives (:class:`nbdb.families.lease.LeaseStore`) on the namespace's lock rows."""
 
-    ``renew`` returns False (or raises an nbdb error) once the lease is not
-    ours: the handle is marked lost and renewals stop.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.01
-    while not take():
-        if deadline is not None and time.monotonic() >= deadline:
-            raise errors.LockTimeoutError(f"lock {handle.name!r} is held by another owner; gave up after {timeout}s")
-        time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-        delay = min(delay * 2, 0.2)
-    stop = threading.Event()
+    def __init__(self, partitions: Partitions) -> None:
+        self._p = partitions
 
-    def keep_alive() -> None:
-        while not stop.wait(ttl / 3):
-            try:
-                alive = renew()
-            except errors.NbdbError as exc:
-                log.warning("lock %r: renewal failed: %s", handle.name, exc)
-                alive = False
-            if not alive:
-                log.error("lock %r was lost (its lease expired or the server dropped it)", handle.name)
-                handle.mark_lost()
-                return
-
-    keeper = threading.Thread(target=keep_alive, name=f"nbdb-lock-{handle.name}", daemon=True)
-    keeper.start()
-    try:
-        yield handle
-    finally:
-        stop.set()
-        keeper.join()
-        if not handle.lost:
-            try:
-                drop()
-            except errors.NbdbError as exc:
-                log.warning("lock %r: release failed (it expires with its TTL): %s", handle.name, exc)
-
-
-@contextmanager
-def lock(partitions: Partitions, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
-    """The named lock of the namespace, as :meth:`nbdb.spi.Backend.lock` describes."""
-    if ttl <= 0:
-        raise errors.ValidationError("lock ttl must be positive")
-    p = partitions
-    handle = LockHandle(name, uuid.uuid4().hex)
-    seconds = lease_seconds(ttl)
-
-    def holder() -> str | None:
-        rows = p.read(L.Q_LOCK, (p.ns, name), serial=True)
-        return None if not rows else str(rows[0].holder)
-
-    def take() -> bool:
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        """Take the lock if free; True if ``token`` holds it now (also after a lost reply of its own take)."""
+        holder = token.decode()
         try:
-            return p.store.apply([(L.W_LOCK, (p.ns, name, handle.token, seconds))]).applied
+            result = self._p.store.apply([(L.W_LOCK, (self._p.ns, name, holder, lease_seconds(ttl)))])
         except OutcomeUnknown as lost:
-            try:
-                return holder() == handle.token
-            except errors.BackendUnavailableError as exc:
-                raise errors.CommitUnknownError(
-                    f"lock {name!r} may or may not have been taken (its lease expires in {seconds}s): {exc}"
-                ) from lost
+            return self._holder(name, lost) == holder
+        return result.applied or (result.reports("holder") and result.value("holder") == holder)
 
-    def renew() -> bool:
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        """Extend the lease if ``token`` still holds it."""
+        holder = token.decode()
         try:
-            return p.store.apply([(L.W_LOCK_REFRESH, (p.ns, name, handle.token, handle.token, seconds))]).applied
-        except OutcomeUnknown:
-            return holder() == handle.token
+            statement = (L.W_LOCK_REFRESH, (self._p.ns, name, holder, holder, lease_seconds(ttl)))
+            return self._p.store.apply([statement]).applied
+        except OutcomeUnknown as lost:
+            return self._holder(name, lost) == holder
 
-    def drop() -> None:
+    def release_lease(self, name: str, token: bytes) -> None:
+        """Drop the lease if ``token`` still holds it (if that is not known, it expires with its TTL)."""
         try:
-            p.store.apply([(L.W_LOCK_DELETE, (p.ns, name, handle.token))])
+            self._p.store.apply([(L.W_LOCK_DELETE, (self._p.ns, name, token.decode()))])
         except OutcomeUnknown:
-            pass  # if it did not apply, the lease expires with its TTL
+            pass
 
-    with hold_lease(take, renew, drop, handle, ttl, timeout) as held:
-        yield held
+    def _holder(self, name: str, lost: OutcomeUnknown) -> str | None:
+        try:
+            rows = self._p.read(L.Q_LOCK, (self._p.ns, name), serial=True)
+        except errors.BackendUnavailableError as exc:
+            raise errors.CommitUnknownError(
+                f"lock {name!r} may or may not have been taken or renewed (its lease expires by itself): {exc}"
+            ) from lost
+        return None if not rows else str(rows[0].holder)

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from nbdb import errors
+from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.planner import StoredObject
 from nbdb.families.widecolumn.primitives import OutcomeUnknown, Row, Select, WideColumnStore
-from nbdb.families.widecolumn.retry import RetryPolicy
 from nbdb.spi import Record, RefKey
 
 __all__ = ["Partitions"]
@@ -24,17 +25,15 @@ __all__ = ["Partitions"]
 log = logging.getLogger(__name__)
 
 _TOPIC_CACHE_SIZE = 200_000
-_SERIAL_READS = RetryPolicy(attempts=5, backoff=0.005, max_backoff=0.05)
-"""A serial read runs a Paxos round; under contention it fails like a compare-and-set and is safe to repeat."""
 
 
 class Partitions:
     """Reads and the few writes of ``nbdb_data`` that more than one part of the family needs."""
 
-    def __init__(self, store: WideColumnStore, namespace: str, contention: RetryPolicy) -> None:
+    def __init__(self, store: WideColumnStore, namespace: str, options: WideColumnOptions) -> None:
         self.store = store
         self.ns = namespace
-        self._contention = contention
+        self._o = options
         self._where: dict[RefKey, str] = {}
 
     # ---------------------------------------------------------------- where ids live
@@ -60,7 +59,7 @@ class Partitions:
         if not serial:
             return self.store.select(query, params)
         error: errors.NbdbError | None = None
-        for _ in _SERIAL_READS.tries():
+        for _ in tries(self._o.serial_reads):
             try:
                 return self.store.select(query, params, serial=True)
             except errors.BackendUnavailableError as exc:
@@ -90,7 +89,7 @@ class Partitions:
         for row in rows:
             if row.ns == self.ns and row.tbl == table and row.version is not None:
                 self.remember((table, id), row.topic)
-                return row.topic, Record(table, id, L.topic_of(row.topic), row.version, row.data or b"")
+                return row.topic, Record(table, id, rules.topic_of_part(row.topic), row.version, row.data or b"")
         self.forget((table, id))
         return None
 
@@ -104,7 +103,7 @@ class Partitions:
         row = rows[0] if rows else None
         if row is None or row.version is None:
             return None
-        return Record(table, id, L.topic_of(part), row.version, row.data or b"")
+        return Record(table, id, rules.topic_of_part(part), row.version, row.data or b"")
 
     def locate(self, table: str, id: uuid.UUID) -> tuple[str, Record] | None:
         """Find an object by id alone (through the index on ``oid``): its partition and record."""
@@ -144,7 +143,7 @@ class Partitions:
         """
         if revision <= 0:
             return
-        for _ in self._contention.tries():
+        for _ in tries(self._o.contention):
             try:
                 result = self.store.apply([(L.W_LAST_ABOVE, (self.ns, part, revision, revision))])
                 if result.applied:

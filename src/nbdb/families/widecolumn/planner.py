@@ -23,19 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbdb import errors
+from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.primitives import Write
-from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, WriteOp
+from nbdb.spi import Delete, Put, RefKey, WriteOp
 
-__all__ = [
-    "Change",
-    "Plan",
-    "StoredObject",
-    "check_shape",
-    "dangling_message",
-    "plan",
-    "still_referenced_message",
-]
+__all__ = ["Change", "Plan", "StoredObject", "check_shape", "plan"]
 
 Statement = tuple[Write, tuple[Any, ...]]
 
@@ -106,32 +99,14 @@ class Plan:
 
 def check_shape(ops: Sequence[WriteOp]) -> str:
     """The one partition ``ops`` commit to; ValidationError/UnsupportedError for a transaction of another shape."""
-    seen: set[RefKey] = set()
-    parts: set[str] = set()
-    for op in ops:
-        key = (op.table, op.id)
-        if key in seen:
-            raise errors.ValidationError(f"{op.table} {op.id} appears twice in one transaction")
-        seen.add(key)
-        parts.add(L.partition_of(op.topic))
+    rules.shape_of(ops)
+    parts = {rules.topic_part(op.topic) for op in ops}
     if len(parts) > 1:
         raise errors.UnsupportedError(
             "the wide-column family commits atomically within one topic (one partition) only; "
-            f"this transaction spans topics {sorted(L.topic_of(p) or '<none>' for p in parts)}"
+            f"this transaction spans topics {sorted(rules.topic_of_part(p) or '<none>' for p in parts)}"
         )
     return parts.pop()
-
-
-def dangling_message(source: str, target: RefKey) -> str:
-    """The error text of a reference to a missing object."""
-    return f"{source.replace('/', ' ')} references {target[0]} {target[1]}, which does not exist"
-
-
-def still_referenced_message(target: RefKey, live: Sequence[str]) -> str:
-    """The error text of a delete refused because ``live`` sources reference ``target``."""
-    names = ", ".join(s.replace("/", " ") for s in live[:5])
-    more = f" and {len(live) - 5} more" if len(live) > 5 else ""
-    return f"{target[0]} {target[1]} is still referenced by {names}{more}; delete those first or pass cascade=True"
 
 
 def plan(
@@ -150,84 +125,64 @@ def plan(
     target outside ``ops``, its partition (None: it does not exist).
     """
     out = Plan(part)
-    created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
-    deleted = {(op.table, op.id) for op in ops if isinstance(op, Delete)}
-    in_ops = {(op.table, op.id) for op in ops}
+    shape = rules.shape_of(ops)
     old_refs: dict[RefKey, frozenset[RefKey]] = {}
     expect: dict[RefKey, int] = {}
     for op in ops:
         me = (op.table, op.id)
         row = rows.get(me)
-        if me in created:
+        if me in shape.created:
             where = located.get(me)
             if row is not None or where == part:
-                raise errors.ConflictError(f"{op.table} {op.id} already exists")
+                raise rules.already_exists(me)
             if where is not None:
-                raise errors.ConflictError(f"{op.table} {op.id} already exists (in another topic)")
-            old_refs[me] = frozenset()
+                raise rules.already_exists(me, "in another topic")
             out.versions.append(1)
             continue
         if row is None:
             where = located.get(me)
             if where is not None and where != part:
-                raise errors.ValidationError(
-                    f"{op.table} {op.id} lives in topic {L.topic_of(where)!r}; topic cannot change to {op.topic!r}"
-                )
-            raise errors.NotFoundError(f"{op.table} {op.id} does not exist")
-        if op.expect_version not in (ANY_VERSION, row.version):
-            raise errors.ConflictError(
-                f"{op.table} {op.id} is at version {row.version}, not {op.expect_version}: re-read it and retry"
-            )
-        expect[me] = row.version
+                raise rules.topic_changed(me, rules.topic_of_part(where), op.topic)
+            raise rules.not_found(me)
+        expect[me] = rules.expected_version(op, row.version)
         old_refs[me] = row.refs
         out.versions.append(0 if isinstance(op, Delete) else row.version + 1)
-    new_refs = {(op.table, op.id): (op.refs if isinstance(op, Put) else frozenset()) for op in ops}
+    changes = rules.ref_changes(ops, old_refs, shape)
 
-    # Reference changes, per target: referrer entries to add and to drop.
-    adds: dict[RefKey, dict[str, str]] = {}
-    drops: dict[RefKey, set[str]] = {}
-    for me, refs in new_refs.items():
-        old = old_refs[me]
-        source = L.ref_text(*me)
-        for target in refs - old:
-            if target in deleted:
-                raise errors.ReferenceError(
-                    f"{me[0]} {me[1]} references {target[0]} {target[1]}, deleted in the same transaction"
-                )
-            adds.setdefault(target, {})[source] = ""
-        for target in old - refs:
-            drops.setdefault(target, set()).add(source)
-    for target, entries in adds.items():
-        if target in created:
+    # Referrer entries to add to and drop from each target (a target in this partition: in the batch).
+    for target, sources in changes.added.items():
+        if target in shape.created:
             continue  # its INSERT carries the entries
-        if target in in_ops:
+        entries = {L.ref_text(*source): "" for source in sources}
+        if target in old_refs:  # updated in this same batch
             out.statements.append((L.W_REF_ADD, (namespace, part, L.OBJECT, 0, *target, entries)))
             continue
         where = located.get(target)
         if where is None:
-            raise errors.ReferenceError(dangling_message(next(iter(entries)), target))
+            raise rules.dangling(sources[0], target)
         if where == part:
             out.statements.append((L.W_REF_ADD_EXISTING, (namespace, part, L.OBJECT, 0, *target, entries, 0)))
             continue
-        for source in entries:
-            out.reserve.append((where, target, source))
-    for target, sources in drops.items():
-        if target in deleted:
+        for source in sources:
+            out.reserve.append((where, target, L.ref_text(*source)))
+    for target, sources in changes.dropped.items():
+        if target in shape.deleted:
             continue
-        where = part if target in in_ops else located.get(target)
+        where = part if target in old_refs else located.get(target)
+        texts = {L.ref_text(*source) for source in sources}
         if where == part:
-            out.statements.append((L.W_REF_DROP, (namespace, part, L.OBJECT, 0, *target, sources)))
+            out.statements.append((L.W_REF_DROP, (namespace, part, L.OBJECT, 0, *target, texts)))
         elif where is not None:
-            for source in sources:
-                out.release.append((where, target, source))
+            for text in sorted(texts):
+                out.release.append((where, target, text))
 
     for op in ops:
         me = (op.table, op.id)
         row = rows.get(me)
         if isinstance(op, Put):
             ref_texts = {L.ref_text(*t) for t in op.refs} or None
-            if me in created:
-                initial = adds.get(me) or None
+            if me in shape.created:
+                initial = {L.ref_text(*source): "" for source in changes.added.get(me, ())} or None
                 out.statements.append(
                     (L.W_CREATE, (namespace, part, L.OBJECT, 0, op.table, op.id, op.id, op.data, 1, ref_texts, initial))
                 )
@@ -244,14 +199,13 @@ def plan(
         # Entries of sources that this same transaction stops pointing here do not count.
         live: list[str] = []
         unverified: list[tuple[str, str]] = []
-        for source, reservation in sorted(row.referrers.items()):
-            key = L.parse_ref(source)
-            if key in new_refs and me not in new_refs[key]:
+        for text, reservation in sorted(row.referrers.items()):
+            if not changes.still_points(L.parse_ref(text), me):
                 continue
             if reservation:
-                unverified.append((source, reservation))
+                unverified.append((text, reservation))
             else:
-                live.append(source)
+                live.append(text)
         if live:
             out.live[me] = live
         if unverified:

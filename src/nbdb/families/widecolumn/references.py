@@ -25,9 +25,10 @@ import logging
 import uuid
 
 from nbdb import errors
+from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.partitions import Partitions
-from nbdb.families.widecolumn.planner import Plan, dangling_message, still_referenced_message
+from nbdb.families.widecolumn.planner import Plan
 from nbdb.families.widecolumn.primitives import OutcomeUnknown
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
 from nbdb.spi import RefKey
@@ -83,7 +84,7 @@ class ReferenceProtocol:
                 applied = False
             if not applied:
                 self._p.forget(target)
-                raise errors.ReferenceError(dangling_message(source, target))
+                raise rules.dangling(L.parse_ref(source), target)
 
     def check_deletes(self, plan: Plan) -> None:
         """ReferenceError if a deleted object is still referenced; Replan after clearing an abandoned entry."""
@@ -96,14 +97,14 @@ class ReferenceProtocol:
                 else:
                     abandoned.append((source, reservation))
             if live:
-                raise errors.ReferenceError(still_referenced_message(target, sorted(live)))
+                raise rules.still_referenced(target, [L.parse_ref(text) for text in sorted(live)])
             for source, reservation in abandoned:
                 source_part = reservation.partition(":")[2]
                 # Stop the source's commit if it is still in flight: after the seal
                 # it either landed (and holds the reference) or never will.
                 self._p.seal(source_part, self._sequencer.allocate(source_part, frozenset()))
                 if self.holds_reference(L.parse_ref(source), target):
-                    raise errors.ReferenceError(still_referenced_message(target, [source]))
+                    raise rules.still_referenced(target, [L.parse_ref(source)])
                 self._release_entry(plan.partition, target, source, reservation)
             if abandoned:
                 raise Replan()

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from nbdb import errors
 from nbdb.families.widecolumn import layout as L
-from nbdb.families.widecolumn.options import WideColumnOptions
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import OutcomeUnknown, WideColumnStore, Write
 
@@ -196,7 +196,7 @@ class RevisionSequencer:
         """One compare-and-set on the head for as many of ``group`` as the bucket holds."""
         cid = uuid.uuid4()
         bucket = self.bucket_hint()
-        for _ in self._o.contention.tries():
+        for _ in tries(self._o.contention):
             known = self._q.known
             if known is not None and known[0] == bucket:
                 head = known[1]
@@ -253,7 +253,7 @@ class RevisionSequencer:
     def compact(self) -> int:
         """Forget the index up to the current revision (returned); watchers behind it get HistoryGoneError."""
         revision = self.current()
-        for _ in self._o.contention.tries():
+        for _ in tries(self._o.contention):
             rows = self._partitions.read(L.Q_META, (self._ns, "floor"), serial=True)
             current = rows[0].value if rows else None
             if current is not None and current >= revision:

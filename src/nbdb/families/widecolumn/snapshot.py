@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import Row, Select
@@ -60,7 +61,7 @@ def scan(
     if topics is None:
         parts = sorted({row.topic for row in p.store.select(L.Q_TOPICS, (p.ns,))})
     else:
-        parts = sorted({L.partition_of(t) for t in topics})
+        parts = sorted({rules.topic_part(t) for t in topics})
     if not parts:
         return Snapshot([], revision)
     lasts = p.store.select_many([(L.Q_LAST, (p.ns, part)) for part in parts])
@@ -100,7 +101,7 @@ def scan(
 
     records: list[Record] = []
     for part, state in states.items():
-        topic = L.topic_of(part)
+        topic = rules.topic_of_part(part)
         for (table, id), (version, data) in state.items():
             p.remember((table, id), part)
             records.append(Record(table, id, topic, version, data))

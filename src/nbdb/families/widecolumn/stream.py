@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbdb import errors
+from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.changes import Intent
 from nbdb.families.widecolumn.options import WideColumnOptions
@@ -78,7 +79,7 @@ def dense_run(cursor: int, entries: Sequence[Intent]) -> list[Intent]:
 
 def to_changes(intent: Intent, rows: Sequence[Row], tables: frozenset[str]) -> list[RecordChange]:
     """The record changes of one commit's change rows, for ``tables``."""
-    topic = L.topic_of(intent.partition)
+    topic = rules.topic_of_part(intent.partition)
     out = []
     for row in rows:
         if row.tbl not in tables:

@@ -2,37 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
-from nbdb.backends.etcd import _wire as wire
-from nbdb.backends.etcd._client import (
-    EtcdClient,
-    EtcdSettings,
-    WatchSession,
-    chunked,
-    is_transient,
-    safe_progress_requests,
-)
-from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.backends.etcd import wire
+from nbdb.backends.etcd.client import EtcdClient, EtcdSettings, WatchSession, chunked, safe_progress_requests
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families.kv import (
+    CommitToken,
     Condition,
     Exists,
     KeyChange,
     KeyStream,
     KeyValue,
     KeyValueBackend,
+    LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
 )
-from nbdb.loader import redact, url_options
+from nbdb.options import Options, redact, split_hosts, split_userinfo
 
 __all__ = ["EtcdBackend"]
 
@@ -42,47 +38,10 @@ DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "nbdb/"
 _PAGE = 2000
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
-_OPTIONS = {"namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "progress_interval"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _bool(name: str, value: str) -> bool:
-    low = value.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise errors.ValidationError(f"etcd:// option {name} must be a boolean, not {value!r}")
-
-
-def _float(name: str, value: str, minimum: float) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise errors.ValidationError(f"etcd:// option {name} must be a number, not {value!r}") from None
-    if not number >= minimum:
-        raise errors.ValidationError(f"etcd:// option {name} must be at least {minimum}")
-    return number
-
-
-def _endpoint(text: str, url: str) -> str:
-    text = text.strip()
-    if not text:
-        raise errors.ValidationError(f"empty host in etcd URL {redact(url)!r}")
-    if text.startswith("["):  # [v6]:port
-        host, sep, port = text[1:].partition("]")
-        port = port.lstrip(":")
-        host = f"[{host}]"
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            host, port = text, ""
-    if not port:
-        port = str(DEFAULT_PORT)
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise errors.ValidationError(f"bad port {port!r} in etcd URL {redact(url)!r}")
-    return f"{host}:{port}"
+_OPTIONS = {
+    "namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "retry_backoff",
+    "retry_deadline", "progress_interval", "max_txn_ops", "max_request_bytes",
+}  # fmt: skip
 
 
 def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, float]:
@@ -91,30 +50,24 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
     scheme = parts.scheme.lower()
     if scheme not in ("etcd", "etcd+https"):
         raise errors.ValidationError(f"not an etcd URL: {redact(url)!r}")
-    keyword = {k: ("1" if v is True else "0" if v is False else str(v)) for k, v in options.items()}
-    query = url_options(parts.query, keyword, _OPTIONS, "etcd://")
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    user: str | None = None
-    password: str | None = None
-    if at:
-        name, colon, secret = userinfo.partition(":")
-        user = unquote(name) or None
-        password = unquote(secret) if colon else None
-    if "user" in query:
-        user = query["user"] or None
-    if "password" in query:
-        password = query["password"]
+    opts = Options.from_url(parts.query, options, _OPTIONS, "etcd://")
+    user, password, hosts = split_userinfo(parts.netloc)
+    if "user" in opts:
+        user = opts.text("user") or None
+    if "password" in opts:
+        password = opts.text("password")
     if password is not None and user is None:
         raise errors.ValidationError("etcd:// password given without a user")
-    endpoints = tuple(_endpoint(h, url) for h in (hosts or f"127.0.0.1:{DEFAULT_PORT}").split(","))
-    tls = scheme == "etcd+https" or any(k in query for k in ("ca", "cert", "key"))
-    if "tls" in query:
-        tls = _bool("tls", query["tls"]) or scheme == "etcd+https"
-    if ("cert" in query) != ("key" in query):
+    addresses = split_hosts(hosts or f"127.0.0.1:{DEFAULT_PORT}", DEFAULT_PORT, "etcd://")
+    if not addresses:
+        raise errors.ValidationError(f"empty host in etcd URL {redact(url)!r}")
+    endpoints = tuple(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
+    tls = scheme == "etcd+https" or opts.flag("tls", any(k in opts for k in ("ca", "cert", "key")))
+    if ("cert" in opts) != ("key" in opts):
         raise errors.ValidationError("etcd:// options cert and key go together (client certificate and its key)")
 
     def read(name: str) -> bytes | None:
-        path = query.get(name)
+        path = opts.text(name)
         if not path:
             return None
         try:
@@ -123,9 +76,6 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
         except OSError as exc:
             raise errors.ValidationError(f"cannot read the etcd:// {name} file {path!r}: {exc.strerror}") from None
 
-    retries = query.get("retries", "0")
-    if not retries.isdigit():
-        raise errors.ValidationError(f"etcd:// option retries must be a whole number, not {retries!r}")
     settings = EtcdSettings(
         endpoints=endpoints,
         tls=tls,
@@ -134,27 +84,31 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
         key=read("key"),
         user=user,
         password=password,
-        timeout=_float("timeout", query.get("timeout", "5"), 0.05),
-        retries=int(retries),
+        timeout=opts.number("timeout", 5.0, minimum=0.05),
+        retry=opts.retry_policy(EtcdSettings.default_retry(len(endpoints))),
+        max_txn_ops=opts.integer("max_txn_ops", 128, minimum=4),
+        max_request_bytes=opts.integer("max_request_bytes", 1_572_864, minimum=65_536),
     )
     path = unquote(parts.path).strip("/")
     prefix = f"{path}/" if path else DEFAULT_PREFIX
-    namespace = query.get("namespace", "")
+    namespace = opts.text("namespace", "")
     if namespace:
         prefix = f"{prefix}{namespace}/"
-    progress = _float("progress_interval", query.get("progress_interval", "5"), 0.0)
-    return settings, prefix, progress
+    return settings, prefix, opts.number("progress_interval", 5.0, minimum=0.0)
 
 
 def _kv(kv: wire.KV) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), kv.value, kv.version, kv.mod_revision)
 
 
-def _compare(condition: Condition) -> bytes:
+def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
     if isinstance(condition, VersionIs):
         return wire.compare(condition.key.encode(), wire.TARGET_VERSION, wire.CMP_EQUAL, condition.version)
     if isinstance(condition, Exists):
         return wire.compare(condition.key.encode(), wire.TARGET_VERSION, wire.CMP_GREATER, 0)
+    if isinstance(condition, LeaseHeld):
+        # The lock's key holds the holder's token while its lease lives (an absent key compares unequal).
+        return wire.compare(lock_key(condition.name).encode(), wire.TARGET_VALUE, wire.CMP_EQUAL, condition.token)
     if isinstance(condition, PrefixUnchangedSince):
         # Over a range, every key must satisfy the compare; an empty range compares as
         # an absent key (mod_revision 0), so "nothing under the prefix" also holds.
@@ -198,27 +152,24 @@ class EtcdKeyStream(KeyStream):
         self._session.close()
         self._session.responses.put(None)
 
-    def _reopen(self, exc: Exception | None) -> None:
+    def _reopen(self, exc: BaseException | None) -> None:
         endpoint = self._session.endpoint
         self._session.close()
         if self._client.closed:
             raise errors.BackendUnavailableError("the etcd backend was closed")
-        error: Exception = exc if exc is not None else errors.BackendUnavailableError("watch stream ended")
-        error = self._client.failed(endpoint, error)
-        settings = self._client.settings
-        if isinstance(error, errors.AuthError) and "token" in str(error).lower() and settings.user is not None:
+        failure = self._client.failed(endpoint, exc if exc is not None else errors.BackendUnavailableError("ended"))
+        error = failure.error
+        if isinstance(error, errors.AuthError) and "token" in str(error).lower() and self._client.settings.user:
             self._client.refresh_token(endpoint)
-        elif isinstance(error, errors.HistoryGoneError):
-            raise error
-        elif not (is_transient(error) or isinstance(error, errors.BackendUnavailableError)):
+        elif not failure.retryable:
             raise error
         self._failures += 1
-        if self._failures > settings.attempts:
+        if self._failures > self._client.settings.policy.attempts:
             raise errors.BackendUnavailableError(
                 f"etcd: the watch could not be re-established on any endpoint ({error})"
             )
         log.info("etcd: watch on %s failed (%s); resuming from revision %d", endpoint, error, self._revision)
-        time.sleep(min(0.05 * 2 ** (self._failures // max(1, len(settings.endpoints))), 1.0))
+        time.sleep(min(0.05 * 2 ** (self._failures // max(1, len(self._client.settings.endpoints))), 1.0))
         self._session = self._client.watch(self._start, self._end, self._revision + 1)
         self._last_heard = time.monotonic()
 
@@ -240,7 +191,7 @@ class EtcdKeyStream(KeyStream):
                 continue
             if self._closed:
                 return []
-            if item is None or isinstance(item, Exception):
+            if item is None or isinstance(item, BaseException):
                 self._reopen(item)
                 continue
             changes = self._handle(item)
@@ -316,20 +267,40 @@ class EtcdBackend(KeyValueBackend):
         durability=Durability.DURABLE,
         history="until etcd compacts it (--auto-compaction-*; etcd keeps all history by default)",
         cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
+        pages=True,
+        max_txn_ops=128,
+        max_txn_bytes=1_400_000,
         notes="A transaction is one etcd Txn, so it is limited by the server's --max-txn-ops (128 by default) "
         "and --max-request-bytes (1.5 MiB). A watch of several topics follows the smallest key range "
         "covering them and drops the other topics' keys on the client. Lock TTLs are whole seconds, "
         "at least the server's minimum lease TTL.",
     )
 
+    commit_tokens = True
+
     def __init__(self, client: EtcdClient, key_prefix: str = DEFAULT_PREFIX, progress_interval: float = 5.0) -> None:
-        super().__init__(key_prefix)
+        super().__init__(key_prefix, client.settings.policy)
         self.client = client
+        # The limits are the server's flags, which the URL can say were raised.
+        settings = client.settings
+        if (settings.max_txn_ops, settings.max_request_bytes) != (128, 1_572_864):
+            # This instance declares the limits its URL gives (the class declares the defaults).
+            vars(self)["capabilities"] = dataclasses.replace(
+                type(self).capabilities,
+                max_txn_ops=settings.max_txn_ops,
+                max_txn_bytes=settings.max_request_bytes * 9 // 10,
+            )
         self.progress_interval = progress_interval
         self.safe_progress = False
         self.server_version = ""
         self._leases: dict[str, int] = {}
         self._leases_lock = threading.Lock()
+        # Commit tokens ride on one lease, replaced halfway through its life, so that
+        # every token lives between token_ttl and twice that, at one grant per token_ttl/2.
+        self._token_lease = (0, 0.0)
 
     def __repr__(self) -> str:
         return f"EtcdBackend(endpoints={list(self.client.settings.endpoints)!r}, prefix={self.key_prefix!r})"
@@ -366,7 +337,7 @@ class EtcdBackend(KeyValueBackend):
         out: list[KeyValue | None] = []
         for chunk in chunked(keys, _MAX_TXN_OPS):
             request = wire.txn_request([], [wire.request_range(k.encode()) for k in chunk])
-            _, _, ranges, _ = self.client.txn(request, mutation=False)
+            _, _, ranges, _ = self.client.txn(request, write=False)
             out += [_kv(kvs[0]) if kvs else None for kvs in ranges]
         return out
 
@@ -395,38 +366,51 @@ class EtcdBackend(KeyValueBackend):
                     raise
         raise AssertionError("unreachable")
 
+    def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
+        start = prefix.encode() if after is None else after.encode() + b"\0"
+        header, kvs, _, _ = self.client.range(start, wire.prefix_end(prefix.encode()), limit=limit, revision=revision)
+        return [_kv(kv) for kv in kvs], revision or header.revision
+
     def commit_keys(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
     ) -> int | None:
         deleted = [k for k in dict.fromkeys(deletes) if k not in puts]
-        compares = [_compare(c) for c in conditions]
-        ops = [wire.request_put(k.encode(), v) for k, v in puts.items()]
+        compares = [_compare(c, self.layout.lock) for c in conditions]
+        lease = self._lease_for_tokens(token.ttl) if token is not None else 0
+        ops = [wire.request_put(k.encode(), v, lease if token is not None and k == token.key else 0)
+               for k, v in puts.items()]  # fmt: skip
         ops += [wire.request_delete(k.encode()) for k in deleted]
-        header, succeeded, _, maybe_applied = self.client.txn(wire.txn_request(compares, ops))
+        # When the compares fail, read the token in the same round trip: after a lost
+        # reply it tells whether the earlier try is the one that wrote it.
+        failure = [wire.request_range(token.key.encode())] if token is not None else []
+        header, succeeded, ranges, maybe_applied = self.client.txn(wire.txn_request(compares, ops, failure))
         if succeeded:
             return header.revision
-        if maybe_applied:
-            return self._confirm(puts, deleted)
+        if token is not None and maybe_applied:
+            stored = ranges[0] if ranges else []
+            if stored and stored[0].value == puts[token.key]:
+                log.info("etcd: a commit whose reply was lost had been applied (revision %d)", stored[0].mod_revision)
+                return stored[0].mod_revision
+            # Not applied as of this read; the family voids the token so that it never will be.
+            raise errors.CommitUnknownError("etcd: a lost reply left the commit's outcome open")
         return None
 
-    def _confirm(self, puts: Mapping[str, bytes], deletes: Sequence[str]) -> int | None:
-        """After an attempt whose outcome is unknown, tell whether that commit is what is stored.
-
-        A retry of an applied commit fails its compares (every family commit
-        checks versions), so look instead: every put key holds our value, all
-        written at one revision, and every deleted key is gone.
-        """
-        stored = self.get_keys([*puts, *deletes])
-        written = stored[: len(puts)]
-        if any(kv is not None for kv in stored[len(puts) :]):
-            return None
-        if not puts:
-            return self.revision_now()
-        revisions = {kv.mod_revision for kv in written if kv is not None}
-        if len(revisions) != 1 or any(kv is None or kv.value != puts[kv.key] for kv in written):
-            return None
-        log.info("etcd: a commit whose reply was lost had been applied (revision %d)", next(iter(revisions)))
-        return revisions.pop()
+    def _lease_for_tokens(self, ttl: float) -> int:
+        lease, granted = self._token_lease
+        now = time.monotonic()
+        if lease and now - granted < ttl / 2:
+            return lease
+        with self._leases_lock:
+            lease, granted = self._token_lease
+            if lease and now - granted < ttl / 2:
+                return lease
+            lease, _ = self.client.lease_grant(max(1, math.ceil(2 * ttl)))
+            self._token_lease = (lease, now)
+            return lease
 
     def watch_keys(self, prefixes: Sequence[str], since: int) -> KeyStream:
         return EtcdKeyStream(self, prefixes, since)
@@ -443,19 +427,22 @@ class EtcdBackend(KeyValueBackend):
 
     # ---------------------------------------------------------------- leases
 
-    def put_lease(self, key: str, value: bytes, ttl: float) -> bool:
-        if self.get_key(key) is not None:
-            return False
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        key = self.layout.lock(name)
+        held = self.get_key(key)
+        if held is not None:
+            return held.value == token
         lease_id, _ = self.client.lease_grant(max(1, math.ceil(ttl)))
         bkey = key.encode()
         request = wire.txn_request(
-            [wire.compare(bkey, wire.TARGET_VERSION, wire.CMP_EQUAL, 0)], [wire.request_put(bkey, value, lease_id)]
+            [wire.compare(bkey, wire.TARGET_VERSION, wire.CMP_EQUAL, 0)],
+            [wire.request_put(bkey, token, lease_id)],
+            [wire.request_range(bkey)],
         )
         try:
-            _, succeeded, _, maybe_applied = self.client.txn(request)
-            if not succeeded and maybe_applied:
-                kv = self.get_key(key)
-                succeeded = kv is not None and kv.value == value
+            _, succeeded, ranges, _ = self.client.txn(request)
+            # A retry after a lost reply finds the key it wrote itself.
+            succeeded = succeeded or bool(ranges and ranges[0] and ranges[0][0].value == token)
         except BaseException:
             self._revoke_quietly(lease_id)
             raise
@@ -472,7 +459,8 @@ class EtcdBackend(KeyValueBackend):
         except errors.NbdbError as exc:
             log.debug("etcd: could not revoke lease %x (it will expire): %s", lease_id, exc)
 
-    def refresh_lease(self, key: str, value: bytes, ttl: float) -> bool:
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        key = self.layout.lock(name)
         with self._leases_lock:
             lease_id = self._leases.get(key)
         if lease_id is None:
@@ -482,21 +470,19 @@ class EtcdBackend(KeyValueBackend):
                 self._leases.pop(key, None)
             return False
         _, kvs, _, _ = self.client.range(key.encode())
-        return bool(kvs) and kvs[0].value == value and kvs[0].lease == lease_id
+        return bool(kvs) and kvs[0].value == token and kvs[0].lease == lease_id
 
-    def delete_lease(self, key: str, value: bytes) -> bool:
+    def release_lease(self, name: str, token: bytes) -> None:
+        key = self.layout.lock(name)
         with self._leases_lock:
             lease_id = self._leases.pop(key, None)
         bkey = key.encode()
         request = wire.txn_request(
-            [wire.compare(bkey, wire.TARGET_VALUE, wire.CMP_EQUAL, value)], [wire.request_delete(bkey)]
+            [wire.compare(bkey, wire.TARGET_VALUE, wire.CMP_EQUAL, token)], [wire.request_delete(bkey)]
         )
-        _, succeeded, _, maybe_applied = self.client.txn(request)
-        if not succeeded and maybe_applied:
-            succeeded = self.get_key(key) is None
+        self.client.txn(request)
         if lease_id is not None:
             self._revoke_quietly(lease_id)
-        return succeeded
 
     def close(self) -> None:
         """Close the connections (held leases expire on the server by their TTL)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +18,10 @@ from typing import Any
 import grpc  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
 from nbdb import errors
-from nbdb.backends.etcd import _wire as wire
+from nbdb.backends.etcd import wire
+from nbdb.retry import ErrorRule, ExceptionMap, Failure, RetryPolicy
 
-__all__ = ["EtcdClient", "EtcdSettings", "WatchSession"]
+__all__ = ["ERRORS", "EtcdClient", "EtcdSettings", "WatchSession"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ _MAX_MESSAGE = 256 * 1024 * 1024
 
 # Failures that say the request never reached a member that could apply it:
 # a mutation is then retried elsewhere without any doubt about its outcome.
-_NOT_SENT_MARKERS = (
+_NOT_SENT = (
     "failed to connect",
     "connection refused",
     "connect failed",
@@ -52,6 +52,50 @@ _NOT_SENT_MARKERS = (
     "server stopped",
     "not capable",
 )
+
+
+def _code(exc: BaseException) -> object:
+    code = getattr(exc, "code", None)
+    return code() if callable(code) else None
+
+
+def _details(exc: BaseException) -> str:
+    details = getattr(exc, "details", None)
+    return str((details() if callable(details) else None) or exc)
+
+
+_S = grpc.StatusCode
+_RPC = (grpc.RpcError,)
+ERRORS = ExceptionMap(
+    "etcd",
+    [
+        ErrorRule(_RPC, errors.BackendUnavailableError, codes=(_S.UNAVAILABLE,), contains=_NOT_SENT,
+                  retryable=True, unsent=True),
+        ErrorRule(_RPC, errors.BackendUnavailableError, codes=(_S.UNAVAILABLE, _S.DEADLINE_EXCEEDED, _S.CANCELLED,
+                  _S.ABORTED), retryable=True),
+        ErrorRule(_RPC, errors.BackendUnavailableError, codes=(_S.FAILED_PRECONDITION,), contains=("not leader",),
+                  retryable=True, unsent=True),
+        ErrorRule(_RPC, errors.AuthError, codes=(_S.UNAUTHENTICATED,), message="etcd refused the credentials"),
+        ErrorRule(_RPC, errors.AuthError, codes=(_S.PERMISSION_DENIED,), message="permission denied by etcd"),
+        ErrorRule(_RPC, errors.AuthError, contains=("authentication failed", "user name is empty", "auth: ")),
+        ErrorRule(_RPC, errors.HistoryGoneError, contains=("required revision has been compacted",)),
+        ErrorRule(_RPC, errors.BackendUnavailableError, contains=("required revision is a future revision",),
+                  retryable=True, unsent=True, message="a lagging member"),
+        ErrorRule(_RPC, errors.ValidationError, contains=("too many operations in txn",),
+                  message="the transaction has more operations than the etcd server allows (--max-txn-ops); "
+                  "split it, or tell the backend the server's limit (?max_txn_ops=N)"),
+        ErrorRule(_RPC, errors.ValidationError, contains=("request is too large",),
+                  message="request larger than the server accepts (--max-request-bytes)"),
+        ErrorRule(_RPC, errors.ValidationError, codes=(_S.RESOURCE_EXHAUSTED,), contains=("message larger",),
+                  message="request larger than the server accepts (--max-request-bytes)"),
+        ErrorRule(_RPC, errors.BackendUnavailableError, codes=(_S.RESOURCE_EXHAUSTED,), contains=("too many requests",),
+                  retryable=True, unsent=True),
+        ErrorRule(_RPC, errors.ValidationError, codes=(_S.INVALID_ARGUMENT,), message="etcd rejected the request"),
+    ],
+    code=_code,
+    text=_details,
+)  # fmt: skip
+"""How gRPC failures of etcd calls become nbdb errors, and which may be retried."""
 
 
 @dataclass(frozen=True)
@@ -66,66 +110,26 @@ class EtcdSettings:
     user: str | None = None
     password: str | None = None
     timeout: float = 5.0
-    retries: int = 0  # 0: derived from the number of endpoints
+    retry: RetryPolicy | None = None
+    """None: :meth:`default_retry` for the number of endpoints."""
+    max_txn_ops: int = 128
+    """The server's --max-txn-ops (128 by default): compares, and writes, per transaction."""
+    max_request_bytes: int = 1_572_864
+    """The server's --max-request-bytes (1.5 MiB by default)."""
 
     def __repr__(self) -> str:
         auth = f", user={self.user!r}, password=***" if self.user else ""
         return f"EtcdSettings(endpoints={list(self.endpoints)!r}, tls={self.tls}{auth}, timeout={self.timeout})"
 
+    @staticmethod
+    def default_retry(endpoints: int) -> RetryPolicy:
+        """Enough tries to visit every endpoint three times and outlast a leader election."""
+        return RetryPolicy(attempts=max(4, 3 * endpoints), backoff=0.05, max_backoff=1.0, deadline=None)
+
     @property
-    def attempts(self) -> int:
-        """How many tries a request gets across the endpoints before it fails."""
-        return self.retries if self.retries > 0 else max(4, 3 * len(self.endpoints))
-
-
-class _Transient(Exception):
-    """A failure worth retrying on another endpoint (``sent``: it may have been applied)."""
-
-    def __init__(self, message: str, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-def _describe(exc: Any) -> tuple[Any, str]:
-    code = exc.code() if hasattr(exc, "code") else None
-    details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
-    return code, details
-
-
-def translate(exc: Any, what: str) -> Exception:
-    """The nbdb error (or a retryable ``_Transient``) for a gRPC failure of ``what``."""
-    code, details = _describe(exc)
-    low = details.lower()
-    codes = grpc.StatusCode
-    if code in (codes.UNAVAILABLE, codes.DEADLINE_EXCEEDED, codes.CANCELLED, codes.ABORTED):
-        sent = code != codes.UNAVAILABLE or not any(m in low for m in _NOT_SENT_MARKERS)
-        return _Transient(f"{what}: {code.name}: {details}", sent)
-    if code == codes.FAILED_PRECONDITION and "not leader" in low:
-        return _Transient(f"{what}: {details}", False)
-    if code == codes.UNAUTHENTICATED:
-        return errors.AuthError(f"{what}: etcd refused the credentials ({details})")
-    if code == codes.PERMISSION_DENIED:
-        return errors.AuthError(f"{what}: permission denied by etcd ({details})")
-    if "authentication failed" in low or "user name is empty" in low or "auth: " in low:
-        return errors.AuthError(f"{what}: {details}")
-    if "required revision has been compacted" in low:
-        return errors.HistoryGoneError(f"{what}: {details}")
-    if "required revision is a future revision" in low:
-        return _Transient(f"{what}: {details} (a lagging member)", False)
-    if "too many operations in txn" in low:
-        return errors.UnsupportedError(
-            f"{what}: the transaction has more operations than the etcd server allows "
-            "(--max-txn-ops, 128 by default); split it or raise the server's limit"
-        )
-    if "request is too large" in low or (code == codes.RESOURCE_EXHAUSTED and "message larger" in low):
-        return errors.UnsupportedError(f"{what}: request larger than the server accepts (--max-request-bytes)")
-    if code == codes.RESOURCE_EXHAUSTED:
-        if "too many requests" in low:
-            return _Transient(f"{what}: {details}", False)
-        return errors.BackendUnavailableError(f"{what}: {details}")
-    if code == codes.INVALID_ARGUMENT:
-        return errors.ValidationError(f"{what}: etcd rejected the request: {details}")
-    return errors.BackendUnavailableError(f"{what}: {getattr(code, 'name', code)}: {details}")
+    def policy(self) -> RetryPolicy:
+        """The retry policy in force."""
+        return self.retry if self.retry is not None else self.default_retry(len(self.endpoints))
 
 
 def _read_file(path: str | None, what: str) -> bytes | None:
@@ -198,10 +202,6 @@ class EtcdClient:
                 self._current += 1
                 log.info("etcd: %s failed; moving to %s", failed, self.current_endpoint())
 
-    def _backoff(self, attempt: int) -> None:
-        # Spread retries over a leader election (etcd's default election timeout is 1s).
-        time.sleep(min(0.05 * (2 ** (attempt // max(1, len(self.settings.endpoints)))), 1.0))
-
     def metadata(self, *, require_leader: bool = False) -> list[tuple[str, str]]:
         """Call metadata: the auth token and, for watches, "fail if the member has no leader"."""
         md = []
@@ -224,13 +224,13 @@ class EtcdClient:
         try:
             reply = rpc(wire.authenticate_request(settings.user, settings.password or ""), timeout=settings.timeout)
         except grpc.RpcError as exc:
-            if "authentication is not enabled" in (_describe(exc)[1] or ""):
+            if "authentication is not enabled" in _details(exc):
                 # Credentials for a server without auth: nothing to present.
                 with self._lock:
                     self._auth_off = True
                     self._token_generation += 1
                 return
-            raise translate(exc, "authenticate") from None
+            raise  # the caller classifies it (a member that is down is tried again elsewhere)
         token = wire.parse_authenticate(reply)
         with self._lock:
             self._token = token or None
@@ -243,16 +243,19 @@ class EtcdClient:
 
     # ---------------------------------------------------------------- calls
 
-    def call(self, method: str, request: bytes | None, what: str, *, mutation: bool = False) -> tuple[bytes, bool]:
-        """Run a unary RPC with failover; return the reply and whether an earlier try may have applied.
+    def call(self, method: str, request: bytes | None, what: str, *, write: bool = False) -> tuple[bytes, bool]:
+        """Run a unary RPC with failover; return the reply and whether an earlier failed try may have applied.
 
-        ``request`` None means "only authenticate".
+        ``request`` None means "only authenticate". Every etcd request nbdb
+        sends is safe to send again (commits carry a token, lease and
+        compaction requests are idempotent), so a failure is retried on the
+        next endpoint under the retry policy; for a ``write`` whose tries may
+        have been applied, running out of tries raises CommitUnknownError.
         """
-        attempts = self.settings.attempts
+        attempts = self.settings.policy.begin()
         maybe_applied = False
         reauthenticated = False
-        last = "no attempt"
-        for attempt in range(attempts):
+        while True:
             endpoint = self.current_endpoint()
             generation = self._token_generation
             try:
@@ -265,33 +268,33 @@ class EtcdClient:
                 reply = rpc(request, timeout=self.settings.timeout, metadata=self.metadata())
                 return reply, maybe_applied
             except grpc.RpcError as exc:
-                error = translate(exc, what)
-            except errors.NbdbError:
-                raise
-            except _Transient as exc:
-                error = exc
-            if isinstance(error, _Transient):
-                if error.sent and mutation:
-                    maybe_applied = True
-                last = str(error)
-                log.debug("etcd: %s failed on %s (attempt %d/%d): %s", what, endpoint, attempt + 1, attempts, error)
+                failure = ERRORS.classify(exc, what)
+            if failure.retryable:
+                maybe_applied = maybe_applied or (write and not failure.unsent)
+                log.debug("etcd: %s failed on %s (try %d): %s", what, endpoint, attempts.number, failure.error)
                 self._advance(endpoint)
-                self._backoff(attempt)
-                continue
-            if (
-                isinstance(error, errors.AuthError)
-                and "token" in str(error).lower()
-                and self.settings.user is not None
-                and not reauthenticated
-            ):
+                if attempts.wait():
+                    continue
+                if maybe_applied:
+                    raise errors.CommitUnknownError(
+                        f"etcd: {what} may or may not have been applied; no endpoint answered in time ({failure.error})"
+                    )
+                raise errors.BackendUnavailableError(
+                    f"etcd: {what} failed on every endpoint after {attempts.number} tries ({failure.error})"
+                )
+            if self._token_expired(failure.error) and not reauthenticated:
                 # The token expired (simple tokens last --auth-token-ttl): get a new one once.
                 reauthenticated = True
                 self._authenticate(endpoint, generation)
                 continue
-            raise error
-        raise errors.BackendUnavailableError(
-            f"etcd: {what} failed on every endpoint after {attempts} attempts (last: {last})"
-        )
+            if maybe_applied:
+                raise errors.CommitUnknownError(
+                    f"etcd: {what} may or may not have been applied before it failed ({failure.error})"
+                )
+            raise failure.error
+
+    def _token_expired(self, error: errors.NbdbError) -> bool:
+        return isinstance(error, errors.AuthError) and "token" in str(error).lower() and self.settings.user is not None
 
     def range(
         self, key: bytes, range_end: bytes = b"", *, limit: int = 0, revision: int = 0, count_only: bool = False
@@ -301,15 +304,15 @@ class EtcdClient:
         reply, _ = self.call(_RANGE, request, "range")
         return wire.parse_range(reply)
 
-    def txn(self, request: bytes, *, mutation: bool = True) -> tuple[wire.Header, bool, list[list[wire.KV]], bool]:
+    def txn(self, request: bytes, *, write: bool = True) -> tuple[wire.Header, bool, list[list[wire.KV]], bool]:
         """A Txn: header, succeeded, range results, and whether an earlier failed try may have applied."""
-        reply, maybe_applied = self.call(_TXN, request, "transaction", mutation=mutation)
+        reply, maybe_applied = self.call(_TXN, request, "transaction", write=write)
         header, succeeded, ranges = wire.parse_txn(reply)
         return header, succeeded, ranges, maybe_applied
 
     def compact(self, revision: int) -> None:
         """Compact the key history up to ``revision`` (physically, so watchers see it at once)."""
-        self.call(_COMPACT, wire.compact_request(revision, physical=True), "compact", mutation=True)
+        self.call(_COMPACT, wire.compact_request(revision, physical=True), "compact")
 
     def status(self) -> tuple[wire.Header, str, int]:
         """The current member's status: header, version, leader id."""
@@ -318,7 +321,7 @@ class EtcdClient:
 
     def lease_grant(self, ttl: int) -> tuple[int, int]:
         """A new lease: (id, granted ttl)."""
-        reply, _ = self.call(_LEASE_GRANT, wire.lease_grant_request(ttl), "lease grant", mutation=True)
+        reply, _ = self.call(_LEASE_GRANT, wire.lease_grant_request(ttl), "lease grant")
         _, lease_id, granted, error = wire.parse_lease(reply)
         if error or not lease_id:
             raise errors.BackendUnavailableError(f"etcd: lease grant failed: {error or 'no lease id'}")
@@ -327,7 +330,7 @@ class EtcdClient:
     def lease_revoke(self, lease_id: int) -> bool:
         """Revoke a lease (and delete its keys); False if it no longer exists."""
         try:
-            self.call(_LEASE_REVOKE, wire.lease_id_request(lease_id), "lease revoke", mutation=True)
+            self.call(_LEASE_REVOKE, wire.lease_id_request(lease_id), "lease revoke")
         except errors.BackendUnavailableError as exc:
             if "lease not found" in str(exc):
                 return False
@@ -336,10 +339,9 @@ class EtcdClient:
 
     def lease_keepalive(self, lease_id: int) -> int:
         """Renew a lease once; its new TTL, or 0 if it has expired."""
-        attempts = self.settings.attempts
-        last = ""
+        attempts = self.settings.policy.begin()
         reauthenticated = False
-        for attempt in range(attempts):
+        while True:
             endpoint = self.current_endpoint()
             generation = self._token_generation
             try:
@@ -353,36 +355,46 @@ class EtcdClient:
                 _, _, ttl, _ = wire.parse_lease(reply)
                 return max(0, ttl)
             except StopIteration:
-                last = "keep-alive stream closed without a reply"
+                failure = Failure(
+                    errors.BackendUnavailableError("keep-alive stream closed without a reply"), True, True
+                )
             except grpc.RpcError as exc:
-                error = translate(exc, "lease keep-alive")
-                token_expired = isinstance(error, errors.AuthError) and "token" in str(error).lower()
-                if token_expired and self.settings.user is not None and not reauthenticated:
-                    reauthenticated = True
-                    self._authenticate(endpoint, generation)
-                    continue
-                if not isinstance(error, _Transient):
-                    raise error from None
-                last = str(error)
+                failure = ERRORS.classify(exc, "lease keep-alive")
+            if self._token_expired(failure.error) and not reauthenticated:
+                reauthenticated = True
+                self._authenticate(endpoint, generation)
+                continue
+            if not failure.retryable:
+                raise failure.error
             self._advance(endpoint)
-            self._backoff(attempt)
-        raise errors.BackendUnavailableError(f"etcd: lease keep-alive failed on every endpoint ({last})")
+            if not attempts.wait():
+                raise errors.BackendUnavailableError(
+                    f"etcd: lease keep-alive failed on every endpoint ({failure.error})"
+                )
 
     def watch(self, key: bytes, range_end: bytes, start_revision: int) -> WatchSession:
         """Open a watch stream on the current endpoint (errors arrive on the session's queue)."""
         endpoint = self.current_endpoint()
         return WatchSession(self, endpoint, key, range_end, start_revision)
 
-    def failed(self, endpoint: str, exc: Exception) -> Exception:
-        """Classify a stream failure on ``endpoint``; move on from it if it is transient."""
-        error = translate(exc, "watch") if isinstance(exc, grpc.RpcError) else exc
-        if isinstance(error, _Transient):
+    def failed(self, endpoint: str, exc: BaseException) -> Failure:
+        """Classify a watch stream's failure on ``endpoint``; move on from the endpoint if it may recover."""
+        if isinstance(exc, grpc.RpcError):
+            failure = ERRORS.classify(exc, "watch")
+        elif isinstance(exc, errors.NbdbError):
+            failure = Failure(exc, isinstance(exc, errors.BackendUnavailableError), False)
+        else:
+            failure = Failure(errors.BackendUnavailableError(f"etcd watch: {exc}"), True, False)
+        if failure.retryable:
             self._advance(endpoint)
-        return error
+        return failure
 
     def refresh_token(self, endpoint: str) -> None:
         """Get a new auth token (after a stream was refused for its token)."""
-        self._authenticate(endpoint, self._token_generation)
+        try:
+            self._authenticate(endpoint, self._token_generation)
+        except grpc.RpcError as exc:
+            raise ERRORS.translate(exc, "authenticate") from None
 
     def close(self) -> None:
         """Close every channel."""
@@ -399,7 +411,7 @@ class WatchSession:
 
     def __init__(self, client: EtcdClient, endpoint: str, key: bytes, range_end: bytes, start_revision: int) -> None:
         self.endpoint = endpoint
-        self.responses: queue.Queue[wire.WatchResponse | Exception | None] = queue.Queue()
+        self.responses: queue.Queue[wire.WatchResponse | BaseException | None] = queue.Queue()
         self._requests: queue.Queue[bytes | None] = queue.Queue()
         self._requests.put(wire.watch_create_request(key, range_end, start_revision))
         self._cancelled = False
@@ -425,7 +437,7 @@ class WatchSession:
             for raw in self._call:
                 self.responses.put(wire.parse_watch(raw))
             if not self._cancelled:
-                self.responses.put(_Transient("watch stream ended by the server", True))
+                self.responses.put(errors.BackendUnavailableError("etcd: the watch stream was ended by the server"))
         except grpc.RpcError as exc:
             if not self._cancelled:
                 self.responses.put(exc)
@@ -444,11 +456,6 @@ class WatchSession:
         self._requests.put(None)
         if self._call is not None:
             self._call.cancel()
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failure from :meth:`EtcdClient.failed` is worth a retry elsewhere."""
-    return isinstance(exc, _Transient)
 
 
 def safe_progress_requests(version: str) -> bool:

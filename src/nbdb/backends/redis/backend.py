@@ -1,0 +1,391 @@
+"""The Redis backend: the pub/sub family's primitives as Lua scripts (see :mod:`nbdb.backends.redis`)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from nbdb import errors
+from nbdb.backends.redis.config import RedisConfig, parse_url
+from nbdb.backends.redis.connection import Connector
+from nbdb.backends.redis.connection import text as _s
+from nbdb.backends.redis.logs import RedisLogReader
+from nbdb.backends.redis.lua import (
+    ACQUIRE_LUA,
+    ALLOCATE_LUA,
+    COMMIT_LUA,
+    COMMIT_TOKEN_TTL_MS,
+    COMPACT_LUA,
+    RANGE_LUA,
+    REFRESH_LUA,
+    RELEASE_LUA,
+    VOID_LUA,
+)
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.families.kv import CommitToken, Condition, Exists, KeyValue, LeaseHeld, PrefixUnchangedSince, VersionIs
+from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, decode_changes
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class RedisBackend(ChangeLogBackend):
+    """Key-value backend over Redis (standalone, TLS, ACL, Sentinel)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        transactions=Atomicity.ATOMIC,
+        linearizable_reads=True,
+        server_side_topic_filter=True,
+        durability=Durability.CONFIGURABLE,
+        history="at least the last 10,000 commits (?history=N; streams are trimmed approximately)",
+        cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
+        notes=(
+            "Durable only with appendonly yes (appendfsync always: every acknowledged write; everysec: up to "
+            "about a second can be lost on a crash). Without persistence a restart loses everything and "
+            "watchers get HistoryGoneError. Replication is asynchronous: across a Sentinel failover "
+            "acknowledged writes (and locks) can be lost unless ?wait_replicas=N makes each commit wait for N "
+            "replicas; watchers detect the lost history and caches re-list. Every read and write goes to "
+            "the master."
+        ),
+    )
+
+    commit_tokens = True
+    token_ttl = COMMIT_TOKEN_TTL_MS / 1000
+
+    def __init__(self, config: RedisConfig) -> None:
+        super().__init__("", config.retry)
+        self.config = config
+        self.root = config.root
+        self.log_read_limit = min(config.batch, 1000)
+        self._object_prefix = f"{self.key_prefix}o/"
+        self.connector = Connector(config)
+        self._client = self.connector.client()
+        self._commit_script = self._client.register_script(COMMIT_LUA)
+        self._range_script = self._client.register_script(RANGE_LUA)
+        self._compact_script = self._client.register_script(COMPACT_LUA)
+        self._refresh_script = self._client.register_script(REFRESH_LUA)
+        self._release_script = self._client.register_script(RELEASE_LUA)
+        self._void_script = self._client.register_script(VOID_LUA)
+        self._acquire_script = self._client.register_script(ACQUIRE_LUA)
+        self._allocate_script = self._client.register_script(ALLOCATE_LUA)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {self.config!r}>"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisBackend:
+        """Open a redis, rediss or redis+sentinel URL; checks that the server answers (and the credentials)."""
+        backend = cls(parse_url(url, options))
+        try:
+            backend._run(backend._client.ping)
+        except BaseException:
+            backend.close()
+            raise
+        return backend
+
+    def _run(self, call: Callable[[], T], *, write: bool = False) -> T:
+        if self._closed:
+            raise errors.BackendUnavailableError("the redis backend is closed")
+        return self.connector.run(call, write=write)
+
+    # ---------------------------------------------------------------- reads
+
+    def _kv(self, key: str, fields: Sequence[Any]) -> KeyValue | None:
+        value, version, mod = fields
+        if version is None:
+            return None
+        try:
+            return KeyValue(key, value if value is not None else b"", int(version), int(mod or 0))
+        except ValueError:
+            raise errors.CorruptRecordError(f"key {key!r} has a damaged version", key=key) from None
+
+    def get_key(self, key: str) -> KeyValue | None:
+        fields = self._run(lambda: self._client.hmget(self.root + "k:" + key, "v", "n", "m"))
+        return self._kv(key, fields)
+
+    def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        if len(keys) <= 1:
+            return [self.get_key(k) for k in keys]
+
+        def call() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(self.root + "k:" + key, "v", "n", "m")
+            return list(pipe.execute())
+
+        return [self._kv(k, f) for k, f in zip(keys, self._run(call), strict=True)]
+
+    def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
+        """Keys under ``prefixes`` at one revision.
+
+        Up to ``batch`` keys: one script reads them all atomically. More: the
+        script returns the key names at revision R0, values are read in
+        pipelined batches, and the result stands only if no key under the
+        prefixes changed since R0 (per-directory change revisions); otherwise
+        it is retried, and finally read in one atomic script.
+        """
+        if not prefixes:
+            return [], self.revision_now()
+        for attempt in range(4):
+            args = [self.root, self.config.batch if attempt < 3 else 2**31, *prefixes]
+            reply = self._run(lambda args=args: self._range_script(args=args))  # type: ignore[misc]
+            revision, token, complete = int(reply[0]), _s(reply[1]), int(reply[2])
+            if complete:
+                rows = reply[3:]
+                out = [
+                    kv for j in range(0, len(rows), 4) if (kv := self._kv(_s(rows[j]), rows[j + 1 : j + 4])) is not None
+                ]
+                self.remember_token(revision, token)
+                return sorted(out, key=lambda kv: kv.key), revision
+            keys = [_s(k) for k in reply[3:]]
+            values: list[KeyValue | None] = []
+            for start in range(0, len(keys), self.config.batch):
+                values += self.get_keys(keys[start : start + self.config.batch])
+            if all(v is not None for v in values) and self._unchanged_since(prefixes, revision):
+                self.remember_token(revision, token)
+                return sorted((v for v in values if v is not None), key=lambda kv: kv.key), revision
+            patched = self._patch_from_log(prefixes, revision, token, keys, values)
+            if patched is not None:
+                return patched
+            log.debug("redis: keys under %s changed during a batched read; retrying", prefixes)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _patch_from_log(
+        self, prefixes: Sequence[str], since: int, token: str, keys: Sequence[str], values: Sequence[KeyValue | None]
+    ) -> tuple[list[KeyValue], int] | None:
+        """Bring a batched read of object keys to one revision by replaying the change log.
+
+        Every key was read at some moment after ``since``; a key that no
+        commit touched after ``since`` still has the value read, and the log
+        holds the latest state of every key that was touched. Returns None if
+        the prefixes are not object keys or the log no longer reaches back.
+        """
+        if not all(p.startswith(self._object_prefix) for p in prefixes):
+            return None
+        root = self.root
+
+        def call() -> list[Any]:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hmget(root + "head", "r", "t")
+            pipe.xrange(root + "clog", f"{since}-0", f"{since}-0")
+            pipe.xrange(root + "clog", "-", "+", count=1)
+            pipe.xrange(root + "log", f"{since + 1}-0", "+")
+            return list(pipe.execute())
+
+        (head_r, head_t), anchor, first, entries = self._run(call)
+        if since > 0 and not (anchor and _s(anchor[0][1][b"t"]) == token):
+            return None
+        if since == 0 and first and first[0][0] != b"1-0":
+            return None
+        state: dict[str, KeyValue | None] = dict(zip(keys, values, strict=True))
+        wanted = tuple(prefixes)
+        for entry_id, fields in entries:
+            revision = int(entry_id.split(b"-")[0])
+            for change in decode_changes(fields.get(b"c", b""), revision):
+                if change.key.startswith(wanted):
+                    state[change.key] = (
+                        None if change.value is None else KeyValue(change.key, change.value, change.version, revision)
+                    )
+        head = int(head_r or 0)
+        if head_t is not None:
+            self.remember_token(head, _s(head_t))
+        return sorted((kv for kv in state.values() if kv is not None), key=lambda kv: kv.key), head
+
+    def _unchanged_since(self, prefixes: Sequence[str], revision: int) -> bool:
+        chains = [_dir_chain(p) for p in prefixes]
+        flat = [d for chain in chains for d in chain]
+        found = self._run(lambda: self._client.hmget(self.root + "dmr", flat))
+        pos = 0
+        for chain in chains:
+            values = found[pos : pos + len(chain)]
+            pos += len(chain)
+            # The deepest directory that still exists speaks for the prefix.
+            changed = next((int(v) for v in values if v is not None), 0)
+            if changed > revision:
+                return False
+        return True
+
+    def revision_now(self) -> int:
+        r, t = self._run(lambda: self._client.hmget(self.root + "head", "r", "t"))
+        revision = int(r or 0)
+        if t is not None:
+            self.remember_token(revision, _s(t))
+        return revision
+
+    # ---------------------------------------------------------------- commits
+
+    def commit_keys(
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
+    ) -> int | None:
+        return self._commit(conditions, puts, deletes, secrets.token_hex(12))
+
+    def commit_with_token(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: CommitToken
+    ) -> int | None:
+        # The script keeps the token itself (ct:<token>, with a TTL): no family key needed.
+        return self._commit(conditions, puts, deletes, token.key.rpartition("/")[2])
+
+    def _commit(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: str
+    ) -> int | None:
+        payload = _payload(conditions, puts, deletes, self.layout.range_root, self._lease_key)
+        args = [self.root, self._object_prefix, token, self.config.history, payload]
+        # The token makes sending the script again after a lost reply exactly-once.
+        reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
+        if int(reply[0]) not in (1, 2):
+            return None
+        revision = int(reply[1])
+        self.remember_token(revision, token)
+        return revision
+
+    def void_token(self, token: CommitToken) -> int | None:
+        key = self.root + "ct:" + token.key.rpartition("/")[2]
+        revision = self._run(lambda: self._void_script(keys=[key], args=[COMMIT_TOKEN_TTL_MS]), write=True)
+        return None if revision is None else int(revision)
+
+    def _write(self, command: Callable[[Any], Any], check: Callable[[Any], bool] = bool) -> Any:
+        """Run one write; with ``wait_replicas``, WAIT for the replicas on the same connection.
+
+        WAIT counts the replicas that acknowledged this connection's writes,
+        so the write and the WAIT go down one pipeline. ``check(reply)`` says
+        whether the command wrote anything worth waiting for.
+        """
+        wanted = self.config.wait_replicas
+        if not wanted:
+            return self._run(lambda: command(self._client), write=True)
+        ms = max(1, int(self.config.wait_timeout * 1000))
+
+        def call() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            command(pipe)
+            pipe.execute_command("WAIT", wanted, ms)
+            return list(pipe.execute())
+
+        reply, acked = self._run(call, write=True)
+        if check(reply) and int(acked) < wanted:
+            raise errors.BackendUnavailableError(
+                f"the write is applied on the master but only {acked} of {wanted} replicas acknowledged it "
+                f"within {self.config.wait_timeout}s; it may be lost if the master fails"
+            )
+        return reply
+
+    def compact_keys(self, revision: int) -> None:
+        self._run(lambda: self._compact_script(args=[self.root, revision]))
+
+    # ---------------------------------------------------------------- change logs
+
+    def logs_for(self, prefixes: Sequence[str]) -> list[str]:
+        logs: set[str] = set()
+        for prefix in prefixes:
+            if not prefix.startswith(self._object_prefix):
+                raise errors.UnsupportedError(f"redis keeps a change feed for object keys only, not {prefix!r}")
+            rest = prefix[len(self._object_prefix) :]
+            topic, slash, _ = rest.partition("/")
+            logs.add(self.root + (f"log:{topic}" if slash else "log"))
+        if self.root + "log" in logs:
+            return [self.root + "log"]
+        return sorted(logs)
+
+    def open_log_reader(self) -> ChangeLogReader:
+        if self._closed:
+            raise errors.BackendUnavailableError("the redis backend is closed")
+        return RedisLogReader(self)
+
+    # ---------------------------------------------------------------- leases, ids
+
+    def _lease_key(self, name: str) -> str:
+        return self.root + "lease:" + self.layout.lock(name)
+
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        ms = max(1, int(ttl * 1000))
+        return bool(
+            self._write(lambda c: self._acquire_script(keys=[self._lease_key(name)], args=[token, ms], client=c))
+        )
+
+    def lease_held(self, name: str, token: bytes) -> bool:
+        return bool(self._run(lambda: self._client.get(self._lease_key(name))) == token)
+
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        ms = max(1, int(ttl * 1000))
+        return bool(self._run(lambda: self._refresh_script(keys=[self._lease_key(name)], args=[token, ms])))
+
+    def release_lease(self, name: str, token: bytes) -> None:
+        self._run(lambda: self._release_script(keys=[self._lease_key(name)], args=[token]), write=True)
+
+    def allocate_id(self, name: str) -> int:
+        keys = [self.root + "id:" + name, self.root + "ct:" + secrets.token_hex(12)]
+        return int(self._write(lambda c: self._allocate_script(keys=keys, args=[COMMIT_TOKEN_TTL_MS], client=c)))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._client.close()
+            self._client.connection_pool.disconnect()
+        except Exception:  # closing must not fail
+            log.debug("redis: error while closing", exc_info=True)
+        self.connector.close()
+
+
+_LENGTH = struct.Struct(">i")
+
+
+def _field(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return _LENGTH.pack(len(data)) + data
+
+
+def _payload(
+    conditions: Sequence[Condition],
+    puts: Mapping[str, bytes],
+    deletes: Sequence[str],
+    range_root: Callable[[str], int | None],
+    lock_key: Callable[[str], str],
+) -> bytes:
+    """The commit script's one argument (see COMMIT_LUA): packing one blob beats packing dozens of arguments."""
+    parts: list[bytes] = []
+    for condition in conditions:
+        if isinstance(condition, VersionIs):
+            parts += [b"v", _field(condition.key), _field(str(condition.version))]
+        elif isinstance(condition, Exists):
+            parts += [b"e", _field(condition.key), _field(b"")]
+        elif isinstance(condition, PrefixUnchangedSince):
+            parts += [b"p", _field(condition.prefix), _field(str(condition.revision))]
+        elif isinstance(condition, LeaseHeld):
+            parts += [b"l", _field(lock_key(condition.name)), _field(condition.token)]
+        else:  # pragma: no cover - the family has no other conditions
+            raise TypeError(f"unknown condition {condition!r}")
+    for key, value in puts.items():
+        root = range_root(key)
+        parts += [b"P", _field(key), _field(value), _field(str(-1 if root is None else root))]
+    for key in deletes:
+        root = range_root(key)
+        parts += [b"D", _field(key), _field(str(-1 if root is None else root))]
+    return b"".join(parts)
+
+
+def _dir_chain(prefix: str) -> list[str]:
+    """The directory holding ``prefix`` and every ancestor, deepest first ('' is the root)."""
+    cut = prefix.rfind("/")
+    directory = prefix[: cut + 1]
+    chain = [directory]
+    while directory:
+        cut = directory.rfind("/", 0, len(directory) - 1)
+        directory = directory[: cut + 1]
+        chain.append(directory)
+    return chain

@@ -1,0 +1,314 @@
+"""The Lua scripts of the Redis backend: every write is one script, atomic on the server.
+
+Keys are under the namespace root ``P`` (``ARGV[1]``); see the layout in
+:mod:`nbdb.backends.redis`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACQUIRE_LUA",
+    "ALLOCATE_LUA",
+    "COMMIT_LUA",
+    "COMMIT_TOKEN_TTL_MS",
+    "COMPACT_LUA",
+    "RANGE_LUA",
+    "REFRESH_LUA",
+    "RELEASE_LUA",
+    "VOID_LUA",
+]
+
+COMMIT_TOKEN_TTL_MS = 600_000
+"""How long a commit token is kept: longer than any retry of its commit."""
+
+
+# Helpers shared by the scripts. P is the root of the namespace's keys.
+# A "directory" is a key prefix ending in '/'; d:<dir> holds its children, so a
+# range never needs KEYS or a SCAN of the whole database.
+_LUA_PRELUDE = r"""
+local P = ARGV[1]
+local function split(path)
+  local body, trail = path, ''
+  if body:sub(-1) == '/' then body = body:sub(1, -2); trail = '/' end
+  local pos = body:match('^.*()/')
+  if pos then return body:sub(1, pos), body:sub(pos + 1) .. trail end
+  return '', body .. trail
+end
+local function walk(prefix, fn)
+  local pos = prefix:match('^.*()/')
+  local stack
+  if pos then stack = {{prefix:sub(1, pos), prefix:sub(pos + 1)}} else stack = {{'', prefix}} end
+  while #stack > 0 do
+    local top = table.remove(stack)
+    local dir, filter = top[1], top[2]
+    for _, m in ipairs(redis.call('SMEMBERS', P .. 'd:' .. dir)) do
+      if filter == '' or m:sub(1, #filter) == filter then
+        if m:sub(-1) == '/' then
+          stack[#stack + 1] = {dir .. m, ''}
+        elseif fn(dir .. m) == false then
+          return false
+        end
+      end
+    end
+  end
+  return true
+end
+"""
+
+# ARGV: P, object prefix, token, history, payload.  The payload is a sequence of
+# items, each a one-letter kind followed by length-prefixed (>i4) fields:
+#   v key version | e key - | p prefix revision      conditions
+#   l lease-key token                                 (a lease key is a full Redis key)
+#   P key value root                                 a put
+#   D key root                                       a delete
+# ``root`` is the key's range root (see KeyLayout.range_root): -1 never ranged
+# (no directory sets), 0 any ancestor, n only directories of n characters or more.
+# Returns {1, rev} applied, {2, rev} applied earlier (a retry), {0} a condition
+# failed, {3} the token was voided (a settlement decided this commit never applies).
+COMMIT_LUA = (
+    _LUA_PRELUDE
+    + r"""
+local OBJ = ARGV[2]
+local token = ARGV[3]
+local history = tonumber(ARGV[4])
+local blob = ARGV[5]
+local done = redis.call('GET', P .. 'ct:' .. token)
+if done == 'void' then return {3} end
+if done then return {2, tonumber(done)} end
+
+local pos = 1
+local function field()
+  local n
+  n, pos = struct.unpack('>i4', blob, pos)
+  local text = blob:sub(pos, pos + n - 1)
+  pos = pos + n
+  return text
+end
+local conds, puts, dels = {}, {}, {}
+while pos <= #blob do
+  local kind = blob:sub(pos, pos)
+  pos = pos + 1
+  if kind == 'P' then
+    puts[#puts + 1] = {field(), field(), tonumber(field())}
+  elseif kind == 'D' then
+    dels[#dels + 1] = {field(), tonumber(field())}
+  else
+    conds[#conds + 1] = {kind, field(), field()}
+  end
+end
+
+for _, c in ipairs(conds) do
+  local kind, a, b = c[1], c[2], c[3]
+  if kind == 'v' then
+    if (tonumber(redis.call('HGET', P .. 'k:' .. a, 'n')) or 0) ~= tonumber(b) then return {0} end
+  elseif kind == 'e' then
+    if redis.call('EXISTS', P .. 'k:' .. a) == 0 then return {0} end
+  elseif kind == 'l' then
+    if redis.call('GET', a) ~= b then return {0} end
+  else
+    local since = tonumber(b)
+    local ok = walk(a, function(key)
+      return (tonumber(redis.call('HGET', P .. 'k:' .. key, 'm')) or 0) <= since
+    end)
+    if not ok then return {0} end
+  end
+end
+
+-- Pass 1: read every previous state before writing anything, so that a
+-- failing read (a foreign key of the wrong type) aborts with nothing written.
+local cur, changes = {}, {}
+local function load(key)
+  local s = cur[key]
+  if s == nil then
+    local old = redis.call('HMGET', P .. 'k:' .. key, 'v', 'n')
+    if old[2] then s = {old[1], tonumber(old[2])} else s = false end
+    cur[key] = s
+  end
+  return s
+end
+for _, kv in ipairs(puts) do
+  local s = load(kv[1])
+  local ver = s and (s[2] + 1) or 1
+  changes[#changes + 1] = {kv[1], kv[2], ver, s and s[1] or false, s and s[2] or 0, kv[3]}
+  cur[kv[1]] = {kv[2], ver}
+end
+for _, d in ipairs(dels) do
+  local s = load(d[1])
+  if s then
+    changes[#changes + 1] = {d[1], false, 0, s[1], s[2], d[2]}
+    cur[d[1]] = false
+  end
+end
+
+-- The revision: the head's, or the commit log's if the head was deleted.
+local rev = tonumber(redis.call('HGET', P .. 'head', 'r'))
+if not rev then
+  local top = redis.call('XREVRANGE', P .. 'clog', '+', '-', 'COUNT', 1)[1]
+  rev = top and tonumber(top[1]:match('^(%d+)')) or 0
+end
+rev = rev + 1
+
+-- Pass 2: write keys, and the directories of the keys that are ever ranged.
+local dirs, ndirs = {}, 0
+for _, c in ipairs(changes) do
+  local key, root = c[1], c[6]
+  if c[2] then
+    redis.call('HSET', P .. 'k:' .. key, 'v', c[2], 'n', c[3], 'm', rev)
+  else
+    redis.call('DEL', P .. 'k:' .. key)
+  end
+  if root >= 0 and (c[5] == 0 or not c[2]) then
+    local path = key
+    while path ~= '' do
+      local d, name = split(path)
+      local dk = P .. 'd:' .. d
+      if c[2] then
+        if redis.call('SADD', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 1 then break end
+      else
+        if redis.call('SREM', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 0 then break end
+      end
+      path = d
+    end
+  end
+  if root == 0 then
+    -- The revision of the last change below each directory validates batched lists.
+    local path = key
+    while path ~= '' do
+      path = split(path)
+      if not dirs[path] then
+        dirs[path] = true
+        ndirs = ndirs + 1
+      end
+    end
+  end
+end
+if ndirs > 0 then
+  local args = {}
+  for d in pairs(dirs) do
+    args[#args + 1] = d
+    args[#args + 1] = rev
+  end
+  redis.call('HSET', P .. 'dmr', unpack(args))
+end
+
+-- The change feed: the commit log, the log of all objects, one log per topic.
+local function enc(s)
+  if not s then return struct.pack('>i4', -1) end
+  return struct.pack('>i4', #s) .. s
+end
+local all, topics = {}, {}
+for _, c in ipairs(changes) do
+  if c[1]:sub(1, #OBJ) == OBJ then
+    local rec = enc(c[1]) .. enc(c[2]) .. enc(tostring(c[3])) .. enc(c[4]) .. enc(tostring(c[5]))
+    all[#all + 1] = rec
+    local topic = c[1]:sub(#OBJ + 1):match('^([^/]*)/')
+    if topic then
+      if not topics[topic] then topics[topic] = {} end
+      table.insert(topics[topic], rec)
+    end
+  end
+end
+local id = rev .. '-0'
+redis.call('XADD', P .. 'clog', 'MAXLEN', '~', history, id, 't', token)
+-- Change logs keep at least what the commit log keeps (its revisions are dense,
+-- and it keeps at least ``history`` entries): a watcher whose anchor is still in
+-- the commit log finds every later entry.
+local first = math.max(rev - history, 0) .. '-0'
+if #all > 0 then
+  redis.call('XADD', P .. 'log', 'MINID', '~', first, id, 't', token, 'c', table.concat(all))
+end
+for topic, recs in pairs(topics) do
+  redis.call('XADD', P .. 'log:' .. topic, 'MINID', '~', first, id, 't', token, 'c', table.concat(recs))
+  redis.call('SADD', P .. 'logs', topic)
+end
+redis.call('HSET', P .. 'head', 'r', rev, 't', token)
+redis.call('SET', P .. 'ct:' .. token, rev, 'PX', __TTL__)
+return {1, rev}
+"""
+).replace("__TTL__", str(COMMIT_TOKEN_TTL_MS))
+
+# ARGV: P, limit, prefix*.  Returns {rev, token, 1, (key, value, version, modrev)*}
+# if at most ``limit`` keys, else {rev, token, 0, key*}.
+RANGE_LUA = (
+    _LUA_PRELUDE
+    + r"""
+local limit = tonumber(ARGV[2])
+local keys, seen = {}, {}
+for j = 3, #ARGV do
+  walk(ARGV[j], function(k)
+    if not seen[k] then seen[k] = true; keys[#keys + 1] = k end
+  end)
+end
+local h = redis.call('HMGET', P .. 'head', 'r', 't')
+local out = {tonumber(h[1]) or 0, h[2] or ''}
+if #keys > limit then
+  out[3] = 0
+  for _, k in ipairs(keys) do out[#out + 1] = k end
+  return out
+end
+out[3] = 1
+for _, k in ipairs(keys) do
+  local v = redis.call('HMGET', P .. 'k:' .. k, 'v', 'n', 'm')
+  out[#out + 1] = k
+  out[#out + 1] = v[1]
+  out[#out + 1] = v[2]
+  out[#out + 1] = v[3]
+end
+return out
+"""
+)
+
+# ARGV: P, revision. Forget the change history before ``revision`` (exact MINID).
+COMPACT_LUA = r"""
+local P = ARGV[1]
+local min = ARGV[2] .. '-0'
+redis.call('XTRIM', P .. 'clog', 'MINID', min)
+redis.call('XTRIM', P .. 'log', 'MINID', min)
+for _, topic in ipairs(redis.call('SMEMBERS', P .. 'logs')) do
+  redis.call('XTRIM', P .. 'log:' .. topic, 'MINID', min)
+end
+return 1
+"""
+
+# KEYS: ct:<token>; ARGV: ttl ms.  The revision the token's commit applied at, or
+# nil after voiding it (from now on a commit with this token never applies).
+VOID_LUA = r"""
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], 'void', 'PX', ARGV[1])
+  return false
+end
+if v == 'void' then return false end
+return tonumber(v)
+"""
+
+# KEYS: lease key; ARGV: token, ttl ms.  1 if the token holds the lease now (taken, or already its own).
+ACQUIRE_LUA = r"""
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if v then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: id counter, ct:<token>; ARGV: ttl ms.  INCR exactly once per token.
+ALLOCATE_LUA = r"""
+local done = redis.call('GET', KEYS[2])
+if done then return tonumber(done) end
+local v = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], v, 'PX', ARGV[1])
+return v
+"""
+
+REFRESH_LUA = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+RELEASE_LUA = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

@@ -1,0 +1,381 @@
+"""The durable embedded backend: the key-value family on one SQLite file, with Python's own ``sqlite3``.
+
+``sqlite:///path/to/nbdb.db`` opens (or creates) a database file that survives
+restarts and that every process of the host may share: WAL mode lets readers
+run beside the one writer SQLite's own lock admits at a time.
+``sqlite://`` (or ``sqlite://:memory:``) is an in-process database, volatile
+like ``memory://``, through the same code.
+
+Four tables: the family's keys (``nbdb_keys``), the change log every commit
+appends to in the same transaction (``nbdb_changes``), the revision counter and
+history bound (``nbdb_state``) and the lock leases (``nbdb_leases``). A watcher
+reads the log after its revision when its own process commits, and polls the
+revision counter for other processes' commits, as kine does for etcd's API on SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from nbdb import errors
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.families import kv, kvstore
+from nbdb.options import Options
+from nbdb.pool import Lease, SharedResources
+from nbdb.retry import ErrorRule, ExceptionMap
+
+__all__ = ["ERRORS", "SqliteBackend", "SqliteMemoryBackend"]
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x6E626462  # "nbdb" in PRAGMA application_id: the file is ours
+SCHEMA_VERSION = 1  # PRAGMA user_version
+DEFAULT_HISTORY = 10_000
+_SCHEMA = """
+CREATE TABLE nbdb_keys (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE nbdb_changes (revision INTEGER NOT NULL, key TEXT NOT NULL, value BLOB, version INTEGER NOT NULL,
+    prev_value BLOB, prev_version INTEGER NOT NULL, PRIMARY KEY (revision, key)) WITHOUT ROWID;
+CREATE TABLE nbdb_state (revision INTEGER NOT NULL, compacted INTEGER NOT NULL, changes INTEGER NOT NULL);
+INSERT INTO nbdb_state VALUES (0, 0, 0);
+CREATE TABLE nbdb_leases (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
+"""
+_MEMORY = ":memory:"
+_BATCH = 500  # keys per IN (...), far below SQLite's limit on bound variables
+
+
+def _upper(prefix: str) -> str:
+    """The smallest key above every key that starts with ``prefix`` (keys sort as UTF-8 bytes)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+ERRORS = ExceptionMap(
+    "sqlite",
+    [
+        # The busy timeout ran out before the write lock (or a read mark) was free: nothing was done.
+        ErrorRule((sqlite3.OperationalError,), errors.BackendUnavailableError, contains=("locked", "busy"),
+                  retryable=True, unsent=True, message="another connection kept the database locked past ?timeout="),
+        ErrorRule((sqlite3.DatabaseError,), errors.ValidationError, contains=("not a database",),
+                  message="not a usable SQLite database"),
+    ],
+)  # fmt: skip
+"""How sqlite3's exceptions become nbdb errors (anything else: BackendUnavailableError)."""
+
+
+class _Connection:
+    """One sqlite3 connection, used by one thread at a time, and the commit signal of its database."""
+
+    def __init__(
+        self, target: str, signal: kvstore.ChangeSignal, timeout: float, synchronous: str, *, check_schema: bool = False
+    ) -> None:
+        self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
+        self.lock = threading.Lock()
+        try:
+            # isolation_level=None: no implicit transactions, every BEGIN is ours.
+            self.sql = sqlite3.connect(target, timeout=timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise ERRORS.translate(exc, f"opening {target!r}") from None
+        try:
+            if target != _MEMORY and self.sql.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                # Persistent: once per file. A filesystem without shared memory (NFS) refuses it.
+                if self.sql.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+                    log.warning("%s cannot use WAL mode: readers will wait for writers", target)
+            self.sql.execute(f"PRAGMA synchronous={synchronous}")
+            if check_schema:
+                self._check_schema()
+        except BaseException as exc:
+            self.sql.close()
+            if isinstance(exc, sqlite3.Error):
+                raise ERRORS.translate(exc, f"opening {target!r}") from None
+            raise
+
+    def reopen(self) -> _Connection:
+        """Another connection to the same file (an in-memory database has only this one)."""
+        return self if self.target == _MEMORY else _Connection(self.target, self.signal, *self._settings)
+
+    @contextmanager
+    def transaction(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Connection]:
+        """One transaction; IMMEDIATE takes the write lock first, so a writer never fails half-way for it."""
+        with self.lock:
+            committing = False
+            try:
+                self.sql.execute(f"BEGIN {mode}")
+                yield self.sql
+                committing = True
+                self.sql.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):  # SQLite has rolled back by itself after some errors
+                    if self.sql.in_transaction:
+                        self.sql.execute("ROLLBACK")
+                if not isinstance(exc, sqlite3.Error):
+                    raise
+                if committing and mode == "IMMEDIATE":
+                    # In WAL mode a failed fsync leaves the commit record in the log: a restart may keep it.
+                    raise errors.CommitUnknownError(f"sqlite: the commit may or may not be durable: {exc}") from None
+                raise ERRORS.translate(exc) from None
+
+    def one(self, statement: str, args: Sequence[Any] = ()) -> Any:
+        """The first row of one statement, which runs as a transaction of its own."""
+        with self.lock:
+            try:
+                return self.sql.execute(statement, args).fetchone()
+            except sqlite3.Error as exc:
+                raise ERRORS.translate(exc) from None
+
+    def close(self) -> None:
+        with self.lock:
+            self.sql.close()
+
+    def _check_schema(self) -> None:
+        """Create the tables in an empty database; refuse a file that is not an nbdb database of this version."""
+        with self.transaction("IMMEDIATE") as sql:
+            app, version = (sql.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version"))
+            if app == 0 and version == 0:
+                if sql.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
+                    raise errors.ValidationError(f"{self.target} holds another application's tables")
+                for statement in filter(str.strip, _SCHEMA.split(";")):  # executescript() would COMMIT
+                    sql.execute(statement)
+                sql.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                sql.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif app != APPLICATION_ID:
+                raise errors.ValidationError(f"{self.target} belongs to another application (id {app:#x})")
+            elif version != SCHEMA_VERSION:
+                raise errors.UnsupportedError(f"{self.target} has nbdb schema {version}, not {SCHEMA_VERSION}")
+
+
+# What this process's backends share: the commit signal of each file, and each namespace's in-memory database.
+_SIGNALS: SharedResources[str, kvstore.ChangeSignal] = SharedResources("sqlite:///PATH signals", lambda _: None)
+_STORES: SharedResources[str, _Connection] = SharedResources("sqlite://?namespace=NAME", _Connection.close)
+
+
+def _let_go(conn: _Connection | None, shared: Lease[str, Any] | None) -> None:
+    if conn is not None:
+        conn.close()
+    if shared is not None:
+        shared.release()
+
+
+class SqliteBackend(kv.KeyValueBackend):
+    """Key-value backend on one SQLite database file, shared by the processes of one host."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        transactions=Atomicity.ATOMIC,
+        linearizable_reads=True,
+        server_side_topic_filter=True,
+        durability=Durability.DURABLE,
+        history="at least the last 10,000 changes (sqlite:///PATH?history=N)",
+        cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
+        notes="One file on one host: its processes share data, locks and ids (WAL mode, so the file must be on a "
+        "local filesystem, not NFS); other hosts cannot. One writer at a time, by SQLite's own lock. Watchers "
+        "see their own process's commits at once and other processes' within ?poll_interval= (default 0.01 s). "
+        "?synchronous=normal makes commits faster and still survives a process crash, but not a power loss. "
+        "Lock leases use the wall clock. sqlite:// without a path is in-process and volatile, like memory://.",
+    )
+
+    def __init__(
+        self,
+        conn: _Connection,
+        key_prefix: str = "",
+        history: int = DEFAULT_HISTORY,
+        shared: Lease[str, Any] | None = None,
+    ) -> None:
+        """A backend on ``conn``; it closes ``conn`` unless it is the value of ``shared``, which it releases."""
+        super().__init__(key_prefix)
+        self._conn, self._history = conn, history
+        self.poll_interval = 0.01
+        """Seconds between a watcher's looks for other processes' commits."""
+        owned = None if shared is not None and shared.value is conn else conn
+        # A backend dropped without close() must still let go of what it holds.
+        self._let_go = weakref.finalize(self, _let_go, owned, shared)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SqliteBackend:
+        """Open ``sqlite:///ABSOLUTE/PATH``, ``sqlite://RELATIVE/PATH`` or ``sqlite://`` (in memory)."""
+        parts = urlsplit(url)
+        allowed = {"namespace", "history", "synchronous", "timeout", "poll_interval"}
+        opts = Options.from_url(parts.query, options, allowed, "sqlite://", keep_blank_values=False)
+        namespace = opts.text("namespace", "")
+        history = opts.integer("history", DEFAULT_HISTORY, minimum=1)
+        timeout = opts.number("timeout", 5.0, minimum=0.0)
+        synchronous = opts.choice("synchronous", "FULL", ("FULL", "NORMAL", "EXTRA"))
+        path = unquote(parts.netloc + parts.path)
+        prefix = f"{namespace}/" if namespace else ""
+        backend: SqliteBackend
+        if path in ("", _MEMORY):
+
+            def store() -> _Connection:
+                return _Connection(_MEMORY, kvstore.ChangeSignal(), timeout, synchronous, check_schema=True)
+
+            # Like memory://, the Databases of one namespace share one store.
+            shared = _STORES.acquire(namespace, store) if namespace else None
+            conn = store() if shared is None else shared.value
+            backend = SqliteMemoryBackend(conn, prefix, history, shared)
+        else:
+            path = os.path.abspath(path)
+            signal = _SIGNALS.acquire(path, kvstore.ChangeSignal)
+            try:
+                conn = _Connection(path, signal.value, timeout, synchronous, check_schema=True)
+            except BaseException:
+                signal.release()
+                raise
+            backend = cls(conn, prefix, history, signal)
+        backend.poll_interval = opts.number("poll_interval", 0.01, minimum=0.001)
+        return backend
+
+    # ---------------------------------------------------------------- the family's primitives
+
+    def get_key(self, key: str) -> kv.KeyValue | None:
+        row = self._conn.one("SELECT * FROM nbdb_keys WHERE key = ?", (key,))
+        return None if row is None else kv.KeyValue(*row)
+
+    def range_keys(self, prefixes: Sequence[str]) -> tuple[list[kv.KeyValue], int]:
+        with self._conn.transaction() as sql:
+            revision = sql.execute("SELECT revision FROM nbdb_state").fetchone()[0]
+            out = []
+            for prefix in prefixes:
+                rows = sql.execute("SELECT * FROM nbdb_keys WHERE key >= ? AND key < ?", (prefix, _upper(prefix)))
+                out += [kv.KeyValue(*row) for row in rows]
+        return out, revision
+
+    def commit_keys(
+        self,
+        conditions: Sequence[kv.Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: kv.CommitToken | None = None,
+    ) -> int | None:
+        # No commit tokens: SQLite answers every commit (or says it cannot know: CommitUnknownError).
+        with self._conn.transaction("IMMEDIATE") as sql:
+            stored = _select(sql, [*puts, *deletes, *kvstore.named_keys(conditions)])
+            changed, holds = partial(_changed_under, sql), partial(_lease_holds, sql, self.layout.lock)
+            if not all(kvstore.condition_holds(c, stored, changed, holds) for c in conditions):
+                return None
+            revision, kept = sql.execute("SELECT revision + 1, changes FROM nbdb_state").fetchone()
+            changes = kvstore.key_changes(stored, puts, deletes, revision)
+            upserts = [(c.key, c.value, c.version, revision) for c in changes if c.value is not None]
+            sql.executemany("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", upserts)
+            sql.executemany("DELETE FROM nbdb_keys WHERE key = ?", [(c.key,) for c in changes if c.value is None])
+            log = [(revision, c.key, c.value, c.version, c.prev_value, c.prev_version) for c in changes]
+            sql.executemany("INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)", log)
+            sql.execute("UPDATE nbdb_state SET revision = ?, changes = changes + ?", (revision, len(log)))
+            if kept + len(log) > self._history * 5 // 4:  # trim in chunks: amortised O(1) per change
+                self._trim(sql, excess=kept + len(log) - self._history)
+        self._conn.signal.notify()
+        return int(revision)
+
+    def _trim(self, sql: sqlite3.Connection, excess: int) -> None:
+        """Drop whole commits from the log's start: at most ``excess`` changes, so ``history`` stay."""
+        first = sql.execute("SELECT revision FROM nbdb_changes ORDER BY revision LIMIT 1 OFFSET ?", (excess,))
+        for (kept,) in first:
+            dropped = sql.execute("DELETE FROM nbdb_changes WHERE revision < ?", (kept,)).rowcount
+            sql.execute("UPDATE nbdb_state SET compacted = ?, changes = changes - ?", (kept - 1, dropped))
+
+    def watch_keys(self, prefixes: Sequence[str], since: int) -> kv.KeyStream:
+        # A file's watcher reads through a connection of its own: it never waits behind this backend's writes.
+        conn = self._conn.reopen()
+        ranges = " OR ".join("(key >= ? AND key < ?)" for _ in prefixes)
+        columns = "key, value, version, prev_value, prev_version, revision"  # KeyChange's fields
+        query = f"SELECT {columns} FROM nbdb_changes WHERE revision > ? AND ({ranges}) ORDER BY revision"
+        bounds = [bound for prefix in prefixes for bound in (prefix, _upper(prefix))]
+
+        own = conn is not self._conn
+        seen = [-1]  # PRAGMA data_version at the last read: it moves with every commit of another connection
+
+        def read(since: int) -> tuple[list[kv.KeyChange], int]:
+            version = conn.one("PRAGMA data_version")[0] if own else -1
+            if own and version == seen[0]:
+                return [], since  # nothing committed since: no transaction, a few microseconds per poll
+            with conn.transaction() as sql:
+                revision, compacted = sql.execute("SELECT revision, compacted FROM nbdb_state").fetchone()
+                if not compacted <= since <= revision:
+                    raise errors.HistoryGoneError(
+                        f"revision {since} is not in the kept history ({compacted} to {revision}): "
+                        + ("the database file was replaced" if since > revision else "it was trimmed")
+                    )
+                rows = sql.execute(query, (since, *bounds)).fetchall() if revision > since else []
+            seen[0] = version
+            return [kv.KeyChange(*row) for row in rows], revision
+
+        return kvstore.PolledKeyStream(read, since, conn.signal, self.poll_interval, conn.close if own else None)
+
+    def revision_now(self) -> int:
+        return int(self._conn.one("SELECT revision FROM nbdb_state")[0])
+
+    def compact_keys(self, revision: int) -> None:
+        with self._conn.transaction("IMMEDIATE") as sql:
+            dropped = sql.execute("DELETE FROM nbdb_changes WHERE revision <= ?", (revision,)).rowcount
+            compacted = "UPDATE nbdb_state SET compacted = max(compacted, ?), changes = changes - ?"
+            sql.execute(compacted, (revision, dropped))
+
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        now = time.time()  # the wall clock: the one clock every process of the host shares
+        take = "INSERT INTO nbdb_leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+        take += "expires = excluded.expires WHERE expires <= ? OR value = excluded.value"
+        return self._lease(take, (self.layout.lock(name), token, now + ttl, now))
+
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        now = time.time()
+        extend = "UPDATE nbdb_leases SET expires = ? WHERE key = ? AND value = ? AND expires > ?"
+        return self._lease(extend, (now + ttl, self.layout.lock(name), token, now))
+
+    def lease_held(self, name: str, token: bytes) -> bool:
+        with self._conn.transaction() as sql:
+            return _lease_holds(sql, self.layout.lock, name, token)
+
+    def release_lease(self, name: str, token: bytes) -> None:
+        self._lease("DELETE FROM nbdb_leases WHERE key = ? AND value = ?", (self.layout.lock(name), token))
+
+    def _lease(self, statement: str, args: tuple[Any, ...]) -> bool:
+        with self._conn.transaction("IMMEDIATE") as sql:
+            return bool(sql.execute(statement, args).rowcount == 1)
+
+    def close(self) -> None:
+        """Close this backend's connection, and let go of what it shares with others in this process."""
+        self._let_go()
+
+
+class SqliteMemoryBackend(SqliteBackend):
+    """``sqlite://`` without a path: the same code on an in-process database."""
+
+    capabilities: ClassVar[Capabilities] = dataclasses.replace(
+        SqliteBackend.capabilities,
+        durability=Durability.VOLATILE,
+        history="at least the last 10,000 changes (sqlite://?history=N)",
+        cross_process=False,
+        notes="In-process and volatile, like memory://; the Databases of one namespace share one store.",
+    )
+
+
+def _select(sql: sqlite3.Connection, keys: Sequence[str]) -> dict[str, kv.KeyValue]:
+    unique = list(dict.fromkeys(keys))
+    found: dict[str, kv.KeyValue] = {}
+    for i in range(0, len(unique), _BATCH):
+        chunk = unique[i : i + _BATCH]
+        rows = sql.execute(f"SELECT * FROM nbdb_keys WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+        found.update((row[0], kv.KeyValue(*row)) for row in rows)
+    return found
+
+
+def _lease_holds(sql: sqlite3.Connection, key_of: Callable[[str], str], name: str, token: bytes) -> bool:
+    held = "SELECT 1 FROM nbdb_leases WHERE key = ? AND value = ? AND expires > ?"
+    return sql.execute(held, (key_of(name), token, time.time())).fetchone() is not None
+
+
+def _changed_under(sql: sqlite3.Connection, prefix: str, revision: int) -> bool:
+    newer = "SELECT 1 FROM nbdb_keys WHERE key >= ? AND key < ? AND mod_revision > ? LIMIT 1"
+    return sql.execute(newer, (prefix, _upper(prefix), revision)).fetchone() is not None

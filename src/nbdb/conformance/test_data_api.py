@@ -1,0 +1,341 @@
+"""What controllers write: unique names, idempotent writes, mutations, fenced writes, liveness by TTL.
+
+Each rule holds where the backend declares the capability; where it does
+not, the feature must answer UnsupportedError — never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import nbdb
+from nbdb.capabilities import Atomicity, Expiry
+from nbdb.conformance.kit import KitChild, KitGroup, KitNamed, KitParent, eventually
+from nbdb.events import EventKind
+
+pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
+
+
+def _unique(db: nbdb.Database) -> None:
+    if not db.capabilities.unique:
+        with pytest.raises(nbdb.UnsupportedError):
+            db.create(KitNamed(name="probe"), may_exist=True)
+        pytest.skip("backend declares unique=False (checked: may_exist raises UnsupportedError)")
+
+
+def _transactions(db: nbdb.Database) -> None:
+    if db.capabilities.transactions is Atomicity.NONE:
+        pytest.skip("backend declares no transactions")
+
+
+# ---------------------------------------------------------------- unique fields
+
+
+def test_a_unique_value_is_held_by_one_object(db: nbdb.Database) -> None:
+    _unique(db)
+    first = db.create(KitNamed(name="vm1"))
+    with pytest.raises(nbdb.UniqueViolationError) as caught:
+        db.create(KitNamed(name="vm1"))
+    error = caught.value
+    assert isinstance(error, nbdb.ConflictError)
+    assert (error.table, error.field, error.value, error.existing) == ("KitNamed", "name", "vm1", first.id)
+    assert [n.id for n in db.list(KitNamed)] == [first.id]
+
+
+def test_unique_groups_and_unset_values(db: nbdb.Database) -> None:
+    _unique(db)
+    db.create(KitNamed(name="a", zone="z1", slot=1))
+    db.create(KitNamed(name="b", zone="z1", slot=2))
+    db.create(KitNamed(name="c"))  # an unset group holds nothing...
+    db.create(KitNamed(name="d"))  # ...so two objects may leave it unset
+    with pytest.raises(nbdb.UniqueViolationError) as caught:
+        db.create(KitNamed(name="e", zone="z1", slot=1))
+    assert caught.value.field == "zone+slot"
+
+
+def test_renames_and_deletes_free_a_value(db: nbdb.Database) -> None:
+    _unique(db)
+    a = db.create(KitNamed(name="x"))
+    b = db.create(KitNamed(name="y"))
+    with pytest.raises(nbdb.UniqueViolationError):
+        db.update(b.replace(name="x"))
+    a = db.update(a.replace(name="x2", tags=["still mine"]))
+    b = db.update(b.replace(name="x"))
+    db.delete(b)
+    assert db.create(KitNamed(name="x")).name == "x"
+    assert db.update(a.replace(tags=[])).name == "x2"  # keeping its own value is no violation
+
+
+def test_racing_creates_of_one_name_have_one_winner(db_factory: Callable[..., nbdb.Database]) -> None:
+    dbs = [db_factory() for _ in range(4)]
+    _unique(dbs[0])
+    outcomes: list[str] = []
+    barrier = threading.Barrier(len(dbs))
+
+    def race(db: nbdb.Database) -> None:
+        barrier.wait(10)
+        try:
+            db.create(KitNamed(name="contested"))
+            outcomes.append("won")
+        except nbdb.UniqueViolationError:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=race, args=(db,)) for db in dbs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(outcomes) == ["lost", "lost", "lost", "won"]
+    assert len(dbs[0].list(KitNamed)) == 1
+
+
+def test_a_transaction_can_move_a_value(db: nbdb.Database) -> None:
+    _unique(db)
+    _transactions(db)
+    old = db.create(KitNamed(name="moving"))
+    with db.transaction() as txn:
+        txn.delete(old)
+        new = txn.create(KitNamed(name="moving"))
+    assert db.get(KitNamed, new.id).name == "moving"
+    with pytest.raises(nbdb.UniqueViolationError):
+        with db.transaction() as txn:
+            txn.create(KitNamed(name="twice"))
+            txn.create(KitNamed(name="twice"))
+    assert db.get_by(KitNamed, name="twice") is None
+
+
+def test_get_by_a_unique_value(db: nbdb.Database) -> None:
+    _unique(db)
+    obj = db.create(KitNamed(name="findme", zone="z", slot=7))
+    assert db.get_by(KitNamed, name="findme") == obj
+    assert db.get_by(KitNamed, zone="z", slot=7) == obj
+    assert db.get_by(KitNamed, name="nobody") is None
+    with pytest.raises(nbdb.ValidationError):
+        db.get_by(KitNamed, tags=["x"])
+
+
+# ---------------------------------------------------------------- idempotent writes
+
+
+def test_may_exist_returns_the_object_that_holds_the_value(db: nbdb.Database) -> None:
+    _unique(db)
+    first = db.create(KitNamed(name="port-1", tags=["first"]))
+    again = db.create(KitNamed(name="port-1", tags=["second"]), may_exist=True)
+    assert again == first
+    fresh = db.create(KitNamed(name="port-2"), may_exist=True)
+    assert fresh.version == 1 and db.get(KitNamed, fresh.id) == fresh
+    with pytest.raises(nbdb.ValidationError):
+        db.create(KitParent(name="no unique fields"), may_exist=True)
+
+
+def test_may_exist_in_a_transaction(db: nbdb.Database) -> None:
+    _unique(db)
+    _transactions(db)
+    first = db.create(KitNamed(name="shared"))
+    parent = KitParent(name="alongside")
+    with db.transaction() as txn:
+        txn.create(KitNamed(name="shared"), may_exist=True)
+        txn.create(parent)
+    assert txn.results[0] == first
+    assert db.get(KitParent, parent.id).name == "alongside"
+
+
+def test_if_exists_deletes_of_what_is_gone_do_nothing(db: nbdb.Database) -> None:
+    obj = db.create(KitParent(name="brief"))
+    db.delete(obj)
+    assert db.delete(obj, if_exists=True) is None
+    assert db.delete(KitParent, obj.id, if_exists=True) is None
+    with pytest.raises(nbdb.NotFoundError):
+        db.delete(KitParent, obj.id)
+    if db.capabilities.transactions is Atomicity.NONE:
+        return
+    other = KitParent(name="kept")
+    with db.transaction() as txn:
+        txn.delete(obj, if_exists=True)
+        txn.create(other)
+    assert db.get(KitParent, other.id).name == "kept"
+
+
+def test_delete_returns_its_revision(db: nbdb.Database) -> None:
+    obj = db.create(KitParent(name="counted"))
+    revision = db.delete(obj)
+    assert isinstance(revision, int) and revision >= db.list(KitParent).revision - 1
+
+
+# ---------------------------------------------------------------- mutations
+
+
+def test_mutations_of_lists_and_maps(db: nbdb.Database) -> None:
+    parent = db.create(KitParent(name="p"))
+    kids = [db.create(KitChild(parent=parent, name=f"c{i}")) for i in range(3)]
+    group = db.create(KitGroup(members=[kids[0].id]))
+    group = db.mutate(group, add={"members": [kids[1], kids[2].id, kids[0]]})
+    assert group.members == [kids[0].id, kids[1].id, kids[2].id]  # order kept, no duplicates
+    group = db.mutate((KitGroup, group.id), remove={"members": [kids[0]]}, add={"external_ids": {"owner": "a"}})
+    assert group.members == [kids[1].id, kids[2].id] and group.external_ids == {"owner": "a"}
+    group = db.mutate(group, remove={"external_ids": ["owner"]})
+    assert group.external_ids == {}
+    assert db.mutate(group, remove={"members": [kids[0]]}) == db.get(KitGroup, group.id)  # no change, no write
+    with pytest.raises(nbdb.ReferenceError):
+        db.mutate(group, add={"members": [KitChild(parent=parent, name="never stored").id]})
+    with pytest.raises(nbdb.ValidationError):
+        db.mutate(group, add={"nosuchfield": [1]})
+    with pytest.raises(nbdb.ValidationError):
+        db.mutate(parent, add={"name": ["x"]})  # not a collection
+
+
+def test_concurrent_mutations_all_land(db_factory: Callable[..., nbdb.Database]) -> None:
+    writers = [db_factory() for _ in range(4)]
+    group = writers[0].create(KitNamed(name="tagged")) if writers[0].capabilities.unique else None
+    target = group or writers[0].create(KitGroup())
+    field = "tags" if group is not None else "external_ids"
+
+    def add(db: nbdb.Database, who: int) -> None:
+        for i in range(5):
+            change = [f"w{who}-{i}"] if field == "tags" else {f"w{who}-{i}": "x"}
+            db.mutate((type(target), target.id), add={field: change})
+
+    threads = [threading.Thread(target=add, args=(db, n)) for n, db in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(80)
+    final = writers[0].get(type(target), target.id)
+    assert len(getattr(final, field)) == 20
+    assert final.version == 21
+
+
+def test_mutation_in_a_transaction(db: nbdb.Database) -> None:
+    _transactions(db)
+    group = db.create(KitGroup(external_ids={"a": "1"}))
+    other = db.create(KitParent(name="o"))
+    db.mutate(group, add={"external_ids": {"b": "2"}})  # the transaction's copy of group is now stale
+    with db.transaction() as txn:
+        txn.mutate(group, add={"external_ids": {"c": "3"}})
+        txn.update(other.replace(size=1))
+    assert txn.results[0] is not None and txn.results[0].external_ids == {"a": "1", "b": "2", "c": "3"}
+    assert db.get(KitParent, other.id).size == 1
+
+
+# ---------------------------------------------------------------- fenced writes
+
+
+def test_fenced_writes_commit_only_under_the_lock(db_factory: Callable[..., nbdb.Database]) -> None:
+    db, rival = db_factory(), db_factory()
+    obj = db.create(KitParent(name="fenced"))
+    if not db.capabilities.fencing:
+        with db.lock("leader", ttl=5) as held, pytest.raises(nbdb.UnsupportedError):
+            db.update(obj.replace(size=1), fence=held)
+        pytest.skip("backend declares fencing=False (checked: fence= raises UnsupportedError)")
+    with db.lock("leader", ttl=5) as held:
+        obj = db.update(obj.replace(size=1), fence=held)
+        if db.capabilities.transactions is not Atomicity.NONE:
+            with db.transaction(fence=held) as txn:
+                txn.update(obj.replace(size=2))
+    # The block ended: the lock is released and a rival takes it; the old handle fences nothing now.
+    with rival.lock("leader", ttl=5, timeout=10):
+        with pytest.raises(nbdb.LockLostError):
+            db.update(db.get(KitParent, obj.id).replace(size=99), fence=held)
+        with pytest.raises(nbdb.LockLostError):
+            db.create(KitParent(name="late"), fence=held)
+    assert db.get(KitParent, obj.id).size in (1, 2)
+    assert all(p.name != "late" for p in db.list(KitParent))
+
+
+# ---------------------------------------------------------------- liveness by TTL
+
+
+def test_objects_with_a_ttl_vanish_unless_refreshed(db: nbdb.Database) -> None:
+    if db.capabilities.expiry is Expiry.NONE:
+        with pytest.raises(nbdb.UnsupportedError):
+            db.create(KitParent(name="mortal"), ttl=2)
+        pytest.skip("backend declares expiry=none (checked: ttl= raises UnsupportedError)")
+    watch = db.watch(KitParent)
+    mortal = db.create(KitParent(name="mortal"), ttl=2)
+    kept = db.create(KitParent(name="kept alive"), ttl=2)
+    forever = db.create(KitParent(name="forever"))
+    with pytest.raises(nbdb.ReferenceError):
+        db.create(KitChild(parent=mortal, name="orphan to be"))
+    with pytest.raises(nbdb.ValidationError):
+        db.refresh(forever, 2)
+    deleted: set[object] = set()
+
+    def gone() -> bool:
+        db.refresh(kept, 2)
+        deleted.update(e.id for e in watch.poll(0.2) if e.kind is EventKind.DELETED)
+        return mortal.id in deleted
+
+    assert eventually(gone, timeout=20, interval=0.3)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(KitParent, mortal.id)
+    with pytest.raises(nbdb.NotFoundError):
+        db.refresh(mortal, 2)
+    assert db.get(KitParent, kept.id).name == "kept alive"
+    assert db.get(KitParent, forever.id).name == "forever"
+    watch.close()
+
+
+def test_required_capabilities_are_checked_at_connect(nbdb_url: str, capabilities: nbdb.Capabilities) -> None:
+    with nbdb.connect(nbdb_url, namespace="kit-require", require={"locks"} if capabilities.locks else set()):
+        pass
+    lacking = "unique" if not capabilities.unique else "fencing" if not capabilities.fencing else None
+    if lacking is not None:
+        with pytest.raises(nbdb.UnsupportedError, match=lacking):
+            nbdb.connect(nbdb_url, namespace="kit-require", require={lacking})
+    with pytest.raises(nbdb.ValidationError):
+        nbdb.connect(nbdb_url, namespace="kit-require", require={"no-such-capability"})
+
+
+# ---------------------------------------------------------------- pages
+
+
+def test_pages_list_everything_once_at_one_revision(db: nbdb.Database) -> None:
+    if not db.capabilities.pages:
+        with pytest.raises(nbdb.UnsupportedError):
+            db.list(KitParent, limit=10)
+        assert list(db.iter(KitParent)) == []  # iter still works, in one list
+        pytest.skip("backend declares pages=False (checked: limit= raises UnsupportedError)")
+    made = {db.create(KitParent(name=f"p{i:02}", topic="paged")).id for i in range(25)}
+    first = db.list(KitParent, "paged", limit=10)
+    assert len(first) == 10 and first.continue_token is not None
+    # Changes after the first page must not show on the later ones: they reflect its revision.
+    late = db.create(KitParent(name="late", topic="paged"))
+    gone = db.get(KitParent, sorted(made)[-1])
+    db.delete(gone)
+    seen = [p.id for p in first]
+    token: str | None = first.continue_token
+    while token is not None:
+        page = db.list(KitParent, "paged", limit=10, after=token)
+        assert page.revision == first.revision
+        seen += [p.id for p in page]
+        token = page.continue_token
+    assert len(seen) == len(set(seen)) == 25 and set(seen) == made
+    assert late.id not in seen
+    walked = {p.id for p in db.iter(KitParent, "paged", page_size=7)}
+    assert walked == (made - {gone.id}) | {late.id}
+    with pytest.raises(nbdb.ValidationError):
+        db.list(KitParent, limit=0)
+    with pytest.raises(nbdb.ValidationError):
+        db.list(KitParent, limit=5, after="not a token")
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_limits_are_checked_before_the_server(db: nbdb.Database) -> None:
+    limit = db.capabilities.max_txn_ops
+    if limit is None or db.capabilities.transactions is Atomicity.NONE:
+        pytest.skip("backend declares no max_txn_ops")
+    under = max(1, limit // 4)  # an object takes a few store operations
+    with db.transaction() as txn:
+        for i in range(under):
+            txn.create(KitParent(name=f"u{i}", topic="limits"))
+    assert len(db.list(KitParent, "limits")) == under
+    with pytest.raises(nbdb.ValidationError, match="max_txn_ops"):
+        with db.transaction() as txn:
+            for i in range(limit):
+                txn.create(KitParent(name=f"o{i}", topic="limits"))
+    assert len(db.list(KitParent, "limits")) == under

@@ -1,0 +1,273 @@
+"""The controller runtime: a cache's changes into a keyed work queue, and workers that reconcile.
+
+Modelled on controller-runtime's reconcile loop over client-go's workqueue.
+The rules, on top of the queue's (:mod:`nbdb.workqueue`):
+
+- **Keys, not events.** A change of an object queues its key
+  ``(Model, id)``; a key changed many times while waiting is reconciled once,
+  never by two workers at once. ``reconcile(key, obj)`` reads the current
+  state (``obj`` and the cache), acts, and returns; it is level-triggered, so
+  it converges whatever changes it did not see one by one.
+- **What ``obj`` is.** The object the cache holds when the worker takes the
+  key, or, if the cache no longer holds it, the last copy the queue saw before
+  its deletion (so a deletion reaches the worker with what was deleted), or
+  None if there is neither (the deletion has not reached the queue yet: its own
+  pass follows). ``cache.get(*key) is None`` tells a deletion.
+- **Failures retry.** ``reconcile`` raising any exception logs it (with the
+  key, version and revision) and retries the key with per-key exponential
+  backoff under an overall rate limit; success forgets its failures.
+  Returning a number of seconds re-checks the key after that long (a success).
+- **Start.** Every key the cache holds is queued once the cache is loaded,
+  then every changed key (``predicate(event)`` first, on the queue's own
+  thread). ``resync`` seconds re-queues every cached key that passes the
+  predicate (as an ``updated`` event with ``old is new``, ``synthetic``).
+- **Stop.** :meth:`Controller.close` stops the feed and the queue, lets
+  running reconciles finish, drops what was not started, and joins the
+  workers. Closing the cache closes its queues, which stops their workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, TypedDict, Unpack
+
+from nbdb import errors
+from nbdb.dispatch import Predicate
+from nbdb.events import ChangeEvent, EventKind, Key
+from nbdb.models.base import Model
+from nbdb.workqueue import RateLimiter, WorkQueue
+
+if TYPE_CHECKING:
+    from nbdb.cache import Cache
+
+__all__ = ["CacheQueue", "Controller", "ControllerOptions", "Key", "Reconciler", "run_controller"]
+
+log = logging.getLogger(__name__)
+
+Reconciler = Callable[[Key, Model | None], float | None]
+"""``reconcile(key, obj)``: act on the current state; raise to retry; return seconds to re-check later."""
+
+
+def _describe(key: Key) -> str:
+    return f"{key[0].nbdb_table} {key[1]}"
+
+
+class CacheQueue(WorkQueue[Key]):
+    """A :class:`~nbdb.workqueue.WorkQueue` of ``(Model, id)`` keys fed by a cache.
+
+    Made by :meth:`nbdb.Cache.queue`. Iterate it (or call :meth:`get`) from
+    worker threads, look at :meth:`object`, then :meth:`done` or :meth:`retry`.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        models: type[Model] | Sequence[type[Model]] | None = None,
+        predicate: Predicate | None = None,
+        resync: float | None = None,
+        *,
+        name: str = "",
+        rate_limiter: RateLimiter[Key] | None = None,
+    ) -> None:
+        if resync is not None and resync <= 0:
+            raise errors.ValidationError(f"resync must be a positive number of seconds, not {resync!r}")
+        super().__init__(name or "controller", rate_limiter)
+        self.cache = cache
+        self.models = cache.models_of(models)
+        self._predicate = predicate
+        self._last: dict[Key, Model] = {}  # last copies of deleted keys not yet processed
+        tick = None if resync is None else (resync, self.resync)
+        self.subscription = cache._subscribe(
+            self._on_event, self.models, predicate, True, name=f"{self.name}-feed", tick=tick
+        )
+
+    def _on_event(self, event: ChangeEvent[Model]) -> None:
+        key = event.key
+        with self._cond:
+            if event.kind is EventKind.DELETED and event.old is not None:
+                self._last[key] = event.old
+            else:
+                self._last.pop(key, None)
+            self._add(key)
+
+    def resync(self) -> None:
+        """Queue every cached key of the queue's models that passes the predicate."""
+        revision = self.cache.revision
+        for model in self.models:
+            for obj in self.cache.list(model):
+                if self._predicate is not None:
+                    event = ChangeEvent(EventKind.UPDATED, model, obj, obj, revision, True)
+                    try:
+                        if not self._predicate(event):
+                            continue
+                    except Exception:
+                        log.exception("%s: predicate failed on resync of %s %s", self.name, model.nbdb_table, obj.id)
+                self.add((model, obj.id))
+
+    def object(self, key: Key) -> Model | None:
+        """The cached object of ``key``, else the last copy seen before its deletion, else None."""
+        obj = self.cache.get(*key)
+        if obj is not None:
+            return obj
+        with self._cond:
+            return self._last.get(key)
+
+    def done(self, key: Key) -> None:
+        """``key`` was processed: release it, forget its failures, and drop its tombstone if it is settled."""
+        super().done(key)
+        with self._cond:
+            if key not in self._dirty and key not in self._processing and key not in self._due:
+                self._last.pop(key, None)
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        """Block until every key of the cache's first list was queued; False on timeout."""
+        return self.subscription.wait_replayed(timeout)
+
+    def wait_idle(self, timeout: float | None = None, interval: float = 0.005) -> bool:
+        """Block until every change the cache applied so far was processed; False on timeout.
+
+        Idle: the feed has no event left to queue, and no key is ready,
+        processing or waiting for a retry.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.wait_synced(timeout):
+            return False
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self.subscription.pending == 0 and super().wait_idle(0) and self.subscription.pending == 0:
+                return True
+            if remaining is not None and remaining <= 0:
+                return False
+            time.sleep(interval)
+
+    def close(self) -> None:
+        """Stop the feed and shut the queue down (see :meth:`WorkQueue.close`)."""
+        super().close()
+        self.subscription.close()
+
+
+class Controller:
+    """Workers reconciling the keys of a :class:`CacheQueue`; see the module docstring.
+
+    Made (and started) by :func:`run_controller`; stop it with :meth:`close`
+    or a ``with`` block.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        reconcile: Reconciler,
+        models: type[Model] | Sequence[type[Model]] | None = None,
+        *,
+        workers: int = 1,
+        predicate: Predicate | None = None,
+        resync: float | None = None,
+        rate_limiter: RateLimiter[Key] | None = None,
+        name: str = "controller",
+    ) -> None:
+        if workers < 1:
+            raise errors.ValidationError(f"a controller needs at least one worker, not {workers}")
+        self.name = name
+        self.reconcile = reconcile
+        self.queue = cache.queue(models, predicate, resync, name=name, rate_limiter=rate_limiter)
+        self.reconciled = 0
+        """Reconciles that returned (successes)."""
+        self.failed = 0
+        """Reconciles that raised (each was retried)."""
+        self._stats_lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"nbdb-{name}-{i}", daemon=True) for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def __repr__(self) -> str:
+        return f"<nbdb.Controller {self.name} workers={len(self._threads)} reconciled={self.reconciled}>"
+
+    def _work(self) -> None:
+        queue = self.queue
+        handles = queue._metrics
+        for key in queue:
+            obj = queue.object(key)
+            start = time.perf_counter()
+            try:
+                again = self.reconcile(key, obj)
+            except Exception as exc:
+                delay = queue.retry(key)
+                with self._stats_lock:
+                    self.failed += 1
+                log.warning(
+                    "%s: reconcile of %s (version %s, cache at revision %d) failed (%d in a row), retry in %.3fs: %r",
+                    self.name,
+                    _describe(key),
+                    getattr(obj, "version", None),
+                    queue.cache.revision,
+                    queue.failures(key),
+                    delay,
+                    exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG),  # the traceback of every retry only when asked
+                )
+            else:
+                queue.done(key)
+                with self._stats_lock:
+                    self.reconciled += 1
+                if again is not None and again > 0:
+                    queue.add_after(key, float(again))
+            finally:
+                if handles is not None:
+                    handles.work_seconds.observe(time.perf_counter() - start)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every change the cache applied so far was reconciled; False on timeout."""
+        return self.queue.wait_idle(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop: no new keys, running reconciles finish, the rest is dropped; False if a worker is still busy."""
+        self.queue.close()
+        self.queue.drop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is threading.current_thread():
+                continue
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads if t is not threading.current_thread())
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class ControllerOptions(TypedDict, total=False):
+    """The keyword options of :func:`run_controller` (those of :class:`Controller`)."""
+
+    workers: int
+    predicate: Predicate | None
+    resync: float | None
+    rate_limiter: RateLimiter[Key] | None
+    name: str
+
+
+def run_controller(
+    cache: Cache,
+    reconcile: Reconciler,
+    models: type[Model] | Sequence[type[Model]] | None = None,
+    **options: Unpack[ControllerOptions],
+) -> Controller:
+    """Start ``workers`` threads reconciling the keys of ``models`` (default: every model the cache follows).
+
+    ``reconcile(key, obj)`` is called with each changed key and its object
+    (see the module docstring for what ``obj`` is); it raises to be retried
+    with backoff, and may return seconds after which to re-check the key.
+    Options: ``workers`` (1), ``predicate``, ``resync`` (seconds),
+    ``rate_limiter``, ``name``. Returns the running :class:`Controller`;
+    ``close()`` stops it.
+    """
+    return Controller(cache, reconcile, models, **options)

@@ -1,0 +1,357 @@
+"""The key-value family's layout and commit planner: write operations -> conditional key writes.
+
+Key layout (under the backend's ``key_prefix``)::
+
+    o/<topic>/<table>/<id>               the object's bytes; key version == object version
+    i/<table>/<id>                       {"t": topic, "r": [[table, id], ...], "u": [[field, value]...], "x": ttl}
+    r/<table>/<id>/<src_table>/<src_id>  a reverse reference: <src> points to <table>/<id>
+    u/<table>/<field>/<hash of value>    a unique value: the id of the object that holds it
+    e/<table>/<id>                       an expiring object's deadline (wall-clock seconds)
+    t/<token>                            a commit token (see nbdb.families.kv): "1" applied, "0" voided
+    l/<name>                             a lock (lease key holding the owner's token)
+    n/<name>                             an id counter
+
+Topic-first object keys let a cache that follows one tenant range and watch
+only that tenant's keys (``~`` stands for "no topic"). Reference integrity is
+atomic: a create checks that its targets exist (:class:`Exists`) in the same
+commit that writes the reverse-reference keys, and a delete checks that its
+reverse-reference prefix did not change since it was read
+(:class:`PrefixUnchangedSince`). Whichever of two racing commits lands second
+sees the other's keys and fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from nbdb import errors
+from nbdb.families import rules
+from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, UniqueKey, WriteOp
+
+if TYPE_CHECKING:
+    from nbdb.families.kv import Condition, KeyValue, KeyValueBackend
+
+__all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_deadline", "plan_commit"]
+
+log = logging.getLogger(__name__)
+
+
+class KeyLayout:
+    """Names the family's keys under one prefix, and reads them back."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.objects = f"{prefix}o/"
+
+    def object(self, topic: str | None, table: str, id: uuid.UUID) -> str:
+        """The key of an object's bytes."""
+        return f"{self.objects}{rules.topic_part(topic)}/{table}/{id}"
+
+    def index(self, table: str, id: uuid.UUID) -> str:
+        """The key that says where an object lives and what it references."""
+        return f"{self.prefix}i/{table}/{id}"
+
+    def referrers(self, target: RefKey) -> str:
+        """The prefix of every reverse reference to ``target``."""
+        return f"{self.prefix}r/{target[0]}/{target[1]}/"
+
+    def referrer(self, target: RefKey, source: RefKey) -> str:
+        """The reverse reference "``source`` points to ``target``"."""
+        return f"{self.referrers(target)}{source[0]}/{source[1]}"
+
+    def unique(self, table: str, key: UniqueKey) -> str:
+        """The key that names the holder of a unique value (the value is hashed: any text fits a key)."""
+        digest = hashlib.sha256(key.value.encode()).hexdigest()[:40]
+        return f"{self.prefix}u/{table}/{key.field}/{digest}"
+
+    def expiry(self, table: str, id: uuid.UUID) -> str:
+        """The key that holds an expiring object's deadline (the reaper ranges them)."""
+        return f"{self.prefix}e/{table}/{id}"
+
+    @property
+    def expiries(self) -> str:
+        """The prefix of every expiry key."""
+        return f"{self.prefix}e/"
+
+    def parse_expiry(self, key: str) -> RefKey | None:
+        """(table, id) of an expiry key."""
+        table, _, id = key[len(self.expiries) :].partition("/")
+        try:
+            return table, uuid.UUID(id)
+        except ValueError:
+            return None
+
+    def token(self, token: str) -> str:
+        """The key of a commit token."""
+        return f"{self.prefix}t/{token}"
+
+    def lock(self, name: str) -> str:
+        """The lease key of a lock."""
+        return f"{self.prefix}l/{name}"
+
+    def counter(self, name: str) -> str:
+        """The key of an id counter."""
+        return f"{self.prefix}n/{name}"
+
+    def range_root(self, key: str) -> int | None:
+        """How much of ``key``'s path the family may range over: the length of the shortest prefix it asks for.
+
+        0: any ancestor directory (object keys: lists by topic, by table, or
+        all); n > 0: only prefixes of at least n characters (reverse
+        references, listed per target); None: the key is only ever read by
+        name. Stores that index directories for ranges index only what this says.
+        """
+        if key.startswith(self.objects):
+            return len(self.prefix)
+        if key.startswith(self.expiries):
+            return len(self.expiries)
+        referrers = f"{self.prefix}r/"
+        if key.startswith(referrers):
+            table_end = key.find("/", len(referrers))
+            id_end = key.find("/", table_end + 1)
+            return None if table_end < 0 or id_end < 0 else id_end + 1
+        return None
+
+    def object_prefixes(self, tables: Sequence[str] | None, topics: Collection[str | None] | None) -> list[str]:
+        """The fewest key prefixes that cover the objects of ``tables`` in ``topics``."""
+        if topics is None:
+            return [self.objects]
+        names = sorted(rules.topic_part(topic) for topic in topics)
+        if tables is not None and len(tables) * len(names) <= 16:
+            return [f"{self.objects}{t}/{table}/" for t in names for table in tables]
+        return [f"{self.objects}{t}/" for t in names]
+
+    def parse_object(self, key: str) -> tuple[str | None, str, uuid.UUID] | None:
+        """(topic, table, id) of an object key; None for any other key."""
+        if not key.startswith(self.objects):
+            return None
+        parts = key[len(self.objects) :].split("/")
+        if len(parts) != 3:
+            return None
+        try:
+            id = uuid.UUID(parts[2])
+        except ValueError:
+            log.warning("ignoring key %r: not an object key", key)
+            return None
+        return rules.topic_of_part(parts[0]), parts[1], id
+
+    def parse_referrer(self, target: RefKey, key: str) -> RefKey:
+        """The source named by a reverse-reference key of ``target``."""
+        source_table, _, source_id = key[len(self.referrers(target)) :].partition("/")
+        return source_table, uuid.UUID(source_id)
+
+    @staticmethod
+    def encode_index(index: Index) -> bytes:
+        """The index record of an object."""
+        doc: dict[str, object] = {"t": rules.topic_part(index.topic), "r": sorted([t, str(i)] for t, i in index.refs)}
+        if index.unique:
+            doc["u"] = [[k.field, k.value] for k in index.unique]
+        if index.ttl is not None:
+            doc["x"] = index.ttl
+        return json.dumps(doc).encode()
+
+    @staticmethod
+    def decode_index(kv: KeyValue) -> Index:
+        """The index record; CorruptRecordError if another writer damaged it."""
+        try:
+            doc = json.loads(kv.value)
+            topic = doc["t"]
+            refs = frozenset((str(t), uuid.UUID(i)) for t, i in doc["r"])
+            unique = tuple(UniqueKey(str(f), str(v)) for f, v in doc.get("u", ()))
+            ttl = doc.get("x")
+            ttl = None if ttl is None else float(ttl)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise errors.CorruptRecordError(f"index record {kv.key!r} is corrupt: {exc}", key=kv.key) from None
+        return Index(rules.topic_of_part(topic), refs, unique, ttl, kv.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """What an object's index record says: where it lives, what it references, what it holds."""
+
+    topic: str | None
+    refs: frozenset[RefKey]
+    unique: tuple[UniqueKey, ...] = ()
+    ttl: float | None = None
+    """Seconds it lives unless refreshed (None: it does not expire)."""
+    version: int = 0
+    """The index key's version (0: not read from the store)."""
+
+
+@dataclass(slots=True)
+class Plan:
+    """One attempt at a commit: the conditions it needs and the keys it writes."""
+
+    conditions: list[Condition] = field(default_factory=list)
+    puts: dict[str, bytes] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    indexes: dict[RefKey, Index | None] = field(default_factory=dict)
+    """Each written object's index after the commit (None: deleted)."""
+
+
+def plan_commit(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.TransactionShape, now: float) -> Plan:
+    """Read what ``ops`` need to know and turn them into one conditional multi-key commit (``now``: wall clock)."""
+    from nbdb.families.kv import Exists, PrefixUnchangedSince, VersionIs
+
+    layout = backend.layout
+    plan = Plan()
+    old: dict[RefKey, Index] = {}
+    for op in ops:
+        me = (op.table, op.id)
+        okey = layout.object(op.topic, op.table, op.id)
+        if isinstance(op, Put) and op.expect_version == 0:
+            # The index key is written with every object key: its absence is the object's.
+            plan.conditions.append(VersionIs(layout.index(op.table, op.id), 0))
+            plan.versions.append(1)
+            old[me] = Index(op.topic, frozenset())
+        else:
+            index = None
+            if op.old_refs is not None and op.old_unique is not None and op.expect_version != ANY_VERSION:
+                index = backend.known_index(op.table, op.id, op.old_refs, op.old_unique)
+            if index is None:
+                index = backend.index_record(op.table, op.id)
+                if index is None:
+                    raise rules.not_found(me)
+            if index.topic != op.topic:
+                raise rules.topic_changed(me, index.topic, op.topic)
+            if isinstance(op, Put) and op.ttl is not None:
+                raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
+            old[me] = index
+            expect = op.expect_version
+            if expect == ANY_VERSION:
+                current = backend.get_key(okey)
+                if current is None:
+                    raise rules.not_found(me)
+                expect = current.version
+            plan.conditions.append(VersionIs(okey, expect))
+            plan.versions.append(0 if isinstance(op, Delete) else expect + 1)
+        if isinstance(op, Put):
+            plan.puts[okey] = op.data
+            ttl = op.ttl if op.expect_version == 0 else old[me].ttl
+            index = Index(op.topic, op.refs, op.unique, ttl)
+            plan.indexes[me] = index
+            if op.expect_version == 0 or index != Index(old[me].topic, old[me].refs, old[me].unique, old[me].ttl):
+                plan.puts[layout.index(op.table, op.id)] = layout.encode_index(index)
+            if op.ttl is not None:
+                plan.puts[layout.expiry(op.table, op.id)] = encode_deadline(now + op.ttl)
+        else:
+            plan.indexes[me] = None
+            plan.deletes += [okey, layout.index(op.table, op.id)]
+            if old[me].ttl is not None:
+                plan.deletes.append(layout.expiry(op.table, op.id))
+
+    changes = rules.ref_changes(ops, {k: v.refs for k, v in old.items()}, shape)
+    checked: set[RefKey] = set()
+    for target, sources in changes.added.items():
+        if target not in shape.created and target not in checked:
+            checked.add(target)
+            found = backend.target_index(*target)
+            if found is None:
+                raise rules.dangling(sources[0], target)
+            if found.ttl is not None:
+                raise rules.ttl_referenced(sources[0], target)
+            plan.conditions.append(Exists(layout.object(found.topic, *target)))
+        elif target in shape.created and any(
+            isinstance(op, Put) and op.ttl is not None and (op.table, op.id) == target for op in ops
+        ):
+            raise rules.ttl_referenced(sources[0], target)
+        for source in sources:
+            plan.puts[layout.referrer(target, source)] = b""
+    for target, sources in changes.dropped.items():
+        plan.deletes += [layout.referrer(target, source) for source in sources]
+
+    for target in shape.deleted:
+        referrers, revision = backend.referrers_at(*target)
+        remaining = rules.remaining_referrers(target, referrers, changes)
+        if remaining:
+            raise rules.still_referenced(target, remaining)
+        plan.conditions.append(PrefixUnchangedSince(layout.referrers(target), revision))
+    _plan_unique(layout, ops, old, plan)
+    return plan
+
+
+def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], old: dict[RefKey, Index], plan: Plan) -> None:
+    """Claim the unique values the commit adds and release the ones it drops, atomically with it."""
+    from nbdb.families.kv import VersionIs
+
+    released: dict[str, RefKey] = {}
+    claimed: dict[str, RefKey] = {}
+    for op in ops:
+        me = (op.table, op.id)
+        keep = set(op.unique) if isinstance(op, Put) else set()
+        for key in old[me].unique:
+            if key not in keep:
+                released[layout.unique(op.table, key)] = me
+    for op in ops:
+        if not isinstance(op, Put):
+            continue
+        me = (op.table, op.id)
+        for key in op.unique:
+            ukey = layout.unique(op.table, key)
+            if ukey in claimed:
+                raise rules.unique_taken(op.table, key.field, key.value, claimed[ukey][1])
+            claimed[ukey] = me
+            if key in old[me].unique:
+                continue  # already ours
+            if ukey not in released:
+                plan.conditions.append(VersionIs(ukey, 0))
+            plan.puts[ukey] = str(op.id).encode()
+    plan.deletes += [ukey for ukey in released if ukey not in claimed]
+
+
+def encode_deadline(deadline: float) -> bytes:
+    """An expiry key's value: the wall-clock second (with ms) after which the object may be reaped."""
+    return f"{deadline:.3f}".encode()
+
+
+def decode_deadline(value: bytes) -> float | None:
+    """The deadline an expiry key holds (None if another writer damaged it)."""
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def diagnose(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.TransactionShape) -> None:
+    """After a commit's conditions failed, raise the error that explains it (or return to re-plan)."""
+    layout = backend.layout
+    for op in ops:
+        me = (op.table, op.id)
+        found = backend.index_record(op.table, op.id)
+        if me in shape.created:
+            if found is not None:
+                raise rules.already_exists(me)
+            continue
+        if found is None:
+            raise rules.not_found(me, "deleted concurrently?")
+        kv = backend.get_key(layout.object(found.topic, op.table, op.id))
+        if kv is None:
+            raise rules.not_found(me, "deleted concurrently?")
+        if op.expect_version not in (ANY_VERSION, kv.version):
+            raise rules.stale(me, kv.version, op.expect_version)
+    for op in ops:
+        if not isinstance(op, Put):
+            continue
+        for target in op.refs - (op.old_refs or frozenset()) - shape.created:
+            # Read through to the store: the topic cache may still hold a target deleted meanwhile.
+            if backend.index_record(*target) is None:
+                raise rules.dangling((op.table, op.id), target)
+        for key in op.unique:
+            holder = backend.get_key(layout.unique(op.table, key))
+            if holder is not None and holder.value != str(op.id).encode():
+                raise rules.unique_taken(op.table, key.field, key.value, _owner(holder.value))
+    # Otherwise a referrer appeared (or came and went): the next plan sees which.
+
+
+def _owner(value: bytes) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value.decode())
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,212 @@
+"""The commit rules every family applies, written once.
+
+A family turns a list of :mod:`nbdb.spi` write operations into its store's
+conditional writes. What the operations *mean* does not depend on the store,
+and lives here: the shape of a transaction (each object at most once), which
+objects it creates and deletes, how each object's references change, which
+targets gain and lose a referrer, and the errors a caller sees when a rule is
+broken — with the same words on every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from nbdb import errors
+from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, WriteOp
+
+__all__ = [
+    "NO_TOPIC",
+    "RefChanges",
+    "TransactionShape",
+    "already_exists",
+    "dangling",
+    "deleted_alongside",
+    "not_found",
+    "ref_changes",
+    "shape_of",
+    "stale",
+    "still_referenced",
+    "topic_changed",
+    "topic_of_part",
+    "topic_part",
+    "ttl_referenced",
+    "unique_taken",
+]
+
+NO_TOPIC = "~"
+"""How stores spell "no topic" in a key or partition (``~`` is not a legal topic character)."""
+
+
+def topic_part(topic: str | None) -> str:
+    """The key or partition component of ``topic``."""
+    return NO_TOPIC if topic is None else topic
+
+
+def topic_of_part(part: str) -> str | None:
+    """The topic a key or partition component stands for."""
+    return None if part == NO_TOPIC else part
+
+
+def _name(key: RefKey) -> str:
+    return f"{key[0]} {key[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionShape:
+    """What a list of write operations does, object by object."""
+
+    keys: tuple[RefKey, ...]
+    """Every written object, in operation order."""
+    created: frozenset[RefKey]
+    """Objects the operations create (a Put expecting version 0)."""
+    deleted: frozenset[RefKey]
+    """Objects the operations delete."""
+
+
+def shape_of(ops: Sequence[WriteOp]) -> TransactionShape:
+    """The shape of ``ops``; ValidationError if one object appears twice."""
+    keys: list[RefKey] = []
+    seen: set[RefKey] = set()
+    created: set[RefKey] = set()
+    deleted: set[RefKey] = set()
+    for op in ops:
+        key = (op.table, op.id)
+        if key in seen:
+            raise errors.ValidationError(f"{_name(key)} appears twice in one transaction")
+        seen.add(key)
+        keys.append(key)
+        if isinstance(op, Delete):
+            deleted.add(key)
+        elif op.expect_version == 0:
+            created.add(key)
+    return TransactionShape(tuple(keys), frozenset(created), frozenset(deleted))
+
+
+@dataclass(slots=True)
+class RefChanges:
+    """How a transaction changes references, grouped by the object pointed to."""
+
+    added: dict[RefKey, list[RefKey]] = field(default_factory=dict)
+    """target -> the sources that start pointing to it."""
+    dropped: dict[RefKey, list[RefKey]] = field(default_factory=dict)
+    """target -> the sources that stop pointing to it."""
+    new_refs: dict[RefKey, frozenset[RefKey]] = field(default_factory=dict)
+    """source -> every reference it holds after the transaction (empty for a deleted one)."""
+
+    def still_points(self, source: RefKey, target: RefKey) -> bool:
+        """Whether ``source`` points to ``target`` after the transaction (True if it is not written)."""
+        refs = self.new_refs.get(source)
+        return refs is None or target in refs
+
+
+def ref_changes(
+    ops: Sequence[WriteOp], old_refs: Mapping[RefKey, frozenset[RefKey]], shape: TransactionShape
+) -> RefChanges:
+    """The reference additions and removals of ``ops``, given each written object's stored references.
+
+    ``old_refs`` holds the references each updated or deleted object has now
+    (created objects have none). A new reference to an object deleted in the
+    same transaction raises ReferenceError.
+    """
+    changes = RefChanges()
+    for op in ops:
+        me = (op.table, op.id)
+        old = old_refs.get(me, frozenset())
+        new = op.refs if isinstance(op, Put) else frozenset()
+        changes.new_refs[me] = new
+        for target in sorted(new - old, key=_sort_key):
+            if target in shape.deleted:
+                raise deleted_alongside(me, target)
+            changes.added.setdefault(target, []).append(me)
+        for target in sorted(old - new, key=_sort_key):
+            changes.dropped.setdefault(target, []).append(me)
+    return changes
+
+
+def _sort_key(key: RefKey) -> tuple[str, uuid.UUID]:
+    return key
+
+
+def remaining_referrers(target: RefKey, referrers: Iterable[RefKey], changes: RefChanges) -> list[RefKey]:
+    """The referrers of ``target`` that still point to it once the transaction is applied."""
+    return [source for source in referrers if changes.still_points(source, target)]
+
+
+# ---------------------------------------------------------------- the errors, in one voice
+
+
+def already_exists(key: RefKey, where: str = "") -> errors.ConflictError:
+    """A create of an id that is taken."""
+    return errors.ConflictError(f"{_name(key)} already exists{f' ({where})' if where else ''}", key=key)
+
+
+def not_found(key: RefKey, why: str = "") -> errors.NotFoundError:
+    """An update or delete of an object that is not stored."""
+    return errors.NotFoundError(f"{_name(key)} does not exist{f' ({why})' if why else ''}", key=key)
+
+
+def stale(key: RefKey, stored: int, expected: int) -> errors.ConflictError:
+    """A compare-and-swap against a version that is no longer the stored one."""
+    return errors.ConflictError(f"{_name(key)} is at version {stored}, not {expected}: re-read it and retry")
+
+
+def expected_version(op: WriteOp, stored: int) -> int:
+    """The version ``op`` must find (``stored`` for a delete of whatever version); ConflictError if stale."""
+    expect = op.expect_version
+    if expect == ANY_VERSION:
+        return stored
+    if expect != stored:
+        raise stale((op.table, op.id), stored, expect)
+    return expect
+
+
+def unique_taken(table: str, field: str, value: str, owner: uuid.UUID | None) -> errors.UniqueViolationError:
+    """A unique value another object of the table holds (``value``: its canonical JSON)."""
+    try:
+        shown: object = json.loads(value)
+    except ValueError:
+        shown = value
+    holder = f" by {table} {owner}" if owner is not None else ""
+    return errors.UniqueViolationError(
+        f"{table}.{field} = {value} is taken{holder}: unique fields may not repeat within a table",
+        table=table,
+        field=field,
+        value=shown,
+        existing=owner,
+    )
+
+
+def ttl_referenced(source: RefKey, target: RefKey) -> errors.ReferenceError:
+    """A reference to an object that expires (it could vanish under its referrer)."""
+    return errors.ReferenceError(
+        f"{_name(source)} references {_name(target)}, which was created with a ttl: "
+        "objects that expire cannot be referenced"
+    )
+
+
+def topic_changed(key: RefKey, stored: str | None, wanted: str | None) -> errors.ValidationError:
+    """An update that would move an object to another topic."""
+    return errors.ValidationError(f"{_name(key)} lives in topic {stored!r}; topic cannot change to {wanted!r}")
+
+
+def dangling(source: RefKey, target: RefKey) -> errors.ReferenceError:
+    """A reference to an object that does not exist."""
+    return errors.ReferenceError(f"{_name(source)} references {_name(target)}, which does not exist")
+
+
+def deleted_alongside(source: RefKey, target: RefKey) -> errors.ReferenceError:
+    """A new reference to an object the same transaction deletes."""
+    return errors.ReferenceError(f"{_name(source)} references {_name(target)}, deleted in the same transaction")
+
+
+def still_referenced(target: RefKey, referrers: Sequence[RefKey]) -> errors.ReferenceError:
+    """A delete of an object that others still point to."""
+    names = ", ".join(_name(source) for source in referrers[:5])
+    more = f" and {len(referrers) - 5} more" if len(referrers) > 5 else ""
+    return errors.ReferenceError(
+        f"{_name(target)} is still referenced by {names}{more}; delete those first or pass cascade=True"
+    )

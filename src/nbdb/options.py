@@ -1,0 +1,234 @@
+"""Reading a backend's URL: typed options, host lists, credentials, and redaction for logs.
+
+Every backend's ``from_url(url, **options)`` takes its settings the same way:
+the URL's query string merged with :func:`nbdb.connect`'s keyword options
+(keywords win), unknown names refused, each value read with the type it must
+have. A bad value is a :class:`nbdb.ValidationError` that names the option and
+the backend, never a ``ValueError`` from deep inside a client library::
+
+    opts = Options.from_url(parts.query, keywords, {"timeout", "tls"}, label="etcd://")
+    timeout = opts.number("timeout", 5.0, minimum=0.05)
+    tls = opts.flag("tls", False)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from typing import Any, TypeVar, overload
+from urllib.parse import parse_qs, unquote
+
+from nbdb import errors
+from nbdb.retry import RetryPolicy
+
+__all__ = ["Options", "redact", "split_hosts", "split_userinfo"]
+
+T = TypeVar("T")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_SECRET_OPTIONS = re.compile(r"([?&][A-Za-z_]*(?:password|secret|token)=)[^&]*", re.IGNORECASE)
+_MISSING: Any = object()
+
+
+def redact(url: str) -> str:
+    """``url`` with any password (in the authority or the query) replaced by ``***``, for logs and errors."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if "@" in authority:
+        creds, _, host = rest.partition("@")
+        rest = f"{creds.split(':', 1)[0]}:***@{host}"
+    return scheme + "://" + _SECRET_OPTIONS.sub(r"\1***", rest)
+
+
+def split_userinfo(netloc: str) -> tuple[str | None, str | None, str]:
+    """``user:password@hosts`` -> (user, password, hosts); missing parts are None (percent-decoded)."""
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at:
+        return None, None, netloc
+    name, colon, secret = userinfo.partition(":")
+    return (unquote(name) or None), (unquote(secret) if colon else None), hosts
+
+
+def split_hosts(text: str, default_port: int, label: str) -> tuple[tuple[str, int], ...]:
+    """A comma-separated ``host[:port]`` list (``[v6]:port`` for IPv6), ports defaulted and checked."""
+    out: list[tuple[str, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):
+            host, closed, rest = item[1:].partition("]")
+            if not closed or (rest and not rest.startswith(":")):
+                raise errors.ValidationError(f"{label} URL: bad IPv6 address in {item!r}")
+            port_text = rest[1:]
+        elif item.count(":") > 1:
+            raise errors.ValidationError(f"{label} URL: write an IPv6 address as [address]:port, not {item!r}")
+        else:
+            host, _, port_text = item.partition(":")
+        if not host:
+            raise errors.ValidationError(f"{label} URL: missing host in {item!r}")
+        if not port_text:
+            port = default_port
+        elif port_text.isdigit() and 0 < int(port_text) < 65536:
+            port = int(port_text)
+        else:
+            raise errors.ValidationError(f"{label} URL: bad port {port_text!r} in {item!r}")
+        out.append((host, port))
+    return tuple(out)
+
+
+class Options:
+    """A backend's options: a URL's query string merged with keyword options, read with types.
+
+    Keywords win over the query string. Values from the query string are
+    text; keyword values may already have their type (``timeout=2.5``,
+    ``tls=True``) or be text. A read of an absent option returns the default.
+    Every problem raises :class:`nbdb.ValidationError` naming ``label``.
+    """
+
+    def __init__(self, values: Mapping[str, Any], label: str) -> None:
+        self._values = dict(values)
+        self.label = label
+
+    @classmethod
+    def from_url(
+        cls,
+        query: str,
+        keywords: Mapping[str, Any],
+        allowed: Collection[str],
+        label: str,
+        *,
+        keep_blank_values: bool = True,
+    ) -> Options:
+        """Merge ``query`` (the URL's query string) with ``keywords``; refuse names not in ``allowed``."""
+        merged: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=keep_blank_values).items()}
+        merged.update({k: v for k, v in keywords.items() if v is not None})
+        unknown = set(merged) - set(allowed)
+        if unknown:
+            raise errors.ValidationError(f"unknown {label} option(s): {', '.join(sorted(unknown))}")
+        return cls(merged, label)
+
+    @classmethod
+    def merged(
+        cls,
+        query: str,
+        keywords: Mapping[str, Any],
+        allowed: Collection[str],
+        label: str,
+        *,
+        keep_blank_values: bool = True,
+    ) -> dict[str, Any]:
+        """The merged options as a plain dict (for code that reads them itself)."""
+        return dict(cls.from_url(query, keywords, allowed, label, keep_blank_values=keep_blank_values)._values)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __repr__(self) -> str:
+        return f"Options({self.label}, {sorted(self._values)})"
+
+    def names(self) -> frozenset[str]:
+        """The options that were given."""
+        return frozenset(self._values)
+
+    def raw(self, name: str, default: Any = None) -> Any:
+        """The value as given (text from the URL, anything from a keyword)."""
+        return self._values.get(name, default)
+
+    def _bad(self, name: str, want: str, value: Any) -> errors.ValidationError:
+        return errors.ValidationError(f"{self.label} option {name} must be {want}, not {value!r}")
+
+    @overload
+    def text(self, name: str, default: str) -> str: ...
+    @overload
+    def text(self, name: str, default: None = None) -> str | None: ...
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        """The value as text."""
+        value = self._values.get(name, _MISSING)
+        return default if value is _MISSING else str(value)
+
+    @overload
+    def flag(self, name: str, default: bool) -> bool: ...
+    @overload
+    def flag(self, name: str, default: None = None) -> bool | None: ...
+
+    def flag(self, name: str, default: bool | None = None) -> bool | None:
+        """A boolean: 1/true/yes/on or 0/false/no/off (or empty)."""
+        value = self._values.get(name, _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise self._bad(name, "true or false", value)
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        """A whole number within the bounds."""
+        value = self._values.get(name, _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool):
+            raise self._bad(name, "a whole number", value)
+        try:
+            number = value if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            raise self._bad(name, "a whole number", value) from None
+        self._check_bounds(name, number, minimum, maximum)
+        return number
+
+    def number(self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+        """A (finite) number within the bounds; seconds, for durations."""
+        value = self._values.get(name, _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool):
+            raise self._bad(name, "a number", value)
+        try:
+            number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+        except ValueError:
+            raise self._bad(name, "a number", value) from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise self._bad(name, "a finite number", value)
+        self._check_bounds(name, number, minimum, maximum)
+        return number
+
+    def _check_bounds(self, name: str, number: float, minimum: float | None, maximum: float | None) -> None:
+        if minimum is not None and number < minimum:
+            raise errors.ValidationError(f"{self.label} option {name} must be at least {minimum}, not {number}")
+        if maximum is not None and number > maximum:
+            raise errors.ValidationError(f"{self.label} option {name} must be at most {maximum}, not {number}")
+
+    def choice(self, name: str, default: str, choices: Collection[str], *, fold: bool = True) -> str:
+        """One of ``choices`` (compared case-insensitively when ``fold``; returned as listed)."""
+        value = self._values.get(name, _MISSING)
+        if value is _MISSING:
+            return default
+        text = str(value).strip()
+        for option in choices:
+            if option == text or (fold and option.lower() == text.lower()):
+                return option
+        raise self._bad(name, "one of " + ", ".join(choices), value)
+
+    def retry_policy(self, default: RetryPolicy) -> RetryPolicy:
+        """The retry policy: ``retries`` (extra tries), ``retry_backoff`` and ``retry_deadline`` (seconds).
+
+        ``retry_deadline=0`` means no overall deadline (attempts alone bound the retries).
+        """
+        retries = self.integer("retries", default.attempts - 1, minimum=0, maximum=1000)
+        backoff = self.number("retry_backoff", default.backoff, minimum=0.0, maximum=60.0)
+        deadline_default = 0.0 if default.deadline is None else default.deadline
+        deadline = self.number("retry_deadline", deadline_default, minimum=0.0, maximum=86_400.0)
+        return default.replace(
+            attempts=retries + 1,
+            backoff=backoff,
+            max_backoff=max(default.max_backoff, backoff),
+            deadline=deadline or None,
+        )

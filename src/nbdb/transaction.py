@@ -1,0 +1,194 @@
+"""``with db.transaction() as txn:`` — writes collected and committed together, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar
+from uuid import UUID
+
+from nbdb import errors
+from nbdb.models.base import Model
+from nbdb.revision import Revision
+from nbdb.spi import Delete, LockHandle, Put, WriteOp
+from nbdb.writes import FieldMutation, as_stored, mutate, put_of
+
+if TYPE_CHECKING:
+    from nbdb.api import Database
+
+__all__ = ["Transaction"]
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Model)
+
+_REBASES = 50
+"""How often a transaction re-applies its mutations, or settles a may_exist/if_exists op, before giving up."""
+
+
+@dataclass(slots=True)
+class _Step:
+    """One queued write and what it became."""
+
+    op: WriteOp | None = None
+    obj: Model | None = None
+    planned: Model | None = None
+    may_exist: bool = False
+    if_exists: bool = False
+    mutation: tuple[type[Model], UUID, FieldMutation, FieldMutation] | None = None
+    result: Model | None = None
+    done: bool = False
+    """Settled without a write (the object existed, or was already gone)."""
+
+
+class Transaction:
+    """Writes collected by ``with db.transaction() as txn:`` and committed on exit.
+
+    All or nothing where the backend's capabilities say ``atomic``. After the
+    block, ``results`` holds the stored copy of each created, updated or
+    mutated object (None for deletes), in call order, and ``revision`` the
+    commit's revision. With ``fence=lock``, the commit applies only while
+    that lock is held (LockLostError otherwise).
+
+    A ``create(..., may_exist=True)`` whose unique value is taken becomes the
+    object that holds it, a ``delete(..., if_exists=True)`` of an object that
+    is gone does nothing, and a ``mutate`` is re-applied to whatever version
+    is stored when another writer got there first: the rest of the
+    transaction commits as one either way.
+    """
+
+    def __init__(self, db: Database, fence: LockHandle | None = None) -> None:
+        self._db = db
+        self._fence = fence
+        self._steps: list[_Step] = []
+        self.results: list[Model | None] = []
+        self.revision: Revision | None = None
+        """The commit's revision (for :meth:`nbdb.Cache.wait_for`), once committed."""
+
+    def create(self, obj: M, *, may_exist: bool = False, ttl: float | None = None) -> M:
+        """Queue the creation of ``obj``; returns it as it will be stored (version 1).
+
+        ``may_exist``: if another object already holds one of its unique
+        values, take that object instead (its stored copy is the result).
+        """
+        obj = self._db._checked_new(obj, may_exist, ttl)
+        put, planned = put_of(obj, 0, ttl)
+        self._steps.append(_Step(put, obj, planned, may_exist=may_exist))
+        return planned
+
+    def update(self, obj: M) -> M:
+        """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
+        obj = self._db._checked_stored(obj)
+        put, planned = put_of(obj, obj.version)
+        self._steps.append(_Step(put, obj, planned))
+        return planned
+
+    def delete(
+        self, obj_or_model: Model | type[Model], id: UUID | str | None = None, *, if_exists: bool = False
+    ) -> None:
+        """Queue the deletion of an object (at its version) or of ``Model, id`` (any version).
+
+        ``if_exists``: nothing to do, not an error, if it is gone by then.
+        """
+        op = self._db._delete_op(obj_or_model, id, if_exists)
+        self._steps.append(_Step(op, if_exists=if_exists, done=op is None))
+
+    def mutate(
+        self,
+        target: Model | tuple[type[Model], UUID | str],
+        *,
+        add: FieldMutation | None = None,
+        remove: FieldMutation | None = None,
+    ) -> None:
+        """Queue members added to and removed from list, set or map fields of ``target``, whatever its version.
+
+        The result (in ``results``) is the object as stored after the commit.
+        """
+        model, uid = self._db._target(target)
+        self._steps.append(_Step(mutation=(model, uid, dict(add or {}), dict(remove or {}))))
+
+    # ---------------------------------------------------------------- commit
+
+    def commit(self) -> None:
+        """Commit the queued writes now (the ``with`` block does it on exit)."""
+        db = self._db
+        for _attempt in range(_REBASES):
+            steps = [s for s in self._steps if not s.done]
+            for step in steps:
+                if step.mutation is not None:
+                    self._rebase(step)
+            live = [s for s in steps if s.op is not None]
+            ops: Sequence[WriteOp] = [s.op for s in live]  # type: ignore[misc]
+            try:
+                if not ops:
+                    self.revision = db._revision(db._backend.current_revision())
+                else:
+                    result, revision = db._commit(ops, self._fence)
+                    self.revision = revision
+                    for step, version in zip(live, result.versions, strict=True):
+                        if step.obj is not None and step.planned is not None:
+                            step.result = as_stored(step.obj, step.planned, version, revision)
+            except errors.UniqueViolationError as exc:
+                if not self._settle_existing(live, exc):
+                    raise
+                continue
+            except errors.NotFoundError as exc:
+                if not self._settle_gone(live, exc):
+                    raise
+                continue
+            except errors.ConflictError as exc:
+                if not any(s.mutation is not None and (s.mutation[0].nbdb_table, s.mutation[1]) == exc.key
+                           for s in live):  # fmt: skip
+                    raise
+                log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
+                continue
+            self.results = [s.result for s in self._steps]
+            self._steps = []
+            return
+        raise errors.ConflictError("the transaction kept conflicting with concurrent writers; try again")
+
+    def _rebase(self, step: _Step) -> None:
+        assert step.mutation is not None
+        model, uid, add, remove = step.mutation
+        current = self._db.get(model, uid)
+        new = mutate(current, add, remove)
+        if new is current:
+            step.op, step.obj, step.planned, step.result = None, None, None, current
+            return
+        step.op, step.planned = put_of(new, current.version)
+        step.obj = new
+
+    def _settle_existing(self, live: Sequence[_Step], exc: errors.UniqueViolationError) -> bool:
+        for step in live:
+            if not step.may_exist or not isinstance(step.op, Put) or step.op.table != exc.table:
+                continue
+            if exc.existing is not None and any(
+                key.field == exc.field and json.loads(key.value) == exc.value for key in step.op.unique
+            ):
+                assert step.obj is not None
+                try:
+                    step.result = self._db.get(type(step.obj), exc.existing)
+                except errors.NotFoundError:
+                    return True  # gone meanwhile: creating it may succeed now
+                step.done, step.op = True, None
+                return True
+        return False
+
+    def _settle_gone(self, live: Sequence[_Step], exc: errors.NotFoundError) -> bool:
+        for step in live:
+            if step.if_exists and isinstance(step.op, Delete) and (step.op.table, step.op.id) == exc.key:
+                step.done, step.op = True, None
+                return True
+        return False
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.commit()

@@ -1,0 +1,155 @@
+"""Read-your-writes: :meth:`nbdb.Cache.wait_for`, the pending waits of one cache.
+
+A write tells where it committed: the stored copies ``create``/``update``
+return carry their commit's :class:`~nbdb.revision.Revision`
+(``obj.nbdb_revision``), ``delete`` returns it, and so does
+``Transaction.revision``. A wait is settled, checked after every batch the
+cache applies, when
+
+- *a revision*: the cache's revision reached it (and the first list is
+  loaded): every change up to it is applied, whatever it touched;
+- *an object*: the cache holds that version of it or a later one, or applied
+  its deletion during the wait, or reached the object's revision (if it has
+  one of the cache's sequence: then an absent object was deleted since).
+
+An object without a revision of this cache's sequence (read back, or written
+through another connection of a backend with per-connection revisions) may
+have been deleted before the call without the cache ever seeing it. Where
+revisions are shared and reads linearizable, the wait also ends when the
+cache reaches the store's current revision read at the start of the call; on
+OVSDB (per-connection revisions) such a wait can only end by version or by a
+deletion it sees, else at its timeout.
+
+Waiting costs the apply loop one check of ``pending`` per batch and per
+deletion while nobody waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from nbdb import errors
+from nbdb.models.base import Model
+from nbdb.revision import Revision
+
+if TYPE_CHECKING:
+    from nbdb.cache import Cache
+
+__all__ = ["Waits"]
+
+log = logging.getLogger(__name__)
+
+
+class _Waiter:
+    """One wait_for call: what it waits for, and whether it happened."""
+
+    __slots__ = ("deleted", "done", "id", "model", "revision", "version")
+
+    def __init__(self, model: type[Model] | None, id: UUID | None, version: int, revision: int | None) -> None:
+        self.model = model
+        self.id = id
+        self.version = version
+        self.revision = revision
+        self.deleted = False
+        self.done = threading.Event()
+
+
+class Waits:
+    """The pending :meth:`~nbdb.Cache.wait_for` calls of one cache (its helper: it reads the cache's state)."""
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+        self._waiters: list[_Waiter] = []
+
+    @property
+    def pending(self) -> bool:
+        """Whether anybody waits (the apply loop's only cost otherwise)."""
+        return bool(self._waiters)
+
+    def wait(self, target: Model | int, timeout: float | None) -> bool:
+        """See :meth:`nbdb.Cache.wait_for`."""
+        cache = self._cache
+        waiter = self._waiter_for(target)
+        if waiter.model is not None and waiter.revision is None:
+            with cache._lock:
+                settled = self._reflected(waiter)
+            if settled:
+                return True
+            waiter.revision = self._barrier()
+        with cache._lock:
+            if self._reflected(waiter):
+                return True
+            if cache._closed.is_set():
+                return False
+            self._waiters.append(waiter)
+        try:
+            waiter.done.wait(timeout)
+        finally:
+            with cache._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        with cache._lock:
+            return self._reflected(waiter)
+
+    def _waiter_for(self, target: Model | int) -> _Waiter:
+        cache = self._cache
+        if isinstance(target, Model):
+            model = cache._followed(type(target))
+            if cache._topics is not None and target.topic not in cache._topics:
+                raise errors.ValidationError(f"this cache does not follow topic {target.topic!r}")
+            if target.version < 1:
+                raise errors.ValidationError(f"{target.nbdb_table} {target.id} was never stored (version 0)")
+            revision = target.nbdb_revision
+            if isinstance(revision, Revision) and revision.scope != cache._scope:
+                revision = None  # another connection's sequence: wait by version
+            return _Waiter(model, target.id, target.version, revision)
+        if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+            raise errors.ValidationError(f"wait_for() takes a stored object or a revision, not {target!r}")
+        if isinstance(target, Revision) and target.scope != cache._scope:
+            raise errors.UnsupportedError(
+                f"revision {int(target)} comes from another connection, and {type(cache._backend).__name__} "
+                "counts revisions per connection: wait for the written object instead, or use a cache of the "
+                "Database that wrote"
+            )
+        return _Waiter(None, None, 0, int(target))
+
+    def _barrier(self) -> int | None:
+        cache = self._cache
+        if cache._scope is not None or not cache._backend.capabilities.linearizable_reads:
+            return None
+        try:
+            return cache._backend.current_revision()
+        except errors.NbdbError as exc:
+            log.info("cache: could not read the current revision (%s); waiting by version only", exc)
+            return None
+
+    def _reflected(self, waiter: _Waiter) -> bool:
+        cache = self._cache
+        if waiter.revision is not None and cache._revision >= waiter.revision and cache._synced.is_set():
+            return True
+        if waiter.model is None:
+            return False
+        held = cache._objects[waiter.model].get(waiter.id)  # type: ignore[arg-type]
+        return waiter.deleted or (held is not None and held.version >= waiter.version)
+
+    # ---------------------------------------------------------------- the apply loop's side (under the lock)
+
+    def wake(self) -> None:
+        """Settle the waits the last batch satisfied."""
+        for waiter in self._waiters:
+            if self._reflected(waiter):
+                waiter.done.set()
+
+    def deleted(self, model: type[Model], id: UUID) -> None:
+        """The cache applied the deletion of ``model`` ``id``."""
+        for waiter in self._waiters:
+            if waiter.id == id and waiter.model is model:
+                waiter.deleted = True
+
+    def release_all(self) -> None:
+        """The cache is closing: every wait returns (False unless already reflected)."""
+        for waiter in self._waiters:
+            waiter.done.set()

@@ -1,0 +1,313 @@
+"""A keyed, coalescing, rate-limited work queue (client-go's ``workqueue``, in Python).
+
+The rules, which the controller runtime (:mod:`nbdb.controller`) builds on:
+
+1. **Coalescing.** A key added while it waits in the queue is not added
+   again: however many times it was added, it is handed out once.
+2. **One worker per key.** A key handed out by :meth:`WorkQueue.get` is
+   *processing* until :meth:`done` or :meth:`retry`. Adding it meanwhile marks
+   it dirty; it is queued again when its worker releases it, never handed to
+   a second worker while the first has it.
+3. **Level-triggered.** The queue holds keys, not events: the worker reads
+   the current state for the key when it gets it, so coalesced adds lose
+   nothing.
+4. **Retries back off.** :meth:`retry` releases the key and adds it again
+   after the rate limiter's delay: per key, exponential in its consecutive
+   failures (``base * 2**failures``, at most ``max_delay``), and overall a
+   token bucket (``rate`` retries per second, bursts of ``burst``); the larger
+   delay wins. :meth:`done` (success) forgets the key's failures. A key that
+   was added again while it was processing is queued at once by either: new
+   information is worth a try now.
+5. **Delays.** :meth:`add_after` adds a key once a delay has passed; a key
+   waiting for two delays keeps the earlier one. Due keys move to the queue
+   when a worker looks (in :meth:`get`), so no timer thread is needed.
+6. **Shutdown.** After :meth:`close`, adds are ignored and :meth:`get`
+   returns None to every worker once nothing is ready; keys being processed
+   can still be released.
+
+Keys are any hashable values; FIFO order among ready keys.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator
+from typing import Generic, TypeVar
+
+from nbdb import errors, metrics
+
+__all__ = ["RateLimiter", "WorkQueue"]
+
+K = TypeVar("K", bound=Hashable)
+
+Clock = Callable[[], float]
+
+
+class RateLimiter(Generic[K]):
+    """How long a failed key waits before its next try.
+
+    The larger of a per-key exponential backoff (``base * 2**failures``,
+    capped at ``max_delay``) and an overall token bucket that lets ``rate``
+    retries per second through, in bursts of up to ``burst``. The defaults are
+    client-go's, with a shorter cap suited to network agents.
+    """
+
+    def __init__(
+        self,
+        base: float = 0.005,
+        max_delay: float = 60.0,
+        rate: float = 10.0,
+        burst: int = 100,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if base <= 0 or max_delay < base or rate <= 0 or burst < 1:
+            raise errors.ValidationError(
+                f"rate limiter needs 0 < base <= max_delay, rate > 0, burst >= 1 "
+                f"(got base={base}, max_delay={max_delay}, rate={rate}, burst={burst})"
+            )
+        self.base = base
+        self.max_delay = max_delay
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._failures: dict[K, int] = {}
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def when(self, key: K) -> float:
+        """Record a failure of ``key``; the seconds it must wait before its next try."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        # Past 2**64 the float is capped anyway; avoid computing huge powers.
+        backoff = self.max_delay if failures >= 64 else min(self.max_delay, self.base * 2.0**failures)
+        return max(backoff, self._reserve())
+
+    def _reserve(self) -> float:
+        # A token bucket with reservations: a retry takes a token now or owes
+        # one, and waits until the bucket would have refilled to pay for it.
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def forget(self, key: K) -> None:
+        """``key`` succeeded: its next failure starts from ``base`` again."""
+        self._failures.pop(key, None)
+
+    def failures(self, key: K) -> int:
+        """Consecutive failures of ``key`` so far."""
+        return self._failures.get(key, 0)
+
+
+class WorkQueue(Generic[K]):
+    """Keys waiting for a worker; see the module docstring for the rules.
+
+    ``name`` labels its metrics and logs. ``clock`` (monotonic seconds) is
+    for tests; the limiter must use the same clock.
+    """
+
+    def __init__(
+        self,
+        name: str = "",
+        rate_limiter: RateLimiter[K] | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.name = name or "queue"
+        self.rate_limiter: RateLimiter[K] = rate_limiter if rate_limiter is not None else RateLimiter(clock=clock)
+        self._clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        self._ready: deque[K] = deque()
+        self._dirty: set[K] = set()  # added and not handed out since (queued, or waiting for its worker)
+        self._processing: set[K] = set()
+        self._delayed: list[tuple[float, int, K]] = []  # heap; entries superseded in _due are skipped
+        self._due: dict[K, float] = {}
+        self._seq = itertools.count()
+        self._closed = False
+        handles = metrics.active()
+        self._metrics = None if handles is None else handles.queue(self.name)
+        if self._metrics is not None:
+            self._metrics.track(self)
+
+    def __repr__(self) -> str:
+        return f"<nbdb.WorkQueue {self.name} ready={len(self._ready)} processing={len(self._processing)}>"
+
+    # ---------------------------------------------------------------- producers
+
+    def add(self, key: K) -> None:
+        """Queue ``key`` unless it is already waiting (rules 1 and 2)."""
+        with self._cond:
+            self._add(key)
+
+    def _add(self, key: K) -> None:
+        if self._closed:
+            return
+        if self._metrics is not None:
+            self._metrics.adds.inc()
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._ready.append(key)
+            self._cond.notify()
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Add ``key`` once ``delay`` seconds have passed (at once if ``delay <= 0``)."""
+        with self._cond:
+            if self._closed:
+                return
+            if delay <= 0:
+                self._add(key)
+                return
+            due = self._clock() + delay
+            if self._due.get(key, due + 1) <= due:
+                return  # already waiting for an earlier time
+            self._due[key] = due
+            heapq.heappush(self._delayed, (due, next(self._seq), key))
+            self._cond.notify()  # a sleeping worker may need to wake earlier
+
+    # ---------------------------------------------------------------- workers
+
+    def get(self, timeout: float | None = None) -> K | None:
+        """The next ready key, now processing; None after ``timeout`` or once closed and drained."""
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._cond:
+            while True:
+                self._move_due()
+                if self._ready:
+                    key = self._ready.popleft()
+                    self._dirty.discard(key)
+                    self._processing.add(key)
+                    return key
+                if self._closed:
+                    return None
+                wait = None if deadline is None else deadline - self._clock()
+                if wait is not None and wait <= 0:
+                    return None
+                if self._delayed:
+                    until_due = self._delayed[0][0] - self._clock()
+                    wait = until_due if wait is None else min(wait, until_due)
+                self._cond.wait(None if wait is None else max(wait, 0.0))
+
+    def _move_due(self) -> None:
+        now = self._clock()
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            due, _, key = heapq.heappop(delayed)
+            if self._due.get(key) == due:
+                del self._due[key]
+                self._add(key)
+
+    def done(self, key: K) -> None:
+        """``key`` was processed successfully: release it and forget its failures (rules 2, 4)."""
+        with self._cond:
+            self.rate_limiter.forget(key)
+            self._release(key)
+
+    def retry(self, key: K) -> float:
+        """``key`` failed: release it and add it again after its backoff; returns the delay (rule 4)."""
+        with self._cond:
+            delay = self.rate_limiter.when(key)
+            if self._metrics is not None:
+                self._metrics.retries.inc()
+            if not self._release(key):
+                due = self._clock() + delay
+                if self._due.get(key, due + 1) > due and not self._closed:
+                    self._due[key] = due
+                    heapq.heappush(self._delayed, (due, next(self._seq), key))
+                    self._cond.notify()
+            return delay
+
+    def _release(self, key: K) -> bool:
+        """Stop processing ``key``; True if it was added meanwhile and is queued again."""
+        if key not in self._processing:
+            raise errors.ValidationError(f"{self.name}: {key!r} is not being processed (released twice?)")
+        self._processing.discard(key)
+        if key in self._dirty and not self._closed:
+            self._ready.append(key)
+            self._cond.notify()
+            return True
+        return False
+
+    def __iter__(self) -> Iterator[K]:
+        """Keys as :meth:`get` hands them out, until the queue is closed."""
+        while True:
+            key = self.get()
+            if key is None:
+                return
+            yield key
+
+    # ---------------------------------------------------------------- state
+
+    def __len__(self) -> int:
+        """Keys ready now (delays that have passed included)."""
+        with self._cond:
+            self._move_due()
+            return len(self._ready)
+
+    @property
+    def processing(self) -> int:
+        """Keys handed out and not released yet."""
+        return len(self._processing)
+
+    @property
+    def waiting(self) -> int:
+        """Keys waiting for a delay (a retry's backoff, :meth:`add_after`)."""
+        return len(self._due)
+
+    def is_pending(self, key: K) -> bool:
+        """Whether ``key`` is queued, processing or waiting for a delay."""
+        with self._cond:
+            return key in self._dirty or key in self._processing or key in self._due
+
+    def failures(self, key: K) -> int:
+        """Consecutive failures of ``key`` (see :meth:`retry`)."""
+        with self._cond:
+            return self.rate_limiter.failures(key)
+
+    def wait_idle(self, timeout: float | None = None, interval: float = 0.005) -> bool:
+        """Block until nothing is ready, processing or waiting for a delay; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                self._move_due()
+                if not (self._ready or self._processing or self._due):
+                    return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+
+    def metric_samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        """The ``queue_depth`` gauge (see :mod:`nbdb.metrics`)."""
+        yield "queue_depth", (self.name,), float(len(self._ready))
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Shut down: ignore adds, drop delayed keys, and let every :meth:`get` return None once drained.
+
+        Keys already ready are still handed out, so workers may finish them;
+        call :meth:`drop` too to stop without draining.
+        """
+        with self._cond:
+            self._closed = True
+            self._delayed.clear()
+            self._due.clear()
+            self._cond.notify_all()
+
+    def drop(self) -> None:
+        """Forget every ready key (after :meth:`close`, to stop without draining)."""
+        with self._cond:
+            for key in self._ready:
+                self._dirty.discard(key)
+            self._ready.clear()
+            self._cond.notify_all()

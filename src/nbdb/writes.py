@@ -1,0 +1,191 @@
+"""Turning a caller's write into the SPI's: stored copies, unique values, and set/map mutations.
+
+Shared by :class:`nbdb.Database` and :class:`nbdb.Transaction`: both queue
+the same operations, one of them at a time and the other many at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, TypeVar, get_args, get_origin
+from uuid import UUID
+
+from pydantic import TypeAdapter
+
+from nbdb import errors
+from nbdb.codec import encode
+from nbdb.models.base import Model
+from nbdb.spi import Delete, FieldChange, Put, Record, UniqueKey
+
+__all__ = ["FieldMutation", "as_stored", "delete_of", "mutate", "mutation_changes", "put_of", "stored", "unique_keys"]
+
+M = TypeVar("M", bound=Model)
+
+
+def stored(obj: M, version: int, revision: int | None = None) -> M:
+    """``obj`` as stored at ``version`` (committed at ``revision``)."""
+    return obj.stored_copy(version, obj.ref_keys(), revision)
+
+
+def unique_keys(obj: Model) -> tuple[UniqueKey, ...]:
+    """Every unique value ``obj`` holds."""
+    return tuple(UniqueKey(field, value) for field, value in obj.unique_values())
+
+
+def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, M]:
+    """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1)."""
+    refs = obj.ref_keys()
+    values = obj.unique_values() if obj.nbdb_unique_fields else ()
+    copy = obj.stored_copy(expect_version + 1, refs, unique=values)
+    if expect_version:
+        old_refs, old_unique = obj.stored_refs(), _keys(obj.stored_unique())
+    else:
+        old_refs, old_unique = frozenset(), ()
+    put = Put(
+        obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, copy,
+        tuple(UniqueKey(f, v) for f, v in values), ttl, old_unique,
+    )  # fmt: skip
+    return put, copy
+
+
+def as_stored(obj: M, planned: M, version: int, revision: int) -> M:
+    """The stored copy at the version the backend reports (the planned one, unless it differs), at ``revision``."""
+    if planned.version != version:
+        return stored(obj, version, revision)
+    planned.committed_at(revision)
+    return planned
+
+
+def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] | None:
+    return None if values is None else tuple(UniqueKey(f, v) for f, v in values)
+
+
+def delete_of(obj: Model, if_exists: bool = False) -> Delete:
+    """The compare-and-swap delete of a stored copy."""
+    return Delete(
+        obj.nbdb_table, obj.id, obj.topic, obj.version, obj.stored_refs(), if_exists, _keys(obj.stored_unique())
+    )
+
+
+# ---------------------------------------------------------------- mutations
+
+FieldMutation = Mapping[str, Any]
+"""``{field: members}`` to add (lists and sets: members; maps: key -> value pairs) or remove (maps: keys)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _shape(model: type[Model], field: str) -> tuple[str, TypeAdapter[Any] | None]:
+    """("list" | "set" | "map", an adapter that normalises one member or key) of a collection field."""
+    info = model.model_fields.get(field)
+    if info is None:
+        raise errors.ValidationError(f"{model.__name__} has no field {field!r}")
+    annotation = info.annotation
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin in (list, tuple):
+        return "list", TypeAdapter(args[0]) if args else None
+    if origin in (set, frozenset):
+        return "set", TypeAdapter(args[0]) if args else None
+    if origin is dict:
+        return "map", TypeAdapter(args[0]) if args else None
+    raise errors.ValidationError(f"{model.__name__}.{field} is not a list, set or map field: it cannot be mutated")
+
+
+def _normal(adapter: TypeAdapter[Any] | None, value: Any, model: type[Model], field: str) -> Any:
+    if isinstance(value, Model):
+        value = value.id
+    if adapter is None:
+        return value
+    try:
+        return adapter.validate_python(value)
+    except Exception as exc:  # pydantic's ValidationError, any validator's ValueError
+        raise errors.ValidationError(f"{model.__name__}.{field}: {value!r} is not a valid member ({exc})") from None
+
+
+def _key(value: Any) -> Hashable:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value  # type: ignore[no-any-return]
+
+
+def mutate(current: M, add: FieldMutation, remove: FieldMutation) -> M:
+    """``current`` with members added and removed; ``current`` itself if nothing changes.
+
+    Lists keep their order and hold each member once (an added member already
+    there stays where it is); maps set the added pairs and drop the removed
+    keys. The result is validated like any write.
+    """
+    model = type(current)
+    changes: dict[str, Any] = {}
+    for field in {*add, *remove}:
+        kind, adapter = _shape(model, field)
+        gone = {_key(_normal(adapter, m, model, field)) for m in _members(remove.get(field, ()), kind, "remove")}
+        now = getattr(current, field)
+        value: Any
+        if kind == "map":
+            pairs = add.get(field, {})
+            if not isinstance(pairs, Mapping):
+                raise errors.ValidationError(f"add={{{field!r}: ...}} takes a mapping of keys to values")
+            value = {k: v for k, v in now.items() if _key(k) not in gone}
+            value.update({_normal(adapter, k, model, field): v for k, v in pairs.items()})
+        else:
+            kept = [m for m in now if _key(m) not in gone]
+            seen = {_key(m) for m in kept}
+            for member in _members(add.get(field, ()), kind, "add"):
+                normal = _normal(adapter, member, model, field)
+                if _key(normal) not in seen:
+                    seen.add(_key(normal))
+                    kept.append(normal)
+            value = kept if kind == "list" else type(now)(kept)
+        if value != now:
+            changes[field] = value
+    return current.replace(**changes) if changes else current
+
+
+def _members(value: Any, kind: str, what: str) -> Iterable[Any]:
+    if kind == "map" and what == "add":
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise errors.ValidationError(f"{what}= takes a collection of members for each field, not {value!r}")
+    return value
+
+
+def mutation_changes(model: type[Model], add: FieldMutation, remove: FieldMutation) -> tuple[FieldChange, ...]:
+    """The mutation as data, for stores that apply it natively (member values as stored in JSON)."""
+    out = []
+    for field in sorted({*add, *remove}):
+        kind, adapter = _shape(model, field)
+        removed = tuple(_normal(adapter, m, model, field) for m in _members(remove.get(field, ()), kind, "remove"))
+        if kind == "map":
+            added: tuple[object, ...] = tuple(
+                (_normal(adapter, k, model, field), v) for k, v in dict(add.get(field, {})).items()
+            )
+        else:
+            added = tuple(_normal(adapter, m, model, field) for m in _members(add.get(field, ()), kind, "add"))
+        out.append(FieldChange(field, added, removed))
+    return tuple(out)
+
+
+def rebase_for(
+    model: type[M], add: FieldMutation, remove: FieldMutation, decode: Any
+) -> Any:  # pragma: no cover - kept for stores with native mutations; see Mutate.rebase
+    """A ``rebase(record) -> Put`` for :class:`nbdb.spi.Mutate` (decode: the codec's decode)."""
+
+    def rebase(record: Record) -> Put:
+        current = decode(model, record)
+        return put_of(mutate(current, add, remove), current.version)[0]
+
+    return rebase
+
+
+def check_uuid(value: UUID | str) -> UUID:
+    """``value`` as an object id; ValidationError if it is not one."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise errors.ValidationError(f"not an object id (UUID): {value!r}") from None

@@ -1,0 +1,302 @@
+"""The sqlite backend beyond the kit: URLs, foreign files, history, and real processes sharing one file.
+
+The kit (``--nbdb-url=sqlite:///...``) checks the semantics; these tests check what
+only a file shared by processes can show: a writer killed with SIGKILL in the
+middle of its commits loses nothing it acknowledged and leaves no partial
+transaction, another process's cache follows with no gap, and locks and ids
+hold across processes.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.backends.sqlite import SqliteBackend, SqliteMemoryBackend, _upper
+from nbdb.capabilities import Durability
+from nbdb.events import EventKind
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+
+pytestmark = pytest.mark.timeout(120)
+
+WORKER = Path(__file__).with_name("sqlite_worker.py")
+PORTS_PER_SWITCH = 40  # long commits: a kill lands inside one more often than between two
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'nb.db'}"
+
+
+class Worker:
+    """A worker process on the same file; its stdout lines are what it acknowledged."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def line(self) -> str:
+        text = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not text:
+            self.proc.wait(10)
+            raise AssertionError(f"worker ended: {self.proc.stderr.read() if self.proc.stderr else ''}")
+        return text.strip()
+
+    def kill(self) -> list[str]:
+        """SIGKILL (no clean-up at all); the lines it had written before."""
+        self.proc.kill()
+        out, _ = self.proc.communicate(timeout=30)
+        return out.splitlines()
+
+    def finish(self) -> None:
+        _, err = self.proc.communicate(timeout=60)
+        assert self.proc.returncode == 0, err
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.kill()
+
+
+# ---------------------------------------------------------------- key ranges
+
+
+@given(prefix=st.text(min_size=1).map(lambda p: p + "/"), keys=st.lists(st.text(), max_size=30))
+def test_a_prefix_range_in_sqlite_holds_exactly_the_keys_with_that_prefix(prefix: str, keys: list[str]) -> None:
+    """Namespaces and topics are user text: the SQL range must match str.startswith for any of it."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE k (key TEXT PRIMARY KEY) WITHOUT ROWID")
+    candidates = {*keys, *(prefix + k for k in keys), prefix, prefix[:-1]}
+    db.executemany("INSERT INTO k VALUES (?)", [(k,) for k in candidates])
+    found = {k for (k,) in db.execute("SELECT key FROM k WHERE key >= ? AND key < ?", (prefix, _upper(prefix)))}
+    assert found == {k for k in candidates if k.startswith(prefix)}
+
+
+# ---------------------------------------------------------------- URLs and files
+
+
+def test_a_path_is_durable_and_no_path_is_volatile(url: str) -> None:
+    with nbdb.connect(url) as db:
+        assert isinstance(db.backend, SqliteBackend) and db.capabilities.durability is Durability.DURABLE
+        switch = db.create(LogicalSwitch(name="kept"))
+    with nbdb.connect(url) as db:
+        assert db.get(LogicalSwitch, switch.id) == switch
+    for volatile in ("sqlite://", "sqlite://:memory:"):
+        with nbdb.connect(volatile) as a, nbdb.connect(volatile) as b:
+            assert isinstance(a.backend, SqliteMemoryBackend) and not a.capabilities.cross_process
+            a.create(LogicalSwitch(name="private"))
+            assert list(b.list(LogicalSwitch)) == []
+
+
+def test_a_relative_path_is_relative_to_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with nbdb.connect("sqlite://data.db") as db:
+        db.create(LogicalSwitch(name="x"))
+    assert (tmp_path / "data.db").exists()
+
+
+def test_namespaces_share_the_file_not_the_data(url: str) -> None:
+    with nbdb.connect(url, namespace="a") as a, nbdb.connect(url, namespace="b") as b:
+        a.create(LogicalSwitch(name="in-a"))
+        assert list(b.list(LogicalSwitch)) == []
+
+
+@pytest.mark.parametrize(
+    "query", ["history=0", "history=many", "timeout=-1", "poll_interval=0", "synchronous=sometimes", "colour=red"]
+)
+def test_bad_options_are_validation_errors(url: str, query: str) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        nbdb.connect(f"{url}?{query}")
+
+
+def test_files_that_are_not_nbdb_databases_are_refused(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database at all, but long enough to have a header of sixteen bytes\n" * 20)
+    with pytest.raises(nbdb.ValidationError, match="not a usable SQLite database"):
+        nbdb.connect(f"sqlite:///{text}")
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as raw:
+        raw.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(nbdb.ValidationError, match="another application"):
+        nbdb.connect(f"sqlite:///{other}")
+    newer = tmp_path / "newer.db"
+    nbdb.connect(f"sqlite:///{newer}").close()
+    with sqlite3.connect(newer) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    with pytest.raises(nbdb.UnsupportedError, match="schema 99"):
+        nbdb.connect(f"sqlite:///{newer}")
+
+
+def test_a_missing_directory_is_backend_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(nbdb.BackendUnavailableError):
+        nbdb.connect(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+
+
+def test_a_writer_holding_the_lock_past_the_timeout_is_backend_unavailable(url: str) -> None:
+    with nbdb.connect(f"{url}?timeout=0.2") as db:
+        raw = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")  # another client takes SQLite's write lock and keeps it
+        try:
+            with pytest.raises(nbdb.BackendUnavailableError, match="locked"):
+                db.create(LogicalSwitch(name="blocked"))
+            assert list(db.list(LogicalSwitch)) == [], "readers are not blocked by the writer (WAL)"
+        finally:
+            raw.execute("ROLLBACK")
+            raw.close()
+        assert db.create(LogicalSwitch(name="after")).version == 1
+
+
+# ---------------------------------------------------------------- history
+
+
+def test_history_is_bounded_and_watchers_behind_it_are_told(url: str) -> None:
+    with nbdb.connect(f"{url}?history=10") as db:
+        start = db.list(LogicalSwitch).revision
+        for i in range(30):
+            db.create(LogicalSwitch(name=f"s{i}"))
+        with pytest.raises(nbdb.HistoryGoneError, match="trimmed"):
+            db.watch(LogicalSwitch, since=start).poll(1)
+        # A create changes two keys (the object and its index record): 10 changes are 5 creates.
+        recent = db.list(LogicalSwitch).revision - 5
+        assert len(db.watch(LogicalSwitch, since=recent).poll(1)) == 5, "at least `history` changes are kept"
+        kept = sqlite3.connect(url.removeprefix("sqlite://")).execute("SELECT count(*) FROM nbdb_changes").fetchone()
+        assert 10 <= kept[0] <= 12
+
+
+def test_a_revision_from_a_replaced_database_is_gone(tmp_path: Path) -> None:
+    path = tmp_path / "nb.db"
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        for i in range(5):
+            db.create(LogicalSwitch(name=f"s{i}"))
+        saved = db.list(LogicalSwitch).revision
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        db.create(LogicalSwitch(name="new"))
+        with pytest.raises(nbdb.HistoryGoneError, match="replaced"):
+            db.watch(LogicalSwitch, since=saved).poll(1)
+
+
+# ---------------------------------------------------------------- processes sharing the file
+
+
+def test_a_writer_killed_mid_commit_loses_no_acknowledged_write_and_leaves_no_partial_one(
+    url: str, workers: list[Worker]
+) -> None:
+    rng = random.Random(19)
+    acknowledged: set[str] = set()
+    for round in range(3):
+        worker = Worker("transactions", url, str(PORTS_PER_SWITCH), f"round{round}-")
+        workers.append(worker)
+        for _ in range(rng.randint(3, 12)):
+            worker.line()
+        time.sleep(rng.uniform(0, 0.05))  # land anywhere in the next commits
+        lines = worker.kill()
+        acknowledged |= {line.split()[1] for line in lines if line.startswith("committed")}
+    assert acknowledged
+    path = url.removeprefix("sqlite://")
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    with nbdb.connect(url) as db:
+        switches = {s.name: s for s in db.list(LogicalSwitch)}
+        ports = list(db.list(LogicalSwitchPort))
+        stored = set(switches)
+        assert acknowledged <= stored, f"acknowledged but lost: {sorted(acknowledged - stored)}"
+        by_switch: dict[object, int] = {}
+        for port in ports:
+            by_switch[port.switch] = by_switch.get(port.switch, 0) + 1
+        assert set(by_switch) <= {s.id for s in switches.values()}, "a port of a switch that was never committed"
+        for switch in switches.values():
+            assert by_switch.get(switch.id) == PORTS_PER_SWITCH, f"{switch.name} was committed in part"
+            assert len(db.backend.referrers("LogicalSwitch", switch.id)) == PORTS_PER_SWITCH
+        db.create(LogicalSwitch(name="after-the-crashes"))
+
+
+def test_another_process_s_cache_follows_every_write_with_no_gap(url: str, workers: list[Worker]) -> None:
+    count = 30
+    with nbdb.connect(f"{url}?poll_interval=0.005") as db:
+        cache = db.cache(LogicalSwitch)
+        assert cache.wait_synced(10)
+        watch = db.watch(LogicalSwitch)
+        worker = Worker("churn", url, str(count))
+        workers.append(worker)
+        final = int(worker.line().split()[1])
+        worker.finish()
+        versions: dict[object, list[int]] = {}
+        deleted: set[object] = set()
+        deadline = time.monotonic() + 30
+        while watch.revision < final and time.monotonic() < deadline:
+            for event in watch.poll(0.5):
+                versions.setdefault(event.id, []).append(event.object.version)
+                if event.kind is EventKind.DELETED:
+                    deleted.add(event.id)
+        assert watch.revision >= final
+        assert len(versions) == count
+        for id, seen in versions.items():
+            assert seen == ([1, 2, 3, 3] if id in deleted else [1, 2, 3]), "every version once, in order"
+        assert len(deleted) == count - count * 2 // 3
+        deadline = time.monotonic() + 30
+        while cache.revision < final and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sorted(cache.list(LogicalSwitch), key=str) == sorted(db.list(LogicalSwitch), key=str)
+        assert cache.relists == 0
+
+        # A watcher that stops and resumes from its revision picks up what another process wrote meanwhile.
+        resume = watch.revision
+        watch.close()
+        worker = Worker("churn", url, "3")
+        workers.append(worker)
+        worker.line()
+        worker.finish()
+        with db.watch(LogicalSwitch, since=resume) as again:
+            events = []
+            deadline = time.monotonic() + 30
+            while len(events) < 3 * 3 + 1 and time.monotonic() < deadline:
+                events += again.poll(0.5)
+        assert [e.kind for e in events].count(EventKind.CREATED) == 3
+        assert len(events) == 3 * 3 + 1
+
+
+def test_a_lock_excludes_other_processes_until_its_holder_dies(url: str, workers: list[Worker]) -> None:
+    holder = Worker("hold-lock", url, "leader")
+    workers.append(holder)
+    assert holder.line() == "locked"
+    with nbdb.connect(url) as db:
+        with pytest.raises(nbdb.LockTimeoutError):
+            with db.lock("leader", ttl=1.0, timeout=0.5):
+                pass
+        holder.kill()  # its lease is no longer renewed and expires after its ttl
+        started = time.monotonic()
+        with db.lock("leader", ttl=1.0, timeout=20) as handle:
+            assert not handle.lost
+        assert time.monotonic() - started < 20
+
+
+def test_ids_are_unique_across_processes(url: str, workers: list[Worker]) -> None:
+    others = [Worker("allocate", url, "25") for _ in range(2)]
+    workers.extend(others)
+    with nbdb.connect(url) as db:
+        mine = [db.allocate_id("tunnel-key") for _ in range(25)]
+    theirs = [int(i) for w in others for i in w.line().split()]
+    for worker in others:
+        worker.finish()
+    assert sorted(mine + theirs) == list(range(1, 76))
+
+
+def test_the_file_is_in_wal_mode_so_readers_never_block(url: str) -> None:
+    nbdb.connect(url).close()
+    assert sqlite3.connect(url.removeprefix("sqlite://")).execute("PRAGMA journal_mode").fetchone() == ("wal",)

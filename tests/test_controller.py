@@ -1,0 +1,255 @@
+"""The controller runtime on the embedded backend: resync, predicates, retries, deletions, stop; views; metrics."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+
+import nbdb
+from nbdb import metrics
+from nbdb.conformance.kit import eventually
+from nbdb.events import Key
+from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort, Model
+from nbdb.retry import RetryPolicy
+from nbdb.workqueue import RateLimiter
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def db() -> Iterator[nbdb.Database]:
+    with nbdb.connect("memory://") as database:
+        yield database
+
+
+def _port(sw: LogicalSwitch, name: str, **kw: object) -> LogicalSwitchPort:
+    return LogicalSwitchPort(switch=sw, name=name, **kw)  # type: ignore[arg-type]
+
+
+def test_resync_requeues_every_cached_key_that_passes_the_predicate(db: nbdb.Database) -> None:
+    sw = db.create(LogicalSwitch(name="sw"))
+    ports = [db.create(_port(sw, f"p{i}", up=i % 2 == 0)) for i in range(4)]
+    seen: list[UUID] = []
+    with db.cache([LogicalSwitch, LogicalSwitchPort]) as cache:
+        assert cache.wait_synced(10)
+        up = lambda e: bool(e.object.up)  # noqa: E731
+        with nbdb.run_controller(
+            cache, lambda key, obj: seen.append(key[1]), LogicalSwitchPort, predicate=up, resync=0.2
+        ) as controller:
+            assert controller.wait_idle(10)
+            first = sorted(map(str, seen))
+            assert first == sorted(str(p.id) for p in ports if p.up)
+            assert eventually(lambda: len(seen) >= 3 * len(first)), "resync queues them again"
+    assert set(seen) == {p.id for p in ports if p.up}, "resync also goes through the predicate"
+
+
+def test_failures_retry_with_backoff_until_success(db: nbdb.Database, caplog: pytest.LogCaptureFixture) -> None:
+    sw = db.create(LogicalSwitch(name="flaky"))
+    attempts: list[float] = []
+
+    def reconcile(key: Key, obj: Model | None) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) < 4:
+            raise RuntimeError("agent not ready")
+
+    limiter: RateLimiter[Key] = RateLimiter(base=0.05, max_delay=1.0)
+    with db.cache(LogicalSwitch) as cache, caplog.at_level(logging.WARNING, logger="nbdb.controller"):
+        with nbdb.run_controller(cache, reconcile, rate_limiter=limiter, name="flaky") as controller:
+            assert eventually(lambda: len(attempts) == 4)
+            assert controller.wait_idle(10)
+            assert controller.failed == 3 and controller.reconciled == 1
+            assert controller.queue.failures((LogicalSwitch, sw.id)) == 0, "success forgets the failures"
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[0] >= 0.045 and gaps[1] >= 0.095 and gaps[2] >= 0.195, f"exponential backoff: {gaps}"
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 3
+    assert all(str(sw.id) in r.getMessage() and "revision" in r.getMessage() for r in failures)
+
+
+def test_deletions_reach_the_worker_with_the_last_object(db: nbdb.Database) -> None:
+    sw = db.create(LogicalSwitch(name="sw"))
+    port = db.create(_port(sw, "doomed", up=True))
+    calls: list[tuple[str, bool]] = []
+    with db.cache([LogicalSwitch, LogicalSwitchPort]) as cache:
+        assert cache.wait_synced(10)
+
+        def reconcile(key: Key, obj: Model | None) -> None:
+            assert obj is not None
+            calls.append((obj.name, cache.get(*key) is None))  # type: ignore[attr-defined]
+
+        with nbdb.run_controller(cache, reconcile, LogicalSwitchPort) as controller:
+            assert controller.wait_idle(10)
+            cache.wait_for(db.delete(port), 10)
+            assert controller.wait_idle(10)
+            assert calls == [("doomed", False), ("doomed", True)]
+            assert controller.queue.object((LogicalSwitchPort, port.id)) is None, "the tombstone is dropped once done"
+
+
+def test_reconcile_may_ask_to_be_called_again(db: nbdb.Database) -> None:
+    db.create(LogicalSwitch(name="sw"))
+    calls: list[float] = []
+    with db.cache(LogicalSwitch) as cache:
+        with nbdb.run_controller(cache, lambda key, obj: calls.append(time.monotonic()) or 0.05):
+            assert eventually(lambda: len(calls) >= 3)
+    assert calls[1] - calls[0] >= 0.045
+
+
+def test_close_stops_workers_cleanly_and_no_reconcile_starts_after(db: nbdb.Database) -> None:
+    sw = db.create(LogicalSwitch(name="sw"))
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[UUID] = []
+
+    def reconcile(key: Key, obj: Model | None) -> None:
+        calls.append(key[1])
+        started.set()
+        release.wait(10)
+
+    with db.cache([LogicalSwitch, LogicalSwitchPort]) as cache:
+        controller = nbdb.run_controller(cache, reconcile, LogicalSwitch, workers=2)
+        assert started.wait(10)
+        for i in range(5):
+            db.update(db.get(LogicalSwitch, sw.id).replace(external_ids={"n": str(i)}))
+        db.create(LogicalSwitch(name="another"))
+        threading.Timer(0.2, release.set).start()
+        assert controller.close(10), "close waits for the running reconcile and joins the workers"
+        done = len(calls)
+        db.create(LogicalSwitch(name="after close"))
+        time.sleep(0.2)
+        assert len(calls) == done
+        assert controller.queue.closed and controller.queue.subscription.closed
+
+
+def test_closing_the_cache_stops_its_controllers(db: nbdb.Database) -> None:
+    cache = db.cache(LogicalSwitch)
+    controller = nbdb.run_controller(cache, lambda key, obj: None, workers=3)
+    cache.close()
+    assert controller.close(5)
+
+
+def test_bad_arguments_are_validation_errors(db: nbdb.Database) -> None:
+    with db.cache(LogicalSwitch) as cache:
+        with pytest.raises(nbdb.ValidationError):
+            nbdb.run_controller(cache, lambda k, o: None, workers=0)
+        with pytest.raises(nbdb.ValidationError):
+            cache.queue(LogicalSwitchPort)  # not followed
+        with pytest.raises(nbdb.ValidationError):
+            cache.queue(resync=0)
+        with pytest.raises(nbdb.ValidationError):
+            RateLimiter(base=0)
+
+
+# ---------------------------------------------------------------- projections
+
+
+def test_a_projected_cache_keeps_partial_read_only_views(db: nbdb.Database) -> None:
+    sw = db.create(LogicalSwitch(name="sw"))
+    chassis = db.create(Chassis(name="hv0", hostname="hv0", encap_ip="192.0.2.1")).id
+    port = db.create(_port(sw, "vm1", addresses=["0a:00:00:00:00:01 10.0.0.5"], options={"big": "x" * 100}))
+    fields = {LogicalSwitchPort: ["name", "chassis", "switch"]}
+    with db.cache([LogicalSwitchPort], fields=fields) as cache:
+        assert cache.wait_synced(10)
+        view = cache.get(LogicalSwitchPort, port.id)
+        assert isinstance(view, nbdb.PartialView) and not isinstance(view, Model)
+        assert (view.id, view.version, view.name, view.switch) == (port.id, 1, "vm1", sw.id)
+        assert not hasattr(view, "options"), "dropped fields are not kept"
+        assert view.model is LogicalSwitchPort
+        with pytest.raises(nbdb.ValidationError):
+            db.update(view)  # type: ignore[arg-type]  # a partial copy is never written back
+        with pytest.raises(nbdb.ValidationError):
+            view.name = "other"
+        with pytest.raises(nbdb.ValidationError):
+            cache.find(LogicalSwitchPort, addresses="x")  # not kept
+        bound = db.update(db.get(LogicalSwitchPort, port.id).replace(chassis=chassis))
+        assert cache.wait_for(bound, 10)
+        assert [p.id for p in cache.find(LogicalSwitchPort, chassis=chassis)] == [port.id]
+        assert [p.id for p in cache.find(LogicalSwitchPort, switch=sw)] == [port.id]  # index on a kept reference
+        assert [p.id for p in cache.find(LogicalSwitchPort, name="vm1")] == [port.id]
+        assert cache.get(LogicalSwitchPort, port.id) == cache.list(LogicalSwitchPort)[0]
+
+
+def test_projection_arguments_are_checked(db: nbdb.Database) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        db.cache(LogicalSwitchPort, fields=["colour"])
+    with pytest.raises(nbdb.ValidationError):
+        db.cache([LogicalSwitch, LogicalSwitchPort], fields=["name"])  # several models need a mapping
+    with pytest.raises(nbdb.ValidationError):
+        db.cache(LogicalSwitch, fields={LogicalSwitchPort: ["name"]})
+    with db.cache(LogicalSwitch, fields=["name"]) as cache:
+        assert cache.wait_synced(10)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+@pytest.fixture
+def registry() -> Iterator[object]:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    reg = prometheus_client.CollectorRegistry()
+    metrics.enable(reg)
+    try:
+        yield reg
+    finally:
+        metrics.disable()
+
+
+def _value(registry: object, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)  # type: ignore[attr-defined]
+    return 0.0 if value is None else float(value)
+
+
+def test_metrics_count_commits_lag_caches_and_queues(registry: object) -> None:
+    with nbdb.connect("memory://") as db, db.cache([LogicalSwitch]) as cache:
+        assert cache.wait_synced(10)
+        sw = db.create(LogicalSwitch(name="m"))
+        with pytest.raises(nbdb.ConflictError):
+            db.update(sw.replace(name="stale").model_copy(update={"version": 5}))
+        assert cache.wait_for(db.update(sw.replace(name="m2")), 10)
+        with nbdb.run_controller(cache, lambda k, o: None, name="q1") as controller:
+            assert controller.wait_idle(10)
+        assert _value(registry, "nbdb_commits_total", backend="memory", outcome="ok") == 2
+        assert _value(registry, "nbdb_commits_total", backend="memory", outcome="conflict") == 1
+        assert _value(registry, "nbdb_commit_seconds_count", backend="memory") == 2
+        assert _value(registry, "nbdb_events_applied_total", backend="memory") >= 2
+        assert _value(registry, "nbdb_watch_lag_seconds_count", backend="memory") >= 2
+        assert _value(registry, "nbdb_cache_objects", backend="memory", model="LogicalSwitch") == 1
+        assert _value(registry, "nbdb_queue_adds_total", queue="q1") >= 1
+        assert _value(registry, "nbdb_work_seconds_count", queue="q1") >= 1
+        assert _value(registry, "nbdb_queue_depth", queue="q1") == 0
+    attempts = RetryPolicy(attempts=3, backoff=0.0, jitter=0.0).begin()
+    assert attempts.wait() and attempts.wait() and not attempts.wait()
+    assert _value(registry, "nbdb_retries_total") == 2
+
+
+def test_without_prometheus_client_nothing_is_imported_or_recorded() -> None:
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "import nbdb, nbdb.metrics\n"
+        "from nbdb.models import LogicalSwitch\n"
+        "with nbdb.connect() as db, db.cache(LogicalSwitch) as c:\n"
+        "    assert c.wait_for(db.create(LogicalSwitch(name='x')), 10)\n"
+        "    assert nbdb.metrics.active() is None and db._metrics is None and c._metrics is None\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_the_controllers_page_example_runs() -> None:
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "controllers.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {"__name__": "controllers_example"})

@@ -1,0 +1,85 @@
+"""Typed URL options, host lists and credentials (no server)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.options import Options, redact, split_hosts, split_userinfo
+from nbdb.retry import RetryPolicy
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_keywords_win_over_the_query_string_and_unknown_names_are_refused() -> None:
+    opts = Options.from_url("timeout=1&tls=0", {"timeout": 2.5}, {"timeout", "tls"}, "x://")
+    assert opts.number("timeout", 9.0) == 2.5
+    assert opts.flag("tls", True) is False
+    with pytest.raises(nbdb.ValidationError, match="unknown x:// option"):
+        Options.from_url("bogus=1", {}, {"timeout"}, "x://")
+
+
+@pytest.mark.parametrize("text", ["1", "true", "YES", "on", " On "])
+def test_true_flags(text: str) -> None:
+    assert Options({"f": text}, "x").flag("f") is True
+
+
+@pytest.mark.parametrize("text", ["0", "false", "No", "off", ""])
+def test_false_flags(text: str) -> None:
+    assert Options({"f": text}, "x").flag("f") is False
+
+
+def test_bad_values_name_the_option_and_the_backend() -> None:
+    opts = Options({"f": "maybe", "n": "ten", "i": "1.5", "lo": "-1", "inf": "inf", "c": "EACH"}, "redis")
+    with pytest.raises(nbdb.ValidationError, match="redis option f must be true or false"):
+        opts.flag("f")
+    with pytest.raises(nbdb.ValidationError, match="option n must be a number"):
+        opts.number("n", 0.0)
+    with pytest.raises(nbdb.ValidationError, match="option i must be a whole number"):
+        opts.integer("i", 0)
+    with pytest.raises(nbdb.ValidationError, match="at least 0"):
+        opts.integer("lo", 0, minimum=0)
+    with pytest.raises(nbdb.ValidationError, match="finite"):
+        opts.number("inf", 0.0)
+    with pytest.raises(nbdb.ValidationError, match="one of"):
+        opts.choice("c", "ALL", ("ALL", "QUORUM"))
+    assert Options({"c": "quorum"}, "x").choice("c", "ALL", ("ALL", "QUORUM")) == "QUORUM"
+
+
+def test_absent_options_take_their_defaults() -> None:
+    opts = Options({}, "x")
+    assert (opts.flag("a"), opts.flag("a", True), opts.integer("b", 3), opts.text("c"), opts.text("c", "d")) == (
+        None,
+        True,
+        3,
+        None,
+        "d",
+    )
+
+
+def test_retry_policy_from_options() -> None:
+    base = RetryPolicy(attempts=4, backoff=0.1, max_backoff=1.0, deadline=10.0)
+    policy = Options({"retries": "0", "retry_backoff": "0.5", "retry_deadline": "0"}, "x").retry_policy(base)
+    assert (policy.attempts, policy.backoff, policy.deadline) == (1, 0.5, None)
+    assert Options({}, "x").retry_policy(base) == base
+
+
+def test_hosts_and_ipv6() -> None:
+    assert split_hosts("a,b:7,[::1]:9,[fe80::1]", 5, "x") == (("a", 5), ("b", 7), ("::1", 9), ("fe80::1", 5))
+    for bad in ("a:0", "a:99999", "a:x", ":5", "::1", "[::1"):
+        with pytest.raises(nbdb.ValidationError):
+            split_hosts(bad, 5, "x")
+
+
+def test_userinfo_is_percent_decoded() -> None:
+    assert split_userinfo("u%40x:p%3Aw@h:1") == ("u@x", "p:w", "h:1")
+    assert split_userinfo("h:1") == (None, None, "h:1")
+    assert split_userinfo("u@h") == ("u", None, "h")
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="@/?#&", blacklist_categories=("Cs",)), min_size=1))
+def test_a_password_never_survives_redaction(secret: str) -> None:
+    for url in (f"redis://user:{secret}@host:1/0", f"etcd://h:1?password={secret}&x=1"):
+        assert f":{secret}@" not in redact(url) and f"password={secret}&" not in redact(url)
