@@ -274,3 +274,13 @@ def test_recent_commits_serve_a_contiguous_run_only() -> None:
     recent.forget_through(8)
     assert [i.revision for i, _ in recent.run_after(8, max_age=60)] == [9]
     assert recent.run_after(8, max_age=0) == [], "nothing older than the store's history is served"
+
+
+def test_recent_commits_know_the_revisions_their_process_has_in_flight() -> None:
+    recent = RecentCommits()
+    recent.begin(3)
+    recent.begin(4)
+    assert recent.in_flight(3) and recent.in_flight(4) and not recent.in_flight(5)
+    recent.add(Intent(3, "p", frozenset({"T"})), [_row(3)])  # landed
+    recent.end(4)  # failed, whatever it became
+    assert not recent.in_flight(3) and not recent.in_flight(4)

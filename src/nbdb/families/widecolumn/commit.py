@@ -102,13 +102,16 @@ class Committer:
                         self._void(taken, part, tables)
                         raise
                     revision = taken[0]
-                    if self.before_commit is not None:
-                        self.before_commit(revision)
-                    if self.send(part, revision, plan):
-                        done = True
-                        self._after(ops, plan, reserved, Intent(revision, part, tables))
-                        return CommitResult(revision, plan.versions)
-                    self._shared.recent.add(Intent(revision, part, tables, void=True), ())
+                    try:
+                        if self.before_commit is not None:
+                            self.before_commit(revision)
+                        if self.send(part, revision, plan):
+                            done = True
+                            self._after(ops, plan, reserved, Intent(revision, part, tables))
+                            return CommitResult(revision, plan.versions)
+                        self._shared.recent.add(Intent(revision, part, tables, void=True), ())
+                    finally:
+                        self._shared.recent.end(revision)  # whatever happened, this process no longer holds it
                     fresh = True  # a condition failed: re-read everything and plan again
                 raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
             finally:
@@ -116,7 +119,9 @@ class Committer:
                     self._refs.release_all(reserved)
 
     def _take(self, part: str, tables: frozenset[str], into: list[int]) -> None:
-        into.append(self._sequencer.allocate(part, tables))
+        revision = self._sequencer.allocate(part, tables)
+        self._shared.recent.begin(revision)
+        into.append(revision)
 
     def _void(self, taken: list[int], part: str, tables: frozenset[str]) -> None:
         for revision in taken:

@@ -38,10 +38,27 @@ class RecentCommits:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._by_revision: OrderedDict[int, tuple[Intent, tuple[ChangeRow, ...], float]] = OrderedDict()
+        self._in_flight: set[int] = set()
+
+    def begin(self, revision: int) -> None:
+        """A commit of this process took ``revision`` and is on its way (:meth:`add` or :meth:`end` follows)."""
+        with self._lock:
+            self._in_flight.add(revision)
+
+    def end(self, revision: int) -> None:
+        """The commit that took ``revision`` is over, whatever became of it."""
+        with self._lock:
+            self._in_flight.discard(revision)
+
+    def in_flight(self, revision: int) -> bool:
+        """Whether a commit of this process holds ``revision`` and has not finished: it will say when it has."""
+        with self._lock:
+            return revision in self._in_flight
 
     def add(self, intent: Intent, rows: Sequence[ChangeRow]) -> None:
         """Record that revision ``intent.revision`` committed ``rows`` (none: void)."""
         with self._lock:
+            self._in_flight.discard(intent.revision)
             self._by_revision[intent.revision] = (intent, tuple(rows), time.monotonic())
             while len(self._by_revision) > self._capacity:
                 self._by_revision.popitem(last=False)

@@ -120,8 +120,8 @@ class ChangeStream(RecordStream):
 
     Commits of this process come from memory (:class:`~nbdb.families.widecolumn.sharing.RecentCommits`)
     as soon as they land; the store is read for the others, every ``poll_interval`` (growing to 0.25 s
-    while nothing happens), and at once when a revision this process does not hold stands before ones it
-    does.
+    while the store shows nothing new), and at once when a revision this process does not hold stands
+    before ones it does.
     """
 
     def __init__(
@@ -147,6 +147,8 @@ class ChangeStream(RecordStream):
         self._floor_checked = -_FLOOR_CHECK
         self._idle = options.poll_interval
         self._blocked_pause = _BLOCKED_PAUSE
+        self._more = False
+        """The last read of the store stopped at the end of a full page of the index."""
         self._next_read = 0.0
         """When the store is read next (monotonic seconds)."""
 
@@ -167,7 +169,6 @@ class ChangeStream(RecordStream):
             if not out and self._read_due():
                 out = self._step()
             if out:
-                self._idle = self._o.poll_interval
                 return out
             now = time.monotonic()
             remaining = None if deadline is None else deadline - now
@@ -178,8 +179,12 @@ class ChangeStream(RecordStream):
         return []
 
     def _read_due(self) -> bool:
-        # A revision this process does not hold stands before ones it does: read it now.
-        return time.monotonic() >= self._next_read or self._shared.recent.holds_after(self._cursor)
+        # A revision this process does not hold stands before ones it does: read it now (unless a
+        # commit of this process is on its way with it: that commit will say when it lands).
+        if time.monotonic() >= self._next_read:
+            return True
+        recent = self._shared.recent
+        return recent.holds_after(self._cursor) and not recent.in_flight(self._cursor + 1)
 
     def _step_local(self) -> list[RecordChange]:
         """Deliver this process's own commits right after the cursor, from memory."""
@@ -189,6 +194,9 @@ class ChangeStream(RecordStream):
         entries = [intent for intent, _ in run]
         progress = advance(self._cursor, entries, {i.revision: rows for i, rows in run}, self._wants, self._tables)
         self._cursor = progress.cursor
+        # Past a commit of this process the stream may have been waiting for: what follows it in the
+        # store (other processes' commits) is looked for within the usual interval, not at the seal.
+        self._next_read = min(self._next_read, time.monotonic() + self._idle)
         return progress.changes
 
     def _wants(self, entry: Intent) -> bool:
@@ -203,19 +211,23 @@ class ChangeStream(RecordStream):
     def _step(self) -> list[RecordChange]:
         """Read the store: deliverable changes after the cursor; moves the cursor last, then plans the next read."""
         out, blocked = self._read_step()
-        if blocked:  # a commit is in flight: it lands within milliseconds, usually
+        if blocked is not None and self._shared.recent.in_flight(blocked.revision):
+            # A commit of this process: it wakes the stream when it lands; read again only to seal it.
+            started = self._pending_since.get(blocked.revision, time.monotonic())
+            self._next_read = started + self._o.settle
+        elif blocked is not None:  # another process's commit in flight: it lands within milliseconds, usually
             self._blocked_pause = min(self._blocked_pause * 2, self._o.poll_interval) if not out else _BLOCKED_PAUSE
             self._next_read = time.monotonic() + self._blocked_pause
-        elif out:
-            self._blocked_pause = _BLOCKED_PAUSE
-            self._next_read = time.monotonic()
+        elif out:  # someone else is writing: look again soon (at once if a page was full)
+            self._blocked_pause, self._idle = _BLOCKED_PAUSE, self._o.poll_interval
+            self._next_read = time.monotonic() + (0.0 if self._more else self._o.poll_interval)
         else:
             self._next_read = time.monotonic() + self._idle
             self._idle = min(self._idle * 1.5, _MAX_IDLE)
         return out
 
-    def _read_step(self) -> tuple[list[RecordChange], bool]:
-        """Deliverable changes and whether a commit in flight stopped the step; moves the cursor last."""
+    def _read_step(self) -> tuple[list[RecordChange], Intent | None]:
+        """Deliverable changes and the entry of a commit in flight that stopped the step; moves the cursor last."""
         now = time.monotonic()
         if now - self._floor_checked > _FLOOR_CHECK:
             floor = self._sequencer.floor()
@@ -224,7 +236,13 @@ class ChangeStream(RecordStream):
                 raise errors.HistoryGoneError(f"revision {self._cursor} was compacted (history starts at {floor})")
         entries = self._entries()
         if not entries:
-            return [], False
+            return [], None
+        full_page = len(entries) >= L.INTENT_PAGE
+        local = self._local_in_flight(entries, now)
+        if local is not None:
+            entries = [e for e in entries if e.revision < local.revision]
+            if not entries:
+                return [], local
         rows = self._change_rows([e for e in entries if self._wants(e)])
         progress = advance(self._cursor, entries, rows, self._wants, self._tables)
         for _ in range(_RESOLVES_PER_STEP):
@@ -239,7 +257,23 @@ class ChangeStream(RecordStream):
         self._cursor = progress.cursor
         for revision in [r for r in self._pending_since if r <= progress.cursor]:
             del self._pending_since[revision]
-        return progress.changes, progress.blocked is not None
+        self._more = full_page and local is None and progress.blocked is None
+        return progress.changes, progress.blocked or local
+
+    def _local_in_flight(self, entries: Sequence[Intent], now: float) -> Intent | None:
+        """The first entry of a commit of this process still on its way, unless it is overdue.
+
+        Such a commit is delivered from memory as soon as it lands (it wakes the
+        stream); reading it from the store meanwhile would only cost reads. One
+        stalled past ``settle`` is resolved like any other (sealed).
+        """
+        recent = self._shared.recent
+        for entry in entries:
+            if recent.in_flight(entry.revision):
+                first = self._pending_since.setdefault(entry.revision, now)
+                if now - first < self._o.settle:
+                    return entry
+        return None
 
     def _entries(self) -> list[Intent]:
         """The dense run of index entries after the cursor (HistoryGoneError if they expired)."""
