@@ -17,7 +17,7 @@ from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.changes import ChangeRow
 from nbdb.families.widecolumn.options import tries
 from nbdb.families.widecolumn.planner import Plan, StoredObject, check_shape, plan
-from nbdb.families.widecolumn.sequencer import numbers_in_bucket
+from nbdb.families.widecolumn.sequencer import REGRESSION_GAP, numbers_in_bucket, resume_head
 from nbdb.families.widecolumn.sharing import ChangeSignal, RecentCommits
 from nbdb.families.widecolumn.snapshot import undo
 from nbdb.families.widecolumn.stream import Intent, advance, dense_run
@@ -115,6 +115,21 @@ def test_numbers_in_bucket_stay_in_the_bucket(bucket: int, size: int, wanted: in
         assert all(L.bucket_of(g, size) == bucket for g in range(first, first + count))
     else:
         assert head == end
+
+
+@given(st.integers(0, 50), st.integers(100, 10_000), st.integers(1, 64), st.data())
+def test_numbering_resumes_past_commits_the_store_lost(bucket: int, size: int, wanted: int, data: Any) -> None:
+    start, end = bucket * size, (bucket + 1) * size
+    highest = data.draw(st.integers(start + 1, end - wanted))
+    head = data.draw(st.none() | st.integers(start + 1, end))
+    resumed = resume_head(head, highest, bucket, wanted, size)
+    if head is not None and head >= highest:
+        assert resumed == head, "no loss: number from the head"
+        return
+    assert resumed is not None and highest <= resumed <= min(highest + REGRESSION_GAP, end - wanted)
+    first, count = numbers_in_bucket(resumed, bucket, wanted, size)
+    assert first > highest and count == wanted, "never a revision handed out before, and room for the group"
+    assert resume_head(head, highest, bucket + 1, wanted, size) == head, "another bucket: nothing to resume past"
 
 
 @given(st.integers(1, 10**9), st.integers(1, 10**6))

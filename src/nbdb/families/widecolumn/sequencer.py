@@ -31,7 +31,7 @@ import logging
 import threading
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,9 +41,27 @@ from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import OutcomeUnknown, WideColumnStore, Write
 
-__all__ = ["CommitQueue", "RevisionSequencer", "numbers_in_bucket"]
+__all__ = ["REGRESSION_GAP", "CommitQueue", "RevisionSequencer", "numbers_in_bucket", "resume_head"]
 
 log = logging.getLogger(__name__)
+
+
+REGRESSION_GAP = 1000
+"""Revisions left unused after the head was found below one this process had seen (see :func:`resume_head`)."""
+
+
+def resume_head(head: int | None, highest: int, bucket: int, wanted: int, bucket_size: int) -> int | None:
+    """The head to number from in ``bucket``, given the highest revision this process has seen there.
+
+    Normally the stored ``head``. If it is below ``highest``, the store lost
+    commits (a crash without a durable commit log): numbering resumes past
+    them, leaving a hole of unused revisions, so that no revision is handed
+    out twice and every watcher whose position the store forgot finds the
+    hole and raises HistoryGoneError. The hole stays inside the bucket.
+    """
+    if highest <= (head if head is not None else bucket * bucket_size) or L.bucket_of(highest, bucket_size) != bucket:
+        return head
+    return max(highest, min(highest + REGRESSION_GAP, (bucket + 1) * bucket_size - wanted))
 
 
 def numbers_in_bucket(head: int | None, bucket: int, wanted: int, bucket_size: int) -> tuple[int, int]:
@@ -74,6 +92,15 @@ class CommitQueue:
         """The bucket the head is in, as far as this process knows (-1: not read yet)."""
         self.known: tuple[int, int | None] | None = None
         """(bucket, head) after this process's last compare-and-set on the head, if still believed current."""
+        self.highest = 0
+        """The highest revision this process took: the head can only be below it if the store lost commits."""
+        self.on_loss: list[Callable[[], None]] = []
+        """Called when the store is found to have lost commits (what this process remembers of them is wrong)."""
+
+    def lost(self) -> None:
+        """The store lost commits this process made: tell whoever remembers them."""
+        for callback in self.on_loss:
+            callback()
 
 
 @dataclass(slots=True, eq=False)
@@ -203,7 +230,15 @@ class RevisionSequencer:
             else:
                 rows = self._store.select(L.Q_HEAD, (self._ns, bucket))
                 head = rows[0].head if rows else None
-            first, count = numbers_in_bucket(head, bucket, len(group), self.bucket_size)
+            start = resume_head(head, self._q.highest, bucket, len(group), self.bucket_size)
+            if start != head:
+                log.warning(
+                    "the revision sequencer is at %s although this process saw %d: the store lost recent commits; "
+                    "resuming at %d, and watchers from before the loss will re-list",
+                    head, self._q.highest, start,
+                )  # fmt: skip
+                self._q.lost()
+            first, count = numbers_in_bucket(start, bucket, len(group), self.bucket_size)
             if count == 0:
                 self._advance_bucket(bucket)
                 bucket = self._q.bucket
@@ -223,6 +258,7 @@ class RevisionSequencer:
                 result = None
             if applied:
                 self._q.known = (bucket, first + count - 1)
+                self._q.highest = max(self._q.highest, first + count - 1)
                 return list(range(first, first + count))
             # Another client took numbers: a failed compare-and-set reports the head it saw.
             reported = result is not None and result.reports("head")

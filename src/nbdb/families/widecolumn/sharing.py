@@ -75,6 +75,11 @@ class RecentCommits:
                 out.append(found[:2])
         return out
 
+    def clear(self) -> None:
+        """Forget everything (the store lost commits: what is held here may not be there any more)."""
+        with self._lock:
+            self._by_revision.clear()
+
     def forget_through(self, revision: int) -> None:
         """Drop every entry up to ``revision`` (the store's history was compacted to there)."""
         with self._lock:
@@ -121,3 +126,6 @@ class NamespaceState:
     signal: ChangeSignal = field(default_factory=ChangeSignal)
     queue: CommitQueue = field(default_factory=CommitQueue)
     recent: RecentCommits = field(default_factory=RecentCommits)
+
+    def __post_init__(self) -> None:
+        self.queue.on_loss.append(self.recent.clear)

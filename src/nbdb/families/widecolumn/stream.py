@@ -283,6 +283,12 @@ class ChangeStream(RecordStream):
         if not rows:
             head_rows = self._p.read(L.Q_HEAD, (ns, bucket))
             head = head_rows[0].head if head_rows else None
+            if cursor % self._sequencer.bucket_size and (head is None or head < cursor):
+                # The cursor came from this store (a head read or an index entry): the store lost it.
+                raise errors.HistoryGoneError(
+                    f"the store is at revision {head} although this watch was at {cursor}: it lost recent "
+                    "commits (a crash without a durable commit log)"
+                )
             if head is None or head <= cursor:
                 return []
             # The head moved past the cursor: its index rows were written with
