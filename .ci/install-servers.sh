@@ -3,8 +3,9 @@
 #   - redis-server (+ redis-tools: redis-cli, redis-sentinel), etcd-server, etcd-client,
 #     openvswitch-common (ovsdb-server, ovsdb-tool, ovs-appctl), ovn-central/ovn-common
 #     (OVN NB schema, ovn-nbctl, ovn-northd), openssl, a JDK 17 and Maven;
-#   - Apache Cassandra 5.0 (cassandra-all and its dependencies) resolved from Maven Central
-#     with .ci/maven/cassandra/pom.xml into ${NBDB_CACHE:-$HOME/.cache/nbdb}/cassandra.
+#   - Apache Cassandra 5.0 (cassandra-all and its dependencies) and the open-source Hazelcast 5
+#     member (com.hazelcast:hazelcast), resolved from Maven Central with .ci/maven/<name>/pom.xml
+#     into ${NBDB_CACHE:-$HOME/.cache/nbdb}/<name>.
 #
 # Idempotent and quiet when everything is already there. Distro services are never left
 # running: package maintainer scripts are refused by a policy-rc.d during the install, and
@@ -17,8 +18,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 CACHE=${NBDB_CACHE:-$HOME/.cache/nbdb}
-CASSANDRA_DIR=$CACHE/cassandra
-POM=$ROOT/.ci/maven/cassandra/pom.xml
 FORCE=0
 [[ ${1:-} == --force ]] && FORCE=1
 
@@ -96,35 +95,34 @@ install_packages() {
     stop_distro_services
 }
 
-pom_version() {
-    sed -n 's:.*<cassandra.version>\(.*\)</cassandra.version>.*:\1:p' "$POM" | head -n 1
-}
-
-install_cassandra() {
-    [[ -f $POM ]] || die "missing $POM"
-    local version
-    version=$(pom_version)
-    [[ -n $version ]] || die "no <cassandra.version> in $POM"
-    if [[ $FORCE -eq 0 && -f $CASSANDRA_DIR/VERSION && $(cat "$CASSANDRA_DIR/VERSION") == "$version" \
-          && -d $CASSANDRA_DIR/lib ]]; then
+# install_from_maven NAME ARTIFACT VERSION_PROPERTY: resolve .ci/maven/NAME/pom.xml's
+# dependencies into $CACHE/NAME/lib and record the version in $CACHE/NAME/VERSION; a run with
+# the same version in the pom does nothing (unless --force).
+install_from_maven() {
+    local name=$1 artifact=$2 property=$3
+    local pom=$ROOT/.ci/maven/$name/pom.xml dir=$CACHE/$name version
+    [[ -f $pom ]] || die "missing $pom"
+    version=$(sed -n "s:.*<$property>\(.*\)</$property>.*:\1:p" "$pom" | head -n 1)
+    [[ -n $version ]] || die "no <$property> in $pom"
+    if [[ $FORCE -eq 0 && -f $dir/VERSION && $(cat "$dir/VERSION") == "$version" && -d $dir/lib ]]; then
         return 0
     fi
     command -v mvn >/dev/null || die "mvn not found (install the Debian package 'maven')"
-    log "fetching Apache Cassandra $version from Maven Central into $CASSANDRA_DIR"
-    local tmp=$CASSANDRA_DIR/lib.tmp
+    log "fetching $artifact $version from Maven Central into $dir"
+    local tmp=$dir/lib.tmp
     rm -rf "$tmp"
-    mkdir -p "$CASSANDRA_DIR"
-    if ! mvn -B -q -f "$POM" dependency:copy-dependencies -DoutputDirectory="$tmp" \
-            >"$CASSANDRA_DIR/mvn.log" 2>&1; then
-        tail -n 30 "$CASSANDRA_DIR/mvn.log" >&2
-        die "Maven could not resolve org.apache.cassandra:cassandra-all:$version (is Maven Central reachable? log: $CASSANDRA_DIR/mvn.log)"
+    mkdir -p "$dir"
+    if ! mvn -B -q -f "$pom" dependency:copy-dependencies -DoutputDirectory="$tmp" >"$dir/mvn.log" 2>&1; then
+        tail -n 30 "$dir/mvn.log" >&2
+        die "Maven could not resolve $artifact:$version (is Maven Central reachable? log: $dir/mvn.log)"
     fi
-    ls "$tmp"/cassandra-all-"$version".jar >/dev/null 2>&1 || die "cassandra-all-$version.jar missing after Maven run"
-    rm -rf "$CASSANDRA_DIR/lib"
-    mv "$tmp" "$CASSANDRA_DIR/lib"
-    echo "$version" >"$CASSANDRA_DIR/VERSION"
-    rm -f "$CASSANDRA_DIR/mvn.log"
+    ls "$tmp/${artifact##*:}-$version.jar" >/dev/null 2>&1 || die "${artifact##*:}-$version.jar missing after Maven run"
+    rm -rf "$dir/lib"
+    mv "$tmp" "$dir/lib"
+    echo "$version" >"$dir/VERSION"
+    rm -f "$dir/mvn.log"
 }
 
 install_packages
-install_cassandra
+install_from_maven cassandra org.apache.cassandra:cassandra-all cassandra.version
+install_from_maven hazelcast com.hazelcast:hazelcast server.version

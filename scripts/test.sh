@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fresh machine -> the whole test suite: real servers (Debian packages, Cassandra from
-# Maven Central), the Python environment with every backend, then pytest: nbdb's own
+# Fresh machine -> the whole test suite: real servers (Debian packages, Cassandra and
+# Hazelcast from Maven Central), the Python environment with every backend, then pytest: nbdb's own
 # tests and the conformance kit against every backend on a real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +21,5 @@ trap 'rm -rf "$sqlite_dir"' EXIT
   --nbdb-url=spawn:etcd \
   --nbdb-url=spawn:ovsdb \
   --nbdb-url=spawn:cassandra \
+  --nbdb-url=spawn:hazelcast \
   "$@"

@@ -6,6 +6,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort
@@ -91,3 +93,38 @@ def test_cascade_deletes_dependents_whose_rules_need_the_reference() -> None:
             db.get(ACL, acl.id)
         assert db.get(ACL, on_switch.id) == on_switch
         assert db.get(LogicalSwitchPort, port.id) == port
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["create", "rename", "move", "delete"]), st.integers(0, 5), st.integers(0, 3)),
+        max_size=40,
+    )
+)
+def test_cache_indexes_follow_any_sequence_of_changes(steps: list[tuple[str, int, int]]) -> None:
+    """Whatever is created, renamed, moved between switches or deleted, find() answers as a scan would."""
+    with nbdb.connect("memory://") as db:
+        switches = [db.create(LogicalSwitch(name=f"s{i}")) for i in range(2)]
+        cache = db.cache([LogicalSwitch, LogicalSwitchPort])
+        assert cache.wait_synced(10)
+        ports: dict[int, LogicalSwitchPort] = {}
+        for action, slot, value in steps:
+            port = ports.get(slot)
+            if action == "create" and port is None:
+                ports[slot] = db.create(LogicalSwitchPort(switch=switches[value % 2], name=f"p{slot}", tag=value))
+            elif action == "rename" and port is not None:
+                ports[slot] = db.update(port.replace(tag=value))
+            elif action == "move" and port is not None:
+                ports[slot] = db.update(port.replace(switch=switches[value % 2]))
+            elif action == "delete" and port is not None:
+                db.delete(ports.pop(slot))
+        assert cache.wait_for(db.list(LogicalSwitch).revision, 10)
+        for sw in switches:
+            expected = sorted(p.id for p in ports.values() if p.switch == sw.id)
+            assert sorted(p.id for p in cache.find(LogicalSwitchPort, switch=sw.id)) == expected
+        for slot, port in ports.items():
+            assert [p.id for p in cache.find(LogicalSwitchPort, name=f"p{slot}")] == [port.id]
+            assert cache.get(LogicalSwitchPort, port.id) == port
+        assert cache.find(LogicalSwitchPort, name="nobody") == []

@@ -11,6 +11,7 @@ settled from the error that names the object).
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -21,8 +22,10 @@ from uuid import UUID
 from nbdb import errors, metrics
 from nbdb.cache import Cache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
+from nbdb.cascade import cascade_ops
 from nbdb.codec import bulk, decode
-from nbdb.models.base import Model, all_models, model_for_table
+from nbdb.hub import WatchHub
+from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, UniqueKey, WriteOp
@@ -89,6 +92,8 @@ class Database:
         self._metrics = None if handles is None else handles.backend(backend)
         # Start times of recent commits, for the caches' commit-to-applied lag.
         self._commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
+        self._hub: WatchHub | None = None
+        self._hub_lock = threading.Lock()
         self._reaper: Reaper | None = None
         if reap and backend.capabilities.expiry is Expiry.REAPER and type(backend).reap is not Backend.reap:
             self._reaper = Reaper(backend)
@@ -338,50 +343,13 @@ class Database:
         if op is None:
             return None
         try:
-            result, revision = self._commit(self._cascade(op) if cascade else [op], fence)
+            ops = cascade_ops(self._backend, self.get, op) if cascade else [op]
+            result, revision = self._commit(ops, fence)
         except errors.NotFoundError as exc:
             if if_exists and exc.key == (op.table, op.id):
                 return None
             raise
         return None if 0 in result.skipped else revision
-
-    def _cascade(self, root: Delete) -> list[WriteOp]:
-        deletes: dict[tuple[str, UUID], WriteOp] = {(root.table, root.id): root}
-        updates: dict[tuple[str, UUID], Model] = {}
-        queue = [(root.table, root.id)]
-        while queue:
-            target = queue.pop()
-            for source in self._backend.referrers(*target):
-                if source in deletes:
-                    continue
-                obj = updates.get(source)
-                if obj is None:
-                    obj = self.get(model_for_table(source[0]), source[1])
-                changes: dict[str, Any] = {}
-                doomed = False
-                for spec in obj.nbdb_references:
-                    if spec.target != target[0] or target[1] not in spec.ids(obj):
-                        continue
-                    if spec.many:
-                        changes[spec.field] = [i for i in getattr(obj, spec.field) if i != target[1]]
-                    elif spec.optional:
-                        changes[spec.field] = None
-                    else:
-                        doomed = True
-                if not doomed and changes:
-                    try:
-                        updates[source] = obj.replace(**changes)
-                    except errors.ValidationError:
-                        # Clearing the reference breaks the model's own rules (an
-                        # ACL must belong to a switch or a port group): it goes too.
-                        doomed = True
-                if doomed:
-                    updates.pop(source, None)
-                    deletes[source] = delete_of(obj)
-                    queue.append(source)
-        ops: list[WriteOp] = list(deletes.values())
-        ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
-        return ops
 
     def list(
         self,
@@ -481,6 +449,7 @@ class Database:
         on_error: Callable[[errors.CorruptRecordError], None] | None = None,
         *,
         fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
+        shared: bool = True,
     ) -> Cache:
         """A local replica of ``models`` (in ``topics``), loading in the background.
 
@@ -489,7 +458,15 @@ class Database:
         as every subscriber). ``fields`` keeps only those fields (a list for a
         one-model cache, or a mapping from model to fields): ``get`` and
         ``find`` then return read-only partial views (:mod:`nbdb.projection`).
+        The caches of one Database share one change stream from the server
+        (:mod:`nbdb.hub`); ``shared=False`` gives this one its own.
         """
+        streams = None
+        if shared:
+            with self._hub_lock:
+                if self._hub is None:
+                    self._hub = WatchHub(self._backend)
+                streams = self._hub.stream
         cache = Cache(
             self._backend,
             self._models(models),
@@ -498,6 +475,7 @@ class Database:
             on_error,
             fields=fields,
             commit_times=self._commit_times,
+            streams=streams,
         )
         self._caches.add(cache)
         return cache
@@ -534,6 +512,8 @@ class Database:
             cache.close()
         for watch in list(self._watches):
             watch.close()
+        if self._hub is not None:
+            self._hub.close()
         self._backend.close()
 
     def __enter__(self) -> Database:

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from nbdb import errors, metrics
@@ -26,7 +26,8 @@ from nbdb.codec import bulk, decode
 from nbdb.dispatch import Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
-from nbdb.projection import PartialView, projections
+from nbdb.projection import projections
+from nbdb.replica import Buckets, index, matches, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.waits import Waits
 
@@ -68,16 +69,21 @@ class Cache:
         *,
         fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
         commit_times: metrics.CommitTimes | None = None,
+        streams: Callable[[Sequence[str], Collection[str | None] | None, int], RecordStream] | None = None,
     ) -> None:
         self._backend = backend
+        self._streams = streams or backend.watch
         self._models = {m.nbdb_table: m for m in models}
         self._tables = sorted(self._models)
         self._topics = None if topics is None else frozenset(topics)
         self._views = projections(models, fields)
         self._objects: dict[type[Model], dict[UUID, Model]] = {m: {} for m in models}
-        self._indexes: dict[type[Model], dict[str, dict[Any, set[UUID]]]] = {
+        # An index bucket is the one id that holds a value, or a set once several
+        # share it (a set per near-unique value, like a name, costs ~200 bytes).
+        self._indexes: dict[type[Model], dict[str, Buckets]] = {
             m: {f: {} for f in self._index_fields(m)} for m in models
         }
+        self._by_field = {(m, f): index for m, indexes in self._indexes.items() for f, index in indexes.items()}
         self._fields = {
             m: frozenset(self._views[m].nbdb_fields if m in self._views else m.model_fields) for m in models
         }
@@ -123,15 +129,15 @@ class Cache:
 
     def get(self, model: type[M], id: UUID | str) -> M | None:
         """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`."""
-        if not isinstance(id, UUID):
+        objects = self._objects.get(model)
+        if objects is None:
+            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
+        if type(id) is not UUID:
             try:
                 id = UUID(str(id))
             except ValueError:
                 raise errors.ValidationError(f"not an object id (UUID): {id!r}") from None
-        try:
-            return self._objects[model].get(id)  # type: ignore[return-value]
-        except KeyError:
-            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}") from None
+        return objects.get(id)  # type: ignore[return-value]
 
     def list(self, model: type[M]) -> list[M]:
         """Every cached object of ``model``."""
@@ -150,6 +156,19 @@ class Cache:
         the fields is indexed; otherwise scans the model's objects. In a
         projected cache only the kept fields can be searched.
         """
+        if len(equals) == 1:
+            # The common lookup (ports of a switch, the object of a name): straight to its index.
+            ((key, value),) = equals.items()
+            index = self._by_field.get((model, key))
+            if index is not None and type(value) is not list:
+                bucket = index.get(value.id if isinstance(value, Model) else value)
+                if bucket is None:
+                    return []
+                objects = self._objects[model]
+                if type(bucket) is UUID:
+                    found = objects.get(bucket)
+                    return [] if found is None else [found]  # type: ignore[list-item]
+                return [obj for i in list(cast(set[UUID], bucket)) if (obj := objects.get(i)) is not None]  # type: ignore[misc]
         fields = self._fields.get(model)
         if fields is None:
             raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
@@ -159,20 +178,25 @@ class Cache:
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
             if isinstance(value, Model):
                 equals[key] = value.id
-        objects = self._objects[self._followed(model)]
+        # No lock: the apply thread replaces dict entries and grows or shrinks
+        # sets; list() of a set or a dict view is one step under the GIL, so a
+        # read sees each bucket as it was at some instant.
+        objects = self._objects[model]
         indexes = self._indexes[model]
-        with self._lock:
-            indexed = next((k for k in equals if k in indexes), None)
-            if indexed is None:
-                candidates: Iterable[Model] = list(objects.values())
-                rest = equals
-            else:
-                ids = indexes[indexed].get(equals[indexed], ())
-                candidates = [objects[i] for i in ids]
-                if len(equals) == 1:
-                    return candidates  # type: ignore[return-value]
-                rest = {k: v for k, v in equals.items() if k != indexed}
-        return [obj for obj in candidates if all(_matches(obj, k, v) for k, v in rest.items())]  # type: ignore[misc]
+        indexed = next((k for k in equals if k in indexes), None)
+        if indexed is None:
+            candidates: Iterable[Model] = list(objects.values())
+            rest = equals
+        else:
+            bucket = indexes[indexed].get(equals[indexed])
+            if bucket is None:
+                return []
+            ids = (bucket,) if type(bucket) is UUID else list(bucket)  # type: ignore[arg-type]
+            candidates = [obj for i in ids if (obj := objects.get(i)) is not None]
+            if len(equals) == 1:
+                return candidates  # type: ignore[return-value]
+            rest = {k: v for k, v in equals.items() if k != indexed}
+        return [obj for obj in candidates if all(matches(obj, k, v) for k, v in rest.items())]  # type: ignore[misc]
 
     def _followed(self, model: type[Model]) -> type[Model]:
         if model not in self._objects:
@@ -344,7 +368,7 @@ class Cache:
                 if need_list:
                     self._relist()
                     need_list = False
-                self._stream = self._backend.watch(self._tables, self._topics, self._revision)
+                self._stream = self._streams(self._tables, self._topics, self._revision)
                 if self._closed.is_set():
                     break
                 while not self._closed.is_set():
@@ -451,7 +475,7 @@ class Cache:
                 return
             self._remove(model, current)
             if self._subscriptions:
-                self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision))
+                self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision, change.synthetic))
             return
         if current is not None and current.version >= change.new.version:
             return  # already applied (a re-delivered change)
@@ -461,38 +485,21 @@ class Cache:
         self._put(model, current, new)
         if self._subscriptions:
             kind = EventKind.CREATED if current is None else EventKind.UPDATED
-            self._emit(ChangeEvent(kind, model, current, new, change.revision))
+            self._emit(ChangeEvent(kind, model, current, new, change.revision, change.synthetic))
 
     def _put(self, model: type[Model], old: Model | None, new: Model) -> None:
+        indexes = self._indexes[model]
         if old is not None:
-            self._unindex(model, old)
+            unindex(indexes, old)
         self._objects[model][new.id] = new
-        for field, index in self._indexes[model].items():
-            for value in new.index_values(field):
-                index.setdefault(value, set()).add(new.id)
+        index(indexes, new)
 
     def _remove(self, model: type[Model], old: Model) -> None:
-        self._unindex(model, old)
+        unindex(self._indexes[model], old)
         del self._objects[model][old.id]
         if self._waits.pending:
             self._waits.deleted(model, old.id)
 
-    def _unindex(self, model: type[Model], old: Model) -> None:
-        for field, index in self._indexes[model].items():
-            for value in old.index_values(field):
-                ids = index.get(value)
-                if ids is not None:
-                    ids.discard(old.id)
-                    if not ids:
-                        del index[value]
-
     def _emit(self, event: ChangeEvent[Model]) -> None:
         for sub in self._subscriptions:
             sub.offer(event)
-
-
-def _matches(obj: Model | PartialView, field: str, value: Any) -> bool:
-    attr = getattr(obj, field)
-    if isinstance(attr, list) and not isinstance(value, list):
-        return value in attr
-    return bool(attr == value)

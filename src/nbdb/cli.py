@@ -68,6 +68,26 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models_generate(args: argparse.Namespace) -> int:
+    import json
+
+    from nbdb.families.ovsdb.modelgen import generate_models
+    from nbdb.families.ovsdb.schema import DatabaseSchema
+
+    try:
+        with open(args.schema, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise errors.ValidationError(f"cannot read the OVSDB schema {args.schema}: {exc}") from None
+    source = generate_models(DatabaseSchema.parse(doc))
+    if args.output in (None, "-"):
+        sys.stdout.write(source)
+    else:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(source)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available sub-command."""
     parser = argparse.ArgumentParser(prog="nbdb", description="nbdb: one northbound-database API, many backends")
@@ -90,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", action="append", default=[], metavar="MODULE", help="import MODULE first (repeatable)"
     )
     schema.set_defaults(func=_cmd_schema)
+
+    models = sub.add_parser("models", help="typed models from a server schema")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    generate = models_sub.add_parser(
+        "generate", help="write nbdb models for every table of an OVSDB schema (.ovsschema)"
+    )
+    generate.add_argument("schema", help="the .ovsschema file (OVN_Northbound, OVN_Southbound, Open_vSwitch, yours)")
+    generate.add_argument("-o", "--output", default=None, help="write the module here (default: stdout)")
+    generate.set_defaults(func=_cmd_models_generate)
 
     for module_name in _PLUGGABLE_COMMANDS:
         try:

@@ -40,6 +40,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "ovsdb+ssl": "nbdb.backends.ovsdb:OvsdbBackend",
     "ovsdb+unix": "nbdb.backends.ovsdb:OvsdbBackend",
     "cassandra": "nbdb.backends.cassandra:CassandraBackend",
+    "hazelcast": "nbdb.backends.hazelcast:HazelcastBackend",
     "sqlite": "nbdb.backends.sqlite:SqliteBackend",
 }
 """nbdb's own schemes and the class that serves each (``module:Class``)."""

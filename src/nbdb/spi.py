@@ -95,7 +95,15 @@ class UniqueKey:
 
 @dataclass(frozen=True, slots=True)
 class RecordChange:
-    """One committed change of one record (old None: created; new None: deleted)."""
+    """One committed change of one record (old None: created; new None: deleted).
+
+    ``synthetic`` marks a change of a *merged catch-up*: after a reconnect
+    some servers (OVSDB) can only say how the data differs from what the
+    stream last saw, several commits merged into one difference. Such a change
+    is exact as a difference, but it is not one commit: a watch stops with
+    :class:`nbdb.HistoryGoneError` before it, a cache applies it like the
+    events of a re-list.
+    """
 
     table: str
     id: uuid.UUID
@@ -103,6 +111,7 @@ class RecordChange:
     old: Record | None
     new: Record | None
     revision: int
+    synthetic: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,9 @@ class Watch(Iterator[ChangeEvent[Model]]):
         self._on_error = on_error or _log_corrupt
         self._pending: deque[ChangeEvent[Model]] = deque()
         self._closed = False
+        # Set at a merged catch-up (a synthetic change): where delivery stopped, and the error to raise.
+        self._stopped_at: int | None = None
+        self._gone: errors.HistoryGoneError | None = None
 
     @property
     def revision(self) -> int:
@@ -78,11 +81,24 @@ class Watch(Iterator[ChangeEvent[Model]]):
         """
         if self._pending:
             return self._pending[0].revision - 1
+        if self._stopped_at is not None:
+            return self._stopped_at
         return self._stream.revision
 
     def _fetch(self, timeout: float | None) -> list[ChangeEvent[Model]]:
+        if self._gone is not None:
+            raise self._gone
         events = []
         for change in self._stream.poll(timeout):
+            if change.synthetic:
+                # Several commits merged (a backend's catch-up after a reconnect): a watch
+                # promises each commit on its own, so it ends here, after what came before.
+                self._stopped_at = change.revision - 1
+                self._gone = errors.HistoryGoneError(
+                    f"after revision {self._stopped_at} the backend could only deliver a merged catch-up of "
+                    "several commits (it reconnected); list again, or use a cache, which applies it"
+                )
+                break
             model = self._models.get(change.table)
             if model is None:
                 continue
@@ -90,6 +106,8 @@ class Watch(Iterator[ChangeEvent[Model]]):
                 events.append(to_event(model, change))
             except errors.CorruptRecordError as exc:
                 self._on_error(exc)
+        if not events and self._gone is not None:
+            raise self._gone
         return events
 
     def poll(self, timeout: float | None = None) -> list[ChangeEvent[Model]]:

@@ -248,3 +248,38 @@ def test_unmappable_rows_are_corrupt_reports_not_a_dead_cache(ovn: dict[str, Any
     nbctl(ovn, "lsp-add", f"bad-{s}", f"good-p-{s}")
     assert _eventually(lambda: len(cache.find(LogicalSwitchPort, name=f"good-p-{s}")) == 1)
     cache.close()
+
+
+def test_ovsdbapp_and_nbdb_write_and_read_the_same_database(ovn: dict[str, Any], db: nbdb.Database) -> None:
+    """Neutron's client library (ovsdbapp, the ovs IDL underneath) and nbdb on one Northbound database."""
+    from nbdb.bench.ovn.ovsdbapp import OvsdbApp
+
+    app = OvsdbApp(ovn["nb"].remotes, timeout=30)
+    try:
+        cache = db.cache([LogicalSwitch, LogicalSwitchPort])
+        assert cache.wait_synced(15)
+        ls = db.create(LogicalSwitch(name=f"app-{uuid.uuid4().hex[:6]}"))
+        mine = db.create(LogicalSwitchPort(switch=ls, name=f"by-nbdb-{uuid.uuid4().hex[:6]}"))
+        # ovsdbapp sees nbdb's switch and port, adds a port of its own and changes nbdb's.
+        assert _eventually(
+            lambda: mine.name in {p.name for p in app.api.lsp_list(str(ls.id)).execute(check_error=True)}
+        )
+        theirs = f"by-ovsdbapp-{uuid.uuid4().hex[:6]}"
+        app.lsp_add(str(ls.id), theirs, ["0a:00:00:00:00:42 10.0.0.42"])
+        app.lsp_set_addresses(mine.name, ["0a:00:00:00:00:43 10.0.0.43"])
+        # nbdb's cache follows both, typed; the port ovsdbapp changed is at a new version.
+        assert _eventually(lambda: bool(cache.find(LogicalSwitchPort, name=theirs)), 30)
+        [added] = cache.find(LogicalSwitchPort, name=theirs)
+        assert added.switch == ls.id and added.addresses == ["0a:00:00:00:00:42 10.0.0.42"]
+        assert _eventually(lambda: cache.get(LogicalSwitchPort, mine.id).version > mine.version, 30)  # type: ignore[union-attr]
+        with pytest.raises(nbdb.ConflictError):
+            db.update(mine.replace(up=True))  # stale: ovsdbapp changed it
+        fresh = db.update(db.get(LogicalSwitchPort, mine.id).replace(up=True))
+        assert fresh.addresses == ["0a:00:00:00:00:43 10.0.0.43"]
+        # And ovsdbapp deletes what nbdb made, which nbdb sees go.
+        app.lsp_del(mine.name)
+        assert _eventually(lambda: cache.get(LogicalSwitchPort, mine.id) is None, 30)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitchPort, mine.id)
+    finally:
+        app.close()

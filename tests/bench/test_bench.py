@@ -22,12 +22,12 @@ from nbdb.testing import Server
 PNG = b"\x89PNG\r\n\x1a\n"
 WORKLOADS = {
     "write.create",
+    "write.create.threads",
     "read.get",
     "write.update",
     "write.delete",
     "write.txn",
     "read.list",
-    "write.concurrent",
     "cache.cold_load",
     "cache.get",
     "cache.find",
@@ -59,7 +59,8 @@ def test_bench_runs_on_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         if m["workload"] in ("watch.fanout", "churn", "churn.controller"):
             assert m["extra"]["missing_events"] == 0, m
     assert data["ratios"] and all(r["ratio"] > 0 for r in data["ratios"])
-    assert {t["name"].split(",")[0] for t in data["targets"]} >= {"cache get", "cache find by index"}
+    names = {t["name"].split(",")[0].split(" of ")[0] for t in data["targets"]}
+    assert names >= {"creates", "gets", "CAS updates", "deletes", "cold load", "commit-to-applied p99"}, names
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["latency.png", "ratio.png", "scale_caches.png", "scale_objects.png", "throughput.png"]
     for name in pngs:
@@ -256,3 +257,19 @@ def test_bench_without_matplotlib_runs_and_says_so(tmp_path: Path) -> None:
     assert "matplotlib is not installed, so no plots" in done.stderr
     assert json.loads((tmp_path / "bench.json").read_text())["measurements"]
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_the_full_sweep_reaches_a_million_objects_where_the_backend_allows() -> None:
+    from nbdb.bench.config import SIZES
+    from nbdb.bench.runner import plan
+    from nbdb.bench.target import Target
+    from nbdb.bench.workloads import GROUPS
+
+    full = SIZES["full"]
+    cache_group = [g for g in GROUPS if g.name == "cache"]
+    sizes_of = {
+        name: sorted({s.params["objects"] for s in plan([Target(name, "x://")], full, cache_group) if s.impl == "nbdb"})
+        for name in ("memory", "etcd")
+    }
+    assert sizes_of["memory"][-1] == 1_000_000
+    assert sizes_of["etcd"][-1] == 100_000 and 1_000_000 not in sizes_of["etcd"]

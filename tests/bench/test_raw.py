@@ -22,9 +22,14 @@ from nbdb.bench.workloads import GROUPS, Group
 from nbdb.bench.workloads.common import PORT, populate_raw
 from nbdb.cli import main
 from nbdb.testing import Server
-from nbdb.testing.fixtures import cassandra_server, etcd_server, ovsdb_server  # noqa: F401 - pytest fixtures
+from nbdb.testing.fixtures import (  # noqa: F401 - pytest fixtures
+    cassandra_server,
+    etcd_server,
+    hazelcast_server,
+    ovsdb_server,
+)
 
-KINDS = ["etcd", "ovsdb", "cassandra", "sqlite"]
+KINDS = ["etcd", "ovsdb", "cassandra", "sqlite", "hazelcast"]
 CRUD = {"write.create", "read.get", "write.update", "write.delete"}
 
 

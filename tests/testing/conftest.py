@@ -16,6 +16,8 @@ from nbdb.testing.fixtures import (  # noqa: F401
     cassandra_server,
     etcd_cluster,
     etcd_server,
+    hazelcast_cluster,
+    hazelcast_server,
     ovsdb_cluster,
     ovsdb_server,
     redis_sentinel,

@@ -26,7 +26,7 @@ from .conftest import NB_MODELS, OVN_MODELS, Churn, assert_no_dangling, build_ne
 
 pytestmark = pytest.mark.timeout(240)
 
-BACKENDS = ["memory", "sqlite", "redis", "etcd", "ovsdb", "cassandra"]
+BACKENDS = ["memory", "sqlite", "redis", "etcd", "ovsdb", "cassandra", "hazelcast"]
 PAIRS = [(a, b) for a, b in itertools.permutations(BACKENDS, 2)]
 
 

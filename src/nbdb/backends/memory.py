@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from nbdb import errors, page_token
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import rules
-from nbdb.families.lease import hold_lease
+from nbdb.families.lease import LeaseTable, hold_lease
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
 from nbdb.spi import (
@@ -70,7 +70,7 @@ class MemoryStore:
         self.revision = 0
         self.compacted = 0
         self.history: list[RecordChange] = []
-        self.leases: dict[str, tuple[bytes, float]] = {}
+        self.leases = LeaseTable()
         self.counters: dict[str, int] = {}
         self.uniques: dict[tuple[str, UniqueKey], uuid.UUID] = {}
         self.held: dict[RefKey, tuple[UniqueKey, ...]] = {}
@@ -360,8 +360,7 @@ class MemoryBackend(Backend):
     def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
         store = self.store
         with store.cond:
-            held = store.leases.get(fence.name)
-            if held is None or held[0] != fence.token.encode() or held[1] <= time.monotonic():
+            if not store.leases.holds(fence.name, fence.token.encode()):
                 raise errors.LockLostError(f"lock {fence.name!r} is no longer held by this holder: nothing was written")
             return self._commit(ops)
 
@@ -459,27 +458,15 @@ class MemoryBackend(Backend):
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         """Take the lease for ``token`` unless another live holder has it."""
-        now = time.monotonic()
         with self.store.cond:
-            held = self.store.leases.get(name)
-            if held is not None and held[1] > now and held[0] != token:
-                return False
-            self.store.leases[name] = (token, now + ttl)
-            return True
+            return self.store.leases.acquire(name, token, ttl)
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         """Extend the lease if ``token`` still holds it."""
-        now = time.monotonic()
         with self.store.cond:
-            held = self.store.leases.get(name)
-            if held is None or held[0] != token or held[1] <= now:
-                return False
-            self.store.leases[name] = (token, now + ttl)
-            return True
+            return self.store.leases.renew(name, token, ttl)
 
     def release_lease(self, name: str, token: bytes) -> None:
         """Drop the lease if ``token`` still holds it."""
         with self.store.cond:
-            held = self.store.leases.get(name)
-            if held is not None and held[0] == token:
-                del self.store.leases[name]
+            self.store.leases.release(name, token)

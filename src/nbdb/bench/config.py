@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["BACKENDS", "SIZES", "Sizes"]
@@ -15,6 +15,7 @@ BACKENDS: dict[str, str | None] = {
     "etcd": "etcd",
     "ovsdb": "ovsdb",
     "cassandra": "cassandra",
+    "hazelcast": "hazelcast",
 }
 
 
@@ -45,10 +46,16 @@ class Sizes:
     churn_tenants: int
     rounds: int
     """Each figure is the best of this many rounds (nbdb and raw interleaved)."""
-    concurrency_writers: tuple[int, ...] = (16,)
-    """Threads of the concurrent workload (each writing in a topic of its own)."""
-    concurrency_ops: int = 1_600
-    """Creates of the concurrent workload, all threads together."""
+    ovn_ports: tuple[int, ...] = (100,)
+    """Ports on the switch of the OVN scale sweep (OVSDB only)."""
+    ovn_writes: int = 20
+    """Single port creates / updates / deletes (and followed writes) per sweep size."""
+    ovn_txns: int = 2
+    """Transactions of 100 ports per sweep size."""
+    load_cap: dict[str, int] = field(default_factory=dict)
+    """The largest cold-load size per backend where the sweep's top is out of reach (filling a server)."""
+    spread_threads: tuple[int, ...] = (16,)
+    """Threads of the concurrent workload's second case: each thread in a topic of its own."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able form."""
@@ -73,8 +80,7 @@ SIZES: dict[str, Sizes] = {
         churn_rate=500.0,
         churn_tenants=2,
         rounds=1,
-        concurrency_writers=(4,),
-        concurrency_ops=40,
+        spread_threads=(4,),
     ),
     # `--quick`: under a minute on the embedded default, for the README.
     "quick": Sizes(
@@ -93,6 +99,9 @@ SIZES: dict[str, Sizes] = {
         churn_rate=500.0,
         churn_tenants=4,
         rounds=1,
+        ovn_ports=(1_000, 10_000),
+        ovn_writes=300,
+        ovn_txns=5,
     ),
     # The full run behind docs/benchmarks.md.
     "full": Sizes(
@@ -101,7 +110,9 @@ SIZES: dict[str, Sizes] = {
         txn_sizes=(10, 100),
         txn_objects=5_000,
         list_objects=10_000,
-        load_objects=(1_000, 10_000, 100_000),
+        load_objects=(1_000, 10_000, 100_000, 1_000_000),
+        # Filling a networked server with a million ports takes longer than the rest of the run.
+        load_cap={"redis": 100_000, "etcd": 100_000, "ovsdb": 100_000, "cassandra": 100_000, "hazelcast": 100_000},
         cache_gets=1_000_000,
         cache_finds=200_000,
         fanout_caches=(1, 10, 50),
@@ -111,6 +122,8 @@ SIZES: dict[str, Sizes] = {
         churn_rate=500.0,
         churn_tenants=10,
         rounds=3,
-        concurrency_ops=8_000,
+        ovn_ports=(1_000, 10_000, 100_000),
+        ovn_writes=1_000,
+        ovn_txns=10,
     ),
 }

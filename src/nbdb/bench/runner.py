@@ -151,7 +151,11 @@ def plan(targets: Sequence[Target], sizes: Sizes, groups: Sequence[Group] = GROU
     for target in targets:
         for rnd in range(sizes.rounds):
             for group in groups:
+                if group.backends and target.name not in group.backends:
+                    continue
                 for params in group.params(sizes):
+                    if params.get("objects", 0) > sizes.load_cap.get(target.name, params.get("objects", 0)):
+                        continue
                     if group.raw is not None and target.raw_reason is None:
                         steps.append(Step(target, group, "raw", params, rnd))
                         for name in extra_baselines(target.name) if group.writes else []:

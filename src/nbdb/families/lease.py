@@ -23,7 +23,7 @@ from typing import Protocol
 from nbdb import errors
 from nbdb.spi import LockHandle
 
-__all__ = ["LeaseStore", "hold_lease"]
+__all__ = ["LeaseStore", "LeaseTable", "hold_lease"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,43 @@ class LeaseStore(Protocol):
 
     def release_lease(self, name: str, token: bytes) -> None:
         """Drop the lease if ``token`` still holds it; nothing if it does not."""
+
+
+class LeaseTable:
+    """Leases kept in this process (a :class:`LeaseStore` for in-process stores), on the monotonic clock.
+
+    Not thread-safe by itself: the store calls it under its own lock.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[bytes, float]] = {}
+
+    def acquire(self, name: str, token: bytes, ttl: float) -> bool:
+        """Take ``name`` for ``token`` unless another live holder has it."""
+        now = time.monotonic()
+        held = self._held.get(name)
+        if held is not None and held[1] > now and held[0] != token:
+            return False
+        self._held[name] = (token, now + ttl)
+        return True
+
+    def renew(self, name: str, token: bytes, ttl: float) -> bool:
+        """Extend the lease if ``token`` still holds it."""
+        if not self.holds(name, token):
+            return False
+        self._held[name] = (token, time.monotonic() + ttl)
+        return True
+
+    def release(self, name: str, token: bytes) -> None:
+        """Drop the lease if ``token`` still holds it."""
+        held = self._held.get(name)
+        if held is not None and held[0] == token:
+            del self._held[name]
+
+    def holds(self, name: str, token: bytes) -> bool:
+        """Whether ``token`` holds the unexpired lease ``name``."""
+        held = self._held.get(name)
+        return held is not None and held[0] == token and held[1] > time.monotonic()
 
 
 @contextmanager

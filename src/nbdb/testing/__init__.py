@@ -1,6 +1,6 @@
 """Real servers on demand for tests, benchmarks and demos.
 
-One call starts a redis, etcd, ovsdb-server or Cassandra server (or a cluster) on free
+One call starts a redis, etcd, ovsdb-server, Cassandra or Hazelcast server (or a cluster) on free
 loopback ports, waits until it really serves, and gives its nbdb URL; the same object kills,
 restarts, pauses and resumes members for fault tests, and :meth:`Server.stop` removes every
 process and file::
@@ -28,6 +28,7 @@ from nbdb.testing.errors import (
     ServerTimeoutError,
 )
 from nbdb.testing.etcd import EtcdServer
+from nbdb.testing.hazelcast import HazelcastServer
 from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
 from nbdb.testing.ports import free_port
 from nbdb.testing.process import wait_until
@@ -48,6 +49,7 @@ __all__ = [
     "CassandraServer",
     "EtcdServer",
     "HarnessError",
+    "HazelcastServer",
     "Member",
     "OvsdbServer",
     "RedisSentinel",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -11,8 +10,8 @@ from typing import Any
 
 from nbdb.testing.base import Member, Server
 from nbdb.testing.errors import INSTALL_HINT, HarnessError, ServerNotInstalledError
+from nbdb.testing.jvm import maven_server_home, require_java
 from nbdb.testing.probes import cql_query_ok, cql_rows_count
-from nbdb.testing.process import find_binary
 
 __all__ = ["JVM17_OPTIONS", "CassandraServer", "cassandra_home"]
 
@@ -84,18 +83,7 @@ def cassandra_home() -> Path:
 
     ``$NBDB_CASSANDRA_HOME`` wins; else ``${NBDB_CACHE:-~/.cache/nbdb}/cassandra``.
     """
-    env = os.environ.get("NBDB_CASSANDRA_HOME")
-    if env:
-        return Path(env)
-    cache = os.environ.get("NBDB_CACHE") or str(Path.home() / ".cache" / "nbdb")
-    return Path(cache) / "cassandra"
-
-
-def _java() -> str | None:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").is_file():
-        return str(Path(java_home) / "bin" / "java")
-    return find_binary("java")
+    return maven_server_home("cassandra")
 
 
 class CassandraServer(Server):
@@ -135,8 +123,7 @@ class CassandraServer(Server):
 
     @classmethod
     def check_installed(cls) -> None:
-        if _java() is None:
-            raise ServerNotInstalledError(f"'java' not found (Debian package openjdk-17-jre-headless); {INSTALL_HINT}")
+        require_java()
         lib = cassandra_home() / "lib"
         if not any(lib.glob("cassandra-all-*.jar")):
             raise ServerNotInstalledError(
@@ -161,9 +148,8 @@ class CassandraServer(Server):
         return "cassandra" if self.auth else None
 
     def _jvm_argv(self, member_dir: Path, config: Path, logback: Path) -> list[str]:
-        java = _java()
+        java = require_java()
         lib = cassandra_home() / "lib"
-        assert java is not None
         jamm = sorted(lib.glob("jamm-*.jar"))
         return [
             java,

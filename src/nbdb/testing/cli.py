@@ -22,7 +22,7 @@ __all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
-_CLI_KINDS = ("redis", "redis-sentinel", "etcd", "ovsdb", "cassandra")
+_CLI_KINDS = ("redis", "redis-sentinel", "etcd", "ovsdb", "cassandra", "hazelcast")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "servers",
         help="start, list and stop real test servers on loopback",
         description=(
-            "Start real servers (redis, etcd, ovsdb-server, Cassandra) on free 127.0.0.1 "
+            "Start real servers (redis, etcd, ovsdb-server, Cassandra, Hazelcast) on free 127.0.0.1 "
             "ports and print their nbdb URLs. Install them first with "
             "`bash .ci/install-servers.sh`."
         ),
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         default=1,
         metavar="N",
-        help="members per server: etcd, ovsdb (raft) and cassandra nodes; "
+        help="members per server: etcd, ovsdb (raft), cassandra and hazelcast nodes; "
         "for redis, N sentinels around a master and a replica",
     )
     up.add_argument("--timeout", type=float, default=None, help="seconds to wait for each server to be ready")

@@ -18,6 +18,7 @@ import pytest
 from nbdb.testing.base import Server
 from nbdb.testing.cassandra import CassandraServer
 from nbdb.testing.etcd import EtcdServer
+from nbdb.testing.hazelcast import HazelcastServer
 from nbdb.testing.ovsdb import OvsdbServer
 from nbdb.testing.redis import RedisSentinel, RedisServer
 from nbdb.testing.servers import require_server, start_server
@@ -26,6 +27,8 @@ __all__ = [
     "cassandra_server",
     "etcd_cluster",
     "etcd_server",
+    "hazelcast_cluster",
+    "hazelcast_server",
     "ovsdb_cluster",
     "ovsdb_server",
     "redis_sentinel",
@@ -83,6 +86,18 @@ def ovsdb_cluster() -> Iterator[OvsdbServer]:
 def cassandra_server() -> Iterator[CassandraServer]:
     """A one-node Cassandra 5.0 with the keyspace ``nbdb`` (slow: ~10 s to start)."""
     yield from _serve("cassandra")
+
+
+@pytest.fixture(scope="session")
+def hazelcast_server() -> Iterator[HazelcastServer]:
+    """A one-member Hazelcast, cluster name ``nbdb``."""
+    yield from _serve("hazelcast")
+
+
+@pytest.fixture(scope="session")
+def hazelcast_cluster() -> Iterator[HazelcastServer]:
+    """Three Hazelcast members, one synchronous backup per partition."""
+    yield from _serve("hazelcast", members=3)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from nbdb.families.kv import (
     KeyValueBackend,
 )
 from nbdb.families.kvstore import condition_holds, key_changes
+from nbdb.families.lease import LeaseTable
 
 __all__ = ["KVMemoryBackend", "MemoryStore"]
 
@@ -44,7 +45,7 @@ class MemoryStore:
         self.revision = 0
         self.compacted = 0
         self.history: list[KeyChange] = []
-        self.leases: dict[str, tuple[bytes, float]] = {}
+        self.leases = LeaseTable()
 
     def range(self, prefix: str) -> list[tuple[str, KeyValue]]:
         """Keys under ``prefix``, in order. Caller holds ``cond``."""
@@ -58,8 +59,7 @@ class MemoryStore:
         return condition_holds(condition, self.data, self._changed_under, self._lease_holds)
 
     def _lease_holds(self, name: str, token: bytes) -> bool:
-        held = self.leases.get(name)
-        return held is not None and held[0] == token and held[1] > time.monotonic()
+        return self.leases.holds(name, token)
 
     def _changed_under(self, prefix: str, revision: int) -> bool:
         return any(kv.mod_revision > revision for _, kv in self.range(prefix))
@@ -184,28 +184,16 @@ class KVMemoryBackend(KeyValueBackend):
             self.store.compacted = max(self.store.compacted, revision)
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
-        now = time.monotonic()
         with self.store.cond:
-            held = self.store.leases.get(name)
-            if held is not None and held[1] > now and held[0] != token:
-                return False
-            self.store.leases[name] = (token, now + ttl)
-            return True
+            return self.store.leases.acquire(name, token, ttl)
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
-        now = time.monotonic()
         with self.store.cond:
-            held = self.store.leases.get(name)
-            if held is None or held[0] != token or held[1] <= now:
-                return False
-            self.store.leases[name] = (token, now + ttl)
-            return True
+            return self.store.leases.renew(name, token, ttl)
 
     def release_lease(self, name: str, token: bytes) -> None:
         with self.store.cond:
-            held = self.store.leases.get(name)
-            if held is not None and held[0] == token:
-                del self.store.leases[name]
+            self.store.leases.release(name, token)
 
     def lease_held(self, name: str, token: bytes) -> bool:
         with self.store.cond:

@@ -38,6 +38,11 @@ def find_ovn_nb_schema() -> Path:
     )
 
 
+def _server_argv(server_bin: str, databases: list[str], remotes: list[str], ctl: Path) -> list[str]:
+    """An ``ovsdb-server`` command line: its databases (files or ``relay:`` sources), remotes and control socket."""
+    return [server_bin, *databases, *remotes, f"--unixctl={ctl}", "--no-chdir", "-vconsole:info", "-vsyslog:off"]
+
+
 class OvsdbServer(Server):
     """ovsdb-server serving one database over TCP (or SSL) on loopback.
 
@@ -53,6 +58,13 @@ class OvsdbServer(Server):
     ``ovsdb+ssl://127.0.0.1:P?private_key=…&certificate=…&ca_cert=…`` (the client key and
     certificate) and ``remotes`` ``ssl:127.0.0.1:P``. Raft traffic between members stays
     on TCP.
+
+    ``relays=R`` adds R relay servers (``ovsdb-server relay:DB:<members>``, OVN's way to
+    serve thousands of readers) in front of the members: :attr:`relays` lists them, and
+    :attr:`url` then names the relays (clients read through them; their transactions are
+    forwarded to the leader) while :attr:`members_url` names the members. ``unix`` makes
+    every member also listen on ``<member dir>/db.sock`` and :attr:`url` use the first
+    one. ``model_schema`` works standalone and clustered (a second raft database).
     """
 
     kind = "ovsdb"
@@ -63,7 +75,7 @@ class OvsdbServer(Server):
         ("ovs-appctl", "openvswitch-common"),
     )
     default_timeout = 30.0
-    option_names = ("schema", "database", "model_schema", "tls")
+    option_names = ("schema", "database", "model_schema", "tls", "relays", "unix")
 
     def __init__(
         self,
@@ -72,6 +84,8 @@ class OvsdbServer(Server):
         database: str | None = None,
         model_schema: bool = False,
         tls: bool = False,
+        relays: int = 0,
+        unix: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,6 +93,10 @@ class OvsdbServer(Server):
         self.database = database
         self.model_schema = model_schema
         self.tls = tls
+        self.relays_count = relays
+        self.unix = unix
+        self.relays: list[Member] = []
+        """The relay servers (not raft members: :meth:`leader` and :meth:`followers` ignore them)."""
 
     @property
     def tls_files(self) -> TlsFiles | None:
@@ -98,22 +116,44 @@ class OvsdbServer(Server):
             f"--ca-cert={files.ca_cert}",
         ]
 
-    def _model_db(self, member_dir: Path, tool: str) -> list[str]:
+    def _model_schema_file(self) -> Path:
+        """The generated schema of the model database (``nbdb schema ovsdb``), written once."""
+        assert self.base_dir is not None
+        path = self.base_dir / "nbdb.ovsschema"
+        if not path.exists():
+            from nbdb.backends.ovsdb import generate_schema
+
+            path.write_text(json.dumps(generate_schema()))
+        return path
+
+    def _model_db(
+        self, member_dir: Path, tool: str, index: int, raft: dict[str, dict[str, int]], names: list[str]
+    ) -> list[str]:
         """With ``model_schema``: a second database for the nbdb models that have no OVN table.
 
-        The schema is generated (``nbdb schema ovsdb``) from the models defined
-        when the server starts, so import them first.
+        The schema is generated from the models defined when the server starts,
+        so import them first. In a cluster it is a raft database of its own.
         """
         if not self.model_schema:
             return []
-        if self.clustered:
-            raise HarnessError("model_schema is supported on a standalone ovsdb-server only")
-        from nbdb.backends.ovsdb import generate_schema
-
-        schema_file = member_dir / "nbdb.ovsschema"
-        schema_file.write_text(json.dumps(generate_schema()))
+        schema_file = self._model_schema_file()
         db_file = member_dir / "nbdb.db"
-        run_tool([tool, "create", str(db_file), str(schema_file)])
+        name = names[index]
+        if not self.clustered:
+            run_tool([tool, "create", str(db_file), str(schema_file)])
+        elif index == 0:
+            run_tool([tool, "create-cluster", str(db_file), str(schema_file), f"tcp:127.0.0.1:{raft[name]['raft2']}"])
+        else:
+            run_tool(
+                [
+                    tool,
+                    "join-cluster",
+                    str(db_file),
+                    "nbdb",
+                    f"tcp:127.0.0.1:{raft[name]['raft2']}",
+                    f"tcp:127.0.0.1:{raft[names[0]]['raft2']}",
+                ]
+            )
         return [str(db_file)]
 
     @property
@@ -138,7 +178,13 @@ class OvsdbServer(Server):
             make_tls_files(self.base_dir / "tls")
         server_bin = self._tool("ovsdb-server")
         names = [f"ovsdb{i}" for i in range(1, self.size + 1)]
-        ports = {n: {"client": self._alloc(), **({"raft": self._alloc()} if self.clustered else {})} for n in names}
+        ports: dict[str, dict[str, int]] = {}
+        for n in names:
+            ports[n] = {"client": self._alloc()}
+            if self.clustered:
+                ports[n]["raft"] = self._alloc()
+                if self.model_schema:
+                    ports[n]["raft2"] = self._alloc()
         for index, name in enumerate(names):
             member_dir = self._member_dir(name)
             db_file = member_dir / "db.db"
@@ -160,7 +206,7 @@ class OvsdbServer(Server):
                             f"tcp:127.0.0.1:{ports[names[0]]['raft']}",
                         ]
                     )
-                db_files = [str(db_file), *self._model_db(member_dir, tool)]
+                db_files = [str(db_file), *self._model_db(member_dir, tool, index, ports, names)]
             except subprocess.CalledProcessError as exc:
                 raise HarnessError(f"ovsdb-tool failed: {exc.stderr.strip()}") from exc
             ctl = member_dir / "ovsdb.ctl"
@@ -174,15 +220,11 @@ class OvsdbServer(Server):
                     f"--certificate={files.server_cert}",
                     f"--ca-cert={files.ca_cert}",
                 ]
-            argv = [
-                server_bin,
-                *db_files,
-                *remote,
-                f"--unixctl={ctl}",
-                "--no-chdir",
-                "-vconsole:info",
-                "-vsyslog:off",
-            ]
+            extra = {"db_file": str(db_file), "ctl": str(ctl)}
+            if self.unix:
+                extra["unix"] = str(member_dir / "db.sock")
+                remote.append(f"--remote=punix:{extra['unix']}")
+            argv = _server_argv(server_bin, db_files, remote, ctl)
             self.members.append(
                 Member(
                     self,
@@ -191,9 +233,51 @@ class OvsdbServer(Server):
                     ports=ports[name],
                     data_dir=member_dir,
                     process=self._process(argv, member_dir),
-                    extra={"db_file": str(db_file), "ctl": str(ctl)},
+                    extra=extra,
                 )
             )
+        self._prepare_relays(server_bin)
+
+    def _prepare_relays(self, server_bin: str) -> None:
+        """Relay servers whose source is every member (they follow the leader by themselves)."""
+        sources = ",".join(f"tcp:{m.address}" for m in self.members) if not self.tls else None
+        if self.relays_count and sources is None:
+            raise HarnessError("relays are supported without tls only")
+        databases = [str(self.database)] + (["nbdb"] if self.model_schema else [])
+        for index in range(1, self.relays_count + 1):
+            name = f"relay{index}"
+            member_dir = self._member_dir(name)
+            port = self._alloc()
+            ctl = member_dir / "ovsdb.ctl"
+            relayed = [f"relay:{db}:{sources}" for db in databases]
+            argv = _server_argv(server_bin, relayed, [f"--remote=ptcp:{port}:127.0.0.1"], ctl)
+            self.relays.append(
+                Member(
+                    self,
+                    name,
+                    host="127.0.0.1",
+                    ports={"client": port},
+                    data_dir=member_dir,
+                    process=self._process(argv, member_dir),
+                    extra={"ctl": str(ctl), "relay": True},
+                )
+            )
+
+    def _start_members(self) -> None:
+        super()._start_members()
+        for relay in self.relays:
+            relay.process.start()
+
+    def ready(self) -> bool:
+        return super().ready() and all(self.member_ready(r) for r in self.relays)
+
+    def stop(self) -> None:
+        for relay in self.relays:
+            try:
+                relay.process.kill()
+            except HarnessError:
+                log.exception("could not stop ovsdb relay %s", relay.name)
+        super().stop()
 
     def cluster_status(self, member: Member, timeout: float = 2.0) -> str:
         """Text of ``ovs-appctl -t <ctl> cluster/status <db>`` for ``member``."""
@@ -216,7 +300,7 @@ class OvsdbServer(Server):
         ).split()
         if self.database not in dbs:
             return False
-        if not self.clustered:
+        if not self.clustered or member.extra.get("relay"):
             return True
         status = self.cluster_status(member)
         return "Status: cluster member" in status and not re.search(r"^Leader: unknown", status, re.M)
@@ -252,6 +336,16 @@ class OvsdbServer(Server):
 
     @property
     def url(self) -> str:
+        """The nbdb URL clients use: the relays if any, else a unix socket with ``unix``, else the members."""
+        if self.relays:
+            return "ovsdb+tcp://" + ",".join(r.address for r in self.relays)
+        if self.unix and self.members:
+            return f"ovsdb+unix://{self.members[0].extra['unix']}"
+        return self.members_url
+
+    @property
+    def members_url(self) -> str:
+        """The nbdb URL of the members themselves (TCP or SSL), relays or not."""
         addresses = ",".join(m.address for m in self.members)
         files = self.tls_files
         if files is None:

@@ -85,8 +85,22 @@ def _process_state(pid: int) -> str | None:
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: ask the kernel to SIGKILL the server when
     # the process (thread) that started it dies, so a crashed test run leaks nothing.
+    # Only where setpriv is missing: Python code between fork and exec can deadlock on a
+    # lock another thread held at fork time (a dlopen, gRPC's or a driver's threads).
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _pdeathsig_argv(argv: Sequence[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """``argv`` run so that the kernel kills it when its parent thread dies, without code after fork.
+
+    util-linux's ``setpriv`` (essential on Debian) sets the parent-death signal and execs the
+    server, which keeps the pid; without it, fall back to prctl in a preexec function.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "KILL", "--", *argv], None
+    return list(argv), _die_with_parent
 
 
 class ManagedProcess:
@@ -126,16 +140,17 @@ class ManagedProcess:
             env.update(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.debug("starting %s", " ".join(self.argv))
+        argv, preexec = _pdeathsig_argv(self.argv) if self.die_with_parent else (self.argv, None)
         with open(self.log_path, "ab") as out:
             self._popen = subprocess.Popen(
-                self.argv,
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=preexec,
             )
         self.pid = self._popen.pid
         self._start_time = _process_start_time(self.pid)

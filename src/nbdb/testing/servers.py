@@ -9,6 +9,7 @@ from nbdb.testing.base import Server
 from nbdb.testing.cassandra import CassandraServer
 from nbdb.testing.errors import HarnessError, ServerNotInstalledError
 from nbdb.testing.etcd import EtcdServer
+from nbdb.testing.hazelcast import HazelcastServer
 from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
 from nbdb.testing.redis import RedisSentinel, RedisServer
 
@@ -29,6 +30,7 @@ SERVER_KINDS: dict[str, type[Server]] = {
     "etcd": EtcdServer,
     "ovsdb": OvsdbServer,
     "cassandra": CassandraServer,
+    "hazelcast": HazelcastServer,
 }
 
 

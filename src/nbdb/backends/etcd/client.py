@@ -109,7 +109,8 @@ class EtcdSettings:
     key: bytes | None = None
     user: str | None = None
     password: str | None = None
-    timeout: float = 5.0
+    timeout: float = 2.0
+    """Seconds one request may take before it is tried on the next member (commits carry tokens: safe)."""
     retry: RetryPolicy | None = None
     """None: :meth:`default_retry` for the number of endpoints."""
     max_txn_ops: int = 128
@@ -265,7 +266,8 @@ class EtcdClient:
                         return b"", False
                 assert request is not None
                 rpc = self._channel(endpoint).unary_unary(method)
-                reply = rpc(request, timeout=self.settings.timeout, metadata=self.metadata())
+                # A member without a leader refuses at once (no leader: unsent) instead of holding the request.
+                reply = rpc(request, timeout=self.settings.timeout, metadata=self.metadata(require_leader=True))
                 return reply, maybe_applied
             except grpc.RpcError as exc:
                 failure = ERRORS.classify(exc, what)

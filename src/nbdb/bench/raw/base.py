@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
 
 __all__ = ["Follower", "RawClient", "RawConflict"]
 
@@ -35,9 +34,6 @@ class Follower(ABC):
 
 class RawClient(ABC):
     """The backend's own client, used the way an application without nbdb would."""
-
-    thread_safe: ClassVar[bool] = False
-    """Whether several threads may share one client (the concurrent workload needs it)."""
 
     def __init__(self, url: str, namespace: str) -> None:
         self.url = url

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nbdb.bench.raw.base import Follower, RawClient, RawConflict
@@ -52,8 +52,6 @@ _TIMEOUT = 15.0
 
 class Client(RawClient):
     """A cassandra-driver Cluster and Session of its own, speaking protocol v5 as nbdb does."""
-
-    thread_safe: ClassVar[bool] = True
 
     def __init__(self, url: str, namespace: str) -> None:
         super().__init__(url, namespace)

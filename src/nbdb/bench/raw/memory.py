@@ -10,7 +10,6 @@ import bisect
 import threading
 import time
 from collections.abc import Sequence
-from typing import ClassVar
 
 from nbdb.bench.raw.base import Follower, RawClient, RawConflict
 
@@ -19,8 +18,6 @@ __all__ = ["Client"]
 
 class Client(RawClient):
     """A dict and a lock; a list of changes and a condition for followers."""
-
-    thread_safe: ClassVar[bool] = True
 
     def __init__(self, url: str, namespace: str) -> None:
         super().__init__(url, namespace)

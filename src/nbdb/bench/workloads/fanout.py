@@ -1,4 +1,4 @@
-"""Watch fan-out: one writer updates ports at a steady rate, N caches follow; commit-to-applied latency.
+"""Watch fan-out: one writer updates ports at a steady rate, N caches of one Database follow; commit-to-applied latency.
 
 Latency runs from the moment the writer calls ``update`` to the moment each
 cache's subscriber sees the change (so it includes the commit itself). The
@@ -45,7 +45,12 @@ def _drain(stamps: list[list[tuple[str, int]]], writes: int) -> None:
 
 
 def run_nbdb(target: Target, sizes: Sizes, *, caches: int) -> list[Measurement]:
-    """``sizes.fanout_writes`` paced updates, followed by ``caches`` caches (one connection each)."""
+    """``sizes.fanout_writes`` paced updates, followed by ``caches`` caches of one reading Database.
+
+    The caches of a Database share one change stream from the server (as a
+    process of a controller would hold them), so each change is read and
+    decoded once for all of them.
+    """
     namespace = target.namespace()
     writes = sizes.fanout_writes
     stamps: list[list[tuple[str, int]]] = [[] for _ in range(caches)]
@@ -54,6 +59,8 @@ def run_nbdb(target: Target, sizes: Sizes, *, caches: int) -> list[Measurement]:
     with target.open(namespace) as db:
         _, ports = populate(db, min(_PORTS, writes))
         try:
+            reader = target.open(namespace)
+            dbs.append(reader)
             for i in range(caches):
                 record = stamps[i].append
 
@@ -62,8 +69,6 @@ def run_nbdb(target: Target, sizes: Sizes, *, caches: int) -> list[Measurement]:
                     if new is not None and "seq" in new.external_ids:
                         record((new.external_ids["seq"], now()))
 
-                reader = target.open(namespace)
-                dbs.append(reader)
                 followers.append(reader.cache(LogicalSwitchPort, on_change=on_change))
             for cache in followers:
                 if not cache.wait_synced(60):

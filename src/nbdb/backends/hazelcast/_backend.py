@@ -1,0 +1,459 @@
+"""The Hazelcast backend: the change-log family's primitives on IMaps and two-phase transactions."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
+from typing import Any, ClassVar, TypeVar
+
+import hazelcast.errors as hzerrors
+from hazelcast.config import IndexType
+from hazelcast.predicate import between, less_or_equal
+from hazelcast.transaction import TWO_PHASE
+
+from nbdb import errors
+from nbdb.backends.hazelcast._client import ERRORS, HazelcastConfig, connect, parse_url
+from nbdb.backends.hazelcast._reader import HazelcastLogReader
+from nbdb.backends.hazelcast._records import (
+    HEAD,
+    TOKEN_BYTES,
+    TRIM,
+    decode_head,
+    decode_kv,
+    encode_entry,
+    encode_head,
+    encode_kv,
+)
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.families.kv import (
+    CommitToken,
+    Condition,
+    Exists,
+    KeyChange,
+    KeyValue,
+    LeaseHeld,
+    PrefixUnchangedSince,
+    VersionIs,
+)
+from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader
+
+__all__ = ["HazelcastBackend"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_COMMIT_LOCK = "commit"
+_TRIM_EVERY = 64
+_EXPIRY_GRAIN = 1.0
+"""Hazelcast keeps entry times in whole seconds, so an entry may expire up to a second before its
+TTL; leases ask for this much more, so that a lease never lapses before the TTL nbdb promised."""
+
+
+class HazelcastBackend(ChangeLogBackend):
+    """Key-value backend over an open-source Hazelcast 5 cluster (see the package docstring)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        transactions=Atomicity.ATOMIC,
+        linearizable_reads=True,
+        server_side_topic_filter=False,
+        durability=Durability.VOLATILE,
+        history="the last 10,000 commits (?history=N)",
+        cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
+        notes=(
+            "An in-memory grid: with backup-count >= 1 (the default) every acknowledged write survives the "
+            "loss of one member, but a restart of the whole cluster loses everything (Persistence is Enterprise "
+            "only); watchers then get HistoryGoneError and caches re-list. Commits are serialized by one commit "
+            "lock per namespace. list() filters topics on the server (key-range queries on a sorted index); "
+            "watch() reads the namespace's one change log and filters topics in the client. Locks and ids live "
+            "in IMaps (the CP Subsystem is Enterprise only since 5.5): they survive a member's loss, not a split "
+            "brain. TLS and client credentials are Enterprise only: the cluster name is the one shared secret."
+        ),
+    )
+
+    commit_tokens = True
+
+    def __init__(self, config: HazelcastConfig, client: Any) -> None:
+        super().__init__("", config.retry)
+        self.config = config
+        self._client = client
+        self._object_prefix = self.layout.objects
+        root = f"nbdb.{config.namespace}." if config.namespace else "nbdb."
+        self._kv = client.get_map(root + "kv").blocking()
+        self._log = client.get_map(root + "log").blocking()
+        self._meta_async = client.get_map(root + "meta")
+        self._meta = self._meta_async.blocking()
+        self._lease_async = client.get_map(root + "lease")
+        self._lease = self._lease_async.blocking()
+        self._ids = client.get_map(root + "ids").blocking()
+        self._kv_name, self._log_name, self._meta_name = self._kv.name, self._log.name, self._meta.name
+        self._lease_name = self._lease.name
+        self._closed = False
+        self._log_cond = threading.Condition()
+        self._log_latest = 0
+        self._log_listener: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<HazelcastBackend {self.config!r}>"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> HazelcastBackend:
+        """Connect to the cluster; AuthError when the members answer but refuse the cluster name."""
+        config = parse_url(url, options)
+        client = connect(config)
+        backend = cls(config, client)
+        try:
+            # Range reads of key prefixes use this index instead of scanning every entry.
+            backend._call(lambda: backend._kv.add_index(attributes=["__key"], index_type=IndexType.SORTED))
+        except BaseException:
+            backend.close()
+            raise
+        return backend
+
+    def _call(self, call: Callable[[], T]) -> T:
+        if self._closed:
+            raise errors.BackendUnavailableError("the hazelcast backend is closed")
+        try:
+            return call()
+        except hzerrors.HazelcastError as exc:
+            raise ERRORS.translate(exc, f"at {self.config.where}") from None
+
+    # ---------------------------------------------------------------- reads
+
+    def get_key(self, key: str) -> KeyValue | None:
+        return decode_kv(key, self._call(lambda: self._kv.get(key)))
+
+    def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        if len(keys) <= 1:
+            return [self.get_key(k) for k in keys]
+        found = self._call(lambda: self._kv.get_all(list(keys)))
+        return [decode_kv(k, found.get(k)) for k in keys]
+
+    def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
+        """Keys under ``prefixes`` at one revision.
+
+        Objects are read under the commit lock, which makes the list exact (see the package
+        docstring). Other keys — the reverse references a delete checks — are read without
+        it: at ``head`` if no commit held the lock after ``head`` was read (then every commit
+        up to it is wholly visible), else at ``head - 1``. A key that a commit in flight
+        touches carries a later revision, so the delete's ``PrefixUnchangedSince`` condition
+        fails and it is planned again. Writers never wait for a delete's reads.
+        """
+        if any(p.startswith(self._object_prefix) for p in prefixes):
+            with self._commit_lock():
+                found = self._range(prefixes)
+                revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
+            self.remember_token(revision, token)
+        else:
+            head = decode_head(self._call(lambda: self._meta.get(HEAD)))[0]
+            busy = self._call(lambda: self._meta.is_locked(_COMMIT_LOCK))
+            found = self._range(prefixes)
+            revision = max(head - 1, 0) if busy else head
+        out = [
+            kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
+        ]
+        return out, revision
+
+    def _range(self, prefixes: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for prefix in prefixes:
+            # Every key under the prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
+            # the result is filtered by prefix all the same.
+            predicate = between("__key", prefix, prefix + "\uffff")
+            found.update(self._call(partial(self._kv.entry_set, predicate)))
+        return found
+
+    def revision_now(self) -> int:
+        revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
+        self.remember_token(revision, token)
+        return revision
+
+    def _trim_mark(self) -> int:
+        raw = self._call(lambda: self._meta.get(TRIM))
+        return int(raw) if isinstance(raw, int) else 0
+
+    # ---------------------------------------------------------------- commits
+
+    def _commit_lock(self, while_waiting: Callable[[], object] | None = None) -> AbstractContextManager[None]:
+        """Hold the namespace's commit lock (see the package docstring)."""
+        return self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease, while_waiting)
+
+    @contextmanager
+    def _key_lock(
+        self, imap: Any, key: str, lease: float, while_waiting: Callable[[], object] | None = None
+    ) -> Iterator[None]:
+        """Hold the lock of ``key`` in ``imap`` (an async proxy), waiting at most ``timeout``.
+
+        ``while_waiting`` runs once the request is sent, so that its round trip overlaps the
+        wait. The client never times a lock request out by itself (it waits through a frozen
+        member), so the wait is bounded here; a grant that arrives after we gave up is
+        released at once. ``lease`` bounds how long a stalled holder keeps others waiting.
+        """
+        pending = imap.lock(key, lease_time=lease)
+        granted = threading.Event()
+        pending.add_done_callback(lambda _: granted.set())
+        try:
+            if while_waiting is not None:
+                while_waiting()
+            if not granted.wait(self.config.timeout):
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: the lock of {key!r} was not granted "
+                    f"within {self.config.timeout}s"
+                )
+        except BaseException:
+            pending.add_done_callback(lambda grant: self._release_abandoned(imap, key, grant))
+            raise
+        self._call(pending.result)
+        try:
+            yield
+        finally:
+            try:
+                imap.unlock(key).result()
+            except hzerrors.HazelcastError as exc:
+                # The lease ran out or the member dropped our locks: nothing left to release.
+                log.warning("hazelcast: releasing the lock of %r failed: %s", key, exc)
+
+    def _release_abandoned(self, imap: Any, key: str, grant: Any) -> None:
+        if grant.exception() is None and not self._closed:
+            try:
+                imap.force_unlock(key)
+            except hzerrors.HazelcastError as exc:
+                log.warning("hazelcast: releasing an abandoned lock of %r failed (its lease frees it): %s", key, exc)
+
+    def commit_keys(
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
+    ) -> int | None:
+        """One transaction under the commit lock (see the package docstring).
+
+        A failure before ``commit()`` is sent leaves nothing behind and is retried under the
+        retry policy. A failure of ``commit()`` itself may have applied it: CommitUnknownError,
+        and the family settles ``token``; its void commit writes the token key, which our
+        transaction keeps locked until it has committed or rolled back, so it sees the outcome.
+        """
+        ttls = {token.key: token.ttl} if token is not None else {}
+        attempts = self.retry.begin()
+        while True:
+            try:
+                tx = self._call(
+                    lambda: self._client.new_transaction(timeout=self.config.timeout, durability=1, type=TWO_PHASE)
+                )
+                # Beginning the transaction overlaps the wait for the lock (one round trip less).
+                with self._commit_lock(while_waiting=partial(self._call, tx.begin)):
+                    return self._commit_once(tx, conditions, puts, deletes, ttls)
+            except errors.CommitUnknownError:
+                raise
+            except errors.BackendUnavailableError as exc:
+                _rollback(tx)  # begun, but the lock was not granted: nothing was staged
+                if not attempts.wait():
+                    raise
+                log.debug("hazelcast: commit not applied (%s); retrying", exc)
+
+    def _commit_once(
+        self,
+        tx: Any,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        ttls: Mapping[str, float],
+    ) -> int | None:
+        """Stage and commit the begun ``tx``; None if a condition failed."""
+        anchor = secrets.token_hex(TOKEN_BYTES // 2)
+        try:
+            revision = self._stage(tx, anchor, conditions, puts, deletes, ttls)
+        except BaseException:
+            _rollback(tx)
+            raise
+        if revision is None:
+            _rollback(tx)
+            return None
+        try:
+            tx.commit()
+        except hzerrors.HazelcastError as exc:
+            raise errors.CommitUnknownError(
+                f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
+            ) from None
+        self.remember_token(revision, anchor)
+        if revision % _TRIM_EVERY == 0 and revision > self.config.history:
+            self._trim(revision - self.config.history)
+        return revision
+
+    def _stage(
+        self,
+        tx: Any,
+        anchor: str,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        ttls: Mapping[str, float],
+    ) -> int | None:
+        """Check ``conditions`` and write everything inside ``tx``; the revision, or None if a condition failed."""
+        kv, meta = tx.get_map(self._kv_name), tx.get_map(self._meta_name)
+        try:
+            revision = decode_head(meta.get_for_update(HEAD))[0] + 1
+            expected: dict[str, int] = {}
+            for condition in conditions:
+                if isinstance(condition, VersionIs) and (condition.key in puts or condition.key in deletes):
+                    expected[condition.key] = condition.version  # checked by the write, which returns the old value
+                elif isinstance(condition, VersionIs):
+                    current = decode_kv(condition.key, kv.get_for_update(condition.key))
+                    if (current.version if current else 0) != condition.version:
+                        return None
+                elif isinstance(condition, Exists):
+                    if kv.get_for_update(condition.key) is None:
+                        return None
+                elif isinstance(condition, LeaseHeld):
+                    # Locking the lease entry keeps its holder from releasing it until we commit.
+                    holder = tx.get_map(self._lease_name).get_for_update(condition.name)
+                    if holder is None or bytes(holder) != condition.token:
+                        return None
+                elif isinstance(condition, PrefixUnchangedSince):
+                    predicate = between("__key", condition.prefix, condition.prefix + "\uffff")
+                    stored = (decode_kv(condition.prefix, raw) for raw in kv.values(predicate))
+                    if any(found.mod_revision > condition.revision for found in stored if found is not None):
+                        return None
+                else:  # pragma: no cover - the family has no other conditions
+                    raise TypeError(f"unknown condition {condition!r}")
+            changes: list[KeyChange] = []
+            for key, value in puts.items():
+                # A key without a version condition is most often new: write version 1 and
+                # correct it in a second write only if the key existed (one round trip saved).
+                version = expected[key] + 1 if key in expected else 1
+                previous = decode_kv(key, kv.put(key, encode_kv(version, revision, value), ttls.get(key)))
+                old_version = previous.version if previous else 0
+                if key in expected and old_version != expected[key]:
+                    return None
+                if key not in expected and previous is not None:
+                    version = old_version + 1
+                    kv.set(key, encode_kv(version, revision, value))
+                changes.append(
+                    KeyChange(key, value, version, previous.value if previous else None, old_version, revision)
+                )
+            for key in deletes:
+                previous = decode_kv(key, kv.remove(key))
+                if key in expected and (previous.version if previous else 0) != expected[key]:
+                    return None
+                if previous is not None:
+                    changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
+            objects = [c for c in changes if c.key.startswith(self._object_prefix)]
+            tx.get_map(self._log_name).set(revision, encode_entry(anchor, objects))
+            meta.set(HEAD, encode_head(revision, anchor))
+        except hzerrors.HazelcastError as exc:
+            raise ERRORS.translate(exc, f"at {self.config.where}") from None
+        return revision
+
+    def _trim(self, through: int) -> None:
+        """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
+        try:
+            current = self._meta.get(TRIM)
+            if isinstance(current, int) and current >= through:
+                return
+            self._meta.set(TRIM, through)
+            self._log.remove_all(less_or_equal("__key", through))
+        except hzerrors.HazelcastError as exc:
+            log.warning("hazelcast: trimming the change log failed (retried on a later commit): %s", exc)
+
+    def compact_keys(self, revision: int) -> None:
+        with self._commit_lock():
+            self._call(lambda: self._meta.set(TRIM, max(revision, self._trim_mark())))
+            self._call(lambda: self._log.remove_all(less_or_equal("__key", revision)))
+
+    # ---------------------------------------------------------------- change log
+
+    def logs_for(self, prefixes: Sequence[str]) -> list[str]:
+        for prefix in prefixes:
+            if not prefix.startswith(self._object_prefix):
+                raise errors.UnsupportedError(f"hazelcast keeps a change log for object keys only, not {prefix!r}")
+        return [self._log_name]
+
+    def open_log_reader(self) -> ChangeLogReader:
+        if self._closed:
+            raise errors.BackendUnavailableError("the hazelcast backend is closed")
+        with self._log_cond:
+            if self._log_listener is None:
+                self._log_listener = self._call(
+                    lambda: self._log.add_entry_listener(include_value=False, added_func=self._on_log_entry)
+                )
+        return HazelcastLogReader(self)
+
+    def _on_log_entry(self, event: Any) -> None:
+        with self._log_cond:
+            if isinstance(event.key, int) and event.key > self._log_latest:
+                self._log_latest = event.key
+            self._log_cond.notify_all()
+
+    def _wake_log_waiters(self) -> None:
+        with self._log_cond:
+            self._log_cond.notify_all()
+
+    def _wait_for_log(self, after: int, timeout: float, closed: Callable[[], bool]) -> None:
+        # Events only wake readers early; a reader re-reads after ``timeout`` regardless, so
+        # an event lost in a reconnect costs latency, never a change.
+        end = time.monotonic() + timeout
+        with self._log_cond:
+            while self._log_latest <= after and not closed() and not self._closed:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._log_cond.wait(remaining)
+
+    # ---------------------------------------------------------------- leases, ids
+
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        holder = self._call(lambda: self._lease.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
+        return holder is None or bytes(holder) == token
+
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        # Under the entry's lock no other client can take or drop the lease between the check and the renewal.
+        with self._key_lock(self._lease_async, name, max(ttl, 1.0)):
+            holder = self._call(lambda: self._lease.get(name))
+            if holder is None or bytes(holder) != token:
+                return False
+            self._call(lambda: self._lease.set(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
+            return True
+
+    def release_lease(self, name: str, token: bytes) -> None:
+        self._call(lambda: self._lease.remove_if_same(name, bytearray(token)))
+
+    def allocate_id(self, name: str) -> int:
+        """The next id: a compare-and-swap on the counter (an id of a lost reply is skipped, never reused)."""
+        while True:
+            current = self._call(lambda: self._ids.get(name))
+            if current is None:
+                if self._call(lambda: self._ids.put_if_absent(name, 1)) is None:
+                    return 1
+                continue
+            if not isinstance(current, int):
+                raise errors.CorruptRecordError(
+                    f"id counter {name!r} holds {type(current).__name__}, not an integer", key=name
+                )
+            if self._call(partial(self._ids.replace_if_same, name, current, current + 1)):
+                return current + 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_log_waiters()
+        try:
+            self._client.shutdown()
+        except Exception:  # closing must not fail
+            log.debug("hazelcast: error while shutting the client down", exc_info=True)
+
+
+def _rollback(tx: Any) -> None:
+    try:
+        tx.rollback()
+    except Exception as exc:  # the member rolls an orphaned transaction back by itself
+        log.debug("hazelcast: rollback failed: %s", exc)

@@ -1,0 +1,190 @@
+"""Reaching a Hazelcast cluster: the URL and its options, the client, and its errors in nbdb's terms."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from nbdb import errors
+from nbdb.options import Options, redact, split_hosts, split_userinfo
+from nbdb.retry import ErrorRule, ExceptionMap, RetryPolicy
+
+try:
+    import hazelcast.errors as hzerrors
+    from hazelcast.client import HazelcastClient
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        f"the hazelcast backend needs hazelcast-python-client: pip install 'nbdb[hazelcast]' ({exc})"
+    ) from exc
+
+__all__ = ["DEFAULT_HISTORY", "DEFAULT_PORT", "ERRORS", "HazelcastConfig", "connect", "parse_url"]
+
+T = TypeVar("T")
+
+DEFAULT_PORT = 5701
+DEFAULT_HISTORY = 10_000
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
+_OPTIONS = frozenset(
+    {"namespace", "history", "timeout", "connect_timeout", "commit_lease", "client_name", "smart_routing"}
+    | {"retries", "retry_backoff", "retry_deadline"}
+    | {"username", "password", "ssl", "tls", "ssl_cafile", "ssl_certfile", "ssl_keyfile"}
+)
+_ENTERPRISE_OPTIONS = {
+    "username": "client authentication (a member security realm)",
+    "password": "client authentication (a member security realm)",
+    "ssl": "TLS",
+    "tls": "TLS",
+    "ssl_cafile": "TLS",
+    "ssl_certfile": "TLS",
+    "ssl_keyfile": "TLS",
+}
+
+
+@dataclass(frozen=True)
+class HazelcastConfig:
+    """Connection settings parsed from a URL and options."""
+
+    members: tuple[tuple[str, int], ...]
+    cluster_name: str
+    namespace: str
+    history: int
+    timeout: float
+    connect_timeout: float
+    commit_lease: float
+    client_name: str | None
+    smart_routing: bool
+    retry: RetryPolicy
+
+    @property
+    def where(self) -> str:
+        """``host:port,...`` of the members, for messages."""
+        return ",".join(f"{h}:{p}" for h, p in self.members)
+
+    def __repr__(self) -> str:
+        # The cluster name is the cluster's only shared secret: keep it out of logs.
+        return f"HazelcastConfig(hazelcast://{self.where}/***, namespace={self.namespace!r})"
+
+
+def parse_url(url: str, options: Mapping[str, Any]) -> HazelcastConfig:
+    """Parse ``hazelcast://host:port[,...]/cluster-name`` plus options (keywords win over the query)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "hazelcast":
+        raise errors.ValidationError(f"not a hazelcast URL: {redact(url)!r}")
+    opts = Options.from_url(parts.query, options, _OPTIONS, "hazelcast")
+    user, password, netloc = split_userinfo(parts.netloc)
+    if user is not None or password is not None:
+        raise errors.UnsupportedError(
+            "hazelcast URL: credentials need a member security realm, an Enterprise feature; "
+            "the open-source cluster checks only the cluster name (the URL path)"
+        )
+    enterprise = sorted(k for k in opts.names() if k in _ENTERPRISE_OPTIONS)
+    if enterprise:
+        what = ", ".join(sorted({_ENTERPRISE_OPTIONS[k] for k in enterprise}))
+        raise errors.UnsupportedError(
+            f"hazelcast option(s) {', '.join(enterprise)}: {what} is Hazelcast Enterprise only; "
+            "the open-source cluster checks only the cluster name"
+        )
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if len(path) > 1:
+        raise errors.ValidationError("hazelcast URL path is /CLUSTER-NAME")
+    namespace = opts.text("namespace", "")
+    if not _NAMESPACE.match(namespace):
+        raise errors.ValidationError(
+            f"hazelcast option namespace may hold letters, digits, '_', '.', '-': {namespace!r}"
+        )
+    timeout = opts.number("timeout", 10.0, minimum=1.0)
+    return HazelcastConfig(
+        members=split_hosts(netloc or "127.0.0.1", DEFAULT_PORT, "hazelcast"),
+        cluster_name=path[0] if path else "dev",
+        namespace=namespace,
+        history=opts.integer("history", DEFAULT_HISTORY, minimum=1),
+        timeout=timeout,
+        connect_timeout=opts.number("connect_timeout", 10.0, minimum=0.1),
+        commit_lease=opts.number("commit_lease", 30.0, minimum=1.0),
+        client_name=opts.text("client_name"),
+        smart_routing=opts.flag("smart_routing", True),
+        retry=opts.retry_policy(RetryPolicy(attempts=6, backoff=0.02, max_backoff=1.0, deadline=timeout)),
+    )
+
+
+_GONE = (
+    hzerrors.TargetDisconnectedError,
+    hzerrors.HazelcastClientNotActiveError,
+    hzerrors.OperationTimeoutError,
+    hzerrors.MemberLeftError,
+    hzerrors.HazelcastIOError,
+    hzerrors.HazelcastTimeoutError,
+    hzerrors.TransactionError,
+    hzerrors.TransactionNotActiveError,
+    hzerrors.TransactionTimedOutError,
+    hzerrors.IllegalStateError,
+)
+_REFUSED = (
+    hzerrors.ClientOfflineError,
+    hzerrors.TargetNotMemberError,
+    hzerrors.WrongTargetError,
+    hzerrors.PartitionMigratingError,
+    hzerrors.RetryableHazelcastError,
+    hzerrors.HazelcastInstanceNotActiveError,
+)
+
+ERRORS = ExceptionMap(
+    "hazelcast",
+    [
+        ErrorRule((hzerrors.AuthenticationError, hzerrors.SecurityError, hzerrors.AccessControlError),
+                  errors.AuthError, message="the cluster refused the client"),
+        ErrorRule((hzerrors.HazelcastSerializationError, hzerrors.ClassCastError), errors.CorruptRecordError,
+                  message="a map of the nbdb namespace holds data nbdb did not write"),
+        ErrorRule((hzerrors.UnsupportedOperationError,), errors.UnsupportedError),
+        ErrorRule(_REFUSED, errors.BackendUnavailableError, retryable=True, unsent=True),
+        ErrorRule(_GONE, errors.BackendUnavailableError, retryable=True),
+    ],
+)  # fmt: skip
+"""hazelcast-python-client's exceptions in nbdb's terms: refusals never ran, lost replies may have."""
+
+
+def connect(config: HazelcastConfig) -> Any:
+    """A client connected to the cluster; AuthError when the members answer but refuse the cluster name."""
+    try:
+        return HazelcastClient(
+            cluster_name=config.cluster_name,
+            cluster_members=[f"{h}:{p}" for h, p in config.members],
+            cluster_connect_timeout=config.connect_timeout,
+            connection_timeout=min(config.connect_timeout, 5.0),
+            invocation_timeout=config.timeout,
+            # A frozen member keeps its sockets open: only a missed heartbeat ends a request
+            # that was sent to it, so the heartbeat bounds every call by ``timeout`` too.
+            heartbeat_interval=1.0,
+            heartbeat_timeout=config.timeout,
+            # Requests to a dead member's partitions are retried until its backups take over;
+            # the default 1 s pause between tries would add most of a second to every failover.
+            invocation_retry_pause=0.1,
+            smart_routing=config.smart_routing,
+            redo_operation=False,
+            statistics_enabled=False,
+            client_name=config.client_name,
+        )
+    except hzerrors.IllegalStateError:
+        raise _unreachable(config) from None
+    except hzerrors.HazelcastError as exc:
+        raise ERRORS.translate(exc, f"at {config.where}") from None
+
+
+def _unreachable(config: HazelcastConfig) -> errors.NbdbError:
+    """Why the client found no cluster: members that accept TCP but refuse the client mean a wrong cluster name."""
+    for host, port in config.members:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return errors.AuthError(
+                    f"hazelcast members at {config.where} answer but refused the client: "
+                    "check the cluster name in the URL path (the cluster's shared secret)"
+                )
+        except OSError:
+            continue
+    return errors.BackendUnavailableError(
+        f"hazelcast at {config.where} is unreachable (no member answered within {config.connect_timeout}s)"
+    )

@@ -1,0 +1,120 @@
+"""OVSDB's native locks (RFC 7047 section 4.1.8), each on a connection of its own to a writable server.
+
+A lock belongs to the session that asked for it: the connection is the
+lease. ``handle.lost`` turns True when the server says the lock was
+``stolen``, when the connection closes, and when the server stops being the
+raft leader — OVSDB does not replicate locks, so a lock held on a deposed
+leader no longer excludes clients of the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from nbdb import errors
+from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, usable
+from nbdb.backends.ovsdb.rpc import RpcConnection
+from nbdb.backends.ovsdb.url import Target
+from nbdb.spi import LockHandle
+
+__all__ = ["hold_lock", "lock_name"]
+
+log = logging.getLogger(__name__)
+
+
+def lock_name(namespace: str, name: str) -> str:
+    """The OVSDB lock name of an nbdb lock (an OVSDB ``<id>``: ``[A-Za-z_][A-Za-z0-9_]*``)."""
+    return "nbdb_" + hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:40]
+
+
+class _LockSession:
+    """The connection holding one lock, and what the server says about it."""
+
+    def __init__(self, target: Target, database: str, context: ssl.SSLContext | None, deadline: float) -> None:
+        self.name = ""
+        self.database = database
+        self.locked = threading.Event()
+        self.lost = threading.Event()
+        self.handle: LockHandle | None = None
+        self._roles: dict[str, dict[str, Any]] = {}
+        self.rpc: RpcConnection
+        self.rpc, _ = connect_to_server(target, [database], self._notify, context, deadline)
+        self.rpc.on_close = self._closed
+        if self.rpc.closed.is_set():
+            self._closed()
+        request = {"Database": [{"columns": SERVER_COLUMNS}]}
+        self.rpc.call("monitor_cond", ["_Server", "server", request], target.timeout)
+
+    def _notify(self, method: str, params: list[Any]) -> None:
+        if method == "locked" and params == [self.name]:
+            self.locked.set()
+        elif method == "stolen" and params == [self.name]:
+            self._lose("it was stolen")
+        elif method == "update2" and len(params) == 2 and params[0] == "server":
+            for id, change in (params[1].get("Database") or {}).items():
+                row = self._roles.setdefault(id, {})
+                row.update(change.get("initial") or change.get("insert") or change.get("modify") or {})
+            problem = usable([ServerRole.from_row(r) for r in self._roles.values()], [self.database])
+            if problem is not None:
+                self._lose(f"its server {problem}")
+                self.rpc.close()
+
+    def _closed(self) -> None:
+        self._lose("its OVSDB connection closed")
+
+    def _lose(self, why: str) -> None:
+        if self.lost.is_set():
+            return
+        self.lost.set()
+        if self.handle is not None and self.locked.is_set():
+            log.error("lock %r was lost: %s", self.handle.name, why)
+            self.handle.mark_lost()
+
+
+@contextmanager
+def hold_lock(
+    target: Target,
+    database: str,
+    context: ssl.SSLContext | None,
+    name: str,
+    timeout: float | None,
+) -> Iterator[LockHandle]:
+    """Hold the OVSDB lock of ``name`` (see :func:`lock_name`) for the ``with`` block."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    connect_deadline = time.monotonic() + target.timeout
+    if deadline is not None:
+        connect_deadline = min(connect_deadline, deadline)
+    session = _LockSession(target, database, context, connect_deadline)
+    try:
+        session.name = lock_name(target.namespace, name)
+        handle = LockHandle(name, uuid.uuid4().hex)
+        session.handle = handle
+        result = session.rpc.call("lock", [session.name], target.timeout, label=f"lock {name}")
+        if isinstance(result, dict) and result.get("locked"):
+            session.locked.set()
+        while not session.locked.is_set():
+            if session.lost.is_set():
+                raise errors.BackendUnavailableError(f"lock {name!r}: the connection closed while waiting")
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise errors.LockTimeoutError(f"lock {name!r} is held by another owner; gave up after {timeout}s")
+            session.locked.wait(0.2 if remaining is None else min(0.2, remaining))
+        if session.lost.is_set():
+            handle.mark_lost()
+        yield handle
+        if not handle.lost:
+            try:
+                session.rpc.call("unlock", [session.name], 5.0)
+            except errors.NbdbError:
+                pass
+    finally:
+        session.rpc.on_close = None
+        session.rpc.close()

@@ -1,0 +1,300 @@
+"""The backend's connection, kept up: monitors that feed the replica, and every transaction.
+
+One connection carries the monitors (``monitor_cond_since``, one per database,
+with the namespace as a server-side condition), a monitor of ``_Server`` that
+says whether the server may still be written (a raft member that loses the
+leadership, or its cluster, is left at once), and the transactions. On
+reconnect the monitors resume from the last transaction id each database
+delivered: the server sends what changed since (or, if it kept no history,
+everything), which the replica applies as one synthetic catch-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from typing import Any
+
+from nbdb import errors
+from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, usable
+from nbdb.backends.ovsdb.rpc import Call, RpcClosed, RpcConnection, RpcError
+from nbdb.backends.ovsdb.transport import ssl_context
+from nbdb.backends.ovsdb.url import Target
+from nbdb.families.ovsdb.conditions import Scope, monitor_requests
+from nbdb.families.ovsdb.family import TransactLost, TransactNotSent
+from nbdb.families.ovsdb.mapping import Mapping_
+from nbdb.families.ovsdb.replica import Replica
+from nbdb.families.ovsdb.schema import DatabaseSchema
+
+__all__ = ["Session"]
+
+log = logging.getLogger(__name__)
+
+NO_TXN = "00000000-0000-0000-0000-000000000000"
+_SERVER_MONITOR = "nbdb:_Server"
+_SERVER_REQUEST = {"Database": [{"columns": SERVER_COLUMNS}]}
+_MONITOR_PREFIX = "nbdb:"
+_INITIAL_LOAD_SECONDS = 600.0
+"""How much longer than ``timeout`` a monitor's first state may take to arrive (a big database)."""
+
+
+class Session:
+    """A connection to a usable server of ``target``, reconnected (and resynced) for as long as it lives."""
+
+    def __init__(self, target: Target, database: str) -> None:
+        self.target = target
+        self.database = database
+        """The one database this connection serves: raft elects a leader per database, so a
+        client of two clustered databases keeps one connection to each one's leader."""
+        self.ssl_context: ssl.SSLContext | None = ssl_context(target) if target.scheme == "ssl" else None
+        self._rpc: RpcConnection | None = None
+        self._remote_index = 0
+        self._cond = threading.Condition()
+        self._ready = False
+        self._stop = threading.Event()
+        self._scopes: list[tuple[Replica, Scope]] = []
+        self._mapping: Mapping_ | None = None
+        self._databases: list[str] = []
+        self._roles: dict[str, dict[str, Any]] = {}
+        self._supervisor: threading.Thread | None = None
+        self.reconnects = 0
+
+    # ---------------------------------------------------------------- start
+
+    def open(self) -> tuple[list[str], DatabaseSchema]:
+        """Connect for the first time; the databases the server serves, and this one's schema."""
+        deadline = time.monotonic() + self.target.timeout
+        rpc, self._remote_index = connect_to_server(
+            self.target, [self.database], self._notify, self.ssl_context, deadline
+        )
+        try:
+            served = list(rpc.call("list_dbs", [], self.target.timeout))
+            schema = DatabaseSchema.parse(rpc.call("get_schema", [self.database], self.target.timeout))
+        except BaseException:
+            rpc.close()
+            raise
+        self._rpc = rpc
+        return served, schema
+
+    def start(self, mapping: Mapping_) -> None:
+        """Follow the server's role and keep the connection up from now on (no data monitored yet)."""
+        self._mapping = mapping
+        self._databases = [self.database]
+        rpc = self._rpc
+        assert rpc is not None
+        try:
+            self._monitor(rpc, time.monotonic() + self.target.timeout)
+        except BaseException:
+            rpc.close()
+            raise
+        with self._cond:
+            self._ready = True
+            self._cond.notify_all()
+        self._supervisor = threading.Thread(target=self._supervise, name="nbdb-ovsdb-session", daemon=True)
+        self._supervisor.start()
+
+    def follow(self, replica: Replica, scope: Scope) -> None:
+        """Monitor ``scope`` into ``replica`` (now and after every reconnect); return once it is loaded."""
+        with self._cond:
+            index = len(self._scopes)
+            self._scopes.append((replica, scope))
+        deadline = time.monotonic() + self.target.timeout
+        try:
+            rpc = self._connection(deadline)
+        except TransactNotSent as exc:
+            raise errors.BackendUnavailableError(str(exc)) from None
+        try:
+            self._wait_loaded(rpc, self._monitor_scope(rpc, index, replica, scope), deadline)
+        except errors.BackendUnavailableError as exc:
+            # The connection dropped (the reconnect monitors it) or raced a reconnect that did.
+            log.debug("ovsdb: monitoring %s: %s; waiting for the reconnect's", scope, exc)
+        with replica.cond:
+            # Monitored by a reconnect meanwhile (the calls above then failed): wait for that one.
+            while self.database not in replica.synced:
+                if time.monotonic() > deadline + _INITIAL_LOAD_SECONDS:
+                    raise errors.BackendUnavailableError(f"the monitor of {scope} did not load in time")
+                replica.cond.wait(0.5)
+
+    def _monitor(self, rpc: RpcConnection, deadline: float) -> None:
+        """Start every monitor on a fresh connection and wait for their first state."""
+        calls = [rpc.request("monitor_cond", ["_Server", _SERVER_MONITOR, _SERVER_REQUEST], self._server_state)]
+        with self._cond:
+            scopes = list(self._scopes)
+        for index, (replica, scope) in enumerate(scopes):
+            calls += self._monitor_scope(rpc, index, replica, scope)
+        self._wait_loaded(rpc, calls, deadline)
+
+    def _monitor_scope(self, rpc: RpcConnection, index: int, replica: Replica, scope: Scope) -> list[Call]:
+        """Ask for the monitors of one scope (one per database), resuming where its replica stands."""
+        assert self._mapping is not None
+        calls = []
+        for db in self._databases:
+            since = replica.last_txn.get(db, NO_TXN) if db in replica.synced else NO_TXN
+
+            def on_reply(result: Any, db: str = db) -> None:
+                found, txn, updates = result
+                if db not in replica.synced or not found:
+                    replica.resync(db, updates or {}, txn)
+                elif updates:
+                    replica.apply(db, updates, synthetic=True, txn=txn)
+                else:
+                    replica.last_txn[db] = txn
+
+            requests = monitor_requests(self._mapping, db, scope)
+            monitor = f"{_MONITOR_PREFIX}{index}:{db}"
+            calls.append(rpc.request("monitor_cond_since", [db, monitor, requests, since], on_reply))
+        return calls
+
+    @staticmethod
+    def _wait_loaded(rpc: RpcConnection, calls: list[Call], deadline: float) -> None:
+        for call in calls:
+            # A big database takes a while to arrive: wait as long as the connection lives
+            # (its probe drops a dead server) and the initial state keeps coming, up to a bound.
+            while not call.done.wait(0.5):
+                if rpc.closed.is_set() or time.monotonic() > deadline + _INITIAL_LOAD_SECONDS:
+                    break
+            call.wait(0)
+
+    # ---------------------------------------------------------------- the I/O thread's side
+
+    def _notify(self, method: str, params: list[Any]) -> None:
+        if method == "update3" and len(params) == 3:
+            monitor, txn, updates = params
+            target = self._scope_of(monitor)
+            if target is not None:
+                target[0].apply(target[1], updates, txn=txn)
+        elif method == "update2" and len(params) == 2 and params[0] == _SERVER_MONITOR:
+            self._server_state(params[1])
+
+    def _scope_of(self, monitor: Any) -> tuple[Replica, str] | None:
+        """The replica and database a monitor id names."""
+        if not isinstance(monitor, str) or not monitor.startswith(_MONITOR_PREFIX):
+            return None
+        index, _, db = monitor[len(_MONITOR_PREFIX) :].partition(":")
+        with self._cond:
+            if not index.isdigit() or int(index) >= len(self._scopes):
+                return None
+            return self._scopes[int(index)][0], db
+
+    def _server_state(self, updates: Any) -> None:
+        """Follow ``_Server.Database``; leave a server that can no longer write our databases."""
+        for id, change in (updates.get("Database") or {}).items():
+            if "delete" in change:
+                self._roles.pop(id, None)
+                continue
+            row = self._roles.setdefault(id, {})
+            row.update(change.get("initial") or change.get("insert") or change.get("modify") or {})
+        roles = [ServerRole.from_row(row) for row in self._roles.values()]
+        served = [db for db in self._databases if any(r.name == db for r in roles)]
+        problem = usable(roles, served or self._databases[:1])
+        rpc = self._rpc
+        if problem is not None and rpc is not None and self._ready:
+            log.info("ovsdb: %s %s now; reconnecting", rpc.remote, problem)
+            rpc.close()
+
+    # ---------------------------------------------------------------- reconnecting
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            rpc = self._rpc
+            if rpc is not None:
+                rpc.closed.wait()
+            if self._stop.is_set():
+                return
+            with self._cond:
+                self._ready = False
+            log.info("ovsdb: connection to %s lost; reconnecting", rpc.remote if rpc else self.target.describe())
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            deadline = time.monotonic() + self.target.timeout
+            try:
+                rpc, self._remote_index = connect_to_server(
+                    self.target,
+                    self._databases,
+                    self._notify,
+                    self.ssl_context,
+                    deadline,
+                    start=(self._remote_index + 1) % len(self.target.remotes),
+                    stop=self._stop.is_set,
+                )
+                self._roles = {}
+                self._rpc = rpc
+                self._monitor(rpc, deadline)
+            except errors.NbdbError as exc:
+                log.info("ovsdb: reconnecting to %s failed: %s", self.target.describe(), exc)
+                if self._rpc is not None:
+                    self._rpc.close()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            self.reconnects += 1
+            with self._cond:
+                self._ready = True
+                self._cond.notify_all()
+            return
+
+    def _connection(self, deadline: float) -> RpcConnection:
+        """The connection, once monitored; TransactNotSent if none comes up before ``deadline``."""
+        with self._cond:
+            while not self._ready or self._rpc is None or self._rpc.closed.is_set():
+                if self._stop.is_set():
+                    raise errors.BackendUnavailableError("the OVSDB backend is closed")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TransactNotSent(f"no OVSDB server of {self.target.describe()} for {self.target.timeout}s")
+                self._cond.wait(min(remaining, 0.1))
+            return self._rpc
+
+    # ---------------------------------------------------------------- the family's primitives
+
+    def transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
+        """One transaction (see :meth:`nbdb.families.ovsdb.OvsdbFamilyBackend._transact`)."""
+        rpc = self._connection(time.monotonic() + self.target.timeout)
+        call = rpc.request("transact", [db, *ops])
+        try:
+            result = call.wait(self.target.timeout)
+        except RpcClosed as exc:
+            if exc.sent:
+                raise TransactLost(str(exc)) from None
+            raise TransactNotSent(str(exc)) from None
+        except RpcError as exc:
+            raise errors.ValidationError(f"OVSDB rejected a transaction: {exc.error}") from None
+        except errors.BackendUnavailableError as exc:
+            raise TransactLost(str(exc)) from None
+        if not isinstance(result, list):
+            raise TransactLost(f"unexpected OVSDB reply: {result!r}")
+        return result
+
+    def sync(self, db: str) -> None:
+        """Return once the replica shows every commit acknowledged before the call (an empty transaction)."""
+        deadline = time.monotonic() + self.target.timeout
+        while True:
+            rpc = self._connection(deadline)
+            try:
+                rpc.call("transact", [db], max(0.5, deadline - time.monotonic()))
+                return
+            except RpcClosed:
+                if time.monotonic() > deadline:
+                    raise errors.BackendUnavailableError(
+                        f"OVSDB at {self.target.describe()} unreachable for {self.target.timeout}s"
+                    ) from None
+            except RpcError as exc:
+                raise errors.BackendUnavailableError(f"OVSDB refused to read {db}: {exc.error}") from None
+
+    def close(self) -> None:
+        """Stop reconnecting and close the connection."""
+        self._stop.set()
+        rpc = self._rpc
+        if rpc is not None:
+            rpc.close()
+        if self._supervisor is not None and threading.current_thread() is not self._supervisor:
+            self._supervisor.join(10)
+        with self._cond:
+            self._cond.notify_all()
+        for replica, _scope in self._scopes:
+            replica.wake()

@@ -1,0 +1,59 @@
+"""Deleting with ``cascade=True``: the dependents found through references, in one commit.
+
+Dependents whose reference is required are deleted too (recursively); an
+optional or list reference is cleared instead — unless clearing it breaks
+the dependent's own rules, in which case it goes as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from nbdb import errors
+from nbdb.models.base import Model, model_for_table
+from nbdb.spi import Backend, Delete, RefKey, WriteOp
+from nbdb.writes import delete_of, put_of
+
+__all__ = ["cascade_ops"]
+
+
+def cascade_ops(backend: Backend, get: Callable[[type[Model], UUID], Model], root: Delete) -> list[WriteOp]:
+    """The deletes and updates that make deleting ``root`` leave no reference dangling."""
+    deletes: dict[RefKey, WriteOp] = {(root.table, root.id): root}
+    updates: dict[RefKey, Model] = {}
+    queue = [(root.table, root.id)]
+    while queue:
+        target = queue.pop()
+        for source in backend.referrers(*target):
+            if source in deletes:
+                continue
+            obj = updates.get(source)
+            if obj is None:
+                obj = get(model_for_table(source[0]), source[1])
+            changes: dict[str, Any] = {}
+            doomed = False
+            for spec in obj.nbdb_references:
+                if spec.target != target[0] or target[1] not in spec.ids(obj):
+                    continue
+                if spec.many:
+                    changes[spec.field] = [i for i in getattr(obj, spec.field) if i != target[1]]
+                elif spec.optional:
+                    changes[spec.field] = None
+                else:
+                    doomed = True
+            if not doomed and changes:
+                try:
+                    updates[source] = obj.replace(**changes)
+                except errors.ValidationError:
+                    # Clearing the reference breaks the model's own rules (an
+                    # ACL must belong to a switch or a port group): it goes too.
+                    doomed = True
+            if doomed:
+                updates.pop(source, None)
+                deletes[source] = delete_of(obj)
+                queue.append(source)
+    ops: list[WriteOp] = list(deletes.values())
+    ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
+    return ops

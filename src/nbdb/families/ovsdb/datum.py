@@ -1,0 +1,307 @@
+"""OVSDB values (RFC 7047 section 5.1) on the wire and as Python values, and update2 diffs.
+
+A column's value on the wire is a *datum*: an atom, ``["set", [atoms]]`` or
+``["map", [[key, value], ...]]``; a uuid atom is ``["uuid", "..."]``. Here a
+column's value in Python (a *cell*) is:
+
+* an atom (``str``, ``int``, ``float``, ``bool``; a uuid as its ``str``) for a
+  scalar column (exactly one element);
+* an atom or None for an optional column (zero or one element);
+* a ``set`` of atoms for any other set column;
+* a ``dict`` for a map column.
+
+Cells of sets and maps are changed in place by :func:`apply_diff`, so a change
+of one element of a 100,000-element set costs one element, not the set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from nbdb import errors
+
+__all__ = [
+    "ATOMIC_TYPES",
+    "BaseType",
+    "ColumnType",
+    "Toggled",
+    "apply_diff",
+    "atom_from_wire",
+    "atom_to_wire",
+    "cell_from_wire",
+    "cell_to_wire",
+    "default_cell",
+    "unescape",
+    "wire_map",
+]
+
+ATOMIC_TYPES = ("integer", "real", "boolean", "string", "uuid")
+
+_ESCAPE = "\ufffe"
+_DEFAULT_ATOM: dict[str, Any] = {"string": "", "integer": 0, "real": 0.0, "boolean": False}
+
+
+@dataclass(frozen=True, slots=True)
+class BaseType:
+    """The type of a column's keys or values: an atomic type and its constraints (RFC 7047 <base-type>)."""
+
+    kind: str
+    enum: tuple[Any, ...] = ()
+    ref_table: str | None = None
+    ref_type: str = "strong"
+    min_integer: int | None = None
+    max_integer: int | None = None
+    min_real: float | None = None
+    max_real: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+
+    @classmethod
+    def parse(cls, spec: Any) -> BaseType:
+        """From a schema's ``<base-type>`` (a type name or an object)."""
+        if isinstance(spec, str):
+            if spec not in ATOMIC_TYPES:
+                raise errors.ValidationError(f"unknown OVSDB atomic type {spec!r}")
+            return cls(spec)
+        if not isinstance(spec, dict) or spec.get("type") not in ATOMIC_TYPES:
+            raise errors.ValidationError(f"not an OVSDB base type: {spec!r}")
+        enum: tuple[Any, ...] = ()
+        if "enum" in spec:
+            raw = spec["enum"]
+            enum = tuple(raw[1]) if isinstance(raw, list) and raw[:1] == ["set"] else (raw,)
+        return cls(
+            kind=spec["type"],
+            enum=enum,
+            ref_table=spec.get("refTable"),
+            ref_type=spec.get("refType", "strong"),
+            min_integer=spec.get("minInteger"),
+            max_integer=spec.get("maxInteger"),
+            min_real=spec.get("minReal"),
+            max_real=spec.get("maxReal"),
+            min_length=spec.get("minLength"),
+            max_length=spec.get("maxLength"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnType:
+    """The type of one column: key (and value, for maps) types and the element count bounds."""
+
+    key: BaseType
+    value: BaseType | None
+    min: int
+    max: int | None
+    """None: unlimited."""
+
+    @classmethod
+    def parse(cls, spec: Any) -> ColumnType:
+        """From the ``type`` member of a column in an ``.ovsschema``."""
+        if isinstance(spec, str):
+            return cls(BaseType.parse(spec), None, 1, 1)
+        if not isinstance(spec, dict) or "key" not in spec:
+            raise errors.ValidationError(f"not an OVSDB column type: {spec!r}")
+        kmax = spec.get("max", 1)
+        return cls(
+            BaseType.parse(spec["key"]),
+            None if spec.get("value") is None else BaseType.parse(spec["value"]),
+            int(spec.get("min", 1)),
+            None if kmax == "unlimited" else int(kmax),
+        )
+
+    @classmethod
+    def of(cls, key: str, value: str | None = None, min: int = 1, max: int | None = 1) -> ColumnType:
+        """A column type from type names (for tests and generated schemas)."""
+        return cls(BaseType(key), None if value is None else BaseType(value), min, max)
+
+    @property
+    def is_map(self) -> bool:
+        """A map column."""
+        return self.value is not None
+
+    @property
+    def is_scalar(self) -> bool:
+        """Exactly one atom."""
+        return self.value is None and self.min == 1 and self.max == 1
+
+    @property
+    def is_optional(self) -> bool:
+        """Zero or one atom."""
+        return self.value is None and self.min == 0 and self.max == 1
+
+    @property
+    def is_set(self) -> bool:
+        """Any other set: a cell that is a Python ``set``."""
+        return self.value is None and not self.is_scalar and not self.is_optional
+
+
+def escape(text: str) -> str:
+    """OVSDB strings cannot hold NUL: such strings (and any starting with the marker) are stored JSON-quoted."""
+    if "\x00" in text or text.startswith(_ESCAPE):
+        return _ESCAPE + json.dumps(text)
+    return text
+
+
+def unescape(text: Any) -> Any:
+    """The string :func:`escape` stored (anything else unchanged)."""
+    if isinstance(text, str) and text.startswith(_ESCAPE):
+        try:
+            return str(json.loads(text[len(_ESCAPE) :]))
+        except ValueError:
+            return text
+    return text
+
+
+def atom_to_wire(kind: str, value: Any) -> Any:
+    """One atom of type ``kind`` as JSON; ValidationError if ``value`` is not of that type."""
+    if kind == "uuid":
+        return ["uuid", str(value)]
+    if kind == "string":
+        if not isinstance(value, str):
+            raise errors.ValidationError(f"expected a string, got {value!r}")
+        return escape(value)
+    if kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise errors.ValidationError(f"expected an integer, got {value!r}")
+        return value
+    if kind == "real":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise errors.ValidationError(f"expected a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, bool):
+        raise errors.ValidationError(f"expected a boolean, got {value!r}")
+    return value
+
+
+def atom_from_wire(kind: str, datum: Any) -> Any:
+    """One atom from JSON; ValueError if it is not one of type ``kind``."""
+    if kind == "uuid":
+        if isinstance(datum, list) and len(datum) == 2 and datum[0] in ("uuid", "named-uuid"):
+            return str(datum[1])
+        raise ValueError(f"not a uuid atom: {datum!r}")
+    if kind == "string":
+        if not isinstance(datum, str):
+            raise ValueError(f"not a string atom: {datum!r}")
+        return unescape(datum)
+    if kind == "real" and isinstance(datum, int | float) and not isinstance(datum, bool):
+        return float(datum)
+    if kind == "integer" and isinstance(datum, int) and not isinstance(datum, bool):
+        return datum
+    if kind == "boolean" and isinstance(datum, bool):
+        return datum
+    raise ValueError(f"not a {kind} atom: {datum!r}")
+
+
+def _elements(datum: Any) -> list[Any]:
+    """The atoms of a set datum (a bare atom is a one-element set)."""
+    if isinstance(datum, list) and len(datum) == 2 and datum[0] == "set":
+        return list(datum[1])
+    return [datum]
+
+
+def _pairs(datum: Any) -> list[Any]:
+    if isinstance(datum, list) and len(datum) == 2 and datum[0] == "map" and isinstance(datum[1], list):
+        return datum[1]
+    raise ValueError(f"not a map datum: {datum!r}")
+
+
+def default_cell(ctype: ColumnType) -> Any:
+    """The cell of a column the server left out (an empty set or map, the atom's default)."""
+    if ctype.is_map:
+        return {}
+    if ctype.is_set:
+        return set()
+    if ctype.is_optional:
+        return None
+    return _DEFAULT_ATOM.get(ctype.key.kind, "")
+
+
+def cell_from_wire(ctype: ColumnType, datum: Any) -> Any:
+    """A datum as a cell (see the module docstring); ValueError if it does not fit ``ctype``."""
+    key = ctype.key.kind
+    if ctype.value is not None:
+        value = ctype.value.kind
+        return {atom_from_wire(key, k): atom_from_wire(value, v) for k, v in _pairs(datum)}
+    if ctype.is_scalar:
+        return atom_from_wire(key, datum)
+    atoms = _elements(datum)
+    if ctype.is_optional:
+        if len(atoms) > 1:
+            raise ValueError(f"more than one atom in an optional column: {datum!r}")
+        return atom_from_wire(key, atoms[0]) if atoms else None
+    return {atom_from_wire(key, a) for a in atoms}
+
+
+def _sort_key(atom: Any) -> Any:
+    return (type(atom).__name__, atom)
+
+
+def cell_to_wire(ctype: ColumnType, cell: Any) -> Any:
+    """A cell (or a list for a set column) as a datum; ValidationError if it does not fit ``ctype``."""
+    key = ctype.key.kind
+    if ctype.value is not None:
+        if not isinstance(cell, dict):
+            raise errors.ValidationError(f"expected a mapping, got {cell!r}")
+        value = ctype.value.kind
+        return ["map", [[atom_to_wire(key, k), atom_to_wire(value, v)] for k, v in sorted(cell.items())]]
+    if ctype.is_scalar:
+        return atom_to_wire(key, _DEFAULT_ATOM.get(key, "") if cell is None else cell)
+    if ctype.is_optional:
+        return ["set", []] if cell is None else atom_to_wire(key, cell)
+    if not isinstance(cell, list | tuple | set | frozenset):
+        raise errors.ValidationError(f"expected a list, got {cell!r}")
+    return ["set", [atom_to_wire(key, a) for a in sorted(set(cell), key=_sort_key)]]
+
+
+def wire_map(values: Iterable[tuple[str, str]]) -> list[Any]:
+    """A string-to-string map datum."""
+    return ["map", [[escape(k), escape(v)] for k, v in sorted(values)]]
+
+
+@dataclass(slots=True)
+class Toggled:
+    """The elements a set diff added and removed (for columns whose membership is followed)."""
+
+    added: list[Any]
+    removed: list[Any]
+
+
+def apply_diff(ctype: ColumnType, cell: Any, diff: Any) -> tuple[Any, Toggled | None]:
+    """The cell after an update2/update3 ``modify`` diff, and for set columns what it toggled.
+
+    As ovsdb-server sends them: for a column of at most one element (scalar
+    or optional) the diff is the new value; for a set its elements are
+    toggled (the symmetric difference); for a map, a key with the same value
+    is removed, a key with another value replaced, a new key added. Sets and
+    maps are changed in place.
+    """
+    key = ctype.key.kind
+    if ctype.value is not None:
+        value = ctype.value.kind
+        out = cell if isinstance(cell, dict) else {}
+        for k, v in _pairs(diff):
+            k, v = atom_from_wire(key, k), atom_from_wire(value, v)
+            if k in out and out[k] == v:
+                del out[k]
+            else:
+                out[k] = v
+        return out, None
+    if ctype.is_scalar:
+        return atom_from_wire(key, diff), None
+    atoms = [atom_from_wire(key, a) for a in _elements(diff)]
+    if ctype.is_optional:
+        if len(atoms) > 1:
+            raise ValueError(f"more than one atom for an optional column: {diff!r}")
+        return (atoms[0] if atoms else None), None
+    members = cell if isinstance(cell, set) else set()
+    toggled = Toggled([], [])
+    for atom in atoms:
+        if atom in members:
+            members.discard(atom)
+            toggled.removed.append(atom)
+        else:
+            members.add(atom)
+            toggled.added.append(atom)
+    return members, toggled

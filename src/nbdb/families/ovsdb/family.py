@@ -1,0 +1,420 @@
+"""The OVSDB-transactional family: the SPI on top of a replica and one transaction primitive.
+
+A backend of this family supplies:
+
+* ``_transact(db, ops)``: one OVSDB transaction, answered by the server; it
+  raises :class:`TransactNotSent` when the request certainly did not reach the
+  server and :class:`TransactLost` when it may have (the reply was lost);
+* ``_sync(db)``: returns once the replicas show every commit acknowledged
+  (to anybody) before the call;
+* ``_replica_for(tables, topics)``: a replica kept current by a monitor of
+  those tables in those topics, filtered on the server (None, None: the main
+  one, every mapped table of the namespace); and :attr:`mapping` and
+  :attr:`namespace`.
+
+Everything else is here: reads from the replica, commits planned from it and
+guarded by ``wait``s (:mod:`.planner`), exactly-once retries after a lost
+reply (commit tokens, :func:`.planner.settle`), references, revisions,
+watches and id allocation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from abc import abstractmethod
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from nbdb import errors
+from nbdb.families import rules
+from nbdb.families.ovsdb import results
+from nbdb.families.ovsdb.datum import wire_map
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
+from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, reflects, settle
+from nbdb.families.ovsdb.replica import Replica, RevisionClock
+from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, parse_window, push_window
+from nbdb.families.ovsdb.stream import ReplicaStream
+from nbdb.spi import Backend, CommitResult, Record, RecordStream, RefKey, Snapshot, WriteOp
+
+__all__ = ["OvsdbFamilyBackend", "TransactLost", "TransactNotSent"]
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 16
+_EXT_COUNTER = "nbdb:id:"
+
+
+class TransactNotSent(errors.BackendUnavailableError):
+    """The transaction certainly did not reach the server (no connection): safe to send again."""
+
+
+class TransactLost(errors.BackendUnavailableError):
+    """The transaction was sent and its reply lost: it may or may not have committed."""
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(0.01 * 2**attempt, 0.5))
+
+
+class OvsdbFamilyBackend(Backend):
+    """Base of OVSDB backends: subclass it and supply ``_transact``, ``_sync`` and a live replica."""
+
+    mapping: Mapping_
+    clock: RevisionClock
+    namespace: str = ""
+    nb_db: str | None = None
+    commit_timeout: float = 20.0
+    """Seconds a commit may spend retrying across reconnects before it gives up."""
+
+    @abstractmethod
+    def _transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
+        """Run one OVSDB transaction on ``db`` and return its result array."""
+
+    @abstractmethod
+    def _sync(self, db: str) -> None:
+        """Return once the replicas of ``db`` reflect every commit acknowledged before this call."""
+
+    @abstractmethod
+    def _replica_for(self, tables: Collection[str] | None, topics: Collection[str | None] | None) -> Replica:
+        """A live replica of ``tables`` (None: all) in ``topics`` (None: all), loaded."""
+
+    @property
+    def replica(self) -> Replica:
+        """The main replica: every mapped table of the namespace (what commits are planned from)."""
+        return self._replica_for(None, None)
+
+    def _scoped(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Replica:
+        """The replica to read ``tables`` in ``topics`` from: filtered on the server when topics are given."""
+        if topics is None:
+            return self.replica
+        mapped = [t for t in tables if t in self.mapping.tables]
+        return self._replica_for(mapped, topics)
+
+    # ---------------------------------------------------------------- reads
+
+    def _db_of(self, table: str) -> str | None:
+        tm = self.mapping.tables.get(table)
+        return None if tm is None else tm.db
+
+    def read(self, table: str, id: uuid.UUID) -> Record | None:
+        db = self._db_of(table)
+        if db is None:
+            return None
+        self._sync(db)
+        with self.replica.cond:
+            return self.replica.record(table, id)
+
+    def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
+        # A model with no OVSDB table has no objects here (a write of one says why: UnsupportedError).
+        replica = self._scoped(tables, topics)
+        for db in sorted({db for t in tables if (db := self._db_of(t)) is not None}):
+            self._sync(db)
+        with replica.cond:
+            return Snapshot(replica.select(tables, topics), replica.revision)
+
+    def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
+        db = self._db_of(table)
+        if db is None:
+            return []
+        self._sync(db)
+        with self.replica.cond:
+            return sorted(self.replica.referrers.get((table, id), ()), key=lambda k: (k[0], str(k[1])))
+
+    def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
+        return ReplicaStream(self._scoped(tables, topics), tables, topics, since)
+
+    def current_revision(self) -> int:
+        return self.clock.now()
+
+    @property
+    def revision_scope(self) -> object:
+        # Revisions count per connection: every replica it feeds shares its clock.
+        return self.clock
+
+    def _replicas(self) -> list[Replica]:
+        """Every replica this backend made (the test hook below forgets all their histories)."""
+        return [self.replica]
+
+    def compact_history(self) -> None:
+        for replica in self._replicas():
+            replica.compact()
+
+    # ---------------------------------------------------------------- commits
+
+    def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        if not ops:
+            return CommitResult(self.clock.now(), [])
+        rules.shape_of(ops)  # refuses an object written twice
+        token = uuid.uuid4().hex[:16]
+        deadline = time.monotonic() + self.commit_timeout
+        synced = False
+        resend: Plan | None = None
+        for attempt in range(_ATTEMPTS):
+            plan = resend
+            resend = None
+            if plan is None:
+                try:
+                    with self.replica.cond:
+                        plan = plan_commit(self.mapping, self.replica, ops, token)
+                except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError):
+                    # The replica may lag: confirm against a current one before saying so.
+                    if synced:
+                        raise
+                    self._sync(self.mapping.get(ops[0].table).db)
+                    synced = True
+                    continue
+                if plan.skipped and not synced:
+                    # "Gone, nothing to delete" is a decision too: make it on a current replica.
+                    self._sync(plan.db)
+                    synced = True
+                    continue
+                if not plan.ops:
+                    return CommitResult(self.clock.now(), plan.versions, frozenset(plan.skipped))
+            try:
+                result = self._transact(plan.db, plan.ops)
+            except TransactLost as exc:
+                log.info("ovsdb: the reply of a commit was lost (%s); settling it", exc)
+                outcome = self._settle(plan, deadline)
+                if outcome is Outcome.LANDED:
+                    return self._result(plan)
+                if outcome is Outcome.PENDING:
+                    resend = plan
+                synced = True
+                continue
+            except TransactNotSent as exc:
+                if time.monotonic() > deadline:
+                    raise errors.BackendUnavailableError(f"OVSDB commit not sent: {exc}") from None
+                time.sleep(_backoff(attempt))
+                synced = False
+                continue
+            failure = results.check(result)
+            if failure is None:
+                return self._result(plan)
+            if self._retryable(plan, failure):
+                if isinstance(failure, results.NotLeader) or attempt > 1:
+                    # A new leader, or a replica behind the server (through a relay): give it time.
+                    time.sleep(_backoff(attempt))
+                self._sync(plan.db)
+                synced = True
+                continue
+            raise self._diagnose(plan, failure)
+        raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
+
+    def _settle(self, plan: Plan, deadline: float) -> Outcome:
+        """The outcome of a commit whose reply was lost, from a replica synced after reconnecting."""
+        while True:
+            try:
+                self._sync(plan.db)
+                break
+            except errors.BackendUnavailableError as exc:
+                if time.monotonic() > deadline:
+                    raise errors.CommitUnknownError(
+                        f"the reply of a commit was lost and the server stayed unreachable ({exc}): it may or "
+                        "may not have been applied; re-read the objects before acting again"
+                    ) from None
+                time.sleep(0.1)
+        with self.replica.cond:
+            outcome = settle(plan, self.replica)
+        log.info("ovsdb: a commit whose reply was lost: %s", outcome.value)
+        if outcome is Outcome.UNKNOWN:
+            raise errors.CommitUnknownError(
+                "the reply of a commit was lost and its rows no longer tell whether it was applied (they were "
+                "deleted or rewritten since): re-read the objects before acting again"
+            )
+        return outcome
+
+    def _result(self, plan: Plan) -> CommitResult:
+        """The commit's result, once the replica shows it (read-your-writes).
+
+        On a direct connection the server sends a transaction's update before
+        its reply, so the replica shows it already; a relay forwards the reply
+        as soon as its source answers, before the update reaches it.
+        """
+        deadline = time.monotonic() + self.commit_timeout
+        with self.replica.cond:
+            while not reflects(plan, self.replica):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("ovsdb: the monitor did not show a commit within %ss", self.commit_timeout)
+                    break
+                self.replica.cond.wait(min(remaining, 0.5))
+            revision = max((self.replica.changed_at.get(key, 0) for key in plan.keys), default=0)
+            return CommitResult(revision or self.replica.revision, plan.versions, frozenset(plan.skipped))
+
+    @staticmethod
+    def _retryable(plan: Plan, failure: results.OperationError) -> bool:
+        """A failure that planning again from a current replica settles (or a leader change)."""
+        if isinstance(failure, results.NotLeader):
+            return True
+        kind = plan.reason(failure.index)[0]
+        if isinstance(failure, results.TimedOut):
+            return kind in ("cas", "absent")
+        return isinstance(failure, results.DuplicateUuid)
+
+    def _diagnose(self, plan: Plan, failure: results.OperationError) -> errors.NbdbError:
+        kind, detail = plan.reason(failure.index)
+        if isinstance(failure, results.TimedOut):
+            if kind == "target":
+                (table, id), target = detail
+                return rules.dangling((table, id), target)
+            if kind in ("children", "referenced"):
+                self._sync(plan.db)
+                with self.replica.cond:
+                    refs = sorted(self.replica.referrers.get(detail, ()), key=str)
+                return rules.still_referenced(detail, refs)
+        if isinstance(failure, results.ConstraintViolation):
+            if failure.unique_index:
+                return errors.ConflictError(f"an object with the same unique key exists: {failure.details}")
+            return errors.ValidationError(f"OVSDB refused a value: {failure.details}")
+        if isinstance(failure, results.ReferentialIntegrityViolation):
+            return errors.ReferenceError(f"OVSDB referential integrity: {failure.details}")
+        return errors.ValidationError(f"OVSDB refused the commit: {failure}")
+
+    # ---------------------------------------------------------------- ids and raw writes
+
+    def _select_nb_global(self) -> dict[str, Any] | None:
+        assert self.nb_db is not None
+        select = {"op": "select", "table": "NB_Global", "where": [], "columns": ["_uuid", EXTERNAL_IDS]}
+        for attempt in range(_ATTEMPTS):
+            try:
+                result = self._transact(self.nb_db, [select])
+            except errors.BackendUnavailableError:
+                time.sleep(_backoff(attempt))
+                continue
+            failure = results.check(result)
+            if failure is not None:
+                raise errors.BackendUnavailableError(f"OVSDB refused a read of NB_Global: {failure}")
+            rows = sorted(result[0].get("rows", []), key=lambda r: str(r["_uuid"][1]))
+            return rows[0] if rows else None
+        raise errors.BackendUnavailableError("OVSDB reads of NB_Global kept failing")
+
+    def allocate_id(self, name: str) -> int:
+        """The next value of a counter kept in ``NB_Global.external_ids:nbdb:id:<namespace>/<name>``.
+
+        The entry holds the value and the tokens of its last increments, so an
+        increment whose reply was lost is recognised (or proven not applied).
+        """
+        schema = self.mapping.schemas.get(self.nb_db or "")
+        if self.nb_db is None or schema is None or schema.table("NB_Global") is None:
+            raise errors.UnsupportedError("allocate_id needs the OVN_Northbound database (NB_Global)")
+        key = f"{_EXT_COUNTER}{self.namespace}/{name}"
+        token = uuid.uuid4().hex[:16]
+        deadline = time.monotonic() + self.commit_timeout
+        for attempt in range(64):
+            row = self._select_nb_global()
+            ext = {} if row is None else dict(row[EXTERNAL_IDS][1])
+            current, window = _parse_counter(ext.get(key), name)
+            value = current + 1
+            entry = f"{value} {push_window(window, token, value)}"
+            ops = _counter_ops(row, key, ext.get(key), entry)
+            try:
+                result = self._transact(self.nb_db, ops)
+            except TransactLost:
+                outcome = self._settle_counter(key, name, token, value, row, deadline)
+                if outcome is Outcome.LANDED:
+                    return value
+                continue
+            except TransactNotSent:
+                time.sleep(_backoff(attempt))
+                continue
+            if results.check(result) is None:
+                return value
+            time.sleep(min(0.001 * 2 ** min(attempt, 8), 0.05))
+        raise errors.ConflictError(f"id counter {name!r}: too much contention; try again")
+
+    def _settle_counter(
+        self, key: str, name: str, token: str, value: int, before: dict[str, Any] | None, deadline: float
+    ) -> Outcome:
+        while True:
+            try:
+                row = self._select_nb_global()
+                break
+            except errors.BackendUnavailableError:
+                if time.monotonic() > deadline:
+                    raise errors.CommitUnknownError(
+                        f"id counter {name!r}: the reply of an increment was lost and the server stayed unreachable"
+                    ) from None
+                time.sleep(0.1)
+        current, window = _parse_counter(None if row is None else dict(row[EXTERNAL_IDS][1]).get(key), name)
+        pairs = parse_window(window)
+        if (token, value) in pairs:
+            return Outcome.LANDED
+        if current < value or any(v == value for _t, v in pairs):
+            # Never reached our value, or somebody else's increment made it: ours did not land,
+            # and its wait on the entry it replaced can no longer pass.
+            return Outcome.NOT_LANDED
+        raise errors.CommitUnknownError(
+            f"id counter {name!r}: the reply of an increment was lost and later increments hide whether it landed"
+        )
+
+    def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
+        """Store ``data`` as the record's content (kept verbatim in ``external_ids:nbdb:raw``)."""
+        import base64
+
+        tm = self.mapping.get(table)
+        ext = {EXT_RAW: base64.b64encode(data).decode()}
+        if topic is not None:
+            ext[EXT_TOPIC] = topic
+        if self.namespace:
+            ext[EXT_NAMESPACE] = self.namespace
+        self._sync(tm.db)
+        with self.replica.cond:
+            row = self.replica.row(tm, id)
+            old = None if row is None else dict(row.get(EXTERNAL_IDS) or {})
+        if old is None:
+            if not tm.is_root:
+                raise errors.UnsupportedError(f"{tm.db_table} rows live only inside a parent; cannot write one raw")
+            row_json = {EXTERNAL_IDS: wire_map(ext.items())}
+            op: dict[str, Any] = {"op": "insert", "table": tm.db_table, "uuid": str(id), "row": row_json}
+        else:
+            old.update(ext)
+            where = [["_uuid", "==", ["uuid", str(id)]]]
+            op = {"op": "update", "table": tm.db_table, "where": where, "row": {EXTERNAL_IDS: wire_map(old.items())}}
+        failure = results.check(self._transact(tm.db, [op]))
+        if failure is not None:
+            raise errors.BackendUnavailableError(f"OVSDB refused a raw write: {failure}")
+
+
+def _nb_global_wait(where: list[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "op": "wait",
+        "table": "NB_Global",
+        "timeout": 0,
+        "where": where,
+        "columns": [],
+        "until": "==",
+        "rows": rows,
+    }
+
+
+def _counter_ops(row: dict[str, Any] | None, key: str, old: str | None, entry: str) -> list[dict[str, Any]]:
+    """One increment of a counter entry in ``NB_Global.external_ids``, compared on the entry itself.
+
+    Not on the row's ``_version``: a relay numbers its copies itself, so the
+    ``_version`` it shows never matches the leader's.
+    """
+    if row is None:
+        # Create NB_Global, if nobody did meanwhile.
+        return [
+            _nb_global_wait([], []),
+            {"op": "insert", "table": "NB_Global", "row": {EXTERNAL_IDS: wire_map([(key, entry)])}},
+        ]
+    where = [["_uuid", "==", row["_uuid"]]]
+    new = wire_map([(key, entry)])
+    mutate = {"op": "mutate", "table": "NB_Global", "where": where, "mutations": [[EXTERNAL_IDS, "insert", new]]}
+    if old is None:
+        # A map insert leaves an existing key alone: check that ours is the one stored.
+        return [mutate, _nb_global_wait([*where, [EXTERNAL_IDS, "includes", new]], [{}])]
+    mutate["mutations"] = [[EXTERNAL_IDS, "delete", ["set", [key]]], *mutate["mutations"]]
+    return [_nb_global_wait([*where, [EXTERNAL_IDS, "includes", wire_map([(key, old)])]], [{}]), mutate]
+
+
+def _parse_counter(entry: str | None, name: str) -> tuple[int, str]:
+    """The value and the token window of a counter entry (``"<value> <token>@<value> ..."``)."""
+    value, _, window = (entry or "0").partition(" ")
+    try:
+        return int(value), window
+    except ValueError:
+        raise errors.CorruptRecordError(f"id counter {name!r} in NB_Global is not an integer", key=name) from None

@@ -1,0 +1,245 @@
+"""Models onto OVSDB tables: which table and column holds each field, for any schema.
+
+A :class:`TableBinding` says which OVSDB table holds a model and which of the
+model's references are membership in a parent's set column (OVN keeps
+``Logical_Switch.ports``; nbdb's port names its switch). :func:`build_mapping`
+checks the bindings against the schemas the server serves and works out, per
+field, the column that holds it:
+
+* a column of the same name holds the field (JSON text when the column is a
+  plain string and the field is not text, as in generated schemas);
+* a field the binding lists in ``ext_fields`` lives as JSON in
+  ``external_ids:nbdb:field:<name>`` (the schema has no place for it by design);
+* any other field whose column the served schema lacks is *missing* (an older
+  schema): reads give the model's default, writes of anything else raise
+  :class:`nbdb.UnsupportedError`.
+
+Columns the mapping does not know (a newer schema) are neither read nor
+written, so updates keep what other clients stored there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from nbdb import errors
+from nbdb.families.ovsdb.datum import ColumnType
+from nbdb.families.ovsdb.schema import DatabaseSchema
+from nbdb.models.shape import FieldShape, ModelShape
+
+__all__ = ["ColumnMap", "Link", "Mapping_", "TableBinding", "TableMap", "build_mapping"]
+
+EXTERNAL_IDS = "external_ids"
+
+
+@dataclass(frozen=True, slots=True)
+class TableBinding:
+    """Where one model lives in one OVSDB database."""
+
+    model_table: str
+    db_table: str
+    parents: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """Reference field -> (parent table, the parent's set column holding the children)."""
+    ext_fields: frozenset[str] = frozenset()
+    """Fields kept in ``external_ids`` because the schema has no column for them by design."""
+    required: bool = True
+    """The served schema must have the table (else connecting fails)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMap:
+    """One field held by one column."""
+
+    field: str
+    column: str
+    type: ColumnType
+    json: bool
+    """The column is a string holding the field's JSON text."""
+    shape: FieldShape
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A child table's reference field held as membership in a parent's set column."""
+
+    child: TableMap
+    field: str
+    parent_table: str
+    column: str
+
+
+@dataclass(slots=True)
+class TableMap:
+    """How one model maps onto one OVSDB table."""
+
+    shape: ModelShape
+    db: str
+    db_table: str
+    columns: dict[str, ColumnMap]
+    ext_fields: tuple[str, ...]
+    missing: dict[str, FieldShape]
+    parents: dict[str, tuple[str, str]]
+    refs: dict[str, tuple[str, str]]
+    """Reference field -> (target nbdb table, where it is kept: "parent", "column" or "ext")."""
+    is_root: bool
+    external_ids: ColumnType | None
+    """None: the table has no ``external_ids`` (nbdb can read it, not write it)."""
+
+    @property
+    def table(self) -> str:
+        """The nbdb table (model) name."""
+        return self.shape.table
+
+    def monitored_columns(self) -> list[str]:
+        """The columns a replica of this table follows."""
+        columns = {c.column for c in self.columns.values()}
+        if self.external_ids is not None:
+            columns.add(EXTERNAL_IDS)
+        return sorted(columns)
+
+
+@dataclass(slots=True)
+class Mapping_:
+    """The whole mapping: nbdb tables <-> OVSDB tables, and the parent links."""
+
+    tables: dict[str, TableMap]
+    by_db_table: dict[tuple[str, str], list[TableMap]]
+    """(db, table) -> the maps of every model held in that table (several models may share one)."""
+    links: dict[tuple[str, str], list[Link]]
+    """(db, parent table) -> the links its set columns hold."""
+    schemas: dict[str, DatabaseSchema]
+
+    def get(self, table: str) -> TableMap:
+        """The map of nbdb table ``table``; UnsupportedError if no served table holds it."""
+        try:
+            return self.tables[table]
+        except KeyError:
+            raise errors.UnsupportedError(
+                f"table {table!r} has no OVSDB table: neither a bound table of the served databases nor one of "
+                "the model database (serve the schema from `nbdb schema ovsdb` as a second database)"
+            ) from None
+
+    def monitor_columns(self, db: str) -> dict[str, list[str]]:
+        """OVSDB table -> columns a replica of ``db`` follows (mapped columns and parents' set columns).
+
+        Not ``_version``: a relay numbers its copies of the rows itself, so a
+        ``_version`` seen through a relay never matches the leader's.
+        """
+        out: dict[str, set[str]] = {}
+        for tm in self.tables.values():
+            if tm.db == db:
+                out.setdefault(tm.db_table, set()).update(tm.monitored_columns())
+        for (pdb, ptable), links in self.links.items():
+            if pdb == db:
+                out.setdefault(ptable, set()).update(link.column for link in links)
+        return {t: sorted(c) for t, c in out.items()}
+
+    def databases(self) -> list[str]:
+        """The databases holding at least one mapped table."""
+        return sorted({tm.db for tm in self.tables.values()})
+
+
+def _json_encoded(shape: FieldShape, ctype: ColumnType) -> bool:
+    """A complex value in a plain string column (generated schemas) is kept as JSON text."""
+    return ctype.is_scalar and ctype.key.kind == "string" and not shape.textual
+
+
+def _table_map(shape: ModelShape, db: str, schema: DatabaseSchema, binding: TableBinding) -> TableMap:
+    tschema = schema.tables[binding.db_table]
+    columns: dict[str, ColumnMap] = {}
+    ext_fields: list[str] = []
+    missing: dict[str, FieldShape] = {}
+    for fshape in shape.fields:
+        name = fshape.name
+        if name in binding.parents:
+            continue
+        if name in binding.ext_fields:
+            ext_fields.append(name)
+            continue
+        column = tschema.columns.get(name)
+        if column is None:
+            missing[name] = fshape
+            continue
+        columns[name] = ColumnMap(name, name, column.type, _json_encoded(fshape, column.type), fshape)
+    refs: dict[str, tuple[str, str]] = {}
+    for spec in shape.references:
+        if spec.field in binding.parents:
+            storage = "parent"
+        elif spec.field in columns and not columns[spec.field].json and columns[spec.field].type.key.kind == "uuid":
+            storage = "column"
+        else:
+            storage = "ext"  # JSON text or external_ids: checked by a read, not atomically
+        refs[spec.field] = (spec.target, storage)
+    ext = tschema.columns.get(EXTERNAL_IDS)
+    ext_type = ext.type if ext is not None and ext.type.is_map and ext.type.key.kind == "string" else None
+    return TableMap(
+        shape,
+        db,
+        binding.db_table,
+        columns,
+        tuple(ext_fields),
+        missing,
+        dict(binding.parents),
+        refs,
+        tschema.is_root,
+        ext_type,
+    )
+
+
+def build_mapping(
+    schemas: Mapping[str, DatabaseSchema],
+    bindings: Mapping[str, Sequence[TableBinding]],
+    shapes: Iterable[ModelShape],
+    model_db: str | None = None,
+) -> Mapping_:
+    """Map every model onto the served schemas.
+
+    ``bindings`` gives, per database, where models live; in ``model_db``
+    (the schema :func:`generate_schema` wrote) a model lives in the table of
+    its own name, and a model named ``"<database>.<table>"`` (as ``nbdb models
+    generate`` writes them) in that table. A bound table the served schema lacks raises
+    :class:`nbdb.UnsupportedError` naming it (unless the binding is optional).
+    """
+    by_model = {shape.table: shape for shape in shapes}
+    tables: dict[str, TableMap] = {}
+    for db, db_bindings in bindings.items():
+        schema = schemas.get(db)
+        if schema is None:
+            continue
+        for binding in db_bindings:
+            shape = by_model.get(binding.model_table)
+            if shape is None:
+                continue
+            if binding.db_table not in schema.tables:
+                if not binding.required:
+                    continue
+                raise errors.UnsupportedError(
+                    f"the served {db} schema (version {schema.version}) has no table {binding.db_table}, which "
+                    f"holds {binding.model_table}: nbdb needs a schema with it"
+                )
+            for ptable, _column in binding.parents.values():
+                if ptable not in schema.tables:
+                    raise errors.UnsupportedError(
+                        f"the served {db} schema (version {schema.version}) has no table {ptable}, the parent "
+                        f"of {binding.model_table}"
+                    )
+            tables[shape.table] = _table_map(shape, db, schema, binding)
+    for shape in by_model.values():
+        if shape.table in tables:
+            continue
+        # "<database>.<table>" (generated models), or a table of the model database of the same name.
+        db, dot, name = shape.table.partition(".")
+        if not dot:
+            db, name = model_db or "", shape.table
+        schema = schemas.get(db)
+        if schema is not None and name in schema.tables:
+            tables[shape.table] = _table_map(shape, db, schema, TableBinding(shape.table, name))
+    by_db_table: dict[tuple[str, str], list[TableMap]] = {}
+    for tm in tables.values():
+        by_db_table.setdefault((tm.db, tm.db_table), []).append(tm)
+    links: dict[tuple[str, str], list[Link]] = {}
+    for tm in tables.values():
+        for fname, (ptable, pcol) in tm.parents.items():
+            links.setdefault((tm.db, ptable), []).append(Link(tm, fname, ptable, pcol))
+    return Mapping_(tables, by_db_table, links, dict(schemas))

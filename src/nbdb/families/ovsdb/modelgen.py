@@ -1,0 +1,173 @@
+"""Typed nbdb models generated from any OVSDB schema (``nbdb models generate SCHEMA.ovsschema``).
+
+One model per table, named in CamelCase, whose ``nbdb_table`` is
+``"<database>.<table>"``: the OVSDB backend binds such a model to that table
+of that database (no hand-written mapping), and the name never collides with
+nbdb's own logical schema. Per column:
+
+* atoms become ``str``, ``int`` (with its bounds), ``float``, ``bool``, or a
+  reference (``Annotated[UUID, Reference("<database>.<table>")]``) for a
+  ``uuid`` with a ``refTable``; a string with an ``enum`` becomes a ``StrEnum``;
+* an optional column (at most one element) becomes ``T | None = None``, a set
+  a ``list[T]``, a map a ``dict[K, V]``;
+* a table's unique indexes become ``nbdb_indexes`` (the cache indexes them).
+
+``external_ids`` is the base models' own field; columns whose names a model
+cannot have (``id``, ``version``, ``topic``, Python keywords) are left out,
+with a comment saying so.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Any
+
+from nbdb.families.ovsdb.datum import BaseType, ColumnType
+from nbdb.families.ovsdb.schema import ColumnSchema, DatabaseSchema, TableSchema
+
+__all__ = ["class_name", "generate_models"]
+
+_RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
+_PYTHON = {"string": "str", "integer": "int", "real": "float", "boolean": "bool", "uuid": "UUID"}
+
+
+def class_name(table: str) -> str:
+    """``Logical_Switch_Port`` -> ``LogicalSwitchPort`` (acronyms kept: ``ACL`` -> ``ACL``)."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^0-9A-Za-z]+", table) if part) or "Table"
+
+
+def _member(value: Any) -> str:
+    name = re.sub(r"[^0-9A-Za-z]+", "_", str(value)).strip("_").upper() or "EMPTY"
+    return f"V_{name}" if name[0].isdigit() else name
+
+
+class _Module:
+    """The generated source, built up table by table."""
+
+    def __init__(self, schema: DatabaseSchema) -> None:
+        self.schema = schema
+        self.enums: dict[str, list[str]] = {}
+        self.classes: list[str] = []
+        self.needs: set[str] = set()
+
+    def atom(self, table: str, column: str, base: BaseType) -> str:
+        """The Python type of one atom of a column."""
+        if base.kind == "uuid" and base.ref_table:
+            self.needs.update({"UUID", "Annotated", "Reference"})
+            return f'Annotated[UUID, Reference("{self.schema.name}.{base.ref_table}")]'
+        if base.kind == "string" and base.enum:
+            name = class_name(table) + class_name(column)
+            self.enums[name] = [str(v) for v in base.enum]
+            return name
+        if base.kind == "uuid":
+            self.needs.add("UUID")
+        if base.kind == "integer" and (base.min_integer is not None or base.max_integer is not None):
+            self.needs.update({"Annotated", "Field"})
+            bounds = []
+            if base.min_integer is not None:
+                bounds.append(f"ge={base.min_integer}")
+            if base.max_integer is not None:
+                bounds.append(f"le={base.max_integer}")
+            return f"Annotated[int, Field({', '.join(bounds)})]"
+        return _PYTHON[base.kind]
+
+    def field(self, table: str, column: ColumnSchema) -> str:
+        """One field line (without indentation)."""
+        ctype: ColumnType = column.type
+        key = self.atom(table, column.name, ctype.key)
+        if ctype.value is not None:
+            value = self.atom(table, column.name, ctype.value)
+            self.needs.add("Field")
+            return f"{column.name}: dict[{key}, {value}] = Field(default_factory=dict)"
+        if ctype.is_optional:
+            return f"{column.name}: {key} | None = None"
+        if not ctype.is_scalar:
+            self.needs.add("Field")
+            return f"{column.name}: list[{key}] = Field(default_factory=list)"
+        if ctype.key.kind == "uuid":
+            return f"{column.name}: {key}"  # a required reference has no default
+        if ctype.key.enum:
+            return f"{column.name}: {key} = {key}.{_member(ctype.key.enum[0])}"
+        default = {"string": '""', "integer": "0", "real": "0.0", "boolean": "False"}[ctype.key.kind]
+        if ctype.key.kind == "integer" and ctype.key.min_integer is not None and ctype.key.min_integer > 0:
+            default = str(ctype.key.min_integer)
+        return f"{column.name}: {key} = {default}"
+
+    def table(self, table: TableSchema) -> None:
+        """The model class of one table."""
+        lines = [f"class {class_name(table.name)}(Model):"]
+        root = "" if table.is_root else " Rows live only while a row of another table references them."
+        lines.append(f'    """``{self.schema.name}.{table.name}``.{root}"""')
+        lines.append("")
+        lines.append(f'    nbdb_table: ClassVar[str] = "{self.schema.name}.{table.name}"')
+        indexed = [c for index in table.indexes for c in index if c in table.columns and _usable(c)]
+        if indexed:
+            unique = list(dict.fromkeys(indexed))
+            names = ", ".join(f'"{c}"' for c in unique) + ("," if len(unique) == 1 else "")
+            lines.append(f"    nbdb_indexes: ClassVar[tuple[str, ...]] = ({names})")
+        lines.append("")
+        for name, column in sorted(table.columns.items()):
+            if name == "external_ids":
+                continue
+            if not _usable(name):
+                lines.append(f"    # column {name!r} is left out: a model cannot have a field of that name")
+                continue
+            line = f"    {self.field(table.name, column)}"
+            if len(line) > 120 and line.endswith("= Field(default_factory=list)"):
+                line = line.removesuffix("Field(default_factory=list)") + "Field(\n        default_factory=list\n    )"
+            elif len(line) > 120 and line.endswith("= Field(default_factory=dict)"):
+                line = line.removesuffix("Field(default_factory=dict)") + "Field(\n        default_factory=dict\n    )"
+            lines.append(line)
+        self.classes.append("\n".join(lines))
+
+    def source(self) -> str:
+        """The whole module."""
+        typing_names = sorted({"ClassVar"} | (self.needs & {"Annotated"}))
+        head = [
+            f'"""nbdb models of the OVSDB database {self.schema.name} (schema version {self.schema.version}).',
+            "",
+            "Generated by ``nbdb models generate``; regenerate rather than edit.",
+            '"""',
+            "",
+            "from __future__ import annotations",
+            "",
+        ]
+        if self.enums:
+            head.append("from enum import StrEnum")
+        head.append(f"from typing import {', '.join(typing_names)}")
+        if "UUID" in self.needs:
+            head.append("from uuid import UUID")
+        head.append("")
+        if "Field" in self.needs:
+            head += ["from pydantic import Field", ""]
+        head.append(
+            "from nbdb.models import Model, Reference" if "Reference" in self.needs else "from nbdb.models import Model"
+        )
+        names = sorted(self.enums) + [block.split("(")[0].removeprefix("class ") for block in self.classes]
+        # Sorted as ruff sorts __all__ (isort style: constants, classes, then the rest).
+        ordered = sorted(names, key=lambda n: (not n.isupper(), n))
+        head += ["", "__all__ = [", *(f'    "{n}",' for n in ordered), "]", ""]
+        body = []
+        for name, values in sorted(self.enums.items()):
+            members = "\n".join(f'    {_member(v)} = "{v}"' for v in values)
+            body.append(f'class {name}(StrEnum):\n    """Values of the column."""\n\n{members}')
+        body += self.classes
+        return "\n".join(head) + "\n\n" + "\n\n\n".join(body) + "\n"
+
+
+def _usable(name: str) -> bool:
+    return (
+        name.isidentifier()
+        and not keyword.iskeyword(name)
+        and name not in _RESERVED
+        and not name.startswith(("_", "model_"))
+    )
+
+
+def generate_models(schema: DatabaseSchema) -> str:
+    """The Python source of a module with one nbdb model per table of ``schema``."""
+    module = _Module(schema)
+    for name in sorted(schema.tables):
+        module.table(schema.tables[name])
+    return module.source()

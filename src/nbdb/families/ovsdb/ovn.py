@@ -1,0 +1,50 @@
+"""How nbdb's logical schema sits in the real ``OVN_Northbound`` database.
+
+This is the only module that knows OVN's table names: the generic mapping
+(:mod:`.mapping`) takes these bindings as data, so another OVSDB schema
+(Open_vSwitch, a user's own) is bound the same way, by writing bindings.
+"""
+
+from __future__ import annotations
+
+from nbdb.families.ovsdb.mapping import TableBinding
+
+__all__ = ["OVN_BINDINGS", "OVN_NB_DATABASE"]
+
+OVN_NB_DATABASE = "OVN_Northbound"
+
+OVN_BINDINGS: tuple[TableBinding, ...] = (
+    TableBinding("LogicalSwitch", "Logical_Switch"),
+    TableBinding(
+        "LogicalSwitchPort",
+        "Logical_Switch_Port",
+        parents={"switch": ("Logical_Switch", "ports")},
+        # OVN binds ports to chassis in the Southbound database; nbdb's model keeps the wish here.
+        ext_fields=frozenset({"chassis"}),
+    ),
+    TableBinding("LogicalRouter", "Logical_Router"),
+    TableBinding(
+        "LogicalRouterPort",
+        "Logical_Router_Port",
+        parents={"router": ("Logical_Router", "ports")},
+        # OVN's column of that name points to Gateway_Chassis rows, not to chassis.
+        ext_fields=frozenset({"gateway_chassis"}),
+    ),
+    TableBinding(
+        "LogicalRouterStaticRoute",
+        "Logical_Router_Static_Route",
+        parents={"router": ("Logical_Router", "static_routes")},
+    ),
+    TableBinding(
+        "ACL",
+        "ACL",
+        parents={"switch": ("Logical_Switch", "acls"), "port_group": ("Port_Group", "acls")},
+    ),
+    TableBinding("NAT", "NAT", parents={"router": ("Logical_Router", "nat")}),
+    TableBinding("QoS", "QoS", parents={"switch": ("Logical_Switch", "qos_rules")}),
+    TableBinding("AddressSet", "Address_Set"),
+    TableBinding("PortGroup", "Port_Group"),
+    TableBinding("LoadBalancer", "Load_Balancer"),
+    TableBinding("DHCPOptions", "DHCP_Options"),
+)
+"""nbdb model table -> ``OVN_Northbound`` table, with the children's parent set columns."""

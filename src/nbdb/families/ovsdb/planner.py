@@ -1,0 +1,396 @@
+"""One nbdb commit as one OVSDB transaction, planned from the replica.
+
+The plan is built from the replica's current rows (no read from the server)
+and guarded by ``wait`` operations, so it is correct whatever the replica
+missed: a stale row fails its wait and the commit is planned again.
+
+Order of the operations (a ``wait`` sees the effect of the operations before it):
+
+1. compare-and-swap: a ``wait`` on the exact stored content of each updated
+   or deleted row, a ``wait`` for "no such row" before each insert;
+2. inserts (row uuid given), updates, and ``mutate``s of the parents' set
+   columns (a child joins or leaves its parent's set: concurrent adds of
+   children never conflict);
+3. checks that a deleted parent holds no more children;
+4. deletes;
+5. checks that every referenced target exists and nothing references a
+   deleted row.
+
+Every put row records the commit's token in ``external_ids:nbdb:txn`` (see
+:mod:`.rows`), which :func:`settle` reads back when a reply was lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbdb import errors
+from nbdb.families import rules
+from nbdb.families.ovsdb.datum import cell_to_wire, default_cell, wire_map
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
+from nbdb.families.ovsdb.replica import Replica
+from nbdb.families.ovsdb.rows import (
+    EXT_DIGEST,
+    EXT_NAMESPACE,
+    EXT_TOPIC,
+    EXT_TXN,
+    EXT_VERSION,
+    new_row,
+    parse_window,
+    push_window,
+    refs_of,
+    render,
+)
+from nbdb.spi import Delete, Put, Record, RefKey, WriteOp
+
+__all__ = ["Outcome", "Plan", "plan_commit", "reflects", "settle"]
+
+
+@dataclass(slots=True)
+class Plan:
+    """The OVSDB operations of one commit, why each is there, and what the commit writes."""
+
+    db: str
+    token: str
+    namespace: str
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    reasons: list[tuple[str, Any]] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    puts: list[tuple[RefKey, int]] = field(default_factory=list)
+    """(key, version written) of every put."""
+    expected: dict[RefKey, dict[str, Any] | None] = field(default_factory=dict)
+    """Key -> the stored columns each compare-and-swap waits for (None: the row must not exist)."""
+    keys: list[RefKey] = field(default_factory=list)
+    skipped: set[int] = field(default_factory=set)
+    """Positions of the ops that do nothing (deletes if_exists of records that are gone)."""
+
+    def reason(self, index: int) -> tuple[str, Any]:
+        """Why operation ``index`` is in the plan (``("commit", None)`` past the end)."""
+        return self.reasons[index] if index < len(self.reasons) else ("commit", None)
+
+
+def _where_uuid(id: uuid.UUID) -> list[Any]:
+    return [["_uuid", "==", ["uuid", str(id)]]]
+
+
+def _wait(table: str, where: list[Any], rows: list[dict[str, Any]], columns: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "op": "wait",
+        "table": table,
+        "timeout": 0,
+        "where": where,
+        "columns": columns or [],
+        "until": "==",
+        "rows": rows,
+    }
+
+
+def _mutate(table: str, row: uuid.UUID, column: str, how: str, member: uuid.UUID) -> dict[str, Any]:
+    return {
+        "op": "mutate",
+        "table": table,
+        "where": _where_uuid(row),
+        "mutations": [[column, how, ["set", [["uuid", str(member)]]]]],
+    }
+
+
+def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The wire form of the columns a compare-and-swap of ``tm``'s row compares: every mapped one.
+
+    Columns nbdb does not map (``dynamic_addresses``, set by ovn-northd) may
+    change without failing it; ``external_ids`` holds nbdb's version and
+    tokens, so any nbdb write fails it.
+    """
+    out = {cm.column: cell_to_wire(cm.type, row[cm.column]) for cm in tm.columns.values() if cm.column in row}
+    if tm.external_ids is not None:
+        out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
+    return out
+
+
+@dataclass(slots=True)
+class _Stages:
+    head: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    body: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    checks: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    deletes: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    tail: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+
+
+def _current(replica: Replica, op: WriteOp) -> Record | None:
+    """The stored record ``op`` applies to, checked against what ``op`` expects (the shared rules)."""
+    key = (op.table, op.id)
+    record = replica.record(op.table, op.id)
+    if isinstance(op, Put) and op.expect_version == 0:
+        if record is not None:
+            raise rules.already_exists(key)
+        return None
+    if record is None:
+        if isinstance(op, Delete) and op.if_exists:
+            return None
+        raise rules.not_found(key)
+    rules.expected_version(op, record.version)
+    if record.topic != op.topic:
+        raise rules.topic_changed(key, record.topic, op.topic)
+    return record
+
+
+def plan_commit(mapping: Mapping_, replica: Replica, ops: Sequence[WriteOp], token: str) -> Plan:
+    """The OVSDB transaction of ``ops`` (call under ``replica.cond``).
+
+    Raises the nbdb error the replica already shows (ConflictError,
+    NotFoundError, ReferenceError, ValidationError, UnsupportedError); the
+    caller confirms it against a current replica before reporting it.
+    """
+    dbs = {mapping.get(op.table).db for op in ops}
+    if len(dbs) > 1:
+        raise errors.UnsupportedError(
+            f"a transaction spans the OVSDB databases {sorted(dbs)}; OVSDB commits one database at a time"
+        )
+    plan = Plan(dbs.pop(), token, replica.namespace)
+    stages = _Stages()
+    shape = rules.shape_of(ops)
+    deleted, created = set(shape.deleted), set(shape.created)
+    new_refs: dict[RefKey, frozenset[RefKey]] = {}
+    for index, op in enumerate(ops):
+        tm = mapping.get(op.table)
+        key = (op.table, op.id)
+        record = _current(replica, op)
+        if record is None and isinstance(op, Delete):
+            plan.skipped.add(index)  # delete if_exists of a record that is gone: nothing to do
+            plan.versions.append(0)
+            deleted.discard(key)
+            continue
+        plan.keys.append(key)
+        row = None if record is None else replica.row(tm, op.id)
+        old_parents = {} if record is None else replica.parents_of(tm, op.id)
+        if row is None:
+            stages.head.append((_wait(tm.db_table, _where_uuid(op.id), []), ("absent", key)))
+            plan.expected[key] = None
+        else:
+            stored = stored_columns(tm, row)
+            plan.expected[key] = stored
+            stages.head.append((_wait(tm.db_table, _where_uuid(op.id), [stored], sorted(stored)), ("cas", key)))
+        if isinstance(op, Put):
+            version = 1 if record is None else record.version + 1
+            new_refs[key] = _plan_put(plan, stages, tm, op, row, old_parents, version)
+            plan.puts.append((key, version))
+            plan.versions.append(version)
+        else:
+            _plan_delete(plan, stages, mapping, tm, op, old_parents)
+            new_refs[key] = frozenset()
+            plan.versions.append(0)
+    for key, refs in new_refs.items():
+        old = replica.refs.get(key, frozenset()) if key not in created else frozenset()
+        for target in sorted(refs - old, key=str):
+            _check_target(plan, stages, mapping, replica, key, target, deleted, created)
+    for target in sorted(deleted, key=str):
+        _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
+    for stage in (stages.head, stages.body, stages.checks, stages.deletes, stages.tail):
+        for op_json, reason in stage:
+            plan.ops.append(op_json)
+            plan.reasons.append(reason)
+    return plan
+
+
+def _plan_put(
+    plan: Plan,
+    stages: _Stages,
+    tm: TableMap,
+    op: Put,
+    row: Mapping[str, Any] | None,
+    old_parents: Mapping[str, uuid.UUID],
+    version: int,
+) -> frozenset[RefKey]:
+    try:
+        doc = json.loads(op.data)
+    except ValueError:
+        raise errors.ValidationError(f"{op.table} {op.id}: record is not JSON") from None
+    if not isinstance(doc, dict):
+        raise errors.ValidationError(f"{op.table} {op.id}: record is not a JSON object")
+    cells, wire, ext, parents = new_row(tm, doc)
+    if op.topic is not None:
+        ext[EXT_TOPIC] = op.topic
+    if plan.namespace:
+        ext[EXT_NAMESPACE] = plan.namespace
+    ext[EXT_VERSION] = str(version)
+    previous = None if row is None else (row.get(EXTERNAL_IDS) or {}).get(EXT_TXN)
+    ext[EXT_TXN] = push_window(previous, plan.token, version)
+    digest = render(tm, op.id, {**cells, EXTERNAL_IDS: ext}, parents).state.digest
+    ext[EXT_DIGEST] = digest
+    wire[EXTERNAL_IDS] = wire_map(ext.items())
+    key = (op.table, op.id)
+    if row is None:
+        insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": wire}
+        stages.body.append((insert, ("insert", key)))
+    else:
+        # Only what changes: less to encode, and the server rewrites less.
+        types = {cm.column: cm.type for cm in tm.columns.values()}
+        changed = {
+            c: datum
+            for c, datum in wire.items()
+            if c == EXTERNAL_IDS or cells.get(c) != row.get(c, default_cell(types[c]))
+        }
+        stages.body.append(
+            ({"op": "update", "table": tm.db_table, "where": _where_uuid(op.id), "row": changed}, ("update", key))
+        )
+    for name, (ptable, pcol) in tm.parents.items():
+        before, after = old_parents.get(name), parents.get(name)
+        if before == after:
+            continue
+        if before is not None:
+            stages.body.append((_mutate(ptable, before, pcol, "delete", op.id), ("mutate", key)))
+        if after is not None:
+            stages.body.append((_mutate(ptable, after, pcol, "insert", op.id), ("mutate", key)))
+    return refs_of(tm, doc)
+
+
+def _plan_delete(
+    plan: Plan, stages: _Stages, mapping: Mapping_, tm: TableMap, op: Delete, old_parents: Mapping[str, uuid.UUID]
+) -> None:
+    key = (op.table, op.id)
+    for name, (ptable, pcol) in tm.parents.items():
+        parent = old_parents.get(name)
+        if parent is not None:
+            stages.body.append((_mutate(ptable, parent, pcol, "delete", op.id), ("mutate", key)))
+    # Children held in this row's set columns must be gone (or going) first.
+    child_columns = sorted({link.column for link in mapping.links.get((tm.db, tm.db_table), ())})
+    if child_columns:
+        empty = {c: ["set", []] for c in child_columns}
+        stages.checks.append((_wait(tm.db_table, _where_uuid(op.id), [empty], child_columns), ("children", key)))
+    stages.deletes.append(({"op": "delete", "table": tm.db_table, "where": _where_uuid(op.id)}, ("delete", key)))
+
+
+def _check_target(
+    plan: Plan,
+    stages: _Stages,
+    mapping: Mapping_,
+    replica: Replica,
+    key: RefKey,
+    target: RefKey,
+    deleted: set[RefKey],
+    created: set[RefKey],
+) -> None:
+    if target in deleted:
+        raise rules.deleted_alongside(key, target)
+    if target in created:
+        return
+    ttm = mapping.get(target[0])
+    if ttm.db != plan.db:
+        # Another database: no atomic check is possible; the replica must show it.
+        if replica.record(*target) is None:
+            raise errors.ReferenceError(f"{key[0]} {key[1]} references {target[0]} {target[1]}, which does not exist")
+        return
+    stages.tail.append((_wait(ttm.db_table, _where_uuid(target[1]), [{}]), ("target", (key, target))))
+
+
+def _check_unreferenced(
+    stages: _Stages,
+    mapping: Mapping_,
+    replica: Replica,
+    target: RefKey,
+    deleted: set[RefKey],
+    new_refs: Mapping[RefKey, frozenset[RefKey]],
+) -> None:
+    ttm = mapping.get(target[0])
+    checked: set[str] = set()
+    for stm in mapping.tables.values():
+        for name, (to, storage) in stm.refs.items():
+            if to != target[0] or storage != "column" or stm.db != ttm.db:
+                continue
+            checked.add(stm.table)
+            cm = stm.columns[name]
+            if cm.type.is_set:
+                where = [[cm.column, "includes", ["set", [["uuid", str(target[1])]]]]]
+            else:
+                where = [[cm.column, "==", ["uuid", str(target[1])]]]
+            stages.tail.append((_wait(stm.db_table, where, []), ("referenced", target)))
+    # References kept as JSON text or across databases: checked against the replica (not atomic).
+    holders: list[RefKey] = []
+    for src in replica.referrers.get(target, ()):
+        if src in deleted or src[0] in checked or target not in new_refs.get(src, frozenset([target])):
+            continue
+        source = mapping.tables.get(src[0])
+        if source is not None and any(
+            to == target[0] and (storage == "ext" or source.db != ttm.db) for to, storage in source.refs.values()
+        ):
+            holders.append(src)
+    if holders:
+        raise rules.still_referenced(target, sorted(holders, key=str))
+
+
+class Outcome(enum.Enum):
+    """What the replica says of a commit whose reply was lost."""
+
+    LANDED = "landed"
+    NOT_LANDED = "not landed"
+    """It did not land and never will: a row it compares has changed."""
+    PENDING = "pending"
+    """It has not landed yet and might still: sending the same plan again lands it at most once."""
+    UNKNOWN = "unknown"
+
+
+def _put_outcome(plan: Plan, replica: Replica, key: RefKey, version: int) -> Outcome:
+    tm = replica.mapping.get(key[0])
+    row = replica.row(tm, key[1])
+    if row is None:
+        return Outcome.UNKNOWN
+    ext = row.get(EXTERNAL_IDS) or {}
+    window = parse_window(ext.get(EXT_TXN))
+    if (plan.token, version) in window:
+        return Outcome.LANDED
+    if any(v == version for _t, v in window):
+        return Outcome.NOT_LANDED
+    expected = plan.expected.get(key)
+    if expected is not None and stored_columns(tm, row) == expected:
+        return Outcome.PENDING
+    if expected is not None and EXT_VERSION in ext and int(ext.get(EXT_VERSION, "0") or 0) < version:
+        return Outcome.NOT_LANDED
+    return Outcome.UNKNOWN
+
+
+def reflects(plan: Plan, replica: Replica) -> bool:
+    """Whether the replica shows a commit that succeeded: its token on every put row, its deletes gone."""
+    puts = dict(plan.puts)
+    for key in plan.keys:
+        tm = replica.mapping.get(key[0])
+        row = replica.row(tm, key[1])
+        if key not in puts:
+            if row is not None:
+                return False
+        elif row is None or (plan.token, puts[key]) not in parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN)):
+            return False
+    return True
+
+
+def settle(plan: Plan, replica: Replica) -> Outcome:
+    """Whether a commit whose reply was lost landed, from a replica that is current (call under ``cond``).
+
+    Decisive answers come from the commit token in the put rows and from rows
+    the commit compares: a row still as the plan expects means the commit has
+    not landed (and re-sending the same plan is safe: both wait for that same
+    content); a row changed by somebody else means it never will.
+    """
+    votes: list[Outcome] = []
+    puts = dict(plan.puts)
+    for key in plan.keys:
+        if key in puts:
+            votes.append(_put_outcome(plan, replica, key, puts[key]))
+            continue
+        tm = replica.mapping.get(key[0])
+        row = replica.row(tm, key[1])
+        expected = plan.expected.get(key)
+        if row is None or expected is None:
+            votes.append(Outcome.UNKNOWN)
+        elif stored_columns(tm, row) == expected:
+            votes.append(Outcome.PENDING)
+        else:
+            votes.append(Outcome.NOT_LANDED)
+    for outcome in (Outcome.LANDED, Outcome.NOT_LANDED, Outcome.PENDING):
+        if outcome in votes:
+            return outcome
+    return Outcome.UNKNOWN

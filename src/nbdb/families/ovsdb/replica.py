@@ -1,0 +1,393 @@
+"""The monitored copy of the mapped tables, their records, and a bounded change history.
+
+A backend's monitor feeds it one server transaction at a time
+(:meth:`Replica.apply`, the ``table-updates2`` of one ``update2``/``update3``
+notification), or a catch-up after a reconnect: the changes since the last
+transaction id merged by the server (:meth:`Replica.apply` with
+``synthetic=True``) or, when the server kept no history, the whole state
+(:meth:`Replica.resync`). A catch-up becomes one *synthetic* batch of changes:
+the exact difference, delivered flagged, since it is several commits merged.
+
+Rows are kept as cells (:mod:`.datum`), updated in place by the diffs, and the
+child -> parent index is updated from the elements a parent's set column
+toggled, so a change costs what it touches, never the size of a sibling set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
+from nbdb.families.ovsdb.rows import EXT_PARENT, Doc, Row, RowState, VersionBook, render
+from nbdb.spi import Record, RecordChange, RefKey
+
+__all__ = ["Replica", "RevisionClock"]
+
+log = logging.getLogger(__name__)
+
+HISTORY = 10_000
+"""Changes kept for watches resuming from an older revision."""
+
+
+class RevisionClock:
+    """Revisions of one connection: ordered, shared by every replica the connection feeds.
+
+    OVSDB's resume tokens are transaction-id UUIDs, not ordered numbers, so
+    revisions are counted here, from the connection's start time in
+    microseconds (so two connections rarely hand out the same numbers).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = time.time_ns() // 1000
+
+    def tick(self) -> int:
+        """A new revision, larger than every one before."""
+        with self._lock:
+            self._last += 1
+            return self._last
+
+    def now(self) -> int:
+        """The last revision handed out."""
+        return self._last
+
+
+class _View:
+    """The rows of one database and the child -> parent index built from the parents' set columns."""
+
+    def __init__(self, mapping: Mapping_, db: str) -> None:
+        self.db = db
+        schema = mapping.schemas[db]
+        self.types: dict[str, dict[str, ColumnType]] = {
+            table: {c: schema.tables[table].columns[c].type for c in columns if c in schema.tables[table].columns}
+            for table, columns in mapping.monitor_columns(db).items()
+        }
+        self.maps = {table: maps for (mdb, table), maps in mapping.by_db_table.items() if mdb == db}
+        # The columns a table's records are rendered from: a change of only others (a parent's
+        # set of children) leaves the parent's record as it is.
+        self.rendered = {table: {c for tm in maps for c in tm.monitored_columns()} for table, maps in self.maps.items()}
+        self.links = {ptable: links for (pdb, ptable), links in mapping.links.items() if pdb == db}
+        self.rows: dict[str, dict[uuid.UUID, Row]] = {table: {} for table in self.types}
+        self.parents: dict[tuple[str, uuid.UUID], dict[str, uuid.UUID]] = {}
+
+    def decode(self, table: str, wire: Mapping[str, Any]) -> Row:
+        types = self.types[table]
+        row: Row = {}
+        for column, datum in wire.items():
+            ctype = types.get(column)
+            if ctype is not None:
+                try:
+                    row[column] = cell_from_wire(ctype, datum)
+                except (ValueError, TypeError) as exc:
+                    log.warning("ovsdb: %s.%s holds a value of the wrong type (%s); ignored", table, column, exc)
+        return row
+
+    def _link(
+        self,
+        table: str,
+        parent: uuid.UUID,
+        column: str,
+        added: Iterable[Any],
+        removed: Iterable[Any],
+        touched: set[RefKey],
+    ) -> None:
+        for link in self.links.get(table, ()):
+            if link.column != column:
+                continue
+            child_table = link.child.db_table
+            for member in removed:
+                cid = _uuid(member)
+                if cid is None:
+                    continue
+                held = self.parents.get((child_table, cid))
+                if held is not None and held.get(link.field) == parent:
+                    del held[link.field]
+                    if not held:
+                        del self.parents[(child_table, cid)]
+                touched.add((link.child.table, cid))
+            for member in added:
+                cid = _uuid(member)
+                if cid is None:
+                    continue
+                self.parents.setdefault((child_table, cid), {})[link.field] = parent
+                touched.add((link.child.table, cid))
+
+    def put(self, table: str, id: uuid.UUID, row: Row | None, touched: set[RefKey]) -> None:
+        """Store (or with None remove) a whole row."""
+        rows = self.rows.setdefault(table, {})
+        old = rows.pop(id, None)
+        if row is not None:
+            rows[id] = row
+        for column in {link.column for link in self.links.get(table, ())}:
+            before = _members(old, column)
+            after = _members(row, column)
+            self._link(table, id, column, after - before, before - after, touched)
+
+    def modify(self, table: str, id: uuid.UUID, diff: Mapping[str, Any], touched: set[RefKey]) -> bool | None:
+        """Apply an update2 ``modify``: None if the row is unknown, else whether its record may change."""
+        row = self.rows.get(table, {}).get(id)
+        if row is None:
+            return None
+        types = self.types[table]
+        for column, datum in diff.items():
+            ctype = types.get(column)
+            if ctype is None:
+                continue
+            try:
+                cell, toggled = apply_diff(ctype, row.get(column), datum)
+            except (ValueError, TypeError) as exc:
+                log.warning("ovsdb: %s.%s: a diff does not fit the column (%s); ignored", table, column, exc)
+                continue
+            row[column] = cell
+            if toggled is not None and table in self.links:
+                self._link(table, id, column, toggled.added, toggled.removed, touched)
+        rendered = self.rendered.get(table)
+        return rendered is not None and not rendered.isdisjoint(diff)
+
+
+def _hinted_parents(view: _View, tm: TableMap, row: Row) -> dict[str, uuid.UUID]:
+    """The parents nbdb wrote in a child whose parent rows this replica does not follow.
+
+    A topic-filtered replica need not load every parent (and its set of
+    thousands of children) to place a child; a parent row it does follow that
+    does not hold the child wins over the hint.
+    """
+    ext = row.get(EXTERNAL_IDS) or {}
+    out = {}
+    for name, (ptable, _column) in tm.parents.items():
+        parent = _uuid(ext.get(EXT_PARENT + name, ""))
+        if parent is not None and parent not in view.rows.get(ptable, {}):
+            out[name] = parent
+    return out
+
+
+def _uuid(member: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(member))
+    except ValueError:
+        return None
+
+
+def _members(row: Row | None, column: str) -> set[Any]:
+    if row is None:
+        return set()
+    cell = row.get(column)
+    if isinstance(cell, set):
+        return cell
+    return set() if cell is None else {cell}
+
+
+class Replica:
+    """The records of the mapped tables as the monitor last saw them, and their recent changes.
+
+    The backend's monitor calls :meth:`apply` and :meth:`resync`; every other
+    thread only reads, under ``cond``.
+    """
+
+    def __init__(
+        self,
+        mapping: Mapping_,
+        versions: VersionBook,
+        namespace: str,
+        clock: RevisionClock | None = None,
+        history: int = HISTORY,
+    ) -> None:
+        self.mapping = mapping
+        self.versions = versions
+        self.namespace = namespace
+        self.clock = clock or RevisionClock()
+        self.cond = threading.Condition(threading.RLock())
+        self.views = {db: _View(mapping, db) for db in mapping.databases()}
+        self.records: dict[RefKey, Record] = {}
+        self.states: dict[RefKey, RowState] = {}
+        self.refs: dict[RefKey, frozenset[RefKey]] = {}
+        self.referrers: dict[RefKey, set[RefKey]] = {}
+        self.changed_at: dict[RefKey, int] = {}
+        self.created_after = self.clock.now()
+        """The connection's revision when this replica was made: a stream from a revision between it
+        and :attr:`start` starts at the replica's first state (nothing was seen in between)."""
+        self.revision = self.clock.tick()
+        self.start = self.revision
+        self.oldest = self.revision
+        self.history: deque[RecordChange] = deque()
+        self.history_limit = history
+        self.synced: set[str] = set()
+        self.last_txn: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- reads
+
+    def record(self, table: str, id: uuid.UUID) -> Record | None:
+        """The record of ``table/id`` (call under ``cond``)."""
+        return self.records.get((table, id))
+
+    def row(self, tm: TableMap, id: uuid.UUID) -> Row | None:
+        """The row holding ``tm``'s object ``id`` (call under ``cond``)."""
+        return self.views[tm.db].rows.get(tm.db_table, {}).get(id)
+
+    def parents_of(self, tm: TableMap, id: uuid.UUID) -> dict[str, uuid.UUID]:
+        """The parents of a child row, by reference field (call under ``cond``)."""
+        return dict(self.views[tm.db].parents.get((tm.db_table, id), {}))
+
+    def select(self, tables: Collection[str], topics: Collection[str | None] | None) -> list[Record]:
+        """Every record of ``tables`` (in ``topics``)."""
+        wanted = set(tables)
+        with self.cond:
+            return [
+                rec
+                for (table, _), rec in self.records.items()
+                if table in wanted and (topics is None or rec.topic in topics)
+            ]
+
+    # ---------------------------------------------------------------- the monitor's side
+
+    def apply(self, db: str, updates: Mapping[str, Any], *, synthetic: bool = False, txn: str | None = None) -> None:
+        """One server transaction (or, ``synthetic``, a merged catch-up) in ``table-updates2`` form."""
+        with self.cond:
+            view = self.views.get(db)
+            if view is None:
+                return
+            touched: set[RefKey] = set()
+            for table, rows in updates.items():
+                if table not in view.types or not isinstance(rows, dict):
+                    continue
+                maps = view.maps.get(table, ())
+                for id_text, change in rows.items():
+                    id = _uuid(id_text)
+                    if id is None or not isinstance(change, dict):
+                        continue
+                    if "modify" in change:
+                        changed = view.modify(table, id, change["modify"] or {}, touched)
+                        if changed is None:
+                            log.warning("ovsdb: a change of unknown row %s %s; ignored", table, id)
+                            continue
+                        if not changed:
+                            continue
+                    elif "delete" in change:
+                        view.put(table, id, None, touched)
+                    else:
+                        wire = change.get("insert", change.get("initial"))
+                        view.put(table, id, view.decode(table, wire or {}), touched)
+                    touched.update((tm.table, id) for tm in maps)
+            self._settle(db, touched, synthetic)
+            if txn is not None:
+                self.last_txn[db] = txn
+
+    def resync(self, db: str, updates: Mapping[str, Any], txn: str | None = None) -> None:
+        """The whole state of ``db`` (after the monitor could not resume): applied as the exact difference."""
+        with self.cond:
+            view = self.views.get(db)
+            if view is None:
+                return
+            touched: set[RefKey] = set()
+            for table in view.types:
+                rows = updates.get(table) or {}
+                fresh: dict[uuid.UUID, Row] = {}
+                for id_text, change in rows.items():
+                    id = _uuid(id_text)
+                    if id is not None and isinstance(change, dict):
+                        fresh[id] = view.decode(table, change.get("initial", change.get("insert")) or {})
+                current = view.rows.get(table, {})
+                maps = view.maps.get(table, ())
+                for id in [i for i in current if i not in fresh]:
+                    view.put(table, id, None, touched)
+                    touched.update((tm.table, id) for tm in maps)
+                for id, row in fresh.items():
+                    if current.get(id) != row:
+                        view.put(table, id, row, touched)
+                        touched.update((tm.table, id) for tm in maps)
+            self._settle(db, touched, db in self.synced)
+            if txn is not None:
+                self.last_txn[db] = txn
+
+    def _render(self, tm: TableMap, id: uuid.UUID) -> Doc | None:
+        view = self.views[tm.db]
+        row = view.rows.get(tm.db_table, {}).get(id)
+        if row is None:
+            return None
+        parents = view.parents.get((tm.db_table, id), {})
+        if tm.parents and not parents:
+            parents = _hinted_parents(view, tm, row)
+            if not parents:
+                # A child whose parent does not hold it (about to be collected by the server).
+                return None
+        doc = render(tm, id, row, parents)
+        if doc.namespace != self.namespace:
+            return None
+        return doc
+
+    def _settle(self, db: str, touched: set[RefKey], synthetic: bool) -> None:
+        """Turn the touched rows into record changes of one new revision."""
+        initial = db not in self.synced
+        revision = self.clock.tick()
+        out: list[RecordChange] = []
+        for key in touched:
+            tm = self.mapping.tables.get(key[0])
+            if tm is None:
+                continue
+            old = self.records.get(key)
+            doc = self._render(tm, key[1])
+            if doc is None:
+                if old is None:
+                    continue
+                del self.records[key]
+                del self.states[key]
+                self._index_refs(key, frozenset())
+                self.versions.forget(*key)
+                self.changed_at[key] = revision
+                out.append(RecordChange(key[0], key[1], old.topic, old, None, revision, synthetic))
+                continue
+            if old is not None and self.states.get(key) == doc.state:
+                continue
+            new = Record(key[0], key[1], doc.topic, self.versions.version(key[0], key[1], doc.state), doc.data)
+            self.records[key] = new
+            self.states[key] = doc.state
+            self._index_refs(key, doc.refs)
+            self.changed_at[key] = revision
+            out.append(RecordChange(key[0], key[1], new.topic, old, new, revision, synthetic))
+        if initial:
+            # The first state of a database is where history starts, not a change.
+            self.synced.add(db)
+            self.revision = self.oldest = self.start = revision
+        elif out:
+            out.sort(key=lambda c: (c.table, str(c.id)))
+            self.revision = revision
+            self.history.extend(out)
+            while len(self.history) > self.history_limit:
+                self.oldest = self.history.popleft().revision
+        self.cond.notify_all()
+
+    def _index_refs(self, key: RefKey, refs: frozenset[RefKey]) -> None:
+        old = self.refs.get(key, frozenset())
+        if old == refs:
+            return
+        for target in old - refs:
+            sources = self.referrers.get(target)
+            if sources is not None:
+                sources.discard(key)
+                if not sources:
+                    del self.referrers[target]
+        for target in refs - old:
+            self.referrers.setdefault(target, set()).add(key)
+        if refs:
+            self.refs[key] = refs
+        else:
+            self.refs.pop(key, None)
+
+    def compact(self) -> None:
+        """Forget the history (test hook)."""
+        with self.cond:
+            self.history.clear()
+            self.oldest = self.revision
+            self.cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake every thread waiting on the replica (the connection closed)."""
+        with self.cond:
+            self.cond.notify_all()

@@ -1,0 +1,274 @@
+"""Rows <-> records: the model document of a row, the row of a document, and derived versions.
+
+A row here is a dict of column -> cell (see :mod:`.datum`). nbdb keeps its
+bookkeeping in ``external_ids`` under keys starting with ``nbdb:``:
+
+* ``nbdb:topic``, ``nbdb:ns``: the object's topic and the writer's namespace;
+* ``nbdb:version``, ``nbdb:digest``: the version nbdb wrote and a digest of the
+  content it wrote (see :class:`VersionBook`);
+* ``nbdb:txn``: the commit tokens of the last few nbdb writes of the row with
+  the version each wrote (``token@version``, newest first), which tell a
+  client whose commit reply was lost whether its commit landed;
+* ``nbdb:field:<name>``: JSON of a field the table has no column for;
+* ``nbdb:parent:<field>``: a child's parent, as a hint for replicas that do
+  not follow the parent (the parent's set column is the truth);
+* ``nbdb:raw``: bytes stored verbatim by :meth:`write_raw` (a test hook).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nbdb import errors
+from nbdb.families.ovsdb.datum import cell_to_wire, default_cell
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
+
+__all__ = [
+    "EXT_DIGEST",
+    "EXT_FIELD",
+    "EXT_NAMESPACE",
+    "EXT_PARENT",
+    "EXT_PREFIX",
+    "EXT_RAW",
+    "EXT_TOPIC",
+    "EXT_TXN",
+    "EXT_VERSION",
+    "Doc",
+    "Row",
+    "RowState",
+    "VersionBook",
+    "new_row",
+    "parse_window",
+    "push_window",
+    "refs_of",
+    "render",
+]
+
+EXT_PREFIX = "nbdb:"
+EXT_VERSION = "nbdb:version"
+EXT_DIGEST = "nbdb:digest"
+EXT_TOPIC = "nbdb:topic"
+EXT_NAMESPACE = "nbdb:ns"
+EXT_TXN = "nbdb:txn"
+EXT_RAW = "nbdb:raw"
+EXT_FIELD = "nbdb:field:"
+EXT_PARENT = "nbdb:parent:"
+
+WINDOW = 4
+"""How many (token, version) pairs a row keeps: enough to see one's own write under a few later ones."""
+
+Row = dict[str, Any]
+"""One OVSDB row: column -> cell."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowState:
+    """What a row's version is derived from: its content digest and nbdb's stored bookkeeping."""
+
+    digest: str
+    stored_version: int
+    stored_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    """A row rendered as a model document, before a version is assigned."""
+
+    topic: str | None
+    namespace: str
+    state: RowState
+    data: bytes
+    refs: frozenset[tuple[str, uuid.UUID]]
+
+
+class VersionBook:
+    """Derives monotonic per-object versions from row states.
+
+    OVSDB's ``_version`` is a UUID and other writers (``ovn-nbctl``,
+    ``ovn-northd``) never bump an integer, so every nbdb write stores the
+    version ``N`` it makes and a digest of the content it wrote. A row whose
+    content still has that digest is at version ``N`` for every client; a row
+    another writer changed since is at ``N+1``, and each further foreign change
+    this connection sees bumps it again, so versions only grow.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, uuid.UUID], tuple[int, RowState]] = {}
+
+    def version(self, table: str, id: uuid.UUID, state: RowState) -> int:
+        """The version of ``table/id`` in ``state`` (remembered, so it only grows)."""
+        key = (table, id)
+        with self._lock:
+            prev = self._seen.get(key)
+            if prev is not None and prev[1] == state:
+                return prev[0]
+            if state.digest == state.stored_digest:
+                version = max(state.stored_version, 1)
+            elif prev is None:
+                version = state.stored_version + 1
+            else:
+                version = max(state.stored_version + 1, prev[0] + 1)
+            self._seen[key] = (version, state)
+            return version
+
+    def forget(self, table: str, id: uuid.UUID) -> None:
+        """The object was deleted: a re-created one starts again at version 1."""
+        with self._lock:
+            self._seen.pop((table, id), None)
+
+
+def parse_window(text: str | None) -> list[tuple[str, int]]:
+    """The (token, version) pairs of an ``nbdb:txn`` value, newest first (garbage is skipped)."""
+    out = []
+    for item in (text or "").split():
+        token, _, version = item.partition("@")
+        if token and version.isdigit():
+            out.append((token, int(version)))
+    return out
+
+
+def push_window(text: str | None, token: str, version: int) -> str:
+    """``nbdb:txn`` after a write of ``version`` by the commit ``token``."""
+    pairs = [(token, version), *parse_window(text)][:WINDOW]
+    return " ".join(f"{t}@{v}" for t, v in pairs)
+
+
+def _doc_value(cm: ColumnMap, cell: Any) -> Any:
+    if cm.json:
+        if isinstance(cell, str) and cell:
+            try:
+                return json.loads(cell)
+            except ValueError:
+                return cell
+        return None
+    if isinstance(cell, set):
+        return sorted(cell)
+    if cell == "" and cm.type.is_scalar and cm.shape.optional and cm.shape.default is None:
+        # A required string column read into an optional field: "" means unset.
+        return None
+    return cell
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+def refs_of(tm: TableMap, doc: Mapping[str, Any]) -> frozenset[tuple[str, uuid.UUID]]:
+    """Every (table, id) the document references."""
+    out = set()
+    for spec in tm.shape.references:
+        value = doc.get(spec.field)
+        for item in value if isinstance(value, list) else (value,):
+            if item is None:
+                continue
+            try:
+                out.add((spec.target, uuid.UUID(str(item))))
+            except ValueError:
+                continue
+    return frozenset(out)
+
+
+def render(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]) -> Doc:
+    """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out)."""
+    ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
+    topic = ext.get(EXT_TOPIC)
+    raw = ext.get(EXT_RAW)
+    doc: dict[str, Any] = {"id": str(id), "topic": topic}
+    for name, cm in tm.columns.items():
+        cell = row.get(cm.column)
+        doc[name] = _doc_value(cm, default_cell(cm.type) if cell is None else cell)
+    for name in tm.ext_fields:
+        text = ext.get(EXT_FIELD + name)
+        if text is not None:
+            try:
+                doc[name] = json.loads(text)
+            except ValueError:
+                doc[name] = text
+    for name, fshape in tm.missing.items():
+        doc[name] = fshape.default
+    for name in tm.parents:
+        parent = parents.get(name)
+        doc[name] = None if parent is None else str(parent)
+    doc[EXTERNAL_IDS] = {k: v for k, v in ext.items() if not k.startswith(EXT_PREFIX)}
+    try:
+        stored_version = int(ext.get(EXT_VERSION, "0"))
+    except ValueError:
+        stored_version = 0
+    if raw is not None:
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except ValueError:
+            data = raw.encode()
+        refs: frozenset[tuple[str, uuid.UUID]] = frozenset()
+    else:
+        data = json.dumps(doc, sort_keys=True).encode()
+        refs = refs_of(tm, doc)
+    state = RowState(_digest(data), stored_version, ext.get(EXT_DIGEST, ""))
+    return Doc(topic, ext.get(EXT_NAMESPACE, ""), state, data, refs)
+
+
+def _cell(cm: ColumnMap, value: Any) -> Any:
+    if cm.json:
+        return json.dumps(value, sort_keys=True)
+    if cm.type.is_set:
+        if not isinstance(value, list | tuple | set | frozenset):
+            raise errors.ValidationError(f"expected a list, got {value!r}")
+        return set(value)
+    if value is None and cm.type.is_scalar:
+        return default_cell(cm.type)
+    return value
+
+
+def new_row(tm: TableMap, doc: Mapping[str, Any]) -> tuple[Row, dict[str, Any], dict[str, str], dict[str, uuid.UUID]]:
+    """The cells, their wire form, the ``external_ids`` (user keys and field keys) and parents of a document.
+
+    Raises ValidationError for a value a column cannot hold, and
+    UnsupportedError for a value of a field whose column the served schema lacks.
+    """
+    if tm.external_ids is None:
+        raise errors.UnsupportedError(
+            f"{tm.db}.{tm.db_table} has no external_ids column, where nbdb keeps an object's version and topic: "
+            "its rows can be read, not written, through nbdb"
+        )
+    cells: Row = {}
+    wire: dict[str, Any] = {}
+    for name, cm in tm.columns.items():
+        cell = _cell(cm, doc.get(name))
+        try:
+            wire[cm.column] = cell_to_wire(cm.type, cell)
+        except errors.ValidationError as exc:
+            raise errors.ValidationError(f"{tm.table}.{name}: {exc}") from None
+        cells[cm.column] = cell
+    for name, fshape in tm.missing.items():
+        if name in doc and doc[name] != fshape.default:
+            raise errors.UnsupportedError(
+                f"{tm.table}.{name} = {doc[name]!r}: the served schema of {tm.db}.{tm.db_table} has no column "
+                f"{name!r} (an older schema); only its default {fshape.default!r} can be stored"
+            )
+    user = doc.get(EXTERNAL_IDS) or {}
+    ext = {str(k): str(v) for k, v in user.items()}
+    reserved = sorted(k for k in ext if k.startswith(EXT_PREFIX))
+    if reserved:
+        raise errors.ValidationError(f"external_ids keys starting with {EXT_PREFIX!r} are reserved: {reserved}")
+    for name in tm.ext_fields:
+        value = doc.get(name)
+        if value is not None and value != [] and value != {}:
+            ext[EXT_FIELD + name] = json.dumps(value, sort_keys=True)
+    parents: dict[str, uuid.UUID] = {}
+    for name in tm.parents:
+        value = doc.get(name)
+        if value is not None:
+            try:
+                parents[name] = uuid.UUID(str(value))
+            except ValueError:
+                raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}") from None
+            ext[EXT_PARENT + name] = str(parents[name])
+    return cells, wire, ext, parents

@@ -1,0 +1,72 @@
+"""An OVSDB database schema (RFC 7047 section 3.2) as typed data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nbdb import errors
+from nbdb.families.ovsdb.datum import ColumnType
+
+__all__ = ["ColumnSchema", "DatabaseSchema", "TableSchema"]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSchema:
+    """One column: its type and whether the server may change it on its own."""
+
+    name: str
+    type: ColumnType
+    ephemeral: bool = False
+    mutable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TableSchema:
+    """One table: its columns, whether rows live without references, and its unique indexes."""
+
+    name: str
+    columns: Mapping[str, ColumnSchema]
+    is_root: bool
+    indexes: tuple[tuple[str, ...], ...] = ()
+    max_rows: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSchema:
+    """A whole ``.ovsschema``: name, version and tables (the JSON kept in ``raw``)."""
+
+    name: str
+    version: str
+    tables: Mapping[str, TableSchema]
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def parse(cls, doc: Any) -> DatabaseSchema:
+        """From the schema's JSON (``get_schema``'s reply or an ``.ovsschema`` file)."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("tables"), dict) or "name" not in doc:
+            raise errors.ValidationError("not an OVSDB schema: want an object with name and tables")
+        tables: dict[str, TableSchema] = {}
+        for tname, tdoc in doc["tables"].items():
+            if not isinstance(tdoc, dict) or not isinstance(tdoc.get("columns"), dict):
+                raise errors.ValidationError(f"OVSDB schema table {tname!r} has no columns object")
+            columns: dict[str, ColumnSchema] = {}
+            for cname, cdoc in tdoc["columns"].items():
+                try:
+                    ctype = ColumnType.parse(cdoc["type"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise errors.ValidationError(f"OVSDB schema column {tname}.{cname}: bad type ({exc})") from None
+                columns[cname] = ColumnSchema(
+                    cname, ctype, bool(cdoc.get("ephemeral", False)), bool(cdoc.get("mutable", True))
+                )
+            indexes = tuple(tuple(index) for index in tdoc.get("indexes", []))
+            max_rows = tdoc.get("maxRows")
+            tables[tname] = TableSchema(
+                tname, columns, bool(tdoc.get("isRoot", False)), indexes, None if max_rows is None else int(max_rows)
+            )
+        return cls(str(doc["name"]), str(doc.get("version", "")), tables, doc)
+
+    def table(self, name: str) -> TableSchema | None:
+        """The table called ``name``, or None."""
+        return self.tables.get(name)

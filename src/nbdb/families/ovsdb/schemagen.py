@@ -1,0 +1,65 @@
+"""An OVSDB schema for the models that no bound table holds (the *model database*)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from nbdb.models.shape import FieldShape, ModelShape, model_shapes
+
+__all__ = ["column_type", "generate_schema"]
+
+_ATOMS = {
+    "string": "string",
+    "enum": "string",
+    "integer": "integer",
+    "real": "real",
+    "boolean": "boolean",
+    "uuid": "uuid",
+}
+_STRING_MAP = {"key": "string", "value": "string", "min": 0, "max": "unlimited"}
+
+
+def column_type(field: FieldShape) -> dict[str, Any] | str:
+    """The OVSDB type of a column holding ``field``.
+
+    Typed where OVSDB has a type: atoms and their optionals, maps of atoms,
+    sets of references; other values (lists, which keep order and duplicates,
+    and nested values) are JSON text in a string column.
+    """
+    atom = _ATOMS.get(field.kind)
+    if field.container == "scalar" and atom is not None:
+        return {"key": atom, "min": 0, "max": 1} if field.optional else atom
+    if field.container == "map" and atom is not None and field.key_kind in ("string", "integer", "uuid"):
+        return {"key": _ATOMS[field.key_kind], "value": atom, "min": 0, "max": "unlimited"}
+    if field.container == "set" and atom is not None:
+        return {"key": atom, "min": 0, "max": "unlimited"}
+    return "string"
+
+
+def generate_schema(
+    shapes: Iterable[ModelShape] | None = None,
+    name: str = "nbdb",
+    version: str = "1.0.0",
+    exclude: Iterable[str] = (),
+) -> dict[str, Any]:
+    """An OVSDB schema (``.ovsschema`` JSON) with one table per model not in ``exclude``.
+
+    Models generated from a schema (named ``"<database>.<table>"``) are left
+    out: their tables exist in their own database.
+
+    Serve it as a second database next to ``OVN_Northbound`` (``ovsdb-tool
+    create nbdb.db nbdb.ovsschema``; ``ovsdb-server nb.db nbdb.db``) and name
+    it in the URL (``?model_db=nbdb``, the default). ``shapes`` defaults to
+    every model defined in this process.
+    """
+    skip = set(exclude)
+    tables: dict[str, Any] = {}
+    for shape in shapes if shapes is not None else model_shapes():
+        if shape.table in skip or "." in shape.table:
+            continue  # "<database>.<table>": a generated model of a table that exists already
+        columns: dict[str, Any] = {"external_ids": {"type": dict(_STRING_MAP)}}
+        for field in shape.fields:
+            columns[field.name] = {"type": column_type(field)}
+        tables[shape.table] = {"columns": columns, "isRoot": True}
+    return {"name": name, "version": version, "tables": tables}

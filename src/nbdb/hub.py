@@ -1,0 +1,270 @@
+"""One backend watch per Database, shared by all its caches.
+
+A process that runs fifty caches (a chassis agent with one per tenant, a
+controller with one per model) should not open fifty change streams to the
+server, nor read and decode every change fifty times. The :class:`WatchHub`
+of a Database keeps one backend stream over everything its caches follow (the
+union of their tables and topics), buffers the recent changes, and hands each
+cache a :class:`HubStream` — an ordinary :class:`~nbdb.spi.RecordStream` that
+delivers, from the cache's own revision on, the changes of its tables and
+topics, whole commits at a time. Records are shared, so the codec's memo
+decodes each change once for every cache.
+
+Resuming keeps the contract: a stream asked for a revision the buffer no
+longer reaches raises HistoryGoneError (the cache re-lists, at a revision the
+hub does reach), and so does every stream when the backend's stream itself
+loses its history. When a cache follows more than the hub does, the hub
+re-opens its backend stream, wider, from the revision it had reached, and
+serves the new tables (or topics) from that revision on: a cache that listed
+before it re-lists once rather than miss a change.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from collections.abc import Collection, Sequence
+
+from nbdb import errors
+from nbdb.spi import Backend, RecordChange, RecordStream
+
+__all__ = ["HubStream", "WatchHub"]
+
+log = logging.getLogger(__name__)
+
+_BUFFER = 20_000
+"""Changes kept for streams that join behind the hub (a cache that just listed)."""
+_POLL = 0.5
+
+
+_ALL = object()
+"""The coverage key of "every topic"."""
+
+
+class WatchHub:
+    """The shared change stream of one Database (see the module docstring)."""
+
+    def __init__(self, backend: Backend, buffer: int = _BUFFER) -> None:
+        self._backend = backend
+        self._limit = buffer
+        self._cond = threading.Condition(threading.Lock())
+        self._buffer: list[RecordChange] = []
+        self._offset = 0
+        """The absolute position of ``_buffer[0]`` (positions only grow)."""
+        self._base = 0
+        """Every change after this revision is in the buffer or still to come."""
+        self._revision = 0
+        """Every change up to this revision has been read from the backend."""
+        self._tables: dict[str, int] = {}
+        """Each followed table, and the revision from which the buffer holds its changes."""
+        self._topics: dict[object, int] = {}
+        """Each followed topic (_ALL: every one), and the revision from which the buffer holds it."""
+        self._streams: set[HubStream] = set()
+        self._stream: RecordStream | None = None
+        self._reopen = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def stream(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> HubStream:
+        """A stream of the changes of ``tables`` (in ``topics``) after revision ``since``."""
+        wanted_tables = frozenset(tables)
+        wanted_topics = None if topics is None else frozenset(topics)
+        with self._cond:
+            if self._closed:
+                raise errors.BackendUnavailableError("the database is closed")
+            if self._thread is None and not self._streams:
+                # Idle: start again from this stream's revision, with nothing buffered.
+                self._buffer.clear()
+                self._tables.clear()
+                self._topics.clear()
+                self._drop_stream()
+                self._base = self._revision = since
+            start = self._revision
+            keys: list[object] = [_ALL] if wanted_topics is None else list(wanted_topics)
+            if _ALL not in self._topics:
+                missing = [k for k in keys if k not in self._topics]
+                if missing:
+                    if _ALL in missing:
+                        self._topics = {_ALL: start}
+                    else:
+                        self._topics.update(dict.fromkeys(missing, start))
+                    self._reopen = True
+            for table in wanted_tables - self._tables.keys():
+                self._tables[table] = start
+                self._reopen = True
+            covered = max(
+                [self._base]
+                + [self._tables[t] for t in wanted_tables]
+                + [self._topics.get(k, self._topics.get(_ALL, 0)) for k in keys]
+            )
+            stream = HubStream(self, wanted_tables, wanted_topics, since)
+            stream.position = self._position(since)
+            if since < covered:
+                stream.gone = errors.HistoryGoneError(
+                    f"revision {since} is older than what this database's shared watch holds for these "
+                    f"tables and topics (from {covered}); list again"
+                )
+            self._streams.add(stream)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._pump, name="nbdb-watch-hub", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return stream
+
+    def _position(self, revision: int) -> int:
+        """The absolute position of the first buffered change after ``revision``."""
+        return self._offset + bisect.bisect_right(self._buffer, revision, key=lambda c: c.revision)
+
+    def _pump(self) -> None:
+        """Read the backend stream into the buffer, re-opening it wider when a stream asks."""
+        backoff = 0.05
+        while True:
+            with self._cond:
+                if self._closed or not self._streams:
+                    self._drop_stream()
+                    self._thread = None
+                    return
+                if self._stream is None or self._reopen:
+                    self._drop_stream()
+                    tables = sorted(self._tables)
+                    topics = None if _ALL in self._topics else [t for t in self._topics if t is not _ALL]
+                    since = self._revision
+                    self._reopen = False
+                    opening = True
+                else:
+                    opening = False
+            if opening:
+                try:
+                    opened = self._backend.watch(tables, topics, since)  # type: ignore[arg-type]
+                except errors.HistoryGoneError as exc:
+                    self._history_gone(exc)
+                    continue
+                except errors.NbdbError as exc:
+                    backoff = self._fail("cannot open the stream", exc, backoff)
+                    continue
+                with self._cond:
+                    self._stream = opened
+            stream = self._stream
+            if stream is None:
+                continue
+            try:
+                changes = stream.poll(_POLL)
+            except errors.HistoryGoneError as exc:
+                self._history_gone(exc)
+                continue
+            except errors.NbdbError as exc:
+                backoff = self._fail("the stream failed", exc, backoff)
+                continue
+            backoff = 0.05
+            with self._cond:
+                if stream is not self._stream or self._reopen:
+                    continue  # re-opened meanwhile (wider): it reads on from the same revision
+                if changes:
+                    self._buffer.extend(changes)
+                self._revision = max(self._revision, stream.revision)
+                self._trim()
+                self._cond.notify_all()
+
+    def _trim(self) -> None:
+        excess = len(self._buffer) - self._limit
+        if excess <= 0:
+            return
+        # Cut in chunks (amortised), and only between revisions: commits stay whole.
+        cut = max(excess, self._limit // 4)
+        revision = self._buffer[cut - 1].revision
+        cut = bisect.bisect_right(self._buffer, revision, key=lambda c: c.revision)
+        del self._buffer[:cut]
+        self._offset += cut
+        self._base = max(self._base, revision)
+
+    def _history_gone(self, exc: errors.HistoryGoneError) -> None:
+        log.info("watch hub: the backend lost the history; every stream re-lists (%s)", exc)
+        with self._cond:
+            for stream in self._streams:
+                stream.gone = exc
+            self._streams.clear()
+            self._drop_stream()
+            self._cond.notify_all()
+
+    def _fail(self, what: str, exc: errors.NbdbError, pause: float) -> float:
+        """Re-open after ``pause`` seconds; the next pause (doubled, at most 5 s)."""
+        log.warning("watch hub: %s, re-opening in %.2fs: %s", what, pause, exc)
+        with self._cond:
+            self._reopen = True
+            if not self._closed:
+                self._cond.wait(pause)
+        return min(pause * 2, 5.0)
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _detach(self, stream: HubStream) -> None:
+        with self._cond:
+            self._streams.discard(stream)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the hub; every stream's poll returns []."""
+        with self._cond:
+            self._closed = True
+            for stream in self._streams:
+                stream.closed = True
+            self._cond.notify_all()
+            thread = self._thread
+            self._drop_stream()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+class HubStream(RecordStream):
+    """One cache's view of the hub: its tables and topics, from its revision on."""
+
+    def __init__(self, hub: WatchHub, tables: frozenset[str], topics: frozenset[str | None] | None, since: int) -> None:
+        self._hub = hub
+        self.tables = tables
+        self.topics = topics
+        self._revision = since
+        self.position = 0
+        """The absolute buffer position of the next change to look at."""
+        self.closed = False
+        self.gone: errors.HistoryGoneError | None = None
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        hub = self._hub
+        with hub._cond:
+            while True:
+                if self.gone is not None:
+                    raise self.gone
+                if self.closed:
+                    return []
+                if self.position < hub._offset:
+                    raise errors.HistoryGoneError(
+                        f"revision {self._revision} is older than the changes this database keeps "
+                        f"for its caches (from {hub._base})"
+                    )
+                if hub._revision > self._revision:
+                    return self._take(hub)
+                if not hub._cond.wait(timeout):
+                    return []
+
+    def _take(self, hub: WatchHub) -> list[RecordChange]:
+        since, tables, topics = self._revision, self.tables, self.topics
+        start = self.position - hub._offset
+        out = [
+            c for c in hub._buffer[start:]
+            if c.revision > since and c.table in tables and (topics is None or c.topic in topics)
+        ]  # fmt: skip
+        self.position = hub._offset + len(hub._buffer)
+        self._revision = hub._revision
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+        self._hub._detach(self)

@@ -1,0 +1,157 @@
+"""Model shapes as plain data: what a backend may know of a model without seeing pydantic.
+
+A backend (or a family) that maps fields onto a server's own types, such as
+OVSDB columns, needs each field's shape: its atomic kind, whether it is a list,
+a map or optional, its default, its enum values and what it references. It
+gets them here, as frozen dataclasses, never by reading ``model_fields``:
+the model layer is the only place that knows how pydantic annotations look.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, get_args, get_origin
+
+from pydantic_core import PydanticUndefined, to_jsonable_python
+
+from nbdb.models.base import Model, RefSpec, all_models
+
+__all__ = ["BASE_FIELDS", "FieldShape", "ModelShape", "model_shapes", "shape_of"]
+
+BASE_FIELDS = ("id", "version", "topic", "external_ids")
+"""Fields every model has; a :class:`ModelShape` lists only the others."""
+
+_ATOMS: dict[Any, str] = {str: "string", int: "integer", float: "real", bool: "boolean", uuid.UUID: "uuid"}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldShape:
+    """One field of a model, as data.
+
+    ``kind`` is the atomic type of the value (of each item for a list or set,
+    of each value for a map): ``string``, ``integer``, ``real``, ``boolean``,
+    ``uuid``, ``enum`` (a string from ``enum``), or ``json`` for anything
+    else (nested models, lists of lists), which only JSON text can hold.
+    ``container`` is ``scalar``, ``list`` (ordered, duplicates allowed),
+    ``set`` or ``map`` (keys of kind ``key_kind``). ``default`` is the
+    default value in its JSON form (None when ``required``).
+    """
+
+    name: str
+    kind: str
+    container: str
+    optional: bool
+    required: bool
+    default: Any
+    key_kind: str | None = None
+    enum: tuple[str, ...] = ()
+    reference: str | None = None
+
+    @property
+    def textual(self) -> bool:
+        """A string-like scalar (string, enum, uuid): stored as text without JSON quoting."""
+        return self.container == "scalar" and self.kind in ("string", "enum", "uuid")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """A model's table name, its own fields (not :data:`BASE_FIELDS`), references and indexes."""
+
+    table: str
+    fields: tuple[FieldShape, ...]
+    references: tuple[RefSpec, ...]
+    indexes: tuple[str, ...]
+
+    def field(self, name: str) -> FieldShape:
+        """The field called ``name``; KeyError if the model has none."""
+        for shape in self.fields:
+            if shape.name == name:
+                return shape
+        raise KeyError(name)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """The names of :attr:`fields`, in declaration order."""
+        return tuple(f.name for f in self.fields)
+
+
+def _strip(annotation: Any) -> tuple[Any, bool]:
+    """The annotation without ``Annotated`` and ``| None``, and whether None was allowed."""
+    optional = False
+    while True:
+        origin = get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in get_args(annotation) if a is not type(None)]
+            optional = optional or len(args) != len(get_args(annotation))
+            if len(args) != 1:
+                return Any, optional
+            annotation = args[0]
+        else:
+            return annotation, optional or annotation is type(None)
+
+
+def _atom(annotation: Any) -> tuple[str, tuple[str, ...]]:
+    """The atomic kind of ``annotation`` (``json`` when it is not atomic) and its enum values."""
+    annotation, _ = _strip(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "enum", tuple(str(member.value) for member in annotation)
+    for tp, kind in _ATOMS.items():
+        if annotation is tp:
+            return kind, ()
+    return "json", ()
+
+
+def _field_shape(model: type[Model], name: str, refs: dict[str, RefSpec]) -> FieldShape:
+    info = model.model_fields[name]
+    annotation, optional = _strip(info.annotation)
+    origin = get_origin(annotation)
+    container, key_kind = "scalar", None
+    kind, enum = _atom(annotation)
+    if origin in (list, tuple, set, frozenset):
+        args = [a for a in get_args(annotation) if a is not Ellipsis]
+        item_kind, enum = _atom(args[0]) if len(args) == 1 else ("json", ())
+        if item_kind != "json":
+            container, kind = ("set" if origin in (set, frozenset) else "list"), item_kind
+    elif origin is dict:
+        key, value = get_args(annotation)
+        kkind, _ = _atom(key)
+        vkind, enum = _atom(value)
+        if kkind in ("string", "integer", "uuid") and vkind != "json":
+            container, key_kind, kind = "map", kkind, vkind
+    required = info.is_required()
+    default = None
+    if not required:
+        value = info.get_default(call_default_factory=True)
+        default = None if value is PydanticUndefined else to_jsonable_python(value)
+    ref = refs.get(name)
+    return FieldShape(
+        name=name,
+        kind=kind,
+        container=container,
+        optional=optional,
+        required=required,
+        default=default,
+        key_kind=key_kind,
+        enum=enum,
+        reference=None if ref is None else ref.target,
+    )
+
+
+@functools.cache
+def shape_of(model: type[Model]) -> ModelShape:
+    """The shape of ``model`` (computed once per class)."""
+    refs = {spec.field: spec for spec in model.nbdb_references}
+    fields = tuple(_field_shape(model, name, refs) for name in model.model_fields if name not in BASE_FIELDS)
+    return ModelShape(model.nbdb_table, fields, model.nbdb_references, model.nbdb_indexes)
+
+
+def model_shapes() -> tuple[ModelShape, ...]:
+    """The shapes of every model defined so far."""
+    return tuple(shape_of(model) for model in all_models())

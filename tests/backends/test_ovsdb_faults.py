@@ -1,0 +1,310 @@
+"""OVSDB under lost replies: no commit applied twice, none reported as a false conflict.
+
+A loopback proxy between the client and ovsdb-server forwards one commit,
+waits until the server has answered it (so it landed, or was refused), lets
+a second client write one of the commit's rows, and then closes the
+connection without passing the reply on. The client reconnects, resyncs its
+replica, and settles the commit with its token: it must report what happened
+— success, or :class:`nbdb.CommitUnknownError` when nothing can tell — and
+never :class:`nbdb.ConflictError` for a commit that landed, nor apply it twice.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from types import TracebackType
+
+import pytest
+
+import nbdb
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.testing.ovsdb import OvsdbServer
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class ReplyCutter:
+    """``127.0.0.1:<port>`` in front of ``upstream``; :meth:`arm` chooses the request whose reply is lost."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._marker: bytes | None = None
+        self._forward = True
+        self._during: Callable[[], None] | None = None
+        self._after: Callable[[], None] | None = None
+        self.cut = threading.Event()
+        self._closed = False
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to give the client."""
+        return f"127.0.0.1:{self.port}"
+
+    def arm(
+        self,
+        marker: bytes,
+        during: Callable[[], None] | None = None,
+        after: Callable[[], None] | None = None,
+        forward: bool = True,
+    ) -> None:
+        """Lose the reply of the next request containing ``marker``.
+
+        ``during`` runs once the server has answered, before the client's
+        connection closes; ``after`` right after it closed (in a thread of its
+        own). ``forward=False`` loses the request itself instead: the server
+        never sees it, the client cannot know.
+        """
+        with self._lock:
+            self._marker = marker
+            self._forward = forward
+            self._during = during
+            self._after = after
+            self.cut.clear()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self._upstream)
+            except OSError:
+                client.close()
+                continue
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sockets += [client, server]
+            state = {"cutting": False}
+            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict[str, bool]) -> None:
+        try:
+            while data := client.recv(1 << 16):
+                with self._lock:
+                    if self._marker is not None and self._marker in data:
+                        self._marker = None
+                        state["cutting"] = True
+                        if not self._forward:
+                            break
+                server.sendall(data)
+        except OSError:
+            pass
+        if state["cutting"] and not self._forward:
+            self._finish(client, server)
+        _close(client, server)
+
+    def _finish(self, client: socket.socket, server: socket.socket) -> None:
+        with self._lock:
+            during, after = self._during, self._after
+            self._during = self._after = None
+        if during is not None:
+            during()
+        _close(client, server)
+        self.cut.set()
+        if after is not None:
+            threading.Thread(target=after, daemon=True).start()
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict[str, bool]) -> None:
+        try:
+            while data := server.recv(1 << 16):
+                if state["cutting"]:
+                    if b'"result"' not in data:
+                        continue  # the transaction's monitor update: lost with the reply
+                    self._finish(client, server)
+                    break
+                client.sendall(data)
+        except OSError:
+            pass
+        _close(client, server)
+
+    def close(self) -> None:
+        """Stop accepting and close every connection."""
+        self._closed = True
+        self._listener.close()
+        for sock in self._sockets:
+            _close(sock)
+
+    def __enter__(self) -> ReplyCutter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _close(*socks: socket.socket) -> None:
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OvsdbServer]:
+    with OvsdbServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def proxy(server: OvsdbServer) -> Iterator[ReplyCutter]:
+    member = server.members[0]
+    with ReplyCutter((member.host, member.port)) as cutter:
+        yield cutter
+
+
+@pytest.fixture
+def clients(server: OvsdbServer, proxy: ReplyCutter) -> Iterator[tuple[nbdb.Database, nbdb.Database]]:
+    """(the client behind the proxy, another client talking to the server directly), in one namespace."""
+    namespace = f"f{uuid.uuid4().hex[:8]}"
+    with (
+        nbdb.connect(f"ovsdb+tcp://{proxy.address}", namespace=namespace, timeout=15) as mine,
+        nbdb.connect(server.url, namespace=namespace, timeout=15) as other,
+    ):
+        yield mine, other
+
+
+def _cut(proxy: ReplyCutter, marker: uuid.UUID | str, during: Callable[[], None]) -> None:
+    proxy.arm(str(marker).encode(), during=during)
+
+
+def test_lost_reply_of_a_create_then_a_foreign_update(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    mine, other = clients
+    ls = mine.create(LogicalSwitch(name="sw"))
+    port = LogicalSwitchPort(switch=ls, name=f"lost-create-{uuid.uuid4().hex[:6]}")
+    _cut(proxy, port.id, lambda: other.update(other.get(LogicalSwitchPort, port.id).replace(up=True)))
+    created = mine.create(port)
+    assert proxy.cut.is_set(), "the reply was not cut"
+    assert created.version == 1
+    stored = other.get(LogicalSwitchPort, port.id)
+    assert stored.up is True and stored.version == 2, "the create was applied again over the foreign update"
+    assert [p.id for p in other.list(LogicalSwitchPort)] == [port.id]
+
+
+def test_lost_reply_of_a_cas_update_then_a_foreign_update(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    mine, other = clients
+    ls = mine.create(LogicalSwitch(name="sw", external_ids={"n": "0"}))
+    _cut(proxy, "mine-1", lambda: other.update(other.get(LogicalSwitch, ls.id).replace(external_ids={"n": "theirs"})))
+    updated = mine.update(ls.replace(external_ids={"n": "mine-1"}))
+    assert proxy.cut.is_set()
+    assert updated.version == 2
+    stored = other.get(LogicalSwitch, ls.id)
+    assert stored.external_ids == {"n": "theirs"} and stored.version == 3
+
+
+def test_lost_reply_of_a_transaction_then_a_foreign_update(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    mine, other = clients
+    ls = mine.create(LogicalSwitch(name="sw"))
+    port = LogicalSwitchPort(switch=ls, name=f"lost-txn-{uuid.uuid4().hex[:6]}")
+    _cut(proxy, port.id, lambda: other.update(other.get(LogicalSwitch, ls.id).replace(name="theirs")))
+    with mine.transaction() as txn:
+        txn.create(port)
+        txn.update(ls.replace(name="mine"))
+    assert proxy.cut.is_set()
+    assert [r.version for r in txn.results if r is not None] == [1, 2]
+    assert other.get(LogicalSwitch, ls.id).name == "theirs"
+    assert other.get(LogicalSwitch, ls.id).version == 3
+    assert other.get(LogicalSwitchPort, port.id).version == 1
+
+
+def test_lost_reply_of_a_delete_is_success_or_unknown_never_a_conflict(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    mine, other = clients
+    ls = mine.create(LogicalSwitch(name="sw"))
+    port = mine.create(LogicalSwitchPort(switch=ls, name=f"lost-del-{uuid.uuid4().hex[:6]}"))
+    seen: list[bool] = []
+    _cut(proxy, port.id, lambda: seen.append(other.backend.read("LogicalSwitchPort", port.id) is None))
+    try:
+        mine.delete(port)
+    except nbdb.CommitUnknownError:
+        pass  # a deleted row keeps no token: nothing can tell whose delete it was
+    assert proxy.cut.is_set() and seen == [True]
+    assert other.list(LogicalSwitchPort) == []
+    assert other.get(LogicalSwitch, ls.id).version == 1
+
+
+def test_lost_request_of_an_update_is_sent_again_once(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """The request never reached the server: its rows are as the plan expects, so the same plan is resent."""
+    mine, other = clients
+    ls = mine.create(LogicalSwitch(name="sw", external_ids={"n": "0"}))
+    proxy.arm(b"resent-1", forward=False)
+    updated = mine.update(ls.replace(external_ids={"n": "resent-1"}))
+    assert proxy.cut.is_set()
+    assert updated.version == 2
+    stored = other.get(LogicalSwitch, ls.id)
+    assert stored.external_ids == {"n": "resent-1"} and stored.version == 2
+
+
+def test_lost_reply_of_allocate_id_then_a_foreign_allocation(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    mine, other = clients
+    name = f"ids-{uuid.uuid4().hex[:6]}"
+    first = mine.allocate_id(name)
+    theirs: list[int] = []
+    _cut(proxy, name, lambda: theirs.append(other.allocate_id(name)))
+    mine_id = mine.allocate_id(name)
+    assert proxy.cut.is_set()
+    assert theirs == [first + 2] and mine_id == first + 1, (first, mine_id, theirs)
+    assert other.allocate_id(name) == first + 3, "the lost increment was applied twice"
+
+
+def test_lost_reply_of_a_lock_request_keeps_mutual_exclusion(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """The lock's connection dies with its reply: the server frees the lock, the client asks again."""
+    mine, other = clients
+    inside: list[str] = []
+    overlaps: list[list[str]] = []
+    guard = threading.Lock()
+    done = threading.Event()
+
+    def enter(who: str) -> None:
+        with guard:
+            inside.append(who)
+            if len(inside) > 1:
+                overlaps.append(list(inside))
+
+    def leave(who: str) -> None:
+        with guard:
+            inside.remove(who)
+
+    def theirs() -> None:
+        try:
+            with other.lock("lost-lock", timeout=30):
+                enter("other")
+                threading.Event().wait(0.3)
+                leave("other")
+        finally:
+            done.set()
+
+    proxy.arm(b'"lock"', after=theirs)
+    with mine.lock("lost-lock", timeout=30) as handle:
+        enter("mine")
+        threading.Event().wait(0.3)
+        assert not handle.lost
+        leave("mine")
+    assert proxy.cut.is_set()
+    assert done.wait(40)
+    assert overlaps == []

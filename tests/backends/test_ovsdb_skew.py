@@ -1,0 +1,124 @@
+"""OVSDB schema skew: nbdb against an older and a newer OVN_Northbound schema than the one it knows.
+
+The older and newer schemas are made from the installed (Debian) one by
+removing and adding columns and a table, as releases of OVN do.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _schema() -> dict[str, Any]:
+    return dict(json.loads(find_ovn_nb_schema().read_text()))
+
+
+def _drop_table(schema: dict[str, Any], name: str) -> None:
+    """Remove a table and every column that references it (as a schema without it would be)."""
+    del schema["tables"][name]
+    for table in schema["tables"].values():
+        for column in list(table["columns"]):
+            ctype = table["columns"][column]["type"]
+            refs = [ctype.get(part) for part in ("key", "value")] if isinstance(ctype, dict) else []
+            if any(isinstance(r, dict) and r.get("refTable") == name for r in refs):
+                del table["columns"][column]
+        table["indexes"] = [i for i in table.get("indexes", []) if all(c in table["columns"] for c in i)]
+
+
+def _serve(tmp_path: Path, schema: dict[str, Any], name: str) -> OvsdbServer:
+    path = tmp_path / f"{name}.ovsschema"
+    path.write_text(json.dumps(schema))
+    return OvsdbServer(schema=path)
+
+
+def _transact(server: OvsdbServer, *ops: Any) -> Any:
+    out = run_tool(
+        [
+            str(find_binary("ovsdb-client")),
+            "--timeout=10",
+            "transact",
+            f"tcp:{server.members[0].address}",
+            json.dumps(["OVN_Northbound", *ops]),
+        ],
+        timeout=15,
+    )
+    result = json.loads(out)
+    assert not any(isinstance(r, dict) and "error" in r for r in result), result
+    return result
+
+
+@pytest.fixture(scope="module")
+def older(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvsdbServer]:
+    schema = copy.deepcopy(_schema())
+    schema["version"] = "6.0.0"
+    del schema["tables"]["Logical_Switch_Port"]["columns"]["up"]
+    del schema["tables"]["Logical_Switch_Port"]["columns"]["tag_request"]
+    _drop_table(schema, "Mirror")  # a table nbdb does not bind
+    with _serve(tmp_path_factory.mktemp("older"), schema, "older") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def newer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvsdbServer]:
+    schema = copy.deepcopy(_schema())
+    schema["version"] = "99.0.0"
+    schema["tables"]["Logical_Switch_Port"]["columns"]["future_option"] = {"type": "string"}
+    schema["tables"]["Future_Table"] = {"columns": {"name": {"type": "string"}}, "isRoot": True}
+    with _serve(tmp_path_factory.mktemp("newer"), schema, "newer") as server:
+        yield server
+
+
+def test_an_older_schema_serves_the_model_defaults_and_refuses_what_it_cannot_store(older: OvsdbServer) -> None:
+    with nbdb.connect(older.url, namespace=f"o{uuid.uuid4().hex[:6]}") as db:
+        ls = db.create(LogicalSwitch(name="old"))
+        port = db.create(LogicalSwitchPort(switch=ls, name=f"old-{uuid.uuid4().hex[:6]}", type="router"))
+        stored = db.get(LogicalSwitchPort, port.id)
+        assert stored.up is None and stored.tag_request is None and stored.type == "router"
+        with pytest.raises(nbdb.UnsupportedError, match="up"):
+            db.update(stored.replace(up=True))
+        assert db.update(stored.replace(addresses=["router"])).version == 2
+        with pytest.raises(nbdb.UnsupportedError, match="tag_request"):
+            db.create(LogicalSwitchPort(switch=ls, name=f"tagged-{uuid.uuid4().hex[:6]}", tag_request=7))
+
+
+def test_a_newer_schema_keeps_columns_nbdb_does_not_know(newer: OvsdbServer) -> None:
+    with nbdb.connect(newer.url, namespace=f"n{uuid.uuid4().hex[:6]}") as db:
+        ls = db.create(LogicalSwitch(name="new"))
+        port = db.create(LogicalSwitchPort(switch=ls, name=f"new-{uuid.uuid4().hex[:6]}"))
+        where = [["_uuid", "==", ["uuid", str(port.id)]]]
+        _transact(
+            newer, {"op": "update", "table": "Logical_Switch_Port", "where": where, "row": {"future_option": "kept"}}
+        )
+        _transact(newer, {"op": "insert", "table": "Future_Table", "row": {"name": "x"}})
+        # A change of an unknown column is no change of the object.
+        assert db.get(LogicalSwitchPort, port.id).version == 1
+        updated = db.update(port.replace(up=True))
+        assert updated.version == 2
+        row = _transact(
+            newer, {"op": "select", "table": "Logical_Switch_Port", "where": where, "columns": ["future_option", "up"]}
+        )[0]["rows"][0]
+        assert row == {"future_option": "kept", "up": True}
+
+
+def test_a_schema_without_a_table_nbdb_needs_is_a_clear_error_at_connect(tmp_path: Path) -> None:
+    schema = copy.deepcopy(_schema())
+    schema["version"] = "1.0.0"
+    _drop_table(schema, "Logical_Switch_Port")
+    with _serve(tmp_path, schema, "broken") as server:
+        with pytest.raises(nbdb.UnsupportedError, match="no table Logical_Switch_Port"):
+            nbdb.connect(server.url)

@@ -1,0 +1,143 @@
+"""One commit as one OVSDB transaction, and settling a commit whose reply was lost (no server)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb.codec import encode
+from nbdb.families.ovsdb import Mapping_, Replica
+from nbdb.families.ovsdb.planner import Outcome, plan_commit, settle
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.spi import Delete, Put
+
+pytestmark = pytest.mark.timeout(60)
+
+NB = "OVN_Northbound"
+
+
+def _applied(replica: Replica, ops: list[dict[str, Any]]) -> None:
+    """Play ovsdb-server: apply a plan's inserts, updates, mutates and deletes as one update."""
+    updates: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        table = updates.setdefault(op["table"], {})
+        if op["op"] == "insert":
+            table[op["uuid"]] = {"insert": op["row"]}
+        elif op["op"] == "update":
+            row_id = op["where"][0][2][1]
+            table[row_id] = {"modify": _diff(replica, op["table"], row_id, op["row"])}
+        elif op["op"] == "mutate":
+            ((column, _how, members),) = op["mutations"]
+            table[op["where"][0][2][1]] = {"modify": {column: members}}
+        elif op["op"] == "delete":
+            table[op["where"][0][2][1]] = {"delete": None}
+    replica.apply(NB, updates)
+
+
+def _diff(replica: Replica, table: str, row_id: str, new: dict[str, Any]) -> dict[str, Any]:
+    """The modify diff of a full-column update (maps and sets as the server toggles them)."""
+    from nbdb.families.ovsdb.datum import cell_from_wire, cell_to_wire
+
+    view = replica.views[NB]
+    old = view.rows[table][uuid.UUID(row_id)]
+    out = {}
+    for column, datum in new.items():
+        ctype = view.types[table][column]
+        value = cell_from_wire(ctype, datum)
+        before = old.get(column)
+        if ctype.is_map:
+            before = before or {}
+            pairs = {k: v for k, v in before.items() if k not in value}
+            pairs.update({k: v for k, v in value.items() if before.get(k) != v})
+            out[column] = cell_to_wire(ctype, pairs)
+        elif ctype.is_set:
+            out[column] = cell_to_wire(ctype, (before or set()) ^ value)
+        else:
+            out[column] = datum
+    return out
+
+
+def _put(obj: Any, expect: int) -> Put:
+    return Put(obj.nbdb_table, obj.id, obj.topic, encode(obj), expect)
+
+
+@pytest.fixture
+def switch(mapping: Mapping_, replica: Replica) -> LogicalSwitch:
+    ls = LogicalSwitch(name="sw")
+    with replica.cond:
+        plan = plan_commit(mapping, replica, [_put(ls, 0)], "t0")
+    _applied(replica, plan.ops)
+    return ls
+
+
+def test_a_port_create_inserts_the_row_and_adds_it_to_the_switchs_set(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    port = LogicalSwitchPort(switch=switch, name="p1")
+    with replica.cond:
+        plan = plan_commit(mapping, replica, [_put(port, 0)], "tok")
+    kinds = [(op["op"], op["table"]) for op in plan.ops]
+    assert kinds == [
+        ("wait", "Logical_Switch_Port"),  # no such row yet
+        ("insert", "Logical_Switch_Port"),
+        ("mutate", "Logical_Switch"),  # join the switch's ports: no read of the set, no conflict with siblings
+        ("wait", "Logical_Switch"),  # the switch exists at commit
+    ]
+    assert plan.ops[2]["mutations"] == [["ports", "insert", ["set", [["uuid", str(port.id)]]]]]
+    assert "tok@1" in json.dumps(plan.ops[1]["row"]["external_ids"])
+    _applied(replica, plan.ops)
+    record = replica.record("LogicalSwitchPort", port.id)
+    assert record is not None and record.version == 1
+
+
+def test_an_update_waits_on_the_stored_content_and_sends_only_what_changed(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    port = LogicalSwitchPort(switch=switch, name="p1")
+    with replica.cond:
+        _applied(replica, plan_commit(mapping, replica, [_put(port, 0)], "t1").ops)
+        stored = port.model_copy(update={"version": 1})
+        plan = plan_commit(mapping, replica, [_put(stored.replace(up=True), 1)], "t2")
+    wait, update = plan.ops[0], plan.ops[1]
+    assert wait["op"] == "wait" and "name" in wait["columns"] and "external_ids" in wait["columns"]
+    assert update["op"] == "update" and set(update["row"]) == {"up", "external_ids"}
+    assert plan.versions == [2]
+
+
+def test_a_stale_version_is_a_conflict_and_a_delete_of_a_parent_checks_its_children(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    with replica.cond, pytest.raises(nbdb.ConflictError):
+        plan_commit(mapping, replica, [_put(switch.model_copy(update={"version": 7}).replace(name="x"), 7)], "t")
+    with replica.cond:
+        plan = plan_commit(mapping, replica, [Delete("LogicalSwitch", switch.id, None, 1)], "t")
+    assert ("children", ("LogicalSwitch", switch.id)) in plan.reasons
+    children = plan.ops[plan.reasons.index(("children", ("LogicalSwitch", switch.id)))]
+    assert children["rows"] == [{"ports": ["set", []]}]  # the set columns of the children this mapping holds
+
+
+def test_settling_a_lost_reply(mapping: Mapping_, replica: Replica, switch: LogicalSwitch) -> None:
+    stored = switch.model_copy(update={"version": 1})
+    with replica.cond:
+        mine = plan_commit(mapping, replica, [_put(stored.replace(name="mine"), 1)], "mine")
+        # Nothing happened yet: the row is as the plan expects; sending it again is safe.
+        assert settle(mine, replica) is Outcome.PENDING
+        theirs = plan_commit(mapping, replica, [_put(stored.replace(name="theirs"), 1)], "theirs")
+    # Ours landed, then theirs would fail its wait; a later write by somebody else on top of ours:
+    _applied(replica, mine.ops)
+    with replica.cond:
+        later = plan_commit(mapping, replica, [_put(stored.model_copy(update={"version": 2}), 2)], "later")
+    _applied(replica, later.ops)
+    with replica.cond:
+        assert settle(mine, replica) is Outcome.LANDED
+        assert settle(theirs, replica) is Outcome.NOT_LANDED
+    # A deleted row tells nothing.
+    with replica.cond:
+        gone = plan_commit(mapping, replica, [Delete("LogicalSwitch", switch.id, None, 3)], "gone")
+    _applied(replica, gone.ops)
+    with replica.cond:
+        assert settle(gone, replica) is Outcome.UNKNOWN

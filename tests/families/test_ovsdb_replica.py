@@ -1,0 +1,130 @@
+"""The replica: update2 diffs applied per transaction, parents' sets as links, catch-ups as synthetic batches."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb.families.ovsdb import Replica
+from nbdb.families.ovsdb import replica as replica_module
+from nbdb.families.ovsdb.stream import ReplicaStream
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.watch import Watch
+
+pytestmark = pytest.mark.timeout(60)
+
+NB = "OVN_Northbound"
+
+
+def _switch(name: str, ports: list[uuid.UUID] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    return {"name": name, "ports": ["set", [["uuid", str(p)] for p in ports]], "external_ids": ["map", []]}
+
+
+def _port(name: str) -> dict[str, Any]:
+    return {"name": name, "addresses": "0a:00:00:00:00:01 10.0.0.1", "external_ids": ["map", []]}
+
+
+def _add_port(replica: Replica, switch: uuid.UUID, name: str) -> uuid.UUID:
+    port = uuid.uuid4()
+    replica.apply(NB, {
+        "Logical_Switch_Port": {str(port): {"insert": _port(name)}},
+        "Logical_Switch": {str(switch): {"modify": {"ports": ["uuid", str(port)]}}},
+    })  # fmt: skip
+    return port
+
+
+def test_a_port_and_its_parents_set_change_arrive_as_one_revision(replica: Replica) -> None:
+    switch = uuid.uuid4()
+    replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch("sw")}}})
+    start = replica.revision
+    port = _add_port(replica, switch, "p1")
+    changes = [c for c in replica.history if c.revision > start]
+    assert [(c.table, c.id) for c in changes] == [("LogicalSwitchPort", port)]
+    assert len({c.revision for c in changes}) == 1
+    record = replica.record("LogicalSwitchPort", port)
+    assert record is not None and b'"switch": "' + str(switch).encode() in record.data
+    # Leaving the parent's set makes the child invisible (the server collects it).
+    replica.apply(NB, {"Logical_Switch": {str(switch): {"modify": {"ports": ["uuid", str(port)]}}}})
+    assert replica.record("LogicalSwitchPort", port) is None
+    assert replica.history[-1].new is None
+
+
+def test_a_port_added_to_a_big_switch_renders_only_that_port(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> None:
+    switch = uuid.uuid4()
+    ports = [uuid.uuid4() for _ in range(5_000)]
+    replica.apply(NB, {
+        "Logical_Switch_Port": {str(p): {"insert": _port(f"p{i}")} for i, p in enumerate(ports)},
+        "Logical_Switch": {str(switch): {"insert": _switch("sw", ports)}},
+    })  # fmt: skip
+    assert len(replica.records) == 5_001
+    rendered: list[uuid.UUID] = []
+    real = replica_module.render
+    monkeypatch.setattr(replica_module, "render", lambda tm, id, *a: rendered.append(id) or real(tm, id, *a))
+    port = _add_port(replica, switch, "new")
+    assert rendered == [port], "a port add must not re-render its siblings or the switch"
+
+
+def test_another_namespace_is_invisible(mapping: Any) -> None:
+    from nbdb.families.ovsdb.rows import VersionBook
+
+    replica = Replica(mapping, VersionBook(), "tenant-a")
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    replica.resync(NB, {"Logical_Switch": {
+        str(mine): {"initial": {**_switch("a"), "external_ids": ["map", [["nbdb:ns", "tenant-a"]]]}},
+        str(theirs): {"initial": {**_switch("b"), "external_ids": ["map", [["nbdb:ns", "tenant-b"]]]}},
+    }})  # fmt: skip
+    assert [r.id for r in replica.select(["LogicalSwitch"], None)] == [mine]
+
+
+def test_a_resync_is_one_synthetic_batch_of_exactly_the_difference(replica: Replica) -> None:
+    keep, gone, changed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    replica.apply(NB, {"Logical_Switch": {str(i): {"insert": _switch(n)} for i, n in
+                                          ((keep, "keep"), (gone, "gone"), (changed, "old"))}})  # fmt: skip
+    start = replica.revision
+    added = uuid.uuid4()
+    replica.resync(NB, {"Logical_Switch": {str(i): {"initial": _switch(n)} for i, n in
+                                           ((keep, "keep"), (changed, "new"), (added, "added"))}})  # fmt: skip
+    changes = {(c.id, c.new is None, c.old is None) for c in replica.history if c.revision > start}
+    assert changes == {(gone, True, False), (changed, False, False), (added, False, True)}
+    assert all(c.synthetic for c in replica.history if c.revision > start)
+
+
+def test_a_watch_delivers_what_came_before_a_merged_catch_up_then_says_history_is_gone(replica: Replica) -> None:
+    stream = ReplicaStream(replica, ["LogicalSwitch"], None, replica.revision)
+    watch = Watch(stream, {"LogicalSwitch": LogicalSwitch})
+    first = uuid.uuid4()
+    replica.apply(NB, {"Logical_Switch": {str(first): {"insert": _switch("first")}}})
+    before = replica.revision
+    replica.apply(NB, {"Logical_Switch": {str(uuid.uuid4()): {"insert": _switch("merged")}}}, synthetic=True)
+    events = watch.poll(1.0)
+    assert [e.id for e in events] == [first]
+    with pytest.raises(nbdb.HistoryGoneError):
+        watch.poll(1.0)
+    assert watch.revision == before
+    with pytest.raises(nbdb.HistoryGoneError):
+        Watch(ReplicaStream(replica, ["LogicalSwitch"], None, before), {"LogicalSwitch": LogicalSwitch}).poll(1.0)
+
+
+def test_a_revision_from_before_the_replica_is_gone_unless_nothing_happened_since(mapping: Any) -> None:
+    from nbdb.families.ovsdb.replica import RevisionClock
+    from nbdb.families.ovsdb.rows import VersionBook
+
+    clock = RevisionClock()
+    asked = clock.now()  # what current_revision() handed out before the replica existed
+    replica = Replica(mapping, VersionBook(), "", clock)
+    replica.resync(NB, {})
+    assert ReplicaStream(replica, ["LogicalSwitch"], None, asked).revision == replica.start
+    with pytest.raises(nbdb.HistoryGoneError):
+        ReplicaStream(replica, ["LogicalSwitch"], None, asked - 1)
+
+
+def test_references_are_indexed_both_ways(replica: Replica) -> None:
+    switch = uuid.uuid4()
+    replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch("sw")}}})
+    port = _add_port(replica, switch, "p")
+    assert replica.referrers[("LogicalSwitch", switch)] == {("LogicalSwitchPort", port)}
+    assert isinstance(replica.record("LogicalSwitchPort", port), object)
+    assert LogicalSwitchPort  # the model the records decode to

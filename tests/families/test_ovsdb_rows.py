@@ -1,0 +1,106 @@
+"""Rows <-> model documents, the mapping of fields to columns, versions and commit tokens (no server)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.codec import decode, encode
+from nbdb.families.ovsdb import Mapping_
+from nbdb.families.ovsdb.rows import RowState, VersionBook, new_row, parse_window, push_window, render
+from nbdb.models import LogicalSwitchPort
+from nbdb.spi import Record
+
+from .conftest import NB_SCHEMA, make_mapping
+
+pytestmark = pytest.mark.timeout(60)
+
+SWITCH = uuid.UUID("11111111-1111-4111-8111-111111111111")
+
+
+def _round_trip(mapping: Mapping_, port: LogicalSwitchPort) -> LogicalSwitchPort:
+    tm = mapping.get("LogicalSwitchPort")
+    cells, _wire, ext, parents = new_row(tm, json.loads(encode(port)))
+    doc = render(tm, port.id, {**cells, "external_ids": ext}, parents)
+    return decode(LogicalSwitchPort, Record("LogicalSwitchPort", port.id, port.topic, port.version, doc.data))
+
+
+names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
+
+
+@given(
+    name=names,
+    options=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+    external_ids=st.dictionaries(st.text(max_size=8).filter(lambda k: not k.startswith("nbdb:")), st.text(max_size=8),
+                                 max_size=3),
+    up=st.none() | st.booleans(),
+    tag=st.none() | st.integers(0, 4095),
+)  # fmt: skip
+def test_a_port_survives_the_trip_through_a_row(
+    name: str, options: dict[str, str], external_ids: dict[str, str], up: bool | None, tag: int | None
+) -> None:
+    mapping = make_mapping()
+    port = LogicalSwitchPort(
+        switch=SWITCH, name=name, options=options, external_ids=external_ids, up=up, tag_request=tag,
+        addresses=["0a:00:00:00:00:01 10.0.0.1"], chassis=uuid.uuid4(),
+    )  # fmt: skip
+    assert _round_trip(mapping, port).model_dump() == port.model_dump()
+
+
+def test_reserved_external_ids_keys_are_refused(mapping: Mapping_) -> None:
+    port = LogicalSwitchPort(switch=SWITCH, name="p", external_ids={"nbdb:version": "9"})
+    with pytest.raises(nbdb.ValidationError, match="reserved"):
+        new_row(mapping.get("LogicalSwitchPort"), json.loads(encode(port)))
+
+
+def test_a_column_missing_from_an_older_schema_keeps_the_default_and_refuses_other_values() -> None:
+    older: dict[str, Any] = copy.deepcopy(NB_SCHEMA)
+    del older["tables"]["Logical_Switch_Port"]["columns"]["up"]
+    mapping = make_mapping(older)
+    tm = mapping.get("LogicalSwitchPort")
+    assert "up" in tm.missing
+    plain = LogicalSwitchPort(switch=SWITCH, name="p")
+    assert _round_trip(mapping, plain).model_dump() == plain.model_dump()
+    with pytest.raises(nbdb.UnsupportedError, match="up"):
+        new_row(tm, json.loads(encode(plain.replace(up=True))))
+
+
+def test_a_missing_bound_table_is_a_clear_error() -> None:
+    older: dict[str, Any] = copy.deepcopy(NB_SCHEMA)
+    del older["tables"]["Logical_Switch_Port"]
+    with pytest.raises(nbdb.UnsupportedError, match="no table Logical_Switch_Port"):
+        make_mapping(older)
+
+
+def test_columns_of_a_newer_schema_are_not_followed() -> None:
+    newer: dict[str, Any] = copy.deepcopy(NB_SCHEMA)
+    newer["tables"]["Logical_Switch_Port"]["columns"]["mirror_rules"] = {"type": "string"}
+    tm = make_mapping(newer).get("LogicalSwitchPort")
+    assert "mirror_rules" not in tm.monitored_columns()
+
+
+@given(st.lists(st.tuples(st.text("abcdef0123456789", min_size=1, max_size=16), st.integers(1, 10**6)),
+                max_size=8))  # fmt: skip
+def test_the_token_window_keeps_the_newest_writes_first(writes: list[tuple[str, int]]) -> None:
+    text = None
+    for token, version in writes:
+        text = push_window(text, token, version)
+    assert parse_window(text) == list(reversed(writes))[:4]
+
+
+def test_versions_come_from_nbdb_bookkeeping_and_grow_with_foreign_changes() -> None:
+    book = VersionBook()
+    id = uuid.uuid4()
+    assert book.version("T", id, RowState("a", 3, "a")) == 3  # as nbdb wrote it
+    assert book.version("T", id, RowState("b", 3, "a")) == 4  # changed by another writer
+    assert book.version("T", id, RowState("c", 3, "a")) == 5  # and again
+    assert book.version("T", id, RowState("c", 3, "a")) == 5  # the same state: the same version
+    book.forget("T", id)
+    assert book.version("T", id, RowState("d", 0, "")) == 1

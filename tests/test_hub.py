@@ -1,0 +1,124 @@
+"""The shared watch of a Database: one backend stream for many caches, with the contract kept."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import pytest
+
+import nbdb
+from nbdb.api import Database
+from nbdb.backends.memory import MemoryBackend
+from nbdb.hub import WatchHub
+from nbdb.models import LogicalRouter, LogicalSwitch, LogicalSwitchPort
+from nbdb.spi import RecordStream
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class CountingBackend(MemoryBackend):
+    """The memory store, counting the change streams opened on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches: list[tuple[tuple[str, ...], object]] = []
+
+    def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
+        self.watches.append((tuple(tables), None if topics is None else frozenset(topics)))
+        return super().watch(tables, topics, since)
+
+
+def test_many_caches_share_one_stream_and_each_sees_its_own() -> None:
+    backend = CountingBackend()
+    with Database(backend) as db:
+        caches = [db.cache(LogicalSwitch, topics=[f"t{i % 3}"]) for i in range(12)]
+        for cache in caches:
+            assert cache.wait_synced(10)
+        made = [db.create(LogicalSwitch(name=f"s{i}", topic=f"t{i % 3}")) for i in range(9)]
+        revision = db.list(LogicalSwitch).revision
+        for i, cache in enumerate(caches):
+            assert cache.wait_for(revision, 10)
+            assert {s.id for s in cache.list(LogicalSwitch)} == {s.id for s in made if s.topic == f"t{i % 3}"}
+        assert len(backend.watches) <= 4  # one, re-opened at most once per new topic
+
+
+def test_a_cache_of_other_tables_widens_the_stream_without_a_gap() -> None:
+    backend = CountingBackend()
+    with Database(backend) as db:
+        switches = db.cache(LogicalSwitch)
+        assert switches.wait_synced(10)
+        sw = db.create(LogicalSwitch(name="a"))
+        ports = db.cache(LogicalSwitchPort)
+        assert ports.wait_synced(10)
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        router = db.create(LogicalRouter(name="r"))
+        assert ports.wait_for(port, 10) and ports.get(LogicalSwitchPort, port.id) == port
+        assert switches.wait_for(router.nbdb_revision, 10)
+        assert switches.get(LogicalSwitch, sw.id) == sw
+        assert any("LogicalSwitchPort" in tables for tables, _ in backend.watches)
+
+
+def test_a_stream_behind_what_the_hub_holds_is_told_to_relist() -> None:
+    backend = MemoryBackend()
+    hub = WatchHub(backend, buffer=10)
+    db = Database(backend)
+    try:
+        start = db.list(LogicalSwitch).revision
+        follower = hub.stream(["LogicalSwitch"], None, start)
+        seen = []
+        for i in range(40):  # a follower that keeps up with a 10-change buffer loses nothing
+            made = db.create(LogicalSwitch(name=f"s{i}"))
+            while not any(c.new is not None and c.new.id == made.id for c in seen):
+                seen += follower.poll(5)
+        late = db.list(LogicalSwitch).revision
+        assert len(seen) == 40 and [c.revision for c in seen] == sorted(c.revision for c in seen)
+        assert follower.revision == late
+        behind = hub.stream(["LogicalSwitch"], None, start)
+        with pytest.raises(nbdb.HistoryGoneError):
+            behind.poll(1)
+        current = hub.stream(["LogicalSwitch"], None, late)
+        db.create(LogicalSwitch(name="next"))
+        assert [c.new.id for c in current.poll(5) if c.new] != []
+    finally:
+        hub.close()
+        db.close()
+
+
+class ForgetfulBackend(MemoryBackend):
+    """The memory store, whose first change stream says its history is gone after one poll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = True
+
+    def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
+        stream = super().watch(tables, topics, since)
+        if not self.first:
+            return stream
+        self.first = False
+        original = stream.poll
+
+        def poll(timeout: float | None) -> list[object]:
+            stream.poll = _raise  # type: ignore[method-assign]
+            return original(timeout)  # type: ignore[return-value]
+
+        stream.poll = poll  # type: ignore[method-assign]
+        return stream
+
+
+def _raise(timeout: float | None) -> list[object]:
+    raise nbdb.HistoryGoneError("injected: the server forgot")
+
+
+def test_when_the_backend_loses_history_every_cache_relists_and_converges() -> None:
+    backend = ForgetfulBackend()
+    with Database(backend) as db:
+        caches = [db.cache(LogicalSwitch) for _ in range(3)]
+        for cache in caches:
+            assert cache.wait_synced(10)
+        made = [db.create(LogicalSwitch(name=f"s{i}")) for i in range(5)]
+        revision = db.list(LogicalSwitch).revision
+        for cache in caches:
+            assert cache.wait_for(revision, 10)
+            assert {s.id for s in cache.list(LogicalSwitch)} == {s.id for s in made}
+        assert sum(cache.relists for cache in caches) >= 3
