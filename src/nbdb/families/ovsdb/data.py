@@ -95,12 +95,15 @@ class OvsdbDataApi(Backend):
     def _unique_holder(self, plan: Plan) -> errors.UniqueViolationError | None:
         """The unique value of ``plan`` another row holds now, naming it (None: nobody holds any)."""
         tables = self.mapping.tables
+        checks = [c for c in plan.unique if c.rule.key_column is not None or c.rule.where_ok]
+        if not checks:
+            return None
         selects = [
             holder_select(tables[c.key[0]], holder_where(tables[c.key[0]], c.rule, self.namespace, c.value))
-            for c in plan.unique
+            for c in checks
         ]
         found = [r.get("rows", []) for r in self._idempotent(plan.db, selects)]
-        return diagnose(plan.unique, found, tables, self.namespace, (key[1] for key in plan.keys))
+        return diagnose(checks, found, tables, self.namespace, (key[1] for key in plan.keys))
 
     def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
         tm = self.mapping.get(table)

@@ -183,6 +183,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         started = time.time()
         deadline = time.monotonic() + self.commit_timeout
         synced = False
+        holder_gone = False
         resend: Plan | None = None
         for attempt in range(_ATTEMPTS):
             plan = resend
@@ -241,9 +242,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 violation = self._unique_holder(plan)
                 if violation is not None:
                     raise violation
-                self._sync(plan.db)  # its holder is gone already: plan again
-                synced = True
-                continue
+                if not holder_gone:
+                    holder_gone = True  # its holder is gone already: plan again, once
+                    self._sync(plan.db)
+                    synced = True
+                    continue
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.
@@ -321,9 +324,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 with self.replica.cond:
                     refs = sorted(self.replica.referrers.get(detail, ()), key=str)
                 return rules.still_referenced(detail, refs)
+        if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
+            return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")
         if isinstance(failure, results.ConstraintViolation):
-            if failure.unique_index:
-                return errors.ConflictError(f"an object with the same unique key exists: {failure.details}")
             return errors.ValidationError(f"OVSDB refused a value: {failure.details}")
         if isinstance(failure, results.ReferentialIntegrityViolation):
             return errors.ReferenceError(f"OVSDB referential integrity: {failure.details}")
