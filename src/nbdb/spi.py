@@ -313,6 +313,7 @@ class Backend(ABC):
         Most stores hold any table; OVSDB holds only the tables its served
         schemas have. Reads of such a table find nothing; writes raise.
         """
+        return None
 
     # ---------------------------------------------------------------- optional, per capability
     # A backend offers these when its capabilities say so; the defaults refuse.
