@@ -1,0 +1,265 @@
+"""Group commit for the key-value family: commits that meet in flight travel together.
+
+Threads of one Database that commit at the same time queue up; the thread at
+the head of the queue (the *leader*) takes the commits waiting behind it that
+can share one request with its own, sends them as one group, hands each
+waiting thread its own outcome and wakes the next leader. A thread that
+commits while nothing is in flight is its own leader and sends its commit
+alone, exactly as without grouping, so one thread is not slowed down; under
+concurrency, one request carries many commits and its round trip, its
+syscalls and the server's per-request cost are shared (LevelDB's writer
+queue; PostgreSQL's group commit of WAL flushes).
+
+Each commit of a group keeps its own atomicity, conditions, result and
+commit token: grouping changes how commits travel, never what they mean. A
+store says which commits may share a request through a :class:`CommitGroup`:
+
+* :class:`PipelinedGroup` — the store runs the group's commits one after the
+  other, each atomically (a Redis pipeline of scripts): any commits fit.
+* :class:`SnapshotGroup` — the store checks every commit's conditions against
+  one snapshot and then applies the commits whose conditions held, at one
+  revision (nested etcd transactions). That equals running them one after the
+  other only if no commit writes a key another one reads or writes, so the
+  group admits only commits with disjoint footprints (:func:`footprint`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeAlias, TypeVar
+
+from nbdb import errors
+from nbdb.families.kvtypes import KeyCommit, LeaseHeld, PrefixUnchangedSince
+
+__all__ = [
+    "CommitGroup",
+    "Footprint",
+    "GroupCommitter",
+    "Outcome",
+    "PipelinedGroup",
+    "SnapshotGroup",
+    "footprint",
+]
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C")
+
+Outcome: TypeAlias = "int | BaseException | None"
+"""One commit's outcome in a group: its revision, None (its conditions failed), or the error it ends with."""
+
+
+class CommitGroup(Generic[C]):
+    """The commits one request carries; :meth:`admit` says whether one more fits."""
+
+    def __init__(self, max_commits: int) -> None:
+        self.max_commits = max_commits
+        self.commits: list[C] = []
+
+    def admit(self, commit: C) -> bool:
+        """Add ``commit`` if it fits with those already admitted (the first always does)."""
+        if self.commits and (len(self.commits) >= self.max_commits or not self.fits(commit)):
+            return False
+        self.commits.append(commit)
+        self.added(commit)
+        return True
+
+    def fits(self, commit: C) -> bool:
+        """Whether ``commit`` may join the commits already admitted (subclasses add rules)."""
+        return True
+
+    def added(self, commit: C) -> None:
+        """Account for an admitted commit (subclasses keep their running totals here)."""
+
+
+class PipelinedGroup(CommitGroup[C]):
+    """A group whose commits the store runs one after the other, each atomically: only the count is limited."""
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """The keys a commit reads (its conditions) and writes (its puts and deletes)."""
+
+    reads: frozenset[str]
+    prefixes: tuple[str, ...]
+    """Key prefixes its conditions read (PrefixUnchangedSince)."""
+    writes: frozenset[str]
+
+
+def footprint(commit: KeyCommit, lock_key: Callable[[str], str]) -> Footprint:
+    """What ``commit`` reads and writes; ``lock_key`` names a lock's key (LeaseHeld reads it)."""
+    reads: set[str] = set()
+    prefixes: list[str] = []
+    for condition in commit.conditions:
+        if isinstance(condition, PrefixUnchangedSince):
+            prefixes.append(condition.prefix)
+        elif isinstance(condition, LeaseHeld):
+            reads.add(lock_key(condition.name))
+        else:
+            reads.add(condition.key)
+    writes = {*commit.puts, *commit.deletes}
+    if commit.token is not None:
+        writes.add(commit.token.key)
+    return Footprint(frozenset(reads), tuple(prefixes), frozenset(writes))
+
+
+class SnapshotGroup(CommitGroup[KeyCommit]):
+    """A group whose conditions the store checks against one snapshot: footprints must be disjoint.
+
+    A commit joins if it writes no key another member reads, writes or ranges
+    over, and reads or ranges over no key another member writes: then each
+    commit's conditions see exactly what they would see if the group ran one
+    commit after the other, in any order. Reading the same keys is fine.
+    ``cost(commit)`` returns the store operations and bytes a commit adds;
+    the group stays within ``max_ops`` (per commit, once ``fixed_ops`` per
+    member is counted) and ``max_bytes`` in all.
+    """
+
+    def __init__(
+        self,
+        max_commits: int,
+        lock_key: Callable[[str], str],
+        cost: Callable[[KeyCommit], tuple[int, int]],
+        max_ops: int | None,
+        max_bytes: int | None,
+    ) -> None:
+        super().__init__(max_commits if max_ops is None else min(max_commits, max_ops))
+        self._lock_key, self._cost = lock_key, cost
+        self._max_ops, self._max_bytes = max_ops, max_bytes
+        self._reads: set[str] = set()
+        self._prefixes: list[str] = []
+        self._writes: set[str] = set()
+        self._widest = 0
+        self._bytes = 0
+        self._pending: tuple[Footprint, int, int] | None = None
+
+    def fits(self, commit: KeyCommit) -> bool:
+        mark = footprint(commit, self._lock_key)
+        ops, size = self._cost(commit)
+        widest = max(self._widest, ops)
+        if self._max_ops is not None and len(self.commits) + 1 + widest > self._max_ops:
+            return False
+        if self._max_bytes is not None and self._bytes + size > self._max_bytes:
+            return False
+        if not mark.writes.isdisjoint(self._writes) or not mark.writes.isdisjoint(self._reads):
+            return False
+        if not mark.reads.isdisjoint(self._writes):
+            return False
+        if self._prefixes and any(key.startswith(p) for key in mark.writes for p in self._prefixes):
+            return False
+        if mark.prefixes and any(key.startswith(p) for key in self._writes for p in mark.prefixes):
+            return False
+        self._pending = (mark, ops, size)
+        return True
+
+    def added(self, commit: KeyCommit) -> None:
+        if self._pending is None:  # the first member: nothing was checked
+            mark = footprint(commit, self._lock_key)
+            ops, size = self._cost(commit)
+        else:
+            mark, ops, size = self._pending
+            self._pending = None
+        self._reads |= mark.reads
+        self._prefixes += mark.prefixes
+        self._writes |= mark.writes
+        self._widest = max(self._widest, ops)
+        self._bytes += size
+
+
+class _Waiter(Generic[C]):
+    """One queued commit and, once the leader has sent it, its outcome."""
+
+    __slots__ = ("commit", "done", "outcome", "wake")
+
+    def __init__(self, commit: C) -> None:
+        self.commit = commit
+        self.done = False
+        self.outcome: Outcome = None
+        self.wake: threading.Condition | None = None
+
+    def result(self) -> int | None:
+        outcome = self.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+class GroupCommitter(Generic[C]):
+    """Sends commits of many threads, one request in flight, grouping those that wait (see the module docstring).
+
+    ``alone(commit)`` sends one commit as the store always did; ``together(commits)``
+    sends a group in one request and returns each commit's :data:`Outcome` in
+    order; ``new_group()`` says which commits a request may carry.
+    """
+
+    def __init__(
+        self,
+        alone: Callable[[C], int | None],
+        together: Callable[[Sequence[C]], list[Outcome]],
+        new_group: Callable[[], CommitGroup[C]],
+    ) -> None:
+        self._alone, self._together, self._new_group = alone, together, new_group
+        self._lock = threading.Lock()
+        self._queue: deque[_Waiter[C]] = deque()
+
+    def commit(self, commit: C) -> int | None:
+        """Send ``commit`` (alone, or with others in flight at the same time): its revision, or None."""
+        me = _Waiter(commit)
+        with self._lock:
+            queue = self._queue
+            queue.append(me)
+            if len(queue) > 1:
+                # Someone leads: wait to be sent by them, or to lead the next group.
+                me.wake = wake = threading.Condition(self._lock)
+                while not me.done and queue[0] is not me:
+                    wake.wait()
+                if me.done:
+                    return me.result()
+            members = self._gather()
+        try:
+            outcomes = self._send(members)
+        except errors.NbdbError as exc:
+            # The store's answer for the whole request (unreachable, outcome unknown...): it is every member's.
+            outcomes = [exc] * len(members)
+        except BaseException as exc:
+            # Interrupted, or a bug: the leader re-raises it; the others cannot tell what reached the store.
+            log.warning("a group commit failed with %r; its other commits settle their outcome", exc)
+            unknown = errors.CommitUnknownError(f"a commit sent in a group has an unknown outcome ({exc!r})")
+            outcomes = [exc, *([unknown] * (len(members) - 1))]
+        with self._lock:
+            for waiter, outcome in zip(members, outcomes, strict=True):
+                waiter.outcome = outcome
+                waiter.done = True
+                queue.popleft()
+                if waiter.wake is not None and waiter is not me:
+                    waiter.wake.notify()
+            if queue:
+                head = queue[0].wake
+                assert head is not None  # every waiter queued behind another has one
+                head.notify()
+        return me.result()
+
+    def _gather(self) -> list[_Waiter[C]]:
+        """The head of the queue (the caller) and the waiters behind it that fit in one group."""
+        group = self._new_group()
+        members: list[_Waiter[C]] = []
+        for waiter in self._queue:
+            if not group.admit(waiter.commit):
+                break
+            members.append(waiter)
+        return members
+
+    def _send(self, members: Sequence[_Waiter[C]]) -> list[Outcome]:
+        if len(members) == 1:
+            try:
+                return [self._alone(members[0].commit)]
+            except errors.NbdbError as exc:
+                return [exc]
+        outcomes = self._together([w.commit for w in members])
+        if len(outcomes) != len(members):
+            raise AssertionError(f"a group of {len(members)} commits came back with {len(outcomes)} outcomes")
+        return outcomes
