@@ -179,7 +179,8 @@ class _Waiter(Generic[C]):
         self.commit = commit
         self.done = False
         self.outcome: Outcome = None
-        self.wake: threading.Condition | None = None
+        self.wake: threading.Lock | None = None
+        """Held while the waiter sleeps; released once, when it is done or heads the queue."""
 
     def result(self) -> int | None:
         outcome = self.outcome
@@ -210,15 +211,18 @@ class GroupCommitter(Generic[C]):
         """Send ``commit`` (alone, or with others in flight at the same time): its revision, or None."""
         me = _Waiter(commit)
         with self._lock:
-            queue = self._queue
-            queue.append(me)
-            if len(queue) > 1:
-                # Someone leads: wait to be sent by them, or to lead the next group.
-                me.wake = wake = threading.Condition(self._lock)
-                while not me.done and queue[0] is not me:
-                    wake.wait()
-                if me.done:
-                    return me.result()
+            self._queue.append(me)
+            if len(self._queue) > 1:
+                # Someone leads: sleep until they sent this commit, or until it heads the queue.
+                # A lock of its own (not a condition on the queue's lock) wakes one thread, once,
+                # without the woken threads contending for the queue's lock.
+                me.wake = threading.Lock()
+                me.wake.acquire()
+        if me.wake is not None:
+            me.wake.acquire()
+            if me.done:
+                return me.result()
+        with self._lock:
             members = self._gather()
         try:
             outcomes = self._send(members)
@@ -230,17 +234,20 @@ class GroupCommitter(Generic[C]):
             log.warning("a group commit failed with %r; its other commits settle their outcome", exc)
             unknown = errors.CommitUnknownError(f"a commit sent in a group has an unknown outcome ({exc!r})")
             outcomes = [exc, *([unknown] * (len(members) - 1))]
+        for waiter, outcome in zip(members, outcomes, strict=True):
+            waiter.outcome = outcome
+            waiter.done = True
         with self._lock:
-            for waiter, outcome in zip(members, outcomes, strict=True):
-                waiter.outcome = outcome
-                waiter.done = True
-                queue.popleft()
-                if waiter.wake is not None and waiter is not me:
-                    waiter.wake.notify()
-            if queue:
-                head = queue[0].wake
-                assert head is not None  # every waiter queued behind another has one
-                head.notify()
+            for _ in members:
+                self._queue.popleft()
+            head = self._queue[0] if self._queue else None
+        # The next leader first: its group leaves while this one's threads wake up.
+        if head is not None:
+            assert head.wake is not None  # every waiter queued behind another has one
+            head.wake.release()
+        for waiter in members[1:]:
+            assert waiter.wake is not None
+            waiter.wake.release()
         return me.result()
 
     def _gather(self) -> list[_Waiter[C]]:
