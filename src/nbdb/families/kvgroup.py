@@ -173,11 +173,12 @@ class SnapshotGroup(CommitGroup[KeyCommit]):
 class _Waiter(Generic[C]):
     """One queued commit and, once the leader has sent it, its outcome."""
 
-    __slots__ = ("commit", "done", "outcome", "wake")
+    __slots__ = ("commit", "done", "leads", "outcome", "wake")
 
     def __init__(self, commit: C) -> None:
         self.commit = commit
         self.done = False
+        self.leads = False
         self.outcome: Outcome = None
         self.wake: threading.Lock | None = None
         """Held while the waiter sleeps; released once, when it is done or heads the queue."""
@@ -190,11 +191,13 @@ class _Waiter(Generic[C]):
 
 
 class GroupCommitter(Generic[C]):
-    """Sends commits of many threads, one request in flight, grouping those that wait (see the module docstring).
+    """Sends commits of many threads, a few requests in flight, grouping those that wait (see the module docstring).
 
     ``alone(commit)`` sends one commit as the store always did; ``together(commits)``
     sends a group in one request and returns each commit's :data:`Outcome` in
-    order; ``new_group()`` says which commits a request may carry.
+    order; ``new_group()`` says which commits a request may carry. At most
+    ``in_flight`` requests are out at once: more than one lets a store that
+    batches its own work (etcd's raft log, its disk syncs) overlap them.
     """
 
     def __init__(
@@ -202,28 +205,36 @@ class GroupCommitter(Generic[C]):
         alone: Callable[[C], int | None],
         together: Callable[[Sequence[C]], list[Outcome]],
         new_group: Callable[[], CommitGroup[C]],
+        in_flight: int = 1,
     ) -> None:
         self._alone, self._together, self._new_group = alone, together, new_group
+        self.in_flight = in_flight
         self._lock = threading.Lock()
         self._queue: deque[_Waiter[C]] = deque()
+        """Commits not sent yet, oldest first."""
+        self._sending = 0
 
     def commit(self, commit: C) -> int | None:
         """Send ``commit`` (alone, or with others in flight at the same time): its revision, or None."""
         me = _Waiter(commit)
         with self._lock:
             self._queue.append(me)
-            if len(self._queue) > 1:
-                # Someone leads: sleep until they sent this commit, or until it heads the queue.
+            wake = None
+            if self._sending >= self.in_flight or len(self._queue) > 1:
+                # Others lead: sleep until one sent this commit, or until this one may lead.
                 # A lock of its own (not a condition on the queue's lock) wakes one thread, once,
                 # without the woken threads contending for the queue's lock.
-                me.wake = threading.Lock()
-                me.wake.acquire()
-        if me.wake is not None:
-            me.wake.acquire()
+                me.wake = wake = threading.Lock()
+                wake.acquire()
+            else:
+                self._sending += 1
+                members = self._gather()
+        if wake is not None:
+            wake.acquire()
             if me.done:
                 return me.result()
-        with self._lock:
-            members = self._gather()
+            with self._lock:  # woken to lead: _next_leader counted this request already
+                members = self._gather()
         try:
             outcomes = self._send(members)
         except errors.NbdbError as exc:
@@ -238,26 +249,34 @@ class GroupCommitter(Generic[C]):
             waiter.outcome = outcome
             waiter.done = True
         with self._lock:
-            for _ in members:
-                self._queue.popleft()
-            head = self._queue[0] if self._queue else None
+            self._sending -= 1
+            leader = self._next_leader()
         # The next leader first: its group leaves while this one's threads wake up.
-        if head is not None:
-            assert head.wake is not None  # every waiter queued behind another has one
-            head.wake.release()
+        if leader is not None:
+            leader.release()
         for waiter in members[1:]:
-            assert waiter.wake is not None
+            assert waiter.wake is not None  # every member waited behind its leader
             waiter.wake.release()
         return me.result()
 
+    def _next_leader(self) -> threading.Lock | None:
+        """The wake-up of the oldest unsent commit if a request may leave now (the caller holds the lock)."""
+        if not self._queue or self._sending >= self.in_flight:
+            return None
+        head = self._queue[0]
+        if head.leads:
+            return None  # already woken to lead, not yet gathering
+        head.leads = True
+        self._sending += 1  # counted now, so that no other thread wakes a second leader for it
+        return head.wake
+
     def _gather(self) -> list[_Waiter[C]]:
-        """The head of the queue (the caller) and the waiters behind it that fit in one group."""
+        """Take the head of the queue (the caller) and the waiters behind it that fit in one group."""
         group = self._new_group()
         members: list[_Waiter[C]] = []
-        for waiter in self._queue:
-            if not group.admit(waiter.commit):
-                break
-            members.append(waiter)
+        queue = self._queue
+        while queue and group.admit(queue[0].commit):
+            members.append(queue.popleft())
         return members
 
     def _send(self, members: Sequence[_Waiter[C]]) -> list[Outcome]:

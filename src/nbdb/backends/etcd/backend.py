@@ -21,6 +21,7 @@ from nbdb.families.kv import (
     Condition,
     Exists,
     KeyChange,
+    KeyCommit,
     KeyStream,
     KeyValue,
     KeyValueBackend,
@@ -28,6 +29,7 @@ from nbdb.families.kv import (
     PrefixUnchangedSince,
     VersionIs,
 )
+from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.options import Options, redact, split_hosts, split_userinfo
 
 __all__ = ["EtcdBackend"]
@@ -40,7 +42,7 @@ _PAGE = 2000
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
 _OPTIONS = {
     "namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "retry_backoff",
-    "retry_deadline", "progress_interval", "max_txn_ops", "max_request_bytes",
+    "retry_deadline", "progress_interval", "max_txn_ops", "max_request_bytes", "group_commit",
 }  # fmt: skip
 
 
@@ -88,6 +90,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
         retry=opts.retry_policy(EtcdSettings.default_retry(len(endpoints))),
         max_txn_ops=opts.integer("max_txn_ops", 128, minimum=4),
         max_request_bytes=opts.integer("max_request_bytes", 1_572_864, minimum=65_536),
+        group_commit=opts.integer("group_commit", EtcdSettings.group_commit, minimum=0),
     )
     path = unquote(parts.path).strip("/")
     prefix = f"{path}/" if path else DEFAULT_PREFIX
@@ -99,6 +102,18 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
 
 def _kv(kv: wire.KV) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), kv.value, kv.version, kv.mod_revision)
+
+
+def _txn_cost(commit: KeyCommit) -> tuple[int, int]:
+    """The operations (compares, writes or reads: the largest list) and bytes a commit adds to a transaction."""
+    token = 0 if commit.token is None else 1
+    writes = len(commit.puts) + len({*commit.deletes} - commit.puts.keys())
+    size = sum(len(k) + len(v) for k, v in commit.puts.items()) + sum(len(k) for k in commit.deletes)
+    size += sum(len(c.prefix if isinstance(c, PrefixUnchangedSince) else c.name if isinstance(c, LeaseHeld) else c.key)
+                for c in commit.conditions)  # fmt: skip
+    # Each operation's own framing, generously: the byte limit keeps a tenth in reserve besides.
+    size += 16 * (len(commit.conditions) + writes + 2 * token)
+    return max(len(commit.conditions) + token, writes + token, token), size
 
 
 def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
@@ -284,6 +299,7 @@ class EtcdBackend(KeyValueBackend):
     def __init__(self, client: EtcdClient, key_prefix: str = DEFAULT_PREFIX, progress_interval: float = 5.0) -> None:
         super().__init__(key_prefix, client.settings.policy)
         self.client = client
+        self.group_commit = client.settings.group_commit
         # The limits are the server's flags, which the URL can say were raised.
         settings = client.settings
         if (settings.max_txn_ops, settings.max_request_bytes) != (128, 1_572_864):
@@ -378,26 +394,64 @@ class EtcdBackend(KeyValueBackend):
         deletes: Sequence[str],
         token: CommitToken | None = None,
     ) -> int | None:
-        deleted = [k for k in dict.fromkeys(deletes) if k not in puts]
-        compares = [_compare(c, self.layout.lock) for c in conditions]
+        commit = KeyCommit(conditions, puts, deletes, token)
+        header, succeeded, ranges, maybe_applied = self.client.txn(wire.txn_request(*self._txn_parts(commit)))
+        return self._outcome(commit, succeeded, ranges, header.revision, maybe_applied)
+
+    def _txn_parts(self, commit: KeyCommit) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """A commit's compares, writes, and (with a token) the read of its token when the compares fail."""
+        token = commit.token
+        deleted = [k for k in dict.fromkeys(commit.deletes) if k not in commit.puts]
+        compares = [_compare(c, self.layout.lock) for c in commit.conditions]
         lease = self._lease_for_tokens(token.ttl) if token is not None else 0
         ops = [wire.request_put(k.encode(), v, lease if token is not None and k == token.key else 0)
-               for k, v in puts.items()]  # fmt: skip
+               for k, v in commit.puts.items()]  # fmt: skip
         ops += [wire.request_delete(k.encode()) for k in deleted]
         # When the compares fail, read the token in the same round trip: after a lost
         # reply it tells whether the earlier try is the one that wrote it.
         failure = [wire.request_range(token.key.encode())] if token is not None else []
-        header, succeeded, ranges, maybe_applied = self.client.txn(wire.txn_request(compares, ops, failure))
+        return compares, ops, failure
+
+    def _outcome(
+        self, commit: KeyCommit, succeeded: bool, ranges: list[list[wire.KV]], revision: int, maybe_applied: bool
+    ) -> int | None:
+        """What a transaction's answer means for ``commit``: its revision, None, or CommitUnknownError."""
         if succeeded:
-            return header.revision
+            return revision
+        token = commit.token
         if token is not None and maybe_applied:
             stored = ranges[0] if ranges else []
-            if stored and stored[0].value == puts[token.key]:
+            if stored and stored[0].value == commit.puts[token.key]:
                 log.info("etcd: a commit whose reply was lost had been applied (revision %d)", stored[0].mod_revision)
                 return stored[0].mod_revision
             # Not applied as of this read; the family voids the token so that it never will be.
             raise errors.CommitUnknownError("etcd: a lost reply left the commit's outcome open")
         return None
+
+    def commit_group(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        """One transaction holding each commit as a nested transaction, all at one revision.
+
+        etcd checks every nested transaction's compares against the state before
+        the transaction and applies the ones that hold, so each commit gets its own
+        outcome in one round trip; :class:`SnapshotGroup` admits only commits
+        whose keys are disjoint, for which that equals applying them one by one.
+        """
+        sent = [c.with_token_key() for c in commits]
+        request = wire.txn_request([], [wire.request_txn(wire.txn_request(*self._txn_parts(c))) for c in sent])
+        header, nested, maybe_applied = self.client.nested_txns(request)
+        if len(nested) != len(sent):
+            raise errors.BackendUnavailableError(f"etcd answered {len(nested)} of {len(sent)} nested transactions")
+        outcomes: list[Outcome] = []
+        for commit, (succeeded, ranges) in zip(sent, nested, strict=True):
+            try:
+                outcomes.append(self._outcome(commit, succeeded, ranges, header.revision, maybe_applied))
+            except errors.CommitUnknownError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def new_commit_group(self) -> CommitGroup[KeyCommit]:
+        caps = self.capabilities
+        return SnapshotGroup(self.group_commit, self.layout.lock, _txn_cost, caps.max_txn_ops, caps.max_txn_bytes)
 
     def _lease_for_tokens(self, ttl: float) -> int:
         lease, granted = self._token_lease

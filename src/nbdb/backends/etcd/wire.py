@@ -37,6 +37,7 @@ __all__ = [
     "parse_authenticate",
     "parse_header_only",
     "parse_lease",
+    "parse_nested_txns",
     "parse_range",
     "parse_status",
     "parse_txn",
@@ -46,6 +47,7 @@ __all__ = [
     "request_delete",
     "request_put",
     "request_range",
+    "request_txn",
     "txn_request",
     "watch_create_request",
     "watch_progress_request",
@@ -139,6 +141,11 @@ def request_delete(key: bytes, range_end: bytes = b"") -> bytes:
     """RequestOp wrapping a DeleteRangeRequest."""
     delete = _Writer().blob(1, key, force=True).blob(2, range_end).done()
     return _Writer().blob(3, delete, force=True).done()
+
+
+def request_txn(txn: bytes) -> bytes:
+    """RequestOp wrapping a TxnRequest (a nested transaction, etcd 3.3+)."""
+    return _Writer().blob(4, txn, force=True).done()
 
 
 def compare(key: bytes, target: int, result: int, value: int | bytes, range_end: bytes = b"") -> bytes:
@@ -350,6 +357,19 @@ def parse_txn(data: bytes) -> tuple[Header, bool, list[list[KV]]]:
         inner = _bytes(of, 1)
         ranges.append([_kv(m) for m in _messages(_parse(inner), 2)] if 1 in of else [])
     return _header(_bytes(f, 1)), bool(_int(f, 2)), ranges
+
+
+def parse_nested_txns(data: bytes) -> tuple[Header, list[tuple[bool, list[list[KV]]]]]:
+    """A TxnResponse whose responses are nested transactions': header, and each one's succeeded and ranges."""
+    f = _parse(data)
+    nested: list[tuple[bool, list[list[KV]]]] = []
+    for op in _messages(f, 3):
+        of = _parse(op)
+        if 4 not in of:
+            raise WireError("a nested transaction's response is not a transaction response")
+        _, succeeded, ranges = parse_txn(_bytes(of, 4))
+        nested.append((succeeded, ranges))
+    return _header(_bytes(f, 1)), nested
 
 
 def parse_lease(data: bytes) -> tuple[Header, int, int, str]:
