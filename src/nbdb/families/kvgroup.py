@@ -213,6 +213,10 @@ class GroupCommitter(Generic[C]):
         self._queue: deque[_Waiter[C]] = deque()
         """Commits not sent yet, oldest first."""
         self._sending = 0
+        self.requests = 0
+        """Requests sent so far (a group or a lone commit each)."""
+        self.grouped = 0
+        """Commits sent so far in groups of two or more."""
 
     def commit(self, commit: C) -> int | None:
         """Send ``commit`` (alone, or with others in flight at the same time): its revision, or None."""
@@ -277,6 +281,9 @@ class GroupCommitter(Generic[C]):
         queue = self._queue
         while queue and group.admit(queue[0].commit):
             members.append(queue.popleft())
+        self.requests += 1
+        if len(members) > 1:
+            self.grouped += len(members)
         return members
 
     def _send(self, members: Sequence[_Waiter[C]]) -> list[Outcome]:
