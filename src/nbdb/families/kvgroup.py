@@ -276,11 +276,13 @@ class GroupCommitter(Generic[C]):
 
     def _gather(self) -> list[_Waiter[C]]:
         """Take the head of the queue (the caller) and the waiters behind it that fit in one group."""
-        group = self._new_group()
-        members: list[_Waiter[C]] = []
         queue = self._queue
-        while queue and group.admit(queue[0].commit):
-            members.append(queue.popleft())
+        members = [queue.popleft()]
+        if queue:  # a lone commit skips working out what would fit with it
+            group = self._new_group()
+            group.admit(members[0].commit)
+            while queue and group.admit(queue[0].commit):
+                members.append(queue.popleft())
         self.requests += 1
         if len(members) > 1:
             self.grouped += len(members)
