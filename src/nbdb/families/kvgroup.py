@@ -220,25 +220,30 @@ class GroupCommitter(Generic[C]):
 
     def commit(self, commit: C) -> int | None:
         """Send ``commit`` (alone, or with others in flight at the same time): its revision, or None."""
-        me = _Waiter(commit)
         with self._lock:
-            self._queue.append(me)
-            wake = None
-            if self._sending >= self.in_flight or len(self._queue) > 1:
+            alone = not self._queue and self._sending < self.in_flight
+            if alone:
+                self._sending += 1
+                self.requests += 1
+            else:
                 # Others lead: sleep until one sent this commit, or until this one may lead.
                 # A lock of its own (not a condition on the queue's lock) wakes one thread, once,
                 # without the woken threads contending for the queue's lock.
+                me = _Waiter(commit)
                 me.wake = wake = threading.Lock()
                 wake.acquire()
-            else:
-                self._sending += 1
-                members = self._gather()
-        if wake is not None:
-            wake.acquire()
-            if me.done:
-                return me.result()
-            with self._lock:  # woken to lead: _next_leader counted this request already
-                members = self._gather()
+                self._queue.append(me)
+        if alone:
+            # Nothing waits and a request may leave: send it as if there were no grouping at all.
+            try:
+                return self._alone(commit)
+            finally:
+                self._done()
+        wake.acquire()
+        if me.done:
+            return me.result()
+        with self._lock:  # woken to lead: _next_leader counted this request already
+            members = self._gather()
         try:
             outcomes = self._send(members)
         except errors.NbdbError as exc:
@@ -252,16 +257,19 @@ class GroupCommitter(Generic[C]):
         for waiter, outcome in zip(members, outcomes, strict=True):
             waiter.outcome = outcome
             waiter.done = True
-        with self._lock:
-            self._sending -= 1
-            leader = self._next_leader()
-        # The next leader first: its group leaves while this one's threads wake up.
-        if leader is not None:
-            leader.release()
+        self._done()  # the next leader first: its group leaves while this one's threads wake up
         for waiter in members[1:]:
             assert waiter.wake is not None  # every member waited behind its leader
             waiter.wake.release()
         return me.result()
+
+    def _done(self) -> None:
+        """A request came back: wake the oldest waiting commit to lead the next one, if any waits."""
+        with self._lock:
+            self._sending -= 1
+            leader = self._next_leader()
+        if leader is not None:
+            leader.release()
 
     def _next_leader(self) -> threading.Lock | None:
         """The wake-up of the oldest unsent commit if a request may leave now (the caller holds the lock)."""
