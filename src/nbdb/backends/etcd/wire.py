@@ -65,7 +65,12 @@ class WireError(ValueError):
 # ---------------------------------------------------------------- encoding
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:  # tags, flags and short lengths: most of what a commit encodes
+        return _ONE_BYTE[value]
     if value < 0:
         value += _U64
     out = bytearray()
