@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -254,7 +253,7 @@ class RedisBackend(ChangeLogBackend):
 
     def _commit_args(self, commit: KeyCommit) -> list[Any]:
         """The commit script's arguments (see COMMIT_LUA); without a family token, a fresh one."""
-        token = secrets.token_hex(12) if commit.token is None else commit.token.key.rpartition("/")[2]
+        token = self.new_token() if commit.token is None else commit.token.key.rpartition("/")[2]
         payload = _payload(commit.conditions, commit.puts, commit.deletes, self.layout.range_root, self._lease_key)
         return [self.root, self._object_prefix, token, self.config.history, payload]
 
@@ -393,7 +392,7 @@ class RedisBackend(ChangeLogBackend):
         self._run(lambda: self._release_script(keys=[self._lease_key(name)], args=[token]), write=True)
 
     def allocate_id(self, name: str) -> int:
-        keys = [self.root + "id:" + name, self.root + "ct:" + secrets.token_hex(12)]
+        keys = [self.root + "id:" + name, self.root + "ct:" + self.new_token()]
         return int(self._write(lambda c: self._allocate_script(keys=keys, args=[COMMIT_TOKEN_TTL_MS], client=c)))
 
     def close(self) -> None:
