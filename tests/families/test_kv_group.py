@@ -89,21 +89,34 @@ def test_a_lone_commit_is_sent_alone() -> None:
     assert gate.groups == [[4], [-1]]
 
 
-def test_commits_that_wait_behind_one_in_flight_go_together_each_with_its_outcome() -> None:
+def _until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.001)
+
+
+def _behind_one_in_flight(
+    commits: Sequence[int], max_commits: int, together: Any = None
+) -> tuple[_Gate, dict[int, Outcome], GroupCommitter[int]]:
+    """Hold commit 100 in flight until ``commits`` all queue behind it, then let everything go."""
     gate = _Gate()
-    committer = GroupCommitter(gate.alone, gate.together, lambda: PipelinedGroup[int](3))
+    committer = GroupCommitter(gate.alone, together or gate.together, lambda: PipelinedGroup[int](max_commits))
     first = threading.Thread(target=committer.commit, args=(100,))
     first.start()
-    while not gate.groups:
-        time.sleep(0.001)
+    _until(lambda: bool(gate.groups))
     results: dict[int, Outcome] = {}
-    waiting = threading.Thread(target=lambda: results.update(_run(committer, range(1, 8))))
+    waiting = threading.Thread(target=lambda: results.update(_run(committer, commits)))
     waiting.start()
-    while len(committer._queue) < 7:  # seven behind the one in flight
-        time.sleep(0.001)
+    _until(lambda: len(committer._queue) == len(commits))
     gate.release.set()
     waiting.join(30)
     first.join(30)
+    return gate, results, committer
+
+
+def test_commits_that_wait_behind_one_in_flight_go_together_each_with_its_outcome() -> None:
+    gate, results, _ = _behind_one_in_flight(range(1, 8), 3)
     assert gate.groups[0] == [100]
     assert sorted(len(g) for g in gate.groups[1:]) == [1, 3, 3]  # at most three a group, none lost
     assert sorted(c for g in gate.groups[1:] for c in g) == list(range(1, 8))
@@ -120,20 +133,7 @@ def test_a_failed_request_is_every_member_s_outcome() -> None:
     def together(commits: Sequence[int]) -> list[Outcome]:
         raise errors.CommitUnknownError("reply lost")
 
-    gate = _Gate()
-    committer = GroupCommitter(gate.alone, together, lambda: PipelinedGroup[int](8))
-    first = threading.Thread(target=committer.commit, args=(100,))
-    first.start()
-    while not gate.groups:
-        time.sleep(0.001)
-    results: dict[int, Outcome] = {}
-    waiting = threading.Thread(target=lambda: results.update(_run(committer, range(1, 4))))
-    waiting.start()
-    while len(committer._queue) < 3:
-        time.sleep(0.001)
-    gate.release.set()
-    waiting.join(30)
-    first.join(30)
+    _, results, _ = _behind_one_in_flight(range(1, 4), 8, together)
     assert all(isinstance(results[c], errors.CommitUnknownError) for c in range(1, 4))
 
 
@@ -141,24 +141,11 @@ def test_a_bug_in_the_leader_leaves_the_others_unknown_not_hanging() -> None:
     def together(commits: Sequence[int]) -> list[Outcome]:
         raise RuntimeError("bug")
 
-    gate = _Gate()
-    committer = GroupCommitter(gate.alone, together, lambda: PipelinedGroup[int](8))
-    first = threading.Thread(target=committer.commit, args=(100,))
-    first.start()
-    while not gate.groups:
-        time.sleep(0.001)
-    results: dict[int, Outcome] = {}
-    waiting = threading.Thread(target=lambda: results.update(_run(committer, range(1, 4))))
-    waiting.start()
-    while len(committer._queue) < 3:
-        time.sleep(0.001)
-    gate.release.set()
-    waiting.join(30)
-    first.join(30)
+    _, results, committer = _behind_one_in_flight(range(1, 4), 8, together)
     outcomes = [results[c] for c in range(1, 4)]
     assert sum(isinstance(o, RuntimeError) for o in outcomes) == 1  # the leader's
     assert sum(isinstance(o, errors.CommitUnknownError) for o in outcomes) == 2
-    assert not committer._queue
+    assert not committer._queue and committer._sending == 0
 
 
 # ---------------------------------------------------------------- which commits may share a snapshot
@@ -441,8 +428,7 @@ def _grouped_creates(backend: _LossyGroupBackend, lose: str) -> tuple[Database, 
     backend.hold.clear()
     first = threading.Thread(target=db.create, args=(LogicalSwitch(name="first"),))
     first.start()
-    while not backend._committer._sending:
-        time.sleep(0.001)
+    _until(lambda: backend._committer._sending > 0)
     results: list[Any] = []
 
     def body(i: int) -> None:
@@ -454,8 +440,7 @@ def _grouped_creates(backend: _LossyGroupBackend, lose: str) -> tuple[Database, 
     threads = [threading.Thread(target=body, args=(i,)) for i in range(5)]
     for t in threads:
         t.start()
-    while len(backend._committer._queue) < 5:
-        time.sleep(0.001)
+    _until(lambda: len(backend._committer._queue) == 5)
     backend.lose = lose
     backend.hold.set()
     for t in [first, *threads]:
