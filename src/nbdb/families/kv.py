@@ -144,7 +144,9 @@ class KeyValueBackend(Backend):
         # id -> (topic, ttl) is immutable for an object's life, so it caches well
         # and saves get() a round trip; a miss or a stale entry falls back to i/.
         self._topic_cache: dict[tuple[str, uuid.UUID], tuple[str | None, float | None]] = {}
-        self._committer = GroupCommitter(self._commit_alone, self.commit_group, self.new_commit_group)
+        self._committer = GroupCommitter(
+            self._commit_alone, self.commit_group, self.new_commit_group, prepare=self.prepare_grouped
+        )
         self._token_prefix = secrets.token_hex(10)
         self._token_count = itertools.count()  # next() on it is atomic under the GIL
 
@@ -190,6 +192,15 @@ class KeyValueBackend(Backend):
         every commit's outcome.
         """
         raise NotImplementedError(f"{type(self).__name__} does not send commits in groups")
+
+    def prepare_grouped(self, commit: KeyCommit) -> KeyCommit:
+        """``commit`` with what :meth:`commit_group` will send of it (``prepared``), made ahead.
+
+        Called by the committing thread while another request is in flight, so
+        that the next request leaves as soon as that one is back. The default
+        prepares nothing.
+        """
+        return commit
 
     def new_commit_group(self) -> CommitGroup[KeyCommit]:
         """An empty group of the commits one request of :meth:`commit_group` may carry."""

@@ -206,8 +206,10 @@ class GroupCommitter(Generic[C]):
         together: Callable[[Sequence[C]], list[Outcome]],
         new_group: Callable[[], CommitGroup[C]],
         in_flight: int = 1,
+        prepare: Callable[[C], C] | None = None,
     ) -> None:
         self._alone, self._together, self._new_group = alone, together, new_group
+        self._prepare = prepare
         self.in_flight = in_flight
         self._lock = threading.Lock()
         self._queue: deque[_Waiter[C]] = deque()
@@ -220,19 +222,21 @@ class GroupCommitter(Generic[C]):
 
     def commit(self, commit: C) -> int | None:
         """Send ``commit`` (alone, or with others in flight at the same time): its revision, or None."""
-        with self._lock:
-            alone = not self._queue and self._sending < self.in_flight
-            if alone:
-                self._sending += 1
-                self.requests += 1
-            else:
-                # Others lead: sleep until one sent this commit, or until this one may lead.
-                # A lock of its own (not a condition on the queue's lock) wakes one thread, once,
-                # without the woken threads contending for the queue's lock.
-                me = _Waiter(commit)
-                me.wake = wake = threading.Lock()
-                wake.acquire()
-                self._queue.append(me)
+        alone = self._go_alone()
+        if not alone:
+            if self._prepare is not None:
+                # It will wait anyway: encode it now, while a request is in flight, not after.
+                commit = self._prepare(commit)
+            with self._lock:
+                alone = self._go_alone_locked()
+                if not alone:
+                    # Others lead: sleep until one sent this commit, or until this one may lead.
+                    # A lock of its own (not a condition on the queue's lock) wakes one thread,
+                    # once, without the woken threads contending for the queue's lock.
+                    me = _Waiter(commit)
+                    me.wake = wake = threading.Lock()
+                    wake.acquire()
+                    self._queue.append(me)
         if alone:
             # Nothing waits and a request may leave: send it as if there were no grouping at all.
             try:
@@ -262,6 +266,18 @@ class GroupCommitter(Generic[C]):
             assert waiter.wake is not None  # every member waited behind its leader
             waiter.wake.release()
         return me.result()
+
+    def _go_alone(self) -> bool:
+        with self._lock:
+            return self._go_alone_locked()
+
+    def _go_alone_locked(self) -> bool:
+        """Take a free request slot if nothing waits (the caller holds the lock)."""
+        if self._queue or self._sending >= self.in_flight:
+            return False
+        self._sending += 1
+        self.requests += 1
+        return True
 
     def _done(self) -> None:
         """A request came back: wake the oldest waiting commit to lead the next one, if any waits."""

@@ -112,6 +112,8 @@ class KeyCommit:
     puts: Mapping[str, bytes]
     deletes: Sequence[str]
     token: CommitToken | None = None
+    prepared: object = None
+    """What a backend made of it for a group (its encoding), while its thread waited to be sent."""
 
     def with_token_key(self) -> KeyCommit:
         """This commit as a store without native tokens sends it: the token key absent, then written."""

@@ -299,11 +299,11 @@ class EtcdBackend(KeyValueBackend):
         """
         sent = [c.with_token_key() for c in commits]
         request = wire.txn_request([], [wire.request_txn(wire.txn_request(*self._txn_parts(c))) for c in sent])
-        header, nested, maybe_applied = self.client.nested_txns(request)
-        if len(nested) != len(sent):
-            raise errors.BackendUnavailableError(f"etcd answered {len(nested)} of {len(sent)} nested transactions")
+        header, answers, maybe_applied = self.client.nested_txns(request)
+        if len(answers) != len(sent):
+            raise errors.BackendUnavailableError(f"etcd answered {len(answers)} of {len(sent)} nested transactions")
         outcomes: list[Outcome] = []
-        for commit, (succeeded, ranges) in zip(sent, nested, strict=True):
+        for commit, (succeeded, ranges) in zip(sent, answers, strict=True):
             try:
                 outcomes.append(self._outcome(commit, succeeded, ranges, header.revision, maybe_applied))
             except errors.CommitUnknownError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -271,6 +272,9 @@ class RedisBackend(ChangeLogBackend):
         reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
         return self._applied(reply, args[2])
 
+    def prepare_grouped(self, commit: KeyCommit) -> KeyCommit:
+        return dataclasses.replace(commit, prepared=self._commit_args(commit))
+
     def commit_group(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
         """Every commit's script in one pipeline: Redis runs them one after the other, each atomically.
 
@@ -279,7 +283,7 @@ class RedisBackend(ChangeLogBackend):
         earlier"). A script that fails by itself (foreign data under a key)
         fails only its commit.
         """
-        argv = [self._commit_args(c) for c in commits]
+        argv = [c.prepared if isinstance(c.prepared, list) else self._commit_args(c) for c in commits]
         wanted, tries = self.config.wait_replicas, 0
 
         def call() -> list[Any]:
