@@ -4,11 +4,12 @@ Threads of one Database that commit at the same time queue up; the thread at
 the head of the queue (the *leader*) takes the commits waiting behind it that
 can share one request with its own, sends them as one group, hands each
 waiting thread its own outcome and wakes the next leader. A thread that
-commits while nothing is in flight is its own leader and sends its commit
-alone, exactly as without grouping, so one thread is not slowed down; under
+commits while nothing waits and a request may leave sends its commit alone,
+exactly as without grouping, so one thread is not slowed down; under
 concurrency, one request carries many commits and its round trip, its
 syscalls and the server's per-request cost are shared (LevelDB's writer
-queue; PostgreSQL's group commit of WAL flushes).
+queue; PostgreSQL's group commit of WAL flushes). A thread that has to wait
+may prepare its part of the next request meanwhile (``prepare``).
 
 Each commit of a group keeps its own atomicity, conditions, result and
 commit token: grouping changes how commits travel, never what they mean. A
