@@ -313,8 +313,12 @@ class Backend(ABC):
     handles_mutations: ClassVar[bool] = False
     """True if :meth:`commit_mutations` applies :class:`Mutate` ops natively."""
 
-    def commit_mutations(self, ops: Sequence[WriteOp | Mutate]) -> CommitResult:
-        """``commit`` with native mutations among the ops (for stores that declare ``handles_mutations``)."""
+    def commit_mutations(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> CommitResult:
+        """``commit`` (or, with ``fence``, ``commit_fenced``) with native mutations among the ops.
+
+        For stores that declare ``handles_mutations``. A Mutate's version in
+        the result is the one the object has once the store shows the change.
+        """
         raise UnsupportedError(f"{type(self).__name__} has no native mutations")
 
     def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
