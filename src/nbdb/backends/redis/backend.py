@@ -313,9 +313,10 @@ class RedisBackend(ChangeLogBackend):
                 outcomes.append(errors.CommitUnknownError(f"redis: a commit's outcome is unknown ({reply})"))
             else:
                 outcomes.append(ERRORS.translate(reply, "commit"))
-        if wanted and int(replies[-1]) < wanted and any(isinstance(o, int) for o in outcomes):
+        acked = 0 if not wanted or isinstance(replies[-1], Exception) else int(replies[-1])
+        if wanted and acked < wanted and any(isinstance(o, int) for o in outcomes):
             late = errors.BackendUnavailableError(
-                f"the write is applied on the master but only {replies[-1]} of {wanted} replicas acknowledged "
+                f"the write is applied on the master but only {acked} of {wanted} replicas acknowledged "
                 f"it within {self.config.wait_timeout}s; it may be lost if the master fails"
             )
             outcomes = [late if isinstance(o, int) else o for o in outcomes]
