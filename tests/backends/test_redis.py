@@ -476,3 +476,36 @@ def test_failover_right_after_the_old_master_restarts_keeps_acknowledged_writes(
 def _in_sync_replica(server: RedisSentinel, member: Any) -> bool:
     info = str(server.command(member, "INFO", "replication"))
     return "role:slave" in info and "master_link_status:up" in info
+
+
+@pytest.mark.timeout(120)
+def test_a_commit_found_applied_on_retry_is_acknowledged_only_once_a_replica_has_it(
+    server_factory: Callable[..., Any],  # noqa: F811
+) -> None:
+    """``WAIT`` counts the replicas that have what *its connection* wrote.
+
+    A retry (or a settlement) that finds its commit already applied writes nothing, so on a new
+    connection a bare ``WAIT`` answered at once with every connected replica, even one that never
+    received the commit: a failover then lost a commit reported as acknowledged.
+    """
+    server: RedisSentinel = server_factory("redis-sentinel")
+    opts = {"namespace": "acks", "wait_replicas": 1, "wait_timeout": 0.3}
+    with nbdb.connect(server.url, **opts) as db, nbdb.connect(server.url, **opts) as other:
+        first, retry = backend_of(db), backend_of(other)  # two clients: the retry comes on another connection
+        token = CommitToken("t/" + uuid.uuid4().hex, 600)
+        puts = {"o/~/T/" + str(uuid.uuid4()): b"1"}
+        master = server.leader()
+        replica = next(m for m in server.data_members if m is not master)
+        replica.pause()
+        try:
+            with pytest.raises(nbdb.BackendUnavailableError, match="0 of 1 replicas"):
+                first.commit_with_token([], puts, [], token)  # applied on the master only
+            with pytest.raises(nbdb.BackendUnavailableError, match="0 of 1 replicas"):
+                retry.commit_with_token([], puts, [], token)
+            with pytest.raises(nbdb.BackendUnavailableError, match="0 of 1 replicas"):
+                retry.void_token(token)
+        finally:
+            replica.resume()
+        revision = retry.commit_with_token([], puts, [], token)  # the replica has it now
+        assert revision is not None and retry.void_token(token) == revision
+        assert len(retry.range_keys(["o/~/T/"])[0]) == 1
