@@ -28,7 +28,7 @@ from nbdb.families.ovsdb.mapping import Mapping_
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.schema import DatabaseSchema
 
-__all__ = ["Session"]
+__all__ = ["Session", "transact_on"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,24 @@ _SERVER_REQUEST = {"Database": [{"columns": SERVER_COLUMNS}]}
 _MONITOR_PREFIX = "nbdb:"
 _INITIAL_LOAD_SECONDS = 600.0
 """How much longer than ``timeout`` a monitor's first state may take to arrive (a big database)."""
+
+
+def transact_on(rpc: RpcConnection, db: str, ops: list[dict[str, Any]], timeout: float) -> list[Any]:
+    """One transaction on ``rpc``: its results; TransactNotSent or TransactLost when the connection failed it."""
+    call = rpc.request("transact", [db, *ops])
+    try:
+        result = call.wait(timeout)
+    except RpcClosed as exc:
+        if exc.sent:
+            raise TransactLost(str(exc)) from None
+        raise TransactNotSent(str(exc)) from None
+    except RpcError as exc:
+        raise errors.ValidationError(f"OVSDB rejected a transaction: {exc.error}") from None
+    except errors.BackendUnavailableError as exc:
+        raise TransactLost(str(exc)) from None
+    if not isinstance(result, list):
+        raise TransactLost(f"unexpected OVSDB reply: {result!r}")
+    return result
 
 
 class Session:
@@ -255,20 +273,7 @@ class Session:
     def transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
         """One transaction (see :meth:`nbdb.families.ovsdb.OvsdbFamilyBackend._transact`)."""
         rpc = self._connection(time.monotonic() + self.target.timeout)
-        call = rpc.request("transact", [db, *ops])
-        try:
-            result = call.wait(self.target.timeout)
-        except RpcClosed as exc:
-            if exc.sent:
-                raise TransactLost(str(exc)) from None
-            raise TransactNotSent(str(exc)) from None
-        except RpcError as exc:
-            raise errors.ValidationError(f"OVSDB rejected a transaction: {exc.error}") from None
-        except errors.BackendUnavailableError as exc:
-            raise TransactLost(str(exc)) from None
-        if not isinstance(result, list):
-            raise TransactLost(f"unexpected OVSDB reply: {result!r}")
-        return result
+        return transact_on(rpc, db, ops, self.target.timeout)
 
     def sync(self, db: str) -> None:
         """Return once the replica shows every commit acknowledged before the call (an empty transaction)."""
