@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 import logging
 import uuid
 from collections.abc import Collection, Sequence
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_deadline", "plan_commit"]
 
 log = logging.getLogger(__name__)
+
+_json_text = json.encoder.encode_basestring_ascii
+"""A string as ``json.dumps`` writes it (quoted, escaped, ASCII)."""
 
 
 class KeyLayout:
@@ -148,13 +152,14 @@ class KeyLayout:
 
     @staticmethod
     def encode_index(index: Index) -> bytes:
-        """The index record of an object."""
-        doc: dict[str, object] = {"t": rules.topic_part(index.topic), "r": sorted([t, str(i)] for t, i in index.refs)}
+        """The index record of an object: the JSON ``json.dumps`` writes, spelled out (it is on every write)."""
+        refs = ", ".join(f'[{_json_text(t)}, "{i}"]' for t, i in sorted((t, str(i)) for t, i in index.refs))
+        out = f'{{"t": {_json_text(rules.topic_part(index.topic))}, "r": [{refs}]'
         if index.unique:
-            doc["u"] = [[k.field, k.value] for k in index.unique]
+            out += ', "u": [' + ", ".join(f"[{_json_text(k.field)}, {_json_text(k.value)}]" for k in index.unique) + "]"
         if index.ttl is not None:
-            doc["x"] = index.ttl
-        return json.dumps(doc).encode()
+            out += f', "x": {json.dumps(index.ttl)}'
+        return (out + "}").encode()
 
     @staticmethod
     def decode_index(kv: KeyValue) -> Index:
