@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING
 
 from nbdb import errors
 from nbdb.families import rules
+from nbdb.families.kvtypes import Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs
 from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, UniqueKey, WriteOp
 
-if TYPE_CHECKING:
-    from nbdb.families.kv import Condition, KeyValue, KeyValueBackend
+if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type only: no import cycle)
+    from nbdb.families.kv import KeyValueBackend
 
 __all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_deadline", "plan_commit"]
 
@@ -203,7 +204,6 @@ class Plan:
 
 def plan_commit(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.TransactionShape, now: float) -> Plan:
     """Read what ``ops`` need to know and turn them into one conditional multi-key commit (``now``: wall clock)."""
-    from nbdb.families.kv import Exists, PrefixUnchangedSince, VersionIs
 
     layout = backend.layout
     plan = Plan()
@@ -284,7 +284,6 @@ def plan_commit(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.T
 
 def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], old: dict[RefKey, Index], plan: Plan) -> None:
     """Claim the unique values the commit adds and release the ones it drops, atomically with it."""
-    from nbdb.families.kv import VersionIs
 
     released: dict[str, RefKey] = {}
     claimed: dict[str, RefKey] = {}
