@@ -54,6 +54,12 @@ class TransactLost(errors.BackendUnavailableError):
     """The transaction was sent and its reply lost: it may or may not have committed."""
 
 
+_UNSETTLED = (
+    "the reply of a commit was lost and its outcome could not be settled ({}): it may or may not have been "
+    "applied; re-read the objects before acting again"
+)
+
+
 def _backoff(attempt: int) -> float:
     return float(min(0.01 * 2**attempt, 0.5))
 
@@ -150,10 +156,18 @@ class OvsdbFamilyBackend(Backend):
         token = uuid.uuid4().hex[:16]
         deadline = time.monotonic() + self.commit_timeout
         synced = False
-        resend: Plan | None = None
+        lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
+        moved = False  # the server refused a copy of ``lost`` because a row it compares changed
         for attempt in range(_ATTEMPTS):
-            plan = resend
-            resend = None
+            plan = None
+            if lost is not None:
+                outcome = self._settle(lost, deadline, moved)
+                if outcome is Outcome.LANDED:
+                    return self._result(lost)
+                if outcome is Outcome.PENDING:
+                    plan = lost  # the same plan again: its waits let at most one copy land
+                else:
+                    lost, synced = None, True
             if plan is None:
                 try:
                     with self.replica.cond:
@@ -176,15 +190,12 @@ class OvsdbFamilyBackend(Backend):
                 result = self._transact(plan.db, plan.ops)
             except TransactLost as exc:
                 log.info("ovsdb: the reply of a commit was lost (%s); settling it", exc)
-                outcome = self._settle(plan, deadline)
-                if outcome is Outcome.LANDED:
-                    return self._result(plan)
-                if outcome is Outcome.PENDING:
-                    resend = plan
-                synced = True
+                lost, moved = plan, False
                 continue
             except TransactNotSent as exc:
                 if time.monotonic() > deadline:
+                    if lost is not None:
+                        raise errors.CommitUnknownError(_UNSETTLED.format(exc)) from None
                     raise errors.BackendUnavailableError(f"OVSDB commit not sent: {exc}") from None
                 time.sleep(_backoff(attempt))
                 synced = False
@@ -192,6 +203,15 @@ class OvsdbFamilyBackend(Backend):
             failure = results.check(result)
             if failure is None:
                 return self._result(plan)
+            if lost is not None:
+                if isinstance(failure, results.TimedOut) and plan.reason(failure.index)[0] in ("cas", "absent"):
+                    # Maybe because the lost copy landed, maybe another writer: the rows will tell,
+                    # once this client's replica shows the change the server saw.
+                    moved = True
+                    continue
+                if not isinstance(failure, results.NotLeader):
+                    # This copy failed; the lost one may still be on its way and meet other rows.
+                    raise errors.CommitUnknownError(_UNSETTLED.format(self._diagnose(plan, failure))) from None
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.
@@ -200,10 +220,17 @@ class OvsdbFamilyBackend(Backend):
                 synced = True
                 continue
             raise self._diagnose(plan, failure)
+        if lost is not None:
+            raise errors.CommitUnknownError(_UNSETTLED.format("too many attempts"))
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
 
-    def _settle(self, plan: Plan, deadline: float) -> Outcome:
-        """The outcome of a commit whose reply was lost, from a replica synced after reconnecting."""
+    def _settle(self, plan: Plan, deadline: float, moved: bool = False) -> Outcome:
+        """The outcome of a commit whose reply was lost, from a replica synced after reconnecting.
+
+        ``moved``: the server said a row the plan compares changed, so the
+        replica must show that change before the rows can tell (a relay's copy,
+        and so the replica, may lag the leader that refused the copy).
+        """
         while True:
             try:
                 self._sync(plan.db)
@@ -217,6 +244,14 @@ class OvsdbFamilyBackend(Backend):
                 time.sleep(0.1)
         with self.replica.cond:
             outcome = settle(plan, self.replica)
+            while moved and outcome is Outcome.PENDING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.CommitUnknownError(
+                        _UNSETTLED.format("the server saw its rows change, this client's copy of them did not")
+                    )
+                self.replica.cond.wait(min(remaining, 0.5))
+                outcome = settle(plan, self.replica)
         log.info("ovsdb: a commit whose reply was lost: %s", outcome.value)
         if outcome is Outcome.UNKNOWN:
             raise errors.CommitUnknownError(
@@ -294,7 +329,10 @@ class OvsdbFamilyBackend(Backend):
         """The next value of a counter kept in ``NB_Global.external_ids:nbdb:id:<namespace>/<name>``.
 
         The entry holds the value and the tokens of its last increments, so an
-        increment whose reply was lost is recognised (or proven not applied).
+        increment whose reply was lost is recognised (or proven not applied)
+        by a later read. A read may lag (a relay answers it from its copy):
+        a value not reached yet proves nothing, and the loop computes the
+        same increment again, which can land only if the lost one did not.
         """
         schema = self.mapping.schemas.get(self.nb_db or "")
         if self.nb_db is None or schema is None or schema.table("NB_Global") is None:
@@ -302,19 +340,28 @@ class OvsdbFamilyBackend(Backend):
         key = f"{_EXT_COUNTER}{self.namespace}/{name}"
         token = uuid.uuid4().hex[:16]
         deadline = time.monotonic() + self.commit_timeout
+        lost: set[int] = set()  # values of increments whose reply was lost
         for attempt in range(64):
-            row = self._select_nb_global()
+            try:
+                row = self._select_nb_global()
+            except errors.BackendUnavailableError as exc:
+                if lost and time.monotonic() > deadline:
+                    raise errors.CommitUnknownError(f"id counter {name!r}: {_UNSETTLED.format(exc)}") from None
+                if not lost:
+                    raise
+                continue
             ext = {} if row is None else dict(row[EXTERNAL_IDS][1])
             current, window = _parse_counter(ext.get(key), name)
+            landed = _settle_increments(lost, current, parse_window(window), token, name)
+            if landed is not None:
+                return landed
             value = current + 1
             entry = f"{value} {push_window(window, token, value)}"
             ops = _counter_ops(row, key, ext.get(key), entry)
             try:
                 result = self._transact(self.nb_db, ops)
             except TransactLost:
-                outcome = self._settle_counter(key, name, token, value, row, deadline)
-                if outcome is Outcome.LANDED:
-                    return value
+                lost.add(value)
                 continue
             except TransactNotSent:
                 time.sleep(_backoff(attempt))
@@ -322,32 +369,9 @@ class OvsdbFamilyBackend(Backend):
             if results.check(result) is None:
                 return value
             time.sleep(min(0.001 * 2 ** min(attempt, 8), 0.05))
+        if lost:
+            raise errors.CommitUnknownError(f"id counter {name!r}: {_UNSETTLED.format('too many attempts')}")
         raise errors.ConflictError(f"id counter {name!r}: too much contention; try again")
-
-    def _settle_counter(
-        self, key: str, name: str, token: str, value: int, before: dict[str, Any] | None, deadline: float
-    ) -> Outcome:
-        while True:
-            try:
-                row = self._select_nb_global()
-                break
-            except errors.BackendUnavailableError:
-                if time.monotonic() > deadline:
-                    raise errors.CommitUnknownError(
-                        f"id counter {name!r}: the reply of an increment was lost and the server stayed unreachable"
-                    ) from None
-                time.sleep(0.1)
-        current, window = _parse_counter(None if row is None else dict(row[EXTERNAL_IDS][1]).get(key), name)
-        pairs = parse_window(window)
-        if (token, value) in pairs:
-            return Outcome.LANDED
-        if current < value or any(v == value for _t, v in pairs):
-            # Never reached our value, or somebody else's increment made it: ours did not land,
-            # and its wait on the entry it replaced can no longer pass.
-            return Outcome.NOT_LANDED
-        raise errors.CommitUnknownError(
-            f"id counter {name!r}: the reply of an increment was lost and later increments hide whether it landed"
-        )
 
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
         """Store ``data`` as the record's content (kept verbatim in ``external_ids:nbdb:raw``)."""
@@ -409,6 +433,24 @@ def _counter_ops(row: dict[str, Any] | None, key: str, old: str | None, entry: s
         return [mutate, _nb_global_wait([*where, [EXTERNAL_IDS, "includes", new]], [{}])]
     mutate["mutations"] = [[EXTERNAL_IDS, "delete", ["set", [key]]], *mutate["mutations"]]
     return [_nb_global_wait([*where, [EXTERNAL_IDS, "includes", wire_map([(key, old)])]], [{}]), mutate]
+
+
+def _settle_increments(lost: set[int], current: int, pairs: list[tuple[str, int]], token: str, name: str) -> int | None:
+    """The value one of the ``lost`` increments made, if the entry shows it; drops those that cannot land.
+
+    Raises CommitUnknownError when later increments hide whether one landed.
+    """
+    for value in sorted(lost):
+        if (token, value) in pairs:
+            return value
+        if any(v == value for _t, v in pairs):
+            lost.discard(value)  # another increment made this value: ours compared the entry before it
+        elif current >= value:
+            raise errors.CommitUnknownError(
+                f"id counter {name!r}: the reply of an increment was lost and later increments hide whether it "
+                "landed; the value it would have returned may be used by nobody"
+            )
+    return None
 
 
 def _parse_counter(entry: str | None, name: str) -> tuple[int, str]:

@@ -45,6 +45,7 @@ from nbdb.families.ovsdb.rows import (
     push_window,
     refs_of,
     render,
+    written_version,
 )
 from nbdb.spi import Delete, Put, Record, RefKey, WriteOp
 
@@ -346,11 +347,27 @@ def _put_outcome(plan: Plan, replica: Replica, key: RefKey, version: int) -> Out
     if any(v == version for _t, v in window):
         return Outcome.NOT_LANDED
     expected = plan.expected.get(key)
-    if expected is not None and stored_columns(tm, row) == expected:
+    if expected is None:
+        return Outcome.UNKNOWN
+    if _not_past(tm, row, expected):
         return Outcome.PENDING
-    if expected is not None and EXT_VERSION in ext and int(ext.get(EXT_VERSION, "0") or 0) < version:
+    if EXT_VERSION in ext and written_version(ext) < version:
         return Outcome.NOT_LANDED
     return Outcome.UNKNOWN
+
+
+def _not_past(tm: TableMap, row: Mapping[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether the replica shows ``row`` as the plan expects it, or older (a replica that lags the server).
+
+    The commit compares the row to ``expected`` and only lands on it; a row
+    as expected has not met the commit yet, and a row at an older nbdb
+    version than expected is a copy from before the plan (a relay's copy
+    lagging the one the plan was made from): neither says anything yet.
+    """
+    if stored_columns(tm, row) == expected:
+        return True
+    planned = written_version(dict(expected.get(EXTERNAL_IDS, ["map", []])[1]))
+    return written_version(row.get(EXTERNAL_IDS) or {}) < planned
 
 
 def reflects(plan: Plan, replica: Replica) -> bool:
@@ -368,12 +385,15 @@ def reflects(plan: Plan, replica: Replica) -> bool:
 
 
 def settle(plan: Plan, replica: Replica) -> Outcome:
-    """Whether a commit whose reply was lost landed, from a replica that is current (call under ``cond``).
+    """Whether a commit whose reply was lost landed, from a replica synced after it (call under ``cond``).
 
     Decisive answers come from the commit token in the put rows and from rows
-    the commit compares: a row still as the plan expects means the commit has
-    not landed (and re-sending the same plan is safe: both wait for that same
-    content); a row changed by somebody else means it never will.
+    the commit compares: a row changed by somebody else means it never will.
+    A row still as the plan expects (or older) means the commit has not
+    landed *in this replica*: PENDING, and re-sending the same plan is safe
+    (every copy waits for that same content, so at most one lands). Through
+    a relay the replica may lag the leader, so the caller settles again,
+    never plans anew, when such a copy is refused.
     """
     votes: list[Outcome] = []
     puts = dict(plan.puts)
@@ -386,7 +406,7 @@ def settle(plan: Plan, replica: Replica) -> Outcome:
         expected = plan.expected.get(key)
         if row is None or expected is None:
             votes.append(Outcome.UNKNOWN)
-        elif stored_columns(tm, row) == expected:
+        elif _not_past(tm, row, expected):
             votes.append(Outcome.PENDING)
         else:
             votes.append(Outcome.NOT_LANDED)
