@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -83,6 +84,11 @@ class _Driver:
         """The connection to the main database."""
         return self.sessions[self.target.database]
 
+    @property
+    def relay(self) -> bool:
+        """Whether the remotes are relays (each keeps a copy of its own; locks are per server)."""
+        return self.session.relay
+
     def replica(self, scope: Scope) -> Replica:
         """The replica of ``scope``, made and loaded on first use."""
         while True:
@@ -157,6 +163,12 @@ class OvsdbBackend(OvsdbFamilyBackend):
         self.namespace = driver.target.namespace
         self.nb_db = driver.nb_db
         self.commit_timeout = driver.target.timeout
+        if driver.relay:
+            # A relay answers reads from its own copy, and OVSDB locks live in one server process,
+            # which a relay does not forward: clients of two relays could hold one lock.
+            vars(self)["capabilities"] = dataclasses.replace(
+                type(self).capabilities, linearizable_reads=False, locks=False, fencing=False
+            )
         self._closed = False
         self._locks_lock = threading.Lock()
         self._local_locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
@@ -198,6 +210,12 @@ class OvsdbBackend(OvsdbFamilyBackend):
         """OVSDB's native lock ``nbdb_<sha256(namespace/name)>``, on a connection of its own to the leader."""
         if ttl <= 0:
             raise errors.ValidationError("lock ttl must be positive")
+        if self._driver.relay:
+            raise errors.UnsupportedError(
+                "OVSDB locks are held by one ovsdb-server process and a relay does not forward them, so clients "
+                "of two relays could hold the same lock: take locks through the raft members (or the standalone "
+                "server), with a URL that names them"
+            )
         key = lock_name(self.namespace, name)
         with self._locks_lock:
             local = self._local_locks.get(key)
