@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 from uuid import UUID
 
 from nbdb import errors, metrics
@@ -28,10 +28,10 @@ from nbdb.hub import WatchHub
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
-from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, UniqueKey, WriteOp
+from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, UniqueKey, WriteOp
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
-from nbdb.writes import FieldMutation, as_stored, check_uuid, delete_of, mutate, put_of
+from nbdb.writes import FieldMutation, as_stored, check_uuid, delete_of, mutate, mutation_of, put_of
 
 __all__ = ["Database", "ListResult", "Transaction"]
 
@@ -116,19 +116,27 @@ class Database:
     def _revision(self, revision: int) -> Revision:
         return Revision(revision, self._scope)
 
-    def _commit(self, ops: Sequence[WriteOp], fence: LockHandle | None = None) -> tuple[CommitResult, Revision]:
-        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
-        commit: Callable[[Sequence[WriteOp]], CommitResult] = self._backend.commit
+    def _commit(
+        self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None
+    ) -> tuple[CommitResult, Revision]:
+        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision.
+
+        Mutate ops (only for a backend that ``handles_mutations``) go to its
+        ``commit_mutations``.
+        """
+        backend = self._backend
         if fence is not None:
             if not isinstance(fence, LockHandle):
                 raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
             self._need("fencing", self.capabilities.fencing, "fence writes on a lock")
             if fence.lost:
                 raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
-            backend = self._backend
 
-            def commit(ops: Sequence[WriteOp]) -> CommitResult:
-                return backend.commit_fenced(ops, fence)
+        def commit(ops: Sequence[WriteOp | Mutate]) -> CommitResult:
+            if any(isinstance(op, Mutate) for op in ops):
+                return backend.commit_mutations(ops, fence)
+            writes = cast("Sequence[WriteOp]", ops)
+            return backend.commit(writes) if fence is None else backend.commit_fenced(writes, fence)
 
         if self._metrics is None:
             result = commit(ops)
@@ -219,6 +227,15 @@ class Database:
             return as_stored(obj, planned, result.versions[0], revision)
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
+    def check_model(self, model: type[Model]) -> None:
+        """Raise UnsupportedError, saying why, if this database cannot store ``model``'s objects.
+
+        Every model fits most backends; OVSDB stores only the tables of the
+        schemas it serves (``Chassis`` is no OVN_Northbound table).
+        """
+        model = _check_model_class(model)
+        self._backend.check_table(model.nbdb_table)
+
     def get(self, model: type[M], id: UUID | str) -> M:
         """The stored object; NotFoundError if there is none."""
         model = _check_model_class(model)  # type: ignore[assignment]
@@ -277,16 +294,23 @@ class Database:
         ["k"]}`` drops map keys, ``add={"external_ids": {"k": "v"}}`` sets
         them. Two writers mutating one object both succeed: the change is
         re-applied to the latest version when another writer got there first
-        (references and the model's rules are checked each time). Returns the
-        stored copy after the change (the current one if nothing changed).
+        (references and the model's rules are checked each time); a store
+        with native mutations (OVSDB) applies it to whatever it holds, without
+        comparing versions (the model's rules are checked against the copy
+        read before). Returns the stored copy after the change (the current
+        one if nothing changed).
         """
         model, uid = self._target(target)
         add, remove = dict(add or {}), dict(remove or {})
         for _attempt in range(_MUTATION_ATTEMPTS):
             current = self.get(model, uid)
-            new = mutate(current, add, remove)
+            new = mutate(current, add, remove)  # validates the change (and finds one that changes nothing)
             if new is current:
                 return current  # type: ignore[return-value]
+            if self._backend.handles_mutations:
+                # The store applies the change itself to whatever it holds then: no version to compare.
+                self._commit([mutation_of(model, uid, add, remove)], fence)
+                return self.get(model, uid)  # type: ignore[return-value]
             try:
                 return self.update(new, fence=fence)  # type: ignore[return-value]
             except errors.ConflictError as exc:

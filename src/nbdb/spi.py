@@ -307,14 +307,26 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections and threads."""
 
+    def check_table(self, table: str) -> None:
+        """Raise UnsupportedError (saying why) if this store cannot hold objects of ``table``.
+
+        Most stores hold any table; OVSDB holds only the tables its served
+        schemas have. Reads of such a table find nothing; writes raise.
+        """
+        return None
+
     # ---------------------------------------------------------------- optional, per capability
     # A backend offers these when its capabilities say so; the defaults refuse.
 
     handles_mutations: ClassVar[bool] = False
     """True if :meth:`commit_mutations` applies :class:`Mutate` ops natively."""
 
-    def commit_mutations(self, ops: Sequence[WriteOp | Mutate]) -> CommitResult:
-        """``commit`` with native mutations among the ops (for stores that declare ``handles_mutations``)."""
+    def commit_mutations(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> CommitResult:
+        """``commit`` (or, with ``fence``, ``commit_fenced``) with native mutations among the ops.
+
+        For stores that declare ``handles_mutations``. A Mutate's version in
+        the result is the one the object has once the store shows the change.
+        """
         raise UnsupportedError(f"{type(self).__name__} has no native mutations")
 
     def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:

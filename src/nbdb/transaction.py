@@ -13,8 +13,8 @@ from uuid import UUID
 from nbdb import errors
 from nbdb.models.base import Model
 from nbdb.revision import Revision
-from nbdb.spi import Delete, LockHandle, Put, WriteOp
-from nbdb.writes import FieldMutation, as_stored, mutate, put_of
+from nbdb.spi import Delete, LockHandle, Mutate, Put, WriteOp
+from nbdb.writes import FieldMutation, as_stored, mutate, mutation_of, put_of
 
 if TYPE_CHECKING:
     from nbdb.api import Database
@@ -33,7 +33,7 @@ _REBASES = 50
 class _Step:
     """One queued write and what it became."""
 
-    op: WriteOp | None = None
+    op: WriteOp | Mutate | None = None
     obj: Model | None = None
     planned: Model | None = None
     may_exist: bool = False
@@ -121,7 +121,7 @@ class Transaction:
                 if step.mutation is not None:
                     self._rebase(step)
             live = [s for s in steps if s.op is not None]
-            ops: Sequence[WriteOp] = [s.op for s in live]  # type: ignore[misc]
+            ops: Sequence[WriteOp | Mutate] = [s.op for s in live]  # type: ignore[misc]
             try:
                 if not ops:
                     self.revision = db._revision(db._backend.current_revision())
@@ -131,6 +131,10 @@ class Transaction:
                     for step, version in zip(live, result.versions, strict=True):
                         if step.obj is not None and step.planned is not None:
                             step.result = as_stored(step.obj, step.planned, version, revision)
+                    for step in live:
+                        if isinstance(step.op, Mutate) and step.mutation is not None:
+                            # Applied by the store to what it held: read what that made.
+                            step.result = db.get(step.mutation[0], step.mutation[1])
             except errors.UniqueViolationError as exc:
                 if not self._settle_existing(live, exc):
                     raise
@@ -154,9 +158,12 @@ class Transaction:
         assert step.mutation is not None
         model, uid, add, remove = step.mutation
         current = self._db.get(model, uid)
-        new = mutate(current, add, remove)
+        new = mutate(current, add, remove)  # validates the change (and finds one that changes nothing)
         if new is current:
             step.op, step.obj, step.planned, step.result = None, None, None, current
+            return
+        if self._db.backend.handles_mutations:
+            step.op, step.obj, step.planned = mutation_of(model, uid, add, remove), None, None
             return
         step.op, step.planned = put_of(new, current.version)
         step.obj = new

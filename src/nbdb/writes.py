@@ -7,18 +7,29 @@ the same operations, one of them at a time and the other many at once.
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, TypeVar, get_args, get_origin
 from uuid import UUID
 
 from pydantic import TypeAdapter
 
 from nbdb import errors
-from nbdb.codec import encode
+from nbdb.codec import decode, encode
 from nbdb.models.base import Model
-from nbdb.spi import Delete, FieldChange, Put, Record, UniqueKey
+from nbdb.spi import Delete, FieldChange, Mutate, Put, Record, UniqueKey
 
-__all__ = ["FieldMutation", "as_stored", "delete_of", "mutate", "mutation_changes", "put_of", "stored", "unique_keys"]
+__all__ = [
+    "FieldMutation",
+    "as_stored",
+    "delete_of",
+    "mutate",
+    "mutation_changes",
+    "mutation_of",
+    "put_of",
+    "rebase_for",
+    "stored",
+    "unique_keys",
+]
 
 M = TypeVar("M", bound=Model)
 
@@ -169,16 +180,19 @@ def mutation_changes(model: type[Model], add: FieldMutation, remove: FieldMutati
     return tuple(out)
 
 
-def rebase_for(
-    model: type[M], add: FieldMutation, remove: FieldMutation, decode: Any
-) -> Any:  # pragma: no cover - kept for stores with native mutations; see Mutate.rebase
-    """A ``rebase(record) -> Put`` for :class:`nbdb.spi.Mutate` (decode: the codec's decode)."""
+def rebase_for(model: type[M], add: FieldMutation, remove: FieldMutation) -> Callable[[Record], Put]:
+    """A ``rebase(record) -> Put`` for :class:`nbdb.spi.Mutate`: the change applied to the stored object."""
 
     def rebase(record: Record) -> Put:
         current = decode(model, record)
         return put_of(mutate(current, add, remove), current.version)[0]
 
     return rebase
+
+
+def mutation_of(model: type[Model], id: UUID, add: FieldMutation, remove: FieldMutation) -> Mutate:
+    """The :class:`nbdb.spi.Mutate` of a change, for stores with native mutations."""
+    return Mutate(model.nbdb_table, id, mutation_changes(model, add, remove), rebase_for(model, add, remove))
 
 
 def check_uuid(value: UUID | str) -> UUID:

@@ -28,8 +28,9 @@ from nbdb.testing.tls import TlsFiles, make_tls_files
 
 pytest.importorskip("cassandra")
 
-from nbdb.backends.cassandra import CassandraBackend
-from nbdb.families.widecolumn import WideColumnBackend
+from nbdb.backends.cassandra import CassandraBackend, CqlStore
+from nbdb.families.widecolumn import WideColumnBackend, layout
+from nbdb.families.widecolumn.sequencer import RevisionSequencer
 
 cassandra_server = fixtures.cassandra_server  # one node shared by the module's tests
 server_factory = fixtures.server_factory
@@ -78,6 +79,13 @@ def open_db(url: str) -> Iterator[Callable[..., nbdb.Database]]:
 def backend(db: nbdb.Database) -> WideColumnBackend:
     assert isinstance(db.backend, WideColumnBackend)
     return db.backend
+
+
+def session(db: nbdb.Database) -> Any:
+    """The cassandra-driver session under a database (for schema changes a test plays)."""
+    store = backend(db).store
+    assert isinstance(store, CqlStore)
+    return store.session
 
 
 def drain(watch: nbdb.Watch, until: int, timeout: float = 30.0) -> list[ChangeEvent[Any]]:
@@ -223,7 +231,8 @@ def test_abandoned_reference_reservation_is_cleared_by_a_delete(open_db: Callabl
     ghost = f"LogicalSwitchPort/{uuid.uuid4()}"
     # A writer reserved a reference from topic "tenant" and died before committing its object:
     reservation = f"{uuid.uuid4().hex}:tenant"
-    assert wc._cas(wc.W_REF_RESERVE, {ghost: reservation}, wc._ns, "infra", "LogicalSwitch", switch.id)
+    key = (wc.partitions.ns, "infra", layout.OBJECT, 0, "LogicalSwitch", switch.id)
+    assert wc.store.apply([(layout.W_REF_RESERVE, (*key, {ghost: reservation}))]).applied
     assert db.backend.referrers("LogicalSwitch", switch.id) == []  # unverified: not a referrer
     db.delete(switch)  # seals "tenant", sees the source never committed, clears the entry
     with pytest.raises(nbdb.NotFoundError):
@@ -482,9 +491,7 @@ def test_list_revision_is_an_exact_cut_under_concurrent_writes(open_db: Callable
 
 @pytest.mark.timeout(120)
 def test_revisions_cross_sequencer_buckets(open_db: Callable[..., nbdb.Database], monkeypatch: Any) -> None:
-    from nbdb.families import widecolumn
-
-    monkeypatch.setattr(widecolumn, "BUCKET_SIZE", 4)
+    monkeypatch.setattr(RevisionSequencer, "bucket_size", 4)
     db, other = open_db(), open_db()
     watch = db.watch(LogicalSwitch, since=0)
     created = [(db if i % 2 else other).create(LogicalSwitch(name=f"s{i}", topic=f"t{i % 3}")) for i in range(11)]
@@ -494,7 +501,7 @@ def test_revisions_cross_sequencer_buckets(open_db: Callable[..., nbdb.Database]
     assert [e.id for e in events] == [c.id for c in created]
     assert [e.revision for e in events] == list(range(1, 12))
     fresh = open_db()  # starts from the bucket hint, not from bucket 0
-    assert fresh.backend.current_revision() == 11 and backend(fresh)._bucket == 2
+    assert fresh.backend.current_revision() == 11 and backend(fresh).sequencer.bucket_hint() == 2
     with fresh.cache(LogicalSwitch) as cache:
         assert cache.wait_synced(15) and len(cache) == 11
 
@@ -574,14 +581,14 @@ def test_keyspace_is_created_and_its_tables_evolved(cassandra_server: CassandraS
     url = cassandra_server.url.rsplit("/", 1)[0] + f"/{keyspace}?rf=1"
     with nbdb.connect(url, namespace="a") as db:
         assert db.allocate_id("n") == 1
-        session = backend(db)._session
-        session.execute(f"ALTER TABLE {keyspace}.nbdb_meta DROP owner", timeout=60)
+        driver = session(db)
+        driver.execute(f"ALTER TABLE {keyspace}.nbdb_meta DROP owner", timeout=60)
     try:
         with nbdb.connect(url, namespace="a") as db:  # an older schema: nbdb adds the column back
             assert db.allocate_id("n") == 2
     finally:
         with nbdb.connect(cassandra_server.url, namespace="x") as db:
-            backend(db)._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+            session(db).execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
 
 
 class _TlsCassandraServer(CassandraServer):

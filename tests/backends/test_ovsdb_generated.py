@@ -78,6 +78,10 @@ def test_generated_models_on_their_own_schema(fleet_server: tuple[OvsdbServer, t
         site = db.create(fleet.Site(name="depot", vehicles=[van.id]))
         with pytest.raises(nbdb.ReferenceError):
             db.delete(van)  # the site still holds it
+        with pytest.raises(nbdb.UniqueViolationError) as caught:
+            db.create(fleet.Site(name="depot"))  # the schema's index on Site.name, declared by the model
+        assert caught.value.existing == site.id
+        assert db.get_by(fleet.Site, name="depot") == db.get(fleet.Site, site.id)
         db.update(site.replace(vehicles=[]))
         db.delete(db.get(fleet.Vehicle, van.id))
         assert db.list(fleet.Vehicle) == []

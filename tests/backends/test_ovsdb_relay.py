@@ -273,3 +273,19 @@ def test_locks_are_refused_through_relays(relays: Relays, namespace: str) -> Non
         with pytest.raises(nbdb.UnsupportedError, match="relay"):
             with db.lock("guard", timeout=5):
                 pass
+
+
+def test_a_lock_whose_connection_lands_on_a_relay_is_refused(
+    cluster: OvsdbServer, relays: Relays, front: FaultProxy, namespace: str
+) -> None:
+    # Remotes that mix a relay and the members: the main connection reached the leader (the
+    # relay was refused then), the lock's own connection reaches the relay, where a lock would
+    # exclude only that relay's clients.
+    front.refuse()
+    members = (m.address for m in cluster.members)
+    with nbdb.connect(_url(_address(front), *members, namespace=namespace)) as db:
+        assert db.capabilities.locks
+        front.heal()
+        with pytest.raises(nbdb.UnsupportedError, match="relay"):
+            with db.lock("guard", timeout=5):
+                pass

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nbdb.bench.report import rows
 from nbdb.bench.results import BenchResult, Measurement
 from nbdb.bench.stats import percentile, rate, ratio, summarize
 from nbdb.cli import main
@@ -133,6 +134,26 @@ def test_json_round_trip_keeps_every_figure(tmp_path: Path) -> None:
     assert r.value == pytest.approx(0.5)
     mem = next(t for t in again.targets() if t.name.startswith("memory per cached port"))
     assert mem.met is True
+
+
+@pytest.mark.timeout(30)
+def test_an_extra_baseline_gets_its_own_ratio_row_and_target() -> None:
+    result = BenchResult(backends={"cassandra": {"status": "ok"}})
+    result.add(
+        [
+            Measurement("write.create", "cassandra", "nbdb", 100, 2_000_000, "ops"),
+            Measurement("write.create", "cassandra", "raw", 100, 1_000_000, "ops"),
+            Measurement("write.create", "cassandra", "raw+seq", 100, 2_500_000, "ops"),
+        ]
+    )
+    assert sorted((r.baseline, round(r.value, 2)) for r in result.ratios()) == [("raw", 0.5), ("raw+seq", 1.25)]
+    table = rows(result)
+    assert [(row[1], row[4], row[5]) for row in table] == [
+        ("", "100k ops/s", "0.50"),
+        ("vs raw+seq", "40k ops/s", "1.25"),
+    ]
+    names = {t.name: t.met for t in result.targets()}
+    assert names == {"nbdb/raw write.create": False, "nbdb/raw+seq write.create": True}
 
 
 @pytest.mark.timeout(30)

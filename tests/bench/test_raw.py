@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from nbdb.bench.config import SIZES
-from nbdb.bench.raw import RawClient, RawConflict, open_raw
+from nbdb.bench.raw import RawClient, RawConflict, extra_baselines, open_raw
 from nbdb.bench.results import Measurement
 from nbdb.bench.runner import run_bench
 from nbdb.bench.workloads import GROUPS, Group
@@ -50,7 +50,17 @@ def _raw(kind: str, url: str, namespace: str) -> RawClient:
 @pytest.mark.timeout(120)
 def test_raw_client_keeps_the_contract(server: tuple[str, str]) -> None:
     kind, url = server
-    client = _raw(kind, url, f"raw-contract-{kind}")
+    _keeps_the_contract(_raw(kind, url, f"raw-contract-{kind}"))
+
+
+@pytest.mark.timeout(120)
+def test_cassandra_contract_baseline_keeps_the_contract(cassandra_server: Server) -> None:  # noqa: F811
+    pytest.importorskip("nbdb.backends.cassandra")
+    assert extra_baselines("cassandra") == ["seq"]
+    _keeps_the_contract(open_raw("cassandra", cassandra_server.url, "raw-seq-contract", "seq"))
+
+
+def _keeps_the_contract(client: RawClient) -> None:
     try:
         docs: list[dict[str, Any]] = populate_raw(client, 5)[1]
         assert sorted(json.loads(v)["id"] for v in client.scan(client.prefix(PORT))) == sorted(d["id"] for d in docs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -76,6 +78,18 @@ def make_mapping(schema: dict[str, Any] | None = None) -> Mapping_:
     parsed = DatabaseSchema.parse(schema or NB_SCHEMA)
     shapes = [shape_of(LogicalSwitch), shape_of(LogicalSwitchPort), shape_of(PortGroup)]
     return build_mapping({parsed.name: parsed}, {parsed.name: OVN_BINDINGS}, shapes)
+
+
+@pytest.fixture
+def nb_schema() -> dict[str, Any]:
+    """A copy of NB_SCHEMA to change (an older or newer schema)."""
+    return copy.deepcopy(NB_SCHEMA)
+
+
+@pytest.fixture
+def mapping_of() -> Callable[[dict[str, Any] | None], Mapping_]:
+    """:func:`make_mapping`, for tests that map several schemas."""
+    return make_mapping
 
 
 @pytest.fixture

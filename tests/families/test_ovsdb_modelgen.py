@@ -78,7 +78,7 @@ def test_a_users_schema_becomes_typed_models(tmp_path: Path) -> None:
     with pytest.raises(nbdb.ValidationError):
         inventory.Host(name="h3", cores=0)  # below minInteger
     shape = shape_of(inventory.Rack)
-    assert shape.indexes == ("name",)
+    assert shape.indexes == ("name",) and shape.unique == (("name",),)
     assert shape.field("hosts").reference == "Inventory.Host" and shape.field("hosts").container == "list"
     assert shape.field("labels").container == "map"
     assert shape_of(inventory.Host).field("rack").optional

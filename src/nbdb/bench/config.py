@@ -54,6 +54,8 @@ class Sizes:
     """Transactions of 100 ports per sweep size."""
     load_cap: dict[str, int] = field(default_factory=dict)
     """The largest cold-load size per backend where the sweep's top is out of reach (filling a server)."""
+    spread_threads: tuple[int, ...] = (16,)
+    """Threads of the concurrent workload's second case: each thread in a topic of its own."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able form."""
@@ -78,6 +80,7 @@ SIZES: dict[str, Sizes] = {
         churn_rate=500.0,
         churn_tenants=2,
         rounds=1,
+        spread_threads=(4,),
     ),
     # `--quick`: under a minute on the embedded default, for the README.
     "quick": Sizes(

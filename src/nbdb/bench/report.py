@@ -62,35 +62,45 @@ def _lat(m: Measurement | None) -> str:
 
 
 def rows(result: BenchResult) -> list[list[str]]:
-    """One row per (workload, params, backend): rates, ratio, latencies (p50 / p99)."""
-    raw = {m.key: m for m in result.measurements if m.impl == RAW}
+    """One row per (workload, params, backend, baseline): rates, ratio, latencies (p50 / p99).
+
+    An nbdb figure with extra baselines (``raw+<name>``) gets one more row per
+    baseline, its parameters saying which.
+    """
     out = []
     nbdb_side = sorted((m for m in result.measurements if m.impl == NBDB), key=_sort_key)
     for m in nbdb_side:
-        base = raw.get(m.key)
-        unit = {"objects": "obj/s", "events": "ev/s"}.get(m.unit, "ops/s")
-        ratio = math.nan if base is None else m.rate / base.rate if base.rate > 0 else math.nan
-        extra = ""
-        if "bytes_per_object" in m.extra:
-            extra = f"{m.extra['bytes_per_object']:,.0f} B/obj"
-            if base is not None:
-                extra += f" (raw {base.extra.get('bytes_per_object', math.nan):,.0f})"
-        if m.extra.get("missing_events"):
-            extra += ("; " if extra else "") + f"{m.extra['missing_events']:.0f} events missing"
-        out.append(
-            [
-                m.workload,
-                _params(m.params),
-                m.backend,
-                f"{fmt_rate(m.rate)} {unit}",
-                "—" if base is None else f"{fmt_rate(base.rate)} {unit}",
-                fmt_ratio(ratio),
-                _lat(m),
-                _lat(base),
-                extra,
-            ]
-        )
+        bases: list[Measurement | None] = [*result.baselines(m)]
+        for base in bases or [None]:
+            out.append(_row(m, base))
     return out
+
+
+def _row(m: Measurement, base: Measurement | None) -> list[str]:
+    """The row of nbdb figure ``m`` against ``base``."""
+    unit = {"objects": "obj/s", "events": "ev/s"}.get(m.unit, "ops/s")
+    ratio = math.nan if base is None else m.rate / base.rate if base.rate > 0 else math.nan
+    extra = ""
+    if "bytes_per_object" in m.extra:
+        extra = f"{m.extra['bytes_per_object']:,.0f} B/obj"
+        if base is not None:
+            extra += f" (raw {base.extra.get('bytes_per_object', math.nan):,.0f})"
+    if m.extra.get("missing_events"):
+        extra += ("; " if extra else "") + f"{m.extra['missing_events']:.0f} events missing"
+    params = _params(m.params)
+    if base is not None and base.impl != RAW:
+        params = f"{params} vs {base.impl}".strip()
+    return [
+        m.workload,
+        params,
+        m.backend,
+        f"{fmt_rate(m.rate)} {unit}",
+        "—" if base is None else f"{fmt_rate(base.rate)} {unit}",
+        fmt_ratio(ratio),
+        _lat(m),
+        _lat(base),
+        extra,
+    ]
 
 
 HEADERS = ["workload", "params", "backend", "nbdb", "raw", "nbdb/raw", "nbdb p50 / p99", "raw p50 / p99", "notes"]

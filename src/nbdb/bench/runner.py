@@ -24,6 +24,7 @@ from typing import Any
 
 import nbdb
 from nbdb.bench.config import BACKENDS, Sizes
+from nbdb.bench.raw import extra_baselines
 from nbdb.bench.results import BenchResult
 from nbdb.bench.target import Target
 from nbdb.bench.workloads import GROUPS, Group
@@ -157,6 +158,8 @@ def plan(targets: Sequence[Target], sizes: Sizes, groups: Sequence[Group] = GROU
                         continue
                     if group.raw is not None and target.raw_reason is None:
                         steps.append(Step(target, group, "raw", params, rnd))
+                        for name in extra_baselines(target.name) if group.writes else []:
+                            steps.append(Step(target.with_baseline(name), group, f"raw+{name}", params, rnd))
                     steps.append(Step(target, group, "nbdb", params, rnd))
     return steps
 
@@ -206,13 +209,16 @@ def run_bench(
             key = (step.target.name, step.group.name, step.impl)
             if key in failed:
                 continue
-            runner = step.group.raw if step.impl == "raw" else step.group.nbdb
+            runner = step.group.nbdb if step.impl == "nbdb" else step.group.raw
             assert runner is not None
             try:
-                result.add(runner(step.target, sizes, **step.params))
+                measured = runner(step.target, sizes, **step.params)
+                for m in measured:  # an extra baseline reports itself as raw: say which it is
+                    m.impl = step.impl
+                result.add(measured)
             except Exception as exc:
                 failed.add(key)
-                if step.impl == "raw" and isinstance(exc, NotImplementedError):
+                if step.impl != "nbdb" and isinstance(exc, NotImplementedError):
                     # The raw client has nothing doing this group's work: no baseline for it, not a failure.
                     unsupported = result.backends[step.target.name].setdefault("raw_unsupported", {})
                     unsupported[step.group.name] = str(exc) or "not supported by the raw client"

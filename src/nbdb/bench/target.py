@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import nbdb
 from nbdb.bench.raw import RawClient, open_raw
@@ -25,6 +25,8 @@ class Target:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     raw_reason: str | None = None
     """Why there is no raw baseline for this backend (None: there is one)."""
+    baseline: str | None = None
+    """Which of the backend's extra raw baselines :meth:`raw` opens (None: its plain raw client)."""
     _counter: int = 0
 
     def namespace(self) -> str:
@@ -38,4 +40,8 @@ class Target:
 
     def raw(self, namespace: str) -> RawClient:
         """The backend's raw client in ``namespace``; LookupError if there is none."""
-        return open_raw(self.name, self.url, namespace)
+        return open_raw(self.name, self.url, namespace, self.baseline)
+
+    def with_baseline(self, baseline: str) -> Target:
+        """This target, whose :meth:`raw` opens the extra baseline ``baseline``."""
+        return replace(self, baseline=baseline)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nbdb import errors
-from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, WriteOp
+from nbdb.spi import ANY_VERSION, Delete, Mutate, Put, RefKey, WriteOp
 
 __all__ = [
     "NO_TOPIC",
@@ -67,7 +67,7 @@ class TransactionShape:
     """Objects the operations delete."""
 
 
-def shape_of(ops: Sequence[WriteOp]) -> TransactionShape:
+def shape_of(ops: Sequence[WriteOp | Mutate]) -> TransactionShape:
     """The shape of ``ops``; ValidationError if one object appears twice."""
     keys: list[RefKey] = []
     seen: set[RefKey] = set()
@@ -81,7 +81,7 @@ def shape_of(ops: Sequence[WriteOp]) -> TransactionShape:
         keys.append(key)
         if isinstance(op, Delete):
             deleted.add(key)
-        elif op.expect_version == 0:
+        elif isinstance(op, Put) and op.expect_version == 0:
             created.add(key)
     return TransactionShape(tuple(keys), frozenset(created), frozenset(deleted))
 
@@ -164,13 +164,15 @@ def expected_version(op: WriteOp, stored: int) -> int:
     return expect
 
 
-def unique_taken(table: str, field: str, value: str, owner: uuid.UUID | None) -> errors.UniqueViolationError:
-    """A unique value another object of the table holds (``value``: its canonical JSON)."""
+def unique_taken(
+    table: str, field: str, value: str, owner: uuid.UUID | None, where: str = ""
+) -> errors.UniqueViolationError:
+    """A unique value another object of the table holds (``value``: its canonical JSON; ``where``: who, if unnamed)."""
     try:
         shown: object = json.loads(value)
     except ValueError:
         shown = value
-    holder = f" by {table} {owner}" if owner is not None else ""
+    holder = f" by {table} {owner}" if owner is not None else f" {where}" if where else ""
     return errors.UniqueViolationError(
         f"{table}.{field} = {value} is taken{holder}: unique fields may not repeat within a table",
         table=table,

@@ -60,12 +60,14 @@ class FieldShape:
 
 @dataclass(frozen=True, slots=True)
 class ModelShape:
-    """A model's table name, its own fields (not :data:`BASE_FIELDS`), references and indexes."""
+    """A model's table name, its own fields (not :data:`BASE_FIELDS`), references, indexes and unique groups."""
 
     table: str
     fields: tuple[FieldShape, ...]
     references: tuple[RefSpec, ...]
     indexes: tuple[str, ...]
+    unique: tuple[tuple[str, ...], ...] = ()
+    """The model's ``nbdb_unique`` groups of fields (a group of one for a single unique field)."""
 
     def field(self, name: str) -> FieldShape:
         """The field called ``name``; KeyError if the model has none."""
@@ -149,7 +151,7 @@ def shape_of(model: type[Model]) -> ModelShape:
     """The shape of ``model`` (computed once per class)."""
     refs = {spec.field: spec for spec in model.nbdb_references}
     fields = tuple(_field_shape(model, name, refs) for name in model.model_fields if name not in BASE_FIELDS)
-    return ModelShape(model.nbdb_table, fields, model.nbdb_references, model.nbdb_indexes)
+    return ModelShape(model.nbdb_table, fields, model.nbdb_references, model.nbdb_indexes, model.nbdb_unique_fields)
 
 
 def model_shapes() -> tuple[ModelShape, ...]:

@@ -63,8 +63,11 @@ _JVM_SERVER_OPTIONS: tuple[str, ...] = (
     # Start fast: a throwaway node has no gossip to wait for and no superuser to delay.
     "-Dcassandra.skip_wait_for_gossip_to_settle=0",
     "-Dcassandra.superuser_setup_delay_ms=0",
-    "-Dcassandra.ring_delay_ms=1000",
 )
+
+_RING_DELAY_MS = {True: 1000, False: 30000}
+"""Ring delay of a lone node / of a cluster member. A member joining a cluster gives up if the seed does not
+answer its first gossip round within the ring delay: on a loaded machine that takes more than a second."""
 
 _LOGBACK = """<configuration>
   <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
@@ -153,6 +156,7 @@ class CassandraServer(Server):
             f"-Xms{min_heap(self.heap)}",
             f"-Xmx{self.heap}",
             *_JVM_SERVER_OPTIONS,
+            f"-Dcassandra.ring_delay_ms={_RING_DELAY_MS[self.size == 1]}",
             *JVM17_OPTIONS,
             *([f"-javaagent:{jamm[-1]}"] if jamm else []),
             f"-Dcassandra.config={config.as_uri()}",

@@ -12,13 +12,14 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar
 
 from nbdb import errors
-from nbdb.backends.ovsdb.locks import hold_lock, lock_name
+from nbdb.backends.ovsdb.cluster import NO_LOCKS_ON_RELAYS
+from nbdb.backends.ovsdb.locks import OvsdbLockHandle, hold_lock, lock_name
 from nbdb.backends.ovsdb.session import Session
 from nbdb.backends.ovsdb.url import DEFAULT_NB, Target, parse_url
-from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families.ovsdb import schemagen
 from nbdb.families.ovsdb.conditions import Scope
-from nbdb.families.ovsdb.family import OvsdbFamilyBackend
+from nbdb.families.ovsdb.family import OvsdbFamilyBackend, Transact
 from nbdb.families.ovsdb.mapping import build_mapping
 from nbdb.families.ovsdb.ovn import OVN_BINDINGS, OVN_NB_DATABASE
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
@@ -112,6 +113,11 @@ class _Driver:
                 self._loading.pop(scope).set()
         return replica
 
+    def loaded(self, scope: Scope) -> Replica | None:
+        """The replica of ``scope`` if it was made already (never makes one)."""
+        with self._lock:
+            return self._replicas.get(scope)
+
     def replicas(self) -> list[Replica]:
         """Every replica made so far."""
         with self._lock:
@@ -148,10 +154,19 @@ class OvsdbBackend(OvsdbFamilyBackend):
         "is gone; after a reconnect the changes missed arrive merged: a watch ends with HistoryGoneError there, "
         "a cache applies them as the exact difference",
         cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
+        pages=True,
         notes="Objects are rows of the real OVN_Northbound tables (interoperable with ovn-nbctl, ovn-northd "
         "and ovsdbapp). List fields come back in OVSDB set order (sorted, without duplicates). Locks are "
-        "OVSDB's native locks, held as long as the lock's connection lives (ttl is not used). A transaction "
-        "must stay within one OVSDB database.",
+        "OVSDB's native locks, held as long as the lock's connection lives (ttl is not used); a fenced commit "
+        "is sent on the lock's own connection behind an OVSDB assert. Unique fields are the schema's indexes "
+        "(OVN_Northbound's are shared by every namespace and by ovn-nbctl) or, in the generated model "
+        "database, indexed key columns per namespace; where the served schema has no index, a wait in each "
+        "commit keeps them among nbdb's writers. mutate() is OVSDB's native mutate on set and map columns. "
+        "Expiry: deadlines in external_ids, reaped by connected Databases (wall clock). A transaction must "
+        "stay within one OVSDB database.",
     )
 
     def __init__(self, lease: Lease[Target, _Driver]) -> None:
@@ -200,10 +215,21 @@ class OvsdbBackend(OvsdbFamilyBackend):
     def _replicas(self) -> list[Replica]:
         return self._driver.replicas()
 
+    def _loaded_replica(self) -> Replica | None:
+        return None if self._closed else self._driver.loaded(Scope(self.namespace))
+
     def _sync(self, db: str) -> None:
         if self._closed:
             raise errors.BackendUnavailableError("this OVSDB backend is closed")
         self._driver.sessions[db].sync(db)
+
+    def _fenced(self, fence: LockHandle) -> tuple[str, Transact]:
+        if not isinstance(fence, OvsdbLockHandle):
+            raise errors.ValidationError(f"fence= takes a lock of an OVSDB database, not {fence!r}")
+        mine, theirs = self._driver.target, fence.target
+        if (mine.scheme, mine.remotes) != (theirs.scheme, theirs.remotes):
+            raise errors.ValidationError(f"fence= takes a lock of this OVSDB server; {fence!r} is of another one")
+        return fence.ovsdb_name, fence.transact
 
     @contextmanager
     def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
@@ -211,11 +237,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
         if ttl <= 0:
             raise errors.ValidationError("lock ttl must be positive")
         if self._driver.relay:
-            raise errors.UnsupportedError(
-                "OVSDB locks are held by one ovsdb-server process and a relay does not forward them, so clients "
-                "of two relays could hold the same lock: take locks through the raft members (or the standalone "
-                "server), with a URL that names them"
-            )
+            raise errors.UnsupportedError(NO_LOCKS_ON_RELAYS)
         key = lock_name(self.namespace, name)
         with self._locks_lock:
             local = self._local_locks.get(key)

@@ -46,6 +46,20 @@ class ServerRole:
         )
 
 
+NO_LOCKS_ON_RELAYS = (
+    "OVSDB locks are held by one ovsdb-server process and a relay does not forward them, so clients of two "
+    "relays could hold the same lock (and a fenced write, forwarded on the relay's own session, would assert "
+    "a lock nobody holds there): take locks and fence writes through the raft members (or the standalone "
+    "server), with a URL that names them"
+)
+"""Why locks and fenced writes are refused through a relay: one rule, said once."""
+
+
+def relayed(roles: Sequence[ServerRole], database: str) -> bool:
+    """Whether the server with these roles serves ``database`` as a relay of another server."""
+    return any(role.name == database and role.model == "relay" for role in roles)
+
+
 def usable(roles: Sequence[ServerRole], databases: Sequence[str]) -> str | None:
     """Why a server with these roles cannot serve ``databases`` (None: it can)."""
     by_name = {role.name: role for role in roles}

@@ -5,6 +5,11 @@ lease. ``handle.lost`` turns True when the server says the lock was
 ``stolen``, when the connection closes, and when the server stops being the
 raft leader — OVSDB does not replicate locks, so a lock held on a deposed
 leader no longer excludes clients of the new one.
+
+A fenced commit is sent on that same session (:meth:`OvsdbLockHandle.transact`)
+and starts with an ``assert`` of the lock: the server runs it only while this
+session holds the lock. On any other connection the ``assert`` would check
+that connection's locks, which hold none.
 """
 
 from __future__ import annotations
@@ -20,12 +25,20 @@ from contextlib import contextmanager
 from typing import Any
 
 from nbdb import errors
-from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, usable
+from nbdb.backends.ovsdb.cluster import (
+    NO_LOCKS_ON_RELAYS,
+    SERVER_COLUMNS,
+    ServerRole,
+    connect_to_server,
+    relayed,
+    usable,
+)
 from nbdb.backends.ovsdb.rpc import RpcConnection
+from nbdb.backends.ovsdb.session import transact_on
 from nbdb.backends.ovsdb.url import Target
 from nbdb.spi import LockHandle
 
-__all__ = ["hold_lock", "lock_name"]
+__all__ = ["OvsdbLockHandle", "hold_lock", "lock_name"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +46,20 @@ log = logging.getLogger(__name__)
 def lock_name(namespace: str, name: str) -> str:
     """The OVSDB lock name of an nbdb lock (an OVSDB ``<id>``: ``[A-Za-z_][A-Za-z0-9_]*``)."""
     return "nbdb_" + hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:40]
+
+
+class OvsdbLockHandle(LockHandle):
+    """A held OVSDB lock: its OVSDB name, and transactions on the session that holds it."""
+
+    def __init__(self, name: str, token: str, session: _LockSession, target: Target) -> None:
+        super().__init__(name, token)
+        self._session = session
+        self.target = target
+        self.ovsdb_name = session.name
+
+    def transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
+        """One transaction on the lock's session (TransactNotSent / TransactLost as the family expects)."""
+        return transact_on(self._session.rpc, db, ops, self.target.timeout)
 
 
 class _LockSession:
@@ -51,7 +78,13 @@ class _LockSession:
         if self.rpc.closed.is_set():
             self._closed()
         request = {"Database": [{"columns": SERVER_COLUMNS}]}
-        self.rpc.call("monitor_cond", ["_Server", "server", request], target.timeout)
+        # The reply holds the initial state: applied in the I/O thread, before any later update.
+        self.rpc.request("monitor_cond", ["_Server", "server", request], self._server_state).wait(target.timeout)
+        if relayed([ServerRole.from_row(r) for r in list(self._roles.values())], database):
+            # Remotes that mix relays and members can land here on a relay: a lock there excludes nobody.
+            self.rpc.on_close = None
+            self.rpc.close()
+            raise errors.UnsupportedError(NO_LOCKS_ON_RELAYS)
 
     def _notify(self, method: str, params: list[Any]) -> None:
         if method == "locked" and params == [self.name]:
@@ -59,13 +92,16 @@ class _LockSession:
         elif method == "stolen" and params == [self.name]:
             self._lose("it was stolen")
         elif method == "update2" and len(params) == 2 and params[0] == "server":
-            for id, change in (params[1].get("Database") or {}).items():
-                row = self._roles.setdefault(id, {})
-                row.update(change.get("initial") or change.get("insert") or change.get("modify") or {})
-            problem = usable([ServerRole.from_row(r) for r in self._roles.values()], [self.database])
-            if problem is not None:
-                self._lose(f"its server {problem}")
-                self.rpc.close()
+            self._server_state(params[1])
+
+    def _server_state(self, updates: Any) -> None:
+        for id, change in (updates.get("Database") or {}).items():
+            row = self._roles.setdefault(id, {})
+            row.update(change.get("initial") or change.get("insert") or change.get("modify") or {})
+        problem = usable([ServerRole.from_row(r) for r in self._roles.values()], [self.database])
+        if problem is not None:
+            self._lose(f"its server {problem}")
+            self.rpc.close()
 
     def _closed(self) -> None:
         self._lose("its OVSDB connection closed")
@@ -95,7 +131,7 @@ def hold_lock(
     session = _LockSession(target, database, context, connect_deadline)
     try:
         session.name = lock_name(target.namespace, name)
-        handle = LockHandle(name, uuid.uuid4().hex)
+        handle = OvsdbLockHandle(name, uuid.uuid4().hex, session, target)
         session.handle = handle
         result = session.rpc.call("lock", [session.name], target.timeout, label=f"lock {name}")
         if isinstance(result, dict) and result.get("locked"):

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from nbdb import errors
-from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, usable
+from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, relayed, usable
 from nbdb.backends.ovsdb.rpc import Call, RpcClosed, RpcConnection, RpcError
 from nbdb.backends.ovsdb.transport import ssl_context
 from nbdb.backends.ovsdb.url import Target
@@ -35,7 +35,7 @@ from nbdb.families.ovsdb.mapping import Mapping_
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.schema import DatabaseSchema
 
-__all__ = ["Session"]
+__all__ = ["Session", "transact_on"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,28 @@ _INITIAL_LOAD_SECONDS = 600.0
 
 class StaleServer(errors.BackendUnavailableError):
     """The server's state of a database is older than what the replica already shows."""
+
+
+def transact_on(rpc: RpcConnection, db: str, ops: list[dict[str, Any]], timeout: float) -> list[Any]:
+    """One transaction on ``rpc``: its results; TransactNotSent or TransactLost when the connection failed it."""
+    call = rpc.request("transact", [db, *ops])
+    try:
+        result = call.wait(timeout)
+    except RpcClosed as exc:
+        if exc.sent:
+            raise TransactLost(str(exc)) from None
+        raise TransactNotSent(str(exc)) from None
+    except RpcError as exc:
+        if exc.error == "canceled":
+            # A relay that lost its source cancels what it forwarded and got no reply for:
+            # the source may have committed it.
+            raise TransactLost(f"{rpc.remote} canceled the transaction") from None
+        raise errors.ValidationError(f"OVSDB rejected a transaction: {exc.error}") from None
+    except errors.BackendUnavailableError as exc:
+        raise TransactLost(str(exc)) from None
+    if not isinstance(result, list):
+        raise TransactLost(f"unexpected OVSDB reply: {result!r}")
+    return result
 
 
 class Session:
@@ -235,7 +257,7 @@ class Session:
             row.update(change.get("initial") or change.get("insert") or change.get("modify") or {})
         roles = [ServerRole.from_row(row) for row in self._roles.values()]
         served = [db for db in self._databases if any(r.name == db for r in roles)]
-        self.relay = any(r.name == self.database and r.model == "relay" for r in roles)
+        self.relay = relayed(roles, self.database)
         problem = usable(roles, served or self._databases[:1])
         rpc = self._rpc
         if problem is not None and rpc is not None and self._ready:
@@ -309,24 +331,7 @@ class Session:
     def transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
         """One transaction (see :meth:`nbdb.families.ovsdb.OvsdbFamilyBackend._transact`)."""
         rpc = self._connection(time.monotonic() + self.target.timeout)
-        call = rpc.request("transact", [db, *ops])
-        try:
-            result = call.wait(self.target.timeout)
-        except RpcClosed as exc:
-            if exc.sent:
-                raise TransactLost(str(exc)) from None
-            raise TransactNotSent(str(exc)) from None
-        except RpcError as exc:
-            if exc.error == "canceled":
-                # A relay that lost its source cancels what it forwarded and got no reply for:
-                # the source may have committed it.
-                raise TransactLost(f"{rpc.remote} canceled the transaction") from None
-            raise errors.ValidationError(f"OVSDB rejected a transaction: {exc.error}") from None
-        except errors.BackendUnavailableError as exc:
-            raise TransactLost(str(exc)) from None
-        if not isinstance(result, list):
-            raise TransactLost(f"unexpected OVSDB reply: {result!r}")
-        return result
+        return transact_on(rpc, db, ops, self.target.timeout)
 
     def sync(self, db: str) -> None:
         """Return once the replica shows every commit acknowledged before the call (an empty transaction)."""

@@ -14,17 +14,26 @@ seals partitions before lists: that is what the ratio shows.
 There is no raw change feed: Cassandra has none a client can subscribe to
 (CDC is commit-log files on the servers), so the fan-out workload has no
 baseline here rather than a made-up one.
+
+:class:`ContractClient` (``raw+seq`` in the report) is the second baseline: the
+server work nbdb's contract needs, done by hand with the same client — every
+write takes the next number of a dense revision sequence (one LWT on the
+namespace's sequence row, with its index row) and lands in one conditional
+batch with its change row and the partition's ordering condition
+(``last_rev < g``), so that a watcher could resume from any revision. It does
+nothing else: no reads, no references, no group commit of concurrent writers.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nbdb.bench.raw.base import Follower, RawClient, RawConflict
 
-__all__ = ["Client"]
+__all__ = ["BASELINES", "Client", "ContractClient"]
 
 _TABLE = "nbdb_raw"
 _DDL = (
@@ -84,14 +93,24 @@ class Client(RawClient):
             keyspace = self._cluster.metadata.keyspaces.get(self._ks)
             if keyspace is None or _TABLE not in keyspace.tables:
                 self._session.execute(_DDL.format(ks=self._ks), timeout=60.0)
-            self._stmts: dict[str, Any] = {
-                cql: self._session.prepare(cql.format(ks=self._ks))
-                for cql in (_INSERT, _UPDATE, _DELETE, _GET, _SCAN, _DROP)
-            }
+            self._stmts: dict[str, Any] = {}
+            self._prepare(_INSERT, _UPDATE, _DELETE, _GET, _SCAN, _DROP)
         except BaseException:
             self._cluster.shutdown()
             raise
         self._tables: set[str] = set()
+
+    def _batch(self) -> Any:
+        """An UNLOGGED batch at nbdb's consistency levels (one partition: atomic and isolated)."""
+        from cassandra.query import BatchStatement, BatchType
+
+        return BatchStatement(
+            batch_type=BatchType.UNLOGGED, consistency_level=self._consistency, serial_consistency_level=self._serial
+        )
+
+    def _prepare(self, *statements: str) -> None:
+        for cql in statements:
+            self._stmts[cql] = self._session.prepare(cql.format(ks=self._ks))
 
     def _split(self, key: str) -> tuple[str, str]:
         table, _, id = key.rpartition("/")
@@ -125,12 +144,8 @@ class Client(RawClient):
             raise RawConflict(key)
 
     def create_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        from cassandra.query import BatchStatement, BatchType
-
         # One conditional batch: atomic and isolated because all rows share the partition.
-        batch = BatchStatement(
-            batch_type=BatchType.UNLOGGED, consistency_level=self._consistency, serial_consistency_level=self._serial
-        )
+        batch = self._batch()
         for key, value in items:
             table, id = self._split(key)
             batch.add(self._stmts[_INSERT], (self.namespace, table, id, value))
@@ -154,5 +169,146 @@ class Client(RawClient):
     def close(self) -> None:
         self._cluster.shutdown()
 
+
+_SEQ_DDL = (
+    "CREATE TABLE IF NOT EXISTS {ks}.nbdb_raw_seq (ns text, g bigint, tbl text, key text, head bigint static, "
+    "PRIMARY KEY (ns, g))"
+)
+_LOG_DDL = (
+    "CREATE TABLE IF NOT EXISTS {ks}.nbdb_raw_log (ns text, tbl text, kind tinyint, rev bigint, key text, value blob, "
+    "version int, last_rev bigint static, PRIMARY KEY ((ns, tbl), kind, rev, key))"
+)
+_HEAD = "SELECT head FROM {ks}.nbdb_raw_seq WHERE ns = ? LIMIT 1"
+_TAKE = "UPDATE {ks}.nbdb_raw_seq SET head = ? WHERE ns = ? IF head = ?"
+_INDEX = "INSERT INTO {ks}.nbdb_raw_seq (ns, g, tbl, key) VALUES (?, ?, ?, ?)"
+_L_GET = "SELECT value, version FROM {ks}.nbdb_raw_log WHERE ns = ? AND tbl = ? AND kind = 0 AND rev = 0 AND key = ?"
+_L_SCAN = "SELECT value FROM {ks}.nbdb_raw_log WHERE ns = ? AND tbl = ? AND kind = 0 AND rev = 0"
+_L_INSERT = (
+    "INSERT INTO {ks}.nbdb_raw_log (ns, tbl, kind, rev, key, value, version) VALUES (?, ?, 0, 0, ?, ?, 1) IF NOT EXISTS"
+)
+_L_UPDATE = (
+    "UPDATE {ks}.nbdb_raw_log SET value = ?, version = ? WHERE ns = ? AND tbl = ? AND kind = 0 AND rev = 0 "
+    "AND key = ? IF version = ?"
+)
+_L_DELETE = "DELETE FROM {ks}.nbdb_raw_log WHERE ns = ? AND tbl = ? AND kind = 0 AND rev = 0 AND key = ? IF version = ?"
+_L_ORDER = "UPDATE {ks}.nbdb_raw_log SET last_rev = ? WHERE ns = ? AND tbl = ? IF last_rev < ?"
+_L_FIRST = "UPDATE {ks}.nbdb_raw_log SET last_rev = 0 WHERE ns = ? AND tbl = ? IF last_rev = null"
+_L_CHANGE = (
+    "INSERT INTO {ks}.nbdb_raw_log (ns, tbl, kind, rev, key, value, version) VALUES (?, ?, 1, ?, ?, ?, ?) "
+    "USING TTL 86400"
+)
+_L_DROP = "DELETE FROM {ks}.nbdb_raw_log WHERE ns = ? AND tbl = ?"
+
+
+class ContractClient(Client):
+    """The server work of nbdb's contract on Cassandra, by hand: a dense revision and a change row per write."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        super().__init__(url, namespace)
+        try:
+            keyspace = self._cluster.metadata.keyspaces.get(self._ks)
+            for table, ddl in (("nbdb_raw_seq", _SEQ_DDL), ("nbdb_raw_log", _LOG_DDL)):
+                if keyspace is None or table not in keyspace.tables:
+                    self._session.execute(ddl.format(ks=self._ks), timeout=60.0)
+            self._prepare(_HEAD, _TAKE, _INDEX, _L_GET, _L_SCAN, _L_INSERT, _L_UPDATE, _L_DELETE, _L_ORDER, _L_FIRST)
+            self._prepare(_L_CHANGE, _L_DROP)
+        except BaseException:
+            self._cluster.shutdown()
+            raise
+        self._head: int | None = None
+        self._head_known = False
+        self._lock = threading.Lock()
+        self._ordered: set[str] = set()
+
+    def _revision(self, table: str, key: str) -> int:
+        """The next revision: one compare-and-set on the sequence head, with its index row."""
+        while True:
+            with self._lock:
+                known, head = self._head_known, self._head
+            if not known:
+                row = self._run(_HEAD, self.namespace).one()
+                head = None if row is None else row.head
+            g = (head or 0) + 1
+            batch = self._batch()
+            batch.add(self._stmts[_TAKE], (g, self.namespace, head))
+            batch.add(self._stmts[_INDEX], (self.namespace, g, table, key))
+            result = self._session.execute(batch, timeout=_TIMEOUT)
+            with self._lock:
+                if result.was_applied:
+                    self._head, self._head_known = g, True
+                    return g
+                self._head_known = False
+
+    def _commit(self, table: str, g: int, writes: list[tuple[str, tuple[Any, ...]]]) -> bool:
+        if table not in self._ordered:  # once per partition: give it a last_rev to compare with
+            self._run(_L_FIRST, self.namespace, table)
+            self._ordered.add(table)
+        batch = self._batch()
+        for cql, params in [*writes, (_L_ORDER, (g, self.namespace, table, g))]:
+            batch.add(self._stmts[cql], params)
+        return bool(self._session.execute(batch, timeout=_TIMEOUT).was_applied)
+
+    def create(self, key: str, value: bytes) -> int:
+        table, id = self._split(key)
+        g = self._revision(table, id)
+        writes = [
+            (_L_INSERT, (self.namespace, table, id, value)),
+            (_L_CHANGE, (self.namespace, table, g, id, value, 1)),
+        ]
+        if not self._commit(table, g, writes):
+            raise RawConflict(key)
+        return 1
+
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        table, id = self._split(key)
+        row = self._run(_L_GET, self.namespace, table, id).one()
+        return None if row is None else (row.value, row.version)
+
+    def update(self, key: str, value: bytes, expect_version: int) -> int:
+        table, id = self._split(key)
+        g = self._revision(table, id)
+        version = expect_version + 1
+        writes = [
+            (_L_UPDATE, (value, version, self.namespace, table, id, expect_version)),
+            (_L_CHANGE, (self.namespace, table, g, id, value, version)),
+        ]
+        if not self._commit(table, g, writes):
+            raise RawConflict(key)
+        return version
+
+    def delete(self, key: str, expect_version: int) -> None:
+        table, id = self._split(key)
+        g = self._revision(table, id)
+        writes = [
+            (_L_DELETE, (self.namespace, table, id, expect_version)),
+            (_L_CHANGE, (self.namespace, table, g, id, None, 0)),
+        ]
+        if not self._commit(table, g, writes):
+            raise RawConflict(key)
+
+    def create_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        table, _ = self._split(items[0][0])
+        g = self._revision(table, "*")
+        writes: list[tuple[str, tuple[Any, ...]]] = []
+        for key, value in items:
+            _, id = self._split(key)
+            writes += [
+                (_L_INSERT, (self.namespace, table, id, value)),
+                (_L_CHANGE, (self.namespace, table, g, id, value, 1)),
+            ]
+        if not self._commit(table, g, writes):
+            raise RawConflict(items[0][0])
+
+    def scan(self, prefix: str) -> list[bytes]:
+        table = prefix.rstrip("/").rpartition("/")[2]
+        return [row.value for row in self._run(_L_SCAN, self.namespace, table)]
+
+    def cleanup(self) -> None:
+        for table in self._tables:
+            self._run(_L_DROP, self.namespace, table)
+
+
+BASELINES: dict[str, type[RawClient]] = {"seq": ContractClient}
+"""Baselines beside :class:`Client`, by name: ``raw+seq`` in the report."""
 
 _NO_FEED = "Cassandra has no change feed a client can subscribe to (CDC is commit-log files on the servers)"

@@ -15,30 +15,36 @@ A backend of this family supplies:
 Everything else is here: reads from the replica, commits planned from it and
 guarded by ``wait``s (:mod:`.planner`), exactly-once retries after a lost
 reply (commit tokens, :func:`.planner.settle`), references, revisions,
-watches and id allocation.
+watches and id allocation; and the data API (:mod:`.data`): unique fields,
+native mutations, fenced commits (a backend supplies ``_fenced``), pages and
+expiry.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, ClassVar
 
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.ovsdb import results
+from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
+from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, reflects, settle
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, parse_window, push_window
 from nbdb.families.ovsdb.stream import ReplicaStream
-from nbdb.spi import Backend, CommitResult, Record, RecordStream, RefKey, Snapshot, WriteOp
+from nbdb.families.ovsdb.unique import key_cells
+from nbdb.spi import CommitResult, LockHandle, Mutate, Record, RecordStream, RefKey, Snapshot, WriteOp
 
-__all__ = ["OvsdbFamilyBackend", "TransactLost", "TransactNotSent"]
+__all__ = ["OvsdbFamilyBackend", "Transact", "TransactLost", "TransactNotSent"]
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +65,15 @@ _UNSETTLED = (
     "applied; re-read the objects before acting again"
 )
 
+Transact = Callable[[str, list[dict[str, Any]]], list[Any]]
+"""One OVSDB transaction on a database: ``transact(db, ops) -> results``."""
+
 
 def _backoff(attempt: int) -> float:
     return float(min(0.01 * 2**attempt, 0.5))
 
 
-class OvsdbFamilyBackend(Backend):
+class OvsdbFamilyBackend(OvsdbDataApi):
     """Base of OVSDB backends: subclass it and supply ``_transact``, ``_sync`` and a live replica."""
 
     mapping: Mapping_
@@ -73,6 +82,8 @@ class OvsdbFamilyBackend(Backend):
     nb_db: str | None = None
     commit_timeout: float = 20.0
     """Seconds a commit may spend retrying across reconnects before it gives up."""
+    handles_mutations: ClassVar[bool] = True
+    """Mutations are OVSDB's own ``mutate`` (see :mod:`.mutations`)."""
 
     @abstractmethod
     def _transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
@@ -103,6 +114,9 @@ class OvsdbFamilyBackend(Backend):
     def _db_of(self, table: str) -> str | None:
         tm = self.mapping.tables.get(table)
         return None if tm is None else tm.db
+
+    def check_table(self, table: str) -> None:
+        self.mapping.get(table)
 
     def read(self, table: str, id: uuid.UUID) -> Record | None:
         db = self._db_of(table)
@@ -149,13 +163,35 @@ class OvsdbFamilyBackend(Backend):
 
     # ---------------------------------------------------------------- commits
 
+    @functools.cached_property
+    def _marks(self) -> MarkBook:
+        """This writer's settled mutation marks (see :mod:`.mutations`)."""
+        return MarkBook()
+
+    def _fenced(self, fence: LockHandle) -> tuple[str, Transact]:
+        """The OVSDB lock behind ``fence`` and a transaction on the session that holds it (backends supply it)."""
+        raise errors.UnsupportedError(f"{type(self).__name__} cannot fence writes on a lock")
+
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        return self._commit(ops, None)
+
+    def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
+        return self._commit(ops, fence)
+
+    def commit_mutations(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> CommitResult:
+        return self._commit(ops, fence)
+
+    def _commit(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None) -> CommitResult:
+        """One commit, sent on the backend's session, or with ``fence`` on the lock's own after its ``assert``."""
         if not ops:
             return CommitResult(self.clock.now(), [])
         rules.shape_of(ops)  # refuses an object written twice
+        lock, transact = (None, self._transact) if fence is None else self._fenced(fence)
         token = uuid.uuid4().hex[:16]
+        started = time.time()
         deadline = time.monotonic() + self.commit_timeout
         synced = False
+        holder_gone = False
         lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
         moved = False  # the server refused a copy of ``lost`` because a row it compares changed
         for attempt in range(_ATTEMPTS):
@@ -164,6 +200,9 @@ class OvsdbFamilyBackend(Backend):
                 outcome = self._settle(lost, deadline, moved)
                 if outcome is Outcome.LANDED:
                     return self._result(lost)
+                if fence is not None:
+                    # The lock's connection was the lease: nothing may be sent again under it.
+                    raise _fence_lost(fence, outcome)
                 if outcome is Outcome.PENDING:
                     plan = lost  # the same plan again: its waits let at most one copy land
                 else:
@@ -171,7 +210,9 @@ class OvsdbFamilyBackend(Backend):
             if plan is None:
                 try:
                     with self.replica.cond:
-                        plan = plan_commit(self.mapping, self.replica, ops, token)
+                        plan = plan_commit(
+                            self.mapping, self.replica, ops, token, now=started, fence=lock, book=self._marks
+                        )
                 except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError):
                     # The replica may lag: confirm against a current one before saying so.
                     if synced:
@@ -187,12 +228,14 @@ class OvsdbFamilyBackend(Backend):
                 if not plan.ops:
                     return CommitResult(self.clock.now(), plan.versions, frozenset(plan.skipped))
             try:
-                result = self._transact(plan.db, plan.ops)
+                result = transact(plan.db, plan.ops)
             except TransactLost as exc:
                 log.info("ovsdb: the reply of a commit was lost (%s); settling it", exc)
                 lost, moved = plan, False
                 continue
             except TransactNotSent as exc:
+                if fence is not None:
+                    raise _fence_lost(fence, Outcome.NOT_LANDED) from None
                 if time.monotonic() > deadline:
                     if lost is not None:
                         raise errors.CommitUnknownError(_UNSETTLED.format(exc)) from None
@@ -203,8 +246,13 @@ class OvsdbFamilyBackend(Backend):
             failure = results.check(result)
             if failure is None:
                 return self._result(plan)
+            kind = plan.reason(failure.index)[0]
+            if isinstance(failure, results.NotOwner) and fence is not None:
+                raise _fence_lost(fence, Outcome.NOT_LANDED)
+            if isinstance(failure, results.TimedOut) and kind == "marked":
+                return self._result(plan)  # a copy sent before landed: its mutation's mark is there
             if lost is not None:
-                if isinstance(failure, results.TimedOut) and plan.reason(failure.index)[0] in ("cas", "absent"):
+                if isinstance(failure, results.TimedOut) and kind in ("cas", "absent", "exists"):
                     # Maybe because the lost copy landed, maybe another writer: the rows will tell,
                     # once this client's replica shows the change the server saw.
                     moved = True
@@ -212,6 +260,15 @@ class OvsdbFamilyBackend(Backend):
                 if not isinstance(failure, results.NotLeader):
                     # This copy failed; the lost one may still be on its way and meet other rows.
                     raise errors.CommitUnknownError(_UNSETTLED.format(self._diagnose(plan, failure))) from None
+            if plan.unique and _refused_unique(failure, kind):
+                violation = self._unique_holder(plan)
+                if violation is not None:
+                    raise violation
+                if not holder_gone:
+                    holder_gone = True  # its holder is gone already: plan again, once
+                    self._sync(plan.db)
+                    synced = True
+                    continue
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.
@@ -267,6 +324,7 @@ class OvsdbFamilyBackend(Backend):
         its reply, so the replica shows it already; a relay forwards the reply
         as soon as its source answers, before the update reaches it.
         """
+        self._marks.settled(plan.marks, plan.dropped)
         deadline = time.monotonic() + self.commit_timeout
         with self.replica.cond:
             while not reflects(plan, self.replica):
@@ -276,7 +334,11 @@ class OvsdbFamilyBackend(Backend):
                     break
                 self.replica.cond.wait(min(remaining, 0.5))
             revision = max((self.replica.changed_at.get(key, 0) for key in plan.keys), default=0)
-            return CommitResult(revision or self.replica.revision, plan.versions, frozenset(plan.skipped))
+            versions = list(plan.versions)
+            for index, key in plan.mutated:
+                record = self.replica.record(*key)
+                versions[index] = 0 if record is None else record.version
+            return CommitResult(revision or self.replica.revision, versions, frozenset(plan.skipped))
 
     @staticmethod
     def _retryable(plan: Plan, failure: results.OperationError) -> bool:
@@ -285,7 +347,7 @@ class OvsdbFamilyBackend(Backend):
             return True
         kind = plan.reason(failure.index)[0]
         if isinstance(failure, results.TimedOut):
-            return kind in ("cas", "absent")
+            return kind in ("cas", "absent", "exists")
         return isinstance(failure, results.DuplicateUuid)
 
     def _diagnose(self, plan: Plan, failure: results.OperationError) -> errors.NbdbError:
@@ -299,9 +361,9 @@ class OvsdbFamilyBackend(Backend):
                 with self.replica.cond:
                     refs = sorted(self.replica.referrers.get(detail, ()), key=str)
                 return rules.still_referenced(detail, refs)
+        if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
+            return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")
         if isinstance(failure, results.ConstraintViolation):
-            if failure.unique_index:
-                return errors.ConflictError(f"an object with the same unique key exists: {failure.details}")
             return errors.ValidationError(f"OVSDB refused a value: {failure.details}")
         if isinstance(failure, results.ReferentialIntegrityViolation):
             return errors.ReferenceError(f"OVSDB referential integrity: {failure.details}")
@@ -312,18 +374,8 @@ class OvsdbFamilyBackend(Backend):
     def _select_nb_global(self) -> dict[str, Any] | None:
         assert self.nb_db is not None
         select = {"op": "select", "table": "NB_Global", "where": [], "columns": ["_uuid", EXTERNAL_IDS]}
-        for attempt in range(_ATTEMPTS):
-            try:
-                result = self._transact(self.nb_db, [select])
-            except errors.BackendUnavailableError:
-                time.sleep(_backoff(attempt))
-                continue
-            failure = results.check(result)
-            if failure is not None:
-                raise errors.BackendUnavailableError(f"OVSDB refused a read of NB_Global: {failure}")
-            rows = sorted(result[0].get("rows", []), key=lambda r: str(r["_uuid"][1]))
-            return rows[0] if rows else None
-        raise errors.BackendUnavailableError("OVSDB reads of NB_Global kept failing")
+        rows = sorted(self._idempotent(self.nb_db, [select])[0].get("rows", []), key=lambda r: str(r["_uuid"][1]))
+        return rows[0] if rows else None
 
     def allocate_id(self, name: str) -> int:
         """The next value of a counter kept in ``NB_Global.external_ids:nbdb:id:<namespace>/<name>``.
@@ -390,7 +442,7 @@ class OvsdbFamilyBackend(Backend):
         if old is None:
             if not tm.is_root:
                 raise errors.UnsupportedError(f"{tm.db_table} rows live only inside a parent; cannot write one raw")
-            row_json = {EXTERNAL_IDS: wire_map(ext.items())}
+            row_json = {EXTERNAL_IDS: wire_map(ext.items()), **key_cells(tm, self.namespace, id, ())}
             op: dict[str, Any] = {"op": "insert", "table": tm.db_table, "uuid": str(id), "row": row_json}
         else:
             old.update(ext)
@@ -399,6 +451,24 @@ class OvsdbFamilyBackend(Backend):
         failure = results.check(self._transact(tm.db, [op]))
         if failure is not None:
             raise errors.BackendUnavailableError(f"OVSDB refused a raw write: {failure}")
+
+
+def _refused_unique(failure: results.OperationError, kind: str) -> bool:
+    """The server refused a commit for a unique value: its own index, or the plan's ``wait``."""
+    if isinstance(failure, results.ConstraintViolation):
+        return failure.unique_index
+    return isinstance(failure, results.TimedOut) and kind == "unique"
+
+
+def _fence_lost(fence: LockHandle, outcome: Outcome) -> errors.NbdbError:
+    """The error of a fenced commit whose lock is gone: nothing written, or nobody can tell (``outcome``)."""
+    fence.mark_lost()
+    if outcome is Outcome.NOT_LANDED:
+        return errors.LockLostError(f"lock {fence.name!r} is no longer held by this holder: nothing was written")
+    return errors.CommitUnknownError(
+        f"lock {fence.name!r} was lost with the reply of a fenced commit, which may yet land or not: "
+        "re-read the objects before acting again"
+    )
 
 
 def _nb_global_wait(where: list[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:

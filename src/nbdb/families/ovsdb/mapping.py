@@ -16,6 +16,14 @@ field, the column that holds it:
 
 Columns the mapping does not know (a newer schema) are neither read nor
 written, so updates keep what other clients stored there.
+
+Each unique group of fields a model declares (``nbdb_unique``) gets a
+:class:`UniqueRule` saying how the served schema lets nbdb keep it: nbdb's
+own key column (the generated model database), an index of the schema on the
+fields' columns (``OVN_Northbound``'s ``Logical_Switch_Port.name``...), or
+neither (an older schema), when a ``wait`` in each commit keeps it. The
+schema's indexes that no model declares get a rule too, so that their
+violations can be explained.
 """
 
 from __future__ import annotations
@@ -25,10 +33,11 @@ from dataclasses import dataclass, field
 
 from nbdb import errors
 from nbdb.families.ovsdb.datum import ColumnType
-from nbdb.families.ovsdb.schema import DatabaseSchema
+from nbdb.families.ovsdb.schema import DatabaseSchema, TableSchema
+from nbdb.families.ovsdb.schemagen import unique_column
 from nbdb.models.shape import FieldShape, ModelShape
 
-__all__ = ["ColumnMap", "Link", "Mapping_", "TableBinding", "TableMap", "build_mapping"]
+__all__ = ["ColumnMap", "Link", "Mapping_", "TableBinding", "TableMap", "UniqueRule", "build_mapping"]
 
 EXTERNAL_IDS = "external_ids"
 
@@ -60,6 +69,32 @@ class ColumnMap:
 
 
 @dataclass(frozen=True, slots=True)
+class UniqueRule:
+    """How one unique group of fields of a model is kept in the served schema.
+
+    ``key_column`` set: the row holds the namespace and the group's value in
+    that column of nbdb's model database (``indexed``: the server's index on
+    it refuses a second holder; else a ``wait`` does). Otherwise the fields'
+    own columns hold the value: ``indexed`` when an index of the schema is on
+    exactly those columns (held across namespaces, as ``ovn-nbctl`` sees
+    them), else a ``wait`` on them keeps it. ``where_ok`` is False when a
+    field lives as membership in a parent's set column or as JSON in
+    ``external_ids``, where no ``where`` can compare it: such a group can
+    only be kept with a key column (writes of it raise UnsupportedError
+    otherwise).
+    """
+
+    field: str
+    """The group's name as :class:`nbdb.spi.UniqueKey` spells it: the fields joined by ``+``."""
+    fields: tuple[str, ...]
+    key_column: str | None
+    indexed: bool
+    declared: bool = True
+    """The model declares it (False: an index of the schema only, kept by the server)."""
+    where_ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Link:
     """A child table's reference field held as membership in a parent's set column."""
 
@@ -85,6 +120,12 @@ class TableMap:
     is_root: bool
     external_ids: ColumnType | None
     """None: the table has no ``external_ids`` (nbdb can read it, not write it)."""
+    unique: tuple[UniqueRule, ...] = ()
+    """The model's unique groups, then the schema's other indexes on mapped fields."""
+
+    def unique_rule(self, field: str) -> UniqueRule | None:
+        """The rule of the unique group named ``field`` (fields joined by ``+``), if any."""
+        return next((rule for rule in self.unique if rule.field == field), None)
 
     @property
     def table(self) -> str:
@@ -184,7 +225,34 @@ def _table_map(shape: ModelShape, db: str, schema: DatabaseSchema, binding: Tabl
         refs,
         tschema.is_root,
         ext_type,
+        _unique_rules(shape, tschema, columns, binding),
     )
+
+
+def _unique_rules(
+    shape: ModelShape, tschema: TableSchema, columns: Mapping[str, ColumnMap], binding: TableBinding
+) -> tuple[UniqueRule, ...]:
+    indexes = {frozenset(index) for index in tschema.indexes}
+    rules: list[UniqueRule] = []
+    for group in shape.unique:
+        key = tschema.columns.get(unique_column(group))
+        if key is not None and key.type.is_scalar and key.type.key.kind == "string":
+            rules.append(UniqueRule("+".join(group), group, key.name, frozenset([key.name]) in indexes))
+            continue
+        held = {columns[f].column for f in group if f in columns}
+        in_columns = len(held) == len(group)
+        where_ok = not any(f in binding.parents for f in group)
+        rules.append(
+            UniqueRule("+".join(group), group, None, in_columns and frozenset(held) in indexes, True, where_ok)
+        )
+    by_column = {cm.column: name for name, cm in columns.items()}
+    covered = {frozenset(columns[f].column for f in r.fields) for r in rules if all(f in columns for f in r.fields)}
+    for index in tschema.indexes:
+        if frozenset(index) in covered or not all(c in by_column for c in index):
+            continue
+        group = tuple(by_column[c] for c in index)
+        rules.append(UniqueRule("+".join(group), group, None, True, declared=False))
+    return tuple(rules)
 
 
 def build_mapping(

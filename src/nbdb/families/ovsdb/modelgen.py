@@ -10,7 +10,9 @@ nbdb's own logical schema. Per column:
   ``uuid`` with a ``refTable``; a string with an ``enum`` becomes a ``StrEnum``;
 * an optional column (at most one element) becomes ``T | None = None``, a set
   a ``list[T]``, a map a ``dict[K, V]``;
-* a table's unique indexes become ``nbdb_indexes`` (the cache indexes them).
+* a table's unique indexes become ``nbdb_unique`` groups (enforced by every
+  backend; on OVSDB by the index itself) and ``nbdb_indexes`` (the cache
+  indexes their columns).
 
 ``external_ids`` is the base models' own field; columns whose names a model
 cannot have (``id``, ``version``, ``topic``, Python keywords) are left out,
@@ -30,6 +32,13 @@ __all__ = ["class_name", "generate_models"]
 
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
 _PYTHON = {"string": "str", "integer": "int", "real": "float", "boolean": "bool", "uuid": "UUID"}
+
+
+def _group(columns: tuple[str, ...]) -> str:
+    """A unique group as Python source: ``"name"``, or ``("logical_port", "dst_ip")``."""
+    if len(columns) == 1:
+        return f'"{columns[0]}"'
+    return "(" + ", ".join(f'"{c}"' for c in columns) + ")"
 
 
 def class_name(table: str) -> str:
@@ -101,11 +110,13 @@ class _Module:
         lines.append(f'    """``{self.schema.name}.{table.name}``.{root}"""')
         lines.append("")
         lines.append(f'    nbdb_table: ClassVar[str] = "{self.schema.name}.{table.name}"')
-        indexed = [c for index in table.indexes for c in index if c in table.columns and _usable(c)]
-        if indexed:
-            unique = list(dict.fromkeys(indexed))
-            names = ", ".join(f'"{c}"' for c in unique) + ("," if len(unique) == 1 else "")
+        groups = [tuple(i) for i in table.indexes if i and all(c in table.columns and _usable(c) for c in i)]
+        if groups:
+            indexed = list(dict.fromkeys(c for group in groups for c in group))
+            names = ", ".join(f'"{c}"' for c in indexed) + ("," if len(indexed) == 1 else "")
             lines.append(f"    nbdb_indexes: ClassVar[tuple[str, ...]] = ({names})")
+            unique = ", ".join(_group(group) for group in groups) + ("," if len(groups) == 1 else "")
+            lines.append(f"    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ({unique})")
         lines.append("")
         for name, column in sorted(table.columns.items()):
             if name == "external_ids":

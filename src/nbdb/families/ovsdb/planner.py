@@ -6,24 +6,29 @@ missed: a stale row fails its wait and the commit is planned again.
 
 Order of the operations (a ``wait`` sees the effect of the operations before it):
 
-1. compare-and-swap: a ``wait`` on the exact stored content of each updated
-   or deleted row, a ``wait`` for "no such row" before each insert;
-2. inserts (row uuid given), updates, and ``mutate``s of the parents' set
-   columns (a child joins or leaves its parent's set: concurrent adds of
-   children never conflict);
+1. a fenced commit's ``assert`` of its lock; compare-and-swap: a ``wait`` on
+   the exact stored content of each updated or deleted row, a ``wait`` for
+   "no such row" before each insert; for each native mutation, "the row
+   exists" and "its mark is absent" (:mod:`.mutations`);
+2. inserts (row uuid given), updates, native mutations, and ``mutate``s of
+   the parents' set columns (a child joins or leaves its parent's set:
+   concurrent adds of children never conflict);
 3. checks that a deleted parent holds no more children;
 4. deletes;
-5. checks that every referenced target exists and nothing references a
-   deleted row.
+5. checks that every referenced target exists, nothing references a deleted
+   row, and no other row holds a unique value the server does not index
+   (:mod:`.unique`).
 
 Every put row records the commit's token in ``external_ids:nbdb:txn`` (see
-:mod:`.rows`), which :func:`settle` reads back when a reply was lost.
+:mod:`.rows`), which :func:`settle` reads back when a reply was lost; every
+native mutation leaves its mark.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,13 +38,18 @@ from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.ovsdb.datum import cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
+from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
+from nbdb.families.ovsdb.ops import assert_lock, mutate_member, wait, where_uuid
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import (
     EXT_DIGEST,
+    EXT_EXPIRES,
     EXT_NAMESPACE,
     EXT_TOPIC,
+    EXT_TTL,
     EXT_TXN,
     EXT_VERSION,
+    carried,
     new_row,
     parse_window,
     push_window,
@@ -47,7 +57,8 @@ from nbdb.families.ovsdb.rows import (
     render,
     written_version,
 )
-from nbdb.spi import Delete, Put, Record, RefKey, WriteOp
+from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
+from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
 
 __all__ = ["Outcome", "Plan", "plan_commit", "reflects", "settle"]
 
@@ -69,35 +80,18 @@ class Plan:
     keys: list[RefKey] = field(default_factory=list)
     skipped: set[int] = field(default_factory=set)
     """Positions of the ops that do nothing (deletes if_exists of records that are gone)."""
+    marks: dict[RefKey, tuple[str, str]] = field(default_factory=dict)
+    """Key -> the mark each native mutation writes (see :mod:`.mutations`)."""
+    dropped: dict[RefKey, list[str]] = field(default_factory=dict)
+    """Key -> the marks the commit drops from the row."""
+    mutated: list[tuple[int, RefKey]] = field(default_factory=list)
+    """(position, key) of the native mutations: their versions are read from the replica afterwards."""
+    unique: list[UniqueCheck] = field(default_factory=list)
+    """The unique values the commit's rows hold afterwards (to name the holder when it is refused)."""
 
     def reason(self, index: int) -> tuple[str, Any]:
         """Why operation ``index`` is in the plan (``("commit", None)`` past the end)."""
         return self.reasons[index] if index < len(self.reasons) else ("commit", None)
-
-
-def _where_uuid(id: uuid.UUID) -> list[Any]:
-    return [["_uuid", "==", ["uuid", str(id)]]]
-
-
-def _wait(table: str, where: list[Any], rows: list[dict[str, Any]], columns: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "op": "wait",
-        "table": table,
-        "timeout": 0,
-        "where": where,
-        "columns": columns or [],
-        "until": "==",
-        "rows": rows,
-    }
-
-
-def _mutate(table: str, row: uuid.UUID, column: str, how: str, member: uuid.UUID) -> dict[str, Any]:
-    return {
-        "op": "mutate",
-        "table": table,
-        "where": _where_uuid(row),
-        "mutations": [[column, how, ["set", [["uuid", str(member)]]]]],
-    }
 
 
 def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,12 +134,25 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
     return record
 
 
-def plan_commit(mapping: Mapping_, replica: Replica, ops: Sequence[WriteOp], token: str) -> Plan:
+def plan_commit(
+    mapping: Mapping_,
+    replica: Replica,
+    ops: Sequence[WriteOp | Mutate],
+    token: str,
+    *,
+    now: float | None = None,
+    fence: str | None = None,
+    book: MarkBook | None = None,
+) -> Plan:
     """The OVSDB transaction of ``ops`` (call under ``replica.cond``).
 
-    Raises the nbdb error the replica already shows (ConflictError,
-    NotFoundError, ReferenceError, ValidationError, UnsupportedError); the
-    caller confirms it against a current replica before reporting it.
+    ``now`` is the wall-clock time the commit started (ttl deadlines and
+    mutation marks are stamped with it); ``fence`` the OVSDB lock the
+    commit asserts; ``book`` the writer's settled mutation marks (dropped
+    from the rows it writes). Raises the nbdb error the replica already shows
+    (ConflictError, NotFoundError, ReferenceError, ValidationError,
+    UnsupportedError); the caller confirms it against a current replica
+    before reporting it.
     """
     dbs = {mapping.get(op.table).db for op in ops}
     if len(dbs) > 1:
@@ -153,13 +160,29 @@ def plan_commit(mapping: Mapping_, replica: Replica, ops: Sequence[WriteOp], tok
             f"a transaction spans the OVSDB databases {sorted(dbs)}; OVSDB commits one database at a time"
         )
     plan = Plan(dbs.pop(), token, replica.namespace)
+    now = time.time() if now is None else now
+    book = MarkBook() if book is None else book
     stages = _Stages()
+    if fence is not None:
+        stages.head.append((assert_lock(fence), ("fence", fence)))
     shape = rules.shape_of(ops)
     deleted, created = set(shape.deleted), set(shape.created)
+    mortal = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.ttl is not None}
+    held: dict[tuple[str, str, str], RefKey] = {}
     new_refs: dict[RefKey, frozenset[RefKey]] = {}
     for index, op in enumerate(ops):
         tm = mapping.get(op.table)
         key = (op.table, op.id)
+        if isinstance(op, Mutate):
+            record = replica.record(op.table, op.id)
+            if record is None:
+                raise rules.not_found(key)
+            if is_native(tm, op):
+                new_refs[key] = _plan_native(plan, stages, replica, tm, op, index, now, book)
+                continue
+            op = op.rebase(record)  # a compare-and-swap of the change applied to the stored object
+        if isinstance(op, Put) and op.ttl is not None and op.expect_version != 0:
+            raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
         record = _current(replica, op)
         if record is None and isinstance(op, Delete):
             plan.skipped.add(index)  # delete if_exists of a record that is gone: nothing to do
@@ -170,15 +193,16 @@ def plan_commit(mapping: Mapping_, replica: Replica, ops: Sequence[WriteOp], tok
         row = None if record is None else replica.row(tm, op.id)
         old_parents = {} if record is None else replica.parents_of(tm, op.id)
         if row is None:
-            stages.head.append((_wait(tm.db_table, _where_uuid(op.id), []), ("absent", key)))
+            stages.head.append((wait(tm.db_table, where_uuid(op.id), []), ("absent", key)))
             plan.expected[key] = None
         else:
             stored = stored_columns(tm, row)
             plan.expected[key] = stored
-            stages.head.append((_wait(tm.db_table, _where_uuid(op.id), [stored], sorted(stored)), ("cas", key)))
+            stages.head.append((wait(tm.db_table, where_uuid(op.id), [stored], sorted(stored)), ("cas", key)))
         if isinstance(op, Put):
             version = 1 if record is None else record.version + 1
-            new_refs[key] = _plan_put(plan, stages, tm, op, row, old_parents, version)
+            new_refs[key] = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book)
+            _plan_unique(plan, stages, tm, op, held)
             plan.puts.append((key, version))
             plan.versions.append(version)
         else:
@@ -188,7 +212,7 @@ def plan_commit(mapping: Mapping_, replica: Replica, ops: Sequence[WriteOp], tok
     for key, refs in new_refs.items():
         old = replica.refs.get(key, frozenset()) if key not in created else frozenset()
         for target in sorted(refs - old, key=str):
-            _check_target(plan, stages, mapping, replica, key, target, deleted, created)
+            _check_target(plan, stages, mapping, replica, key, target, deleted, created, mortal)
     for target in sorted(deleted, key=str):
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
     for stage in (stages.head, stages.body, stages.checks, stages.deletes, stages.tail):
@@ -196,6 +220,23 @@ def plan_commit(mapping: Mapping_, replica: Replica, ops: Sequence[WriteOp], tok
             plan.ops.append(op_json)
             plan.reasons.append(reason)
     return plan
+
+
+def _plan_native(
+    plan: Plan, stages: _Stages, replica: Replica, tm: TableMap, op: Mutate, index: int, now: float, book: MarkBook
+) -> frozenset[RefKey]:
+    """A native mutation of a stored row; the references the row holds afterwards."""
+    key = (op.table, op.id)
+    row = replica.row(tm, op.id) or {}
+    plan.dropped[key] = book.droppable(key, row.get(EXTERNAL_IDS) or {}, now)
+    mutation = plan_mutation(tm, op, plan.dropped[key], plan.token, now)
+    stages.head += mutation.head
+    stages.body += mutation.body
+    plan.keys.append(key)
+    plan.marks[key] = mutation.mark
+    plan.mutated.append((index, key))
+    plan.versions.append(0)  # read from the replica once it shows the commit
+    return frozenset((replica.refs.get(key, frozenset()) - mutation.removed) | mutation.added)
 
 
 def _plan_put(
@@ -206,6 +247,8 @@ def _plan_put(
     row: Mapping[str, Any] | None,
     old_parents: Mapping[str, uuid.UUID],
     version: int,
+    now: float,
+    book: MarkBook,
 ) -> frozenset[RefKey]:
     try:
         doc = json.loads(op.data)
@@ -219,14 +262,21 @@ def _plan_put(
     if plan.namespace:
         ext[EXT_NAMESPACE] = plan.namespace
     ext[EXT_VERSION] = str(version)
-    previous = None if row is None else (row.get(EXTERNAL_IDS) or {}).get(EXT_TXN)
-    ext[EXT_TXN] = push_window(previous, plan.token, version)
+    stored_ext: Mapping[str, str] = {} if row is None else (row.get(EXTERNAL_IDS) or {})
+    ext[EXT_TXN] = push_window(stored_ext.get(EXT_TXN), plan.token, version)
+    key = (op.table, op.id)
+    if row is not None:
+        plan.dropped[key] = book.droppable(key, stored_ext, now)
+    ext.update(carried(stored_ext, now, plan.dropped.get(key, ())))
+    if op.ttl is not None:
+        ext[EXT_TTL] = repr(float(op.ttl))
+        ext[EXT_EXPIRES] = f"{now + op.ttl:.3f}"
     digest = render(tm, op.id, {**cells, EXTERNAL_IDS: ext}, parents).state.digest
     ext[EXT_DIGEST] = digest
     wire[EXTERNAL_IDS] = wire_map(ext.items())
-    key = (op.table, op.id)
+    keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
-        insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": wire}
+        insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": {**wire, **keys}}
         stages.body.append((insert, ("insert", key)))
     else:
         # Only what changes: less to encode, and the server rewrites less.
@@ -236,18 +286,42 @@ def _plan_put(
             for c, datum in wire.items()
             if c == EXTERNAL_IDS or cells.get(c) != row.get(c, default_cell(types[c]))
         }
+        changed.update(keys)
         stages.body.append(
-            ({"op": "update", "table": tm.db_table, "where": _where_uuid(op.id), "row": changed}, ("update", key))
+            ({"op": "update", "table": tm.db_table, "where": where_uuid(op.id), "row": changed}, ("update", key))
         )
     for name, (ptable, pcol) in tm.parents.items():
         before, after = old_parents.get(name), parents.get(name)
         if before == after:
             continue
         if before is not None:
-            stages.body.append((_mutate(ptable, before, pcol, "delete", op.id), ("mutate", key)))
+            stages.body.append((mutate_member(ptable, before, pcol, "delete", op.id), ("mutate", key)))
         if after is not None:
-            stages.body.append((_mutate(ptable, after, pcol, "insert", op.id), ("mutate", key)))
+            stages.body.append((mutate_member(ptable, after, pcol, "insert", op.id), ("mutate", key)))
+    for rule in tm.unique:
+        # The schema's own indexes that no model declares: the server keeps them, the plan names them.
+        value = None if rule.declared else doc_value(rule, doc)
+        if value is not None:
+            plan.unique.append(UniqueCheck(key, rule, value))
     return refs_of(tm, doc)
+
+
+def _plan_unique(plan: Plan, stages: _Stages, tm: TableMap, op: Put, held: dict[tuple[str, str, str], RefKey]) -> None:
+    """The unique values a put holds: one holder per value in the commit, and a ``wait`` where no index keeps it."""
+    key = (op.table, op.id)
+    kept = set(op.old_unique or ()) if op.expect_version else set()
+    for value in op.unique:
+        other = held.setdefault((op.table, value.field, value.value), key)
+        if other != key:
+            raise rules.unique_taken(op.table, value.field, value.value, other[1])
+        rule = tm.unique_rule(value.field)
+        if rule is None:
+            continue
+        plan.unique.append(UniqueCheck(key, rule, value.value))
+        if rule.indexed or value in kept:
+            continue  # the server's index refuses a second holder; a value kept needs no new check
+        where = [*holder_where(tm, rule, plan.namespace, value.value), ["_uuid", "!=", ["uuid", str(op.id)]]]
+        stages.tail.append((wait(tm.db_table, where, []), ("unique", len(plan.unique) - 1)))
 
 
 def _plan_delete(
@@ -257,13 +331,13 @@ def _plan_delete(
     for name, (ptable, pcol) in tm.parents.items():
         parent = old_parents.get(name)
         if parent is not None:
-            stages.body.append((_mutate(ptable, parent, pcol, "delete", op.id), ("mutate", key)))
+            stages.body.append((mutate_member(ptable, parent, pcol, "delete", op.id), ("mutate", key)))
     # Children held in this row's set columns must be gone (or going) first.
     child_columns = sorted({link.column for link in mapping.links.get((tm.db, tm.db_table), ())})
     if child_columns:
         empty = {c: ["set", []] for c in child_columns}
-        stages.checks.append((_wait(tm.db_table, _where_uuid(op.id), [empty], child_columns), ("children", key)))
-    stages.deletes.append(({"op": "delete", "table": tm.db_table, "where": _where_uuid(op.id)}, ("delete", key)))
+        stages.checks.append((wait(tm.db_table, where_uuid(op.id), [empty], child_columns), ("children", key)))
+    stages.deletes.append(({"op": "delete", "table": tm.db_table, "where": where_uuid(op.id)}, ("delete", key)))
 
 
 def _check_target(
@@ -275,18 +349,24 @@ def _check_target(
     target: RefKey,
     deleted: set[RefKey],
     created: set[RefKey],
+    mortal: set[RefKey],
 ) -> None:
     if target in deleted:
         raise rules.deleted_alongside(key, target)
+    if target in mortal:
+        raise rules.ttl_referenced(key, target)
     if target in created:
         return
+    if target in replica.expiring:
+        # A ttl is given at creation and kept for life: what the replica shows of it is exact.
+        raise rules.ttl_referenced(key, target)
     ttm = mapping.get(target[0])
     if ttm.db != plan.db:
         # Another database: no atomic check is possible; the replica must show it.
         if replica.record(*target) is None:
             raise errors.ReferenceError(f"{key[0]} {key[1]} references {target[0]} {target[1]}, which does not exist")
         return
-    stages.tail.append((_wait(ttm.db_table, _where_uuid(target[1]), [{}]), ("target", (key, target))))
+    stages.tail.append((wait(ttm.db_table, where_uuid(target[1]), [{}]), ("target", (key, target))))
 
 
 def _check_unreferenced(
@@ -309,7 +389,7 @@ def _check_unreferenced(
                 where = [[cm.column, "includes", ["set", [["uuid", str(target[1])]]]]]
             else:
                 where = [[cm.column, "==", ["uuid", str(target[1])]]]
-            stages.tail.append((_wait(stm.db_table, where, []), ("referenced", target)))
+            stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
     # References kept as JSON text or across databases: checked against the replica (not atomic).
     holders: list[RefKey] = []
     for src in replica.referrers.get(target, ()):
@@ -370,13 +450,22 @@ def _not_past(tm: TableMap, row: Mapping[str, Any], expected: dict[str, Any]) ->
     return written_version(row.get(EXTERNAL_IDS) or {}) < planned
 
 
+def _marked(plan: Plan, row: Mapping[str, Any] | None, key: RefKey) -> bool:
+    """Whether ``row`` bears the mark of the plan's mutation of ``key``."""
+    mark, stamp = plan.marks[key]
+    return row is not None and (row.get(EXTERNAL_IDS) or {}).get(mark) == stamp
+
+
 def reflects(plan: Plan, replica: Replica) -> bool:
-    """Whether the replica shows a commit that succeeded: its token on every put row, its deletes gone."""
+    """Whether the replica shows a commit that succeeded: its token on every put row, its marks, its deletes gone."""
     puts = dict(plan.puts)
     for key in plan.keys:
         tm = replica.mapping.get(key[0])
         row = replica.row(tm, key[1])
-        if key not in puts:
+        if key in plan.marks:
+            if not _marked(plan, row, key):
+                return False
+        elif key not in puts:
             if row is not None:
                 return False
         elif row is None or (plan.token, puts[key]) not in parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN)):
@@ -403,6 +492,13 @@ def settle(plan: Plan, replica: Replica) -> Outcome:
             continue
         tm = replica.mapping.get(key[0])
         row = replica.row(tm, key[1])
+        if key in plan.marks:
+            # Its mark is there: it landed. Else sending it again is safe: a copy lands only while the mark is absent.
+            if row is None:
+                votes.append(Outcome.UNKNOWN)
+            else:
+                votes.append(Outcome.LANDED if _marked(plan, row, key) else Outcome.PENDING)
+            continue
         expected = plan.expected.get(key)
         if row is None or expected is None:
             votes.append(Outcome.UNKNOWN)

@@ -27,6 +27,7 @@ from typing import Any
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
 from nbdb.families.ovsdb.rows import (
+    EXT_EXPIRES,
     EXT_PARENT,
     EXT_TXN,
     Doc,
@@ -236,6 +237,8 @@ class Replica:
         self.refs: dict[RefKey, frozenset[RefKey]] = {}
         self.referrers: dict[RefKey, set[RefKey]] = {}
         self.changed_at: dict[RefKey, int] = {}
+        self.expiring: dict[RefKey, float] = {}
+        """Objects created with a ttl -> the wall-clock time after which they may be reaped."""
         self.created_after = self.clock.now()
         """The connection's revision when this replica was made: a stream from a revision between it
         and :attr:`start` starts at the replica's first state (nothing was seen in between)."""
@@ -397,6 +400,7 @@ class Replica:
                 continue
             old = self.records.get(key)
             doc = self._render(tm, key[1])
+            self._index_expiry(tm, key, doc is not None)
             if doc is None:
                 if old is None:
                     continue
@@ -432,6 +436,20 @@ class Replica:
             while len(self.history) > self.history_limit:
                 self.oldest = self.history.popleft().revision
         self.cond.notify_all()
+
+    def _index_expiry(self, tm: TableMap, key: RefKey, present: bool) -> None:
+        """Follow the deadline of an expiring object (a refresh moves only that: no record change)."""
+        row = self.views[tm.db].rows.get(tm.db_table, {}).get(key[1]) if present else None
+        text = None if row is None else (row.get(EXTERNAL_IDS) or {}).get(EXT_EXPIRES)
+        if text is None:
+            self.expiring.pop(key, None)
+            return
+        try:
+            self.expiring[key] = float(text)
+        except ValueError:
+            # Damaged by another writer: no deadline to keep, and never a reason to delete data.
+            log.warning("ovsdb: %s %s has an unreadable deadline %r; it does not expire", *key, text)
+            self.expiring.pop(key, None)
 
     def _index_refs(self, key: RefKey, refs: frozenset[RefKey]) -> None:
         old = self.refs.get(key, frozenset())

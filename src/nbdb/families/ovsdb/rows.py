@@ -12,7 +12,17 @@ bookkeeping in ``external_ids`` under keys starting with ``nbdb:``:
 * ``nbdb:field:<name>``: JSON of a field the table has no column for;
 * ``nbdb:parent:<field>``: a child's parent, as a hint for replicas that do
   not follow the parent (the parent's set column is the truth);
-* ``nbdb:raw``: bytes stored verbatim by :meth:`write_raw` (a test hook).
+* ``nbdb:raw``: bytes stored verbatim by :meth:`write_raw` (a test hook);
+* ``nbdb:ttl``, ``nbdb:expires``: an expiring object's ttl (seconds, as
+  created) and the wall-clock time after which it may be reaped (moved by
+  each refresh);
+* ``nbdb:m:<token>``: the mark of a native mutation (its commit token, valued
+  with the wall-clock second it was planned), which tells a client whose
+  reply was lost whether its mutation landed; marks older than
+  :data:`MARK_LIFETIME` are dropped by the next nbdb write of the row.
+
+None of them is part of the object: a change of only these keys (a refresh,
+a mark) changes neither its content nor its version.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,23 +42,30 @@ from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 
 __all__ = [
     "EXT_DIGEST",
+    "EXT_EXPIRES",
     "EXT_FIELD",
+    "EXT_MARK",
     "EXT_NAMESPACE",
     "EXT_PARENT",
     "EXT_PREFIX",
     "EXT_RAW",
     "EXT_TOPIC",
+    "EXT_TTL",
     "EXT_TXN",
     "EXT_VERSION",
+    "MARK_LIFETIME",
     "Doc",
     "Row",
     "RowState",
     "VersionBook",
+    "carried",
+    "field_cell",
     "new_row",
     "parse_window",
     "push_window",
     "refs_of",
     "render",
+    "stale_marks",
     "written_version",
 ]
 
@@ -61,6 +78,12 @@ EXT_TXN = "nbdb:txn"
 EXT_RAW = "nbdb:raw"
 EXT_FIELD = "nbdb:field:"
 EXT_PARENT = "nbdb:parent:"
+EXT_TTL = "nbdb:ttl"
+EXT_EXPIRES = "nbdb:expires"
+EXT_MARK = "nbdb:m:"
+
+MARK_LIFETIME = 300.0
+"""Seconds a mutation's mark is kept: far longer than a commit may take to settle a lost reply."""
 
 WINDOW = 4
 """How many (token, version) pairs a row keeps: enough to see one's own write under a few later ones."""
@@ -221,7 +244,8 @@ def render(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUI
     return Doc(topic, ext.get(EXT_NAMESPACE, ""), state, data, refs)
 
 
-def _cell(cm: ColumnMap, value: Any) -> Any:
+def field_cell(cm: ColumnMap, value: Any) -> Any:
+    """The cell of column ``cm`` holding the field value ``value`` (as a document holds it)."""
     if cm.json:
         return json.dumps(value, sort_keys=True)
     if cm.type.is_set:
@@ -247,7 +271,7 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> tuple[Row, dict[str, Any], 
     cells: Row = {}
     wire: dict[str, Any] = {}
     for name, cm in tm.columns.items():
-        cell = _cell(cm, doc.get(name))
+        cell = field_cell(cm, doc.get(name))
         try:
             wire[cm.column] = cell_to_wire(cm.type, cell)
         except errors.ValidationError as exc:
@@ -278,3 +302,31 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> tuple[Row, dict[str, Any], 
                 raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}") from None
             ext[EXT_PARENT + name] = str(parents[name])
     return cells, wire, ext, parents
+
+
+def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> dict[str, str]:
+    """The bookkeeping of a stored row that an update keeps: its expiry, and the marks still needed.
+
+    A rewrite of ``external_ids`` must not drop the mark of a mutation whose
+    writer may still be settling a lost reply (any but the stale ones and
+    ``drop``, which the writer knows are settled), nor an expiring object's ttl.
+    """
+    out = {k: v for k, v in ext.items() if k in (EXT_TTL, EXT_EXPIRES)}
+    horizon = now - MARK_LIFETIME
+    for key, value in ext.items():
+        if key.startswith(EXT_MARK) and key not in drop and not _stale_mark(value, horizon):
+            out[key] = value
+    return out
+
+
+def stale_marks(ext: Mapping[str, str], now: float) -> list[str]:
+    """The mutation marks of a row that nobody needs any more (to drop them)."""
+    horizon = now - MARK_LIFETIME
+    return sorted(k for k, v in ext.items() if k.startswith(EXT_MARK) and _stale_mark(v, horizon))
+
+
+def _stale_mark(value: str, horizon: float) -> bool:
+    try:
+        return float(value) < horizon
+    except ValueError:
+        return True  # not a mark nbdb wrote: nothing waits for it

@@ -1,13 +1,23 @@
-"""An OVSDB schema for the models that no bound table holds (the *model database*)."""
+"""An OVSDB schema for the models that no bound table holds (the *model database*).
+
+A model's unique fields (``nbdb_unique``) become a *key column* per group
+(:func:`unique_column`) with an index on it: nbdb writes there the
+namespace and the group's value (or, for a group left unset, a text only
+that row can hold), so ovsdb-server itself refuses a second holder of a value
+within a namespace, atomically and whoever writes. An index on the fields'
+own columns could do neither: it would span namespaces, and it counts two
+unset (empty) values as equal.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+from nbdb import errors
 from nbdb.models.shape import FieldShape, ModelShape, model_shapes
 
-__all__ = ["column_type", "generate_schema"]
+__all__ = ["UNIQUE_COLUMN_PREFIX", "column_type", "generate_schema", "unique_column"]
 
 _ATOMS = {
     "string": "string",
@@ -18,6 +28,13 @@ _ATOMS = {
     "uuid": "uuid",
 }
 _STRING_MAP = {"key": "string", "value": "string", "min": 0, "max": "unlimited"}
+
+UNIQUE_COLUMN_PREFIX = "nbdb_unique_"
+
+
+def unique_column(group: tuple[str, ...]) -> str:
+    """The name of the key column of a unique group of fields (``nbdb_unique_zone_slot``)."""
+    return UNIQUE_COLUMN_PREFIX + "_".join(group)
 
 
 def column_type(field: FieldShape) -> dict[str, Any] | str:
@@ -61,5 +78,15 @@ def generate_schema(
         columns: dict[str, Any] = {"external_ids": {"type": dict(_STRING_MAP)}}
         for field in shape.fields:
             columns[field.name] = {"type": column_type(field)}
-        tables[shape.table] = {"columns": columns, "isRoot": True}
+        table: dict[str, Any] = {"columns": columns, "isRoot": True}
+        keys = [unique_column(group) for group in shape.unique]
+        for key in keys:
+            if key in columns:
+                raise errors.ValidationError(
+                    f"{shape.table}: the key column {key!r} of a unique group clashes with another column"
+                )
+            columns[key] = {"type": "string"}
+        if keys:
+            table["indexes"] = [[key] for key in keys]
+        tables[shape.table] = table
     return {"name": name, "version": version, "tables": tables}

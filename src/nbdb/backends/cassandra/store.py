@@ -1,0 +1,258 @@
+"""The wide-column primitives over cassandra-driver: prepared CQL, batches, reads sent together.
+
+Every family statement is compiled by the dialect and prepared once per
+store. A write batch is one UNLOGGED batch (one partition: atomic and
+isolated in Cassandra); a conditional one is a lightweight transaction.
+Reads sent together go out at once (``execute_async``) and are awaited in
+order. Every driver exception leaves through :func:`exceptions.translate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cassandra.query import BatchStatement, BatchType
+
+from nbdb import errors
+from nbdb.backends.cassandra.dialect import Compiled, CqlDialect
+from nbdb.backends.cassandra.exceptions import ERRORS, translate
+from nbdb.backends.cassandra.sessions import SessionLease
+from nbdb.families.widecolumn import (
+    Applied,
+    PendingReads,
+    Row,
+    Select,
+    Table,
+    WideColumnStore,
+    Write,
+)
+from nbdb.retry import RetryPolicy
+
+__all__ = ["CqlStore", "StoreSettings"]
+
+log = logging.getLogger(__name__)
+
+_DDL_TIMEOUT = 60.0
+_SLOW = 1.0
+"""Requests slower than this many seconds are logged (at DEBUG): where a stall comes from."""
+
+
+def _note(started: float, what: Any, hosts: Any = None) -> None:
+    elapsed = time.monotonic() - started
+    if elapsed > _SLOW and log.isEnabledFor(logging.DEBUG):
+        log.debug("slow request (%.2fs, coordinator %s): %s", elapsed, hosts, getattr(what, "query_string", what))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """How a store talks to its keyspace."""
+
+    keyspace: str
+    consistency: int
+    """Consistency level of reads and writes (a quorum level)."""
+    serial_consistency: int
+    """Consistency level of the Paxos phase of lightweight transactions and serial reads."""
+    request_timeout: float = 15.0
+    replication: str | None = None
+    """CQL replication map to create the keyspace with if it is missing (None: never create it)."""
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=1))
+    """Retries of reads and plain writes that failed for a passing reason (never of a compare-and-set)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    compiled: Compiled
+    statement: Any
+
+
+class _Pending(PendingReads):
+    def __init__(self, store: CqlStore, reads: list[tuple[Any, Any]], started: float) -> None:
+        self._store = store
+        self._reads = reads
+        self._started = started
+
+    def result(self) -> list[list[Row]]:
+        out = []
+        for bound, future in self._reads:
+            try:
+                rows = list(future.result())  # later pages are fetched on iteration
+            except Exception as exc:
+                # A read that failed for a passing reason is sent again, under the retry policy.
+                if not ERRORS.classify(exc).retryable or self._store.settings.retry.attempts < 2:
+                    raise translate(exc) from exc
+                rows = self._store.execute_read(bound)
+            finally:
+                _note(self._started, future.query, future.coordinator_host)
+            out.append(rows)
+        return out
+
+
+class CqlStore(WideColumnStore):
+    """A :class:`WideColumnStore` on one keyspace of a (shared) cassandra-driver session."""
+
+    def __init__(self, lease: SessionLease, settings: StoreSettings, dialect: CqlDialect | None = None) -> None:
+        self._lease: SessionLease | None = lease
+        self._session = lease.value.session
+        self.settings = settings
+        self.dialect = dialect or CqlDialect(settings.keyspace)
+        self._prepared: dict[Select | Write, _Prepared] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> Any:
+        """The driver session (shared with other stores of the process)."""
+        return self._session
+
+    # ---------------------------------------------------------------- schema
+
+    def create_tables(self, tables: Sequence[Table]) -> None:
+        metadata = self._session.cluster.metadata
+        ks = self.settings.keyspace
+        keyspace = metadata.keyspaces.get(ks)
+        if keyspace is None:
+            if self.settings.replication is None:
+                raise errors.ValidationError(
+                    f"keyspace {ks!r} does not exist; create it, or pass rf=N to let nbdb create it"
+                )
+            self._ddl(self.dialect.create_keyspace(self.settings.replication))
+            keyspace = metadata.keyspaces.get(ks)
+        for table in tables:
+            existing = None if keyspace is None else keyspace.tables.get(table.name)
+            if existing is None:
+                self._ddl(self.dialect.create_table(table))
+            else:
+                for column in table.columns:
+                    found = existing.columns.get(column.name)
+                    if found is None:
+                        # Schema evolution: a newer nbdb adds columns, never changes keys or types.
+                        self._ddl(self.dialect.add_column(table, column))
+                    elif _normal(found.cql_type) != _normal(self.dialect.type_of(column)):
+                        raise errors.ValidationError(
+                            f"{ks}.{table.name}.{column.name} is {found.cql_type}, not "
+                            f"{self.dialect.type_of(column)}: the keyspace holds data of an incompatible nbdb version"
+                        )
+            for indexed in table.indexed:
+                if existing is None or self.dialect.index_name(table, indexed) not in existing.indexes:
+                    self._ddl(self.dialect.create_index(table, indexed))
+
+    def _ddl(self, cql: str) -> None:
+        try:
+            self._session.execute(cql, timeout=max(_DDL_TIMEOUT, self.settings.request_timeout))
+        except Exception as exc:
+            text = str(exc)
+            if "already exist" in text or "conflicts with an existing column" in text:
+                return  # a concurrent client created it first
+            raise translate(exc) from exc
+
+    # ---------------------------------------------------------------- statements
+
+    def _prepare(self, statement: Select | Write) -> _Prepared:
+        found = self._prepared.get(statement)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._prepared.get(statement)
+            if found is None:
+                compiled = (
+                    self.dialect.select(statement) if isinstance(statement, Select) else self.dialect.write(statement)
+                )
+                try:
+                    prepared = self._session.prepare(compiled.cql)
+                except Exception as exc:
+                    raise translate(exc) from exc
+                found = self._prepared[statement] = _Prepared(compiled, prepared)
+            return found
+
+    def _bind(self, statement: Select | Write, params: Sequence[Any], serial: bool = False) -> Any:
+        prepared = self._prepare(statement)
+        bound = prepared.statement.bind(prepared.compiled.arrange(tuple(params)))
+        bound.consistency_level = self.settings.serial_consistency if serial else self.settings.consistency
+        bound.serial_consistency_level = self.settings.serial_consistency
+        # Reads and plain writes are safe to re-send; a compare-and-set is not (see exceptions.py).
+        bound.is_idempotent = not prepared.compiled.conditional
+        return bound
+
+    def _live(self) -> Any:
+        if self._lease is None:
+            raise errors.BackendUnavailableError("the backend is closed")
+        return self._session
+
+    def execute_read(self, bound: Any) -> list[Row]:
+        """Run one bound read (or other idempotent statement) under the retry policy; its rows."""
+        session = self._live()
+        started = time.monotonic()
+        try:
+            return self.settings.retry.call(
+                lambda: list(session.execute(bound, timeout=self.settings.request_timeout)), ERRORS, context="read"
+            )
+        finally:
+            _note(started, bound)
+
+    # ---------------------------------------------------------------- WideColumnStore
+
+    def select(self, query: Select, params: Sequence[Any], *, serial: bool = False) -> list[Row]:
+        return self.execute_read(self._bind(query, params, serial))
+
+    def start_reads(self, reads: Sequence[tuple[Select, Sequence[Any]]], *, serial: bool = False) -> PendingReads:
+        session = self._live()
+        started = time.monotonic()
+        sent = []
+        try:
+            for query, params in reads:
+                bound = self._bind(query, params, serial)
+                sent.append((bound, session.execute_async(bound, timeout=self.settings.request_timeout)))
+        except Exception as exc:
+            for _, future in sent:  # wait for what was sent before failing
+                try:
+                    future.result()
+                except Exception:
+                    pass
+            raise translate(exc) from exc
+        return _Pending(self, sent, started)
+
+    def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        session = self._live()
+        conditional = False
+        if len(writes) == 1:
+            write, params = writes[0]
+            statement = self._bind(write, params)
+            conditional = not statement.is_idempotent
+        else:
+            statement = BatchStatement(
+                batch_type=BatchType.UNLOGGED,
+                consistency_level=self.settings.consistency,
+                serial_consistency_level=self.settings.serial_consistency,
+            )
+            for write, params in writes:
+                prepared = self._prepare(write)
+                conditional = conditional or prepared.compiled.conditional
+                statement.add(prepared.statement, prepared.compiled.arrange(tuple(params)))
+            statement.is_idempotent = not conditional
+        if not conditional:  # plain writes are idempotent: retried like reads
+            self.execute_read(statement)
+            return Applied(True)
+        started = time.monotonic()
+        try:
+            result = session.execute(statement, timeout=self.settings.request_timeout)
+        except Exception as exc:
+            raise translate(exc, conditional=True) from exc
+        finally:
+            _note(started, statement)
+        if result.was_applied:
+            return Applied(True)
+        current = tuple({k: v for k, v in row._asdict().items() if k != "applied"} for row in result.current_rows)
+        return Applied(False, current)
+
+    def close(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+
+
+def _normal(cql_type: str) -> str:
+    return cql_type.replace(" ", "").lower()

@@ -1,0 +1,178 @@
+"""Native mutations: a :class:`nbdb.spi.Mutate` as one OVSDB ``mutate`` of set and map columns.
+
+Two controllers adding ports to one port group both succeed: the server adds
+each member to whatever the set holds when the transaction runs, so nothing
+compares versions. A mutation of a field OVSDB keeps as JSON text (lists in
+the generated model database) cannot be done so; the planner rebases those
+on the stored record instead (a compare-and-swap it plans again on conflict).
+
+Exactly once: each mutation writes a *mark* (``external_ids:nbdb:m:<token>``,
+see :mod:`.rows`) and waits, in the same transaction, for that mark to be
+absent. A copy sent again after a lost reply therefore lands at most once,
+and the replica tells whether the first did (its mark is there). Marks do not
+pile up: a writer's next write of the row drops the marks of its own
+acknowledged mutations (:class:`MarkBook`), and any writer drops marks older
+than :data:`.rows.MARK_LIFETIME` (a writer that died).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from nbdb import errors
+from nbdb.families.ovsdb import ops
+from nbdb.families.ovsdb.datum import atom_to_wire, cell_to_wire, wire_map
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
+from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, stale_marks
+from nbdb.spi import FieldChange, Mutate, RefKey
+
+__all__ = ["MarkBook", "MutationPlan", "is_native", "mark_of", "plan_mutation"]
+
+_BOOK_LIMIT = 100_000
+"""Rows whose acknowledged marks a writer remembers (older ones are left to the lifetime rule)."""
+
+
+class MarkBook:
+    """A writer's marks that were acknowledged, by row: nobody waits for them, its next write drops them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: OrderedDict[RefKey, set[str]] = OrderedDict()
+
+    def droppable(self, key: RefKey, ext: Mapping[str, str], now: float) -> list[str]:
+        """The marks of row ``key`` (``ext``: its ``external_ids``) a write may drop: ours settled, and stale ones."""
+        with self._lock:
+            mine = self._done.get(key, set())
+            own = [name for name in ext if name in mine]
+        return sorted({*own, *stale_marks(ext, now)})
+
+    def settled(self, written: Mapping[RefKey, tuple[str, str]], dropped: Mapping[RefKey, Iterable[str]]) -> None:
+        """A commit was acknowledged: its marks (``written``) are settled; those it ``dropped`` are gone."""
+        with self._lock:
+            for key, names in dropped.items():
+                mine = self._done.get(key)
+                if mine is not None:
+                    mine.difference_update(names)
+                    if not mine:
+                        del self._done[key]
+            for key, (name, _stamp) in written.items():
+                self._done.setdefault(key, set()).add(name)
+                self._done.move_to_end(key)
+            while len(self._done) > _BOOK_LIMIT:
+                self._done.popitem(last=False)
+
+
+@dataclass(slots=True)
+class MutationPlan:
+    """The operations of one native mutation and what it does to references."""
+
+    head: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    body: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    added: set[RefKey] = field(default_factory=set)
+    removed: set[RefKey] = field(default_factory=set)
+    mark: tuple[str, str] = ("", "")
+    """(key, value) of the mark the mutation writes in ``external_ids``."""
+
+
+def _column(tm: TableMap, name: str) -> ColumnMap | None:
+    cm = tm.columns.get(name)
+    if cm is None or cm.json or not (cm.type.is_set or cm.type.is_map):
+        return None
+    return cm
+
+
+def is_native(tm: TableMap, op: Mutate) -> bool:
+    """Whether OVSDB can apply every change of ``op`` itself (set and map columns, ``external_ids``)."""
+    if tm.external_ids is None:
+        return False
+    return all(change.field == EXTERNAL_IDS or _column(tm, change.field) is not None for change in op.changes)
+
+
+def mark_of(token: str, now: float) -> tuple[str, str]:
+    """The mark a mutation of commit ``token``, planned at wall-clock ``now``, writes."""
+    return EXT_MARK + token, str(int(now))
+
+
+def _set_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    if change.remove:
+        out.append([cm.column, "delete", cell_to_wire(cm.type, set(change.remove))])
+    if change.add:
+        out.append([cm.column, "insert", cell_to_wire(cm.type, set(change.add))])
+    return out
+
+
+def _pairs(change: FieldChange) -> dict[Any, Any]:
+    """The key -> value pairs a map change sets (``add`` holds them as pairs)."""
+    return dict(cast("Iterable[tuple[Any, Any]]", change.add))
+
+
+def _map_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
+    # A map "insert" leaves a key that is there alone: drop the keys to be set first.
+    pairs = _pairs(change)
+    drop = {*change.remove, *pairs}
+    out: list[list[Any]] = []
+    if drop:
+        kind = cm.type.key.kind
+        out.append([cm.column, "delete", ["set", [atom_to_wire(kind, k) for k in sorted(drop, key=str)]]])
+    if pairs:
+        out.append([cm.column, "insert", cell_to_wire(cm.type, pairs)])
+    return out
+
+
+def _external_ids(change: FieldChange | None, drop_marks: Iterable[str], token: str, now: float) -> list[list[Any]]:
+    """The mutations of ``external_ids``: the caller's keys, the new mark, and marks nobody needs."""
+    pairs = {} if change is None else {str(k): str(v) for k, v in _pairs(change).items()}
+    removed = set() if change is None else {str(k) for k in change.remove}
+    reserved = sorted(k for k in {*pairs, *removed} if k.startswith(EXT_PREFIX))
+    if reserved:
+        raise errors.ValidationError(f"external_ids keys starting with {EXT_PREFIX!r} are reserved: {reserved}")
+    mark, stamp = mark_of(token, now)
+    drop = sorted({*removed, *pairs, *drop_marks})
+    out: list[list[Any]] = []
+    if drop:
+        out.append([EXTERNAL_IDS, "delete", ["set", [atom_to_wire("string", k) for k in drop]]])
+    out.append([EXTERNAL_IDS, "insert", wire_map([*pairs.items(), (mark, stamp)])])
+    return out
+
+
+def plan_mutation(tm: TableMap, op: Mutate, drop_marks: Iterable[str], token: str, now: float) -> MutationPlan:
+    """The operations of a native mutation of an existing row, dropping the marks ``drop_marks``."""
+    plan = MutationPlan(mark=mark_of(token, now))
+    key = (op.table, op.id)
+    where = ops.where_uuid(op.id)
+    plan.head.append((ops.wait(tm.db_table, where, [{}]), ("exists", key)))
+    marked = [*where, [EXTERNAL_IDS, "includes", wire_map([plan.mark])]]
+    plan.head.append((ops.wait(tm.db_table, marked, []), ("marked", key)))
+    mutations: list[list[Any]] = []
+    ext_change: FieldChange | None = None
+    for change in op.changes:
+        if change.field == EXTERNAL_IDS:
+            ext_change = change
+            continue
+        cm = _column(tm, change.field)
+        if cm is None:
+            raise errors.UnsupportedError(f"{tm.table}.{change.field} cannot be mutated natively")
+        try:
+            mutations += _map_mutations(cm, change) if cm.type.is_map else _set_mutations(cm, change)
+        except errors.ValidationError as exc:
+            raise errors.ValidationError(f"{tm.table}.{change.field}: {exc}") from None
+        target = tm.refs.get(change.field)
+        if target is not None:
+            plan.added.update((target[0], _id(m)) for m in change.add)
+            plan.removed.update((target[0], _id(m)) for m in change.remove)
+    mutations += _external_ids(ext_change, drop_marks, token, now)
+    plan.body.append(({"op": "mutate", "table": tm.db_table, "where": where, "mutations": mutations}, ("mutate", key)))
+    return plan
+
+
+def _id(member: object) -> uuid.UUID:
+    try:
+        return member if isinstance(member, uuid.UUID) else uuid.UUID(str(member))
+    except ValueError:
+        raise errors.ValidationError(f"not an object id (UUID): {member!r}") from None

@@ -1,0 +1,156 @@
+"""``WideColumnBackend``: the :class:`nbdb.spi.Backend` of every wide-column store, over its primitives.
+
+A backend of the family hands a :class:`WideColumnStore` to this class and
+declares its capabilities; every rule lives here and in the modules it
+wires together:
+
+===================  ==========================================================
+``layout``           the tables and statements
+``partitions``       typed reads of objects, ``last_rev`` and seals
+``planner``          a transaction -> one conditional batch (pure)
+``commit``           reads, revision, batch, settling a lost reply
+``references``       references across partitions
+``sequencer``        dense revisions, group commit, the commit index
+``stream``           the change stream (watch)
+``snapshot``         list() at one exact revision
+``lease``            locks
+``counters``         allocate_id
+===================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+
+from nbdb import errors
+from nbdb.families import rules
+from nbdb.families.lease import hold_lease
+from nbdb.families.widecolumn import counters, snapshot
+from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.commit import Committer
+from nbdb.families.widecolumn.lease import LeaseRows
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
+from nbdb.families.widecolumn.partitions import Partitions
+from nbdb.families.widecolumn.planner import Change, Plan
+from nbdb.families.widecolumn.primitives import WideColumnStore
+from nbdb.families.widecolumn.references import ReferenceProtocol
+from nbdb.families.widecolumn.sequencer import RevisionSequencer
+from nbdb.families.widecolumn.sharing import NamespaceState
+from nbdb.families.widecolumn.stream import ChangeStream
+from nbdb.spi import Backend, CommitResult, LockHandle, Record, RecordStream, RefKey, Snapshot, WriteOp
+
+__all__ = ["WideColumnBackend"]
+
+
+class WideColumnBackend(Backend):
+    """Base of wide-column backends: give it a store; subclasses add ``from_url`` and ``capabilities``.
+
+    ``shared``: what this backend shares with the other backends of the process
+    on the same namespace (their watchers wake on each other's commits, their
+    commits take revisions together); a backend of its own if None.
+    """
+
+    def __init__(
+        self, store: WideColumnStore, options: WideColumnOptions, shared: NamespaceState | None = None
+    ) -> None:
+        self.store = store
+        self.options = options
+        self._closed = False
+        store.create_tables(L.TABLES)
+        self._shared = shared = shared or NamespaceState()
+        self.partitions = Partitions(store, options.namespace or rules.NO_TOPIC, options)
+        self.sequencer = RevisionSequencer(store, self.partitions, options, shared.queue)
+        self.references = ReferenceProtocol(self.partitions, self.sequencer)
+        self._leases = LeaseRows(self.partitions)
+        self.committer = Committer(self.partitions, self.sequencer, self.references, options, shared)
+
+    # ---------------------------------------------------------------- reads
+
+    def read(self, table: str, id: uuid.UUID) -> Record | None:
+        self._check_open()
+        part = self.partitions.cached_partition((table, id))
+        if part is not None:
+            record = self.partitions.record(part, table, id)
+            if record is not None:
+                return record
+        found = self.partitions.locate(table, id)
+        return None if found is None else found[1]
+
+    def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
+        self._check_open()
+        return self.references.referrers(table, id)
+
+    def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
+        self._check_open()
+        return snapshot.scan(self.partitions, self.sequencer, tables, topics)
+
+    def current_revision(self) -> int:
+        self._check_open()
+        return self.sequencer.current()
+
+    def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
+        self._check_open()
+        parts = None if topics is None else frozenset(rules.topic_part(t) for t in topics)
+        return ChangeStream(
+            self.partitions, self.sequencer, self.options, self._shared, frozenset(tables), parts, since
+        )
+
+    # ---------------------------------------------------------------- writes
+
+    def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        self._check_open()
+        return self.committer.commit(ops)
+
+    @contextmanager
+    def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
+        self._check_open()
+        with hold_lease(self._leases, name, ttl, timeout) as handle:
+            yield handle
+
+    def allocate_id(self, name: str) -> int:
+        self._check_open()
+        return counters.allocate_id(self.partitions, name, self.options.contention)
+
+    # ---------------------------------------------------------------- test hooks and lifecycle
+
+    def compact_history(self) -> None:
+        self._check_open()
+        self._shared.recent.forget_through(self.sequencer.compact())
+
+    def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
+        self._check_open()
+        p = self.partitions
+        part = rules.topic_part(topic)
+        self.committer.register(part)
+        for _ in tries(self.options.commit):
+            current = p.record(part, table, id)
+            old_version = 0 if current is None else current.version
+            raw = Plan(part, statements=[(L.W_RAW, (p.ns, part, L.OBJECT, 0, table, id, data, old_version + 1, id))])
+            raw.changes.append(
+                Change(table, id, data, old_version + 1, None if current is None else current.data, old_version)
+            )
+            if self.committer.send(part, self.sequencer.allocate(part, frozenset([table])), raw):
+                p.remember((table, id), part)
+                return
+        raise errors.ConflictError("raw write kept conflicting")
+
+    @property
+    def before_commit(self) -> Callable[[int], None] | None:
+        """Test hook: called with a commit's revision between its allocation and its batch."""
+        return self.committer.before_commit
+
+    @before_commit.setter
+    def before_commit(self, hook: Callable[[int], None] | None) -> None:
+        self.committer.before_commit = hook
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.store.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.BackendUnavailableError("the backend is closed")

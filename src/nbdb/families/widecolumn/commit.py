@@ -1,0 +1,286 @@
+"""The committer: read what a plan needs, take a revision, send the partition's batch, settle it.
+
+One commit is one conditional batch in the partition of its topic::
+
+    read the rows the plan needs (all at once)
+    plan -> reserve cross-partition references -> take revision G (group commit)
+    batch: the objects' conditional writes + IF last_rev < G SET last_rev = G + change rows at G
+
+A batch that does not apply (a condition failed) is re-planned from fresh reads,
+which raises the typed error the transaction deserves or commits it. A batch
+whose reply is lost is **settled**, never guessed: the committer seals the
+partition at G (no commit at G can land after that), then looks for its change
+rows at G. Found: it landed, exactly once. Absent: it never will, and the
+commit is retried under a new revision. When even that cannot be done, the
+caller gets :class:`nbdb.errors.CommitUnknownError`.
+
+Commits of one process to one partition take turns (a lock per partition),
+so they reach the partition in revision order instead of failing each other's
+``last_rev`` condition.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+
+from nbdb import errors
+from nbdb.families import rules
+from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn import planner
+from nbdb.families.widecolumn.changes import ChangeRow, Intent
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
+from nbdb.families.widecolumn.partitions import Partitions
+from nbdb.families.widecolumn.planner import Plan, StoredObject
+from nbdb.families.widecolumn.primitives import OutcomeUnknown
+from nbdb.families.widecolumn.references import ReferenceProtocol, Replan, Reservations
+from nbdb.families.widecolumn.sequencer import RevisionSequencer
+from nbdb.families.widecolumn.sharing import NamespaceState
+from nbdb.spi import CommitResult, Delete, Put, RefKey, WriteOp
+
+__all__ = ["Committer"]
+
+log = logging.getLogger(__name__)
+
+_STRIPES = 64
+
+
+class Committer:
+    """Commits transactions of one namespace."""
+
+    def __init__(
+        self,
+        partitions: Partitions,
+        sequencer: RevisionSequencer,
+        references: ReferenceProtocol,
+        options: WideColumnOptions,
+        shared: NamespaceState,
+    ) -> None:
+        self._p = partitions
+        self._sequencer = sequencer
+        self._refs = references
+        self._o = options
+        self._shared = shared
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self._registered: set[str] = set()
+        self._unordered: set[str] = set()
+        """Partitions this process found without a ``last_rev`` (nothing ever committed there)."""
+        self.before_commit: Callable[[int], None] | None = None
+        """Test hook: called with the revision between its allocation and the batch."""
+
+    def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        """Apply ``ops`` (one partition) all or nothing; the commit's revision and new versions."""
+        if not ops:
+            return CommitResult(self._sequencer.current(), [])
+        part = planner.check_shape(ops)
+        self.register(part)
+        tables = frozenset(op.table for op in ops)
+        reserved: Reservations = {}
+        done = False
+        with self._stripes[zlib.crc32(part.encode()) % _STRIPES]:
+            try:
+                fresh = False
+                for _ in tries(self._o.commit):
+                    taken: list[int] = []
+                    take = functools.partial(self._take, part, tables, taken)
+                    try:
+                        # The revision is taken while the plan's reads are in flight.
+                        facts = self._facts(part, ops, fresh, overlap=take)
+                        if not taken:
+                            take()
+                        plan = planner.plan(self._p.ns, part, ops, *facts)
+                        self._refs.check_deletes(plan)
+                        self._refs.reserve(plan, reserved)
+                    except Replan:
+                        self._void(taken, part, tables)
+                        fresh = True
+                        continue
+                    except BaseException:
+                        self._void(taken, part, tables)
+                        raise
+                    revision = taken[0]
+                    try:
+                        if self.before_commit is not None:
+                            self.before_commit(revision)
+                        if self.send(part, revision, plan):
+                            done = True
+                            self._after(ops, plan, reserved, Intent(revision, part, tables))
+                            return CommitResult(revision, plan.versions)
+                        self._shared.recent.add(Intent(revision, part, tables, void=True), ())
+                    finally:
+                        self._shared.recent.end(revision)  # whatever happened, this process no longer holds it
+                    fresh = True  # a condition failed: re-read everything and plan again
+                raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
+            finally:
+                if not done:
+                    self._refs.release_all(reserved)
+
+    def _take(self, part: str, tables: frozenset[str], into: list[int]) -> None:
+        revision = self._sequencer.allocate(part, tables)
+        self._shared.recent.begin(revision)
+        into.append(revision)
+
+    def _void(self, taken: list[int], part: str, tables: frozenset[str]) -> None:
+        for revision in taken:
+            self._sequencer.void(revision)
+            self._shared.recent.add(Intent(revision, part, tables, void=True), ())
+
+    def register(self, part: str) -> None:
+        """Record that ``part`` holds data (once per process), so that unfiltered lists find it.
+
+        Also notes whether the partition has a ``last_rev`` yet: the first commit
+        of a fresh partition conditions on ``last_rev = null`` instead of
+        ``last_rev < G``, which a null never satisfies.
+        """
+        if part not in self._registered:
+            self._p.store.apply([(L.W_TOPIC, (self._p.ns, part))])
+            if self._p.last_rev(part) is None:
+                self._unordered.add(part)
+            self._registered.add(part)
+
+    # ---------------------------------------------------------------- reading what the plan needs
+
+    def _facts(
+        self, part: str, ops: Sequence[WriteOp], fresh: bool, overlap: Callable[[], None] | None = None
+    ) -> tuple[dict[RefKey, StoredObject | None], dict[RefKey, str | None]]:
+        """The stored rows of the ops and where the objects the plan needs live, read in as few rounds as can be.
+
+        ``fresh``: ignore what this process believes of where objects live
+        (a batch just failed; its beliefs may be why). ``overlap`` runs while
+        the first round of reads is in flight.
+        """
+        rows: dict[RefKey, StoredObject | None] = {}
+        located: dict[RefKey, str | None] = {}
+        in_ops = {(op.table, op.id) for op in ops}
+        created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
+        probed: set[RefKey] = set()
+        for _ in range(5):
+            # (what is read, for which object): an op's row, a target looked for in this
+            # partition, or an id looked up in every partition.
+            jobs: list[tuple[str, RefKey]] = []
+            for op in ops:
+                me = (op.table, op.id)
+                if me in created:
+                    if me not in located:
+                        jobs.append(("locate", me))
+                elif me not in rows:
+                    jobs.append(("row", me))
+                elif rows[me] is None and me not in located:
+                    jobs.append(("locate", me))
+            for target in _targets(ops, rows, created) - in_ops:
+                if target in located:
+                    continue
+                cached = None if fresh else self._p.cached_partition(target)
+                if cached is not None:
+                    located[target] = cached
+                elif target not in probed:
+                    probed.add(target)  # look in this partition first: the usual home of a reference
+                    jobs.append(("probe", target))
+                else:
+                    jobs.append(("locate", target))
+            if not jobs:
+                return rows, located
+            reads = [self._p.locate_query(key[1]) if kind == "locate" else self._p.row_query(part, *key)
+                     for kind, key in jobs]  # fmt: skip
+            pending = self._p.store.start_reads(reads)
+            if overlap is not None:
+                run, overlap = overlap, None
+                run()
+            for (kind, key), found in zip(jobs, pending.result(), strict=True):
+                if kind == "row":
+                    rows[key] = Partitions.stored_object(found)
+                elif kind == "probe":
+                    if Partitions.stored_object(found) is not None:
+                        located[key] = part
+                else:
+                    where = self._p.located(key[0], key[1], found)
+                    located[key] = None if where is None else where[0]
+        raise AssertionError("the facts of a plan take at most four rounds of reads")
+
+    # ---------------------------------------------------------------- sending and settling
+
+    def send(self, part: str, revision: int, plan: Plan) -> bool:
+        """Send ``plan``'s batch at ``revision``: True if it landed; False (revision voided) if a condition failed.
+
+        A lost reply is settled (CommitUnknownError if it cannot be).
+        """
+        first = part in self._unordered
+        for _ in range(2):
+            try:
+                result = self._p.store.apply(plan.batch(self._p.ns, revision, self._o.history, first=first))
+            except OutcomeUnknown as exc:
+                landed = self._settle(part, revision, exc)  # voids the revision if it did not land
+                if landed:
+                    self._unordered.discard(part)
+                return landed
+            if result.applied:
+                self._unordered.discard(part)
+                return True
+            # If what failed is the condition on last_rev (a null is not below G; a value is not null),
+            # try the other one; if it held, an object's condition failed: plan again.
+            null = result.value("last_rev") is None
+            if null == first:
+                break
+            first = null
+        self._sequencer.void(revision)
+        return False
+
+    def _settle(self, part: str, revision: int, cause: OutcomeUnknown) -> bool:
+        """Whether a batch whose reply was lost landed; CommitUnknownError if that cannot be found out."""
+        error: errors.NbdbError = cause
+        for _ in tries(self._o.settling):
+            try:
+                # After the seal a commit at ``revision`` is in the partition, or can never be.
+                self._p.seal(part, revision)
+                landed = bool(self._p.changes(part, revision, revision, serial=True))
+            except errors.BackendUnavailableError as exc:
+                error = exc
+                continue
+            if not landed:
+                self._sequencer.void(revision)
+            log.info("the commit at revision %d in %r lost its reply; it %s", revision, part, _landed(landed))
+            return landed
+        raise errors.CommitUnknownError(
+            f"the commit at revision {revision} in topic {rules.topic_of_part(part)!r} may or may not have been "
+            f"applied (its reply was lost and the store could not be asked): {error}"
+        ) from error
+
+    def _after(self, ops: Sequence[WriteOp], plan: Plan, reserved: Reservations, intent: Intent) -> None:
+        for op in ops:
+            if isinstance(op, Delete):
+                self._p.forget((op.table, op.id))
+            else:
+                self._p.remember((op.table, op.id), plan.partition)
+        for key in plan.release:
+            self._refs.release(*key)
+        # Reservations of earlier attempts that this plan no longer needs.
+        self._refs.release_all(reserved, keep=frozenset(plan.reserve))
+        reserved.clear()
+        g = intent.revision
+        rows = [ChangeRow(g, c.table, c.id, c.data, c.version, c.old_data, c.old_version) for c in plan.changes]
+        self._shared.recent.add(intent, rows)
+        self._shared.signal.notify()
+
+
+def _landed(landed: bool) -> str:
+    return "landed" if landed else "did not land"
+
+
+def _targets(ops: Sequence[WriteOp], rows: dict[RefKey, StoredObject | None], created: set[RefKey]) -> set[RefKey]:
+    """The objects whose reference entries the ops add or drop, as far as the stored rows read so far tell."""
+    out: set[RefKey] = set()
+    for op in ops:
+        me = (op.table, op.id)
+        new = op.refs if isinstance(op, Put) else frozenset()
+        row = rows.get(me)
+        if me in created:
+            old: frozenset[RefKey] = frozenset()
+        elif row is not None:
+            old = row.refs
+        else:
+            old = op.old_refs or frozenset()  # the caller's belief until the row is read
+        out |= new ^ old
+    return out

@@ -1,0 +1,174 @@
+"""Where nbdb's records live in a wide-column store: the tables, and every statement the family runs.
+
+Every partition key starts with the namespace (``ns``)::
+
+    nbdb_data   ((ns, topic), kind, rev, tbl, id)
+                kind 0, rev 0:  one object (data, version, refs, referrers, oid)
+                kind 1, rev G:  the change commit G made to (tbl, id): new and old value (TTL'd)
+                static last_rev: every commit at or below it has landed here or never will
+    nbdb_seq    ((ns, bucket), g)    the revision sequencer and its index of commits:
+                static head: the last revision handed out in the bucket;
+                row g: which topic (partition) and tables commit g was for, or void (TTL'd)
+    nbdb_topics (ns, topic)          the topics that ever held data (for unfiltered lists)
+    nbdb_meta   ((ns, name))         allocate_id counters, the history floor, the bucket hint
+    nbdb_locks  ((ns, name))         lock leases (TTL'd rows)
+
+A topic is a partition of ``nbdb_data`` (``~``: no topic). References are text ``"<table>/<id>"``;
+a referrer entry maps a source to ``""`` (written by the source's own commit,
+in the same partition) or to ``"<reservation>:<source partition>"`` (a
+cross-partition reservation, see :mod:`nbdb.families.widecolumn.references`).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from nbdb.families.widecolumn.primitives import (
+    Column,
+    ColumnType,
+    Compare,
+    Delete,
+    EntryEquals,
+    Insert,
+    Select,
+    Table,
+    Update,
+)
+from nbdb.spi import RefKey
+
+__all__ = [
+    "BUCKET_SIZE",
+    "CHANGE",
+    "OBJECT",
+    "TABLES",
+    "bucket_of",
+    "parse_ref",
+    "ref_text",
+]
+
+
+BUCKET_SIZE = 100_000
+"""Revisions per ``nbdb_seq`` partition: bounds the partition size of the commit index.
+
+Part of the stored layout: every client of a keyspace must agree on it."""
+
+OBJECT = 0
+"""``kind`` of an object row."""
+CHANGE = 1
+"""``kind`` of a change row."""
+INTENT_PAGE = 1000
+"""Index rows a watcher reads at once."""
+
+DATA, SEQ, TOPICS, META, LOCKS = "nbdb_data", "nbdb_seq", "nbdb_topics", "nbdb_meta", "nbdb_locks"
+
+_T = ColumnType
+TABLES: tuple[Table, ...] = (
+    Table(
+        DATA,
+        ("ns", "topic"),
+        ("kind", "rev", "tbl", "id"),
+        (
+            Column("ns", _T.TEXT), Column("topic", _T.TEXT), Column("kind", _T.INT8), Column("rev", _T.INT64),
+            Column("tbl", _T.TEXT), Column("id", _T.UUID), Column("oid", _T.UUID), Column("data", _T.BYTES),
+            Column("version", _T.INT32), Column("old_data", _T.BYTES), Column("old_version", _T.INT32),
+            Column("refs", _T.TEXT_SET), Column("referrers", _T.TEXT_MAP), Column("last_rev", _T.INT64, static=True),
+        ),
+        indexed=("oid",),
+    ),
+    Table(
+        SEQ,
+        ("ns", "bucket"),
+        ("g",),
+        (
+            Column("ns", _T.TEXT), Column("bucket", _T.INT64), Column("g", _T.INT64), Column("topic", _T.TEXT),
+            Column("tables", _T.FROZEN_TEXT_SET), Column("cid", _T.UUID), Column("at", _T.TIMESTAMP),
+            Column("void", _T.BOOL), Column("head", _T.INT64, static=True),
+        ),
+    ),
+    Table(TOPICS, ("ns",), ("topic",), (Column("ns", _T.TEXT), Column("topic", _T.TEXT))),
+    Table(
+        META,
+        ("ns", "name"),
+        (),
+        (Column("ns", _T.TEXT), Column("name", _T.TEXT), Column("value", _T.INT64), Column("owner", _T.UUID)),
+    ),
+    Table(LOCKS, ("ns", "name"), (), (Column("ns", _T.TEXT), Column("name", _T.TEXT), Column("holder", _T.TEXT))),
+)  # fmt: skip
+
+# ---------------------------------------------------------------- nbdb_data
+
+PARTITION = ("ns", "topic")
+OBJECT_KEY = ("ns", "topic", "kind", "rev", "tbl", "id")
+"""Parameters: namespace, partition, OBJECT, 0, table, id."""
+
+Q_ROW = Select(DATA, ("data", "version", "refs", "referrers"), OBJECT_KEY)
+Q_RECORD = Select(DATA, ("data", "version"), OBJECT_KEY)
+Q_LOCATE = Select(DATA, ("ns", "topic", "tbl", "data", "version"), ("oid",))
+Q_LAST = Select(DATA, ("last_rev",), PARTITION, limit=1)
+Q_LIST = Select(DATA, ("id", "data", "version", "last_rev"), ("ns", "topic", "kind", "rev", "tbl"))
+Q_CHANGES = Select(
+    DATA,
+    ("rev", "tbl", "id", "data", "version", "old_data", "old_version"),
+    ("ns", "topic", "kind"),
+    (("rev", ">="), ("rev", "<=")),
+)
+
+W_CREATE = Insert(
+    DATA, ("ns", "topic", "kind", "rev", "tbl", "id", "oid", "data", "version", "refs", "referrers"), if_not_exists=True
+)
+W_UPDATE = Update(DATA, OBJECT_KEY, set=("data", "version", "refs"), conditions=(Compare("version"),))
+W_RAW = Update(DATA, OBJECT_KEY, set=("data", "version", "oid"))
+W_DELETE = Delete(DATA, OBJECT_KEY, conditions=(Compare("version"), Compare("referrers")))
+W_REF_ADD_EXISTING = Update(DATA, OBJECT_KEY, add=("referrers",), conditions=(Compare("version", ">"),))
+"""Add referrer entries to a target that must exist (parameter of the condition: 0)."""
+W_REF_ADD = Update(DATA, OBJECT_KEY, add=("referrers",))
+W_REF_DROP = Update(DATA, OBJECT_KEY, remove=("referrers",))
+W_REF_RESERVE = Update(DATA, OBJECT_KEY, add=("referrers",), if_exists=True)
+W_REF_RELEASE = Update(DATA, OBJECT_KEY, remove=("referrers",), conditions=(EntryEquals("referrers"),))
+W_LAST_ABOVE = Update(DATA, PARTITION, set=("last_rev",), conditions=(Compare("last_rev", "<"),))
+"""Raise ``last_rev`` to G if it is below: parameters namespace, partition, G, G."""
+W_LAST_FIRST = Update(DATA, PARTITION, set=("last_rev",), conditions=(Compare("last_rev"),))
+"""Set ``last_rev`` of a partition that has none: parameters namespace, partition, G, None."""
+W_CHANGE = Insert(
+    DATA, ("ns", "topic", "kind", "rev", "tbl", "id", "data", "version", "old_data", "old_version"), ttl=True
+)
+
+# ---------------------------------------------------------------- nbdb_seq
+
+Q_HEAD = Select(SEQ, ("head",), ("ns", "bucket"), limit=1)
+Q_INTENTS = Select(SEQ, ("g", "topic", "tables", "void"), ("ns", "bucket"), (("g", ">"),), limit=INTENT_PAGE)
+Q_INTENT = Select(SEQ, ("cid", "void"), ("ns", "bucket", "g"))
+W_HEAD = Update(SEQ, ("ns", "bucket"), set=("head",), conditions=(Compare("head"),))
+W_INTENT = Insert(SEQ, ("ns", "bucket", "g", "topic", "tables", "cid", "at"), ttl=True)
+W_VOID = Update(SEQ, ("ns", "bucket", "g"), set=("void",), ttl=True)
+W_DROP_INTENTS = Delete(SEQ, ("ns", "bucket"), (("g", "<="),))
+
+# ---------------------------------------------------------------- nbdb_topics, nbdb_meta, nbdb_locks
+
+W_TOPIC = Insert(TOPICS, ("ns", "topic"))
+Q_TOPICS = Select(TOPICS, ("topic",), ("ns",))
+Q_META = Select(META, ("value", "owner"), ("ns", "name"))
+W_META = Update(META, ("ns", "name"), set=("value", "owner"), conditions=(Compare("value"),))
+W_LOCK = Insert(LOCKS, ("ns", "name", "holder"), if_not_exists=True, ttl=True)
+Q_LOCK = Select(LOCKS, ("holder",), ("ns", "name"))
+W_LOCK_REFRESH = Update(LOCKS, ("ns", "name"), set=("holder",), conditions=(Compare("holder"),), ttl=True)
+W_LOCK_DELETE = Delete(LOCKS, ("ns", "name"), conditions=(Compare("holder"),))
+
+
+# ---------------------------------------------------------------- names
+
+
+def ref_text(table: str, id: uuid.UUID) -> str:
+    """A reference as stored: ``"<table>/<id>"``."""
+    return f"{table}/{id}"
+
+
+def parse_ref(text: str) -> RefKey:
+    """The inverse of :func:`ref_text`."""
+    table, _, id = text.rpartition("/")
+    return table, uuid.UUID(id)
+
+
+def bucket_of(revision: int, bucket_size: int = BUCKET_SIZE) -> int:
+    """The ``nbdb_seq`` partition holding revision ``revision`` (>= 1): bucket b holds b*size+1 .. (b+1)*size."""
+    return (revision - 1) // bucket_size

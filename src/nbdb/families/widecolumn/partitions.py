@@ -1,0 +1,162 @@
+"""Typed access to the object partitions of one namespace: rows, ``last_rev``, seals, change rows, ids.
+
+Every object lives in the partition of its topic; an object's topic never
+changes, so where an id lives is cached (bounded) and a miss falls back to the
+store's index on ``oid``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from nbdb import errors
+from nbdb.families import rules
+from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
+from nbdb.families.widecolumn.planner import StoredObject
+from nbdb.families.widecolumn.primitives import OutcomeUnknown, Row, Select, WideColumnStore
+from nbdb.spi import Record, RefKey
+
+__all__ = ["Partitions"]
+
+log = logging.getLogger(__name__)
+
+_TOPIC_CACHE_SIZE = 200_000
+
+
+class Partitions:
+    """Reads and the few writes of ``nbdb_data`` that more than one part of the family needs."""
+
+    def __init__(self, store: WideColumnStore, namespace: str, options: WideColumnOptions) -> None:
+        self.store = store
+        self.ns = namespace
+        self._o = options
+        self._where: dict[RefKey, str] = {}
+
+    # ---------------------------------------------------------------- where ids live
+
+    def cached_partition(self, key: RefKey) -> str | None:
+        """The partition ``key`` was last seen in, if known."""
+        return self._where.get(key)
+
+    def remember(self, key: RefKey, part: str) -> None:
+        """Note that ``key`` lives in ``part``."""
+        if len(self._where) >= _TOPIC_CACHE_SIZE:
+            self._where.clear()  # rare, and cheaper than an LRU on every hit
+        self._where[key] = part
+
+    def forget(self, key: RefKey) -> None:
+        """Drop what is known of ``key``'s partition (it was deleted, or a plan found it elsewhere)."""
+        self._where.pop(key, None)
+
+    # ---------------------------------------------------------------- reads
+
+    def read(self, query: Select, params: Sequence[Any], *, serial: bool = False) -> list[Row]:
+        """``store.select``, repeating a serial read that lost a Paxos race."""
+        if not serial:
+            return self.store.select(query, params)
+        error: errors.NbdbError | None = None
+        for _ in tries(self._o.serial_reads):
+            try:
+                return self.store.select(query, params, serial=True)
+            except errors.BackendUnavailableError as exc:
+                error = exc
+        assert error is not None
+        raise errors.BackendUnavailableError(f"a serial read kept failing: {error}") from error
+
+    def row_query(self, part: str, table: str, id: uuid.UUID) -> tuple[Select, tuple[Any, ...]]:
+        """The read of one object row (for :meth:`WideColumnStore.select_many`)."""
+        return L.Q_ROW, (self.ns, part, L.OBJECT, 0, table, id)
+
+    def locate_query(self, id: uuid.UUID) -> tuple[Select, tuple[Any, ...]]:
+        """The index read that finds an id in any partition."""
+        return L.Q_LOCATE, (id,)
+
+    @staticmethod
+    def stored_object(rows: list[Row]) -> StoredObject | None:
+        """The result of :meth:`row_query`."""
+        row = rows[0] if rows else None
+        if row is None or row.version is None:
+            return None
+        refs = frozenset(L.parse_ref(r) for r in (row.refs or ()))
+        return StoredObject(row.version, refs, dict(row.referrers or {}), row.data)
+
+    def located(self, table: str, id: uuid.UUID, rows: list[Row]) -> tuple[str, Record] | None:
+        """The result of :meth:`locate_query` for ``(table, id)``: its partition and record, or None."""
+        for row in rows:
+            if row.ns == self.ns and row.tbl == table and row.version is not None:
+                self.remember((table, id), row.topic)
+                return row.topic, Record(table, id, rules.topic_of_part(row.topic), row.version, row.data or b"")
+        self.forget((table, id))
+        return None
+
+    def object_row(self, part: str, table: str, id: uuid.UUID) -> StoredObject | None:
+        """The stored row of one object in ``part``, or None."""
+        return self.stored_object(self.store.select(*self.row_query(part, table, id)))
+
+    def record(self, part: str, table: str, id: uuid.UUID) -> Record | None:
+        """The record of one object in ``part``, or None."""
+        rows = self.store.select(L.Q_RECORD, (self.ns, part, L.OBJECT, 0, table, id))
+        row = rows[0] if rows else None
+        if row is None or row.version is None:
+            return None
+        return Record(table, id, rules.topic_of_part(part), row.version, row.data or b"")
+
+    def locate(self, table: str, id: uuid.UUID) -> tuple[str, Record] | None:
+        """Find an object by id alone (through the index on ``oid``): its partition and record."""
+        return self.located(table, id, self.store.select(*self.locate_query(id)))
+
+    def find(self, key: RefKey) -> tuple[str, StoredObject] | None:
+        """An object's partition and row, wherever it lives."""
+        part = self._where.get(key)
+        row = None if part is None else self.object_row(part, *key)
+        if row is None or part is None:
+            found = self.locate(*key)
+            if found is None:
+                return None
+            part = found[0]
+            row = self.object_row(part, *key)
+            if row is None:
+                return None
+        return part, row
+
+    def last_rev(self, part: str, *, serial: bool = False) -> int | None:
+        """The partition's ``last_rev`` (None: no commit ever landed or sealed it)."""
+        rows = self.read(L.Q_LAST, (self.ns, part), serial=serial)
+        return None if not rows else rows[0].last_rev
+
+    def changes(self, part: str, low: int, high: int, *, serial: bool = False) -> list[Row]:
+        """The change rows of revisions ``low`` .. ``high`` in ``part``."""
+        return self.read(L.Q_CHANGES, (self.ns, part, L.CHANGE, low, high), serial=serial)
+
+    # ---------------------------------------------------------------- writes
+
+    def seal(self, part: str, revision: int) -> None:
+        """Make sure no commit at or below ``revision`` can land in ``part`` from now on.
+
+        Raises ``last_rev`` to ``revision`` unless it is already there; a commit
+        conditions on ``last_rev < G``, so a commit at ``G <= revision`` still in
+        flight fails. Safe to repeat, so an unknown outcome is simply retried.
+        """
+        if revision <= 0:
+            return
+        for _ in tries(self._o.contention):
+            try:
+                result = self.store.apply([(L.W_LAST_ABOVE, (self.ns, part, revision, revision))])
+                if result.applied:
+                    return
+                if result.reports("last_rev"):
+                    current = result.value("last_rev")
+                else:
+                    current = self.last_rev(part, serial=True)
+                if current is not None and current >= revision:
+                    return
+                # A null last_rev (nothing ever landed) is not "below" anything.
+                if current is None and self.store.apply([(L.W_LAST_FIRST, (self.ns, part, revision, None))]).applied:
+                    return
+            except OutcomeUnknown:
+                continue  # raising last_rev is idempotent: the next try settles it
+        raise errors.BackendUnavailableError(f"could not seal partition {part!r}: too much contention")

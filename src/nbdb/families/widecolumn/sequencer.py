@@ -1,0 +1,304 @@
+"""The revision sequencer: dense revisions for commits, with group commit, and the commit index.
+
+Revisions are a dense sequence 1, 2, 3, ... kept in ``nbdb_seq``: partition
+``(ns, bucket)`` holds the static ``head`` (the last revision handed out in
+the bucket) and one index row per revision, "revision g is a commit to topic
+T touching tables S" (or ``void``). Bucket b holds revisions b*size+1 ..
+(b+1)*size, so no partition grows without bound.
+
+**Group commit.** Taking revisions is one compare-and-set on ``head``
+(``IF head = h SET head = h + k``) batched with the k index rows, so it is
+atomic and isolated: the k numbers are handed out together or not at all,
+and their index rows appear with them. The commits in flight in a process
+share one such compare-and-set: the first caller leads, takes a number for
+every commit queued behind it, and hands the lead to the next waiter when it
+is done. The namespace's commit rate thus grows with the writers instead of
+being one compare-and-set per commit.
+
+**Why it stays exact.** A number is taken only for a commit that is about
+to be sent, never ahead of need, so an index row always names a commit that
+lands, fails and is marked ``void``, or is stalled. The commit conditions on
+its partition's ``last_rev < g`` and sets ``last_rev = g``; a watcher that
+finds no change rows for g waits, then raises ``last_rev`` to g (a *seal*):
+from then on the commit can never land, so passing g skips nothing. No clock
+takes part. The group does not change any of this: each number of a group
+is one commit's, with its own index row, resolved on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nbdb import errors
+from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
+from nbdb.families.widecolumn.partitions import Partitions
+from nbdb.families.widecolumn.primitives import OutcomeUnknown, WideColumnStore, Write
+
+__all__ = ["REGRESSION_GAP", "CommitQueue", "RevisionSequencer", "numbers_in_bucket", "resume_head"]
+
+log = logging.getLogger(__name__)
+
+
+REGRESSION_GAP = 1000
+"""Revisions left unused after the head was found below one this process had seen (see :func:`resume_head`)."""
+
+
+def resume_head(head: int | None, highest: int, bucket: int, wanted: int, bucket_size: int) -> int | None:
+    """The head to number from in ``bucket``, given the highest revision this process has seen there.
+
+    Normally the stored ``head``. If it is below ``highest``, the store lost
+    commits (a crash without a durable commit log): numbering resumes past
+    them, leaving a hole of unused revisions, so that no revision is handed
+    out twice and every watcher whose position the store forgot finds the
+    hole and raises HistoryGoneError. The hole stays inside the bucket.
+    """
+    if highest <= (head if head is not None else bucket * bucket_size) or L.bucket_of(highest, bucket_size) != bucket:
+        return head
+    return max(highest, min(highest + REGRESSION_GAP, (bucket + 1) * bucket_size - wanted))
+
+
+def numbers_in_bucket(head: int | None, bucket: int, wanted: int, bucket_size: int) -> tuple[int, int]:
+    """The first revision and how many of ``wanted`` a bucket whose ``head`` is given can still hand out.
+
+    ``head`` None: nothing handed out in the bucket yet. (0 numbers: the bucket is full.)
+    """
+    first = bucket * bucket_size + 1 if head is None else head + 1
+    last = (bucket + 1) * bucket_size
+    return first, max(0, min(wanted, last - first + 1))
+
+
+class CommitQueue:
+    """The commits of a process waiting for revisions in one namespace, and what it knows of the head.
+
+    Shared by every backend of the process on the namespace (see
+    :class:`~nbdb.families.widecolumn.sharing.NamespaceState`), so that their
+    commits take revisions together instead of racing each other's
+    compare-and-set.
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.waiting: deque[_Request] = deque()
+        self.busy = False
+        """A leader is taking revisions."""
+        self.bucket = -1
+        """The bucket the head is in, as far as this process knows (-1: not read yet)."""
+        self.known: tuple[int, int | None] | None = None
+        """(bucket, head) after this process's last compare-and-set on the head, if still believed current."""
+        self.highest = 0
+        """The highest revision this process took: the head can only be below it if the store lost commits."""
+        self.on_loss: list[Callable[[], None]] = []
+        """Called when the store is found to have lost commits (what this process remembers of them is wrong)."""
+
+    def lost(self) -> None:
+        """The store lost commits this process made: tell whoever remembers them."""
+        for callback in self.on_loss:
+            callback()
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    """A commit waiting for its revision."""
+
+    part: str
+    tables: frozenset[str]
+    revision: int = 0
+    error: BaseException | None = None
+    done: bool = False
+    lead: bool = False
+
+
+class RevisionSequencer:
+    """Hands out revisions (group commit), reads the current one, voids and forgets them."""
+
+    bucket_size: ClassVar[int] = L.BUCKET_SIZE
+    """Revisions per index partition (a property of the stored layout; tests shrink it)."""
+    max_group: ClassVar[int] = 64
+    """Revisions taken by one compare-and-set at most (the index rows ride in its batch)."""
+
+    def __init__(
+        self,
+        store: WideColumnStore,
+        partitions: Partitions,
+        options: WideColumnOptions,
+        queue: CommitQueue | None = None,
+    ) -> None:
+        self._store = store
+        self._partitions = partitions
+        self._ns = partitions.ns
+        self._o = options
+        self._q = queue or CommitQueue()
+
+    # ---------------------------------------------------------------- reading
+
+    def bucket_hint(self) -> int:
+        """The bucket the namespace's head is in, as far as this process knows (read once)."""
+        if self._q.bucket < 0:
+            rows = self._store.select(L.Q_META, (self._ns, "bucket"))
+            value = rows[0].value if rows else None
+            self._q.bucket = 0 if value is None else int(value)
+        return self._q.bucket
+
+    def _advance_bucket(self, bucket: int) -> None:
+        self._q.bucket = max(self._q.bucket, bucket + 1)
+        try:  # best effort: a stale hint only costs a few reads
+            rows = self._store.select(L.Q_META, (self._ns, "bucket"))
+            current = rows[0].value if rows else None
+            if current is None or current <= bucket:
+                self._store.apply([(L.W_META, (self._ns, "bucket", bucket + 1, None, current))])
+        except errors.NbdbError as exc:
+            log.debug("could not move the bucket hint past %d: %s", bucket, exc)
+
+    def current(self) -> int:
+        """The last revision handed out in the namespace (by any client)."""
+        bucket = self.bucket_hint()
+        while True:
+            rows = self._store.select(L.Q_HEAD, (self._ns, bucket))
+            head = rows[0].head if rows else None
+            if head is None:
+                return bucket * self.bucket_size
+            if head >= (bucket + 1) * self.bucket_size:
+                self._advance_bucket(bucket)
+                bucket += 1
+                continue
+            return int(head)
+
+    # ---------------------------------------------------------------- allocating
+
+    def allocate(self, part: str, tables: frozenset[str]) -> int:
+        """The next revision, for one commit to ``part`` touching ``tables``; its index row is written."""
+        request = _Request(part, tables)
+        with self._q.cond:
+            self._q.waiting.append(request)
+            if not self._q.busy:
+                self._q.busy = True
+                request.lead = True
+            while not request.done:
+                if request.lead:
+                    request.lead = False
+                    self._q.cond.release()
+                    try:
+                        self._serve()
+                    finally:
+                        self._q.cond.acquire()
+                    continue
+                self._q.cond.wait()
+        if request.error is not None:
+            raise request.error
+        return request.revision
+
+    def _serve(self) -> None:
+        """Take revisions for the requests at the head of the queue, then pass the lead on."""
+        with self._q.cond:
+            group = [self._q.waiting.popleft() for _ in range(min(len(self._q.waiting), self.max_group))]
+        numbers: list[int] = []
+        error: BaseException | None = None
+        try:
+            numbers = self._take(group)
+        except BaseException as exc:  # every waiter of the group must hear of it
+            error = exc
+        with self._q.cond:
+            for request, revision in zip(group, numbers, strict=False):
+                request.revision, request.done = revision, True
+            rest = group[len(numbers) :]
+            if error is not None:
+                for request in rest:
+                    request.error, request.done = error, True
+            else:
+                self._q.waiting.extendleft(reversed(rest))  # a bucket filled up: they go first next time
+            if self._q.waiting:
+                self._q.waiting[0].lead = True
+            else:
+                self._q.busy = False
+            self._q.cond.notify_all()
+
+    def _take(self, group: Sequence[_Request]) -> list[int]:
+        """One compare-and-set on the head for as many of ``group`` as the bucket holds."""
+        cid = uuid.uuid4()
+        bucket = self.bucket_hint()
+        for _ in tries(self._o.contention):
+            known = self._q.known
+            if known is not None and known[0] == bucket:
+                head = known[1]
+            else:
+                rows = self._store.select(L.Q_HEAD, (self._ns, bucket))
+                head = rows[0].head if rows else None
+            start = resume_head(head, self._q.highest, bucket, len(group), self.bucket_size)
+            if start != head:
+                log.warning(
+                    "the revision sequencer is at %s although this process saw %d: the store lost recent commits; "
+                    "resuming at %d, and watchers from before the loss will re-list",
+                    head, self._q.highest, start,
+                )  # fmt: skip
+                self._q.lost()
+            first, count = numbers_in_bucket(start, bucket, len(group), self.bucket_size)
+            if count == 0:
+                self._advance_bucket(bucket)
+                bucket = self._q.bucket
+                continue
+            at = int(self._o.clock() * 1000)
+            writes: list[tuple[Write, tuple[Any, ...]]] = [(L.W_HEAD, (self._ns, bucket, first + count - 1, head))]
+            for offset, request in enumerate(group[:count]):
+                writes.append(
+                    (L.W_INTENT, (self._ns, bucket, first + offset, request.part, set(request.tables), cid, at,
+                                  self._o.history))
+                )  # fmt: skip
+            try:
+                result = self._store.apply(writes)
+                applied = result.applied
+            except OutcomeUnknown:
+                applied = self._landed(bucket, first, cid)
+                result = None
+            if applied:
+                self._q.known = (bucket, first + count - 1)
+                self._q.highest = max(self._q.highest, first + count - 1)
+                return list(range(first, first + count))
+            # Another client took numbers: a failed compare-and-set reports the head it saw.
+            reported = result is not None and result.reports("head")
+            self._q.known = (bucket, result.value("head")) if reported and result is not None else None
+        raise errors.BackendUnavailableError("could not take a revision: too much contention on the sequencer")
+
+    def _landed(self, bucket: int, first: int, cid: uuid.UUID) -> bool:
+        """Whether a compare-and-set whose reply was lost took ``first`` (its index row carries ``cid``)."""
+        rows = self._partitions.read(L.Q_INTENT, (self._ns, bucket, first), serial=True)
+        return bool(rows) and rows[0].cid == cid
+
+    def void(self, revision: int) -> None:
+        """Mark ``revision`` as never committed (its commit failed and will not be retried under it)."""
+        bucket = L.bucket_of(revision, self.bucket_size)
+        try:
+            self._store.apply([(L.W_VOID, (self._ns, bucket, revision, True, self._o.history))])
+        except errors.NbdbError as exc:  # watchers resolve it by sealing instead
+            log.debug("could not mark revision %d void: %s", revision, exc)
+
+    # ---------------------------------------------------------------- history
+
+    def floor(self) -> int:
+        """The revision the kept history starts after (raised by :meth:`compact`)."""
+        rows = self._store.select(L.Q_META, (self._ns, "floor"))
+        value = rows[0].value if rows else None
+        return 0 if value is None else int(value)
+
+    def compact(self) -> int:
+        """Forget the index up to the current revision (returned); watchers behind it get HistoryGoneError."""
+        revision = self.current()
+        for _ in tries(self._o.contention):
+            rows = self._partitions.read(L.Q_META, (self._ns, "floor"), serial=True)
+            current = rows[0].value if rows else None
+            if current is not None and current >= revision:
+                break
+            try:
+                if self._store.apply([(L.W_META, (self._ns, "floor", revision, None, current))]).applied:
+                    break
+            except OutcomeUnknown:
+                continue  # the next serial read settles it
+        bucket = L.bucket_of(revision, self.bucket_size) if revision else 0
+        self._store.apply([(L.W_DROP_INTENTS, (self._ns, bucket, revision))])
+        return revision

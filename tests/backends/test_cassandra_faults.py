@@ -1,0 +1,431 @@
+"""Cassandra under injected faults: lost replies on every commit kind, a failing watcher step, group commit.
+
+A fault is injected at the family's seam, between the family and the real
+store on a real server: a request dropped before it is sent, a reply dropped
+after the server applied the write (the write really happens), or a read that
+fails. Nothing of the server is faked. One Cassandra node is shared by the
+module (``NBDB_CASSANDRA_URL`` runs the tests against another cluster).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+
+import nbdb
+from nbdb.events import EventKind
+from nbdb.models import LogicalSwitch
+from nbdb.spi import RecordChange, RecordStream
+from nbdb.testing import fixtures
+from nbdb.testing.cassandra import CassandraServer
+
+pytest.importorskip("cassandra")
+
+from nbdb.backends.cassandra import CassandraBackend
+from nbdb.families.widecolumn import (
+    Applied,
+    OutcomeUnknown,
+    PendingReads,
+    Row,
+    Select,
+    Table,
+    WideColumnBackend,
+    WideColumnStore,
+    Write,
+    layout,
+)
+
+cassandra_server = fixtures.cassandra_server
+
+
+# ---------------------------------------------------------------------------- the fault injector
+
+
+@dataclass
+class Fault:
+    """What to do to the next ``times`` calls that ``matches``."""
+
+    matches: Callable[[Sequence[Any]], bool]
+    action: str
+    """``request``: drop it unsent; ``reply``: send it, drop the answer; ``fail``: unavailable, unsent."""
+    times: int = 1
+    before_raise: Callable[[], None] | None = None
+    """Runs after a reply was dropped and before the error is raised (another client's write, say)."""
+    hits: int = 0
+    dropped: Applied | None = None
+    """The reply the server gave to the write whose reply was dropped."""
+
+
+class FaultyStore(WideColumnStore):
+    """The real store, with faults injected at the seam of the family."""
+
+    def __init__(self, real: WideColumnStore) -> None:
+        self.real = real
+        self.faults: list[Fault] = []
+        self.applied: list[Sequence[Write]] = []
+        self._lock = threading.Lock()
+
+    def inject(self, fault: Fault) -> Fault:
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def _fault(self, statements: Sequence[Any]) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.hits < fault.times and fault.matches(statements):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def create_tables(self, tables: Sequence[Table]) -> None:
+        self.real.create_tables(tables)
+
+    def select(self, query: Select, params: Sequence[Any], *, serial: bool = False) -> list[Row]:
+        fault = self._fault([query])
+        if fault is not None:
+            raise nbdb.BackendUnavailableError(f"injected: {fault.action} on a read")
+        return self.real.select(query, params, serial=serial)
+
+    def start_reads(self, reads: Sequence[tuple[Select, Sequence[Any]]], *, serial: bool = False) -> PendingReads:
+        fault = self._fault([query for query, _ in reads])
+        if fault is not None:
+            raise nbdb.BackendUnavailableError(f"injected: {fault.action} on reads")
+        return self.real.start_reads(reads, serial=serial)
+
+    def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        statements = [write for write, _ in writes]
+        fault = self._fault(statements)
+        if fault is None or fault.action == "fail":
+            if fault is not None:
+                raise nbdb.BackendUnavailableError("injected: unavailable")
+            result = self.real.apply(writes)
+            with self._lock:
+                self.applied.append(statements)
+            return result
+        if fault.action == "reply":
+            fault.dropped = self.real.apply(writes)
+            if fault.before_raise is not None:
+                fault.before_raise()
+        raise OutcomeUnknown(f"injected: the {fault.action} of a conditional write was lost")
+
+    def close(self) -> None:
+        self.real.close()
+
+
+class _FaultyCassandra(WideColumnBackend):
+    capabilities: ClassVar = CassandraBackend.capabilities
+
+
+def writes_of(*statements: Select | Write) -> Callable[[Sequence[Any]], bool]:
+    """A matcher: the call includes one of ``statements``."""
+    return lambda called: any(s in statements for s in called)
+
+
+COMMIT_BATCH = writes_of(layout.W_LAST_ABOVE, layout.W_LAST_FIRST)
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def url(request: pytest.FixtureRequest) -> str:
+    external = os.environ.get("NBDB_CASSANDRA_URL")
+    if external:
+        return external
+    server: CassandraServer = request.getfixturevalue("cassandra_server")
+    return server.url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"f-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def open_db(url: str, namespace: str) -> Iterator[Callable[..., nbdb.Database]]:
+    """Plain databases on the test's namespace."""
+    opened: list[nbdb.Database] = []
+
+    def factory(**options: Any) -> nbdb.Database:
+        db = nbdb.connect(url, namespace=namespace, **options)
+        opened.append(db)
+        return db
+
+    yield factory
+    for db in opened:
+        db.close()
+
+
+@pytest.fixture
+def faulty(url: str, namespace: str) -> Iterator[Callable[..., tuple[nbdb.Database, FaultyStore]]]:
+    """Databases whose backend talks to the real store through a FaultyStore."""
+    opened: list[nbdb.Database] = []
+
+    def factory(**options: Any) -> tuple[nbdb.Database, FaultyStore]:
+        real = CassandraBackend.from_url(url, namespace=namespace, **options)
+        store = FaultyStore(real.store)
+        db = nbdb.Database(_FaultyCassandra(store, real.options))
+        opened.append(db)
+        return db, store
+
+    yield factory
+    for db in opened:
+        db.close()
+
+
+def changes_until(stream: RecordStream, revision: int, timeout: float = 30.0) -> list[RecordChange]:
+    out: list[RecordChange] = []
+    deadline = time.monotonic() + timeout
+    while stream.revision < revision:
+        assert time.monotonic() < deadline, f"stream stuck at {stream.revision} < {revision}"
+        out += stream.poll(0.5)
+    return out
+
+
+# ---------------------------------------------------------------------------- issue 12: the stream's cursor
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_resolve_never_moves_the_cursor_past_undelivered_changes(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty(settle=30)
+    writer, stalled_writer = open_db(), open_db()
+    start = writer.backend.current_revision()
+    stream = db.backend.watch(["LogicalSwitch"], None, start)
+    first = writer.create(LogicalSwitch(name="delivered-first", topic="t1"))
+    entered, release = threading.Event(), threading.Event()
+
+    def stall(revision: int) -> None:
+        entered.set()
+        release.wait(30)
+
+    stalled_writer.backend.before_commit = stall  # type: ignore[attr-defined]
+    late: list[Any] = []
+    thread = threading.Thread(target=lambda: late.append(stalled_writer.create(LogicalSwitch(name="late"))))
+    thread.start()
+    try:
+        assert entered.wait(30)
+        after = writer.create(LogicalSwitch(name="after", topic="t1"))
+        # One step reads the first commit's changes, then finds the stalled one and
+        # tries to resolve it: that read fails.
+        store.inject(Fault(writes_of(layout.Q_LAST), "fail"))
+        with pytest.raises(nbdb.BackendUnavailableError):
+            for _ in range(20):
+                stream.poll(0.5)
+        assert stream.revision == start, "the cursor moved although the step's changes were never returned"
+        delivered = stream.poll(5)
+        assert [c.id for c in delivered] == [first.id]
+        assert stream.revision == delivered[0].revision, "the stalled commit holds back the later one"
+    finally:
+        release.set()
+        thread.join(30)
+    rest = changes_until(stream, writer.backend.current_revision())
+    stream.close()
+    assert [c.id for c in rest] == [late[0].id, after.id]
+
+
+@pytest.mark.timeout(180)
+def test_a_cache_over_a_flaky_store_misses_and_repeats_nothing(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty(settle=0.5)
+    writers = [open_db() for _ in range(3)]
+    events: list[nbdb.ChangeEvent[Any]] = []
+    cache = db.cache(LogicalSwitch, on_change=events.append)
+    assert cache.wait_synced(30)
+    # Every fourth read of the watcher fails, wherever it falls in a step.
+    store.inject(_every(4))
+    failures: list[BaseException] = []
+
+    def write(db: nbdb.Database, index: int) -> None:
+        try:
+            for i in range(10):
+                sw = db.create(LogicalSwitch(name=f"w{index}-{i}", topic=f"t{i % 3}"))
+                db.update(sw.replace(name=f"w{index}-{i}-renamed"))
+                if i % 3 == 0:
+                    db.delete(db.get(LogicalSwitch, sw.id))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w, i)) for i, w in enumerate(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert failures == []
+    expected = {o.id: o for o in writers[0].list(LogicalSwitch)}
+    deadline = time.monotonic() + 60
+    while {o.id: o for o in cache.list(LogicalSwitch)} != expected:
+        assert time.monotonic() < deadline, "the cache did not converge"
+        time.sleep(0.1)
+    cache.close()
+    live = [(e.revision, e.id) for e in events if not e.synthetic]
+    assert len(live) == len(set(live)), "a change was delivered twice"
+    assert cache.relists == 0, "a transient failure must not cost a re-list"
+    versions: dict[uuid.UUID, int] = {}
+    for event in events:
+        if event.synthetic:
+            continue
+        if event.kind is EventKind.DELETED:
+            versions.pop(event.id)
+            continue
+        assert event.new is not None
+        assert event.new.version == versions.get(event.id, 0) + 1, "a change was skipped"
+        versions[event.id] = event.new.version
+
+
+def _every(n: int) -> Fault:
+    count = iter(range(1, 10**9))
+    return Fault(lambda called: next(count) % n == 0, "fail", times=10**9)
+
+
+# ---------------------------------------------------------------------------- lost replies, every commit kind
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lost", ["request", "reply"])
+@pytest.mark.parametrize("kind", ["create", "update", "delete", "transaction", "lock", "allocate_id"])
+def test_a_lost_reply_is_settled_exactly_once(
+    kind: str,
+    lost: str,
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
+    open_db: Callable[..., nbdb.Database],
+) -> None:
+    db, store = faulty()
+    other = open_db()
+    start = other.backend.current_revision()
+    if kind == "lock":
+        fault = store.inject(Fault(writes_of(layout.W_LOCK), lost))
+        with db.lock("leader", ttl=5) as held:
+            assert not held.lost
+            with pytest.raises(nbdb.LockTimeoutError):
+                with other.lock("leader", ttl=5, timeout=0.5):
+                    pass
+        with other.lock("leader", ttl=5, timeout=10):
+            pass
+        assert fault.hits == 1
+        return
+    if kind == "allocate_id":
+        fault = store.inject(Fault(writes_of(layout.W_META), lost))
+        assert [db.allocate_id("vni"), db.allocate_id("vni"), other.allocate_id("vni")] == [1, 2, 3]
+        assert fault.hits == 1
+        return
+    # Also gives the partition a last_rev, so that the first batch sent is the one whose reply is lost.
+    existing = other.create(LogicalSwitch(name="existing", topic="t"))
+    fault = store.inject(Fault(COMMIT_BATCH, lost))
+    kept = [existing]
+    if kind == "create":
+        made = [db.create(LogicalSwitch(name="once", topic="t"))]
+    elif kind == "update":
+        made, kept = [db.update(existing.replace(name="renamed"))], []
+        assert made[0].version == 2
+    elif kind == "delete":
+        db.delete(existing)
+        made, kept = [], []
+    else:
+        with db.transaction() as txn:
+            for i in range(3):
+                txn.create(LogicalSwitch(name=f"txn{i}", topic="t"))
+        made = [o for o in txn.results if o is not None]
+    assert fault.hits == 1
+    if lost == "reply":
+        assert fault.dropped is not None and fault.dropped.applied, "the write whose reply was lost had landed"
+    listed = other.list(LogicalSwitch)
+    assert sorted(o.id for o in listed) == sorted(o.id for o in made + kept)
+    for obj in made:
+        assert other.get(LogicalSwitch, obj.id) == obj
+    with other.watch(LogicalSwitch, since=start) as watch:
+        events = []
+        deadline = time.monotonic() + 30
+        while watch.revision < other.backend.current_revision():
+            assert time.monotonic() < deadline
+            events += watch.poll(0.5)
+    mine = events[1:]  # after the creation of ``existing``
+    assert len(mine) == max(1, len(made)), f"applied more than once: {mine}"
+    assert len({e.revision for e in mine}) == 1, "a transaction's changes share one revision"
+
+
+@pytest.mark.timeout(120)
+def test_a_lost_reply_then_a_foreign_write_is_no_conflict(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty()
+    other = open_db()
+    obj = other.create(LogicalSwitch(name="v1", topic="t"))
+    foreign: list[Any] = []
+
+    def foreign_write() -> None:  # between our landed write and our look at it
+        current = other.get(LogicalSwitch, obj.id)
+        foreign.append(other.update(current.replace(name="foreign")))
+
+    store.inject(Fault(COMMIT_BATCH, "reply", before_raise=foreign_write))
+    mine = db.update(obj.replace(name="mine"))  # landed: not a ConflictError, not applied twice
+    assert mine.version == 2 and foreign[0].version == 3
+    final = other.get(LogicalSwitch, obj.id)
+    assert final.name == "foreign" and final.version == 3
+
+
+@pytest.mark.timeout(120)
+def test_a_commit_that_cannot_be_settled_is_commit_unknown_never_conflict(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty()
+    other = open_db()
+    other.create(LogicalSwitch(name="first", topic="t"))
+
+    def unreachable() -> None:  # from now on, for everything the settling needs
+        store.inject(Fault(lambda called: True, "fail", times=10**6))
+
+    store.inject(Fault(COMMIT_BATCH, "reply", before_raise=unreachable))
+    with pytest.raises(nbdb.CommitUnknownError):
+        db.create(LogicalSwitch(name="maybe", topic="t"))
+    assert sorted(o.name for o in other.list(LogicalSwitch)) == ["first", "maybe"], "it had landed, once"
+
+
+# ---------------------------------------------------------------------------- group commit
+
+
+@pytest.mark.timeout(180)
+def test_concurrent_commits_share_sequencer_round_trips_and_stay_dense(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
+) -> None:
+    db, store = faulty()
+    start = db.backend.current_revision()
+    writers, each = 16, 8
+    revisions: list[int] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        try:
+            for i in range(each):
+                with db.transaction() as txn:
+                    txn.create(LogicalSwitch(name=f"w{index}-{i}", topic=f"topic-{index}"))
+                with lock:
+                    revisions.append(txn.revision or 0)
+        except BaseException as exc:
+            failures.append(exc)
+
+    stream = db.backend.watch(["LogicalSwitch"], None, start)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert failures == []
+    commits = writers * each
+    assert sorted(revisions) == list(range(start + 1, start + commits + 1)), "dense, unique revisions"
+    head_writes = sum(1 for statements in store.applied if layout.W_HEAD in statements)
+    assert head_writes < commits, "commits in flight took their revisions together"
+    changes = changes_until(stream, start + commits)
+    stream.close()
+    assert sorted(c.revision for c in changes) == sorted(revisions)
