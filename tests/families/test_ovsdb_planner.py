@@ -11,8 +11,9 @@ import pytest
 import nbdb
 from nbdb.codec import encode
 from nbdb.families.ovsdb import Mapping_, Replica
-from nbdb.families.ovsdb.planner import Outcome, plan_commit, settle
+from nbdb.families.ovsdb.planner import plan_commit
 from nbdb.families.ovsdb.rows import VersionBook
+from nbdb.families.ovsdb.settle import Outcome, settle
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import Delete, Put
 
@@ -183,13 +184,13 @@ def test_a_replica_behind_the_plans_rows_settles_nothing(
 def test_settling_counter_increments_whose_reply_was_lost(
     current: int, window: str, returned: int | str | None, left: set[int]
 ) -> None:
-    from nbdb.families.ovsdb.family import _settle_increments
+    from nbdb.families.ovsdb.counters import settle_increments
     from nbdb.families.ovsdb.rows import parse_window
 
     lost = {2}
     if returned == "unknown":
         with pytest.raises(nbdb.CommitUnknownError):
-            _settle_increments(lost, current, parse_window(window), "mine", "ids")
+            settle_increments(lost, current, parse_window(window), "mine", "ids")
     else:
-        assert _settle_increments(lost, current, parse_window(window), "mine", "ids") == returned
+        assert settle_increments(lost, current, parse_window(window), "mine", "ids") == returned
     assert lost == left

@@ -14,7 +14,7 @@ A backend of this family supplies:
 
 Everything else is here: reads from the replica, commits planned from it and
 guarded by ``wait``s (:mod:`.planner`), exactly-once retries after a lost
-reply (commit tokens, :func:`.planner.settle`), references, revisions,
+reply (commit tokens, :func:`.settle.settle`), references, revisions,
 watches and id allocation; and the data API (:mod:`.data`): unique fields,
 native mutations, fenced commits (a backend supplies ``_fenced``), pages and
 expiry.
@@ -33,13 +33,15 @@ from typing import Any, ClassVar
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.ovsdb import results
+from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_counter, settle_increments
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import MarkBook
-from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, reflects, settle
+from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, parse_window, push_window
+from nbdb.families.ovsdb.settle import Outcome, reflects, settle
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.families.ovsdb.unique import key_cells
 from nbdb.spi import CommitResult, LockHandle, Mutate, Record, RecordStream, RefKey, Snapshot, WriteOp
@@ -49,7 +51,6 @@ __all__ = ["OvsdbFamilyBackend", "Transact", "TransactLost", "TransactNotSent"]
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 16
-_EXT_COUNTER = "nbdb:id:"
 
 
 class TransactNotSent(errors.BackendUnavailableError):
@@ -389,7 +390,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         schema = self.mapping.schemas.get(self.nb_db or "")
         if self.nb_db is None or schema is None or schema.table("NB_Global") is None:
             raise errors.UnsupportedError("allocate_id needs the OVN_Northbound database (NB_Global)")
-        key = f"{_EXT_COUNTER}{self.namespace}/{name}"
+        key = f"{COUNTER_PREFIX}{self.namespace}/{name}"
         token = uuid.uuid4().hex[:16]
         deadline = time.monotonic() + self.commit_timeout
         lost: set[int] = set()  # values of increments whose reply was lost
@@ -403,13 +404,13 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     raise
                 continue
             ext = {} if row is None else dict(row[EXTERNAL_IDS][1])
-            current, window = _parse_counter(ext.get(key), name)
-            landed = _settle_increments(lost, current, parse_window(window), token, name)
+            current, window = parse_counter(ext.get(key), name)
+            landed = settle_increments(lost, current, parse_window(window), token, name)
             if landed is not None:
                 return landed
             value = current + 1
             entry = f"{value} {push_window(window, token, value)}"
-            ops = _counter_ops(row, key, ext.get(key), entry)
+            ops = increment_ops(row, key, ext.get(key), entry)
             try:
                 result = self._transact(self.nb_db, ops)
             except TransactLost:
@@ -469,64 +470,3 @@ def _fence_lost(fence: LockHandle, outcome: Outcome) -> errors.NbdbError:
         f"lock {fence.name!r} was lost with the reply of a fenced commit, which may yet land or not: "
         "re-read the objects before acting again"
     )
-
-
-def _nb_global_wait(where: list[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "op": "wait",
-        "table": "NB_Global",
-        "timeout": 0,
-        "where": where,
-        "columns": [],
-        "until": "==",
-        "rows": rows,
-    }
-
-
-def _counter_ops(row: dict[str, Any] | None, key: str, old: str | None, entry: str) -> list[dict[str, Any]]:
-    """One increment of a counter entry in ``NB_Global.external_ids``, compared on the entry itself.
-
-    Not on the row's ``_version``: a relay numbers its copies itself, so the
-    ``_version`` it shows never matches the leader's.
-    """
-    if row is None:
-        # Create NB_Global, if nobody did meanwhile.
-        return [
-            _nb_global_wait([], []),
-            {"op": "insert", "table": "NB_Global", "row": {EXTERNAL_IDS: wire_map([(key, entry)])}},
-        ]
-    where = [["_uuid", "==", row["_uuid"]]]
-    new = wire_map([(key, entry)])
-    mutate = {"op": "mutate", "table": "NB_Global", "where": where, "mutations": [[EXTERNAL_IDS, "insert", new]]}
-    if old is None:
-        # A map insert leaves an existing key alone: check that ours is the one stored.
-        return [mutate, _nb_global_wait([*where, [EXTERNAL_IDS, "includes", new]], [{}])]
-    mutate["mutations"] = [[EXTERNAL_IDS, "delete", ["set", [key]]], *mutate["mutations"]]
-    return [_nb_global_wait([*where, [EXTERNAL_IDS, "includes", wire_map([(key, old)])]], [{}]), mutate]
-
-
-def _settle_increments(lost: set[int], current: int, pairs: list[tuple[str, int]], token: str, name: str) -> int | None:
-    """The value one of the ``lost`` increments made, if the entry shows it; drops those that cannot land.
-
-    Raises CommitUnknownError when later increments hide whether one landed.
-    """
-    for value in sorted(lost):
-        if (token, value) in pairs:
-            return value
-        if any(v == value for _t, v in pairs):
-            lost.discard(value)  # another increment made this value: ours compared the entry before it
-        elif current >= value:
-            raise errors.CommitUnknownError(
-                f"id counter {name!r}: the reply of an increment was lost and later increments hide whether it "
-                "landed; the value it would have returned may be used by nobody"
-            )
-    return None
-
-
-def _parse_counter(entry: str | None, name: str) -> tuple[int, str]:
-    """The value and the token window of a counter entry (``"<value> <token>@<value> ..."``)."""
-    value, _, window = (entry or "0").partition(" ")
-    try:
-        return int(value), window
-    except ValueError:
-        raise errors.CorruptRecordError(f"id counter {name!r} in NB_Global is not an integer", key=name) from None
