@@ -166,7 +166,8 @@ class OvsdbBackend(OvsdbFamilyBackend):
         "database, indexed key columns per namespace; where the served schema has no index, a wait in each "
         "commit keeps them among nbdb's writers. mutate() is OVSDB's native mutate on set and map columns. "
         "Expiry: deadlines in external_ids, reaped by connected Databases (wall clock). A transaction must "
-        "stay within one OVSDB database.",
+        "stay within one OVSDB database. Through relays, reads are as fresh as the relay and locks (so fenced "
+        "writes) are refused: such a Database declares linearizable_reads, locks and fencing False.",
     )
 
     def __init__(self, lease: Lease[Target, _Driver]) -> None:
