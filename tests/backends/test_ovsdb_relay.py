@@ -22,6 +22,7 @@ What a relay does that a raft leader does not (ovsdb-server 3.1, ``ovsdb/relay.c
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -104,6 +105,19 @@ def _shows(relay: Member, namespace: str, obj: LogicalSwitch, timeout: float = 2
         assert eventually(current, timeout), f"{relay.name} never showed {obj.name} v{obj.version}"
 
 
+@contextlib.contextmanager
+def _switch_and_client(
+    cluster: OvsdbServer, relays: Relays, front: FaultProxy, namespace: str
+) -> Iterator[tuple[nbdb.Database, LogicalSwitch, nbdb.Database]]:
+    """A writer on the members, a switch both relays show, and a client of the direct relay (through ``front``)
+    that moves to the lagging one when ``front`` refuses it."""
+    with nbdb.connect(_url(*(m.address for m in cluster.members), namespace=namespace)) as writer:
+        switch = writer.create(LogicalSwitch(name=f"{namespace}-sw"))
+        _shows(relays.lagging, namespace, switch)
+        with nbdb.connect(_url(_address(front), relays.lagging.address, namespace=namespace)) as client:
+            yield writer, switch, client
+
+
 def _heal_later(proxy: FaultProxy, seconds: float = HEAL_AFTER) -> threading.Timer:
     timer = threading.Timer(seconds, proxy.heal)
     timer.start()
@@ -153,23 +167,20 @@ def test_a_lost_reply_resent_through_a_lagging_relay_is_settled_not_planned_agai
     # planned ("not yet"), so the same plan is sent again; the leader refuses that copy
     # (the first one landed) and the commit was planned anew from the replica, which by
     # then showed the landed copy: ConflictError for a commit that was applied.
-    with nbdb.connect(_url(*(m.address for m in cluster.members), namespace=namespace)) as writer:
-        switch = writer.create(LogicalSwitch(name=f"{namespace}-sw"))
-        _shows(relays.lagging, namespace, switch)
-        with nbdb.connect(_url(_address(front), relays.lagging.address, namespace=namespace)) as client:
-            mine = client.get(LogicalSwitch, switch.id)
-            assert mine is not None
-            relays.source.blackhole()
-            # The update lands through the direct relay, its reply is lost, and that relay
-            # refuses the client from then on: it reconnects to the lagging one.
-            front.lose_next_reply(id_patterns(switch.id), then=Mode.REFUSE)
-            healer = _heal_later(relays.source)
-            try:
-                updated = client.update(mine.replace(external_ids={"by": "client"}))
-            finally:
-                healer.cancel()
-                relays.source.heal()
-            assert front.stats.fired == 1, "the reply was not lost"
+    with _switch_and_client(cluster, relays, front, namespace) as (writer, switch, client):
+        mine = client.get(LogicalSwitch, switch.id)
+        assert mine is not None
+        relays.source.blackhole()
+        # The update lands through the direct relay, its reply is lost, and that relay
+        # refuses the client from then on: it reconnects to the lagging one.
+        front.lose_next_reply(id_patterns(switch.id), then=Mode.REFUSE)
+        healer = _heal_later(relays.source)
+        try:
+            updated = client.update(mine.replace(external_ids={"by": "client"}))
+        finally:
+            healer.cancel()
+            relays.source.heal()
+        assert front.stats.fired == 1, "the reply was not lost"
         stored = writer.get(LogicalSwitch, switch.id)
         assert stored is not None
         assert (updated.version, stored.version, stored.external_ids) == (2, 2, {"by": "client"}), "applied twice"
@@ -205,39 +216,36 @@ def test_moving_to_a_lagging_relay_never_takes_the_replica_back(
     # Cause: a client that lost its relay moved to the next one; a relay that cannot resume
     # the monitor sends its whole copy, and a lagging copy took back changes the client had
     # already read (versions going back, commits planned from old rows).
-    with nbdb.connect(_url(*(m.address for m in cluster.members), namespace=namespace)) as writer:
-        switch = writer.create(LogicalSwitch(name=f"{namespace}-sw"))
-        _shows(relays.lagging, namespace, switch)
-        with nbdb.connect(_url(_address(front), relays.lagging.address, namespace=namespace)) as client:
-            cache = client.cache(LogicalSwitch)
-            assert cache.wait_synced(30)
-            relays.source.blackhole()
-            for step in range(2):
-                switch = writer.update(switch.replace(external_ids={"step": str(step)}))
-            assert eventually(lambda: (client.get(LogicalSwitch, switch.id) or switch).version == switch.version, 20)
-            front.refuse()
-            front.cut()  # the client must move to the lagging relay, two versions behind
-            read: list[int] = []
-            cached: list[int] = []
-            healer = _heal_later(relays.source, 2.0)
-            until = time.monotonic() + 4.0
-            while time.monotonic() < until:
-                try:
-                    found = client.get(LogicalSwitch, switch.id)
-                except nbdb.BackendUnavailableError:
-                    found = None
-                if found is not None:
-                    read.append(found.version)
-                held = cache.get(LogicalSwitch, switch.id)
-                if held is not None:
-                    cached.append(held.version)
-                time.sleep(0.05)
-            healer.join()
-            assert read and min(read) == switch.version, f"reads went back: {sorted(set(read))}"
-            assert cached and min(cached) == switch.version, f"the cache went back: {sorted(set(cached))}"
-            # Writes go on from what the client read.
-            moved = client.update(client.get(LogicalSwitch, switch.id).replace(external_ids={"step": "mine"}))  # type: ignore[union-attr]
-            assert moved.version == switch.version + 1
+    with _switch_and_client(cluster, relays, front, namespace) as (writer, switch, client):
+        cache = client.cache(LogicalSwitch)
+        assert cache.wait_synced(30)
+        relays.source.blackhole()
+        for step in range(2):
+            switch = writer.update(switch.replace(external_ids={"step": str(step)}))
+        assert eventually(lambda: (client.get(LogicalSwitch, switch.id) or switch).version == switch.version, 20)
+        front.refuse()
+        front.cut()  # the client must move to the lagging relay, two versions behind
+        read: list[int] = []
+        cached: list[int] = []
+        healer = _heal_later(relays.source, 2.0)
+        until = time.monotonic() + 4.0
+        while time.monotonic() < until:
+            try:
+                found = client.get(LogicalSwitch, switch.id)
+            except nbdb.BackendUnavailableError:
+                found = None
+            if found is not None:
+                read.append(found.version)
+            held = cache.get(LogicalSwitch, switch.id)
+            if held is not None:
+                cached.append(held.version)
+            time.sleep(0.05)
+        healer.join()
+        assert read and min(read) == switch.version, f"reads went back: {sorted(set(read))}"
+        assert cached and min(cached) == switch.version, f"the cache went back: {sorted(set(cached))}"
+        # Writes go on from what the client read.
+        moved = client.update(client.get(LogicalSwitch, switch.id).replace(external_ids={"step": "mine"}))  # type: ignore[union-attr]
+        assert moved.version == switch.version + 1
 
 
 def test_a_counter_increment_whose_reply_was_lost_is_not_made_twice_through_a_lagging_relay(
