@@ -34,9 +34,9 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 from nbdb import errors, page_token
-from nbdb.families import rules
+from nbdb.families import kvexpiry, rules
 from nbdb.families.kvgroup import CommitGroup, GroupCommitter, Outcome, PipelinedGroup
-from nbdb.families.kvplan import Index, KeyLayout, Plan, decode_deadline, diagnose, encode_deadline, plan_commit
+from nbdb.families.kvplan import Index, KeyLayout, Plan, diagnose, plan_commit
 from nbdb.families.kvtypes import (
     APPLIED,
     VOID,
@@ -54,10 +54,8 @@ from nbdb.families.kvtypes import (
 from nbdb.families.lease import hold_lease
 from nbdb.retry import RetryPolicy
 from nbdb.spi import (
-    ANY_VERSION,
     Backend,
     CommitResult,
-    Delete,
     LockHandle,
     Record,
     RecordChange,
@@ -245,7 +243,7 @@ class KeyValueBackend(Backend):
         """The object's index record, read from the store; None if the object does not exist."""
         kv = self.get_key(self.layout.index(table, id))
         if kv is None:
-            self._topic_cache.pop((table, id), None)
+            self.forget(table, id)
             return None
         index = self.layout.decode_index(kv)
         self._remember(table, id, index.topic, index.ttl)
@@ -284,6 +282,10 @@ class KeyValueBackend(Backend):
             self._topic_cache.clear()
         self._topic_cache[(table, id)] = (topic, ttl)
 
+    def forget(self, table: str, id: uuid.UUID) -> None:
+        """Drop what this client remembers of an object that is gone (its topic and ttl)."""
+        self._topic_cache.pop((table, id), None)
+
     # ---------------------------------------------------------------- Backend
 
     def read(self, table: str, id: uuid.UUID) -> Record | None:
@@ -295,7 +297,7 @@ class KeyValueBackend(Backend):
             if kv is not None:
                 return Record(table, id, topic, kv.version, kv.value)
             # Deleted (or re-created elsewhere) since the topic was cached.
-            self._topic_cache.pop((table, id), None)
+            self.forget(table, id)
         return None
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
@@ -360,7 +362,7 @@ class KeyValueBackend(Backend):
             if revision is not None:
                 for key, index in plan.indexes.items():
                     if index is None:
-                        self._topic_cache.pop(key, None)
+                        self.forget(*key)
                     else:
                         self._remember(key[0], key[1], index.topic, index.ttl)
                 return CommitResult(revision, plan.versions)
@@ -409,64 +411,14 @@ class KeyValueBackend(Backend):
             raise errors.CorruptRecordError(f"unique key {kv.key!r} holds {kv.value[:40]!r}", key=kv.key) from None
 
     def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
-        for _attempt in range(_COMMIT_ATTEMPTS):
-            index = self.index_record(table, id)
-            if index is None:
-                raise rules.not_found((table, id), "expired or deleted")
-            if index.ttl is None:
-                raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
-            ikey = self.layout.index(table, id)
-            deadline = encode_deadline(time.time() + ttl)
-            if self.commit_once([VersionIs(ikey, index.version)], {self.layout.expiry(table, id): deadline}, []):
-                return
-        raise errors.ConflictError(f"{table} {id} kept changing while it was refreshed; try again")
+        kvexpiry.refresh(self, table, id, ttl)
 
     def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
-        wanted = frozenset(tables)
-        out: dict[RefKey, float] = {}
-        kvs, _ = self.range_keys([self.layout.expiries])
-        for kv in kvs:
-            target = self.layout.parse_expiry(kv.key)
-            if target is None or target[0] not in wanted:
-                continue
-            index = self.index_record(*target)
-            if index is not None and index.ttl is not None:
-                out[target] = index.ttl
-        return out
+        return kvexpiry.ttls(self, tables)
 
     def reap(self) -> int:
-        """Delete the objects whose ttl ran out (one pass, at most :attr:`reap_batch`); how many it deleted.
-
-        Each deletion is a normal commit (watchers see it) on the condition
-        that the object's deadline did not move since it was read, so a
-        refresh that lands first wins. Stale deadlines of objects deleted
-        otherwise are dropped.
-        """
-        kvs, _ = self.range_keys([self.layout.expiries])
-        now = time.time()
-        reaped = 0
-        for kv in kvs:
-            deadline = decode_deadline(kv.value)
-            if deadline is not None and deadline > now:
-                continue
-            target = self.layout.parse_expiry(kv.key)
-            index = None if target is None else self.index_record(*target)
-            keep = VersionIs(kv.key, kv.version)
-            try:
-                if target is None or index is None or index.ttl is None:
-                    self.commit_once([keep], {}, [kv.key])
-                    continue
-                op = Delete(target[0], target[1], index.topic, ANY_VERSION, index.refs, False, index.unique)
-                plan = plan_commit(self, [op], rules.shape_of([op]), now)
-                if self.commit_once([*plan.conditions, keep], plan.puts, plan.deletes) is not None:
-                    self._topic_cache.pop(target, None)
-                    reaped += 1
-            except errors.NbdbError as exc:
-                # Referenced meanwhile, moved on, or the store is busy: the next pass sees it again.
-                log.debug("reaper: %s not deleted this pass: %s", kv.key, exc)
-            if reaped >= self.reap_batch:
-                break
-        return reaped
+        """Delete the objects whose ttl ran out (one pass, at most :attr:`reap_batch`); how many it deleted."""
+        return kvexpiry.reap(self)
 
     # ---------------------------------------------------------------- exactly-once
 
