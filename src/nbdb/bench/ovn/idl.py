@@ -86,7 +86,7 @@ class RawIdl:
             # The IDL's documented protocol: wait for its copy to change before trying again
             # (after an idle spell the server's probe dropped the connection; the IDL reconnects
             # and loads the switch again, and a commit sent before that only asks to try again).
-            self.run_until(lambda: self.idl.change_seqno != seqno, 120)
+            self.run_until(lambda seqno=seqno: bool(self.idl.change_seqno != seqno), 120)
         raise RuntimeError("IDL transaction kept asking to try again")
 
     def _switches(self) -> Any:
