@@ -12,14 +12,17 @@ the Databases connected to the namespace reap it (:class:`nbdb.reaper.Reaper`):
   create's batch, so an object that expires is never missed even if its
   creator dies right after the commit.
 - **Refreshing** is a compare-and-set on the object row (``IF version > 0``:
-  it must still exist) that moves ``deadline``; the copy is updated after.
+  it must still exist) that moves ``deadline``. The index row keeps the
+  deadline it had; a reaper that finds the object refreshed copies the new
+  one into it, so a refreshed object costs the reaper one read per ttl.
 - **Reaping** is an ordinary delete commit (watchers see it) conditioned on
   the version and the deadline the reaper read: a refresh or an update that
   lands first wins, and two reapers delete an object once.
 - An ``nbdb_expiry`` row whose object is gone (deleted, or its create never
   landed: the partition is sealed at the create's revision to know) is
-  dropped once its deadline passed, on the condition that it still names
-  that create.
+  dropped once its deadline passed. Index rows are keyed by the create's
+  revision too, so dropping the row of one create never drops the row of a
+  later create of the same id, and every write to them is a plain one.
 
 Deadlines are wall-clock times: a reaper whose clock runs ahead reaps early.
 """
@@ -93,22 +96,23 @@ class Expiry:
             if not applied:
                 p.forget((table, id))
                 raise rules.not_found((table, id), "expired or deleted")
-            self._copy_deadline(table, id, part, deadline)
             return
         raise errors.CommitUnknownError(f"the refresh of {table} {id} may or may not have been applied")
 
-    def _copy_deadline(self, table: str, id: uuid.UUID, part: str, deadline: int) -> None:
+    def _copy_deadline(self, entry: Row, deadline: int) -> None:
+        params = (self._p.ns, entry.tbl, entry.id, entry.rev, entry.part, deadline)
         try:
-            self._p.store.apply([(L.W_EXPIRY_DEADLINE, (self._p.ns, table, id, part, deadline))])
+            self._p.store.apply([(L.W_EXPIRY_DEADLINE, params)])
         except errors.NbdbError as exc:  # a stale copy only makes the reaper read the row early
-            log.debug("could not copy the deadline of %s %s: %s", table, id, exc)
+            log.debug("could not copy the deadline of %s %s: %s", entry.tbl, entry.id, exc)
 
     # ---------------------------------------------------------------- reading
 
     def _entries(self, tables: Sequence[str] | None = None) -> list[Row]:
         rows = self._p.store.select(L.Q_EXPIRIES, (self._p.ns,))
         # Every writer sets the partition; a row without one is damaged and names nothing to reap.
-        return [row for row in rows if row.part is not None and (tables is None or row.tbl in tables)]
+        kept = [row for row in rows if row.part is not None and row.rev is not None]
+        return kept if tables is None else [row for row in kept if row.tbl in tables]
 
     def _objects(self, entries: Sequence[Row]) -> list[StoredObject | None]:
         p = self._p
@@ -139,7 +143,7 @@ class Expiry:
                 if row is None or row.ttl_ms is None:
                     self._drop_stale(entry, row)
                 elif row.deadline is not None and row.deadline > now:
-                    self._copy_deadline(entry.tbl, entry.id, entry.part, row.deadline)  # refreshed
+                    self._copy_deadline(entry, row.deadline)  # refreshed
                 else:
                     op = Delete(entry.tbl, entry.id, rules.topic_of_part(entry.part), row.version)
                     self._commit([op], {key: row.deadline})
@@ -155,7 +159,7 @@ class Expiry:
     def _drop_stale(self, entry: Row, row: StoredObject | None) -> None:
         """Drop the entry of an object that is gone (or no longer expires), unless its create may still land."""
         if row is None:
-            self._p.seal_through(entry.part, entry.rev or 0)
+            self._p.seal_through(entry.part, entry.rev)
             query, params = self._p.row_query(entry.part, entry.tbl, entry.id)
             if Partitions.stored_object(self._p.read(query, params, serial=True)) is not None:
                 return  # it landed just now: the next pass sees it

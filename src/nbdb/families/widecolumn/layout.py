@@ -16,7 +16,8 @@ Every partition key starts with the namespace (``ns``)::
     nbdb_fences ((ns, name), part, rev)  fenced commits of a lock's holder that may be in flight
     nbdb_unique ((ns, tbl, key))     a unique value's claim: the object that holds it (or is taking it),
                                      its partition and the revision of the commit that took it
-    nbdb_expiry ((ns), tbl, id)      every object that expires: its partition and deadline (for the reaper)
+    nbdb_expiry ((ns), tbl, id, rev) every object that expires, per create (rev: the create's revision):
+                                     its partition and a copy of its deadline (for the reaper)
 
 A topic is a partition of ``nbdb_data`` (``~``: no topic). References are text ``"<table>/<id>"``;
 a referrer entry maps a source to ``""`` (written by the source's own commit,
@@ -119,7 +120,7 @@ TABLES: tuple[Table, ...] = (
     Table(
         EXPIRY,
         ("ns",),
-        ("tbl", "id"),
+        ("tbl", "id", "rev"),
         (Column("ns", _T.TEXT), Column("tbl", _T.TEXT), Column("id", _T.UUID), Column("part", _T.TEXT),
          Column("rev", _T.INT64), Column("deadline", _T.INT64)),
     ),
@@ -222,8 +223,10 @@ W_CLAIM_DROP = Delete(UNIQUE, ("ns", "tbl", "key"), conditions=(Compare("owner")
 
 Q_EXPIRIES = Select(EXPIRY, ("tbl", "id", "part", "rev", "deadline"), ("ns",))
 W_EXPIRY = Insert(EXPIRY, ("ns", "tbl", "id", "part", "rev", "deadline"))
-W_EXPIRY_DEADLINE = Update(EXPIRY, ("ns", "tbl", "id"), set=("part", "deadline"))
-W_EXPIRY_DROP = Delete(EXPIRY, ("ns", "tbl", "id"), conditions=(Compare("rev"),))
+W_EXPIRY_DEADLINE = Update(EXPIRY, ("ns", "tbl", "id", "rev"), set=("part", "deadline"))
+W_EXPIRY_DROP = Delete(EXPIRY, ("ns", "tbl", "id", "rev"))
+"""Plain writes only: the key names one create, so no two writers race on a row that matters (Cassandra
+orders a plain write and a lightweight transaction on one row by their timestamps, not by when they ran)."""
 
 
 # ---------------------------------------------------------------- names
