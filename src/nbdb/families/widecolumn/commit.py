@@ -139,14 +139,21 @@ class Committer:
                     try:
                         if self.before_commit is not None:
                             self.before_commit(revision)
+                        # From here an exception that is not the store's word says nothing of the batch
+                        # (an interrupt mid-send): keep what was taken around it, as for a lost reply.
+                        outcome = "unknown"
                         if self.send(part, revision, plan):
                             outcome = "landed"
                             self._after(ops, plan, reserved, Intent(revision, part, tables))
                             self._claims.release_given_up(plan, revision)
                             return CommitResult(revision, plan.versions)
+                        outcome = "failed"
                         self._shared.recent.add(Intent(revision, part, tables, void=True), ())
                     except errors.CommitUnknownError:
-                        outcome = "unknown"
+                        raise
+                    except errors.NbdbError:
+                        if outcome == "unknown":
+                            outcome = "failed"  # the store's word: the batch was not applied
                         raise
                     finally:
                         self._shared.recent.end(revision)  # whatever happened, this process no longer holds it
