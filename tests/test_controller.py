@@ -224,9 +224,11 @@ def test_metrics_count_commits_lag_caches_and_queues(registry: object) -> None:
         assert _value(registry, "nbdb_queue_adds_total", queue="q1") >= 1
         assert _value(registry, "nbdb_work_seconds_count", queue="q1") >= 1
         assert _value(registry, "nbdb_queue_depth", queue="q1") == 0
+    # The counter is process-wide: a background thread left by an earlier test may retry too.
+    before = _value(registry, "nbdb_retries_total")
     attempts = RetryPolicy(attempts=3, backoff=0.0, jitter=0.0).begin()
     assert attempts.wait() and attempts.wait() and not attempts.wait()
-    assert _value(registry, "nbdb_retries_total") == 2
+    assert _value(registry, "nbdb_retries_total") - before >= 2
 
 
 def test_without_prometheus_client_nothing_is_imported_or_recorded() -> None:

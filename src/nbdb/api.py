@@ -227,6 +227,15 @@ class Database:
             return as_stored(obj, planned, result.versions[0], revision)
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
+    def check_model(self, model: type[Model]) -> None:
+        """Raise UnsupportedError, saying why, if this database cannot store ``model``'s objects.
+
+        Every model fits most backends; OVSDB stores only the tables of the
+        schemas it serves (``Chassis`` is no OVN_Northbound table).
+        """
+        model = _check_model_class(model)
+        self._backend.check_table(model.nbdb_table)
+
     def get(self, model: type[M], id: UUID | str) -> M:
         """The stored object; NotFoundError if there is none."""
         model = _check_model_class(model)  # type: ignore[assignment]

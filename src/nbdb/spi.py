@@ -307,6 +307,14 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections and threads."""
 
+    def check_table(self, table: str) -> None:
+        """Raise UnsupportedError (saying why) if this store cannot hold objects of ``table``.
+
+        Most stores hold any table; OVSDB holds only the tables its served
+        schemas have. Reads of such a table find nothing; writes raise.
+        """
+        return None
+
     # ---------------------------------------------------------------- optional, per capability
     # A backend offers these when its capabilities say so; the defaults refuse.
 

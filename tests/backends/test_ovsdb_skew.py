@@ -122,3 +122,15 @@ def test_a_schema_without_a_table_nbdb_needs_is_a_clear_error_at_connect(tmp_pat
     with _serve(tmp_path, schema, "broken") as server:
         with pytest.raises(nbdb.UnsupportedError, match="no table Logical_Switch_Port"):
             nbdb.connect(server.url)
+
+
+def test_a_model_no_served_table_holds_is_named_before_any_write(newer: OvsdbServer) -> None:
+    from nbdb.models import Chassis
+
+    with nbdb.connect(newer.url, namespace=f"c{uuid.uuid4().hex[:6]}") as db:
+        db.check_model(LogicalSwitch)  # a table of OVN_Northbound: accepted
+        with pytest.raises(nbdb.UnsupportedError, match="'Chassis' has no OVSDB table"):
+            db.check_model(Chassis)
+        assert db.list(Chassis) == []  # reads find nothing
+        with pytest.raises(nbdb.UnsupportedError, match="'Chassis' has no OVSDB table"):
+            db.create(Chassis(name="hv1"))

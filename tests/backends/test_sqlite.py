@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nbdb
@@ -300,3 +300,49 @@ def test_ids_are_unique_across_processes(url: str, workers: list[Worker]) -> Non
 def test_the_file_is_in_wal_mode_so_readers_never_block(url: str) -> None:
     nbdb.connect(url).close()
     assert sqlite3.connect(url.removeprefix("sqlite://")).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from("abcdefgh"), st.one_of(st.none(), st.binary(min_size=1, max_size=3))),
+        min_size=1,
+        max_size=25,
+    ),
+    limit=st.integers(1, 4),
+    prefix=st.sampled_from(["p/", "p/b"]),
+)
+def test_pages_at_a_revision_show_the_keys_as_they_were_then(
+    steps: list[tuple[str, bytes | None]], limit: int, prefix: str
+) -> None:
+    """Paging at any kept revision, after any later puts and deletes, walks exactly that revision's keys."""
+    backend = SqliteMemoryBackend.from_url("sqlite://")
+    try:
+        states: dict[int, dict[str, bytes]] = {}  # revision 0 (empty) cannot be asked for: 0 means "now"
+        state: dict[str, bytes] = {}
+        for name, value in steps:
+            key = "p/" + name
+            if value is None and key not in state:
+                continue
+            puts, deletes = ({key: value}, []) if value is not None else ({}, [key])
+            revision = backend.commit_keys([], puts, deletes)
+            assert revision is not None
+            state = {k: v for k, v in {**state, **puts}.items() if k not in deletes}
+            states[revision] = state
+        if not states:
+            return
+        latest = max(states)
+        for revision, expected in [*states.items(), (0, states[latest])]:  # 0: "now", read at the latest
+            walked: list[tuple[str, bytes]] = []
+            after = None
+            while True:
+                page, read_at = backend.range_page(prefix, after, limit, revision)
+                assert read_at == (revision or latest) and len(page) <= limit
+                revision = read_at
+                walked += [(kv.key, kv.value) for kv in page]
+                if len(page) < limit:
+                    break
+                after = page[-1].key
+            assert walked == sorted((k, v) for k, v in expected.items() if k.startswith(prefix))
+    finally:
+        backend.close()

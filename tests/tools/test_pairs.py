@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import itertools
 import pathlib
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -247,19 +249,31 @@ def test_the_command_copies_one_sqlite_file_into_another(tmp_path: pathlib.Path)
 
 
 def test_models_a_backend_cannot_store_are_left_out_only_when_empty(
-    open_db: Callable[[str], tuple[str, nbdb.Database]], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    open_db: Callable[[str], tuple[str, nbdb.Database]], tmp_path: pathlib.Path
 ) -> None:
-    from nbdb.cli import main
     from nbdb.models import Chassis
 
-    (src_url, src), (dst_url, _) = open_db("memory"), open_db("ovsdb")
-    n = build_network(src, chassis=False, prefix=unique())
+    # The commands run in a process of their own: "every model" there is the built-in ones
+    # (this process holds models other tests defined); the source is a sqlite file they can open too.
+    src_url, (dst_url, _) = f"sqlite:///{tmp_path}/src.db", open_db("ovsdb")
+    with nbdb.connect(src_url) as src:
+        n = build_network(src, chassis=False, prefix=unique())
+
+    def cli(*argv: str) -> tuple[int, str]:
+        code = "import sys; from nbdb.cli import main; sys.exit(main(sys.argv[1:]))"
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+        return out.returncode, out.stderr
+
     # No --models: every model, but Chassis (no OVN_Northbound table) holds nothing here, so it is left out.
-    assert main(["copy", src_url, dst_url, "--state", str(tmp_path / "a")]) == 0
-    assert main(["verify", src_url, dst_url]) == 0
-    assert f"{n} objects at the last sync" in capsys.readouterr().err
-    src.create(Chassis(name=f"{unique()}hv"))
-    assert main(["copy", src_url, dst_url, "--state", str(tmp_path / "b"), "--overwrite"]) == 2
-    assert "the source holds Chassis objects but the destination cannot store them" in capsys.readouterr().err
-    assert main(["copy", src_url, dst_url, "--models", "Chassis", "--state", str(tmp_path / "c")]) == 2
-    assert "leave Chassis out of --models" in capsys.readouterr().err
+    code, err = cli("copy", src_url, dst_url, "--state", str(tmp_path / "a"))
+    assert code == 0, err
+    assert f"{n} objects at the last sync" in err
+    assert cli("verify", src_url, dst_url)[0] == 0
+    with nbdb.connect(src_url) as src:
+        src.create(Chassis(name=f"{unique()}hv"))
+    code, err = cli("copy", src_url, dst_url, "--state", str(tmp_path / "b"), "--overwrite")
+    assert code == 2
+    assert "the source holds Chassis objects but the destination cannot store them" in err
+    code, err = cli("copy", src_url, dst_url, "--models", "Chassis", "--state", str(tmp_path / "c"))
+    assert code == 2
+    assert "leave Chassis out of --models" in err

@@ -180,6 +180,7 @@ class SqliteBackend(kv.KeyValueBackend):
         unique=True,
         fencing=True,
         expiry=Expiry.REAPER,
+        pages=True,
         notes="One file on one host: its processes share data, locks and ids (WAL mode, so the file must be on a "
         "local filesystem, not NFS); other hosts cannot. One writer at a time, by SQLite's own lock. Watchers "
         "see their own process's commits at once and other processes' within ?poll_interval= (default 0.01 s). "
@@ -312,6 +313,30 @@ class SqliteBackend(kv.KeyValueBackend):
             return [kv.KeyChange(*row) for row in rows], revision
 
         return kvstore.PolledKeyStream(read, since, conn.signal, self.poll_interval, conn.close if own else None)
+
+    def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[kv.KeyValue], int]:
+        # The keys as they were at ``revision``: today's keys, with every key changed since put back to
+        # the value before its first change after ``revision`` (the change log keeps it; None: absent).
+        above = after is not None and after >= prefix
+        low, high, start = (after if above else prefix), _upper(prefix), ("key > ?" if above else "key >= ?")
+        with self._conn.transaction() as sql:
+            now, compacted = sql.execute("SELECT revision, compacted FROM nbdb_state").fetchone()
+            revision = revision or now
+            if not compacted <= revision <= now:
+                raise errors.HistoryGoneError(f"revision {revision} is not in the kept history ({compacted} to {now})")
+            # SQLite takes the bare columns of a MIN() aggregate from the row holding the minimum.
+            earliest = "SELECT key, prev_value, prev_version, MIN(revision) FROM nbdb_changes "
+            earliest += f"WHERE revision > ? AND {start} AND key < ? GROUP BY key"
+            changed = {row[0]: row for row in sql.execute(earliest, (revision, low, high))}
+            # Of today's first ``limit + len(changed)`` keys, at least ``limit`` are unchanged or the page ends.
+            current = f"SELECT * FROM nbdb_keys WHERE {start} AND key < ? ORDER BY key LIMIT ?"
+            rows = sql.execute(current, (low, high, limit + len(changed))).fetchall()
+        # Past values beyond today's last read key sort after ``limit`` unchanged ones: never in the page.
+        page = {row[0]: kv.KeyValue(*row) for row in rows if row[0] not in changed}
+        for key, value, version, _ in changed.values():
+            if value is not None:
+                page[key] = kv.KeyValue(key, value, version, 0)  # mod_revision of a past value: not kept, not used
+        return [page[key] for key in sorted(page)[:limit]], revision
 
     def revision_now(self) -> int:
         return int(self._conn.one("SELECT revision FROM nbdb_state")[0])

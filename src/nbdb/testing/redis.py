@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -11,10 +12,10 @@ from urllib.parse import quote
 from nbdb.testing.base import Member, Server
 from nbdb.testing.errors import HarnessError
 from nbdb.testing.probes import RespError, resp_command
-from nbdb.testing.process import find_binary
+from nbdb.testing.process import find_binary, wait_until
 from nbdb.testing.tls import TlsFiles, make_tls_files
 
-__all__ = ["RedisSentinel", "RedisServer"]
+__all__ = ["RedisSentinel", "RedisServer", "SentinelDataMember"]
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +204,59 @@ class RedisServer(_RedisBase):
         return f"{scheme}://{self._credentials()}{self.host}:{self.port}/0{self._query()}"
 
 
+_REPLICA_PRIORITY = 100
+"""Redis's default ``replica-priority``: a replica Sentinel may promote."""
+
+_REJOIN_KEYS = ("replicaof", "slaveof", "replica-priority", "slave-priority")
+
+
+class SentinelDataMember(Member):
+    """A master or replica under Sentinel: it restarts as a replica of the current master.
+
+    A node restarted on its own comes back as what its configuration file says, and the
+    file of a killed master still says "master": it returns as a second master, with
+    only what it had persisted (nothing without ``appendonly``). Sentinel converts it to
+    a replica only after several seconds; meanwhile it lists it as a replica of the new
+    master and, choosing whom to promote, does not look at the role a replica reports.
+    So a failover in that window (a spurious one on a loaded machine is enough) promotes
+    it, and the new master resyncs from it: every acknowledged write is gone. Redis
+    documents this ("Safety of replication when master has persistence turned off": do
+    not let such a node restart by itself). The harness restarts a data node the way a
+    careful supervisor does instead: as a replica of the master a majority of the
+    sentinels name, with ``replica-priority 0`` (never promoted) until it is in sync.
+    """
+
+    server: RedisSentinel
+    _rejoining = False
+
+    def restart(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Start the member again, as a replica of the current master (see the class).
+
+        The master itself, without persistence and with a replica running, is brought back
+        only after the sentinels elected another master: it would otherwise return empty
+        and its replicas would resync from it.
+        """
+        if self.is_running():
+            self.stop()
+        self._rejoining = self.server.prepare_rejoin(self, timeout)
+        super().restart(wait=wait, timeout=timeout)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the member serves (a replica: in sync); then it may be promoted again."""
+        super().wait_ready(timeout)
+        if self._rejoining:
+            self.server.command(self, "CONFIG", "SET", "replica-priority", _REPLICA_PRIORITY)
+            self._rejoining = False
+
+
 class RedisSentinel(_RedisBase):
     """Redis with Sentinel: one master, ``replicas`` replicas and ``sentinels`` sentinels.
 
     URL: ``redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/SERVICE`` (sentinel
     addresses; credentials in the URL are those of the data nodes; sentinels themselves
-    need none). :meth:`leader` is the current master as the sentinels report it.
+    need none). :meth:`leader` is the current master as the sentinels report it. A data
+    member's :meth:`~SentinelDataMember.restart` brings it back as a replica of the current
+    master, never as a second (empty) master.
     """
 
     kind = "redis-sentinel"
@@ -261,7 +309,7 @@ class RedisSentinel(_RedisBase):
             config = member_dir / "redis.conf"
             config.write_text("\n".join(lines) + "\n")
             self.members.append(
-                Member(
+                SentinelDataMember(
                     self,
                     name,
                     host="127.0.0.1",
@@ -325,8 +373,9 @@ class RedisSentinel(_RedisBase):
                 return False
         return True
 
-    def master_address(self) -> tuple[str, int]:
-        """``(host, port)`` of the master according to the first sentinel that answers."""
+    def _master_views(self) -> tuple[list[tuple[str, int]], list[str]]:
+        """The master's address as each running sentinel names it, and the sentinels that did not answer."""
+        views: list[tuple[str, int]] = []
         errors: list[str] = []
         for sentinel in self.sentinel_members:
             if not sentinel.is_running() or sentinel.is_paused():
@@ -337,13 +386,88 @@ class RedisSentinel(_RedisBase):
                 errors.append(f"{sentinel.name}: {exc}")
                 continue
             if reply:
-                return str(reply[0]), int(reply[1])
-        raise HarnessError(f"no sentinel reports a master for {self.service_name!r}: {errors}")
+                views.append((str(reply[0]), int(reply[1])))
+        return views, errors
+
+    def master_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the master according to the first sentinel that answers."""
+        views, errors = self._master_views()
+        if not views:
+            raise HarnessError(f"no sentinel reports a master for {self.service_name!r}: {errors}")
+        return views[0]
 
     def leader(self) -> Member:
         """The data member that the sentinels currently report as master."""
         host, port = self.master_address()
         return self.member_at(host, port)
+
+    def agreed_master(self) -> Member | None:
+        """The data member a majority of the sentinels name as master, or None."""
+        views, _ = self._master_views()
+        for host, port in set(views):
+            if views.count((host, port)) >= self.quorum:
+                return self.member_at(host, port)
+        return None
+
+    def failover(self, timeout: float | None = None) -> Member:
+        """Make the sentinels fail over now (``SENTINEL FAILOVER``); the new master.
+
+        Retried while Sentinel has no replica it may promote yet (``NOGOODSLAVE``: e.g. a
+        restarted member not in sync, or not yet seen in sync) or another failover runs.
+        """
+        before = self.agreed_master()
+        sentinel = next(m for m in self.sentinel_members if m.is_running() and not m.is_paused())
+
+        def started() -> bool:
+            try:
+                return bool(self.command(sentinel, "SENTINEL", "FAILOVER", self.service_name) == "OK")
+            except RespError as exc:
+                log.debug("SENTINEL FAILOVER refused: %s", exc)
+                return False
+
+        limit = timeout if timeout is not None else self.timeout
+        wait_until(started, limit, "Sentinel to accept a failover", interval=0.5)
+        master = self._await_master(lambda m: m not in (before, None), limit, "the failover to end")
+        assert master is not None
+        return master
+
+    def _await_master(self, accept: Callable[[Member | None], bool], limit: float, what: str) -> Member | None:
+        """Wait (bounded) until :meth:`agreed_master` gives a master ``accept`` takes; that master."""
+        found: list[Member | None] = [None]
+
+        def accepted() -> bool:
+            found[0] = self.agreed_master()
+            return accept(found[0])
+
+        wait_until(accepted, limit, what, interval=0.2)
+        return found[0]
+
+    def prepare_rejoin(self, member: Member, timeout: float | None = None) -> bool:
+        """Write ``member``'s configuration so that it starts as a replica of the current master.
+
+        True if it will start as a replica (unpromotable until it is in sync, see
+        :class:`SentinelDataMember`); False if it starts as the master (it is the one the
+        sentinels name and it keeps its data, or no other data member is running).
+        """
+        master: Member | None = None
+        if any(m is not member and m.is_running() for m in self.data_members):
+            # Wait for a master a majority agrees on; if it is this member itself (no failover
+            # yet) and it has no persistence, wait for the failover: back now, it would be an
+            # empty master that its replicas copy.
+            master = self._await_master(
+                lambda m: m is not None and (m is not member or self.appendonly),
+                timeout if timeout is not None else self.timeout,
+                f"the sentinels to agree on a master {member.name} can rejoin",
+            )
+        config = Path(member.extra["config"])
+        lines = [line for line in config.read_text().splitlines() if not line.startswith(_REJOIN_KEYS)]
+        rejoin = master is not None and master is not member
+        if rejoin:
+            assert master is not None
+            lines += [f"replicaof {master.host} {master.port}", "replica-priority 0"]
+            log.info("%s restarts as a replica of %s", member.name, master.name)
+        config.write_text("\n".join(lines) + "\n")
+        return rejoin
 
     def master(self) -> Member:
         """Alias of :meth:`leader`."""
@@ -354,6 +478,26 @@ class RedisSentinel(_RedisBase):
         hosts = ",".join(m.address for m in self.sentinel_members)
         query = self._query()
         return f"redis+sentinel://{self._credentials()}{hosts}/{self.service_name}{query}"
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> RedisSentinel:
+        """Rebuild a handle on a Sentinel setup started elsewhere (data members restart as replicas)."""
+        server = super().from_state(state)
+        server.members = [
+            SentinelDataMember(
+                server,
+                m.name,
+                host=m.host,
+                ports=m.ports,
+                data_dir=m.data_dir,
+                process=m.process,
+                extra=m.extra,
+            )
+            if m.extra.get("role") != "sentinel"
+            else m
+            for m in server.members
+        ]
+        return server
 
     def _extra_info(self) -> dict[str, Any]:
         return {

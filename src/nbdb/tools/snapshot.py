@@ -9,7 +9,6 @@ That gives every object at one revision through the public API only.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -78,15 +77,12 @@ def _replay(cache: Cache) -> Snapshot:
 def unsupported_models(db: Database, models: Sequence[type[Model]]) -> dict[type[Model], errors.UnsupportedError]:
     """The models ``db``'s backend cannot store (e.g. a table OVSDB does not have), with why.
 
-    One point read per model; any other error (server down, bad credentials) is raised.
+    Asks the backend (no I/O on most); any other error is raised.
     """
-    probe = uuid.UUID(int=0)
     out: dict[type[Model], errors.UnsupportedError] = {}
     for model in models:
         try:
-            db.get(model, probe)
-        except errors.NotFoundError:
-            pass
+            db.check_model(model)
         except errors.UnsupportedError as exc:
             out[model] = exc
     return out

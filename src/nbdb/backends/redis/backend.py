@@ -254,7 +254,11 @@ class RedisBackend(ChangeLogBackend):
 
     def void_token(self, token: CommitToken) -> int | None:
         key = self.root + "ct:" + token.key.rpartition("/")[2]
-        revision = self._run(lambda: self._void_script(keys=[key], args=[COMMIT_TOKEN_TTL_MS]), write=True)
+        # Waits for the replicas like a commit: a void (or a commit found applied) that only the
+        # master knows is lost with it.
+        revision = self._write(
+            lambda c: self._void_script(keys=[key], args=[COMMIT_TOKEN_TTL_MS], client=c), check=lambda r: True
+        )
         return None if revision is None else int(revision)
 
     def _write(self, command: Callable[[Any], Any], check: Callable[[Any], bool] = bool) -> Any:

@@ -73,6 +73,9 @@ local token = ARGV[3]
 local history = tonumber(ARGV[4])
 local blob = ARGV[5]
 local done = redis.call('GET', P .. 'ct:' .. token)
+-- A commit found decided still writes (the token's TTL, to the same length): WAIT counts the
+-- replicas that have this connection's writes, and a replica that has this one has the commit.
+if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
 
@@ -278,6 +281,7 @@ if v == false then
   redis.call('SET', KEYS[1], 'void', 'PX', ARGV[1])
   return false
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])  -- a write for WAIT to count (see the commit script)
 if v == 'void' then return false end
 return tonumber(v)
 """
@@ -297,7 +301,10 @@ return 1
 # KEYS: id counter, ct:<token>; ARGV: ttl ms.  INCR exactly once per token.
 ALLOCATE_LUA = r"""
 local done = redis.call('GET', KEYS[2])
-if done then return tonumber(done) end
+if done then
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])  -- a write for WAIT to count (see the commit script)
+  return tonumber(done)
+end
 local v = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[2], v, 'PX', ARGV[1])
 return v

@@ -110,6 +110,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         tm = self.mapping.tables.get(table)
         return None if tm is None else tm.db
 
+    def check_table(self, table: str) -> None:
+        self.mapping.get(table)
+
     def read(self, table: str, id: uuid.UUID) -> Record | None:
         db = self._db_of(table)
         if db is None:
