@@ -98,18 +98,22 @@ def scan_page(
     p = partitions
     revision, last = page_token.decode(after)
     start = _position(last, tables)
+    first = revision is None
+    if revision is None:
+        # Taken before the topics are read, as scan() does: a commit registers its partition before
+        # it takes its revision, so every partition holding a commit at or below R is listed.
+        revision = sequencer.current()
+    else:
+        _check_history(p, sequencer, revision)
     if topics is None:
         parts = sorted({row.topic for row in p.store.select(L.Q_TOPICS, (p.ns,))})
     else:
         parts = sorted({rules.topic_part(t) for t in topics})
-    if revision is None:
-        revision = sequencer.current()
+    if first:
         lasts = p.store.select_many([(L.Q_LAST, (p.ns, part)) for part in parts])
         for part, rows in zip(parts, lasts, strict=True):
             if not rows or rows[0].last_rev is None or rows[0].last_rev < revision:
                 p.seal(part, revision)
-    else:
-        _check_history(p, sequencer, revision)
     records: list[Record] = []
     for part in parts:
         if start is not None and part < start[0]:
