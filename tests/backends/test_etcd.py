@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb import errors
@@ -93,6 +95,32 @@ def test_wire_codec() -> None:
     assert parsed.events[0].deleted and parsed.events[0].kv.key == b"k" and parsed.events[0].kv.mod_revision == 7
     with pytest.raises(wire.WireError):
         wire.parse_watch(b"\x0a\x05ab")
+
+
+@given(
+    st.binary(min_size=1, max_size=300),
+    st.binary(max_size=300),
+    st.integers(0, 2**62),
+    st.sampled_from([wire.TARGET_VERSION, wire.TARGET_CREATE, wire.TARGET_MOD, wire.TARGET_LEASE]),
+    st.integers(0, 3),
+)
+def test_commit_messages_decode_to_what_was_encoded(
+    key: bytes, value: bytes, number: int, target: int, result: int
+) -> None:
+    """The concatenating encoders of a commit's messages give the protobuf fields they were given."""
+    fields = wire._parse
+    put = fields(fields(wire.request_put(key, value, number))[2][0])  # type: ignore[arg-type]
+    assert put.get(1) == [key] and put.get(2, [b""]) == [value] and put.get(3, [0]) == [number]
+    delete = fields(fields(wire.request_delete(key, value))[3][0])  # type: ignore[arg-type]
+    assert delete.get(1) == [key] and delete.get(2, [b""]) == [value]
+    cmp = fields(wire.compare(key, target, result, number, value))
+    tag = {wire.TARGET_VERSION: 4, wire.TARGET_CREATE: 5, wire.TARGET_MOD: 6, wire.TARGET_LEASE: 8}[target]
+    assert cmp.get(1, [0]) == [result] and cmp.get(2, [0]) == [target] and cmp[3] == [key]
+    assert cmp[tag] == [number] and cmp.get(64, [b""]) == [value]
+    by_value = fields(wire.compare(key, wire.TARGET_VALUE, result, value))
+    assert by_value[2] == [wire.TARGET_VALUE] and by_value[7] == [value]
+    txn = fields(wire.txn_request([key], [value, key], [wire.request_txn(key)]))
+    assert txn.get(1) == [key] and txn.get(2) == [value, key] and fields(txn[3][0])[4] == [key]  # type: ignore[arg-type]
 
 
 def test_progress_request_safety_by_version() -> None:

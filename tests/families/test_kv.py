@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 import uuid
@@ -25,8 +26,11 @@ from nbdb.families.kv import (
     PrefixUnchangedSince,
     VersionIs,
 )
+from nbdb.families.kvplan import Index, KeyLayout
 from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, condition_holds, key_changes
+from nbdb.families.rules import NO_TOPIC, topic_part
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.spi import UniqueKey
 from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
 from nbdb.testing.kvmemory import MemoryStore
 
@@ -310,3 +314,25 @@ def test_the_reaper_deletes_expired_objects_but_not_refreshed_ones() -> None:
     kinds = [(e.kind, e.id) for e in watch.poll(1)]
     assert (nbdb.EventKind.DELETED, doomed.id) in kinds
     assert not any(key.startswith("e/") and doomed.id.hex in key.replace("-", "") for key in backend.store.data)
+
+
+@given(
+    st.one_of(st.none(), st.text(max_size=12).filter(lambda t: t != NO_TOPIC)),
+    st.frozensets(st.tuples(st.text(max_size=12), st.uuids()), max_size=4),
+    st.lists(st.tuples(st.text(max_size=8), st.text(max_size=20)), max_size=3),
+    st.one_of(st.none(), st.floats(min_value=0.001, max_value=1e9)),
+)
+def test_index_records_are_the_json_of_their_fields(
+    topic: str | None, refs: frozenset[tuple[str, uuid.UUID]], unique: list[tuple[str, str]], ttl: float | None
+) -> None:
+    """The spelled-out encoder writes what json.dumps writes, and it reads back to the same index."""
+    index = Index(topic, refs, tuple(UniqueKey(f, v) for f, v in unique), ttl)
+    doc: dict[str, object] = {"t": topic_part(topic), "r": sorted([t, str(i)] for t, i in refs)}
+    if unique:
+        doc["u"] = [[f, v] for f, v in unique]
+    if ttl is not None:
+        doc["x"] = ttl
+    encoded = KeyLayout.encode_index(index)
+    assert encoded == json.dumps(doc).encode()
+    decoded = KeyLayout.decode_index(KeyValue("i/T/x", encoded, 3, 1))
+    assert (decoded.topic, decoded.refs, decoded.unique, decoded.ttl) == (topic, refs, index.unique, ttl)

@@ -19,9 +19,10 @@ from nbdb.families.ovsdb import DatabaseSchema, Mapping_, Replica, build_mapping
 from nbdb.families.ovsdb.datum import cell_from_wire, cell_to_wire, default_cell
 from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.pages import Listings, state_at
-from nbdb.families.ovsdb.planner import Outcome, plan_commit, reflects, settle
+from nbdb.families.ovsdb.planner import plan_commit
 from nbdb.families.ovsdb.rows import EXT_EXPIRES, EXT_MARK, EXT_TTL, MARK_LIFETIME, VersionBook, carried
 from nbdb.families.ovsdb.schemagen import generate_schema
+from nbdb.families.ovsdb.settle import Outcome, reflects, settle
 from nbdb.families.ovsdb.unique import holder_where, key_cells
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
 from nbdb.models.shape import shape_of

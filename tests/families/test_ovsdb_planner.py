@@ -11,7 +11,9 @@ import pytest
 import nbdb
 from nbdb.codec import encode
 from nbdb.families.ovsdb import Mapping_, Replica
-from nbdb.families.ovsdb.planner import Outcome, plan_commit, settle
+from nbdb.families.ovsdb.planner import plan_commit
+from nbdb.families.ovsdb.rows import VersionBook
+from nbdb.families.ovsdb.settle import Outcome, settle
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import Delete, Put
 
@@ -141,3 +143,54 @@ def test_settling_a_lost_reply(mapping: Mapping_, replica: Replica, switch: Logi
     _applied(replica, gone.ops)
     with replica.cond:
         assert settle(gone, replica) is Outcome.UNKNOWN
+
+
+def test_a_replica_behind_the_plans_rows_settles_nothing(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    # Through relays the replica may come from a copy that lags the one the plan was made
+    # from: rows older than the plan expects say "not yet", never "it did not land".
+    behind = Replica(mapping, VersionBook(), "")
+    behind.resync(NB, {})
+    with behind.cond:
+        _applied(behind, plan_commit(mapping, behind, [_put(switch, 0)], "t0").ops)  # the same create, seen there
+    with replica.cond:
+        second = plan_commit(mapping, replica, [_put(switch.model_copy(update={"version": 1}), 1)], "second")
+    _applied(replica, second.ops)
+    stored = replica.record("LogicalSwitch", switch.id)
+    assert stored is not None and stored.version == 2
+    with replica.cond:
+        mine = plan_commit(
+            mapping, replica, [_put(switch.model_copy(update={"version": 2, "name": "mine"}), 2)], "mine"
+        )
+    with behind.cond:
+        assert settle(mine, behind) is Outcome.PENDING
+    with replica.cond:
+        assert settle(mine, replica) is Outcome.PENDING
+    _applied(replica, mine.ops)
+    with replica.cond:
+        assert settle(mine, replica) is Outcome.LANDED
+
+
+@pytest.mark.parametrize(
+    ("current", "window", "returned", "left"),
+    [
+        (2, "mine@2 a@1", 2, {2}),  # ours made 2
+        (3, "b@3 c@2 a@1", None, set()),  # another increment made 2: ours compared the entry before it
+        (1, "a@1", None, {2}),  # a copy that lags (a relay's): not reached yet, the same increment again
+        (6, "f@6 e@5 d@4 b@3", "unknown", {2}),  # later increments pushed 2 out of the window
+    ],
+)
+def test_settling_counter_increments_whose_reply_was_lost(
+    current: int, window: str, returned: int | str | None, left: set[int]
+) -> None:
+    from nbdb.families.ovsdb.counters import settle_increments
+    from nbdb.families.ovsdb.rows import parse_window
+
+    lost = {2}
+    if returned == "unknown":
+        with pytest.raises(nbdb.CommitUnknownError):
+            settle_increments(lost, current, parse_window(window), "mine", "ids")
+    else:
+        assert settle_increments(lost, current, parse_window(window), "mine", "ids") == returned
+    assert lost == left

@@ -6,13 +6,18 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.families.ovsdb import Replica
 from nbdb.families.ovsdb import replica as replica_module
+from nbdb.families.ovsdb.rows import VersionBook, push_window
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.watch import Watch
+
+from .conftest import make_mapping
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -128,3 +133,47 @@ def test_references_are_indexed_both_ways(replica: Replica) -> None:
     assert replica.referrers[("LogicalSwitch", switch)] == {("LogicalSwitchPort", port)}
     assert isinstance(replica.record("LogicalSwitchPort", port), object)
     assert LogicalSwitchPort  # the model the records decode to
+
+
+def _written(name: str, window: str | None, version: int) -> dict[str, Any]:
+    """A Logical_Switch row as nbdb writes it: its version and the tokens of its last commits."""
+    ext = [["nbdb:txn", window], ["nbdb:version", str(version)]] if window else []
+    return {**_switch(name), "external_ids": ["map", ext]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=8))
+def test_an_update_is_a_merged_catch_up_exactly_when_an_object_shows_several_commits_in_it(groups: list[int]) -> None:
+    # A server sends a client everything committed since its last update as one update
+    # (a relay routinely does). Each group is one update carrying that many nbdb commits
+    # of one switch (the first group includes its create), next to a switch changed once.
+    replica = Replica(make_mapping(), VersionBook(), "")
+    replica.resync(NB, {})
+    switch, window, version = uuid.uuid4(), None, 0
+    for index, commits in enumerate(groups):
+        for _ in range(commits):
+            version += 1
+            window = push_window(window, uuid.uuid4().hex[:16], version)
+        other = uuid.uuid4()
+        change = {"insert": _written("sw", window, version)} if index == 0 else None
+        change = change or {"modify": {"external_ids": _written("sw", window, version)["external_ids"]}}
+        before = replica.revision
+        replica.apply(NB, {"Logical_Switch": {str(switch): change, str(other): {"insert": _written("x", "t@1", 1)}}})
+        batch = [c for c in replica.history if c.revision > before]
+        assert {c.id for c in batch} == {switch, other}
+        assert {c.synthetic for c in batch} == {commits > 1}, f"update {index} holds {commits} commit(s)"
+
+
+def test_a_whole_state_is_behind_when_nbdb_versions_in_it_went_back(replica: Replica) -> None:
+    switch, other = uuid.uuid4(), uuid.uuid4()
+    replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _written("sw", "a@1", 1)}}})
+    replica.apply(NB, {"Logical_Switch": {str(switch): {"modify": {"external_ids": ["map", [
+        ["nbdb:txn", "b@2 a@1"], ["nbdb:version", "2"]]]}}}})  # fmt: skip
+    older = {"Logical_Switch": {str(switch): {"initial": _written("sw", "a@1", 1)}}}
+    same = {"Logical_Switch": {str(switch): {"initial": _written("sw", "b@2 a@1", 2)}}}
+    newer = {
+        "Logical_Switch": {str(other): {"initial": _switch("x")}, str(switch): {"initial": _written("sw", "c@3", 3)}}
+    }
+    assert "nbdb version 1" in (replica.behind(NB, older) or "")
+    assert replica.behind(NB, same) is None
+    assert replica.behind(NB, newer) is None  # a row it lacks, or one further on: not behind as far as it shows

@@ -199,6 +199,26 @@ def test_blackhole_moves_nothing_and_heal_delivers_what_waited(proxy: FaultProxy
     assert sorted(line_server.received) == [b"before", b"held", b"late"]
 
 
+def test_heal_delivers_what_a_blackhole_held_at_once(proxy: FaultProxy, line_server: LineServer) -> None:
+    # As TCP after a partition: the receiver finds every held byte in its buffer together, so a
+    # server handles them in one pass (an OVSDB relay then merges its source's updates).
+    with _connect(proxy) as sock:
+        assert _ask(sock, b"before") == b"ok:before\n"
+        proxy.blackhole()
+        held = 0
+        for line in (b"one\n", b"two\n", b"three\n"):
+            sock.sendall(line)
+            held += len(line)
+            assert proxy.wait(lambda s, held=held: s.received_up == len(b"before\n") + held, 5)
+        chunks = proxy.stats.chunks_up
+        proxy.heal()
+        answers = b""
+        while answers.count(b"\n") < 3:
+            answers += _read_line(sock)
+        assert answers == b"ok:one\nok:two\nok:three\n"
+        assert proxy.stats.chunks_up == chunks + 1
+
+
 def test_refuse_closes_the_door_but_keeps_open_connections(proxy: FaultProxy) -> None:
     with _connect(proxy) as sock:
         proxy.refuse()

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import kv, kvstore
+from nbdb.families.kvgroup import Outcome
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
 from nbdb.retry import ErrorRule, ExceptionMap
@@ -40,6 +41,8 @@ __all__ = ["ERRORS", "SqliteBackend", "SqliteMemoryBackend"]
 
 log = logging.getLogger(__name__)
 
+DEFAULT_GROUP_COMMIT = 32
+"""The most commits of concurrent threads one SQLite transaction carries (0 or 1: every commit alone)."""
 APPLICATION_ID = 0x6E626462  # "nbdb" in PRAGMA application_id: the file is ours
 SCHEMA_VERSION = 1  # PRAGMA user_version
 DEFAULT_HISTORY = 10_000
@@ -208,7 +211,7 @@ class SqliteBackend(kv.KeyValueBackend):
     def from_url(cls, url: str, **options: Any) -> SqliteBackend:
         """Open ``sqlite:///ABSOLUTE/PATH``, ``sqlite://RELATIVE/PATH`` or ``sqlite://`` (in memory)."""
         parts = urlsplit(url)
-        allowed = {"namespace", "history", "synchronous", "timeout", "poll_interval"}
+        allowed = {"namespace", "history", "synchronous", "timeout", "poll_interval", "group_commit"}
         opts = Options.from_url(parts.query, options, allowed, "sqlite://", keep_blank_values=False)
         namespace = opts.text("namespace", "")
         history = opts.integer("history", DEFAULT_HISTORY, minimum=1)
@@ -236,6 +239,7 @@ class SqliteBackend(kv.KeyValueBackend):
                 raise
             backend = cls(conn, prefix, history, signal)
         backend.poll_interval = opts.number("poll_interval", 0.01, minimum=0.001)
+        backend.group_commit = opts.integer("group_commit", DEFAULT_GROUP_COMMIT, minimum=0)
         return backend
 
     # ---------------------------------------------------------------- the family's primitives
@@ -262,21 +266,52 @@ class SqliteBackend(kv.KeyValueBackend):
     ) -> int | None:
         # No commit tokens: SQLite answers every commit (or says it cannot know: CommitUnknownError).
         with self._conn.transaction("IMMEDIATE") as sql:
-            stored = _select(sql, [*puts, *deletes, *kvstore.named_keys(conditions)])
-            changed, holds = partial(_changed_under, sql), partial(_lease_holds, sql, self.layout.lock)
-            if not all(kvstore.condition_holds(c, stored, changed, holds) for c in conditions):
-                return None
-            revision, kept = sql.execute("SELECT revision + 1, changes FROM nbdb_state").fetchone()
-            changes = kvstore.key_changes(stored, puts, deletes, revision)
-            upserts = [(c.key, c.value, c.version, revision) for c in changes if c.value is not None]
-            sql.executemany("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", upserts)
-            sql.executemany("DELETE FROM nbdb_keys WHERE key = ?", [(c.key,) for c in changes if c.value is None])
-            log = [(revision, c.key, c.value, c.version, c.prev_value, c.prev_version) for c in changes]
-            sql.executemany("INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)", log)
-            sql.execute("UPDATE nbdb_state SET revision = ?, changes = changes + ?", (revision, len(log)))
-            if kept + len(log) > self._history * 5 // 4:  # trim in chunks: amortised O(1) per change
-                self._trim(sql, excess=kept + len(log) - self._history)
-        self._conn.signal.notify()
+            revision = self._apply(sql, kv.KeyCommit(conditions, puts, deletes))
+        if revision is not None:
+            self._conn.signal.notify()
+        return revision
+
+    def commit_group(self, commits: Sequence[kv.KeyCommit]) -> list[Outcome]:
+        """The commits one after the other in one SQLite transaction: one disk sync for all of them.
+
+        Each commit has its own savepoint, revision and change-log rows: one
+        that fails its conditions or meets an error leaves no trace, the
+        others still apply. An error that ends the whole transaction (SQLite
+        rolled it back) is every commit's outcome.
+        """
+        outcomes: list[Outcome] = []
+        with self._conn.transaction("IMMEDIATE") as sql:
+            for commit in commits:
+                sql.execute("SAVEPOINT nbdb_commit")
+                try:
+                    outcomes.append(self._apply(sql, commit))
+                except sqlite3.Error as exc:
+                    if not sql.in_transaction:
+                        raise  # nothing of the group is left to commit
+                    sql.execute("ROLLBACK TO nbdb_commit")
+                    outcomes.append(ERRORS.translate(exc))
+                sql.execute("RELEASE nbdb_commit")
+        if any(isinstance(o, int) for o in outcomes):
+            self._conn.signal.notify()
+        return outcomes
+
+    def _apply(self, sql: sqlite3.Connection, commit: kv.KeyCommit) -> int | None:
+        """Check ``commit``'s conditions and write it at the next revision, inside the caller's transaction."""
+        conditions, puts, deletes = commit.conditions, commit.puts, commit.deletes
+        stored = _select(sql, [*puts, *deletes, *kvstore.named_keys(conditions)])
+        changed, holds = partial(_changed_under, sql), partial(_lease_holds, sql, self.layout.lock)
+        if not all(kvstore.condition_holds(c, stored, changed, holds) for c in conditions):
+            return None
+        revision, kept = sql.execute("SELECT revision + 1, changes FROM nbdb_state").fetchone()
+        changes = kvstore.key_changes(stored, puts, deletes, revision)
+        upserts = [(c.key, c.value, c.version, revision) for c in changes if c.value is not None]
+        sql.executemany("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", upserts)
+        sql.executemany("DELETE FROM nbdb_keys WHERE key = ?", [(c.key,) for c in changes if c.value is None])
+        log = [(revision, c.key, c.value, c.version, c.prev_value, c.prev_version) for c in changes]
+        sql.executemany("INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)", log)
+        sql.execute("UPDATE nbdb_state SET revision = ?, changes = changes + ?", (revision, len(log)))
+        if kept + len(log) > self._history * 5 // 4:  # trim in chunks: amortised O(1) per change
+            self._trim(sql, excess=kept + len(log) - self._history)
         return int(revision)
 
     def _trim(self, sql: sqlite3.Connection, excess: int) -> None:

@@ -23,6 +23,7 @@ outlive any retry.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
@@ -30,19 +31,31 @@ import uuid
 from abc import abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nbdb import errors, page_token
-from nbdb.families import rules
-from nbdb.families.kvplan import Index, KeyLayout, Plan, decode_deadline, diagnose, encode_deadline, plan_commit
+from nbdb.families import kvexpiry, rules
+from nbdb.families.kvgroup import CommitGroup, GroupCommitter, Outcome, PipelinedGroup
+from nbdb.families.kvplan import Index, KeyLayout, Plan, diagnose, plan_commit
+from nbdb.families.kvtypes import (
+    APPLIED,
+    VOID,
+    CommitToken,
+    Condition,
+    Exists,
+    KeyChange,
+    KeyCommit,
+    KeyStream,
+    KeyValue,
+    LeaseHeld,
+    PrefixUnchangedSince,
+    VersionIs,
+)
 from nbdb.families.lease import hold_lease
 from nbdb.retry import RetryPolicy
 from nbdb.spi import (
-    ANY_VERSION,
     Backend,
     CommitResult,
-    Delete,
     LockHandle,
     Record,
     RecordChange,
@@ -60,6 +73,7 @@ __all__ = [
     "Condition",
     "Exists",
     "KeyChange",
+    "KeyCommit",
     "KeyStream",
     "KeyValue",
     "KeyValueBackend",
@@ -71,102 +85,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _COMMIT_ATTEMPTS = 8
-APPLIED = b"1"
-"""The value of a token key written by its commit."""
-VOID = b"0"
-"""The value of a token key written by a settlement: that commit will never apply."""
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    """A stored key: value, number of writes since creation, revision of the last write."""
-
-    key: str
-    value: bytes
-    version: int
-    mod_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class KeyChange:
-    """One key changed at ``revision`` (value None: deleted)."""
-
-    key: str
-    value: bytes | None
-    version: int
-    prev_value: bytes | None
-    prev_version: int
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class VersionIs:
-    """The key's version is ``version`` (0: the key is absent)."""
-
-    key: str
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class Exists:
-    """The key is present."""
-
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class PrefixUnchangedSince:
-    """No key under ``prefix`` was created or modified after ``revision``."""
-
-    prefix: str
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseHeld:
-    """The lease (lock) ``name`` is held by ``token`` and has not expired (fenced writes)."""
-
-    name: str
-    token: bytes
-
-
-Condition = VersionIs | Exists | PrefixUnchangedSince | LeaseHeld
-
-
-@dataclass(frozen=True, slots=True)
-class CommitToken:
-    """Makes one commit exactly-once (see the module docstring).
-
-    The family has already added ``VersionIs(key, 0)`` to the commit's
-    conditions and ``key`` to its puts. The backend keeps ``key`` for at
-    least ``ttl`` seconds (then may drop it). If it sends the request again
-    after an attempt whose reply was lost and the conditions then fail, it
-    may read ``key``: holding the value of the puts means the earlier attempt
-    applied at that key's ``mod_revision``.
-    """
-
-    key: str
-    ttl: float
-
-
-class KeyStream:
-    """Changes of keys under some prefixes, from a revision on, in revision order.
-
-    Backends implement ``poll`` and ``revision`` like :class:`nbdb.spi.RecordStream`.
-    """
-
-    @abstractmethod
-    def poll(self, timeout: float | None) -> list[KeyChange]:
-        """The next key changes; [] after ``timeout``; HistoryGoneError if the revision is gone."""
-
-    @property
-    @abstractmethod
-    def revision(self) -> int:
-        """Every change up to this revision has been returned."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Stop; a blocked ``poll`` returns []."""
 
 
 class _RecordStream(RecordStream):
@@ -211,6 +129,11 @@ class KeyValueBackend(Backend):
     """What :meth:`topic_of` returns for an object that does not exist."""
     reap_batch: ClassVar[int] = 100
     """The most expired objects one :meth:`reap` pass deletes."""
+    group_commit: int = 1
+    """The most commits of concurrent threads one request may carry (see :mod:`nbdb.families.kvgroup`).
+
+    1 sends every commit alone. A backend that implements :meth:`commit_group`
+    raises it (per instance, from its URL)."""
 
     def __init__(self, key_prefix: str = "", retry: RetryPolicy | None = None) -> None:
         self.key_prefix = key_prefix
@@ -219,6 +142,11 @@ class KeyValueBackend(Backend):
         # id -> (topic, ttl) is immutable for an object's life, so it caches well
         # and saves get() a round trip; a miss or a stale entry falls back to i/.
         self._topic_cache: dict[tuple[str, uuid.UUID], tuple[str | None, float | None]] = {}
+        self._committer = GroupCommitter(
+            self._commit_alone, self.commit_group, self.new_commit_group, prepare=self.prepare_grouped
+        )
+        self._token_prefix = secrets.token_hex(10)
+        self._token_count = itertools.count()  # next() on it is atomic under the GIL
 
     # ---------------------------------------------------------------- primitives
 
@@ -248,6 +176,33 @@ class KeyValueBackend(Backend):
         outcome cannot be told, raise :class:`nbdb.CommitUnknownError` (the
         family settles ``token``). See :class:`CommitToken`.
         """
+
+    def commit_group(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        """Send several independent commits in one request; each one's outcome, in order.
+
+        Only called with commits a :meth:`new_commit_group` admitted, when
+        :attr:`group_commit` is above 1. Each commit applies atomically by
+        itself or not at all, as :meth:`commit_keys` (or
+        :meth:`commit_with_token`) would apply it alone; its outcome is its
+        revision, None (its conditions failed: never applies), or the error it
+        ends with (:class:`nbdb.CommitUnknownError` when its own outcome cannot
+        be told: the family settles its token). An error raised instead is
+        every commit's outcome.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not send commits in groups")
+
+    def prepare_grouped(self, commit: KeyCommit) -> KeyCommit:
+        """``commit`` with what :meth:`commit_group` will send of it (``prepared``), made ahead.
+
+        Called by the committing thread while another request is in flight, so
+        that the next request leaves as soon as that one is back. The default
+        prepares nothing.
+        """
+        return commit
+
+    def new_commit_group(self) -> CommitGroup[KeyCommit]:
+        """An empty group of the commits one request of :meth:`commit_group` may carry."""
+        return PipelinedGroup(self.group_commit)
 
     @abstractmethod
     def watch_keys(self, prefixes: Sequence[str], since: int) -> KeyStream:
@@ -288,7 +243,7 @@ class KeyValueBackend(Backend):
         """The object's index record, read from the store; None if the object does not exist."""
         kv = self.get_key(self.layout.index(table, id))
         if kv is None:
-            self._topic_cache.pop((table, id), None)
+            self.forget(table, id)
             return None
         index = self.layout.decode_index(kv)
         self._remember(table, id, index.topic, index.ttl)
@@ -327,6 +282,10 @@ class KeyValueBackend(Backend):
             self._topic_cache.clear()
         self._topic_cache[(table, id)] = (topic, ttl)
 
+    def forget(self, table: str, id: uuid.UUID) -> None:
+        """Drop what this client remembers of an object that is gone (its topic and ttl)."""
+        self._topic_cache.pop((table, id), None)
+
     # ---------------------------------------------------------------- Backend
 
     def read(self, table: str, id: uuid.UUID) -> Record | None:
@@ -338,7 +297,7 @@ class KeyValueBackend(Backend):
             if kv is not None:
                 return Record(table, id, topic, kv.version, kv.value)
             # Deleted (or re-created elsewhere) since the topic was cached.
-            self._topic_cache.pop((table, id), None)
+            self.forget(table, id)
         return None
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
@@ -403,7 +362,7 @@ class KeyValueBackend(Backend):
             if revision is not None:
                 for key, index in plan.indexes.items():
                     if index is None:
-                        self._topic_cache.pop(key, None)
+                        self.forget(*key)
                     else:
                         self._remember(key[0], key[1], index.topic, index.ttl)
                 return CommitResult(revision, plan.versions)
@@ -452,64 +411,14 @@ class KeyValueBackend(Backend):
             raise errors.CorruptRecordError(f"unique key {kv.key!r} holds {kv.value[:40]!r}", key=kv.key) from None
 
     def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
-        for _attempt in range(_COMMIT_ATTEMPTS):
-            index = self.index_record(table, id)
-            if index is None:
-                raise rules.not_found((table, id), "expired or deleted")
-            if index.ttl is None:
-                raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
-            ikey = self.layout.index(table, id)
-            deadline = encode_deadline(time.time() + ttl)
-            if self.commit_once([VersionIs(ikey, index.version)], {self.layout.expiry(table, id): deadline}, []):
-                return
-        raise errors.ConflictError(f"{table} {id} kept changing while it was refreshed; try again")
+        kvexpiry.refresh(self, table, id, ttl)
 
     def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
-        wanted = frozenset(tables)
-        out: dict[RefKey, float] = {}
-        kvs, _ = self.range_keys([self.layout.expiries])
-        for kv in kvs:
-            target = self.layout.parse_expiry(kv.key)
-            if target is None or target[0] not in wanted:
-                continue
-            index = self.index_record(*target)
-            if index is not None and index.ttl is not None:
-                out[target] = index.ttl
-        return out
+        return kvexpiry.ttls(self, tables)
 
     def reap(self) -> int:
-        """Delete the objects whose ttl ran out (one pass, at most :attr:`reap_batch`); how many it deleted.
-
-        Each deletion is a normal commit (watchers see it) on the condition
-        that the object's deadline did not move since it was read, so a
-        refresh that lands first wins. Stale deadlines of objects deleted
-        otherwise are dropped.
-        """
-        kvs, _ = self.range_keys([self.layout.expiries])
-        now = time.time()
-        reaped = 0
-        for kv in kvs:
-            deadline = decode_deadline(kv.value)
-            if deadline is not None and deadline > now:
-                continue
-            target = self.layout.parse_expiry(kv.key)
-            index = None if target is None else self.index_record(*target)
-            keep = VersionIs(kv.key, kv.version)
-            try:
-                if target is None or index is None or index.ttl is None:
-                    self.commit_once([keep], {}, [kv.key])
-                    continue
-                op = Delete(target[0], target[1], index.topic, ANY_VERSION, index.refs, False, index.unique)
-                plan = plan_commit(self, [op], rules.shape_of([op]), now)
-                if self.commit_once([*plan.conditions, keep], plan.puts, plan.deletes) is not None:
-                    self._topic_cache.pop(target, None)
-                    reaped += 1
-            except errors.NbdbError as exc:
-                # Referenced meanwhile, moved on, or the store is busy: the next pass sees it again.
-                log.debug("reaper: %s not deleted this pass: %s", kv.key, exc)
-            if reaped >= self.reap_batch:
-                break
-        return reaped
+        """Delete the objects whose ttl ran out (one pass, at most :attr:`reap_batch`); how many it deleted."""
+        return kvexpiry.reap(self)
 
     # ---------------------------------------------------------------- exactly-once
 
@@ -517,20 +426,37 @@ class KeyValueBackend(Backend):
         self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
     ) -> int | None:
         """Apply one conditional commit at most once: its revision, or None if its conditions failed."""
-        if not self.commit_tokens:
-            return self.commit_keys(conditions, puts, deletes)
-        token = CommitToken(self.layout.token(secrets.token_hex(12)), self.token_ttl)
+        token = CommitToken(self.layout.token(self.new_token()), self.token_ttl) if self.commit_tokens else None
+        commit = KeyCommit(conditions, puts, deletes, token)
         try:
-            return self.commit_with_token(conditions, puts, deletes, token)
+            if self.group_commit > 1:
+                return self._committer.commit(commit)
+            return self._commit_alone(commit)
         except errors.CommitUnknownError as exc:
+            if token is None:
+                raise
             log.info("a commit's outcome is unknown (%s); settling its token", exc)
             return self.settle(token)
+
+    def new_token(self) -> str:
+        """A commit token no other commit of any client has: this backend's random prefix and a count.
+
+        Drawing 96 random bits per commit cost a system call, which lets go of
+        the GIL in the middle of every commit of a busy process.
+        """
+        return f"{self._token_prefix}{next(self._token_count):x}"
+
+    def _commit_alone(self, commit: KeyCommit) -> int | None:
+        if commit.token is None:
+            return self.commit_keys(commit.conditions, commit.puts, commit.deletes)
+        return self.commit_with_token(commit.conditions, commit.puts, commit.deletes, commit.token)
 
     def commit_with_token(
         self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: CommitToken
     ) -> int | None:
         """One commit that also writes ``token`` (if it is absent); a store with native tokens overrides it."""
-        return self.commit_keys([*conditions, VersionIs(token.key, 0)], {**puts, token.key: APPLIED}, deletes, token)
+        sent = KeyCommit(conditions, puts, deletes, token).with_token_key()
+        return self.commit_keys(sent.conditions, sent.puts, sent.deletes, token)
 
     def void_token(self, token: CommitToken) -> int | None:
         """Void ``token`` if it is absent; the revision its commit applied at, or None if it never will.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 import logging
 import uuid
 from collections.abc import Collection, Sequence
@@ -32,14 +33,18 @@ from typing import TYPE_CHECKING
 
 from nbdb import errors
 from nbdb.families import rules
+from nbdb.families.kvtypes import Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs
 from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, UniqueKey, WriteOp
 
-if TYPE_CHECKING:
-    from nbdb.families.kv import Condition, KeyValue, KeyValueBackend
+if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type only: no import cycle)
+    from nbdb.families.kv import KeyValueBackend
 
 __all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_deadline", "plan_commit"]
 
 log = logging.getLogger(__name__)
+
+_json_text = json.encoder.encode_basestring_ascii
+"""A string as ``json.dumps`` writes it (quoted, escaped, ASCII)."""
 
 
 class KeyLayout:
@@ -148,13 +153,14 @@ class KeyLayout:
 
     @staticmethod
     def encode_index(index: Index) -> bytes:
-        """The index record of an object."""
-        doc: dict[str, object] = {"t": rules.topic_part(index.topic), "r": sorted([t, str(i)] for t, i in index.refs)}
+        """The index record of an object: the JSON ``json.dumps`` writes, spelled out (it is on every write)."""
+        refs = ", ".join(f'[{_json_text(t)}, "{i}"]' for t, i in sorted((t, str(i)) for t, i in index.refs))
+        out = f'{{"t": {_json_text(rules.topic_part(index.topic))}, "r": [{refs}]'
         if index.unique:
-            doc["u"] = [[k.field, k.value] for k in index.unique]
+            out += ', "u": [' + ", ".join(f"[{_json_text(k.field)}, {_json_text(k.value)}]" for k in index.unique) + "]"
         if index.ttl is not None:
-            doc["x"] = index.ttl
-        return json.dumps(doc).encode()
+            out += f', "x": {json.dumps(index.ttl)}'
+        return (out + "}").encode()
 
     @staticmethod
     def decode_index(kv: KeyValue) -> Index:
@@ -198,7 +204,6 @@ class Plan:
 
 def plan_commit(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.TransactionShape, now: float) -> Plan:
     """Read what ``ops`` need to know and turn them into one conditional multi-key commit (``now``: wall clock)."""
-    from nbdb.families.kv import Exists, PrefixUnchangedSince, VersionIs
 
     layout = backend.layout
     plan = Plan()
@@ -279,7 +284,6 @@ def plan_commit(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.T
 
 def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], old: dict[RefKey, Index], plan: Plan) -> None:
     """Claim the unique values the commit adds and release the ones it drops, atomically with it."""
-    from nbdb.families.kv import VersionIs
 
     released: dict[str, RefKey] = {}
     claimed: dict[str, RefKey] = {}

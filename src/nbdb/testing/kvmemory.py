@@ -20,10 +20,12 @@ from nbdb.families.kv import (
     CommitToken,
     Condition,
     KeyChange,
+    KeyCommit,
     KeyStream,
     KeyValue,
     KeyValueBackend,
 )
+from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvstore import condition_holds, key_changes
 from nbdb.families.lease import LeaseTable
 
@@ -66,9 +68,14 @@ class MemoryStore:
 
     def apply(self, puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
         """Write one commit. Caller holds ``cond``."""
+        return self.apply_many([(puts, deletes)])
+
+    def apply_many(self, commits: Sequence[tuple[Mapping[str, bytes], Sequence[str]]]) -> int:
+        """Write commits that touch disjoint keys at one revision (a group). Caller holds ``cond``."""
         self.revision += 1
         rev = self.revision
-        for change in key_changes(self.data, puts, deletes, rev):
+        changes = [change for puts, deletes in commits for change in key_changes(self.data, puts, deletes, rev)]
+        for change in changes:
             key = change.key
             if change.value is None:
                 del self.data[key]
@@ -141,9 +148,10 @@ class KVMemoryBackend(KeyValueBackend):
         expiry=Expiry.REAPER,
     )
 
-    def __init__(self, store: MemoryStore | None = None) -> None:
+    def __init__(self, store: MemoryStore | None = None, group_commit: int = 1) -> None:
         super().__init__()
         self.store = store if store is not None else MemoryStore()
+        self.group_commit = group_commit
 
     def get_key(self, key: str) -> KeyValue | None:
         with self.store.cond:
@@ -166,6 +174,18 @@ class KVMemoryBackend(KeyValueBackend):
             if not all(self.store.holds(c) for c in conditions):
                 return None
             return self.store.apply(puts, deletes)
+
+    def commit_group(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        """Like one etcd transaction of nested ones: every condition checked first, the rest at one revision."""
+        sent = [c.with_token_key() if self.commit_tokens else c for c in commits]
+        with self.store.cond:
+            holds = [all(self.store.holds(cond) for cond in c.conditions) for c in sent]
+            applied = [(c.puts, c.deletes) for c, ok in zip(sent, holds, strict=True) if ok]
+            revision = self.store.apply_many(applied) if applied else None
+        return [revision if ok else None for ok in holds]
+
+    def new_commit_group(self) -> CommitGroup[KeyCommit]:
+        return SnapshotGroup(self.group_commit, self.layout.lock, lambda c: (0, 0), None, None)
 
     def watch_keys(self, prefixes: Sequence[str], since: int) -> KeyStream:
         return _MemoryKeyStream(self.store, prefixes, since)

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -240,28 +241,46 @@ class OvsdbServer(Server):
 
     def _prepare_relays(self, server_bin: str) -> None:
         """Relay servers whose source is every member (they follow the leader by themselves)."""
-        sources = ",".join(f"tcp:{m.address}" for m in self.members) if not self.tls else None
-        if self.relays_count and sources is None:
+        if self.relays_count and self.tls:
             raise HarnessError("relays are supported without tls only")
+        for _ in range(self.relays_count):
+            self._relay(server_bin, [m.address for m in self.members])
+
+    def _relay(self, server_bin: str, sources: Sequence[str]) -> Member:
+        """A relay server (not started) of every database, following ``sources`` (``host:port``)."""
+        name = f"relay{len(self.relays) + 1}"
+        member_dir = self._member_dir(name)
+        port = self._alloc()
+        ctl = member_dir / "ovsdb.ctl"
+        source = ",".join(f"tcp:{address}" for address in sources)
         databases = [str(self.database)] + (["nbdb"] if self.model_schema else [])
-        for index in range(1, self.relays_count + 1):
-            name = f"relay{index}"
-            member_dir = self._member_dir(name)
-            port = self._alloc()
-            ctl = member_dir / "ovsdb.ctl"
-            relayed = [f"relay:{db}:{sources}" for db in databases]
-            argv = _server_argv(server_bin, relayed, [f"--remote=ptcp:{port}:127.0.0.1"], ctl)
-            self.relays.append(
-                Member(
-                    self,
-                    name,
-                    host="127.0.0.1",
-                    ports={"client": port},
-                    data_dir=member_dir,
-                    process=self._process(argv, member_dir),
-                    extra={"ctl": str(ctl), "relay": True},
-                )
-            )
+        relayed = [f"relay:{db}:{source}" for db in databases]
+        argv = _server_argv(server_bin, relayed, [f"--remote=ptcp:{port}:127.0.0.1"], ctl)
+        relay = Member(
+            self,
+            name,
+            host="127.0.0.1",
+            ports={"client": port},
+            data_dir=member_dir,
+            process=self._process(argv, member_dir),
+            extra={"ctl": str(ctl), "relay": True},
+        )
+        self.relays.append(relay)
+        return relay
+
+    def add_relay(self, sources: Sequence[str] | None = None, timeout: float | None = None) -> Member:
+        """Start one more relay, in front of the members or of ``sources`` (``host:port``), once ready.
+
+        ``sources`` lets a test put a fault proxy between a relay and its
+        source (``FaultProxy([...member addresses]).addresses``) to make that
+        relay lag or lose its source while clients keep talking to it.
+        """
+        if not self._started or self.tls:
+            raise HarnessError("add_relay() needs a started server without tls")
+        relay = self._relay(self._tool("ovsdb-server"), list(sources or [m.address for m in self.members]))
+        relay.process.start()
+        relay.wait_ready(timeout)
+        return relay
 
     def _start_members(self) -> None:
         super()._start_members()

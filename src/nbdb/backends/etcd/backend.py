@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,13 +13,14 @@ from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
 from nbdb.backends.etcd import wire
-from nbdb.backends.etcd.client import EtcdClient, EtcdSettings, WatchSession, chunked, safe_progress_requests
+from nbdb.backends.etcd.client import EtcdClient, EtcdSettings, chunked, safe_progress_requests
+from nbdb.backends.etcd.stream import EtcdKeyStream
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families.kv import (
     CommitToken,
     Condition,
     Exists,
-    KeyChange,
+    KeyCommit,
     KeyStream,
     KeyValue,
     KeyValueBackend,
@@ -28,6 +28,7 @@ from nbdb.families.kv import (
     PrefixUnchangedSince,
     VersionIs,
 )
+from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.options import Options, redact, split_hosts, split_userinfo
 
 __all__ = ["EtcdBackend"]
@@ -40,7 +41,7 @@ _PAGE = 2000
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
 _OPTIONS = {
     "namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "retry_backoff",
-    "retry_deadline", "progress_interval", "max_txn_ops", "max_request_bytes",
+    "retry_deadline", "progress_interval", "max_txn_ops", "max_request_bytes", "group_commit",
 }  # fmt: skip
 
 
@@ -88,6 +89,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
         retry=opts.retry_policy(EtcdSettings.default_retry(len(endpoints))),
         max_txn_ops=opts.integer("max_txn_ops", 128, minimum=4),
         max_request_bytes=opts.integer("max_request_bytes", 1_572_864, minimum=65_536),
+        group_commit=opts.integer("group_commit", EtcdSettings.group_commit, minimum=0),
     )
     path = unquote(parts.path).strip("/")
     prefix = f"{path}/" if path else DEFAULT_PREFIX
@@ -99,6 +101,18 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
 
 def _kv(kv: wire.KV) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), kv.value, kv.version, kv.mod_revision)
+
+
+def _txn_cost(commit: KeyCommit) -> tuple[int, int]:
+    """The operations (compares, writes or reads: the largest list) and bytes a commit adds to a transaction."""
+    token = 0 if commit.token is None else 1
+    writes = len(commit.puts) + len({*commit.deletes} - commit.puts.keys())
+    size = sum(len(k) + len(v) for k, v in commit.puts.items()) + sum(len(k) for k in commit.deletes)
+    size += sum(len(c.prefix if isinstance(c, PrefixUnchangedSince) else c.name if isinstance(c, LeaseHeld) else c.key)
+                for c in commit.conditions)  # fmt: skip
+    # Each operation's own framing, generously: the byte limit keeps a tenth in reserve besides.
+    size += 16 * (len(commit.conditions) + writes + 2 * token)
+    return max(len(commit.conditions) + token, writes + token, token), size
 
 
 def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
@@ -117,144 +131,6 @@ def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
             prefix, wire.TARGET_MOD, wire.CMP_LESS, condition.revision + 1, range_end=wire.prefix_end(prefix)
         )
     raise TypeError(f"unknown condition {condition!r}")
-
-
-class EtcdKeyStream(KeyStream):
-    """One etcd watch over the smallest key range covering the prefixes, filtered here.
-
-    A single watcher keeps etcd's per-watcher guarantees: events in revision
-    order, every event of one revision in one response, and a progress
-    notification only once every earlier event was sent. So the resume point is
-    the revision of the last response (events or progress). The stream reconnects
-    to another endpoint from that revision when a member fails.
-    """
-
-    def __init__(self, backend: EtcdBackend, prefixes: Sequence[str], since: int) -> None:
-        self._client = backend.client
-        self._prefixes = tuple(prefixes)
-        encoded = [p.encode() for p in prefixes] or [backend.key_prefix.encode()]
-        self._start = min(encoded)
-        self._end = max(wire.prefix_end(p) for p in encoded)
-        self._revision = since
-        self._closed = False
-        self._failures = 0
-        self._reauthenticated = False
-        self._progress_interval = backend.progress_interval if backend.safe_progress else 0.0
-        self._last_heard = time.monotonic()
-        self._session: WatchSession = self._client.watch(self._start, self._end, since + 1)
-
-    @property
-    def revision(self) -> int:
-        return self._revision
-
-    def close(self) -> None:
-        self._closed = True
-        self._session.close()
-        self._session.responses.put(None)
-
-    def _reopen(self, exc: BaseException | None) -> None:
-        endpoint = self._session.endpoint
-        self._session.close()
-        if self._client.closed:
-            raise errors.BackendUnavailableError("the etcd backend was closed")
-        failure = self._client.failed(endpoint, exc if exc is not None else errors.BackendUnavailableError("ended"))
-        error = failure.error
-        if isinstance(error, errors.AuthError) and "token" in str(error).lower() and self._client.settings.user:
-            self._client.refresh_token(endpoint)
-        elif not failure.retryable:
-            raise error
-        self._failures += 1
-        if self._failures > self._client.settings.policy.attempts:
-            raise errors.BackendUnavailableError(
-                f"etcd: the watch could not be re-established on any endpoint ({error})"
-            )
-        log.info("etcd: watch on %s failed (%s); resuming from revision %d", endpoint, error, self._revision)
-        time.sleep(min(0.05 * 2 ** (self._failures // max(1, len(self._client.settings.endpoints))), 1.0))
-        self._session = self._client.watch(self._start, self._end, self._revision + 1)
-        self._last_heard = time.monotonic()
-
-    def poll(self, timeout: float | None) -> list[KeyChange]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._closed:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return []
-            wait = remaining
-            if self._progress_interval > 0:
-                wait = self._progress_interval if wait is None else min(wait, self._progress_interval)
-            try:
-                item = self._session.responses.get(timeout=wait)
-            except queue.Empty:
-                if self._progress_interval > 0 and time.monotonic() - self._last_heard >= self._progress_interval:
-                    self._session.request_progress()
-                    self._last_heard = time.monotonic()
-                continue
-            if self._closed:
-                return []
-            if item is None or isinstance(item, BaseException):
-                self._reopen(item)
-                continue
-            changes = self._handle(item)
-            if changes:
-                return changes
-        return []
-
-    def _handle(self, response: wire.WatchResponse) -> list[KeyChange]:
-        self._failures = 0
-        self._last_heard = time.monotonic()
-        if response.compact_revision > 0:
-            raise errors.HistoryGoneError(
-                f"etcd compacted its history up to revision {response.compact_revision}; "
-                f"cannot resume after revision {self._revision}"
-            )
-        if response.canceled:
-            reason = response.cancel_reason or "the server cancelled the watch"
-            if "permission denied" in reason.lower() or "auth token" in reason.lower():
-                if self._client.settings.user is not None and not self._reauthenticated:
-                    # An expired token cancels a new watcher ("invalid auth token", or
-                    # "permission denied" on some versions): renew it once before believing it.
-                    self._reauthenticated = True
-                    endpoint = self._session.endpoint
-                    self._session.close()
-                    self._client.refresh_token(endpoint)
-                    self._session = self._client.watch(self._start, self._end, self._revision + 1)
-                    return []
-                raise errors.AuthError(f"etcd refused the watch: {reason}")
-            raise errors.BackendUnavailableError(f"etcd cancelled the watch: {reason}")
-        if response.created:
-            self._reauthenticated = False
-            return []
-        if not response.events:
-            # A progress notification: every change up to this revision was sent.
-            self._revision = max(self._revision, response.header.revision)
-            return []
-        out: list[KeyChange] = []
-        for event in response.events:
-            kv = event.kv
-            key = kv.key.decode(errors="replace")
-            if not key.startswith(self._prefixes):
-                continue
-            prev = event.prev
-            if event.deleted:
-                if prev is None:
-                    # The old value is already compacted away: without it the delete
-                    # cannot be reported, so make the consumer re-list instead.
-                    raise errors.HistoryGoneError(f"etcd no longer has the value {key!r} had before its deletion")
-                out.append(KeyChange(key, None, 0, prev.value, prev.version, kv.mod_revision))
-            else:
-                out.append(
-                    KeyChange(
-                        key,
-                        kv.value,
-                        kv.version,
-                        None if prev is None else prev.value,
-                        0 if prev is None else prev.version,
-                        kv.mod_revision,
-                    )
-                )
-        # A response holds whole revisions, so its last event's revision is a safe resume point.
-        self._revision = max(self._revision, response.events[-1].kv.mod_revision)
-        return out
 
 
 class EtcdBackend(KeyValueBackend):
@@ -284,6 +160,7 @@ class EtcdBackend(KeyValueBackend):
     def __init__(self, client: EtcdClient, key_prefix: str = DEFAULT_PREFIX, progress_interval: float = 5.0) -> None:
         super().__init__(key_prefix, client.settings.policy)
         self.client = client
+        self.group_commit = client.settings.group_commit
         # The limits are the server's flags, which the URL can say were raised.
         settings = client.settings
         if (settings.max_txn_ops, settings.max_request_bytes) != (128, 1_572_864):
@@ -378,26 +255,64 @@ class EtcdBackend(KeyValueBackend):
         deletes: Sequence[str],
         token: CommitToken | None = None,
     ) -> int | None:
-        deleted = [k for k in dict.fromkeys(deletes) if k not in puts]
-        compares = [_compare(c, self.layout.lock) for c in conditions]
+        commit = KeyCommit(conditions, puts, deletes, token)
+        header, succeeded, ranges, maybe_applied = self.client.txn(wire.txn_request(*self._txn_parts(commit)))
+        return self._outcome(commit, succeeded, ranges, header.revision, maybe_applied)
+
+    def _txn_parts(self, commit: KeyCommit) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """A commit's compares, writes, and (with a token) the read of its token when the compares fail."""
+        token = commit.token
+        deleted = [k for k in dict.fromkeys(commit.deletes) if k not in commit.puts]
+        compares = [_compare(c, self.layout.lock) for c in commit.conditions]
         lease = self._lease_for_tokens(token.ttl) if token is not None else 0
         ops = [wire.request_put(k.encode(), v, lease if token is not None and k == token.key else 0)
-               for k, v in puts.items()]  # fmt: skip
+               for k, v in commit.puts.items()]  # fmt: skip
         ops += [wire.request_delete(k.encode()) for k in deleted]
         # When the compares fail, read the token in the same round trip: after a lost
         # reply it tells whether the earlier try is the one that wrote it.
         failure = [wire.request_range(token.key.encode())] if token is not None else []
-        header, succeeded, ranges, maybe_applied = self.client.txn(wire.txn_request(compares, ops, failure))
+        return compares, ops, failure
+
+    def _outcome(
+        self, commit: KeyCommit, succeeded: bool, ranges: list[list[wire.KV]], revision: int, maybe_applied: bool
+    ) -> int | None:
+        """What a transaction's answer means for ``commit``: its revision, None, or CommitUnknownError."""
         if succeeded:
-            return header.revision
+            return revision
+        token = commit.token
         if token is not None and maybe_applied:
             stored = ranges[0] if ranges else []
-            if stored and stored[0].value == puts[token.key]:
+            if stored and stored[0].value == commit.puts[token.key]:
                 log.info("etcd: a commit whose reply was lost had been applied (revision %d)", stored[0].mod_revision)
                 return stored[0].mod_revision
             # Not applied as of this read; the family voids the token so that it never will be.
             raise errors.CommitUnknownError("etcd: a lost reply left the commit's outcome open")
         return None
+
+    def commit_group(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        """One transaction holding each commit as a nested transaction, all at one revision.
+
+        etcd checks every nested transaction's compares against the state before
+        the transaction and applies the ones that hold, so each commit gets its own
+        outcome in one round trip; :class:`SnapshotGroup` admits only commits
+        whose keys are disjoint, for which that equals applying them one by one.
+        """
+        sent = [c.with_token_key() for c in commits]
+        request = wire.txn_request([], [wire.request_txn(wire.txn_request(*self._txn_parts(c))) for c in sent])
+        header, answers, maybe_applied = self.client.nested_txns(request)
+        if len(answers) != len(sent):
+            raise errors.BackendUnavailableError(f"etcd answered {len(answers)} of {len(sent)} nested transactions")
+        outcomes: list[Outcome] = []
+        for commit, (succeeded, ranges) in zip(sent, answers, strict=True):
+            try:
+                outcomes.append(self._outcome(commit, succeeded, ranges, header.revision, maybe_applied))
+            except errors.CommitUnknownError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def new_commit_group(self) -> CommitGroup[KeyCommit]:
+        caps = self.capabilities
+        return SnapshotGroup(self.group_commit, self.layout.lock, _txn_cost, caps.max_txn_ops, caps.max_txn_bytes)
 
     def _lease_for_tokens(self, ttl: float) -> int:
         lease, granted = self._token_lease

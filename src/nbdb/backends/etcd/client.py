@@ -117,6 +117,8 @@ class EtcdSettings:
     """The server's --max-txn-ops (128 by default): compares, and writes, per transaction."""
     max_request_bytes: int = 1_572_864
     """The server's --max-request-bytes (1.5 MiB by default)."""
+    group_commit: int = 32
+    """The most commits of concurrent threads one transaction carries (0 or 1: every commit alone)."""
 
     def __repr__(self) -> str:
         auth = f", user={self.user!r}, password=***" if self.user else ""
@@ -311,6 +313,12 @@ class EtcdClient:
         reply, maybe_applied = self.call(_TXN, request, "transaction", write=write)
         header, succeeded, ranges = wire.parse_txn(reply)
         return header, succeeded, ranges, maybe_applied
+
+    def nested_txns(self, request: bytes) -> tuple[wire.Header, list[tuple[bool, list[list[wire.KV]]]], bool]:
+        """A Txn of nested ones: header, each nested one's succeeded and ranges, and maybe-applied (as :meth:`txn`)."""
+        reply, maybe_applied = self.call(_TXN, request, "transaction", write=True)
+        header, nested = wire.parse_nested_txns(reply)
+        return header, nested, maybe_applied
 
     def compact(self, revision: int) -> None:
         """Compact the key history up to ``revision`` (physically, so watchers see it at once)."""

@@ -37,6 +37,7 @@ __all__ = [
     "parse_authenticate",
     "parse_header_only",
     "parse_lease",
+    "parse_nested_txns",
     "parse_range",
     "parse_status",
     "parse_txn",
@@ -46,6 +47,7 @@ __all__ = [
     "request_delete",
     "request_put",
     "request_range",
+    "request_txn",
     "txn_request",
     "watch_create_request",
     "watch_progress_request",
@@ -63,7 +65,12 @@ class WireError(ValueError):
 # ---------------------------------------------------------------- encoding
 
 
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:  # tags, flags and short lengths: most of what a commit encodes
+        return _ONE_BYTE[value]
     if value < 0:
         value += _U64
     out = bytearray()
@@ -124,46 +131,68 @@ def range_request(
     return w.varint(7, int(serializable)).varint(8, int(keys_only)).varint(9, int(count_only)).done()
 
 
+# The hot messages of a commit are built by concatenation, their one-byte tags spelled out
+# (field number << 3 | wire type): a writer object per message cost more than the bytes.
+
+
+def _blob(tag: bytes, value: bytes) -> bytes:
+    return tag + _varint(len(value)) + value
+
+
 def request_range(key: bytes, range_end: bytes = b"") -> bytes:
     """RequestOp wrapping a RangeRequest."""
-    return _Writer().blob(1, range_request(key, range_end), force=True).done()
+    return _blob(b"\x0a", range_request(key, range_end))
 
 
 def request_put(key: bytes, value: bytes, lease: int = 0) -> bytes:
     """RequestOp wrapping a PutRequest."""
-    put = _Writer().blob(1, key, force=True).blob(2, value).varint(3, lease).done()
-    return _Writer().blob(2, put, force=True).done()
+    put = _blob(b"\x0a", key)
+    if value:
+        put += _blob(b"\x12", value)
+    if lease:
+        put += b"\x18" + _varint(lease)
+    return _blob(b"\x12", put)
 
 
 def request_delete(key: bytes, range_end: bytes = b"") -> bytes:
     """RequestOp wrapping a DeleteRangeRequest."""
-    delete = _Writer().blob(1, key, force=True).blob(2, range_end).done()
-    return _Writer().blob(3, delete, force=True).done()
+    delete = _blob(b"\x0a", key)
+    if range_end:
+        delete += _blob(b"\x12", range_end)
+    return _blob(b"\x1a", delete)
+
+
+def request_txn(txn: bytes) -> bytes:
+    """RequestOp wrapping a TxnRequest (a nested transaction, etcd 3.3+)."""
+    return _blob(b"\x22", txn)
+
+
+_TARGET_TAGS = {TARGET_VERSION: b"\x20", TARGET_CREATE: b"\x28", TARGET_MOD: b"\x30", TARGET_LEASE: b"\x40"}
 
 
 def compare(key: bytes, target: int, result: int, value: int | bytes, range_end: bytes = b"") -> bytes:
     """A Compare: ``target`` of ``key`` (or of every key in [key, range_end)) ``result`` ``value``."""
-    w = _Writer().varint(1, result).varint(2, target).blob(3, key, force=True)
+    out = b"\x08" + _varint(result) if result else b""
+    if target:
+        out += b"\x10" + _varint(target)
+    out += _blob(b"\x1a", key)
     if target == TARGET_VALUE:
         assert isinstance(value, bytes)
-        w.blob(7, value, force=True)
+        out += _blob(b"\x3a", value)  # a oneof member: written even when empty
     else:
         assert isinstance(value, int)
-        number = {TARGET_VERSION: 4, TARGET_CREATE: 5, TARGET_MOD: 6, TARGET_LEASE: 8}[target]
-        w.varint(number, value, force=True)
-    return w.blob(64, range_end).done()
+        out += _TARGET_TAGS[target] + _varint(value)
+    if range_end:
+        out += _blob(b"\x82\x04", range_end)  # field 64
+    return out
 
 
 def txn_request(compares: Iterable[bytes], success: Iterable[bytes], failure: Iterable[bytes] = ()) -> bytes:
     """TxnRequest from encoded Compares and RequestOps."""
-    w = _Writer()
-    for c in compares:
-        w.blob(1, c, force=True)
-    for op in success:
-        w.blob(2, op, force=True)
-    for op in failure:
-        w.blob(3, op, force=True)
-    return w.done()
+    parts = [_blob(b"\x0a", c) for c in compares]
+    parts += [_blob(b"\x12", op) for op in success]
+    parts += [_blob(b"\x1a", op) for op in failure]
+    return b"".join(parts)
 
 
 def compact_request(revision: int, physical: bool = True) -> bytes:
@@ -346,10 +375,25 @@ def parse_txn(data: bytes) -> tuple[Header, bool, list[list[KV]]]:
     f = _parse(data)
     ranges: list[list[KV]] = []
     for op in _messages(f, 3):
-        of = _parse(op)
-        inner = _bytes(of, 1)
-        ranges.append([_kv(m) for m in _messages(_parse(inner), 2)] if 1 in of else [])
+        if op[:1] != b"\x0a":  # not a response_range (field 1): a put's or delete's answer is not read
+            ranges.append([])
+            continue
+        inner = _bytes(_parse(op), 1)
+        ranges.append([_kv(m) for m in _messages(_parse(inner), 2)])
     return _header(_bytes(f, 1)), bool(_int(f, 2)), ranges
+
+
+def parse_nested_txns(data: bytes) -> tuple[Header, list[tuple[bool, list[list[KV]]]]]:
+    """A TxnResponse whose responses are nested transactions': header, and each one's succeeded and ranges."""
+    f = _parse(data)
+    nested: list[tuple[bool, list[list[KV]]]] = []
+    for op in _messages(f, 3):
+        of = _parse(op)
+        if 4 not in of:
+            raise WireError("a nested transaction's response is not a transaction response")
+        _, succeeded, ranges = parse_txn(_bytes(of, 4))
+        nested.append((succeeded, ranges))
+    return _header(_bytes(f, 1)), nested
 
 
 def parse_lease(data: bytes) -> tuple[Header, int, int, str]:

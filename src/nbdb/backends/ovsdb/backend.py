@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -11,6 +12,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar
 
 from nbdb import errors
+from nbdb.backends.ovsdb.cluster import NO_LOCKS_ON_RELAYS
 from nbdb.backends.ovsdb.locks import OvsdbLockHandle, hold_lock, lock_name
 from nbdb.backends.ovsdb.session import Session
 from nbdb.backends.ovsdb.url import DEFAULT_NB, Target, parse_url
@@ -82,6 +84,11 @@ class _Driver:
     def session(self) -> Session:
         """The connection to the main database."""
         return self.sessions[self.target.database]
+
+    @property
+    def relay(self) -> bool:
+        """Whether the remotes are relays (each keeps a copy of its own; locks are per server)."""
+        return self.session.relay
 
     def replica(self, scope: Scope) -> Replica:
         """The replica of ``scope``, made and loaded on first use."""
@@ -159,7 +166,8 @@ class OvsdbBackend(OvsdbFamilyBackend):
         "database, indexed key columns per namespace; where the served schema has no index, a wait in each "
         "commit keeps them among nbdb's writers. mutate() is OVSDB's native mutate on set and map columns. "
         "Expiry: deadlines in external_ids, reaped by connected Databases (wall clock). A transaction must "
-        "stay within one OVSDB database.",
+        "stay within one OVSDB database. Through relays, reads are as fresh as the relay and locks (so fenced "
+        "writes) are refused: such a Database declares linearizable_reads, locks and fencing False.",
     )
 
     def __init__(self, lease: Lease[Target, _Driver]) -> None:
@@ -171,6 +179,12 @@ class OvsdbBackend(OvsdbFamilyBackend):
         self.namespace = driver.target.namespace
         self.nb_db = driver.nb_db
         self.commit_timeout = driver.target.timeout
+        if driver.relay:
+            # A relay answers reads from its own copy, and OVSDB locks live in one server process,
+            # which a relay does not forward: clients of two relays could hold one lock.
+            vars(self)["capabilities"] = dataclasses.replace(
+                type(self).capabilities, linearizable_reads=False, locks=False, fencing=False
+            )
         self._closed = False
         self._locks_lock = threading.Lock()
         self._local_locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
@@ -216,13 +230,6 @@ class OvsdbBackend(OvsdbFamilyBackend):
         mine, theirs = self._driver.target, fence.target
         if (mine.scheme, mine.remotes) != (theirs.scheme, theirs.remotes):
             raise errors.ValidationError(f"fence= takes a lock of this OVSDB server; {fence!r} is of another one")
-        if fence.through_relay:
-            # A relay forwards the transaction on its own session, which holds no lock: the assert would
-            # always fail. Fencing needs the lock held where writes are executed.
-            raise errors.UnsupportedError(
-                "fenced writes through an OVSDB relay: the relay forwards the transaction on a session of its own, "
-                "where the lock is not held; connect to the raft members (or a standalone server) to fence writes"
-            )
         return fence.ovsdb_name, fence.transact
 
     @contextmanager
@@ -230,6 +237,8 @@ class OvsdbBackend(OvsdbFamilyBackend):
         """OVSDB's native lock ``nbdb_<sha256(namespace/name)>``, on a connection of its own to the leader."""
         if ttl <= 0:
             raise errors.ValidationError("lock ttl must be positive")
+        if self._driver.relay:
+            raise errors.UnsupportedError(NO_LOCKS_ON_RELAYS)
         key = lock_name(self.namespace, name)
         with self._locks_lock:
             local = self._local_locks.get(key)

@@ -3,8 +3,9 @@
 Each server describes the databases it serves in its ``_Server`` database:
 ``model`` (``standalone``, ``clustered`` or ``relay``), and for a clustered one
 whether this member is the ``leader`` and ``connected`` to the cluster. Writes
-must reach a leader; a relay forwards them to its source's leader itself, so a
-relay is as good a server as the leader for a client.
+must reach a leader; a relay forwards them to its source itself, so a relay
+connected to its source is a usable server too (its reads are its own copy,
+which may lag the leader: see ``docs/backends/ovsdb.md``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ class ServerRole:
         )
 
 
+NO_LOCKS_ON_RELAYS = (
+    "OVSDB locks are held by one ovsdb-server process and a relay does not forward them, so clients of two "
+    "relays could hold the same lock (and a fenced write, forwarded on the relay's own session, would assert "
+    "a lock nobody holds there): take locks and fence writes through the raft members (or the standalone "
+    "server), with a URL that names them"
+)
+"""Why locks and fenced writes are refused through a relay: one rule, said once."""
+
+
+def relayed(roles: Sequence[ServerRole], database: str) -> bool:
+    """Whether the server with these roles serves ``database`` as a relay of another server."""
+    return any(role.name == database and role.model == "relay" for role in roles)
+
+
 def usable(roles: Sequence[ServerRole], databases: Sequence[str]) -> str | None:
     """Why a server with these roles cannot serve ``databases`` (None: it can)."""
     by_name = {role.name: role for role in roles}
@@ -54,6 +69,9 @@ def usable(roles: Sequence[ServerRole], databases: Sequence[str]) -> str | None:
             return f"does not serve {db}"
         if role.model == "clustered" and not (role.leader and role.connected):
             return f"is not the raft leader of {db}"
+        if role.model == "relay" and not role.connected:
+            # A relay says so once it has been without its source for a while (30 s in OVS 3.1).
+            return f"is a relay of {db} cut off from its source"
     return None
 
 
@@ -98,6 +116,7 @@ def connect_to_server(
                 if problem is None:
                     return rpc, i
                 problems.append(f"{remote} {problem}")
+                log.info("ovsdb: %s %s; trying the next server", remote, problem)
             except errors.AuthError:
                 rpc.close()
                 raise

@@ -25,7 +25,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from nbdb import errors
-from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, usable
+from nbdb.backends.ovsdb.cluster import (
+    NO_LOCKS_ON_RELAYS,
+    SERVER_COLUMNS,
+    ServerRole,
+    connect_to_server,
+    relayed,
+    usable,
+)
 from nbdb.backends.ovsdb.rpc import RpcConnection
 from nbdb.backends.ovsdb.session import transact_on
 from nbdb.backends.ovsdb.url import Target
@@ -50,11 +57,6 @@ class OvsdbLockHandle(LockHandle):
         self.target = target
         self.ovsdb_name = session.name
 
-    @property
-    def through_relay(self) -> bool:
-        """The lock is held on a relay, which cannot fence writes (it forwards them on a session of its own)."""
-        return self._session.through_relay
-
     def transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
         """One transaction on the lock's session (TransactNotSent / TransactLost as the family expects)."""
         return transact_on(self._session.rpc, db, ops, self.target.timeout)
@@ -78,12 +80,11 @@ class _LockSession:
         request = {"Database": [{"columns": SERVER_COLUMNS}]}
         # The reply holds the initial state: applied in the I/O thread, before any later update.
         self.rpc.request("monitor_cond", ["_Server", "server", request], self._server_state).wait(target.timeout)
-
-    @property
-    def through_relay(self) -> bool:
-        """The lock is held on a relay: only that relay's clients are excluded, and its writes are forwarded."""
-        roles = [ServerRole.from_row(r) for r in list(self._roles.values())]
-        return any(role.name == self.database and role.model == "relay" for role in roles)
+        if relayed([ServerRole.from_row(r) for r in list(self._roles.values())], database):
+            # Remotes that mix relays and members can land here on a relay: a lock there excludes nobody.
+            self.rpc.on_close = None
+            self.rpc.close()
+            raise errors.UnsupportedError(NO_LOCKS_ON_RELAYS)
 
     def _notify(self, method: str, params: list[Any]) -> None:
         if method == "locked" and params == [self.name]:

@@ -273,6 +273,9 @@ class RpcConnection:
                 self._busy_since = time.monotonic()
                 try:
                     for message in messages:
+                        if self.closed.is_set():
+                            # Closed by a handler (a state it refused): nothing after it is applied.
+                            return
                         self._dispatch(message)
                 finally:
                     self._busy_since = None

@@ -7,6 +7,13 @@ leadership, or its cluster, is left at once), and the transactions. On
 reconnect the monitors resume from the last transaction id each database
 delivered: the server sends what changed since (or, if it kept no history,
 everything), which the replica applies as one synthetic catch-up.
+
+Relays (``_Server`` model ``relay``) each keep their own copy of the data,
+some milliseconds apart, and answer reads from it. A session that lost its
+relay's connection goes back to the same relay first; and a relay that
+cannot resume the monitor and sends a whole state older than the replica
+(the nbdb versions of its rows went back) is refused for up to ``timeout``
+seconds, so the replica never moves back in time.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import time
 from typing import Any
 
 from nbdb import errors
-from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, usable
+from nbdb.backends.ovsdb.cluster import SERVER_COLUMNS, ServerRole, connect_to_server, relayed, usable
 from nbdb.backends.ovsdb.rpc import Call, RpcClosed, RpcConnection, RpcError
 from nbdb.backends.ovsdb.transport import ssl_context
 from nbdb.backends.ovsdb.url import Target
@@ -40,6 +47,10 @@ _INITIAL_LOAD_SECONDS = 600.0
 """How much longer than ``timeout`` a monitor's first state may take to arrive (a big database)."""
 
 
+class StaleServer(errors.BackendUnavailableError):
+    """The server's state of a database is older than what the replica already shows."""
+
+
 def transact_on(rpc: RpcConnection, db: str, ops: list[dict[str, Any]], timeout: float) -> list[Any]:
     """One transaction on ``rpc``: its results; TransactNotSent or TransactLost when the connection failed it."""
     call = rpc.request("transact", [db, *ops])
@@ -50,6 +61,10 @@ def transact_on(rpc: RpcConnection, db: str, ops: list[dict[str, Any]], timeout:
             raise TransactLost(str(exc)) from None
         raise TransactNotSent(str(exc)) from None
     except RpcError as exc:
+        if exc.error == "canceled":
+            # A relay that lost its source cancels what it forwarded and got no reply for:
+            # the source may have committed it.
+            raise TransactLost(f"{rpc.remote} canceled the transaction") from None
         raise errors.ValidationError(f"OVSDB rejected a transaction: {exc.error}") from None
     except errors.BackendUnavailableError as exc:
         raise TransactLost(str(exc)) from None
@@ -77,6 +92,11 @@ class Session:
         self._databases: list[str] = []
         self._roles: dict[str, dict[str, Any]] = {}
         self._supervisor: threading.Thread | None = None
+        self._move_on = False
+        """Reconnect to the next remote first (the last one stopped leading, or was behind)."""
+        self._stale_since: float | None = None
+        self.relay = False
+        """Whether the server is a relay (set once the ``_Server`` monitor answered)."""
         self.reconnects = 0
 
     # ---------------------------------------------------------------- start
@@ -153,6 +173,8 @@ class Session:
 
             def on_reply(result: Any, db: str = db) -> None:
                 found, txn, updates = result
+                if db in replica.synced and not found:
+                    self._refuse_if_behind(rpc, replica, db, updates or {})
                 if db not in replica.synced or not found:
                     replica.resync(db, updates or {}, txn)
                 elif updates:
@@ -164,6 +186,35 @@ class Session:
             monitor = f"{_MONITOR_PREFIX}{index}:{db}"
             calls.append(rpc.request("monitor_cond_since", [db, monitor, requests, since], on_reply))
         return calls
+
+    def _refuse_if_behind(self, rpc: RpcConnection, replica: Replica, db: str, updates: Any) -> None:
+        """Raise StaleServer (and drop the connection) if ``updates``, a whole state, is older than the replica.
+
+        A relay that cannot resume from the replica's last transaction id sends
+        its whole copy, which may lag the relay the replica followed before;
+        applied, it would take back changes already delivered. Such a server is
+        refused until it caught up, for up to ``timeout`` seconds: a state that
+        stays older than the replica for that long is the server's real state
+        (a database restored from a backup), and is applied.
+        """
+        behind = replica.behind(db, updates)
+        if behind is None:
+            self._stale_since = None
+            return
+        now = time.monotonic()
+        if self._stale_since is None:
+            self._stale_since = now
+        if now - self._stale_since > self.target.timeout:
+            waited = self.target.timeout
+            log.warning(
+                "ovsdb: %s stayed behind this client (%s) for %ss; taking its state", rpc.remote, behind, waited
+            )
+            self._stale_since = None
+            return
+        # Close first: no update of this monitor may reach the replica after its refused state.
+        self._move_on = True
+        rpc.close()
+        raise StaleServer(f"{rpc.remote} is behind what this client already saw of {db}: {behind}")
 
     @staticmethod
     def _wait_loaded(rpc: RpcConnection, calls: list[Call], deadline: float) -> None:
@@ -206,10 +257,12 @@ class Session:
             row.update(change.get("initial") or change.get("insert") or change.get("modify") or {})
         roles = [ServerRole.from_row(row) for row in self._roles.values()]
         served = [db for db in self._databases if any(r.name == db for r in roles)]
+        self.relay = relayed(roles, self.database)
         problem = usable(roles, served or self._databases[:1])
         rpc = self._rpc
         if problem is not None and rpc is not None and self._ready:
             log.info("ovsdb: %s %s now; reconnecting", rpc.remote, problem)
+            self._move_on = True
             rpc.close()
 
     # ---------------------------------------------------------------- reconnecting
@@ -230,6 +283,10 @@ class Session:
         backoff = 0.05
         while not self._stop.is_set():
             deadline = time.monotonic() + self.target.timeout
+            # A raft member that dropped us has usually lost its leadership: try the next one
+            # first. A relay has not: going back to it keeps the replica on the copy it followed.
+            stay = self.relay and not self._move_on
+            self._move_on = False
             try:
                 rpc, self._remote_index = connect_to_server(
                     self.target,
@@ -237,7 +294,7 @@ class Session:
                     self._notify,
                     self.ssl_context,
                     deadline,
-                    start=(self._remote_index + 1) % len(self.target.remotes),
+                    start=(self._remote_index + (0 if stay else 1)) % len(self.target.remotes),
                     stop=self._stop.is_set,
                 )
                 self._roles = {}
@@ -251,6 +308,7 @@ class Session:
                 backoff = min(backoff * 2, 1.0)
                 continue
             self.reconnects += 1
+            self._stale_since = None
             with self._cond:
                 self._ready = True
                 self._cond.notify_all()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import secrets
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import redis.exceptions as rexc
+
 from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig, parse_url
-from nbdb.backends.redis.connection import Connector
+from nbdb.backends.redis.connection import ERRORS, Connector
 from nbdb.backends.redis.connection import text as _s
 from nbdb.backends.redis.logs import RedisLogReader
 from nbdb.backends.redis.lua import (
@@ -25,7 +27,17 @@ from nbdb.backends.redis.lua import (
     VOID_LUA,
 )
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
-from nbdb.families.kv import CommitToken, Condition, Exists, KeyValue, LeaseHeld, PrefixUnchangedSince, VersionIs
+from nbdb.families.kv import (
+    CommitToken,
+    Condition,
+    Exists,
+    KeyCommit,
+    KeyValue,
+    LeaseHeld,
+    PrefixUnchangedSince,
+    VersionIs,
+)
+from nbdb.families.kvgroup import Outcome
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, decode_changes
 
 __all__ = ["RedisBackend"]
@@ -64,6 +76,7 @@ class RedisBackend(ChangeLogBackend):
     def __init__(self, config: RedisConfig) -> None:
         super().__init__("", config.retry)
         self.config = config
+        self.group_commit = config.group_commit
         self.root = config.root
         self.log_read_limit = min(config.batch, 1000)
         self._object_prefix = f"{self.key_prefix}o/"
@@ -231,26 +244,83 @@ class RedisBackend(ChangeLogBackend):
         deletes: Sequence[str],
         token: CommitToken | None = None,
     ) -> int | None:
-        return self._commit(conditions, puts, deletes, secrets.token_hex(12))
+        return self._commit(KeyCommit(conditions, puts, deletes))
 
     def commit_with_token(
         self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: CommitToken
     ) -> int | None:
         # The script keeps the token itself (ct:<token>, with a TTL): no family key needed.
-        return self._commit(conditions, puts, deletes, token.key.rpartition("/")[2])
+        return self._commit(KeyCommit(conditions, puts, deletes, token))
 
-    def _commit(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: str
-    ) -> int | None:
-        payload = _payload(conditions, puts, deletes, self.layout.range_root, self._lease_key)
-        args = [self.root, self._object_prefix, token, self.config.history, payload]
-        # The token makes sending the script again after a lost reply exactly-once.
-        reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
+    def _commit_args(self, commit: KeyCommit) -> list[Any]:
+        """The commit script's arguments (see COMMIT_LUA); without a family token, a fresh one."""
+        token = self.new_token() if commit.token is None else commit.token.key.rpartition("/")[2]
+        payload = _payload(commit.conditions, commit.puts, commit.deletes, self.layout.range_root, self._lease_key)
+        return [self.root, self._object_prefix, token, self.config.history, payload]
+
+    def _applied(self, reply: Any, token: str) -> int | None:
+        """The revision a commit script's reply says the commit applied at, or None."""
         if int(reply[0]) not in (1, 2):
             return None
         revision = int(reply[1])
         self.remember_token(revision, token)
         return revision
+
+    def _commit(self, commit: KeyCommit) -> int | None:
+        args = self._commit_args(commit)
+        # The token makes sending the script again after a lost reply exactly-once.
+        reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
+        return self._applied(reply, args[2])
+
+    def prepare_grouped(self, commit: KeyCommit) -> KeyCommit:
+        return dataclasses.replace(commit, prepared=self._commit_args(commit))
+
+    def commit_group(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        """Every commit's script in one pipeline: Redis runs them one after the other, each atomically.
+
+        Each script carries its commit's token, so the whole pipeline is sent
+        again after a lost reply (the scripts that had applied answer "applied
+        earlier"). A script that fails by itself (foreign data under a key)
+        fails only its commit.
+        """
+        argv = [c.prepared if isinstance(c.prepared, list) else self._commit_args(c) for c in commits]
+        wanted, tries = self.config.wait_replicas, 0
+
+        def call() -> list[Any]:
+            nonlocal tries
+            tries += 1
+            for _load in range(2):
+                pipe = self._client.pipeline(transaction=False)
+                for args in argv:
+                    pipe.execute_command("EVALSHA", self._commit_script.sha, 0, *args)
+                if wanted:
+                    pipe.execute_command("WAIT", wanted, max(1, int(self.config.wait_timeout * 1000)))
+                replies = list(pipe.execute(raise_on_error=False))
+                if not any(isinstance(r, rexc.NoScriptError) for r in replies):
+                    break
+                self._client.script_load(COMMIT_LUA)  # a restarted or flushed server forgot it: nothing ran
+            for reply in replies:
+                if isinstance(reply, Exception) and ERRORS.classify(reply).retryable:
+                    raise reply  # the whole pipeline is tried again: every script in it is exactly-once
+            return replies
+
+        replies = self._run(call, write=True)
+        outcomes: list[Outcome] = []
+        for args, reply in zip(argv, replies, strict=False):
+            if not isinstance(reply, Exception):
+                outcomes.append(self._applied(reply, args[2]))
+            elif tries > 1:  # an earlier try's reply was lost: this script's first run may have applied
+                outcomes.append(errors.CommitUnknownError(f"redis: a commit's outcome is unknown ({reply})"))
+            else:
+                outcomes.append(ERRORS.translate(reply, "commit"))
+        acked = 0 if not wanted or isinstance(replies[-1], Exception) else int(replies[-1])
+        if wanted and acked < wanted and any(isinstance(o, int) for o in outcomes):
+            late = errors.BackendUnavailableError(
+                f"the write is applied on the master but only {acked} of {wanted} replicas acknowledged "
+                f"it within {self.config.wait_timeout}s; it may be lost if the master fails"
+            )
+            outcomes = [late if isinstance(o, int) else o for o in outcomes]
+        return outcomes
 
     def void_token(self, token: CommitToken) -> int | None:
         key = self.root + "ct:" + token.key.rpartition("/")[2]
@@ -331,7 +401,7 @@ class RedisBackend(ChangeLogBackend):
         self._run(lambda: self._release_script(keys=[self._lease_key(name)], args=[token]), write=True)
 
     def allocate_id(self, name: str) -> int:
-        keys = [self.root + "id:" + name, self.root + "ct:" + secrets.token_hex(12)]
+        keys = [self.root + "id:" + name, self.root + "ct:" + self.new_token()]
         return int(self._write(lambda c: self._allocate_script(keys=keys, args=[COMMIT_TOKEN_TTL_MS], client=c)))
 
     def close(self) -> None:

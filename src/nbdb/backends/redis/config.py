@@ -37,6 +37,7 @@ class RedisConfig:
     wait_replicas: int
     wait_timeout: float
     batch: int
+    group_commit: int
     ssl: bool
     ssl_options: Mapping[str, Any]
     sentinel_username: str | None
@@ -53,12 +54,15 @@ class RedisConfig:
         return f"{self.prefix}:{{{self.namespace}}}:"
 
 
+DEFAULT_GROUP_COMMIT = 32
+"""The most commits of concurrent threads one pipeline carries (0 or 1: every commit alone)."""
+
 _OPTION_NAMES = frozenset(
     {
         "namespace", "prefix", "history", "socket_timeout", "connect_timeout", "retries", "retry_backoff",
-        "retry_deadline", "wait_replicas", "wait_timeout", "batch", "db", "ssl", "ssl_ca_certs", "ssl_certfile",
-        "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname", "sentinel_username", "sentinel_password",
-        "client_name",
+        "retry_deadline", "wait_replicas", "wait_timeout", "batch", "group_commit", "db", "ssl", "ssl_ca_certs",
+        "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname", "sentinel_username",
+        "sentinel_password", "client_name",
     }
 )  # fmt: skip
 _NAME_RE = re.compile(r"^[^{}\s]*$")
@@ -148,6 +152,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RedisConfig:
         wait_replicas=opts.integer("wait_replicas", 0, minimum=0),
         wait_timeout=opts.number("wait_timeout", 1.0, minimum=0.001),
         batch=opts.integer("batch", 1000, minimum=1),
+        group_commit=opts.integer("group_commit", DEFAULT_GROUP_COMMIT, minimum=0),
         ssl=use_ssl,
         ssl_options=ssl_options,
         sentinel_username=opts.text("sentinel_username"),

@@ -10,7 +10,9 @@ One job per module:
 * :mod:`.replica` — the monitored rows, their records and change history;
 * :mod:`.stream` — change streams read from a replica;
 * :mod:`.results` — a transaction's outcome as typed per-operation errors;
-* :mod:`.planner` — one commit as one OVSDB transaction; settling a lost reply;
+* :mod:`.planner` — one commit as one OVSDB transaction;
+* :mod:`.settle` — settling a commit whose reply was lost;
+* :mod:`.counters` — id counters in ``NB_Global``: the increment, settling a lost one;
 * :mod:`.family` — the SPI on top of them (:class:`OvsdbFamilyBackend`);
 * :mod:`.schemagen` — an OVSDB schema for models without a bound table;
 * :mod:`.modelgen` — nbdb models generated from any OVSDB schema.

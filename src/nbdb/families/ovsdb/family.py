@@ -14,7 +14,7 @@ A backend of this family supplies:
 
 Everything else is here: reads from the replica, commits planned from it and
 guarded by ``wait``s (:mod:`.planner`), exactly-once retries after a lost
-reply (commit tokens, :func:`.planner.settle`), references, revisions,
+reply (commit tokens, :func:`.settle.settle`), references, revisions,
 watches and id allocation; and the data API (:mod:`.data`): unique fields,
 native mutations, fenced commits (a backend supplies ``_fenced``), pages and
 expiry.
@@ -33,13 +33,15 @@ from typing import Any, ClassVar
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.ovsdb import results
+from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_counter, settle_increments
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import MarkBook
-from nbdb.families.ovsdb.planner import Outcome, Plan, plan_commit, reflects, settle
+from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, parse_window, push_window
+from nbdb.families.ovsdb.settle import Outcome, reflects, settle
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.families.ovsdb.unique import key_cells
 from nbdb.spi import CommitResult, LockHandle, Mutate, Record, RecordStream, RefKey, Snapshot, WriteOp
@@ -49,7 +51,6 @@ __all__ = ["OvsdbFamilyBackend", "Transact", "TransactLost", "TransactNotSent"]
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 16
-_EXT_COUNTER = "nbdb:id:"
 
 
 class TransactNotSent(errors.BackendUnavailableError):
@@ -59,6 +60,11 @@ class TransactNotSent(errors.BackendUnavailableError):
 class TransactLost(errors.BackendUnavailableError):
     """The transaction was sent and its reply lost: it may or may not have committed."""
 
+
+_UNSETTLED = (
+    "the reply of a commit was lost and its outcome could not be settled ({}): it may or may not have been "
+    "applied; re-read the objects before acting again"
+)
 
 Transact = Callable[[str, list[dict[str, Any]]], list[Any]]
 """One OVSDB transaction on a database: ``transact(db, ops) -> results``."""
@@ -187,10 +193,21 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         deadline = time.monotonic() + self.commit_timeout
         synced = False
         holder_gone = False
-        resend: Plan | None = None
+        lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
+        moved = False  # the server refused a copy of ``lost`` because a row it compares changed
         for attempt in range(_ATTEMPTS):
-            plan = resend
-            resend = None
+            plan = None
+            if lost is not None:
+                outcome = self._settle(lost, deadline, moved)
+                if outcome is Outcome.LANDED:
+                    return self._result(lost)
+                if fence is not None:
+                    # The lock's connection was the lease: nothing may be sent again under it.
+                    raise _fence_lost(fence, outcome)
+                if outcome is Outcome.PENDING:
+                    plan = lost  # the same plan again: its waits let at most one copy land
+                else:
+                    lost, synced = None, True
             if plan is None:
                 try:
                     with self.replica.cond:
@@ -215,20 +232,14 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 result = transact(plan.db, plan.ops)
             except TransactLost as exc:
                 log.info("ovsdb: the reply of a commit was lost (%s); settling it", exc)
-                outcome = self._settle(plan, deadline)
-                if outcome is Outcome.LANDED:
-                    return self._result(plan)
-                if fence is not None:
-                    # The lock's connection was the lease: nothing may be sent again under it.
-                    raise _fence_lost(fence, outcome) from None
-                if outcome is Outcome.PENDING:
-                    resend = plan
-                synced = True
+                lost, moved = plan, False
                 continue
             except TransactNotSent as exc:
                 if fence is not None:
                     raise _fence_lost(fence, Outcome.NOT_LANDED) from None
                 if time.monotonic() > deadline:
+                    if lost is not None:
+                        raise errors.CommitUnknownError(_UNSETTLED.format(exc)) from None
                     raise errors.BackendUnavailableError(f"OVSDB commit not sent: {exc}") from None
                 time.sleep(_backoff(attempt))
                 synced = False
@@ -241,6 +252,15 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 raise _fence_lost(fence, Outcome.NOT_LANDED)
             if isinstance(failure, results.TimedOut) and kind == "marked":
                 return self._result(plan)  # a copy sent before landed: its mutation's mark is there
+            if lost is not None:
+                if isinstance(failure, results.TimedOut) and kind in ("cas", "absent", "exists"):
+                    # Maybe because the lost copy landed, maybe another writer: the rows will tell,
+                    # once this client's replica shows the change the server saw.
+                    moved = True
+                    continue
+                if not isinstance(failure, results.NotLeader):
+                    # This copy failed; the lost one may still be on its way and meet other rows.
+                    raise errors.CommitUnknownError(_UNSETTLED.format(self._diagnose(plan, failure))) from None
             if plan.unique and _refused_unique(failure, kind):
                 violation = self._unique_holder(plan)
                 if violation is not None:
@@ -258,10 +278,17 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 synced = True
                 continue
             raise self._diagnose(plan, failure)
+        if lost is not None:
+            raise errors.CommitUnknownError(_UNSETTLED.format("too many attempts"))
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
 
-    def _settle(self, plan: Plan, deadline: float) -> Outcome:
-        """The outcome of a commit whose reply was lost, from a replica synced after reconnecting."""
+    def _settle(self, plan: Plan, deadline: float, moved: bool = False) -> Outcome:
+        """The outcome of a commit whose reply was lost, from a replica synced after reconnecting.
+
+        ``moved``: the server said a row the plan compares changed, so the
+        replica must show that change before the rows can tell (a relay's copy,
+        and so the replica, may lag the leader that refused the copy).
+        """
         while True:
             try:
                 self._sync(plan.db)
@@ -275,6 +302,14 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 time.sleep(0.1)
         with self.replica.cond:
             outcome = settle(plan, self.replica)
+            while moved and outcome is Outcome.PENDING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.CommitUnknownError(
+                        _UNSETTLED.format("the server saw its rows change, this client's copy of them did not")
+                    )
+                self.replica.cond.wait(min(remaining, 0.5))
+                outcome = settle(plan, self.replica)
         log.info("ovsdb: a commit whose reply was lost: %s", outcome.value)
         if outcome is Outcome.UNKNOWN:
             raise errors.CommitUnknownError(
@@ -347,27 +382,39 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """The next value of a counter kept in ``NB_Global.external_ids:nbdb:id:<namespace>/<name>``.
 
         The entry holds the value and the tokens of its last increments, so an
-        increment whose reply was lost is recognised (or proven not applied).
+        increment whose reply was lost is recognised (or proven not applied)
+        by a later read. A read may lag (a relay answers it from its copy):
+        a value not reached yet proves nothing, and the loop computes the
+        same increment again, which can land only if the lost one did not.
         """
         schema = self.mapping.schemas.get(self.nb_db or "")
         if self.nb_db is None or schema is None or schema.table("NB_Global") is None:
             raise errors.UnsupportedError("allocate_id needs the OVN_Northbound database (NB_Global)")
-        key = f"{_EXT_COUNTER}{self.namespace}/{name}"
+        key = f"{COUNTER_PREFIX}{self.namespace}/{name}"
         token = uuid.uuid4().hex[:16]
         deadline = time.monotonic() + self.commit_timeout
+        lost: set[int] = set()  # values of increments whose reply was lost
         for attempt in range(64):
-            row = self._select_nb_global()
+            try:
+                row = self._select_nb_global()
+            except errors.BackendUnavailableError as exc:
+                if lost and time.monotonic() > deadline:
+                    raise errors.CommitUnknownError(f"id counter {name!r}: {_UNSETTLED.format(exc)}") from None
+                if not lost:
+                    raise
+                continue
             ext = {} if row is None else dict(row[EXTERNAL_IDS][1])
-            current, window = _parse_counter(ext.get(key), name)
+            current, window = parse_counter(ext.get(key), name)
+            landed = settle_increments(lost, current, parse_window(window), token, name)
+            if landed is not None:
+                return landed
             value = current + 1
             entry = f"{value} {push_window(window, token, value)}"
-            ops = _counter_ops(row, key, ext.get(key), entry)
+            ops = increment_ops(row, key, ext.get(key), entry)
             try:
                 result = self._transact(self.nb_db, ops)
             except TransactLost:
-                outcome = self._settle_counter(key, name, token, value, row, deadline)
-                if outcome is Outcome.LANDED:
-                    return value
+                lost.add(value)
                 continue
             except TransactNotSent:
                 time.sleep(_backoff(attempt))
@@ -375,32 +422,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if results.check(result) is None:
                 return value
             time.sleep(min(0.001 * 2 ** min(attempt, 8), 0.05))
+        if lost:
+            raise errors.CommitUnknownError(f"id counter {name!r}: {_UNSETTLED.format('too many attempts')}")
         raise errors.ConflictError(f"id counter {name!r}: too much contention; try again")
-
-    def _settle_counter(
-        self, key: str, name: str, token: str, value: int, before: dict[str, Any] | None, deadline: float
-    ) -> Outcome:
-        while True:
-            try:
-                row = self._select_nb_global()
-                break
-            except errors.BackendUnavailableError:
-                if time.monotonic() > deadline:
-                    raise errors.CommitUnknownError(
-                        f"id counter {name!r}: the reply of an increment was lost and the server stayed unreachable"
-                    ) from None
-                time.sleep(0.1)
-        current, window = _parse_counter(None if row is None else dict(row[EXTERNAL_IDS][1]).get(key), name)
-        pairs = parse_window(window)
-        if (token, value) in pairs:
-            return Outcome.LANDED
-        if current < value or any(v == value for _t, v in pairs):
-            # Never reached our value, or somebody else's increment made it: ours did not land,
-            # and its wait on the entry it replaced can no longer pass.
-            return Outcome.NOT_LANDED
-        raise errors.CommitUnknownError(
-            f"id counter {name!r}: the reply of an increment was lost and later increments hide whether it landed"
-        )
 
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
         """Store ``data`` as the record's content (kept verbatim in ``external_ids:nbdb:raw``)."""
@@ -446,46 +470,3 @@ def _fence_lost(fence: LockHandle, outcome: Outcome) -> errors.NbdbError:
         f"lock {fence.name!r} was lost with the reply of a fenced commit, which may yet land or not: "
         "re-read the objects before acting again"
     )
-
-
-def _nb_global_wait(where: list[Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "op": "wait",
-        "table": "NB_Global",
-        "timeout": 0,
-        "where": where,
-        "columns": [],
-        "until": "==",
-        "rows": rows,
-    }
-
-
-def _counter_ops(row: dict[str, Any] | None, key: str, old: str | None, entry: str) -> list[dict[str, Any]]:
-    """One increment of a counter entry in ``NB_Global.external_ids``, compared on the entry itself.
-
-    Not on the row's ``_version``: a relay numbers its copies itself, so the
-    ``_version`` it shows never matches the leader's.
-    """
-    if row is None:
-        # Create NB_Global, if nobody did meanwhile.
-        return [
-            _nb_global_wait([], []),
-            {"op": "insert", "table": "NB_Global", "row": {EXTERNAL_IDS: wire_map([(key, entry)])}},
-        ]
-    where = [["_uuid", "==", row["_uuid"]]]
-    new = wire_map([(key, entry)])
-    mutate = {"op": "mutate", "table": "NB_Global", "where": where, "mutations": [[EXTERNAL_IDS, "insert", new]]}
-    if old is None:
-        # A map insert leaves an existing key alone: check that ours is the one stored.
-        return [mutate, _nb_global_wait([*where, [EXTERNAL_IDS, "includes", new]], [{}])]
-    mutate["mutations"] = [[EXTERNAL_IDS, "delete", ["set", [key]]], *mutate["mutations"]]
-    return [_nb_global_wait([*where, [EXTERNAL_IDS, "includes", wire_map([(key, old)])]], [{}]), mutate]
-
-
-def _parse_counter(entry: str | None, name: str) -> tuple[int, str]:
-    """The value and the token window of a counter entry (``"<value> <token>@<value> ..."``)."""
-    value, _, window = (entry or "0").partition(" ")
-    try:
-        return int(value), window
-    except ValueError:
-        raise errors.CorruptRecordError(f"id counter {name!r} in NB_Global is not an integer", key=name) from None

@@ -20,13 +20,12 @@ Order of the operations (a ``wait`` sees the effect of the operations before it)
    (:mod:`.unique`).
 
 Every put row records the commit's token in ``external_ids:nbdb:txn`` (see
-:mod:`.rows`), which :func:`settle` reads back when a reply was lost; every
-native mutation leaves its mark.
+:mod:`.rows`), which :func:`.settle.settle` reads back when a reply was lost;
+every native mutation leaves its mark.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import time
 import uuid
@@ -51,7 +50,6 @@ from nbdb.families.ovsdb.rows import (
     EXT_VERSION,
     carried,
     new_row,
-    parse_window,
     push_window,
     refs_of,
     render,
@@ -59,7 +57,7 @@ from nbdb.families.ovsdb.rows import (
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
 
-__all__ = ["Outcome", "Plan", "plan_commit", "reflects", "settle"]
+__all__ = ["Plan", "plan_commit", "stored_columns"]
 
 
 @dataclass(slots=True)
@@ -401,92 +399,3 @@ def _check_unreferenced(
             holders.append(src)
     if holders:
         raise rules.still_referenced(target, sorted(holders, key=str))
-
-
-class Outcome(enum.Enum):
-    """What the replica says of a commit whose reply was lost."""
-
-    LANDED = "landed"
-    NOT_LANDED = "not landed"
-    """It did not land and never will: a row it compares has changed."""
-    PENDING = "pending"
-    """It has not landed yet and might still: sending the same plan again lands it at most once."""
-    UNKNOWN = "unknown"
-
-
-def _put_outcome(plan: Plan, replica: Replica, key: RefKey, version: int) -> Outcome:
-    tm = replica.mapping.get(key[0])
-    row = replica.row(tm, key[1])
-    if row is None:
-        return Outcome.UNKNOWN
-    ext = row.get(EXTERNAL_IDS) or {}
-    window = parse_window(ext.get(EXT_TXN))
-    if (plan.token, version) in window:
-        return Outcome.LANDED
-    if any(v == version for _t, v in window):
-        return Outcome.NOT_LANDED
-    expected = plan.expected.get(key)
-    if expected is not None and stored_columns(tm, row) == expected:
-        return Outcome.PENDING
-    if expected is not None and EXT_VERSION in ext and int(ext.get(EXT_VERSION, "0") or 0) < version:
-        return Outcome.NOT_LANDED
-    return Outcome.UNKNOWN
-
-
-def _marked(plan: Plan, row: Mapping[str, Any] | None, key: RefKey) -> bool:
-    """Whether ``row`` bears the mark of the plan's mutation of ``key``."""
-    mark, stamp = plan.marks[key]
-    return row is not None and (row.get(EXTERNAL_IDS) or {}).get(mark) == stamp
-
-
-def reflects(plan: Plan, replica: Replica) -> bool:
-    """Whether the replica shows a commit that succeeded: its token on every put row, its marks, its deletes gone."""
-    puts = dict(plan.puts)
-    for key in plan.keys:
-        tm = replica.mapping.get(key[0])
-        row = replica.row(tm, key[1])
-        if key in plan.marks:
-            if not _marked(plan, row, key):
-                return False
-        elif key not in puts:
-            if row is not None:
-                return False
-        elif row is None or (plan.token, puts[key]) not in parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN)):
-            return False
-    return True
-
-
-def settle(plan: Plan, replica: Replica) -> Outcome:
-    """Whether a commit whose reply was lost landed, from a replica that is current (call under ``cond``).
-
-    Decisive answers come from the commit token in the put rows and from rows
-    the commit compares: a row still as the plan expects means the commit has
-    not landed (and re-sending the same plan is safe: both wait for that same
-    content); a row changed by somebody else means it never will.
-    """
-    votes: list[Outcome] = []
-    puts = dict(plan.puts)
-    for key in plan.keys:
-        if key in puts:
-            votes.append(_put_outcome(plan, replica, key, puts[key]))
-            continue
-        tm = replica.mapping.get(key[0])
-        row = replica.row(tm, key[1])
-        if key in plan.marks:
-            # Its mark is there: it landed. Else sending it again is safe: a copy lands only while the mark is absent.
-            if row is None:
-                votes.append(Outcome.UNKNOWN)
-            else:
-                votes.append(Outcome.LANDED if _marked(plan, row, key) else Outcome.PENDING)
-            continue
-        expected = plan.expected.get(key)
-        if row is None or expected is None:
-            votes.append(Outcome.UNKNOWN)
-        elif stored_columns(tm, row) == expected:
-            votes.append(Outcome.PENDING)
-        else:
-            votes.append(Outcome.NOT_LANDED)
-    for outcome in (Outcome.LANDED, Outcome.NOT_LANDED, Outcome.PENDING):
-        if outcome in votes:
-            return outcome
-    return Outcome.UNKNOWN

@@ -21,11 +21,23 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
-from nbdb.families.ovsdb.rows import EXT_EXPIRES, EXT_PARENT, Doc, Row, RowState, VersionBook, render
+from nbdb.families.ovsdb.rows import (
+    EXT_EXPIRES,
+    EXT_PARENT,
+    EXT_TXN,
+    Doc,
+    Row,
+    RowState,
+    VersionBook,
+    parse_window,
+    render,
+    written_version,
+)
 from nbdb.spi import Record, RecordChange, RefKey
 
 __all__ = ["Replica", "RevisionClock"]
@@ -168,6 +180,21 @@ def _hinted_parents(view: _View, tm: TableMap, row: Row) -> dict[str, uuid.UUID]
     return out
 
 
+def _commits_since(before: RowState | None, row: Row | None) -> int:
+    """How many nbdb commits a row's token window shows after the state ``before`` (None: ever).
+
+    Every nbdb write pushes its token and version to ``nbdb:txn``, so two
+    entries newer than the version seen before mean a commit was skipped.
+    Writers that keep no tokens (ovn-nbctl) leave no trace to count.
+    """
+    if row is None:
+        return 0
+    window = parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN))
+    if before is None:
+        return len(window)
+    return sum(1 for _token, version in window if version > before.stored_version)
+
+
 def _uuid(member: Any) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(member))
@@ -308,6 +335,34 @@ class Replica:
             if txn is not None:
                 self.last_txn[db] = txn
 
+    def behind(self, db: str, updates: Mapping[str, Any]) -> str | None:
+        """Why a whole state of ``db`` (``initial`` rows) is older than this replica (None: not as far as it shows).
+
+        Rows both hold are compared by the version nbdb last wrote to them: a
+        lower one there means the state predates changes this replica already
+        showed. Creates, deletes and other writers' changes leave no such mark.
+        """
+        with self.cond:
+            view = self.views.get(db)
+            if view is None or db not in self.synced:
+                return None
+            for table, rows in updates.items():
+                current = view.rows.get(table)
+                if not current or not isinstance(rows, dict) or EXTERNAL_IDS not in view.types.get(table, {}):
+                    continue
+                for id_text, change in rows.items():
+                    id = _uuid(id_text)
+                    row = None if id is None else current.get(id)
+                    if row is None or not isinstance(change, dict):
+                        continue
+                    wire = (change.get("initial") or change.get("insert") or {}).get(EXTERNAL_IDS)
+                    there = view.decode(table, {EXTERNAL_IDS: wire}) if wire is not None else {}
+                    theirs = written_version(there.get(EXTERNAL_IDS) or {})
+                    ours = written_version(row.get(EXTERNAL_IDS) or {})
+                    if theirs < ours:
+                        return f"{table} {id} is at nbdb version {theirs} there, already seen at {ours}"
+        return None
+
     def _render(self, tm: TableMap, id: uuid.UUID) -> Doc | None:
         view = self.views[tm.db]
         row = view.rows.get(tm.db_table, {}).get(id)
@@ -325,10 +380,20 @@ class Replica:
         return doc
 
     def _settle(self, db: str, touched: set[RefKey], synthetic: bool) -> None:
-        """Turn the touched rows into record changes of one new revision."""
+        """Turn the touched rows into record changes of one new revision.
+
+        An update is one server transaction only as long as the server flushed
+        it alone: ovsdb-server sends a client everything committed since its
+        last update as one update, and a relay applies each update of its
+        source as a transaction of its own and then flushes several at once.
+        An update in which some object shows two nbdb commits or more is such a
+        merge, and becomes a synthetic batch (exact as a difference, not one
+        commit), like a catch-up after a reconnect.
+        """
         initial = db not in self.synced
         revision = self.clock.tick()
         out: list[RecordChange] = []
+        merged: RefKey | None = None
         for key in touched:
             tm = self.mapping.tables.get(key[0])
             if tm is None:
@@ -346,8 +411,11 @@ class Replica:
                 self.changed_at[key] = revision
                 out.append(RecordChange(key[0], key[1], old.topic, old, None, revision, synthetic))
                 continue
-            if old is not None and self.states.get(key) == doc.state:
+            before = self.states.get(key) if old is not None else None
+            if old is not None and before == doc.state:
                 continue
+            if merged is None and not (synthetic or initial) and _commits_since(before, self.row(tm, key[1])) > 1:
+                merged = key
             new = Record(key[0], key[1], doc.topic, self.versions.version(key[0], key[1], doc.state), doc.data)
             self.records[key] = new
             self.states[key] = doc.state
@@ -359,6 +427,9 @@ class Replica:
             self.synced.add(db)
             self.revision = self.oldest = self.start = revision
         elif out:
+            if merged is not None:
+                log.info("ovsdb: %s %s shows several commits in one update: delivered as a merged catch-up", *merged)
+                out = [replace(c, synthetic=True) for c in out]
             out.sort(key=lambda c: (c.table, str(c.id)))
             self.revision = revision
             self.history.extend(out)

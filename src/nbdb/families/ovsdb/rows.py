@@ -66,6 +66,7 @@ __all__ = [
     "refs_of",
     "render",
     "stale_marks",
+    "written_version",
 ]
 
 EXT_PREFIX = "nbdb:"
@@ -148,6 +149,14 @@ class VersionBook:
             self._seen.pop((table, id), None)
 
 
+def written_version(ext: Mapping[str, str]) -> int:
+    """The version nbdb's last write of a row stored in its ``external_ids`` (0: none, or garbage)."""
+    try:
+        return int(ext.get(EXT_VERSION, "0"))
+    except ValueError:
+        return 0
+
+
 def parse_window(text: str | None) -> list[tuple[str, int]]:
     """The (token, version) pairs of an ``nbdb:txn`` value, newest first (garbage is skipped)."""
     out = []
@@ -221,10 +230,7 @@ def render(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUI
         parent = parents.get(name)
         doc[name] = None if parent is None else str(parent)
     doc[EXTERNAL_IDS] = {k: v for k, v in ext.items() if not k.startswith(EXT_PREFIX)}
-    try:
-        stored_version = int(ext.get(EXT_VERSION, "0"))
-    except ValueError:
-        stored_version = 0
+    stored_version = written_version(ext)
     if raw is not None:
         try:
             data = base64.b64decode(raw, validate=True)

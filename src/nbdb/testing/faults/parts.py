@@ -48,7 +48,8 @@ class ProxyStats:
     bytes_down: int = 0
     """Server→client bytes forwarded."""
     chunks_up: int = 0
-    """Client→server reads forwarded: about one per request on a request/response protocol."""
+    """Client→server writes forwarded: about one per request on a request/response protocol
+    (what a blackhole held is delivered at :meth:`~FaultProxy.heal` as one)."""
     replies_lost: int = 0
     """Server→client bytes dropped because a lost-reply fault was in its window."""
     fired: int = 0

@@ -408,16 +408,17 @@ class FaultProxy:
         upward: bool,
     ) -> None:
         assert self._flowing is not None
-        while True:
+        ended = False
+        while not ended:
             item = await queue.get()
             if item is None:
-                # The sender side closed: pass the half-close on (unless a fault cut it).
-                if not conn.closed and writer.can_write_eof():
-                    with contextlib.suppress(OSError, RuntimeError):
-                        writer.write_eof()
-                return
+                break
             arrived, data = item
-            await self._flowing.wait()
+            if not self._flowing.is_set():
+                await self._flowing.wait()
+                # A healed partition: the receiver finds everything held meanwhile in its buffer at
+                # once, as TCP delivers it (a server then handles it in one pass of its loop).
+                data, ended = _held_behind(queue, data)
             if self._latency:
                 await asyncio.sleep(max(0.0, arrived + self._latency - time.monotonic()))
                 await self._flowing.wait()
@@ -439,6 +440,10 @@ class FaultProxy:
             except (ConnectionError, OSError, RuntimeError):
                 conn.abort()
                 return
+        # The sender side closed: pass the half-close on (unless a fault cut it).
+        if not conn.closed and writer.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.write_eof()
 
     def _check_trigger(self, conn: Connection, data: bytes) -> None:
         trigger = self._trigger
@@ -462,3 +467,16 @@ class FaultProxy:
         if not conn.closed:
             conn.abort()
             self._count(cut=1)
+
+
+def _held_behind(queue: asyncio.Queue[tuple[float, bytes] | None], data: bytes) -> tuple[bytes, bool]:
+    """``data`` joined with every chunk queued behind it; and whether the sender side closed after them."""
+    parts = [data]
+    while True:
+        try:
+            item = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return b"".join(parts), False
+        if item is None:
+            return b"".join(parts), True
+        parts.append(item[1])

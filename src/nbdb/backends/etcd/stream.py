@@ -1,0 +1,159 @@
+"""The etcd backend's change stream: one etcd watch, resumed from the last revision it delivered."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from nbdb import errors
+from nbdb.backends.etcd import wire
+from nbdb.backends.etcd.client import WatchSession
+from nbdb.families.kv import KeyChange, KeyStream
+
+if TYPE_CHECKING:
+    from nbdb.backends.etcd.backend import EtcdBackend
+
+__all__ = ["EtcdKeyStream"]
+
+log = logging.getLogger(__name__)
+
+
+class EtcdKeyStream(KeyStream):
+    """One etcd watch over the smallest key range covering the prefixes, filtered here.
+
+    A single watcher keeps etcd's per-watcher guarantees: events in revision
+    order, every event of one revision in one response, and a progress
+    notification only once every earlier event was sent. So the resume point is
+    the revision of the last response (events or progress). The stream reconnects
+    to another endpoint from that revision when a member fails.
+    """
+
+    def __init__(self, backend: EtcdBackend, prefixes: Sequence[str], since: int) -> None:
+        self._client = backend.client
+        self._prefixes = tuple(prefixes)
+        encoded = [p.encode() for p in prefixes] or [backend.key_prefix.encode()]
+        self._start = min(encoded)
+        self._end = max(wire.prefix_end(p) for p in encoded)
+        self._revision = since
+        self._closed = False
+        self._failures = 0
+        self._reauthenticated = False
+        self._progress_interval = backend.progress_interval if backend.safe_progress else 0.0
+        self._last_heard = time.monotonic()
+        self._session: WatchSession = self._client.watch(self._start, self._end, since + 1)
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def close(self) -> None:
+        self._closed = True
+        self._session.close()
+        self._session.responses.put(None)
+
+    def _reopen(self, exc: BaseException | None) -> None:
+        endpoint = self._session.endpoint
+        self._session.close()
+        if self._client.closed:
+            raise errors.BackendUnavailableError("the etcd backend was closed")
+        failure = self._client.failed(endpoint, exc if exc is not None else errors.BackendUnavailableError("ended"))
+        error = failure.error
+        if isinstance(error, errors.AuthError) and "token" in str(error).lower() and self._client.settings.user:
+            self._client.refresh_token(endpoint)
+        elif not failure.retryable:
+            raise error
+        self._failures += 1
+        if self._failures > self._client.settings.policy.attempts:
+            raise errors.BackendUnavailableError(
+                f"etcd: the watch could not be re-established on any endpoint ({error})"
+            )
+        log.info("etcd: watch on %s failed (%s); resuming from revision %d", endpoint, error, self._revision)
+        time.sleep(min(0.05 * 2 ** (self._failures // max(1, len(self._client.settings.endpoints))), 1.0))
+        self._session = self._client.watch(self._start, self._end, self._revision + 1)
+        self._last_heard = time.monotonic()
+
+    def poll(self, timeout: float | None) -> list[KeyChange]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return []
+            wait = remaining
+            if self._progress_interval > 0:
+                wait = self._progress_interval if wait is None else min(wait, self._progress_interval)
+            try:
+                item = self._session.responses.get(timeout=wait)
+            except queue.Empty:
+                if self._progress_interval > 0 and time.monotonic() - self._last_heard >= self._progress_interval:
+                    self._session.request_progress()
+                    self._last_heard = time.monotonic()
+                continue
+            if self._closed:
+                return []
+            if item is None or isinstance(item, BaseException):
+                self._reopen(item)
+                continue
+            changes = self._handle(item)
+            if changes:
+                return changes
+        return []
+
+    def _handle(self, response: wire.WatchResponse) -> list[KeyChange]:
+        self._failures = 0
+        self._last_heard = time.monotonic()
+        if response.compact_revision > 0:
+            raise errors.HistoryGoneError(
+                f"etcd compacted its history up to revision {response.compact_revision}; "
+                f"cannot resume after revision {self._revision}"
+            )
+        if response.canceled:
+            reason = response.cancel_reason or "the server cancelled the watch"
+            if "permission denied" in reason.lower() or "auth token" in reason.lower():
+                if self._client.settings.user is not None and not self._reauthenticated:
+                    # An expired token cancels a new watcher ("invalid auth token", or
+                    # "permission denied" on some versions): renew it once before believing it.
+                    self._reauthenticated = True
+                    endpoint = self._session.endpoint
+                    self._session.close()
+                    self._client.refresh_token(endpoint)
+                    self._session = self._client.watch(self._start, self._end, self._revision + 1)
+                    return []
+                raise errors.AuthError(f"etcd refused the watch: {reason}")
+            raise errors.BackendUnavailableError(f"etcd cancelled the watch: {reason}")
+        if response.created:
+            self._reauthenticated = False
+            return []
+        if not response.events:
+            # A progress notification: every change up to this revision was sent.
+            self._revision = max(self._revision, response.header.revision)
+            return []
+        out: list[KeyChange] = []
+        for event in response.events:
+            kv = event.kv
+            key = kv.key.decode(errors="replace")
+            if not key.startswith(self._prefixes):
+                continue
+            prev = event.prev
+            if event.deleted:
+                if prev is None:
+                    # The old value is already compacted away: without it the delete
+                    # cannot be reported, so make the consumer re-list instead.
+                    raise errors.HistoryGoneError(f"etcd no longer has the value {key!r} had before its deletion")
+                out.append(KeyChange(key, None, 0, prev.value, prev.version, kv.mod_revision))
+            else:
+                out.append(
+                    KeyChange(
+                        key,
+                        kv.value,
+                        kv.version,
+                        None if prev is None else prev.value,
+                        0 if prev is None else prev.version,
+                        kv.mod_revision,
+                    )
+                )
+        # A response holds whole revisions, so its last event's revision is a safe resume point.
+        self._revision = max(self._revision, response.events[-1].kv.mod_revision)
+        return out

@@ -1,0 +1,145 @@
+"""The key-value family's vocabulary: stored keys, key changes, commit conditions, tokens and commits.
+
+These are the values a key-value backend exchanges with the family
+(:mod:`nbdb.families.kv`, which re-exports them): what a store returns, what a
+commit asks of it, and the commit token that makes a commit exactly-once.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "APPLIED",
+    "VOID",
+    "CommitToken",
+    "Condition",
+    "Exists",
+    "KeyChange",
+    "KeyCommit",
+    "KeyStream",
+    "KeyValue",
+    "LeaseHeld",
+    "PrefixUnchangedSince",
+    "VersionIs",
+]
+
+APPLIED = b"1"
+"""The value of a token key written by its commit."""
+VOID = b"0"
+"""The value of a token key written by a settlement: that commit will never apply."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """A stored key: value, number of writes since creation, revision of the last write."""
+
+    key: str
+    value: bytes
+    version: int
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """One key changed at ``revision`` (value None: deleted)."""
+
+    key: str
+    value: bytes | None
+    version: int
+    prev_value: bytes | None
+    prev_version: int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionIs:
+    """The key's version is ``version`` (0: the key is absent)."""
+
+    key: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Exists:
+    """The key is present."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixUnchangedSince:
+    """No key under ``prefix`` was created or modified after ``revision``."""
+
+    prefix: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHeld:
+    """The lease (lock) ``name`` is held by ``token`` and has not expired (fenced writes)."""
+
+    name: str
+    token: bytes
+
+
+Condition = VersionIs | Exists | PrefixUnchangedSince | LeaseHeld
+
+
+@dataclass(frozen=True, slots=True)
+class CommitToken:
+    """Makes one commit exactly-once (see the module docstring).
+
+    The family has already added ``VersionIs(key, 0)`` to the commit's
+    conditions and ``key`` to its puts. The backend keeps ``key`` for at
+    least ``ttl`` seconds (then may drop it). If it sends the request again
+    after an attempt whose reply was lost and the conditions then fail, it
+    may read ``key``: holding the value of the puts means the earlier attempt
+    applied at that key's ``mod_revision``.
+    """
+
+    key: str
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCommit:
+    """One conditional commit of keys, as the family hands it to a store (alone or in a group)."""
+
+    conditions: Sequence[Condition]
+    puts: Mapping[str, bytes]
+    deletes: Sequence[str]
+    token: CommitToken | None = None
+    prepared: object = None
+    """What a backend made of it for a group (its encoding), while its thread waited to be sent."""
+
+    def with_token_key(self) -> KeyCommit:
+        """This commit as a store without native tokens sends it: the token key absent, then written."""
+        token = self.token
+        if token is None:
+            return self
+        return KeyCommit(
+            [*self.conditions, VersionIs(token.key, 0)], {**self.puts, token.key: APPLIED}, self.deletes, token
+        )
+
+
+class KeyStream:
+    """Changes of keys under some prefixes, from a revision on, in revision order.
+
+    Backends implement ``poll`` and ``revision`` like :class:`nbdb.spi.RecordStream`.
+    """
+
+    @abstractmethod
+    def poll(self, timeout: float | None) -> list[KeyChange]:
+        """The next key changes; [] after ``timeout``; HistoryGoneError if the revision is gone."""
+
+    @property
+    @abstractmethod
+    def revision(self) -> int:
+        """Every change up to this revision has been returned."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop; a blocked ``poll`` returns []."""

@@ -1,0 +1,132 @@
+"""Settling a commit whose reply was lost, from what the replica shows of its rows.
+
+A plan (:mod:`.planner`) leaves evidence in the rows it writes: its commit
+token, with the version it made, in ``external_ids:nbdb:txn`` of every put
+row, and its mark on every natively mutated row. Read back from a replica
+synced after the loss, that evidence decides: landed, never will (a row the
+plan compares was changed by somebody else), or not yet (every compared row
+as planned, or older: the same plan may be sent again, and at most one copy
+lands). Anything else cannot be told.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, TableMap
+from nbdb.families.ovsdb.planner import Plan, stored_columns
+from nbdb.families.ovsdb.replica import Replica
+from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, written_version
+from nbdb.spi import RefKey
+
+__all__ = ["Outcome", "reflects", "settle"]
+
+
+class Outcome(enum.Enum):
+    """What the replica says of a commit whose reply was lost."""
+
+    LANDED = "landed"
+    NOT_LANDED = "not landed"
+    """It did not land and never will: a row it compares has changed."""
+    PENDING = "pending"
+    """It has not landed yet and might still: sending the same plan again lands it at most once."""
+    UNKNOWN = "unknown"
+
+
+def _put_outcome(plan: Plan, replica: Replica, key: RefKey, version: int) -> Outcome:
+    tm = replica.mapping.get(key[0])
+    row = replica.row(tm, key[1])
+    if row is None:
+        return Outcome.UNKNOWN
+    ext = row.get(EXTERNAL_IDS) or {}
+    window = parse_window(ext.get(EXT_TXN))
+    if (plan.token, version) in window:
+        return Outcome.LANDED
+    if any(v == version for _t, v in window):
+        return Outcome.NOT_LANDED
+    expected = plan.expected.get(key)
+    if expected is None:
+        return Outcome.UNKNOWN
+    if _not_past(tm, row, expected):
+        return Outcome.PENDING
+    if EXT_VERSION in ext and written_version(ext) < version:
+        return Outcome.NOT_LANDED
+    return Outcome.UNKNOWN
+
+
+def _not_past(tm: TableMap, row: Mapping[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether the replica shows ``row`` as the plan expects it, or older (a replica that lags the server).
+
+    The commit compares the row to ``expected`` and only lands on it; a row
+    as expected has not met the commit yet, and a row at an older nbdb
+    version than expected is a copy from before the plan (a relay's copy
+    lagging the one the plan was made from): neither says anything yet.
+    """
+    if stored_columns(tm, row) == expected:
+        return True
+    planned = written_version(dict(expected.get(EXTERNAL_IDS, ["map", []])[1]))
+    return written_version(row.get(EXTERNAL_IDS) or {}) < planned
+
+
+def _marked(plan: Plan, row: Mapping[str, Any] | None, key: RefKey) -> bool:
+    """Whether ``row`` bears the mark of the plan's mutation of ``key``."""
+    mark, stamp = plan.marks[key]
+    return row is not None and (row.get(EXTERNAL_IDS) or {}).get(mark) == stamp
+
+
+def reflects(plan: Plan, replica: Replica) -> bool:
+    """Whether the replica shows a commit that succeeded: its token on every put row, its marks, its deletes gone."""
+    puts = dict(plan.puts)
+    for key in plan.keys:
+        tm = replica.mapping.get(key[0])
+        row = replica.row(tm, key[1])
+        if key in plan.marks:
+            if not _marked(plan, row, key):
+                return False
+        elif key not in puts:
+            if row is not None:
+                return False
+        elif row is None or (plan.token, puts[key]) not in parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN)):
+            return False
+    return True
+
+
+def settle(plan: Plan, replica: Replica) -> Outcome:
+    """Whether a commit whose reply was lost landed, from a replica synced after it (call under ``cond``).
+
+    Decisive answers come from the commit token in the put rows and from rows
+    the commit compares: a row changed by somebody else means it never will.
+    A row still as the plan expects (or older) means the commit has not
+    landed *in this replica*: PENDING, and re-sending the same plan is safe
+    (every copy waits for that same content, so at most one lands). Through
+    a relay the replica may lag the leader, so the caller settles again,
+    never plans anew, when such a copy is refused.
+    """
+    votes: list[Outcome] = []
+    puts = dict(plan.puts)
+    for key in plan.keys:
+        if key in puts:
+            votes.append(_put_outcome(plan, replica, key, puts[key]))
+            continue
+        tm = replica.mapping.get(key[0])
+        row = replica.row(tm, key[1])
+        if key in plan.marks:
+            # Its mark is there: it landed. Else sending it again is safe: a copy lands only while the mark is absent.
+            if row is None:
+                votes.append(Outcome.UNKNOWN)
+            else:
+                votes.append(Outcome.LANDED if _marked(plan, row, key) else Outcome.PENDING)
+            continue
+        expected = plan.expected.get(key)
+        if row is None or expected is None:
+            votes.append(Outcome.UNKNOWN)
+        elif _not_past(tm, row, expected):
+            votes.append(Outcome.PENDING)
+        else:
+            votes.append(Outcome.NOT_LANDED)
+    for outcome in (Outcome.LANDED, Outcome.NOT_LANDED, Outcome.PENDING):
+        if outcome in votes:
+            return outcome
+    return Outcome.UNKNOWN

@@ -1,0 +1,299 @@
+"""OVSDB relays under faults: each way a relay broke the contract, reproduced with real relays.
+
+A 3-member raft cluster with two relays: ``direct`` follows the members, ``lagging``
+follows them through a fault proxy (``relays.source``), so a test can make that relay
+fall behind (blackhole), catch up at once (heal) or lose its source (cut, lost reply)
+while clients keep talking to it. Clients reach ``direct`` through a proxy of their own
+(``front``), so a test can drop their connection and make them move to ``lagging``.
+
+What a relay does that a raft leader does not (ovsdb-server 3.1, ``ovsdb/relay.c``,
+``transaction-forward.c``, ``jsonrpc-server.c``):
+
+* it applies each update of its source as a transaction of its own and then sends its
+  clients everything new as one update: commits arrive merged;
+* it answers read-only transactions (nbdb's sync, a counter's read) from its own copy,
+  which lags the leader;
+* another relay's copy lags differently, and a relay that cannot resume a client's
+  monitor sends its whole copy, however old;
+* when it loses its source it cancels the transactions it forwarded ("canceled"),
+  although the source may have committed them;
+* locks are per server process: a relay does not forward them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+import nbdb
+from nbdb.conformance.faultkit import id_patterns
+from nbdb.conformance.kit import eventually
+from nbdb.models import LogicalSwitch
+from nbdb.testing.base import Member
+from nbdb.testing.faults import FaultProxy, Mode
+from nbdb.testing.ovsdb import OvsdbServer
+
+pytestmark = pytest.mark.timeout(120)
+
+HEAL_AFTER = 1.5
+"""Seconds a relay stays cut off from its source (well under its 5 s probe interval)."""
+
+
+@dataclass
+class Relays:
+    """The cluster's relays: one following the members, one through a fault proxy."""
+
+    direct: Member
+    lagging: Member
+    source: FaultProxy
+    """Between ``lagging`` and the members."""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[OvsdbServer]:
+    with OvsdbServer(members=3, relays=1) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def relays(cluster: OvsdbServer) -> Iterator[Relays]:
+    with FaultProxy([(m.host, m.port) for m in cluster.members]) as source:
+        lagging = cluster.add_relay([f"{host}:{port}" for host, port in source.addresses])
+        yield Relays(cluster.relays[0], lagging, source)
+
+
+@pytest.fixture
+def front(relays: Relays) -> Iterator[FaultProxy]:
+    """A proxy in front of the direct relay; the lagging relay is heard from again after each test."""
+    with FaultProxy([(relays.direct.host, relays.direct.port)]) as proxy:
+        try:
+            yield proxy
+        finally:
+            relays.source.heal()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"r{uuid.uuid4().hex[:8]}"
+
+
+def _url(*addresses: str, namespace: str, timeout: float = 20) -> str:
+    return f"ovsdb+tcp://{','.join(addresses)}?namespace={namespace}&timeout={timeout}"
+
+
+def _address(proxy: FaultProxy) -> str:
+    host, port = proxy.addresses[0]
+    return f"{host}:{port}"
+
+
+def _shows(relay: Member, namespace: str, obj: LogicalSwitch, timeout: float = 20) -> None:
+    """Wait until ``relay`` serves ``obj`` at its version."""
+    with nbdb.connect(_url(relay.address, namespace=namespace)) as reader:
+
+        def current() -> bool:
+            try:
+                return reader.get(LogicalSwitch, obj.id).version == obj.version
+            except nbdb.NotFoundError:
+                return False
+
+        assert eventually(current, timeout), f"{relay.name} never showed {obj.name} v{obj.version}"
+
+
+@contextlib.contextmanager
+def _switch_and_client(
+    cluster: OvsdbServer, relays: Relays, front: FaultProxy, namespace: str
+) -> Iterator[tuple[nbdb.Database, LogicalSwitch, nbdb.Database]]:
+    """A writer on the members, a switch both relays show, and a client of the direct relay (through ``front``)
+    that moves to the lagging one when ``front`` refuses it."""
+    with nbdb.connect(_url(*(m.address for m in cluster.members), namespace=namespace)) as writer:
+        switch = writer.create(LogicalSwitch(name=f"{namespace}-sw"))
+        _shows(relays.lagging, namespace, switch)
+        with nbdb.connect(_url(_address(front), relays.lagging.address, namespace=namespace)) as client:
+            yield writer, switch, client
+
+
+def _heal_later(proxy: FaultProxy, seconds: float = HEAL_AFTER) -> threading.Timer:
+    timer = threading.Timer(seconds, proxy.heal)
+    timer.start()
+    return timer
+
+
+def test_commits_a_relay_merges_into_one_update_end_a_watch_instead_of_being_skipped(
+    cluster: OvsdbServer, relays: Relays, front: FaultProxy, namespace: str
+) -> None:
+    # Cause: a relay flushes several commits of its source to a client as one update, and
+    # the replica delivered it as one commit: the watch skipped versions without a word.
+    with (
+        nbdb.connect(_url(*(m.address for m in cluster.members), namespace=namespace)) as writer,
+        nbdb.connect(_url(relays.lagging.address, namespace=namespace)) as watcher,
+    ):
+        switch = writer.create(LogicalSwitch(name=f"{namespace}-sw"))
+        _shows(relays.lagging, namespace, switch)
+        watch = watcher.watch(LogicalSwitch)
+        cache = watcher.cache(LogicalSwitch)
+        assert cache.wait_synced(30)
+        relays.source.blackhole()
+        for step in range(5):
+            switch = writer.update(switch.replace(external_ids={"step": str(step)}))
+        relays.source.heal()  # the relay gets five commits at once and passes them on as one update
+        delivered: list[nbdb.ChangeEvent[nbdb.Model]] = []
+        gone = False
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline and not (delivered and delivered[-1].object.version == switch.version):
+                delivered += watch.poll(0.5)
+        except nbdb.HistoryGoneError:
+            gone = True
+        for event in delivered:
+            assert event.old is not None and event.new is not None
+            assert event.new.version == event.old.version + 1, f"the watch skipped from v{event.old.version}"
+        assert gone, f"the five commits came one by one ({[e.new.version for e in delivered if e.new]}): not merged"
+        # A cache applies the merged update as the exact difference.
+        assert eventually(lambda: (cache.get(LogicalSwitch, switch.id) or switch).version == switch.version, 30)
+        cached = cache.get(LogicalSwitch, switch.id)
+        assert cached is not None and cached.external_ids == {"step": "4"}
+
+
+def test_a_lost_reply_resent_through_a_lagging_relay_is_settled_not_planned_again(
+    cluster: OvsdbServer, relays: Relays, front: FaultProxy, namespace: str
+) -> None:
+    # Cause: after a lost reply, a replica fed by a lagging relay still shows the rows as
+    # planned ("not yet"), so the same plan is sent again; the leader refuses that copy
+    # (the first one landed) and the commit was planned anew from the replica, which by
+    # then showed the landed copy: ConflictError for a commit that was applied.
+    with _switch_and_client(cluster, relays, front, namespace) as (writer, switch, client):
+        mine = client.get(LogicalSwitch, switch.id)
+        assert mine is not None
+        relays.source.blackhole()
+        # The update lands through the direct relay, its reply is lost, and that relay
+        # refuses the client from then on: it reconnects to the lagging one.
+        front.lose_next_reply(id_patterns(switch.id), then=Mode.REFUSE)
+        healer = _heal_later(relays.source)
+        try:
+            updated = client.update(mine.replace(external_ids={"by": "client"}))
+        finally:
+            healer.cancel()
+            relays.source.heal()
+        assert front.stats.fired == 1, "the reply was not lost"
+        stored = writer.get(LogicalSwitch, switch.id)
+        assert stored is not None
+        assert (updated.version, stored.version, stored.external_ids) == (2, 2, {"by": "client"}), "applied twice"
+
+
+def test_a_transaction_a_relay_canceled_when_its_source_dropped_is_settled(
+    cluster: OvsdbServer, relays: Relays, front: FaultProxy, namespace: str
+) -> None:
+    # Cause: a relay whose connection to its source drops answers the transactions it
+    # forwarded with the JSON-RPC error "canceled", although the source may have committed
+    # them; it was reported as ValidationError (not applied).
+    with nbdb.connect(_url(*(m.address for m in cluster.members), namespace=namespace)) as writer:
+        first = writer.create(LogicalSwitch(name=f"{namespace}-a"))
+        second = writer.create(LogicalSwitch(name=f"{namespace}-b"))
+        _shows(relays.lagging, namespace, second)
+        with nbdb.connect(_url(relays.lagging.address, namespace=namespace)) as client:
+            a, b = client.get(LogicalSwitch, first.id), client.get(LogicalSwitch, second.id)
+            assert a is not None and b is not None
+            # The relay forwards the transaction, the cluster commits it, the reply and the
+            # update never reach the relay and its connection to the members is reset.
+            relays.source.lose_next_reply(id_patterns(first.id), window=0.2)
+            with client.transaction() as txn:
+                txn.update(a.replace(external_ids={"moved": "-1"}))
+                txn.update(b.replace(external_ids={"moved": "+1"}))
+            assert relays.source.stats.fired == 1, "the relay's source connection was not cut"
+        stored = [writer.get(LogicalSwitch, i) for i in (first.id, second.id)]
+        assert [(s.version, s.external_ids) for s in stored if s] == [(2, {"moved": "-1"}), (2, {"moved": "+1"})]
+
+
+def test_moving_to_a_lagging_relay_never_takes_the_replica_back(
+    cluster: OvsdbServer, relays: Relays, front: FaultProxy, namespace: str
+) -> None:
+    # Cause: a client that lost its relay moved to the next one; a relay that cannot resume
+    # the monitor sends its whole copy, and a lagging copy took back changes the client had
+    # already read (versions going back, commits planned from old rows).
+    with _switch_and_client(cluster, relays, front, namespace) as (writer, switch, client):
+        cache = client.cache(LogicalSwitch)
+        assert cache.wait_synced(30)
+        relays.source.blackhole()
+        for step in range(2):
+            switch = writer.update(switch.replace(external_ids={"step": str(step)}))
+        assert eventually(lambda: (client.get(LogicalSwitch, switch.id) or switch).version == switch.version, 20)
+        front.refuse()
+        front.cut()  # the client must move to the lagging relay, two versions behind
+        read: list[int] = []
+        cached: list[int] = []
+        healer = _heal_later(relays.source, 2.0)
+        until = time.monotonic() + 4.0
+        while time.monotonic() < until:
+            try:
+                found = client.get(LogicalSwitch, switch.id)
+            except nbdb.BackendUnavailableError:
+                found = None
+            if found is not None:
+                read.append(found.version)
+            held = cache.get(LogicalSwitch, switch.id)
+            if held is not None:
+                cached.append(held.version)
+            time.sleep(0.05)
+        healer.join()
+        assert read and min(read) == switch.version, f"reads went back: {sorted(set(read))}"
+        assert cached and min(cached) == switch.version, f"the cache went back: {sorted(set(cached))}"
+        # Writes go on from what the client read.
+        moved = client.update(client.get(LogicalSwitch, switch.id).replace(external_ids={"step": "mine"}))  # type: ignore[union-attr]
+        assert moved.version == switch.version + 1
+
+
+def test_a_counter_increment_whose_reply_was_lost_is_not_made_twice_through_a_lagging_relay(
+    cluster: OvsdbServer, relays: Relays, front: FaultProxy, namespace: str
+) -> None:
+    # Cause: a counter is read with a select, which a relay answers from its copy; after a
+    # lost reply, "the value is not reached" was taken for "not applied", and once the copy
+    # caught up the loop incremented again: one call moved the counter twice.
+    with nbdb.connect(_url(*(m.address for m in cluster.members), namespace=namespace)) as writer:
+        assert writer.allocate_id("ids") == 1
+        marker = writer.create(LogicalSwitch(name=f"{namespace}-marker"))
+        _shows(relays.lagging, namespace, marker)  # the lagging relay has seen the counter at 1
+        with nbdb.connect(_url(_address(front), relays.lagging.address, namespace=namespace)) as client:
+            relays.source.blackhole()
+            front.lose_next_reply(f"{namespace}/ids".encode(), then=Mode.REFUSE)
+            healer = _heal_later(relays.source)
+            try:
+                value = client.allocate_id("ids")
+            finally:
+                healer.cancel()
+                relays.source.heal()
+            assert front.stats.fired == 1, "the reply was not lost"
+        assert value == 2
+        assert writer.allocate_id("ids") == 3, "the counter moved twice for one call"
+
+
+def test_locks_are_refused_through_relays(relays: Relays, namespace: str) -> None:
+    # OVSDB locks live in one server process and a relay does not forward them: clients of
+    # two relays would both get the same lock.
+    with nbdb.connect(_url(relays.direct.address, namespace=namespace)) as db:
+        assert not db.capabilities.locks
+        assert not db.capabilities.linearizable_reads
+        with pytest.raises(nbdb.UnsupportedError, match="relay"):
+            with db.lock("guard", timeout=5):
+                pass
+
+
+def test_a_lock_whose_connection_lands_on_a_relay_is_refused(
+    cluster: OvsdbServer, relays: Relays, front: FaultProxy, namespace: str
+) -> None:
+    # Remotes that mix a relay and the members: the main connection reached the leader (the
+    # relay was refused then), the lock's own connection reaches the relay, where a lock would
+    # exclude only that relay's clients.
+    front.refuse()
+    members = (m.address for m in cluster.members)
+    with nbdb.connect(_url(_address(front), *members, namespace=namespace)) as db:
+        assert db.capabilities.locks
+        front.heal()
+        with pytest.raises(nbdb.UnsupportedError, match="relay"):
+            with db.lock("guard", timeout=5):
+                pass
