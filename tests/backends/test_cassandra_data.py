@@ -28,7 +28,7 @@ from nbdb.testing.cassandra import CassandraServer
 pytest.importorskip("cassandra")
 
 from nbdb.backends.cassandra.dialect import uuid_order
-from nbdb.families.widecolumn import WideColumnBackend, layout
+from nbdb.families.widecolumn import Update, WideColumnBackend, layout
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -223,3 +223,21 @@ def test_pages_stay_at_one_revision_while_objects_come_and_go(open_db: Callable[
         seen += [s.id for s in page]
         token = page.continue_token
     assert sorted(seen, key=str) == sorted(made, key=str), "every object of the first page's revision, once"
+
+
+# ---------------------------------------------------------------- a crash that lost a batch but kept the head
+
+
+def test_a_watch_notices_the_store_lost_a_commit_it_saw_land(open_db: Callable[[], nbdb.Database]) -> None:
+    db = open_db()
+    with db.watch(LogicalSwitch) as watch:
+        made = db.create(LogicalSwitch(name="lost", topic="t"))
+        assert [e.id for e in watch.poll(5)] == [made.id]
+        # What a node that crashed without a durable commit log can come back with: the revision's
+        # head and index row (written first) kept, the batch lost, its topic's last_rev below it.
+        p = family(db).partitions
+        rewind = Update(layout.DATA, layout.PARTITION, set=("last_rev",))
+        p.store.apply([(rewind, (p.ns, rules.topic_part("t"), made.nbdb_revision - 1))])
+        with pytest.raises(nbdb.HistoryGoneError, match="lost"):
+            for _ in range(50):
+                watch.poll(0.2)

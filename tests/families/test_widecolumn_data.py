@@ -1,5 +1,5 @@
 """The wide-column family's data API rules, without a server: unique claims in plans, claim steps, page ranges,
-and deadlines."""
+deadlines, and what a stream checks to notice that the store lost a commit of this process."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from nbdb import errors
 from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.changes import Intent
 from nbdb.families.widecolumn.expiry import due
 from nbdb.families.widecolumn.pages import in_range
 from nbdb.families.widecolumn.planner import ClaimWanted, StoredObject, plan
+from nbdb.families.widecolumn.sharing import RecentCommits
 from nbdb.families.widecolumn.unique import Claim, HeldClaim, after_resolution, resolve_step
 from nbdb.spi import Delete, Put, UniqueKey
 
@@ -127,3 +129,15 @@ def test_consecutive_page_ranges_hold_every_id_once(ids: list[uuid.UUID], data: 
 def test_due_deadlines_come_oldest_first() -> None:
     rows: list[Any] = [SimpleNamespace(deadline=d) for d in (30, None, 10, 50)]
     assert [r.deadline for r in due(rows, 30)] == [None, 10, 30]
+
+
+def test_the_latest_landed_commit_of_this_process_skips_voids_and_later_ones() -> None:
+    recent = RecentCommits()
+    assert recent.latest_landed(10) is None
+    recent.add(Intent(3, "a", frozenset({"T"})), ())
+    recent.add(Intent(5, "b", frozenset({"T"}), void=True), ())
+    recent.add(Intent(8, "c", frozenset({"T"})), ())
+    assert recent.latest_landed(7) == Intent(3, "a", frozenset({"T"}))
+    assert recent.latest_landed(8) == Intent(8, "c", frozenset({"T"}))
+    recent.clear()
+    assert recent.latest_landed(8) is None

@@ -86,6 +86,15 @@ class RecentCommits:
             for g in [g for g in self._by_revision if g <= revision]:
                 del self._by_revision[g]
 
+    def latest_landed(self, revision: int) -> Intent | None:
+        """The newest commit of this process that landed at or below ``revision`` (None if none is held)."""
+        with self._lock:
+            for g in reversed(self._by_revision):
+                intent = self._by_revision[g][0]
+                if g <= revision and not intent.void:
+                    return intent
+        return None
+
     def holds_after(self, revision: int) -> bool:
         """Whether a commit above ``revision + 1`` is held: the revision right after it is someone else's."""
         with self._lock:

@@ -234,6 +234,7 @@ class ChangeStream(RecordStream):
             self._floor_checked = now
             if self._cursor < floor:
                 raise errors.HistoryGoneError(f"revision {self._cursor} was compacted (history starts at {floor})")
+            self._check_own_commits_kept()
         entries = self._entries()
         if not entries:
             return [], None
@@ -259,6 +260,27 @@ class ChangeStream(RecordStream):
             del self._pending_since[revision]
         self._more = full_page and local is None and progress.blocked is None
         return progress.changes, progress.blocked or local
+
+    def _check_own_commits_kept(self) -> None:
+        """HistoryGoneError if the store lost a commit this process saw land, at or below the cursor.
+
+        A partition's ``last_rev`` never goes down. Below the revision of a
+        commit of this process that landed there, the store lost that commit
+        (a crash without a durable commit log) even though the head, written
+        before the batch, may have survived: the check on the head alone
+        misses that. The process forgets its recent commits, as the sequencer
+        does when it meets a loss, so a watch from a re-list goes on.
+        """
+        own = self._shared.recent.latest_landed(self._cursor)
+        if own is None:
+            return
+        last = self._p.last_rev(own.partition)
+        if last is None or last < own.revision:
+            self._shared.recent.clear()
+            raise errors.HistoryGoneError(
+                f"the store lost the commit at revision {own.revision} this process saw land (its topic is at "
+                f"revision {last}): it lost recent commits (a crash without a durable commit log)"
+            )
 
     def _local_in_flight(self, entries: Sequence[Intent], now: float) -> Intent | None:
         """The first entry of a commit of this process still on its way, unless it is overdue.
