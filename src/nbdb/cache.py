@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from nbdb import errors, metrics
@@ -27,7 +27,7 @@ from nbdb.dispatch import Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.projection import projections
-from nbdb.replica import Buckets, index, matches, unindex
+from nbdb.replica import Indexes, bucket_objects, index, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.waits import Waits
 
@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Model)
 _List = list  # Cache.list() shadows the builtin inside the class body
+
+_SCALARS = frozenset({str, UUID, int})
+"""Value types that are never a Model (find skips the isinstance check for them)."""
+_UNINDEXED = frozenset({list, dict, set})
+"""Value types find compares one by one (a list field matched against a list, an unhashable value)."""
 
 _POLL_SECONDS = 0.5
 _MAX_BACKOFF = 5.0
@@ -78,12 +83,9 @@ class Cache:
         self._topics = None if topics is None else frozenset(topics)
         self._views = projections(models, fields)
         self._objects: dict[type[Model], dict[UUID, Model]] = {m: {} for m in models}
-        # An index bucket is the one id that holds a value, or a set once several
-        # share it (a set per near-unique value, like a name, costs ~200 bytes).
-        self._indexes: dict[type[Model], dict[str, Buckets]] = {
-            m: {f: {} for f in self._index_fields(m)} for m in models
-        }
-        self._by_field = {(m, f): index for m, indexes in self._indexes.items() for f, index in indexes.items()}
+        # An index bucket is the one object that holds a value, or a dict by id
+        # once several share it (a set per near-unique value, like a name, costs ~200 bytes).
+        self._indexes: dict[type[Model], Indexes] = {m: {f: {} for f in self._index_fields(m)} for m in models}
         self._fields = {
             m: frozenset(self._views[m].nbdb_fields if m in self._views else m.model_fields) for m in models
         }
@@ -128,10 +130,15 @@ class Cache:
         return self._synced.wait(timeout)
 
     def get(self, model: type[M], id: UUID | str) -> M | None:
-        """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`."""
-        objects = self._objects.get(model)
-        if objects is None:
-            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
+        """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`.
+
+        The object itself, as the cache holds it (it is immutable): no copy, no lock.
+        """
+        if type(id) is UUID:
+            objects = self._objects.get(model)
+            if objects is not None:
+                return objects.get(id)  # type: ignore[return-value]
+        objects = self._objects[self._followed(model)]
         if type(id) is not UUID:
             try:
                 id = UUID(str(id))
@@ -156,19 +163,28 @@ class Cache:
         the fields is indexed; otherwise scans the model's objects. In a
         projected cache only the kept fields can be searched.
         """
+        # No lock: the apply thread replaces dict entries and grows or shrinks
+        # buckets; list() of a dict view is one step under the GIL, so a read
+        # sees each bucket as it was at some instant.
         if len(equals) == 1:
-            # The common lookup (ports of a switch, the object of a name): straight to its index.
-            ((key, value),) = equals.items()
-            index = self._by_field.get((model, key))
-            if index is not None and type(value) is not list:
-                bucket = index.get(value.id if isinstance(value, Model) else value)
-                if bucket is None:
-                    return []
-                objects = self._objects[model]
-                if type(bucket) is UUID:
-                    found = objects.get(bucket)
-                    return [] if found is None else [found]  # type: ignore[list-item]
-                return [obj for i in list(cast(set[UUID], bucket)) if (obj := objects.get(i)) is not None]  # type: ignore[misc]
+            # The common lookup (ports of a switch, the object of a name): straight to its bucket.
+            (key,) = equals
+            value = equals[key]
+            indexes = self._indexes.get(model)
+            if indexes is not None:
+                buckets = indexes.get(key)
+                if buckets is not None and type(value) not in _UNINDEXED:
+                    if type(value) not in _SCALARS and isinstance(value, Model):
+                        value = value.id
+                    try:
+                        bucket = buckets.get(value)
+                    except TypeError:
+                        pass  # unhashable: compared one by one below
+                    else:
+                        return [] if bucket is None else bucket_objects(bucket)
+        return self._scan(model, equals)
+
+    def _scan(self, model: type[M], equals: dict[str, Any]) -> _List[M]:
         fields = self._fields.get(model)
         if fields is None:
             raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
@@ -178,25 +194,23 @@ class Cache:
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
             if isinstance(value, Model):
                 equals[key] = value.id
-        # No lock: the apply thread replaces dict entries and grows or shrinks
-        # sets; list() of a set or a dict view is one step under the GIL, so a
-        # read sees each bucket as it was at some instant.
         objects = self._objects[model]
         indexes = self._indexes[model]
-        indexed = next((k for k in equals if k in indexes), None)
+        indexed = next((k for k in equals if k in indexes and type(equals[k]) not in _UNINDEXED), None)
+        candidates: Iterable[Any]
         if indexed is None:
-            candidates: Iterable[Model] = list(objects.values())
-            rest = equals
+            candidates = list(objects.values())
         else:
-            bucket = indexes[indexed].get(equals[indexed])
-            if bucket is None:
-                return []
-            ids = (bucket,) if type(bucket) is UUID else list(bucket)  # type: ignore[arg-type]
-            candidates = [obj for i in ids if (obj := objects.get(i)) is not None]
-            if len(equals) == 1:
-                return candidates  # type: ignore[return-value]
-            rest = {k: v for k, v in equals.items() if k != indexed}
-        return [obj for obj in candidates if all(matches(obj, k, v) for k, v in rest.items())]  # type: ignore[misc]
+            try:
+                bucket = indexes[indexed].get(equals[indexed])
+            except TypeError:
+                bucket = None
+                candidates = list(objects.values())
+            else:
+                if bucket is None:
+                    return []
+                candidates = bucket_objects(bucket)
+        return [obj for obj in candidates if all(matches(obj, k, v) for k, v in equals.items())]
 
     def _followed(self, model: type[Model]) -> type[Model]:
         if model not in self._objects:
@@ -460,7 +474,8 @@ class Cache:
             if self._errors is not None:
                 self._errors.put(exc)
             return None
-        self.corrupt.pop((model.nbdb_table, record.id), None)
+        if self.corrupt:
+            self.corrupt.pop((model.nbdb_table, record.id), None)
         view = self._views.get(model)
         return obj if view is None else view.of(obj)  # type: ignore[return-value]
 
@@ -488,11 +503,11 @@ class Cache:
             self._emit(ChangeEvent(kind, model, current, new, change.revision, change.synthetic))
 
     def _put(self, model: type[Model], old: Model | None, new: Model) -> None:
-        indexes = self._indexes[model]
-        if old is not None:
-            unindex(indexes, old)
         self._objects[model][new.id] = new
-        index(indexes, new)
+        if old is None:
+            index(self._indexes[model], new)
+        else:
+            reindex(self._indexes[model], old, new)
 
     def _remove(self, model: type[Model], old: Model) -> None:
         unindex(self._indexes[model], old)

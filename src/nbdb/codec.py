@@ -9,12 +9,16 @@ else is a :class:`nbdb.CorruptRecordError`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import gc
+import logging
 import weakref
-from collections.abc import Iterator
-from typing import TypeVar, cast
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar, cast
 from uuid import UUID
+
+from pydantic_core import SchemaSerializer
 
 from nbdb import errors
 from nbdb.models.base import DECODED, Model
@@ -23,6 +27,8 @@ from nbdb.spi import Record
 __all__ = ["bulk", "decode", "encode"]
 
 M = TypeVar("M", bound=Model)
+
+log = logging.getLogger(__name__)
 
 _EXCLUDE = frozenset({"version"})
 
@@ -50,7 +56,80 @@ def bulk() -> Iterator[None]:
 
 def encode(obj: Model) -> bytes:
     """The bytes stored for ``obj``."""
-    return obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
+    form = _FORMS.get(type(obj), _UNKNOWN)
+    if form is _UNKNOWN:
+        form = _FORMS[type(obj)] = _stored_form(type(obj))
+    if form is None:
+        return obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
+    return cast(SchemaSerializer, form).to_json(obj.__dict__)
+
+
+def _stored_form(model: type[Model]) -> SchemaSerializer | None:
+    """A serializer of a ``model`` instance's fields (its ``__dict__``) that leaves ``version`` out.
+
+    The same bytes as the model's serializer told to exclude ``version``, at
+    half the cost: the field schemas are the model's own, but no exclude set
+    is matched against every field of every write. None (the model's own
+    serializer, with the exclude) for a model whose stored form depends on
+    more than its fields' values: custom serializers, computed or extra
+    fields, a schema of an unexpected shape.
+    """
+    schema = copy.deepcopy(model.__pydantic_core_schema__)
+    found = _model_node(schema, model)
+    if found is None:
+        return None
+    node, fields = found
+    if "serialization" in node or fields.get("computed_fields") or _has_key(fields, "serialization"):
+        return None
+    config = node.get("config")
+    if config is not None and config.get("extra_fields_behavior") == "allow":
+        return None
+    typed = {
+        name: {"type": "typed-dict-field", "required": True}
+        | {key: field[key] for key in _KEPT if key in field}
+        | ({"serialization_exclude": True} if name in _EXCLUDE else {})
+        for name, field in fields["fields"].items()
+    }
+    node.clear()
+    node.update({"type": "typed-dict", "fields": typed})
+    try:
+        return SchemaSerializer(schema, config)
+    except Exception:  # a schema pydantic-core will not take apart: the general path is right anyway
+        log.debug("codec: %s keeps the model serializer", model.__name__, exc_info=True)
+        return None
+
+
+_KEPT = ("schema", "serialization_alias", "serialization_exclude", "serialization_exclude_if", "metadata")
+_UNKNOWN = object()
+_FORMS: dict[type[Model], object] = {}
+
+
+def _model_node(schema: object, model: type[Model]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``model``'s own node in a core schema (it may be wrapped, by validators or definitions), and its fields."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "model" and schema.get("cls") is model:
+            inner = schema.get("schema")
+            if isinstance(inner, dict) and inner.get("type") == "model-fields":
+                return schema, inner
+            return None
+        values: Iterable[object] = schema.values()
+    elif isinstance(schema, list):
+        values = schema
+    else:
+        return None
+    for value in values:
+        found = _model_node(value, model)
+        if found is not None:
+            return found
+    return None
+
+
+def _has_key(schema: object, key: str) -> bool:
+    if isinstance(schema, dict):
+        return key in schema or any(_has_key(v, key) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_has_key(v, key) for v in schema)
+    return False
 
 
 def decode(model: type[M], record: Record, *, share: bool = True) -> M:

@@ -1,60 +1,106 @@
 """The cache's replica: objects by id and the index buckets on their fields, kept by the apply thread.
 
 A projected cache's partial views are kept and indexed the same way. An
-index bucket is the one id that holds a value, or a set once several
-objects share it (a set per near-unique value, a name, would cost ~200 bytes
-an object). Only the cache's apply thread changes them; readers read without
-a lock (see :meth:`nbdb.Cache.find`).
+index bucket holds the object itself when one object holds its value (a
+name), or a dict from id to object once several share it (the ports of a
+switch): a lookup returns the objects without a second lookup by id, and a
+bucket costs no more than the ids it replaces. Only the cache's apply thread
+changes them; readers read without a lock (see :meth:`nbdb.Cache.find`).
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Collection
+from typing import Any
 from uuid import UUID
 
 from nbdb.models.base import Model
 from nbdb.projection import PartialView
 
-__all__ = ["Buckets", "index", "matches", "unindex"]
+__all__ = ["Bucket", "Buckets", "Indexes", "bucket_objects", "index", "matches", "reindex", "unindex"]
 
-Buckets = dict[Any, UUID | set[UUID]]
-"""One field's index: value -> the id (or ids) of the objects that hold it."""
+Item = Model | PartialView
+"""What a cache holds for an object: the model, or a partial view of it."""
+
+Bucket = Item | dict[UUID, Item]
+"""The objects that hold one value of one field: one object, or several by id."""
+
+Buckets = dict[Any, Bucket]
+"""One field's index: value -> its bucket."""
+
+Indexes = dict[str, Buckets]
+"""A model's indexes, by field."""
+
+_COLLECTIONS = (list, tuple, set, frozenset)
 
 
-def index(indexes: dict[str, Buckets], obj: Model) -> None:
+def _values(obj: Item, field: str) -> Collection[Any]:
+    """The values under which ``obj`` is indexed for ``field`` (a collection field: each member)."""
+    value = getattr(obj, field)
+    return value if isinstance(value, _COLLECTIONS) else (value,)
+
+
+def _add(buckets: Buckets, values: Collection[Any], obj: Item) -> None:
+    id = obj.id  # type: ignore[union-attr]  # a partial view has the id too
+    for value in values:
+        bucket = buckets.get(value)
+        if bucket is None:
+            buckets[value] = obj
+        elif type(bucket) is dict:
+            bucket[id] = obj
+        elif bucket.id == id:  # type: ignore[union-attr]
+            buckets[value] = obj  # a newer copy of the same object
+        else:
+            buckets[value] = {bucket.id: bucket, id: obj}  # type: ignore[union-attr, dict-item]
+
+
+def _drop(buckets: Buckets, values: Collection[Any], id: UUID) -> None:
+    for value in values:
+        bucket = buckets.get(value)
+        if bucket is None:
+            continue
+        if type(bucket) is not dict:
+            if bucket.id == id:  # type: ignore[union-attr]
+                del buckets[value]
+            continue
+        bucket.pop(id, None)
+        if len(bucket) == 1:
+            buckets[value] = next(iter(bucket.values()))
+        elif not bucket:
+            del buckets[value]
+
+
+def index(indexes: Indexes, obj: Item) -> None:
     """Add ``obj`` to each of its model's indexes."""
     for field, buckets in indexes.items():
-        for value in obj.index_values(field):
-            bucket = buckets.get(value)
-            if bucket is None:
-                buckets[value] = obj.id
-            elif type(bucket) is UUID:
-                if bucket != obj.id:
-                    buckets[value] = {bucket, obj.id}
-            else:
-                cast(set[UUID], bucket).add(obj.id)
+        _add(buckets, _values(obj, field), obj)
 
 
-def unindex(indexes: dict[str, Buckets], obj: Model) -> None:
+def unindex(indexes: Indexes, obj: Item) -> None:
     """Remove ``obj`` from each of its model's indexes."""
     for field, buckets in indexes.items():
-        for value in obj.index_values(field):
-            bucket = buckets.get(value)
-            if bucket is None:
-                continue
-            if type(bucket) is UUID:
-                if bucket == obj.id:
-                    del buckets[value]
-                continue
-            ids = cast(set[UUID], bucket)
-            ids.discard(obj.id)
-            if len(ids) == 1:
-                buckets[value] = next(iter(ids))
-            elif not ids:
-                del buckets[value]
+        _drop(buckets, _values(obj, field), obj.id)  # type: ignore[union-attr]
 
 
-def matches(obj: Model | PartialView, field: str, value: Any) -> bool:
+def reindex(indexes: Indexes, old: Item, new: Item) -> None:
+    """Replace ``old`` by ``new``, a later copy of the same object, in each index.
+
+    Where the field kept its values (most fields of most updates) the buckets
+    only swap the object they hold.
+    """
+    for field, buckets in indexes.items():
+        before, after = _values(old, field), _values(new, field)
+        if before != after:
+            _drop(buckets, before, old.id)  # type: ignore[union-attr]
+        _add(buckets, after, new)
+
+
+def bucket_objects(bucket: Bucket) -> list[Any]:
+    """The objects of a bucket, as a new list (one step under the GIL: a consistent read)."""
+    return list(bucket.values()) if type(bucket) is dict else [bucket]
+
+
+def matches(obj: Item, field: str, value: Any) -> bool:
     """Whether ``obj``'s field equals ``value`` (a list field: contains it)."""
     attr = getattr(obj, field)
     if isinstance(attr, list) and not isinstance(value, list):

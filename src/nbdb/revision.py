@@ -27,12 +27,17 @@ class Revision(int):
     ``scope`` is equal (``GLOBAL_SCOPE`` on backends with shared revisions).
     """
 
-    scope: Any
+    scope: Any = GLOBAL_SCOPE
+    """The sequence this revision belongs to (read from the class unless set)."""
 
     def __new__(cls, value: int, scope: Any = GLOBAL_SCOPE) -> Revision:
         """The revision ``value`` of the sequence ``scope``."""
         self = super().__new__(cls, value)
-        self.scope = scope
+        if scope is not GLOBAL_SCOPE:
+            # Only then does the instance get a __dict__: every stored object
+            # keeps the revision of its commit, and a dict per revision was
+            # one more container for the cyclic collector to scan.
+            self.scope = scope
         return self
 
     def __repr__(self) -> str:

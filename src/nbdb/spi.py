@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from nbdb.capabilities import Capabilities
 from nbdb.errors import UnsupportedError
@@ -49,8 +49,13 @@ ANY_VERSION = -1
 """``Delete.expect_version`` that accepts whatever version is stored."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+# The records and operations that cross the SPI on every write and every change
+# are named tuples: immutable and hashable like frozen dataclasses, and built in
+# one C call (a frozen dataclass sets each field through object.__setattr__: four
+# times the cost, paid several times per write).
+
+
+class Record(NamedTuple):
     """One stored object as the backend sees it: opaque bytes plus addressing.
 
     ``value`` is the decoded object when an in-process store kept the one the
@@ -80,8 +85,7 @@ class Snapshot:
     after: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UniqueKey:
+class UniqueKey(NamedTuple):
     """A value an object holds in a unique field (or group of fields) of its table.
 
     ``field`` names the field, or the fields joined by ``+``; ``value`` is the
@@ -93,8 +97,7 @@ class UniqueKey:
     value: str
 
 
-@dataclass(frozen=True, slots=True)
-class RecordChange:
+class RecordChange(NamedTuple):
     """One committed change of one record (old None: created; new None: deleted).
 
     ``synthetic`` marks a change of a *merged catch-up*: after a reconnect
@@ -114,13 +117,18 @@ class RecordChange:
     synthetic: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
+class Put(NamedTuple):
     """Create (``expect_version == 0``) or compare-and-swap update of one record.
 
     ``refs`` is the full set of references of the new state; ``old_refs`` those
     of the stored state at ``expect_version`` if the caller knows them (None:
-    the backend reads them).
+    the backend reads them). ``value`` is the object as it will be stored (its
+    next version), for in-process stores that keep objects. ``unique`` holds
+    every unique value of the new state (stores with ``capabilities.unique``
+    enforce them), ``old_unique`` those of the stored state at
+    ``expect_version`` if the caller knows them (None: read them). ``ttl``:
+    seconds the object lives unless refreshed (creates only; stores with
+    ``capabilities.expiry``).
     """
 
     table: str
@@ -131,20 +139,18 @@ class Put:
     refs: frozenset[RefKey] = frozenset()
     old_refs: frozenset[RefKey] | None = None
     value: object = None
-    """The object as it will be stored (its next version), for in-process stores that keep objects."""
     unique: tuple[UniqueKey, ...] = ()
-    """Every unique value of the new state (stores with ``capabilities.unique`` enforce them)."""
     ttl: float | None = None
-    """Seconds the object lives unless refreshed (creates only; stores with ``capabilities.expiry``)."""
     old_unique: tuple[UniqueKey, ...] | None = None
-    """The unique values of the stored state at ``expect_version``, if the caller knows them (None: read them)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Delete:
+class Delete(NamedTuple):
     """Delete one record, if it is at ``expect_version`` (or ANY_VERSION) and unreferenced.
 
-    ``old_refs`` are the references the stored record holds, if known.
+    ``old_refs`` are the references the stored record holds, ``old_unique``
+    its unique values, if known (None: the backend reads them). ``if_exists``:
+    nothing to do (not an error) if the record does not exist when the
+    commit applies.
     """
 
     table: str
@@ -153,9 +159,7 @@ class Delete:
     expect_version: int = ANY_VERSION
     old_refs: frozenset[RefKey] | None = None
     if_exists: bool = False
-    """Nothing to do (not an error) if the record does not exist when the commit applies."""
     old_unique: tuple[UniqueKey, ...] | None = None
-    """The unique values the stored record holds, if known (None: the backend reads them)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, TypeVar, get_args, get_origin, overload
 from uuid import UUID
 
 from pydantic import TypeAdapter
@@ -33,6 +33,8 @@ __all__ = [
 
 M = TypeVar("M", bound=Model)
 
+_NO_REFS: frozenset[tuple[str, UUID]] = frozenset()
+
 
 def stored(obj: M, version: int, revision: int | None = None) -> M:
     """``obj`` as stored at ``version`` (committed at ``revision``)."""
@@ -41,22 +43,23 @@ def stored(obj: M, version: int, revision: int | None = None) -> M:
 
 def unique_keys(obj: Model) -> tuple[UniqueKey, ...]:
     """Every unique value ``obj`` holds."""
-    return tuple(UniqueKey(field, value) for field, value in obj.unique_values())
+    return _keys(obj.unique_values())
 
 
 def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, M]:
     """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1)."""
     refs = obj.ref_keys()
-    values = obj.unique_values() if obj.nbdb_unique_fields else ()
-    copy = obj.stored_copy(expect_version + 1, refs, unique=values)
+    unique = _keys(obj.unique_values())
+    # The stored copy keeps its unique values as the keys themselves (a UniqueKey
+    # is a (field, value) pair): its next update or delete reuses them.
+    copy = obj.stored_copy(expect_version + 1, refs, unique=unique)
     if expect_version:
         old_refs, old_unique = obj.stored_refs(), _keys(obj.stored_unique())
     else:
-        old_refs, old_unique = frozenset(), ()
+        old_refs, old_unique = _NO_REFS, ()
     put = Put(
-        obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, copy,
-        tuple(UniqueKey(f, v) for f, v in values), ttl, old_unique,
-    )  # fmt: skip
+        obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, copy, unique, ttl, old_unique
+    )
     return put, copy
 
 
@@ -68,8 +71,17 @@ def as_stored(obj: M, planned: M, version: int, revision: int) -> M:
     return planned
 
 
+@overload
+def _keys(values: tuple[tuple[str, str], ...]) -> tuple[UniqueKey, ...]: ...
+@overload
+def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] | None: ...
+
+
 def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] | None:
-    return None if values is None else tuple(UniqueKey(f, v) for f, v in values)
+    """``values`` as unique keys (as they are if they are keys already: a write's stored copy keeps them)."""
+    if not values or type(values[0]) is UniqueKey:
+        return values  # type: ignore[return-value]  # None, (), or keys
+    return tuple([UniqueKey(f, v) for f, v in values])
 
 
 def delete_of(obj: Model, if_exists: bool = False) -> Delete:

@@ -64,6 +64,25 @@ def test_ovn_port_address_forms(address: str) -> None:
     assert LogicalSwitchPort(switch=SW, name="p", addresses=[address]).addresses == [address]
 
 
+@given(
+    st.binary(min_size=6, max_size=6),
+    st.lists(st.ip_addresses(v=4), min_size=1, max_size=3),
+    st.sampled_from([":", "-"]),
+    st.booleans(),
+    st.sampled_from([" ", "  ", "\t"]),
+)
+def test_mac_and_ipv4_entry_normalises_whatever_the_spelling(
+    raw: bytes, ips: list[ipaddress.IPv4Address], sep: str, upper: bool, space: str
+) -> None:
+    # The canonical spelling takes a fast path and any other the full parse:
+    # both must give the same entry.
+    mac = ":".join(f"{b:02x}" for b in raw)
+    spelled = sep.join(f"{b:02X}" if upper else f"{b:02x}" for b in raw)
+    entry = space.join([spelled, *map(str, ips)])
+    want = " ".join([mac, *map(str, ips)])
+    assert LogicalSwitchPort(switch=SW, name="p", addresses=[entry]).addresses == [want]
+
+
 @pytest.mark.parametrize("address", ["", "0a:00:00:00:00", "0a:00:00:00:00:01 999.1.1.1", "routers"])
 def test_bad_port_addresses(address: str) -> None:
     with pytest.raises(nbdb.ValidationError) as info:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import json.encoder
 import types
 import typing
 import uuid
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self, get_args, get_origin
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PlainSerializer, WrapSerializer
 from pydantic_core import core_schema
 
 from nbdb import errors
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Model]] = {}
+_NO_REFS: frozenset[tuple[str, uuid.UUID]] = frozenset()
+_json_text = json.encoder.encode_basestring_ascii
+"""``json.dumps`` of one ``str`` (what it calls for a string), without building an encoder each call."""
 
 DECODED: dict[str, Any] = {}
 """The lineage of every decoded copy (shared, never written): it is the stored copy itself."""
@@ -42,6 +46,8 @@ DECODED: dict[str, Any] = {}
 
 def _id_of(value: Any) -> Any:
     """Let a reference field take the referenced model itself, not only its id."""
+    if type(value) is uuid.UUID or value is None:
+        return value  # the common case, without the ABC instance check a model class costs
     if isinstance(value, Model):
         return value.id
     return value
@@ -145,6 +151,8 @@ class Model(BaseModel):
     nbdb_unique_fields: ClassVar[tuple[tuple[str, ...], ...]] = ()
     nbdb_references: ClassVar[tuple[RefSpec, ...]] = ()
     nbdb_index_fields: ClassVar[tuple[str, ...]] = ()
+    nbdb_unique_groups: ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = ()
+    """Each unique group as (its key name, its fields, whether its value is one plain ``str`` field)."""
 
     # Where an instance comes from lives in __pydantic_private__, deliberately
     # undeclared (a declared private attribute costs every decode a default
@@ -213,6 +221,9 @@ class Model(BaseModel):
                 if name not in cls.model_fields:
                     raise TypeError(f"{cls.__name__}.nbdb_unique names unknown field {name!r}")
         cls.nbdb_unique_fields = unique
+        cls.nbdb_unique_groups = tuple(
+            ("+".join(group), group, len(group) == 1 and _plain_str(cls.model_fields[group[0]])) for group in unique
+        )
         index_fields = list(cls.nbdb_indexes)
         index_fields += [r.field for r in refs if r.field not in index_fields]
         cls.nbdb_index_fields = tuple(index_fields)
@@ -288,15 +299,21 @@ class Model(BaseModel):
         new = cls.__new__(cls)
         data = self.__dict__.copy()
         data["version"] = version
-        private = {} if self.__pydantic_private__ in (None, DECODED) else dict(self.__pydantic_private__)
+        private = self.__pydantic_private__
+        private = {} if private is None or private is DECODED else private.copy()
         private["_stored_refs"] = refs
         private["_revision"] = revision
         if self.nbdb_unique_fields:
             private["_stored_unique"] = unique
-        object.__setattr__(new, "__dict__", data)
-        object.__setattr__(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"version"})
-        object.__setattr__(new, "__pydantic_extra__", None)
-        object.__setattr__(new, "__pydantic_private__", private)
+        fields_set = self.__pydantic_fields_set__
+        if "version" not in fields_set:
+            fields_set = fields_set | {"version"}
+        # Shared when it holds "version" already: pydantic copies this set before changing it.
+        _set = object.__setattr__
+        _set(new, "__dict__", data)
+        _set(new, "__pydantic_fields_set__", fields_set)
+        _set(new, "__pydantic_extra__", None)
+        _set(new, "__pydantic_private__", private)
         return new
 
     def committed_at(self, revision: int) -> None:
@@ -313,30 +330,60 @@ class Model(BaseModel):
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
         """Every (table, id) this object points to."""
-        return frozenset((spec.target, target) for spec in self.nbdb_references for target in spec.ids(self))
+        specs = self.nbdb_references
+        if not specs:
+            return _NO_REFS
+        fields = self.__dict__
+        keys: list[tuple[str, uuid.UUID]] = []
+        for spec in specs:
+            value = fields[spec.field]
+            if value is None:
+                continue
+            if spec.many:
+                target = spec.target
+                keys += [(target, member) for member in value]
+            else:
+                keys.append((spec.target, value))
+        return frozenset(keys) if keys else _NO_REFS
 
     def unique_values(self) -> tuple[tuple[str, str], ...]:
         """Every unique (field, value) this object holds, as (names joined by ``+``, canonical JSON).
 
         A group of fields none of which is set (None) holds no value, as an
-        optional unique column does in SQL.
+        optional unique column does in SQL. The fields of an instance were
+        validated when it was made, so they are only serialised here (a plain
+        ``str`` straight to its JSON); :meth:`unique_text` validates values
+        that come from a caller.
         """
+        groups = self.nbdb_unique_groups
+        if not groups:
+            return ()
+        fields = self.__dict__
         out = []
-        for group in self.nbdb_unique_fields:
-            values = {name: getattr(self, name) for name in group}
+        for key, group, plain in groups:
+            if plain:
+                value = fields[group[0]]
+                if type(value) is str:
+                    out.append((key, _json_text(value)))
+                    continue
+            values = {name: fields[name] for name in group}
             if all(v is None for v in values.values()):
                 continue
-            out.append(("+".join(group), self.unique_text(group, values)))
+            out.append((key, self.unique_text(group, values, trusted=True)))
         return tuple(out)
 
     @classmethod
-    def unique_text(cls, group: tuple[str, ...], values: Mapping[str, Any]) -> str:
-        """The canonical JSON of the values of one unique group (validated as the fields would be)."""
+    def unique_text(cls, group: tuple[str, ...], values: Mapping[str, Any], *, trusted: bool = False) -> str:
+        """The canonical JSON of the values of one unique group (validated as the fields would be).
+
+        ``trusted``: the values are an instance's own, validated already; they are only serialised.
+        """
         shown = []
         for name in group:
             adapter = _field_adapter(cls, name)
             try:
-                shown.append(adapter.dump_python(adapter.validate_python(values[name]), mode="json"))
+                value = values[name] if trusted else adapter.validate_python(values[name])
+                shown.append(adapter.dump_python(value, mode="json"))
             except pydantic.ValidationError as exc:
                 raise _translate(exc, f"{cls.__name__}.{name}") from None
         return json.dumps(shown if len(group) > 1 else shown[0], sort_keys=True, separators=(",", ":"))
@@ -357,6 +404,11 @@ def _field_adapter(model: type[Model], name: str) -> pydantic.TypeAdapter[Any]:
     if info.metadata:
         annotation = typing.Annotated[annotation, *info.metadata]
     return pydantic.TypeAdapter(annotation)
+
+
+def _plain_str(info: pydantic.fields.FieldInfo) -> bool:
+    """Whether a field holds a ``str`` that serialises as itself (no serializer of its own)."""
+    return info.annotation is str and not any(isinstance(m, PlainSerializer | WrapSerializer) for m in info.metadata)
 
 
 def model_for_table(table: str) -> type[Model]:

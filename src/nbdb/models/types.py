@@ -99,6 +99,9 @@ def _port_range(value: str) -> str:
 
 
 _ADDRESS_KEYWORDS = frozenset({"router", "unknown", "dynamic"})
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_ADDRESS = re.compile(rf"(?:[0-9a-f]{{2}}:){{5}}[0-9a-f]{{2}}(?: {_OCTET}(?:\.{_OCTET}){{3}})+")
+"""The common entry, already canonical: a lower-case MAC and dotted-quad IPv4 addresses, one space apart."""
 
 
 def _lsp_address(value: str) -> str:
@@ -107,6 +110,8 @@ def _lsp_address(value: str) -> str:
     OVN accepts ``router``, ``unknown``, ``dynamic``, ``MAC``, ``MAC dynamic``,
     ``MAC IP [IP...]``, and ``dynamic IP``.
     """
+    if _CANONICAL_ADDRESS.fullmatch(value):
+        return value  # what the checks below would return (hot: every port built or decoded)
     tokens = value.split()
     if not tokens:
         raise ValueError("empty port address")

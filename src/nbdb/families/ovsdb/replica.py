@@ -21,7 +21,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
@@ -429,7 +428,7 @@ class Replica:
         elif out:
             if merged is not None:
                 log.info("ovsdb: %s %s shows several commits in one update: delivered as a merged catch-up", *merged)
-                out = [replace(c, synthetic=True) for c in out]
+                out = [c._replace(synthetic=True) for c in out]
             out.sort(key=lambda c: (c.table, str(c.id)))
             self.revision = revision
             self.history.extend(out)

@@ -1,24 +1,9 @@
-"""The embedded default: an in-process store of objects, in microseconds.
-
-``memory://`` gives a private store; ``memory://NAME`` a store shared by every
-``connect()`` of that name in the process. ``?history=N`` bounds the change
-history (default 10,000 record changes) so that a watcher that falls further
-behind gets HistoryGoneError and a cache re-lists, as on any server backend.
-
-Unlike the server backends, this store does not go through a family of key
-layouts: it keeps records in dictionaries — by id, by (topic, table), and a
-reverse-reference index — and checks the shared commit rules
-(:mod:`nbdb.families.rules`) directly under one lock, so a commit is a few
-dictionary operations. It also keeps the object each write was validated as
-(:attr:`nbdb.spi.Record.value`): reads, watches and caches of the process
-share that immutable object instead of decoding bytes again.
-"""
+"""The ``memory://`` backend: the SPI over a :class:`~nbdb.backends.memory.store.MemoryStore`."""
 
 from __future__ import annotations
 
 import bisect
 import heapq
-import threading
 import time
 import uuid
 import weakref
@@ -28,16 +13,15 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from nbdb import errors, page_token
+from nbdb.backends.memory.store import DEFAULT_HISTORY, MemoryStore
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import rules
-from nbdb.families.lease import LeaseTable, hold_lease
+from nbdb.families.lease import hold_lease
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
 from nbdb.spi import (
-    ANY_VERSION,
     Backend,
     CommitResult,
-    Delete,
     LockHandle,
     Put,
     Record,
@@ -49,189 +33,9 @@ from nbdb.spi import (
     WriteOp,
 )
 
-__all__ = ["MemoryBackend", "MemoryStore"]
+__all__ = ["MemoryBackend"]
 
-DEFAULT_HISTORY = 10_000
 _NO_REFS: frozenset[RefKey] = frozenset()
-
-
-class MemoryStore:
-    """The data of one in-memory database: records, references, revision, bounded history, leases."""
-
-    def __init__(self, history: int = DEFAULT_HISTORY) -> None:
-        if history < 1:
-            raise errors.ValidationError("memory:// history must be at least 1")
-        self.history_limit = history
-        self.cond = threading.Condition(threading.Lock())
-        self.records: dict[RefKey, Record] = {}
-        self.parts: dict[tuple[str | None, str], dict[uuid.UUID, Record]] = {}
-        self.refs: dict[RefKey, frozenset[RefKey]] = {}
-        self.referrers: dict[RefKey, set[RefKey]] = {}
-        self.revision = 0
-        self.compacted = 0
-        self.history: list[RecordChange] = []
-        self.leases = LeaseTable()
-        self.counters: dict[str, int] = {}
-        self.uniques: dict[tuple[str, UniqueKey], uuid.UUID] = {}
-        self.held: dict[RefKey, tuple[UniqueKey, ...]] = {}
-        self.expiry: dict[RefKey, tuple[float, float]] = {}
-        """(ttl, deadline) of every object created with a ttl."""
-        self._reaper: threading.Thread | None = None
-
-    # ---------------------------------------------------------------- commits (caller holds cond)
-
-    def check(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOp], list[int]]:
-        """Every rule of the commit, against the current state: the ops to apply and their versions.
-
-        A delete ``if_exists`` of a missing record is dropped.
-        """
-        ops = [
-            op for op in ops if not (isinstance(op, Delete) and op.if_exists and (op.table, op.id) not in self.records)
-        ]
-        shape = rules.shape_of(ops)
-        versions: list[int] = []
-        old_refs: dict[RefKey, frozenset[RefKey]] = {}
-        for op in ops:
-            me = (op.table, op.id)
-            current = self.records.get(me)
-            if me in shape.created:
-                if current is not None:
-                    raise rules.already_exists(me)
-                versions.append(1)
-                continue
-            if current is None:
-                raise rules.not_found(me)
-            if current.topic != op.topic:
-                raise rules.topic_changed(me, current.topic, op.topic)
-            if op.expect_version not in (ANY_VERSION, current.version):
-                raise rules.stale(me, current.version, op.expect_version)
-            if isinstance(op, Put) and op.ttl is not None:
-                raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
-            old_refs[me] = self.refs.get(me, _NO_REFS)
-            versions.append(0 if isinstance(op, Delete) else current.version + 1)
-        changes = rules.ref_changes(ops, old_refs, shape)
-        for target, sources in changes.added.items():
-            if target not in shape.created and target not in self.records:
-                raise rules.dangling(sources[0], target)
-            if target in self.expiry or any(
-                isinstance(op, Put) and op.ttl is not None and (op.table, op.id) == target for op in ops
-            ):
-                raise rules.ttl_referenced(sources[0], target)
-        for target in shape.deleted:
-            remaining = rules.remaining_referrers(target, self.referrers.get(target, ()), changes)
-            if remaining:
-                raise rules.still_referenced(target, sorted(remaining))
-        self._check_unique(ops)
-        return ops, versions
-
-    def _check_unique(self, ops: Sequence[WriteOp]) -> None:
-        released: set[tuple[str, UniqueKey]] = set()
-        claimed: dict[tuple[str, UniqueKey], uuid.UUID] = {}
-        for op in ops:
-            me = (op.table, op.id)
-            keep = set(op.unique) if isinstance(op, Put) else set()
-            released.update((op.table, key) for key in self.held.get(me, ()) if key not in keep)
-        for op in ops:
-            if not isinstance(op, Put):
-                continue
-            for key in op.unique:
-                slot = (op.table, key)
-                owner = claimed.get(slot, self.uniques.get(slot))
-                if owner is not None and owner != op.id and (slot in claimed or slot not in released):
-                    raise rules.unique_taken(op.table, key.field, key.value, owner)
-                claimed[slot] = op.id
-
-    def apply(self, ops: Sequence[WriteOp], versions: Sequence[int]) -> int:
-        """Write a checked commit at the next revision."""
-        self.revision += 1
-        rev = self.revision
-        history = self.history
-        for op, version in zip(ops, versions, strict=True):
-            me = (op.table, op.id)
-            old = self.records.get(me)
-            part = self.parts.setdefault((op.topic, op.table), {})
-            if isinstance(op, Put):
-                new = Record(op.table, op.id, op.topic, version, op.data, op.value)
-                self.records[me] = new
-                part[op.id] = new
-                self._set_refs(me, op.refs)
-                self._set_unique(me, op.unique)
-                if op.ttl is not None:
-                    self.expiry[me] = (op.ttl, time.monotonic() + op.ttl)
-                    self._start_reaper()
-            else:
-                new = None
-                del self.records[me]
-                del part[op.id]
-                self._set_refs(me, _NO_REFS)
-                self._set_unique(me, ())
-                self.expiry.pop(me, None)
-            history.append(RecordChange(op.table, op.id, op.topic, old, new, rev))
-        excess = len(history) - self.history_limit
-        if excess > 0:
-            # Trim in chunks so trimming stays amortised O(1) per change.
-            cut = min(max(excess, self.history_limit // 4), len(history))
-            self.compacted = history[cut - 1].revision
-            del history[:cut]
-        self.cond.notify_all()
-        return rev
-
-    def _set_unique(self, me: RefKey, keys: tuple[UniqueKey, ...]) -> None:
-        for key in self.held.pop(me, ()):
-            if self.uniques.get((me[0], key)) == me[1]:
-                del self.uniques[(me[0], key)]
-        for key in keys:
-            self.uniques[(me[0], key)] = me[1]
-        if keys:
-            self.held[me] = keys
-
-    def _start_reaper(self) -> None:
-        if self._reaper is None or not self._reaper.is_alive():
-            self._reaper = threading.Thread(
-                target=_reap, args=(weakref.ref(self),), name="nbdb-memory-reaper", daemon=True
-            )
-            self._reaper.start()
-
-    def reap(self) -> float | None:
-        """Delete what has expired (caller holds ``cond``); seconds until the next deadline, None if none."""
-        now = time.monotonic()
-        expired = [key for key, (_, deadline) in self.expiry.items() if deadline <= now]
-        if expired:
-            ops: list[WriteOp] = [
-                Delete(t, i, self.records[(t, i)].topic) for t, i in expired if (t, i) in self.records
-            ]
-            self.apply(ops, [0] * len(ops))
-        if not self.expiry:
-            return None
-        return max(0.0, min(deadline for _, deadline in self.expiry.values()) - now)
-
-    def _set_refs(self, me: RefKey, refs: frozenset[RefKey]) -> None:
-        old = self.refs.pop(me, _NO_REFS)
-        for target in old - refs:
-            sources = self.referrers.get(target)
-            if sources is not None:
-                sources.discard(me)
-                if not sources:
-                    del self.referrers[target]
-        for target in refs - old:
-            self.referrers.setdefault(target, set()).add(me)
-        if refs:
-            self.refs[me] = refs
-
-
-def _reap(ref: weakref.ReferenceType[MemoryStore]) -> None:
-    """The expiry thread of a store: deletes expired objects (watchers see it) until none expire."""
-    while True:
-        store = ref()
-        if store is None:
-            return
-        with store.cond:
-            pause = store.reap()
-            if pause is None:
-                store._reaper = None
-                return
-            store.cond.wait(min(pause, 1.0))
-        del store
 
 
 class _MemoryStream(RecordStream):
@@ -247,12 +51,12 @@ class _MemoryStream(RecordStream):
     def poll(self, timeout: float | None) -> list[RecordChange]:
         store = self._store
         deadline = None if timeout is None else time.monotonic() + timeout
-        with store.cond:
+        with store.lock:
             while not self._closed and store.revision <= self._revision:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return []
-                store.cond.wait(remaining)
+                store.wait(remaining)
             if self._closed:
                 return []
             if self._revision < store.compacted:
@@ -273,7 +77,7 @@ class _MemoryStream(RecordStream):
         return self._revision
 
     def close(self) -> None:
-        with self._store.cond:
+        with self._store.lock:
             self._closed = True
             self._store.cond.notify_all()
 
@@ -333,7 +137,7 @@ class MemoryBackend(Backend):
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         store = self.store
         wanted = frozenset(tables)
-        with store.cond:
+        with store.lock:
             records = [
                 record
                 for (topic, table), part in store.parts.items()
@@ -344,29 +148,19 @@ class MemoryBackend(Backend):
 
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
         store = self.store
-        with store.cond:
-            return self._commit(ops)
-
-    def _commit(self, ops: Sequence[WriteOp]) -> CommitResult:
-        store = self.store
-        if not ops:
-            return CommitResult(store.revision, [])
-        applied, versions = store.check(ops)
-        revision = store.apply(applied, versions) if applied else store.revision
-        by_key = {(op.table, op.id): v for op, v in zip(applied, versions, strict=True)}
-        skipped = frozenset(i for i, op in enumerate(ops) if (op.table, op.id) not in by_key)
-        return CommitResult(revision, [by_key.get((op.table, op.id), 0) for op in ops], skipped)
+        with store.lock:
+            return store.commit(ops)
 
     def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
         store = self.store
-        with store.cond:
+        with store.lock:
             if not store.leases.holds(fence.name, fence.token.encode()):
                 raise errors.LockLostError(f"lock {fence.name!r} is no longer held by this holder: nothing was written")
-            return self._commit(ops)
+            return store.commit(ops)
 
     def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
         store = self.store
-        with store.cond:
+        with store.lock:
             if (table, id) not in store.records:
                 raise rules.not_found((table, id), "expired or deleted")
             if (table, id) not in store.expiry:
@@ -375,7 +169,7 @@ class MemoryBackend(Backend):
 
     def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
         wanted = frozenset(tables)
-        with self.store.cond:
+        with self.store.lock:
             return {key: ttl for key, (ttl, _) in self.store.expiry.items() if key[0] in wanted}
 
     def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
@@ -388,7 +182,7 @@ class MemoryBackend(Backend):
         revision, last = page_token.decode(after)
         store = self.store
         wanted = frozenset(tables)
-        with store.cond:
+        with store.lock:
             if revision is None:
                 revision = store.revision
             elif revision < store.compacted:
@@ -416,7 +210,7 @@ class MemoryBackend(Backend):
         return Snapshot([state[k] for k in page], revision, token)
 
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
-        with self.store.cond:
+        with self.store.lock:
             return sorted(self.store.referrers.get((table, id), ()))
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
@@ -431,20 +225,20 @@ class MemoryBackend(Backend):
         return hold_lease(self, name, ttl, timeout)
 
     def allocate_id(self, name: str) -> int:
-        with self.store.cond:
+        with self.store.lock:
             value = self.store.counters.get(name, 0) + 1
             self.store.counters[name] = value
             return value
 
     def compact_history(self) -> None:
         store = self.store
-        with store.cond:
+        with store.lock:
             store.compacted = store.revision
             store.history.clear()
 
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
         store = self.store
-        with store.cond:
+        with store.lock:
             old = store.records.get((table, id))
             put = Put(table, id, topic, data, 0 if old is None else old.version, store.refs.get((table, id), _NO_REFS))
             store.apply([put], [1 if old is None else old.version + 1])
@@ -458,15 +252,15 @@ class MemoryBackend(Backend):
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         """Take the lease for ``token`` unless another live holder has it."""
-        with self.store.cond:
+        with self.store.lock:
             return self.store.leases.acquire(name, token, ttl)
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         """Extend the lease if ``token`` still holds it."""
-        with self.store.cond:
+        with self.store.lock:
             return self.store.leases.renew(name, token, ttl)
 
     def release_lease(self, name: str, token: bytes) -> None:
         """Drop the lease if ``token`` still holds it."""
-        with self.store.cond:
+        with self.store.lock:
             self.store.leases.release(name, token)

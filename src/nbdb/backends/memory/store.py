@@ -1,0 +1,299 @@
+"""The data of an in-memory database and its commits: records, references, unique claims, history, leases.
+
+A commit is checked against the shared commit rules (:mod:`nbdb.families.rules`,
+the same words on every backend) and applied under the store's lock, in a few
+dictionary operations. The commit of one object, the common write, takes a
+path of its own (:meth:`MemoryStore.check_one`) that states the same rules
+without the bookkeeping only a transaction of several objects needs; the
+tests hold both paths to the same outcome for every sequence of writes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Sequence
+
+from nbdb import errors
+from nbdb.families import rules
+from nbdb.families.lease import LeaseTable
+from nbdb.spi import ANY_VERSION, CommitResult, Delete, Put, Record, RecordChange, RefKey, UniqueKey, WriteOp
+
+__all__ = ["DEFAULT_HISTORY", "MemoryStore"]
+
+DEFAULT_HISTORY = 10_000
+_NO_REFS: frozenset[RefKey] = frozenset()
+_FIRST = frozenset({0})
+
+
+class MemoryStore:
+    """The data of one in-memory database: records, references, revision, bounded history, leases."""
+
+    def __init__(self, history: int = DEFAULT_HISTORY) -> None:
+        if history < 1:
+            raise errors.ValidationError("memory:// history must be at least 1")
+        self.history_limit = history
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.waiting = 0
+        """Threads in :meth:`wait` (a commit notifies only when somebody waits)."""
+        self.records: dict[RefKey, Record] = {}
+        self.parts: dict[tuple[str | None, str], dict[uuid.UUID, Record]] = {}
+        self.refs: dict[RefKey, frozenset[RefKey]] = {}
+        self.referrers: dict[RefKey, set[RefKey]] = {}
+        self.revision = 0
+        self.compacted = 0
+        self.history: list[RecordChange] = []
+        self.leases = LeaseTable()
+        self.counters: dict[str, int] = {}
+        self.uniques: dict[tuple[str, UniqueKey], uuid.UUID] = {}
+        self.held: dict[RefKey, tuple[UniqueKey, ...]] = {}
+        self.expiry: dict[RefKey, tuple[float, float]] = {}
+        """(ttl, deadline) of every object created with a ttl."""
+        self._reaper: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- commits (caller holds lock)
+
+    def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        """Check ``ops`` against the current state and apply them at the next revision, all or nothing."""
+        if len(ops) == 1:
+            # One object, the common write: its rules need no transaction shape.
+            op = ops[0]
+            version = self.check_one(op)
+            if version is None:
+                return CommitResult(self.revision, [0], _FIRST)
+            return CommitResult(self.apply((op,), (version,)), [version])
+        if not ops:
+            return CommitResult(self.revision, [])
+        applied, versions = self.check(ops)
+        revision = self.apply(applied, versions) if applied else self.revision
+        if len(applied) == len(ops):
+            return CommitResult(revision, versions)
+        by_key = {(op.table, op.id): v for op, v in zip(applied, versions, strict=True)}
+        skipped = frozenset(i for i, op in enumerate(ops) if (op.table, op.id) not in by_key)
+        return CommitResult(revision, [by_key.get((op.table, op.id), 0) for op in ops], skipped)
+
+    def check_one(self, op: WriteOp) -> int | None:
+        """:meth:`check` of a commit of ``op`` alone: its new version (0: deleted), None if skipped.
+
+        The same rules in the same order, minus what only a transaction of
+        several objects can break (an object twice, a reference to an object
+        deleted alongside).
+        """
+        me = (op.table, op.id)
+        current = self.records.get(me)
+        if isinstance(op, Put):
+            if op.expect_version == 0:
+                if current is not None:
+                    raise rules.already_exists(me)
+                version, old = 1, _NO_REFS
+            else:
+                self._check_stored(op, me, current)
+                assert current is not None
+                if op.ttl is not None:
+                    raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
+                version, old = current.version + 1, self.refs.get(me, _NO_REFS)
+            new = op.refs
+            if new and new != old:
+                added = new - old if old else new
+                for target in sorted(added) if len(added) > 1 else added:
+                    if target != me and target not in self.records:
+                        raise rules.dangling(me, target)
+                    if target in self.expiry or (target == me and op.ttl is not None):
+                        raise rules.ttl_referenced(me, target)
+            if op.unique:
+                uniques = self.uniques
+                for key in op.unique:
+                    owner = uniques.get((op.table, key))
+                    if owner is not None and owner != op.id:
+                        raise rules.unique_taken(op.table, key.field, key.value, owner)
+            return version
+        if current is None:
+            if op.if_exists:
+                return None
+            raise rules.not_found(me)
+        self._check_stored(op, me, current)
+        referrers = self.referrers.get(me)
+        if referrers and (len(referrers) > 1 or me not in referrers):
+            raise rules.still_referenced(me, sorted(r for r in referrers if r != me))
+        return 0
+
+    def _check_stored(self, op: WriteOp, me: RefKey, current: Record | None) -> None:
+        """The rules of a write to a stored object: it exists, in the op's topic, at the expected version."""
+        if current is None:
+            raise rules.not_found(me)
+        if current.topic != op.topic:
+            raise rules.topic_changed(me, current.topic, op.topic)
+        if op.expect_version not in (ANY_VERSION, current.version):
+            raise rules.stale(me, current.version, op.expect_version)
+
+    def check(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOp], list[int]]:
+        """Every rule of the commit, against the current state: the ops to apply and their versions.
+
+        A delete ``if_exists`` of a missing record is dropped.
+        """
+        ops = [
+            op for op in ops if not (isinstance(op, Delete) and op.if_exists and (op.table, op.id) not in self.records)
+        ]
+        shape = rules.shape_of(ops)
+        versions: list[int] = []
+        old_refs: dict[RefKey, frozenset[RefKey]] = {}
+        for op in ops:
+            me = (op.table, op.id)
+            current = self.records.get(me)
+            if me in shape.created:
+                if current is not None:
+                    raise rules.already_exists(me)
+                versions.append(1)
+                continue
+            self._check_stored(op, me, current)
+            assert current is not None
+            if isinstance(op, Put) and op.ttl is not None:
+                raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
+            old_refs[me] = self.refs.get(me, _NO_REFS)
+            versions.append(0 if isinstance(op, Delete) else current.version + 1)
+        changes = rules.ref_changes(ops, old_refs, shape)
+        expiring = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.ttl is not None}
+        for target, sources in changes.added.items():
+            if target not in shape.created and target not in self.records:
+                raise rules.dangling(sources[0], target)
+            if target in self.expiry or target in expiring:
+                raise rules.ttl_referenced(sources[0], target)
+        for target in shape.deleted:
+            remaining = rules.remaining_referrers(target, self.referrers.get(target, ()), changes)
+            if remaining:
+                raise rules.still_referenced(target, sorted(remaining))
+        self._check_unique(ops)
+        return ops, versions
+
+    def _check_unique(self, ops: Sequence[WriteOp]) -> None:
+        released: set[tuple[str, UniqueKey]] = set()
+        claimed: dict[tuple[str, UniqueKey], uuid.UUID] = {}
+        held = self.held
+        for op in ops:
+            if type(op) is Put and op.expect_version == 0:
+                continue  # a new object holds nothing yet
+            mine = held.get((op.table, op.id))
+            if mine:
+                keep = op.unique if type(op) is Put else ()
+                released.update((op.table, key) for key in mine if key not in keep)
+        for op in ops:
+            if type(op) is not Put or not op.unique:
+                continue
+            for key in op.unique:
+                slot = (op.table, key)
+                owner = claimed.get(slot, self.uniques.get(slot))
+                if owner is not None and owner != op.id and (slot in claimed or slot not in released):
+                    raise rules.unique_taken(op.table, key.field, key.value, owner)
+                claimed[slot] = op.id
+
+    def apply(self, ops: Sequence[WriteOp], versions: Sequence[int]) -> int:
+        """Write a checked commit at the next revision."""
+        self.revision += 1
+        rev = self.revision
+        history = self.history
+        records, parts = self.records, self.parts
+        for op, version in zip(ops, versions, strict=True):
+            me = (op.table, op.id)
+            old = records.get(me)
+            part = parts.get((op.topic, op.table))
+            if part is None:
+                part = parts[(op.topic, op.table)] = {}
+            if type(op) is Put:
+                new = Record(op.table, op.id, op.topic, version, op.data, op.value)
+                records[me] = new
+                part[op.id] = new
+                if op.refs or me in self.refs:
+                    self._set_refs(me, op.refs)
+                if op.unique or me in self.held:
+                    self._set_unique(me, op.unique)
+                if op.ttl is not None:
+                    self.expiry[me] = (op.ttl, time.monotonic() + op.ttl)
+                    self._start_reaper()
+            else:
+                new = None
+                del records[me]
+                del part[op.id]
+                if me in self.refs:
+                    self._set_refs(me, _NO_REFS)
+                if me in self.held:
+                    self._set_unique(me, ())
+                if self.expiry:
+                    self.expiry.pop(me, None)
+            history.append(RecordChange(op.table, op.id, op.topic, old, new, rev))
+        if len(history) > self.history_limit:
+            excess = len(history) - self.history_limit
+            # Trim in chunks so trimming stays amortised O(1) per change.
+            cut = min(max(excess, self.history_limit // 4), len(history))
+            self.compacted = history[cut - 1].revision
+            del history[:cut]
+        if self.waiting:
+            self.cond.notify_all()
+        return rev
+
+    def wait(self, timeout: float | None) -> None:
+        """Wait (holding ``lock``) until a commit, a close or ``timeout``."""
+        self.waiting += 1
+        try:
+            self.cond.wait(timeout)
+        finally:
+            self.waiting -= 1
+
+    def _set_unique(self, me: RefKey, keys: tuple[UniqueKey, ...]) -> None:
+        for key in self.held.pop(me, ()):
+            if self.uniques.get((me[0], key)) == me[1]:
+                del self.uniques[(me[0], key)]
+        for key in keys:
+            self.uniques[(me[0], key)] = me[1]
+        if keys:
+            self.held[me] = keys
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(
+                target=_reap, args=(weakref.ref(self),), name="nbdb-memory-reaper", daemon=True
+            )
+            self._reaper.start()
+
+    def reap(self) -> float | None:
+        """Delete what has expired (caller holds ``lock``); seconds until the next deadline, None if none."""
+        now = time.monotonic()
+        expired = [key for key, (_, deadline) in self.expiry.items() if deadline <= now]
+        if expired:
+            ops: list[WriteOp] = [
+                Delete(t, i, self.records[(t, i)].topic) for t, i in expired if (t, i) in self.records
+            ]
+            self.apply(ops, [0] * len(ops))
+        if not self.expiry:
+            return None
+        return max(0.0, min(deadline for _, deadline in self.expiry.values()) - now)
+
+    def _set_refs(self, me: RefKey, refs: frozenset[RefKey]) -> None:
+        old = self.refs.pop(me, _NO_REFS)
+        for target in old - refs:
+            sources = self.referrers.get(target)
+            if sources is not None:
+                sources.discard(me)
+                if not sources:
+                    del self.referrers[target]
+        for target in refs - old:
+            self.referrers.setdefault(target, set()).add(me)
+        if refs:
+            self.refs[me] = refs
+
+
+def _reap(ref: weakref.ReferenceType[MemoryStore]) -> None:
+    """The expiry thread of a store: deletes expired objects (watchers see it) until none expire."""
+    while True:
+        store = ref()
+        if store is None:
+            return
+        with store.lock:
+            pause = store.reap()
+            if pause is None:
+                store._reaper = None
+                return
+            store.wait(min(pause, 1.0))
+        del store
