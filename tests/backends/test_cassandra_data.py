@@ -28,7 +28,7 @@ from nbdb.testing.cassandra import CassandraServer
 pytest.importorskip("cassandra")
 
 from nbdb.backends.cassandra.dialect import uuid_order
-from nbdb.families.widecolumn import Update, WideColumnBackend, layout
+from nbdb.families.widecolumn import Delete, WideColumnBackend, layout
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -234,10 +234,12 @@ def test_a_watch_notices_the_store_lost_a_commit_it_saw_land(open_db: Callable[[
         made = db.create(LogicalSwitch(name="lost", topic="t"))
         assert [e.id for e in watch.poll(5)] == [made.id]
         # What a node that crashed without a durable commit log can come back with: the revision's
-        # head and index row (written first) kept, the batch lost, its topic's last_rev below it.
-        p = family(db).partitions
-        rewind = Update(layout.DATA, layout.PARTITION, set=("last_rev",))
-        p.store.apply([(rewind, (p.ns, rules.topic_part("t"), made.nbdb_revision - 1))])
+        # head and index row (written first) kept, the batch lost; a list then seals the topic past it.
+        p, part, revision = family(db).partitions, rules.topic_part("t"), made.nbdb_revision
+        lose = Delete(layout.DATA, layout.OBJECT_KEY)
+        p.store.apply([(lose, (p.ns, part, layout.CHANGE, revision, LogicalSwitch.nbdb_table, made.id))])
+        p.store.apply([(lose, (p.ns, part, layout.OBJECT, 0, LogicalSwitch.nbdb_table, made.id))])
+        assert len(db.list(LogicalSwitch)) == 0
         with pytest.raises(nbdb.HistoryGoneError, match="lost"):
             for _ in range(50):
                 watch.poll(0.2)

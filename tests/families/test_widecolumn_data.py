@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from nbdb import errors
 from nbdb.families.widecolumn import layout as L
-from nbdb.families.widecolumn.changes import Intent
+from nbdb.families.widecolumn.changes import ChangeRow, Intent
 from nbdb.families.widecolumn.expiry import due
 from nbdb.families.widecolumn.pages import in_range
 from nbdb.families.widecolumn.planner import ClaimWanted, StoredObject, plan
@@ -131,13 +131,16 @@ def test_due_deadlines_come_oldest_first() -> None:
     assert [r.deadline for r in due(rows, 30)] == [None, 10, 30]
 
 
-def test_the_latest_landed_commit_of_this_process_skips_voids_and_later_ones() -> None:
+def test_the_latest_landed_commit_of_this_process_skips_voids_empty_and_later_ones() -> None:
     recent = RecentCommits()
-    assert recent.latest_landed(10) is None
-    recent.add(Intent(3, "a", frozenset({"T"})), ())
+    assert recent.latest_landed(10, 60) is None
+    row = ChangeRow(3, "T", uuid.UUID(int=1), b"{}", 1, None, 0)
+    recent.add(Intent(3, "a", frozenset({"T"})), [row])
     recent.add(Intent(5, "b", frozenset({"T"}), void=True), ())
-    recent.add(Intent(8, "c", frozenset({"T"})), ())
-    assert recent.latest_landed(7) == Intent(3, "a", frozenset({"T"}))
-    assert recent.latest_landed(8) == Intent(8, "c", frozenset({"T"}))
+    recent.add(Intent(6, "b", frozenset({"T"})), ())  # nothing written (deletes of objects already gone)
+    recent.add(Intent(8, "c", frozenset({"T"})), [ChangeRow(8, "T", uuid.UUID(int=1), b"{}", 2, b"{}", 1)])
+    assert recent.latest_landed(7, 60) == Intent(3, "a", frozenset({"T"}))
+    assert recent.latest_landed(8, 60) == Intent(8, "c", frozenset({"T"}))
+    assert recent.latest_landed(8, 0) is None  # older than the history: its change rows may have expired
     recent.clear()
-    assert recent.latest_landed(8) is None
+    assert recent.latest_landed(8, 60) is None

@@ -86,12 +86,16 @@ class RecentCommits:
             for g in [g for g in self._by_revision if g <= revision]:
                 del self._by_revision[g]
 
-    def latest_landed(self, revision: int) -> Intent | None:
-        """The newest commit of this process that landed at or below ``revision`` (None if none is held)."""
+    def latest_landed(self, revision: int, max_age: float) -> Intent | None:
+        """The newest commit of this process that landed at or below ``revision`` with change rows.
+
+        None if none is held that landed less than ``max_age`` seconds ago.
+        """
+        oldest = time.monotonic() - max_age
         with self._lock:
             for g in reversed(self._by_revision):
-                intent = self._by_revision[g][0]
-                if g <= revision and not intent.void:
+                intent, rows, at = self._by_revision[g]
+                if g <= revision and not intent.void and rows and at >= oldest:
                     return intent
         return None
 

@@ -264,22 +264,23 @@ class ChangeStream(RecordStream):
     def _check_own_commits_kept(self) -> None:
         """HistoryGoneError if the store lost a commit this process saw land, at or below the cursor.
 
-        A partition's ``last_rev`` never goes down. Below the revision of a
-        commit of this process that landed there, the store lost that commit
-        (a crash without a durable commit log) even though the head, written
-        before the batch, may have survived: the check on the head alone
-        misses that. The process forgets its recent commits, as the sequencer
-        does when it meets a loss, so a watch from a re-list goes on.
+        A commit writes the sequencer's head first and its batch after; a
+        node that crashed without a durable commit log can come back with the
+        head and without the batch, and the check on the head alone misses
+        that. The batch's change rows stay for the whole history (a seal by a
+        later list would hide a lost ``last_rev``, not them), so their absence
+        for the newest commit this process saw land means the store lost it.
+        The process then forgets its recent commits, as the sequencer does when
+        it meets a loss, so a watch from the re-list goes on.
         """
-        own = self._shared.recent.latest_landed(self._cursor)
+        own = self._shared.recent.latest_landed(self._cursor, self._o.history)
         if own is None:
             return
-        last = self._p.last_rev(own.partition)
-        if last is None or last < own.revision:
+        if not self._p.changes(own.partition, own.revision, own.revision):
             self._shared.recent.clear()
             raise errors.HistoryGoneError(
-                f"the store lost the commit at revision {own.revision} this process saw land (its topic is at "
-                f"revision {last}): it lost recent commits (a crash without a durable commit log)"
+                f"the store lost the commit at revision {own.revision} this process saw land: it lost recent "
+                "commits (a crash without a durable commit log)"
             )
 
     def _local_in_flight(self, entries: Sequence[Intent], now: float) -> Intent | None:
