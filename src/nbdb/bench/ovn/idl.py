@@ -77,11 +77,16 @@ class RawIdl:
                 row.addresses = [f"{mac} 10.9.{(index >> 8) & 255}.{index & 255}"]
                 row.external_ids = {"nbdb:ns": namespace, "neutron:device_owner": "compute:nova"}
                 parent.addvalue("ports", row.uuid)
+            seqno = self.idl.change_seqno
             status = txn.commit_block()
             if status == ovs.db.idl.Transaction.SUCCESS:
                 return
             if status != ovs.db.idl.Transaction.TRY_AGAIN:
                 raise RuntimeError(f"IDL transaction failed: {status} {txn.get_error()}")
+            # The IDL's documented protocol: wait for its copy to change before trying again
+            # (after an idle spell the server's probe dropped the connection; the IDL reconnects
+            # and loads the switch again, and a commit sent before that only asks to try again).
+            self.run_until(lambda: self.idl.change_seqno != seqno, 120)
         raise RuntimeError("IDL transaction kept asking to try again")
 
     def _switches(self) -> Any:
