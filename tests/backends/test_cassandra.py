@@ -232,7 +232,7 @@ def test_abandoned_reference_reservation_is_cleared_by_a_delete(open_db: Callabl
     # A writer reserved a reference from topic "tenant" and died before committing its object:
     reservation = f"{uuid.uuid4().hex}:tenant"
     key = (wc.partitions.ns, "infra", layout.OBJECT, 0, "LogicalSwitch", switch.id)
-    assert wc.store.apply([(layout.W_REF_RESERVE, (*key, {ghost: reservation}))]).applied
+    assert wc.store.apply([(layout.W_REF_RESERVE, (*key, {ghost: reservation}, 0, None))]).applied
     assert db.backend.referrers("LogicalSwitch", switch.id) == []  # unverified: not a referrer
     db.delete(switch)  # seals "tenant", sees the source never committed, clears the entry
     with pytest.raises(nbdb.NotFoundError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ import cassandra
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionShutdown
 
-from nbdb.backends.cassandra.dialect import CqlDialect
+from nbdb.backends.cassandra.dialect import CqlDialect, uuid_order
 from nbdb.backends.cassandra.exceptions import CAS_WRITE_UNKNOWN, NbdbRetryPolicy, translate
 from nbdb.backends.cassandra.url import parse_url
 
@@ -194,3 +195,17 @@ def test_the_driver_never_resends_a_compare_and_set() -> None:
     assert policy.on_request_error(read, None, None, 1)[0] == policy.RETHROW
     assert policy.on_request_error(cas, None, None, 0)[0] == policy.RETHROW
     assert policy.on_write_timeout(cas, None, "CAS", 2, 1, 0)[0] == policy.RETHROW
+
+
+# ---------------------------------------------------------------------------- the uuid order (pages need it)
+
+
+def test_time_based_ids_sort_by_their_timestamp_and_before_random_ones() -> None:
+    ids = [uuid.uuid1(node=1, clock_seq=n) for n in range(50)]
+    assert sorted(reversed(ids), key=uuid_order) == sorted(ids, key=lambda u: (u.time, u.int))
+    assert uuid_order(uuid.UUID(int=(1 << 128) - 1, version=1)) < uuid_order(uuid.UUID(int=0, version=4))
+
+
+@given(st.uuids(version=4), st.uuids(version=4))
+def test_random_ids_sort_by_their_halves_unsigned(a: uuid.UUID, b: uuid.UUID) -> None:
+    assert (uuid_order(a) < uuid_order(b)) == (a.int < b.int)  # one version: high then low half, unsigned

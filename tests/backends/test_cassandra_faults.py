@@ -21,7 +21,7 @@ import pytest
 
 import nbdb
 from nbdb.events import EventKind
-from nbdb.models import LogicalSwitch
+from nbdb.models import Chassis, LogicalSwitch
 from nbdb.spi import RecordChange, RecordStream
 from nbdb.testing import fixtures
 from nbdb.testing.cassandra import CassandraServer
@@ -115,6 +115,9 @@ class FaultyStore(WideColumnStore):
             if fault.before_raise is not None:
                 fault.before_raise()
         raise OutcomeUnknown(f"injected: the {fault.action} of a conditional write was lost")
+
+    def id_order(self, value: uuid.UUID) -> Any:
+        return self.real.id_order(value)
 
     def close(self) -> None:
         self.real.close()
@@ -429,3 +432,48 @@ def test_concurrent_commits_share_sequencer_round_trips_and_stay_dense(
     changes = changes_until(stream, start + commits)
     stream.close()
     assert sorted(c.revision for c in changes) == sorted(revisions)
+
+
+# ---------------------------------------------------------------------------- issue 17: the data API
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("action", ["request", "reply"])
+def test_a_lost_claim_is_settled_and_never_taken_for_a_rival(
+    action: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty()
+    fault = store.inject(Fault(writes_of(layout.W_CLAIM), action))
+    made = db.create(Chassis(name="lost-claim", topic="t1"))
+    assert fault.hits == 1
+    rival = open_db()
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        rival.create(Chassis(name="lost-claim", topic="t2"))
+    assert info.value.existing == made.id
+    assert [c.id for c in rival.list(Chassis)] == [made.id]
+
+
+@pytest.mark.timeout(120)
+def test_a_commit_whose_reply_was_lost_keeps_its_claims(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty()
+    fault = store.inject(Fault(COMMIT_BATCH, "reply"))
+    made = db.create(Chassis(name="lost-batch", topic="t1"))  # settled: it landed, once
+    assert fault.hits == 1 and fault.dropped is not None and fault.dropped.applied
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        open_db().create(Chassis(name="lost-batch", topic="t2"))
+    assert info.value.existing == made.id
+
+
+@pytest.mark.timeout(120)
+def test_a_refresh_whose_reply_was_lost_is_settled(faulty: Callable[..., tuple[nbdb.Database, FaultyStore]]) -> None:
+    db, store = faulty()
+    obj = db.create(LogicalSwitch(name="mortal", topic="t"), ttl=30)
+    fault = store.inject(Fault(writes_of(layout.W_REFRESH), "reply"))
+    before = time.time()
+    db.refresh(obj, 120)
+    assert fault.hits == 1
+    assert isinstance(db.backend, WideColumnBackend)
+    row = db.backend.partitions.object_row("t", "LogicalSwitch", obj.id)
+    assert row is not None and row.deadline is not None and row.deadline >= (before + 119) * 1000

@@ -158,7 +158,7 @@ def test_a_create_with_a_reference_in_its_partition() -> None:
     got = plan(NS, "t", [put(PORT, 0, frozenset({SW}))], {}, {PORT: None, SW: "t"})
     statements = [s for s, _ in got.statements]
     assert statements == [L.W_REF_ADD_EXISTING, L.W_CREATE]
-    assert got.statements[0][1][-2] == {L.ref_text(*PORT): ""}
+    assert got.statements[0][1][-3:] == ({L.ref_text(*PORT): ""}, 0, None), "the target must exist and not expire"
     assert got.versions == [1] and got.reserve == [] and len(got.changes) == 1
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from nbdb.capabilities import Atomicity, Capabilities, Durability
+from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families.widecolumn import WideColumnBackend
 
 try:
@@ -68,6 +68,10 @@ class CassandraBackend(WideColumnBackend):
         history="`history` seconds of changes (default 86400; cassandra://...?history=S), "
         "or since the last compact_history()",
         cross_process=True,
+        unique=True,
+        fencing=True,
+        expiry=Expiry.REAPER,
+        pages=True,
         notes="A topic is a partition: a transaction commits atomically (one conditional batch) when all its "
         "objects share one topic, and raises UnsupportedError otherwise; single-object writes always work. "
         "Every commit costs one lightweight transaction on the topic's partition, plus a share of one on the "
@@ -81,7 +85,12 @@ class CassandraBackend(WideColumnBackend):
         "Durability: a write is acknowledged at the consistency level (LOCAL_QUORUM); it survives a crash "
         "of all replicas only with commitlog_sync: batch (the default periodic sync may lose ~10 s). "
         "Reads are linearizable at the quorum levels nbdb accepts (ONE is refused). "
-        "Watchers and list() write a little (sealing a partition with an LWT), so they need write access.",
+        "Watchers and list() write a little (sealing a partition with an LWT), so they need write access. "
+        "Unique values are claim rows taken with an LWT before the commit (one more LWT per new value); a fenced "
+        "commit registers itself and checks the lock with a serial read, and a new holder seals out the commits "
+        "its predecessors registered, so none lands after it took the lock. Expiry: deadlines in the object rows, "
+        "reaped by connected Databases (wall clock). Pages: each page reads the change rows of its partition "
+        "since the first page's revision (HistoryGoneError once they expired).",
     )
 
     protocol_version: ClassVar[int] = 5

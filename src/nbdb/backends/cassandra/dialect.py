@@ -8,6 +8,7 @@ the values; the family lists the key first). Nothing here talks to a server.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from nbdb.families.widecolumn.primitives import (
@@ -24,7 +25,7 @@ from nbdb.families.widecolumn.primitives import (
     Write,
 )
 
-__all__ = ["CQL_TYPES", "Compiled", "CqlDialect"]
+__all__ = ["CQL_TYPES", "Compiled", "CqlDialect", "uuid_order"]
 
 CQL_TYPES: dict[ColumnType, str] = {
     ColumnType.TEXT: "text",
@@ -110,10 +111,12 @@ class CqlDialect:
     # ---------------------------------------------------------------- statements
 
     def select(self, query: Select) -> Compiled:
-        """SELECT ... WHERE k = ? AND ... [AND c op ?] [LIMIT n]."""
+        """SELECT ... WHERE k = ? AND ... [AND c op ?] [LIMIT n | LIMIT ?]."""
         where = [f"{c} = ?" for c in query.where] + [f"{c} {_op(op)} ?" for c, op in query.ranges]
         cql = f"SELECT {', '.join(query.columns)} FROM {self._t(query.table)} WHERE {' AND '.join(where)}"
-        if query.limit is not None:
+        if query.paged:
+            cql += " LIMIT ?"
+        elif query.limit is not None:
             cql += f" LIMIT {int(query.limit)}"
         return Compiled(cql, None, False)
 
@@ -172,6 +175,21 @@ class CqlDialect:
 
     def _t(self, table: str) -> str:
         return f"{self.keyspace}.{table}"
+
+
+def uuid_order(value: uuid.UUID) -> tuple[int, int, int]:
+    """The sort key of Cassandra's ``uuid`` type (``UUIDType``), which does not order by the 128-bit value.
+
+    It compares the version first; time-based (version 1) ids by their
+    timestamp, others by their high 64 bits, unsigned; then the low 64 bits,
+    unsigned. Checked against a server by the Cassandra tests.
+    """
+    msb, lsb = value.int >> 64, value.int & 0xFFFF_FFFF_FFFF_FFFF
+    version = (msb >> 12) & 0xF
+    if version == 1:
+        # time_low (32) | time_mid (16) | version (4) | time_hi (12)  ->  time_hi | time_mid | time_low
+        msb = ((msb & 0xFFF) << 48) | (((msb >> 16) & 0xFFFF) << 32) | (msb >> 32)
+    return version, msb, lsb
 
 
 def _op(op: str) -> str:

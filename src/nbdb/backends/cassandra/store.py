@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from cassandra.query import BatchStatement, BatchType
 
 from nbdb import errors
-from nbdb.backends.cassandra.dialect import Compiled, CqlDialect
+from nbdb.backends.cassandra.dialect import Compiled, CqlDialect, uuid_order
 from nbdb.backends.cassandra.exceptions import ERRORS, translate
 from nbdb.backends.cassandra.sessions import SessionLease
 from nbdb.families.widecolumn import (
@@ -247,6 +248,9 @@ class CqlStore(WideColumnStore):
             return Applied(True)
         current = tuple({k: v for k, v in row._asdict().items() if k != "applied"} for row in result.current_rows)
         return Applied(False, current)
+
+    def id_order(self, value: uuid.UUID) -> Any:
+        return uuid_order(value)
 
     def close(self) -> None:
         lease, self._lease = self._lease, None

@@ -14,6 +14,10 @@ wires together:
 ``stream``           the change stream (watch)
 ``snapshot``         list() at one exact revision
 ``lease``            locks
+``fences``           fenced commits (writes that land only under a held lock)
+``unique``           unique values (claims across partitions)
+``expiry``           objects that expire, and the reaper's pass
+``pages``            list() in pages at one revision
 ``counters``         allocate_id
 ===================  ==========================================================
 """
@@ -23,13 +27,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from typing import ClassVar
 
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.lease import hold_lease
-from nbdb.families.widecolumn import counters, snapshot
+from nbdb.families.widecolumn import counters, pages, snapshot
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.commit import Committer
+from nbdb.families.widecolumn.expiry import Expiry
+from nbdb.families.widecolumn.fences import Fences
 from nbdb.families.widecolumn.lease import LeaseRows
 from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
@@ -39,7 +46,8 @@ from nbdb.families.widecolumn.references import ReferenceProtocol
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
 from nbdb.families.widecolumn.sharing import NamespaceState
 from nbdb.families.widecolumn.stream import ChangeStream
-from nbdb.spi import Backend, CommitResult, LockHandle, Record, RecordStream, RefKey, Snapshot, WriteOp
+from nbdb.families.widecolumn.unique import UniqueClaims
+from nbdb.spi import Backend, CommitResult, LockHandle, Record, RecordStream, RefKey, Snapshot, UniqueKey, WriteOp
 
 __all__ = ["WideColumnBackend"]
 
@@ -52,6 +60,9 @@ class WideColumnBackend(Backend):
     commits take revisions together); a backend of its own if None.
     """
 
+    reap_batch: ClassVar[int] = 100
+    """The most expired objects one :meth:`reap` pass deletes."""
+
     def __init__(
         self, store: WideColumnStore, options: WideColumnOptions, shared: NamespaceState | None = None
     ) -> None:
@@ -63,8 +74,13 @@ class WideColumnBackend(Backend):
         self.partitions = Partitions(store, options.namespace or rules.NO_TOPIC, options)
         self.sequencer = RevisionSequencer(store, self.partitions, options, shared.queue)
         self.references = ReferenceProtocol(self.partitions, self.sequencer)
-        self._leases = LeaseRows(self.partitions)
-        self.committer = Committer(self.partitions, self.sequencer, self.references, options, shared)
+        fences = Fences(self.partitions)
+        self._leases = LeaseRows(self.partitions, fences)
+        self.claims = UniqueClaims(self.partitions, options)
+        self.committer = Committer(
+            self.partitions, self.sequencer, self.references, options, shared, self.claims, fences
+        )
+        self.expiry = Expiry(self.partitions, options, lambda ops, guards: self.committer.commit(ops, guards=guards))
 
     # ---------------------------------------------------------------- reads
 
@@ -86,6 +102,20 @@ class WideColumnBackend(Backend):
         self._check_open()
         return snapshot.scan(self.partitions, self.sequencer, tables, topics)
 
+    def scan_page(
+        self, tables: Sequence[str], topics: Collection[str | None] | None, limit: int, after: str | None
+    ) -> Snapshot:
+        self._check_open()
+        return pages.scan_page(self.partitions, self.sequencer, list(tables), topics, limit, after)
+
+    def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
+        self._check_open()
+        return self.claims.owner(table, key)
+
+    def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
+        self._check_open()
+        return self.expiry.ttls(tables)
+
     def current_revision(self) -> int:
         self._check_open()
         return self.sequencer.current()
@@ -102,6 +132,19 @@ class WideColumnBackend(Backend):
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
         self._check_open()
         return self.committer.commit(ops)
+
+    def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
+        self._check_open()
+        return self.committer.commit(ops, fence)
+
+    def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
+        self._check_open()
+        self.expiry.refresh(table, id, ttl)
+
+    def reap(self) -> int:
+        """Delete objects whose ttl ran out (one pass, at most :attr:`reap_batch`); how many it deleted."""
+        self._check_open()
+        return self.expiry.reap(self.reap_batch)
 
     @contextmanager
     def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:

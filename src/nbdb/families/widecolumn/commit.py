@@ -2,9 +2,14 @@
 
 One commit is one conditional batch in the partition of its topic::
 
-    read the rows the plan needs (all at once)
-    plan -> reserve cross-partition references -> take revision G (group commit)
+    read the rows the plan needs (all at once), taking revision G (group commit) meanwhile
+    plan -> [fenced: register G and check the lock] -> reserve cross-partition references
+         -> claim unique values -> write the deadlines of objects that expire
     batch: the objects' conditional writes + IF last_rev < G SET last_rev = G + change rows at G
+
+Everything done around the batch names G, so that whoever finds it later can
+settle it by sealing the partition at G (see ``references``, ``unique``,
+``fences``, ``expiry``).
 
 A batch that does not apply (a condition failed) is re-planned from fresh reads,
 which raises the typed error the transaction deserves or commits it. A batch
@@ -25,13 +30,15 @@ import functools
 import logging
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn import planner
 from nbdb.families.widecolumn.changes import ChangeRow, Intent
+from nbdb.families.widecolumn.expiry import register_deadlines
+from nbdb.families.widecolumn.fences import Fences
 from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.planner import Plan, StoredObject
@@ -39,13 +46,17 @@ from nbdb.families.widecolumn.primitives import OutcomeUnknown
 from nbdb.families.widecolumn.references import ReferenceProtocol, Replan, Reservations
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
 from nbdb.families.widecolumn.sharing import NamespaceState
-from nbdb.spi import CommitResult, Delete, Put, RefKey, WriteOp
+from nbdb.families.widecolumn.unique import ClaimsHeld, UniqueClaims
+from nbdb.spi import CommitResult, Delete, LockHandle, Put, RefKey, WriteOp
 
 __all__ = ["Committer"]
 
 log = logging.getLogger(__name__)
 
 _STRIPES = 64
+
+Facts = tuple[dict[RefKey, StoredObject | None], dict[RefKey, str | None], set[RefKey]]
+"""What a plan is made from: stored rows, where objects live, and which targets expire."""
 
 
 class Committer:
@@ -58,10 +69,14 @@ class Committer:
         references: ReferenceProtocol,
         options: WideColumnOptions,
         shared: NamespaceState,
+        claims: UniqueClaims,
+        fences: Fences,
     ) -> None:
         self._p = partitions
         self._sequencer = sequencer
         self._refs = references
+        self._claims = claims
+        self._fences = fences
         self._o = options
         self._shared = shared
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
@@ -71,15 +86,26 @@ class Committer:
         self.before_commit: Callable[[int], None] | None = None
         """Test hook: called with the revision between its allocation and the batch."""
 
-    def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
-        """Apply ``ops`` (one partition) all or nothing; the commit's revision and new versions."""
+    def commit(
+        self,
+        ops: Sequence[WriteOp],
+        fence: LockHandle | None = None,
+        guards: Mapping[RefKey, int | None] | None = None,
+    ) -> CommitResult:
+        """Apply ``ops`` (one partition) all or nothing; the commit's revision and new versions.
+
+        ``fence``: only while that lock is held (LockLostError otherwise).
+        ``guards``: the deadline each deleted object must still have (the reaper's deletes).
+        """
         if not ops:
             return CommitResult(self._sequencer.current(), [])
         part = planner.check_shape(ops)
         self.register(part)
         tables = frozenset(op.table for op in ops)
         reserved: Reservations = {}
-        done = False
+        claims: ClaimsHeld = {}
+        fenced: list[int] = []
+        outcome = "failed"  # or "landed", or "unknown": then what was taken around the batch stays
         with self._stripes[zlib.crc32(part.encode()) % _STRIPES]:
             try:
                 fresh = False
@@ -88,12 +114,21 @@ class Committer:
                     take = functools.partial(self._take, part, tables, taken)
                     try:
                         # The revision is taken while the plan's reads are in flight.
-                        facts = self._facts(part, ops, fresh, overlap=take)
+                        rows, located, mortal = self._facts(part, ops, fresh, overlap=take)
                         if not taken:
                             take()
-                        plan = planner.plan(self._p.ns, part, ops, *facts)
+                        revision = taken[0]
+                        plan = planner.plan(
+                            self._p.ns, part, ops, rows, located,
+                            mortal=mortal, now_ms=int(self._o.clock() * 1000), guards=guards,
+                        )  # fmt: skip
                         self._refs.check_deletes(plan)
+                        if fence is not None:
+                            fenced.append(revision)
+                            self._fences.guard(fence, part, revision)
                         self._refs.reserve(plan, reserved)
+                        self._claims.claim(plan, revision, claims)
+                        register_deadlines(self._p, plan.expiring, part, revision)
                     except Replan:
                         self._void(taken, part, tables)
                         fresh = True
@@ -101,22 +136,35 @@ class Committer:
                     except BaseException:
                         self._void(taken, part, tables)
                         raise
-                    revision = taken[0]
                     try:
                         if self.before_commit is not None:
                             self.before_commit(revision)
+                        # From here an exception that is not the store's word says nothing of the batch
+                        # (an interrupt mid-send): keep what was taken around it, as for a lost reply.
+                        outcome = "unknown"
                         if self.send(part, revision, plan):
-                            done = True
+                            outcome = "landed"
                             self._after(ops, plan, reserved, Intent(revision, part, tables))
+                            self._claims.release_given_up(plan, revision)
                             return CommitResult(revision, plan.versions)
+                        outcome = "failed"
                         self._shared.recent.add(Intent(revision, part, tables, void=True), ())
+                    except errors.CommitUnknownError:
+                        raise
+                    except errors.NbdbError:
+                        if outcome == "unknown":
+                            outcome = "failed"  # the store's word: the batch was not applied
+                        raise
                     finally:
                         self._shared.recent.end(revision)  # whatever happened, this process no longer holds it
                     fresh = True  # a condition failed: re-read everything and plan again
                 raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
             finally:
-                if not done:
+                if outcome == "failed":
                     self._refs.release_all(reserved)
+                    self._claims.release_failed(claims)
+                if fence is not None and outcome != "unknown":
+                    self._fences.forget(fence, part, fenced)
 
     def _take(self, part: str, tables: frozenset[str], into: list[int]) -> None:
         revision = self._sequencer.allocate(part, tables)
@@ -145,15 +193,16 @@ class Committer:
 
     def _facts(
         self, part: str, ops: Sequence[WriteOp], fresh: bool, overlap: Callable[[], None] | None = None
-    ) -> tuple[dict[RefKey, StoredObject | None], dict[RefKey, str | None]]:
-        """The stored rows of the ops and where the objects the plan needs live, read in as few rounds as can be.
+    ) -> Facts:
+        """The stored rows of the ops, where the objects the plan needs live, and which of them expire.
 
-        ``fresh``: ignore what this process believes of where objects live
-        (a batch just failed; its beliefs may be why). ``overlap`` runs while
-        the first round of reads is in flight.
+        Read in as few rounds as can be. ``fresh``: ignore what this process
+        believes of where objects live (a batch just failed; its beliefs may be
+        why). ``overlap`` runs while the first round of reads is in flight.
         """
         rows: dict[RefKey, StoredObject | None] = {}
         located: dict[RefKey, str | None] = {}
+        mortal: set[RefKey] = set()
         in_ops = {(op.table, op.id) for op in ops}
         created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
         probed: set[RefKey] = set()
@@ -176,13 +225,15 @@ class Committer:
                 cached = None if fresh else self._p.cached_partition(target)
                 if cached is not None:
                     located[target] = cached
+                    if self._p.cached_mortal(target):
+                        mortal.add(target)
                 elif target not in probed:
                     probed.add(target)  # look in this partition first: the usual home of a reference
                     jobs.append(("probe", target))
                 else:
                     jobs.append(("locate", target))
             if not jobs:
-                return rows, located
+                return rows, located, mortal
             reads = [self._p.locate_query(key[1]) if kind == "locate" else self._p.row_query(part, *key)
                      for kind, key in jobs]  # fmt: skip
             pending = self._p.store.start_reads(reads)
@@ -193,11 +244,16 @@ class Committer:
                 if kind == "row":
                     rows[key] = Partitions.stored_object(found)
                 elif kind == "probe":
-                    if Partitions.stored_object(found) is not None:
+                    row = Partitions.stored_object(found)
+                    if row is not None:
                         located[key] = part
+                        if row.ttl_ms is not None:
+                            mortal.add(key)
                 else:
                     where = self._p.located(key[0], key[1], found)
                     located[key] = None if where is None else where[0]
+                    if where is not None and self._p.cached_mortal(key):
+                        mortal.add(key)
         raise AssertionError("the facts of a plan take at most four rounds of reads")
 
     # ---------------------------------------------------------------- sending and settling
@@ -253,7 +309,9 @@ class Committer:
             if isinstance(op, Delete):
                 self._p.forget((op.table, op.id))
             else:
-                self._p.remember((op.table, op.id), plan.partition)
+                self._p.remember(
+                    (op.table, op.id), plan.partition, op.ttl is not None if op.expect_version == 0 else None
+                )
         for key in plan.release:
             self._refs.release(*key)
         # Reservations of earlier attempts that this plan no longer needs.

@@ -6,6 +6,9 @@ the second the write lands (a 1 s TTL may expire after a few ms), so the row
 lives ``ceil(ttl) + 1`` seconds: at least ``ttl`` between renewals. A
 compare-and-set whose reply was lost is settled by a serial read of the
 holder; CommitUnknownError if even that read cannot be made.
+
+A new holder seals out the fenced commits of earlier holders before its
+lease counts as taken (:mod:`~nbdb.families.widecolumn.fences`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 
 from nbdb import errors
 from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.fences import Fences
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import OutcomeUnknown
 
@@ -28,17 +32,32 @@ def lease_seconds(ttl: float) -> int:
 class LeaseRows:
     """The lease primitives (:class:`nbdb.families.lease.LeaseStore`) on the namespace's lock rows."""
 
-    def __init__(self, partitions: Partitions) -> None:
+    def __init__(self, partitions: Partitions, fences: Fences) -> None:
         self._p = partitions
+        self._fences = fences
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
-        """Take the lock if free; True if ``token`` holds it now (also after a lost reply of its own take)."""
+        """Take the lock if free; True if ``token`` holds it now (also after a lost reply of its own take).
+
+        Before answering True, the fenced commits of earlier holders are sealed out.
+        """
         holder = token.decode()
         try:
             result = self._p.store.apply([(L.W_LOCK, (self._p.ns, name, holder, lease_seconds(ttl)))])
+            taken = result.applied or (result.reports("holder") and result.value("holder") == holder)
         except OutcomeUnknown as lost:
-            return self._holder(name, lost) == holder
-        return result.applied or (result.reports("holder") and result.value("holder") == holder)
+            taken = self._holder(name, lost) == holder
+        if taken:
+            try:
+                self._fences.seal_earlier(name)
+            except BaseException:
+                # Not held until the earlier holders are fenced out: give it back (or let it expire).
+                try:
+                    self.release_lease(name, token)
+                except errors.NbdbError:
+                    pass
+                raise
+        return taken
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         """Extend the lease if ``token`` still holds it."""

@@ -2,7 +2,8 @@
 
 Every object lives in the partition of its topic; an object's topic never
 changes, so where an id lives is cached (bounded) and a miss falls back to the
-store's index on ``oid``.
+store's index on ``oid``. Whether an object expires never changes either, and
+is cached with it.
 """
 
 from __future__ import annotations
@@ -34,19 +35,28 @@ class Partitions:
         self.store = store
         self.ns = namespace
         self._o = options
-        self._where: dict[RefKey, str] = {}
+        self._where: dict[RefKey, tuple[str, bool]] = {}
 
     # ---------------------------------------------------------------- where ids live
 
     def cached_partition(self, key: RefKey) -> str | None:
         """The partition ``key`` was last seen in, if known."""
-        return self._where.get(key)
+        found = self._where.get(key)
+        return None if found is None else found[0]
 
-    def remember(self, key: RefKey, part: str) -> None:
-        """Note that ``key`` lives in ``part``."""
+    def cached_mortal(self, key: RefKey) -> bool:
+        """Whether ``key`` was last seen with a ttl (False if not known)."""
+        found = self._where.get(key)
+        return found is not None and found[1]
+
+    def remember(self, key: RefKey, part: str, mortal: bool | None = None) -> None:
+        """Note that ``key`` lives in ``part`` (``mortal``: it was created with a ttl; None: as known before)."""
+        if mortal is None:
+            known = self._where.get(key)
+            mortal = known is not None and known[0] == part and known[1]
         if len(self._where) >= _TOPIC_CACHE_SIZE:
             self._where.clear()  # rare, and cheaper than an LRU on every hit
-        self._where[key] = part
+        self._where[key] = (part, mortal)
 
     def forget(self, key: RefKey) -> None:
         """Drop what is known of ``key``'s partition (it was deleted, or a plan found it elsewhere)."""
@@ -82,13 +92,14 @@ class Partitions:
         if row is None or row.version is None:
             return None
         refs = frozenset(L.parse_ref(r) for r in (row.refs or ()))
-        return StoredObject(row.version, refs, dict(row.referrers or {}), row.data)
+        unique = frozenset(row.uniq or ())
+        return StoredObject(row.version, refs, dict(row.referrers or {}), row.data, unique, row.ttl_ms, row.deadline)
 
     def located(self, table: str, id: uuid.UUID, rows: list[Row]) -> tuple[str, Record] | None:
         """The result of :meth:`locate_query` for ``(table, id)``: its partition and record, or None."""
         for row in rows:
             if row.ns == self.ns and row.tbl == table and row.version is not None:
-                self.remember((table, id), row.topic)
+                self.remember((table, id), row.topic, row.ttl_ms is not None)
                 return row.topic, Record(table, id, rules.topic_of_part(row.topic), row.version, row.data or b"")
         self.forget((table, id))
         return None
@@ -111,7 +122,7 @@ class Partitions:
 
     def find(self, key: RefKey) -> tuple[str, StoredObject] | None:
         """An object's partition and row, wherever it lives."""
-        part = self._where.get(key)
+        part = self.cached_partition(key)
         row = None if part is None else self.object_row(part, *key)
         if row is None or part is None:
             found = self.locate(*key)
@@ -133,6 +144,14 @@ class Partitions:
         return self.read(L.Q_CHANGES, (self.ns, part, L.CHANGE, low, high), serial=serial)
 
     # ---------------------------------------------------------------- writes
+
+    def seal_through(self, part: str, revision: int) -> None:
+        """:meth:`seal` ``part`` at ``revision``, unless a read shows it is there already (the usual case)."""
+        if revision <= 0:
+            return
+        last = self.last_rev(part)
+        if last is None or last < revision:
+            self.seal(part, revision)
 
     def seal(self, part: str, revision: int) -> None:
         """Make sure no commit at or below ``revision`` can land in ``part`` from now on.

@@ -11,14 +11,20 @@ Every fact a plan relies on is re-checked by a condition of the batch, so a
 plan made from stale reads fails as a whole instead of writing something
 wrong: object versions (``IF version = v``), absence (``IF NOT EXISTS``),
 the existence of a referenced object in the same partition (``IF version >
-0``), the exact referrers of a deleted object (``IF referrers = {...}``) and
-the order of commits in the partition (``IF last_rev < G``).
+0``, and ``ttl_ms = null``: objects that expire cannot be referenced), the
+exact referrers of a deleted object (``IF referrers = {...}``) and the order
+of commits in the partition (``IF last_rev < G``).
+
+What cannot be checked in the batch is listed for the committer to do around
+it: cross-partition references to reserve and release, unique values to
+claim before the batch and to give up after it (:mod:`~nbdb.families.widecolumn.unique`),
+and the deadline rows of objects that expire (:mod:`~nbdb.families.widecolumn.expiry`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +32,9 @@ from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.primitives import Write
-from nbdb.spi import Delete, Put, RefKey, WriteOp
+from nbdb.spi import Delete, Put, RefKey, UniqueKey, WriteOp
 
-__all__ = ["Change", "Plan", "StoredObject", "check_shape", "plan"]
+__all__ = ["Change", "ClaimDropped", "ClaimWanted", "Expiring", "Plan", "StoredObject", "check_shape", "plan"]
 
 Statement = tuple[Write, tuple[Any, ...]]
 
@@ -42,6 +48,43 @@ class StoredObject:
     referrers: dict[str, str]
     """Source ref -> ``""`` (written in the source's own commit) or ``"<reservation>:<source partition>"``."""
     data: bytes | None = None
+    unique: frozenset[str] = frozenset()
+    """The unique values it holds (:func:`~nbdb.families.widecolumn.layout.unique_text`)."""
+    ttl_ms: int | None = None
+    """The ttl it was created with (None: it does not expire)."""
+    deadline: int | None = None
+    """When it may be reaped (ms since the epoch), if it expires."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimWanted:
+    """A unique value an object of the commit starts to hold: its claim must be held before the batch."""
+
+    table: str
+    owner: uuid.UUID
+    key: UniqueKey
+    text: str
+    releasing: frozenset[uuid.UUID]
+    """Objects of the same commit that give the value up in it: the claim may move from them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimDropped:
+    """A unique value an object gives up (and nobody in the commit takes): its claim is dropped after the batch."""
+
+    table: str
+    owner: uuid.UUID
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expiring:
+    """An object created with a ttl: its deadline row is written before the batch."""
+
+    table: str
+    id: uuid.UUID
+    deadline: int
+    """Milliseconds since the epoch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +118,9 @@ class Plan:
     one makes the delete a ReferenceError, an abandoned one is cleared first."""
     live: dict[RefKey, list[str]] = field(default_factory=dict)
     """Per deleted object, its referrers written by their own commits (always live)."""
+    claims: list[ClaimWanted] = field(default_factory=list)
+    unclaims: list[ClaimDropped] = field(default_factory=list)
+    expiring: list[Expiring] = field(default_factory=list)
 
     def batch(self, namespace: str, revision: int, history: int, first: bool = False) -> list[Statement]:
         """The partition's conditional batch at ``revision``: objects, ``last_rev`` and change rows.
@@ -115,6 +161,10 @@ def plan(
     ops: Sequence[WriteOp],
     rows: Mapping[RefKey, StoredObject | None],
     located: Mapping[RefKey, str | None],
+    *,
+    mortal: Collection[RefKey] = frozenset(),
+    now_ms: int = 0,
+    guards: Mapping[RefKey, int | None] | None = None,
 ) -> Plan:
     """The plan of ``ops`` in partition ``part``.
 
@@ -123,6 +173,9 @@ def plan(
     lives when that matters — for a create, any partition holding its id; for
     an op whose row is absent, its partition elsewhere; for every reference
     target outside ``ops``, its partition (None: it does not exist).
+    ``mortal``: targets known to expire. ``now_ms``: the wall clock, for the
+    deadlines of objects created with a ttl. ``guards``: the deadline each
+    deleted object must still have (the reaper's deletes).
     """
     out = Plan(part)
     shape = rules.shape_of(ops)
@@ -144,13 +197,19 @@ def plan(
             if where is not None and where != part:
                 raise rules.topic_changed(me, rules.topic_of_part(where), op.topic)
             raise rules.not_found(me)
+        if isinstance(op, Put) and op.ttl is not None:
+            raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
         expect[me] = rules.expected_version(op, row.version)
         old_refs[me] = row.refs
         out.versions.append(0 if isinstance(op, Delete) else row.version + 1)
     changes = rules.ref_changes(ops, old_refs, shape)
+    expires = _expiring(ops, rows, mortal)
+    held = _plan_unique(ops, rows, shape, out)
 
     # Referrer entries to add to and drop from each target (a target in this partition: in the batch).
     for target, sources in changes.added.items():
+        if target in expires:
+            raise rules.ttl_referenced(sources[0], target)
         if target in shape.created:
             continue  # its INSERT carries the entries
         entries = {L.ref_text(*source): "" for source in sources}
@@ -161,7 +220,7 @@ def plan(
         if where is None:
             raise rules.dangling(sources[0], target)
         if where == part:
-            out.statements.append((L.W_REF_ADD_EXISTING, (namespace, part, L.OBJECT, 0, *target, entries, 0)))
+            out.statements.append((L.W_REF_ADD_EXISTING, (namespace, part, L.OBJECT, 0, *target, entries, 0, None)))
             continue
         for source in sources:
             out.reserve.append((where, target, L.ref_text(*source)))
@@ -181,18 +240,26 @@ def plan(
         row = rows.get(me)
         if isinstance(op, Put):
             ref_texts = {L.ref_text(*t) for t in op.refs} or None
+            uniq = held.get(me, frozenset())
             if me in shape.created:
                 initial = {L.ref_text(*source): "" for source in changes.added.get(me, ())} or None
-                out.statements.append(
-                    (L.W_CREATE, (namespace, part, L.OBJECT, 0, op.table, op.id, op.id, op.data, 1, ref_texts, initial))
-                )
+                row_values = (namespace, part, L.OBJECT, 0, op.table, op.id, op.id, op.data, 1, ref_texts, initial)
+                if uniq or op.ttl is not None:
+                    ttl_ms, deadline = _deadline(op.ttl, now_ms)
+                    out.statements.append((L.W_CREATE_MARKED, (*row_values, uniq or None, ttl_ms, deadline)))
+                    if deadline is not None:
+                        out.expiring.append(Expiring(op.table, op.id, deadline))
+                else:
+                    out.statements.append((L.W_CREATE, row_values))
                 out.changes.append(Change(op.table, op.id, op.data, 1, None, 0))
             else:
                 assert row is not None
                 version = expect[me]
-                out.statements.append(
-                    (L.W_UPDATE, (namespace, part, L.OBJECT, 0, *me, op.data, version + 1, ref_texts, version))
-                )
+                values = (namespace, part, L.OBJECT, 0, *me, op.data, version + 1, ref_texts)
+                if uniq != row.unique:
+                    out.statements.append((L.W_UPDATE_UNIQUE, (*values, uniq or None, version)))
+                else:
+                    out.statements.append((L.W_UPDATE, (*values, version)))
                 out.changes.append(Change(op.table, op.id, op.data, version + 1, row.data, version))
             continue
         assert row is not None
@@ -210,6 +277,67 @@ def plan(
             out.live[me] = live
         if unverified:
             out.verify[me] = unverified
-        out.statements.append((L.W_DELETE, (namespace, part, L.OBJECT, 0, *me, expect[me], row.referrers or None)))
+        delete = (namespace, part, L.OBJECT, 0, *me, expect[me], row.referrers or None)
+        if guards is None or me not in guards:
+            out.statements.append((L.W_DELETE, delete))
+        elif row.deadline != guards[me]:
+            raise errors.ConflictError(f"{me[0]} {me[1]} was refreshed: it does not expire yet", key=me)
+        else:
+            out.statements.append((L.W_DELETE_EXPIRED, (*delete, guards[me])))
         out.changes.append(Change(op.table, op.id, None, 0, row.data, expect[me]))
     return out
+
+
+def _deadline(ttl: float | None, now_ms: int) -> tuple[int | None, int | None]:
+    """(ttl in ms, deadline in ms since the epoch) of an object created with ``ttl`` (None: it does not expire)."""
+    if ttl is None:
+        return None, None
+    ttl_ms = max(1, round(ttl * 1000))
+    return ttl_ms, now_ms + ttl_ms
+
+
+def _expiring(
+    ops: Sequence[WriteOp], rows: Mapping[RefKey, StoredObject | None], mortal: Collection[RefKey]
+) -> frozenset[RefKey]:
+    """Every object the plan knows to expire: created with a ttl here, stored with one, or known so."""
+    out = set(mortal)
+    out.update((op.table, op.id) for op in ops if isinstance(op, Put) and op.ttl is not None)
+    out.update(key for key, row in rows.items() if row is not None and row.ttl_ms is not None)
+    return frozenset(out)
+
+
+def _plan_unique(
+    ops: Sequence[WriteOp], rows: Mapping[RefKey, StoredObject | None], shape: rules.TransactionShape, out: Plan
+) -> dict[RefKey, frozenset[str]]:
+    """The unique values each written object holds after the commit; fills the plan's claims and unclaims.
+
+    A value two objects of the commit would hold is a UniqueViolationError. A
+    value one object gives up and another takes in the same commit moves
+    between them (the claim names the one giving it up as ``releasing``).
+    """
+    wanted: dict[RefKey, dict[str, UniqueKey]] = {}
+    before: dict[RefKey, frozenset[str]] = {}
+    holder: dict[tuple[str, str], RefKey] = {}
+    for op in ops:
+        me = (op.table, op.id)
+        row = rows.get(me)
+        before[me] = frozenset() if me in shape.created or row is None else row.unique
+        wanted[me] = {L.unique_text(key): key for key in op.unique} if isinstance(op, Put) else {}
+        for text, key in wanted[me].items():
+            other = holder.setdefault((op.table, text), me)
+            if other != me:
+                raise rules.unique_taken(op.table, key.field, key.value, other[1], "in the same transaction")
+    for op in ops:
+        me = (op.table, op.id)
+        for text, key in wanted[me].items():
+            if text in before[me]:
+                continue  # already its own
+            releasing = frozenset(
+                other[1] for other in shape.keys
+                if other[0] == op.table and text in before[other] and text not in wanted[other]
+            )  # fmt: skip
+            out.claims.append(ClaimWanted(op.table, op.id, key, text, releasing))
+        for text in sorted(before[me] - wanted[me].keys()):
+            if (op.table, text) not in holder:
+                out.unclaims.append(ClaimDropped(op.table, op.id, text))
+    return {me: frozenset(texts) for me, texts in wanted.items()}

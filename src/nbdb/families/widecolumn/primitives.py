@@ -29,6 +29,7 @@ into :mod:`nbdb.errors`; a conditional write whose outcome it cannot report
 from __future__ import annotations
 
 import enum
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,9 +124,10 @@ class Select:
 
     Parameters, in order: one per ``where`` column (equality: the partition
     key, then a prefix of the clustering columns — or one indexed column),
-    then one per ``ranges`` entry. ``ranges`` are ``(column, op)`` with ``op``
-    one of ``<``, ``<=``, ``>``, ``>=`` on the clustering column after the
-    prefix. Static columns may be selected with clustered ones: every row
+    then one per ``ranges`` entry, then the most rows to return if ``paged``.
+    ``ranges`` are ``(column, op)`` with ``op`` one of ``<``, ``<=``, ``>``,
+    ``>=`` on the clustering column after the prefix. Rows come in clustering
+    order. Static columns may be selected with clustered ones: every row
     carries the partition's value.
     """
 
@@ -134,6 +136,8 @@ class Select:
     where: tuple[str, ...]
     ranges: tuple[tuple[str, str], ...] = ()
     limit: int | None = None
+    paged: bool = False
+    """The most rows to return is the last parameter (a page of a listing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,3 +296,12 @@ class WideColumnStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection (the store may be shared: release this user's share)."""
+
+    def id_order(self, value: uuid.UUID) -> Any:
+        """A sort key that orders ids as this store orders a ``UUID`` clustering column.
+
+        Paged listings need it to tell on which page an object that a later
+        commit deleted belonged. The default is the order of the 128-bit
+        value; a store that orders otherwise (Cassandra) overrides it.
+        """
+        return value.int

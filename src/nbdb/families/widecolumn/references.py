@@ -74,17 +74,25 @@ class ReferenceProtocol:
         for target_part, target, source in plan.reserve:
             reservation = f"{uuid.uuid4().hex}:{plan.partition}"
             reserved[(target_part, target, source)] = reservation
+            statement = (
+                L.W_REF_RESERVE,
+                (self._p.ns, target_part, L.OBJECT, 0, *target, {source: reservation}, 0, None),
+            )
             try:
-                applied = self._p.store.apply(
-                    [(L.W_REF_RESERVE, (self._p.ns, target_part, L.OBJECT, 0, *target, {source: reservation}))]
-                ).applied
+                result = self._p.store.apply([statement])
             except OutcomeUnknown:
-                if self._p.object_row(target_part, *target) is not None:
+                row = self._p.object_row(target_part, *target)
+                if row is not None and row.ttl_ms is None:
                     raise Replan() from None  # plan again: reserving anew is harmless
-                applied = False
-            if not applied:
-                self._p.forget(target)
-                raise rules.dangling(L.parse_ref(source), target)
+                expires = row is not None
+            else:
+                if result.applied:
+                    continue
+                expires = result.value("version") is not None and result.value("ttl_ms") is not None
+            self._p.forget(target)
+            if expires:
+                raise rules.ttl_referenced(L.parse_ref(source), target)
+            raise rules.dangling(L.parse_ref(source), target)
 
     def check_deletes(self, plan: Plan) -> None:
         """ReferenceError if a deleted object is still referenced; Replan after clearing an abandoned entry."""

@@ -86,6 +86,19 @@ class RecentCommits:
             for g in [g for g in self._by_revision if g <= revision]:
                 del self._by_revision[g]
 
+    def latest_landed(self, revision: int, max_age: float) -> Intent | None:
+        """The newest commit of this process that landed at or below ``revision`` with change rows.
+
+        None if none is held that landed less than ``max_age`` seconds ago.
+        """
+        oldest = time.monotonic() - max_age
+        with self._lock:
+            for g in reversed(self._by_revision):
+                intent, rows, at = self._by_revision[g]
+                if g <= revision and not intent.void and rows and at >= oldest:
+                    return intent
+        return None
+
     def holds_after(self, revision: int) -> bool:
         """Whether a commit above ``revision + 1`` is held: the revision right after it is someone else's."""
         with self._lock:

@@ -234,6 +234,7 @@ class ChangeStream(RecordStream):
             self._floor_checked = now
             if self._cursor < floor:
                 raise errors.HistoryGoneError(f"revision {self._cursor} was compacted (history starts at {floor})")
+            self._check_own_commits_kept()
         entries = self._entries()
         if not entries:
             return [], None
@@ -259,6 +260,28 @@ class ChangeStream(RecordStream):
             del self._pending_since[revision]
         self._more = full_page and local is None and progress.blocked is None
         return progress.changes, progress.blocked or local
+
+    def _check_own_commits_kept(self) -> None:
+        """HistoryGoneError if the store lost a commit this process saw land, at or below the cursor.
+
+        A commit writes the sequencer's head first and its batch after; a
+        node that crashed without a durable commit log can come back with the
+        head and without the batch, and the check on the head alone misses
+        that. The batch's change rows stay for the whole history (a seal by a
+        later list would hide a lost ``last_rev``, not them), so their absence
+        for the newest commit this process saw land means the store lost it.
+        The process then forgets its recent commits, as the sequencer does when
+        it meets a loss, so a watch from the re-list goes on.
+        """
+        own = self._shared.recent.latest_landed(self._cursor, self._o.history)
+        if own is None:
+            return
+        if not self._p.changes(own.partition, own.revision, own.revision):
+            self._shared.recent.clear()
+            raise errors.HistoryGoneError(
+                f"the store lost the commit at revision {own.revision} this process saw land: it lost recent "
+                "commits (a crash without a durable commit log)"
+            )
 
     def _local_in_flight(self, entries: Sequence[Intent], now: float) -> Intent | None:
         """The first entry of a commit of this process still on its way, unless it is overdue.

@@ -1,0 +1,248 @@
+"""Unique values across partitions: a claim row per value, taken with a compare-and-set before the commit.
+
+Two objects that want one value may live in two partitions, so no single
+conditional batch can decide between them. Each (table, value) has a claim
+row in ``nbdb_unique``: *owner* (the object that holds the value, or is
+committing to take it), *part* (its partition), *rev* (the revision of the
+commit that took the claim) and *prev* (see "moves" below). The object row
+lists the values it holds (``uniq``), written by the same batch as the object.
+
+**Who holds a value.** The claim names a candidate, and the candidate's own
+row says whether it holds the value. A commit at ``rev`` may still be in
+flight, so before believing a row, a reader *seals* the owner's partition at
+``rev`` (no commit at or below it can land there afterwards; the same seal
+that settles lost replies and stalled commits): then the owner holds the
+value exactly when its row lists it, and nothing can change that without
+changing the claim. This is what makes a crashed claimer harmless: its claim
+names a revision that never lands, and the next claimer finds it empty.
+
+**Claiming** (the committer, after taking the commit's revision G and
+before sending its batch): ``INSERT ... IF NOT EXISTS`` (owner, part, G).
+If a claim exists:
+
+- it is this commit's own, from an earlier attempt (same owner, the revision
+  that attempt took, which certainly did not land): it is re-tied to G;
+- otherwise the holder is found as above. Nobody: the claim is taken over.
+  The owner itself: the plan was made from a stale read (plan again). An
+  object this same commit makes give the value up: the claim *moves*, and
+  keeps that object as *prev* (if the commit fails, prev still holds it).
+  Anyone else: :class:`nbdb.UniqueViolationError` naming it.
+
+Every change of a claim row is a compare-and-set on the (owner, rev) read,
+so a claim never changes hands behind a reader's back. A value is therefore
+held by at most one object at any time: an object's row lists a value only
+if its commit held the claim when it landed, and a claim is only taken from
+an owner that certainly does not hold the value (sealed, then read).
+
+**Giving values up.** A commit that failed drops the claims it took fresh
+(``IF owner = it AND rev = its revision``); one whose outcome is unknown
+keeps them (a reader settles them by the seal). After a commit that landed,
+the claims of values its objects gave up are dropped if their revision is
+below the commit's (such a claim can no longer be taken by a commit in
+flight). Whatever is left behind by a crash is cleared by the next claimer.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nbdb import errors
+from nbdb.families import rules
+from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
+from nbdb.families.widecolumn.partitions import Partitions
+from nbdb.families.widecolumn.planner import ClaimWanted, Plan
+from nbdb.families.widecolumn.primitives import OutcomeUnknown
+from nbdb.families.widecolumn.references import Replan
+from nbdb.spi import UniqueKey
+
+__all__ = ["Claim", "ClaimsHeld", "HeldClaim", "UniqueClaims", "resolve_step"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claim row as read."""
+
+    owner: uuid.UUID
+    prev: uuid.UUID | None
+    part: str
+    rev: int
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any] | Any | None) -> Claim | None:
+        """The claim in a row read (or reported by a failed compare-and-set); None if there is none."""
+        if row is None:
+            return None
+        get = row.get if isinstance(row, Mapping) else lambda name: getattr(row, name, None)
+        owner, part, rev = get("owner"), get("part"), get("rev")
+        if owner is None or part is None or rev is None:
+            return None
+        return cls(owner, get("prev"), part, int(rev))
+
+
+@dataclass(frozen=True, slots=True)
+class HeldClaim:
+    """A claim a commit holds: tied to the revision of its latest attempt."""
+
+    owner: uuid.UUID
+    rev: int
+    prev: uuid.UUID | None
+
+
+ClaimsHeld = dict[tuple[str, str], HeldClaim]
+"""(table, value text) -> the claim one commit holds, across its attempts."""
+
+
+def resolve_step(claim: Claim, wanted: ClaimWanted, mine: HeldClaim | None) -> str:
+    """What a claimer does with an existing claim before looking at any row: ``"retie"`` or ``"resolve"``.
+
+    Re-tying is for this commit's own claim from an earlier attempt (whose
+    revision certainly did not land), unless it names as prev an object the
+    commit no longer makes give the value up.
+    """
+    if (
+        mine is not None
+        and claim.owner == wanted.owner
+        and claim.rev == mine.rev
+        and (claim.prev is None or claim.prev in wanted.releasing)
+    ):
+        return "retie"
+    return "resolve"
+
+
+def after_resolution(holder: uuid.UUID | None, wanted: ClaimWanted) -> tuple[str, uuid.UUID | None]:
+    """What a claimer does once it knows who holds the value: (``take`` | ``move`` | ``replan`` | ``taken``, prev)."""
+    if holder is None:
+        return "take", None
+    if holder == wanted.owner:
+        return "replan", None
+    if holder in wanted.releasing:
+        return "move", holder
+    return "taken", holder
+
+
+class UniqueClaims:
+    """Claims of unique values for the commits of one namespace (see the module docstring)."""
+
+    def __init__(self, partitions: Partitions, options: WideColumnOptions) -> None:
+        self._p = partitions
+        self._o = options
+
+    # ---------------------------------------------------------------- reading
+
+    def read(self, table: str, text: str, *, serial: bool = False) -> Claim | None:
+        """The claim of one value."""
+        rows = self._p.read(L.Q_CLAIM, (self._p.ns, table, text), serial=serial)
+        return Claim.of(rows[0] if rows else None)
+
+    def holder(self, table: str, claim: Claim, text: str, *, settle: bool) -> uuid.UUID | None:
+        """Which of the claim's candidates holds the value (None: neither).
+
+        ``settle``: seal the owner's partition at the claim's revision first and
+        read serially, so that the answer stays true until the claim changes
+        (a claimer's question); without it, the answer of a quorum read (a
+        reader's question: an in-flight claim does not count yet).
+        """
+        if settle:
+            self._p.seal_through(claim.part, claim.rev)
+        for candidate in (claim.owner, claim.prev):
+            if candidate is None:
+                continue
+            query, params = self._p.row_query(claim.part, table, candidate)
+            row = Partitions.stored_object(self._p.read(query, params, serial=settle))
+            if row is not None and text in row.unique:
+                return candidate
+        return None
+
+    def owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
+        """The object that holds ``key`` now (``Backend.unique_owner``)."""
+        text = L.unique_text(key)
+        claim = self.read(table, text)
+        return None if claim is None else self.holder(table, claim, text, settle=False)
+
+    # ---------------------------------------------------------------- claiming
+
+    def claim(self, plan: Plan, revision: int, held: ClaimsHeld) -> None:
+        """Hold every claim ``plan`` needs, tied to ``revision``; UniqueViolationError if a value is taken.
+
+        Raises :class:`~nbdb.families.widecolumn.references.Replan` when a
+        claim shows the plan was made from a stale read.
+        """
+        for wanted in plan.claims:
+            self._claim(wanted, plan.partition, revision, held)
+
+    def _claim(self, wanted: ClaimWanted, part: str, revision: int, held: ClaimsHeld) -> None:
+        p, table, text = self._p, wanted.table, wanted.text
+        slot = (table, text)
+        for _ in tries(self._o.contention):
+            current: Claim | None
+            try:
+                result = p.store.apply([(L.W_CLAIM, (p.ns, table, text, wanted.owner, part, revision))])
+                if result.applied:
+                    held[slot] = HeldClaim(wanted.owner, revision, None)
+                    return
+                current = Claim.of(result.current[0] if result.current else None)
+            except OutcomeUnknown:
+                current = self.read(table, text, serial=True)
+                if current is not None and (current.owner, current.rev) == (wanted.owner, revision):
+                    held[slot] = HeldClaim(wanted.owner, revision, current.prev)
+                    return
+            if current is None:
+                continue  # dropped meanwhile: insert again
+            if resolve_step(current, wanted, held.get(slot)) == "retie":
+                prev = current.prev
+            else:
+                action, prev = after_resolution(self.holder(table, current, text, settle=True), wanted)
+                if action == "replan":
+                    raise Replan()
+                if action == "taken":
+                    raise rules.unique_taken(table, wanted.key.field, wanted.key.value, prev)
+            if self._set(table, text, current, HeldClaim(wanted.owner, revision, prev), part):
+                held[slot] = HeldClaim(wanted.owner, revision, prev)
+                return
+        raise errors.BackendUnavailableError(
+            f"could not claim {table}.{wanted.key.field} = {wanted.key.value}: too much contention"
+        )
+
+    def _set(self, table: str, text: str, current: Claim, new: HeldClaim, part: str) -> bool:
+        """Replace ``current`` by ``new`` if the claim is still ``current``."""
+        p = self._p
+        statement = (L.W_CLAIM_SET, (p.ns, table, text, new.owner, new.prev, part, new.rev, current.owner, current.rev))
+        try:
+            return p.store.apply([statement]).applied
+        except OutcomeUnknown:
+            now = self.read(table, text, serial=True)
+            return now is not None and (now.owner, now.rev) == (new.owner, new.rev)
+
+    # ---------------------------------------------------------------- giving up
+
+    def release_failed(self, held: ClaimsHeld) -> None:
+        """Drop the claims a commit that certainly did not land took fresh (moves keep their prev)."""
+        for (table, text), claim in held.items():
+            if claim.prev is None:
+                self._drop(table, text, claim.owner, claim.rev)
+
+    def release_given_up(self, plan: Plan, revision: int) -> None:
+        """After ``plan`` landed at ``revision``: drop the claims of the values its objects gave up."""
+        for dropped in plan.unclaims:
+            try:
+                claim = self.read(dropped.table, dropped.text)
+            except errors.NbdbError as exc:
+                log.debug("could not read the claim of %s %s: %s", dropped.table, dropped.text, exc)
+                continue
+            # A claim tied to a later revision may belong to a commit in flight that takes the value again.
+            if claim is not None and claim.owner == dropped.owner and claim.rev < revision:
+                self._drop(dropped.table, dropped.text, claim.owner, claim.rev)
+
+    def _drop(self, table: str, text: str, owner: uuid.UUID, rev: int) -> None:
+        try:
+            self._p.store.apply([(L.W_CLAIM_DROP, (self._p.ns, table, text, owner, rev))])
+        except errors.NbdbError as exc:
+            # A claim left behind is settled by the next claimer (its owner does not hold the value).
+            log.debug("could not drop the claim of %s %s: %s", table, text, exc)

@@ -1,0 +1,245 @@
+"""The data API on Cassandra, where the kit cannot look: commits stalled between their checks and their batch.
+
+Unique values, fences, expiry and pages are each built around the partition
+seal (see :mod:`nbdb.families.widecolumn`); these tests hold a commit right
+before its batch (the committer's test hook) while a rival acts, and check
+that the stalled commit can no longer land. The pages tests check the
+server's order of ids against the one the family computes. All share the
+session's Cassandra node.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb.conformance.kit import eventually
+from nbdb.events import EventKind
+from nbdb.families import rules
+from nbdb.models import Chassis, LogicalSwitch
+from nbdb.testing import fixtures
+from nbdb.testing.cassandra import CassandraServer
+
+pytest.importorskip("cassandra")
+
+from nbdb.backends.cassandra.dialect import uuid_order
+from nbdb.families.widecolumn import Delete, WideColumnBackend, layout
+
+pytestmark = pytest.mark.timeout(120)
+
+cassandra_server = fixtures.cassandra_server
+
+
+@pytest.fixture
+def open_db(cassandra_server: CassandraServer) -> Iterator[Callable[[], nbdb.Database]]:
+    """Databases on the shared node, in one namespace private to the test."""
+    namespace = f"d-{uuid.uuid4().hex[:10]}"
+    opened: list[nbdb.Database] = []
+
+    def factory() -> nbdb.Database:
+        db = nbdb.connect(cassandra_server.url, namespace=namespace)
+        opened.append(db)
+        return db
+
+    yield factory
+    for db in opened:
+        db.close()
+
+
+def family(db: nbdb.Database) -> WideColumnBackend:
+    assert isinstance(db.backend, WideColumnBackend)
+    return db.backend
+
+
+class Stall:
+    """A ``before_commit`` hook that holds the first commit right before its batch until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, revision: int) -> None:
+        self.calls.append(revision)
+        if len(self.calls) == 1:
+            self.reached.set()
+            assert self.release.wait(60), "the test never released the stalled commit"
+
+
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Run ``call`` in a thread; the list gets its result or the exception it raised."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # handed to the test, which asserts on it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+# ---------------------------------------------------------------- fences
+
+
+def test_a_fenced_commit_stalled_past_the_loss_of_its_lock_never_lands(open_db: Callable[[], nbdb.Database]) -> None:
+    db, rival = open_db(), open_db()
+    obj = db.create(LogicalSwitch(name="fenced", topic="t"))
+    stall = Stall()
+    with db.lock("leader", ttl=30) as held:
+        family(db).before_commit = stall
+        thread, outcome = in_thread(lambda: db.update(obj.replace(name="late"), fence=held))
+        assert stall.reached.wait(30), "the fenced commit passed its check"
+        # The lease vanishes (as if it had expired) and a rival takes the lock: lock() returns only
+        # once the stalled commit, registered under the lock, can no longer land.
+        p = family(db).partitions
+        p.store.apply([(layout.W_LOCK_DELETE, (p.ns, "leader", held.token))])
+        with rival.lock("leader", ttl=10, timeout=20):
+            stall.release.set()
+            thread.join(60)
+            assert isinstance(outcome[0], nbdb.LockLostError), outcome
+            assert rival.get(LogicalSwitch, obj.id).name == "fenced"
+            assert rival.get(LogicalSwitch, obj.id).version == obj.version
+    assert len(stall.calls) == 1, "the retry found the lock lost before its batch"
+
+
+# ---------------------------------------------------------------- unique values
+
+
+def test_a_stalled_claim_loses_the_value_to_a_rival_in_another_topic(open_db: Callable[[], nbdb.Database]) -> None:
+    slow, fast = open_db(), open_db()
+    stall = Stall()
+    family(slow).before_commit = stall
+    thread, outcome = in_thread(lambda: slow.create(Chassis(name="ch1", topic="t1")))
+    assert stall.reached.wait(30), "the slow create holds its claim"
+    # The rival seals the slow create's partition at its revision, finds the value held by nobody, takes it.
+    winner = fast.create(Chassis(name="ch1", topic="t2"))
+    stall.release.set()
+    thread.join(60)
+    assert isinstance(outcome[0], nbdb.UniqueViolationError), outcome
+    assert outcome[0].existing == winner.id
+    assert [c.id for c in fast.list(Chassis) if c.name == "ch1"] == [winner.id]
+    assert slow.get_by(Chassis, name="ch1") == winner
+
+
+def test_a_landed_claim_is_kept_against_a_rival_in_another_topic(open_db: Callable[[], nbdb.Database]) -> None:
+    first, second = open_db(), open_db()
+    held = first.create(Chassis(name="ch2", topic="t1"))
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        second.create(Chassis(name="ch2", topic="t2"))
+    assert info.value.existing == held.id
+    first.delete(held)
+    # Given up by the delete: the value is free again, in any topic.
+    again = second.create(Chassis(name="ch2", topic="t2"))
+    assert first.get_by(Chassis, name="ch2") == again
+
+
+# ---------------------------------------------------------------- expiry
+
+
+def test_the_reaper_forgets_a_create_that_never_landed(open_db: Callable[[], nbdb.Database]) -> None:
+    db = open_db()
+
+    def fail(revision: int) -> None:
+        raise nbdb.BackendUnavailableError("the writer died before its batch")
+
+    family(db).before_commit = fail
+    with pytest.raises(nbdb.BackendUnavailableError):
+        db.create(LogicalSwitch(name="never", topic="t"), ttl=0.5)
+    family(db).before_commit = None
+    p = family(db).partitions
+
+    def index() -> list[Any]:
+        return p.store.select(layout.Q_EXPIRIES, (p.ns,))
+
+    assert index(), "the deadline is written before the batch"
+    assert eventually(lambda: not index(), timeout=30, interval=0.3)
+    assert len(db.list(LogicalSwitch)) == 0
+
+
+def test_an_id_created_again_expires_again(open_db: Callable[[], nbdb.Database]) -> None:
+    db = open_db()
+    id = uuid.uuid4()
+    with db.watch(LogicalSwitch) as watch:
+        for _ in range(2):
+            db.create(LogicalSwitch(id=id, name="twice", topic="t"), ttl=0.5)
+            deleted: list[uuid.UUID] = []
+
+            def gone(into: list[uuid.UUID] = deleted) -> bool:
+                into += [e.id for e in watch.poll(0.2) if e.kind is EventKind.DELETED]
+                return id in into
+
+            assert eventually(gone, timeout=30, interval=0.1)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LogicalSwitch, id)
+
+
+# ---------------------------------------------------------------- pages
+
+
+def awkward_ids() -> list[uuid.UUID]:
+    """Ids where the server's order and the 128-bit order disagree: time-based ones, high bits set."""
+    ids = [uuid.uuid1() for _ in range(4)] + [uuid.uuid4() for _ in range(6)]
+    for msb_high, lsb_high in ((True, False), (False, True), (True, True), (False, False)):
+        value = uuid.uuid4().int
+        value = value | 1 << 127 if msb_high else value & ~(1 << 127)
+        value = value | 1 << 63 if lsb_high else value & ~(1 << 63)
+        ids.append(uuid.UUID(int=value))
+    return ids
+
+
+def test_the_server_orders_ids_as_the_family_computes(open_db: Callable[[], nbdb.Database]) -> None:
+    db = open_db()
+    ids = awkward_ids()
+    for id in ids:
+        db.create(LogicalSwitch(id=id, name=f"s{id.hex[:6]}", topic="t"))
+    p = family(db).partitions
+    rows = p.store.select(layout.Q_LIST, (p.ns, rules.topic_part("t"), layout.OBJECT, 0, LogicalSwitch.nbdb_table))
+    assert [row.id for row in rows] == sorted(ids, key=uuid_order)
+
+
+def test_pages_stay_at_one_revision_while_objects_come_and_go(open_db: Callable[[], nbdb.Database]) -> None:
+    db = open_db()
+    ids = awkward_ids() + awkward_ids()
+    made = {db.create(LogicalSwitch(id=id, name="p", topic="ab"[i % 2])).id for i, id in enumerate(ids)}
+    first = db.list(LogicalSwitch, limit=3)
+    seen = [s.id for s in first]
+    token = first.continue_token
+    doomed = sorted(made, key=uuid_order)
+    while token is not None:
+        # Between pages: delete objects of pages to come and of pages past, create new ones.
+        for id in (doomed.pop(), doomed.pop(0)) if len(doomed) > 1 else ():
+            db.delete(db.get(LogicalSwitch, id))
+        db.create(LogicalSwitch(name="new", topic="a"))
+        page = db.list(LogicalSwitch, limit=3, after=token)
+        assert page.revision == first.revision
+        seen += [s.id for s in page]
+        token = page.continue_token
+    assert sorted(seen, key=str) == sorted(made, key=str), "every object of the first page's revision, once"
+
+
+# ---------------------------------------------------------------- a crash that lost a batch but kept the head
+
+
+def test_a_watch_notices_the_store_lost_a_commit_it_saw_land(open_db: Callable[[], nbdb.Database]) -> None:
+    db = open_db()
+    with db.watch(LogicalSwitch) as watch:
+        made = db.create(LogicalSwitch(name="lost", topic="t"))
+        assert [e.id for e in watch.poll(5)] == [made.id]
+        # What a node that crashed without a durable commit log can come back with: the revision's
+        # head and index row (written first) kept, the batch lost; a list then seals the topic past it.
+        p, part, revision = family(db).partitions, rules.topic_part("t"), made.nbdb_revision
+        lose = Delete(layout.DATA, layout.OBJECT_KEY)
+        p.store.apply([(lose, (p.ns, part, layout.CHANGE, revision, LogicalSwitch.nbdb_table, made.id))])
+        p.store.apply([(lose, (p.ns, part, layout.OBJECT, 0, LogicalSwitch.nbdb_table, made.id))])
+        assert len(db.list(LogicalSwitch)) == 0
+        with pytest.raises(nbdb.HistoryGoneError, match="lost"):
+            for _ in range(50):
+                watch.poll(0.2)
