@@ -446,3 +446,22 @@ def test_mutate_ops_are_refused_twice_in_one_transaction(mapping: Mapping_) -> N
     op: Mutate = mutation_of(PortGroup, group.id, {"external_ids": {"a": "1"}}, {})
     with replica.cond, pytest.raises(nbdb.ValidationError, match="twice"):
         plan_commit(mapping, replica, [op, op], "t")
+
+
+def test_a_commit_is_reflected_once_later_writes_pushed_its_token_out_of_the_window(mapping: Mapping_) -> None:
+    """Read-your-writes after a merged update: the row shows a later version, not the commit's token."""
+    server, client = _replica(mapping, NB), _replica(mapping, NB)  # the server's state; this client's copy
+    put, current = put_of(LogicalSwitch(name="sw"), 0)
+    created = _commit(mapping, server, [put], "create")
+    play(client, NB, created.ops)
+    plans = []
+    for i in range(6):  # this client's commit, then more later writes than a row's window keeps
+        put, current = put_of(current.replace(name=f"v{i}"), current.version)
+        plans.append(_commit(mapping, server, [put], f"t{i}"))
+    mine = plans[0]
+    with client.cond:
+        assert not reflects(mine, client)  # the client's copy has not seen it yet
+    play(client, NB, [op for p in plans for op in p.ops if op["op"] != "wait"])  # one merged update
+    with client.cond:
+        assert reflects(mine, client)
+        assert all(reflects(p, client) for p in plans)

@@ -77,7 +77,14 @@ def _marked(plan: Plan, row: Mapping[str, Any] | None, key: RefKey) -> bool:
 
 
 def reflects(plan: Plan, replica: Replica) -> bool:
-    """Whether the replica shows a commit that succeeded: its token on every put row, its marks, its deletes gone."""
+    """Whether the replica shows a commit that succeeded, or a later state: read-your-writes holds.
+
+    Every put row carries its token, or a later nbdb version (the commit
+    compared the row, so a later version was written on top of it: the
+    token may have left the row's short window while this client's monitor
+    sent several commits merged, as after a reconnect); its marks are there;
+    its deletes are gone.
+    """
     puts = dict(plan.puts)
     for key in plan.keys:
         tm = replica.mapping.get(key[0])
@@ -88,8 +95,12 @@ def reflects(plan: Plan, replica: Replica) -> bool:
         elif key not in puts:
             if row is not None:
                 return False
-        elif row is None or (plan.token, puts[key]) not in parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN)):
+        elif row is None:
             return False
+        else:
+            ext = row.get(EXTERNAL_IDS) or {}
+            if (plan.token, puts[key]) not in parse_window(ext.get(EXT_TXN)) and written_version(ext) <= puts[key]:
+                return False
     return True
 
 
