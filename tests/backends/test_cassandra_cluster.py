@@ -58,7 +58,7 @@ class Writer:
                 if i % 3 == 0:
                     with self.db.transaction() as txn:
                         sw = txn.create(LogicalSwitch(name=f"{self.topic}-sw{i}", topic=self.topic))
-                        port = txn.create(LogicalSwitchPort(switch=sw.id, name=f"p{i}", topic=self.topic))
+                        port = txn.create(LogicalSwitchPort(switch=sw.id, name=f"{self.topic}-p{i}", topic=self.topic))
                     self.pairs.append((sw.id, port.id))
                     self.acked[sw.id] = self.acked[port.id] = 1
                 else:
