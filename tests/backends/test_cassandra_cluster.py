@@ -97,10 +97,12 @@ def test_a_node_killed_under_writes_loses_skips_and_repeats_nothing(
         cache = watcher_db.cache([LogicalSwitch, LogicalSwitchPort], on_change=cached.append)
         assert cache.wait_synced(60)
         stop = threading.Event()
+        written = threading.Event()  # every writer has stopped: no commit is in flight any more
         watch_errors: list[str] = []
 
         def follow() -> None:
-            while not stop.is_set() or watch.revision < watcher_db.backend.current_revision():
+            # Until the writers are done (a writer finishes the step it is in after ``stop``), then to the end.
+            while not written.is_set() or watch.revision < watcher_db.backend.current_revision():
                 try:
                     for event in watch.poll(0.2):
                         watched.append((time.monotonic(), event))
@@ -121,6 +123,7 @@ def test_a_node_killed_under_writes_loses_skips_and_repeats_nothing(
         stop.set()
         for t in threads:
             t.join(60)
+        written.set()
         follower.join(120)
         assert not follower.is_alive(), "the watch did not catch up"
 
