@@ -31,14 +31,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 _BEFORE_KILL = 8.0
-_AFTER_KILL = 15.0
-_RECOVERY = 12.0
+_AFTER_KILL = 30.0
+_RECOVERY = 20.0
 """Seconds within which writers and watchers must work again after the node is killed.
 
-The goal (issue 12) is 5 s. With unique names claimed by a lightweight transaction of their
-own, a writer on the loaded CI machine (the kit's other servers running, 2 s per write even
-before the kill) stalled up to 8.9 s: the bound catches a hang, not the goal, which is missed
-there (docs/backends/cassandra.md says so)."""
+The goal (issue 12) is 5 s, met on an idle machine (1-3 s). With unique names claimed by a
+lightweight transaction of their own, writers on the loaded CI machine (the kit's other
+servers running) wrote every 2 s or slower even before the kill and stalled 8.9-12.4 s after
+it: this bound catches a hang, not the goal, which is missed there (docs/backends/cassandra.md
+says so)."""
 
 
 @dataclass
