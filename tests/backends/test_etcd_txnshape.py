@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nbdb.backends.etcd.txnshape import Nested, etcd_count, merge_runs, nest, shape_writes
+from nbdb.backends.etcd.txnshape import Nested, etcd_count, fewest_runs, merge_runs, nest, shape_writes
 
 
 def _leaves(items: list[int | Nested[int]]) -> list[int]:
@@ -85,6 +85,7 @@ def test_runs_cover_each_key_once_stay_in_one_directory_and_hold_no_stranger(key
     directories = {k.rpartition("/")[0] for k in ordered}
     # As few runs as asked for, but never fewer than one per directory, nor a run of nothing.
     assert len(merged) == max(min(runs, len(ordered)), len(directories))
+    assert fewest_runs(keys) == len(merge_runs(keys, 0)) == len(directories)
     for run in merged:
         assert len({k.rpartition("/")[0] for k in run}) == 1
         # A run's key range [first, last] holds no key of the input outside the run.

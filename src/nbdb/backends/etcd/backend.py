@@ -292,7 +292,7 @@ class EtcdBackend(KeyValueBackend):
         if limit is None or count <= limit:
             return count
         absent = _absent_keys(conditions, None)
-        fewest = len(conditions) + 1 - len(absent) + len(txnshape.merge_runs(absent, 0))
+        fewest = len(conditions) + 1 - len(absent) + txnshape.fewest_runs(absent)
         return txnshape.shape_writes(fewest, writes, 1, limit).count
 
     def _fitted_compares(self, commit: KeyCommit) -> list[bytes] | None:

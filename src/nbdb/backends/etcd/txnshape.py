@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Generic, TypeVar
 
-__all__ = ["Nested", "WriteShape", "etcd_count", "merge_runs", "nest", "shape_writes"]
+__all__ = ["Nested", "WriteShape", "etcd_count", "fewest_runs", "merge_runs", "nest", "shape_writes"]
 
 T = TypeVar("T")
 
@@ -121,11 +121,10 @@ def merge_runs(keys: Iterable[str], runs: int) -> list[list[str]]:
     joins = len(ordered) - max(runs, 0)
     joined: set[int] = set()
     if joins > 0:
+        places = [_place(key) for key in ordered]
         gaps = sorted(
-            (_distance(a, b), i)
-            for i, (a, b) in enumerate(pairwise(ordered))
-            if a.rpartition("/")[0] == b.rpartition("/")[0]
-        )
+            (b[1] - a[1], i) for i, (a, b) in enumerate(pairwise(places)) if a[0] == b[0]
+        )  # neighbours of one directory, closest first
         joined = {i for _, i in gaps[:joins]}
     out: list[list[str]] = []
     for i, key in enumerate(ordered):
@@ -136,13 +135,12 @@ def merge_runs(keys: Iterable[str], runs: int) -> list[list[str]]:
     return out
 
 
-def _distance(a: str, b: str) -> tuple[int, int]:
-    """How far apart two keys lie in key order (a < b): first the shorter shared prefix, then the next bytes."""
-    left, right = a.encode(), b.encode()
-    shared = 0
-    for x, y in zip(left, right, strict=False):
-        if x != y:
-            break
-        shared += 1
-    window = slice(shared, shared + 8)
-    return -shared, int.from_bytes(right[window].ljust(8, b"\0")) - int.from_bytes(left[window].ljust(8, b"\0"))
+def fewest_runs(keys: Iterable[str]) -> int:
+    """The fewest runs :func:`merge_runs` can cut ``keys`` into: one per directory."""
+    return len({key.rpartition("/")[0] for key in keys})
+
+
+def _place(key: str) -> tuple[str, int]:
+    """A key's directory, and where its name lies in key order (its first 16 bytes as a number)."""
+    directory, _, name = key.rpartition("/")
+    return directory, int.from_bytes(name.encode()[:16].ljust(16, b"\0"))
