@@ -401,6 +401,7 @@ def test_cluster_compaction_while_a_cache_is_cut_off(etcd_cluster: EtcdServer) -
                 assert eventually(
                     lambda: {p.id: p.size for p in cache.list(KitParent)} == {kept.id: 9, fresh.id: 0}, timeout=30
                 )
+
                 # The cache applies the re-list, then calls on_change: the callback may trail
                 # what cache.list() already shows.
                 def tombstones() -> list[Any]:
