@@ -55,10 +55,10 @@ from nbdb.families.ovsdb.rows import (
     EXT_TXN,
     EXT_VERSION,
     carried,
+    content_digest,
     new_row,
     push_window,
     refs_of,
-    render,
 )
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
@@ -293,8 +293,7 @@ def _plan_put(
     if op.ttl is not None:
         ext[EXT_TTL] = repr(float(op.ttl))
         ext[EXT_EXPIRES] = f"{now + op.ttl:.3f}"
-    digest = render(tm, op.id, {**cells, EXTERNAL_IDS: ext}, parents).state.digest
-    ext[EXT_DIGEST] = digest
+    ext[EXT_DIGEST] = content_digest(tm, op.id, {**cells, EXTERNAL_IDS: ext}, parents)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
