@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 
 import pytest
@@ -93,29 +94,30 @@ def test_a_stream_behind_what_the_hub_holds_is_told_to_relist() -> None:
 
 
 class ForgetfulBackend(MemoryBackend):
-    """The memory store, whose first change stream says its history is gone after one poll."""
+    """The memory store, whose change stream says its history is gone once, after ``forget`` is set.
+
+    The poll that returns after ``forget`` drops what it read and raises instead, so the
+    changes made after ``forget`` reach a cache only through a re-list.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.first = True
+        self.forget = threading.Event()
+        self.forgot = False
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
         stream = super().watch(tables, topics, since)
-        if not self.first:
-            return stream
-        self.first = False
         original = stream.poll
 
         def poll(timeout: float | None) -> list[object]:
-            stream.poll = _raise  # type: ignore[method-assign]
-            return original(timeout)  # type: ignore[return-value]
+            changes = original(timeout)
+            if self.forget.is_set() and not self.forgot:
+                self.forgot = True
+                raise nbdb.HistoryGoneError("injected: the server forgot")
+            return changes  # type: ignore[return-value]
 
         stream.poll = poll  # type: ignore[method-assign]
         return stream
-
-
-def _raise(timeout: float | None) -> list[object]:
-    raise nbdb.HistoryGoneError("injected: the server forgot")
 
 
 def test_when_the_backend_loses_history_every_cache_relists_and_converges() -> None:
@@ -124,9 +126,16 @@ def test_when_the_backend_loses_history_every_cache_relists_and_converges() -> N
         caches = [db.cache(LogicalSwitch) for _ in range(3)]
         for cache in caches:
             assert cache.wait_synced(10)
-        made = [db.create(LogicalSwitch(name=f"s{i}")) for i in range(5)]
+        # Each cache follows the shared stream (it got a change after its list), so each
+        # one is there when the stream loses its history.
+        made = [db.create(LogicalSwitch(name="warm"))]
+        for cache in caches:
+            assert cache.wait_for(made[0], 10)
+        backend.forget.set()
+        made += [db.create(LogicalSwitch(name=f"s{i}")) for i in range(5)]
         revision = db.list(LogicalSwitch).revision
         for cache in caches:
             assert cache.wait_for(revision, 10)
             assert {s.id for s in cache.list(LogicalSwitch)} == {s.id for s in made}
-        assert sum(cache.relists for cache in caches) >= 3
+        assert backend.forgot
+        assert [cache.relists for cache in caches] == [1, 1, 1]

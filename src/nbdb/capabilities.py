@@ -91,7 +91,12 @@ class Capabilities:
     pages: bool = False
     """``list(..., limit=N)`` returns consistent pages at one revision (``after=`` continues)."""
     max_txn_ops: int | None = None
-    """The most store operations one commit may take (None: no limit); an object takes a few."""
+    """The most store operations one commit may take, counted as the store counts them (None: no limit).
+
+    An update or delete takes at least one per object (its version check, which
+    nothing can merge); what a create takes depends on the store (etcd nests
+    writes and merges absence checks: see the backend's page). A commit over the
+    limit is refused with ValidationError before it reaches the server."""
     max_txn_bytes: int | None = None
     """The most bytes of records one commit may carry (None: no limit)."""
     notes: str = ""

@@ -498,14 +498,48 @@ def test_a_commit_found_applied_on_retry_is_acknowledged_only_once_a_replica_has
         replica = next(m for m in server.data_members if m is not master)
         replica.pause()
         try:
-            with pytest.raises(nbdb.BackendUnavailableError, match="0 of 1 replicas"):
+            with pytest.raises(nbdb.CommitUnknownError, match="0 of 1 replicas"):
                 first.commit_with_token([], puts, [], token)  # applied on the master only
-            with pytest.raises(nbdb.BackendUnavailableError, match="0 of 1 replicas"):
+            with pytest.raises(nbdb.CommitUnknownError, match="0 of 1 replicas"):
                 retry.commit_with_token([], puts, [], token)
-            with pytest.raises(nbdb.BackendUnavailableError, match="0 of 1 replicas"):
+            with pytest.raises(nbdb.CommitUnknownError, match="0 of 1 replicas"):
                 retry.void_token(token)
         finally:
             replica.resume()
         revision = retry.commit_with_token([], puts, [], token)  # the replica has it now
         assert revision is not None and retry.void_token(token) == revision
         assert len(retry.range_keys(["o/~/T/"])[0]) == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_commit_no_replica_confirmed_is_unknown_and_never_applied_twice(
+    server_factory: Callable[..., Any],  # noqa: F811
+) -> None:
+    """A commit applied on the master that ``WAIT`` could not confirm is an unknown outcome.
+
+    It was reported as a plain ``BackendUnavailableError``, which callers read as "not
+    applied": a writer that tried again applied the same transfer up to five times (seen in
+    ``nbdb soak redis-sentinel`` while the old master was down). Raised as
+    ``CommitUnknownError`` after the family tried to settle it, the caller re-reads instead,
+    and a commit that waited until the replica was back is acknowledged once.
+    """
+    server: RedisSentinel = server_factory("redis-sentinel")
+    opts = {"namespace": "unconfirmed", "wait_replicas": 1, "wait_timeout": 0.2, "retries": 2, "retry_backoff": 0.05}
+    with nbdb.connect(server.url, **opts) as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        master = server.leader()
+        replica = next(m for m in server.data_members if m is not master)
+        replica.pause()
+        try:
+            with pytest.raises(nbdb.CommitUnknownError, match="replicas acknowledged"):
+                db.update(switch.replace(external_ids={"step": "1"}))
+            with pytest.raises(nbdb.CommitUnknownError):
+                db.create(LogicalSwitch(name="unconfirmed"))
+        finally:
+            replica.resume()
+        # Both are applied on the master; the caller learns it by reading, not by writing again.
+        stored = db.get(LogicalSwitch, switch.id)
+        assert (stored.version, stored.external_ids) == (2, {"step": "1"})
+        assert sorted(s.name for s in db.list(LogicalSwitch)) == ["sw", "unconfirmed"]
+        # With the replica back, a commit is confirmed and acknowledged once.
+        assert db.update(stored.replace(external_ids={"step": "2"})).version == 3

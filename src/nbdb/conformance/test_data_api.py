@@ -332,13 +332,21 @@ def test_limits_are_checked_before_the_server(db: nbdb.Database) -> None:
     limit = db.capabilities.max_txn_ops
     if limit is None or db.capabilities.transactions is Atomicity.NONE:
         pytest.skip("backend declares no max_txn_ops")
-    under = max(1, limit // 4)  # an object takes a few store operations
+    # Under the limit: an update checks at least its own version, so a quarter of the limit fits anywhere.
+    made: list[KitParent] = []
+    under = max(1, limit // 4)
+    while len(made) <= limit:
+        with db.transaction() as txn:
+            for i in range(len(made), min(limit + 1, len(made) + under)):
+                txn.create(KitParent(name=f"u{i}", topic="limits"))
+        made += [obj for obj in txn.results if isinstance(obj, KitParent)]
     with db.transaction() as txn:
-        for i in range(under):
-            txn.create(KitParent(name=f"u{i}", topic="limits"))
-    assert len(db.list(KitParent, "limits")) == under
+        for obj in made[:under]:
+            txn.update(obj.replace(size=1))
+    assert sum(p.size == 1 for p in db.list(KitParent, "limits")) == under
+    # Over it: more updates than the limit, each checking a version that no store can merge with another.
     with pytest.raises(nbdb.ValidationError, match="max_txn_ops"):
         with db.transaction() as txn:
-            for i in range(limit):
-                txn.create(KitParent(name=f"o{i}", topic="limits"))
-    assert len(db.list(KitParent, "limits")) == under
+            for obj in made:
+                txn.update(obj.replace(size=2))
+    assert sum(p.size == 2 for p in db.list(KitParent, "limits")) == 0

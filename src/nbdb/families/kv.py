@@ -357,8 +357,9 @@ class KeyValueBackend(Backend):
         shape = rules.shape_of(ops)
         for _attempt in range(_COMMIT_ATTEMPTS):
             plan = plan_commit(self, ops, shape, time.time())
-            self._check_limits(len(ops), len(plan.conditions) + len(extra), plan)
-            revision = self.commit_once([*plan.conditions, *extra], plan.puts, plan.deletes)
+            conditions = [*plan.conditions, *extra]
+            self._check_limits(len(ops), conditions, plan)
+            revision = self.commit_once(conditions, plan.puts, plan.deletes)
             if revision is not None:
                 for key, index in plan.indexes.items():
                     if index is None:
@@ -374,11 +375,19 @@ class KeyValueBackend(Backend):
             diagnose(self, ops, shape)
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
 
-    def _check_limits(self, objects: int, conditions: int, plan: Plan) -> None:
+    def store_ops(self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
+        """The operations the store counts for this commit, its commit token included (see capabilities.max_txn_ops).
+
+        The default counts the longer of its conditions and its writes, each
+        one operation; a store that nests or merges them (etcd) overrides it.
+        """
+        token = 1 if self.commit_tokens else 0
+        return max(len(conditions) + token, len(puts) + len({*deletes} - puts.keys()) + token)
+
+    def _check_limits(self, objects: int, conditions: Sequence[Condition], plan: Plan) -> None:
         """Refuse, before sending it, a commit larger than the store takes (capabilities.max_txn_*)."""
         caps = self.capabilities
-        token = 1 if self.commit_tokens else 0
-        operations = max(conditions + token, len(plan.puts) + len({*plan.deletes} - plan.puts.keys()) + token)
+        operations = 0 if caps.max_txn_ops is None else self.store_ops(conditions, plan.puts, plan.deletes)
         if caps.max_txn_ops is not None and operations > caps.max_txn_ops:
             raise errors.ValidationError(
                 f"this commit of {objects} object(s) takes {operations} store operations and "

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
-from nbdb.backends.etcd import wire
+from nbdb.backends.etcd import txnshape, wire
 from nbdb.backends.etcd.client import EtcdClient, EtcdSettings, chunked, safe_progress_requests
 from nbdb.backends.etcd.stream import EtcdKeyStream
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
@@ -103,16 +103,35 @@ def _kv(kv: wire.KV) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), kv.value, kv.version, kv.mod_revision)
 
 
-def _txn_cost(commit: KeyCommit) -> tuple[int, int]:
-    """The operations (compares, writes or reads: the largest list) and bytes a commit adds to a transaction."""
+def _writes(puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
+    """The put and delete operations a commit sends (a key both put and deleted is put)."""
+    return len(puts) + len({*deletes} - puts.keys())
+
+
+def _absent_keys(conditions: Sequence[Condition], token_key: str | None) -> list[str]:
+    """The keys of the absence checks that may merge into range compares.
+
+    Not the commit token's: its exact check is what makes a commit apply once.
+    """
+    return [c.key for c in conditions if isinstance(c, VersionIs) and c.version == 0 and c.key != token_key]
+
+
+def _txn_bytes(commit: KeyCommit) -> int:
+    """The bytes a commit adds to a transaction, generously (the byte limit keeps a tenth in reserve besides)."""
     token = 0 if commit.token is None else 1
-    writes = len(commit.puts) + len({*commit.deletes} - commit.puts.keys())
     size = sum(len(k) + len(v) for k, v in commit.puts.items()) + sum(len(k) for k in commit.deletes)
     size += sum(len(c.prefix if isinstance(c, PrefixUnchangedSince) else c.name if isinstance(c, LeaseHeld) else c.key)
                 for c in commit.conditions)  # fmt: skip
-    # Each operation's own framing, generously: the byte limit keeps a tenth in reserve besides.
-    size += 16 * (len(commit.conditions) + writes + 2 * token)
-    return max(len(commit.conditions) + token, writes + token, token), size
+    # Each operation's own framing, generously: it covers the few bytes a nested transaction adds too.
+    return size + 16 * (len(commit.conditions) + _writes(commit.puts, commit.deletes) + 2 * token)
+
+
+def _encode_nested(items: Sequence[bytes | txnshape.Nested[bytes]]) -> list[bytes]:
+    """Request ops, each nested transaction encoded as one (without compares: it always applies)."""
+    return [
+        item if isinstance(item, bytes) else wire.request_txn(wire.txn_request([], _encode_nested(item.items)))
+        for item in items
+    ]
 
 
 def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
@@ -150,9 +169,11 @@ class EtcdBackend(KeyValueBackend):
         max_txn_ops=128,
         max_txn_bytes=1_400_000,
         notes="A transaction is one etcd Txn, so it is limited by the server's --max-txn-ops (128 by default) "
-        "and --max-request-bytes (1.5 MiB). A watch of several topics follows the smallest key range "
-        "covering them and drops the other topics' keys on the client. Lock TTLs are whole seconds, "
-        "at least the server's minimum lease TTL.",
+        "and --max-request-bytes (1.5 MiB); max_txn_ops counts as etcd does, nested transactions included: "
+        "a commit's writes nest and the absence checks of its creates merge into key ranges, so one transaction "
+        "takes hundreds of creates (100 ports and more), 127 updates or 62 deletes. A watch of "
+        "several topics follows the smallest key range covering them and drops the other topics' keys on the "
+        "client. Lock TTLs are whole seconds, at least the server's minimum lease TTL.",
     )
 
     commit_tokens = True
@@ -256,14 +277,87 @@ class EtcdBackend(KeyValueBackend):
         token: CommitToken | None = None,
     ) -> int | None:
         commit = KeyCommit(conditions, puts, deletes, token)
-        header, succeeded, ranges, maybe_applied = self.client.txn(wire.txn_request(*self._txn_parts(commit)))
+        compares = self._fitted_compares(commit)
+        if compares is None:
+            return None  # a key it needs absent was there: nothing was sent
+        request = wire.txn_request(*self._txn_parts(commit, compares))
+        header, succeeded, ranges, maybe_applied = self.client.txn(request)
         return self._outcome(commit, succeeded, ranges, header.revision, maybe_applied)
 
-    def _txn_parts(self, commit: KeyCommit) -> tuple[list[bytes], list[bytes], list[bytes]]:
-        """A commit's compares, writes, and (with a token) the read of its token when the compares fail."""
+    def store_ops(self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
+        """The operations etcd counts for this commit as :meth:`commit_keys` sends it (writes nested, checks merged)."""
+        limit = self.capabilities.max_txn_ops
+        writes = _writes(puts, deletes) + 1  # and the commit token's put, compare and read on failure
+        count = txnshape.shape_writes(len(conditions) + 1, writes, 1, limit).count
+        if limit is None or count <= limit:
+            return count
+        absent = _absent_keys(conditions, None)
+        fewest = len(conditions) + 1 - len(absent) + txnshape.fewest_runs(absent)
+        return txnshape.shape_writes(fewest, writes, 1, limit).count
+
+    def _fitted_compares(self, commit: KeyCommit) -> list[bytes] | None:
+        """The commit's compares, absence checks merged into as few ranges as it takes to fit the server's limit.
+
+        None if a key checked absent is present (the commit cannot apply). See
+        :mod:`nbdb.backends.etcd.txnshape` for why a merged check is as strict.
+        """
+        lock = self.layout.lock
+        limit = self.capabilities.max_txn_ops
+        writes = _writes(commit.puts, commit.deletes)
+        failure = 0 if commit.token is None else 1
+        if limit is None or txnshape.shape_writes(len(commit.conditions), writes, failure, limit).count <= limit:
+            return [_compare(c, lock) for c in commit.conditions]
+        # The most compares that leave room for the writes (the count grows with the compares).
+        low, high = 0, len(commit.conditions)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if txnshape.shape_writes(middle, writes, failure, limit).count <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        token_key = None if commit.token is None else commit.token.key
+        absent = _absent_keys(commit.conditions, token_key)
+        merging = set(absent)
+        exact = [c for c in commit.conditions if not (isinstance(c, VersionIs) and c.version == 0 and c.key in merging)]
+        runs = txnshape.merge_runs(absent, low - len(exact))
+        if len(exact) + len(runs) > low:  # the family refuses such a commit first (store_ops)
+            raise errors.ValidationError(f"this commit takes more than the {limit} operations etcd allows")
+        revision = self._absent_at([key for run in runs if len(run) > 1 for key in run])
+        if revision is None:
+            return None
+        compares = [_compare(c, lock) for c in exact]
+        for run in runs:
+            first = run[0].encode()
+            if len(run) == 1:
+                compares.append(wire.compare(first, wire.TARGET_VERSION, wire.CMP_EQUAL, 0))
+            else:
+                end = run[-1].encode() + b"\0"
+                compares.append(wire.compare(first, wire.TARGET_CREATE, wire.CMP_LESS, revision + 1, range_end=end))
+        return compares
+
+    def _absent_at(self, keys: Sequence[str]) -> int | None:
+        """A revision at which every one of ``keys`` was absent, read now; None if one was present."""
+        limit = self.capabilities.max_txn_ops or _MAX_TXN_OPS
+        revision = 0
+        try:
+            for chunk in chunked(keys, limit):
+                reads = [wire.request_range(k.encode(), revision=revision, keys_only=True) for k in chunk]
+                header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
+                revision = revision or header.revision
+                if any(ranges):
+                    return None
+        except errors.HistoryGoneError:
+            return None  # compacted between two reads: the family plans the commit again
+        return revision
+
+    def _txn_parts(
+        self, commit: KeyCommit, compares: list[bytes] | None = None
+    ) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """A commit's compares, writes (nested as they must be to fit), and its token's read when the compares fail."""
         token = commit.token
         deleted = [k for k in dict.fromkeys(commit.deletes) if k not in commit.puts]
-        compares = [_compare(c, self.layout.lock) for c in commit.conditions]
+        if compares is None:
+            compares = [_compare(c, self.layout.lock) for c in commit.conditions]
         lease = self._lease_for_tokens(token.ttl) if token is not None else 0
         ops = [wire.request_put(k.encode(), v, lease if token is not None and k == token.key else 0)
                for k, v in commit.puts.items()]  # fmt: skip
@@ -271,7 +365,16 @@ class EtcdBackend(KeyValueBackend):
         # When the compares fail, read the token in the same round trip: after a lost
         # reply it tells whether the earlier try is the one that wrote it.
         failure = [wire.request_range(token.key.encode())] if token is not None else []
-        return compares, ops, failure
+        # Nested transactions without compares always apply, with the rest, at one revision.
+        shape = txnshape.shape_writes(len(compares), len(ops), len(failure), self.capabilities.max_txn_ops)
+        return compares, _encode_nested(txnshape.nest(ops, shape)), failure
+
+    def _txn_cost(self, commit: KeyCommit) -> tuple[int, int]:
+        """The operations etcd counts for a commit as a nested transaction of a group, and the bytes it adds."""
+        token = 0 if commit.token is None else 1
+        writes = _writes(commit.puts, commit.deletes) + token
+        count = txnshape.shape_writes(len(commit.conditions) + token, writes, token, self.capabilities.max_txn_ops)
+        return count.count, _txn_bytes(commit)
 
     def _outcome(
         self, commit: KeyCommit, succeeded: bool, ranges: list[list[wire.KV]], revision: int, maybe_applied: bool
@@ -312,7 +415,7 @@ class EtcdBackend(KeyValueBackend):
 
     def new_commit_group(self) -> CommitGroup[KeyCommit]:
         caps = self.capabilities
-        return SnapshotGroup(self.group_commit, self.layout.lock, _txn_cost, caps.max_txn_ops, caps.max_txn_bytes)
+        return SnapshotGroup(self.group_commit, self.layout.lock, self._txn_cost, caps.max_txn_ops, caps.max_txn_bytes)
 
     def _lease_for_tokens(self, ttl: float) -> int:
         lease, granted = self._token_lease

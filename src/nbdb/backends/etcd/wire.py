@@ -139,9 +139,9 @@ def _blob(tag: bytes, value: bytes) -> bytes:
     return tag + _varint(len(value)) + value
 
 
-def request_range(key: bytes, range_end: bytes = b"") -> bytes:
-    """RequestOp wrapping a RangeRequest."""
-    return _blob(b"\x0a", range_request(key, range_end))
+def request_range(key: bytes, range_end: bytes = b"", *, revision: int = 0, keys_only: bool = False) -> bytes:
+    """RequestOp wrapping a RangeRequest (at ``revision``; 0: the transaction's own)."""
+    return _blob(b"\x0a", range_request(key, range_end, revision=revision, keys_only=keys_only))
 
 
 def request_put(key: bytes, value: bytes, lease: int = 0) -> bytes:

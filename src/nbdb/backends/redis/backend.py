@@ -315,7 +315,9 @@ class RedisBackend(ChangeLogBackend):
                 outcomes.append(ERRORS.translate(reply, "commit"))
         acked = 0 if not wanted or isinstance(replies[-1], Exception) else int(replies[-1])
         if wanted and acked < wanted and any(isinstance(o, int) for o in outcomes):
-            late = errors.BackendUnavailableError(
+            # Applied, but it may not survive a failover: its outcome is unknown, never "not
+            # applied" (a caller that took it for a failure and wrote again applied it twice).
+            late = errors.CommitUnknownError(
                 f"the write is applied on the master but only {acked} of {wanted} replicas acknowledged "
                 f"it within {self.config.wait_timeout}s; it may be lost if the master fails"
             )
@@ -351,7 +353,7 @@ class RedisBackend(ChangeLogBackend):
 
         reply, acked = self._run(call, write=True)
         if check(reply) and int(acked) < wanted:
-            raise errors.BackendUnavailableError(
+            raise errors.CommitUnknownError(
                 f"the write is applied on the master but only {acked} of {wanted} replicas acknowledged it "
                 f"within {self.config.wait_timeout}s; it may be lost if the master fails"
             )

@@ -41,7 +41,10 @@ T = TypeVar("T")
 SOAK_KINDS = {
     "etcd": "etcd members (the leader is killed)",
     "ovsdb": "ovsdb-server raft members, OVN Northbound (the leader is killed)",
-    "redis-sentinel": "sentinels, over a master and a replica (the master is killed; it returns as a replica)",
+    "redis-sentinel": (
+        "sentinels, over a master and a replica; commits wait for the replica (the master is killed;"
+        " it returns as a replica)"
+    ),
     "redis": "must be 1: a durable (appendonly) server, killed and restarted",
     "cassandra": "Cassandra nodes, replication factor min(3, nodes) (a random node is killed)",
 }
@@ -77,9 +80,26 @@ class SoakConfig:
                 raise ValueError("a standalone redis has one member; use redis-sentinel for more")
             return {"appendonly": True}
         if self.kind == "redis-sentinel":
-            # Durable data nodes: a restarted master reloads its data before rejoining.
+            # Durable data nodes: a restarted master reloads its data before rejoining. One
+            # replica, and commits wait for it (see client_url).
             return {"sentinels": self.members, "appendonly": True}
         return {"members": self.members}
+
+    def client_url(self, url: str) -> str:
+        """The URL the soak's clients use on a server whose own URL is ``url``.
+
+        Redis replication is asynchronous: only a commit that every replica acknowledged
+        (``wait_replicas`` equal to the number of replicas) is sure to survive the failover
+        that follows a master's death, so that is the configuration whose promise (no
+        acknowledged write lost) the soak checks. With fewer, Sentinel may promote a replica
+        that lacks it (it ranks replicas by offsets up to seconds old); without any, the
+        writes the dead master had not passed on are lost. The Redis backend's page says so.
+        While the old master is down the new one has no replica: commits are applied but
+        unconfirmed (outcome unknown) until it rejoins.
+        """
+        if self.kind != "redis-sentinel":
+            return url
+        return f"{url}{'&' if '?' in url else '?'}wait_replicas=1"
 
     def title(self) -> str:
         """One line saying what ran."""
@@ -105,7 +125,7 @@ class _Soak:
         self.config = config
         self.server = server
         self.work = work
-        self.url = server.url
+        self.url = config.client_url(server.url)
         self.namespace = f"soak-{uuid.uuid4().hex[:10]}"
         self.rng = random.Random(config.seed)
         self.kills: list[Kill] = []
@@ -224,10 +244,18 @@ class _Soak:
         down = self.config.down if self.config.down is not None else 1.0
         time.sleep(down)
         if isinstance(self.server, RedisSentinel) and old_master is not None:
-            # Bring the old master back only once another one was elected: it then rejoins as a replica.
+            # Bring the old master back only once a majority of the sentinels name another one:
+            # it then rejoins as a replica. One sentinel's word is not enough: back while the
+            # majority still names it (a failover under way), it would restart as the master
+            # with its own data, and the failover could end with two masters.
             sentinel = self.server
+
+            def failed_over() -> bool:
+                agreed = sentinel.agreed_master()
+                return agreed is not None and agreed is not victim
+
             try:
-                wait_until(lambda: sentinel.master_address() != old_master, 60, "Sentinel to fail over")
+                wait_until(failed_over, 60, "a majority of the sentinels to name a new master")
             except HarnessError as exc:
                 self.problems.append(f"no failover after killing {victim.name}: {exc}")
         try:
