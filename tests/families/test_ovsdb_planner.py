@@ -33,8 +33,10 @@ def _applied(replica: Replica, ops: list[dict[str, Any]]) -> None:
             row_id = op["where"][0][2][1]
             table[row_id] = {"modify": _diff(replica, op["table"], row_id, op["row"])}
         elif op["op"] == "mutate":
+            # The server sends a set's change as the members it toggled, merged per row.
             ((column, _how, members),) = op["mutations"]
-            table[op["where"][0][2][1]] = {"modify": {column: members}}
+            diff = table.setdefault(op["where"][0][2][1], {"modify": {}})["modify"]
+            diff.setdefault(column, ["set", []])[1].extend(members[1])
         elif op["op"] == "delete":
             table[op["where"][0][2][1]] = {"delete": None}
     replica.apply(NB, updates)
@@ -94,6 +96,58 @@ def test_a_port_create_inserts_the_row_and_adds_it_to_the_switchs_set(
     _applied(replica, plan.ops)
     record = replica.record("LogicalSwitchPort", port.id)
     assert record is not None and record.version == 1
+
+
+def test_children_of_one_parent_join_its_set_in_one_mutate_and_check_it_once(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    # ovsdb-server copies a parent's whole set for each mutate of it: a commit of many children
+    # must cost it one copy, whatever the number of children.
+    other = LogicalSwitch(name="other")
+    with replica.cond:
+        _applied(replica, plan_commit(mapping, replica, [_put(other, 0)], "t0").ops)
+    ports = [LogicalSwitchPort(switch=switch if i % 3 else other, name=f"p{i}") for i in range(30)]
+    with replica.cond:
+        plan = plan_commit(mapping, replica, [_put(p, 0) for p in ports], "tok")
+    mutates = [op for op in plan.ops if op["op"] == "mutate"]
+    assert len(mutates) == 2
+    for sw in (switch, other):
+        (mutate,) = [m for m in mutates if m["where"] == [["_uuid", "==", ["uuid", str(sw.id)]]]]
+        ((column, how, members),) = mutate["mutations"]
+        assert (column, how) == ("ports", "insert")
+        assert members[1] == [["uuid", str(p.id)] for p in ports if p.switch == sw.id]
+    targets = [reason for reason in plan.reasons if reason[0] == "target"]
+    assert sorted(str(target[1]) for _kind, (_key, target) in targets) == sorted([str(switch.id), str(other.id)])
+    _applied(replica, plan.ops)
+    assert all(replica.record("LogicalSwitchPort", p.id) is not None for p in ports)
+
+    # Moving ports: one mutate leaves the old parent's set, one joins the new one's; deletes leave in one.
+    moved = [p.model_copy(update={"version": 1}).replace(switch=other.id) for p in ports if p.switch == switch.id]
+    gone = [p for p in ports if p.switch == other.id]
+    with replica.cond:
+        plan = plan_commit(
+            mapping,
+            replica,
+            [*(_put(p, 1) for p in moved), *(Delete("LogicalSwitchPort", p.id, None, 1) for p in gone)],
+            "tok2",
+        )
+    mutations = sorted(
+        (m["where"][0][2][1], m["mutations"][0][1], len(m["mutations"][0][2][1]))
+        for m in plan.ops
+        if m["op"] == "mutate"
+    )
+    assert mutations == sorted(
+        [
+            (str(switch.id), "delete", len(moved)),
+            (str(other.id), "insert", len(moved)),
+            (str(other.id), "delete", len(gone)),
+        ]
+    )
+    _applied(replica, plan.ops)
+    for p in moved:
+        record = replica.record("LogicalSwitchPort", p.id)
+        assert record is not None and json.loads(record.data)["switch"] == str(other.id)
+    assert all(replica.record("LogicalSwitchPort", p.id) is None for p in gone)
 
 
 def test_an_update_waits_on_the_stored_content_and_sends_only_what_changed(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbdb import errors
@@ -95,6 +95,23 @@ class ColumnType:
     min: int
     max: int | None
     """None: unlimited."""
+    is_map: bool = field(init=False, repr=False, compare=False)
+    """A map column."""
+    is_scalar: bool = field(init=False, repr=False, compare=False)
+    """Exactly one atom."""
+    is_optional: bool = field(init=False, repr=False, compare=False)
+    """Zero or one atom."""
+    is_set: bool = field(init=False, repr=False, compare=False)
+    """Any other set: a cell that is a Python ``set``."""
+
+    def __post_init__(self) -> None:
+        # Asked for every cell a row is built or rendered from: computed once, not per call.
+        scalar = self.value is None and self.min == 1 and self.max == 1
+        optional = self.value is None and self.min == 0 and self.max == 1
+        object.__setattr__(self, "is_map", self.value is not None)
+        object.__setattr__(self, "is_scalar", scalar)
+        object.__setattr__(self, "is_optional", optional)
+        object.__setattr__(self, "is_set", self.value is None and not scalar and not optional)
 
     @classmethod
     def parse(cls, spec: Any) -> ColumnType:
@@ -115,26 +132,6 @@ class ColumnType:
     def of(cls, key: str, value: str | None = None, min: int = 1, max: int | None = 1) -> ColumnType:
         """A column type from type names (for tests and generated schemas)."""
         return cls(BaseType(key), None if value is None else BaseType(value), min, max)
-
-    @property
-    def is_map(self) -> bool:
-        """A map column."""
-        return self.value is not None
-
-    @property
-    def is_scalar(self) -> bool:
-        """Exactly one atom."""
-        return self.value is None and self.min == 1 and self.max == 1
-
-    @property
-    def is_optional(self) -> bool:
-        """Zero or one atom."""
-        return self.value is None and self.min == 0 and self.max == 1
-
-    @property
-    def is_set(self) -> bool:
-        """Any other set: a cell that is a Python ``set``."""
-        return self.value is None and not self.is_scalar and not self.is_optional
 
 
 def escape(text: str) -> str:

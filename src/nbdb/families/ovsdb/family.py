@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar
 
 from nbdb import errors
+from nbdb.codec import bulk
 from nbdb.families import rules
 from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_counter, settle_increments
@@ -210,7 +211,10 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     lost, synced = None, True
             if plan is None:
                 try:
-                    with self.replica.cond:
+                    # A plan keeps every operation it builds until it is sent: with the collector
+                    # running, they were promoted to the oldest generation, and the full collections
+                    # that followed (over the whole replica) cost more than planning itself.
+                    with self.replica.cond, bulk():
                         plan = plan_commit(
                             self.mapping, self.replica, ops, token, now=started, fence=lock, book=self._marks
                         )

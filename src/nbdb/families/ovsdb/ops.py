@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["assert_lock", "mutate_member", "wait", "where_uuid"]
+__all__ = ["assert_lock", "mutate_members", "wait", "where_uuid"]
 
 
 def where_uuid(id: uuid.UUID) -> list[Any]:
@@ -29,13 +30,13 @@ def wait(table: str, where: list[Any], rows: list[dict[str, Any]], columns: list
     }
 
 
-def mutate_member(table: str, row: uuid.UUID, column: str, how: str, member: uuid.UUID) -> dict[str, Any]:
-    """Insert (``how="insert"``) or delete one uuid of a row's set column."""
+def mutate_members(table: str, row: uuid.UUID, column: str, how: str, members: Sequence[uuid.UUID]) -> dict[str, Any]:
+    """Insert (``how="insert"``) or delete some uuids of a row's set column, in one operation."""
     return {
         "op": "mutate",
         "table": table,
         "where": where_uuid(row),
-        "mutations": [[column, how, ["set", [["uuid", str(member)]]]]],
+        "mutations": [[column, how, ["set", [["uuid", str(member)] for member in members]]]],
     }
 
 

@@ -12,12 +12,18 @@ Order of the operations (a ``wait`` sees the effect of the operations before it)
    exists" and "its mark is absent" (:mod:`.mutations`);
 2. inserts (row uuid given), updates, native mutations, and ``mutate``s of
    the parents' set columns (a child joins or leaves its parent's set:
-   concurrent adds of children never conflict);
+   concurrent adds of children never conflict), one per parent row, column and
+   direction, whatever the number of its children the commit moves;
 3. checks that a deleted parent holds no more children;
 4. deletes;
-5. checks that every referenced target exists, nothing references a deleted
-   row, and no other row holds a unique value the server does not index
-   (:mod:`.unique`).
+5. checks that every referenced target exists (one per target, however many
+   rows of the commit reference it), nothing references a deleted row, and no
+   other row holds a unique value the server does not index (:mod:`.unique`).
+
+The server's work per commit so follows the rows the commit writes, not the
+number of its children: ovsdb-server copies a parent's whole set column for
+each ``mutate`` of it, so a hundred ports joining a switch of 10,000 in a
+hundred ``mutate``s cost it a hundred copies of the set.
 
 Every put row records the commit's token in ``external_ids:nbdb:txn`` (see
 :mod:`.rows`), which :func:`.settle.settle` reads back when a reply was lost;
@@ -38,7 +44,7 @@ from nbdb.families import rules
 from nbdb.families.ovsdb.datum import cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
 from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
-from nbdb.families.ovsdb.ops import assert_lock, mutate_member, wait, where_uuid
+from nbdb.families.ovsdb.ops import assert_lock, mutate_members, wait, where_uuid
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import (
     EXT_DIGEST,
@@ -49,10 +55,10 @@ from nbdb.families.ovsdb.rows import (
     EXT_TXN,
     EXT_VERSION,
     carried,
+    content_digest,
     new_row,
     push_window,
     refs_of,
-    render,
 )
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
@@ -104,13 +110,33 @@ def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_Member = tuple[str, uuid.UUID, str, str]
+"""(parent table, parent row, set column, "insert" or "delete") of a parent's set mutation."""
+
+
 @dataclass(slots=True)
 class _Stages:
     head: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     body: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    members: dict[_Member, list[tuple[uuid.UUID, RefKey]]] = field(default_factory=dict)
+    """The children each parent's set gains or loses: one ``mutate`` each, after the body."""
     checks: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     deletes: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     tail: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    targets: set[RefKey] = field(default_factory=set)
+    """The reference targets already checked (one ``wait`` each)."""
+
+    def move_member(self, parent: _Member, child: uuid.UUID, key: RefKey) -> None:
+        """``child`` (the object ``key``) joins or leaves a parent's set column."""
+        self.members.setdefault(parent, []).append((child, key))
+
+    def ops(self) -> list[tuple[dict[str, Any], tuple[str, Any]]]:
+        """Every operation in commit order, with the reason for each."""
+        mutates = [
+            (mutate_members(ptable, parent, column, how, [child for child, _ in moved]), ("mutate", moved[0][1]))
+            for (ptable, parent, column, how), moved in self.members.items()
+        ]
+        return [*self.head, *self.body, *mutates, *self.checks, *self.deletes, *self.tail]
 
 
 def _current(replica: Replica, op: WriteOp) -> Record | None:
@@ -212,10 +238,9 @@ def plan_commit(
             _check_target(plan, stages, mapping, replica, key, target, deleted, created, mortal)
     for target in sorted(deleted, key=str):
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
-    for stage in (stages.head, stages.body, stages.checks, stages.deletes, stages.tail):
-        for op_json, reason in stage:
-            plan.ops.append(op_json)
-            plan.reasons.append(reason)
+    for op_json, reason in stages.ops():
+        plan.ops.append(op_json)
+        plan.reasons.append(reason)
     return plan
 
 
@@ -268,8 +293,7 @@ def _plan_put(
     if op.ttl is not None:
         ext[EXT_TTL] = repr(float(op.ttl))
         ext[EXT_EXPIRES] = f"{now + op.ttl:.3f}"
-    digest = render(tm, op.id, {**cells, EXTERNAL_IDS: ext}, parents).state.digest
-    ext[EXT_DIGEST] = digest
+    ext[EXT_DIGEST] = content_digest(tm, op.id, {**cells, EXTERNAL_IDS: ext}, parents)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
@@ -292,9 +316,9 @@ def _plan_put(
         if before == after:
             continue
         if before is not None:
-            stages.body.append((mutate_member(ptable, before, pcol, "delete", op.id), ("mutate", key)))
+            stages.move_member((ptable, before, pcol, "delete"), op.id, key)
         if after is not None:
-            stages.body.append((mutate_member(ptable, after, pcol, "insert", op.id), ("mutate", key)))
+            stages.move_member((ptable, after, pcol, "insert"), op.id, key)
     for rule in tm.unique:
         # The schema's own indexes that no model declares: the server keeps them, the plan names them.
         value = None if rule.declared else doc_value(rule, doc)
@@ -328,7 +352,7 @@ def _plan_delete(
     for name, (ptable, pcol) in tm.parents.items():
         parent = old_parents.get(name)
         if parent is not None:
-            stages.body.append((mutate_member(ptable, parent, pcol, "delete", op.id), ("mutate", key)))
+            stages.move_member((ptable, parent, pcol, "delete"), op.id, key)
     # Children held in this row's set columns must be gone (or going) first.
     child_columns = sorted({link.column for link in mapping.links.get((tm.db, tm.db_table), ())})
     if child_columns:
@@ -352,7 +376,7 @@ def _check_target(
         raise rules.deleted_alongside(key, target)
     if target in mortal:
         raise rules.ttl_referenced(key, target)
-    if target in created:
+    if target in created or target in stages.targets:
         return
     if target in replica.expiring:
         # A ttl is given at creation and kept for life: what the replica shows of it is exact.
@@ -363,6 +387,7 @@ def _check_target(
         if replica.record(*target) is None:
             raise errors.ReferenceError(f"{key[0]} {key[1]} references {target[0]} {target[1]}, which does not exist")
         return
+    stages.targets.add(target)
     stages.tail.append((wait(ttm.db_table, where_uuid(target[1]), [{}]), ("target", (key, target))))
 
 

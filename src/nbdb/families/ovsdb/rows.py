@@ -59,6 +59,7 @@ __all__ = [
     "RowState",
     "VersionBook",
     "carried",
+    "content_digest",
     "field_cell",
     "new_row",
     "parse_window",
@@ -208,12 +209,18 @@ def refs_of(tm: TableMap, doc: Mapping[str, Any]) -> frozenset[tuple[str, uuid.U
     return frozenset(out)
 
 
-def render(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]) -> Doc:
-    """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out)."""
+def _rendered(
+    tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]
+) -> tuple[dict[str, Any] | None, bytes]:
+    """The model document of a row (None: raw bytes stored by a test hook) and its bytes."""
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
-    topic = ext.get(EXT_TOPIC)
     raw = ext.get(EXT_RAW)
-    doc: dict[str, Any] = {"id": str(id), "topic": topic}
+    if raw is not None:
+        try:
+            return None, base64.b64decode(raw, validate=True)
+        except ValueError:
+            return None, raw.encode()
+    doc: dict[str, Any] = {"id": str(id), "topic": ext.get(EXT_TOPIC)}
     for name, cm in tm.columns.items():
         cell = row.get(cm.column)
         doc[name] = _doc_value(cm, default_cell(cm.type) if cell is None else cell)
@@ -230,18 +237,21 @@ def render(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUI
         parent = parents.get(name)
         doc[name] = None if parent is None else str(parent)
     doc[EXTERNAL_IDS] = {k: v for k, v in ext.items() if not k.startswith(EXT_PREFIX)}
-    stored_version = written_version(ext)
-    if raw is not None:
-        try:
-            data = base64.b64decode(raw, validate=True)
-        except ValueError:
-            data = raw.encode()
-        refs: frozenset[tuple[str, uuid.UUID]] = frozenset()
-    else:
-        data = json.dumps(doc, sort_keys=True).encode()
-        refs = refs_of(tm, doc)
-    state = RowState(_digest(data), stored_version, ext.get(EXT_DIGEST, ""))
-    return Doc(topic, ext.get(EXT_NAMESPACE, ""), state, data, refs)
+    return doc, json.dumps(doc, sort_keys=True).encode()
+
+
+def render(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]) -> Doc:
+    """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out)."""
+    doc, data = _rendered(tm, id, row, parents)
+    ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
+    refs = frozenset() if doc is None else refs_of(tm, doc)
+    state = RowState(_digest(data), written_version(ext), ext.get(EXT_DIGEST, ""))
+    return Doc(ext.get(EXT_TOPIC), ext.get(EXT_NAMESPACE, ""), state, data, refs)
+
+
+def content_digest(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]) -> str:
+    """The digest of what :func:`render` makes of a row (``render(...).state.digest``, for less)."""
+    return _digest(_rendered(tm, id, row, parents)[1])
 
 
 def field_cell(cm: ColumnMap, value: Any) -> Any:
