@@ -273,3 +273,34 @@ def test_the_full_sweep_reaches_a_million_objects_where_the_backend_allows() -> 
     }
     assert sizes_of["memory"][-1] == 1_000_000
     assert sizes_of["etcd"][-1] == 100_000 and 1_000_000 not in sizes_of["etcd"]
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_step_names_its_parameters_and_spares_the_others() -> None:
+    import io
+
+    from nbdb.bench.config import SIZES
+    from nbdb.bench.report import print_report
+    from nbdb.bench.runner import run_bench
+    from nbdb.bench.workloads import Group
+
+    def nbdb_side(target: object, sizes: object, **params: int) -> list[Measurement]:
+        return [Measurement("write.create.threads", "memory", "nbdb", 1, 1000, params=dict(params))]
+
+    def raw_side(target: object, sizes: object, **params: int) -> list[Measurement]:
+        if params.get("topics", 1) > 1:
+            raise KeyError("LogicalSwitchPort-3")
+        return [Measurement("write.create.threads", "memory", "raw", 1, 1000, params=dict(params))]
+
+    group = Group("probe", nbdb_side, raw_side, lambda _: [{}, {"threads": 4, "topics": 4}])
+    result = run_bench(["memory"], SIZES["tiny"], groups=[group])
+    assert [(e["workload"], e["params"], e["impl"]) for e in result.errors] == [("probe", "threads=4 topics=4", "raw")]
+    # The failure of one parameter set does not hide the figures of the others.
+    assert sorted((m.impl, tuple(m.params.items())) for m in result.measurements) == [
+        ("nbdb", ()),
+        ("nbdb", (("threads", 4), ("topics", 4))),
+        ("raw", ()),
+    ]
+    out = io.StringIO()
+    print_report(result, out)
+    assert "memory: probe threads=4 topics=4 (raw) failed — KeyError: 'LogicalSwitchPort-3'" in out.getvalue()

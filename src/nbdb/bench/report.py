@@ -141,7 +141,8 @@ def _status_lines(result: BenchResult) -> list[str]:
         for group, reason in info.get("raw_unsupported", {}).items():
             lines.append(f"{name}: no raw baseline for {group} — {reason}")
     for err in result.errors:
-        lines.append(f"{err['backend']}: {err['workload']} ({err['impl']}) failed — {err['error']}")
+        params = f" {err['params']}" if err.get("params") else ""
+        lines.append(f"{err['backend']}: {err['workload']}{params} ({err['impl']}) failed — {err['error']}")
     return lines
 
 

@@ -49,11 +49,15 @@ class Step:
     params: Mapping[str, Any]
     round: int
 
+    @property
+    def params_text(self) -> str:
+        """The parameters as the table shows them (``threads=16 topics=16``; empty: none)."""
+        return " ".join(f"{k}={v}" for k, v in self.params.items())
+
     def describe(self, rounds: int) -> str:
         """A one-line description for the progress bar."""
-        params = " ".join(f"{k}={v}" for k, v in self.params.items())
         suffix = f" (round {self.round + 1}/{rounds})" if rounds > 1 else ""
-        return f"{self.target.name} · {self.group.name} {params} · {self.impl}{suffix}".replace("  ", " ")
+        return f"{self.target.name} · {self.group.name} {self.params_text} · {self.impl}{suffix}".replace("  ", " ")
 
 
 def _backend_importable(name: str) -> str | None:
@@ -202,11 +206,12 @@ def run_bench(
         targets = resolve_targets(backends, urls or {}, spawn, stack, result, notify)
         steps = plan(targets, sizes, groups)
         tick = progress(len(steps)) if progress is not None else None
-        failed: set[tuple[str, str, str]] = set()
+        # A failed step is not run again in later rounds; other parameters of its group still are.
+        failed: set[tuple[str, str, str, str]] = set()
         for step in steps:
             if tick is not None:
                 tick(step.describe(sizes.rounds))
-            key = (step.target.name, step.group.name, step.impl)
+            key = (step.target.name, step.group.name, step.impl, step.params_text)
             if key in failed:
                 continue
             runner = step.group.nbdb if step.impl == "nbdb" else step.group.raw
@@ -229,6 +234,7 @@ def run_bench(
                         "backend": step.target.name,
                         "workload": step.group.name,
                         "impl": step.impl,
+                        "params": step.params_text,
                         "error": f"{type(exc).__name__}: {exc}",
                         "where": traceback.format_exc(limit=-2).strip().splitlines()[-3:][0].strip(),
                     }

@@ -47,6 +47,15 @@ class RawClient(ABC):
         """Where every object of ``table`` lives."""
         return f"{self.namespace}/{table}/"
 
+    def topic_table(self, table: str, topic: int) -> str:
+        """The table under which topic number ``topic`` keeps its objects of ``table``.
+
+        nbdb keeps each topic in a partition of its own (a key range, a
+        wide-column partition), so by default a topic's objects get a key range
+        of their own. A store without such partitions keeps them in ``table``.
+        """
+        return f"{table}-{topic}"
+
     @abstractmethod
     def create(self, key: str, value: bytes) -> int:
         """Store a new key (RawConflict if it exists); its version, 1."""

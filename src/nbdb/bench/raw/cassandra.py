@@ -22,12 +22,20 @@ namespace's sequence row, with its index row) and lands in one conditional
 batch with its change row and the partition's ordering condition
 (``last_rev < g``), so that a watcher could resume from any revision. It does
 nothing else: no reads, no references, no group commit of concurrent writers.
+
+Concurrent writers of one partition would fail each other's ordering
+condition (a revision taken first can land second), so it does what nbdb does:
+the writers of one process take turns per partition (nbdb's committer holds a
+lock per partition from taking the revision to the batch's reply), and a batch
+that fails marks its revision void (one write, so a watcher need not wait for
+it) and, if what failed is only the ordering (a writer elsewhere landed a later
+revision first), is sent again under a new revision.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -198,6 +206,28 @@ _L_CHANGE = (
     "USING TTL 86400"
 )
 _L_DROP = "DELETE FROM {ks}.nbdb_raw_log WHERE ns = ? AND tbl = ?"
+_VOID = "UPDATE {ks}.nbdb_raw_seq SET key = null WHERE ns = ? AND g = ?"
+"""An index row that names no key: nothing was committed at that revision."""
+_ORDER_TRIES = 10
+"""Sends of one write whose batch failed only its ordering condition (nbdb's committer: its commit tries)."""
+
+_turns: dict[tuple[str, str, str, str], threading.Lock] = {}
+_turns_guard = threading.Lock()
+
+
+def _turn(url: str, keyspace: str, namespace: str, table: str) -> threading.Lock:
+    """The lock the writers of this process hold in turn on one partition."""
+    with _turns_guard:
+        return _turns.setdefault((url, keyspace, namespace, table), threading.Lock())
+
+
+def _overtaken(result: Any, g: int) -> bool:
+    """Whether a failed batch at ``g`` found the partition already past ``g`` (its ordering condition failed)."""
+    return any((getattr(row, "last_rev", None) or 0) >= g for row in result.current_rows)
+
+
+_Write = tuple[str, tuple[Any, ...]]
+"""A prepared statement (its CQL) and its parameters."""
 
 
 class ContractClient(Client):
@@ -211,7 +241,7 @@ class ContractClient(Client):
                 if keyspace is None or table not in keyspace.tables:
                     self._session.execute(ddl.format(ks=self._ks), timeout=60.0)
             self._prepare(_HEAD, _TAKE, _INDEX, _L_GET, _L_SCAN, _L_INSERT, _L_UPDATE, _L_DELETE, _L_ORDER, _L_FIRST)
-            self._prepare(_L_CHANGE, _L_DROP)
+            self._prepare(_L_CHANGE, _L_DROP, _VOID)
         except BaseException:
             self._cluster.shutdown()
             raise
@@ -239,24 +269,35 @@ class ContractClient(Client):
                     return g
                 self._head_known = False
 
-    def _commit(self, table: str, g: int, writes: list[tuple[str, tuple[Any, ...]]]) -> bool:
-        if table not in self._ordered:  # once per partition: give it a last_rev to compare with
-            self._run(_L_FIRST, self.namespace, table)
-            self._ordered.add(table)
-        batch = self._batch()
-        for cql, params in [*writes, (_L_ORDER, (g, self.namespace, table, g))]:
-            batch.add(self._stmts[cql], params)
-        return bool(self._session.execute(batch, timeout=_TIMEOUT).was_applied)
+    def _commit(self, key: str, table: str, index_key: str, writes: Callable[[int], list[_Write]]) -> None:
+        """Take a revision and send ``writes(g)`` in one batch with the ordering condition (RawConflict if refused)."""
+        with _turn(self.url, self._ks, self.namespace, table):
+            if table not in self._ordered:  # once per partition: give it a last_rev to compare with
+                self._run(_L_FIRST, self.namespace, table)
+                self._ordered.add(table)
+            for _ in range(_ORDER_TRIES):
+                g = self._revision(table, index_key)
+                batch = self._batch()
+                for cql, params in [*writes(g), (_L_ORDER, (g, self.namespace, table, g))]:
+                    batch.add(self._stmts[cql], params)
+                result = self._session.execute(batch, timeout=_TIMEOUT)
+                if result.was_applied:
+                    return
+                self._run(_VOID, self.namespace, g)
+                if not _overtaken(result, g):
+                    break  # an object's condition failed: a real conflict
+        raise RawConflict(key)
 
     def create(self, key: str, value: bytes) -> int:
         table, id = self._split(key)
-        g = self._revision(table, id)
-        writes = [
-            (_L_INSERT, (self.namespace, table, id, value)),
-            (_L_CHANGE, (self.namespace, table, g, id, value, 1)),
-        ]
-        if not self._commit(table, g, writes):
-            raise RawConflict(key)
+
+        def writes(g: int) -> list[_Write]:
+            return [
+                (_L_INSERT, (self.namespace, table, id, value)),
+                (_L_CHANGE, (self.namespace, table, g, id, value, 1)),
+            ]
+
+        self._commit(key, table, id, writes)
         return 1
 
     def get(self, key: str) -> tuple[bytes, int] | None:
@@ -266,38 +307,42 @@ class ContractClient(Client):
 
     def update(self, key: str, value: bytes, expect_version: int) -> int:
         table, id = self._split(key)
-        g = self._revision(table, id)
         version = expect_version + 1
-        writes = [
-            (_L_UPDATE, (value, version, self.namespace, table, id, expect_version)),
-            (_L_CHANGE, (self.namespace, table, g, id, value, version)),
-        ]
-        if not self._commit(table, g, writes):
-            raise RawConflict(key)
+
+        def writes(g: int) -> list[_Write]:
+            return [
+                (_L_UPDATE, (value, version, self.namespace, table, id, expect_version)),
+                (_L_CHANGE, (self.namespace, table, g, id, value, version)),
+            ]
+
+        self._commit(key, table, id, writes)
         return version
 
     def delete(self, key: str, expect_version: int) -> None:
         table, id = self._split(key)
-        g = self._revision(table, id)
-        writes = [
-            (_L_DELETE, (self.namespace, table, id, expect_version)),
-            (_L_CHANGE, (self.namespace, table, g, id, None, 0)),
-        ]
-        if not self._commit(table, g, writes):
-            raise RawConflict(key)
+
+        def writes(g: int) -> list[_Write]:
+            return [
+                (_L_DELETE, (self.namespace, table, id, expect_version)),
+                (_L_CHANGE, (self.namespace, table, g, id, None, 0)),
+            ]
+
+        self._commit(key, table, id, writes)
 
     def create_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         table, _ = self._split(items[0][0])
-        g = self._revision(table, "*")
-        writes: list[tuple[str, tuple[Any, ...]]] = []
-        for key, value in items:
-            _, id = self._split(key)
-            writes += [
-                (_L_INSERT, (self.namespace, table, id, value)),
-                (_L_CHANGE, (self.namespace, table, g, id, value, 1)),
-            ]
-        if not self._commit(table, g, writes):
-            raise RawConflict(items[0][0])
+        rows = [(self._split(key)[1], value) for key, value in items]
+
+        def writes(g: int) -> list[_Write]:
+            out: list[_Write] = []
+            for id, value in rows:
+                out += [
+                    (_L_INSERT, (self.namespace, table, id, value)),
+                    (_L_CHANGE, (self.namespace, table, g, id, value, 1)),
+                ]
+            return out
+
+        self._commit(items[0][0], table, "*", writes)
 
     def scan(self, prefix: str) -> list[bytes]:
         table = prefix.rstrip("/").rpartition("/")[2]

@@ -206,6 +206,11 @@ class Client(RawClient):
         """The object id of row ``row`` (the inverse of :meth:`row_uuid`)."""
         return self.row_uuid(row)
 
+    def topic_table(self, table: str, topic: int) -> str:
+        # OVSDB has no partitions: a topic's ports are rows of the one table, on their
+        # topic's switch, as nbdb's OVSDB backend keeps them (the topic in external_ids).
+        return table
+
     @staticmethod
     def _split(key: str) -> tuple[_Table, str]:
         rest, _, id = key.rpartition("/")

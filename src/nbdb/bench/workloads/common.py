@@ -37,10 +37,16 @@ def populate(
     return switch, ports
 
 
-def populate_raw(client: RawClient, n: int, topic: str | None = "tenant-0") -> tuple[str, list[dict[str, object]]]:
-    """The raw equivalent of :func:`populate`: a switch key and ``n`` port docs."""
-    switch_id = "00000000-0000-4000-8000-000000000000"
-    client.create(client.key(SWITCH, switch_id), json.dumps({"id": switch_id, "name": "net-0"}).encode())
+def populate_raw(
+    client: RawClient, n: int, topic: str | None = "tenant-0", *, switch: int = 0
+) -> tuple[str, list[dict[str, object]]]:
+    """The raw equivalent of :func:`populate`: a switch key and ``n`` port docs.
+
+    ``switch`` numbers the switch, for a namespace that needs several (one per topic).
+    """
+    switch_id = f"00000000-0000-4000-8000-{switch:012d}"
+    doc = {"id": switch_id, "name": "net-0", "topic": topic}
+    client.create(client.key(SWITCH, switch_id), json.dumps(doc).encode())
     docs = [port_doc(switch_id, i, topic) for i in range(n)]
     for start in range(0, n, 500):
         chunk = docs[start : start + 500]

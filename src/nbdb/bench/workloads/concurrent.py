@@ -83,17 +83,19 @@ def run_raw(target: Target, sizes: Sizes, *, threads: int = THREADS, topics: int
     namespace = target.namespace()
     clients = [target.raw(namespace) for _ in range(threads)]
     try:
-        switch_id, _docs = populate_raw(clients[0], 0)
+        # A switch per topic, as on the nbdb side: where a switch is a row of its own
+        # (OVSDB), each create adds its port to its topic's switch, not to one shared by all.
+        switches = [populate_raw(clients[0], 0, _topic(t, topics), switch=t)[0] for t in range(topics)]
 
         def worker(n: int) -> Any:
-            client = clients[n]
-            # One key range per topic, as nbdb keeps one partition per topic.
-            table = PORT if topics == 1 else f"{PORT}-{n % topics}"
+            client, switch_id, topic = clients[n], switches[n % topics], _topic(n % topics, topics)
+            # Where the store has partitions, one per topic, as nbdb keeps one partition per topic.
+            table = PORT if topics == 1 else client.topic_table(PORT, n % topics)
 
             def run(lat: list[int]) -> None:
                 for i in range(n * per, (n + 1) * per):
                     t0 = now()
-                    port = port_doc(switch_id, i, _topic(n % topics, topics))
+                    port = port_doc(switch_id, i, topic)
                     client.create(client.key(table, str(port["id"])), json.dumps(port).encode())
                     lat.append(now() - t0)
 
