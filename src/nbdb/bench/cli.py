@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--workloads",
         default=None,
-        help="comma-separated workload groups to run (default: all: crud,txn,list,cache,fanout,churn,ovn)",
+        help="comma-separated workload groups to run (default: all: crud,threads,txn,list,cache,fanout,churn,ovn)",
     )
     p.add_argument("--out", default="bench-out", type=Path, help="directory for bench.json and the plots")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
