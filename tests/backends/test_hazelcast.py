@@ -176,6 +176,39 @@ def test_concurrent_writers_give_a_dense_gap_free_stream(hazelcast_server: Hazel
         assert {i for ids in seen.values() for i in ids} == acknowledged
 
 
+@pytest.mark.timeout(120)
+def test_threads_of_one_database_ask_for_the_commit_lock_one_at_a_time(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Eight threads committing through one Database send one commit-lock request at a time.
+
+    The cluster serializes commits anyway; letting every thread send its own request is what
+    made the client's reactor lose its wake-up (every request then waited 10 ms). Each commit
+    still applies once, at its own revision.
+    """
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        start = backend.current_revision()
+        created: list[KitParent] = []
+        gate = threading.Barrier(8)
+
+        def write(worker: int) -> None:
+            gate.wait(30)
+            for i in range(10):
+                created.append(db.create(KitParent(name=f"{worker}-{i}")))
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        assert len(created) == 80
+        assert backend.commit_lock_requests_peak == 1
+        assert backend.current_revision() == start + 80  # one revision per commit, none applied twice
+        assert {p.id for p in db.list(KitParent)} == {p.id for p in created}
+
+
 @pytest.mark.timeout(90)
 def test_trimmed_history_is_history_gone(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
     with nbdb.connect(hazelcast_server.url + "?history=20", namespace=_ns()) as db:
