@@ -239,11 +239,10 @@ class _Soak:
     def _kill_one(self) -> None:
         victim = self._victim()
         at = time.monotonic()
-        old_master = self.server.master_address() if isinstance(self.server, RedisSentinel) else None
         victim.kill()
         down = self.config.down if self.config.down is not None else 1.0
         time.sleep(down)
-        if isinstance(self.server, RedisSentinel) and old_master is not None:
+        if isinstance(self.server, RedisSentinel):
             # Bring the old master back only once a majority of the sentinels name another one:
             # it then rejoins as a replica. One sentinel's word is not enough: back while the
             # majority still names it (a failover under way), it would restart as the master
