@@ -50,6 +50,7 @@ from nbdb.families.kvtypes import (
     LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
+    write_count,
 )
 from nbdb.families.lease import hold_lease
 from nbdb.retry import RetryPolicy
@@ -382,7 +383,7 @@ class KeyValueBackend(Backend):
         one operation; a store that nests or merges them (etcd) overrides it.
         """
         token = 1 if self.commit_tokens else 0
-        return max(len(conditions) + token, len(puts) + len({*deletes} - puts.keys()) + token)
+        return max(len(conditions) + token, write_count(puts, deletes) + token)
 
     def _check_limits(self, objects: int, conditions: Sequence[Condition], plan: Plan) -> None:
         """Refuse, before sending it, a commit larger than the store takes (capabilities.max_txn_*)."""

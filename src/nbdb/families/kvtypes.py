@@ -24,7 +24,14 @@ __all__ = [
     "LeaseHeld",
     "PrefixUnchangedSince",
     "VersionIs",
+    "write_count",
 ]
+
+
+def write_count(puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
+    """The put and delete operations a commit sends (a key both put and deleted is only put)."""
+    return len(puts) + len({*deletes} - puts.keys())
+
 
 APPLIED = b"1"
 """The value of a token key written by its commit."""

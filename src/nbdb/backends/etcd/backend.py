@@ -29,6 +29,7 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
+from nbdb.families.kvtypes import write_count
 from nbdb.options import Options, redact, split_hosts, split_userinfo
 
 __all__ = ["EtcdBackend"]
@@ -103,11 +104,6 @@ def _kv(kv: wire.KV) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), kv.value, kv.version, kv.mod_revision)
 
 
-def _writes(puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
-    """The put and delete operations a commit sends (a key both put and deleted is put)."""
-    return len(puts) + len({*deletes} - puts.keys())
-
-
 def _absent_keys(conditions: Sequence[Condition], token_key: str | None) -> list[str]:
     """The keys of the absence checks that may merge into range compares.
 
@@ -123,7 +119,7 @@ def _txn_bytes(commit: KeyCommit) -> int:
     size += sum(len(c.prefix if isinstance(c, PrefixUnchangedSince) else c.name if isinstance(c, LeaseHeld) else c.key)
                 for c in commit.conditions)  # fmt: skip
     # Each operation's own framing, generously: it covers the few bytes a nested transaction adds too.
-    return size + 16 * (len(commit.conditions) + _writes(commit.puts, commit.deletes) + 2 * token)
+    return size + 16 * (len(commit.conditions) + write_count(commit.puts, commit.deletes) + 2 * token)
 
 
 def _encode_nested(items: Sequence[bytes | txnshape.Nested[bytes]]) -> list[bytes]:
@@ -287,7 +283,7 @@ class EtcdBackend(KeyValueBackend):
     def store_ops(self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
         """The operations etcd counts for this commit as :meth:`commit_keys` sends it (writes nested, checks merged)."""
         limit = self.capabilities.max_txn_ops
-        writes = _writes(puts, deletes) + 1  # and the commit token's put, compare and read on failure
+        writes = write_count(puts, deletes) + 1  # and the commit token's put, compare and read on failure
         count = txnshape.shape_writes(len(conditions) + 1, writes, 1, limit).count
         if limit is None or count <= limit:
             return count
@@ -303,7 +299,7 @@ class EtcdBackend(KeyValueBackend):
         """
         lock = self.layout.lock
         limit = self.capabilities.max_txn_ops
-        writes = _writes(commit.puts, commit.deletes)
+        writes = write_count(commit.puts, commit.deletes)
         failure = 0 if commit.token is None else 1
         if limit is None or txnshape.shape_writes(len(commit.conditions), writes, failure, limit).count <= limit:
             return [_compare(c, lock) for c in commit.conditions]
@@ -372,7 +368,7 @@ class EtcdBackend(KeyValueBackend):
     def _txn_cost(self, commit: KeyCommit) -> tuple[int, int]:
         """The operations etcd counts for a commit as a nested transaction of a group, and the bytes it adds."""
         token = 0 if commit.token is None else 1
-        writes = _writes(commit.puts, commit.deletes) + token
+        writes = write_count(commit.puts, commit.deletes) + token
         count = txnshape.shape_writes(len(commit.conditions) + token, writes, token, self.capabilities.max_txn_ops)
         return count.count, _txn_bytes(commit)
 
