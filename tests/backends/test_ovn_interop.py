@@ -236,6 +236,38 @@ def test_northd_writes_do_not_break_cas_or_the_cache(ovn: dict[str, Any], db: nb
     assert got.addresses == updated.addresses and got.version >= updated.version
 
 
+def test_a_plan_from_a_replica_that_missed_a_foreign_write_fails_on_the_server(
+    ovn: dict[str, Any], db: nbdb.Database
+) -> None:
+    """The compare-and-swap covers every mapped column, those at their default too.
+
+    The server sends rows without their default cells; a ``wait`` that only
+    compared the cells the replica held let an update planned before
+    ovn-nbctl set ``enabled`` (default: empty) land over that change. Planned
+    first and sent after the foreign write, the plan's ``wait`` must fail.
+    """
+    from nbdb.codec import encode
+    from nbdb.families.ovsdb import results
+    from nbdb.families.ovsdb.planner import plan_commit
+    from nbdb.spi import Put
+
+    s = uuid.uuid4().hex[:6]
+    ls = db.create(LogicalSwitch(name=f"lag-{s}"))
+    port = db.create(LogicalSwitchPort(switch=ls, name=f"lag-p-{s}"))
+    backend: Any = db.backend
+    new = port.replace(addresses=["0a:00:00:00:03:01 10.3.0.5"])
+    with backend.replica.cond:
+        row = backend.replica.row(backend.mapping.get("LogicalSwitchPort"), port.id)
+        assert "enabled" not in row  # as the server sent it: the default cell left out
+        plan = plan_commit(
+            backend.mapping, backend.replica, [Put(new.nbdb_table, new.id, new.topic, encode(new), port.version)], "t"
+        )
+    nbctl(ovn, "set", "Logical_Switch_Port", f"lag-p-{s}", "enabled=false")  # after the plan, before it is sent
+    failure = results.check(backend._transact(plan.db, plan.ops))
+    assert isinstance(failure, results.TimedOut) and plan.reason(failure.index)[0] == "cas"
+    assert nbctl(ovn, "lsp-get-addresses", f"lag-p-{s}") == ""
+
+
 def test_unmappable_rows_are_corrupt_reports_not_a_dead_cache(ovn: dict[str, Any], db: nbdb.Database) -> None:
     s = uuid.uuid4().hex[:6]
     cache = db.cache(LogicalSwitchPort)

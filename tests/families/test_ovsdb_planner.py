@@ -164,6 +164,26 @@ def test_an_update_waits_on_the_stored_content_and_sends_only_what_changed(
     assert plan.versions == [2]
 
 
+def test_the_compare_and_swap_covers_the_columns_the_server_left_out_at_their_default(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    """ovsdb-server sends a row without its default cells: the ``wait`` still compares them."""
+    port = LogicalSwitchPort(switch=switch, name="p1")
+    with replica.cond:
+        ops = plan_commit(mapping, replica, [_put(port, 0)], "t1").ops
+    for op in ops:
+        if op["op"] == "insert":
+            op["row"] = {c: v for c, v in op["row"].items() if v not in (["set", []], ["map", []], "", False, 0)}
+    _applied(replica, ops)
+    with replica.cond:
+        assert "enabled" not in replica.row(mapping.get("LogicalSwitchPort"), port.id)
+        stored = port.model_copy(update={"version": 1})
+        plan = plan_commit(mapping, replica, [_put(stored.replace(up=True), 1)], "t2")
+    wait = plan.ops[0]
+    assert wait["op"] == "wait" and wait["rows"][0]["enabled"] == ["set", []]
+    assert set(wait["columns"]) >= {c.column for c in mapping.get("LogicalSwitchPort").columns.values()}
+
+
 def test_a_stale_version_is_a_conflict_and_a_delete_of_a_parent_checks_its_children(
     mapping: Mapping_, replica: Replica, switch: LogicalSwitch
 ) -> None:

@@ -102,9 +102,14 @@ def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
 
     Columns nbdb does not map (``dynamic_addresses``, set by ovn-northd) may
     change without failing it; ``external_ids`` holds nbdb's version and
-    tokens, so any nbdb write fails it.
+    tokens, so any nbdb write fails it. A column the row lacks is compared at
+    its default: the server leaves default cells out of the rows it sends, and
+    skipping them would let a commit land over another writer's change of one.
     """
-    out = {cm.column: cell_to_wire(cm.type, row[cm.column]) for cm in tm.columns.values() if cm.column in row}
+    out = {}
+    for cm in tm.columns.values():
+        cell = row.get(cm.column)
+        out[cm.column] = cell_to_wire(cm.type, default_cell(cm.type) if cell is None else cell)
     if tm.external_ids is not None:
         out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
     return out
