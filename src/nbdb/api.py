@@ -224,7 +224,7 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            return as_stored(obj, planned, result.versions[0], revision)
+            return as_stored(planned, result.versions[0], revision)
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def check_model(self, model: type[Model]) -> None:
@@ -278,7 +278,7 @@ class Database:
         obj = self._checked_stored(obj)
         put, planned = put_of(obj, obj.version)
         result, revision = self._commit([put], fence)
-        return as_stored(obj, planned, result.versions[0], revision)
+        return as_stored(planned, result.versions[0], revision)
 
     def mutate(
         self,

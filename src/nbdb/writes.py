@@ -63,10 +63,10 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, 
     return put, copy
 
 
-def as_stored(obj: M, planned: M, version: int, revision: int) -> M:
+def as_stored(planned: M, version: int, revision: int) -> M:
     """The stored copy at the version the backend reports (the planned one, unless it differs), at ``revision``."""
     if planned.version != version:
-        return stored(obj, version, revision)
+        return stored(planned, version, revision)
     planned.committed_at(revision)
     return planned
 
