@@ -10,6 +10,7 @@ settled from the error that names the object).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
@@ -132,11 +133,14 @@ class Database:
             if fence.lost:
                 raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
 
-        def commit(ops: Sequence[WriteOp | Mutate]) -> CommitResult:
-            if any(isinstance(op, Mutate) for op in ops):
-                return backend.commit_mutations(ops, fence)
-            writes = cast("Sequence[WriteOp]", ops)
-            return backend.commit(writes) if fence is None else backend.commit_fenced(writes, fence)
+        # Only a backend that handles mutations is ever given Mutate ops (see mutate()).
+        commit: Callable[[Sequence[Any]], CommitResult]
+        if backend.handles_mutations and any(isinstance(op, Mutate) for op in ops):
+            commit = functools.partial(backend.commit_mutations, fence=fence)
+        elif fence is None:
+            commit = cast("Callable[[Sequence[Any]], CommitResult]", backend.commit)  # no closure per commit
+        else:
+            commit = functools.partial(backend.commit_fenced, fence=fence)
 
         if self._metrics is None:
             result = commit(ops)

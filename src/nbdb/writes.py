@@ -34,6 +34,8 @@ __all__ = [
 M = TypeVar("M", bound=Model)
 
 _NO_REFS: frozenset[tuple[str, UUID]] = frozenset()
+_new_tuple = tuple.__new__
+"""Builds a named tuple from all its fields as its own ``__new__`` does, without that Python call (hot)."""
 
 
 def stored(obj: M, version: int, revision: int | None = None) -> M:
@@ -57,8 +59,9 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, 
         old_refs, old_unique = obj.stored_refs(), _keys(obj.stored_unique())
     else:
         old_refs, old_unique = _NO_REFS, ()
-    put = Put(
-        obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, copy, unique, ttl, old_unique
+    data = encode(obj)
+    put = _new_tuple(
+        Put, (obj.nbdb_table, obj.id, obj.topic, data, expect_version, refs, old_refs, copy, unique, ttl, old_unique)
     )
     return put, copy
 
@@ -81,7 +84,7 @@ def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] |
     """``values`` as unique keys (as they are if they are keys already: a write's stored copy keeps them)."""
     if not values or type(values[0]) is UniqueKey:
         return values  # type: ignore[return-value]  # None, (), or keys
-    return tuple([UniqueKey(f, v) for f, v in values])
+    return tuple([_new_tuple(UniqueKey, pair) for pair in values])
 
 
 def delete_of(obj: Model, if_exists: bool = False) -> Delete:

@@ -15,6 +15,7 @@ import json.encoder
 import types
 import typing
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, get_args, get_origin
@@ -165,10 +166,19 @@ class Model(BaseModel):
     # None for an object built by hand (unknown: the backend reads them).
 
     def __init__(self, /, **data: Any) -> None:
+        # What BaseModel.__init__ does, called straight: one Python frame and
+        # one keyword repacking less on every object a caller builds (~0.6 µs
+        # of a port's ~3 µs validation).
         try:
-            super().__init__(**data)
+            validated = self.__pydantic_validator__.validate_python(data, self_instance=self)
         except pydantic.ValidationError as exc:
             raise _translate(exc, type(self).__name__) from None
+        if validated is not self:
+            warnings.warn(
+                f"a model validator of {type(self).__name__} returned another object than the one being built: "
+                "returning anything but self is not supported when building a model",
+                stacklevel=2,
+            )
 
     # Tell pydantic this __init__ only wraps the base one: otherwise it routes
     # every model_validate_json through __init__ (JSON -> dict -> validate
