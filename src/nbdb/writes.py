@@ -51,10 +51,11 @@ def unique_keys(obj: Model) -> tuple[UniqueKey, ...]:
 def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, M]:
     """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1)."""
     refs = obj.ref_keys()
-    unique = _keys(obj.unique_values())
-    # The stored copy keeps its unique values as the keys themselves (a UniqueKey
-    # is a (field, value) pair): its next update or delete reuses them.
-    copy = obj.stored_copy(expect_version + 1, refs, unique=unique)
+    values = obj.unique_values()
+    unique = _keys(values)
+    # The stored copy keeps the plain (field, value) pairs, not the keys: a tuple
+    # of strings is one the cyclic collector stops tracking, a named tuple never is.
+    copy = obj.stored_copy(expect_version + 1, refs, unique=values)
     if expect_version:
         old_refs, old_unique = obj.stored_refs(), _keys(obj.stored_unique())
     else:
@@ -81,7 +82,7 @@ def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] |
 
 
 def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] | None:
-    """``values`` as unique keys (as they are if they are keys already: a write's stored copy keeps them)."""
+    """``values`` as unique keys (as they are if they are keys already)."""
     if not values or type(values[0]) is UniqueKey:
         return values  # type: ignore[return-value]  # None, (), or keys
     return tuple([_new_tuple(UniqueKey, pair) for pair in values])

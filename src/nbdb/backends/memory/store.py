@@ -60,7 +60,8 @@ class MemoryStore:
         self.leases = LeaseTable()
         self.counters: dict[str, int] = {}
         self.uniques: dict[UniqueSlot, uuid.UUID] = {}
-        self.held: dict[RefKey, tuple[UniqueKey, ...]] = {}
+        self.held: dict[RefKey, tuple[UniqueSlot, ...]] = {}
+        """The unique claims of each object, as the keys of :attr:`uniques` (no second copy of them)."""
         self.expiry: dict[RefKey, tuple[float, float]] = {}
         """(ttl, deadline) of every object created with a ttl."""
         self._reaper: threading.Thread | None = None
@@ -188,8 +189,8 @@ class MemoryStore:
                 continue  # a new object holds nothing yet
             mine = held.get((op.table, op.id))
             if mine:
-                keep = op.unique if type(op) is Put else ()
-                released.update(unique_slot(op.table, key) for key in mine if key not in keep)
+                keep = {unique_slot(op.table, key) for key in op.unique} if type(op) is Put else ()
+                released.update(slot for slot in mine if slot not in keep)
         for op in ops:
             if type(op) is not Put or not op.unique:
                 continue
@@ -258,14 +259,14 @@ class MemoryStore:
         table, id = me
         uniques = self.uniques
         if not created:
-            for key in self.held.pop(me, ()):
-                slot = unique_slot(table, key)
+            for slot in self.held.pop(me, ()):
                 if uniques.get(slot) == id:
                     del uniques[slot]
-        for key in keys:
-            uniques[unique_slot(table, key)] = id
         if keys:
-            self.held[me] = keys
+            slots = tuple([unique_slot(table, key) for key in keys])
+            for slot in slots:
+                uniques[slot] = id
+            self.held[me] = slots
 
     def _start_reaper(self) -> None:
         if self._reaper is None or not self._reaper.is_alive():
