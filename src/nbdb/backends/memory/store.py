@@ -119,7 +119,7 @@ class MemoryStore:
                 uniques = self.uniques
                 for key in op.unique:
                     owner = uniques.get(unique_slot(op.table, key))
-                    if owner is not None and owner != op.id:
+                    if owner is not None and owner is not op.id and owner != op.id:
                         raise rules.unique_taken(op.table, key.field, key.value, owner)
             return version
         if current is None:
@@ -257,16 +257,22 @@ class MemoryStore:
     def _set_unique(self, me: RefKey, keys: tuple[UniqueKey, ...], created: bool = False) -> None:
         """``me`` holds ``keys`` now (``created``: it held none: nothing to release)."""
         table, id = me
-        uniques = self.uniques
+        uniques, held = self.uniques, self.held
+        slots = tuple([unique_slot(table, key) for key in keys]) if keys else ()
         if not created:
-            for slot in self.held.pop(me, ()):
-                if uniques.get(slot) == id:
+            before = held.pop(me, ())
+            if before == slots:  # an update that keeps its unique values: the claims stand
+                if before:
+                    held[me] = before
+                return
+            for slot in before:
+                owner = uniques.get(slot)
+                if owner is id or owner == id:
                     del uniques[slot]
-        if keys:
-            slots = tuple([unique_slot(table, key) for key in keys])
-            for slot in slots:
-                uniques[slot] = id
-            self.held[me] = slots
+        for slot in slots:
+            uniques[slot] = id
+        if slots:
+            held[me] = slots
 
     def _start_reaper(self) -> None:
         if self._reaper is None or not self._reaper.is_alive():
@@ -292,6 +298,10 @@ class MemoryStore:
         """``me`` points to ``refs`` now (``created``: it pointed nowhere before)."""
         referrers = self.referrers
         old = _NO_REFS if created else self.refs.pop(me, _NO_REFS)
+        if refs is old:  # the same (shared) set: an update that keeps its references
+            if refs:
+                self.refs[me] = refs
+            return
         if old:
             for target in old - refs:
                 sources = referrers.get(target)
