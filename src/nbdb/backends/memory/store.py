@@ -258,7 +258,7 @@ class MemoryStore:
         """``me`` holds ``keys`` now (``created``: it held none: nothing to release)."""
         table, id = me
         uniques, held = self.uniques, self.held
-        slots = tuple([unique_slot(table, key) for key in keys]) if keys else ()
+        slots = tuple([(table, field, value) for field, value in keys]) if keys else ()  # unique_slot, inlined
         if not created:
             before = held.pop(me, ())
             if before == slots:  # an update that keeps its unique values: the claims stand
