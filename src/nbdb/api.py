@@ -10,7 +10,6 @@ settled from the error that names the object).
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import weakref
@@ -136,11 +135,11 @@ class Database:
         # Only a backend that handles mutations is ever given Mutate ops (see mutate()).
         commit: Callable[[Sequence[Any]], CommitResult]
         if backend.handles_mutations and any(isinstance(op, Mutate) for op in ops):
-            commit = functools.partial(backend.commit_mutations, fence=fence)
+            commit = lambda ops: backend.commit_mutations(ops, fence)  # noqa: E731
         elif fence is None:
             commit = cast("Callable[[Sequence[Any]], CommitResult]", backend.commit)  # no closure per commit
         else:
-            commit = functools.partial(backend.commit_fenced, fence=fence)
+            commit = lambda ops: backend.commit_fenced(ops, fence)  # noqa: E731
 
         if self._metrics is None:
             result = commit(ops)
