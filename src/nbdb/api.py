@@ -132,11 +132,14 @@ class Database:
             if fence.lost:
                 raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
 
-        def commit(ops: Sequence[WriteOp | Mutate]) -> CommitResult:
-            if any(isinstance(op, Mutate) for op in ops):
-                return backend.commit_mutations(ops, fence)
-            writes = cast("Sequence[WriteOp]", ops)
-            return backend.commit(writes) if fence is None else backend.commit_fenced(writes, fence)
+        # Only a backend that handles mutations is ever given Mutate ops (see mutate()).
+        commit: Callable[[Sequence[Any]], CommitResult]
+        if backend.handles_mutations and any(isinstance(op, Mutate) for op in ops):
+            commit = lambda ops: backend.commit_mutations(ops, fence)  # noqa: E731
+        elif fence is None:
+            commit = cast("Callable[[Sequence[Any]], CommitResult]", backend.commit)  # no closure per commit
+        else:
+            commit = lambda ops: backend.commit_fenced(ops, fence)  # noqa: E731
 
         if self._metrics is None:
             result = commit(ops)
@@ -224,7 +227,7 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            return as_stored(obj, planned, result.versions[0], revision)
+            return as_stored(planned, result.versions[0], revision)
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def check_model(self, model: type[Model]) -> None:
@@ -278,7 +281,7 @@ class Database:
         obj = self._checked_stored(obj)
         put, planned = put_of(obj, obj.version)
         result, revision = self._commit([put], fence)
-        return as_stored(obj, planned, result.versions[0], revision)
+        return as_stored(planned, result.versions[0], revision)
 
     def mutate(
         self,

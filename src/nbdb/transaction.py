@@ -34,8 +34,9 @@ class _Step:
     """One queued write and what it became."""
 
     op: WriteOp | Mutate | None = None
-    obj: Model | None = None
     planned: Model | None = None
+    """The stored copy a put will leave (the caller's object is not kept: a transaction of many
+    writes would hold every one of them, and its containers, until the commit)."""
     may_exist: bool = False
     if_exists: bool = False
     mutation: tuple[type[Model], UUID, FieldMutation, FieldMutation] | None = None
@@ -76,14 +77,14 @@ class Transaction:
         """
         obj = self._db._checked_new(obj, may_exist, ttl)
         put, planned = put_of(obj, 0, ttl)
-        self._steps.append(_Step(put, obj, planned, may_exist=may_exist))
+        self._steps.append(_Step(put, planned, may_exist=may_exist))
         return planned
 
     def update(self, obj: M) -> M:
         """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
         obj = self._db._checked_stored(obj)
         put, planned = put_of(obj, obj.version)
-        self._steps.append(_Step(put, obj, planned))
+        self._steps.append(_Step(put, planned))
         return planned
 
     def delete(
@@ -129,8 +130,8 @@ class Transaction:
                     result, revision = db._commit(ops, self._fence)
                     self.revision = revision
                     for step, version in zip(live, result.versions, strict=True):
-                        if step.obj is not None and step.planned is not None:
-                            step.result = as_stored(step.obj, step.planned, version, revision)
+                        if step.planned is not None:
+                            step.result = as_stored(step.planned, version, revision)
                     for step in live:
                         if isinstance(step.op, Mutate) and step.mutation is not None:
                             # Applied by the store to what it held: read what that made.
@@ -160,13 +161,12 @@ class Transaction:
         current = self._db.get(model, uid)
         new = mutate(current, add, remove)  # validates the change (and finds one that changes nothing)
         if new is current:
-            step.op, step.obj, step.planned, step.result = None, None, None, current
+            step.op, step.planned, step.result = None, None, current
             return
         if self._db.backend.handles_mutations:
-            step.op, step.obj, step.planned = mutation_of(model, uid, add, remove), None, None
+            step.op, step.planned = mutation_of(model, uid, add, remove), None
             return
         step.op, step.planned = put_of(new, current.version)
-        step.obj = new
 
     def _settle_existing(self, live: Sequence[_Step], exc: errors.UniqueViolationError) -> bool:
         for step in live:
@@ -175,9 +175,9 @@ class Transaction:
             if exc.existing is not None and any(
                 key.field == exc.field and json.loads(key.value) == exc.value for key in step.op.unique
             ):
-                assert step.obj is not None
+                assert step.planned is not None
                 try:
-                    step.result = self._db.get(type(step.obj), exc.existing)
+                    step.result = self._db.get(type(step.planned), exc.existing)
                 except errors.NotFoundError:
                     return True  # gone meanwhile: creating it may succeed now
                 step.done, step.op = True, None

@@ -34,6 +34,8 @@ __all__ = [
 M = TypeVar("M", bound=Model)
 
 _NO_REFS: frozenset[tuple[str, UUID]] = frozenset()
+_new_tuple = tuple.__new__
+"""Builds a named tuple from all its fields as its own ``__new__`` does, without that Python call (hot)."""
 
 
 def stored(obj: M, version: int, revision: int | None = None) -> M:
@@ -49,24 +51,26 @@ def unique_keys(obj: Model) -> tuple[UniqueKey, ...]:
 def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, M]:
     """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1)."""
     refs = obj.ref_keys()
-    unique = _keys(obj.unique_values())
-    # The stored copy keeps its unique values as the keys themselves (a UniqueKey
-    # is a (field, value) pair): its next update or delete reuses them.
-    copy = obj.stored_copy(expect_version + 1, refs, unique=unique)
+    values = obj.unique_values()
+    unique = _keys(values)
+    # The stored copy keeps the plain (field, value) pairs, not the keys: a tuple
+    # of strings is one the cyclic collector stops tracking, a named tuple never is.
+    copy = obj.stored_copy(expect_version + 1, refs, unique=values)
     if expect_version:
         old_refs, old_unique = obj.stored_refs(), _keys(obj.stored_unique())
     else:
         old_refs, old_unique = _NO_REFS, ()
-    put = Put(
-        obj.nbdb_table, obj.id, obj.topic, encode(obj), expect_version, refs, old_refs, copy, unique, ttl, old_unique
+    data = encode(obj)
+    put = _new_tuple(
+        Put, (obj.nbdb_table, obj.id, obj.topic, data, expect_version, refs, old_refs, copy, unique, ttl, old_unique)
     )
     return put, copy
 
 
-def as_stored(obj: M, planned: M, version: int, revision: int) -> M:
+def as_stored(planned: M, version: int, revision: int) -> M:
     """The stored copy at the version the backend reports (the planned one, unless it differs), at ``revision``."""
     if planned.version != version:
-        return stored(obj, version, revision)
+        return stored(planned, version, revision)
     planned.committed_at(revision)
     return planned
 
@@ -78,10 +82,10 @@ def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] |
 
 
 def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] | None:
-    """``values`` as unique keys (as they are if they are keys already: a write's stored copy keeps them)."""
+    """``values`` as unique keys (as they are if they are keys already)."""
     if not values or type(values[0]) is UniqueKey:
         return values  # type: ignore[return-value]  # None, (), or keys
-    return tuple([UniqueKey(f, v) for f, v in values])
+    return tuple([_new_tuple(UniqueKey, pair) for pair in values])
 
 
 def delete_of(obj: Model, if_exists: bool = False) -> Delete:

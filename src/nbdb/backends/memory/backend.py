@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from nbdb import errors, page_token
-from nbdb.backends.memory.store import DEFAULT_HISTORY, MemoryStore
+from nbdb.backends.memory.store import DEFAULT_HISTORY, MemoryStore, unique_slot
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import rules
 from nbdb.families.lease import hold_lease
@@ -173,7 +173,7 @@ class MemoryBackend(Backend):
             return {key: ttl for key, (ttl, _) in self.store.expiry.items() if key[0] in wanted}
 
     def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
-        return self.store.uniques.get((table, key))
+        return self.store.uniques.get(unique_slot(table, key))
 
     def scan_page(
         self, tables: Sequence[str], topics: Collection[str | None] | None, limit: int, after: str | None

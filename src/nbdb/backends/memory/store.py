@@ -21,11 +21,22 @@ from nbdb.families import rules
 from nbdb.families.lease import LeaseTable
 from nbdb.spi import ANY_VERSION, CommitResult, Delete, Put, Record, RecordChange, RefKey, UniqueKey, WriteOp
 
-__all__ = ["DEFAULT_HISTORY", "MemoryStore"]
+__all__ = ["DEFAULT_HISTORY", "MemoryStore", "UniqueSlot", "unique_slot"]
 
 DEFAULT_HISTORY = 10_000
 _NO_REFS: frozenset[RefKey] = frozenset()
 _FIRST = frozenset({0})
+_new_tuple = tuple.__new__
+"""Builds a named tuple from its fields as its own ``__new__`` does, minus one Python call per record."""
+
+UniqueSlot = tuple[str, str, str]
+"""(table, field, value) of a unique claim: a plain tuple of strings, which the cyclic collector
+stops tracking once it has looked at it (a tuple holding a :class:`UniqueKey` stays tracked)."""
+
+
+def unique_slot(table: str, key: UniqueKey) -> UniqueSlot:
+    """The key of ``key``'s claim in :attr:`MemoryStore.uniques`."""
+    return (table, key[0], key[1])
 
 
 class MemoryStore:
@@ -48,8 +59,9 @@ class MemoryStore:
         self.history: list[RecordChange] = []
         self.leases = LeaseTable()
         self.counters: dict[str, int] = {}
-        self.uniques: dict[tuple[str, UniqueKey], uuid.UUID] = {}
-        self.held: dict[RefKey, tuple[UniqueKey, ...]] = {}
+        self.uniques: dict[UniqueSlot, uuid.UUID] = {}
+        self.held: dict[RefKey, tuple[UniqueSlot, ...]] = {}
+        """The unique claims of each object, as the keys of :attr:`uniques` (no second copy of them)."""
         self.expiry: dict[RefKey, tuple[float, float]] = {}
         """(ttl, deadline) of every object created with a ttl."""
         self._reaper: threading.Thread | None = None
@@ -101,13 +113,13 @@ class MemoryStore:
                 for target in sorted(added) if len(added) > 1 else added:
                     if target != me and target not in self.records:
                         raise rules.dangling(me, target)
-                    if target in self.expiry or (target == me and op.ttl is not None):
+                    if (self.expiry and target in self.expiry) or (target == me and op.ttl is not None):
                         raise rules.ttl_referenced(me, target)
             if op.unique:
                 uniques = self.uniques
                 for key in op.unique:
-                    owner = uniques.get((op.table, key))
-                    if owner is not None and owner != op.id:
+                    owner = uniques.get(unique_slot(op.table, key))
+                    if owner is not None and owner is not op.id and owner != op.id:
                         raise rules.unique_taken(op.table, key.field, key.value, owner)
             return version
         if current is None:
@@ -169,21 +181,21 @@ class MemoryStore:
         return ops, versions
 
     def _check_unique(self, ops: Sequence[WriteOp]) -> None:
-        released: set[tuple[str, UniqueKey]] = set()
-        claimed: dict[tuple[str, UniqueKey], uuid.UUID] = {}
+        released: set[UniqueSlot] = set()
+        claimed: dict[UniqueSlot, uuid.UUID] = {}
         held = self.held
         for op in ops:
             if type(op) is Put and op.expect_version == 0:
                 continue  # a new object holds nothing yet
             mine = held.get((op.table, op.id))
             if mine:
-                keep = op.unique if type(op) is Put else ()
-                released.update((op.table, key) for key in mine if key not in keep)
+                keep = {unique_slot(op.table, key) for key in op.unique} if type(op) is Put else ()
+                released.update(slot for slot in mine if slot not in keep)
         for op in ops:
             if type(op) is not Put or not op.unique:
                 continue
             for key in op.unique:
-                slot = (op.table, key)
+                slot = unique_slot(op.table, key)
                 owner = claimed.get(slot, self.uniques.get(slot))
                 if owner is not None and owner != op.id and (slot in claimed or slot not in released):
                     raise rules.unique_taken(op.table, key.field, key.value, owner)
@@ -202,13 +214,14 @@ class MemoryStore:
             if part is None:
                 part = parts[(op.topic, op.table)] = {}
             if type(op) is Put:
-                new = Record(op.table, op.id, op.topic, version, op.data, op.value)
+                new = _new_tuple(Record, (op.table, op.id, op.topic, version, op.data, op.value))
                 records[me] = new
                 part[op.id] = new
-                if op.refs or me in self.refs:
-                    self._set_refs(me, op.refs)
-                if op.unique or me in self.held:
-                    self._set_unique(me, op.unique)
+                # A created object holds no references or unique values yet (a delete drops them).
+                if op.refs or (old is not None and me in self.refs):
+                    self._set_refs(me, op.refs, old is None)
+                if op.unique or (old is not None and me in self.held):
+                    self._set_unique(me, op.unique, old is None)
                 if op.ttl is not None:
                     self.expiry[me] = (op.ttl, time.monotonic() + op.ttl)
                     self._start_reaper()
@@ -222,7 +235,7 @@ class MemoryStore:
                     self._set_unique(me, ())
                 if self.expiry:
                     self.expiry.pop(me, None)
-            history.append(RecordChange(op.table, op.id, op.topic, old, new, rev))
+            history.append(_new_tuple(RecordChange, (op.table, op.id, op.topic, old, new, rev, False)))
         if len(history) > self.history_limit:
             excess = len(history) - self.history_limit
             # Trim in chunks so trimming stays amortised O(1) per change.
@@ -241,14 +254,25 @@ class MemoryStore:
         finally:
             self.waiting -= 1
 
-    def _set_unique(self, me: RefKey, keys: tuple[UniqueKey, ...]) -> None:
-        for key in self.held.pop(me, ()):
-            if self.uniques.get((me[0], key)) == me[1]:
-                del self.uniques[(me[0], key)]
-        for key in keys:
-            self.uniques[(me[0], key)] = me[1]
-        if keys:
-            self.held[me] = keys
+    def _set_unique(self, me: RefKey, keys: tuple[UniqueKey, ...], created: bool = False) -> None:
+        """``me`` holds ``keys`` now (``created``: it held none: nothing to release)."""
+        table, id = me
+        uniques, held = self.uniques, self.held
+        slots = tuple([(table, field, value) for field, value in keys]) if keys else ()  # unique_slot, inlined
+        if not created:
+            before = held.pop(me, ())
+            if before == slots:  # an update that keeps its unique values: the claims stand
+                if before:
+                    held[me] = before
+                return
+            for slot in before:
+                owner = uniques.get(slot)
+                if owner is id or owner == id:
+                    del uniques[slot]
+        for slot in slots:
+            uniques[slot] = id
+        if slots:
+            held[me] = slots
 
     def _start_reaper(self) -> None:
         if self._reaper is None or not self._reaper.is_alive():
@@ -270,16 +294,27 @@ class MemoryStore:
             return None
         return max(0.0, min(deadline for _, deadline in self.expiry.values()) - now)
 
-    def _set_refs(self, me: RefKey, refs: frozenset[RefKey]) -> None:
-        old = self.refs.pop(me, _NO_REFS)
-        for target in old - refs:
-            sources = self.referrers.get(target)
-            if sources is not None:
-                sources.discard(me)
-                if not sources:
-                    del self.referrers[target]
-        for target in refs - old:
-            self.referrers.setdefault(target, set()).add(me)
+    def _set_refs(self, me: RefKey, refs: frozenset[RefKey], created: bool = False) -> None:
+        """``me`` points to ``refs`` now (``created``: it pointed nowhere before)."""
+        referrers = self.referrers
+        old = _NO_REFS if created else self.refs.pop(me, _NO_REFS)
+        if refs is old:  # the same (shared) set: an update that keeps its references
+            if refs:
+                self.refs[me] = refs
+            return
+        if old:
+            for target in old - refs:
+                sources = referrers.get(target)
+                if sources is not None:
+                    sources.discard(me)
+                    if not sources:
+                        del referrers[target]
+        for target in refs - old if old else refs:
+            sources = referrers.get(target)
+            if sources is None:
+                referrers[target] = {me}
+            else:
+                sources.add(me)
         if refs:
             self.refs[me] = refs
 

@@ -1,0 +1,135 @@
+"""The memory store's one-object commit path against its general one, for every sequence of writes.
+
+A commit of one object takes :meth:`MemoryStore.check_one` and the
+shortcuts of :meth:`MemoryStore.apply` for created objects and unchanged
+references or unique values; a transaction takes :meth:`MemoryStore.check`.
+Both must reach the same outcome (the same error, or the same versions) and
+leave the same records, references, referrers and unique claims.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nbdb import errors
+from nbdb.backends.memory.store import MemoryStore
+from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, UniqueKey, WriteOp
+
+pytestmark = pytest.mark.timeout(120)
+
+_PARENTS = [uuid.UUID(int=i + 1) for i in range(3)]
+_CHILDREN = [uuid.UUID(int=i + 101) for i in range(3)]
+_NAMES = ['"a"', '"b"']
+
+# One step: (kind, child or parent, which id, which version to expect, which parents, which name).
+_step = st.tuples(
+    st.sampled_from(["create", "update", "delete", "delete_any", "delete_if_exists"]),
+    st.booleans(),
+    st.integers(0, 2),
+    st.sampled_from(["current", "stale", "zero"]),
+    st.frozensets(st.integers(0, 2), max_size=2),
+    st.sampled_from([None, *_NAMES]),
+)
+
+
+def _op(store: MemoryStore, step: tuple[Any, ...]) -> WriteOp:
+    kind, child, which, expect, parents, name = step
+    table, id = ("Child", _CHILDREN[which]) if child else ("Parent", _PARENTS[which])
+    current = store.records.get((table, id))
+    version = 0 if current is None else current.version
+    expect_version = {"current": version, "stale": max(0, version - 1), "zero": 0}[expect]
+    if kind.startswith("delete"):
+        if kind == "delete_any":
+            expect_version = ANY_VERSION
+        return Delete(table, id, None, expect_version, None, kind == "delete_if_exists")
+    if kind == "create":
+        expect_version = 0
+    refs = frozenset(("Parent", _PARENTS[p]) for p in parents) if child else frozenset()
+    unique = (UniqueKey("name", name),) if child and name is not None else ()
+    old_refs = store.refs.get((table, id), frozenset()) if expect_version else frozenset()
+    return Put(table, id, None, b"{}", expect_version, refs, old_refs, None, unique)
+
+
+def _outcome(commit: Any) -> tuple[str, Any]:
+    try:
+        return "ok", commit()
+    except errors.NbdbError as exc:
+        return type(exc).__name__, str(exc)
+
+
+def _state(store: MemoryStore) -> tuple[Any, ...]:
+    referrers = {target: frozenset(sources) for target, sources in store.referrers.items()}
+    return (
+        {key: record.version for key, record in store.records.items()},
+        dict(store.refs),
+        referrers,
+        dict(store.uniques),
+        dict(store.held),
+        store.revision,
+    )
+
+
+def _general(store: MemoryStore, ops: list[WriteOp]) -> list[int]:
+    applied, versions = store.check(ops)
+    if applied:
+        store.apply(applied, versions)
+    return versions if applied else [0]
+
+
+def _indexes(objects: dict[RefKey, tuple[frozenset[RefKey], tuple[UniqueKey, ...]]]) -> tuple[Any, ...]:
+    """The reference and unique indexes that ``objects`` (key -> (refs, unique values)) must leave."""
+    referrers: dict[RefKey, set[RefKey]] = {}
+    for source, (refs, _) in objects.items():
+        for target in refs:
+            referrers.setdefault(target, set()).add(source)
+    return (
+        {key: refs for key, (refs, _) in objects.items() if refs},
+        {target: frozenset(sources) for target, sources in referrers.items()},
+        {(key[0], *u): key[1] for key, (_, unique) in objects.items() for u in unique},
+        {key: tuple((key[0], *u) for u in unique) for key, (_, unique) in objects.items() if unique},
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_step, min_size=1, max_size=25))
+def test_one_object_commits_match_the_general_path(steps: list[tuple[Any, ...]]) -> None:
+    fast, general = MemoryStore(), MemoryStore()
+    objects: dict[RefKey, tuple[frozenset[RefKey], tuple[UniqueKey, ...]]] = {}
+    for step in steps:
+        op = _op(fast, step)
+        assert _op(general, step) == op  # both stores hold the same state, so the step is the same op
+        got = _outcome(lambda: fast.commit([op]).versions)  # noqa: B023 - called right here
+        want = _outcome(lambda: _general(general, [op]))  # noqa: B023
+        assert got[0] == want[0], (op, got, want)
+        if got[0] == "ok":
+            assert got[1] == want[1]
+            if isinstance(op, Put):
+                objects[(op.table, op.id)] = (op.refs, op.unique)
+            else:
+                objects.pop((op.table, op.id), None)
+        assert _state(fast) == _state(general)
+        assert _state(fast)[1:5] == _indexes(objects)  # what apply's shortcuts must leave, too
+
+
+def test_an_update_keeping_its_unique_value_keeps_its_claim() -> None:
+    store = MemoryStore()
+    parent = ("Parent", _PARENTS[0])
+    me = ("Child", _CHILDREN[0])
+    store.commit([Put(*parent, None, b"{}", 0)])
+    refs = frozenset({parent})
+    name = (UniqueKey("name", '"a"'),)
+    store.commit([Put(*me, None, b"{}", 0, refs, frozenset(), None, name)])
+    store.commit([Put(*me, None, b"{}", 1, refs, refs, None, name)])  # the very same reference set
+    assert store.uniques == {("Child", "name", '"a"'): me[1]}
+    assert store.referrers == {parent: {me}}
+    with pytest.raises(errors.UniqueViolationError):
+        store.commit([Put("Child", _CHILDREN[1], None, b"{}", 0, frozenset(), frozenset(), None, name)])
+    with pytest.raises(errors.ReferenceError):
+        store.commit([Delete(*parent, None, 1)])
+    store.commit([Put(*me, None, b"{}", 2, frozenset(), refs, None, ())])  # drops both
+    assert store.uniques == {} and store.held == {} and store.referrers == {}
