@@ -336,3 +336,66 @@ def test_index_records_are_the_json_of_their_fields(
     assert encoded == json.dumps(doc).encode()
     decoded = KeyLayout.decode_index(KeyValue("i/T/x", encoded, 3, 1))
     assert (decoded.topic, decoded.refs, decoded.unique, decoded.ttl) == (topic, refs, index.unique, ttl)
+
+
+class CountingBackend(MemoryBackend):
+    """Counts the range reads and the commits the family sends."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        super().__init__(store)
+        self.ranges: list[list[str]] = []
+        self.commits: list[list[Condition]] = []
+
+    def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
+        self.ranges.append(list(prefixes))
+        return super().range_keys(prefixes)
+
+    def commit_keys(
+        self,
+        conditions: Sequence[Condition],
+        puts: Mapping[str, bytes],
+        deletes: Sequence[str],
+        token: CommitToken | None = None,
+    ) -> int | None:
+        self.commits.append(list(conditions))
+        return super().commit_keys(conditions, puts, deletes, token)
+
+
+def test_an_unreferenced_delete_is_one_commit_that_finds_its_referrers_prefix_empty() -> None:
+    backend = CountingBackend(MemoryStore())
+    with Database(backend) as db:
+        ls = db.create(LogicalSwitch(name="sw"))
+        backend.ranges.clear()
+        backend.commits.clear()
+        db.delete(ls)
+        assert backend.ranges == []
+        [conditions] = backend.commits
+        assert PrefixUnchangedSince(backend.layout.referrers((LogicalSwitch.nbdb_table, ls.id)), 0) in conditions
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitch, ls.id)
+
+
+def test_a_referenced_delete_reads_its_referrers_and_is_refused() -> None:
+    backend = CountingBackend(MemoryStore())
+    with Database(backend) as db:
+        ls = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=ls, name="p"))
+        backend.ranges.clear()
+        with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+            db.delete(ls)
+        assert len(backend.ranges) == 1  # the optimistic commit failed; the second plan read the referrers
+        assert db.get(LogicalSwitch, ls.id).version == ls.version
+        assert db.get(LogicalSwitchPort, port.id).name == "p"
+
+
+def test_a_delete_that_drops_its_referrers_in_the_same_transaction_reads_them_first() -> None:
+    backend = CountingBackend(MemoryStore())
+    with Database(backend) as db:
+        ls = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=ls, name="p"))
+        backend.commits.clear()
+        with db.transaction() as txn:
+            txn.delete(port)
+            txn.delete(ls)
+        assert len(backend.commits) == 1  # planned right the first time: no failed optimistic commit
+        assert db.list(LogicalSwitch) == [] and db.list(LogicalSwitchPort) == []
