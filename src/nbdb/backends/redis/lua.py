@@ -100,12 +100,31 @@ while pos <= #blob do
   end
 end
 
+-- Every key's previous state is read once (HMGET), for its condition and for its
+-- change record alike, and before anything is written, so that a failing read (a
+-- foreign key of the wrong type) aborts with nothing written.
+local cur, changes = {}, {}
+local function load(key)
+  local s = cur[key]
+  if s == nil then
+    local old = redis.call('HMGET', P .. 'k:' .. key, 'v', 'n')
+    if old[2] then s = {old[1], tonumber(old[2])} else s = false end
+    cur[key] = s
+  end
+  return s
+end
+
 for _, c in ipairs(conds) do
   local kind, a, b = c[1], c[2], c[3]
   if kind == 'v' then
-    if (tonumber(redis.call('HGET', P .. 'k:' .. a, 'n')) or 0) ~= tonumber(b) then return {0} end
+    local s = load(a)
+    if (s and s[2] or 0) ~= tonumber(b) then return {0} end
   elseif kind == 'e' then
-    if redis.call('EXISTS', P .. 'k:' .. a) == 0 then return {0} end
+    if cur[a] == nil then
+      if redis.call('EXISTS', P .. 'k:' .. a) == 0 then return {0} end
+    elseif not cur[a] then
+      return {0}
+    end
   elseif kind == 'l' then
     if redis.call('GET', a) ~= b then return {0} end
   else
@@ -117,18 +136,6 @@ for _, c in ipairs(conds) do
   end
 end
 
--- Pass 1: read every previous state before writing anything, so that a
--- failing read (a foreign key of the wrong type) aborts with nothing written.
-local cur, changes = {}, {}
-local function load(key)
-  local s = cur[key]
-  if s == nil then
-    local old = redis.call('HMGET', P .. 'k:' .. key, 'v', 'n')
-    if old[2] then s = {old[1], tonumber(old[2])} else s = false end
-    cur[key] = s
-  end
-  return s
-end
 for _, kv in ipairs(puts) do
   local s = load(kv[1])
   local ver = s and (s[2] + 1) or 1
@@ -221,8 +228,12 @@ if #all > 0 then
   redis.call('XADD', P .. 'log', 'MINID', '~', first, id, 't', token, 'c', table.concat(all))
 end
 for topic, recs in pairs(topics) do
-  redis.call('XADD', P .. 'log:' .. topic, 'MINID', '~', first, id, 't', token, 'c', table.concat(recs))
-  redis.call('SADD', P .. 'logs', topic)
+  local name, c = P .. 'log:' .. topic, table.concat(recs)
+  -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
+  if not redis.call('XADD', name, 'NOMKSTREAM', 'MINID', '~', first, id, 't', token, 'c', c) then
+    redis.call('XADD', name, 'MINID', '~', first, id, 't', token, 'c', c)
+    redis.call('SADD', P .. 'logs', topic)
+  end
 end
 redis.call('HSET', P .. 'head', 'r', rev, 't', token)
 redis.call('SET', P .. 'ct:' .. token, rev, 'PX', __TTL__)
