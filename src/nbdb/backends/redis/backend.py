@@ -22,6 +22,7 @@ from nbdb.backends.redis.lua import (
     COMMIT_TOKEN_TTL_MS,
     COMPACT_LUA,
     RANGE_LUA,
+    READ_LUA,
     REFRESH_LUA,
     RELEASE_LUA,
     VOID_LUA,
@@ -84,6 +85,7 @@ class RedisBackend(ChangeLogBackend):
         self._client = self.connector.client()
         self._commit_script = self._client.register_script(COMMIT_LUA)
         self._range_script = self._client.register_script(RANGE_LUA)
+        self._read_script = self._client.register_script(READ_LUA)
         self._compact_script = self._client.register_script(COMPACT_LUA)
         self._refresh_script = self._client.register_script(REFRESH_LUA)
         self._release_script = self._client.register_script(RELEASE_LUA)
@@ -130,13 +132,9 @@ class RedisBackend(ChangeLogBackend):
         if len(keys) <= 1:
             return [self.get_key(k) for k in keys]
 
-        def call() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hmget(self.root + "k:" + key, "v", "n", "m")
-            return list(pipe.execute())
-
-        return [self._kv(k, f) for k, f in zip(keys, self._run(call), strict=True)]
+        args = [self.root, *keys]
+        flat = self._run(lambda: self._read_script(args=args))
+        return [self._kv(key, flat[3 * j : 3 * j + 3]) for j, key in enumerate(keys)]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
         """Keys under ``prefixes`` at one revision.
@@ -418,12 +416,10 @@ class RedisBackend(ChangeLogBackend):
         self.connector.close()
 
 
-_LENGTH = struct.Struct(">i")
-
-
-def _field(text: str | bytes) -> bytes:
-    data = text.encode() if isinstance(text, str) else text
-    return _LENGTH.pack(len(data)) + data
+_length = struct.Struct(">i").pack
+_NO_FIELD = _length(0)
+_NEVER_RANGED = b"\x00\x00\x00\x02-1"
+"""The range root field of a key only ever read by name (-1), packed once."""
 
 
 def _payload(
@@ -433,25 +429,41 @@ def _payload(
     range_root: Callable[[str], int | None],
     lock_key: Callable[[str], str],
 ) -> bytes:
-    """The commit script's one argument (see COMMIT_LUA): packing one blob beats packing dozens of arguments."""
+    """The commit script's one argument (see COMMIT_LUA): packing one blob beats packing dozens of arguments.
+
+    Fields are appended inline rather than through a helper per field: this
+    runs for every key of every commit, and the calls were a third of its time.
+    """
     parts: list[bytes] = []
+    add = parts.extend
     for condition in conditions:
         if isinstance(condition, VersionIs):
-            parts += [b"v", _field(condition.key), _field(str(condition.version))]
+            key, number = condition.key.encode(), str(condition.version).encode()
+            add((b"v", _length(len(key)), key, _length(len(number)), number))
         elif isinstance(condition, Exists):
-            parts += [b"e", _field(condition.key), _field(b"")]
+            key = condition.key.encode()
+            add((b"e", _length(len(key)), key, _NO_FIELD))
         elif isinstance(condition, PrefixUnchangedSince):
-            parts += [b"p", _field(condition.prefix), _field(str(condition.revision))]
+            key, number = condition.prefix.encode(), str(condition.revision).encode()
+            add((b"p", _length(len(key)), key, _length(len(number)), number))
         elif isinstance(condition, LeaseHeld):
-            parts += [b"l", _field(lock_key(condition.name)), _field(condition.token)]
+            key = lock_key(condition.name).encode()
+            add((b"l", _length(len(key)), key, _length(len(condition.token)), condition.token))
         else:  # pragma: no cover - the family has no other conditions
             raise TypeError(f"unknown condition {condition!r}")
-    for key, value in puts.items():
-        root = range_root(key)
-        parts += [b"P", _field(key), _field(value), _field(str(-1 if root is None else root))]
-    for key in deletes:
-        root = range_root(key)
-        parts += [b"D", _field(key), _field(str(-1 if root is None else root))]
+    for name, value in puts.items():
+        root = range_root(name)
+        key = name.encode()
+        if root is None:
+            add((b"P", _length(len(key)), key, _length(len(value)), value, _NEVER_RANGED))
+        else:
+            number = str(root).encode()
+            add((b"P", _length(len(key)), key, _length(len(value)), value, _length(len(number)), number))
+    for name in deletes:
+        root = range_root(name)
+        key = name.encode()
+        number = b"-1" if root is None else str(root).encode()
+        add((b"D", _length(len(key)), key, _length(len(number)), number))
     return b"".join(parts)
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "COMMIT_TOKEN_TTL_MS",
     "COMPACT_LUA",
     "RANGE_LUA",
+    "READ_LUA",
     "REFRESH_LUA",
     "RELEASE_LUA",
     "VOID_LUA",
@@ -182,13 +183,14 @@ for _, c in ipairs(changes) do
   end
   if root == 0 then
     -- The revision of the last change below each directory validates batched lists.
-    local path = key
-    while path ~= '' do
+    -- A directory already counted came with its ancestors: stop there (most keys of a
+    -- commit share their directory, and split() is the costly part).
+    local path = split(key)
+    while not dirs[path] do
+      dirs[path] = true
+      ndirs = ndirs + 1
+      if path == '' then break end
       path = split(path)
-      if not dirs[path] then
-        dirs[path] = true
-        ndirs = ndirs + 1
-      end
     end
   end
 end
@@ -271,6 +273,21 @@ end
 return out
 """
 )
+
+# ARGV: P, key*.  Returns value, version, mod revision of each key, flat (nil
+# version: no such key).  One command instead of a pipeline of HMGETs: the client
+# packs and parses one reply, not one per key.
+READ_LUA = r"""
+local P = ARGV[1]
+local out = {}
+for j = 2, #ARGV do
+  local f = redis.call('HMGET', P .. 'k:' .. ARGV[j], 'v', 'n', 'm')
+  out[#out + 1] = f[1]
+  out[#out + 1] = f[2]
+  out[#out + 1] = f[3]
+end
+return out
+"""
 
 # ARGV: P, revision. Forget the change history before ``revision`` (exact MINID).
 COMPACT_LUA = r"""
