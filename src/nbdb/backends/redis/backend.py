@@ -133,15 +133,15 @@ class RedisBackend(ChangeLogBackend):
             return [self.get_key(k) for k in keys]
 
         args = [self.root, *keys]
-        flat = self._run(lambda: self._read_script(args=args))
-        return [self._kv(key, flat[3 * j : 3 * j + 3]) for j, key in enumerate(keys)]
+        fields = _unpack(self._run(lambda: self._read_script(args=args)))
+        return [self._kv(key, fields[3 * j : 3 * j + 3]) for j, key in enumerate(keys)]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
         """Keys under ``prefixes`` at one revision.
 
         Up to ``batch`` keys: one script reads them all atomically. More: the
         script returns the key names at revision R0, values are read in
-        pipelined batches, and the result stands only if no key under the
+        batches (one read script each), and the result stands only if no key under the
         prefixes changed since R0 (per-directory change revisions); otherwise
         it is retried, and finally read in one atomic script.
         """
@@ -151,14 +151,15 @@ class RedisBackend(ChangeLogBackend):
             args = [self.root, self.config.batch if attempt < 3 else 2**31, *prefixes]
             reply = self._run(lambda args=args: self._range_script(args=args))  # type: ignore[misc]
             revision, token, complete = int(reply[0]), _s(reply[1]), int(reply[2])
+            fields = _unpack(reply[3])
             if complete:
-                rows = reply[3:]
+                rows = fields
                 out = [
                     kv for j in range(0, len(rows), 4) if (kv := self._kv(_s(rows[j]), rows[j + 1 : j + 4])) is not None
                 ]
                 self.remember_token(revision, token)
                 return sorted(out, key=lambda kv: kv.key), revision
-            keys = [_s(k) for k in reply[3:]]
+            keys = [_s(k) for k in fields]
             values: list[KeyValue | None] = []
             for start in range(0, len(keys), self.config.batch):
                 values += self.get_keys(keys[start : start + self.config.batch])
@@ -420,6 +421,30 @@ _length = struct.Struct(">i").pack
 _NO_FIELD = _length(0)
 _NEVER_RANGED = b"\x00\x00\x00\x02-1"
 """The range root field of a key only ever read by name (-1), packed once."""
+
+
+_length_at = struct.Struct(">i").unpack_from
+
+
+def _unpack(blob: bytes) -> list[bytes | None]:
+    """The fields a script packed (see ``pack`` in the scripts' prelude); length -1 is None."""
+    out: list[bytes | None] = []
+    add = out.append
+    pos, end = 0, len(blob)
+    try:
+        while pos < end:
+            (size,) = _length_at(blob, pos)
+            pos += 4
+            if size < 0:
+                add(None)
+            else:
+                add(blob[pos : pos + size])
+                pos += size
+    except struct.error:
+        raise errors.BackendUnavailableError("redis: a script's reply was cut short") from None
+    if pos != end:
+        raise errors.BackendUnavailableError("redis: a script's reply was cut short")
+    return out
 
 
 def _payload(

@@ -56,6 +56,20 @@ local function walk(prefix, fn)
 end
 """
 
+# Appends length-prefixed (>i4) fields to the table ``out`` (nil/false: length -1):
+# table.concat(out) is then one reply the client slices, not one RESP string per field.
+_LUA_PACK = r"""
+local NONE = struct.pack('>i4', -1)
+local function pack(out, s)
+  if s then
+    out[#out + 1] = struct.pack('>i4', #s)
+    out[#out + 1] = s
+  else
+    out[#out + 1] = NONE
+  end
+end
+"""
+
 # ARGV: P, object prefix, token, history, payload.  The payload is a sequence of
 # items, each a one-letter kind followed by length-prefixed (>i4) fields:
 #   v key version | e key - | p prefix revision      conditions
@@ -243,10 +257,12 @@ return {1, rev}
 """
 ).replace("__TTL__", str(COMMIT_TOKEN_TTL_MS))
 
-# ARGV: P, limit, prefix*.  Returns {rev, token, 1, (key, value, version, modrev)*}
-# if at most ``limit`` keys, else {rev, token, 0, key*}.
+# ARGV: P, limit, prefix*.  Returns {rev, token, 1, rows} if at most ``limit``
+# keys, rows packing (key, value, version, modrev) per key; else {rev, token, 0,
+# names}, names packing every key.  Fields are length-prefixed (see pack).
 RANGE_LUA = (
     _LUA_PRELUDE
+    + _LUA_PACK
     + r"""
 local limit = tonumber(ARGV[2])
 local keys, seen = {}, {}
@@ -256,38 +272,39 @@ for j = 3, #ARGV do
   end)
 end
 local h = redis.call('HMGET', P .. 'head', 'r', 't')
-local out = {tonumber(h[1]) or 0, h[2] or ''}
+local out = {}
 if #keys > limit then
-  out[3] = 0
-  for _, k in ipairs(keys) do out[#out + 1] = k end
-  return out
+  for _, k in ipairs(keys) do pack(out, k) end
+  return {tonumber(h[1]) or 0, h[2] or '', 0, table.concat(out)}
 end
-out[3] = 1
 for _, k in ipairs(keys) do
   local v = redis.call('HMGET', P .. 'k:' .. k, 'v', 'n', 'm')
-  out[#out + 1] = k
-  out[#out + 1] = v[1]
-  out[#out + 1] = v[2]
-  out[#out + 1] = v[3]
+  pack(out, k)
+  pack(out, v[1])
+  pack(out, v[2])
+  pack(out, v[3])
 end
-return out
+return {tonumber(h[1]) or 0, h[2] or '', 1, table.concat(out)}
 """
 )
 
-# ARGV: P, key*.  Returns value, version, mod revision of each key, flat (nil
-# version: no such key).  One command instead of a pipeline of HMGETs: the client
-# packs and parses one reply, not one per key.
-READ_LUA = r"""
-local P = ARGV[1]
+# ARGV: P, key*.  Returns (value, version, modrev) of each key, packed as RANGE_LUA's
+# rows without the key (nil version: no such key).  One command and one reply per
+# batch: the client neither packs a command nor parses a reply per key.
+READ_LUA = (
+    _LUA_PRELUDE
+    + _LUA_PACK
+    + r"""
 local out = {}
 for j = 2, #ARGV do
   local f = redis.call('HMGET', P .. 'k:' .. ARGV[j], 'v', 'n', 'm')
-  out[#out + 1] = f[1]
-  out[#out + 1] = f[2]
-  out[#out + 1] = f[3]
+  pack(out, f[1])
+  pack(out, f[2])
+  pack(out, f[3])
 end
-return out
+return table.concat(out)
 """
+)
 
 # ARGV: P, revision. Forget the change history before ``revision`` (exact MINID).
 COMPACT_LUA = r"""
