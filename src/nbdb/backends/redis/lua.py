@@ -13,7 +13,6 @@ __all__ = [
     "COMMIT_TOKEN_TTL_MS",
     "COMPACT_LUA",
     "RANGE_LUA",
-    "READ_LUA",
     "REFRESH_LUA",
     "RELEASE_LUA",
     "VOID_LUA",
@@ -285,24 +284,6 @@ for _, k in ipairs(keys) do
   pack(out, v[3])
 end
 return {tonumber(h[1]) or 0, h[2] or '', 1, table.concat(out)}
-"""
-)
-
-# ARGV: P, key*.  Returns (value, version, modrev) of each key, packed as RANGE_LUA's
-# rows without the key (nil version: no such key).  One command and one reply per
-# batch: the client neither packs a command nor parses a reply per key.
-READ_LUA = (
-    _LUA_PRELUDE
-    + _LUA_PACK
-    + r"""
-local out = {}
-for j = 2, #ARGV do
-  local f = redis.call('HMGET', P .. 'k:' .. ARGV[j], 'v', 'n', 'm')
-  pack(out, f[1])
-  pack(out, f[2])
-  pack(out, f[3])
-end
-return table.concat(out)
 """
 )
 
