@@ -38,12 +38,20 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class InterleavingBackend(MemoryBackend):
-    """Runs ``before_commit`` once, between planning a commit and committing it."""
+    """Runs ``before_commit`` once, between planning a commit and committing it; records what it is sent."""
 
     def __init__(self, store: MemoryStore) -> None:
         super().__init__(store)
         self.before_commit: Any = None
         self.conditions: list[Condition] = []
+        self.commits: list[list[Condition]] = []
+        """The conditions of every commit, in order."""
+        self.ranges: list[list[str]] = []
+        """The prefixes of every range read, in order."""
+
+    def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
+        self.ranges.append(list(prefixes))
+        return super().range_keys(prefixes)
 
     def commit_keys(
         self,
@@ -53,6 +61,7 @@ class InterleavingBackend(MemoryBackend):
         token: CommitToken | None = None,
     ) -> int | None:
         self.conditions = list(conditions)
+        self.commits.append(self.conditions)
         hook, self.before_commit = self.before_commit, None
         if hook is not None:
             hook()
@@ -338,31 +347,8 @@ def test_index_records_are_the_json_of_their_fields(
     assert (decoded.topic, decoded.refs, decoded.unique, decoded.ttl) == (topic, refs, index.unique, ttl)
 
 
-class CountingBackend(MemoryBackend):
-    """Counts the range reads and the commits the family sends."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        super().__init__(store)
-        self.ranges: list[list[str]] = []
-        self.commits: list[list[Condition]] = []
-
-    def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
-        self.ranges.append(list(prefixes))
-        return super().range_keys(prefixes)
-
-    def commit_keys(
-        self,
-        conditions: Sequence[Condition],
-        puts: Mapping[str, bytes],
-        deletes: Sequence[str],
-        token: CommitToken | None = None,
-    ) -> int | None:
-        self.commits.append(list(conditions))
-        return super().commit_keys(conditions, puts, deletes, token)
-
-
 def test_an_unreferenced_delete_is_one_commit_that_finds_its_referrers_prefix_empty() -> None:
-    backend = CountingBackend(MemoryStore())
+    backend = InterleavingBackend(MemoryStore())
     with Database(backend) as db:
         ls = db.create(LogicalSwitch(name="sw"))
         backend.ranges.clear()
@@ -375,27 +361,30 @@ def test_an_unreferenced_delete_is_one_commit_that_finds_its_referrers_prefix_em
             db.get(LogicalSwitch, ls.id)
 
 
-def test_a_referenced_delete_reads_its_referrers_and_is_refused() -> None:
-    backend = CountingBackend(MemoryStore())
+@pytest.fixture
+def referenced() -> Iterator[tuple[InterleavingBackend, Database, LogicalSwitch, LogicalSwitchPort]]:
+    """A switch and a port that references it, on a recording backend."""
+    backend = InterleavingBackend(MemoryStore())
     with Database(backend) as db:
         ls = db.create(LogicalSwitch(name="sw"))
-        port = db.create(LogicalSwitchPort(switch=ls, name="p"))
-        backend.ranges.clear()
-        with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
-            db.delete(ls)
-        assert len(backend.ranges) == 1  # the optimistic commit failed; the second plan read the referrers
-        assert db.get(LogicalSwitch, ls.id).version == ls.version
-        assert db.get(LogicalSwitchPort, port.id).name == "p"
+        yield backend, db, ls, db.create(LogicalSwitchPort(switch=ls, name="p"))
 
 
-def test_a_delete_that_drops_its_referrers_in_the_same_transaction_reads_them_first() -> None:
-    backend = CountingBackend(MemoryStore())
-    with Database(backend) as db:
-        ls = db.create(LogicalSwitch(name="sw"))
-        port = db.create(LogicalSwitchPort(switch=ls, name="p"))
-        backend.commits.clear()
-        with db.transaction() as txn:
-            txn.delete(port)
-            txn.delete(ls)
-        assert len(backend.commits) == 1  # planned right the first time: no failed optimistic commit
-        assert db.list(LogicalSwitch) == [] and db.list(LogicalSwitchPort) == []
+def test_a_referenced_delete_reads_its_referrers_and_is_refused(referenced: Any) -> None:
+    backend, db, ls, port = referenced
+    backend.ranges.clear()
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+        db.delete(ls)
+    assert len(backend.ranges) == 1  # the optimistic commit failed; the second plan read the referrers
+    assert db.get(LogicalSwitch, ls.id).version == ls.version
+    assert db.get(LogicalSwitchPort, port.id).name == "p"
+
+
+def test_a_delete_that_drops_its_referrers_in_the_same_transaction_reads_them_first(referenced: Any) -> None:
+    backend, db, ls, port = referenced
+    backend.commits.clear()
+    with db.transaction() as txn:
+        txn.delete(port)
+        txn.delete(ls)
+    assert len(backend.commits) == 1  # planned right the first time: no failed optimistic commit
+    assert db.list(LogicalSwitch) == [] and db.list(LogicalSwitchPort) == []
