@@ -11,7 +11,7 @@ baseline: the server work nbdb's contract needs, written by hand as a
 Redis-savvy application would, still one ``EVALSHA`` per commit. A commit
 is exactly-once (a token key checked first and written last, with a TTL);
 a create checks that the object it references exists and records the reverse
-reference (a set per target), claims its unique name (``HSETNX``) and keeps
+reference (a set per target), claims its unique name (a hash of names) and keeps
 what it references and claims in an index hash (so a delete can release
 them); a delete refuses an object that is still referenced; every commit
 takes the next revision (``INCR``) and appends its changes, with each
@@ -167,7 +167,7 @@ for i = 3, #ARGV, 7 do
   local t = ns .. '/' .. ARGV[i + 1]
   writes[#writes + 1] = {ARGV[i], t, ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5], ARGV[i + 6]}
 end
-local old = {}
+local old, claimed = {}, {}
 for j, w in ipairs(writes) do
   local kind, t, id = w[1], w[2], w[3]
   local cur = redis.call('HMGET', t .. '#v', id)[1]
@@ -177,7 +177,11 @@ for j, w in ipairs(writes) do
       local tt, tid = w[6]:match('^(.*)/([^/]*)$')
       if redis.call('HEXISTS', ns .. '/' .. tt .. '#v', tid) == 0 then return 0 end
     end
-    if w[7] ~= '' and redis.call('HSETNX', t .. '#u', w[7], id) == 0 then return 0 end
+    if w[7] ~= '' then
+      -- Claimed below, once every condition held: a failed commit leaves no claim behind.
+      if claimed[t .. '#' .. w[7]] or redis.call('HEXISTS', t .. '#u', w[7]) == 1 then return 0 end
+      claimed[t .. '#' .. w[7]] = true
+    end
   else
     if tonumber(cur) ~= w[5] then return 0 end
     if kind == 'd' and redis.call('SCARD', 'refs:' .. t .. '/' .. id) > 0 then return 0 end
@@ -203,6 +207,7 @@ for j, w in ipairs(writes) do
     redis.call('HSET', t .. '#v', id, version)
     if kind == 'c' then
       redis.call('HSET', t .. '#i', id, w[6] .. '\\n' .. w[7])
+      if w[7] ~= '' then redis.call('HSET', t .. '#u', w[7], id) end
       if w[6] ~= '' then redis.call('SADD', 'refs:' .. ns .. '/' .. w[6], id) end
     end
     log[#log + 1] = id .. '\\n' .. value .. '\\n' .. version .. '\\n' .. (old[j] or '')
