@@ -207,6 +207,36 @@ def test_trimmed_history_raises_history_gone_and_stays_bounded(url: str) -> None
 
 
 @pytest.mark.timeout(30)
+def test_every_write_is_one_script_call_and_topics_join_logs_once(db: nbdb.Database) -> None:
+    """Create, update and delete are one EVALSHA each (a delete reads no referrers first)."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+
+    def scripts() -> int:
+        stats = client.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    try:
+        switch = db.create(LogicalSwitch(name="sw", topic="tenant-a"))
+        db.create(LogicalSwitch(name="other", topic="tenant-b"))
+        before = scripts()
+        port = db.create(LogicalSwitchPort(switch=switch, name="p", topic="tenant-a"))
+        port = db.update(port.replace(up=True))
+        db.delete(port)
+        assert scripts() - before == 3
+        # A referenced object: the commit finds its referrer prefix not empty, then the delete reads it.
+        db.create(LogicalSwitchPort(switch=switch, name="q", topic="tenant-a"))
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(switch)
+        assert db.get(LogicalSwitch, switch.id).name == "sw"
+        assert client.smembers(backend.root + "logs") == {b"tenant-a", b"tenant-b"}
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(30)
 def test_retried_commit_is_applied_once_and_a_voided_one_never(db: nbdb.Database) -> None:
     backend = backend_of(db)
     token = CommitToken("t/fixed-token", 600)

@@ -19,7 +19,7 @@ from nbdb.bench.raw import RawClient, RawConflict, extra_baselines, open_raw
 from nbdb.bench.results import Measurement
 from nbdb.bench.runner import run_bench
 from nbdb.bench.workloads import GROUPS, Group
-from nbdb.bench.workloads.common import PORT, populate_raw
+from nbdb.bench.workloads.common import PORT, SWITCH, populate_raw
 from nbdb.cli import main
 from nbdb.testing import Server
 from nbdb.testing.fixtures import (  # noqa: F401 - pytest fixtures
@@ -27,6 +27,7 @@ from nbdb.testing.fixtures import (  # noqa: F401 - pytest fixtures
     etcd_server,
     hazelcast_server,
     ovsdb_server,
+    redis_server,
 )
 
 KINDS = ["etcd", "ovsdb", "cassandra", "sqlite", "hazelcast"]
@@ -58,6 +59,36 @@ def test_cassandra_contract_baseline_keeps_the_contract(cassandra_server: Server
     pytest.importorskip("nbdb.backends.cassandra")
     assert extra_baselines("cassandra") == ["seq"]
     _keeps_the_contract(open_raw("cassandra", cassandra_server.url, "raw-seq-contract", "seq"))
+
+
+@pytest.mark.timeout(120)
+def test_redis_contract_baseline_keeps_the_contract_and_its_rules(redis_server: Server) -> None:  # noqa: F811
+    """raw+contract does the contract's server work: references, unique names, all or nothing."""
+    pytest.importorskip("redis")
+    assert extra_baselines("redis") == ["contract"]
+    _keeps_the_contract(open_raw("redis", redis_server.url, "raw-contract-redis", "contract"))
+    client = open_raw("redis", redis_server.url, "raw-contract-rules", "contract")
+    try:
+        switch_id, docs = populate_raw(client, 2)
+        taken = {**docs[0], "id": "22222222-2222-4222-8222-222222222222"}
+        dangling = {**docs[0], "id": "33333333-3333-4333-8333-333333333333", "name": "new", "switch": taken["id"]}
+        for doc in (taken, dangling):  # a unique name held by another port; a switch that does not exist
+            with pytest.raises(RawConflict):
+                client.create(client.key(PORT, doc["id"]), json.dumps(doc).encode())
+        with pytest.raises(RawConflict):  # the switch is still referenced by its ports
+            client.delete(client.key(SWITCH, switch_id), 1)
+        # A failed multi-create claims no name: the same name is free for the next create.
+        fresh = {**docs[0], "id": "44444444-4444-4444-8444-444444444444", "name": "fresh"}
+        with pytest.raises(RawConflict):
+            client.create_many([(client.key(PORT, d["id"]), json.dumps(d).encode()) for d in (fresh, docs[1])])
+        assert client.create(client.key(PORT, fresh["id"]), json.dumps(fresh).encode()) == 1
+        for doc in (*docs, fresh):
+            client.delete(client.key(PORT, doc["id"]), 1)
+        client.delete(client.key(SWITCH, switch_id), 1)
+        assert client.get(client.key(SWITCH, switch_id)) is None
+    finally:
+        client.cleanup()
+        client.close()
 
 
 def _keeps_the_contract(client: RawClient) -> None:

@@ -38,12 +38,20 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class InterleavingBackend(MemoryBackend):
-    """Runs ``before_commit`` once, between planning a commit and committing it."""
+    """Runs ``before_commit`` once, between planning a commit and committing it; records what it is sent."""
 
     def __init__(self, store: MemoryStore) -> None:
         super().__init__(store)
         self.before_commit: Any = None
         self.conditions: list[Condition] = []
+        self.commits: list[list[Condition]] = []
+        """The conditions of every commit, in order."""
+        self.ranges: list[list[str]] = []
+        """The prefixes of every range read, in order."""
+
+    def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
+        self.ranges.append(list(prefixes))
+        return super().range_keys(prefixes)
 
     def commit_keys(
         self,
@@ -53,6 +61,7 @@ class InterleavingBackend(MemoryBackend):
         token: CommitToken | None = None,
     ) -> int | None:
         self.conditions = list(conditions)
+        self.commits.append(self.conditions)
         hook, self.before_commit = self.before_commit, None
         if hook is not None:
             hook()
@@ -336,3 +345,46 @@ def test_index_records_are_the_json_of_their_fields(
     assert encoded == json.dumps(doc).encode()
     decoded = KeyLayout.decode_index(KeyValue("i/T/x", encoded, 3, 1))
     assert (decoded.topic, decoded.refs, decoded.unique, decoded.ttl) == (topic, refs, index.unique, ttl)
+
+
+def test_an_unreferenced_delete_is_one_commit_that_finds_its_referrers_prefix_empty() -> None:
+    backend = InterleavingBackend(MemoryStore())
+    with Database(backend) as db:
+        ls = db.create(LogicalSwitch(name="sw"))
+        backend.ranges.clear()
+        backend.commits.clear()
+        db.delete(ls)
+        assert backend.ranges == []
+        [conditions] = backend.commits
+        assert PrefixUnchangedSince(backend.layout.referrers((LogicalSwitch.nbdb_table, ls.id)), 0) in conditions
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitch, ls.id)
+
+
+@pytest.fixture
+def referenced() -> Iterator[tuple[InterleavingBackend, Database, LogicalSwitch, LogicalSwitchPort]]:
+    """A switch and a port that references it, on a recording backend."""
+    backend = InterleavingBackend(MemoryStore())
+    with Database(backend) as db:
+        ls = db.create(LogicalSwitch(name="sw"))
+        yield backend, db, ls, db.create(LogicalSwitchPort(switch=ls, name="p"))
+
+
+def test_a_referenced_delete_reads_its_referrers_and_is_refused(referenced: Any) -> None:
+    backend, db, ls, port = referenced
+    backend.ranges.clear()
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+        db.delete(ls)
+    assert len(backend.ranges) == 1  # the optimistic commit failed; the second plan read the referrers
+    assert db.get(LogicalSwitch, ls.id).version == ls.version
+    assert db.get(LogicalSwitchPort, port.id).name == "p"
+
+
+def test_a_delete_that_drops_its_referrers_in_the_same_transaction_reads_them_first(referenced: Any) -> None:
+    backend, db, ls, port = referenced
+    backend.commits.clear()
+    with db.transaction() as txn:
+        txn.delete(port)
+        txn.delete(ls)
+    assert len(backend.commits) == 1  # planned right the first time: no failed optimistic commit
+    assert db.list(LogicalSwitch) == [] and db.list(LogicalSwitchPort) == []

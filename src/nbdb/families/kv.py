@@ -356,8 +356,9 @@ class KeyValueBackend(Backend):
         if not ops:
             return CommitResult(self.revision_now(), [])
         shape = rules.shape_of(ops)
-        for _attempt in range(_COMMIT_ATTEMPTS):
-            plan = plan_commit(self, ops, shape, time.time())
+        for attempt in range(_COMMIT_ATTEMPTS):
+            # The first plan takes deleted objects to be unreferenced; a failed commit reads them.
+            plan = plan_commit(self, ops, shape, time.time(), optimistic=attempt == 0)
             conditions = [*plan.conditions, *extra]
             self._check_limits(len(ops), conditions, plan)
             revision = self.commit_once(conditions, plan.puts, plan.deletes)

@@ -130,6 +130,9 @@ class RedisBackend(ChangeLogBackend):
         if len(keys) <= 1:
             return [self.get_key(k) for k in keys]
 
+        # A pipeline of HMGETs, not a script: a script that packs the fields saved the client a
+        # quarter of its CPU per key but cost the server 2.5 times as much (4 -> 11 us per key),
+        # and the server is what every client of a namespace shares.
         def call() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
@@ -153,14 +156,15 @@ class RedisBackend(ChangeLogBackend):
             args = [self.root, self.config.batch if attempt < 3 else 2**31, *prefixes]
             reply = self._run(lambda args=args: self._range_script(args=args))  # type: ignore[misc]
             revision, token, complete = int(reply[0]), _s(reply[1]), int(reply[2])
+            fields = _unpack(reply[3])
             if complete:
-                rows = reply[3:]
+                rows = fields
                 out = [
                     kv for j in range(0, len(rows), 4) if (kv := self._kv(_s(rows[j]), rows[j + 1 : j + 4])) is not None
                 ]
                 self.remember_token(revision, token)
                 return sorted(out, key=lambda kv: kv.key), revision
-            keys = [_s(k) for k in reply[3:]]
+            keys = [_s(k) for k in fields]
             values: list[KeyValue | None] = []
             for start in range(0, len(keys), self.config.batch):
                 values += self.get_keys(keys[start : start + self.config.batch])
@@ -418,12 +422,34 @@ class RedisBackend(ChangeLogBackend):
         self.connector.close()
 
 
-_LENGTH = struct.Struct(">i")
+_length = struct.Struct(">i").pack
+_NO_FIELD = _length(0)
+_NEVER_RANGED = b"\x00\x00\x00\x02-1"
+"""The range root field of a key only ever read by name (-1), packed once."""
 
 
-def _field(text: str | bytes) -> bytes:
-    data = text.encode() if isinstance(text, str) else text
-    return _LENGTH.pack(len(data)) + data
+_length_at = struct.Struct(">i").unpack_from
+
+
+def _unpack(blob: bytes) -> list[bytes | None]:
+    """The fields a script packed (see ``pack`` in the scripts' prelude); length -1 is None."""
+    out: list[bytes | None] = []
+    add = out.append
+    pos, end = 0, len(blob)
+    try:
+        while pos < end:
+            (size,) = _length_at(blob, pos)
+            pos += 4
+            if size < 0:
+                add(None)
+            else:
+                add(blob[pos : pos + size])
+                pos += size
+    except struct.error:
+        raise errors.BackendUnavailableError("redis: a script's reply was cut short") from None
+    if pos != end:
+        raise errors.BackendUnavailableError("redis: a script's reply was cut short")
+    return out
 
 
 def _payload(
@@ -433,25 +459,41 @@ def _payload(
     range_root: Callable[[str], int | None],
     lock_key: Callable[[str], str],
 ) -> bytes:
-    """The commit script's one argument (see COMMIT_LUA): packing one blob beats packing dozens of arguments."""
+    """The commit script's one argument (see COMMIT_LUA): packing one blob beats packing dozens of arguments.
+
+    Fields are appended inline rather than through a helper per field: this
+    runs for every key of every commit, and the calls were a third of its time.
+    """
     parts: list[bytes] = []
+    add = parts.extend
     for condition in conditions:
         if isinstance(condition, VersionIs):
-            parts += [b"v", _field(condition.key), _field(str(condition.version))]
+            key, number = condition.key.encode(), str(condition.version).encode()
+            add((b"v", _length(len(key)), key, _length(len(number)), number))
         elif isinstance(condition, Exists):
-            parts += [b"e", _field(condition.key), _field(b"")]
+            key = condition.key.encode()
+            add((b"e", _length(len(key)), key, _NO_FIELD))
         elif isinstance(condition, PrefixUnchangedSince):
-            parts += [b"p", _field(condition.prefix), _field(str(condition.revision))]
+            key, number = condition.prefix.encode(), str(condition.revision).encode()
+            add((b"p", _length(len(key)), key, _length(len(number)), number))
         elif isinstance(condition, LeaseHeld):
-            parts += [b"l", _field(lock_key(condition.name)), _field(condition.token)]
+            key = lock_key(condition.name).encode()
+            add((b"l", _length(len(key)), key, _length(len(condition.token)), condition.token))
         else:  # pragma: no cover - the family has no other conditions
             raise TypeError(f"unknown condition {condition!r}")
-    for key, value in puts.items():
-        root = range_root(key)
-        parts += [b"P", _field(key), _field(value), _field(str(-1 if root is None else root))]
-    for key in deletes:
-        root = range_root(key)
-        parts += [b"D", _field(key), _field(str(-1 if root is None else root))]
+    for name, value in puts.items():
+        root = range_root(name)
+        key = name.encode()
+        if root is None:
+            add((b"P", _length(len(key)), key, _length(len(value)), value, _NEVER_RANGED))
+        else:
+            number = str(root).encode()
+            add((b"P", _length(len(key)), key, _length(len(value)), value, _length(len(number)), number))
+    for name in deletes:
+        root = range_root(name)
+        key = name.encode()
+        number = b"-1" if root is None else str(root).encode()
+        add((b"D", _length(len(key)), key, _length(len(number)), number))
     return b"".join(parts)
 
 

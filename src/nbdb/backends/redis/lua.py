@@ -55,6 +55,20 @@ local function walk(prefix, fn)
 end
 """
 
+# Appends length-prefixed (>i4) fields to the table ``out`` (nil/false: length -1):
+# table.concat(out) is then one reply the client slices, not one RESP string per field.
+_LUA_PACK = r"""
+local NONE = struct.pack('>i4', -1)
+local function pack(out, s)
+  if s then
+    out[#out + 1] = struct.pack('>i4', #s)
+    out[#out + 1] = s
+  else
+    out[#out + 1] = NONE
+  end
+end
+"""
+
 # ARGV: P, object prefix, token, history, payload.  The payload is a sequence of
 # items, each a one-letter kind followed by length-prefixed (>i4) fields:
 #   v key version | e key - | p prefix revision      conditions
@@ -100,12 +114,31 @@ while pos <= #blob do
   end
 end
 
+-- Every key's previous state is read once (HMGET), for its condition and for its
+-- change record alike, and before anything is written, so that a failing read (a
+-- foreign key of the wrong type) aborts with nothing written.
+local cur, changes = {}, {}
+local function load(key)
+  local s = cur[key]
+  if s == nil then
+    local old = redis.call('HMGET', P .. 'k:' .. key, 'v', 'n')
+    if old[2] then s = {old[1], tonumber(old[2])} else s = false end
+    cur[key] = s
+  end
+  return s
+end
+
 for _, c in ipairs(conds) do
   local kind, a, b = c[1], c[2], c[3]
   if kind == 'v' then
-    if (tonumber(redis.call('HGET', P .. 'k:' .. a, 'n')) or 0) ~= tonumber(b) then return {0} end
+    local s = load(a)
+    if (s and s[2] or 0) ~= tonumber(b) then return {0} end
   elseif kind == 'e' then
-    if redis.call('EXISTS', P .. 'k:' .. a) == 0 then return {0} end
+    if cur[a] == nil then
+      if redis.call('EXISTS', P .. 'k:' .. a) == 0 then return {0} end
+    elseif not cur[a] then
+      return {0}
+    end
   elseif kind == 'l' then
     if redis.call('GET', a) ~= b then return {0} end
   else
@@ -117,18 +150,6 @@ for _, c in ipairs(conds) do
   end
 end
 
--- Pass 1: read every previous state before writing anything, so that a
--- failing read (a foreign key of the wrong type) aborts with nothing written.
-local cur, changes = {}, {}
-local function load(key)
-  local s = cur[key]
-  if s == nil then
-    local old = redis.call('HMGET', P .. 'k:' .. key, 'v', 'n')
-    if old[2] then s = {old[1], tonumber(old[2])} else s = false end
-    cur[key] = s
-  end
-  return s
-end
 for _, kv in ipairs(puts) do
   local s = load(kv[1])
   local ver = s and (s[2] + 1) or 1
@@ -175,13 +196,14 @@ for _, c in ipairs(changes) do
   end
   if root == 0 then
     -- The revision of the last change below each directory validates batched lists.
-    local path = key
-    while path ~= '' do
+    -- A directory already counted came with its ancestors: stop there (most keys of a
+    -- commit share their directory, and split() is the costly part).
+    local path = split(key)
+    while not dirs[path] do
+      dirs[path] = true
+      ndirs = ndirs + 1
+      if path == '' then break end
       path = split(path)
-      if not dirs[path] then
-        dirs[path] = true
-        ndirs = ndirs + 1
-      end
     end
   end
 end
@@ -221,8 +243,12 @@ if #all > 0 then
   redis.call('XADD', P .. 'log', 'MINID', '~', first, id, 't', token, 'c', table.concat(all))
 end
 for topic, recs in pairs(topics) do
-  redis.call('XADD', P .. 'log:' .. topic, 'MINID', '~', first, id, 't', token, 'c', table.concat(recs))
-  redis.call('SADD', P .. 'logs', topic)
+  local name, c = P .. 'log:' .. topic, table.concat(recs)
+  -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
+  if not redis.call('XADD', name, 'NOMKSTREAM', 'MINID', '~', first, id, 't', token, 'c', c) then
+    redis.call('XADD', name, 'MINID', '~', first, id, 't', token, 'c', c)
+    redis.call('SADD', P .. 'logs', topic)
+  end
 end
 redis.call('HSET', P .. 'head', 'r', rev, 't', token)
 redis.call('SET', P .. 'ct:' .. token, rev, 'PX', __TTL__)
@@ -230,10 +256,12 @@ return {1, rev}
 """
 ).replace("__TTL__", str(COMMIT_TOKEN_TTL_MS))
 
-# ARGV: P, limit, prefix*.  Returns {rev, token, 1, (key, value, version, modrev)*}
-# if at most ``limit`` keys, else {rev, token, 0, key*}.
+# ARGV: P, limit, prefix*.  Returns {rev, token, 1, rows} if at most ``limit``
+# keys, rows packing (key, value, version, modrev) per key; else {rev, token, 0,
+# names}, names packing every key.  Fields are length-prefixed (see pack).
 RANGE_LUA = (
     _LUA_PRELUDE
+    + _LUA_PACK
     + r"""
 local limit = tonumber(ARGV[2])
 local keys, seen = {}, {}
@@ -243,21 +271,19 @@ for j = 3, #ARGV do
   end)
 end
 local h = redis.call('HMGET', P .. 'head', 'r', 't')
-local out = {tonumber(h[1]) or 0, h[2] or ''}
+local out = {}
 if #keys > limit then
-  out[3] = 0
-  for _, k in ipairs(keys) do out[#out + 1] = k end
-  return out
+  for _, k in ipairs(keys) do pack(out, k) end
+  return {tonumber(h[1]) or 0, h[2] or '', 0, table.concat(out)}
 end
-out[3] = 1
 for _, k in ipairs(keys) do
   local v = redis.call('HMGET', P .. 'k:' .. k, 'v', 'n', 'm')
-  out[#out + 1] = k
-  out[#out + 1] = v[1]
-  out[#out + 1] = v[2]
-  out[#out + 1] = v[3]
+  pack(out, k)
+  pack(out, v[1])
+  pack(out, v[2])
+  pack(out, v[3])
 end
-return out
+return {tonumber(h[1]) or 0, h[2] or '', 1, table.concat(out)}
 """
 )
 
