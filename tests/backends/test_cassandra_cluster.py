@@ -32,14 +32,15 @@ pytestmark = pytest.mark.skipif(
 
 _BEFORE_KILL = 8.0
 _AFTER_KILL = 30.0
-_RECOVERY = 20.0
-"""Seconds within which writers and watchers must work again after the node is killed.
+_RECOVERY = 8.0
+"""Seconds within which writers and watchers must work again after the node is killed, and the longest
+they may stall after it (or 1.5 times their longest pause before it, on a machine too loaded for that).
 
-The goal (issue 12) is 5 s, met on an idle machine (1-3 s). With unique names claimed by a
-lightweight transaction of their own, writers on the loaded CI machine (the kit's other
-servers running) wrote every 2 s or slower even before the kill and stalled 8.9-12.4 s after
-it: this bound catches a hang, not the goal, which is missed there (docs/backends/cassandra.md
-says so)."""
+The goal (issue 12) is 5 s. Until the failure detector convicts the dead node, a transaction whose
+proposal the live replicas refused (the writers compete for the sequencer row) waits for the dead
+one up to the server's write timeout: with the 10 s the harness used to configure, writers here
+stalled 10.1-20.2 s, which this bound fails; with the settings docs/backends/cassandra.md gives,
+3.2-6.4 s on the loaded 2-core machine."""
 
 
 @dataclass
@@ -91,9 +92,13 @@ def test_a_node_killed_under_writes_loses_skips_and_repeats_nothing(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="nbdb.backends.cassandra.store")  # slow requests, if it fails
     server = server_factory("cassandra", members=3)
-    url = f"{server.url}?timeout=2&connect_timeout=5&settle=1"
+    # The client's request timeout is the default (15 s), as users have it: what bounds a stall is the server's.
+    url = f"{server.url}?settle=1"
     namespace = f"kill-{uuid.uuid4().hex[:8]}"
-    dbs = [nbdb.connect(url, namespace=namespace) for _ in range(4)]
+    # Each client its own session and commit queue (sessions are shared by equal settings; a different
+    # connect_timeout makes another), as clients in separate processes have: their commits compete for
+    # the namespace's sequencer row, the contention that makes a transaction wait for the dead node.
+    dbs = [nbdb.connect(f"{url}&connect_timeout={5 + i / 10}", namespace=namespace) for i in range(4)]
     watcher_db, writer_dbs = dbs[0], dbs[1:]
     try:
         start = watcher_db.backend.current_revision()
@@ -136,17 +141,15 @@ def test_a_node_killed_under_writes_loses_skips_and_repeats_nothing(
         # Writers and watchers worked again within seconds of the kill, and kept working about as
         # well as before it (on a loaded machine, a write can take a second or two even then).
         slow = [r.getMessage()[:160] for r in caplog.records if r.name.endswith("store")][-10:]
+        stalls = {}
         for name, times in [*((w.topic, w.successes) for w in writers), ("the watch", [t for t, _ in watched])]:
-            after = [t for t in times if t > killed_at]
-            assert after and after[0] - killed_at <= _RECOVERY, (
-                f"{name}: nothing for {_RECOVERY}s after the kill; {slow}"
-            )
             before = [t for t in times if t <= killed_at]
             usual = _longest_gap(before, before[0], before[-1]) if len(before) > 1 else 0.0
-            gap = _longest_gap(times, killed_at, ended_at)
-            assert gap <= max(_RECOVERY, 1.5 * usual), (
-                f"{name}: stalled {gap:.1f}s after the kill ({usual:.1f}s before)"
-            )
+            stalls[name] = (_longest_gap(times, killed_at, ended_at), usual)
+        summary = ", ".join(f"{name} {gap:.1f}s ({usual:.1f}s before)" for name, (gap, usual) in stalls.items())
+        logging.getLogger(__name__).warning("longest stall after the kill: %s", summary)
+        for name, (gap, usual) in stalls.items():
+            assert gap <= max(_RECOVERY, 1.5 * usual), f"{name} stalled {gap:.1f}s after the kill; {summary}; {slow}"
 
         # Nothing acknowledged is lost.
         final = {o.id: o for o in watcher_db.list(LogicalSwitch)}

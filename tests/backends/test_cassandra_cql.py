@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import struct
 import uuid
 from typing import Any
 
@@ -17,6 +19,7 @@ pytest.importorskip("cassandra")
 import cassandra
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionShutdown
+from cassandra.protocol import ErrorMessage
 
 from nbdb.backends.cassandra.dialect import CqlDialect, uuid_order
 from nbdb.backends.cassandra.exceptions import CAS_WRITE_UNKNOWN, NbdbRetryPolicy, translate
@@ -180,11 +183,27 @@ def test_driver_exceptions_become_nbdb_errors(exc: Exception, conditional: bool,
     assert isinstance(got, nbdb.NbdbError), "nothing but nbdb errors leaves the backend"
 
 
+def _server_error(code: int, message: str) -> Exception:
+    """The exception the driver raises for a server error frame with ``code``, decoded as it decodes one."""
+    body = struct.pack(">iH", code, len(message)) + message.encode()
+    error = ErrorMessage.recv_body(io.BytesIO(body), 5).to_exception()
+    assert isinstance(error, Exception)
+    return error
+
+
 def test_cas_write_unknown_is_an_unknown_outcome() -> None:
-    exc = cassandra.DriverException("proposal accepted by 1 but not a quorum")
-    exc.code = CAS_WRITE_UNKNOWN  # type: ignore[attr-defined]
+    # As the driver decodes it: a bare protocol ErrorMessage, no DriverException. Classified as a failure
+    # that certainly did not apply, such a commit was retried as new and landed twice under node kills.
+    exc = _server_error(CAS_WRITE_UNKNOWN, "CAS operation result is unknown - proposal accepted by 1 but not a quorum.")
+    assert not isinstance(exc, cassandra.DriverException)
     assert isinstance(translate(exc, conditional=True), OutcomeUnknown)
+    assert type(translate(exc)) is nbdb.BackendUnavailableError
     assert isinstance(OutcomeUnknown("x"), nbdb.CommitUnknownError)
+
+
+def test_a_server_error_the_driver_has_no_class_for_leaves_a_compare_and_set_unknown() -> None:
+    assert isinstance(translate(_server_error(0x7777, "something new"), conditional=True), OutcomeUnknown)
+    assert type(translate(_server_error(0x2200, "bad cql"), conditional=True)) is nbdb.NbdbError  # InvalidRequest
 
 
 def test_the_driver_never_resends_a_compare_and_set() -> None:

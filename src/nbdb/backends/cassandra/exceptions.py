@@ -2,10 +2,13 @@
 
 The one question for a conditional write (a lightweight transaction) is
 whether it may have been applied. A timeout, a failed write, a connection
-lost after the request left, or protocol error ``CAS_WRITE_UNKNOWN`` all mean
-"maybe": :class:`~nbdb.families.widecolumn.OutcomeUnknown`, which the family
-settles. ``Unavailable`` and ``NoHostAvailable`` mean the request was never
-carried out (``unsent``): :class:`nbdb.BackendUnavailableError`.
+lost after the request left, protocol error ``CAS_WRITE_UNKNOWN``, or a server
+error the driver has no class for all mean "maybe":
+:class:`~nbdb.families.widecolumn.OutcomeUnknown`, which the family settles.
+``Unavailable`` (the coordinator checks the live replicas before each Paxos
+attempt, and an earlier attempt of the same request was refused by every
+replica) and ``NoHostAvailable`` mean the request was never carried out
+(``unsent``): :class:`nbdb.BackendUnavailableError`.
 
 The driver must not answer that question wrongly by itself: its default
 policy re-sends a request to the next host after a connection error, and a
@@ -21,6 +24,7 @@ import cassandra
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 from cassandra.policies import RetryPolicy
+from cassandra.protocol import ErrorMessage
 
 from nbdb import errors
 from nbdb.families.widecolumn import OutcomeUnknown
@@ -29,8 +33,9 @@ from nbdb.retry import ErrorRule, ExceptionMap
 __all__ = ["CAS_WRITE_UNKNOWN", "ERRORS", "NbdbRetryPolicy", "translate"]
 
 CAS_WRITE_UNKNOWN = 0x1700
-"""Protocol v5 error: a contended LWT's proposal reached some replicas but not a quorum (the driver has no
-class for it). Its outcome is decided later, by whichever Paxos round comes next."""
+"""Protocol v5 error: a contended LWT's proposal reached some replicas but not a quorum. Its outcome is
+decided later, by whichever Paxos round comes next. The driver has no class for it: it raises the
+protocol's bare ``ErrorMessage`` (no ``DriverException``), so the rule matches the code on any class."""
 
 _AUTH = ("authenticationfailed", "bad credentials", "unauthorized", "provided username", "password are incorrect")
 
@@ -46,13 +51,14 @@ ERRORS = ExceptionMap(
                   unsent=True, message="Cassandra is unavailable"),
         ErrorRule((cassandra.InvalidRequest, cassandra.ConfigurationException), errors.NbdbError,
                   message="Cassandra rejected a request"),
-        ErrorRule((cassandra.DriverException,), errors.BackendUnavailableError, codes=(CAS_WRITE_UNKNOWN,),
+        ErrorRule((Exception,), errors.BackendUnavailableError, codes=(CAS_WRITE_UNKNOWN,),
                   retryable=True, message="Cassandra could not settle a contended compare-and-set"),
         ErrorRule((cassandra.WriteTimeout, cassandra.ReadTimeout, cassandra.CoordinationFailure,
                    cassandra.OperationTimedOut, ConnectionException, OSError), errors.BackendUnavailableError,
                   retryable=True, message="Cassandra did not answer"),
+        # Any other server error (ErrorMessage: also codes the driver has no class for) or driver failure.
         ErrorRule((cassandra.RequestExecutionException, cassandra.RequestValidationException,
-                   cassandra.DriverException), errors.BackendUnavailableError, retryable=True,
+                   cassandra.DriverException, ErrorMessage), errors.BackendUnavailableError, retryable=True,
                   message="Cassandra failed the request"),
     ],
     code=lambda exc: getattr(exc, "code", None),

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 _DDL_TIMEOUT = 60.0
 _SLOW = 1.0
-"""Requests slower than this many seconds are logged (at DEBUG): where a stall comes from."""
+"""Requests slower than this many seconds are logged (at DEBUG) with the node that coordinated them (each
+try of a read on its own): where a stall comes from."""
 
 
 def _note(started: float, what: Any, hosts: Any = None) -> None:
@@ -186,13 +187,16 @@ class CqlStore(WideColumnStore):
     def execute_read(self, bound: Any) -> list[Row]:
         """Run one bound read (or other idempotent statement) under the retry policy; its rows."""
         session = self._live()
-        started = time.monotonic()
-        try:
-            return self.settings.retry.call(
-                lambda: list(session.execute(bound, timeout=self.settings.request_timeout)), ERRORS, context="read"
-            )
-        finally:
-            _note(started, bound)
+
+        def once() -> list[Row]:
+            started = time.monotonic()
+            future = session.execute_async(bound, timeout=self.settings.request_timeout)
+            try:
+                return list(future.result())
+            finally:
+                _note(started, bound, future.coordinator_host)
+
+        return self.settings.retry.call(once, ERRORS, context="read")
 
     # ---------------------------------------------------------------- WideColumnStore
 
@@ -239,11 +243,13 @@ class CqlStore(WideColumnStore):
             return Applied(True)
         started = time.monotonic()
         try:
-            result = session.execute(statement, timeout=self.settings.request_timeout)
+            future = session.execute_async(statement, timeout=self.settings.request_timeout)
+            try:
+                result = future.result()
+            finally:
+                _note(started, statement, future.coordinator_host)
         except Exception as exc:
             raise translate(exc, conditional=True) from exc
-        finally:
-            _note(started, statement)
         if result.was_applied:
             return Applied(True)
         current = tuple({k: v for k, v in row._asdict().items() if k != "applied"} for row in result.current_rows)
