@@ -31,7 +31,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.lists(st.dictionaries(st.text(max_size=5), _JSON, max_size=4), min_size=1, max_size=5),
     st.lists(st.integers(min_value=1, max_value=40), max_size=12),
