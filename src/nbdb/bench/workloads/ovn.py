@@ -220,6 +220,10 @@ def run_raw(target: Target, sizes: Sizes, *, ports: int) -> list[Measurement]:
     try:
         _run_raw(target, sizes, scene, remote, ports, out, failure)
     except Exception as exc:
+        if failure:
+            # Both failed: say what ovsdbapp did first, then what stopped the IDL.
+            first = failure[0]
+            raise PartialRun(out, RuntimeError(f"ovsdbapp: {type(first).__name__}: {first}; then {exc!r}")) from exc
         if out:
             raise PartialRun(out, exc) from exc
         raise
