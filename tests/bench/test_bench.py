@@ -304,3 +304,39 @@ def test_a_failed_step_names_its_parameters_and_spares_the_others() -> None:
     out = io.StringIO()
     print_report(result, out)
     assert "memory: probe threads=4 topics=4 (raw) failed — KeyError: 'LogicalSwitchPort-3'" in out.getvalue()
+
+
+@pytest.mark.timeout(60)
+def test_a_step_failing_part_way_keeps_what_it_measured_and_reports_why() -> None:
+    from nbdb.bench.config import SIZES
+    from nbdb.bench.results import PartialRun
+    from nbdb.bench.runner import run_bench
+    from nbdb.bench.workloads import Group
+
+    def nbdb_side(target: object, sizes: object, **params: int) -> list[Measurement]:
+        return [Measurement("ovn.create", "memory", "nbdb", 1, 1000, params=dict(params))]
+
+    def raw_side(target: object, sizes: object, **params: int) -> list[Measurement]:
+        done = [Measurement("ovn.cold_load", "memory", "ignored", 5, 1000, params=dict(params))]
+        raise PartialRun(done, TimeoutError("the baseline's IDL did not load"))
+
+    group = Group("probe", nbdb_side, raw_side, lambda _: [{"ports": 9}])
+    result = run_bench(["memory"], SIZES["tiny"], groups=[group])
+    assert [(m.workload, m.impl) for m in result.measurements if m.impl != "nbdb"] == [("ovn.cold_load", "raw")]
+    assert [(e["impl"], e["error"]) for e in result.errors] == [
+        ("raw", "TimeoutError: the baseline's IDL did not load")
+    ]
+
+
+def test_ovn_ports_option_picks_the_sweep_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nbdb import errors
+    from nbdb.bench.cli import _parse_counts
+
+    assert _parse_counts("--ovn-ports", "100_000") == (100_000,)
+    assert _parse_counts("--ovn-ports", "1000, 10000") == (1_000, 10_000)
+    for bad in ("", "0", "ten", "1000,-1"):
+        with pytest.raises(errors.ValidationError, match="--ovn-ports"):
+            _parse_counts("--ovn-ports", bad)
+    code = main(["bench", "--sizes", "tiny", "--ovn-ports", "x", "--no-plots", "--out", str(tmp_path)])
+    assert code != 0
+    assert "--ovn-ports" in capsys.readouterr().err

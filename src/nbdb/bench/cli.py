@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from nbdb import errors
@@ -45,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=None,
         help="comma-separated workload groups to run (default: all: crud,threads,txn,list,cache,fanout,churn,ovn)",
     )
+    p.add_argument(
+        "--ovn-ports",
+        default=None,
+        metavar="N[,N]",
+        help="ports on the switch of the OVN scale sweep, e.g. 100000 to measure only that size "
+        "(default: 1000,10000 with --quick, else 1000,10000,100000)",
+    )
     p.add_argument("--out", default="bench-out", type=Path, help="directory for bench.json and the plots")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument(
@@ -54,6 +62,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="also rewrite the generated section of this Markdown file (docs/benchmarks.md)",
     )
     p.set_defaults(func=_cmd_bench)
+
+
+def _parse_counts(option: str, text: str) -> tuple[int, ...]:
+    """A comma-separated list of positive counts (``1000,100000``)."""
+    try:
+        counts = tuple(int(v.strip().replace("_", "")) for v in text.split(",") if v.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise errors.ValidationError(f"{option} wants positive counts separated by commas, got {text!r}")
+    return counts
 
 
 def _parse_urls(values: list[str]) -> dict[str, str]:
@@ -150,6 +169,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise errors.ValidationError(f"unknown workload group(s) {', '.join(bad)}; known: {', '.join(names)}")
         groups = tuple(g for g in GROUPS if g.name in wanted)
     sizes = SIZES[args.sizes or ("quick" if args.quick else "full")]
+    if args.ovn_ports is not None:
+        sizes = replace(sizes, ovn_ports=_parse_counts("--ovn-ports", args.ovn_ports))
     plots = not args.no_plots
     if plots and not _can_plot():
         # Say so before the run, not after it: the figures are worth having without plots.

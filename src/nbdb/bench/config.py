@@ -52,6 +52,9 @@ class Sizes:
     """Single port creates / updates / deletes (and followed writes) per sweep size."""
     ovn_txns: int = 2
     """Transactions of 100 ports per sweep size."""
+    ovn_seconds: float = 60.0
+    """Time budget of each timed OVN workload on each side: the writes (or transactions) done by
+    then are the figure, so a client whose cost grows with the switch cannot hold the run."""
     load_cap: dict[str, int] = field(default_factory=dict)
     """The largest cold-load size per backend where the sweep's top is out of reach (filling a server)."""
     spread_threads: tuple[int, ...] = (16,)

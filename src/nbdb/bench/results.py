@@ -17,7 +17,7 @@ from typing import Any
 
 from nbdb.bench.stats import LatencySummary, rate, ratio
 
-__all__ = ["BenchResult", "Measurement", "Ratio", "TargetCheck", "is_baseline"]
+__all__ = ["BenchResult", "Measurement", "PartialRun", "Ratio", "TargetCheck", "is_baseline"]
 
 NBDB = "nbdb"
 RAW = "raw"
@@ -92,6 +92,20 @@ class Measurement:
             params=dict(doc.get("params", {})),
             extra={k: (math.nan if v is None else v) for k, v in doc.get("extra", {}).items()},
         )
+
+
+class PartialRun(Exception):
+    """A workload group that failed part-way: what it measured before, and why it stopped.
+
+    The runner keeps the figures and records the failure, so a late step (a baseline
+    that cannot cope with the size, a teardown the server drops) does not discard the
+    rest of a long run.
+    """
+
+    def __init__(self, measured: list[Measurement], cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.measured = measured
+        self.cause = cause
 
 
 def _finite(value: float) -> float | None:

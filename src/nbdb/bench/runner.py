@@ -26,7 +26,7 @@ from typing import Any
 import nbdb
 from nbdb.bench.config import BACKENDS, Sizes
 from nbdb.bench.raw import extra_baselines
-from nbdb.bench.results import BenchResult
+from nbdb.bench.results import BenchResult, PartialRun
 from nbdb.bench.target import Target
 from nbdb.bench.workloads import GROUPS, Group
 from nbdb.models.ovn import LogicalSwitch
@@ -229,6 +229,12 @@ def run_bench(
                 result.add(measured)
             except Exception as exc:
                 failed.add(key)
+                cause: BaseException = exc
+                if isinstance(exc, PartialRun):
+                    for m in exc.measured:
+                        m.impl = step.impl
+                    result.add(exc.measured)
+                    cause = exc.cause
                 if step.impl != "nbdb" and isinstance(exc, NotImplementedError):
                     # The raw client has nothing doing this group's work: no baseline for it, not a failure.
                     unsupported = result.backends[step.target.name].setdefault("raw_unsupported", {})
@@ -241,8 +247,11 @@ def run_bench(
                         "workload": step.group.name,
                         "impl": step.impl,
                         "params": step.params_text,
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "where": traceback.format_exc(limit=-2).strip().splitlines()[-3:][0].strip(),
+                        "error": f"{type(cause).__name__}: {cause}",
+                        "where": "".join(traceback.format_exception(cause, limit=-2))
+                        .strip()
+                        .splitlines()[-3:][0]
+                        .strip(),
                     }
                 )
         try:

@@ -13,6 +13,7 @@ lock, since an OpenSSL connection is not safe for concurrent use.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -28,10 +29,14 @@ from typing import Any
 
 from nbdb import errors
 from nbdb.backends.ovsdb.transport import JsonFramer, tls_refused
+from nbdb.codec import bulk
 
 __all__ = ["Call", "RpcClosed", "RpcConnection", "RpcError"]
 
 log = logging.getLogger(__name__)
+
+_BULK_BYTES = 1 << 20
+"""A message this big is parsed and applied with the cyclic collector paused (see ``_read_available``)."""
 
 Notify = Callable[[str, list[Any]], None]
 """Called (in the I/O thread) with the method and params of each notification."""
@@ -94,6 +99,7 @@ class RpcConnection:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._last_heard = time.monotonic()
+        self._last_sent = time.monotonic()
         self._probed = False
         self.closed = threading.Event()
         self.close_reason: errors.NbdbError | None = None
@@ -149,8 +155,10 @@ class RpcConnection:
             except OSError as exc:
                 self._fail(exc)
                 return
-            if sent and call is not None:
-                call.sent = True
+            if sent:
+                self._last_sent = time.monotonic()
+                if call is not None:
+                    call.sent = True
             if sent == len(data):
                 return
             if not self._tls:
@@ -166,8 +174,10 @@ class RpcConnection:
                 sent = self._sock.send(data)
             except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 return
-            if sent and call is not None:
-                call.sent = True
+            if sent:
+                self._last_sent = time.monotonic()
+                if call is not None:
+                    call.sent = True
             if sent < len(data):
                 if not self._tls:
                     # TLS retries a write with the same buffer; plain sockets go on from where they stopped.
@@ -268,23 +278,33 @@ class RpcConnection:
                 break
             self._last_heard = time.monotonic()
             self._probed = False
-            messages = self._framer.feed(data)
-            if messages:
-                self._busy_since = time.monotonic()
-                try:
-                    for message in messages:
-                        if self.closed.is_set():
-                            # Closed by a handler (a state it refused): nothing after it is applied.
-                            return
-                        self._dispatch(message)
-                finally:
-                    self._busy_since = None
-                    # Time spent applying a big update is not the server's silence.
-                    self._last_heard = time.monotonic()
+            # A big message (a monitor's initial state: 40 MB for 100,000 ports) allocates millions
+            # of containers while parsed and applied, and the cyclic collector re-scanning the
+            # growing heap meanwhile made parsing it three to six times slower, all of it holding
+            # the GIL (so no echo could be answered): paused for such messages.
+            with bulk() if self._framer.buffered >= _BULK_BYTES else contextlib.nullcontext():
+                messages = self._framer.feed(data)
+                if messages:
+                    self._busy_since = time.monotonic()
+                    try:
+                        for message in messages:
+                            if self.closed.is_set():
+                                # Closed by a handler (a state it refused): nothing after it is applied.
+                                return
+                            self._dispatch(message)
+                    finally:
+                        self._busy_since = None
+                        # Time spent applying a big update is not the server's silence.
+                        self._last_heard = time.monotonic()
             if len(data) < (1 << 20) and not (self._tls and self._sock.pending()):  # type: ignore[attr-defined]
                 break
-        for message in self._framer.idle():
-            self._dispatch(message)
+        with bulk() if self._framer.buffered >= _BULK_BYTES else contextlib.nullcontext():
+            for message in self._framer.idle():
+                self._dispatch(message)
+
+    def _waiting(self) -> bool:
+        """Whether this client owes the server an answer or is taking one in (a reply, a message, its handling)."""
+        return self._busy_since is not None or bool(self._pending) or self._framer.buffered > 0
 
     def _keep_alive(self) -> None:
         """While the I/O thread applies a big update, tell the server this client lives.
@@ -292,12 +312,14 @@ class RpcConnection:
         ovsdb-server drops a client it has not heard from for two probe
         intervals (5 s each by default), and the I/O thread, busy loading a
         large database, cannot answer its echo requests meanwhile: an echo of
-        our own every half interval keeps the connection.
+        our own every half interval keeps the connection. It is sent from the
+        moment a reply is awaited, not only once one is being applied: the
+        server may take seconds to build a 100,000-row reply, and the client
+        as long to take it in, and the two add up.
         """
         interval = self._probe / 2
         while not self.closed.wait(interval):
-            busy = self._busy_since
-            if busy is not None and time.monotonic() - busy > interval:
+            if self._waiting() and time.monotonic() - self._last_sent > interval:
                 self.request("echo", ["nbdb-busy"])
 
     def _check_alive(self) -> None:

@@ -112,6 +112,11 @@ class JsonFramer:
         self._balance = 0
         self._checked = 0
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of a message not complete yet."""
+        return self._size
+
     def feed(self, data: bytes) -> list[Any]:
         """Messages completed by ``data``."""
         self._parts.append(data)

@@ -64,9 +64,11 @@ class RawIdl:
         """
         import ovs.db.idl
 
+        deadline = time.monotonic() + 300
         for _attempt in range(30):
             # Monitoring again (an idle IDL may have been dropped by the server's probe and reconnected).
-            self.run_until(lambda: self.idl.state == self.idl.IDL_S_MONITORING and switch in self._switches(), 120)
+            left = max(1.0, deadline - time.monotonic())
+            self.run_until(lambda: self.idl.state == self.idl.IDL_S_MONITORING and switch in self._switches(), left)
             self.catch_up()
             txn = ovs.db.idl.Transaction(self.idl)
             parent = self._switches()[switch]
@@ -86,7 +88,9 @@ class RawIdl:
             # The IDL's documented protocol: wait for its copy to change before trying again
             # (after an idle spell the server's probe dropped the connection; the IDL reconnects
             # and loads the switch again, and a commit sent before that only asks to try again).
-            self.run_until(lambda seqno=seqno: bool(self.idl.change_seqno != seqno), 120)
+            self.run_until(
+                lambda seqno=seqno: bool(self.idl.change_seqno != seqno), max(1.0, deadline - time.monotonic())
+            )
         raise RuntimeError("IDL transaction kept asking to try again")
 
     def _switches(self) -> Any:

@@ -64,20 +64,31 @@ class RawNb:
         return self.reply(self.send(params, method, None))
 
     def reply(self, mid: int) -> Any:
-        """Wait for the reply to request ``mid``."""
+        """Wait for the reply to request ``mid``, telling the server every 2 s that this client lives.
+
+        ovsdb-server drops a client silent for two of its probe intervals (5 s each), and at
+        100,000 ports on a loaded machine it may itself take that long to answer a transaction.
+        """
         while True:
             for index, msg in enumerate(self._inbox):
                 if msg.get("id") == mid and msg.get("method") is None:
                     del self._inbox[index]
                     return msg.get("result")
-            data = self._sock.recv(1 << 20)
+            self._sock.settimeout(2.0)
+            try:
+                data = self._sock.recv(1 << 20)
+            except TimeoutError:
+                self._sock.sendall(json.dumps({"id": "keepalive", "method": "echo", "params": []}).encode())
+                continue
+            finally:
+                self._sock.settimeout(None)
             if not data:
                 raise ConnectionError("the OVSDB server closed the connection")
             for msg in self._framer.feed(data) + self._framer.idle():
                 if msg.get("method") == "echo":
                     reply = {"id": msg["id"], "result": msg.get("params"), "error": None}
                     self._sock.sendall(json.dumps(reply).encode())
-                else:
+                elif msg.get("id") != "keepalive":
                     self._inbox.append(msg)
 
     def transact(self, ops: list[dict[str, Any]]) -> list[Any]:
@@ -123,8 +134,20 @@ class RawNb:
         return out
 
     def delete_switch(self, switch: uuid.UUID) -> None:
-        """Delete a switch and (by garbage collection) its ports."""
-        self.transact([{"op": "delete", "table": "Logical_Switch", "where": [["_uuid", "==", ["uuid", str(switch)]]]}])
+        """Delete a switch and (by garbage collection) its ports, 5,000 ports a transaction.
+
+        One transaction removing 100,000 ports kept ovsdb-server busy for longer than its
+        inactivity probe, and it dropped this connection before the reply.
+        """
+        where = [["_uuid", "==", ["uuid", str(switch)]]]
+        [selected] = self.transact([{"op": "select", "table": "Logical_Switch", "where": where, "columns": ["ports"]}])
+        for row in selected.get("rows", []):
+            members = row["ports"][1] if row["ports"][0] == "set" else [row["ports"]]
+            for start in range(0, len(members), 5000):
+                chunk = ["set", members[start : start + 5000]]
+                self.transact([{"op": "mutate", "table": "Logical_Switch", "where": where,
+                                "mutations": [["ports", "delete", chunk]]}])  # fmt: skip
+        self.transact([{"op": "delete", "table": "Logical_Switch", "where": where}])
 
     def close(self) -> None:
         """Close the connection."""

@@ -1,0 +1,119 @@
+"""The OVSDB JSON-RPC connection's own logic: framing, keep-alive while waiting, big messages.
+
+No server is needed: the tests play the peer of :class:`RpcConnection` over a
+socket pair and check what the client sends and when (the behaviour against a
+real ovsdb-server is covered by ``test_ovsdb*.py`` and the OVN scale sweep).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nbdb.backends.ovsdb.rpc import RpcConnection
+from nbdb.backends.ovsdb.transport import JsonFramer
+
+pytestmark = pytest.mark.timeout(60)
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet=st.sampled_from('ab{}[]"\\ \n:,é')),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.text(max_size=5), _JSON, max_size=4), min_size=1, max_size=5),
+    st.lists(st.integers(min_value=1, max_value=40), max_size=12),
+)
+def test_messages_come_out_whole_and_in_order_however_the_stream_is_cut(messages: list[Any], cuts: list[int]) -> None:
+    stream = b"".join(json.dumps(m).encode() for m in messages)
+    framer = JsonFramer()
+    out: list[Any] = []
+    start = 0
+    for size in [*cuts, len(stream)]:
+        chunk = stream[start : start + size]
+        start += len(chunk)
+        if chunk:
+            out += framer.feed(chunk)
+    out += framer.idle(force=True)
+    assert out == messages
+    assert framer.buffered == 0
+
+
+@pytest.fixture
+def peer() -> Iterator[tuple[RpcConnection, socket.socket, list[tuple[str, Any, bool]]]]:
+    """A client connection, the socket of its peer (the test), and the notifications it got."""
+    client, server = socket.socketpair()
+    client.setblocking(False)
+    got: list[tuple[str, Any, bool]] = []
+    rpc = RpcConnection(client, "peer", lambda method, params: got.append((method, params, gc.isenabled())), 1.0)
+    try:
+        yield rpc, server, got
+    finally:
+        rpc.close()
+        server.close()
+
+
+def _read(sock: socket.socket, seconds: float) -> list[Any]:
+    """What the client sent within ``seconds``."""
+    framer = JsonFramer()
+    out: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            break
+        out += framer.feed(data)
+    return out + framer.idle(force=True)
+
+
+def test_a_client_awaiting_a_long_reply_tells_the_server_it_lives(peer: Any) -> None:
+    # ovsdb-server drops a client silent for two of its probe intervals, and may itself take
+    # seconds to build a big monitor reply: the client must speak up while it waits.
+    rpc, server, _ = peer
+    call = rpc.request("monitor_cond_since", ["OVN_Northbound", "m", {}, "0"])
+    sent = _read(server, 1.6)  # the client's own probe (1 s) would drop a peer silent for 2 s
+    assert sent[0]["method"] == "monitor_cond_since"
+    echoes = [m for m in sent[1:] if m["method"] == "echo"]
+    assert len(echoes) >= 2, f"expected an echo every half probe interval, got {sent[1:]}"
+    server.sendall(json.dumps({"id": sent[0]["id"], "result": [False, "t", {}], "error": None}).encode())
+    assert call.wait(10) == [False, "t", {}]
+
+
+def test_an_idle_client_with_nothing_awaited_sends_nothing_before_its_probe(peer: Any) -> None:
+    _, server, _ = peer
+    assert _read(server, 0.8) == []
+
+
+def test_a_big_message_is_parsed_and_handled_with_the_collector_paused(peer: Any) -> None:
+    rpc, server, got = peer
+    rows = {f"{i:08d}": {"insert": {"name": f"p{i}", "external_ids": ["map", [["k", "v"]]]}} for i in range(30_000)}
+    big = {"id": None, "method": "update3", "params": ["m", "t1", {"Logical_Switch_Port": rows}]}
+    small = {"id": None, "method": "update3", "params": ["m", "t2", {}]}
+    payload = json.dumps(big).encode()
+    assert len(payload) > 2 << 20
+
+    threading.Thread(target=server.sendall, args=(payload,), daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.sendall(json.dumps(small).encode())  # after the big one was handled: a read of its own
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [(params[1], enabled) for _method, params, enabled in got] == [("t1", False), ("t2", True)]
+    assert len(got[0][1][2]["Logical_Switch_Port"]) == 30_000
+    assert gc.isenabled()
+    assert not rpc.closed.is_set()
