@@ -23,9 +23,10 @@ BACKENDS: dict[str, str | None] = {
 #: 35-40 MB message: the ``ovs`` IDL (ovsdbapp's too) answers no probe while it parses and
 #: applies it, and ovsdb-server's default 5 s probe drops it, again at every reconnect. OVN
 #: deployments of that size raise ``inactivity_probe`` on their NB ``Connection`` row
-#: (``ovn-nbctl --inactivity-probe=MS set-connection ...``); 60 s covers the IDL's 26 s load
-#: of 100,000 ports (it answers no echo before the end), with room for a busier host. Both
-#: sides talk to the same server, so both get it; nbdb still sends its own echoes while it loads.
+#: (``ovn-nbctl --inactivity-probe=MS set-connection ...``). 60 s, a hang-up after 120 s of
+#: silence, covers the IDL's 26-45 s load of 100,000 ports (it answers no echo before the end)
+#: with room for a busier host. Both sides talk to the same server, so both get it; nbdb still
+#: sends its own echoes while it loads.
 OVN_SCALE_PROBE_MS = 60_000
 #: The smallest OVN sweep size that gets :data:`OVN_SCALE_PROBE_MS` (10,000 ports load within the
 #: default probe on both sides; 100,000 do not).
