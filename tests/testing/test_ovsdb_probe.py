@@ -149,6 +149,13 @@ def test_probe_option_rejects_what_it_cannot_do(tmp_path: Path) -> None:
         server.stop()
 
 
+def _ovsdb_client(*args: str) -> str:
+    """Stdout of ``ovsdb-client --timeout=5 ARGS``."""
+    client = find_binary("ovsdb-client")
+    assert client is not None
+    return subprocess.run([client, "--timeout=5", *args], capture_output=True, text=True, timeout=10, check=True).stdout
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("listener", ["tls", "unix"])
 def test_probe_with_ssl_and_unix_listeners(server_factory: Callable[..., Server], listener: str) -> None:
@@ -156,29 +163,14 @@ def test_probe_with_ssl_and_unix_listeners(server_factory: Callable[..., Server]
     # for SSL) already proves that the listener the connection row names is up.
     server = server_factory("ovsdb", inactivity_probe_ms=30_000, **{listener: True})
     assert isinstance(server, OvsdbServer)
-    client = find_binary("ovsdb-client")
-    assert client is not None
     files = server.tls_files
     ssl = [] if files is None else [f"-p{files.client_key}", f"-c{files.client_cert}", f"-C{files.ca_cert}"]
     select = ["OVN_Northbound", {"op": "select", "table": "Connection", "where": []}]
-    reply = subprocess.run(
-        [client, "--timeout=5", *ssl, "transact", server.remotes.split(",")[0], json.dumps(select)],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    ).stdout
+    reply = _ovsdb_client(*ssl, "transact", server.remotes.split(",")[0], json.dumps(select))
     [rows] = [result["rows"] for result in json.loads(reply)]
     scheme = "pssl" if listener == "tls" else "ptcp"
     assert [(r["target"], r["inactivity_probe"]) for r in rows] == [(f"{scheme}:{server.port}:127.0.0.1", 30_000)]
     if listener == "unix":
         # The unix socket stays a command-line remote next to the row's listener.
-        socket_path = server.members[0].extra["unix"]
-        dbs = subprocess.run(
-            [client, "--timeout=5", "list-dbs", f"unix:{socket_path}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.split()
+        dbs = _ovsdb_client("list-dbs", f"unix:{server.members[0].extra['unix']}").split()
         assert "OVN_Northbound" in dbs
