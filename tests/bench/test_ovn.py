@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import io
+from contextlib import ExitStack
+from dataclasses import replace
 
-from nbdb.bench.config import SIZES
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nbdb.bench.config import OVN_SCALE_PROBE_FROM_PORTS, OVN_SCALE_PROBE_MS, SIZES, spawn_options
 from nbdb.bench.ovn.wire import RawNb
+from nbdb.bench.report import markdown, print_report
+from nbdb.bench.results import BenchResult
+from nbdb.bench.runner import resolve_targets
 from nbdb.bench.target import Target
 from nbdb.bench.workloads import GROUPS, ovn
 from nbdb.testing import Server
@@ -44,3 +53,49 @@ def test_the_sweep_measures_nbdb_the_ovs_idl_and_ovsdbapp(ovsdb_server: Server) 
             assert left == [], f"{table} rows left behind: {left[:3]}"
     finally:
         wire.close()
+
+
+@given(
+    backend=st.sampled_from(["ovsdb", "redis", "memory"]),
+    ports=st.lists(st.integers(min_value=1, max_value=1_000_000), min_size=1, max_size=4).map(tuple),
+    with_ovn=st.booleans(),
+)
+def test_only_an_ovn_sweep_at_scale_raises_the_spawned_servers_probe(
+    backend: str, ports: tuple[int, ...], with_ovn: bool
+) -> None:
+    sizes = replace(SIZES["quick"], ovn_ports=ports)
+    groups = ("crud", "ovn") if with_ovn else ("crud", "cache")
+    options = spawn_options(backend, sizes, groups)
+    if backend == "ovsdb" and with_ovn and max(ports) >= OVN_SCALE_PROBE_FROM_PORTS:
+        assert options == {"inactivity_probe_ms": OVN_SCALE_PROBE_MS}
+    else:
+        assert options == {}
+
+
+def test_the_quick_and_full_sweeps_probe_as_their_sizes_need() -> None:
+    # --quick stops at 10,000 ports (the default probe is enough); the full run reaches 100,000.
+    assert spawn_options("ovsdb", SIZES["quick"], ("ovn",)) == {}
+    assert spawn_options("ovsdb", SIZES["full"], ("ovn",)) == {"inactivity_probe_ms": OVN_SCALE_PROBE_MS}
+
+
+def test_a_spawned_server_gets_its_options_and_the_report_says_so() -> None:
+    result = BenchResult(meta={})
+    with ExitStack() as stack:
+        [target] = resolve_targets(
+            ["ovsdb"], {}, True, stack, result, server_options=lambda backend: {"inactivity_probe_ms": 45_000}
+        )
+        assert result.backends["ovsdb"]["server_options"] == {"inactivity_probe_ms": 45_000}
+        wire = RawNb(target.url)
+        try:
+            [reply] = wire.transact(
+                [{"op": "select", "table": "Connection", "where": [], "columns": ["inactivity_probe"]}]
+            )
+        finally:
+            wire.close()
+        assert [row["inactivity_probe"] for row in reply["rows"]] == [45_000]
+    out = io.StringIO()
+    print_report(result, out)
+    assert "ovsdb: the spawned server ran with inactivity_probe_ms=45000, for nbdb and the raw clients alike" in (
+        out.getvalue()
+    )
+    assert "### Server settings" in markdown(result, {})

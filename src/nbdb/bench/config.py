@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BACKENDS", "SIZES", "Sizes"]
+__all__ = ["BACKENDS", "OVN_SCALE_PROBE_FROM_PORTS", "OVN_SCALE_PROBE_MS", "SIZES", "Sizes", "spawn_options"]
 
 #: Every backend nbdb ships, in report order, with the harness server kind that runs it.
 BACKENDS: dict[str, str | None] = {
@@ -17,6 +17,20 @@ BACKENDS: dict[str, str | None] = {
     "cassandra": "cassandra",
     "hazelcast": "hazelcast",
 }
+
+#: The server-side inactivity probe (ms) of a spawned ovsdb-server when the OVN sweep reaches
+#: :data:`OVN_SCALE_PROBE_FROM_PORTS` ports. At 100,000 ports the initial monitor reply is a
+#: 35-40 MB message: the ``ovs`` IDL (ovsdbapp's too) answers no probe while it parses and
+#: applies it, and ovsdb-server's default 5 s probe drops it, again at every reconnect. OVN
+#: deployments of that size raise ``inactivity_probe`` on their NB ``Connection`` row
+#: (``ovn-nbctl --inactivity-probe=MS set-connection ...``). 60 s, a hang-up after 120 s of
+#: silence, covers the IDL's 26-45 s load of 100,000 ports (it answers no echo before the end)
+#: with room for a busier host. Both sides talk to the same server, so both get it; nbdb still
+#: sends its own echoes while it loads.
+OVN_SCALE_PROBE_MS = 60_000
+#: The smallest OVN sweep size that gets :data:`OVN_SCALE_PROBE_MS` (10,000 ports load within the
+#: default probe on both sides; 100,000 do not).
+OVN_SCALE_PROBE_FROM_PORTS = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +146,15 @@ SIZES: dict[str, Sizes] = {
         ovn_txns=30,
     ),
 }
+
+
+def spawn_options(backend: str, sizes: Sizes, groups: tuple[str, ...]) -> dict[str, Any]:
+    """Options of the server the bench spawns for ``backend`` when running ``groups`` at ``sizes``.
+
+    Only an OVN sweep reaching :data:`OVN_SCALE_PROBE_FROM_PORTS` ports changes anything: its
+    ovsdb-server gets the inactivity probe a deployment of that size has (the other workloads of
+    the run share that server; the probe only acts on idle connections).
+    """
+    if backend == "ovsdb" and "ovn" in groups and max(sizes.ovn_ports) >= OVN_SCALE_PROBE_FROM_PORTS:
+        return {"inactivity_probe_ms": OVN_SCALE_PROBE_MS}
+    return {}

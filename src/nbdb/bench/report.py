@@ -146,6 +146,15 @@ def _status_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def _setting_lines(result: BenchResult) -> list[str]:
+    """The non-default settings of the servers the bench spawned (nbdb and raw share each server)."""
+    return [
+        f"{name}: the spawned server ran with {option}={value}, for nbdb and the raw clients alike"
+        for name, info in result.backends.items()
+        for option, value in info.get("server_options", {}).items()
+    ]
+
+
 def print_report(result: BenchResult, out: IO[str]) -> None:
     """The table, the targets and the skipped backends, on a terminal (rich if installed)."""
     try:
@@ -175,7 +184,7 @@ def print_report(result: BenchResult, out: IO[str]) -> None:
         colour = {"yes": "green", "NO": "red"}.get(row[4], "")
         targets.add_row(*row[:4], f"[{colour}]{row[4]}[/]" if colour else row[4])
     console.print(targets)
-    for line in _status_lines(result):
+    for line in _setting_lines(result) + _status_lines(result):
         console.print(line, markup=False, highlight=False)
 
 
@@ -190,7 +199,7 @@ def _plain_table(headers: list[str], body: Iterable[list[str]]) -> str:
 def _print_plain(result: BenchResult, out: IO[str]) -> None:
     out.write(_plain_table(HEADERS, rows(result)) + "\n")
     out.write(_plain_table(TARGET_HEADERS, target_rows(result)) + "\n")
-    for line in _status_lines(result):
+    for line in _setting_lines(result) + _status_lines(result):
         out.write(line + "\n")
 
 
@@ -218,6 +227,9 @@ def markdown(result: BenchResult, images: dict[str, str]) -> str:
         "",
         _md_table(TARGET_HEADERS, target_rows(result)),
     ]
+    settings = _setting_lines(result)
+    if settings:
+        parts += ["### Server settings", "", *[f"- {line}" for line in settings], ""]
     status = _status_lines(result)
     if status:
         parts += ["### Not measured", "", *[f"- {line}" for line in status], ""]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import nbdb
-from nbdb.bench.config import BACKENDS, Sizes
+from nbdb.bench.config import BACKENDS, Sizes, spawn_options
 from nbdb.bench.raw import extra_baselines
 from nbdb.bench.results import BenchResult, PartialRun
 from nbdb.bench.target import Target
@@ -79,11 +79,13 @@ def resolve_targets(
     stack: ExitStack,
     result: BenchResult,
     notify: Progress | None = None,
+    server_options: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> list[Target]:
     """The backends that can be measured, starting harness servers with ``spawn``.
 
     Every backend that cannot be measured gets a ``skipped`` entry with its
-    reason in ``result.backends``. Servers started here stop when ``stack`` closes.
+    reason in ``result.backends``. Servers started here stop when ``stack`` closes;
+    ``server_options(backend)`` gives the options such a server starts with.
     """
     targets = []
     for name in backends:
@@ -95,6 +97,7 @@ def resolve_targets(
             continue
         url = urls.get(name)
         spawned = False
+        options: dict[str, Any] = {}
         if url is None and name == "memory":
             url = "memory://"
         if url is None and name == "sqlite":
@@ -109,10 +112,11 @@ def resolve_targets(
             if missing is not None:
                 result.backends[name] = {"status": "skipped", "reason": f"cannot spawn {kind}: {missing}"}
                 continue
+            options = dict(server_options(name)) if server_options is not None else options
             if notify is not None:
-                notify(f"starting a {kind} server")
+                notify(f"starting a {kind} server" + "".join(f", {k}={v}" for k, v in options.items()))
             try:
-                server = start_server(kind)
+                server = start_server(kind, **options)
             except Exception as exc:
                 result.backends[name] = {"status": "skipped", "reason": f"{kind} server did not start: {exc}"}
                 continue
@@ -143,6 +147,7 @@ def resolve_targets(
             "status": "ok",
             "url": redact(url),
             "spawned": spawned,
+            **({"server_options": options} if spawned and options else {}),
             "raw_baseline": target.raw_reason or "yes",
             "capabilities": capabilities,
         }
@@ -204,7 +209,10 @@ def run_bench(
     """
     result = BenchResult(meta=_meta(sizes, argv))
     with ExitStack() as stack:
-        targets = resolve_targets(backends, urls or {}, spawn, stack, result, notify)
+        names = tuple(g.name for g in groups)
+        targets = resolve_targets(
+            backends, urls or {}, spawn, stack, result, notify, lambda backend: spawn_options(backend, sizes, names)
+        )
         steps = plan(targets, sizes, groups)
         tick = progress(len(steps)) if progress is not None else None
         # A failed step is not run again in later rounds; other parameters of its group still are.

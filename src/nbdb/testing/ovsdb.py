@@ -39,6 +39,41 @@ def find_ovn_nb_schema() -> Path:
     )
 
 
+def _connection_table(schema: dict[str, Any]) -> tuple[str, str]:
+    """The root table and its ``connections`` column through which ``schema`` configures remotes.
+
+    OVN's databases keep their listeners in a ``Connection`` table referenced from the root
+    row (``NB_Global.connections``, ``SB_Global.connections``), which is what ``ovn-nbctl
+    set-connection`` writes and ``ovn-ctl`` points ``--remote=db:...`` at; a referenced
+    table needs ``target`` and ``inactivity_probe`` columns to carry a probe.
+    """
+    tables: dict[str, Any] = schema.get("tables", {})
+    for name, table in tables.items():
+        key = table.get("columns", {}).get("connections", {}).get("type", {}).get("key", {})
+        ref = key.get("refTable") if isinstance(key, dict) else None
+        if table.get("isRoot") and ref in tables and {"target", "inactivity_probe"} <= set(tables[ref]["columns"]):
+            return name, str(ref)
+    raise HarnessError(
+        f"schema {schema.get('name')!r} has no root table with a 'connections' column referencing "
+        "a table of 'target' and 'inactivity_probe': inactivity_probe_ms needs one (OVN NB or SB)"
+    )
+
+
+def _connection_ops(schema: dict[str, Any], target: str, probe_ms: int) -> list[Any]:
+    """An ``ovsdb-tool transact`` request writing one connection row for ``target`` with ``probe_ms``."""
+    root, connection = _connection_table(schema)
+    return [
+        schema["name"],
+        {
+            "op": "insert",
+            "table": connection,
+            "row": {"target": target, "inactivity_probe": probe_ms},
+            "uuid-name": "listener",
+        },
+        {"op": "insert", "table": root, "row": {"connections": ["named-uuid", "listener"]}},
+    ]
+
+
 def _server_argv(server_bin: str, databases: list[str], remotes: list[str], ctl: Path) -> list[str]:
     """An ``ovsdb-server`` command line: its databases (files or ``relay:`` sources), remotes and control socket."""
     return [server_bin, *databases, *remotes, f"--unixctl={ctl}", "--no-chdir", "-vconsole:info", "-vsyslog:off"]
@@ -66,6 +101,16 @@ class OvsdbServer(Server):
     forwarded to the leader) while :attr:`members_url` names the members. ``unix`` makes
     every member also listen on ``<member dir>/db.sock`` and :attr:`url` use the first
     one. ``model_schema`` works standalone and clustered (a second raft database).
+
+    ``inactivity_probe_ms`` sets the server-side inactivity probe of the client listener
+    (ovsdb-server's default is 5,000 ms: a client silent that long gets an echo request,
+    and is dropped if it stays silent as long again; 0 turns the probe off). It is set the
+    way an OVN deployment sets it: the listener is a row of the schema's ``Connection``
+    table referenced from the root row (``NB_Global.connections``), written before the
+    server starts, and the server reads its remotes from there
+    (``--remote=db:OVN_Northbound,NB_Global,connections``). The database therefore starts
+    with that root row and that connection row. Standalone servers of a schema with such a
+    table (OVN NB or SB) only; without it, nothing changes.
     """
 
     kind = "ovsdb"
@@ -76,7 +121,7 @@ class OvsdbServer(Server):
         ("ovs-appctl", "openvswitch-common"),
     )
     default_timeout = 30.0
-    option_names = ("schema", "database", "model_schema", "tls", "relays", "unix")
+    option_names = ("schema", "database", "model_schema", "tls", "relays", "unix", "inactivity_probe_ms")
 
     def __init__(
         self,
@@ -87,6 +132,7 @@ class OvsdbServer(Server):
         tls: bool = False,
         relays: int = 0,
         unix: bool = False,
+        inactivity_probe_ms: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,6 +142,9 @@ class OvsdbServer(Server):
         self.tls = tls
         self.relays_count = relays
         self.unix = unix
+        if inactivity_probe_ms is not None and inactivity_probe_ms < 0:
+            raise ValueError("inactivity_probe_ms must be >= 0 (0 turns the probe off)")
+        self.inactivity_probe_ms = inactivity_probe_ms
         self.relays: list[Member] = []
         """The relay servers (not raft members: :meth:`leader` and :meth:`followers` ignore them)."""
 
@@ -172,6 +221,8 @@ class OvsdbServer(Server):
         if not schema.is_file():
             raise HarnessError(f"schema file {schema} does not exist")
         self.schema = str(schema)
+        if self.inactivity_probe_ms is not None and (self.clustered or self.relays_count):
+            raise HarnessError("inactivity_probe_ms is supported on a standalone server without relays only")
         tool = self._tool("ovsdb-tool")
         self.database = run_tool([tool, "schema-name", str(schema)]).strip()
         if self.tls:
@@ -212,11 +263,10 @@ class OvsdbServer(Server):
                 raise HarnessError(f"ovsdb-tool failed: {exc.stderr.strip()}") from exc
             ctl = member_dir / "ovsdb.ctl"
             files = self.tls_files
-            if files is None:
-                remote = [f"--remote=ptcp:{ports[name]['client']}:127.0.0.1"]
-            else:
-                remote = [
-                    f"--remote=pssl:{ports[name]['client']}:127.0.0.1",
+            listener = f"{'pssl' if files else 'ptcp'}:{ports[name]['client']}:127.0.0.1"
+            remote = [f"--remote={self._listener_remote(db_file, schema, listener)}"]
+            if files is not None:
+                remote += [
                     f"--private-key={files.server_key}",
                     f"--certificate={files.server_cert}",
                     f"--ca-cert={files.ca_cert}",
@@ -238,6 +288,23 @@ class OvsdbServer(Server):
                 )
             )
         self._prepare_relays(server_bin)
+
+    def _listener_remote(self, db_file: Path, schema: Path, listener: str) -> str:
+        """The ``--remote`` of the client listener: itself, or with a probe the connection row naming it."""
+        if self.inactivity_probe_ms is None:
+            return listener
+        document = json.loads(schema.read_text())
+        ops = _connection_ops(document, listener, self.inactivity_probe_ms)
+        try:
+            reply = run_tool([self._tool("ovsdb-tool"), "transact", str(db_file), json.dumps(ops)])
+        except subprocess.CalledProcessError as exc:
+            raise HarnessError(f"ovsdb-tool transact failed: {exc.stderr.strip()}") from exc
+        # ovsdb-tool exits 0 when an operation fails: the error is in its reply.
+        failed = [r for r in json.loads(reply) if isinstance(r, dict) and "error" in r]
+        if failed:
+            raise HarnessError(f"cannot write the connection row: {failed}")
+        root, _ = _connection_table(document)
+        return f"db:{document['name']},{root},connections"
 
     def _prepare_relays(self, server_bin: str) -> None:
         """Relay servers whose source is every member (they follow the leader by themselves)."""
