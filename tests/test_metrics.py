@@ -34,7 +34,6 @@ def _value(registry: object, name: str, **labels: str) -> float:
 def test_concurrent_commits_are_all_counted(registry: object) -> None:
     threads, each = 4, 700  # more than one fold's worth (1,024) in all, and a remainder still pending
     with nbdb.connect("memory://") as db:
-
         first = db.create(LogicalSwitch(name="first"))
 
         def write(t: int) -> None:

@@ -92,8 +92,9 @@ def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] |
 
 def delete_of(obj: Model, if_exists: bool = False) -> Delete:
     """The compare-and-swap delete of a stored copy."""
-    return Delete(
-        obj.nbdb_table, obj.id, obj.topic, obj.version, obj.stored_refs(), if_exists, _keys(obj.stored_unique())
+    return _new_tuple(
+        Delete,
+        (obj.nbdb_table, obj.id, obj.topic, obj.version, obj.stored_refs(), if_exists, _keys(obj.stored_unique())),
     )
 
 

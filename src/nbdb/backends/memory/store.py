@@ -26,6 +26,7 @@ __all__ = ["DEFAULT_HISTORY", "MemoryStore", "UniqueSlot", "unique_slot"]
 DEFAULT_HISTORY = 10_000
 _NO_REFS: frozenset[RefKey] = frozenset()
 _FIRST = frozenset({0})
+_NONE: frozenset[int] = frozenset()
 _new_tuple = tuple.__new__
 """Builds a named tuple from its fields as its own ``__new__`` does, minus one Python call per record."""
 
@@ -76,13 +77,13 @@ class MemoryStore:
             version = self.check_one(op)
             if version is None:
                 return CommitResult(self.revision, [0], _FIRST)
-            return CommitResult(self.apply((op,), (version,)), [version])
+            return _new_tuple(CommitResult, (self.apply((op,), (version,)), [version], _NONE))
         if not ops:
             return CommitResult(self.revision, [])
         if self.creates_ok(ops):
             # A batch of new objects breaking no rule (the common transaction): checked in one pass.
             versions = [1] * len(ops)
-            return CommitResult(self.apply(ops, versions), versions)
+            return _new_tuple(CommitResult, (self.apply(ops, versions), versions, _NONE))
         applied, versions = self.check(ops)
         revision = self.apply(applied, versions) if applied else self.revision
         if len(applied) == len(ops):
@@ -372,6 +373,7 @@ class MemoryStore:
                         del referrers[target]
             return refs - old
         return refs
+
 
 def _reap(ref: weakref.ReferenceType[MemoryStore]) -> None:
     """The expiry thread of a store: deletes expired objects (watchers see it) until none expire."""
