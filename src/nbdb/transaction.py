@@ -133,9 +133,10 @@ class Transaction:
                 else:
                     result, revision = db._commit(ops, self._fence)
                     self.revision = revision
+                    stamp = db._stamp(result.revision)
                     for step, version in zip(live, result.versions, strict=True):
                         if step.planned is not None:
-                            step.result = as_stored(step.planned, version, revision)
+                            step.result = as_stored(step.planned, version, stamp)
                     for step in live:
                         if isinstance(step.op, Mutate) and step.mutation is not None:
                             # Applied by the store to what it held: read what that made.
