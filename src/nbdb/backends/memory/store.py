@@ -77,13 +77,14 @@ class MemoryStore:
             version = self.check_one(op)
             if version is None:
                 return CommitResult(self.revision, [0], _FIRST)
-            return _new_tuple(CommitResult, (self.apply((op,), (version,)), [version], _NONE))
+            created = type(op) is Put and op.expect_version == 0
+            return _new_tuple(CommitResult, (self.apply((op,), (version,), created), [version], _NONE))
         if not ops:
             return CommitResult(self.revision, [])
         if self.creates_ok(ops):
             # A batch of new objects breaking no rule (the common transaction): checked in one pass.
             versions = [1] * len(ops)
-            return _new_tuple(CommitResult, (self.apply(ops, versions), versions, _NONE))
+            return _new_tuple(CommitResult, (self.apply(ops, versions, True), versions, _NONE))
         applied, versions = self.check(ops)
         revision = self.apply(applied, versions) if applied else self.revision
         if len(applied) == len(ops):
@@ -123,7 +124,7 @@ class MemoryStore:
             if op.unique:
                 uniques = self.uniques
                 for key in op.unique:
-                    owner = uniques.get(unique_slot(op.table, key))
+                    owner = uniques.get((op.table, key[0], key[1]))  # unique_slot, inlined (hot)
                     if owner is not None and owner is not op.id and owner != op.id:
                         raise rules.unique_taken(op.table, key.field, key.value, owner)
             return version
@@ -247,8 +248,8 @@ class MemoryStore:
                     raise rules.unique_taken(op.table, key.field, key.value, owner)
                 claimed[slot] = op.id
 
-    def apply(self, ops: Sequence[WriteOp], versions: Sequence[int]) -> int:
-        """Write a checked commit at the next revision."""
+    def apply(self, ops: Sequence[WriteOp], versions: Sequence[int], created: bool = False) -> int:
+        """Write a checked commit at the next revision (``created``: it only creates objects)."""
         self.revision += 1
         rev = self.revision
         history = self.history
@@ -256,7 +257,7 @@ class MemoryStore:
         referrers, stored_refs, held = self.referrers, self.refs, self.held
         for op, version in zip(ops, versions, strict=True):
             me = (op.table, op.id)
-            old = records.get(me)
+            old = None if created else records.get(me)
             part = parts.get((op.topic, op.table))
             if part is None:
                 part = parts[(op.topic, op.table)] = {}
