@@ -28,7 +28,7 @@ from nbdb.codec import bulk, decode
 from nbdb.hub import WatchHub
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
-from nbdb.revision import Revision
+from nbdb.revision import GLOBAL_SCOPE, Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, UniqueKey, WriteOp
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
@@ -122,7 +122,20 @@ class Database:
     def _commit(
         self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None
     ) -> tuple[CommitResult, Revision]:
-        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision.
+        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
+        result = self._commit_ops(ops, fence)
+        return result, Revision(result.revision, self._scope)
+
+    def _stamp(self, revision: int) -> int:
+        """How a stored copy keeps the revision of its commit (see :meth:`nbdb.models.base.Model.committed_at`).
+
+        A plain int on backends of one global sequence (no Revision to build
+        and convert back on every write), the scoped Revision otherwise.
+        """
+        return revision if self._scope is GLOBAL_SCOPE else Revision(revision, self._scope)
+
+    def _commit_ops(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> CommitResult:
+        """Commit ``ops`` (fenced on a held lock if ``fence``).
 
         Mutate ops (only for a backend that ``handles_mutations``) go to its
         ``commit_mutations``.
@@ -145,10 +158,8 @@ class Database:
             commit = lambda ops: backend.commit_fenced(ops, fence)  # noqa: E731
 
         if self._metrics is None:
-            result = commit(ops)
-        else:
-            result = self._metrics.commit(commit, ops, self._commit_times)
-        return result, Revision(result.revision, self._scope)
+            return commit(ops)
+        return self._metrics.commit(commit, ops, self._commit_times)
 
     # ---------------------------------------------------------------- checks
 
@@ -222,7 +233,7 @@ class Database:
         put, planned = put_of(obj, 0, ttl)
         for _attempt in range(_MAY_EXIST_ATTEMPTS):
             try:
-                result, revision = self._commit([put], fence)
+                result = self._commit_ops([put], fence)
             except errors.UniqueViolationError as exc:
                 if not may_exist or exc.existing is None:
                     raise
@@ -230,7 +241,7 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            return as_stored(planned, result.versions[0], revision)
+            return as_stored(planned, result.versions[0], self._stamp(result.revision))
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def check_model(self, model: type[Model]) -> None:
@@ -283,8 +294,8 @@ class Database:
         """
         obj = self._checked_stored(obj)
         put, planned = put_of(obj, obj.version)
-        result, revision = self._commit([put], fence)
-        return as_stored(planned, result.versions[0], revision)
+        result = self._commit_ops([put], fence)
+        return as_stored(planned, result.versions[0], self._stamp(result.revision))
 
     def mutate(
         self,
