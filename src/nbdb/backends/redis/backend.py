@@ -21,6 +21,10 @@ from nbdb.backends.redis.lua import (
     COMMIT_LUA,
     COMMIT_TOKEN_TTL_MS,
     COMPACT_LUA,
+    FORMAT,
+    FORMAT_LUA,
+    HEAD_LUA,
+    LOG_READ_LUA,
     RANGE_LUA,
     REFRESH_LUA,
     RELEASE_LUA,
@@ -90,6 +94,9 @@ class RedisBackend(ChangeLogBackend):
         self._void_script = self._client.register_script(VOID_LUA)
         self._acquire_script = self._client.register_script(ACQUIRE_LUA)
         self._allocate_script = self._client.register_script(ALLOCATE_LUA)
+        self._head_script = self._client.register_script(HEAD_LUA)
+        self.log_read_script = self._client.register_script(LOG_READ_LUA)
+        """The watchers' read (see LOG_READ_LUA); each reader runs it on its own connection."""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -101,10 +108,37 @@ class RedisBackend(ChangeLogBackend):
         backend = cls(parse_url(url, options))
         try:
             backend._run(backend._client.ping)
+            backend._check_format()
         except BaseException:
             backend.close()
             raise
         return backend
+
+    def _check_format(self) -> None:
+        """Mark an empty namespace with this version's stored format; refuse one written in another.
+
+        Reading another format would misread it silently (format 1 keeps the
+        head and the commit log elsewhere), so it is an error at connect.
+        """
+        found = _s(self._run(lambda: self._client.eval(FORMAT_LUA, 0, self.root, FORMAT)))
+        if found == FORMAT:
+            return
+        where = f"namespace {self.config.namespace!r} (keys {self.root}*)"
+        if found == "1":
+            raise errors.StoredFormatError(
+                f"redis: {where} holds nbdb's stored format 1 (written by an nbdb before format {FORMAT}), "
+                f"which this version does not read. Fix: with the nbdb that wrote it, `nbdb dump` the data to a "
+                f"file, then `nbdb load` it with this version into a new namespace (or into this one once its "
+                f"keys are deleted); see docs/backends/redis.md, 'Stored format'",
+                found=found,
+                expected=FORMAT,
+            )
+        raise errors.StoredFormatError(
+            f"redis: {where} holds stored format {found!r}, not {FORMAT!r}: it was written by another nbdb "
+            "version. Fix: connect with that version (upgrade nbdb), or use another namespace",
+            found=found,
+            expected=FORMAT,
+        )
 
     def _run(self, call: Callable[[], T], *, write: bool = False) -> T:
         if self._closed:
@@ -193,13 +227,12 @@ class RedisBackend(ChangeLogBackend):
 
         def call() -> list[Any]:
             pipe = self._client.pipeline(transaction=True)
-            pipe.hmget(root + "head", "r", "t")
-            pipe.xrange(root + "clog", f"{since}-0", f"{since}-0")
-            pipe.xrange(root + "clog", "-", "+", count=1)
+            pipe.xrange(root + "log", f"{since}-0", f"{since}-0")
+            pipe.xrange(root + "log", "-", "+", count=1)
             pipe.xrange(root + "log", f"{since + 1}-0", "+")
             return list(pipe.execute())
 
-        (head_r, head_t), anchor, first, entries = self._run(call)
+        anchor, first, entries = self._run(call)
         if since > 0 and not (anchor and _s(anchor[0][1][b"t"]) == token):
             return None
         if since == 0 and first and first[0][0] != b"1-0":
@@ -213,7 +246,8 @@ class RedisBackend(ChangeLogBackend):
                     state[change.key] = (
                         None if change.value is None else KeyValue(change.key, change.value, change.version, revision)
                     )
-        head = int(head_r or 0)
+        # 'log' holds every commit: its last entry is the head.
+        head, head_t = (int(entries[-1][0].split(b"-")[0]), entries[-1][1][b"t"]) if entries else (since, None)
         if head_t is not None:
             self.remember_token(head, _s(head_t))
         return sorted((kv for kv in state.values() if kv is not None), key=lambda kv: kv.key), head
@@ -233,9 +267,9 @@ class RedisBackend(ChangeLogBackend):
         return True
 
     def revision_now(self) -> int:
-        r, t = self._run(lambda: self._client.hmget(self.root + "head", "r", "t"))
-        revision = int(r or 0)
-        if t is not None:
+        r, t = self._run(lambda: self._head_script(args=[self.root]))
+        revision = int(r)
+        if t:
             self.remember_token(revision, _s(t))
         return revision
 

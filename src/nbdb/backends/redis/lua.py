@@ -12,6 +12,10 @@ __all__ = [
     "COMMIT_LUA",
     "COMMIT_TOKEN_TTL_MS",
     "COMPACT_LUA",
+    "FORMAT",
+    "FORMAT_LUA",
+    "HEAD_LUA",
+    "LOG_READ_LUA",
     "RANGE_LUA",
     "REFRESH_LUA",
     "RELEASE_LUA",
@@ -20,6 +24,14 @@ __all__ = [
 
 COMMIT_TOKEN_TTL_MS = 600_000
 """How long a commit token is kept: longer than any retry of its commit."""
+
+FORMAT = "2"
+"""The stored format these scripts read and write (the namespace's ``fmt`` key).
+
+1 (no ``fmt`` key; nbdb before format 2): a ``head`` hash, a ``clog`` stream of
+every commit's token beside ``log``. 2: a ``rev`` counter, and ``log`` holds
+every commit (the commit log and the change log of all objects in one).
+"""
 
 
 # Helpers shared by the scripts. P is the root of the namespace's keys.
@@ -33,6 +45,19 @@ local function split(path)
   local pos = body:match('^.*()/')
   if pos then return body:sub(1, pos), body:sub(pos + 1) .. trail end
   return '', body .. trail
+end
+-- The head: the revision and token of the last commit, the last entry of 'log'
+-- (every commit appends one); 'rev' if the log was trimmed empty or deleted.
+local function head()
+  local top = redis.call('XREVRANGE', P .. 'log', '+', '-', 'COUNT', 1)[1]
+  if top then
+    local f = top[2]
+    for i = 1, #f, 2 do
+      if f[i] == 't' then return tonumber(top[1]:match('^(%d+)')), f[i + 1] end
+    end
+    return tonumber(top[1]:match('^(%d+)')), ''
+  end
+  return tonumber(redis.call('GET', P .. 'rev')) or 0, ''
 end
 local function walk(prefix, fn)
   local pos = prefix:match('^.*()/')
@@ -164,16 +189,20 @@ for _, d in ipairs(dels) do
   end
 end
 
--- The revision: the head's, or the commit log's if the head was deleted.
-local rev = tonumber(redis.call('HGET', P .. 'head', 'r'))
-if not rev then
-  local top = redis.call('XREVRANGE', P .. 'clog', '+', '-', 'COUNT', 1)[1]
-  rev = top and tonumber(top[1]:match('^(%d+)')) or 0
+-- The revision: one INCR. A counter that starts again at 1 (deleted, or a server that lost
+-- it) continues after the log's last entry instead (stream ids must grow).
+local rev = redis.call('INCR', P .. 'rev')
+if rev == 1 then
+  local top = redis.call('XREVRANGE', P .. 'log', '+', '-', 'COUNT', 1)[1]
+  local last = top and tonumber(top[1]:match('^(%d+)')) or 0
+  if last >= rev then
+    rev = last + 1
+    redis.call('SET', P .. 'rev', rev)
+  end
 end
-rev = rev + 1
 
 -- Pass 2: write keys, and the directories of the keys that are ever ranged.
-local dirs, ndirs = {}, 0
+local dirs, ndirs, made = {}, 0, {}
 for _, c in ipairs(changes) do
   local key, root = c[1], c[6]
   if c[2] then
@@ -187,7 +216,11 @@ for _, c in ipairs(changes) do
       local d, name = split(path)
       local dk = P .. 'd:' .. d
       if c[2] then
-        if redis.call('SADD', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 1 then break end
+        -- A directory this commit already added to exists, and so do its ancestors (puts
+        -- come before deletes): no SCARD for the second key of a table in a transaction.
+        if redis.call('SADD', dk, name) == 0 or made[dk] or #d <= root then break end
+        made[dk] = true
+        if redis.call('SCARD', dk) > 1 then break end
       else
         if redis.call('SREM', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 0 then break end
       end
@@ -216,7 +249,8 @@ if ndirs > 0 then
   redis.call('HSET', P .. 'dmr', unpack(args))
 end
 
--- The change feed: the commit log, the log of all objects, one log per topic.
+-- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
+-- and one per touched topic in that topic's log.
 local function enc(s)
   if not s then return struct.pack('>i4', -1) end
   return struct.pack('>i4', #s) .. s
@@ -234,14 +268,15 @@ for _, c in ipairs(changes) do
   end
 end
 local id = rev .. '-0'
-redis.call('XADD', P .. 'clog', 'MAXLEN', '~', history, id, 't', token)
--- Change logs keep at least what the commit log keeps (its revisions are dense,
--- and it keeps at least ``history`` entries): a watcher whose anchor is still in
--- the commit log finds every later entry.
-local first = math.max(rev - history, 0) .. '-0'
 if #all > 0 then
-  redis.call('XADD', P .. 'log', 'MINID', '~', first, id, 't', token, 'c', table.concat(all))
+  redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', table.concat(all))
+else
+  redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token)
 end
+-- Topic logs keep at least what 'log' keeps (its revisions are dense, and it keeps
+-- at least ``history`` entries): a watcher whose anchor is still in 'log' finds
+-- every later entry of its topics.
+local first = math.max(rev - history, 0) .. '-0'
 for topic, recs in pairs(topics) do
   local name, c = P .. 'log:' .. topic, table.concat(recs)
   -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
@@ -250,7 +285,6 @@ for topic, recs in pairs(topics) do
     redis.call('SADD', P .. 'logs', topic)
   end
 end
-redis.call('HSET', P .. 'head', 'r', rev, 't', token)
 redis.call('SET', P .. 'ct:' .. token, rev, 'PX', __TTL__)
 return {1, rev}
 """
@@ -270,11 +304,11 @@ for j = 3, #ARGV do
     if not seen[k] then seen[k] = true; keys[#keys + 1] = k end
   end)
 end
-local h = redis.call('HMGET', P .. 'head', 'r', 't')
+local hr, ht = head()
 local out = {}
 if #keys > limit then
   for _, k in ipairs(keys) do pack(out, k) end
-  return {tonumber(h[1]) or 0, h[2] or '', 0, table.concat(out)}
+  return {hr, ht, 0, table.concat(out)}
 end
 for _, k in ipairs(keys) do
   local v = redis.call('HMGET', P .. 'k:' .. k, 'v', 'n', 'm')
@@ -283,7 +317,7 @@ for _, k in ipairs(keys) do
   pack(out, v[2])
   pack(out, v[3])
 end
-return {tonumber(h[1]) or 0, h[2] or '', 1, table.concat(out)}
+return {hr, ht, 1, table.concat(out)}
 """
 )
 
@@ -291,7 +325,6 @@ return {tonumber(h[1]) or 0, h[2] or '', 1, table.concat(out)}
 COMPACT_LUA = r"""
 local P = ARGV[1]
 local min = ARGV[2] .. '-0'
-redis.call('XTRIM', P .. 'clog', 'MINID', min)
 redis.call('XTRIM', P .. 'log', 'MINID', min)
 for _, topic in ipairs(redis.call('SMEMBERS', P .. 'logs')) do
   redis.call('XTRIM', P .. 'log:' .. topic, 'MINID', min)
@@ -345,3 +378,59 @@ RELEASE_LUA = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# ARGV: P, format.  The namespace's stored format: marks an empty (or format 2)
+# namespace with ``format`` and returns it; '1' for data of the format before
+# the marker (its 'head' or 'clog'), which this version must not read.
+FORMAT_LUA = r"""
+local P = ARGV[1]
+local f = redis.call('GET', P .. 'fmt')
+if f then return f end
+if redis.call('EXISTS', P .. 'head', P .. 'clog') > 0 then return '1' end
+redis.call('SET', P .. 'fmt', ARGV[2])
+return ARGV[2]
+"""
+
+# ARGV: P.  {revision, token} of the last commit.
+HEAD_LUA = (
+    _LUA_PRELUDE
+    + r"""
+local r, t = head()
+return {r, t}
+"""
+)
+
+# ARGV: P, after, limit, log*.  One atomic read for a watcher: {head, head token,
+# anchor, entries}. ``anchor`` is the token 'log' holds for revision ``after``
+# (nil if none); for ``after`` 0, '' if 'log' still starts at revision 1 (or
+# nothing was committed yet), else nil. ``entries`` is XREAD's reply for the logs
+# after ``after`` (at most ``limit`` each). A script, not a MULTI, so that only
+# the tokens of the head's and the anchor's entries travel, not their changes
+# (they may be another topic's).
+LOG_READ_LUA = (
+    _LUA_PRELUDE
+    + r"""
+local after = tonumber(ARGV[2])
+local hr, ht = head()
+local anchor = false
+if after > 0 then
+  local e = redis.call('XRANGE', P .. 'log', after .. '-0', after .. '-0')[1]
+  if e then
+    local f = e[2]
+    for i = 1, #f, 2 do
+      if f[i] == 't' then anchor = f[i + 1] end
+    end
+  end
+else
+  local e = redis.call('XRANGE', P .. 'log', '-', '+', 'COUNT', 1)[1]
+  if (not e and hr == 0) or (e and e[1] == '1-0') then anchor = '' end
+end
+local args, n = {'COUNT', ARGV[3], 'STREAMS'}, #ARGV - 3
+for j = 1, n do
+  args[3 + j] = ARGV[3 + j]
+  args[3 + n + j] = after .. '-0'
+end
+local entries = redis.call('XREAD', unpack(args))
+return {hr, ht, anchor, entries}
+"""
+)
