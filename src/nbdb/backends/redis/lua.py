@@ -39,6 +39,18 @@ every commit (the commit log and the change log of all objects in one).
 # range never needs KEYS or a SCAN of the whole database.
 _LUA_PRELUDE = r"""
 local P = ARGV[1]
+-- Where a family key is stored: {hash, value field, version field, revision field, topic}.
+-- An object key o/<topic>/<table>/<id> lives in its index key's hash (k:i/<table>/<id>) as
+-- the fields ov, on, om and ot (its topic: the hash answers only for that topic), so that
+-- the object and its index are one hash (read once, written once); any other key is its
+-- own hash k:<key> of v, n, m.
+local function loc(key)
+  if key:sub(1, 2) == 'o/' then
+    local topic, tbl, id = key:match('^o/(.*)/([^/]+)/([^/]+)$')
+    if topic then return P .. 'k:i/' .. tbl .. '/' .. id, 'ov', 'on', 'om', topic end
+  end
+  return P .. 'k:' .. key, 'v', 'n', 'm', false
+end
 local function split(path)
   local body, trail = path, ''
   if body:sub(-1) == '/' then body = body:sub(1, -2); trail = '/' end
@@ -142,12 +154,22 @@ end
 -- Every key's previous state is read once (HMGET), for its condition and for its
 -- change record alike, and before anything is written, so that a failing read (a
 -- foreign key of the wrong type) aborts with nothing written.
-local cur, changes = {}, {}
+local cur, changes, rows = {}, {}, {}
 local function load(key)
   local s = cur[key]
   if s == nil then
-    local old = redis.call('HMGET', P .. 'k:' .. key, 'v', 'n')
-    if old[2] then s = {old[1], tonumber(old[2])} else s = false end
+    local h, _, _, _, topic = loc(key)
+    -- One HMGET per hash serves an object and its index alike.
+    local r = rows[h]
+    if r == nil then
+      r = redis.call('HMGET', h, 'v', 'n', 'ov', 'on', 'ot')
+      rows[h] = r
+    end
+    if not topic then
+      s = r[2] and {r[1], tonumber(r[2])} or false
+    else
+      s = (r[4] and r[5] == topic) and {r[3], tonumber(r[4])} or false
+    end
     cur[key] = s
   end
   return s
@@ -160,7 +182,12 @@ for _, c in ipairs(conds) do
     if (s and s[2] or 0) ~= tonumber(b) then return {0} end
   elseif kind == 'e' then
     if cur[a] == nil then
-      if redis.call('EXISTS', P .. 'k:' .. a) == 0 then return {0} end
+      local h, _, vf, _, topic = loc(a)
+      if topic then
+        if redis.call('HGET', h, 'ot') ~= topic then return {0} end
+      elseif redis.call('HEXISTS', h, vf) == 0 then
+        return {0}
+      end
     elseif not cur[a] then
       return {0}
     end
@@ -169,17 +196,24 @@ for _, c in ipairs(conds) do
   else
     local since = tonumber(b)
     local ok = walk(a, function(key)
-      return (tonumber(redis.call('HGET', P .. 'k:' .. key, 'm')) or 0) <= since
+      local h, _, _, mf, topic = loc(key)
+      local r = redis.call('HMGET', h, mf, 'ot')
+      return topic and r[2] ~= topic or (tonumber(r[1]) or 0) <= since
     end)
     if not ok then return {0} end
   end
 end
 
+local dropped = {}
+for _, d in ipairs(dels) do dropped[d[1]] = true end
 for _, kv in ipairs(puts) do
-  local s = load(kv[1])
-  local ver = s and (s[2] + 1) or 1
-  changes[#changes + 1] = {kv[1], kv[2], ver, s and s[1] or false, s and s[2] or 0, kv[3]}
-  cur[kv[1]] = {kv[2], ver}
+  -- A key both put and deleted ends deleted (as in every other store of the family).
+  if not dropped[kv[1]] then
+    local s = load(kv[1])
+    local ver = s and (s[2] + 1) or 1
+    changes[#changes + 1] = {kv[1], kv[2], ver, s and s[1] or false, s and s[2] or 0, kv[3]}
+    cur[kv[1]] = {kv[2], ver}
+  end
 end
 for _, d in ipairs(dels) do
   local s = load(d[1])
@@ -203,12 +237,21 @@ end
 
 -- Pass 2: write keys, and the directories of the keys that are ever ranged.
 local dirs, ndirs, made = {}, 0, {}
+local hashes, sets, unsets = {}, {}, {}
 for _, c in ipairs(changes) do
   local key, root = c[1], c[6]
+  local h, vf, nf, mf, topic = loc(key)
+  if not sets[h] then
+    hashes[#hashes + 1] = h
+    sets[h], unsets[h] = {}, {}
+  end
+  local t = c[2] and sets[h] or unsets[h]
   if c[2] then
-    redis.call('HSET', P .. 'k:' .. key, 'v', c[2], 'n', c[3], 'm', rev)
+    t[#t + 1] = vf; t[#t + 1] = c[2]; t[#t + 1] = nf; t[#t + 1] = c[3]; t[#t + 1] = mf; t[#t + 1] = rev
+    if topic then t[#t + 1] = 'ot'; t[#t + 1] = topic end
   else
-    redis.call('DEL', P .. 'k:' .. key)
+    t[#t + 1] = vf; t[#t + 1] = nf; t[#t + 1] = mf
+    if topic then t[#t + 1] = 'ot' end
   end
   if root >= 0 and (c[5] == 0 or not c[2]) then
     local path = key
@@ -239,6 +282,11 @@ for _, c in ipairs(changes) do
       path = split(path)
     end
   end
+end
+-- One write per hash (an object and its index share one); an emptied hash is removed by Redis.
+for _, h in ipairs(hashes) do
+  if #unsets[h] > 0 then redis.call('HDEL', h, unpack(unsets[h])) end
+  if #sets[h] > 0 then redis.call('HSET', h, unpack(sets[h])) end
 end
 if ndirs > 0 then
   local args = {}
@@ -311,7 +359,9 @@ if #keys > limit then
   return {hr, ht, 0, table.concat(out)}
 end
 for _, k in ipairs(keys) do
-  local v = redis.call('HMGET', P .. 'k:' .. k, 'v', 'n', 'm')
+  local h, vf, nf, mf, topic = loc(k)
+  local v = redis.call('HMGET', h, vf, nf, mf, 'ot')
+  if topic and v[4] ~= topic then v = {} end
   pack(out, k)
   pack(out, v[1])
   pack(out, v[2])
