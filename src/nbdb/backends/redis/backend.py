@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -150,12 +151,23 @@ class RedisBackend(ChangeLogBackend):
     def _where(self, key: str) -> tuple[str, tuple[str, ...], bytes | None]:
         """A family key's hash, the fields to read, and the topic an object key needs (``loc`` in the scripts)."""
         if key.startswith("o/"):
-            parts = key[2:].rsplit("/", 2)
+            parts = key[2:].split("/")
             if len(parts) == 3 and parts[1] and parts[2]:
                 return f"{self.root}k:i/{parts[1]}/{parts[2]}", _OBJECT_FIELDS, parts[0].encode()
+        elif key.startswith("r/") and (grouped := _REFERRER.fullmatch(key)):
+            return f"{self.root}k:{grouped[1]}", (grouped[2],), _GROUPED
         return self.root + "k:" + key, _KEY_FIELDS, None
 
     def _kv(self, key: str, fields: Sequence[Any], topic: bytes | None = None) -> KeyValue | None:
+        if topic is _GROUPED:
+            packed = fields[0]
+            if packed is None:
+                return None
+            try:
+                version, mod = _GROUP_HEADER.unpack_from(packed)
+            except struct.error:
+                raise errors.CorruptRecordError(f"key {key!r} has a damaged version", key=key) from None
+            return KeyValue(key, packed[_GROUP_HEADER.size :], version, mod)
         value, version, mod = fields[:3]
         if version is None or (topic is not None and fields[3] != topic):
             return None
@@ -467,6 +479,17 @@ class RedisBackend(ChangeLogBackend):
         self.connector.close()
 
 
+_REFERRER = re.compile(r"(r/[^/]+/[^/]+/)(.+)", re.S)
+"""A reverse reference: its target's hash and its field in it (see ``group`` in the scripts)."""
+
+
+class _Grouped(bytes):
+    """The type of :data:`_GROUPED` (no topic's bytes are ever one)."""
+
+
+_GROUPED = _Grouped()
+"""The ``topic`` that marks a reverse reference's field (its value packs version and revision)."""
+_GROUP_HEADER = struct.Struct(">ii")
 _KEY_FIELDS = ("v", "n", "m")
 _OBJECT_FIELDS = ("ov", "on", "om", "ot")
 """An object's fields in its index key's hash (see ``loc`` in the scripts), and its topic."""
