@@ -333,6 +333,31 @@ def test_revisions_continue_after_the_log_when_the_counter_is_lost(db: nbdb.Data
         client.close()
 
 
+def test_revisions_past_32_bits_keep_reverse_references_exact(db: nbdb.Database) -> None:
+    """A long-lived namespace passes 2**31 commits: a reverse reference's packed revision must not wrap."""
+    import redis
+
+    backend = backend_of(db)
+    db.create(LogicalSwitch(name="warm"))
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        client.set(backend.root + "rev", 2**32 + 5)  # as the counter stands after ~4 billion commits
+    finally:
+        client.close()
+    sw = db.create(LogicalSwitch(name="s"))
+    port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+    revision = db.list(LogicalSwitchPort).revision
+    assert revision > 2**32
+    (referrer,) = [kv for kv in backend.range_keys([f"r/{LogicalSwitch.nbdb_table}/{sw.id}/"])[0]]
+    assert referrer.mod_revision == revision  # the port's commit, not a wrapped 32-bit remainder
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(sw)
+    with db.watch(LogicalSwitchPort, since=revision) as watch:
+        db.update(port.replace(up=True))
+        (event,) = watch.poll(5)
+        assert event.revision == revision + 1 and event.object.up
+
+
 @pytest.mark.timeout(30)
 def test_retried_commit_is_applied_once_and_a_voided_one_never(db: nbdb.Database) -> None:
     backend = backend_of(db)

@@ -489,7 +489,7 @@ class _Grouped(bytes):
 
 _GROUPED = _Grouped()
 """The ``topic`` that marks a reverse reference's field (its value packs version and revision)."""
-_GROUP_HEADER = struct.Struct(">ii")
+_GROUP_HEADER = struct.Struct(">iq")  # a revision outgrows 32 bits (2^31 commits: weeks at 1,000/s)
 _KEY_FIELDS = ("v", "n", "m")
 _OBJECT_FIELDS = ("ov", "on", "om", "ot")
 """An object's fields in its index key's hash (see ``loc`` in the scripts), and its topic."""

@@ -54,7 +54,7 @@ local function loc(key)
   return P .. 'k:' .. key, 'v', 'n', 'm', false
 end
 -- A reverse reference r/<table>/<id>/<rest> is the field <rest> of one hash per target,
--- k:r/<table>/<id>/, whose value packs the version and revision (>i4 >i4) before the bytes:
+-- k:r/<table>/<id>/, whose value packs the version and revision (>i4 >i8) before the bytes:
 -- a target's referrers are read, checked, listed and written with one call each, and need
 -- no directory sets. group(path) of a key or a prefix: the hash, the field (or the field
 -- prefix) and the target's prefix; nil for any other path.
@@ -70,7 +70,7 @@ local function gkey(key)
 end
 local function ungroup(packed)  -- {value, version, revision}, or nil
   if not packed then return nil end
-  local n, m, at = struct.unpack('>i4>i4', packed)
+  local n, m, at = struct.unpack('>i4>i8', packed)
   return {packed:sub(at), n, m}
 end
 local function split(path)
@@ -307,7 +307,7 @@ for _, c in ipairs(changes) do
   if gh then
     root = -1  -- the hash is the directory
     t[#t + 1] = gf
-    if c[2] then t[#t + 1] = struct.pack('>i4>i4', c[3], rev) .. c[2] end
+    if c[2] then t[#t + 1] = struct.pack('>i4>i8', c[3], rev) .. c[2] end
   elseif c[2] then
     t[#t + 1] = vf; t[#t + 1] = c[2]; t[#t + 1] = nf; t[#t + 1] = c[3]; t[#t + 1] = mf; t[#t + 1] = rev
     if topic then t[#t + 1] = 'ot'; t[#t + 1] = topic end
