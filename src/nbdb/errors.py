@@ -21,6 +21,7 @@ __all__ = [
     "NbdbError",
     "NotFoundError",
     "ReferenceError",
+    "StoredFormatError",
     "UniqueViolationError",
     "UnsupportedError",
     "ValidationError",
@@ -115,6 +116,21 @@ class CorruptRecordError(NbdbError):
         super().__init__(message)
         self.table = table
         self.key = key
+
+
+class StoredFormatError(NbdbError):
+    """The server holds data in a stored format this version of nbdb does not read.
+
+    Raised at connect, before anything is read or written: reading another
+    format would misread it silently. The message names the fix (the version
+    that reads it, or how to move the data). ``found`` and ``expected`` name
+    the formats.
+    """
+
+    def __init__(self, message: str, *, found: str = "", expected: str = "") -> None:
+        super().__init__(message)
+        self.found = found
+        self.expected = expected
 
 
 class HistoryGoneError(NbdbError):

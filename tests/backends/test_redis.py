@@ -173,6 +173,10 @@ def test_topic_streams_hold_only_their_topic(db: nbdb.Database) -> None:
         assert {o.name for o in cache.list(LogicalSwitch)} == {"a", "c"}
 
 
+_NOT_DATA = {"evalsha", "eval", "info", "hello", "client", "select", "auth", "ping", "script"}
+"""Commands that are not a script's data calls (connection set-up, the scripts themselves)."""
+
+
 def backend_url(backend: RedisBackend) -> str:
     _host, port = backend.config.hosts[0]
     return f"redis://127.0.0.1:{port}/{backend.config.db}"
@@ -200,8 +204,8 @@ def test_trimmed_history_raises_history_gone_and_stays_bounded(url: str) -> None
         client = redis.Redis.from_url(backend_url(backend))
         try:
             # Approximate trimming keeps at least `history` entries and no more than a stream node.
-            assert 20 <= client.xlen(backend.root + "clog") <= 150
-            assert client.xlen(backend.root + "log") <= 250
+            assert 20 <= client.xlen(backend.root + "log") <= 150
+            assert client.xlen(backend.root + "log:~") <= 250
         finally:
             client.close()
 
@@ -218,13 +222,29 @@ def test_every_write_is_one_script_call_and_topics_join_logs_once(db: nbdb.Datab
         stats = client.info("commandstats")
         return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
 
+    def inside(write: Callable[[], Any]) -> int:
+        """The redis calls the scripts of ``write`` made (every call but EVALSHA and INFO)."""
+
+        def calls() -> int:
+            stats = client.info("commandstats")
+            return sum(int(v["calls"]) for k, v in stats.items() if k[8:].partition("|")[0] not in _NOT_DATA)
+
+        before = calls()
+        write()
+        return calls() - before
+
     try:
         switch = db.create(LogicalSwitch(name="sw", topic="tenant-a"))
         db.create(LogicalSwitch(name="other", topic="tenant-b"))
+        db.create(LogicalSwitchPort(switch=switch, name="first", topic="tenant-a"))  # the directories exist
         before = scripts()
-        port = db.create(LogicalSwitchPort(switch=switch, name="p", topic="tenant-a"))
-        port = db.update(port.replace(up=True))
-        db.delete(port)
+        made: list[LogicalSwitchPort] = []
+        # Stored format 2's budget (format 1: 21, 10, 21); see "Commits" in docs/backends/redis.md.
+        assert (
+            inside(lambda: made.append(db.create(LogicalSwitchPort(switch=switch, name="p", topic="tenant-a")))) <= 15
+        )
+        assert inside(lambda: made.append(db.update(made[0].replace(up=True)))) <= 8
+        assert inside(lambda: db.delete(made[1])) <= 15
         assert scripts() - before == 3
         # A referenced object: the commit finds its referrer prefix not empty, then the delete reads it.
         db.create(LogicalSwitchPort(switch=switch, name="q", topic="tenant-a"))
@@ -234,6 +254,108 @@ def test_every_write_is_one_script_call_and_topics_join_logs_once(db: nbdb.Datab
         assert client.smembers(backend.root + "logs") == {b"tenant-a", b"tenant-b"}
     finally:
         client.close()
+
+
+@pytest.mark.timeout(30)
+def test_connect_marks_the_format_and_refuses_another(url: str) -> None:
+    """A namespace is marked with the stored format; data of another format is refused, never misread."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        name = ns()
+        with nbdb.connect(url, namespace=name) as db:
+            root = backend_of(db).root
+            assert client.get(root + "fmt") == b"2"
+            db.create(LogicalSwitch(name="kept"))
+        with nbdb.connect(url, namespace=name) as db:  # its own format: read as is
+            assert [s.name for s in db.list(LogicalSwitch)] == ["kept"]
+        # What nbdb before format 2 left in a namespace: a head hash and a commit log, no marker.
+        old = ns()
+        old_root = root.replace(name, old)
+        client.hset(old_root + "head", mapping={"r": 1, "t": "tok"})
+        client.xadd(old_root + "clog", {"t": "tok"}, id="1-0")
+        with pytest.raises(nbdb.StoredFormatError, match=r"format 1.*nbdb dump.*nbdb load") as gone:
+            nbdb.connect(url, namespace=old)
+        assert (gone.value.found, gone.value.expected) == ("1", "2")
+        assert client.get(old_root + "fmt") is None  # a refused connect writes nothing
+        newer = ns()
+        client.set(root.replace(name, newer) + "fmt", "9")
+        with pytest.raises(nbdb.StoredFormatError, match=r"'9'"):
+            nbdb.connect(url, namespace=newer)
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(30)
+def test_reverse_references_are_one_hash_per_target_and_list_in_batches(url: str) -> None:
+    """A target's referrers are fields of one hash (no directory sets); batched lists of them stay exact."""
+    import redis
+
+    with nbdb.connect(url, namespace=ns(), batch=5) as db:
+        backend = backend_of(db)
+        switch = db.create(LogicalSwitch(name="sw"))
+        ports = [db.create(LogicalSwitchPort(switch=switch, name=f"p{i}")) for i in range(12)]
+        client = redis.Redis.from_url(backend_url(backend))
+        try:
+            target = ("LogicalSwitch", switch.id)
+            assert client.hlen(f"{backend.root}k:{backend.layout.referrers(target)}") == 12
+            assert not list(client.scan_iter(match=backend.root + "d:r/*"))
+            keys, _revision = backend.range_keys([backend.layout.referrers(target)])  # 12 > batch: read by name
+            assert {backend.layout.parse_referrer(target, kv.key)[1] for kv in keys} == {p.id for p in ports}
+            assert {(kv.value, kv.version) for kv in keys} == {(b"", 1)}
+            assert backend.get_key(keys[0].key) == keys[0]
+            with pytest.raises(nbdb.ReferenceError):
+                db.delete(switch)
+            for port in ports:
+                db.delete(port)
+            assert client.exists(f"{backend.root}k:{backend.layout.referrers(target)}") == 0
+            db.delete(switch)
+        finally:
+            client.close()
+
+
+@pytest.mark.timeout(30)
+def test_revisions_continue_after_the_log_when_the_counter_is_lost(db: nbdb.Database) -> None:
+    import redis
+
+    backend = backend_of(db)
+    first = db.create(LogicalSwitch(name="a"))
+    revision = db.list(LogicalSwitch).revision
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        client.delete(backend.root + "rev")
+        with db.watch(LogicalSwitch, since=revision) as watch:
+            db.update(first.replace(name="b"))
+            assert [e.object.name for e in watch.poll(5)] == ["b"]
+        assert db.list(LogicalSwitch).revision == revision + 1
+    finally:
+        client.close()
+
+
+def test_revisions_past_32_bits_keep_reverse_references_exact(db: nbdb.Database) -> None:
+    """A long-lived namespace passes 2**31 commits: a reverse reference's packed revision must not wrap."""
+    import redis
+
+    backend = backend_of(db)
+    db.create(LogicalSwitch(name="warm"))
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        client.set(backend.root + "rev", 2**32 + 5)  # as the counter stands after ~4 billion commits
+    finally:
+        client.close()
+    sw = db.create(LogicalSwitch(name="s"))
+    port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+    revision = db.list(LogicalSwitchPort).revision
+    assert revision > 2**32
+    (referrer,) = [kv for kv in backend.range_keys([f"r/{LogicalSwitch.nbdb_table}/{sw.id}/"])[0]]
+    assert referrer.mod_revision == revision  # the port's commit, not a wrapped 32-bit remainder
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(sw)
+    with db.watch(LogicalSwitchPort, since=revision) as watch:
+        db.update(port.replace(up=True))
+        (event,) = watch.poll(5)
+        assert event.revision == revision + 1 and event.object.up
 
 
 @pytest.mark.timeout(30)

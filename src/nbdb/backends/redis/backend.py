@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -21,6 +22,10 @@ from nbdb.backends.redis.lua import (
     COMMIT_LUA,
     COMMIT_TOKEN_TTL_MS,
     COMPACT_LUA,
+    FORMAT,
+    FORMAT_LUA,
+    HEAD_LUA,
+    LOG_READ_LUA,
     RANGE_LUA,
     REFRESH_LUA,
     RELEASE_LUA,
@@ -90,6 +95,9 @@ class RedisBackend(ChangeLogBackend):
         self._void_script = self._client.register_script(VOID_LUA)
         self._acquire_script = self._client.register_script(ACQUIRE_LUA)
         self._allocate_script = self._client.register_script(ALLOCATE_LUA)
+        self._head_script = self._client.register_script(HEAD_LUA)
+        self.log_read_script = self._client.register_script(LOG_READ_LUA)
+        """The watchers' read (see LOG_READ_LUA); each reader runs it on its own connection."""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -101,10 +109,37 @@ class RedisBackend(ChangeLogBackend):
         backend = cls(parse_url(url, options))
         try:
             backend._run(backend._client.ping)
+            backend._check_format()
         except BaseException:
             backend.close()
             raise
         return backend
+
+    def _check_format(self) -> None:
+        """Mark an empty namespace with this version's stored format; refuse one written in another.
+
+        Reading another format would misread it silently (format 1 keeps the
+        head and the commit log elsewhere), so it is an error at connect.
+        """
+        found = _s(self._run(lambda: self._client.eval(FORMAT_LUA, 0, self.root, FORMAT)))
+        if found == FORMAT:
+            return
+        where = f"namespace {self.config.namespace!r} (keys {self.root}*)"
+        if found == "1":
+            raise errors.StoredFormatError(
+                f"redis: {where} holds nbdb's stored format 1 (written by an nbdb before format {FORMAT}), "
+                f"which this version does not read. Fix: with the nbdb that wrote it, `nbdb dump` the data to a "
+                f"file, then `nbdb load` it with this version into a new namespace (or into this one once its "
+                f"keys are deleted); see docs/backends/redis.md, 'Stored format'",
+                found=found,
+                expected=FORMAT,
+            )
+        raise errors.StoredFormatError(
+            f"redis: {where} holds stored format {found!r}, not {FORMAT!r}: it was written by another nbdb "
+            "version. Fix: connect with that version (upgrade nbdb), or use another namespace",
+            found=found,
+            expected=FORMAT,
+        )
 
     def _run(self, call: Callable[[], T], *, write: bool = False) -> T:
         if self._closed:
@@ -113,9 +148,28 @@ class RedisBackend(ChangeLogBackend):
 
     # ---------------------------------------------------------------- reads
 
-    def _kv(self, key: str, fields: Sequence[Any]) -> KeyValue | None:
-        value, version, mod = fields
-        if version is None:
+    def _where(self, key: str) -> tuple[str, tuple[str, ...], bytes | None]:
+        """A family key's hash, the fields to read, and the topic an object key needs (``loc`` in the scripts)."""
+        if key.startswith("o/"):
+            parts = key[2:].split("/")
+            if len(parts) == 3 and parts[1] and parts[2]:
+                return f"{self.root}k:i/{parts[1]}/{parts[2]}", _OBJECT_FIELDS, parts[0].encode()
+        elif key.startswith("r/") and (grouped := _REFERRER.fullmatch(key)):
+            return f"{self.root}k:{grouped[1]}", (grouped[2],), _GROUPED
+        return self.root + "k:" + key, _KEY_FIELDS, None
+
+    def _kv(self, key: str, fields: Sequence[Any], topic: bytes | None = None) -> KeyValue | None:
+        if topic is _GROUPED:
+            packed = fields[0]
+            if packed is None:
+                return None
+            try:
+                version, mod = _GROUP_HEADER.unpack_from(packed)
+            except struct.error:
+                raise errors.CorruptRecordError(f"key {key!r} has a damaged version", key=key) from None
+            return KeyValue(key, packed[_GROUP_HEADER.size :], version, mod)
+        value, version, mod = fields[:3]
+        if version is None or (topic is not None and fields[3] != topic):
             return None
         try:
             return KeyValue(key, value if value is not None else b"", int(version), int(mod or 0))
@@ -123,8 +177,9 @@ class RedisBackend(ChangeLogBackend):
             raise errors.CorruptRecordError(f"key {key!r} has a damaged version", key=key) from None
 
     def get_key(self, key: str) -> KeyValue | None:
-        fields = self._run(lambda: self._client.hmget(self.root + "k:" + key, "v", "n", "m"))
-        return self._kv(key, fields)
+        name, wanted, topic = self._where(key)
+        fields = self._run(lambda: self._client.hmget(name, wanted))
+        return self._kv(key, fields, topic)
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
         if len(keys) <= 1:
@@ -133,13 +188,15 @@ class RedisBackend(ChangeLogBackend):
         # A pipeline of HMGETs, not a script: a script that packs the fields saved the client a
         # quarter of its CPU per key but cost the server 2.5 times as much (4 -> 11 us per key),
         # and the server is what every client of a namespace shares.
+        where = [self._where(key) for key in keys]
+
         def call() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hmget(self.root + "k:" + key, "v", "n", "m")
+            for name, wanted, _topic in where:
+                pipe.hmget(name, wanted)
             return list(pipe.execute())
 
-        return [self._kv(k, f) for k, f in zip(keys, self._run(call), strict=True)]
+        return [self._kv(k, f, w[2]) for k, f, w in zip(keys, self._run(call), where, strict=True)]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
         """Keys under ``prefixes`` at one revision.
@@ -193,13 +250,12 @@ class RedisBackend(ChangeLogBackend):
 
         def call() -> list[Any]:
             pipe = self._client.pipeline(transaction=True)
-            pipe.hmget(root + "head", "r", "t")
-            pipe.xrange(root + "clog", f"{since}-0", f"{since}-0")
-            pipe.xrange(root + "clog", "-", "+", count=1)
+            pipe.xrange(root + "log", f"{since}-0", f"{since}-0")
+            pipe.xrange(root + "log", "-", "+", count=1)
             pipe.xrange(root + "log", f"{since + 1}-0", "+")
             return list(pipe.execute())
 
-        (head_r, head_t), anchor, first, entries = self._run(call)
+        anchor, first, entries = self._run(call)
         if since > 0 and not (anchor and _s(anchor[0][1][b"t"]) == token):
             return None
         if since == 0 and first and first[0][0] != b"1-0":
@@ -213,7 +269,8 @@ class RedisBackend(ChangeLogBackend):
                     state[change.key] = (
                         None if change.value is None else KeyValue(change.key, change.value, change.version, revision)
                     )
-        head = int(head_r or 0)
+        # 'log' holds every commit: its last entry is the head.
+        head, head_t = (int(entries[-1][0].split(b"-")[0]), entries[-1][1][b"t"]) if entries else (since, None)
         if head_t is not None:
             self.remember_token(head, _s(head_t))
         return sorted((kv for kv in state.values() if kv is not None), key=lambda kv: kv.key), head
@@ -233,9 +290,9 @@ class RedisBackend(ChangeLogBackend):
         return True
 
     def revision_now(self) -> int:
-        r, t = self._run(lambda: self._client.hmget(self.root + "head", "r", "t"))
-        revision = int(r or 0)
-        if t is not None:
+        r, t = self._run(lambda: self._head_script(args=[self.root]))
+        revision = int(r)
+        if t:
             self.remember_token(revision, _s(t))
         return revision
 
@@ -421,6 +478,21 @@ class RedisBackend(ChangeLogBackend):
             log.debug("redis: error while closing", exc_info=True)
         self.connector.close()
 
+
+_REFERRER = re.compile(r"(r/[^/]+/[^/]+/)(.+)", re.S)
+"""A reverse reference: its target's hash and its field in it (see ``group`` in the scripts)."""
+
+
+class _Grouped(bytes):
+    """The type of :data:`_GROUPED` (no topic's bytes are ever one)."""
+
+
+_GROUPED = _Grouped()
+"""The ``topic`` that marks a reverse reference's field (its value packs version and revision)."""
+_GROUP_HEADER = struct.Struct(">iq")  # a revision outgrows 32 bits (2^31 commits: weeks at 1,000/s)
+_KEY_FIELDS = ("v", "n", "m")
+_OBJECT_FIELDS = ("ov", "on", "om", "ot")
+"""An object's fields in its index key's hash (see ``loc`` in the scripts), and its topic."""
 
 _length = struct.Struct(">i").pack
 _NO_FIELD = _length(0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nbdb.backends.redis.connection import text as _s
-from nbdb.families.pubsub import GENESIS, ChangeLogReader, LogEntry, LogRead, decode_changes
+from nbdb.families.pubsub import ChangeLogReader, LogEntry, LogRead, decode_changes
 
 if TYPE_CHECKING:
     from nbdb.backends.redis.backend import RedisBackend
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class RedisLogReader(ChangeLogReader):
-    """A watcher's own connection: MULTI(head, anchor, XREAD) reads and XREAD BLOCK waits."""
+    """A watcher's own connection: one read script (head, anchor, XREAD) reads and XREAD BLOCK waits."""
 
     def __init__(self, backend: RedisBackend) -> None:
         self._backend = backend
@@ -29,40 +29,25 @@ class RedisLogReader(ChangeLogReader):
         self._closed = threading.Event()
 
     def read(self, logs: Sequence[str], after: int, limit: int) -> LogRead:
-        root = self._backend.root
-
-        def call() -> list[Any]:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hmget(root + "head", "r", "t")
-            if after > 0:
-                pipe.xrange(root + "clog", f"{after}-0", f"{after}-0")
-            else:
-                pipe.xrange(root + "clog", "-", "+", count=1)
-            pipe.xread({name: f"{after}-0" for name in logs}, count=limit)
-            return list(pipe.execute())
-
-        (head_r, head_t), anchor_entries, streams = self._connector.run(call, stop=self._closed)
-        head = int(head_r or 0)
-        head_token = _s(head_t) if head_t is not None else ""
-        anchor: str | None
-        if after > 0:
-            anchor = _s(anchor_entries[0][1][b"t"]) if anchor_entries else None
-        elif not anchor_entries:
-            anchor = GENESIS if head == 0 else None
-        else:
-            anchor = GENESIS if anchor_entries[0][0] == b"1-0" else None
+        backend = self._backend
+        args = [backend.root, after, limit, *logs]
+        head_r, head_t, anchor_t, streams = self._connector.run(
+            lambda: backend.log_read_script(args=args, client=self._client), stop=self._closed
+        )
+        anchor = None if anchor_t is None else _s(anchor_t)
         entries: dict[str, list[LogEntry]] = {}
         truncated = set()
         for name, items in streams or []:
             batch = []
             for entry_id, fields in items:
                 revision = int(entry_id.split(b"-")[0])
-                batch.append(LogEntry(revision, _s(fields[b"t"]), decode_changes(fields.get(b"c", b""), revision)))
+                values = dict(zip(fields[::2], fields[1::2], strict=True))
+                batch.append(LogEntry(revision, _s(values[b"t"]), decode_changes(values.get(b"c", b""), revision)))
             key = _s(name)
             entries[key] = batch
             if len(batch) >= limit:
                 truncated.add(key)
-        return LogRead(head, head_token, anchor, entries, frozenset(truncated))
+        return LogRead(int(head_r or 0), _s(head_t or b""), anchor, entries, frozenset(truncated))
 
     def wait(self, logs: Sequence[str], after: int, timeout: float) -> None:
         block = max(1, int(timeout * 1000))

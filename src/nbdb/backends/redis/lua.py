@@ -12,6 +12,10 @@ __all__ = [
     "COMMIT_LUA",
     "COMMIT_TOKEN_TTL_MS",
     "COMPACT_LUA",
+    "FORMAT",
+    "FORMAT_LUA",
+    "HEAD_LUA",
+    "LOG_READ_LUA",
     "RANGE_LUA",
     "REFRESH_LUA",
     "RELEASE_LUA",
@@ -21,18 +25,73 @@ __all__ = [
 COMMIT_TOKEN_TTL_MS = 600_000
 """How long a commit token is kept: longer than any retry of its commit."""
 
+FORMAT = "2"
+"""The stored format these scripts read and write (the namespace's ``fmt`` key).
+
+1 (no ``fmt`` key; nbdb before format 2): a ``head`` hash, a ``clog`` stream of
+every commit's token beside ``log``. 2: a ``rev`` counter, and ``log`` holds
+every commit (the commit log and the change log of all objects in one).
+"""
+
 
 # Helpers shared by the scripts. P is the root of the namespace's keys.
 # A "directory" is a key prefix ending in '/'; d:<dir> holds its children, so a
 # range never needs KEYS or a SCAN of the whole database.
 _LUA_PRELUDE = r"""
 local P = ARGV[1]
+-- Where a family key is stored: {hash, value field, version field, revision field, topic}.
+-- An object key o/<topic>/<table>/<id> lives in its index key's hash (k:i/<table>/<id>) as
+-- the fields ov, on, om and ot (its topic: the hash answers only for that topic), so that
+-- the object and its index are one hash (read once, written once); any other key is its
+-- own hash k:<key> of v, n, m.
+local function loc(key)
+  if key:sub(1, 2) == 'o/' then
+    -- Topics, tables and ids hold no '/': a pattern without '.*' (a greedy '.*' backtracks,
+    -- and cost the script ~5 us per key, ten HGETs' worth).
+    local topic, tbl, id = key:match('^o/([^/]*)/([^/]+)/([^/]+)$')
+    if topic then return P .. 'k:i/' .. tbl .. '/' .. id, 'ov', 'on', 'om', topic end
+  end
+  return P .. 'k:' .. key, 'v', 'n', 'm', false
+end
+-- A reverse reference r/<table>/<id>/<rest> is the field <rest> of one hash per target,
+-- k:r/<table>/<id>/, whose value packs the version and revision (>i4 >i8) before the bytes:
+-- a target's referrers are read, checked, listed and written with one call each, and need
+-- no directory sets. group(path) of a key or a prefix: the hash, the field (or the field
+-- prefix) and the target's prefix; nil for any other path.
+local function group(path)
+  local base, rest = path:match('^(r/[^/]+/[^/]+/)(.*)$')
+  if base then return P .. 'k:' .. base, rest, base end
+  return nil
+end
+local function gkey(key)
+  local h, f = group(key)
+  if h and f ~= '' then return h, f end
+  return nil
+end
+local function ungroup(packed)  -- {value, version, revision}, or nil
+  if not packed then return nil end
+  local n, m, at = struct.unpack('>i4>i8', packed)
+  return {packed:sub(at), n, m}
+end
 local function split(path)
   local body, trail = path, ''
   if body:sub(-1) == '/' then body = body:sub(1, -2); trail = '/' end
   local pos = body:match('^.*()/')
   if pos then return body:sub(1, pos), body:sub(pos + 1) .. trail end
   return '', body .. trail
+end
+-- The head: the revision and token of the last commit, the last entry of 'log'
+-- (every commit appends one); 'rev' if the log was trimmed empty or deleted.
+local function head()
+  local top = redis.call('XREVRANGE', P .. 'log', '+', '-', 'COUNT', 1)[1]
+  if top then
+    local f = top[2]
+    for i = 1, #f, 2 do
+      if f[i] == 't' then return tonumber(top[1]:match('^(%d+)')), f[i + 1] end
+    end
+    return tonumber(top[1]:match('^(%d+)')), ''
+  end
+  return tonumber(redis.call('GET', P .. 'rev')) or 0, ''
 end
 local function walk(prefix, fn)
   local pos = prefix:match('^.*()/')
@@ -117,12 +176,45 @@ end
 -- Every key's previous state is read once (HMGET), for its condition and for its
 -- change record alike, and before anything is written, so that a failing read (a
 -- foreign key of the wrong type) aborts with nothing written.
-local cur, changes = {}, {}
+local cur, changes, rows = {}, {}, {}
+-- Reverse references: every field the commit names, one HMGET per target's hash.
+local gwant, graw = {}, {}
+local function want(key)
+  local h, f = gkey(key)
+  if h then
+    if not gwant[h] then gwant[h] = {} end
+    table.insert(gwant[h], f)
+  end
+end
+for _, c in ipairs(conds) do if c[1] == 'v' or c[1] == 'e' then want(c[2]) end end
+for _, kv in ipairs(puts) do want(kv[1]) end
+for _, d in ipairs(dels) do want(d[1]) end
+for h, fields in pairs(gwant) do
+  local got = redis.call('HMGET', h, unpack(fields))
+  for i, f in ipairs(fields) do graw[h .. '\0' .. f] = got[i] end
+end
 local function load(key)
   local s = cur[key]
   if s == nil then
-    local old = redis.call('HMGET', P .. 'k:' .. key, 'v', 'n')
-    if old[2] then s = {old[1], tonumber(old[2])} else s = false end
+    local gh, gf = gkey(key)
+    if gh then
+      local u = ungroup(graw[gh .. '\0' .. gf])
+      s = u and {u[1], u[2]} or false
+      cur[key] = s
+      return s
+    end
+    local h, _, _, _, topic = loc(key)
+    -- One HMGET per hash serves an object and its index alike.
+    local r = rows[h]
+    if r == nil then
+      r = redis.call('HMGET', h, 'v', 'n', 'ov', 'on', 'ot')
+      rows[h] = r
+    end
+    if not topic then
+      s = r[2] and {r[1], tonumber(r[2])} or false
+    else
+      s = (r[4] and r[5] == topic) and {r[3], tonumber(r[4])} or false
+    end
     cur[key] = s
   end
   return s
@@ -135,7 +227,14 @@ for _, c in ipairs(conds) do
     if (s and s[2] or 0) ~= tonumber(b) then return {0} end
   elseif kind == 'e' then
     if cur[a] == nil then
-      if redis.call('EXISTS', P .. 'k:' .. a) == 0 then return {0} end
+      local h, _, vf, _, topic = loc(a)
+      if gkey(a) then
+        if not load(a) then return {0} end
+      elseif topic then
+        if redis.call('HGET', h, 'ot') ~= topic then return {0} end
+      elseif redis.call('HEXISTS', h, vf) == 0 then
+        return {0}
+      end
     elseif not cur[a] then
       return {0}
     end
@@ -143,18 +242,34 @@ for _, c in ipairs(conds) do
     if redis.call('GET', a) ~= b then return {0} end
   else
     local since = tonumber(b)
-    local ok = walk(a, function(key)
-      return (tonumber(redis.call('HGET', P .. 'k:' .. key, 'm')) or 0) <= since
+    local gh, filter = group(a)
+    if gh and filter == '' and since == 0 then
+      if redis.call('EXISTS', gh) == 1 then return {0} end
+    elseif gh then
+      local all = redis.call('HGETALL', gh)
+      for i = 1, #all, 2 do
+        if all[i]:sub(1, #filter) == filter and ungroup(all[i + 1])[3] > since then return {0} end
+      end
+    end
+    local ok = gh or walk(a, function(key)
+      local h, _, _, mf, topic = loc(key)
+      local r = redis.call('HMGET', h, mf, 'ot')
+      return topic and r[2] ~= topic or (tonumber(r[1]) or 0) <= since
     end)
     if not ok then return {0} end
   end
 end
 
+local dropped = {}
+for _, d in ipairs(dels) do dropped[d[1]] = true end
 for _, kv in ipairs(puts) do
-  local s = load(kv[1])
-  local ver = s and (s[2] + 1) or 1
-  changes[#changes + 1] = {kv[1], kv[2], ver, s and s[1] or false, s and s[2] or 0, kv[3]}
-  cur[kv[1]] = {kv[2], ver}
+  -- A key both put and deleted ends deleted (as in every other store of the family).
+  if not dropped[kv[1]] then
+    local s = load(kv[1])
+    local ver = s and (s[2] + 1) or 1
+    changes[#changes + 1] = {kv[1], kv[2], ver, s and s[1] or false, s and s[2] or 0, kv[3]}
+    cur[kv[1]] = {kv[2], ver}
+  end
 end
 for _, d in ipairs(dels) do
   local s = load(d[1])
@@ -164,22 +279,41 @@ for _, d in ipairs(dels) do
   end
 end
 
--- The revision: the head's, or the commit log's if the head was deleted.
-local rev = tonumber(redis.call('HGET', P .. 'head', 'r'))
-if not rev then
-  local top = redis.call('XREVRANGE', P .. 'clog', '+', '-', 'COUNT', 1)[1]
-  rev = top and tonumber(top[1]:match('^(%d+)')) or 0
+-- The revision: one INCR. A counter that starts again at 1 (deleted, or a server that lost
+-- it) continues after the log's last entry instead (stream ids must grow).
+local rev = redis.call('INCR', P .. 'rev')
+if rev == 1 then
+  local top = redis.call('XREVRANGE', P .. 'log', '+', '-', 'COUNT', 1)[1]
+  local last = top and tonumber(top[1]:match('^(%d+)')) or 0
+  if last >= rev then
+    rev = last + 1
+    redis.call('SET', P .. 'rev', rev)
+  end
 end
-rev = rev + 1
 
 -- Pass 2: write keys, and the directories of the keys that are ever ranged.
-local dirs, ndirs = {}, 0
+local dirs, ndirs, made = {}, 0, {}
+local hashes, sets, unsets = {}, {}, {}
 for _, c in ipairs(changes) do
   local key, root = c[1], c[6]
-  if c[2] then
-    redis.call('HSET', P .. 'k:' .. key, 'v', c[2], 'n', c[3], 'm', rev)
+  local h, vf, nf, mf, topic = loc(key)
+  local gh, gf = gkey(key)
+  if gh then h = gh end
+  if not sets[h] then
+    hashes[#hashes + 1] = h
+    sets[h], unsets[h] = {}, {}
+  end
+  local t = c[2] and sets[h] or unsets[h]
+  if gh then
+    root = -1  -- the hash is the directory
+    t[#t + 1] = gf
+    if c[2] then t[#t + 1] = struct.pack('>i4>i8', c[3], rev) .. c[2] end
+  elseif c[2] then
+    t[#t + 1] = vf; t[#t + 1] = c[2]; t[#t + 1] = nf; t[#t + 1] = c[3]; t[#t + 1] = mf; t[#t + 1] = rev
+    if topic then t[#t + 1] = 'ot'; t[#t + 1] = topic end
   else
-    redis.call('DEL', P .. 'k:' .. key)
+    t[#t + 1] = vf; t[#t + 1] = nf; t[#t + 1] = mf
+    if topic then t[#t + 1] = 'ot' end
   end
   if root >= 0 and (c[5] == 0 or not c[2]) then
     local path = key
@@ -187,7 +321,11 @@ for _, c in ipairs(changes) do
       local d, name = split(path)
       local dk = P .. 'd:' .. d
       if c[2] then
-        if redis.call('SADD', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 1 then break end
+        -- A directory this commit already added to exists, and so do its ancestors (puts
+        -- come before deletes): no SCARD for the second key of a table in a transaction.
+        if redis.call('SADD', dk, name) == 0 or made[dk] or #d <= root then break end
+        made[dk] = true
+        if redis.call('SCARD', dk) > 1 then break end
       else
         if redis.call('SREM', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 0 then break end
       end
@@ -207,6 +345,11 @@ for _, c in ipairs(changes) do
     end
   end
 end
+-- One write per hash (an object and its index share one); an emptied hash is removed by Redis.
+for _, h in ipairs(hashes) do
+  if #unsets[h] > 0 then redis.call('HDEL', h, unpack(unsets[h])) end
+  if #sets[h] > 0 then redis.call('HSET', h, unpack(sets[h])) end
+end
 if ndirs > 0 then
   local args = {}
   for d in pairs(dirs) do
@@ -216,7 +359,8 @@ if ndirs > 0 then
   redis.call('HSET', P .. 'dmr', unpack(args))
 end
 
--- The change feed: the commit log, the log of all objects, one log per topic.
+-- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
+-- and one per touched topic in that topic's log.
 local function enc(s)
   if not s then return struct.pack('>i4', -1) end
   return struct.pack('>i4', #s) .. s
@@ -234,14 +378,15 @@ for _, c in ipairs(changes) do
   end
 end
 local id = rev .. '-0'
-redis.call('XADD', P .. 'clog', 'MAXLEN', '~', history, id, 't', token)
--- Change logs keep at least what the commit log keeps (its revisions are dense,
--- and it keeps at least ``history`` entries): a watcher whose anchor is still in
--- the commit log finds every later entry.
-local first = math.max(rev - history, 0) .. '-0'
 if #all > 0 then
-  redis.call('XADD', P .. 'log', 'MINID', '~', first, id, 't', token, 'c', table.concat(all))
+  redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', table.concat(all))
+else
+  redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token)
 end
+-- Topic logs keep at least what 'log' keeps (its revisions are dense, and it keeps
+-- at least ``history`` entries): a watcher whose anchor is still in 'log' finds
+-- every later entry of its topics.
+local first = math.max(rev - history, 0) .. '-0'
 for topic, recs in pairs(topics) do
   local name, c = P .. 'log:' .. topic, table.concat(recs)
   -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
@@ -250,7 +395,6 @@ for topic, recs in pairs(topics) do
     redis.call('SADD', P .. 'logs', topic)
   end
 end
-redis.call('HSET', P .. 'head', 'r', rev, 't', token)
 redis.call('SET', P .. 'ct:' .. token, rev, 'PX', __TTL__)
 return {1, rev}
 """
@@ -264,26 +408,45 @@ RANGE_LUA = (
     + _LUA_PACK
     + r"""
 local limit = tonumber(ARGV[2])
-local keys, seen = {}, {}
+local keys, seen, gvals = {}, {}, {}
 for j = 3, #ARGV do
-  walk(ARGV[j], function(k)
-    if not seen[k] then seen[k] = true; keys[#keys + 1] = k end
-  end)
+  local gh, filter, base = group(ARGV[j])
+  if gh then
+    local all = redis.call('HGETALL', gh)
+    for i = 1, #all, 2 do
+      local k = base .. all[i]
+      if all[i]:sub(1, #filter) == filter and not seen[k] then
+        seen[k] = true; keys[#keys + 1] = k; gvals[k] = all[i + 1]
+      end
+    end
+  else
+    walk(ARGV[j], function(k)
+      if not seen[k] then seen[k] = true; keys[#keys + 1] = k end
+    end)
+  end
 end
-local h = redis.call('HMGET', P .. 'head', 'r', 't')
+local hr, ht = head()
 local out = {}
 if #keys > limit then
   for _, k in ipairs(keys) do pack(out, k) end
-  return {tonumber(h[1]) or 0, h[2] or '', 0, table.concat(out)}
+  return {hr, ht, 0, table.concat(out)}
 end
 for _, k in ipairs(keys) do
-  local v = redis.call('HMGET', P .. 'k:' .. k, 'v', 'n', 'm')
+  local v
+  if gvals[k] then
+    local u = ungroup(gvals[k])
+    v = {u[1], tostring(u[2]), tostring(u[3])}
+  else
+    local h, vf, nf, mf, topic = loc(k)
+    v = redis.call('HMGET', h, vf, nf, mf, 'ot')
+    if topic and v[4] ~= topic then v = {} end
+  end
   pack(out, k)
   pack(out, v[1])
   pack(out, v[2])
   pack(out, v[3])
 end
-return {tonumber(h[1]) or 0, h[2] or '', 1, table.concat(out)}
+return {hr, ht, 1, table.concat(out)}
 """
 )
 
@@ -291,7 +454,6 @@ return {tonumber(h[1]) or 0, h[2] or '', 1, table.concat(out)}
 COMPACT_LUA = r"""
 local P = ARGV[1]
 local min = ARGV[2] .. '-0'
-redis.call('XTRIM', P .. 'clog', 'MINID', min)
 redis.call('XTRIM', P .. 'log', 'MINID', min)
 for _, topic in ipairs(redis.call('SMEMBERS', P .. 'logs')) do
   redis.call('XTRIM', P .. 'log:' .. topic, 'MINID', min)
@@ -345,3 +507,59 @@ RELEASE_LUA = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# ARGV: P, format.  The namespace's stored format: marks an empty (or format 2)
+# namespace with ``format`` and returns it; '1' for data of the format before
+# the marker (its 'head' or 'clog'), which this version must not read.
+FORMAT_LUA = r"""
+local P = ARGV[1]
+local f = redis.call('GET', P .. 'fmt')
+if f then return f end
+if redis.call('EXISTS', P .. 'head', P .. 'clog') > 0 then return '1' end
+redis.call('SET', P .. 'fmt', ARGV[2])
+return ARGV[2]
+"""
+
+# ARGV: P.  {revision, token} of the last commit.
+HEAD_LUA = (
+    _LUA_PRELUDE
+    + r"""
+local r, t = head()
+return {r, t}
+"""
+)
+
+# ARGV: P, after, limit, log*.  One atomic read for a watcher: {head, head token,
+# anchor, entries}. ``anchor`` is the token 'log' holds for revision ``after``
+# (nil if none); for ``after`` 0, '' if 'log' still starts at revision 1 (or
+# nothing was committed yet), else nil. ``entries`` is XREAD's reply for the logs
+# after ``after`` (at most ``limit`` each). A script, not a MULTI, so that only
+# the tokens of the head's and the anchor's entries travel, not their changes
+# (they may be another topic's).
+LOG_READ_LUA = (
+    _LUA_PRELUDE
+    + r"""
+local after = tonumber(ARGV[2])
+local hr, ht = head()
+local anchor = false
+if after > 0 then
+  local e = redis.call('XRANGE', P .. 'log', after .. '-0', after .. '-0')[1]
+  if e then
+    local f = e[2]
+    for i = 1, #f, 2 do
+      if f[i] == 't' then anchor = f[i + 1] end
+    end
+  end
+else
+  local e = redis.call('XRANGE', P .. 'log', '-', '+', 'COUNT', 1)[1]
+  if (not e and hr == 0) or (e and e[1] == '1-0') then anchor = '' end
+end
+local args, n = {'COUNT', ARGV[3], 'STREAMS'}, #ARGV - 3
+for j = 1, n do
+  args[3 + j] = ARGV[3 + j]
+  args[3 + n + j] = after .. '-0'
+end
+local entries = redis.call('XREAD', unpack(args))
+return {hr, ht, anchor, entries}
+"""
+)
