@@ -426,21 +426,23 @@ class Cache:
 
     def _relist(self) -> None:
         snapshot = self._backend.scan(self._tables, self._topics)
-        fresh: dict[type[Model], dict[UUID, Record]] = {m: {} for m in self._objects}
+        fresh: dict[type[Model], list[Record]] = {m: [] for m in self._objects}
         for record in snapshot.records:
             model = self._models.get(record.table)
             if model is not None:
-                fresh[model][record.id] = record
+                fresh[model].append(record)
         with self._lock, bulk():
             for model, records in fresh.items():
                 current = self._objects[model]
-                for id in [i for i in current if i not in records]:
-                    gone = current[id]
-                    self._remove(model, gone)
-                    self.corrupt.pop((model.nbdb_table, id), None)
-                    self._emit(ChangeEvent(EventKind.DELETED, model, gone, None, snapshot.revision, True))
-                for id, record in records.items():
-                    old = current.get(id)
+                if current:  # a re-list: what vanished since is deleted (a first load has nothing to compare)
+                    listed = {record.id for record in records}
+                    for id in [i for i in current if i not in listed]:
+                        gone = current[id]
+                        self._remove(model, gone)
+                        self.corrupt.pop((model.nbdb_table, id), None)
+                        self._emit(ChangeEvent(EventKind.DELETED, model, gone, None, snapshot.revision, True))
+                for record in records:
+                    old = current.get(record.id) if current else None
                     if old is not None and old.version == record.version:
                         continue
                     new = self._decode(model, record, snapshot.revision, share=False)

@@ -72,8 +72,22 @@ def _drop(buckets: Buckets, values: Collection[Any], id: UUID) -> None:
 
 def index(indexes: Indexes, obj: Item) -> None:
     """Add ``obj`` to each of its model's indexes."""
+    id = obj.id  # type: ignore[union-attr]  # a partial view has the id too
     for field, buckets in indexes.items():
-        _add(buckets, _values(obj, field), obj)
+        value = getattr(obj, field)
+        if isinstance(value, _COLLECTIONS):
+            _add(buckets, value, obj)
+            continue
+        # _add for the one value of a plain field, inline: a cold load indexes every field of every object.
+        bucket = buckets.get(value)
+        if bucket is None:
+            buckets[value] = obj
+        elif type(bucket) is dict:
+            bucket[id] = obj
+        elif bucket.id == id:  # type: ignore[union-attr]
+            buckets[value] = obj
+        else:
+            buckets[value] = {bucket.id: bucket, id: obj}  # type: ignore[union-attr, dict-item]
 
 
 def unindex(indexes: Indexes, obj: Item) -> None:
