@@ -43,15 +43,19 @@ def _values(obj: Item, field: str) -> Collection[Any]:
 def _add(buckets: Buckets, values: Collection[Any], obj: Item) -> None:
     id = obj.id  # type: ignore[union-attr]  # a partial view has the id too
     for value in values:
-        bucket = buckets.get(value)
-        if bucket is None:
-            buckets[value] = obj
-        elif type(bucket) is dict:
-            bucket[id] = obj
-        elif bucket.id == id:  # type: ignore[union-attr]
-            buckets[value] = obj  # a newer copy of the same object
-        else:
-            buckets[value] = {bucket.id: bucket, id: obj}  # type: ignore[union-attr, dict-item]
+        _add_one(buckets, value, id, obj)
+
+
+def _add_one(buckets: Buckets, value: Any, id: UUID, obj: Item) -> None:
+    bucket = buckets.get(value)
+    if bucket is None:
+        buckets[value] = obj
+    elif type(bucket) is dict:
+        bucket[id] = obj
+    elif bucket.id == id:  # type: ignore[union-attr]
+        buckets[value] = obj  # a newer copy of the same object
+    else:
+        buckets[value] = {bucket.id: bucket, id: obj}  # type: ignore[union-attr, dict-item]
 
 
 def _drop(buckets: Buckets, values: Collection[Any], id: UUID) -> None:
@@ -77,17 +81,8 @@ def index(indexes: Indexes, obj: Item) -> None:
         value = getattr(obj, field)
         if isinstance(value, _COLLECTIONS):
             _add(buckets, value, obj)
-            continue
-        # _add for the one value of a plain field, inline: a cold load indexes every field of every object.
-        bucket = buckets.get(value)
-        if bucket is None:
-            buckets[value] = obj
-        elif type(bucket) is dict:
-            bucket[id] = obj
-        elif bucket.id == id:  # type: ignore[union-attr]
-            buckets[value] = obj
-        else:
-            buckets[value] = {bucket.id: bucket, id: obj}  # type: ignore[union-attr, dict-item]
+        else:  # a plain field's one value, without a tuple for it: a cold load indexes every field of every object
+            _add_one(buckets, value, id, obj)
 
 
 def unindex(indexes: Indexes, obj: Item) -> None:
