@@ -6,6 +6,7 @@ import copy
 import json
 import pickle
 import uuid
+import weakref
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nbdb
+from nbdb.cache import Cache
 from nbdb.codec import decode, encode
 from nbdb.models import ovn
 from nbdb.models.base import DECODED, Model
@@ -27,7 +29,7 @@ from nbdb.models.ovn import (
     QoS,
 )
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
-from nbdb.spi import Record
+from nbdb.spi import Record, Snapshot
 
 _IPS = st.sampled_from(["10.0.0.1", "192.168.7.0", "fd00::1", "2001:db8::5"])
 _MACS = st.sampled_from(["0a:00:00:00:00:01", "de:ad:be:ef:00:02"])
@@ -151,3 +153,50 @@ def test_decoded_copies_share_referenced_ids() -> None:
     ]
     assert ports[0].switch is ports[1].switch is ports[2].switch
     assert ports[0].switch == switch
+
+
+class _Listed(list[Record]):
+    """The records of one scan, in a list a test can hold a weak reference to."""
+
+
+class _Spied:
+    """A real backend whose scans are watched: the last listing is kept weakly."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.listed: weakref.ref[_Listed] | None = None
+
+    def scan(self, tables: Any, topics: Any) -> Snapshot:
+        snapshot = self._backend.scan(tables, topics)
+        records = _Listed(snapshot.records)
+        self.listed = weakref.ref(records)
+        return Snapshot(records, snapshot.revision, snapshot.after)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+class _Probed(Cache):
+    """A cache that looks, the moment it is synced, whether the listing it loaded is still held."""
+
+    held_when_synced: list[bool]
+
+    def _after_batch(self, changed: bool = True) -> None:
+        spied = self._backend
+        if self._synced.is_set() and not hasattr(self, "held_when_synced"):
+            assert isinstance(spied, _Spied) and spied.listed is not None
+            self.held_when_synced = [spied.listed() is not None]
+        super()._after_batch(changed)
+
+
+def test_a_loaded_cache_holds_no_listed_record() -> None:
+    # The records of the load (keys and stored bytes) are let go before wait_synced() wakes anyone:
+    # a caller measuring right after must find only the cached objects.
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        for i in range(50):
+            db.create(LogicalSwitchPort(switch=switch, name=f"p{i}"))
+        with _Probed(_Spied(db.backend), [LogicalSwitchPort]) as cache:  # type: ignore[arg-type]
+            assert cache.wait_synced(10)
+            assert len(cache) == 50
+            assert cache.held_when_synced == [False]
