@@ -43,15 +43,19 @@ def _values(obj: Item, field: str) -> Collection[Any]:
 def _add(buckets: Buckets, values: Collection[Any], obj: Item) -> None:
     id = obj.id  # type: ignore[union-attr]  # a partial view has the id too
     for value in values:
-        bucket = buckets.get(value)
-        if bucket is None:
-            buckets[value] = obj
-        elif type(bucket) is dict:
-            bucket[id] = obj
-        elif bucket.id == id:  # type: ignore[union-attr]
-            buckets[value] = obj  # a newer copy of the same object
-        else:
-            buckets[value] = {bucket.id: bucket, id: obj}  # type: ignore[union-attr, dict-item]
+        _add_one(buckets, value, id, obj)
+
+
+def _add_one(buckets: Buckets, value: Any, id: UUID, obj: Item) -> None:
+    bucket = buckets.get(value)
+    if bucket is None:
+        buckets[value] = obj
+    elif type(bucket) is dict:
+        bucket[id] = obj
+    elif bucket.id == id:  # type: ignore[union-attr]
+        buckets[value] = obj  # a newer copy of the same object
+    else:
+        buckets[value] = {bucket.id: bucket, id: obj}  # type: ignore[union-attr, dict-item]
 
 
 def _drop(buckets: Buckets, values: Collection[Any], id: UUID) -> None:
@@ -72,8 +76,13 @@ def _drop(buckets: Buckets, values: Collection[Any], id: UUID) -> None:
 
 def index(indexes: Indexes, obj: Item) -> None:
     """Add ``obj`` to each of its model's indexes."""
+    id = obj.id  # type: ignore[union-attr]  # a partial view has the id too
     for field, buckets in indexes.items():
-        _add(buckets, _values(obj, field), obj)
+        value = getattr(obj, field)
+        if isinstance(value, _COLLECTIONS):
+            _add(buckets, value, obj)
+        else:  # a plain field's one value, without a tuple for it: a cold load indexes every field of every object
+            _add_one(buckets, value, id, obj)
 
 
 def unindex(indexes: Indexes, obj: Item) -> None:

@@ -26,6 +26,7 @@ from pydantic_core import core_schema
 
 import nbdb.models.ids as _ids
 from nbdb import errors
+from nbdb.models.shared import FrozenSet
 from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 
@@ -248,6 +249,7 @@ class Model(BaseModel):
                 "set nbdb_table to another name"
             )
         _REGISTRY[cls.nbdb_table] = cls
+        _share_key_table(cls)
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
@@ -320,9 +322,9 @@ class Model(BaseModel):
         if self.nbdb_unique_fields:
             private["_stored_unique"] = unique
         fields_set = self.__pydantic_fields_set__
-        if "version" not in fields_set:
+        if type(fields_set) is not FrozenSet:
             fields_set = _with_version(fields_set)
-        # Shared when it holds "version" already: pydantic copies this set before changing it.
+        # One frozen set shared by the stored copies (never the caller's own set, which it may change).
         _set = object.__setattr__
         _set(new, "__dict__", data)
         _set(new, "__pydantic_fields_set__", fields_set)
@@ -425,23 +427,41 @@ class Model(BaseModel):
 _SHARED_LIMIT = 4096
 _SHARED_REFS: dict[frozenset[tuple[str, uuid.UUID]], frozenset[tuple[str, uuid.UUID]]] = {}
 """Recent reference sets, shared by the objects that hold equal ones (they are immutable)."""
-_SHARED_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
-"""Fields sets with ``version`` added, shared by stored copies (pydantic copies one before changing it)."""
+_SHARED_FIELDS_SETS: dict[frozenset[str], FrozenSet] = {}
+"""Fields sets with ``version`` added, shared by stored copies (frozen: ``model_fields_set`` hands them out)."""
 
 
 def _with_version(fields_set: set[str]) -> set[str]:
     """``fields_set`` plus ``version``, shared by every stored copy built from an equal set.
 
     A set per stored object is one more container for the cyclic collector to
-    scan, and objects of one model are mostly built with the same fields.
+    scan, and objects of one model are mostly built with the same fields. The
+    shared set is a :class:`~nbdb.models.shared.FrozenSet`: a caller changing
+    one object's ``model_fields_set`` would otherwise change every copy's
+    (pydantic's ``model_copy`` copies it to a plain set before changing it).
     """
     key = frozenset(fields_set)
     shared = _SHARED_FIELDS_SETS.get(key)
     if shared is None:
-        shared = fields_set | {"version"}
+        shared = FrozenSet(key | {"version"})
         if len(_SHARED_FIELDS_SETS) < _SHARED_LIMIT:
             _SHARED_FIELDS_SETS[key] = shared
     return shared
+
+
+def _share_key_table(cls: type[Model]) -> None:
+    """Enter the field names, in order, in the key table CPython shares between the instance dicts of ``cls``.
+
+    A decoded copy (:func:`nbdb.codec.decode`) fills its attributes in field
+    order, so its dict keeps only the values and shares the keys: about 290
+    bytes less per port than the dict pydantic builds. CPython leaves room for
+    new shared keys only while few instances exist, so they are entered now,
+    before any; on an interpreter that shares no keys this changes nothing.
+    """
+    probe = cls.__new__(cls)
+    slots = probe.__dict__
+    for name in cls.model_fields:
+        slots[name] = None
 
 
 def _kept(revision: int | None) -> int | None:

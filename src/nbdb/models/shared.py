@@ -1,0 +1,90 @@
+"""Values that many model instances share, made immutable so that sharing them is safe.
+
+A decoded copy shares its empty lists and maps with every other decoded copy,
+and stored copies of a model share one fields set (pydantic's
+``model_fields_set``). Plain ``list``/``dict``/``set`` objects would let one
+caller's ``port.options["k"] = "v"`` (or ``port.model_fields_set.add(...)``)
+change every other object that holds the same value, the cache's included.
+These subclasses behave as the builtin they extend for every read (equality,
+iteration, JSON, ``isinstance``), refuse every in-place change with
+:class:`nbdb.ValidationError`, and copy (``copy.copy``, ``deepcopy``, pickle,
+``.copy()``) to a plain mutable builtin, which is what pydantic's
+``model_copy`` needs of a fields set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from nbdb import errors
+
+__all__ = ["EMPTY_DICT", "EMPTY_LIST", "FrozenDict", "FrozenList", "FrozenSet"]
+
+
+def _refuse(self: object, *args: Any, **kwargs: Any) -> NoReturn:
+    raise errors.ValidationError(
+        f"this {type(self).__mro__[1].__name__} is shared by stored objects and cannot change: "
+        "derive a changed copy of the object with .replace(...)"
+    )
+
+
+class FrozenList(list[Any]):
+    """A ``list`` that refuses in-place changes (see the module)."""
+
+    __slots__ = ()
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        import copy
+
+        return [copy.deepcopy(v, memo) for v in self]
+
+    def __reduce__(self) -> tuple[type, tuple[list[Any]]]:
+        return list, (list(self),)
+
+
+class FrozenDict(dict[Any, Any]):
+    """A ``dict`` that refuses in-place changes (see the module)."""
+
+    __slots__ = ()
+    pop = popitem = clear = update = setdefault = _refuse
+    __setitem__ = __delitem__ = __ior__ = _refuse
+
+    def __copy__(self) -> dict[Any, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[Any, Any]:
+        import copy
+
+        return {copy.deepcopy(k, memo): copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self) -> tuple[type, tuple[dict[Any, Any]]]:
+        return dict, (dict(self),)
+
+
+class FrozenSet(set[Any]):
+    """A ``set`` that refuses in-place changes (see the module); pydantic-core takes it as a fields set."""
+
+    __slots__ = ()
+    add = discard = remove = pop = clear = update = _refuse
+    intersection_update = difference_update = symmetric_difference_update = _refuse
+    __ior__ = __iand__ = __isub__ = __ixor__ = _refuse
+
+    def __copy__(self) -> set[Any]:
+        return set(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> set[Any]:
+        return set(self)
+
+    def __reduce__(self) -> tuple[type, tuple[list[Any]]]:
+        return set, (list(self),)
+
+
+EMPTY_LIST = FrozenList()
+"""The empty list every decoded copy holds for an empty list field."""
+EMPTY_DICT = FrozenDict()
+"""The empty map every decoded copy holds for an empty map field."""

@@ -1,0 +1,202 @@
+"""The record codec's decode path: equal to the validating path for every model, and safe to share."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+import uuid
+import weakref
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.cache import Cache
+from nbdb.codec import decode, encode
+from nbdb.models import ovn
+from nbdb.models.base import DECODED, Model
+from nbdb.models.ovn import (
+    ACL,
+    NAT,
+    DHCPOptions,
+    LogicalRouterPort,
+    LogicalRouterStaticRoute,
+    LogicalSwitch,
+    LogicalSwitchPort,
+    QoS,
+)
+from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
+from nbdb.spi import Record, Snapshot
+
+_IPS = st.sampled_from(["10.0.0.1", "192.168.7.0", "fd00::1", "2001:db8::5"])
+_MACS = st.sampled_from(["0a:00:00:00:00:01", "de:ad:be:ef:00:02"])
+# Hypothesis builds most models from their annotations; these fields need values of a shape it cannot guess.
+_OVERRIDES: dict[type[Model], dict[str, st.SearchStrategy[Any]]] = {
+    DHCPOptions: {"cidr": st.sampled_from(["10.0.0.0/24", "fd00::/64"])},
+    LogicalRouterPort: {"mac": _MACS, "networks": st.lists(st.sampled_from(["10.0.0.1/24", "fd00::1/64"]), min_size=1)},
+    LogicalRouterStaticRoute: {"ip_prefix": _IPS, "nexthop": _IPS},
+    ACL: {"switch": st.uuids(), "port_group": st.none()},
+    NAT: {"external_ip": _IPS, "logical_ip": _IPS},
+    QoS: {"action": st.dictionaries(st.sampled_from(["dscp", "mark"]), st.integers(0, 63), min_size=1)},
+}
+_MODELS = sorted(
+    (m for m in vars(ovn).values() if isinstance(m, type) and issubclass(m, Model) and m is not Model),
+    key=lambda m: m.__name__,
+)
+
+
+def _objects() -> st.SearchStrategy[Model]:
+    def build(model: type[Model]) -> st.SearchStrategy[Model]:
+        return st.builds(model, **_OVERRIDES.get(model, {}))  # type: ignore[arg-type]
+
+    return st.sampled_from(_MODELS).flatmap(build)
+
+
+def _record(obj: Model, version: int = 3, data: bytes | None = None) -> Record:
+    return Record(type(obj).nbdb_table, obj.id, obj.topic, version, encode(obj) if data is None else data, None)
+
+
+def _validated(obj: Model, version: int) -> Model:
+    """What the validating path (the model's own ``model_validate_json``) makes of ``obj``'s record."""
+    return type(obj).model_validate_json(encode(obj)).model_copy(update={"version": version})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(_objects(), st.integers(1, 2**40), st.booleans())
+def test_decode_equals_the_validating_path_for_every_model(obj: Model, version: int, share: bool) -> None:
+    decoded = decode(type(obj), _record(obj, version), share=share)
+    expected = _validated(obj, version)
+    assert type(decoded) is type(obj)
+    assert decoded == expected
+    assert decoded.model_dump() == expected.model_dump()
+    assert encode(decoded) == encode(obj)  # the stored form survives the round trip, byte for byte
+    assert decoded.version == version
+    assert decoded.model_fields_set == set(type(obj).model_fields) - {"version"}
+    assert decoded.__pydantic_private__ is DECODED
+    assert decoded.stored_refs() == obj.ref_keys()
+    for name in type(obj).model_fields:  # each value of the type the validating path gives
+        assert isinstance(getattr(decoded, name), type(getattr(expected, name)))
+    assert decoded.replace() == decoded  # a derived copy validates again
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_objects())
+def test_a_record_that_does_not_fit_is_corrupt_not_a_crash(obj: Model) -> None:
+    table = type(obj).nbdb_table
+    for data in (b"{", b"[]", b'{"id": 5}', encode(obj)[:-1], encode(obj).replace(b'"id"', b'"di"')):
+        with pytest.raises(nbdb.CorruptRecordError):
+            decode(type(obj), _record(obj, data=data), share=False)
+    other = Record(table, uuid.uuid4(), obj.topic, 1, encode(obj), None)
+    with pytest.raises(nbdb.CorruptRecordError, match="carries id"):
+        decode(type(obj), other, share=False)
+
+
+def _port(**changes: Any) -> LogicalSwitchPort:
+    return LogicalSwitchPort(switch=uuid.uuid4(), name=f"p-{uuid.uuid4()}", topic="t", **changes)
+
+
+def test_shared_empty_values_and_fields_sets_refuse_changes() -> None:
+    a, b = (decode(LogicalSwitchPort, _record(_port()), share=False) for _ in range(2))
+    assert a.options is b.options and a.addresses is b.addresses  # shared...
+    assert a.model_fields_set is b.model_fields_set
+    for change in (
+        lambda: a.options.__setitem__("k", "v"),
+        lambda: a.options.update(k="v"),
+        lambda: a.options.setdefault("k", "v"),
+        lambda: a.addresses.append("unknown"),
+        lambda: a.addresses.extend(["unknown"]),
+        lambda: a.addresses.__iadd__(["unknown"]),
+        lambda: a.model_fields_set.add("x"),
+        lambda: a.model_fields_set.discard("name"),
+        lambda: a.model_fields_set.__ior__({"x"}),
+    ):
+        with pytest.raises(nbdb.ValidationError, match="shared"):
+            change()
+    assert b.options == {} and b.addresses == [] and "x" not in b.model_fields_set  # ...so nothing leaked
+    assert "name" in b.model_fields_set
+
+
+def test_stored_copies_share_a_frozen_fields_set_not_the_callers() -> None:
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        built = LogicalSwitchPort(switch=switch, name="p", version=0)  # its fields set holds "version" already
+        stored = db.create(built)
+        assert type(stored.model_fields_set) is FrozenSet
+        built.model_fields_set.add("options")  # the caller's own set, theirs to change
+        assert "options" not in stored.model_fields_set
+
+
+def test_frozen_values_copy_to_plain_builtins() -> None:
+    port = decode(LogicalSwitchPort, _record(_port()), share=False)
+    for value, plain in ((port.options, dict), (port.addresses, list), (port.model_fields_set, set)):
+        assert isinstance(value, FrozenDict | FrozenList | FrozenSet)
+        for copied in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+            assert type(copied) is plain and copied == value
+    changed = port.model_copy(update={"name": "renamed"})  # pydantic copies the fields set, then adds to it
+    assert changed.name == "renamed" and "name" in changed.model_fields_set
+    deep = port.model_copy(deep=True)
+    deep.options["k"] = "v"  # a deep copy is the caller's own
+    assert port.options == {}
+    assert pickle.loads(pickle.dumps(port)) == port
+    assert port.model_dump(exclude_unset=True)["options"] == {}
+    assert json.loads(port.model_dump_json())["options"] == {}
+
+
+def test_decoded_copies_share_referenced_ids() -> None:
+    switch = uuid.uuid4()
+    ports = [
+        decode(LogicalSwitchPort, _record(_port().replace(switch=uuid.UUID(str(switch)))), share=False)
+        for _ in range(3)
+    ]
+    assert ports[0].switch is ports[1].switch is ports[2].switch
+    assert ports[0].switch == switch
+
+
+class _Listed(list[Record]):
+    """The records of one scan, in a list a test can hold a weak reference to."""
+
+
+class _Spied:
+    """A real backend whose scans are watched: the last listing is kept weakly."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.listed: weakref.ref[_Listed] | None = None
+
+    def scan(self, tables: Any, topics: Any) -> Snapshot:
+        snapshot = self._backend.scan(tables, topics)
+        records = _Listed(snapshot.records)
+        self.listed = weakref.ref(records)
+        return Snapshot(records, snapshot.revision, snapshot.after)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+class _Probed(Cache):
+    """A cache that looks, the moment it is synced, whether the listing it loaded is still held."""
+
+    held_when_synced: list[bool]
+
+    def _after_batch(self, changed: bool = True) -> None:
+        spied = self._backend
+        if self._synced.is_set() and not hasattr(self, "held_when_synced"):
+            assert isinstance(spied, _Spied) and spied.listed is not None
+            self.held_when_synced = [spied.listed() is not None]
+        super()._after_batch(changed)
+
+
+def test_a_loaded_cache_holds_no_listed_record() -> None:
+    # The records of the load (keys and stored bytes) are let go before wait_synced() wakes anyone:
+    # a caller measuring right after must find only the cached objects.
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        for i in range(50):
+            db.create(LogicalSwitchPort(switch=switch, name=f"p{i}"))
+        with _Probed(_Spied(db.backend), [LogicalSwitchPort]) as cache:  # type: ignore[arg-type]
+            assert cache.wait_synced(10)
+            assert len(cache) == 50
+            assert cache.held_when_synced == [False]
