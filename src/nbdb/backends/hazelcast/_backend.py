@@ -7,14 +7,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import hazelcast.errors as hzerrors
 from hazelcast.config import IndexType
 from hazelcast.predicate import between, less_or_equal
-from hazelcast.transaction import TWO_PHASE
 
 from nbdb import errors
 from nbdb.backends.hazelcast._client import ERRORS, HazelcastConfig, connect, parse_url
@@ -23,8 +22,10 @@ from nbdb.backends.hazelcast._records import (
     HEAD,
     TOKEN_BYTES,
     TRIM,
+    Redo,
     decode_head,
     decode_kv,
+    decode_redo,
     encode_entry,
     encode_head,
     encode_kv,
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _COMMIT_LOCK = "commit"
+_ROLL_FORWARD_ROUNDS = 16
+"""How many decided-but-unapplied commits of others one commit applies before giving up (one per lapsed client)."""
 _TRIM_EVERY = 64
 _EXPIRY_GRAIN = 1.0
 """Hazelcast keeps entry times in whole seconds, so an entry may expire up to a second before its
@@ -87,8 +90,10 @@ class HazelcastBackend(ChangeLogBackend):
         self._client = client
         self._object_prefix = self.layout.objects
         root = f"nbdb.{config.namespace}." if config.namespace else "nbdb."
-        self._kv = client.get_map(root + "kv").blocking()
-        self._log = client.get_map(root + "log").blocking()
+        self._kv_async = client.get_map(root + "kv")
+        self._kv = self._kv_async.blocking()
+        self._log_async = client.get_map(root + "log")
+        self._log = self._log_async.blocking()
         self._meta_async = client.get_map(root + "meta")
         self._meta = self._meta_async.blocking()
         self._lease_async = client.get_map(root + "lease")
@@ -148,33 +153,32 @@ class HazelcastBackend(ChangeLogBackend):
 
         Objects are read under the commit lock, which makes the list exact (see the package
         docstring). Other keys — the reverse references a delete checks — are read without
-        it: at ``head`` if no commit held the lock after ``head`` was read (then every commit
-        up to it is wholly visible), else at ``head - 1``. A key that a commit in flight
-        touches carries a later revision, so the delete's ``PrefixUnchangedSince`` condition
+        it, at ``head`` read first: every commit up to ``head`` is wholly applied (``head``
+        moves only once its commit's writes are in). A key that a later commit already
+        changed carries a later revision, so the delete's ``PrefixUnchangedSince`` condition
         fails and it is planned again. Writers never wait for a delete's reads.
         """
         if any(p.startswith(self._object_prefix) for p in prefixes):
             with self._commit_lock():
+                head_f = self._meta_async.get(HEAD)
                 found = self._range(prefixes)
-                revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
+                revision, token = decode_head(self._call(head_f.result))
             self.remember_token(revision, token)
         else:
-            head = decode_head(self._call(lambda: self._meta.get(HEAD)))[0]
-            busy = self._call(lambda: self._meta.is_locked(_COMMIT_LOCK))
+            revision = decode_head(self._call(lambda: self._meta.get(HEAD)))[0]
             found = self._range(prefixes)
-            revision = max(head - 1, 0) if busy else head
         out = [
             kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
         ]
         return out, revision
 
     def _range(self, prefixes: Sequence[str]) -> dict[str, Any]:
+        # Every key under a prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
+        # the result is filtered by prefix all the same. The queries of all prefixes go out at once.
+        pending = [self._kv_async.entry_set(between("__key", p, p + "\uffff")) for p in prefixes]
         found: dict[str, Any] = {}
-        for prefix in prefixes:
-            # Every key under the prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
-            # the result is filtered by prefix all the same.
-            predicate = between("__key", prefix, prefix + "\uffff")
-            found.update(self._call(partial(self._kv.entry_set, predicate)))
+        for future in pending:
+            found.update(self._call(future.result))
         return found
 
     def revision_now(self) -> int:
@@ -189,7 +193,7 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- commits
 
     @contextmanager
-    def _commit_lock(self, while_waiting: Callable[[], object] | None = None) -> Iterator[None]:
+    def _commit_lock(self) -> Iterator[None]:
         """Hold the namespace's commit lock (see the package docstring).
 
         Threads of this backend take turns locally before asking the cluster. The cluster
@@ -205,21 +209,21 @@ class HazelcastBackend(ChangeLogBackend):
                 f"for over {self.config.timeout}s"
             )
         try:
-            with self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease, while_waiting):
+            with self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease):
                 yield
         finally:
             self._local_commit.release()
 
     @contextmanager
-    def _key_lock(
-        self, imap: Any, key: str, lease: float, while_waiting: Callable[[], object] | None = None
-    ) -> Iterator[None]:
+    def _key_lock(self, imap: Any, key: str, lease: float) -> Iterator[None]:
         """Hold the lock of ``key`` in ``imap`` (an async proxy), waiting at most ``timeout``.
 
-        ``while_waiting`` runs once the request is sent, so that its round trip overlaps the
-        wait. The client never times a lock request out by itself (it waits through a frozen
+        The client never times a lock request out by itself (it waits through a frozen
         member), so the wait is bounded here; a grant that arrives after we gave up is
         released at once. ``lease`` bounds how long a stalled holder keeps others waiting.
+        The unlock is sent, not waited for: the member runs a key's lock requests in the
+        order they arrive on the connection, so a later lock of this client queues behind
+        it, and a lost unlock is ended by the lease.
         """
         counted = imap is self._meta_async and key == _COMMIT_LOCK
         if counted:
@@ -232,8 +236,6 @@ class HazelcastBackend(ChangeLogBackend):
         if counted:
             pending.add_done_callback(lambda _: self._lock_request_done())
         try:
-            if while_waiting is not None:
-                while_waiting()
             if not granted.wait(self.config.timeout):
                 raise errors.BackendUnavailableError(
                     f"hazelcast at {self.config.where}: the lock of {key!r} was not granted "
@@ -246,11 +248,13 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             yield
         finally:
-            try:
-                imap.unlock(key).result()
-            except hzerrors.HazelcastError as exc:
-                # The lease ran out or the member dropped our locks: nothing left to release.
-                log.warning("hazelcast: releasing the lock of %r failed: %s", key, exc)
+            imap.unlock(key).add_done_callback(partial(self._unlocked, key))
+
+    def _unlocked(self, key: str, done: Any) -> None:
+        exc = done.exception()
+        if exc is not None and not self._closed:
+            # The lease ran out or the member dropped our locks: nothing left to release.
+            log.warning("hazelcast: releasing the lock of %r failed: %s", key, exc)
 
     def _lock_request_done(self) -> None:
         with self._lock_requests_guard:
@@ -270,123 +274,141 @@ class HazelcastBackend(ChangeLogBackend):
         deletes: Sequence[str],
         token: CommitToken | None = None,
     ) -> int | None:
-        """One transaction under the commit lock (see the package docstring).
+        """One commit under the commit lock, decided by its change-log entry (see the package docstring).
 
-        A failure before ``commit()`` is sent leaves nothing behind and is retried under the
-        retry policy. A failure of ``commit()`` itself may have applied it: CommitUnknownError,
-        and the family settles ``token``; its void commit writes the token key, which our
-        transaction keeps locked until it has committed or rolled back, so it sees the outcome.
+        A failure before the entry is sent leaves nothing behind and is retried under the
+        retry policy. A failure once it is sent may have decided the commit:
+        CommitUnknownError, and the family settles ``token`` with a commit of its own,
+        which first applies any decided commit it finds, so it sees the real outcome.
         """
         ttls = {token.key: token.ttl} if token is not None else {}
         attempts = self.retry.begin()
         while True:
             try:
-                tx = self._call(
-                    lambda: self._client.new_transaction(timeout=self.config.timeout, durability=1, type=TWO_PHASE)
-                )
-                # Beginning the transaction overlaps the wait for the lock (one round trip less).
-                with self._commit_lock(while_waiting=partial(self._call, tx.begin)):
-                    return self._commit_once(tx, conditions, puts, deletes, ttls)
+                with self._commit_lock():
+                    return self._commit_locked(conditions, puts, deletes, ttls)
             except errors.CommitUnknownError:
                 raise
             except errors.BackendUnavailableError as exc:
-                _rollback(tx)  # begun, but the lock was not granted: nothing was staged
                 if not attempts.wait():
                     raise
                 log.debug("hazelcast: commit not applied (%s); retrying", exc)
 
-    def _commit_once(
+    def _commit_locked(
         self,
-        tx: Any,
         conditions: Sequence[Condition],
         puts: Mapping[str, bytes],
         deletes: Sequence[str],
         ttls: Mapping[str, float],
     ) -> int | None:
-        """Stage and commit the begun ``tx``; None if a condition failed."""
-        anchor = secrets.token_hex(TOKEN_BYTES // 2)
-        try:
-            revision = self._stage(tx, anchor, conditions, puts, deletes, ttls)
-        except BaseException:
-            _rollback(tx)
-            raise
-        if revision is None:
-            _rollback(tx)
-            return None
-        try:
-            tx.commit()
-        except hzerrors.HazelcastError as exc:
-            raise errors.CommitUnknownError(
-                f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
-            ) from None
-        self.remember_token(revision, anchor)
-        if revision % _TRIM_EVERY == 0 and revision > self.config.history:
-            self._trim(revision - self.config.history)
-        return revision
+        """Read, decide (the log entry), apply, publish ``head``; None if a condition failed.
 
-    def _stage(
-        self,
-        tx: Any,
-        anchor: str,
-        conditions: Sequence[Condition],
-        puts: Mapping[str, bytes],
-        deletes: Sequence[str],
-        ttls: Mapping[str, float],
-    ) -> int | None:
-        """Check ``conditions`` and write everything inside ``tx``; the revision, or None if a condition failed."""
-        kv, meta = tx.get_map(self._kv_name), tx.get_map(self._meta_name)
+        Five round trips whatever the commit's size: the reads all at once, the entry, the
+        writes all at once, ``head``; the unlock is not waited for.
+        """
+        leases = [c.name for c in conditions if isinstance(c, LeaseHeld)]
+        with ExitStack() as held:
+            for name in sorted(set(leases)):
+                # Holding the lease entry's lock keeps its holder from releasing or renewing it until we are done.
+                held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
+            for _pending in range(_ROLL_FORWARD_ROUNDS):
+                head_raw, current, lease_holders, prefixes = self._read_for_commit(conditions, puts, deletes)
+                head = decode_head(head_raw)[0]
+                revision = head + 1
+                anchor = secrets.token_hex(TOKEN_BYTES // 2)
+                planned = _plan(conditions, puts, deletes, ttls, current, lease_holders, prefixes, revision)
+                if planned is None:
+                    # A condition failed; unless a decided commit is still unapplied (its client died), it stands.
+                    if self._roll_forward(revision, head_raw):
+                        continue
+                    return None
+                redo, changes = planned
+                objects = [c for c in changes if c.key.startswith(self._object_prefix)]
+                entry = encode_entry(anchor, objects, redo)
+                try:
+                    taken = self._log_async.put_if_absent(revision, entry).result()
+                except hzerrors.HazelcastError as exc:
+                    failure = ERRORS.classify(exc, f"at {self.config.where}")
+                    if failure.unsent or not failure.retryable:
+                        raise failure.error from None  # certainly not decided: the retry policy may send it again
+                    raise errors.CommitUnknownError(
+                        f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
+                    ) from None
+                if taken is not None:
+                    # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
+                    self._roll_forward(revision, head_raw)
+                    continue
+                try:
+                    self._apply(redo)
+                    self._publish_head(head_raw, encode_head(revision, anchor))
+                except hzerrors.HazelcastError as exc:
+                    raise errors.CommitUnknownError(
+                        f"hazelcast at {self.config.where}: commit {revision} is decided but applying it failed "
+                        f"({exc}); the next commit applies it"
+                    ) from None
+                self.remember_token(revision, anchor)
+                if revision % _TRIM_EVERY == 0 and revision > self.config.history:
+                    self._trim(revision - self.config.history)
+                return revision
+        raise errors.BackendUnavailableError(
+            f"hazelcast at {self.config.where}: commits of other clients kept taking the next revision"
+        )
+
+    def _read_for_commit(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
+    ) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
+        """``head``, every key the commit checks or changes, lease holders and prefix contents, read at once."""
+        keys = {*puts, *deletes}
+        for condition in conditions:
+            if isinstance(condition, VersionIs | Exists):
+                keys.add(condition.key)
+        head_f = self._meta_async.get(HEAD)
+        keys_f = self._kv_async.get_all(list(keys)) if keys else None
+        lease_f = {c.name: self._lease_async.get(c.name) for c in conditions if isinstance(c, LeaseHeld)}
+        prefix_f = {
+            c.prefix: self._kv_async.values(between("__key", c.prefix, c.prefix + "\uffff"))
+            for c in conditions
+            if isinstance(c, PrefixUnchangedSince)
+        }
+        head_raw = self._call(head_f.result)
+        current: dict[str, Any] = self._call(keys_f.result) if keys_f is not None else {}
+        holders = {name: self._call(f.result) for name, f in lease_f.items()}
+        prefixes = {prefix: self._call(f.result) for prefix, f in prefix_f.items()}
+        return head_raw, current, holders, prefixes
+
+    def _apply(self, redo: Sequence[Redo]) -> None:
+        """Apply a decided commit's writes, all at once; each one changes a key only from its old bytes."""
+        pending = []
+        for r in redo:
+            if r.new is not None and r.old is None:
+                pending.append(self._kv_async.put_if_absent(r.key, bytearray(r.new), r.ttl or None))
+            elif r.new is not None and r.old is not None:
+                pending.append(self._kv_async.replace_if_same(r.key, bytearray(r.old), bytearray(r.new)))
+            elif r.old is not None:
+                pending.append(self._kv_async.remove_if_same(r.key, bytearray(r.old)))
+        for future in pending:
+            future.result()
+
+    def _publish_head(self, old: Any, new: bytearray) -> None:
+        """Move ``head`` from ``old`` (as read) to ``new``; a client whose lock lapsed cannot move it back."""
+        if old is None:
+            self._meta_async.put_if_absent(HEAD, new).result()
+        else:
+            self._meta_async.replace_if_same(HEAD, old, new).result()
+
+    def _roll_forward(self, revision: int, head_raw: Any) -> bool:
+        """Apply the commit of ``revision`` if it is decided but ``head`` is still below it; whether it was."""
+        raw = self._call(lambda: self._log.get(revision))
+        if raw is None:
+            return False
+        token, redo = decode_redo(revision, raw)
+        log.info("hazelcast: applying commit %d, decided by a client that did not finish it", revision)
         try:
-            revision = decode_head(meta.get_for_update(HEAD))[0] + 1
-            expected: dict[str, int] = {}
-            for condition in conditions:
-                if isinstance(condition, VersionIs) and (condition.key in puts or condition.key in deletes):
-                    expected[condition.key] = condition.version  # checked by the write, which returns the old value
-                elif isinstance(condition, VersionIs):
-                    current = decode_kv(condition.key, kv.get_for_update(condition.key))
-                    if (current.version if current else 0) != condition.version:
-                        return None
-                elif isinstance(condition, Exists):
-                    if kv.get_for_update(condition.key) is None:
-                        return None
-                elif isinstance(condition, LeaseHeld):
-                    # Locking the lease entry keeps its holder from releasing it until we commit.
-                    holder = tx.get_map(self._lease_name).get_for_update(condition.name)
-                    if holder is None or bytes(holder) != condition.token:
-                        return None
-                elif isinstance(condition, PrefixUnchangedSince):
-                    predicate = between("__key", condition.prefix, condition.prefix + "\uffff")
-                    stored = (decode_kv(condition.prefix, raw) for raw in kv.values(predicate))
-                    if any(found.mod_revision > condition.revision for found in stored if found is not None):
-                        return None
-                else:  # pragma: no cover - the family has no other conditions
-                    raise TypeError(f"unknown condition {condition!r}")
-            changes: list[KeyChange] = []
-            for key, value in puts.items():
-                # A key without a version condition is most often new: write version 1 and
-                # correct it in a second write only if the key existed (one round trip saved).
-                version = expected[key] + 1 if key in expected else 1
-                previous = decode_kv(key, kv.put(key, encode_kv(version, revision, value), ttls.get(key)))
-                old_version = previous.version if previous else 0
-                if key in expected and old_version != expected[key]:
-                    return None
-                if key not in expected and previous is not None:
-                    version = old_version + 1
-                    kv.set(key, encode_kv(version, revision, value))
-                changes.append(
-                    KeyChange(key, value, version, previous.value if previous else None, old_version, revision)
-                )
-            for key in deletes:
-                previous = decode_kv(key, kv.remove(key))
-                if key in expected and (previous.version if previous else 0) != expected[key]:
-                    return None
-                if previous is not None:
-                    changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
-            objects = [c for c in changes if c.key.startswith(self._object_prefix)]
-            tx.get_map(self._log_name).set(revision, encode_entry(anchor, objects))
-            meta.set(HEAD, encode_head(revision, anchor))
+            self._apply(redo)
+            self._publish_head(head_raw, encode_head(revision, token))
         except hzerrors.HazelcastError as exc:
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
-        return revision
+        return True
 
     def _trim(self, through: int) -> None:
         """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
@@ -487,8 +509,50 @@ class HazelcastBackend(ChangeLogBackend):
             log.debug("hazelcast: error while shutting the client down", exc_info=True)
 
 
-def _rollback(tx: Any) -> None:
-    try:
-        tx.rollback()
-    except Exception as exc:  # the member rolls an orphaned transaction back by itself
-        log.debug("hazelcast: rollback failed: %s", exc)
+def _plan(
+    conditions: Sequence[Condition],
+    puts: Mapping[str, bytes],
+    deletes: Sequence[str],
+    ttls: Mapping[str, float],
+    current: Mapping[str, Any],
+    holders: Mapping[str, Any],
+    prefixes: Mapping[str, list[Any]],
+    revision: int,
+) -> tuple[list[Redo], list[KeyChange]] | None:
+    """The stored bytes a commit writes and its changes, from what was read; None if a condition fails."""
+    for condition in conditions:
+        if isinstance(condition, VersionIs):
+            found = decode_kv(condition.key, current.get(condition.key))
+            if (found.version if found else 0) != condition.version:
+                return None
+        elif isinstance(condition, Exists):
+            if current.get(condition.key) is None:
+                return None
+        elif isinstance(condition, LeaseHeld):
+            holder = holders.get(condition.name)
+            if holder is None or bytes(holder) != condition.token:
+                return None
+        elif isinstance(condition, PrefixUnchangedSince):
+            inside = (decode_kv(condition.prefix, raw) for raw in prefixes.get(condition.prefix, ()))
+            if any(found.mod_revision > condition.revision for found in inside if found is not None):
+                return None
+        else:  # pragma: no cover - the family has no other conditions
+            raise TypeError(f"unknown condition {condition!r}")
+    redo: list[Redo] = []
+    changes: list[KeyChange] = []
+    for key, value in puts.items():
+        raw = current.get(key)
+        previous = decode_kv(key, raw)
+        old_version = previous.version if previous else 0
+        stored = encode_kv(old_version + 1, revision, value)
+        redo.append(Redo(key, None if raw is None else bytes(raw), bytes(stored), ttls.get(key, 0.0)))
+        changes.append(
+            KeyChange(key, value, old_version + 1, previous.value if previous else None, old_version, revision)
+        )
+    for key in deletes:
+        raw = current.get(key)
+        previous = decode_kv(key, raw)
+        if raw is not None and previous is not None:
+            redo.append(Redo(key, bytes(raw), None, 0.0))
+            changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
+    return redo, changes
