@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import hazelcast.errors as hzerrors
 from hazelcast.config import IndexType
+from hazelcast.future import combine_futures
 from hazelcast.predicate import between, less_or_equal
 
 from nbdb import errors
@@ -36,11 +37,13 @@ from nbdb.families.kv import (
     Condition,
     Exists,
     KeyChange,
+    KeyCommit,
     KeyValue,
     LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
 )
+from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader
 
 __all__ = ["HazelcastBackend"]
@@ -87,6 +90,7 @@ class HazelcastBackend(ChangeLogBackend):
     def __init__(self, config: HazelcastConfig, client: Any) -> None:
         super().__init__("", config.retry)
         self.config = config
+        self.group_commit = config.group_commit
         self._client = client
         self._object_prefix = self.layout.objects
         root = f"nbdb.{config.namespace}." if config.namespace else "nbdb."
@@ -159,27 +163,35 @@ class HazelcastBackend(ChangeLogBackend):
         fails and it is planned again. Writers never wait for a delete's reads.
         """
         if any(p.startswith(self._object_prefix) for p in prefixes):
-            with self._commit_lock():
-                head_f = self._meta_async.get(HEAD)
-                found = self._range(prefixes)
-                revision, token = decode_head(self._call(head_f.result))
+            with self._commit_lock(partial(self._send_range, prefixes)) as lock:
+                head_raw, found = self._call(lock.follow.result)
+            revision, token = decode_head(head_raw)
             self.remember_token(revision, token)
         else:
             revision = decode_head(self._call(lambda: self._meta.get(HEAD)))[0]
-            found = self._range(prefixes)
+            found = self._call(self._send_range(prefixes).result)[1]
         out = [
             kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
         ]
         return out, revision
 
-    def _range(self, prefixes: Sequence[str]) -> dict[str, Any]:
+    def _send_range(self, prefixes: Sequence[str]) -> Any:
+        """Read ``head`` and every key under ``prefixes``, all at once: a future of ``(head, {key: value})``."""
         # Every key under a prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
-        # the result is filtered by prefix all the same. The queries of all prefixes go out at once.
-        pending = [self._kv_async.entry_set(between("__key", p, p + "\uffff")) for p in prefixes]
-        found: dict[str, Any] = {}
-        for future in pending:
-            found.update(self._call(future.result))
-        return found
+        # the result is filtered by prefix all the same.
+        pending = [
+            self._meta_async.get(HEAD),
+            *(self._kv_async.entry_set(between("__key", p, p + "\uffff")) for p in prefixes),
+        ]
+
+        def assemble(done: Any) -> tuple[Any, dict[str, Any]]:
+            head, *ranges = done.result()
+            found: dict[str, Any] = {}
+            for entries in ranges:
+                found.update(entries)
+            return head, found
+
+        return combine_futures(pending).continue_with(assemble)
 
     def revision_now(self) -> int:
         revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
@@ -193,8 +205,8 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- commits
 
     @contextmanager
-    def _commit_lock(self) -> Iterator[None]:
-        """Hold the namespace's commit lock (see the package docstring).
+    def _commit_lock(self, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
+        """Hold the namespace's commit lock (see the package docstring); ``then`` as in :meth:`_key_lock`.
 
         Threads of this backend take turns locally before asking the cluster. The cluster
         serializes commits anyway, so this costs no throughput, and it keeps the client's
@@ -209,21 +221,23 @@ class HazelcastBackend(ChangeLogBackend):
                 f"for over {self.config.timeout}s"
             )
         try:
-            with self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease):
-                yield
+            with self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
+                yield held
         finally:
             self._local_commit.release()
 
     @contextmanager
-    def _key_lock(self, imap: Any, key: str, lease: float) -> Iterator[None]:
+    def _key_lock(self, imap: Any, key: str, lease: float, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
         """Hold the lock of ``key`` in ``imap`` (an async proxy), waiting at most ``timeout``.
 
         The client never times a lock request out by itself (it waits through a frozen
         member), so the wait is bounded here; a grant that arrives after we gave up is
         released at once. ``lease`` bounds how long a stalled holder keeps others waiting.
-        The unlock is sent, not waited for: the member runs a key's lock requests in the
-        order they arrive on the connection, so a later lock of this client queues behind
-        it, and a lost unlock is ended by the lease.
+
+        ``then`` sends the requests that follow the grant from the grant's callback (as
+        ``held.follow``): requests sent from the client's reactor thread never wake it, and
+        several wake-ups in a row from other threads are what loses one (see
+        :meth:`_commit_lock`).
         """
         counted = imap is self._meta_async and key == _COMMIT_LOCK
         if counted:
@@ -231,6 +245,10 @@ class HazelcastBackend(ChangeLogBackend):
                 self._lock_requests += 1
                 self.commit_lock_requests_peak = max(self.commit_lock_requests_peak, self._lock_requests)
         pending = imap.lock(key, lease_time=lease)
+        held = _Held()
+        if then is not None:
+            follow = then
+            held.follow = pending.continue_with(lambda grant: (grant.result(), follow())[1])
         granted = threading.Event()
         pending.add_done_callback(lambda _: granted.set())
         if counted:
@@ -246,15 +264,16 @@ class HazelcastBackend(ChangeLogBackend):
             raise
         self._call(pending.result)
         try:
-            yield
+            yield held
         finally:
-            imap.unlock(key).add_done_callback(partial(self._unlocked, key))
-
-    def _unlocked(self, key: str, done: Any) -> None:
-        exc = done.exception()
-        if exc is not None and not self._closed:
-            # The lease ran out or the member dropped our locks: nothing left to release.
-            log.warning("hazelcast: releasing the lock of %r failed: %s", key, exc)
+            # Lock ownership is per thread, so the unlock leaves from this one; waiting for it keeps
+            # this thread's next request from waking the reactor twice in a row (see _commit_lock).
+            try:
+                imap.unlock(key).result()
+            except hzerrors.HazelcastError as exc:
+                # The lease ran out or the member dropped our locks: nothing left to release.
+                if not self._closed:
+                    log.warning("hazelcast: releasing the lock of %r failed: %s", key, exc)
 
     def _lock_request_done(self) -> None:
         with self._lock_requests_guard:
@@ -281,12 +300,36 @@ class HazelcastBackend(ChangeLogBackend):
         CommitUnknownError, and the family settles ``token`` with a commit of its own,
         which first applies any decided commit it finds, so it sees the real outcome.
         """
-        ttls = {token.key: token.ttl} if token is not None else {}
+        outcome = self._commit_retrying([KeyCommit(conditions, puts, deletes, token)])[0]
+        if isinstance(outcome, BaseException):  # pragma: no cover - one commit's errors are raised, not returned
+            raise outcome
+        return outcome
+
+    def commit_group(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        """Commits of concurrent threads as one commit at one revision, each keeping its own conditions.
+
+        :class:`SnapshotGroup` admits only commits whose keys are disjoint, so checking
+        each one's conditions against the same reads equals applying them one by one;
+        those whose conditions hold share one log entry (and revision), the others get None.
+        """
+        return self._commit_retrying([c.with_token_key() for c in commits])
+
+    def new_commit_group(self) -> CommitGroup[KeyCommit]:
+        return SnapshotGroup(self.group_commit, lambda name: f"lease/{name}", _commit_cost, None, None)
+
+    def _commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        conditions = [c for commit in commits for c in commit.conditions]
+        keys = {k for commit in commits for k in (*commit.puts, *commit.deletes)}
+        leases = sorted({c.name for c in conditions if isinstance(c, LeaseHeld)})
         attempts = self.retry.begin()
         while True:
             try:
-                with self._commit_lock():
-                    return self._commit_locked(conditions, puts, deletes, ttls)
+                with ExitStack() as held:
+                    for name in leases:
+                        # The lease entry's lock keeps its holder from releasing or renewing it until we are done.
+                        held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
+                    with self._commit_lock(partial(self._send_reads, conditions, keys)) as lock:
+                        return self._commit_locked(commits, conditions, keys, lock)
             except errors.CommitUnknownError:
                 raise
             except errors.BackendUnavailableError as exc:
@@ -295,89 +338,113 @@ class HazelcastBackend(ChangeLogBackend):
                 log.debug("hazelcast: commit not applied (%s); retrying", exc)
 
     def _commit_locked(
-        self,
-        conditions: Sequence[Condition],
-        puts: Mapping[str, bytes],
-        deletes: Sequence[str],
-        ttls: Mapping[str, float],
-    ) -> int | None:
-        """Read, decide (the log entry), apply, publish ``head``; None if a condition failed.
+        self, commits: Sequence[KeyCommit], conditions: Sequence[Condition], keys: set[str], lock: _Held
+    ) -> list[Outcome]:
+        """Read, decide (the log entry), apply, publish ``head``; each commit's revision, or None if it failed.
 
-        Five round trips whatever the commit's size: the reads all at once, the entry, the
-        writes all at once, ``head``; the unlock is not waited for.
+        Five round trips whatever the commits' size: the reads all at once (sent as the lock
+        is granted), the entry, the writes all at once and then ``head`` (sent as the entry is
+        written), the unlock (sent as ``head`` is, not waited for).
         """
-        leases = [c.name for c in conditions if isinstance(c, LeaseHeld)]
-        with ExitStack() as held:
-            for name in sorted(set(leases)):
-                # Holding the lease entry's lock keeps its holder from releasing or renewing it until we are done.
-                held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
-            for _pending in range(_ROLL_FORWARD_ROUNDS):
-                head_raw, current, lease_holders, prefixes = self._read_for_commit(conditions, puts, deletes)
-                head = decode_head(head_raw)[0]
-                revision = head + 1
-                anchor = secrets.token_hex(TOKEN_BYTES // 2)
-                planned = _plan(conditions, puts, deletes, ttls, current, lease_holders, prefixes, revision)
-                if planned is None:
-                    # A condition failed; unless a decided commit is still unapplied (its client died), it stands.
-                    if self._roll_forward(revision, head_raw):
-                        continue
-                    return None
-                redo, changes = planned
-                objects = [c for c in changes if c.key.startswith(self._object_prefix)]
-                entry = encode_entry(anchor, objects, redo)
-                try:
-                    taken = self._log_async.put_if_absent(revision, entry).result()
-                except hzerrors.HazelcastError as exc:
-                    failure = ERRORS.classify(exc, f"at {self.config.where}")
-                    if failure.unsent or not failure.retryable:
-                        raise failure.error from None  # certainly not decided: the retry policy may send it again
-                    raise errors.CommitUnknownError(
-                        f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
-                    ) from None
-                if taken is not None:
-                    # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
-                    self._roll_forward(revision, head_raw)
-                    continue
-                try:
-                    self._apply(redo)
-                    self._publish_head(head_raw, encode_head(revision, anchor))
-                except hzerrors.HazelcastError as exc:
-                    raise errors.CommitUnknownError(
-                        f"hazelcast at {self.config.where}: commit {revision} is decided but applying it failed "
-                        f"({exc}); the next commit applies it"
-                    ) from None
-                self.remember_token(revision, anchor)
-                if revision % _TRIM_EVERY == 0 and revision > self.config.history:
-                    self._trim(revision - self.config.history)
-                return revision
+        reads_f = lock.follow
+        for _pending in range(_ROLL_FORWARD_ROUNDS):
+            if reads_f is None:
+                reads_f = self._send_reads(conditions, keys)
+            head_raw, reads = self._call(reads_f.result)
+            reads_f = None
+            revision = decode_head(head_raw)[0] + 1
+            redo: list[Redo] = []
+            changes: list[KeyChange] = []
+            outcomes: list[Outcome] = []
+            for commit in commits:
+                ttls = {commit.token.key: commit.token.ttl} if commit.token is not None else {}
+                planned = _plan(commit, ttls, reads, revision)
+                outcomes.append(None if planned is None else revision)
+                if planned is not None:
+                    redo += planned[0]
+                    changes += planned[1]
+            # A failed condition stands, unless a decided commit is still unapplied (its client died).
+            if None in outcomes and self._roll_forward(revision, head_raw):
+                continue
+            if revision not in outcomes:
+                return outcomes
+            anchor = secrets.token_hex(TOKEN_BYTES // 2)
+            objects = [c for c in changes if c.key.startswith(self._object_prefix)]
+            entry = encode_entry(anchor, objects, redo)
+            new_head = encode_head(revision, anchor)
+            decided = self._log_async.put_if_absent(revision, entry)
+            # Applied and published only if the entry was ours, each sent from the previous reply's callback.
+            done = decided.continue_with(partial(self._after_decided, redo, head_raw, new_head))
+            try:
+                taken = decided.result()
+            except hzerrors.HazelcastError as exc:
+                failure = ERRORS.classify(exc, f"at {self.config.where}")
+                if failure.unsent or not failure.retryable:
+                    raise failure.error from None  # certainly not decided: the retry policy may send it again
+                raise errors.CommitUnknownError(
+                    f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
+                ) from None
+            if taken is not None:
+                # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
+                self._call(done.result)
+                self._roll_forward(revision, head_raw)
+                continue
+            try:
+                done.result()
+            except hzerrors.HazelcastError as exc:
+                raise errors.CommitUnknownError(
+                    f"hazelcast at {self.config.where}: commit {revision} is decided but applying it failed "
+                    f"({exc}); the next commit applies it"
+                ) from None
+            self.remember_token(revision, anchor)
+            if revision % _TRIM_EVERY == 0 and revision > self.config.history:
+                self._trim(revision - self.config.history)
+            return outcomes
         raise errors.BackendUnavailableError(
             f"hazelcast at {self.config.where}: commits of other clients kept taking the next revision"
         )
 
-    def _read_for_commit(
-        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]
-    ) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
-        """``head``, every key the commit checks or changes, lease holders and prefix contents, read at once."""
-        keys = {*puts, *deletes}
+    def _send_reads(self, conditions: Sequence[Condition], keys: set[str]) -> Any:
+        """Read ``head``, every key the commits check or change, lease holders and prefix contents, all at once.
+
+        A future of ``(head, _Reads)``.
+        """
+        keys = set(keys)
         for condition in conditions:
             if isinstance(condition, VersionIs | Exists):
                 keys.add(condition.key)
-        head_f = self._meta_async.get(HEAD)
-        keys_f = self._kv_async.get_all(list(keys)) if keys else None
-        lease_f = {c.name: self._lease_async.get(c.name) for c in conditions if isinstance(c, LeaseHeld)}
-        prefix_f = {
-            c.prefix: self._kv_async.values(between("__key", c.prefix, c.prefix + "\uffff"))
-            for c in conditions
-            if isinstance(c, PrefixUnchangedSince)
-        }
-        head_raw = self._call(head_f.result)
-        current: dict[str, Any] = self._call(keys_f.result) if keys_f is not None else {}
-        holders = {name: self._call(f.result) for name, f in lease_f.items()}
-        prefixes = {prefix: self._call(f.result) for prefix, f in prefix_f.items()}
-        return head_raw, current, holders, prefixes
+        leases = [c.name for c in conditions if isinstance(c, LeaseHeld)]
+        prefixes = [c.prefix for c in conditions if isinstance(c, PrefixUnchangedSince)]
+        pending = [
+            self._meta_async.get(HEAD),
+            # get_all of no keys answers {} without a request.
+            self._kv_async.get_all(list(keys)),
+            *(self._lease_async.get(name) for name in leases),
+            *(self._kv_async.values(between("__key", p, p + "\uffff")) for p in prefixes),
+        ]
 
-    def _apply(self, redo: Sequence[Redo]) -> None:
-        """Apply a decided commit's writes, all at once; each one changes a key only from its old bytes."""
+        def assemble(done: Any) -> tuple[Any, _Reads]:
+            head, current, *rest = done.result()
+            holders = dict(zip(leases, rest[: len(leases)], strict=True))
+            inside = dict(zip(prefixes, rest[len(leases) :], strict=True))
+            return head, _Reads(current, holders, inside)
+
+        return combine_futures(pending).continue_with(assemble)
+
+    def _after_decided(self, redo: Sequence[Redo], old_head: Any, new_head: bytearray, decided: Any) -> Any:
+        """Once the log entry is written: if it was ours, apply and publish (a future of the last reply); else None."""
+        if decided.result() is not None:
+            return None
+        return self._apply_and_publish(redo, old_head, new_head)
+
+    def _apply_and_publish(self, redo: Sequence[Redo], old_head: Any, new_head: bytearray) -> Any:
+        """Send a decided commit's writes, then (once they are in) move ``head``: a future of the last reply."""
+        return self._send_apply(redo).continue_with(
+            lambda applied: (applied.result(), self._send_head(old_head, new_head))[1]
+        )
+
+    def _send_apply(self, redo: Sequence[Redo]) -> Any:
+        """Send a decided commit's writes, all at once; each changes a key only from its old bytes. A future."""
         pending = []
         for r in redo:
             if r.new is not None and r.old is None:
@@ -386,15 +453,13 @@ class HazelcastBackend(ChangeLogBackend):
                 pending.append(self._kv_async.replace_if_same(r.key, bytearray(r.old), bytearray(r.new)))
             elif r.old is not None:
                 pending.append(self._kv_async.remove_if_same(r.key, bytearray(r.old)))
-        for future in pending:
-            future.result()
+        return combine_futures(pending)
 
-    def _publish_head(self, old: Any, new: bytearray) -> None:
+    def _send_head(self, old: Any, new: bytearray) -> Any:
         """Move ``head`` from ``old`` (as read) to ``new``; a client whose lock lapsed cannot move it back."""
         if old is None:
-            self._meta_async.put_if_absent(HEAD, new).result()
-        else:
-            self._meta_async.replace_if_same(HEAD, old, new).result()
+            return self._meta_async.put_if_absent(HEAD, new)
+        return self._meta_async.replace_if_same(HEAD, old, new)
 
     def _roll_forward(self, revision: int, head_raw: Any) -> bool:
         """Apply the commit of ``revision`` if it is decided but ``head`` is still below it; whether it was."""
@@ -404,8 +469,7 @@ class HazelcastBackend(ChangeLogBackend):
         token, redo = decode_redo(revision, raw)
         log.info("hazelcast: applying commit %d, decided by a client that did not finish it", revision)
         try:
-            self._apply(redo)
-            self._publish_head(head_raw, encode_head(revision, token))
+            self._apply_and_publish(redo, head_raw, encode_head(revision, token)).result()
         except hzerrors.HazelcastError as exc:
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
         return True
@@ -509,17 +573,34 @@ class HazelcastBackend(ChangeLogBackend):
             log.debug("hazelcast: error while shutting the client down", exc_info=True)
 
 
+class _Held:
+    """A held key lock and what the grant's callback sent (``follow``)."""
+
+    __slots__ = ("follow",)
+
+    def __init__(self) -> None:
+        self.follow: Any = None
+
+
+class _Reads(NamedTuple):
+    """What a commit read: stored keys, lease holders, the values under each checked prefix."""
+
+    current: Mapping[str, Any]
+    holders: Mapping[str, Any]
+    prefixes: Mapping[str, list[Any]]
+
+
+def _commit_cost(commit: KeyCommit) -> tuple[int, int]:
+    """What a commit adds to a group: nothing the group limits (the group size is the one bound)."""
+    return 0, 0
+
+
 def _plan(
-    conditions: Sequence[Condition],
-    puts: Mapping[str, bytes],
-    deletes: Sequence[str],
-    ttls: Mapping[str, float],
-    current: Mapping[str, Any],
-    holders: Mapping[str, Any],
-    prefixes: Mapping[str, list[Any]],
-    revision: int,
+    commit: KeyCommit, ttls: Mapping[str, float], reads: _Reads, revision: int
 ) -> tuple[list[Redo], list[KeyChange]] | None:
     """The stored bytes a commit writes and its changes, from what was read; None if a condition fails."""
+    current, holders, prefixes = reads
+    conditions, puts, deletes = commit.conditions, commit.puts, commit.deletes
     for condition in conditions:
         if isinstance(condition, VersionIs):
             found = decode_kv(condition.key, current.get(condition.key))
