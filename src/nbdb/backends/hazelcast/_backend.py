@@ -503,15 +503,22 @@ class HazelcastBackend(ChangeLogBackend):
             raise errors.BackendUnavailableError("the hazelcast backend is closed")
         with self._log_cond:
             if self._log_listener is None:
+                # ``head`` moves once a commit is applied, after its log entry was written: waking on the
+                # entry would have readers poll while the commit is still being applied.
                 self._log_listener = self._call(
-                    lambda: self._log.add_entry_listener(include_value=False, added_func=self._on_log_entry)
+                    lambda: self._meta.add_entry_listener(
+                        include_value=True, key=HEAD, added_func=self._on_head, updated_func=self._on_head
+                    )
                 )
         return HazelcastLogReader(self)
 
-    def _on_log_entry(self, event: Any) -> None:
+    def _on_head(self, event: Any) -> None:
+        try:
+            revision = decode_head(event.value)[0]
+        except errors.CorruptRecordError:
+            revision = self._log_latest + 1  # not ours to judge here: the reader reports it
         with self._log_cond:
-            if isinstance(event.key, int) and event.key > self._log_latest:
-                self._log_latest = event.key
+            self._log_latest = max(self._log_latest, revision)
             self._log_cond.notify_all()
 
     def _wake_log_waiters(self) -> None:
