@@ -168,8 +168,13 @@ class HazelcastBackend(ChangeLogBackend):
             revision, token = decode_head(head_raw)
             self.remember_token(revision, token)
         else:
-            revision = decode_head(self._call(lambda: self._meta.get(HEAD)))[0]
-            found = self._call(self._send_range(prefixes).result)[1]
+            # head first (every commit up to it is applied), then the keys, from its reply callback.
+            pending = self.then_send(
+                self._meta_async.get(HEAD),
+                lambda head: self._send_range(prefixes).continue_with(lambda got: (head.result(), got.result()[1])),
+            )
+            head_raw, found = self._call(pending.result)
+            revision = decode_head(head_raw)[0]
         out = [
             kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
         ]
@@ -248,7 +253,7 @@ class HazelcastBackend(ChangeLogBackend):
         held = _Held()
         if then is not None:
             follow = then
-            held.follow = pending.continue_with(lambda grant: (grant.result(), follow())[1])
+            held.follow = self.then_send(pending, lambda grant: (grant.result(), follow())[1])
         granted = threading.Event()
         pending.add_done_callback(lambda _: granted.set())
         if counted:
@@ -342,9 +347,9 @@ class HazelcastBackend(ChangeLogBackend):
     ) -> list[Outcome]:
         """Read, decide (the log entry), apply, publish ``head``; each commit's revision, or None if it failed.
 
-        Five round trips whatever the commits' size: the reads all at once (sent as the lock
-        is granted), the entry, the writes all at once and then ``head`` (sent as the entry is
-        written), the unlock (sent as ``head`` is, not waited for).
+        Six round trips in a row whatever the commits' size: the lock, the reads all at once
+        (sent from the grant's callback), the entry, the writes all at once and then ``head``
+        (sent from the entry's reply callback), the unlock.
         """
         reads_f = lock.follow
         for _pending in range(_ROLL_FORWARD_ROUNDS):
@@ -374,7 +379,7 @@ class HazelcastBackend(ChangeLogBackend):
             new_head = encode_head(revision, anchor)
             decided = self._log_async.put_if_absent(revision, entry)
             # Applied and published only if the entry was ours, each sent from the previous reply's callback.
-            done = decided.continue_with(partial(self._after_decided, redo, head_raw, new_head))
+            done = self.then_send(decided, partial(self._after_decided, redo, head_raw, new_head))
             try:
                 taken = decided.result()
             except hzerrors.HazelcastError as exc:
@@ -403,6 +408,25 @@ class HazelcastBackend(ChangeLogBackend):
         raise errors.BackendUnavailableError(
             f"hazelcast at {self.config.where}: commits of other clients kept taking the next revision"
         )
+
+    def then_send(self, future: Any, send: Callable[[Any], Any]) -> Any:
+        """A future of what ``send(future)`` returns (a future is followed), ``send`` run from a reply callback.
+
+        hazelcast-python-client 5.7's reactor loses a wake-up when it is woken several times
+        in a row by other threads (see :meth:`_commit_lock`), and every request (a ``getAll``
+        is one per partition) wakes it. Requests sent from a reply's callback run on the
+        reactor's own thread and wake nothing, so bursts leave from there. A callback runs at
+        once on the attaching thread if the reply was in already (a busy machine); it then
+        bounces once through one more request, whose reply callback sends the burst.
+        """
+        attacher = threading.get_ident()
+
+        def step(done: Any, bounced: bool = False) -> Any:
+            if not bounced and threading.get_ident() == attacher:
+                return self._meta_async.get(TRIM).continue_with(lambda _: step(done, True))
+            return send(done)
+
+        return future.continue_with(step)
 
     def _send_reads(self, conditions: Sequence[Condition], keys: set[str]) -> Any:
         """Read ``head``, every key the commits check or change, lease holders and prefix contents, all at once.
@@ -469,7 +493,10 @@ class HazelcastBackend(ChangeLogBackend):
         token, redo = decode_redo(revision, raw)
         log.info("hazelcast: applying commit %d, decided by a client that did not finish it", revision)
         try:
-            self._apply_and_publish(redo, head_raw, encode_head(revision, token)).result()
+            self.then_send(
+                self._meta_async.get(HEAD),
+                lambda _: self._apply_and_publish(redo, head_raw, encode_head(revision, token)),
+            ).result()
         except hzerrors.HazelcastError as exc:
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
         return True

@@ -81,7 +81,7 @@ class HazelcastLogReader(ChangeLogReader):
                 lambda both: (done.result(), *both.result())
             )
 
-        return backend._meta_async.get(HEAD).continue_with(entries)
+        return backend.then_send(backend._meta_async.get(HEAD), entries)
 
     def wait(self, logs: Sequence[str], after: int, timeout: float) -> None:
         self._backend._wait_for_log(after, timeout, lambda: self._closed)
