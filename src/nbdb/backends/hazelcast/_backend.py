@@ -56,6 +56,8 @@ _COMMIT_LOCK = "commit"
 _ROLL_FORWARD_ROUNDS = 16
 """How many decided-but-unapplied commits of others one commit applies before giving up (one per lapsed client)."""
 _TRIM_EVERY = 64
+_MAX_BOUNCES = 20
+"""How often a burst waits for one more reply to leave from the reactor thread (see ``then_send``)."""
 _EXPIRY_GRAIN = 1.0
 """Hazelcast keeps entry times in whole seconds, so an entry may expire up to a second before its
 TTL; leases ask for this much more, so that a lease never lapses before the TTL nbdb promised."""
@@ -112,6 +114,8 @@ class HazelcastBackend(ChangeLogBackend):
         self._local_commit = threading.Lock()
         """Held around every request for the commit lock, so that one thread of this backend asks at a time."""
         self._lock_requests = 0
+        self._reactor_thread = -1
+        """The client's reactor thread, once a reply callback showed it (see ``then_send``)."""
         self._lock_requests_guard = threading.Lock()
         self.commit_lock_requests_peak = 0
         """The most commit-lock requests this backend had outstanding at once (1 while threads take turns)."""
@@ -417,13 +421,19 @@ class HazelcastBackend(ChangeLogBackend):
         is one per partition) wakes it. Requests sent from a reply's callback run on the
         reactor's own thread and wake nothing, so bursts leave from there. A callback runs at
         once on the attaching thread if the reply was in already (a busy machine); it then
-        bounces once through one more request, whose reply callback sends the burst.
+        bounces through one more request (as often as that happens, up to a bound), whose
+        reply callback sends the burst.
         """
         attacher = threading.get_ident()
 
-        def step(done: Any, bounced: bool = False) -> Any:
-            if not bounced and threading.get_ident() == attacher:
-                return self._meta_async.get(TRIM).continue_with(lambda _: step(done, True))
+        def step(done: Any, bounces: int = 0) -> Any:
+            here = threading.get_ident()
+            if here != attacher:
+                self._reactor_thread = here  # a reply callback that did not run at once: the reactor's thread
+            elif here != self._reactor_thread and bounces < _MAX_BOUNCES:
+                # The reply was in before the callback was attached (so the reactor has handled this thread's
+                # last wake-up): one more single request, and the burst leaves from its reply's callback.
+                return self._meta_async.get(TRIM).continue_with(lambda _: step(done, bounces + 1))
             return send(done)
 
         return future.continue_with(step)
