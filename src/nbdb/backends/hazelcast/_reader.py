@@ -50,7 +50,7 @@ class HazelcastLogReader(ChangeLogReader):
             elif after > head or after <= trim:
                 anchor = None
             elif time.monotonic() < deadline and not self._closed:
-                time.sleep(0.005)  # the commit of ``after`` is still being applied
+                time.sleep(0.005)  # read before ``trim`` was raised and after the entry went: read again
                 continue
             else:
                 raise errors.BackendUnavailableError(
