@@ -255,3 +255,45 @@ def test_the_controllers_page_example_runs() -> None:
     assert blocks
     for block in blocks:
         exec(compile(block, str(page), "exec"), {"__name__": "controllers_example"})
+
+
+def test_concurrent_commits_are_all_counted(registry: object) -> None:
+    threads, each = 4, 700  # more than one fold's worth (1,024) in all, and a remainder still pending
+    with nbdb.connect("memory://") as db:
+        first = db.create(LogicalSwitch(name="first"))
+
+        def write(t: int) -> None:
+            for i in range(each):
+                db.create(LogicalSwitch(name=f"s{t}-{i}"))
+
+        workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        with pytest.raises(nbdb.ConflictError):
+            db.create(LogicalSwitch(id=first.id, name="again"))  # its id is taken
+        ok = threads * each + 1
+        assert _value(registry, "nbdb_commits_total", backend="memory", outcome="ok") == ok
+        assert _value(registry, "nbdb_commits_total", backend="memory", outcome="conflict") == 1
+        assert _value(registry, "nbdb_commit_seconds_count", backend="memory") == ok
+        assert _value(registry, "nbdb_commit_seconds_bucket", backend="memory", le="+Inf") == ok
+        assert 0 < _value(registry, "nbdb_commit_seconds_sum", backend="memory") < 60
+        buckets = [_value(registry, "nbdb_commit_seconds_bucket", backend="memory", le=repr(b))
+                   for b in metrics._LATENCY_BUCKETS]  # fmt: skip
+        assert buckets == sorted(buckets)  # cumulative
+        db.create(LogicalSwitch(name="one more"))
+        assert _value(registry, "nbdb_commits_total", backend="memory", outcome="ok") == ok + 1
+
+
+def test_failed_commits_are_counted_by_outcome(registry: object) -> None:
+    with nbdb.connect("memory://") as db:
+        stored = db.create(LogicalSwitch(name="a"))
+        db.update(stored.replace(name="b"))
+        with pytest.raises(nbdb.ConflictError):
+            db.update(stored.replace(name="c"))  # stale
+        with pytest.raises(nbdb.NotFoundError):
+            db.delete(LogicalSwitch, LogicalSwitch(name="gone").id)
+        assert _value(registry, "nbdb_commits_total", backend="memory", outcome="ok") == 2
+        assert _value(registry, "nbdb_commits_total", backend="memory", outcome="conflict") == 1
+        assert _value(registry, "nbdb_commit_seconds_count", backend="memory") == 2

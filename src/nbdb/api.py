@@ -10,6 +10,7 @@ settled from the error that names the object).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
@@ -20,14 +21,14 @@ from typing import Any, TypeVar, cast, overload
 from uuid import UUID
 
 from nbdb import errors, metrics
-from nbdb.cache import Cache, Subscriber
+from nbdb.cache import Cache, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import cascade_ops
 from nbdb.codec import bulk, decode
 from nbdb.hub import WatchHub
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
-from nbdb.revision import Revision
+from nbdb.revision import GLOBAL_SCOPE, Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, UniqueKey, WriteOp
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
@@ -94,6 +95,8 @@ class Database:
         self._commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
         self._hub: WatchHub | None = None
         self._hub_lock = threading.Lock()
+        self._replicas: dict[tuple[Any, ...], tuple[Cache, int]] = {}
+        """The shared replicas by (models, topics): their cache and how many open handles read it."""
         self._reaper: Reaper | None = None
         if reap and backend.capabilities.expiry is Expiry.REAPER and type(backend).reap is not Backend.reap:
             self._reaper = Reaper(backend)
@@ -119,7 +122,20 @@ class Database:
     def _commit(
         self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None
     ) -> tuple[CommitResult, Revision]:
-        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision.
+        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
+        result = self._commit_ops(ops, fence)
+        return result, Revision(result.revision, self._scope)
+
+    def _stamp(self, revision: int) -> int:
+        """How a stored copy keeps the revision of its commit (see :meth:`nbdb.models.base.Model.committed_at`).
+
+        A plain int on backends of one global sequence (no Revision to build
+        and convert back on every write), the scoped Revision otherwise.
+        """
+        return revision if self._scope is GLOBAL_SCOPE else Revision(revision, self._scope)
+
+    def _commit_ops(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> CommitResult:
+        """Commit ``ops`` (fenced on a held lock if ``fence``).
 
         Mutate ops (only for a backend that ``handles_mutations``) go to its
         ``commit_mutations``.
@@ -142,10 +158,8 @@ class Database:
             commit = lambda ops: backend.commit_fenced(ops, fence)  # noqa: E731
 
         if self._metrics is None:
-            result = commit(ops)
-        else:
-            result = self._metrics.commit(commit, ops, self._commit_times)
-        return result, Revision(result.revision, self._scope)
+            return commit(ops)
+        return self._metrics.commit(commit, ops, self._commit_times)
 
     # ---------------------------------------------------------------- checks
 
@@ -219,7 +233,7 @@ class Database:
         put, planned = put_of(obj, 0, ttl)
         for _attempt in range(_MAY_EXIST_ATTEMPTS):
             try:
-                result, revision = self._commit([put], fence)
+                result = self._commit_ops([put], fence)
             except errors.UniqueViolationError as exc:
                 if not may_exist or exc.existing is None:
                     raise
@@ -227,7 +241,7 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            return as_stored(planned, result.versions[0], revision)
+            return as_stored(planned, result.versions[0], self._stamp(result.revision))
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def check_model(self, model: type[Model]) -> None:
@@ -280,8 +294,8 @@ class Database:
         """
         obj = self._checked_stored(obj)
         put, planned = put_of(obj, obj.version)
-        result, revision = self._commit([put], fence)
-        return as_stored(planned, result.versions[0], revision)
+        result = self._commit_ops([put], fence)
+        return as_stored(planned, result.versions[0], self._stamp(result.revision))
 
     def mutate(
         self,
@@ -486,26 +500,50 @@ class Database:
         one-model cache, or a mapping from model to fields): ``get`` and
         ``find`` then return read-only partial views (:mod:`nbdb.projection`).
         The caches of one Database share one change stream from the server
-        (:mod:`nbdb.hub`); ``shared=False`` gives this one its own.
+        (:mod:`nbdb.hub`), and caches of the same models and topics (without
+        ``fields``) share one replica too: a :class:`~nbdb.cache.SharedCache`
+        handle each, with its own subscriptions, queues and ``on_error``.
+        ``shared=False`` gives this one a stream and a replica of its own.
         """
-        streams = None
-        if shared:
-            with self._hub_lock:
-                if self._hub is None:
-                    self._hub = WatchHub(self._backend)
-                streams = self._hub.stream
-        cache = Cache(
-            self._backend,
-            self._models(models),
-            topics,
-            on_change,
-            on_error,
-            fields=fields,
-            commit_times=self._commit_times,
-            streams=streams,
-        )
-        self._caches.add(cache)
-        return cache
+        followed = self._models(models)
+        key = (tuple(followed), None if topics is None else frozenset(topics))
+        with self._hub_lock:
+            if shared and self._hub is None:
+                self._hub = WatchHub(self._backend)
+            streams = self._hub.stream if shared and self._hub is not None else None
+            if not shared or fields is not None:
+                cache = Cache(
+                    self._backend,
+                    followed,
+                    topics,
+                    on_change,
+                    on_error,
+                    fields=fields,
+                    commit_times=self._commit_times,
+                    streams=streams,
+                )
+                self._caches.add(cache)
+                return cache
+            core, handles = self._replicas.get(key, (None, 0))
+            if core is None:
+                core = Cache(self._backend, followed, topics, commit_times=self._commit_times, streams=streams)
+                self._caches.add(core)
+            self._replicas[key] = (core, handles + 1)
+        handle = SharedCache(core, functools.partial(self._release_replica, key, core), on_change, on_error)
+        self._caches.add(handle)
+        return handle
+
+    def _release_replica(self, key: tuple[Any, ...], core: Cache) -> None:
+        """A handle on ``core`` closed: close the replica with its last handle."""
+        with self._hub_lock:
+            held, handles = self._replicas.get(key, (None, 0))
+            if held is not core:
+                return  # closed already (Database.close)
+            if handles > 1:
+                self._replicas[key] = (core, handles - 1)
+                return
+            del self._replicas[key]
+        core.close()
 
     # ---------------------------------------------------------------- coordination
 
@@ -537,6 +575,7 @@ class Database:
             self._reaper.close()
         for cache in list(self._caches):
             cache.close()
+        self._replicas.clear()
         for watch in list(self._watches):
             watch.close()
         if self._hub is not None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from nbdb.controller import CacheQueue
     from nbdb.workqueue import RateLimiter
 
-__all__ = ["Cache", "Subscriber"]
+__all__ = ["Cache", "SharedCache", "Subscriber"]
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,11 @@ class Cache:
         self._awaiting_sync: list[Subscription] = []
         self._queues: list[CacheQueue] = []
         self._waits = Waits(self)
-        self._errors = None if on_error is None else Subscription(on_error, name="on_error")
+        self._error_subs: list[Subscription] = []
+        if on_error is not None:
+            self._error_subs.append(Subscription(on_error, name="on_error"))
+        self._core = self
+        """The cache whose thread keeps the replica: itself, or the one a :class:`SharedCache` reads."""
         handles = metrics.active()
         self._metrics = None if handles is None else handles.backend(backend)
         self._commit_times = commit_times if self._metrics is not None else None
@@ -103,8 +107,7 @@ class Cache:
             self._metrics.track(self)
         self.corrupt: dict[tuple[str, UUID], errors.CorruptRecordError] = {}
         """Records that failed to decode, by (table, id); cleared when a good copy arrives."""
-        self.relists = 0
-        """How many times the cache had to re-list because history was gone."""
+        self._relists = 0
         self._revision = 0
         self._synced = threading.Event()
         self._closed = threading.Event()
@@ -123,7 +126,12 @@ class Cache:
     @property
     def revision(self) -> int:
         """The revision the cache content reflects."""
-        return self._revision
+        return self._core._revision
+
+    @property
+    def relists(self) -> int:
+        """How many times the cache had to re-list because history was gone."""
+        return self._core._relists
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         """Block until the initial list is loaded; False on timeout."""
@@ -154,7 +162,7 @@ class Cache:
     def snapshot(self) -> tuple[_List[Model], int]:
         """Every cached object and the revision they reflect, read in one step."""
         with self._lock:
-            return [obj for objs in self._objects.values() for obj in objs.values()], self._revision
+            return [obj for objs in self._objects.values() for obj in objs.values()], self._core._revision
 
     def find(self, model: type[M], **equals: Any) -> _List[M]:
         """Objects whose fields equal the given values (a list field matches if it contains the value).
@@ -361,8 +369,8 @@ class Cache:
             queue.close()
         for sub in subs:
             sub.close(_CLOSE_WAIT)
-        if self._errors is not None:
-            self._errors.close(_CLOSE_WAIT)
+        for errors_sub in self._error_subs:
+            errors_sub.close(_CLOSE_WAIT)
 
     def __enter__(self) -> Cache:
         return self
@@ -398,7 +406,7 @@ class Cache:
             except errors.HistoryGoneError as exc:
                 log.info("cache: history gone after revision %d (%s); re-listing", self._revision, exc)
                 need_list = True
-                self.relists += 1
+                self._relists += 1
                 if self._metrics is not None:
                     self._metrics.relisted()
             except errors.NbdbError as exc:
@@ -471,8 +479,8 @@ class Cache:
             )
             if self._metrics is not None:
                 self._metrics.corrupt()
-            if self._errors is not None:
-                self._errors.put(exc)
+            for errors_sub in self._error_subs:
+                errors_sub.put(exc)
             return None
         if self.corrupt:
             self.corrupt.pop((model.nbdb_table, record.id), None)
@@ -518,3 +526,97 @@ class Cache:
     def _emit(self, event: ChangeEvent[Model]) -> None:
         for sub in self._subscriptions:
             sub.offer(event)
+
+
+_SHARED_STATE = (
+    "_backend", "_streams", "_models", "_tables", "_topics", "_views", "_objects", "_indexes", "_fields",
+    "_lock", "_scope", "_waits", "_synced", "_metrics", "_commit_times", "_thread", "corrupt",
+)  # fmt: skip
+"""What a :class:`SharedCache` reads from its replica's cache, by reference."""
+
+
+class SharedCache(Cache):
+    """One handle on a replica that several caches of a Database share.
+
+    A process that opens many caches of the same models and topics (one per
+    controller, as client-go's shared informers serve them) keeps one replica:
+    one apply per change, one set of indexes, one copy of each object, however
+    many handles read it. Each handle has its own subscriptions, work queues
+    and ``on_error``; closing it ends those, and the replica closes with its
+    last handle. Reads, ``wait_synced`` and ``wait_for`` are the replica's.
+    ``on_change`` first receives a ``created`` event (``synthetic``) for every
+    object the replica holds already, as a cache's first list delivers them.
+    """
+
+    def __init__(
+        self,
+        core: Cache,
+        release: Callable[[], None],
+        on_change: Subscriber | None = None,
+        on_error: Callable[[errors.CorruptRecordError], None] | None = None,
+    ) -> None:
+        for name in _SHARED_STATE:
+            setattr(self, name, getattr(core, name))
+        self._core = core
+        self._release = release
+        self._own: list[Subscription] = []
+        self._queues = []
+        self._closed = threading.Event()
+        self._error_subs = []
+        if on_error is not None:
+            sub = Subscription(on_error, name="on_error")
+            with core._lock:
+                core._error_subs = [*core._error_subs, sub]  # the apply thread iterates the old list
+            self._error_subs.append(sub)
+        if on_change is not None:
+            self._subscribe(on_change, None, None, True)
+
+    def _subscribe(
+        self,
+        callback: Callable[[Any], None],
+        models: type[Model] | Sequence[type[Model]] | None,
+        predicate: Predicate | None,
+        replay: bool,
+        *,
+        name: str = "",
+        tick: tuple[float, Callable[[], None]] | None = None,
+    ) -> Subscription:
+        if self._closed.is_set():
+            raise errors.ValidationError("this cache is closed")
+        sub = self._core._subscribe(callback, models, predicate, replay, name=name, tick=tick)
+        with self._lock:
+            self._own = [s for s in self._own if not s.closed] + [sub]
+        return sub
+
+    def unsubscribe(self, subscription: Subscription | Subscriber) -> None:
+        """Stop a subscription of this handle (or the one of ``callback``)."""
+        if isinstance(subscription, Subscription):
+            subscription.close()
+            return
+        with self._lock:
+            found = next((s for s in self._own if s.callback == subscription and not s.closed), None)
+        if found is None:
+            raise errors.NotFoundError(f"{subscription!r} is not subscribed to this cache")
+        found.close()
+
+    def metric_samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        """Nothing: the replica reports its gauges once for all its handles."""
+        return iter(())
+
+    def close(self) -> None:
+        """End this handle's subscriptions, queues and ``on_error``; the replica closes with its last handle."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        core = self._core
+        with self._lock:
+            subs, queues, self._own = list(self._own), list(self._queues), []
+            mine = set(self._error_subs)
+            core._error_subs = [s for s in core._error_subs if s not in mine]
+        for queue in queues:
+            queue.close()
+        for sub in subs:
+            sub.close(_CLOSE_WAIT)
+        for errors_sub in self._error_subs:
+            errors_sub.close(_CLOSE_WAIT)
+        self._release()

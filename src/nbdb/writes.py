@@ -85,13 +85,16 @@ def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] |
     """``values`` as unique keys (as they are if they are keys already)."""
     if not values or type(values[0]) is UniqueKey:
         return values  # type: ignore[return-value]  # None, (), or keys
+    if len(values) == 1:  # the common case (one unique name), without a comprehension's frame
+        return (_new_tuple(UniqueKey, values[0]),)
     return tuple([_new_tuple(UniqueKey, pair) for pair in values])
 
 
 def delete_of(obj: Model, if_exists: bool = False) -> Delete:
     """The compare-and-swap delete of a stored copy."""
-    return Delete(
-        obj.nbdb_table, obj.id, obj.topic, obj.version, obj.stored_refs(), if_exists, _keys(obj.stored_unique())
+    return _new_tuple(
+        Delete,
+        (obj.nbdb_table, obj.id, obj.topic, obj.version, obj.stored_refs(), if_exists, _keys(obj.stored_unique())),
     )
 
 

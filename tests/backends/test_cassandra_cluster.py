@@ -141,7 +141,8 @@ def test_a_node_killed_under_writes_loses_skips_and_repeats_nothing(
         assert not follower.is_alive(), "the watch did not catch up"
 
         # Writers and watchers worked again within seconds of the kill, and kept working about as
-        # well as before it (on a loaded machine, a write can take a second or two even then).
+        # well as before it (on a loaded machine, a write can take a second or two even then);
+        # measured here, asserted after the exactness checks.
         slow = [r.getMessage()[:160] for r in caplog.records if r.name.endswith("store")][-10:]
         stalls = {}
         for name, times in [*((w.topic, w.successes) for w in writers), ("the watch", [t for t, _ in watched])]:
@@ -150,8 +151,6 @@ def test_a_node_killed_under_writes_loses_skips_and_repeats_nothing(
             stalls[name] = (_longest_gap(times, killed_at, ended_at), usual)
         summary = ", ".join(f"{name} {gap:.1f}s ({usual:.1f}s before)" for name, (gap, usual) in stalls.items())
         logging.getLogger(__name__).warning("longest stall after the kill: %s", summary)
-        for name, (gap, usual) in stalls.items():
-            assert gap <= max(_RECOVERY, 1.5 * usual), f"{name} stalled {gap:.1f}s after the kill; {summary}; {slow}"
 
         # Nothing acknowledged is lost.
         final = {o.id: o for o in watcher_db.list(LogicalSwitch)}
@@ -190,6 +189,10 @@ def test_a_node_killed_under_writes_loses_skips_and_repeats_nothing(
             time.sleep(0.2)
         live = [(e.revision, e.id) for e in cached if not e.synthetic]
         assert len(live) == len(set(live)), "the cache applied a change twice"
+
+        # Exactness first (above), then liveness: a stall is reported only when nothing was lost or repeated.
+        for name, (gap, usual) in stalls.items():
+            assert gap <= max(_RECOVERY, 1.5 * usual), f"{name} stalled {gap:.1f}s after the kill; {summary}; {slow}"
         cache.close()
         watch.close()
     finally:

@@ -133,3 +133,53 @@ def test_an_update_keeping_its_unique_value_keeps_its_claim() -> None:
         store.commit([Delete(*parent, None, 1)])
     store.commit([Put(*me, None, b"{}", 2, frozenset(), refs, None, ())])  # drops both
     assert store.uniques == {} and store.held == {} and store.referrers == {}
+
+
+# A batch of creates: (parent or child, which id, which parents, which name) each.
+_create = st.tuples(st.booleans(), st.integers(0, 2), st.frozensets(st.integers(0, 2), max_size=2),
+                    st.sampled_from([None, *_NAMES]))  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_step, max_size=12), st.lists(_create, min_size=2, max_size=6))
+def test_a_batch_of_creates_matches_the_general_path(steps: list[tuple[Any, ...]], batch: list[Any]) -> None:
+    """:meth:`MemoryStore.creates_ok` (one pass) reaches what :meth:`MemoryStore.check` reaches, from any state."""
+    fast, general = MemoryStore(), MemoryStore()
+    for step in steps:  # the same history on both
+        op = _op(fast, step)
+        for store in (fast, general):
+            _outcome(lambda: store.commit([op]))  # noqa: B023 - called right here
+    assert _state(fast) == _state(general)
+    ops: list[WriteOp] = [_op(fast, ("create", child, which, "zero", parents, name))
+                          for child, which, parents, name in batch]  # fmt: skip
+    got = _outcome(lambda: fast.commit(ops).versions)
+    want = _outcome(lambda: _general(general, ops))
+    assert got == want
+    assert _state(fast) == _state(general)
+    objects = {key: (fast.refs.get(key, frozenset()), tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
+               for key in fast.records}  # fmt: skip
+    assert _state(fast)[1:5] == _indexes(objects)
+
+
+def test_a_batch_of_creates_may_reference_each_other() -> None:
+    store = MemoryStore()
+    parent, child = ("Parent", _PARENTS[0]), ("Child", _CHILDREN[0])
+    refs = frozenset({parent})
+    name = (UniqueKey("name", '"a"'),)
+    ops: list[WriteOp] = [Put(*child, None, b"{}", 0, refs, frozenset(), None, name), Put(*parent, None, b"{}", 0)]
+    assert store.creates_ok(ops)
+    assert store.commit(ops).versions == [1, 1]
+    assert store.referrers == {parent: {child}} and store.uniques == {("Child", "name", '"a"'): child[1]}
+    taken = [Put("Child", _CHILDREN[1], None, b"{}", 0, frozenset(), frozenset(), None, name),
+             Put("Child", _CHILDREN[2], None, b"{}", 0)]  # fmt: skip
+    assert not store.creates_ok(taken)
+    with pytest.raises(errors.UniqueViolationError):
+        store.commit(taken)
+    dangling = [Put("Child", _CHILDREN[1], None, b"{}", 0, frozenset({("Parent", _PARENTS[1])})),
+                Put("Child", _CHILDREN[2], None, b"{}", 0)]  # fmt: skip
+    with pytest.raises(errors.ReferenceError):
+        store.commit(dangling)
+    twice = [Put("Child", _CHILDREN[1], None, b"{}", 0), Put("Child", _CHILDREN[1], None, b"{}", 0)]
+    with pytest.raises(errors.ValidationError):
+        store.commit(twice)
+    assert store.revision == 1

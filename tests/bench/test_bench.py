@@ -340,3 +340,39 @@ def test_ovn_ports_option_picks_the_sweep_sizes(tmp_path: Path, capsys: pytest.C
     code = main(["bench", "--sizes", "tiny", "--ovn-ports", "x", "--no-plots", "--out", str(tmp_path)])
     assert code != 0
     assert "--ovn-ports" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(180)
+def test_spread_fanout_follows_from_other_processes(redis_server: Server, tmp_path: Path) -> None:
+    """Caches in other processes (a Database each) get every write; the p99 target is checked on Redis."""
+    pytest.importorskip("nbdb.backends.redis")
+    code = main(
+        [
+            "bench", "--sizes", "tiny", "--backends", "redis", "--urls", f"redis={redis_server.url}",
+            "--workloads", "spread", "--no-plots", "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert code == 0, data["errors"]
+    (spread,) = [m for m in data["measurements"] if m["workload"] == "watch.spread"]
+    assert spread["impl"] == "nbdb" and spread["params"] == {"processes": 2, "caches": 4}
+    assert spread["extra"]["missing_events"] == 0
+    assert spread["count"] == 4 * 10  # every cache in every process saw every write once
+    assert 0 < spread["latency_us"]["p50"] <= spread["latency_us"]["p99"]
+    assert any(t["name"] == "commit-to-applied p99, 4 caches over 2 processes" for t in data["targets"])
+
+
+def test_spread_needs_caches_a_multiple_of_processes() -> None:
+    from nbdb.bench.config import SIZES
+    from nbdb.bench.target import Target
+    from nbdb.bench.workloads import fanout
+
+    with pytest.raises(ValueError, match="multiple of processes"):
+        fanout.run_spread(Target("redis", "redis://127.0.0.1:1/0"), SIZES["tiny"], processes=3, caches=4)
+
+
+def test_the_spread_group_runs_on_servers_only() -> None:
+    from nbdb.bench.workloads import GROUPS
+
+    (group,) = [g for g in GROUPS if g.name == "spread"]
+    assert "memory" not in group.backends and {"redis", "etcd"} <= set(group.backends)

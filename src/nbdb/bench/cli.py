@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--workloads",
         default=None,
-        help="comma-separated workload groups to run (default: all: crud,threads,txn,list,cache,fanout,churn,ovn)",
+        help="comma-separated workload groups to run "
+        "(default: all: crud,threads,txn,list,cache,fanout,spread,churn,ovn)",
     )
     p.add_argument(
         "--ovn-ports",

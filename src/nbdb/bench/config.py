@@ -55,6 +55,8 @@ class Sizes:
     fanout_writes: int
     fanout_rate: float
     """Writes per second of the fan-out writer (paced, so latency is not queueing)."""
+    fanout_spread: tuple[tuple[int, int], ...]
+    """(processes, caches in all) of the spread fan-out: caches in several processes, as a deployment has them."""
     churn_ops: int
     churn_rate: float
     churn_tenants: int
@@ -93,6 +95,7 @@ SIZES: dict[str, Sizes] = {
         fanout_caches=(1, 2),
         fanout_writes=10,
         fanout_rate=500.0,
+        fanout_spread=((2, 4),),
         churn_ops=30,
         churn_rate=500.0,
         churn_tenants=2,
@@ -112,6 +115,7 @@ SIZES: dict[str, Sizes] = {
         fanout_caches=(1, 10),
         fanout_writes=200,
         fanout_rate=200.0,
+        fanout_spread=(),  # ten processes starting is not quick
         churn_ops=500,
         churn_rate=500.0,
         churn_tenants=4,
@@ -137,6 +141,7 @@ SIZES: dict[str, Sizes] = {
         fanout_caches=(1, 10, 50),
         fanout_writes=1_000,
         fanout_rate=200.0,
+        fanout_spread=((10, 500),),
         churn_ops=3_000,
         churn_rate=500.0,
         churn_tenants=10,

@@ -26,6 +26,7 @@ _LATENCY_WORKLOADS = (
     "write.txn",
     "read.list",
     "watch.fanout",
+    "watch.spread",
     "churn",
     "churn.controller",
 )
@@ -62,7 +63,7 @@ def write_plots(result: BenchResult, out_dir: Path) -> dict[str, Path]:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     headline = _headline(result)
     labels = sorted(
-        {_label(m) for m in headline if m.workload != "watch.fanout"},
+        {_label(m) for m in headline if m.workload not in ("watch.fanout", "watch.spread")},
         key=lambda s: (s.split()[0] not in ("cache.get", "cache.find"), s),
     )
 

@@ -177,7 +177,7 @@ def print_report(result: BenchResult, out: IO[str]) -> None:
         row[5] = f"[{style}]{ratio}[/]" if style else ratio
         table.add_row(*row)
     console.print(table)
-    targets = Table(title="Targets of issue 8", title_justify="left")
+    targets = Table(title="Targets (issue 13)", title_justify="left")
     for h in TARGET_HEADERS:
         targets.add_column(h)
     for row in target_rows(result):

@@ -24,6 +24,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PlainSerializer, WrapSerializer
 from pydantic_core import core_schema
 
+import nbdb.models.ids as _ids
 from nbdb import errors
 from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
@@ -142,7 +143,7 @@ class Model(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Assigned on construction; kept for life.")
+    id: uuid.UUID = Field(default_factory=_ids.new_id, description="Assigned on construction; kept for life.")
     version: int = Field(default=0, ge=0, description="0 until stored; bumped by every write.")
     topic: Topic | None = Field(default=None, description="Tenant or partition; immutable once stored.")
     external_ids: dict[str, str] = Field(default_factory=dict)

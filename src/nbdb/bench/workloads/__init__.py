@@ -54,6 +54,13 @@ GROUPS: tuple[Group, ...] = (
     Group("list", listing.run_nbdb, listing.run_raw, _once, writes=True),
     Group("cache", cache.run_nbdb, cache.run_raw, lambda s: [{"objects": n} for n in s.load_objects]),
     Group("fanout", fanout.run_nbdb, fanout.run_raw, lambda s: [{"caches": n} for n in s.fanout_caches]),
+    Group(
+        "spread",
+        fanout.run_spread,
+        None,
+        lambda s: [{"processes": p, "caches": c} for p, c in s.fanout_spread],
+        fanout.SPREAD_BACKENDS,
+    ),
     Group("churn", churn.run_nbdb, None, lambda s: [{}, {"controller": True}]),
     Group("ovn", ovn.run_nbdb, ovn.run_raw, lambda s: [{"ports": n} for n in s.ovn_ports], ("ovsdb",)),
 )
@@ -72,6 +79,7 @@ WORKLOAD_TITLES: dict[str, str] = {
     "cache.get": "cache get by id, one thread",
     "cache.find": "cache find by indexed name, one thread",
     "watch.fanout": "one writer, N caches: commit to applied",
+    "watch.spread": "one writer, N caches spread over P processes (a Database each): commit to applied",
     "churn": "tenants, networks, ports bound to chassis, deletes; topic-filtered caches",
     "churn.controller": "the same churn into controllers: write to the reconcile that reflects it",
     "ovn.cold_load": "OVN: connect and load a switch's N ports (raw: the ovs IDL)",
