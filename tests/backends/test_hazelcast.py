@@ -120,6 +120,44 @@ def test_settling_a_commit_token(hazelcast_server: HazelcastServer) -> None:  # 
         assert backend.get_key("x/lost") is None
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("condition_fails_first", [False, True])
+def test_a_decided_commit_of_a_dead_client_is_applied_by_the_next(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    condition_fails_first: bool,
+) -> None:
+    """A client that wrote its log entry (the decision) and died before applying it: the next commit applies it.
+
+    Its writes land whole, at its revision, before the next commit's own; a condition that
+    failed on the unapplied state is checked again once it is applied.
+    """
+    from nbdb.backends.hazelcast._records import HEAD, Redo, decode_head, encode_entry, encode_kv
+    from nbdb.families.kv import VersionIs
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.commit_keys([], {"x/before": b"0"}, []) is not None
+        dead = decode_head(backend._meta.get(HEAD))[0] + 1
+        stored = bytes(encode_kv(1, dead, b"dead"))
+        entry = encode_entry("d" * 24, [], [Redo("x/dead", None, stored, 0.0)])
+        backend._log.put(dead, entry)  # decided, never applied: the client died here
+        if condition_fails_first:
+            # Reads the unapplied state (x/dead absent: the condition fails), applies the dead commit, checks again.
+            revision = backend.commit_keys([VersionIs("x/dead", 1)], {"x/dead": b"mine"}, [])
+        else:
+            # Its own log entry finds the revision taken: applies the dead commit, then commits after it.
+            revision = backend.commit_keys([], {"x/mine": b"1"}, [])
+        assert revision == dead + 1
+        applied = backend.get_key("x/dead")
+        assert applied is not None
+        if condition_fails_first:
+            assert (applied.value, applied.version, applied.mod_revision) == (b"mine", 2, dead + 1)
+        else:
+            assert (applied.value, applied.version, applied.mod_revision) == (b"dead", 1, dead)
+        assert decode_head(backend._meta.get(HEAD))[0] == dead + 1
+
+
 @pytest.mark.timeout(90)
 def test_commit_to_a_frozen_member_is_unknown_never_a_conflict(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
     member = hazelcast_server.members[0]
@@ -177,16 +215,19 @@ def test_concurrent_writers_give_a_dense_gap_free_stream(hazelcast_server: Hazel
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("group_commit", [1, 32])
 def test_threads_of_one_database_ask_for_the_commit_lock_one_at_a_time(
     hazelcast_server: HazelcastServer,  # noqa: F811
+    group_commit: int,
 ) -> None:
     """Eight threads committing through one Database send one commit-lock request at a time.
 
     The cluster serializes commits anyway; letting every thread send its own request is what
     made the client's reactor lose its wake-up (every request then waited 10 ms). Each commit
-    still applies once, at its own revision.
+    still applies once: alone at its own revision, or grouped with others that waited (one
+    revision and one log entry for the group), and the stream holds every object once.
     """
-    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+    with nbdb.connect(hazelcast_server.url, namespace=_ns(), group_commit=group_commit) as db:
         backend = db.backend
         assert isinstance(backend, HazelcastBackend)
         start = backend.current_revision()
@@ -205,8 +246,21 @@ def test_threads_of_one_database_ask_for_the_commit_lock_one_at_a_time(
             thread.join(90)
         assert len(created) == 80
         assert backend.commit_lock_requests_peak == 1
-        assert backend.current_revision() == start + 80  # one revision per commit, none applied twice
+        end = backend.current_revision()
+        if group_commit == 1:
+            assert end == start + 80  # one revision per commit, none applied twice
+        else:
+            assert start < end <= start + 80
         assert {p.id for p in db.list(KitParent)} == {p.id for p in created}
+        stream = backend.watch(["KitParent"], None, start)
+        seen: list[uuid.UUID] = []
+        try:
+            deadline = time.monotonic() + 30
+            while len(seen) < 80 and time.monotonic() < deadline:
+                seen += [change.id for change in stream.poll(1.0)]
+        finally:
+            stream.close()
+        assert sorted(seen) == sorted(p.id for p in created)  # each object once, nothing lost
 
 
 @pytest.mark.timeout(90)

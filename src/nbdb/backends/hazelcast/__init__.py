@@ -7,45 +7,42 @@ URL (see ``docs/backends/hazelcast.md``)::
 Layout: five IMaps per namespace, ``nbdb.<namespace>.<name>``::
 
     kv     family key -> version (8 bytes) | revision of the last write (8) | value
-    log    revision -> commit token (24 ASCII bytes) | the commit's key changes (pubsub encoding)
-    meta   "head" -> revision | token of the latest commit;  "trim" -> newest trimmed revision;
-           "commit" is the key of the commit lock (an IMap key lock, nothing stored)
+    log    revision -> commit token (24 ASCII bytes) | the commit's object changes | every stored
+           key it changes, with its bytes before and after (what it takes to finish the commit)
+    meta   "head" -> revision | token of the latest wholly applied commit;  "trim" -> newest
+           trimmed revision;  "commit" is the key of the commit lock (an IMap key lock, nothing stored)
     lease  lock name -> owner token (TTL'd entries);  ids: counter name -> last id handed out
 
-Why a commit is atomic. A commit is one Hazelcast transaction of type TWO_PHASE with
-durability 1: the member coordinating it copies the transaction log to a backup member
-before committing, and if the coordinator dies the backup finishes the commit or rolls it
-back (never half of it). The transaction reads ``head`` with ``getForUpdate`` (a
-transactional key lock, so revisions are unique and dense even if two committers ever ran
-at once), checks every condition on keys it locks, and writes the objects, the ``log``
-entry of revision ``head + 1`` and the new ``head``. All of it lands, or none of it.
+Why a commit is atomic. Under the namespace's commit lock a committer reads ``head`` and
+every key its commit checks or changes (all at once), checks the conditions, and decides
+the commit with one single-key write: ``putIfAbsent`` of its ``log`` entry at ``head + 1``.
+Then it moves each key from the bytes it read to the new ones (compare-and-set, all at
+once) and, once they are in, ``head`` to ``head + 1``. Before the decision nothing is
+written; after it, the entry holds everything needed to finish the commit, and applying
+it again changes nothing. A committer that finds a decided entry past ``head`` (its client
+died, or its lock lapsed) applies it before its own commit.
 
-Why readers never see half of one. Hazelcast applies the commit phase partition by
-partition, so an instant exists where some keys of a commit are visible and others are
-not. Every committer therefore holds the ``commit`` key lock of ``meta`` from before its
-transaction begins until ``commit()`` has returned, which Hazelcast does only once every
-partition applied its part. Hence when a committer holds that lock, every commit up to
-``head`` is wholly visible, and a list that takes the same lock reads one revision exactly.
+Why readers never see half of one. ``head`` moves only once its commit is wholly applied,
+so every commit up to ``head`` is visible whole; a list takes the commit lock, so it reads
+exactly the state at the ``head`` it reports.
 
-Why the change stream has no gap. Revisions are dense (one ``head`` key lock), each
-``log`` entry holds the whole commit (so a transaction is one change in every stream),
-and a reader delivers entries in order only up to the first one it cannot see yet: an
-entry below ``head`` that is missing is a commit still being applied, never a hole, unless
-it is at or below the ``trim`` mark, which is raised before entries are removed. A watcher
-also checks that the entry of its own revision still holds the token it saw (the pub/sub
-family's anchor), so a cluster that lost its data (every member restarted: the open-source
-server keeps nothing on disk) gives :class:`nbdb.HistoryGoneError` and caches re-list.
-A Ringbuffer or the event journal would be the grid's natural log, but neither takes part
-in a transaction (nor is the journal readable from the Python client), so the log is a map.
+Why the change stream has no gap. Revisions are dense (one entry per revision, taken by
+``putIfAbsent``), each ``log`` entry holds the whole commit (so a transaction is one change
+in every stream), and a reader delivers entries up to ``head`` only: every one of them is
+written, unless it is at or below the ``trim`` mark, which is raised before entries are
+removed. A watcher also checks that the entry of its own revision still holds the token it
+saw (the pub/sub family's anchor), so a cluster that lost its data (every member
+restarted: the open-source server keeps nothing on disk) gives
+:class:`nbdb.HistoryGoneError` and caches re-list.
 
 Exactly once. Every commit carries the key-value family's commit token: the key
-``t/<token>`` is written in the same transaction on condition that it is absent. When the
-reply to ``commit()`` is lost the backend raises :class:`nbdb.CommitUnknownError` and the
-family settles the token with a commit of its own that writes the key as "void" if it is
-absent. That commit waits on the key's lock, which our transaction holds until it has
-committed or rolled back (even when the backup member finishes it), so it finds the token
-applied (the commit landed, and its revision is returned) or voids it (it never will
-land). A commit is never applied twice and never reported as a conflict.
+``t/<token>`` is written by the same commit on condition that it is absent. When the reply
+to the decision is lost (or a write after it fails) the backend raises
+:class:`nbdb.CommitUnknownError` and the family settles the token with a commit of its own
+that writes the key as "void" if it is absent; that commit first applies any decided
+commit it finds, so it finds the token applied (the commit landed, and its revision is
+returned) or voids it (it never will land). A commit is never applied twice and never
+reported as a conflict.
 
 Locks and ids come from IMaps (TTL'd lease entries, and counters moved by
 compare-and-swap), not from the CP Subsystem: since Hazelcast 5.5 the CP Subsystem is an

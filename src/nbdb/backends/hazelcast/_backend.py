@@ -7,14 +7,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import hazelcast.errors as hzerrors
 from hazelcast.config import IndexType
+from hazelcast.future import combine_futures
 from hazelcast.predicate import between, less_or_equal
-from hazelcast.transaction import TWO_PHASE
 
 from nbdb import errors
 from nbdb.backends.hazelcast._client import ERRORS, HazelcastConfig, connect, parse_url
@@ -23,8 +23,10 @@ from nbdb.backends.hazelcast._records import (
     HEAD,
     TOKEN_BYTES,
     TRIM,
+    Redo,
     decode_head,
     decode_kv,
+    decode_redo,
     encode_entry,
     encode_head,
     encode_kv,
@@ -35,11 +37,13 @@ from nbdb.families.kv import (
     Condition,
     Exists,
     KeyChange,
+    KeyCommit,
     KeyValue,
     LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
 )
+from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader
 
 __all__ = ["HazelcastBackend"]
@@ -49,7 +53,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _COMMIT_LOCK = "commit"
+_ROLL_FORWARD_ROUNDS = 16
+"""How many decided-but-unapplied commits of others one commit applies before giving up (one per lapsed client)."""
 _TRIM_EVERY = 64
+_MAX_BOUNCES = 20
+"""How often a burst waits for one more reply to leave from the reactor thread (see ``then_send``)."""
 _EXPIRY_GRAIN = 1.0
 """Hazelcast keeps entry times in whole seconds, so an entry may expire up to a second before its
 TTL; leases ask for this much more, so that a lease never lapses before the TTL nbdb promised."""
@@ -84,11 +92,14 @@ class HazelcastBackend(ChangeLogBackend):
     def __init__(self, config: HazelcastConfig, client: Any) -> None:
         super().__init__("", config.retry)
         self.config = config
+        self.group_commit = config.group_commit
         self._client = client
         self._object_prefix = self.layout.objects
         root = f"nbdb.{config.namespace}." if config.namespace else "nbdb."
-        self._kv = client.get_map(root + "kv").blocking()
-        self._log = client.get_map(root + "log").blocking()
+        self._kv_async = client.get_map(root + "kv")
+        self._kv = self._kv_async.blocking()
+        self._log_async = client.get_map(root + "log")
+        self._log = self._log_async.blocking()
         self._meta_async = client.get_map(root + "meta")
         self._meta = self._meta_async.blocking()
         self._lease_async = client.get_map(root + "lease")
@@ -103,6 +114,8 @@ class HazelcastBackend(ChangeLogBackend):
         self._local_commit = threading.Lock()
         """Held around every request for the commit lock, so that one thread of this backend asks at a time."""
         self._lock_requests = 0
+        self._reactor_thread = -1
+        """The client's reactor thread, once a reply callback showed it (see ``then_send``)."""
         self._lock_requests_guard = threading.Lock()
         self.commit_lock_requests_peak = 0
         """The most commit-lock requests this backend had outstanding at once (1 while threads take turns)."""
@@ -148,34 +161,46 @@ class HazelcastBackend(ChangeLogBackend):
 
         Objects are read under the commit lock, which makes the list exact (see the package
         docstring). Other keys — the reverse references a delete checks — are read without
-        it: at ``head`` if no commit held the lock after ``head`` was read (then every commit
-        up to it is wholly visible), else at ``head - 1``. A key that a commit in flight
-        touches carries a later revision, so the delete's ``PrefixUnchangedSince`` condition
+        it, at ``head`` read first: every commit up to ``head`` is wholly applied (``head``
+        moves only once its commit's writes are in). A key that a later commit already
+        changed carries a later revision, so the delete's ``PrefixUnchangedSince`` condition
         fails and it is planned again. Writers never wait for a delete's reads.
         """
         if any(p.startswith(self._object_prefix) for p in prefixes):
-            with self._commit_lock():
-                found = self._range(prefixes)
-                revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
+            with self._commit_lock(partial(self._send_range, prefixes)) as lock:
+                head_raw, found = self._call(lock.follow.result)
+            revision, token = decode_head(head_raw)
             self.remember_token(revision, token)
         else:
-            head = decode_head(self._call(lambda: self._meta.get(HEAD)))[0]
-            busy = self._call(lambda: self._meta.is_locked(_COMMIT_LOCK))
-            found = self._range(prefixes)
-            revision = max(head - 1, 0) if busy else head
+            # head first (every commit up to it is applied), then the keys, from its reply callback.
+            pending = self.then_send(
+                self._meta_async.get(HEAD),
+                lambda head: self._send_range(prefixes).continue_with(lambda got: (head.result(), got.result()[1])),
+            )
+            head_raw, found = self._call(pending.result)
+            revision = decode_head(head_raw)[0]
         out = [
             kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
         ]
         return out, revision
 
-    def _range(self, prefixes: Sequence[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for prefix in prefixes:
-            # Every key under the prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
-            # the result is filtered by prefix all the same.
-            predicate = between("__key", prefix, prefix + "\uffff")
-            found.update(self._call(partial(self._kv.entry_set, predicate)))
-        return found
+    def _send_range(self, prefixes: Sequence[str]) -> Any:
+        """Read ``head`` and every key under ``prefixes``, all at once: a future of ``(head, {key: value})``."""
+        # Every key under a prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
+        # the result is filtered by prefix all the same.
+        pending = [
+            self._meta_async.get(HEAD),
+            *(self._kv_async.entry_set(between("__key", p, p + "\uffff")) for p in prefixes),
+        ]
+
+        def assemble(done: Any) -> tuple[Any, dict[str, Any]]:
+            head, *ranges = done.result()
+            found: dict[str, Any] = {}
+            for entries in ranges:
+                found.update(entries)
+            return head, found
+
+        return combine_futures(pending).continue_with(assemble)
 
     def revision_now(self) -> int:
         revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
@@ -189,8 +214,8 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- commits
 
     @contextmanager
-    def _commit_lock(self, while_waiting: Callable[[], object] | None = None) -> Iterator[None]:
-        """Hold the namespace's commit lock (see the package docstring).
+    def _commit_lock(self, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
+        """Hold the namespace's commit lock (see the package docstring); ``then`` as in :meth:`_key_lock`.
 
         Threads of this backend take turns locally before asking the cluster. The cluster
         serializes commits anyway, so this costs no throughput, and it keeps the client's
@@ -205,21 +230,23 @@ class HazelcastBackend(ChangeLogBackend):
                 f"for over {self.config.timeout}s"
             )
         try:
-            with self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease, while_waiting):
-                yield
+            with self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
+                yield held
         finally:
             self._local_commit.release()
 
     @contextmanager
-    def _key_lock(
-        self, imap: Any, key: str, lease: float, while_waiting: Callable[[], object] | None = None
-    ) -> Iterator[None]:
+    def _key_lock(self, imap: Any, key: str, lease: float, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
         """Hold the lock of ``key`` in ``imap`` (an async proxy), waiting at most ``timeout``.
 
-        ``while_waiting`` runs once the request is sent, so that its round trip overlaps the
-        wait. The client never times a lock request out by itself (it waits through a frozen
+        The client never times a lock request out by itself (it waits through a frozen
         member), so the wait is bounded here; a grant that arrives after we gave up is
         released at once. ``lease`` bounds how long a stalled holder keeps others waiting.
+
+        ``then`` sends the requests that follow the grant from the grant's callback (as
+        ``held.follow``): requests sent from the client's reactor thread never wake it, and
+        several wake-ups in a row from other threads are what loses one (see
+        :meth:`_commit_lock`).
         """
         counted = imap is self._meta_async and key == _COMMIT_LOCK
         if counted:
@@ -227,13 +254,15 @@ class HazelcastBackend(ChangeLogBackend):
                 self._lock_requests += 1
                 self.commit_lock_requests_peak = max(self.commit_lock_requests_peak, self._lock_requests)
         pending = imap.lock(key, lease_time=lease)
+        held = _Held()
+        if then is not None:
+            follow = then
+            held.follow = self.then_send(pending, lambda grant: (grant.result(), follow())[1])
         granted = threading.Event()
         pending.add_done_callback(lambda _: granted.set())
         if counted:
             pending.add_done_callback(lambda _: self._lock_request_done())
         try:
-            if while_waiting is not None:
-                while_waiting()
             if not granted.wait(self.config.timeout):
                 raise errors.BackendUnavailableError(
                     f"hazelcast at {self.config.where}: the lock of {key!r} was not granted "
@@ -244,13 +273,16 @@ class HazelcastBackend(ChangeLogBackend):
             raise
         self._call(pending.result)
         try:
-            yield
+            yield held
         finally:
+            # Lock ownership is per thread, so the unlock leaves from this one; waiting for it keeps
+            # this thread's next request from waking the reactor twice in a row (see _commit_lock).
             try:
                 imap.unlock(key).result()
             except hzerrors.HazelcastError as exc:
                 # The lease ran out or the member dropped our locks: nothing left to release.
-                log.warning("hazelcast: releasing the lock of %r failed: %s", key, exc)
+                if not self._closed:
+                    log.warning("hazelcast: releasing the lock of %r failed: %s", key, exc)
 
     def _lock_request_done(self) -> None:
         with self._lock_requests_guard:
@@ -270,123 +302,214 @@ class HazelcastBackend(ChangeLogBackend):
         deletes: Sequence[str],
         token: CommitToken | None = None,
     ) -> int | None:
-        """One transaction under the commit lock (see the package docstring).
+        """One commit under the commit lock, decided by its change-log entry (see the package docstring).
 
-        A failure before ``commit()`` is sent leaves nothing behind and is retried under the
-        retry policy. A failure of ``commit()`` itself may have applied it: CommitUnknownError,
-        and the family settles ``token``; its void commit writes the token key, which our
-        transaction keeps locked until it has committed or rolled back, so it sees the outcome.
+        A failure before the entry is sent leaves nothing behind and is retried under the
+        retry policy. A failure once it is sent may have decided the commit:
+        CommitUnknownError, and the family settles ``token`` with a commit of its own,
+        which first applies any decided commit it finds, so it sees the real outcome.
         """
-        ttls = {token.key: token.ttl} if token is not None else {}
+        outcome = self._commit_retrying([KeyCommit(conditions, puts, deletes, token)])[0]
+        if isinstance(outcome, BaseException):  # pragma: no cover - one commit's errors are raised, not returned
+            raise outcome
+        return outcome
+
+    def commit_group(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        """Commits of concurrent threads as one commit at one revision, each keeping its own conditions.
+
+        :class:`SnapshotGroup` admits only commits whose keys are disjoint, so checking
+        each one's conditions against the same reads equals applying them one by one;
+        those whose conditions hold share one log entry (and revision), the others get None.
+        """
+        return self._commit_retrying([c.with_token_key() for c in commits])
+
+    def new_commit_group(self) -> CommitGroup[KeyCommit]:
+        return SnapshotGroup(self.group_commit, lambda name: f"lease/{name}", _commit_cost, None, None)
+
+    def _commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        conditions = [c for commit in commits for c in commit.conditions]
+        keys = {k for commit in commits for k in (*commit.puts, *commit.deletes)}
+        leases = sorted({c.name for c in conditions if isinstance(c, LeaseHeld)})
         attempts = self.retry.begin()
         while True:
             try:
-                tx = self._call(
-                    lambda: self._client.new_transaction(timeout=self.config.timeout, durability=1, type=TWO_PHASE)
-                )
-                # Beginning the transaction overlaps the wait for the lock (one round trip less).
-                with self._commit_lock(while_waiting=partial(self._call, tx.begin)):
-                    return self._commit_once(tx, conditions, puts, deletes, ttls)
+                with ExitStack() as held:
+                    for name in leases:
+                        # The lease entry's lock keeps its holder from releasing or renewing it until we are done.
+                        held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
+                    with self._commit_lock(partial(self._send_reads, conditions, keys)) as lock:
+                        return self._commit_locked(commits, conditions, keys, lock)
             except errors.CommitUnknownError:
                 raise
             except errors.BackendUnavailableError as exc:
-                _rollback(tx)  # begun, but the lock was not granted: nothing was staged
                 if not attempts.wait():
                     raise
                 log.debug("hazelcast: commit not applied (%s); retrying", exc)
 
-    def _commit_once(
-        self,
-        tx: Any,
-        conditions: Sequence[Condition],
-        puts: Mapping[str, bytes],
-        deletes: Sequence[str],
-        ttls: Mapping[str, float],
-    ) -> int | None:
-        """Stage and commit the begun ``tx``; None if a condition failed."""
-        anchor = secrets.token_hex(TOKEN_BYTES // 2)
-        try:
-            revision = self._stage(tx, anchor, conditions, puts, deletes, ttls)
-        except BaseException:
-            _rollback(tx)
-            raise
-        if revision is None:
-            _rollback(tx)
-            return None
-        try:
-            tx.commit()
-        except hzerrors.HazelcastError as exc:
-            raise errors.CommitUnknownError(
-                f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
-            ) from None
-        self.remember_token(revision, anchor)
-        if revision % _TRIM_EVERY == 0 and revision > self.config.history:
-            self._trim(revision - self.config.history)
-        return revision
+    def _commit_locked(
+        self, commits: Sequence[KeyCommit], conditions: Sequence[Condition], keys: set[str], lock: _Held
+    ) -> list[Outcome]:
+        """Read, decide (the log entry), apply, publish ``head``; each commit's revision, or None if it failed.
 
-    def _stage(
-        self,
-        tx: Any,
-        anchor: str,
-        conditions: Sequence[Condition],
-        puts: Mapping[str, bytes],
-        deletes: Sequence[str],
-        ttls: Mapping[str, float],
-    ) -> int | None:
-        """Check ``conditions`` and write everything inside ``tx``; the revision, or None if a condition failed."""
-        kv, meta = tx.get_map(self._kv_name), tx.get_map(self._meta_name)
-        try:
-            revision = decode_head(meta.get_for_update(HEAD))[0] + 1
-            expected: dict[str, int] = {}
-            for condition in conditions:
-                if isinstance(condition, VersionIs) and (condition.key in puts or condition.key in deletes):
-                    expected[condition.key] = condition.version  # checked by the write, which returns the old value
-                elif isinstance(condition, VersionIs):
-                    current = decode_kv(condition.key, kv.get_for_update(condition.key))
-                    if (current.version if current else 0) != condition.version:
-                        return None
-                elif isinstance(condition, Exists):
-                    if kv.get_for_update(condition.key) is None:
-                        return None
-                elif isinstance(condition, LeaseHeld):
-                    # Locking the lease entry keeps its holder from releasing it until we commit.
-                    holder = tx.get_map(self._lease_name).get_for_update(condition.name)
-                    if holder is None or bytes(holder) != condition.token:
-                        return None
-                elif isinstance(condition, PrefixUnchangedSince):
-                    predicate = between("__key", condition.prefix, condition.prefix + "\uffff")
-                    stored = (decode_kv(condition.prefix, raw) for raw in kv.values(predicate))
-                    if any(found.mod_revision > condition.revision for found in stored if found is not None):
-                        return None
-                else:  # pragma: no cover - the family has no other conditions
-                    raise TypeError(f"unknown condition {condition!r}")
+        Six round trips in a row whatever the commits' size: the lock, the reads all at once
+        (sent from the grant's callback), the entry, the writes all at once and then ``head``
+        (sent from the entry's reply callback), the unlock.
+        """
+        reads_f = lock.follow
+        for _pending in range(_ROLL_FORWARD_ROUNDS):
+            if reads_f is None:
+                reads_f = self._send_reads(conditions, keys)
+            head_raw, reads = self._call(reads_f.result)
+            reads_f = None
+            revision = decode_head(head_raw)[0] + 1
+            redo: list[Redo] = []
             changes: list[KeyChange] = []
-            for key, value in puts.items():
-                # A key without a version condition is most often new: write version 1 and
-                # correct it in a second write only if the key existed (one round trip saved).
-                version = expected[key] + 1 if key in expected else 1
-                previous = decode_kv(key, kv.put(key, encode_kv(version, revision, value), ttls.get(key)))
-                old_version = previous.version if previous else 0
-                if key in expected and old_version != expected[key]:
-                    return None
-                if key not in expected and previous is not None:
-                    version = old_version + 1
-                    kv.set(key, encode_kv(version, revision, value))
-                changes.append(
-                    KeyChange(key, value, version, previous.value if previous else None, old_version, revision)
-                )
-            for key in deletes:
-                previous = decode_kv(key, kv.remove(key))
-                if key in expected and (previous.version if previous else 0) != expected[key]:
-                    return None
-                if previous is not None:
-                    changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
+            outcomes: list[Outcome] = []
+            for commit in commits:
+                ttls = {commit.token.key: commit.token.ttl} if commit.token is not None else {}
+                planned = _plan(commit, ttls, reads, revision)
+                outcomes.append(None if planned is None else revision)
+                if planned is not None:
+                    redo += planned[0]
+                    changes += planned[1]
+            # A failed condition stands, unless a decided commit is still unapplied (its client died).
+            if None in outcomes and self._roll_forward(revision, head_raw):
+                continue
+            if revision not in outcomes:
+                return outcomes
+            anchor = secrets.token_hex(TOKEN_BYTES // 2)
             objects = [c for c in changes if c.key.startswith(self._object_prefix)]
-            tx.get_map(self._log_name).set(revision, encode_entry(anchor, objects))
-            meta.set(HEAD, encode_head(revision, anchor))
+            entry = encode_entry(anchor, objects, redo)
+            new_head = encode_head(revision, anchor)
+            decided = self._log_async.put_if_absent(revision, entry)
+            # Applied and published only if the entry was ours, each sent from the previous reply's callback.
+            done = self.then_send(decided, partial(self._after_decided, redo, head_raw, new_head))
+            try:
+                taken = decided.result()
+            except hzerrors.HazelcastError as exc:
+                failure = ERRORS.classify(exc, f"at {self.config.where}")
+                if failure.unsent or not failure.retryable:
+                    raise failure.error from None  # certainly not decided: the retry policy may send it again
+                raise errors.CommitUnknownError(
+                    f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
+                ) from None
+            if taken is not None:
+                # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
+                self._call(done.result)
+                self._roll_forward(revision, head_raw)
+                continue
+            try:
+                done.result()
+            except hzerrors.HazelcastError as exc:
+                raise errors.CommitUnknownError(
+                    f"hazelcast at {self.config.where}: commit {revision} is decided but applying it failed "
+                    f"({exc}); the next commit applies it"
+                ) from None
+            self.remember_token(revision, anchor)
+            if revision % _TRIM_EVERY == 0 and revision > self.config.history:
+                self._trim(revision - self.config.history)
+            return outcomes
+        raise errors.BackendUnavailableError(
+            f"hazelcast at {self.config.where}: commits of other clients kept taking the next revision"
+        )
+
+    def then_send(self, future: Any, send: Callable[[Any], Any]) -> Any:
+        """A future of what ``send(future)`` returns (a future is followed), ``send`` run from a reply callback.
+
+        hazelcast-python-client 5.7's reactor loses a wake-up when it is woken several times
+        in a row by other threads (see :meth:`_commit_lock`), and every request (a ``getAll``
+        is one per partition) wakes it. Requests sent from a reply's callback run on the
+        reactor's own thread and wake nothing, so bursts leave from there. A callback runs at
+        once on the attaching thread if the reply was in already (a busy machine); it then
+        bounces through one more request (as often as that happens, up to a bound), whose
+        reply callback sends the burst.
+        """
+        attacher = threading.get_ident()
+
+        def step(done: Any, bounces: int = 0) -> Any:
+            here = threading.get_ident()
+            if here != attacher:
+                self._reactor_thread = here  # a reply callback that did not run at once: the reactor's thread
+            elif here != self._reactor_thread and bounces < _MAX_BOUNCES:
+                # The reply was in before the callback was attached (so the reactor has handled this thread's
+                # last wake-up): one more single request, and the burst leaves from its reply's callback.
+                return self._meta_async.get(TRIM).continue_with(lambda _: step(done, bounces + 1))
+            return send(done)
+
+        return future.continue_with(step)
+
+    def _send_reads(self, conditions: Sequence[Condition], keys: set[str]) -> Any:
+        """Read ``head``, every key the commits check or change, lease holders and prefix contents, all at once.
+
+        A future of ``(head, _Reads)``.
+        """
+        keys = set(keys)
+        for condition in conditions:
+            if isinstance(condition, VersionIs | Exists):
+                keys.add(condition.key)
+        leases = [c.name for c in conditions if isinstance(c, LeaseHeld)]
+        prefixes = [c.prefix for c in conditions if isinstance(c, PrefixUnchangedSince)]
+        pending = [
+            self._meta_async.get(HEAD),
+            # get_all of no keys answers {} without a request.
+            self._kv_async.get_all(list(keys)),
+            *(self._lease_async.get(name) for name in leases),
+            *(self._kv_async.values(between("__key", p, p + "\uffff")) for p in prefixes),
+        ]
+
+        def assemble(done: Any) -> tuple[Any, _Reads]:
+            head, current, *rest = done.result()
+            holders = dict(zip(leases, rest[: len(leases)], strict=True))
+            inside = dict(zip(prefixes, rest[len(leases) :], strict=True))
+            return head, _Reads(current, holders, inside)
+
+        return combine_futures(pending).continue_with(assemble)
+
+    def _after_decided(self, redo: Sequence[Redo], old_head: Any, new_head: bytearray, decided: Any) -> Any:
+        """Once the log entry is written: if it was ours, apply and publish (a future of the last reply); else None."""
+        if decided.result() is not None:
+            return None
+        return self._apply_and_publish(redo, old_head, new_head)
+
+    def _apply_and_publish(self, redo: Sequence[Redo], old_head: Any, new_head: bytearray) -> Any:
+        """Send a decided commit's writes, then (once they are in) move ``head``: a future of the last reply."""
+        return self._send_apply(redo).continue_with(
+            lambda applied: (applied.result(), self._send_head(old_head, new_head))[1]
+        )
+
+    def _send_apply(self, redo: Sequence[Redo]) -> Any:
+        """Send a decided commit's writes, all at once; each changes a key only from its old bytes. A future."""
+        pending = []
+        for r in redo:
+            if r.new is not None and r.old is None:
+                pending.append(self._kv_async.put_if_absent(r.key, bytearray(r.new), r.ttl or None))
+            elif r.new is not None and r.old is not None:
+                pending.append(self._kv_async.replace_if_same(r.key, bytearray(r.old), bytearray(r.new)))
+            elif r.old is not None:
+                pending.append(self._kv_async.remove_if_same(r.key, bytearray(r.old)))
+        return combine_futures(pending)
+
+    def _send_head(self, old: Any, new: bytearray) -> Any:
+        """Move ``head`` from ``old`` (as read) to ``new``; a client whose lock lapsed cannot move it back."""
+        if old is None:
+            return self._meta_async.put_if_absent(HEAD, new)
+        return self._meta_async.replace_if_same(HEAD, old, new)
+
+    def _roll_forward(self, revision: int, head_raw: Any) -> bool:
+        """Apply the commit of ``revision`` if it is decided but ``head`` is still below it; whether it was."""
+        raw = self._call(lambda: self._log.get(revision))
+        if raw is None:
+            return False
+        token, redo = decode_redo(revision, raw)
+        log.info("hazelcast: applying commit %d, decided by a client that did not finish it", revision)
+        try:
+            self.then_send(
+                self._meta_async.get(HEAD),
+                lambda _: self._apply_and_publish(redo, head_raw, encode_head(revision, token)),
+            ).result()
         except hzerrors.HazelcastError as exc:
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
-        return revision
+        return True
 
     def _trim(self, through: int) -> None:
         """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
@@ -417,15 +540,22 @@ class HazelcastBackend(ChangeLogBackend):
             raise errors.BackendUnavailableError("the hazelcast backend is closed")
         with self._log_cond:
             if self._log_listener is None:
+                # ``head`` moves once a commit is applied, after its log entry was written: waking on the
+                # entry would have readers poll while the commit is still being applied.
                 self._log_listener = self._call(
-                    lambda: self._log.add_entry_listener(include_value=False, added_func=self._on_log_entry)
+                    lambda: self._meta.add_entry_listener(
+                        include_value=True, key=HEAD, added_func=self._on_head, updated_func=self._on_head
+                    )
                 )
         return HazelcastLogReader(self)
 
-    def _on_log_entry(self, event: Any) -> None:
+    def _on_head(self, event: Any) -> None:
+        try:
+            revision = decode_head(event.value)[0]
+        except errors.CorruptRecordError:
+            revision = self._log_latest + 1  # not ours to judge here: the reader reports it
         with self._log_cond:
-            if isinstance(event.key, int) and event.key > self._log_latest:
-                self._log_latest = event.key
+            self._log_latest = max(self._log_latest, revision)
             self._log_cond.notify_all()
 
     def _wake_log_waiters(self) -> None:
@@ -487,8 +617,67 @@ class HazelcastBackend(ChangeLogBackend):
             log.debug("hazelcast: error while shutting the client down", exc_info=True)
 
 
-def _rollback(tx: Any) -> None:
-    try:
-        tx.rollback()
-    except Exception as exc:  # the member rolls an orphaned transaction back by itself
-        log.debug("hazelcast: rollback failed: %s", exc)
+class _Held:
+    """A held key lock and what the grant's callback sent (``follow``)."""
+
+    __slots__ = ("follow",)
+
+    def __init__(self) -> None:
+        self.follow: Any = None
+
+
+class _Reads(NamedTuple):
+    """What a commit read: stored keys, lease holders, the values under each checked prefix."""
+
+    current: Mapping[str, Any]
+    holders: Mapping[str, Any]
+    prefixes: Mapping[str, list[Any]]
+
+
+def _commit_cost(commit: KeyCommit) -> tuple[int, int]:
+    """What a commit adds to a group: nothing the group limits (the group size is the one bound)."""
+    return 0, 0
+
+
+def _plan(
+    commit: KeyCommit, ttls: Mapping[str, float], reads: _Reads, revision: int
+) -> tuple[list[Redo], list[KeyChange]] | None:
+    """The stored bytes a commit writes and its changes, from what was read; None if a condition fails."""
+    current, holders, prefixes = reads
+    conditions, puts, deletes = commit.conditions, commit.puts, commit.deletes
+    for condition in conditions:
+        if isinstance(condition, VersionIs):
+            found = decode_kv(condition.key, current.get(condition.key))
+            if (found.version if found else 0) != condition.version:
+                return None
+        elif isinstance(condition, Exists):
+            if current.get(condition.key) is None:
+                return None
+        elif isinstance(condition, LeaseHeld):
+            holder = holders.get(condition.name)
+            if holder is None or bytes(holder) != condition.token:
+                return None
+        elif isinstance(condition, PrefixUnchangedSince):
+            inside = (decode_kv(condition.prefix, raw) for raw in prefixes.get(condition.prefix, ()))
+            if any(found.mod_revision > condition.revision for found in inside if found is not None):
+                return None
+        else:  # pragma: no cover - the family has no other conditions
+            raise TypeError(f"unknown condition {condition!r}")
+    redo: list[Redo] = []
+    changes: list[KeyChange] = []
+    for key, value in puts.items():
+        raw = current.get(key)
+        previous = decode_kv(key, raw)
+        old_version = previous.version if previous else 0
+        stored = encode_kv(old_version + 1, revision, value)
+        redo.append(Redo(key, None if raw is None else bytes(raw), bytes(stored), ttls.get(key, 0.0)))
+        changes.append(
+            KeyChange(key, value, old_version + 1, previous.value if previous else None, old_version, revision)
+        )
+    for key in deletes:
+        raw = current.get(key)
+        previous = decode_kv(key, raw)
+        if raw is not None and previous is not None:
+            redo.append(Redo(key, bytes(raw), None, 0.0))
+            changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
+    return redo, changes

@@ -21,15 +21,33 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         f"the hazelcast backend needs hazelcast-python-client: pip install 'nbdb[hazelcast]' ({exc})"
     ) from exc
 
-__all__ = ["DEFAULT_HISTORY", "DEFAULT_PORT", "ERRORS", "HazelcastConfig", "connect", "parse_url"]
+__all__ = [
+    "DEFAULT_GROUP_COMMIT",
+    "DEFAULT_HISTORY",
+    "DEFAULT_PORT",
+    "ERRORS",
+    "HazelcastConfig",
+    "connect",
+    "parse_url",
+]
 
 T = TypeVar("T")
 
 DEFAULT_PORT = 5701
 DEFAULT_HISTORY = 10_000
+DEFAULT_GROUP_COMMIT = 32
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
 _OPTIONS = frozenset(
-    {"namespace", "history", "timeout", "connect_timeout", "commit_lease", "client_name", "smart_routing"}
+    {
+        "namespace",
+        "history",
+        "timeout",
+        "connect_timeout",
+        "commit_lease",
+        "client_name",
+        "smart_routing",
+        "group_commit",
+    }
     | {"retries", "retry_backoff", "retry_deadline"}
     | {"username", "password", "ssl", "tls", "ssl_cafile", "ssl_certfile", "ssl_keyfile"}
 )
@@ -57,6 +75,7 @@ class HazelcastConfig:
     commit_lease: float
     client_name: str | None
     smart_routing: bool
+    group_commit: int
     retry: RetryPolicy
 
     @property
@@ -107,6 +126,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> HazelcastConfig:
         commit_lease=opts.number("commit_lease", 30.0, minimum=1.0),
         client_name=opts.text("client_name"),
         smart_routing=opts.flag("smart_routing", True),
+        group_commit=opts.integer("group_commit", DEFAULT_GROUP_COMMIT, minimum=0),
         retry=opts.retry_policy(RetryPolicy(attempts=6, backoff=0.02, max_backoff=1.0, deadline=timeout)),
     )
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from hazelcast.future import combine_futures
+
 from nbdb import errors
-from nbdb.backends.hazelcast._records import HEAD, decode_entry, decode_head
+from nbdb.backends.hazelcast._records import HEAD, TRIM, decode_entry, decode_head
 from nbdb.families.pubsub import GENESIS, ChangeLogReader, LogEntry, LogRead
 
 if TYPE_CHECKING:
@@ -25,19 +26,20 @@ class HazelcastLogReader(ChangeLogReader):
         self._closed = False
 
     def read(self, logs: Sequence[str], after: int, limit: int) -> LogRead:
-        """Entries after ``after`` up to the first one not visible yet, reported as the head.
+        """Entries after ``after`` up to ``head``, reported as the head.
 
-        Entries at or below the head whose commit is still being applied are not holes:
-        the read stops before them, so the stream never advances past an undelivered change.
+        Every entry up to ``head`` is written and applied (``head`` moves last), so a
+        missing one was trimmed; a decided commit still being applied is past ``head``.
         """
         backend = self._backend
         deadline = time.monotonic() + backend.config.timeout
         while True:
-            head, head_token = decode_head(backend._call(lambda: backend._meta.get(HEAD)))
+            # The entries and the trim mark are asked for from head's reply callback: one round trip
+            # after head, and no second wake-up of the client's reactor from this thread.
+            head_raw, found, trim_raw = backend._call(self._send_read(after, limit).result)
+            head, head_token = decode_head(head_raw)
+            trim = trim_raw if isinstance(trim_raw, int) else 0
             wanted = list(range(after + 1, min(head, after + limit) + 1))
-            keys = [after, *wanted] if after > 0 else wanted
-            found: dict[int, Any] = backend._call(partial(backend._log.get_all, keys)) if keys else {}
-            trim = backend._trim_mark()
             anchor: str | None
             if after == 0:
                 anchor = GENESIS if trim == 0 else None
@@ -48,7 +50,7 @@ class HazelcastLogReader(ChangeLogReader):
             elif after > head or after <= trim:
                 anchor = None
             elif time.monotonic() < deadline and not self._closed:
-                time.sleep(0.005)  # the commit of ``after`` is still being applied
+                time.sleep(0.005)  # read before ``trim`` was raised and after the entry went: read again
                 continue
             else:
                 raise errors.BackendUnavailableError(
@@ -66,6 +68,20 @@ class HazelcastLogReader(ChangeLogReader):
             if shown == head:
                 token = head_token
             return LogRead(shown, token, anchor, {name: entries for name in logs}, frozenset())
+
+    def _send_read(self, after: int, limit: int) -> Any:
+        """Read ``head``, then the entries after ``after`` up to it and the trim mark: a future of all three."""
+        backend = self._backend
+
+        def entries(done: Any) -> Any:
+            head = decode_head(done.result())[0]
+            wanted = list(range(after + 1, min(head, after + limit) + 1))
+            keys = [after, *wanted] if after > 0 else wanted
+            return combine_futures([backend._log_async.get_all(keys), backend._meta_async.get(TRIM)]).continue_with(
+                lambda both: (done.result(), *both.result())
+            )
+
+        return backend.then_send(backend._meta_async.get(HEAD), entries)
 
     def wait(self, logs: Sequence[str], after: int, timeout: float) -> None:
         self._backend._wait_for_log(after, timeout, lambda: self._closed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbdb import errors
 from nbdb.families.kv import KeyChange, KeyValue
@@ -15,9 +15,11 @@ __all__ = [
     "KV_HEADER",
     "TOKEN_BYTES",
     "TRIM",
+    "Redo",
     "decode_entry",
     "decode_head",
     "decode_kv",
+    "decode_redo",
     "encode_entry",
     "encode_head",
     "encode_kv",
@@ -28,7 +30,22 @@ HEAD, TRIM = "head", "trim"
 KV_HEADER = struct.Struct(">qq")
 """A stored key: version, revision of the last write, then the value."""
 _REVISION = struct.Struct(">q")
+_LEN = struct.Struct(">i")
 TOKEN_BYTES = 24
+
+
+class Redo(NamedTuple):
+    """One stored key a commit changes: the bytes it held, the bytes it gets (None: absent), a TTL (0: none).
+
+    A commit's change-log entry carries these, so that whoever finds the entry
+    of a commit not yet applied can apply it (compare-and-set from ``old`` to
+    ``new``: applying twice changes nothing).
+    """
+
+    key: str
+    old: bytes | None
+    new: bytes | None
+    ttl: float
 
 
 def _bytes(value: Any, key: object, minimum: int) -> bytes:
@@ -56,15 +73,33 @@ def decode_head(raw: Any) -> tuple[int, str]:
     return _REVISION.unpack_from(data)[0], data[_REVISION.size :].decode("ascii", "replace")
 
 
-def decode_entry(revision: int, raw: Any) -> LogEntry:
-    """A change-log entry; HistoryGoneError if it is damaged (it cannot be delivered)."""
+def _entry_parts(revision: int, raw: Any) -> tuple[str, bytes, bytes]:
+    """The token, the object changes and the redo records of a change-log entry."""
     try:
-        data = _bytes(raw, revision, TOKEN_BYTES)
+        data = _bytes(raw, revision, TOKEN_BYTES + _LEN.size)
     except errors.CorruptRecordError as exc:
         raise errors.HistoryGoneError(f"the change log entry of revision {revision} is damaged ({exc})") from None
-    return LogEntry(
-        revision, data[:TOKEN_BYTES].decode("ascii", "replace"), decode_changes(data[TOKEN_BYTES:], revision)
-    )
+    (length,) = _LEN.unpack_from(data, TOKEN_BYTES)
+    start = TOKEN_BYTES + _LEN.size
+    if length < 0 or start + length > len(data):
+        raise errors.HistoryGoneError(f"the change log entry of revision {revision} is damaged (bad length)")
+    return data[:TOKEN_BYTES].decode("ascii", "replace"), data[start : start + length], data[start + length :]
+
+
+def decode_entry(revision: int, raw: Any) -> LogEntry:
+    """A change-log entry; HistoryGoneError if it is damaged (it cannot be delivered)."""
+    token, changes, _ = _entry_parts(revision, raw)
+    return LogEntry(revision, token, decode_changes(changes, revision))
+
+
+def decode_redo(revision: int, raw: Any) -> tuple[str, list[Redo]]:
+    """The token of a change-log entry and the stored keys its commit changes."""
+    token, _, blob = _entry_parts(revision, raw)
+    out: list[Redo] = []
+    # Four fields per key, in the object changes' framing: key, old, new, TTL in milliseconds.
+    for change in decode_changes(blob, revision):
+        out.append(Redo(change.key, change.value, change.prev_value, change.version / 1000))
+    return token, out
 
 
 def encode_kv(version: int, revision: int, value: bytes) -> bytearray:
@@ -77,6 +112,9 @@ def encode_head(revision: int, token: str) -> bytearray:
     return bytearray(_REVISION.pack(revision) + token.encode())
 
 
-def encode_entry(token: str, changes: Sequence[KeyChange]) -> bytearray:
-    """The change-log entry of one commit."""
-    return bytearray(token.encode() + encode_changes(changes))
+def encode_entry(token: str, changes: Sequence[KeyChange], redo: Sequence[Redo]) -> bytearray:
+    """The change-log entry of one commit: its token, its object changes, then every stored key it changes."""
+    blob = encode_changes(changes)
+    # The redo records reuse the changes' framing: value = old bytes, prev_value = new bytes, version = TTL in ms.
+    frames = encode_changes([KeyChange(r.key, r.old, round(r.ttl * 1000), r.new, 0, 0) for r in redo])
+    return bytearray(token.encode() + _LEN.pack(len(blob)) + blob + frames)
