@@ -51,6 +51,22 @@ def _latencies(sent: dict[str, int], stamps: list[list[tuple[str, int]]]) -> tup
     return lat, expected - len(lat)
 
 
+def _measure(
+    workload: str,
+    target: Target,
+    impl: str,
+    sent: dict[str, int],
+    stamps: list[list[tuple[str, int]]],
+    elapsed: int,
+    sizes: Sizes,
+    params: dict[str, Any],
+) -> Measurement:
+    """The commit-to-applied latencies of one fan-out run, and the events that never arrived."""
+    lat, missing = _latencies(sent, stamps)
+    extra = {"missing_events": float(missing), "write_rate": sizes.fanout_rate}
+    return Measurement(workload, target.name, impl, len(lat), elapsed, "events", summarize(lat), params, extra)
+
+
 def _drain(stamps: list[list[tuple[str, int]]], writes: int) -> None:
     deadline = time.monotonic() + _DRAIN_TIMEOUT
     while time.monotonic() < deadline and any(len(s) < writes for s in stamps):
@@ -84,20 +100,7 @@ def run_nbdb(target: Target, sizes: Sizes, *, caches: int) -> list[Measurement]:
         finally:
             for reader in dbs:
                 reader.close()
-    lat, missing = _latencies(sent, stamps)
-    return [
-        Measurement(
-            "watch.fanout",
-            target.name,
-            "nbdb",
-            len(lat),
-            elapsed,
-            "events",
-            summarize(lat),
-            {"caches": caches},
-            {"missing_events": float(missing), "write_rate": sizes.fanout_rate},
-        )
-    ]
+    return [_measure("watch.fanout", target, "nbdb", sent, stamps, elapsed, sizes, {"caches": caches})]
 
 
 def _write_paced(
@@ -207,18 +210,9 @@ def run_spread(target: Target, sizes: Sizes, *, processes: int, caches: int) -> 
                 if child.is_alive():
                     child.terminate()
                     child.join(5)
-    lat, missing = _latencies(sent, stamps)
     return [
-        Measurement(
-            "watch.spread",
-            target.name,
-            "nbdb",
-            len(lat),
-            elapsed,
-            "events",
-            summarize(lat),
-            {"processes": processes, "caches": caches},
-            {"missing_events": float(missing), "write_rate": sizes.fanout_rate},
+        _measure(
+            "watch.spread", target, "nbdb", sent, stamps, elapsed, sizes, {"processes": processes, "caches": caches}
         )
     ]
 
@@ -273,17 +267,4 @@ def run_raw(target: Target, sizes: Sizes, *, caches: int) -> list[Measurement]:
             feed.close()
         client.cleanup()
         client.close()
-    lat, missing = _latencies(sent, stamps)
-    return [
-        Measurement(
-            "watch.fanout",
-            target.name,
-            "raw",
-            len(lat),
-            elapsed,
-            "events",
-            summarize(lat),
-            {"caches": caches},
-            {"missing_events": float(missing), "write_rate": sizes.fanout_rate},
-        )
-    ]
+    return [_measure("watch.fanout", target, "raw", sent, stamps, elapsed, sizes, {"caches": caches})]
