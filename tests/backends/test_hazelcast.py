@@ -296,6 +296,26 @@ def test_foreign_data_in_the_maps_is_reported_not_fatal(hazelcast_server: Hazelc
             db.allocate_id("counter")
 
 
+def test_a_namespace_of_another_stored_format_is_refused_at_connect(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    namespace = _ns()
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
+        db.create(KitParent(name="kept"))
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend._meta.get("format") == "2"  # an empty namespace is marked on first connect
+        backend._meta.delete("format")  # as format 1 left it: a head and no marker
+    with pytest.raises(errors.StoredFormatError, match="format '1'") as refused:
+        nbdb.connect(hazelcast_server.url, namespace=namespace)
+    assert (refused.value.found, refused.value.expected) == ("1", "2")
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as other:
+        assert isinstance(other.backend, HazelcastBackend)
+        other.backend._meta.put("format", "9")  # a later nbdb's
+        with pytest.raises(errors.StoredFormatError, match="format '9'"):
+            nbdb.connect(hazelcast_server.url, namespace=other.backend.config.namespace)
+
+
 # ---------------------------------------------------------------- three members
 
 

@@ -20,6 +20,8 @@ from nbdb import errors
 from nbdb.backends.hazelcast._client import ERRORS, HazelcastConfig, connect, parse_url
 from nbdb.backends.hazelcast._reader import HazelcastLogReader
 from nbdb.backends.hazelcast._records import (
+    FORMAT,
+    FORMAT_KEY,
     HEAD,
     TOKEN_BYTES,
     TRIM,
@@ -132,10 +134,34 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             # Range reads of key prefixes use this index instead of scanning every entry.
             backend._call(lambda: backend._kv.add_index(attributes=["__key"], index_type=IndexType.SORTED))
+            backend._check_format()
         except BaseException:
             backend.close()
             raise
         return backend
+
+    def _check_format(self) -> None:
+        """Mark an empty namespace with this version's stored format; refuse one written in another.
+
+        Format 1 (before the change log decided commits) wrote no marker: a namespace
+        with a ``head`` and no marker is format 1. Reading it would misread its log.
+        """
+        found = self._call(lambda: self._meta.get(FORMAT_KEY))
+        if found is None:
+            if self._call(lambda: self._meta.get(HEAD)) is not None:
+                found = "1"
+            else:
+                found = self._call(lambda: self._meta.put_if_absent(FORMAT_KEY, FORMAT)) or FORMAT
+        if found == FORMAT:
+            return
+        raise errors.StoredFormatError(
+            f"hazelcast at {self.config.where}: namespace {self.config.namespace!r} holds nbdb's stored format "
+            f"{found!r}, not {FORMAT!r}: it was written by another nbdb version, whose clients cannot share it "
+            "with this one. Fix: connect with that version, or `nbdb dump` the data with it and `nbdb load` it "
+            "with this one into a new namespace; see docs/backends/hazelcast.md",
+            found=str(found),
+            expected=FORMAT,
+        )
 
     def _call(self, call: Callable[[], T]) -> T:
         if self._closed:

@@ -11,6 +11,8 @@ from nbdb.families.kv import KeyChange, KeyValue
 from nbdb.families.pubsub import GENESIS, LogEntry, decode_changes, encode_changes
 
 __all__ = [
+    "FORMAT",
+    "FORMAT_KEY",
     "HEAD",
     "KV_HEADER",
     "TOKEN_BYTES",
@@ -25,8 +27,10 @@ __all__ = [
     "encode_kv",
 ]
 
-HEAD, TRIM = "head", "trim"
-"""Keys of the ``meta`` map: the latest revision and its token; the newest trimmed revision."""
+HEAD, TRIM, FORMAT_KEY = "head", "trim", "format"
+"""Keys of the ``meta`` map: the latest revision and its token; the newest trimmed revision; the stored format."""
+FORMAT = "2"
+"""The stored format: 2 since change-log entries carry the bytes their commit writes (the log decides a commit)."""
 KV_HEADER = struct.Struct(">qq")
 """A stored key: version, revision of the last write, then the value."""
 _REVISION = struct.Struct(">q")
