@@ -45,7 +45,7 @@ def populate_raw(
     ``switch`` numbers the switch, for a namespace that needs several (one per topic).
     """
     switch_id = f"00000000-0000-4000-8000-{switch:012d}"
-    doc = {"id": switch_id, "name": "net-0", "topic": topic}
+    doc = {"id": switch_id, "name": f"net-{switch}", "topic": topic}  # names are unique (raw+contract claims them)
     client.create(client.key(SWITCH, switch_id), json.dumps(doc).encode())
     docs = [port_doc(switch_id, i, topic) for i in range(n)]
     for start in range(0, n, 500):
