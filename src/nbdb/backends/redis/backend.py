@@ -13,7 +13,7 @@ import redis.exceptions as rexc
 
 from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig, parse_url
-from nbdb.backends.redis.connection import ERRORS, Connector
+from nbdb.backends.redis.connection import ERRORS, Connector, ScriptLine
 from nbdb.backends.redis.connection import text as _s
 from nbdb.backends.redis.logs import RedisLogReader
 from nbdb.backends.redis.lua import (
@@ -88,6 +88,9 @@ class RedisBackend(ChangeLogBackend):
         self.connector = Connector(config)
         self._client = self.connector.client()
         self._commit_script = self._client.register_script(COMMIT_LUA)
+        self._commit_line = ScriptLine(self._client, COMMIT_LUA, [self.root, self._object_prefix])
+        """The commit script sent on connections of its own (see ScriptLine): every write goes through it."""
+        self._history_arg = str(config.history).encode()
         self._range_script = self._client.register_script(RANGE_LUA)
         self._compact_script = self._client.register_script(COMPACT_LUA)
         self._refresh_script = self._client.register_script(REFRESH_LUA)
@@ -315,9 +318,12 @@ class RedisBackend(ChangeLogBackend):
 
     def _commit_args(self, commit: KeyCommit) -> list[Any]:
         """The commit script's arguments (see COMMIT_LUA); without a family token, a fresh one."""
-        token = self.new_token() if commit.token is None else commit.token.key.rpartition("/")[2]
+        token = self._token_of(commit)
         payload = _payload(commit.conditions, commit.puts, commit.deletes, self.layout.range_root, self._lease_key)
         return [self.root, self._object_prefix, token, self.config.history, payload]
+
+    def _token_of(self, commit: KeyCommit) -> str:
+        return self.new_token() if commit.token is None else commit.token.key.rpartition("/")[2]
 
     def _applied(self, reply: Any, token: str) -> int | None:
         """The revision a commit script's reply says the commit applied at, or None."""
@@ -328,10 +334,16 @@ class RedisBackend(ChangeLogBackend):
         return revision
 
     def _commit(self, commit: KeyCommit) -> int | None:
-        args = self._commit_args(commit)
         # The token makes sending the script again after a lost reply exactly-once.
-        reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
-        return self._applied(reply, args[2])
+        if self.config.wait_replicas:
+            args = self._commit_args(commit)
+            reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
+            return self._applied(reply, args[2])
+        token = self._token_of(commit)
+        payload = _payload(commit.conditions, commit.puts, commit.deletes, self.layout.range_root, self._lease_key)
+        line = self._commit_line
+        packed = line.pack((token.encode(), self._history_arg, payload))  # the same arguments as _commit_args
+        return self._applied(self._run(lambda: line.call(packed), write=True), token)
 
     def prepare_grouped(self, commit: KeyCommit) -> KeyCommit:
         return dataclasses.replace(commit, prepared=self._commit_args(commit))
@@ -472,6 +484,7 @@ class RedisBackend(ChangeLogBackend):
             return
         self._closed = True
         try:
+            self._commit_line.close()
             self._client.close()
             self._client.connection_pool.disconnect()
         except Exception:  # closing must not fail
