@@ -229,6 +229,9 @@ class ScriptLine:
             connection = self._pool.make_connection()
         try:
             try:
+                # connect() (a no-op once connected) is how a Sentinel-managed connection finds the
+                # master: sending on a closed one would connect it to its default address instead.
+                connection.connect()
                 connection.send_packed_command([packed])
                 reply = connection.read_response()
             except rexc.NoScriptError:
