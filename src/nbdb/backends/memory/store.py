@@ -296,12 +296,7 @@ class MemoryStore:
             part[id] = new
             refs = op.refs
             if refs:
-                for target in refs:
-                    sources = referrers.get(target)
-                    if sources is None:
-                        referrers[target] = {me}
-                    else:
-                        sources.add(me)
+                _point(referrers, refs, me)
                 stored_refs[me] = refs
             if op.unique:
                 slots = tuple([(table, field, value) for field, value in op.unique])  # unique_slot, inlined
@@ -348,12 +343,8 @@ class MemoryStore:
                     added = self._drop_refs(me, refs)
                 else:
                     added = _NO_REFS
-                for target in added:
-                    sources = referrers.get(target)
-                    if sources is None:
-                        referrers[target] = {me}
-                    else:
-                        sources.add(me)
+                if added:
+                    _point(referrers, added, me)
                 if refs:
                     stored_refs[me] = refs
                 if op.unique or (old is not None and me in held):
@@ -444,6 +435,16 @@ class MemoryStore:
                         del referrers[target]
             return refs - old
         return refs
+
+
+def _point(referrers: dict[RefKey, set[RefKey]], targets: frozenset[RefKey], source: RefKey) -> None:
+    """Record that ``source`` points to each of ``targets``."""
+    for target in targets:
+        sources = referrers.get(target)
+        if sources is None:
+            referrers[target] = {source}
+        else:
+            sources.add(source)
 
 
 def _reap(ref: weakref.ReferenceType[MemoryStore]) -> None:
