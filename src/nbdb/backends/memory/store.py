@@ -100,8 +100,9 @@ class MemoryStore:
             version = self.check_one(op)
             if version is None:
                 return CommitResult(self.revision, [0], _FIRST)
-            created = type(op) is Put and op.expect_version == 0
-            return _new_tuple(CommitResult, (self.apply((op,), (version,), created), [version], _NONE))
+            if type(op) is Put and op.expect_version == 0 and op.ttl is None:
+                return _new_tuple(CommitResult, (self.apply_created((op,)), [1], _NONE))
+            return _new_tuple(CommitResult, (self.apply((op,), (version,)), [version], _NONE))
         if not ops:
             return CommitResult(self.revision, [])
         if self.creates_ok(ops):
@@ -304,16 +305,17 @@ class MemoryStore:
                     uniques[slot] = id
                 held[me] = slots
             history.append(_new_tuple(RecordChange, (table, id, topic, None, new, rev, False)))
-        self._trim_history()
+        if len(history) > self.history_limit:
+            self._trim_history()
         if self.waiting:
             self.cond.notify_all()
         return rev
 
     def _trim_history(self) -> None:
+        """Drop the oldest changes beyond the history limit, a quarter of it at a time (amortised O(1))."""
         history = self.history
-        if len(history) > self.history_limit:
-            excess = len(history) - self.history_limit
-            # Trim in chunks so trimming stays amortised O(1) per change.
+        excess = len(history) - self.history_limit
+        if excess > 0:
             cut = min(max(excess, self.history_limit // 4), len(history))
             self.compacted = history[cut - 1].revision
             del history[:cut]
