@@ -76,6 +76,8 @@ class KeyLayout:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.objects = f"{prefix}o/"
+        self._expiries = f"{prefix}e/"
+        self._referrers = f"{prefix}r/"
 
     def object(self, topic: str | None, table: str, id: uuid.UUID | str) -> str:
         """The key of an object's bytes."""
@@ -105,7 +107,7 @@ class KeyLayout:
     @property
     def expiries(self) -> str:
         """The prefix of every expiry key."""
-        return f"{self.prefix}e/"
+        return self._expiries
 
     def parse_expiry(self, key: str) -> RefKey | None:
         """(table, id) of an expiry key."""
@@ -137,9 +139,9 @@ class KeyLayout:
         """
         if key.startswith(self.objects):
             return len(self.prefix)
-        if key.startswith(self.expiries):
-            return len(self.expiries)
-        referrers = f"{self.prefix}r/"
+        if key.startswith(self._expiries):
+            return len(self._expiries)
+        referrers = self._referrers
         if key.startswith(referrers):
             table_end = key.find("/", len(referrers))
             id_end = key.find("/", table_end + 1)
