@@ -365,7 +365,8 @@ class MemoryStore:
                 if self.expiry:
                     self.expiry.pop(me, None)
             history.append(_new_tuple(RecordChange, (op.table, op.id, op.topic, old, new, rev, False)))
-        self._trim_history()
+        if len(history) > self.history_limit:
+            self._trim_history()
         if self.waiting:
             self.cond.notify_all()
         return rev
