@@ -39,3 +39,14 @@ def test_a_model_built_without_an_id_gets_a_new_one() -> None:
     assert type(a.id) is uuid.UUID and a.id.version == 4 and a.id != b.id
     with pytest.raises(TypeError):
         a.id.int = 1  # type: ignore[misc]  # still an immutable UUID
+
+
+def test_the_public_fallback_makes_the_same_ids() -> None:
+    # What the module uses if a Python release changes UUID's layout (checked at import).
+    from nbdb.models import ids
+
+    assert ids._same_as_public(bytes(range(16)))
+    raw = bytes(range(16, 32))
+    assert ids._public_v4_from_bytes(raw) == v4_from_bytes(raw)
+    made = ids._public_new_id()
+    assert made.version == 4 and made.variant == uuid.RFC_4122 and made != ids._public_new_id()
