@@ -21,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 WORKER = r"""
@@ -52,7 +51,10 @@ else:
     db = nbdb.connect(url, namespace=ns)
     cache = db.cache(LogicalSwitchPort)
     assert cache.wait_synced(120)
-    made = [db.create(LogicalSwitchPort(switch=switch, name=f"{ns}-{side}{i}", addresses=address(i))) for i in range(count)]
+    made = [
+        db.create(LogicalSwitchPort(switch=switch, name=f"{ns}-{side}{i}", addresses=address(i)))
+        for i in range(count)
+    ]
     gc.collect()
     c0, t0 = time.process_time(), now()
     for i in range(count):
@@ -129,7 +131,6 @@ def main() -> None:
         )
     finally:
         server.stop()
-        _ = time
 
 
 if __name__ == "__main__":
