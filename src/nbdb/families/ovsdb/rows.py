@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import random
 import threading
 import uuid
@@ -172,18 +173,23 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
     return out
 
 
+_TOKENS = random.Random()
+"""nbdb's own generator of commit tokens, seeded from the system's entropy (and again in a forked
+child): an application that seeds the ``random`` module (``random.seed(42)``) in several processes
+must not make their tokens collide."""
+os.register_at_fork(after_in_child=_TOKENS.seed)
+
+
 def new_token() -> str:
     """A commit token: 64 random bits as 16 hex digits.
 
-    From the process's seeded generator (``random`` reseeds itself from the
-    system's entropy at import and in a forked child), not ``os.urandom``: a
-    token is made on every commit, and the ``getrandom`` system call behind
-    ``uuid.uuid4()`` gives up the interpreter lock, which a writer then waits to
-    get back from the threads applying the previous commit. Tokens only need to
-    differ between the commits that can meet in one row's window, not to be
-    unpredictable.
+    From :data:`_TOKENS`, not ``os.urandom``: a token is made on every commit,
+    and the ``getrandom`` system call behind ``uuid.uuid4()`` gives up the
+    interpreter lock, which a writer then waits to get back from the threads
+    applying the previous commit. Tokens only need to differ between the
+    commits that can meet in one row's window, not to be unpredictable.
     """
-    return f"{random.getrandbits(64):016x}"
+    return f"{_TOKENS.getrandbits(64):016x}"
 
 
 def push_window(text: str | None, token: str, version: int) -> str:
