@@ -275,7 +275,7 @@ def test_connect_marks_the_format_and_refuses_another(url: str) -> None:
         old_root = root.replace(name, old)
         client.hset(old_root + "head", mapping={"r": 1, "t": "tok"})
         client.xadd(old_root + "clog", {"t": "tok"}, id="1-0")
-        with pytest.raises(nbdb.StoredFormatError, match=r"format 1.*nbdb dump.*nbdb load") as gone:
+        with pytest.raises(nbdb.StoredFormatError, match=r"format '1'.*nbdb dump.*nbdb load") as gone:
             nbdb.connect(url, namespace=old)
         assert (gone.value.found, gone.value.expected) == ("1", "2")
         assert client.get(old_root + "fmt") is None  # a refused connect writes nothing

@@ -80,3 +80,14 @@ def test_a_forked_child_does_not_repeat_its_parents_next_ids() -> None:
     child = {uuid.UUID(bytes=data[i : i + 16]) for i in range(0, len(data), 16)}
     parent = {new_id() for _ in range(BATCH)}
     assert len(child) == BATCH and not child & parent
+
+
+def test_the_public_fallback_makes_the_same_ids() -> None:
+    # What the module uses if a Python release changes UUID's layout (checked at import).
+    from nbdb.models import ids
+
+    assert ids._same_as_public(bytes(range(16)))
+    raw = bytes(range(16, 32))
+    assert ids._public_v4_from_bytes(raw) == v4_from_bytes(raw)
+    made = ids._public_new_id()
+    assert made.version == 4 and made.variant == uuid.RFC_4122 and made != ids._public_new_id()

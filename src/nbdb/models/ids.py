@@ -7,13 +7,14 @@ id below is the same value built the way ``UUID.__init__`` and
 ``UUID.__setstate__`` themselves finish: its two slots, ``int`` and
 ``is_safe``, set on a bare instance. The randomness is ``os.urandom``, as
 ``uuid.uuid4`` uses, drawn for :data:`BATCH` ids at a time: one system call per
-id was a tenth of building a port. A forked child drops what its parent drew
+id was about a twentieth of building a port. A forked child drops what its parent drew
 (it would otherwise hand out the parent's next ids).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import uuid
 from collections.abc import Iterator
 
@@ -71,3 +72,32 @@ def new_id() -> uuid.UUID:
     _set(value, "int", number)
     _set(value, "is_safe", _UNKNOWN)
     return value
+
+
+def _public_v4_from_bytes(raw: bytes) -> uuid.UUID:
+    return uuid.UUID(bytes=raw, version=4)
+
+
+def _public_new_id() -> uuid.UUID:
+    return uuid.UUID(bytes=_urandom(16), version=4)
+
+
+def _same_as_public(raw: bytes) -> bool:
+    try:
+        built, public = v4_from_bytes(raw), _public_v4_from_bytes(raw)
+        return (
+            built == public
+            and hash(built) == hash(public)
+            and str(built) == str(public)
+            and built.version == 4
+            and built.is_safe is public.is_safe
+            and pickle.loads(pickle.dumps(built)) == public
+            and not hasattr(built, "__dict__")
+        )
+    except Exception:  # a changed layout: any failure means "do not use the shortcut"
+        return False
+
+
+if not all(_same_as_public(raw) for raw in (bytes(16), b"\xff" * 16, bytes(range(16)))):  # pragma: no cover
+    v4_from_bytes = _public_v4_from_bytes
+    new_id = _public_new_id

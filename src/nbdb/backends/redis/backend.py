@@ -43,7 +43,7 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvgroup import Outcome
-from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, decode_changes
+from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, decode_changes, refuse_stored_format
 
 __all__ = ["RedisBackend"]
 
@@ -125,23 +125,11 @@ class RedisBackend(ChangeLogBackend):
         head and the commit log elsewhere), so it is an error at connect.
         """
         found = _s(self._run(lambda: self._client.eval(FORMAT_LUA, 0, self.root, FORMAT)))
-        if found == FORMAT:
-            return
-        where = f"namespace {self.config.namespace!r} (keys {self.root}*)"
-        if found == "1":
-            raise errors.StoredFormatError(
-                f"redis: {where} holds nbdb's stored format 1 (written by an nbdb before format {FORMAT}), "
-                f"which this version does not read. Fix: with the nbdb that wrote it, `nbdb dump` the data to a "
-                f"file, then `nbdb load` it with this version into a new namespace (or into this one once its "
-                f"keys are deleted); see docs/backends/redis.md, 'Stored format'",
-                found=found,
-                expected=FORMAT,
-            )
-        raise errors.StoredFormatError(
-            f"redis: {where} holds stored format {found!r}, not {FORMAT!r}: it was written by another nbdb "
-            "version. Fix: connect with that version (upgrade nbdb), or use another namespace",
-            found=found,
-            expected=FORMAT,
+        refuse_stored_format(
+            found,
+            FORMAT,
+            where=f"redis: namespace {self.config.namespace!r} (keys {self.root}*)",
+            page="docs/backends/redis.md, 'Stored format'",
         )
 
     def _run(self, call: Callable[[], T], *, write: bool = False) -> T:
