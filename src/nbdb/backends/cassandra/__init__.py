@@ -138,7 +138,10 @@ class CassandraBackend(WideColumnBackend):
     @classmethod
     def _connect(cls, url: CassandraUrl, ssl_context: Any) -> SharedSession:
         child = DCAwareRoundRobinPolicy(local_dc=url.local_dc) if url.local_dc else RoundRobinPolicy()
-        balancing = TokenAwarePolicy(child)
+        # Replicas in ring order, not shuffled: every client sends its transactions on a partition to the same
+        # (first live) replica, where Paxos v2 runs them one at a time instead of letting them refuse each
+        # other's proposals (docs/backends/cassandra.md, "Server settings for a node loss").
+        balancing = TokenAwarePolicy(child, shuffle_replicas=False)
         profile = ExecutionProfile(
             load_balancing_policy=balancing,
             retry_policy=NbdbRetryPolicy(),
