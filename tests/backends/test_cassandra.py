@@ -28,6 +28,9 @@ from nbdb.testing.tls import TlsFiles, make_tls_files
 
 pytest.importorskip("cassandra")
 
+from cassandra.cluster import EXEC_PROFILE_DEFAULT
+from cassandra.policies import NoSpeculativeExecutionPolicy
+
 from nbdb.backends.cassandra import CassandraBackend, CqlStore
 from nbdb.families.widecolumn import WideColumnBackend, layout
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
@@ -152,6 +155,22 @@ def test_unreachable_server_fails_fast_with_backend_unavailable() -> None:
     with pytest.raises(nbdb.BackendUnavailableError):
         nbdb.connect(f"cassandra://127.0.0.1:{free_port()}/nbdb?connect_timeout=2")
     assert time.monotonic() - began < 20
+
+
+def test_serial_reads_are_never_sent_to_a_second_coordinator(open_db: Callable[..., nbdb.Database]) -> None:
+    # A serial read is a Paxos round: sent again to another coordinator it would compete with the first one
+    # and with the partition's compare-and-sets (docs/backends/cassandra.md, "Server settings for a node loss").
+    db = open_db()
+    store = backend(db).store
+    assert isinstance(store, CqlStore) and store.settings.serial_profile is not None
+    profiles = store.session.cluster.profile_manager.profiles
+    serial, default = profiles[store.settings.serial_profile], profiles[EXEC_PROFILE_DEFAULT]
+    assert isinstance(serial.speculative_execution_policy, NoSpeculativeExecutionPolicy)
+    assert not isinstance(default.speculative_execution_policy, NoSpeculativeExecutionPolicy)
+    assert serial.load_balancing_policy is default.load_balancing_policy  # the same coordinator as the writes
+    db.create(LogicalSwitch(name="serial", topic="t"))
+    rows = store.select(layout.Q_LAST, (backend(db).partitions.ns, "t"), serial=True)
+    assert rows and rows[0].last_rev >= 1
 
 
 # ---------------------------------------------------------------------------- partitions and references

@@ -56,6 +56,14 @@ request; one that has just lost a node answers it from another coordinator, whos
 does not wait for the dead one, instead of after the request timeout. Conditional writes are never
 sent twice (see exceptions.py)."""
 
+SERIAL_PROFILE = "nbdb-serial"
+"""The execution profile of serial reads: the default one without speculative execution. A serial read is a
+Paxos round on its partition; sent to a second coordinator it competes with the rounds of the first (and
+with every compare-and-set on the partition, which the token-aware policy sends to one coordinator). After
+a node loss, until the failure detector convicts the dead node, a proposal that a competing round made the
+live replicas refuse waits for the dead replica up to the server's write timeout: a speculative serial read
+sent 250 ms into a slow one would start such waits instead of ending one."""
+
 
 class CassandraBackend(WideColumnBackend):
     """Backend for ``cassandra://`` URLs (see :mod:`nbdb.backends.cassandra.url` for the grammar)."""
@@ -103,6 +111,7 @@ class CassandraBackend(WideColumnBackend):
             consistency=getattr(ConsistencyLevel, url.consistency),
             serial_consistency=getattr(ConsistencyLevel, url.serial_consistency),
             request_timeout=url.request_timeout,
+            serial_profile=SERIAL_PROFILE,
             replication=url.replication,
             retry=url.retry,
         )
@@ -129,17 +138,24 @@ class CassandraBackend(WideColumnBackend):
     @classmethod
     def _connect(cls, url: CassandraUrl, ssl_context: Any) -> SharedSession:
         child = DCAwareRoundRobinPolicy(local_dc=url.local_dc) if url.local_dc else RoundRobinPolicy()
+        # Replicas in ring order, not shuffled: every client sends its transactions on a partition to the same
+        # (first live) replica, where Paxos v2 runs them one at a time instead of letting them refuse each
+        # other's proposals (docs/backends/cassandra.md, "Server settings for a node loss").
+        balancing = TokenAwarePolicy(child, shuffle_replicas=False)
         profile = ExecutionProfile(
-            load_balancing_policy=TokenAwarePolicy(child),
+            load_balancing_policy=balancing,
             retry_policy=NbdbRetryPolicy(),
             speculative_execution_policy=ConstantSpeculativeExecutionPolicy(SPECULATE_AFTER, 2),
             request_timeout=url.request_timeout,
+        )
+        serial = ExecutionProfile(
+            load_balancing_policy=balancing, retry_policy=NbdbRetryPolicy(), request_timeout=url.request_timeout
         )
         cluster = Cluster(
             contact_points=[DefaultEndPoint(host, port) for host, port in url.endpoints],
             auth_provider=None if url.username is None else PlainTextAuthProvider(url.username, url.password or ""),
             ssl_context=ssl_context,
-            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile, SERIAL_PROFILE: serial},
             reconnection_policy=ExponentialReconnectionPolicy(0.2, 2.0),
             connect_timeout=url.connect_timeout,
             control_connection_timeout=url.connect_timeout,

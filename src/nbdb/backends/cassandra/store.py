@@ -60,6 +60,8 @@ class StoreSettings:
     serial_consistency: int
     """Consistency level of the Paxos phase of lightweight transactions and serial reads."""
     request_timeout: float = 15.0
+    serial_profile: str | None = None
+    """The session's execution profile for serial reads (None: the default profile)."""
     replication: str | None = None
     """CQL replication map to create the keyspace with if it is missing (None: never create it)."""
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=1))
@@ -184,13 +186,20 @@ class CqlStore(WideColumnStore):
             raise errors.BackendUnavailableError("the backend is closed")
         return self._session
 
+    def _send(self, session: Any, statement: Any) -> Any:
+        """``execute_async`` of ``statement``, serial reads under their own execution profile."""
+        profile = self.settings.serial_profile
+        if profile is not None and statement.consistency_level == self.settings.serial_consistency:
+            return session.execute_async(statement, timeout=self.settings.request_timeout, execution_profile=profile)
+        return session.execute_async(statement, timeout=self.settings.request_timeout)
+
     def execute_read(self, bound: Any) -> list[Row]:
         """Run one bound read (or other idempotent statement) under the retry policy; its rows."""
         session = self._live()
 
         def once() -> list[Row]:
             started = time.monotonic()
-            future = session.execute_async(bound, timeout=self.settings.request_timeout)
+            future = self._send(session, bound)
             try:
                 return list(future.result())
             finally:
@@ -210,7 +219,7 @@ class CqlStore(WideColumnStore):
         try:
             for query, params in reads:
                 bound = self._bind(query, params, serial)
-                sent.append((bound, session.execute_async(bound, timeout=self.settings.request_timeout)))
+                sent.append((bound, self._send(session, bound)))
         except Exception as exc:
             for _, future in sent:  # wait for what was sent before failing
                 try:
