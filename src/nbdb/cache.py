@@ -23,7 +23,7 @@ from uuid import UUID
 
 from nbdb import errors, metrics
 from nbdb.codec import bulk, decode
-from nbdb.dispatch import Predicate, Subscriber, Subscription
+from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.projection import projections
@@ -92,6 +92,8 @@ class Cache:
         self._lock = threading.RLock()
         self._scope = backend.revision_scope
         self._subscriptions: list[Subscription] = []
+        self._dispatcher = Dispatcher("+".join(self._tables))
+        """The one delivery thread of this replica's subscribers (and of every handle's)."""
         self._awaiting_sync: list[Subscription] = []
         self._queues: list[CacheQueue] = []
         self._waits = Waits(self)
@@ -284,7 +286,9 @@ class Cache:
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> Subscription:
         followed = self.models_of(models)
-        sub = Subscription(callback, followed, predicate, name=name, detach=self._detach, tick=tick)
+        sub = Subscription(
+            callback, followed, predicate, name=name, detach=self._detach, tick=tick, dispatcher=self._dispatcher
+        )
         with self._lock:
             if replay:
                 for model in followed:
@@ -371,6 +375,8 @@ class Cache:
             sub.close(_CLOSE_WAIT)
         for errors_sub in self._error_subs:
             errors_sub.close(_CLOSE_WAIT)
+        if not self._dispatcher.close(_CLOSE_WAIT):
+            log.warning("cache: a subscriber is still running %.1fs after close()", _CLOSE_WAIT)
 
     def __enter__(self) -> Cache:
         return self
@@ -394,7 +400,8 @@ class Cache:
                 if self._closed.is_set():
                     break
                 while not self._closed.is_set():
-                    changes = self._stream.poll(_POLL_SECONDS)
+                    # Also the delivery thread's watchdog: it looks again while a callback runs long.
+                    changes = self._stream.poll(self._dispatcher.watchdog(_POLL_SECONDS))
                     with self._lock:
                         for change in changes:
                             self._apply(change)
