@@ -495,8 +495,8 @@ class Database:
         """A local replica of ``models`` (in ``topics``), loading in the background.
 
         Call ``wait_synced()`` before relying on its content. ``on_change``
-        receives every event from the first list on (on a thread of its own,
-        as every subscriber). ``fields`` keeps only those fields (a list for a
+        receives every event from the first list on (off the cache's thread,
+        as every subscriber: :mod:`nbdb.dispatch`). ``fields`` keeps only those fields (a list for a
         one-model cache, or a mapping from model to fields): ``get`` and
         ``find`` then return read-only partial views (:mod:`nbdb.projection`).
         The caches of one Database share one change stream from the server

@@ -6,8 +6,8 @@ server restarted), it re-lists and emits events for exactly the difference —
 synthetic ``updated``/``created`` events and tombstones (``deleted``) for
 objects that vanished — so consumers never see a reload storm.
 
-Its thread only applies changes; subscribers run on threads of their own
-(:mod:`nbdb.dispatch`), work queues are fed from subscriptions
+Its thread only applies changes; subscribers run on its delivery thread
+(:mod:`nbdb.dispatch`: one for all the subscribers of a replica), work queues are fed from subscriptions
 (:mod:`nbdb.controller`), and projections keep partial views
 (:mod:`nbdb.projection`). Reads take no lock and copy nothing.
 """
@@ -57,8 +57,8 @@ class Cache:
 
     Reads (:meth:`get`, :meth:`find`, :meth:`list`) never touch the network.
     Subscribers (:meth:`subscribe`) and work queues (:meth:`queue`) receive
-    each :class:`ChangeEvent` after it is applied, in order per object, on
-    threads of their own. A corrupt record is reported (see ``corrupt`` and
+    each :class:`ChangeEvent` after it is applied, in order per object, off
+    the cache's thread (:mod:`nbdb.dispatch`). A corrupt record is reported (see ``corrupt`` and
     ``on_error``), the last good copy of that object is kept, and the cache
     goes on. With ``fields`` the cache keeps partial views
     (:mod:`nbdb.projection`).
@@ -265,7 +265,7 @@ class Cache:
     ) -> Subscription:
         """Call ``callback(event)`` after each change of ``models`` (default: all followed) is applied.
 
-        The callback runs on a thread of the subscription, never under the
+        The callback runs on the replica's delivery thread, never under the
         cache's lock (see :mod:`nbdb.dispatch` for the rules); ``predicate``
         filters events before the callback. With ``replay=True`` it first gets
         a ``created`` event (``synthetic``) for every object already cached,

@@ -289,9 +289,7 @@ class Dispatcher:
             self._current = None
             self._spawn()
             self._idle.notify_all()
-        log.info(
-            "subscriber %s ran longer than %.0f ms: it gets a thread of its own", sub.name, self._handoff * 1e3
-        )
+        log.info("subscriber %s ran longer than %.0f ms: it gets a thread of its own", sub.name, self._handoff * 1e3)
         self.wake()
         return default
 
