@@ -82,9 +82,9 @@ def test_closing_one_handle_ends_its_subscribers_and_not_the_others() -> None:
         assert b.wait_for(sw, 10)
         assert eventually(lambda: seen_b.names() == ["after"], 10), "b goes on"
         assert seen_a.names() == []
-        assert b._thread.is_alive()
+        assert b._replica._thread.is_alive()
         b.close()
-        assert not b._thread.is_alive()  # the replica closed with its last handle
+        assert not b._replica._thread.is_alive()  # the replica closed with its last handle
         # A new handle of the same models starts a new replica.
         c = db.cache(LogicalSwitch)
         assert c.wait_synced(10) and [s.name for s in c.list(LogicalSwitch)] == ["after"]
@@ -139,4 +139,4 @@ def test_every_open_handle_reflects_the_store(steps: list[str]) -> None:
             assert sorted(s.name for s in cache.list(LogicalSwitch)) == sorted(s.name for s in stored)
         if not handles:
             for cache in closed:
-                assert not cache._thread.is_alive()
+                assert not cache._replica._thread.is_alive()
