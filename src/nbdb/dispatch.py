@@ -281,7 +281,8 @@ class Dispatcher:
         if left > 0:
             return min(default, left + 0.001)
         with self._lock:
-            if self._current is not sub or self._closed:
+            # Again under the lock: the worker may have moved on to another item meanwhile.
+            if self._current is not sub or self._closed or time.monotonic() - self._started < self._handoff:
                 return default
             sub._dispatcher = None
             sub._thread = self._worker
@@ -344,8 +345,8 @@ class Dispatcher:
                             break
                         sub._busy = True
                         item = items.popleft()
+                        self._started = time.monotonic()  # before _current: the watchdog reads them unlocked
                         self._current = sub
-                        self._started = time.monotonic()
                     sub._handle(item)
                     with lock:
                         if self._worker is not me:
