@@ -89,6 +89,8 @@ class Database:
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
         self._scope = backend.revision_scope
+        self._deferred = backend.keeps_values
+        """Puts carry no bytes: the store keeps the stored copy and encodes it only if its bytes are read."""
         handles = metrics.active()
         self._metrics = None if handles is None else handles.backend(backend)
         # Start times of recent commits, for the caches' commit-to-applied lag.
@@ -230,7 +232,7 @@ class Database:
         while that lock is held (LockLostError otherwise).
         """
         obj = self._checked_new(obj, may_exist, ttl)
-        put, planned = put_of(obj, 0, ttl)
+        put, planned = put_of(obj, 0, ttl, self._deferred)
         for _attempt in range(_MAY_EXIST_ATTEMPTS):
             try:
                 result = self._commit_ops([put], fence)
@@ -293,7 +295,7 @@ class Database:
         ConflictError if somebody wrote in between.
         """
         obj = self._checked_stored(obj)
-        put, planned = put_of(obj, obj.version)
+        put, planned = put_of(obj, obj.version, None, self._deferred)
         result = self._commit_ops([put], fence)
         return as_stored(planned, result.versions[0], self._stamp(result.revision))
 

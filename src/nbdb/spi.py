@@ -26,8 +26,10 @@ from nbdb.errors import UnsupportedError
 
 __all__ = [
     "ANY_VERSION",
+    "DEFERRED",
     "Backend",
     "CommitResult",
+    "Deferred",
     "Delete",
     "FieldChange",
     "LockHandle",
@@ -47,6 +49,18 @@ RefKey = tuple[str, uuid.UUID]
 
 ANY_VERSION = -1
 """``Delete.expect_version`` that accepts whatever version is stored."""
+
+
+class Deferred(bytes):
+    """The type of :data:`DEFERRED` (no encoded object is ever one: check the type, not the identity)."""
+
+
+DEFERRED: bytes = Deferred()
+"""``Put.data`` for a backend that ``keeps_values``: the bytes are not made at write time.
+
+Such a store keeps ``Put.value`` (the validated stored copy) and encodes it
+only if somebody reads the record's bytes; in-process readers share the value.
+"""
 
 
 # The records and operations that cross the SPI on every write and every change
@@ -325,6 +339,15 @@ class Backend(ABC):
 
     handles_mutations: ClassVar[bool] = False
     """True if :meth:`commit_mutations` applies :class:`Mutate` ops natively."""
+
+    keeps_values: ClassVar[bool] = False
+    """True if the store keeps each Put's ``value`` and makes its bytes only when they are read.
+
+    The Database then sends ``data=DEFERRED`` in its puts (encoding a port was
+    a tenth of an in-process write), and the store's records encode their
+    value on demand (``Record.data`` of a :class:`DEFERRED` put). Only for
+    in-process stores: everything else needs the bytes to send them.
+    """
 
     def commit_mutations(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> CommitResult:
         """``commit`` (or, with ``fence``, ``commit_fenced``) with native mutations among the ops.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.models.base import Model
+from nbdb.models.base import DECODED, Model, _kept
 from nbdb.revision import Revision
 from nbdb.spi import Delete, LockHandle, Mutate, Put, WriteOp
 from nbdb.writes import FieldMutation, as_stored, mutate, mutation_of, put_of
@@ -76,14 +76,14 @@ class Transaction:
         values, take that object instead (its stored copy is the result).
         """
         obj = self._db._checked_new(obj, may_exist, ttl)
-        put, planned = put_of(obj, 0, ttl)
+        put, planned = put_of(obj, 0, ttl, self._db._deferred)
         self._steps.append(_Step(put, planned, may_exist))  # positional: keywords cost a dataclass twice the time
         return planned
 
     def update(self, obj: M) -> M:
         """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
         obj = self._db._checked_stored(obj)
-        put, planned = put_of(obj, obj.version)
+        put, planned = put_of(obj, obj.version, None, self._db._deferred)
         self._steps.append(_Step(put, planned))
         return planned
 
@@ -134,11 +134,18 @@ class Transaction:
                     result, revision = db._commit(ops, self._fence)
                     self.revision = revision
                     stamp = db._stamp(result.revision)
+                    kept = _kept(stamp)
                     for step, version in zip(live, result.versions, strict=True):
-                        if step.planned is not None:
-                            step.result = as_stored(step.planned, version, stamp)
-                    for step in live:
-                        if isinstance(step.op, Mutate) and step.mutation is not None:
+                        planned = step.planned
+                        if planned is not None:
+                            private = planned.__pydantic_private__
+                            if planned.version == version and type(private) is dict and private is not DECODED:
+                                # What as_stored does, inline: once per object of every transaction.
+                                private["_revision"] = kept
+                                step.result = planned
+                            else:
+                                step.result = as_stored(planned, version, stamp)
+                        elif isinstance(step.op, Mutate) and step.mutation is not None:
                             # Applied by the store to what it held: read what that made.
                             step.result = db.get(step.mutation[0], step.mutation[1])
             except errors.UniqueViolationError as exc:
@@ -171,7 +178,7 @@ class Transaction:
         if self._db.backend.handles_mutations:
             step.op, step.planned = mutation_of(model, uid, add, remove), None
             return
-        step.op, step.planned = put_of(new, current.version)
+        step.op, step.planned = put_of(new, current.version, None, self._db._deferred)
 
     def _settle_existing(self, live: Sequence[_Step], exc: errors.UniqueViolationError) -> bool:
         for step in live:

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from nbdb import errors
 from nbdb.codec import decode, encode
 from nbdb.models.base import Model
-from nbdb.spi import Delete, FieldChange, Mutate, Put, Record, UniqueKey
+from nbdb.spi import DEFERRED, Delete, FieldChange, Mutate, Put, Record, UniqueKey
 
 __all__ = [
     "FieldMutation",
@@ -48,8 +48,11 @@ def unique_keys(obj: Model) -> tuple[UniqueKey, ...]:
     return _keys(obj.unique_values())
 
 
-def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, M]:
-    """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1)."""
+def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool = False) -> tuple[Put, M]:
+    """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1).
+
+    ``deferred``: for a store that ``keeps_values``, the put carries no bytes (:data:`nbdb.spi.DEFERRED`).
+    """
     refs = obj.ref_keys()
     values = obj.unique_values()
     unique = _keys(values)
@@ -60,7 +63,7 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None) -> tuple[Put, 
         old_refs, old_unique = obj.stored_refs(), _keys(obj.stored_unique())
     else:
         old_refs, old_unique = _NO_REFS, ()
-    data = encode(obj)
+    data = DEFERRED if deferred else encode(obj)
     put = _new_tuple(
         Put, (obj.nbdb_table, obj.id, obj.topic, data, expect_version, refs, old_refs, copy, unique, ttl, old_unique)
     )

@@ -71,6 +71,8 @@ def _state(store: MemoryStore) -> tuple[Any, ...]:
         dict(store.uniques),
         dict(store.held),
         store.revision,
+        {where: {id: record.version for id, record in part.items()} for where, part in store.parts.items() if part},
+        [(c.table, c.id, c.topic, c.old and c.old.version, c.new and c.new.version, c.revision) for c in store.history],
     )
 
 

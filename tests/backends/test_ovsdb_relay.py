@@ -23,6 +23,7 @@ What a relay does that a raft leader does not (ovsdb-server 3.1, ``ovsdb/relay.c
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -34,7 +35,7 @@ import pytest
 import nbdb
 from nbdb.conformance.faultkit import id_patterns
 from nbdb.conformance.kit import eventually
-from nbdb.models import LogicalSwitch
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.base import Member
 from nbdb.testing.faults import FaultProxy, Mode
 from nbdb.testing.ovsdb import OvsdbServer
@@ -312,3 +313,47 @@ def test_a_lock_whose_connection_lands_on_a_relay_is_refused(
         with pytest.raises(nbdb.UnsupportedError, match="relay"):
             with db.lock("guard", timeout=5):
                 pass
+
+
+RELAY_PROBE_MS = 1_000
+"""ovsdb-server's smallest inactivity probe: a client silent for 2 s is dropped."""
+
+SLOW_LINK_S = 1.2
+"""One-way latency to the relay: each request waits 2.4 s for its reply, past the relay's 2 s."""
+
+
+@pytest.mark.timeout(180)
+def test_a_client_waiting_on_a_slow_relay_longer_than_its_probe_keeps_its_connection() -> None:
+    """Through a relay that drops clients silent for 2 s, behind a link taking 2.4 s per round trip,
+    a cache loads on one connection: the client echoes while it waits for each reply and takes in the state."""
+    with OvsdbServer(relays=1, inactivity_probe_ms=RELAY_PROBE_MS) as server:
+        _load_through_a_slow_link(server)
+
+
+def _load_through_a_slow_link(server: OvsdbServer) -> None:
+    with nbdb.connect(_url(*(m.address for m in server.members), namespace="slow")) as writer:
+        switch = writer.create(LogicalSwitch(name="slow-sw"))
+        with writer.transaction() as txn:
+            for i in range(2_000):
+                txn.create(LogicalSwitchPort(switch=switch, name=f"slow-p{i}"))
+    relay = server.relays[0]
+    with FaultProxy([(relay.host, relay.port)]) as link:
+        link.delay(SLOW_LINK_S)
+        # The premise: the relay drops a client that stays silent that long.
+        silent = socket.create_connection(link.addresses[0], timeout=10)
+        try:
+            assert silent.recv(4096), "the relay probes first"
+            started = time.monotonic()
+            silent.settimeout(15)
+            while silent.recv(4096):
+                pass
+            assert time.monotonic() - started < 2 * RELAY_PROBE_MS / 1000 + 2 * SLOW_LINK_S + 3
+        finally:
+            silent.close()
+        accepted = link.stats.accepted
+        # The client's own probe (2 s: an echo after 1 s of waiting, a drop after 4 s of silence) tolerates the link.
+        with nbdb.connect(_url(_address(link), namespace="slow", timeout=60) + "&probe=2") as reader:
+            cache = reader.cache(LogicalSwitchPort)
+            assert cache.wait_synced(90) and len(cache) == 2_000
+        assert link.stats.accepted == accepted + 1, "the relay dropped the client and it had to come back"
+        assert link.stats.cut == 0

@@ -275,7 +275,7 @@ def test_connect_marks_the_format_and_refuses_another(url: str) -> None:
         old_root = root.replace(name, old)
         client.hset(old_root + "head", mapping={"r": 1, "t": "tok"})
         client.xadd(old_root + "clog", {"t": "tok"}, id="1-0")
-        with pytest.raises(nbdb.StoredFormatError, match=r"format 1.*nbdb dump.*nbdb load") as gone:
+        with pytest.raises(nbdb.StoredFormatError, match=r"format '1'.*nbdb dump.*nbdb load") as gone:
             nbdb.connect(url, namespace=old)
         assert (gone.value.found, gone.value.expected) == ("1", "2")
         assert client.get(old_root + "fmt") is None  # a refused connect writes nothing
@@ -410,6 +410,41 @@ def test_watcher_resumes_after_its_connection_is_killed(db: nbdb.Database, redis
         assert cache.relists == 0  # the same server and history: a plain resume
         assert state(cache.list(LogicalSwitch)) == state(db.list(LogicalSwitch))
         assert not any(e.synthetic for e in events)
+
+
+@pytest.mark.timeout(60)
+def test_commits_outlive_a_flushed_script_cache_and_killed_connections(
+    db: nbdb.Database,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """The commit script's own connections (ScriptLine) reload a forgotten script and reconnect, applying once."""
+    switch = db.create(LogicalSwitch(name="sw"))
+    ports = [db.create(LogicalSwitchPort(switch=switch, name=f"p{i}")) for i in range(3)]
+    redis_server.command(redis_server.members[0], "SCRIPT", "FLUSH")
+    ports.append(db.create(LogicalSwitchPort(switch=switch, name="after-flush")))
+    for i in range(3):
+        redis_server.command(redis_server.members[0], "CLIENT", "KILL", "TYPE", "normal")
+        ports[i] = db.update(ports[i].replace(up=True))
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            for j in range(20):
+                db.create(LogicalSwitchPort(switch=switch, name=f"t{k}-{j}"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    redis_server.command(redis_server.members[0], "CLIENT", "KILL", "TYPE", "normal")
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    stored = {p.name: p for p in db.list(LogicalSwitchPort)}
+    assert len(stored) == 4 + 6 * 20
+    assert [stored[f"p{i}"].version for i in range(3)] == [2, 2, 2]  # each update applied once
+    assert stored["after-flush"].version == 1 and all(stored[f"p{i}"].up for i in range(3))
 
 
 # ---------------------------------------------------------------- restarts

@@ -7,15 +7,20 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.codec import encode
 from nbdb.families.ovsdb import Mapping_, Replica
+from nbdb.families.ovsdb import replica as replica_module
 from nbdb.families.ovsdb.planner import plan_commit
 from nbdb.families.ovsdb.rows import VersionBook
 from nbdb.families.ovsdb.settle import Outcome, settle
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import Delete, Put
+
+from .conftest import make_mapping
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -268,3 +273,80 @@ def test_settling_counter_increments_whose_reply_was_lost(
     else:
         assert settle_increments(lost, current, parse_window(window), "mine", "ids") == returned
     assert lost == left
+
+
+def _twins(mapping: Mapping_) -> tuple[Replica, Replica]:
+    """Two replicas of one empty database: the first is told what plans write, the second is not."""
+    out = []
+    for _ in range(2):
+        twin = Replica(mapping, VersionBook(), "")
+        twin.resync(NB, {})
+        out.append(twin)
+    return out[0], out[1]
+
+
+def _plan_on_both(mapping: Mapping_, told: Replica, other: Replica, op: Put, token: str) -> list[dict[str, Any]]:
+    with told.cond:
+        plan = plan_commit(mapping, told, [op], token)
+        told.expect(plan.written)
+    with other.cond:
+        plan_commit(mapping, other, [op], token)
+    return plan.ops
+
+
+_ADDRESSES = st.lists(st.sampled_from(["0a:00:00:00:00:01 10.0.0.1", "router", "unknown", "dynamic"]), max_size=3)
+_USER_IDS = st.dictionaries(st.sampled_from(["neutron:a", "owner", "x"]), st.text(max_size=4), max_size=2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_ADDRESSES, st.booleans(), _USER_IDS, st.one_of(st.none(), _ADDRESSES))
+def test_a_row_read_back_as_its_plan_rendered_it_is_the_record_a_fresh_render_makes(
+    addresses: list[str], up: bool, user_ids: dict[str, str], foreign: list[str] | None
+) -> None:
+    """The replica takes a plan's document for a row read back as written, and renders any other row itself.
+
+    ``foreign``: the server's row differs from the plan (another writer's
+    change of ``addresses`` merged into the update): the plan's document must
+    not be taken. Either way the told replica holds what rendering makes.
+    """
+    mapping = make_mapping()
+    told, other = _twins(mapping)
+    ls = LogicalSwitch(name="sw")
+    for replica in (told, other):
+        with replica.cond:
+            _applied(replica, plan_commit(mapping, replica, [_put(ls, 0)], "t0").ops)
+    port = LogicalSwitchPort(switch=ls, name="p", addresses=addresses, external_ids=user_ids)
+    ops = _plan_on_both(mapping, told, other, _put(port, 0), "t1")
+    _applied(told, ops)
+    _applied(other, ops)
+    stored = port.model_copy(update={"version": 1})
+    ops = _plan_on_both(mapping, told, other, _put(stored.replace(up=up, addresses=addresses[::-1]), 1), "t2")
+    if foreign is not None:
+        update = next(op for op in ops if op["op"] == "update")
+        update["row"]["addresses"] = ["set", sorted(set(foreign))]
+    _applied(told, ops)
+    _applied(other, ops)
+    mine, fresh = told.record("LogicalSwitchPort", port.id), other.record("LogicalSwitchPort", port.id)
+    assert mine is not None and fresh is not None
+    assert (mine.data, mine.version) == (fresh.data, fresh.version)
+    assert told.states == other.states
+
+
+def test_an_own_write_read_back_as_written_is_not_rendered_again(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered: list[uuid.UUID] = []
+    real = replica_module.render
+    monkeypatch.setattr(replica_module, "render", lambda tm, id, *a: rendered.append(id) or real(tm, id, *a))
+    port = LogicalSwitchPort(switch=switch, name="p1")
+    with replica.cond:
+        plan = plan_commit(mapping, replica, [_put(port, 0)], "t1")
+        replica.expect(plan.written)
+    _applied(replica, plan.ops)
+    assert rendered == [], "the plan rendered the port already"
+    # Another writer's change of the row is rendered.
+    row_id = str(port.id)
+    replica.apply(NB, {"Logical_Switch_Port": {row_id: {"modify": {"up": True}}}})
+    assert rendered == [port.id]
+    record = replica.record("LogicalSwitchPort", port.id)
+    assert record is not None and json.loads(record.data)["up"] is True

@@ -135,3 +135,34 @@ def test_versions_come_from_nbdb_bookkeeping_and_grow_with_foreign_changes() -> 
     assert book.version("T", id, RowState("c", 3, "a")) == 5  # the same state: the same version
     book.forget("T", id)
     assert book.version("T", id, RowState("d", 0, "")) == 1
+
+
+def test_commit_tokens_do_not_follow_the_applications_random_seed() -> None:
+    # Processes that seed ``random`` alike (simulations, tests) must still make distinct tokens.
+    import random
+
+    from nbdb.families.ovsdb.rows import new_token
+
+    random.seed(42)
+    first = [new_token() for _ in range(3)]
+    random.seed(42)
+    again = [new_token() for _ in range(3)]
+    assert not set(first) & set(again)
+    assert all(len(t) == 16 and int(t, 16) >= 0 for t in first + again)
+
+
+def test_a_forked_child_makes_other_tokens_than_its_parent() -> None:
+    import os
+
+    from nbdb.families.ovsdb.rows import new_token
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_token().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert len(child) == 16 and child != new_token()

@@ -28,6 +28,7 @@ from nbdb.families.pubsub import (
     LogRead,
     decode_changes,
     encode_changes,
+    refuse_stored_format,
 )
 
 TOPICS = ("a", "b", "c")
@@ -229,3 +230,22 @@ def test_a_stream_remembers_the_tokens_it_passes() -> None:
         store.commit([(topic, "k")])
     s.poll(0)
     assert tokens.tokens[store.head] == store.commits[-1][1]
+
+
+# ---------------------------------------------------------------- stored format marks
+
+
+@given(found=st.text(max_size=4), expected=st.sampled_from(["2", "3"]))
+def test_only_the_expected_stored_format_is_accepted(found: str, expected: str) -> None:
+    if found == expected:
+        refuse_stored_format(found, expected, where="kv: namespace 'n'", page="docs/x.md")
+        return
+    with pytest.raises(errors.StoredFormatError) as refused:
+        refuse_stored_format(found, expected, where="kv: namespace 'n'", page="docs/x.md")
+    assert (refused.value.found, refused.value.expected) == (found, expected)
+    message = str(refused.value)
+    assert message.startswith("kv: namespace 'n' holds nbdb's stored format") and "docs/x.md" in message
+    older = found.isdecimal() and int(found) < int(expected)
+    # An older format is moved with the nbdb that wrote it; a newer or unknown one needs that nbdb.
+    assert ("nbdb dump" in message and "nbdb load" in message) == older
+    assert ("upgrade nbdb" in message) == (not older)

@@ -13,12 +13,14 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
+import nbdb
+from nbdb.models import LogicalSwitch
 from nbdb.testing import HarnessError, OvsdbServer, Server, find_ovn_nb_schema
-from nbdb.testing.ovsdb import _connection_table
+from nbdb.testing.base import Member
+from nbdb.testing.ovsdb import LISTENER_DB, _connection_table, listener_schema
 from nbdb.testing.process import find_binary
 
 #: ovsdb-server's own default: an echo after 5 s of silence, the drop 5 s after that.
@@ -36,8 +38,10 @@ class SilentClient:
     buffer: bytes = b""
 
     @classmethod
-    def connect(cls, server: OvsdbServer) -> SilentClient:
-        sock = socket.create_connection((server.members[0].host, server.members[0].ports["client"]), timeout=10)
+    def connect(cls, server: OvsdbServer | Member) -> SilentClient:
+        """A silent client of ``server``'s first member, or of one member or relay."""
+        member = server.members[0] if isinstance(server, OvsdbServer) else server
+        sock = socket.create_connection((member.host, member.ports["client"]), timeout=10)
         sock.setblocking(False)
         return cls(sock)
 
@@ -139,14 +143,43 @@ def test_connection_table_missing_is_a_clear_error() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_probe_option_rejects_what_it_cannot_do(tmp_path: Path) -> None:
+def test_probe_option_rejects_what_it_cannot_do() -> None:
     with pytest.raises(ValueError, match=">= 0"):
         OvsdbServer(inactivity_probe_ms=-1)
-    for options in ({"members": 3}, {"relays": 1}):
-        server = OvsdbServer(inactivity_probe_ms=10_000, base_dir=tmp_path / next(iter(options)), **options)
-        with pytest.raises(HarnessError, match="standalone"):
-            server.start()
-        server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_every_member_and_relay_probes_on_a_listener_of_its_own(server_factory: Callable[..., Server]) -> None:
+    """A raft cluster's members and its relays each read their listener and its probe from a database of their own."""
+    server = server_factory("ovsdb", members=3, relays=1, inactivity_probe_ms=1_000)
+    assert isinstance(server, OvsdbServer)
+    quiet = [SilentClient.connect(m) for m in (*server.members, *server.relays)]
+    _watch(quiet, lambda: all(q.dropped_after is not None for q in quiet), deadline_s=30)
+    for member, client in zip((*server.members, *server.relays), quiet, strict=True):
+        assert client.dropped_after is not None, f"{member.name} did not drop a silent client"
+        assert client.echoes, f"{member.name} drops only after it probed"
+        assert client.dropped_after < 2 * DEFAULT_PROBE_S - 2, f"{member.name} kept the default probe"
+    # Each member's row names its own port; clients still see the database they came for, and use it.
+    for member in server.members:
+        listed = _ovsdb_client("transact", f"tcp:{member.address}", json.dumps([LISTENER_DB, _SELECT_CONNECTIONS]))
+        [rows] = [result["rows"] for result in json.loads(listed)]
+        assert [(r["target"], r["inactivity_probe"]) for r in rows] == [(f"ptcp:{member.port}:127.0.0.1", 1_000)]
+    with nbdb.connect(server.url, namespace="probe") as db:  # through the relay, writes reach the leader
+        created = db.create(LogicalSwitch(name="sw"))
+        assert db.get(LogicalSwitch, created.id) == created
+
+
+@pytest.mark.timeout(30)
+def test_listener_schema_keeps_the_column_types_ovsdb_server_reads() -> None:
+    nb = json.loads(find_ovn_nb_schema().read_text())
+    own = listener_schema(nb)
+    assert own["name"] == LISTENER_DB
+    assert own["tables"]["Connection"] == nb["tables"]["Connection"]
+    assert own["tables"]["NB_Global"]["columns"] == {"connections": nb["tables"]["NB_Global"]["columns"]["connections"]}
+    assert _connection_table(own) == ("NB_Global", "Connection")
+
+
+_SELECT_CONNECTIONS = {"op": "select", "table": "Connection", "where": [], "columns": ["target", "inactivity_probe"]}
 
 
 def _ovsdb_client(*args: str) -> str:

@@ -43,7 +43,7 @@ from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, UniqueKey, WriteOp
 if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type only: no import cycle)
     from nbdb.families.kv import KeyValueBackend
 
-__all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_deadline", "plan_commit"]
+__all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_deadline", "id_text", "plan_commit"]
 
 log = logging.getLogger(__name__)
 
@@ -51,42 +51,63 @@ _json_text = json.encoder.encode_basestring_ascii
 """A string as ``json.dumps`` writes it (quoted, escaped, ASCII)."""
 
 
+_TEXTS_LIMIT = 65536
+_TEXTS: dict[uuid.UUID, str] = {}
+"""Recent ids as text (bounded). ``UUID.__str__`` is Python code, and a commit names the ids it
+writes and points to in four to eight keys: a port's switch is named by every port's commit."""
+
+
+def id_text(id: uuid.UUID | str) -> str:
+    """``str(id)``, remembered for the next commit that names the same object."""
+    text = _TEXTS.get(id)  # type: ignore[arg-type]
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_LIMIT:
+            _TEXTS.clear()  # bounded: a workload that moves between parents starts over
+        text = _TEXTS[id] = str(id)  # type: ignore[index]
+    return text
+
+
 class KeyLayout:
-    """Names the family's keys under one prefix, and reads them back."""
+    """Names the family's keys under one prefix, and reads them back.
+
+    Ids may be given as text (``str(id)``): the planner spells each id once per commit.
+    """
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.objects = f"{prefix}o/"
+        self._expiries = f"{prefix}e/"
+        self._referrers = f"{prefix}r/"
 
-    def object(self, topic: str | None, table: str, id: uuid.UUID) -> str:
+    def object(self, topic: str | None, table: str, id: uuid.UUID | str) -> str:
         """The key of an object's bytes."""
         return f"{self.objects}{rules.topic_part(topic)}/{table}/{id}"
 
-    def index(self, table: str, id: uuid.UUID) -> str:
+    def index(self, table: str, id: uuid.UUID | str) -> str:
         """The key that says where an object lives and what it references."""
         return f"{self.prefix}i/{table}/{id}"
 
     def referrers(self, target: RefKey) -> str:
         """The prefix of every reverse reference to ``target``."""
-        return f"{self.prefix}r/{target[0]}/{target[1]}/"
+        return f"{self.prefix}r/{target[0]}/{id_text(target[1])}/"
 
-    def referrer(self, target: RefKey, source: RefKey) -> str:
-        """The reverse reference "``source`` points to ``target``"."""
-        return f"{self.referrers(target)}{source[0]}/{source[1]}"
+    def referrer(self, target: RefKey, source: RefKey, source_text: str | None = None) -> str:
+        """The reverse reference "``source`` points to ``target``" (``source_text``: its id as text, if known)."""
+        return f"{self.referrers(target)}{source[0]}/{source_text or source[1]}"
 
     def unique(self, table: str, key: UniqueKey) -> str:
         """The key that names the holder of a unique value (the value is hashed: any text fits a key)."""
         digest = hashlib.sha256(key.value.encode()).hexdigest()[:40]
         return f"{self.prefix}u/{table}/{key.field}/{digest}"
 
-    def expiry(self, table: str, id: uuid.UUID) -> str:
+    def expiry(self, table: str, id: uuid.UUID | str) -> str:
         """The key that holds an expiring object's deadline (the reaper ranges them)."""
         return f"{self.prefix}e/{table}/{id}"
 
     @property
     def expiries(self) -> str:
         """The prefix of every expiry key."""
-        return f"{self.prefix}e/"
+        return self._expiries
 
     def parse_expiry(self, key: str) -> RefKey | None:
         """(table, id) of an expiry key."""
@@ -118,9 +139,9 @@ class KeyLayout:
         """
         if key.startswith(self.objects):
             return len(self.prefix)
-        if key.startswith(self.expiries):
-            return len(self.expiries)
-        referrers = f"{self.prefix}r/"
+        if key.startswith(self._expiries):
+            return len(self._expiries)
+        referrers = self._referrers
         if key.startswith(referrers):
             table_end = key.find("/", len(referrers))
             id_end = key.find("/", table_end + 1)
@@ -158,7 +179,7 @@ class KeyLayout:
     @staticmethod
     def encode_index(index: Index) -> bytes:
         """The index record of an object: the JSON ``json.dumps`` writes, spelled out (it is on every write)."""
-        refs = ", ".join(f'[{_json_text(t)}, "{i}"]' for t, i in sorted((t, str(i)) for t, i in index.refs))
+        refs = ", ".join(f'[{_json_text(t)}, "{i}"]' for t, i in sorted([(t, id_text(i)) for t, i in index.refs]))
         out = f'{{"t": {_json_text(rules.topic_part(index.topic))}, "r": [{refs}]'
         if index.unique:
             out += ', "u": [' + ", ".join(f"[{_json_text(k.field)}, {_json_text(k.value)}]" for k in index.unique) + "]"
@@ -223,14 +244,18 @@ def plan_commit(
     layout = backend.layout
     plan = Plan()
     old: dict[RefKey, Index] = {}
+    texts: dict[RefKey, str] = {}
+    """Each written object's id as text (spelled once per commit: UUID.__str__ is Python code)."""
     for op in ops:
         me = (op.table, op.id)
-        okey = layout.object(op.topic, op.table, op.id)
+        sid = texts[me] = str(op.id)
+        okey = layout.object(op.topic, op.table, sid)
+        ikey = layout.index(op.table, sid)
         if isinstance(op, Put) and op.expect_version == 0:
             # The index key is written with every object key: its absence is the object's.
-            plan.conditions.append(VersionIs(layout.index(op.table, op.id), 0))
+            plan.conditions.append(VersionIs(ikey, 0))
             plan.versions.append(1)
-            old[me] = Index(op.topic, frozenset())
+            old[me] = Index(op.topic, _NO_REFS)
         else:
             index = None
             if op.old_refs is not None and op.old_unique is not None and op.expect_version != ANY_VERSION:
@@ -257,15 +282,18 @@ def plan_commit(
             ttl = op.ttl if op.expect_version == 0 else old[me].ttl
             index = Index(op.topic, op.refs, op.unique, ttl)
             plan.indexes[me] = index
-            if op.expect_version == 0 or index != Index(old[me].topic, old[me].refs, old[me].unique, old[me].ttl):
-                plan.puts[layout.index(op.table, op.id)] = layout.encode_index(index)
+            was = old[me]
+            if op.expect_version == 0 or (index.topic, index.refs, index.unique, index.ttl) != (
+                was.topic, was.refs, was.unique, was.ttl
+            ):  # fmt: skip
+                plan.puts[ikey] = layout.encode_index(index)
             if op.ttl is not None:
-                plan.puts[layout.expiry(op.table, op.id)] = encode_deadline(now + op.ttl)
+                plan.puts[layout.expiry(op.table, sid)] = encode_deadline(now + op.ttl)
         else:
             plan.indexes[me] = None
-            plan.deletes += [okey, layout.index(op.table, op.id)]
+            plan.deletes += [okey, ikey]
             if old[me].ttl is not None:
-                plan.deletes.append(layout.expiry(op.table, op.id))
+                plan.deletes.append(layout.expiry(op.table, sid))
 
     changes = rules.ref_changes(ops, {k: v.refs for k, v in old.items()}, shape)
     checked: set[RefKey] = set()
@@ -277,15 +305,15 @@ def plan_commit(
                 raise rules.dangling(sources[0], target)
             if found.ttl is not None:
                 raise rules.ttl_referenced(sources[0], target)
-            plan.conditions.append(Exists(layout.object(found.topic, *target)))
+            plan.conditions.append(Exists(layout.object(found.topic, target[0], id_text(target[1]))))
         elif target in shape.created and any(
             isinstance(op, Put) and op.ttl is not None and (op.table, op.id) == target for op in ops
         ):
             raise rules.ttl_referenced(sources[0], target)
         for source in sources:
-            plan.puts[layout.referrer(target, source)] = b""
+            plan.puts[layout.referrer(target, source, texts[source])] = b""
     for target, sources in changes.dropped.items():
-        plan.deletes += [layout.referrer(target, source) for source in sources]
+        plan.deletes += [layout.referrer(target, source, texts[source]) for source in sources]
 
     for target in shape.deleted:
         if optimistic and not changes.dropped.get(target):
@@ -297,11 +325,16 @@ def plan_commit(
         if remaining:
             raise rules.still_referenced(target, remaining)
         plan.conditions.append(PrefixUnchangedSince(layout.referrers(target), revision))
-    _plan_unique(layout, ops, old, plan)
+    _plan_unique(layout, ops, old, plan, texts)
     return plan
 
 
-def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], old: dict[RefKey, Index], plan: Plan) -> None:
+_NO_REFS: frozenset[RefKey] = frozenset()
+
+
+def _plan_unique(
+    layout: KeyLayout, ops: Sequence[WriteOp], old: dict[RefKey, Index], plan: Plan, texts: dict[RefKey, str]
+) -> None:
     """Claim the unique values the commit adds and release the ones it drops, atomically with it."""
 
     released: dict[str, RefKey] = {}
@@ -325,7 +358,7 @@ def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], old: dict[RefKey, In
                 continue  # already ours
             if ukey not in released:
                 plan.conditions.append(VersionIs(ukey, 0))
-            plan.puts[ukey] = str(op.id).encode()
+            plan.puts[ukey] = texts[me].encode()
     plan.deletes += [ukey for ukey in released if ukey not in claimed]
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "LogRead",
     "decode_changes",
     "encode_changes",
+    "refuse_stored_format",
 ]
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,35 @@ class LogKeyStream(KeyStream):
             self._revision = revision
             self._token = token
             self._backend.remember_token(revision, token)
+
+
+def refuse_stored_format(found: str, expected: str, *, where: str, page: str) -> None:
+    """Raise :class:`~nbdb.errors.StoredFormatError` unless ``found`` is ``expected``.
+
+    Backends mark a namespace with the format they write and read the mark at
+    connect (each in its own way); reading another format would misread it
+    silently. The message names the fix: an older format is moved with the
+    nbdb that wrote it (``nbdb dump``) and this one (``nbdb load``); a newer or
+    unknown one needs the nbdb that wrote it. ``where`` names the server and
+    namespace, ``page`` the backend's documentation.
+    """
+    if found == expected:
+        return
+    older = found.isdecimal() and expected.isdecimal() and int(found) < int(expected)
+    if older:
+        fix = (
+            f"which this version does not read. Fix: with the nbdb that wrote it, `nbdb dump` the data to a "
+            f"file, then `nbdb load` it with this version into a new namespace (or into this one once its "
+            f"keys are deleted); see {page}"
+        )
+    else:
+        fix = (
+            "written by another nbdb version, whose clients cannot share it with this one. Fix: connect with "
+            f"that version (upgrade nbdb), or use another namespace; see {page}"
+        )
+    raise errors.StoredFormatError(
+        f"{where} holds nbdb's stored format {found!r}, not {expected!r}, {fix}", found=found, expected=expected
+    )
 
 
 class ChangeLogBackend(KeyValueBackend):

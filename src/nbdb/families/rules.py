@@ -113,22 +113,31 @@ def ref_changes(
     same transaction raises ReferenceError.
     """
     changes = RefChanges()
+    added, dropped, deleted = changes.added, changes.dropped, shape.deleted
     for op in ops:
         me = (op.table, op.id)
-        old = old_refs.get(me, frozenset())
-        new = op.refs if isinstance(op, Put) else frozenset()
+        old = old_refs.get(me, _NO_REFS)
+        new = op.refs if isinstance(op, Put) else _NO_REFS
         changes.new_refs[me] = new
-        for target in sorted(new - old, key=_sort_key):
-            if target in shape.deleted:
+        if new is old:
+            continue  # the same (shared) set: nothing changes
+        # (table, id) tuples sort as themselves; one or none needs no sort (every create of a port).
+        gained = new - old if old else new
+        for target in sorted(gained) if len(gained) > 1 else gained:
+            if target in deleted:
                 raise deleted_alongside(me, target)
-            changes.added.setdefault(target, []).append(me)
-        for target in sorted(old - new, key=_sort_key):
-            changes.dropped.setdefault(target, []).append(me)
+            sources = added.get(target)
+            if sources is None:
+                added[target] = [me]
+            else:
+                sources.append(me)
+        if old:
+            for target in sorted(old - new):
+                dropped.setdefault(target, []).append(me)
     return changes
 
 
-def _sort_key(key: RefKey) -> tuple[str, uuid.UUID]:
-    return key
+_NO_REFS: frozenset[RefKey] = frozenset()
 
 
 def remaining_referrers(target: RefKey, referrers: Iterable[RefKey], changes: RefChanges) -> list[RefKey]:

@@ -316,9 +316,12 @@ class Model(BaseModel):
         data = self.__dict__.copy()
         data["version"] = version
         private = self.__pydantic_private__
-        private = {} if private is None or private is DECODED else private.copy()
-        private["_stored_refs"] = refs
-        private["_revision"] = _kept(revision)
+        if private is None or private is DECODED:  # the common case (a new object, a decoded copy): one literal
+            private = {"_stored_refs": refs, "_revision": _kept(revision) if revision is not None else None}
+        else:
+            private = private.copy()
+            private["_stored_refs"] = refs
+            private["_revision"] = _kept(revision)
         if self.nbdb_unique_fields:
             private["_stored_unique"] = unique
         fields_set = self.__pydantic_fields_set__
@@ -440,13 +443,22 @@ def _with_version(fields_set: set[str]) -> set[str]:
     one object's ``model_fields_set`` would otherwise change every copy's
     (pydantic's ``model_copy`` copies it to a plain set before changing it).
     """
+    global _LAST_FIELDS
+    last_key, last_shared = _LAST_FIELDS
+    if fields_set == last_key:  # objects of one model are mostly built alike: no frozenset to build
+        return last_shared
     key = frozenset(fields_set)
     shared = _SHARED_FIELDS_SETS.get(key)
     if shared is None:
         shared = FrozenSet(key | {"version"})
         if len(_SHARED_FIELDS_SETS) < _SHARED_LIMIT:
             _SHARED_FIELDS_SETS[key] = shared
+    _LAST_FIELDS = (key, shared)
     return shared
+
+
+_LAST_FIELDS: tuple[frozenset[str], set[str]] = (frozenset({"\0"}), set())
+"""The fields set :func:`_with_version` saw last, and its shared copy (one tuple: replaced at once)."""
 
 
 def _share_key_table(cls: type[Model]) -> None:

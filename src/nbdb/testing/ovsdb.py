@@ -18,7 +18,7 @@ from nbdb.testing.probes import run_tool
 from nbdb.testing.process import find_binary
 from nbdb.testing.tls import TlsFiles, make_tls_files
 
-__all__ = ["OvsdbServer", "find_ovn_nb_schema"]
+__all__ = ["LISTENER_DB", "OvsdbServer", "find_ovn_nb_schema", "listener_schema"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,32 @@ def _connection_ops(schema: dict[str, Any], target: str, probe_ms: int) -> list[
     ]
 
 
+LISTENER_DB = "nbdb_listener"
+"""The database of a raft member's or a relay's own listener row (see :func:`listener_schema`)."""
+
+
+def listener_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A database of one server's own listener: ``schema``'s root ``connections`` and its connection table.
+
+    OVN's members and relays all read their listeners from the replicated
+    ``NB_Global.connections`` (one ``ptcp:6641`` for hosts of their own); on
+    one loopback they need a port each, so a member of a cluster or a relay
+    reads its row from a small standalone database of its own instead, with
+    the very column types ``ovsdb-server`` reads the probe from.
+    """
+    root, connection = _connection_table(schema)
+    tables: dict[str, Any] = schema["tables"]
+    connections = tables[root]["columns"]["connections"]
+    return {
+        "name": LISTENER_DB,
+        "version": "1.0.0",
+        "tables": {
+            root: {"isRoot": True, "maxRows": 1, "columns": {"connections": connections}},
+            connection: tables[connection],
+        },
+    }
+
+
 def _server_argv(server_bin: str, databases: list[str], remotes: list[str], ctl: Path) -> list[str]:
     """An ``ovsdb-server`` command line: its databases (files or ``relay:`` sources), remotes and control socket."""
     return [server_bin, *databases, *remotes, f"--unixctl={ctl}", "--no-chdir", "-vconsole:info", "-vsyslog:off"]
@@ -109,8 +135,11 @@ class OvsdbServer(Server):
     table referenced from the root row (``NB_Global.connections``), written before the
     server starts, and the server reads its remotes from there
     (``--remote=db:OVN_Northbound,NB_Global,connections``). The database therefore starts
-    with that root row and that connection row. Standalone servers of a schema with such a
-    table (OVN NB or SB) only; without it, nothing changes.
+    with that root row and that connection row. Each member of a raft cluster, and each relay,
+    needs a listener of its own on this one loopback (OVN's hosts share one target in the
+    replicated row): it reads its row from a standalone database of its own
+    (:data:`LISTENER_DB`, :func:`listener_schema`), which it serves next to the others. Schemas
+    with such a table (OVN NB or SB) only.
     """
 
     kind = "ovsdb"
@@ -221,8 +250,6 @@ class OvsdbServer(Server):
         if not schema.is_file():
             raise HarnessError(f"schema file {schema} does not exist")
         self.schema = str(schema)
-        if self.inactivity_probe_ms is not None and (self.clustered or self.relays_count):
-            raise HarnessError("inactivity_probe_ms is supported on a standalone server without relays only")
         tool = self._tool("ovsdb-tool")
         self.database = run_tool([tool, "schema-name", str(schema)]).strip()
         if self.tls:
@@ -264,7 +291,12 @@ class OvsdbServer(Server):
             ctl = member_dir / "ovsdb.ctl"
             files = self.tls_files
             listener = f"{'pssl' if files else 'ptcp'}:{ports[name]['client']}:127.0.0.1"
-            remote = [f"--remote={self._listener_remote(db_file, schema, listener)}"]
+            if self.clustered:
+                remote_db, own = self._own_listener(member_dir, listener)
+                db_files += own
+            else:
+                remote_db = self._listener_remote(db_file, listener)
+            remote = [f"--remote={remote_db}"]
             if files is not None:
                 remote += [
                     f"--private-key={files.server_key}",
@@ -289,11 +321,19 @@ class OvsdbServer(Server):
             )
         self._prepare_relays(server_bin)
 
-    def _listener_remote(self, db_file: Path, schema: Path, listener: str) -> str:
-        """The ``--remote`` of the client listener: itself, or with a probe the connection row naming it."""
+    def _schema_document(self) -> dict[str, Any]:
+        assert self.schema is not None
+        document: dict[str, Any] = json.loads(Path(self.schema).read_text())
+        return document
+
+    def _listener_remote(self, db_file: Path, listener: str, document: dict[str, Any] | None = None) -> str:
+        """The ``--remote`` of the client listener: itself, or with a probe the connection row naming it.
+
+        The row is written into ``db_file`` (of schema ``document``, by default the served one).
+        """
         if self.inactivity_probe_ms is None:
             return listener
-        document = json.loads(schema.read_text())
+        document = document or self._schema_document()
         ops = _connection_ops(document, listener, self.inactivity_probe_ms)
         try:
             reply = run_tool([self._tool("ovsdb-tool"), "transact", str(db_file), json.dumps(ops)])
@@ -305,6 +345,20 @@ class OvsdbServer(Server):
             raise HarnessError(f"cannot write the connection row: {failed}")
         root, _ = _connection_table(document)
         return f"db:{document['name']},{root},connections"
+
+    def _own_listener(self, server_dir: Path, listener: str) -> tuple[str, list[str]]:
+        """The ``--remote`` of a member's or relay's listener, and the database files it adds (with a probe)."""
+        if self.inactivity_probe_ms is None:
+            return listener, []
+        document = listener_schema(self._schema_document())
+        schema_file = server_dir / "listener.ovsschema"
+        db_file = server_dir / "listener.db"
+        schema_file.write_text(json.dumps(document))
+        try:
+            run_tool([self._tool("ovsdb-tool"), "create", str(db_file), str(schema_file)])
+        except subprocess.CalledProcessError as exc:
+            raise HarnessError(f"ovsdb-tool create failed: {exc.stderr.strip()}") from exc
+        return self._listener_remote(db_file, listener, document), [str(db_file)]
 
     def _prepare_relays(self, server_bin: str) -> None:
         """Relay servers whose source is every member (they follow the leader by themselves)."""
@@ -322,7 +376,8 @@ class OvsdbServer(Server):
         source = ",".join(f"tcp:{address}" for address in sources)
         databases = [str(self.database)] + (["nbdb"] if self.model_schema else [])
         relayed = [f"relay:{db}:{source}" for db in databases]
-        argv = _server_argv(server_bin, relayed, [f"--remote=ptcp:{port}:127.0.0.1"], ctl)
+        remote, own = self._own_listener(member_dir, f"ptcp:{port}:127.0.0.1")
+        argv = _server_argv(server_bin, [*relayed, *own], [f"--remote={remote}"], ctl)
         relay = Member(
             self,
             name,

@@ -46,7 +46,7 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
-from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader
+from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, refuse_stored_format
 
 __all__ = ["HazelcastBackend"]
 
@@ -152,15 +152,11 @@ class HazelcastBackend(ChangeLogBackend):
                 found = "1"
             else:
                 found = self._call(lambda: self._meta.put_if_absent(FORMAT_KEY, FORMAT)) or FORMAT
-        if found == FORMAT:
-            return
-        raise errors.StoredFormatError(
-            f"hazelcast at {self.config.where}: namespace {self.config.namespace!r} holds nbdb's stored format "
-            f"{found!r}, not {FORMAT!r}: it was written by another nbdb version, whose clients cannot share it "
-            "with this one. Fix: connect with that version, or `nbdb dump` the data with it and `nbdb load` it "
-            "with this one into a new namespace; see docs/backends/hazelcast.md",
-            found=str(found),
-            expected=FORMAT,
+        refuse_stored_format(
+            str(found),
+            FORMAT,
+            where=f"hazelcast at {self.config.where}: namespace {self.config.namespace!r}",
+            page="docs/backends/hazelcast.md",
         )
 
     def _call(self, call: Callable[[], T]) -> T:

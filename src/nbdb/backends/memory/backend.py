@@ -107,6 +107,8 @@ class MemoryBackend(Backend):
         "that connect to the same memory://NAME. Reads share the object each write validated.",
     )
 
+    keeps_values: ClassVar[bool] = True
+
     def __init__(self, store: MemoryStore | None = None, shared: Lease[str, MemoryStore] | None = None) -> None:
         self.store = store if store is not None else shared.value if shared is not None else MemoryStore()
         self._shared = shared

@@ -15,13 +15,16 @@ import time
 import uuid
 import weakref
 from collections.abc import Sequence
+from typing import cast
 
 from nbdb import errors
+from nbdb.codec import encode
 from nbdb.families import rules
 from nbdb.families.lease import LeaseTable
-from nbdb.spi import ANY_VERSION, CommitResult, Delete, Put, Record, RecordChange, RefKey, UniqueKey, WriteOp
+from nbdb.models.base import Model
+from nbdb.spi import ANY_VERSION, CommitResult, Deferred, Delete, Put, Record, RecordChange, RefKey, UniqueKey, WriteOp
 
-__all__ = ["DEFAULT_HISTORY", "MemoryStore", "UniqueSlot", "unique_slot"]
+__all__ = ["DEFAULT_HISTORY", "MemoryStore", "StoredRecord", "UniqueSlot", "unique_slot"]
 
 DEFAULT_HISTORY = 10_000
 _NO_REFS: frozenset[RefKey] = frozenset()
@@ -29,6 +32,26 @@ _FIRST = frozenset({0})
 _NONE: frozenset[int] = frozenset()
 _new_tuple = tuple.__new__
 """Builds a named tuple from its fields as its own ``__new__`` does, minus one Python call per record."""
+
+
+class StoredRecord(Record):
+    """A record of the store: its bytes are its value's, encoded when first asked for.
+
+    The Database sends this store no bytes (``keeps_values``): every reader
+    in the process shares the value, and most never want the bytes. A put
+    that carried bytes (``write_raw``, a cascade) keeps them as they are.
+    """
+
+    __slots__ = ()
+
+    @property
+    def data(self) -> bytes:  # the field, made on demand
+        """The stored bytes (the value's encoding, for a put that carried none)."""
+        data = cast(bytes, tuple.__getitem__(self, 4))
+        if type(data) is Deferred:
+            return encode(cast(Model, self.value))
+        return data
+
 
 UniqueSlot = tuple[str, str, str]
 """(table, field, value) of a unique claim: a plain tuple of strings, which the cyclic collector
@@ -77,14 +100,14 @@ class MemoryStore:
             version = self.check_one(op)
             if version is None:
                 return CommitResult(self.revision, [0], _FIRST)
-            created = type(op) is Put and op.expect_version == 0
-            return _new_tuple(CommitResult, (self.apply((op,), (version,), created), [version], _NONE))
+            if type(op) is Put and op.expect_version == 0 and op.ttl is None:
+                return _new_tuple(CommitResult, (self.apply_created((op,)), [1], _NONE))
+            return _new_tuple(CommitResult, (self.apply((op,), (version,)), [version], _NONE))
         if not ops:
             return CommitResult(self.revision, [])
         if self.creates_ok(ops):
             # A batch of new objects breaking no rule (the common transaction): checked in one pass.
-            versions = [1] * len(ops)
-            return _new_tuple(CommitResult, (self.apply(ops, versions, True), versions, _NONE))
+            return _new_tuple(CommitResult, (self.apply_created(ops), [1] * len(ops), _NONE))  # type: ignore[arg-type]
         applied, versions = self.check(ops)
         revision = self.apply(applied, versions) if applied else self.revision
         if len(applied) == len(ops):
@@ -248,6 +271,55 @@ class MemoryStore:
                     raise rules.unique_taken(op.table, key.field, key.value, owner)
                 claimed[slot] = op.id
 
+    def apply_created(self, ops: Sequence[Put]) -> int:
+        """:meth:`apply` of a checked commit that only creates objects, without a ttl (:meth:`creates_ok`).
+
+        The same records, indexes and history, in one loop with nothing to
+        look up first: a new object holds no references or claims yet.
+        """
+        self.revision += 1
+        rev = self.revision
+        history = self.history
+        records, parts = self.records, self.parts
+        referrers, stored_refs, held, uniques = self.referrers, self.refs, self.held, self.uniques
+        where: tuple[str | None, str] | None = None
+        part: dict[uuid.UUID, Record] = {}
+        for op in ops:
+            table, id, topic = op.table, op.id, op.topic
+            me = (table, id)
+            if where != (topic, table):  # a transaction's objects mostly share one table and topic
+                where = (topic, table)
+                part = parts.get(where)  # type: ignore[assignment]
+                if part is None:
+                    part = parts[where] = {}
+            new = _new_tuple(StoredRecord, (table, id, topic, 1, op.data, op.value))
+            records[me] = new
+            part[id] = new
+            refs = op.refs
+            if refs:
+                _point(referrers, refs, me)
+                stored_refs[me] = refs
+            if op.unique:
+                slots = tuple([(table, field, value) for field, value in op.unique])  # unique_slot, inlined
+                for slot in slots:
+                    uniques[slot] = id
+                held[me] = slots
+            history.append(_new_tuple(RecordChange, (table, id, topic, None, new, rev, False)))
+        if len(history) > self.history_limit:
+            self._trim_history()
+        if self.waiting:
+            self.cond.notify_all()
+        return rev
+
+    def _trim_history(self) -> None:
+        """Drop the oldest changes beyond the history limit, a quarter of it at a time (amortised O(1))."""
+        history = self.history
+        excess = len(history) - self.history_limit
+        if excess > 0:
+            cut = min(max(excess, self.history_limit // 4), len(history))
+            self.compacted = history[cut - 1].revision
+            del history[:cut]
+
     def apply(self, ops: Sequence[WriteOp], versions: Sequence[int], created: bool = False) -> int:
         """Write a checked commit at the next revision (``created``: it only creates objects)."""
         self.revision += 1
@@ -262,7 +334,7 @@ class MemoryStore:
             if part is None:
                 part = parts[(op.topic, op.table)] = {}
             if type(op) is Put:
-                new = _new_tuple(Record, (op.table, op.id, op.topic, version, op.data, op.value))
+                new = _new_tuple(StoredRecord, (op.table, op.id, op.topic, version, op.data, op.value))
                 records[me] = new
                 part[op.id] = new
                 refs = op.refs
@@ -273,12 +345,8 @@ class MemoryStore:
                     added = self._drop_refs(me, refs)
                 else:
                     added = _NO_REFS
-                for target in added:
-                    sources = referrers.get(target)
-                    if sources is None:
-                        referrers[target] = {me}
-                    else:
-                        sources.add(me)
+                if added:
+                    _point(referrers, added, me)
                 if refs:
                     stored_refs[me] = refs
                 if op.unique or (old is not None and me in held):
@@ -298,11 +366,7 @@ class MemoryStore:
                     self.expiry.pop(me, None)
             history.append(_new_tuple(RecordChange, (op.table, op.id, op.topic, old, new, rev, False)))
         if len(history) > self.history_limit:
-            excess = len(history) - self.history_limit
-            # Trim in chunks so trimming stays amortised O(1) per change.
-            cut = min(max(excess, self.history_limit // 4), len(history))
-            self.compacted = history[cut - 1].revision
-            del history[:cut]
+            self._trim_history()
         if self.waiting:
             self.cond.notify_all()
         return rev
@@ -374,6 +438,16 @@ class MemoryStore:
                         del referrers[target]
             return refs - old
         return refs
+
+
+def _point(referrers: dict[RefKey, set[RefKey]], targets: frozenset[RefKey], source: RefKey) -> None:
+    """Record that ``source`` points to each of ``targets``."""
+    for target in targets:
+        sources = referrers.get(target)
+        if sources is None:
+            referrers[target] = {source}
+        else:
+            sources.add(source)
 
 
 def _reap(ref: weakref.ReferenceType[MemoryStore]) -> None:

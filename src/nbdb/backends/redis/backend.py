@@ -13,7 +13,7 @@ import redis.exceptions as rexc
 
 from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig, parse_url
-from nbdb.backends.redis.connection import ERRORS, Connector
+from nbdb.backends.redis.connection import ERRORS, Connector, ScriptLine
 from nbdb.backends.redis.connection import text as _s
 from nbdb.backends.redis.logs import RedisLogReader
 from nbdb.backends.redis.lua import (
@@ -43,7 +43,7 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvgroup import Outcome
-from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, decode_changes
+from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, decode_changes, refuse_stored_format
 
 __all__ = ["RedisBackend"]
 
@@ -88,6 +88,9 @@ class RedisBackend(ChangeLogBackend):
         self.connector = Connector(config)
         self._client = self.connector.client()
         self._commit_script = self._client.register_script(COMMIT_LUA)
+        self._commit_line = ScriptLine(self._client, COMMIT_LUA, [self.root, self._object_prefix])
+        """The commit script sent on connections of its own (see ScriptLine): every write goes through it."""
+        self._history_arg = str(config.history).encode()
         self._range_script = self._client.register_script(RANGE_LUA)
         self._compact_script = self._client.register_script(COMPACT_LUA)
         self._refresh_script = self._client.register_script(REFRESH_LUA)
@@ -122,23 +125,11 @@ class RedisBackend(ChangeLogBackend):
         head and the commit log elsewhere), so it is an error at connect.
         """
         found = _s(self._run(lambda: self._client.eval(FORMAT_LUA, 0, self.root, FORMAT)))
-        if found == FORMAT:
-            return
-        where = f"namespace {self.config.namespace!r} (keys {self.root}*)"
-        if found == "1":
-            raise errors.StoredFormatError(
-                f"redis: {where} holds nbdb's stored format 1 (written by an nbdb before format {FORMAT}), "
-                f"which this version does not read. Fix: with the nbdb that wrote it, `nbdb dump` the data to a "
-                f"file, then `nbdb load` it with this version into a new namespace (or into this one once its "
-                f"keys are deleted); see docs/backends/redis.md, 'Stored format'",
-                found=found,
-                expected=FORMAT,
-            )
-        raise errors.StoredFormatError(
-            f"redis: {where} holds stored format {found!r}, not {FORMAT!r}: it was written by another nbdb "
-            "version. Fix: connect with that version (upgrade nbdb), or use another namespace",
-            found=found,
-            expected=FORMAT,
+        refuse_stored_format(
+            found,
+            FORMAT,
+            where=f"redis: namespace {self.config.namespace!r} (keys {self.root}*)",
+            page="docs/backends/redis.md, 'Stored format'",
         )
 
     def _run(self, call: Callable[[], T], *, write: bool = False) -> T:
@@ -305,17 +296,17 @@ class RedisBackend(ChangeLogBackend):
         deletes: Sequence[str],
         token: CommitToken | None = None,
     ) -> int | None:
-        return self._commit(KeyCommit(conditions, puts, deletes))
+        return self._commit(conditions, puts, deletes, self.new_token())
 
     def commit_with_token(
         self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: CommitToken
     ) -> int | None:
         # The script keeps the token itself (ct:<token>, with a TTL): no family key needed.
-        return self._commit(KeyCommit(conditions, puts, deletes, token))
+        return self._commit(conditions, puts, deletes, _token_text(token))
 
     def _commit_args(self, commit: KeyCommit) -> list[Any]:
         """The commit script's arguments (see COMMIT_LUA); without a family token, a fresh one."""
-        token = self.new_token() if commit.token is None else commit.token.key.rpartition("/")[2]
+        token = self.new_token() if commit.token is None else _token_text(commit.token)
         payload = _payload(commit.conditions, commit.puts, commit.deletes, self.layout.range_root, self._lease_key)
         return [self.root, self._object_prefix, token, self.config.history, payload]
 
@@ -327,11 +318,18 @@ class RedisBackend(ChangeLogBackend):
         self.remember_token(revision, token)
         return revision
 
-    def _commit(self, commit: KeyCommit) -> int | None:
-        args = self._commit_args(commit)
-        # The token makes sending the script again after a lost reply exactly-once.
-        reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
-        return self._applied(reply, args[2])
+    def _commit(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: str
+    ) -> int | None:
+        """One commit script, carrying ``token``: sending it again after a lost reply is exactly-once."""
+        payload = _payload(conditions, puts, deletes, self.layout.range_root, self._lease_key)
+        if self.config.wait_replicas:
+            args = [self.root, self._object_prefix, token, self.config.history, payload]
+            reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
+            return self._applied(reply, token)
+        line = self._commit_line
+        packed = line.pack((token.encode(), self._history_arg, payload))  # the arguments of _commit_args
+        return self._applied(self._run(lambda: line.call(packed), write=True), token)
 
     def prepare_grouped(self, commit: KeyCommit) -> KeyCommit:
         return dataclasses.replace(commit, prepared=self._commit_args(commit))
@@ -386,7 +384,7 @@ class RedisBackend(ChangeLogBackend):
         return outcomes
 
     def void_token(self, token: CommitToken) -> int | None:
-        key = self.root + "ct:" + token.key.rpartition("/")[2]
+        key = self.root + "ct:" + _token_text(token)
         # Waits for the replicas like a commit: a void (or a commit found applied) that only the
         # master knows is lost with it.
         revision = self._write(
@@ -472,6 +470,7 @@ class RedisBackend(ChangeLogBackend):
             return
         self._closed = True
         try:
+            self._commit_line.close()
             self._client.close()
             self._client.connection_pool.disconnect()
         except Exception:  # closing must not fail
@@ -567,6 +566,11 @@ def _payload(
         number = b"-1" if root is None else str(root).encode()
         add((b"D", _length(len(key)), key, _length(len(number)), number))
     return b"".join(parts)
+
+
+def _token_text(token: CommitToken) -> str:
+    """The token a family commit token names (its key's last part): the script keeps it as ``ct:<token>``."""
+    return token.key.rpartition("/")[2]
 
 
 def _dir_chain(prefix: str) -> list[str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -22,7 +24,7 @@ from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig
 from nbdb.retry import ErrorRule, ExceptionMap
 
-__all__ = ["ERRORS", "Connector", "text"]
+__all__ = ["ERRORS", "Connector", "ScriptLine", "text"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,97 @@ class Connector:
         if self._sentinel is not None:
             for s in self._sentinel.sentinels:
                 s.close()
+
+
+class ScriptLine:
+    """One Lua script sent as ``EVALSHA`` on connections kept for it, without the client's per-command work.
+
+    redis-py's ``Script`` call goes through the client's command path: the
+    pool's checkout (a lock, a poll of the socket for unread data, connection
+    metrics), its own retry wrapper, argument encoding and packing in Python.
+    Per commit that was as much client CPU as nbdb's own planning, on every
+    write. Here the command is packed once into bytes (the fixed arguments
+    ahead of time) and sent on an idle connection of the script's own (made by
+    the client's pool, so with its address, credentials, TLS and Sentinel
+    master check): a reply always read in full, or the connection closed.
+
+    Only public redis-py calls: ``ConnectionPool.make_connection``,
+    ``Connection.send_packed_command`` and ``read_response``. Retries stay
+    with the caller (nbdb's retry policy), as for every other call.
+    """
+
+    def __init__(self, client: Any, script: str, fixed: Sequence[str | bytes]) -> None:
+        self._client = client
+        self._pool = client.connection_pool
+        self._script = script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
+        self._fixed = [a.encode() if isinstance(a, str) else a for a in fixed]
+        self._heads: dict[int, bytes] = {}
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+        self._closed = False
+
+    def _head(self, count: int) -> bytes:
+        """``EVALSHA sha 0`` and the fixed arguments, packed, for ``count`` more arguments."""
+        head = self._heads.get(count)
+        if head is None:
+            parts = [b"EVALSHA", self.sha.encode(), b"0", *self._fixed]
+            head = b"*%d\r\n" % (len(parts) + count) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+            self._heads[count] = head
+        return head
+
+    def pack(self, args: Sequence[bytes]) -> bytes:
+        """The whole command for these arguments (after the fixed ones), as it goes down the socket."""
+        parts = [self._head(len(args))]
+        for arg in args:
+            parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+        return b"".join(parts)
+
+    def call(self, packed: bytes) -> Any:
+        """Send a command :meth:`pack` made; the script's reply (redis-py's exceptions on failure)."""
+        if self._pid != os.getpid():  # a forked child must not talk on its parent's sockets
+            self._idle, self._pid = [], os.getpid()
+        try:
+            connection = self._idle.pop()  # atomic: each thread takes a connection of its own
+        except IndexError:
+            connection = self._pool.make_connection()
+        try:
+            try:
+                # connect() (a no-op once connected) is how a Sentinel-managed connection finds the
+                # master: sending on a closed one would connect it to its default address instead.
+                connection.connect()
+                connection.send_packed_command([packed])
+                reply = connection.read_response()
+            except rexc.NoScriptError:
+                # A restarted or flushed server forgot the script: nothing ran. Load it and send again.
+                self._client.script_load(self._script)
+                connection.send_packed_command([packed])
+                reply = connection.read_response()
+        except rexc.ResponseError:
+            self._put_back(connection)  # an error reply, read in full: the connection is sound
+            raise
+        except BaseException:
+            connection.disconnect()  # anything else may leave a reply half read: start afresh
+            self._put_back(connection)
+            raise
+        self._put_back(connection)
+        return reply
+
+    def _put_back(self, connection: Any) -> None:
+        self._idle.append(connection)
+        if self._closed:
+            self.close()
+
+    def close(self) -> None:
+        """Close the idle connections (one in use is closed when it comes back)."""
+        self._closed = True
+        while self._idle:
+            try:
+                self._idle.pop().disconnect()
+            except IndexError:
+                break
+            except Exception:  # closing must not fail
+                log.debug("redis: error while closing a script connection", exc_info=True)
 
 
 def text(value: Any) -> str:

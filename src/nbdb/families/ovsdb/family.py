@@ -41,7 +41,7 @@ from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
-from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, parse_window, push_window
+from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, new_token, parse_window, push_window
 from nbdb.families.ovsdb.settle import Outcome, reflects, settle
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.families.ovsdb.unique import key_cells
@@ -189,7 +189,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             return CommitResult(self.clock.now(), [])
         rules.shape_of(ops)  # refuses an object written twice
         lock, transact = (None, self._transact) if fence is None else self._fenced(fence)
-        token = uuid.uuid4().hex[:16]
+        token = new_token()
         started = time.time()
         deadline = time.monotonic() + self.commit_timeout
         synced = False
@@ -218,6 +218,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         plan = plan_commit(
                             self.mapping, self.replica, ops, token, now=started, fence=lock, book=self._marks
                         )
+                        self.replica.expect(plan.written)
                 except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError):
                     # The replica may lag: confirm against a current one before saying so.
                     if synced:
@@ -395,7 +396,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         if self.nb_db is None or schema is None or schema.table("NB_Global") is None:
             raise errors.UnsupportedError("allocate_id needs the OVN_Northbound database (NB_Global)")
         key = f"{COUNTER_PREFIX}{self.namespace}/{name}"
-        token = uuid.uuid4().hex[:16]
+        token = new_token()
         deadline = time.monotonic() + self.commit_timeout
         lost: set[int] = set()  # values of increments whose reply was lost
         for attempt in range(64):

@@ -47,18 +47,19 @@ from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_members, wait, where_uuid
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import (
-    EXT_DIGEST,
     EXT_EXPIRES,
     EXT_NAMESPACE,
     EXT_TOPIC,
     EXT_TTL,
     EXT_TXN,
     EXT_VERSION,
+    Doc,
+    Row,
     carried,
-    content_digest,
     new_row,
     push_window,
     refs_of,
+    render_written,
 )
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
@@ -91,6 +92,8 @@ class Plan:
     """(position, key) of the native mutations: their versions are read from the replica afterwards."""
     unique: list[UniqueCheck] = field(default_factory=list)
     """The unique values the commit's rows hold afterwards (to name the holder when it is refused)."""
+    written: dict[RefKey, tuple[Row, dict[str, uuid.UUID], Doc]] = field(default_factory=dict)
+    """Key -> each put row as written, its parents and its document (:meth:`.Replica.expect`)."""
 
     def reason(self, index: int) -> tuple[str, Any]:
         """Why operation ``index`` is in the plan (``("commit", None)`` past the end)."""
@@ -298,7 +301,10 @@ def _plan_put(
     if op.ttl is not None:
         ext[EXT_TTL] = repr(float(op.ttl))
         ext[EXT_EXPIRES] = f"{now + op.ttl:.3f}"
-    ext[EXT_DIGEST] = content_digest(tm, op.id, {**cells, EXTERNAL_IDS: ext}, parents)
+    written: Row = {**cells, EXTERNAL_IDS: ext}
+    # Rendered once here (its digest is stored in the row), and kept: the replica takes this
+    # document when the update shows the row as written, instead of rendering it again.
+    plan.written[key] = (written, parents, render_written(tm, op.id, written, parents))
     wire[EXTERNAL_IDS] = wire_map(ext.items())
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:

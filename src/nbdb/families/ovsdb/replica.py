@@ -35,6 +35,7 @@ from nbdb.families.ovsdb.rows import (
     VersionBook,
     parse_window,
     render,
+    same_content,
     written_version,
 )
 from nbdb.spi import Record, RecordChange, RefKey
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 HISTORY = 10_000
 """Changes kept for watches resuming from an older revision."""
+
+_WRITTEN_LIMIT = 4096
+"""Rows rendered by plans and not yet seen again that :meth:`Replica.expect` keeps at most."""
 
 
 class RevisionClock:
@@ -248,6 +252,8 @@ class Replica:
         self.history_limit = history
         self.synced: set[str] = set()
         self.last_txn: dict[str, str] = {}
+        self._written: dict[RefKey, tuple[Row, Mapping[str, uuid.UUID], Doc]] = {}
+        """Key -> a row as a commit of this client wrote it, its parents and its document (see :meth:`expect`)."""
 
     # ---------------------------------------------------------------- reads
 
@@ -272,6 +278,20 @@ class Replica:
                 for (table, _), rec in self.records.items()
                 if table in wanted and (topics is None or rec.topic in topics)
             ]
+
+    def expect(self, written: Mapping[RefKey, tuple[Row, Mapping[str, uuid.UUID], Doc]]) -> None:
+        """Rows a commit is about to write, rendered by its plan (call under ``cond``, before sending it).
+
+        When the update showing one of them arrives, its document is taken from
+        here if the row and its parents are as written (checked column by
+        column, far cheaper than rendering): the monitor's thread, which the
+        committing caller waits for, renders nothing it rendered already. An
+        entry is dropped at the next update of its row, used or not (a commit
+        that failed leaves a few until then; bounded).
+        """
+        if len(self._written) + len(written) > _WRITTEN_LIMIT:
+            self._written.clear()
+        self._written.update(written)
 
     # ---------------------------------------------------------------- the monitor's side
 
@@ -373,7 +393,11 @@ class Replica:
             if not parents:
                 # A child whose parent does not hold it (about to be collected by the server).
                 return None
-        doc = render(tm, id, row, parents)
+        written = self._written.pop((tm.table, id), None)
+        if written is not None and written[1] == parents and same_content(tm, written[0], row):
+            doc = written[2]
+        else:
+            doc = render(tm, id, row, parents)
         if doc.namespace != self.namespace:
             return None
         return doc

@@ -30,6 +30,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import random
 import threading
 import uuid
 from collections.abc import Collection, Mapping
@@ -62,10 +64,13 @@ __all__ = [
     "content_digest",
     "field_cell",
     "new_row",
+    "new_token",
     "parse_window",
     "push_window",
     "refs_of",
     "render",
+    "render_written",
+    "same_content",
     "stale_marks",
     "written_version",
 ]
@@ -168,6 +173,25 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
     return out
 
 
+_TOKENS = random.Random()
+"""nbdb's own generator of commit tokens, seeded from the system's entropy (and again in a forked
+child): an application that seeds the ``random`` module (``random.seed(42)``) in several processes
+must not make their tokens collide."""
+os.register_at_fork(after_in_child=_TOKENS.seed)
+
+
+def new_token() -> str:
+    """A commit token: 64 random bits as 16 hex digits.
+
+    From :data:`_TOKENS`, not ``os.urandom``: a token is made on every commit,
+    and the ``getrandom`` system call behind ``uuid.uuid4()`` gives up the
+    interpreter lock, which a writer then waits to get back from the threads
+    applying the previous commit. Tokens only need to differ between the
+    commits that can meet in one row's window, not to be unpredictable.
+    """
+    return f"{_TOKENS.getrandbits(64):016x}"
+
+
 def push_window(text: str | None, token: str, version: int) -> str:
     """``nbdb:txn`` after a write of ``version`` by the commit ``token``."""
     pairs = [(token, version), *parse_window(text)][:WINDOW]
@@ -252,6 +276,45 @@ def render(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUI
 def content_digest(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]) -> str:
     """The digest of what :func:`render` makes of a row (``render(...).state.digest``, for less)."""
     return _digest(_rendered(tm, id, row, parents)[1])
+
+
+def render_written(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]) -> Doc:
+    """What :func:`render` makes of a row a commit writes, and its digest stored in it.
+
+    ``row``'s ``external_ids`` lack ``nbdb:digest``: it is set here to the
+    document's digest (no ``nbdb:`` key is part of the document, so adding it
+    changes nothing else), and the returned document is the row's as it will
+    be read back.
+    """
+    doc = render(tm, id, row, parents)
+    ext: dict[str, str] = row[EXTERNAL_IDS]
+    ext[EXT_DIGEST] = doc.state.digest
+    return Doc(
+        doc.topic,
+        doc.namespace,
+        RowState(doc.state.digest, doc.state.stored_version, doc.state.digest),
+        doc.data,
+        doc.refs,
+    )
+
+
+def same_content(tm: TableMap, row: Row, other: Row) -> bool:
+    """Whether two rows render alike: equal ``external_ids`` and every mapped column (a missing one at its default).
+
+    :func:`render` reads nothing else of a row. Cells of one column have one
+    type on both sides (an nbdb write reads back as the cells it wrote, which is
+    what its stored digest already relies on).
+    """
+    if (row.get(EXTERNAL_IDS) or {}) != (other.get(EXTERNAL_IDS) or {}):
+        return False
+    for cm in tm.columns.values():
+        column = cm.column
+        mine, theirs = row.get(column), other.get(column)
+        if mine != theirs and (mine if mine is not None else default_cell(cm.type)) != (
+            theirs if theirs is not None else default_cell(cm.type)
+        ):
+            return False
+    return True
 
 
 def field_cell(cm: ColumnMap, value: Any) -> Any:
