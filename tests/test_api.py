@@ -21,7 +21,7 @@ def test_close_stops_caches_and_watches() -> None:
     assert cache.wait_synced(5)
     watch = db.watch(LogicalSwitch)
     db.close()
-    assert not cache._thread.is_alive()
+    assert not cache._replica._thread.is_alive()
     assert list(watch) == []
     db.close()  # idempotent
 

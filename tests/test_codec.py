@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nbdb
-from nbdb.cache import Cache
+from nbdb.cache import Replica, SharedCache
 from nbdb.codec import decode, encode
 from nbdb.models import ovn
 from nbdb.models.base import DECODED, Model
@@ -176,8 +176,8 @@ class _Spied:
         return getattr(self._backend, name)
 
 
-class _Probed(Cache):
-    """A cache that looks, the moment it is synced, whether the listing it loaded is still held."""
+class _Probed(Replica):
+    """A replica that looks, the moment it is synced, whether the listing it loaded is still held."""
 
     held_when_synced: list[bool]
 
@@ -196,7 +196,9 @@ def test_a_loaded_cache_holds_no_listed_record() -> None:
         switch = db.create(LogicalSwitch(name="s"))
         for i in range(50):
             db.create(LogicalSwitchPort(switch=switch, name=f"p{i}"))
-        with _Probed(_Spied(db.backend), [LogicalSwitchPort]) as cache:  # type: ignore[arg-type]
+        probe = _Probed(_Spied(db.backend), [LogicalSwitchPort])  # type: ignore[arg-type]
+        with SharedCache(probe, probe.close) as cache:
+            probe.start()
             assert cache.wait_synced(10)
             assert len(cache) == 50
-            assert cache.held_when_synced == [False]
+            assert probe.held_when_synced == [False]

@@ -82,12 +82,33 @@ def test_closing_one_handle_ends_its_subscribers_and_not_the_others() -> None:
         assert b.wait_for(sw, 10)
         assert eventually(lambda: seen_b.names() == ["after"], 10), "b goes on"
         assert seen_a.names() == []
-        assert b._thread.is_alive()
+        assert b._replica._thread.is_alive()
         b.close()
-        assert not b._thread.is_alive()  # the replica closed with its last handle
+        assert not b._replica._thread.is_alive()  # the replica closed with its last handle
         # A new handle of the same models starts a new replica.
         c = db.cache(LogicalSwitch)
         assert c.wait_synced(10) and [s.name for s in c.list(LogicalSwitch)] == ["after"]
+
+
+def test_the_handles_of_a_replica_share_one_delivery_thread_and_a_blocked_one_is_handed_off() -> None:
+    with nbdb.connect() as db:
+        before = threading.active_count()
+        seen = [Seen() for _ in range(30)]
+        handles = [db.cache(LogicalSwitch, on_change=s) for s in seen]
+        assert all(h.wait_synced(10) for h in handles)
+        # The hub, the replica's apply thread and its delivery thread: not one per handle.
+        assert threading.active_count() - before <= 3
+        gate = threading.Event()
+        stuck: list[str] = []
+        handles[0].subscribe(lambda e: (gate.wait(30), stuck.append(e.new.name)))
+        try:
+            made = [db.create(LogicalSwitch(name=f"s{i}")) for i in range(5)]
+            want = [m.name for m in made]
+            assert eventually(lambda: all(s.names() == want for s in seen), 10), "the others go on"
+            assert stuck == []
+        finally:
+            gate.set()
+        assert eventually(lambda: stuck == want, 10), "in order, each once, on its own thread now"
 
 
 def test_unsubscribe_finds_only_this_handles_callbacks() -> None:
@@ -139,4 +160,4 @@ def test_every_open_handle_reflects_the_store(steps: list[str]) -> None:
             assert sorted(s.name for s in cache.list(LogicalSwitch)) == sorted(s.name for s in stored)
         if not handles:
             for cache in closed:
-                assert not cache._thread.is_alive()
+                assert not cache._replica._thread.is_alive()

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast, overload
 from uuid import UUID
 
 from nbdb import errors, metrics
-from nbdb.cache import Cache, SharedCache, Subscriber
+from nbdb.cache import Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import cascade_ops
 from nbdb.codec import bulk, decode
@@ -85,7 +85,7 @@ class Database:
         self._backend = backend
         self._url = url
         # Weak: a cache or watch the caller closed and dropped must not be kept alive here.
-        self._caches: weakref.WeakSet[Cache] = weakref.WeakSet()
+        self._caches: weakref.WeakSet[Cache | Replica] = weakref.WeakSet()
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
         self._scope = backend.revision_scope
@@ -97,8 +97,8 @@ class Database:
         self._commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
         self._hub: WatchHub | None = None
         self._hub_lock = threading.Lock()
-        self._replicas: dict[tuple[Any, ...], tuple[Cache, int]] = {}
-        """The shared replicas by (models, topics): their cache and how many open handles read it."""
+        self._replicas: dict[tuple[Any, ...], tuple[Replica, int]] = {}
+        """The shared replicas by (models, topics), and how many open handles read each."""
         self._reaper: Reaper | None = None
         if reap and backend.capabilities.expiry is Expiry.REAPER and type(backend).reap is not Backend.reap:
             self._reaper = Reaper(backend)
@@ -497,8 +497,8 @@ class Database:
         """A local replica of ``models`` (in ``topics``), loading in the background.
 
         Call ``wait_synced()`` before relying on its content. ``on_change``
-        receives every event from the first list on (on a thread of its own,
-        as every subscriber). ``fields`` keeps only those fields (a list for a
+        receives every event from the first list on (off the cache's thread,
+        as every subscriber: :mod:`nbdb.dispatch`). ``fields`` keeps only those fields (a list for a
         one-model cache, or a mapping from model to fields): ``get`` and
         ``find`` then return read-only partial views (:mod:`nbdb.projection`).
         The caches of one Database share one change stream from the server
@@ -527,15 +527,18 @@ class Database:
                 self._caches.add(cache)
                 return cache
             core, handles = self._replicas.get(key, (None, 0))
+            fresh = core is None
             if core is None:
-                core = Cache(self._backend, followed, topics, commit_times=self._commit_times, streams=streams)
+                core = Replica(self._backend, followed, topics, commit_times=self._commit_times, streams=streams)
                 self._caches.add(core)
             self._replicas[key] = (core, handles + 1)
         handle = SharedCache(core, functools.partial(self._release_replica, key, core), on_change, on_error)
+        if fresh:
+            core.start()
         self._caches.add(handle)
         return handle
 
-    def _release_replica(self, key: tuple[Any, ...], core: Cache) -> None:
+    def _release_replica(self, key: tuple[Any, ...], core: Replica) -> None:
         """A handle on ``core`` closed: close the replica with its last handle."""
         with self._hub_lock:
             held, handles = self._replicas.get(key, (None, 0))

@@ -6,8 +6,12 @@ server restarted), it re-lists and emits events for exactly the difference —
 synthetic ``updated``/``created`` events and tombstones (``deleted``) for
 objects that vanished — so consumers never see a reload storm.
 
-Its thread only applies changes; subscribers run on threads of their own
-(:mod:`nbdb.dispatch`), work queues are fed from subscriptions
+A :class:`Replica` holds the objects and indexes and the thread that keeps
+them; a :class:`Cache` is a handle on one (its own, or one that caches of the
+same models and topics share: :class:`SharedCache`), with its own
+subscriptions, work queues and ``on_error``. The replica's thread only applies
+changes; subscribers run on its delivery thread (:mod:`nbdb.dispatch`: one
+for all the subscribers of a replica), work queues are fed from subscriptions
 (:mod:`nbdb.controller`), and projections keep partial views
 (:mod:`nbdb.projection`). Reads take no lock and copy nothing.
 """
@@ -23,7 +27,7 @@ from uuid import UUID
 
 from nbdb import errors, metrics
 from nbdb.codec import bulk, decode
-from nbdb.dispatch import Predicate, Subscriber, Subscription
+from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.projection import projections
@@ -35,7 +39,7 @@ if TYPE_CHECKING:
     from nbdb.controller import CacheQueue
     from nbdb.workqueue import RateLimiter
 
-__all__ = ["Cache", "SharedCache", "Subscriber"]
+__all__ = ["Cache", "Replica", "SharedCache", "Subscriber"]
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +56,15 @@ _MAX_BACKOFF = 5.0
 _CLOSE_WAIT = 5.0
 
 
-class Cache:
-    """A local, indexed replica of some models, following the backend's changes.
+class Replica:
+    """What the caches of one list+watch share: the objects, their indexes, and the thread that keeps them.
 
-    Reads (:meth:`get`, :meth:`find`, :meth:`list`) never touch the network.
-    Subscribers (:meth:`subscribe`) and work queues (:meth:`queue`) receive
-    each :class:`ChangeEvent` after it is applied, in order per object, on
-    threads of their own. A corrupt record is reported (see ``corrupt`` and
-    ``on_error``), the last good copy of that object is kept, and the cache
-    goes on. With ``fields`` the cache keeps partial views
-    (:mod:`nbdb.projection`).
+    It lists at a revision, then follows the changes from it (re-listing when
+    history is gone), applies each change once, and hands the events to the
+    subscriptions of every handle (:class:`Cache`) through one delivery thread
+    (:class:`~nbdb.dispatch.Dispatcher`). Handles read its containers
+    directly; it closes when its owner says so (the last handle, or the
+    Database).
     """
 
     def __init__(
@@ -69,8 +72,6 @@ class Cache:
         backend: Backend,
         models: Sequence[type[Model]],
         topics: Collection[str | None] | None = None,
-        on_change: Subscriber | None = None,
-        on_error: Callable[[errors.CorruptRecordError], None] | None = None,
         *,
         fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
         commit_times: metrics.CommitTimes | None = None,
@@ -92,14 +93,12 @@ class Cache:
         self._lock = threading.RLock()
         self._scope = backend.revision_scope
         self._subscriptions: list[Subscription] = []
+        self._dispatcher = Dispatcher("+".join(self._tables))
+        """The one delivery thread of this replica's subscribers (and of every handle's)."""
         self._awaiting_sync: list[Subscription] = []
-        self._queues: list[CacheQueue] = []
         self._waits = Waits(self)
         self._error_subs: list[Subscription] = []
-        if on_error is not None:
-            self._error_subs.append(Subscription(on_error, name="on_error"))
-        self._core = self
-        """The cache whose thread keeps the replica: itself, or the one a :class:`SharedCache` reads."""
+        """Every handle's ``on_error`` (replaced, not changed in place: the apply thread iterates it)."""
         handles = metrics.active()
         self._metrics = None if handles is None else handles.backend(backend)
         self._commit_times = commit_times if self._metrics is not None else None
@@ -112,166 +111,28 @@ class Cache:
         self._synced = threading.Event()
         self._closed = threading.Event()
         self._stream: RecordStream | None = None
-        if on_change is not None:
-            self.subscribe(on_change)
         self._thread = threading.Thread(target=self._run, name="nbdb-cache", daemon=True)
+
+    def start(self) -> None:
+        """Start listing and following (once its first handle is attached)."""
         self._thread.start()
 
     def _index_fields(self, model: type[Model]) -> tuple[str, ...]:
         view = self._views.get(model)
         return model.nbdb_index_fields if view is None else view.nbdb_index_fields
 
-    # ---------------------------------------------------------------- reads
-
-    @property
-    def revision(self) -> int:
-        """The revision the cache content reflects."""
-        return self._core._revision
-
-    @property
-    def relists(self) -> int:
-        """How many times the cache had to re-list because history was gone."""
-        return self._core._relists
-
-    def wait_synced(self, timeout: float | None = None) -> bool:
-        """Block until the initial list is loaded; False on timeout."""
-        return self._synced.wait(timeout)
-
-    def get(self, model: type[M], id: UUID | str) -> M | None:
-        """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`.
-
-        The object itself, as the cache holds it (it is immutable): no copy, no lock.
-        """
-        if type(id) is UUID:
-            objects = self._objects.get(model)
-            if objects is not None:
-                return objects.get(id)  # type: ignore[return-value]
-        objects = self._objects[self._followed(model)]
-        if type(id) is not UUID:
-            try:
-                id = UUID(str(id))
-            except ValueError:
-                raise errors.ValidationError(f"not an object id (UUID): {id!r}") from None
-        return objects.get(id)  # type: ignore[return-value]
-
-    def list(self, model: type[M]) -> list[M]:
-        """Every cached object of ``model``."""
-        with self._lock:
-            return list(self._objects[self._followed(model)].values())  # type: ignore[arg-type]
-
-    def snapshot(self) -> tuple[_List[Model], int]:
-        """Every cached object and the revision they reflect, read in one step."""
-        with self._lock:
-            return [obj for objs in self._objects.values() for obj in objs.values()], self._core._revision
-
-    def find(self, model: type[M], **equals: Any) -> _List[M]:
-        """Objects whose fields equal the given values (a list field matches if it contains the value).
-
-        Uses the model's declared indexes (and reference fields) when one of
-        the fields is indexed; otherwise scans the model's objects. In a
-        projected cache only the kept fields can be searched.
-        """
-        # No lock: the apply thread replaces dict entries and grows or shrinks
-        # buckets; list() of a dict view is one step under the GIL, so a read
-        # sees each bucket as it was at some instant.
-        if len(equals) == 1:
-            # The common lookup (ports of a switch, the object of a name): straight to its bucket.
-            (key,) = equals
-            value = equals[key]
-            indexes = self._indexes.get(model)
-            if indexes is not None:
-                buckets = indexes.get(key)
-                if buckets is not None and type(value) not in _UNINDEXED:
-                    if type(value) not in _SCALARS and isinstance(value, Model):
-                        value = value.id
-                    try:
-                        bucket = buckets.get(value)
-                    except TypeError:
-                        pass  # unhashable: compared one by one below
-                    else:
-                        return [] if bucket is None else bucket_objects(bucket)
-        return self._scan(model, equals)
-
-    def _scan(self, model: type[M], equals: dict[str, Any]) -> _List[M]:
-        fields = self._fields.get(model)
-        if fields is None:
-            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
-        for key, value in equals.items():
-            if key not in fields:
-                kept = " (not kept by this cache's projection)" if model in self._views else ""
-                raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
-            if isinstance(value, Model):
-                equals[key] = value.id
-        objects = self._objects[model]
-        indexes = self._indexes[model]
-        indexed = next((k for k in equals if k in indexes and type(equals[k]) not in _UNINDEXED), None)
-        candidates: Iterable[Any]
-        if indexed is None:
-            candidates = list(objects.values())
-        else:
-            try:
-                bucket = indexes[indexed].get(equals[indexed])
-            except TypeError:
-                bucket = None
-                candidates = list(objects.values())
-            else:
-                if bucket is None:
-                    return []
-                candidates = bucket_objects(bucket)
-        return [obj for obj in candidates if all(matches(obj, k, v) for k, v in equals.items())]
-
     def _followed(self, model: type[Model]) -> type[Model]:
         if model not in self._objects:
             raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
         return model
 
-    def __len__(self) -> int:
-        return sum(len(objs) for objs in self._objects.values())
-
-    # ---------------------------------------------------------------- read-your-writes
-
-    def wait_for(self, target: Model | int | None, timeout: float | None = None) -> bool:
-        """Block until the cache reflects a write; False on timeout (or if the cache closes first).
-
-        ``target`` is a stored object (as ``create``/``update`` return it, or
-        any copy read back): wait until the cache holds that version of it or
-        a later one, or has applied its deletion. Or a revision (of a
-        transaction, of ``delete()``, ``obj.nbdb_revision``): wait until the
-        cache reflects every change up to it, whatever it touched.
-
-        Revisions are compared only within their sequence. On backends whose
-        revisions count per connection (OVSDB), a :class:`~nbdb.revision.Revision`
-        obtained through another connection raises UnsupportedError (wait for
-        the object instead); an object carrying one is waited for by version.
-        An object of a model or topic the cache does not follow raises
-        ValidationError: it would never arrive. See :mod:`nbdb.waits`.
-        None (a ``delete(..., if_exists=True)`` that found nothing) is
-        reflected already: True at once.
-        """
-        if target is None:
-            return True
-        return self._waits.wait(target, timeout)
-
-    # ---------------------------------------------------------------- subscribers and queues
-
-    def subscribe(
-        self,
-        callback: Subscriber,
-        models: type[Model] | Sequence[type[Model]] | None = None,
-        predicate: Predicate | None = None,
-        replay: bool = False,
-    ) -> Subscription:
-        """Call ``callback(event)`` after each change of ``models`` (default: all followed) is applied.
-
-        The callback runs on a thread of the subscription, never under the
-        cache's lock (see :mod:`nbdb.dispatch` for the rules); ``predicate``
-        filters events before the callback. With ``replay=True`` it first gets
-        a ``created`` event (``synthetic``) for every object already cached,
-        atomically with the registration, so it sees every object exactly once
-        from then on. ``wait_replayed()`` on the returned subscription tells
-        when the replay and the cache's first list were delivered.
-        """
-        return self._subscribe(callback, models, predicate, replay)
+    def models_of(self, models: type[Model] | Sequence[type[Model]] | None) -> _List[type[Model]]:
+        """``models`` checked against the followed ones (None: all of them)."""
+        if models is None:
+            return list(self._objects)
+        if isinstance(models, type):
+            models = [models]
+        return [self._followed(m) for m in models]
 
     def _subscribe(
         self,
@@ -284,7 +145,10 @@ class Cache:
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> Subscription:
         followed = self.models_of(models)
-        sub = Subscription(callback, followed, predicate, name=name, detach=self._detach, tick=tick)
+        """Register a subscription (replaying what is cached if asked), delivered by this replica's thread."""
+        sub = Subscription(
+            callback, followed, predicate, name=name, detach=self._detach, tick=tick, dispatcher=self._dispatcher
+        )
         with self._lock:
             if replay:
                 for model in followed:
@@ -297,53 +161,12 @@ class Cache:
                 self._awaiting_sync.append(sub)
         return sub
 
-    def models_of(self, models: type[Model] | Sequence[type[Model]] | None) -> _List[type[Model]]:
-        """``models`` checked against the followed ones (None: all of them)."""
-        if models is None:
-            return list(self._objects)
-        if isinstance(models, type):
-            models = [models]
-        return [self._followed(m) for m in models]
-
-    def unsubscribe(self, subscription: Subscription | Subscriber) -> None:
-        """Stop a subscription (or the one of ``callback``); see :meth:`Subscription.close`."""
-        if isinstance(subscription, Subscription):
-            subscription.close()
-            return
-        with self._lock:
-            found = next((s for s in self._subscriptions if s.callback == subscription), None)
-        if found is None:
-            raise errors.NotFoundError(f"{subscription!r} is not subscribed to this cache")
-        found.close()
-
     def _detach(self, sub: Subscription) -> None:
         with self._lock:
             if sub in self._subscriptions:
                 self._subscriptions.remove(sub)
             if sub in self._awaiting_sync:
                 self._awaiting_sync.remove(sub)
-
-    def queue(
-        self,
-        models: type[Model] | Sequence[type[Model]] | None = None,
-        predicate: Predicate | None = None,
-        resync: float | None = None,
-        *,
-        name: str = "",
-        rate_limiter: RateLimiter[Key] | None = None,
-    ) -> CacheQueue:
-        """A keyed work queue of ``(Model, id)`` fed by this cache's changes; see :class:`nbdb.controller.CacheQueue`.
-
-        Every cached key is queued first, then every changed key (if
-        ``predicate(event)`` lets it through); ``resync`` seconds: re-queue
-        every cached key that often.
-        """
-        from nbdb.controller import CacheQueue
-
-        queue = CacheQueue(self, models, predicate, resync, name=name, rate_limiter=rate_limiter)
-        with self._lock:
-            self._queues = [q for q in self._queues if not q.closed] + [queue]
-        return queue
 
     def metric_samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
         """The ``cache_objects`` and ``handler_pending`` gauges (see :mod:`nbdb.metrics`)."""
@@ -352,33 +175,28 @@ class Cache:
             yield "cache_objects", (label, model.nbdb_table), float(len(objs))
         yield "handler_pending", (label,), float(sum(s.pending for s in list(self._subscriptions)))
 
+    def __len__(self) -> int:
+        return sum(len(objs) for objs in self._objects.values())
+
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Stop following changes, end subscriptions and queues, and join the cache's thread."""
+        """Stop following changes, end every subscription, and join the replica's threads."""
         self._closed.set()
         stream = self._stream
         if stream is not None:
             stream.close()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        if self._thread.ident is not None and threading.current_thread() is not self._thread:
+            self._thread.join()  # (not started: closed by the Database while its first handle was being made)
         with self._lock:
-            subs, queues = list(self._subscriptions), list(self._queues)
+            subs = list(self._subscriptions)
             self._waits.release_all()
-        for queue in queues:
-            queue.close()
         for sub in subs:
             sub.close(_CLOSE_WAIT)
         for errors_sub in self._error_subs:
             errors_sub.close(_CLOSE_WAIT)
-
-    def __enter__(self) -> Cache:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        if not self._dispatcher.close(_CLOSE_WAIT):
+            log.warning("cache: a subscriber is still running %.1fs after close()", _CLOSE_WAIT)
 
     # ---------------------------------------------------------------- the thread
 
@@ -394,7 +212,8 @@ class Cache:
                 if self._closed.is_set():
                     break
                 while not self._closed.is_set():
-                    changes = self._stream.poll(_POLL_SECONDS)
+                    # Also the delivery thread's watchdog: it looks again while a callback runs long.
+                    changes = self._stream.poll(self._dispatcher.watchdog(_POLL_SECONDS))
                     with self._lock:
                         for change in changes:
                             self._apply(change)
@@ -545,48 +364,218 @@ class Cache:
             sub.offer(event)
 
 
-_SHARED_STATE = (
-    "_backend", "_streams", "_models", "_tables", "_topics", "_views", "_objects", "_indexes", "_fields",
-    "_lock", "_scope", "_waits", "_synced", "_metrics", "_commit_times", "_thread", "corrupt",
-)  # fmt: skip
-"""What a :class:`SharedCache` reads from its replica's cache, by reference."""
+class Cache:
+    """A local, indexed replica of some models, following the backend's changes.
 
+    Reads (:meth:`get`, :meth:`find`, :meth:`list`) never touch the network.
+    Subscribers (:meth:`subscribe`) and work queues (:meth:`queue`) receive
+    each :class:`ChangeEvent` after it is applied, in order per object, off
+    the cache's thread (:mod:`nbdb.dispatch`). A corrupt record is reported (see ``corrupt`` and
+    ``on_error``), the last good copy of that object is kept, and the cache
+    goes on. With ``fields`` the cache keeps partial views
+    (:mod:`nbdb.projection`).
 
-class SharedCache(Cache):
-    """One handle on a replica that several caches of a Database share.
-
-    A process that opens many caches of the same models and topics (one per
-    controller, as client-go's shared informers serve them) keeps one replica:
-    one apply per change, one set of indexes, one copy of each object, however
-    many handles read it. Each handle has its own subscriptions, work queues
-    and ``on_error``; closing it ends those, and the replica closes with its
-    last handle. Reads, ``wait_synced`` and ``wait_for`` are the replica's.
-    ``on_change`` first receives a ``created`` event (``synthetic``) for every
-    object the replica holds already, as a cache's first list delivers them.
+    A cache is a handle on a :class:`Replica`: its own, or one it shares
+    (:class:`SharedCache`). The handle owns its subscriptions, work queues and
+    ``on_error``; the replica, the objects and the thread that keeps them.
     """
 
     def __init__(
         self,
-        core: Cache,
-        release: Callable[[], None],
+        backend: Backend,
+        models: Sequence[type[Model]],
+        topics: Collection[str | None] | None = None,
         on_change: Subscriber | None = None,
         on_error: Callable[[errors.CorruptRecordError], None] | None = None,
+        *,
+        fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
+        commit_times: metrics.CommitTimes | None = None,
+        streams: Callable[[Sequence[str], Collection[str | None] | None, int], RecordStream] | None = None,
     ) -> None:
-        for name in _SHARED_STATE:
-            setattr(self, name, getattr(core, name))
-        self._core = core
+        replica = Replica(backend, models, topics, fields=fields, commit_times=commit_times, streams=streams)
+        self._attach(replica, replica.close, on_change, on_error, replay=False)
+        replica.start()
+
+    def _attach(
+        self,
+        replica: Replica,
+        release: Callable[[], None],
+        on_change: Subscriber | None,
+        on_error: Callable[[errors.CorruptRecordError], None] | None,
+        *,
+        replay: bool,
+    ) -> None:
+        self._replica = replica
         self._release = release
+        # The replica's containers (never replaced), read without a hop: reads are the hot path.
+        self._objects = replica._objects
+        self._indexes = replica._indexes
+        self._fields = replica._fields
+        self._views = replica._views
+        self._lock = replica._lock
+        self.corrupt = replica.corrupt
+        """Records that failed to decode, by (table, id); cleared when a good copy arrives."""
         self._own: list[Subscription] = []
-        self._queues = []
+        self._queues: list[CacheQueue] = []
         self._closed = threading.Event()
-        self._error_subs = []
+        self._error_subs: list[Subscription] = []
         if on_error is not None:
             sub = Subscription(on_error, name="on_error")
-            with core._lock:
-                core._error_subs = [*core._error_subs, sub]  # the apply thread iterates the old list
+            with replica._lock:
+                replica._error_subs = [*replica._error_subs, sub]  # the apply thread iterates the old list
             self._error_subs.append(sub)
         if on_change is not None:
-            self._subscribe(on_change, None, None, True)
+            self._subscribe(on_change, None, None, replay)
+
+    # ---------------------------------------------------------------- reads
+
+    @property
+    def revision(self) -> int:
+        """The revision the cache content reflects."""
+        return self._replica._revision
+
+    @property
+    def relists(self) -> int:
+        """How many times the cache had to re-list because history was gone."""
+        return self._replica._relists
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        """Block until the initial list is loaded; False on timeout."""
+        return self._replica._synced.wait(timeout)
+
+    def get(self, model: type[M], id: UUID | str) -> M | None:
+        """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`.
+
+        The object itself, as the cache holds it (it is immutable): no copy, no lock.
+        """
+        if type(id) is UUID:
+            objects = self._objects.get(model)
+            if objects is not None:
+                return objects.get(id)  # type: ignore[return-value]
+        objects = self._objects[self._followed(model)]
+        if type(id) is not UUID:
+            try:
+                id = UUID(str(id))
+            except ValueError:
+                raise errors.ValidationError(f"not an object id (UUID): {id!r}") from None
+        return objects.get(id)  # type: ignore[return-value]
+
+    def list(self, model: type[M]) -> list[M]:
+        """Every cached object of ``model``."""
+        with self._lock:
+            return list(self._objects[self._followed(model)].values())  # type: ignore[arg-type]
+
+    def snapshot(self) -> tuple[_List[Model], int]:
+        """Every cached object and the revision they reflect, read in one step."""
+        with self._lock:
+            return [obj for objs in self._objects.values() for obj in objs.values()], self._replica._revision
+
+    def find(self, model: type[M], **equals: Any) -> _List[M]:
+        """Objects whose fields equal the given values (a list field matches if it contains the value).
+
+        Uses the model's declared indexes (and reference fields) when one of
+        the fields is indexed; otherwise scans the model's objects. In a
+        projected cache only the kept fields can be searched.
+        """
+        # No lock: the apply thread replaces dict entries and grows or shrinks
+        # buckets; list() of a dict view is one step under the GIL, so a read
+        # sees each bucket as it was at some instant.
+        if len(equals) == 1:
+            # The common lookup (ports of a switch, the object of a name): straight to its bucket.
+            (key,) = equals
+            value = equals[key]
+            indexes = self._indexes.get(model)
+            if indexes is not None:
+                buckets = indexes.get(key)
+                if buckets is not None and type(value) not in _UNINDEXED:
+                    if type(value) not in _SCALARS and isinstance(value, Model):
+                        value = value.id
+                    try:
+                        bucket = buckets.get(value)
+                    except TypeError:
+                        pass  # unhashable: compared one by one below
+                    else:
+                        return [] if bucket is None else bucket_objects(bucket)
+        return self._scan(model, equals)
+
+    def _scan(self, model: type[M], equals: dict[str, Any]) -> _List[M]:
+        fields = self._fields.get(model)
+        if fields is None:
+            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
+        for key, value in equals.items():
+            if key not in fields:
+                kept = " (not kept by this cache's projection)" if model in self._views else ""
+                raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
+            if isinstance(value, Model):
+                equals[key] = value.id
+        objects = self._objects[model]
+        indexes = self._indexes[model]
+        indexed = next((k for k in equals if k in indexes and type(equals[k]) not in _UNINDEXED), None)
+        candidates: Iterable[Any]
+        if indexed is None:
+            candidates = list(objects.values())
+        else:
+            try:
+                bucket = indexes[indexed].get(equals[indexed])
+            except TypeError:
+                bucket = None
+                candidates = list(objects.values())
+            else:
+                if bucket is None:
+                    return []
+                candidates = bucket_objects(bucket)
+        return [obj for obj in candidates if all(matches(obj, k, v) for k, v in equals.items())]
+
+    def _followed(self, model: type[Model]) -> type[Model]:
+        return self._replica._followed(model)
+
+    def __len__(self) -> int:
+        return len(self._replica)
+
+    # ---------------------------------------------------------------- read-your-writes
+
+    def wait_for(self, target: Model | int | None, timeout: float | None = None) -> bool:
+        """Block until the cache reflects a write; False on timeout (or if the cache closes first).
+
+        ``target`` is a stored object (as ``create``/``update`` return it, or
+        any copy read back): wait until the cache holds that version of it or
+        a later one, or has applied its deletion. Or a revision (of a
+        transaction, of ``delete()``, ``obj.nbdb_revision``): wait until the
+        cache reflects every change up to it, whatever it touched.
+
+        Revisions are compared only within their sequence. On backends whose
+        revisions count per connection (OVSDB), a :class:`~nbdb.revision.Revision`
+        obtained through another connection raises UnsupportedError (wait for
+        the object instead); an object carrying one is waited for by version.
+        An object of a model or topic the cache does not follow raises
+        ValidationError: it would never arrive. See :mod:`nbdb.waits`.
+        None (a ``delete(..., if_exists=True)`` that found nothing) is
+        reflected already: True at once.
+        """
+        if target is None:
+            return True
+        return self._replica._waits.wait(target, timeout)
+
+    # ---------------------------------------------------------------- subscribers and queues
+
+    def subscribe(
+        self,
+        callback: Subscriber,
+        models: type[Model] | Sequence[type[Model]] | None = None,
+        predicate: Predicate | None = None,
+        replay: bool = False,
+    ) -> Subscription:
+        """Call ``callback(event)`` after each change of ``models`` (default: all followed) is applied.
+
+        The callback runs on the replica's delivery thread, never under the
+        cache's lock (see :mod:`nbdb.dispatch` for the rules); ``predicate``
+        filters events before the callback. With ``replay=True`` it first gets
+        a ``created`` event (``synthetic``) for every object already cached,
+        atomically with the registration, so it sees every object exactly once
+        from then on. ``wait_replayed()`` on the returned subscription tells
+        when the replay and the cache's first list were delivered.
+        """
+        return self._subscribe(callback, models, predicate, replay)
 
     def _subscribe(
         self,
@@ -600,13 +589,17 @@ class SharedCache(Cache):
     ) -> Subscription:
         if self._closed.is_set():
             raise errors.ValidationError("this cache is closed")
-        sub = self._core._subscribe(callback, models, predicate, replay, name=name, tick=tick)
+        sub = self._replica._subscribe(callback, models, predicate, replay, name=name, tick=tick)
         with self._lock:
             self._own = [s for s in self._own if not s.closed] + [sub]
         return sub
 
+    def models_of(self, models: type[Model] | Sequence[type[Model]] | None) -> _List[type[Model]]:
+        """``models`` checked against the followed ones (None: all of them)."""
+        return self._replica.models_of(models)
+
     def unsubscribe(self, subscription: Subscription | Subscriber) -> None:
-        """Stop a subscription of this handle (or the one of ``callback``)."""
+        """Stop a subscription of this cache (or the one of ``callback``); see :meth:`Subscription.close`."""
         if isinstance(subscription, Subscription):
             subscription.close()
             return
@@ -616,20 +609,40 @@ class SharedCache(Cache):
             raise errors.NotFoundError(f"{subscription!r} is not subscribed to this cache")
         found.close()
 
-    def metric_samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
-        """Nothing: the replica reports its gauges once for all its handles."""
-        return iter(())
+    def queue(
+        self,
+        models: type[Model] | Sequence[type[Model]] | None = None,
+        predicate: Predicate | None = None,
+        resync: float | None = None,
+        *,
+        name: str = "",
+        rate_limiter: RateLimiter[Key] | None = None,
+    ) -> CacheQueue:
+        """A keyed work queue of ``(Model, id)`` fed by this cache's changes; see :class:`nbdb.controller.CacheQueue`.
+
+        Every cached key is queued first, then every changed key (if
+        ``predicate(event)`` lets it through); ``resync`` seconds: re-queue
+        every cached key that often.
+        """
+        from nbdb.controller import CacheQueue
+
+        queue = CacheQueue(self, models, predicate, resync, name=name, rate_limiter=rate_limiter)
+        with self._lock:
+            self._queues = [q for q in self._queues if not q.closed] + [queue]
+        return queue
+
+    # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """End this handle's subscriptions, queues and ``on_error``; the replica closes with its last handle."""
+        """End this cache's subscriptions, queues and ``on_error``; its replica closes with its last handle."""
         if self._closed.is_set():
             return
         self._closed.set()
-        core = self._core
+        replica = self._replica
         with self._lock:
             subs, queues, self._own = list(self._own), list(self._queues), []
             mine = set(self._error_subs)
-            core._error_subs = [s for s in core._error_subs if s not in mine]
+            replica._error_subs = [s for s in replica._error_subs if s not in mine]
         for queue in queues:
             queue.close()
         for sub in subs:
@@ -637,3 +650,35 @@ class SharedCache(Cache):
         for errors_sub in self._error_subs:
             errors_sub.close(_CLOSE_WAIT)
         self._release()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class SharedCache(Cache):
+    """One handle on a replica that several caches of a Database share.
+
+    A process that opens many caches of the same models and topics (one per
+    controller, as client-go's shared informers serve them) keeps one replica:
+    one apply per change, one set of indexes, one copy of each object, however
+    many handles read it. Each handle has its own subscriptions, work queues
+    and ``on_error``; closing it ends those and calls ``release`` (the
+    Database closes the replica with its last handle). Reads, ``wait_synced``
+    and ``wait_for`` are the replica's. ``on_change`` first receives a
+    ``created`` event (``synthetic``) for every object the replica holds
+    already, as a cache's first list delivers them.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        release: Callable[[], None],
+        on_change: Subscriber | None = None,
+        on_error: Callable[[errors.CorruptRecordError], None] | None = None,
+    ) -> None:
+        self._attach(replica, release, on_change, on_error, replay=True)

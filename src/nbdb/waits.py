@@ -36,7 +36,7 @@ from nbdb.models.base import Model
 from nbdb.revision import Revision
 
 if TYPE_CHECKING:
-    from nbdb.cache import Cache
+    from nbdb.cache import Replica
 
 __all__ = ["Waits"]
 
@@ -58,9 +58,9 @@ class _Waiter:
 
 
 class Waits:
-    """The pending :meth:`~nbdb.Cache.wait_for` calls of one cache (its helper: it reads the cache's state)."""
+    """The pending :meth:`~nbdb.Cache.wait_for` calls of one replica (its helper: it reads the replica's state)."""
 
-    def __init__(self, cache: Cache) -> None:
+    def __init__(self, cache: Replica) -> None:
         self._cache = cache
         self._waiters: list[_Waiter] = []
 

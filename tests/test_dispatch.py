@@ -1,0 +1,202 @@
+"""The shared delivery thread of a replica's subscribers (nbdb.dispatch), without a server.
+
+The cache's apply loop is played by the test: it offers events, wakes the
+dispatcher and calls its watchdog, as ``Cache._run`` does between polls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nbdb.conformance.kit import eventually
+from nbdb.dispatch import Dispatcher, Subscription
+
+_WAIT = 10.0
+
+
+def _feed(subs: list[Subscription], dispatcher: Dispatcher, items: list[Any]) -> None:
+    for item in items:
+        for sub in subs:
+            sub._items.append(item)  # what Subscription.offer does for an event of a followed model
+    dispatcher.wake()
+
+
+def test_many_subscriptions_share_one_thread() -> None:
+    dispatcher = Dispatcher("t")
+    before = threading.active_count()
+    seen: list[list[int]] = [[] for _ in range(50)]
+    subs = [Subscription(s.append, dispatcher=dispatcher) for s in seen]
+    try:
+        assert threading.active_count() - before == 1
+        _feed(subs, dispatcher, list(range(20)))
+        assert eventually(lambda: all(len(s) == 20 for s in seen), timeout=_WAIT)
+        assert all(s == list(range(20)) for s in seen)
+        assert all(sub.pending == 0 for sub in subs)
+    finally:
+        for sub in subs:
+            assert sub.close(_WAIT)
+        assert dispatcher.close(_WAIT)
+
+
+def test_a_blocked_callback_is_handed_a_thread_and_the_others_go_on() -> None:
+    dispatcher = Dispatcher("t", handoff=0.05)
+    gate = threading.Event()
+    slow_seen: list[int] = []
+    fast_seen: list[int] = []
+
+    def slow(item: int) -> None:
+        gate.wait(_WAIT)
+        slow_seen.append(item)
+
+    blocked = Subscription(slow, dispatcher=dispatcher)
+    fast = Subscription(fast_seen.append, dispatcher=dispatcher)
+    try:
+        _feed([blocked, fast], dispatcher, [0, 1, 2])
+        assert eventually(lambda: blocked.pending == 3 and dispatcher._current is blocked, timeout=_WAIT)
+        assert fast_seen == [], "one thread: the fast one waits its turn until the hand-off"
+        time.sleep(0.06)
+        dispatcher.watchdog(0.5)  # the apply loop looks
+        assert eventually(lambda: fast_seen == [0, 1, 2], timeout=_WAIT), "the others go on"
+        _feed([blocked, fast], dispatcher, [3])
+        assert eventually(lambda: fast_seen == [0, 1, 2, 3], timeout=_WAIT)
+        assert blocked.pending == 4 and slow_seen == []
+        gate.set()
+        assert eventually(lambda: slow_seen == [0, 1, 2, 3], timeout=_WAIT), "in order, each once"
+        blocked.put(4)  # its own thread now: woken directly
+        assert eventually(lambda: slow_seen == [0, 1, 2, 3, 4], timeout=_WAIT)
+    finally:
+        gate.set()
+        assert blocked.close(_WAIT) and fast.close(_WAIT)
+        assert dispatcher.close(_WAIT)
+    assert not blocked._thread or not blocked._thread.is_alive(), "closing the handed-off one ends its thread"
+
+
+def test_the_watchdog_leaves_a_callback_alone_until_its_time_and_says_when_to_look() -> None:
+    dispatcher = Dispatcher("t", handoff=5.0)
+    gate = threading.Event()
+    sub = Subscription(lambda _: gate.wait(_WAIT), dispatcher=dispatcher)
+    try:
+        assert dispatcher.watchdog(0.5) == 0.5, "idle: the caller's own poll interval"
+        sub.put(1)
+        assert eventually(lambda: dispatcher._current is sub, timeout=_WAIT)
+        assert dispatcher.watchdog(0.5) == 0.5 and dispatcher._current is sub
+        assert 0 < dispatcher.watchdog(10.0) <= 5.001, "a running callback: look again when it is due"
+    finally:
+        gate.set()
+        assert sub.close(_WAIT)
+        assert dispatcher.close(_WAIT)
+
+
+def test_close_waits_for_a_running_callback_and_none_starts_after() -> None:
+    dispatcher = Dispatcher("t", handoff=60.0)
+    running = threading.Event()
+    gate = threading.Event()
+    calls: list[int] = []
+    after_close: list[int] = []
+    closed = threading.Event()
+
+    def callback(item: int) -> None:
+        running.set()
+        gate.wait(_WAIT)
+        calls.append(item)
+        if closed.is_set():
+            after_close.append(item)
+
+    sub = Subscription(callback, dispatcher=dispatcher)
+    sub.put(1)
+    sub.put(2)
+    assert running.wait(_WAIT)
+    assert not sub.close(0.05), "still running after the timeout: close says so"
+    threading.Timer(0.1, gate.set).start()
+    assert sub.close(_WAIT)
+    closed.set()
+    time.sleep(0.05)
+    assert calls == [1], "the buffered item was dropped"
+    assert after_close == []
+    assert dispatcher.close(_WAIT)
+
+
+def test_a_callback_may_close_its_own_subscription_and_others() -> None:
+    dispatcher = Dispatcher("t")
+    seen: list[tuple[str, int]] = []
+    other: list[Subscription] = []
+
+    def closer(item: int) -> None:
+        seen.append(("closer", item))
+        me.close()
+        other[0].close()
+
+    me = Subscription(closer, dispatcher=dispatcher)
+    other.append(Subscription(lambda i: seen.append(("other", i)), dispatcher=dispatcher))
+    _feed([me, other[0]], dispatcher, [1, 2])
+    assert eventually(lambda: me.closed and other[0].closed, timeout=_WAIT)
+    time.sleep(0.05)
+    assert seen == [("closer", 1)], "closed from the shared thread without waiting for itself"
+    assert dispatcher.close(_WAIT)
+
+
+def test_replay_marker_and_failing_callbacks() -> None:
+    dispatcher = Dispatcher("t")
+    seen: list[int] = []
+
+    def fails_on_odd(item: int) -> None:
+        if item % 2:
+            raise RuntimeError("boom")
+        seen.append(item)
+
+    sub = Subscription(fails_on_odd, dispatcher=dispatcher)
+    try:
+        for i in range(5):
+            sub._items.append(i)
+        sub.mark_replayed()
+        assert sub.wait_replayed(_WAIT)
+        assert seen == [0, 2, 4], "a raising callback is logged and the next item delivered"
+    finally:
+        assert sub.close(_WAIT)
+        assert dispatcher.close(_WAIT)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batches=st.lists(st.integers(min_value=1, max_value=20), min_size=1, max_size=8),
+    slow_at=st.integers(min_value=0, max_value=40),
+)
+def test_every_subscriber_gets_every_item_once_in_order_across_hand_offs(batches: list[int], slow_at: int) -> None:
+    dispatcher = Dispatcher("t", handoff=0.01)
+    seen: list[list[int]] = [[] for _ in range(3)]
+
+    def recorder(out: list[int], slow: bool) -> Any:
+        def callback(item: int) -> None:
+            if slow and item == slow_at:
+                time.sleep(0.03)
+            out.append(item)
+
+        return callback
+
+    subs = [Subscription(recorder(s, i == 0), dispatcher=dispatcher) for i, s in enumerate(seen)]
+    stop = threading.Event()
+
+    def apply_loop() -> None:  # as Cache._run: the watchdog between polls
+        while not stop.is_set():
+            stop.wait(dispatcher.watchdog(0.005))
+
+    looker = threading.Thread(target=apply_loop, daemon=True)
+    looker.start()
+    try:
+        items = 0
+        for size in batches:
+            _feed(subs, dispatcher, list(range(items, items + size)))
+            items += size
+        assert eventually(lambda: all(len(s) >= items for s in seen), timeout=_WAIT)
+        assert all(s == list(range(items)) for s in seen)
+    finally:
+        stop.set()
+        looker.join(_WAIT)
+        for sub in subs:
+            assert sub.close(_WAIT)
+        assert dispatcher.close(_WAIT)
