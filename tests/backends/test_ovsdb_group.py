@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.backends.ovsdb import OvsdbBackend
+from nbdb.families.ovsdb.family import TransactLost, TransactNotSent
 from nbdb.families.ovsdb.group import GroupTransact, _Entry, split_results
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing import start_server
@@ -69,7 +70,7 @@ def test_a_failing_commit_in_a_combined_transaction_fails_only_itself(db: nbdb.D
         | {"columns": [], "until": "==", "rows": [{}]},
         *_insert(f"{tag}-never"),
     ]
-    group = GroupTransact(backend._transact, Exception)
+    group = GroupTransact(backend._transact, TransactLost, TransactNotSent)
     batch = [_Entry("OVN_Northbound", _insert(f"{tag}-a")), _Entry("OVN_Northbound", failing)]
     batch.append(_Entry("OVN_Northbound", _insert(f"{tag}-c")))
     group._send(batch)

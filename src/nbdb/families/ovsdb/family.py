@@ -174,7 +174,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     @functools.cached_property
     def _grouped(self) -> GroupTransact:
         """Unfenced commits' transactions: concurrent ones go out together (see :mod:`.group`)."""
-        return GroupTransact(self._transact, TransactLost)
+        return GroupTransact(self._transact, TransactLost, TransactNotSent)
 
     def _fenced(self, fence: LockHandle) -> tuple[str, Transact]:
         """The OVSDB lock behind ``fence`` and a transaction on the session that holds it (backends supply it)."""

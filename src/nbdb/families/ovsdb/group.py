@@ -19,7 +19,8 @@ Each commit keeps its own semantics:
   own answer; nothing of the aborted transaction was applied;
 * a combined transaction whose reply was lost landed all or nothing: each
   commit gets :class:`~nbdb.families.ovsdb.family.TransactLost` and settles
-  its own plan from its own tokens, as if it had been sent alone;
+  its own plan from its own tokens, as if it had been sent alone (one not
+  sent at all: each gets ``TransactNotSent`` and retries itself);
 * the results of a combined transaction that succeeded are split by each
   commit's operations.
 """
@@ -78,13 +79,15 @@ def split_results(result: list[Any], sizes: list[int]) -> list[list[Any]] | None
 class GroupTransact:
     """``transact(db, ops)`` shared by concurrent callers: what queues meanwhile goes out as one transaction.
 
-    ``lost`` is the exception type meaning "sent, its reply lost": every commit
-    of a combined transaction gets one of its own.
+    ``lost`` and ``not_sent`` are the exception types meaning "sent, its reply
+    lost" and "certainly not sent": every commit of a combined transaction
+    that raised one gets one of its own (and retries or settles itself).
     """
 
-    def __init__(self, transact: Transact, lost: type[BaseException]) -> None:
+    def __init__(self, transact: Transact, lost: type[BaseException], not_sent: type[BaseException]) -> None:
         self._transact = transact
         self._lost = lost
+        self._not_sent = not_sent
         self._lock = threading.Condition(threading.Lock())
         self._last = 1
         self._gathering = False
@@ -157,9 +160,9 @@ class GroupTransact:
             combined = [op for entry in batch for op in entry.ops]
             try:
                 result = self._transact(batch[0].db, combined)
-            except self._lost as exc:
+            except (self._lost, self._not_sent) as exc:
                 for entry in batch:
-                    entry.error = self._lost(str(exc))
+                    entry.error = type(exc)(str(exc))
                 return
             except Exception:  # not run (no connection, a refused request): each alone says why
                 result = None
