@@ -15,6 +15,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 import pytest
@@ -319,25 +320,20 @@ def test_lost_reply_of_commits_sent_together_lands_each_once(
     ls = mine.create(LogicalSwitch(name="sw"))
     ports = [LogicalSwitchPort(switch=ls, name=f"group-{n}-{i}") for n in range(8) for i in range(12)]
     proxy.arm(str(ports[40].id).encode())
-    outcomes: list[object] = []
-    lock = threading.Lock()
     gate = threading.Barrier(8)
 
-    def worker(n: int) -> None:
+    def worker(n: int) -> list[object]:
         gate.wait()
+        outcomes: list[object] = []
         for port in ports[n * 12 : (n + 1) * 12]:
             try:
-                outcome: object = mine.create(port).version
+                outcomes.append(mine.create(port).version)
             except nbdb.NbdbError as exc:
-                outcome = exc
-            with lock:
-                outcomes.append(outcome)
+                outcomes.append(exc)
+        return outcomes
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = [o for part in pool.map(worker, range(8), timeout=60) for o in part]
     assert proxy.cut.is_set(), "the reply was not cut"
     assert outcomes == [1] * len(ports), [o for o in outcomes if o != 1]
     stored = other.list(LogicalSwitchPort)

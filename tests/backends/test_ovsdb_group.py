@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -88,35 +89,25 @@ def test_concurrent_commits_share_transactions_and_keep_their_own_outcomes(db: n
     backend = db.backend
     assert isinstance(backend, OvsdbBackend)
     ids = [uuid.uuid4() for _ in range(40)]
-    created: list[uuid.UUID] = []
-    conflicts: list[uuid.UUID] = []
-    failures: list[BaseException] = []
-    lock = threading.Lock()
     gate = threading.Barrier(8)
 
-    def worker(n: int) -> None:
+    def worker(n: int) -> list[tuple[str, uuid.UUID]]:
         gate.wait()
+        outcomes = []
         # Threads n and n+4 create the same ids: exactly one create of each lands.
         for i, id in enumerate(ids[(n % 4) * 10 : (n % 4 + 1) * 10]):
             port = LogicalSwitchPort(id=id, switch=switch, name=f"p{n % 4}-{i}", topic="t")
             try:
                 db.create(port)
-                outcome = created
+                outcomes.append(("created", id))
             except nbdb.ConflictError:
-                outcome = conflicts
-            except BaseException as exc:
-                with lock:
-                    failures.append(exc)
-                continue
-            with lock:
-                outcome.append(id)
+                outcomes.append(("conflict", id))
+        return outcomes
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not failures
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = [o for part in pool.map(worker, range(8), timeout=60) for o in part]
+    created = [id for kind, id in outcomes if kind == "created"]
+    conflicts = [id for kind, id in outcomes if kind == "conflict"]
     assert sorted(created) == sorted(ids)
     assert sorted(conflicts) == sorted(ids)
     assert backend._grouped.combined > 0
