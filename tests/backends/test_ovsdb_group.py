@@ -75,7 +75,7 @@ def test_a_failing_commit_in_a_combined_transaction_fails_only_itself(db: nbdb.D
     batch = [_Entry("OVN_Northbound", _insert(f"{tag}-a")), _Entry("OVN_Northbound", failing)]
     batch.append(_Entry("OVN_Northbound", _insert(f"{tag}-c")))
     group._send(batch)
-    assert group.combined == 0  # the combined transaction aborted: each was sent again alone
+    assert (group.combined, group.resent) == (3, 3)  # the combined transaction aborted: each was sent again alone
     assert batch[0].result is not None and "error" not in batch[0].result[0]
     assert batch[2].result is not None and "error" not in batch[2].result[0]
     assert batch[1].result is not None and batch[1].result[0].get("error") == "timed out"
@@ -110,5 +110,7 @@ def test_concurrent_commits_share_transactions_and_keep_their_own_outcomes(db: n
     conflicts = [id for kind, id in outcomes if kind == "conflict"]
     assert sorted(created) == sorted(ids)
     assert sorted(conflicts) == sorted(ids)
+    # Pairs of threads create the same ids in step: their combined transactions fail and are sent again alone.
     assert backend._grouped.combined > 0
+    assert backend._grouped.resent > 0
     assert {p.id for p in db.list(LogicalSwitchPort)} == set(ids)

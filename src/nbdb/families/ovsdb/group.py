@@ -94,7 +94,9 @@ class GroupTransact:
         self._queue: list[_Entry] = []
         self._leaders = 0
         self.combined = 0
-        """Commits sent as part of a combined transaction (for tests and tuning)."""
+        """Commits sent in a combined transaction (for tests and tuning)."""
+        self.resent = 0
+        """Commits of a combined transaction that failed, sent again alone."""
 
     def __call__(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
         entry = _Entry(db, ops)
@@ -158,6 +160,7 @@ class GroupTransact:
     def _send(self, batch: list[_Entry]) -> None:
         if len(batch) > 1:
             combined = [op for entry in batch for op in entry.ops]
+            self.combined += len(batch)
             try:
                 result = self._transact(batch[0].db, combined)
             except (self._lost, self._not_sent) as exc:
@@ -170,8 +173,8 @@ class GroupTransact:
             if parts is not None:
                 for entry, part in zip(batch, parts, strict=True):
                     entry.result = part
-                self.combined += len(batch)
                 return
+            self.resent += len(batch)
         for entry in batch:
             try:
                 entry.result = self._transact(entry.db, entry.ops)
