@@ -15,11 +15,13 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 import pytest
 
 import nbdb
+from nbdb.backends.ovsdb import OvsdbBackend
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.ovsdb import OvsdbServer
 
@@ -308,3 +310,35 @@ def test_lost_reply_of_a_lock_request_keeps_mutual_exclusion(
     assert proxy.cut.is_set()
     assert done.wait(40)
     assert overlaps == []
+
+
+def test_lost_reply_of_commits_sent_together_lands_each_once(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """Concurrent creates share transactions (group commit): the lost reply of one leaves each commit to settle."""
+    mine, other = clients
+    ls = mine.create(LogicalSwitch(name="sw"))
+    ports = [LogicalSwitchPort(switch=ls, name=f"group-{n}-{i}") for n in range(8) for i in range(12)]
+    proxy.arm(str(ports[40].id).encode())
+    gate = threading.Barrier(8)
+
+    def worker(n: int) -> list[object]:
+        gate.wait()
+        outcomes: list[object] = []
+        for port in ports[n * 12 : (n + 1) * 12]:
+            try:
+                outcomes.append(mine.create(port).version)
+            except nbdb.NbdbError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = [o for part in pool.map(worker, range(8), timeout=60) for o in part]
+    assert proxy.cut.is_set(), "the reply was not cut"
+    assert outcomes == [1] * len(ports), [o for o in outcomes if o != 1]
+    stored = other.list(LogicalSwitchPort)
+    assert sorted(str(p.id) for p in stored) == sorted(str(p.id) for p in ports)
+    assert all(p.version == 1 for p in stored), "a commit was applied twice"
+    backend = mine.backend
+    assert isinstance(backend, OvsdbBackend)
+    assert backend._grouped.combined > 0

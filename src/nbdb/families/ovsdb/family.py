@@ -37,6 +37,7 @@ from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_counter, settle_increments
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import wire_map
+from nbdb.families.ovsdb.group import GroupTransact
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.planner import Plan, plan_commit
@@ -170,6 +171,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """This writer's settled mutation marks (see :mod:`.mutations`)."""
         return MarkBook()
 
+    @functools.cached_property
+    def _grouped(self) -> GroupTransact:
+        """Unfenced commits' transactions: concurrent ones go out together (see :mod:`.group`)."""
+        return GroupTransact(self._transact, TransactLost, TransactNotSent)
+
     def _fenced(self, fence: LockHandle) -> tuple[str, Transact]:
         """The OVSDB lock behind ``fence`` and a transaction on the session that holds it (backends supply it)."""
         raise errors.UnsupportedError(f"{type(self).__name__} cannot fence writes on a lock")
@@ -188,7 +194,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         if not ops:
             return CommitResult(self.clock.now(), [])
         rules.shape_of(ops)  # refuses an object written twice
-        lock, transact = (None, self._transact) if fence is None else self._fenced(fence)
+        lock, transact = (None, self._grouped) if fence is None else self._fenced(fence)
         token = new_token()
         started = time.time()
         deadline = time.monotonic() + self.commit_timeout
