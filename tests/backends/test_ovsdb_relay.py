@@ -37,6 +37,7 @@ import nbdb
 from nbdb.conformance.faultkit import id_patterns
 from nbdb.conformance.kit import eventually
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.testing import ServerTimeoutError
 from nbdb.testing.base import Member
 from nbdb.testing.faults import FaultProxy, Mode
 from nbdb.testing.ovsdb import OvsdbServer
@@ -363,3 +364,26 @@ def _load_through_a_slow_link(server: OvsdbServer) -> None:
             assert cache.wait_synced(90) and len(cache) == 2_000
         assert link.stats.accepted == accepted + 1, "the relay dropped the client and it had to come back"
         assert link.stats.cut == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_relay_is_ready_only_once_it_has_its_sources_schema(cluster: OvsdbServer) -> None:
+    """A relay lists its database before its source sent the schema, then drops every client when it arrives:
+    the harness hands a relay out only once ``_Server`` says the database is connected."""
+    with FaultProxy([(m.host, m.port) for m in cluster.members]) as source:
+        source.refuse()
+        with pytest.raises(ServerTimeoutError):
+            cluster.add_relay([f"{host}:{port}" for host, port in source.addresses], timeout=3)
+        relay = cluster.relays[-1]
+        try:
+            assert relay.is_running(), "the relay waits for its source; it did not exit"
+            source.heal()
+            relay.wait_ready(30)
+            # Ready now means connected: a client that arrives now is served, not dropped by a late schema.
+            namespace = f"r{uuid.uuid4().hex[:8]}"
+            with nbdb.connect(_url(*(m.address for m in cluster.members), namespace=namespace)) as writer:
+                created = writer.create(LogicalSwitch(name="late-schema"))
+            _shows(relay, namespace, created)
+        finally:  # the module's other tests read through cluster.url, which names every relay
+            cluster.relays.remove(relay)
+            relay.process.kill()

@@ -441,10 +441,26 @@ class OvsdbServer(Server):
         ).split()
         if self.database not in dbs:
             return False
-        if not self.clustered or member.extra.get("relay"):
+        if member.extra.get("relay"):
+            # A relay lists its database before it has the schema from its source, and when
+            # the schema arrives it drops every client it had ("schema changed"): it is ready
+            # only once _Server says the database is connected.
+            return self._relay_connected(member)
+        if not self.clustered:
             return True
         status = self.cluster_status(member)
         return "Status: cluster member" in status and not re.search(r"^Leader: unknown", status, re.M)
+
+    def _relay_connected(self, member: Member) -> bool:
+        select = {"op": "select", "table": "Database", "where": [["name", "==", str(self.database)]],
+                  "columns": ["connected"]}  # fmt: skip
+        reply = run_tool(
+            [self._tool("ovsdb-client"), "--timeout=2", "transact", self._remote(member),
+             json.dumps(["_Server", select])],
+            timeout=3,
+        )  # fmt: skip
+        rows = json.loads(reply)[0]["rows"]
+        return bool(rows) and rows[0]["connected"] is True
 
     def leader(self) -> Member:
         """The raft leader (``Role: leader`` in ``cluster/status``); the server if standalone."""
