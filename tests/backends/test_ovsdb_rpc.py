@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nbdb.backends.ovsdb.rpc import RpcConnection
+from nbdb.backends.ovsdb.rpc import RpcClosed, RpcConnection
 from nbdb.backends.ovsdb.transport import JsonFramer
 
 pytestmark = pytest.mark.timeout(60)
@@ -117,3 +117,81 @@ def test_a_big_message_is_parsed_and_handled_with_the_collector_paused(peer: Any
     assert len(got[0][1][2]["Logical_Switch_Port"]) == 30_000
     assert gc.isenabled()
     assert not rpc.closed.is_set()
+
+
+def _answer(server: socket.socket, framer: JsonFramer, *before: Any) -> tuple[Any, ...]:
+    """Read one request from the client; send ``before`` (notifications) then its reply, in one write."""
+    deadline = time.monotonic() + 10
+    request = None
+    while request is None:
+        server.settimeout(max(0.01, deadline - time.monotonic()))
+        got = framer.feed(server.recv(65536)) + framer.idle(force=True)
+        request = next((m for m in got if m.get("method") != "echo"), None)
+    reply = {"id": request["id"], "result": ["ok", request["params"]], "error": None}
+    server.sendall(b"".join(json.dumps(m).encode() for m in (*before, reply)))
+    return request, reply
+
+
+def _update(txn: str) -> dict[str, Any]:
+    return {"id": None, "method": "update3", "params": ["m", txn, {}]}
+
+
+def test_every_update_sent_before_a_reply_is_handled_before_its_caller_returns(peer: Any) -> None:
+    # ovsdb-server sends a transaction's update before its reply: read-your-writes rests on
+    # the client handling them in that order, and on nothing after the reply being lost.
+    rpc, server, _ = peer
+    handled: list[str] = []
+    rpc._notify = lambda method, params: handled.append(params[1])
+    framer = JsonFramer()
+    for i in range(5):
+        call = rpc.request("transact", ["db", i])
+        answering = threading.Thread(target=_answer, args=(server, framer, _update(f"u{i}"), _update(f"v{i}")))
+        answering.start()
+        assert call.wait(10) == ["ok", ["db", i]]
+        answering.join()
+        assert f"u{i}" in handled
+    deadline = time.monotonic() + 5
+    while len(handled) < 10 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert handled == [t for j in range(5) for t in (f"u{j}", f"v{j}")]
+
+
+def test_a_client_awaiting_a_reply_answers_the_servers_echo(peer: Any) -> None:
+    rpc, server, _ = peer
+    call = rpc.request("transact", ["db", 1])
+    server.sendall(json.dumps({"id": "probe", "method": "echo", "params": ["x"]}).encode())
+    answers = [m for m in _read(server, 0.5) if m.get("id") == "probe"]
+    assert answers == [{"id": "probe", "result": ["x"], "error": None}]
+    server.sendall(json.dumps({"id": next(iter(rpc._pending)), "result": [{}], "error": None}).encode())
+    assert call.wait(10) == [{}]
+
+
+def test_a_call_in_flight_when_the_server_goes_away_fails_as_sent(peer: Any) -> None:
+    rpc, server, _ = peer
+    call = rpc.request("transact", ["db", 1])
+    threading.Timer(0.1, server.shutdown, args=(socket.SHUT_RDWR,)).start()
+    with pytest.raises(RpcClosed) as raised:
+        call.wait(10)
+    assert raised.value.sent
+    assert rpc.closed.wait(5)
+
+
+def test_close_fails_a_call_in_flight_promptly(peer: Any) -> None:
+    rpc, _, _ = peer
+    call = rpc.request("transact", ["db", 1])
+    threading.Timer(0.1, rpc.close).start()
+    started = time.monotonic()
+    with pytest.raises(RpcClosed):
+        call.wait(30)
+    assert time.monotonic() - started < 5  # failed by the close, not by the 30 s timeout
+
+
+def test_a_reply_hook_closing_the_connection_does_not_hang(peer: Any) -> None:
+    rpc, server, _ = peer
+    framer = JsonFramer()
+    call = rpc.request("transact", ["db", 1], on_reply=lambda _r: rpc.close())
+    _answer(server, framer)
+    started = time.monotonic()
+    assert call.wait(10) == ["ok", ["db", 1]]
+    assert rpc.closed.is_set()
+    assert time.monotonic() - started < 5  # the hook's close did not wait on itself

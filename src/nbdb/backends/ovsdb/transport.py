@@ -141,17 +141,13 @@ class JsonFramer:
         return self._parse()
 
     def _parse(self) -> list[Any]:
-        buffer = b"".join(self._parts)
-        try:
-            message = json.loads(buffer)
-        except ValueError:
-            return self._split(buffer)
-        self._parts = []
-        self._size = self._balance = self._checked = 0
-        return [message]
+        # Not ``json.loads`` first: a transaction's update and its reply mostly arrive in one
+        # read, and ``loads`` parses the whole update before it refuses the reply after it
+        # ("extra data"), so every such update was parsed twice.
+        return self._split(b"".join(self._parts))
 
     def _split(self, buffer: bytes) -> list[Any]:
-        """Several messages (or an incomplete one whose braces balanced by chance)."""
+        """The messages complete in ``buffer`` (one, several, or none: an incomplete one whose braces balanced)."""
         try:
             text = buffer.decode()
         except UnicodeDecodeError:
