@@ -195,3 +195,20 @@ def test_a_reply_hook_closing_the_connection_does_not_hang(peer: Any) -> None:
     assert call.wait(10) == ["ok", ["db", 1]]
     assert rpc.closed.is_set()
     assert time.monotonic() - started < 5  # the hook's close did not wait on itself
+
+
+def test_bytes_that_are_not_utf8_fail_the_call_instead_of_stalling_the_connection(peer: Any) -> None:
+    rpc, server, _ = peer
+    call = rpc.request("transact", ["OVN_Northbound"])
+    [request] = _read(server, 0.3)
+    server.sendall(b'{"id": ' + json.dumps(request["id"]).encode() + b', "result": ["\xff\xfe"], "error": null}')
+    with pytest.raises(RpcClosed, match="UTF-8"):
+        call.wait(5)
+    assert rpc.closed.is_set()
+
+
+def test_the_framer_refuses_bytes_that_are_not_utf8() -> None:
+    framer = JsonFramer()
+    assert framer.feed(b'{"a": "') == []
+    with pytest.raises(ValueError, match="not UTF-8"):
+        framer.feed(b'\xc3\x28"}')

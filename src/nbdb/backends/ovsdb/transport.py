@@ -148,10 +148,12 @@ class JsonFramer:
 
     def _split(self, buffer: bytes) -> list[Any]:
         """The messages complete in ``buffer`` (one, several, or none: an incomplete one whose braces balanced)."""
+        # The buffer ends in "}", so it never ends inside a character: bytes that do not decode
+        # are the peer's fault, and waiting for more would stall the connection for good.
         try:
             text = buffer.decode()
-        except UnicodeDecodeError:
-            return []
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"the peer sent a message that is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
         decoder = json.JSONDecoder()
         out: list[Any] = []
         index = 0
