@@ -8,6 +8,7 @@ real ovsdb-server is covered by ``test_ovsdb*.py`` and the OVN scale sweep).
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import socket
 import threading
@@ -117,7 +118,7 @@ def test_a_waiting_client_is_never_silent_for_much_more_than_half_its_probe() ->
         echoes = [at for at, m in arrivals if m["method"] == "echo"]
         assert len(echoes) >= 2, f"expected an echo every 2 s: {arrivals}"
         sends = [at for at, _ in arrivals]
-        gaps = [b - a for a, b in zip(sends, sends[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(sends)]
         assert max(gaps) < 3.0, f"silent for {max(gaps):.2f}s with a reply awaited: {arrivals}"
     finally:
         rpc.close()
