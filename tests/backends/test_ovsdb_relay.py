@@ -349,6 +349,10 @@ def _load_through_a_slow_link(server: OvsdbServer) -> None:
             for i in range(2_000):
                 txn.create(LogicalSwitchPort(switch=switch, name=f"slow-p{i}"))
     relay = server.relays[0]
+    # On reaching its source a relay drops every client not told of database changes ("disconnecting (database
+    # OVN_Northbound connected to storage)"): that was the silent client below once, before the harness waited for
+    # it. The relay also holds the switch before the clocks below start.
+    _shows(relay, "slow", switch)
     with FaultProxy([(relay.host, relay.port)]) as link:
         link.delay(SLOW_LINK_S)
         # The premise: the relay drops a client that stays silent that long.
