@@ -121,10 +121,44 @@ class Replica:
         view = self._views.get(model)
         return model.nbdb_index_fields if view is None else view.nbdb_index_fields
 
-    def _followed(self, model: type[Model]) -> type[Model]:
+    def followed(self, model: type[Model]) -> type[Model]:
+        """``model`` if this replica follows it; ValidationError otherwise."""
         if model not in self._objects:
             raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
         return model
+
+    # ---------------------------------------------------------------- what its helpers read (nbdb.waits)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while a batch of changes is applied: what is read under it is one batch's state."""
+        return self._lock
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def topics(self) -> frozenset[str | None] | None:
+        """The topics followed (None: all)."""
+        return self._topics
+
+    @property
+    def revision_scope(self) -> object:
+        """The sequence this replica's revisions belong to (see :attr:`nbdb.spi.Backend.revision_scope`)."""
+        return self._scope
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def reached(self, revision: int) -> bool:
+        """Whether the first list is loaded and every change up to ``revision`` applied (under :attr:`lock`)."""
+        return self._revision >= revision and self._synced.is_set()
+
+    def held(self, model: type[Model], id: UUID) -> Model | None:
+        """The copy of ``model`` ``id`` held now, or None (``model`` must be followed)."""
+        return self._objects[model].get(id)
 
     def models_of(self, models: type[Model] | Sequence[type[Model]] | None) -> _List[type[Model]]:
         """``models`` checked against the followed ones (None: all of them)."""
@@ -132,7 +166,7 @@ class Replica:
             return list(self._objects)
         if isinstance(models, type):
             models = [models]
-        return [self._followed(m) for m in models]
+        return [self.followed(m) for m in models]
 
     def _subscribe(
         self,
@@ -425,7 +459,7 @@ class Cache:
                 replica._error_subs = [*replica._error_subs, sub]  # the apply thread iterates the old list
             self._error_subs.append(sub)
         if on_change is not None:
-            self._subscribe(on_change, None, None, replay)
+            self.feed(on_change, None, None, replay)
 
     # ---------------------------------------------------------------- reads
 
@@ -527,7 +561,7 @@ class Cache:
         return [obj for obj in candidates if all(matches(obj, k, v) for k, v in equals.items())]
 
     def _followed(self, model: type[Model]) -> type[Model]:
-        return self._replica._followed(model)
+        return self._replica.followed(model)
 
     def __len__(self) -> int:
         return len(self._replica)
@@ -575,9 +609,9 @@ class Cache:
         from then on. ``wait_replayed()`` on the returned subscription tells
         when the replay and the cache's first list were delivered.
         """
-        return self._subscribe(callback, models, predicate, replay)
+        return self.feed(callback, models, predicate, replay)
 
-    def _subscribe(
+    def feed(
         self,
         callback: Callable[[Any], None],
         models: type[Model] | Sequence[type[Model]] | None,
@@ -587,6 +621,8 @@ class Cache:
         name: str = "",
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> Subscription:
+        """:meth:`subscribe` for nbdb's own consumers (a controller's work queue): ``name`` labels the
+        subscription, ``tick`` is ``(seconds, call)``, a call made that often on a thread of its own."""
         if self._closed.is_set():
             raise errors.ValidationError("this cache is closed")
         sub = self._replica._subscribe(callback, models, predicate, replay, name=name, tick=tick)

@@ -81,7 +81,7 @@ class CacheQueue(WorkQueue[Key]):
         self._predicate = predicate
         self._last: dict[Key, Model] = {}  # last copies of deleted keys not yet processed
         tick = None if resync is None else (resync, self.resync)
-        self.subscription = cache._subscribe(
+        self.subscription = cache.feed(
             self._on_event, self.models, predicate, True, name=f"{self.name}-feed", tick=tick
         )
 
@@ -190,7 +190,7 @@ class Controller:
 
     def _work(self) -> None:
         queue = self.queue
-        handles = queue._metrics
+        handles = queue.metrics
         for key in queue:
             obj = queue.object(key)
             start = time.perf_counter()

@@ -58,7 +58,8 @@ class _Waiter:
 
 
 class Waits:
-    """The pending :meth:`~nbdb.Cache.wait_for` calls of one replica (its helper: it reads the replica's state)."""
+    """The pending :meth:`~nbdb.Cache.wait_for` calls of one replica (its helper: it reads the replica's
+    state through its public accessors, under its lock)."""
 
     def __init__(self, cache: Replica) -> None:
         self._cache = cache
@@ -74,43 +75,43 @@ class Waits:
         cache = self._cache
         waiter = self._waiter_for(target)
         if waiter.model is not None and waiter.revision is None:
-            with cache._lock:
+            with cache.lock:
                 settled = self._reflected(waiter)
             if settled:
                 return True
             waiter.revision = self._barrier()
-        with cache._lock:
+        with cache.lock:
             if self._reflected(waiter):
                 return True
-            if cache._closed.is_set():
+            if cache.closed:
                 return False
             self._waiters.append(waiter)
         try:
             waiter.done.wait(timeout)
         finally:
-            with cache._lock:
+            with cache.lock:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-        with cache._lock:
+        with cache.lock:
             return self._reflected(waiter)
 
     def _waiter_for(self, target: Model | int) -> _Waiter:
         cache = self._cache
         if isinstance(target, Model):
-            model = cache._followed(type(target))
-            if cache._topics is not None and target.topic not in cache._topics:
+            model = cache.followed(type(target))
+            if cache.topics is not None and target.topic not in cache.topics:
                 raise errors.ValidationError(f"this cache does not follow topic {target.topic!r}")
             if target.version < 1:
                 raise errors.ValidationError(f"{target.nbdb_table} {target.id} was never stored (version 0)")
             revision = target.nbdb_revision
-            if isinstance(revision, Revision) and revision.scope != cache._scope:
+            if isinstance(revision, Revision) and revision.scope != cache.revision_scope:
                 revision = None  # another connection's sequence: wait by version
             return _Waiter(model, target.id, target.version, revision)
         if isinstance(target, bool) or not isinstance(target, int) or target < 0:
             raise errors.ValidationError(f"wait_for() takes a stored object or a revision, not {target!r}")
-        if isinstance(target, Revision) and target.scope != cache._scope:
+        if isinstance(target, Revision) and target.scope != cache.revision_scope:
             raise errors.UnsupportedError(
-                f"revision {int(target)} comes from another connection, and {type(cache._backend).__name__} "
+                f"revision {int(target)} comes from another connection, and {type(cache.backend).__name__} "
                 "counts revisions per connection: wait for the written object instead, or use a cache of the "
                 "Database that wrote"
             )
@@ -118,21 +119,21 @@ class Waits:
 
     def _barrier(self) -> int | None:
         cache = self._cache
-        if cache._scope is not None or not cache._backend.capabilities.linearizable_reads:
+        if cache.revision_scope is not None or not cache.backend.capabilities.linearizable_reads:
             return None
         try:
-            return cache._backend.current_revision()
+            return cache.backend.current_revision()
         except errors.NbdbError as exc:
             log.info("cache: could not read the current revision (%s); waiting by version only", exc)
             return None
 
     def _reflected(self, waiter: _Waiter) -> bool:
         cache = self._cache
-        if waiter.revision is not None and cache._revision >= waiter.revision and cache._synced.is_set():
+        if waiter.revision is not None and cache.reached(waiter.revision):
             return True
         if waiter.model is None:
             return False
-        held = cache._objects[waiter.model].get(waiter.id)  # type: ignore[arg-type]
+        held = cache.held(waiter.model, waiter.id)  # type: ignore[arg-type]
         return waiter.deleted or (held is not None and held.version >= waiter.version)
 
     # ---------------------------------------------------------------- the apply loop's side (under the lock)

@@ -133,6 +133,11 @@ class WorkQueue(Generic[K]):
         if self._metrics is not None:
             self._metrics.track(self)
 
+    @property
+    def metrics(self) -> metrics.QueueMetrics | None:
+        """The queue's metric handles (None when metrics are off)."""
+        return self._metrics
+
     def __repr__(self) -> str:
         return f"<nbdb.WorkQueue {self.name} ready={len(self._ready)} processing={len(self._processing)}>"
 

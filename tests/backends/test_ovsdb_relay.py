@@ -23,7 +23,6 @@ What a relay does that a raft leader does not (ovsdb-server 3.1, ``ovsdb/relay.c
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
@@ -317,22 +316,29 @@ def test_a_lock_whose_connection_lands_on_a_relay_is_refused(
                 pass
 
 
-RELAY_PROBE_MS = 1_000
-"""ovsdb-server's smallest inactivity probe: a client silent for 2 s is dropped."""
+RELAY_PROBE_MS = 2_000
+"""The relay's inactivity probe: an echo to a client silent for 2 s, which it drops unless it hears from it
+within 2 s more."""
 
-SLOW_LINK_S = 1.2
-"""One-way latency to the relay: each request waits 2.4 s for its reply, past the relay's 2 s."""
+SLOW_LINK_S = 1.5
+"""One-way latency to the relay: a round trip takes 3 s, so the relay's echo is answered 1 s too late."""
+
+CLIENT_PROBE_S = 2.5
+"""The client's probe: an echo of its own every 1.25 s while it awaits a reply (2.75 s inside the relay's
+4 s), and no drop of a relay silent for less than 5 s (its first reply comes after 3 s)."""
 
 
-@pytest.mark.skipif(
-    os.environ.get("NBDB_TEST_SLOW_LINKS") != "1",
-    reason="timing-bound (a 1 s probe against a 2.4 s link); it was reset once in a fresh CI run: "
-    "run with NBDB_TEST_SLOW_LINKS=1",
-)
 @pytest.mark.timeout(180)
 def test_a_client_waiting_on_a_slow_relay_longer_than_its_probe_keeps_its_connection() -> None:
-    """Through a relay that drops clients silent for 2 s, behind a link taking 2.4 s per round trip,
-    a cache loads on one connection: the client echoes while it waits for each reply and takes in the state."""
+    """Through a relay that drops clients silent for 4 s, behind a link taking 3 s per round trip (so the relay's
+    echo cannot be answered in time), a cache loads on one connection: the client echoes while it waits for each
+    reply and takes in the state.
+
+    The margins are seconds, not fractions of one: this test and its fault proxy share a process (and the GIL)
+    with the client, which parses and applies the 2,000-row state meanwhile; on a loaded 2-core machine its
+    sends were seen 2.7 s apart. With a 1 s relay probe behind a 2.4 s link (1 s of margin) the relay reset the
+    client in CI; the client's keep-alive could then also be silent for a whole interval (fixed in
+    ``RpcConnection._keep_alive``)."""
     with OvsdbServer(relays=1, inactivity_probe_ms=RELAY_PROBE_MS) as server:
         _load_through_a_slow_link(server)
 
@@ -344,6 +350,10 @@ def _load_through_a_slow_link(server: OvsdbServer) -> None:
             for i in range(2_000):
                 txn.create(LogicalSwitchPort(switch=switch, name=f"slow-p{i}"))
     relay = server.relays[0]
+    # On reaching its source a relay drops every client not told of database changes ("disconnecting (database
+    # OVN_Northbound connected to storage)"): that was the silent client below once, before the harness waited for
+    # it. The relay also holds the switch before the clocks below start.
+    _shows(relay, "slow", switch)
     with FaultProxy([(relay.host, relay.port)]) as link:
         link.delay(SLOW_LINK_S)
         # The premise: the relay drops a client that stays silent that long.
@@ -358,8 +368,7 @@ def _load_through_a_slow_link(server: OvsdbServer) -> None:
         finally:
             silent.close()
         accepted = link.stats.accepted
-        # The client's own probe (2 s: an echo after 1 s of waiting, a drop after 4 s of silence) tolerates the link.
-        with nbdb.connect(_url(_address(link), namespace="slow", timeout=60) + "&probe=2") as reader:
+        with nbdb.connect(_url(_address(link), namespace="slow", timeout=60) + f"&probe={CLIENT_PROBE_S}") as reader:
             cache = reader.cache(LogicalSwitchPort)
             assert cache.wait_synced(90) and len(cache) == 2_000
         assert link.stats.accepted == accepted + 1, "the relay dropped the client and it had to come back"

@@ -8,6 +8,7 @@ real ovsdb-server is covered by ``test_ovsdb*.py`` and the OVN scale sweep).
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import socket
 import threading
@@ -91,6 +92,37 @@ def test_a_client_awaiting_a_long_reply_tells_the_server_it_lives(peer: Any) -> 
     assert len(echoes) >= 2, f"expected an echo every half probe interval, got {sent[1:]}"
     server.sendall(json.dumps({"id": sent[0]["id"], "result": [False, "t", {}], "error": None}).encode())
     assert call.wait(10) == [False, "t", {}]
+
+
+def test_a_waiting_client_is_never_silent_for_much_more_than_half_its_probe() -> None:
+    # Cause: the keep-alive woke on a fixed beat and skipped a beat that found the last send
+    # a moment too recent, so a request sent just after a beat was followed by a whole probe
+    # interval of silence: a relay probing every second (it drops a client silent for 2 s)
+    # behind a 2.4 s link reset a client whose probe is 2 s.
+    client, server = socket.socketpair()
+    client.setblocking(False)
+    rpc = RpcConnection(client, "peer", lambda method, params: None, 4.0)  # an echo every 2 s while waiting
+    try:
+        began = time.monotonic()
+        time.sleep(0.3)  # the request goes out between two beats of a fixed 2 s beat
+        rpc.request("monitor_cond_since", ["OVN_Northbound", "m", {}, "0"])
+        arrivals: list[tuple[float, Any]] = []
+        framer = JsonFramer()
+        while (left := began + 5.0 - time.monotonic()) > 0:
+            server.settimeout(left)
+            try:
+                data = server.recv(65536)
+            except TimeoutError:
+                break
+            arrivals += [(time.monotonic() - began, m) for m in framer.feed(data)]
+        echoes = [at for at, m in arrivals if m["method"] == "echo"]
+        assert len(echoes) >= 2, f"expected an echo every 2 s: {arrivals}"
+        sends = [at for at, _ in arrivals]
+        gaps = [b - a for a, b in itertools.pairwise(sends)]
+        assert max(gaps) < 3.0, f"silent for {max(gaps):.2f}s with a reply awaited: {arrivals}"
+    finally:
+        rpc.close()
+        server.close()
 
 
 def test_an_idle_client_with_nothing_awaited_sends_nothing_before_its_probe(peer: Any) -> None:

@@ -412,6 +412,58 @@ def test_watcher_resumes_after_its_connection_is_killed(db: nbdb.Database, redis
         assert not any(e.synthetic for e in events)
 
 
+@pytest.mark.timeout(120)
+def test_the_commit_scripts_connections_stay_within_their_limit_and_close_with_the_database(
+    url: str,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """Commits of many threads share at most ``commit_connections`` connections of the script's own (ScriptLine),
+    and closing the Database closes them: they were neither bounded nor counted."""
+    name = f"cc-{uuid.uuid4().hex[:8]}"
+    limit, threads, each = 3, 12, 25
+
+    def ours() -> int:
+        """Connections the server has from this Database."""
+        listing = str(redis_server.command(redis_server.members[0], "CLIENT", "LIST"))
+        return sum(1 for line in listing.splitlines() if f" name={name} " in line)
+
+    with pytest.raises(nbdb.ValidationError):
+        parse_url(url, {"commit_connections": 0})
+    # group_commit=0: every commit goes alone down the script's connections.
+    options = {"namespace": ns(), "client_name": name, "commit_connections": limit, "group_commit": 0}
+    with nbdb.connect(url, **options) as db:
+        backend = backend_of(db)
+        failures: list[BaseException] = []
+
+        def commit() -> None:
+            try:
+                for i in range(each):
+                    db.create(LogicalSwitch(name=f"{threading.get_ident()}-{i}"))
+            except BaseException as exc:
+                failures.append(exc)
+
+        workers = [threading.Thread(target=commit) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        held, server = [backend.commit_connections], [ours()]
+        while any(w.is_alive() for w in workers):
+            held.append(backend.commit_connections)
+            server.append(ours())
+            time.sleep(0.02)
+        for worker in workers:
+            worker.join()
+        held.append(backend.commit_connections)
+        server.append(ours())
+        assert not failures, failures
+        assert len(db.list(LogicalSwitch)) == threads * each
+        assert max(held) == limit, f"the commit script held {max(held)} connections for {threads} threads"
+        # The script's connections and a few of the client's pool (PING, SCRIPT LOAD, the reaper's script):
+        # without the limit, one script connection per thread.
+        assert max(server) <= limit + 4, f"{max(server)} connections for {threads} threads"
+    assert backend.commit_connections == 0
+    assert eventually(lambda: ours() == 0), f"{ours()} connections left open after close()"
+
+
 @pytest.mark.timeout(60)
 def test_commits_outlive_a_flushed_script_cache_and_killed_connections(
     db: nbdb.Database,

@@ -72,6 +72,54 @@ def test_a_port_added_to_a_big_switch_renders_only_that_port(replica: Replica, m
     assert rendered == [port], "a port add must not re-render its siblings or the switch"
 
 
+def _switches(ids: list[uuid.UUID]) -> dict[str, Any]:
+    return {"Logical_Switch": {str(i): {"insert": _switch(f"sw-{i}")} for i in ids}}
+
+
+def _as_written(mapping: Any, ids: list[uuid.UUID]) -> dict[Any, Any]:
+    """Each switch of ``ids`` as a commit writing it expects it: its row, parents and document."""
+    other = Replica(mapping, VersionBook(), "")
+    other.resync(NB, {})
+    other.apply(NB, _switches(ids))
+    tm = mapping.tables["LogicalSwitch"]
+    rows = {i: other.row(tm, i) for i in ids}
+    return {("LogicalSwitch", i): (rows[i], {}, replica_module.render(tm, i, rows[i], {})) for i in ids}
+
+
+def _rendered_when_applied(replica: Replica, ids: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch) -> set[uuid.UUID]:
+    """The switches the replica renders itself (no expectation kept) when their inserts arrive."""
+    rendered: set[uuid.UUID] = set()
+    real = replica_module.render
+    monkeypatch.setattr(replica_module, "render", lambda tm, id, *a: rendered.add(id) or real(tm, id, *a))
+    replica.apply(NB, _switches(ids))
+    assert {id for (_, id) in replica.records} == set(ids)
+    return rendered
+
+
+def test_expectations_past_the_limit_drop_the_oldest_and_keep_the_newest(
+    replica: Replica, mapping: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cause: reaching the limit emptied the whole map, so the commits still in flight (the newest)
+    # lost theirs too and the monitor's thread rendered their rows again.
+    monkeypatch.setattr(replica_module, "_WRITTEN_LIMIT", 8)
+    ids = [uuid.uuid4() for _ in range(12)]
+    written = _as_written(mapping, ids)
+    for i in [*ids[:11], ids[3], ids[11]]:  # one commit per row, oldest first; the 4th written again
+        replica.expect({("LogicalSwitch", i): written[("LogicalSwitch", i)]})
+    assert _rendered_when_applied(replica, ids, monkeypatch) == {*ids[:3], ids[4]}
+
+
+def test_a_commit_bigger_than_the_limit_keeps_every_row_it_expects(
+    replica: Replica, mapping: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "_WRITTEN_LIMIT", 8)
+    older, big = [uuid.uuid4() for _ in range(3)], [uuid.uuid4() for _ in range(10)]
+    written = _as_written(mapping, older + big)
+    replica.expect({k: written[k] for k in written if k[1] in older})
+    replica.expect({k: written[k] for k in written if k[1] in big})
+    assert _rendered_when_applied(replica, older + big, monkeypatch) == set(older)
+
+
 def test_another_namespace_is_invisible(mapping: Any) -> None:
     from nbdb.families.ovsdb.rows import VersionBook
 

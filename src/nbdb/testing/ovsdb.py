@@ -442,25 +442,36 @@ class OvsdbServer(Server):
         if self.database not in dbs:
             return False
         if member.extra.get("relay"):
-            # A relay lists its database before it has the schema from its source, and when
-            # the schema arrives it drops every client it had ("schema changed"): it is ready
-            # only once _Server says the database is connected.
-            return self._relay_connected(member)
+            return self._relay_has_its_source(member)
         if not self.clustered:
             return True
         status = self.cluster_status(member)
         return "Status: cluster member" in status and not re.search(r"^Leader: unknown", status, re.M)
 
-    def _relay_connected(self, member: Member) -> bool:
-        select = {"op": "select", "table": "Database", "where": [["name", "==", str(self.database)]],
-                  "columns": ["connected"]}  # fmt: skip
+    def _relay_has_its_source(self, relay: Member) -> bool:
+        """Whether every database ``relay`` relays is connected to its source and has its schema.
+
+        A relay lists its databases and accepts clients before it reaches its source, and once
+        it does it drops every client that did not ask to be told of database changes
+        ("disconnecting (database OVN_Northbound connected to storage)"): a test's first client
+        could be that one.
+        """
+        select = {"op": "select", "table": "Database", "where": [], "columns": ["model", "connected", "schema"]}
         reply = run_tool(
-            [self._tool("ovsdb-client"), "--timeout=2", "transact", self._remote(member),
-             json.dumps(["_Server", select])],
+            [
+                self._tool("ovsdb-client"),
+                "--timeout=2",
+                "transact",
+                self._remote(relay),
+                json.dumps(["_Server", select]),
+            ],
             timeout=3,
-        )  # fmt: skip
-        rows = json.loads(reply)[0]["rows"]
-        return bool(rows) and rows[0]["connected"] is True
+        )
+        rows = json.loads(reply)[0].get("rows", [])
+        relayed = [row for row in rows if row.get("model") == "relay"]
+        return bool(relayed) and all(
+            row.get("connected") is True and row.get("schema") != ["set", []] for row in relayed
+        )
 
     def leader(self) -> Member:
         """The raft leader (``Role: leader`` in ``cluster/status``); the server if standalone."""

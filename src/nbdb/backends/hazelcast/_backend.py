@@ -100,10 +100,12 @@ class HazelcastBackend(ChangeLogBackend):
         root = f"nbdb.{config.namespace}." if config.namespace else "nbdb."
         self._kv_async = client.get_map(root + "kv")
         self._kv = self._kv_async.blocking()
-        self._log_async = client.get_map(root + "log")
-        self._log = self._log_async.blocking()
-        self._meta_async = client.get_map(root + "meta")
-        self._meta = self._meta_async.blocking()
+        self.log_async = client.get_map(root + "log")
+        """The change log's map, asynchronous (the log reader, :mod:`._reader`, sends its reads on it)."""
+        self._log = self.log_async.blocking()
+        self.meta_async = client.get_map(root + "meta")
+        """The head, trim mark and commit lock's map, asynchronous."""
+        self._meta = self.meta_async.blocking()
         self._lease_async = client.get_map(root + "lease")
         self._lease = self._lease_async.blocking()
         self._ids = client.get_map(root + "ids").blocking()
@@ -133,7 +135,7 @@ class HazelcastBackend(ChangeLogBackend):
         backend = cls(config, client)
         try:
             # Range reads of key prefixes use this index instead of scanning every entry.
-            backend._call(lambda: backend._kv.add_index(attributes=["__key"], index_type=IndexType.SORTED))
+            backend.call(lambda: backend._kv.add_index(attributes=["__key"], index_type=IndexType.SORTED))
             backend._check_format()
         except BaseException:
             backend.close()
@@ -146,12 +148,12 @@ class HazelcastBackend(ChangeLogBackend):
         Format 1 (before the change log decided commits) wrote no marker: a namespace
         with a ``head`` and no marker is format 1. Reading it would misread its log.
         """
-        found = self._call(lambda: self._meta.get(FORMAT_KEY))
+        found = self.call(lambda: self._meta.get(FORMAT_KEY))
         if found is None:
-            if self._call(lambda: self._meta.get(HEAD)) is not None:
+            if self.call(lambda: self._meta.get(HEAD)) is not None:
                 found = "1"
             else:
-                found = self._call(lambda: self._meta.put_if_absent(FORMAT_KEY, FORMAT)) or FORMAT
+                found = self.call(lambda: self._meta.put_if_absent(FORMAT_KEY, FORMAT)) or FORMAT
         refuse_stored_format(
             str(found),
             FORMAT,
@@ -159,7 +161,8 @@ class HazelcastBackend(ChangeLogBackend):
             page="docs/backends/hazelcast.md",
         )
 
-    def _call(self, call: Callable[[], T]) -> T:
+    def call(self, call: Callable[[], T]) -> T:
+        """``call()`` with Hazelcast's errors translated into nbdb's (BackendUnavailableError once closed)."""
         if self._closed:
             raise errors.BackendUnavailableError("the hazelcast backend is closed")
         try:
@@ -170,12 +173,12 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- reads
 
     def get_key(self, key: str) -> KeyValue | None:
-        return decode_kv(key, self._call(lambda: self._kv.get(key)))
+        return decode_kv(key, self.call(lambda: self._kv.get(key)))
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
         if len(keys) <= 1:
             return [self.get_key(k) for k in keys]
-        found = self._call(lambda: self._kv.get_all(list(keys)))
+        found = self.call(lambda: self._kv.get_all(list(keys)))
         return [decode_kv(k, found.get(k)) for k in keys]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
@@ -190,16 +193,16 @@ class HazelcastBackend(ChangeLogBackend):
         """
         if any(p.startswith(self._object_prefix) for p in prefixes):
             with self._commit_lock(partial(self._send_range, prefixes)) as lock:
-                head_raw, found = self._call(lock.follow.result)
+                head_raw, found = self.call(lock.follow.result)
             revision, token = decode_head(head_raw)
             self.remember_token(revision, token)
         else:
             # head first (every commit up to it is applied), then the keys, from its reply callback.
             pending = self.then_send(
-                self._meta_async.get(HEAD),
+                self.meta_async.get(HEAD),
                 lambda head: self._send_range(prefixes).continue_with(lambda got: (head.result(), got.result()[1])),
             )
-            head_raw, found = self._call(pending.result)
+            head_raw, found = self.call(pending.result)
             revision = decode_head(head_raw)[0]
         out = [
             kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
@@ -211,7 +214,7 @@ class HazelcastBackend(ChangeLogBackend):
         # Every key under a prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
         # the result is filtered by prefix all the same.
         pending = [
-            self._meta_async.get(HEAD),
+            self.meta_async.get(HEAD),
             *(self._kv_async.entry_set(between("__key", p, p + "\uffff")) for p in prefixes),
         ]
 
@@ -225,12 +228,12 @@ class HazelcastBackend(ChangeLogBackend):
         return combine_futures(pending).continue_with(assemble)
 
     def revision_now(self) -> int:
-        revision, token = decode_head(self._call(lambda: self._meta.get(HEAD)))
+        revision, token = decode_head(self.call(lambda: self._meta.get(HEAD)))
         self.remember_token(revision, token)
         return revision
 
     def _trim_mark(self) -> int:
-        raw = self._call(lambda: self._meta.get(TRIM))
+        raw = self.call(lambda: self._meta.get(TRIM))
         return int(raw) if isinstance(raw, int) else 0
 
     # ---------------------------------------------------------------- commits
@@ -252,7 +255,7 @@ class HazelcastBackend(ChangeLogBackend):
                 f"for over {self.config.timeout}s"
             )
         try:
-            with self._key_lock(self._meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
+            with self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
                 yield held
         finally:
             self._local_commit.release()
@@ -270,7 +273,7 @@ class HazelcastBackend(ChangeLogBackend):
         several wake-ups in a row from other threads are what loses one (see
         :meth:`_commit_lock`).
         """
-        counted = imap is self._meta_async and key == _COMMIT_LOCK
+        counted = imap is self.meta_async and key == _COMMIT_LOCK
         if counted:
             with self._lock_requests_guard:
                 self._lock_requests += 1
@@ -293,7 +296,7 @@ class HazelcastBackend(ChangeLogBackend):
         except BaseException:
             pending.add_done_callback(lambda grant: self._release_abandoned(imap, key, grant))
             raise
-        self._call(pending.result)
+        self.call(pending.result)
         try:
             yield held
         finally:
@@ -381,7 +384,7 @@ class HazelcastBackend(ChangeLogBackend):
         for _pending in range(_ROLL_FORWARD_ROUNDS):
             if reads_f is None:
                 reads_f = self._send_reads(conditions, keys)
-            head_raw, reads = self._call(reads_f.result)
+            head_raw, reads = self.call(reads_f.result)
             reads_f = None
             revision = decode_head(head_raw)[0] + 1
             redo: list[Redo] = []
@@ -403,7 +406,7 @@ class HazelcastBackend(ChangeLogBackend):
             objects = [c for c in changes if c.key.startswith(self._object_prefix)]
             entry = encode_entry(anchor, objects, redo)
             new_head = encode_head(revision, anchor)
-            decided = self._log_async.put_if_absent(revision, entry)
+            decided = self.log_async.put_if_absent(revision, entry)
             # Applied and published only if the entry was ours, each sent from the previous reply's callback.
             done = self.then_send(decided, partial(self._after_decided, redo, head_raw, new_head))
             try:
@@ -417,7 +420,7 @@ class HazelcastBackend(ChangeLogBackend):
                 ) from None
             if taken is not None:
                 # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
-                self._call(done.result)
+                self.call(done.result)
                 self._roll_forward(revision, head_raw)
                 continue
             try:
@@ -455,7 +458,7 @@ class HazelcastBackend(ChangeLogBackend):
             elif here != self._reactor_thread and bounces < _MAX_BOUNCES:
                 # The reply was in before the callback was attached (so the reactor has handled this thread's
                 # last wake-up): one more single request, and the burst leaves from its reply's callback.
-                return self._meta_async.get(TRIM).continue_with(lambda _: step(done, bounces + 1))
+                return self.meta_async.get(TRIM).continue_with(lambda _: step(done, bounces + 1))
             return send(done)
 
         return future.continue_with(step)
@@ -472,7 +475,7 @@ class HazelcastBackend(ChangeLogBackend):
         leases = [c.name for c in conditions if isinstance(c, LeaseHeld)]
         prefixes = [c.prefix for c in conditions if isinstance(c, PrefixUnchangedSince)]
         pending = [
-            self._meta_async.get(HEAD),
+            self.meta_async.get(HEAD),
             # get_all of no keys answers {} without a request.
             self._kv_async.get_all(list(keys)),
             *(self._lease_async.get(name) for name in leases),
@@ -514,19 +517,19 @@ class HazelcastBackend(ChangeLogBackend):
     def _send_head(self, old: Any, new: bytearray) -> Any:
         """Move ``head`` from ``old`` (as read) to ``new``; a client whose lock lapsed cannot move it back."""
         if old is None:
-            return self._meta_async.put_if_absent(HEAD, new)
-        return self._meta_async.replace_if_same(HEAD, old, new)
+            return self.meta_async.put_if_absent(HEAD, new)
+        return self.meta_async.replace_if_same(HEAD, old, new)
 
     def _roll_forward(self, revision: int, head_raw: Any) -> bool:
         """Apply the commit of ``revision`` if it is decided but ``head`` is still below it; whether it was."""
-        raw = self._call(lambda: self._log.get(revision))
+        raw = self.call(lambda: self._log.get(revision))
         if raw is None:
             return False
         token, redo = decode_redo(revision, raw)
         log.info("hazelcast: applying commit %d, decided by a client that did not finish it", revision)
         try:
             self.then_send(
-                self._meta_async.get(HEAD),
+                self.meta_async.get(HEAD),
                 lambda _: self._apply_and_publish(redo, head_raw, encode_head(revision, token)),
             ).result()
         except hzerrors.HazelcastError as exc:
@@ -546,8 +549,8 @@ class HazelcastBackend(ChangeLogBackend):
 
     def compact_keys(self, revision: int) -> None:
         with self._commit_lock():
-            self._call(lambda: self._meta.set(TRIM, max(revision, self._trim_mark())))
-            self._call(lambda: self._log.remove_all(less_or_equal("__key", revision)))
+            self.call(lambda: self._meta.set(TRIM, max(revision, self._trim_mark())))
+            self.call(lambda: self._log.remove_all(less_or_equal("__key", revision)))
 
     # ---------------------------------------------------------------- change log
 
@@ -564,7 +567,7 @@ class HazelcastBackend(ChangeLogBackend):
             if self._log_listener is None:
                 # ``head`` moves once a commit is applied, after its log entry was written: waking on the
                 # entry would have readers poll while the commit is still being applied.
-                self._log_listener = self._call(
+                self._log_listener = self.call(
                     lambda: self._meta.add_entry_listener(
                         include_value=True, key=HEAD, added_func=self._on_head, updated_func=self._on_head
                     )
@@ -580,11 +583,13 @@ class HazelcastBackend(ChangeLogBackend):
             self._log_latest = max(self._log_latest, revision)
             self._log_cond.notify_all()
 
-    def _wake_log_waiters(self) -> None:
+    def wake_log_waiters(self) -> None:
+        """Wake the readers waiting in :meth:`wait_for_log`."""
         with self._log_cond:
             self._log_cond.notify_all()
 
-    def _wait_for_log(self, after: int, timeout: float, closed: Callable[[], bool]) -> None:
+    def wait_for_log(self, after: int, timeout: float, closed: Callable[[], bool]) -> None:
+        """Until the log is known past ``after``, ``timeout`` passes, ``closed()`` or the backend closes."""
         # Events only wake readers early; a reader re-reads after ``timeout`` regardless, so
         # an event lost in a reconnect costs latency, never a change.
         end = time.monotonic() + timeout
@@ -598,41 +603,41 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- leases, ids
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
-        holder = self._call(lambda: self._lease.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
+        holder = self.call(lambda: self._lease.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
         return holder is None or bytes(holder) == token
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         # Under the entry's lock no other client can take or drop the lease between the check and the renewal.
         with self._key_lock(self._lease_async, name, max(ttl, 1.0)):
-            holder = self._call(lambda: self._lease.get(name))
+            holder = self.call(lambda: self._lease.get(name))
             if holder is None or bytes(holder) != token:
                 return False
-            self._call(lambda: self._lease.set(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
+            self.call(lambda: self._lease.set(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
             return True
 
     def release_lease(self, name: str, token: bytes) -> None:
-        self._call(lambda: self._lease.remove_if_same(name, bytearray(token)))
+        self.call(lambda: self._lease.remove_if_same(name, bytearray(token)))
 
     def allocate_id(self, name: str) -> int:
         """The next id: a compare-and-swap on the counter (an id of a lost reply is skipped, never reused)."""
         while True:
-            current = self._call(lambda: self._ids.get(name))
+            current = self.call(lambda: self._ids.get(name))
             if current is None:
-                if self._call(lambda: self._ids.put_if_absent(name, 1)) is None:
+                if self.call(lambda: self._ids.put_if_absent(name, 1)) is None:
                     return 1
                 continue
             if not isinstance(current, int):
                 raise errors.CorruptRecordError(
                     f"id counter {name!r} holds {type(current).__name__}, not an integer", key=name
                 )
-            if self._call(partial(self._ids.replace_if_same, name, current, current + 1)):
+            if self.call(partial(self._ids.replace_if_same, name, current, current + 1)):
                 return current + 1
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._wake_log_waiters()
+        self.wake_log_waiters()
         try:
             self._client.shutdown()
         except Exception:  # closing must not fail

@@ -36,7 +36,7 @@ class HazelcastLogReader(ChangeLogReader):
         while True:
             # The entries and the trim mark are asked for from head's reply callback: one round trip
             # after head, and no second wake-up of the client's reactor from this thread.
-            head_raw, found, trim_raw = backend._call(self._send_read(after, limit).result)
+            head_raw, found, trim_raw = backend.call(self._send_read(after, limit).result)
             head, head_token = decode_head(head_raw)
             trim = trim_raw if isinstance(trim_raw, int) else 0
             wanted = list(range(after + 1, min(head, after + limit) + 1))
@@ -77,15 +77,15 @@ class HazelcastLogReader(ChangeLogReader):
             head = decode_head(done.result())[0]
             wanted = list(range(after + 1, min(head, after + limit) + 1))
             keys = [after, *wanted] if after > 0 else wanted
-            return combine_futures([backend._log_async.get_all(keys), backend._meta_async.get(TRIM)]).continue_with(
+            return combine_futures([backend.log_async.get_all(keys), backend.meta_async.get(TRIM)]).continue_with(
                 lambda both: (done.result(), *both.result())
             )
 
-        return backend.then_send(backend._meta_async.get(HEAD), entries)
+        return backend.then_send(backend.meta_async.get(HEAD), entries)
 
     def wait(self, logs: Sequence[str], after: int, timeout: float) -> None:
-        self._backend._wait_for_log(after, timeout, lambda: self._closed)
+        self._backend.wait_for_log(after, timeout, lambda: self._closed)
 
     def close(self) -> None:
         self._closed = True
-        self._backend._wake_log_waiters()
+        self._backend.wake_log_waiters()

@@ -316,10 +316,22 @@ class RpcConnection:
         moment a reply is awaited, not only once one is being applied: the
         server may take seconds to build a 100,000-row reply, and the client
         as long to take it in, and the two add up.
+
+        It wakes when half an interval has passed since the last send, not on a
+        fixed beat: a beat that finds the last send a moment too recent skips
+        to the next one, so the client could stay silent for a whole interval
+        (seen with a relay probing every second behind a 2.4 s link: silent for
+        2 s while awaiting its first reply, and dropped).
         """
         interval = self._probe / 2
-        while not self.closed.wait(interval):
-            if self._waiting() and time.monotonic() - self._last_sent > interval:
+        delay = interval
+        while not self.closed.wait(delay):
+            quiet = time.monotonic() - self._last_sent
+            if quiet < interval:
+                delay = interval - quiet
+                continue
+            delay = interval
+            if self._waiting():
                 self.request("echo", ["nbdb-busy"])
 
     def _check_alive(self) -> None:

@@ -88,7 +88,13 @@ class RedisBackend(ChangeLogBackend):
         self.connector = Connector(config)
         self._client = self.connector.client()
         self._commit_script = self._client.register_script(COMMIT_LUA)
-        self._commit_line = ScriptLine(self._client, COMMIT_LUA, [self.root, self._object_prefix])
+        self._commit_line = ScriptLine(
+            self._client,
+            COMMIT_LUA,
+            [self.root, self._object_prefix],
+            limit=config.commit_connections,
+            wait=config.socket_timeout,
+        )
         """The commit script sent on connections of its own (see ScriptLine): every write goes through it."""
         self._history_arg = str(config.history).encode()
         self._range_script = self._client.register_script(RANGE_LUA)
@@ -105,6 +111,11 @@ class RedisBackend(ChangeLogBackend):
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.config!r}>"
+
+    @property
+    def commit_connections(self) -> int:
+        """The connections the commit script holds now, in use and idle (at most ``?commit_connections``)."""
+        return self._commit_line.connections
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:

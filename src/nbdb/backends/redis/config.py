@@ -12,7 +12,7 @@ from nbdb import errors
 from nbdb.options import Options, split_hosts, split_userinfo
 from nbdb.retry import RetryPolicy
 
-__all__ = ["DEFAULT_HISTORY", "SCHEMES", "RedisConfig", "parse_url"]
+__all__ = ["DEFAULT_COMMIT_CONNECTIONS", "DEFAULT_HISTORY", "SCHEMES", "RedisConfig", "parse_url"]
 
 DEFAULT_HISTORY = 10_000
 SCHEMES = ("redis", "rediss", "redis+sentinel")
@@ -38,6 +38,7 @@ class RedisConfig:
     wait_timeout: float
     batch: int
     group_commit: int
+    commit_connections: int
     ssl: bool
     ssl_options: Mapping[str, Any]
     sentinel_username: str | None
@@ -57,12 +58,15 @@ class RedisConfig:
 DEFAULT_GROUP_COMMIT = 32
 """The most commits of concurrent threads one pipeline carries (0 or 1: every commit alone)."""
 
+DEFAULT_COMMIT_CONNECTIONS = 32
+"""The most connections the commit script keeps, in use and idle (see ``ScriptLine``)."""
+
 _OPTION_NAMES = frozenset(
     {
         "namespace", "prefix", "history", "socket_timeout", "connect_timeout", "retries", "retry_backoff",
-        "retry_deadline", "wait_replicas", "wait_timeout", "batch", "group_commit", "db", "ssl", "ssl_ca_certs",
-        "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname", "sentinel_username",
-        "sentinel_password", "client_name",
+        "retry_deadline", "wait_replicas", "wait_timeout", "batch", "group_commit", "commit_connections", "db",
+        "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname",
+        "sentinel_username", "sentinel_password", "client_name",
     }
 )  # fmt: skip
 _NAME_RE = re.compile(r"^[^{}\s]*$")
@@ -153,6 +157,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> RedisConfig:
         wait_timeout=opts.number("wait_timeout", 1.0, minimum=0.001),
         batch=opts.integer("batch", 1000, minimum=1),
         group_commit=opts.integer("group_commit", DEFAULT_GROUP_COMMIT, minimum=0),
+        commit_connections=opts.integer("commit_connections", DEFAULT_COMMIT_CONNECTIONS, minimum=1),
         ssl=use_ssl,
         ssl_options=ssl_options,
         sentinel_username=opts.text("sentinel_username"),

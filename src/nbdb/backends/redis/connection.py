@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -187,21 +188,43 @@ class ScriptLine:
     the client's pool, so with its address, credentials, TLS and Sentinel
     master check): a reply always read in full, or the connection closed.
 
+    Its connections are counted, in use and idle: at most ``limit`` (and no
+    more than the pool's own ``max_connections``); a caller finding them all
+    busy waits up to ``wait`` seconds for one to come back, then gets
+    redis-py's ``ConnectionError`` (nothing was sent). :meth:`close` closes
+    the idle ones, and each one in use as it comes back.
+
     Only public redis-py calls: ``ConnectionPool.make_connection``,
     ``Connection.send_packed_command`` and ``read_response``. Retries stay
     with the caller (nbdb's retry policy), as for every other call.
     """
 
-    def __init__(self, client: Any, script: str, fixed: Sequence[str | bytes]) -> None:
+    def __init__(
+        self, client: Any, script: str, fixed: Sequence[str | bytes], *, limit: int = 32, wait: float = 5.0
+    ) -> None:
+        if limit < 1:
+            raise ValueError("a script line needs at least one connection")
         self._client = client
         self._pool = client.connection_pool
         self._script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()
         self._fixed = [a.encode() if isinstance(a, str) else a for a in fixed]
         self._heads: dict[int, bytes] = {}
+        pool_limit = getattr(self._pool, "max_connections", None)
+        self.limit = min(limit, pool_limit) if isinstance(pool_limit, int) and pool_limit > 0 else limit
+        """The most connections the script keeps, in use and idle."""
+        self._wait = wait
+        self._cond = threading.Condition(threading.Lock())
         self._idle: list[Any] = []
+        """Popped without the lock (list.pop is atomic: each connection goes to one taker); filled under it."""
+        self._open = 0
         self._pid = os.getpid()
         self._closed = False
+
+    @property
+    def connections(self) -> int:
+        """The connections the script holds now, in use and idle."""
+        return self._open
 
     def _head(self, count: int) -> bytes:
         """``EVALSHA sha 0`` and the fixed arguments, packed, for ``count`` more arguments."""
@@ -222,11 +245,9 @@ class ScriptLine:
     def call(self, packed: bytes) -> Any:
         """Send a command :meth:`pack` made; the script's reply (redis-py's exceptions on failure)."""
         if self._pid != os.getpid():  # a forked child must not talk on its parent's sockets
-            self._idle, self._pid = [], os.getpid()
-        try:
-            connection = self._idle.pop()  # atomic: each thread takes a connection of its own
-        except IndexError:
-            connection = self._pool.make_connection()
+            self._cond = threading.Condition(threading.Lock())
+            self._idle, self._open, self._pid = [], 0, os.getpid()
+        connection = self._take()
         try:
             try:
                 # connect() (a no-op once connected) is how a Sentinel-managed connection finds the
@@ -249,21 +270,64 @@ class ScriptLine:
         self._put_back(connection)
         return reply
 
+    def _take(self) -> Any:
+        """An idle connection, else a new one while under the limit, else the first to come back."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        with self._cond:
+            deadline = None
+            while not self._idle and self._open >= self.limit:
+                now = time.monotonic()
+                deadline = now + self._wait if deadline is None else deadline
+                if now >= deadline:
+                    raise rexc.ConnectionError(
+                        f"all {self.limit} connections of the commit script stayed busy for {self._wait:g}s"
+                    )
+                self._cond.wait(deadline - now)
+            if self._idle:
+                return self._idle.pop()
+            self._open += 1
+        try:
+            return self._pool.make_connection()
+        except BaseException:
+            self._forget()
+            raise
+
     def _put_back(self, connection: Any) -> None:
-        self._idle.append(connection)
-        if self._closed:
-            self.close()
+        with self._cond:
+            if not self._closed:
+                self._idle.append(connection)
+                self._cond.notify()
+                return
+        self._forget()
+        _disconnect(connection)
+
+    def _forget(self) -> None:
+        """One connection fewer (closed, or never made)."""
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
 
     def close(self) -> None:
         """Close the idle connections (one in use is closed when it comes back)."""
-        self._closed = True
-        while self._idle:
+        with self._cond:
+            self._closed = True
+        while True:
             try:
-                self._idle.pop().disconnect()
+                connection = self._idle.pop()
             except IndexError:
                 break
-            except Exception:  # closing must not fail
-                log.debug("redis: error while closing a script connection", exc_info=True)
+            self._forget()
+            _disconnect(connection)
+
+
+def _disconnect(connection: Any) -> None:
+    try:
+        connection.disconnect()
+    except Exception:  # closing must not fail
+        log.debug("redis: error while closing a script connection", exc_info=True)
 
 
 def text(value: Any) -> str:

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -48,7 +48,8 @@ HISTORY = 10_000
 """Changes kept for watches resuming from an older revision."""
 
 _WRITTEN_LIMIT = 4096
-"""Rows rendered by plans and not yet seen again that :meth:`Replica.expect` keeps at most."""
+"""Rows rendered by plans and not yet seen again that :meth:`Replica.expect` keeps at most (the oldest go
+first; one commit's rows are all kept, however many)."""
 
 
 class RevisionClock:
@@ -252,8 +253,9 @@ class Replica:
         self.history_limit = history
         self.synced: set[str] = set()
         self.last_txn: dict[str, str] = {}
-        self._written: dict[RefKey, tuple[Row, Mapping[str, uuid.UUID], Doc]] = {}
-        """Key -> a row as a commit of this client wrote it, its parents and its document (see :meth:`expect`)."""
+        self._written: OrderedDict[RefKey, tuple[Row, Mapping[str, uuid.UUID], Doc]] = OrderedDict()
+        """Key -> a row as a commit of this client wrote it, its parents and its document (see :meth:`expect`),
+        oldest first."""
 
     # ---------------------------------------------------------------- reads
 
@@ -287,11 +289,17 @@ class Replica:
         column, far cheaper than rendering): the monitor's thread, which the
         committing caller waits for, renders nothing it rendered already. An
         entry is dropped at the next update of its row, used or not (a commit
-        that failed leaves a few until then; bounded).
+        that failed leaves a few until then). Past :data:`_WRITTEN_LIMIT` the
+        oldest entries go, never this commit's: the rows of commits still in
+        flight keep theirs (emptying the whole map made every commit in flight
+        render its rows again on the monitor's thread).
         """
-        if len(self._written) + len(written) > _WRITTEN_LIMIT:
-            self._written.clear()
-        self._written.update(written)
+        kept = self._written
+        for key, entry in written.items():
+            kept.pop(key, None)  # written again: as new as this commit
+            kept[key] = entry
+        for _ in range(len(kept) - max(_WRITTEN_LIMIT, len(written))):
+            kept.popitem(last=False)
 
     # ---------------------------------------------------------------- the monitor's side
 
