@@ -252,9 +252,12 @@ class Replica:
             self._waits.wake()
 
     def _relist(self) -> None:
-        snapshot = self._backend.scan(self._tables, self._topics)
-        revision = snapshot.revision
-        fresh = self._by_model(snapshot.records)
+        # The scan builds a few tracked objects per record (its Record, key, id) that all stay
+        # alive: with the collector on, it re-scanned them over and over (Redis: 15 -> 10 us a port).
+        with bulk():
+            snapshot = self._backend.scan(self._tables, self._topics)
+            revision = snapshot.revision
+            fresh = self._by_model(snapshot.records)
         # The listed records (keys, stored bytes: about as much again as the objects
         # they become) go as they are applied, not when this frame returns: a caller
         # woken by wait_synced() must not find them still held (seen as ~900 B more
