@@ -105,7 +105,7 @@ def main() -> None:
                 servers.append(server)
                 urls[backend] = server.url
         ns = "coldload"
-        for backend, url in urls.items():
+        for url in urls.values():
             subprocess.run(
                 [sys.executable, "-c", FILL, url, ns, str(args.ports)], env=_env(args.b), check=True, timeout=900
             )

@@ -28,7 +28,9 @@ _KNOWN = st.one_of(
 _FIELD = st.one_of(
     _KNOWN,
     # Anything else a damaged or newer message may hold: unknown fields, other wire types, tags of several bytes.
-    st.tuples(st.integers(1, 40), st.sampled_from([0, 1, 2, 3, 5, 7]), st.integers(0, 2**64 - 1) | st.binary(max_size=20)),
+    st.tuples(
+        st.integers(1, 40), st.sampled_from([0, 1, 2, 3, 5, 7]), st.integers(0, 2**64 - 1) | st.binary(max_size=20)
+    ),
 )
 
 

@@ -737,10 +737,9 @@ def test_batched_reads_answer_as_single_reads_and_survive_an_error_reply(url: st
     """get_keys (HMGETs pipelined by nbdb, see ReadLine) returns what get_key returns for each key,
     in order, for any mix of object, index, referrer and missing keys; a damaged key (a hash of the
     wrong type) is a typed error, and the next batch on the same backend is answered in full."""
+    import redis
     from hypothesis import given, settings
     from hypothesis import strategies as st
-
-    import redis
 
     with nbdb.connect(url, namespace=ns()) as db:
         backend = backend_of(db)

@@ -303,7 +303,10 @@ class ReadLine(_Line):
         return packed
 
     def hmget_many(self, reads: Sequence[tuple[str, tuple[str, ...]]]) -> list[Any]:
-        """The reply of ``HMGET name *fields`` for each ``(name, fields)``, in order (redis-py's exceptions on failure)."""
+        """The reply of ``HMGET name *fields`` for each ``(name, fields)``, in order.
+
+        redis-py's exceptions on failure; the connection is then closed (replies may be left unread).
+        """
         parts = []
         for name, fields in reads:
             key = name.encode()
