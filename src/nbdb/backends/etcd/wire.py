@@ -369,37 +369,27 @@ def _kv(data: bytes) -> KV:
         while i < n:
             tag = data[i]
             i += 1
-            kind = tag & 7
-            if kind == 0 and tag in _KV_VARINT_TAGS:
-                b = data[i]
-                i += 1
-                number = b & 0x7F
-                shift = 7
-                while b >= 0x80:
-                    b = data[i]
-                    i += 1
-                    number |= (b & 0x7F) << shift
-                    shift += 7
-                ints[tag >> 3] = number
-            elif kind == 2 and (tag == 0x0A or tag == 0x2A):  # key (1), value (5)
-                b = data[i]
-                i += 1
-                length = b & 0x7F
-                shift = 7
-                while b >= 0x80:
-                    b = data[i]
-                    i += 1
-                    length |= (b & 0x7F) << shift
-                    shift += 7
-                if i + length > n:
-                    return _kv_general(data)
-                if tag == 0x0A:
-                    key = data[i : i + length]
-                else:
-                    value = data[i : i + length]
-                i += length
-            else:
+            if tag not in _KV_TAGS:
                 return _kv_general(data)
+            b = data[i]
+            i += 1
+            number = b & 0x7F
+            shift = 7
+            while b >= 0x80:
+                b = data[i]
+                i += 1
+                number |= (b & 0x7F) << shift
+                shift += 7
+            if tag & 7 == 0:  # a varint field
+                ints[tag >> 3] = number
+            elif i + number > n:  # key (1) or value (5), ``number`` bytes long
+                return _kv_general(data)
+            else:
+                if tag == 0x0A:
+                    key = data[i : i + number]
+                else:
+                    value = data[i : i + number]
+                i += number
     except IndexError:
         return _kv_general(data)
     create, mod, version, lease = ints[2], ints[3], ints[4], ints[6]
@@ -408,8 +398,8 @@ def _kv(data: bytes) -> KV:
     return KV(key, create, mod, version, value, lease)
 
 
-_KV_VARINT_TAGS = frozenset({2 << 3, 3 << 3, 4 << 3, 6 << 3})
-"""The one-byte tags of KeyValue's varint fields."""
+_KV_TAGS = frozenset({1 << 3 | 2, 2 << 3, 3 << 3, 4 << 3, 5 << 3 | 2, 6 << 3})
+"""The one-byte tags of KeyValue's fields as etcd writes them: key and value length-delimited, the rest varints."""
 _I64 = 1 << 63
 
 

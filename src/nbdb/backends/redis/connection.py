@@ -210,6 +210,26 @@ class _Line:
         connection.connect()
         return connection
 
+    def _exchange(self, packed: bytes, replies: int, sound: tuple[type[BaseException], ...] = ()) -> list[Any]:
+        """Send ``packed`` (``replies`` commands) and read every reply; redis-py's exceptions on failure.
+
+        After an exception of ``sound`` (an error reply, read in full) the connection is kept;
+        after any other it is closed: a reply may be left half read or unread.
+        """
+        connection = self._connection()
+        try:
+            connection.send_packed_command([packed])
+            out = [connection.read_response() for _ in range(replies)]
+        except sound:
+            self._put_back(connection)
+            raise
+        except BaseException:
+            connection.disconnect()
+            self._put_back(connection)
+            raise
+        self._put_back(connection)
+        return out
+
     def _put_back(self, connection: Any) -> None:
         self._idle.append(connection)
         if self._closed:
@@ -260,25 +280,16 @@ class ScriptLine(_Line):
 
     def call(self, packed: bytes) -> Any:
         """Send a command :meth:`pack` made; the script's reply (redis-py's exceptions on failure)."""
-        connection = self._connection()
         try:
-            try:
-                connection.send_packed_command([packed])
-                reply = connection.read_response()
-            except rexc.NoScriptError:
-                # A restarted or flushed server forgot the script: nothing ran. Load it and send again.
-                self._client.script_load(self._script)
-                connection.send_packed_command([packed])
-                reply = connection.read_response()
-        except rexc.ResponseError:
-            self._put_back(connection)  # an error reply, read in full: the connection is sound
-            raise
-        except BaseException:
-            connection.disconnect()  # anything else may leave a reply half read: start afresh
-            self._put_back(connection)
-            raise
-        self._put_back(connection)
-        return reply
+            return self._exchange(packed, 1, _ERROR_REPLY)[0]
+        except rexc.NoScriptError:
+            # A restarted or flushed server forgot the script: nothing ran. Load it and send again.
+            self._client.script_load(self._script)
+            return self._exchange(packed, 1, _ERROR_REPLY)[0]
+
+
+_ERROR_REPLY = (rexc.ResponseError,)
+"""An error reply: read in full, so the connection that carried it is sound."""
 
 
 class ReadLine(_Line):
@@ -297,9 +308,9 @@ class ReadLine(_Line):
     def _packed_fields(self, fields: tuple[str, ...]) -> bytes:
         packed = self._fields.get(fields)
         if packed is None:
-            packed = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in (f.encode() for f in fields))
-            if len(self._fields) < 64:  # the few fixed sets; a grouped key's one field is not kept
-                self._fields[fields] = packed
+            if len(self._fields) >= 64:
+                self._fields.clear()  # bounded: a grouped key (a referrer) reads a field of its own
+            packed = self._fields[fields] = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in map(str.encode, fields))
         return packed
 
     def hmget_many(self, reads: Sequence[tuple[str, tuple[str, ...]]]) -> list[Any]:
@@ -312,16 +323,7 @@ class ReadLine(_Line):
             key = name.encode()
             parts.append(b"*%d\r\n$5\r\nHMGET\r\n$%d\r\n%s\r\n" % (2 + len(fields), len(key), key))
             parts.append(self._packed_fields(fields))
-        connection = self._connection()
-        try:
-            connection.send_packed_command([b"".join(parts)])
-            replies = [connection.read_response() for _ in reads]
-        except BaseException:
-            connection.disconnect()  # the replies after an error were not read: start afresh
-            self._put_back(connection)
-            raise
-        self._put_back(connection)
-        return replies
+        return self._exchange(b"".join(parts), len(reads))
 
 
 def text(value: Any) -> str:
