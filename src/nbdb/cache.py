@@ -31,7 +31,7 @@ from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.projection import projections
-from nbdb.replica import Indexes, bucket_objects, index, matches, reindex, unindex
+from nbdb.replica import Indexes, bucket_objects, index, index_nulls, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.waits import Waits
 
@@ -87,6 +87,8 @@ class Replica:
         # An index bucket is the one object that holds a value, or a dict by id
         # once several share it (a set per near-unique value, like a name, costs ~200 bytes).
         self._indexes: dict[type[Model], Indexes] = {m: {f: {} for f in self._index_fields(m)} for m in models}
+        self._nulls: dict[type[Model], set[str]] = {m: set() for m in models}
+        """The indexed fields whose None values are indexed too: those a find() asked None of (see index_nulls)."""
         self._fields = {
             m: frozenset(self._views[m].nbdb_fields if m in self._views else m.model_fields) for m in models
         }
@@ -353,9 +355,17 @@ class Replica:
     def _put(self, model: type[Model], old: Model | None, new: Model) -> None:
         self._objects[model][new.id] = new
         if old is None:
-            index(self._indexes[model], new)
+            index(self._indexes[model], new, self._nulls[model])
         else:
-            reindex(self._indexes[model], old, new)
+            reindex(self._indexes[model], old, new, self._nulls[model])
+
+    def index_nulls(self, model: type[Model], field: str) -> None:
+        """Index ``field``'s None values from now on (a find() asks for them), under the lock the apply thread holds."""
+        with self._lock:
+            nulls = self._nulls[model]
+            if field not in nulls:
+                index_nulls(self._indexes[model][field], self._objects[model].values(), field)
+                nulls.add(field)  # after the bucket is built: a reader that sees the field listed finds it whole
 
     def _remove(self, model: type[Model], old: Model) -> None:
         unindex(self._indexes[model], old)
@@ -414,6 +424,7 @@ class Cache:
         # The replica's containers (never replaced), read without a hop: reads are the hot path.
         self._objects = replica._objects
         self._indexes = replica._indexes
+        self._nulls = replica._nulls
         self._fields = replica._fields
         self._views = replica._views
         self._lock = replica._lock
@@ -494,6 +505,8 @@ class Cache:
                 if buckets is not None and type(value) not in _UNINDEXED:
                     if type(value) not in _SCALARS and isinstance(value, Model):
                         value = value.id
+                    elif value is None and key not in self._nulls[model]:
+                        self._replica.index_nulls(model, key)
                     try:
                         bucket = buckets.get(value)
                     except TypeError:
@@ -519,6 +532,8 @@ class Cache:
         if indexed is None:
             candidates = list(objects.values())
         else:
+            if equals[indexed] is None and indexed not in self._nulls[model]:
+                self._replica.index_nulls(model, indexed)
             try:
                 bucket = indexes[indexed].get(equals[indexed])
             except TypeError:
