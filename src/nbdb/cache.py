@@ -490,7 +490,11 @@ class Cache:
 
         Uses the model's declared indexes (and reference fields) when one of
         the fields is indexed; otherwise scans the model's objects. In a
-        projected cache only the kept fields can be searched.
+        projected cache only the kept fields can be searched. An indexed
+        field's None values are indexed from the first find() of None on it
+        (which builds that bucket, under the replica's lock): most objects
+        hold None in most optional references, and a cold load does not pay
+        for a lookup few callers make.
         """
         # No lock: the apply thread replaces dict entries and grows or shrinks
         # buckets; list() of a dict view is one step under the GIL, so a read

@@ -4,8 +4,10 @@ A projected cache's partial views are kept and indexed the same way. An
 index bucket holds the object itself when one object holds its value (a
 name), or a dict from id to object once several share it (the ports of a
 switch): a lookup returns the objects without a second lookup by id, and a
-bucket costs no more than the ids it replaces. Only the cache's apply thread
-changes them; readers read without a lock (see :meth:`nbdb.Cache.find`).
+bucket costs no more than the ids it replaces. A None value is indexed only
+in the fields a ``find()`` asked None of (:func:`index_nulls`). Only the
+cache's apply thread changes them (and ``index_nulls``, under the same lock);
+readers read without a lock (see :meth:`nbdb.Cache.find`).
 """
 
 from __future__ import annotations
