@@ -161,7 +161,9 @@ def test_find_of_none_follows_objects_that_become_and_stop_being_none() -> None:
     ),
     st.booleans(),
 )
-def test_find_of_none_answers_as_a_scan_whenever_it_is_first_asked(steps: list[tuple[str, int, int]], early: bool) -> None:
+def test_find_of_none_answers_as_a_scan_whenever_it_is_first_asked(
+    steps: list[tuple[str, int, int]], early: bool
+) -> None:
     """A field's None values are indexed from the first find() that asks for them (``index_nulls``).
 
     Whether that first find() comes before the load, in the middle of any changes, or at the end, and
