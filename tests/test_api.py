@@ -128,3 +128,79 @@ def test_cache_indexes_follow_any_sequence_of_changes(steps: list[tuple[str, int
             assert [p.id for p in cache.find(LogicalSwitchPort, name=f"p{slot}")] == [port.id]
             assert cache.get(LogicalSwitchPort, port.id) == port
         assert cache.find(LogicalSwitchPort, name="nobody") == []
+
+
+def test_find_of_none_follows_objects_that_become_and_stop_being_none() -> None:
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        ch = db.create(Chassis(name="c"))
+        cache = db.cache([LogicalSwitchPort])
+        assert cache.wait_synced(10)
+        port = db.create(LogicalSwitchPort(switch=switch, name="p", chassis=ch))
+        assert cache.wait_for(port, 10)
+        assert cache.find(LogicalSwitchPort, chassis=None) == []  # indexed from here on
+        port = db.update(port.replace(chassis=None))
+        assert cache.wait_for(port, 10)
+        assert cache.find(LogicalSwitchPort, chassis=None) == [port]
+        assert cache.find(LogicalSwitchPort, chassis=ch) == []
+        port = db.update(port.replace(chassis=ch))
+        assert cache.wait_for(port, 10)
+        assert cache.find(LogicalSwitchPort, chassis=None) == []
+        assert cache.find(LogicalSwitchPort, chassis=ch) == [port]
+        db.delete(port)
+        assert cache.wait_for(db.list(LogicalSwitch).revision, 10)
+        assert cache.find(LogicalSwitchPort, chassis=ch) == []
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["create", "bind", "unbind", "delete", "ask"]), st.integers(0, 5), st.integers(0, 3)),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_find_of_none_answers_as_a_scan_whenever_it_is_first_asked(
+    steps: list[tuple[str, int, int]], early: bool
+) -> None:
+    """A field's None values are indexed from the first find() that asks for them (``index_nulls``).
+
+    Whether that first find() comes before the load, in the middle of any changes, or at the end, and
+    whether it goes through the one-field lookup or a several-field one, find() answers as a scan would.
+    """
+    with nbdb.connect("memory://") as db:
+        switches = [db.create(LogicalSwitch(name=f"s{i}")) for i in range(2)]
+        chassis = [db.create(Chassis(name=f"c{i}")) for i in range(2)]
+        ports: dict[int, LogicalSwitchPort] = {}
+        cache = db.cache([LogicalSwitch, LogicalSwitchPort])
+        assert cache.wait_synced(10)
+        if early:
+            assert cache.find(LogicalSwitchPort, chassis=None) == []
+
+        def check() -> None:
+            assert cache.wait_for(db.list(LogicalSwitch).revision, 10)
+            for ch in [None, *(c.id for c in chassis)]:
+                for sw in switches:  # first: the first find() of None may be this several-field one
+                    both = sorted(p.id for p in ports.values() if p.chassis == ch and p.switch == sw.id)
+                    assert sorted(p.id for p in cache.find(LogicalSwitchPort, chassis=ch, switch=sw.id)) == both
+                expected = sorted(p.id for p in ports.values() if p.chassis == ch)
+                assert sorted(p.id for p in cache.find(LogicalSwitchPort, chassis=ch)) == expected
+            unbound = sorted(p.id for p in ports.values() if p.dhcpv4_options is None)
+            assert cache.find(LogicalSwitchPort, dhcpv4_options=None, name=None) == []  # a name is never None
+            assert sorted(p.id for p in cache.find(LogicalSwitchPort, dhcpv4_options=None)) == unbound
+
+        for action, slot, value in steps:
+            port = ports.get(slot)
+            bound = chassis[value % 2].id if value < 2 else None
+            if action == "create" and port is None:
+                ports[slot] = db.create(LogicalSwitchPort(switch=switches[value % 2], name=f"p{slot}", chassis=bound))
+            elif action == "bind" and port is not None:
+                ports[slot] = db.update(port.replace(chassis=chassis[value % 2].id))
+            elif action == "unbind" and port is not None:
+                ports[slot] = db.update(port.replace(chassis=None))
+            elif action == "delete" and port is not None:
+                db.delete(ports.pop(slot))
+            elif action == "ask":
+                check()
+        check()

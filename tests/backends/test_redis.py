@@ -782,3 +782,44 @@ def test_a_commit_no_replica_confirmed_is_unknown_and_never_applied_twice(
         assert sorted(s.name for s in db.list(LogicalSwitch)) == ["sw", "unconfirmed"]
         # With the replica back, a commit is confirmed and acknowledged once.
         assert db.update(stored.replace(external_ids={"step": "2"})).version == 3
+
+
+@pytest.mark.timeout(60)
+def test_batched_reads_answer_as_single_reads_and_survive_an_error_reply(url: str) -> None:
+    """get_keys (HMGETs pipelined by nbdb, see ReadLine) returns what get_key returns for each key,
+    in order, for any mix of object, index, referrer and missing keys; a damaged key (a hash of the
+    wrong type) is a typed error, and the next batch on the same backend is answered in full."""
+    import redis
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    with nbdb.connect(url, namespace=ns()) as db:
+        backend = backend_of(db)
+        switch = db.create(LogicalSwitch(name="sw"))
+        ports = [db.create(LogicalSwitchPort(switch=switch, name=f"p{i}")) for i in range(6)]
+        target = ("LogicalSwitch", switch.id)
+        referrers, _revision = backend.range_keys([backend.layout.referrers(target)])
+        objects, _revision = backend.range_keys(backend.layout.object_prefixes(["LogicalSwitchPort"], None))
+        missing = [backend.layout.object("tenant", "LogicalSwitchPort", str(uuid.uuid4())), "i/LogicalSwitch/none"]
+        index_keys = [f"i/LogicalSwitchPort/{p.id}" for p in ports[:2]]
+        keys = [kv.key for kv in referrers + objects] + missing + index_keys
+        single = {key: backend.get_key(key) for key in keys}
+        assert sum(v is not None for v in single.values()) == len(referrers) + len(objects) + len(index_keys)
+
+        @settings(max_examples=40, deadline=None)
+        @given(st.lists(st.sampled_from(keys), min_size=2, max_size=30))
+        def batched_equals_single(chosen: list[str]) -> None:
+            assert backend.get_keys(chosen) == [single[k] for k in chosen]
+
+        batched_equals_single()
+
+        client = redis.Redis.from_url(backend_url(backend))
+        try:
+            damaged = "o/x/LogicalSwitchPort/" + str(uuid.uuid4())
+            name, _fields, _topic = backend._where(damaged)
+            client.set(name, b"not a hash")
+            with pytest.raises(nbdb.CorruptRecordError):
+                backend.get_keys([keys[0], damaged, keys[1]])
+            assert backend.get_keys(keys) == [single[k] for k in keys]
+        finally:
+            client.close()
