@@ -70,6 +70,8 @@ def test_sentinel_retries_look_for_a_new_master_often_and_long_enough() -> None:
     pauses = [min(policy.backoff * 2**n, policy.max_backoff) for n in range(policy.attempts - 1)]
     assert max(pauses) <= 0.5
     assert sum(pauses) * (1 - policy.jitter) >= 5.0 and sum(pauses) >= 10.0
+    # Settling a lost reply retries a write that itself retries: a deadline bounds each level.
+    assert policy.deadline is not None and policy.deadline <= 15.0
     # An explicit backoff still wins over the Sentinel default's cap.
     assert parse_url("redis+sentinel://a:1/svc?retry_backoff=1", {}).retry.max_backoff == 1.0
 

@@ -21,8 +21,10 @@ _RETRY = RetryPolicy(attempts=4, backoff=0.2, max_backoff=2.0, deadline=None)
 # With Sentinel a failed-over master is found by asking the sentinels again, on the next try:
 # pauses of at most 0.5 s find it within half a second of the sentinels naming it (with pauses
 # growing to 2 s, a writer lost up to 2 s after a failover, measured in `nbdb soak`). As many
-# tries as before cover the same ~11 s, a failover and then some.
-_SENTINEL_RETRY = RetryPolicy(attempts=25, backoff=0.1, max_backoff=0.5, deadline=None)
+# tries as before cover the same ~11 s, a failover and then some. The deadline keeps a call
+# that nests retries (settling a lost reply's token retries a write that retries) as bounded as
+# nine tries of up to 2 s were.
+_SENTINEL_RETRY = RetryPolicy(attempts=25, backoff=0.1, max_backoff=0.5, deadline=15.0)
 
 
 @dataclass(frozen=True)
