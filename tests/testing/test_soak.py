@@ -146,10 +146,6 @@ SHORT = [
     pytest.param(SoakConfig("ovsdb", members=3, seconds=30, kill_every=5, writers=3), id="ovsdb-raft-3"),
     pytest.param(SoakConfig("redis-sentinel", members=3, seconds=40, kill_every=12, writers=3), id="redis-sentinel"),
     pytest.param(
-        SoakConfig("redis-sentinel", members=3, seconds=40, kill_every=12, writers=3, replicas=2),
-        id="redis-sentinel-2-replicas",
-    ),
-    pytest.param(
         SoakConfig("cassandra", members=3, seconds=20, kill_every=8, writers=2),
         id="cassandra-3",
         marks=[pytest.mark.cassandra_extra, pytest.mark.timeout(600)],  # three nodes start one by one
@@ -165,3 +161,20 @@ def test_short_soak(config: SoakConfig) -> None:
     assert report.kills, "nothing was killed"
     assert report.ledger.acknowledged > 0, report.render()
     assert report.ok, report.render()
+
+
+@pytest.mark.timeout(420)
+def test_short_soak_sentinel_with_two_replicas() -> None:
+    """Master + 2 replicas, wait_replicas=1: the harness's rejoin with a replica left, and the contract.
+
+    Every rule holds but one: an acknowledged write can be lost when Sentinel fails over twice
+    in a row (a slow new master), which N = 1 of 2 replicas does not prevent (docs/backends/redis.md,
+    "How many replicas"). A lost write also unbalances accounts and can lose an update.
+    """
+    require_server("redis-sentinel")
+    report = run_soak(SoakConfig("redis-sentinel", members=3, seconds=40, kill_every=12, writers=3, replicas=2))
+    assert report.kills and report.ledger.acknowledged > 0, report.render()
+    assert not report.problems, report.render()
+    counts = report.counts()
+    durability = {"lost-write", "balance", "lost-update"} if counts["lost-write"] else set()
+    assert {kind: n for kind, n in counts.items() if n and kind not in durability} == {}, report.render()
