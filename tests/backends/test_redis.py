@@ -62,6 +62,20 @@ def backend_of(db: nbdb.Database) -> RedisBackend:
 
 
 @pytest.mark.timeout(10)
+def test_sentinel_retries_look_for_a_new_master_often_and_long_enough() -> None:
+    """After a failover the next try asks the sentinels again: pauses of at most 0.5 s find the
+    new master soon after they name it (2 s pauses made writers wait up to 2 s longer, measured
+    by ``nbdb soak redis-sentinel``), and the tries still span ~11 s, a failover and more."""
+    policy = parse_url("redis+sentinel://a:1/svc", {}).retry
+    pauses = [min(policy.backoff * 2**n, policy.max_backoff) for n in range(policy.attempts - 1)]
+    assert max(pauses) <= 0.5
+    assert sum(pauses) * (1 - policy.jitter) >= 5.0 and sum(pauses) >= 10.0
+    # Settling a lost reply retries a write that itself retries: a deadline bounds each level.
+    assert policy.deadline is not None and policy.deadline <= 15.0
+    # An explicit backoff still wins over the Sentinel default's cap.
+    assert parse_url("redis+sentinel://a:1/svc?retry_backoff=1", {}).retry.max_backoff == 1.0
+
+
 def test_url_grammar() -> None:
     cfg = parse_url("redis://u%40x:p%3Aw@10.0.0.1:7000/3?history=50&retries=1", {"namespace": "a"})
     assert (cfg.hosts, cfg.db, cfg.username, cfg.password) == ((("10.0.0.1", 7000),), 3, "u@x", "p:w")
@@ -73,7 +87,7 @@ def test_url_grammar() -> None:
     assert tls.ssl and tls.ssl_options == {"ssl_ca_certs": "/ca.pem", "ssl_check_hostname": False}
     sen = parse_url("redis+sentinel://a:1,b:2,c/svc/2?ssl_ca_certs=/ca", {})
     assert sen.hosts == (("a", 1), ("b", 2), ("c", 26379)) and sen.service == "svc" and sen.db == 2 and sen.ssl
-    assert sen.retry.attempts == 9 and parse_url("redis://h", {}).retry.attempts == 4
+    assert sen.retry.attempts == 25 and parse_url("redis://h", {}).retry.attempts == 4
     for bad in (
         "redis://h?bogus=1",
         "redis://h/0?history=0",

@@ -45,6 +45,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="S",
         help="fail when a kill stalls writers or the watcher longer",
     )
+    parser.add_argument(
+        "--replicas", type=int, default=1, metavar="N", help="redis-sentinel: replicas of the master (1)"
+    )
+    parser.add_argument(
+        "--wait-replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="redis-sentinel: replicas each commit waits for, the clients' wait_replicas (1)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=_soak)
 
@@ -65,6 +75,8 @@ def _soak(args: argparse.Namespace) -> int:
         accounts=args.accounts,
         seed=args.seed,
         max_stall=args.max_stall,
+        replicas=args.replicas,
+        wait_replicas=args.wait_replicas,
     )
     try:
         config.server_options()

@@ -37,11 +37,15 @@ BREACHES = {
 
 @dataclass(frozen=True)
 class Kill:
-    """One fault the soak injected: ``member`` was killed at ``at`` (monotonic) and back at ``back``."""
+    """One fault the soak injected: ``member`` was killed at ``at`` (monotonic) and back at ``back``.
+
+    ``failover``: when a majority of the sentinels first named another master (Sentinel only).
+    """
 
     member: str
     at: float
     back: float | None = None
+    failover: float | None = None
 
 
 @dataclass
@@ -127,6 +131,16 @@ class SoakReport:
             f"max watcher stall after a kill: {_seconds(self.watcher_stall)}; "
             f"max watcher lag: {_seconds(self.watcher_lag)}"
         )
+        if self.kills and all(k.failover is not None for k in self.kills):
+            # Where a Sentinel stall goes: the sentinels' failover, then the clients.
+            lines.append(
+                "  per kill, seconds to: failover / old master back in sync / writers / watcher: "
+                + ", ".join(
+                    f"{k.failover - k.at:.1f}/{(k.back or k.failover) - k.at:.1f}/{w:.1f}/{v:.1f}"
+                    for k, (w, v) in zip(self.kills, self.stalls, strict=False)
+                    if k.failover is not None
+                )
+            )
         lines += [f"  note: {note}" for note in self.ledger.notes]
         lines += [f"  problem: {problem}" for problem in self.problems]
         breaches = self.violations

@@ -42,8 +42,8 @@ SOAK_KINDS = {
     "etcd": "etcd members (the leader is killed)",
     "ovsdb": "ovsdb-server raft members, OVN Northbound (the leader is killed)",
     "redis-sentinel": (
-        "sentinels, over a master and a replica; commits wait for the replica (the master is killed;"
-        " it returns as a replica)"
+        "sentinels, over a master and --replicas replicas (1); commits wait for --wait-replicas of them (1)"
+        " (the master is killed; it returns as a replica)"
     ),
     "redis": "must be 1: a durable (appendonly) server, killed and restarted",
     "cassandra": "Cassandra nodes, replication factor min(3, nodes) (a random node is killed)",
@@ -70,6 +70,10 @@ class SoakConfig:
     seed: int = 1
     max_stall: float | None = None
     """Fail the run when writers or the watcher stall longer than this after a kill (None: only report)."""
+    replicas: int = 1
+    """redis-sentinel: replicas of the master."""
+    wait_replicas: int = 1
+    """redis-sentinel: replicas each commit waits for (the clients' ``wait_replicas``)."""
 
     def server_options(self) -> dict[str, Any]:
         """The harness options of the soak's server."""
@@ -79,32 +83,39 @@ class SoakConfig:
             if self.members != 1:
                 raise ValueError("a standalone redis has one member; use redis-sentinel for more")
             return {"appendonly": True}
+        if self.replicas != 1 or self.wait_replicas != 1:
+            if self.kind != "redis-sentinel":
+                raise ValueError("--replicas and --wait-replicas are for redis-sentinel")
+            if not 0 <= self.wait_replicas <= self.replicas or self.replicas < 1:
+                raise ValueError("redis-sentinel needs 1 or more replicas and 0 <= wait-replicas <= replicas")
         if self.kind == "redis-sentinel":
-            # Durable data nodes: a restarted master reloads its data before rejoining. One
-            # replica, and commits wait for it (see client_url).
-            return {"sentinels": self.members, "appendonly": True}
+            # Durable data nodes: a restarted master reloads its data before rejoining.
+            # Commits wait for wait_replicas of the replicas (see client_url).
+            return {"sentinels": self.members, "replicas": self.replicas, "appendonly": True}
         return {"members": self.members}
 
     def client_url(self, url: str) -> str:
         """The URL the soak's clients use on a server whose own URL is ``url``.
 
-        Redis replication is asynchronous: only a commit that every replica acknowledged
-        (``wait_replicas`` equal to the number of replicas) is sure to survive the failover
-        that follows a master's death, so that is the configuration whose promise (no
-        acknowledged write lost) the soak checks. With fewer, Sentinel may promote a replica
-        that lacks it (it ranks replicas by offsets up to seconds old); without any, the
-        writes the dead master had not passed on are lost. The Redis backend's page says so.
-        While the old master is down the new one has no replica: commits are applied but
-        unconfirmed (outcome unknown) until it rejoins.
+        Redis replication is asynchronous: only a commit that a replica acknowledged
+        (``wait_replicas``) can survive the failover that follows a master's death, and only
+        one that every replica acknowledged is sure to: with fewer, Sentinel may promote a
+        replica that lacks it (it ranks replicas by offsets up to seconds old). Without any,
+        the writes the dead master had not passed on are lost. The Redis backend's page says
+        so. With one replica, while the old master is down the new one has no replica:
+        commits are applied but unconfirmed until it rejoins; with two, the one left confirms.
         """
-        if self.kind != "redis-sentinel":
+        if self.kind != "redis-sentinel" or self.wait_replicas == 0:
             return url
-        return f"{url}{'&' if '?' in url else '?'}wait_replicas=1"
+        return f"{url}{'&' if '?' in url else '?'}wait_replicas={self.wait_replicas}"
 
     def title(self) -> str:
         """One line saying what ran."""
+        topology = ""
+        if self.kind == "redis-sentinel":
+            topology = f" (master + {self.replicas} replica(s), wait_replicas={self.wait_replicas})"
         return (
-            f"nbdb soak {self.kind}: {self.members} member(s), {self.seconds:.0f} s, a kill every "
+            f"nbdb soak {self.kind}: {self.members} member(s){topology}, {self.seconds:.0f} s, a kill every "
             f"{self.kill_every:g} s, {self.writers} writers, {self.accounts} accounts"
         )
 
@@ -242,6 +253,7 @@ class _Soak:
         victim.kill()
         down = self.config.down if self.config.down is not None else 1.0
         time.sleep(down)
+        failover: float | None = None
         if isinstance(self.server, RedisSentinel):
             # Bring the old master back only once a majority of the sentinels name another one:
             # it then rejoins as a replica. One sentinel's word is not enough: back while the
@@ -254,7 +266,8 @@ class _Soak:
                 return agreed is not None and agreed is not victim
 
             try:
-                wait_until(failed_over, 60, "a majority of the sentinels to name a new master")
+                wait_until(failed_over, 60, "a majority of the sentinels to name a new master", interval=0.1)
+                failover = time.monotonic()
             except HarnessError as exc:
                 self.problems.append(f"no failover after killing {victim.name}: {exc}")
         try:
@@ -263,7 +276,7 @@ class _Soak:
                 self._rejoined(self.server, victim)
         except HarnessError as exc:
             self.problems.append(f"{victim.name} did not come back: {exc}")
-        self.kills.append(Kill(victim.name, at, time.monotonic()))
+        self.kills.append(Kill(victim.name, at, time.monotonic(), failover))
         log.info("soak: killed %s at +%.1fs", victim.name, at)
 
     @staticmethod
