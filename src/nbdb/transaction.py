@@ -12,7 +12,7 @@ from uuid import UUID
 
 from nbdb import errors
 from nbdb.commit_context import CommitContext
-from nbdb.models.base import DECODED, Model, _kept
+from nbdb.models.base import Model, committed_all
 from nbdb.revision import Revision
 from nbdb.spi import Delete, LockHandle, Mutate, Put, WriteOp
 from nbdb.writes import FieldMutation, as_stored, mutate, mutation_of, put_of
@@ -139,20 +139,23 @@ class Transaction:
                     result, revision = context.commit(ops, self._fence)
                     self.revision = revision
                     stamp = context.stamp(result.revision)
-                    kept = _kept(stamp)
+                    stored: list[Model] = []
+                    reads: list[_Step] = []
                     for step, version in zip(live, result.versions, strict=True):
                         planned = step.planned
-                        if planned is not None:
-                            private = planned.__pydantic_private__
-                            if planned.version == version and type(private) is dict and private is not DECODED:
-                                # What as_stored does, inline: once per object of every transaction.
-                                private["_revision"] = kept
-                                step.result = planned
-                            else:
-                                step.result = as_stored(planned, version, stamp)
-                        elif isinstance(step.op, Mutate) and step.mutation is not None:
-                            # Applied by the store to what it held: read what that made.
-                            step.result = self._get(step.mutation[0], step.mutation[1])
+                        if planned is None:
+                            if isinstance(step.op, Mutate) and step.mutation is not None:
+                                reads.append(step)
+                        elif planned.version == version:
+                            stored.append(planned)
+                            step.result = planned
+                        else:
+                            step.result = as_stored(planned, version, stamp)
+                    committed_all(stored, stamp)
+                    for step in reads:
+                        # Applied by the store to what it held: read what that made.
+                        assert step.mutation is not None
+                        step.result = self._get(step.mutation[0], step.mutation[1])
             except errors.UniqueViolationError as exc:
                 if not self._settle_existing(live, exc):
                     raise

@@ -16,7 +16,7 @@ import types
 import typing
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, get_args, get_origin
 
@@ -36,6 +36,7 @@ __all__ = [
     "RefSpec",
     "Reference",
     "all_models",
+    "committed_all",
     "model_for_table",
 ]
 
@@ -487,6 +488,21 @@ def _kept(revision: int | None) -> int | None:
     if type(revision) is Revision and revision.scope is GLOBAL_SCOPE:
         return int(revision)
     return revision
+
+
+def committed_all(copies: Iterable[Model], revision: int) -> None:
+    """:meth:`Model.committed_at` of every copy that one commit stored, the revision laid out once for all.
+
+    A transaction stamps each of its objects: this is that loop without a
+    call per object.
+    """
+    kept = _kept(revision)
+    for copy in copies:
+        private = copy.__pydantic_private__
+        if type(private) is dict and private is not DECODED:
+            private["_revision"] = kept
+        else:
+            copy.committed_at(revision)
 
 
 @functools.lru_cache(maxsize=1024)
