@@ -38,6 +38,7 @@ __all__ = [
     "all_models",
     "committed_all",
     "model_for_table",
+    "validation_error_of",
 ]
 
 _REGISTRY: dict[str, type[Model]] = {}
@@ -124,7 +125,8 @@ def _ref_spec(name: str, info: pydantic.fields.FieldInfo) -> RefSpec | None:
     return None
 
 
-def _translate(exc: pydantic.ValidationError, title: str) -> errors.ValidationError:
+def validation_error_of(exc: pydantic.ValidationError, title: str) -> errors.ValidationError:
+    """pydantic's ``exc`` as nbdb's ValidationError: one line per problem, ``title`` naming what was invalid."""
     problems = [{"loc": tuple(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)]
     lines = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or title}: {e['msg']}" for e in problems)
     return errors.ValidationError(f"invalid {title}: {lines}", problems)
@@ -175,7 +177,7 @@ class Model(BaseModel):
         try:
             validated = self.__pydantic_validator__.validate_python(data, self_instance=self)
         except pydantic.ValidationError as exc:
-            raise _translate(exc, type(self).__name__) from None
+            raise validation_error_of(exc, type(self).__name__) from None
         if validated is not self:
             warnings.warn(
                 f"a model validator of {type(self).__name__} returned another object than the one being built: "
@@ -258,7 +260,7 @@ class Model(BaseModel):
         try:
             return super().model_validate(obj, *args, **kwargs)
         except pydantic.ValidationError as exc:
-            raise _translate(exc, cls.__name__) from None
+            raise validation_error_of(exc, cls.__name__) from None
 
     @classmethod
     def model_validate_json(cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any) -> Self:
@@ -266,7 +268,7 @@ class Model(BaseModel):
         try:
             return super().model_validate_json(json_data, *args, **kwargs)
         except pydantic.ValidationError as exc:
-            raise _translate(exc, cls.__name__) from None
+            raise validation_error_of(exc, cls.__name__) from None
 
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied, keeping id, version and topic lineage."""
@@ -275,7 +277,7 @@ class Model(BaseModel):
         try:
             new = self.__pydantic_validator__.validate_python(data)
         except pydantic.ValidationError as exc:
-            raise _translate(exc, type(self).__name__) from None
+            raise validation_error_of(exc, type(self).__name__) from None
         lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
         object.__setattr__(new, "__pydantic_private__", lineage)
         return new  # type: ignore[no-any-return]
@@ -416,7 +418,7 @@ class Model(BaseModel):
                 value = values[name] if trusted else adapter.validate_python(values[name])
                 shown.append(adapter.dump_python(value, mode="json"))
             except pydantic.ValidationError as exc:
-                raise _translate(exc, f"{cls.__name__}.{name}") from None
+                raise validation_error_of(exc, f"{cls.__name__}.{name}") from None
         return json.dumps(shown if len(group) > 1 else shown[0], sort_keys=True, separators=(",", ":"))
 
     def index_values(self, field: str) -> Iterator[Any]:
