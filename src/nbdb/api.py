@@ -17,22 +17,23 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 from uuid import UUID
 
-from nbdb import errors, metrics
+from nbdb import errors
 from nbdb.cache import Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import cascade_ops
 from nbdb.codec import bulk, decode
+from nbdb.commit_context import CommitContext, check_model_class
 from nbdb.hub import WatchHub
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
-from nbdb.revision import GLOBAL_SCOPE, Revision
-from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, UniqueKey, WriteOp
+from nbdb.revision import Revision
+from nbdb.spi import Backend, LockHandle, UniqueKey
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
-from nbdb.writes import FieldMutation, as_stored, check_uuid, delete_of, mutate, mutation_of, put_of
+from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, mutation_of, put_of
 
 __all__ = ["Database", "ListResult", "Transaction"]
 
@@ -61,18 +62,6 @@ class ListResult(list[M]):
         self.continue_token = continue_token
 
 
-def _check_model(obj: Any) -> Model:
-    if not isinstance(obj, Model):
-        raise errors.ValidationError(f"expected an nbdb Model instance, got {type(obj).__name__}")
-    return obj
-
-
-def _check_model_class(model: Any) -> type[Model]:
-    if not (isinstance(model, type) and issubclass(model, Model)) or model is Model:
-        raise errors.ValidationError(f"expected a Model subclass, got {model!r}")
-    return model
-
-
 class Database:
     """A connection to one northbound database, through one backend.
 
@@ -88,13 +77,8 @@ class Database:
         self._caches: weakref.WeakSet[Cache | Replica] = weakref.WeakSet()
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
-        self._scope = backend.revision_scope
-        self._deferred = backend.keeps_values
-        """Puts carry no bytes: the store keeps the stored copy and encodes it only if its bytes are read."""
-        handles = metrics.active()
-        self._metrics = None if handles is None else handles.backend(backend)
-        # Start times of recent commits, for the caches' commit-to-applied lag.
-        self._commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
+        self._context = CommitContext(backend)
+        """Checks, the commit seam and revision stamps: shared with every Transaction of this Database."""
         self._hub: WatchHub | None = None
         self._hub_lock = threading.Lock()
         self._replicas: dict[tuple[Any, ...], tuple[Replica, int]] = {}
@@ -116,106 +100,6 @@ class Database:
         """The backend's static declaration of what it guarantees."""
         return self._backend.capabilities
 
-    # ---------------------------------------------------------------- commits
-
-    def _revision(self, revision: int) -> Revision:
-        return Revision(revision, self._scope)
-
-    def _commit(
-        self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None
-    ) -> tuple[CommitResult, Revision]:
-        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
-        result = self._commit_ops(ops, fence)
-        return result, Revision(result.revision, self._scope)
-
-    def _stamp(self, revision: int) -> int:
-        """How a stored copy keeps the revision of its commit (see :meth:`nbdb.models.base.Model.committed_at`).
-
-        A plain int on backends of one global sequence (no Revision to build
-        and convert back on every write), the scoped Revision otherwise.
-        """
-        return revision if self._scope is GLOBAL_SCOPE else Revision(revision, self._scope)
-
-    def _commit_ops(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> CommitResult:
-        """Commit ``ops`` (fenced on a held lock if ``fence``).
-
-        Mutate ops (only for a backend that ``handles_mutations``) go to its
-        ``commit_mutations``.
-        """
-        backend = self._backend
-        if fence is not None:
-            if not isinstance(fence, LockHandle):
-                raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
-            self._need("fencing", self.capabilities.fencing, "fence writes on a lock")
-            if fence.lost:
-                raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
-
-        # Only a backend that handles mutations is ever given Mutate ops (see mutate()).
-        commit: Callable[[Sequence[Any]], CommitResult]
-        if backend.handles_mutations and any(isinstance(op, Mutate) for op in ops):
-            commit = lambda ops: backend.commit_mutations(ops, fence)  # noqa: E731
-        elif fence is None:
-            commit = cast("Callable[[Sequence[Any]], CommitResult]", backend.commit)  # no closure per commit
-        else:
-            commit = lambda ops: backend.commit_fenced(ops, fence)  # noqa: E731
-
-        if self._metrics is None:
-            return commit(ops)
-        return self._metrics.commit(commit, ops, self._commit_times)
-
-    # ---------------------------------------------------------------- checks
-
-    def _checked_new(self, obj: M, may_exist: bool = False, ttl: float | None = None) -> M:
-        obj = _check_model(obj)  # type: ignore[assignment]
-        if obj.version != 0:
-            raise errors.ValidationError(
-                f"{obj.nbdb_table} {obj.id} has version {obj.version}: it was stored already; use update()"
-            )
-        if may_exist:
-            if not obj.nbdb_unique_fields:
-                raise errors.ValidationError(
-                    f"create(..., may_exist=True) needs unique fields to find the existing object, and "
-                    f"{type(obj).__name__} declares none (nbdb_unique)"
-                )
-            self._need("unique", self.capabilities.unique, "enforce unique fields")
-        if ttl is not None:
-            if not ttl > 0:
-                raise errors.ValidationError(f"ttl must be a positive number of seconds, not {ttl!r}")
-            self._need("expiry", self.capabilities.expiry is not Expiry.NONE, "expire objects")
-        return obj
-
-    def _checked_stored(self, obj: M) -> M:
-        obj = _check_model(obj)  # type: ignore[assignment]
-        if obj.version == 0:
-            raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} has version 0: create() it first")
-        return obj
-
-    def _need(self, capability: str, present: bool, what: str) -> None:
-        if not present:
-            raise errors.UnsupportedError(f"{type(self._backend).__name__} does not {what} (capabilities.{capability})")
-
-    def _target(self, target: Model | tuple[type[Model], UUID | str]) -> tuple[type[Model], UUID]:
-        if isinstance(target, Model):
-            return type(target), target.id
-        if isinstance(target, tuple) and len(target) == 2:
-            return _check_model_class(target[0]), check_uuid(target[1])
-        raise errors.ValidationError(f"expected a stored object or (Model, id), got {target!r}")
-
-    def _delete_op(self, obj_or_model: Model | type[Model], id: UUID | str | None, if_exists: bool) -> Delete | None:
-        if isinstance(obj_or_model, Model):
-            obj = self._checked_stored(obj_or_model)
-            return delete_of(obj, if_exists)
-        model = _check_model_class(obj_or_model)
-        if id is None:
-            raise errors.ValidationError("delete(Model, id) needs an id")
-        uid = check_uuid(id)
-        current = self._backend.read(model.nbdb_table, uid)
-        if current is None:
-            if if_exists:
-                return None
-            raise errors.NotFoundError(f"{model.nbdb_table} {uid} does not exist", key=(model.nbdb_table, uid))
-        return Delete(model.nbdb_table, uid, current.topic, ANY_VERSION, None, if_exists)
-
     # ---------------------------------------------------------------- CRUD
 
     def create(
@@ -231,11 +115,11 @@ class Database:
         that many seconds unless :meth:`refresh` ed. ``fence``: commit only
         while that lock is held (LockLostError otherwise).
         """
-        obj = self._checked_new(obj, may_exist, ttl)
-        put, planned = put_of(obj, 0, ttl, self._deferred)
+        obj = self._context.checked_new(obj, may_exist, ttl)
+        put, planned = put_of(obj, 0, ttl, self._context.deferred)
         for _attempt in range(_MAY_EXIST_ATTEMPTS):
             try:
-                result = self._commit_ops([put], fence)
+                result = self._context.commit_ops([put], fence)
             except errors.UniqueViolationError as exc:
                 if not may_exist or exc.existing is None:
                     raise
@@ -243,7 +127,7 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            return as_stored(planned, result.versions[0], self._stamp(result.revision))
+            return as_stored(planned, result.versions[0], self._context.stamp(result.revision))
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def check_model(self, model: type[Model]) -> None:
@@ -252,12 +136,12 @@ class Database:
         Every model fits most backends; OVSDB stores only the tables of the
         schemas it serves (``Chassis`` is no OVN_Northbound table).
         """
-        model = _check_model_class(model)
+        model = check_model_class(model)
         self._backend.check_table(model.nbdb_table)
 
     def get(self, model: type[M], id: UUID | str) -> M:
         """The stored object; NotFoundError if there is none."""
-        model = _check_model_class(model)  # type: ignore[assignment]
+        model = check_model_class(model)  # type: ignore[assignment]
         uid = check_uuid(id)
         record = self._backend.read(model.nbdb_table, uid)
         if record is None:
@@ -270,13 +154,13 @@ class Database:
         ``db.get_by(LogicalSwitchPort, name="vm1")``: the names must be one
         of the model's ``nbdb_unique`` groups.
         """
-        model = _check_model_class(model)  # type: ignore[assignment]
+        model = check_model_class(model)  # type: ignore[assignment]
         group = tuple(sorted(values))
         if group not in {tuple(sorted(g)) for g in model.nbdb_unique_fields}:
             raise errors.ValidationError(
                 f"{model.__name__} has no unique field group {'+'.join(group)!r} (nbdb_unique: {model.nbdb_unique})"
             )
-        self._need("unique", self.capabilities.unique, "enforce unique fields")
+        self._context.need("unique", self.capabilities.unique, "enforce unique fields")
         spec = next(g for g in model.nbdb_unique_fields if tuple(sorted(g)) == group)
         field, text = "+".join(spec), model.unique_text(spec, values)
         owner = self._backend.unique_owner(model.nbdb_table, UniqueKey(field, text))
@@ -294,10 +178,10 @@ class Database:
         Returns the new stored copy (carrying its ``nbdb_revision``);
         ConflictError if somebody wrote in between.
         """
-        obj = self._checked_stored(obj)
-        put, planned = put_of(obj, obj.version, None, self._deferred)
-        result = self._commit_ops([put], fence)
-        return as_stored(planned, result.versions[0], self._stamp(result.revision))
+        obj = self._context.checked_stored(obj)
+        put, planned = put_of(obj, obj.version, None, self._context.deferred)
+        result = self._context.commit_ops([put], fence)
+        return as_stored(planned, result.versions[0], self._context.stamp(result.revision))
 
     def mutate(
         self,
@@ -319,7 +203,7 @@ class Database:
         read before). Returns the stored copy after the change (the current
         one if nothing changed).
         """
-        model, uid = self._target(target)
+        model, uid = self._context.target(target)
         add, remove = dict(add or {}), dict(remove or {})
         for _attempt in range(_MUTATION_ATTEMPTS):
             current = self.get(model, uid)
@@ -328,7 +212,7 @@ class Database:
                 return current  # type: ignore[return-value]
             if self._backend.handles_mutations:
                 # The store applies the change itself to whatever it holds then: no version to compare.
-                self._commit([mutation_of(model, uid, add, remove)], fence)
+                self._context.commit([mutation_of(model, uid, add, remove)], fence)
                 return self.get(model, uid)  # type: ignore[return-value]
             try:
                 return self.update(new, fence=fence)  # type: ignore[return-value]
@@ -344,10 +228,10 @@ class Database:
         NotFoundError if it expired (or was deleted) already; ValidationError
         if it was created without a ttl.
         """
-        model, uid = self._target(obj)
+        model, uid = self._context.target(obj)
         if not ttl > 0:
             raise errors.ValidationError(f"ttl must be a positive number of seconds, not {ttl!r}")
-        self._need("expiry", self.capabilities.expiry is not Expiry.NONE, "expire objects")
+        self._context.need("expiry", self.capabilities.expiry is not Expiry.NONE, "expire objects")
         self._backend.refresh(model.nbdb_table, uid, ttl)
 
     @overload
@@ -382,12 +266,12 @@ class Database:
         reference is required are deleted too (recursively), and optional or
         list references to it are cleared.
         """
-        op = self._delete_op(obj, id, if_exists)
+        op = self._context.delete_op(obj, id, if_exists)
         if op is None:
             return None
         try:
             ops = cascade_ops(self._backend, self.get, op) if cascade else [op]
-            result, revision = self._commit(ops, fence)
+            result, revision = self._context.commit(ops, fence)
         except errors.NotFoundError as exc:
             if if_exists and exc.key == (op.table, op.id):
                 return None
@@ -411,14 +295,14 @@ class Database:
         reflects the first one's revision (HistoryGoneError once the store
         can no longer show it). Use :meth:`iter` to walk a large table.
         """
-        model = _check_model_class(model)  # type: ignore[assignment]
+        model = check_model_class(model)  # type: ignore[assignment]
         topics = None if topic is None else [topic]
         if limit is None and after is None:
             snapshot = self._backend.scan([model.nbdb_table], topics)
         else:
             if limit is None or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise errors.ValidationError(f"limit must be a positive whole number, not {limit!r}")
-            self._need("pages", self.capabilities.pages, "list in pages")
+            self._context.need("pages", self.capabilities.pages, "list in pages")
             snapshot = self._backend.scan_page([model.nbdb_table], topics, limit, after)
         out: _List[M] = []
         with bulk():
@@ -452,7 +336,7 @@ class Database:
         """Collect writes and commit them together when the ``with`` block ends (``fence``: see :meth:`create`)."""
         if self.capabilities.transactions is Atomicity.NONE:
             raise errors.UnsupportedError(f"{type(self._backend).__name__} has no multi-object transactions")
-        return Transaction(self, fence)
+        return Transaction(self._context, self.get, fence)
 
     # ---------------------------------------------------------------- change streams
 
@@ -460,8 +344,8 @@ class Database:
         if models is None:
             return list(all_models())
         if isinstance(models, type):
-            return [_check_model_class(models)]
-        return [_check_model_class(m) for m in models]
+            return [check_model_class(models)]
+        return [check_model_class(m) for m in models]
 
     def watch(
         self,
@@ -521,7 +405,7 @@ class Database:
                     on_change,
                     on_error,
                     fields=fields,
-                    commit_times=self._commit_times,
+                    commit_times=self._context.commit_times,
                     streams=streams,
                 )
                 self._caches.add(cache)
@@ -529,7 +413,9 @@ class Database:
             core, handles = self._replicas.get(key, (None, 0))
             fresh = core is None
             if core is None:
-                core = Replica(self._backend, followed, topics, commit_times=self._commit_times, streams=streams)
+                core = Replica(
+                    self._backend, followed, topics, commit_times=self._context.commit_times, streams=streams
+                )
                 self._caches.add(core)
             self._replicas[key] = (core, handles + 1)
         handle = SharedCache(core, functools.partial(self._release_replica, key, core), on_change, on_error)

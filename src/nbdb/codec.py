@@ -21,7 +21,7 @@ import pydantic
 from pydantic_core import SchemaSerializer
 
 from nbdb import errors
-from nbdb.models.base import DECODED, Model, _translate
+from nbdb.models.base import DECODED, Model, validation_error_of
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenSet
 from nbdb.spi import Record
 
@@ -157,7 +157,8 @@ def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: in
         parsed = model.__pydantic_validator__.validate_json(data)
     except pydantic.ValidationError as exc:
         raise errors.CorruptRecordError(
-            f"stored {table} {id} is not a valid {model.__name__}: {_translate(exc, model.__name__)}", table=table
+            f"stored {table} {id} is not a valid {model.__name__}: {validation_error_of(exc, model.__name__)}",
+            table=table,
         ) from None
     fields = parsed.__dict__
     if fields["id"] != id or fields["topic"] != topic:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.models.base import DECODED, Model, _kept
+from nbdb.commit_context import CommitContext
+from nbdb.models.base import Model, committed_all
 from nbdb.revision import Revision
 from nbdb.spi import Delete, LockHandle, Mutate, Put, WriteOp
 from nbdb.writes import FieldMutation, as_stored, mutate, mutation_of, put_of
-
-if TYPE_CHECKING:
-    from nbdb.api import Database
 
 __all__ = ["Transaction"]
 
@@ -59,10 +57,17 @@ class Transaction:
     is gone does nothing, and a ``mutate`` is re-applied to whatever version
     is stored when another writer got there first: the rest of the
     transaction commits as one either way.
+
+    Made by :meth:`nbdb.Database.transaction`, which hands it the Database's
+    :class:`~nbdb.commit_context.CommitContext` (checks, the commit seam,
+    revision stamps) and its ``get``.
     """
 
-    def __init__(self, db: Database, fence: LockHandle | None = None) -> None:
-        self._db = db
+    def __init__(
+        self, context: CommitContext, get: Callable[[type[Model], UUID], Model], fence: LockHandle | None = None
+    ) -> None:
+        self._context = context
+        self._get = get
         self._fence = fence
         self._steps: list[_Step] = []
         self.results: list[Model | None] = []
@@ -75,15 +80,15 @@ class Transaction:
         ``may_exist``: if another object already holds one of its unique
         values, take that object instead (its stored copy is the result).
         """
-        obj = self._db._checked_new(obj, may_exist, ttl)
-        put, planned = put_of(obj, 0, ttl, self._db._deferred)
+        obj = self._context.checked_new(obj, may_exist, ttl)
+        put, planned = put_of(obj, 0, ttl, self._context.deferred)
         self._steps.append(_Step(put, planned, may_exist))  # positional: keywords cost a dataclass twice the time
         return planned
 
     def update(self, obj: M) -> M:
         """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
-        obj = self._db._checked_stored(obj)
-        put, planned = put_of(obj, obj.version, None, self._db._deferred)
+        obj = self._context.checked_stored(obj)
+        put, planned = put_of(obj, obj.version, None, self._context.deferred)
         self._steps.append(_Step(put, planned))
         return planned
 
@@ -94,7 +99,7 @@ class Transaction:
 
         ``if_exists``: nothing to do, not an error, if it is gone by then.
         """
-        op = self._db._delete_op(obj_or_model, id, if_exists)
+        op = self._context.delete_op(obj_or_model, id, if_exists)
         self._steps.append(_Step(op, if_exists=if_exists, done=op is None))
 
     def mutate(
@@ -108,14 +113,14 @@ class Transaction:
 
         The result (in ``results``) is the object as stored after the commit.
         """
-        model, uid = self._db._target(target)
+        model, uid = self._context.target(target)
         self._steps.append(_Step(mutation=(model, uid, dict(add or {}), dict(remove or {}))))
 
     # ---------------------------------------------------------------- commit
 
     def commit(self) -> None:
         """Commit the queued writes now (the ``with`` block does it on exit)."""
-        db = self._db
+        context = self._context
         for _attempt in range(_REBASES):
             live: list[_Step] = []
             ops: list[WriteOp | Mutate] = []
@@ -129,25 +134,28 @@ class Transaction:
                     ops.append(step.op)
             try:
                 if not ops:
-                    self.revision = db._revision(db._backend.current_revision())
+                    self.revision = context.revision(context.backend.current_revision())
                 else:
-                    result, revision = db._commit(ops, self._fence)
+                    result, revision = context.commit(ops, self._fence)
                     self.revision = revision
-                    stamp = db._stamp(result.revision)
-                    kept = _kept(stamp)
+                    stamp = context.stamp(result.revision)
+                    stored: list[Model] = []
+                    reads: list[_Step] = []
                     for step, version in zip(live, result.versions, strict=True):
                         planned = step.planned
-                        if planned is not None:
-                            private = planned.__pydantic_private__
-                            if planned.version == version and type(private) is dict and private is not DECODED:
-                                # What as_stored does, inline: once per object of every transaction.
-                                private["_revision"] = kept
-                                step.result = planned
-                            else:
-                                step.result = as_stored(planned, version, stamp)
-                        elif isinstance(step.op, Mutate) and step.mutation is not None:
-                            # Applied by the store to what it held: read what that made.
-                            step.result = db.get(step.mutation[0], step.mutation[1])
+                        if planned is None:
+                            if isinstance(step.op, Mutate) and step.mutation is not None:
+                                reads.append(step)
+                        elif planned.version == version:
+                            stored.append(planned)
+                            step.result = planned
+                        else:
+                            step.result = as_stored(planned, version, stamp)
+                    committed_all(stored, stamp)
+                    for step in reads:
+                        # Applied by the store to what it held: read what that made.
+                        assert step.mutation is not None
+                        step.result = self._get(step.mutation[0], step.mutation[1])
             except errors.UniqueViolationError as exc:
                 if not self._settle_existing(live, exc):
                     raise
@@ -170,15 +178,15 @@ class Transaction:
     def _rebase(self, step: _Step) -> None:
         assert step.mutation is not None
         model, uid, add, remove = step.mutation
-        current = self._db.get(model, uid)
+        current = self._get(model, uid)
         new = mutate(current, add, remove)  # validates the change (and finds one that changes nothing)
         if new is current:
             step.op, step.planned, step.result = None, None, current
             return
-        if self._db.backend.handles_mutations:
+        if self._context.backend.handles_mutations:
             step.op, step.planned = mutation_of(model, uid, add, remove), None
             return
-        step.op, step.planned = put_of(new, current.version, None, self._db._deferred)
+        step.op, step.planned = put_of(new, current.version, None, self._context.deferred)
 
     def _settle_existing(self, live: Sequence[_Step], exc: errors.UniqueViolationError) -> bool:
         for step in live:
@@ -189,7 +197,7 @@ class Transaction:
             ):
                 assert step.planned is not None
                 try:
-                    step.result = self._db.get(type(step.planned), exc.existing)
+                    step.result = self._get(type(step.planned), exc.existing)
                 except errors.NotFoundError:
                     return True  # gone meanwhile: creating it may succeed now
                 step.done, step.op = True, None

@@ -75,3 +75,25 @@ def test_replace_validates_and_keeps_identity() -> None:
 def test_extra_fields_are_refused() -> None:
     with pytest.raises(nbdb.ValidationError):
         LogicalSwitch(name="a", colour="red")
+
+
+def test_committed_all_stamps_every_copy_as_committed_at_does() -> None:
+    from nbdb.codec import decode, encode
+    from nbdb.models.base import committed_all
+    from nbdb.revision import GLOBAL_SCOPE, Revision
+    from nbdb.spi import Record
+
+    planned = LogicalSwitch(name="planned").stored_copy(1, frozenset())  # a write's planned copy: its own dict
+    fresh = LogicalSwitch(name="fresh")  # no private state yet
+    stored = LogicalSwitch(name="decoded").stored_copy(1, frozenset())
+    decoded = decode(LogicalSwitch, Record("LogicalSwitch", stored.id, None, 1, encode(stored)))
+    one_by_one = [m.model_copy() for m in (planned, fresh)]
+    assert decoded.nbdb_revision is None
+    committed_all([planned, fresh, decoded], 7)
+    for m in one_by_one:
+        m.committed_at(7)
+    for m in (planned, fresh, decoded, *one_by_one):
+        assert m.nbdb_revision == 7
+    scoped = Revision(9, GLOBAL_SCOPE)
+    committed_all([planned], scoped)
+    assert planned.nbdb_revision == 9 and type(planned.__pydantic_private__["_revision"]) is int

@@ -16,7 +16,7 @@ import types
 import typing
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, get_args, get_origin
 
@@ -36,7 +36,9 @@ __all__ = [
     "RefSpec",
     "Reference",
     "all_models",
+    "committed_all",
     "model_for_table",
+    "validation_error_of",
 ]
 
 _REGISTRY: dict[str, type[Model]] = {}
@@ -123,7 +125,8 @@ def _ref_spec(name: str, info: pydantic.fields.FieldInfo) -> RefSpec | None:
     return None
 
 
-def _translate(exc: pydantic.ValidationError, title: str) -> errors.ValidationError:
+def validation_error_of(exc: pydantic.ValidationError, title: str) -> errors.ValidationError:
+    """pydantic's ``exc`` as nbdb's ValidationError: one line per problem, ``title`` naming what was invalid."""
     problems = [{"loc": tuple(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)]
     lines = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or title}: {e['msg']}" for e in problems)
     return errors.ValidationError(f"invalid {title}: {lines}", problems)
@@ -174,7 +177,7 @@ class Model(BaseModel):
         try:
             validated = self.__pydantic_validator__.validate_python(data, self_instance=self)
         except pydantic.ValidationError as exc:
-            raise _translate(exc, type(self).__name__) from None
+            raise validation_error_of(exc, type(self).__name__) from None
         if validated is not self:
             warnings.warn(
                 f"a model validator of {type(self).__name__} returned another object than the one being built: "
@@ -257,7 +260,7 @@ class Model(BaseModel):
         try:
             return super().model_validate(obj, *args, **kwargs)
         except pydantic.ValidationError as exc:
-            raise _translate(exc, cls.__name__) from None
+            raise validation_error_of(exc, cls.__name__) from None
 
     @classmethod
     def model_validate_json(cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any) -> Self:
@@ -265,7 +268,7 @@ class Model(BaseModel):
         try:
             return super().model_validate_json(json_data, *args, **kwargs)
         except pydantic.ValidationError as exc:
-            raise _translate(exc, cls.__name__) from None
+            raise validation_error_of(exc, cls.__name__) from None
 
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied, keeping id, version and topic lineage."""
@@ -274,7 +277,7 @@ class Model(BaseModel):
         try:
             new = self.__pydantic_validator__.validate_python(data)
         except pydantic.ValidationError as exc:
-            raise _translate(exc, type(self).__name__) from None
+            raise validation_error_of(exc, type(self).__name__) from None
         lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
         object.__setattr__(new, "__pydantic_private__", lineage)
         return new  # type: ignore[no-any-return]
@@ -415,7 +418,7 @@ class Model(BaseModel):
                 value = values[name] if trusted else adapter.validate_python(values[name])
                 shown.append(adapter.dump_python(value, mode="json"))
             except pydantic.ValidationError as exc:
-                raise _translate(exc, f"{cls.__name__}.{name}") from None
+                raise validation_error_of(exc, f"{cls.__name__}.{name}") from None
         return json.dumps(shown if len(group) > 1 else shown[0], sort_keys=True, separators=(",", ":"))
 
     def index_values(self, field: str) -> Iterator[Any]:
@@ -487,6 +490,21 @@ def _kept(revision: int | None) -> int | None:
     if type(revision) is Revision and revision.scope is GLOBAL_SCOPE:
         return int(revision)
     return revision
+
+
+def committed_all(copies: Iterable[Model], revision: int) -> None:
+    """:meth:`Model.committed_at` of every copy that one commit stored, the revision laid out once for all.
+
+    A transaction stamps each of its objects: this is that loop without a
+    call per object.
+    """
+    kept = _kept(revision)
+    for copy in copies:
+        private = copy.__pydantic_private__
+        if type(private) is dict and private is not DECODED:
+            private["_revision"] = kept
+        else:
+            copy.committed_at(revision)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,0 +1,169 @@
+"""What a Database's writes need, built once per Database and shared by its transactions.
+
+:class:`CommitContext` is the seam between the data API's two writers, the
+:class:`~nbdb.api.Database` (one write a call) and a
+:class:`~nbdb.transaction.Transaction` (writes collected, then committed
+together): the checks of a caller's arguments, the one path to the SPI's
+commit (fence, native mutations, metrics), and how a commit's revision is
+stamped on its stored copies. Both call it; neither reaches into the other.
+It is internal: an application never sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
+from uuid import UUID
+
+from nbdb import errors, metrics
+from nbdb.capabilities import Expiry
+from nbdb.models.base import Model
+from nbdb.revision import GLOBAL_SCOPE, Revision
+from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, WriteOp
+from nbdb.writes import check_uuid, delete_of
+
+__all__ = ["CommitContext", "check_model", "check_model_class"]
+
+M = TypeVar("M", bound=Model)
+
+
+def check_model(obj: Any) -> Model:
+    """``obj`` if it is a model instance; ValidationError otherwise."""
+    if not isinstance(obj, Model):
+        raise errors.ValidationError(f"expected an nbdb Model instance, got {type(obj).__name__}")
+    return obj
+
+
+def check_model_class(model: Any) -> type[Model]:
+    """``model`` if it is a concrete model class; ValidationError otherwise."""
+    if not (isinstance(model, type) and issubclass(model, Model)) or model is Model:
+        raise errors.ValidationError(f"expected a Model subclass, got {model!r}")
+    return model
+
+
+class CommitContext:
+    """The write side of one Database: argument checks, the commit seam and revision stamps.
+
+    ``deferred``: the backend keeps values (``keeps_values``), so puts carry
+    no bytes: the store keeps the stored copy and encodes it only if its
+    bytes are read. ``commit_times``: start times of recent commits, for the
+    caches' commit-to-applied lag (None without metrics).
+    """
+
+    __slots__ = ("_metrics", "_scope", "backend", "commit_times", "deferred")
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._scope = backend.revision_scope
+        self.deferred: bool = backend.keeps_values
+        handles = metrics.active()
+        self._metrics = None if handles is None else handles.backend(backend)
+        self.commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
+
+    # ---------------------------------------------------------------- commits
+
+    def revision(self, revision: int) -> Revision:
+        """``revision`` of this backend's sequence, as the caller sees it."""
+        return Revision(revision, self._scope)
+
+    def stamp(self, revision: int) -> int:
+        """How a stored copy keeps the revision of its commit (see :meth:`nbdb.models.base.Model.committed_at`).
+
+        A plain int on backends of one global sequence (no Revision to build
+        and convert back on every write), the scoped Revision otherwise.
+        """
+        return revision if self._scope is GLOBAL_SCOPE else Revision(revision, self._scope)
+
+    def commit(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> tuple[CommitResult, Revision]:
+        """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
+        result = self.commit_ops(ops, fence)
+        return result, Revision(result.revision, self._scope)
+
+    def commit_ops(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> CommitResult:
+        """Commit ``ops`` (fenced on a held lock if ``fence``).
+
+        Mutate ops (only for a backend that ``handles_mutations``) go to its
+        ``commit_mutations``.
+        """
+        backend = self.backend
+        if fence is not None:
+            if not isinstance(fence, LockHandle):
+                raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
+            self.need("fencing", backend.capabilities.fencing, "fence writes on a lock")
+            if fence.lost:
+                raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
+
+        # Only a backend that handles mutations is ever given Mutate ops (see Database.mutate()).
+        commit: Callable[[Sequence[Any]], CommitResult]
+        if backend.handles_mutations and any(isinstance(op, Mutate) for op in ops):
+            commit = lambda ops: backend.commit_mutations(ops, fence)  # noqa: E731
+        elif fence is None:
+            commit = cast("Callable[[Sequence[Any]], CommitResult]", backend.commit)  # no closure per commit
+        else:
+            commit = lambda ops: backend.commit_fenced(ops, fence)  # noqa: E731
+
+        if self._metrics is None:
+            return commit(ops)
+        return self._metrics.commit(commit, ops, self.commit_times)
+
+    # ---------------------------------------------------------------- checks
+
+    def need(self, capability: str, present: bool, what: str) -> None:
+        """UnsupportedError, naming the capability, unless ``present``."""
+        if not present:
+            raise errors.UnsupportedError(f"{type(self.backend).__name__} does not {what} (capabilities.{capability})")
+
+    def checked_new(self, obj: M, may_exist: bool = False, ttl: float | None = None) -> M:
+        """``obj`` if it may be created (with ``may_exist`` and ``ttl``); ValidationError or UnsupportedError if not."""
+        obj = check_model(obj)  # type: ignore[assignment]
+        if obj.version != 0:
+            raise errors.ValidationError(
+                f"{obj.nbdb_table} {obj.id} has version {obj.version}: it was stored already; use update()"
+            )
+        if may_exist:
+            if not obj.nbdb_unique_fields:
+                raise errors.ValidationError(
+                    f"create(..., may_exist=True) needs unique fields to find the existing object, and "
+                    f"{type(obj).__name__} declares none (nbdb_unique)"
+                )
+            self.need("unique", self.backend.capabilities.unique, "enforce unique fields")
+        if ttl is not None:
+            if not ttl > 0:
+                raise errors.ValidationError(f"ttl must be a positive number of seconds, not {ttl!r}")
+            self.need("expiry", self.backend.capabilities.expiry is not Expiry.NONE, "expire objects")
+        return obj
+
+    def checked_stored(self, obj: M) -> M:
+        """``obj`` if it is a stored copy (version 1 or more); ValidationError if not."""
+        obj = check_model(obj)  # type: ignore[assignment]
+        if obj.version == 0:
+            raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} has version 0: create() it first")
+        return obj
+
+    def target(self, target: Model | tuple[type[Model], UUID | str]) -> tuple[type[Model], UUID]:
+        """The model and id of a stored object or of a ``(Model, id)`` pair."""
+        if isinstance(target, Model):
+            return type(target), target.id
+        if isinstance(target, tuple) and len(target) == 2:
+            return check_model_class(target[0]), check_uuid(target[1])
+        raise errors.ValidationError(f"expected a stored object or (Model, id), got {target!r}")
+
+    def delete_op(self, obj_or_model: Model | type[Model], id: UUID | str | None, if_exists: bool) -> Delete | None:
+        """The Delete of an object (at its version) or of ``Model, id`` (any version).
+
+        None if ``if_exists`` and ``Model, id`` is gone already; NotFoundError
+        if it is gone and not ``if_exists``.
+        """
+        if isinstance(obj_or_model, Model):
+            obj = self.checked_stored(obj_or_model)
+            return delete_of(obj, if_exists)
+        model = check_model_class(obj_or_model)
+        if id is None:
+            raise errors.ValidationError("delete(Model, id) needs an id")
+        uid = check_uuid(id)
+        current = self.backend.read(model.nbdb_table, uid)
+        if current is None:
+            if if_exists:
+                return None
+            raise errors.NotFoundError(f"{model.nbdb_table} {uid} does not exist", key=(model.nbdb_table, uid))
+        return Delete(model.nbdb_table, uid, current.topic, ANY_VERSION, None, if_exists)
