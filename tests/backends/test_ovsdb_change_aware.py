@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import nbdb
+from nbdb.backends.ovsdb.session import canceled
 from nbdb.conformance.kit import eventually
 from nbdb.models import LogicalSwitch
 from nbdb.testing.base import Member
@@ -289,3 +290,15 @@ def test_a_cache_reading_through_a_relay_keeps_its_connection_across_source_reco
         assert seen == list(range(2, switch.version + 1)), "a change seen twice or not at all"
         assert eventually(lambda: (cache.get(LogicalSwitch, switch.id) or switch).version == switch.version, 20)
         assert front.stats.accepted == 1, "the relay dropped the client and it had to come back"
+
+
+# ---------------------------------------------------------------- pure logic
+
+
+def test_the_forms_of_canceled() -> None:
+    # "canceled" (3.x: a string; older releases: an error object) means the transaction may have committed
+    # (TransactLost, settled by the family); any other error is the server refusing it.
+    assert canceled("canceled")
+    assert canceled({"error": "canceled", "details": "database schema is changing"})
+    assert not canceled({"error": "constraint violation"})
+    assert not canceled("not owner")

@@ -44,7 +44,7 @@ from nbdb.families.ovsdb.mapping import Mapping_
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.schema import DatabaseSchema
 
-__all__ = ["Session", "transact_on"]
+__all__ = ["Session", "canceled", "transact_on"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ class StaleServer(errors.BackendUnavailableError):
     """The server's state of a database is older than what the replica already shows."""
 
 
+def canceled(error: Any) -> bool:
+    """Whether a transaction's JSON-RPC error is ovsdb-server's "canceled" (its outcome unknown).
+
+    ovsdb-server 3.x answers the bare string; older releases an error object
+    (``{"error": "canceled", ...}``) for a transaction cancelled by a database
+    replacement.
+    """
+    return error == "canceled" or (isinstance(error, dict) and error.get("error") == "canceled")
+
+
 def transact_on(rpc: RpcConnection, db: str, ops: list[dict[str, Any]], timeout: float) -> list[Any]:
     """One transaction on ``rpc``: its results; TransactNotSent or TransactLost when the connection failed it."""
     call = rpc.request("transact", [db, *ops])
@@ -70,9 +80,10 @@ def transact_on(rpc: RpcConnection, db: str, ops: list[dict[str, Any]], timeout:
             raise TransactLost(str(exc)) from None
         raise TransactNotSent(str(exc)) from None
     except RpcError as exc:
-        if exc.error == "canceled":
-            # A relay that lost its source cancels what it forwarded and got no reply for:
-            # the source may have committed it.
+        if canceled(exc.error):
+            # A relay that lost its source cancels what it forwarded and got no reply for, and a
+            # server whose database is replaced (a schema conversion) what was still waiting there
+            # (a raft commit in progress): either may have committed it.
             raise TransactLost(f"{rpc.remote} canceled the transaction") from None
         raise errors.ValidationError(f"OVSDB rejected a transaction: {exc.error}") from None
     except errors.BackendUnavailableError as exc:
