@@ -13,6 +13,7 @@ watch miss no change and see none twice.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import socket
@@ -48,6 +49,19 @@ def _url(address: str, namespace: str) -> str:
 def _address(proxy: FaultProxy) -> str:
     host, port = proxy.addresses[0]
     return f"{host}:{port}"
+
+
+@contextlib.contextmanager
+def _clients(writes: str, reads: Member) -> Iterator[tuple[FaultProxy, nbdb.Database, nbdb.Database, str]]:
+    """A writer (on ``writes``) and a client of ``reads`` through a proxy counting its connections, in a fresh
+    namespace."""
+    namespace = f"c{uuid.uuid4().hex[:8]}"
+    with (
+        FaultProxy([(reads.host, reads.port)]) as front,
+        nbdb.connect(_url(writes, namespace)) as writer,
+        nbdb.connect(_url(_address(front), namespace)) as client,
+    ):
+        yield front, writer, client, namespace
 
 
 def _unaware_monitor(host: str, port: int) -> socket.socket:
@@ -124,11 +138,12 @@ def _schema() -> dict[str, Any]:
     return dict(json.loads(find_ovn_nb_schema().read_text()))
 
 
-def _convert(server: OvsdbServer, schema: dict[str, Any], tmp_path: Path) -> None:
+def _convert(address: str, schema: dict[str, Any], tmp_path: Path) -> None:
+    """``ovsdb-client convert`` the database at ``address`` to ``schema``."""
     path = tmp_path / f"convert-{uuid.uuid4().hex[:6]}.ovsschema"
     path.write_text(json.dumps(schema))
     client = str(find_binary("ovsdb-client"))
-    run_tool([client, "--timeout=20", "convert", f"tcp:{server.members[0].address}", str(path)], timeout=30)
+    run_tool([client, "--timeout=20", "convert", f"tcp:{address}", str(path)], timeout=30)
 
 
 @pytest.fixture
@@ -150,17 +165,12 @@ def test_a_schema_conversion_is_followed_by_a_monitor_again_not_a_reconnect(
     standalone: OvsdbServer, tmp_path: Path, target: str
 ) -> None:
     member = standalone.members[0]
-    namespace = f"c{uuid.uuid4().hex[:8]}"
-    with (
-        FaultProxy([(member.host, member.port)]) as front,
-        nbdb.connect(_url(member.address, namespace)) as writer,
-        nbdb.connect(_url(_address(front), namespace)) as client,
-    ):
+    with _clients(member.address, member) as (front, writer, client, namespace):
         switch = writer.create(LogicalSwitch(name=f"{namespace}-sw"))
         observed = _Observed(client, switch)
         switch = _steps(writer, switch, observed, "before")
         unaware = _unaware_monitor(member.host, member.port)
-        _convert(standalone, _schema() if target == "same" else _newer_schema(), tmp_path)
+        _convert(member.address, _schema() if target == "same" else _newer_schema(), tmp_path)
         assert _dropped(unaware), "the premise: a client that is not change-aware is dropped by a conversion"
         # A read waits for the monitor asked for again (its catch-up may hold commits that preceded the read), so
         # the writes below reach the client as updates of their own, and the watch goes on.
@@ -181,12 +191,7 @@ def test_a_change_made_while_the_monitor_is_cancelled_is_delivered_once(
     monitor's reply) all reach the cache exactly once: the re-monitor resumes from the last transaction id (or, where
     the conversion left no history, the whole state is applied as the exact difference)."""
     member = standalone.members[0]
-    namespace = f"c{uuid.uuid4().hex[:8]}"
-    with (
-        FaultProxy([(member.host, member.port)]) as front,
-        nbdb.connect(_url(member.address, namespace)) as writer,
-        nbdb.connect(_url(_address(front), namespace)) as client,
-    ):
+    with _clients(member.address, member) as (front, writer, client, namespace):
         switches = [writer.create(LogicalSwitch(name=f"{namespace}-{i}")) for i in range(20)]
         cache = client.cache(LogicalSwitch)
         assert cache.wait_synced(30)
@@ -200,7 +205,7 @@ def test_a_change_made_while_the_monitor_is_cancelled_is_delivered_once(
 
         thread = threading.Thread(target=write)
         thread.start()
-        _convert(standalone, _schema(), tmp_path)
+        _convert(member.address, _schema(), tmp_path)
         thread.join(60)
         assert done.is_set() and len(written) == len(switches)
         # A read shows every commit acknowledged before it, also those a cancelled monitor had not sent.
@@ -241,54 +246,27 @@ def test_a_cache_reading_through_a_relay_keeps_its_connection_across_source_reco
     (database OVN_Northbound schema changed)"), cancelling the monitors of those that are: nbdb's connection stays,
     monitors again, and the cache and watch miss no change and see none twice."""
     lagging, source = relayed
-    namespace = f"r{uuid.uuid4().hex[:8]}"
-    with (
-        FaultProxy([(lagging.host, lagging.port)]) as front,
-        nbdb.connect(_url(",".join(m.address for m in cluster.members), namespace)) as writer,
-        nbdb.connect(_url(_address(front), namespace)) as client,
-    ):
+    with _clients(",".join(m.address for m in cluster.members), lagging) as (front, writer, client, namespace):
         switch = writer.create(LogicalSwitch(name=f"{namespace}-sw"))
         with nbdb.connect(_url(lagging.address, namespace)) as reader:
             assert eventually(lambda: reader.get(LogicalSwitch, switch.id) is not None, 20)
-        cache = client.cache(LogicalSwitch)
-        assert cache.wait_synced(30)
-        watch = client.watch(LogicalSwitch)
-        seen: list[int] = []
-
-        def step(label: str, count: int) -> None:
-            nonlocal switch
-            for i in range(count):
-                switch = writer.update(switch.replace(external_ids={label: str(i)}))
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and not (seen and seen[-1] >= switch.version):
-                    for event in watch.poll(0.5):
-                        if event.new is not None and event.new.id == switch.id:
-                            assert event.old is not None and event.new.version == event.old.version + 1
-                            seen.append(event.new.version)
-                assert seen and seen[-1] == switch.version, f"the watch stopped at {seen}"
-
-        step("before", 3)
+        observed = _Observed(client, switch)
+        switch = _steps(writer, switch, observed, "before")
         sources = source.stats.accepted
         source.cut()  # the relay reconnects to the members at once
         assert source.wait(lambda stats: stats.accepted > sources, 20), "the relay did not reconnect"
-        step("reconnected", 3)
+        switch = _steps(writer, switch, observed, "reconnected")
         # A new schema version, converted on the leader, reaches the relay.
-        schema = json.loads(Path(cluster.schema or "").read_text())
+        schema = _schema()
         major, minor, _patch = schema["version"].split(".")
         schema["version"] = f"{major}.{minor}.{100 + uuid.uuid4().int % 900}"
-        path = tmp_path / "newer.ovsschema"
-        path.write_text(json.dumps(schema))
         unaware = _unaware_monitor(lagging.host, lagging.port)
-        run_tool(
-            [str(find_binary("ovsdb-client")), "--timeout=20", "convert", f"tcp:{cluster.leader().address}", str(path)],
-            timeout=30,
-        )
+        _convert(cluster.leader().address, schema, tmp_path)
         assert _dropped(unaware), "the premise: the relay drops a client that is not change-aware"
         # A read waits for the monitor asked for again, so the writes below come as updates of their own.
         assert client.get(LogicalSwitch, switch.id).version == switch.version
-        step("converted", 3)
-        assert seen == list(range(2, switch.version + 1)), "a change seen twice or not at all"
-        assert eventually(lambda: (cache.get(LogicalSwitch, switch.id) or switch).version == switch.version, 20)
+        switch = _steps(writer, switch, observed, "converted")
+        assert observed.versions == list(range(2, switch.version + 1)), "a change seen twice or not at all"
         assert front.stats.accepted == 1, "the relay dropped the client and it had to come back"
 
 
