@@ -14,6 +14,15 @@ relay's connection goes back to the same relay first; and a relay that
 cannot resume the monitor and sends a whole state older than the replica
 (the nbdb versions of its rows went back) is refused for up to ``timeout``
 seconds, so the replica never moves back in time.
+
+Every connection asks to be told of database changes (``set_db_change_aware``,
+OVS 2.9; an older server's error is tolerated). ovsdb-server otherwise drops
+each client when a database changes under it: a relay that reconnects to its
+source ("connected to storage"), a schema conversion. A change-aware client
+stays connected; a conversion cancels its monitors (``monitor_canceled``), and
+each cancelled monitor is asked for again from the last transaction id its
+replica applied, so the replica gets exactly what it has not seen (or, where
+the server kept no history, the whole state, applied as the exact difference).
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from nbdb.families.ovsdb.mapping import Mapping_
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.schema import DatabaseSchema
 
-__all__ = ["Session", "transact_on"]
+__all__ = ["Session", "canceled", "transact_on"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,16 @@ class StaleServer(errors.BackendUnavailableError):
     """The server's state of a database is older than what the replica already shows."""
 
 
+def canceled(error: Any) -> bool:
+    """Whether a transaction's JSON-RPC error is ovsdb-server's "canceled" (its outcome unknown).
+
+    ovsdb-server 3.x answers the bare string; older releases an error object
+    (``{"error": "canceled", ...}``) for a transaction cancelled by a database
+    replacement.
+    """
+    return error == "canceled" or (isinstance(error, dict) and error.get("error") == "canceled")
+
+
 def transact_on(rpc: RpcConnection, db: str, ops: list[dict[str, Any]], timeout: float) -> list[Any]:
     """One transaction on ``rpc``: its results; TransactNotSent or TransactLost when the connection failed it."""
     call = rpc.request("transact", [db, *ops])
@@ -61,9 +80,10 @@ def transact_on(rpc: RpcConnection, db: str, ops: list[dict[str, Any]], timeout:
             raise TransactLost(str(exc)) from None
         raise TransactNotSent(str(exc)) from None
     except RpcError as exc:
-        if exc.error == "canceled":
-            # A relay that lost its source cancels what it forwarded and got no reply for:
-            # the source may have committed it.
+        if canceled(exc.error):
+            # A relay that lost its source cancels what it forwarded and got no reply for, and a
+            # server whose database is replaced (a schema conversion) what was still waiting there
+            # (a raft commit in progress): either may have committed it.
             raise TransactLost(f"{rpc.remote} canceled the transaction") from None
         raise errors.ValidationError(f"OVSDB rejected a transaction: {exc.error}") from None
     except errors.BackendUnavailableError as exc:
@@ -98,6 +118,12 @@ class Session:
         self.relay = False
         """Whether the server is a relay (set once the ``_Server`` monitor answered)."""
         self.reconnects = 0
+        self.remonitors = 0
+        """Monitors asked for again on the same connection after the server cancelled them."""
+        self.change_aware = False
+        """Whether the current connection's server keeps it across database changes (``set_db_change_aware``)."""
+        self._resuming: list[Call] = []
+        """Re-monitors in flight (``sync`` waits for them: what they bring was committed before its reply)."""
 
     # ---------------------------------------------------------------- start
 
@@ -107,6 +133,7 @@ class Session:
         rpc, self._remote_index = connect_to_server(
             self.target, [self.database], self._notify, self.ssl_context, deadline
         )
+        self._ask_change_aware(rpc)
         try:
             served = list(rpc.call("list_dbs", [], self.target.timeout))
             schema = DatabaseSchema.parse(rpc.call("get_schema", [self.database], self.target.timeout))
@@ -164,11 +191,29 @@ class Session:
             calls += self._monitor_scope(rpc, index, replica, scope)
         self._wait_loaded(rpc, calls, deadline)
 
-    def _monitor_scope(self, rpc: RpcConnection, index: int, replica: Replica, scope: Scope) -> list[Call]:
-        """Ask for the monitors of one scope (one per database), resuming where its replica stands."""
+    def _ask_change_aware(self, rpc: RpcConnection) -> None:
+        """Ask ``rpc``'s server to keep this connection when a database changes (not awaited).
+
+        ovsdb-server answers before any later request (so before the monitors);
+        a server older than OVS 2.9 answers an error, and then drops this client
+        on such a change as before, which the reconnect resumes from.
+        """
+        self.change_aware = False
+
+        def on_reply(_result: Any) -> None:
+            if rpc is self._rpc or self._rpc is None:
+                self.change_aware = True
+
+        rpc.request("set_db_change_aware", [True], on_reply)
+
+    def _monitor_scope(
+        self, rpc: RpcConnection, index: int, replica: Replica, scope: Scope, dbs: list[str] | None = None
+    ) -> list[Call]:
+        """Ask for the monitors of one scope (one per database, or those of ``dbs``), resuming where its replica
+        stands."""
         assert self._mapping is not None
         calls = []
-        for db in self._databases:
+        for db in self._databases if dbs is None else dbs:
             since = replica.last_txn.get(db, NO_TXN) if db in replica.synced else NO_TXN
 
             def on_reply(result: Any, db: str = db) -> None:
@@ -236,6 +281,56 @@ class Session:
                 target[0].apply(target[1], updates, txn=txn)
         elif method == "update2" and len(params) == 2 and params[0] == _SERVER_MONITOR:
             self._server_state(params[1])
+        elif method == "monitor_canceled" and len(params) == 1:
+            self._monitor_canceled(params[0])
+
+    def _monitor_canceled(self, monitor: Any) -> None:
+        """Ask again for a monitor the server cancelled (a schema conversion), on the same connection.
+
+        Runs in the I/O thread, in arrival order: every update the monitor sent
+        before its cancellation is applied, and the server sends none for it
+        until the new request's reply, whose ``monitor_cond_since`` resumes from
+        the last transaction id applied. Nothing is skipped and nothing applied
+        twice. A re-monitor the server refuses (the database went away, or no
+        longer has a monitored column) drops the connection: the reconnect
+        then finds a usable server, or reports none.
+        """
+        rpc = self._rpc
+        if rpc is None or rpc.closed.is_set():
+            return
+        if monitor == _SERVER_MONITOR:
+
+            def fresh(updates: Any) -> None:
+                self._roles = {}
+                self._server_state(updates)
+
+            calls = [rpc.request("monitor_cond", ["_Server", _SERVER_MONITOR, _SERVER_REQUEST], fresh)]
+        else:
+            found = self._scope_of(monitor)
+            if found is None:
+                return
+            index = int(monitor[len(_MONITOR_PREFIX) :].partition(":")[0])
+            with self._cond:
+                replica, scope = self._scopes[index]
+            calls = self._monitor_scope(rpc, index, replica, scope, [found[1]])
+        log.info("ovsdb: %s cancelled monitor %s; monitoring it again", rpc.remote, monitor)
+        self.remonitors += 1
+        with self._cond:
+            self._resuming = [c for c in self._resuming if not c.done.is_set()] + calls
+        threading.Thread(
+            target=self._check_remonitor, args=(rpc, calls), name="nbdb-ovsdb-remonitor", daemon=True
+        ).start()
+
+    def _check_remonitor(self, rpc: RpcConnection, calls: list[Call]) -> None:
+        """Drop the connection if a re-monitor failed (the reconnect then takes over)."""
+        for call in calls:
+            while not call.done.wait(0.5):
+                if rpc.closed.is_set() or self._stop.is_set():
+                    return
+            if call.error is not None and not rpc.closed.is_set():
+                log.warning("ovsdb: %s refused to monitor again (%s); reconnecting", rpc.remote, call.error)
+                rpc.close()
+                return
 
     def _scope_of(self, monitor: Any) -> tuple[Replica, str] | None:
         """The replica and database a monitor id names."""
@@ -299,6 +394,7 @@ class Session:
                 )
                 self._roles = {}
                 self._rpc = rpc
+                self._ask_change_aware(rpc)
                 self._monitor(rpc, deadline)
             except errors.NbdbError as exc:
                 log.info("ovsdb: reconnecting to %s failed: %s", self.target.describe(), exc)
@@ -340,6 +436,7 @@ class Session:
             rpc = self._connection(deadline)
             try:
                 rpc.call("transact", [db], max(0.5, deadline - time.monotonic()))
+                self._wait_resumed(rpc, deadline)
                 return
             except RpcClosed:
                 if time.monotonic() > deadline:
@@ -348,6 +445,21 @@ class Session:
                     ) from None
             except RpcError as exc:
                 raise errors.BackendUnavailableError(f"OVSDB refused to read {db}: {exc.error}") from None
+
+    def _wait_resumed(self, rpc: RpcConnection, deadline: float) -> None:
+        """Wait for the re-monitors asked for before now (a cancelled monitor's catch-up holds commits that
+        preceded the caller's reply); a connection lost meanwhile is resumed by the reconnect, which ``sync``
+        does not wait for (as before)."""
+        with self._cond:
+            calls = [c for c in self._resuming if not c.done.is_set()]
+        for call in calls:
+            while not call.done.wait(0.1):
+                if rpc.closed.is_set():
+                    return
+                if time.monotonic() > deadline:
+                    raise errors.BackendUnavailableError(
+                        f"OVSDB at {self.target.describe()} did not resume a monitor in {self.target.timeout}s"
+                    )
 
     def close(self) -> None:
         """Stop reconnecting and close the connection."""
