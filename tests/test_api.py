@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -204,3 +205,37 @@ def test_find_of_none_answers_as_a_scan_whenever_it_is_first_asked(
             elif action == "ask":
                 check()
         check()
+
+
+def test_list_pauses_the_collector_over_its_scan_and_restores_it() -> None:
+    """The scan's records stay alive until decoded: the cyclic collector is off from the scan on, and back after."""
+    import gc
+
+    from nbdb.backends.memory.backend import MemoryBackend
+
+    seen: list[bool] = []
+
+    class Observed(MemoryBackend):
+        def scan(self, tables: Any, topics: Any) -> Any:
+            seen.append(gc.isenabled())
+            return super().scan(tables, topics)
+
+        def scan_page(self, tables: Any, topics: Any, limit: int, after: str | None) -> Any:
+            seen.append(gc.isenabled())
+            return super().scan_page(tables, topics, limit, after)
+
+    with nbdb.Database(Observed()) as db:
+        made = {db.create(LogicalSwitch(name=f"s{i}")).id for i in range(5)}
+        assert gc.isenabled()
+        assert {s.id for s in db.list(LogicalSwitch)} == made
+        page = db.list(LogicalSwitch, limit=2)
+        assert len(page) == 2 and seen == [False, False] and gc.isenabled()
+        with pytest.raises(nbdb.ValidationError):
+            db.list(LogicalSwitch, limit=0)  # refused before any scan, the collector left as it was
+        assert seen == [False, False] and gc.isenabled()
+        gc.disable()
+        try:
+            db.list(LogicalSwitch)
+            assert not gc.isenabled()  # a caller's own setting is kept
+        finally:
+            gc.enable()

@@ -194,6 +194,41 @@ def test_gap_free_resume_from_revision(etcd_server: EtcdServer) -> None:  # noqa
 
 
 @pytest.mark.timeout(60)
+def test_a_long_range_is_read_in_doubling_pages_at_one_revision(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pages grow from the first size to the cap; every key comes once, in order, at the first page's revision."""
+    from nbdb.backends.etcd import backend as etcd_backend
+
+    monkeypatch.setattr(etcd_backend, "_PAGE", 3)
+    monkeypatch.setattr(etcd_backend, "_MAX_PAGE", 10)
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        with db.transaction() as txn:
+            made = [txn.create(KitParent(name=f"n{i}")) for i in range(50)]
+        client = backend.client
+        limits: list[int] = []
+        real_range = client.range
+
+        def range_(start: bytes, end: bytes, *, limit: int, revision: int) -> Any:
+            limits.append(limit)
+            if len(limits) == 2:  # between pages: a later write must not show in this read
+                db.create(KitParent(name="late"))
+            return real_range(start, end, limit=limit, revision=revision)
+
+        monkeypatch.setattr(client, "range", range_)
+        kvs, revision = backend.range_keys(backend.layout.object_prefixes(["KitParent"], None))
+        monkeypatch.undo()
+        assert limits == [3, 6, 10, 10, 10, 10, 10]  # 3 + 6 + 40 (the last page holds the 1 left and ends)
+        keys = [kv.key for kv in kvs]
+        assert keys == sorted(keys) and len(set(keys)) == 50
+        assert {backend.layout.parse_object(k)[2] for k in keys} == {m.id for m in made}  # type: ignore[index]
+        assert revision < backend.current_revision()
+
+
+@pytest.mark.timeout(60)
 def test_topic_watch_reads_its_ranges_only(etcd_server: EtcdServer) -> None:  # noqa: F811
     with _connect(etcd_server.url) as db:
         with db.watch(KitParent, topics=["a", "c"]) as watch:

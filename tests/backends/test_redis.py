@@ -330,6 +330,21 @@ def test_reverse_references_are_one_hash_per_target_and_list_in_batches(url: str
 
 
 @pytest.mark.timeout(30)
+def test_a_range_read_in_batches_comes_in_key_order(url: str) -> None:
+    """More keys than a batch: read by name in batches, each key once, in the order of the keys (as etcd's)."""
+    with nbdb.connect(url, namespace=ns(), batch=4) as db:
+        backend = backend_of(db)
+        with db.transaction() as txn:
+            made = [txn.create(LogicalSwitch(name=f"s{i}")) for i in range(30)]
+        kvs, revision = backend.range_keys(backend.layout.object_prefixes(["LogicalSwitch"], None))
+        keys = [kv.key for kv in kvs]
+        assert keys == sorted(keys) and len(set(keys)) == 30
+        assert {backend.layout.parse_object(k)[2] for k in keys} == {m.id for m in made}  # type: ignore[index]
+        assert revision == backend.current_revision()
+        assert [obj.id for obj in db.list(LogicalSwitch)] == sorted((m.id for m in made), key=str)
+
+
+@pytest.mark.timeout(30)
 def test_revisions_continue_after_the_log_when_the_counter_is_lost(db: nbdb.Database) -> None:
     import redis
 

@@ -39,6 +39,15 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "nbdb/"
 _PAGE = 2000
+_MAX_PAGE = 16_000
+"""A range is read in pages that double from ``_PAGE`` up to this many keys.
+
+etcd answers every page of a range by walking the index of all the keys left
+in it (to count them), so pages of a fixed size cost the server O(N²/page) for
+N keys: at 100,000 ports 51 pages of 2,000 took 25 µs a port, against 6.5 at
+10,000. Doubling pages walk O(N·log N) keys; the cap bounds one reply (≈ 10 MB
+of ports) beside the list the load keeps anyway.
+"""
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
 _OPTIONS = {
     "namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "retry_backoff",
@@ -245,14 +254,16 @@ class EtcdBackend(KeyValueBackend):
                 for prefix in prefixes:
                     start = prefix.encode()
                     end = wire.prefix_end(start)
+                    page = _PAGE
                     while True:
-                        header, kvs, more, _ = self.client.range(start, end, limit=_PAGE, revision=revision)
+                        header, kvs, more, _ = self.client.range(start, end, limit=page, revision=revision)
                         if revision == 0:
                             revision = header.revision
                         out += [_kv(kv) for kv in kvs]
                         if not more or not kvs:
                             break
                         start = kvs[-1].key + b"\0"
+                        page = min(page * 2, _MAX_PAGE)
                 return out, revision
             except errors.HistoryGoneError:
                 # Compacted while paging through one snapshot: read a newer one.

@@ -1,0 +1,87 @@
+"""Cost per object of ``Database.list``, a cache's cold load, ``cache.list`` and ``cache.find`` at several sizes.
+
+``nbdb bench`` measures these at one size per run (its full run sweeps the cache's sizes, but
+takes hours at 1M over a server); this asks whether the cost per object stays flat as the
+table grows::
+
+    python benchmarks/scale_sweep.py --backends redis,etcd,memory --sizes 10000,50000,100000
+
+Each backend (redis and etcd spawned on loopback; memory in the process) is filled with a
+switch and N ports per size, in a namespace of its own. Per size, in one process: the client
+CPU (``time.process_time``) per object of ``db.list`` and of a cache's cold load, then per
+call of ``cache.list`` (per object) and ``cache.find(name=...)`` (per call, up to 20,000 names
+spread over the table); the best of three each. The load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nbdb
+from nbdb.bench.workloads.common import populate
+from nbdb.models.ovn import LogicalSwitchPort
+
+
+def _best(fn: Callable[[], object], repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def _measure(db: nbdb.Database, n: int) -> str:
+    listed = _best(lambda: db.list(LogicalSwitchPort))
+
+    def load() -> None:
+        with db.cache(LogicalSwitchPort) as cache:
+            assert cache.wait_synced(600) and len(cache) == n
+
+    loaded = _best(load)
+    with db.cache(LogicalSwitchPort) as cache:
+        assert cache.wait_synced(600)
+        ports = cache.list(LogicalSwitchPort)
+        names = [p.name for p in ports[:: max(1, n // 20_000)]][:20_000]
+        copied = _best(lambda: cache.list(LogicalSwitchPort))
+
+        def find() -> None:
+            for name in names:
+                assert cache.find(LogicalSwitchPort, name=name)
+
+        found = _best(find)
+    return (
+        f"db.list {listed * 1e6 / n:6.2f} us/object  cold load {loaded * 1e6 / n:6.2f} us/object  "
+        f"cache.list {copied * 1e6 / n:6.3f} us/object  cache.find(name) {found * 1e6 / len(names):5.2f} us/call"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="redis,etcd,memory")
+    parser.add_argument("--sizes", default="10000,50000,100000")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    from nbdb.testing.servers import start_server
+
+    print(f"load average before: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
+    for backend in args.backends.split(","):
+        server = None if backend == "memory" else start_server(backend)
+        try:
+            for n in sizes:
+                url = "memory://" if server is None else server.url
+                with nbdb.connect(url, namespace=f"sweep{n}") as db:
+                    populate(db, n)
+                    print(f"{backend:7} {n:>9,}: {_measure(db, n)}", flush=True)
+        finally:
+            if server is not None:
+                server.stop()
+    print(f"load average after: {Path('/proc/loadavg').read_text().split()[:3]}")
+
+
+if __name__ == "__main__":
+    main()
