@@ -366,6 +366,14 @@ class Model(BaseModel):
                 keys += [(target, member) for member in value]
             else:
                 keys.append((spec.target, value))
+        if len(keys) == 1:  # the common case (a port's switch): the shared set found by its one key
+            key = keys[0]
+            shared = _SHARED_ONE.get(key)
+            if shared is None:
+                if len(_SHARED_ONE) >= _SHARED_LIMIT:
+                    _SHARED_ONE.clear()
+                shared = _SHARED_ONE[key] = frozenset(keys)
+            return shared
         if not keys:
             return _NO_REFS
         refs = frozenset(keys)
@@ -433,6 +441,8 @@ class Model(BaseModel):
 _SHARED_LIMIT = 4096
 _SHARED_REFS: dict[frozenset[tuple[str, uuid.UUID]], frozenset[tuple[str, uuid.UUID]]] = {}
 """Recent reference sets, shared by the objects that hold equal ones (they are immutable)."""
+_SHARED_ONE: dict[tuple[str, uuid.UUID], frozenset[tuple[str, uuid.UUID]]] = {}
+"""Recent sets of one reference, by that reference: no set to build to find the shared one."""
 _SHARED_FIELDS_SETS: dict[frozenset[str], FrozenSet] = {}
 """Fields sets with ``version`` added, shared by stored copies (frozen: ``model_fields_set`` hands them out)."""
 

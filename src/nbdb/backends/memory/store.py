@@ -282,29 +282,47 @@ class MemoryStore:
         history = self.history
         records, parts = self.records, self.parts
         referrers, stored_refs, held, uniques = self.referrers, self.refs, self.held, self.uniques
-        where: tuple[str | None, str] | None = None
+        append = history.append
+        part_table: str | None = None
+        part_topic: str | None = None
         part: dict[uuid.UUID, Record] = {}
+        # Siblings point to one shared set of parents (every port of a switch): the objects
+        # pointing to the same set in a row are added to each target's referrers at once.
+        pointing: frozenset[RefKey] = _NO_REFS
+        sources: list[RefKey] = []
         for op in ops:
             table, id, topic = op.table, op.id, op.topic
             me = (table, id)
-            if where != (topic, table):  # a transaction's objects mostly share one table and topic
-                where = (topic, table)
-                part = parts.get(where)  # type: ignore[assignment]
+            if table is not part_table or topic != part_topic:  # a transaction's objects mostly share them
+                part_table, part_topic = table, topic
+                part = parts.get((topic, table))  # type: ignore[assignment]
                 if part is None:
-                    part = parts[where] = {}
+                    part = parts[(topic, table)] = {}
             new = _new_tuple(StoredRecord, (table, id, topic, 1, op.data, op.value))
             records[me] = new
             part[id] = new
             refs = op.refs
             if refs:
-                _point(referrers, refs, me)
                 stored_refs[me] = refs
-            if op.unique:
-                slots = tuple([(table, field, value) for field, value in op.unique])  # unique_slot, inlined
-                for slot in slots:
+                if refs is not pointing:
+                    if sources:
+                        _point_all(referrers, pointing, sources)
+                    pointing, sources = refs, []
+                sources.append(me)
+            unique = op.unique
+            if unique:
+                if len(unique) == 1:  # the common case (one unique name), without a comprehension's frame
+                    slot = (table, unique[0][0], unique[0][1])  # unique_slot, inlined
                     uniques[slot] = id
-                held[me] = slots
-            history.append(_new_tuple(RecordChange, (table, id, topic, None, new, rev, False)))
+                    held[me] = (slot,)
+                else:
+                    slots = tuple([(table, field, value) for field, value in unique])
+                    for slot in slots:
+                        uniques[slot] = id
+                    held[me] = slots
+            append(_new_tuple(RecordChange, (table, id, topic, None, new, rev, False)))
+        if sources:
+            _point_all(referrers, pointing, sources)
         if len(history) > self.history_limit:
             self._trim_history()
         if self.waiting:
@@ -448,6 +466,16 @@ def _point(referrers: dict[RefKey, set[RefKey]], targets: frozenset[RefKey], sou
             referrers[target] = {source}
         else:
             sources.add(source)
+
+
+def _point_all(referrers: dict[RefKey, set[RefKey]], targets: frozenset[RefKey], sources: list[RefKey]) -> None:
+    """Record that each of ``sources`` points to each of ``targets`` (:func:`_point` of many sources at once)."""
+    for target in targets:
+        known = referrers.get(target)
+        if known is None:
+            referrers[target] = set(sources)
+        else:
+            known.update(sources)
 
 
 def _reap(ref: weakref.ReferenceType[MemoryStore]) -> None:
