@@ -128,7 +128,7 @@ class Transaction:
             live: list[_Step | Put] = []
             ops: list[WriteOp | Mutate] = []
             for step in steps:
-                if type(step) is Put:
+                if isinstance(step, Put):
                     live.append(step)
                     ops.append(step)
                     continue
@@ -151,12 +151,12 @@ class Transaction:
                     stored: list[Model] = []
                     reads: list[_Step] = []
                     for step, version in zip(live, result.versions, strict=True):
-                        if type(step) is Put:
-                            planned = step.value
-                            if planned.version == version:
-                                stored.append(planned)
+                        if isinstance(step, Put):
+                            copy: Model = step.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
+                            if copy.version == version:
+                                stored.append(copy)
                             else:
-                                results[id(step)] = as_stored(planned, version, stamp)
+                                results[id(step)] = as_stored(copy, version, stamp)
                             continue
                         planned = step.planned
                         if planned is None:
@@ -181,15 +181,16 @@ class Transaction:
                     raise
                 continue
             except errors.ConflictError as exc:
-                if not any(type(s) is _Step and s.mutation is not None
+                if not any(isinstance(s, _Step) and s.mutation is not None
                            and (s.mutation[0].nbdb_table, s.mutation[1]) == exc.key for s in live):  # fmt: skip
                     raise
                 log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
                 continue
+            # A plain Put's value is its planned copy (typed ``object`` in the SPI): no cast() call per object.
             if results:
-                self.results = [results.get(id(s), s.value) if type(s) is Put else s.result for s in steps]
+                self.results = [results.get(id(s), s.value) if isinstance(s, Put) else s.result for s in steps]  # type: ignore[arg-type]
             else:
-                self.results = [s.value if type(s) is Put else s.result for s in steps]
+                self.results = [s.value if isinstance(s, Put) else s.result for s in steps]  # type: ignore[misc]
             self._steps = []
             return
         raise errors.ConflictError("the transaction kept conflicting with concurrent writers; try again")
@@ -209,7 +210,12 @@ class Transaction:
 
     def _settle_existing(self, live: Sequence[_Step | Put], exc: errors.UniqueViolationError) -> bool:
         for step in live:
-            if type(step) is not _Step or not step.may_exist or not isinstance(step.op, Put) or step.op.table != exc.table:
+            if (
+                type(step) is not _Step
+                or not step.may_exist
+                or not isinstance(step.op, Put)
+                or step.op.table != exc.table
+            ):
                 continue
             if exc.existing is not None and any(
                 key.field == exc.field and json.loads(key.value) == exc.value for key in step.op.unique
@@ -225,7 +231,12 @@ class Transaction:
 
     def _settle_gone(self, live: Sequence[_Step | Put], exc: errors.NotFoundError) -> bool:
         for step in live:
-            if type(step) is _Step and step.if_exists and isinstance(step.op, Delete) and (step.op.table, step.op.id) == exc.key:
+            if (
+                type(step) is _Step
+                and step.if_exists
+                and isinstance(step.op, Delete)
+                and (step.op.table, step.op.id) == exc.key
+            ):
                 step.done, step.op = True, None
                 return True
         return False

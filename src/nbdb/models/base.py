@@ -329,7 +329,8 @@ class Model(BaseModel):
             private["_stored_unique"] = unique
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
-            fields_set = _with_version(fields_set)
+            last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call
+            fields_set = last_shared if fields_set == last_key else _with_version(fields_set)
         # One frozen set shared by the stored copies (never the caller's own set, which it may change).
         _set = object.__setattr__
         _set(new, "__dict__", data)

@@ -232,7 +232,7 @@ class MemoryStore:
             slots = held.get(me, ())
             if len(unique) != len(slots):
                 return None
-            for (field, value), slot in zip(unique, slots):
+            for (field, value), slot in zip(unique, slots, strict=True):
                 if field != slot[1] or value != slot[2]:
                     return None  # a claim moves (or only its order does): check() settles it
             seen.add(me)
