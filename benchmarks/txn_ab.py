@@ -17,13 +17,10 @@ average is printed with every round.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
+
+from abrun import loadavg, run_json
 
 WORKER = r"""
 import json, sys, time
@@ -94,27 +91,8 @@ print(json.dumps(out))
 """
 
 
-def _env(src: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(src).resolve())
-    return env
-
-
 def _run(src: str, url: str, size: int, repeat: int, batches: int) -> dict[str, dict[str, float]]:
-    out = subprocess.run(
-        [sys.executable, "-c", WORKER, url, str(size), str(repeat), str(batches)],
-        env=_env(src),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"{src} on {url} failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-def _loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split(" ", 3)[:3])
+    return run_json(src, WORKER, [url, str(size), str(repeat), str(batches)])  # type: ignore[no-any-return]
 
 
 def main() -> None:
@@ -140,7 +118,7 @@ def main() -> None:
                     got = _run(sides[side], target, args.size, args.repeat, args.batches)
                     results.setdefault((url, side), []).append(got)
                     shown = "  ".join(f"{op} {v['cpu_us']:.2f}" for op, v in got.items())
-                    print(f"round {round_} {url:9} {side}: CPU us/object {shown}  load {_loadavg()}", flush=True)
+                    print(f"round {round_} {url:9} {side}: CPU us/object {shown}  load {loadavg()}", flush=True)
     print()
     for url in urls:
         ops = list(results[(url, "a")][0])

@@ -97,6 +97,27 @@ def _indexes(objects: dict[RefKey, tuple[frozenset[RefKey], tuple[UniqueKey, ...
     )
 
 
+def _same_history(steps: list[tuple[Any, ...]]) -> tuple[MemoryStore, MemoryStore]:
+    """Two stores that went through ``steps`` one commit at a time: one for the fast path, one for the general."""
+    fast, general = MemoryStore(), MemoryStore()
+    for step in steps:
+        op = _op(fast, step)
+        for store in (fast, general):
+            _outcome(lambda: store.commit([op]))  # noqa: B023 - called right here
+    return fast, general
+
+
+def _assert_same_batch(fast: MemoryStore, general: MemoryStore, ops: list[WriteOp]) -> None:
+    """``ops`` committed on ``fast`` and by check/apply on ``general``: the same outcome, state and indexes."""
+    got = _outcome(lambda: fast.commit(ops).versions)
+    want = _outcome(lambda: _general(general, ops))
+    assert got == want
+    assert _state(fast) == _state(general)
+    objects = {key: (fast.refs.get(key, frozenset()), tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
+               for key in fast.records}  # fmt: skip
+    assert _state(fast)[1:5] == _indexes(objects)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_step, min_size=1, max_size=25))
 def test_one_object_commits_match_the_general_path(steps: list[tuple[Any, ...]]) -> None:
@@ -152,24 +173,14 @@ def test_a_batch_of_creates_matches_the_general_path(
     ``shared``: equal reference sets are one object, as the model layer hands them out (siblings
     pointing to one parent), which :meth:`MemoryStore.apply_created` indexes a run of at once.
     """
-    fast, general = MemoryStore(), MemoryStore()
-    for step in steps:  # the same history on both
-        op = _op(fast, step)
-        for store in (fast, general):
-            _outcome(lambda: store.commit([op]))  # noqa: B023 - called right here
+    fast, general = _same_history(steps)
     assert _state(fast) == _state(general)
     ops: list[WriteOp] = [_op(fast, ("create", child, which, "zero", parents, name))
                           for child, which, parents, name in batch]  # fmt: skip
     if shared:
         interned: dict[frozenset[RefKey], frozenset[RefKey]] = {}
         ops = [op._replace(refs=interned.setdefault(op.refs, op.refs)) if isinstance(op, Put) else op for op in ops]
-    got = _outcome(lambda: fast.commit(ops).versions)
-    want = _outcome(lambda: _general(general, ops))
-    assert got == want
-    assert _state(fast) == _state(general)
-    objects = {key: (fast.refs.get(key, frozenset()), tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
-               for key in fast.records}  # fmt: skip
-    assert _state(fast)[1:5] == _indexes(objects)
+    _assert_same_batch(fast, general, ops)
 
 
 # A batch of updates: (child or parent, which id, which version to expect, keep the references and
@@ -189,11 +200,7 @@ def test_a_batch_of_updates_matches_the_general_path(
     takes), else it takes those drawn; ``shared``: a kept reference set is the stored object
     itself, as the model layer hands it out, else an equal copy.
     """
-    fast, general = MemoryStore(), MemoryStore()
-    for step in steps:  # the same history on both
-        op = _op(fast, step)
-        for store in (fast, general):
-            _outcome(lambda: store.commit([op]))  # noqa: B023 - called right here
+    fast, general = _same_history(steps)
     ops: list[WriteOp] = []
     for child, which, expect, keep, parents, name in batch:
         op = _op(fast, ("update", child, which, expect, parents, name))
@@ -204,13 +211,7 @@ def test_a_batch_of_updates_matches_the_general_path(
             assert isinstance(op, Put)
             op = op._replace(refs=refs if shared else frozenset(refs), unique=unique)
         ops.append(op)
-    got = _outcome(lambda: fast.commit(ops).versions)
-    want = _outcome(lambda: _general(general, ops))
-    assert got == want
-    assert _state(fast) == _state(general)
-    objects = {key: (fast.refs.get(key, frozenset()), tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
-               for key in fast.records}  # fmt: skip
-    assert _state(fast)[1:5] == _indexes(objects)
+    _assert_same_batch(fast, general, ops)
 
 
 def test_a_batch_of_updates_keeping_references_and_names_takes_one_pass() -> None:
