@@ -81,3 +81,39 @@ def test_a_failed_transaction_leaves_no_results_and_nothing_stored() -> None:
         assert txn.results == []
         assert [p.name for p in db.list(LogicalSwitchPort)] == ["taken"]
         assert db.get(LogicalSwitchPort, taken.id).version == 1
+
+
+def test_a_transaction_of_updates_is_one_change_for_watchers_and_caches() -> None:
+    """A batch of updates keeping references and names (one pass in memory://) reaches a watch and a cache whole."""
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        with db.transaction() as txn:
+            for i in range(100):
+                txn.create(LogicalSwitchPort(switch=switch, name=f"p{i}"))
+        ports = [p for p in txn.results if isinstance(p, LogicalSwitchPort)]
+        cache = db.cache(LogicalSwitchPort)
+        assert cache.wait_synced(10)
+        watch = db.watch(LogicalSwitchPort, since=db.list(LogicalSwitchPort).revision)
+        with db.transaction() as txn:
+            for port in ports:
+                txn.update(port.replace(up=True))
+        assert txn.revision is not None
+        events: list[nbdb.ChangeEvent[nbdb.Model]] = []
+        while len(events) < len(ports):
+            got = watch.poll(10)
+            assert got, "the watch stopped short of the transaction"
+            events += got
+        watch.close()
+        assert [e.id for e in events] == [p.id for p in ports]  # each once, in the commit's order
+        assert {e.revision for e in events} == {int(txn.revision)}
+        assert all(
+            e.old == p and e.new is not None and e.new.up and e.new.version == 2
+            for e, p in zip(events, ports, strict=True)
+        )
+        assert cache.wait_for(int(txn.revision), 10)
+        assert all(cache.get(LogicalSwitchPort, p.id) == r for p, r in zip(ports, txn.results, strict=True))
+        cache.close()
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(switch)  # the ports still point to it: the reference index kept them
+        with pytest.raises(nbdb.UniqueViolationError):
+            db.create(LogicalSwitchPort(switch=switch, name="p0"))  # and the unique index their names
