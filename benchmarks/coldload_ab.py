@@ -18,13 +18,12 @@ of each side and branch/main. The load average is printed before and after.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
+
+from abrun import env, loadavg, run_json
 
 WORKER = r"""
 import gc, json, sys, time
@@ -57,28 +56,12 @@ with nbdb.connect(url, namespace=ns) as db:
 """
 
 
-def _env(src: str | None) -> dict[str, str]:
-    env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = str(Path(src).resolve())
-    return env
-
-
 def _run(src: str, url: str, ns: str, ports: int, repeat: int) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", WORKER, url, ns, str(ports), str(repeat)],
-        env=_env(src),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"{src} on {url} failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_json(src, WORKER, [url, ns, str(ports), str(repeat)])  # type: ignore[no-any-return]
 
 
 def _loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+    return str(loadavg().split())
 
 
 def main() -> None:
@@ -107,7 +90,7 @@ def main() -> None:
         ns = "coldload"
         for url in urls.values():
             subprocess.run(
-                [sys.executable, "-c", FILL, url, ns, str(args.ports)], env=_env(args.b), check=True, timeout=900
+                [sys.executable, "-c", FILL, url, ns, str(args.ports)], env=env(args.b), check=True, timeout=900
             )
         print(f"load average before: {_loadavg()}", flush=True)
         sides = {"a": args.a, "b": args.b}

@@ -69,7 +69,8 @@ class Transaction:
         self._context = context
         self._get = get
         self._fence = fence
-        self._steps: list[_Step] = []
+        self._steps: list[_Step | Put] = []
+        """The queued writes in call order: a plain create or update as its Put, anything else as a _Step."""
         self.results: list[Model | None] = []
         self.revision: Revision | None = None
         """The commit's revision (for :meth:`nbdb.Cache.wait_for`), once committed."""
@@ -82,14 +83,15 @@ class Transaction:
         """
         obj = self._context.checked_new(obj, may_exist, ttl)
         put, planned = put_of(obj, 0, ttl, self._context.deferred)
-        self._steps.append(_Step(put, planned, may_exist))  # positional: keywords cost a dataclass twice the time
+        # A plain put is its own step (its value is the planned copy): no _Step to build and walk.
+        self._steps.append(_Step(put, planned, may_exist) if may_exist else put)
         return planned
 
     def update(self, obj: M) -> M:
         """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
         obj = self._context.checked_stored(obj)
         put, planned = put_of(obj, obj.version, None, self._context.deferred)
-        self._steps.append(_Step(put, planned))
+        self._steps.append(put)
         return planned
 
     def delete(
@@ -122,9 +124,14 @@ class Transaction:
         """Commit the queued writes now (the ``with`` block does it on exit)."""
         context = self._context
         for _attempt in range(_REBASES):
-            live: list[_Step] = []
+            steps = self._steps
+            live: list[_Step | Put] = []
             ops: list[WriteOp | Mutate] = []
-            for step in self._steps:
+            for step in steps:
+                if isinstance(step, Put):
+                    live.append(step)
+                    ops.append(step)
+                    continue
                 if step.done:
                     continue
                 if step.mutation is not None:
@@ -132,6 +139,8 @@ class Transaction:
                 if step.op is not None:
                     live.append(step)
                     ops.append(step.op)
+            results: dict[int, Model] = {}
+            """The result of each plain Put whose version is not the planned one, by the Put's id()."""
             try:
                 if not ops:
                     self.revision = context.revision(context.backend.current_revision())
@@ -142,6 +151,13 @@ class Transaction:
                     stored: list[Model] = []
                     reads: list[_Step] = []
                     for step, version in zip(live, result.versions, strict=True):
+                        if isinstance(step, Put):
+                            copy: Model = step.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
+                            if copy.version == version:
+                                stored.append(copy)
+                            else:
+                                results[id(step)] = as_stored(copy, version, stamp)
+                            continue
                         planned = step.planned
                         if planned is None:
                             if isinstance(step.op, Mutate) and step.mutation is not None:
@@ -165,12 +181,16 @@ class Transaction:
                     raise
                 continue
             except errors.ConflictError as exc:
-                if not any(s.mutation is not None and (s.mutation[0].nbdb_table, s.mutation[1]) == exc.key
-                           for s in live):  # fmt: skip
+                if not any(isinstance(s, _Step) and s.mutation is not None
+                           and (s.mutation[0].nbdb_table, s.mutation[1]) == exc.key for s in live):  # fmt: skip
                     raise
                 log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
                 continue
-            self.results = [s.result for s in self._steps]
+            # A plain Put's value is its planned copy (typed ``object`` in the SPI): no cast() call per object.
+            if results:
+                self.results = [results.get(id(s), s.value) if isinstance(s, Put) else s.result for s in steps]  # type: ignore[arg-type]
+            else:
+                self.results = [s.value if isinstance(s, Put) else s.result for s in steps]  # type: ignore[misc]
             self._steps = []
             return
         raise errors.ConflictError("the transaction kept conflicting with concurrent writers; try again")
@@ -188,9 +208,14 @@ class Transaction:
             return
         step.op, step.planned = put_of(new, current.version, None, self._context.deferred)
 
-    def _settle_existing(self, live: Sequence[_Step], exc: errors.UniqueViolationError) -> bool:
+    def _settle_existing(self, live: Sequence[_Step | Put], exc: errors.UniqueViolationError) -> bool:
         for step in live:
-            if not step.may_exist or not isinstance(step.op, Put) or step.op.table != exc.table:
+            if (
+                type(step) is not _Step
+                or not step.may_exist
+                or not isinstance(step.op, Put)
+                or step.op.table != exc.table
+            ):
                 continue
             if exc.existing is not None and any(
                 key.field == exc.field and json.loads(key.value) == exc.value for key in step.op.unique
@@ -204,9 +229,14 @@ class Transaction:
                 return True
         return False
 
-    def _settle_gone(self, live: Sequence[_Step], exc: errors.NotFoundError) -> bool:
+    def _settle_gone(self, live: Sequence[_Step | Put], exc: errors.NotFoundError) -> bool:
         for step in live:
-            if step.if_exists and isinstance(step.op, Delete) and (step.op.table, step.op.id) == exc.key:
+            if (
+                type(step) is _Step
+                and step.if_exists
+                and isinstance(step.op, Delete)
+                and (step.op.table, step.op.id) == exc.key
+            ):
                 step.done, step.op = True, None
                 return True
         return False

@@ -55,7 +55,10 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
     """
     refs = obj.ref_keys()
     values = obj.unique_values()
-    unique = _keys(values)
+    # _keys(values), its common case (one unique name) without the call.
+    unique = (
+        (_new_tuple(UniqueKey, values[0]),) if len(values) == 1 and type(values[0]) is not UniqueKey else _keys(values)
+    )
     # The stored copy keeps the plain (field, value) pairs, not the keys: a tuple
     # of strings is one the cyclic collector stops tracking, a named tuple never is.
     copy = obj.stored_copy(expect_version + 1, refs, unique=values)

@@ -97,6 +97,27 @@ def _indexes(objects: dict[RefKey, tuple[frozenset[RefKey], tuple[UniqueKey, ...
     )
 
 
+def _same_history(steps: list[tuple[Any, ...]]) -> tuple[MemoryStore, MemoryStore]:
+    """Two stores that went through ``steps`` one commit at a time: one for the fast path, one for the general."""
+    fast, general = MemoryStore(), MemoryStore()
+    for step in steps:
+        op = _op(fast, step)
+        for store in (fast, general):
+            _outcome(lambda: store.commit([op]))  # noqa: B023 - called right here
+    return fast, general
+
+
+def _assert_same_batch(fast: MemoryStore, general: MemoryStore, ops: list[WriteOp]) -> None:
+    """``ops`` committed on ``fast`` and by check/apply on ``general``: the same outcome, state and indexes."""
+    got = _outcome(lambda: fast.commit(ops).versions)
+    want = _outcome(lambda: _general(general, ops))
+    assert got == want
+    assert _state(fast) == _state(general)
+    objects = {key: (fast.refs.get(key, frozenset()), tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
+               for key in fast.records}  # fmt: skip
+    assert _state(fast)[1:5] == _indexes(objects)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_step, min_size=1, max_size=25))
 def test_one_object_commits_match_the_general_path(steps: list[tuple[Any, ...]]) -> None:
@@ -143,24 +164,81 @@ _create = st.tuples(st.booleans(), st.integers(0, 2), st.frozensets(st.integers(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_step, max_size=12), st.lists(_create, min_size=2, max_size=6))
-def test_a_batch_of_creates_matches_the_general_path(steps: list[tuple[Any, ...]], batch: list[Any]) -> None:
-    """:meth:`MemoryStore.creates_ok` (one pass) reaches what :meth:`MemoryStore.check` reaches, from any state."""
-    fast, general = MemoryStore(), MemoryStore()
-    for step in steps:  # the same history on both
-        op = _op(fast, step)
-        for store in (fast, general):
-            _outcome(lambda: store.commit([op]))  # noqa: B023 - called right here
+@given(st.lists(_step, max_size=12), st.lists(_create, min_size=2, max_size=6), st.booleans())
+def test_a_batch_of_creates_matches_the_general_path(
+    steps: list[tuple[Any, ...]], batch: list[Any], shared: bool
+) -> None:
+    """:meth:`MemoryStore.creates_ok` (one pass) reaches what :meth:`MemoryStore.check` reaches, from any state.
+
+    ``shared``: equal reference sets are one object, as the model layer hands them out (siblings
+    pointing to one parent), which :meth:`MemoryStore.apply_created` indexes a run of at once.
+    """
+    fast, general = _same_history(steps)
     assert _state(fast) == _state(general)
     ops: list[WriteOp] = [_op(fast, ("create", child, which, "zero", parents, name))
                           for child, which, parents, name in batch]  # fmt: skip
-    got = _outcome(lambda: fast.commit(ops).versions)
-    want = _outcome(lambda: _general(general, ops))
-    assert got == want
-    assert _state(fast) == _state(general)
-    objects = {key: (fast.refs.get(key, frozenset()), tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
-               for key in fast.records}  # fmt: skip
-    assert _state(fast)[1:5] == _indexes(objects)
+    if shared:
+        interned: dict[frozenset[RefKey], frozenset[RefKey]] = {}
+        ops = [op._replace(refs=interned.setdefault(op.refs, op.refs)) if isinstance(op, Put) else op for op in ops]
+    _assert_same_batch(fast, general, ops)
+
+
+# A batch of updates: (child or parent, which id, which version to expect, keep the references and
+# name or take these, which parents, which name) each.
+_update = st.tuples(st.booleans(), st.integers(0, 2), st.sampled_from(["current", "stale"]), st.booleans(),
+                    st.frozensets(st.integers(0, 2), max_size=2), st.sampled_from([None, *_NAMES]))  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_step, max_size=15), st.lists(_update, min_size=2, max_size=6), st.booleans())
+def test_a_batch_of_updates_matches_the_general_path(
+    steps: list[tuple[Any, ...]], batch: list[Any], shared: bool
+) -> None:
+    """:meth:`MemoryStore.updates_ok` (one pass) reaches what :meth:`MemoryStore.check` reaches, from any state.
+
+    ``keep``: the update keeps the object's references and name (the shape the one-pass path
+    takes), else it takes those drawn; ``shared``: a kept reference set is the stored object
+    itself, as the model layer hands it out, else an equal copy.
+    """
+    fast, general = _same_history(steps)
+    ops: list[WriteOp] = []
+    for child, which, expect, keep, parents, name in batch:
+        op = _op(fast, ("update", child, which, expect, parents, name))
+        me = (op.table, op.id)
+        if keep and me in fast.records:
+            refs = fast.refs.get(me, frozenset())
+            unique = tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(me, ()))
+            assert isinstance(op, Put)
+            op = op._replace(refs=refs if shared else frozenset(refs), unique=unique)
+        ops.append(op)
+    _assert_same_batch(fast, general, ops)
+
+
+def test_a_batch_of_updates_keeping_references_and_names_takes_one_pass() -> None:
+    store = MemoryStore()
+    parent = ("Parent", _PARENTS[0])
+    refs = frozenset({parent})
+    children = [("Child", c) for c in _CHILDREN]
+    store.commit([Put(*parent, None, b"{}", 0)])
+    store.commit([Put(*c, None, b"{}", 0, refs, frozenset(), None, (UniqueKey("name", f'"{i}"'),))
+                  for i, c in enumerate(children)])  # fmt: skip
+    ops: list[WriteOp] = [Put(*c, None, b"{}", 1, refs, refs, None, (UniqueKey("name", f'"{i}"'),))
+                          for i, c in enumerate(children)]  # fmt: skip
+    assert store.updates_ok(ops) == [2, 2, 2]
+    assert store.commit(ops).versions == [2, 2, 2]
+    assert [store.records[c].version for c in children] == [2, 2, 2]
+    assert [(c.old.version, c.new.version) for c in store.history[-3:] if c.old and c.new] == [(1, 2)] * 3
+    assert {c.revision for c in store.history[-3:]} == {store.revision}
+    stale = [Put(*c, None, b"{}", 1, refs, refs, None, (UniqueKey("name", f'"{i}"'),)) for i, c in enumerate(children)]
+    assert store.updates_ok(stale) is None
+    with pytest.raises(errors.ConflictError):
+        store.commit(stale)
+    renamed = [op._replace(expect_version=2) for op in ops]
+    renamed[0] = renamed[0]._replace(unique=(UniqueKey("name", '"1"'),))  # a name another holds
+    assert store.updates_ok(renamed) is None
+    with pytest.raises(errors.UniqueViolationError):
+        store.commit(renamed)
+    assert store.revision == 3
 
 
 def test_a_batch_of_creates_may_reference_each_other() -> None:

@@ -376,3 +376,13 @@ def test_the_spread_group_runs_on_servers_only() -> None:
 
     (group,) = [g for g in GROUPS if g.name == "spread"]
     assert "memory" not in group.backends and {"redis", "etcd"} <= set(group.backends)
+
+
+@given(st.integers(0, 2**48 - 1))
+def test_a_port_mac_is_0a_then_the_low_40_bits_of_its_number(i: int) -> None:
+    from nbdb.bench.data import _mac
+
+    mac = _mac(i)
+    octets = mac.split(":")
+    assert len(octets) == 6 and all(len(o) == 2 and o == o.lower() for o in octets)
+    assert int(mac.replace(":", ""), 16) == (0x0A << 40) | (i & (2**40 - 1))

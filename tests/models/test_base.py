@@ -6,6 +6,8 @@ import uuid
 from typing import Annotated, ClassVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, Model, PortGroup, Reference, model_for_table
@@ -97,3 +99,22 @@ def test_committed_all_stamps_every_copy_as_committed_at_does() -> None:
     scoped = Revision(9, GLOBAL_SCOPE)
     committed_all([planned], scoped)
     assert planned.nbdb_revision == 9 and type(planned.__pydantic_private__["_revision"]) is int
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=30))
+def test_ref_keys_are_the_references_shared_between_equal_sets(picks: list[tuple[int, int, int]]) -> None:
+    """Whatever a port points to, ref_keys() is the set of its (table, id) references, and equal sets are one."""
+    switches = [uuid.UUID(int=i + 1) for i in range(4)]
+    chassis = [None, uuid.UUID(int=101), uuid.UUID(int=102), uuid.UUID(int=103)]
+    options = [None, uuid.UUID(int=201), uuid.UUID(int=202), uuid.UUID(int=203)]
+    seen: dict[frozenset[tuple[str, uuid.UUID]], frozenset[tuple[str, uuid.UUID]]] = {}
+    for s, c, o in picks:
+        port = LogicalSwitchPort(switch=switches[s], name="p", chassis=chassis[c], dhcpv4_options=options[o])
+        want = {("LogicalSwitch", switches[s])}
+        if chassis[c] is not None:
+            want.add(("Chassis", chassis[c]))
+        if options[o] is not None:
+            want.add(("DHCPOptions", options[o]))
+        refs = port.ref_keys()
+        assert refs == want
+        assert seen.setdefault(refs, refs) is refs  # the set held by an earlier port with the same references

@@ -28,7 +28,9 @@ def _name(kind: str, i: int) -> str:
 
 
 def _mac(i: int) -> str:
-    return "0a:" + ":".join(f"{(i >> shift) & 255:02x}" for shift in (32, 24, 16, 8, 0))
+    # One %-format, not a join over a generator: the generator cost ~1 µs of a port's ~5 µs build, an
+    # f-string with five format specs ~0.7, this ~0.4.
+    return "0a:%02x:%02x:%02x:%02x:%02x" % ((i >> 32) & 255, (i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255, i & 255)  # noqa: UP031
 
 
 def _ip(i: int) -> str:

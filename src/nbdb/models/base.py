@@ -329,7 +329,8 @@ class Model(BaseModel):
             private["_stored_unique"] = unique
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
-            fields_set = _with_version(fields_set)
+            last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call
+            fields_set = last_shared if fields_set == last_key else _with_version(fields_set)
         # One frozen set shared by the stored copies (never the caller's own set, which it may change).
         _set = object.__setattr__
         _set(new, "__dict__", data)
@@ -366,6 +367,14 @@ class Model(BaseModel):
                 keys += [(target, member) for member in value]
             else:
                 keys.append((spec.target, value))
+        if len(keys) == 1:  # the common case (a port's switch): the shared set found by its one key
+            key = keys[0]
+            shared = _SHARED_ONE.get(key)
+            if shared is None:
+                if len(_SHARED_ONE) >= _SHARED_LIMIT:
+                    _SHARED_ONE.clear()
+                shared = _SHARED_ONE[key] = frozenset(keys)
+            return shared
         if not keys:
             return _NO_REFS
         refs = frozenset(keys)
@@ -433,6 +442,8 @@ class Model(BaseModel):
 _SHARED_LIMIT = 4096
 _SHARED_REFS: dict[frozenset[tuple[str, uuid.UUID]], frozenset[tuple[str, uuid.UUID]]] = {}
 """Recent reference sets, shared by the objects that hold equal ones (they are immutable)."""
+_SHARED_ONE: dict[tuple[str, uuid.UUID], frozenset[tuple[str, uuid.UUID]]] = {}
+"""Recent sets of one reference, by that reference: no set to build to find the shared one."""
 _SHARED_FIELDS_SETS: dict[frozenset[str], FrozenSet] = {}
 """Fields sets with ``version`` added, shared by stored copies (frozen: ``model_fields_set`` hands them out)."""
 

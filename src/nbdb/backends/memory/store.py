@@ -108,6 +108,10 @@ class MemoryStore:
         if self.creates_ok(ops):
             # A batch of new objects breaking no rule (the common transaction): checked in one pass.
             return _new_tuple(CommitResult, (self.apply_created(ops), [1] * len(ops), _NONE))  # type: ignore[arg-type]
+        versions = self.updates_ok(ops)
+        if versions is not None:
+            # A batch of updates that keep their references and unique values: checked in one pass.
+            return _new_tuple(CommitResult, (self.apply_updated(ops, versions), versions, _NONE))  # type: ignore[arg-type]
         applied, versions = self.check(ops)
         revision = self.apply(applied, versions) if applied else self.revision
         if len(applied) == len(ops):
@@ -202,6 +206,71 @@ class MemoryStore:
                     return False
         return True
 
+    def updates_ok(self, ops: Sequence[WriteOp]) -> list[int] | None:
+        """The new versions if ``ops`` only update stored objects, keeping their references and unique values.
+
+        Such a batch (a status written to many objects) breaks a rule of
+        :meth:`check` only by a stale version or a changed topic, and needs
+        none of its reference or unique bookkeeping. None says only "not
+        shown here": the caller then runs :meth:`check`.
+        """
+        records, stored_refs, held = self.records, self.refs, self.held
+        seen: set[RefKey] = set()
+        versions: list[int] = []
+        for op in ops:
+            if type(op) is not Put or op.ttl is not None:
+                return None
+            me = (op.table, op.id)
+            current = records.get(me)
+            if current is None or current.version != op.expect_version or current.topic != op.topic:
+                return None
+            refs = op.refs
+            old = stored_refs.get(me, _NO_REFS)
+            if refs is not old and refs != old:
+                return None
+            unique = op.unique
+            slots = held.get(me, ())
+            if len(unique) != len(slots):
+                return None
+            for (field, value), slot in zip(unique, slots, strict=True):
+                if field != slot[1] or value != slot[2]:
+                    return None  # a claim moves (or only its order does): check() settles it
+            seen.add(me)
+            versions.append(current.version + 1)
+        if len(seen) != len(ops):
+            return None  # an object twice
+        return versions
+
+    def apply_updated(self, ops: Sequence[Put], versions: Sequence[int]) -> int:
+        """:meth:`apply` of a checked commit of :meth:`updates_ok`: new records, the same indexes, the history."""
+        self.revision += 1
+        rev = self.revision
+        history = self.history
+        append = history.append
+        records, parts, stored_refs = self.records, self.parts, self.refs
+        part_table: str | None = None
+        part_topic: str | None = None
+        part: dict[uuid.UUID, Record] = {}
+        for op, version in zip(ops, versions, strict=True):
+            table, id, topic = op.table, op.id, op.topic
+            me = (table, id)
+            if table is not part_table or topic != part_topic:
+                part_table, part_topic = table, topic
+                part = parts[(topic, table)]  # the objects are stored: so is their part
+            old = records[me]
+            new = _new_tuple(StoredRecord, (table, id, topic, version, op.data, op.value))
+            records[me] = new
+            part[id] = new
+            refs = op.refs
+            if refs and stored_refs[me] is not refs:
+                stored_refs[me] = refs  # an equal set: keep the one the write holds, as apply() does
+            append(_new_tuple(RecordChange, (table, id, topic, old, new, rev, False)))
+        if len(history) > self.history_limit:
+            self._trim_history()
+        if self.waiting:
+            self.cond.notify_all()
+        return rev
+
     def _check_stored(self, op: WriteOp, me: RefKey, current: Record | None) -> None:
         """The rules of a write to a stored object: it exists, in the op's topic, at the expected version."""
         if current is None:
@@ -282,29 +351,47 @@ class MemoryStore:
         history = self.history
         records, parts = self.records, self.parts
         referrers, stored_refs, held, uniques = self.referrers, self.refs, self.held, self.uniques
-        where: tuple[str | None, str] | None = None
+        append = history.append
+        part_table: str | None = None
+        part_topic: str | None = None
         part: dict[uuid.UUID, Record] = {}
+        # Siblings point to one shared set of parents (every port of a switch): the objects
+        # pointing to the same set in a row are added to each target's referrers at once.
+        pointing: frozenset[RefKey] = _NO_REFS
+        sources: list[RefKey] = []
         for op in ops:
             table, id, topic = op.table, op.id, op.topic
             me = (table, id)
-            if where != (topic, table):  # a transaction's objects mostly share one table and topic
-                where = (topic, table)
-                part = parts.get(where)  # type: ignore[assignment]
+            if table is not part_table or topic != part_topic:  # a transaction's objects mostly share them
+                part_table, part_topic = table, topic
+                part = parts.get((topic, table))  # type: ignore[assignment]
                 if part is None:
-                    part = parts[where] = {}
+                    part = parts[(topic, table)] = {}
             new = _new_tuple(StoredRecord, (table, id, topic, 1, op.data, op.value))
             records[me] = new
             part[id] = new
             refs = op.refs
             if refs:
-                _point(referrers, refs, me)
                 stored_refs[me] = refs
-            if op.unique:
-                slots = tuple([(table, field, value) for field, value in op.unique])  # unique_slot, inlined
-                for slot in slots:
+                if refs is not pointing:
+                    if sources:
+                        _point_all(referrers, pointing, sources)
+                    pointing, sources = refs, []
+                sources.append(me)
+            unique = op.unique
+            if unique:
+                if len(unique) == 1:  # the common case (one unique name), without a comprehension's frame
+                    slot = (table, unique[0][0], unique[0][1])  # unique_slot, inlined
                     uniques[slot] = id
-                held[me] = slots
-            history.append(_new_tuple(RecordChange, (table, id, topic, None, new, rev, False)))
+                    held[me] = (slot,)
+                else:
+                    slots = tuple([(table, field, value) for field, value in unique])
+                    for slot in slots:
+                        uniques[slot] = id
+                    held[me] = slots
+            append(_new_tuple(RecordChange, (table, id, topic, None, new, rev, False)))
+        if sources:
+            _point_all(referrers, pointing, sources)
         if len(history) > self.history_limit:
             self._trim_history()
         if self.waiting:
@@ -448,6 +535,16 @@ def _point(referrers: dict[RefKey, set[RefKey]], targets: frozenset[RefKey], sou
             referrers[target] = {source}
         else:
             sources.add(source)
+
+
+def _point_all(referrers: dict[RefKey, set[RefKey]], targets: frozenset[RefKey], sources: list[RefKey]) -> None:
+    """Record that each of ``sources`` points to each of ``targets`` (:func:`_point` of many sources at once)."""
+    for target in targets:
+        known = referrers.get(target)
+        if known is None:
+            referrers[target] = set(sources)
+        else:
+            known.update(sources)
 
 
 def _reap(ref: weakref.ReferenceType[MemoryStore]) -> None:

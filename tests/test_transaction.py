@@ -1,0 +1,119 @@
+"""A transaction's results, whatever mix of writes it queues: the stored copies, in call order.
+
+A plain create or update is queued as its Put (no step object of its own) and
+anything else (``may_exist``, deletes, mutations) as a step: the results must
+not depend on which, nor on how they are interleaved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
+
+pytestmark = pytest.mark.timeout(60)
+
+_KINDS = ["create", "create_may_exist", "update", "delete", "delete_if_exists", "mutate"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_KINDS), st.integers(0, 3)), min_size=1, max_size=12))
+def test_results_are_the_stored_copies_in_call_order(steps: list[tuple[str, int]]) -> None:
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        group = db.create(PortGroup(name="pg"))
+        stored = {i: db.create(LogicalSwitchPort(switch=switch, name=f"old{i}")) for i in range(4)}
+        touched: set[int | str] = set()
+        expected: list[Any] = []  # per step: ("read", model, id) to compare with db.get, or None
+        with db.transaction() as txn:
+            for n, (kind, slot) in enumerate(steps):
+                if (slot in touched and kind != "mutate") or (kind == "mutate" and "group" in touched):
+                    kind = "create"  # each object is written once (a delete would free its name, too)
+                touched.add("group" if kind == "mutate" else slot)
+                if kind == "create":
+                    planned = txn.create(LogicalSwitchPort(switch=switch, name=f"new{n}"))
+                    expected.append(("read", LogicalSwitchPort, planned.id))
+                elif kind == "create_may_exist":
+                    # The name is taken (by a stored port): the result is that port, however it ends.
+                    txn.create(LogicalSwitchPort(switch=switch, name=f"old{slot}"), may_exist=True)
+                    expected.append(("taken", slot))
+                elif kind == "mutate":
+                    txn.mutate(group, add={"external_ids": {f"k{n}": "v"}})
+                    expected.append(("read", PortGroup, group.id))
+                elif kind == "update":
+                    planned = txn.update(stored[slot].replace(tag=n + 1))
+                    expected.append(("read", LogicalSwitchPort, planned.id))
+                else:
+                    if kind == "delete":
+                        txn.delete(stored[slot])
+                    else:
+                        txn.delete(LogicalSwitchPort, stored[slot].id, if_exists=True)
+                    expected.append(None)
+        assert len(txn.results) == len(steps)
+        assert txn.revision is not None
+        for want, got in zip(expected, txn.results, strict=True):
+            if want is None:
+                assert got is None
+            elif want[0] == "taken":
+                assert got is not None and got.id == stored[want[1]].id
+            else:
+                _, model, uid = want
+                assert got == db.get(model, uid)  # the last write of the object is what is stored
+        written = [r for (w, r) in zip(expected, txn.results, strict=True) if w is not None and w[0] == "read"]
+        for result in written:
+            if type(result) is LogicalSwitchPort:
+                assert result.nbdb_revision == txn.revision
+
+
+def test_a_failed_transaction_leaves_no_results_and_nothing_stored() -> None:
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        taken = db.create(LogicalSwitchPort(switch=switch, name="taken"))
+        with pytest.raises(nbdb.UniqueViolationError), db.transaction() as txn:
+            txn.create(LogicalSwitchPort(switch=switch, name="fresh"))
+            txn.update(taken.replace(tag=5))
+            txn.create(LogicalSwitchPort(switch=switch, name="taken"))
+        assert txn.results == []
+        assert [p.name for p in db.list(LogicalSwitchPort)] == ["taken"]
+        assert db.get(LogicalSwitchPort, taken.id).version == 1
+
+
+def test_a_transaction_of_updates_is_one_change_for_watchers_and_caches() -> None:
+    """A batch of updates keeping references and names (one pass in memory://) reaches a watch and a cache whole."""
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        with db.transaction() as txn:
+            for i in range(100):
+                txn.create(LogicalSwitchPort(switch=switch, name=f"p{i}"))
+        ports = [p for p in txn.results if isinstance(p, LogicalSwitchPort)]
+        cache = db.cache(LogicalSwitchPort)
+        assert cache.wait_synced(10)
+        watch = db.watch(LogicalSwitchPort, since=db.list(LogicalSwitchPort).revision)
+        with db.transaction() as txn:
+            for port in ports:
+                txn.update(port.replace(up=True))
+        assert txn.revision is not None
+        events: list[nbdb.ChangeEvent[nbdb.Model]] = []
+        while len(events) < len(ports):
+            got = watch.poll(10)
+            assert got, "the watch stopped short of the transaction"
+            events += got
+        watch.close()
+        assert [e.id for e in events] == [p.id for p in ports]  # each once, in the commit's order
+        assert {e.revision for e in events} == {int(txn.revision)}
+        assert all(
+            e.old == p and e.new is not None and e.new.up and e.new.version == 2
+            for e, p in zip(events, ports, strict=True)
+        )
+        assert cache.wait_for(int(txn.revision), 10)
+        assert all(cache.get(LogicalSwitchPort, p.id) == r for p, r in zip(ports, txn.results, strict=True))
+        cache.close()
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(switch)  # the ports still point to it: the reference index kept them
+        with pytest.raises(nbdb.UniqueViolationError):
+            db.create(LogicalSwitchPort(switch=switch, name="p0"))  # and the unique index their names
