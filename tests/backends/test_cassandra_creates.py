@@ -10,7 +10,6 @@ family and the real store on a real server (one node shared by the module).
 
 from __future__ import annotations
 
-import os
 import pickle
 import threading
 import uuid
@@ -22,7 +21,6 @@ import pytest
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing import fixtures
-from nbdb.testing.cassandra import CassandraServer
 from nbdb.writes import put_of
 
 pytest.importorskip("cassandra")
@@ -41,6 +39,7 @@ from nbdb.families.widecolumn import (
 from nbdb.families.widecolumn import layout as L
 
 cassandra_server = fixtures.cassandra_server
+cassandra_url = fixtures.cassandra_url
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,17 +84,8 @@ class _CountedCassandra(WideColumnBackend):
 
 
 @pytest.fixture
-def url(request: pytest.FixtureRequest) -> str:
-    external = os.environ.get("NBDB_CASSANDRA_URL")
-    if external:
-        return external
-    server: CassandraServer = request.getfixturevalue("cassandra_server")
-    return server.url
-
-
-@pytest.fixture
-def counted(url: str) -> Iterator[tuple[nbdb.Database, CountingStore]]:
-    real = CassandraBackend.from_url(url, namespace=f"c-{uuid.uuid4().hex[:10]}")
+def counted(cassandra_url: str) -> Iterator[tuple[nbdb.Database, CountingStore]]:
+    real = CassandraBackend.from_url(cassandra_url, namespace=f"c-{uuid.uuid4().hex[:10]}")
     store = CountingStore(real.store)
     db = nbdb.Database(_CountedCassandra(store, real.options))
     yield db, store
