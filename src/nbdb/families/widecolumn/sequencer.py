@@ -139,6 +139,13 @@ class RevisionSequencer:
         self._ns = partitions.ns
         self._o = options
         self._q = queue or CommitQueue()
+        race = options.contention
+        self._races = race.replace(max_backoff=min(race.max_backoff, 4 * race.backoff), attempts=5 * race.attempts)
+        """Tries of the head's compare-and-set: a lost race is retried at once with the head it reported,
+        after a pause that does not grow past a few ms (within the same deadline). A pause that doubled
+        with each loss (to 50 ms) kept the client that lost most losing: after a node kill, when each
+        round takes longer, a writer lost 50-80 races in a row (3-5.5 s) to writers that came back
+        sooner."""
 
     # ---------------------------------------------------------------- reading
 
@@ -228,7 +235,7 @@ class RevisionSequencer:
         cid = uuid.uuid4()
         bucket = self.bucket_hint()
         started = time.monotonic()
-        for attempt in tries(self._o.contention):
+        for attempt in tries(self._races):
             known = self._q.known
             if known is not None and known[0] == bucket:
                 head = known[1]
