@@ -142,7 +142,12 @@ class Put(NamedTuple):
     enforce them), ``old_unique`` those of the stored state at
     ``expect_version`` if the caller knows them (None: read them). ``ttl``:
     seconds the object lives unless refreshed (creates only; stores with
-    ``capabilities.expiry``).
+    ``capabilities.expiry``). ``fresh_id``: a create whose id was made by
+    this process (:func:`nbdb.models.ids.new_id`) and carried by no create
+    before it (:func:`nbdb.models.ids.claim`), so no store holds that id
+    anywhere yet; a store that keeps ids per partition may then check only
+    the partition it writes instead of searching them all. False (always
+    safe) for anything else, or when unknown.
     """
 
     table: str
@@ -156,6 +161,7 @@ class Put(NamedTuple):
     unique: tuple[UniqueKey, ...] = ()
     ttl: float | None = None
     old_unique: tuple[UniqueKey, ...] | None = None
+    fresh_id: bool = False
 
 
 class Delete(NamedTuple):

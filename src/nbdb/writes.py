@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 from nbdb import errors
 from nbdb.codec import decode, encode
 from nbdb.models.base import Model
+from nbdb.models.ids import claim
 from nbdb.spi import DEFERRED, Delete, FieldChange, Mutate, Put, Record, UniqueKey
 
 __all__ = [
@@ -52,6 +53,8 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
     """The write of ``obj`` against ``expect_version``, and the stored copy it will leave (version + 1).
 
     ``deferred``: for a store that ``keeps_values``, the put carries no bytes (:data:`nbdb.spi.DEFERRED`).
+    A create (``expect_version == 0``) claims the object's id: the first create of an id this
+    process made is marked ``fresh_id`` (see :func:`nbdb.models.ids.claim`), every later one is not.
     """
     refs = obj.ref_keys()
     values = obj.unique_values()
@@ -63,12 +66,13 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
     # of strings is one the cyclic collector stops tracking, a named tuple never is.
     copy = obj.stored_copy(expect_version + 1, refs, unique=values)
     if expect_version:
-        old_refs, old_unique = obj.stored_refs(), _keys(obj.stored_unique())
+        old_refs, old_unique, fresh = obj.stored_refs(), _keys(obj.stored_unique()), False
     else:
-        old_refs, old_unique = _NO_REFS, ()
+        old_refs, old_unique, fresh = _NO_REFS, (), claim(obj.id)
     data = DEFERRED if deferred else encode(obj)
     put = _new_tuple(
-        Put, (obj.nbdb_table, obj.id, obj.topic, data, expect_version, refs, old_refs, copy, unique, ttl, old_unique)
+        Put,
+        (obj.nbdb_table, obj.id, obj.topic, data, expect_version, refs, old_refs, copy, unique, ttl, old_unique, fresh),
     )
     return put, copy
 

@@ -9,7 +9,6 @@ against an existing cluster instead (for instance ``nbdb servers`` with ``member
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -36,6 +35,7 @@ from nbdb.families.widecolumn import WideColumnBackend, layout
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
 
 cassandra_server = fixtures.cassandra_server  # one node shared by the module's tests
+cassandra_url = fixtures.cassandra_url
 server_factory = fixtures.server_factory
 
 
@@ -53,13 +53,9 @@ def ns() -> str:
 
 
 @pytest.fixture
-def url(request: pytest.FixtureRequest) -> str:
+def url(cassandra_url: str) -> str:
     """The shared test node, or the cluster named by ``$NBDB_CASSANDRA_URL`` (e.g. a 3-node one)."""
-    external = os.environ.get("NBDB_CASSANDRA_URL")
-    if external:
-        return external
-    server: CassandraServer = request.getfixturevalue("cassandra_server")
-    return server.url
+    return cassandra_url
 
 
 @pytest.fixture

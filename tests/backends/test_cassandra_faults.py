@@ -9,7 +9,6 @@ module (``NBDB_CASSANDRA_URL`` runs the tests against another cluster).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -24,7 +23,6 @@ from nbdb.events import EventKind
 from nbdb.models import Chassis, LogicalSwitch
 from nbdb.spi import RecordChange, RecordStream
 from nbdb.testing import fixtures
-from nbdb.testing.cassandra import CassandraServer
 
 pytest.importorskip("cassandra")
 
@@ -43,6 +41,7 @@ from nbdb.families.widecolumn import (
 )
 
 cassandra_server = fixtures.cassandra_server
+cassandra_url = fixtures.cassandra_url
 
 
 # ---------------------------------------------------------------------------- the fault injector
@@ -139,12 +138,9 @@ COMMIT_BATCH = writes_of(layout.W_LAST_ABOVE, layout.W_LAST_FIRST)
 
 
 @pytest.fixture
-def url(request: pytest.FixtureRequest) -> str:
-    external = os.environ.get("NBDB_CASSANDRA_URL")
-    if external:
-        return external
-    server: CassandraServer = request.getfixturevalue("cassandra_server")
-    return server.url
+def url(cassandra_url: str) -> str:
+    """The shared test node, or the cluster named by ``$NBDB_CASSANDRA_URL`` (e.g. a 3-node one)."""
+    return cassandra_url
 
 
 @pytest.fixture

@@ -11,8 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nbdb.models import LogicalSwitch
+import nbdb
+from nbdb.codec import decode, encode
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.ids import BATCH, new_id, v4_from_bytes
+from nbdb.spi import Record
+from nbdb.writes import put_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,3 +95,129 @@ def test_the_public_fallback_makes_the_same_ids() -> None:
     assert ids._public_v4_from_bytes(raw) == v4_from_bytes(raw)
     made = ids._public_new_id()
     assert made.version == 4 and made.variant == uuid.RFC_4122 and made != ids._public_new_id()
+
+
+# ---------------------------------------------------------------------------- unsubmitted ids (Put.fresh_id)
+
+
+def _fresh(obj: LogicalSwitch) -> bool:
+    """Whether a create of ``obj`` now would be marked as the first create of its id."""
+    return put_of(obj, 0)[0].fresh_id
+
+
+_COPIES = {
+    "replace(name)": lambda o: o.replace(name=o.name + "'"),
+    "replace(topic)": lambda o: o.replace(topic="other"),
+    "model_copy": lambda o: o.model_copy(),
+    "model_copy(update)": lambda o: o.model_copy(update={"topic": "third"}),
+    "model_copy(deep)": lambda o: o.model_copy(deep=True),
+    "copy.copy": copy.copy,
+    "copy.deepcopy": copy.deepcopy,
+    "explicit id": lambda o: LogicalSwitch(id=o.id, name="x", topic="fourth"),
+    "dump/validate": lambda o: LogicalSwitch.model_validate(o.model_dump()),
+    "json round trip": lambda o: LogicalSwitch.model_validate_json(o.model_dump_json()),
+    "decoded": lambda o: decode(LogicalSwitch, Record(o.nbdb_table, o.id, o.topic, 1, encode(o))),
+}
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.sampled_from([*_COPIES, "create", "pickle"])), max_size=25))
+def test_only_the_first_create_of_a_made_id_is_fresh_whatever_copies_carry_it(
+    steps: list[tuple[int, str]],
+) -> None:
+    # Every copy of an object shares its id: of all their creates, only the first may skip the
+    # search of the other partitions, and none after the id left the process (pickled).
+    lineage = [LogicalSwitch(name="sw", topic="t")]
+    created = left = False
+    for pick, step in steps:
+        obj = lineage[pick % len(lineage)]
+        if step == "create":
+            assert _fresh(obj) is (not created and not left)
+            created = True
+        elif step == "pickle":
+            lineage.append(pickle.loads(pickle.dumps(obj)))
+            left = True
+        else:
+            lineage.append(_COPIES[step](obj))
+    assert all(o.id == lineage[0].id for o in lineage)
+    assert not _fresh(lineage[-1]) or not (created or left)
+
+
+def test_ids_made_elsewhere_and_updates_are_never_fresh() -> None:
+    assert not _fresh(LogicalSwitch(id=uuid.uuid4(), name="given"))
+    assert not _fresh(LogicalSwitch(id=str(uuid.uuid4()), name="given as text"))
+    made = LogicalSwitch(name="made")
+    assert not put_of(made.replace(version=1), 1)[0].fresh_id  # an update claims nothing
+    assert _fresh(made)
+
+
+def test_a_stored_copy_and_what_derives_from_it_are_never_fresh() -> None:
+    with nbdb.connect("memory://") as db:
+        made = LogicalSwitch(name="sw", topic="a")
+        early = made.replace(topic="b")  # a copy made before the first create
+        stored = db.create(made)
+        for obj in (made, early, stored, stored.replace(topic="b"), db.get(LogicalSwitch, made.id)):
+            assert not _fresh(obj)
+        with db.transaction() as txn:
+            created = txn.create(LogicalSwitch(name="in a transaction", topic="a"))
+        assert not _fresh(created.replace(topic="b"))
+
+
+def test_a_failed_create_still_takes_the_id() -> None:
+    # Whatever a create's outcome (refused here; unknown elsewhere), the id may have reached the store.
+    with nbdb.connect("memory://") as db:
+        port = LogicalSwitchPort(switch=uuid.uuid4(), name="p", topic="a")
+        with pytest.raises(nbdb.ReferenceError):
+            db.create(port)
+        assert not _fresh(port.replace(topic="b"))
+
+
+def test_two_threads_creating_one_made_id_never_both_see_it_fresh() -> None:
+    import threading
+
+    for _ in range(50):
+        obj = LogicalSwitch(name="raced")
+        start = threading.Barrier(4)
+        seen: list[bool] = []
+
+        def create(o: LogicalSwitch, start: threading.Barrier, seen: list[bool]) -> None:
+            start.wait()
+            seen.append(_fresh(o))
+
+        threads = [threading.Thread(target=create, args=(obj, start, seen)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        assert sorted(seen) == [False, False, False, True]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_after_a_fork_neither_process_sees_an_earlier_id_as_fresh() -> None:
+    before = LogicalSwitch(name="made before the fork")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            after = LogicalSwitch(name="made in the child")
+            os.write(write, bytes([_fresh(before), _fresh(after)]))
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 2)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child == bytes([False, True])
+    assert not _fresh(before)
+    assert _fresh(LogicalSwitch(name="made in the parent after the fork"))
+
+
+def test_unsubmitted_ids_are_bounded_and_forgetting_them_is_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbdb.models import ids
+
+    monkeypatch.setattr(ids, "UNSUBMITTED_LIMIT", 2 * BATCH)
+    old = LogicalSwitch(name="built long before its create")
+    for _ in range(4 * BATCH):
+        new_id()
+    assert len(ids._unsubmitted) <= 3 * BATCH
+    assert not _fresh(old)  # forgotten: its create searches the store, as for any id made elsewhere
+    assert _fresh(LogicalSwitch(name="recent"))

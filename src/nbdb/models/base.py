@@ -207,6 +207,12 @@ class Model(BaseModel):
             return NotImplemented
         return type(self) is type(other) and self.__dict__ == other.__dict__
 
+    def __getstate__(self) -> dict[Any, Any]:
+        # A pickled object may be created by the process that unpickles it: its id, if this
+        # process made it, is no longer one that only this process's creates can carry.
+        _ids.forget(self.id)
+        return super().__getstate__()
+
     @property
     def nbdb_revision(self) -> int | None:
         """The revision this copy was committed at, on copies returned by a write; None otherwise.

@@ -9,6 +9,16 @@ id below is the same value built the way ``UUID.__init__`` and
 ``uuid.uuid4`` uses, drawn for :data:`BATCH` ids at a time: one system call per
 id was about a twentieth of building a port. A forked child drops what its parent drew
 (it would otherwise hand out the parent's next ids).
+
+An id made here is also **unsubmitted** until the first create that carries it
+(:func:`claim`): no store can hold an object with that id yet, whatever copy of
+the object is created, so a store that keeps ids per partition may skip its
+search of the other partitions for it (``nbdb.spi.Put.fresh_id``). The rule is
+about the id's value, not an instance: every copy (``replace``, ``model_copy``,
+an explicit ``id=other.id``) shares it, and the first create of any of them
+takes it. What forgets unsubmitted ids (never wrongly claims one): a fork, in
+parent and child; pickling an object (its id may be created by the process
+that unpickles it); more than :data:`UNSUBMITTED_LIMIT` of them waiting.
 """
 
 from __future__ import annotations
@@ -18,10 +28,14 @@ import pickle
 import uuid
 from collections.abc import Iterator
 
-__all__ = ["BATCH", "new_id", "v4_from_bytes"]
+__all__ = ["BATCH", "UNSUBMITTED_LIMIT", "claim", "forget", "new_id", "v4_from_bytes"]
 
 BATCH = 256
 """How many ids' worth of randomness one ``os.urandom`` call draws."""
+
+UNSUBMITTED_LIMIT = 1 << 16
+"""At most this many ids made and not created yet are remembered as such (past it they are all forgotten:
+a create of one of them then searches the store for its id, as for any id made elsewhere)."""
 
 _CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 """The variant and version bits of a UUID's integer."""
@@ -43,22 +57,49 @@ def v4_from_bytes(raw: bytes) -> uuid.UUID:
 
 
 def _draw() -> Iterator[int]:
-    """The integers of :data:`BATCH` new version-4 ids, from one ``os.urandom`` call."""
+    """The integers of :data:`BATCH` new version-4 ids, from one ``os.urandom`` call (unsubmitted, all)."""
     raw = _urandom(16 * BATCH)
-    return iter([_from_bytes(raw[i : i + 16]) & _CLEAR | _SET for i in range(0, 16 * BATCH, 16)])
+    numbers = [_from_bytes(raw[i : i + 16]) & _CLEAR | _SET for i in range(0, 16 * BATCH, 16)]
+    if len(_unsubmitted) >= UNSUBMITTED_LIMIT:
+        _unsubmitted.clear()  # bounded: ids made and never created (forgetting one is always safe)
+    _unsubmitted.update(dict.fromkeys(numbers, True))  # one call per batch: nothing per id
+    return iter(numbers)
 
 
 _drawn: Iterator[int] = iter(())
 """The integers drawn and not handed out yet. ``next()`` on a list iterator is atomic under the GIL:
 two threads never get the same one (two that refill at once each take a fresh batch)."""
 
+_unsubmitted: dict[int, bool] = {}
+"""The integers of ids made here that no create has carried yet (see :func:`claim`)."""
+
+
+def claim(id: uuid.UUID) -> bool:
+    """True, once, if ``id`` was made by :func:`new_id` in this process and no create carried it before.
+
+    The Database calls it when it turns an object into a create, whatever that
+    commit's outcome: of two creates of one id (of the same object, of copies
+    of it, in one thread or two) at most the first is told True. ``dict.pop``
+    is one atomic step.
+    """
+    return _unsubmitted.pop(id.int, False)
+
+
+def forget(id: uuid.UUID) -> None:
+    """``id`` may reach a store by another way than a create of this process (it is being pickled)."""
+    _unsubmitted.pop(id.int, None)
+
 
 def _forget_drawn() -> None:
+    """Before and after a fork, in both processes: each now holds the other's objects, whose ids
+    either may create, so none of the ids made so far is unsubmitted any more (and the child
+    must not hand out the parent's next ids)."""
     global _drawn
     _drawn = iter(())
+    _unsubmitted.clear()
 
 
-os.register_at_fork(after_in_child=_forget_drawn)
+os.register_at_fork(before=_forget_drawn, after_in_parent=_forget_drawn, after_in_child=_forget_drawn)
 
 
 def new_id() -> uuid.UUID:
@@ -79,7 +120,7 @@ def _public_v4_from_bytes(raw: bytes) -> uuid.UUID:
 
 
 def _public_new_id() -> uuid.UUID:
-    return uuid.UUID(bytes=_urandom(16), version=4)
+    return uuid.UUID(bytes=_urandom(16), version=4)  # never unsubmitted: every create of it searches the store
 
 
 def _same_as_public(raw: bytes) -> bool:

@@ -10,6 +10,7 @@ in CI (``CI=true``) and skips elsewhere, see :func:`nbdb.testing.require_server`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from nbdb.testing.servers import require_server, start_server
 
 __all__ = [
     "cassandra_server",
+    "cassandra_url",
     "etcd_cluster",
     "etcd_server",
     "hazelcast_cluster",
@@ -86,6 +88,16 @@ def ovsdb_cluster() -> Iterator[OvsdbServer]:
 def cassandra_server() -> Iterator[CassandraServer]:
     """A one-node Cassandra 5.0 with the keyspace ``nbdb`` (slow: ~10 s to start)."""
     yield from _serve("cassandra")
+
+
+@pytest.fixture
+def cassandra_url(request: pytest.FixtureRequest) -> str:
+    """The URL of the cluster named by ``$NBDB_CASSANDRA_URL``, else of :func:`cassandra_server` (started then)."""
+    external = os.environ.get("NBDB_CASSANDRA_URL")
+    if external:
+        return external
+    server: CassandraServer = request.getfixturevalue("cassandra_server")
+    return server.url
 
 
 @pytest.fixture(scope="session")

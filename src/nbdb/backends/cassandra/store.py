@@ -44,10 +44,18 @@ _SLOW = 1.0
 try of a read on its own): where a stall comes from."""
 
 
-def _note(started: float, what: Any, hosts: Any = None) -> None:
-    elapsed = time.monotonic() - started
-    if elapsed > _SLOW and log.isEnabledFor(logging.DEBUG):
-        log.debug("slow request (%.2fs, coordinator %s): %s", elapsed, hosts, getattr(what, "query_string", what))
+def _note(started: float, what: Any, hosts: Any = None, answered: float | None = None) -> None:
+    """Log a slow request; ``answered``: when its reply came, if it was read later (reads sent ahead)."""
+    now = time.monotonic()
+    elapsed = (answered or now) - started
+    if now - started > _SLOW and log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "slow request (%.2fs, coordinator %s%s): %s",
+            elapsed,
+            hosts,
+            "" if answered is None else f", read {now - started:.2f}s after it was sent",
+            getattr(what, "query_string", what),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +87,19 @@ class _Pending(PendingReads):
         self._store = store
         self._reads = reads
         self._started = started
+        self._answered: list[float | None] = [None] * len(reads)
+        """When each reply came, noted only while slow requests are logged: the reads are taken later (a
+        commit takes its revision meanwhile), and a slow log must tell the read's wait from that."""
+        if log.isEnabledFor(logging.DEBUG):
+            for i, (_, future) in enumerate(reads):
+                future.add_callbacks(self._answer, self._answer, callback_args=(i,), errback_args=(i,))
+
+    def _answer(self, _result: Any, i: int) -> None:
+        self._answered[i] = time.monotonic()
 
     def result(self) -> list[list[Row]]:
         out = []
-        for bound, future in self._reads:
+        for i, (bound, future) in enumerate(self._reads):
             try:
                 rows = list(future.result())  # later pages are fetched on iteration
             except Exception as exc:
@@ -91,7 +108,7 @@ class _Pending(PendingReads):
                     raise translate(exc) from exc
                 rows = self._store.execute_read(bound)
             finally:
-                _note(self._started, future.query, future.coordinator_host)
+                _note(self._started, future.query, future.coordinator_host, self._answered[i])
             out.append(rows)
         return out
 

@@ -205,6 +205,9 @@ class Committer:
         mortal: set[RefKey] = set()
         in_ops = {(op.table, op.id) for op in ops}
         created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
+        # A create of an id no create carried before (Put.fresh_id) cannot be refused for another
+        # partition holding it: only its row in this one is read, not the index over all of them.
+        unseen = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0 and op.fresh_id}
         probed: set[RefKey] = set()
         for _ in range(5):
             # (what is read, for which object): an op's row, a target looked for in this
@@ -212,7 +215,10 @@ class Committer:
             jobs: list[tuple[str, RefKey]] = []
             for op in ops:
                 me = (op.table, op.id)
-                if me in created:
+                if me in unseen:
+                    if me not in rows:
+                        jobs.append(("row", me))
+                elif me in created:
                     if me not in located:
                         jobs.append(("locate", me))
                 elif me not in rows:
