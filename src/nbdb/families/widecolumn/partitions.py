@@ -35,32 +35,54 @@ class Partitions:
         self.store = store
         self.ns = namespace
         self._o = options
-        self._where: dict[RefKey, tuple[str, bool]] = {}
+        self._where: dict[str, dict[int, tuple[str, bool]]] = {}
+        """Per table, by the id's integer: (partition, mortal), one shared tuple per pair. A listing
+        remembers every object it reads, so an entry is kept small: an int key in a table's dict
+        (≈ 85 B) instead of a ``(table, UUID)`` tuple and a tuple per object (≈ 240 B)."""
+        self._where_size = 0
+        self._places: dict[tuple[str, bool], tuple[str, bool]] = {}
 
     # ---------------------------------------------------------------- where ids live
 
     def cached_partition(self, key: RefKey) -> str | None:
         """The partition ``key`` was last seen in, if known."""
-        found = self._where.get(key)
+        found = self._where_of(key)
         return None if found is None else found[0]
 
     def cached_mortal(self, key: RefKey) -> bool:
         """Whether ``key`` was last seen with a ttl (False if not known)."""
-        found = self._where.get(key)
+        found = self._where_of(key)
         return found is not None and found[1]
+
+    def _where_of(self, key: RefKey) -> tuple[str, bool] | None:
+        table = self._where.get(key[0])
+        return None if table is None else table.get(key[1].int)
 
     def remember(self, key: RefKey, part: str, mortal: bool | None = None) -> None:
         """Note that ``key`` lives in ``part`` (``mortal``: it was created with a ttl; None: as known before)."""
         if mortal is None:
-            known = self._where.get(key)
+            known = self._where_of(key)
             mortal = known is not None and known[0] == part and known[1]
-        if len(self._where) >= _TOPIC_CACHE_SIZE:
+        if self._where_size >= _TOPIC_CACHE_SIZE:
             self._where.clear()  # rare, and cheaper than an LRU on every hit
-        self._where[key] = (part, mortal)
+            self._where_size = 0
+        place = self._places.get((part, mortal))
+        if place is None:
+            if len(self._places) >= _TOPIC_CACHE_SIZE:
+                self._places.clear()
+            place = self._places[(part, mortal)] = (part, mortal)
+        table = self._where.get(key[0])
+        if table is None:
+            table = self._where[key[0]] = {}
+        size = len(table)
+        table[key[1].int] = place
+        self._where_size += len(table) - size
 
     def forget(self, key: RefKey) -> None:
         """Drop what is known of ``key``'s partition (it was deleted, or a plan found it elsewhere)."""
-        self._where.pop(key, None)
+        table = self._where.get(key[0])
+        if table is not None and table.pop(key[1].int, None) is not None:
+            self._where_size -= 1
 
     # ---------------------------------------------------------------- reads
 
