@@ -7,11 +7,12 @@ measures what is steadier, the client process's CPU per commit, beside the rates
 
 Each round runs, in a rotating order, one process per side against one throwaway
 ovsdb-server: ``--count`` single creates of ports, ``--count`` CAS updates of them
-(``replace(up=True)``), and ``--count`` creates from 8 threads through one Database; printed
-per side: process CPU per commit (all threads), the callers' own CPU per commit (the
-writing threads' CPU; the rest is the connection's I/O thread and the like) and the rate. With ``--bench``, each side also runs
-``nbdb bench --backends ovsdb --spawn --quick --workloads threads`` and the nbdb/raw ratios
-of its two thread workloads are printed. Medians at the end; the load average per round.
+(``replace(up=True)``), and ``--count`` creates from 8 threads through one Database.
+Printed per side: process CPU per commit (all threads), the callers' own CPU per commit
+(the writing threads'; the rest is the connection's I/O thread and the like) and the rate.
+With ``--bench``, each side also runs ``nbdb bench --backends ovsdb --spawn --quick
+--workloads threads``, and the nbdb/raw ratios of its two thread workloads are printed.
+Medians at the end; the load average per round.
 """
 
 from __future__ import annotations
