@@ -51,6 +51,13 @@ def test_map_cells_round_trip(value: dict[str, str]) -> None:
     assert cell_from_wire(ctype, cell_to_wire(ctype, value)) == value
 
 
+@pytest.mark.parametrize("pairs", [[["a", 1]], [[1, "a"]], [["a", None]], [["a"]], [["a", "b", "c"]], ["abc"]])
+def test_a_string_map_holding_anything_but_string_pairs_is_refused(pairs: list[Any]) -> None:
+    ctype = ColumnType.of("string", "string", min=0, max=None)
+    with pytest.raises(ValueError):
+        cell_from_wire(ctype, ["map", [["ok", "fine"], *pairs]])
+
+
 def test_a_value_of_the_wrong_type_is_a_validation_error() -> None:
     with pytest.raises(nbdb.ValidationError):
         cell_to_wire(ColumnType.of("integer"), "three")

@@ -186,6 +186,8 @@ class OvsdbBackend(OvsdbFamilyBackend):
                 type(self).capabilities, linearizable_reads=False, locks=False, fencing=False
             )
         self._closed = False
+        self._main: Replica | None = None
+        """The main replica once loaded (a driver keeps each scope's replica for good)."""
         self._locks_lock = threading.Lock()
         self._local_locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
@@ -206,6 +208,11 @@ class OvsdbBackend(OvsdbFamilyBackend):
     def _replica_for(self, tables: Collection[str] | None, topics: Collection[str | None] | None) -> Replica:
         if self._closed:
             raise errors.BackendUnavailableError("this OVSDB backend is closed")
+        if tables is None and topics is None:
+            # Every commit asks for the main replica, several times: skip the scope and the driver's lock.
+            if self._main is None:
+                self._main = self._driver.replica(Scope(self.namespace))
+            return self._main
         scope = Scope(
             self.namespace,
             None if tables is None else frozenset(tables),

@@ -193,7 +193,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """One commit, sent on the backend's session, or with ``fence`` on the lock's own after its ``assert``."""
         if not ops:
             return CommitResult(self.clock.now(), [])
-        rules.shape_of(ops)  # refuses an object written twice
+        replica = self.replica  # once: each lookup builds and hashes a scope under the driver's lock
         lock, transact = (None, self._grouped) if fence is None else self._fenced(fence)
         token = new_token()
         started = time.time()
@@ -220,11 +220,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     # A plan keeps every operation it builds until it is sent: with the collector
                     # running, they were promoted to the oldest generation, and the full collections
                     # that followed (over the whole replica) cost more than planning itself.
-                    with self.replica.cond, bulk():
-                        plan = plan_commit(
-                            self.mapping, self.replica, ops, token, now=started, fence=lock, book=self._marks
-                        )
-                        self.replica.expect(plan.written)
+                    with replica.cond, bulk():
+                        plan = plan_commit(self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks)
+                        replica.expect(plan.written)
                 except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError):
                     # The replica may lag: confirm against a current one before saying so.
                     if synced:
@@ -338,19 +336,20 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """
         self._marks.settled(plan.marks, plan.dropped)
         deadline = time.monotonic() + self.commit_timeout
-        with self.replica.cond:
-            while not reflects(plan, self.replica):
+        replica = self.replica
+        with replica.cond:
+            while not reflects(plan, replica):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.warning("ovsdb: the monitor did not show a commit within %ss", self.commit_timeout)
                     break
-                self.replica.cond.wait(min(remaining, 0.5))
-            revision = max((self.replica.changed_at.get(key, 0) for key in plan.keys), default=0)
+                replica.cond.wait(min(remaining, 0.5))
+            revision = max((replica.changed_at.get(key, 0) for key in plan.keys), default=0)
             versions = list(plan.versions)
             for index, key in plan.mutated:
-                record = self.replica.record(*key)
+                record = replica.record(*key)
                 versions[index] = 0 if record is None else record.version
-            return CommitResult(revision or self.replica.revision, versions, frozenset(plan.skipped))
+            return CommitResult(revision or replica.revision, versions, frozenset(plan.skipped))
 
     @staticmethod
     def _retryable(plan: Plan, failure: results.OperationError) -> bool:

@@ -58,7 +58,6 @@ from nbdb.families.ovsdb.rows import (
     carried,
     new_row,
     push_window,
-    refs_of,
     render_written,
 )
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
@@ -98,6 +97,9 @@ class Plan:
     def reason(self, index: int) -> tuple[str, Any]:
         """Why operation ``index`` is in the plan (``("commit", None)`` past the end)."""
         return self.reasons[index] if index < len(self.reasons) else ("commit", None)
+
+
+_ABSENT = object()
 
 
 def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -304,7 +306,8 @@ def _plan_put(
     written: Row = {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
-    plan.written[key] = (written, parents, render_written(tm, op.id, written, parents))
+    rendered = render_written(tm, op.id, written, parents)
+    plan.written[key] = (written, parents, rendered)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
@@ -312,12 +315,13 @@ def _plan_put(
         stages.body.append((insert, ("insert", key)))
     else:
         # Only what changes: less to encode, and the server rewrites less.
-        types = {cm.column: cm.type for cm in tm.columns.values()}
-        changed = {
-            c: datum
-            for c, datum in wire.items()
-            if c == EXTERNAL_IDS or cells.get(c) != row.get(c, default_cell(types[c]))
-        }
+        changed = {}
+        for cm in tm.columns.values():
+            c = cm.column
+            stored = row.get(c, _ABSENT)
+            if cells[c] != (default_cell(cm.type) if stored is _ABSENT else stored):
+                changed[c] = wire[c]
+        changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
         changed.update(keys)
         stages.body.append(
             ({"op": "update", "table": tm.db_table, "where": where_uuid(op.id), "row": changed}, ("update", key))
@@ -335,7 +339,9 @@ def _plan_put(
         value = None if rule.declared else doc_value(rule, doc)
         if value is not None:
             plan.unique.append(UniqueCheck(key, rule, value))
-    return refs_of(tm, doc)
+    # The references of the document as it will be read back: the written row's, rendered above
+    # (refs_of(tm, doc) gives the same set: each reference field renders from its own cell).
+    return rendered.refs
 
 
 def _plan_unique(plan: Plan, stages: _Stages, tm: TableMap, op: Put, held: dict[tuple[str, str, str], RefKey]) -> None:

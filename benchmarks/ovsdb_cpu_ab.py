@@ -1,0 +1,122 @@
+"""A/B of OVSDB commits' client CPU: nbdb at two checkouts, alternating, in one run.
+
+Wall-clock ratios on a shared 2-core machine swing by 2x between runs of one build, so this
+measures what is steadier, the client process's CPU per commit, beside the rates::
+
+    python benchmarks/ovsdb_cpu_ab.py --a /path/to/main/src --b src --rounds 6 --count 1500
+
+Each round runs, in a rotating order, one process per side against one throwaway
+ovsdb-server: ``--count`` single creates of ports, ``--count`` CAS updates of them
+(``replace(up=True)``), and ``--count`` creates from 8 threads through one Database.
+Printed per side: process CPU per commit (all threads), the callers' own CPU per commit
+(the writing threads'; the rest is the connection's I/O thread and the like) and the rate.
+With ``--bench``, each side also runs ``nbdb bench --backends ovsdb --spawn --quick
+--workloads threads``, and the nbdb/raw ratios of its two thread workloads are printed.
+Medians at the end; the load average per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from abrun import env, loadavg, run_json
+
+WORKER = r"""
+import json, sys, threading, time
+import nbdb
+from nbdb.bench.data import make_port
+from nbdb.bench.workloads.common import populate
+url, ns, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out = {}
+def phase(name, body, n):
+    c, t, w = time.process_time_ns(), time.thread_time_ns(), time.perf_counter_ns()
+    body()
+    c, t, w = time.process_time_ns() - c, time.thread_time_ns() - t, time.perf_counter_ns() - w
+    out[name] = {"cpu_us": c / n / 1e3, "caller_us": t / n / 1e3, "rate": n / (w / 1e9)}
+with nbdb.connect(url, namespace=ns) as db:
+    switch = populate(db, 0, "tenant-0")[0]
+    for i in range(50):
+        db.create(make_port(switch, 10**6 + i, "tenant-0"))
+    ports = []
+    phase("create", lambda: ports.extend(db.create(make_port(switch, i, "tenant-0")) for i in range(count)), count)
+    phase("update", lambda: [db.update(p.replace(up=True)) for p in ports], count)
+    per = count // 8
+    spent = []
+    def work(n):
+        t = time.thread_time_ns()
+        for i in range(n * per, (n + 1) * per):
+            db.create(make_port(switch, 10**5 + i, "tenant-0"))
+        spent.append(time.thread_time_ns() - t)
+    def threads():
+        ts = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+    phase("threads8", threads, per * 8)
+    out["threads8"]["caller_us"] = sum(spent) / (per * 8) / 1e3  # the 8 writers' own CPU
+print(json.dumps(out))
+"""
+
+BENCH = "import sys; from nbdb.cli import main; sys.exit(main())"
+
+
+def _bench(src: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as out:
+        args = ["bench", "--backends", "ovsdb", "--spawn", "--quick", "--workloads", "threads", "--no-plots"]
+        done = subprocess.run(
+            [sys.executable, "-c", BENCH, *args, "--out", out],
+            env=env(src),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        figures = json.loads((Path(out) / "bench.json").read_text())
+    ratios = {}
+    for r in figures["ratios"]:
+        ratios["t16" if r["params"] else "t8"] = r["ratio"]
+        ratios[("t16" if r["params"] else "t8") + "_rate"] = r["nbdb_rate_per_s"]
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", required=True, help="the first checkout's src/ (e.g. main's)")
+    parser.add_argument("--b", required=True, help="the second checkout's src/")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--count", type=int, default=1500)
+    parser.add_argument("--bench", action="store_true", help="also run the quick threads bench per side")
+    opts = parser.parse_args()
+    from nbdb.testing.servers import start_server
+
+    sides = {"a": opts.a, "b": opts.b}
+    rows: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
+    with start_server("ovsdb") as server:
+        for n in range(opts.rounds):
+            order = ["a", "b"] if n % 2 == 0 else ["b", "a"]
+            for side in order:
+                row: dict[str, float] = {}
+                got = run_json(sides[side], WORKER, [server.url, f"ab-{uuid.uuid4().hex[:8]}", str(opts.count)])
+                for name, fig in got.items():
+                    row.update({f"{name}_{k}": v for k, v in fig.items()})
+                if opts.bench:
+                    row.update(_bench(sides[side]))
+                rows[side].append(row)
+                shown = " ".join(f"{k}={v:.3g}" for k, v in row.items())
+                print(f"round {n} {side} load {loadavg()}: {shown}", flush=True)
+    print("medians (a | b):")
+    for key in rows["a"][0]:
+        a = statistics.median(r[key] for r in rows["a"])
+        b = statistics.median(r[key] for r in rows["b"])
+        print(f"  {key:22s} {a:10.3f} | {b:10.3f}   b/a {b / a:.3f}")
+
+
+if __name__ == "__main__":
+    main()
