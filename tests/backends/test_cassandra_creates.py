@@ -27,14 +27,12 @@ pytest.importorskip("cassandra")
 
 from nbdb.backends.cassandra import CassandraBackend
 from nbdb.families.widecolumn import (
-    Applied,
+    ForwardingStore,
     PendingReads,
     Row,
     Select,
-    Table,
     WideColumnBackend,
     WideColumnStore,
-    Write,
 )
 from nbdb.families.widecolumn import layout as L
 
@@ -44,20 +42,17 @@ cassandra_url = fixtures.cassandra_url
 pytestmark = pytest.mark.timeout(120)
 
 
-class CountingStore(WideColumnStore):
+class CountingStore(ForwardingStore):
     """The real store, counting the queries the family sends through it."""
 
     def __init__(self, real: WideColumnStore) -> None:
-        self.real = real
+        super().__init__(real)
         self.queries: list[Select] = []
         self._lock = threading.Lock()
 
     def count(self, query: Select) -> int:
         with self._lock:
             return sum(1 for q in self.queries if q is query)
-
-    def create_tables(self, tables: Sequence[Table]) -> None:
-        self.real.create_tables(tables)
 
     def select(self, query: Select, params: Sequence[Any], *, serial: bool = False) -> list[Row]:
         with self._lock:
@@ -68,15 +63,6 @@ class CountingStore(WideColumnStore):
         with self._lock:
             self.queries += [query for query, _ in reads]
         return self.real.start_reads(reads, serial=serial)
-
-    def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
-        return self.real.apply(writes)
-
-    def id_order(self, value: uuid.UUID) -> Any:
-        return self.real.id_order(value)
-
-    def close(self) -> None:
-        self.real.close()
 
 
 class _CountedCassandra(WideColumnBackend):

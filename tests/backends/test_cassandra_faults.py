@@ -29,11 +29,11 @@ pytest.importorskip("cassandra")
 from nbdb.backends.cassandra import CassandraBackend
 from nbdb.families.widecolumn import (
     Applied,
+    ForwardingStore,
     OutcomeUnknown,
     PendingReads,
     Row,
     Select,
-    Table,
     WideColumnBackend,
     WideColumnStore,
     Write,
@@ -62,11 +62,11 @@ class Fault:
     """The reply the server gave to the write whose reply was dropped."""
 
 
-class FaultyStore(WideColumnStore):
+class FaultyStore(ForwardingStore):
     """The real store, with faults injected at the seam of the family."""
 
     def __init__(self, real: WideColumnStore) -> None:
-        self.real = real
+        super().__init__(real)
         self.faults: list[Fault] = []
         self.applied: list[Sequence[Write]] = []
         self._lock = threading.Lock()
@@ -83,9 +83,6 @@ class FaultyStore(WideColumnStore):
                     fault.hits += 1
                     return fault
         return None
-
-    def create_tables(self, tables: Sequence[Table]) -> None:
-        self.real.create_tables(tables)
 
     def select(self, query: Select, params: Sequence[Any], *, serial: bool = False) -> list[Row]:
         fault = self._fault([query])
@@ -114,12 +111,6 @@ class FaultyStore(WideColumnStore):
             if fault.before_raise is not None:
                 fault.before_raise()
         raise OutcomeUnknown(f"injected: the {fault.action} of a conditional write was lost")
-
-    def id_order(self, value: uuid.UUID) -> Any:
-        return self.real.id_order(value)
-
-    def close(self) -> None:
-        self.real.close()
 
 
 class _FaultyCassandra(WideColumnBackend):

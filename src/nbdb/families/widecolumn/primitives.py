@@ -45,6 +45,7 @@ __all__ = [
     "Condition",
     "Delete",
     "EntryEquals",
+    "ForwardingStore",
     "Insert",
     "OutcomeUnknown",
     "PendingReads",
@@ -305,3 +306,29 @@ class WideColumnStore(ABC):
         value; a store that orders otherwise (Cassandra) overrides it.
         """
         return value.int
+
+
+class ForwardingStore(WideColumnStore):
+    """A store that hands every call to ``real``: subclass it to count, trace or inject faults at the
+    family's seam (the conformance of a backend stays the real store's)."""
+
+    def __init__(self, real: WideColumnStore) -> None:
+        self.real = real
+
+    def create_tables(self, tables: Sequence[Table]) -> None:
+        self.real.create_tables(tables)
+
+    def select(self, query: Select, params: Sequence[Any], *, serial: bool = False) -> list[Row]:
+        return self.real.select(query, params, serial=serial)
+
+    def start_reads(self, reads: Sequence[tuple[Select, Sequence[Any]]], *, serial: bool = False) -> PendingReads:
+        return self.real.start_reads(reads, serial=serial)
+
+    def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        return self.real.apply(writes)
+
+    def close(self) -> None:
+        self.real.close()
+
+    def id_order(self, value: uuid.UUID) -> Any:
+        return self.real.id_order(value)
