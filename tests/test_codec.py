@@ -16,43 +16,11 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.cache import Replica, SharedCache
 from nbdb.codec import decode, encode
-from nbdb.models import ovn
 from nbdb.models.base import DECODED, Model
-from nbdb.models.ovn import (
-    ACL,
-    NAT,
-    DHCPOptions,
-    LogicalRouterPort,
-    LogicalRouterStaticRoute,
-    LogicalSwitch,
-    LogicalSwitchPort,
-    QoS,
-)
+from nbdb.models.ovn import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 from nbdb.spi import Record, Snapshot
-
-_IPS = st.sampled_from(["10.0.0.1", "192.168.7.0", "fd00::1", "2001:db8::5"])
-_MACS = st.sampled_from(["0a:00:00:00:00:01", "de:ad:be:ef:00:02"])
-# Hypothesis builds most models from their annotations; these fields need values of a shape it cannot guess.
-_OVERRIDES: dict[type[Model], dict[str, st.SearchStrategy[Any]]] = {
-    DHCPOptions: {"cidr": st.sampled_from(["10.0.0.0/24", "fd00::/64"])},
-    LogicalRouterPort: {"mac": _MACS, "networks": st.lists(st.sampled_from(["10.0.0.1/24", "fd00::1/64"]), min_size=1)},
-    LogicalRouterStaticRoute: {"ip_prefix": _IPS, "nexthop": _IPS},
-    ACL: {"switch": st.uuids(), "port_group": st.none()},
-    NAT: {"external_ip": _IPS, "logical_ip": _IPS},
-    QoS: {"action": st.dictionaries(st.sampled_from(["dscp", "mark"]), st.integers(0, 63), min_size=1)},
-}
-_MODELS = sorted(
-    (m for m in vars(ovn).values() if isinstance(m, type) and issubclass(m, Model) and m is not Model),
-    key=lambda m: m.__name__,
-)
-
-
-def _objects() -> st.SearchStrategy[Model]:
-    def build(model: type[Model]) -> st.SearchStrategy[Model]:
-        return st.builds(model, **_OVERRIDES.get(model, {}))  # type: ignore[arg-type]
-
-    return st.sampled_from(_MODELS).flatmap(build)
+from nbdb.testing.strategies import ovn_objects
 
 
 def _record(obj: Model, version: int = 3, data: bytes | None = None) -> Record:
@@ -65,7 +33,7 @@ def _validated(obj: Model, version: int) -> Model:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(_objects(), st.integers(1, 2**40), st.booleans())
+@given(ovn_objects(), st.integers(1, 2**40), st.booleans())
 def test_decode_equals_the_validating_path_for_every_model(obj: Model, version: int, share: bool) -> None:
     decoded = decode(type(obj), _record(obj, version), share=share)
     expected = _validated(obj, version)
@@ -83,7 +51,7 @@ def test_decode_equals_the_validating_path_for_every_model(obj: Model, version: 
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_objects())
+@given(ovn_objects())
 def test_a_record_that_does_not_fit_is_corrupt_not_a_crash(obj: Model) -> None:
     table = type(obj).nbdb_table
     for data in (b"{", b"[]", b'{"id": 5}', encode(obj)[:-1], encode(obj).replace(b'"id"', b'"di"')):

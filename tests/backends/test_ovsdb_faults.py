@@ -342,3 +342,29 @@ def test_lost_reply_of_commits_sent_together_lands_each_once(
     backend = mine.backend
     assert isinstance(backend, OvsdbBackend)
     assert backend._grouped.combined > 0
+
+
+def test_a_reconnect_resyncs_the_replica_commits_plan_against(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """The backend keeps the main replica it found first; a reconnect must resync that one, not replace it.
+
+    ``OvsdbBackend`` looks the main replica up once and keeps it (every commit
+    plans against it); that is right only while the driver keeps each scope's
+    replica for good and a reconnect refills it in place.
+    """
+    mine, other = clients
+    backend = mine.backend
+    assert isinstance(backend, OvsdbBackend)
+    ls = mine.create(LogicalSwitch(name="sw", external_ids={"n": "0"}))
+    kept = backend._replica_for(None, None)
+    _cut(proxy, "mine-1", lambda: other.update(other.get(LogicalSwitch, ls.id).replace(external_ids={"n": "theirs"})))
+    mine.update(ls.replace(external_ids={"n": "mine-1"}))
+    assert proxy.cut.is_set(), "the connection was not cut"
+    assert backend._replica_for(None, None) is kept
+    assert backend._driver.replicas() == [kept], "the reconnect made a second replica"
+    # What another client writes after the reconnect reaches the kept replica, and a commit planned on it lands.
+    theirs = other.update(other.get(LogicalSwitch, ls.id).replace(name="after"))
+    assert mine.get(LogicalSwitch, ls.id).version == theirs.version
+    mine.update(mine.get(LogicalSwitch, ls.id).replace(external_ids={"n": "mine-2"}))
+    assert other.get(LogicalSwitch, ls.id).external_ids == {"n": "mine-2"}

@@ -1,0 +1,47 @@
+"""Hypothesis strategies of nbdb's OVN models, for property tests of codecs, mappings and backends.
+
+Needs the ``test`` extra (hypothesis). Most models build from their annotations; the
+fields listed in :data:`OVERRIDES` need values of a shape hypothesis cannot guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from nbdb.models import ovn
+from nbdb.models.base import Model
+from nbdb.models.ovn import ACL, NAT, DHCPOptions, LogicalRouterPort, LogicalRouterStaticRoute, QoS
+
+__all__ = ["OVERRIDES", "OVN_MODELS", "ovn_objects"]
+
+_IPS = st.sampled_from(["10.0.0.1", "192.168.7.0", "fd00::1", "2001:db8::5"])
+_MACS = st.sampled_from(["0a:00:00:00:00:01", "de:ad:be:ef:00:02"])
+
+OVERRIDES: dict[type[Model], dict[str, st.SearchStrategy[Any]]] = {
+    DHCPOptions: {"cidr": st.sampled_from(["10.0.0.0/24", "fd00::/64"])},
+    LogicalRouterPort: {"mac": _MACS, "networks": st.lists(st.sampled_from(["10.0.0.1/24", "fd00::1/64"]), min_size=1)},
+    LogicalRouterStaticRoute: {"ip_prefix": _IPS, "nexthop": _IPS},
+    ACL: {"switch": st.uuids(), "port_group": st.none()},
+    NAT: {"external_ip": _IPS, "logical_ip": _IPS},
+    QoS: {"action": st.dictionaries(st.sampled_from(["dscp", "mark"]), st.integers(0, 63), min_size=1)},
+}
+"""Per model, the fields whose valid values hypothesis cannot derive from the annotations."""
+
+OVN_MODELS: tuple[type[Model], ...] = tuple(
+    sorted(
+        (m for m in vars(ovn).values() if isinstance(m, type) and issubclass(m, Model) and m is not Model),
+        key=lambda m: m.__name__,
+    )
+)
+"""Every model of :mod:`nbdb.models.ovn`, by name."""
+
+
+def ovn_objects(models: tuple[type[Model], ...] = OVN_MODELS) -> st.SearchStrategy[Model]:
+    """Valid objects of any of ``models`` (default: every OVN model)."""
+
+    def build(model: type[Model]) -> st.SearchStrategy[Model]:
+        return st.builds(model, **OVERRIDES.get(model, {}))
+
+    return st.sampled_from(models).flatmap(build)

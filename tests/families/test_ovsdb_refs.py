@@ -1,0 +1,63 @@
+"""A planned put's references, taken from the row it renders, are the references of the document it writes.
+
+The OVSDB planner returns ``render_written(...).refs`` (the document as it
+will be read back) instead of computing ``refs_of`` of the caller's document a
+second time; the two must be the same set for every model and every value,
+or a commit would check the wrong targets for existence and the replica's
+reverse references would drift.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from nbdb.codec import encode
+from nbdb.families.ovsdb import OVN_BINDINGS, DatabaseSchema, Mapping_, build_mapping
+from nbdb.families.ovsdb.ovn import OVN_NB_DATABASE
+from nbdb.families.ovsdb.rows import EXTERNAL_IDS, new_row, refs_of, render_written
+from nbdb.models.base import Model
+from nbdb.models.shape import model_shapes
+from nbdb.testing.errors import ServerNotInstalledError
+from nbdb.testing.ovsdb import find_ovn_nb_schema
+from nbdb.testing.strategies import OVN_MODELS, ovn_objects
+
+
+def _mapping() -> Mapping_ | None:
+    try:
+        path = find_ovn_nb_schema()
+    except ServerNotInstalledError:
+        return None
+    schema = DatabaseSchema.parse(json.loads(path.read_text()))
+    return build_mapping({OVN_NB_DATABASE: schema}, {OVN_NB_DATABASE: OVN_BINDINGS}, model_shapes())
+
+
+_NB = _mapping()
+# The models the Northbound schema holds (Chassis and other Southbound-side models are not in it).
+_MAPPED = tuple(m for m in OVN_MODELS if _NB is not None and m.nbdb_table in _NB.tables)
+
+
+@pytest.mark.skipif(_NB is None, reason="the OVN Northbound schema is not installed (Debian package ovn-common)")
+def test_most_models_map_onto_the_northbound_schema() -> None:
+    assert _NB is not None
+    assert {"LogicalSwitch", "LogicalSwitchPort", "LogicalRouter", "LogicalRouterPort", "ACL", "NAT"} <= {
+        m.__name__ for m in _MAPPED
+    }
+
+
+@pytest.mark.skipif(_NB is None, reason="the OVN Northbound schema is not installed (Debian package ovn-common)")
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ovn_objects(_MAPPED or OVN_MODELS))
+def test_the_rendered_rows_references_are_the_documents(obj: Model) -> None:
+    assert _NB is not None
+    tm = _NB.get(type(obj).nbdb_table)
+    doc = json.loads(encode(obj))
+    cells, _wire, ext, parents = new_row(tm, doc)
+    written = {**cells, EXTERNAL_IDS: ext}
+    rendered = render_written(tm, obj.id, written, parents)
+    assert rendered.refs == refs_of(tm, doc)
+    # And both are what the model itself says it references.
+    assert rendered.refs == frozenset((table, uuid.UUID(str(id))) for table, id in obj.ref_keys())
