@@ -2,8 +2,8 @@
 
 The servers come from :class:`nbdb.testing.OvsdbServer` with ``tls=True``: a throwaway CA
 signs the server's and the client's certificates, and ovsdb-server refuses clients without
-a certificate from that CA. The conformance kit runs over SSL too, by hand:
-``pytest src/nbdb/conformance --nbdb-url='<server.url>'``.
+a certificate from that CA. The conformance kit runs over SSL too
+(``--nbdb-url='spawn:ovsdb?tls=true'`` in scripts/test.sh).
 """
 
 from __future__ import annotations
