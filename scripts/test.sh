@@ -9,8 +9,9 @@ bash .ci/install-servers.sh
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 # The whole suite includes the slow Cassandra harness tests (3 nodes, kill -9 durability, auth).
 export NBDB_TEST_CASSANDRA_EXTRA="${NBDB_TEST_CASSANDRA_EXTRA:-1}"
-# Every backend runs the conformance kit; spawn:KIND starts a throwaway server (OVSDB also over a
-# unix socket, TLS, a raft cluster and relays in front of one, ~2 min more); sqlite
+# Every backend runs the conformance kit; spawn:KIND starts a throwaway server (etcd also as a
+# 3-member cluster, Redis behind Sentinel, OVSDB over a unix socket, TLS, a raft cluster and
+# relays in front of one: ~4 min more); sqlite
 # needs no server, only a file (and sqlite:// runs the same code in memory).
 sqlite_dir=$(mktemp -d)
 trap 'rm -rf "$sqlite_dir"' EXIT
@@ -20,6 +21,8 @@ trap 'rm -rf "$sqlite_dir"' EXIT
   --nbdb-url=sqlite:// \
   --nbdb-url=spawn:redis \
   --nbdb-url=spawn:etcd \
+  '--nbdb-url=spawn:etcd?members=3' \
+  --nbdb-url=spawn:redis-sentinel \
   --nbdb-url=spawn:ovsdb \
   '--nbdb-url=spawn:ovsdb?unix=true' \
   '--nbdb-url=spawn:ovsdb?tls=true' \
