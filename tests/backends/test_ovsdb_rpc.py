@@ -21,24 +21,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbdb.backends.ovsdb.rpc import RpcClosed, RpcConnection
-from nbdb.backends.ovsdb.transport import JsonFramer
+from nbdb.backends.ovsdb.transport import JsonFramer, dumps
 
 pytestmark = pytest.mark.timeout(60)
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(alphabet=st.sampled_from('ab{}[]"\\ \n:,é')),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)  # RFC 7047's integers: 64 bits, which the server checks
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from('ab{}[]"\\ \n:,é€😀')),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
     max_leaves=12,
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.dictionaries(st.text(max_size=5), _JSON, max_size=4), min_size=1, max_size=5),
     st.lists(st.integers(min_value=1, max_value=40), max_size=12),
+    st.sampled_from(["", " ", "\n", " \r\n\t"]),
+    st.booleans(),
 )
-def test_messages_come_out_whole_and_in_order_however_the_stream_is_cut(messages: list[Any], cuts: list[int]) -> None:
-    stream = b"".join(json.dumps(m).encode() for m in messages)
+def test_messages_come_out_whole_and_in_order_however_the_stream_is_cut(
+    messages: list[Any], cuts: list[int], between: str, ascii: bool
+) -> None:
+    stream = b"".join(json.dumps(m, ensure_ascii=ascii).encode() + between.encode() for m in messages)
     framer = JsonFramer()
     out: list[Any] = []
     start = 0
@@ -49,6 +57,21 @@ def test_messages_come_out_whole_and_in_order_however_the_stream_is_cut(messages
             out += framer.feed(chunk)
     out += framer.idle(force=True)
     assert out == messages
+    assert framer.buffered <= len(between)  # at most the blanks after the last message
+    assert framer.feed(b"{}") == [{}]  # nothing left over that would corrupt the next message
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), _JSON | st.tuples(_JSON, _JSON), max_size=4))
+def test_a_message_is_written_as_json_reads_it(message: dict[str, Any]) -> None:
+    assert json.loads(dumps(message)) == json.loads(json.dumps(message))
+
+
+def test_what_json_accepts_and_orjson_refuses_is_still_read() -> None:
+    framer = JsonFramer()
+    out = framer.feed(b'{"a": NaN}{"b": Infinity} {"c": [1, 2]}')
+    assert out[1:] == [{"b": float("inf")}, {"c": [1, 2]}]
+    assert out[0]["a"] != out[0]["a"]  # NaN
     assert framer.buffered == 0
 
 

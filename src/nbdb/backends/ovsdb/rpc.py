@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import select
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbdb import errors
-from nbdb.backends.ovsdb.transport import JsonFramer, tls_refused
+from nbdb.backends.ovsdb.transport import JsonFramer, dumps, tls_refused
 from nbdb.codec import bulk
 
 __all__ = ["Call", "RpcClosed", "RpcConnection", "RpcError"]
@@ -131,7 +130,7 @@ class RpcConnection:
         call = Call(method, on_reply)
         number = next(self._ids)
         mid: int | str = number if label is None else f"{number} {label}"
-        data = json.dumps({"id": mid, "method": method, "params": params}, separators=(",", ":")).encode()
+        data = dumps({"id": mid, "method": method, "params": params})
         with self._lock:
             if self.closed.is_set():
                 call.error = RpcClosed(f"the OVSDB connection to {self.remote} is closed", sent=False)
@@ -364,6 +363,6 @@ class RpcConnection:
         elif method == "echo" and message.get("id") is not None:
             reply = {"id": message["id"], "result": message.get("params", []), "error": None}
             with self._lock:
-                self._write(memoryview(json.dumps(reply).encode()), None)
+                self._write(memoryview(dumps(reply)), None)
         elif message.get("id") is None:
             self._notify(method, message.get("params") or [])

@@ -1,10 +1,16 @@
 """Sockets to an OVSDB server (TCP, TLS, unix) and the framing of its JSON stream.
 
-RFC 7047 sends JSON-RPC messages back to back with no separator. The
-standard library's C-accelerated ``json`` parses them: the ``ovs`` package's
-parser is pure Python and, measured on a 10,000-port monitor reply, about ten
-times slower, which made cold loads and big updates cost most of their time
-in parsing.
+RFC 7047 sends JSON-RPC messages back to back with no separator. orjson
+parses and writes them; the standard library's ``json`` is the fallback for
+what orjson refuses and ``json`` takes (``NaN``, ``Infinity``; on writing,
+integers beyond 64 bits, which the server then refuses). OVSDB's integers are
+64-bit and the server checks every value it stores, so no integer orjson would
+read inexactly (beyond 64 bits, it reads a float) reaches the wire. The ``ovs`` package's parser is pure Python
+and, measured on a 10,000-port monitor reply, about ten times slower than
+``json``, which made cold loads and big updates cost most of their time in
+parsing; orjson writes a transaction's request in about a twentieth of
+``json.dumps``'s time and parses a small update several times faster (see
+docs/benchmarks.md, "OVSDB on the wire: orjson").
 """
 
 from __future__ import annotations
@@ -15,13 +21,31 @@ import socket
 import ssl
 from typing import Any
 
+import orjson
+
 from nbdb import errors
 from nbdb.backends.ovsdb.url import Target
 
-__all__ = ["JsonFramer", "open_socket", "ssl_context"]
+__all__ = ["JsonFramer", "dumps", "open_socket", "ssl_context"]
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _WS = b" \t\r\n"
+
+
+def _default(value: Any) -> Any:
+    """What ``json.dumps`` would also write for a value orjson does not know (a tuple's subclass)."""
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(message: Any) -> bytes:
+    """``message`` as compact JSON bytes (what ``json.dumps(message, separators=(",", ":"))`` writes)."""
+    try:
+        return orjson.dumps(message, default=_default)
+    except orjson.JSONEncodeError:
+        # An integer beyond 64 bits: the server refuses it with its own error, as before.
+        return json.dumps(message, separators=(",", ":")).encode()
 
 
 def ssl_context(target: Target) -> ssl.SSLContext:
@@ -148,13 +172,20 @@ class JsonFramer:
 
     def _split(self, buffer: bytes) -> list[Any]:
         """The messages complete in ``buffer`` (one, several, or none: an incomplete one whose braces balanced)."""
+        try:
+            # Most reads hold one whole message (a big one always alone): parsed once, from the bytes.
+            message = orjson.loads(buffer)
+        except orjson.JSONDecodeError as exc:
+            stop: int | None = exc.pos
+        else:
+            self._keep(b"")
+            return [message]
         # The buffer ends in "}", so it never ends inside a character: bytes that do not decode
         # are the peer's fault, and waiting for more would stall the connection for good.
         try:
             text = buffer.decode()
         except UnicodeDecodeError as exc:
             raise ValueError(f"the peer sent a message that is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
-        decoder = json.JSONDecoder()
         out: list[Any] = []
         index = 0
         while True:
@@ -162,14 +193,50 @@ class JsonFramer:
                 index += 1
             if index >= len(text):
                 break
-            try:
-                message, index = decoder.raw_decode(text, index)
-            except ValueError:
+            if stop is None:
+                try:
+                    out.append(orjson.loads(text[index:]))
+                except orjson.JSONDecodeError as exc:
+                    stop = index + exc.pos
+                else:
+                    index = len(text)
+                    break
+            found = _first(text, index, stop)
+            stop = None
+            if found is None:
                 break
+            message, index = found
             out.append(message)
-        rest = text[index:].encode()
+        self._keep(text[index:].encode())
+        return out
+
+    def _keep(self, rest: bytes) -> None:
+        """Keep ``rest``, the start of a message not complete yet, as the whole buffer."""
         self._parts = [rest] if rest else []
         self._size = len(rest)
         self._balance = rest.count(b"{") - rest.count(b"}")
         self._checked = 0
-        return out
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _first(text: str, index: int, stop: int) -> tuple[Any, int] | None:
+    """The message starting at ``text[index]`` and the index after it; None when it is not complete (or not JSON).
+
+    ``stop`` is where orjson, parsing the whole rest, stopped: the end of the
+    first message when another one follows it (the usual case: a transaction's
+    update and its reply arrive in one read), so that message alone is parsed
+    again. Only the exact first message parses as a whole document; any other
+    cut fails, and the standard decoder then decides (an incomplete message,
+    or one orjson refuses: ``NaN``, ``Infinity``).
+    """
+    if index < stop < len(text):
+        try:
+            return orjson.loads(text[index:stop]), stop
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return _DECODER.raw_decode(text, index)
+    except ValueError:
+        return None
