@@ -15,7 +15,7 @@ from nbdb.codec import encode
 from nbdb.families.ovsdb import Mapping_, Replica
 from nbdb.families.ovsdb import replica as replica_module
 from nbdb.families.ovsdb.planner import plan_commit
-from nbdb.families.ovsdb.rows import VersionBook
+from nbdb.families.ovsdb.rows import VersionBook, stored_columns
 from nbdb.families.ovsdb.settle import Outcome, settle
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import Delete, Put
@@ -330,6 +330,12 @@ def test_a_row_read_back_as_its_plan_rendered_it_is_the_record_a_fresh_render_ma
     assert mine is not None and fresh is not None
     assert (mine.data, mine.version) == (fresh.data, fresh.version)
     assert told.states == other.states
+    # The next compare-and-swap compares the row as it is, kept from the plan or not.
+    tm = mapping.get("LogicalSwitchPort")
+    with told.cond, other.cond:
+        row = told.row(tm, port.id)
+        assert row is not None
+        assert told.stored_wire(tm, port.id, row) == stored_columns(tm, row) == other.stored_wire(tm, port.id, row)
 
 
 def test_an_own_write_read_back_as_written_is_not_rendered_again(
@@ -350,3 +356,31 @@ def test_an_own_write_read_back_as_written_is_not_rendered_again(
     assert rendered == [port.id]
     record = replica.record("LogicalSwitchPort", port.id)
     assert record is not None and json.loads(record.data)["up"] is True
+
+
+def test_a_row_read_back_as_written_keeps_its_wire_form_until_another_writer_changes_it(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbdb.families.ovsdb import rows as rows_module
+
+    tm = mapping.get("LogicalSwitchPort")
+    port = LogicalSwitchPort(switch=switch, name="p1", addresses=["0a:00:00:00:00:01 10.0.0.1"])
+    with replica.cond:
+        plan = plan_commit(mapping, replica, [_put(port, 0)], "t1")
+        replica.expect(plan.written)
+    _applied(replica, plan.ops)
+    encoded: list[uuid.UUID] = []
+    real = rows_module.stored_columns
+    monkeypatch.setattr(replica_module, "stored_columns", lambda tm, row: encoded.append(row) or real(tm, row))
+    with replica.cond:
+        row = replica.row(tm, port.id)
+        assert row is not None
+        assert replica.stored_wire(tm, port.id, row) == real(tm, row)
+    assert encoded == [], "the row reads as its commit wrote it: the plan's wire form is kept"
+    replica.apply(NB, {"Logical_Switch_Port": {str(port.id): {"modify": {"up": True}}}})
+    with replica.cond:
+        row = replica.row(tm, port.id)
+        assert row is not None
+        assert replica.stored_wire(tm, port.id, row) == real(tm, row)
+    assert len(encoded) == 1, "another writer changed the row: its wire form is made again"
+    assert replica.stored_wire(tm, port.id, row)["up"] is True

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.families.ovsdb import Replica
 from nbdb.families.ovsdb import replica as replica_module
-from nbdb.families.ovsdb.rows import VersionBook, push_window
+from nbdb.families.ovsdb.rows import VersionBook, Written, push_window, stored_columns
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.watch import Watch
@@ -83,7 +83,12 @@ def _as_written(mapping: Any, ids: list[uuid.UUID]) -> dict[Any, Any]:
     other.apply(NB, _switches(ids))
     tm = mapping.tables["LogicalSwitch"]
     rows = {i: other.row(tm, i) for i in ids}
-    return {("LogicalSwitch", i): (rows[i], {}, replica_module.render(tm, i, rows[i], {})) for i in ids}
+    return {
+        ("LogicalSwitch", i): Written(
+            rows[i], {}, replica_module.render(tm, i, rows[i], {}), stored_columns(tm, rows[i])
+        )
+        for i in ids
+    }
 
 
 def _rendered_when_applied(replica: Replica, ids: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch) -> set[uuid.UUID]:

@@ -135,6 +135,8 @@ class JsonFramer:
         self._size = 0
         self._balance = 0
         self._checked = 0
+        self._closing = False
+        """Whether the buffer, blanks aside, ends in ``}`` (a chunk of blanks alone leaves it as it was)."""
 
     @property
     def buffered(self) -> int:
@@ -146,13 +148,16 @@ class JsonFramer:
         self._parts.append(data)
         self._size += len(data)
         self._balance += data.count(b"{") - data.count(b"}")
-        if self._balance != 0 or not data.rstrip(_WS).endswith(b"}"):
+        tail = data.rstrip(_WS)
+        if tail:
+            self._closing = tail.endswith(b"}")
+        if self._balance != 0 or not self._closing:
             return []
         return self._parse()
 
     def idle(self, force: bool = False) -> list[Any]:
         """Messages complete in the buffer whatever the hint says (the sender paused)."""
-        if not self._parts or self._balance == 0 or not self._parts[-1].rstrip(_WS).endswith(b"}"):
+        if not self._parts or not self._closing:
             return []
         if not force and self._size < 2 * self._checked:
             return []
@@ -216,6 +221,7 @@ class JsonFramer:
         self._size = len(rest)
         self._balance = rest.count(b"{") - rest.count(b"}")
         self._checked = 0
+        self._closing = rest.rstrip(_WS).endswith(b"}")
 
 
 _DECODER = json.JSONDecoder()

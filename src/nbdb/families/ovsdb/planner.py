@@ -41,7 +41,7 @@ from typing import Any
 
 from nbdb import errors
 from nbdb.families import rules
-from nbdb.families.ovsdb.datum import cell_to_wire, default_cell, wire_map
+from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
 from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_members, wait, where_uuid
@@ -53,8 +53,8 @@ from nbdb.families.ovsdb.rows import (
     EXT_TTL,
     EXT_TXN,
     EXT_VERSION,
-    Doc,
     Row,
+    Written,
     carried,
     new_row,
     push_window,
@@ -63,7 +63,7 @@ from nbdb.families.ovsdb.rows import (
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
 
-__all__ = ["Plan", "plan_commit", "stored_columns"]
+__all__ = ["Plan", "plan_commit"]
 
 
 @dataclass(slots=True)
@@ -91,8 +91,8 @@ class Plan:
     """(position, key) of the native mutations: their versions are read from the replica afterwards."""
     unique: list[UniqueCheck] = field(default_factory=list)
     """The unique values the commit's rows hold afterwards (to name the holder when it is refused)."""
-    written: dict[RefKey, tuple[Row, dict[str, uuid.UUID], Doc]] = field(default_factory=dict)
-    """Key -> each put row as written, its parents and its document (:meth:`.Replica.expect`)."""
+    written: dict[RefKey, Written] = field(default_factory=dict)
+    """Key -> each put row as written, its parents, its document and wire form (:meth:`.Replica.expect`)."""
 
     def reason(self, index: int) -> tuple[str, Any]:
         """Why operation ``index`` is in the plan (``("commit", None)`` past the end)."""
@@ -100,24 +100,6 @@ class Plan:
 
 
 _ABSENT = object()
-
-
-def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The wire form of the columns a compare-and-swap of ``tm``'s row compares: every mapped one.
-
-    Columns nbdb does not map (``dynamic_addresses``, set by ovn-northd) may
-    change without failing it; ``external_ids`` holds nbdb's version and
-    tokens, so any nbdb write fails it. A column the row lacks is compared at
-    its default: the server leaves default cells out of the rows it sends, and
-    skipping them would let a commit land over another writer's change of one.
-    """
-    out = {}
-    for cm in tm.columns.values():
-        cell = row.get(cm.column)
-        out[cm.column] = cell_to_wire(cm.type, default_cell(cm.type) if cell is None else cell)
-    if tm.external_ids is not None:
-        out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
-    return out
 
 
 _Member = tuple[str, uuid.UUID, str, str]
@@ -229,7 +211,7 @@ def plan_commit(
             stages.head.append((wait(tm.db_table, where_uuid(op.id), []), ("absent", key)))
             plan.expected[key] = None
         else:
-            stored = stored_columns(tm, row)
+            stored = replica.stored_wire(tm, op.id, row)
             plan.expected[key] = stored
             stages.head.append((wait(tm.db_table, where_uuid(op.id), [stored], sorted(stored)), ("cas", key)))
         if isinstance(op, Put):
@@ -307,8 +289,8 @@ def _plan_put(
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
     rendered = render_written(tm, op.id, written, parents)
-    plan.written[key] = (written, parents, rendered)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
+    plan.written[key] = Written(written, parents, rendered, wire)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
         insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": {**wire, **keys}}

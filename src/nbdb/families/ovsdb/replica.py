@@ -33,9 +33,11 @@ from nbdb.families.ovsdb.rows import (
     Row,
     RowState,
     VersionBook,
+    Written,
     parse_window,
     render,
     same_content,
+    stored_columns,
     written_version,
 )
 from nbdb.spi import Record, RecordChange, RefKey
@@ -253,9 +255,13 @@ class Replica:
         self.history_limit = history
         self.synced: set[str] = set()
         self.last_txn: dict[str, str] = {}
-        self._written: OrderedDict[RefKey, tuple[Row, Mapping[str, uuid.UUID], Doc]] = OrderedDict()
-        """Key -> a row as a commit of this client wrote it, its parents and its document (see :meth:`expect`),
-        oldest first."""
+        self._written: OrderedDict[RefKey, Written] = OrderedDict()
+        """Key -> a row as a commit of this client wrote it, its parents, document and wire form (see
+        :meth:`expect`), oldest first."""
+        self._wires: OrderedDict[RefKey, Mapping[str, Any]] = OrderedDict()
+        """Key -> the wire form of a row that reads as a commit of this client wrote it (see
+        :meth:`stored_wire`): kept from that commit's plan until the row changes again, at most
+        :data:`_WRITTEN_LIMIT` of them (the most recently confirmed)."""
 
     # ---------------------------------------------------------------- reads
 
@@ -281,7 +287,17 @@ class Replica:
                 if table in wanted and (topics is None or rec.topic in topics)
             ]
 
-    def expect(self, written: Mapping[RefKey, tuple[Row, Mapping[str, uuid.UUID], Doc]]) -> None:
+    def stored_wire(self, tm: TableMap, id: uuid.UUID, row: Row) -> dict[str, Any]:
+        """:func:`stored_columns` of ``row``, the row of ``tm``'s object ``id`` here (call under ``cond``).
+
+        A row that reads as this client's last commit wrote it has the wire
+        form that commit's plan made: a compare-and-swap of it (the next
+        update of an object, typically) need not encode every column again.
+        """
+        wire = self._wires.get((tm.table, id))
+        return stored_columns(tm, row) if wire is None else dict(wire)
+
+    def expect(self, written: Mapping[RefKey, Written]) -> None:
         """Rows a commit is about to write, rendered by its plan (call under ``cond``, before sending it).
 
         When the update showing one of them arrives, its document is taken from
@@ -391,6 +407,9 @@ class Replica:
         return None
 
     def _render(self, tm: TableMap, id: uuid.UUID) -> Doc | None:
+        """The document of ``tm``'s row ``id`` as it is now (None: no such object here); called for every
+        row an update touched, so the wire form kept for it goes unless the row reads as written again."""
+        self._wires.pop((tm.table, id), None)
         view = self.views[tm.db]
         row = view.rows.get(tm.db_table, {}).get(id)
         if row is None:
@@ -401,13 +420,20 @@ class Replica:
             if not parents:
                 # A child whose parent does not hold it (about to be collected by the server).
                 return None
-        written = self._written.pop((tm.table, id), None)
-        if written is not None and written[1] == parents and same_content(tm, written[0], row):
-            doc = written[2]
+        key = (tm.table, id)
+        written = self._written.pop(key, None)
+        if written is not None and written.parents == parents and same_content(tm, written.row, row):
+            doc = written.doc
         else:
             doc = render(tm, id, row, parents)
+            written = None
         if doc.namespace != self.namespace:
             return None
+        if written is not None:
+            wires = self._wires
+            wires[key] = written.wire
+            if len(wires) > _WRITTEN_LIMIT:
+                wires.popitem(last=False)
         return doc
 
     def _settle(self, db: str, touched: set[RefKey], synthetic: bool) -> None:

@@ -36,10 +36,10 @@ import threading
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbdb import errors
-from nbdb.families.ovsdb.datum import cell_to_wire, default_cell
+from nbdb.families.ovsdb.datum import cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "Row",
     "RowState",
     "VersionBook",
+    "Written",
     "carried",
     "content_digest",
     "field_cell",
@@ -72,6 +73,7 @@ __all__ = [
     "render_written",
     "same_content",
     "stale_marks",
+    "stored_columns",
     "written_version",
 ]
 
@@ -116,6 +118,18 @@ class Doc:
     state: RowState
     data: bytes
     refs: frozenset[tuple[str, uuid.UUID]]
+
+
+class Written(NamedTuple):
+    """A row as a commit of this client writes it (see ``Replica.expect``)."""
+
+    row: Row
+    parents: Mapping[str, uuid.UUID]
+    doc: Doc
+    """The row rendered as the model document it reads back as."""
+    wire: Mapping[str, Any]
+    """Every mapped column and ``external_ids`` in wire form: what a compare-and-swap of the row,
+    read back as written, compares (``stored_columns`` of the row, made once)."""
 
 
 class VersionBook:
@@ -296,6 +310,24 @@ def render_written(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, 
         doc.data,
         doc.refs,
     )
+
+
+def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The wire form of the columns a compare-and-swap of ``tm``'s row compares: every mapped one.
+
+    Columns nbdb does not map (``dynamic_addresses``, set by ovn-northd) may
+    change without failing it; ``external_ids`` holds nbdb's version and
+    tokens, so any nbdb write fails it. A column the row lacks is compared at
+    its default: the server leaves default cells out of the rows it sends, and
+    skipping them would let a commit land over another writer's change of one.
+    """
+    out = {}
+    for cm in tm.columns.values():
+        cell = row.get(cm.column)
+        out[cm.column] = cell_to_wire(cm.type, default_cell(cm.type) if cell is None else cell)
+    if tm.external_ids is not None:
+        out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
+    return out
 
 
 def same_content(tm: TableMap, row: Row, other: Row) -> bool:

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, TableMap
-from nbdb.families.ovsdb.planner import Plan, stored_columns
+from nbdb.families.ovsdb.planner import Plan
 from nbdb.families.ovsdb.replica import Replica
-from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, written_version
+from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, stored_columns, written_version
 from nbdb.spi import RefKey
 
 __all__ = ["Outcome", "reflects", "settle"]

@@ -1,10 +1,12 @@
-"""A planned put's references, taken from the row it renders, are the references of the document it writes.
+"""What a planned put keeps of the row it writes stands for what reading the row back would give.
 
 The OVSDB planner returns ``render_written(...).refs`` (the document as it
 will be read back) instead of computing ``refs_of`` of the caller's document a
 second time; the two must be the same set for every model and every value,
 or a commit would check the wrong targets for existence and the replica's
-reverse references would drift.
+reverse references would drift. And the wire form it sends is kept for the
+next compare-and-swap of the row (``Replica.stored_wire``): it must be what
+``stored_columns`` makes of the row as written.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 
 from nbdb.codec import encode
 from nbdb.families.ovsdb import OVN_BINDINGS, DatabaseSchema, Mapping_, build_mapping
+from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.ovn import OVN_NB_DATABASE
-from nbdb.families.ovsdb.rows import EXTERNAL_IDS, new_row, refs_of, render_written
+from nbdb.families.ovsdb.rows import EXTERNAL_IDS, new_row, refs_of, render_written, stored_columns
 from nbdb.models.base import Model
 from nbdb.models.shape import model_shapes
 from nbdb.testing.errors import ServerNotInstalledError
@@ -51,13 +54,15 @@ def test_most_models_map_onto_the_northbound_schema() -> None:
 @pytest.mark.skipif(_NB is None, reason="the OVN Northbound schema is not installed (Debian package ovn-common)")
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ovn_objects(_MAPPED or OVN_MODELS))
-def test_the_rendered_rows_references_are_the_documents(obj: Model) -> None:
+def test_the_rendered_rows_references_are_the_documents_and_its_wire_form_the_rows(obj: Model) -> None:
     assert _NB is not None
     tm = _NB.get(type(obj).nbdb_table)
     doc = json.loads(encode(obj))
-    cells, _wire, ext, parents = new_row(tm, doc)
+    cells, wire, ext, parents = new_row(tm, doc)
     written = {**cells, EXTERNAL_IDS: ext}
     rendered = render_written(tm, obj.id, written, parents)
+    wire[EXTERNAL_IDS] = wire_map(ext.items())
+    assert stored_columns(tm, written) == wire
     assert rendered.refs == refs_of(tm, doc)
     # And both are what the model itself says it references.
     assert rendered.refs == frozenset((table, uuid.UUID(str(id))) for table, id in obj.ref_keys())
