@@ -103,9 +103,7 @@ def test_member_and_client_commits_write_the_same_bytes(
         assert member.member_commit and not client.member_commit
         for index, (puts, deletes, checks, with_token) in enumerate(commits):
             deletes = [k for k in deletes if k not in puts]
-            conditions: list[Any] = [
-                VersionIs(c[1], c[2]) if c[0] == "version" else Exists(c[1]) for c in checks
-            ]
+            conditions: list[Any] = [VersionIs(c[1], c[2]) if c[0] == "version" else Exists(c[1]) for c in checks]
             conditions.append(PrefixUnchangedSince("o/c/", index))
             token = CommitToken(f"t/{index:024d}", 30.0) if with_token else None
             one = KeyCommit(conditions, puts, deletes, token).with_token_key()

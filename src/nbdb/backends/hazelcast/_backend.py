@@ -557,8 +557,10 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask()).result()
         except hzerrors.HazelcastSerializationError:
-            log.warning("hazelcast at %s: a member lacks nbdb's member-side jar: commits go back to six round trips",
-                        self.config.where)
+            log.warning(
+                "hazelcast at %s: a member lacks nbdb's member-side jar: commits go back to six round trips",
+                self.config.where,
+            )
             self.member_commit = False
             return False
         except hzerrors.HazelcastError:
