@@ -392,15 +392,23 @@ class HazelcastBackend(ChangeLogBackend):
         conditions = [c for commit in commits for c in commit.conditions]
         keys = {k for commit in commits for k in (*commit.puts, *commit.deletes)}
         leases = sorted({c.name for c in conditions if isinstance(c, LeaseHeld)})
+
+        def attempt() -> list[Outcome]:
+            with ExitStack() as held:
+                for name in leases:
+                    # The lease entry's lock keeps its holder from releasing or renewing it until we are done.
+                    held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
+                with self._commit_lock(partial(self._send_reads, conditions, keys)) as lock:
+                    return self._commit_locked(commits, conditions, keys, lock)
+
+        return self._retrying(attempt)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, again under the retry policy while it fails having certainly not committed."""
         attempts = self.retry.begin()
         while True:
             try:
-                with ExitStack() as held:
-                    for name in leases:
-                        # The lease entry's lock keeps its holder from releasing or renewing it until we are done.
-                        held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
-                    with self._commit_lock(partial(self._send_reads, conditions, keys)) as lock:
-                        return self._commit_locked(commits, conditions, keys, lock)
+                return attempt()
             except errors.CommitUnknownError:
                 raise
             except errors.BackendUnavailableError as exc:
@@ -497,35 +505,27 @@ class HazelcastBackend(ChangeLogBackend):
             self.config.timeout / 2,
             commits,
         )
-        attempts = self.retry.begin()
-        while True:
-            try:
-                reply = self._send_commit_task(task)
-            except errors.CommitUnknownError:
-                raise
-            except errors.BackendUnavailableError as exc:
-                if not attempts.wait():
-                    raise
-                log.debug("hazelcast: commit not applied (%s); retrying", exc)
-                continue
-            if reply is None or reply[0] == FALLBACK:
-                return None
-            if reply[0] == BUSY:
-                # Nothing was written: a retry of its own.
-                if not attempts.wait():
-                    raise errors.BackendUnavailableError(
-                        f"hazelcast at {self.config.where}: the commit lock was not granted "
-                        f"within {self.config.timeout / 2}s"
-                    )
-                continue
-            if reply[0] != APPLIED:  # pragma: no cover - the task replies nothing else
-                raise errors.CommitUnknownError(f"hazelcast at {self.config.where}: the member replied {reply!r}")
-            revision = reply[1]
-            outcomes: list[Outcome] = [revision if ok else None for ok in reply[2:]]
-            if revision in outcomes:
-                self.member_commits += 1
-                self._committed(revision, anchor)
-            return outcomes
+
+        def attempt() -> list[int] | None:
+            reply = self._send_commit_task(task)
+            if reply is not None and reply[0] == BUSY:  # nothing was written
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: the commit lock was not granted "
+                    f"within {self.config.timeout / 2}s"
+                )
+            return reply
+
+        reply = self._retrying(attempt)
+        if reply is None or reply[0] == FALLBACK:
+            return None
+        if reply[0] != APPLIED:  # pragma: no cover - the task replies nothing else
+            raise errors.CommitUnknownError(f"hazelcast at {self.config.where}: the member replied {reply!r}")
+        revision = reply[1]
+        outcomes: list[Outcome] = [revision if ok else None for ok in reply[2:]]
+        if revision in outcomes:
+            self.member_commits += 1
+            self._committed(revision, anchor)
+        return outcomes
 
     def _send_commit_task(self, task: CommitTask) -> list[int] | None:
         """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code."""

@@ -5,7 +5,6 @@ import com.hazelcast.core.HazelcastInstanceAware;
 import com.hazelcast.map.IMap;
 import com.hazelcast.nio.ObjectDataInput;
 import com.hazelcast.nio.ObjectDataOutput;
-import com.hazelcast.nio.serialization.IdentifiedDataSerializable;
 import com.hazelcast.query.Predicates;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -40,7 +39,7 @@ import java.util.logging.Logger;
  * the lock was not granted in time). An exception once the entry was sent leaves the outcome to the
  * client's commit-token path.
  */
-public final class CommitTask implements Callable<long[]>, IdentifiedDataSerializable, HazelcastInstanceAware {
+public final class CommitTask extends NbdbTask implements Callable<long[]>, HazelcastInstanceAware {
     static final int CLASS_ID = 1;
     /** Bumped when the task's wire form or reply changes; the client checks it with {@link ProbeTask}. */
     static final long PROTOCOL = 1;
@@ -357,11 +356,6 @@ public final class CommitTask implements Callable<long[]>, IdentifiedDataSeriali
             out.writeBytes(ByteBuffer.allocate(4).putInt(item.length).array());
             out.writeBytes(item);
         }
-    }
-
-    @Override
-    public int getFactoryId() {
-        return NbdbFactory.FACTORY_ID;
     }
 
     @Override

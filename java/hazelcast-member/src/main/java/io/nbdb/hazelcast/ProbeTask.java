@@ -2,21 +2,15 @@ package io.nbdb.hazelcast;
 
 import com.hazelcast.nio.ObjectDataInput;
 import com.hazelcast.nio.ObjectDataOutput;
-import com.hazelcast.nio.serialization.IdentifiedDataSerializable;
 import java.util.concurrent.Callable;
 
 /** Answers {protocol, commit tasks this member ran}: a client sends it to learn whether the members have nbdb's code. */
-public final class ProbeTask implements Callable<long[]>, IdentifiedDataSerializable {
+public final class ProbeTask extends NbdbTask implements Callable<long[]> {
     static final int CLASS_ID = 2;
 
     @Override
     public long[] call() {
         return new long[] {CommitTask.PROTOCOL, CommitTask.RUN.get()};
-    }
-
-    @Override
-    public int getFactoryId() {
-        return NbdbFactory.FACTORY_ID;
     }
 
     @Override
