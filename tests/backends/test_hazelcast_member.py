@@ -194,6 +194,16 @@ def test_stock_members_fall_back_to_the_client_protocol(
             pass
     said = [r for r in caplog.records if "member-side jar" in r.getMessage()]
     assert len(said) == 1, said  # once a cluster, not once a connection
+    # As if the lock's owner were replaced by a member without the jar after the probe (a rolling
+    # deploy): the task is refused unread, the client commits on its own and stops sending tasks.
+    with nbdb.connect(stock.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        backend.member_commit = True
+        parent = db.create(KitParent(name="p"))
+        assert db.get(KitParent, parent.id) == parent
+        assert not backend.member_commit
+        assert (backend.member_commits, backend.member_fallbacks) == (0, 1)
 
 
 @pytest.mark.timeout(60)

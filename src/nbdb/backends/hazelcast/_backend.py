@@ -178,7 +178,10 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             reply = self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask()).result()
         except (hzerrors.HazelcastSerializationError, hzerrors.ClassCastError) as exc:
-            why = f"the members lack nbdb's member-side jar ({str(exc).splitlines()[0]})"
+            first_line = str(exc).partition("\n")[0]
+            why = f"the members lack nbdb's member-side jar ({first_line})"
+        except hzerrors.HazelcastError as exc:
+            raise ERRORS.translate(exc, f"at {self.config.where}") from None
         else:
             if list(reply)[:1] == [PROTOCOL]:
                 self.member_commit = True
