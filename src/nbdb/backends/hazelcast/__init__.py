@@ -20,10 +20,12 @@ Then it moves each key from the bytes it read to the new ones (compare-and-set, 
 once) and, once they are in, ``head`` to ``head + 1``. Before the decision nothing is
 written; after it, the entry holds everything needed to finish the commit, and applying
 it again changes nothing. A committer that finds a decided entry past ``head`` (its client
-died, or its lock lapsed) applies it before its own commit. Where the members have nbdb's jar (java/hazelcast-member), the
-client sends all of this as one task that the member owning the commit lock runs, with the
-same bytes (:mod:`._member`); the task hands back, having written nothing, what needs the
-client's own protocol (a decided commit to apply first, data nbdb did not write).
+died, or its lock lapsed) applies it before its own commit.
+
+Where the members have nbdb's jar (java/hazelcast-member), the client sends all of this as
+one task that the member owning the commit lock runs, with the same bytes (:mod:`._member`);
+the task hands back, having written nothing, what needs the client's own protocol (a
+decided commit to apply first, data nbdb did not write).
 
 Why readers never see half of one. ``head`` moves only once its commit is wholly applied,
 so every commit up to ``head`` is visible whole; a list takes the commit lock, so it reads
