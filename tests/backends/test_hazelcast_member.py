@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb import errors
 from nbdb.conformance.kit import KitParent
-from nbdb.families.kv import CommitToken, Exists, KeyCommit, PrefixUnchangedSince, VersionIs
+from nbdb.families.kv import CommitToken, Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, VersionIs
 from nbdb.testing import HazelcastServer
 from nbdb.testing.fixtures import hazelcast_server, server_factory  # noqa: F401
 from nbdb.testing.hazelcast import member_jar
@@ -82,7 +82,8 @@ _KEYS = st.sampled_from(["o/a", "o/b", "o/c/1", "o/c/2", "x/side"])
 _COMMIT = st.tuples(
     st.dictionaries(_KEYS, st.binary(max_size=12), max_size=3),
     st.lists(_KEYS, max_size=2, unique=True),
-    st.lists(st.one_of(st.tuples(st.just("version"), _KEYS, st.integers(0, 3)), st.tuples(st.just("exists"), _KEYS)),
+    st.lists(st.one_of(st.tuples(st.just("version"), _KEYS, st.integers(0, 3)), st.tuples(st.just("exists"), _KEYS),
+                       st.tuples(st.just("lease"), st.sampled_from([b"holder", b"someone else"]))),
              max_size=2),
     st.booleans(),
 )  # fmt: skip
@@ -95,15 +96,21 @@ def test_member_and_client_commits_write_the_same_bytes(
     hazelcast_server: HazelcastServer,  # noqa: F811
     commits: list[tuple[dict[str, bytes], list[str], list[tuple[Any, ...]], bool]],
 ) -> None:
-    """Every stored key, log entry (past its random anchor) and outcome is the same on both paths."""
+    """Every stored key, log entry (past its random anchor) and outcome is the same on both paths.
+
+    Conditions of every kind: key versions, existence, a lease held (or not) by the token,
+    an unchanged prefix; commit tokens with their TTL.
+    """
     namespace = _ns()
     member = _backend(hazelcast_server.url, namespace=namespace + "m")
     client = _backend(hazelcast_server.url + "?member_commit=0", namespace=namespace + "c")
     try:
         assert member.member_commit and not client.member_commit
+        for backend in (member, client):
+            assert backend.acquire_lease("fence", b"holder", 60.0)
         for index, (puts, deletes, checks, with_token) in enumerate(commits):
             deletes = [k for k in deletes if k not in puts]
-            conditions: list[Any] = [VersionIs(c[1], c[2]) if c[0] == "version" else Exists(c[1]) for c in checks]
+            conditions: list[Any] = [_condition(c) for c in checks]
             conditions.append(PrefixUnchangedSince("o/c/", index))
             token = CommitToken(f"t/{index:024d}", 30.0) if with_token else None
             one = KeyCommit(conditions, puts, deletes, token).with_token_key()
@@ -117,6 +124,14 @@ def test_member_and_client_commits_write_the_same_bytes(
     finally:
         member.close()
         client.close()
+
+
+def _condition(check: tuple[Any, ...]) -> Any:
+    if check[0] == "version":
+        return VersionIs(check[1], check[2])
+    if check[0] == "lease":
+        return LeaseHeld("fence", check[1])
+    return Exists(check[1])
 
 
 def _stored(imap: Any) -> dict[Any, bytes]:
