@@ -5,7 +5,10 @@
 #     (OVN NB schema, ovn-nbctl, ovn-northd), openssl, a JDK 17 and Maven;
 #   - Apache Cassandra 5.0 (cassandra-all and its dependencies) and the open-source Hazelcast 5
 #     member (com.hazelcast:hazelcast), resolved from Maven Central with .ci/maven/<name>/pom.xml
-#     into ${NBDB_CACHE:-$HOME/.cache/nbdb}/<name>.
+#     into ${NBDB_CACHE:-$HOME/.cache/nbdb}/<name>;
+#   - nbdb's member-side code for Hazelcast (java/hazelcast-member), built with Maven into
+#     ${NBDB_CACHE:-$HOME/.cache/nbdb}/hazelcast/nbdb/nbdb-hazelcast-member.jar (rebuilt only
+#     when its sources change).
 #
 # Idempotent and quiet when everything is already there. Distro services are never left
 # running: package maintainer scripts are refused by a policy-rc.d during the install, and
@@ -27,7 +30,7 @@ PACKAGES=(
     openvswitch-common
     ovn-central ovn-common
     openssl ca-certificates
-    openjdk-17-jre-headless maven
+    openjdk-17-jre-headless openjdk-17-jdk-headless maven
 )
 # Distro services these packages ship; none of them may keep running after the install.
 SERVICES=(redis-server redis-sentinel etcd openvswitch-switch ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb)
@@ -123,6 +126,31 @@ install_from_maven() {
     rm -f "$dir/mvn.log"
 }
 
+# build_member_jar: nbdb's Hazelcast member-side code (java/hazelcast-member), compiled against the
+# member version of .ci/maven/hazelcast/pom.xml into $CACHE/hazelcast/nbdb/; a run with the same
+# sources and version does nothing (unless --force).
+build_member_jar() {
+    local src=$ROOT/java/hazelcast-member dir=$CACHE/hazelcast/nbdb version stamp
+    version=$(cat "$CACHE/hazelcast/VERSION")
+    stamp=$( (echo "$version"; cd "$src" && find pom.xml src -type f | sort | xargs sha256sum) | sha256sum | cut -d' ' -f1)
+    if [[ $FORCE -eq 0 && -f $dir/STAMP && $(cat "$dir/STAMP") == "$stamp" && -f $dir/nbdb-hazelcast-member.jar ]]; then
+        return 0
+    fi
+    log "building nbdb's Hazelcast member jar (java/hazelcast-member, hazelcast $version)"
+    local build=$dir/build
+    rm -rf "$build"
+    mkdir -p "$build"
+    cp -r "$src/pom.xml" "$src/src" "$build/"
+    if ! mvn -B -q -f "$build/pom.xml" -Dhazelcast.version="$version" package >"$dir/mvn.log" 2>&1; then
+        tail -n 30 "$dir/mvn.log" >&2
+        die "Maven could not build java/hazelcast-member (log: $dir/mvn.log)"
+    fi
+    mv "$build/target/nbdb-hazelcast-member.jar" "$dir/nbdb-hazelcast-member.jar"
+    rm -rf "$build" "$dir/mvn.log"
+    echo "$stamp" >"$dir/STAMP"
+}
+
 install_packages
 install_from_maven cassandra org.apache.cassandra:cassandra-all cassandra.version
 install_from_maven hazelcast com.hazelcast:hazelcast server.version
+build_member_jar

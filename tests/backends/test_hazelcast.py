@@ -159,10 +159,17 @@ def test_a_decided_commit_of_a_dead_client_is_applied_by_the_next(
 
 
 @pytest.mark.timeout(90)
-def test_commit_to_a_frozen_member_is_unknown_never_a_conflict(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
+@pytest.mark.parametrize("member_commit", [False, True])
+def test_commit_to_a_frozen_member_is_unknown_never_a_conflict(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: bool,
+) -> None:
     member = hazelcast_server.members[0]
     namespace = _ns()
-    with nbdb.connect(hazelcast_server.url + "?timeout=2", namespace=namespace) as db:
+    url = hazelcast_server.url + ("?timeout=2" if member_commit else "?timeout=2&member_commit=0")
+    with nbdb.connect(url, namespace=namespace) as db:
+        assert isinstance(db.backend, HazelcastBackend)
+        assert db.backend.member_commit == member_commit
         parent = db.create(KitParent(name="p"))
         member.pause()
         try:
@@ -216,9 +223,11 @@ def test_concurrent_writers_give_a_dense_gap_free_stream(hazelcast_server: Hazel
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("group_commit", [1, 32])
+@pytest.mark.parametrize("member_commit", [False, True])
 def test_threads_of_one_database_ask_for_the_commit_lock_one_at_a_time(
     hazelcast_server: HazelcastServer,  # noqa: F811
     group_commit: int,
+    member_commit: bool,
 ) -> None:
     """Eight threads committing through one Database send one commit-lock request at a time.
 
@@ -226,8 +235,11 @@ def test_threads_of_one_database_ask_for_the_commit_lock_one_at_a_time(
     made the client's reactor lose its wake-up (every request then waited 10 ms). Each commit
     still applies once: alone at its own revision, or grouped with others that waited (one
     revision and one log entry for the group), and the stream holds every object once.
+    Commits run in the member (the default where the members have nbdb's jar) send one task
+    at a time and no lock request at all.
     """
-    with nbdb.connect(hazelcast_server.url, namespace=_ns(), group_commit=group_commit) as db:
+    url = hazelcast_server.url + ("" if member_commit else "?member_commit=0")
+    with nbdb.connect(url, namespace=_ns(), group_commit=group_commit) as db:
         backend = db.backend
         assert isinstance(backend, HazelcastBackend)
         start = backend.current_revision()
@@ -245,7 +257,9 @@ def test_threads_of_one_database_ask_for_the_commit_lock_one_at_a_time(
         for thread in threads:
             thread.join(90)
         assert len(created) == 80
-        assert backend.commit_lock_requests_peak == 1
+        assert backend.member_commit == member_commit
+        assert backend.commit_lock_requests_peak == (0 if member_commit else 1)
+        assert (backend.member_commits > 0) == member_commit
         end = backend.current_revision()
         if group_commit == 1:
             assert end == start + 80  # one revision per commit, none applied twice

@@ -13,7 +13,7 @@ from nbdb.testing.base import Member, Server
 from nbdb.testing.errors import INSTALL_HINT, HarnessError, ServerNotInstalledError
 from nbdb.testing.jvm import maven_server_home, require_java
 
-__all__ = ["HazelcastServer", "hazelcast_home", "member_health"]
+__all__ = ["HazelcastServer", "hazelcast_home", "member_health", "member_jar"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ _CONFIG = """hazelcast:
           enabled: true
   jet:
     enabled: false
-  map:
+{serialization}  map:
     default:
       backup-count: {backup_count}
       async-backup-count: 0
@@ -88,6 +88,19 @@ def hazelcast_home() -> Path:
     ``$NBDB_HAZELCAST_HOME`` wins; else ``${NBDB_CACHE:-~/.cache/nbdb}/hazelcast``.
     """
     return maven_server_home("hazelcast")
+
+
+#: nbdb's member-side code (java/hazelcast-member): its serializer factory, in the member config.
+_SERIALIZATION = """  serialization:
+    data-serializable-factories:
+      - factory-id: 7301
+        class-name: io.nbdb.hazelcast.NbdbFactory
+"""
+
+
+def member_jar() -> Path:
+    """nbdb's member-side jar (java/hazelcast-member), as the install script builds it."""
+    return hazelcast_home() / "nbdb" / "nbdb-hazelcast-member.jar"
 
 
 def member_health(host: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
@@ -109,12 +122,15 @@ class HazelcastServer(Server):
     a member's restart brings it back empty, and it refills from the others' backups.
     ``cluster_name`` is the one shared secret the open-source server checks. Readiness: every
     member's health endpoint says ``ACTIVE``, sees the whole cluster and is migration-safe.
+    ``member_code`` (default on) deploys nbdb's member-side jar (:func:`member_jar`) on the
+    members' classpath and registers its serializer factory, so commits run in one round trip;
+    off, the members are stock and clients commit with their own six-round-trip protocol.
     """
 
     kind = "hazelcast"
     binaries = (("java", "openjdk-17-jre-headless"),)
     default_timeout = 90.0
-    option_names = ("cluster_name", "heap", "backup_count", "partitions")
+    option_names = ("cluster_name", "heap", "backup_count", "partitions", "member_code")
 
     def __init__(
         self,
@@ -123,9 +139,11 @@ class HazelcastServer(Server):
         heap: str = "192m",
         backup_count: int = 1,
         partitions: int = 71,
+        member_code: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.member_code = member_code
         self.cluster_name = cluster_name
         self.heap = heap
         self.backup_count = backup_count
@@ -150,6 +168,14 @@ class HazelcastServer(Server):
         ports = [self._alloc() for _ in range(self.size)]
         listed = "\n".join(f"          - 127.0.0.1:{p}" for p in ports)
         java = require_java()
+        classpath = [f"{hazelcast_home() / 'lib'}/*"]
+        serialization = ""
+        if self.member_code:
+            if member_jar().is_file():
+                classpath.append(str(member_jar()))
+                serialization = _SERIALIZATION
+            else:
+                log.warning("hazelcast: %s is missing (built by .ci/install-servers.sh): stock members", member_jar())
         for index, port in enumerate(ports):
             name = f"hazelcast{index + 1}"
             member_dir = self._member_dir(name)
@@ -161,6 +187,7 @@ class HazelcastServer(Server):
                     members=listed,
                     backup_count=self.backup_count,
                     partitions=self.partitions,
+                    serialization=serialization,
                 )
             )
             argv = [
@@ -171,7 +198,7 @@ class HazelcastServer(Server):
                 *_JVM17_OPTIONS,
                 f"-Dhazelcast.config={config}",
                 "-cp",
-                f"{hazelcast_home() / 'lib'}/*",
+                ":".join(classpath),
                 "com.hazelcast.core.server.HazelcastMemberStarter",
             ]
             self.members.append(

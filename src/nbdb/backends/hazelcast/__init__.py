@@ -22,6 +22,11 @@ written; after it, the entry holds everything needed to finish the commit, and a
 it again changes nothing. A committer that finds a decided entry past ``head`` (its client
 died, or its lock lapsed) applies it before its own commit.
 
+Where the members have nbdb's jar (java/hazelcast-member), the client sends all of this as
+one task that the member owning the commit lock runs, with the same bytes (:mod:`._member`);
+the task hands back, having written nothing, what needs the client's own protocol (a
+decided commit to apply first, data nbdb did not write).
+
 Why readers never see half of one. ``head`` moves only once its commit is wholly applied,
 so every commit up to ``head`` is visible whole; a list takes the commit lock, so it reads
 exactly the state at the ``head`` it reports.

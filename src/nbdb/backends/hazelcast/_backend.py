@@ -18,6 +18,7 @@ from hazelcast.predicate import between, less_or_equal
 
 from nbdb import errors
 from nbdb.backends.hazelcast._client import ERRORS, HazelcastConfig, connect, parse_url
+from nbdb.backends.hazelcast._member import APPLIED, BUSY, FALLBACK, PROTOCOL, CommitTask, ProbeTask
 from nbdb.backends.hazelcast._reader import HazelcastLogReader
 from nbdb.backends.hazelcast._records import (
     FORMAT,
@@ -60,6 +61,8 @@ _ROLL_FORWARD_ROUNDS = 16
 _TRIM_EVERY = 64
 _MAX_BOUNCES = 20
 """How often a burst waits for one more reply to leave from the reactor thread (see ``then_send``)."""
+_WARNED: set[str] = set()
+"""Clusters whose lack of nbdb's member-side code was logged already (once a process each)."""
 _EXPIRY_GRAIN = 1.0
 """Hazelcast keeps entry times in whole seconds, so an entry may expire up to a second before its
 TTL; leases ask for this much more, so that a lease never lapses before the TTL nbdb promised."""
@@ -123,6 +126,13 @@ class HazelcastBackend(ChangeLogBackend):
         self._lock_requests_guard = threading.Lock()
         self.commit_lock_requests_peak = 0
         """The most commit-lock requests this backend had outstanding at once (1 while threads take turns)."""
+        self._executor = client.get_executor("nbdb.commit")
+        self.member_commit = False
+        """Whether commits run as nbdb's task in the members (one round trip), as the connect-time probe found."""
+        self.member_commits = 0
+        """Commits (or groups) the member-side task decided and applied."""
+        self.member_fallbacks = 0
+        """Member-side commits handed back to the client's own protocol (a decided commit to roll forward...)."""
 
     def __repr__(self) -> str:
         return f"<HazelcastBackend {self.config!r}>"
@@ -137,6 +147,8 @@ class HazelcastBackend(ChangeLogBackend):
             # Range reads of key prefixes use this index instead of scanning every entry.
             backend.call(lambda: backend._kv.add_index(attributes=["__key"], index_type=IndexType.SORTED))
             backend._check_format()
+            if config.member_commit:
+                backend._probe_member_code()
         except BaseException:
             backend.close()
             raise
@@ -160,6 +172,29 @@ class HazelcastBackend(ChangeLogBackend):
             where=f"hazelcast at {self.config.where}: namespace {self.config.namespace!r}",
             page="docs/backends/hazelcast.md",
         )
+
+    def _probe_member_code(self) -> None:
+        """Commit in the members if they have nbdb's code (java/hazelcast-member) in this protocol; else say so once."""
+        try:
+            reply = self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask()).result()
+        except (hzerrors.HazelcastSerializationError, hzerrors.ClassCastError) as exc:
+            first_line = str(exc).partition("\n")[0]
+            why = f"the members lack nbdb's member-side jar ({first_line})"
+        except hzerrors.HazelcastError as exc:
+            raise ERRORS.translate(exc, f"at {self.config.where}") from None
+        else:
+            if list(reply)[:1] == [PROTOCOL]:
+                self.member_commit = True
+                return
+            why = f"the members' nbdb jar speaks protocol {list(reply)[:1]}, this client {PROTOCOL}"
+        if self.config.where not in _WARNED:
+            _WARNED.add(self.config.where)
+            log.warning(
+                "hazelcast at %s: %s; commits take six round trips each (see docs/backends/hazelcast.md, "
+                "'Member-side commits')",
+                self.config.where,
+                why,
+            )
 
     def call(self, call: Callable[[], T]) -> T:
         """``call()`` with Hazelcast's errors translated into nbdb's (BackendUnavailableError once closed)."""
@@ -352,18 +387,31 @@ class HazelcastBackend(ChangeLogBackend):
         return SnapshotGroup(self.group_commit, lambda name: f"lease/{name}", _commit_cost, None, None)
 
     def _commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        if self.member_commit:
+            outcomes = self._member_commit_retrying(commits)
+            if outcomes is not None:
+                return outcomes
+            self.member_fallbacks += 1
         conditions = [c for commit in commits for c in commit.conditions]
         keys = {k for commit in commits for k in (*commit.puts, *commit.deletes)}
         leases = sorted({c.name for c in conditions if isinstance(c, LeaseHeld)})
+
+        def attempt() -> list[Outcome]:
+            with ExitStack() as held:
+                for name in leases:
+                    # The lease entry's lock keeps its holder from releasing or renewing it until we are done.
+                    held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
+                with self._commit_lock(partial(self._send_reads, conditions, keys)) as lock:
+                    return self._commit_locked(commits, conditions, keys, lock)
+
+        return self._retrying(attempt)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, again under the retry policy while it fails having certainly not committed."""
         attempts = self.retry.begin()
         while True:
             try:
-                with ExitStack() as held:
-                    for name in leases:
-                        # The lease entry's lock keeps its holder from releasing or renewing it until we are done.
-                        held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
-                    with self._commit_lock(partial(self._send_reads, conditions, keys)) as lock:
-                        return self._commit_locked(commits, conditions, keys, lock)
+                return attempt()
             except errors.CommitUnknownError:
                 raise
             except errors.BackendUnavailableError as exc:
@@ -430,13 +478,97 @@ class HazelcastBackend(ChangeLogBackend):
                     f"hazelcast at {self.config.where}: commit {revision} is decided but applying it failed "
                     f"({exc}); the next commit applies it"
                 ) from None
-            self.remember_token(revision, anchor)
-            if revision % _TRIM_EVERY == 0 and revision > self.config.history:
-                self._trim(revision - self.config.history)
+            self._committed(revision, anchor)
             return outcomes
         raise errors.BackendUnavailableError(
             f"hazelcast at {self.config.where}: commits of other clients kept taking the next revision"
         )
+
+    def _committed(self, revision: int, anchor: str) -> None:
+        """After a commit of ours is applied at ``revision``: remember its token, trim the log now and then."""
+        self.remember_token(revision, anchor)
+        if revision % _TRIM_EVERY == 0 and revision > self.config.history:
+            self._trim(revision - self.config.history)
+
+    def _member_commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome] | None:
+        """The commits as one task run in the member owning the commit lock; None: commit with the client's protocol.
+
+        One round trip. The task runs the protocol of :meth:`_commit_locked` in the member
+        and writes the same bytes. It hands back, having written nothing, whatever needs the
+        client (a decided commit to apply first, data nbdb did not write). A lost reply may
+        have decided the commits: CommitUnknownError, settled by the commit tokens as on the
+        client's path.
+        """
+        anchor = secrets.token_hex(TOKEN_BYTES // 2)
+        task = CommitTask(
+            (self._kv_name, self._log_name, self._meta_name, self._lease_name),
+            self._object_prefix,
+            anchor,
+            self.config.commit_lease,
+            self.config.timeout / 2,
+            commits,
+        )
+
+        def attempt() -> list[int] | None:
+            reply = self._send_commit_task(task)
+            if reply is not None and reply[0] == BUSY:  # nothing was written
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: the commit lock was not granted "
+                    f"within {self.config.timeout / 2}s"
+                )
+            return reply
+
+        reply = self._retrying(attempt)
+        if reply is None or reply[0] == FALLBACK:
+            return None
+        if reply[0] != APPLIED:  # pragma: no cover - the task replies nothing else
+            raise errors.CommitUnknownError(f"hazelcast at {self.config.where}: the member replied {reply!r}")
+        revision = reply[1]
+        outcomes: list[Outcome] = [revision if ok else None for ok in reply[2:]]
+        if revision in outcomes:
+            self.member_commits += 1
+            self._committed(revision, anchor)
+        return outcomes
+
+    def _send_commit_task(self, task: CommitTask) -> list[int] | None:
+        """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code."""
+        if self._closed:
+            raise errors.BackendUnavailableError("the hazelcast backend is closed")
+        # One thread of this backend sends at a time (see _commit_lock).
+        if not self._local_commit.acquire(timeout=self.config.timeout):
+            raise errors.BackendUnavailableError(
+                f"hazelcast at {self.config.where}: another commit of this client held the commit lock "
+                f"for over {self.config.timeout}s"
+            )
+        try:
+            return list(self._executor.execute_on_key_owner(_COMMIT_LOCK, task).result())
+        except hzerrors.HazelcastError as exc:
+            failure = ERRORS.classify(exc, f"at {self.config.where}")
+            if failure.unsent:
+                raise failure.error from None
+            if isinstance(exc, hzerrors.HazelcastSerializationError) and not self._member_code_present():
+                # The member refused the task unread (a member that joined without the jar): nothing ran.
+                return None
+            raise errors.CommitUnknownError(
+                f"hazelcast at {self.config.where}: the reply to a commit run in the member was lost ({exc})"
+            ) from None
+        finally:
+            self._local_commit.release()
+
+    def _member_code_present(self) -> bool:
+        """Whether the member owning the commit lock runs nbdb's tasks (asked again; off for good if not)."""
+        try:
+            self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask()).result()
+        except hzerrors.HazelcastSerializationError:
+            log.warning(
+                "hazelcast at %s: a member lacks nbdb's member-side jar: commits go back to six round trips",
+                self.config.where,
+            )
+            self.member_commit = False
+            return False
+        except hzerrors.HazelcastError:
+            return True  # cannot tell: the caller reports the outcome as unknown
+        return True
 
     def then_send(self, future: Any, send: Callable[[Any], Any]) -> Any:
         """A future of what ``send(future)`` returns (a future is followed), ``send`` run from a reply callback.

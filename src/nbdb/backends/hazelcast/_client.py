@@ -16,6 +16,8 @@ from nbdb.retry import ErrorRule, ExceptionMap, RetryPolicy
 try:
     import hazelcast.errors as hzerrors
     from hazelcast.client import HazelcastClient
+
+    from nbdb.backends.hazelcast._member import factories
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         f"the hazelcast backend needs hazelcast-python-client: pip install 'nbdb[hazelcast]' ({exc})"
@@ -47,6 +49,7 @@ _OPTIONS = frozenset(
         "client_name",
         "smart_routing",
         "group_commit",
+        "member_commit",
     }
     | {"retries", "retry_backoff", "retry_deadline"}
     | {"username", "password", "ssl", "tls", "ssl_cafile", "ssl_certfile", "ssl_keyfile"}
@@ -76,6 +79,8 @@ class HazelcastConfig:
     client_name: str | None
     smart_routing: bool
     group_commit: int
+    member_commit: bool
+    """Commit with nbdb's member-side task when the members have it (one round trip a commit)."""
     retry: RetryPolicy
 
     @property
@@ -127,6 +132,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> HazelcastConfig:
         client_name=opts.text("client_name"),
         smart_routing=opts.flag("smart_routing", True),
         group_commit=opts.integer("group_commit", DEFAULT_GROUP_COMMIT, minimum=0),
+        member_commit=opts.flag("member_commit", True),
         retry=opts.retry_policy(RetryPolicy(attempts=6, backoff=0.02, max_backoff=1.0, deadline=timeout)),
     )
 
@@ -187,6 +193,7 @@ def connect(config: HazelcastConfig) -> Any:
             redo_operation=False,
             statistics_enabled=False,
             client_name=config.client_name,
+            data_serializable_factories=factories(),
         )
     except hzerrors.IllegalStateError:
         raise _unreachable(config) from None

@@ -1,0 +1,231 @@
+"""Hazelcast commits run in the members (java/hazelcast-member): used, byte-identical, and the fallback.
+
+The harness deploys nbdb's member-side jar (built by .ci/install-servers.sh) unless told
+``member_code=False``. A client commits through the member-side task when the connect-time
+probe finds it, and with its own six-round-trip protocol otherwise (or with
+``member_commit=0``); both write the same bytes, so old and new clients share a namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb import errors
+from nbdb.conformance.kit import KitParent
+from nbdb.families.kv import CommitToken, Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, VersionIs
+from nbdb.testing import HazelcastServer
+from nbdb.testing.fixtures import hazelcast_server, server_factory  # noqa: F401
+from nbdb.testing.hazelcast import member_jar
+
+pytest.importorskip("hazelcast")
+
+from nbdb.backends.hazelcast import HazelcastBackend
+from nbdb.backends.hazelcast._member import ProbeTask
+from nbdb.backends.hazelcast._records import HEAD, TOKEN_BYTES, decode_head
+
+
+def _ns() -> str:
+    return "m" + uuid.uuid4().hex[:10]
+
+
+def _backend(url: str, **options: Any) -> HazelcastBackend:
+    backend = HazelcastBackend.from_url(url, **options)
+    return backend
+
+
+def _tasks_run(backend: HazelcastBackend) -> int:
+    """How many commit tasks the member owning the commit lock ran (the member's own counter)."""
+    reply = backend._executor.execute_on_key_owner("commit", ProbeTask()).result()
+    return int(reply[1])
+
+
+def test_the_harness_deploys_the_member_jar() -> None:
+    assert member_jar().is_file(), f"{member_jar()} is missing: run bash .ci/install-servers.sh"
+
+
+@pytest.mark.timeout(90)
+def test_commits_run_in_the_member_in_one_request(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
+    """Creates, updates, deletes, transactions and groups are decided in the member; the client takes no lock."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit
+        before = _tasks_run(backend)
+        parent = db.create(KitParent(name="p"))
+        parent = db.update(parent.model_copy(update={"size": 3}))
+        with db.transaction() as txn:
+            for i in range(5):
+                txn.create(KitParent(name=f"t{i}"))
+        threads = [threading.Thread(target=db.create, args=(KitParent(name=f"g{i}"),)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        db.delete(parent)
+        assert backend.member_fallbacks == 0
+        assert 4 < backend.member_commits <= 10  # the six threads' creates may share a group
+        assert _tasks_run(backend) - before == backend.member_commits
+        assert backend.commit_lock_requests_peak == 0  # never the client's six-round-trip protocol
+        assert len(db.list(KitParent)) == 11
+
+
+_KEYS = st.sampled_from(["o/a", "o/b", "o/c/1", "o/c/2", "x/side"])
+_COMMIT = st.tuples(
+    st.dictionaries(_KEYS, st.binary(max_size=12), max_size=3),
+    st.lists(_KEYS, max_size=2, unique=True),
+    st.lists(st.one_of(st.tuples(st.just("version"), _KEYS, st.integers(0, 3)), st.tuples(st.just("exists"), _KEYS),
+                       st.tuples(st.just("lease"), st.sampled_from([b"holder", b"someone else"]))),
+             max_size=2),
+    st.booleans(),
+)  # fmt: skip
+
+
+@pytest.mark.timeout(240)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_COMMIT, min_size=1, max_size=8))
+def test_member_and_client_commits_write_the_same_bytes(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    commits: list[tuple[dict[str, bytes], list[str], list[tuple[Any, ...]], bool]],
+) -> None:
+    """Every stored key, log entry (past its random anchor) and outcome is the same on both paths.
+
+    Conditions of every kind: key versions, existence, a lease held (or not) by the token,
+    an unchanged prefix; commit tokens with their TTL.
+    """
+    namespace = _ns()
+    member = _backend(hazelcast_server.url, namespace=namespace + "m")
+    client = _backend(hazelcast_server.url + "?member_commit=0", namespace=namespace + "c")
+    try:
+        assert member.member_commit and not client.member_commit
+        for backend in (member, client):
+            assert backend.acquire_lease("fence", b"holder", 60.0)
+        for index, (puts, deletes, checks, with_token) in enumerate(commits):
+            deletes = [k for k in deletes if k not in puts]
+            conditions: list[Any] = [_condition(c) for c in checks]
+            conditions.append(PrefixUnchangedSince("o/c/", index))
+            token = CommitToken(f"t/{index:024d}", 30.0) if with_token else None
+            one = KeyCommit(conditions, puts, deletes, token).with_token_key()
+            outcomes = [b.commit_group([one]) for b in (member, client)]
+            assert outcomes[0] == outcomes[1]
+        assert member.member_fallbacks == 0
+        assert decode_head(member._meta.get(HEAD))[0] == decode_head(client._meta.get(HEAD))[0]
+        assert _stored(member._kv) == _stored(client._kv)
+        logs = [{k: bytes(v)[TOKEN_BYTES:] for k, v in _stored(b._log).items()} for b in (member, client)]
+        assert logs[0] == logs[1]
+    finally:
+        member.close()
+        client.close()
+
+
+def _condition(check: tuple[Any, ...]) -> Any:
+    if check[0] == "version":
+        return VersionIs(check[1], check[2])
+    if check[0] == "lease":
+        return LeaseHeld("fence", check[1])
+    return Exists(check[1])
+
+
+def _stored(imap: Any) -> dict[Any, bytes]:
+    return {k: bytes(v) for k, v in imap.entry_set()}
+
+
+@pytest.mark.timeout(120)
+def test_old_and_new_clients_share_a_namespace(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
+    """Clients of both protocols committing at once: one dense stream, every commit once."""
+    namespace = _ns()
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
+        start = db.backend.current_revision()
+        created: list[uuid.UUID] = []
+        lock = threading.Lock()
+
+        def write(url: str, worker: int) -> None:
+            with nbdb.connect(url, namespace=namespace) as mine:
+                assert isinstance(mine.backend, HazelcastBackend)
+                assert mine.backend.member_commit == ("member_commit=0" not in url)
+                for i in range(25):
+                    obj = mine.create(KitParent(name=f"{worker}-{i}"))
+                    with lock:
+                        created.append(obj.id)
+
+        urls = [hazelcast_server.url, hazelcast_server.url + "?member_commit=0"] * 2
+        threads = [threading.Thread(target=write, args=(url, w)) for w, url in enumerate(urls)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        assert len(created) == 100
+        assert db.backend.current_revision() == start + 100
+        stream = db.backend.watch(["KitParent"], None, start)
+        seen: list[int] = []
+        try:
+            while len(seen) < 100:
+                polled = stream.poll(5.0)
+                assert polled, "the stream stalled"
+                seen += [change.revision for change in polled]
+        finally:
+            stream.close()
+        assert seen == list(range(start + 1, start + 101))
+
+
+@pytest.mark.timeout(60)
+def test_foreign_data_hands_the_commit_back_to_the_client(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
+    backend = _backend(hazelcast_server.url, namespace=_ns())
+    try:
+        backend._kv.put("o/foreign", "a string some other program wrote")
+        with pytest.raises(errors.CorruptRecordError):
+            backend.commit_keys([], {"o/foreign": b"mine"}, [])
+        assert backend.member_fallbacks == 1
+    finally:
+        backend.close()
+
+
+@pytest.mark.timeout(120)
+def test_stock_members_fall_back_to_the_client_protocol(
+    server_factory: Callable[..., HazelcastServer],  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Members without the jar: said once, and commits keep working with the client's own protocol."""
+    stock = server_factory("hazelcast", member_code=False)
+    with caplog.at_level(logging.WARNING, logger="nbdb.backends.hazelcast._backend"):
+        with nbdb.connect(stock.url, namespace=_ns()) as db:
+            backend = db.backend
+            assert isinstance(backend, HazelcastBackend)
+            assert not backend.member_commit
+            parent = db.create(KitParent(name="p"))
+            db.update(parent.model_copy(update={"size": 2}))
+            assert db.get(KitParent, parent.id).size == 2
+            assert backend.member_commits == 0
+            assert backend.commit_lock_requests_peak == 1
+        with nbdb.connect(stock.url, namespace=_ns()):
+            pass
+    said = [r for r in caplog.records if "member-side jar" in r.getMessage()]
+    assert len(said) == 1, said  # once a cluster, not once a connection
+    # As if the lock's owner were replaced by a member without the jar after the probe (a rolling
+    # deploy): the task is refused unread, the client commits on its own and stops sending tasks.
+    with nbdb.connect(stock.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        backend.member_commit = True
+        parent = db.create(KitParent(name="p"))
+        assert db.get(KitParent, parent.id) == parent
+        assert not backend.member_commit
+        assert (backend.member_commits, backend.member_fallbacks) == (0, 1)
+
+
+@pytest.mark.timeout(60)
+def test_member_commit_can_be_turned_off(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
+    with nbdb.connect(hazelcast_server.url + "?member_commit=0", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert not backend.member_commit
+        db.create(KitParent(name="p"))
+        assert backend.member_commits == 0 and backend.commit_lock_requests_peak == 1
