@@ -244,7 +244,13 @@ class Replica:
                 if need_list:
                     self._relist()
                     need_list = False
-                self._stream = self._streams(self._tables, self._topics, self._revision)
+                try:
+                    self._stream = self._streams(self._tables, self._topics, self._revision)
+                finally:
+                    # Synced once the stream is open (or failed to: the list is loaded all the same), so a
+                    # commit made after wait_synced() is on its way at once (see nbdb.hub's _await_open).
+                    if not self._synced.is_set():
+                        self._announce_synced()
                 if self._closed.is_set():
                     break
                 while not self._closed.is_set():
@@ -304,11 +310,17 @@ class Replica:
                 for model in list(fresh):
                     self._reload(model, fresh.pop(model), revision)
                 self._revision = revision
-                self._synced.set()
-                for sub in self._awaiting_sync:
-                    sub.mark_replayed()
-                self._awaiting_sync.clear()
                 self._after_batch()
+
+    def _announce_synced(self) -> None:
+        """The first list is loaded (and its stream opened): wake ``wait_synced`` and the replays."""
+        with self._lock:
+            self._synced.set()
+            for sub in self._awaiting_sync:
+                sub.mark_replayed()
+            self._awaiting_sync.clear()
+            if self._waits.pending:
+                self._waits.wake()
 
     def _by_model(self, records: Iterable[Record]) -> dict[type[Model], _List[Record]]:
         """The records of each followed model (others are left out)."""
