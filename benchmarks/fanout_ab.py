@@ -66,7 +66,9 @@ def main() -> None:
             for backend, url in urls.items():
                 for caches in counts:
                     for side in order:
-                        got = run_json(sides[side], WORKER, [url, backend, str(caches), str(args.writes), str(args.rate)])
+                        got = run_json(
+                            sides[side], WORKER, [url, backend, str(caches), str(args.writes), str(args.rate)]
+                        )
                         results.setdefault((backend, caches, side), []).append(got)
                         print(
                             f"round {round_} {backend:6} caches {caches:3} {side}: p50 {got['p50']:6.2f} ms  "

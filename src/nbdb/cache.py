@@ -501,7 +501,12 @@ class Cache:
         return self._replica._relists
 
     def wait_synced(self, timeout: float | None = None) -> bool:
-        """Block until the initial list is loaded; False on timeout."""
+        """Block until the initial list is loaded and the change stream opened (or failed to); False on timeout.
+
+        A change committed after it returns is on its way to the cache at once (a
+        stream opened later could reach it late: etcd serves a watcher that starts
+        behind from a sync loop that runs every 100 ms).
+        """
         return self._replica._synced.wait(timeout)
 
     def get(self, model: type[M], id: UUID | str) -> M | None:

@@ -139,11 +139,13 @@ class WatchHub:
             return
         failures = self._open_failures
         self._cond.wait_for(
-            lambda: self._opens_done >= wanted
-            or self._open_failures != failures
-            or self._closed
-            or stream.gone is not None
-            or stream not in self._streams,
+            lambda: (
+                self._opens_done >= wanted
+                or self._open_failures != failures
+                or self._closed
+                or stream.gone is not None
+                or stream not in self._streams
+            ),
             _OPEN_WAIT,
         )
 
