@@ -139,3 +139,72 @@ def test_when_the_backend_loses_history_every_cache_relists_and_converges() -> N
             assert {s.id for s in cache.list(LogicalSwitch)} == {s.id for s in made}
         assert backend.forgot
         assert [cache.relists for cache in caches] == [1, 1, 1]
+
+
+class GatedBackend(MemoryBackend):
+    """The memory store, whose change streams open only once ``gate`` is set (or fail while ``fail`` is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.fail = False
+
+    def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
+        if self.fail:
+            raise nbdb.BackendUnavailableError("refused by the test")
+        self.gate.wait(30)
+        return super().watch(tables, topics, since)
+
+
+def test_a_stream_is_handed_out_once_the_backend_stream_covering_it_is_open() -> None:
+    # A cache says it is synced after opening its stream: a commit made then must
+    # not reach the server before the watch does (etcd delays such a watch by up to 100 ms).
+    backend = GatedBackend()
+    hub = WatchHub(backend)
+    got: list[object] = []
+    opener = threading.Thread(target=lambda: got.append(hub.stream(["LogicalSwitch"], None, 0)), daemon=True)
+    opener.start()
+    try:
+        opener.join(0.3)
+        assert opener.is_alive() and not got  # still waiting for the backend's watch
+        backend.gate.set()
+        opener.join(10)
+        assert len(got) == 1
+    finally:
+        backend.gate.set()
+        hub.close()
+
+
+def test_a_failing_open_does_not_hold_the_stream_back() -> None:
+    backend = GatedBackend()
+    backend.fail = True
+    backend.gate.set()
+    hub = WatchHub(backend)
+    db = Database(backend)
+    try:
+        done = threading.Event()
+        threading.Thread(target=lambda: (hub.stream(["LogicalSwitch"], None, 0), done.set()), daemon=True).start()
+        assert done.wait(4)  # the failure ends the wait, well before the 5 s bound
+        sw = db.create(LogicalSwitch(name="a"))
+        backend.fail = False  # the pump retries, and the stream delivers from its revision on
+        stream = hub.stream(["LogicalSwitch"], None, 0)
+        assert eventually(lambda: any(c.id == sw.id for c in stream.poll(0.5)), 10)
+    finally:
+        hub.close()
+        db.close()
+
+
+def test_a_cache_is_synced_only_once_its_stream_is_open() -> None:
+    backend = GatedBackend()
+    with Database(backend) as db:
+        sw = db.create(LogicalSwitch(name="a"))
+        cache = db.cache(LogicalSwitch)
+        try:
+            assert not cache.wait_synced(0.3)  # the stream is not open yet
+            backend.gate.set()
+            assert cache.wait_synced(10)
+            assert cache.get(LogicalSwitch, sw.id) == sw
+            port = db.create(LogicalSwitch(name="b"))
+            assert cache.wait_for(port, 10)
+        finally:
+            backend.gate.set()

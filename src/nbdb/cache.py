@@ -244,7 +244,13 @@ class Replica:
                 if need_list:
                     self._relist()
                     need_list = False
-                self._stream = self._streams(self._tables, self._topics, self._revision)
+                try:
+                    self._stream = self._streams(self._tables, self._topics, self._revision)
+                finally:
+                    # Synced once the stream is open (or failed to: the list is loaded all the same), so a
+                    # commit made after wait_synced() is on its way at once (see nbdb.hub's _await_open).
+                    if not self._synced.is_set():
+                        self._announce_synced()
                 if self._closed.is_set():
                     break
                 while not self._closed.is_set():
@@ -304,11 +310,17 @@ class Replica:
                 for model in list(fresh):
                     self._reload(model, fresh.pop(model), revision)
                 self._revision = revision
-                self._synced.set()
-                for sub in self._awaiting_sync:
-                    sub.mark_replayed()
-                self._awaiting_sync.clear()
                 self._after_batch()
+
+    def _announce_synced(self) -> None:
+        """The first list is loaded (and its stream opened): wake ``wait_synced`` and the replays."""
+        with self._lock:
+            self._synced.set()
+            for sub in self._awaiting_sync:
+                sub.mark_replayed()
+            self._awaiting_sync.clear()
+            if self._waits.pending:
+                self._waits.wake()
 
     def _by_model(self, records: Iterable[Record]) -> dict[type[Model], _List[Record]]:
         """The records of each followed model (others are left out)."""
@@ -489,7 +501,12 @@ class Cache:
         return self._replica._relists
 
     def wait_synced(self, timeout: float | None = None) -> bool:
-        """Block until the initial list is loaded; False on timeout."""
+        """Block until the initial list is loaded and the change stream opened (or failed to); False on timeout.
+
+        A change committed after it returns is on its way to the cache at once (a
+        stream opened later could reach it late: etcd serves a watcher that starts
+        behind from a sync loop that runs every 100 ms).
+        """
         return self._replica._synced.wait(timeout)
 
     def get(self, model: type[M], id: UUID | str) -> M | None:

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 _BUFFER = 20_000
 """Changes kept for streams that join behind the hub (a cache that just listed)."""
 _POLL = 0.5
+_OPEN_WAIT = 5.0
+"""How long :meth:`WatchHub.stream` waits for the backend stream that covers it to open (then it goes on)."""
 
 
 _ALL = object()
@@ -63,6 +65,11 @@ class WatchHub:
         self._streams: set[HubStream] = set()
         self._stream: RecordStream | None = None
         self._reopen = False
+        self._opens_started = 0
+        """Backend stream opens begun (each covers what was followed when it began)."""
+        self._opens_done = 0
+        """The number (of ``_opens_started``) of the last open that succeeded."""
+        self._open_failures = 0
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -110,7 +117,37 @@ class WatchHub:
                 self._thread = threading.Thread(target=self._pump, name="nbdb-watch-hub", daemon=True)
                 self._thread.start()
             self._cond.notify_all()
+            self._await_open(stream)
         return stream
+
+    def _await_open(self, stream: HubStream) -> None:
+        """Wait (under the lock) until a backend stream that covers ``stream`` is open, or it failed.
+
+        A cache opens its stream right after it listed, and only then says it is
+        synced: what is committed after that should reach it at once. Some servers
+        serve a watch that starts behind a while later (etcd's background sync of
+        such watchers runs every 100 ms), so the open must not lag behind the
+        caller's next commit. Bounded: after :data:`_OPEN_WAIT` seconds, or when an
+        open fails (the pump retries), the stream is returned anyway; it still
+        delivers every change from its revision on.
+        """
+        if self._reopen:
+            wanted = self._opens_started + 1  # the next open covers it
+        elif self._stream is None:
+            wanted = self._opens_started  # the open under way covers it
+        else:
+            return
+        failures = self._open_failures
+        self._cond.wait_for(
+            lambda: (
+                self._opens_done >= wanted
+                or self._open_failures != failures
+                or self._closed
+                or stream.gone is not None
+                or stream not in self._streams
+            ),
+            _OPEN_WAIT,
+        )
 
     def _position(self, revision: int) -> int:
         """The absolute position of the first buffered change after ``revision``."""
@@ -131,6 +168,8 @@ class WatchHub:
                     topics = None if _ALL in self._topics else [t for t in self._topics if t is not _ALL]
                     since = self._revision
                     self._reopen = False
+                    self._opens_started += 1
+                    number = self._opens_started
                     opening = True
                 else:
                     opening = False
@@ -145,6 +184,8 @@ class WatchHub:
                     continue
                 with self._cond:
                     self._stream = opened
+                    self._opens_done = number
+                    self._cond.notify_all()
             stream = self._stream
             if stream is None:
                 continue
@@ -192,6 +233,8 @@ class WatchHub:
         log.warning("watch hub: %s, re-opening in %.2fs: %s", what, pause, exc)
         with self._cond:
             self._reopen = True
+            self._open_failures += 1
+            self._cond.notify_all()
             if not self._closed:
                 self._cond.wait(pause)
         return min(pause * 2, 5.0)
