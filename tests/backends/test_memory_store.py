@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbdb import errors
-from nbdb.backends.memory.store import MemoryStore
+from nbdb.backends.memory.store import MemoryStore, key_of
 from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, UniqueKey, WriteOp
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,7 +40,7 @@ _step = st.tuples(
 def _op(store: MemoryStore, step: tuple[Any, ...]) -> WriteOp:
     kind, child, which, expect, parents, name = step
     table, id = ("Child", _CHILDREN[which]) if child else ("Parent", _PARENTS[which])
-    current = store.records.get((table, id))
+    current = store.records.get(key_of((table, id)))
     version = 0 if current is None else current.version
     expect_version = {"current": version, "stale": max(0, version - 1), "zero": 0}[expect]
     if kind.startswith("delete"):
@@ -51,7 +51,7 @@ def _op(store: MemoryStore, step: tuple[Any, ...]) -> WriteOp:
         expect_version = 0
     refs = frozenset(("Parent", _PARENTS[p]) for p in parents) if child else frozenset()
     unique = (UniqueKey("name", name),) if child and name is not None else ()
-    old_refs = store.refs.get((table, id), frozenset()) if expect_version else frozenset()
+    old_refs = store.refs.get(key_of((table, id)), frozenset()) if expect_version else frozenset()
     return Put(table, id, None, b"{}", expect_version, refs, old_refs, None, unique)
 
 
@@ -84,16 +84,19 @@ def _general(store: MemoryStore, ops: list[WriteOp]) -> list[int]:
 
 
 def _indexes(objects: dict[RefKey, tuple[frozenset[RefKey], tuple[UniqueKey, ...]]]) -> tuple[Any, ...]:
-    """The reference and unique indexes that ``objects`` (key -> (refs, unique values)) must leave."""
+    """The reference and unique indexes that ``objects`` (key -> (refs, unique values)) must leave.
+
+    The store keys its own dictionaries by :func:`key_of`; referrers and unique owners name the SPI's keys.
+    """
     referrers: dict[RefKey, set[RefKey]] = {}
     for source, (refs, _) in objects.items():
         for target in refs:
-            referrers.setdefault(target, set()).add(source)
+            referrers.setdefault(key_of(target), set()).add(key_of(source))
     return (
-        {key: refs for key, (refs, _) in objects.items() if refs},
+        {key_of(key): refs for key, (refs, _) in objects.items() if refs},
         {target: frozenset(sources) for target, sources in referrers.items()},
         {(key[0], *u): key[1] for key, (_, unique) in objects.items() for u in unique},
-        {key: tuple((key[0], *u) for u in unique) for key, (_, unique) in objects.items() if unique},
+        {key_of(key): tuple((key[0], *u) for u in unique) for key, (_, unique) in objects.items() if unique},
     )
 
 
@@ -113,8 +116,9 @@ def _assert_same_batch(fast: MemoryStore, general: MemoryStore, ops: list[WriteO
     want = _outcome(lambda: _general(general, ops))
     assert got == want
     assert _state(fast) == _state(general)
-    objects = {key: (fast.refs.get(key, frozenset()), tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
-               for key in fast.records}  # fmt: skip
+    objects = {(r.table, r.id): (fast.refs.get(key, frozenset()),
+                                 tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
+               for key, r in fast.records.items()}  # fmt: skip
     assert _state(fast)[1:5] == _indexes(objects)
 
 
@@ -149,7 +153,7 @@ def test_an_update_keeping_its_unique_value_keeps_its_claim() -> None:
     store.commit([Put(*me, None, b"{}", 0, refs, frozenset(), None, name)])
     store.commit([Put(*me, None, b"{}", 1, refs, refs, None, name)])  # the very same reference set
     assert store.uniques == {("Child", "name", '"a"'): me[1]}
-    assert store.referrers == {parent: {me}}
+    assert store.referrers == {key_of(parent): {key_of(me)}}
     with pytest.raises(errors.UniqueViolationError):
         store.commit([Put("Child", _CHILDREN[1], None, b"{}", 0, frozenset(), frozenset(), None, name)])
     with pytest.raises(errors.ReferenceError):
@@ -204,7 +208,7 @@ def test_a_batch_of_updates_matches_the_general_path(
     ops: list[WriteOp] = []
     for child, which, expect, keep, parents, name in batch:
         op = _op(fast, ("update", child, which, expect, parents, name))
-        me = (op.table, op.id)
+        me = key_of((op.table, op.id))
         if keep and me in fast.records:
             refs = fast.refs.get(me, frozenset())
             unique = tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(me, ()))
@@ -226,7 +230,7 @@ def test_a_batch_of_updates_keeping_references_and_names_takes_one_pass() -> Non
                           for i, c in enumerate(children)]  # fmt: skip
     assert store.updates_ok(ops) == [2, 2, 2]
     assert store.commit(ops).versions == [2, 2, 2]
-    assert [store.records[c].version for c in children] == [2, 2, 2]
+    assert [store.records[key_of(c)].version for c in children] == [2, 2, 2]
     assert [(c.old.version, c.new.version) for c in store.history[-3:] if c.old and c.new] == [(1, 2)] * 3
     assert {c.revision for c in store.history[-3:]} == {store.revision}
     stale = [Put(*c, None, b"{}", 1, refs, refs, None, (UniqueKey("name", f'"{i}"'),)) for i, c in enumerate(children)]
@@ -249,7 +253,8 @@ def test_a_batch_of_creates_may_reference_each_other() -> None:
     ops: list[WriteOp] = [Put(*child, None, b"{}", 0, refs, frozenset(), None, name), Put(*parent, None, b"{}", 0)]
     assert store.creates_ok(ops)
     assert store.commit(ops).versions == [1, 1]
-    assert store.referrers == {parent: {child}} and store.uniques == {("Child", "name", '"a"'): child[1]}
+    assert store.referrers == {key_of(parent): {key_of(child)}}
+    assert store.uniques == {("Child", "name", '"a"'): child[1]}
     taken = [Put("Child", _CHILDREN[1], None, b"{}", 0, frozenset(), frozenset(), None, name),
              Put("Child", _CHILDREN[2], None, b"{}", 0)]  # fmt: skip
     assert not store.creates_ok(taken)
