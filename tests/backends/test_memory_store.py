@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbdb import errors
+from nbdb.backends.memory import MemoryBackend
 from nbdb.backends.memory.store import MemoryStore, key_of
 from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, UniqueKey, WriteOp
 
@@ -268,3 +269,45 @@ def test_a_batch_of_creates_may_reference_each_other() -> None:
     with pytest.raises(errors.ValidationError):
         store.commit(twice)
     assert store.revision == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.uuids(), min_size=5, max_size=5, unique=True),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.booleans()), max_size=12),
+)
+def test_the_spi_names_objects_by_uuid_whatever_the_store_keys(ids: list[uuid.UUID], steps: list[Any]) -> None:
+    """The store keys its dictionaries by ``id.int``; every answer of the backend names ``(table, UUID)``.
+
+    Children (any UUID, the whole 128 bits) point to parents and claim names; reads, referrers,
+    unique owners and a refused delete's error name them as a model of the same writes does.
+    """
+    backend = MemoryBackend(MemoryStore())
+    parents, children = [("Parent", i) for i in ids[:2]], [("Child", i) for i in ids[2:]]
+    backend.commit([Put(*p, None, b"{}", 0) for p in parents])
+    model: dict[RefKey, tuple[RefKey, str]] = {}  # child -> (its parent, its name)
+    for which, parent, delete in steps:
+        child = children[which]
+        current = backend.read(*child)
+        if delete and current is not None:
+            backend.commit([Delete(*child, None, current.version, frozenset({model[child][0]}))])
+            del model[child]
+        elif current is None:
+            name = f'"{which}"'
+            refs = frozenset({parents[parent]})
+            backend.commit([Put(*child, None, b"{}", 0, refs, frozenset(), None, (UniqueKey("name", name),))])
+            model[child] = (parents[parent], name)
+    for child in children:
+        record = backend.read(*child)
+        assert (record is not None) == (child in model)
+        if record is not None:
+            assert (record.table, record.id) == child and type(record.id) is uuid.UUID
+            assert backend.unique_owner("Child", UniqueKey("name", model[child][1])) == child[1]
+    for p in parents:
+        pointing = sorted(c for c, (target, _) in model.items() if target == p)
+        assert backend.referrers(*p) == pointing
+        if pointing:
+            with pytest.raises(errors.ReferenceError) as refused:
+                backend.commit([Delete(*p, None, 1)])
+            assert all(str(c[1]) in str(refused.value) for c in pointing)
+    assert {(r.table, r.id) for r in backend.scan(["Child"], None).records} == set(model)
