@@ -117,3 +117,50 @@ def test_a_transaction_of_updates_is_one_change_for_watchers_and_caches() -> Non
             db.delete(switch)  # the ports still point to it: the reference index kept them
         with pytest.raises(nbdb.UniqueViolationError):
             db.create(LogicalSwitchPort(switch=switch, name="p0"))  # and the unique index their names
+
+
+_PUTS = ["create", "create_taken_name", "update", "update_stale", "update_renamed"]
+
+
+def _run_puts(steps: list[tuple[str, int]], general: bool) -> tuple[Any, ...]:
+    """``steps`` as one transaction of plain creates and updates; ``general``: plus a no-op delete.
+
+    The no-op (a delete ``if_exists`` of an object that does not exist) is a step of its own:
+    the transaction then takes its general path, with the very same puts.
+    """
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        stored = [db.create(LogicalSwitchPort(switch=switch, name=f"old{i}")) for i in range(3)]
+        db.update(stored[0].replace(tag=1))  # stored[0] is now stale
+        updated: set[int] = set()
+        outcome: Any = None
+        try:
+            with db.transaction() as txn:
+                for n, (kind, slot) in enumerate(steps):
+                    if kind.startswith("update") and slot not in updated:
+                        updated.add(slot)
+                        port = stored[slot] if kind == "update_stale" else db.get(LogicalSwitchPort, stored[slot].id)
+                        renamed = {"name": f"renamed{n}"} if kind == "update_renamed" else {}
+                        txn.update(port.replace(tag=n + 10, **renamed))
+                    else:
+                        name = f"old{slot}" if kind == "create_taken_name" else f"new{n}"
+                        txn.create(LogicalSwitchPort(switch=switch, name=name, tag=n))
+                if general:
+                    txn.delete(LogicalSwitchPort, LogicalSwitchPort(switch=switch, name="none").id, if_exists=True)
+        except nbdb.NbdbError as exc:
+            outcome = type(exc).__name__
+        results = [(r.name, r.version, r.tag, r.nbdb_revision == txn.revision) for r in txn.results if r is not None]
+        state = sorted((p.name, p.version, p.tag) for p in db.list(LogicalSwitchPort))
+        return outcome, results, state, len(db.watch(LogicalSwitchPort, since=0).poll(1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PUTS), st.integers(0, 2)), min_size=1, max_size=10))
+def test_a_transaction_of_plain_puts_matches_the_general_path(steps: list[tuple[str, int]]) -> None:
+    """A transaction of plain creates and updates only (its own path) ends as the general path does.
+
+    The same error if any (a stale version, a name taken), else the same results in call order,
+    each stamped with the transaction's revision, and the same stored objects and changes.
+    """
+    fast, general = _run_puts(steps, False), _run_puts(steps, True)
+    assert fast == general

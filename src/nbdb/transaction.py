@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, cast
 from uuid import UUID
 
 from nbdb import errors
@@ -71,6 +71,8 @@ class Transaction:
         self._fence = fence
         self._steps: list[_Step | Put] = []
         """The queued writes in call order: a plain create or update as its Put, anything else as a _Step."""
+        self._others = 0
+        """How many of the queued writes are _Steps (none: the steps are the ops, as they are)."""
         self.results: list[Model | None] = []
         self.revision: Revision | None = None
         """The commit's revision (for :meth:`nbdb.Cache.wait_for`), once committed."""
@@ -84,7 +86,11 @@ class Transaction:
         obj = self._context.checked_new(obj, may_exist, ttl)
         put, planned = put_of(obj, 0, ttl, self._context.deferred)
         # A plain put is its own step (its value is the planned copy): no _Step to build and walk.
-        self._steps.append(_Step(put, planned, may_exist) if may_exist else put)
+        if may_exist:
+            self._others += 1
+            self._steps.append(_Step(put, planned, may_exist))
+        else:
+            self._steps.append(put)
         return planned
 
     def update(self, obj: M) -> M:
@@ -102,6 +108,7 @@ class Transaction:
         ``if_exists``: nothing to do, not an error, if it is gone by then.
         """
         op = self._context.delete_op(obj_or_model, id, if_exists)
+        self._others += 1
         self._steps.append(_Step(op, if_exists=if_exists, done=op is None))
 
     def mutate(
@@ -116,6 +123,7 @@ class Transaction:
         The result (in ``results``) is the object as stored after the commit.
         """
         model, uid = self._context.target(target)
+        self._others += 1
         self._steps.append(_Step(mutation=(model, uid, dict(add or {}), dict(remove or {}))))
 
     # ---------------------------------------------------------------- commit
@@ -123,6 +131,9 @@ class Transaction:
     def commit(self) -> None:
         """Commit the queued writes now (the ``with`` block does it on exit)."""
         context = self._context
+        if not self._others and self._steps:
+            self._commit_puts()
+            return
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
@@ -191,9 +202,28 @@ class Transaction:
                 self.results = [results.get(id(s), s.value) if isinstance(s, Put) else s.result for s in steps]  # type: ignore[arg-type]
             else:
                 self.results = [s.value if isinstance(s, Put) else s.result for s in steps]  # type: ignore[misc]
-            self._steps = []
+            self._steps, self._others = [], 0
             return
         raise errors.ConflictError("the transaction kept conflicting with concurrent writers; try again")
+
+    def _commit_puts(self) -> None:
+        """:meth:`commit` of plain creates and updates only (the common transaction): the steps are the ops.
+
+        No step to settle, rebase or read back: one pass over the results, and
+        the stored copies are the results when each has its planned version.
+        """
+        context = self._context
+        puts = cast("list[Put]", self._steps)
+        result, revision = context.commit(puts, self._fence)
+        self.revision = revision
+        stamp = context.stamp(result.revision)
+        stored: list[Model] = []
+        for put, version in zip(puts, result.versions, strict=True):
+            copy: Model = put.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
+            stored.append(copy if copy.version == version else as_stored(copy, version, stamp))
+        committed_all(stored, stamp)
+        self.results = stored  # type: ignore[assignment]  # list[Model] is a list[Model | None]
+        self._steps = []
 
     def _rebase(self, step: _Step) -> None:
         assert step.mutation is not None

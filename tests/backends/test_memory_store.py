@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbdb import errors
-from nbdb.backends.memory.store import MemoryStore
+from nbdb.backends.memory import MemoryBackend
+from nbdb.backends.memory.store import MemoryStore, key_of
 from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, UniqueKey, WriteOp
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,7 +41,7 @@ _step = st.tuples(
 def _op(store: MemoryStore, step: tuple[Any, ...]) -> WriteOp:
     kind, child, which, expect, parents, name = step
     table, id = ("Child", _CHILDREN[which]) if child else ("Parent", _PARENTS[which])
-    current = store.records.get((table, id))
+    current = store.records.get(key_of((table, id)))
     version = 0 if current is None else current.version
     expect_version = {"current": version, "stale": max(0, version - 1), "zero": 0}[expect]
     if kind.startswith("delete"):
@@ -51,7 +52,7 @@ def _op(store: MemoryStore, step: tuple[Any, ...]) -> WriteOp:
         expect_version = 0
     refs = frozenset(("Parent", _PARENTS[p]) for p in parents) if child else frozenset()
     unique = (UniqueKey("name", name),) if child and name is not None else ()
-    old_refs = store.refs.get((table, id), frozenset()) if expect_version else frozenset()
+    old_refs = store.refs.get(key_of((table, id)), frozenset()) if expect_version else frozenset()
     return Put(table, id, None, b"{}", expect_version, refs, old_refs, None, unique)
 
 
@@ -84,16 +85,19 @@ def _general(store: MemoryStore, ops: list[WriteOp]) -> list[int]:
 
 
 def _indexes(objects: dict[RefKey, tuple[frozenset[RefKey], tuple[UniqueKey, ...]]]) -> tuple[Any, ...]:
-    """The reference and unique indexes that ``objects`` (key -> (refs, unique values)) must leave."""
+    """The reference and unique indexes that ``objects`` (key -> (refs, unique values)) must leave.
+
+    The store keys its own dictionaries by :func:`key_of`; referrers and unique owners name the SPI's keys.
+    """
     referrers: dict[RefKey, set[RefKey]] = {}
     for source, (refs, _) in objects.items():
         for target in refs:
-            referrers.setdefault(target, set()).add(source)
+            referrers.setdefault(key_of(target), set()).add(key_of(source))
     return (
-        {key: refs for key, (refs, _) in objects.items() if refs},
+        {key_of(key): refs for key, (refs, _) in objects.items() if refs},
         {target: frozenset(sources) for target, sources in referrers.items()},
         {(key[0], *u): key[1] for key, (_, unique) in objects.items() for u in unique},
-        {key: tuple((key[0], *u) for u in unique) for key, (_, unique) in objects.items() if unique},
+        {key_of(key): tuple((key[0], *u) for u in unique) for key, (_, unique) in objects.items() if unique},
     )
 
 
@@ -113,8 +117,9 @@ def _assert_same_batch(fast: MemoryStore, general: MemoryStore, ops: list[WriteO
     want = _outcome(lambda: _general(general, ops))
     assert got == want
     assert _state(fast) == _state(general)
-    objects = {key: (fast.refs.get(key, frozenset()), tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
-               for key in fast.records}  # fmt: skip
+    objects = {(r.table, r.id): (fast.refs.get(key, frozenset()),
+                                 tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(key, ())))
+               for key, r in fast.records.items()}  # fmt: skip
     assert _state(fast)[1:5] == _indexes(objects)
 
 
@@ -149,7 +154,7 @@ def test_an_update_keeping_its_unique_value_keeps_its_claim() -> None:
     store.commit([Put(*me, None, b"{}", 0, refs, frozenset(), None, name)])
     store.commit([Put(*me, None, b"{}", 1, refs, refs, None, name)])  # the very same reference set
     assert store.uniques == {("Child", "name", '"a"'): me[1]}
-    assert store.referrers == {parent: {me}}
+    assert store.referrers == {key_of(parent): {key_of(me)}}
     with pytest.raises(errors.UniqueViolationError):
         store.commit([Put("Child", _CHILDREN[1], None, b"{}", 0, frozenset(), frozenset(), None, name)])
     with pytest.raises(errors.ReferenceError):
@@ -204,7 +209,7 @@ def test_a_batch_of_updates_matches_the_general_path(
     ops: list[WriteOp] = []
     for child, which, expect, keep, parents, name in batch:
         op = _op(fast, ("update", child, which, expect, parents, name))
-        me = (op.table, op.id)
+        me = key_of((op.table, op.id))
         if keep and me in fast.records:
             refs = fast.refs.get(me, frozenset())
             unique = tuple(UniqueKey(*slot[1:]) for slot in fast.held.get(me, ()))
@@ -226,7 +231,7 @@ def test_a_batch_of_updates_keeping_references_and_names_takes_one_pass() -> Non
                           for i, c in enumerate(children)]  # fmt: skip
     assert store.updates_ok(ops) == [2, 2, 2]
     assert store.commit(ops).versions == [2, 2, 2]
-    assert [store.records[c].version for c in children] == [2, 2, 2]
+    assert [store.records[key_of(c)].version for c in children] == [2, 2, 2]
     assert [(c.old.version, c.new.version) for c in store.history[-3:] if c.old and c.new] == [(1, 2)] * 3
     assert {c.revision for c in store.history[-3:]} == {store.revision}
     stale = [Put(*c, None, b"{}", 1, refs, refs, None, (UniqueKey("name", f'"{i}"'),)) for i, c in enumerate(children)]
@@ -249,7 +254,8 @@ def test_a_batch_of_creates_may_reference_each_other() -> None:
     ops: list[WriteOp] = [Put(*child, None, b"{}", 0, refs, frozenset(), None, name), Put(*parent, None, b"{}", 0)]
     assert store.creates_ok(ops)
     assert store.commit(ops).versions == [1, 1]
-    assert store.referrers == {parent: {child}} and store.uniques == {("Child", "name", '"a"'): child[1]}
+    assert store.referrers == {key_of(parent): {key_of(child)}}
+    assert store.uniques == {("Child", "name", '"a"'): child[1]}
     taken = [Put("Child", _CHILDREN[1], None, b"{}", 0, frozenset(), frozenset(), None, name),
              Put("Child", _CHILDREN[2], None, b"{}", 0)]  # fmt: skip
     assert not store.creates_ok(taken)
@@ -263,3 +269,45 @@ def test_a_batch_of_creates_may_reference_each_other() -> None:
     with pytest.raises(errors.ValidationError):
         store.commit(twice)
     assert store.revision == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.uuids(), min_size=5, max_size=5, unique=True),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.booleans()), max_size=12),
+)
+def test_the_spi_names_objects_by_uuid_whatever_the_store_keys(ids: list[uuid.UUID], steps: list[Any]) -> None:
+    """The store keys its dictionaries by ``id.int``; every answer of the backend names ``(table, UUID)``.
+
+    Children (any UUID, the whole 128 bits) point to parents and claim names; reads, referrers,
+    unique owners and a refused delete's error name them as a model of the same writes does.
+    """
+    backend = MemoryBackend(MemoryStore())
+    parents, children = [("Parent", i) for i in ids[:2]], [("Child", i) for i in ids[2:]]
+    backend.commit([Put(*p, None, b"{}", 0) for p in parents])
+    model: dict[RefKey, tuple[RefKey, str]] = {}  # child -> (its parent, its name)
+    for which, parent, delete in steps:
+        child = children[which]
+        current = backend.read(*child)
+        if delete and current is not None:
+            backend.commit([Delete(*child, None, current.version, frozenset({model[child][0]}))])
+            del model[child]
+        elif current is None:
+            name = f'"{which}"'
+            refs = frozenset({parents[parent]})
+            backend.commit([Put(*child, None, b"{}", 0, refs, frozenset(), None, (UniqueKey("name", name),))])
+            model[child] = (parents[parent], name)
+    for child in children:
+        record = backend.read(*child)
+        assert (record is not None) == (child in model)
+        if record is not None:
+            assert (record.table, record.id) == child and type(record.id) is uuid.UUID
+            assert backend.unique_owner("Child", UniqueKey("name", model[child][1])) == child[1]
+    for p in parents:
+        pointing = sorted(c for c, (target, _) in model.items() if target == p)
+        assert backend.referrers(*p) == pointing
+        if pointing:
+            with pytest.raises(errors.ReferenceError) as refused:
+                backend.commit([Delete(*p, None, 1)])
+            assert all(str(c[1]) in str(refused.value) for c in pointing)
+    assert {(r.table, r.id) for r in backend.scan(["Child"], None).records} == set(model)

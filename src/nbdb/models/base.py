@@ -374,12 +374,19 @@ class Model(BaseModel):
             else:
                 keys.append((spec.target, value))
         if len(keys) == 1:  # the common case (a port's switch): the shared set found by its one key
+            global _LAST_ONE
             key = keys[0]
+            last = _LAST_ONE
+            if key[1] is last[1] and key[0] == last[0]:
+                # Siblings built from one parent hold its very id: no (table, UUID) to hash, and
+                # UUID.__hash__ is a Python call. A pair of names read from one tuple: never torn.
+                return last[2]
             shared = _SHARED_ONE.get(key)
             if shared is None:
                 if len(_SHARED_ONE) >= _SHARED_LIMIT:
                     _SHARED_ONE.clear()
                 shared = _SHARED_ONE[key] = frozenset(keys)
+            _LAST_ONE = (key[0], key[1], shared)
             return shared
         if not keys:
             return _NO_REFS
@@ -450,6 +457,8 @@ _SHARED_REFS: dict[frozenset[tuple[str, uuid.UUID]], frozenset[tuple[str, uuid.U
 """Recent reference sets, shared by the objects that hold equal ones (they are immutable)."""
 _SHARED_ONE: dict[tuple[str, uuid.UUID], frozenset[tuple[str, uuid.UUID]]] = {}
 """Recent sets of one reference, by that reference: no set to build to find the shared one."""
+_LAST_ONE: tuple[str, object, frozenset[tuple[str, uuid.UUID]]] = ("", object(), _NO_REFS)
+"""The last set of one reference handed out, with its table and the very id object it holds."""
 _SHARED_FIELDS_SETS: dict[frozenset[str], FrozenSet] = {}
 """Fields sets with ``version`` added, shared by stored copies (frozen: ``model_fields_set`` hands them out)."""
 

@@ -134,7 +134,7 @@ class MemoryBackend(Backend):
     # ---------------------------------------------------------------- Backend
 
     def read(self, table: str, id: uuid.UUID) -> Record | None:
-        return self.store.records.get((table, id))
+        return self.store.records.get((table, id.int))
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         store = self.store
@@ -163,7 +163,7 @@ class MemoryBackend(Backend):
     def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
         store = self.store
         with store.lock:
-            if (table, id) not in store.records:
+            if (table, id.int) not in store.records:
                 raise rules.not_found((table, id), "expired or deleted")
             if (table, id) not in store.expiry:
                 raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
@@ -213,7 +213,7 @@ class MemoryBackend(Backend):
 
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
         with self.store.lock:
-            return sorted(self.store.referrers.get((table, id), ()))
+            return self.store.referrers_of((table, id.int))
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
         if since < 0:
@@ -241,8 +241,9 @@ class MemoryBackend(Backend):
     def write_raw(self, table: str, id: uuid.UUID, topic: str | None, data: bytes) -> None:
         store = self.store
         with store.lock:
-            old = store.records.get((table, id))
-            put = Put(table, id, topic, data, 0 if old is None else old.version, store.refs.get((table, id), _NO_REFS))
+            key = (table, id.int)
+            old = store.records.get(key)
+            put = Put(table, id, topic, data, 0 if old is None else old.version, store.refs.get(key, _NO_REFS))
             store.apply([put], [1 if old is None else old.version + 1])
 
     def close(self) -> None:

@@ -6,6 +6,12 @@ dictionary operations. The commit of one object, the common write, takes a
 path of its own (:meth:`MemoryStore.check_one`) that states the same rules
 without the bookkeeping only a transaction of several objects needs; the
 tests hold both paths to the same outcome for every sequence of writes.
+
+The store's own dictionaries (records, parts, references, referrers, unique
+claims held) are keyed by :data:`Key`, ``(table, id.int)``, not by the SPI's
+``(table, UUID)``: such a tuple hashes in C, where ``UUID.__hash__`` is a
+Python call (eight of them per created object, before), and the cyclic
+collector stops tracking it (a tuple holding a UUID stays tracked for good).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from nbdb.families.lease import LeaseTable
 from nbdb.models.base import Model
 from nbdb.spi import ANY_VERSION, CommitResult, Deferred, Delete, Put, Record, RecordChange, RefKey, UniqueKey, WriteOp
 
-__all__ = ["DEFAULT_HISTORY", "MemoryStore", "StoredRecord", "UniqueSlot", "unique_slot"]
+__all__ = ["DEFAULT_HISTORY", "Key", "MemoryStore", "StoredRecord", "UniqueSlot", "key_of", "ref_of", "unique_slot"]
 
 DEFAULT_HISTORY = 10_000
 _NO_REFS: frozenset[RefKey] = frozenset()
@@ -53,6 +59,20 @@ class StoredRecord(Record):
         return data
 
 
+Key = tuple[str, int]
+"""(table, id.int): the key of a stored object in the store's dictionaries (hashed in C, untracked by the collector)."""
+
+
+def key_of(ref: RefKey) -> Key:
+    """The store's key of the object ``ref`` (``(table, UUID)``) names."""
+    return (ref[0], ref[1].int)
+
+
+def ref_of(key: Key) -> RefKey:
+    """The SPI's ``(table, UUID)`` of a store's key (for what names objects: errors, ``referrers()``)."""
+    return (key[0], uuid.UUID(int=key[1]))
+
+
 UniqueSlot = tuple[str, str, str]
 """(table, field, value) of a unique claim: a plain tuple of strings, which the cyclic collector
 stops tracking once it has looked at it (a tuple holding a :class:`UniqueKey` stays tracked)."""
@@ -74,17 +94,19 @@ class MemoryStore:
         self.cond = threading.Condition(self.lock)
         self.waiting = 0
         """Threads in :meth:`wait` (a commit notifies only when somebody waits)."""
-        self.records: dict[RefKey, Record] = {}
-        self.parts: dict[tuple[str | None, str], dict[uuid.UUID, Record]] = {}
-        self.refs: dict[RefKey, frozenset[RefKey]] = {}
-        self.referrers: dict[RefKey, set[RefKey]] = {}
+        self.records: dict[Key, Record] = {}
+        self.parts: dict[tuple[str | None, str], dict[int, Record]] = {}
+        """The records of each (topic, table), by ``id.int``."""
+        self.refs: dict[Key, frozenset[RefKey]] = {}
+        self.referrers: dict[Key, set[Key]] = {}
+        """target -> the objects pointing to it (see :meth:`referrers_of` for the SPI's keys)."""
         self.revision = 0
         self.compacted = 0
         self.history: list[RecordChange] = []
         self.leases = LeaseTable()
         self.counters: dict[str, int] = {}
         self.uniques: dict[UniqueSlot, uuid.UUID] = {}
-        self.held: dict[RefKey, tuple[UniqueSlot, ...]] = {}
+        self.held: dict[Key, tuple[UniqueSlot, ...]] = {}
         """The unique claims of each object, as the keys of :attr:`uniques` (no second copy of them)."""
         self.expiry: dict[RefKey, tuple[float, float]] = {}
         """(ttl, deadline) of every object created with a ttl."""
@@ -116,9 +138,9 @@ class MemoryStore:
         revision = self.apply(applied, versions) if applied else self.revision
         if len(applied) == len(ops):
             return CommitResult(revision, versions)
-        by_key = {(op.table, op.id): v for op, v in zip(applied, versions, strict=True)}
-        skipped = frozenset(i for i, op in enumerate(ops) if (op.table, op.id) not in by_key)
-        return CommitResult(revision, [by_key.get((op.table, op.id), 0) for op in ops], skipped)
+        by_key = {(op.table, op.id.int): v for op, v in zip(applied, versions, strict=True)}
+        skipped = frozenset(i for i, op in enumerate(ops) if (op.table, op.id.int) not in by_key)
+        return CommitResult(revision, [by_key.get((op.table, op.id.int), 0) for op in ops], skipped)
 
     def check_one(self, op: WriteOp) -> int | None:
         """:meth:`check` of a commit of ``op`` alone: its new version (0: deleted), None if skipped.
@@ -127,43 +149,48 @@ class MemoryStore:
         several objects can break (an object twice, a reference to an object
         deleted alongside).
         """
-        me = (op.table, op.id)
-        current = self.records.get(me)
+        key = (op.table, op.id.int)
+        current = self.records.get(key)
         if isinstance(op, Put):
             if op.expect_version == 0:
                 if current is not None:
-                    raise rules.already_exists(me)
+                    raise rules.already_exists((op.table, op.id))
                 version, old = 1, _NO_REFS
             else:
-                self._check_stored(op, me, current)
+                self._check_stored(op, current)
                 assert current is not None
                 if op.ttl is not None:
                     raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
-                version, old = current.version + 1, self.refs.get(me, _NO_REFS)
+                version, old = current.version + 1, self.refs.get(key, _NO_REFS)
             new = op.refs
             if new and new != old:
+                me = (op.table, op.id)
                 added = new - old if old else new
                 for target in sorted(added) if len(added) > 1 else added:
-                    if target != me and target not in self.records:
+                    if target != me and (target[0], target[1].int) not in self.records:
                         raise rules.dangling(me, target)
                     if (self.expiry and target in self.expiry) or (target == me and op.ttl is not None):
                         raise rules.ttl_referenced(me, target)
             if op.unique:
                 uniques = self.uniques
-                for key in op.unique:
-                    owner = uniques.get((op.table, key[0], key[1]))  # unique_slot, inlined (hot)
+                for claim in op.unique:
+                    owner = uniques.get((op.table, claim[0], claim[1]))  # unique_slot, inlined (hot)
                     if owner is not None and owner is not op.id and owner != op.id:
-                        raise rules.unique_taken(op.table, key.field, key.value, owner)
+                        raise rules.unique_taken(op.table, claim.field, claim.value, owner)
             return version
         if current is None:
             if op.if_exists:
                 return None
-            raise rules.not_found(me)
-        self._check_stored(op, me, current)
-        referrers = self.referrers.get(me)
-        if referrers and (len(referrers) > 1 or me not in referrers):
-            raise rules.still_referenced(me, sorted(r for r in referrers if r != me))
+            raise rules.not_found((op.table, op.id))
+        self._check_stored(op, current)
+        referrers = self.referrers.get(key)
+        if referrers and (len(referrers) > 1 or key not in referrers):
+            raise rules.still_referenced((op.table, op.id), self.referrers_of(key, key))
         return 0
+
+    def referrers_of(self, key: Key, but: Key | None = None) -> list[RefKey]:
+        """The objects pointing to ``key`` (but ``but``), as the SPI's keys, sorted."""
+        return sorted(ref_of(source) for source in self.referrers.get(key, ()) if source != but)
 
     def creates_ok(self, ops: Sequence[WriteOp]) -> bool:
         """Whether ``ops`` only create objects (without a ttl) and break no rule of :meth:`check`.
@@ -175,16 +202,16 @@ class MemoryStore:
         what it raises for it.
         """
         records, uniques = self.records, self.uniques
-        created: dict[RefKey, None] = {}
+        created: dict[Key, None] = {}
         ref_sets: set[frozenset[RefKey]] = set()
         claimed: set[UniqueSlot] = set()
         for op in ops:
             if type(op) is not Put or op.expect_version != 0 or op.ttl is not None:
                 return False
-            me = (op.table, op.id)
-            if me in records:
+            key = (op.table, op.id.int)
+            if key in records:
                 return False
-            created[me] = None
+            created[key] = None
             refs = op.refs
             if refs:
                 ref_sets.add(refs)  # siblings share one (hash-cached) set: each is checked once
@@ -200,7 +227,8 @@ class MemoryStore:
         expiry = self.expiry
         for refs in ref_sets:
             for target in refs:
-                if target not in created and target not in records:
+                key = (target[0], target[1].int)
+                if key not in created and key not in records:
                     return False
                 if expiry and target in expiry:
                     return False
@@ -215,27 +243,27 @@ class MemoryStore:
         shown here": the caller then runs :meth:`check`.
         """
         records, stored_refs, held = self.records, self.refs, self.held
-        seen: set[RefKey] = set()
+        seen: set[Key] = set()
         versions: list[int] = []
         for op in ops:
             if type(op) is not Put or op.ttl is not None:
                 return None
-            me = (op.table, op.id)
-            current = records.get(me)
+            key = (op.table, op.id.int)
+            current = records.get(key)
             if current is None or current.version != op.expect_version or current.topic != op.topic:
                 return None
             refs = op.refs
-            old = stored_refs.get(me, _NO_REFS)
+            old = stored_refs.get(key, _NO_REFS)
             if refs is not old and refs != old:
                 return None
             unique = op.unique
-            slots = held.get(me, ())
+            slots = held.get(key, ())
             if len(unique) != len(slots):
                 return None
             for (field, value), slot in zip(unique, slots, strict=True):
                 if field != slot[1] or value != slot[2]:
                     return None  # a claim moves (or only its order does): check() settles it
-            seen.add(me)
+            seen.add(key)
             versions.append(current.version + 1)
         if len(seen) != len(ops):
             return None  # an object twice
@@ -250,20 +278,21 @@ class MemoryStore:
         records, parts, stored_refs = self.records, self.parts, self.refs
         part_table: str | None = None
         part_topic: str | None = None
-        part: dict[uuid.UUID, Record] = {}
+        part: dict[int, Record] = {}
         for op, version in zip(ops, versions, strict=True):
             table, id, topic = op.table, op.id, op.topic
-            me = (table, id)
+            number = id.int
+            key = (table, number)
             if table is not part_table or topic != part_topic:
                 part_table, part_topic = table, topic
                 part = parts[(topic, table)]  # the objects are stored: so is their part
-            old = records[me]
+            old = records[key]
             new = _new_tuple(StoredRecord, (table, id, topic, version, op.data, op.value))
-            records[me] = new
-            part[id] = new
+            records[key] = new
+            part[number] = new
             refs = op.refs
-            if refs and stored_refs[me] is not refs:
-                stored_refs[me] = refs  # an equal set: keep the one the write holds, as apply() does
+            if refs and stored_refs[key] is not refs:
+                stored_refs[key] = refs  # an equal set: keep the one the write holds, as apply() does
             append(_new_tuple(RecordChange, (table, id, topic, old, new, rev, False)))
         if len(history) > self.history_limit:
             self._trim_history()
@@ -271,49 +300,50 @@ class MemoryStore:
             self.cond.notify_all()
         return rev
 
-    def _check_stored(self, op: WriteOp, me: RefKey, current: Record | None) -> None:
+    def _check_stored(self, op: WriteOp, current: Record | None) -> None:
         """The rules of a write to a stored object: it exists, in the op's topic, at the expected version."""
         if current is None:
-            raise rules.not_found(me)
+            raise rules.not_found((op.table, op.id))
         if current.topic != op.topic:
-            raise rules.topic_changed(me, current.topic, op.topic)
+            raise rules.topic_changed((op.table, op.id), current.topic, op.topic)
         if op.expect_version not in (ANY_VERSION, current.version):
-            raise rules.stale(me, current.version, op.expect_version)
+            raise rules.stale((op.table, op.id), current.version, op.expect_version)
 
     def check(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOp], list[int]]:
         """Every rule of the commit, against the current state: the ops to apply and their versions.
 
         A delete ``if_exists`` of a missing record is dropped.
         """
+        records = self.records
         ops = [
-            op for op in ops if not (isinstance(op, Delete) and op.if_exists and (op.table, op.id) not in self.records)
+            op for op in ops if not (isinstance(op, Delete) and op.if_exists and (op.table, op.id.int) not in records)
         ]
         shape = rules.shape_of(ops)
         versions: list[int] = []
         old_refs: dict[RefKey, frozenset[RefKey]] = {}
         for op in ops:
             me = (op.table, op.id)
-            current = self.records.get(me)
+            current = records.get((op.table, op.id.int))
             if me in shape.created:
                 if current is not None:
                     raise rules.already_exists(me)
                 versions.append(1)
                 continue
-            self._check_stored(op, me, current)
+            self._check_stored(op, current)
             assert current is not None
             if isinstance(op, Put) and op.ttl is not None:
                 raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
-            old_refs[me] = self.refs.get(me, _NO_REFS)
+            old_refs[me] = self.refs.get((op.table, op.id.int), _NO_REFS)
             versions.append(0 if isinstance(op, Delete) else current.version + 1)
         changes = rules.ref_changes(ops, old_refs, shape)
         expiring = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.ttl is not None}
         for target, sources in changes.added.items():
-            if target not in shape.created and target not in self.records:
+            if target not in shape.created and key_of(target) not in records:
                 raise rules.dangling(sources[0], target)
             if target in self.expiry or target in expiring:
                 raise rules.ttl_referenced(sources[0], target)
         for target in shape.deleted:
-            remaining = rules.remaining_referrers(target, self.referrers.get(target, ()), changes)
+            remaining = rules.remaining_referrers(target, self.referrers_of(key_of(target)), changes)
             if remaining:
                 raise rules.still_referenced(target, sorted(remaining))
         self._check_unique(ops)
@@ -326,7 +356,7 @@ class MemoryStore:
         for op in ops:
             if type(op) is Put and op.expect_version == 0:
                 continue  # a new object holds nothing yet
-            mine = held.get((op.table, op.id))
+            mine = held.get((op.table, op.id.int))
             if mine:
                 keep = {unique_slot(op.table, key) for key in op.unique} if type(op) is Put else ()
                 released.update(slot for slot in mine if slot not in keep)
@@ -354,41 +384,42 @@ class MemoryStore:
         append = history.append
         part_table: str | None = None
         part_topic: str | None = None
-        part: dict[uuid.UUID, Record] = {}
+        part: dict[int, Record] = {}
         # Siblings point to one shared set of parents (every port of a switch): the objects
         # pointing to the same set in a row are added to each target's referrers at once.
         pointing: frozenset[RefKey] = _NO_REFS
-        sources: list[RefKey] = []
+        sources: list[Key] = []
         for op in ops:
             table, id, topic = op.table, op.id, op.topic
-            me = (table, id)
+            number = id.int
+            key = (table, number)
             if table is not part_table or topic != part_topic:  # a transaction's objects mostly share them
                 part_table, part_topic = table, topic
                 part = parts.get((topic, table))  # type: ignore[assignment]
                 if part is None:
                     part = parts[(topic, table)] = {}
             new = _new_tuple(StoredRecord, (table, id, topic, 1, op.data, op.value))
-            records[me] = new
-            part[id] = new
+            records[key] = new
+            part[number] = new
             refs = op.refs
             if refs:
-                stored_refs[me] = refs
+                stored_refs[key] = refs
                 if refs is not pointing:
                     if sources:
                         _point_all(referrers, pointing, sources)
                     pointing, sources = refs, []
-                sources.append(me)
+                sources.append(key)
             unique = op.unique
             if unique:
                 if len(unique) == 1:  # the common case (one unique name), without a comprehension's frame
                     slot = (table, unique[0][0], unique[0][1])  # unique_slot, inlined
                     uniques[slot] = id
-                    held[me] = (slot,)
+                    held[key] = (slot,)
                 else:
                     slots = tuple([(table, field, value) for field, value in unique])
                     for slot in slots:
                         uniques[slot] = id
-                    held[me] = slots
+                    held[key] = slots
             append(_new_tuple(RecordChange, (table, id, topic, None, new, rev, False)))
         if sources:
             _point_all(referrers, pointing, sources)
@@ -415,42 +446,42 @@ class MemoryStore:
         records, parts = self.records, self.parts
         referrers, stored_refs, held = self.referrers, self.refs, self.held
         for op, version in zip(ops, versions, strict=True):
-            me = (op.table, op.id)
-            old = None if created else records.get(me)
+            key = (op.table, op.id.int)
+            old = None if created else records.get(key)
             part = parts.get((op.topic, op.table))
             if part is None:
                 part = parts[(op.topic, op.table)] = {}
             if type(op) is Put:
                 new = _new_tuple(StoredRecord, (op.table, op.id, op.topic, version, op.data, op.value))
-                records[me] = new
-                part[op.id] = new
+                records[key] = new
+                part[key[1]] = new
                 refs = op.refs
                 # A created object holds no references or unique values yet (a delete drops them).
                 if old is None:
                     added = refs
-                elif refs or me in stored_refs:
-                    added = self._drop_refs(me, refs)
+                elif refs or key in stored_refs:
+                    added = self._drop_refs(key, refs)
                 else:
                     added = _NO_REFS
                 if added:
-                    _point(referrers, added, me)
+                    _point(referrers, added, key)
                 if refs:
-                    stored_refs[me] = refs
-                if op.unique or (old is not None and me in held):
-                    self._set_unique(me, op.unique, old is None)
+                    stored_refs[key] = refs
+                if op.unique or (old is not None and key in held):
+                    self._set_unique(key, op.id, op.unique, old is None)
                 if op.ttl is not None:
-                    self.expiry[me] = (op.ttl, time.monotonic() + op.ttl)
+                    self.expiry[(op.table, op.id)] = (op.ttl, time.monotonic() + op.ttl)
                     self._start_reaper()
             else:
                 new = None
-                del records[me]
-                del part[op.id]
-                if me in stored_refs:
-                    self._drop_refs(me, _NO_REFS)
-                if me in held:
-                    self._set_unique(me, ())
+                del records[key]
+                del part[key[1]]
+                if key in stored_refs:
+                    self._drop_refs(key, _NO_REFS)
+                if key in held:
+                    self._set_unique(key, op.id, ())
                 if self.expiry:
-                    self.expiry.pop(me, None)
+                    self.expiry.pop((op.table, op.id), None)
             history.append(_new_tuple(RecordChange, (op.table, op.id, op.topic, old, new, rev, False)))
         if len(history) > self.history_limit:
             self._trim_history()
@@ -466,16 +497,16 @@ class MemoryStore:
         finally:
             self.waiting -= 1
 
-    def _set_unique(self, me: RefKey, keys: tuple[UniqueKey, ...], created: bool = False) -> None:
-        """``me`` holds ``keys`` now (``created``: it held none: nothing to release)."""
-        table, id = me
+    def _set_unique(self, key: Key, id: uuid.UUID, keys: tuple[UniqueKey, ...], created: bool = False) -> None:
+        """The object ``key`` (of id ``id``) holds ``keys`` now (``created``: it held none: nothing to release)."""
+        table = key[0]
         uniques, held = self.uniques, self.held
         slots = tuple([(table, field, value) for field, value in keys]) if keys else ()  # unique_slot, inlined
         if not created:
-            before = held.pop(me, ())
+            before = held.pop(key, ())
             if before == slots:  # an update that keeps its unique values: the claims stand
                 if before:
-                    held[me] = before
+                    held[key] = before
                 return
             for slot in before:
                 owner = uniques.get(slot)
@@ -484,7 +515,7 @@ class MemoryStore:
         for slot in slots:
             uniques[slot] = id
         if slots:
-            held[me] = slots
+            held[key] = slots
 
     def _start_reaper(self) -> None:
         if self._reaper is None or not self._reaper.is_alive():
@@ -498,51 +529,53 @@ class MemoryStore:
         now = time.monotonic()
         expired = [key for key, (_, deadline) in self.expiry.items() if deadline <= now]
         if expired:
-            ops: list[WriteOp] = [
-                Delete(t, i, self.records[(t, i)].topic) for t, i in expired if (t, i) in self.records
-            ]
+            records = self.records
+            ops: list[WriteOp] = [Delete(t, i, records[(t, i.int)].topic) for t, i in expired if (t, i.int) in records]
             self.apply(ops, [0] * len(ops))
         if not self.expiry:
             return None
         return max(0.0, min(deadline for _, deadline in self.expiry.values()) - now)
 
-    def _drop_refs(self, me: RefKey, refs: frozenset[RefKey]) -> frozenset[RefKey]:
-        """``me`` (a stored object) points to ``refs`` from now: release the references it drops.
+    def _drop_refs(self, key: Key, refs: frozenset[RefKey]) -> frozenset[RefKey]:
+        """``key`` (a stored object) points to ``refs`` from now: release the references it drops.
 
         Returns the references it gains, for the caller to add (one loop for
         created and updated objects, in :meth:`apply`).
         """
         referrers = self.referrers
-        old = self.refs.pop(me, _NO_REFS)
+        old = self.refs.pop(key, _NO_REFS)
         if refs is old:  # the same (shared) set: an update that keeps its references
             return _NO_REFS
         if old:
             for target in old - refs:
-                sources = referrers.get(target)
+                at = (target[0], target[1].int)  # key_of, inlined
+                sources = referrers.get(at)
                 if sources is not None:
-                    sources.discard(me)
+                    sources.discard(key)
                     if not sources:
-                        del referrers[target]
+                        del referrers[at]
             return refs - old
         return refs
 
 
-def _point(referrers: dict[RefKey, set[RefKey]], targets: frozenset[RefKey], source: RefKey) -> None:
+def _point(referrers: dict[Key, set[Key]], targets: frozenset[RefKey], source: Key) -> None:
     """Record that ``source`` points to each of ``targets``."""
     for target in targets:
-        sources = referrers.get(target)
+        at = (target[0], target[1].int)  # key_of, inlined
+        sources = referrers.get(at)
         if sources is None:
-            referrers[target] = {source}
+            referrers[at] = {source}
         else:
             sources.add(source)
 
 
-def _point_all(referrers: dict[RefKey, set[RefKey]], targets: frozenset[RefKey], sources: list[RefKey]) -> None:
+def _point_all(referrers: dict[Key, set[Key]], targets: frozenset[RefKey], sources: list[Key]) -> None:
     """Record that each of ``sources`` points to each of ``targets`` (:func:`_point` of many sources at once)."""
     for target in targets:
-        known = referrers.get(target)
+        at = (target[0], target[1].int)  # key_of, inlined
+        known = referrers.get(at)
         if known is None:
-            referrers[target] = set(sources)
+            referrers[at] = set(sources)
         else:
             known.update(sources)
 
