@@ -71,8 +71,6 @@ class Transaction:
         self._fence = fence
         self._steps: list[_Step | Put] = []
         """The queued writes in call order: a plain create or update as its Put, anything else as a _Step."""
-        self._others = 0
-        """How many of the queued writes are _Steps (none: the steps are the ops, as they are)."""
         self.results: list[Model | None] = []
         self.revision: Revision | None = None
         """The commit's revision (for :meth:`nbdb.Cache.wait_for`), once committed."""
@@ -86,11 +84,7 @@ class Transaction:
         obj = self._context.checked_new(obj, may_exist, ttl)
         put, planned = put_of(obj, 0, ttl, self._context.deferred)
         # A plain put is its own step (its value is the planned copy): no _Step to build and walk.
-        if may_exist:
-            self._others += 1
-            self._steps.append(_Step(put, planned, may_exist))
-        else:
-            self._steps.append(put)
+        self._steps.append(_Step(put, planned, may_exist) if may_exist else put)
         return planned
 
     def update(self, obj: M) -> M:
@@ -108,7 +102,6 @@ class Transaction:
         ``if_exists``: nothing to do, not an error, if it is gone by then.
         """
         op = self._context.delete_op(obj_or_model, id, if_exists)
-        self._others += 1
         self._steps.append(_Step(op, if_exists=if_exists, done=op is None))
 
     def mutate(
@@ -123,7 +116,6 @@ class Transaction:
         The result (in ``results``) is the object as stored after the commit.
         """
         model, uid = self._context.target(target)
-        self._others += 1
         self._steps.append(_Step(mutation=(model, uid, dict(add or {}), dict(remove or {}))))
 
     # ---------------------------------------------------------------- commit
@@ -131,7 +123,10 @@ class Transaction:
     def commit(self) -> None:
         """Commit the queued writes now (the ``with`` block does it on exit)."""
         context = self._context
-        if not self._others and self._steps:
+        steps = self._steps
+        if steps and all(type(step) is Put for step in steps):
+            # Plain creates and updates only (asked of the steps, not counted as they are queued, so
+            # a new kind of step cannot slip through): ~40 ns a step.
             self._commit_puts()
             return
         for _attempt in range(_REBASES):
@@ -202,7 +197,7 @@ class Transaction:
                 self.results = [results.get(id(s), s.value) if isinstance(s, Put) else s.result for s in steps]  # type: ignore[arg-type]
             else:
                 self.results = [s.value if isinstance(s, Put) else s.result for s in steps]  # type: ignore[misc]
-            self._steps, self._others = [], 0
+            self._steps = []
             return
         raise errors.ConflictError("the transaction kept conflicting with concurrent writers; try again")
 
