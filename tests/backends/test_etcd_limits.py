@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb import errors
@@ -154,3 +156,32 @@ def test_the_declared_limit_is_the_servers(db: nbdb.Database) -> None:
         backend.client.txn(wire.txn_request(compares[:100], [nested(29)]))
     _, succeeded, _, _ = backend.client.txn(wire.txn_request(compares[:100], [nested(28)]))
     assert succeeded
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(present=st.sets(st.integers(0, 299), max_size=3), deleted=st.sets(st.integers(0, 299), max_size=3))
+def test_absence_reads_of_many_chunks_are_as_strict_as_one_check_per_key(
+    db: nbdb.Database, present: set[int], deleted: set[int]
+) -> None:
+    # 300 keys: three read transactions of at most 128 reads, the later ones at the first one's revision.
+    backend = _backend(db)
+    base = f"{backend.key_prefix}i/Chunks{uuid.uuid4().hex[:8]}/"
+    keys = [f"{base}{i:04}" for i in range(300)]
+    # Keys created and deleted before the read are absent: only what is there now counts.
+    backend.commit_keys([], {keys[i]: b"gone" for i in deleted}, [])
+    backend.commit_keys([], {}, [keys[i] for i in deleted])
+    backend.commit_keys([], {keys[i]: b"theirs" for i in present}, [])
+    before = backend.revision_now()
+    revision = backend._absent_at(keys)
+    if present:
+        assert revision is None
+        return
+    assert revision is not None and before <= revision <= backend.revision_now()
+    # The merged check at that revision holds now, and fails once any of the keys is created.
+    commit = KeyCommit([VersionIs(k, 0) for k in keys], {k: b"x" for k in keys}, [])
+    compares = backend._fitted_compares(commit)
+    assert compares is not None and len(compares) < len(keys)
+    backend.commit_keys([], {keys[len(keys) // 2]: b"theirs"}, [])
+    _, succeeded, _, _ = backend.client.txn(wire.txn_request(*backend._txn_parts(commit, compares)))
+    assert not succeeded
+    assert backend._fitted_compares(commit) is None

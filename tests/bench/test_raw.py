@@ -62,14 +62,21 @@ def test_cassandra_contract_baseline_keeps_the_contract(cassandra_server: Server
 
 
 @pytest.mark.timeout(120)
-def test_redis_contract_baseline_keeps_the_contract_and_its_rules(redis_server: Server) -> None:  # noqa: F811
+@pytest.mark.parametrize("kind", ["redis", "etcd"])
+def test_contract_baseline_keeps_the_contract_and_its_rules(kind: str, request: pytest.FixtureRequest) -> None:
     """raw+contract does the contract's server work: references, unique names, all or nothing."""
-    pytest.importorskip("redis")
-    assert extra_baselines("redis") == ["contract"]
-    _keeps_the_contract(open_raw("redis", redis_server.url, "raw-contract-redis", "contract"))
-    client = open_raw("redis", redis_server.url, "raw-contract-rules", "contract")
+    pytest.importorskip("redis" if kind == "redis" else "grpc")
+    url = request.getfixturevalue(f"{kind}_server").url
+    assert extra_baselines(kind) == ["contract"]
+    _keeps_the_contract(open_raw(kind, url, f"raw-contract-{kind}", "contract"))
+    client = open_raw(kind, url, f"raw-contract-rules-{kind}", "contract")
     try:
-        switch_id, docs = populate_raw(client, 2)
+        # 150 ports in one transaction: on etcd, more absence checks than one Txn holds (merged ranges).
+        switch_id, docs = populate_raw(client, 150)
+        assert len(client.scan(client.prefix(PORT))) == 150
+        for doc in docs[2:]:
+            client.delete(client.key(PORT, doc["id"]), 1)
+        docs = docs[:2]
         taken = {**docs[0], "id": "22222222-2222-4222-8222-222222222222"}
         dangling = {**docs[0], "id": "33333333-3333-4333-8333-333333333333", "name": "new", "switch": taken["id"]}
         for doc in (taken, dangling):  # a unique name held by another port; a switch that does not exist

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 from typing import Generic, TypeVar
 
@@ -68,6 +69,7 @@ def etcd_count(compares: int, success: Sequence[T | Nested[T]], failure: int) ->
     return own + max((etcd_count(0, item.items, 0) for item in success if isinstance(item, Nested)), default=0)
 
 
+@lru_cache(maxsize=4096)
 def shape_writes(compares: int, writes: int, failure: int, limit: int | None) -> WriteShape:
     """The layout of ``writes`` under ``compares`` that etcd counts lowest; flat whenever that fits ``limit``.
 
@@ -76,6 +78,8 @@ def shape_writes(compares: int, writes: int, failure: int, limit: int | None) ->
     ``ceil(writes / g**d)`` nested transactions of fan-out ``g`` and depth
     ``d``, counted ``max(compares, failure, top entries) + d * g``. The count
     may still exceed ``limit``: the caller then merges compares or refuses.
+    Remembered per arguments (a pure function of four counts, asked several
+    times per commit, and a fan-out search of up to ``3 * limit`` steps).
     """
     flat = WriteShape(0, 0, max(compares, writes, failure))
     if limit is None or flat.count <= limit or writes <= 1:

@@ -7,15 +7,32 @@ as the object version, compare-and-swap as one ``Txn`` comparing that
 version, a table read with one ``Range`` over its prefix, and changes
 followed with one ``Watch`` on the namespace. No index keys, no references,
 no topics, no revisions kept: nbdb's bookkeeping is what the ratio measures.
+
+:class:`ContractClient` (``raw+contract`` in the report) is the second
+baseline: the server work nbdb's contract needs on etcd, written by hand with
+the same client, one ``Txn`` per commit. A create also checks that its index
+key and its unique name's key are absent and that the port's switch exists, and
+writes the index key, the reverse reference and the unique claim; every commit
+writes a commit token on a lease (its exactly-once check) and reads it back
+when its compares fail. A delete checks that nothing references the object
+and deletes those keys; an update compares the version and writes the object
+and the token. A transaction whose absence checks do not fit etcd's
+``--max-txn-ops`` reads them at one revision first and merges them into key
+ranges, and nests its writes, as the rules in ``nbdb.backends.etcd.txnshape``
+say (no client can send 200 compares in one default transaction).
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import queue
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 
-from nbdb.backends.etcd import wire
+from nbdb.backends.etcd import txnshape, wire
 from nbdb.backends.etcd.backend import parse_url
 from nbdb.backends.etcd.client import EtcdClient, WatchSession, chunked
 from nbdb.bench.raw.base import Follower, RawClient, RawConflict
@@ -147,3 +164,139 @@ class _Follower(Follower):
 
     def close(self) -> None:
         self._session.close()
+
+
+_REFERENCES = {"switch": "LogicalSwitch"}
+"""The fields of a raw document that reference another object, and the table it is in."""
+_TOKEN_TTL = 1200
+
+
+def _exists(key: bytes) -> bytes:
+    return wire.compare(key, wire.TARGET_VERSION, wire.CMP_GREATER, 0)
+
+
+def _nested(items: Sequence[bytes | txnshape.Nested[bytes]]) -> list[bytes]:
+    """Success ops, each nested transaction (no compares: it always applies) encoded as one op."""
+    return [i if isinstance(i, bytes) else wire.request_txn(wire.txn_request([], _nested(i.items))) for i in items]
+
+
+class ContractClient(Client):
+    """The server work of nbdb's contract on etcd by hand: index, references, unique names, tokens (module doc)."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        super().__init__(url, namespace)
+        self._lease, _ = self._client.lease_grant(_TOKEN_TTL)
+        self._tokens = (f"{secrets.token_hex(8)}{n:x}" for n in itertools.count())
+        self._extra: dict[str, list[bytes]] = {}
+        """Per object key, the other keys its create wrote (a caller keeps what it wrote of its objects)."""
+        self._base = f"{self.namespace}/#"
+
+    def _keys(self, key: str, value: bytes) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """A create's keys that must be absent, its other compares, and its writes beside the object's own put."""
+        table, _, id = key.rpartition("/")
+        table = table.rpartition("/")[2]
+        doc = json.loads(value)
+        index = f"{self._base}i/{table}/{id}".encode()
+        absent, exists, writes, refs = [index], [], {}, []
+        for field, target in _REFERENCES.items():
+            if doc.get(field):
+                refs.append([target, doc[field]])
+                exists.append(_exists(self.key(target, doc[field]).encode()))
+                writes[f"{self._base}r/{target}/{doc[field]}/{table}/{id}".encode()] = b""
+        name = doc.get("name")
+        if name:
+            unique = f"{self._base}u/{table}/name/{hashlib.sha256(name.encode()).hexdigest()[:40]}".encode()
+            absent.append(unique)
+            writes[unique] = id.encode()
+        writes[index] = json.dumps({"t": doc.get("topic"), "r": refs, "u": [["name", name]]}).encode()
+        self._extra[key] = list(writes)
+        return absent, exists, [wire.request_put(k, v) for k, v in writes.items()]
+
+    def _run(self, compares: list[bytes], writes: list[bytes], key: str) -> None:
+        token = f"{self._base}t/{next(self._tokens)}".encode()
+        compares = [*compares, _absent(token)]
+        writes = [*writes, wire.request_put(token, b"1", self._lease)]
+        shape = txnshape.shape_writes(len(compares), len(writes), 1, _MAX_TXN_OPS)
+        request = wire.txn_request(compares, _nested(txnshape.nest(writes, shape)), [wire.request_range(token)])
+        _, succeeded, _, _ = self._client.txn(request)
+        if not succeeded:
+            raise RawConflict(key)
+
+    def create(self, key: str, value: bytes) -> int:
+        absent, exists, puts = self._keys(key, value)
+        self._run([*(_absent(k) for k in absent), *exists], [wire.request_put(key.encode(), value), *puts], key)
+        return 1
+
+    def update(self, key: str, value: bytes, expect_version: int) -> int:
+        # The index, references and name are unchanged by the workloads' updates: nbdb writes only the object.
+        self._run([_at(key.encode(), expect_version)], [wire.request_put(key.encode(), value)], key)
+        return expect_version + 1
+
+    def delete(self, key: str, expect_version: int) -> None:
+        table, _, id = key.rpartition("/")
+        referrers = f"{self._base}r/{table.rpartition('/')[2]}/{id}/".encode()
+        unreferenced = wire.compare(referrers, wire.TARGET_MOD, wire.CMP_LESS, 1, range_end=wire.prefix_end(referrers))
+        deletes = [wire.request_delete(k) for k in [key.encode(), *self._extra.pop(key, [])]]
+        self._run([_at(key.encode(), expect_version), unreferenced], deletes, key)
+
+    def create_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        absent: list[bytes] = []
+        exists: dict[bytes, None] = {}
+        writes: list[bytes] = []
+        for key, value in items:
+            a, e, puts = self._keys(key, value)
+            absent += a
+            exists.update(dict.fromkeys(e))
+            writes += [wire.request_put(key.encode(), value), *puts]
+        compares = [*(_absent(k) for k in absent), *exists]
+        room = len(compares) + 1  # the most compares (the token's too) that fit beside the nested writes
+        while room > 1 and txnshape.shape_writes(room, len(writes) + 1, 1, _MAX_TXN_OPS).count > _MAX_TXN_OPS:
+            room -= 1
+        if len(compares) + 1 > room:
+            compares = [*self._merged(absent, room - 1 - len(exists), items[0][0]), *exists]
+        self._run(compares, writes, items[0][0])
+
+    def _merged(self, keys: list[bytes], runs: int, first: str) -> list[bytes]:
+        """The absence checks as range compares: the keys read absent at one revision R, no key created after R."""
+        merged = txnshape.merge_runs([k.decode() for k in keys], runs)
+        read = [k.encode() for run in merged if len(run) > 1 for k in run]
+        revision = 0
+        for chunk in chunked(read, _MAX_TXN_OPS):
+            reads = [wire.request_range(k, revision=revision, keys_only=True) for k in chunk]
+            header, _, ranges, _ = self._client.txn(wire.txn_request([], reads), write=False)
+            revision = revision or header.revision
+            if any(ranges):
+                raise RawConflict(first)
+        out = []
+        for run in merged:
+            start = run[0].encode()
+            if len(run) == 1:
+                out.append(_absent(start))
+            else:
+                end = run[-1].encode() + b"\0"
+                out.append(wire.compare(start, wire.TARGET_CREATE, wire.CMP_LESS, revision + 1, range_end=end))
+        return out
+
+    def follower(self) -> Follower:
+        return _ObjectFollower(self._client, f"{self.namespace}/".encode(), self._base)
+
+    def close(self) -> None:
+        try:
+            self._client.lease_revoke(self._lease)
+        finally:
+            super().close()
+
+
+class _ObjectFollower(_Follower):
+    """The namespace's watch, passing on only the objects' keys (not the contract's own)."""
+
+    def __init__(self, client: EtcdClient, prefix: bytes, skip: str) -> None:
+        super().__init__(client, prefix)
+        self._skip = skip
+
+    def poll(self, timeout: float) -> list[tuple[str, bytes | None]]:
+        return [change for change in super().poll(timeout) if not change[0].startswith(self._skip)]
+
+
+BASELINES: dict[str, type[RawClient]] = {"contract": ContractClient}
+"""Baselines beside :class:`Client`, by name: ``raw+contract`` in the report."""
