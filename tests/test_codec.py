@@ -149,12 +149,13 @@ class _Probed(Replica):
 
     held_when_synced: list[bool]
 
-    def _after_batch(self, changed: bool = True) -> None:
+    def _announce_synced(self) -> None:
+        # The moment wait_synced() callers are woken (once the load is in and its stream open).
         spied = self._backend
-        if self._synced.is_set() and not hasattr(self, "held_when_synced"):
+        if not hasattr(self, "held_when_synced"):
             assert isinstance(spied, _Spied) and spied.listed is not None
             self.held_when_synced = [spied.listed() is not None]
-        super()._after_batch(changed)
+        super()._announce_synced()
 
 
 def test_a_loaded_cache_holds_no_listed_record() -> None:
