@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "APPLIED",
@@ -39,9 +40,12 @@ VOID = b"0"
 """The value of a token key written by a settlement: that commit will never apply."""
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    """A stored key: value, number of writes since creation, revision of the last write."""
+class KeyValue(NamedTuple):
+    """A stored key: value, number of writes since creation, revision of the last write.
+
+    A named tuple: a list or a cache's load builds one per key, and a frozen
+    dataclass took about 2.5 times as long to build (1.2 against 0.46 µs).
+    """
 
     key: str
     value: bytes
