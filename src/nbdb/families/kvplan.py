@@ -33,7 +33,7 @@ import logging
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pydantic
 
@@ -237,9 +237,11 @@ class KeyLayout:
         return Index(rules.topic_of_part(topic), refs, unique, ttl, kv.version)
 
 
-@dataclass(frozen=True, slots=True)
-class Index:
-    """What an object's index record says: where it lives, what it references, what it holds."""
+class Index(NamedTuple):
+    """What an object's index record says: where it lives, what it references, what it holds.
+
+    A named tuple: a write builds one or two per object (a frozen dataclass took 2.5 times as long).
+    """
 
     topic: str | None
     refs: frozenset[RefKey]
