@@ -83,7 +83,10 @@ class Replica:
         self._tables = sorted(self._models)
         self._topics = None if topics is None else frozenset(topics)
         self._views = projections(models, fields)
-        self._objects: dict[type[Model], dict[UUID, Model]] = {m: {} for m in models}
+        self._objects: dict[type[Model], dict[int, Model]] = {m: {} for m in models}
+        # Keyed by the id's integer (``id.int``): hashed and compared in C. Keyed by the UUID,
+        # every get() ran UUID.__hash__ and, for an id that is not the very object held (a
+        # caller's copy, another cache's), UUID.__eq__, both Python (about half of a get).
         # An index bucket is the one object that holds a value, or a dict by id
         # once several share it (a set per near-unique value, like a name, costs ~200 bytes).
         self._indexes: dict[type[Model], Indexes] = {m: {f: {} for f in self._index_fields(m)} for m in models}
@@ -160,7 +163,7 @@ class Replica:
 
     def held(self, model: type[Model], id: UUID) -> Model | None:
         """The copy of ``model`` ``id`` held now, or None (``model`` must be followed)."""
-        return self._objects[model].get(id)
+        return self._objects[model].get(id.int)
 
     def models_of(self, models: type[Model] | Sequence[type[Model]] | None) -> _List[type[Model]]:
         """``models`` checked against the followed ones (None: all of them)."""
@@ -335,14 +338,14 @@ class Replica:
         """Make ``model``'s objects those listed in ``records`` at ``revision``, emitting the difference."""
         current = self._objects[model]
         if current:  # a re-list: what vanished since is deleted (a first load has nothing to compare)
-            listed = {record.id for record in records}
-            for id in [i for i in current if i not in listed]:
-                gone = current[id]
+            listed = {record.id.int for record in records}
+            for key in [i for i in current if i not in listed]:
+                gone = current[key]
                 self._remove(model, gone)
-                self.corrupt.pop((model.nbdb_table, id), None)
+                self.corrupt.pop((model.nbdb_table, gone.id), None)
                 self._emit(ChangeEvent(EventKind.DELETED, model, gone, None, revision, True))
         for record in records:
-            old = current.get(record.id) if current else None
+            old = current.get(record.id.int) if current else None
             if old is not None and old.version == record.version:
                 continue
             new = self._decode(model, record, revision, share=False)
@@ -379,7 +382,7 @@ class Replica:
         model = self._models.get(change.table)
         if model is None:
             return
-        current = self._objects[model].get(change.id)
+        current = self._objects[model].get(change.id.int)
         if change.new is None:
             self.corrupt.pop((change.table, change.id), None)
             if current is None:
@@ -399,7 +402,7 @@ class Replica:
             self._emit(ChangeEvent(kind, model, current, new, change.revision, change.synthetic))
 
     def _put(self, model: type[Model], old: Model | None, new: Model) -> None:
-        self._objects[model][new.id] = new
+        self._objects[model][new.id.int] = new
         if old is None:
             index(self._indexes[model], new, self._nulls[model])
         else:
@@ -415,7 +418,7 @@ class Replica:
 
     def _remove(self, model: type[Model], old: Model) -> None:
         unindex(self._indexes[model], old)
-        del self._objects[model][old.id]
+        del self._objects[model][old.id.int]
         if self._waits.pending:
             self._waits.deleted(model, old.id)
 
@@ -517,14 +520,14 @@ class Cache:
         if type(id) is UUID:
             objects = self._objects.get(model)
             if objects is not None:
-                return objects.get(id)  # type: ignore[return-value]
+                return objects.get(id.int)  # type: ignore[return-value]
         objects = self._objects[self._followed(model)]
         if type(id) is not UUID:
             try:
                 id = UUID(str(id))
             except ValueError:
                 raise errors.ValidationError(f"not an object id (UUID): {id!r}") from None
-        return objects.get(id)  # type: ignore[return-value]
+        return objects.get(id.int)  # type: ignore[return-value]
 
     def list(self, model: type[M]) -> list[M]:
         """Every cached object of ``model``."""

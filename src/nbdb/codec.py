@@ -161,7 +161,7 @@ def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: in
             table=table,
         ) from None
     fields = parsed.__dict__
-    if fields["id"] != id or fields["topic"] != topic:
+    if fields["id"].int != id.int or fields["topic"] != topic:  # ints: UUID's __ne__ is Python
         raise errors.CorruptRecordError(
             f"stored {table} {id} carries id {fields['id']} / topic {fields['topic']!r}, "
             f"but is stored as topic {topic!r}",
@@ -191,11 +191,11 @@ def _laid_out(parsed: M, version: int) -> M:
         elif value is None:
             slots[name] = None
         elif name in refs:
-            shared = _IDS.get(value)
+            shared = _IDS.get(value.int)
             if shared is None:
                 if len(_IDS) >= _IDS_LIMIT:
                     _IDS.clear()  # bounded: a workload that moves between parents starts over
-                shared = _IDS[value] = value
+                shared = _IDS[value.int] = value
             slots[name] = shared
         elif not value and type(value) in _EMPTY:
             slots[name] = _EMPTY[type(value)]
@@ -221,7 +221,7 @@ def _fields_set(model: type[Model]) -> set[str]:
 
 
 _IDS_LIMIT = 65536
-_IDS: dict[UUID, UUID] = {}
+_IDS: dict[int, UUID] = {}
 """Referenced ids, shared by the decoded copies that point to the same object (bounded; UUIDs are immutable)."""
 _EMPTY: dict[type, object] = {list: EMPTY_LIST, dict: EMPTY_DICT}
 """The empty value every decoded copy holds for an empty list or map: one, frozen (see :mod:`nbdb.models.shared`)."""

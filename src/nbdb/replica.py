@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from typing import Any
-from uuid import UUID
 
 from nbdb.models.base import Model
 from nbdb.projection import PartialView
@@ -24,8 +23,8 @@ __all__ = ["Bucket", "Buckets", "Indexes", "bucket_objects", "index", "index_nul
 Item = Model | PartialView
 """What a cache holds for an object: the model, or a partial view of it."""
 
-Bucket = Item | dict[UUID, Item]
-"""The objects that hold one value of one field: one object, or several by id."""
+Bucket = Item | dict[int, Item]
+"""The objects that hold one value of one field: one object, or several by id (its ``int``, hashed in C)."""
 
 Buckets = dict[Any, Bucket]
 """One field's index: value -> its bucket."""
@@ -45,33 +44,38 @@ def _values(obj: Item, field: str) -> Collection[Any]:
 
 
 def _add(buckets: Buckets, values: Collection[Any], obj: Item) -> None:
-    id = obj.id  # type: ignore[union-attr]  # a partial view has the id too
+    key = obj.id.int  # type: ignore[union-attr]  # a partial view has the id too
     for value in values:
-        _add_one(buckets, value, id, obj)
+        _add_one(buckets, value, key, obj)
 
 
-def _add_one(buckets: Buckets, value: Any, id: UUID, obj: Item) -> None:
+def _add_one(buckets: Buckets, value: Any, key: int, obj: Item) -> None:
+    """Index ``obj``, whose id's integer is ``key``, under ``value``.
+
+    Ids are compared and hashed as their integers: UUID's ``__eq__`` and
+    ``__hash__`` are Python, and a cold load indexes every field of every object.
+    """
     bucket = buckets.get(value)
     if bucket is None:
         buckets[value] = obj
     elif type(bucket) is dict:
-        bucket[id] = obj
-    elif bucket.id == id:  # type: ignore[union-attr]
+        bucket[key] = obj
+    elif bucket.id.int == key:  # type: ignore[union-attr]
         buckets[value] = obj  # a newer copy of the same object
     else:
-        buckets[value] = {bucket.id: bucket, id: obj}  # type: ignore[union-attr, dict-item]
+        buckets[value] = {bucket.id.int: bucket, key: obj}  # type: ignore[union-attr, dict-item]
 
 
-def _drop(buckets: Buckets, values: Collection[Any], id: UUID) -> None:
+def _drop(buckets: Buckets, values: Collection[Any], key: int) -> None:
     for value in values:
         bucket = buckets.get(value)
         if bucket is None:
             continue
         if type(bucket) is not dict:
-            if bucket.id == id:  # type: ignore[union-attr]
+            if bucket.id.int == key:  # type: ignore[union-attr]
                 del buckets[value]
             continue
-        bucket.pop(id, None)
+        bucket.pop(key, None)
         if len(bucket) == 1:
             buckets[value] = next(iter(bucket.values()))
         elif not bucket:
@@ -80,22 +84,22 @@ def _drop(buckets: Buckets, values: Collection[Any], id: UUID) -> None:
 
 def index(indexes: Indexes, obj: Item, nulls: Collection[str] = ()) -> None:
     """Add ``obj`` to each of its model's indexes (a None value only in the fields of ``nulls``)."""
-    id = obj.id  # type: ignore[union-attr]  # a partial view has the id too
+    key = obj.id.int  # type: ignore[union-attr]  # a partial view has the id too
     for field, buckets in indexes.items():
         value = getattr(obj, field)
         if value is None:
             if field in nulls:
-                _add_one(buckets, None, id, obj)
+                _add_one(buckets, None, key, obj)
         elif isinstance(value, _COLLECTIONS):
             _add(buckets, value, obj)
         else:  # a plain field's one value, without a tuple for it: a cold load indexes every field of every object
-            _add_one(buckets, value, id, obj)
+            _add_one(buckets, value, key, obj)
 
 
 def unindex(indexes: Indexes, obj: Item) -> None:
     """Remove ``obj`` from each of its model's indexes."""
     for field, buckets in indexes.items():
-        _drop(buckets, _values(obj, field), obj.id)  # type: ignore[union-attr]
+        _drop(buckets, _values(obj, field), obj.id.int)  # type: ignore[union-attr]
 
 
 def reindex(indexes: Indexes, old: Item, new: Item, nulls: Collection[str] = ()) -> None:
@@ -108,7 +112,7 @@ def reindex(indexes: Indexes, old: Item, new: Item, nulls: Collection[str] = ())
     for field, buckets in indexes.items():
         before, after = _values(old, field), _values(new, field)
         if before != after:
-            _drop(buckets, before, old.id)  # type: ignore[union-attr]
+            _drop(buckets, before, old.id.int)  # type: ignore[union-attr]
         if after != _NULL or field in nulls:
             _add(buckets, after, new)
 
@@ -124,7 +128,7 @@ def index_nulls(buckets: Buckets, objects: Iterable[Item], field: str) -> None:
     """
     for obj in objects:
         if getattr(obj, field) is None:
-            _add_one(buckets, None, obj.id, obj)  # type: ignore[union-attr]
+            _add_one(buckets, None, obj.id.int, obj)  # type: ignore[union-attr]
 
 
 def bucket_objects(bucket: Bucket) -> list[Any]:

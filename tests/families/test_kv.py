@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -151,7 +150,7 @@ def test_index_record_corruption_is_reported(pair: Any) -> None:
     ls = racer_db.create(LogicalSwitch(name="sw"))
     racer._topic_cache.clear()
     key = racer.layout.index("LogicalSwitch", ls.id)
-    racer.store.data[key] = dataclasses.replace(racer.store.data[key], value=b"garbage")
+    racer.store.data[key] = racer.store.data[key]._replace(value=b"garbage")
     with pytest.raises(nbdb.CorruptRecordError):
         racer_db.get(LogicalSwitch, ls.id)
 
@@ -160,7 +159,7 @@ def test_corrupt_counter_is_reported() -> None:
     backend = MemoryBackend()
     db = Database(backend)
     db.allocate_id("c")
-    backend.store.data["n/c"] = dataclasses.replace(backend.store.data["n/c"], value=b"seven")
+    backend.store.data["n/c"] = backend.store.data["n/c"]._replace(value=b"seven")
     with pytest.raises(nbdb.CorruptRecordError):
         db.allocate_id("c")
 
@@ -172,6 +171,31 @@ def test_ids_of_unknown_objects_in_topic_filter_keys() -> None:
     assert layout.object_prefixes([f"T{i}" for i in range(20)], ["t1"]) == ["o/t1/"]
     assert layout.parse_object("o/~/A/" + str(uuid.UUID(int=1))) == (None, "A", uuid.UUID(int=1))
     assert layout.parse_object("i/A/x") is None
+
+
+_ID_TEXTS = st.one_of(
+    st.uuids().map(str),
+    st.uuids().map(lambda u: u.hex),
+    st.uuids().map(lambda u: str(u).upper()),
+    st.uuids().map(lambda u: "{" + str(u) + "}"),
+    st.uuids().map(lambda u: str(u)[:-1]),  # one digit short
+    st.uuids().map(lambda u: str(u).replace("-", "", 1) + "-"),  # a dash out of place
+    st.text(alphabet="0123456789abcdefg-{}:urn", max_size=40),
+)
+_OBJECT_KEYS = st.one_of(
+    st.tuples(st.sampled_from(["p/o/", "p/i/", "q/o/", "p/"]), st.sampled_from(["~", "t1"]), _ID_TEXTS).map(
+        lambda parts: f"{parts[0]}{parts[1]}/A/{parts[2]}"
+    ),
+    st.tuples(_ID_TEXTS, st.sampled_from(["", "/", "/x"])).map(lambda parts: f"p/o/t/A/{parts[0]}{parts[1]}"),
+)
+
+
+@given(keys=st.lists(_OBJECT_KEYS, max_size=12))
+def test_keys_parsed_in_bulk_as_one_by_one(keys: list[str]) -> None:
+    # A list parses its ids in one call; every key (an odd id, another key, a key of another
+    # prefix among them) gets what parsing it alone gives.
+    layout = KeyLayout("p/")
+    assert layout.parse_objects(keys) == [layout.parse_object(key) for key in keys]
 
 
 # ---------------------------------------------------------------- helpers for stores that apply commits themselves

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -35,6 +36,10 @@ def test_cache_loads_then_follows(db_factory: Callable[..., nbdb.Database]) -> N
         assert eventually(lambda: cache.get(KitParent, parents[4].id) is None)
         assert eventually(lambda: cache.get(KitParent, updated.id) == updated)
         assert _cache_state(cache, KitParent) == _state(writer, KitParent)
+        # By any spelling of the id: another UUID object of the same value, its text.
+        assert cache.get(KitParent, uuid.UUID(int=parents[0].id.int)) == parents[0]
+        assert cache.get(KitParent, str(parents[0].id)) == parents[0]
+        assert cache.get(KitParent, uuid.UUID(int=parents[4].id.int)) is None
 
 
 def test_cache_find_uses_indexes(db: nbdb.Database) -> None:

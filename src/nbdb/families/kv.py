@@ -304,13 +304,11 @@ class KeyValueBackend(Backend):
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         wanted = frozenset(tables)
         kvs, revision = self.range_keys(self.layout.object_prefixes(tables, topics))
-        records = []
-        for kv in kvs:
-            parsed = self.layout.parse_object(kv.key)
-            if parsed is None or parsed[1] not in wanted:
-                continue
-            topic, table, id = parsed
-            records.append(Record(table, id, topic, kv.version, kv.value))
+        records = [
+            Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value)
+            for kv, parsed in zip(kvs, self.layout.parse_objects([kv.key for kv in kvs]), strict=True)
+            if parsed is not None and parsed[1] in wanted
+        ]
         return Snapshot(records, revision)
 
     def scan_page(

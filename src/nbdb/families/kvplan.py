@@ -33,7 +33,9 @@ import logging
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
+
+import pydantic
 
 from nbdb import errors
 from nbdb.families import rules
@@ -46,6 +48,9 @@ if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type 
 __all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_deadline", "id_text", "plan_commit"]
 
 log = logging.getLogger(__name__)
+
+_UUIDS = pydantic.TypeAdapter(list[uuid.UUID])
+"""Object ids in bulk (see :meth:`KeyLayout.parse_objects`)."""
 
 _json_text = json.encoder.encode_basestring_ascii
 """A string as ``json.dumps`` writes it (quoted, escaped, ASCII)."""
@@ -171,6 +176,36 @@ class KeyLayout:
             return None
         return rules.topic_of_part(parts[0]), parts[1], id
 
+    def parse_objects(self, keys: Sequence[str]) -> list[tuple[str | None, str, uuid.UUID] | None]:
+        """:meth:`parse_object` of each of ``keys`` (a list's, a cache load's): the ids parsed in one call.
+
+        ``uuid.UUID(text)`` is about 1.4 µs of Python per key; pydantic's
+        validator parses a list of them in C at about a third of that. A key
+        whose id it refuses sends the whole list through :meth:`parse_object`,
+        whose answer (a warning and None for such a key) is the rule.
+        """
+        objects = self.objects
+        start = len(objects)
+        heads: list[list[str] | None] = []
+        texts: list[str] = []
+        for key in keys:
+            if key.startswith(objects):
+                parts = key[start:].split("/")
+                if len(parts) == 3:
+                    heads.append(parts)
+                    texts.append(parts[2])
+                    continue
+            heads.append(None)
+        try:
+            ids = iter(_UUIDS.validate_python(texts))
+        except pydantic.ValidationError:
+            return [self.parse_object(key) for key in keys]
+        no_topic = rules.NO_TOPIC
+        return [
+            None if parts is None else (None if parts[0] == no_topic else parts[0], parts[1], next(ids))
+            for parts in heads
+        ]
+
     def parse_referrer(self, target: RefKey, key: str) -> RefKey:
         """The source named by a reverse-reference key of ``target``."""
         source_table, _, source_id = key[len(self.referrers(target)) :].partition("/")
@@ -202,9 +237,11 @@ class KeyLayout:
         return Index(rules.topic_of_part(topic), refs, unique, ttl, kv.version)
 
 
-@dataclass(frozen=True, slots=True)
-class Index:
-    """What an object's index record says: where it lives, what it references, what it holds."""
+class Index(NamedTuple):
+    """What an object's index record says: where it lives, what it references, what it holds.
+
+    A named tuple: a write builds one or two per object (a frozen dataclass took 2.5 times as long).
+    """
 
     topic: str | None
     refs: frozenset[RefKey]

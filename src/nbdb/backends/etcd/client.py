@@ -152,6 +152,8 @@ class EtcdClient:
         self.settings = settings
         self._lock = threading.Lock()
         self._channels: dict[str, Any] = {}
+        self._rpcs: dict[tuple[str, str], Any] = {}
+        """Each endpoint's unary callables by method: making one per call was ≈ 10 µs of a commit's client CPU."""
         self._current = 0
         self._token: str | None = None
         self._token_generation = 0
@@ -267,7 +269,9 @@ class EtcdClient:
                     if request is None:
                         return b"", False
                 assert request is not None
-                rpc = self._channel(endpoint).unary_unary(method)
+                rpc = self._rpcs.get((endpoint, method))
+                if rpc is None:
+                    rpc = self._rpcs[(endpoint, method)] = self._channel(endpoint).unary_unary(method)
                 # A member without a leader refuses at once (no leader: unsent) instead of holding the request.
                 reply = rpc(request, timeout=self.settings.timeout, metadata=self.metadata(require_leader=True))
                 return reply, maybe_applied
@@ -412,6 +416,7 @@ class EtcdClient:
             self._closed = True
             channels = list(self._channels.values())
             self._channels.clear()
+            self._rpcs.clear()
         for channel in channels:
             channel.close()
 

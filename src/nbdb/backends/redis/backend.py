@@ -198,6 +198,25 @@ class RedisBackend(ChangeLogBackend):
         replies = self._run(lambda: self._read_line.hmget_many(reads))
         return [self._kv(k, f, w[2]) for k, f, w in zip(keys, replies, where, strict=True)]
 
+    def _get_batched(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        """:meth:`get_keys` of many keys, ``batch`` at a time, two batches in flight (see ``hmget_batches``)."""
+        size = self.config.batch
+        where = [self._where(key) for key in keys]
+        batches = [[(name, wanted) for name, wanted, _topic in where[i : i + size]] for i in range(0, len(keys), size)]
+        values: list[KeyValue | None] = []
+
+        def handle(i: int, replies: list[Any]) -> None:
+            first = i * size
+            kv = self._kv
+            values.extend(kv(keys[first + j], f, where[first + j][2]) for j, f in enumerate(replies))
+
+        def read() -> None:
+            values.clear()  # a retried read starts over
+            self._read_line.hmget_batches(batches, handle)
+
+        self._run(read)
+        return values
+
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
         """Keys under ``prefixes`` at one revision.
 
@@ -225,9 +244,7 @@ class RedisBackend(ChangeLogBackend):
             # function in C (100,000 keys: 0.24 us a key against 0.65 for the records by a lambda,
             # and 0.14 against 0.24 at 10,000), and the values come back in the order asked for.
             keys = sorted(_s(k) for k in fields)
-            values: list[KeyValue | None] = []
-            for start in range(0, len(keys), self.config.batch):
-                values += self.get_keys(keys[start : start + self.config.batch])
+            values = self._get_batched(keys)
             if all(v is not None for v in values) and self._unchanged_since(prefixes, revision):
                 self.remember_token(revision, token)
                 return cast("list[KeyValue]", values), revision

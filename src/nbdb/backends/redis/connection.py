@@ -225,9 +225,6 @@ class _Line:
         After an exception of ``sound`` (an error reply, read in full) the connection is kept;
         after any other it is closed: a reply may be left half read or unread.
         """
-        if self._pid != os.getpid():  # a forked child must not talk on its parent's sockets
-            self._cond = threading.Condition(threading.Lock())
-            self._idle, self._open, self._pid = [], 0, os.getpid()
         connection = self._take()
         try:
             # connect() (a no-op once connected) is how a Sentinel-managed connection finds the
@@ -247,6 +244,9 @@ class _Line:
 
     def _take(self) -> Any:
         """An idle connection, else a new one while under the limit, else the first to come back."""
+        if self._pid != os.getpid():  # a forked child must not talk on its parent's sockets
+            self._cond = threading.Condition(threading.Lock())
+            self._idle, self._open, self._pid = [], 0, os.getpid()
         try:
             return self._idle.pop()
         except IndexError:
@@ -373,17 +373,50 @@ class ReadLine(_Line):
             packed = self._fields[fields] = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in map(str.encode, fields))
         return packed
 
-    def hmget_many(self, reads: Sequence[tuple[str, tuple[str, ...]]]) -> list[Any]:
-        """The reply of ``HMGET name *fields`` for each ``(name, fields)``, in order.
-
-        redis-py's exceptions on failure; the connection is then closed (replies may be left unread).
-        """
+    def _packed(self, reads: Sequence[tuple[str, tuple[str, ...]]]) -> bytes:
         parts = []
         for name, fields in reads:
             key = name.encode()
             parts.append(b"*%d\r\n$5\r\nHMGET\r\n$%d\r\n%s\r\n" % (2 + len(fields), len(key), key))
             parts.append(self._packed_fields(fields))
-        return self._exchange(b"".join(parts), len(reads))
+        return b"".join(parts)
+
+    def hmget_many(self, reads: Sequence[tuple[str, tuple[str, ...]]]) -> list[Any]:
+        """The reply of ``HMGET name *fields`` for each ``(name, fields)``, in order.
+
+        redis-py's exceptions on failure; the connection is then closed (replies may be left unread).
+        """
+        return self._exchange(self._packed(reads), len(reads))
+
+    def hmget_batches(
+        self,
+        batches: Sequence[Sequence[tuple[str, tuple[str, ...]]]],
+        handle: Callable[[int, list[Any]], None],
+    ) -> None:
+        """:meth:`hmget_many` of each batch on one connection, the next batch sent before a batch's replies are read.
+
+        ``handle(i, replies)`` runs as the replies of batch ``i`` are in, while
+        the server is already answering batch ``i + 1``: a list's reads on the
+        server and its parsing here overlap instead of taking turns (two cores,
+        two processes). At most two batches are in flight, so the server holds
+        at most two batches of replies for this connection. On failure
+        redis-py's exception (the connection is then closed); ``handle`` may
+        have run for the batches before.
+        """
+        connection = self._take()
+        try:
+            connection.connect()
+            if batches:
+                connection.send_packed_command([self._packed(batches[0])])
+            for i, reads in enumerate(batches):
+                if i + 1 < len(batches):
+                    connection.send_packed_command([self._packed(batches[i + 1])])
+                handle(i, [connection.read_response() for _ in range(len(reads))])
+        except BaseException:
+            connection.disconnect()
+            self._put_back(connection)
+            raise
+        self._put_back(connection)
 
 
 def text(value: Any) -> str:
