@@ -331,11 +331,14 @@ class ScriptLine(_Line):
             self._heads[count] = head
         return head
 
-    def pack(self, args: Sequence[bytes]) -> bytes:
-        """The whole command for these arguments (after the fixed ones), as it goes down the socket."""
-        parts = [self._head(len(args))]
+    def pack(self, args: Sequence[bytes], more: Sequence[bytes] = ()) -> bytes:
+        """The whole command for ``args`` then ``more`` (after the fixed ones), as it goes down the socket."""
+        parts = [self._head(len(args) + len(more))]
+        add = parts.extend
         for arg in args:
-            parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+            add((b"$%d\r\n" % len(arg), arg, b"\r\n"))
+        for arg in more:
+            add((b"$%d\r\n" % len(arg), arg, b"\r\n"))
         return b"".join(parts)
 
     def call(self, packed: bytes) -> Any:
