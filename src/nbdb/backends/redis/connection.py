@@ -230,9 +230,12 @@ class _Line:
             self._idle, self._open, self._pid = [], 0, os.getpid()
         connection = self._take()
         try:
-            # connect() (a no-op once connected) is how a Sentinel-managed connection finds the
-            # master: sending on a closed one would connect it to its default address instead.
-            connection.connect()
+            # connect() is how a Sentinel-managed connection finds the master: sending on a closed
+            # one would connect it to its default address instead. Once connected it is a no-op,
+            # but one that costs a retry wrapper and two closures per command: asked only when
+            # the connection says it is not connected (redis-py before 5.1 cannot say: always).
+            if not getattr(connection, "is_connected", False):
+                connection.connect()
             connection.send_packed_command([packed])
             out = [connection.read_response() for _ in range(replies)]
         except sound:
@@ -333,12 +336,10 @@ class ScriptLine(_Line):
 
     def pack(self, args: Sequence[bytes], more: Sequence[bytes] = ()) -> bytes:
         """The whole command for ``args`` then ``more`` (after the fixed ones), as it goes down the socket."""
+        # One format per argument, in comprehensions: half the time of three parts per argument.
         parts = [self._head(len(args) + len(more))]
-        add = parts.extend
-        for arg in args:
-            add((b"$%d\r\n" % len(arg), arg, b"\r\n"))
-        for arg in more:
-            add((b"$%d\r\n" % len(arg), arg, b"\r\n"))
+        parts += [_BULK % (len(arg), arg) for arg in args]
+        parts += [_BULK % (len(arg), arg) for arg in more]
         return b"".join(parts)
 
     def call(self, packed: bytes) -> Any:
@@ -350,6 +351,9 @@ class ScriptLine(_Line):
             self._client.script_load(self._script)
             return self._exchange(packed, 1, _ERROR_REPLY)[0]
 
+
+_BULK = b"$%d\r\n%b\r\n"
+"""One argument of a command, as RESP sends it."""
 
 _ERROR_REPLY = (rexc.ResponseError,)
 """An error reply: read in full, so the connection that carried it is sound."""

@@ -201,9 +201,22 @@ local function want(key)
     table.insert(gwant[h], f)
   end
 end
-for _, c in ipairs(conds) do if c[1] == 'v' or c[1] == 'e' then want(c[2]) end end
-for _, kv in ipairs(puts) do want(kv[1]) end
-for _, d in ipairs(dels) do want(d[1]) end
+-- A delete of a key that no condition or put names, that is never ranged and that the
+-- change feed does not carry (a unique claim, a reverse reference) needs no read: its
+-- fields are removed whether or not they are there (a released claim, a dropped referrer).
+local named, blind, UNREAD = {}, {}, {false, 0}
+for _, c in ipairs(conds) do
+  if c[1] == 'v' or c[1] == 'e' then named[c[2]] = true; want(c[2]) end
+end
+for _, kv in ipairs(puts) do named[kv[1]] = true; want(kv[1]) end
+for _, d in ipairs(dels) do
+  local key = d[1]
+  if not named[key] and (d[2] < 0 or place(key)[6]) and key:sub(1, #OBJ) ~= OBJ then
+    blind[key] = true
+  else
+    want(key)
+  end
+end
 for h, fields in pairs(gwant) do
   local got = redis.call('HMGET', h, unpack(fields))
   for i, f in ipairs(fields) do graw[h .. '\0' .. f] = got[i] end
@@ -289,9 +302,9 @@ for _, kv in ipairs(puts) do
   end
 end
 for _, d in ipairs(dels) do
-  local s = load(d[1])
+  local s = blind[d[1]] and UNREAD or load(d[1])
   if s then
-    changes[#changes + 1] = {d[1], false, 0, s[1], s[2], d[2]}
+    changes[#changes + 1] = {d[1], false, 0, s[1], s[2], d[2], s == UNREAD}
     cur[d[1]] = false
   end
 end
@@ -310,7 +323,7 @@ end
 
 -- Pass 2: write keys, and the directories of the keys that are ever ranged.
 local dirs, ndirs, made = {}, 0, {}
-local hashes, sets, unsets = {}, {}, {}
+local hashes, sets, unsets, read = {}, {}, {}, {}
 for _, c in ipairs(changes) do
   local key, root = c[1], c[6]
   local w = place(key)
@@ -319,6 +332,7 @@ for _, c in ipairs(changes) do
     hashes[#hashes + 1] = h
     sets[h], unsets[h] = {}, {}
   end
+  if not c[7] then read[h] = true end
   local t = c[2] and sets[h] or unsets[h]
   if gh then
     root = -1  -- the hash is the directory
@@ -362,8 +376,11 @@ for _, c in ipairs(changes) do
   end
 end
 -- One write per hash (an object and its index share one); an emptied hash is removed by Redis.
+-- A hash only deleted from unread (see 'blind') may be a foreign key of another type: not
+-- nbdb's, so nothing of the commit's is there; pcall, so that it cannot stop the commit
+-- halfway through its writes (every other key was read, so its type is known to fit).
 for _, h in ipairs(hashes) do
-  if #unsets[h] > 0 then redis.call('HDEL', h, unpack(unsets[h])) end
+  if #unsets[h] > 0 then (read[h] and redis.call or redis.pcall)('HDEL', h, unpack(unsets[h])) end
   if #sets[h] > 0 then redis.call('HSET', h, unpack(sets[h])) end
 end
 if ndirs > 0 then
@@ -377,16 +394,21 @@ end
 
 -- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
 -- and one per touched topic in that topic's log.
-local function enc(s)
-  if not s then return struct.pack('>i4', -1) end
-  return struct.pack('>i4', #s) .. s
+-- A change record: key, value, version, previous value, previous version, each
+-- length-prefixed (>i4; -1 for none), packed by one struct.pack (c0: the whole string).
+local function record(k, v, n, o, on)
+  n, on = tostring(n), tostring(on)
+  if v and o then return struct.pack('>i4c0i4c0i4c0i4c0i4c0', #k, k, #v, v, #n, n, #o, o, #on, on) end
+  if v then return struct.pack('>i4c0i4c0i4c0i4i4c0', #k, k, #v, v, #n, n, -1, #on, on) end
+  if o then return struct.pack('>i4c0i4i4c0i4c0i4c0', #k, k, -1, #n, n, #o, o, #on, on) end
+  return struct.pack('>i4c0i4i4c0i4i4c0', #k, k, -1, #n, n, -1, #on, on)
 end
 local all, topics = {}, {}
 for _, c in ipairs(changes) do
   if c[1]:sub(1, #OBJ) == OBJ then
-    local rec = enc(c[1]) .. enc(c[2]) .. enc(tostring(c[3])) .. enc(c[4]) .. enc(tostring(c[5]))
+    local rec = record(c[1], c[2], c[3], c[4], c[5])
     all[#all + 1] = rec
-    local topic = c[1]:sub(#OBJ + 1):match('^([^/]*)/')
+    local topic = place(c[1])[5] or c[1]:sub(#OBJ + 1):match('^([^/]*)/')
     if topic then
       if not topics[topic] then topics[topic] = {} end
       table.insert(topics[topic], rec)
