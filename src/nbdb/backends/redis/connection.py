@@ -135,6 +135,8 @@ class Connector:
                 sentinel_kwargs.update(ssl=True, **config.ssl_options)
             self._sentinel = _QuorumSentinel(list(config.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
             self.where = f"{self.where}/{config.service}"
+        self._context = f"at {self.where}"
+        """Every call's context in errors, spelled once."""
 
     def _kwargs(self, socket_timeout: float) -> dict[str, Any]:
         cfg = self.config
@@ -168,7 +170,7 @@ class Connector:
         scripts carry a token), so a write is retried like a read; if its
         tries run out after one may have landed, CommitUnknownError.
         """
-        return self.config.retry.call(call, ERRORS, context=f"at {self.where}", write=write, stop=stop)
+        return self.config.retry.call(call, ERRORS, context=self._context, write=write, stop=stop)
 
     def close(self) -> None:
         if self._sentinel is not None:
