@@ -338,10 +338,19 @@ class ScriptLine(_Line):
 
     def pack(self, args: Sequence[bytes], more: Sequence[bytes] = ()) -> bytes:
         """The whole command for ``args`` then ``more`` (after the fixed ones), as it goes down the socket."""
-        # One format per argument, in comprehensions: half the time of three parts per argument.
+        # Two parts per argument, its header looked up: the end of the argument before it and its
+        # length (a bytes format per argument cost 1.5 times as many instructions, callgrind).
         parts = [self._head(len(args) + len(more))]
-        parts += [_BULK % (len(arg), arg) for arg in args]
-        parts += [_BULK % (len(arg), arg) for arg in more]
+        heads = _FIRST_HEADS
+        for arg in (*args, *more):
+            size = len(arg)
+            if size < _HEADS_KEPT:
+                parts += (heads[size], arg)
+            else:
+                parts += (b"$%d\r\n" % size if heads is _FIRST_HEADS else b"\r\n$%d\r\n" % size, arg)
+            heads = _NEXT_HEADS
+        if heads is _NEXT_HEADS:
+            parts.append(b"\r\n")
         return b"".join(parts)
 
     def call(self, packed: bytes) -> Any:
@@ -354,8 +363,11 @@ class ScriptLine(_Line):
             return self._exchange(packed, 1, _ERROR_REPLY)[0]
 
 
-_BULK = b"$%d\r\n%b\r\n"
-"""One argument of a command, as RESP sends it."""
+_HEADS_KEPT = 1024
+_FIRST_HEADS = tuple(b"$%d\r\n" % n for n in range(_HEADS_KEPT))
+"""The header of a command's first argument of each length (RESP: ``$<length>\\r\\n``)."""
+_NEXT_HEADS = tuple(b"\r\n$%d\r\n" % n for n in range(_HEADS_KEPT))
+"""The same after an argument: its closing ``\\r\\n`` first."""
 
 _ERROR_REPLY = (rexc.ResponseError,)
 """An error reply: read in full, so the connection that carried it is sound."""

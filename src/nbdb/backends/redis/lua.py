@@ -49,7 +49,7 @@ local function loc(key)
     -- Topics, tables and ids hold no '/': a pattern without '.*' (a greedy '.*' backtracks,
     -- and cost the script ~5 us per key, ten HGETs' worth).
     local topic, tbl, id = key:match('^o/([^/]*)/([^/]+)/([^/]+)$')
-    if topic then return P .. 'k:i/' .. tbl .. '/' .. id, 'ov', 'on', 'om', topic end
+    if topic then return P .. 'k:i/' .. tbl .. '/' .. id, 'ov', 'on', 'om', topic, tbl, id end
   end
   return P .. 'k:' .. key, 'v', 'n', 'm', false
 end
@@ -171,21 +171,38 @@ end
 
 -- Where each key of the commit lives, worked out once per key, not at each of its reads
 -- and writes (a pattern match costs the script ~0.3 us): {hash, value field, version
--- field, revision field, topic, referrers' hash, field in it}.
+-- field, revision field, topic, referrers' hash, field in it, and an object key's table
+-- and id}.
 local places = {}
 local function place(key)
   local w = places[key]
   if not w then
     local gh, gf = gkey(key)
     if gh then
-      w = {gh, false, false, false, false, gh, gf}
+      w = {gh, false, false, false, false, gh, gf, false, false}
     else
-      local h, vf, nf, mf, topic = loc(key)
-      w = {h, vf, nf, mf, topic, false, false}
+      local h, vf, nf, mf, topic, tbl, id = loc(key)
+      w = {h, vf, nf, mf, topic, false, false, tbl or false, id or false}
     end
     places[key] = w
   end
   return w
+end
+-- The directory holding a key and its name in it (split(key)); for an object key from what
+-- place() matched: split() cost a commit as much as two HGETs per call (callgrind), and the
+-- directory bookkeeping called it five times per object.
+local function dir_of(key)
+  local w = place(key)
+  if w[8] then return 'o/' .. w[5] .. '/' .. w[8] .. '/', w[9] end
+  return split(key)
+end
+-- The directory above a directory (split(dir)): o/<topic>/<table>/ -> o/<topic>/ -> o/ -> ''.
+local function parent_of(dir)
+  local topic = dir:match('^o/([^/]*)/[^/]+/$')
+  if topic then return 'o/' .. topic .. '/' end
+  if dir:match('^o/[^/]*/$') then return 'o/' end
+  if dir == 'o/' then return '' end
+  return (split(dir))
 end
 -- Every key's previous state is read once (HMGET), for its condition and for its
 -- change record alike, and before anything is written, so that a failing read (a
@@ -348,7 +365,8 @@ for _, c in ipairs(changes) do
   if root >= 0 and (c[5] == 0 or not c[2]) then
     local path = key
     while path ~= '' do
-      local d, name = split(path)
+      local d, name
+      if path == key then d, name = dir_of(key) else d, name = split(path) end
       local dk = P .. 'd:' .. d
       if c[2] then
         -- A directory this commit already added to exists, and so do its ancestors (puts
@@ -366,12 +384,12 @@ for _, c in ipairs(changes) do
     -- The revision of the last change below each directory validates batched lists.
     -- A directory already counted came with its ancestors: stop there (most keys of a
     -- commit share their directory, and split() is the costly part).
-    local path = split(key)
+    local path = dir_of(key)
     while not dirs[path] do
       dirs[path] = true
       ndirs = ndirs + 1
       if path == '' then break end
-      path = split(path)
+      path = parent_of(path)
     end
   end
 end
