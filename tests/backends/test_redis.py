@@ -286,7 +286,9 @@ def test_a_delete_releases_its_claims_unread_and_whole_past_a_foreign_key(db: nb
         switch = db.create(LogicalSwitch(name="sw", topic="tenant-a"))
         kept = db.create(LogicalSwitchPort(switch=switch, name="kept", topic="tenant-a"))
         port = db.create(LogicalSwitchPort(switch=switch, name="gone", topic="tenant-a"))
-        claims = [k for k in client.scan_iter(match=backend.root + "k:u/*") if client.hget(k, "v") == str(port.id).encode()]
+        claims = [
+            k for k in client.scan_iter(match=backend.root + "k:u/*") if client.hget(k, "v") == str(port.id).encode()
+        ]
         assert len(claims) == 1
         client.delete(claims[0])
         client.set(claims[0], b"foreign")  # a string where nbdb keeps a hash

@@ -10,9 +10,7 @@ redis = pytest.importorskip("redis")
 
 from nbdb.backends.redis.connection import ScriptLine  # noqa: E402
 
-_ARGS = st.lists(
-    st.one_of(st.binary(max_size=40), st.binary(min_size=1000, max_size=1100), st.just(b"")), max_size=12
-)
+_ARGS = st.lists(st.one_of(st.binary(max_size=40), st.binary(min_size=1000, max_size=1100), st.just(b"")), max_size=12)
 
 
 @settings(max_examples=200, deadline=None)
@@ -26,9 +24,7 @@ def test_a_packed_evalsha_is_the_command_redis_py_would_send(
     line = ScriptLine(client, "return 1", fixed)
     try:
         ours = line.pack(args, more)
-        theirs = b"".join(
-            redis.connection.Connection().pack_command("EVALSHA", line.sha, 0, *fixed, *args, *more)
-        )
+        theirs = b"".join(redis.connection.Connection().pack_command("EVALSHA", line.sha, 0, *fixed, *args, *more))
         assert ours == theirs
     finally:
         line.close()
