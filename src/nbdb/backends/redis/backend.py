@@ -13,7 +13,7 @@ import redis.exceptions as rexc
 
 from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig, parse_url
-from nbdb.backends.redis.connection import ERRORS, Connector, ReadLine, ScriptLine
+from nbdb.backends.redis.connection import ERRORS, Connector, ReadLine, ScriptLine, argument_head
 from nbdb.backends.redis.connection import text as _s
 from nbdb.backends.redis.logs import RedisLogReader
 from nbdb.backends.redis.lua import (
@@ -320,7 +320,7 @@ class RedisBackend(ChangeLogBackend):
         """The commit script's arguments (see COMMIT_LUA); without a family token, a fresh one."""
         token = self.new_token() if commit.token is None else _token_text(commit.token)
         items = _payload(commit.conditions, commit.puts, commit.deletes, self.layout.range_root, self._lease_key)
-        return [self.root, self._object_prefix, token, self.config.history, *items]
+        return [self.root, self._object_prefix, token, self.config.history, *items[1::2]]
 
     def _applied(self, reply: Any, token: str) -> int | None:
         """The revision a commit script's reply says the commit applied at, or None."""
@@ -336,7 +336,7 @@ class RedisBackend(ChangeLogBackend):
         """One commit script, carrying ``token``: sending it again after a lost reply is exactly-once."""
         items = _payload(conditions, puts, deletes, self.layout.range_root, self._lease_key)
         if self.config.wait_replicas:
-            args = [self.root, self._object_prefix, token, self.config.history, *items]
+            args = [self.root, self._object_prefix, token, self.config.history, *items[1::2]]
             reply = self._write(lambda c: self._commit_script(args=args, client=c), check=lambda r: int(r[0]) in (1, 2))
             return self._applied(reply, token)
         line = self._commit_line
@@ -537,32 +537,59 @@ def _payload(
     range_root: Callable[[str], int | None],
     lock_key: Callable[[str], str],
 ) -> list[bytes]:
-    """The commit script's arguments after the token and the history (see COMMIT_LUA): each item's fields.
+    """The commit script's arguments after the token and the history (see COMMIT_LUA), framed.
 
-    One argument per field, not one packed blob: unpacking the blob in Lua
-    cost the server ~0.4 us a field, and framing the arguments costs the
-    client what the blob's length prefixes did.
+    Each item's fields are separate arguments (unpacking one packed blob in
+    Lua cost the server ~0.4 us a field), and each field comes with its RESP
+    header (:func:`argument_head`) in the same pass, so that
+    :meth:`ScriptLine.pack` only joins them: ``[head, field, head, field...]``;
+    ``[1::2]`` are the plain fields.
     """
     out: list[bytes] = []
     add = out.extend
+    head = argument_head
     for condition in conditions:
         if isinstance(condition, VersionIs):
-            add((b"v", condition.key.encode(), str(condition.version).encode()))
+            key, number = condition.key.encode(), str(condition.version).encode()
+            add((*_KIND_V, head(len(key)), key, head(len(number)), number))
         elif isinstance(condition, Exists):
-            add((b"e", condition.key.encode(), b""))
+            key = condition.key.encode()
+            add((*_KIND_E, head(len(key)), key, *_EMPTY))
         elif isinstance(condition, PrefixUnchangedSince):
-            add((b"p", condition.prefix.encode(), str(condition.revision).encode()))
+            key, number = condition.prefix.encode(), str(condition.revision).encode()
+            add((*_KIND_PREFIX, head(len(key)), key, head(len(number)), number))
         elif isinstance(condition, LeaseHeld):
-            add((b"l", lock_key(condition.name).encode(), condition.token))
+            key = lock_key(condition.name).encode()
+            add((*_KIND_L, head(len(key)), key, head(len(condition.token)), condition.token))
         else:  # pragma: no cover - the family has no other conditions
             raise TypeError(f"unknown condition {condition!r}")
     for name, value in puts.items():
         root = range_root(name)
-        add((b"P", name.encode(), value, b"-1" if root is None else str(root).encode()))
+        key = name.encode()
+        if root is None:
+            add((*_KIND_PUT, head(len(key)), key, head(len(value)), value, *_NEVER_RANGED))
+        else:
+            number = str(root).encode()
+            add((*_KIND_PUT, head(len(key)), key, head(len(value)), value, head(len(number)), number))
     for name in deletes:
         root = range_root(name)
-        add((b"D", name.encode(), b"-1" if root is None else str(root).encode()))
+        key = name.encode()
+        if root is None:
+            add((*_KIND_DELETE, head(len(key)), key, *_NEVER_RANGED))
+        else:
+            number = str(root).encode()
+            add((*_KIND_DELETE, head(len(key)), key, head(len(number)), number))
     return out
+
+
+def _framed(field: bytes) -> tuple[bytes, bytes]:
+    return argument_head(len(field)), field
+
+
+_KIND_V, _KIND_E, _KIND_PREFIX, _KIND_L = _framed(b"v"), _framed(b"e"), _framed(b"p"), _framed(b"l")
+_KIND_PUT, _KIND_DELETE, _EMPTY = _framed(b"P"), _framed(b"D"), _framed(b"")
+_NEVER_RANGED = _framed(b"-1")
+"""The range root of a key only ever read by name, framed once."""
 
 
 def _token_text(token: CommitToken) -> str:
