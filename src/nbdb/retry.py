@@ -140,11 +140,14 @@ class ExceptionMap:
 class Attempts:
     """The retries left of one call under a :class:`RetryPolicy` (not thread-safe; one per call)."""
 
-    def __init__(self, policy: RetryPolicy, stop: threading.Event | None = None) -> None:
+    def __init__(self, policy: RetryPolicy, stop: threading.Event | None = None, started: float | None = None) -> None:
         self.policy = policy
         self.number = 1
         self._stop = stop
-        self._deadline = None if policy.deadline is None else time.monotonic() + policy.deadline
+        if policy.deadline is None:
+            self._deadline = None
+        else:
+            self._deadline = (time.monotonic() if started is None else started) + policy.deadline
         self._delay = min(policy.backoff, policy.max_backoff)
 
     @property
@@ -225,13 +228,18 @@ class RetryPolicy:
         When retries run out after a write may have been applied, the error
         is :class:`nbdb.CommitUnknownError` too, never a plain failure.
         """
-        attempts = self.begin(stop)
+        # The attempts are counted from the first failure on (most calls never fail), and the
+        # deadline from the call's start, as if counted from there.
+        started = time.monotonic() if self.deadline is not None else None
+        attempts: Attempts | None = None
         maybe_applied = False
         while True:
             try:
                 return fn()
             except Exception as exc:
                 failure = errors_map.classify(exc, context)
+            if attempts is None:
+                attempts = Attempts(self, stop, started)
             if write and not failure.unsent and failure.retryable:
                 maybe_applied = True
                 if not idempotent:

@@ -49,7 +49,7 @@ local function loc(key)
     -- Topics, tables and ids hold no '/': a pattern without '.*' (a greedy '.*' backtracks,
     -- and cost the script ~5 us per key, ten HGETs' worth).
     local topic, tbl, id = key:match('^o/([^/]*)/([^/]+)/([^/]+)$')
-    if topic then return P .. 'k:i/' .. tbl .. '/' .. id, 'ov', 'on', 'om', topic end
+    if topic then return P .. 'k:i/' .. tbl .. '/' .. id, 'ov', 'on', 'om', topic, tbl, id end
   end
   return P .. 'k:' .. key, 'v', 'n', 'm', false
 end
@@ -128,12 +128,14 @@ local function pack(out, s)
 end
 """
 
-# ARGV: P, object prefix, token, history, payload.  The payload is a sequence of
-# items, each a one-letter kind followed by length-prefixed (>i4) fields:
-#   v key version | e key - | p prefix revision      conditions
+# ARGV: P, object prefix, token, history, then the commit's items, each a one-letter
+# kind followed by its fields, one argument each:
+#   v key version | e key '' | p prefix revision     conditions
 #   l lease-key token                                 (a lease key is a full Redis key)
 #   P key value root                                 a put
 #   D key root                                       a delete
+# (Items as arguments, not one length-prefixed blob: Redis makes the Lua strings of
+# its arguments in C, where unpacking a blob in Lua cost ~0.4 us per field.)
 # ``root`` is the key's range root (see KeyLayout.range_root): -1 never ranged
 # (no directory sets), 0 any ancestor, n only directories of n characters or more.
 # Returns {1, rev} applied, {2, rev} applied earlier (a retry), {0} a condition
@@ -144,7 +146,6 @@ COMMIT_LUA = (
 local OBJ = ARGV[2]
 local token = ARGV[3]
 local history = tonumber(ARGV[4])
-local blob = ARGV[5]
 local done = redis.call('GET', P .. 'ct:' .. token)
 -- A commit found decided still writes (the token's TTL, to the same length): WAIT counts the
 -- replicas that have this connection's writes, and a replica that has this one has the commit.
@@ -152,27 +153,57 @@ if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
 
-local pos = 1
-local function field()
-  local n
-  n, pos = struct.unpack('>i4', blob, pos)
-  local text = blob:sub(pos, pos + n - 1)
-  pos = pos + n
-  return text
-end
 local conds, puts, dels = {}, {}, {}
-while pos <= #blob do
-  local kind = blob:sub(pos, pos)
-  pos = pos + 1
+local pos, nargs = 5, #ARGV
+while pos <= nargs do
+  local kind = ARGV[pos]
   if kind == 'P' then
-    puts[#puts + 1] = {field(), field(), tonumber(field())}
+    puts[#puts + 1] = {ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])}
+    pos = pos + 4
   elseif kind == 'D' then
-    dels[#dels + 1] = {field(), tonumber(field())}
+    dels[#dels + 1] = {ARGV[pos + 1], tonumber(ARGV[pos + 2])}
+    pos = pos + 3
   else
-    conds[#conds + 1] = {kind, field(), field()}
+    conds[#conds + 1] = {kind, ARGV[pos + 1], ARGV[pos + 2]}
+    pos = pos + 3
   end
 end
 
+-- Where each key of the commit lives, worked out once per key, not at each of its reads
+-- and writes (a pattern match costs the script ~0.3 us): {hash, value field, version
+-- field, revision field, topic, referrers' hash, field in it, and an object key's table
+-- and id}.
+local places = {}
+local function place(key)
+  local w = places[key]
+  if not w then
+    local gh, gf = gkey(key)
+    if gh then
+      w = {gh, false, false, false, false, gh, gf, false, false}
+    else
+      local h, vf, nf, mf, topic, tbl, id = loc(key)
+      w = {h, vf, nf, mf, topic, false, false, tbl or false, id or false}
+    end
+    places[key] = w
+  end
+  return w
+end
+-- The directory holding a key and its name in it (split(key)); for an object key from what
+-- place() matched: split() cost a commit as much as two HGETs per call (callgrind), and the
+-- directory bookkeeping called it five times per object.
+local function dir_of(key)
+  local w = place(key)
+  if w[8] then return 'o/' .. w[5] .. '/' .. w[8] .. '/', w[9] end
+  return split(key)
+end
+-- The directory above a directory (split(dir)): o/<topic>/<table>/ -> o/<topic>/ -> o/ -> ''.
+local function parent_of(dir)
+  local topic = dir:match('^o/([^/]*)/[^/]+/$')
+  if topic then return 'o/' .. topic .. '/' end
+  if dir:match('^o/[^/]*/$') then return 'o/' end
+  if dir == 'o/' then return '' end
+  return (split(dir))
+end
 -- Every key's previous state is read once (HMGET), for its condition and for its
 -- change record alike, and before anything is written, so that a failing read (a
 -- foreign key of the wrong type) aborts with nothing written.
@@ -180,15 +211,29 @@ local cur, changes, rows = {}, {}, {}
 -- Reverse references: every field the commit names, one HMGET per target's hash.
 local gwant, graw = {}, {}
 local function want(key)
-  local h, f = gkey(key)
+  local w = place(key)
+  local h, f = w[6], w[7]
   if h then
     if not gwant[h] then gwant[h] = {} end
     table.insert(gwant[h], f)
   end
 end
-for _, c in ipairs(conds) do if c[1] == 'v' or c[1] == 'e' then want(c[2]) end end
-for _, kv in ipairs(puts) do want(kv[1]) end
-for _, d in ipairs(dels) do want(d[1]) end
+-- A delete of a key that no condition or put names, that is never ranged and that the
+-- change feed does not carry (a unique claim, a reverse reference) needs no read: its
+-- fields are removed whether or not they are there (a released claim, a dropped referrer).
+local named, blind, UNREAD = {}, {}, {false, 0}
+for _, c in ipairs(conds) do
+  if c[1] == 'v' or c[1] == 'e' then named[c[2]] = true; want(c[2]) end
+end
+for _, kv in ipairs(puts) do named[kv[1]] = true; want(kv[1]) end
+for _, d in ipairs(dels) do
+  local key = d[1]
+  if not named[key] and (d[2] < 0 or place(key)[6]) and key:sub(1, #OBJ) ~= OBJ then
+    blind[key] = true
+  else
+    want(key)
+  end
+end
 for h, fields in pairs(gwant) do
   local got = redis.call('HMGET', h, unpack(fields))
   for i, f in ipairs(fields) do graw[h .. '\0' .. f] = got[i] end
@@ -196,14 +241,15 @@ end
 local function load(key)
   local s = cur[key]
   if s == nil then
-    local gh, gf = gkey(key)
+    local w = place(key)
+    local gh, gf = w[6], w[7]
     if gh then
       local u = ungroup(graw[gh .. '\0' .. gf])
       s = u and {u[1], u[2]} or false
       cur[key] = s
       return s
     end
-    local h, _, _, _, topic = loc(key)
+    local h, topic = w[1], w[5]
     -- One HMGET per hash serves an object and its index alike.
     local r = rows[h]
     if r == nil then
@@ -227,12 +273,13 @@ for _, c in ipairs(conds) do
     if (s and s[2] or 0) ~= tonumber(b) then return {0} end
   elseif kind == 'e' then
     if cur[a] == nil then
-      local h, _, vf, _, topic = loc(a)
-      if gkey(a) then
+      local w = place(a)
+      local h, nf, topic = w[1], w[3], w[5]
+      if w[6] then
         if not load(a) then return {0} end
       elseif topic then
         if redis.call('HGET', h, 'ot') ~= topic then return {0} end
-      elseif redis.call('HEXISTS', h, vf) == 0 then
+      elseif redis.call('HEXISTS', h, nf) == 0 then
         return {0}
       end
     elseif not cur[a] then
@@ -272,9 +319,9 @@ for _, kv in ipairs(puts) do
   end
 end
 for _, d in ipairs(dels) do
-  local s = load(d[1])
+  local s = blind[d[1]] and UNREAD or load(d[1])
   if s then
-    changes[#changes + 1] = {d[1], false, 0, s[1], s[2], d[2]}
+    changes[#changes + 1] = {d[1], false, 0, s[1], s[2], d[2], s == UNREAD}
     cur[d[1]] = false
   end
 end
@@ -293,16 +340,16 @@ end
 
 -- Pass 2: write keys, and the directories of the keys that are ever ranged.
 local dirs, ndirs, made = {}, 0, {}
-local hashes, sets, unsets = {}, {}, {}
+local hashes, sets, unsets, read = {}, {}, {}, {}
 for _, c in ipairs(changes) do
   local key, root = c[1], c[6]
-  local h, vf, nf, mf, topic = loc(key)
-  local gh, gf = gkey(key)
-  if gh then h = gh end
+  local w = place(key)
+  local h, vf, nf, mf, topic, gh, gf = w[1], w[2], w[3], w[4], w[5], w[6], w[7]
   if not sets[h] then
     hashes[#hashes + 1] = h
     sets[h], unsets[h] = {}, {}
   end
+  if not c[7] then read[h] = true end
   local t = c[2] and sets[h] or unsets[h]
   if gh then
     root = -1  -- the hash is the directory
@@ -318,7 +365,8 @@ for _, c in ipairs(changes) do
   if root >= 0 and (c[5] == 0 or not c[2]) then
     local path = key
     while path ~= '' do
-      local d, name = split(path)
+      local d, name
+      if path == key then d, name = dir_of(key) else d, name = split(path) end
       local dk = P .. 'd:' .. d
       if c[2] then
         -- A directory this commit already added to exists, and so do its ancestors (puts
@@ -336,18 +384,21 @@ for _, c in ipairs(changes) do
     -- The revision of the last change below each directory validates batched lists.
     -- A directory already counted came with its ancestors: stop there (most keys of a
     -- commit share their directory, and split() is the costly part).
-    local path = split(key)
+    local path = dir_of(key)
     while not dirs[path] do
       dirs[path] = true
       ndirs = ndirs + 1
       if path == '' then break end
-      path = split(path)
+      path = parent_of(path)
     end
   end
 end
 -- One write per hash (an object and its index share one); an emptied hash is removed by Redis.
+-- A hash only deleted from unread (see 'blind') may be a foreign key of another type: not
+-- nbdb's, so nothing of the commit's is there; pcall, so that it cannot stop the commit
+-- halfway through its writes (every other key was read, so its type is known to fit).
 for _, h in ipairs(hashes) do
-  if #unsets[h] > 0 then redis.call('HDEL', h, unpack(unsets[h])) end
+  if #unsets[h] > 0 then (read[h] and redis.call or redis.pcall)('HDEL', h, unpack(unsets[h])) end
   if #sets[h] > 0 then redis.call('HSET', h, unpack(sets[h])) end
 end
 if ndirs > 0 then
@@ -361,25 +412,30 @@ end
 
 -- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
 -- and one per touched topic in that topic's log.
-local function enc(s)
-  if not s then return struct.pack('>i4', -1) end
-  return struct.pack('>i4', #s) .. s
+-- A change record: key, value, version, previous value, previous version, each
+-- length-prefixed (>i4; -1 for none), packed by one struct.pack (c0: the whole string).
+local function record(k, v, n, o, on)
+  n, on = tostring(n), tostring(on)
+  if v and o then return struct.pack('>i4c0i4c0i4c0i4c0i4c0', #k, k, #v, v, #n, n, #o, o, #on, on) end
+  if v then return struct.pack('>i4c0i4c0i4c0i4i4c0', #k, k, #v, v, #n, n, -1, #on, on) end
+  if o then return struct.pack('>i4c0i4i4c0i4c0i4c0', #k, k, -1, #n, n, #o, o, #on, on) end
+  return struct.pack('>i4c0i4i4c0i4i4c0', #k, k, -1, #n, n, -1, #on, on)
 end
 local all, topics = {}, {}
 for _, c in ipairs(changes) do
   if c[1]:sub(1, #OBJ) == OBJ then
-    local rec = enc(c[1]) .. enc(c[2]) .. enc(tostring(c[3])) .. enc(c[4]) .. enc(tostring(c[5]))
+    local rec = record(c[1], c[2], c[3], c[4], c[5])
     all[#all + 1] = rec
-    local topic = c[1]:sub(#OBJ + 1):match('^([^/]*)/')
+    local topic = place(c[1])[5] or c[1]:sub(#OBJ + 1):match('^([^/]*)/')
     if topic then
       if not topics[topic] then topics[topic] = {} end
       table.insert(topics[topic], rec)
     end
   end
 end
-local id = rev .. '-0'
+local id, feed = rev .. '-0', table.concat(all)
 if #all > 0 then
-  redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', table.concat(all))
+  redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', feed)
 else
   redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token)
 end
@@ -388,7 +444,8 @@ end
 -- every later entry of its topics.
 local first = math.max(rev - history, 0) .. '-0'
 for topic, recs in pairs(topics) do
-  local name, c = P .. 'log:' .. topic, table.concat(recs)
+  -- A commit of one topic (the usual one) sends 'log' and the topic's log the same string.
+  local name, c = P .. 'log:' .. topic, #recs == #all and feed or table.concat(recs)
   -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
   if not redis.call('XADD', name, 'NOMKSTREAM', 'MINID', '~', first, id, 't', token, 'c', c) then
     redis.call('XADD', name, 'MINID', '~', first, id, 't', token, 'c', c)
