@@ -59,8 +59,12 @@ def test_concurrent_sets_and_waits_leave_it_set() -> None:
     for _ in range(200):
         done = Done()
         results: list[bool] = []
+
+        def waiter(flag: Done = done, into: list[bool] = results) -> None:
+            into.append(flag.wait(10))
+
         setters = [threading.Thread(target=done.set) for _ in range(3)]
-        waiters = [threading.Thread(target=lambda: results.append(done.wait(10))) for _ in range(3)]
+        waiters = [threading.Thread(target=waiter) for _ in range(3)]
         for t in waiters + setters:
             t.start()
         for t in waiters + setters:

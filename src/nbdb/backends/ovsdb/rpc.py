@@ -95,7 +95,7 @@ class RpcConnection:
         self._probe = probe
         self._framer = JsonFramer()
         # Reads land here and only the bytes read are copied out: ``recv(1 MiB)`` allocates (and the
-        # allocator maps and unmaps) a megabyte per read, ≈ 13 µs of a typical 1–3 KB read, with the
+        # allocator maps and unmaps) a megabyte per read, ≈ 13 µs of a typical 1-3 KB read, with the
         # interpreter lock held, on every commit's path.
         self._inbox = bytearray(_READ_BYTES)
         self._inview = memoryview(self._inbox)

@@ -28,6 +28,7 @@ violations can be explained.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ class ColumnMap:
     json: bool
     """The column is a string holding the field's JSON text."""
     shape: FieldShape
-    to_wire: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
+    to_wire: Callable[[Any], Any] = dataclasses.field(init=False, repr=False, compare=False)
     """``cell_to_wire`` of the column's type, compiled once (see :func:`~.datum.cell_encoder`)."""
 
     def __post_init__(self) -> None:

@@ -248,12 +248,13 @@ def refs_of(tm: TableMap, doc: Mapping[str, Any]) -> frozenset[tuple[str, uuid.U
     return frozenset(out)
 
 
+_Parents = Mapping[str, uuid.UUID]
+_Values = Mapping[str, Any] | None
+"""Field -> a mapped column's value in the rendered document (see :func:`new_row`); None: made from the row."""
+
+
 def _rendered(
-    tm: TableMap,
-    id: uuid.UUID,
-    row: Row,
-    parents: Mapping[str, uuid.UUID],
-    values: Mapping[str, Any] | None = None,
+    tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None
 ) -> tuple[dict[str, Any] | None, bytes]:
     """The model document of a row (None: raw bytes stored by a test hook) and its bytes.
 
@@ -290,13 +291,7 @@ def _rendered(
     return doc, json.dumps(doc, sort_keys=True).encode()
 
 
-def render(
-    tm: TableMap,
-    id: uuid.UUID,
-    row: Row,
-    parents: Mapping[str, uuid.UUID],
-    values: Mapping[str, Any] | None = None,
-) -> Doc:
+def render(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None) -> Doc:
     """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out)."""
     doc, data = _rendered(tm, id, row, parents, values)
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
@@ -310,13 +305,7 @@ def content_digest(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, 
     return _digest(_rendered(tm, id, row, parents)[1])
 
 
-def render_written(
-    tm: TableMap,
-    id: uuid.UUID,
-    row: Row,
-    parents: Mapping[str, uuid.UUID],
-    values: Mapping[str, Any] | None = None,
-) -> Doc:
+def render_written(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None) -> Doc:
     """What :func:`render` makes of a row a commit writes, and its digest stored in it.
 
     ``row``'s ``external_ids`` lack ``nbdb:digest``: it is set here to the
