@@ -67,6 +67,23 @@ def test_a_message_is_written_as_json_reads_it(message: dict[str, Any]) -> None:
     assert json.loads(dumps(message)) == json.loads(json.dumps(message))
 
 
+@pytest.mark.parametrize(
+    "stream",
+    [b'{"a":"x}{y"}{"b":1}', b'{"a":"}{"}{"b":"}{"}{"c":{}}', b'{"a":{}}{"b":[{}]}', b'{"a":"}{"} {"b":"}{"}'],
+)
+def test_a_read_is_split_between_its_messages_not_where_a_string_holds_a_brace_pair(stream: bytes) -> None:
+    expected = []
+    decoder = json.JSONDecoder()
+    text, index = stream.decode(), 0
+    while index < len(text):
+        message, index = decoder.raw_decode(text, index)
+        expected.append(message)
+        index += len(text[index:]) - len(text[index:].lstrip())
+    framer = JsonFramer()
+    assert framer.feed(stream) == expected
+    assert framer.buffered == 0
+
+
 def test_what_json_accepts_and_orjson_refuses_is_still_read() -> None:
     framer = JsonFramer()
     out = framer.feed(b'{"a": NaN}{"b": Infinity} {"c": [1, 2]}')

@@ -36,7 +36,7 @@ SWITCH = uuid.UUID("11111111-1111-4111-8111-111111111111")
 
 def _round_trip(mapping: Mapping_, port: LogicalSwitchPort) -> LogicalSwitchPort:
     tm = mapping.get("LogicalSwitchPort")
-    cells, _wire, ext, parents = new_row(tm, json.loads(encode(port)))
+    cells, _wire, ext, parents, _values = new_row(tm, json.loads(encode(port)))
     doc = render(tm, port.id, {**cells, "external_ids": ext}, parents)
     return decode(LogicalSwitchPort, Record("LogicalSwitchPort", port.id, port.topic, port.version, doc.data))
 
@@ -76,7 +76,7 @@ def test_the_planners_digest_is_the_digest_of_the_rendered_row(
     # The planner stores this digest in the row; a replica that renders the row must find the same.
     tm = make_mapping().get("LogicalSwitchPort")
     port = LogicalSwitchPort(switch=SWITCH, name=name, up=up, addresses=["0a:00:00:00:00:01 10.0.0.1"])
-    cells, _wire, ext, parents = new_row(tm, json.loads(encode(port)))
+    cells, _wire, ext, parents, _values = new_row(tm, json.loads(encode(port)))
     ext.update(external_ids)
     if raw is not None:
         ext["nbdb:raw"] = raw

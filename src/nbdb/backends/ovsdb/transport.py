@@ -177,6 +177,17 @@ class JsonFramer:
 
     def _split(self, buffer: bytes) -> list[Any]:
         """The messages complete in ``buffer`` (one, several, or none: an incomplete one whose braces balanced)."""
+        # A commit's update and its reply mostly arrive in one read, back to back: split where the
+        # first "}{" is. A JSON value's end is fixed by its own bytes, so a cut there parses only
+        # when it is the first message's end (a "}{" inside a string of it leaves it unparsed, and
+        # the path below decides): no parse of the whole read that fails on the second message.
+        ahead: list[Any] = []
+        while (cut := buffer.find(b"}{") + 1) > 0:
+            try:
+                ahead.append(orjson.loads(buffer[:cut]))
+            except orjson.JSONDecodeError:
+                break
+            buffer = buffer[cut:]
         try:
             # Most reads hold one whole message (a big one always alone): parsed once, from the bytes.
             message = orjson.loads(buffer)
@@ -184,14 +195,15 @@ class JsonFramer:
             stop: int | None = exc.pos
         else:
             self._keep(b"")
-            return [message]
+            ahead.append(message)
+            return ahead
         # The buffer ends in "}", so it never ends inside a character: bytes that do not decode
         # are the peer's fault, and waiting for more would stall the connection for good.
         try:
             text = buffer.decode()
         except UnicodeDecodeError as exc:
             raise ValueError(f"the peer sent a message that is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
-        out: list[Any] = []
+        out: list[Any] = ahead
         index = 0
         while True:
             while index < len(text) and text[index] in " \t\r\n":

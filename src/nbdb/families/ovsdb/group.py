@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbdb.families.ovsdb import results
+from nbdb.families.ovsdb.done import Done
 
 __all__ = ["GroupTransact", "split_results"]
 
@@ -54,7 +55,7 @@ class _Entry:
     def __init__(self, db: str, ops: list[dict[str, Any]]) -> None:
         self.db = db
         self.ops = ops
-        self.done = threading.Event()
+        self.done = Done()
         self.lead = False
         self.result: list[Any] | None = None
         self.error: BaseException | None = None

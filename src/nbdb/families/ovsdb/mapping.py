@@ -28,11 +28,13 @@ violations can be explained.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nbdb import errors
-from nbdb.families.ovsdb.datum import ColumnType
+from nbdb.families.ovsdb.datum import ColumnType, cell_encoder
 from nbdb.families.ovsdb.schema import DatabaseSchema, TableSchema
 from nbdb.families.ovsdb.schemagen import unique_column
 from nbdb.models.shape import FieldShape, ModelShape
@@ -66,6 +68,11 @@ class ColumnMap:
     json: bool
     """The column is a string holding the field's JSON text."""
     shape: FieldShape
+    to_wire: Callable[[Any], Any] = dataclasses.field(init=False, repr=False, compare=False)
+    """``cell_to_wire`` of the column's type, compiled once (see :func:`~.datum.cell_encoder`)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "to_wire", cell_encoder(self.type))
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,7 +270,7 @@ def _plan_put(
         raise errors.ValidationError(f"{op.table} {op.id}: record is not JSON") from None
     if not isinstance(doc, dict):
         raise errors.ValidationError(f"{op.table} {op.id}: record is not a JSON object")
-    cells, wire, ext, parents = new_row(tm, doc)
+    cells, wire, ext, parents, values = new_row(tm, doc)
     if op.topic is not None:
         ext[EXT_TOPIC] = op.topic
     if plan.namespace:
@@ -288,7 +288,7 @@ def _plan_put(
     written: Row = {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
-    rendered = render_written(tm, op.id, written, parents)
+    rendered = render_written(tm, op.id, written, parents, values)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
     plan.written[key] = Written(written, parents, rendered, wire)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)

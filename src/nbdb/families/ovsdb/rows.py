@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from nbdb import errors
-from nbdb.families.ovsdb.datum import cell_to_wire, default_cell, wire_map
+from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "EXT_VERSION",
     "MARK_LIFETIME",
     "Doc",
+    "NewRow",
     "Row",
     "RowState",
     "VersionBook",
@@ -247,10 +248,19 @@ def refs_of(tm: TableMap, doc: Mapping[str, Any]) -> frozenset[tuple[str, uuid.U
     return frozenset(out)
 
 
+_Parents = Mapping[str, uuid.UUID]
+_Values = Mapping[str, Any] | None
+"""Field -> a mapped column's value in the rendered document (see :func:`new_row`); None: made from the row."""
+
+
 def _rendered(
-    tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]
+    tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None
 ) -> tuple[dict[str, Any] | None, bytes]:
-    """The model document of a row (None: raw bytes stored by a test hook) and its bytes."""
+    """The model document of a row (None: raw bytes stored by a test hook) and its bytes.
+
+    ``values``: the document's value of every mapped column, made from the
+    row's cells already (:func:`new_row` makes them as it makes the cells).
+    """
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
     raw = ext.get(EXT_RAW)
     if raw is not None:
@@ -259,9 +269,12 @@ def _rendered(
         except ValueError:
             return None, raw.encode()
     doc: dict[str, Any] = {"id": str(id), "topic": ext.get(EXT_TOPIC)}
-    for name, cm in tm.columns.items():
-        cell = row.get(cm.column)
-        doc[name] = _doc_value(cm, default_cell(cm.type) if cell is None else cell)
+    if values is not None:
+        doc.update(values)
+    else:
+        for name, cm in tm.columns.items():
+            cell = row.get(cm.column)
+            doc[name] = _doc_value(cm, default_cell(cm.type) if cell is None else cell)
     for name in tm.ext_fields:
         text = ext.get(EXT_FIELD + name)
         if text is not None:
@@ -278,9 +291,9 @@ def _rendered(
     return doc, json.dumps(doc, sort_keys=True).encode()
 
 
-def render(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]) -> Doc:
+def render(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None) -> Doc:
     """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out)."""
-    doc, data = _rendered(tm, id, row, parents)
+    doc, data = _rendered(tm, id, row, parents, values)
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
     refs = frozenset() if doc is None else refs_of(tm, doc)
     state = RowState(_digest(data), written_version(ext), ext.get(EXT_DIGEST, ""))
@@ -292,15 +305,16 @@ def content_digest(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, 
     return _digest(_rendered(tm, id, row, parents)[1])
 
 
-def render_written(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]) -> Doc:
+def render_written(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None) -> Doc:
     """What :func:`render` makes of a row a commit writes, and its digest stored in it.
 
     ``row``'s ``external_ids`` lack ``nbdb:digest``: it is set here to the
     document's digest (no ``nbdb:`` key is part of the document, so adding it
     changes nothing else), and the returned document is the row's as it will
-    be read back.
+    be read back. ``values``: the document values of its mapped columns, as
+    :func:`new_row` returns them with the cells (the same bytes, for less).
     """
-    doc = render(tm, id, row, parents)
+    doc = render(tm, id, row, parents, values)
     ext: dict[str, str] = row[EXTERNAL_IDS]
     ext[EXT_DIGEST] = doc.state.digest
     return Doc(
@@ -324,7 +338,7 @@ def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for cm in tm.columns.values():
         cell = row.get(cm.column)
-        out[cm.column] = cell_to_wire(cm.type, default_cell(cm.type) if cell is None else cell)
+        out[cm.column] = cm.to_wire(default_cell(cm.type) if cell is None else cell)
     if tm.external_ids is not None:
         out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
     return out
@@ -362,8 +376,21 @@ def field_cell(cm: ColumnMap, value: Any) -> Any:
     return value
 
 
-def new_row(tm: TableMap, doc: Mapping[str, Any]) -> tuple[Row, dict[str, Any], dict[str, str], dict[str, uuid.UUID]]:
-    """The cells, their wire form, the ``external_ids`` (user keys and field keys) and parents of a document.
+class NewRow(NamedTuple):
+    """What :func:`new_row` makes of a document."""
+
+    cells: Row
+    wire: dict[str, Any]
+    """The cells in wire form, by column."""
+    ext: dict[str, str]
+    """The ``external_ids``: user keys and field keys."""
+    parents: dict[str, uuid.UUID]
+    values: dict[str, Any]
+    """Field -> the value the document rendered from the cells holds (see :func:`render_written`)."""
+
+
+def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
+    """The cells, their wire form, the ``external_ids``, parents and rendered values of a document.
 
     Raises ValidationError for a value a column cannot hold, and
     UnsupportedError for a value of a field whose column the served schema lacks.
@@ -375,13 +402,16 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> tuple[Row, dict[str, Any], 
         )
     cells: Row = {}
     wire: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for name, cm in tm.columns.items():
         cell = field_cell(cm, doc.get(name))
         try:
-            wire[cm.column] = cell_to_wire(cm.type, cell)
+            wire[cm.column] = cm.to_wire(cell)
         except errors.ValidationError as exc:
             raise errors.ValidationError(f"{tm.table}.{name}: {exc}") from None
         cells[cm.column] = cell
+        # What render() makes of the row's cell, made here once.
+        values[name] = _doc_value(cm, default_cell(cm.type) if cell is None else cell)
     for name, fshape in tm.missing.items():
         if name in doc and doc[name] != fshape.default:
             raise errors.UnsupportedError(
@@ -406,7 +436,7 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> tuple[Row, dict[str, Any], 
             except ValueError:
                 raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}") from None
             ext[EXT_PARENT + name] = str(parents[name])
-    return cells, wire, ext, parents
+    return NewRow(cells, wire, ext, parents, values)
 
 
 def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> dict[str, str]:
