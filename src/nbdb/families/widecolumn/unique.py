@@ -39,7 +39,8 @@ an owner that certainly does not hold the value (sealed, then read).
 keeps them (a reader settles them by the seal). After a commit that landed,
 the claims of values its objects gave up are dropped if their revision is
 below the commit's (such a claim can no longer be taken by a commit in
-flight). Whatever is left behind by a crash is cleared by the next claimer.
+flight): one compare-and-set whose condition says both, no read first.
+Whatever is left behind by a crash is cleared by the next claimer.
 """
 
 from __future__ import annotations
@@ -231,14 +232,14 @@ class UniqueClaims:
     def release_given_up(self, plan: Plan, revision: int) -> None:
         """After ``plan`` landed at ``revision``: drop the claims of the values its objects gave up."""
         for dropped in plan.unclaims:
+            # Only while the giver still owns it: a claim tied to a later revision may belong to a commit in
+            # flight that takes the value again. The condition decides, so no read of the claim comes first.
+            statement = (L.W_CLAIM_GIVE_UP, (self._p.ns, dropped.table, dropped.text, dropped.owner, revision))
             try:
-                claim = self.read(dropped.table, dropped.text)
+                self._p.store.apply([statement])
             except errors.NbdbError as exc:
-                log.debug("could not read the claim of %s %s: %s", dropped.table, dropped.text, exc)
-                continue
-            # A claim tied to a later revision may belong to a commit in flight that takes the value again.
-            if claim is not None and claim.owner == dropped.owner and claim.rev < revision:
-                self._drop(dropped.table, dropped.text, claim.owner, claim.rev)
+                # A claim left behind is settled by the next claimer (its owner does not hold the value).
+                log.debug("could not drop the claim of %s %s: %s", dropped.table, dropped.text, exc)
 
     def _drop(self, table: str, text: str, owner: uuid.UUID, rev: int) -> None:
         try:
