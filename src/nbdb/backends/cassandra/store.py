@@ -25,6 +25,7 @@ from nbdb.backends.cassandra.exceptions import ERRORS, translate
 from nbdb.backends.cassandra.sessions import SessionLease
 from nbdb.families.widecolumn import (
     Applied,
+    PendingApply,
     PendingReads,
     Row,
     Select,
@@ -111,6 +112,33 @@ class _Pending(PendingReads):
                 _note(self._started, future.query, future.coordinator_host, self._answered[i])
             out.append(rows)
         return out
+
+
+class _Landed(PendingApply):
+    def result(self) -> Applied:
+        return Applied(True)
+
+
+class _PendingWrite(PendingApply):
+    """A conditional write sent with ``execute_async``; :meth:`result` waits for the store's word."""
+
+    def __init__(self, statement: Any, future: Any, started: float) -> None:
+        self._statement = statement
+        self._future = future
+        self._started = started
+
+    def result(self) -> Applied:
+        try:
+            try:
+                result = self._future.result()
+            finally:
+                _note(self._started, self._statement, self._future.coordinator_host)
+        except Exception as exc:
+            raise translate(exc, conditional=True) from exc
+        if result.was_applied:
+            return Applied(True)
+        current = tuple({k: v for k, v in row._asdict().items() if k != "applied"} for row in result.current_rows)
+        return Applied(False, current)
 
 
 class CqlStore(WideColumnStore):
@@ -247,6 +275,9 @@ class CqlStore(WideColumnStore):
         return _Pending(self, sent, started)
 
     def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        return self.start_apply(writes).result()
+
+    def start_apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> PendingApply:
         session = self._live()
         conditional = False
         if len(writes) == 1:
@@ -264,22 +295,15 @@ class CqlStore(WideColumnStore):
                 conditional = conditional or prepared.compiled.conditional
                 statement.add(prepared.statement, prepared.compiled.arrange(tuple(params)))
             statement.is_idempotent = not conditional
-        if not conditional:  # plain writes are idempotent: retried like reads
+        if not conditional:  # plain writes are idempotent: retried like reads (at once, here)
             self.execute_read(statement)
-            return Applied(True)
+            return _Landed()
         started = time.monotonic()
         try:
             future = session.execute_async(statement, timeout=self.settings.request_timeout)
-            try:
-                result = future.result()
-            finally:
-                _note(started, statement, future.coordinator_host)
         except Exception as exc:
             raise translate(exc, conditional=True) from exc
-        if result.was_applied:
-            return Applied(True)
-        current = tuple({k: v for k, v in row._asdict().items() if k != "applied"} for row in result.current_rows)
-        return Applied(False, current)
+        return _PendingWrite(statement, future, started)
 
     def id_order(self, value: uuid.UUID) -> Any:
         return uuid_order(value)

@@ -113,10 +113,15 @@ class Committer:
                     taken: list[int] = []
                     take = functools.partial(self._take, part, tables, taken)
                     try:
-                        # The revision is taken while the plan's reads are in flight.
-                        rows, located, mortal = self._facts(part, ops, fresh, overlap=take)
-                        if not taken:
-                            take()
+                        # The revision is taken while the plan's reads (and, for creates, the claims of
+                        # their unique values, tied to the revision it will likely be) are in flight.
+                        early = [] if fresh else self._claims.start_early(ops, part, self._sequencer.predict())
+                        try:
+                            rows, located, mortal = self._facts(part, ops, fresh, overlap=take)
+                            if not taken:
+                                take()
+                        finally:
+                            self._claims.collect_early(early, claims)
                         revision = taken[0]
                         plan = planner.plan(
                             self._p.ns, part, ops, rows, located,

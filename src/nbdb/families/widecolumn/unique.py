@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +57,11 @@ from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.planner import ClaimWanted, Plan
-from nbdb.families.widecolumn.primitives import OutcomeUnknown
+from nbdb.families.widecolumn.primitives import OutcomeUnknown, PendingApply
 from nbdb.families.widecolumn.references import Replan
-from nbdb.spi import UniqueKey
+from nbdb.spi import Put, UniqueKey, WriteOp
 
-__all__ = ["Claim", "ClaimsHeld", "HeldClaim", "UniqueClaims", "resolve_step"]
+__all__ = ["Claim", "ClaimsHeld", "EarlyClaims", "HeldClaim", "UniqueClaims", "resolve_step"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,9 @@ class HeldClaim:
 
 ClaimsHeld = dict[tuple[str, str], HeldClaim]
 """(table, value text) -> the claim one commit holds, across its attempts."""
+
+EarlyClaims = list[tuple[str, str, uuid.UUID, int, PendingApply]]
+"""Claims sent before the commit's revision is known: (table, value text, owner, guessed revision, reply)."""
 
 
 def resolve_step(claim: Claim, wanted: ClaimWanted, mine: HeldClaim | None) -> str:
@@ -169,6 +172,51 @@ class UniqueClaims:
 
     # ---------------------------------------------------------------- claiming
 
+    def start_early(self, ops: Sequence[WriteOp], part: str, guess: int | None) -> EarlyClaims:
+        """Send the claims of a commit of creates before its revision is taken, tied to ``guess``.
+
+        A commit of creates only claims every unique value of its objects
+        (nothing of the commit gives one up), so they are known before any
+        read. Sent now, they travel with the commit's reads and its revision's
+        compare-and-set instead of after them. A claim tied to a guess that
+        was not the commit's revision is no weaker than none: no batch is sent
+        before the claim is tied to the commit's own revision (re-tied by a
+        compare-and-set on the guess, see :meth:`claim`), and a reader that
+        seals the owner's partition at the guess and takes the claim over
+        beats that re-tie or fails against it. When the guess is right, the
+        claim is exactly the one :meth:`claim` would have written.
+        """
+        if guess is None or not all(isinstance(op, Put) and op.expect_version == 0 for op in ops):
+            return []
+        out: EarlyClaims = []
+        for op in ops:
+            for key in op.unique if isinstance(op, Put) else ():
+                text = L.unique_text(key)
+                write = (L.W_CLAIM, (self._p.ns, op.table, text, op.id, part, guess))
+                try:
+                    pending = self._p.store.start_apply([write])
+                except errors.NbdbError as exc:  # the claim is taken the usual way after the revision
+                    log.debug("could not send the claim of %s %s early: %s", op.table, text, exc)
+                    continue
+                out.append((op.table, text, op.id, guess, pending))
+        return out
+
+    def collect_early(self, early: EarlyClaims, held: ClaimsHeld) -> None:
+        """Note in ``held`` the early claims that were taken (whatever happens to the commit, so that a
+        commit that fails drops them). One not taken is claimed again the usual way."""
+        for table, text, owner, guess, pending in early:
+            try:
+                try:
+                    taken = pending.result().applied
+                except OutcomeUnknown:
+                    current = self.read(table, text, serial=True)
+                    taken = current is not None and (current.owner, current.rev) == (owner, guess)
+            except errors.NbdbError as exc:
+                log.debug("could not tell whether the early claim of %s %s was taken: %s", table, text, exc)
+                continue
+            if taken:
+                held[(table, text)] = HeldClaim(owner, guess, None)
+
     def claim(self, plan: Plan, revision: int, held: ClaimsHeld) -> None:
         """Hold every claim ``plan`` needs, tied to ``revision``; UniqueViolationError if a value is taken.
 
@@ -181,6 +229,15 @@ class UniqueClaims:
     def _claim(self, wanted: ClaimWanted, part: str, revision: int, held: ClaimsHeld) -> None:
         p, table, text = self._p, wanted.table, wanted.text
         slot = (table, text)
+        mine = held.get(slot)
+        if mine is not None and mine.owner == wanted.owner and mine.prev is None:
+            # Taken by this commit already: early (under a guess), or by an attempt that certainly did not land.
+            if mine.rev == revision:
+                return
+            tied = HeldClaim(wanted.owner, revision, None)
+            if self._set(table, text, Claim(mine.owner, None, part, mine.rev), tied, part):
+                held[slot] = tied
+                return
         for _ in tries(self._o.contention):
             current: Claim | None
             try:
