@@ -126,6 +126,14 @@ class _PendingWrite(PendingApply):
         self._statement = statement
         self._future = future
         self._started = started
+        self._answered = threading.Event()
+        future.add_callbacks(self._answer, self._answer)
+
+    def _answer(self, _result: Any) -> None:
+        self._answered.set()
+
+    def done(self) -> bool:
+        return self._answered.is_set()
 
     def result(self) -> Applied:
         try:

@@ -264,6 +264,10 @@ class PendingApply(ABC):
     def result(self) -> Applied:
         """What :meth:`WideColumnStore.apply` would have returned (or raises what it would have raised)."""
 
+    def done(self) -> bool:
+        """Whether the reply came (``result()`` then returns at once)."""
+        return True
+
 
 class _Applied(PendingApply):
     def __init__(self, outcome: Applied | None, error: BaseException | None = None) -> None:

@@ -39,13 +39,16 @@ an owner that certainly does not hold the value (sealed, then read).
 keeps them (a reader settles them by the seal). After a commit that landed,
 the claims of values its objects gave up are dropped if their revision is
 below the commit's (such a claim can no longer be taken by a commit in
-flight): one compare-and-set whose condition says both, no read first.
-Whatever is left behind by a crash is cleared by the next claimer.
+flight): one compare-and-set whose condition says both, no read first,
+sent without waiting for its reply (the commit has landed; a claim of this
+store waits for the drop of the same value first). Whatever is left behind
+by a crash is cleared by the next claimer.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -137,6 +140,9 @@ class UniqueClaims:
     def __init__(self, partitions: Partitions, options: WideColumnOptions) -> None:
         self._p = partitions
         self._o = options
+        self._lock = threading.Lock()
+        self._giving_up: dict[tuple[str, str], PendingApply] = {}
+        """Drops of given-up claims in flight (see :meth:`release_given_up`)."""
 
     # ---------------------------------------------------------------- reading
 
@@ -192,6 +198,7 @@ class UniqueClaims:
         for op in ops:
             for key in op.unique if isinstance(op, Put) else ():
                 text = L.unique_text(key)
+                self._given_up(op.table, text)
                 write = (L.W_CLAIM, (self._p.ns, op.table, text, op.id, part, guess))
                 try:
                     pending = self._p.store.start_apply([write])
@@ -229,6 +236,7 @@ class UniqueClaims:
     def _claim(self, wanted: ClaimWanted, part: str, revision: int, held: ClaimsHeld) -> None:
         p, table, text = self._p, wanted.table, wanted.text
         slot = (table, text)
+        self._given_up(table, text)
         mine = held.get(slot)
         if mine is not None and mine.owner == wanted.owner and mine.prev is None:
             # Taken by this commit already: early (under a guess), or by an attempt that certainly did not land.
@@ -287,20 +295,69 @@ class UniqueClaims:
                 self._drop(table, text, claim.owner, claim.rev)
 
     def release_given_up(self, plan: Plan, revision: int) -> None:
-        """After ``plan`` landed at ``revision``: drop the claims of the values its objects gave up."""
+        """After ``plan`` landed at ``revision``: drop the claims of the values its objects gave up.
+
+        Sent without waiting for the reply: the commit has landed, and a claim
+        left behind is only a claim whose owner does not hold the value (the
+        next claimer takes it over). A claim of this store waits for the drop
+        of the same value first (:meth:`_given_up`), so a value given up and
+        taken again in this process never finds its own leftover.
+        """
         for dropped in plan.unclaims:
             # Only while the giver still owns it: a claim tied to a later revision may belong to a commit in
             # flight that takes the value again. The condition decides, so no read of the claim comes first.
             statement = (L.W_CLAIM_GIVE_UP, (self._p.ns, dropped.table, dropped.text, dropped.owner, revision))
+            slot = (dropped.table, dropped.text)
             try:
-                self._p.store.apply([statement])
+                pending = self._p.store.start_apply([statement])
             except errors.NbdbError as exc:
-                # A claim left behind is settled by the next claimer (its owner does not hold the value).
-                log.debug("could not drop the claim of %s %s: %s", dropped.table, dropped.text, exc)
+                _not_dropped(slot, exc)
+                continue
+            with self._lock:
+                earlier = self._giving_up.pop(slot, None)
+                self._giving_up[slot] = pending
+            if earlier is not None:
+                _settle_drop(slot, earlier)
+        self._reap()
+
+    def _given_up(self, table: str, text: str) -> None:
+        """Wait for this store's drop of the claim of ``(table, text)``, if one is in flight."""
+        with self._lock:
+            pending = self._giving_up.pop((table, text), None)
+        if pending is not None:
+            _settle_drop((table, text), pending)
+
+    def _reap(self) -> None:
+        """Forget the drops whose replies came."""
+        with self._lock:
+            finished = [(slot, pending) for slot, pending in self._giving_up.items() if pending.done()]
+            for slot, _ in finished:
+                del self._giving_up[slot]
+        for slot, pending in finished:
+            _settle_drop(slot, pending)
+
+    def close(self) -> None:
+        """Wait for the drops in flight (each within the store's request timeout)."""
+        with self._lock:
+            pending = list(self._giving_up.items())
+            self._giving_up.clear()
+        for slot, reply in pending:
+            _settle_drop(slot, reply)
 
     def _drop(self, table: str, text: str, owner: uuid.UUID, rev: int) -> None:
         try:
             self._p.store.apply([(L.W_CLAIM_DROP, (self._p.ns, table, text, owner, rev))])
         except errors.NbdbError as exc:
-            # A claim left behind is settled by the next claimer (its owner does not hold the value).
-            log.debug("could not drop the claim of %s %s: %s", table, text, exc)
+            _not_dropped((table, text), exc)
+
+
+def _settle_drop(slot: tuple[str, str], pending: PendingApply) -> None:
+    try:
+        pending.result()
+    except errors.NbdbError as exc:
+        _not_dropped(slot, exc)
+
+
+def _not_dropped(slot: tuple[str, str], exc: errors.NbdbError) -> None:
+    # A claim left behind is settled by the next claimer (its owner does not hold the value).
+    log.debug("could not drop the claim of %s %s: %s", *slot, exc)
