@@ -122,18 +122,21 @@ class _Landed(PendingApply):
 class _PendingWrite(PendingApply):
     """A conditional write sent with ``execute_async``; :meth:`result` waits for the store's word."""
 
-    def __init__(self, statement: Any, future: Any, started: float) -> None:
+    def __init__(self, statement: Any, future: Any, started: float, tracked: bool) -> None:
         self._statement = statement
         self._future = future
         self._started = started
-        self._answered = threading.Event()
-        future.add_callbacks(self._answer, self._answer)
+        self._answered: threading.Event | None = None
+        if tracked:  # not for a write awaited at once (apply): an Event and two callbacks less per request
+            self._answered = threading.Event()
+            future.add_callbacks(self._answer, self._answer)
 
     def _answer(self, _result: Any) -> None:
+        assert self._answered is not None
         self._answered.set()
 
     def done(self) -> bool:
-        return self._answered.is_set()
+        return self._answered is None or self._answered.is_set()
 
     def result(self) -> Applied:
         try:
@@ -283,9 +286,13 @@ class CqlStore(WideColumnStore):
         return _Pending(self, sent, started)
 
     def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
-        return self.start_apply(writes).result()
+        return self._start(writes, tracked=False).result()
 
     def start_apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> PendingApply:
+        return self._start(writes, tracked=True)
+
+    def _start(self, writes: Sequence[tuple[Write, Sequence[Any]]], tracked: bool) -> PendingApply:
+        """Send ``writes``; ``tracked``: the reply may be asked whether it came (``done()``) before it is awaited."""
         session = self._live()
         conditional = False
         if len(writes) == 1:
@@ -311,7 +318,7 @@ class CqlStore(WideColumnStore):
             future = session.execute_async(statement, timeout=self.settings.request_timeout)
         except Exception as exc:
             raise translate(exc, conditional=True) from exc
-        return _PendingWrite(statement, future, started)
+        return _PendingWrite(statement, future, started, tracked)
 
     def id_order(self, value: uuid.UUID) -> Any:
         return uuid_order(value)
