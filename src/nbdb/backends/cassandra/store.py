@@ -26,6 +26,7 @@ from nbdb.backends.cassandra.exceptions import ERRORS, translate
 from nbdb.backends.cassandra.sessions import SessionLease
 from nbdb.families.widecolumn import (
     Applied,
+    OutcomeUnknown,
     PendingApply,
     PendingReads,
     Row,
@@ -165,9 +166,14 @@ class _PendingWrite(PendingApply):
                 _note(self._started, self._statement, self._future.coordinator_host)
         except Exception as exc:
             raise translate(exc, conditional=True) from exc
-        if result.was_applied:
+        # An LWT's reply: the first column of its first row is "[applied]" (what ResultSet.was_applied
+        # reads; it accepts only the driver's own row factories, not nbdb's).
+        rows = result.current_rows
+        if not rows:
+            raise OutcomeUnknown("the reply to a conditional write did not say whether it applied")
+        if rows[0][0]:
             return Applied(True)
-        current = tuple({k: v for k, v in row._asdict().items() if k != "applied"} for row in result.current_rows)
+        current = tuple({k: v for k, v in row._asdict().items() if k != "applied"} for row in rows)
         return Applied(False, current)
 
 
