@@ -23,6 +23,7 @@ from cassandra.protocol import ErrorMessage
 
 from nbdb.backends.cassandra.dialect import CqlDialect, uuid_order
 from nbdb.backends.cassandra.exceptions import CAS_WRITE_UNKNOWN, NbdbRetryPolicy, translate
+from nbdb.backends.cassandra.store import row_factory
 from nbdb.backends.cassandra.url import parse_url
 
 pytestmark = pytest.mark.timeout(60)
@@ -228,3 +229,18 @@ def test_time_based_ids_sort_by_their_timestamp_and_before_random_ones() -> None
 @given(st.uuids(version=4), st.uuids(version=4))
 def test_random_ids_sort_by_their_halves_unsigned(a: uuid.UUID, b: uuid.UUID) -> None:
     assert (uuid_order(a) < uuid_order(b)) == (a.int < b.int)  # one version: high then low half, unsigned
+
+
+@given(
+    st.lists(st.sampled_from(["head", "[applied]", "last_rev", "owner", "rev", "data", "version"]), unique=True),
+    st.lists(st.integers(), max_size=3),
+)
+def test_rows_are_the_drivers_named_tuples_with_their_type_made_once(columns: list[str], values: list[int]) -> None:
+    from cassandra.query import named_tuple_factory
+
+    rows = [tuple(v + i for i in range(len(columns))) for v in values]
+    ours, theirs = row_factory(columns, rows), named_tuple_factory(columns, rows)
+    assert [r._asdict() for r in ours] == [r._asdict() for r in theirs]  # "[applied]" named "applied" as before
+    assert [tuple(r) for r in ours] == rows
+    again = row_factory(list(columns), rows[:1] or [tuple(range(len(columns)))])
+    assert not ours or type(again[0]) is type(ours[0])

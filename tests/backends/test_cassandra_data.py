@@ -29,6 +29,7 @@ pytest.importorskip("cassandra")
 
 from nbdb.backends.cassandra.dialect import uuid_order
 from nbdb.families.widecolumn import Delete, WideColumnBackend, layout
+from nbdb.spi import UniqueKey
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -113,8 +114,14 @@ def test_a_fenced_commit_stalled_past_the_loss_of_its_lock_never_lands(open_db: 
 # ---------------------------------------------------------------- unique values
 
 
-def test_a_stalled_claim_loses_the_value_to_a_rival_in_another_topic(open_db: Callable[[], nbdb.Database]) -> None:
+@pytest.mark.parametrize("early", [False, True], ids=["claimed-after-the-revision", "claimed-early"])
+def test_a_stalled_claim_loses_the_value_to_a_rival_in_another_topic(
+    open_db: Callable[[], nbdb.Database], early: bool
+) -> None:
     slow, fast = open_db(), open_db()
+    if early:  # once the process has taken a revision, a create sends its claim with it, under a guess
+        slow.create(LogicalSwitch(name="warm", topic="t1"))
+        assert family(slow).sequencer.predict() is not None
     stall = Stall()
     family(slow).before_commit = stall
     thread, outcome = in_thread(lambda: slow.create(Chassis(name="ch1", topic="t1")))
@@ -139,6 +146,71 @@ def test_a_landed_claim_is_kept_against_a_rival_in_another_topic(open_db: Callab
     # Given up by the delete: the value is free again, in any topic.
     again = second.create(Chassis(name="ch2", topic="t2"))
     assert first.get_by(Chassis, name="ch2") == again
+
+
+def claim_of(db: nbdb.Database, obj: Chassis) -> Any:
+    """The claim row of ``obj``'s name, read serially."""
+    (pair,) = obj.unique_values()
+    return family(db).claims.read(obj.nbdb_table, layout.unique_text(UniqueKey(*pair)), serial=True)
+
+
+@pytest.mark.parametrize("miss", [-1, 3], ids=["guess-below", "guess-above"])
+def test_a_claim_sent_early_under_a_wrong_guess_is_tied_to_the_commit(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch, miss: int
+) -> None:
+    db, rival = open_db(), open_db()
+    sequencer = family(db).sequencer
+    db.create(LogicalSwitch(name="warm", topic="t1"))
+    # The guess is wrong (another client took revisions, or this process misjudged the head): the claim
+    # sent early names a revision that is not the commit's, and is re-tied to it before the batch.
+    monkeypatch.setattr(sequencer, "predict", lambda: sequencer.current() + 1 + miss)
+    made = db.create(Chassis(name="guessed", topic="t1"))
+    claim = claim_of(db, made)
+    assert (claim.owner, claim.rev) == (made.id, sequencer.current())
+    assert rival.get_by(Chassis, name="guessed") == made
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        rival.create(Chassis(name="guessed", topic="t2"))
+    assert info.value.existing == made.id
+    # A create refused after its early claim was taken drops that claim (the value stays its holder's).
+    with pytest.raises(nbdb.UniqueViolationError):
+        db.create(Chassis(name="guessed", topic="t3"))
+    assert claim_of(db, made).owner == made.id
+
+
+def test_a_failed_create_drops_the_claim_it_sent_early(open_db: Callable[[], nbdb.Database]) -> None:
+    db = open_db()
+    db.create(LogicalSwitch(name="warm", topic="t1"))
+    first = db.create(Chassis(name="once", topic="t1"))
+    # The same id created again: refused by its partition's row, after its new value's claim was sent early.
+    twice = Chassis(id=first.id, name="twice", topic="t1")
+    with pytest.raises(nbdb.ConflictError):
+        db.create(twice)
+    assert claim_of(db, twice) is None
+    assert db.create(Chassis(name="twice", topic="t2")).name == "twice"
+
+
+def test_a_delete_gives_its_value_up(open_db: Callable[[], nbdb.Database]) -> None:
+    db, rival = open_db(), open_db()
+    held = db.create(Chassis(name="given", topic="t1"))
+    db.delete(held)
+    # The drop is sent after the commit landed, without waiting for its reply.
+    assert eventually(lambda: claim_of(db, held) is None), "the delete dropped the claim of the value it gave up"
+    again = rival.create(Chassis(name="given", topic="t2"))
+    assert claim_of(db, again).owner == again.id
+    # A rename gives the old value up the same way.
+    moved = rival.update(again.replace(name="other"))
+    assert eventually(lambda: claim_of(db, again) is None)
+    assert claim_of(db, moved).owner == moved.id
+
+
+def test_a_value_given_up_is_taken_again_at_once(open_db: Callable[[], nbdb.Database]) -> None:
+    db = open_db()
+    for i in range(5):  # the same name, deleted and created again by one Database, in two topics
+        made = db.create(Chassis(name="again", topic=f"t{i % 2}"))
+        assert claim_of(db, made).owner == made.id
+        db.delete(made)
+    assert db.get_by(Chassis, name="again") is None
+    assert eventually(lambda: claim_of(db, made) is None)
 
 
 # ---------------------------------------------------------------- expiry

@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from nbdb.backends.cassandra.dialect import CqlDialect
 from nbdb.backends.cassandra.exceptions import NbdbRetryPolicy, translate
 from nbdb.backends.cassandra.sessions import SESSIONS, SessionLease, SharedSession
-from nbdb.backends.cassandra.store import CqlStore, StoreSettings
+from nbdb.backends.cassandra.store import CqlStore, StoreSettings, row_factory
 from nbdb.backends.cassandra.url import CassandraUrl, parse_url
 
 __all__ = ["CassandraBackend", "CqlStore"]
@@ -147,9 +147,13 @@ class CassandraBackend(WideColumnBackend):
             retry_policy=NbdbRetryPolicy(),
             speculative_execution_policy=ConstantSpeculativeExecutionPolicy(SPECULATE_AFTER, 2),
             request_timeout=url.request_timeout,
+            row_factory=row_factory,
         )
         serial = ExecutionProfile(
-            load_balancing_policy=balancing, retry_policy=NbdbRetryPolicy(), request_timeout=url.request_timeout
+            load_balancing_policy=balancing,
+            retry_policy=NbdbRetryPolicy(),
+            request_timeout=url.request_timeout,
+            row_factory=row_factory,
         )
         cluster = Cluster(
             contact_points=[DefaultEndPoint(host, port) for host, port in url.endpoints],

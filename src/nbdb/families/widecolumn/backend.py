@@ -192,7 +192,10 @@ class WideColumnBackend(Backend):
         if self._closed:
             return
         self._closed = True
-        self.store.close()
+        try:
+            self.claims.close()
+        finally:
+            self.store.close()
 
     def _check_open(self) -> None:
         if self._closed:

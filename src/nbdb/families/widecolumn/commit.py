@@ -113,10 +113,15 @@ class Committer:
                     taken: list[int] = []
                     take = functools.partial(self._take, part, tables, taken)
                     try:
-                        # The revision is taken while the plan's reads are in flight.
-                        rows, located, mortal = self._facts(part, ops, fresh, overlap=take)
-                        if not taken:
-                            take()
+                        # The revision is taken while the plan's reads (and, for creates, the claims of
+                        # their unique values, tied to the revision it will likely be) are in flight.
+                        early = [] if fresh else self._claims.start_early(ops, part, self._sequencer.predict())
+                        try:
+                            rows, located, mortal = self._facts(part, ops, fresh, overlap=take)
+                            if not taken:
+                                take()
+                        finally:
+                            self._claims.collect_early(early, claims)
                         revision = taken[0]
                         plan = planner.plan(
                             self._p.ns, part, ops, rows, located,
@@ -206,7 +211,8 @@ class Committer:
         in_ops = {(op.table, op.id) for op in ops}
         created = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0}
         # A create of an id no create carried before (Put.fresh_id) cannot be refused for another
-        # partition holding it: only its row in this one is read, not the index over all of them.
+        # partition holding it, nor for its own: nothing is read for it (its batch is conditioned on
+        # the row's absence), and after a failed batch only its row in this partition, not the index.
         unseen = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.expect_version == 0 and op.fresh_id}
         probed: set[RefKey] = set()
         for _ in range(5):
@@ -216,8 +222,12 @@ class Committer:
             for op in ops:
                 me = (op.table, op.id)
                 if me in unseen:
-                    if me not in rows:
+                    if me in rows:
+                        pass
+                    elif fresh:  # a batch failed: see what is there
                         jobs.append(("row", me))
+                    else:  # no store holds it yet: the batch's IF NOT EXISTS is the only check needed
+                        rows[me] = None
                 elif me in created:
                     if me not in located:
                         jobs.append(("locate", me))

@@ -220,6 +220,9 @@ W_CLAIM_SET = Update(
 )
 """Re-tie, take over or move a claim, if it is still the one read (parameters of the conditions: owner, rev)."""
 W_CLAIM_DROP = Delete(UNIQUE, ("ns", "tbl", "key"), conditions=(Compare("owner"), Compare("rev")))
+W_CLAIM_GIVE_UP = Delete(UNIQUE, ("ns", "tbl", "key"), conditions=(Compare("owner"), Compare("rev", "<")))
+"""Drop a value's claim after a landed commit gave it up (parameters of the conditions: the owner that gave
+it up, the commit's revision): one compare-and-set instead of a read and a compare-and-set on what it read."""
 
 Q_EXPIRIES = Select(EXPIRY, ("tbl", "id", "part", "rev", "deadline"), ("ns",))
 W_EXPIRY = Insert(EXPIRY, ("ns", "tbl", "id", "part", "rev", "deadline"))

@@ -48,6 +48,7 @@ __all__ = [
     "ForwardingStore",
     "Insert",
     "OutcomeUnknown",
+    "PendingApply",
     "PendingReads",
     "Row",
     "Select",
@@ -256,6 +257,30 @@ class _Done(PendingReads):
         return self._rows
 
 
+class PendingApply(ABC):
+    """A write sent ahead; :meth:`result` waits for its outcome."""
+
+    @abstractmethod
+    def result(self) -> Applied:
+        """What :meth:`WideColumnStore.apply` would have returned (or raises what it would have raised)."""
+
+    def done(self) -> bool:
+        """Whether the reply came (``result()`` then returns at once)."""
+        return True
+
+
+class _Applied(PendingApply):
+    def __init__(self, outcome: Applied | None, error: BaseException | None = None) -> None:
+        self._outcome = outcome
+        self._error = error
+
+    def result(self) -> Applied:
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
+
+
 class WideColumnStore(ABC):
     """What a wide-column backend supplies: one object per connection to the store.
 
@@ -293,6 +318,15 @@ class WideColumnStore(ABC):
         Raises :class:`OutcomeUnknown` when a conditional batch's outcome
         cannot be known.
         """
+
+    def start_apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> PendingApply:
+        """Send :meth:`apply`'s batch and return before its reply (stores override this to overlap it with
+        other requests); the default applies it at once. What ``apply`` would raise is raised here or by
+        ``result()``."""
+        try:
+            return _Applied(self.apply(writes))
+        except errors.NbdbError as exc:
+            return _Applied(None, exc)
 
     @abstractmethod
     def close(self) -> None:

@@ -181,6 +181,18 @@ class RevisionSequencer:
                 continue
             return int(head)
 
+    def predict(self) -> int | None:
+        """The revision the next commit of this process will likely take (None: no guess).
+
+        The number after the last one this process took, if no other client took one since as far as
+        it knows: a guess never above the head + 1, so whatever is done under it early (a unique
+        claim tied to it, see ``unique``) is re-tied when the guess was wrong.
+        """
+        known = self._q.known
+        if known is None or known[1] is None or known[0] != self._q.bucket:
+            return None
+        return int(known[1]) + 1
+
     # ---------------------------------------------------------------- allocating
 
     def allocate(self, part: str, tables: frozenset[str]) -> int:

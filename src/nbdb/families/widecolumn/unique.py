@@ -39,14 +39,18 @@ an owner that certainly does not hold the value (sealed, then read).
 keeps them (a reader settles them by the seal). After a commit that landed,
 the claims of values its objects gave up are dropped if their revision is
 below the commit's (such a claim can no longer be taken by a commit in
-flight). Whatever is left behind by a crash is cleared by the next claimer.
+flight): one compare-and-set whose condition says both, no read first,
+sent without waiting for its reply (the commit has landed; a claim of this
+store waits for the drop of the same value first). Whatever is left behind
+by a crash is cleared by the next claimer.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +60,11 @@ from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.planner import ClaimWanted, Plan
-from nbdb.families.widecolumn.primitives import OutcomeUnknown
+from nbdb.families.widecolumn.primitives import OutcomeUnknown, PendingApply
 from nbdb.families.widecolumn.references import Replan
-from nbdb.spi import UniqueKey
+from nbdb.spi import Put, UniqueKey, WriteOp
 
-__all__ = ["Claim", "ClaimsHeld", "HeldClaim", "UniqueClaims", "resolve_step"]
+__all__ = ["Claim", "ClaimsHeld", "EarlyClaims", "HeldClaim", "UniqueClaims", "resolve_step"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,9 @@ class HeldClaim:
 ClaimsHeld = dict[tuple[str, str], HeldClaim]
 """(table, value text) -> the claim one commit holds, across its attempts."""
 
+EarlyClaims = list[tuple[str, str, uuid.UUID, int, PendingApply]]
+"""Claims sent before the commit's revision is known: (table, value text, owner, guessed revision, reply)."""
+
 
 def resolve_step(claim: Claim, wanted: ClaimWanted, mine: HeldClaim | None) -> str:
     """What a claimer does with an existing claim before looking at any row: ``"retie"`` or ``"resolve"``.
@@ -133,6 +140,9 @@ class UniqueClaims:
     def __init__(self, partitions: Partitions, options: WideColumnOptions) -> None:
         self._p = partitions
         self._o = options
+        self._lock = threading.Lock()
+        self._giving_up: dict[tuple[str, str], PendingApply] = {}
+        """Drops of given-up claims in flight (see :meth:`release_given_up`)."""
 
     # ---------------------------------------------------------------- reading
 
@@ -168,6 +178,52 @@ class UniqueClaims:
 
     # ---------------------------------------------------------------- claiming
 
+    def start_early(self, ops: Sequence[WriteOp], part: str, guess: int | None) -> EarlyClaims:
+        """Send the claims of a commit of creates before its revision is taken, tied to ``guess``.
+
+        A commit of creates only claims every unique value of its objects
+        (nothing of the commit gives one up), so they are known before any
+        read. Sent now, they travel with the commit's reads and its revision's
+        compare-and-set instead of after them. A claim tied to a guess that
+        was not the commit's revision is no weaker than none: no batch is sent
+        before the claim is tied to the commit's own revision (re-tied by a
+        compare-and-set on the guess, see :meth:`claim`), and a reader that
+        seals the owner's partition at the guess and takes the claim over
+        beats that re-tie or fails against it. When the guess is right, the
+        claim is exactly the one :meth:`claim` would have written.
+        """
+        if guess is None or not all(isinstance(op, Put) and op.expect_version == 0 for op in ops):
+            return []
+        out: EarlyClaims = []
+        for op in ops:
+            for key in op.unique if isinstance(op, Put) else ():
+                text = L.unique_text(key)
+                self._given_up(op.table, text)
+                write = (L.W_CLAIM, (self._p.ns, op.table, text, op.id, part, guess))
+                try:
+                    pending = self._p.store.start_apply([write])
+                except errors.NbdbError as exc:  # the claim is taken the usual way after the revision
+                    log.debug("could not send the claim of %s %s early: %s", op.table, text, exc)
+                    continue
+                out.append((op.table, text, op.id, guess, pending))
+        return out
+
+    def collect_early(self, early: EarlyClaims, held: ClaimsHeld) -> None:
+        """Note in ``held`` the early claims that were taken (whatever happens to the commit, so that a
+        commit that fails drops them). One not taken is claimed again the usual way."""
+        for table, text, owner, guess, pending in early:
+            try:
+                try:
+                    taken = pending.result().applied
+                except OutcomeUnknown:
+                    current = self.read(table, text, serial=True)
+                    taken = current is not None and (current.owner, current.rev) == (owner, guess)
+            except errors.NbdbError as exc:
+                log.debug("could not tell whether the early claim of %s %s was taken: %s", table, text, exc)
+                continue
+            if taken:
+                held[(table, text)] = HeldClaim(owner, guess, None)
+
     def claim(self, plan: Plan, revision: int, held: ClaimsHeld) -> None:
         """Hold every claim ``plan`` needs, tied to ``revision``; UniqueViolationError if a value is taken.
 
@@ -180,6 +236,16 @@ class UniqueClaims:
     def _claim(self, wanted: ClaimWanted, part: str, revision: int, held: ClaimsHeld) -> None:
         p, table, text = self._p, wanted.table, wanted.text
         slot = (table, text)
+        self._given_up(table, text)
+        mine = held.get(slot)
+        if mine is not None and mine.owner == wanted.owner and mine.prev is None:
+            # Taken by this commit already: early (under a guess), or by an attempt that certainly did not land.
+            if mine.rev == revision:
+                return
+            tied = HeldClaim(wanted.owner, revision, None)
+            if self._set(table, text, Claim(mine.owner, None, part, mine.rev), tied, part):
+                held[slot] = tied
+                return
         for _ in tries(self._o.contention):
             current: Claim | None
             try:
@@ -229,20 +295,69 @@ class UniqueClaims:
                 self._drop(table, text, claim.owner, claim.rev)
 
     def release_given_up(self, plan: Plan, revision: int) -> None:
-        """After ``plan`` landed at ``revision``: drop the claims of the values its objects gave up."""
+        """After ``plan`` landed at ``revision``: drop the claims of the values its objects gave up.
+
+        Sent without waiting for the reply: the commit has landed, and a claim
+        left behind is only a claim whose owner does not hold the value (the
+        next claimer takes it over). A claim of this store waits for the drop
+        of the same value first (:meth:`_given_up`), so a value given up and
+        taken again in this process never finds its own leftover.
+        """
         for dropped in plan.unclaims:
+            # Only while the giver still owns it: a claim tied to a later revision may belong to a commit in
+            # flight that takes the value again. The condition decides, so no read of the claim comes first.
+            statement = (L.W_CLAIM_GIVE_UP, (self._p.ns, dropped.table, dropped.text, dropped.owner, revision))
+            slot = (dropped.table, dropped.text)
             try:
-                claim = self.read(dropped.table, dropped.text)
+                pending = self._p.store.start_apply([statement])
             except errors.NbdbError as exc:
-                log.debug("could not read the claim of %s %s: %s", dropped.table, dropped.text, exc)
+                _not_dropped(slot, exc)
                 continue
-            # A claim tied to a later revision may belong to a commit in flight that takes the value again.
-            if claim is not None and claim.owner == dropped.owner and claim.rev < revision:
-                self._drop(dropped.table, dropped.text, claim.owner, claim.rev)
+            with self._lock:
+                earlier = self._giving_up.pop(slot, None)
+                self._giving_up[slot] = pending
+            if earlier is not None:
+                _settle_drop(slot, earlier)
+        self._reap()
+
+    def _given_up(self, table: str, text: str) -> None:
+        """Wait for this store's drop of the claim of ``(table, text)``, if one is in flight."""
+        with self._lock:
+            pending = self._giving_up.pop((table, text), None)
+        if pending is not None:
+            _settle_drop((table, text), pending)
+
+    def _reap(self) -> None:
+        """Forget the drops whose replies came."""
+        with self._lock:
+            finished = [(slot, pending) for slot, pending in self._giving_up.items() if pending.done()]
+            for slot, _ in finished:
+                del self._giving_up[slot]
+        for slot, pending in finished:
+            _settle_drop(slot, pending)
+
+    def close(self) -> None:
+        """Wait for the drops in flight (each within the store's request timeout)."""
+        with self._lock:
+            pending = list(self._giving_up.items())
+            self._giving_up.clear()
+        for slot, reply in pending:
+            _settle_drop(slot, reply)
 
     def _drop(self, table: str, text: str, owner: uuid.UUID, rev: int) -> None:
         try:
             self._p.store.apply([(L.W_CLAIM_DROP, (self._p.ns, table, text, owner, rev))])
         except errors.NbdbError as exc:
-            # A claim left behind is settled by the next claimer (its owner does not hold the value).
-            log.debug("could not drop the claim of %s %s: %s", table, text, exc)
+            _not_dropped((table, text), exc)
+
+
+def _settle_drop(slot: tuple[str, str], pending: PendingApply) -> None:
+    try:
+        pending.result()
+    except errors.NbdbError as exc:
+        _not_dropped(slot, exc)
+
+
+def _not_dropped(slot: tuple[str, str], exc: errors.NbdbError) -> None:
+    # A claim left behind is settled by the next claimer (its owner does not hold the value).
+    log.debug("could not drop the claim of %s %s: %s", *slot, exc)
