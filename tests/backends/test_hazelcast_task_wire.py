@@ -9,18 +9,18 @@ server: pure logic.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nbdb.families.kv import CommitToken, Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, VersionIs
 
 pytest.importorskip("hazelcast")
 
-from hazelcast.config import Config  # noqa: E402
-from hazelcast.serialization.api import ObjectDataOutput  # noqa: E402
-from hazelcast.serialization.service import SerializationServiceV1  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hazelcast.config import Config
+from hazelcast.serialization.api import ObjectDataOutput
+from hazelcast.serialization.service import SerializationServiceV1
 
-from nbdb.backends.hazelcast._member import CommitTask, _condition, factories  # noqa: E402
-from nbdb.families.kv import Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, VersionIs  # noqa: E402
-from nbdb.families.kvtypes import CommitToken  # noqa: E402
+from nbdb.backends.hazelcast._member import CommitTask, _condition, factories
 
 
 class FieldByField(CommitTask):

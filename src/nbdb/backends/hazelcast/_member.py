@@ -17,7 +17,17 @@ from hazelcast.serialization.api import IdentifiedDataSerializable, ObjectDataIn
 
 from nbdb.families.kv import Condition, Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, VersionIs
 
-__all__ = ["APPLIED", "BUSY", "FACTORY_ID", "FALLBACK", "PROTOCOL", "CommitTask", "ProbeTask", "encode_task", "factories"]
+__all__ = [
+    "APPLIED",
+    "BUSY",
+    "FACTORY_ID",
+    "FALLBACK",
+    "PROTOCOL",
+    "CommitTask",
+    "ProbeTask",
+    "encode_task",
+    "factories",
+]
 
 FACTORY_ID = 7301
 """The serializer factory id the members register (``io.nbdb.hazelcast.NbdbFactory``)."""
@@ -54,7 +64,7 @@ class CommitTask(IdentifiedDataSerializable):
     def write_data(self, out: ObjectDataOutput) -> None:
         # One write of the task's bytes, laid out by encode_task as the members' readData reads them: the
         # client's writer costs a Python call or more per field, most of a small commit's serialization.
-        out.write_from(encode_task(self, out.is_big_endian()))
+        out.write_from(encode_task(self, out.get_byte_order() == "BIG_ENDIAN"))
 
     def read_data(self, inp: ObjectDataInput) -> None:  # pragma: no cover - only members read tasks
         raise NotImplementedError("nbdb commit tasks are read by the members")
@@ -89,7 +99,7 @@ def factories() -> dict[int, dict[int, Any]]:
     return {FACTORY_ID: {CommitTask.CLASS_ID: CommitTask, ProbeTask.CLASS_ID: ProbeTask}}
 
 
-def encode_task(task: CommitTask, big_endian: bool = True) -> bytes:
+def encode_task(task: CommitTask, big_endian: bool = True) -> bytearray:
     """``task`` in the form ``CommitTask.readData`` reads (Hazelcast's ``ObjectDataOutput`` layout).
 
     Strings and byte arrays are an int length (-1 for None) and the bytes (strings in UTF-8),
@@ -123,7 +133,7 @@ def encode_task(task: CommitTask, big_endian: bool = True) -> bytes:
         add(integer(len(commit.deletes)))
         for key in commit.deletes:
             add(_string(key, order))
-    return b"".join(parts)
+    return bytearray().join(parts)
 
 
 _INT = {o: struct.Struct(f"{o}i") for o in "<>"}
