@@ -191,3 +191,20 @@ def test_a_copy_built_by_hand_has_unknown_lineage_and_so_has_what_derives_from_i
     assert port.stored_refs() is None and port.stored_unique() is None
     derived = port.replace(up=True)
     assert derived.stored_refs() is None and derived.stored_unique() is None
+
+
+def test_model_copy_that_sets_a_reference_keeps_the_stored_lineage() -> None:
+    """pydantic's model_copy(update=...) sets fields without replace(): the copy still knows what was stored."""
+    from nbdb.codec import decode, encode
+    from nbdb.spi import Record
+
+    stored = LogicalSwitchPort(switch=_SWITCHES[0], name="p").stored_copy(1, revision=3)
+    decoded = decode(LogicalSwitchPort, Record("LogicalSwitchPort", stored.id, None, 1, encode(stored)))
+    for source in (stored, decoded):
+        for deep in (False, True):
+            moved = source.model_copy(update={"switch": _SWITCHES[1], "name": "q"}, deep=deep)
+            assert moved.ref_keys() == {("LogicalSwitch", _SWITCHES[1])}
+            assert moved.stored_refs() == {("LogicalSwitch", _SWITCHES[0])}
+            assert moved.stored_unique() == (("name", '"p"'),)
+            same = source.model_copy(update={"up": True}, deep=deep)
+            assert same.stored_refs() == source.ref_keys() and same.stored_unique() == source.unique_values()

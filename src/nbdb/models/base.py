@@ -308,6 +308,19 @@ class Model(BaseModel):
         object.__setattr__(new, "__pydantic_private__", lineage)
         return new  # type: ignore[no-any-return]
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy (``update`` is not validated: prefer :meth:`replace`), keeping the stored lineage.
+
+        A stored copy derives its stored references and unique values from
+        its fields: a copy whose ``update`` sets one of those fields keeps
+        them as the stored copy has them, as :meth:`replace` does.
+        """
+        copy = super().model_copy(update=update, deep=deep)
+        if update and lineage_is_own(self) and not self.nbdb_lineage_fields.isdisjoint(update):
+            lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
+            object.__setattr__(copy, "__pydantic_private__", lineage)
+        return copy
+
     def stored_refs(self) -> frozenset[tuple[str, uuid.UUID]] | None:
         """The references of the stored copy this object descends from (None: unknown)."""
         private = self.__pydantic_private__
