@@ -46,7 +46,8 @@ class CommitContext:
 
     ``deferred``: the backend keeps values (``keeps_values``), so puts carry
     no bytes: the store keeps the stored copy and encodes it only if its
-    bytes are read. ``commit_times``: start times of recent commits, for the
+    bytes are read; and deletes carry no references or unique values: such
+    a store keeps its own. ``commit_times``: start times of recent commits, for the
     caches' commit-to-applied lag (None without metrics).
     """
 
@@ -158,7 +159,7 @@ class CommitContext:
         """
         if isinstance(obj_or_model, Model):
             obj = self.checked_stored(obj_or_model)
-            return delete_of(obj, if_exists)
+            return delete_of(obj, if_exists, lineage=not self.deferred)
         model = check_model_class(obj_or_model)
         if id is None:
             raise errors.ValidationError("delete(Model, id) needs an id")

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 
 from nbdb import errors
 from nbdb.codec import decode, encode
-from nbdb.models.base import Model
+from nbdb.models.base import Model, lineage_is_own
 from nbdb.models.ids import claim
 from nbdb.spi import DEFERRED, Delete, FieldChange, Mutate, Put, Record, UniqueKey
 
@@ -41,7 +41,7 @@ _new_tuple = tuple.__new__
 
 def stored(obj: M, version: int, revision: int | None = None) -> M:
     """``obj`` as stored at ``version`` (committed at ``revision``)."""
-    return obj.stored_copy(version, obj.ref_keys(), revision)
+    return obj.stored_copy(version, revision=revision)
 
 
 def unique_keys(obj: Model) -> tuple[UniqueKey, ...]:
@@ -62,11 +62,14 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
     unique = (
         (_new_tuple(UniqueKey, values[0]),) if len(values) == 1 and type(values[0]) is not UniqueKey else _keys(values)
     )
-    # The stored copy keeps the plain (field, value) pairs, not the keys: a tuple
-    # of strings is one the cyclic collector stops tracking, a named tuple never is.
-    copy = obj.stored_copy(expect_version + 1, refs, unique=values)
+    copy = obj.stored_copy(expect_version + 1)
+    old_refs: frozenset[tuple[str, UUID]] | None
+    old_unique: tuple[UniqueKey, ...] | None
     if expect_version:
-        old_refs, old_unique, fresh = obj.stored_refs(), _keys(obj.stored_unique()), False
+        if lineage_is_own(obj):  # a stored copy, or one derived keeping its references and unique values
+            old_refs, old_unique, fresh = refs, unique, False
+        else:
+            old_refs, old_unique, fresh = obj.stored_refs(), _keys(obj.stored_unique()), False
     else:
         old_refs, old_unique, fresh = _NO_REFS, (), claim(obj.id)
     data = DEFERRED if deferred else encode(obj)
@@ -100,8 +103,16 @@ def _keys(values: tuple[tuple[str, str], ...] | None) -> tuple[UniqueKey, ...] |
     return tuple([_new_tuple(UniqueKey, pair) for pair in values])
 
 
-def delete_of(obj: Model, if_exists: bool = False) -> Delete:
-    """The compare-and-swap delete of a stored copy."""
+def delete_of(obj: Model, if_exists: bool = False, lineage: bool = True) -> Delete:
+    """The compare-and-swap delete of a stored copy.
+
+    ``lineage``: the delete carries the references and unique values the
+    copy was stored with. Without it they are unknown (None), which a store
+    that keeps its own (``keeps_values``, in process) reads for nothing,
+    instead of this copy deriving them from its fields (≈ 1 µs of a ≈ 10 µs delete).
+    """
+    if not lineage:
+        return _new_tuple(Delete, (obj.nbdb_table, obj.id, obj.topic, obj.version, None, if_exists, None))
     return _new_tuple(
         Delete,
         (obj.nbdb_table, obj.id, obj.topic, obj.version, obj.stored_refs(), if_exists, _keys(obj.stored_unique())),

@@ -92,3 +92,56 @@ def test_records_carry_the_bytes_of_what_was_written_though_none_were_sent() -> 
         db.backend.write_raw(switch.nbdb_table, switch.id, "t", b"not json")  # bytes given: kept as given
         raw = db.backend.read(switch.nbdb_table, switch.id)
         assert raw is not None and raw.data == b"not json"
+
+
+def test_stored_values_keep_no_tracked_lineage_and_their_references_follow_updates() -> None:
+    """The values memory:// keeps (and its caches share) hold their revision in a dict CPython does not track.
+
+    Their stored references are derived from their fields: after an update
+    that moves a port to another switch, the old switch has no referrer left
+    and the new one refuses to go.
+    """
+    import gc
+
+    from nbdb.models import LogicalSwitchPort
+
+    with nbdb.connect("memory://") as db:
+        a, b = db.create(LogicalSwitch(name="a")), db.create(LogicalSwitch(name="b"))
+        with db.transaction() as txn:
+            ports = [txn.create(LogicalSwitchPort(switch=a, name=f"p{i}")) for i in range(3)]
+        moved = db.update(db.get(LogicalSwitchPort, ports[0].id).replace(switch=b))
+        renamed = db.update(ports[1].replace(name="q1", up=True))
+        for obj in (*ports, moved, renamed, db.get(LogicalSwitchPort, ports[2].id)):
+            assert not gc.is_tracked(obj.__pydantic_private__)
+        stored = db.get(LogicalSwitchPort, moved.id)
+        assert stored is moved and stored.stored_refs() == {("LogicalSwitch", b.id)}
+        assert db.get(LogicalSwitchPort, renamed.id).stored_unique() == (("name", '"q1"'),)
+        assert db.get_by(LogicalSwitchPort, name="p1") is None
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(b)
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(a)  # p1 and p2 still point to it
+        db.delete(renamed)
+        db.delete(db.get(LogicalSwitchPort, ports[2].id))
+        db.delete(a)
+        db.delete(moved)
+        db.delete(b)
+
+
+def test_deletes_carry_no_lineage_yet_release_what_the_object_held() -> None:
+    """memory:// keeps each object's references and unique claims: a delete sends none, and still frees them."""
+    from nbdb.commit_context import CommitContext
+    from nbdb.models import LogicalSwitchPort
+
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+        op = CommitContext(db.backend).delete_op(port, None, False)
+        assert op is not None and op.old_refs is None and op.old_unique is None
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(switch)
+        db.delete(port)
+        assert db.get_by(LogicalSwitchPort, name="p") is None
+        again = db.create(LogicalSwitchPort(switch=switch, name="p"))  # the name is free again
+        db.delete(again)
+        db.delete(switch)  # and the switch has no referrer left

@@ -85,9 +85,9 @@ def test_committed_all_stamps_every_copy_as_committed_at_does() -> None:
     from nbdb.revision import GLOBAL_SCOPE, Revision
     from nbdb.spi import Record
 
-    planned = LogicalSwitch(name="planned").stored_copy(1, frozenset())  # a write's planned copy: its own dict
+    planned = LogicalSwitch(name="planned").stored_copy(1)  # a write's planned copy: its own dict
     fresh = LogicalSwitch(name="fresh")  # no private state yet
-    stored = LogicalSwitch(name="decoded").stored_copy(1, frozenset())
+    stored = LogicalSwitch(name="decoded").stored_copy(1)
     decoded = decode(LogicalSwitch, Record("LogicalSwitch", stored.id, None, 1, encode(stored)))
     one_by_one = [m.model_copy() for m in (planned, fresh)]
     assert decoded.nbdb_revision is None
@@ -118,3 +118,93 @@ def test_ref_keys_are_the_references_shared_between_equal_sets(picks: list[tuple
         refs = port.ref_keys()
         assert refs == want
         assert seen.setdefault(refs, refs) is refs  # the set held by an earlier port with the same references
+
+
+def test_a_stored_copy_keeps_only_its_revision_in_a_dict_the_collector_never_tracks() -> None:
+    """A stored copy's lineage is its own fields: its private dict holds an int, so CPython does not track it.
+
+    Every stored (and cached) object keeps one: a tracked one is one more
+    object per stored object for each full collection to scan.
+    """
+    import gc
+
+    from nbdb.models.base import committed_all, lineage_is_own
+
+    switch = LogicalSwitch(name="s")
+    port = LogicalSwitchPort(switch=switch, name="p", addresses=["00:00:00:00:00:01 10.0.0.1"])
+    stored = port.stored_copy(1)
+    committed_all([stored], 5)
+    private = stored.__pydantic_private__
+    assert private == {"_revision": 5} and not gc.is_tracked(private)
+    assert lineage_is_own(stored)
+    assert stored.stored_refs() == port.ref_keys() == {("LogicalSwitch", switch.id)}
+    assert stored.stored_unique() == port.unique_values() == (("name", '"p"'),)
+    one = port.stored_copy(1, revision=7)
+    assert one.nbdb_revision == 7 and not gc.is_tracked(one.__pydantic_private__)
+
+
+_SWITCHES = [uuid.UUID(int=i + 1) for i in range(3)]
+_CHASSIS = [None, uuid.UUID(int=101), uuid.UUID(int=102)]
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "switch": st.sampled_from(_SWITCHES),
+                "chassis": st.sampled_from(_CHASSIS),
+                "name": st.sampled_from(["p", "q"]),
+                "up": st.booleans(),
+                "addresses": st.lists(st.sampled_from(["0a:00:00:00:00:01", "0a:00:00:00:00:02 10.0.0.2"]), max_size=2),
+            },
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.lists(st.booleans(), min_size=8, max_size=8),
+)
+def test_stored_refs_are_those_of_the_last_stored_copy_whatever_was_replaced(
+    changes: list[dict[str, object]], writes: list[bool]
+) -> None:
+    """After any chain of replace() and writes, stored_refs()/stored_unique() are those of the last stored copy."""
+    from nbdb.models.base import lineage_is_own
+
+    stored = LogicalSwitchPort(switch=_SWITCHES[0], name="p").stored_copy(1)
+    current: LogicalSwitchPort = stored
+    own = True
+    for change, write in zip(changes, writes, strict=False):
+        current = current.replace(**change)
+        assert current.stored_refs() == stored.ref_keys()
+        assert current.stored_unique() == stored.unique_values()
+        # It derives them from its own fields only while no replace() since the write set a reference or the name.
+        own = own and not ({"switch", "chassis", "name"} & change.keys())
+        assert lineage_is_own(current) == own
+        if write:
+            stored = current.stored_copy(stored.version + 1)
+            current, own = stored, True
+            assert stored.stored_refs() == stored.ref_keys() and lineage_is_own(stored)
+
+
+def test_a_copy_built_by_hand_has_unknown_lineage_and_so_has_what_derives_from_it() -> None:
+    port = LogicalSwitchPort(switch=_SWITCHES[0], name="p", version=3)
+    assert port.stored_refs() is None and port.stored_unique() is None
+    derived = port.replace(up=True)
+    assert derived.stored_refs() is None and derived.stored_unique() is None
+
+
+def test_model_copy_that_sets_a_reference_keeps_the_stored_lineage() -> None:
+    """pydantic's model_copy(update=...) sets fields without replace(): the copy still knows what was stored."""
+    from nbdb.codec import decode, encode
+    from nbdb.spi import Record
+
+    stored = LogicalSwitchPort(switch=_SWITCHES[0], name="p").stored_copy(1, revision=3)
+    decoded = decode(LogicalSwitchPort, Record("LogicalSwitchPort", stored.id, None, 1, encode(stored)))
+    for source in (stored, decoded):
+        for deep in (False, True):
+            moved = source.model_copy(update={"switch": _SWITCHES[1], "name": "q"}, deep=deep)
+            assert moved.ref_keys() == {("LogicalSwitch", _SWITCHES[1])}
+            assert moved.stored_refs() == {("LogicalSwitch", _SWITCHES[0])}
+            assert moved.stored_unique() == (("name", '"p"'),)
+            same = source.model_copy(update={"up": True}, deep=deep)
+            assert same.stored_refs() == source.ref_keys() and same.stored_unique() == source.unique_values()

@@ -59,6 +59,20 @@ def test_moving_a_reference_of_a_freshly_read_copy(db: nbdb.Database) -> None:
         db.delete(p2)
 
 
+def test_moving_a_reference_with_model_copy_and_a_chain_of_replace(db: nbdb.Database) -> None:
+    """Copies derived without replace() (pydantic's model_copy) or through several replace() still move it."""
+    p1, p2, p3 = (db.create(KitParent(name=f"p{i}")) for i in (1, 2, 3))
+    child = db.create(KitChild(parent=p1, name="c"))
+    moved = db.update(child.model_copy(update={"parent": p2.id}))
+    db.delete(p1)
+    again = db.update(moved.replace(parent=p3.id).replace(name="c2").replace(parent=p3.id))
+    db.delete(p2)
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(p3)
+    db.delete(again)
+    db.delete(p3)
+
+
 def test_update_to_missing_reference_raises(db: nbdb.Database) -> None:
     parent = db.create(KitParent(name="p"))
     child = db.create(KitChild(parent=parent, name="c"))

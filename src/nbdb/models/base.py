@@ -37,6 +37,7 @@ __all__ = [
     "Reference",
     "all_models",
     "committed_all",
+    "lineage_is_own",
     "model_for_table",
     "validation_error_of",
 ]
@@ -48,6 +49,8 @@ _json_text = json.encoder.encode_basestring_ascii
 
 DECODED: dict[str, Any] = {}
 """The lineage of every decoded copy (shared, never written): it is the stored copy itself."""
+_OWN: Any = object()
+"""What a copy's private dict holds for lineage it does not keep: its own values are the stored ones."""
 
 
 def _id_of(value: Any) -> Any:
@@ -160,15 +163,22 @@ class Model(BaseModel):
     nbdb_index_fields: ClassVar[tuple[str, ...]] = ()
     nbdb_unique_groups: ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = ()
     """Each unique group as (its key name, its fields, whether its value is one plain ``str`` field)."""
+    nbdb_lineage_fields: ClassVar[frozenset[str]] = frozenset()
+    """The fields a stored copy's references and unique values are made of (see :meth:`replace`)."""
 
     # Where an instance comes from lives in __pydantic_private__, deliberately
     # undeclared (a declared private attribute costs every decode a default
-    # and a dict): for a copy returned by a write, the references and unique
-    # values it was stored with ("_stored_refs", "_stored_unique") and the
-    # revision of its commit ("_revision"); for a copy derived with replace(),
-    # those of the stored copy it came from; for a decoded copy, the shared
-    # marker DECODED (its own values are the stored ones: derived on demand);
-    # None for an object built by hand (unknown: the backend reads them).
+    # and a dict): None for an object built by hand (unknown: the backend
+    # reads them); the shared marker DECODED for a decoded copy, and for a
+    # copy derived with replace() that changes none of its references or
+    # unique values (its own values are the stored ones: derived on demand);
+    # for a copy returned by a write, a dict of the revision of its commit
+    # ("_revision") alone: its own values are the stored ones too, and a
+    # dict holding only an int is one CPython never tracks (the references it
+    # once kept here made it one more object per stored copy for every full
+    # collection to scan); for any other copy derived with replace(), the
+    # references and unique values of the stored copy it came from
+    # ("_stored_refs", "_stored_unique").
 
     def __init__(self, /, **data: Any) -> None:
         # What BaseModel.__init__ does, called straight: one Python frame and
@@ -251,6 +261,7 @@ class Model(BaseModel):
         index_fields = list(cls.nbdb_indexes)
         index_fields += [r.field for r in refs if r.field not in index_fields]
         cls.nbdb_index_fields = tuple(index_fields)
+        cls.nbdb_lineage_fields = frozenset([r.field for r in refs] + [name for group in unique for name in group])
         previous = _REGISTRY.get(cls.nbdb_table)
         if previous is not None and previous.__qualname__ != cls.__qualname__:
             raise TypeError(
@@ -284,18 +295,39 @@ class Model(BaseModel):
             new = self.__pydantic_validator__.validate_python(data)
         except pydantic.ValidationError as exc:
             raise validation_error_of(exc, type(self).__name__) from None
-        lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
+        private = self.__pydantic_private__
+        lineage: dict[str, Any]
+        if (
+            private is not None
+            and "_stored_refs" not in private
+            and changes.keys().isdisjoint(self.nbdb_lineage_fields)
+        ):
+            lineage = DECODED  # its references and unique values are this stored copy's: derived on demand
+        else:
+            lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
         object.__setattr__(new, "__pydantic_private__", lineage)
         return new  # type: ignore[no-any-return]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy (``update`` is not validated: prefer :meth:`replace`), keeping the stored lineage.
+
+        A stored copy derives its stored references and unique values from
+        its fields: a copy whose ``update`` sets one of those fields keeps
+        them as the stored copy has them, as :meth:`replace` does.
+        """
+        copy = super().model_copy(update=update, deep=deep)
+        if update and lineage_is_own(self) and not self.nbdb_lineage_fields.isdisjoint(update):
+            lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
+            object.__setattr__(copy, "__pydantic_private__", lineage)
+        return copy
 
     def stored_refs(self) -> frozenset[tuple[str, uuid.UUID]] | None:
         """The references of the stored copy this object descends from (None: unknown)."""
         private = self.__pydantic_private__
         if private is None:
             return None
-        if private is DECODED:
-            return self.ref_keys()
-        return private.get("_stored_refs")
+        refs = private.get("_stored_refs", _OWN)
+        return self.ref_keys() if refs is _OWN else refs
 
     def stored_unique(self) -> tuple[tuple[str, str], ...] | None:
         """The unique values of the stored copy this object descends from (None: unknown)."""
@@ -304,35 +336,21 @@ class Model(BaseModel):
         private = self.__pydantic_private__
         if private is None:
             return None
-        if private is DECODED:
-            return self.unique_values()
-        return private.get("_stored_unique")
+        unique = private.get("_stored_unique", _OWN)
+        return self.unique_values() if unique is _OWN else unique
 
-    def stored_copy(
-        self,
-        version: int,
-        refs: frozenset[tuple[str, uuid.UUID]],
-        revision: int | None = None,
-        unique: tuple[tuple[str, str], ...] | None = None,
-    ) -> Self:
-        """This object as stored at ``version``, whose references are ``refs``, committed at ``revision``.
+    def stored_copy(self, version: int, *, revision: int | None = None) -> Self:
+        """This object as stored at ``version``, committed at ``revision``.
 
         Only the version differs from a valid object, so nothing is validated
-        again (the way pydantic's ``model_construct`` builds an instance).
+        again (the way pydantic's ``model_construct`` builds an instance). Its
+        stored references and unique values are its own (derived on demand:
+        see :meth:`stored_refs`), so it keeps no more than the revision.
         """
         cls = type(self)
         new = cls.__new__(cls)
         data = self.__dict__.copy()
         data["version"] = version
-        private = self.__pydantic_private__
-        if private is None or private is DECODED:  # the common case (a new object, a decoded copy): one literal
-            private = {"_stored_refs": refs, "_revision": _kept(revision) if revision is not None else None}
-        else:
-            private = private.copy()
-            private["_stored_refs"] = refs
-            private["_revision"] = _kept(revision)
-        if self.nbdb_unique_fields:
-            private["_stored_unique"] = unique
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
             last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call
@@ -342,7 +360,7 @@ class Model(BaseModel):
         _set(new, "__dict__", data)
         _set(new, "__pydantic_fields_set__", fields_set)
         _set(new, "__pydantic_extra__", None)
-        _set(new, "__pydantic_private__", private)
+        _set(new, "__pydantic_private__", {"_revision": None if revision is None else _kept(revision)})
         return new
 
     def committed_at(self, revision: int) -> None:
@@ -531,6 +549,16 @@ def committed_all(copies: Iterable[Model], revision: int) -> None:
             private["_revision"] = kept
         else:
             copy.committed_at(revision)
+
+
+def lineage_is_own(obj: Model) -> bool:
+    """Whether ``obj``'s stored references and unique values are its own (:meth:`Model.stored_refs` derives them).
+
+    True of a stored copy (returned by a write, or decoded) and of a copy
+    derived from one with :meth:`Model.replace` changing none of them.
+    """
+    private = obj.__pydantic_private__
+    return private is not None and "_stored_refs" not in private
 
 
 @functools.lru_cache(maxsize=1024)
