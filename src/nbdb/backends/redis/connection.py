@@ -433,7 +433,8 @@ class ReadLine(_Line):
         """
         connection = self._take()
         try:
-            connection.connect()
+            if not getattr(connection, "is_connected", False):  # as in _exchange
+                connection.connect()
             if batches:
                 connection.send_packed_command([self._packed(batches[0])])
             for i, reads in enumerate(batches):
