@@ -21,7 +21,7 @@ import pydantic
 from pydantic_core import SchemaSerializer
 
 from nbdb import errors
-from nbdb.models.base import DECODED, Model, validation_error_of
+from nbdb.models.base import DECODED, Model, freeze_lineage, validation_error_of
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenSet
 from nbdb.spi import Record
 
@@ -201,6 +201,8 @@ def _laid_out(parsed: M, version: int) -> M:
             slots[name] = _EMPTY[type(value)]
         else:
             slots[name] = value
+    if model.nbdb_lineage_containers:
+        freeze_lineage(obj)  # its references are derived from these: they must not change in place
     _set = object.__setattr__
     _set(obj, "__pydantic_fields_set__", _fields_set(model))
     _set(obj, "__pydantic_extra__", parsed.__pydantic_extra__)

@@ -208,3 +208,61 @@ def test_model_copy_that_sets_a_reference_keeps_the_stored_lineage() -> None:
             assert moved.stored_unique() == (("name", '"p"'),)
             same = source.model_copy(update={"up": True}, deep=deep)
             assert same.stored_refs() == source.ref_keys() and same.stored_unique() == source.unique_values()
+
+
+_PORTS = [uuid.UUID(int=201 + i) for i in range(3)]
+
+
+@given(
+    st.lists(st.sampled_from(_PORTS), max_size=3),
+    st.lists(
+        st.sampled_from(["write", "decode", "replace", "replace_ports", "copy", "deep_copy", "copy_ports"]),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_a_copy_whose_references_are_its_own_refuses_to_change_them_in_place(
+    ports: list[uuid.UUID], steps: list[str]
+) -> None:
+    """Whatever chain of writes, decodes and copies: a copy that derives its stored references from its own list
+    refuses an in-place change of it (the change would never reach the reverse references); a copy that keeps
+    the stored ones apart may change its list, and its stored_refs() stay those of the last stored copy."""
+    from nbdb.codec import decode, encode
+    from nbdb.models.base import lineage_is_own
+    from nbdb.spi import Record
+
+    stored = PortGroup(name="pg", ports=ports).stored_copy(1)
+    current: PortGroup = stored
+    for step in steps:
+        if step == "write":
+            stored = current = current.stored_copy(stored.version + 1)
+        elif step == "decode":
+            record = Record("PortGroup", current.id, None, current.version, encode(current))
+            stored = current = decode(PortGroup, record)
+        elif step == "replace":
+            current = current.replace()
+        elif step == "replace_ports":
+            current = current.replace(ports=list(reversed(current.ports)))
+        elif step == "copy":
+            current = current.model_copy()
+        elif step == "deep_copy":
+            current = current.model_copy(deep=True)
+        else:
+            current = current.model_copy(update={"ports": [*current.ports, _PORTS[0]]})
+        assert current.stored_refs() == stored.ref_keys()
+        if lineage_is_own(current):
+            before = list(current.ports)
+            with pytest.raises(nbdb.ValidationError):
+                current.ports.append(_PORTS[1])
+            with pytest.raises(nbdb.ValidationError):
+                current.ports.clear()
+            assert current.ports == before
+
+
+def test_the_lineage_fields_that_may_hold_a_container_are_known() -> None:
+    from nbdb.models import LogicalRouterPort, LogicalSwitchPort
+
+    assert PortGroup.nbdb_lineage_containers == ("ports",)
+    assert LogicalSwitch.nbdb_lineage_containers == ("load_balancer",)
+    assert LogicalRouterPort.nbdb_lineage_containers == ("gateway_chassis",)
+    assert LogicalSwitchPort.nbdb_lineage_containers == ()  # a port's references are single ids, its name a str

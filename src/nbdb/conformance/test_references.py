@@ -92,6 +92,38 @@ def test_list_references_are_checked(db: nbdb.Database) -> None:
     assert db.get(KitGroup, group.id).members == [c1.id]
 
 
+def test_a_copy_s_list_of_references_cannot_change_in_place(db: nbdb.Database) -> None:
+    """A copy from a write, a read, a list, replace() or model_copy() refuses an in-place change of its references.
+
+    Its stored references are derived from that list: appended to in place and
+    then written, the new target would never be recorded as referenced, and a
+    delete of it would leave a dangling reference. The change is refused with
+    ValidationError; a changed copy made with replace() records it.
+    """
+    parent = db.create(KitParent(name="p"))
+    c1, c2 = (db.create(KitChild(parent=parent, name=f"c{i}")) for i in (1, 2))
+    group = db.create(KitGroup(members=[c1.id]))
+    copies = {
+        "create": group,
+        "get": db.get(KitGroup, group.id),
+        "list": next(g for g in db.list(KitGroup) if g.id == group.id),
+        "replace": group.replace(),
+        "model_copy": group.model_copy(),
+        "model_copy(deep=True)": group.model_copy(deep=True),
+    }
+    for how, copy in copies.items():
+        with pytest.raises(nbdb.ValidationError):
+            copy.members.append(c2.id)
+        with pytest.raises(nbdb.ValidationError):
+            copy.members[0] = c2.id
+        assert copy.members == [c1.id], how
+    moved = db.update(group.replace(members=[c1.id, c2.id]))
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(c2)
+    db.update(moved.replace(members=[c1.id]))
+    db.delete(c2)
+
+
 def test_cascade_deletes_required_and_clears_optional_and_list_refs(db: nbdb.Database) -> None:
     parent = db.create(KitParent(name="p"))
     c1 = db.create(KitChild(parent=parent, name="c1"))

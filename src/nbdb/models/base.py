@@ -26,7 +26,7 @@ from pydantic_core import core_schema
 
 import nbdb.models.ids as _ids
 from nbdb import errors
-from nbdb.models.shared import FrozenSet
+from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 
@@ -37,6 +37,7 @@ __all__ = [
     "Reference",
     "all_models",
     "committed_all",
+    "freeze_lineage",
     "lineage_is_own",
     "model_for_table",
     "validation_error_of",
@@ -165,6 +166,8 @@ class Model(BaseModel):
     """Each unique group as (its key name, its fields, whether its value is one plain ``str`` field)."""
     nbdb_lineage_fields: ClassVar[frozenset[str]] = frozenset()
     """The fields a stored copy's references and unique values are made of (see :meth:`replace`)."""
+    nbdb_lineage_containers: ClassVar[tuple[str, ...]] = ()
+    """The lineage fields that may hold a list, map or set: frozen in a stored copy (see :func:`freeze_lineage`)."""
 
     # Where an instance comes from lives in __pydantic_private__, deliberately
     # undeclared (a declared private attribute costs every decode a default
@@ -262,6 +265,9 @@ class Model(BaseModel):
         index_fields += [r.field for r in refs if r.field not in index_fields]
         cls.nbdb_index_fields = tuple(index_fields)
         cls.nbdb_lineage_fields = frozenset([r.field for r in refs] + [name for group in unique for name in group])
+        cls.nbdb_lineage_containers = tuple(
+            sorted(name for name in cls.nbdb_lineage_fields if _may_hold_container(cls.model_fields[name].annotation))
+        )
         previous = _REGISTRY.get(cls.nbdb_table)
         if previous is not None and previous.__qualname__ != cls.__qualname__:
             raise TypeError(
@@ -303,6 +309,8 @@ class Model(BaseModel):
             and changes.keys().isdisjoint(self.nbdb_lineage_fields)
         ):
             lineage = DECODED  # its references and unique values are this stored copy's: derived on demand
+            if self.nbdb_lineage_containers:
+                freeze_lineage(new)
         else:
             lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
         object.__setattr__(new, "__pydantic_private__", lineage)
@@ -316,9 +324,12 @@ class Model(BaseModel):
         them as the stored copy has them, as :meth:`replace` does.
         """
         copy = super().model_copy(update=update, deep=deep)
-        if update and lineage_is_own(self) and not self.nbdb_lineage_fields.isdisjoint(update):
-            lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
-            object.__setattr__(copy, "__pydantic_private__", lineage)
+        if lineage_is_own(self):
+            if update and not self.nbdb_lineage_fields.isdisjoint(update):
+                lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
+                object.__setattr__(copy, "__pydantic_private__", lineage)
+            elif deep and self.nbdb_lineage_containers:
+                freeze_lineage(copy)  # a deep copy of a frozen list is a plain one
         return copy
 
     def stored_refs(self) -> frozenset[tuple[str, uuid.UUID]] | None:
@@ -351,6 +362,8 @@ class Model(BaseModel):
         new = cls.__new__(cls)
         data = self.__dict__.copy()
         data["version"] = version
+        if cls.nbdb_lineage_containers:
+            _freeze_in(cls, data)
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
             last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call
@@ -549,6 +562,44 @@ def committed_all(copies: Iterable[Model], revision: int) -> None:
             private["_revision"] = kept
         else:
             copy.committed_at(revision)
+
+
+_FROZEN: dict[type, type] = {list: FrozenList, dict: FrozenDict, set: FrozenSet}
+
+
+def freeze_lineage(obj: Model) -> None:
+    """Make the lists, maps and sets of ``obj``'s lineage fields immutable, in place (see :func:`lineage_is_own`).
+
+    A copy whose stored references and unique values are derived from its own
+    fields must not let them change under it: ``sw.load_balancer.append(id)``
+    on such a copy, then ``update(sw)``, would find no new reference to record
+    and leave the target deletable while referenced. Frozen (see
+    :mod:`nbdb.models.shared`), the change raises :class:`nbdb.ValidationError`
+    instead; :meth:`Model.replace` derives a changed copy.
+    """
+    _freeze_in(type(obj), obj.__dict__)
+
+
+def _freeze_in(model: type[Model], data: dict[str, Any]) -> None:
+    for name in model.nbdb_lineage_containers:
+        value = data.get(name)
+        frozen = _FROZEN.get(type(value))
+        if frozen is not None:
+            data[name] = frozen(value)
+
+
+def _may_hold_container(annotation: Any) -> bool:
+    """Whether a field of ``annotation`` may hold a (mutable) list, map or set."""
+    if annotation in (list, dict, set):
+        return True
+    origin = get_origin(annotation)
+    if origin in (list, dict, set):
+        return True
+    if origin is typing.Annotated:
+        return _may_hold_container(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_may_hold_container(arg) for arg in get_args(annotation))
+    return annotation is Any
 
 
 def lineage_is_own(obj: Model) -> bool:
