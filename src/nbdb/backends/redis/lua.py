@@ -133,6 +133,8 @@ end
 #   v key version | e key '' | p prefix revision     conditions
 #   l lease-key token                                 (a lease key is a full Redis key)
 #   P key value root                                 a put
+#   C key value root                                 a put of a key expected absent
+#                                                     (the put and its condition v key 0)
 #   D key root                                       a delete
 # (Items as arguments, not one length-prefixed blob: Redis makes the Lua strings of
 # its arguments in C, where unpacking a blob in Lua cost ~0.4 us per field.)
@@ -159,6 +161,12 @@ while pos <= nargs do
   local kind = ARGV[pos]
   if kind == 'P' then
     puts[#puts + 1] = {ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])}
+    pos = pos + 4
+  elseif kind == 'C' then
+    -- A put of a key expected absent: the put and its condition 'v key 0' in one item.
+    local key = ARGV[pos + 1]
+    puts[#puts + 1] = {key, ARGV[pos + 2], tonumber(ARGV[pos + 3])}
+    conds[#conds + 1] = {'v', key, '0'}
     pos = pos + 4
   elseif kind == 'D' then
     dels[#dels + 1] = {ARGV[pos + 1], tonumber(ARGV[pos + 2])}
@@ -215,7 +223,7 @@ end
 -- Every key's previous state is read once (HMGET), for its condition and for its
 -- change record alike, and before anything is written, so that a failing read (a
 -- foreign key of the wrong type) aborts with nothing written.
-local cur, changes, rows, NOROW = {}, {}, {}, {}
+local cur, changes, rows = {}, {}, {}
 -- Reverse references: every field the commit names, one HMGET per target's hash.
 local gwant, graw = {}, {}
 local function want(key)
@@ -254,17 +262,21 @@ end
 -- instead of one HMGET per hash: a transaction of creates read 2 hashes per object. If any
 -- exists, each is read by its HMGET below, as before. An absent key has no type to refuse.
 do
-  local absent, seen = {}, {}
+  local absent, seen, n = nil, nil, 0
   for i = 1, #conds do
     local c = conds[i]
     if c[1] == 'v' and c[3] == '0' then
       local w = place(c[2])
       local h = w[1]
-      if not w[6] and not seen[h] then seen[h] = true; absent[#absent + 1] = h end
+      if not w[6] then
+        if not seen then absent, seen = {}, {} end
+        if not seen[h] then seen[h] = true; n = n + 1; absent[n] = h end
+      end
     end
   end
-  if #absent > 1 and redis.call('EXISTS', unpack(absent)) == 0 then
-    for i = 1, #absent do rows[absent[i]] = NOROW end
+  if n > 1 and redis.call('EXISTS', unpack(absent)) == 0 then
+    local none = {}
+    for i = 1, n do rows[absent[i]] = none end
   end
 end
 local function load(key)
@@ -382,7 +394,7 @@ end
 local revs = str(rev)
 local dirs, ndirs, made = {}, 0, {}
 local hashes, sets, unsets, read = {}, {}, {}, {}
-local adds, removes, groups = {}, {}, {}
+local groups, ngroups, byroot = nil, 0, nil
 for i = 1, #changes do
   local c = changes[i]
   local key, root = c[1], c[6]
@@ -414,14 +426,17 @@ for i = 1, #changes do
     -- Directory entries are added (removed) per directory, one SADD (SREM) of all the
     -- commit's names in it: see below.
     d, name = dir_of(key)
-    local byroot = c[2] and adds or removes
-    local bydir = byroot[root]
-    if not bydir then bydir = {}; byroot[root] = bydir end
+    -- Grouped by whether it adds, its root and its directory (one table per root seen).
+    if not groups then groups, byroot = {}, {} end
+    local gkey = c[2] and root or -2 - root
+    local bydir = byroot[gkey]
+    if not bydir then bydir = {}; byroot[gkey] = bydir end
     local g = bydir[d]
     if not g then
       g = {c[2] and true or false, d, root, {}}
       bydir[d] = g
-      groups[#groups + 1] = g
+      ngroups = ngroups + 1
+      groups[ngroups] = g
     end
     local names = g[4]
     names[#names + 1] = name
@@ -457,7 +472,7 @@ local function climb(path, root, adding)
     path = d
   end
 end
-for i = 1, #groups do
+for i = 1, ngroups do
   local g = groups[i]
   local adding, d, root, names = g[1], g[2], g[3], g[4]
   local dk = P .. 'd:' .. d
