@@ -314,6 +314,27 @@ def test_a_transaction_of_creates_reads_absent_keys_at_once_and_adds_a_directory
         client.close()
 
 
+@pytest.mark.timeout(120)
+def test_a_transaction_past_luas_unpack_limit_creates_and_deletes_whole(db: nbdb.Database) -> None:
+    """8,200 objects in one table: more keys expected absent and more names of one directory than
+    one Lua unpack returns (~8,000); the script reads and adds them in slices, whole."""
+    import redis
+
+    backend = backend_of(db)
+    with db.transaction() as txn:
+        made = [txn.create(LogicalSwitch(name=f"big-{i}", topic="tenant-a")) for i in range(8200)]
+    assert len(db.list(LogicalSwitch)) == 8200
+    with db.transaction() as txn:
+        for switch in made:
+            txn.delete(switch)
+    assert len(db.list(LogicalSwitch)) == 0
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        assert not list(client.scan_iter(match=backend.root + "d:o/*"))
+    finally:
+        client.close()
+
+
 _TOPICS = ("tenant-a", "tenant-b", "tenant-c")
 
 

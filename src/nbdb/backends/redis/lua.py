@@ -155,6 +155,21 @@ if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
 
+-- redis.call(cmd[, first], ...list), in slices of 1,000 (Lua's unpack returns at most ~8,000
+-- values): the sum of the replies. For calls whose reply is a count (EXISTS, SADD, SREM).
+local function summed(cmd, first, list)
+  local total = 0
+  for i = 1, #list, 1000 do
+    local j = math.min(i + 999, #list)
+    if first then
+      total = total + redis.call(cmd, first, unpack(list, i, j))
+    else
+      total = total + redis.call(cmd, unpack(list, i, j))
+    end
+  end
+  return total
+end
+
 local conds, puts, dels = {}, {}, {}
 local pos, nargs = 5, #ARGV
 while pos <= nargs do
@@ -274,7 +289,7 @@ do
       end
     end
   end
-  if n > 1 and redis.call('EXISTS', unpack(absent)) == 0 then
+  if n > 1 and summed('EXISTS', nil, absent) == 0 then
     local none = {}
     for i = 1, n do rows[absent[i]] = none end
   end
@@ -477,14 +492,14 @@ for i = 1, ngroups do
   local adding, d, root, names = g[1], g[2], g[3], g[4]
   local dk = P .. 'd:' .. d
   if adding then
-    local n = redis.call('SADD', dk, unpack(names))
+    local n = summed('SADD', dk, names)
     -- The directory was new if it holds no more than what was just added to it.
     if n > 0 and not made[dk] and #d > root then
       made[dk] = true
       if redis.call('SCARD', dk) == n then climb(d, root, true) end
     end
   else
-    local n = redis.call('SREM', dk, unpack(names))
+    local n = summed('SREM', dk, names)
     if n > 0 and #d > root and redis.call('SCARD', dk) == 0 then climb(d, root, false) end
   end
 end
