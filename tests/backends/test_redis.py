@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.backends.redis import RedisBackend, parse_url
@@ -254,9 +256,10 @@ def test_every_write_is_one_script_call_and_topics_join_logs_once(db: nbdb.Datab
         before = scripts()
         made: list[LogicalSwitchPort] = []
         # Stored format 2's budget (format 1: 21, 10, 21); see "Commits" in docs/backends/redis.md.
-        # A delete releases its unique claim and reverse reference unread (15 calls before).
+        # A delete releases its unique claim and reverse reference unread (15 calls before); a create
+        # reads its object hash and claim, both expected absent, with one EXISTS (15 before).
         assert (
-            inside(lambda: made.append(db.create(LogicalSwitchPort(switch=switch, name="p", topic="tenant-a")))) <= 15
+            inside(lambda: made.append(db.create(LogicalSwitchPort(switch=switch, name="p", topic="tenant-a")))) <= 14
         )
         assert inside(lambda: made.append(db.update(made[0].replace(up=True)))) <= 8
         assert inside(lambda: db.delete(made[1])) <= 13
@@ -269,6 +272,116 @@ def test_every_write_is_one_script_call_and_topics_join_logs_once(db: nbdb.Datab
         assert client.smembers(backend.root + "logs") == {b"tenant-a", b"tenant-b"}
     finally:
         client.close()
+
+
+def _data_calls(client: Any) -> int:
+    """The redis calls scripts made so far (every call but the scripts themselves and connection set-up)."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k[8:].partition("|")[0] not in _NOT_DATA)
+
+
+@pytest.mark.timeout(30)
+def test_a_transaction_of_creates_reads_absent_keys_at_once_and_adds_a_directory_once(db: nbdb.Database) -> None:
+    """Per object, a transaction of creates writes its hash and its claim; the rest is once per commit.
+
+    Its keys expected absent are read with one EXISTS, and a directory's new names added with one SADD;
+    a commit that finds one of them present reads each as before and fails whole.
+    """
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        switch = db.create(LogicalSwitch(name="sw", topic="tenant-a"))
+        db.create(LogicalSwitchPort(switch=switch, name="first", topic="tenant-a"))  # the directories exist
+        before = _data_calls(client)
+        with db.transaction() as txn:
+            ports = [txn.create(LogicalSwitchPort(switch=switch, name=f"p{i}", topic="tenant-a")) for i in range(20)]
+        # 2 per object (the object's hash, its claim) and at most 12 for the commit (5 per object before).
+        assert _data_calls(client) - before <= 2 * 20 + 12
+        members = client.smembers(backend.root + f"d:o/tenant-a/{LogicalSwitchPort.__name__}/")
+        assert {m.decode() for m in members} >= {str(p.id) for p in ports}
+        # A name already claimed: the commit reads each key, fails, and writes nothing.
+        with pytest.raises(nbdb.ConflictError), db.transaction() as txn:
+            txn.create(LogicalSwitchPort(switch=switch, name="fresh", topic="tenant-a"))
+            txn.create(LogicalSwitchPort(switch=switch, name="p3", topic="tenant-a"))
+        assert [p.name for p in db.list(LogicalSwitchPort) if p.name == "fresh"] == []
+        with db.transaction() as txn:
+            for port in ports:
+                txn.delete(port)
+        assert {p.name for p in db.list(LogicalSwitchPort)} == {"first"}
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_transaction_past_luas_unpack_limit_creates_and_deletes_whole(db: nbdb.Database) -> None:
+    """8,200 objects in one table: more keys expected absent and more names of one directory than
+    one Lua unpack returns (~8,000); the script reads and adds them in slices, whole."""
+    import redis
+
+    backend = backend_of(db)
+    with db.transaction() as txn:
+        made = [txn.create(LogicalSwitch(name=f"big-{i}", topic="tenant-a")) for i in range(8200)]
+    assert len(db.list(LogicalSwitch)) == 8200
+    with db.transaction() as txn:
+        for switch in made:
+            txn.delete(switch)
+    assert len(db.list(LogicalSwitch)) == 0
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        assert not list(client.scan_iter(match=backend.root + "d:o/*"))
+    finally:
+        client.close()
+
+
+_TOPICS = ("tenant-a", "tenant-b", "tenant-c")
+
+
+@pytest.mark.timeout(240)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_directory_sets_follow_any_transactions_of_creates_and_deletes(url: str, data: st.DataObject) -> None:
+    """Property: after any transactions of creates and deletes over topics, the directory sets (d:) name
+    exactly the live objects, their tables and topics — and nothing is left of an emptied one."""
+    import redis
+
+    with nbdb.connect(url, namespace=ns()) as db:
+        backend = backend_of(db)
+        client = redis.Redis.from_url(backend_url(backend))
+        live: dict[uuid.UUID, Any] = {}
+        try:
+            for _round in range(data.draw(st.integers(1, 4), label="transactions")):
+                creates = data.draw(st.lists(st.sampled_from(_TOPICS), max_size=6), label="creates")
+                doomed = data.draw(
+                    st.sets(st.sampled_from(sorted(live)), max_size=len(live)) if live else st.just(set())
+                )
+                if not creates and not doomed:
+                    continue
+                with db.transaction() as txn:
+                    made = [txn.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=t)) for t in creates]
+                    for key in doomed:
+                        txn.delete(live[key])
+                for key in doomed:
+                    del live[key]
+                live.update({o.id: o for o in made})
+                expected: dict[str, set[str]] = {}
+                for o in live.values():
+                    expected.setdefault("o/", set()).add(f"{o.topic}/")
+                    expected.setdefault(f"o/{o.topic}/", set()).add("LogicalSwitch/")
+                    expected.setdefault(f"o/{o.topic}/LogicalSwitch/", set()).add(str(o.id))
+                stored = {
+                    key.decode()[len(backend.root) + 2 :]: {m.decode() for m in client.smembers(key)}
+                    for key in client.scan_iter(match=backend.root + "d:o/*")
+                }
+                assert stored == expected
+                root = {m.decode() for m in client.smembers(backend.root + "d:")}
+                assert ("o/" in root) == bool(live)
+                for topic in _TOPICS:
+                    listed = {o.id for o in db.list(LogicalSwitch, topic)}
+                    assert listed == {k for k, o in live.items() if o.topic == topic}
+        finally:
+            client.close()
 
 
 @pytest.mark.timeout(30)

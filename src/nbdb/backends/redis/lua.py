@@ -133,6 +133,8 @@ end
 #   v key version | e key '' | p prefix revision     conditions
 #   l lease-key token                                 (a lease key is a full Redis key)
 #   P key value root                                 a put
+#   C key value root                                 a put of a key expected absent
+#                                                     (the put and its condition v key 0)
 #   D key root                                       a delete
 # (Items as arguments, not one length-prefixed blob: Redis makes the Lua strings of
 # its arguments in C, where unpacking a blob in Lua cost ~0.4 us per field.)
@@ -153,12 +155,33 @@ if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
 
+-- redis.call(cmd[, first], ...list), in slices of 1,000 (Lua's unpack returns at most ~8,000
+-- values): the sum of the replies. For calls whose reply is a count (EXISTS, SADD, SREM).
+local function summed(cmd, first, list)
+  local total = 0
+  for i = 1, #list, 1000 do
+    local j = math.min(i + 999, #list)
+    if first then
+      total = total + redis.call(cmd, first, unpack(list, i, j))
+    else
+      total = total + redis.call(cmd, unpack(list, i, j))
+    end
+  end
+  return total
+end
+
 local conds, puts, dels = {}, {}, {}
 local pos, nargs = 5, #ARGV
 while pos <= nargs do
   local kind = ARGV[pos]
   if kind == 'P' then
     puts[#puts + 1] = {ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])}
+    pos = pos + 4
+  elseif kind == 'C' then
+    -- A put of a key expected absent: the put and its condition 'v key 0' in one item.
+    local key = ARGV[pos + 1]
+    puts[#puts + 1] = {key, ARGV[pos + 2], tonumber(ARGV[pos + 3])}
+    conds[#conds + 1] = {'v', key, '0'}
     pos = pos + 4
   elseif kind == 'D' then
     dels[#dels + 1] = {ARGV[pos + 1], tonumber(ARGV[pos + 2])}
@@ -191,9 +214,17 @@ end
 -- The directory holding a key and its name in it (split(key)); for an object key from what
 -- place() matched: split() cost a commit as much as two HGETs per call (callgrind), and the
 -- directory bookkeeping called it five times per object.
+local odirs = {}
 local function dir_of(key)
   local w = place(key)
-  if w[8] then return 'o/' .. w[5] .. '/' .. w[8] .. '/', w[9] end
+  local tbl = w[8]
+  if tbl then
+    local bytopic = odirs[w[5]]
+    if not bytopic then bytopic = {}; odirs[w[5]] = bytopic end
+    local d = bytopic[tbl]
+    if not d then d = 'o/' .. w[5] .. '/' .. tbl .. '/'; bytopic[tbl] = d end
+    return d, w[9]
+  end
   return split(key)
 end
 -- The directory above a directory (split(dir)): o/<topic>/<table>/ -> o/<topic>/ -> o/ -> ''.
@@ -222,11 +253,13 @@ end
 -- change feed does not carry (a unique claim, a reverse reference) needs no read: its
 -- fields are removed whether or not they are there (a released claim, a dropped referrer).
 local named, blind, UNREAD = {}, {}, {false, 0}
-for _, c in ipairs(conds) do
+for i = 1, #conds do
+  local c = conds[i]
   if c[1] == 'v' or c[1] == 'e' then named[c[2]] = true; want(c[2]) end
 end
-for _, kv in ipairs(puts) do named[kv[1]] = true; want(kv[1]) end
-for _, d in ipairs(dels) do
+for i = 1, #puts do local key = puts[i][1]; named[key] = true; want(key) end
+for i = 1, #dels do
+  local d = dels[i]
   local key = d[1]
   if not named[key] and (d[2] < 0 or place(key)[6]) and key:sub(1, #OBJ) ~= OBJ then
     blind[key] = true
@@ -235,8 +268,31 @@ for _, d in ipairs(dels) do
   end
 end
 for h, fields in pairs(gwant) do
-  local got = redis.call('HMGET', h, unpack(fields))
-  for i, f in ipairs(fields) do graw[h .. '\0' .. f] = got[i] end
+  local got, byfield = redis.call('HMGET', h, unpack(fields)), {}
+  for i = 1, #fields do byfield[fields[i]] = got[i] end
+  graw[h] = byfield
+end
+-- A create expects its keys absent (conditions 'v' on version 0). When no hash of those
+-- keys exists, one EXISTS answers for all of them (and for every other key of those hashes)
+-- instead of one HMGET per hash: a transaction of creates read 2 hashes per object. If any
+-- exists, each is read by its HMGET below, as before. An absent key has no type to refuse.
+do
+  local absent, seen, n = nil, nil, 0
+  for i = 1, #conds do
+    local c = conds[i]
+    if c[1] == 'v' and c[3] == '0' then
+      local w = place(c[2])
+      local h = w[1]
+      if not w[6] then
+        if not seen then absent, seen = {}, {} end
+        if not seen[h] then seen[h] = true; n = n + 1; absent[n] = h end
+      end
+    end
+  end
+  if n > 1 and summed('EXISTS', nil, absent) == 0 then
+    local none = {}
+    for i = 1, n do rows[absent[i]] = none end
+  end
 end
 local function load(key)
   local s = cur[key]
@@ -244,7 +300,7 @@ local function load(key)
     local w = place(key)
     local gh, gf = w[6], w[7]
     if gh then
-      local u = ungroup(graw[gh .. '\0' .. gf])
+      local u = ungroup(graw[gh][gf])
       s = u and {u[1], u[2]} or false
       cur[key] = s
       return s
@@ -266,7 +322,8 @@ local function load(key)
   return s
 end
 
-for _, c in ipairs(conds) do
+for i = 1, #conds do
+  local c = conds[i]
   local kind, a, b = c[1], c[2], c[3]
   if kind == 'v' then
     local s = load(a)
@@ -308,17 +365,18 @@ for _, c in ipairs(conds) do
 end
 
 local dropped = {}
-for _, d in ipairs(dels) do dropped[d[1]] = true end
-for _, kv in ipairs(puts) do
+for i = 1, #dels do dropped[dels[i][1]] = true end
+for i = 1, #puts do
+  local kv = puts[i]
   -- A key both put and deleted ends deleted (as in every other store of the family).
   if not dropped[kv[1]] then
     local s = load(kv[1])
     local ver = s and (s[2] + 1) or 1
     changes[#changes + 1] = {kv[1], kv[2], ver, s and s[1] or false, s and s[2] or 0, kv[3]}
-    cur[kv[1]] = {kv[2], ver}
   end
 end
-for _, d in ipairs(dels) do
+for i = 1, #dels do
+  local d = dels[i]
   local s = blind[d[1]] and UNREAD or load(d[1])
   if s then
     changes[#changes + 1] = {d[1], false, 0, s[1], s[2], d[2], s == UNREAD}
@@ -339,52 +397,70 @@ if rev == 1 then
 end
 
 -- Pass 2: write keys, and the directories of the keys that are ever ranged.
+-- Numbers become strings once each: tostring (and a number passed to redis.call) is a
+-- sprintf in Redis's Lua, ~2.4k instructions, and a transaction wrote the same few numbers
+-- (the revision, version 1) several times per object.
+local strs = {}
+local function str(n)
+  local v = strs[n]
+  if not v then v = tostring(n); strs[n] = v end
+  return v
+end
+local revs = str(rev)
 local dirs, ndirs, made = {}, 0, {}
 local hashes, sets, unsets, read = {}, {}, {}, {}
-for _, c in ipairs(changes) do
+local groups, ngroups, byroot = nil, 0, nil
+for i = 1, #changes do
+  local c = changes[i]
   local key, root = c[1], c[6]
   local w = place(key)
   local h, vf, nf, mf, topic, gh, gf = w[1], w[2], w[3], w[4], w[5], w[6], w[7]
   if not sets[h] then
     hashes[#hashes + 1] = h
-    sets[h], unsets[h] = {}, {}
+    sets[h] = {}
   end
   if not c[7] then read[h] = true end
-  local t = c[2] and sets[h] or unsets[h]
+  local t = sets[h]
+  if not c[2] then
+    t = unsets[h]
+    if not t then t = {}; unsets[h] = t end
+  end
   if gh then
     root = -1  -- the hash is the directory
     t[#t + 1] = gf
     if c[2] then t[#t + 1] = struct.pack('>i4>i8', c[3], rev) .. c[2] end
   elseif c[2] then
-    t[#t + 1] = vf; t[#t + 1] = c[2]; t[#t + 1] = nf; t[#t + 1] = c[3]; t[#t + 1] = mf; t[#t + 1] = rev
+    t[#t + 1] = vf; t[#t + 1] = c[2]; t[#t + 1] = nf; t[#t + 1] = str(c[3]); t[#t + 1] = mf; t[#t + 1] = revs
     if topic then t[#t + 1] = 'ot'; t[#t + 1] = topic end
   else
     t[#t + 1] = vf; t[#t + 1] = nf; t[#t + 1] = mf
     if topic then t[#t + 1] = 'ot' end
   end
+  local d, name
   if root >= 0 and (c[5] == 0 or not c[2]) then
-    local path = key
-    while path ~= '' do
-      local d, name
-      if path == key then d, name = dir_of(key) else d, name = split(path) end
-      local dk = P .. 'd:' .. d
-      if c[2] then
-        -- A directory this commit already added to exists, and so do its ancestors (puts
-        -- come before deletes): no SCARD for the second key of a table in a transaction.
-        if redis.call('SADD', dk, name) == 0 or made[dk] or #d <= root then break end
-        made[dk] = true
-        if redis.call('SCARD', dk) > 1 then break end
-      else
-        if redis.call('SREM', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 0 then break end
-      end
-      path = d
+    -- Directory entries are added (removed) per directory, one SADD (SREM) of all the
+    -- commit's names in it: see below.
+    d, name = dir_of(key)
+    -- Grouped by whether it adds, its root and its directory (one table per root seen).
+    if not groups then groups, byroot = {}, {} end
+    local gkey = c[2] and root or -2 - root
+    local bydir = byroot[gkey]
+    if not bydir then bydir = {}; byroot[gkey] = bydir end
+    local g = bydir[d]
+    if not g then
+      g = {c[2] and true or false, d, root, {}}
+      bydir[d] = g
+      ngroups = ngroups + 1
+      groups[ngroups] = g
     end
+    local names = g[4]
+    names[#names + 1] = name
   end
   if root == 0 then
     -- The revision of the last change below each directory validates batched lists.
     -- A directory already counted came with its ancestors: stop there (most keys of a
     -- commit share their directory, and split() is the costly part).
-    local path = dir_of(key)
+    local path = d or dir_of(key)
     while not dirs[path] do
       dirs[path] = true
       ndirs = ndirs + 1
@@ -393,19 +469,54 @@ for _, c in ipairs(changes) do
     end
   end
 end
+-- The directory sets: a directory's new names in one SADD (its removed ones in one SREM),
+-- then, if that made the directory (emptied it), its entry in its parent, and so up, one
+-- name at a time. Puts come before deletes, and so do their groups. A directory this commit
+-- already added to exists, and so do its ancestors: no SCARD for it again.
+local function climb(path, root, adding)
+  while path ~= '' do
+    local d, name = split(path)
+    local dk = P .. 'd:' .. d
+    if adding then
+      if redis.call('SADD', dk, name) == 0 or made[dk] or #d <= root then return end
+      made[dk] = true
+      if redis.call('SCARD', dk) > 1 then return end
+    else
+      if redis.call('SREM', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 0 then return end
+    end
+    path = d
+  end
+end
+for i = 1, ngroups do
+  local g = groups[i]
+  local adding, d, root, names = g[1], g[2], g[3], g[4]
+  local dk = P .. 'd:' .. d
+  if adding then
+    local n = summed('SADD', dk, names)
+    -- The directory was new if it holds no more than what was just added to it.
+    if n > 0 and not made[dk] and #d > root then
+      made[dk] = true
+      if redis.call('SCARD', dk) == n then climb(d, root, true) end
+    end
+  else
+    local n = summed('SREM', dk, names)
+    if n > 0 and #d > root and redis.call('SCARD', dk) == 0 then climb(d, root, false) end
+  end
+end
 -- One write per hash (an object and its index share one); an emptied hash is removed by Redis.
 -- A hash only deleted from unread (see 'blind') may be a foreign key of another type: not
 -- nbdb's, so nothing of the commit's is there; pcall, so that it cannot stop the commit
 -- halfway through its writes (every other key was read, so its type is known to fit).
-for _, h in ipairs(hashes) do
-  if #unsets[h] > 0 then (read[h] and redis.call or redis.pcall)('HDEL', h, unpack(unsets[h])) end
+for i = 1, #hashes do
+  local h = hashes[i]
+  if unsets[h] then (read[h] and redis.call or redis.pcall)('HDEL', h, unpack(unsets[h])) end
   if #sets[h] > 0 then redis.call('HSET', h, unpack(sets[h])) end
 end
 if ndirs > 0 then
   local args = {}
   for d in pairs(dirs) do
     args[#args + 1] = d
-    args[#args + 1] = rev
+    args[#args + 1] = revs
   end
   redis.call('HSET', P .. 'dmr', unpack(args))
 end
@@ -415,25 +526,29 @@ end
 -- A change record: key, value, version, previous value, previous version, each
 -- length-prefixed (>i4; -1 for none), packed by one struct.pack (c0: the whole string).
 local function record(k, v, n, o, on)
-  n, on = tostring(n), tostring(on)
+  n, on = str(n), str(on)
   if v and o then return struct.pack('>i4c0i4c0i4c0i4c0i4c0', #k, k, #v, v, #n, n, #o, o, #on, on) end
   if v then return struct.pack('>i4c0i4c0i4c0i4i4c0', #k, k, #v, v, #n, n, -1, #on, on) end
   if o then return struct.pack('>i4c0i4i4c0i4c0i4c0', #k, k, -1, #n, n, #o, o, #on, on) end
   return struct.pack('>i4c0i4i4c0i4i4c0', #k, k, -1, #n, n, -1, #on, on)
 end
 local all, topics = {}, {}
-for _, c in ipairs(changes) do
-  if c[1]:sub(1, #OBJ) == OBJ then
+-- A key loc() matched as o/<topic>/<table>/<id> is an object's when OBJ is 'o/' (no key prefix).
+local plain = OBJ == 'o/'
+for i = 1, #changes do
+  local c = changes[i]
+  local w = place(c[1])
+  if (plain and w[8]) or c[1]:sub(1, #OBJ) == OBJ then
     local rec = record(c[1], c[2], c[3], c[4], c[5])
     all[#all + 1] = rec
-    local topic = place(c[1])[5] or c[1]:sub(#OBJ + 1):match('^([^/]*)/')
+    local topic = w[5] or c[1]:sub(#OBJ + 1):match('^([^/]*)/')
     if topic then
       if not topics[topic] then topics[topic] = {} end
       table.insert(topics[topic], rec)
     end
   end
 end
-local id, feed = rev .. '-0', table.concat(all)
+local id, feed = revs .. '-0', table.concat(all)
 if #all > 0 then
   redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', feed)
 else
@@ -452,7 +567,7 @@ for topic, recs in pairs(topics) do
     redis.call('SADD', P .. 'logs', topic)
   end
 end
-redis.call('SET', P .. 'ct:' .. token, rev, 'PX', __TTL__)
+redis.call('SET', P .. 'ct:' .. token, revs, 'PX', __TTL__)
 return {1, rev}
 """
 ).replace("__TTL__", str(COMMIT_TOKEN_TTL_MS))
