@@ -499,6 +499,86 @@ def test_a_range_read_in_batches_comes_in_key_order(url: str) -> None:
         assert [obj.id for obj in db.list(LogicalSwitch)] == sorted((m.id for m in made), key=str)
 
 
+@pytest.mark.timeout(60)
+def test_a_range_over_more_names_than_a_script_gathers_pages_them_and_reads_the_same(url: str) -> None:
+    """Past ``names_in_script`` names the script returns only its revision and the names are paged (SSCAN):
+    the keys, values and revision are those the one-script read gives, and the server is never held by one."""
+    namespace = ns()
+    with nbdb.connect(url, namespace=namespace, batch=2) as db:
+        backend = backend_of(db)
+        assert backend.names_in_script == 200
+        with db.transaction() as txn:
+            made = [txn.create(LogicalSwitch(name=f"s{i}")) for i in range(260)]
+        prefixes = backend.layout.object_prefixes(["LogicalSwitch"], None)
+        paged, revision = backend.range_keys(prefixes)
+        assert [kv.key for kv in paged] == backend._names_paged(prefixes)
+        assert revision == backend.current_revision()
+        assert {backend.layout.parse_object(kv.key)[2] for kv in paged} == {m.id for m in made}  # type: ignore[index]
+        # A prefix that stops inside a directory's names: only those that start with it, glob characters
+        # taken literally (no id holds '*', so the prefix ending in one names nothing).
+        first = paged[0].key
+        cut = first[: first.rfind("/") + 2]  # the directory of the ids and one character of them
+        assert backend._names_paged([cut]) == [kv.key for kv in paged if kv.key.startswith(cut)]
+        assert backend._names_paged([cut[:-1] + "*"]) == [] and backend._names_paged([cut[:-1] + "[0-9a-f]"]) == []
+    with nbdb.connect(url, namespace=namespace, batch=1000) as whole:
+        scripted, again = backend_of(whole).range_keys(prefixes)
+    assert scripted == paged and again == revision
+
+
+@pytest.mark.timeout(120)
+def test_a_paged_range_under_writes_is_the_state_at_its_revision(url: str) -> None:
+    """A writer creates, updates and deletes while ranges over more names than a script gathers are read:
+    each result is exactly the state at its revision, rebuilt from a watch of every change."""
+    with nbdb.connect(url, namespace=ns(), batch=1) as db:
+        backend = backend_of(db)
+        with db.transaction() as txn:
+            live = [txn.create(LogicalSwitch(name=f"s{i}")) for i in range(150)]
+        start = db.list(LogicalSwitch)
+        stop, writing = threading.Event(), threading.Event()
+
+        def write() -> None:
+            objs, n = list(live), 0
+            while not stop.is_set() and n < 2000:
+                n += 1
+                writing.set()
+                i = n % len(objs)
+                if n % 3 == 0:
+                    db.delete(objs[i])
+                    objs[i] = db.create(LogicalSwitch(name=f"n{n}"))
+                else:
+                    objs[i] = db.update(objs[i].replace(name=f"u{n}"))
+
+        writer = threading.Thread(target=write)
+        states: dict[int, dict[uuid.UUID, int]] = {}
+        writer.start()
+        try:
+            prefixes = backend.layout.object_prefixes(["LogicalSwitch"], None)
+            assert writing.wait(10)
+            for _ in range(6):
+                kvs, revision = backend.range_keys(prefixes)
+                states[revision] = {backend.layout.parse_object(kv.key)[2]: kv.version for kv in kvs}  # type: ignore[index]
+        finally:
+            stop.set()
+            writer.join()
+        assert len(states) > 1, "no write landed between the ranges"
+        state = {o.id: o.version for o in start}
+        with db.watch(LogicalSwitch, since=start.revision) as watch:
+            at = start.revision
+            while states:
+                for revision in sorted(r for r in states if r <= at):
+                    assert states.pop(revision) == state, f"the range at {revision} is not the state then"
+                if not states:
+                    break
+                events = watch.poll(10)
+                assert events, "the watch stopped before the ranges' revisions"
+                for event in events:
+                    if event.kind == "deleted":
+                        del state[event.id]
+                    else:
+                        state[event.id] = event.object.version
+                    at = event.revision
+
+
 @pytest.mark.timeout(30)
 def test_revisions_continue_after_the_log_when_the_counter_is_lost(db: nbdb.Database) -> None:
     import redis

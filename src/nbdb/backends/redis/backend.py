@@ -223,18 +223,29 @@ class RedisBackend(ChangeLogBackend):
         Up to ``batch`` keys: one script reads them all atomically. More: the
         script returns the key names at revision R0, values are read in
         pipelined batches, and the result stands only if no key under the
-        prefixes changed since R0 (per-directory change revisions); otherwise
-        it is retried, and finally read in one atomic script.
+        prefixes changed since R0 (per-directory change revisions), or once
+        the change log since R0 is replayed over it; otherwise it is retried,
+        and finally read in one atomic script.
+
+        More than ``names_in_script`` names (a table of a million objects):
+        the script returns only R0, and the names are paged with ``SSCAN``
+        after it, so that no script holds the server for seconds (Redis
+        answers every other client ``BUSY`` meanwhile). A name read after R0
+        is as good as one read at it: whatever changed since R0 is either
+        absent from every directory changed since (then the result stands) or
+        in the log replayed over the result. The last try is then paged too:
+        when the log no longer reaches back to R0 after it,
+        :class:`nbdb.BackendUnavailableError`.
         """
         if not prefixes:
             return [], self.revision_now()
+        cap = self.names_in_script
         for attempt in range(4):
-            args = [self.root, self.config.batch if attempt < 3 else 2**31, *prefixes]
+            args = [self.root, self.config.batch if attempt < 3 else 2**31, cap, *prefixes]
             reply = self._run(lambda args=args: self._range_script(args=args))  # type: ignore[misc]
             revision, token, complete = int(reply[0]), _s(reply[1]), int(reply[2])
-            fields = _unpack(reply[3])
-            if complete:
-                rows = fields
+            if complete == 1:
+                rows = _unpack(reply[3])
                 out = [
                     kv for j in range(0, len(rows), 4) if (kv := self._kv(_s(rows[j]), rows[j + 1 : j + 4])) is not None
                 ]
@@ -243,7 +254,7 @@ class RedisBackend(ChangeLogBackend):
             # The names are put in order, not the records read: a list of str sorts without a key
             # function in C (100,000 keys: 0.24 us a key against 0.65 for the records by a lambda,
             # and 0.14 against 0.24 at 10,000), and the values come back in the order asked for.
-            keys = sorted(_s(k) for k in fields)
+            keys = sorted(_s(k) for k in _unpack(reply[3])) if complete == 0 else self._names_paged(prefixes)
             values = self._get_batched(keys)
             if all(v is not None for v in values) and self._unchanged_since(prefixes, revision):
                 self.remember_token(revision, token)
@@ -252,7 +263,47 @@ class RedisBackend(ChangeLogBackend):
             if patched is not None:
                 return patched
             log.debug("redis: keys under %s changed during a batched read; retrying", prefixes)
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise errors.BackendUnavailableError(
+            f"redis: could not read the {len(keys):,} keys under {', '.join(prefixes)} at one revision: they changed "
+            f"during each of 4 reads and the change log ({self.config.history:,} commits) no longer reached back"
+        )
+
+    @property
+    def names_in_script(self) -> int:
+        """The most key names a range script gathers; a range over more pages them (see :meth:`range_keys`)."""
+        return 100 * self.config.batch
+
+    def _names_paged(self, prefixes: Sequence[str]) -> list[str]:
+        """Every key under ``prefixes``, sorted: the directory sets walked with ``SSCAN``, a page per call.
+
+        A name present throughout is returned; one added or removed meanwhile
+        may or may not be (the caller settles those by the change log).
+        """
+        root, count = self.root, max(1000, self.config.batch)
+        names: set[str] = set()
+        stack = [_dir_and_filter(p) for p in prefixes]
+        walked: set[tuple[str, str]] = set()
+        while stack:
+            place = stack.pop()
+            if place in walked:
+                continue
+            walked.add(place)
+            directory, filter = place
+            key, match = root + "d:" + directory, _glob_escape(filter) + "*" if filter else None
+            cursor: int = 0
+            while True:
+                cursor, members = self._run(
+                    lambda c=cursor, k=key, m=match: self._client.sscan(k, c, match=m, count=count)  # type: ignore[misc]
+                )
+                for member in members:
+                    name = _s(member)
+                    if name.endswith("/"):
+                        stack.append((directory + name, ""))
+                    else:
+                        names.add(directory + name)
+                if not int(cursor):
+                    break
+        return sorted(names)
 
     def _patch_from_log(
         self, prefixes: Sequence[str], since: int, token: str, keys: Sequence[str], values: Sequence[KeyValue | None]
@@ -632,3 +683,17 @@ def _dir_chain(prefix: str) -> list[str]:
         directory = directory[: cut + 1]
         chain.append(directory)
     return chain
+
+
+def _dir_and_filter(prefix: str) -> tuple[str, str]:
+    """A range prefix as (its directory, the start of the names wanted in it), as the scripts' walk splits it."""
+    cut = prefix.rfind("/") + 1
+    return prefix[:cut], prefix[cut:]
+
+
+_GLOB = re.compile(r"([\\*?\[\]])")
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern."""
+    return _GLOB.sub(r"\\\1", text)

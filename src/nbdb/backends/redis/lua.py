@@ -572,16 +572,36 @@ return {1, rev}
 """
 ).replace("__TTL__", str(COMMIT_TOKEN_TTL_MS))
 
-# ARGV: P, limit, prefix*.  Returns {rev, token, 1, rows} if at most ``limit``
+# ARGV: P, limit, cap, prefix*.  Returns {rev, token, 1, rows} if at most ``limit``
 # keys, rows packing (key, value, version, modrev) per key; else {rev, token, 0,
-# names}, names packing every key.  Fields are length-prefixed (see pack).
+# names}, names packing every key; else, when the directories to walk hold more than
+# ``cap`` names, {rev, token, 2, ''} at once: the client pages the names (SSCAN) instead
+# of one script blocking the server over them all.  Fields are length-prefixed (see pack).
 RANGE_LUA = (
     _LUA_PRELUDE
     + _LUA_PACK
     + r"""
-local limit = tonumber(ARGV[2])
+local limit, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local keys, seen, gvals = {}, {}, {}
-for j = 3, #ARGV do
+-- walk() that gives up, before reading a directory, when its members would pass cap.
+local function walk_capped(prefix, fn)
+  local pos = prefix:match('^.*()/')
+  local stack
+  if pos then stack = {{prefix:sub(1, pos), prefix:sub(pos + 1)}} else stack = {{'', prefix}} end
+  while #stack > 0 do
+    local top = table.remove(stack)
+    local dir, filter = top[1], top[2]
+    local d = P .. 'd:' .. dir
+    if #keys + redis.call('SCARD', d) > cap then return false end
+    for _, m in ipairs(redis.call('SMEMBERS', d)) do
+      if filter == '' or m:sub(1, #filter) == filter then
+        if m:sub(-1) == '/' then stack[#stack + 1] = {dir .. m, ''} else fn(dir .. m) end
+      end
+    end
+  end
+  return true
+end
+for j = 4, #ARGV do
   local gh, filter, base = group(ARGV[j])
   if gh then
     local all = redis.call('HGETALL', gh)
@@ -592,9 +612,13 @@ for j = 3, #ARGV do
       end
     end
   else
-    walk(ARGV[j], function(k)
+    local within = walk_capped(ARGV[j], function(k)
       if not seen[k] then seen[k] = true; keys[#keys + 1] = k end
     end)
+    if not within then
+      local hr, ht = head()
+      return {hr, ht, 2, ''}
+    end
   end
 end
 local hr, ht = head()
