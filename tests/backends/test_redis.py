@@ -335,6 +335,25 @@ def test_a_transaction_past_luas_unpack_limit_creates_and_deletes_whole(db: nbdb
         client.close()
 
 
+@pytest.mark.timeout(240)
+def test_a_transaction_of_more_ports_of_one_switch_than_lua_unpacks_writes_and_deletes_them_whole(
+    db: nbdb.Database,
+) -> None:
+    """9,000 ports of one switch in one transaction: the switch's reverse-reference hash is read and written
+    with more fields than one Lua unpack returns (it failed with 'too many results to unpack')."""
+    switch = db.create(LogicalSwitch(name="wide"))
+    with db.transaction() as txn:
+        made = [txn.create(LogicalSwitchPort(switch=switch, name=f"wide-{i}")) for i in range(9000)]
+    assert len(db.list(LogicalSwitchPort)) == 9000
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(switch)
+    with db.transaction() as txn:
+        for port in made:
+            txn.delete(port)
+    assert len(db.list(LogicalSwitchPort)) == 0
+    db.delete(switch)
+
+
 _TOPICS = ("tenant-a", "tenant-b", "tenant-c")
 
 

@@ -170,6 +170,20 @@ local function summed(cmd, first, list)
   return total
 end
 
+-- call(cmd, key, ...list) in slices of 1,000 values (an even number: field-value pairs stay
+-- whole), for the same reason: the items of the replies, in order (HMGET's values).
+local function sliced(call, cmd, key, list)
+  if #list <= 1000 then return call(cmd, key, unpack(list)) end
+  local out = {}
+  for i = 1, #list, 1000 do
+    local got = call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    if type(got) == 'table' then
+      for k = 1, #got do out[#out + 1] = got[k] end
+    end
+  end
+  return out
+end
+
 local conds, puts, dels = {}, {}, {}
 local pos, nargs = 5, #ARGV
 while pos <= nargs do
@@ -268,7 +282,7 @@ for i = 1, #dels do
   end
 end
 for h, fields in pairs(gwant) do
-  local got, byfield = redis.call('HMGET', h, unpack(fields)), {}
+  local got, byfield = sliced(redis.call, 'HMGET', h, fields), {}
   for i = 1, #fields do byfield[fields[i]] = got[i] end
   graw[h] = byfield
 end
@@ -509,8 +523,8 @@ end
 -- halfway through its writes (every other key was read, so its type is known to fit).
 for i = 1, #hashes do
   local h = hashes[i]
-  if unsets[h] then (read[h] and redis.call or redis.pcall)('HDEL', h, unpack(unsets[h])) end
-  if #sets[h] > 0 then redis.call('HSET', h, unpack(sets[h])) end
+  if unsets[h] then sliced(read[h] and redis.call or redis.pcall, 'HDEL', h, unsets[h]) end
+  if #sets[h] > 0 then sliced(redis.call, 'HSET', h, sets[h]) end
 end
 if ndirs > 0 then
   local args = {}
@@ -518,7 +532,7 @@ if ndirs > 0 then
     args[#args + 1] = d
     args[#args + 1] = revs
   end
-  redis.call('HSET', P .. 'dmr', unpack(args))
+  sliced(redis.call, 'HSET', P .. 'dmr', args)
 end
 
 -- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
