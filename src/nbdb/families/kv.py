@@ -86,6 +86,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _COMMIT_ATTEMPTS = 8
+_new_tuple = tuple.__new__
 
 
 class _RecordStream(RecordStream):
@@ -304,8 +305,9 @@ class KeyValueBackend(Backend):
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         wanted = frozenset(tables)
         kvs, revision = self.range_keys(self.layout.object_prefixes(tables, topics))
+        # Built as tuples (Record's own __new__ is a Python call per listed object).
         records = [
-            Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value)
+            _new_tuple(Record, (parsed[1], parsed[2], parsed[0], kv.version, kv.value, None))
             for kv, parsed in zip(kvs, self.layout.parse_objects([kv.key for kv in kvs]), strict=True)
             if parsed is not None and parsed[1] in wanted
         ]
