@@ -138,3 +138,20 @@ def test_the_txn_reader_answers_as_the_general_parser(fields: list[tuple[int, in
 @given(st.binary(max_size=300))
 def test_a_range_op_of_one_key_is_the_general_encoding(key: bytes) -> None:
     assert wire.request_range(key) == wire._blob(b"\x0a", wire.range_request(key))
+
+
+def _prefix_end_by_definition(prefix: bytes) -> bytes:
+    """The smallest key above every key starting with ``prefix``: drop trailing 0xff, add one to the last byte."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes((stripped[-1] + 1,)) if stripped else b"\0"
+
+
+@given(st.binary(max_size=20) | st.builds(lambda b, n: b + b"\xff" * n, st.binary(max_size=5), st.integers(0, 3)))
+def test_prefix_end_is_the_smallest_key_above_the_prefix(prefix: bytes) -> None:
+    assert wire.prefix_end(prefix) == _prefix_end_by_definition(prefix)
+
+
+@given(st.binary(max_size=60), st.binary(max_size=300), st.integers(0, 2**63 - 1))
+def test_a_put_op_is_its_general_encoding(key: bytes, value: bytes, lease: int) -> None:
+    put = _encode(1, 2, key) + (_encode(2, 2, value) if value else b"") + (_encode(3, 0, lease) if lease else b"")
+    assert wire.request_put(key, value, lease) == _encode(2, 2, put)

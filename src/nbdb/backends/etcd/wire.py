@@ -14,6 +14,7 @@ Field numbers follow etcd's ``etcdserverpb/rpc.proto`` and ``mvccpb/kv.proto``
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -109,6 +110,8 @@ class _Writer:
 
 def prefix_end(prefix: bytes) -> bytes:
     """The smallest key greater than every key that starts with ``prefix`` (etcd's range_end)."""
+    if prefix and prefix[-1] < 0xFF:  # every prefix nbdb asks about (they end in "/")
+        return prefix[:-1] + bytes((prefix[-1] + 1,))
     end = bytearray(prefix)
     while end:
         if end[-1] < 0xFF:
@@ -155,8 +158,12 @@ def request_put(key: bytes, value: bytes, lease: int = 0) -> bytes:
     if value:
         put += _blob(b"\x12", value)
     if lease:
-        put += b"\x18" + _varint(lease)
+        put += b"\x18" + _lease_varint(lease)
     return _blob(b"\x12", put)
+
+
+_lease_varint = lru_cache(maxsize=64)(_varint)
+"""A lease id's varint (ten bytes of Python loop), remembered: every commit's token rides on the same lease."""
 
 
 def request_delete(key: bytes, range_end: bytes = b"") -> bytes:
