@@ -299,7 +299,7 @@ def plan_commit(
     """Each written object's id as text (spelled once per commit: UUID.__str__ is Python code)."""
     for op in ops:
         me = (op.table, op.id)
-        sid = texts[me] = str(op.id)
+        sid = texts[me] = id_text(op.id)  # remembered: an update or delete names an id its create did
         okey = layout.object(op.topic, op.table, sid)
         ikey = layout.index(op.table, sid)
         if isinstance(op, Put) and op.expect_version == 0:
