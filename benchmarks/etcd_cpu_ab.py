@@ -61,8 +61,14 @@ for cls, label in ((ContractClient, "contract"), (Client, "raw")):
             versions[i] = client.update(client.key(PORT, doc["id"]), json.dumps(new).encode(), versions[i])
             docs[i] = new
     phase(f"{label} update", update, count)
-    phase(f"{label} delete", lambda: [client.delete(client.key(PORT, d["id"]), versions[i]) for i, d in enumerate(docs)], count)
-    phase(f"{label} list", lambda: [[json.loads(v) for v in client.scan(client.prefix(PORT))] for _ in range(3)], 3 * listed)
+    def delete():
+        for i, doc in enumerate(docs):
+            client.delete(client.key(PORT, doc["id"]), versions[i])
+    phase(f"{label} delete", delete, count)
+    def scan():
+        for _ in range(3):
+            [json.loads(v) for v in client.scan(client.prefix(PORT))]
+    phase(f"{label} list", scan, 3 * listed)
     client.cleanup()
     client.close()
 print(json.dumps(out))

@@ -14,9 +14,9 @@ Field numbers follow etcd's ``etcdserverpb/rpc.proto`` and ``mvccpb/kv.proto``
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = [
