@@ -16,11 +16,10 @@ average; at the end the medians of each side, and nbdb's CPU over raw+contract's
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import uuid
 
-from abrun import loadavg, run_json
+from abrun import ab_parser, in_turns, loadavg, run_json
 
 WORKER = r"""
 import json, sys, time
@@ -76,11 +75,7 @@ print(json.dumps(out))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--a", required=True, help="the first checkout's src/ (e.g. main's)")
-    parser.add_argument("--b", required=True, help="the second checkout's src/")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--count", type=int, default=1000)
+    parser = ab_parser(__doc__, 1000)
     parser.add_argument("--list", type=int, default=2000, help="ports listed (the quick bench's list size)")
     opts = parser.parse_args()
     from nbdb.testing.servers import start_server
@@ -88,23 +83,20 @@ def main() -> None:
     sides = {"a": opts.a, "b": opts.b}
     rows: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
     with start_server("etcd") as server:
-        for n in range(opts.rounds):
-            for side in ["a", "b"] if n % 2 == 0 else ["b", "a"]:
-                ns = f"ab-{uuid.uuid4().hex[:8]}"
-                got = run_json(sides[side], WORKER, [server.url, ns, str(opts.count), str(opts.list)])
-                rows[side].append(got)
-                shown = " ".join(f"{k.replace(' ', '_')}={v:.1f}" for k, v in got.items())
-                print(f"round {n} {side} load {loadavg()}: {shown}", flush=True)
+        for n, side in in_turns(opts.rounds):
+            ns = f"ab-{uuid.uuid4().hex[:8]}"
+            got = run_json(sides[side], WORKER, [server.url, ns, str(opts.count), str(opts.list)])
+            rows[side].append(got)
+            shown = " ".join(f"{k.replace(' ', '_')}={v:.1f}" for k, v in got.items())
+            print(f"round {n} {side} load {loadavg()}: {shown}", flush=True)
     print("medians, CPU µs per operation (per object for list): a | b   (nbdb / raw+contract: a | b)")
     for key in rows["a"][0]:
-        a = statistics.median(r[key] for r in rows["a"])
-        b = statistics.median(r[key] for r in rows["b"])
+        a, b = (statistics.median(r[key] for r in rows[side]) for side in "ab")
         line = f"  {key:16s} {a:8.1f} | {b:8.1f}   b/a {b / a:.3f}"
         if key.startswith("nbdb"):
-            op = key.split()[1]
-            ra = statistics.median(r[key] / r[f"contract {op}"] for r in rows["a"])
-            rb = statistics.median(r[key] / r[f"contract {op}"] for r in rows["b"])
-            line += f"   ({ra:.2f} | {rb:.2f})"
+            contract = f"contract {key.split()[1]}"
+            ratios = (statistics.median(r[key] / r[contract] for r in rows[side]) for side in "ab")
+            line += "   ({:.2f} | {:.2f})".format(*ratios)
         print(line)
 
 

@@ -488,15 +488,7 @@ def parse_txn(data: bytes) -> tuple[Header, bool, list[list[KV]]]:
     try:
         while i < n:
             tag = data[i]
-            b = data[i + 1]
-            i += 2
-            value = b & 0x7F
-            shift = 7
-            while b >= 0x80:
-                b = data[i]
-                i += 1
-                value |= (b & 0x7F) << shift
-                shift += 7
+            value, i = _varint_at(data, i + 1)
             if tag == 0x10:
                 succeeded = value
             elif (tag != 0x0A and tag != 0x1A) or i + value > n:
@@ -510,6 +502,20 @@ def parse_txn(data: bytes) -> tuple[Header, bool, list[list[KV]]]:
     except IndexError:
         return _parse_txn_general(data)
     return _header(header), bool(succeeded), [_range_kvs(op) for op in ops]
+
+
+def _varint_at(data: bytes, i: int) -> tuple[int, int]:
+    """The varint at ``data[i:]`` and where it ends (IndexError if cut short)."""
+    b = data[i]
+    if b < 0x80:
+        return b, i + 1
+    value = shift = 0
+    while b >= 0x80:
+        value |= (b & 0x7F) << shift
+        shift += 7
+        i += 1
+        b = data[i]
+    return value | (b << shift), i + 1
 
 
 def _range_kvs(op: bytes) -> list[KV]:
