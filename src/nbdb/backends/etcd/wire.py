@@ -366,11 +366,10 @@ def _header(data: bytes) -> Header:
     try:
         values = known[cluster], known[member], known[term]
     except KeyError:
+        values = _read_varint(cluster), _read_varint(member), _read_varint(term)
         if len(known) > 1024:
-            known.clear()
-        for field in (cluster, member, term):
-            known[field] = _read_varint(field)
-        values = known[cluster], known[member], known[term]
+            known.clear()  # another thread's lookup meanwhile misses and reads its own
+        known[cluster], known[member], known[term] = values
     number = _read_varint(revision)
     if number >= _I64 or values[0] >= _U64 or values[1] >= _U64 or values[2] >= _U64:
         return _header_general(data)  # a negative revision, or a varint past 64 bits: the general rules
