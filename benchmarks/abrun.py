@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["env", "loadavg", "run_json"]
+__all__ = ["ab_parser", "env", "in_turns", "loadavg", "run_json"]
 
 
 def env(src: str | None) -> dict[str, str]:
@@ -33,3 +35,20 @@ def run_json(src: str, worker: str, args: list[str], timeout: float = 900) -> An
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages."""
     return " ".join(Path("/proc/loadavg").read_text().split(" ", 3)[:3])
+
+
+def in_turns(rounds: int) -> Iterator[tuple[int, str]]:
+    """(round, side) for sides "a" and "b", each round in the other order than the one before."""
+    for n in range(rounds):
+        for side in ("a", "b") if n % 2 == 0 else ("b", "a"):
+            yield n, side
+
+
+def ab_parser(doc: str | None, count: int) -> argparse.ArgumentParser:
+    """The options of an A/B script: the two checkouts' src/, the rounds, the operations per round."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", required=True, help="the first checkout's src/ (e.g. main's)")
+    parser.add_argument("--b", required=True, help="the second checkout's src/")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--count", type=int, default=count)
+    return parser

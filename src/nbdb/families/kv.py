@@ -86,6 +86,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _COMMIT_ATTEMPTS = 8
+_new_tuple = tuple.__new__
 
 
 class _RecordStream(RecordStream):
@@ -142,7 +143,8 @@ class KeyValueBackend(Backend):
         self.retry = retry if retry is not None else RetryPolicy()
         # id -> (topic, ttl) is immutable for an object's life, so it caches well
         # and saves get() a round trip; a miss or a stale entry falls back to i/.
-        self._topic_cache: dict[tuple[str, uuid.UUID], tuple[str | None, float | None]] = {}
+        # Keyed by the id's integer: hashed in C (UUID.__hash__ is Python, twice per write).
+        self._topic_cache: dict[tuple[str, int], tuple[str | None, float | None]] = {}
         self._committer = GroupCommitter(
             self._commit_alone, self.commit_group, self.new_commit_group, prepare=self.prepare_grouped
         )
@@ -252,7 +254,7 @@ class KeyValueBackend(Backend):
 
     def target_index(self, table: str, id: uuid.UUID) -> Index | None:
         """Where a referenced object lives and whether it expires (cached); None if it does not exist."""
-        cached = self._topic_cache.get((table, id))
+        cached = self._topic_cache.get((table, id.int))
         if cached is not None:
             return Index(cached[0], frozenset(), (), cached[1])
         return self.index_record(table, id)
@@ -261,12 +263,12 @@ class KeyValueBackend(Backend):
         self, table: str, id: uuid.UUID, refs: frozenset[RefKey], unique: tuple[UniqueKey, ...]
     ) -> Index | None:
         """The index as a caller that holds the stored copy knows it, if the topic is cached (else None)."""
-        cached = self._topic_cache.get((table, id))
+        cached = self._topic_cache.get((table, id.int))
         return None if cached is None else Index(cached[0], refs, unique, cached[1])
 
     def topic_of(self, table: str, id: uuid.UUID) -> Any:
         """The object's topic (cached), or :attr:`MISSING` if the object does not exist."""
-        cached = self._topic_cache.get((table, id))
+        cached = self._topic_cache.get((table, id.int))
         if cached is not None:
             return cached[0]
         found = self.index_record(table, id)
@@ -281,11 +283,11 @@ class KeyValueBackend(Backend):
     def _remember(self, table: str, id: uuid.UUID, topic: str | None, ttl: float | None) -> None:
         if len(self._topic_cache) > 200_000:
             self._topic_cache.clear()
-        self._topic_cache[(table, id)] = (topic, ttl)
+        self._topic_cache[(table, id.int)] = (topic, ttl)
 
     def forget(self, table: str, id: uuid.UUID) -> None:
         """Drop what this client remembers of an object that is gone (its topic and ttl)."""
-        self._topic_cache.pop((table, id), None)
+        self._topic_cache.pop((table, id.int), None)
 
     # ---------------------------------------------------------------- Backend
 
@@ -304,8 +306,9 @@ class KeyValueBackend(Backend):
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         wanted = frozenset(tables)
         kvs, revision = self.range_keys(self.layout.object_prefixes(tables, topics))
+        # Built as tuples (Record's own __new__ is a Python call per listed object).
         records = [
-            Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value)
+            _new_tuple(Record, (parsed[1], parsed[2], parsed[0], kv.version, kv.value, None))
             for kv, parsed in zip(kvs, self.layout.parse_objects([kv.key for kv in kvs]), strict=True)
             if parsed is not None and parsed[1] in wanted
         ]

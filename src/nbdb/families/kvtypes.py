@@ -31,6 +31,8 @@ __all__ = [
 
 def write_count(puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
     """The put and delete operations a commit sends (a key both put and deleted is only put)."""
+    if not deletes:  # every create and update: no set to build
+        return len(puts)
     return len(puts) + len({*deletes} - puts.keys())
 
 

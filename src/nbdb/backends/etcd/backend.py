@@ -109,8 +109,17 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
     return settings, prefix, opts.number("progress_interval", 5.0, minimum=0.0)
 
 
+_new_tuple = tuple.__new__
+
+
 def _kv(kv: wire.KV) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), kv.value, kv.version, kv.mod_revision)
+
+
+def _kvs(kvs: list[wire.KV]) -> list[KeyValue]:
+    """:func:`_kv` of each of a range's keys, without a Python call per key (a list's, a cache load's)."""
+    return [_new_tuple(KeyValue, (key.decode(errors="replace"), value, version, mod))
+            for key, _, mod, version, value, _ in kvs]  # fmt: skip
 
 
 def _absent_keys(conditions: Sequence[Condition], token_key: str | None) -> list[str]:
@@ -259,7 +268,7 @@ class EtcdBackend(KeyValueBackend):
                         header, kvs, more, _ = self.client.range(start, end, limit=page, revision=revision)
                         if revision == 0:
                             revision = header.revision
-                        out += [_kv(kv) for kv in kvs]
+                        out += _kvs(kvs)
                         if not more or not kvs:
                             break
                         start = kvs[-1].key + b"\0"
@@ -274,7 +283,7 @@ class EtcdBackend(KeyValueBackend):
     def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
         start = prefix.encode() if after is None else after.encode() + b"\0"
         header, kvs, _, _ = self.client.range(start, wire.prefix_end(prefix.encode()), limit=limit, revision=revision)
-        return [_kv(kv) for kv in kvs], revision or header.revision
+        return _kvs(kvs), revision or header.revision
 
     def commit_keys(
         self,
@@ -283,7 +292,16 @@ class EtcdBackend(KeyValueBackend):
         deletes: Sequence[str],
         token: CommitToken | None = None,
     ) -> int | None:
-        commit = KeyCommit(conditions, puts, deletes, token)
+        return self._commit(KeyCommit(conditions, puts, deletes, token))
+
+    def commit_with_token(
+        self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str], token: CommitToken
+    ) -> int | None:
+        # The family's, without a second KeyCommit built from the first one's fields (every commit).
+        return self._commit(KeyCommit(conditions, puts, deletes, token).with_token_key())
+
+    def _commit(self, commit: KeyCommit) -> int | None:
+        """:meth:`commit_keys` of ``commit``: one transaction, or None if a key it needs absent is there."""
         compares = self._fitted_compares(commit)
         if compares is None:
             return None  # a key it needs absent was there: nothing was sent
@@ -362,18 +380,25 @@ class EtcdBackend(KeyValueBackend):
     ) -> tuple[list[bytes], list[bytes], list[bytes]]:
         """A commit's compares, writes (nested as they must be to fit), and its token's read when the compares fail."""
         token = commit.token
-        deleted = [k for k in dict.fromkeys(commit.deletes) if k not in commit.puts]
+        puts = commit.puts
         if compares is None:
             compares = [_compare(c, self.layout.lock) for c in commit.conditions]
-        lease = self._lease_for_tokens(token.ttl) if token is not None else 0
-        ops = [wire.request_put(k.encode(), v, lease if token is not None and k == token.key else 0)
-               for k, v in commit.puts.items()]  # fmt: skip
-        ops += [wire.request_delete(k.encode()) for k in deleted]
-        # When the compares fail, read the token in the same round trip: after a lost
-        # reply it tells whether the earlier try is the one that wrote it.
-        failure = [wire.request_range(token.key.encode())] if token is not None else []
+        request_put = wire.request_put
+        if token is None:
+            ops = [request_put(k.encode(), v) for k, v in puts.items()]
+            failure = []
+        else:
+            lease, token_key = self._lease_for_tokens(token.ttl), token.key
+            ops = [request_put(k.encode(), v, lease if k == token_key else 0) for k, v in puts.items()]
+            # When the compares fail, read the token in the same round trip: after a lost
+            # reply it tells whether the earlier try is the one that wrote it.
+            failure = [wire.request_range(token_key.encode())]
+        if commit.deletes:
+            ops += [wire.request_delete(k.encode()) for k in dict.fromkeys(commit.deletes) if k not in puts]
         # Nested transactions without compares always apply, with the rest, at one revision.
         shape = txnshape.shape_writes(len(compares), len(ops), len(failure), self.capabilities.max_txn_ops)
+        if not shape.depth:
+            return compares, ops, failure  # flat: every single write, and most transactions
         return compares, _encode_nested(txnshape.nest(ops, shape)), failure
 
     def _txn_cost(self, commit: KeyCommit) -> tuple[int, int]:
