@@ -93,14 +93,18 @@ local function head()
   end
   return tonumber(redis.call('GET', P .. 'rev')) or 0, ''
 end
-local function walk(prefix, fn)
+-- fn(key) of every key under prefix, until fn returns false (then walk returns false);
+-- enter(set), if given, is asked before each directory set is read, and false stops it too.
+local function walk(prefix, fn, enter)
   local pos = prefix:match('^.*()/')
   local stack
   if pos then stack = {{prefix:sub(1, pos), prefix:sub(pos + 1)}} else stack = {{'', prefix}} end
   while #stack > 0 do
     local top = table.remove(stack)
     local dir, filter = top[1], top[2]
-    for _, m in ipairs(redis.call('SMEMBERS', P .. 'd:' .. dir)) do
+    local d = P .. 'd:' .. dir
+    if enter and not enter(d) then return false end
+    for _, m in ipairs(redis.call('SMEMBERS', d)) do
       if filter == '' or m:sub(1, #filter) == filter then
         if m:sub(-1) == '/' then
           stack[#stack + 1] = {dir .. m, ''}
@@ -597,24 +601,6 @@ RANGE_LUA = (
     + r"""
 local limit, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local keys, seen, gvals = {}, {}, {}
--- walk() that gives up, before reading a directory, when its members would pass cap.
-local function walk_capped(prefix, fn)
-  local pos = prefix:match('^.*()/')
-  local stack
-  if pos then stack = {{prefix:sub(1, pos), prefix:sub(pos + 1)}} else stack = {{'', prefix}} end
-  while #stack > 0 do
-    local top = table.remove(stack)
-    local dir, filter = top[1], top[2]
-    local d = P .. 'd:' .. dir
-    if #keys + redis.call('SCARD', d) > cap then return false end
-    for _, m in ipairs(redis.call('SMEMBERS', d)) do
-      if filter == '' or m:sub(1, #filter) == filter then
-        if m:sub(-1) == '/' then stack[#stack + 1] = {dir .. m, ''} else fn(dir .. m) end
-      end
-    end
-  end
-  return true
-end
 for j = 4, #ARGV do
   local gh, filter, base = group(ARGV[j])
   if gh then
@@ -626,9 +612,10 @@ for j = 4, #ARGV do
       end
     end
   else
-    local within = walk_capped(ARGV[j], function(k)
+    -- Given up before a directory whose members would pass cap (see the head of the script).
+    local within = walk(ARGV[j], function(k)
       if not seen[k] then seen[k] = true; keys[#keys + 1] = k end
-    end)
+    end, function(d) return #keys + redis.call('SCARD', d) <= cap end)
     if not within then
       local hr, ht = head()
       return {hr, ht, 2, ''}
