@@ -257,3 +257,18 @@ def test_a_reference_in_a_stored_record_is_a_uuid_or_corrupt() -> None:
     with pytest.raises(nbdb.CorruptRecordError, match="switch"):
         decode(LogicalSwitchPort, _record(port, data=data), share=False)
     assert LogicalSwitchPort(switch=LogicalSwitch(name="s"), name="p").switch is not None  # a model still works
+
+
+def test_a_loaded_cache_keys_each_object_by_the_int_its_own_id_holds() -> None:
+    # Not the listed record's: that would be a second 128-bit int (44 B) kept per cached object.
+    with nbdb.connect("sqlite://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        for i in range(20):
+            db.create(LogicalSwitchPort(switch=switch, name=f"p{i}"))
+        replica = Replica(db.backend, [LogicalSwitchPort])
+        with SharedCache(replica, replica.close) as cache:
+            replica.start()
+            assert cache.wait_synced(10)
+            held = replica._objects[LogicalSwitchPort]
+            assert len(held) == 20
+            assert all(key is obj.id.int for key, obj in held.items())

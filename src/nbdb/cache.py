@@ -357,7 +357,7 @@ class Replica:
             new: Model = decoded if view is None else view.of(decoded)  # type: ignore[assignment]
             old = current.get(record.id.int) if current else None
             if old is None:  # _put's first case, inline: every object of a first load
-                current[record.id.int] = new
+                current[new.id.int] = new  # the int the object holds: no second one per port
                 index(indexes, new, nulls)
             else:
                 self._put(model, old, new)
