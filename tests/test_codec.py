@@ -7,15 +7,16 @@ import json
 import pickle
 import uuid
 import weakref
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nbdb
 from nbdb.cache import Replica, SharedCache
-from nbdb.codec import decode, encode
+from nbdb.codec import decode, decode_each, encode
 from nbdb.models.base import DECODED, Model
 from nbdb.models.ovn import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
@@ -171,3 +172,103 @@ def test_a_loaded_cache_holds_no_listed_record() -> None:
             assert cache.wait_synced(10)
             assert len(cache) == 50
             assert probe.held_when_synced == [False]
+
+
+def _one_by_one(model: type[Model], record: Record) -> Model | nbdb.CorruptRecordError:
+    try:
+        return decode(model, record, share=False)
+    except nbdb.CorruptRecordError as exc:
+        return exc
+
+
+_DAMAGE = (b"{", b"[]", b'{"id": 5}', b"", b"null")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(ovn_objects(), st.integers(1, 2**40), st.integers(0, 2 * len(_DAMAGE))), max_size=8))
+def test_decoding_in_bulk_equals_decoding_one_by_one(items: list[tuple[Model, int, int]]) -> None:
+    # A list and a cache's load decode a model's records in one call: each record gives what decode()
+    # gives it alone, its copy or its CorruptRecordError, and a corrupt one spoils only its own entry.
+    model = type(items[0][0]) if items else LogicalSwitchPort
+    records = []
+    for obj, version, damage in items:
+        if type(obj) is not model:
+            records.append(_record(obj, version, data=encode(obj)))  # another table's record: not a `model`...
+        elif damage < len(_DAMAGE):
+            records.append(_record(obj, version, data=_DAMAGE[damage]))
+        elif damage == len(_DAMAGE):
+            records.append(Record(model.nbdb_table, uuid.uuid4(), obj.topic, version, encode(obj), None))  # misplaced
+        else:
+            records.append(_record(obj, version))
+    bulk = decode_each(model, records)
+    assert len(bulk) == len(records)
+    for record, got in zip(records, bulk, strict=True):
+        alone = _one_by_one(model, record)
+        assert type(got) is type(alone)
+        if isinstance(alone, nbdb.CorruptRecordError):
+            assert str(got) == str(alone) and got.table == alone.table  # type: ignore[union-attr]
+            assert str(record.id) in str(got)  # it names the bad record
+            continue
+        assert isinstance(got, Model)
+        assert got == alone and got.version == alone.version == record.version
+        assert got.__pydantic_private__ is DECODED and got.model_fields_set is alone.model_fields_set
+        for name in model.model_fields:  # the same shared values: empty lists and maps, referenced ids
+            mine, theirs = getattr(got, name), getattr(alone, name)
+            assert type(mine) is type(theirs)
+            if isinstance(theirs, FrozenList | FrozenDict) or name in {r.field for r in model.nbdb_references}:
+                assert mine is theirs
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ovn_objects())
+def test_every_empty_list_or_map_of_a_decoded_copy_is_the_shared_frozen_one(obj: Model) -> None:
+    # The fields a decoded copy looks at for empty values are picked once per model from its
+    # annotations: none that can hold a list or a map may be missed.
+    decoded = decode(type(obj), _record(obj), share=False)
+    for name in type(obj).model_fields:
+        value = getattr(decoded, name)
+        assert type(value) not in (list, dict) or value, f"{type(obj).__name__}.{name} holds a plain empty {value!r}"
+
+
+class _Loose(Model):
+    """A model whose fields' annotations do not say what they hold: each is looked at copy by copy."""
+
+    anything: Any = None
+    listed: list[int] | None = None
+    either: int | dict[str, int] = 0
+    made: Annotated[str, pydantic.BeforeValidator(str)] = ""
+
+
+def test_fields_that_may_hold_an_empty_list_or_map_are_found_by_their_annotation() -> None:
+    for values in ({"anything": [], "listed": [], "either": {}}, {"anything": {}, "listed": None, "either": 0}):
+        obj = _Loose(**values)
+        decoded = decode(_Loose, _record(obj), share=False)
+        assert decoded == obj.model_copy(update={"version": 3})
+        for name in values:
+            value = getattr(decoded, name)
+            assert type(value) not in (list, dict) or value
+    assert decode(_Loose, _record(_Loose(anything=[1])), share=False).anything == [1]
+
+
+def test_a_reference_in_a_stored_record_is_a_uuid_or_corrupt() -> None:
+    # References skip the Python step that takes a model (JSON never holds one): the UUID check stays.
+    port = _port()
+    data = encode(port).replace(str(port.switch).encode(), b"not-a-uuid")
+    with pytest.raises(nbdb.CorruptRecordError, match="switch"):
+        decode(LogicalSwitchPort, _record(port, data=data), share=False)
+    assert LogicalSwitchPort(switch=LogicalSwitch(name="s"), name="p").switch is not None  # a model still works
+
+
+def test_a_loaded_cache_keys_each_object_by_the_int_its_own_id_holds() -> None:
+    # Not the listed record's: that would be a second 128-bit int (44 B) kept per cached object.
+    with nbdb.connect("sqlite://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        for i in range(20):
+            db.create(LogicalSwitchPort(switch=switch, name=f"p{i}"))
+        replica = Replica(db.backend, [LogicalSwitchPort])
+        with SharedCache(replica, replica.close) as cache:
+            replica.start()
+            assert cache.wait_synced(10)
+            held = replica._objects[LogicalSwitchPort]
+            assert len(held) == 20
+            assert all(key is obj.id.int for key, obj in held.items())

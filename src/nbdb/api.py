@@ -24,7 +24,7 @@ from nbdb import errors
 from nbdb.cache import Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import cascade_ops
-from nbdb.codec import bulk, decode
+from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import CommitContext, check_model_class
 from nbdb.hub import WatchHub
 from nbdb.models.base import Model, all_models
@@ -310,13 +310,13 @@ class Database:
                 snapshot = self._backend.scan([model.nbdb_table], topics)
             else:
                 snapshot = self._backend.scan_page([model.nbdb_table], topics, limit, after)  # type: ignore[arg-type]
-            for record in snapshot.records:
-                try:
-                    out.append(decode(model, record, share=False))
-                except errors.CorruptRecordError:
-                    if not skip_corrupt:
-                        raise
+            for record, decoded in zip(snapshot.records, decode_each(model, snapshot.records), strict=True):
+                if not isinstance(decoded, errors.CorruptRecordError):
+                    out.append(decoded)
+                elif skip_corrupt:
                     log.warning("list: skipping corrupt %s %s", record.table, record.id)
+                else:
+                    raise decoded
         return ListResult(out, snapshot.revision, snapshot.after)
 
     def iter(self, model: type[M], topic: str | None = None, *, page_size: int = 1000) -> Iterator[M]:

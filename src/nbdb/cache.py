@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from nbdb import errors, metrics
-from nbdb.codec import bulk, decode
+from nbdb.codec import bulk, decode, decode_each
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
@@ -344,39 +344,52 @@ class Replica:
                 self._remove(model, gone)
                 self.corrupt.pop((model.nbdb_table, gone.id), None)
                 self._emit(ChangeEvent(EventKind.DELETED, model, gone, None, revision, True))
-        for record in records:
+            held = current.get
+            records = [r for r in records if getattr(held(r.id.int), "version", None) != r.version]  # changed since
+        view = self._views.get(model)
+        indexes, nulls = self._indexes[model], self._nulls[model]
+        for record, decoded in zip(records, decode_each(model, records), strict=True):
+            if isinstance(decoded, errors.CorruptRecordError):
+                self._corrupt(model, record, revision, decoded)
+                continue
+            if self.corrupt:
+                self.corrupt.pop((model.nbdb_table, record.id), None)
+            new: Model = decoded if view is None else view.of(decoded)  # type: ignore[assignment]
             old = current.get(record.id.int) if current else None
-            if old is not None and old.version == record.version:
-                continue
-            new = self._decode(model, record, revision, share=False)
-            if new is None:
-                continue
-            self._put(model, old, new)
+            if old is None:  # _put's first case, inline: every object of a first load
+                current[new.id.int] = new  # the int the object holds: no second one per port
+                index(indexes, new, nulls)
+            else:
+                self._put(model, old, new)
             if self._subscriptions:
                 kind = EventKind.CREATED if old is None else EventKind.UPDATED
                 self._emit(ChangeEvent(kind, model, old, new, revision, True))
 
-    def _decode(self, model: type[Model], record: Record, revision: int, share: bool = True) -> Model | None:
+    def _decode(self, model: type[Model], record: Record, revision: int) -> Model | None:
         try:
-            obj = decode(model, record, share=share)
+            obj = decode(model, record)
         except errors.CorruptRecordError as exc:
-            self.corrupt[(model.nbdb_table, record.id)] = exc
-            log.warning(
-                "cache: keeping the last good copy of %s %s at revision %d: %s",
-                model.nbdb_table,
-                record.id,
-                revision,
-                exc,
-            )
-            if self._metrics is not None:
-                self._metrics.corrupt()
-            for errors_sub in self._error_subs:
-                errors_sub.put(exc)
+            self._corrupt(model, record, revision, exc)
             return None
         if self.corrupt:
             self.corrupt.pop((model.nbdb_table, record.id), None)
         view = self._views.get(model)
         return obj if view is None else view.of(obj)  # type: ignore[return-value]
+
+    def _corrupt(self, model: type[Model], record: Record, revision: int, exc: errors.CorruptRecordError) -> None:
+        """Keep the last good copy of ``record``'s object, and say why."""
+        self.corrupt[(model.nbdb_table, record.id)] = exc
+        log.warning(
+            "cache: keeping the last good copy of %s %s at revision %d: %s",
+            model.nbdb_table,
+            record.id,
+            revision,
+            exc,
+        )
+        if self._metrics is not None:
+            self._metrics.corrupt()
+        for errors_sub in self._error_subs:
+            errors_sub.put(exc)
 
     def _apply(self, change: RecordChange) -> None:
         model = self._models.get(change.table)

@@ -93,7 +93,13 @@ def index(indexes: Indexes, obj: Item, nulls: Collection[str] = ()) -> None:
         elif isinstance(value, _COLLECTIONS):
             _add(buckets, value, obj)
         else:  # a plain field's one value, without a tuple for it: a cold load indexes every field of every object
-            _add_one(buckets, value, key, obj)
+            bucket = buckets.get(value)
+            if bucket is None:  # the common cases inline (a name; a switch's ports): a call less per field
+                buckets[value] = obj
+            elif type(bucket) is dict:
+                bucket[key] = obj
+            else:
+                _add_one(buckets, value, key, obj)
 
 
 def unindex(indexes: Indexes, obj: Item) -> None:

@@ -251,10 +251,10 @@ class SqliteBackend(kv.KeyValueBackend):
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[kv.KeyValue], int]:
         with self._conn.transaction() as sql:
             revision = sql.execute("SELECT revision FROM nbdb_state").fetchone()[0]
-            out = []
+            out: list[kv.KeyValue] = []
             for prefix in prefixes:
                 rows = sql.execute("SELECT * FROM nbdb_keys WHERE key >= ? AND key < ?", (prefix, _upper(prefix)))
-                out += [kv.KeyValue(*row) for row in rows]
+                out += map(kv.KeyValue._make, rows)  # a row is a KeyValue's fields, in order (SELECT *)
         return out, revision
 
     def commit_keys(

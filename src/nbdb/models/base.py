@@ -75,7 +75,12 @@ class Reference:
     target: str
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.no_info_before_validator_function(_id_of, handler(source))
+        # JSON never holds a model: the stored records a list, a cache or a watch decodes go
+        # straight to the UUID validator, without a Python call per reference (4 per port).
+        inner = handler(source)
+        return core_schema.json_or_python_schema(
+            json_schema=inner, python_schema=core_schema.no_info_before_validator_function(_id_of, inner)
+        )
 
 
 @dataclass(frozen=True, slots=True)
