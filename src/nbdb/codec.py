@@ -163,15 +163,19 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
     with the model's validator and layout looked up once for the batch
     rather than through three calls per record.
     """
-    validate = model.__pydantic_validator__.validate_json
-    layout = _layout_of(model)
     out: list[M | errors.CorruptRecordError] = []
     append = out.append
+    validate: Any = None
     for record in records:
         value = record.value
         if value is not None and type(value) is model:
             append(value)
             continue
+        if validate is None:
+            # Looked up at the first record to decode, not before: a model pydantic has not fully
+            # built (a forward reference never resolved) must not fail a load that holds none of it.
+            validate = model.__pydantic_validator__.validate_json
+            layout = _layout_of(model)
         try:
             parsed = validate(record.data)
         except pydantic.ValidationError as exc:
