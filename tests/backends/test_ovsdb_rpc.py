@@ -92,18 +92,22 @@ def test_what_json_accepts_and_orjson_refuses_is_still_read() -> None:
     assert framer.buffered == 0
 
 
-@pytest.fixture
-def peer() -> Iterator[tuple[RpcConnection, socket.socket, list[tuple[str, Any, bool]]]]:
-    """A client connection, the socket of its peer (the test), and the notifications it got."""
+def _peer(probe: float) -> Iterator[tuple[RpcConnection, socket.socket, list[tuple[str, Any, bool]]]]:
     client, server = socket.socketpair()
     client.setblocking(False)
     got: list[tuple[str, Any, bool]] = []
-    rpc = RpcConnection(client, "peer", lambda method, params: got.append((method, params, gc.isenabled())), 1.0)
+    rpc = RpcConnection(client, "peer", lambda method, params: got.append((method, params, gc.isenabled())), probe)
     try:
         yield rpc, server, got
     finally:
         rpc.close()
         server.close()
+
+
+@pytest.fixture
+def peer() -> Iterator[tuple[RpcConnection, socket.socket, list[tuple[str, Any, bool]]]]:
+    """A client connection (1 s probe), the socket of its peer (the test), and the notifications it got."""
+    yield from _peer(1.0)
 
 
 def _read(sock: socket.socket, seconds: float) -> list[Any]:
@@ -173,15 +177,7 @@ def test_an_idle_client_with_nothing_awaited_sends_nothing_before_its_probe(peer
 @pytest.fixture
 def patient_peer() -> Iterator[tuple[RpcConnection, socket.socket, list[tuple[str, Any, bool]]]]:
     """:func:`peer` with a 30 s probe: a test that keeps the peer busy must not see it dropped as silent."""
-    client, server = socket.socketpair()
-    client.setblocking(False)
-    got: list[tuple[str, Any, bool]] = []
-    rpc = RpcConnection(client, "peer", lambda method, params: got.append((method, params, gc.isenabled())), 30.0)
-    try:
-        yield rpc, server, got
-    finally:
-        rpc.close()
-        server.close()
+    yield from _peer(30.0)
 
 
 def test_a_big_message_is_parsed_and_handled_with_the_collector_paused(patient_peer: Any) -> None:
