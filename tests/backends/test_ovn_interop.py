@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 import uuid
@@ -252,18 +253,26 @@ def test_a_plan_from_a_replica_that_missed_a_foreign_write_fails_on_the_server(
     from nbdb.spi import Put
 
     s = uuid.uuid4().hex[:6]
-    ls = db.create(LogicalSwitch(name=f"lag-{s}"))
-    port = db.create(LogicalSwitchPort(switch=ls, name=f"lag-p-{s}"))
-    backend: Any = db.backend
-    new = port.replace(addresses=["0a:00:00:00:03:01 10.3.0.5"])
-    with backend.replica.cond:
-        row = backend.replica.row(backend.mapping.get("LogicalSwitchPort"), port.id)
-        assert "enabled" not in row  # as the server sent it: the default cell left out
-        plan = plan_commit(
-            backend.mapping, backend.replica, [Put(new.nbdb_table, new.id, new.topic, encode(new), port.version)], "t"
-        )
-    nbctl(ovn, "set", "Logical_Switch_Port", f"lag-p-{s}", "enabled=false")  # after the plan, before it is sent
-    failure = results.check(backend._transact(plan.db, plan.ops))
+    # ovn-northd writes a new port's ``up`` within moments of its creation: a foreign write that
+    # would fail the plan's ``wait`` for the wrong reason, or (seen in CI) land between the create
+    # and the plan. It is paused (SIGSTOP) from before the create until the plan was sent.
+    northd = ovn["northd"]
+    northd.send_signal(signal.SIGSTOP)
+    try:
+        ls = db.create(LogicalSwitch(name=f"lag-{s}"))
+        port = db.create(LogicalSwitchPort(switch=ls, name=f"lag-p-{s}"))
+        backend: Any = db.backend
+        new = port.replace(addresses=["0a:00:00:00:03:01 10.3.0.5"])
+        with backend.replica.cond:
+            row = backend.replica.row(backend.mapping.get("LogicalSwitchPort"), port.id)
+            assert "enabled" not in row  # as the server sent it: the default cell left out
+            plan = plan_commit(
+                backend.mapping, backend.replica, [Put(new.nbdb_table, new.id, new.topic, encode(new), port.version)], "t"
+            )
+        nbctl(ovn, "set", "Logical_Switch_Port", f"lag-p-{s}", "enabled=false")  # after the plan, before it is sent
+        failure = results.check(backend._transact(plan.db, plan.ops))
+    finally:
+        northd.send_signal(signal.SIGCONT)
     assert isinstance(failure, results.TimedOut) and plan.reason(failure.index)[0] == "cas"
     assert nbctl(ovn, "lsp-get-addresses", f"lag-p-{s}") == ""
 
