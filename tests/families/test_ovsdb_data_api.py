@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable
@@ -179,6 +180,31 @@ def test_a_key_column_clash_is_a_validation_error() -> None:
     clashing = type(shape)(shape.table, shape.fields, shape.references, shape.indexes, groups)
     with pytest.raises(nbdb.ValidationError, match="clashes"):
         generate_schema([clashing], name=MODELS)
+
+
+@pytest.mark.parametrize("table", ["_Loose", "9lives", "Über", "has-dash", ""])
+def test_a_table_name_ovsdb_refuses_is_a_validation_error_naming_it(table: str) -> None:
+    shape = shape_of(KitNamed)
+    bad = type(shape)(table, shape.fields, shape.references, shape.indexes, shape.unique)
+    with pytest.raises(nbdb.ValidationError, match="cannot be an OVSDB name") as raised:
+        generate_schema([bad], name=MODELS)
+    assert repr(table) in str(raised.value)
+
+
+def test_a_column_name_ovsdb_refuses_is_a_validation_error_naming_it() -> None:
+    shape = shape_of(KitNamed)
+    field = dataclasses.replace(shape.fields[0], name="größe")
+    bad = type(shape)(shape.table, (field, *shape.fields[1:]), shape.references, shape.indexes, shape.unique)
+    with pytest.raises(nbdb.ValidationError, match="the column 'größe'"):
+        generate_schema([bad], name=MODELS)
+
+
+@settings(max_examples=200)
+@given(st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,20}", fullmatch=True))
+def test_every_name_ovsdb_accepts_makes_a_table(table: str) -> None:
+    shape = shape_of(KitNamed)
+    named = type(shape)(table, shape.fields, shape.references, shape.indexes, shape.unique)
+    assert table in generate_schema([named], name=MODELS)["tables"]
 
 
 @settings(max_examples=200)

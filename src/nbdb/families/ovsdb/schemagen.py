@@ -11,6 +11,7 @@ unset (empty) values as equal.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +31,19 @@ _ATOMS = {
 _STRING_MAP = {"key": "string", "value": "string", "min": 0, "max": "unlimited"}
 
 UNIQUE_COLUMN_PREFIX = "nbdb_unique_"
+
+
+_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+"""An identifier OVSDB accepts for a table or column (RFC 7047, 3.1: ``<id>``; names beginning with ``_``
+are reserved to the server, and non-ASCII letters, which Python allows in names, are not allowed)."""
+
+
+def _check_id(what: str, name: str) -> None:
+    if not _ID.fullmatch(name):
+        raise errors.ValidationError(
+            f"{what} {name!r} cannot be an OVSDB name: it must be ASCII letters, digits and '_', beginning with a "
+            "letter (RFC 7047 reserves names beginning with '_'); give the model another nbdb_table or field name"
+        )
 
 
 def unique_column(group: tuple[str, ...]) -> str:
@@ -75,8 +89,10 @@ def generate_schema(
     for shape in shapes if shapes is not None else model_shapes():
         if shape.table in skip or "." in shape.table:
             continue  # "<database>.<table>": a generated model of a table that exists already
+        _check_id("the table", shape.table)
         columns: dict[str, Any] = {"external_ids": {"type": dict(_STRING_MAP)}}
         for field in shape.fields:
+            _check_id(f"{shape.table}: the column", field.name)
             columns[field.name] = {"type": column_type(field)}
         table: dict[str, Any] = {"columns": columns, "isRoot": True}
         keys = [unique_column(group) for group in shape.unique]
