@@ -183,8 +183,8 @@ class Replica:
         name: str = "",
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> Subscription:
-        followed = self.models_of(models)
         """Register a subscription (replaying what is cached if asked), delivered by this replica's thread."""
+        followed = self.models_of(models)
         sub = Subscription(
             callback, followed, predicate, name=name, detach=self._detach, tick=tick, dispatcher=self._dispatcher
         )
