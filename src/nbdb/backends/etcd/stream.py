@@ -96,7 +96,7 @@ class EtcdKeyStream(KeyStream):
     def _route(self, session: WatchSession, response: wire.WatchResponse) -> bool:
         """On the reader thread: give a response of plain events to the sink, or count it as queued."""
         with self._mutex:
-            sink = self._sink
+            sink = self._sink  # None until the constructor is done (so self._session is set when it is read)
             if sink is not None and not session.pending and session is self._session and not self._closed:
                 if _plain(response):
                     changes = self._changes(response)
