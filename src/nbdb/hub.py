@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from nbdb import errors
 from nbdb.spi import Backend, RecordChange, RecordStream
@@ -186,6 +186,9 @@ class WatchHub:
                     self._stream = opened
                     self._opens_done = number
                     self._cond.notify_all()
+                # A stream that reads on a thread of its own hands its changes over there (one wake less
+                # per change); this thread's poll then only handles what that thread queued and failures.
+                opened.deliver_to(self._receiver(opened))
             stream = self._stream
             if stream is None:
                 continue
@@ -206,6 +209,21 @@ class WatchHub:
                 self._revision = max(self._revision, stream.revision)
                 self._trim()
                 self._cond.notify_all()
+
+    def _receiver(self, stream: RecordStream) -> Callable[[list[RecordChange], int], None]:
+        """What ``stream`` gives its changes to from its own thread: the pump's own step after a poll."""
+
+        def receive(changes: list[RecordChange], revision: int) -> None:
+            with self._cond:
+                if stream is not self._stream or self._reopen:
+                    return  # re-opened meanwhile (wider): it reads on from the same revision
+                if changes:
+                    self._buffer.extend(changes)
+                self._revision = max(self._revision, revision)
+                self._trim()
+                self._cond.notify_all()
+
+        return receive
 
     def _trim(self) -> None:
         excess = len(self._buffer) - self._limit

@@ -274,6 +274,19 @@ class RecordStream(ABC):
     def close(self) -> None:
         """Stop the stream; a ``poll`` blocked in another thread returns []."""
 
+    def deliver_to(self, sink: Callable[[list[RecordChange], int], None]) -> bool:
+        """Hand changes to ``sink`` from the stream's own reader thread as they arrive; False if it cannot.
+
+        Optional. A stream that reads on a thread of its own (the etcd watch) can
+        call ``sink(changes, revision)`` there instead of queueing the changes for
+        the thread that polls: one thread wake less per change. Every call gives
+        whole revisions in order, and every change up to ``revision`` has then been
+        given; nothing is given twice. ``poll`` must still be called: it returns []
+        and raises what it always raises (HistoryGoneError, a failure), and may
+        give queued changes to ``sink`` itself, in order with the reader's.
+        """
+        return False
+
 
 class Backend(ABC):
     """What :class:`nbdb.Database` needs from a store. Families implement it."""

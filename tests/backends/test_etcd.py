@@ -194,6 +194,61 @@ def test_gap_free_resume_from_revision(etcd_server: EtcdServer) -> None:  # noqa
 
 
 @pytest.mark.timeout(60)
+def test_a_stream_given_a_sink_hands_every_change_over_on_its_reader_thread_in_order(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """The shared watch's path: whole revisions, in order, each once, and off the polling thread."""
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        stream = backend.watch(["KitParent"], None, backend.current_revision())
+        given: list[tuple[str, list[tuple[uuid.UUID, int, bool]], int]] = []
+
+        def sink(changes: list[Any], revision: int) -> None:
+            shape = [(c.id, c.revision, c.new is None) for c in changes]
+            given.append((threading.current_thread().name, shape, revision))
+
+        assert stream.deliver_to(sink)
+        stop = threading.Event()
+        polled: list[Any] = []
+
+        def pump() -> None:  # what the Database's shared watch does beside the sink
+            while not stop.is_set():
+                polled.extend(stream.poll(0.1))
+
+        thread = threading.Thread(target=pump)
+        thread.start()
+        try:
+            expected: list[tuple[uuid.UUID, int, bool]] = []  # one writer: its revision is the store's after it
+            made = []
+            for i in range(6):
+                p = db.create(KitParent(name=f"s{i}"))
+                made.append(p)
+                expected.append((p.id, backend.current_revision(), False))
+            for p in made[:3]:
+                u = db.update(p.model_copy(update={"size": 7}))
+                expected.append((u.id, backend.current_revision(), False))
+            with db.transaction() as txn:
+                together = [txn.create(KitParent(name=f"t{i}")) for i in range(4)]
+            at = backend.current_revision()
+            expected += sorted((t.id, at, False) for t in together)
+            db.delete(made[5])
+            expected.append((made[5].id, backend.current_revision(), True))
+            final = backend.current_revision()
+            assert eventually(lambda: stream.revision >= final, timeout=20)
+        finally:
+            stop.set()
+            thread.join()
+            stream.close()
+        assert polled == []  # everything went to the sink
+        seen = [change for _, shape, _ in given for change in shape]
+        assert sorted(seen[-5:-1]) == expected[-5:-1] and seen[:-5] + seen[-1:] == expected[:-5] + expected[-1:]
+        assert any(len(shape) == 4 and {c[0] for c in shape} == {t.id for t in together} for _, shape, _ in given)
+        for _, shape, revision in given:
+            assert all(c[1] <= revision for c in shape)
+        assert any(name == "nbdb-etcd-watch" for name, _, _ in given)
+
+
+@pytest.mark.timeout(60)
 def test_a_long_range_is_read_in_doubling_pages_at_one_revision(
     etcd_server: EtcdServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,

@@ -29,7 +29,7 @@ import secrets
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -98,8 +98,14 @@ class _RecordStream(RecordStream):
         self._tables = tables
 
     def poll(self, timeout: float | None) -> list[RecordChange]:
+        return self._records(self._keys.poll(timeout))
+
+    def deliver_to(self, sink: Callable[[list[RecordChange], int], None]) -> bool:
+        return self._keys.deliver_to(lambda changes, revision: sink(self._records(changes), revision))
+
+    def _records(self, changes: list[KeyChange]) -> list[RecordChange]:
         out: list[RecordChange] = []
-        for change in self._keys.poll(timeout):
+        for change in changes:
             parsed = self._layout.parse_object(change.key)
             if parsed is None or parsed[1] not in self._tables:
                 continue

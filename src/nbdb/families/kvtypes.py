@@ -8,7 +8,7 @@ commit asks of it, and the commit token that makes a commit exactly-once.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -154,3 +154,7 @@ class KeyStream:
     @abstractmethod
     def close(self) -> None:
         """Stop; a blocked ``poll`` returns []."""
+
+    def deliver_to(self, sink: Callable[[list[KeyChange], int], None]) -> bool:
+        """As :meth:`nbdb.spi.RecordStream.deliver_to`, of key changes; False (the default) if unsupported."""
+        return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from nbdb import errors
 from nbdb.backends.etcd import wire
 from nbdb.retry import ErrorRule, ExceptionMap, Failure, RetryPolicy
 
-__all__ = ["ERRORS", "EtcdClient", "EtcdSettings", "WatchSession"]
+__all__ = ["ERRORS", "EtcdClient", "EtcdSettings", "Route", "WatchSession"]
 
 log = logging.getLogger(__name__)
 
@@ -386,10 +386,13 @@ class EtcdClient:
                     f"etcd: lease keep-alive failed on every endpoint ({failure.error})"
                 )
 
-    def watch(self, key: bytes, range_end: bytes, start_revision: int) -> WatchSession:
-        """Open a watch stream on the current endpoint (errors arrive on the session's queue)."""
+    def watch(self, key: bytes, range_end: bytes, start_revision: int, *, route: Route | None = None) -> WatchSession:
+        """Open a watch stream on the current endpoint (errors arrive on the session's queue).
+
+        ``route``, if given, sees every response on the reader thread first (see :class:`WatchSession`).
+        """
         endpoint = self.current_endpoint()
-        return WatchSession(self, endpoint, key, range_end, start_revision)
+        return WatchSession(self, endpoint, key, range_end, start_revision, route)
 
     def failed(self, endpoint: str, exc: BaseException) -> Failure:
         """Classify a watch stream's failure on ``endpoint``; move on from the endpoint if it may recover."""
@@ -421,12 +424,32 @@ class EtcdClient:
             channel.close()
 
 
-class WatchSession:
-    """One gRPC watch stream with one watcher; responses (or the failure) land in ``responses``."""
+Route = Callable[["WatchSession", wire.WatchResponse], bool]
+"""Called on a session's reader thread with each response: True if it took the response, False to queue it."""
 
-    def __init__(self, client: EtcdClient, endpoint: str, key: bytes, range_end: bytes, start_revision: int) -> None:
+
+class WatchSession:
+    """One gRPC watch stream with one watcher; responses (or the failure) land in ``responses``.
+
+    With a ``route``, the reader thread offers each response to it first and queues
+    only those it declines; ``pending`` is for the route's owner to count what is
+    queued (the session never touches it).
+    """
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        endpoint: str,
+        key: bytes,
+        range_end: bytes,
+        start_revision: int,
+        route: Route | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.responses: queue.Queue[wire.WatchResponse | BaseException | None] = queue.Queue()
+        self.pending = 0
+        """Responses the route declined that are not handled yet (kept by the route's owner, under its lock)."""
+        self._route = route
         self._requests: queue.Queue[bytes | None] = queue.Queue()
         self._requests.put(wire.watch_create_request(key, range_end, start_revision))
         self._cancelled = False
@@ -449,8 +472,11 @@ class WatchSession:
 
     def _read(self) -> None:
         try:
+            route = self._route
             for raw in self._call:
-                self.responses.put(wire.parse_watch(raw))
+                response = wire.parse_watch(raw)
+                if route is None or not route(self, response):
+                    self.responses.put(response)
             if not self._cancelled:
                 self.responses.put(errors.BackendUnavailableError("etcd: the watch stream was ended by the server"))
         except grpc.RpcError as exc:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from nbdb import errors
@@ -32,6 +33,14 @@ class EtcdKeyStream(KeyStream):
     notification only once every earlier event was sent. So the resume point is
     the revision of the last response (events or progress). The stream reconnects
     to another endpoint from that revision when a member fails.
+
+    Given a sink (:meth:`deliver_to`, the Database's shared watch), a response of
+    plain events goes to it from the gRPC reader thread, one thread wake less per
+    change than the queue to the polling thread. Anything else (the watcher's
+    confirmation, progress, a cancel, a compaction, a delete without its old value,
+    a failure) is queued for :meth:`poll`, and so is every response after one that
+    is queued, until ``poll`` has handled it: the sink sees the responses in the
+    order etcd sent them, each once.
     """
 
     def __init__(self, backend: EtcdBackend, prefixes: Sequence[str], since: int) -> None:
@@ -46,7 +55,10 @@ class EtcdKeyStream(KeyStream):
         self._reauthenticated = False
         self._progress_interval = backend.progress_interval if backend.safe_progress else 0.0
         self._last_heard = time.monotonic()
-        self._session: WatchSession = self._client.watch(self._start, self._end, since + 1)
+        self._mutex = threading.Lock()
+        """Held while a response is handled (on the reader thread or in poll): one at a time, in order."""
+        self._sink: Callable[[list[KeyChange], int], None] | None = None
+        self._session: WatchSession = self._open(since)
         self._early: wire.WatchResponse | BaseException | None = None
         """The first response, when it was not the confirmation :meth:`_await_created` waited for."""
         self._await_created()
@@ -67,9 +79,35 @@ class EtcdKeyStream(KeyStream):
         except queue.Empty:
             return
         if isinstance(item, wire.WatchResponse) and item.created and not item.canceled and not item.events:
-            self._handle(item)
+            with self._mutex:
+                self._session.pending -= 1
+                self._handle(item)
         else:
             self._early = item
+
+    def _open(self, since: int) -> WatchSession:
+        return self._client.watch(self._start, self._end, since + 1, route=self._route)
+
+    def deliver_to(self, sink: Callable[[list[KeyChange], int], None]) -> bool:
+        with self._mutex:
+            self._sink = sink
+        return True
+
+    def _route(self, session: WatchSession, response: wire.WatchResponse) -> bool:
+        """On the reader thread: give a response of plain events to the sink, or count it as queued."""
+        with self._mutex:
+            sink = self._sink  # None until the constructor is done (so self._session is set when it is read)
+            if sink is not None and not session.pending and session is self._session and not self._closed:
+                if _plain(response):
+                    changes = self._changes(response)
+                    revision = max(self._revision, response.events[-1].kv.mod_revision)
+                    sink(changes, revision)
+                    self._revision = revision
+                    self._failures = 0
+                    self._last_heard = time.monotonic()
+                    return True
+            session.pending += 1
+            return False
 
     @property
     def revision(self) -> int:
@@ -98,7 +136,7 @@ class EtcdKeyStream(KeyStream):
             )
         log.info("etcd: watch on %s failed (%s); resuming from revision %d", endpoint, error, self._revision)
         time.sleep(min(0.05 * 2 ** (self._failures // max(1, len(self._client.settings.endpoints))), 1.0))
-        self._session = self._client.watch(self._start, self._end, self._revision + 1)
+        self._session = self._open(self._revision)
         self._last_heard = time.monotonic()
 
     def poll(self, timeout: float | None) -> list[KeyChange]:
@@ -110,8 +148,9 @@ class EtcdKeyStream(KeyStream):
             wait = remaining
             if self._progress_interval > 0:
                 wait = self._progress_interval if wait is None else min(wait, self._progress_interval)
+            session = self._session
             try:
-                item = self._early if self._early is not None else self._session.responses.get(timeout=wait)
+                item = self._early if self._early is not None else session.responses.get(timeout=wait)
                 self._early = None
             except queue.Empty:
                 if self._progress_interval > 0 and time.monotonic() - self._last_heard >= self._progress_interval:
@@ -123,7 +162,16 @@ class EtcdKeyStream(KeyStream):
             if item is None or isinstance(item, BaseException):
                 self._reopen(item)
                 continue
-            changes = self._handle(item)
+            with self._mutex:
+                try:
+                    changes = self._handle(item)
+                finally:
+                    session.pending -= 1
+                sink = self._sink
+                if sink is not None:
+                    if item.events:
+                        sink(changes, self._revision)
+                    return []
             if changes:
                 return changes
         return []
@@ -146,7 +194,7 @@ class EtcdKeyStream(KeyStream):
                     endpoint = self._session.endpoint
                     self._session.close()
                     self._client.refresh_token(endpoint)
-                    self._session = self._client.watch(self._start, self._end, self._revision + 1)
+                    self._session = self._open(self._revision)
                     return []
                 raise errors.AuthError(f"etcd refused the watch: {reason}")
             raise errors.BackendUnavailableError(f"etcd cancelled the watch: {reason}")
@@ -157,6 +205,13 @@ class EtcdKeyStream(KeyStream):
             # A progress notification: every change up to this revision was sent.
             self._revision = max(self._revision, response.header.revision)
             return []
+        out = self._changes(response)
+        # A response holds whole revisions, so its last event's revision is a safe resume point.
+        self._revision = max(self._revision, response.events[-1].kv.mod_revision)
+        return out
+
+    def _changes(self, response: wire.WatchResponse) -> list[KeyChange]:
+        """The key changes of a response's events (under the watched prefixes)."""
         out: list[KeyChange] = []
         for event in response.events:
             kv = event.kv
@@ -181,6 +236,15 @@ class EtcdKeyStream(KeyStream):
                         kv.mod_revision,
                     )
                 )
-        # A response holds whole revisions, so its last event's revision is a safe resume point.
-        self._revision = max(self._revision, response.events[-1].kv.mod_revision)
         return out
+
+
+def _plain(response: wire.WatchResponse) -> bool:
+    """A response of events only, each of which can be reported (a delete with its old value)."""
+    return (
+        bool(response.events)
+        and not response.created
+        and not response.canceled
+        and response.compact_revision <= 0
+        and all(event.prev is not None for event in response.events if event.deleted)
+    )
