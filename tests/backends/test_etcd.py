@@ -248,6 +248,69 @@ def test_a_stream_given_a_sink_hands_every_change_over_on_its_reader_thread_in_o
         assert any(name == "nbdb-etcd-watch" for name, _, _ in given)
 
 
+class _SinkBroke(Exception):
+    pass
+
+
+@pytest.mark.timeout(60)
+def test_a_sink_that_fails_makes_poll_raise_and_the_change_waits_for_poll(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A failing sink is reported where failures are (``poll``), not by a watch re-opened without end.
+
+    The change it failed on is handed over again by ``poll``, and nothing after it
+    reaches the sink from the reader thread first: it still gets every change once, in order.
+    """
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        stream = backend.watch(["KitParent"], None, backend.current_revision())
+        given: list[tuple[uuid.UUID, str]] = []
+        fails = [True]
+
+        def sink(changes: list[Any], revision: int) -> None:
+            if fails[0]:
+                fails[0] = False
+                raise _SinkBroke("the sink's first call fails")
+            given.extend((c.id, threading.current_thread().name) for c in changes)
+
+        assert stream.deliver_to(sink)
+        try:
+            first = db.create(KitParent(name="first"))
+            second = db.create(KitParent(name="second"))
+            raised = []
+            deadline = time.monotonic() + 20
+            while len(given) < 2 and time.monotonic() < deadline:
+                try:
+                    assert stream.poll(0.2) == []  # everything is handed to the sink
+                except _SinkBroke as exc:
+                    raised.append(exc)
+        finally:
+            stream.close()
+        assert len(raised) == 0  # the reader thread's failure was retried by poll, which succeeded
+        assert [i for i, _ in given] == [first.id, second.id]
+        assert all(name != "nbdb-etcd-watch" for _, name in given)  # both through poll, in order
+
+
+@pytest.mark.timeout(60)
+def test_a_sink_that_keeps_failing_is_raised_by_poll(etcd_server: EtcdServer) -> None:  # noqa: F811
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        stream = backend.watch(["KitParent"], None, backend.current_revision())
+
+        def sink(changes: list[Any], revision: int) -> None:
+            raise _SinkBroke("always")
+
+        assert stream.deliver_to(sink)
+        try:
+            db.create(KitParent(name="one"))
+            deadline = time.monotonic() + 20
+            with pytest.raises(_SinkBroke):
+                while time.monotonic() < deadline:
+                    stream.poll(0.2)
+        finally:
+            stream.close()
+
+
 @pytest.mark.timeout(60)
 def test_a_long_range_is_read_in_doubling_pages_at_one_revision(
     etcd_server: EtcdServer,  # noqa: F811

@@ -58,6 +58,9 @@ class EtcdKeyStream(KeyStream):
         self._mutex = threading.Lock()
         """Held while a response is handled (on the reader thread or in poll): one at a time, in order."""
         self._sink: Callable[[list[KeyChange], int], None] | None = None
+        self._halted = False
+        """True once handling a response raised (HistoryGoneError, a cancel) or the sink did: every later
+        response is queued for :meth:`poll`, so none past the one that failed reaches the sink first."""
         self._session: WatchSession = self._open(since)
         self._early: wire.WatchResponse | BaseException | None = None
         """The first response, when it was not the confirmation :meth:`_await_created` waited for."""
@@ -97,11 +100,25 @@ class EtcdKeyStream(KeyStream):
         """On the reader thread: give a response of plain events to the sink, or count it as queued."""
         with self._mutex:
             sink = self._sink  # None until the constructor is done (so self._session is set when it is read)
-            if sink is not None and not session.pending and session is self._session and not self._closed:
+            if (
+                sink is not None
+                and not session.pending
+                and not self._halted
+                and session is self._session
+                and not self._closed
+            ):
                 if _plain(response):
                     changes = self._changes(response)
                     revision = max(self._revision, response.events[-1].kv.mod_revision)
-                    sink(changes, revision)
+                    try:
+                        sink(changes, revision)
+                    except Exception:
+                        # Not on this thread, where it would end the watch unseen: poll hands this
+                        # response to the sink again, on the thread that reports a failure.
+                        log.exception("etcd watch: the sink failed on the reader thread; handing over in poll")
+                        self._halted = True
+                        session.pending += 1
+                        return False
                     self._revision = revision
                     self._failures = 0
                     self._last_heard = time.monotonic()
@@ -165,6 +182,9 @@ class EtcdKeyStream(KeyStream):
             with self._mutex:
                 try:
                     changes = self._handle(item)
+                except BaseException:
+                    self._halted = True  # the caller re-lists or re-opens: nothing after this reaches the sink
+                    raise
                 finally:
                     session.pending -= 1
                 sink = self._sink
