@@ -267,7 +267,10 @@ def test_a_plan_from_a_replica_that_missed_a_foreign_write_fails_on_the_server(
             row = backend.replica.row(backend.mapping.get("LogicalSwitchPort"), port.id)
             assert "enabled" not in row  # as the server sent it: the default cell left out
             plan = plan_commit(
-                backend.mapping, backend.replica, [Put(new.nbdb_table, new.id, new.topic, encode(new), port.version)], "t"
+                backend.mapping,
+                backend.replica,
+                [Put(new.nbdb_table, new.id, new.topic, encode(new), port.version)],
+                "t",
             )
         nbctl(ovn, "set", "Logical_Switch_Port", f"lag-p-{s}", "enabled=false")  # after the plan, before it is sent
         failure = results.check(backend._transact(plan.db, plan.ops))
