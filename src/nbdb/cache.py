@@ -355,9 +355,10 @@ class Replica:
             if self.corrupt:
                 self.corrupt.pop((model.nbdb_table, record.id), None)
             new: Model = decoded if view is None else view.of(decoded)  # type: ignore[assignment]
-            old = current.get(record.id.int) if current else None
+            key = new.id.int  # the record's id (decode checked it): the int the object holds, no second one
+            old = current.get(key)
             if old is None:  # _put's first case, inline: every object of a first load
-                current[new.id.int] = new  # the int the object holds: no second one per port
+                current[key] = new
                 index(indexes, new, nulls)
             else:
                 self._put(model, old, new)

@@ -166,8 +166,11 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
     out: list[M | errors.CorruptRecordError] = []
     append = out.append
     validate: Any = None
+    new, ids, empties, set_ = model.__new__, _IDS, _EMPTY, object.__setattr__
     for record in records:
-        value = record.value
+        # A record's items by position (table, id, topic, version, data, value): a named
+        # tuple's attributes are a descriptor call each.
+        value = record[5]
         if value is not None and type(value) is model:
             append(value)
             continue
@@ -175,17 +178,43 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             # Looked up at the first record to decode, not before: a model pydantic has not fully
             # built (a forward reference never resolved) must not fail a load that holds none of it.
             validate = model.__pydantic_validator__.validate_json
-            layout = _layout_of(model)
+            refs, containers, fields_set = _layout_of(model)
+            lineage = bool(model.nbdb_lineage_containers)
         try:
-            parsed = validate(record.data)
+            parsed = validate(record[4])
         except pydantic.ValidationError as exc:
-            append(_invalid(model, record.table, record.id, exc))
+            append(_invalid(model, record[0], record[1], exc))
             continue
         fields = parsed.__dict__
-        if fields["id"].int != record.id.int or fields["topic"] != record.topic:
-            append(_misplaced(record.table, record.id, record.topic, fields))
+        if fields["id"].int != record[1].int or fields["topic"] != record[2]:
+            append(_misplaced(record[0], record[1], record[2], fields))
             continue
-        append(_fill(model, layout, parsed, record.version))
+        # _fill, inline (a Python call less per record; decode_each's test holds the two equal).
+        obj = new(model)
+        slots = obj.__dict__
+        slots.update(fields.items())
+        slots["version"] = record[3]
+        for name in refs:
+            value = fields[name]
+            if value is not None:
+                shared = ids.get(value.int)
+                if shared is None:
+                    if len(ids) >= _IDS_LIMIT:
+                        ids.clear()
+                    shared = ids[value.int] = value
+                slots[name] = shared
+        for name in containers:
+            value = fields[name]
+            if not value:
+                empty = empties.get(type(value))
+                if empty is not None:
+                    slots[name] = empty
+        if lineage:
+            freeze_lineage(obj)
+        set_(obj, "__pydantic_fields_set__", fields_set)
+        set_(obj, "__pydantic_extra__", parsed.__pydantic_extra__)
+        set_(obj, "__pydantic_private__", DECODED)
+        append(obj)
     return out
 
 

@@ -29,7 +29,7 @@ from nbdb.families.kvplan import Index, KeyLayout
 from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, condition_holds, key_changes
 from nbdb.families.rules import NO_TOPIC, topic_part
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
-from nbdb.spi import UniqueKey
+from nbdb.spi import Record, UniqueKey
 from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
 from nbdb.testing.kvmemory import MemoryStore
 
@@ -183,19 +183,24 @@ _ID_TEXTS = st.one_of(
     st.text(alphabet="0123456789abcdefg-{}:urn", max_size=40),
 )
 _OBJECT_KEYS = st.one_of(
-    st.tuples(st.sampled_from(["p/o/", "p/i/", "q/o/", "p/"]), st.sampled_from(["~", "t1"]), _ID_TEXTS).map(
-        lambda parts: f"{parts[0]}{parts[1]}/A/{parts[2]}"
-    ),
+    st.tuples(
+        st.sampled_from(["p/o/", "p/i/", "q/o/", "p/"]), st.sampled_from(["~", "t1"]), st.sampled_from("AB"), _ID_TEXTS
+    ).map(lambda parts: f"{parts[0]}{parts[1]}/{parts[2]}/{parts[3]}"),
     st.tuples(_ID_TEXTS, st.sampled_from(["", "/", "/x"])).map(lambda parts: f"p/o/t/A/{parts[0]}{parts[1]}"),
 )
 
 
-@given(keys=st.lists(_OBJECT_KEYS, max_size=12))
-def test_keys_parsed_in_bulk_as_one_by_one(keys: list[str]) -> None:
-    # A list parses its ids in one call; every key (an odd id, another key, a key of another
-    # prefix among them) gets what parsing it alone gives.
+@given(keys=st.lists(_OBJECT_KEYS, max_size=12), tables=st.sampled_from([{"A"}, {"B"}, {"A", "B"}, set()]))
+def test_keys_parsed_in_bulk_as_one_by_one(keys: list[str], tables: set[str]) -> None:
+    # A scan parses its ids in one call; every key (an odd id, another key, a key of another
+    # prefix or table among them) gets what parsing it alone gives, its row's value and version kept.
     layout = KeyLayout("p/")
-    assert layout.parse_objects(keys) == [layout.parse_object(key) for key in keys]
+    rows = [(key, b"value %d" % n, n + 1) for n, key in enumerate(keys)]
+    alone = [(row, layout.parse_object(row[0])) for row in rows]
+    expected = [Record(p[1], p[2], p[0], row[2], row[1]) for row, p in alone if p is not None and p[1] in tables]
+    got = layout.records(rows, tables)
+    assert got == expected
+    assert [type(record) for record in got] == [Record] * len(expected)
 
 
 # ---------------------------------------------------------------- helpers for stores that apply commits themselves

@@ -21,6 +21,7 @@ from nbdb.models import (
     LogicalSwitchPort,
     NATType,
     QoS,
+    types,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -81,6 +82,28 @@ def test_mac_and_ipv4_entry_normalises_whatever_the_spelling(
     entry = space.join([spelled, *map(str, ips)])
     want = " ".join([mac, *map(str, ips)])
     assert LogicalSwitchPort(switch=SW, name="p", addresses=[entry]).addresses == [want]
+
+
+_OCTETS = st.sampled_from(["0", "00", "01", "7", "10", "99", "100", "199", "200", "249", "250", "255", "256", "300"])
+_SPELLED_IPV4 = st.one_of(st.lists(_OCTETS, min_size=4, max_size=4), st.lists(_OCTETS, min_size=3, max_size=5)).map(
+    ".".join
+)
+_SPELLED_MAC = st.one_of(
+    st.binary(min_size=6, max_size=6).map(lambda raw: ":".join(f"{b:02x}" for b in raw)),
+    st.lists(st.sampled_from(["0a", "0A", "f", "ff", "00", "9b", "a0z"]), min_size=5, max_size=7).map(":".join),
+)
+
+
+@given(_SPELLED_MAC, st.lists(_SPELLED_IPV4, min_size=1, max_size=3), st.sampled_from([" ", "  "]))
+def test_the_fast_path_takes_exactly_the_entries_the_full_parse_keeps(mac: str, ips: list[str], space: str) -> None:
+    # A MAC and IPv4 entry skips the full parse when the pattern matches: it must match
+    # the entries that parse returns unchanged, and only them.
+    entry = space.join([mac, *ips])
+    try:
+        kept = types._lsp_address_parsed(entry) == entry
+    except ValueError:
+        kept = False
+    assert bool(types._CANONICAL_ADDRESS.fullmatch(entry)) == kept
 
 
 @pytest.mark.parametrize("address", ["", "0a:00:00:00:00", "0a:00:00:00:00:01 999.1.1.1", "routers"])

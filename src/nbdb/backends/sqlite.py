@@ -257,6 +257,17 @@ class SqliteBackend(kv.KeyValueBackend):
                 out += map(kv.KeyValue._make, rows)  # a row is a KeyValue's fields, in order (SELECT *)
         return out, revision
 
+    def range_rows(self, prefixes: Sequence[str]) -> tuple[Sequence[Sequence[Any]], int]:
+        # sqlite3's own rows, (key, value, version): no KeyValue per key, and no column a scan does not read.
+        with self._conn.transaction() as sql:
+            revision = sql.execute("SELECT revision FROM nbdb_state").fetchone()[0]
+            out: list[tuple[str, bytes, int]] = []
+            for prefix in prefixes:
+                out += sql.execute(
+                    "SELECT key, value, version FROM nbdb_keys WHERE key >= ? AND key < ?", (prefix, _upper(prefix))
+                )
+        return out, revision
+
     def commit_keys(
         self,
         conditions: Sequence[kv.Condition],

@@ -33,14 +33,14 @@ import logging
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pydantic
 
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.kvtypes import Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs
-from nbdb.spi import ANY_VERSION, Delete, Put, RefKey, UniqueKey, WriteOp
+from nbdb.spi import ANY_VERSION, Delete, Put, Record, RefKey, UniqueKey, WriteOp
 
 if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type only: no import cycle)
     from nbdb.families.kv import KeyValueBackend
@@ -50,7 +50,8 @@ __all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_
 log = logging.getLogger(__name__)
 
 _UUIDS = pydantic.TypeAdapter(list[uuid.UUID])
-"""Object ids in bulk (see :meth:`KeyLayout.parse_objects`)."""
+_new_tuple = tuple.__new__
+"""Object ids in bulk (see :meth:`KeyLayout.records`)."""
 
 _json_text = json.encoder.encode_basestring_ascii
 """A string as ``json.dumps`` writes it (quoted, escaped, ASCII)."""
@@ -190,34 +191,40 @@ class KeyLayout:
             return None
         return rules.topic_of_part(parts[0]), parts[1], id
 
-    def parse_objects(self, keys: Sequence[str]) -> list[tuple[str | None, str, uuid.UUID] | None]:
-        """:meth:`parse_object` of each of ``keys`` (a list's, a cache load's): the ids parsed in one call.
+    def records(self, rows: Sequence[Sequence[Any]], tables: Collection[str]) -> list[Record]:
+        """The records of the objects of ``tables`` among ``rows`` (key, value, version): a scan's, in one pass.
 
-        ``uuid.UUID(text)`` is about 1.4 µs of Python per key; pydantic's
-        validator parses a list of them in C at about a third of that. A key
-        whose id it refuses sends the whole list through :meth:`parse_object`,
-        whose answer (a warning and None for such a key) is the rule.
+        What :meth:`parse_object` finds of each key, without a tuple per key:
+        a key that is no object key, or an object of another table, is left
+        out before its id is parsed, and the ids of the rest are parsed in one
+        call, in C (``uuid.UUID(text)`` is about 1.4 µs of Python per key,
+        pydantic's validator about a third of that). A key whose id is
+        refused sends the rows through :meth:`parse_object`, whose answer (a
+        warning and no record for such a key) is the rule.
         """
         objects = self.objects
         start = len(objects)
-        heads: list[list[str] | None] = []
+        kept: list[Sequence[Any]] = []
+        heads: list[list[str]] = []
         texts: list[str] = []
-        for key in keys:
+        for row in rows:
+            key = row[0]
             if key.startswith(objects):
                 parts = key[start:].split("/")
-                if len(parts) == 3:
+                if len(parts) == 3 and parts[1] in tables:
+                    kept.append(row)
                     heads.append(parts)
                     texts.append(parts[2])
-                    continue
-            heads.append(None)
         try:
-            ids = iter(_UUIDS.validate_python(texts))
+            ids = _UUIDS.validate_python(texts)
         except pydantic.ValidationError:
-            return [self.parse_object(key) for key in keys]
+            parsed = ((row, self.parse_object(row[0])) for row in kept)
+            return [Record(p[1], p[2], p[0], row[2], row[1]) for row, p in parsed if p is not None]
         no_topic = rules.NO_TOPIC
+        # Built as tuples (Record's own __new__ is a Python call per listed object).
         return [
-            None if parts is None else (None if parts[0] == no_topic else parts[0], parts[1], next(ids))
-            for parts in heads
+            _new_tuple(Record, (parts[1], id, None if parts[0] == no_topic else parts[0], row[2], row[1], None))
+            for row, parts, id in zip(kept, heads, ids, strict=True)
         ]
 
     def parse_referrer(self, target: RefKey, key: str) -> RefKey:
