@@ -189,9 +189,17 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         if fields["id"].int != record[1].int or fields["topic"] != record[2]:
             append(_misplaced(record[0], record[1], record[2], fields))
             continue
-        # _fill, inline (a Python call less per record; decode_each's test holds the two equal).
+        # The decoded copy, laid out to be kept: built the way pydantic's model_construct builds
+        # an instance, from values validated already. Its attributes are filled in the model's
+        # field order, so CPython keeps them in a split-table dict sharing one key table per
+        # model (a decoded port 887 B instead of 1,111 B); what many copies hold alike is one
+        # shared, immutable value: the ids they reference (a cache holds thousands of ports of
+        # one switch), empty lists and maps (frozen, see nbdb.models.shared), the fields set.
+        # Inline, not a function per record: 4k instructions of a 60k decode (callgrind).
         obj = new(model)
         slots = obj.__dict__
+        # Pairs, not the dict: update() from a dict would copy its key table (a combined
+        # dict, ~290 B more per port); from pairs it inserts each one into the shared table.
         slots.update(fields.items())
         slots["version"] = record[3]
         for name in refs:
@@ -200,7 +208,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
                 shared = ids.get(value.int)
                 if shared is None:
                     if len(ids) >= _IDS_LIMIT:
-                        ids.clear()
+                        ids.clear()  # bounded: a workload that moves between parents starts over
                     shared = ids[value.int] = value
                 slots[name] = shared
         for name in containers:
@@ -210,7 +218,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
                 if empty is not None:
                     slots[name] = empty
         if lineage:
-            freeze_lineage(obj)
+            freeze_lineage(obj)  # its references are derived from these: they must not change in place
         set_(obj, "__pydantic_fields_set__", fields_set)
         set_(obj, "__pydantic_extra__", parsed.__pydantic_extra__)
         set_(obj, "__pydantic_private__", DECODED)
@@ -219,16 +227,11 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
 
 
 def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: int, data: bytes) -> M:
-    try:
-        # The model's validator itself: model_validate_json adds two Python frames
-        # and keyword handling around the same call (about a third of a port's decode).
-        parsed = model.__pydantic_validator__.validate_json(data)
-    except pydantic.ValidationError as exc:
-        raise _invalid(model, table, id, exc) from None
-    fields = parsed.__dict__
-    if fields["id"].int != id.int or fields["topic"] != topic:  # ints: UUID's __ne__ is Python
-        raise _misplaced(table, id, topic, fields)
-    return _laid_out(cast(M, parsed), version)
+    # One record through decode_each: the checks and the copy are written once, for both.
+    (got,) = decode_each(model, (_new_tuple(Record, (table, id, topic, version, data, None)),))
+    if type(got) is errors.CorruptRecordError:
+        raise got
+    return cast(M, got)
 
 
 def _invalid(model: type[Model], table: str, id: UUID, exc: pydantic.ValidationError) -> errors.CorruptRecordError:
@@ -243,54 +246,6 @@ def _misplaced(table: str, id: UUID, topic: str | None, fields: dict[str, Any]) 
         f"stored {table} {id} carries id {fields['id']} / topic {fields['topic']!r}, but is stored as topic {topic!r}",
         table=table,
     )
-
-
-def _laid_out(parsed: M, version: int) -> M:
-    """The validated ``parsed`` as a decoded copy at ``version``, laid out to be kept.
-
-    Built the way pydantic's ``model_construct`` builds an instance, from
-    values validated already. Its attributes are filled in the model's field
-    order, so CPython keeps them in a split-table dict sharing one key table
-    per model (measured: a decoded port 887 B instead of 1,111 B); what many
-    copies hold alike is one shared, immutable value: the ids they reference
-    (a cache holds thousands of ports of one switch), empty lists and maps
-    (frozen, see :mod:`nbdb.models.shared`), the fields set and the lineage.
-    """
-    model = type(parsed)
-    return _fill(model, _layout_of(model), parsed, version)
-
-
-def _fill(model: type[M], layout: _Layout, parsed: Any, version: int) -> M:
-    obj = model.__new__(model)
-    slots = obj.__dict__
-    fields = parsed.__dict__
-    # Pairs, not the dict: update() from a dict would copy its key table (a
-    # combined dict, ~290 B more per port); from pairs it inserts each one
-    # into the shared table, in C.
-    slots.update(fields.items())
-    slots["version"] = version
-    for name in layout.refs:
-        value = fields[name]
-        if value is not None:
-            shared = _IDS.get(value.int)
-            if shared is None:
-                if len(_IDS) >= _IDS_LIMIT:
-                    _IDS.clear()  # bounded: a workload that moves between parents starts over
-                shared = _IDS[value.int] = value
-            slots[name] = shared
-    for name in layout.containers:
-        value = fields[name]
-        if not value:
-            empty = _EMPTY.get(type(value))
-            if empty is not None:
-                slots[name] = empty
-    if model.nbdb_lineage_containers:
-        freeze_lineage(obj)  # its references are derived from these: they must not change in place
-    _set = object.__setattr__
-    _set(obj, "__pydantic_fields_set__", layout.fields_set)
-    _set(obj, "__pydantic_extra__", parsed.__pydantic_extra__)
-    _set(obj, "__pydantic_private__", DECODED)
-    return obj
 
 
 class _Layout(NamedTuple):
@@ -364,6 +319,9 @@ def _harmless(item: Any) -> bool:
 
 _VALIDATORS = (pydantic.AfterValidator, pydantic.BeforeValidator, pydantic.WrapValidator, pydantic.PlainValidator)
 
+
+_new_tuple = tuple.__new__
+"""A Record built without its Python ``__new__``."""
 
 _IDS_LIMIT = 65536
 _IDS: dict[int, UUID] = {}

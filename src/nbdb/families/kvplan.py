@@ -50,8 +50,10 @@ __all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_
 log = logging.getLogger(__name__)
 
 _UUIDS = pydantic.TypeAdapter(list[uuid.UUID])
-_new_tuple = tuple.__new__
 """Object ids in bulk (see :meth:`KeyLayout.records`)."""
+
+_new_tuple = tuple.__new__
+"""A Record built without its Python ``__new__`` (a Python call per listed object)."""
 
 _json_text = json.encoder.encode_basestring_ascii
 """A string as ``json.dumps`` writes it (quoted, escaped, ASCII)."""
