@@ -26,7 +26,8 @@ import json, sys, time
 from time import perf_counter_ns as now
 import nbdb
 from nbdb.backends.etcd import client as etcd_client, wire
-from nbdb.bench.workloads.common import pace, populate
+from nbdb.bench.workloads import fanout
+from nbdb.bench.workloads.common import populate
 from nbdb.models.ovn import LogicalSwitchPort
 url, caches, writes, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 arrived = {}
@@ -52,16 +53,7 @@ with nbdb.connect(url, namespace=namespace) as db:
     followers = [reader.cache(LogicalSwitchPort, on_change=stamping(s.append)) for s in stamps]
     for cache in followers:
         cache.wait_synced(60)
-    sent, done = {}, {}
-    start = now()
-    for s in range(writes):
-        pace(start, s, rate)
-        j = s % len(ports)
-        p = ports[j]
-        seq = str(s)
-        sent[seq] = now()
-        ports[j] = db.update(p.replace(external_ids={**p.external_ids, "seq": seq}))
-        done[seq] = now()
+    sent, _ = fanout._write_paced(db, ports, writes, rate, now)  # the workload's own writer
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(len(s) < writes for s in stamps):
         time.sleep(0.005)
