@@ -37,8 +37,13 @@ every commit (the commit log and the change log of all objects in one).
 # Helpers shared by the scripts. P is the root of the namespace's keys.
 # A "directory" is a key prefix ending in '/'; d:<dir> holds its children, so a
 # range never needs KEYS or a SCAN of the whole database.
-_LUA_PRELUDE = r"""
+_LUA_ROOT = r"""
 local P = ARGV[1]
+"""
+
+# Where keys live (loc, group, ...), the head and the directory walk: Lua makes each function a
+# closure at every run of a script, so the commit script's lean path returns before them.
+_LUA_PLACES = r"""
 -- Where a family key is stored: {hash, value field, version field, revision field, topic}.
 -- An object key o/<topic>/<table>/<id> lives in its index key's hash (k:i/<table>/<id>) as
 -- the fields ov, on, om and ot (its topic: the hash answers only for that topic), so that
@@ -118,6 +123,8 @@ local function walk(prefix, fn, enter)
 end
 """
 
+_LUA_PRELUDE = _LUA_ROOT + _LUA_PLACES
+
 # Appends length-prefixed (>i4) fields to the table ``out`` (nil/false: length -1):
 # table.concat(out) is then one reply the client slices, not one RESP string per field.
 _LUA_PACK = r"""
@@ -147,7 +154,7 @@ end
 # Returns {1, rev} applied, {2, rev} applied earlier (a retry), {0} a condition
 # failed, {3} the token was voided (a settlement decided this commit never applies).
 COMMIT_LUA = (
-    _LUA_PRELUDE
+    _LUA_ROOT
     + r"""
 local OBJ = ARGV[2]
 local token = ARGV[3]
@@ -158,35 +165,6 @@ local done = redis.call('GET', P .. 'ct:' .. token)
 if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
-
--- redis.call(cmd[, first], ...list), in slices of 1,000 (Lua's unpack returns at most ~8,000
--- values): the sum of the replies. For calls whose reply is a count (EXISTS, SADD, SREM).
-local function summed(cmd, first, list)
-  local total = 0
-  for i = 1, #list, 1000 do
-    local j = math.min(i + 999, #list)
-    if first then
-      total = total + redis.call(cmd, first, unpack(list, i, j))
-    else
-      total = total + redis.call(cmd, unpack(list, i, j))
-    end
-  end
-  return total
-end
-
--- call(cmd, key, ...list) in slices of 1,000 values (an even number: field-value pairs stay
--- whole), for the same reason: the items of the replies, in order (HMGET's values).
-local function sliced(call, cmd, key, list)
-  if #list <= 1000 then return call(cmd, key, unpack(list)) end
-  local out = {}
-  for i = 1, #list, 1000 do
-    local got = call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
-    if type(got) == 'table' then
-      for k = 1, #got do out[#out + 1] = got[k] end
-    end
-  end
-  return out
-end
 
 -- The revision: one INCR. A counter that starts again at 1 (deleted, or a server that lost
 -- it) continues after the log's last entry instead (stream ids must grow).
@@ -282,6 +260,38 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     local rec = record(key, value, ver + 1, r[1], ver)
     return publish(rev, revs, {rec}, {[topic] = {rec}})
   end
+end
+
+"""
+    + _LUA_PLACES
+    + r"""
+-- redis.call(cmd[, first], ...list), in slices of 1,000 (Lua's unpack returns at most ~8,000
+-- values): the sum of the replies. For calls whose reply is a count (EXISTS, SADD, SREM).
+local function summed(cmd, first, list)
+  local total = 0
+  for i = 1, #list, 1000 do
+    local j = math.min(i + 999, #list)
+    if first then
+      total = total + redis.call(cmd, first, unpack(list, i, j))
+    else
+      total = total + redis.call(cmd, unpack(list, i, j))
+    end
+  end
+  return total
+end
+
+-- call(cmd, key, ...list) in slices of 1,000 values (an even number: field-value pairs stay
+-- whole), for the same reason: the items of the replies, in order (HMGET's values).
+local function sliced(call, cmd, key, list)
+  if #list <= 1000 then return call(cmd, key, unpack(list)) end
+  local out = {}
+  for i = 1, #list, 1000 do
+    local got = call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    if type(got) == 'table' then
+      for k = 1, #got do out[#out + 1] = got[k] end
+    end
+  end
+  return out
 end
 
 local conds, puts, dels = {}, {}, {}
