@@ -1,0 +1,146 @@
+"""Redis single creates, CAS updates and deletes of two checkouts in turns: the server's instructions per operation.
+
+Each side of each round gets a fresh ``redis-server`` under callgrind (``--hz 1``, no
+persistence); its worker creates a switch, warms up, then makes ``--count`` creates of
+ports referencing it, updates them, deletes them, through nbdb and then through
+``raw+contract`` (the contract's server work by hand, see ``nbdb.bench.raw.redis``),
+and asks callgrind for a dump after each phase. The figures are instructions the
+server executed per operation (everything: the script, the calls inside it, reading
+the request and writing the reply), medians over the rounds; runs of one build agree
+to about 1 %, which is why this counts instructions rather than timing a shared machine.
+See "Redis single writes: one object's commit without the general tables" in
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from abrun import ab_parser, in_turns, loadavg, run_json
+
+WORKER = r"""
+import json, subprocess, sys
+import nbdb
+from nbdb.bench.data import make_port, make_switch, port_doc
+from nbdb.bench.raw.redis import ContractClient
+from nbdb.bench.workloads.common import PORT, populate_raw
+
+url, pid, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def dump(name):
+    subprocess.run(["callgrind_control", "-d", name, pid], check=True, capture_output=True)
+
+with nbdb.connect(url + "?namespace=ab") as db:
+    switch = db.create(make_switch(0))
+    warm = [db.create(make_port(switch, 100_000 + i)) for i in range(30)]
+    warm = [db.update(p.replace(up=True)) for p in warm]
+    for p in warm:
+        db.delete(p)
+    dump("warm")
+    ports = [db.create(make_port(switch, i)) for i in range(count)]
+    dump("nbdb-create")
+    extra = {"neutron:revision_number": "2"}
+    ports = [db.update(p.replace(up=True, external_ids={**p.external_ids, **extra})) for p in ports]
+    dump("nbdb-update")
+    for p in ports:
+        db.delete(p)
+    dump("nbdb-delete")
+
+raw = ContractClient(url, "abraw")
+switch_id, _ = populate_raw(raw, 0)
+for phase in ("warm", "raw-"):
+    n = 30 if phase == "warm" else count
+    docs = [port_doc(switch_id, i) for i in range(n)]
+    for d in docs:
+        raw.create(raw.key(PORT, d["id"]), json.dumps(d).encode())
+    if phase != "warm":
+        dump("raw-create")
+    for d in docs:
+        raw.update(raw.key(PORT, d["id"]), json.dumps({**d, "up": True}).encode(), 1)
+    if phase != "warm":
+        dump("raw-update")
+    for d in docs:
+        raw.delete(raw.key(PORT, d["id"]), 2)
+    dump("warm" if phase == "warm" else "raw-delete")
+raw.close()
+print(json.dumps({}))
+"""
+
+PHASES = ("nbdb-create", "nbdb-update", "nbdb-delete", "raw-create", "raw-update", "raw-delete")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _side(src: str, count: int) -> dict[str, float]:
+    """One fresh server under callgrind, one worker on ``src``: instructions per operation of each phase."""
+    work = Path(tempfile.mkdtemp(prefix="nbdb-redis-ab-"))
+    port = _free_port()
+    binary = shutil.which("redis-server") or "redis-server"
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out", binary]
+    argv += ["--port", str(port), "--save", "", "--appendonly", "no", "--hz", "1", "--dir", str(work)]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server under callgrind did not answer")
+            time.sleep(0.2)
+        run_json(src, WORKER, [f"redis://127.0.0.1:{port}/0", str(server.pid), str(count)])
+        out: dict[str, float] = {}
+        for dump in work.glob("cg.out.*"):
+            text = dump.read_text(errors="replace")
+            trigger = re.search(r"^desc: Trigger: (?:Client Request: |dump )(\S+)", text, re.M)
+            totals = re.search(r"^(?:totals|summary): (\d+)", text, re.M)
+            if trigger and totals and trigger.group(1) in PHASES:
+                out[trigger.group(1)] = int(totals.group(1)) / count
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    args = ab_parser(__doc__, 300).parse_args()
+    sides = {"a": args.a, "b": args.b}
+    results: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
+    print(f"load average before: {loadavg()}", flush=True)
+    for n, side in in_turns(args.rounds):
+        got = _side(sides[side], args.count)
+        results[side].append(got)
+        figures = "  ".join(f"{p} {got.get(p, 0) / 1000:6.1f}k" for p in PHASES)
+        print(f"round {n} {side}: {figures}  load {loadavg()}", flush=True)
+    print(f"load average after: {loadavg()}")
+    print("instructions per operation, medians (k):")
+    for phase in PHASES:
+        a = statistics.median(r[phase] for r in results["a"]) / 1000
+        b = statistics.median(r[phase] for r in results["b"]) / 1000
+        print(f"  {phase:12} a {a:7.1f}  b {b:7.1f}  b/a {b / a:5.3f}")
+    for op in ("create", "update", "delete"):
+        for side in ("a", "b"):
+            mine = statistics.median(r[f"nbdb-{op}"] for r in results[side])
+            theirs = statistics.median(r[f"raw-{op}"] for r in results[side])
+            print(f"  {op:6} {side}: nbdb / raw+contract {mine / theirs:5.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
