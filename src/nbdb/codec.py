@@ -21,7 +21,7 @@ from uuid import UUID
 
 import pydantic
 import pydantic.fields
-from pydantic_core import SchemaSerializer
+from pydantic_core import PydanticSerializationError, SchemaSerializer
 
 from nbdb import errors
 from nbdb.models.base import DECODED, Model, Reference, freeze_lineage, validation_error_of
@@ -63,9 +63,12 @@ def encode(obj: Model) -> bytes:
     form = _FORMS.get(type(obj), _UNKNOWN)
     if form is _UNKNOWN:
         form = _FORMS[type(obj)] = _stored_form(type(obj))
-    if form is None:
-        return obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
-    return cast(SchemaSerializer, form).to_json(obj.__dict__)
+    try:
+        if form is None:
+            return obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
+        return cast(SchemaSerializer, form).to_json(obj.__dict__)
+    except PydanticSerializationError as exc:  # text that is no Unicode (a lone surrogate), say
+        raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be stored: {exc}") from None
 
 
 def _stored_form(model: type[Model]) -> SchemaSerializer | None:
