@@ -405,8 +405,9 @@ class Replica:
             if self._subscriptions:
                 self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision, change.synthetic))
             return
-        if current is not None and current.version >= change.new.version:
-            return  # already applied (a re-delivered change)
+        version = change.new.version
+        if current is not None and version.__class__ is int and current.version >= version >= 1:
+            return  # already applied (a re-delivered change); a version that is none is the decode's to report
         new = self._decode(model, change.new, change.revision)
         if new is None:
             return

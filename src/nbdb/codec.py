@@ -183,6 +183,11 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             validate = model.__pydantic_validator__.validate_json
             refs, containers, fields_set = _layout_of(model)
             lineage = bool(model.nbdb_lineage_containers)
+        version = record[3]
+        if (version.__class__ is not int and not isinstance(version, int)) or version < 1:
+            # Another writer's: it would reach a caller, a watch or a cache as the object's version.
+            append(_unversioned(record[0], record[1], version))
+            continue
         try:
             parsed = validate(record[4])
         except pydantic.ValidationError as exc:
@@ -241,6 +246,12 @@ def _invalid(model: type[Model], table: str, id: UUID, exc: pydantic.ValidationE
     return errors.CorruptRecordError(
         f"stored {table} {id} is not a valid {model.__name__}: {validation_error_of(exc, model.__name__)}",
         table=table,
+    )
+
+
+def _unversioned(table: str, id: UUID, version: object) -> errors.CorruptRecordError:
+    return errors.CorruptRecordError(
+        f"stored {table} {id} has version {version!r}, not a whole number >= 1", table=table
     )
 
 

@@ -408,3 +408,59 @@ def test_a_commit_that_fails_in_a_group_leaves_the_others_applied(tmp_path: Path
         assert backend.get_key("a") is None and backend.get_key("b") is None
         stored = backend.get_key("c")
         assert stored is not None and stored.value == b"3"
+
+
+# ---------------------------------------------------------------- another writer's rows
+
+
+def _write_raw_version(path: Path, obj: LogicalSwitch, version: object) -> None:
+    """What another writer might do: a valid value with a version column of any type, logged like a commit."""
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        key = next(k for (k,) in raw.execute("SELECT key FROM nbdb_keys") if k.startswith("o/") and str(obj.id) in k)
+        value = obj.replace(name="raw").model_dump_json(exclude={"version"}).encode()
+        raw.execute("BEGIN IMMEDIATE")
+        (revision,) = raw.execute("SELECT revision + 1 FROM nbdb_state").fetchone()
+        old_value, old_version = raw.execute("SELECT value, version FROM nbdb_keys WHERE key = ?", (key,)).fetchone()
+        raw.execute(
+            "UPDATE nbdb_keys SET value = ?, version = ?, mod_revision = ? WHERE key = ?",
+            (value, version, revision, key),
+        )
+        raw.execute(
+            "INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)",
+            (revision, key, value, version, old_value, old_version),
+        )
+        raw.execute("UPDATE nbdb_state SET revision = ?, changes = changes + 1", (revision,))
+        raw.execute("COMMIT")
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("version", ["abc", b"\x01", 2.5, 0, -3], ids=["text", "blob", "real", "zero", "negative"])
+def test_a_version_column_another_writer_spoiled_is_a_corrupt_record(tmp_path: Path, version: object) -> None:
+    # It was handed out as the object's version by get() and watches, and a cache hit TypeError comparing it.
+    path = tmp_path / "nb.db"
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        victim = db.create(LogicalSwitch(name="victim"))
+        reports: list[nbdb.CorruptRecordError] = []
+        cache_reports: list[nbdb.CorruptRecordError] = []
+        with (
+            db.watch(LogicalSwitch, on_error=reports.append) as watch,
+            db.cache(LogicalSwitch, on_error=cache_reports.append) as cache,
+        ):
+            assert cache.wait_synced(15)
+            _write_raw_version(path, victim, version)
+            after = db.create(LogicalSwitch(name="after"))
+            events: list[nbdb.ChangeEvent[nbdb.Model]] = []
+            while not any(e.new is not None and e.new.id == after.id for e in events):
+                events += watch.poll(0.2)
+            assert [e.new.id for e in events if e.new is not None] == [after.id]
+            assert len(reports) == 1
+            assert cache.wait_for(after, 15)
+            assert cache.get(LogicalSwitch, victim.id) == victim
+            assert (LogicalSwitch.nbdb_table, victim.id) in cache.corrupt
+        with pytest.raises(nbdb.CorruptRecordError, match="has version"):
+            db.get(LogicalSwitch, victim.id)
+        assert db.list(LogicalSwitch, skip_corrupt=True) == [after]
+        db.delete(LogicalSwitch, victim.id)  # the way out: a delete of whatever version
+        assert db.list(LogicalSwitch) == [after]
