@@ -298,3 +298,26 @@ def test_failed_commits_are_counted_by_outcome(registry: object) -> None:
         assert _value(registry, "nbdb_commits_total", backend="memory", outcome="ok") == 2
         assert _value(registry, "nbdb_commits_total", backend="memory", outcome="conflict") == 1
         assert _value(registry, "nbdb_commit_seconds_count", backend="memory") == 2
+
+
+@pytest.mark.parametrize(
+    "returned", [(None, None), "ok", {"requeue": True}, b"1"], ids=["tuple", "text", "dict", "bytes"]
+)
+def test_a_reconcile_returning_no_number_is_logged_and_its_worker_goes_on(
+    db: nbdb.Database, returned: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Such a value raised TypeError outside the worker's try: the worker thread died, its controller never
+    # reconciled again and wait_idle() never returned.
+    seen: list[Key] = []
+
+    def reconcile(key: Key, obj: object) -> object:
+        seen.append(key)
+        return returned
+
+    with db.cache(LogicalSwitch) as cache, nbdb.run_controller(cache, reconcile, LogicalSwitch) as controller:
+        for name in ("a", "b", "c"):
+            db.create(LogicalSwitch(name=name))
+        assert cache.wait_for(db.create(LogicalSwitch(name="d")), 10)
+        assert controller.wait_idle(10)
+        assert len({key for key in seen}) == 4 and controller.reconciled == len(seen)
+    assert "not a number of seconds" in caplog.text

@@ -215,11 +215,26 @@ class Controller:
                 queue.done(key)
                 with self._stats_lock:
                     self.reconciled += 1
-                if again is not None and again > 0:
-                    queue.add_after(key, float(again))
+                if again is not None:
+                    self._recheck(key, again)
             finally:
                 if handles is not None:
                     handles.work_seconds.observe(time.perf_counter() - start)
+
+    def _recheck(self, key: Key, again: object) -> None:
+        """Re-check ``key`` after the seconds its reconcile returned; anything else is logged and ignored."""
+        if not isinstance(again, int | float):
+            # A reconcile returning a tuple or a status string once raised TypeError here and ended the
+            # worker thread: its keys were never reconciled again and wait_idle() never returned.
+            log.error(
+                "%s: reconcile of %s returned %r, not a number of seconds to re-check after: ignored",
+                self.name,
+                _describe(key),
+                again,
+            )
+            return
+        if again > 0:
+            self.queue.add_after(key, float(again))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every change the cache applied so far was reconciled; False on timeout."""
