@@ -126,6 +126,20 @@ def test_bad_options_are_validation_errors(url: str, query: str) -> None:
         nbdb.connect(f"{url}?{query}")
 
 
+def test_a_nul_in_the_path_is_a_validation_error(tmp_path: Path) -> None:
+    with pytest.raises(nbdb.ValidationError):  # was sqlite3's ValueError "embedded null byte"
+        nbdb.connect(f"sqlite:///{tmp_path}/nb%00.db")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "file"])
+@pytest.mark.parametrize("nested", ["a/o", "a/i/x", "/a", "a/"])
+def test_a_namespace_cannot_nest_in_another(url: str, nested: str, tmp_path: Path) -> None:
+    # "a/o" was taken: its keys sat under namespace "a"'s, which then listed them as corrupt objects of topic "o".
+    target = url if url == "sqlite://" else f"sqlite:///{tmp_path / 'nb.db'}"
+    with pytest.raises(nbdb.ValidationError, match="namespace"):
+        nbdb.connect(target, namespace=nested)
+
+
 def test_files_that_are_not_nbdb_databases_are_refused(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a database at all, but long enough to have a header of sixteen bytes\n" * 20)
