@@ -403,6 +403,33 @@ def test_directory_sets_follow_any_transactions_of_creates_and_deletes(url: str,
             client.close()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("version", [b"abc", b"-1", b"0", b""], ids=["text", "negative", "zero", "empty"])
+def test_an_object_whose_version_field_another_writer_damaged_is_one_corrupt_record(
+    db: nbdb.Database, version: bytes
+) -> None:
+    """Its damaged version was raised from the scan: every list of its table failed, skip_corrupt or
+    not, and a cache could not load (nor re-list)."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        good = db.create(LogicalSwitch(name="good"))
+        bad = db.create(LogicalSwitch(name="bad"))
+        client.hset(backend._where(f"o/~/LogicalSwitch/{bad.id}")[0], "on", version)
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.get(LogicalSwitch, bad.id)
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.list(LogicalSwitch)
+        assert db.list(LogicalSwitch, skip_corrupt=True) == [good]
+        with db.cache(LogicalSwitch, shared=False) as cache:
+            assert cache.wait_synced(15)
+            assert cache.get(LogicalSwitch, good.id) == good and cache.get(LogicalSwitch, bad.id) is None
+    finally:
+        client.close()
+
+
 @pytest.mark.timeout(30)
 def test_a_delete_releases_its_claims_unread_and_whole_past_a_foreign_key(db: nbdb.Database) -> None:
     """A delete removes its unique claim and its reverse reference without reading them first. The
