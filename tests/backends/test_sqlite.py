@@ -478,3 +478,47 @@ def test_a_version_column_another_writer_spoiled_is_a_corrupt_record(tmp_path: P
         assert db.list(LogicalSwitch, skip_corrupt=True) == [after]
         db.delete(LogicalSwitch, victim.id)  # the way out: a delete of whatever version
         assert db.list(LogicalSwitch) == [after]
+
+
+def _write_raw_key(path: Path, key: str, value: bytes | None) -> None:
+    """Another writer puts (or, with None, deletes) one key, logged like a commit."""
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        (revision,) = raw.execute("SELECT revision + 1 FROM nbdb_state").fetchone()
+        old = raw.execute("SELECT value, version FROM nbdb_keys WHERE key = ?", (key,)).fetchone()
+        old_value, old_version = old if old is not None else (None, 0)
+        if value is None:
+            raw.execute("DELETE FROM nbdb_keys WHERE key = ?", (key,))
+        else:
+            raw.execute("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", (key, value, old_version + 1, revision))
+        new_version = 0 if value is None else old_version + 1
+        raw.execute(
+            "INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)",
+            (revision, key, value, new_version, old_value, old_version),
+        )
+        raw.execute("UPDATE nbdb_state SET revision = ?, changes = changes + 1", (revision,))
+        raw.execute("COMMIT")
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("spelling", ["{%s}", "%S", "%x", "urn:uuid:%s"], ids=["braces", "upper", "hex", "urn"])
+def test_an_object_key_with_its_id_spelled_another_way_is_no_second_copy(tmp_path: Path, spelling: str) -> None:
+    # uuid.UUID() reads all of these: the object was listed twice, and the alias's deletion deleted it from caches.
+    path = tmp_path / "nb.db"
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        kept = db.create(LogicalSwitch(name="kept"))
+        text = {"%s": str(kept.id), "%S": str(kept.id).upper(), "%x": kept.id.hex}
+        alias = spelling.replace("%s", text["%s"]).replace("%S", text["%S"]).replace("%x", text["%x"])
+        key = f"o/~/LogicalSwitch/{alias}"
+        with db.cache(LogicalSwitch) as cache:
+            assert cache.wait_synced(15)
+            _write_raw_key(path, key, kept.replace(name="alias").model_dump_json(exclude={"version"}).encode())
+            assert db.list(LogicalSwitch) == [kept]
+            assert list(db.iter(LogicalSwitch, page_size=1)) == [kept]
+            _write_raw_key(path, key, None)
+            marker = db.create(LogicalSwitch(name="marker"))
+            assert cache.wait_for(marker, 15)
+            assert cache.get(LogicalSwitch, kept.id) == kept
+        assert db.get(LogicalSwitch, kept.id) == kept
