@@ -8,6 +8,7 @@ that is a number, a Database used after close — must be refused with a clear e
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,6 @@ def test_a_ttl_that_no_timer_can_wait_is_refused_before_a_lock_is_taken(db: nbdb
     _typed(lambda: _enter(db.lock("held", ttl=seconds, timeout=1)))
     _typed(lambda: db.create(LogicalSwitch(name="expiring"), ttl=seconds))
     assert db.list(LogicalSwitch) == []
-    if seconds != 0:  # a timeout of 0: try once
-        _typed(lambda: _enter(db.lock("held", timeout=seconds)))
 
 
 @PER_EXAMPLE
@@ -140,3 +139,71 @@ def test_a_closed_database_refuses_everything_and_commits_nothing(scheme: str, t
         _typed(call, nbdb.BackendUnavailableError)
     assert keeper.list(LogicalSwitch) == [stored]
     keeper.close()
+
+
+NOT_TIMEOUTS = st.sampled_from([math.nan, "1", b"1", [1], True, False, 1j])
+LONGER_THAN_ANY_WAIT = st.sampled_from([math.inf, 1e300, 10.0**20])
+
+
+def _returns(call: Callable[[], Any]) -> Any:
+    """What ``call`` returns, run on a thread: a call that never returns fails the test instead of hanging it."""
+    box: list[Any] = []
+    worker = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert box, f"{call} did not return"
+    return box[0]
+
+
+@PER_EXAMPLE
+@given(timeout=NOT_TIMEOUTS)
+def test_a_timeout_that_is_no_number_is_refused_by_every_wait(db: nbdb.Database, timeout: Any) -> None:
+    # NaN made a work queue's get() and a watch's poll() wait forever.
+    stored = db.create(LogicalSwitch(name="s"))
+    queue: nbdb.WorkQueue[str] = nbdb.WorkQueue()
+    with db.cache(LogicalSwitch) as cache, db.watch(LogicalSwitch) as watch:
+        subscription = cache.subscribe(lambda event: None)
+        controller = nbdb.run_controller(cache, lambda key, obj: None, LogicalSwitch)
+        for call in [
+            lambda: queue.get(timeout),
+            lambda: queue.wait_idle(timeout),
+            lambda: queue.add_after("k", timeout),
+            lambda: cache.wait_synced(timeout),
+            lambda: cache.wait_for(stored, timeout),
+            lambda: watch.poll(timeout),
+            lambda: subscription.wait_replayed(timeout),
+            lambda: subscription.close(timeout),
+            lambda: controller.wait_idle(timeout),
+            lambda: controller.close(timeout),
+            lambda: _enter(db.lock("l", timeout=timeout)),
+        ]:
+            _returns(lambda call=call: _typed(call))
+        controller.close()
+    db.delete(stored)
+
+
+@PER_EXAMPLE
+@given(timeout=LONGER_THAN_ANY_WAIT)
+def test_a_timeout_longer_than_any_wait_waits_without_bound(db: nbdb.Database, timeout: float) -> None:
+    # Each raised OverflowError ("timestamp out of range for platform time_t").
+    stored = db.create(LogicalSwitch(name="s"))
+    queue: nbdb.WorkQueue[str] = nbdb.WorkQueue()
+    queue.add("ready")
+    queue.add_after("never", timeout)
+    with db.cache(LogicalSwitch) as cache, db.watch(LogicalSwitch) as watch:
+        subscription = cache.subscribe(lambda event: None, replay=True)
+        controller = nbdb.run_controller(cache, lambda key, obj: None, LogicalSwitch)
+        assert _returns(lambda: queue.get(timeout)) == "ready"
+        assert _returns(lambda: cache.wait_synced(timeout)) is True
+        assert _returns(lambda: cache.wait_for(stored, timeout)) is True
+        changed = db.update(stored.replace(name="t"))
+        assert [e.new for e in _returns(lambda: watch.poll(timeout))] == [changed]
+        assert _returns(lambda: subscription.wait_replayed(timeout)) is True
+        assert _returns(lambda: controller.wait_idle(timeout)) is True
+        assert _returns(lambda: controller.close(timeout)) is True
+        assert _returns(lambda: subscription.close(timeout)) is True
+        with db.lock("l", timeout=timeout) as handle:
+            assert not handle.lost
+    queue.done("ready")
+    assert queue.get(0) is None  # the key added after an infinite delay never comes
+    db.delete(changed)

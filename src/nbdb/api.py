@@ -38,6 +38,7 @@ from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
 from nbdb.spi import Backend, LockHandle, UniqueKey
+from nbdb.timeouts import timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
 from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, mutation_of, put_of
@@ -483,8 +484,7 @@ class Database:
         """
         check_name("lock", name)
         check_seconds("lock ttl", ttl)
-        if timeout is not None:
-            check_seconds("lock timeout", timeout, zero=True)
+        timeout = timeout_of(timeout, "lock timeout")
         self._open()
         return self._backend.lock(name, ttl, timeout)
 

@@ -33,6 +33,7 @@ from nbdb.models.base import Model
 from nbdb.projection import projections
 from nbdb.replica import Indexes, bucket_objects, index, index_nulls, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
+from nbdb.timeouts import timeout_of
 from nbdb.waits import Waits
 
 if TYPE_CHECKING:
@@ -525,7 +526,7 @@ class Cache:
         stream opened later could reach it late: etcd serves a watcher that starts
         behind from a sync loop that runs every 100 ms).
         """
-        return self._replica._synced.wait(timeout)
+        return self._replica._synced.wait(timeout_of(timeout))
 
     def get(self, model: type[M], id: UUID | str) -> M | None:
         """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`.
@@ -644,6 +645,7 @@ class Cache:
         None (a ``delete(..., if_exists=True)`` that found nothing) is
         reflected already: True at once.
         """
+        timeout = timeout_of(timeout)
         if target is None:
             return True
         return self._replica._waits.wait(target, timeout)

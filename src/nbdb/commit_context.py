@@ -51,8 +51,8 @@ def check_model_class(model: Any) -> type[Model]:
     return model
 
 
-def check_seconds(what: str, value: Any, *, zero: bool = False) -> float:
-    """``value`` as a finite, positive number of seconds (or ``zero``) that a timer can wait; ValidationError otherwise.
+def check_seconds(what: str, value: Any) -> float:
+    """``value`` as a finite, positive number of seconds that a timer can wait; ValidationError otherwise.
 
     No bool, NaN or infinity: such a ttl once killed a lock's renewal thread
     (a wait longer than ``threading.TIMEOUT_MAX`` overflows) with the lock
@@ -60,9 +60,8 @@ def check_seconds(what: str, value: Any, *, zero: bool = False) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise errors.ValidationError(f"{what} must be a number of seconds, not {value!r}")
-    if not (math.isfinite(value) and (value >= 0 if zero else value > 0) and value <= threading.TIMEOUT_MAX):
-        bound = "zero or more" if zero else "positive"
-        raise errors.ValidationError(f"{what} must be a {bound}, finite number of seconds, not {value!r}")
+    if not (math.isfinite(value) and 0 < value <= threading.TIMEOUT_MAX):
+        raise errors.ValidationError(f"{what} must be a positive, finite number of seconds, not {value!r}")
     return value
 
 

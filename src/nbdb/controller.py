@@ -39,6 +39,7 @@ from nbdb import errors
 from nbdb.dispatch import Predicate
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
+from nbdb.timeouts import timeout_of
 from nbdb.workqueue import RateLimiter, WorkQueue
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class CacheQueue(WorkQueue[Key]):
         Idle: the feed has no event left to queue, and no key is ready,
         processing or waiting for a retry.
         """
+        timeout = timeout_of(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.wait_synced(timeout):
             return False
@@ -244,6 +246,7 @@ class Controller:
         """Stop: no new keys, running reconciles finish, the rest is dropped; False if a worker is still busy."""
         self.queue.close()
         self.queue.drop()
+        timeout = timeout_of(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             if thread is threading.current_thread():
