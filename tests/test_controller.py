@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -145,6 +146,37 @@ def test_bad_arguments_are_validation_errors(db: nbdb.Database) -> None:
             cache.queue(resync=0)
         with pytest.raises(nbdb.ValidationError):
             RateLimiter(base=0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda db, cache: nbdb.run_controller(cache, lambda k, o: None, workers="2"),
+        lambda db, cache: nbdb.run_controller(cache, lambda k, o: None, workers=True),
+        lambda db, cache: nbdb.run_controller(cache, 5),  # was taken, and failed every key forever
+        lambda db, cache: nbdb.run_controller(db, lambda k, o: None),
+        lambda db, cache: nbdb.run_controller(cache, lambda k, o: None, resync=float("nan")),
+        lambda db, cache: cache.queue(5),
+        lambda db, cache: cache.queue(resync="1"),
+        lambda db, cache: cache.subscribe(5),  # was taken, and failed every delivery
+        lambda db, cache: cache.subscribe(lambda event: None, predicate="up"),
+    ],
+    ids=[
+        "workers-text",
+        "workers-bool",
+        "reconcile-no-callable",
+        "no-cache",
+        "resync-nan",
+        "queue-models",
+        "queue-resync-text",
+        "subscriber",
+        "predicate",
+    ],
+)
+def test_arguments_of_the_wrong_kind_are_validation_errors(db: nbdb.Database, call: Any) -> None:
+    # Each raised TypeError or AttributeError, or was taken and failed later on a thread.
+    with db.cache(LogicalSwitch) as cache, pytest.raises(nbdb.ValidationError):
+        call(db, cache)
 
 
 # ---------------------------------------------------------------- projections

@@ -29,7 +29,6 @@ from nbdb.commit_context import (
     CommitContext,
     check_model_class,
     check_name,
-    check_seconds,
     check_since,
     check_topics,
 )
@@ -38,7 +37,7 @@ from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
 from nbdb.spi import Backend, LockHandle, UniqueKey
-from nbdb.timeouts import timeout_of
+from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
 from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, mutation_of, put_of

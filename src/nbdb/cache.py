@@ -172,6 +172,8 @@ class Replica:
             return list(self._objects)
         if isinstance(models, type):
             models = [models]
+        elif isinstance(models, str | bytes) or not isinstance(models, Iterable):
+            raise errors.ValidationError(f"expected a Model subclass, several, or None; got {models!r}")
         return [self.followed(m) for m in models]
 
     def _subscribe(
@@ -185,6 +187,11 @@ class Replica:
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> Subscription:
         """Register a subscription (replaying what is cached if asked), delivered by this replica's thread."""
+        if not callable(callback) or not (predicate is None or callable(predicate)):
+            # Taken, it failed at each delivery, logged, and delivered nothing.
+            raise errors.ValidationError(
+                f"a subscriber and its predicate are callables, not {callback!r}, {predicate!r}"
+            )
         followed = self.models_of(models)
         sub = Subscription(
             callback, followed, predicate, name=name, detach=self._detach, tick=tick, dispatcher=self._dispatcher

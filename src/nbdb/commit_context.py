@@ -11,8 +11,6 @@ It is internal: an application never sees it.
 
 from __future__ import annotations
 
-import math
-import threading
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar, cast
 from uuid import UUID
@@ -22,6 +20,7 @@ from nbdb.capabilities import Expiry
 from nbdb.models.base import Model
 from nbdb.revision import GLOBAL_SCOPE, Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, WriteOp
+from nbdb.timeouts import check_seconds
 from nbdb.writes import check_uuid, delete_of
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "check_model",
     "check_model_class",
     "check_name",
-    "check_seconds",
     "check_since",
     "check_topics",
 ]
@@ -49,20 +47,6 @@ def check_model_class(model: Any) -> type[Model]:
     if not (isinstance(model, type) and issubclass(model, Model)) or model is Model:
         raise errors.ValidationError(f"expected a Model subclass, got {model!r}")
     return model
-
-
-def check_seconds(what: str, value: Any) -> float:
-    """``value`` as a finite, positive number of seconds that a timer can wait; ValidationError otherwise.
-
-    No bool, NaN or infinity: such a ttl once killed a lock's renewal thread
-    (a wait longer than ``threading.TIMEOUT_MAX`` overflows) with the lock
-    reported held.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise errors.ValidationError(f"{what} must be a number of seconds, not {value!r}")
-    if not (math.isfinite(value) and 0 < value <= threading.TIMEOUT_MAX):
-        raise errors.ValidationError(f"{what} must be a positive, finite number of seconds, not {value!r}")
-    return value
 
 
 def check_name(what: str, name: Any) -> str:

@@ -39,7 +39,7 @@ from nbdb import errors
 from nbdb.dispatch import Predicate
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
-from nbdb.timeouts import timeout_of
+from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.workqueue import RateLimiter, WorkQueue
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ class CacheQueue(WorkQueue[Key]):
         name: str = "",
         rate_limiter: RateLimiter[Key] | None = None,
     ) -> None:
-        if resync is not None and resync <= 0:
-            raise errors.ValidationError(f"resync must be a positive number of seconds, not {resync!r}")
+        if resync is not None:
+            check_seconds("resync", resync)
         super().__init__(name or "controller", rate_limiter)
         self.cache = cache
         self.models = cache.models_of(models)
@@ -171,8 +171,14 @@ class Controller:
         rate_limiter: RateLimiter[Key] | None = None,
         name: str = "controller",
     ) -> None:
-        if workers < 1:
-            raise errors.ValidationError(f"a controller needs at least one worker, not {workers}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise errors.ValidationError(f"a controller needs at least one worker, not {workers!r}")
+        if not callable(reconcile):
+            raise errors.ValidationError(f"reconcile must be a callable (key, obj), not {reconcile!r}")
+        from nbdb.cache import Cache  # at run time: the cache module imports this one
+
+        if not isinstance(cache, Cache):
+            raise errors.ValidationError(f"a controller runs on a cache (db.cache(...)), not {cache!r}")
         self.name = name
         self.reconcile = reconcile
         self.queue = cache.queue(models, predicate, resync, name=name, rate_limiter=rate_limiter)

@@ -15,7 +15,7 @@ from typing import Any
 
 from nbdb import errors
 
-__all__ = ["timeout_of"]
+__all__ = ["check_seconds", "timeout_of"]
 
 
 def timeout_of(timeout: Any, what: str = "timeout") -> float | None:
@@ -29,3 +29,17 @@ def timeout_of(timeout: Any, what: str = "timeout") -> float | None:
     if math.isnan(timeout):
         raise errors.ValidationError(f"{what} must be a number of seconds or None, not {timeout!r}")
     return timeout
+
+
+def check_seconds(what: str, value: Any) -> float:
+    """``value`` as a finite, positive number of seconds that a timer can wait; ValidationError otherwise.
+
+    No bool, NaN or infinity: such a ttl once killed a lock's renewal thread
+    (a wait longer than ``threading.TIMEOUT_MAX`` overflows) with the lock
+    reported held.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.ValidationError(f"{what} must be a number of seconds, not {value!r}")
+    if not (math.isfinite(value) and 0 < value <= threading.TIMEOUT_MAX):
+        raise errors.ValidationError(f"{what} must be a positive, finite number of seconds, not {value!r}")
+    return value
