@@ -414,7 +414,7 @@ class Replica:
                 self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision, change.synthetic))
             return
         version = change.new.version
-        if current is not None and version.__class__ is int and current.version >= version >= 1:
+        if current is not None and version.__class__ is int and current.version >= version >= 0:
             return  # already applied (a re-delivered change); a version that is none is the decode's to report
         new = self._decode(model, change.new, change.revision)
         if new is None:

@@ -184,7 +184,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             refs, containers, fields_set = _layout_of(model)
             lineage = bool(model.nbdb_lineage_containers)
         version = record[3]
-        if (version.__class__ is not int and not isinstance(version, int)) or version < 1:
+        if (version.__class__ is not int and not isinstance(version, int)) or version < 0:
             # Another writer's: it would reach a caller, a watch or a cache as the object's version.
             append(_unversioned(record[0], record[1], version))
             continue
@@ -251,7 +251,7 @@ def _invalid(model: type[Model], table: str, id: UUID, exc: pydantic.ValidationE
 
 def _unversioned(table: str, id: UUID, version: object) -> errors.CorruptRecordError:
     return errors.CorruptRecordError(
-        f"stored {table} {id} has version {version!r}, not a whole number >= 1", table=table
+        f"stored {table} {id} has version {version!r}, not a whole number >= 0", table=table
     )
 
 

@@ -450,7 +450,7 @@ def _write_raw_version(path: Path, obj: LogicalSwitch, version: object) -> None:
         raw.close()
 
 
-@pytest.mark.parametrize("version", ["abc", b"\x01", 2.5, 0, -3], ids=["text", "blob", "real", "zero", "negative"])
+@pytest.mark.parametrize("version", ["abc", b"\x01", 2.5, -3], ids=["text", "blob", "real", "negative"])
 def test_a_version_column_another_writer_spoiled_is_a_corrupt_record(tmp_path: Path, version: object) -> None:
     # It was handed out as the object's version by get() and watches, and a cache hit TypeError comparing it.
     path = tmp_path / "nb.db"
