@@ -213,7 +213,10 @@ class RedisBackend(ChangeLogBackend):
         def handle(i: int, replies: list[Any]) -> None:
             first = i * size
             kv = self._kv
-            values.extend(kv(keys[first + j], f, where[first + j][2], True) for j, f in enumerate(replies))
+            values.extend(
+                kv(keys[first + j], _foreign(keys[first + j], f, where[first + j][2]), where[first + j][2], True)
+                for j, f in enumerate(replies)
+            )
 
         def read() -> None:
             values.clear()  # a retried read starts over
@@ -712,3 +715,19 @@ def _mod(mod: Any) -> int:
         return int(mod or 0)
     except ValueError:
         return 0
+
+
+FOREIGN = b"WRONGTYPE"
+"""The version a range gives an object whose key holds another type (``FOREIGN`` in the range script)."""
+
+
+def _foreign(key: str, reply: Any, topic: bytes | None) -> Any:
+    """A batched read's reply for ``key``; an object's key of another type reads as a record of version FOREIGN.
+
+    Any other error reply is raised (translated by the caller's retry policy), as before.
+    """
+    if not isinstance(reply, Exception):
+        return reply
+    if key.startswith("o/") and "WRONGTYPE" in str(reply):
+        return [None, FOREIGN, None, topic]
+    raise reply
