@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -145,6 +146,37 @@ def test_bad_arguments_are_validation_errors(db: nbdb.Database) -> None:
             cache.queue(resync=0)
         with pytest.raises(nbdb.ValidationError):
             RateLimiter(base=0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda db, cache: nbdb.run_controller(cache, lambda k, o: None, workers="2"),
+        lambda db, cache: nbdb.run_controller(cache, lambda k, o: None, workers=True),
+        lambda db, cache: nbdb.run_controller(cache, 5),  # was taken, and failed every key forever
+        lambda db, cache: nbdb.run_controller(db, lambda k, o: None),
+        lambda db, cache: nbdb.run_controller(cache, lambda k, o: None, resync=float("nan")),
+        lambda db, cache: cache.queue(5),
+        lambda db, cache: cache.queue(resync="1"),
+        lambda db, cache: cache.subscribe(5),  # was taken, and failed every delivery
+        lambda db, cache: cache.subscribe(lambda event: None, predicate="up"),
+    ],
+    ids=[
+        "workers-text",
+        "workers-bool",
+        "reconcile-no-callable",
+        "no-cache",
+        "resync-nan",
+        "queue-models",
+        "queue-resync-text",
+        "subscriber",
+        "predicate",
+    ],
+)
+def test_arguments_of_the_wrong_kind_are_validation_errors(db: nbdb.Database, call: Any) -> None:
+    # Each raised TypeError or AttributeError, or was taken and failed later on a thread.
+    with db.cache(LogicalSwitch) as cache, pytest.raises(nbdb.ValidationError):
+        call(db, cache)
 
 
 # ---------------------------------------------------------------- projections
@@ -298,3 +330,26 @@ def test_failed_commits_are_counted_by_outcome(registry: object) -> None:
         assert _value(registry, "nbdb_commits_total", backend="memory", outcome="ok") == 2
         assert _value(registry, "nbdb_commits_total", backend="memory", outcome="conflict") == 1
         assert _value(registry, "nbdb_commit_seconds_count", backend="memory") == 2
+
+
+@pytest.mark.parametrize(
+    "returned", [(None, None), "ok", {"requeue": True}, b"1"], ids=["tuple", "text", "dict", "bytes"]
+)
+def test_a_reconcile_returning_no_number_is_logged_and_its_worker_goes_on(
+    db: nbdb.Database, returned: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Such a value raised TypeError outside the worker's try: the worker thread died, its controller never
+    # reconciled again and wait_idle() never returned.
+    seen: list[Key] = []
+
+    def reconcile(key: Key, obj: object) -> object:
+        seen.append(key)
+        return returned
+
+    with db.cache(LogicalSwitch) as cache, nbdb.run_controller(cache, reconcile, LogicalSwitch) as controller:
+        for name in ("a", "b", "c"):
+            db.create(LogicalSwitch(name=name))
+        assert cache.wait_for(db.create(LogicalSwitch(name="d")), 10)
+        assert controller.wait_idle(10)
+        assert len({key for key in seen}) == 4 and controller.reconciled == len(seen)
+    assert "not a number of seconds" in caplog.text

@@ -11,10 +11,31 @@ from nbdb.options import redact
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.parametrize("url", ["nosuch://host", "not a url", "://x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "nosuch://host",
+        "not a url",
+        "://x",
+        # urllib's ValueError reached the caller for these
+        "redis://[::1",
+        "etcd://[::1:2379",
+        "sqlite://[x/nb.db",
+        "memory://]",
+        "ovsdb+tcp://[::1",
+        "cassandra://[::1",
+        "hazelcast://[::1",
+    ],
+)
 def test_unknown_or_malformed_urls_are_validation_errors(url: str) -> None:
     with pytest.raises(nbdb.ValidationError):
         nbdb.connect(url)
+
+
+@pytest.mark.parametrize("url", [5, b"memory://", ["memory://"]])
+def test_a_url_that_is_not_text_is_a_validation_error(url: object) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        nbdb.connect(url)  # type: ignore[arg-type]
 
 
 def test_memory_is_the_default() -> None:

@@ -25,12 +25,19 @@ from nbdb.cache import Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import cascade_ops
 from nbdb.codec import bulk, decode, decode_each
-from nbdb.commit_context import CommitContext, check_model_class
+from nbdb.commit_context import (
+    CommitContext,
+    check_model_class,
+    check_name,
+    check_since,
+    check_topics,
+)
 from nbdb.hub import WatchHub
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
 from nbdb.spi import Backend, LockHandle, UniqueKey
+from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
 from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, mutation_of, put_of
@@ -44,6 +51,7 @@ _List = list  # Database.list() shadows the builtin inside the class body
 
 _MUTATION_ATTEMPTS = 50
 _MAY_EXIST_ATTEMPTS = 10
+_MAX_PAGE = 2**62
 
 
 class ListResult(list[M]):
@@ -89,6 +97,11 @@ class Database:
 
     def __repr__(self) -> str:
         return f"<nbdb.Database {type(self._backend).__name__}>"
+
+    def _open(self) -> None:
+        """BackendUnavailableError once :meth:`close` ran (writes check it in the commit context)."""
+        if self._closed:
+            raise errors.BackendUnavailableError("the Database is closed")
 
     @property
     def backend(self) -> Backend:
@@ -143,6 +156,8 @@ class Database:
         """The stored object; NotFoundError if there is none."""
         model = check_model_class(model)  # type: ignore[assignment]
         uid = check_uuid(id)
+        if self._closed:
+            self._open()
         record = self._backend.read(model.nbdb_table, uid)
         if record is None:
             raise errors.NotFoundError(f"{model.nbdb_table} {uid} does not exist", key=(model.nbdb_table, uid))
@@ -155,6 +170,7 @@ class Database:
         of the model's ``nbdb_unique`` groups.
         """
         model = check_model_class(model)  # type: ignore[assignment]
+        self._open()
         group = tuple(sorted(values))
         if group not in {tuple(sorted(g)) for g in model.nbdb_unique_fields}:
             raise errors.ValidationError(
@@ -204,6 +220,9 @@ class Database:
         one if nothing changed).
         """
         model, uid = self._context.target(target)
+        for name, given in (("add", add), ("remove", remove)):
+            if given is not None and not isinstance(given, Mapping):
+                raise errors.ValidationError(f"{name}= takes a mapping of field names to members, not {given!r}")
         add, remove = dict(add or {}), dict(remove or {})
         for _attempt in range(_MUTATION_ATTEMPTS):
             current = self.get(model, uid)
@@ -229,8 +248,8 @@ class Database:
         if it was created without a ttl.
         """
         model, uid = self._context.target(obj)
-        if not ttl > 0:
-            raise errors.ValidationError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        check_seconds("ttl", ttl)
+        self._open()
         self._context.need("expiry", self.capabilities.expiry is not Expiry.NONE, "expire objects")
         self._backend.refresh(model.nbdb_table, uid, ttl)
 
@@ -266,6 +285,7 @@ class Database:
         reference is required are deleted too (recursively), and optional or
         list references to it are cleared.
         """
+        self._open()
         op = self._context.delete_op(obj, id, if_exists)
         if op is None:
             return None
@@ -296,10 +316,14 @@ class Database:
         can no longer show it). Use :meth:`iter` to walk a large table.
         """
         model = check_model_class(model)  # type: ignore[assignment]
+        if topic is not None and not isinstance(topic, str):
+            raise errors.ValidationError(f"a topic is text (or None for every topic), not {topic!r}")
+        self._open()
         topics = None if topic is None else [topic]
         if limit is not None or after is not None:
             if limit is None or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise errors.ValidationError(f"limit must be a positive whole number, not {limit!r}")
+            limit = min(limit, _MAX_PAGE)  # a page that large is the whole table; stores count in 64 bits
             self._context.need("pages", self.capabilities.pages, "list in pages")
         out: _List[M] = []
         # The collector is paused from the scan on, as over a cache's load: the scan's records (a
@@ -338,6 +362,7 @@ class Database:
 
     def transaction(self, *, fence: LockHandle | None = None) -> Transaction:
         """Collect writes and commit them together when the ``with`` block ends (``fence``: see :meth:`create`)."""
+        self._open()
         if self.capabilities.transactions is Atomicity.NONE:
             raise errors.UnsupportedError(f"{type(self._backend).__name__} has no multi-object transactions")
         return Transaction(self._context, self.get, fence)
@@ -349,6 +374,8 @@ class Database:
             return list(all_models())
         if isinstance(models, type):
             return [check_model_class(models)]
+        if isinstance(models, str | bytes) or not isinstance(models, Iterable):
+            raise errors.ValidationError(f"expected a Model subclass, several, or None; got {models!r}")
         return [check_model_class(m) for m in models]
 
     def watch(
@@ -366,6 +393,9 @@ class Database:
         ``since`` is older than the backend's history.
         """
         models = self._models(model)
+        topics = check_topics(topics)
+        since = check_since(since)
+        self._open()
         start = self._backend.current_revision() if since is None else since
         stream = self._backend.watch([m.nbdb_table for m in models], topics, start)
         watch = Watch(stream, {m.nbdb_table: m for m in models}, on_error)
@@ -396,6 +426,8 @@ class Database:
         ``shared=False`` gives this one a stream and a replica of its own.
         """
         followed = self._models(models)
+        topics = check_topics(topics)
+        self._open()
         key = (tuple(followed), None if topics is None else frozenset(topics))
         with self._hub_lock:
             if shared and self._hub is None:
@@ -449,14 +481,16 @@ class Database:
         block runs; ``handle.lost`` turns True if renewal fails. ``timeout``:
         give up with LockTimeoutError after that many seconds (None: wait).
         """
-        if not name or "/" in name:
-            raise errors.ValidationError(f"lock name must be non-empty and have no '/': {name!r}")
+        check_name("lock", name)
+        check_seconds("lock ttl", ttl)
+        timeout = timeout_of(timeout, "lock timeout")
+        self._open()
         return self._backend.lock(name, ttl, timeout)
 
     def allocate_id(self, name: str) -> int:
         """The next value (1, 2, 3, ...) of the named counter, unique among all clients."""
-        if not name or "/" in name:
-            raise errors.ValidationError(f"counter name must be non-empty and have no '/': {name!r}")
+        check_name("counter", name)
+        self._open()
         return self._backend.allocate_id(name)
 
     # ---------------------------------------------------------------- lifecycle
@@ -466,6 +500,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        self._context.closed = True
         if self._reaper is not None:
             self._reaper.close()
         for cache in list(self._caches):

@@ -33,6 +33,7 @@ from nbdb.models.base import Model
 from nbdb.projection import projections
 from nbdb.replica import Indexes, bucket_objects, index, index_nulls, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
+from nbdb.timeouts import timeout_of
 from nbdb.waits import Waits
 
 if TYPE_CHECKING:
@@ -171,6 +172,8 @@ class Replica:
             return list(self._objects)
         if isinstance(models, type):
             models = [models]
+        elif isinstance(models, str | bytes) or not isinstance(models, Iterable):
+            raise errors.ValidationError(f"expected a Model subclass, several, or None; got {models!r}")
         return [self.followed(m) for m in models]
 
     def _subscribe(
@@ -184,6 +187,11 @@ class Replica:
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> Subscription:
         """Register a subscription (replaying what is cached if asked), delivered by this replica's thread."""
+        if not callable(callback) or not (predicate is None or callable(predicate)):
+            # Taken, it failed at each delivery, logged, and delivered nothing.
+            raise errors.ValidationError(
+                f"a subscriber and its predicate are callables, not {callback!r}, {predicate!r}"
+            )
         followed = self.models_of(models)
         sub = Subscription(
             callback, followed, predicate, name=name, detach=self._detach, tick=tick, dispatcher=self._dispatcher
@@ -405,8 +413,9 @@ class Replica:
             if self._subscriptions:
                 self._emit(ChangeEvent(EventKind.DELETED, model, current, None, change.revision, change.synthetic))
             return
-        if current is not None and current.version >= change.new.version:
-            return  # already applied (a re-delivered change)
+        version = change.new.version
+        if current is not None and version.__class__ is int and current.version >= version >= 0:
+            return  # already applied (a re-delivered change); a version that is none is the decode's to report
         new = self._decode(model, change.new, change.revision)
         if new is None:
             return
@@ -524,7 +533,7 @@ class Cache:
         stream opened later could reach it late: etcd serves a watcher that starts
         behind from a sync loop that runs every 100 ms).
         """
-        return self._replica._synced.wait(timeout)
+        return self._replica._synced.wait(timeout_of(timeout))
 
     def get(self, model: type[M], id: UUID | str) -> M | None:
         """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`.
@@ -643,6 +652,7 @@ class Cache:
         None (a ``delete(..., if_exists=True)`` that found nothing) is
         reflected already: True at once.
         """
+        timeout = timeout_of(timeout)
         if target is None:
             return True
         return self._replica._waits.wait(target, timeout)

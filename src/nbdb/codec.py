@@ -21,7 +21,7 @@ from uuid import UUID
 
 import pydantic
 import pydantic.fields
-from pydantic_core import SchemaSerializer
+from pydantic_core import PydanticSerializationError, SchemaSerializer
 
 from nbdb import errors
 from nbdb.models.base import DECODED, Model, Reference, freeze_lineage, validation_error_of
@@ -63,9 +63,12 @@ def encode(obj: Model) -> bytes:
     form = _FORMS.get(type(obj), _UNKNOWN)
     if form is _UNKNOWN:
         form = _FORMS[type(obj)] = _stored_form(type(obj))
-    if form is None:
-        return obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
-    return cast(SchemaSerializer, form).to_json(obj.__dict__)
+    try:
+        if form is None:
+            return obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
+        return cast(SchemaSerializer, form).to_json(obj.__dict__)
+    except PydanticSerializationError as exc:  # text that is no Unicode (a lone surrogate), say
+        raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be stored: {exc}") from None
 
 
 def _stored_form(model: type[Model]) -> SchemaSerializer | None:
@@ -180,6 +183,11 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             validate = model.__pydantic_validator__.validate_json
             refs, containers, fields_set = _layout_of(model)
             lineage = bool(model.nbdb_lineage_containers)
+        version = record[3]
+        if (version.__class__ is not int and not isinstance(version, int)) or version < 0:
+            # Another writer's: it would reach a caller, a watch or a cache as the object's version.
+            append(_unversioned(record[0], record[1], version))
+            continue
         try:
             parsed = validate(record[4])
         except pydantic.ValidationError as exc:
@@ -238,6 +246,12 @@ def _invalid(model: type[Model], table: str, id: UUID, exc: pydantic.ValidationE
     return errors.CorruptRecordError(
         f"stored {table} {id} is not a valid {model.__name__}: {validation_error_of(exc, model.__name__)}",
         table=table,
+    )
+
+
+def _unversioned(table: str, id: UUID, version: object) -> errors.CorruptRecordError:
+    return errors.CorruptRecordError(
+        f"stored {table} {id} has version {version!r}, not a whole number >= 0", table=table
     )
 
 

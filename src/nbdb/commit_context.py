@@ -11,7 +11,7 @@ It is internal: an application never sees it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
@@ -20,9 +20,17 @@ from nbdb.capabilities import Expiry
 from nbdb.models.base import Model
 from nbdb.revision import GLOBAL_SCOPE, Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, WriteOp
+from nbdb.timeouts import check_seconds
 from nbdb.writes import check_uuid, delete_of
 
-__all__ = ["CommitContext", "check_model", "check_model_class"]
+__all__ = [
+    "CommitContext",
+    "check_model",
+    "check_model_class",
+    "check_name",
+    "check_since",
+    "check_topics",
+]
 
 M = TypeVar("M", bound=Model)
 
@@ -41,6 +49,40 @@ def check_model_class(model: Any) -> type[Model]:
     return model
 
 
+def check_name(what: str, name: Any) -> str:
+    """``name`` if it names a lock or a counter (non-empty text without '/'); ValidationError otherwise."""
+    if not isinstance(name, str) or not name or "/" in name:
+        raise errors.ValidationError(f"{what} name must be non-empty text with no '/': {name!r}")
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no store can hold it
+        raise errors.ValidationError(f"{what} name must be Unicode text: {name!r}") from None
+    return name
+
+
+def check_topics(topics: Any) -> Collection[str | None] | None:
+    """``topics`` if it is None or a collection of topics (text, or None for objects without one).
+
+    A string alone is refused: iterated, it would follow the topics of its
+    letters and silently miss every change of the topic it names.
+    """
+    if topics is None:
+        return None
+    if isinstance(topics, str | bytes) or not isinstance(topics, Collection):
+        raise errors.ValidationError(f"topics must be a collection of topics (e.g. [{topics!r}]), not {topics!r}")
+    for topic in topics:
+        if topic is not None and not isinstance(topic, str):
+            raise errors.ValidationError(f"a topic is text (or None for objects without one), not {topic!r}")
+    return cast("Collection[str | None]", topics)
+
+
+def check_since(since: Any) -> int | None:
+    """``since`` if it is None or a revision (a whole number >= 0); ValidationError otherwise."""
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        raise errors.ValidationError(f"since= takes a revision (a whole number >= 0) or None, not {since!r}")
+    return since
+
+
 class CommitContext:
     """The write side of one Database: argument checks, the commit seam and revision stamps.
 
@@ -51,7 +93,7 @@ class CommitContext:
     caches' commit-to-applied lag (None without metrics).
     """
 
-    __slots__ = ("_metrics", "_scope", "backend", "commit_times", "deferred")
+    __slots__ = ("_metrics", "_scope", "backend", "closed", "commit_times", "deferred")
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -60,6 +102,8 @@ class CommitContext:
         handles = metrics.active()
         self._metrics = None if handles is None else handles.backend(backend)
         self.commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
+        self.closed = False
+        """Set by Database.close(): a commit after it (a transaction left open, say) is refused."""
 
     # ---------------------------------------------------------------- commits
 
@@ -86,6 +130,8 @@ class CommitContext:
         Mutate ops (only for a backend that ``handles_mutations``) go to its
         ``commit_mutations``.
         """
+        if self.closed:
+            raise errors.BackendUnavailableError("the Database is closed: nothing was written")
         backend = self.backend
         if fence is not None:
             if not isinstance(fence, LockHandle):
@@ -130,8 +176,7 @@ class CommitContext:
                 )
             self.need("unique", self.backend.capabilities.unique, "enforce unique fields")
         if ttl is not None:
-            if not ttl > 0:
-                raise errors.ValidationError(f"ttl must be a positive number of seconds, not {ttl!r}")
+            check_seconds("ttl", ttl)
             self.need("expiry", self.backend.capabilities.expiry is not Expiry.NONE, "expire objects")
         return obj
 

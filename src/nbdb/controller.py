@@ -39,6 +39,7 @@ from nbdb import errors
 from nbdb.dispatch import Predicate
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
+from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.workqueue import RateLimiter, WorkQueue
 
 if TYPE_CHECKING:
@@ -73,8 +74,8 @@ class CacheQueue(WorkQueue[Key]):
         name: str = "",
         rate_limiter: RateLimiter[Key] | None = None,
     ) -> None:
-        if resync is not None and resync <= 0:
-            raise errors.ValidationError(f"resync must be a positive number of seconds, not {resync!r}")
+        if resync is not None:
+            check_seconds("resync", resync)
         super().__init__(name or "controller", rate_limiter)
         self.cache = cache
         self.models = cache.models_of(models)
@@ -133,6 +134,7 @@ class CacheQueue(WorkQueue[Key]):
         Idle: the feed has no event left to queue, and no key is ready,
         processing or waiting for a retry.
         """
+        timeout = timeout_of(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.wait_synced(timeout):
             return False
@@ -169,8 +171,14 @@ class Controller:
         rate_limiter: RateLimiter[Key] | None = None,
         name: str = "controller",
     ) -> None:
-        if workers < 1:
-            raise errors.ValidationError(f"a controller needs at least one worker, not {workers}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise errors.ValidationError(f"a controller needs at least one worker, not {workers!r}")
+        if not callable(reconcile):
+            raise errors.ValidationError(f"reconcile must be a callable (key, obj), not {reconcile!r}")
+        from nbdb.cache import Cache  # at run time: the cache module imports this one
+
+        if not isinstance(cache, Cache):
+            raise errors.ValidationError(f"a controller runs on a cache (db.cache(...)), not {cache!r}")
         self.name = name
         self.reconcile = reconcile
         self.queue = cache.queue(models, predicate, resync, name=name, rate_limiter=rate_limiter)
@@ -215,11 +223,26 @@ class Controller:
                 queue.done(key)
                 with self._stats_lock:
                     self.reconciled += 1
-                if again is not None and again > 0:
-                    queue.add_after(key, float(again))
+                if again is not None:
+                    self._recheck(key, again)
             finally:
                 if handles is not None:
                     handles.work_seconds.observe(time.perf_counter() - start)
+
+    def _recheck(self, key: Key, again: object) -> None:
+        """Re-check ``key`` after the seconds its reconcile returned; anything else is logged and ignored."""
+        if not isinstance(again, int | float):
+            # A reconcile returning a tuple or a status string once raised TypeError here and ended the
+            # worker thread: its keys were never reconciled again and wait_idle() never returned.
+            log.error(
+                "%s: reconcile of %s returned %r, not a number of seconds to re-check after: ignored",
+                self.name,
+                _describe(key),
+                again,
+            )
+            return
+        if again > 0:
+            self.queue.add_after(key, float(again))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every change the cache applied so far was reconciled; False on timeout."""
@@ -229,6 +252,7 @@ class Controller:
         """Stop: no new keys, running reconciles finish, the rest is dropped; False if a worker is still busy."""
         self.queue.close()
         self.queue.drop()
+        timeout = timeout_of(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             if thread is threading.current_thread():

@@ -44,6 +44,7 @@ from typing import Any
 
 from nbdb.events import ChangeEvent
 from nbdb.models.base import Model
+from nbdb.timeouts import timeout_of
 
 __all__ = ["HANDOFF_SECONDS", "Dispatcher", "Predicate", "Subscriber", "Subscription"]
 
@@ -148,7 +149,7 @@ class Subscription:
 
     def wait_replayed(self, timeout: float | None = None) -> bool:
         """Block until the replay (and the cache's first list) was delivered; False on timeout."""
-        return self._replayed.wait(timeout)
+        return self._replayed.wait(timeout_of(timeout))
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Stop delivering; events not delivered yet are dropped.
@@ -157,6 +158,7 @@ class Subscription:
         return (not when called from the callback itself); False if it is
         still running then. No callback starts after ``close`` returns.
         """
+        timeout = timeout_of(timeout)
         if not self._closed:
             self._closed = True
             if self._detach is not None:

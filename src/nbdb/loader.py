@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
 
 from nbdb import errors
 from nbdb.options import redact
@@ -90,6 +91,12 @@ def _extra(scheme: str) -> str:
 def load_backend(url: str | None, **options: Any) -> Backend:
     """Open the backend that ``url``'s scheme names."""
     url = url or DEFAULT_URL
+    if not isinstance(url, str):
+        raise errors.ValidationError(f"a database URL is text, not {type(url).__name__}")
+    try:
+        urlsplit(url)  # what every backend's parse starts with: its ValueError is bad input, said once here
+    except ValueError as exc:
+        raise errors.ValidationError(f"not a valid URL ({exc}): {redact(url)!r}") from None
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
         raise errors.ValidationError(f"not a database URL (want scheme://...): {redact(url)!r}")

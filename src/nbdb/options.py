@@ -138,6 +138,18 @@ class Options:
         """The value as given (text from the URL, anything from a keyword)."""
         return self._values.get(name, default)
 
+    def namespace(self) -> str:
+        """The ``namespace`` option ('' for none): text without '/'.
+
+        A backend keeps a namespace's keys under ``namespace/``: with a '/'
+        in it, one namespace ("a/o") would nest inside another's ("a") and
+        its keys would be read there as that namespace's (corrupt) objects.
+        """
+        namespace = self.text("namespace", "")
+        if "/" in namespace:
+            raise errors.ValidationError(f"{self.label} option namespace must not contain '/': {namespace!r}")
+        return namespace
+
     def _bad(self, name: str, want: str, value: Any) -> errors.ValidationError:
         return errors.ValidationError(f"{self.label} option {name} must be {want}, not {value!r}")
 

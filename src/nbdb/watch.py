@@ -12,6 +12,7 @@ from nbdb.codec import decode
 from nbdb.events import ChangeEvent, EventKind
 from nbdb.models.base import Model
 from nbdb.spi import Record, RecordChange, RecordStream
+from nbdb.timeouts import timeout_of
 
 __all__ = ["ErrorHandler", "Watch", "to_event"]
 
@@ -112,6 +113,7 @@ class Watch(Iterator[ChangeEvent[Model]]):
 
     def poll(self, timeout: float | None = None) -> list[ChangeEvent[Model]]:
         """The next changes; an empty list after ``timeout`` seconds or once closed."""
+        timeout = timeout_of(timeout)
         if self._pending:
             out = list(self._pending)
             self._pending.clear()

@@ -39,6 +39,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 from nbdb import errors, metrics
+from nbdb.timeouts import timeout_of
 
 __all__ = ["RateLimiter", "WorkQueue"]
 
@@ -161,7 +162,11 @@ class WorkQueue(Generic[K]):
             self._cond.notify()
 
     def add_after(self, key: K, delay: float) -> None:
-        """Add ``key`` once ``delay`` seconds have passed (at once if ``delay <= 0``)."""
+        """Add ``key`` once ``delay`` seconds have passed (at once if ``delay <= 0``; never if it is infinite)."""
+        if delay is None:
+            raise errors.ValidationError("delay must be a number of seconds, not None")
+        if timeout_of(delay, "delay") is None:
+            return  # longer than anybody waits
         with self._cond:
             if self._closed:
                 return
@@ -179,6 +184,7 @@ class WorkQueue(Generic[K]):
 
     def get(self, timeout: float | None = None) -> K | None:
         """The next ready key, now processing; None after ``timeout`` or once closed and drained."""
+        timeout = timeout_of(timeout)
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while True:
@@ -276,6 +282,7 @@ class WorkQueue(Generic[K]):
 
     def wait_idle(self, timeout: float | None = None, interval: float = 0.005) -> bool:
         """Block until nothing is ready, processing or waiting for a delay; False on timeout."""
+        timeout = timeout_of(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._cond:

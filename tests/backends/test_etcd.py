@@ -62,6 +62,8 @@ def test_url_grammar() -> None:
     assert settings.tls
     with pytest.raises(errors.ValidationError, match="unknown etcd:// option"):
         parse_url("etcd://h?bogus=1", {})
+    with pytest.raises(errors.ValidationError, match="namespace"):  # it would nest under namespace "a"
+        parse_url("etcd://h", {"namespace": "a/o"})
     with pytest.raises(errors.ValidationError):
         parse_url("etcd://h:99999", {})
     with pytest.raises(errors.ValidationError, match="cert and key"):

@@ -472,6 +472,61 @@ def test_a_single_update_commits_as_the_general_path_commits_it(url: str, data: 
             client.close()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("version", [b"abc", b"-1", b""], ids=["text", "negative", "empty"])
+def test_an_object_whose_version_field_another_writer_damaged_is_one_corrupt_record(
+    db: nbdb.Database, version: bytes
+) -> None:
+    """Its damaged version was raised from the scan: every list of its table failed, skip_corrupt or
+    not, and a cache could not load (nor re-list)."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        good = db.create(LogicalSwitch(name="good"))
+        bad = db.create(LogicalSwitch(name="bad"))
+        client.hset(backend._where(f"o/~/LogicalSwitch/{bad.id}")[0], "on", version)
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.get(LogicalSwitch, bad.id)
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.list(LogicalSwitch)
+        assert db.list(LogicalSwitch, skip_corrupt=True) == [good]
+        with db.cache(LogicalSwitch, shared=False) as cache:
+            assert cache.wait_synced(15)
+            assert cache.get(LogicalSwitch, good.id) == good and cache.get(LogicalSwitch, bad.id) is None
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [1000, 2], ids=["one-script", "batched"])
+def test_an_object_whose_hash_another_writer_replaced_by_a_string_is_one_corrupt_record(url: str, batch: int) -> None:
+    """Its HMGET's WRONGTYPE failed the whole range: every list of its table, skip_corrupt or not,
+    and every load and re-list of a cache, which retried forever."""
+    import redis
+
+    with nbdb.connect(url, namespace=ns(), batch=batch) as db:
+        backend = backend_of(db)
+        client = redis.Redis.from_url(backend_url(backend))
+        try:
+            kept = [db.create(LogicalSwitch(name=f"kept{i}")) for i in range(4)]
+            bad = db.create(LogicalSwitch(name="bad"))
+            name = backend._where(f"o/~/LogicalSwitch/{bad.id}")[0]
+            client.delete(name)
+            client.set(name, b"not a hash")
+            with pytest.raises(nbdb.CorruptRecordError):
+                db.list(LogicalSwitch)
+            assert sorted(s.name for s in db.list(LogicalSwitch, skip_corrupt=True)) == [k.name for k in kept]
+            with db.cache(LogicalSwitch, shared=False) as cache:
+                assert cache.wait_synced(15)
+                assert sorted(s.name for s in cache.list(LogicalSwitch)) == [k.name for k in kept]
+            with pytest.raises(nbdb.CorruptRecordError):
+                db.get(LogicalSwitch, bad.id)
+        finally:
+            client.close()
+
+
 @pytest.mark.timeout(30)
 def test_a_delete_releases_its_claims_unread_and_whole_past_a_foreign_key(db: nbdb.Database) -> None:
     """A delete removes its unique claim and its reverse reference without reading them first. The

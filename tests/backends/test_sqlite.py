@@ -126,6 +126,20 @@ def test_bad_options_are_validation_errors(url: str, query: str) -> None:
         nbdb.connect(f"{url}?{query}")
 
 
+def test_a_nul_in_the_path_is_a_validation_error(tmp_path: Path) -> None:
+    with pytest.raises(nbdb.ValidationError):  # was sqlite3's ValueError "embedded null byte"
+        nbdb.connect(f"sqlite:///{tmp_path}/nb%00.db")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "file"])
+@pytest.mark.parametrize("nested", ["a/o", "a/i/x", "/a", "a/"])
+def test_a_namespace_cannot_nest_in_another(url: str, nested: str, tmp_path: Path) -> None:
+    # "a/o" was taken: its keys sat under namespace "a"'s, which then listed them as corrupt objects of topic "o".
+    target = url if url == "sqlite://" else f"sqlite:///{tmp_path / 'nb.db'}"
+    with pytest.raises(nbdb.ValidationError, match="namespace"):
+        nbdb.connect(target, namespace=nested)
+
+
 def test_files_that_are_not_nbdb_databases_are_refused(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a database at all, but long enough to have a header of sixteen bytes\n" * 20)
@@ -408,3 +422,103 @@ def test_a_commit_that_fails_in_a_group_leaves_the_others_applied(tmp_path: Path
         assert backend.get_key("a") is None and backend.get_key("b") is None
         stored = backend.get_key("c")
         assert stored is not None and stored.value == b"3"
+
+
+# ---------------------------------------------------------------- another writer's rows
+
+
+def _write_raw_version(path: Path, obj: LogicalSwitch, version: object) -> None:
+    """What another writer might do: a valid value with a version column of any type, logged like a commit."""
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        key = next(k for (k,) in raw.execute("SELECT key FROM nbdb_keys") if k.startswith("o/") and str(obj.id) in k)
+        value = obj.replace(name="raw").model_dump_json(exclude={"version"}).encode()
+        raw.execute("BEGIN IMMEDIATE")
+        (revision,) = raw.execute("SELECT revision + 1 FROM nbdb_state").fetchone()
+        old_value, old_version = raw.execute("SELECT value, version FROM nbdb_keys WHERE key = ?", (key,)).fetchone()
+        raw.execute(
+            "UPDATE nbdb_keys SET value = ?, version = ?, mod_revision = ? WHERE key = ?",
+            (value, version, revision, key),
+        )
+        raw.execute(
+            "INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)",
+            (revision, key, value, version, old_value, old_version),
+        )
+        raw.execute("UPDATE nbdb_state SET revision = ?, changes = changes + 1", (revision,))
+        raw.execute("COMMIT")
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("version", ["abc", b"\x01", 2.5, -3], ids=["text", "blob", "real", "negative"])
+def test_a_version_column_another_writer_spoiled_is_a_corrupt_record(tmp_path: Path, version: object) -> None:
+    # It was handed out as the object's version by get() and watches, and a cache hit TypeError comparing it.
+    path = tmp_path / "nb.db"
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        victim = db.create(LogicalSwitch(name="victim"))
+        reports: list[nbdb.CorruptRecordError] = []
+        cache_reports: list[nbdb.CorruptRecordError] = []
+        with (
+            db.watch(LogicalSwitch, on_error=reports.append) as watch,
+            db.cache(LogicalSwitch, on_error=cache_reports.append) as cache,
+        ):
+            assert cache.wait_synced(15)
+            _write_raw_version(path, victim, version)
+            after = db.create(LogicalSwitch(name="after"))
+            events: list[nbdb.ChangeEvent[nbdb.Model]] = []
+            while not any(e.new is not None and e.new.id == after.id for e in events):
+                events += watch.poll(0.2)
+            assert [e.new.id for e in events if e.new is not None] == [after.id]
+            assert len(reports) == 1
+            assert cache.wait_for(after, 15)
+            assert cache.get(LogicalSwitch, victim.id) == victim
+            assert (LogicalSwitch.nbdb_table, victim.id) in cache.corrupt
+        with pytest.raises(nbdb.CorruptRecordError, match="has version"):
+            db.get(LogicalSwitch, victim.id)
+        assert db.list(LogicalSwitch, skip_corrupt=True) == [after]
+        db.delete(LogicalSwitch, victim.id)  # the way out: a delete of whatever version
+        assert db.list(LogicalSwitch) == [after]
+
+
+def _write_raw_key(path: Path, key: str, value: bytes | None) -> None:
+    """Another writer puts (or, with None, deletes) one key, logged like a commit."""
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        (revision,) = raw.execute("SELECT revision + 1 FROM nbdb_state").fetchone()
+        old = raw.execute("SELECT value, version FROM nbdb_keys WHERE key = ?", (key,)).fetchone()
+        old_value, old_version = old if old is not None else (None, 0)
+        if value is None:
+            raw.execute("DELETE FROM nbdb_keys WHERE key = ?", (key,))
+        else:
+            raw.execute("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", (key, value, old_version + 1, revision))
+        new_version = 0 if value is None else old_version + 1
+        raw.execute(
+            "INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)",
+            (revision, key, value, new_version, old_value, old_version),
+        )
+        raw.execute("UPDATE nbdb_state SET revision = ?, changes = changes + 1", (revision,))
+        raw.execute("COMMIT")
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("spelling", ["{%s}", "%S", "%x", "urn:uuid:%s"], ids=["braces", "upper", "hex", "urn"])
+def test_an_object_key_with_its_id_spelled_another_way_is_no_second_copy(tmp_path: Path, spelling: str) -> None:
+    # uuid.UUID() reads all of these: the object was listed twice, and the alias's deletion deleted it from caches.
+    path = tmp_path / "nb.db"
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        kept = db.create(LogicalSwitch(name="kept"))
+        text = {"%s": str(kept.id), "%S": str(kept.id).upper(), "%x": kept.id.hex}
+        alias = spelling.replace("%s", text["%s"]).replace("%S", text["%S"]).replace("%x", text["%x"])
+        key = f"o/~/LogicalSwitch/{alias}"
+        with db.cache(LogicalSwitch) as cache:
+            assert cache.wait_synced(15)
+            _write_raw_key(path, key, kept.replace(name="alias").model_dump_json(exclude={"version"}).encode())
+            assert db.list(LogicalSwitch) == [kept]
+            assert list(db.iter(LogicalSwitch, page_size=1)) == [kept]
+            _write_raw_key(path, key, None)
+            marker = db.create(LogicalSwitch(name="marker"))
+            assert cache.wait_for(marker, 15)
+            assert cache.get(LogicalSwitch, kept.id) == kept
+        assert db.get(LogicalSwitch, kept.id) == kept

@@ -213,11 +213,13 @@ class SqliteBackend(kv.KeyValueBackend):
         parts = urlsplit(url)
         allowed = {"namespace", "history", "synchronous", "timeout", "poll_interval", "group_commit"}
         opts = Options.from_url(parts.query, options, allowed, "sqlite://", keep_blank_values=False)
-        namespace = opts.text("namespace", "")
+        namespace = opts.namespace()
         history = opts.integer("history", DEFAULT_HISTORY, minimum=1)
         timeout = opts.number("timeout", 5.0, minimum=0.0)
         synchronous = opts.choice("synchronous", "FULL", ("FULL", "NORMAL", "EXTRA"))
         path = unquote(parts.netloc + parts.path)
+        if "\x00" in path:
+            raise errors.ValidationError(f"sqlite URL: a path holds no NUL character: {path!r}")
         prefix = f"{namespace}/" if namespace else ""
         backend: SqliteBackend
         if path in ("", _MEMORY):

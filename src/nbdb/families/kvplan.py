@@ -189,6 +189,10 @@ class KeyLayout:
         try:
             id = uuid.UUID(parts[2])
         except ValueError:
+            id = None
+        if id is None or str(id) != parts[2]:
+            # Only an id's own spelling: an alias ("{id}", upper case, no dashes) that another writer stored
+            # would be a second copy of the object, and its deletion the deletion of the object, for readers.
             log.warning("ignoring key %r: not an object key", key)
             return None
         return rules.topic_of_part(parts[0]), parts[1], id
@@ -219,7 +223,11 @@ class KeyLayout:
                     texts.append(parts[2])
         try:
             ids = _UUIDS.validate_python(texts)
-        except pydantic.ValidationError:
+            # Ids spelled their own way only (see parse_object): 36 characters, none upper case.
+            joined = "".join(texts)
+            if len(set(map(len, texts)) - {36}) or joined.lower() != joined:
+                raise ValueError(joined)
+        except (pydantic.ValidationError, ValueError):
             parsed = ((row, self.parse_object(row[0])) for row in kept)
             return [Record(p[1], p[2], p[0], row[2], row[1]) for row, p in parsed if p is not None]
         no_topic = rules.NO_TOPIC

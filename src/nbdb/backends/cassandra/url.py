@@ -119,9 +119,7 @@ def parse_url(url: str, keywords: Mapping[str, Any]) -> CassandraUrl:
     tls = opts.flag("tls", False)
     if not tls and any(k in opts for k in ("ca", "cert", "key")):
         raise errors.ValidationError(f"{LABEL} options ca, cert and key need tls=1")
-    namespace = opts.text("namespace", "")
-    if "/" in namespace:
-        raise errors.ValidationError(f"{LABEL} namespace must not contain '/': {namespace!r}")
+    namespace = opts.namespace()
     clock = opts.raw("clock")
     if clock is not None and not callable(clock):
         raise errors.ValidationError(f"{LABEL} option clock must be a callable returning seconds")

@@ -103,7 +103,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
     )
     path = unquote(parts.path).strip("/")
     prefix = f"{path}/" if path else DEFAULT_PREFIX
-    namespace = opts.text("namespace", "")
+    namespace = opts.namespace()
     if namespace:
         prefix = f"{prefix}{namespace}/"
     return settings, prefix, opts.number("progress_interval", 5.0, minimum=0.0)

@@ -162,7 +162,7 @@ class RedisBackend(ChangeLogBackend):
             return f"{self.root}k:{grouped[1]}", (grouped[2],), _GROUPED
         return self.root + "k:" + key, _KEY_FIELDS, None
 
-    def _kv(self, key: str, fields: Sequence[Any], topic: bytes | None = None) -> KeyValue | None:
+    def _kv(self, key: str, fields: Sequence[Any], topic: bytes | None = None, listed: bool = False) -> KeyValue | None:
         if topic is _GROUPED:
             packed = fields[0]
             if packed is None:
@@ -178,7 +178,12 @@ class RedisBackend(ChangeLogBackend):
         try:
             return KeyValue(key, value if value is not None else b"", int(version), int(mod or 0))
         except ValueError:
-            raise errors.CorruptRecordError(f"key {key!r} has a damaged version", key=key) from None
+            if not (listed and key.startswith("o/")):
+                raise errors.CorruptRecordError(f"key {key!r} has a damaged version", key=key) from None
+        # An object's in a range, damaged by another writer: kept as it is, the decode reports it as that
+        # record's corruption, so a list can skip it and a cache loads around it. Raised here, it failed
+        # every list of the table, skip_corrupt or not, and every re-list of a cache following it.
+        return KeyValue(key, value if value is not None else b"", version, _mod(mod))
 
     def get_key(self, key: str) -> KeyValue | None:
         name, wanted, topic = self._where(key)
@@ -208,7 +213,10 @@ class RedisBackend(ChangeLogBackend):
         def handle(i: int, replies: list[Any]) -> None:
             first = i * size
             kv = self._kv
-            values.extend(kv(keys[first + j], f, where[first + j][2]) for j, f in enumerate(replies))
+            values.extend(
+                kv(keys[first + j], _foreign(keys[first + j], f, where[first + j][2]), where[first + j][2], True)
+                for j, f in enumerate(replies)
+            )
 
         def read() -> None:
             values.clear()  # a retried read starts over
@@ -247,7 +255,9 @@ class RedisBackend(ChangeLogBackend):
             if complete == 1:
                 rows = _unpack(reply[3])
                 out = [
-                    kv for j in range(0, len(rows), 4) if (kv := self._kv(_s(rows[j]), rows[j + 1 : j + 4])) is not None
+                    kv
+                    for j in range(0, len(rows), 4)
+                    if (kv := self._kv(_s(rows[j]), rows[j + 1 : j + 4], None, True)) is not None
                 ]
                 self.remember_token(revision, token)
                 return sorted(out, key=lambda kv: kv.key), revision
@@ -697,3 +707,27 @@ _GLOB = re.compile(r"([\\*?\[\]])")
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by a Redis glob pattern."""
     return _GLOB.sub(r"\\\1", text)
+
+
+def _mod(mod: Any) -> int:
+    """A damaged object's modification revision, 0 if it is damaged too."""
+    try:
+        return int(mod or 0)
+    except ValueError:
+        return 0
+
+
+FOREIGN = b"WRONGTYPE"
+"""The version a range gives an object whose key holds another type (``FOREIGN`` in the range script)."""
+
+
+def _foreign(key: str, reply: Any, topic: bytes | None) -> Any:
+    """A batched read's reply for ``key``; an object's key of another type reads as a record of version FOREIGN.
+
+    Any other error reply is raised (translated by the caller's retry policy), as before.
+    """
+    if not isinstance(reply, Exception):
+        return reply
+    if key.startswith("o/") and "WRONGTYPE" in str(reply):
+        return [None, FOREIGN, None, topic]
+    raise reply

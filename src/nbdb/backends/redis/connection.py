@@ -440,12 +440,20 @@ class ReadLine(_Line):
             for i, reads in enumerate(batches):
                 if i + 1 < len(batches):
                     connection.send_packed_command([self._packed(batches[i + 1])])
-                handle(i, [connection.read_response() for _ in range(len(reads))])
+                handle(i, [_reply_or_error(connection) for _ in range(len(reads))])
         except BaseException:
             connection.disconnect()
             self._put_back(connection)
             raise
         self._put_back(connection)
+
+
+def _reply_or_error(connection: Any) -> Any:
+    """The next reply, or the ResponseError of an error reply (read in full: the connection goes on)."""
+    try:
+        return connection.read_response()
+    except rexc.ResponseError as exc:
+        return exc
 
 
 def text(value: Any) -> str:

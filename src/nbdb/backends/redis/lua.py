@@ -669,6 +669,7 @@ RANGE_LUA = (
     + _LUA_PACK
     + r"""
 local limit, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+local FOREIGN = 'WRONGTYPE'  -- the version of a record whose key holds foreign data (backend.FOREIGN)
 local keys, seen, gvals = {}, {}, {}
 for j = 4, #ARGV do
   local gh, filter, base = group(ARGV[j])
@@ -704,7 +705,9 @@ for _, k in ipairs(keys) do
     v = {u[1], tostring(u[2]), tostring(u[3])}
   else
     local h, vf, nf, mf, topic = loc(k)
-    v = redis.call('HMGET', h, vf, nf, mf, 'ot')
+    v = redis.pcall('HMGET', h, vf, nf, mf, 'ot')
+    -- Another writer's key of another type: that record is corrupt (the client reports it), not the range.
+    if v.err then v = {false, FOREIGN, false, topic} end
     if topic and v[4] ~= topic then v = {} end
   end
   pack(out, k)
