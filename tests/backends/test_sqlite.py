@@ -432,22 +432,9 @@ def _write_raw_version(path: Path, obj: LogicalSwitch, version: object) -> None:
     raw = sqlite3.connect(path, isolation_level=None)
     try:
         key = next(k for (k,) in raw.execute("SELECT key FROM nbdb_keys") if k.startswith("o/") and str(obj.id) in k)
-        value = obj.replace(name="raw").model_dump_json(exclude={"version"}).encode()
-        raw.execute("BEGIN IMMEDIATE")
-        (revision,) = raw.execute("SELECT revision + 1 FROM nbdb_state").fetchone()
-        old_value, old_version = raw.execute("SELECT value, version FROM nbdb_keys WHERE key = ?", (key,)).fetchone()
-        raw.execute(
-            "UPDATE nbdb_keys SET value = ?, version = ?, mod_revision = ? WHERE key = ?",
-            (value, version, revision, key),
-        )
-        raw.execute(
-            "INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)",
-            (revision, key, value, version, old_value, old_version),
-        )
-        raw.execute("UPDATE nbdb_state SET revision = ?, changes = changes + 1", (revision,))
-        raw.execute("COMMIT")
     finally:
         raw.close()
+    _write_raw_key(path, key, obj.replace(name="raw").model_dump_json(exclude={"version"}).encode(), version)
 
 
 @pytest.mark.parametrize("version", ["abc", b"\x01", 2.5, -3], ids=["text", "blob", "real", "negative"])
@@ -480,8 +467,8 @@ def test_a_version_column_another_writer_spoiled_is_a_corrupt_record(tmp_path: P
         assert db.list(LogicalSwitch) == [after]
 
 
-def _write_raw_key(path: Path, key: str, value: bytes | None) -> None:
-    """Another writer puts (or, with None, deletes) one key, logged like a commit."""
+def _write_raw_key(path: Path, key: str, value: bytes | None, version: object = None) -> None:
+    """Another writer puts (or, with None, deletes) one key, logged like a commit; ``version``: the column's value, if not the next."""
     raw = sqlite3.connect(path, isolation_level=None)
     try:
         raw.execute("BEGIN IMMEDIATE")
@@ -491,8 +478,9 @@ def _write_raw_key(path: Path, key: str, value: bytes | None) -> None:
         if value is None:
             raw.execute("DELETE FROM nbdb_keys WHERE key = ?", (key,))
         else:
-            raw.execute("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", (key, value, old_version + 1, revision))
-        new_version = 0 if value is None else old_version + 1
+            new_version = old_version + 1 if version is None else version
+            raw.execute("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", (key, value, new_version, revision))
+        new_version = 0 if value is None else new_version
         raw.execute(
             "INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)",
             (revision, key, value, new_version, old_value, old_version),
