@@ -468,7 +468,10 @@ def test_a_version_column_another_writer_spoiled_is_a_corrupt_record(tmp_path: P
 
 
 def _write_raw_key(path: Path, key: str, value: bytes | None, version: object = None) -> None:
-    """Another writer puts (or, with None, deletes) one key, logged like a commit; ``version``: the column's value, if not the next."""
+    """Another writer puts (or, with None, deletes) one key, logged like a commit.
+
+    ``version``: what the version column gets, if not the next version.
+    """
     raw = sqlite3.connect(path, isolation_level=None)
     try:
         raw.execute("BEGIN IMMEDIATE")
