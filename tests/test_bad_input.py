@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nbdb
-from nbdb.models import LogicalSwitch
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -92,15 +93,47 @@ def test_a_since_that_is_not_a_revision_is_refused(db: nbdb.Database, since: Any
     _typed(lambda: db.watch(LogicalSwitch, since=since))
 
 
+SURROGATES = st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3)
+UNICODE = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=4)
+
+
+def _with_text(text: str, where: str) -> dict[str, Any]:
+    """A LogicalSwitchPort's fields with ``text`` in one place: a text field, a list member, a map key or value."""
+    return {
+        "parent_name": {"parent_name": text},
+        "port_security": {"port_security": ["ok", text]},
+        "options key": {"options": {text: "v"}},
+        "options value": {"options": {"k": text}},
+        "external_ids value": {"external_ids": {"a": "b", "k": text}},
+    }[where]
+
+
+WHERES = st.sampled_from(["parent_name", "port_security", "options key", "options value", "external_ids value"])
+
+
 @PER_EXAMPLE
-@given(name=st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3))
-def test_text_with_lone_surrogates_is_refused_by_stores_of_bytes(name: str) -> None:
-    # sqlite raised pydantic's PydanticSerializationError; memory keeps objects, not bytes, and takes it.
-    with nbdb.connect("sqlite://") as db:
-        _typed(lambda: db.create(LogicalSwitch(name=name)))
-        stored = db.create(LogicalSwitch(name="plain"))
-        _typed(lambda: db.update(stored.replace(name=name)))
-        assert [s.name for s in db.list(LogicalSwitch)] == ["plain"]
+@given(bad=SURROGATES, good=UNICODE, where=WHERES)
+def test_text_with_lone_surrogates_is_refused_by_every_store(
+    db: nbdb.Database, bad: str, good: str, where: str
+) -> None:
+    # memory:// keeps objects, not bytes, and took such text, which every store of bytes refuses:
+    # code tested on the embedded default then failed on a real backend (and on memory's own bytes).
+    switch = db.create(LogicalSwitch(name=f"s-{where}-{len(db.list(LogicalSwitch))}"))
+    port = LogicalSwitchPort(switch=switch.id, name=f"p-{switch.id}", **_with_text(bad, where))
+    _typed(lambda: db.create(port))
+    stored = db.create(port.replace(**_with_text(good, where)))  # any other Unicode is taken
+    assert db.get(LogicalSwitchPort, stored.id) == stored
+    _typed(lambda: db.update(stored.replace(**_with_text(bad, where))))
+    if where.startswith("options"):
+        member = {bad: "v"} if where == "options key" else {"k": bad}
+        _typed(lambda: db.mutate(stored, add={"options": member}))
+    txn = db.transaction()
+    with pytest.raises(nbdb.ValidationError), txn:
+        txn.create(LogicalSwitch(name=f"t-{switch.id}"))
+        txn.create(port.replace(id=uuid.uuid4(), name=f"q-{switch.id}"))
+    assert db.get(LogicalSwitchPort, stored.id) == stored
+    assert [p.id for p in db.list(LogicalSwitchPort) if p.switch == switch.id] == [stored.id]
+    assert f"t-{switch.id}" not in {s.name for s in db.list(LogicalSwitch)}
 
 
 def test_wrong_shapes_of_arguments_are_refused(db: nbdb.Database) -> None:

@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from nbdb import errors
-from nbdb.codec import decode, encode
+from nbdb.codec import check_storable, decode, encode
 from nbdb.models.base import Model, lineage_is_own
 from nbdb.models.ids import claim
 from nbdb.spi import DEFERRED, Delete, FieldChange, Mutate, Put, Record, UniqueKey
@@ -72,7 +72,11 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
             old_refs, old_unique, fresh = obj.stored_refs(), _keys(obj.stored_unique()), False
     else:
         old_refs, old_unique, fresh = _NO_REFS, (), claim(obj.id)
-    data = DEFERRED if deferred else encode(obj)
+    if deferred:
+        check_storable(obj)  # what encode() refuses, refused by a store that keeps values too
+        data = DEFERRED
+    else:
+        data = encode(obj)
     put = _new_tuple(
         Put,
         (obj.nbdb_table, obj.id, obj.topic, data, expect_version, refs, old_refs, copy, unique, ttl, old_unique, fresh),

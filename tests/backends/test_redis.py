@@ -527,6 +527,40 @@ def test_an_object_whose_hash_another_writer_replaced_by_a_string_is_one_corrupt
             client.close()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [1000, 2], ids=["one-script", "batched"])
+@pytest.mark.parametrize("topic", [b"tenant-b", b"", b"\xff"], ids=["another", "empty", "not-text"])
+def test_an_object_whose_topic_field_another_writer_damaged_is_one_corrupt_record(
+    url: str, batch: int, topic: bytes
+) -> None:
+    """With its topic field ('ot') not the topic its index and directory name, the object vanished
+    from get, list and caches with no report: every read took it for absent."""
+    import redis
+
+    with nbdb.connect(url, namespace=ns(), batch=batch) as db:
+        backend = backend_of(db)
+        client = redis.Redis.from_url(backend_url(backend))
+        try:
+            kept = [db.create(LogicalSwitch(name=f"kept{i}", topic="tenant-a")) for i in range(4)]
+            bad = db.create(LogicalSwitch(name="bad", topic="tenant-a"))
+            client.hset(backend._where(f"o/tenant-a/LogicalSwitch/{bad.id}")[0], "ot", topic)
+            with pytest.raises(nbdb.CorruptRecordError):
+                db.get(LogicalSwitch, bad.id)
+            with nbdb.connect(url, namespace=backend.config.namespace) as fresh:  # no topic remembered
+                with pytest.raises(nbdb.CorruptRecordError):
+                    fresh.get(LogicalSwitch, bad.id)
+            with pytest.raises(nbdb.CorruptRecordError):
+                db.list(LogicalSwitch)
+            assert sorted(s.name for s in db.list(LogicalSwitch, skip_corrupt=True)) == [k.name for k in kept]
+            with db.cache(LogicalSwitch, shared=False) as cache:
+                assert cache.wait_synced(15)
+                assert sorted(s.name for s in cache.list(LogicalSwitch)) == [k.name for k in kept]
+            db.delete(kept[0])  # the namespace still works around it
+            assert db.get(LogicalSwitch, kept[1].id) == kept[1]
+        finally:
+            client.close()
+
+
 @pytest.mark.timeout(30)
 def test_a_delete_releases_its_claims_unread_and_whole_past_a_foreign_key(db: nbdb.Database) -> None:
     """A delete removes its unique claim and its reverse reference without reading them first. The

@@ -670,6 +670,7 @@ RANGE_LUA = (
     + r"""
 local limit, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local FOREIGN = 'WRONGTYPE'  -- the version of a record whose key holds foreign data (backend.FOREIGN)
+local MISPLACED = 'MISPLACED'  -- the version of an object whose topic field is not its key's (backend.MISPLACED)
 local keys, seen, gvals = {}, {}, {}
 for j = 4, #ARGV do
   local gh, filter, base = group(ARGV[j])
@@ -708,7 +709,9 @@ for _, k in ipairs(keys) do
     v = redis.pcall('HMGET', h, vf, nf, mf, 'ot')
     -- Another writer's key of another type: that record is corrupt (the client reports it), not the range.
     if v.err then v = {false, FOREIGN, false, topic} end
-    if topic and v[4] ~= topic then v = {} end
+    -- Present under another topic than its directory's: the topic field is damaged (a record of
+    -- version MISPLACED, which the client reports as corrupt), not an absent object.
+    if topic and v[4] ~= topic then v = v[2] and {v[1], MISPLACED, v[3]} or {} end
   end
   pack(out, k)
   pack(out, v[1])
