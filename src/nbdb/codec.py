@@ -74,7 +74,7 @@ def encode(obj: Model) -> bytes:
 
 
 def check_storable(obj: Model) -> None:
-    """Refuse ``obj`` (ValidationError) if it holds text no store can hold: a lone surrogate.
+    """Refuse ``obj`` (ValidationError) if it holds text no store can hold: a lone surrogate (or bytes not UTF-8).
 
     pydantic's serializer refuses such a string as a value, but writes a map
     key holding one as U+FFFD characters: another key, silently stored. Every
@@ -92,7 +92,9 @@ def check_storable(obj: Model) -> None:
         check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
     fields = obj.__dict__
     if not check(fields) and not _storable(fields):
-        raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode")
+        raise errors.ValidationError(
+            f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode (or bytes that are not UTF-8)"
+        )
 
 
 def _storable(value: object) -> bool:
@@ -103,6 +105,12 @@ def _storable(value: object) -> bool:
         try:
             value.encode()
         except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, bytes):  # JSON holds bytes as UTF-8 text (pydantic's default)
+        try:
+            value.decode()
+        except UnicodeDecodeError:
             return False
         return True
     if isinstance(value, Model):
@@ -139,6 +147,8 @@ def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], bool]:
         lines.append(f"    v = d[{name!r}]")
         if shape == "text":
             lines.append("    if v is not None and (type(v) is not str or not v.isascii()): return False")
+        elif shape == "bytes":
+            lines.append("    if v is not None and (type(v) is not bytes or not v.isascii()): return False")
         elif shape == "texts":
             lines += [
                 "    if type(v) not in COLLECTIONS: return False",
@@ -167,7 +177,7 @@ def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], bool]:
 
 
 def _text_shape(annotation: Any) -> str:
-    """A field's annotation: "none" (no text), "text", "texts" (a list or set of text), "map" (text to text),
+    """A field's annotation: "none" (no text), "text", "bytes", "texts" (a list or set of text), "map" (text to text),
     "keys" (text to no text) or "other"."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -189,6 +199,8 @@ def _text_shape(annotation: Any) -> str:
             return "none"
         if annotation is str:
             return "text"
+        if annotation is bytes:
+            return "bytes"
     return "other"
 
 

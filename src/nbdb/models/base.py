@@ -154,7 +154,9 @@ class Model(BaseModel):
     Instances are immutable: derive a changed copy with :meth:`replace`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
+    # allow_inf_nan=False: JSON holds no infinity or NaN; pydantic wrote them as null, which every store
+    # of bytes then kept, and every read of the object failed to decode (memory:// kept them as they were).
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False, allow_inf_nan=False)
 
     id: uuid.UUID = Field(default_factory=_ids.new_id, description="Assigned on construction; kept for life.")
     version: int = Field(default=0, ge=0, description="0 until stored; bumped by every write.")
