@@ -29,7 +29,7 @@ from nbdb.models.base import DECODED, Model, Reference, freeze_lineage, validati
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet
 from nbdb.spi import Record
 
-__all__ = ["bulk", "check_storable", "decode", "decode_each", "encode"]
+__all__ = ["bulk", "check_storable", "decode", "decode_each", "encode", "storable"]
 
 M = TypeVar("M", bound=Model)
 
@@ -91,13 +91,13 @@ def check_storable(obj: Model) -> None:
     if check is None:
         check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
     fields = obj.__dict__
-    if not check(fields) and not _storable(fields):
+    if not check(fields) and not storable(fields):
         raise errors.ValidationError(
             f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode (or bytes that are not UTF-8)"
         )
 
 
-def _storable(value: object) -> bool:
+def storable(value: object) -> bool:
     """Whether every string in ``value`` (and in its containers and models, at any depth) encodes as UTF-8."""
     if isinstance(value, str):
         if value.isascii():
@@ -114,11 +114,11 @@ def _storable(value: object) -> bool:
             return False
         return True
     if isinstance(value, Model):
-        return _storable(value.__dict__)
+        return storable(value.__dict__)
     if isinstance(value, dict):
-        return all(_storable(key) and _storable(item) for key, item in value.items())
+        return all(storable(key) and storable(item) for key, item in value.items())
     if isinstance(value, list | tuple | set | frozenset):
-        return all(_storable(item) for item in value)
+        return all(storable(item) for item in value)
     return True
 
 
@@ -134,7 +134,7 @@ def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], bool]:
     ``isascii()``, a list or set of text a loop of them, a map a loop over its
     keys (and values, if text), a field that holds no text nothing; any other field, or a
     value of another type than its annotation says, answers False and
-    :func:`_storable` looks at the whole object. A model validator may put
+    :func:`storable` looks at the whole object. A model validator may put
     anything anywhere: its model's fields are all looked at that way.
     """
     decorators = model.__pydantic_decorators__
