@@ -13,6 +13,7 @@ import copy
 import enum
 import functools
 import gc
+import json
 import logging
 import types
 import typing
@@ -29,7 +30,7 @@ from nbdb.models.base import DECODED, Model, Reference, freeze_lineage, validati
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet
 from nbdb.spi import Record
 
-__all__ = ["bulk", "check_storable", "decode", "decode_each", "encode"]
+__all__ = ["bulk", "check_storable", "decode", "decode_each", "encode", "storable"]
 
 M = TypeVar("M", bound=Model)
 
@@ -67,10 +68,13 @@ def encode(obj: Model) -> bytes:
         form = _FORMS[type(obj)] = _stored_form(type(obj))
     try:
         if form is None:
-            return obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
-        return cast(SchemaSerializer, form).to_json(obj.__dict__)
+            data = obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
+        else:
+            data = cast(SchemaSerializer, form).to_json(obj.__dict__)
     except PydanticSerializationError as exc:  # text that is no Unicode (a lone surrogate), say
         raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be stored: {exc}") from None
+    unknown = obj.__pydantic_extra__
+    return data if not unknown else _with_unknown(data, unknown)
 
 
 def check_storable(obj: Model) -> None:
@@ -91,13 +95,13 @@ def check_storable(obj: Model) -> None:
     if check is None:
         check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
     fields = obj.__dict__
-    if not check(fields) and not _storable(fields):
+    if not check(fields) and not storable(fields):
         raise errors.ValidationError(
             f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode (or bytes that are not UTF-8)"
         )
 
 
-def _storable(value: object) -> bool:
+def storable(value: object) -> bool:
     """Whether every string in ``value`` (and in its containers and models, at any depth) encodes as UTF-8."""
     if isinstance(value, str):
         if value.isascii():
@@ -114,11 +118,11 @@ def _storable(value: object) -> bool:
             return False
         return True
     if isinstance(value, Model):
-        return _storable(value.__dict__)
+        return storable(value.__dict__)
     if isinstance(value, dict):
-        return all(_storable(key) and _storable(item) for key, item in value.items())
+        return all(storable(key) and storable(item) for key, item in value.items())
     if isinstance(value, list | tuple | set | frozenset):
-        return all(_storable(item) for item in value)
+        return all(storable(item) for item in value)
     return True
 
 
@@ -134,7 +138,7 @@ def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], bool]:
     ``isascii()``, a list or set of text a loop of them, a map a loop over its
     keys (and values, if text), a field that holds no text nothing; any other field, or a
     value of another type than its annotation says, answers False and
-    :func:`_storable` looks at the whole object. A model validator may put
+    :func:`storable` looks at the whole object. A model validator may put
     anything anywhere: its model's fields are all looked at that way.
     """
     decorators = model.__pydantic_decorators__
@@ -321,11 +325,15 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             # Another writer's: it would reach a caller, a watch or a cache as the object's version.
             append(_unversioned(record[0], record[1], version))
             continue
+        unknown = None
         try:
             parsed = validate(record[4])
         except pydantic.ValidationError as exc:
-            append(_invalid(model, record[0], record[1], exc))
-            continue
+            known = _known_fields(model, validate, record[4], exc)
+            if known is None:
+                append(_invalid(model, record[0], record[1], exc))
+                continue
+            parsed, unknown = known
         fields = parsed.__dict__
         if fields["id"].int != record[1].int or fields["topic"] != record[2]:
             append(_misplaced(record[0], record[1], record[2], fields))
@@ -361,10 +369,60 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         if lineage:
             freeze_lineage(obj)  # its references are derived from these: they must not change in place
         set_(obj, "__pydantic_fields_set__", fields_set)
-        set_(obj, "__pydantic_extra__", parsed.__pydantic_extra__)
+        set_(obj, "__pydantic_extra__", unknown)  # fields of a newer model: written back as they are
         set_(obj, "__pydantic_private__", DECODED)
         append(obj)
     return out
+
+
+def _known_fields(
+    model: type[M], validate: Any, data: bytes, exc: pydantic.ValidationError
+) -> tuple[M, dict[str, Any]] | None:
+    """The record validated without the fields ``model`` does not have, and those fields; None if not only they fail.
+
+    A rolling upgrade runs two versions of a model at once: a record a newer
+    version wrote, with a field this one lacks, is read with the fields it
+    knows, and the others go back into the record on every write of the copy
+    (see :func:`encode`), so an older writer neither fails on it nor erases
+    what it does not know. Only top-level unknown fields are taken so; any
+    other error still makes the record corrupt.
+    """
+    problems = exc.errors(include_url=False, include_input=False)
+    if any(p["type"] != "extra_forbidden" or len(p["loc"]) != 1 for p in problems):
+        return None
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return None
+    if type(document) is not dict:
+        return None
+    unknown: dict[str, Any] = {name: document.pop(name) for p in problems if (name := str(p["loc"][0])) in document}
+    try:
+        parsed = validate(json.dumps(document, separators=(",", ":")))
+    except pydantic.ValidationError:
+        return None
+    for name in unknown:
+        if (model, name) not in _UNKNOWN_SEEN and len(_UNKNOWN_SEEN) < 1024:
+            _UNKNOWN_SEEN.add((model, name))
+            log.warning(
+                "stored %s records hold a field %r that %s does not have (written by a newer version of the model?): "
+                "read without it, and kept as it is on write",
+                model.nbdb_table,
+                name,
+                model.__name__,
+            )
+    return parsed, unknown
+
+
+_UNKNOWN_SEEN: set[tuple[type[Model], str]] = set()
+
+
+def _with_unknown(data: bytes, unknown: dict[str, Any]) -> bytes:
+    """``data`` (a record's JSON) with the fields of a newer model that its copy was read with."""
+    document = json.loads(data)
+    for name, value in unknown.items():
+        document.setdefault(name, value)
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: int, data: bytes) -> M:
