@@ -366,3 +366,19 @@ def test_an_object_outlives_its_creator_only_until_a_connected_database_reaps_it
         assert survivor.get(LogicalSwitch, kept.id).name == "kept"
         assert survivor.backend.ttls(["LogicalSwitch"]) == {("LogicalSwitch", kept.id): 2.0}
         watch.close()
+
+
+def test_a_field_a_newer_nbdb_keeps_in_external_ids_survives_an_older_writer(
+    server: OvsdbServer, db: nbdb.Database
+) -> None:
+    # A newer version of nbdb keeps a field without a column of its own as nbdb:field:NAME in
+    # external_ids; this version reads around it, and its update rewrote external_ids without it.
+    tag = _tag()
+    switch = db.create(LogicalSwitch(name=f"sw-{tag}"))
+    port = db.create(LogicalSwitchPort(switch=switch, name=f"new-{tag}", external_ids={"neutron:id": "n1"}))
+    _nbctl(server, "set", "Logical_Switch_Port", f"new-{tag}", 'external_ids:"nbdb:field:future"="[1, 2]"')
+    read = db.get(LogicalSwitchPort, port.id)
+    assert read.external_ids == {"neutron:id": "n1"}
+    db.update(read.replace(external_ids={"neutron:id": "n2"}, addresses=["router"]))
+    stored = _nbctl(server, "get", "Logical_Switch_Port", f"new-{tag}", "external_ids")
+    assert '"nbdb:field:future"="[1, 2]"' in stored and '"neutron:id"=n2' in stored
