@@ -128,6 +128,13 @@ class _RecordStream(RecordStream):
 class KeyValueBackend(Backend):
     """Base of key-value backends: subclass it and implement the ``*_keys`` and lease primitives."""
 
+    whole_point_reads: ClassVar[bool] = True
+    """True if a read of one key never sees a commit half applied (an index written, its object not yet).
+
+    Then an index that names a place holding no object is damage (see
+    :meth:`_unplaced`); a store whose commits land key by key for point reads
+    (Hazelcast: whole only under its commit lock) reads such an object as absent.
+    """
     commit_tokens: ClassVar[bool] = False
     """True for stores that can lose the reply to a commit (every networked one)."""
     token_ttl: ClassVar[float] = 600.0
@@ -324,6 +331,8 @@ class KeyValueBackend(Backend):
         is another writer's damage (on Redis: the object's topic field). Taken
         for absent, the object vanished from every read without a report.
         """
+        if not self.whole_point_reads:
+            return None
         key = self.layout.index(table, id)
         before = self.get_key(key)
         if before is None:

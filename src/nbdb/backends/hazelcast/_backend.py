@@ -71,6 +71,7 @@ TTL; leases ask for this much more, so that a lease never lapses before the TTL 
 class HazelcastBackend(ChangeLogBackend):
     """Key-value backend over an open-source Hazelcast 5 cluster (see the package docstring)."""
 
+    whole_point_reads: ClassVar[bool] = False  # a commit's keys land one by one; a list reads them locked
     capabilities: ClassVar[Capabilities] = Capabilities(
         transactions=Atomicity.ATOMIC,
         linearizable_reads=True,
