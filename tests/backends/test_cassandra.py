@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -32,7 +32,8 @@ from cassandra.policies import NoSpeculativeExecutionPolicy
 
 from nbdb.backends.cassandra import CassandraBackend, CqlStore
 from nbdb.families.widecolumn import WideColumnBackend, layout
-from nbdb.families.widecolumn.sequencer import RevisionSequencer
+from nbdb.families.widecolumn.primitives import Applied, ForwardingStore, Write
+from nbdb.families.widecolumn.sequencer import CommitQueue, RevisionSequencer
 
 cassandra_server = fixtures.cassandra_server  # one node shared by the module's tests
 cassandra_url = fixtures.cassandra_url
@@ -519,6 +520,37 @@ def test_revisions_cross_sequencer_buckets(open_db: Callable[..., nbdb.Database]
     assert fresh.backend.current_revision() == 11 and backend(fresh).sequencer.bucket_hint() == 2
     with fresh.cache(LogicalSwitch) as cache:
         assert cache.wait_synced(15) and len(cache) == 11
+
+
+class _HeadRounds(ForwardingStore):
+    """Counts the compare-and-sets on the sequencer's head (each a Paxos round at the row's coordinator)."""
+
+    def __init__(self, real: Any) -> None:
+        super().__init__(real)
+        self.rounds = 0
+
+    def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        self.rounds += any(write is layout.W_HEAD for write, _ in writes)
+        return self.real.apply(writes)
+
+
+@pytest.mark.timeout(60)
+def test_a_process_that_lost_a_race_for_revisions_does_not_send_a_stale_head(
+    open_db: Callable[..., nbdb.Database],
+) -> None:
+    """Two processes taking revisions in turns (each its own commit queue): once one has lost a race, the head
+    it took last is stale whenever the other took since, and a compare-and-set on it is a round lost for sure."""
+    shared = backend(open_db())
+    stores = [_HeadRounds(shared.store) for _ in range(2)]
+    one, two = (RevisionSequencer(store, shared.partitions, shared.options, CommitQueue()) for store in stores)
+    taken = []
+    for turn in range(6):
+        sequencer, store = (one, stores[0]) if turn % 2 == 0 else (two, stores[1])
+        before = store.rounds
+        taken.append(sequencer.allocate("p", frozenset({"t"})))
+        if turn >= 4:  # each has lost a race to the other by now (turns 2 and 3)
+            assert store.rounds - before == 1, f"turn {turn}: {store.rounds - before} rounds for one revision"
+    assert taken == list(range(1, 7))
 
 
 @pytest.mark.timeout(60)

@@ -13,7 +13,10 @@ and their index rows appear with them. The commits in flight in a process
 share one such compare-and-set: the first caller leads, takes a number for
 every commit queued behind it, and hands the lead to the next waiter when it
 is done. The namespace's commit rate thus grows with the writers instead of
-being one compare-and-set per commit.
+being one compare-and-set per commit. Processes still race each other's
+compare-and-set: a loser retries on the head the failed one reported, the
+longest losers first, and a process that lost its last race reads the head
+before its next take rather than try the one it took last (stale by then).
 
 **Why it stays exact.** A number is taken only for a commit that is about
 to be sent, never ahead of need, so an index row always names a commit that
@@ -28,6 +31,7 @@ is one commit's, with its own index row, resolved on its own.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -98,6 +102,8 @@ class CommitQueue:
         """(bucket, head) after this process's last compare-and-set on the head, if still believed current."""
         self.highest = 0
         """The highest revision this process took: the head can only be below it if the store lost commits."""
+        self.contended = False
+        """The last take lost a race: other processes take numbers too, so ``known`` is likely stale by now."""
         self.on_loss: list[Callable[[], None]] = []
         """Called when the store is found to have lost commits (what this process remembers of them is wrong)."""
 
@@ -140,12 +146,11 @@ class RevisionSequencer:
         self._o = options
         self._q = queue or CommitQueue()
         race = options.contention
-        self._races = race.replace(max_backoff=min(race.max_backoff, 4 * race.backoff), attempts=5 * race.attempts)
-        """Tries of the head's compare-and-set: a lost race is retried at once with the head it reported,
-        after a pause that does not grow past a few ms (within the same deadline). A pause that doubled
-        with each loss (to 50 ms) kept the client that lost most losing: after a node kill, when each
-        round takes longer, a writer lost 50-80 races in a row (3-5.5 s) to writers that came back
-        sooner."""
+        self._races = race.replace(backoff=0.0, max_backoff=0.0, attempts=5 * race.attempts)
+        """Tries of the head's compare-and-set, under the contention deadline; the pause between two is
+        :meth:`_pause`'s, which shrinks as a take loses more races (a loser is not sent to the back)."""
+        self._pause_cap = min(race.max_backoff, 4 * race.backoff)
+        """The longest pause after a lost race (8 ms by default)."""
 
     # ---------------------------------------------------------------- reading
 
@@ -186,10 +191,11 @@ class RevisionSequencer:
 
         The number after the last one this process took, if no other client took one since as far as
         it knows: a guess never above the head + 1, so whatever is done under it early (a unique
-        claim tied to it, see ``unique``) is re-tied when the guess was wrong.
+        claim tied to it, see ``unique``) is re-tied when the guess was wrong. None while other processes
+        take numbers too (the last take lost a race): the guess would be wrong, and re-tying costs a round.
         """
         known = self._q.known
-        if known is None or known[1] is None or known[0] != self._q.bucket:
+        if known is None or known[1] is None or known[0] != self._q.bucket or self._q.contended:
             return None
         return int(known[1]) + 1
 
@@ -247,13 +253,25 @@ class RevisionSequencer:
         cid = uuid.uuid4()
         bucket = self.bucket_hint()
         started = time.monotonic()
+        reported = True
         for attempt in tries(self._races):
+            if attempt:
+                self._pause(attempt, reported)
             known = self._q.known
-            if known is not None and known[0] == bucket:
+            # A head this process learnt from its own last take is stale when other processes take numbers
+            # too (it then lost a race): a compare-and-set on it would be a Paxos round lost for sure, queued
+            # at the row's coordinator behind everyone's. A plain quorum read is not. A head a lost race
+            # reported just now is the freshest there is.
+            if known is not None and known[0] == bucket and (attempt or not self._q.contended):
                 head = known[1]
             else:
                 rows = self._store.select(L.Q_HEAD, (self._ns, bucket))
                 head = rows[0].head if rows else None
+                if known is not None and known[0] == bucket and known[1] is not None and (head or 0) < known[1]:
+                    # Behind this process's own last take (a plain read, after a take settled by a serial
+                    # one): try the head it knows. Were the store to have lost that take, the compare-and-set
+                    # reports the head, and the next try resumes past the loss.
+                    head = known[1]
             start = resume_head(head, self._q.highest, bucket, len(group), self.bucket_size)
             if start != head:
                 log.warning(
@@ -282,6 +300,7 @@ class RevisionSequencer:
                 result = None
             if applied:
                 self._q.known = (bucket, first + count - 1)
+                self._q.contended = attempt > 0
                 self._q.highest = max(self._q.highest, first + count - 1)
                 if time.monotonic() - started > _SLOW_TAKE:  # where a writer's stall comes from (node loss)
                     log.debug("took %d revisions after %d lost races, in %.2fs", count, attempt,
@@ -291,6 +310,19 @@ class RevisionSequencer:
             reported = result is not None and result.reports("head")
             self._q.known = (bucket, result.value("head")) if reported and result is not None else None
         raise errors.BackendUnavailableError("could not take a revision: too much contention on the sequencer")
+
+    def _pause(self, losses: int, reported: bool) -> None:
+        """Wait before the next try of a take that lost ``losses`` races in a row.
+
+        Losers of a round retry together on the head the winner left, and the first to reach the row's
+        coordinator wins the next. The pause shrinks with the losses, to none from the third on, so a
+        take that kept losing is sent before those that lost once (a pause that grew with the losses
+        kept one writer losing 50-80 races in a row after a node kill). Without a reported head (a reply
+        lost, then settled as not applied) the row is read again after the longest pause.
+        """
+        share = 1.0 if not reported else max(0.0, (3 - losses) / 2)
+        if share > 0:
+            time.sleep(self._pause_cap * share * random.random())  # not cryptography
 
     def _landed(self, bucket: int, first: int, cid: uuid.UUID) -> bool:
         """Whether a compare-and-set whose reply was lost took ``first`` (its index row carries ``cid``)."""
