@@ -70,6 +70,33 @@ class ListResult(list[M]):
         self.continue_token = continue_token
 
 
+class _Lock(AbstractContextManager[LockHandle]):
+    """What :meth:`Database.lock` returns: takes the lock on each ``with``, so one may be kept and reused.
+
+    (A backend's lock is a one-shot generator context manager: a second ``with`` on it raised
+    AttributeError.) Each thread's holds are its own; leaving a block that holds nothing does nothing.
+    """
+
+    def __init__(self, take: Callable[[], AbstractContextManager[LockHandle]]) -> None:
+        self._take = take
+        self._held = threading.local()
+
+    def __enter__(self) -> LockHandle:
+        manager = self._take()
+        handle = manager.__enter__()
+        stack: list[AbstractContextManager[LockHandle]] = self._held.__dict__.setdefault("stack", [])
+        stack.append(manager)
+        return handle
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        stack: list[AbstractContextManager[LockHandle]] = self._held.__dict__.get("stack", [])
+        if not stack:
+            return None
+        return stack.pop().__exit__(exc_type, exc, tb)
+
+
 class Database:
     """A connection to one northbound database, through one backend.
 
@@ -485,7 +512,12 @@ class Database:
         check_seconds("lock ttl", ttl)
         timeout = timeout_of(timeout, "lock timeout")
         self._open()
-        return self._backend.lock(name, ttl, timeout)
+
+        def take() -> AbstractContextManager[LockHandle]:
+            self._open()
+            return self._backend.lock(name, ttl, timeout)
+
+        return _Lock(take)
 
     def allocate_id(self, name: str) -> int:
         """The next value (1, 2, 3, ...) of the named counter, unique among all clients."""
