@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
+from nbdb.testing.servers import start_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -100,6 +101,21 @@ def test_a_watch_from_a_revision_the_store_never_had_is_history_gone(db: nbdb.Da
     with pytest.raises(nbdb.HistoryGoneError):
         watch.poll(5)
     watch.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "etcd"])
+def test_a_watch_from_a_revision_no_server_had_is_history_gone(kind: str) -> None:
+    # etcd waited for its revision to reach ``since`` and skipped every change up to it; Redis did for
+    # the next revision (a ``since`` one ahead of the server's).
+    with start_server(kind) as server, nbdb.connect(server.url) as db:
+        now = int(db.list(LogicalSwitch).revision)
+        for ahead in (1, 1000):
+            watch = db.watch(LogicalSwitch, since=now + ahead)
+            db.create(LogicalSwitch(name=f"missed-{ahead}"))
+            with pytest.raises(nbdb.HistoryGoneError):
+                watch.poll(5)
+            watch.close()
+            now = int(db.list(LogicalSwitch).revision)
 
 
 def test_a_lock_kept_and_entered_again_takes_the_lock_again(db: nbdb.Database) -> None:

@@ -36,7 +36,7 @@ from nbdb.hub import WatchHub
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
-from nbdb.spi import Backend, LockHandle, UniqueKey
+from nbdb.spi import Backend, LockHandle, RecordChange, RecordStream, UniqueKey
 from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
@@ -68,6 +68,26 @@ class ListResult(list[M]):
         super().__init__(items)
         self.revision = revision
         self.continue_token = continue_token
+
+
+class _Ahead(RecordStream):
+    """The stream of a watch from a revision the store has not reached: HistoryGoneError when polled."""
+
+    def __init__(self, since: int, now: int) -> None:
+        self._since, self._now = since, now
+
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        raise errors.HistoryGoneError(
+            f"revision {self._since} is ahead of the store (at {self._now} when the watch began): it is none of "
+            "its revisions (another store's or namespace's, or the store was replaced or lost data); list again"
+        )
+
+    @property
+    def revision(self) -> int:
+        return self._since
+
+    def close(self) -> None:
+        pass
 
 
 class _Lock(AbstractContextManager[LockHandle]):
@@ -417,14 +437,21 @@ class Database:
         ``model``: a model class, several, or None for every model defined.
         ``topics``: only objects of these topics (None in the set means
         objects without a topic). Raises HistoryGoneError (when iterated) if
-        ``since`` is older than the backend's history.
+        ``since`` is older than the backend's history, or ahead of the store
+        (a revision of another store or namespace).
         """
         models = self._models(model)
         topics = check_topics(topics)
         since = check_since(since)
         self._open()
-        start = self._backend.current_revision() if since is None else since
-        stream = self._backend.watch([m.nbdb_table for m in models], topics, start)
+        now = self._backend.current_revision()
+        stream: RecordStream
+        if since is not None and since > now:
+            # Not a revision of this store (another store's or namespace's, or the store was replaced or lost
+            # data): a stream from it waited for the store to reach it, and skipped every change up to it.
+            stream = _Ahead(since, now)
+        else:
+            stream = self._backend.watch([m.nbdb_table for m in models], topics, now if since is None else since)
         watch = Watch(stream, {m.nbdb_table: m for m in models}, on_error)
         self._watches.add(watch)
         return watch

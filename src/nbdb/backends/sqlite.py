@@ -344,18 +344,8 @@ class SqliteBackend(kv.KeyValueBackend):
 
         own = conn is not self._conn
         seen = [-1]  # PRAGMA data_version at the last read: it moves with every commit of another connection
-        # A ``since`` the file has not reached is none of its revisions (another file's, or a namespace's):
-        # checked when the watch begins, since once the file reached it the first read took it, and
-        # skipped every change up to it.
-        now = int(conn.one("SELECT revision FROM nbdb_state")[0])
-        ahead = [now if since > now else None]
 
         def read(since: int) -> tuple[list[kv.KeyChange], int]:
-            if ahead[0] is not None:
-                raise errors.HistoryGoneError(
-                    f"revision {since} is not in the kept history (the file was at {ahead[0]} when the watch "
-                    "began): the database file was replaced, or the revision is another database's"
-                )
             version = conn.one("PRAGMA data_version")[0] if own else -1
             if own and version == seen[0]:
                 return [], since  # nothing committed since: no transaction, a few microseconds per poll

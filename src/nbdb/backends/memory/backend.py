@@ -47,20 +47,11 @@ class _MemoryStream(RecordStream):
         self._topics = topics
         self._revision = since
         self._closed = False
-        with store.lock:
-            # Not a revision of this store (another store's, or this name's before a restart): waiting
-            # for the store to reach it skipped every change up to it.
-            self._ahead = store.revision if since > store.revision else None
 
     def poll(self, timeout: float | None) -> list[RecordChange]:
         store = self._store
         deadline = None if timeout is None else time.monotonic() + timeout
         with store.lock:
-            if self._ahead is not None:
-                raise errors.HistoryGoneError(
-                    f"revision {self._revision} is ahead of this store (at {self._ahead} when the watch began): "
-                    "it is not one of its revisions"
-                )
             while not self._closed and store.revision <= self._revision:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
