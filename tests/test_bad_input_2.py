@@ -193,3 +193,15 @@ def test_a_model_built_without_validation_is_validated_before_it_is_stored(
 def test_model_construct_of_valid_values_is_the_constructors_object() -> None:
     built = LogicalSwitch.model_construct(name="a", external_ids={"k": "v"})
     assert built == LogicalSwitch(id=built.id, name="a", external_ids={"k": "v"})
+
+
+def test_one_object_given_where_mutate_takes_a_collection_is_named(db: nbdb.Database) -> None:
+    # add={"ports": port} iterated the model as pydantic's (field, value) pairs and refused the first
+    # pair as "not a valid member"; it names what was wrong now.
+    switch = db.create(LogicalSwitch(name="s"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    group = db.create(PortGroup(name="g"))
+    for change in ({"add": {"ports": port}}, {"remove": {"ports": port}}):
+        with pytest.raises(nbdb.ValidationError, match="put it in a list"):
+            db.mutate(group, **change)  # type: ignore[arg-type]
+    assert db.mutate(group, add={"ports": [port]}).ports == [port.id]
