@@ -205,3 +205,25 @@ def test_one_object_given_where_mutate_takes_a_collection_is_named(db: nbdb.Data
         with pytest.raises(nbdb.ValidationError, match="put it in a list"):
             db.mutate(group, **change)  # type: ignore[arg-type]
     assert db.mutate(group, add={"ports": [port]}).ports == [port.id]
+
+
+def test_a_reconcile_that_raises_a_base_exception_is_retried_and_the_worker_lives(db: nbdb.Database) -> None:
+    # asyncio.CancelledError (a BaseException) from a reconcile ended the worker thread: its key stayed
+    # processing, nothing was reconciled again and wait_idle() never returned True.
+    import asyncio
+
+    calls: list[str] = []
+
+    def reconcile(key: Any, obj: Any) -> None:
+        calls.append(obj.name)
+        if len(calls) == 1:
+            raise asyncio.CancelledError()
+
+    db.create(LogicalSwitch(name="first"))
+    with db.cache(LogicalSwitch) as cache:
+        controller = nbdb.run_controller(cache, reconcile, LogicalSwitch)
+        assert controller.wait_idle(30)
+        later = db.create(LogicalSwitch(name="later"))
+        assert cache.wait_for(later, 30) and controller.wait_idle(30)
+        assert controller.close(30)
+    assert calls.count("first") == 2 and calls.count("later") == 1
