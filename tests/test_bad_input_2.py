@@ -227,3 +227,21 @@ def test_a_reconcile_that_raises_a_base_exception_is_retried_and_the_worker_live
         assert cache.wait_for(later, 30) and controller.wait_idle(30)
         assert controller.close(30)
     assert calls.count("first") == 2 and calls.count("later") == 1
+
+
+@PER_EXAMPLE
+@given(copies=st.integers(min_value=2, max_value=4), plain=st.integers(min_value=0, max_value=1))
+def test_one_unique_value_created_twice_in_one_transaction_is_a_unique_violation(
+    db: nbdb.Database, copies: int, plain: int
+) -> None:
+    # With may_exist=True the second create "took" the first, which no store held: settled again and
+    # again, the transaction ended in a ConflictError blaming concurrent writers that did not exist.
+    switch = db.create(LogicalSwitch(name="s"))
+    txn = db.transaction()
+    for i in range(copies):
+        txn.create(LogicalSwitchPort(switch=switch, name="twice"), may_exist=i >= plain)
+    with pytest.raises(nbdb.UniqueViolationError) as raised:
+        txn.commit()
+    assert raised.value.field == "name" and raised.value.value == "twice"
+    assert db.list(LogicalSwitchPort) == []
+    db.delete(switch)

@@ -252,6 +252,14 @@ class Transaction:
         step.op, step.planned = put_of(new, current.version, None, self._context.deferred)
 
     def _settle_existing(self, live: Sequence[_Step | Put], exc: errors.UniqueViolationError) -> bool:
+        if exc.existing is not None and any(
+            (op.table, op.id) == (exc.table, exc.existing)
+            for op in (s if isinstance(s, Put) else s.op for s in live)
+            if isinstance(op, Put) and op.expect_version == 0
+        ):
+            # The value's holder is created by this very transaction: not stored, so there is nothing to
+            # take, and settling on it again and again ended in a ConflictError naming concurrent writers.
+            return False
         for step in live:
             if (
                 type(step) is not _Step
