@@ -245,3 +245,34 @@ def test_one_unique_value_created_twice_in_one_transaction_is_a_unique_violation
     assert raised.value.field == "name" and raised.value.value == "twice"
     assert db.list(LogicalSwitchPort) == []
     db.delete(switch)
+
+
+NOT_FLAGS = st.one_of(
+    st.sampled_from(["false", "no", "0", "", "yes", None, 0, 1, [], [False]]), st.text(max_size=3), st.integers()
+)
+
+
+@PER_EXAMPLE
+@given(flag=NOT_FLAGS)
+def test_a_flag_that_is_not_true_or_false_is_refused_before_anything_is_written(db: nbdb.Database, flag: Any) -> None:
+    # cascade="false" (a flag read from configuration as text) deleted the switch's ports with it.
+    switch = db.create(LogicalSwitch(name="s"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    for call in [
+        lambda: db.delete(switch, cascade=flag),
+        lambda: db.delete(LogicalSwitch, switch.id, if_exists=flag),
+        lambda: db.create(LogicalSwitchPort(switch=switch, name="p"), may_exist=flag),
+        lambda: db.list(LogicalSwitch, skip_corrupt=flag),
+        lambda: db.cache(LogicalSwitch, shared=flag),
+    ]:
+        with pytest.raises(nbdb.ValidationError, match="True or False"):
+            call()
+    txn = db.transaction()
+    with pytest.raises(nbdb.ValidationError, match="True or False"):
+        txn.create(LogicalSwitch(name="t"), may_exist=flag)
+    with pytest.raises(nbdb.ValidationError, match="True or False"):
+        txn.delete(switch, if_exists=flag)
+    with db.cache(LogicalSwitch) as cache, pytest.raises(nbdb.ValidationError, match="True or False"):
+        cache.subscribe(lambda event: None, replay=flag)
+    assert db.list(LogicalSwitchPort) == [port] and db.list(LogicalSwitch) == [switch]
+    db.delete(switch, cascade=True)

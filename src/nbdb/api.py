@@ -27,6 +27,7 @@ from nbdb.cascade import cascade_ops
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
     CommitContext,
+    check_flag,
     check_model_class,
     check_name,
     check_since,
@@ -332,6 +333,7 @@ class Database:
         reference is required are deleted too (recursively), and optional or
         list references to it are cleared.
         """
+        check_flag("cascade", cascade)
         self._open()
         op = self._context.delete_op(obj, id, if_exists)
         if op is None:
@@ -365,6 +367,7 @@ class Database:
         model = check_model_class(model)  # type: ignore[assignment]
         if topic is not None and not isinstance(topic, str):
             raise errors.ValidationError(f"a topic is text (or None for every topic), not {topic!r}")
+        check_flag("skip_corrupt", skip_corrupt)
         self._open()
         topics = None if topic is None else [topic]
         if limit is not None or after is not None:
@@ -481,6 +484,7 @@ class Database:
         """
         followed = self._models(models)
         topics = check_topics(topics)
+        check_flag("shared", shared)
         self._open()
         key = (tuple(followed), None if topics is None else frozenset(topics))
         with self._hub_lock:

@@ -27,6 +27,7 @@ from uuid import UUID
 
 from nbdb import errors, metrics
 from nbdb.codec import bulk, decode, decode_each
+from nbdb.commit_context import check_flag
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
@@ -676,6 +677,7 @@ class Cache:
         from then on. ``wait_replayed()`` on the returned subscription tells
         when the replay and the cache's first list were delivered.
         """
+        check_flag("replay", replay)
         return self.feed(callback, models, predicate, replay)
 
     def feed(
