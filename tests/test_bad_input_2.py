@@ -276,3 +276,25 @@ def test_a_flag_that_is_not_true_or_false_is_refused_before_anything_is_written(
         cache.subscribe(lambda event: None, replay=flag)
     assert db.list(LogicalSwitchPort) == [port] and db.list(LogicalSwitch) == [switch]
     db.delete(switch, cascade=True)
+
+
+@PER_EXAMPLE
+@given(upper=st.booleans(), more=st.booleans())
+def test_a_cache_finds_by_a_references_id_given_as_text(db: nbdb.Database, upper: bool, more: bool) -> None:
+    # find(LogicalSwitchPort, switch=str(switch.id)) found nothing: the text never equals the UUID kept.
+    switch = db.create(LogicalSwitch(name="s"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    group = db.create(PortGroup(name="g", ports=[port]))
+    text = str(switch.id).upper() if upper else str(switch.id)
+    extra = {"name": "p"} if more else {}
+    try:
+        with db.cache([LogicalSwitch, LogicalSwitchPort, PortGroup]) as cache:
+            assert cache.wait_synced(30)
+            assert cache.find(LogicalSwitchPort, switch=text, **extra) == [port]
+            assert cache.find(PortGroup, ports=str(port.id)) == [group]
+            with pytest.raises(nbdb.ValidationError):
+                cache.find(LogicalSwitchPort, switch="not an id", **extra)
+            assert cache.find(LogicalSwitchPort, name="absent") == []
+    finally:
+        db.delete(group)
+        db.delete(switch, cascade=True)
