@@ -204,7 +204,7 @@ class Database:
         """The stored object; NotFoundError if there is none."""
         model = check_model_class(model)  # type: ignore[assignment]
         uid = check_uuid(id)
-        if self._closed:
+        if self._closed:  # _open()'s test inline: a get on memory:// is ~1.3 µs, the call ~4 % of it
             self._open()
         record = self._backend.read(model.nbdb_table, uid)
         if record is None:

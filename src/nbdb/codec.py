@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import enum
 import functools
 import gc
+import json
 import logging
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar, cast
 from uuid import UUID
 
@@ -25,10 +27,10 @@ from pydantic_core import PydanticSerializationError, SchemaSerializer
 
 from nbdb import errors
 from nbdb.models.base import DECODED, Model, Reference, freeze_lineage, validation_error_of
-from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenSet
+from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet
 from nbdb.spi import Record
 
-__all__ = ["bulk", "decode", "decode_each", "encode"]
+__all__ = ["bulk", "check_storable", "decode", "decode_each", "encode", "storable"]
 
 M = TypeVar("M", bound=Model)
 
@@ -59,16 +61,151 @@ def bulk() -> Iterator[None]:
 
 
 def encode(obj: Model) -> bytes:
-    """The bytes stored for ``obj``."""
+    """The bytes stored for ``obj``; ValidationError if it holds text no store can hold (:func:`check_storable`)."""
+    check_storable(obj)
     form = _FORMS.get(type(obj), _UNKNOWN)
     if form is _UNKNOWN:
         form = _FORMS[type(obj)] = _stored_form(type(obj))
     try:
         if form is None:
-            return obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
-        return cast(SchemaSerializer, form).to_json(obj.__dict__)
+            data = obj.__pydantic_serializer__.to_json(obj, exclude=_EXCLUDE)  # type: ignore[arg-type]
+        else:
+            data = cast(SchemaSerializer, form).to_json(obj.__dict__)
     except PydanticSerializationError as exc:  # text that is no Unicode (a lone surrogate), say
         raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be stored: {exc}") from None
+    unknown = obj.__pydantic_extra__
+    return data if not unknown else _with_unknown(data, unknown)
+
+
+def check_storable(obj: Model) -> None:
+    """Refuse ``obj`` (ValidationError) if it holds text no store can hold: a lone surrogate (or bytes not UTF-8).
+
+    pydantic's serializer refuses such a string as a value, but writes a map
+    key holding one as U+FFFD characters: another key, silently stored. Every
+    write is checked here (:func:`encode`, and a store that keeps values and
+    never encodes them, ``keeps_values``), so that no store takes what
+    another refuses and no key changes on its way in. It costs a
+    per-class check of each text field's ``isascii()`` (constant time in
+    CPython, ≈ 0.7 µs a port); only a non-ASCII string is encoded to find out.
+    (A length bound on every ``str`` would make pydantic-core check the same
+    at validation, but it cost 8 % more instructions to build or decode a
+    port, on every backend and every read.)
+    """
+    check = _ASCII_CHECKS.get(type(obj))
+    if check is None:
+        check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
+    fields = obj.__dict__
+    if not check(fields) and not storable(fields):
+        raise errors.ValidationError(
+            f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode (or bytes that are not UTF-8)"
+        )
+
+
+def storable(value: object) -> bool:
+    """Whether every string in ``value`` (and in its containers and models, at any depth) encodes as UTF-8."""
+    if isinstance(value, str):
+        if value.isascii():
+            return True
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, bytes):  # JSON holds bytes as UTF-8 text (pydantic's default)
+        try:
+            value.decode()
+        except UnicodeDecodeError:
+            return False
+        return True
+    if isinstance(value, Model):
+        return storable(value.__dict__)
+    if isinstance(value, dict):
+        return all(storable(key) and storable(item) for key, item in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return all(storable(item) for item in value)
+    return True
+
+
+_ASCII_CHECKS: dict[type[Model], Callable[[dict[str, Any]], bool]] = {}
+_NO_TEXT = (bool, int, float, UUID, type(None), enum.Enum)
+_COLLECTIONS = frozenset({list, tuple, set, frozenset, FrozenList, FrozenSet})
+
+
+def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], bool]:
+    """A function of a ``model`` instance's fields: True when all its text is ASCII (False: look closer).
+
+    Written for the model from its annotations: a text field is one
+    ``isascii()``, a list or set of text a loop of them, a map a loop over its
+    keys (and values, if text), a field that holds no text nothing; any other field, or a
+    value of another type than its annotation says, answers False and
+    :func:`storable` looks at the whole object. A model validator may put
+    anything anywhere: its model's fields are all looked at that way.
+    """
+    decorators = model.__pydantic_decorators__
+    trusted = not (decorators.model_validators or decorators.root_validators)
+    lines = ["def check(d):"]
+    for name, field in model.model_fields.items():
+        shape = _text_shape(field.annotation) if trusted else "other"
+        if shape == "none":
+            continue
+        lines.append(f"    v = d[{name!r}]")
+        if shape == "text":
+            lines.append("    if v is not None and (type(v) is not str or not v.isascii()): return False")
+        elif shape == "bytes":
+            lines.append("    if v is not None and (type(v) is not bytes or not v.isascii()): return False")
+        elif shape == "texts":
+            lines += [
+                "    if type(v) not in COLLECTIONS: return False",
+                "    for x in v:",
+                "        if type(x) is not str or not x.isascii(): return False",
+            ]
+        elif shape == "map":
+            lines += [
+                "    if type(v) is not dict and type(v) is not FrozenDict: return False",
+                "    for k, x in v.items():",
+                "        if type(k) is not str or type(x) is not str: return False",
+                "        if not (k.isascii() and x.isascii()): return False",
+            ]
+        elif shape == "keys":
+            lines += [
+                "    if type(v) is not dict and type(v) is not FrozenDict: return False",
+                "    for k in v:",
+                "        if type(k) is not str or not k.isascii(): return False",
+            ]
+        else:
+            lines.append("    if v is not None: return False")
+    lines.append("    return True")
+    scope: dict[str, Any] = {}
+    exec("\n".join(lines), {"COLLECTIONS": _COLLECTIONS, "FrozenDict": FrozenDict}, scope)  # code of our own
+    return cast(Callable[[dict[str, Any]], bool], scope["check"])
+
+
+def _text_shape(annotation: Any) -> str:
+    """A field's annotation: "none" (no text), "text", "bytes", "texts" (a list or set of text), "map" (text to text),
+    "keys" (text to no text) or "other"."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _text_shape(args[0])
+    if origin in (typing.Union, types.UnionType):
+        shapes = {_text_shape(arg) for arg in args if arg is not type(None)}
+        return shapes.pop() if len(shapes) == 1 else "other"
+    if origin in (list, set, frozenset) and len(args) == 1:
+        inner = _text_shape(args[0])
+        return "texts" if inner == "text" else inner if inner == "none" else "other"
+    if origin is dict and len(args) == 2:
+        key, value = _text_shape(args[0]), _text_shape(args[1])
+        if key == "text" and value in ("text", "none"):
+            return "map" if value == "text" else "keys"
+        return "none" if key == value == "none" else "other"
+    if origin is None and isinstance(annotation, type):
+        if issubclass(annotation, _NO_TEXT):
+            return "none"
+        if annotation is str:
+            return "text"
+        if annotation is bytes:
+            return "bytes"
+    return "other"
 
 
 def _stored_form(model: type[Model]) -> SchemaSerializer | None:
@@ -188,11 +325,15 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             # Another writer's: it would reach a caller, a watch or a cache as the object's version.
             append(_unversioned(record[0], record[1], version))
             continue
+        unknown = None
         try:
             parsed = validate(record[4])
         except pydantic.ValidationError as exc:
-            append(_invalid(model, record[0], record[1], exc))
-            continue
+            known = _known_fields(model, validate, record[4], exc)
+            if known is None:
+                append(_invalid(model, record[0], record[1], exc))
+                continue
+            parsed, unknown = known
         fields = parsed.__dict__
         if fields["id"].int != record[1].int or fields["topic"] != record[2]:
             append(_misplaced(record[0], record[1], record[2], fields))
@@ -228,10 +369,60 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         if lineage:
             freeze_lineage(obj)  # its references are derived from these: they must not change in place
         set_(obj, "__pydantic_fields_set__", fields_set)
-        set_(obj, "__pydantic_extra__", parsed.__pydantic_extra__)
+        set_(obj, "__pydantic_extra__", unknown)  # fields of a newer model: written back as they are
         set_(obj, "__pydantic_private__", DECODED)
         append(obj)
     return out
+
+
+def _known_fields(
+    model: type[M], validate: Any, data: bytes, exc: pydantic.ValidationError
+) -> tuple[M, dict[str, Any]] | None:
+    """The record validated without the fields ``model`` does not have, and those fields; None if not only they fail.
+
+    A rolling upgrade runs two versions of a model at once: a record a newer
+    version wrote, with a field this one lacks, is read with the fields it
+    knows, and the others go back into the record on every write of the copy
+    (see :func:`encode`), so an older writer neither fails on it nor erases
+    what it does not know. Only top-level unknown fields are taken so; any
+    other error still makes the record corrupt.
+    """
+    problems = exc.errors(include_url=False, include_input=False)
+    if any(p["type"] != "extra_forbidden" or len(p["loc"]) != 1 for p in problems):
+        return None
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return None
+    if type(document) is not dict:
+        return None
+    unknown: dict[str, Any] = {name: document.pop(name) for p in problems if (name := str(p["loc"][0])) in document}
+    try:
+        parsed = validate(json.dumps(document, separators=(",", ":")))
+    except pydantic.ValidationError:
+        return None
+    for name in unknown:
+        if (model, name) not in _UNKNOWN_SEEN and len(_UNKNOWN_SEEN) < 1024:
+            _UNKNOWN_SEEN.add((model, name))
+            log.warning(
+                "stored %s records hold a field %r that %s does not have (written by a newer version of the model?): "
+                "read without it, and kept as it is on write",
+                model.nbdb_table,
+                name,
+                model.__name__,
+            )
+    return parsed, unknown
+
+
+_UNKNOWN_SEEN: set[tuple[type[Model], str]] = set()
+
+
+def _with_unknown(data: bytes, unknown: dict[str, Any]) -> bytes:
+    """``data`` (a record's JSON) with the fields of a newer model that its copy was read with."""
+    document = json.loads(data)
+    for name, value in unknown.items():
+        document.setdefault(name, value)
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: int, data: bytes) -> M:

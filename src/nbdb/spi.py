@@ -359,6 +359,15 @@ class Backend(ABC):
     handles_mutations: ClassVar[bool] = False
     """True if :meth:`commit_mutations` applies :class:`Mutate` ops natively."""
 
+    maps_columns: ClassVar[bool] = False
+    """True if the store keeps a model's fields as columns of its own schema, not a record's bytes (OVSDB).
+
+    A store of records keeps every field a record holds, including fields of a
+    newer version of the model that this one lacks (the codec reads around
+    them and writes them back). A store of columns keeps what its schema has:
+    a newer model's fields are a newer schema's columns (schema skew).
+    """
+
     keeps_values: ClassVar[bool] = False
     """True if the store keeps each Put's ``value`` and makes its bytes only when they are read.
 

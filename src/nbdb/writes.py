@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from nbdb import errors
-from nbdb.codec import decode, encode
+from nbdb.codec import check_storable, decode, encode, storable
 from nbdb.models.base import Model, lineage_is_own
 from nbdb.models.ids import claim
 from nbdb.spi import DEFERRED, Delete, FieldChange, Mutate, Put, Record, UniqueKey
@@ -72,7 +72,11 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
             old_refs, old_unique, fresh = obj.stored_refs(), _keys(obj.stored_unique()), False
     else:
         old_refs, old_unique, fresh = _NO_REFS, (), claim(obj.id)
-    data = DEFERRED if deferred else encode(obj)
+    if deferred:
+        check_storable(obj)  # what encode() refuses, refused by a store that keeps values too
+        data = DEFERRED
+    else:
+        data = encode(obj)
     put = _new_tuple(
         Put,
         (obj.nbdb_table, obj.id, obj.topic, data, expect_version, refs, old_refs, copy, unique, ttl, old_unique, fresh),
@@ -215,13 +219,26 @@ def mutation_changes(model: type[Model], add: FieldMutation, remove: FieldMutati
         kind, adapter = _shape(model, field)
         removed = tuple(_normal(adapter, m, model, field) for m in _members(remove.get(field, ()), kind, "remove"))
         if kind == "map":
+            values = _map_values(model, field)
             added: tuple[object, ...] = tuple(
-                (_normal(adapter, k, model, field), v) for k, v in dict(add.get(field, {})).items()
+                (_normal(adapter, k, model, field), _normal(values, v, model, field))
+                for k, v in dict(add.get(field, {})).items()
             )
         else:
             added = tuple(_normal(adapter, m, model, field) for m in _members(add.get(field, ()), kind, "add"))
+        if not (storable(added) and storable(removed)):  # as every write is checked (see codec.check_storable)
+            raise errors.ValidationError(
+                f"{model.__name__}.{field}: a member holds text that is not Unicode (or bytes that are not UTF-8)"
+            )
         out.append(FieldChange(field, added, removed))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _map_values(model: type[Model], field: str) -> TypeAdapter[Any] | None:
+    """An adapter that normalises one value of map field ``field`` (None: any value)."""
+    args = get_args(model.model_fields[field].annotation)
+    return TypeAdapter(args[1]) if len(args) == 2 else None
 
 
 def rebase_for(model: type[M], add: FieldMutation, remove: FieldMutation) -> Callable[[Record], Put]:

@@ -239,6 +239,31 @@ def test_nbdb_mutations_and_ovn_nbctl_fill_one_port_group_together(server: Ovsdb
     assert "owner=nbdb" in nbctl_ids
 
 
+@pytest.mark.parametrize(
+    "add",
+    [
+        {"options": {"\ud800": "v"}},
+        {"options": {"k": "\udc00"}},
+        {"port_security": ["\udfff"]},
+        {"options": {"k": 5}},
+    ],
+    ids=["surrogate-key", "surrogate-value", "surrogate-member", "not-a-string"],
+)
+def test_a_native_mutation_of_a_value_no_store_holds_is_refused_before_it_is_sent(
+    server: OvsdbServer, db: nbdb.Database, add: dict[str, Any]
+) -> None:
+    # OVSDB applies mutations itself: a lone surrogate went on the wire, the server dropped the
+    # connection over it, and the caller got CommitUnknownError for a commit that was never applied;
+    # a map value of the wrong type went to the server unchecked.
+    tag = _tag()
+    switch = db.create(LogicalSwitch(name=f"sw-{tag}"))
+    port = db.create(LogicalSwitchPort(switch=switch, name=f"m-{tag}", options={"a": "b"}))
+    with pytest.raises(nbdb.ValidationError):
+        db.mutate(port, add=add)
+    assert db.get(LogicalSwitchPort, port.id) == port
+    assert db.mutate(port, add={"options": {"k": "v"}}).options == {"a": "b", "k": "v"}  # the connection is fine
+
+
 def test_a_mutation_whose_reply_was_lost_is_applied_once(
     proxied: tuple[FaultProxy, nbdb.Database], db: nbdb.Database
 ) -> None:
@@ -341,3 +366,19 @@ def test_an_object_outlives_its_creator_only_until_a_connected_database_reaps_it
         assert survivor.get(LogicalSwitch, kept.id).name == "kept"
         assert survivor.backend.ttls(["LogicalSwitch"]) == {("LogicalSwitch", kept.id): 2.0}
         watch.close()
+
+
+def test_a_field_a_newer_nbdb_keeps_in_external_ids_survives_an_older_writer(
+    server: OvsdbServer, db: nbdb.Database
+) -> None:
+    # A newer version of nbdb keeps a field without a column of its own as nbdb:field:NAME in
+    # external_ids; this version reads around it, and its update rewrote external_ids without it.
+    tag = _tag()
+    switch = db.create(LogicalSwitch(name=f"sw-{tag}"))
+    port = db.create(LogicalSwitchPort(switch=switch, name=f"new-{tag}", external_ids={"neutron:id": "n1"}))
+    _nbctl(server, "set", "Logical_Switch_Port", f"new-{tag}", 'external_ids:"nbdb:field:future"="[1, 2]"')
+    read = db.get(LogicalSwitchPort, port.id)
+    assert read.external_ids == {"neutron:id": "n1"}
+    db.update(read.replace(external_ids={"neutron:id": "n2"}, addresses=["router"]))
+    stored = _nbctl(server, "get", "Logical_Switch_Port", f"new-{tag}", "external_ids")
+    assert '"nbdb:field:future"="[1, 2]"' in stored and '"neutron:id"=n2' in stored

@@ -81,7 +81,14 @@ class _Connection:
     """One sqlite3 connection, used by one thread at a time, and the commit signal of its database."""
 
     def __init__(
-        self, target: str, signal: kvstore.ChangeSignal, timeout: float, synchronous: str, *, check_schema: bool = False
+        self,
+        target: str,
+        signal: kvstore.ChangeSignal,
+        timeout: float,
+        synchronous: str,
+        *,
+        check_schema: bool = False,
+        verify: bool = False,
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
         self.lock = threading.Lock()
@@ -96,6 +103,8 @@ class _Connection:
                 if self.sql.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
                     log.warning("%s cannot use WAL mode: readers will wait for writers", target)
             self.sql.execute(f"PRAGMA synchronous={synchronous}")
+            if verify and target != _MEMORY:
+                self._verify()
             if check_schema:
                 self._check_schema()
         except BaseException as exc:
@@ -140,6 +149,22 @@ class _Connection:
     def close(self) -> None:
         with self.lock:
             self.sql.close()
+
+    def _verify(self) -> None:
+        """Refuse a file whose pages are damaged (``PRAGMA quick_check``), before anything reads it.
+
+        SQLite finds most damage as it reads a page, but not all of it: bytes
+        over a table page's cell pointers made a list return 2 of 5 objects
+        with no error. The check reads every page once (≈ 0.2 s for 60 MB,
+        50,000 ports with their change log), so a damaged file is refused at
+        connect instead of misread; ``?verify=none`` skips it.
+        """
+        problems = [row[0] for row in self.sql.execute("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            raise errors.CorruptRecordError(
+                f"sqlite: {self.target} is damaged (PRAGMA quick_check: {'; '.join(problems)[:500]}); "
+                "restore it from a backup, or recover what is readable with the sqlite3 shell's .recover"
+            )
 
     def _check_schema(self) -> None:
         """Create the tables in an empty database; refuse a file that is not an nbdb database of this version."""
@@ -211,12 +236,13 @@ class SqliteBackend(kv.KeyValueBackend):
     def from_url(cls, url: str, **options: Any) -> SqliteBackend:
         """Open ``sqlite:///ABSOLUTE/PATH``, ``sqlite://RELATIVE/PATH`` or ``sqlite://`` (in memory)."""
         parts = urlsplit(url)
-        allowed = {"namespace", "history", "synchronous", "timeout", "poll_interval", "group_commit"}
+        allowed = {"namespace", "history", "synchronous", "timeout", "poll_interval", "group_commit", "verify"}
         opts = Options.from_url(parts.query, options, allowed, "sqlite://", keep_blank_values=False)
         namespace = opts.namespace()
         history = opts.integer("history", DEFAULT_HISTORY, minimum=1)
         timeout = opts.number("timeout", 5.0, minimum=0.0)
         synchronous = opts.choice("synchronous", "FULL", ("FULL", "NORMAL", "EXTRA"))
+        verify = opts.choice("verify", "QUICK", ("QUICK", "NONE")) == "QUICK"
         path = unquote(parts.netloc + parts.path)
         if "\x00" in path:
             raise errors.ValidationError(f"sqlite URL: a path holds no NUL character: {path!r}")
@@ -235,7 +261,7 @@ class SqliteBackend(kv.KeyValueBackend):
             path = os.path.abspath(path)
             signal = _SIGNALS.acquire(path, kvstore.ChangeSignal)
             try:
-                conn = _Connection(path, signal.value, timeout, synchronous, check_schema=True)
+                conn = _Connection(path, signal.value, timeout, synchronous, check_schema=True, verify=verify)
             except BaseException:
                 signal.release()
                 raise

@@ -314,7 +314,31 @@ class KeyValueBackend(Backend):
                 return Record(table, id, topic, kv.version, kv.value)
             # Deleted (or re-created elsewhere) since the topic was cached.
             self.forget(table, id)
-        return None
+        return self._unplaced(table, id)
+
+    def _unplaced(self, table: str, id: uuid.UUID) -> Record | None:
+        """None if the object is gone; CorruptRecordError if its index names a place that holds no object.
+
+        A commit writes an object's index and its bytes together, so an index
+        that stays the same around a read that found nothing where it points
+        is another writer's damage (on Redis: the object's topic field). Taken
+        for absent, the object vanished from every read without a report.
+        """
+        key = self.layout.index(table, id)
+        before = self.get_key(key)
+        if before is None:
+            return None
+        topic = self.layout.decode_index(before).topic
+        kv = self.get_key(self.layout.object(topic, table, id))
+        if kv is not None:  # re-created since (or the first reads raced a commit)
+            return Record(table, id, topic, kv.version, kv.value)
+        after = self.get_key(key)
+        if after is None or after[2:] != before[2:]:  # version, mod_revision
+            return None  # deleted, or written, while read: absent at some point of this read
+        self.forget(table, id)
+        raise errors.CorruptRecordError(
+            f"stored {table} {id}: its index names topic {topic!r}, where no such object is", table=table, key=key
+        )
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         wanted = frozenset(tables)

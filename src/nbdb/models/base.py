@@ -154,7 +154,9 @@ class Model(BaseModel):
     Instances are immutable: derive a changed copy with :meth:`replace`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
+    # allow_inf_nan=False: JSON holds no infinity or NaN; pydantic wrote them as null, which every store
+    # of bytes then kept, and every read of the object failed to decode (memory:// kept them as they were).
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False, allow_inf_nan=False)
 
     id: uuid.UUID = Field(default_factory=_ids.new_id, description="Assigned on construction; kept for life.")
     version: int = Field(default=0, ge=0, description="0 until stored; bumped by every write.")
@@ -329,6 +331,8 @@ class Model(BaseModel):
         else:
             lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
         object.__setattr__(new, "__pydantic_private__", lineage)
+        if self.__pydantic_extra__:  # the fields of a newer model this copy was read with (see codec.encode)
+            object.__setattr__(new, "__pydantic_extra__", self.__pydantic_extra__)
         return new  # type: ignore[no-any-return]
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
@@ -394,7 +398,7 @@ class Model(BaseModel):
         _set = object.__setattr__
         _set(new, "__dict__", data)
         _set(new, "__pydantic_fields_set__", fields_set)
-        _set(new, "__pydantic_extra__", None)
+        _set(new, "__pydantic_extra__", self.__pydantic_extra__)  # a newer model's fields it was read with
         _set(new, "__pydantic_private__", {"_revision": None if revision is None else _kept(revision)})
         return new
 

@@ -173,8 +173,12 @@ class RedisBackend(ChangeLogBackend):
                 raise errors.CorruptRecordError(f"key {key!r} has a damaged version", key=key) from None
             return KeyValue(key, packed[_GROUP_HEADER.size :], version, mod)
         value, version, mod = fields[:3]
-        if version is None or (topic is not None and fields[3] != topic):
+        if version is None:
             return None
+        if topic is not None and fields[3] != topic:
+            if not listed:
+                return None  # not under this topic (a read by a topic remembered from before a re-create)
+            version = MISPLACED  # listed under its topic, its topic field says another: damaged, reported
         try:
             return KeyValue(key, value if value is not None else b"", int(version), int(mod or 0))
         except ValueError:
@@ -719,6 +723,8 @@ def _mod(mod: Any) -> int:
 
 FOREIGN = b"WRONGTYPE"
 """The version a range gives an object whose key holds another type (``FOREIGN`` in the range script)."""
+MISPLACED = b"MISPLACED"
+"""The version a range gives an object whose topic field is not its directory's (``MISPLACED`` in the script)."""
 
 
 def _foreign(key: str, reply: Any, topic: bytes | None) -> Any:

@@ -42,7 +42,7 @@ local P = ARGV[1]
 """
 
 # Where keys live (loc, group, ...), the head and the directory walk: Lua makes each function a
-# closure at every run of a script, so the commit script's lean path returns before them.
+# closure at every run of a script, so the commit script's lean paths return before them.
 _LUA_PLACES = r"""
 -- Where a family key is stored: {hash, value field, version field, revision field, topic}.
 -- An object key o/<topic>/<table>/<id> lives in its index key's hash (k:i/<table>/<id>) as
@@ -236,15 +236,23 @@ local function publish(rev, revs, all, topics)
   return {1, rev}
 end
 
--- One object's update, the commonest commit ('v key n' and 'P key value 0' of an object key,
--- n > 0), skips the general path's tables (conditions, places, previous states, changes,
--- directory groups: ~40 % of its instructions, callgrind): it makes the same read, check and
--- writes the general path makes of these two items, and shares its revision, change record
--- and feed (revision, record, publish). Anything else, a failed match included, goes the
--- general way.
+-- One object's update, create or delete (what Database.update, .create and .delete send, the
+-- commonest commits) skips the general path's tables (conditions, places, previous states,
+-- changes, directory groups, hashes' fields: ~40 % of an update's instructions and more of a
+-- create's and a delete's, callgrind). Each makes the reads, checks and writes the general
+-- path makes of the same items, in the same order, and shares its revision, change record and
+-- feed (revision, record, publish). Anything else, a failed match included, and any state the
+-- general path would treat otherwise than as plainly absent or present (a damaged field), goes
+-- the general way: a lean path returns nil before its first write, and only reads before that.
+-- Object keys are o/<topic>/<table>/<id> (topics, tables and ids hold no '/'); an object and
+-- its index i/<table>/<id> share the hash k:i/<table>/<id> (see loc below).
+local OKEY = '^o/([^/]*)/([^/]+)/([^/]+)$'
+
+-- 'v key n' and 'P key value 0' of an object key, n > 0: first, and not a function (the other
+-- paths' closures, made at each run of the script, come after it).
 if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARGV[9] == ARGV[6] and OBJ == 'o/' then
   local key, value, expect = ARGV[6], ARGV[10], tonumber(ARGV[7])
-  local topic, tbl, oid = key:match('^o/([^/]*)/([^/]+)/([^/]+)$')
+  local topic, tbl, oid = key:match(OKEY)
   if topic and expect and expect > 0 then
     local h = P .. 'k:i/' .. tbl .. '/' .. oid
     -- The object's fields answer only for its topic (see loc).
@@ -254,12 +262,160 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     local rev = revision()
     local revs = str(rev)
     redis.call('HSET', h, 'ov', value, 'on', str(ver + 1), 'om', revs, 'ot', topic)
-    -- Not created nor deleted: no directory set changes; the revision of its directories.
+    -- Not created nor deleted: no directory set changes; the revision of its directories (as
+    -- touched() below, written out: that closure would cost the update more than the line).
     local up = 'o/' .. topic .. '/'
     redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
     local rec = record(key, value, ver + 1, r[1], ver)
     return publish(rev, revs, {rec}, {[topic] = {rec}})
   end
+end
+
+-- The revision of the last change below each of an object key's directories.
+local function touched(topic, tbl, revs)
+  local up = 'o/' .. topic .. '/'
+  redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
+end
+
+-- The directory sets of one object key (range root 0) when it is created (SADD) or deleted
+-- (SREM): its id in its table's set and, when that made (emptied) the set, the table's name in
+-- its topic's set, and so up to '' (the general path's directory groups and climb()).
+local function enlist(cmd, topic, tbl, oid)
+  local last = cmd == 'SADD' and 1 or 0  -- how many members a set just made (emptied) holds
+  local d = P .. 'd:o/' .. topic .. '/' .. tbl .. '/'
+  if redis.call(cmd, d, oid) == 0 or redis.call('SCARD', d) ~= last then return end
+  d = P .. 'd:o/' .. topic .. '/'
+  if redis.call(cmd, d, tbl .. '/') == 0 or redis.call('SCARD', d) ~= last then return end
+  d = P .. 'd:o/'
+  if redis.call(cmd, d, topic .. '/') == 0 or redis.call('SCARD', d) ~= last then return end
+  redis.call(cmd, P .. 'd:', 'o/')
+end
+
+-- 'v key n' (n > 0), 'p r/<table>/<id>/ 0' (no referrer left), 'D key 0', 'D i/<table>/<id> -1'
+-- of an object key, then 'D' of its reverse references (r/...) and unique claims (u/... -1),
+-- which, like the index, are removed unread (see 'blind' in the general path).
+local function delete()
+  local nargs = #ARGV
+  if nargs < 16 or ARGV[8] ~= 'p' or ARGV[10] ~= '0' or ARGV[11] ~= 'D' or ARGV[12] ~= ARGV[6]
+    or ARGV[13] ~= '0' or ARGV[14] ~= 'D' or ARGV[16] ~= '-1' then return end
+  local key, expect = ARGV[6], tonumber(ARGV[7])
+  local topic, tbl, oid = key:match(OKEY)
+  if not (topic and expect and expect > 0) or ARGV[15] ~= 'i/' .. tbl .. '/' .. oid then return end
+  local refs = ARGV[9]:match('^r/[^/]+/[^/]+/$')
+  if not refs then return end
+  local drops = {}
+  for pos = 17, nargs, 3 do
+    local k, root = ARGV[pos + 1], ARGV[pos + 2]
+    if ARGV[pos] ~= 'D' or not tonumber(root) then return end
+    local gh, gf = k:match('^(r/[^/]+/[^/]+/)(.+)$')
+    if gh then
+      drops[#drops + 1] = {P .. 'k:' .. gh, gf}
+    elseif root == '-1' and k:sub(1, 2) == 'u/' then
+      drops[#drops + 1] = {P .. 'k:' .. k, 'v', 'n', 'm'}
+    else
+      return
+    end
+  end
+  local h = P .. 'k:i/' .. tbl .. '/' .. oid
+  local r = redis.call('HMGET', h, 'ov', 'on', 'ot')
+  if (r[3] == topic and tonumber(r[2])) ~= expect then return {0} end
+  if redis.call('EXISTS', P .. 'k:' .. refs) == 1 then return {0} end
+  local rev = revision()
+  local revs = str(rev)
+  enlist('SREM', topic, tbl, oid)
+  redis.call('HDEL', h, 'ov', 'on', 'om', 'ot', 'v', 'n', 'm')
+  -- Unread: a foreign key of another type there holds nothing of nbdb's (see the general path).
+  for i = 1, #drops do redis.pcall('HDEL', unpack(drops[i])) end
+  touched(topic, tbl, revs)
+  local rec = record(key, false, 0, r[1], expect)
+  return publish(rev, revs, {rec}, {[topic] = {rec}})
+end
+
+-- 'e' of each referenced object, 'P key value 0' of an object key, 'C i/<table>/<id> index -1',
+-- then 'P' of its reverse references (r/...) and 'C' of its unique claims (u/... -1).
+local function create()
+  local nargs, pos = #ARGV, 5
+  local targets = {}
+  while ARGV[pos] == 'e' do
+    local t, ttbl, tid = ARGV[pos + 1]:match(OKEY)
+    if not t or ARGV[pos + 2] ~= '' then return end
+    targets[#targets + 1] = {P .. 'k:i/' .. ttbl .. '/' .. tid, t}
+    pos = pos + 3
+  end
+  if ARGV[pos] ~= 'P' or ARGV[pos + 3] ~= '0' or ARGV[pos + 4] ~= 'C' or ARGV[pos + 7] ~= '-1' then return end
+  local key, value, index = ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 6]
+  local topic, tbl, oid = key:match(OKEY)
+  if not topic or ARGV[pos + 5] ~= 'i/' .. tbl .. '/' .. oid then return end
+  pos = pos + 8
+  local refs, claims = {}, {}
+  while ARGV[pos] == 'P' and ARGV[pos + 3] do
+    local gh, gf = ARGV[pos + 1]:match('^(r/[^/]+/[^/]+/)(.+)$')
+    if not gh then return end
+    refs[#refs + 1] = {P .. 'k:' .. gh, gf, ARGV[pos + 2]}
+    pos = pos + 4
+  end
+  while ARGV[pos] == 'C' and ARGV[pos + 3] == '-1' and ARGV[pos + 1]:sub(1, 2) == 'u/' do
+    claims[#claims + 1] = {P .. 'k:' .. ARGV[pos + 1], ARGV[pos + 2]}
+    pos = pos + 4
+  end
+  if pos ~= nargs + 1 or #claims > 100 then return end
+  -- Reads in the general path's order: the reverse references' versions, the absent hashes at
+  -- once (if more than one), then the conditions in order.
+  for i = 1, #refs do
+    local f = refs[i]
+    local packed = redis.call('HMGET', f[1], f[2])[1]
+    f[4] = packed and struct.unpack('>i4>i8', packed) or 0
+  end
+  local h = P .. 'k:i/' .. tbl .. '/' .. oid
+  local absent = false
+  if #claims > 0 then
+    local hs = {h}
+    for i = 1, #claims do hs[i + 1] = claims[i][1] end
+    absent = redis.call('EXISTS', unpack(hs)) == 0
+  end
+  for i = 1, #targets do
+    if redis.call('HGET', targets[i][1], 'ot') ~= targets[i][2] then return {0} end
+  end
+  -- Taken: {0}. Absent: no field at all (a field without the others is the general path's).
+  if not absent then
+    local r = redis.call('HMGET', h, 'v', 'n', 'ov', 'on', 'ot')
+    if r[2] then
+      local n = tonumber(r[2])
+      if n and n ~= 0 then return {0} end
+      return
+    end
+    if r[1] or r[3] or r[4] or r[5] then return end
+    for i = 1, #claims do
+      local c = redis.call('HMGET', claims[i][1], 'v', 'n')
+      if c[2] then
+        local n = tonumber(c[2])
+        if n and n ~= 0 then return {0} end
+        return
+      end
+    end
+  end
+  local rev = revision()
+  local revs = str(rev)
+  enlist('SADD', topic, tbl, oid)
+  redis.call('HSET', h, 'ov', value, 'on', '1', 'om', revs, 'ot', topic, 'v', index, 'n', '1', 'm', revs)
+  for i = 1, #refs do
+    local f = refs[i]
+    redis.call('HSET', f[1], f[2], struct.pack('>i4>i8', f[4] + 1, rev) .. f[3])
+  end
+  for i = 1, #claims do redis.call('HSET', claims[i][1], 'v', claims[i][2], 'n', '1', 'm', revs) end
+  touched(topic, tbl, revs)
+  local rec = record(key, value, 1, false, 0)
+  return publish(rev, revs, {rec}, {[topic] = {rec}})
+end
+
+if OBJ == 'o/' then
+  local kind, got = ARGV[5], nil
+  if kind == 'v' then
+    got = delete()
+  elseif kind == 'P' or kind == 'e' then
+    got = create()
+  end
+  if got then return got end
 end
 
 """
@@ -670,6 +826,7 @@ RANGE_LUA = (
     + r"""
 local limit, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local FOREIGN = 'WRONGTYPE'  -- the version of a record whose key holds foreign data (backend.FOREIGN)
+local MISPLACED = 'MISPLACED'  -- the version of an object whose topic field is not its key's (backend.MISPLACED)
 local keys, seen, gvals = {}, {}, {}
 for j = 4, #ARGV do
   local gh, filter, base = group(ARGV[j])
@@ -708,7 +865,9 @@ for _, k in ipairs(keys) do
     v = redis.pcall('HMGET', h, vf, nf, mf, 'ot')
     -- Another writer's key of another type: that record is corrupt (the client reports it), not the range.
     if v.err then v = {false, FOREIGN, false, topic} end
-    if topic and v[4] ~= topic then v = {} end
+    -- Present under another topic than its directory's: the topic field is damaged (a record of
+    -- version MISPLACED, which the client reports as corrupt), not an absent object.
+    if topic and v[4] ~= topic then v = v[2] and {v[1], MISPLACED, v[3]} or {} end
   end
   pack(out, k)
   pack(out, v[1])

@@ -86,6 +86,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     commit_timeout: float = 20.0
     """Seconds a commit may spend retrying across reconnects before it gives up."""
     handles_mutations: ClassVar[bool] = True
+    maps_columns: ClassVar[bool] = True
     """Mutations are OVSDB's own ``mutate`` (see :mod:`.mutations`)."""
 
     @abstractmethod

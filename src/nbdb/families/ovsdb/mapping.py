@@ -139,6 +139,11 @@ class TableMap:
         """The nbdb table (model) name."""
         return self.shape.table
 
+    @property
+    def known(self) -> frozenset[str]:
+        """Every field of the model this map serves (a row's ``nbdb:field:`` key naming another is a newer model's)."""
+        return frozenset({*self.columns, *self.ext_fields, *self.missing, *self.parents, *self.refs})
+
     def monitored_columns(self) -> list[str]:
         """The columns a replica of this table follows."""
         columns = {c.column for c in self.columns.values()}

@@ -48,6 +48,7 @@ from nbdb.families.ovsdb.ops import assert_lock, mutate_members, wait, where_uui
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import (
     EXT_EXPIRES,
+    EXT_FIELD,
     EXT_NAMESPACE,
     EXT_TOPIC,
     EXT_TTL,
@@ -282,6 +283,11 @@ def _plan_put(
     if row is not None:
         plan.dropped[key] = book.droppable(key, stored_ext, now)
     ext.update(carried(stored_ext, now, plan.dropped.get(key, ())))
+    for name, text in stored_ext.items():
+        # A field a newer version of nbdb keeps in external_ids, which this one does not know (it reads
+        # around it): written back as it was, or this update would erase it.
+        if name.startswith(EXT_FIELD) and name not in ext and name[len(EXT_FIELD) :] not in tm.known:
+            ext[name] = text
     if op.ttl is not None:
         ext[EXT_TTL] = repr(float(op.ttl))
         ext[EXT_EXPIRES] = f"{now + op.ttl:.3f}"
