@@ -27,6 +27,7 @@ from nbdb.cascade import cascade_ops
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
     CommitContext,
+    check_flag,
     check_model_class,
     check_name,
     check_since,
@@ -36,7 +37,7 @@ from nbdb.hub import WatchHub
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
-from nbdb.spi import Backend, LockHandle, UniqueKey
+from nbdb.spi import Backend, LockHandle, RecordChange, RecordStream, UniqueKey
 from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
@@ -68,6 +69,53 @@ class ListResult(list[M]):
         super().__init__(items)
         self.revision = revision
         self.continue_token = continue_token
+
+
+class _Ahead(RecordStream):
+    """The stream of a watch from a revision the store has not reached: HistoryGoneError when polled."""
+
+    def __init__(self, since: int, now: int) -> None:
+        self._since, self._now = since, now
+
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        raise errors.HistoryGoneError(
+            f"revision {self._since} is ahead of the store (at {self._now} when the watch began): it is none of "
+            "its revisions (another store's or namespace's, or the store was replaced or lost data); list again"
+        )
+
+    @property
+    def revision(self) -> int:
+        return self._since
+
+    def close(self) -> None:
+        pass
+
+
+class _Lock(AbstractContextManager[LockHandle]):
+    """What :meth:`Database.lock` returns: takes the lock on each ``with``, so one may be kept and reused.
+
+    (A backend's lock is a one-shot generator context manager: a second ``with`` on it raised
+    AttributeError.) Each thread's holds are its own; leaving a block that holds nothing does nothing.
+    """
+
+    def __init__(self, take: Callable[[], AbstractContextManager[LockHandle]]) -> None:
+        self._take = take
+        self._held = threading.local()
+
+    def __enter__(self) -> LockHandle:
+        manager = self._take()
+        handle = manager.__enter__()
+        stack: list[AbstractContextManager[LockHandle]] = self._held.__dict__.setdefault("stack", [])
+        stack.append(manager)
+        return handle
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        stack: list[AbstractContextManager[LockHandle]] = self._held.__dict__.get("stack", [])
+        if not stack:
+            return None
+        return stack.pop().__exit__(exc_type, exc, tb)
 
 
 class Database:
@@ -285,6 +333,7 @@ class Database:
         reference is required are deleted too (recursively), and optional or
         list references to it are cleared.
         """
+        check_flag("cascade", cascade)
         self._open()
         op = self._context.delete_op(obj, id, if_exists)
         if op is None:
@@ -318,6 +367,7 @@ class Database:
         model = check_model_class(model)  # type: ignore[assignment]
         if topic is not None and not isinstance(topic, str):
             raise errors.ValidationError(f"a topic is text (or None for every topic), not {topic!r}")
+        check_flag("skip_corrupt", skip_corrupt)
         self._open()
         topics = None if topic is None else [topic]
         if limit is not None or after is not None:
@@ -390,14 +440,21 @@ class Database:
         ``model``: a model class, several, or None for every model defined.
         ``topics``: only objects of these topics (None in the set means
         objects without a topic). Raises HistoryGoneError (when iterated) if
-        ``since`` is older than the backend's history.
+        ``since`` is older than the backend's history, or ahead of the store
+        (a revision of another store or namespace).
         """
         models = self._models(model)
         topics = check_topics(topics)
         since = check_since(since)
         self._open()
-        start = self._backend.current_revision() if since is None else since
-        stream = self._backend.watch([m.nbdb_table for m in models], topics, start)
+        now = self._backend.current_revision()
+        stream: RecordStream
+        if since is not None and since > now:
+            # Not a revision of this store (another store's or namespace's, or the store was replaced or lost
+            # data): a stream from it waited for the store to reach it, and skipped every change up to it.
+            stream = _Ahead(since, now)
+        else:
+            stream = self._backend.watch([m.nbdb_table for m in models], topics, now if since is None else since)
         watch = Watch(stream, {m.nbdb_table: m for m in models}, on_error)
         self._watches.add(watch)
         return watch
@@ -427,6 +484,7 @@ class Database:
         """
         followed = self._models(models)
         topics = check_topics(topics)
+        check_flag("shared", shared)
         self._open()
         key = (tuple(followed), None if topics is None else frozenset(topics))
         with self._hub_lock:
@@ -485,7 +543,12 @@ class Database:
         check_seconds("lock ttl", ttl)
         timeout = timeout_of(timeout, "lock timeout")
         self._open()
-        return self._backend.lock(name, ttl, timeout)
+
+        def take() -> AbstractContextManager[LockHandle]:
+            self._open()
+            return self._backend.lock(name, ttl, timeout)
+
+        return _Lock(take)
 
     def allocate_id(self, name: str) -> int:
         """The next value (1, 2, 3, ...) of the named counter, unique among all clients."""

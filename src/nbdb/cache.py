@@ -27,6 +27,7 @@ from uuid import UUID
 
 from nbdb import errors, metrics
 from nbdb.codec import bulk, decode, decode_each
+from nbdb.commit_context import check_flag
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
@@ -35,6 +36,7 @@ from nbdb.replica import Indexes, bucket_objects, index, index_nulls, matches, r
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.timeouts import timeout_of
 from nbdb.waits import Waits
+from nbdb.writes import check_uuid
 
 if TYPE_CHECKING:
     from nbdb.controller import CacheQueue
@@ -593,7 +595,11 @@ class Cache:
                     except TypeError:
                         pass  # unhashable: compared one by one below
                     else:
-                        return [] if bucket is None else bucket_objects(bucket)
+                        if bucket is not None:
+                            return bucket_objects(bucket)
+                        if type(value) is not str:
+                            return []
+                        # A miss on text: a reference's id given as text is looked up as the id (in _scan).
         return self._scan(model, equals)
 
     def _scan(self, model: type[M], equals: dict[str, Any]) -> _List[M]:
@@ -606,6 +612,10 @@ class Cache:
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
             if isinstance(value, Model):
                 equals[key] = value.id
+            elif type(value) is str and any(ref.field == key for ref in model.nbdb_references):
+                # The id as text (from JSON, a CLI) was compared with the UUIDs stored: never equal, so a
+                # port of a switch given by str(switch.id) was silently not found.
+                equals[key] = check_uuid(value)
         objects = self._objects[model]
         indexes = self._indexes[model]
         indexed = next((k for k in equals if k in indexes and type(equals[k]) not in _UNINDEXED), None)
@@ -676,6 +686,7 @@ class Cache:
         from then on. ``wait_replayed()`` on the returned subscription tells
         when the replay and the cache's first list were delivered.
         """
+        check_flag("replay", replay)
         return self.feed(callback, models, predicate, replay)
 
     def feed(

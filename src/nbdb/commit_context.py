@@ -83,6 +83,17 @@ def check_since(since: Any) -> int | None:
     return since
 
 
+def check_flag(what: str, value: Any) -> bool:
+    """``value`` if it is True or False; ValidationError otherwise.
+
+    A flag read from configuration as text ("false", "no") is true: ``cascade="false"`` deleted the
+    dependents it was meant to keep, ``if_exists="no"`` hid a missing object.
+    """
+    if value is not True and value is not False:
+        raise errors.ValidationError(f"{what}= takes True or False, not {value!r}")
+    return value
+
+
 class CommitContext:
     """The write side of one Database: argument checks, the commit seam and revision stamps.
 
@@ -164,6 +175,8 @@ class CommitContext:
         """``obj`` if it may be created (with ``may_exist`` and ``ttl``); ValidationError or UnsupportedError if not."""
         if not isinstance(obj, Model):  # check_model's test, without its call on every write
             check_model(obj)
+        if may_exist is not False and may_exist is not True:
+            check_flag("may_exist", may_exist)
         if obj.version != 0:
             raise errors.ValidationError(
                 f"{obj.nbdb_table} {obj.id} has version {obj.version}: it was stored already; use update()"
@@ -202,6 +215,8 @@ class CommitContext:
         None if ``if_exists`` and ``Model, id`` is gone already; NotFoundError
         if it is gone and not ``if_exists``.
         """
+        if if_exists is not False and if_exists is not True:
+            check_flag("if_exists", if_exists)
         if isinstance(obj_or_model, Model):
             obj = self.checked_stored(obj_or_model)
             return delete_of(obj, if_exists, lineage=not self.deferred)

@@ -204,8 +204,12 @@ class Controller:
             start = time.perf_counter()
             try:
                 again = self.reconcile(key, obj)
-            except Exception as exc:
+            except BaseException as exc:
+                # Not only Exception: asyncio's CancelledError (of an event loop the reconcile ran) or a
+                # test framework's failure ended the worker, its key stuck processing, wait_idle() never True.
                 delay = queue.retry(key)
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise  # asked to stop: the key is released for the other workers
                 with self._stats_lock:
                     self.failed += 1
                 log.warning(

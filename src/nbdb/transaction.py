@@ -74,6 +74,12 @@ class Transaction:
         self.results: list[Model | None] = []
         self.revision: Revision | None = None
         """The commit's revision (for :meth:`nbdb.Cache.wait_for`), once committed."""
+        self._finished: str | None = None
+        """Why no more writes may be queued ("committed", "abandoned"), once none may."""
+
+    def _refuse(self) -> None:
+        # A write queued now would never be committed, yet return its planned copy as if stored.
+        raise errors.ValidationError(f"this transaction was {self._finished}: start a new one")
 
     def create(self, obj: M, *, may_exist: bool = False, ttl: float | None = None) -> M:
         """Queue the creation of ``obj``; returns it as it will be stored (version 1).
@@ -81,6 +87,8 @@ class Transaction:
         ``may_exist``: if another object already holds one of its unique
         values, take that object instead (its stored copy is the result).
         """
+        if self._finished is not None:
+            self._refuse()
         obj = self._context.checked_new(obj, may_exist, ttl)
         put, planned = put_of(obj, 0, ttl, self._context.deferred)
         # A plain put is its own step (its value is the planned copy): no _Step to build and walk.
@@ -89,6 +97,8 @@ class Transaction:
 
     def update(self, obj: M) -> M:
         """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
+        if self._finished is not None:
+            self._refuse()
         obj = self._context.checked_stored(obj)
         put, planned = put_of(obj, obj.version, None, self._context.deferred)
         self._steps.append(put)
@@ -101,6 +111,8 @@ class Transaction:
 
         ``if_exists``: nothing to do, not an error, if it is gone by then.
         """
+        if self._finished is not None:
+            self._refuse()
         op = self._context.delete_op(obj_or_model, id, if_exists)
         self._steps.append(_Step(op, if_exists=if_exists, done=op is None))
 
@@ -115,13 +127,17 @@ class Transaction:
 
         The result (in ``results``) is the object as stored after the commit.
         """
+        if self._finished is not None:
+            self._refuse()
         model, uid = self._context.target(target)
         self._steps.append(_Step(mutation=(model, uid, dict(add or {}), dict(remove or {}))))
 
     # ---------------------------------------------------------------- commit
 
     def commit(self) -> None:
-        """Commit the queued writes now (the ``with`` block does it on exit)."""
+        """Commit the queued writes now (the ``with`` block does it on exit, unless it was done already)."""
+        if self._finished is not None:
+            self._refuse()
         context = self._context
         steps = self._steps
         if steps and all(type(step) is Put for step in steps):
@@ -198,6 +214,7 @@ class Transaction:
             else:
                 self.results = [s.value if isinstance(s, Put) else s.result for s in steps]  # type: ignore[misc]
             self._steps = []
+            self._finished = "committed"
             return
         raise errors.ConflictError("the transaction kept conflicting with concurrent writers; try again")
 
@@ -219,6 +236,7 @@ class Transaction:
         committed_all(stored, stamp)
         self.results = stored  # type: ignore[assignment]  # list[Model] is a list[Model | None]
         self._steps = []
+        self._finished = "committed"
 
     def _rebase(self, step: _Step) -> None:
         assert step.mutation is not None
@@ -234,6 +252,14 @@ class Transaction:
         step.op, step.planned = put_of(new, current.version, None, self._context.deferred)
 
     def _settle_existing(self, live: Sequence[_Step | Put], exc: errors.UniqueViolationError) -> bool:
+        if exc.existing is not None and any(
+            (op.table, op.id) == (exc.table, exc.existing)
+            for op in (s if isinstance(s, Put) else s.op for s in live)
+            if isinstance(op, Put) and op.expect_version == 0
+        ):
+            # The value's holder is created by this very transaction: not stored, so there is nothing to
+            # take, and settling on it again and again ended in a ConflictError naming concurrent writers.
+            return False
         for step in live:
             if (
                 type(step) is not _Step
@@ -273,4 +299,8 @@ class Transaction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is None:
-            self.commit()
+            if self._finished is None:  # not committed already by an explicit commit() in the block
+                self.commit()
+        elif self._finished is None:
+            self._finished = "abandoned (its with block raised)"
+            self._steps = []

@@ -48,6 +48,14 @@ K = TypeVar("K", bound=Hashable)
 Clock = Callable[[], float]
 
 
+def _check_key(key: object) -> None:
+    """Refuse a key the queue cannot hold: it keeps keys in sets and dicts (a list key raised TypeError)."""
+    try:
+        hash(key)
+    except TypeError:
+        raise errors.ValidationError(f"a work queue's keys must be hashable, not {key!r}") from None
+
+
 class RateLimiter(Generic[K]):
     """How long a failed key waits before its next try.
 
@@ -146,6 +154,7 @@ class WorkQueue(Generic[K]):
 
     def add(self, key: K) -> None:
         """Queue ``key`` unless it is already waiting (rules 1 and 2)."""
+        _check_key(key)
         with self._cond:
             self._add(key)
 
@@ -163,6 +172,7 @@ class WorkQueue(Generic[K]):
 
     def add_after(self, key: K, delay: float) -> None:
         """Add ``key`` once ``delay`` seconds have passed (at once if ``delay <= 0``; never if it is infinite)."""
+        _check_key(key)
         if delay is None:
             raise errors.ValidationError("delay must be a number of seconds, not None")
         if timeout_of(delay, "delay") is None:

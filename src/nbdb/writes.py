@@ -205,6 +205,10 @@ def _members(value: Any, kind: str, what: str) -> Iterable[Any]:
         return ()
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise errors.ValidationError(f"{what}= takes a collection of members for each field, not {value!r}")
+    if isinstance(value, Model):  # iterable as pydantic's (field, value) pairs: each was refused as a member
+        raise errors.ValidationError(
+            f"{what}= takes a collection of members for each field, not one {type(value).__name__}: put it in a list"
+        )
     return value
 
 

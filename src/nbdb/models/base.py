@@ -300,6 +300,16 @@ class Model(BaseModel):
         except pydantic.ValidationError as exc:
             raise validation_error_of(exc, cls.__name__) from None
 
+    @classmethod  # type: ignore[no-redef]  # the pydantic plugin declares one per model: this one is every model's
+    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any) -> Self:  # type: ignore[override]
+        """Built as the constructor builds it: validated (bad input raises :class:`nbdb.ValidationError`).
+
+        pydantic's own skips validation, and nbdb stores objects as they are: a ``name`` of 5 built
+        this way was stored, and every later ``list()`` of the table on a serializing store failed
+        on the record; an id given as text failed the write with an AttributeError.
+        """
+        return cls(**values)
+
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied, keeping id, version and topic lineage."""
         data = self.__dict__.copy()
@@ -333,6 +343,13 @@ class Model(BaseModel):
         them as the stored copy has them, as :meth:`replace` does.
         """
         copy = super().model_copy(update=update, deep=deep)
+        if update:
+            # pydantic does not validate ``update``: a copy holding a value its field cannot hold was
+            # stored as it was (see model_construct).
+            try:
+                self.__pydantic_validator__.validate_python(copy.__dict__)
+            except pydantic.ValidationError as exc:
+                raise validation_error_of(exc, type(self).__name__) from None
         if lineage_is_own(self):
             if update and not self.nbdb_lineage_fields.isdisjoint(update):
                 lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
