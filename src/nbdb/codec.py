@@ -130,12 +130,12 @@ def storable(value: object) -> bool:
         return math.isfinite(value)
     if isinstance(value, pydantic.BaseModel):
         return storable(value.__dict__)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return storable(vars(value))
     if isinstance(value, dict):
         return all(storable(key) and storable(item) for key, item in value.items())
     if isinstance(value, list | tuple | set | frozenset):
         return all(storable(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return storable(vars(value))
     return True
 
 
