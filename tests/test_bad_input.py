@@ -269,3 +269,40 @@ def test_a_number_json_cannot_hold_is_refused_and_any_other_is_kept_exactly(
     stored = db.create(_Meter(**fields))
     assert db.get(_Meter, stored.id) == stored
     assert getattr(db.get(_Meter, stored.id), where) == fields[where]
+
+
+class _Nested(pydantic.BaseModel):
+    """A plain pydantic model inside an nbdb model: its own config, not Model's."""
+
+    model_config = pydantic.ConfigDict(frozen=True)
+    ratio: float = 0.0
+    counts: dict[str, int] = pydantic.Field(default_factory=dict)
+
+
+class BadInputHolder(nbdb.Model):
+    nbdb_table: ClassVar[str] = "BadInputHolder"
+    nested: _Nested = _Nested()
+    anything: Any = None
+
+
+NOT_FINITE = st.sampled_from([math.inf, -math.inf, math.nan])
+
+
+@PER_EXAMPLE
+@given(bad=NOT_FINITE, surrogate=SURROGATES)
+def test_what_json_cannot_hold_is_refused_inside_any_field(db: nbdb.Database, bad: float, surrogate: str) -> None:
+    # allow_inf_nan=False and the serializer's refusals reach a model's own fields only: a nested
+    # plain pydantic model's infinity was stored as null (every read then failed), one under Any
+    # silently became None, and a lone surrogate in a nested map's key came back as U+FFFD
+    # characters; memory:// kept each as it was.
+    for given_ in (
+        BadInputHolder(nested=_Nested(ratio=bad)),
+        BadInputHolder(anything=bad),
+        BadInputHolder(anything={"k": [1.0, bad]}),
+        BadInputHolder(nested=_Nested(counts={surrogate: 1})),
+    ):
+        _typed(lambda obj=given_: db.create(obj))
+    stored = db.create(BadInputHolder(nested=_Nested(ratio=1.5), anything={"k": [1.0, "é"]}))
+    _typed(lambda: db.update(stored.replace(anything=bad)))
+    assert db.get(BadInputHolder, stored.id) == stored
+    assert all((h.nested, h.anything) == (stored.nested, stored.anything) for h in db.list(BadInputHolder))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import enum
 import functools
 import gc
 import json
 import logging
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
@@ -97,12 +99,19 @@ def check_storable(obj: Model) -> None:
     fields = obj.__dict__
     if not check(fields) and not storable(fields):
         raise errors.ValidationError(
-            f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode (or bytes that are not UTF-8)"
+            f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode, bytes that are not UTF-8 "
+            "or a float that is infinite or NaN"
         )
 
 
 def storable(value: object) -> bool:
-    """Whether every string in ``value`` (and in its containers and models, at any depth) encodes as UTF-8."""
+    """Whether every string in ``value`` (and in its containers and models, at any depth) encodes as UTF-8,
+    and every float is finite (JSON has no infinity nor NaN: pydantic writes them as null).
+
+    Any pydantic model is looked into, not only nbdb's: a plain ``BaseModel`` (or
+    dataclass) field has its own config, so neither ``allow_inf_nan=False`` nor
+    the serializer's refusals reach inside it the way they do a model's own fields.
+    """
     if isinstance(value, str):
         if value.isascii():
             return True
@@ -117,12 +126,16 @@ def storable(value: object) -> bool:
         except UnicodeDecodeError:
             return False
         return True
-    if isinstance(value, Model):
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, pydantic.BaseModel):
         return storable(value.__dict__)
     if isinstance(value, dict):
         return all(storable(key) and storable(item) for key, item in value.items())
     if isinstance(value, list | tuple | set | frozenset):
         return all(storable(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return storable(vars(value))
     return True
 
 

@@ -228,7 +228,8 @@ def mutation_changes(model: type[Model], add: FieldMutation, remove: FieldMutati
             added = tuple(_normal(adapter, m, model, field) for m in _members(add.get(field, ()), kind, "add"))
         if not (storable(added) and storable(removed)):  # as every write is checked (see codec.check_storable)
             raise errors.ValidationError(
-                f"{model.__name__}.{field}: a member holds text that is not Unicode (or bytes that are not UTF-8)"
+                f"{model.__name__}.{field}: a member holds text that is not Unicode, bytes that are not UTF-8 "
+                "or a float that is infinite or NaN"
             )
         out.append(FieldChange(field, added, removed))
     return tuple(out)
