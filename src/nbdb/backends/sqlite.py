@@ -111,6 +111,8 @@ class _Connection:
             self.sql.close()
             if isinstance(exc, sqlite3.Error):
                 raise ERRORS.translate(exc, f"opening {target!r}") from None
+            if isinstance(exc, UnicodeDecodeError):  # sqlite3 could not even decode SQLite's message about it
+                raise errors.CorruptRecordError(f"sqlite: {target} is damaged: its schema cannot be read") from None
             raise
 
     def reopen(self) -> _Connection:
