@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar
 
 import pydantic
 import pytest
+import typing_extensions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -360,3 +361,29 @@ def test_a_model_is_storable_exactly_when_all_its_text_is_unicode(**fields: Any)
                 check_storable(candidate)
             with pytest.raises(nbdb.ValidationError):
                 encode(candidate)
+
+
+class _Limits(typing_extensions.TypedDict):
+    rate: int
+    burst: int
+
+
+class _Metered(Model):
+    """A model with a TypedDict field, which refuses the subclass checks the codec's layout made."""
+
+    nbdb_table: ClassVar[str] = "TestMetered"
+    limits: _Limits = pydantic.Field(default_factory=lambda: _Limits(rate=1, burst=1))
+    maybe: _Limits | None = None
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+@settings(max_examples=20, deadline=None)
+@given(rate=st.integers(0, 2**31), burst=st.integers(0, 2**31), set_maybe=st.booleans())
+def test_a_typed_dict_field_round_trips(url: str, rate: int, burst: int, set_maybe: bool) -> None:
+    # Every read of such a model raised TypeError ("TypedDict does not support instance and class
+    # checks") from the decoded copy's layout.
+    limits = _Limits(rate=rate, burst=burst)
+    with nbdb.connect(url) as db:
+        stored = db.create(_Metered(limits=limits, maybe=limits if set_maybe else None))
+        assert db.get(_Metered, stored.id) == stored
+        assert db.list(_Metered) == [stored]

@@ -516,14 +516,17 @@ def _plain(annotation: Any) -> bool:
         return _plain(inner) and all(_harmless(item) for item in metadata)
     if origin in (typing.Union, types.UnionType):
         return all(_plain(arg) for arg in typing.get_args(annotation))
-    return (
-        isinstance(annotation, type)
-        and origin is None
-        and annotation is not typing.Any  # a class since Python 3.11
-        and not issubclass(list, annotation)
-        and not issubclass(dict, annotation)
-        and not issubclass(annotation, (list, dict))
-    )
+    try:
+        return (
+            isinstance(annotation, type)
+            and origin is None
+            and annotation is not typing.Any  # a class since Python 3.11
+            and not issubclass(list, annotation)
+            and not issubclass(dict, annotation)
+            and not issubclass(annotation, (list, dict))
+        )
+    except TypeError:  # a class that refuses subclass checks (a TypedDict): not known to be plain
+        return False
 
 
 def _harmless(item: Any) -> bool:
