@@ -25,6 +25,7 @@ from uuid import UUID
 
 import pydantic
 import pydantic.fields
+import pydantic_core
 from pydantic_core import PydanticSerializationError, SchemaSerializer
 
 from nbdb import errors
@@ -99,8 +100,8 @@ def check_storable(obj: Model) -> None:
     fields = obj.__dict__
     if not check(fields) and not storable(fields):
         raise errors.ValidationError(
-            f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode, bytes that are not UTF-8 "
-            "or a float that is infinite or NaN"
+            f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode, bytes that are not UTF-8, "
+            "a float that is infinite or NaN, or a value JSON cannot hold"
         )
 
 
@@ -136,6 +137,15 @@ def storable(value: object) -> bool:
         return all(storable(item) for item in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return storable(vars(value))
+    if value is None or isinstance(value, int | UUID | enum.Enum):
+        return True
+    # Any other value (under an ``Any`` field, say): storable when pydantic's JSON serializer writes it
+    # (a datetime, a Decimal...). memory:// keeps objects and never encodes them: without this it took an
+    # ``object()`` that every store of bytes refuses.
+    try:
+        pydantic_core.to_json(value)
+    except (PydanticSerializationError, ValueError, TypeError):
+        return False
     return True
 
 
@@ -400,8 +410,8 @@ def _known_fields(
     what it does not know. Only top-level unknown fields are taken so; any
     other error still makes the record corrupt.
     """
-    problems = exc.errors(include_url=False, include_input=False)
-    if any(p["type"] != "extra_forbidden" or len(p["loc"]) != 1 for p in problems):
+    names = _unknown_names(exc)
+    if names is None:
         return None
     try:
         document = json.loads(data)
@@ -409,11 +419,24 @@ def _known_fields(
         return None
     if type(document) is not dict:
         return None
-    unknown: dict[str, Any] = {name: document.pop(name) for p in problems if (name := str(p["loc"][0])) in document}
+    unknown: dict[str, Any] = {name: document.pop(name) for name in names if name in document}
     try:
         parsed = validate(json.dumps(document, separators=(",", ":")))
     except pydantic.ValidationError:
         return None
+    _note_unknown(model, unknown)
+    return parsed, unknown
+
+
+def _unknown_names(exc: pydantic.ValidationError) -> list[str] | None:
+    """The top-level fields ``exc`` found the model does not have; None if anything else failed too."""
+    problems = exc.errors(include_url=False, include_input=False)
+    if any(p["type"] != "extra_forbidden" or len(p["loc"]) != 1 for p in problems):
+        return None
+    return [str(p["loc"][0]) for p in problems]
+
+
+def _note_unknown(model: type[Model], unknown: dict[str, Any]) -> None:
     for name in unknown:
         if (model, name) not in _UNKNOWN_SEEN and len(_UNKNOWN_SEEN) < 1024:
             _UNKNOWN_SEEN.add((model, name))
@@ -424,7 +447,49 @@ def _known_fields(
                 name,
                 model.__name__,
             )
-    return parsed, unknown
+
+
+def plain(obj: Model) -> dict[str, Any]:
+    """``obj``'s content as JSON values, every field but ``version``, with a newer model's fields it was read with.
+
+    What ``nbdb dump`` writes and ``nbdb copy`` and ``verify`` compare: a
+    backup or a migration run by an older version must not erase what a
+    newer one stored (see :func:`from_plain`).
+    """
+    data = obj.model_dump(mode="json", exclude=_VERSION)
+    unknown = obj.__pydantic_extra__
+    if unknown:
+        for name, value in unknown.items():
+            data.setdefault(name, value)
+    return data
+
+
+def from_plain(model: type[M], data: dict[str, Any]) -> M:
+    """A ``model`` from :func:`plain` content, keeping top-level fields it does not have as a read keeps them.
+
+    ValidationError if anything else is wrong with ``data``.
+    """
+    try:
+        return model.__pydantic_validator__.validate_python(data)  # type: ignore[no-any-return]
+    except pydantic.ValidationError as exc:
+        names = _unknown_names(exc)
+        if names is None:
+            raise validation_error_of(exc, model.__name__) from None
+        unknown = {name: data[name] for name in names if name in data}
+        try:
+            obj = model.__pydantic_validator__.validate_python({k: v for k, v in data.items() if k not in unknown})
+        except pydantic.ValidationError as again:
+            raise validation_error_of(again, model.__name__) from None
+    if not storable(unknown):
+        raise errors.ValidationError(
+            f"{model.__name__} {obj.id}: a field it does not have holds a value no store can hold"
+        )
+    _note_unknown(model, unknown)
+    object.__setattr__(obj, "__pydantic_extra__", unknown)
+    return obj  # type: ignore[no-any-return]
+
+
+_VERSION = {"version"}
 
 
 _UNKNOWN_SEEN: set[tuple[type[Model], str]] = set()

@@ -28,6 +28,7 @@ from typing import Any
 from nbdb import errors
 from nbdb.api import Database
 from nbdb.capabilities import Atomicity
+from nbdb.codec import plain
 from nbdb.models.base import Model, model_for_table
 from nbdb.tools.order import ObjectKey, key_of, object_order
 
@@ -47,8 +48,8 @@ class WriteLimitReached(Exception):
 
 
 def content(obj: Model) -> dict[str, Any]:
-    """What a copy must preserve of ``obj``: every field but the per-backend ``version``."""
-    return obj.model_dump(mode="json", exclude={"version"})
+    """What a copy must preserve of ``obj``: every field but the per-backend ``version``, and a newer model's."""
+    return plain(obj)
 
 
 def same_content(a: Model | None, b: Model | None) -> bool:
@@ -58,8 +59,11 @@ def same_content(a: Model | None, b: Model | None) -> bool:
     return type(a) is type(b) and content(a) == content(b)
 
 
-def _fields(obj: Model) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in type(obj).model_fields if name not in _FIXED}
+def _updated(current: Model, want: Model) -> Model:
+    """``current`` holding ``want``'s content: its fields, and the fields of a newer model it was read with."""
+    new = current.replace(**{name: getattr(want, name) for name in type(want).model_fields if name not in _FIXED})
+    object.__setattr__(new, "__pydantic_extra__", want.__pydantic_extra__ or None)
+    return new
 
 
 class Applier:
@@ -225,7 +229,7 @@ class Applier:
                     elif current.topic != want.topic:
                         return False  # a delete and a create of one id: not in one transaction
                     else:
-                        txn.update(current.replace(**_fields(want)))
+                        txn.update(_updated(current, want))
                         staged.append((key, False))
         except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError, errors.UnsupportedError) as exc:
             log.debug("a group of %d writes failed (%s); writing them one by one", len(group), exc)
@@ -265,7 +269,7 @@ class Applier:
                     self._wrote(1)
                     continue
                 else:
-                    self.state[key] = self.db.update(current.replace(**_fields(want)))
+                    self.state[key] = self.db.update(_updated(current, want))
             except (errors.ConflictError, errors.NotFoundError):
                 if attempt == _ATTEMPTS - 1:
                     raise

@@ -6,7 +6,7 @@ every line)::
     {"format": "nbdb-dump", "version": 1, "created": "<ISO 8601 UTC>", "nbdb": "<version>",
      "source": "<URL, password redacted>", "revision": <source revision>,
      "topics": null | ["<topic>", null, ...], "models": ["<table>", ...], "counts": {"<table>": n}}
-    {"table": "<table>", "data": {<the object's fields but version, as model_dump(mode="json")>}}
+    {"table": "<table>", "data": {<fields but version, as model_dump(mode="json"); a newer model's too>}}
     ...
     {"end": true, "count": <number of object lines>, "sha256": "<hex>"}
 
@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 from nbdb import __version__, errors
 from nbdb.api import Database
 from nbdb.capabilities import Atomicity, Expiry
+from nbdb.codec import from_plain, plain
 from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.tools.apply import Applier
 from nbdb.tools.order import ObjectKey, key_of, object_order, table_order
@@ -132,7 +133,7 @@ def dump(
     out.write(line)
     ttls = db.backend.ttls(order.tables) if db.capabilities.expiry is not Expiry.NONE else {}
     for i, obj in enumerate(objects, 1):
-        doc: dict[str, Any] = {"table": obj.nbdb_table, "data": obj.model_dump(mode="json", exclude={"version"})}
+        doc: dict[str, Any] = {"table": obj.nbdb_table, "data": plain(obj)}
         ttl = ttls.get(key_of(obj))
         if ttl is not None:
             doc["ttl"] = ttl
@@ -229,7 +230,7 @@ def _object(doc: dict[str, Any], number: int, seen: set[ObjectKey]) -> Model:
         ) from None
     data = {k: v for k, v in doc["data"].items() if k != "version"}
     try:
-        obj = model.model_validate(data)
+        obj = from_plain(model, data)
     except errors.ValidationError as exc:
         raise DumpFormatError(f"line {number}: {exc}", exc.errors) from None
     key = key_of(obj)
