@@ -19,7 +19,7 @@ import nbdb
 from nbdb.cache import Replica, SharedCache
 from nbdb.codec import check_storable, decode, decode_each, encode
 from nbdb.models.base import DECODED, Model
-from nbdb.models.ovn import LogicalSwitch, LogicalSwitchPort
+from nbdb.models.ovn import Direction, LogicalSwitch, LogicalSwitchPort, QoS
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 from nbdb.spi import Record, Snapshot
 from nbdb.testing.strategies import ovn_objects
@@ -418,3 +418,44 @@ def test_values_pydantic_writes_as_json_are_taken_under_any(url: str) -> None:
         for value in (datetime.datetime(2026, 1, 1), decimal.Decimal("1.5"), uuid.uuid4(), (1, "a"), None, 7):
             db.create(_Loose(anything=value))
         assert len(db.list(_Loose)) == 6
+
+
+_WRONG_VALUES = st.sampled_from([5, None, 1.5, b"x", ["a"], {"a": "b"}, uuid.UUID(int=1)])
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    where=st.sampled_from(["external_ids-value", "external_ids-key", "addresses", "qos-action"]),
+    value=_WRONG_VALUES,
+    unicode=st.booleans(),
+    stored=st.booleans(),
+)
+def test_a_container_changed_in_place_to_hold_a_wrong_value_is_refused(
+    url: str, where: str, value: object, unicode: bool, stored: bool
+) -> None:
+    # Models are frozen but their lists and maps are not: `port.external_ids["k"] = 5` was stored as it
+    # was (memory:// kept it; the stores of bytes wrote it, and every later read of the object failed).
+    # A text elsewhere that is not ASCII must not hide it (the check looked no further once it saw one).
+    text = "caf\u00e9" if unicode else "cafe"
+    with nbdb.connect(url) as db:
+        switch = db.create(LogicalSwitch(name="s", external_ids={"note": text}))
+        mark = {"note": text}
+        port = LogicalSwitchPort(switch=switch, name="p", addresses=["0a:00:00:00:00:01"], external_ids=mark)
+        qos = QoS(switch=switch.id, priority=1, direction=Direction.TO_LPORT, match="1", action={"dscp": 1})
+        qos = qos.replace(external_ids=mark)
+        target: Model = {"addresses": port, "qos-action": qos}.get(where, LogicalSwitch(name="t", external_ids=mark))
+        if stored:  # a copy of a stored object (not the store's own: memory:// shares that one)
+            target = db.create(target).replace(external_ids={"n": text})
+        if where == "external_ids-value":
+            target.external_ids["k"] = value  # type: ignore[assignment]
+        elif where == "external_ids-key":
+            target.external_ids[value if isinstance(value, int | float | bytes | uuid.UUID) else 7] = "v"  # type: ignore[index]
+        elif where == "addresses":
+            target.addresses.append(value)  # type: ignore[attr-defined]
+        else:
+            target.action["dscp"] = "five" if isinstance(value, int) else value  # type: ignore[attr-defined]
+        with pytest.raises(nbdb.ValidationError, match="cannot be stored"):
+            db.update(target) if stored else db.create(target)
+        # Nothing was written: every read of the table still works.
+        assert len(db.list(type(target))) == (1 if stored else 0) + (type(target) is LogicalSwitch)

@@ -98,11 +98,30 @@ def check_storable(obj: Model) -> None:
     if check is None:
         check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
     fields = obj.__dict__
-    if not check(fields) and not storable(fields):
+    verdict = check(fields)
+    if verdict is True:
+        return
+    if not storable(fields):
         raise errors.ValidationError(
             f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode, bytes that are not UTF-8, "
             "a float that is infinite or NaN, or a value JSON cannot hold"
         )
+    if verdict is _WRONG_TYPE:
+        # A list or map of the object changed in place (models are frozen, their containers are not):
+        # `port.external_ids["k"] = 5` was stored as it was, and every later read of it failed.
+        try:
+            valid = type(obj).__pydantic_validator__.validate_python(fields).__dict__
+        except pydantic.ValidationError as exc:
+            raise errors.ValidationError(
+                f"{obj.nbdb_table} {obj.id} cannot be stored: a value is not what its field holds "
+                f"(changed in place?): {validation_error_of(exc, type(obj).__name__)}"
+            ) from None
+        if valid != fields:  # valid once converted (bytes where text belongs): not what a store of bytes reads back
+            wrong = sorted(name for name, value in valid.items() if fields.get(name) != value)
+            raise errors.ValidationError(
+                f"{obj.nbdb_table} {obj.id} cannot be stored: {', '.join(wrong)} holds a value of another type "
+                "than its field's (changed in place?)"
+            )
 
 
 def storable(value: object) -> bool:
@@ -149,58 +168,110 @@ def storable(value: object) -> bool:
     return True
 
 
-_ASCII_CHECKS: dict[type[Model], Callable[[dict[str, Any]], bool]] = {}
+_ASCII_CHECKS: dict[type[Model], Callable[[dict[str, Any]], object]] = {}
+_WRONG_TYPE = 2
+"""What a model's check answers when a text field holds a value of another type than its annotation's."""
 _NO_TEXT = (bool, int, float, UUID, type(None), enum.Enum)
+_FIELD_VALIDATORS = (
+    pydantic.BeforeValidator,
+    pydantic.AfterValidator,
+    pydantic.PlainValidator,
+    pydantic.WrapValidator,
+)
 _COLLECTIONS = frozenset({list, tuple, set, frozenset, FrozenList, FrozenSet})
 
 
-def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], bool]:
-    """A function of a ``model`` instance's fields: True when all its text is ASCII (False: look closer).
+def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], object]:
+    """A function of a ``model`` instance's fields: True when all its text is ASCII (False: look closer;
+    ``_WRONG_TYPE``: a text field holds a value of another type, which may be invalid: validate it again;
+    a text that is not ASCII does not end the look for one).
 
     Written for the model from its annotations: a text field is one
     ``isascii()``, a list or set of text a loop of them, a map a loop over its
-    keys (and values, if text), a field that holds no text nothing; any other field, or a
-    value of another type than its annotation says, answers False and
-    :func:`storable` looks at the whole object. A model validator may put
-    anything anywhere: its model's fields are all looked at that way.
+    keys (and values, if text), a field that holds no text nothing; any other field
+    answers False and :func:`storable` looks at the whole object. A model validator that runs
+    before the fields' own (or around them) may put anything anywhere: its model's fields are all
+    looked at that way; so is a field with validators of its own (a plain validator's value need
+    not be its annotation's, nor validate again).
     """
     decorators = model.__pydantic_decorators__
-    trusted = not (decorators.model_validators or decorators.root_validators)
-    lines = ["def check(d):"]
+    trusted = not decorators.root_validators and all(
+        d.info.mode == "after" for d in decorators.model_validators.values()
+    )
+    validated = {name for d in decorators.field_validators.values() for name in d.info.fields}
+    lines = ["def check(d):", "    a = True"]
+    scope_names: dict[str, Any] = {"COLLECTIONS": _COLLECTIONS, "FrozenDict": FrozenDict, "WRONG": _WRONG_TYPE}
     for name, field in model.model_fields.items():
-        shape = _text_shape(field.annotation) if trusted else "other"
+        own = name in validated or any(isinstance(m, _FIELD_VALIDATORS) for m in field.metadata)
+        shape = _text_shape(field.annotation) if trusted and not own else "other"
         if shape == "none":
             continue
         lines.append(f"    v = d[{name!r}]")
         if shape == "text":
-            lines.append("    if v is not None and (type(v) is not str or not v.isascii()): return False")
+            lines += [
+                "    if v is not None:",
+                "        if type(v) is not str: return WRONG",
+                "        if not v.isascii(): a = False",
+            ]
         elif shape == "bytes":
-            lines.append("    if v is not None and (type(v) is not bytes or not v.isascii()): return False")
+            lines += [
+                "    if v is not None:",
+                "        if type(v) is not bytes: return WRONG",
+                "        if not v.isascii(): a = False",
+            ]
         elif shape == "texts":
             lines += [
-                "    if type(v) not in COLLECTIONS: return False",
+                "    if type(v) not in COLLECTIONS: return WRONG",
                 "    for x in v:",
-                "        if type(x) is not str or not x.isascii(): return False",
+                "        if type(x) is not str: return WRONG",
+                "        if not x.isascii(): a = False",
             ]
         elif shape == "map":
             lines += [
-                "    if type(v) is not dict and type(v) is not FrozenDict: return False",
+                "    if type(v) is not dict and type(v) is not FrozenDict: return WRONG",
                 "    for k, x in v.items():",
-                "        if type(k) is not str or type(x) is not str: return False",
-                "        if not (k.isascii() and x.isascii()): return False",
+                "        if type(k) is not str or type(x) is not str: return WRONG",
+                "        if not (k.isascii() and x.isascii()): a = False",
             ]
         elif shape == "keys":
+            kind, nullable = _value_class(typing.get_args(_unwrapped(field.annotation))[1])
+            scope_names[f"T_{name}"] = kind
+            wrong = (
+                "False" if kind is object else f"type(x) is not T_{name}" + (" and x is not None" if nullable else "")
+            )
             lines += [
-                "    if type(v) is not dict and type(v) is not FrozenDict: return False",
-                "    for k in v:",
-                "        if type(k) is not str or not k.isascii(): return False",
+                "    if type(v) is not dict and type(v) is not FrozenDict: return WRONG",
+                "    for k, x in v.items():",
+                f"        if type(k) is not str or ({wrong}): return WRONG",
+                "        if not k.isascii(): a = False",
             ]
         else:
-            lines.append("    if v is not None: return False")
-    lines.append("    return True")
+            lines.append("    if v is not None: a = False")
+    lines.append("    return a")
     scope: dict[str, Any] = {}
-    exec("\n".join(lines), {"COLLECTIONS": _COLLECTIONS, "FrozenDict": FrozenDict}, scope)  # code of our own
-    return cast(Callable[[dict[str, Any]], bool], scope["check"])
+    exec("\n".join(lines), scope_names, scope)  # code of our own
+    return cast(Callable[[dict[str, Any]], object], scope["check"])
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """``annotation`` without ``Annotated`` and ``| None``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+        if origin is typing.Annotated:
+            annotation = args[0]
+        elif origin in (typing.Union, types.UnionType) and type(None) in args and len(args) == 2:
+            annotation = args[0] if args[1] is type(None) else args[1]
+        else:
+            return annotation
+
+
+def _value_class(annotation: Any) -> tuple[type, bool]:
+    """The class a map's values hold (a "keys" shape: no text), and whether they may be None."""
+    origin = typing.get_origin(annotation)
+    nullable = origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+    kind = _unwrapped(annotation)
+    return (kind if isinstance(kind, type) else object), nullable
 
 
 def _text_shape(annotation: Any) -> str:
