@@ -82,6 +82,33 @@ def id_text(id: uuid.UUID | str) -> str:
     return text
 
 
+_REFS_JSON: dict[tuple[str, int], str] = {}
+"""``[table, "id"]`` of recent references, by (table, the id's integer): bounded like :data:`_TEXTS`."""
+_TOPICS_JSON: dict[str | None, str] = {}
+"""An index record's opening up to its references, by topic (bounded)."""
+
+
+def _ref_json(table: str, id: uuid.UUID) -> str:
+    """A reference as an index record lists it (a pair ``json.dumps`` writes), remembered."""
+    memo = (table, id.int)
+    text = _REFS_JSON.get(memo)
+    if text is None:
+        if len(_REFS_JSON) >= _TEXTS_LIMIT:
+            _REFS_JSON.clear()
+        text = _REFS_JSON[memo] = f'[{_json_text(table)}, "{id_text(id)}"]'
+    return text
+
+
+def _topic_json(topic: str | None) -> str:
+    """``{"t": <topic>, "r": [`` for ``topic``, remembered."""
+    text = _TOPICS_JSON.get(topic)
+    if text is None:
+        if len(_TOPICS_JSON) >= _TEXTS_LIMIT:
+            _TOPICS_JSON.clear()
+        text = _TOPICS_JSON[topic] = f'{{"t": {_json_text(rules.topic_part(topic))}, "r": ['
+    return text
+
+
 _UNIQUE_LIMIT = 16384
 """Unique values' keys a layout remembers (each ≈ 200 bytes with its lookup key)."""
 
@@ -260,11 +287,25 @@ class KeyLayout:
 
     @staticmethod
     def encode_index(index: Index) -> bytes:
-        """The index record of an object: the JSON ``json.dumps`` writes, spelled out (it is on every write)."""
-        refs = ", ".join(f'[{_json_text(t)}, "{i}"]' for t, i in sorted([(t, id_text(i)) for t, i in index.refs]))
-        out = f'{{"t": {_json_text(rules.topic_part(index.topic))}, "r": [{refs}]'
-        if index.unique:
-            out += ', "u": [' + ", ".join(f"[{_json_text(k.field)}, {_json_text(k.value)}]" for k in index.unique) + "]"
+        """The index record of an object: the JSON ``json.dumps`` writes, spelled out (it is on every write).
+
+        Its parts are remembered (bounded): the opening per topic and each reference's pair per
+        (table, id's integer), which every port of a switch repeats; one reference or one unique
+        value, every port's case, is written without a generator's frame.
+        """
+        refs = index.refs
+        if len(refs) == 1:
+            for table, id in refs:
+                listed = _ref_json(table, id)
+        else:
+            listed = ", ".join([_ref_json(t, i) for t, _, i in sorted([(t, id_text(i), i) for t, i in refs])])
+        out = f"{_topic_json(index.topic)}{listed}]"
+        unique = index.unique
+        if unique:
+            if len(unique) == 1:
+                out += f', "u": [[{_json_text(unique[0][0])}, {_json_text(unique[0][1])}]]'
+            else:
+                out += ', "u": [' + ", ".join([f"[{_json_text(f)}, {_json_text(v)}]" for f, v in unique]) + "]"
         if index.ttl is not None:
             out += f', "x": {json.dumps(index.ttl)}'
         return (out + "}").encode()
