@@ -473,14 +473,14 @@ def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], olds: Sequence[Index
     ``olds``: each written object's index before the commit, in the order of ``ops``.
     """
 
-    released: set[str] = set()
+    released: dict[str, None] = {}  # in the order of the operations, as the store is sent them
     claimed: dict[str, uuid.UUID] = {}
     for op, was in zip(ops, olds, strict=True):
         if was.unique:  # none for a create
             keep = set(op.unique) if isinstance(op, Put) else ()
             for key in was.unique:
                 if key not in keep:
-                    released.add(layout.unique(op.table, key))
+                    released[layout.unique(op.table, key)] = None
     conditions, puts = plan.conditions, plan.puts
     for op, was in zip(ops, olds, strict=True):
         if not isinstance(op, Put) or not op.unique:
