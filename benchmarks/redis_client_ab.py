@@ -9,8 +9,8 @@ ports of one switch, through nbdb and then through ``raw+contract`` (the contrac
 hand, see ``nbdb.bench.raw.redis``). The ports (nbdb's models, raw's dicts) are built before each
 phase: what is counted is the client's planning, encoding and sending, and reading the reply. Runs
 of one build agree to about 1 % (ids are random, hashing seeded), which is why this counts
-instructions rather than timing a shared machine. See "Redis and etcd writes: the client's
-planning per object" in docs/benchmarks.md::
+instructions rather than timing a shared machine. See "Redis and etcd writes: the kv
+family's planning per object" in docs/benchmarks.md::
 
     python benchmarks/redis_client_ab.py --a /work/main/src --b src --rounds 2
 """
