@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.api import Database
+from nbdb.families import kvplan
 from nbdb.families.kv import (
     CommitToken,
     Condition,
@@ -417,3 +419,25 @@ def test_a_delete_that_drops_its_referrers_in_the_same_transaction_reads_them_fi
         txn.delete(ls)
     assert len(backend.commits) == 1  # planned right the first time: no failed optimistic commit
     assert db.list(LogicalSwitch) == [] and db.list(LogicalSwitchPort) == []
+
+
+def test_the_planners_memos_keep_nothing_the_garbage_collector_tracks() -> None:
+    """What the planner remembers of each object it writes (its id as text, its index record's parts, its
+    unique keys) is kept as text and integers: a UUID or a UniqueKey kept per created object is one more
+    object that every full collection walks, and brings the next one sooner."""
+    backend = MemoryBackend(MemoryStore())
+    with Database(backend) as db:
+        switch = db.create(LogicalSwitch(name="sw", topic="t1"))
+        with db.transaction() as txn:
+            for i in range(20):
+                txn.create(LogicalSwitchPort(switch=switch, name=f"p{i}", topic="t1"))
+        ports = [db.update(p.replace(up=True)) for p in txn.results]
+        for port in ports[:10]:
+            db.delete(port)
+        assert len(db.list(LogicalSwitchPort)) == 10
+    gc.collect()  # plain tuples of text are untracked here
+    memos = [getattr(kvplan, name, {}) for name in ("_TEXTS", "_REFS_JSON", "_TOPICS_JSON")]
+    memos.append(backend.layout._unique)
+    assert len(backend.layout._unique) >= 20 and memos[0]  # unique keys and ids were remembered
+    tracked = [type(part).__name__ for memo in memos for item in memo.items() for part in item if gc.is_tracked(part)]
+    assert tracked == []

@@ -404,7 +404,7 @@ class KeyValueBackend(Backend):
             self._check_limits(len(ops), conditions, plan)
             revision = self.commit_once(conditions, plan.puts, plan.deletes)
             if revision is not None:
-                for key, index in plan.indexes.items():
+                for key, index in plan.indexes:
                     if index is None:
                         self.forget(*key)
                     else:

@@ -40,7 +40,7 @@ import pydantic
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.kvtypes import Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs
-from nbdb.spi import ANY_VERSION, Delete, Put, Record, RefKey, UniqueKey, WriteOp
+from nbdb.spi import ANY_VERSION, Put, Record, RefKey, UniqueKey, WriteOp
 
 if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type only: no import cycle)
     from nbdb.families.kv import KeyValueBackend
@@ -60,18 +60,52 @@ _json_text = json.encoder.encode_basestring_ascii
 
 
 _TEXTS_LIMIT = 65536
-_TEXTS: dict[uuid.UUID, str] = {}
-"""Recent ids as text (bounded). ``UUID.__str__`` is Python code, and a commit names the ids it
-writes and points to in four to eight keys: a port's switch is named by every port's commit."""
+_TEXTS: dict[int, str] = {}
+"""Recent ids as text (bounded), keyed by the id's integer. ``UUID.__str__`` is Python code, and a
+commit names the ids it writes and points to in four to eight keys: a port's switch is named by
+every port's commit. Not keyed by the UUID: its ``__hash__`` is Python code too, and a UUID kept
+is an object the garbage collector tracks (one per object created, each a full collection's work
+sooner); an int is hashed in C and not tracked."""
 
 
 def id_text(id: uuid.UUID | str) -> str:
     """``str(id)``, remembered for the next commit that names the same object."""
-    text = _TEXTS.get(id)  # type: ignore[arg-type]
+    try:
+        number = id.int  # type: ignore[union-attr]
+    except AttributeError:
+        return str(id)  # already text
+    text = _TEXTS.get(number)
     if text is None:
         if len(_TEXTS) >= _TEXTS_LIMIT:
             _TEXTS.clear()  # bounded: a workload that moves between parents starts over
-        text = _TEXTS[id] = str(id)  # type: ignore[index]
+        text = _TEXTS[number] = str(id)
+    return text
+
+
+_REFS_JSON: dict[tuple[str, int], str] = {}
+"""``[table, "id"]`` of recent references, by (table, the id's integer): bounded like :data:`_TEXTS`."""
+_TOPICS_JSON: dict[str | None, str] = {}
+"""An index record's opening up to its references, by topic (bounded)."""
+
+
+def _ref_json(table: str, id: uuid.UUID) -> str:
+    """A reference as an index record lists it (a pair ``json.dumps`` writes), remembered."""
+    memo = (table, id.int)
+    text = _REFS_JSON.get(memo)
+    if text is None:
+        if len(_REFS_JSON) >= _TEXTS_LIMIT:
+            _REFS_JSON.clear()
+        text = _REFS_JSON[memo] = f'[{_json_text(table)}, "{id_text(id)}"]'
+    return text
+
+
+def _topic_json(topic: str | None) -> str:
+    """``{"t": <topic>, "r": [`` for ``topic``, remembered."""
+    text = _TOPICS_JSON.get(topic)
+    if text is None:
+        if len(_TOPICS_JSON) >= _TEXTS_LIMIT:
+            _TOPICS_JSON.clear()
+        text = _TOPICS_JSON[topic] = f'{{"t": {_json_text(rules.topic_part(topic))}, "r": ['
     return text
 
 
@@ -90,7 +124,9 @@ class KeyLayout:
         self.objects = f"{prefix}o/"
         self._expiries = f"{prefix}e/"
         self._referrers = f"{prefix}r/"
-        self._unique: dict[tuple[str, UniqueKey], str] = {}
+        self._unique: dict[tuple[str, str, str], str] = {}
+        """(table, field, value) -> unique key: plain tuples of text, which the garbage collector
+        stops tracking (a UniqueKey kept in the key was two tracked objects per object created)."""
 
     def object(self, topic: str | None, table: str, id: uuid.UUID | str) -> str:
         """The key of an object's bytes."""
@@ -106,7 +142,12 @@ class KeyLayout:
 
     def referrer(self, target: RefKey, source: RefKey, source_text: str | None = None) -> str:
         """The reverse reference "``source`` points to ``target``" (``source_text``: its id as text, if known)."""
-        return f"{self.referrers(target)}{source[0]}/{source_text or source[1]}"
+        return f"{self.referrers(target)}{source[0]}/{source_text or id_text(source[1])}"
+
+    @staticmethod
+    def referrer_under(referrers: str, source: RefKey) -> str:
+        """The reverse reference of ``source`` under a target's prefix (:meth:`referrers`)."""
+        return f"{referrers}{source[0]}/{id_text(source[1])}"
 
     def unique(self, table: str, key: UniqueKey) -> str:
         """The key that names the holder of a unique value (the value is hashed: any text fits a key).
@@ -114,12 +155,14 @@ class KeyLayout:
         Remembered (bounded): an update or a delete names the unique values its object already
         holds, and the SHA-256 and its hex were ≈ 1 µs of every such commit.
         """
-        found = self._unique.get((table, key))
+        field, value = key
+        memo = (table, field, value)
+        found = self._unique.get(memo)
         if found is None:
             if len(self._unique) >= _UNIQUE_LIMIT:
                 self._unique.clear()
-            digest = hashlib.sha256(key.value.encode()).hexdigest()[:40]
-            found = self._unique[(table, key)] = f"{self.prefix}u/{table}/{key.field}/{digest}"
+            digest = hashlib.sha256(value.encode()).hexdigest()[:40]
+            found = self._unique[memo] = f"{self.prefix}u/{table}/{field}/{digest}"
         return found
 
     def expiry(self, table: str, id: uuid.UUID | str) -> str:
@@ -244,11 +287,25 @@ class KeyLayout:
 
     @staticmethod
     def encode_index(index: Index) -> bytes:
-        """The index record of an object: the JSON ``json.dumps`` writes, spelled out (it is on every write)."""
-        refs = ", ".join(f'[{_json_text(t)}, "{i}"]' for t, i in sorted([(t, id_text(i)) for t, i in index.refs]))
-        out = f'{{"t": {_json_text(rules.topic_part(index.topic))}, "r": [{refs}]'
-        if index.unique:
-            out += ', "u": [' + ", ".join(f"[{_json_text(k.field)}, {_json_text(k.value)}]" for k in index.unique) + "]"
+        """The index record of an object: the JSON ``json.dumps`` writes, spelled out (it is on every write).
+
+        Its parts are remembered (bounded): the opening per topic and each reference's pair per
+        (table, id's integer), which every port of a switch repeats; one reference or one unique
+        value, every port's case, is written without a generator's frame.
+        """
+        refs = index.refs
+        if len(refs) == 1:
+            for table, id in refs:
+                listed = _ref_json(table, id)
+        else:
+            listed = ", ".join([_ref_json(t, i) for t, _, i in sorted([(t, id_text(i), i) for t, i in refs])])
+        out = f"{_topic_json(index.topic)}{listed}]"
+        unique = index.unique
+        if unique:
+            if len(unique) == 1:
+                out += f', "u": [[{_json_text(unique[0][0])}, {_json_text(unique[0][1])}]]'
+            else:
+                out += ', "u": [' + ", ".join([f"[{_json_text(f)}, {_json_text(v)}]" for f, v in unique]) + "]"
         if index.ttl is not None:
             out += f', "x": {json.dumps(index.ttl)}'
         return (out + "}").encode()
@@ -291,8 +348,10 @@ class Plan:
     puts: dict[str, bytes] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
-    indexes: dict[RefKey, Index | None] = field(default_factory=dict)
-    """Each written object's index after the commit (None: deleted)."""
+    indexes: list[tuple[RefKey, Index | None]] = field(default_factory=list)
+    """Each written object and its index after the commit (None: deleted), in the order of the operations.
+
+    A list, not a dict keyed by (table, id): hashing that key calls ``UUID.__hash__`` (Python)."""
 
 
 def plan_commit(
@@ -311,59 +370,65 @@ def plan_commit(
 
     layout = backend.layout
     plan = Plan()
-    old: dict[RefKey, Index] = {}
-    texts: dict[RefKey, str] = {}
-    """Each written object's id as text (spelled once per commit: UUID.__str__ is Python code)."""
+    conditions, puts, versions, indexes = plan.conditions, plan.puts, plan.versions, plan.indexes
+    olds: list[Index] = []
+    """Each written object's index before the commit, in the order of ``ops``."""
+    old_refs: dict[RefKey, frozenset[RefKey]] = {}
+    """The references of each written object that has some (a created one has none)."""
+    # Per object, nothing is looked up by (table, id) that a local can hold: the tuple's hash
+    # calls UUID.__hash__, Python code, and a create of a port paid ≈ 16 of them here.
     for op in ops:
-        me = (op.table, op.id)
-        sid = texts[me] = id_text(op.id)  # remembered: an update or delete names an id its create did
+        sid = id_text(op.id)  # remembered: an update or delete names an id its create did
         okey = layout.object(op.topic, op.table, sid)
         ikey = layout.index(op.table, sid)
         if isinstance(op, Put) and op.expect_version == 0:
             # The index key is written with every object key: its absence is the object's.
-            plan.conditions.append(VersionIs(ikey, 0))
-            plan.versions.append(1)
-            old[me] = Index(op.topic, _NO_REFS)
+            conditions.append(_new_tuple(VersionIs, (ikey, 0)))
+            versions.append(1)
+            was = _new_tuple(Index, (op.topic, _NO_REFS, (), None, 0))
         else:
-            index = None
+            me = (op.table, op.id)
+            found = None
             if op.old_refs is not None and op.old_unique is not None and op.expect_version != ANY_VERSION:
-                index = backend.known_index(op.table, op.id, op.old_refs, op.old_unique)
-            if index is None:
-                index = backend.index_record(op.table, op.id)
-                if index is None:
+                found = backend.known_index(op.table, op.id, op.old_refs, op.old_unique)
+            if found is None:
+                found = backend.index_record(op.table, op.id)
+                if found is None:
                     raise rules.not_found(me)
-            if index.topic != op.topic:
-                raise rules.topic_changed(me, index.topic, op.topic)
+            was = found
+            if was.topic != op.topic:
+                raise rules.topic_changed(me, was.topic, op.topic)
             if isinstance(op, Put) and op.ttl is not None:
                 raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
-            old[me] = index
+            if was.refs:
+                old_refs[me] = was.refs
             expect = op.expect_version
             if expect == ANY_VERSION:
                 current = backend.get_key(okey)
                 if current is None:
                     raise rules.not_found(me)
                 expect = current.version
-            plan.conditions.append(VersionIs(okey, expect))
-            plan.versions.append(0 if isinstance(op, Delete) else expect + 1)
+            conditions.append(_new_tuple(VersionIs, (okey, expect)))
+            versions.append(expect + 1 if isinstance(op, Put) else 0)
+        olds.append(was)
         if isinstance(op, Put):
-            plan.puts[okey] = op.data
-            ttl = op.ttl if op.expect_version == 0 else old[me].ttl
-            index = Index(op.topic, op.refs, op.unique, ttl)
-            plan.indexes[me] = index
-            was = old[me]
+            puts[okey] = op.data
+            ttl = op.ttl if op.expect_version == 0 else was.ttl
+            index = _new_tuple(Index, (op.topic, op.refs, op.unique, ttl, 0))
+            indexes.append(((op.table, op.id), index))
             if op.expect_version == 0 or (index.topic, index.refs, index.unique, index.ttl) != (
                 was.topic, was.refs, was.unique, was.ttl
             ):  # fmt: skip
-                plan.puts[ikey] = layout.encode_index(index)
+                puts[ikey] = layout.encode_index(index)
             if op.ttl is not None:
-                plan.puts[layout.expiry(op.table, sid)] = encode_deadline(now + op.ttl)
+                puts[layout.expiry(op.table, sid)] = encode_deadline(now + op.ttl)
         else:
-            plan.indexes[me] = None
+            indexes.append(((op.table, op.id), None))
             plan.deletes += [okey, ikey]
-            if old[me].ttl is not None:
+            if was.ttl is not None:
                 plan.deletes.append(layout.expiry(op.table, sid))
 
-    changes = rules.ref_changes(ops, {k: v.refs for k, v in old.items()}, shape)
+    changes = rules.ref_changes(ops, old_refs, shape)
     checked: set[RefKey] = set()
     for target, sources in changes.added.items():
         if target not in shape.created and target not in checked:
@@ -373,60 +438,66 @@ def plan_commit(
                 raise rules.dangling(sources[0], target)
             if found.ttl is not None:
                 raise rules.ttl_referenced(sources[0], target)
-            plan.conditions.append(Exists(layout.object(found.topic, target[0], id_text(target[1]))))
+            conditions.append(Exists(layout.object(found.topic, target[0], id_text(target[1]))))
         elif target in shape.created and any(
             isinstance(op, Put) and op.ttl is not None and (op.table, op.id) == target for op in ops
         ):
             raise rules.ttl_referenced(sources[0], target)
+        under = layout.referrers(target)  # the target's part of the key, spelled once for all its sources
         for source in sources:
-            plan.puts[layout.referrer(target, source, texts[source])] = b""
+            puts[layout.referrer_under(under, source)] = b""
     for target, sources in changes.dropped.items():
-        plan.deletes += [layout.referrer(target, source, texts[source]) for source in sources]
+        under = layout.referrers(target)
+        plan.deletes += [layout.referrer_under(under, source) for source in sources]
 
     for target in shape.deleted:
         if optimistic and not changes.dropped.get(target):
             # Any referrer left would refuse the delete, so "none at all" is the rule itself.
-            plan.conditions.append(PrefixUnchangedSince(layout.referrers(target), 0))
+            conditions.append(PrefixUnchangedSince(layout.referrers(target), 0))
             continue
         referrers, revision = backend.referrers_at(*target)
         remaining = rules.remaining_referrers(target, referrers, changes)
         if remaining:
             raise rules.still_referenced(target, remaining)
-        plan.conditions.append(PrefixUnchangedSince(layout.referrers(target), revision))
-    _plan_unique(layout, ops, old, plan, texts)
+        conditions.append(PrefixUnchangedSince(layout.referrers(target), revision))
+    _plan_unique(layout, ops, olds, plan)
     return plan
 
 
 _NO_REFS: frozenset[RefKey] = frozenset()
 
 
-def _plan_unique(
-    layout: KeyLayout, ops: Sequence[WriteOp], old: dict[RefKey, Index], plan: Plan, texts: dict[RefKey, str]
-) -> None:
-    """Claim the unique values the commit adds and release the ones it drops, atomically with it."""
+def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], olds: Sequence[Index], plan: Plan) -> None:
+    """Claim the unique values the commit adds and release the ones it drops, atomically with it.
 
-    released: dict[str, RefKey] = {}
-    claimed: dict[str, RefKey] = {}
-    for op in ops:
-        me = (op.table, op.id)
-        keep = set(op.unique) if isinstance(op, Put) else set()
-        for key in old[me].unique:
-            if key not in keep:
-                released[layout.unique(op.table, key)] = me
-    for op in ops:
-        if not isinstance(op, Put):
+    ``olds``: each written object's index before the commit, in the order of ``ops``.
+    """
+
+    released: dict[str, None] = {}  # in the order of the operations, as the store is sent them
+    claimed: dict[str, uuid.UUID] = {}
+    for op, was in zip(ops, olds, strict=True):
+        if was.unique:  # none for a create
+            keep = set(op.unique) if isinstance(op, Put) else ()
+            for key in was.unique:
+                if key not in keep:
+                    released[layout.unique(op.table, key)] = None
+    conditions, puts = plan.conditions, plan.puts
+    for op, was in zip(ops, olds, strict=True):
+        if not isinstance(op, Put) or not op.unique:
             continue
-        me = (op.table, op.id)
+        sid = None
         for key in op.unique:
             ukey = layout.unique(op.table, key)
             if ukey in claimed:
-                raise rules.unique_taken(op.table, key.field, key.value, claimed[ukey][1])
-            claimed[ukey] = me
-            if key in old[me].unique:
+                raise rules.unique_taken(op.table, key.field, key.value, claimed[ukey])
+            claimed[ukey] = op.id
+            if key in was.unique:
                 continue  # already ours
             if ukey not in released:
-                plan.conditions.append(VersionIs(ukey, 0))
-            plan.puts[ukey] = texts[me].encode()
+                conditions.append(_new_tuple(VersionIs, (ukey, 0)))
+            if sid is None:
+                sid = id_text(op.id).encode()
+            puts[ukey] = sid
     plan.deletes += [ukey for ukey in released if ukey not in claimed]
 
 

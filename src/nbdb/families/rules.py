@@ -114,17 +114,19 @@ def ref_changes(
     """
     changes = RefChanges()
     added, dropped, deleted = changes.added, changes.dropped, shape.deleted
+    new_refs = changes.new_refs
     for op in ops:
         me = (op.table, op.id)
-        old = old_refs.get(me, _NO_REFS)
+        # Each lookup by ``me`` hashes a UUID in Python: none where nothing can be found.
+        old = old_refs.get(me, _NO_REFS) if old_refs else _NO_REFS
         new = op.refs if isinstance(op, Put) else _NO_REFS
-        changes.new_refs[me] = new
+        new_refs[me] = new
         if new is old:
             continue  # the same (shared) set: nothing changes
         # (table, id) tuples sort as themselves; one or none needs no sort (every create of a port).
         gained = new - old if old else new
         for target in sorted(gained) if len(gained) > 1 else gained:
-            if target in deleted:
+            if deleted and target in deleted:
                 raise deleted_alongside(me, target)
             sources = added.get(target)
             if sources is None:

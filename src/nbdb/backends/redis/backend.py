@@ -652,23 +652,15 @@ def _payload(
             add((*_KIND_L, head(len(key)), key, head(len(condition.token)), condition.token))
         else:  # pragma: no cover - the family has no other conditions
             raise TypeError(f"unknown condition {condition!r}")
+    roots = _ROOTS
     for name, value in puts.items():
-        root = range_root(name)
-        key = name.encode()
-        kind = _KIND_CREATE if name in fresh else _KIND_PUT
-        if root is None:
-            add((*kind, head(len(key)), key, head(len(value)), value, *_NEVER_RANGED))
-        else:
-            number = str(root).encode()
-            add((*kind, head(len(key)), key, head(len(value)), value, head(len(number)), number))
+        key, at = name.encode(), range_root(name)
+        root = roots.get(at) or _framed_root(at)
+        add((*(_KIND_CREATE if name in fresh else _KIND_PUT), head(len(key)), key, head(len(value)), value, *root))
     for name in deletes:
-        root = range_root(name)
-        key = name.encode()
-        if root is None:
-            add((*_KIND_DELETE, head(len(key)), key, *_NEVER_RANGED))
-        else:
-            number = str(root).encode()
-            add((*_KIND_DELETE, head(len(key)), key, head(len(number)), number))
+        key, at = name.encode(), range_root(name)
+        root = roots.get(at) or _framed_root(at)
+        add((*_KIND_DELETE, head(len(key)), key, *root))
     return out
 
 
@@ -680,6 +672,18 @@ _KIND_V, _KIND_E, _KIND_PREFIX, _KIND_L = _framed(b"v"), _framed(b"e"), _framed(
 _KIND_PUT, _KIND_CREATE, _KIND_DELETE, _EMPTY = _framed(b"P"), _framed(b"C"), _framed(b"D"), _framed(b"")
 _NEVER_RANGED = _framed(b"-1")
 """The range root of a key only ever read by name, framed once."""
+
+
+_ROOTS: dict[int | None, tuple[bytes, bytes]] = {None: _NEVER_RANGED}
+"""Range roots as framed arguments: a handful of lengths, each a key prefix's (see KeyLayout.range_root)."""
+
+
+def _framed_root(root: int | None) -> tuple[bytes, bytes]:
+    """``root`` as a framed argument (-1: never ranged), remembered."""
+    framed = _framed(b"-1" if root is None else str(root).encode())
+    if len(_ROOTS) < 1024:  # bounded: one per length of a referrers prefix in use
+        _ROOTS[root] = framed
+    return framed
 
 
 def _token_text(token: CommitToken) -> str:
