@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 from uuid import UUID
 
-from nbdb import errors
+from nbdb import errors, page_token
 from nbdb.cache import Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import cascade_ops
@@ -33,7 +33,7 @@ from nbdb.commit_context import (
     check_since,
     check_topics,
 )
-from nbdb.hub import WatchHub
+from nbdb.hub import WatchHub, open_stream
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
@@ -375,6 +375,7 @@ class Database:
                 raise errors.ValidationError(f"limit must be a positive whole number, not {limit!r}")
             limit = min(limit, _MAX_PAGE)  # a page that large is the whole table; stores count in 64 bits
             self._context.need("pages", self.capabilities.pages, "list in pages")
+            after = page_token.of_listing(after, (model.nbdb_table, topic))
         out: _List[M] = []
         # The collector is paused from the scan on, as over a cache's load: the scan's records (a
         # key, an id, the stored bytes) all stay alive until decoded, and full collections walked
@@ -391,7 +392,7 @@ class Database:
                     log.warning("list: skipping corrupt %s %s", record.table, record.id)
                 else:
                     raise decoded
-        return ListResult(out, snapshot.revision, snapshot.after)
+        return ListResult(out, snapshot.revision, page_token.tag(snapshot.after, (model.nbdb_table, topic)))
 
     def iter(self, model: type[M], topic: str | None = None, *, page_size: int = 1000) -> Iterator[M]:
         """Every object of ``model``, page by page at one revision, in bounded memory.
@@ -454,7 +455,7 @@ class Database:
             # data): a stream from it waited for the store to reach it, and skipped every change up to it.
             stream = _Ahead(since, now)
         else:
-            stream = self._backend.watch([m.nbdb_table for m in models], topics, now if since is None else since)
+            stream = open_stream(self._backend, [m.nbdb_table for m in models], topics, now if since is None else since)
         watch = Watch(stream, {m.nbdb_table: m for m in models}, on_error)
         self._watches.add(watch)
         return watch
@@ -503,6 +504,9 @@ class Database:
                     streams=streams,
                 )
                 self._caches.add(cache)
+                # Its replica too: its thread keeps the replica alive when the caller drops the handle without
+                # closing it, and close() below must still stop it (it retried against the closed backend).
+                self._caches.add(cache._replica)
                 return cache
             core, handles = self._replicas.get(key, (None, 0))
             fresh = core is None
