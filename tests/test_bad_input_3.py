@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import math
+import re
 import threading
 import time
 import uuid
@@ -251,3 +252,15 @@ def test_the_command_line_says_what_is_wrong_with_its_paths_and_counts(
     ]:  # fmt: skip
         assert main(argv) == 2, argv
         assert "Traceback" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- connect(require=...)
+
+
+@pytest.mark.parametrize("require", ["transactions", b"unique", 5, [["transactions"]], {5: True}, 1.5])
+def test_a_requirement_that_is_no_collection_of_names_is_refused(require: Any) -> None:
+    # "transactions" (a string) was read as its letters ("unknown capability 't'"); 5 and [[...]] were TypeErrors.
+    with pytest.raises(nbdb.ValidationError, match="require=") as raised:
+        nbdb.connect("memory://", require=require)
+    assert not re.search(r"capability b?'.'", str(raised.value))  # not one letter taken as a name
+    nbdb.connect("memory://", require=["transactions"]).close()
