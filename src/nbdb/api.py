@@ -91,6 +91,12 @@ class _Ahead(RecordStream):
         pass
 
 
+def _check_on_error(on_error: object) -> None:
+    """ValidationError unless ``on_error`` is None or a callable (5 was taken, and raised at a corrupt record)."""
+    if on_error is not None and not callable(on_error):
+        raise errors.ValidationError(f"on_error takes a callable (error) or None, not {on_error!r}")
+
+
 class _Lock(AbstractContextManager[LockHandle]):
     """What :meth:`Database.lock` returns: takes the lock on each ``with``, so one may be kept and reused.
 
@@ -447,6 +453,7 @@ class Database:
         models = self._models(model)
         topics = check_topics(topics)
         since = check_since(since)
+        _check_on_error(on_error)
         self._open()
         now = self._backend.current_revision()
         stream: RecordStream
@@ -486,6 +493,7 @@ class Database:
         followed = self._models(models)
         topics = check_topics(topics)
         check_flag("shared", shared)
+        _check_on_error(on_error)
         self._open()
         key = (tuple(followed), None if topics is None else frozenset(topics))
         with self._hub_lock:
