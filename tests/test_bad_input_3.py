@@ -235,6 +235,7 @@ def test_the_command_line_says_what_is_wrong_with_its_paths_and_counts(
         raise AssertionError("the bench ran before its output paths were checked")
 
     monkeypatch.setattr(nbdb.bench.runner, "run_bench", must_not_run)
+    monkeypatch.setenv("NBDB_SERVERS_DIR", str(tmp_path / "servers"))  # a server started by mistake is ours
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     schema = tmp_path / "tiny.ovsschema"
@@ -249,6 +250,10 @@ def test_the_command_line_says_what_is_wrong_with_its_paths_and_counts(
         ["schema", "ovsdb", "--models", "no_such_module_of_nbdb"],
         ["demo", "--ports", "0"],
         ["demo", "--ports", "300"],
+        # Started servers without a word: one member for 0, no readiness bound for -5.
+        ["servers", "up", "redis", "--cluster", "0"],
+        ["servers", "up", "redis", "--timeout", "-5"],
+        ["servers", "up", "redis", "--timeout", "nan"],
     ]:  # fmt: skip
         assert main(argv) == 2, argv
         assert "Traceback" not in capsys.readouterr().err
