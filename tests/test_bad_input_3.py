@@ -308,3 +308,17 @@ def test_a_failing_on_error_loses_no_other_change_of_the_watch(db: nbdb.Database
     for call in (lambda: db.watch(LogicalSwitch, on_error=5), lambda: db.cache(LogicalSwitch, on_error="x")):
         with pytest.raises(nbdb.ValidationError, match="on_error"):
             call()
+
+
+# ---------------------------------------------------------------- connect() keywords
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("namespace", [b"tenant", ["tenant"], object(), True, {"tenant": 1}])
+def test_a_namespace_keyword_that_is_not_text_is_refused(kind: str, namespace: Any, servers: dict[str, str]) -> None:
+    # namespace=b"tenant" was the namespace "b'tenant'" and namespace=object() one named by its repr, which
+    # changes with every run: a controller restarted into an empty namespace, without a word.
+    base = servers.get(kind, f"{kind}://")
+    with pytest.raises(nbdb.ValidationError, match="namespace must be text"):
+        nbdb.connect(base, namespace=namespace)
+    nbdb.connect(base, namespace="tenant").close()
