@@ -322,3 +322,23 @@ def test_a_namespace_keyword_that_is_not_text_is_refused(kind: str, namespace: A
     with pytest.raises(nbdb.ValidationError, match="namespace must be text"):
         nbdb.connect(base, namespace=namespace)
     nbdb.connect(base, namespace="tenant").close()
+
+
+# ---------------------------------------------------------------- topics no object can have
+
+
+@pytest.mark.parametrize("topic", ["~", "tenant a", "a/", "", "*", "x" * 129])
+def test_a_topic_no_object_can_have_is_refused_by_lists_watches_and_caches(db: nbdb.Database, topic: str) -> None:
+    # "~" is the key part of the objects without a topic on key-value stores: list(topic="~"), a watch and a
+    # cache of it returned those objects on SQLite, Redis and etcd, and nothing on memory://. Any other such
+    # topic (a typo) silently found nothing.
+    db.create(LogicalSwitch(name="no topic"))
+    db.create(LogicalSwitch(name="in a", topic="tenant-a"))
+    for call in [
+        lambda: db.list(LogicalSwitch, topic),
+        lambda: db.watch(LogicalSwitch, topics=[topic], since=0),
+        lambda: db.cache(LogicalSwitch, topics=["tenant-a", topic]),
+    ]:
+        with pytest.raises(nbdb.ValidationError, match="topic"):
+            call()
+    assert [s.name for s in db.list(LogicalSwitch, "tenant-a")] == ["in a"]

@@ -31,6 +31,7 @@ from nbdb.commit_context import (
     check_model_class,
     check_name,
     check_since,
+    check_topic,
     check_topics,
 )
 from nbdb.hub import WatchHub, open_stream
@@ -371,8 +372,8 @@ class Database:
         can no longer show it). Use :meth:`iter` to walk a large table.
         """
         model = check_model_class(model)  # type: ignore[assignment]
-        if topic is not None and not isinstance(topic, str):
-            raise errors.ValidationError(f"a topic is text (or None for every topic), not {topic!r}")
+        if topic is not None:
+            check_topic(topic)
         check_flag("skip_corrupt", skip_corrupt)
         self._open()
         topics = None if topic is None else [topic]
