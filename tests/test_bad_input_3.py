@@ -342,3 +342,14 @@ def test_a_topic_no_object_can_have_is_refused_by_lists_watches_and_caches(db: n
         with pytest.raises(nbdb.ValidationError, match="topic"):
             call()
     assert [s.name for s in db.list(LogicalSwitch, "tenant-a")] == ["in a"]
+
+
+# ---------------------------------------------------------------- table names
+
+
+@pytest.mark.parametrize("table", ["tenants/v2", "a/b/c", "line\nbreak", "nul\x00"])
+def test_a_table_name_no_store_can_key_is_refused_when_the_model_is_defined(table: str) -> None:
+    # nbdb_table = "tenants/v2": SQLite, Redis and etcd stored each object under a key of one part more than
+    # an object's key has, which no list, watch or cache read back; memory:// listed it. Silently lost.
+    with pytest.raises(TypeError, match="nbdb_table"):
+        type("SlashTable", (nbdb.Model,), {"__annotations__": {"name": str}, "nbdb_table": table})
