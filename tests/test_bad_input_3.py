@@ -254,6 +254,12 @@ def test_the_command_line_says_what_is_wrong_with_its_paths_and_counts(
         ["servers", "up", "redis", "--cluster", "0"],
         ["servers", "up", "redis", "--timeout", "-5"],
         ["servers", "up", "redis", "--timeout", "nan"],
+        # NaN passed every "<= 0" test: a soak bounded by nothing (and so did inf).
+        ["soak", "redis", "--seconds", "nan"],
+        ["soak", "redis", "--minutes", "inf"],
+        ["soak", "etcd", "--kill-every", "nan", "--seconds", "1"],
+        ["soak", "etcd", "--down", "-1", "--seconds", "1"],
+        ["soak", "etcd", "--max-stall", "nan", "--seconds", "1"],
     ]:  # fmt: skip
         assert main(argv) == 2, argv
         assert "Traceback" not in capsys.readouterr().err
