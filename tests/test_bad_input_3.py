@@ -359,3 +359,15 @@ def test_a_table_name_no_store_can_key_is_refused_when_the_model_is_defined(tabl
     # an object's key has, which no list, watch or cache read back; memory:// listed it. Silently lost.
     with pytest.raises(TypeError, match="nbdb_table"):
         type("SlashTable", (nbdb.Model,), {"__annotations__": {"name": str}, "nbdb_table": table})
+
+
+def test_an_object_and_an_id_given_to_delete_are_refused(db: nbdb.Database) -> None:
+    # delete(port, switch.id) deleted the port and ignored the id.
+    switch = db.create(LogicalSwitch(name="s"))
+    other = db.create(LogicalSwitch(name="other"))
+    with pytest.raises(nbdb.ValidationError, match="delete"):
+        db.delete(switch, other.id)  # type: ignore[call-overload]
+    txn = db.transaction()
+    with pytest.raises(nbdb.ValidationError, match="delete"):
+        txn.delete(switch, other.id)
+    assert sorted(s.name for s in db.list(LogicalSwitch)) == ["other", "s"]

@@ -244,6 +244,10 @@ class CommitContext:
         if if_exists is not False and if_exists is not True:
             check_flag("if_exists", if_exists)
         if isinstance(obj_or_model, Model):
+            if id is not None:  # delete(port, switch.id) deleted the port and ignored the id
+                raise errors.ValidationError(
+                    f"delete() takes a stored object, or a Model class and an id, not an object and id {id!r}"
+                )
             obj = self.checked_stored(obj_or_model)
             return delete_of(obj, if_exists, lineage=not self.deferred)
         model = check_model_class(obj_or_model)
