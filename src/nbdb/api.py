@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 from uuid import UUID
 
-from nbdb import errors
+from nbdb import errors, page_token
 from nbdb.cache import Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import cascade_ops
@@ -31,9 +31,10 @@ from nbdb.commit_context import (
     check_model_class,
     check_name,
     check_since,
+    check_topic,
     check_topics,
 )
-from nbdb.hub import WatchHub
+from nbdb.hub import WatchHub, open_stream
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
@@ -89,6 +90,12 @@ class _Ahead(RecordStream):
 
     def close(self) -> None:
         pass
+
+
+def _check_on_error(on_error: object) -> None:
+    """ValidationError unless ``on_error`` is None or a callable (5 was taken, and raised at a corrupt record)."""
+    if on_error is not None and not callable(on_error):
+        raise errors.ValidationError(f"on_error takes a callable (error) or None, not {on_error!r}")
 
 
 class _Lock(AbstractContextManager[LockHandle]):
@@ -365,8 +372,8 @@ class Database:
         can no longer show it). Use :meth:`iter` to walk a large table.
         """
         model = check_model_class(model)  # type: ignore[assignment]
-        if topic is not None and not isinstance(topic, str):
-            raise errors.ValidationError(f"a topic is text (or None for every topic), not {topic!r}")
+        if topic is not None:
+            check_topic(topic)
         check_flag("skip_corrupt", skip_corrupt)
         self._open()
         topics = None if topic is None else [topic]
@@ -375,6 +382,7 @@ class Database:
                 raise errors.ValidationError(f"limit must be a positive whole number, not {limit!r}")
             limit = min(limit, _MAX_PAGE)  # a page that large is the whole table; stores count in 64 bits
             self._context.need("pages", self.capabilities.pages, "list in pages")
+            after = page_token.of_listing(after, (model.nbdb_table, topic))
         out: _List[M] = []
         # The collector is paused from the scan on, as over a cache's load: the scan's records (a
         # key, an id, the stored bytes) all stay alive until decoded, and full collections walked
@@ -391,7 +399,7 @@ class Database:
                     log.warning("list: skipping corrupt %s %s", record.table, record.id)
                 else:
                     raise decoded
-        return ListResult(out, snapshot.revision, snapshot.after)
+        return ListResult(out, snapshot.revision, page_token.tag(snapshot.after, (model.nbdb_table, topic)))
 
     def iter(self, model: type[M], topic: str | None = None, *, page_size: int = 1000) -> Iterator[M]:
         """Every object of ``model``, page by page at one revision, in bounded memory.
@@ -446,6 +454,7 @@ class Database:
         models = self._models(model)
         topics = check_topics(topics)
         since = check_since(since)
+        _check_on_error(on_error)
         self._open()
         now = self._backend.current_revision()
         stream: RecordStream
@@ -454,7 +463,7 @@ class Database:
             # data): a stream from it waited for the store to reach it, and skipped every change up to it.
             stream = _Ahead(since, now)
         else:
-            stream = self._backend.watch([m.nbdb_table for m in models], topics, now if since is None else since)
+            stream = open_stream(self._backend, [m.nbdb_table for m in models], topics, now if since is None else since)
         watch = Watch(stream, {m.nbdb_table: m for m in models}, on_error)
         self._watches.add(watch)
         return watch
@@ -485,6 +494,7 @@ class Database:
         followed = self._models(models)
         topics = check_topics(topics)
         check_flag("shared", shared)
+        _check_on_error(on_error)
         self._open()
         key = (tuple(followed), None if topics is None else frozenset(topics))
         with self._hub_lock:
@@ -503,6 +513,9 @@ class Database:
                     streams=streams,
                 )
                 self._caches.add(cache)
+                # Its replica too: its thread keeps the replica alive when the caller drops the handle without
+                # closing it, and close() below must still stop it (it retried against the closed backend).
+                self._caches.add(cache._replica)
                 return cache
             core, handles = self._replicas.get(key, (None, 0))
             fresh = core is None

@@ -18,6 +18,7 @@ for all the subscribers of a replica), work queues are fed from subscriptions
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import check_flag
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
+from nbdb.hub import open_stream
 from nbdb.models.base import Model
 from nbdb.projection import projections
 from nbdb.replica import Indexes, bucket_objects, index, index_nulls, matches, reindex, unindex
@@ -81,7 +83,7 @@ class Replica:
         streams: Callable[[Sequence[str], Collection[str | None] | None, int], RecordStream] | None = None,
     ) -> None:
         self._backend = backend
-        self._streams = streams or backend.watch
+        self._streams = streams or functools.partial(open_stream, backend)
         self._models = {m.nbdb_table: m for m in models}
         self._tables = sorted(self._models)
         self._topics = None if topics is None else frozenset(topics)

@@ -114,14 +114,21 @@ class Capabilities:
         "durable", "max_txn_ops": 200}``). An unknown name or level is a
         ValidationError.
         """
-        wanted: Mapping[str, Any] = require if isinstance(require, Mapping) else dict.fromkeys(require)
+        if isinstance(require, str | bytes) or not isinstance(require, Collection | Mapping):
+            # A string was a collection of its letters ("unknown capability 't'"), a number a TypeError.
+            raise errors.ValidationError(
+                f"require= takes a collection of capability names or a mapping of name to level, not {require!r}"
+            )
         known = {f.name for f in fields(self)} - {"notes", "history"}
-        missing: list[str] = []
-        for name, level in wanted.items():
-            if name not in known:
+        names = list(require)
+        for name in names:
+            if not isinstance(name, str) or name not in known:
                 raise errors.ValidationError(
                     f"unknown capability {name!r} in require= (known: {', '.join(sorted(known))})"
                 )
+        wanted: Mapping[str, Any] = require if isinstance(require, Mapping) else dict.fromkeys(names)
+        missing: list[str] = []
+        for name, level in wanted.items():
             have = getattr(self, name)
             if not _satisfies(name, have, level):
                 missing.append(f"{name}={have} (needed: {'supported' if level is None else level})")

@@ -63,7 +63,10 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     from nbdb.backends.ovsdb import generate_schema
 
     for module in args.models:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # a traceback before; as dump's --models-from says it
+            raise errors.ValidationError(f"--models {module}: {exc}") from None
     sys.stdout.write(json.dumps(generate_schema(name=args.name), indent=2, sort_keys=True) + "\n")
     return 0
 
@@ -83,8 +86,11 @@ def _cmd_models_generate(args: argparse.Namespace) -> int:
     if args.output in (None, "-"):
         sys.stdout.write(source)
     else:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(source)
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(source)
+        except OSError as exc:  # a traceback before
+            raise errors.ValidationError(f"cannot write the models to {args.output}: {exc}") from None
     return 0
 
 

@@ -15,9 +15,13 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
+import pydantic
+from pydantic import TypeAdapter
+
 from nbdb import errors, metrics
 from nbdb.capabilities import Expiry
 from nbdb.models.base import Model
+from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, WriteOp
 from nbdb.timeouts import check_seconds
@@ -29,6 +33,7 @@ __all__ = [
     "check_model_class",
     "check_name",
     "check_since",
+    "check_topic",
     "check_topics",
 ]
 
@@ -71,9 +76,30 @@ def check_topics(topics: Any) -> Collection[str | None] | None:
     if isinstance(topics, str | bytes) or not isinstance(topics, Collection):
         raise errors.ValidationError(f"topics must be a collection of topics (e.g. [{topics!r}]), not {topics!r}")
     for topic in topics:
-        if topic is not None and not isinstance(topic, str):
-            raise errors.ValidationError(f"a topic is text (or None for objects without one), not {topic!r}")
+        if topic is not None:
+            check_topic(topic)
     return cast("Collection[str | None]", topics)
+
+
+_TOPIC: TypeAdapter[str] = TypeAdapter(Topic)
+
+
+def check_topic(topic: Any) -> str:
+    """``topic`` if an object can have it (see :data:`nbdb.models.types.Topic`); ValidationError otherwise.
+
+    Key-value stores keep the objects without a topic under a reserved key part ("~"): a listing, a
+    watch or a cache of topic "~" followed those objects there (and nothing on memory://); any other
+    topic no object can have was a typo that silently found nothing.
+    """
+    if not isinstance(topic, str):
+        raise errors.ValidationError(f"a topic is text (or None for objects without one), not {topic!r}")
+    try:
+        return _TOPIC.validate_python(topic)
+    except pydantic.ValidationError:
+        raise errors.ValidationError(
+            f"no object can have topic {topic!r} (a topic is 1 to 128 letters, digits and ._:@-, "
+            "starting with a letter or digit)"
+        ) from None
 
 
 def check_since(since: Any) -> int | None:
@@ -218,6 +244,10 @@ class CommitContext:
         if if_exists is not False and if_exists is not True:
             check_flag("if_exists", if_exists)
         if isinstance(obj_or_model, Model):
+            if id is not None:  # delete(port, switch.id) deleted the port and ignored the id
+                raise errors.ValidationError(
+                    f"delete() takes a stored object, or a Model class and an id, not an object and id {id!r}"
+                )
             obj = self.checked_stored(obj_or_model)
             return delete_of(obj, if_exists, lineage=not self.deferred)
         model = check_model_class(obj_or_model)

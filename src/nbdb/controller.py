@@ -81,6 +81,8 @@ class CacheQueue(WorkQueue[Key]):
         self.models = cache.models_of(models)
         self._predicate = predicate
         self._last: dict[Key, Model] = {}  # last copies of deleted keys not yet processed
+        self._rechecks: dict[Key, float] = {}
+        """Keys waiting for the re-check their reconcile asked for, and when they are due (see :meth:`recheck`)."""
         tick = None if resync is None else (resync, self.resync)
         self.subscription = cache.feed(
             self._on_event, self.models, predicate, True, name=f"{self.name}-feed", tick=tick
@@ -124,6 +126,26 @@ class CacheQueue(WorkQueue[Key]):
             if key not in self._dirty and key not in self._processing and key not in self._due:
                 self._last.pop(key, None)
 
+    def recheck(self, key: Key, seconds: float) -> None:
+        """Add ``key`` again after ``seconds``, as a processed key's re-check: :meth:`wait_idle` does not wait for it.
+
+        (A controller whose reconcile returned a delay never became idle: every key was always waiting.)
+        """
+        if timeout_of(seconds, "re-check delay") is None:
+            return  # longer than anybody waits
+        with self._cond:
+            due = self._add_after(key, seconds)
+            if due is not None:
+                self._rechecks[key] = due
+
+    def _busy(self) -> bool:
+        if self._ready or self._processing:
+            return True
+        rechecks = self._rechecks
+        if rechecks:  # only those still waiting, for that time (a retry or an earlier add replaced the others)
+            self._rechecks = rechecks = {k: due for k, due in rechecks.items() if self._due.get(k) == due}
+        return len(self._due) > len(rechecks)
+
     def wait_synced(self, timeout: float | None = None) -> bool:
         """Block until every key of the cache's first list was queued; False on timeout."""
         return self.subscription.wait_replayed(timeout)
@@ -132,7 +154,7 @@ class CacheQueue(WorkQueue[Key]):
         """Block until every change the cache applied so far was processed; False on timeout.
 
         Idle: the feed has no event left to queue, and no key is ready,
-        processing or waiting for a retry.
+        processing or waiting for a retry (a key waiting only for its :meth:`recheck` was processed).
         """
         timeout = timeout_of(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -235,9 +257,10 @@ class Controller:
 
     def _recheck(self, key: Key, again: object) -> None:
         """Re-check ``key`` after the seconds its reconcile returned; anything else is logged and ignored."""
-        if not isinstance(again, int | float):
+        if isinstance(again, bool) or not isinstance(again, int | float) or again != again:
             # A reconcile returning a tuple or a status string once raised TypeError here and ended the
-            # worker thread: its keys were never reconciled again and wait_idle() never returned.
+            # worker thread: its keys were never reconciled again and wait_idle() never returned. True (a
+            # status, not seconds) re-checked the key every second for ever; NaN was ignored without a word.
             log.error(
                 "%s: reconcile of %s returned %r, not a number of seconds to re-check after: ignored",
                 self.name,
@@ -246,7 +269,7 @@ class Controller:
             )
             return
         if again > 0:
-            self.queue.add_after(key, float(again))
+            self.queue.recheck(key, again)  # (float() of a whole number past 1e308 raised, and the worker died)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every change the cache applied so far was reconciled; False on timeout."""

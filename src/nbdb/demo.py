@@ -43,6 +43,9 @@ def _mac(n: int) -> str:
 
 def run_demo(url: str | None = None, ports_per_tenant: int = 6, out: Callable[[str], None] = print) -> int:
     """Run the demo against ``url`` (default: the embedded memory backend); returns an exit code."""
+    if isinstance(ports_per_tenant, bool) or not isinstance(ports_per_tenant, int) or not 1 <= ports_per_tenant <= 245:
+        # 0 ended in StopIteration (the demo unbinds tenant-a's vm0), more than 245 in an address 10.n.0.256.
+        raise nbdb.ValidationError(f"the demo takes 1 to 245 ports per tenant, not {ports_per_tenant!r}")
     with nbdb.connect(url) as db:
         out(
             f"nbdb demo on {url or 'memory://'}  (capabilities: transactions={db.capabilities.transactions}, "

@@ -29,7 +29,7 @@ from collections.abc import Callable, Collection, Sequence
 from nbdb import errors
 from nbdb.spi import Backend, RecordChange, RecordStream
 
-__all__ = ["HubStream", "WatchHub"]
+__all__ = ["HubStream", "WatchHub", "open_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,46 @@ _OPEN_WAIT = 5.0
 
 _ALL = object()
 """The coverage key of "every topic"."""
+
+_IDLE_POLL = 0.5
+"""How often a stream that follows no topic reads the store's revision."""
+
+
+def open_stream(
+    backend: Backend, tables: Sequence[str], topics: Collection[str | None] | None, since: int
+) -> RecordStream:
+    """``backend.watch(tables, topics, since)``, also when ``topics`` is empty (no topic is followed).
+
+    Stores filter topics on the server, and an empty set of topics was a query or a script they could
+    not run (SQLite's, Redis'): a watch of it failed, and a cache of it retried for ever. Nothing of
+    such a stream is ever delivered; only its revision moves, with the store's.
+    """
+    if topics is not None and not topics:
+        return _NoTopics(backend, since)
+    return backend.watch(tables, topics, since)
+
+
+class _NoTopics(RecordStream):
+    """The stream of a watch that follows no topic: no change, a revision that follows the store's."""
+
+    def __init__(self, backend: Backend, since: int) -> None:
+        self._backend = backend
+        self._revision = since
+        self._closed = threading.Event()
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        wait = _IDLE_POLL if timeout is None else max(0.0, min(timeout, _IDLE_POLL))
+        if self._closed.wait(wait):
+            return []
+        self._revision = max(self._revision, self._backend.current_revision())
+        return []
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 class WatchHub:
@@ -175,7 +215,7 @@ class WatchHub:
                     opening = False
             if opening:
                 try:
-                    opened = self._backend.watch(tables, topics, since)  # type: ignore[arg-type]
+                    opened = open_stream(self._backend, tables, topics, since)  # type: ignore[arg-type]
                 except errors.HistoryGoneError as exc:
                     self._history_gone(exc)
                     continue

@@ -13,6 +13,7 @@ the backend, never a ``ValueError`` from deep inside a client library::
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Collection, Mapping
 from typing import Any, TypeVar, overload
@@ -159,9 +160,21 @@ class Options:
     def text(self, name: str, default: None = None) -> str | None: ...
 
     def text(self, name: str, default: str | None = None) -> str | None:
-        """The value as text."""
+        """The value as text (a keyword may also give a number or a path).
+
+        Anything else is refused: ``namespace=b"x"`` named the namespace ``"b'x'"``, and
+        ``namespace=object()`` one that changed with every run (its repr), silently.
+        """
         value = self._values.get(name, _MISSING)
-        return default if value is _MISSING else str(value)
+        if value is _MISSING:
+            return default
+        if isinstance(value, str):
+            return value
+        if isinstance(value, os.PathLike):
+            return str(os.fspath(value))
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._bad(name, "text", value)
+        return str(value)
 
     @overload
     def flag(self, name: str, default: bool) -> bool: ...

@@ -118,7 +118,7 @@ def projections(
             raise errors.ValidationError(
                 f"fields= names {getattr(model, '__name__', model)}, which the cache does not follow"
             )
-        if isinstance(names, str):
-            raise errors.ValidationError(f"fields= of {model.__name__} takes a list of field names, not one string")
+        if isinstance(names, str | bytes) or not isinstance(names, Iterable):  # fields=5 was a TypeError
+            raise errors.ValidationError(f"fields= of {model.__name__} takes a list of field names, not {names!r}")
         out[model] = view_class(model, tuple(names))
     return out

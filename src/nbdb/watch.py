@@ -106,7 +106,11 @@ class Watch(Iterator[ChangeEvent[Model]]):
             try:
                 events.append(to_event(model, change))
             except errors.CorruptRecordError as exc:
-                self._on_error(exc)
+                try:
+                    self._on_error(exc)
+                except Exception:
+                    # Raised out of poll(), it lost every other change of the batch: the stream was past them.
+                    log.exception("watch: on_error failed on a corrupt record (%s); going on", exc)
         if not events and self._gone is not None:
             raise self._gone
         return events

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections import deque
@@ -73,10 +74,25 @@ class RateLimiter(Generic[K]):
         burst: int = 100,
         clock: Clock = time.monotonic,
     ) -> None:
-        if base <= 0 or max_delay < base or rate <= 0 or burst < 1:
+        # Numbers, and finite delays: a NaN max_delay or an infinite base made a failed key's delay NaN or
+        # infinite, and retry() silently dropped the key (never tried again, the queue reported idle).
+        # (An infinite rate is fine: no overall limit.)
+        numbers = (base, max_delay, rate)
+        if (
+            any(isinstance(n, bool) or not isinstance(n, int | float) or math.isnan(n) for n in numbers)
+            or math.isinf(base)
+            or max_delay > threading.TIMEOUT_MAX  # infinite, or past what a worker's wait can take
+            or isinstance(burst, bool)
+            or not isinstance(burst, int)
+            or base <= 0
+            or max_delay < base
+            or rate <= 0
+            or burst < 1
+        ):
             raise errors.ValidationError(
-                f"rate limiter needs 0 < base <= max_delay, rate > 0, burst >= 1 "
-                f"(got base={base}, max_delay={max_delay}, rate={rate}, burst={burst})"
+                f"rate limiter needs numbers 0 < base <= max_delay <= {threading.TIMEOUT_MAX:g} and rate > 0, "
+                "and a whole burst >= 1 "
+                f"(got base={base!r}, max_delay={max_delay!r}, rate={rate!r}, burst={burst!r})"
             )
         self.base = base
         self.max_delay = max_delay
@@ -93,7 +109,8 @@ class RateLimiter(Generic[K]):
         self._failures[key] = failures + 1
         # Past 2**64 the float is capped anyway; avoid computing huge powers.
         backoff = self.max_delay if failures >= 64 else min(self.max_delay, self.base * 2.0**failures)
-        return max(backoff, self._reserve())
+        # At most what a thread can wait: a key due later than that (a tiny rate's reservation) was dropped.
+        return min(max(backoff, self._reserve()), threading.TIMEOUT_MAX)
 
     def _reserve(self) -> float:
         # A token bucket with reservations: a retry takes a token now or owes
@@ -127,6 +144,9 @@ class WorkQueue(Generic[K]):
         clock: Clock = time.monotonic,
     ) -> None:
         self.name = name or "queue"
+        if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
+            # Taken, it raised AttributeError at the first retry, in the worker that had failed: the thread died.
+            raise errors.ValidationError(f"rate_limiter takes a nbdb.RateLimiter, not {rate_limiter!r}")
         self.rate_limiter: RateLimiter[K] = rate_limiter if rate_limiter is not None else RateLimiter(clock=clock)
         self._clock = clock
         self._cond = threading.Condition(threading.Lock())
@@ -178,17 +198,22 @@ class WorkQueue(Generic[K]):
         if timeout_of(delay, "delay") is None:
             return  # longer than anybody waits
         with self._cond:
-            if self._closed:
-                return
-            if delay <= 0:
-                self._add(key)
-                return
-            due = self._clock() + delay
-            if self._due.get(key, due + 1) <= due:
-                return  # already waiting for an earlier time
-            self._due[key] = due
-            heapq.heappush(self._delayed, (due, next(self._seq), key))
-            self._cond.notify()  # a sleeping worker may need to wake earlier
+            self._add_after(key, delay)
+
+    def _add_after(self, key: K, delay: float) -> float | None:
+        """:meth:`add_after` under the lock; the time ``key`` is due at if this call set it."""
+        if self._closed:
+            return None
+        if delay <= 0:
+            self._add(key)
+            return None
+        due = self._clock() + delay
+        if self._due.get(key, due + 1) <= due:
+            return None  # already waiting for an earlier time
+        self._due[key] = due
+        heapq.heappush(self._delayed, (due, next(self._seq), key))
+        self._cond.notify()  # a sleeping worker may need to wake earlier
+        return due
 
     # ---------------------------------------------------------------- workers
 
@@ -297,11 +322,15 @@ class WorkQueue(Generic[K]):
         while True:
             with self._cond:
                 self._move_due()
-                if not (self._ready or self._processing or self._due):
+                if not self._busy():
                     return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(interval)
+
+    def _busy(self) -> bool:
+        """Whether a key is ready, processing or waiting for a delay (under the lock)."""
+        return bool(self._ready or self._processing or self._due)
 
     def metric_samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
         """The ``queue_depth`` gauge (see :mod:`nbdb.metrics`)."""

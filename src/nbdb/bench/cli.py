@@ -150,6 +150,27 @@ def _can_plot() -> bool:
     return True
 
 
+def _check_writable(out: Path, doc: Path | None) -> None:
+    """Make the output directory, and check the doc to update can be written; ValidationError if not.
+
+    (A directory that could not be made, or a doc in a missing directory, was a traceback after the
+    whole run, its figures lost.)
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.ValidationError(f"--out {out}: cannot make the directory: {exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise errors.ValidationError(f"--out {out}: the directory is not writable")
+    if doc is not None:
+        if doc.exists():
+            writable = doc.is_file() and os.access(doc, os.W_OK)
+        else:
+            writable = doc.parent.is_dir() and os.access(doc.parent, os.W_OK | os.X_OK)
+        if not writable:
+            raise errors.ValidationError(f"--doc {doc}: cannot write it (a file in an existing, writable directory)")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from nbdb.bench.report import markdown, print_report, update_doc
     from nbdb.bench.runner import run_bench
@@ -177,6 +198,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         # Say so before the run, not after it: the figures are worth having without plots.
         sys.stderr.write("nbdb bench: matplotlib is not installed, so no plots (pip install 'nbdb[bench]')\n")
         plots = False
+    out: Path = args.out
+    _check_writable(out, args.doc)  # before the run, not after it: a run can take an hour
     argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else None
     with _progress() as (start, notify):
         result = run_bench(
@@ -189,8 +212,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             argv=argv,
             groups=groups,
         )
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     result.write_json(out / "bench.json")
     images: dict[str, Path] = {}
     if plots and result.measurements:

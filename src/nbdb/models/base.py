@@ -254,6 +254,11 @@ class Model(BaseModel):
         super().__pydantic_init_subclass__(**kwargs)
         if "nbdb_table" not in cls.__dict__ or not cls.__dict__["nbdb_table"]:
             cls.nbdb_table = cls.__name__
+        table = cls.nbdb_table
+        if not isinstance(table, str) or "/" in table or not table.isprintable():
+            # "a/b" was stored on key-value stores under a key of one part more than an object's, that no
+            # list, watch or cache ever read back (memory:// showed it): the object was silently lost.
+            raise TypeError(f"{cls.__name__}.nbdb_table must be printable text without '/', not {table!r}")
         refs = tuple(spec for name, info in cls.model_fields.items() if (spec := _ref_spec(name, info)) is not None)
         cls.nbdb_references = refs
         for name in cls.nbdb_indexes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from typing import Any, TextIO
 
@@ -92,6 +93,11 @@ def _describe(server_id: str, server: Server) -> dict[str, Any]:
 
 
 def _up(args: argparse.Namespace) -> int:
+    timeout = args.timeout
+    if args.cluster < 1 or (timeout is not None and not (math.isfinite(timeout) and timeout > 0)):
+        # --cluster 0 started one member, --timeout -5 a server with no readiness bound, without a word.
+        _out("nbdb servers up: --cluster must be at least 1 and --timeout a positive number of seconds", sys.stderr)
+        return 2
     registry = ServerRegistry()
     started: list[tuple[str, Server]] = []
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from nbdb.testing.soak.runner import SOAK_KINDS, SoakConfig, run_soak
@@ -62,8 +63,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _soak(args: argparse.Namespace) -> int:
     members = args.members if args.members is not None else (1 if args.kind == "redis" else 3)
     seconds = args.seconds if args.seconds is not None else 60.0 * (args.minutes if args.minutes is not None else 5)
-    if members < 1 or seconds <= 0 or args.kill_every <= 0 or args.writers < 1 or args.accounts < 2:
-        sys.stderr.write("nbdb soak: --members, --writers, time and --kill-every must be positive; --accounts >= 2\n")
+    # Finite too: NaN passed every "<= 0" test (a run bounded by nothing), and so did inf.
+    durations = [seconds, args.kill_every, *(d for d in (args.max_stall,) if d is not None)]
+    timed = all(math.isfinite(d) and d > 0 for d in durations) and (
+        args.down is None or (math.isfinite(args.down) and args.down >= 0)
+    )
+    if members < 1 or not timed or args.writers < 1 or args.accounts < 2:
+        sys.stderr.write(
+            "nbdb soak: --members, --writers, time, --kill-every and --max-stall must be positive and --down "
+            "at least 0 (all finite); --accounts >= 2\n"
+        )
         return 2
     config = SoakConfig(
         kind=args.kind,
