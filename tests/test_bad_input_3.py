@@ -371,3 +371,21 @@ def test_an_object_and_an_id_given_to_delete_are_refused(db: nbdb.Database) -> N
     with pytest.raises(nbdb.ValidationError, match="delete"):
         txn.delete(switch, other.id)
     assert sorted(s.name for s in db.list(LogicalSwitch)) == ["other", "s"]
+
+
+@pytest.mark.parametrize("wrap", [lambda i: [i], lambda i: {i}, lambda i: {"id": i}], ids=["list", "set", "dict"])
+def test_a_collection_given_for_a_reference_to_one_object_is_refused_by_find(wrap: Any) -> None:
+    # cache.find(LogicalSwitchPort, switch=[id]) silently found nothing: a reference holds one id.
+    from nbdb.models import LogicalSwitchPort
+
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+        with db.cache([LogicalSwitch, LogicalSwitchPort]) as cache:
+            assert cache.wait_synced(10)
+            with pytest.raises(nbdb.ValidationError, match="references one object"):
+                cache.find(LogicalSwitchPort, switch=wrap(switch.id))
+            with pytest.raises(nbdb.ValidationError, match="references one object"):
+                cache.find(LogicalSwitchPort, switch=wrap(switch.id), name="p")
+            assert cache.find(LogicalSwitchPort, switch=switch.id) == [port]
+            assert cache.find(LogicalSwitch, external_ids={}) == [switch]  # a map field: compared whole

@@ -618,6 +618,12 @@ class Cache:
                 # The id as text (from JSON, a CLI) was compared with the UUIDs stored: never equal, so a
                 # port of a switch given by str(switch.id) was silently not found.
                 equals[key] = check_uuid(value)
+            elif type(value) in _UNINDEXED and any(ref.field == key and not ref.many for ref in model.nbdb_references):
+                # A reference holds one id: a collection of them never equals it (it silently found nothing).
+                raise errors.ValidationError(
+                    f"{model.__name__}.{key} references one object: find by one id or object, not a "
+                    f"{type(value).__name__} (one find() per id)"
+                )
         objects = self._objects[model]
         indexes = self._indexes[model]
         indexed = next((k for k in equals if k in indexes and type(equals[k]) not in _UNINDEXED), None)
