@@ -21,7 +21,16 @@ from nbdb.codec import encode
 from nbdb.families.ovsdb import OVN_BINDINGS, DatabaseSchema, Mapping_, build_mapping
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.ovn import OVN_NB_DATABASE
-from nbdb.families.ovsdb.rows import EXTERNAL_IDS, new_row, refs_of, render, render_written, stored_columns
+from nbdb.families.ovsdb.rows import (
+    EXTERNAL_IDS,
+    kept_wire,
+    new_row,
+    refs_of,
+    render,
+    render_written,
+    stored_columns,
+    to_keep,
+)
 from nbdb.models.base import Model
 from nbdb.models.shape import model_shapes
 from nbdb.testing.errors import ServerNotInstalledError
@@ -66,6 +75,9 @@ def test_the_rendered_rows_bytes_and_references_are_the_documents_and_its_wire_f
     assert (rendered.data, rendered.state.digest, rendered.refs) == (again.data, again.state.digest, again.refs)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
     assert stored_columns(tm, written) == wire
+    # As the replica keeps it for the row's next compare-and-swap: the same datums back.
+    kept = to_keep(wire)
+    assert kept is not None and kept_wire(kept) == wire
     assert rendered.refs == refs_of(tm, doc)
     # And both are what the model itself says it references.
     assert rendered.refs == frozenset((table, uuid.UUID(str(id))) for table, id in obj.ref_keys())

@@ -38,6 +38,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import orjson
+
 from nbdb import errors
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
@@ -65,6 +67,7 @@ __all__ = [
     "carried",
     "content_digest",
     "field_cell",
+    "kept_wire",
     "new_row",
     "new_token",
     "parse_window",
@@ -75,6 +78,7 @@ __all__ = [
     "same_content",
     "stale_marks",
     "stored_columns",
+    "to_keep",
     "written_version",
 ]
 
@@ -128,9 +132,10 @@ class Written(NamedTuple):
     parents: Mapping[str, uuid.UUID]
     doc: Doc
     """The row rendered as the model document it reads back as."""
-    wire: Mapping[str, Any]
+    wire: bytes | None
     """Every mapped column and ``external_ids`` in wire form: what a compare-and-swap of the row,
-    read back as written, compares (``stored_columns`` of the row, made once)."""
+    read back as written, compares (``stored_columns`` of the row, made once), as :func:`to_keep`
+    keeps it (None: not kept)."""
 
 
 class VersionBook:
@@ -341,6 +346,32 @@ def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
         out[cm.column] = cm.to_wire(default_cell(cm.type) if cell is None else cell)
     if tm.external_ids is not None:
         out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
+    return out
+
+
+def to_keep(wire: Mapping[str, Any]) -> bytes | None:
+    """A row's wire form (:func:`stored_columns`) as a replica keeps it: JSON bytes (None: not kept).
+
+    A replica keeps the wire form of every row that reads back as this
+    client's commit wrote it, until the row changes. As datums, that is some
+    thirty lists per port, each tracked by the cyclic collector: they reach
+    its oldest generation, where each full collection scans them and where
+    their number makes full collections come more often (measured, most of
+    the collector's time per single create). One bytes object per row is not
+    tracked. :func:`kept_wire` gives the datums back, equal to what
+    ``stored_columns`` makes (lists; a float or integer reads back as
+    written; what orjson cannot write, an integer beyond 64 bits, is not
+    kept).
+    """
+    try:
+        return orjson.dumps(wire)
+    except orjson.JSONEncodeError:
+        return None
+
+
+def kept_wire(data: bytes) -> dict[str, Any]:
+    """The wire form :func:`to_keep` kept: a fresh dict of fresh datums, the caller's to change."""
+    out: dict[str, Any] = orjson.loads(data)
     return out
 
 
