@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.families.ovsdb import Replica
 from nbdb.families.ovsdb import replica as replica_module
-from nbdb.families.ovsdb.rows import VersionBook, Written, push_window, stored_columns
+from nbdb.families.ovsdb.rows import VersionBook, Written, push_window, stored_columns, to_keep
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.watch import Watch
@@ -85,7 +85,7 @@ def _as_written(mapping: Any, ids: list[uuid.UUID]) -> dict[Any, Any]:
     rows = {i: other.row(tm, i) for i in ids}
     return {
         ("LogicalSwitch", i): Written(
-            rows[i], {}, replica_module.render(tm, i, rows[i], {}), stored_columns(tm, rows[i])
+            rows[i], {}, replica_module.render(tm, i, rows[i], {}), to_keep(stored_columns(tm, rows[i]))
         )
         for i in ids
     }

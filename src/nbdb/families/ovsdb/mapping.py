@@ -28,6 +28,7 @@ violations can be explained.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,9 +71,36 @@ class ColumnMap:
     shape: FieldShape
     to_wire: Callable[[Any], Any] = dataclasses.field(init=False, repr=False, compare=False)
     """``cell_to_wire`` of the column's type, compiled once (see :func:`~.datum.cell_encoder`)."""
+    plain: str = dataclasses.field(init=False, repr=False, compare=False)
+    """Which shape of plain field value :func:`~.rows.new_row` turns into the column's cell, datum
+    and rendered value in one step: ``"optional"`` (None, or a ``plain_type`` atom), ``"string"``,
+    ``"strings"`` (a list of ``str``), ``"string_map"`` (a dict of ``str`` to ``str``); ``""``:
+    none (a JSON column, another type). Any other value takes the general path."""
+    plain_type: builtins.type | None = dataclasses.field(init=False, repr=False, compare=False)
+    """The atom type of an optional column's plain value (``str``, ``bool``, ``int``; None: only None is)."""
+    empty_is_none: bool = dataclasses.field(init=False, repr=False, compare=False)
+    """A required string column read into an optional field: its ``""`` renders as None."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "to_wire", cell_encoder(self.type))
+        ctype = self.type
+        object.__setattr__(self, "to_wire", cell_encoder(ctype))
+        plain, plain_type = "", None
+        if self.json:
+            pass
+        elif ctype.is_optional:
+            plain, plain_type = "optional", _PLAIN_ATOMS.get(ctype.key.kind)
+        elif ctype.key.kind == "string" and ctype.value is None:
+            plain = "string" if ctype.is_scalar else "strings"
+        elif ctype.key.kind == "string" and ctype.value is not None and ctype.value.kind == "string":
+            plain = "string_map"
+        object.__setattr__(self, "plain", plain)
+        object.__setattr__(self, "plain_type", plain_type)
+        object.__setattr__(
+            self, "empty_is_none", ctype.is_scalar and self.shape.optional and self.shape.default is None
+        )
+
+
+_PLAIN_ATOMS: dict[str, type] = {"string": str, "boolean": bool, "integer": int}
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ from nbdb.families.ovsdb.rows import (
     new_row,
     push_window,
     render_written,
+    to_keep,
 )
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
@@ -296,7 +297,7 @@ def _plan_put(
     # document when the update shows the row as written, instead of rendering it again.
     rendered = render_written(tm, op.id, written, parents, values)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
-    plan.written[key] = Written(written, parents, rendered, wire)
+    plan.written[key] = Written(written, parents, rendered, to_keep(wire))
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
         insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": {**wire, **keys}}

@@ -34,6 +34,7 @@ from nbdb.families.ovsdb.rows import (
     RowState,
     VersionBook,
     Written,
+    kept_wire,
     parse_window,
     render,
     same_content,
@@ -258,10 +259,10 @@ class Replica:
         self._written: OrderedDict[RefKey, Written] = OrderedDict()
         """Key -> a row as a commit of this client wrote it, its parents, document and wire form (see
         :meth:`expect`), oldest first."""
-        self._wires: OrderedDict[RefKey, Mapping[str, Any]] = OrderedDict()
+        self._wires: OrderedDict[RefKey, bytes] = OrderedDict()
         """Key -> the wire form of a row that reads as a commit of this client wrote it (see
-        :meth:`stored_wire`): kept from that commit's plan until the row changes again, at most
-        :data:`_WRITTEN_LIMIT` of them (the most recently confirmed)."""
+        :meth:`stored_wire`), as :func:`.rows.to_keep` keeps it: kept from that commit's plan until
+        the row changes again, at most :data:`_WRITTEN_LIMIT` of them (the most recently confirmed)."""
 
     # ---------------------------------------------------------------- reads
 
@@ -295,7 +296,7 @@ class Replica:
         update of an object, typically) need not encode every column again.
         """
         wire = self._wires.get((tm.table, id))
-        return stored_columns(tm, row) if wire is None else dict(wire)
+        return stored_columns(tm, row) if wire is None else kept_wire(wire)
 
     def expect(self, written: Mapping[RefKey, Written]) -> None:
         """Rows a commit is about to write, rendered by its plan (call under ``cond``, before sending it).
@@ -429,7 +430,7 @@ class Replica:
             written = None
         if doc.namespace != self.namespace:
             return None
-        if written is not None:
+        if written is not None and written.wire is not None:
             wires = self._wires
             wires[key] = written.wire
             if len(wires) > _WRITTEN_LIMIT:

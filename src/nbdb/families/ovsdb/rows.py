@@ -38,8 +38,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import orjson
+
 from nbdb import errors
-from nbdb.families.ovsdb.datum import default_cell, wire_map
+from nbdb.families.ovsdb.datum import default_cell, escape, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "carried",
     "content_digest",
     "field_cell",
+    "kept_wire",
     "new_row",
     "new_token",
     "parse_window",
@@ -75,6 +78,7 @@ __all__ = [
     "same_content",
     "stale_marks",
     "stored_columns",
+    "to_keep",
     "written_version",
 ]
 
@@ -128,9 +132,10 @@ class Written(NamedTuple):
     parents: Mapping[str, uuid.UUID]
     doc: Doc
     """The row rendered as the model document it reads back as."""
-    wire: Mapping[str, Any]
+    wire: bytes | None
     """Every mapped column and ``external_ids`` in wire form: what a compare-and-swap of the row,
-    read back as written, compares (``stored_columns`` of the row, made once)."""
+    read back as written, compares (``stored_columns`` of the row, made once), as :func:`to_keep`
+    keeps it (None: not kept)."""
 
 
 class VersionBook:
@@ -233,10 +238,21 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 
 
-def refs_of(tm: TableMap, doc: Mapping[str, Any]) -> frozenset[tuple[str, uuid.UUID]]:
-    """Every (table, id) the document references."""
+def refs_of(
+    tm: TableMap, doc: Mapping[str, Any], parents: Mapping[str, uuid.UUID] | None = None
+) -> frozenset[tuple[str, uuid.UUID]]:
+    """Every (table, id) the document references.
+
+    ``parents``: the parents the document's parent fields were rendered from
+    (their ids as they are, not parsed back from the document's text).
+    """
     out = set()
     for spec in tm.shape.references:
+        if parents is not None and spec.field in tm.parents:
+            parent = parents.get(spec.field)
+            if parent is not None:
+                out.add((spec.target, parent))
+            continue
         value = doc.get(spec.field)
         for item in value if isinstance(value, list) else (value,):
             if item is None:
@@ -295,7 +311,7 @@ def render(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Va
     """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out)."""
     doc, data = _rendered(tm, id, row, parents, values)
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
-    refs = frozenset() if doc is None else refs_of(tm, doc)
+    refs = frozenset() if doc is None else refs_of(tm, doc, parents)
     state = RowState(_digest(data), written_version(ext), ext.get(EXT_DIGEST, ""))
     return Doc(ext.get(EXT_TOPIC), ext.get(EXT_NAMESPACE, ""), state, data, refs)
 
@@ -341,6 +357,32 @@ def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
         out[cm.column] = cm.to_wire(default_cell(cm.type) if cell is None else cell)
     if tm.external_ids is not None:
         out[EXTERNAL_IDS] = wire_map((row.get(EXTERNAL_IDS) or {}).items())
+    return out
+
+
+def to_keep(wire: Mapping[str, Any]) -> bytes | None:
+    """A row's wire form (:func:`stored_columns`) as a replica keeps it: JSON bytes (None: not kept).
+
+    A replica keeps the wire form of every row that reads back as this
+    client's commit wrote it, until the row changes. As datums, that is some
+    thirty lists per port, each tracked by the cyclic collector: they reach
+    its oldest generation, where each full collection scans them and where
+    their number makes full collections come more often (measured, most of
+    the collector's time per single create). One bytes object per row is not
+    tracked. :func:`kept_wire` gives the datums back, equal to what
+    ``stored_columns`` makes (lists; a float or integer reads back as
+    written; what orjson cannot write, an integer beyond 64 bits, is not
+    kept).
+    """
+    try:
+        return orjson.dumps(wire)
+    except orjson.JSONEncodeError:
+        return None
+
+
+def kept_wire(data: bytes) -> dict[str, Any]:
+    """The wire form :func:`to_keep` kept: a fresh dict of fresh datums, the caller's to change."""
+    out: dict[str, Any] = orjson.loads(data)
     return out
 
 
@@ -404,7 +446,38 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
     wire: dict[str, Any] = {}
     values: dict[str, Any] = {}
     for name, cm in tm.columns.items():
-        cell = field_cell(cm, doc.get(name))
+        value = doc.get(name)
+        plain = cm.plain
+        if plain:
+            # The shapes OVN's rows are made of, in one step: what field_cell, to_wire and
+            # _doc_value below make of them (a test compares the two paths for every OVN model).
+            column = cm.column
+            if plain == "optional":
+                if value is None:
+                    cells[column], wire[column], values[name] = None, ["set", []], None
+                    continue
+                if type(value) is cm.plain_type:
+                    cells[column] = values[name] = value
+                    wire[column] = escape(value) if type(value) is str else value
+                    continue
+            elif plain == "string":
+                if type(value) is str:
+                    cells[column] = value
+                    wire[column] = escape(value)
+                    values[name] = None if value == "" and cm.empty_is_none else value
+                    continue
+            elif plain == "strings":
+                if type(value) is list and all(type(a) is str for a in value):
+                    cells[column] = set(value)
+                    ordered = sorted(cells[column])
+                    wire[column] = ["set", [escape(a) for a in ordered]]
+                    values[name] = ordered
+                    continue
+            elif type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
+                cells[column] = values[name] = value
+                wire[column] = ["map", [[escape(k), escape(v)] for k, v in sorted(value.items())]]
+                continue
+        cell = field_cell(cm, value)
         try:
             wire[cm.column] = cm.to_wire(cell)
         except errors.ValidationError as exc:

@@ -1,0 +1,145 @@
+"""A/B of the OVSDB family's client work per commit in instructions (callgrind), no server, no threads.
+
+Wall clock and CPU time on the shared 2-core machine swing by 2x between runs; instruction counts
+do not. Each side runs one process under ``valgrind --tool=callgrind`` per step: a replica of
+the Northbound schema (the installed ``ovn-nb.ovsschema``) is fed by playing the server (each
+plan's inserts, updates, set mutations and deletes applied as the update ovsdb-server would
+send), and a step adds ``--count`` single creates of ports, then CAS updates of them, then
+deletes, then ports in transactions of 100. Each commit is what ``Database.create`` and the
+OVSDB backend do on the caller's side and on the I/O thread's (the model, ``put_of``,
+``plan_commit``, ``expect``, the transact's JSON, parsing and applying the update), and the
+cyclic collector's work as it falls; not the socket, the group commit or the thread hand-offs.
+Instructions per op are the difference between consecutive steps::
+
+    python benchmarks/ovsdb_family_cg.py --a /path/to/main/src --b src --count 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from abrun import env
+
+WORKER = r"""
+import json, sys, time, uuid
+import orjson
+from nbdb.families.ovsdb import OVN_BINDINGS, DatabaseSchema, Replica, build_mapping
+from nbdb.families.ovsdb.datum import cell_from_wire, cell_to_wire
+from nbdb.families.ovsdb.ovn import OVN_NB_DATABASE as NB
+from nbdb.families.ovsdb.planner import plan_commit
+from nbdb.families.ovsdb.rows import VersionBook
+from nbdb.models.shape import model_shapes
+from nbdb.testing.ovsdb import find_ovn_nb_schema
+from nbdb.bench.data import make_port
+from nbdb.models import LogicalSwitch
+from nbdb.writes import put_of
+
+steps, count = sys.argv[1], int(sys.argv[2])
+schema = DatabaseSchema.parse(json.loads(find_ovn_nb_schema().read_text()))
+mapping = build_mapping({NB: schema}, {NB: OVN_BINDINGS}, model_shapes())
+replica = Replica(mapping, VersionBook(), "cg")
+replica.resync(NB, {})
+
+def diff(table, row_id, new):
+    view = replica.views[NB]
+    old = view.rows[table][uuid.UUID(row_id)]
+    out = {}
+    for column, datum in new.items():
+        ctype = view.types[table][column]
+        value = cell_from_wire(ctype, datum)
+        before = old.get(column)
+        if ctype.is_map:
+            before = before or {}
+            pairs = {k: v for k, v in before.items() if k not in value}
+            pairs.update({k: v for k, v in value.items() if before.get(k) != v})
+            out[column] = cell_to_wire(ctype, pairs)
+        elif ctype.is_set:
+            out[column] = cell_to_wire(ctype, (before or set()) ^ value)
+        else:
+            out[column] = datum
+    return out
+
+def commit(ops):
+    with replica.cond:
+        plan = plan_commit(mapping, replica, ops, "%016x" % len(replica.records), now=time.time())
+        replica.expect(plan.written)
+    orjson.dumps({"method": "transact", "params": [NB, *plan.ops], "id": 1})  # the request
+    updates = {}
+    for op in plan.ops:
+        table = updates.setdefault(op["table"], {})
+        if op["op"] == "insert":
+            table[op["uuid"]] = {"insert": op["row"]}
+        elif op["op"] == "update":
+            row_id = op["where"][0][2][1]
+            table[row_id] = {"modify": diff(op["table"], row_id, op["row"])}
+        elif op["op"] == "mutate":
+            ((column, _how, members),) = op["mutations"]
+            d = table.setdefault(op["where"][0][2][1], {"modify": {}})["modify"]
+            d.setdefault(column, ["set", []])[1].extend(members[1])
+        elif op["op"] == "delete":
+            table[op["where"][0][2][1]] = {"delete": None}
+    # The update as the wire brings it: bytes parsed, then applied.
+    replica.apply(NB, orjson.loads(orjson.dumps(updates)))
+    return plan
+
+switch = LogicalSwitch(name="cg-switch", topic="tenant-0")
+commit([put_of(switch, 0)[0]])
+stored = []
+if "c" in steps:
+    for i in range(count):
+        put, copy = put_of(make_port(switch, i, "tenant-0"), 0)
+        commit([put])
+        stored.append(copy)
+if "u" in steps:
+    for n, port in enumerate(stored):
+        put, copy = put_of(port.replace(up=True), port.version)
+        commit([put])
+        stored[n] = copy
+if "d" in steps:
+    from nbdb.spi import Delete
+    for port in stored:
+        commit([Delete(port.nbdb_table, port.id, port.topic, port.version)])
+if "t" in steps:
+    for b in range(count // 100):
+        commit([put_of(make_port(switch, 10**6 + b * 100 + i, "tenant-0"), 0)[0] for i in range(100)])
+"""
+
+STEPS = [("", None), ("c", "create"), ("cu", "update"), ("cud", "delete"), ("cudt", "txn100")]
+
+
+def _instructions(src: str, steps: str, count: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", WORKER, steps or "-",
+             str(count)],
+            env=env(src), check=True, capture_output=True, timeout=3600,
+        )  # fmt: skip
+        summary = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
+        assert summary is not None
+        return int(summary.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", required=True, help="the first checkout's src/ (e.g. main's)")
+    parser.add_argument("--b", required=True, help="the second checkout's src/")
+    parser.add_argument("--count", type=int, default=300, help="ports per step (transactions: count // 100 of 100)")
+    opts = parser.parse_args()
+    totals = {side: [_instructions(src, steps, opts.count) for steps, _ in STEPS] for side, src in
+              (("a", opts.a), ("b", opts.b))}  # fmt: skip
+    print(f"instructions per op (count {opts.count}):  a | b   b/a")
+    for n, (_steps, name) in enumerate(STEPS):
+        if name is None:
+            continue
+        per = {side: (totals[side][n] - totals[side][n - 1]) / opts.count for side in totals}
+        print(f"  {name:8s} {per['a']:12,.0f} | {per['b']:12,.0f}   {per['b'] / per['a']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
