@@ -733,7 +733,7 @@ class _LostHeadReply(ForwardingStore):
         return self.real.apply(writes)
 
     def select(self, query: Any, params: Sequence[Any], *, serial: bool = False) -> list[Any]:
-        self.head_reads += self.lost and query is layout.Q_HEAD and not serial
+        self.head_reads += self.lost and query.table == layout.SEQ and query.columns == ("head",) and not serial
         return self.real.select(query, params, serial=serial)
 
 

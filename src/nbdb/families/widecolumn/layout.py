@@ -189,6 +189,7 @@ W_CHANGE = Insert(
 # ---------------------------------------------------------------- nbdb_seq
 
 Q_HEAD = Select(SEQ, ("head",), ("ns", "bucket"), limit=1)
+Q_HEAD_HINT = Select(SEQ, ("head",), ("ns", "bucket"), limit=1, hint=True)
 Q_INTENTS = Select(SEQ, ("g", "topic", "tables", "void"), ("ns", "bucket"), (("g", ">"),), limit=INTENT_PAGE)
 Q_INTENT = Select(SEQ, ("cid", "void"), ("ns", "bucket", "g"))
 Q_TAKEN = Select(SEQ, ("cid", "head"), ("ns", "bucket", "g"))

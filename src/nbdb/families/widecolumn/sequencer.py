@@ -265,7 +265,9 @@ class RevisionSequencer:
             if known is not None and known[0] == bucket and (attempt or not self._q.contended):
                 head = known[1]
             else:
-                rows = self._store.select(L.Q_HEAD, (self._ns, bucket))
+                # A guess the compare-and-set checks: one replica's answer (the row's coordinator, where the
+                # driver sends it), not a quorum's, which waited ~1 s for a replica killed a moment before.
+                rows = self._store.select(L.Q_HEAD_HINT, (self._ns, bucket))
                 head = rows[0].head if rows else None
                 if known is not None and known[0] == bucket and known[1] is not None and (head or 0) < known[1]:
                     # Behind this process's own last take (a plain read, after a take settled by a serial
