@@ -110,6 +110,8 @@ class CassandraBackend(WideColumnBackend):
             keyspace=url.keyspace,
             consistency=getattr(ConsistencyLevel, url.consistency),
             serial_consistency=getattr(ConsistencyLevel, url.serial_consistency),
+            # The local datacenter's one replica for a local quorum, any one replica otherwise.
+            hint_consistency=ConsistencyLevel.LOCAL_ONE if url.consistency == "LOCAL_QUORUM" else ConsistencyLevel.ONE,
             request_timeout=url.request_timeout,
             serial_profile=SERIAL_PROFILE,
             replication=url.replication,

@@ -88,6 +88,8 @@ class StoreSettings:
     """Consistency level of reads and writes (a quorum level)."""
     serial_consistency: int
     """Consistency level of the Paxos phase of lightweight transactions and serial reads."""
+    hint_consistency: int | None = None
+    """Consistency level of reads whose answer is only a guess (``Select.hint``; None: ``consistency``)."""
     request_timeout: float = 15.0
     serial_profile: str | None = None
     """The session's execution profile for serial reads (None: the default profile)."""
@@ -256,7 +258,12 @@ class CqlStore(WideColumnStore):
     def _bind(self, statement: Select | Write, params: Sequence[Any], serial: bool = False) -> Any:
         prepared = self._prepare(statement)
         bound = prepared.statement.bind(prepared.compiled.arrange(tuple(params)))
-        bound.consistency_level = self.settings.serial_consistency if serial else self.settings.consistency
+        if serial:
+            bound.consistency_level = self.settings.serial_consistency
+        elif isinstance(statement, Select) and statement.hint and self.settings.hint_consistency is not None:
+            bound.consistency_level = self.settings.hint_consistency
+        else:
+            bound.consistency_level = self.settings.consistency
         bound.serial_consistency_level = self.settings.serial_consistency
         # Reads and plain writes are safe to re-send; a compare-and-set is not (see exceptions.py).
         bound.is_idempotent = not prepared.compiled.conditional

@@ -114,20 +114,22 @@ class Committer:
                     take = functools.partial(self._take, part, tables, taken)
                     try:
                         # The revision is taken while the plan's reads (and, for creates, the claims of
-                        # their unique values, tied to the revision it will likely be) are in flight.
+                        # their unique values, tied to the revision it will likely be) are in flight. Not
+                        # after a batch failed: the reads then mostly show a conflict, which the plan raises
+                        # before a revision is taken (a take lost for nothing, and a void for the watchers).
                         early = [] if fresh else self._claims.start_early(ops, part, self._sequencer.predict())
                         try:
-                            rows, located, mortal = self._facts(part, ops, fresh, overlap=take)
-                            if not taken:
-                                take()
+                            rows, located, mortal = self._facts(part, ops, fresh, overlap=None if fresh else take)
                         finally:
                             self._claims.collect_early(early, claims)
-                        revision = taken[0]
                         plan = planner.plan(
                             self._p.ns, part, ops, rows, located,
                             mortal=mortal, now_ms=int(self._o.clock() * 1000), guards=guards,
                         )  # fmt: skip
                         self._refs.check_deletes(plan)
+                        if not taken:
+                            take()
+                        revision = taken[0]
                         if fence is not None:
                             fenced.append(revision)
                             self._fences.guard(fence, part, revision)

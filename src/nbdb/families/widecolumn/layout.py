@@ -189,8 +189,10 @@ W_CHANGE = Insert(
 # ---------------------------------------------------------------- nbdb_seq
 
 Q_HEAD = Select(SEQ, ("head",), ("ns", "bucket"), limit=1)
+Q_HEAD_HINT = Select(SEQ, ("head",), ("ns", "bucket"), limit=1, hint=True)
 Q_INTENTS = Select(SEQ, ("g", "topic", "tables", "void"), ("ns", "bucket"), (("g", ">"),), limit=INTENT_PAGE)
 Q_INTENT = Select(SEQ, ("cid", "void"), ("ns", "bucket", "g"))
+Q_TAKEN = Select(SEQ, ("cid", "head"), ("ns", "bucket", "g"))
 W_HEAD = Update(SEQ, ("ns", "bucket"), set=("head",), conditions=(Compare("head"),))
 W_INTENT = Insert(SEQ, ("ns", "bucket", "g", "topic", "tables", "cid", "at"), ttl=True)
 W_VOID = Update(SEQ, ("ns", "bucket", "g"), set=("void",), ttl=True)

@@ -140,6 +140,10 @@ class Select:
     limit: int | None = None
     paged: bool = False
     """The most rows to return is the last parameter (a page of a listing)."""
+    hint: bool = False
+    """Any one replica's answer will do: the value is a guess that a conditional write checks (the
+    sequencer's head before its compare-and-set), never a fact a decision rests on. A quorum read waits
+    for a replica that just died until the server gives up on it; one replica's read does not."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,7 +265,9 @@ class RevisionSequencer:
             if known is not None and known[0] == bucket and (attempt or not self._q.contended):
                 head = known[1]
             else:
-                rows = self._store.select(L.Q_HEAD, (self._ns, bucket))
+                # A guess the compare-and-set checks: one replica's answer (the row's coordinator, where the
+                # driver sends it), not a quorum's, which waited ~1 s for a replica killed a moment before.
+                rows = self._store.select(L.Q_HEAD_HINT, (self._ns, bucket))
                 head = rows[0].head if rows else None
                 if known is not None and known[0] == bucket and known[1] is not None and (head or 0) < known[1]:
                     # Behind this process's own last take (a plain read, after a take settled by a serial
@@ -292,11 +294,12 @@ class RevisionSequencer:
                     (L.W_INTENT, (self._ns, bucket, first + offset, request.part, set(request.tables), cid, at,
                                   self._o.history))
                 )  # fmt: skip
+            after: int | None = None
             try:
                 result = self._store.apply(writes)
                 applied = result.applied
             except OutcomeUnknown:
-                applied = self._landed(bucket, first, cid)
+                applied, after = self._landed(bucket, first, cid, head)
                 result = None
             if applied:
                 self._q.known = (bucket, first + count - 1)
@@ -306,9 +309,14 @@ class RevisionSequencer:
                     log.debug("took %d revisions after %d lost races, in %.2fs", count, attempt,
                               time.monotonic() - started)  # fmt: skip
                 return list(range(first, first + count))
-            # Another client took numbers: a failed compare-and-set reports the head it saw.
-            reported = result is not None and result.reports("head")
-            self._q.known = (bucket, result.value("head")) if reported and result is not None else None
+            # Another client took numbers: a failed compare-and-set reports the head it saw, and the serial
+            # read that settled a lost reply read it too (a plain read of the head waited ~1 s for the rest of
+            # the node's in-flight rounds after the row's coordinator was killed; the serial one did not).
+            if result is None:
+                reported, self._q.known = True, (bucket, after)
+            else:
+                reported = result.reports("head")
+                self._q.known = (bucket, result.value("head")) if reported else None
         raise errors.BackendUnavailableError("could not take a revision: too much contention on the sequencer")
 
     def _pause(self, losses: int, reported: bool) -> None:
@@ -324,10 +332,17 @@ class RevisionSequencer:
         if share > 0:
             time.sleep(self._pause_cap * share * random.random())  # not cryptography
 
-    def _landed(self, bucket: int, first: int, cid: uuid.UUID) -> bool:
-        """Whether a compare-and-set whose reply was lost took ``first`` (its index row carries ``cid``)."""
-        rows = self._partitions.read(L.Q_INTENT, (self._ns, bucket, first), serial=True)
-        return bool(rows) and rows[0].cid == cid
+    def _landed(self, bucket: int, first: int, cid: uuid.UUID, head: int | None) -> tuple[bool, int | None]:
+        """Whether a compare-and-set on ``head`` whose reply was lost took ``first`` (its index row carries
+        ``cid``), and the head as the same serial read found it.
+
+        No index row at ``first``: nobody took it, so the head is still ``head`` (were the row dropped by
+        a compaction, the next compare-and-set on it fails and reports the head: a round lost, nothing else).
+        """
+        rows = self._partitions.read(L.Q_TAKEN, (self._ns, bucket, first), serial=True)
+        if not rows:
+            return False, head
+        return rows[0].cid == cid, rows[0].head
 
     def void(self, revision: int) -> None:
         """Mark ``revision`` as never committed (its commit failed and will not be retried under it)."""
