@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.cache import Replica, SharedCache
-from nbdb.codec import check_storable, decode, decode_each, encode
+from nbdb.codec import decode, decode_each, encode
 from nbdb.models.base import DECODED, Model
 from nbdb.models.ovn import Direction, LogicalSwitch, LogicalSwitchPort, QoS
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 from nbdb.spi import Record, Snapshot
+from nbdb.storable import check_storable
 from nbdb.testing.strategies import ovn_objects
 
 

@@ -10,30 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
-import enum
 import functools
 import gc
 import json
 import logging
-import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar, cast
 from uuid import UUID
 
 import pydantic
 import pydantic.fields
-import pydantic_core
 from pydantic_core import PydanticSerializationError, SchemaSerializer
 
 from nbdb import errors
 from nbdb.models.base import DECODED, Model, Reference, freeze_lineage, validation_error_of
-from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet
+from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenSet
 from nbdb.spi import Record
+from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
 
-__all__ = ["bulk", "check_storable", "decode", "decode_each", "encode", "storable"]
+__all__ = ["bulk", "decode", "decode_each", "encode", "from_plain", "plain"]
 
 M = TypeVar("M", bound=Model)
 
@@ -78,228 +75,6 @@ def encode(obj: Model) -> bytes:
         raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be stored: {exc}") from None
     unknown = obj.__pydantic_extra__
     return data if not unknown else _with_unknown(data, unknown)
-
-
-def check_storable(obj: Model) -> None:
-    """Refuse ``obj`` (ValidationError) if it holds text no store can hold: a lone surrogate (or bytes not UTF-8).
-
-    pydantic's serializer refuses such a string as a value, but writes a map
-    key holding one as U+FFFD characters: another key, silently stored. Every
-    write is checked here (:func:`encode`, and a store that keeps values and
-    never encodes them, ``keeps_values``), so that no store takes what
-    another refuses and no key changes on its way in. It costs a
-    per-class check of each text field's ``isascii()`` (constant time in
-    CPython, ≈ 0.7 µs a port); only a non-ASCII string is encoded to find out.
-    (A length bound on every ``str`` would make pydantic-core check the same
-    at validation, but it cost 8 % more instructions to build or decode a
-    port, on every backend and every read.)
-    """
-    check = _ASCII_CHECKS.get(type(obj))
-    if check is None:
-        check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
-    fields = obj.__dict__
-    verdict = check(fields)
-    if verdict is True:
-        return
-    if not storable(fields):
-        raise errors.ValidationError(
-            f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode, bytes that are not UTF-8, "
-            "a float that is infinite or NaN, or a value JSON cannot hold"
-        )
-    if verdict is _WRONG_TYPE:
-        # A list or map of the object changed in place (models are frozen, their containers are not):
-        # `port.external_ids["k"] = 5` was stored as it was, and every later read of it failed.
-        try:
-            valid = type(obj).__pydantic_validator__.validate_python(fields).__dict__
-        except pydantic.ValidationError as exc:
-            raise errors.ValidationError(
-                f"{obj.nbdb_table} {obj.id} cannot be stored: a value is not what its field holds "
-                f"(changed in place?): {validation_error_of(exc, type(obj).__name__)}"
-            ) from None
-        if valid != fields:  # valid once converted (bytes where text belongs): not what a store of bytes reads back
-            wrong = sorted(name for name, value in valid.items() if fields.get(name) != value)
-            raise errors.ValidationError(
-                f"{obj.nbdb_table} {obj.id} cannot be stored: {', '.join(wrong)} holds a value of another type "
-                "than its field's (changed in place?)"
-            )
-
-
-def storable(value: object) -> bool:
-    """Whether every string in ``value`` (and in its containers and models, at any depth) encodes as UTF-8,
-    and every float is finite (JSON has no infinity nor NaN: pydantic writes them as null).
-
-    Any pydantic model is looked into, not only nbdb's: a plain ``BaseModel`` (or
-    dataclass) field has its own config, so neither ``allow_inf_nan=False`` nor
-    the serializer's refusals reach inside it the way they do a model's own fields.
-    """
-    if isinstance(value, str):
-        if value.isascii():
-            return True
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, bytes):  # JSON holds bytes as UTF-8 text (pydantic's default)
-        try:
-            value.decode()
-        except UnicodeDecodeError:
-            return False
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, pydantic.BaseModel):
-        return storable(value.__dict__)
-    if isinstance(value, dict):
-        return all(storable(key) and storable(item) for key, item in value.items())
-    if isinstance(value, list | tuple | set | frozenset):
-        return all(storable(item) for item in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return storable(vars(value))
-    if value is None or isinstance(value, int | UUID | enum.Enum):
-        return True
-    # Any other value (under an ``Any`` field, say): storable when pydantic's JSON serializer writes it
-    # (a datetime, a Decimal...). memory:// keeps objects and never encodes them: without this it took an
-    # ``object()`` that every store of bytes refuses.
-    try:
-        pydantic_core.to_json(value)
-    except (PydanticSerializationError, ValueError, TypeError):
-        return False
-    return True
-
-
-_ASCII_CHECKS: dict[type[Model], Callable[[dict[str, Any]], object]] = {}
-_WRONG_TYPE = 2
-"""What a model's check answers when a text field holds a value of another type than its annotation's."""
-_NO_TEXT = (bool, int, float, UUID, type(None), enum.Enum)
-_FIELD_VALIDATORS = (
-    pydantic.BeforeValidator,
-    pydantic.AfterValidator,
-    pydantic.PlainValidator,
-    pydantic.WrapValidator,
-)
-_COLLECTIONS = frozenset({list, tuple, set, frozenset, FrozenList, FrozenSet})
-
-
-def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], object]:
-    """A function of a ``model`` instance's fields: True when all its text is ASCII (False: look closer;
-    ``_WRONG_TYPE``: a text field holds a value of another type, which may be invalid: validate it again;
-    a text that is not ASCII does not end the look for one).
-
-    Written for the model from its annotations: a text field is one
-    ``isascii()``, a list or set of text a loop of them, a map a loop over its
-    keys (and values, if text), a field that holds no text nothing; any other field
-    answers False and :func:`storable` looks at the whole object. A model validator that runs
-    before the fields' own (or around them) may put anything anywhere: its model's fields are all
-    looked at that way; so is a field with validators of its own (a plain validator's value need
-    not be its annotation's, nor validate again).
-    """
-    decorators = model.__pydantic_decorators__
-    trusted = not decorators.root_validators and all(
-        d.info.mode == "after" for d in decorators.model_validators.values()
-    )
-    validated = {name for d in decorators.field_validators.values() for name in d.info.fields}
-    lines = ["def check(d):", "    a = True"]
-    scope_names: dict[str, Any] = {"COLLECTIONS": _COLLECTIONS, "FrozenDict": FrozenDict, "WRONG": _WRONG_TYPE}
-    for name, field in model.model_fields.items():
-        own = name in validated or any(isinstance(m, _FIELD_VALIDATORS) for m in field.metadata)
-        shape = _text_shape(field.annotation) if trusted and not own else "other"
-        if shape == "none":
-            continue
-        lines.append(f"    v = d[{name!r}]")
-        if shape == "text":
-            lines += [
-                "    if v is not None:",
-                "        if type(v) is not str: return WRONG",
-                "        if not v.isascii(): a = False",
-            ]
-        elif shape == "bytes":
-            lines += [
-                "    if v is not None:",
-                "        if type(v) is not bytes: return WRONG",
-                "        if not v.isascii(): a = False",
-            ]
-        elif shape == "texts":
-            lines += [
-                "    if type(v) not in COLLECTIONS: return WRONG",
-                "    for x in v:",
-                "        if type(x) is not str: return WRONG",
-                "        if not x.isascii(): a = False",
-            ]
-        elif shape == "map":
-            lines += [
-                "    if type(v) is not dict and type(v) is not FrozenDict: return WRONG",
-                "    for k, x in v.items():",
-                "        if type(k) is not str or type(x) is not str: return WRONG",
-                "        if not (k.isascii() and x.isascii()): a = False",
-            ]
-        elif shape == "keys":
-            kind, nullable = _value_class(typing.get_args(_unwrapped(field.annotation))[1])
-            scope_names[f"T_{name}"] = kind
-            wrong = (
-                "False" if kind is object else f"type(x) is not T_{name}" + (" and x is not None" if nullable else "")
-            )
-            lines += [
-                "    if type(v) is not dict and type(v) is not FrozenDict: return WRONG",
-                "    for k, x in v.items():",
-                f"        if type(k) is not str or ({wrong}): return WRONG",
-                "        if not k.isascii(): a = False",
-            ]
-        else:
-            lines.append("    if v is not None: a = False")
-    lines.append("    return a")
-    scope: dict[str, Any] = {}
-    exec("\n".join(lines), scope_names, scope)  # code of our own
-    return cast(Callable[[dict[str, Any]], object], scope["check"])
-
-
-def _unwrapped(annotation: Any) -> Any:
-    """``annotation`` without ``Annotated`` and ``| None``."""
-    while True:
-        origin = typing.get_origin(annotation)
-        args = typing.get_args(annotation)
-        if origin is typing.Annotated:
-            annotation = args[0]
-        elif origin in (typing.Union, types.UnionType) and type(None) in args and len(args) == 2:
-            annotation = args[0] if args[1] is type(None) else args[1]
-        else:
-            return annotation
-
-
-def _value_class(annotation: Any) -> tuple[type, bool]:
-    """The class a map's values hold (a "keys" shape: no text), and whether they may be None."""
-    origin = typing.get_origin(annotation)
-    nullable = origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
-    kind = _unwrapped(annotation)
-    return (kind if isinstance(kind, type) else object), nullable
-
-
-def _text_shape(annotation: Any) -> str:
-    """A field's annotation: "none" (no text), "text", "bytes", "texts" (a list or set of text), "map" (text to text),
-    "keys" (text to no text) or "other"."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Annotated:
-        return _text_shape(args[0])
-    if origin in (typing.Union, types.UnionType):
-        shapes = {_text_shape(arg) for arg in args if arg is not type(None)}
-        return shapes.pop() if len(shapes) == 1 else "other"
-    if origin in (list, set, frozenset) and len(args) == 1:
-        inner = _text_shape(args[0])
-        return "texts" if inner == "text" else inner if inner == "none" else "other"
-    if origin is dict and len(args) == 2:
-        key, value = _text_shape(args[0]), _text_shape(args[1])
-        if key == "text" and value in ("text", "none"):
-            return "map" if value == "text" else "keys"
-        return "none" if key == value == "none" else "other"
-    if origin is None and isinstance(annotation, type):
-        if issubclass(annotation, _NO_TEXT):
-            return "none"
-        if annotation is str:
-            return "text"
-        if annotation is bytes:
-            return "bytes"
-    return "other"
 
 
 def _stored_form(model: type[Model]) -> SchemaSerializer | None:
@@ -671,10 +446,7 @@ def _harmless(item: Any) -> bool:
         return all(_harmless(inner) for inner in item.metadata)
     if isinstance(item, Reference):
         return True  # JSON goes straight to the UUID validator (see Reference)
-    return not isinstance(item, _VALIDATORS) and not hasattr(item, "__get_pydantic_core_schema__")
-
-
-_VALIDATORS = (pydantic.AfterValidator, pydantic.BeforeValidator, pydantic.WrapValidator, pydantic.PlainValidator)
+    return not isinstance(item, FIELD_VALIDATORS) and not hasattr(item, "__get_pydantic_core_schema__")
 
 
 _new_tuple = tuple.__new__

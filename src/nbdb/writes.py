@@ -14,10 +14,11 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from nbdb import errors
-from nbdb.codec import check_storable, decode, encode, storable
+from nbdb.codec import decode, encode
 from nbdb.models.base import Model, lineage_is_own
 from nbdb.models.ids import claim
 from nbdb.spi import DEFERRED, Delete, FieldChange, Mutate, Put, Record, UniqueKey
+from nbdb.storable import check_storable, storable
 
 __all__ = [
     "FieldMutation",
@@ -226,7 +227,7 @@ def mutation_changes(model: type[Model], add: FieldMutation, remove: FieldMutati
             )
         else:
             added = tuple(_normal(adapter, m, model, field) for m in _members(add.get(field, ()), kind, "add"))
-        if not (storable(added) and storable(removed)):  # as every write is checked (see codec.check_storable)
+        if not (storable(added) and storable(removed)):  # as every write is checked (see nbdb.storable)
             raise errors.ValidationError(
                 f"{model.__name__}.{field}: a member holds text that is not Unicode, bytes that are not UTF-8 "
                 "or a float that is infinite or NaN"
