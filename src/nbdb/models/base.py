@@ -26,7 +26,7 @@ from pydantic_core import core_schema
 
 import nbdb.models.ids as _ids
 from nbdb import errors
-from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
+from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, slot_setter
 from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 
@@ -513,18 +513,9 @@ class Model(BaseModel):
             yield value
 
 
-def _slot_setter(name: str) -> Any:
-    """Sets BaseModel's slot ``name`` of an instance: the member descriptor's own ``__set__`` (0.7k
-    instructions against ``object.__setattr__``'s 1.1k, which looks the descriptor up first)."""
-    descriptor = vars(BaseModel).get(name)
-    if descriptor is not None and type(descriptor).__name__ == "member_descriptor":
-        return descriptor.__set__
-    return lambda obj, value: object.__setattr__(obj, name, value)  # another layout: the general call
-
-
-_set_fields_set = _slot_setter("__pydantic_fields_set__")
-_set_extra = _slot_setter("__pydantic_extra__")
-_set_private = _slot_setter("__pydantic_private__")
+_set_fields_set = slot_setter(BaseModel, "__pydantic_fields_set__")
+_set_extra = slot_setter(BaseModel, "__pydantic_extra__")
+_set_private = slot_setter(BaseModel, "__pydantic_private__")
 
 
 _SHARED_LIMIT = 4096

@@ -26,7 +26,9 @@ from __future__ import annotations
 import os
 import pickle
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+
+from nbdb.models.shared import slot_setter
 
 __all__ = ["BATCH", "UNSUBMITTED_LIMIT", "claim", "forget", "new_id", "v4_from_bytes"]
 
@@ -43,23 +45,13 @@ _SET = (0x8000 << 48) | (4 << 76)
 """Variant RFC 4122, version 4 (what ``UUID(..., version=4)`` sets)."""
 _UNKNOWN = uuid.SafeUUID.unknown
 _bare = uuid.UUID.__new__
-_set = object.__setattr__
 _from_bytes = int.from_bytes
 _urandom = os.urandom
 
 
-def _slot_setter(name: str) -> Callable[[uuid.UUID, object], None]:
-    """Sets slot ``name`` of a bare UUID: its member descriptor's own ``__set__`` (0.7k instructions
-    against ``object.__setattr__``'s 1.1k, which looks the descriptor up first), or that call where
-    UUID has no such slot (:func:`_same_as_public` then decides whether the shortcut is kept)."""
-    descriptor = vars(uuid.UUID).get(name)
-    if descriptor is not None and type(descriptor).__name__ == "member_descriptor":
-        return descriptor.__set__  # type: ignore[no-any-return]
-    return lambda value, item: _set(value, name, item)
-
-
-_set_int = _slot_setter("int")
-_set_is_safe = _slot_setter("is_safe")
+# Where UUID has no such slots, the general call (:func:`_same_as_public` then decides whether the shortcut is kept).
+_set_int = slot_setter(uuid.UUID, "int")
+_set_is_safe = slot_setter(uuid.UUID, "is_safe")
 
 
 def v4_from_bytes(raw: bytes) -> uuid.UUID:
