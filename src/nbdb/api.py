@@ -112,17 +112,23 @@ class _Lock(AbstractContextManager[LockHandle]):
     def __enter__(self) -> LockHandle:
         manager = self._take()
         handle = manager.__enter__()
-        stack: list[AbstractContextManager[LockHandle]] = self._held.__dict__.setdefault("stack", [])
-        stack.append(manager)
+        stack: list[tuple[AbstractContextManager[LockHandle], LockHandle]] = self._held.__dict__.setdefault("stack", [])
+        stack.append((manager, handle))
         return handle
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        stack: list[AbstractContextManager[LockHandle]] = self._held.__dict__.get("stack", [])
+        stack: list[tuple[AbstractContextManager[LockHandle], LockHandle]] = self._held.__dict__.get("stack", [])
         if not stack:
             return None
-        return stack.pop().__exit__(exc_type, exc, tb)
+        manager, handle = stack.pop()
+        try:
+            return manager.__exit__(exc_type, exc, tb)
+        finally:
+            # Released (or its release failed and the lease runs out): a handle kept past the block said
+            # lost=False for ever, though anyone may hold the lock now.
+            handle.mark_released()
 
 
 class Database:
@@ -195,7 +201,10 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            return as_stored(planned, result.versions[0], self._context.stamp(result.revision))
+            copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
+            if self._context.store_token is not None:
+                self._context.mark((copy,))
+            return copy
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def check_model(self, model: type[Model]) -> None:
@@ -252,7 +261,10 @@ class Database:
         obj = self._context.checked_stored(obj)
         put, planned = put_of(obj, obj.version, None, self._context.deferred)
         result = self._context.commit_ops([put], fence)
-        return as_stored(planned, result.versions[0], self._context.stamp(result.revision))
+        copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
+        if self._context.store_token is not None:
+            self._context.mark((copy,))
+        return copy
 
     def mutate(
         self,

@@ -130,11 +130,13 @@ class CommitContext:
     caches' commit-to-applied lag (None without metrics).
     """
 
-    __slots__ = ("_metrics", "_scope", "backend", "closed", "commit_times", "deferred")
+    __slots__ = ("_metrics", "_scope", "backend", "closed", "commit_times", "deferred", "store_token")
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._scope = backend.revision_scope
+        self.store_token = backend.store_token
+        """The store's token (see :attr:`nbdb.spi.Backend.store_token`), kept by the copies a write returns."""
         self.deferred: bool = backend.keeps_values
         handles = metrics.active()
         self._metrics = None if handles is None else handles.backend(backend)
@@ -156,6 +158,13 @@ class CommitContext:
         """
         return revision if self._scope is GLOBAL_SCOPE else Revision(revision, self._scope)
 
+    def mark(self, copies: Sequence[Model]) -> None:
+        """Record on stamped write results the store that wrote them (only when the backend names it)."""
+        token = self.store_token
+        if token is not None:
+            for copy in copies:
+                copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # stamped: a dict of its own
+
     def commit(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> tuple[CommitResult, Revision]:
         """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
         result = self.commit_ops(ops, fence)
@@ -175,7 +184,8 @@ class CommitContext:
                 raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
             self.need("fencing", backend.capabilities.fencing, "fence writes on a lock")
             if fence.lost:
-                raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
+                how = "released (its with block ended)" if fence.released else "lost"
+                raise errors.LockLostError(f"lock {fence.name!r} was {how}: nothing was written")
 
         # Only a backend that handles mutations is ever given Mutate ops (see Database.mutate()).
         commit: Callable[[Sequence[Any]], CommitResult]

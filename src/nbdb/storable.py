@@ -25,7 +25,7 @@ import pydantic_core
 from pydantic_core import PydanticSerializationError
 
 from nbdb import errors
-from nbdb.models.base import Model, validation_error_of
+from nbdb.models.base import Model, check_references_resolve, validation_error_of
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 
 __all__ = ["FIELD_VALIDATORS", "check_storable", "storable"]
@@ -47,6 +47,7 @@ def check_storable(obj: Model) -> None:
     """
     check = _ASCII_CHECKS.get(type(obj))
     if check is None:
+        check_references_resolve(type(obj))  # once per model, at its first write (not cached until it passes)
         check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
     fields = obj.__dict__
     verdict = check(fields)

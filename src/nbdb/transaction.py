@@ -190,6 +190,9 @@ class Transaction:
                         else:
                             step.result = as_stored(planned, version, stamp)
                     committed_all(stored, stamp)
+                    if context.store_token is not None:
+                        planned_results = [s.result for s in live if isinstance(s, _Step) and s.result is not None]
+                        context.mark([*stored, *results.values(), *planned_results])
                     for step in reads:
                         # Applied by the store to what it held: read what that made.
                         assert step.mutation is not None
@@ -234,6 +237,8 @@ class Transaction:
             copy: Model = put.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
             stored.append(copy if copy.version == version else as_stored(copy, version, stamp))
         committed_all(stored, stamp)
+        if context.store_token is not None:
+            context.mark(stored)
         self.results = stored  # type: ignore[assignment]  # list[Model] is a list[Model | None]
         self._steps = []
         self._finished = "committed"

@@ -36,6 +36,7 @@ __all__ = [
     "RefSpec",
     "Reference",
     "all_models",
+    "check_references_resolve",
     "committed_all",
     "freeze_lineage",
     "lineage_is_own",
@@ -667,6 +668,27 @@ def model_for_table(table: str) -> type[Model]:
         return _REGISTRY[table]
     except KeyError:
         raise errors.NotFoundError(f"no model is registered for table {table!r}") from None
+
+
+def check_references_resolve(model: type[Model]) -> None:
+    """ValidationError unless every :class:`Reference` of ``model`` names the table of a model defined by now.
+
+    A reference names its target by table, so that a model may point to one
+    defined after it (a forward reference): the name is looked up when the
+    model is first written, not when it is defined. ``Reference("NoSuchModel")``
+    (a typo, or a class name where the table is named otherwise) was taken, and
+    every write that set it failed with a ReferenceError saying the object did not
+    exist; one that left it None was stored pointing nowhere.
+    """
+    for spec in model.nbdb_references:
+        if spec.target in _REGISTRY:
+            continue
+        named = [m for m in _REGISTRY.values() if m.__name__ == spec.target]
+        hint = f": {named[0].__name__}'s table is {named[0].nbdb_table!r}" if named else " (defined yet)"
+        raise errors.ValidationError(
+            f"{model.__name__}.{spec.field} references table {spec.target!r}, which no model has{hint}; "
+            "a Reference names the table of the referenced model"
+        )
 
 
 def all_models() -> tuple[type[Model], ...]:

@@ -1,0 +1,147 @@
+"""A fourth round of what a controller author gets wrong, on every kind of store: typed errors, truthful state.
+
+A reference to a table no model has, a lock handle kept after its block, a cache asked to wait for
+an object another store wrote, ...
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Annotated
+
+import pytest
+
+import nbdb
+from nbdb.models import LogicalSwitch
+from nbdb.models.base import Reference
+from nbdb.testing.servers import start_server
+
+pytestmark = pytest.mark.timeout(180)
+
+STORES = ["memory", "sqlite", "redis", "etcd"]
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, str]]:
+    with start_server("redis") as redis, start_server("etcd") as etcd:
+        yield {"redis": redis.url, "etcd": etcd.url}
+
+
+def _url(kind: str, servers: dict[str, str]) -> str:
+    if kind in servers:
+        return f"{servers[kind]}?namespace=t{uuid.uuid4().hex[:8]}"
+    return f"{kind}://"
+
+
+@pytest.fixture(params=STORES)
+def db(request: pytest.FixtureRequest) -> Iterator[nbdb.Database]:
+    servers = request.getfixturevalue("servers") if request.param in ("redis", "etcd") else {}
+    with nbdb.connect(_url(request.param, servers)) as database:
+        yield database
+
+
+# ---------------------------------------------------------------- references to no model
+
+
+class DanglingRef(nbdb.Model):
+    name: str
+    peer: Annotated[uuid.UUID | None, Reference("NoSuchModelB4")] = None
+
+
+class ForwardRef(nbdb.Model):
+    name: str
+    later: Annotated[uuid.UUID | None, Reference("DefinedLaterB4")] = None
+
+
+class ByClassName(nbdb.Model):
+    nbdb_table = "by_class_name_targets_b4"
+    name: str
+
+
+class NamesTheClass(nbdb.Model):
+    name: str
+    target: Annotated[uuid.UUID | None, Reference("ByClassName")] = None
+
+
+def test_a_reference_to_a_table_no_model_has_is_refused_at_the_first_write(db: nbdb.Database) -> None:
+    # Reference("NoSuchModel") (a typo, or the class name of a model whose table is named otherwise) was
+    # taken: a write setting it failed with "... references NoSuchModel <id>, which does not exist", and one
+    # leaving it None was stored pointing at no table.
+    with pytest.raises(nbdb.ValidationError, match="NoSuchModelB4"):
+        db.create(DanglingRef(name="unset"))
+    with pytest.raises(nbdb.ValidationError, match="NoSuchModelB4"):
+        db.create(DanglingRef(name="set", peer=uuid.uuid4()))
+    with pytest.raises(nbdb.ValidationError, match="by_class_name_targets_b4"):  # says which table to name
+        db.create(NamesTheClass(name="n"))
+    with pytest.raises(nbdb.ValidationError, match="NoSuchModelB4"), db.transaction() as txn:
+        txn.create(DanglingRef(name="in a transaction"))
+    assert db.list(DanglingRef) == [] and db.list(NamesTheClass) == []
+
+
+def test_a_forward_reference_resolves_once_its_model_is_defined() -> None:
+    with nbdb.connect("memory://") as db:
+        with pytest.raises(nbdb.ValidationError, match="DefinedLaterB4"):
+            db.create(ForwardRef(name="too early"))
+
+        class DefinedLaterB4(nbdb.Model):
+            name: str
+
+        target = db.create(DefinedLaterB4(name="t"))
+        made = db.create(ForwardRef(name="now", later=target.id))
+        assert db.get(ForwardRef, made.id).later == target.id
+        with pytest.raises(nbdb.ReferenceError):
+            db.create(ForwardRef(name="dangling", later=uuid.uuid4()))
+
+
+# ---------------------------------------------------------------- a lock handle after its block
+
+
+def test_a_lock_handle_says_it_is_no_longer_held_once_its_block_ends(db: nbdb.Database) -> None:
+    # handle.lost stayed False after the block: a worker that kept the handle believed it still held the lock
+    # (a fenced write on it did raise LockLostError, saying it "was lost").
+    lock = db.lock("leader", ttl=5, timeout=10)
+    with lock as handle:
+        assert not handle.lost and not handle.released
+    assert handle.lost and handle.released
+    assert "released" in repr(handle)
+    if db.capabilities.fencing:
+        with pytest.raises(nbdb.LockLostError, match="released"):
+            db.create(LogicalSwitch(name="fenced"), fence=handle)
+    with pytest.raises(RuntimeError), lock as failed:
+        raise RuntimeError("the block failed")
+    assert failed.lost and failed.released
+    with db.lock("leader", ttl=5, timeout=10) as again:  # released indeed: anyone may take it
+        assert not again.lost
+    assert db.list(LogicalSwitch) == []
+
+
+# ---------------------------------------------------------------- wait_for an object of another store
+
+
+def test_a_cache_refuses_to_wait_for_an_object_another_store_wrote() -> None:
+    # A cache of one memory:// store took a write result of another as reflected at once: the other store's
+    # revision (1) was one this cache had reached, though the object would never arrive.
+    with nbdb.connect("memory://") as mine, nbdb.connect("memory://") as theirs:
+        with mine.cache(LogicalSwitch) as cache:
+            assert cache.wait_synced(10)
+            for i in range(3):
+                mine.create(LogicalSwitch(name=f"mine{i}"))
+            foreign = theirs.create(LogicalSwitch(name="theirs"))
+            with theirs.transaction() as txn:
+                txn.create(LogicalSwitch(name="theirs too"))
+            started = time.monotonic()
+            for obj in (foreign, txn.results[0], theirs.update(foreign.replace(name="renamed"))):
+                with pytest.raises(nbdb.ValidationError, match="another store"):
+                    cache.wait_for(obj, 5)
+            assert time.monotonic() - started < 5
+            own = mine.create(LogicalSwitch(name="own"))
+            assert cache.wait_for(own, 10) and cache.get(LogicalSwitch, own.id) == own
+            with nbdb.connect("sqlite://") as other_kind:
+                with pytest.raises(nbdb.ValidationError, match="another store"):
+                    cache.wait_for(other_kind.create(LogicalSwitch(name="sqlite")), 5)
+    # Two connections to one named store share it: a write of either is waited for.
+    name = f"memory://shared-{uuid.uuid4().hex[:8]}"
+    with nbdb.connect(name) as writer, nbdb.connect(name) as reader, reader.cache(LogicalSwitch) as cache:
+        assert cache.wait_for(writer.create(LogicalSwitch(name="shared")), 10)
