@@ -6,10 +6,12 @@ an object another store wrote, ...
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import pytest
 
@@ -17,6 +19,8 @@ import nbdb
 from nbdb.models import LogicalSwitch
 from nbdb.models.base import Reference
 from nbdb.testing.servers import start_server
+from nbdb.tools.copy import CopyOptions
+from nbdb.tools.snapshot import take_snapshot
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -145,3 +149,61 @@ def test_a_cache_refuses_to_wait_for_an_object_another_store_wrote() -> None:
     name = f"memory://shared-{uuid.uuid4().hex[:8]}"
     with nbdb.connect(name) as writer, nbdb.connect(name) as reader, reader.cache(LogicalSwitch) as cache:
         assert cache.wait_for(writer.create(LogicalSwitch(name="shared")), 10)
+
+
+# ---------------------------------------------------------------- the copy, dump and verify tools
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"follow": True, "duration": math.nan},  # followed for ever: NaN is no deadline
+        {"follow": True, "duration": -1},
+        {"follow": True, "duration": math.inf},
+        {"follow": True, "until_revision": -5},
+        {"follow": True, "until_revision": 1.5},
+        {"duration": 5},  # ignored without follow
+        {"until_revision": 5},
+        {"follow": "yes"},
+        {"limit": -1},  # stopped at once, "incomplete", exit 3
+        {"limit": 2.5},
+        {"batch": 0},
+        {"read_timeout": -1},
+        {"read_timeout": math.nan},
+        {"poll_interval": 0},
+        {"verify_rounds": 0},
+    ],
+    ids=repr,
+)
+def test_copy_options_no_copy_can_follow_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        CopyOptions(**options)
+
+
+def test_the_tools_refuse_a_read_timeout_and_an_empty_topic_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nbdb.cli import main
+
+    url = f"sqlite:///{tmp_path / 'src.sqlite'}"
+    with nbdb.connect(url) as db:
+        db.create(LogicalSwitch(name="s", topic="a"))
+    for argv in [
+        # "could not read the database within -1s": a BackendUnavailableError blaming the store.
+        ["dump", url, "-o", str(tmp_path / "d.json"), "--timeout", "-1"],
+        ["verify", url, url, "--timeout", "0"],
+        # --topics "" (an unset variable): dumped, copied and verified nothing, with exit 0.
+        ["dump", url, "-o", str(tmp_path / "d.json"), "--topics", ""],
+        ["verify", url, "memory://", "--topics", ","],
+        ["copy", url, "memory://", "--topics", "", "--state", str(tmp_path / "state.json")],
+        # Followed for ever; or ignored without --follow.
+        ["copy", url, "memory://", "--follow", "--duration", "nan", "--state", str(tmp_path / "state.json")],
+        ["copy", url, "memory://", "--until-revision", "5", "--state", str(tmp_path / "state.json")],
+        ["copy", url, "memory://", "--limit", "-1", "--state", str(tmp_path / "state.json")],
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "ValidationError" in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "d.json").exists()
+    with pytest.raises(nbdb.ValidationError), nbdb.connect(url) as db:
+        take_snapshot(db, [LogicalSwitch], timeout=math.nan)
