@@ -207,3 +207,32 @@ def test_the_tools_refuse_a_read_timeout_and_an_empty_topic_list(
     assert not (tmp_path / "d.json").exists()
     with pytest.raises(nbdb.ValidationError), nbdb.connect(url) as db:
         take_snapshot(db, [LogicalSwitch], timeout=math.nan)
+
+
+# ---------------------------------------------------------------- work queues and controllers
+
+
+@pytest.mark.parametrize("interval", [math.nan, -1, math.inf, 0, "0.1", True])
+def test_a_wait_idle_interval_no_sleep_can_take_is_refused(interval: Any) -> None:
+    # NaN and -1 were a ValueError out of time.sleep() (after the first look), inf slept for ever.
+    queue: nbdb.WorkQueue[str] = nbdb.WorkQueue()
+    queue.add("busy")
+    with pytest.raises(nbdb.ValidationError, match="interval"):
+        queue.wait_idle(0.2, interval=interval)
+    with nbdb.connect("memory://") as db, db.cache(LogicalSwitch) as cache:
+        db.create(LogicalSwitch(name="s"))
+        with nbdb.run_controller(cache, lambda key, obj: None) as controller:
+            with pytest.raises(nbdb.ValidationError, match="interval"):
+                controller.queue.wait_idle(0.2, interval=interval)
+            assert controller.wait_idle(30)
+
+
+def test_a_predicate_that_is_not_callable_is_named_as_the_predicate() -> None:
+    # The error named the controller's own work-queue callback ("not <bound method CacheQueue._on_event>, 5").
+    with nbdb.connect("memory://") as db, db.cache(LogicalSwitch) as cache:
+        with pytest.raises(nbdb.ValidationError, match=r"^predicate= takes a callable"):
+            nbdb.run_controller(cache, lambda key, obj: None, predicate=5)  # type: ignore[typeddict-item]
+        with pytest.raises(nbdb.ValidationError, match=r"^predicate= takes a callable"):
+            cache.subscribe(lambda event: None, predicate=5)  # type: ignore[arg-type]
+        with pytest.raises(nbdb.ValidationError, match="subscriber is a callable"):
+            cache.subscribe(5)  # type: ignore[arg-type]

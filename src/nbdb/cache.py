@@ -191,11 +191,12 @@ class Replica:
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> Subscription:
         """Register a subscription (replaying what is cached if asked), delivered by this replica's thread."""
-        if not callable(callback) or not (predicate is None or callable(predicate)):
+        if not callable(callback):
             # Taken, it failed at each delivery, logged, and delivered nothing.
-            raise errors.ValidationError(
-                f"a subscriber and its predicate are callables, not {callback!r}, {predicate!r}"
-            )
+            raise errors.ValidationError(f"a subscriber is a callable (event), not {callback!r}")
+        if not (predicate is None or callable(predicate)):
+            # A controller's bad predicate= was reported naming its work queue's own callback.
+            raise errors.ValidationError(f"predicate= takes a callable (event) or None, not {predicate!r}")
         followed = self.models_of(models)
         sub = Subscription(
             callback, followed, predicate, name=name, detach=self._detach, tick=tick, dispatcher=self._dispatcher
