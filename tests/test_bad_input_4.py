@@ -236,3 +236,18 @@ def test_a_predicate_that_is_not_callable_is_named_as_the_predicate() -> None:
             cache.subscribe(lambda event: None, predicate=5)  # type: ignore[arg-type]
         with pytest.raises(nbdb.ValidationError, match="subscriber is a callable"):
             cache.subscribe(5)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- a model's unique and indexed fields
+
+
+@pytest.mark.parametrize(
+    ("attr", "value"),
+    [("nbdb_unique", "ab"), ("nbdb_indexes", "ab"), ("nbdb_unique", ((),)), ("nbdb_unique", (("a", "a"),))],
+    ids=repr,
+)
+def test_unique_and_index_declarations_that_name_no_fields_are_refused(attr: str, value: object) -> None:
+    # nbdb_unique = "ab" (one field meant) on a model of fields a and b made each of a and b unique on its
+    # own; nbdb_unique = ((),) declared a group no object ever held a value of: nothing was unique.
+    with pytest.raises(TypeError, match=attr):
+        type("Declared" + uuid.uuid4().hex[:6], (nbdb.Model,), {"__annotations__": {"a": str, "b": str}, attr: value})

@@ -262,11 +262,20 @@ class Model(BaseModel):
             raise TypeError(f"{cls.__name__}.nbdb_table must be printable text without '/', not {table!r}")
         refs = tuple(spec for name, info in cls.model_fields.items() if (spec := _ref_spec(name, info)) is not None)
         cls.nbdb_references = refs
+        for attr in ("nbdb_indexes", "nbdb_unique"):
+            declared = getattr(cls, attr)
+            if not isinstance(declared, tuple | list):
+                # nbdb_unique = "name" was read as its letters: "names unknown field 'n'", or, on a model
+                # of one-letter fields, each letter a unique field of its own.
+                raise TypeError(f"{cls.__name__}.{attr} takes a tuple of field names, e.g. ({declared!r},)")
         for name in cls.nbdb_indexes:
             if name not in cls.model_fields:
                 raise TypeError(f"{cls.__name__}.nbdb_indexes names unknown field {name!r}")
         unique = tuple((u,) if isinstance(u, str) else tuple(u) for u in cls.nbdb_unique)
         for group in unique:
+            if not group or len(set(group)) != len(group):
+                # () was a group no object ever held a value of: nothing was unique, without a word.
+                raise TypeError(f"{cls.__name__}.nbdb_unique has a group of no field or a field twice: {group!r}")
             for name in group:
                 if name not in cls.model_fields:
                     raise TypeError(f"{cls.__name__}.nbdb_unique names unknown field {name!r}")
