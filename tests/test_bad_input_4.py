@@ -251,3 +251,36 @@ def test_unique_and_index_declarations_that_name_no_fields_are_refused(attr: str
     # own; nbdb_unique = ((),) declared a group no object ever held a value of: nothing was unique.
     with pytest.raises(TypeError, match=attr):
         type("Declared" + uuid.uuid4().hex[:6], (nbdb.Model,), {"__annotations__": {"a": str, "b": str}, attr: value})
+
+
+# ---------------------------------------------------------------- what mutate() returns
+
+
+@pytest.mark.parametrize("kind", [*STORES, "ovsdb"])
+def test_a_mutation_returns_a_copy_carrying_its_commits_revision_on_every_store(
+    kind: str, servers: dict[str, str]
+) -> None:
+    # On a store that applies mutations itself (OVSDB), mutate() and a transaction's mutate returned the
+    # copy read back with nbdb_revision None, where create() and update() carry their commit's revision:
+    # cache.wait_for(result.nbdb_revision) returned True at once, before the cache had the change.
+    if kind == "ovsdb":
+        with start_server("ovsdb") as server, nbdb.connect(server.url) as db:
+            _check_mutation_revisions(db)
+    else:
+        with nbdb.connect(_url(kind, servers)) as db:
+            _check_mutation_revisions(db)
+
+
+def _check_mutation_revisions(db: nbdb.Database) -> None:
+    made = db.update(db.create(LogicalSwitch(name="s")).replace(name="t"))
+    assert made.nbdb_revision is not None
+    mutated = db.mutate(made, add={"external_ids": {"k": "v"}})
+    assert mutated.nbdb_revision is not None and mutated.nbdb_revision > made.nbdb_revision
+    assert type(mutated.nbdb_revision) is type(made.nbdb_revision)
+    with db.transaction() as txn:
+        txn.mutate(mutated, add={"external_ids": {"k2": "v"}})
+    (result,) = txn.results
+    assert result is not None and result.nbdb_revision == txn.revision and result.version == mutated.version + 1
+    with db.cache(LogicalSwitch) as cache:
+        assert cache.wait_for(result.nbdb_revision, 30)
+        assert cache.get(LogicalSwitch, made.id) == db.get(LogicalSwitch, made.id)

@@ -298,8 +298,8 @@ class Database:
                 return current  # type: ignore[return-value]
             if self._backend.handles_mutations:
                 # The store applies the change itself to whatever it holds then: no version to compare.
-                self._context.commit([mutation_of(model, uid, add, remove)], fence)
-                return self.get(model, uid)  # type: ignore[return-value]
+                result, _ = self._context.commit([mutation_of(model, uid, add, remove)], fence)
+                return self._context.read_back(self.get(model, uid), result.versions[0], result.revision)  # type: ignore[return-value]
             try:
                 return self.update(new, fence=fence)  # type: ignore[return-value]
             except errors.ConflictError as exc:

@@ -25,7 +25,7 @@ from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, WriteOp
 from nbdb.timeouts import check_seconds
-from nbdb.writes import check_uuid, delete_of
+from nbdb.writes import check_uuid, delete_of, stored
 
 __all__ = [
     "CommitContext",
@@ -164,6 +164,21 @@ class CommitContext:
         if token is not None:
             for copy in copies:
                 copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # stamped: a dict of its own
+
+    def read_back(self, copy: M, version: int, revision: int) -> M:
+        """A copy read back after a native mutation committed ``version`` at ``revision``, stamped as a write's result.
+
+        The store applied the mutation itself (``handles_mutations``): what it
+        made is read back. When that is the version the commit made, it carries
+        the commit's revision as ``create``/``update`` results do (it carried
+        none, so ``wait_for(result.nbdb_revision)`` returned at once); a later
+        version (another writer came in between) is returned as read.
+        """
+        if copy.version != version:
+            return copy
+        stamped = stored(copy, version, self.stamp(revision))
+        self.mark((stamped,))
+        return stamped
 
     def commit(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> tuple[CommitResult, Revision]:
         """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
