@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import pytest
 
 import nbdb
-from nbdb.models import LogicalSwitch
+from nbdb.models import LogicalRouter, LogicalRouterPort, LogicalSwitch
 from nbdb.models.base import Reference
 from nbdb.testing.servers import start_server
 from nbdb.tools.copy import CopyOptions
@@ -284,3 +284,22 @@ def _check_mutation_revisions(db: nbdb.Database) -> None:
     with db.cache(LogicalSwitch) as cache:
         assert cache.wait_for(result.nbdb_revision, 30)
         assert cache.get(LogicalSwitch, made.id) == db.get(LogicalSwitch, made.id)
+
+
+# ---------------------------------------------------------------- a container emptied in place
+
+
+def test_a_list_emptied_in_place_below_its_least_length_is_refused_at_write(db: nbdb.Database) -> None:
+    # lrp.networks.clear() (networks holds at least one) was stored: on a store of bytes every later
+    # list() of the table failed on that record (CorruptRecordError), memory:// held an invalid object.
+    router = db.create(LogicalRouter(name="r"))
+    port = LogicalRouterPort(router=router, name="p", mac="0a:00:00:00:00:01", networks=["10.0.0.1/24"])
+    port.networks.clear()
+    with pytest.raises(nbdb.ValidationError, match="networks"):
+        db.create(port)
+    stored = db.create(port.replace(networks=["10.0.0.1/24"]))
+    read = db.get(LogicalRouterPort, stored.id).replace()  # a copy of its own (memory:// shares what it reads)
+    read.networks.clear()
+    with pytest.raises(nbdb.ValidationError, match="networks"):
+        db.update(read)
+    assert [p.networks for p in db.list(LogicalRouterPort)] == [["10.0.0.1/24"]]

@@ -202,8 +202,8 @@ class Database:
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
             copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
-            if self._context.store_token is not None:
-                self._context.mark((copy,))
+            if (token := self._context.store_token) is not None:
+                copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # see CommitContext.mark
             return copy
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
@@ -262,8 +262,8 @@ class Database:
         put, planned = put_of(obj, obj.version, None, self._context.deferred)
         result = self._context.commit_ops([put], fence)
         copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
-        if self._context.store_token is not None:
-            self._context.mark((copy,))
+        if (token := self._context.store_token) is not None:
+            copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # see CommitContext.mark
         return copy
 
     def mutate(

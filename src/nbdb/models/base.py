@@ -40,6 +40,7 @@ __all__ = [
     "committed_all",
     "freeze_lineage",
     "lineage_is_own",
+    "may_hold_container",
     "model_for_table",
     "validation_error_of",
 ]
@@ -288,7 +289,7 @@ class Model(BaseModel):
         cls.nbdb_index_fields = tuple(index_fields)
         cls.nbdb_lineage_fields = frozenset([r.field for r in refs] + [name for group in unique for name in group])
         cls.nbdb_lineage_containers = tuple(
-            sorted(name for name in cls.nbdb_lineage_fields if _may_hold_container(cls.model_fields[name].annotation))
+            sorted(name for name in cls.nbdb_lineage_fields if may_hold_container(cls.model_fields[name].annotation))
         )
         previous = _REGISTRY.get(cls.nbdb_table)
         if previous is not None and previous.__qualname__ != cls.__qualname__:
@@ -633,7 +634,7 @@ def _freeze_in(model: type[Model], data: dict[str, Any]) -> None:
             data[name] = frozen(value)
 
 
-def _may_hold_container(annotation: Any) -> bool:
+def may_hold_container(annotation: Any) -> bool:
     """Whether a field of ``annotation`` may hold a (mutable) list, map or set."""
     if annotation in (list, dict, set):
         return True
@@ -641,9 +642,9 @@ def _may_hold_container(annotation: Any) -> bool:
     if origin in (list, dict, set):
         return True
     if origin is typing.Annotated:
-        return _may_hold_container(get_args(annotation)[0])
+        return may_hold_container(get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        return any(_may_hold_container(arg) for arg in get_args(annotation))
+        return any(may_hold_container(arg) for arg in get_args(annotation))
     return annotation is Any
 
 
