@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import pytest
 
 import nbdb
-from nbdb.models import LogicalRouter, LogicalRouterPort, LogicalSwitch
+from nbdb.models import LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort
 from nbdb.models.base import Reference
 from nbdb.testing.servers import start_server
 from nbdb.tools.copy import CopyOptions
@@ -303,3 +303,24 @@ def test_a_list_emptied_in_place_below_its_least_length_is_refused_at_write(db: 
     with pytest.raises(nbdb.ValidationError, match="networks"):
         db.update(read)
     assert [p.networks for p in db.list(LogicalRouterPort)] == [["10.0.0.1/24"]]
+
+
+# ---------------------------------------------------------------- find() by values no field holds
+
+
+def test_a_cache_find_by_a_value_its_field_cannot_hold_is_refused_and_by_an_id_as_text_finds_it() -> None:
+    # find(name=5) and find(tag="x") silently found nothing; find(id=str(port.id)) found nothing either
+    # (the id as text compared with the UUID), where a reference's id given as text is found.
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p", tag=5))
+        with db.cache([LogicalSwitch, LogicalSwitchPort]) as cache:
+            assert cache.wait_synced(10)
+            assert cache.find(LogicalSwitchPort, id=str(port.id)) == [port]
+            assert cache.find(LogicalSwitchPort, id=str(port.id), name="p") == [port]
+            for equals in [{"name": 5}, {"tag": "x"}, {"name": 5, "tag": 5}, {"type": "no such type"}]:
+                with pytest.raises(nbdb.ValidationError):
+                    cache.find(LogicalSwitchPort, **equals)
+            assert cache.find(LogicalSwitchPort, name="absent") == []
+            assert cache.find(LogicalSwitchPort, tag=6) == [] and cache.find(LogicalSwitchPort, tag=5) == [port]
+            assert cache.find(LogicalSwitch, name="s") == [switch]

@@ -36,6 +36,7 @@ __all__ = [
     "RefSpec",
     "Reference",
     "all_models",
+    "check_field_value",
     "check_references_resolve",
     "committed_all",
     "freeze_lineage",
@@ -670,6 +671,18 @@ def _field_adapter(model: type[Model], name: str) -> pydantic.TypeAdapter[Any]:
 def _plain_str(info: pydantic.fields.FieldInfo) -> bool:
     """Whether a field holds a ``str`` that serialises as itself (no serializer of its own)."""
     return info.annotation is str and not any(isinstance(m, PlainSerializer | WrapSerializer) for m in info.metadata)
+
+
+def check_field_value(model: type[Model], name: str, value: Any) -> None:
+    """ValidationError if ``value`` is nothing ``model``'s field ``name`` can hold (a field that may hold a
+    list, map or set is not checked: a search matches it by a member)."""
+    info = model.model_fields.get(name)
+    if info is None or (type(value) is str and info.annotation is str) or may_hold_container(info.annotation):
+        return  # text for a text field (the common miss of a find by name) needs no look
+    try:
+        _field_adapter(model, name).validate_python(value)
+    except pydantic.ValidationError as exc:
+        raise validation_error_of(exc, f"{model.__name__}.{name}") from None
 
 
 def model_for_table(table: str) -> type[Model]:
