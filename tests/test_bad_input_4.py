@@ -324,3 +324,20 @@ def test_a_cache_find_by_a_value_its_field_cannot_hold_is_refused_and_by_an_id_a
             assert cache.find(LogicalSwitchPort, name="absent") == []
             assert cache.find(LogicalSwitchPort, tag=6) == [] and cache.find(LogicalSwitchPort, tag=5) == [port]
             assert cache.find(LogicalSwitch, name="s") == [switch]
+
+
+@pytest.mark.parametrize(("resume", "batch"), [("no", 200), (1, 200), (False, 0), (False, "200"), (True, -1)], ids=repr)
+def test_load_refuses_a_resume_flag_and_a_batch_that_are_not_one(resume: Any, batch: Any, tmp_path: Path) -> None:
+    # resume="no" (from a configuration file) upserted into a database that already held the dump's objects;
+    # batch=0 was taken when not resuming.
+    from nbdb.tools.dump import dump, load
+
+    with nbdb.connect("memory://") as source:
+        source.create(LogicalSwitch(name="s"))
+        with open(tmp_path / "d.jsonl", "wb") as out:
+            dump(source, out, models=[LogicalSwitch])
+    with nbdb.connect("memory://") as db:
+        db.create(LogicalSwitch(name="other"))
+        with open(tmp_path / "d.jsonl", "rb") as stream, pytest.raises(nbdb.ValidationError):
+            load(db, stream, resume=resume, batch=batch)
+        assert [s.name for s in db.list(LogicalSwitch)] == ["other"]
