@@ -341,3 +341,18 @@ def test_load_refuses_a_resume_flag_and_a_batch_that_are_not_one(resume: Any, ba
         with open(tmp_path / "d.jsonl", "rb") as stream, pytest.raises(nbdb.ValidationError):
             load(db, stream, resume=resume, batch=batch)
         assert [s.name for s in db.list(LogicalSwitch)] == ["other"]
+
+
+def test_a_lock_taken_again_inside_its_own_block_is_refused_not_waited_for(db: nbdb.Database) -> None:
+    # A helper taking the lock its caller holds waited for itself: for ever without a timeout (the
+    # renewal keeps the first hold alive), or a LockTimeoutError blaming "another owner".
+    with db.lock("leader", ttl=5) as outer:
+        with pytest.raises(nbdb.ValidationError, match="not reentrant"), db.lock("leader", ttl=5, timeout=2):
+            pass
+        with pytest.raises(nbdb.ValidationError, match="not reentrant"), db.lock("leader", ttl=5):  # no timeout
+            pass
+        assert not outer.lost
+        with db.lock("another", ttl=5, timeout=5) as inner:  # another name is fine
+            assert not inner.lost
+    with db.lock("leader", ttl=5, timeout=5) as again:  # released: taken again
+        assert not again.lost

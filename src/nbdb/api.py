@@ -105,13 +105,27 @@ class _Lock(AbstractContextManager[LockHandle]):
     AttributeError.) Each thread's holds are its own; leaving a block that holds nothing does nothing.
     """
 
-    def __init__(self, take: Callable[[], AbstractContextManager[LockHandle]]) -> None:
+    def __init__(
+        self, take: Callable[[], AbstractContextManager[LockHandle]], name: str, holding: threading.local
+    ) -> None:
         self._take = take
         self._held = threading.local()
+        self._name = name
+        self._holding = holding
+        """The names this thread holds through the Database (shared by all its locks)."""
 
     def __enter__(self) -> LockHandle:
+        names: set[str] = self._holding.__dict__.setdefault("names", set())
+        if self._name in names:
+            # Entered again inside its own block (a helper that takes the lock its caller holds): the
+            # second take waited for the first, which its renewal kept alive: a hang without a timeout.
+            raise errors.ValidationError(
+                f"lock {self._name!r} is held by this thread through this Database already: "
+                "locks are not reentrant (taking it again would wait for itself)"
+            )
         manager = self._take()
         handle = manager.__enter__()
+        names.add(self._name)
         stack: list[tuple[AbstractContextManager[LockHandle], LockHandle]] = self._held.__dict__.setdefault("stack", [])
         stack.append((manager, handle))
         return handle
@@ -123,6 +137,7 @@ class _Lock(AbstractContextManager[LockHandle]):
         if not stack:
             return None
         manager, handle = stack.pop()
+        self._holding.__dict__.get("names", set()).discard(self._name)
         try:
             return manager.__exit__(exc_type, exc, tb)
         finally:
@@ -150,6 +165,8 @@ class Database:
         """Checks, the commit seam and revision stamps: shared with every Transaction of this Database."""
         self._hub: WatchHub | None = None
         self._hub_lock = threading.Lock()
+        self._holding = threading.local()
+        """The lock names each thread holds through this Database (see :class:`_Lock`)."""
         self._replicas: dict[tuple[Any, ...], tuple[Replica, int]] = {}
         """The shared replicas by (models, topics), and how many open handles read each."""
         self._reaper: Reaper | None = None
@@ -573,7 +590,7 @@ class Database:
             self._open()
             return self._backend.lock(name, ttl, timeout)
 
-        return _Lock(take)
+        return _Lock(take, name, self._holding)
 
     def allocate_id(self, name: str) -> int:
         """The next value (1, 2, 3, ...) of the named counter, unique among all clients."""
