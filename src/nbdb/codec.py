@@ -177,9 +177,9 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
     validate: Any = None
     new, ids, empties, set_ = model.__new__, _IDS, _EMPTY, object.__setattr__
     for record in records:
-        # A record's items by position (table, id, topic, version, data, value): a named
+        # A record's items unpacked at once (table, id, topic, version, data, value): a named
         # tuple's attributes are a descriptor call each.
-        value = record[5]
+        table, listed, topic, version, data, value = record
         if value is not None and type(value) is model:
             append(value)
             continue
@@ -189,23 +189,22 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             refs, containers, fields_set, bare = _layout_of(model)
             validate = bare or model.__pydantic_validator__.validate_json
             lineage = bool(model.nbdb_lineage_containers)
-        version = record[3]
         if (version.__class__ is not int and not isinstance(version, int)) or version < 0:
             # Another writer's: it would reach a caller, a watch or a cache as the object's version.
-            append(_unversioned(record[0], record[1], version))
+            append(_unversioned(table, listed, version))
             continue
         unknown = None
         try:
-            parsed = validate(record[4])
+            parsed = validate(data)
         except pydantic.ValidationError as exc:
-            known = _known_fields(model, validate, record[4], exc)
+            known = _known_fields(model, validate, data, exc)
             if known is None:
-                append(_invalid(model, record[0], record[1], exc))
+                append(_invalid(model, table, listed, exc))
                 continue
             parsed, unknown = known
         fields = parsed[0] if bare else parsed.__dict__
-        if fields["id"].int != record[1].int or fields["topic"] != record[2]:
-            append(_misplaced(record[0], record[1], record[2], fields))
+        if fields["id"].int != listed.int or fields["topic"] != topic:
+            append(_misplaced(table, listed, topic, fields))
             continue
         # The decoded copy, laid out to be kept: built the way pydantic's model_construct builds
         # an instance, from values validated already. Its attributes are filled in the model's
@@ -219,7 +218,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         # Pairs, not the dict: update() from a dict would copy its key table (a combined
         # dict, ~290 B more per port); from pairs it inserts each one into the shared table.
         slots.update(fields.items())
-        slots["version"] = record[3]
+        slots["version"] = version
         for name in refs:
             value = fields[name]
             if value is not None:
@@ -230,9 +229,8 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
                     shared = ids[value.int] = value
                 slots[name] = shared
         for name in containers:
-            value = fields[name]
-            if not value:
-                empty = empties.get(type(value))
+            if not fields[name]:
+                empty = empties.get(type(fields[name]))
                 if empty is not None:
                     slots[name] = empty
         if lineage:
