@@ -22,6 +22,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter, itemgetter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -34,7 +35,7 @@ from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.hub import open_stream
 from nbdb.models.base import Model, check_field_value
 from nbdb.projection import projections
-from nbdb.replica import Indexes, bucket_objects, index, index_nulls, matches, reindex, unindex
+from nbdb.replica import Indexes, bucket_objects, index, index_all, index_nulls, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.timeouts import timeout_of
 from nbdb.waits import Waits
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Model)
 _List = list  # Cache.list() shadows the builtin inside the class body
 
+_TABLE = itemgetter(0)
+"""A record's table."""
+_ID_INT = attrgetter("id.int")
+"""The int of an object's id: what a replica keys its objects by."""
 _SCALARS = frozenset({str, UUID, int})
 """Value types that are never a Model (find skips the isinstance check for them)."""
 _UNINDEXED = frozenset({list, dict, set})
@@ -340,6 +345,12 @@ class Replica:
 
     def _by_model(self, records: Iterable[Record]) -> dict[type[Model], _List[Record]]:
         """The records of each followed model (others are left out)."""
+        if len(self._models) == 1 and isinstance(records, list):
+            # One model (a cache's usual case): the scan's list as it is, when it holds that
+            # model's records only, as a scan of its table does (told in C, not a step per record).
+            ((table, only),) = self._models.items()
+            if not records or set(map(_TABLE, records)) == {table}:
+                return {only: records}
         fresh: dict[type[Model], _List[Record]] = {m: [] for m in self._objects}
         for record in records:
             model = self._models.get(record.table)
@@ -359,6 +370,9 @@ class Replica:
                 self._emit(ChangeEvent(EventKind.DELETED, model, gone, None, revision, True))
             held = current.get
             records = [r for r in records if getattr(held(r.id.int), "version", None) != r.version]  # changed since
+        if not current:
+            self._load(model, records, revision)
+            return
         view = self._views.get(model)
         indexes, nulls = self._indexes[model], self._nulls[model]
         for record, decoded in zip(records, decode_each(model, records), strict=True):
@@ -370,11 +384,46 @@ class Replica:
             new: Model = decoded if view is None else view.of(decoded)  # type: ignore[assignment]
             key = new.id.int  # the record's id (decode checked it): the int the object holds, no second one
             old = current.get(key)
-            if old is None:  # _put's first case, inline: every object of a first load
+            if old is None:  # _put's first case, inline
                 current[key] = new
                 index(indexes, new, nulls)
             else:
                 self._put(model, old, new)
+            if self._subscriptions:
+                kind = EventKind.CREATED if old is None else EventKind.UPDATED
+                self._emit(ChangeEvent(kind, model, old, new, revision, True))
+
+    def _load(self, model: type[Model], records: _List[Record], revision: int) -> None:
+        """:meth:`_reload` into no objects (a first load): every object put, then indexed field by field."""
+        current = self._objects[model]
+        loaded: _List[Any] = decode_each(model, records)
+        if any(issubclass(kind, errors.CorruptRecordError) for kind in set(map(type, loaded))):  # told in C
+            decoded, loaded = loaded, []
+            for record, obj in zip(records, decoded, strict=True):
+                if isinstance(obj, errors.CorruptRecordError):
+                    self._corrupt(model, record, revision, obj)
+                else:
+                    loaded.append(obj)
+        if self.corrupt:  # records that failed before (a re-list that found no object left)
+            table = model.nbdb_table
+            for obj in loaded:
+                self.corrupt.pop((table, obj.id), None)
+        view = self._views.get(model)
+        if view is not None:
+            loaded = [view.of(obj) for obj in loaded]
+        # Keyed by the int each object holds (decode checked it is the record's id).
+        current.update(zip(map(_ID_INT, loaded), loaded, strict=True))
+        if len(current) == len(loaded):
+            index_all(self._indexes[model], loaded, self._nulls[model])
+            if self._subscriptions:
+                for new in loaded:
+                    self._emit(ChangeEvent(EventKind.CREATED, model, None, new, revision, True))
+            return
+        # Two records of one id (copies in two topics, which no writer of nbdb makes): one after the other.
+        current.clear()
+        for new in loaded:
+            old = current.get(new.id.int)
+            self._put(model, old, new)
             if self._subscriptions:
                 kind = EventKind.CREATED if old is None else EventKind.UPDATED
                 self._emit(ChangeEvent(kind, model, old, new, revision, True))
