@@ -32,7 +32,7 @@ from nbdb.commit_context import check_flag
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.hub import open_stream
-from nbdb.models.base import Model
+from nbdb.models.base import Model, check_field_value
 from nbdb.projection import projections
 from nbdb.replica import Indexes, bucket_objects, index, index_nulls, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
@@ -191,11 +191,12 @@ class Replica:
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> Subscription:
         """Register a subscription (replaying what is cached if asked), delivered by this replica's thread."""
-        if not callable(callback) or not (predicate is None or callable(predicate)):
+        if not callable(callback):
             # Taken, it failed at each delivery, logged, and delivered nothing.
-            raise errors.ValidationError(
-                f"a subscriber and its predicate are callables, not {callback!r}, {predicate!r}"
-            )
+            raise errors.ValidationError(f"a subscriber is a callable (event), not {callback!r}")
+        if not (predicate is None or callable(predicate)):
+            # A controller's bad predicate= was reported naming its work queue's own callback.
+            raise errors.ValidationError(f"predicate= takes a callable (event) or None, not {predicate!r}")
         followed = self.models_of(models)
         sub = Subscription(
             callback, followed, predicate, name=name, detach=self._detach, tick=tick, dispatcher=self._dispatcher
@@ -600,6 +601,9 @@ class Cache:
                         if bucket is not None:
                             return bucket_objects(bucket)
                         if type(value) is not str:
+                            if value is not None and type(value) is not UUID:
+                                # find(name=5) found nothing, without a word: 5 is no name.
+                                check_field_value(model, key, value)
                             return []
                         # A miss on text: a reference's id given as text is looked up as the id (in _scan).
         return self._scan(model, equals)
@@ -614,9 +618,9 @@ class Cache:
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
             if isinstance(value, Model):
                 equals[key] = value.id
-            elif type(value) is str and any(ref.field == key for ref in model.nbdb_references):
+            elif type(value) is str and (key == "id" or any(ref.field == key for ref in model.nbdb_references)):
                 # The id as text (from JSON, a CLI) was compared with the UUIDs stored: never equal, so a
-                # port of a switch given by str(switch.id) was silently not found.
+                # port of a switch given by str(switch.id) was silently not found (and find(id=text) too).
                 equals[key] = check_uuid(value)
             elif type(value) in _UNINDEXED and any(ref.field == key and not ref.many for ref in model.nbdb_references):
                 # A reference holds one id: a collection of them never equals it (it silently found nothing).
@@ -640,9 +644,15 @@ class Cache:
                 candidates = list(objects.values())
             else:
                 if bucket is None:
-                    return []
-                candidates = bucket_objects(bucket)
-        return [obj for obj in candidates if all(matches(obj, k, v) for k, v in equals.items())]
+                    candidates = ()
+                else:
+                    candidates = bucket_objects(bucket)
+        found = [obj for obj in candidates if all(matches(obj, k, v) for k, v in equals.items())]
+        if not found:
+            for key, value in equals.items():
+                if value is not None and type(value) is not UUID:
+                    check_field_value(model, key, value)  # find(name=5) found nothing, without a word
+        return found
 
     def _followed(self, model: type[Model]) -> type[Model]:
         return self._replica.followed(model)
