@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nbdb
+from nbdb import codec
 from nbdb.cache import Replica, SharedCache
 from nbdb.codec import decode, decode_each, encode
 from nbdb.models.base import DECODED, Model
@@ -460,3 +461,44 @@ def test_a_container_changed_in_place_to_hold_a_wrong_value_is_refused(
             db.update(target) if stored else db.create(target)
         # Nothing was written: every read of the table still works.
         assert len(db.list(type(target))) == (1 if stored else 0) + (type(target) is LogicalSwitch)
+
+
+class _Checked(Model):
+    """A model whose own validator and post-init a decode must run: not its fields' schema alone."""
+
+    nbdb_table: ClassVar[str] = "CodecTestChecked"
+    low: int = 0
+    high: int = 0
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> _Checked:
+        if self.low > self.high:
+            raise ValueError("low above high")
+        return self
+
+
+class _PostInit(Model):
+    nbdb_table: ClassVar[str] = "CodecTestPostInit"
+    n: int = 0
+    seen: ClassVar[list[int]] = []
+
+    def model_post_init(self, context: Any, /) -> None:
+        _PostInit.seen.append(self.n)
+
+
+def test_a_decode_runs_a_models_own_validator_and_post_init() -> None:
+    # The decode checks a record through the model's fields schema only where nothing is around it.
+    assert codec._layout_of(LogicalSwitchPort).bare is not None
+    good = _Checked(low=1, high=2)
+    data = encode(good)
+    assert b'"low":1' in data
+    bad = _record(good, data=data.replace(b'"low":1', b'"low":3'))
+    for share in (True, False):
+        with pytest.raises(nbdb.CorruptRecordError, match="low above high"):
+            decode(_Checked, bad, share=share)
+    (got,) = decode_each(_Checked, [bad])
+    assert isinstance(got, nbdb.CorruptRecordError)
+    built = _PostInit(n=7)
+    _PostInit.seen.clear()
+    assert decode(_PostInit, _record(built), share=False).n == 7
+    assert _PostInit.seen == [7]

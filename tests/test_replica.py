@@ -6,10 +6,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from nbdb.replica import Indexes, bucket_objects, index, reindex, unindex
+from nbdb.replica import Indexes, bucket_objects, index, index_all, reindex, unindex
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,63 @@ def test_buckets_hold_exactly_the_objects_with_each_value(steps: list[tuple[str,
             held = [] if bucket is None else bucket_objects(bucket)
             assert {o.id for o in held} == _expected(live, f, value)
             assert all(live[o.id] is o for o in held)  # the latest copy, never a stale one
+
+
+@dataclass(frozen=True)
+class Port:
+    id: uuid.UUID
+    name: str | None
+    tags: list[str]
+    ref: uuid.UUID | None
+    other: Any
+
+
+PORT_FIELDS = ("name", "tags", "ref", "other")
+_TARGETS = [uuid.UUID(int=1000 + n) for n in range(3)]
+_REFS = st.one_of(
+    st.none(),
+    st.sampled_from(_TARGETS),  # one shared id per target, as a decode leaves them
+    st.sampled_from(_TARGETS).map(lambda t: uuid.UUID(int=t.int)),  # an equal id, another object
+)
+_PORTS = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.sampled_from(["a", "b", "c"]), st.text(max_size=3)),
+        _TAGS,
+        _REFS,
+        st.one_of(st.none(), st.integers(0, 2), st.booleans(), st.sampled_from(["a", "1"])),
+    ),
+    max_size=25,
+)
+
+
+def _shape(indexes: Indexes) -> dict[str, dict[Any, tuple[bool, frozenset[int]]]]:
+    """Each bucket: whether it is a dict by id, and which objects (by identity) it holds."""
+    return {
+        f: {value: (type(b) is dict, frozenset(id(o) for o in bucket_objects(b))) for value, b in buckets.items()}
+        for f, buckets in indexes.items()
+    }
+
+
+_COPY = uuid.UUID(int=_TARGETS[0].int)
+
+
+@given(ports=_PORTS, nulls=st.sets(st.sampled_from(PORT_FIELDS)), before=st.integers(0, 3))
+@example(  # two objects of each of two equal ids: two groups of one value to merge
+    ports=[("a", [], _TARGETS[0], 1), ("b", [], _COPY, True), ("c", [], _TARGETS[0], 1), ("d", [], _COPY, 1)],
+    nulls=set(),
+    before=0,
+)
+def test_index_all_builds_the_buckets_index_builds_one_object_at_a_time(
+    ports: list[tuple[Any, ...]], nulls: set[str], before: int
+) -> None:
+    # A cache's first load indexes field by field (index_all); a change indexes one object (index).
+    # Buckets that already hold objects (``before`` of them indexed one at a time) are filled too.
+    objs = [Port(uuid.UUID(int=n), *fields) for n, fields in enumerate(ports)]
+    one_by_one: Indexes = {f: {} for f in PORT_FIELDS}
+    for obj in objs:
+        index(one_by_one, obj, nulls)
+    at_once: Indexes = {f: {} for f in PORT_FIELDS}
+    for obj in objs[:before]:
+        index(at_once, obj, nulls)
+    index_all(at_once, objs[before:], nulls)
+    assert _shape(at_once) == _shape(one_by_one)

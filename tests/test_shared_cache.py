@@ -161,3 +161,27 @@ def test_every_open_handle_reflects_the_store(steps: list[str]) -> None:
         if not handles:
             for cache in closed:
                 assert not cache._replica._thread.is_alive()
+
+
+def test_a_first_load_of_one_id_listed_twice_holds_and_indexes_the_last_copy_only() -> None:
+    # A first load puts every object, then indexes them field by field; two records of one id
+    # (copies in two topics, which another writer could leave) go one after the other, as a change
+    # does: the later copy is held, and the earlier one's values are in no index.
+    with nbdb.connect("sqlite://") as db:
+        switch = db.create(LogicalSwitch(name="s", topic="a"))
+        first = db.create(LogicalSwitchPort(switch=switch.id, name="x", topic="a"))
+        db.create(LogicalSwitchPort(switch=switch.id, name="other", topic="a"))
+        copy = first.model_copy(update={"name": "y", "topic": "b"})
+        backend: Any = db.backend
+        data = copy.model_dump_json(exclude={"version"}).encode()
+        assert backend.commit_keys([], {backend.layout.object("b", LogicalSwitchPort.nbdb_table, first.id): data}, [])
+        events: list[ChangeEvent[Any]] = []
+        with db.cache(LogicalSwitchPort, on_change=events.append) as cache:
+            assert cache.wait_synced(10)
+            held = cache.get(LogicalSwitchPort, first.id)
+            assert held is not None and (held.name, held.topic) == ("y", "b")
+            assert cache.find(LogicalSwitchPort, name="x") == []
+            assert cache.find(LogicalSwitchPort, name="y") == [held]
+            assert {p.name for p in cache.find(LogicalSwitchPort, switch=switch.id)} == {"y", "other"}
+            assert len(cache) == 2
+            eventually(lambda: [e.kind for e in events].count(EventKind.UPDATED) == 1)

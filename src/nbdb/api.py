@@ -105,24 +105,45 @@ class _Lock(AbstractContextManager[LockHandle]):
     AttributeError.) Each thread's holds are its own; leaving a block that holds nothing does nothing.
     """
 
-    def __init__(self, take: Callable[[], AbstractContextManager[LockHandle]]) -> None:
+    def __init__(
+        self, take: Callable[[], AbstractContextManager[LockHandle]], name: str, holding: threading.local
+    ) -> None:
         self._take = take
         self._held = threading.local()
+        self._name = name
+        self._holding = holding
+        """The names this thread holds through the Database (shared by all its locks)."""
 
     def __enter__(self) -> LockHandle:
+        names: set[str] = self._holding.__dict__.setdefault("names", set())
+        if self._name in names:
+            # Entered again inside its own block (a helper that takes the lock its caller holds): the
+            # second take waited for the first, which its renewal kept alive: a hang without a timeout.
+            raise errors.ValidationError(
+                f"lock {self._name!r} is held by this thread through this Database already: "
+                "locks are not reentrant (taking it again would wait for itself)"
+            )
         manager = self._take()
         handle = manager.__enter__()
-        stack: list[AbstractContextManager[LockHandle]] = self._held.__dict__.setdefault("stack", [])
-        stack.append(manager)
+        names.add(self._name)
+        stack: list[tuple[AbstractContextManager[LockHandle], LockHandle]] = self._held.__dict__.setdefault("stack", [])
+        stack.append((manager, handle))
         return handle
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        stack: list[AbstractContextManager[LockHandle]] = self._held.__dict__.get("stack", [])
+        stack: list[tuple[AbstractContextManager[LockHandle], LockHandle]] = self._held.__dict__.get("stack", [])
         if not stack:
             return None
-        return stack.pop().__exit__(exc_type, exc, tb)
+        manager, handle = stack.pop()
+        self._holding.__dict__.get("names", set()).discard(self._name)
+        try:
+            return manager.__exit__(exc_type, exc, tb)
+        finally:
+            # Released (or its release failed and the lease runs out): a handle kept past the block said
+            # lost=False for ever, though anyone may hold the lock now.
+            handle.mark_released()
 
 
 class Database:
@@ -144,6 +165,8 @@ class Database:
         """Checks, the commit seam and revision stamps: shared with every Transaction of this Database."""
         self._hub: WatchHub | None = None
         self._hub_lock = threading.Lock()
+        self._holding = threading.local()
+        """The lock names each thread holds through this Database (see :class:`_Lock`)."""
         self._replicas: dict[tuple[Any, ...], tuple[Replica, int]] = {}
         """The shared replicas by (models, topics), and how many open handles read each."""
         self._reaper: Reaper | None = None
@@ -195,7 +218,10 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            return as_stored(planned, result.versions[0], self._context.stamp(result.revision))
+            copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
+            if (token := self._context.store_token) is not None:
+                copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # see CommitContext.mark
+            return copy
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def check_model(self, model: type[Model]) -> None:
@@ -252,7 +278,10 @@ class Database:
         obj = self._context.checked_stored(obj)
         put, planned = put_of(obj, obj.version, None, self._context.deferred)
         result = self._context.commit_ops([put], fence)
-        return as_stored(planned, result.versions[0], self._context.stamp(result.revision))
+        copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
+        if (token := self._context.store_token) is not None:
+            copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # see CommitContext.mark
+        return copy
 
     def mutate(
         self,
@@ -286,8 +315,8 @@ class Database:
                 return current  # type: ignore[return-value]
             if self._backend.handles_mutations:
                 # The store applies the change itself to whatever it holds then: no version to compare.
-                self._context.commit([mutation_of(model, uid, add, remove)], fence)
-                return self.get(model, uid)  # type: ignore[return-value]
+                result, _ = self._context.commit([mutation_of(model, uid, add, remove)], fence)
+                return self._context.read_back(self.get(model, uid), result.versions[0], result.revision)  # type: ignore[return-value]
             try:
                 return self.update(new, fence=fence)  # type: ignore[return-value]
             except errors.ConflictError as exc:
@@ -561,7 +590,7 @@ class Database:
             self._open()
             return self._backend.lock(name, ttl, timeout)
 
-        return _Lock(take)
+        return _Lock(take, name, self._holding)
 
     def allocate_id(self, name: str) -> int:
         """The next value (1, 2, 3, ...) of the named counter, unique among all clients."""

@@ -22,6 +22,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter, itemgetter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -32,9 +33,9 @@ from nbdb.commit_context import check_flag
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.hub import open_stream
-from nbdb.models.base import Model
+from nbdb.models.base import Model, check_field_value
 from nbdb.projection import projections
-from nbdb.replica import Indexes, bucket_objects, index, index_nulls, matches, reindex, unindex
+from nbdb.replica import Indexes, bucket_objects, index, index_all, index_nulls, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.timeouts import timeout_of
 from nbdb.waits import Waits
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Model)
 _List = list  # Cache.list() shadows the builtin inside the class body
 
+_TABLE = itemgetter(0)
+"""A record's table."""
+_ID_INT = attrgetter("id.int")
+"""The int of an object's id: what a replica keys its objects by."""
 _SCALARS = frozenset({str, UUID, int})
 """Value types that are never a Model (find skips the isinstance check for them)."""
 _UNINDEXED = frozenset({list, dict, set})
@@ -191,11 +196,12 @@ class Replica:
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> Subscription:
         """Register a subscription (replaying what is cached if asked), delivered by this replica's thread."""
-        if not callable(callback) or not (predicate is None or callable(predicate)):
+        if not callable(callback):
             # Taken, it failed at each delivery, logged, and delivered nothing.
-            raise errors.ValidationError(
-                f"a subscriber and its predicate are callables, not {callback!r}, {predicate!r}"
-            )
+            raise errors.ValidationError(f"a subscriber is a callable (event), not {callback!r}")
+        if not (predicate is None or callable(predicate)):
+            # A controller's bad predicate= was reported naming its work queue's own callback.
+            raise errors.ValidationError(f"predicate= takes a callable (event) or None, not {predicate!r}")
         followed = self.models_of(models)
         sub = Subscription(
             callback, followed, predicate, name=name, detach=self._detach, tick=tick, dispatcher=self._dispatcher
@@ -339,6 +345,12 @@ class Replica:
 
     def _by_model(self, records: Iterable[Record]) -> dict[type[Model], _List[Record]]:
         """The records of each followed model (others are left out)."""
+        if len(self._models) == 1 and isinstance(records, list):
+            # One model (a cache's usual case): the scan's list as it is, when it holds that
+            # model's records only, as a scan of its table does (told in C, not a step per record).
+            ((table, only),) = self._models.items()
+            if not records or set(map(_TABLE, records)) == {table}:
+                return {only: records}
         fresh: dict[type[Model], _List[Record]] = {m: [] for m in self._objects}
         for record in records:
             model = self._models.get(record.table)
@@ -358,6 +370,9 @@ class Replica:
                 self._emit(ChangeEvent(EventKind.DELETED, model, gone, None, revision, True))
             held = current.get
             records = [r for r in records if getattr(held(r.id.int), "version", None) != r.version]  # changed since
+        if not current:
+            self._load(model, records, revision)
+            return
         view = self._views.get(model)
         indexes, nulls = self._indexes[model], self._nulls[model]
         for record, decoded in zip(records, decode_each(model, records), strict=True):
@@ -369,11 +384,46 @@ class Replica:
             new: Model = decoded if view is None else view.of(decoded)  # type: ignore[assignment]
             key = new.id.int  # the record's id (decode checked it): the int the object holds, no second one
             old = current.get(key)
-            if old is None:  # _put's first case, inline: every object of a first load
+            if old is None:  # _put's first case, inline
                 current[key] = new
                 index(indexes, new, nulls)
             else:
                 self._put(model, old, new)
+            if self._subscriptions:
+                kind = EventKind.CREATED if old is None else EventKind.UPDATED
+                self._emit(ChangeEvent(kind, model, old, new, revision, True))
+
+    def _load(self, model: type[Model], records: _List[Record], revision: int) -> None:
+        """:meth:`_reload` into no objects (a first load): every object put, then indexed field by field."""
+        current = self._objects[model]
+        loaded: _List[Any] = decode_each(model, records)
+        if any(issubclass(kind, errors.CorruptRecordError) for kind in set(map(type, loaded))):  # told in C
+            decoded, loaded = loaded, []
+            for record, obj in zip(records, decoded, strict=True):
+                if isinstance(obj, errors.CorruptRecordError):
+                    self._corrupt(model, record, revision, obj)
+                else:
+                    loaded.append(obj)
+        if self.corrupt:  # records that failed before (a re-list that found no object left)
+            table = model.nbdb_table
+            for obj in loaded:
+                self.corrupt.pop((table, obj.id), None)
+        view = self._views.get(model)
+        if view is not None:
+            loaded = [view.of(obj) for obj in loaded]
+        # Keyed by the int each object holds (decode checked it is the record's id).
+        current.update(zip(map(_ID_INT, loaded), loaded, strict=True))
+        if len(current) == len(loaded):
+            index_all(self._indexes[model], loaded, self._nulls[model])
+            if self._subscriptions:
+                for new in loaded:
+                    self._emit(ChangeEvent(EventKind.CREATED, model, None, new, revision, True))
+            return
+        # Two records of one id (copies in two topics, which no writer of nbdb makes): one after the other.
+        current.clear()
+        for new in loaded:
+            old = current.get(new.id.int)
+            self._put(model, old, new)
             if self._subscriptions:
                 kind = EventKind.CREATED if old is None else EventKind.UPDATED
                 self._emit(ChangeEvent(kind, model, old, new, revision, True))
@@ -600,6 +650,9 @@ class Cache:
                         if bucket is not None:
                             return bucket_objects(bucket)
                         if type(value) is not str:
+                            if value is not None and type(value) is not UUID:
+                                # find(name=5) found nothing, without a word: 5 is no name.
+                                check_field_value(model, key, value)
                             return []
                         # A miss on text: a reference's id given as text is looked up as the id (in _scan).
         return self._scan(model, equals)
@@ -614,9 +667,9 @@ class Cache:
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
             if isinstance(value, Model):
                 equals[key] = value.id
-            elif type(value) is str and any(ref.field == key for ref in model.nbdb_references):
+            elif type(value) is str and (key == "id" or any(ref.field == key for ref in model.nbdb_references)):
                 # The id as text (from JSON, a CLI) was compared with the UUIDs stored: never equal, so a
-                # port of a switch given by str(switch.id) was silently not found.
+                # port of a switch given by str(switch.id) was silently not found (and find(id=text) too).
                 equals[key] = check_uuid(value)
             elif type(value) in _UNINDEXED and any(ref.field == key and not ref.many for ref in model.nbdb_references):
                 # A reference holds one id: a collection of them never equals it (it silently found nothing).
@@ -640,9 +693,15 @@ class Cache:
                 candidates = list(objects.values())
             else:
                 if bucket is None:
-                    return []
-                candidates = bucket_objects(bucket)
-        return [obj for obj in candidates if all(matches(obj, k, v) for k, v in equals.items())]
+                    candidates = ()
+                else:
+                    candidates = bucket_objects(bucket)
+        found = [obj for obj in candidates if all(matches(obj, k, v) for k, v in equals.items())]
+        if not found:
+            for key, value in equals.items():
+                if value is not None and type(value) is not UUID:
+                    check_field_value(model, key, value)  # find(name=5) found nothing, without a word
+        return found
 
     def _followed(self, model: type[Model]) -> type[Model]:
         return self._replica.followed(model)

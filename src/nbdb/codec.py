@@ -22,7 +22,7 @@ from uuid import UUID
 
 import pydantic
 import pydantic.fields
-from pydantic_core import PydanticSerializationError, SchemaSerializer
+from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaValidator
 
 from nbdb import errors
 from nbdb.models.base import DECODED, Model, Reference, freeze_lineage, validation_error_of
@@ -177,35 +177,34 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
     validate: Any = None
     new, ids, empties, set_ = model.__new__, _IDS, _EMPTY, object.__setattr__
     for record in records:
-        # A record's items by position (table, id, topic, version, data, value): a named
+        # A record's items unpacked at once (table, id, topic, version, data, value): a named
         # tuple's attributes are a descriptor call each.
-        value = record[5]
+        table, listed, topic, version, data, value = record
         if value is not None and type(value) is model:
             append(value)
             continue
         if validate is None:
             # Looked up at the first record to decode, not before: a model pydantic has not fully
             # built (a forward reference never resolved) must not fail a load that holds none of it.
-            validate = model.__pydantic_validator__.validate_json
-            refs, containers, fields_set = _layout_of(model)
+            refs, containers, fields_set, bare = _layout_of(model)
+            validate = bare or model.__pydantic_validator__.validate_json
             lineage = bool(model.nbdb_lineage_containers)
-        version = record[3]
         if (version.__class__ is not int and not isinstance(version, int)) or version < 0:
             # Another writer's: it would reach a caller, a watch or a cache as the object's version.
-            append(_unversioned(record[0], record[1], version))
+            append(_unversioned(table, listed, version))
             continue
         unknown = None
         try:
-            parsed = validate(record[4])
+            parsed = validate(data)
         except pydantic.ValidationError as exc:
-            known = _known_fields(model, validate, record[4], exc)
+            known = _known_fields(model, validate, data, exc)
             if known is None:
-                append(_invalid(model, record[0], record[1], exc))
+                append(_invalid(model, table, listed, exc))
                 continue
             parsed, unknown = known
-        fields = parsed.__dict__
-        if fields["id"].int != record[1].int or fields["topic"] != record[2]:
-            append(_misplaced(record[0], record[1], record[2], fields))
+        fields = parsed[0] if bare else parsed.__dict__
+        if fields["id"].int != listed.int or fields["topic"] != topic:
+            append(_misplaced(table, listed, topic, fields))
             continue
         # The decoded copy, laid out to be kept: built the way pydantic's model_construct builds
         # an instance, from values validated already. Its attributes are filled in the model's
@@ -219,7 +218,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         # Pairs, not the dict: update() from a dict would copy its key table (a combined
         # dict, ~290 B more per port); from pairs it inserts each one into the shared table.
         slots.update(fields.items())
-        slots["version"] = record[3]
+        slots["version"] = version
         for name in refs:
             value = fields[name]
             if value is not None:
@@ -230,9 +229,8 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
                     shared = ids[value.int] = value
                 slots[name] = shared
         for name in containers:
-            value = fields[name]
-            if not value:
-                empty = empties.get(type(value))
+            if not fields[name]:
+                empty = empties.get(type(fields[name]))
                 if empty is not None:
                     slots[name] = empty
         if lineage:
@@ -246,7 +244,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
 
 def _known_fields(
     model: type[M], validate: Any, data: bytes, exc: pydantic.ValidationError
-) -> tuple[M, dict[str, Any]] | None:
+) -> tuple[Any, dict[str, Any]] | None:
     """The record validated without the fields ``model`` does not have, and those fields; None if not only they fail.
 
     A rolling upgrade runs two versions of a model at once: a record a newer
@@ -385,6 +383,8 @@ class _Layout(NamedTuple):
     containers: tuple[str, ...]
     """The fields that may hold an empty list or map (every field another than a plain scalar one)."""
     fields_set: set[str]
+    bare: Any
+    """``validate_json`` of the model's fields alone, or None (see :func:`_fields_validator`)."""
 
 
 _LAYOUTS: dict[type[Model], _Layout] = {}
@@ -397,8 +397,34 @@ def _layout_of(model: type[Model]) -> _Layout:
         kept = (name for name in model.model_fields if name not in refs and name not in _EXCLUDE)
         containers = tuple(name for name in kept if not _scalar(model, name))
         # Every field is in the stored JSON but the version; frozen, as every copy shares it.
-        layout = _LAYOUTS[model] = _Layout(refs, containers, FrozenSet(set(model.model_fields) - _EXCLUDE))
+        fields_set = FrozenSet(set(model.model_fields) - _EXCLUDE)
+        layout = _LAYOUTS[model] = _Layout(refs, containers, fields_set, _fields_validator(model))
     return layout
+
+
+def _fields_validator(model: type[Model]) -> Any:
+    """``validate_json`` of ``model``'s fields without the instance pydantic builds around them; None if not the same.
+
+    A decode lays its own copy out (see :func:`decode_each`): the instance the
+    model's validator builds, its dict and its fields set were made to be
+    dropped. The model's ``model-fields`` schema, with the model's config,
+    checks the same fields the same way and returns ``(fields, extra, fields
+    set)``. Only a model whose schema is that node and nothing around it (no
+    model validator, custom ``__init__``, ``model_post_init``, root model)
+    takes it; any other keeps the model's validator.
+    """
+    schema = copy.deepcopy(model.__pydantic_core_schema__)
+    found = _model_node(schema, model)
+    if found is None or found[0] is not schema:
+        return None
+    node, fields = found
+    if node.get("custom_init") or node.get("root_model") or node.get("post_init") or fields.get("computed_fields"):
+        return None
+    try:
+        return SchemaValidator(fields, node.get("config")).validate_json
+    except Exception:  # a schema pydantic-core will not take apart (a definition it refers to): the model's
+        log.debug("codec: %s decodes through its model validator", model.__name__, exc_info=True)
+        return None
 
 
 def _scalar(model: type[Model], name: str) -> bool:

@@ -25,7 +25,7 @@ from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, WriteOp
 from nbdb.timeouts import check_seconds
-from nbdb.writes import check_uuid, delete_of
+from nbdb.writes import check_uuid, delete_of, stored
 
 __all__ = [
     "CommitContext",
@@ -130,11 +130,13 @@ class CommitContext:
     caches' commit-to-applied lag (None without metrics).
     """
 
-    __slots__ = ("_metrics", "_scope", "backend", "closed", "commit_times", "deferred")
+    __slots__ = ("_metrics", "_scope", "backend", "closed", "commit_times", "deferred", "store_token")
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._scope = backend.revision_scope
+        self.store_token = backend.store_token
+        """The store's token (see :attr:`nbdb.spi.Backend.store_token`), kept by the copies a write returns."""
         self.deferred: bool = backend.keeps_values
         handles = metrics.active()
         self._metrics = None if handles is None else handles.backend(backend)
@@ -156,6 +158,28 @@ class CommitContext:
         """
         return revision if self._scope is GLOBAL_SCOPE else Revision(revision, self._scope)
 
+    def mark(self, copies: Sequence[Model]) -> None:
+        """Record on stamped write results the store that wrote them (only when the backend names it)."""
+        token = self.store_token
+        if token is not None:
+            for copy in copies:
+                copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # stamped: a dict of its own
+
+    def read_back(self, copy: M, version: int, revision: int) -> M:
+        """A copy read back after a native mutation committed ``version`` at ``revision``, stamped as a write's result.
+
+        The store applied the mutation itself (``handles_mutations``): what it
+        made is read back. When that is the version the commit made, it carries
+        the commit's revision as ``create``/``update`` results do (it carried
+        none, so ``wait_for(result.nbdb_revision)`` returned at once); a later
+        version (another writer came in between) is returned as read.
+        """
+        if copy.version != version:
+            return copy
+        stamped = stored(copy, version, self.stamp(revision))
+        self.mark((stamped,))
+        return stamped
+
     def commit(self, ops: Sequence[WriteOp | Mutate], fence: LockHandle | None = None) -> tuple[CommitResult, Revision]:
         """Commit ``ops`` (fenced on a held lock if ``fence``); the result and its revision."""
         result = self.commit_ops(ops, fence)
@@ -175,7 +199,8 @@ class CommitContext:
                 raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
             self.need("fencing", backend.capabilities.fencing, "fence writes on a lock")
             if fence.lost:
-                raise errors.LockLostError(f"lock {fence.name!r} was lost: nothing was written")
+                how = "released (its with block ended)" if fence.released else "lost"
+                raise errors.LockLostError(f"lock {fence.name!r} was {how}: nothing was written")
 
         # Only a backend that handles mutations is ever given Mutate ops (see Database.mutate()).
         commit: Callable[[Sequence[Any]], CommitResult]

@@ -157,6 +157,7 @@ class CacheQueue(WorkQueue[Key]):
         processing or waiting for a retry (a key waiting only for its :meth:`recheck` was processed).
         """
         timeout = timeout_of(timeout)
+        check_seconds("interval", interval)
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.wait_synced(timeout):
             return False

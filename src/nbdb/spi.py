@@ -213,29 +213,44 @@ WriteOp = Put | Delete
 
 
 class LockHandle:
-    """A held lock. ``lost`` turns True if the backend could not keep it alive.
+    """A held lock. ``lost`` turns True if the backend could not keep it alive, or once it is released.
 
     A lock lives on a lease with a TTL that a background thread renews; when the
     renewal fails (server gone, lease expired), the lock is lost and anyone may
     take it: check ``lost`` before acting on the assumption of exclusivity.
+    Leaving the ``with`` block releases it: ``released`` and ``lost`` are True
+    from then on (anyone may hold it), and a write fenced on it raises
+    :class:`nbdb.LockLostError`.
     """
 
     def __init__(self, name: str, token: str) -> None:
         self.name = name
         self.token = token
         self._lost = threading.Event()
+        self._released = False
 
     @property
     def lost(self) -> bool:
-        """True once the lock may be held by somebody else."""
+        """True once the lock may be held by somebody else (its lease is gone, or it was released)."""
         return self._lost.is_set()
+
+    @property
+    def released(self) -> bool:
+        """True once the ``with`` block that held the lock ended (the lock was given up, not lost)."""
+        return self._released
 
     def mark_lost(self) -> None:
         """Record that the lease behind the lock is gone."""
         self._lost.set()
 
+    def mark_released(self) -> None:
+        """Record that the holder gave the lock up (the backend released it, or let its lease run out)."""
+        self._released = True
+        self._lost.set()
+
     def __repr__(self) -> str:
-        return f"LockHandle(name={self.name!r}, lost={self.lost})"
+        state = ", released" if self._released else ""
+        return f"LockHandle(name={self.name!r}, lost={self.lost}{state})"
 
 
 class CommitResult(NamedTuple):
@@ -330,6 +345,20 @@ class Backend(ABC):
         A backend whose revisions count per connection returns a token of its
         own sequence, equal for connections that share it; see
         :class:`nbdb.revision.Revision`.
+        """
+        return None
+
+    @property
+    def store_token(self) -> int | str | None:
+        """Which store this backend reaches: equal for every connection to one store, None if unknown.
+
+        Revisions of a global sequence (``revision_scope`` None) are plain
+        numbers: a write result of another store carries one that a cache of
+        this store may have reached already. A backend that can name its store
+        cheaply (in-process stores) returns a token (a number or text, never
+        another object: stored copies keep it); the write results of its
+        Databases carry it, and :meth:`nbdb.Cache.wait_for` refuses an object
+        another store wrote instead of reporting it reflected at once.
         """
         return None
 

@@ -25,7 +25,7 @@ import pydantic_core
 from pydantic_core import PydanticSerializationError
 
 from nbdb import errors
-from nbdb.models.base import Model, validation_error_of
+from nbdb.models.base import Model, check_references_resolve, may_hold_container, validation_error_of
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 
 __all__ = ["FIELD_VALIDATORS", "check_storable", "storable"]
@@ -47,6 +47,7 @@ def check_storable(obj: Model) -> None:
     """
     check = _ASCII_CHECKS.get(type(obj))
     if check is None:
+        check_references_resolve(type(obj))  # once per model, at its first write (not cached until it passes)
         check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
     fields = obj.__dict__
     verdict = check(fields)
@@ -126,6 +127,8 @@ _NO_TEXT = (bool, int, float, UUID, type(None), enum.Enum)
 FIELD_VALIDATORS = (pydantic.AfterValidator, pydantic.BeforeValidator, pydantic.WrapValidator, pydantic.PlainValidator)
 """pydantic's validators a field's ``Annotated`` metadata may hold."""
 _COLLECTIONS = frozenset({list, tuple, set, frozenset, FrozenList, FrozenSet})
+_CONTAINERS = frozenset({list, dict, set, FrozenList, FrozenDict, FrozenSet})
+"""What an object's field may hold that can change in place."""
 
 
 def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], object]:
@@ -147,10 +150,26 @@ def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], object]:
     )
     validated = {name for d in decorators.field_validators.values() for name in d.info.fields}
     lines = ["def check(d):", "    a = True"]
-    scope_names: dict[str, Any] = {"COLLECTIONS": _COLLECTIONS, "FrozenDict": FrozenDict, "WRONG": _WRONG_TYPE}
+    scope_names: dict[str, Any] = {
+        "COLLECTIONS": _COLLECTIONS,
+        "CONTAINERS": _CONTAINERS,
+        "FrozenDict": FrozenDict,
+        "WRONG": _WRONG_TYPE,
+    }
     for name, field in model.model_fields.items():
         own = name in validated or any(isinstance(m, FIELD_VALIDATORS) for m in field.metadata)
         shape = _text_shape(field.annotation) if trusted and not own else "other"
+        bounds = _length_bounds(field)
+        if bounds is not None:
+            # A list, map or set of a bounded length, emptied in place (`lrp.networks.clear()`), was
+            # stored, and every later read of its table failed on the record: its length, checked here,
+            # costs only the models that bound one.
+            lines += [
+                f"    v = d[{name!r}]",
+                f"    if type(v) in CONTAINERS and not {bounds[0]} <= len(v) <= {bounds[1]}: return WRONG"
+                if bounds[1] is not None
+                else f"    if type(v) in CONTAINERS and len(v) < {bounds[0]}: return WRONG",
+            ]
         if shape == "none":
             continue
         lines.append(f"    v = d[{name!r}]")
@@ -198,6 +217,21 @@ def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], object]:
     scope: dict[str, Any] = {}
     exec("\n".join(lines), scope_names, scope)  # code of our own
     return cast(Callable[[dict[str, Any]], object], scope["check"])
+
+
+def _length_bounds(field: pydantic.fields.FieldInfo) -> tuple[int, int | None] | None:
+    """The (least, most) length a field's ``min_length``/``max_length`` allow (None: no most), if it may
+    hold a container."""
+    least: int = 0
+    most: int | None = None
+    for item in field.metadata:
+        least = max(least, getattr(item, "min_length", None) or 0)
+        bound = getattr(item, "max_length", None)
+        if bound is not None:
+            most = bound if most is None else min(most, bound)
+    if (least, most) == (0, None) or not may_hold_container(field.annotation):
+        return None
+    return least, most
 
 
 def _unwrapped(annotation: Any) -> Any:

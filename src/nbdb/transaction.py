@@ -171,7 +171,7 @@ class Transaction:
                     self.revision = revision
                     stamp = context.stamp(result.revision)
                     stored: list[Model] = []
-                    reads: list[_Step] = []
+                    reads: list[tuple[_Step, int]] = []
                     for step, version in zip(live, result.versions, strict=True):
                         if isinstance(step, Put):
                             copy: Model = step.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
@@ -183,17 +183,21 @@ class Transaction:
                         planned = step.planned
                         if planned is None:
                             if isinstance(step.op, Mutate) and step.mutation is not None:
-                                reads.append(step)
+                                reads.append((step, version))
                         elif planned.version == version:
                             stored.append(planned)
                             step.result = planned
                         else:
                             step.result = as_stored(planned, version, stamp)
                     committed_all(stored, stamp)
-                    for step in reads:
+                    if context.store_token is not None:
+                        planned_results = [s.result for s in live if isinstance(s, _Step) and s.result is not None]
+                        context.mark([*stored, *results.values(), *planned_results])
+                    for step, version in reads:
                         # Applied by the store to what it held: read what that made.
                         assert step.mutation is not None
-                        step.result = self._get(step.mutation[0], step.mutation[1])
+                        read = self._get(step.mutation[0], step.mutation[1])
+                        step.result = context.read_back(read, version, result.revision)
             except errors.UniqueViolationError as exc:
                 if not self._settle_existing(live, exc):
                     raise
@@ -234,6 +238,8 @@ class Transaction:
             copy: Model = put.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
             stored.append(copy if copy.version == version else as_stored(copy, version, stamp))
         committed_all(stored, stamp)
+        if context.store_token is not None:
+            context.mark(stored)
         self.results = stored  # type: ignore[assignment]  # list[Model] is a list[Model | None]
         self._steps = []
         self._finished = "committed"

@@ -104,6 +104,13 @@ class Waits:
             if target.version < 1:
                 raise errors.ValidationError(f"{target.nbdb_table} {target.id} was never stored (version 0)")
             revision = target.nbdb_revision
+            if revision is not None and target.__pydantic_private__.get("_store") != cache.backend.store_token:  # type: ignore[union-attr]
+                # A write result of another store (another memory://, another server): its revision was
+                # compared with this store's, and a cache that had reached that number said True at once.
+                raise errors.ValidationError(
+                    f"{target.nbdb_table} {target.id} was written to another store than this cache follows: "
+                    "it would never arrive (wait with a cache of the Database that wrote it)"
+                )
             if isinstance(revision, Revision) and revision.scope != cache.revision_scope:
                 revision = None  # another connection's sequence: wait by version
             return _Waiter(model, target.id, target.version, revision)

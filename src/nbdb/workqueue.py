@@ -40,7 +40,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 from nbdb import errors, metrics
-from nbdb.timeouts import timeout_of
+from nbdb.timeouts import check_seconds, timeout_of
 
 __all__ = ["RateLimiter", "WorkQueue"]
 
@@ -318,6 +318,7 @@ class WorkQueue(Generic[K]):
     def wait_idle(self, timeout: float | None = None, interval: float = 0.005) -> bool:
         """Block until nothing is ready, processing or waiting for a delay; False on timeout."""
         timeout = timeout_of(timeout)
+        check_seconds("interval", interval)  # NaN or -1: a ValueError out of time.sleep(); inf: never rechecked
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._cond:

@@ -304,3 +304,48 @@ def test_a_topic_filtered_cache_receives_only_its_topics_rows(server: OvsdbModel
             rows = replicas[0].views["OVN_Northbound"].rows
             assert set(rows.get("Logical_Switch_Port", {})) == {mine.id}
             assert not rows.get("Logical_Switch"), "the switch (another topic) was sent"
+
+
+def test_a_row_another_client_wrote_that_the_model_refuses_is_a_corrupt_record(server: OvsdbModelsServer) -> None:
+    # ovn-nbctl or a raw client can write what the models refuse (a port name over 255 characters): such a row
+    # is a corrupt record like any other (docs/semantics.md), never another exception or a silent pass.
+    # Foreign rows carry no nbdb:ns: they are the default namespace's, so this runs in a database of its own.
+    with OvsdbModelsServer() as own, nbdb.connect(own.url) as db:
+        switch = db.create(LogicalSwitch(name="sw-corrupt"))
+        good = db.create(LogicalSwitchPort(switch=switch, name="p-good"))
+        cache = db.cache(LogicalSwitchPort)
+        errors_seen: list[Exception] = []
+        with db.watch(LogicalSwitchPort, on_error=errors_seen.append) as watch:
+            result = _foreign_transact(
+                own,
+                [
+                    {"op": "insert", "table": "Logical_Switch_Port", "row": {"name": "x" * 300}, "uuid-name": "p"},
+                    {
+                        "op": "mutate",
+                        "table": "Logical_Switch",
+                        "where": [["_uuid", "==", ["uuid", str(switch.id)]]],
+                        "mutations": [["ports", "insert", ["set", [["named-uuid", "p"]]]]],
+                    },
+                ],
+            )
+            bad = uuid.UUID(result[0]["uuid"][1])
+            key = ("LogicalSwitchPort", bad)
+            assert eventually(lambda: key in cache.corrupt, timeout=10)
+            with pytest.raises(nbdb.CorruptRecordError):
+                db.list(LogicalSwitchPort)
+            with pytest.raises(nbdb.CorruptRecordError):
+                db.get(LogicalSwitchPort, bad)
+            assert [p.id for p in db.list(LogicalSwitchPort, skip_corrupt=True)] == [good.id]
+            # The watch and the cache go on.
+            after = db.create(LogicalSwitchPort(switch=switch, name="p-after"))
+            seen: list[Any] = []
+            assert eventually(
+                lambda: seen.extend(e.new.id for e in watch.poll(0.2) if e.new) or after.id in seen, timeout=10
+            )
+            assert eventually(lambda: cache.get(LogicalSwitchPort, after.id) == after, timeout=10)
+            assert any(isinstance(e, nbdb.CorruptRecordError) for e in errors_seen)
+        # A new connection's cold load keeps the bad row out and records it.
+        with nbdb.connect(own.url) as fresh:
+            cold = fresh.cache(LogicalSwitchPort)
+            assert eventually(lambda: key in cold.corrupt, timeout=10)
+            assert {p.id for p in cold.list(LogicalSwitchPort)} == {good.id, after.id}

@@ -14,7 +14,7 @@ import nbdb
 from nbdb.codec import encode
 from nbdb.families.ovsdb import Mapping_, Replica
 from nbdb.families.ovsdb import replica as replica_module
-from nbdb.families.ovsdb.planner import plan_commit
+from nbdb.families.ovsdb.planner import _loads, plan_commit
 from nbdb.families.ovsdb.rows import VersionBook, stored_columns
 from nbdb.families.ovsdb.settle import Outcome, settle
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
@@ -413,3 +413,23 @@ def test_the_wire_form_kept_for_a_row_is_nothing_the_collector_tracks(
         row = replica.row(tm, port.id)
         assert row is not None
         assert replica.stored_wire(tm, port.id, row) == stored_columns(tm, row)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats(allow_nan=True) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_JSON, st.sampled_from(["utf-8", "utf-16"]), st.booleans())
+def test_a_put_document_is_parsed_as_json_parses_it(value: Any, encoding: str, ascii: bool) -> None:
+    # orjson first, json for what orjson refuses (big integers, NaN, escaped lone surrogates, UTF-16):
+    # the same document, and bytes that are no JSON still fail.
+    data = json.dumps(value, ensure_ascii=ascii).encode(encoding, "surrogatepass")
+    expected = json.loads(data)
+    got = _loads(data)
+    assert json.dumps(got) == json.dumps(expected)
+    with pytest.raises(ValueError):
+        _loads(data + b"}")

@@ -36,9 +36,12 @@ __all__ = [
     "RefSpec",
     "Reference",
     "all_models",
+    "check_field_value",
+    "check_references_resolve",
     "committed_all",
     "freeze_lineage",
     "lineage_is_own",
+    "may_hold_container",
     "model_for_table",
     "validation_error_of",
 ]
@@ -261,11 +264,20 @@ class Model(BaseModel):
             raise TypeError(f"{cls.__name__}.nbdb_table must be printable text without '/', not {table!r}")
         refs = tuple(spec for name, info in cls.model_fields.items() if (spec := _ref_spec(name, info)) is not None)
         cls.nbdb_references = refs
+        for attr in ("nbdb_indexes", "nbdb_unique"):
+            declared = getattr(cls, attr)
+            if not isinstance(declared, tuple | list):
+                # nbdb_unique = "name" was read as its letters: "names unknown field 'n'", or, on a model
+                # of one-letter fields, each letter a unique field of its own.
+                raise TypeError(f"{cls.__name__}.{attr} takes a tuple of field names, e.g. ({declared!r},)")
         for name in cls.nbdb_indexes:
             if name not in cls.model_fields:
                 raise TypeError(f"{cls.__name__}.nbdb_indexes names unknown field {name!r}")
         unique = tuple((u,) if isinstance(u, str) else tuple(u) for u in cls.nbdb_unique)
         for group in unique:
+            if not group or len(set(group)) != len(group):
+                # () was a group no object ever held a value of: nothing was unique, without a word.
+                raise TypeError(f"{cls.__name__}.nbdb_unique has a group of no field or a field twice: {group!r}")
             for name in group:
                 if name not in cls.model_fields:
                     raise TypeError(f"{cls.__name__}.nbdb_unique names unknown field {name!r}")
@@ -278,7 +290,7 @@ class Model(BaseModel):
         cls.nbdb_index_fields = tuple(index_fields)
         cls.nbdb_lineage_fields = frozenset([r.field for r in refs] + [name for group in unique for name in group])
         cls.nbdb_lineage_containers = tuple(
-            sorted(name for name in cls.nbdb_lineage_fields if _may_hold_container(cls.model_fields[name].annotation))
+            sorted(name for name in cls.nbdb_lineage_fields if may_hold_container(cls.model_fields[name].annotation))
         )
         previous = _REGISTRY.get(cls.nbdb_table)
         if previous is not None and previous.__qualname__ != cls.__qualname__:
@@ -623,7 +635,7 @@ def _freeze_in(model: type[Model], data: dict[str, Any]) -> None:
             data[name] = frozen(value)
 
 
-def _may_hold_container(annotation: Any) -> bool:
+def may_hold_container(annotation: Any) -> bool:
     """Whether a field of ``annotation`` may hold a (mutable) list, map or set."""
     if annotation in (list, dict, set):
         return True
@@ -631,9 +643,9 @@ def _may_hold_container(annotation: Any) -> bool:
     if origin in (list, dict, set):
         return True
     if origin is typing.Annotated:
-        return _may_hold_container(get_args(annotation)[0])
+        return may_hold_container(get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        return any(_may_hold_container(arg) for arg in get_args(annotation))
+        return any(may_hold_container(arg) for arg in get_args(annotation))
     return annotation is Any
 
 
@@ -661,12 +673,45 @@ def _plain_str(info: pydantic.fields.FieldInfo) -> bool:
     return info.annotation is str and not any(isinstance(m, PlainSerializer | WrapSerializer) for m in info.metadata)
 
 
+def check_field_value(model: type[Model], name: str, value: Any) -> None:
+    """ValidationError if ``value`` is nothing ``model``'s field ``name`` can hold (a field that may hold a
+    list, map or set is not checked: a search matches it by a member)."""
+    info = model.model_fields.get(name)
+    if info is None or (type(value) is str and info.annotation is str) or may_hold_container(info.annotation):
+        return  # text for a text field (the common miss of a find by name) needs no look
+    try:
+        _field_adapter(model, name).validate_python(value)
+    except pydantic.ValidationError as exc:
+        raise validation_error_of(exc, f"{model.__name__}.{name}") from None
+
+
 def model_for_table(table: str) -> type[Model]:
     """The model class registered for ``table``; :class:`nbdb.NotFoundError` if none."""
     try:
         return _REGISTRY[table]
     except KeyError:
         raise errors.NotFoundError(f"no model is registered for table {table!r}") from None
+
+
+def check_references_resolve(model: type[Model]) -> None:
+    """ValidationError unless every :class:`Reference` of ``model`` names the table of a model defined by now.
+
+    A reference names its target by table, so that a model may point to one
+    defined after it (a forward reference): the name is looked up when the
+    model is first written, not when it is defined. ``Reference("NoSuchModel")``
+    (a typo, or a class name where the table is named otherwise) was taken, and
+    every write that set it failed with a ReferenceError saying the object did not
+    exist; one that left it None was stored pointing nowhere.
+    """
+    for spec in model.nbdb_references:
+        if spec.target in _REGISTRY:
+            continue
+        named = [m for m in _REGISTRY.values() if m.__name__ == spec.target]
+        hint = f": {named[0].__name__}'s table is {named[0].nbdb_table!r}" if named else " (defined yet)"
+        raise errors.ValidationError(
+            f"{model.__name__}.{spec.field} references table {spec.target!r}, which no model has{hint}; "
+            "a Reference names the table of the referenced model"
+        )
 
 
 def all_models() -> tuple[type[Model], ...]:

@@ -101,6 +101,9 @@ def _topics(args: argparse.Namespace) -> list[str | None] | None:
     if not args.topics:
         return None
     names = [t for item in args.topics for t in item.split(",") if t]
+    if not names:
+        # --topics "" (an unset shell variable, say) dumped, copied and verified nothing, successfully.
+        raise errors.ValidationError(f"--topics names no topic: {' '.join(args.topics)!r} (leave it out for all)")
     return [None if t == NO_TOPIC else t for t in names]
 
 

@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 
 from nbdb import errors
 from nbdb.api import Database
+from nbdb.commit_context import check_flag, check_since
 from nbdb.events import ChangeEvent
 from nbdb.models.base import Model, all_models
+from nbdb.timeouts import check_seconds
 from nbdb.tools.apply import Applier, WriteLimitReached
 from nbdb.tools.checkpoint import Checkpoint, CheckpointFile
 from nbdb.tools.order import ObjectKey, table_order
@@ -76,6 +78,26 @@ class CopyOptions:
     skip_corrupt: bool = False
     read_timeout: float = 300.0
     poll_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        # --duration nan followed for ever (NaN is no deadline), -1 ended at once; --until-revision -5 and
+        # --limit -1 were taken as they were; --duration or --until-revision without --follow were ignored.
+        check_flag("follow", self.follow)
+        if self.duration is not None:
+            check_seconds("duration", self.duration)
+        if self.until_revision is not None:
+            check_since(self.until_revision)
+        if not self.follow and (self.duration is not None or self.until_revision is not None):
+            raise errors.ValidationError("duration and until_revision bound a follow: they need follow=True")
+        for what, count, least in (
+            ("batch", self.batch, 1),
+            ("limit", self.limit, 0),
+            ("verify_rounds", self.verify_rounds, 1),
+        ):
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < least):
+                raise errors.ValidationError(f"{what} must be a whole number of at least {least}, not {count!r}")
+        check_seconds("read_timeout", self.read_timeout)
+        check_seconds("poll_interval", self.poll_interval)
 
 
 @dataclass(slots=True)

@@ -38,6 +38,7 @@ from nbdb import __version__, errors
 from nbdb.api import Database
 from nbdb.capabilities import Atomicity, Expiry
 from nbdb.codec import from_plain, plain
+from nbdb.commit_context import check_flag
 from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.tools.apply import Applier
 from nbdb.tools.order import ObjectKey, key_of, object_order, table_order
@@ -268,6 +269,11 @@ def load(
     transaction (``atomic`` destinations only). With ``resume``: objects are
     upserted in dependency order in batches, safe to run again.
     """
+    # resume="no" (from a configuration file) upserted into a database that already held objects, and a
+    # batch of 0 or "200" was taken without resume and failed, or not, only once the dump was read.
+    check_flag("resume", resume)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise errors.ValidationError(f"batch must be a whole number of at least 1, not {batch!r}")
     progress = progress or Progress(False)
     progress.show("validating...", force=True)
     dumped = read_dump(stream)

@@ -16,6 +16,7 @@ from nbdb import errors
 from nbdb.api import Database
 from nbdb.cache import Cache
 from nbdb.models.base import Model
+from nbdb.timeouts import check_seconds
 from nbdb.tools.order import ObjectKey, key_of
 
 __all__ = ["Snapshot", "take_snapshot", "unsupported_models"]
@@ -48,6 +49,7 @@ def take_snapshot(
     stored record does not decode, unless ``skip_corrupt`` (then it is left out
     and logged).
     """
+    check_seconds("timeout", timeout)  # -1 or 0 was reported as a database that could not be read in time
     if not models:
         return Snapshot({}, 0)
     cache = db.cache(list(models), topics)

@@ -133,6 +133,10 @@ class MemoryBackend(Backend):
 
     # ---------------------------------------------------------------- Backend
 
+    @property
+    def store_token(self) -> int:
+        return self.store.token
+
     def read(self, table: str, id: uuid.UUID) -> Record | None:
         return self.store.records.get((table, id.int))
 

@@ -16,6 +16,7 @@ collector stops tracking it (a tuple holding a UUID stays tracked for good).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -83,6 +84,9 @@ def unique_slot(table: str, key: UniqueKey) -> UniqueSlot:
     return (table, key[0], key[1])
 
 
+_TOKENS = itertools.count(1)
+
+
 class MemoryStore:
     """The data of one in-memory database: records, references, revision, bounded history, leases."""
 
@@ -90,6 +94,8 @@ class MemoryStore:
         if history < 1:
             raise errors.ValidationError("memory:// history must be at least 1")
         self.history_limit = history
+        self.token = next(_TOKENS)
+        """Which store this is (see :attr:`nbdb.spi.Backend.store_token`): unique in the process."""
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.waiting = 0

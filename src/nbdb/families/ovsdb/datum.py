@@ -143,6 +143,18 @@ def escape(text: str) -> str:
     return text
 
 
+def escape_each(texts: list[str]) -> list[str]:
+    """``[escape(t) for t in texts]``, with one scan of all the text instead of a call per string.
+
+    A string :func:`escape` changes holds NUL or the marker (it starts with it), so when the
+    joined text holds neither, every string is written as it is.
+    """
+    joined = "".join(texts)
+    if "\x00" not in joined and _ESCAPE not in joined:
+        return texts[:]
+    return [escape(t) for t in texts]
+
+
 def unescape(text: Any) -> Any:
     """The string :func:`escape` stored (anything else unchanged)."""
     if isinstance(text, str) and text.startswith(_ESCAPE):
@@ -303,7 +315,7 @@ def cell_encoder(ctype: ColumnType) -> Callable[[Any], Any]:
         def string_set(cell: Any) -> Any:
             # One type of atom: sorting by (type name, atom), as the generic path does, is sorting by atom.
             if type(cell) is set and all(type(a) is str for a in cell):
-                return ["set", [escape(a) for a in sorted(cell)]]
+                return ["set", escape_each(sorted(cell))]
             return generic(cell)
 
         return string_set
@@ -312,7 +324,13 @@ def cell_encoder(ctype: ColumnType) -> Callable[[Any], Any]:
 
 def wire_map(values: Iterable[tuple[str, str]]) -> list[Any]:
     """A string-to-string map datum."""
-    return ["map", [[escape(k), escape(v)] for k, v in sorted(values)]]
+    pairs = sorted(values)
+    # One scan of all the text instead of a call per key and value (as escape_each: ten pairs in
+    # a port's external_ids).
+    text = "".join([k + v for k, v in pairs])
+    if "\x00" not in text and _ESCAPE not in text:
+        return ["map", [[k, v] for k, v in pairs]]
+    return ["map", [[escape(k), escape(v)] for k, v in pairs]]
 
 
 @dataclass(slots=True)

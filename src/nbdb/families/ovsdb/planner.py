@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.ovsdb.datum import default_cell, wire_map
@@ -267,7 +269,7 @@ def _plan_put(
     book: MarkBook,
 ) -> frozenset[RefKey]:
     try:
-        doc = json.loads(op.data)
+        doc = _loads(op.data)
     except ValueError:
         raise errors.ValidationError(f"{op.table} {op.id}: record is not JSON") from None
     if not isinstance(doc, dict):
@@ -331,6 +333,26 @@ def _plan_put(
     # The references of the document as it will be read back: the written row's, rendered above
     # (refs_of(tm, doc) gives the same set: each reference field renders from its own cell).
     return rendered.refs
+
+
+_DIGITS = bytes.maketrans(b"012345678", b"999999999")
+_LONG_NUMBER = b"9" * 19  # 2**63 has 19 digits: every integer orjson does not hold in 64 bits has as many
+
+
+def _loads(data: bytes) -> Any:
+    """``json.loads(data)``, parsed by orjson where it can (≈ 4x less CPU per port document).
+
+    What orjson refuses and ``json`` reads (an escaped lone surrogate, NaN, UTF-16) goes to
+    ``json``, so the result, and the error of bytes that are no JSON, are ``json``'s. An integer
+    beyond 64 bits orjson reads as a float, without an error: bytes holding a run of 19 digits
+    anywhere (in a string too: no matter, it is only slower) go to ``json`` first.
+    """
+    if _LONG_NUMBER in data.translate(_DIGITS):
+        return json.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def _plan_unique(plan: Plan, stages: _Stages, tm: TableMap, op: Put, held: dict[tuple[str, str, str], RefKey]) -> None:

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from nbdb import errors
-from nbdb.families.ovsdb.datum import default_cell, escape, wire_map
+from nbdb.families.ovsdb.datum import default_cell, escape, escape_each, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 
 __all__ = [
@@ -470,12 +470,12 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
                 if type(value) is list and all(type(a) is str for a in value):
                     cells[column] = set(value)
                     ordered = sorted(cells[column])
-                    wire[column] = ["set", [escape(a) for a in ordered]]
+                    wire[column] = ["set", escape_each(ordered)]
                     values[name] = ordered
                     continue
             elif type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
                 cells[column] = values[name] = value
-                wire[column] = ["map", [[escape(k), escape(v)] for k, v in sorted(value.items())]]
+                wire[column] = wire_map(value.items())
                 continue
         cell = field_cell(cm, value)
         try:
