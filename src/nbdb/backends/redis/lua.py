@@ -349,7 +349,7 @@ end
 -- 'e' of each referenced object, then of each object created 'P key value 0' of its object key
 -- and 'C i/<table>/<id> index -1', then 'P' of their reverse references (r/...) and 'C' of their
 -- unique claims (u/... -1): one object's create (Database.create) or a transaction of creates
--- (a transaction's items come in this order). A key named twice goes the general way.
+-- (a transaction's items come in this order). An object named twice goes the general way.
 local function create()
   local nargs, pos = #ARGV, 5
   local targets = {}
@@ -360,24 +360,32 @@ local function create()
     pos = pos + 3
   end
   -- objs[i]: {key, value, index, topic, table, id, hash}
-  local objs, seen = {}, {}
+  local objs = {}
   while ARGV[pos] == 'P' and ARGV[pos + 1]:sub(1, 2) == 'o/' do
     if ARGV[pos + 3] ~= '0' or ARGV[pos + 4] ~= 'C' or ARGV[pos + 7] ~= '-1' then return end
     local key = ARGV[pos + 1]
     local topic, tbl, oid = key:match(OKEY)
-    if not topic or seen[key] or ARGV[pos + 5] ~= 'i/' .. tbl .. '/' .. oid then return end
-    seen[key] = true
+    if not topic or ARGV[pos + 5] ~= 'i/' .. tbl .. '/' .. oid then return end
     objs[#objs + 1] = {key, ARGV[pos + 2], ARGV[pos + 6], topic, tbl, oid, P .. 'k:i/' .. tbl .. '/' .. oid}
     pos = pos + 8
   end
   if #objs == 0 then return end
+  if #objs > 1 then
+    -- An object twice (its hash put twice) goes the general way. A reference or a claim named
+    -- twice needs nothing: here as there, both are read alike and the later write wins.
+    local seen = {}
+    for i = 1, #objs do
+      local h = objs[i][7]
+      if seen[h] then return end
+      seen[h] = true
+    end
+  end
   -- refs[i]: {hash, field, value, version}; rhashes: each hash's refs, in order of first use.
   local refs, rhashes, byhash, claims = {}, {}, {}, {}
   while ARGV[pos] == 'P' and ARGV[pos + 3] do
     local k = ARGV[pos + 1]
     local gh, gf = k:match('^(r/[^/]+/[^/]+/)(.+)$')
-    if not gh or seen[k] then return end
-    seen[k] = true
+    if not gh then return end
     local f = {P .. 'k:' .. gh, gf, ARGV[pos + 2]}
     refs[#refs + 1] = f
     local group = byhash[f[1]]
@@ -386,10 +394,7 @@ local function create()
     pos = pos + 4
   end
   while ARGV[pos] == 'C' and ARGV[pos + 3] == '-1' and ARGV[pos + 1]:sub(1, 2) == 'u/' do
-    local k = ARGV[pos + 1]
-    if seen[k] then return end
-    seen[k] = true
-    claims[#claims + 1] = {P .. 'k:' .. k, ARGV[pos + 2]}
+    claims[#claims + 1] = {P .. 'k:' .. ARGV[pos + 1], ARGV[pos + 2]}
     pos = pos + 4
   end
   -- At most 500 keys in one EXISTS and 2,000 fields in one HMGET (Lua's unpack returns at
@@ -399,9 +404,14 @@ local function create()
   -- the absent hashes at once (if more than one), then the conditions in order.
   for i = 1, #rhashes do
     local group = byhash[rhashes[i]]
-    local fields = {}
-    for j = 1, #group do fields[j] = group[j][2] end
-    local got = redis.call('HMGET', rhashes[i], unpack(fields))
+    local got
+    if #group == 1 then
+      got = redis.call('HMGET', rhashes[i], group[1][2])
+    else
+      local fields = {}
+      for j = 1, #group do fields[j] = group[j][2] end
+      got = redis.call('HMGET', rhashes[i], unpack(fields))
+    end
     for j = 1, #group do
       local packed = got[j]
       group[j][4] = packed and struct.unpack('>i4>i8', packed) or 0
@@ -474,13 +484,18 @@ local function create()
   end
   for i = 1, #rhashes do
     local group = byhash[rhashes[i]]
-    local args = {}
-    for j = 1, #group do
-      local f = group[j]
-      args[2 * j - 1] = f[2]
-      args[2 * j] = struct.pack('>i4>i8', f[4] + 1, rev) .. f[3]
+    if #group == 1 then
+      local f = group[1]
+      redis.call('HSET', rhashes[i], f[2], struct.pack('>i4>i8', f[4] + 1, rev) .. f[3])
+    else
+      local args = {}
+      for j = 1, #group do
+        local f = group[j]
+        args[2 * j - 1] = f[2]
+        args[2 * j] = struct.pack('>i4>i8', f[4] + 1, rev) .. f[3]
+      end
+      redis.call('HSET', rhashes[i], unpack(args))
     end
-    redis.call('HSET', rhashes[i], unpack(args))
   end
   for i = 1, #claims do redis.call('HSET', claims[i][1], 'v', claims[i][2], 'n', '1', 'm', revs) end
   if #objs == 1 then
