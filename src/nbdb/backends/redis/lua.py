@@ -380,17 +380,21 @@ local function create()
       seen[h] = true
     end
   end
-  -- refs[i]: {hash, field, value, version}; rhashes: each hash's refs, in order of first use.
-  local refs, rhashes, byhash, claims = {}, {}, {}, {}
+  -- refs[i]: {hash, field, value, version}. A transaction's are grouped by hash (its objects
+  -- mostly name the same targets): rhashes, each hash's refs in order of first use. One
+  -- object's are read and written one by one (grouping cost a create more than it saves).
+  local refs, claims, one = {}, {}, #objs == 1
+  local rhashes, byhash = (not one) and {} or nil, (not one) and {} or nil
   while ARGV[pos] == 'P' and ARGV[pos + 3] do
-    local k = ARGV[pos + 1]
-    local gh, gf = k:match('^(r/[^/]+/[^/]+/)(.+)$')
+    local gh, gf = ARGV[pos + 1]:match('^(r/[^/]+/[^/]+/)(.+)$')
     if not gh then return end
     local f = {P .. 'k:' .. gh, gf, ARGV[pos + 2]}
     refs[#refs + 1] = f
-    local group = byhash[f[1]]
-    if not group then group = {}; byhash[f[1]] = group; rhashes[#rhashes + 1] = f[1] end
-    group[#group + 1] = f
+    if not one then
+      local group = byhash[f[1]]
+      if not group then group = {}; byhash[f[1]] = group; rhashes[#rhashes + 1] = f[1] end
+      group[#group + 1] = f
+    end
     pos = pos + 4
   end
   while ARGV[pos] == 'C' and ARGV[pos + 3] == '-1' and ARGV[pos + 1]:sub(1, 2) == 'u/' do
@@ -402,26 +406,29 @@ local function create()
   if pos ~= nargs + 1 or #objs + #claims > 500 or #refs > 2000 then return end
   -- Reads in the general path's order: the reverse references' versions (one HMGET per hash),
   -- the absent hashes at once (if more than one), then the conditions in order.
-  for i = 1, #rhashes do
-    local group = byhash[rhashes[i]]
-    local got
-    if #group == 1 then
-      got = redis.call('HMGET', rhashes[i], group[1][2])
-    else
+  if one then
+    for i = 1, #refs do
+      local f = refs[i]
+      local packed = redis.call('HMGET', f[1], f[2])[1]
+      f[4] = packed and struct.unpack('>i4>i8', packed) or 0
+    end
+  else
+    for i = 1, #rhashes do
+      local group = byhash[rhashes[i]]
       local fields = {}
       for j = 1, #group do fields[j] = group[j][2] end
-      got = redis.call('HMGET', rhashes[i], unpack(fields))
-    end
-    for j = 1, #group do
-      local packed = got[j]
-      group[j][4] = packed and struct.unpack('>i4>i8', packed) or 0
+      local got = redis.call('HMGET', rhashes[i], unpack(fields))
+      for j = 1, #group do
+        local packed = got[j]
+        group[j][4] = packed and struct.unpack('>i4>i8', packed) or 0
+      end
     end
   end
   local absent, existed = false, nil
   local hs = {}
   for i = 1, #objs do hs[i] = objs[i][7] end
   for i = 1, #claims do hs[#hs + 1] = claims[i][1] end
-  if #objs == 1 and #claims > 0 then
+  if one and #claims > 0 then
     -- One object: its table's directory set is asked in the same EXISTS (it saves the SCARD
     -- after the SADD that would tell whether the SADD made it). EXISTS counts a key named m
     -- times m times: with the set named m = #hs + 1 times (more than the other keys can add
@@ -482,12 +489,14 @@ local function create()
     local o = objs[i]
     redis.call('HSET', o[7], 'ov', o[2], 'on', '1', 'om', revs, 'ot', o[4], 'v', o[3], 'n', '1', 'm', revs)
   end
-  for i = 1, #rhashes do
-    local group = byhash[rhashes[i]]
-    if #group == 1 then
-      local f = group[1]
-      redis.call('HSET', rhashes[i], f[2], struct.pack('>i4>i8', f[4] + 1, rev) .. f[3])
-    else
+  if one then
+    for i = 1, #refs do
+      local f = refs[i]
+      redis.call('HSET', f[1], f[2], struct.pack('>i4>i8', f[4] + 1, rev) .. f[3])
+    end
+  else
+    for i = 1, #rhashes do
+      local group = byhash[rhashes[i]]
       local args = {}
       for j = 1, #group do
         local f = group[j]
