@@ -1,8 +1,12 @@
-"""Redis single creates, CAS updates and deletes of two checkouts in turns: the server's instructions per operation.
+"""Redis single writes and transactions of creates, two checkouts in turns: the server's instructions per write.
+
+Single creates, CAS updates and deletes, and creates in transactions of 10 and of 100
+(counted per object).
 
 Each side of each round gets a fresh ``redis-server`` under callgrind (``--hz 1``, no
 persistence); its worker creates a switch, warms up, then makes ``--count`` creates of
-ports referencing it, updates them, deletes them, through nbdb and then through
+ports referencing it, updates them, deletes them, then creates ``--count`` more in
+transactions of 10 and ``--count`` more in transactions of 100, through nbdb and then through
 ``raw+contract`` (the contract's server work by hand, see ``nbdb.bench.raw.redis``),
 and asks callgrind for a dump after each phase. The figures are instructions the
 server executed per operation (everything: the script, the calls inside it, reading
@@ -53,6 +57,12 @@ with nbdb.connect(url + "?namespace=ab") as db:
     for p in ports:
         db.delete(p)
     dump("nbdb-delete")
+    for size in (10, 100):
+        for start in range(0, count, size):
+            with db.transaction() as txn:
+                for i in range(start, start + size):
+                    txn.create(make_port(switch, size * 1_000_000 + i))
+        dump(f"nbdb-txn{size}")
 
 raw = ContractClient(url, "abraw")
 switch_id, _ = populate_raw(raw, 0)
@@ -70,11 +80,17 @@ for phase in ("warm", "raw-"):
     for d in docs:
         raw.delete(raw.key(PORT, d["id"]), 2)
     dump("warm" if phase == "warm" else "raw-delete")
+for size in (10, 100):
+    docs = [port_doc(switch_id, size * 1_000_000 + i) for i in range(count)]
+    for start in range(0, count, size):
+        raw.create_many([(raw.key(PORT, d["id"]), json.dumps(d).encode()) for d in docs[start : start + size]])
+    dump(f"raw-txn{size}")
 raw.close()
 print(json.dumps({}))
 """
 
-PHASES = ("nbdb-create", "nbdb-update", "nbdb-delete", "raw-create", "raw-update", "raw-delete")
+OPS = ("create", "update", "delete", "txn10", "txn100")
+PHASES = tuple(f"{side}-{op}" for side in ("nbdb", "raw") for op in OPS)
 
 
 def _free_port() -> int:
@@ -135,11 +151,11 @@ def main() -> None:
         a = statistics.median(r[phase] for r in results["a"]) / 1000
         b = statistics.median(r[phase] for r in results["b"]) / 1000
         print(f"  {phase:12} a {a:7.1f}  b {b:7.1f}  b/a {b / a:5.3f}")
-    for op in ("create", "update", "delete"):
+    for op in OPS:
         for side in ("a", "b"):
             mine = statistics.median(r[f"nbdb-{op}"] for r in results[side])
             theirs = statistics.median(r[f"raw-{op}"] for r in results[side])
-            print(f"  {op:6} {side}: nbdb / raw+contract {mine / theirs:5.2f}")
+            print(f"  {op:7} {side}: nbdb / raw+contract {mine / theirs:5.2f}")
 
 
 if __name__ == "__main__":

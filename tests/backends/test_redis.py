@@ -492,12 +492,13 @@ def _items(fields: list[Any]) -> list[list[Any]]:
 @given(st.data())
 def test_single_creates_and_deletes_commit_as_the_general_path_commits_them(url: str, data: st.DataObject) -> None:
     """Property: the commit script's paths for one object's create and delete (the items
-    Database.create and .delete send) leave the store exactly as the general path leaves it for
-    the same items in another order (which takes the general path), and answer the same: over
-    creates with and without references (to present, absent and other-topic targets) and unique
-    claims (free and taken), duplicate creates, deletes of referenced objects, of absent objects,
-    under another topic and with wrong versions, updates between them, and a revision counter
-    lost between commits."""
+    Database.create and .delete send, and a transaction's creates) leave the store exactly as the
+    general path leaves it for the same items in another order (which takes the general path), and
+    answer the same: over creates with and without references (to present, absent and other-topic
+    targets) and unique claims (free and taken), duplicate creates, transactions of up to three
+    creates (of one or two tables and topics, naming the same target or claim twice),
+    deletes of referenced objects, of absent objects, under another topic and with wrong versions,
+    updates between them, and a revision counter lost between commits."""
     import redis
 
     from nbdb.backends.redis.backend import _payload
@@ -513,14 +514,19 @@ def test_single_creates_and_deletes_commit_as_the_general_path_commits_them(url:
 
             def both(conds: list[Any], puts: dict[str, bytes], deletes: list[str], moved: str) -> tuple[Any, Any]:
                 """The commit through the lean path, and through the general one with its first item
-                of kind ``moved`` last (the lean paths want their items in the planner's order)."""
+                of kind ``moved`` last (the lean paths want their items in the planner's order), or,
+                for ``moved`` '+', with a condition the lean paths refuse and that always holds
+                added last (a transaction's records follow its items' order: moving one reorders them)."""
                 nonlocal step
                 step += 1
                 token = CommitToken(f"t/tok-{step}", 600)
                 got = lean.commit_with_token(conds, puts, deletes, token)
                 items = _items(_payload(conds, puts, deletes, general.layout.range_root, general._lease_key)[1::2])
-                first = next(i for i, item in enumerate(items) if item[0] == moved.encode())
-                items.append(items.pop(first))
+                if moved == "+":
+                    items.append((b"v", b"x/absent", b"0"))
+                else:
+                    first = next(i for i, item in enumerate(items) if item[0] == moved.encode())
+                    items.append(items.pop(first))
                 text = token.key.rpartition("/")[2]
                 head = [general.root, "o/", text, general.config.history]
                 reply = general._commit_script(args=[*head, *(f for item in items for f in item)])
@@ -562,19 +568,41 @@ def test_single_creates_and_deletes_commit_as_the_general_path_commits_them(url:
                 if data.draw(st.booleans(), label="counter lost"):
                     client.delete(lean.root + "rev", general.root + "rev")
                 if kind == "create":
-                    value = data.draw(st.binary(max_size=40), label="value")
-                    conds: list[Any] = [VersionIs(ikey, 0)]
-                    conds += [
-                        Exists(layout.object(t, "LogicalSwitch", s))
-                        for s, t in zip(targets, target_topics, strict=True)
-                    ]
-                    conds += [VersionIs(c, 0) for c in claims]
-                    puts = {okey: value, ikey: b'{"t": "%s"}' % topic.encode()}
-                    puts |= {r: b"" for r in referrers}
-                    puts |= {c: oid.encode() for c in claims}
-                    a, b = both(conds, puts, [], "P")
+                    # One object (Database.create), or a transaction's creates: in the planner's
+                    # order, the targets' conditions, each object's put and index, then every
+                    # reverse reference and every claim. Not the same object twice: two puts of one
+                    # hash (under two topics) end as the later one, and moving one reorders them.
+                    made = [(table, oid, topic, targets, target_topics, names)]
+                    for _ in range(data.draw(st.integers(0, 2), label="more in the transaction")):
+                        t2 = data.draw(st.sampled_from(["LogicalSwitch", "LogicalSwitchPort"]), label="table")
+                        ids = _SWITCH_IDS if t2 == "LogicalSwitch" else _PORT_IDS
+                        o2, top2 = data.draw(st.sampled_from(ids), label="id"), data.draw(topics, label="topic")
+                        to2 = []
+                        if t2 == "LogicalSwitchPort":
+                            to2 = data.draw(st.lists(st.sampled_from(_SWITCH_IDS), unique=True, max_size=2), label="to")
+                        tt2 = [live[("LogicalSwitch", t)][0] if ("LogicalSwitch", t) in live else top2 for t in to2]
+                        n2 = data.draw(st.lists(st.sampled_from(["n0", "n1"]), unique=True, max_size=2), label="names")
+                        if all((t2, o2) != (m[0], m[1]) for m in made):
+                            made.append((t2, o2, top2, to2, tt2, n2))
+                    conds: list[Any] = []
+                    objects: dict[str, bytes] = {}
+                    refs: dict[str, bytes] = {}
+                    owned: dict[str, bytes] = {}
+                    for t2, o2, top2, to2, tt2, n2 in made:
+                        ik = layout.index(t2, o2)
+                        conds += [Exists(layout.object(t, "LogicalSwitch", s)) for s, t in zip(to2, tt2, strict=True)]
+                        objects[layout.object(top2, t2, o2)] = data.draw(st.binary(max_size=40), label="value")
+                        objects[ik] = b'{"t": "%s"}' % top2.encode()
+                        refs |= {
+                            layout.referrer(("LogicalSwitch", uuid.UUID(t)), (t2, uuid.UUID(o2)), o2): b"" for t in to2
+                        }
+                        owned |= {layout.unique(t2, UniqueKey("name", f'"{n}"')): o2.encode() for n in n2}
+                    conds += [VersionIs(k, 0) for k in objects if k.startswith("i/")]
+                    conds += [VersionIs(c, 0) for c in owned]
+                    a, b = both(conds, objects | refs | owned, [], "+")
                     if a is not None:
-                        live[(table, oid)] = [topic, 1, targets, names]
+                        for t2, o2, top2, to2, _, n2 in made:
+                            live[(t2, o2)] = [top2, 1, to2, n2]
                 elif kind == "delete":
                     prefix = layout.referrers((table, uuid.UUID(oid)))
                     conds = [VersionIs(okey, version), PrefixUnchangedSince(prefix, 0)]

@@ -158,7 +158,7 @@ COMMIT_LUA = (
     + r"""
 local OBJ = ARGV[2]
 local token = ARGV[3]
-local history = tonumber(ARGV[4])
+local history = ARGV[4]  -- a string: XADD takes it as sent (a number would be formatted again)
 local done = redis.call('GET', P .. 'ct:' .. token)
 -- A commit found decided still writes (the token's TTL, to the same length): WAIT counts the
 -- replicas that have this connection's writes, and a replica that has this one has the commit.
@@ -181,13 +181,16 @@ local function revision()
   return rev
 end
 
--- Numbers become strings once each: tostring (and a number passed to redis.call) is a
--- sprintf in Redis's Lua, ~2.4k instructions, and a transaction wrote the same few numbers
--- (the revision, version 1) several times per object.
+-- Numbers become strings once each, as integers: tostring (and a number passed to
+-- redis.call) is Lua's '%.14g', a floating-point sprintf (~2.4k instructions), where
+-- string.format('%d') is an integer's (less than half of that; the same digits below 1e14,
+-- and exact above). A transaction wrote the same few numbers (the revision, version 1)
+-- several times per object.
+local fmt = string.format
 local strs = {}
 local function str(n)
   local v = strs[n]
-  if not v then v = tostring(n); strs[n] = v end
+  if not v then v = fmt('%d', n); strs[n] = v end
   return v
 end
 
@@ -197,7 +200,9 @@ end
 -- (an update's record, its value and the previous one, cost 1.5x the instructions that way).
 local NONE = '\255\255\255\255'  -- length -1: none
 local function record(k, v, n, o, on)
-  n, on = str(n), str(on)
+  -- n and on: numbers, or already their strings (str()'s: the lean paths pass what they have).
+  if type(n) == 'number' then n = str(n) end
+  if type(on) == 'number' then on = str(on) end
   local hk, hn, hon = struct.pack('>i4', #k), struct.pack('>i4', #n), struct.pack('>i4', #on)
   if v and o then
     return hk .. k .. struct.pack('>i4', #v) .. v .. hn .. n .. struct.pack('>i4', #o) .. o .. hon .. on
@@ -209,12 +214,18 @@ end
 
 -- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
 -- and one per touched topic in that topic's log; then the token, kept: {1, rev}. all: the
--- commit's records in order; topics: each topic's records.
+-- commit's records in order; topics: each topic's records. A single-object commit (the lean
+-- paths) passes its record as all and its topic as topics: no tables to make for them.
 local function publish(rev, revs, all, topics)
   -- One record (a single-object commit) is the feed itself: table.concat would copy it into a
   -- new string, and a string costs Redis's Lua ~11 instructions a byte (it hashes every byte).
-  local id, feed = revs .. '-0', #all == 1 and all[1] or table.concat(all)
-  if #all > 0 then
+  local id, feed = revs .. '-0', nil
+  if type(all) == 'string' then
+    feed, all, topics = all, nil, {[topics] = true}
+  elseif #all > 0 then
+    feed = #all == 1 and all[1] or table.concat(all)
+  end
+  if feed then
     redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', feed)
   else
     redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token)
@@ -222,17 +233,18 @@ local function publish(rev, revs, all, topics)
   -- Topic logs keep at least what 'log' keeps (its revisions are dense, and it keeps
   -- at least ``history`` entries): a watcher whose anchor is still in 'log' finds
   -- every later entry of its topics.
-  local first = math.max(rev - history, 0) .. '-0'
+  local first = str(math.max(rev - tonumber(history), 0)) .. '-0'
   for topic, recs in pairs(topics) do
     -- A commit of one topic (the usual one) sends 'log' and the topic's log the same string.
-    local name, c = P .. 'log:' .. topic, #recs == #all and feed or table.concat(recs)
+    local name, c = P .. 'log:' .. topic, (not all or #recs == #all) and feed or table.concat(recs)
     -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
     if not redis.call('XADD', name, 'NOMKSTREAM', 'MINID', '~', first, id, 't', token, 'c', c) then
       redis.call('XADD', name, 'MINID', '~', first, id, 't', token, 'c', c)
       redis.call('SADD', P .. 'logs', topic)
     end
   end
-  redis.call('SET', P .. 'ct:' .. token, revs, 'PX', __TTL__)
+  -- The TTL as a string: a number argument is formatted again at each call.
+  redis.call('SET', P .. 'ct:' .. token, revs, 'PX', '__TTL__')
   return {1, rev}
 end
 
@@ -260,14 +272,14 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     local ver = r[3] == topic and tonumber(r[2])
     if ver ~= expect then return {0} end
     local rev = revision()
-    local revs = str(rev)
-    redis.call('HSET', h, 'ov', value, 'on', str(ver + 1), 'om', revs, 'ot', topic)
+    local revs, vers = str(rev), str(ver + 1)
+    redis.call('HSET', h, 'ov', value, 'on', vers, 'om', revs, 'ot', topic)
     -- Not created nor deleted: no directory set changes; the revision of its directories (as
     -- touched() below, written out: that closure would cost the update more than the line).
     local up = 'o/' .. topic .. '/'
     redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
-    local rec = record(key, value, ver + 1, r[1], ver)
-    return publish(rev, revs, {rec}, {[topic] = {rec}})
+    -- r[2]: the version as stored, str(ver) (this script wrote it: the same digits).
+    return publish(rev, revs, record(key, value, vers, r[1], r[2]), topic)
   end
 end
 
@@ -280,10 +292,14 @@ end
 -- The directory sets of one object key (range root 0) when it is created (SADD) or deleted
 -- (SREM): its id in its table's set and, when that made (emptied) the set, the table's name in
 -- its topic's set, and so up to '' (the general path's directory groups and climb()).
-local function enlist(cmd, topic, tbl, oid)
+-- existed: whether the table's set existed before (a create that read it), or nil (unknown).
+local function enlist(cmd, topic, tbl, oid, existed)
   local last = cmd == 'SADD' and 1 or 0  -- how many members a set just made (emptied) holds
   local d = P .. 'd:o/' .. topic .. '/' .. tbl .. '/'
-  if redis.call(cmd, d, oid) == 0 or redis.call('SCARD', d) ~= last then return end
+  -- oid: an id, or {topic, table, id...} (a transaction's ids in one table's set).
+  local n = type(oid) == 'table' and redis.call(cmd, d, unpack(oid, 3)) or redis.call(cmd, d, oid)
+  if n == 0 or existed then return end
+  if existed == nil and redis.call('SCARD', d) ~= (last == 1 and n or 0) then return end
   d = P .. 'd:o/' .. topic .. '/'
   if redis.call(cmd, d, tbl .. '/') == 0 or redis.call('SCARD', d) ~= last then return end
   d = P .. 'd:o/'
@@ -327,12 +343,13 @@ local function delete()
   -- Unread: a foreign key of another type there holds nothing of nbdb's (see the general path).
   for i = 1, #drops do redis.pcall('HDEL', unpack(drops[i])) end
   touched(topic, tbl, revs)
-  local rec = record(key, false, 0, r[1], expect)
-  return publish(rev, revs, {rec}, {[topic] = {rec}})
+  return publish(rev, revs, record(key, false, '0', r[1], r[2]), topic)
 end
 
--- 'e' of each referenced object, 'P key value 0' of an object key, 'C i/<table>/<id> index -1',
--- then 'P' of its reverse references (r/...) and 'C' of its unique claims (u/... -1).
+-- 'e' of each referenced object, then of each object created 'P key value 0' of its object key
+-- and 'C i/<table>/<id> index -1', then 'P' of their reverse references (r/...) and 'C' of their
+-- unique claims (u/... -1): one object's create (Database.create) or a transaction of creates
+-- (a transaction's items come in this order). An object named twice goes the general way.
 local function create()
   local nargs, pos = #ARGV, 5
   local targets = {}
@@ -342,35 +359,87 @@ local function create()
     targets[#targets + 1] = {P .. 'k:i/' .. ttbl .. '/' .. tid, t}
     pos = pos + 3
   end
-  if ARGV[pos] ~= 'P' or ARGV[pos + 3] ~= '0' or ARGV[pos + 4] ~= 'C' or ARGV[pos + 7] ~= '-1' then return end
-  local key, value, index = ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 6]
-  local topic, tbl, oid = key:match(OKEY)
-  if not topic or ARGV[pos + 5] ~= 'i/' .. tbl .. '/' .. oid then return end
-  pos = pos + 8
-  local refs, claims = {}, {}
+  -- objs[i]: {key, value, index, topic, table, id, hash}
+  local objs = {}
+  while ARGV[pos] == 'P' and ARGV[pos + 1]:sub(1, 2) == 'o/' do
+    if ARGV[pos + 3] ~= '0' or ARGV[pos + 4] ~= 'C' or ARGV[pos + 7] ~= '-1' then return end
+    local key = ARGV[pos + 1]
+    local topic, tbl, oid = key:match(OKEY)
+    if not topic or ARGV[pos + 5] ~= 'i/' .. tbl .. '/' .. oid then return end
+    objs[#objs + 1] = {key, ARGV[pos + 2], ARGV[pos + 6], topic, tbl, oid, P .. 'k:i/' .. tbl .. '/' .. oid}
+    pos = pos + 8
+  end
+  if #objs == 0 then return end
+  if #objs > 1 then
+    -- An object twice (its hash put twice) goes the general way. A reference or a claim named
+    -- twice needs nothing: here as there, both are read alike and the later write wins.
+    local seen = {}
+    for i = 1, #objs do
+      local h = objs[i][7]
+      if seen[h] then return end
+      seen[h] = true
+    end
+  end
+  -- refs[i]: {hash, field, value, version}. A transaction's are grouped by hash (its objects
+  -- mostly name the same targets): rhashes, each hash's refs in order of first use. One
+  -- object's are read and written one by one (grouping cost a create more than it saves).
+  local refs, claims, one = {}, {}, #objs == 1
+  local rhashes, byhash = (not one) and {} or nil, (not one) and {} or nil
   while ARGV[pos] == 'P' and ARGV[pos + 3] do
     local gh, gf = ARGV[pos + 1]:match('^(r/[^/]+/[^/]+/)(.+)$')
     if not gh then return end
-    refs[#refs + 1] = {P .. 'k:' .. gh, gf, ARGV[pos + 2]}
+    local f = {P .. 'k:' .. gh, gf, ARGV[pos + 2]}
+    refs[#refs + 1] = f
+    if not one then
+      local group = byhash[f[1]]
+      if not group then group = {}; byhash[f[1]] = group; rhashes[#rhashes + 1] = f[1] end
+      group[#group + 1] = f
+    end
     pos = pos + 4
   end
   while ARGV[pos] == 'C' and ARGV[pos + 3] == '-1' and ARGV[pos + 1]:sub(1, 2) == 'u/' do
     claims[#claims + 1] = {P .. 'k:' .. ARGV[pos + 1], ARGV[pos + 2]}
     pos = pos + 4
   end
-  if pos ~= nargs + 1 or #claims > 100 then return end
-  -- Reads in the general path's order: the reverse references' versions, the absent hashes at
-  -- once (if more than one), then the conditions in order.
-  for i = 1, #refs do
-    local f = refs[i]
-    local packed = redis.call('HMGET', f[1], f[2])[1]
-    f[4] = packed and struct.unpack('>i4>i8', packed) or 0
+  -- At most 500 keys in one EXISTS and 2,000 fields in one HMGET (Lua's unpack returns at
+  -- most ~8,000 values); a larger transaction goes the general way, which slices them.
+  if pos ~= nargs + 1 or #objs + #claims > 500 or #refs > 2000 then return end
+  -- Reads in the general path's order: the reverse references' versions (one HMGET per hash),
+  -- the absent hashes at once (if more than one), then the conditions in order.
+  if one then
+    for i = 1, #refs do
+      local f = refs[i]
+      local packed = redis.call('HMGET', f[1], f[2])[1]
+      f[4] = packed and struct.unpack('>i4>i8', packed) or 0
+    end
+  else
+    for i = 1, #rhashes do
+      local group = byhash[rhashes[i]]
+      local fields = {}
+      for j = 1, #group do fields[j] = group[j][2] end
+      local got = redis.call('HMGET', rhashes[i], unpack(fields))
+      for j = 1, #group do
+        local packed = got[j]
+        group[j][4] = packed and struct.unpack('>i4>i8', packed) or 0
+      end
+    end
   end
-  local h = P .. 'k:i/' .. tbl .. '/' .. oid
-  local absent = false
-  if #claims > 0 then
-    local hs = {h}
-    for i = 1, #claims do hs[i + 1] = claims[i][1] end
+  local absent, existed = false, nil
+  local hs = {}
+  for i = 1, #objs do hs[i] = objs[i][7] end
+  for i = 1, #claims do hs[#hs + 1] = claims[i][1] end
+  if one and #claims > 0 then
+    -- One object: its table's directory set is asked in the same EXISTS (it saves the SCARD
+    -- after the SADD that would tell whether the SADD made it). EXISTS counts a key named m
+    -- times m times: with the set named m = #hs + 1 times (more than the other keys can add
+    -- up to), count // m says whether it exists and count % m how many of the others do.
+    local n, o = #hs, objs[1]
+    local m = n + 1
+    local d = P .. 'd:o/' .. o[4] .. '/' .. o[5] .. '/'
+    for i = 1, m do hs[n + i] = d end
+    local count = redis.call('EXISTS', unpack(hs))
+    absent, existed = count % m == 0, count >= m
+  elseif #hs > 1 then
     absent = redis.call('EXISTS', unpack(hs)) == 0
   end
   for i = 1, #targets do
@@ -378,13 +447,15 @@ local function create()
   end
   -- Taken: {0}. Absent: no field at all (a field without the others is the general path's).
   if not absent then
-    local r = redis.call('HMGET', h, 'v', 'n', 'ov', 'on', 'ot')
-    if r[2] then
-      local n = tonumber(r[2])
-      if n and n ~= 0 then return {0} end
-      return
+    for i = 1, #objs do
+      local r = redis.call('HMGET', objs[i][7], 'v', 'n', 'ov', 'on', 'ot')
+      if r[2] then
+        local n = tonumber(r[2])
+        if n and n ~= 0 then return {0} end
+        return
+      end
+      if r[1] or r[3] or r[4] or r[5] then return end
     end
-    if r[1] or r[3] or r[4] or r[5] then return end
     for i = 1, #claims do
       local c = redis.call('HMGET', claims[i][1], 'v', 'n')
       if c[2] then
@@ -396,16 +467,73 @@ local function create()
   end
   local rev = revision()
   local revs = str(rev)
-  enlist('SADD', topic, tbl, oid)
-  redis.call('HSET', h, 'ov', value, 'on', '1', 'om', revs, 'ot', topic, 'v', index, 'n', '1', 'm', revs)
-  for i = 1, #refs do
-    local f = refs[i]
-    redis.call('HSET', f[1], f[2], struct.pack('>i4>i8', f[4] + 1, rev) .. f[3])
+  if #objs == 1 then
+    local o = objs[1]
+    enlist('SADD', o[4], o[5], o[6], existed)
+  else
+    -- Each table's new ids in one SADD (in order of first use, as the general path's groups).
+    local dirs, ids = {}, {}
+    for i = 1, #objs do
+      local o = objs[i]
+      local d = o[4] .. '/' .. o[5]
+      local list = ids[d]
+      if not list then list = {o[4], o[5]}; ids[d] = list; dirs[#dirs + 1] = list end
+      list[#list + 1] = o[6]
+    end
+    for i = 1, #dirs do
+      local list = dirs[i]
+      enlist('SADD', list[1], list[2], list, nil)
+    end
+  end
+  for i = 1, #objs do
+    local o = objs[i]
+    redis.call('HSET', o[7], 'ov', o[2], 'on', '1', 'om', revs, 'ot', o[4], 'v', o[3], 'n', '1', 'm', revs)
+  end
+  if one then
+    for i = 1, #refs do
+      local f = refs[i]
+      redis.call('HSET', f[1], f[2], struct.pack('>i4>i8', f[4] + 1, rev) .. f[3])
+    end
+  else
+    for i = 1, #rhashes do
+      local group = byhash[rhashes[i]]
+      local args = {}
+      for j = 1, #group do
+        local f = group[j]
+        args[2 * j - 1] = f[2]
+        args[2 * j] = struct.pack('>i4>i8', f[4] + 1, rev) .. f[3]
+      end
+      redis.call('HSET', rhashes[i], unpack(args))
+    end
   end
   for i = 1, #claims do redis.call('HSET', claims[i][1], 'v', claims[i][2], 'n', '1', 'm', revs) end
-  touched(topic, tbl, revs)
-  local rec = record(key, value, 1, false, 0)
-  return publish(rev, revs, {rec}, {[topic] = {rec}})
+  if #objs == 1 then
+    local o = objs[1]
+    touched(o[4], o[5], revs)
+    return publish(rev, revs, record(o[1], o[2], '1', false, '0'), o[4])
+  end
+  -- The directories' revisions in one HSET; the records in order, and by topic.
+  local marks, done, all, topics = {}, {}, {}, {}
+  for i = 1, #objs do
+    local o = objs[i]
+    local topic = o[4]
+    local d = 'o/' .. topic .. '/' .. o[5] .. '/'
+    if not done[d] then
+      done[d] = true
+      marks[#marks + 1] = d
+      marks[#marks + 1] = revs
+      local up = 'o/' .. topic .. '/'
+      if not done[up] then done[up] = true; marks[#marks + 1] = up; marks[#marks + 1] = revs end
+    end
+    local rec = record(o[1], o[2], '1', false, '0')
+    all[i] = rec
+    local recs = topics[topic]
+    if not recs then recs = {}; topics[topic] = recs end
+    recs[#recs + 1] = rec
+  end
+  marks[#marks + 1] = 'o/'; marks[#marks + 1] = revs; marks[#marks + 1] = ''; marks[#marks + 1] = revs
+  redis.call('HSET', P .. 'dmr', unpack(marks))
+  return publish(rev, revs, all, topics)
 end
 
 if OBJ == 'o/' then
