@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ab_parser", "env", "in_turns", "loadavg", "run_json"]
+__all__ = ["ab_parser", "env", "in_turns", "loadavg", "run_json", "start_redis"]
 
 
 def env(src: str | None) -> dict[str, str]:
@@ -52,3 +55,30 @@ def ab_parser(doc: str | None, count: int) -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--count", type=int, default=count)
     return parser
+
+
+def start_redis(
+    work: Path, wrapper: list[str] | None = None, timeout: float = 30
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server on loopback (no persistence, data in ``work``), run under ``wrapper``
+    (e.g. callgrind) if given, once it answers PING; the process and its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    binary = shutil.which("redis-server") or "redis-server"
+    argv = [*(wrapper or []), binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += ["--hz", "1", "--dir", str(work)]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return server, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.terminate()
+            raise RuntimeError(f"redis-server did not answer: {' '.join(argv)}")
+        time.sleep(0.1)

@@ -29,7 +29,6 @@ WORKER = r"""
 import json, sys, time, uuid
 import orjson
 from nbdb.families.ovsdb import OVN_BINDINGS, DatabaseSchema, Replica, build_mapping
-from nbdb.families.ovsdb.datum import cell_from_wire, cell_to_wire
 from nbdb.families.ovsdb.ovn import OVN_NB_DATABASE as NB
 from nbdb.families.ovsdb.planner import plan_commit
 from nbdb.families.ovsdb.rows import VersionBook
@@ -40,49 +39,22 @@ from nbdb.models import LogicalSwitch
 from nbdb.writes import put_of
 
 steps, count = sys.argv[1], int(sys.argv[2])
+# The server's side, played from this checkout's nbdb/testing/ovsdb_play.py for both sides alike
+# (and for a side whose src predates it).
+play = {}
+exec(compile(open(sys.argv[3]).read(), sys.argv[3], "exec"), play)
+server_update = play["server_update"]
 schema = DatabaseSchema.parse(json.loads(find_ovn_nb_schema().read_text()))
 mapping = build_mapping({NB: schema}, {NB: OVN_BINDINGS}, model_shapes())
 replica = Replica(mapping, VersionBook(), "cg")
 replica.resync(NB, {})
-
-def diff(table, row_id, new):
-    view = replica.views[NB]
-    old = view.rows[table][uuid.UUID(row_id)]
-    out = {}
-    for column, datum in new.items():
-        ctype = view.types[table][column]
-        value = cell_from_wire(ctype, datum)
-        before = old.get(column)
-        if ctype.is_map:
-            before = before or {}
-            pairs = {k: v for k, v in before.items() if k not in value}
-            pairs.update({k: v for k, v in value.items() if before.get(k) != v})
-            out[column] = cell_to_wire(ctype, pairs)
-        elif ctype.is_set:
-            out[column] = cell_to_wire(ctype, (before or set()) ^ value)
-        else:
-            out[column] = datum
-    return out
 
 def commit(ops):
     with replica.cond:
         plan = plan_commit(mapping, replica, ops, "%016x" % len(replica.records), now=time.time())
         replica.expect(plan.written)
     orjson.dumps({"method": "transact", "params": [NB, *plan.ops], "id": 1})  # the request
-    updates = {}
-    for op in plan.ops:
-        table = updates.setdefault(op["table"], {})
-        if op["op"] == "insert":
-            table[op["uuid"]] = {"insert": op["row"]}
-        elif op["op"] == "update":
-            row_id = op["where"][0][2][1]
-            table[row_id] = {"modify": diff(op["table"], row_id, op["row"])}
-        elif op["op"] == "mutate":
-            ((column, _how, members),) = op["mutations"]
-            d = table.setdefault(op["where"][0][2][1], {"modify": {}})["modify"]
-            d.setdefault(column, ["set", []])[1].extend(members[1])
-        elif op["op"] == "delete":
-            table[op["where"][0][2][1]] = {"delete": None}
+    updates = server_update(replica, NB, plan.ops)
     # The update as the wire brings it: bytes parsed, then applied.
     replica.apply(NB, orjson.loads(orjson.dumps(updates)))
     return plan
@@ -109,6 +81,8 @@ if "t" in steps:
         commit([put_of(make_port(switch, 10**6 + b * 100 + i, "tenant-0"), 0)[0] for i in range(100)])
 """
 
+PLAY = Path(__file__).resolve().parents[1] / "src" / "nbdb" / "testing" / "ovsdb_play.py"
+
 STEPS = [("", None), ("c", "create"), ("cu", "update"), ("cud", "delete"), ("cudt", "txn100")]
 
 
@@ -117,7 +91,7 @@ def _instructions(src: str, steps: str, count: int) -> int:
         out = Path(tmp) / "cg.out"
         subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", WORKER, steps or "-",
-             str(count)],
+             str(count), str(PLAY)],
             env=env(src), check=True, capture_output=True, timeout=3600,
         )  # fmt: skip
         summary = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from abrun import ab_parser, env, in_turns, loadavg
+from abrun import ab_parser, env, in_turns, loadavg, start_redis
 
 WORKER = r"""
 import json, operator, sys, uuid
@@ -92,32 +90,6 @@ PHASES = ("txn10", "txn100", "create", "update", "delete")
 COLUMNS = [f"{who}-{p}" for who in ("nbdb", "raw") for p in PHASES]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _server(work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    binary = shutil.which("redis-server") or "redis-server"
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = subprocess.Popen([*argv, "--dir", str(work)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return server, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.terminate()
-            raise RuntimeError("redis-server did not answer")
-        time.sleep(0.1)
-
-
 def _side(src: str, url: str, count: int) -> dict[str, float]:
     """One worker on ``src`` under callgrind: the client's instructions per object of each phase."""
     work = Path(tempfile.mkdtemp(prefix="nbdb-redis-client-ab-"))
@@ -150,7 +122,7 @@ def main() -> None:
     sides = {"a": args.a, "b": args.b}
     results: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
     work = Path(tempfile.mkdtemp(prefix="nbdb-redis-client-srv-"))
-    server, url = _server(work)
+    server, url = start_redis(work)
     try:
         print(f"load average before: {loadavg()}", flush=True)
         for n, side in in_turns(args.rounds):

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from abrun import ab_parser, in_turns, loadavg, run_json
+from abrun import ab_parser, in_turns, loadavg, run_json, start_redis
 
 WORKER = r"""
 import json, subprocess, sys
@@ -93,34 +90,13 @@ OPS = ("create", "update", "delete", "txn10", "txn100")
 PHASES = tuple(f"{side}-{op}" for side in ("nbdb", "raw") for op in OPS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _side(src: str, count: int) -> dict[str, float]:
     """One fresh server under callgrind, one worker on ``src``: instructions per operation of each phase."""
     work = Path(tempfile.mkdtemp(prefix="nbdb-redis-ab-"))
-    port = _free_port()
-    binary = shutil.which("redis-server") or "redis-server"
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out", binary]
-    argv += ["--port", str(port), "--save", "", "--appendonly", "no", "--hz", "1", "--dir", str(work)]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out"]
+    server, url = start_redis(work, argv, timeout=60)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server under callgrind did not answer")
-            time.sleep(0.2)
-        run_json(src, WORKER, [f"redis://127.0.0.1:{port}/0", str(server.pid), str(count)])
+        run_json(src, WORKER, [url, str(server.pid), str(count)])
         out: dict[str, float] = {}
         for dump in work.glob("cg.out.*"):
             text = dump.read_text(errors="replace")

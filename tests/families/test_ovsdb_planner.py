@@ -19,6 +19,7 @@ from nbdb.families.ovsdb.rows import VersionBook, stored_columns
 from nbdb.families.ovsdb.settle import Outcome, settle
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import Delete, Put
+from nbdb.testing.ovsdb_play import server_update
 
 from .conftest import make_mapping
 
@@ -29,45 +30,7 @@ NB = "OVN_Northbound"
 
 def _applied(replica: Replica, ops: list[dict[str, Any]]) -> None:
     """Play ovsdb-server: apply a plan's inserts, updates, mutates and deletes as one update."""
-    updates: dict[str, dict[str, Any]] = {}
-    for op in ops:
-        table = updates.setdefault(op["table"], {})
-        if op["op"] == "insert":
-            table[op["uuid"]] = {"insert": op["row"]}
-        elif op["op"] == "update":
-            row_id = op["where"][0][2][1]
-            table[row_id] = {"modify": _diff(replica, op["table"], row_id, op["row"])}
-        elif op["op"] == "mutate":
-            # The server sends a set's change as the members it toggled, merged per row.
-            ((column, _how, members),) = op["mutations"]
-            diff = table.setdefault(op["where"][0][2][1], {"modify": {}})["modify"]
-            diff.setdefault(column, ["set", []])[1].extend(members[1])
-        elif op["op"] == "delete":
-            table[op["where"][0][2][1]] = {"delete": None}
-    replica.apply(NB, updates)
-
-
-def _diff(replica: Replica, table: str, row_id: str, new: dict[str, Any]) -> dict[str, Any]:
-    """The modify diff of a full-column update (maps and sets as the server toggles them)."""
-    from nbdb.families.ovsdb.datum import cell_from_wire, cell_to_wire
-
-    view = replica.views[NB]
-    old = view.rows[table][uuid.UUID(row_id)]
-    out = {}
-    for column, datum in new.items():
-        ctype = view.types[table][column]
-        value = cell_from_wire(ctype, datum)
-        before = old.get(column)
-        if ctype.is_map:
-            before = before or {}
-            pairs = {k: v for k, v in before.items() if k not in value}
-            pairs.update({k: v for k, v in value.items() if before.get(k) != v})
-            out[column] = cell_to_wire(ctype, pairs)
-        elif ctype.is_set:
-            out[column] = cell_to_wire(ctype, (before or set()) ^ value)
-        else:
-            out[column] = datum
-    return out
+    replica.apply(NB, server_update(replica, NB, ops))
 
 
 def _put(obj: Any, expect: int) -> Put:

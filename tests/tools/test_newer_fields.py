@@ -14,27 +14,15 @@ import pathlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import nbdb
 from nbdb.models import LogicalSwitch
+from nbdb.testing.strategies import newer_fields
 from nbdb.tools import Copier, CopyOptions, dump, load, verify
 
 pytestmark = pytest.mark.timeout(60)
 
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=5,
-)
-_NEWER = st.dictionaries(
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8).filter(
-        lambda name: name not in LogicalSwitch.model_fields
-    ),
-    _JSON,
-    min_size=1,
-    max_size=3,
-)
+_NEWER = newer_fields(LogicalSwitch, max_text=6, max_leaves=5)
 
 
 def _written_by_newer(db: nbdb.Database, newer: dict[str, object]) -> LogicalSwitch:

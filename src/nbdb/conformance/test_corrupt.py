@@ -7,10 +7,10 @@ import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import nbdb
 from nbdb.conformance.kit import KitParent, eventually
+from nbdb.testing.strategies import newer_fields
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
 
@@ -84,19 +84,7 @@ def test_cache_loads_around_corrupt_records(db: nbdb.Database) -> None:
         assert (KitParent.nbdb_table, bad.id) in cache.corrupt
 
 
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=6,
-)
-_NEWER = st.dictionaries(
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8).filter(
-        lambda name: name not in KitParent.model_fields
-    ),
-    _JSON,
-    min_size=1,
-    max_size=3,
-)
+_NEWER = newer_fields(KitParent)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,7 +14,7 @@ from nbdb.models import ovn
 from nbdb.models.base import Model
 from nbdb.models.ovn import ACL, NAT, DHCPOptions, LogicalRouterPort, LogicalRouterStaticRoute, QoS
 
-__all__ = ["OVERRIDES", "OVN_MODELS", "ovn_objects"]
+__all__ = ["OVERRIDES", "OVN_MODELS", "json_values", "newer_fields", "ovn_objects"]
 
 _IPS = st.sampled_from(["10.0.0.1", "192.168.7.0", "fd00::1", "2001:db8::5"])
 _MACS = st.sampled_from(["0a:00:00:00:00:01", "de:ad:be:ef:00:02"])
@@ -45,3 +45,24 @@ def ovn_objects(models: tuple[type[Model], ...] = OVN_MODELS) -> st.SearchStrate
         return st.builds(model, **OVERRIDES.get(model, {}))
 
     return st.sampled_from(models).flatmap(build)
+
+
+def json_values(max_text: int = 8, max_leaves: int = 6) -> st.SearchStrategy[Any]:
+    """Any value JSON holds (integers within a double's exact range), nested a little."""
+    return st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=max_text),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+        max_leaves=max_leaves,
+    )
+
+
+def newer_fields(model: type[Model], max_text: int = 8, max_leaves: int = 6) -> st.SearchStrategy[dict[str, Any]]:
+    """Top-level fields a newer version of ``model`` could have written: 1-3 names it lacks, with JSON values."""
+    return st.dictionaries(
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8).filter(
+            lambda name: name not in model.model_fields
+        ),
+        json_values(max_text, max_leaves),
+        min_size=1,
+        max_size=3,
+    )
