@@ -356,3 +356,23 @@ def test_a_lock_taken_again_inside_its_own_block_is_refused_not_waited_for(db: n
             assert not inner.lost
     with db.lock("leader", ttl=5, timeout=5) as again:  # released: taken again
         assert not again.lost
+
+
+def test_a_lock_lost_inside_its_block_may_be_taken_again_there() -> None:
+    # The reentrancy refusal looked at the name only: a worker whose hold was lost (its lease lapsed,
+    # taken by nobody) and that took the lock again to go on was refused with "would wait for
+    # itself", though its lost hold waits for nothing and nobody else held the lock.
+    with nbdb.connect("memory://relock_b4") as db, nbdb.connect("memory://relock_b4") as other:
+        with db.lock("leader", ttl=0.6) as first:
+            other.backend.release_lease("leader", first.token.encode())  # the lease lapses, as on a pause
+            deadline = time.monotonic() + 10
+            while not first.lost and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert first.lost and not first.released
+            with db.lock("leader", ttl=5, timeout=5) as again:  # taken back: nobody holds it
+                assert not again.lost
+                with pytest.raises(nbdb.ValidationError, match="not reentrant"), db.lock("leader", timeout=2):
+                    pass  # held again: refused again
+            assert again.released
+        with other.lock("leader", ttl=5, timeout=5) as theirs:  # both holds given up
+            assert not theirs.lost
