@@ -224,10 +224,9 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
-            if (token := self._context.store_token) is not None:
-                copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # see CommitContext.mark
-            return copy
+            return as_stored(
+                planned, result.versions[0], self._context.stamp(result.revision), self._context.store_token
+            )
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def check_model(self, model: type[Model]) -> None:
@@ -284,10 +283,7 @@ class Database:
         obj = self._context.checked_stored(obj)
         put, planned = put_of(obj, obj.version, None, self._context.deferred)
         result = self._context.commit_ops([put], fence)
-        copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
-        if (token := self._context.store_token) is not None:
-            copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # see CommitContext.mark
-        return copy
+        return as_stored(planned, result.versions[0], self._context.stamp(result.revision), self._context.store_token)
 
     def mutate(
         self,
