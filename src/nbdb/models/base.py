@@ -609,9 +609,14 @@ def committed_all(copies: Iterable[Model], revision: int, store: int | str | Non
     call per object.
     """
     kept = _kept(revision)
-    if store is not None:
+    if store is not None:  # the store's token first (see committed_at)
         for copy in copies:
-            copy.committed_at(revision, store)
+            private = copy.__pydantic_private__
+            if type(private) is dict and private is not DECODED:
+                private["_store"] = store
+                private["_revision"] = kept
+            else:
+                copy.committed_at(revision, store)
         return
     for copy in copies:
         private = copy.__pydantic_private__
