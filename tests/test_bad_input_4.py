@@ -7,6 +7,7 @@ an object another store wrote, ...
 from __future__ import annotations
 
 import math
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -356,3 +357,58 @@ def test_a_lock_taken_again_inside_its_own_block_is_refused_not_waited_for(db: n
             assert not inner.lost
     with db.lock("leader", ttl=5, timeout=5) as again:  # released: taken again
         assert not again.lost
+
+
+def test_a_lock_lost_inside_its_block_may_be_taken_again_there() -> None:
+    # The reentrancy refusal looked at the name only: a worker whose hold was lost (its lease lapsed,
+    # taken by nobody) and that took the lock again to go on was refused with "would wait for
+    # itself", though its lost hold waits for nothing and nobody else held the lock.
+    with nbdb.connect("memory://relock_b4") as db, nbdb.connect("memory://relock_b4") as other:
+        with db.lock("leader", ttl=0.6) as first:
+            other.backend.release_lease("leader", first.token.encode())  # the lease lapses, as on a pause
+            deadline = time.monotonic() + 10
+            while not first.lost and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert first.lost and not first.released
+            with db.lock("leader", ttl=5, timeout=5) as again:  # taken back: nobody holds it
+                assert not again.lost
+                with pytest.raises(nbdb.ValidationError, match="not reentrant"), db.lock("leader", timeout=2):
+                    pass  # held again: refused again
+            assert again.released
+        with other.lock("leader", ttl=5, timeout=5) as theirs:  # both holds given up
+            assert not theirs.lost
+
+
+def test_a_subscriber_may_wait_for_the_copy_an_in_process_store_hands_it_while_it_is_stamped() -> None:
+    # memory:// hands its cache the very copy a write returns; the write stamped it with its revision,
+    # then with its store's token: a subscriber that called wait_for(event.new) in between was told the
+    # object was written to another store. Bounded: 10,000 writes, switching threads as often as possible.
+    bad: list[Exception] = []
+    seen: list[int] = []
+    interval = sys.getswitchinterval()
+    with nbdb.connect("memory://stamped_b4") as db, db.cache([LogicalSwitch]) as cache:
+        assert cache.wait_synced(10)
+
+        def waits(event: nbdb.ChangeEvent) -> None:
+            if event.new is not None:
+                seen.append(1)
+                try:
+                    cache.wait_for(event.new, 0)
+                except nbdb.ValidationError as exc:
+                    bad.append(exc)
+
+        cache.subscribe(waits)
+        sys.setswitchinterval(1e-6)
+        try:
+            for i in range(5000):
+                last = db.create(LogicalSwitch(name=f"s{i}"))
+                with db.transaction() as txn:
+                    txn.create(LogicalSwitch(name=f"t{i}"))
+        finally:
+            sys.setswitchinterval(interval)
+        assert cache.wait_for(txn.results[0], 30) and cache.wait_for(last, 30)
+        deadline = time.monotonic() + 30
+        while len(seen) < 10000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert len(seen) == 10000
+    assert bad == []

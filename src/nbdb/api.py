@@ -112,20 +112,21 @@ class _Lock(AbstractContextManager[LockHandle]):
         self._held = threading.local()
         self._name = name
         self._holding = holding
-        """The names this thread holds through the Database (shared by all its locks)."""
+        """The handles this thread holds through the Database, by lock name (shared by all its locks)."""
 
     def __enter__(self) -> LockHandle:
-        names: set[str] = self._holding.__dict__.setdefault("names", set())
-        if self._name in names:
+        names: dict[str, list[LockHandle]] = self._holding.__dict__.setdefault("names", {})
+        if any(not held.lost for held in names.get(self._name, ())):
             # Entered again inside its own block (a helper that takes the lock its caller holds): the
             # second take waited for the first, which its renewal kept alive: a hang without a timeout.
+            # A hold that was lost waits for nothing: taking the lock back is how a worker goes on.
             raise errors.ValidationError(
                 f"lock {self._name!r} is held by this thread through this Database already: "
                 "locks are not reentrant (taking it again would wait for itself)"
             )
         manager = self._take()
         handle = manager.__enter__()
-        names.add(self._name)
+        names.setdefault(self._name, []).append(handle)
         stack: list[tuple[AbstractContextManager[LockHandle], LockHandle]] = self._held.__dict__.setdefault("stack", [])
         stack.append((manager, handle))
         return handle
@@ -137,7 +138,12 @@ class _Lock(AbstractContextManager[LockHandle]):
         if not stack:
             return None
         manager, handle = stack.pop()
-        self._holding.__dict__.get("names", set()).discard(self._name)
+        names: dict[str, list[LockHandle]] = self._holding.__dict__.get("names", {})
+        holds = names.get(self._name, [])
+        if handle in holds:
+            holds.remove(handle)
+            if not holds:
+                del names[self._name]
         try:
             return manager.__exit__(exc_type, exc, tb)
         finally:
@@ -218,10 +224,9 @@ class Database:
                     return self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
-            copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
-            if (token := self._context.store_token) is not None:
-                copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # see CommitContext.mark
-            return copy
+            return as_stored(
+                planned, result.versions[0], self._context.stamp(result.revision), self._context.store_token
+            )
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
 
     def check_model(self, model: type[Model]) -> None:
@@ -278,10 +283,7 @@ class Database:
         obj = self._context.checked_stored(obj)
         put, planned = put_of(obj, obj.version, None, self._context.deferred)
         result = self._context.commit_ops([put], fence)
-        copy = as_stored(planned, result.versions[0], self._context.stamp(result.revision))
-        if (token := self._context.store_token) is not None:
-            copy.__pydantic_private__["_store"] = token  # type: ignore[index]  # see CommitContext.mark
-        return copy
+        return as_stored(planned, result.versions[0], self._context.stamp(result.revision), self._context.store_token)
 
     def mutate(
         self,

@@ -170,6 +170,7 @@ class Transaction:
                     result, revision = context.commit(ops, self._fence)
                     self.revision = revision
                     stamp = context.stamp(result.revision)
+                    token = context.store_token
                     stored: list[Model] = []
                     reads: list[tuple[_Step, int]] = []
                     for step, version in zip(live, result.versions, strict=True):
@@ -178,7 +179,7 @@ class Transaction:
                             if copy.version == version:
                                 stored.append(copy)
                             else:
-                                results[id(step)] = as_stored(copy, version, stamp)
+                                results[id(step)] = as_stored(copy, version, stamp, token)
                             continue
                         planned = step.planned
                         if planned is None:
@@ -188,11 +189,8 @@ class Transaction:
                             stored.append(planned)
                             step.result = planned
                         else:
-                            step.result = as_stored(planned, version, stamp)
-                    committed_all(stored, stamp)
-                    if context.store_token is not None:
-                        planned_results = [s.result for s in live if isinstance(s, _Step) and s.result is not None]
-                        context.mark([*stored, *results.values(), *planned_results])
+                            step.result = as_stored(planned, version, stamp, token)
+                    committed_all(stored, stamp, token)
                     for step, version in reads:
                         # Applied by the store to what it held: read what that made.
                         assert step.mutation is not None
@@ -233,13 +231,12 @@ class Transaction:
         result, revision = context.commit(puts, self._fence)
         self.revision = revision
         stamp = context.stamp(result.revision)
+        token = context.store_token
         stored: list[Model] = []
         for put, version in zip(puts, result.versions, strict=True):
             copy: Model = put.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
-            stored.append(copy if copy.version == version else as_stored(copy, version, stamp))
-        committed_all(stored, stamp)
-        if context.store_token is not None:
-            context.mark(stored)
+            stored.append(copy if copy.version == version else as_stored(copy, version, stamp, token))
+        committed_all(stored, stamp, token)
         self.results = stored  # type: ignore[assignment]  # list[Model] is a list[Model | None]
         self._steps = []
         self._finished = "committed"

@@ -85,11 +85,15 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
     return put, copy
 
 
-def as_stored(planned: M, version: int, revision: int) -> M:
-    """The stored copy at the version the backend reports (the planned one, unless it differs), at ``revision``."""
+def as_stored(planned: M, version: int, revision: int, store: int | str | None = None) -> M:
+    """The stored copy at the version the backend reports (the planned one, unless it differs), at ``revision``,
+    written to the store of token ``store`` (see :meth:`Model.committed_at`)."""
     if planned.version != version:
-        return stored(planned, version, revision)
-    planned.committed_at(revision)
+        copy = stored(planned, version, revision)
+        if store is not None:
+            copy.__pydantic_private__["_store"] = store  # type: ignore[index]  # stored_copy's own dict
+        return copy
+    planned.committed_at(revision, store)
     return planned
 
 

@@ -418,16 +418,22 @@ class Model(BaseModel):
         _set_private(new, {"_revision": None if revision is None else _kept(revision)})
         return new
 
-    def committed_at(self, revision: int) -> None:
-        """Record the revision of the commit that stored this copy (see :attr:`nbdb_revision`).
+    def committed_at(self, revision: int, store: int | str | None = None) -> None:
+        """Record the revision of the commit that stored this copy (see :attr:`nbdb_revision`), and its store's token.
 
         For the Database, once the backend acknowledged the write: the copy
         is the value the commit stored, only its provenance was not known yet.
+        The store's token (see :attr:`nbdb.spi.Backend.store_token`) is set
+        first: an in-process store hands this very copy to readers and caches
+        already, and one seen with a revision but no token was refused by
+        :meth:`nbdb.Cache.wait_for` as another store's.
         """
         private = self.__pydantic_private__
         if private is None or private is DECODED:
             private = {}
             object.__setattr__(self, "__pydantic_private__", private)
+        if store is not None:
+            private["_store"] = store
         private["_revision"] = _kept(revision)
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
@@ -596,13 +602,22 @@ def _kept(revision: int | None) -> int | None:
     return revision
 
 
-def committed_all(copies: Iterable[Model], revision: int) -> None:
+def committed_all(copies: Iterable[Model], revision: int, store: int | str | None = None) -> None:
     """:meth:`Model.committed_at` of every copy that one commit stored, the revision laid out once for all.
 
     A transaction stamps each of its objects: this is that loop without a
     call per object.
     """
     kept = _kept(revision)
+    if store is not None:  # the store's token first (see committed_at)
+        for copy in copies:
+            private = copy.__pydantic_private__
+            if type(private) is dict and private is not DECODED:
+                private["_store"] = store
+                private["_revision"] = kept
+            else:
+                copy.committed_at(revision, store)
+        return
     for copy in copies:
         private = copy.__pydantic_private__
         if type(private) is dict and private is not DECODED:
