@@ -12,8 +12,7 @@ import math
 import re
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +22,16 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.models import Chassis, LogicalSwitch
-from nbdb.testing.servers import start_server
 
 pytestmark = pytest.mark.timeout(180)
 
-STORES = ["memory", "sqlite", "redis", "etcd"]
+STORES = ["memory", "sqlite", "redis", "etcd"]  # as tests/conftest.py's store_db
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, str]]:
-    with start_server("redis") as redis, start_server("etcd") as etcd:
-        yield {"redis": redis.url, "etcd": etcd.url}
-
-
-def _url(kind: str, servers: dict[str, str]) -> str:
-    if kind in servers:
-        return f"{servers[kind]}?namespace=t{uuid.uuid4().hex[:8]}"
-    return f"{kind}://"
-
-
-@pytest.fixture(params=STORES)
-def db(request: pytest.FixtureRequest) -> Iterator[nbdb.Database]:
-    servers = request.getfixturevalue("servers") if request.param in ("redis", "etcd") else {}
-    with nbdb.connect(_url(request.param, servers)) as database:
-        yield database
+@pytest.fixture
+def db(store_db: nbdb.Database) -> nbdb.Database:
+    """A Database on each of the stores (tests/conftest.py)."""
+    return store_db
 
 
 # ---------------------------------------------------------------- watches and caches of no topic
@@ -98,10 +83,10 @@ def test_closing_a_database_stops_the_caches_dropped_without_close(kind: str, op
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "etcd"])
-def test_a_continue_token_is_good_only_for_its_own_listing(kind: str, servers: dict[str, str]) -> None:
+def test_a_continue_token_is_good_only_for_its_own_listing(kind: str, url_of: Callable[[str], str]) -> None:
     # A token of the switches' listing, passed to the chassis' (or of one topic's to every topic's), was taken
     # as a position there: the pages silently left objects out (the three chassis, or two of five switches).
-    with nbdb.connect(_url(kind, servers)) as db:
+    with nbdb.connect(url_of(kind)) as db:
         for i in range(5):
             db.create(LogicalSwitch(name=f"s{i}", topic=["a", "b", None][i % 3]))
         for i in range(3):

@@ -10,7 +10,7 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,26 +25,13 @@ from nbdb.tools.snapshot import take_snapshot
 
 pytestmark = pytest.mark.timeout(180)
 
-STORES = ["memory", "sqlite", "redis", "etcd"]
+STORES = ["memory", "sqlite", "redis", "etcd"]  # as tests/conftest.py's store_db
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, str]]:
-    with start_server("redis") as redis, start_server("etcd") as etcd:
-        yield {"redis": redis.url, "etcd": etcd.url}
-
-
-def _url(kind: str, servers: dict[str, str]) -> str:
-    if kind in servers:
-        return f"{servers[kind]}?namespace=t{uuid.uuid4().hex[:8]}"
-    return f"{kind}://"
-
-
-@pytest.fixture(params=STORES)
-def db(request: pytest.FixtureRequest) -> Iterator[nbdb.Database]:
-    servers = request.getfixturevalue("servers") if request.param in ("redis", "etcd") else {}
-    with nbdb.connect(_url(request.param, servers)) as database:
-        yield database
+@pytest.fixture
+def db(store_db: nbdb.Database) -> nbdb.Database:
+    """A Database on each of the stores (tests/conftest.py)."""
+    return store_db
 
 
 # ---------------------------------------------------------------- references to no model
@@ -259,7 +246,7 @@ def test_unique_and_index_declarations_that_name_no_fields_are_refused(attr: str
 
 @pytest.mark.parametrize("kind", [*STORES, "ovsdb"])
 def test_a_mutation_returns_a_copy_carrying_its_commits_revision_on_every_store(
-    kind: str, servers: dict[str, str]
+    kind: str, url_of: Callable[[str], str]
 ) -> None:
     # On a store that applies mutations itself (OVSDB), mutate() and a transaction's mutate returned the
     # copy read back with nbdb_revision None, where create() and update() carry their commit's revision:
@@ -268,7 +255,7 @@ def test_a_mutation_returns_a_copy_carrying_its_commits_revision_on_every_store(
         with start_server("ovsdb") as server, nbdb.connect(server.url) as db:
             _check_mutation_revisions(db)
     else:
-        with nbdb.connect(_url(kind, servers)) as db:
+        with nbdb.connect(url_of(kind)) as db:
             _check_mutation_revisions(db)
 
 
