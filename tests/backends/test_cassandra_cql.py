@@ -119,7 +119,7 @@ def test_tables_are_created_with_keys_statics_and_options() -> None:
 def test_a_url_with_every_option() -> None:
     url = parse_url(
         "cassandra://me:s%40cret@10.0.0.1:9043,[::1]:9044,db3/ks1?replication=dc1:3,dc2:2&consistency=quorum"
-        "&serial_consistency=SERIAL&history=60&settle=0.5&timeout=3&connect_timeout=2&local_dc=dc1",
+        "&serial_consistency=SERIAL&history=60&settle=0.5&timeout=3&connect_timeout=2&local_dc=dc1&heartbeat=0.5",
         {"namespace": "app"},
     )
     assert url.endpoints == (("10.0.0.1", 9043), ("::1", 9044), ("db3", 9042))
@@ -127,9 +127,12 @@ def test_a_url_with_every_option() -> None:
     assert url.replication == "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}"
     assert (url.consistency, url.serial_consistency, url.local_dc) == ("QUORUM", "SERIAL", "dc1")
     assert (url.family.namespace, url.family.history, url.family.settle) == ("app", 60, 0.5)
-    assert (url.request_timeout, url.connect_timeout) == (3.0, 2.0)
+    assert (url.request_timeout, url.connect_timeout, url.heartbeat) == (3.0, 2.0, 0.5)
     assert "s@cret" not in repr(url)
     assert parse_url("cassandra://h/ks", {}).session_key != url.session_key
+    # The driver's heartbeat is a setting of the session: URLs that differ in it do not share one.
+    assert parse_url("cassandra://h/ks", {}).heartbeat == 1.0
+    assert parse_url("cassandra://h/ks?heartbeat=2", {}).session_key != parse_url("cassandra://h/ks", {}).session_key
 
 
 @pytest.mark.parametrize(
@@ -141,6 +144,7 @@ def test_a_url_with_every_option() -> None:
         "cassandra://h/ks?replication=dc'1:3",
         "cassandra://h/ks?namespace=a/b",
         "cassandra://h/ks?check_hostname=2",
+        "cassandra://h/ks?heartbeat=0",
         "cassandra://h/ks?tls=1&cert=/nonexistent.pem",
     ],
 )

@@ -166,8 +166,13 @@ class CassandraBackend(WideColumnBackend):
             connect_timeout=url.connect_timeout,
             control_connection_timeout=url.connect_timeout,
             protocol_version=cls.protocol_version,
-            idle_heartbeat_interval=5,
-            idle_heartbeat_timeout=5,
+            # A node that hangs (SIGSTOP, a stalled host, a link that goes silent) keeps its connections open:
+            # the driver sends it requests until a heartbeat on a connection that received nothing for an
+            # interval goes unanswered for the timeout. With 5 s and 5 s, compare-and-sets (never sent twice)
+            # and serial reads (not speculated) waited 10-13 s for a paused node; with 1 s and 1 s, about
+            # 2-3 s (docs/backends/cassandra.md, "A node that hangs"). Busy connections are never probed.
+            idle_heartbeat_interval=url.heartbeat,
+            idle_heartbeat_timeout=url.heartbeat,
         )
         try:
             return SharedSession(cluster, cluster.connect())

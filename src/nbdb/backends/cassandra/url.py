@@ -16,6 +16,9 @@ Options (query string or keyword arguments of :func:`nbdb.connect`):
 ``history``             seconds of change history kept for ``watch(since=...)`` (default 86400)
 ``settle``              seconds a watcher waits for an in-flight commit before sealing it (default 2)
 ``timeout``             request timeout in seconds (default 15); ``connect_timeout`` (default 10)
+``heartbeat``           seconds (default 1): a connection that received nothing for that long is sent a
+                        heartbeat, and one whose heartbeat is not answered within it is closed, so a node
+                        that hangs (or a link that goes silent) is marked down within 2-3 heartbeats
 ``retries``             extra tries of a read that failed for a passing reason (default 2); ``retry_backoff``,
                         ``retry_deadline`` (seconds). Conditional writes are settled, never retried blindly
 ``clock``               (keyword only) a callable returning seconds; stamps the diagnostic ``at`` column
@@ -49,7 +52,7 @@ READ_RETRIES = RetryPolicy(attempts=3, backoff=0.05, max_backoff=0.5, deadline=1
 _OPTIONS = {
     "namespace", "rf", "replication", "consistency", "serial_consistency", "local_dc", "tls", "ca", "cert",
     "key", "check_hostname", "history", "settle", "timeout", "connect_timeout", "clock", "retries",
-    "retry_backoff", "retry_deadline",
+    "retry_backoff", "retry_deadline", "heartbeat",
 }  # fmt: skip
 
 
@@ -73,6 +76,9 @@ class CassandraUrl:
     local_dc: str | None = None
     request_timeout: float = 15.0
     connect_timeout: float = 10.0
+    heartbeat: float = 1.0
+    """The driver's ``idle_heartbeat_interval`` and ``idle_heartbeat_timeout`` (docs/backends/cassandra.md,
+    "A node that hangs")."""
     retry: RetryPolicy = READ_RETRIES
 
     @property
@@ -80,7 +86,7 @@ class CassandraUrl:
         """What two URLs must share to share a session."""
         return (
             self.endpoints, self.username, self.password, self.tls, self.ca, self.cert, self.key,
-            self.check_hostname, self.local_dc, self.connect_timeout,
+            self.check_hostname, self.local_dc, self.connect_timeout, self.heartbeat,
         )  # fmt: skip
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -146,6 +152,7 @@ def parse_url(url: str, keywords: Mapping[str, Any]) -> CassandraUrl:
         local_dc=opts.text("local_dc"),
         request_timeout=opts.number("timeout", 15.0, minimum=0.1),
         connect_timeout=opts.number("connect_timeout", 10.0, minimum=0.1),
+        heartbeat=opts.number("heartbeat", 1.0, minimum=0.1),
         retry=opts.retry_policy(READ_RETRIES),
     )
 
