@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given
@@ -22,8 +22,9 @@ import nbdb
 from nbdb import errors
 from nbdb.conformance.kit import KitParent, eventually
 from nbdb.families.kv import CommitToken
-from nbdb.testing import HazelcastServer, Member
-from nbdb.testing.fixtures import hazelcast_cluster, hazelcast_server  # noqa: F401
+from nbdb.models.ovn import LogicalSwitch
+from nbdb.testing import HazelcastServer, Member, Server
+from nbdb.testing.fixtures import hazelcast_cluster, hazelcast_server, server_factory  # noqa: F401
 
 pytest.importorskip("hazelcast")
 
@@ -95,6 +96,39 @@ def test_unreachable_cluster_fails_fast() -> None:
 
 
 # ---------------------------------------------------------------- one member
+
+
+@pytest.mark.timeout(120)
+def test_an_outage_longer_than_the_connect_timeout_is_survived(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """The client reconnects after any outage: it used to shut itself down after ``connect_timeout``.
+
+    A Database whose cluster was away for longer than that failed every later call with "Client
+    is not active", even once the cluster was back: a controller had to be restarted.
+    """
+    server = server_factory("hazelcast")
+    member = server.members[0]
+    with nbdb.connect(f"{server.url}?connect_timeout=1&timeout=2", namespace=_ns()) as db:
+        db.create(LogicalSwitch(name="before"))
+        member.stop()
+        began = time.monotonic()
+        with pytest.raises(errors.BackendUnavailableError):
+            db.list(LogicalSwitch)
+        assert time.monotonic() - began < 10, "a call during the outage must fail within its deadline"
+        time.sleep(3)  # three times the connect timeout
+        member.restart()
+        server.wait_ready()
+
+        def works() -> bool:
+            try:
+                db.create(LogicalSwitch(name="after"))
+            except errors.BackendUnavailableError:
+                return False
+            return True
+
+        assert eventually(works, timeout=20, interval=0.2), "the Database never worked again after the outage"
+        assert "after" in {s.name for s in db.list(LogicalSwitch)}
 
 
 @pytest.mark.timeout(60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,6 +17,8 @@ from nbdb.retry import ErrorRule, ExceptionMap, RetryPolicy
 try:
     import hazelcast.errors as hzerrors
     from hazelcast.client import HazelcastClient
+    from hazelcast.config import ReconnectMode
+    from hazelcast.lifecycle import LifecycleState
 
     from nbdb.backends.hazelcast._member import factories
 except ImportError as exc:  # pragma: no cover - exercised without the extra
@@ -38,6 +41,8 @@ T = TypeVar("T")
 DEFAULT_PORT = 5701
 DEFAULT_HISTORY = 10_000
 DEFAULT_GROUP_COMMIT = 32
+RECONNECT_MAX_BACKOFF = 1.0
+"""Seconds, at most, between two attempts of a client to reach its cluster again after losing it."""
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
 _OPTIONS = frozenset(
     {
@@ -174,12 +179,39 @@ ERRORS = ExceptionMap(
 
 
 def connect(config: HazelcastConfig) -> Any:
-    """A client connected to the cluster; AuthError when the members answer but refuse the cluster name."""
+    """A client connected to the cluster; AuthError when the members answer but refuse the cluster name.
+
+    The client never gives up on the cluster once it reached it: a client whose
+    ``cluster_connect_timeout`` runs out while the cluster is away shuts itself down for good, and
+    every later call of its Database would fail ("Client is not active") after the cluster came
+    back. So the client reconnects forever in the background (``reconnect_mode`` ASYNC, backoff
+    capped at :data:`RECONNECT_MAX_BACKOFF`) and, while it has no connection, refuses each call at
+    once (``ClientOfflineError``: never sent, retried by nbdb within the call's deadline, then a
+    :class:`~nbdb.errors.BackendUnavailableError`). ``connect_timeout`` bounds the first connection
+    only: this function waits that long for it.
+    """
+    connected = threading.Event()
+    gone = threading.Event()
+
+    def on_state(state: str) -> None:
+        if state == LifecycleState.CONNECTED:
+            connected.set()
+        elif state in (LifecycleState.SHUTTING_DOWN, LifecycleState.SHUTDOWN):
+            gone.set()
+            connected.set()
+
     try:
-        return HazelcastClient(
+        client = HazelcastClient(
             cluster_name=config.cluster_name,
             cluster_members=[f"{h}:{p}" for h, p in config.members],
-            cluster_connect_timeout=config.connect_timeout,
+            async_start=True,
+            reconnect_mode=ReconnectMode.ASYNC,
+            cluster_connect_timeout=-1,
+            retry_initial_backoff=0.1,
+            retry_max_backoff=RECONNECT_MAX_BACKOFF,
+            retry_multiplier=1.5,
+            retry_jitter=0.2,
+            lifecycle_listeners=[on_state],
             connection_timeout=min(config.connect_timeout, 5.0),
             invocation_timeout=config.timeout,
             # A frozen member keeps its sockets open: only a missed heartbeat ends a request
@@ -199,6 +231,13 @@ def connect(config: HazelcastConfig) -> Any:
         raise _unreachable(config) from None
     except hzerrors.HazelcastError as exc:
         raise ERRORS.translate(exc, f"at {config.where}") from None
+    if connected.wait(config.connect_timeout) and not gone.is_set():
+        return client
+    try:
+        client.shutdown()
+    except Exception:  # giving up must not fail
+        pass
+    raise _unreachable(config)
 
 
 def _unreachable(config: HazelcastConfig) -> errors.NbdbError:
