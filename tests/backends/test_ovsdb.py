@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -219,6 +220,48 @@ def test_standalone_restart_under_a_running_cache() -> None:
         assert all(e.id != keep.id for e in after), "an unchanged object must not be re-announced"
         # Writes work again through the same Database.
         assert db.update(cache.get(LogicalSwitch, keep.id).replace(name="kept")).version == 2  # type: ignore[union-attr]
+
+
+def _failure_time(call: Any) -> float:
+    """Seconds ``call`` took to raise BackendUnavailableError (AssertionError if it did anything else)."""
+    began = time.monotonic()
+    with pytest.raises(nbdb.BackendUnavailableError):
+        call()
+    return time.monotonic() - began
+
+
+@pytest.mark.timeout(90)
+def test_a_long_outage_fails_every_call_within_the_timeout_then_at_once() -> None:
+    """Writers queued behind each other during an outage each failed only after a whole timeout.
+
+    Concurrent commits go out one transaction at a time: with the server down, each waited
+    ``timeout`` for a connection in turn (those queued behind the first after 2 x timeout, 40 s by default). Once
+    the session has been down for ``timeout``, calls now fail at once; back, it works again.
+    """
+    timeout = 2.0
+    with OvsdbModelsServer() as srv, nbdb.connect(srv.url, namespace="outage", timeout=timeout) as db:
+        kept = db.create(LogicalSwitch(name="kept"))
+        member = srv.members[0]
+        member.stop()
+        with ThreadPoolExecutor(4) as pool:
+            writes = [pool.submit(_failure_time, lambda i=i: db.create(LogicalSwitch(name=f"w{i}"))) for i in range(4)]
+            times = [w.result(60) for w in writes]
+        assert max(times) < timeout + 1, f"writers queued during the outage took {times} s to fail"
+        # Down for longer than the timeout: a read fails at once, a write within its retries.
+        assert _failure_time(lambda: db.get(LogicalSwitch, kept.id)) < 0.5
+        assert _failure_time(lambda: db.update(kept.replace(name="during"))) < timeout + 1
+        member.restart()
+        assert eventually(lambda: _works(lambda: db.update(kept.replace(name="after"))), timeout=20, interval=0.2)
+        stored = db.get(LogicalSwitch, kept.id)
+        assert stored is not None and stored.name == "after"
+
+
+def _works(call: Any) -> bool:
+    try:
+        call()
+    except nbdb.BackendUnavailableError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- raft

@@ -5,6 +5,8 @@ in-flight events are dropped, or the server restarts. It resumes the way the doc
 (a new watch from ``watch.revision``; after ``HistoryGoneError``, from now). What it
 delivered is replayed by :class:`nbdb.testing.history.WatchChecker`: per object, versions
 consecutive from its creation; per commit, one revision, delivered in one poll.
+A whole-server outage longer than the client's timeouts must leave the Database working once
+the server is back (issue 12).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -29,7 +32,17 @@ from nbdb.testing import Server
 from nbdb.testing.faults import ProxiedUrl
 from nbdb.testing.history import Observed, Reset, WatchChecker, caught_up
 from nbdb.testing.ledger import Attempt, Outcome, Transfer
-from nbdb.testing.workload import ACCOUNT, CREATED, MODELS, Follower, create_named, moved, open_accounts, transfer
+from nbdb.testing.workload import (
+    ACCOUNT,
+    CREATED,
+    MODELS,
+    Follower,
+    account,
+    create_named,
+    moved,
+    open_accounts,
+    transfer,
+)
 
 __all__ = ["proxied"]
 
@@ -225,3 +238,122 @@ def _retry(action: Callable[[], object]) -> bool:
     except nbdb.BackendUnavailableError:
         return False
     return True
+
+
+_OUTAGE = 15.0
+"""Seconds every member stays down, at least: longer than the clients' default connect timeouts (2-10 s)."""
+_CALL_BOUND = 30.0
+"""Seconds a call may take to fail during the outage, at least: the longest default timeout (OVSDB's 20 s; Sentinel's
+15 s retry deadline, nested once when a lost write is settled) and a margin; twice a longer timeout the URL sets."""
+_RECOVERY = 20.0
+"""Seconds after the server is ready again by which writes, reads, the watch and the cache work again."""
+
+
+def _url_seconds(url: str, *names: str) -> float:
+    """The largest of the URL options ``names`` given in ``url``'s query, in seconds (0 if none is)."""
+    query = parse_qs(urlsplit(url).query)
+    return max((float(query[name][-1]) for name in names if name in query), default=0.0)
+
+
+def _all_fail(calls: dict[str, Callable[[], object]], bound: float) -> None:
+    """Run ``calls`` at once; each must raise BackendUnavailableError within ``bound`` s."""
+    outcomes: dict[str, tuple[float, BaseException | None]] = {}
+
+    def run(name: str, call: Callable[[], object]) -> None:
+        began = time.monotonic()
+        try:
+            call()
+        except BaseException as exc:  # judged below, in the test's thread
+            outcomes[name] = (time.monotonic() - began, exc)
+        else:
+            outcomes[name] = (time.monotonic() - began, None)
+
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in calls.items()]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + bound + 10
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    hung = sorted(set(calls) - set(outcomes))
+    assert not hung, f"calls during the outage still running after {bound + 10}s: {hung}"
+    wrong = {n: repr(e) for n, (_, e) in outcomes.items() if not isinstance(e, nbdb.BackendUnavailableError)}
+    assert not wrong, f"calls during the outage that did not raise BackendUnavailableError: {wrong}"
+    slow = {n: round(t, 1) for n, (t, _) in outcomes.items() if t > bound}
+    assert not slow, f"calls during the outage that took over {bound}s to fail: {slow}"
+
+
+def _until(check: Callable[[], bool], since: float, what: str) -> None:
+    """Retry ``check`` (False or BackendUnavailableError: not yet) until it holds, ``_RECOVERY`` s at most."""
+    while True:
+        try:
+            if check():
+                break
+        except nbdb.BackendUnavailableError:
+            pass
+        assert time.monotonic() - since < _RECOVERY, f"{what} within {_RECOVERY}s of the server being ready again"
+        time.sleep(0.2)
+    elapsed = time.monotonic() - since
+    assert elapsed < _RECOVERY, f"{what} only {elapsed:.1f}s after the server was ready again"
+
+
+@pytest.mark.timeout(150)  # about 20-60 s; a Cassandra node's restart on a loaded machine adds the rest
+def test_database_survives_a_long_outage(nbdb_server: Server | None, db_factory: Callable[..., nbdb.Database]) -> None:
+    """Issue 12: the whole server down longer than the client's connect timeouts, then back.
+
+    During the outage every call raises BackendUnavailableError, each within a bound; once the
+    server is back, the same Database writes and reads again, the watch delivers again (or raises
+    HistoryGoneError where the restart lost data) and the cache converges, each within a bound.
+    A durable backend keeps every acknowledged write.
+    """
+    if nbdb_server is None:
+        pytest.skip("needs --nbdb-url=spawn:KIND: the kit stops only a server it started")
+    db = db_factory()
+    outage = max(_OUTAGE, _url_seconds(nbdb_server.url, "connect_timeout", "timeout") + 5)
+    bound = max(_CALL_BOUND, 2 * _url_seconds(nbdb_server.url, "connect_timeout", "timeout", "retry_deadline"))
+    start = db.list(ACCOUNT).revision
+    with following(db, start) as (follower, seen), db.cache(MODELS) as cache:
+        assert cache.wait_synced(30)
+        writer = Writer(db)
+        writer.round()
+        before = _truth(db)
+        held = db.get(ACCOUNT, writer.accounts[writer.names[0]])
+        assert held is not None
+        lead = nbdb_server.leader()
+        calls = {
+            "get": lambda: db.get(ACCOUNT, held.id),
+            "list": lambda: db.list(ACCOUNT),
+            "create": lambda: db.create(account(f"outage-{writer.token}", 0)),
+            "update": lambda: db.update(moved(held, 0, "outage")),
+        }
+        try:
+            nbdb_server.stop_all()
+            down = time.monotonic()
+            # Every call at once (writers queue behind each other in some clients), right away and
+            # again once the outage outlasted the connect timeouts (the Hazelcast client shut itself
+            # down then), each bounded.
+            _all_fail(calls, bound)
+            time.sleep(max(0.0, outage - (time.monotonic() - down)))
+            _all_fail(calls, bound)
+        finally:
+            nbdb_server.restart_all(first=lead)  # also when the test failed: the session's other tests need it
+        back = time.monotonic()
+        _until(lambda: db.create(account(f"after-{writer.token}", 0)) is not None, back, "no write succeeded")
+        truth = _truth(db)
+        lost = set(before) - set(truth)
+        if lost:
+            assert db.capabilities.durability is not Durability.DURABLE, f"a durable backend lost {len(lost)} objects"
+            _until(lambda: any(isinstance(i, Reset) for i in seen), back, "the watch raised no HistoryGoneError")
+        else:
+            went_back = {k: (v, truth[k]) for k, v in before.items() if truth[k] < v}
+            assert not went_back, f"acknowledged versions went back: {went_back}"
+        _until(lambda: caught_up(list(seen), truth), back, "the watch did not deliver the write")
+
+        def converged() -> bool:
+            return {str(o.id): o.version for m in MODELS for o in cache.list(m)} == truth
+
+        _until(converged, back, "the cache did not converge")
+        if not lost:
+            writer.round()  # and the workload goes on as before
+            truth = _truth(db)
+        assert eventually(lambda: caught_up(list(seen), truth), timeout=30), "the watcher never caught up"
+    check_delivery(seen, follower, truth)

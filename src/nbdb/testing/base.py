@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -262,6 +263,49 @@ class Server(abc.ABC):
             if member.is_running():
                 member.wait_ready(max(0.1, deadline - time.monotonic()))
         wait_until(self.ready, max(0.1, deadline - time.monotonic()), f"{self.kind} to be ready")
+
+    def processes(self) -> list[Member]:
+        """Every process of the server: its members, and those that are not (OVSDB's relays)."""
+        return list(self.members)
+
+    def stop_all(self, timeout: float = 20.0) -> None:
+        """Stop every process of the server at once, gracefully: a whole-server outage.
+
+        :meth:`restart_all` ends it; the files and ports stay (unlike :meth:`stop`).
+        """
+        failed: list[HarnessError] = []
+
+        def stop(member: Member) -> None:
+            try:
+                member.stop(timeout)
+            except HarnessError as exc:
+                failed.append(exc)
+
+        threads = [threading.Thread(target=stop, args=(m,), daemon=True) for m in self.processes()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout + 10)
+        if failed or any(t.is_alive() for t in threads):
+            raise HarnessError(f"could not stop every {self.kind} process: {failed or 'a stop hung'}")
+
+    def restart_all(self, first: Member | None = None, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Start every process that is down again: the end of a whole-server outage (:meth:`stop_all`).
+
+        Members start one after the other from this thread (a member's process dies with the
+        thread that started it: see :class:`~nbdb.testing.process.ManagedProcess`), ``first``
+        first (the member that led before the outage); with ``wait``, return once the server
+        is ready.
+        """
+        for member in self._restart_order(first):
+            if not member.is_running():
+                member.restart(wait=False, timeout=timeout)
+        if wait:
+            self.wait_ready(timeout)
+
+    def _restart_order(self, first: Member | None) -> list[Member]:
+        """The order :meth:`restart_all` starts the processes in."""
+        return ([first] if first is not None else []) + [m for m in self.processes() if m is not first]
 
     def stop(self) -> None:
         """Stop every member, release the ports and remove ``base_dir``.

@@ -412,6 +412,10 @@ class OvsdbServer(Server):
     def ready(self) -> bool:
         return super().ready() and all(self.member_ready(r) for r in self.relays)
 
+    def processes(self) -> list[Member]:
+        # The relays last: restart_all starts their sources first.
+        return [*self.members, *self.relays]
+
     def stop(self) -> None:
         for relay in self.relays:
             try:

@@ -469,6 +469,12 @@ class RedisSentinel(_RedisBase):
         config.write_text("\n".join(lines) + "\n")
         return rejoin
 
+    def _restart_order(self, first: Member | None) -> list[Member]:
+        # The sentinels first: a data member other than the first restarts as a replica of the
+        # master they agree on (SentinelDataMember.restart).
+        data = super()._restart_order(first)
+        return self.sentinel_members + [m for m in data if m.extra.get("role") != "sentinel"]
+
     def master(self) -> Member:
         """Alias of :meth:`leader`."""
         return self.leader()

@@ -115,6 +115,9 @@ class Session:
         self._move_on = False
         """Reconnect to the next remote first (the last one stopped leading, or was behind)."""
         self._stale_since: float | None = None
+        self._down_since: float | None = None
+        """When the connection was lost (None while connected): callers wait for a reconnect until
+        the session has been down for ``target.timeout``, and fail at once after that."""
         self.relay = False
         """Whether the server is a relay (set once the ``_Server`` monitor answered)."""
         self.reconnects = 0
@@ -371,6 +374,8 @@ class Session:
                 return
             with self._cond:
                 self._ready = False
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
             log.info("ovsdb: connection to %s lost; reconnecting", rpc.remote if rpc else self.target.describe())
             self._reconnect()
 
@@ -407,16 +412,25 @@ class Session:
             self._stale_since = None
             with self._cond:
                 self._ready = True
+                self._down_since = None
                 self._cond.notify_all()
             return
 
     def _connection(self, deadline: float) -> RpcConnection:
-        """The connection, once monitored; TransactNotSent if none comes up before ``deadline``."""
+        """The connection, once monitored; TransactNotSent if none comes up before ``deadline``.
+
+        Nor after the session has been without a connection for ``target.timeout``: during a
+        long outage every caller failed only after waiting a whole timeout, one after the other
+        where they queue (concurrent commits go out one transaction at a time), so a writer
+        behind three others waited 80 s. Past that, a call fails at once until the reconnect
+        (which goes on trying) succeeds.
+        """
         with self._cond:
             while not self._ready or self._rpc is None or self._rpc.closed.is_set():
                 if self._stop.is_set():
                     raise errors.BackendUnavailableError("the OVSDB backend is closed")
-                remaining = deadline - time.monotonic()
+                limit = deadline if self._down_since is None else min(deadline, self._down_since + self.target.timeout)
+                remaining = limit - time.monotonic()
                 if remaining <= 0:
                     raise TransactNotSent(f"no OVSDB server of {self.target.describe()} for {self.target.timeout}s")
                 self._cond.wait(min(remaining, 0.1))

@@ -53,6 +53,7 @@ __all__ = ["OvsdbFamilyBackend", "Transact", "TransactLost", "TransactNotSent"]
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 16
+_COUNTER_ATTEMPTS = 64
 
 
 class TransactNotSent(errors.BackendUnavailableError):
@@ -247,7 +248,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             except TransactNotSent as exc:
                 if fence is not None:
                     raise _fence_lost(fence, Outcome.NOT_LANDED) from None
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or attempt == _ATTEMPTS - 1:
+                    # (Not a ConflictError after the last attempt: nothing conflicted, nothing was sent.)
                     if lost is not None:
                         raise errors.CommitUnknownError(_UNSETTLED.format(exc)) from None
                     raise errors.BackendUnavailableError(f"OVSDB commit not sent: {exc}") from None
@@ -405,7 +407,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         token = new_token()
         deadline = time.monotonic() + self.commit_timeout
         lost: set[int] = set()  # values of increments whose reply was lost
-        for attempt in range(64):
+        for attempt in range(_COUNTER_ATTEMPTS):
             try:
                 row = self._select_nb_global()
             except errors.BackendUnavailableError as exc:
@@ -413,6 +415,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     raise errors.CommitUnknownError(f"id counter {name!r}: {_UNSETTLED.format(exc)}") from None
                 if not lost:
                     raise
+                time.sleep(_backoff(attempt))  # the session fails at once while the server stays down
                 continue
             ext = {} if row is None else dict(row[EXTERNAL_IDS][1])
             current, window = parse_counter(ext.get(key), name)
@@ -427,7 +430,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             except TransactLost:
                 lost.add(value)
                 continue
-            except TransactNotSent:
+            except TransactNotSent as exc:
+                if attempt == _COUNTER_ATTEMPTS - 1 or time.monotonic() > deadline:
+                    if lost:
+                        raise errors.CommitUnknownError(f"id counter {name!r}: {_UNSETTLED.format(exc)}") from None
+                    raise errors.BackendUnavailableError(f"id counter {name!r}: not sent: {exc}") from None
                 time.sleep(_backoff(attempt))
                 continue
             if results.check(result) is None:
