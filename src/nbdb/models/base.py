@@ -32,7 +32,6 @@ from nbdb.revision import GLOBAL_SCOPE, Revision
 
 __all__ = [
     "DECODED",
-    "FREEZERS",
     "VALIDATED",
     "Model",
     "RefSpec",
@@ -427,7 +426,7 @@ class Model(BaseModel):
         for name in cls.nbdb_container_fields:
             value = data[name]
             kind = value.__class__
-            if kind is list:  # FREEZERS, inlined (hot): a call less per field
+            if kind is list:  # a frozen copy (the empty ones shared), inline (hot): no call per field
                 data[name] = FrozenList(value) if value else EMPTY_LIST
             elif kind is dict:
                 data[name] = FrozenDict(value) if value else EMPTY_DICT
@@ -653,18 +652,6 @@ def committed_all(copies: Iterable[Model], revision: int, store: int | str | Non
 
 
 _FROZEN: dict[type, type] = {list: FrozenList, dict: FrozenDict, set: FrozenSet}
-
-
-def _frozen_list(value: list[Any]) -> FrozenList:
-    return FrozenList(value) if value else EMPTY_LIST
-
-
-def _frozen_dict(value: dict[Any, Any]) -> FrozenDict:
-    return FrozenDict(value) if value else EMPTY_DICT
-
-
-FREEZERS: dict[type, Callable[[Any], Any]] = {list: _frozen_list, dict: _frozen_dict, set: FrozenSet}
-"""A frozen copy of a mutable list, map or set, by its class (the empty ones shared)."""
 
 
 def freeze_lineage(obj: Model) -> None:
