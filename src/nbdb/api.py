@@ -208,7 +208,8 @@ class Database:
         ConflictError) if another object holds one of its unique values, and
         ReferenceError if a reference points to a missing object.
         ``may_exist``: return the object that holds its unique value instead
-        of failing (as ovsdbapp's ``may_exist``). ``ttl``: the object lives
+        of failing (as ovsdbapp's ``may_exist``), when it is of the same topic
+        (an object of another topic holding it is still a UniqueViolationError). ``ttl``: the object lives
         that many seconds unless :meth:`refresh` ed. ``fence``: commit only
         while that lock is held (LockLostError otherwise).
         """
@@ -221,9 +222,14 @@ class Database:
                 if not may_exist or exc.existing is None:
                     raise
                 try:
-                    return self.get(type(obj), exc.existing)
+                    existing = self.get(type(obj), exc.existing)
                 except errors.NotFoundError:
                     continue  # deleted meanwhile: the create may go through now
+                if existing.topic != obj.topic:
+                    # Another topic's (another tenant's) object: it is not the one asked for, and was
+                    # returned as if it were, to a caller that then took it for its own.
+                    raise
+                return existing
             return as_stored(
                 planned, result.versions[0], self._context.stamp(result.revision), self._context.store_token
             )

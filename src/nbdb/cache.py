@@ -61,6 +61,26 @@ _SCALARS = frozenset({str, UUID, int})
 _UNINDEXED = frozenset({list, dict, set})
 """Value types find compares one by one (a list field matched against a list, an unhashable value)."""
 
+
+class _Closed(dict[Any, Any]):
+    """What a closed cache handle reads through: every read raises BackendUnavailableError.
+
+    A closed cache (closed by the caller, or by its Database's close()) is
+    no longer kept current: ``get``/``list``/``find`` answered from what it
+    held at close, silently stale. Its containers are swapped for this one
+    at close, so the open handle's reads pay nothing for the check.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise errors.BackendUnavailableError("the cache is closed: it no longer follows the store")
+
+    get = __getitem__ = values = items = keys = __iter__ = __contains__ = __len__ = _refuse
+
+
+_CLOSED: dict[Any, Any] = _Closed()
+
 _POLL_SECONDS = 0.5
 _MAX_BACKOFF = 5.0
 _CLOSE_WAIT = 5.0
@@ -819,6 +839,8 @@ class Cache:
         if self._closed.is_set():
             return
         self._closed.set()
+        # Reads of a closed handle raise (see _Closed), at no cost to the open ones' reads.
+        self._objects = self._indexes = self._fields = _CLOSED
         replica = self._replica
         with self._lock:
             subs, queues, self._own = list(self._own), list(self._queues), []

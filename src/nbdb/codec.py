@@ -25,8 +25,8 @@ import pydantic.fields
 from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaValidator
 
 from nbdb import errors
-from nbdb.models.base import DECODED, Model, Reference, freeze_lineage, validation_error_of
-from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenSet
+from nbdb.models.base import DECODED, Model, Reference, validation_error_of
+from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet
 from nbdb.spi import Record
 from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
 
@@ -175,7 +175,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
     out: list[M | errors.CorruptRecordError] = []
     append = out.append
     validate: Any = None
-    new, ids, empties, set_ = model.__new__, _IDS, _EMPTY, object.__setattr__
+    new, ids, set_ = model.__new__, _IDS, object.__setattr__
     for record in records:
         # A record's items unpacked at once (table, id, topic, version, data, value): a named
         # tuple's attributes are a descriptor call each.
@@ -188,7 +188,6 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             # built (a forward reference never resolved) must not fail a load that holds none of it.
             refs, containers, fields_set, bare = _layout_of(model)
             validate = bare or model.__pydantic_validator__.validate_json
-            lineage = bool(model.nbdb_lineage_containers)
         if (version.__class__ is not int and not isinstance(version, int)) or version < 0:
             # Another writer's: it would reach a caller, a watch or a cache as the object's version.
             append(_unversioned(table, listed, version))
@@ -228,13 +227,19 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
                         ids.clear()  # bounded: a workload that moves between parents starts over
                     shared = ids[value.int] = value
                 slots[name] = shared
+        # Every list, map and set frozen (the empty ones shared): a decoded copy is shared by the
+        # readers of the process (a get's memo, the caches and watches fed by one change), so one
+        # reader's change in place must not reach the others; and its references and unique values
+        # are derived from its fields, which must not change under it.
         for name in containers:
-            if not fields[name]:
-                empty = empties.get(type(fields[name]))
-                if empty is not None:
-                    slots[name] = empty
-        if lineage:
-            freeze_lineage(obj)  # its references are derived from these: they must not change in place
+            value = fields[name]
+            kind = value.__class__
+            if kind is list:  # a frozen copy (the empty ones shared), inline (hot): no call per field
+                slots[name] = FrozenList(value) if value else EMPTY_LIST
+            elif kind is dict:
+                slots[name] = FrozenDict(value) if value else EMPTY_DICT
+            elif kind is set:
+                slots[name] = FrozenSet(value)
         set_(obj, "__pydantic_fields_set__", fields_set)
         set_(obj, "__pydantic_extra__", unknown)  # fields of a newer model: written back as they are
         set_(obj, "__pydantic_private__", DECODED)
@@ -381,7 +386,7 @@ class _Layout(NamedTuple):
     refs: tuple[str, ...]
     """The fields that reference one object: their ids are shared between copies."""
     containers: tuple[str, ...]
-    """The fields that may hold an empty list or map (every field another than a plain scalar one)."""
+    """The fields that may hold a list, map or set (every field another than a plain scalar one): frozen in a copy."""
     fields_set: set[str]
     bare: Any
     """``validate_json`` of the model's fields alone, or None (see :func:`_fields_validator`)."""
@@ -481,8 +486,6 @@ _new_tuple = tuple.__new__
 _IDS_LIMIT = 65536
 _IDS: dict[int, UUID] = {}
 """Referenced ids, shared by the decoded copies that point to the same object (bounded; UUIDs are immutable)."""
-_EMPTY: dict[type, object] = {list: EMPTY_LIST, dict: EMPTY_DICT}
-"""The empty value every decoded copy holds for an empty list or map: one, frozen (see :mod:`nbdb.models.shared`)."""
 
 
 _decode_shared = functools.lru_cache(maxsize=4096)(_decode)  # bounded: at most a few MiB of recent objects

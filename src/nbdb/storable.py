@@ -25,7 +25,14 @@ import pydantic_core
 from pydantic_core import PydanticSerializationError
 
 from nbdb import errors
-from nbdb.models.base import Model, check_references_resolve, may_hold_container, validation_error_of
+from nbdb.models.base import (
+    VALIDATED,
+    Model,
+    Reference,
+    check_references_resolve,
+    may_hold_container,
+    validation_error_of,
+)
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 
 __all__ = ["FIELD_VALIDATORS", "check_storable", "storable"]
@@ -48,11 +55,19 @@ def check_storable(obj: Model) -> None:
     check = _ASCII_CHECKS.get(type(obj))
     if check is None:
         check_references_resolve(type(obj))  # once per model, at its first write (not cached until it passes)
+        _IN_PLACE_CHECKS[type(obj)] = _in_place_check(type(obj))
         check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
     fields = obj.__dict__
     verdict = check(fields)
-    if verdict is True:
-        return
+    if verdict is not True:
+        _look_closer(obj, fields, verdict)
+    in_place = _IN_PLACE_CHECKS[type(obj)]
+    if in_place is not None:
+        in_place(obj, fields)
+
+
+def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:
+    """:func:`check_storable` of an object whose per-model check did not pass it at a glance."""
     if not storable(fields):
         raise errors.ValidationError(
             f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode, bytes that are not UTF-8, "
@@ -74,6 +89,239 @@ def check_storable(obj: Model) -> None:
                 f"{obj.nbdb_table} {obj.id} cannot be stored: {', '.join(wrong)} holds a value of another type "
                 "than its field's (changed in place?)"
             )
+
+
+_PLAIN = frozenset({list, dict, set})
+"""The containers an object holds as its caller built them (nbdb's stored and decoded copies hold frozen ones)."""
+_GOOD_LIMIT = 65536
+
+
+def _in_place_check(model: type[Model]) -> Callable[[Model, dict[str, Any]], None] | None:
+    """A check that ``model``'s lists, maps and sets still hold what its validators accept; None if none is needed.
+
+    Models are frozen, their containers are not: a caller may change one in place after the object was
+    validated (``port.addresses.append("garbage")``), to a value of the right type that a validator of
+    the field, of its members or of the model refuses. Such a change was written as it was; on a store
+    of bytes every later read of the record failed. The copies nbdb hands out hold frozen containers
+    (they refuse the change), so only a container the caller's own object holds (built, or derived
+    with ``replace()``) is looked at: its members, through a memo of the texts known to pass as they
+    are (an address is validated once per process, not at every create), or the field's own or the
+    model's validators, when it has any.
+    """
+    decorators = model.__pydantic_decorators__
+    whole = bool(decorators.model_validators or decorators.root_validators or decorators.validators)
+    validated = {name for d in decorators.field_validators.values() for name in d.info.fields}
+    through_model: list[str] = []
+    """The fields only the model's validator checks (its own validators, or the field's)."""
+    members: list[tuple[str, Callable[[Any], None]]] = []
+    texts: list[tuple[str, set[Any], Callable[[Any], None]]] = []
+    """The lists and sets of texts a validator checks: each text looked up in its memo first (inline, hot)."""
+    for name in model.nbdb_container_fields:
+        info = model.model_fields[name]
+        if whole or name in validated or "*" in validated:
+            through_model.append(name)
+        elif not all(_harmless(m) for m in info.metadata):
+            members.append((name, _field_check(info)))
+        elif not _container_of_plain(info.annotation):
+            inner = _unwrapped(info.annotation)
+            args = typing.get_args(inner)
+            if typing.get_origin(inner) in (list, set, frozenset) and len(args) == 1 and _unwrapped(args[0]) is str:
+                item, good = _valid_as_is(args[0])
+                texts.append((name, good, item))
+            else:
+                members.append((name, _member_check(info.annotation)))
+    if not through_model and not members and not texts:
+        return None
+    watched = tuple(through_model)
+    if texts:
+        # The texts a constructor or replace() just validated are valid as they are: known good from then
+        # on, the write of a new port finds its addresses known instead of validating them a second time.
+        noted = tuple((name, good) for name, good, _ in texts)
+        VALIDATED[model] = _remember_one(*noted[0]) if len(noted) == 1 else _remember_all(noted)
+
+    def refused(obj: Model, name: str, exc: Exception) -> errors.ValidationError:
+        detail = (
+            validation_error_of(exc, f"{model.__name__}.{name}") if isinstance(exc, pydantic.ValidationError) else exc
+        )
+        return errors.ValidationError(
+            f"{obj.nbdb_table} {obj.id} cannot be stored: {name} was changed in place to a value its field refuses: "
+            f"{detail}"
+        )
+
+    def check(obj: Model, data: dict[str, Any]) -> None:
+        for name, good, item in texts:
+            value = data[name]
+            if value.__class__ in _PLAIN:
+                for x in value:
+                    if x.__class__ is not str or x not in good:
+                        try:
+                            item(x)
+                        except (pydantic.ValidationError, ValueError) as exc:
+                            raise refused(obj, name, exc) from None
+        for name, checker in members:
+            value = data[name]
+            if value.__class__ in _PLAIN:
+                try:
+                    checker(value)
+                except (pydantic.ValidationError, ValueError) as exc:
+                    raise refused(obj, name, exc) from None
+        for name in watched:
+            if data[name].__class__ in _PLAIN:
+                _revalidate(obj, data)
+                return
+
+    return check
+
+
+def _remember_one(name: str, good: set[Any]) -> Callable[[dict[str, Any]], None]:
+    """Note the texts of field ``name`` of fields just validated as known good (the common case: one such field)."""
+
+    def remember(data: dict[str, Any]) -> None:
+        value = data[name]
+        if value:
+            if len(good) >= _GOOD_LIMIT:
+                good.clear()  # bounded
+            good.update(value)
+
+    return remember
+
+
+def _remember_all(noted: tuple[tuple[str, set[Any]], ...]) -> Callable[[dict[str, Any]], None]:
+    """:func:`_remember_one` of several fields."""
+
+    def remember(data: dict[str, Any]) -> None:
+        for name, good in noted:
+            value = data[name]
+            if value:
+                if len(good) >= _GOOD_LIMIT:
+                    good.clear()  # bounded
+                good.update(value)
+
+    return remember
+
+
+def _revalidate(obj: Model, data: dict[str, Any]) -> None:
+    """ValidationError unless the fields ``data`` of ``obj`` validate again, as they are, into the model."""
+    try:
+        valid = type(obj).__pydantic_validator__.validate_python(data).__dict__
+    except pydantic.ValidationError as exc:
+        raise errors.ValidationError(
+            f"{obj.nbdb_table} {obj.id} cannot be stored: a list, map or set was changed in place to a value "
+            f"the model refuses: {validation_error_of(exc, type(obj).__name__)}"
+        ) from None
+    if valid != data:
+        wrong = sorted(name for name, value in valid.items() if data.get(name) != value)
+        raise errors.ValidationError(
+            f"{obj.nbdb_table} {obj.id} cannot be stored: {', '.join(wrong)} changed in place to a value "
+            "its field would not hold as it is"
+        )
+
+
+def _field_check(info: pydantic.fields.FieldInfo) -> Callable[[Any], None]:
+    """A function raising (ValueError or pydantic's ValidationError) unless a value of the field is valid as it is."""
+    annotation: Any = info.annotation
+    adapter = _adapter(typing.Annotated[annotation, *info.metadata] if info.metadata else annotation)
+
+    def as_whole(value: Any) -> None:
+        if adapter.validate_python(value) != value:
+            raise ValueError("not valid as it is")
+
+    return as_whole
+
+
+def _member_check(annotation: Any) -> Callable[[Any], None]:
+    """:func:`_field_check` of a field of ``annotation`` that constrains its members only (each checked alone)."""
+    inner = _unwrapped(annotation)
+    origin = typing.get_origin(inner)
+    args = typing.get_args(inner)
+    if origin in (list, set, frozenset) and len(args) == 1:
+        item = _valid_as_is(args[0])[0]
+
+        def each(value: Any) -> None:
+            for x in value:
+                item(x)
+
+        return each
+    if origin is dict and len(args) == 2:
+        key = None if _plain_member(args[0]) else _valid_as_is(args[0])[0]
+        val = None if _plain_member(args[1]) else _valid_as_is(args[1])[0]
+
+        def pairs(value: Any) -> None:
+            for k, v in value.items():
+                if key is not None:
+                    key(k)
+                if val is not None:
+                    val(v)
+
+        return pairs
+    adapter = _adapter(annotation)  # a union of containers, Any...: the value as a whole
+
+    def as_whole(value: Any) -> None:
+        if adapter.validate_python(value) != value:
+            raise ValueError("not valid as it is")
+
+    return as_whole
+
+
+def _valid_as_is(annotation: Any) -> tuple[Callable[[Any], None], set[Any]]:
+    """A check that one member of ``annotation`` validates to itself, and the texts known to (it adds those
+    that pass; :func:`_in_place_check` adds those a model's validation just passed)."""
+    adapter = _adapter(annotation)
+    good: set[Any] = set()
+
+    def item(x: Any) -> None:
+        if x.__class__ is str and x in good:
+            return
+        if adapter.validate_python(x) != x:
+            raise ValueError(f"{x!r} is not valid as it is")
+        if x.__class__ is str:
+            if len(good) >= _GOOD_LIMIT:
+                good.clear()  # bounded
+            good.add(x)
+
+    return item, good
+
+
+def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(annotation, config=pydantic.ConfigDict(allow_inf_nan=False))
+
+
+def _harmless(item: Any) -> bool:
+    """Container-level metadata that replaces no value and refuses none beyond a length (which the per-model
+    check of :func:`_ascii_check` bounds): a length, a reference, a field's description."""
+    if isinstance(item, pydantic.fields.FieldInfo):
+        return all(_harmless(inner) for inner in item.metadata)
+    if isinstance(item, Reference):
+        return True
+    # annotated_types' MinLen and MaxLen (what Field(min_length=..., max_length=...) puts there): a length only.
+    return (
+        dataclasses.is_dataclass(item)
+        and not isinstance(item, type)
+        and {f.name for f in dataclasses.fields(item)} <= {"min_length", "max_length"}
+    )
+
+
+def _plain_member(annotation: Any) -> bool:
+    """Whether a member of ``annotation`` is valid whenever it has its type (which :func:`_ascii_check` checks)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _plain_member(args[0]) and all(isinstance(m, Reference) for m in args[1:])
+    if origin in (typing.Union, types.UnionType):
+        return all(_plain_member(arg) for arg in args)
+    if annotation is type(None):
+        return True
+    return isinstance(annotation, type) and origin is None and issubclass(annotation, (str, bytes, *_NO_TEXT))
+
+
+def _container_of_plain(annotation: Any) -> bool:
+    """Whether ``annotation`` is a list, set or map (or None) of plain members only."""
+    inner = _unwrapped(annotation)
+    origin = typing.get_origin(inner)
+    args = typing.get_args(inner)
+    if origin in (list, set, frozenset, dict) and args:
+        return all(_plain_member(arg) for arg in args)
+    return False
 
 
 def storable(value: object) -> bool:
@@ -121,6 +369,7 @@ def storable(value: object) -> bool:
 
 
 _ASCII_CHECKS: dict[type[Model], Callable[[dict[str, Any]], object]] = {}
+_IN_PLACE_CHECKS: dict[type[Model], Callable[[Model, dict[str, Any]], None] | None] = {}
 _WRONG_TYPE = 2
 """What a model's check answers when a text field holds a value of another type than its annotation's."""
 _NO_TEXT = (bool, int, float, UUID, type(None), enum.Enum)

@@ -84,8 +84,9 @@ class Transaction:
     def create(self, obj: M, *, may_exist: bool = False, ttl: float | None = None) -> M:
         """Queue the creation of ``obj``; returns it as it will be stored (version 1).
 
-        ``may_exist``: if another object already holds one of its unique
-        values, take that object instead (its stored copy is the result).
+        ``may_exist``: if another object of the same topic already holds one
+        of its unique values, take that object instead (its stored copy is the
+        result); one of another topic fails the commit (UniqueViolationError).
         """
         if self._finished is not None:
             self._refuse()
@@ -276,9 +277,12 @@ class Transaction:
             ):
                 assert step.planned is not None
                 try:
-                    step.result = self._get(type(step.planned), exc.existing)
+                    existing = self._get(type(step.planned), exc.existing)
                 except errors.NotFoundError:
                     return True  # gone meanwhile: creating it may succeed now
+                if existing.topic != step.op.topic:
+                    return False  # another topic's object is not the one asked for (see Database.create)
+                step.result = existing
                 step.done, step.op = True, None
                 return True
         return False

@@ -131,6 +131,27 @@ def test_may_exist_returns_the_object_that_holds_the_value(db: nbdb.Database) ->
         db.create(KitParent(name="no unique fields"), may_exist=True)
 
 
+def test_may_exist_never_returns_an_object_of_another_topic(db: nbdb.Database) -> None:
+    # A unique value is held table-wide: the object holding it in another topic (another tenant's) was
+    # returned by create(..., may_exist=True) as if it were the one asked for.
+    _unique(db)
+    theirs = db.create(KitNamed(name="tenant-name", topic="tenant-a"))
+    with pytest.raises(nbdb.UniqueViolationError) as caught:
+        db.create(KitNamed(name="tenant-name", topic="tenant-b"), may_exist=True)
+    assert (caught.value.field, caught.value.value) == ("name", "tenant-name")
+    with pytest.raises(nbdb.UniqueViolationError):
+        db.create(KitNamed(name="tenant-name"), may_exist=True)  # nor of no topic
+    assert db.create(KitNamed(name="tenant-name", topic="tenant-a"), may_exist=True) == theirs
+    if db.capabilities.transactions is not Atomicity.NONE:
+        other = KitParent(name="alongside", topic="tenant-b")
+        with pytest.raises(nbdb.UniqueViolationError), db.transaction() as txn:
+            txn.create(KitNamed(name="tenant-name", topic="tenant-b"), may_exist=True)
+            txn.create(other)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(KitParent, other.id)  # nothing of it was written
+    assert [(n.id, n.topic) for n in db.list(KitNamed)] == [(theirs.id, "tenant-a")]
+
+
 def test_may_exist_in_a_transaction(db: nbdb.Database) -> None:
     _unique(db)
     _transactions(db)

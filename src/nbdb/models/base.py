@@ -16,7 +16,7 @@ import types
 import typing
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, get_args, get_origin
 
@@ -26,12 +26,13 @@ from pydantic_core import core_schema
 
 import nbdb.models.ids as _ids
 from nbdb import errors
-from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, slot_setter
+from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, slot_setter
 from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 
 __all__ = [
     "DECODED",
+    "VALIDATED",
     "Model",
     "RefSpec",
     "Reference",
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Model]] = {}
+VALIDATED: dict[type[Model], Callable[[dict[str, Any]], None]] = {}
+"""What to note of a model's fields just validated (by its constructor or :meth:`Model.replace`), by model:
+:mod:`nbdb.storable` remembers the members its validators passed, so that the check of a write that looks for a
+change in place after validation finds them known (see :func:`nbdb.storable.check_storable`)."""
 _NO_REFS: frozenset[tuple[str, uuid.UUID]] = frozenset()
 _json_text = json.encoder.encode_basestring_ascii
 """``json.dumps`` of one ``str`` (what it calls for a string), without building an encoder each call."""
@@ -178,6 +183,8 @@ class Model(BaseModel):
     """The fields a stored copy's references and unique values are made of (see :meth:`replace`)."""
     nbdb_lineage_containers: ClassVar[tuple[str, ...]] = ()
     """The lineage fields that may hold a list, map or set: frozen in a stored copy (see :func:`freeze_lineage`)."""
+    nbdb_container_fields: ClassVar[tuple[str, ...]] = ()
+    """Every field that may hold a list, map or set: frozen (copied) in a stored copy (see :meth:`stored_copy`)."""
 
     # Where an instance comes from lives in __pydantic_private__, deliberately
     # undeclared (a declared private attribute costs every decode a default
@@ -201,6 +208,9 @@ class Model(BaseModel):
             validated = self.__pydantic_validator__.validate_python(data, self_instance=self)
         except pydantic.ValidationError as exc:
             raise validation_error_of(exc, type(self).__name__) from None
+        remember = VALIDATED.get(self.__class__)
+        if remember is not None:
+            remember(self.__dict__)
         if validated is not self:
             warnings.warn(
                 f"a model validator of {type(self).__name__} returned another object than the one being built: "
@@ -292,6 +302,9 @@ class Model(BaseModel):
         cls.nbdb_lineage_containers = tuple(
             sorted(name for name in cls.nbdb_lineage_fields if may_hold_container(cls.model_fields[name].annotation))
         )
+        cls.nbdb_container_fields = tuple(
+            name for name, info in cls.model_fields.items() if may_hold_container(info.annotation)
+        )
         previous = _REGISTRY.get(cls.nbdb_table)
         if previous is not None and previous.__qualname__ != cls.__qualname__:
             raise TypeError(
@@ -335,6 +348,9 @@ class Model(BaseModel):
             new = self.__pydantic_validator__.validate_python(data)
         except pydantic.ValidationError as exc:
             raise validation_error_of(exc, type(self).__name__) from None
+        remember = VALIDATED.get(self.__class__)
+        if remember is not None:
+            remember(new.__dict__)
         private = self.__pydantic_private__
         lineage: dict[str, Any]
         if (
@@ -405,8 +421,17 @@ class Model(BaseModel):
         new = cls.__new__(cls)
         data = self.__dict__.copy()
         data["version"] = version
-        if cls.nbdb_lineage_containers:
-            _freeze_in(cls, data)
+        # Every list, map and set frozen, as a copy of its own: the caller's object (and what it
+        # changes in place after the write) is not what the store and its readers hold.
+        for name in cls.nbdb_container_fields:
+            value = data[name]
+            kind = value.__class__
+            if kind is list:  # a frozen copy (the empty ones shared), inline (hot): no call per field
+                data[name] = FrozenList(value) if value else EMPTY_LIST
+            elif kind is dict:
+                data[name] = FrozenDict(value) if value else EMPTY_DICT
+            elif kind is set:
+                data[name] = FrozenSet(value)
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
             last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call
