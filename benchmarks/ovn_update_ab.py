@@ -92,10 +92,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     opts = parser.parse_args()
 
+    from nbdb.bench.config import OVN_SCALE_PROBE_FROM_PORTS, OVN_SCALE_PROBE_MS
     from nbdb.bench.ovn.wire import RawNb, ovs_remote
     from nbdb.testing.servers import start_server
 
-    server = start_server("ovsdb")
+    # The probe `nbdb bench` gives a switch this size (ovsdbapp's IDL is dropped while it loads otherwise).
+    probe = {"inactivity_probe_ms": OVN_SCALE_PROBE_MS} if opts.ports >= OVN_SCALE_PROBE_FROM_PORTS else {}
+    server = start_server("ovsdb", **probe)
     try:
         url = server.url
         ns = f"ab-{os.getpid()}"

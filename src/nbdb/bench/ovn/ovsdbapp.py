@@ -10,7 +10,9 @@ __all__ = ["OvsdbApp"]
 class OvsdbApp:
     """``OvnNbApiIdlImpl`` on a connection of its own (every NB table registered, as Neutron does)."""
 
-    def __init__(self, remote: str, timeout: float = 60.0) -> None:
+    def __init__(self, remote: str, timeout: float = 180.0) -> None:
+        # 180 s: Neutron's default for ovsdbapp's connection (``[ovn] ovsdb_connection_timeout``),
+        # which bounds the initial load of the IDL and every transaction.
         try:
             from ovsdbapp.backend.ovs_idl import connection
             from ovsdbapp.schema.ovn_northbound import impl_idl
