@@ -26,7 +26,7 @@ from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaVa
 
 from nbdb import errors
 from nbdb.models.base import DECODED, Model, Reference, validation_error_of
-from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet
+from nbdb.models.shared import FrozenSet, freeze_containers
 from nbdb.spi import Record
 from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
 
@@ -231,15 +231,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         # readers of the process (a get's memo, the caches and watches fed by one change), so one
         # reader's change in place must not reach the others; and its references and unique values
         # are derived from its fields, which must not change under it.
-        for name in containers:
-            value = fields[name]
-            kind = value.__class__
-            if kind is list:  # a frozen copy (the empty ones shared), inline (hot): no call per field
-                slots[name] = FrozenList(value) if value else EMPTY_LIST
-            elif kind is dict:
-                slots[name] = FrozenDict(value) if value else EMPTY_DICT
-            elif kind is set:
-                slots[name] = FrozenSet(value)
+        freeze_containers(fields, slots, containers)
         set_(obj, "__pydantic_fields_set__", fields_set)
         set_(obj, "__pydantic_extra__", unknown)  # fields of a newer model: written back as they are
         set_(obj, "__pydantic_private__", DECODED)

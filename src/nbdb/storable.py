@@ -76,19 +76,12 @@ def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:
     if verdict is _WRONG_TYPE:
         # A list or map of the object changed in place (models are frozen, their containers are not):
         # `port.external_ids["k"] = 5` was stored as it was, and every later read of it failed.
-        try:
-            valid = type(obj).__pydantic_validator__.validate_python(fields).__dict__
-        except pydantic.ValidationError as exc:
-            raise errors.ValidationError(
-                f"{obj.nbdb_table} {obj.id} cannot be stored: a value is not what its field holds "
-                f"(changed in place?): {validation_error_of(exc, type(obj).__name__)}"
-            ) from None
-        if valid != fields:  # valid once converted (bytes where text belongs): not what a store of bytes reads back
-            wrong = sorted(name for name, value in valid.items() if fields.get(name) != value)
-            raise errors.ValidationError(
-                f"{obj.nbdb_table} {obj.id} cannot be stored: {', '.join(wrong)} holds a value of another type "
-                "than its field's (changed in place?)"
-            )
+        _revalidate(
+            obj,
+            fields,
+            "a value is not what its field holds (changed in place?)",
+            "{} holds a value of another type than its field's (changed in place?)",
+        )
 
 
 _PLAIN = frozenset({list, dict, set})
@@ -137,7 +130,7 @@ def _in_place_check(model: type[Model]) -> Callable[[Model, dict[str, Any]], Non
         # The texts a constructor or replace() just validated are valid as they are: known good from then
         # on, the write of a new port finds its addresses known instead of validating them a second time.
         noted = tuple((name, good) for name, good, _ in texts)
-        VALIDATED[model] = _remember_one(*noted[0]) if len(noted) == 1 else _remember_all(noted)
+        VALIDATED[model] = _remember(noted)
 
     def refused(obj: Model, name: str, exc: Exception) -> errors.ValidationError:
         detail = (
@@ -167,27 +160,19 @@ def _in_place_check(model: type[Model]) -> Callable[[Model, dict[str, Any]], Non
                     raise refused(obj, name, exc) from None
         for name in watched:
             if data[name].__class__ in _PLAIN:
-                _revalidate(obj, data)
+                _revalidate(
+                    obj,
+                    data,
+                    "a list, map or set was changed in place to a value the model refuses",
+                    "{} changed in place to a value its field would not hold as it is",
+                )
                 return
 
     return check
 
 
-def _remember_one(name: str, good: set[Any]) -> Callable[[dict[str, Any]], None]:
-    """Note the texts of field ``name`` of fields just validated as known good (the common case: one such field)."""
-
-    def remember(data: dict[str, Any]) -> None:
-        value = data[name]
-        if value:
-            if len(good) >= _GOOD_LIMIT:
-                good.clear()  # bounded
-            good.update(value)
-
-    return remember
-
-
-def _remember_all(noted: tuple[tuple[str, set[Any]], ...]) -> Callable[[dict[str, Any]], None]:
-    """:func:`_remember_one` of several fields."""
+def _remember(noted: tuple[tuple[str, set[Any]], ...]) -> Callable[[dict[str, Any]], None]:
+    """Note the texts of the fields ``noted`` (name, memo) of fields just validated as known good."""
 
     def remember(data: dict[str, Any]) -> None:
         for name, good in noted:
@@ -200,21 +185,21 @@ def _remember_all(noted: tuple[tuple[str, set[Any]], ...]) -> Callable[[dict[str
     return remember
 
 
-def _revalidate(obj: Model, data: dict[str, Any]) -> None:
-    """ValidationError unless the fields ``data`` of ``obj`` validate again, as they are, into the model."""
+def _revalidate(obj: Model, data: dict[str, Any], refused: str, retyped: str) -> None:
+    """ValidationError unless the fields ``data`` of ``obj`` validate again, as they are, into the model.
+
+    ``refused`` says what the model refused; ``retyped`` (``{}``: the fields) what it would hold
+    only once converted (bytes where text belongs: not what a store of bytes reads back).
+    """
     try:
         valid = type(obj).__pydantic_validator__.validate_python(data).__dict__
     except pydantic.ValidationError as exc:
         raise errors.ValidationError(
-            f"{obj.nbdb_table} {obj.id} cannot be stored: a list, map or set was changed in place to a value "
-            f"the model refuses: {validation_error_of(exc, type(obj).__name__)}"
+            f"{obj.nbdb_table} {obj.id} cannot be stored: {refused}: {validation_error_of(exc, type(obj).__name__)}"
         ) from None
     if valid != data:
         wrong = sorted(name for name, value in valid.items() if data.get(name) != value)
-        raise errors.ValidationError(
-            f"{obj.nbdb_table} {obj.id} cannot be stored: {', '.join(wrong)} changed in place to a value "
-            "its field would not hold as it is"
-        )
+        raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be stored: " + retyped.format(", ".join(wrong)))
 
 
 def _field_check(info: pydantic.fields.FieldInfo) -> Callable[[Any], None]:

@@ -26,7 +26,7 @@ from pydantic_core import core_schema
 
 import nbdb.models.ids as _ids
 from nbdb import errors
-from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, slot_setter
+from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, freeze_containers, slot_setter
 from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 
@@ -423,15 +423,7 @@ class Model(BaseModel):
         data["version"] = version
         # Every list, map and set frozen, as a copy of its own: the caller's object (and what it
         # changes in place after the write) is not what the store and its readers hold.
-        for name in cls.nbdb_container_fields:
-            value = data[name]
-            kind = value.__class__
-            if kind is list:  # a frozen copy (the empty ones shared), inline (hot): no call per field
-                data[name] = FrozenList(value) if value else EMPTY_LIST
-            elif kind is dict:
-                data[name] = FrozenDict(value) if value else EMPTY_DICT
-            elif kind is set:
-                data[name] = FrozenSet(value)
+        freeze_containers(data, data, cls.nbdb_container_fields)
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
             last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call

@@ -14,12 +14,12 @@ iteration, JSON, ``isinstance``), refuse every in-place change with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from nbdb import errors
 
-__all__ = ["EMPTY_DICT", "EMPTY_LIST", "FrozenDict", "FrozenList", "FrozenSet", "slot_setter"]
+__all__ = ["EMPTY_DICT", "EMPTY_LIST", "FrozenDict", "FrozenList", "FrozenSet", "freeze_containers", "slot_setter"]
 
 
 def _refuse(self: object, *args: Any, **kwargs: Any) -> NoReturn:
@@ -89,6 +89,23 @@ EMPTY_LIST = FrozenList()
 """The empty list every decoded copy holds for an empty list field."""
 EMPTY_DICT = FrozenDict()
 """The empty map every decoded copy holds for an empty map field."""
+
+
+def freeze_containers(source: dict[str, Any], target: dict[str, Any], names: Iterable[str]) -> None:
+    """Set ``target[name]`` to a frozen copy of every list, map and set ``source[name]`` of ``names``.
+
+    Empty ones become the shared empty copies; frozen ones (and anything else) are left as they are.
+    One call per object, the fields inline (hot: the write path's stored copy and every decoded copy).
+    """
+    for name in names:
+        value = source[name]
+        kind = value.__class__
+        if kind is list:
+            target[name] = FrozenList(value) if value else EMPTY_LIST
+        elif kind is dict:
+            target[name] = FrozenDict(value) if value else EMPTY_DICT
+        elif kind is set:
+            target[name] = FrozenSet(value)
 
 
 def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
