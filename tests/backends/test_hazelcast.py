@@ -131,6 +131,44 @@ def test_an_outage_longer_than_the_connect_timeout_is_survived(
         assert "after" in {s.name for s in db.list(LogicalSwitch)}
 
 
+@pytest.mark.timeout(120)
+def test_a_call_during_a_short_reconnect_waits_for_it(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """A call made while the client reconnects waits for the cluster within its own ``timeout``.
+
+    The client refuses every request at once while it has no connection (``ClientOfflineError``):
+    retried only ``retries`` times (about 0.6 s in all), a call failed although the member was back
+    well within the call's timeout; before the client reconnected in the background, the client
+    itself waited through the reconnect.
+    """
+    server = server_factory("hazelcast")
+    member = server.members[0]
+    with nbdb.connect(f"{server.url}?timeout=60&connect_timeout=60", namespace=_ns()) as db:
+        db.create(LogicalSwitch(name="before"))  # (a lone member restarts empty)
+        member.stop()
+        outcome: dict[str, BaseException | None] = {}
+
+        def run(name: str, call: Callable[[], object]) -> None:
+            try:
+                call()
+            except BaseException as exc:  # judged in the test's thread
+                outcome[name] = exc
+            else:
+                outcome[name] = None
+
+        calls = {"write": lambda: db.create(LogicalSwitch(name="during")), "read": lambda: db.list(LogicalSwitch)}
+        threads = [threading.Thread(target=run, args=item, daemon=True) for item in calls.items()]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        member.restart()  # returns once the member is ready (a few seconds, well within the 60 s)
+        for thread in threads:
+            thread.join(70)
+        assert outcome == {"write": None, "read": None}, f"calls during a short reconnect failed: {outcome}"
+        assert "during" in {s.name for s in db.list(LogicalSwitch)}
+
+
 @pytest.mark.timeout(60)
 def test_wrong_cluster_name_is_an_auth_error(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
     url = f"hazelcast://{hazelcast_server.members[0].address}/not-the-secret?connect_timeout=2"
