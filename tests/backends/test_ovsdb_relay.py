@@ -396,3 +396,43 @@ def test_a_relay_is_ready_only_once_it_has_its_sources_schema(cluster: OvsdbServ
         finally:  # the module's other tests read through cluster.url, which names every relay
             cluster.relays.remove(relay)
             relay.process.kill()
+
+
+RELAY_TIMEOUT = 3.0
+"""The ``timeout`` of the client below: what its commit may take when the relays' source is down."""
+
+
+@pytest.mark.timeout(180)
+def test_a_commit_through_relays_whose_source_is_down_ends_within_its_timeout() -> None:
+    """With the raft members stopped and the relays up, a relay holds a transaction it forwards and never answers.
+
+    Cause: each level took a ``timeout`` of its own (the reply's wait, the settle's sync, the send again) and
+    nothing checked the commit's deadline while the settle said "not landed yet" (the relay answers the sync
+    from its copy): the same plan went out again and again, a whole ``timeout`` each, until the relay said it
+    had lost its source (33 s at timeout=3; 50 s at 20 s). One deadline, the commit's, bounds them all now:
+    it says "unknown" (or "not sent") within about ``timeout``.
+    """
+    namespace = f"r{uuid.uuid4().hex[:8]}"
+    with OvsdbServer(members=3, relays=2) as server:
+        with nbdb.connect(_url(*(m.address for m in server.members), namespace=namespace)) as writer:
+            switch = writer.create(LogicalSwitch(name=f"{namespace}-sw"))
+        for relay in server.relays:
+            _shows(relay, namespace, switch)
+        relayed = _url(*(r.address for r in server.relays), namespace=namespace, timeout=RELAY_TIMEOUT)
+        with nbdb.connect(relayed) as client:
+            mine = client.get(LogicalSwitch, switch.id)
+            assert mine is not None
+            for member in server.members:
+                member.stop()
+            assert all(r.is_running() for r in server.relays)
+            started = time.monotonic()
+            with pytest.raises((nbdb.CommitUnknownError, nbdb.BackendUnavailableError)) as failed:
+                client.update(mine.replace(external_ids={"by": "client"}))
+            took = time.monotonic() - started
+        assert not isinstance(failed.value, nbdb.ConflictError)
+        assert took <= 2 * RELAY_TIMEOUT, f"the commit took {took:.1f}s with timeout={RELAY_TIMEOUT:g}"
+        server.restart_all()
+        with nbdb.connect(_url(*(m.address for m in server.members), namespace=namespace)) as writer:
+            stored = writer.get(LogicalSwitch, switch.id)
+        assert stored is not None
+        assert (stored.version, stored.external_ids) in ((1, {}), (2, {"by": "client"})), "applied twice"

@@ -200,10 +200,10 @@ class OvsdbBackend(OvsdbFamilyBackend):
     def __repr__(self) -> str:
         return f"<OvsdbBackend {self._driver.target.describe()} db={self.nb_db}>"
 
-    def _transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
+    def _transact(self, db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> list[Any]:
         if self._closed:
             raise errors.BackendUnavailableError("this OVSDB backend is closed")
-        return self._driver.sessions[db].transact(db, ops)
+        return self._driver.sessions[db].transact(db, ops, deadline)
 
     def _replica_for(self, tables: Collection[str] | None, topics: Collection[str | None] | None) -> Replica:
         if self._closed:
@@ -226,10 +226,10 @@ class OvsdbBackend(OvsdbFamilyBackend):
     def _loaded_replica(self) -> Replica | None:
         return None if self._closed else self._driver.loaded(Scope(self.namespace))
 
-    def _sync(self, db: str) -> None:
+    def _sync(self, db: str, deadline: float | None = None) -> None:
         if self._closed:
             raise errors.BackendUnavailableError("this OVSDB backend is closed")
-        self._driver.sessions[db].sync(db)
+        self._driver.sessions[db].sync(db, deadline)
 
     def _fenced(self, fence: LockHandle) -> tuple[str, Transact]:
         if not isinstance(fence, OvsdbLockHandle):

@@ -57,9 +57,11 @@ class OvsdbLockHandle(LockHandle):
         self.target = target
         self.ovsdb_name = session.name
 
-    def transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
-        """One transaction on the lock's session (TransactNotSent / TransactLost as the family expects)."""
-        return transact_on(self._session.rpc, db, ops, self.target.timeout)
+    def transact(self, db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> list[Any]:
+        """One transaction on the lock's session (TransactNotSent / TransactLost as the family expects), its reply
+        awaited until ``deadline`` (None: ``timeout`` from now)."""
+        timeout = self.target.timeout if deadline is None else deadline - time.monotonic()
+        return transact_on(self._session.rpc, db, ops, timeout)
 
 
 class _LockSession:

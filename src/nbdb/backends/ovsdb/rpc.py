@@ -76,7 +76,7 @@ class Call:
     def wait(self, timeout: float) -> Any:
         """The result; RpcClosed / RpcError / BackendUnavailableError (timeout) otherwise."""
         if not self.done.wait(timeout):
-            raise errors.BackendUnavailableError(f"OVSDB did not answer {self.method} within {timeout:g}s")
+            raise errors.BackendUnavailableError(f"OVSDB did not answer {self.method} within {timeout:.3g}s")
         if self.error is not None:
             raise self.error
         return self.result

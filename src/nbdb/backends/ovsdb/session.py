@@ -71,7 +71,10 @@ def canceled(error: Any) -> bool:
 
 
 def transact_on(rpc: RpcConnection, db: str, ops: list[dict[str, Any]], timeout: float) -> list[Any]:
-    """One transaction on ``rpc``: its results; TransactNotSent or TransactLost when the connection failed it."""
+    """One transaction on ``rpc``, its reply awaited ``timeout`` seconds: its results; TransactNotSent (also when
+    no time is left) or TransactLost when the connection failed it or the reply did not come in time."""
+    if timeout <= 0:
+        raise TransactNotSent(f"no time left to send the transaction to {rpc.remote}")
     call = rpc.request("transact", [db, *ops])
     try:
         result = call.wait(timeout)
@@ -438,14 +441,17 @@ class Session:
 
     # ---------------------------------------------------------------- the family's primitives
 
-    def transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
-        """One transaction (see :meth:`nbdb.families.ovsdb.OvsdbFamilyBackend._transact`)."""
-        rpc = self._connection(time.monotonic() + self.target.timeout)
-        return transact_on(rpc, db, ops, self.target.timeout)
+    def transact(self, db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> list[Any]:
+        """One transaction (see :meth:`nbdb.families.ovsdb.OvsdbFamilyBackend._transact`), its reply awaited
+        until ``deadline`` (the commit's; None: ``timeout`` from now)."""
+        deadline = time.monotonic() + self.target.timeout if deadline is None else deadline
+        rpc = self._connection(deadline)
+        return transact_on(rpc, db, ops, deadline - time.monotonic())
 
-    def sync(self, db: str) -> None:
-        """Return once the replica shows every commit acknowledged before the call (an empty transaction)."""
-        deadline = time.monotonic() + self.target.timeout
+    def sync(self, db: str, deadline: float | None = None) -> None:
+        """Return once the replica shows every commit acknowledged before the call (an empty transaction), or
+        fail once ``deadline`` (the commit's; None: ``timeout`` from now) has passed."""
+        deadline = time.monotonic() + self.target.timeout if deadline is None else deadline
         while True:
             rpc = self._connection(deadline)
             try:

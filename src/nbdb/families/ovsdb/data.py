@@ -57,11 +57,11 @@ class OvsdbDataApi(Backend):
         """The main replica (see :class:`nbdb.families.ovsdb.OvsdbFamilyBackend`)."""
 
     @abstractmethod
-    def _transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
+    def _transact(self, db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> list[Any]:
         """One OVSDB transaction."""
 
     @abstractmethod
-    def _sync(self, db: str) -> None:
+    def _sync(self, db: str, deadline: float | None = None) -> None:
         """Return once the replicas show every commit acknowledged before the call."""
 
     @abstractmethod

@@ -2,11 +2,12 @@
 
 A backend of this family supplies:
 
-* ``_transact(db, ops)``: one OVSDB transaction, answered by the server; it
-  raises :class:`TransactNotSent` when the request certainly did not reach the
-  server and :class:`TransactLost` when it may have (the reply was lost);
-* ``_sync(db)``: returns once the replicas show every commit acknowledged
-  (to anybody) before the call;
+* ``_transact(db, ops, deadline)``: one OVSDB transaction, answered by the
+  server; it raises :class:`TransactNotSent` when the request certainly did
+  not reach the server and :class:`TransactLost` when it may have (the reply
+  was lost, or did not come by ``deadline``);
+* ``_sync(db, deadline)``: returns once the replicas show every commit
+  acknowledged (to anybody) before the call;
 * ``_replica_for(tables, topics)``: a replica kept current by a monitor of
   those tables in those topics, filtered on the server (None, None: the main
   one, every mapped table of the namespace); and :attr:`mapping` and
@@ -27,7 +28,7 @@ import logging
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar
 
 from nbdb import errors
@@ -37,7 +38,7 @@ from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_counter, settle_increments
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import wire_map
-from nbdb.families.ovsdb.group import GroupTransact
+from nbdb.families.ovsdb.group import GroupTransact, Transact
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.planner import Plan, plan_commit
@@ -69,9 +70,6 @@ _UNSETTLED = (
     "applied; re-read the objects before acting again"
 )
 
-Transact = Callable[[str, list[dict[str, Any]]], list[Any]]
-"""One OVSDB transaction on a database: ``transact(db, ops) -> results``."""
-
 
 def _backoff(attempt: int) -> float:
     return float(min(0.01 * 2**attempt, 0.5))
@@ -85,18 +83,23 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     namespace: str = ""
     nb_db: str | None = None
     commit_timeout: float = 20.0
-    """Seconds a commit may spend retrying across reconnects before it gives up."""
+    """Seconds a commit may take: one deadline bounds its sends, the waits for their replies and the settling of a
+    lost one (then it says CommitUnknownError, or BackendUnavailableError if nothing was sent)."""
     handles_mutations: ClassVar[bool] = True
     maps_columns: ClassVar[bool] = True
     """Mutations are OVSDB's own ``mutate`` (see :mod:`.mutations`)."""
 
     @abstractmethod
-    def _transact(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
-        """Run one OVSDB transaction on ``db`` and return its result array."""
+    def _transact(self, db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> list[Any]:
+        """Run one OVSDB transaction on ``db`` and return its result array; TransactLost if no reply by ``deadline``
+        (``time.monotonic()``; None: the backend's timeout from now)."""
 
     @abstractmethod
-    def _sync(self, db: str) -> None:
-        """Return once the replicas of ``db`` reflect every commit acknowledged before this call."""
+    def _sync(self, db: str, deadline: float | None = None) -> None:
+        """Return once the replicas of ``db`` reflect every commit acknowledged before this call.
+
+        BackendUnavailableError if that cannot be known by ``deadline`` (None: the backend's timeout from now).
+        """
 
     @abstractmethod
     def _replica_for(self, tables: Collection[str] | None, topics: Collection[str | None] | None) -> Replica:
@@ -214,6 +217,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     # The lock's connection was the lease: nothing may be sent again under it.
                     raise _fence_lost(fence, outcome)
                 if outcome is Outcome.PENDING:
+                    if time.monotonic() >= deadline:
+                        # Not landed *yet*: a relay may hold the copy sent (its source down) and pass it on later.
+                        raise errors.CommitUnknownError(_UNSETTLED.format("no reply within the commit's timeout"))
                     plan = lost  # the same plan again: its waits let at most one copy land
                 else:
                     lost, synced = None, True
@@ -240,15 +246,16 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 if not plan.ops:
                     return CommitResult(self.clock.now(), plan.versions, frozenset(plan.skipped))
             try:
-                result = transact(plan.db, plan.ops)
+                result = transact(plan.db, plan.ops, deadline)
             except TransactLost as exc:
                 log.info("ovsdb: the reply of a commit was lost (%s); settling it", exc)
                 lost, moved = plan, False
                 continue
             except TransactNotSent as exc:
-                if fence is not None:
+                expired = time.monotonic() >= deadline  # (then nothing was sent: the time ran out before)
+                if fence is not None and not expired:
                     raise _fence_lost(fence, Outcome.NOT_LANDED) from None
-                if time.monotonic() > deadline or attempt == _ATTEMPTS - 1:
+                if expired or attempt == _ATTEMPTS - 1:
                     # (Not a ConflictError after the last attempt: nothing conflicted, nothing was sent.)
                     if lost is not None:
                         raise errors.CommitUnknownError(_UNSETTLED.format(exc)) from None
@@ -303,7 +310,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """
         while True:
             try:
-                self._sync(plan.db)
+                self._sync(plan.db, deadline)
                 break
             except errors.BackendUnavailableError as exc:
                 if time.monotonic() > deadline:
@@ -426,7 +433,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             entry = f"{value} {push_window(window, token, value)}"
             ops = increment_ops(row, key, ext.get(key), entry)
             try:
-                result = self._transact(self.nb_db, ops)
+                result = self._transact(self.nb_db, ops, deadline)
             except TransactLost:
                 lost.add(value)
                 continue

@@ -22,22 +22,34 @@ Each commit keeps its own semantics:
   its own plan from its own tokens, as if it had been sent alone (one not
   sent at all: each gets ``TransactNotSent`` and retries itself);
 * the results of a combined transaction that succeeded are split by each
-  commit's operations.
+  commit's operations;
+* each commit brings its deadline: one whose time ran out while it waited
+  for its turn is not sent (``TransactNotSent``), and a combined
+  transaction's reply is awaited until the earliest deadline among its
+  commits (after which each settles its own, as for any lost reply).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.done import Done
 
-__all__ = ["GroupTransact", "split_results"]
+__all__ = ["GroupTransact", "Transact", "split_results"]
 
-Transact = Callable[[str, list[dict[str, Any]]], list[Any]]
+
+class Transact(Protocol):
+    """One OVSDB transaction on a database: ``transact(db, ops, deadline) -> results``.
+
+    Its reply is awaited until ``deadline`` (``time.monotonic()``; None: the
+    backend's ``timeout`` from now), after which the reply counts as lost.
+    """
+
+    def __call__(self, db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> list[Any]: ...
+
 
 DEPTH = 1
 """Transactions in flight at once."""
@@ -50,11 +62,12 @@ MAX_OPS = 2000
 
 
 class _Entry:
-    __slots__ = ("db", "done", "error", "lead", "ops", "result")
+    __slots__ = ("db", "deadline", "done", "error", "lead", "ops", "result")
 
-    def __init__(self, db: str, ops: list[dict[str, Any]]) -> None:
+    def __init__(self, db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> None:
         self.db = db
         self.ops = ops
+        self.deadline = deadline
         self.done = Done()
         self.lead = False
         self.result: list[Any] | None = None
@@ -99,8 +112,8 @@ class GroupTransact:
         self.resent = 0
         """Commits of a combined transaction that failed, sent again alone."""
 
-    def __call__(self, db: str, ops: list[dict[str, Any]]) -> list[Any]:
-        entry = _Entry(db, ops)
+    def __call__(self, db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> list[Any]:
+        entry = _Entry(db, ops, deadline)
         with self._lock:
             self._queue.append(entry)
             if self._gathering:
@@ -159,11 +172,17 @@ class GroupTransact:
         return batch
 
     def _send(self, batch: list[_Entry]) -> None:
+        now = time.monotonic()
+        for entry in batch:
+            if entry.deadline is not None and entry.deadline <= now:
+                entry.error = self._not_sent("the commit's time ran out while it waited for its turn")
+        batch = [entry for entry in batch if entry.error is None]
         if len(batch) > 1:
             combined = [op for entry in batch for op in entry.ops]
             self.combined += len(batch)
+            deadlines = [entry.deadline for entry in batch if entry.deadline is not None]
             try:
-                result = self._transact(batch[0].db, combined)
+                result = self._transact(batch[0].db, combined, min(deadlines, default=None))
             except (self._lost, self._not_sent) as exc:
                 for entry in batch:
                     entry.error = type(exc)(str(exc))
@@ -178,6 +197,6 @@ class GroupTransact:
             self.resent += len(batch)
         for entry in batch:
             try:
-                entry.result = self._transact(entry.db, entry.ops)
+                entry.result = self._transact(entry.db, entry.ops, entry.deadline)
             except Exception as exc:
                 entry.error = exc
