@@ -242,9 +242,12 @@ def _retry(action: Callable[[], object]) -> bool:
 
 _OUTAGE = 15.0
 """Seconds every member stays down, at least: longer than the clients' default connect timeouts (2-10 s)."""
-_CALL_BOUND = 30.0
+_CALL_BOUND = 45.0
 """Seconds a call may take to fail during the outage, at least: the longest default timeout (OVSDB's 20 s; Sentinel's
-15 s retry deadline, nested once when a lost write is settled) and a margin; twice a longer timeout the URL sets."""
+15 s retry deadline, nested once when a lost write is settled) and a margin; twice a longer timeout the URL sets.
+A commit made as the server goes away may spend three timeouts of its client: one for its send to time out, one
+settling that lost reply, one queued behind another commit of the same client (Hazelcast: 3 x 10 s, 30.1 s
+measured). The test asks for an answer, typed, not a hang; what each backend takes is in docs/faults.md."""
 _RECOVERY = 20.0
 """Seconds after the server is ready again by which writes, reads, the watch and the cache work again."""
 

@@ -129,11 +129,8 @@ class HazelcastBackend(ChangeLogBackend):
         self.commit_lock_requests_peak = 0
         """The most commit-lock requests this backend had outstanding at once (1 while threads take turns)."""
         self._executor = client.get_executor("nbdb.commit")
-        self._online = threading.Event()
-        """Set while the client has a connection to the cluster (see :meth:`call`)."""
-        self._online.set()  # connect() returned a connected client
         self._offline_since: float | None = None
-        """When the client lost its connection (None while it has one): past ``timeout``, calls no longer wait."""
+        """When the client lost its last connection to the cluster (None while it has one): see :meth:`call`."""
         client.lifecycle_service.add_listener(self._on_state)
         self.member_commit = False
         """Whether commits run as nbdb's task in the members (one round trip), as the connect-time probe found."""
@@ -207,44 +204,33 @@ class HazelcastBackend(ChangeLogBackend):
     def call(self, call: Callable[[], T]) -> T:
         """``call()`` with Hazelcast's errors translated into nbdb's (BackendUnavailableError once closed).
 
-        While the client reconnects it refuses every request at once (``ClientOfflineError``,
-        never sent): the call waits for the connection, up to ``timeout`` and no longer than
-        until the client has been offline for ``timeout`` (later calls of a long outage fail at
-        once, as OVSDB's do), and is tried once more, as the client itself waited before it
-        reconnected in the background (a call made during a member's restart failed in 0.6 s
-        although the member was back in 3). Never on the reactor's thread, which reconnects.
+        While the client reconnects, a request waits for the connection until ``timeout``. Once the
+        client has been without a connection for ``timeout``, calls fail at once, never sent (as
+        OVSDB's session does): in a long outage each call, and each commit queued behind another,
+        used to wait a whole ``timeout`` of its own (an update behind a create took over 40 s).
         """
         if self._closed:
             raise errors.BackendUnavailableError("the hazelcast backend is closed")
-        deadline = time.monotonic() + self.config.timeout
-        waited = False
-        while True:
-            try:
-                return call()
-            except hzerrors.ClientOfflineError as exc:
-                if waited and self._online.is_set() and not self._closed:
-                    # ``call`` only re-raised what a request sent while offline got (a future's result).
-                    raise _Refused(str(ERRORS.translate(exc, f"at {self.config.where}"))) from None
-                if waited or self._closed or threading.get_ident() == self._reactor_thread:
-                    raise ERRORS.translate(exc, f"at {self.config.where}") from None
-                since = self._offline_since
-                limit = deadline if since is None else min(deadline, since + self.config.timeout)
-                if not self._online.wait(max(0.0, limit - time.monotonic())):
-                    raise ERRORS.translate(exc, f"at {self.config.where}") from None
-                waited = True
-            except hzerrors.HazelcastError as exc:
-                raise ERRORS.translate(exc, f"at {self.config.where}") from None
+        self._refuse_when_long_offline()
+        try:
+            return call()
+        except hzerrors.HazelcastError as exc:
+            raise ERRORS.translate(exc, f"at {self.config.where}") from None
+
+    def _refuse_when_long_offline(self) -> None:
+        """Raise the client's own refusal (never sent) once it has been without the cluster for ``timeout``."""
+        since = self._offline_since
+        if since is not None and time.monotonic() - since > self.config.timeout:
+            offline = hzerrors.ClientOfflineError()  # type: ignore[no-untyped-call]
+            raise ERRORS.translate(offline, f"at {self.config.where}")
 
     def _on_state(self, state: str) -> None:
-        """Follow the client's connection (lifecycle listener): ``_online`` is set while it has one."""
+        """Follow the client's connection to the cluster (a lifecycle listener)."""
         if state == LifecycleState.DISCONNECTED:
             if self._offline_since is None:
                 self._offline_since = time.monotonic()
-            self._online.clear()
-        else:  # connected again, or shutting down: no use waiting any longer
-            if state == LifecycleState.CONNECTED:
-                self._offline_since = None
-            self._online.set()
+        elif state == LifecycleState.CONNECTED:
+            self._offline_since = None
 
     # ---------------------------------------------------------------- reads
 
@@ -258,12 +244,6 @@ class HazelcastBackend(ChangeLogBackend):
         return [decode_kv(k, found.get(k)) for k in keys]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
-        try:
-            return self._range_keys(prefixes)
-        except _Refused:  # its requests left while the client reconnected, which it has since
-            return self._range_keys(prefixes)
-
-    def _range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
         """Keys under ``prefixes`` at one revision.
 
         Objects are read under the commit lock, which makes the list exact (see the package
@@ -331,11 +311,14 @@ class HazelcastBackend(ChangeLogBackend):
         waits for the reactor's 10 ms poll tick (measured: creates of 8 threads went from
         about 200/s to 9/s, and the client never recovered).
         """
-        if not self._local_commit.acquire(timeout=self.config.timeout):
-            raise errors.BackendUnavailableError(
-                f"hazelcast at {self.config.where}: another commit of this client held the commit lock "
-                f"for over {self.config.timeout}s"
-            )
+        end = time.monotonic() + self.config.timeout
+        while not self._local_commit.acquire(timeout=max(0.0, min(0.25, end - time.monotonic()))):
+            self._refuse_when_long_offline()  # the holder waits on a cluster that is away: so would we
+            if time.monotonic() >= end:
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: another commit of this client held the commit lock "
+                    f"for over {self.config.timeout}s"
+                )
         try:
             with self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
                 yield held
@@ -355,6 +338,7 @@ class HazelcastBackend(ChangeLogBackend):
         several wake-ups in a row from other threads are what loses one (see
         :meth:`_commit_lock`).
         """
+        self._refuse_when_long_offline()
         counted = imap is self.meta_async and key == _COMMIT_LOCK
         if counted:
             with self._lock_requests_guard:
@@ -462,14 +446,6 @@ class HazelcastBackend(ChangeLogBackend):
             except errors.CommitUnknownError:
                 raise
             except errors.BackendUnavailableError as exc:
-                if not self._online.is_set() and not self._closed:
-                    # Refused while the client reconnects: the next try waits for the connection
-                    # (within the retry deadline), not just the next pause (see :meth:`call`).
-                    limit = self.config.timeout if attempts.remaining is None else attempts.remaining
-                    since = self._offline_since
-                    if since is not None:
-                        limit = min(limit, since + self.config.timeout - time.monotonic())
-                    self._online.wait(max(0.0, limit))
                 if not attempts.wait():
                     raise
                 log.debug("hazelcast: commit not applied (%s); retrying", exc)
@@ -829,10 +805,6 @@ class HazelcastBackend(ChangeLogBackend):
             self._client.shutdown()
         except Exception:  # closing must not fail
             log.debug("hazelcast: error while shutting the client down", exc_info=True)
-
-
-class _Refused(errors.BackendUnavailableError):
-    """A request refused while the client reconnected (never sent), which it has since: send it again."""
 
 
 class _Held:

@@ -184,11 +184,14 @@ def connect(config: HazelcastConfig) -> Any:
     The client never gives up on the cluster once it reached it: a client whose
     ``cluster_connect_timeout`` runs out while the cluster is away shuts itself down for good, and
     every later call of its Database would fail ("Client is not active") after the cluster came
-    back. So the client reconnects forever in the background (``reconnect_mode`` ASYNC, backoff
-    capped at :data:`RECONNECT_MAX_BACKOFF`) and, while it has no connection, refuses each call at
-    once (``ClientOfflineError``: never sent, retried by nbdb within the call's deadline, then a
-    :class:`~nbdb.errors.BackendUnavailableError`). ``connect_timeout`` bounds the first connection
-    only: this function waits that long for it.
+    back. So the client reconnects forever in the background (backoff capped at
+    :data:`RECONNECT_MAX_BACKOFF`); ``connect_timeout`` bounds the first connection only: this
+    function waits that long for it. While the client has no connection, a request waits for it
+    (the client's ``ReconnectMode.ON``: it is retried until ``invocation_timeout``, then fails as
+    a request that may have run, which a commit settles through its token). The client's
+    ``ReconnectMode.ASYNC`` was tried and dropped: it refuses requests while offline with an error
+    that its own internal retry of a request already sent also raises, so a refusal cannot be taken
+    as "never sent" (a member killed under writes made commits that had landed report a conflict).
     """
     connected = threading.Event()
     gone = threading.Event()
@@ -205,7 +208,7 @@ def connect(config: HazelcastConfig) -> Any:
             cluster_name=config.cluster_name,
             cluster_members=[f"{h}:{p}" for h, p in config.members],
             async_start=True,
-            reconnect_mode=ReconnectMode.ASYNC,
+            reconnect_mode=ReconnectMode.ON,
             cluster_connect_timeout=-1,
             retry_initial_backoff=0.1,
             retry_max_backoff=RECONNECT_MAX_BACKOFF,
