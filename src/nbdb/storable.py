@@ -319,7 +319,7 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
             fast = f"K_{name}.issuperset(v) or " if known is not None else ""
             lines.append(f"    if type(v) in PLAIN and not ({fast}V_{name}(v)): again = True")
             if known is not None:
-                noted += [f"    if len(K_{name}) >= LIMIT: K_{name}.clear()", f"    K_{name}.update(d[{name!r}])"]
+                noted += [f"    if len(K_{name}) >= LIMIT: K_{name}.clear()", f"    K_{name}.update(d[{name!r}] or ())"]
     lines.append("    return (AGAIN if a else WRONG) if again else a")
     scope: dict[str, Any] = {}
     exec("\n".join(lines + noted + ["    pass"]), scope_names, scope)  # code of our own
