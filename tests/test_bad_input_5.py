@@ -264,19 +264,6 @@ class Members6(nbdb.Model):
     maybe_macs: list[MACAddress] | None = None
 
 
-class FieldChecked6(nbdb.Model):
-    """A container a field validator checks."""
-
-    hosts: list[str] = Field(default_factory=list)
-
-    @field_validator("hosts")
-    @classmethod
-    def _no_empty_host(cls, value: list[str]) -> list[str]:
-        if any(not host for host in value):
-            raise ValueError("a host is not empty")
-        return value
-
-
 class ModelChecked6(nbdb.Model):
     """A container the model's validator checks."""
 
@@ -294,7 +281,7 @@ _INTS = st.sampled_from([-1, 0, 2, 3, 10])
 _MEMBERS = _TEXTS | _INTS
 _CHANGES: dict[type[nbdb.Model], list[str]] = {
     Members6: ["macs", "mac_set", "counts", "limits", "owners", "evens", "plain", "maybe_macs"],
-    FieldChecked6: ["hosts"],
+    Checked5: ["hosts", "limits"],
     ModelChecked6: ["steps"],
 }
 
@@ -307,7 +294,7 @@ def _valid_as_it_is(obj: nbdb.Model) -> bool:
         return False
 
 
-_CHANGED = st.sampled_from([Members6, Members6, Members6, FieldChecked6, ModelChecked6]).flatmap(
+_CHANGED = st.sampled_from([Members6, Members6, Members6, Checked5, ModelChecked6]).flatmap(
     lambda model: st.tuples(
         st.just(model), st.lists(st.tuples(st.sampled_from(_CHANGES[model]), _MEMBERS, _MEMBERS), max_size=3)
     )
@@ -335,7 +322,7 @@ def test_a_write_of_an_object_changed_in_place_is_refused_exactly_when_its_field
             "plain": ["p"],
             "maybe_macs": ["0a:00:00:00:00:05"] if optional else None,
         },
-        FieldChecked6: {"hosts": ["h"]},
+        Checked5: {"name": "c", "hosts": ["h"], "limits": {"a": 1}},
         ModelChecked6: {"steps": [1, 5]},
     }[model]
     for url in ("memory://", "sqlite://"):
