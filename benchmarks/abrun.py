@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ab_parser", "env", "in_turns", "loadavg", "run_json", "start_redis"]
+__all__ = ["ab_parser", "callgrind_phases", "env", "in_turns", "loadavg", "run_json", "start_redis"]
 
 
 def env(src: str | None) -> dict[str, str]:
@@ -33,6 +35,32 @@ def run_json(src: str, worker: str, args: list[str], timeout: float = 900) -> An
     if out.returncode != 0:
         raise RuntimeError(f"{src} {' '.join(args)} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def callgrind_phases(src: str, worker: str, args: list[str], timeout: float = 1800) -> list[int]:
+    """Run ``worker`` (Python source) with ``args`` on ``src``'s nbdb under callgrind, collecting only inside
+    ``operator.call`` and dumping after each (``--toggle-collect``, ``--dump-after``): the instructions of
+    each phase the worker ran inside one, in order (hashing seeded, so runs of one build agree)."""
+    work = Path(tempfile.mkdtemp(prefix="nbdb-callgrind-"))
+    try:
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out", "--collect-atstart=no"]
+        argv += ["--toggle-collect=_operator_call", "--dump-after=_operator_call"]
+        out = subprocess.run(
+            [*argv, sys.executable, "-c", worker, *args],
+            env={**env(src), "PYTHONHASHSEED": "0"},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"{src} failed: {out.stderr[-2000:]}")
+        totals = []
+        for dump in sorted(work.glob("cg.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1])):
+            found = re.search(r"^(?:totals|summary): (\d+)", dump.read_text(errors="replace"), re.M)
+            totals.append(int(found.group(1)) if found else 0)
+        return totals
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def loadavg() -> str:

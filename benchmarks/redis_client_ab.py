@@ -17,15 +17,12 @@ family's planning per object" in docs/benchmarks.md::
 
 from __future__ import annotations
 
-import re
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from abrun import ab_parser, env, in_turns, loadavg, start_redis
+from abrun import ab_parser, callgrind_phases, in_turns, loadavg, start_redis
 
 WORKER = r"""
 import json, operator, sys, uuid
@@ -92,29 +89,10 @@ COLUMNS = [f"{who}-{p}" for who in ("nbdb", "raw") for p in PHASES]
 
 def _side(src: str, url: str, count: int) -> dict[str, float]:
     """One worker on ``src`` under callgrind: the client's instructions per object of each phase."""
-    work = Path(tempfile.mkdtemp(prefix="nbdb-redis-client-ab-"))
-    try:
-        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out", "--collect-atstart=no"]
-        argv += ["--toggle-collect=_operator_call", "--dump-after=_operator_call"]
-        out = subprocess.run(
-            [*argv, sys.executable, "-c", WORKER, url, str(count)],
-            env={**env(src), "PYTHONHASHSEED": "0"},
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"{src} failed: {out.stderr[-2000:]}")
-        dumps = sorted(work.glob("cg.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
-        totals = []
-        for dump in dumps:
-            found = re.search(r"^(?:totals|summary): (\d+)", dump.read_text(errors="replace"), re.M)
-            totals.append(int(found.group(1)) if found else 0)
-        if len(totals) != len(COLUMNS):
-            raise RuntimeError(f"{src}: {len(totals)} dumps, expected {len(COLUMNS)}")
-        return {c: t / count for c, t in zip(COLUMNS, totals, strict=True)}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    totals = callgrind_phases(src, WORKER, [url, str(count)])
+    if len(totals) != len(COLUMNS):
+        raise RuntimeError(f"{src}: {len(totals)} dumps, expected {len(COLUMNS)}")
+    return {c: t / count for c, t in zip(COLUMNS, totals, strict=True)}
 
 
 def main() -> None:

@@ -7,15 +7,17 @@ closed cache read as if it still followed the store, a change in place that a va
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, QoS
+from nbdb.models.types import MACAddress
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -238,3 +240,111 @@ def test_a_valid_change_in_place_of_the_callers_own_object_is_written(db: nbdb.D
     got = db.get(Checked5, db.create(checked).id)
     assert (got.hosts, got.limits) == (["h1", "h2"], {"a": 1, "b": 2})
     assert got.id == checked.id
+
+
+# ---------------------------------------------------------------- the in-place rule, for any change
+
+
+def _all_even(value: list[int]) -> list[int]:
+    if any(n % 2 for n in value):
+        raise ValueError("an odd number")
+    return value
+
+
+class Members6(nbdb.Model):
+    """Containers whose members, or the container as a whole, a validator of their own checks (no model validator)."""
+
+    macs: list[MACAddress] = Field(default_factory=list)
+    mac_set: set[MACAddress] = Field(default_factory=set)
+    counts: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    limits: dict[str, Annotated[int, Field(ge=0, le=9)]] = Field(default_factory=dict)
+    owners: dict[MACAddress, str] = Field(default_factory=dict)
+    evens: Annotated[list[int], AfterValidator(_all_even)] = Field(default_factory=list)
+    plain: list[str] = Field(default_factory=list, max_length=3)
+    maybe_macs: list[MACAddress] | None = None
+
+
+class ModelChecked6(nbdb.Model):
+    """A container the model's validator checks."""
+
+    steps: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sorted(self) -> ModelChecked6:
+        if self.steps != sorted(self.steps):
+            raise ValueError("steps out of order")
+        return self
+
+
+_TEXTS = st.sampled_from(["0a:00:00:00:00:01", "0a:00:00:00:00:02", "0A:00:00:00:00:03", "0a-00-00-00-00-04", "", "x"])
+_INTS = st.sampled_from([-1, 0, 2, 3, 10])
+_MEMBERS = _TEXTS | _INTS
+_CHANGES: dict[type[nbdb.Model], list[str]] = {
+    Members6: ["macs", "mac_set", "counts", "limits", "owners", "evens", "plain", "maybe_macs"],
+    Checked5: ["hosts", "limits"],
+    ModelChecked6: ["steps"],
+}
+
+
+def _valid_as_it_is(obj: nbdb.Model) -> bool:
+    """The rule: the caller's own object is written only if its fields validate again to themselves."""
+    try:
+        return type(obj).__pydantic_validator__.validate_python(obj.__dict__).__dict__ == obj.__dict__
+    except pydantic.ValidationError:
+        return False
+
+
+_CHANGED = st.sampled_from([Members6, Members6, Members6, Checked5, ModelChecked6]).flatmap(
+    lambda model: st.tuples(
+        st.just(model), st.lists(st.tuples(st.sampled_from(_CHANGES[model]), _MEMBERS, _MEMBERS), max_size=3)
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(changed=_CHANGED, built=st.booleans(), optional=st.booleans())
+def test_a_write_of_an_object_changed_in_place_is_refused_exactly_when_its_fields_no_longer_validate(
+    changed: tuple[type[nbdb.Model], list[tuple[str, Any, Any]]], built: bool, optional: bool
+) -> None:
+    # Each kind of check of a change in place (a validator of the members, of the container, of the
+    # field, of the model; texts known to pass as they are, or not), against the rule they all keep:
+    # the write is refused (nothing written) if and only if the object no longer validates to itself;
+    # otherwise it is written as it is, and reads back so on a store of bytes.
+    model, changes = changed
+    seeds = {
+        Members6: {
+            "macs": ["0a:00:00:00:00:01"],
+            "mac_set": {"0a:00:00:00:00:02"},
+            "counts": [1],
+            "limits": {"a": 1},
+            "owners": {"0a:00:00:00:00:01": "o"},
+            "evens": [2],
+            "plain": ["p"],
+            "maybe_macs": ["0a:00:00:00:00:05"] if optional else None,
+        },
+        Checked5: {"name": "c", "hosts": ["h"], "limits": {"a": 1}},
+        ModelChecked6: {"steps": [1, 5]},
+    }[model]
+    for url in ("memory://", "sqlite://"):
+        with nbdb.connect(url) as db:
+            obj = model(**seeds) if built else db.create(model(**seeds)).replace()
+            for name, member, key in changes:
+                target = obj.__dict__[name]
+                if target is None:  # an optional list left None
+                    continue
+                if isinstance(target, dict):
+                    target[key if isinstance(key, str) else str(key)] = member
+                elif isinstance(target, set):
+                    target.add(member)
+                else:
+                    target.append(member)
+            if _valid_as_it_is(obj):
+                written = db.create(obj) if built else db.update(obj)
+                assert db.get(model, obj.id) == written and db.list(model) == [written]
+                assert {n: written.__dict__[n] for n in _CHANGES[model]} == {
+                    n: obj.__dict__[n] for n in _CHANGES[model]
+                }
+            else:
+                with pytest.raises(nbdb.ValidationError, match="cannot be stored"):
+                    db.create(obj) if built else db.update(obj)
+                assert [copy.version for copy in db.list(model)] == ([] if built else [1])  # nothing written

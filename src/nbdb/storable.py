@@ -39,232 +39,99 @@ __all__ = ["FIELD_VALIDATORS", "check_storable", "storable"]
 
 
 def check_storable(obj: Model) -> None:
-    """Refuse ``obj`` (ValidationError) if it holds text no store can hold: a lone surrogate (or bytes not UTF-8).
+    """Refuse ``obj`` (ValidationError) if no store can hold it as it is.
 
-    pydantic's serializer refuses such a string as a value, but writes a map
-    key holding one as U+FFFD characters: another key, silently stored. Every
-    write is checked here (:func:`encode`, and a store that keeps values and
-    never encodes them, ``keeps_values``), so that no store takes what
-    another refuses and no key changes on its way in. It costs a
-    per-class check of each text field's ``isascii()`` (constant time in
-    CPython, ≈ 0.7 µs a port); only a non-ASCII string is encoded to find out.
-    (A length bound on every ``str`` would make pydantic-core check the same
-    at validation, but it cost 8 % more instructions to build or decode a
-    port, on every backend and every read.)
+    pydantic's serializer refuses a lone surrogate in a string as a value, but writes a map
+    key holding one as U+FFFD characters: another key, silently stored. Every write is checked
+    here (:func:`encode`, and a store that keeps values and never encodes them,
+    ``keeps_values``), so that no store takes what another refuses and no key changes on its
+    way in; and so that a list, map or set of the caller's own object, changed in place after
+    it was validated, still holds what its fields and validators accept. One check per model
+    (:func:`_check_of`) costs the common object a loop of ``isascii()`` calls (constant time in
+    CPython); only a non-ASCII string is encoded to find out. (A length bound on every ``str``
+    would make pydantic-core check the text at validation, but it cost 8 % more instructions
+    to build or decode a port, on every backend and every read.)
     """
-    check = _ASCII_CHECKS.get(type(obj))
+    check = _CHECKS.get(type(obj))
     if check is None:
         check_references_resolve(type(obj))  # once per model, at its first write (not cached until it passes)
-        _IN_PLACE_CHECKS[type(obj)] = _in_place_check(type(obj))
-        check = _ASCII_CHECKS[type(obj)] = _ascii_check(type(obj))
+        check = _CHECKS[type(obj)] = _check_of(type(obj))
     fields = obj.__dict__
     verdict = check(fields)
     if verdict is not True:
         _look_closer(obj, fields, verdict)
-    in_place = _IN_PLACE_CHECKS[type(obj)]
-    if in_place is not None:
-        in_place(obj, fields)
 
 
 def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:
-    """:func:`check_storable` of an object whose per-model check did not pass it at a glance."""
-    if not storable(fields):
+    """:func:`check_storable` of an object its model's check did not pass at a glance.
+
+    ``_WRONG`` (a value of another type than its field's, a length its field does not allow)
+    and ``_AGAIN`` (all text ASCII, but a list, map or set a validator must see again) have the
+    model validate the fields again, as they are: models are frozen, their containers are not,
+    and a change in place (``port.external_ids["k"] = 5``, ``port.addresses.append("garbage")``)
+    was stored as it was, and every later read of the record failed.
+    """
+    if verdict is not _AGAIN and not storable(fields):
         raise errors.ValidationError(
             f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode, bytes that are not UTF-8, "
             "a float that is infinite or NaN, or a value JSON cannot hold"
         )
-    if verdict is _WRONG_TYPE:
-        # A list or map of the object changed in place (models are frozen, their containers are not):
-        # `port.external_ids["k"] = 5` was stored as it was, and every later read of it failed.
-        _revalidate(
-            obj,
-            fields,
-            "a value is not what its field holds (changed in place?)",
-            "{} holds a value of another type than its field's (changed in place?)",
-        )
-
-
-_PLAIN = frozenset({list, dict, set})
-"""The containers an object holds as its caller built them (nbdb's stored and decoded copies hold frozen ones)."""
-_GOOD_LIMIT = 65536
-
-
-def _in_place_check(model: type[Model]) -> Callable[[Model, dict[str, Any]], None] | None:
-    """A check that ``model``'s lists, maps and sets still hold what its validators accept; None if none is needed.
-
-    Models are frozen, their containers are not: a caller may change one in place after the object was
-    validated (``port.addresses.append("garbage")``), to a value of the right type that a validator of
-    the field, of its members or of the model refuses. Such a change was written as it was; on a store
-    of bytes every later read of the record failed. The copies nbdb hands out hold frozen containers
-    (they refuse the change), so only a container the caller's own object holds (built, or derived
-    with ``replace()``) is looked at: its members, through a memo of the texts known to pass as they
-    are (an address is validated once per process, not at every create), or the field's own or the
-    model's validators, when it has any.
-    """
-    decorators = model.__pydantic_decorators__
-    whole = bool(decorators.model_validators or decorators.root_validators or decorators.validators)
-    validated = {name for d in decorators.field_validators.values() for name in d.info.fields}
-    through_model: list[str] = []
-    """The fields only the model's validator checks (its own validators, or the field's)."""
-    members: list[tuple[str, Callable[[Any], None]]] = []
-    texts: list[tuple[str, set[Any], Callable[[Any], None]]] = []
-    """The lists and sets of texts a validator checks: each text looked up in its memo first (inline, hot)."""
-    for name in model.nbdb_container_fields:
-        info = model.model_fields[name]
-        if whole or name in validated or "*" in validated:
-            through_model.append(name)
-        elif not all(_harmless(m) for m in info.metadata):
-            members.append((name, _field_check(info)))
-        elif not _container_of_plain(info.annotation):
-            inner = _unwrapped(info.annotation)
-            args = typing.get_args(inner)
-            if typing.get_origin(inner) in (list, set, frozenset) and len(args) == 1 and _unwrapped(args[0]) is str:
-                item, good = _valid_as_is(args[0])
-                texts.append((name, good, item))
-            else:
-                members.append((name, _member_check(info.annotation)))
-    if not through_model and not members and not texts:
-        return None
-    watched = tuple(through_model)
-    if texts:
-        # The texts a constructor or replace() just validated are valid as they are: known good from then
-        # on, the write of a new port finds its addresses known instead of validating them a second time.
-        noted = tuple((name, good) for name, good, _ in texts)
-        VALIDATED[model] = _remember(noted)
-
-    def refused(obj: Model, name: str, exc: Exception) -> errors.ValidationError:
-        detail = (
-            validation_error_of(exc, f"{model.__name__}.{name}") if isinstance(exc, pydantic.ValidationError) else exc
-        )
-        return errors.ValidationError(
-            f"{obj.nbdb_table} {obj.id} cannot be stored: {name} was changed in place to a value its field refuses: "
-            f"{detail}"
-        )
-
-    def check(obj: Model, data: dict[str, Any]) -> None:
-        for name, good, item in texts:
-            value = data[name]
-            if value.__class__ in _PLAIN:
-                for x in value:
-                    if x.__class__ is not str or x not in good:
-                        try:
-                            item(x)
-                        except (pydantic.ValidationError, ValueError) as exc:
-                            raise refused(obj, name, exc) from None
-        for name, checker in members:
-            value = data[name]
-            if value.__class__ in _PLAIN:
-                try:
-                    checker(value)
-                except (pydantic.ValidationError, ValueError) as exc:
-                    raise refused(obj, name, exc) from None
-        for name in watched:
-            if data[name].__class__ in _PLAIN:
-                _revalidate(
-                    obj,
-                    data,
-                    "a list, map or set was changed in place to a value the model refuses",
-                    "{} changed in place to a value its field would not hold as it is",
-                )
-                return
-
-    return check
-
-
-def _remember(noted: tuple[tuple[str, set[Any]], ...]) -> Callable[[dict[str, Any]], None]:
-    """Note the texts of the fields ``noted`` (name, memo) of fields just validated as known good."""
-
-    def remember(data: dict[str, Any]) -> None:
-        for name, good in noted:
-            value = data[name]
-            if value:
-                if len(good) >= _GOOD_LIMIT:
-                    good.clear()  # bounded
-                good.update(value)
-
-    return remember
-
-
-def _revalidate(obj: Model, data: dict[str, Any], refused: str, retyped: str) -> None:
-    """ValidationError unless the fields ``data`` of ``obj`` validate again, as they are, into the model.
-
-    ``refused`` says what the model refused; ``retyped`` (``{}``: the fields) what it would hold
-    only once converted (bytes where text belongs: not what a store of bytes reads back).
-    """
+    if verdict is False:
+        return
     try:
-        valid = type(obj).__pydantic_validator__.validate_python(data).__dict__
+        valid = type(obj).__pydantic_validator__.validate_python(fields).__dict__
     except pydantic.ValidationError as exc:
         raise errors.ValidationError(
-            f"{obj.nbdb_table} {obj.id} cannot be stored: {refused}: {validation_error_of(exc, type(obj).__name__)}"
+            f"{obj.nbdb_table} {obj.id} cannot be stored: a value its field or a validator refuses (changed in "
+            f"place?): {validation_error_of(exc, type(obj).__name__)}"
         ) from None
-    if valid != data:
-        wrong = sorted(name for name, value in valid.items() if data.get(name) != value)
-        raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be stored: " + retyped.format(", ".join(wrong)))
+    if valid != fields:  # bytes where text belongs, a text once normalised: not what a store of bytes reads back
+        wrong = ", ".join(sorted(name for name, value in valid.items() if fields.get(name) != value))
+        raise errors.ValidationError(
+            f"{obj.nbdb_table} {obj.id} cannot be stored: {wrong} valid only once converted or normalised "
+            "(changed in place?)"
+        )
 
 
-def _field_check(info: pydantic.fields.FieldInfo) -> Callable[[Any], None]:
-    """A function raising (ValueError or pydantic's ValidationError) unless a value of the field is valid as it is."""
+def _in_place(model: type[Model], name: str) -> str | None:
+    """What checks that a plain (the caller's) list, map or set of field ``name`` still holds what its
+    validators accept: "model" (only the model validates it again), "texts" (a list or set of texts
+    each known to pass, or the field validated as it is), "field" (the field validated as it is), None
+    (its types and length, which :func:`_check_of` checks anyway)."""
+    decorators = model.__pydantic_decorators__
+    validated = {name for d in decorators.field_validators.values() for name in d.info.fields}
+    if decorators.model_validators or decorators.root_validators or decorators.validators or validated & {name, "*"}:
+        return "model"
+    info = model.model_fields[name]
+    if not all(_harmless(m) for m in info.metadata):
+        return "field"
+    inner = _unwrapped(info.annotation)
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    if origin in (list, set, frozenset, dict) and args and all(_plain_member(arg) for arg in args):
+        return None
+    if origin in (list, set, frozenset) and len(args) == 1 and _unwrapped(args[0]) is str:
+        return "texts"
+    return "field"
+
+
+def _as_it_is(info: pydantic.fields.FieldInfo, known: set[str] | None) -> Callable[[Any], bool]:
+    """Whether a value of the field validates to itself (its texts then ``known``, if given)."""
     annotation: Any = info.annotation
-    adapter = _adapter(typing.Annotated[annotation, *info.metadata] if info.metadata else annotation)
+    validate = _adapter(typing.Annotated[annotation, *info.metadata] if info.metadata else annotation).validate_python
 
-    def as_whole(value: Any) -> None:
-        if adapter.validate_python(value) != value:
-            raise ValueError("not valid as it is")
+    def valid(value: Any) -> bool:
+        try:
+            if validate(value) != value:
+                return False
+        except (pydantic.ValidationError, ValueError):
+            return False
+        if known is not None:
+            if len(known) >= _KNOWN_LIMIT:
+                known.clear()  # bounded
+            known.update(value)
+        return True
 
-    return as_whole
-
-
-def _member_check(annotation: Any) -> Callable[[Any], None]:
-    """:func:`_field_check` of a field of ``annotation`` that constrains its members only (each checked alone)."""
-    inner = _unwrapped(annotation)
-    origin = typing.get_origin(inner)
-    args = typing.get_args(inner)
-    if origin in (list, set, frozenset) and len(args) == 1:
-        item = _valid_as_is(args[0])[0]
-
-        def each(value: Any) -> None:
-            for x in value:
-                item(x)
-
-        return each
-    if origin is dict and len(args) == 2:
-        key = None if _plain_member(args[0]) else _valid_as_is(args[0])[0]
-        val = None if _plain_member(args[1]) else _valid_as_is(args[1])[0]
-
-        def pairs(value: Any) -> None:
-            for k, v in value.items():
-                if key is not None:
-                    key(k)
-                if val is not None:
-                    val(v)
-
-        return pairs
-    adapter = _adapter(annotation)  # a union of containers, Any...: the value as a whole
-
-    def as_whole(value: Any) -> None:
-        if adapter.validate_python(value) != value:
-            raise ValueError("not valid as it is")
-
-    return as_whole
-
-
-def _valid_as_is(annotation: Any) -> tuple[Callable[[Any], None], set[Any]]:
-    """A check that one member of ``annotation`` validates to itself, and the texts known to (it adds those
-    that pass; :func:`_in_place_check` adds those a model's validation just passed)."""
-    adapter = _adapter(annotation)
-    good: set[Any] = set()
-
-    def item(x: Any) -> None:
-        if x.__class__ is str and x in good:
-            return
-        if adapter.validate_python(x) != x:
-            raise ValueError(f"{x!r} is not valid as it is")
-        if x.__class__ is str:
-            if len(good) >= _GOOD_LIMIT:
-                good.clear()  # bounded
-            good.add(x)
-
-    return item, good
+    return valid
 
 
 def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
@@ -273,7 +140,7 @@ def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
 
 def _harmless(item: Any) -> bool:
     """Container-level metadata that replaces no value and refuses none beyond a length (which the per-model
-    check of :func:`_ascii_check` bounds): a length, a reference, a field's description."""
+    check of :func:`_check_of` bounds): a length, a reference, a field's description."""
     if isinstance(item, pydantic.fields.FieldInfo):
         return all(_harmless(inner) for inner in item.metadata)
     if isinstance(item, Reference):
@@ -287,7 +154,7 @@ def _harmless(item: Any) -> bool:
 
 
 def _plain_member(annotation: Any) -> bool:
-    """Whether a member of ``annotation`` is valid whenever it has its type (which :func:`_ascii_check` checks)."""
+    """Whether a member of ``annotation`` is valid whenever it has its type (which :func:`_check_of` checks)."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
@@ -297,16 +164,6 @@ def _plain_member(annotation: Any) -> bool:
     if annotation is type(None):
         return True
     return isinstance(annotation, type) and origin is None and issubclass(annotation, (str, bytes, *_NO_TEXT))
-
-
-def _container_of_plain(annotation: Any) -> bool:
-    """Whether ``annotation`` is a list, set or map (or None) of plain members only."""
-    inner = _unwrapped(annotation)
-    origin = typing.get_origin(inner)
-    args = typing.get_args(inner)
-    if origin in (list, set, frozenset, dict) and args:
-        return all(_plain_member(arg) for arg in args)
-    return False
 
 
 def storable(value: object) -> bool:
@@ -353,60 +210,67 @@ def storable(value: object) -> bool:
     return True
 
 
-_ASCII_CHECKS: dict[type[Model], Callable[[dict[str, Any]], object]] = {}
-_IN_PLACE_CHECKS: dict[type[Model], Callable[[Model, dict[str, Any]], None] | None] = {}
-_WRONG_TYPE = 2
-"""What a model's check answers when a text field holds a value of another type than its annotation's."""
+_CHECKS: dict[type[Model], Callable[[dict[str, Any]], object]] = {}
+_WRONG, _AGAIN = 2, 3
+"""What a model's check answers when the model must validate the fields again (see :func:`_look_closer`)."""
 _NO_TEXT = (bool, int, float, UUID, type(None), enum.Enum)
 FIELD_VALIDATORS = (pydantic.AfterValidator, pydantic.BeforeValidator, pydantic.WrapValidator, pydantic.PlainValidator)
 """pydantic's validators a field's ``Annotated`` metadata may hold."""
 _COLLECTIONS = frozenset({list, tuple, set, frozenset, FrozenList, FrozenSet})
 _CONTAINERS = frozenset({list, dict, set, FrozenList, FrozenDict, FrozenSet})
 """What an object's field may hold that can change in place."""
+_PLAIN = frozenset({list, dict, set})
+"""The containers an object holds as its caller built them (nbdb's stored and decoded copies hold frozen ones)."""
+_KNOWN_LIMIT = 65536
+"""The most texts known to pass kept for a field (then forgotten, all at once)."""
 
 
-def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], object]:
-    """A function of a ``model`` instance's fields: True when all its text is ASCII (False: look closer;
-    ``_WRONG_TYPE``: a text field holds a value of another type, which may be invalid: validate it again;
-    a text that is not ASCII does not end the look for one).
+def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
+    """A function of a ``model`` instance's fields: True when all its text is ASCII and its lists, maps
+    and sets still hold what their fields do (False: :func:`storable` looks at every value; ``_WRONG``:
+    that too, and the model validates the fields again; ``_AGAIN``: the model only; a text that is
+    not ASCII does not end the look for one).
 
-    Written for the model from its annotations: a text field is one
-    ``isascii()``, a list or set of text a loop of them, a map a loop over its
-    keys (and values, if text), a field that holds no text nothing; any other field
-    answers False and :func:`storable` looks at the whole object. A model validator that runs
-    before the fields' own (or around them) may put anything anywhere: its model's fields are all
-    looked at that way; so is a field with validators of its own (a plain validator's value need
-    not be its annotation's, nor validate again).
+    Written for the model from its annotations: a text field is one ``isascii()``, a list or set of
+    text a loop of them, a map a loop over its keys (and values, if text), a field that holds no
+    text nothing; any other field answers False. A model validator that runs before the fields'
+    own (or around them) may put anything anywhere: its model's fields are all looked at that way;
+    so is a field with validators of its own (a plain validator's value need not be its
+    annotation's, nor validate again). A length its field bounds is checked (``lrp.networks.clear()``
+    was stored, and every later read of its table failed on the record). A plain list, map or set,
+    one the caller built or derived and may have changed in place, is checked by what
+    :func:`_in_place` names: each text found among those known to pass (those the constructor and
+    ``replace()`` just validated: ``Model.__init__`` notes them through ``VALIDATED``), or else the
+    field validated as it is; the model's validation, if it or the field has validators of its own.
     """
     decorators = model.__pydantic_decorators__
     trusted = not decorators.root_validators and all(
         d.info.mode == "after" for d in decorators.model_validators.values()
     )
     validated = {name for d in decorators.field_validators.values() for name in d.info.fields}
-    lines = ["def check(d):", "    a = True"]
+    lines = ["def check(d):", "    a = True", "    again = False"]
+    noted = ["def note(d):"]
     scope_names: dict[str, Any] = {
         "COLLECTIONS": _COLLECTIONS,
         "CONTAINERS": _CONTAINERS,
+        "PLAIN": _PLAIN,
         "FrozenDict": FrozenDict,
-        "WRONG": _WRONG_TYPE,
+        "WRONG": _WRONG,
+        "AGAIN": _AGAIN,
+        "LIMIT": _KNOWN_LIMIT,
     }
     for name, field in model.model_fields.items():
         own = name in validated or any(isinstance(m, FIELD_VALIDATORS) for m in field.metadata)
         shape = _text_shape(field.annotation) if trusted and not own else "other"
         bounds = _length_bounds(field)
-        if bounds is not None:
-            # A list, map or set of a bounded length, emptied in place (`lrp.networks.clear()`), was
-            # stored, and every later read of its table failed on the record: its length, checked here,
-            # costs only the models that bound one.
-            lines += [
-                f"    v = d[{name!r}]",
-                f"    if type(v) in CONTAINERS and not {bounds[0]} <= len(v) <= {bounds[1]}: return WRONG"
-                if bounds[1] is not None
-                else f"    if type(v) in CONTAINERS and len(v) < {bounds[0]}: return WRONG",
-            ]
-        if shape == "none":
+        in_place = _in_place(model, name) if name in model.nbdb_container_fields else None
+        if shape == "none" and bounds is None and in_place is None:
             continue
         lines.append(f"    v = d[{name!r}]")
+        if bounds is not None:
+            least, most = bounds
+            within = f"{least} <= len(v)" + ("" if most is None else f" <= {most}")
+            lines.append(f"    if type(v) in CONTAINERS and not {within}: return WRONG")
         if shape == "text":
             lines += [
                 "    if v is not None:",
@@ -445,11 +309,22 @@ def _ascii_check(model: type[Model]) -> Callable[[dict[str, Any]], object]:
                 f"        if type(k) is not str or ({wrong}): return WRONG",
                 "        if not k.isascii(): a = False",
             ]
-        else:
+        elif shape == "other":
             lines.append("    if v is not None: a = False")
-    lines.append("    return a")
+        if in_place == "model":
+            lines.append("    if type(v) in PLAIN: again = True")
+        elif in_place is not None:
+            known: set[str] | None = set() if in_place == "texts" and shape == "texts" else None  # members all text
+            scope_names[f"K_{name}"], scope_names[f"V_{name}"] = known, _as_it_is(field, known)
+            fast = f"K_{name}.issuperset(v) or " if known is not None else ""
+            lines.append(f"    if type(v) in PLAIN and not ({fast}V_{name}(v)): again = True")
+            if known is not None:
+                noted += [f"    if len(K_{name}) >= LIMIT: K_{name}.clear()", f"    K_{name}.update(d[{name!r}] or ())"]
+    lines.append("    return (AGAIN if a else WRONG) if again else a")
     scope: dict[str, Any] = {}
-    exec("\n".join(lines), scope_names, scope)  # code of our own
+    exec("\n".join(lines + noted + ["    pass"]), scope_names, scope)  # code of our own
+    if len(noted) > 1:
+        VALIDATED[model] = scope["note"]
     return cast(Callable[[dict[str, Any]], object], scope["check"])
 
 

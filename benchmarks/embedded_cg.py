@@ -1,0 +1,79 @@
+"""Instructions per object of embedded writes and of a sqlite list, two checkouts in turns, under callgrind.
+
+Each side of each round runs one worker process under callgrind with collection off; each phase
+runs inside ``operator.call`` and callgrind collects only inside that C function
+(``--toggle-collect``) and dumps after it (``--dump-after``), so a phase's dump holds exactly that
+phase's instructions: on ``memory://``, single creates (the port built inside the phase, as the
+bench does), CAS updates (``replace()`` and ``update()``) and creates in transactions of 100 (built
+inside too); on a fresh ``sqlite://`` file, one ``list()`` of the table of ports. Every phase is
+warmed first, outside collection. Runs of one build agree to well under 1 % (hashing seeded),
+which is why this counts instructions rather than timing a shared machine::
+
+    python benchmarks/embedded_cg.py --a /work/main/src --b src --rounds 2
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+
+from abrun import ab_parser, callgrind_phases, in_turns, loadavg
+
+WORKER = r"""
+import operator, sys
+import nbdb
+from nbdb.bench.data import make_port
+from nbdb.bench.workloads.common import populate
+from nbdb.models import LogicalSwitchPort
+
+count, path = int(sys.argv[1]), sys.argv[2]
+names = iter(range(10**9))
+
+with nbdb.connect("memory://") as db:
+    switch, _ = populate(db, 0)
+    for p in [db.create(make_port(switch, next(names))) for _ in range(200)]:
+        db.update(p.replace(up=True))
+    with db.transaction() as t:
+        for _ in range(100):
+            t.create(make_port(switch, next(names)))
+    made = operator.call(lambda: [db.create(make_port(switch, next(names))) for _ in range(count)])
+    operator.call(lambda: [db.update(p.replace(up=not p.up)) for p in made])
+    def txn():
+        for _ in range(count // 100):
+            with db.transaction() as t:
+                for _ in range(100):
+                    t.create(make_port(switch, next(names)))
+    operator.call(txn)
+
+with nbdb.connect("sqlite://" + path) as db:
+    switch, _ = populate(db, 0)
+    with db.transaction() as t:
+        for _ in range(count):
+            t.create(make_port(switch, next(names)))
+    db.list(LogicalSwitchPort)
+    operator.call(lambda: db.list(LogicalSwitchPort))
+"""
+
+PHASES = ("memory create", "memory CAS update", "memory txn100 object", "sqlite list object")
+
+
+def main() -> None:
+    args = ab_parser(__doc__, 2000).parse_args()
+    sides = {"a": args.a, "b": args.b}
+    results: dict[str, list[list[float]]] = {"a": [], "b": []}
+    print(f"load average before: {loadavg()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="nbdb-embedded-cg-") as work:
+        for n, side in in_turns(args.rounds):
+            totals = callgrind_phases(sides[side], WORKER, [str(args.count), f"{work}/{side}{n}.sqlite"])
+            if len(totals) != len(PHASES):
+                raise RuntimeError(f"{sides[side]}: {len(totals)} phases, expected {len(PHASES)}")
+            results[side].append([total / args.count for total in totals])
+            print(f"round {n} {side}: " + "  ".join(f"{t / args.count / 1000:6.1f}k" for t in totals), flush=True)
+    print(f"instructions per object, medians (k), of {', '.join(PHASES)}:")
+    for k, phase in enumerate(PHASES):
+        a, b = (statistics.median(r[k] for r in results[s]) / 1000 for s in ("a", "b"))
+        print(f"  {phase:21} a {a:7.1f}  b {b:7.1f}  b-a {b - a:+6.1f}k  b/a {b / a:5.3f}")
+
+
+if __name__ == "__main__":
+    main()
