@@ -205,9 +205,10 @@ class HazelcastBackend(ChangeLogBackend):
     def call(self, call: Callable[[], T]) -> T:
         """``call()`` past :meth:`_admit`, with Hazelcast's errors translated into nbdb's.
 
-        The gate of every request: each call path sends its first request from inside ``call``
-        (the requests that follow leave from replies, or right after one). A future's result
-        waited for here is translated the same way.
+        The gate of every request but the member-side commit task's (which passes :meth:`_admit`
+        itself): each call path sends its first request from inside ``call`` (the requests that
+        follow leave from replies, or right after one). A future's result waited for here is
+        translated the same way.
         """
         self._admit()
         try:
@@ -216,7 +217,8 @@ class HazelcastBackend(ChangeLogBackend):
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
 
     def _admit(self) -> None:
-        """The one check before a request is sent (in :meth:`call`) or a commit waits its local turn.
+        """The one check before a request is sent (by :meth:`call`, or before a commit task) or while a commit
+        waits for its local turn.
 
         BackendUnavailableError once closed; and once the client has been without the cluster for
         ``timeout``, the client's own refusal (ClientOfflineError: never sent), as OVSDB's session
@@ -318,31 +320,29 @@ class HazelcastBackend(ChangeLogBackend):
         waits for the reactor's 10 ms poll tick (measured: creates of 8 threads went from
         about 200/s to 9/s, and the client never recovered).
         """
-        with self._local_turn(), self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
-            yield held
-
-    @contextmanager
-    def _local_turn(self) -> Iterator[None]:
-        """This thread's turn among the backend's threads to ask for the commit lock, waited for up to ``timeout``.
-
-        Both commit paths take it (see :meth:`_commit_lock`). The holder waits on the cluster: once
-        the client has been without it for ``timeout``, so would we, and :meth:`_admit` refuses.
-        """
         if not self._local_commit.acquire(blocking=False):
-            end = time.monotonic() + self.config.timeout
-            while not self._local_commit.acquire(
-                timeout=max(0.0, min(0.25, self._outage.limit(end) - time.monotonic()))
-            ):
-                self._admit()
-                if time.monotonic() >= end:
-                    raise errors.BackendUnavailableError(
-                        f"hazelcast at {self.config.where}: another commit of this client held the commit lock "
-                        f"for over {self.config.timeout}s"
-                    )
+            self._wait_local_turn()
         try:
-            yield
+            with self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
+                yield held
         finally:
             self._local_commit.release()
+
+    def _wait_local_turn(self) -> None:
+        """Wait up to ``timeout`` for this thread's turn among the backend's threads to ask for the commit lock.
+
+        Both commit paths take the turn (see :meth:`_commit_lock`): ``_local_commit``, tried first
+        without waiting; the caller releases it. The holder waits on the cluster: once the client
+        has been without it for ``timeout``, so would we, and :meth:`_admit` refuses.
+        """
+        end = time.monotonic() + self.config.timeout
+        while not self._local_commit.acquire(timeout=max(0.0, min(0.25, self._outage.limit(end) - time.monotonic()))):
+            self._admit()
+            if time.monotonic() >= end:
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: another commit of this client held the commit lock "
+                    f"for over {self.config.timeout}s"
+                )
 
     @contextmanager
     def _key_lock(self, imap: Any, key: str, lease: float, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
@@ -586,20 +586,24 @@ class HazelcastBackend(ChangeLogBackend):
     def _send_commit_task(self, task: CommitTask) -> list[int] | None:
         """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code."""
         # One thread of this backend sends at a time (see _commit_lock).
-        with self._local_turn():
-            sent = self.call(partial(self._executor.execute_on_key_owner, _COMMIT_LOCK, task))
-            try:
-                return list(sent.result())
-            except hzerrors.HazelcastError as exc:
-                failure = ERRORS.classify(exc, f"at {self.config.where}")
-                if failure.unsent:
-                    raise failure.error from None
-                if isinstance(exc, hzerrors.HazelcastSerializationError) and not self._member_code_present():
-                    # The member refused the task unread (a member that joined without the jar): nothing ran.
-                    return None
-                raise errors.CommitUnknownError(
-                    f"hazelcast at {self.config.where}: the reply to a commit run in the member was lost ({exc})"
-                ) from None
+        if not self._local_commit.acquire(blocking=False):
+            self._wait_local_turn()
+        try:
+            # Not through call(): its failures are classified here (a lost reply may have committed).
+            self._admit()
+            return list(self._executor.execute_on_key_owner(_COMMIT_LOCK, task).result())
+        except hzerrors.HazelcastError as exc:
+            failure = ERRORS.classify(exc, f"at {self.config.where}")
+            if failure.unsent:
+                raise failure.error from None
+            if isinstance(exc, hzerrors.HazelcastSerializationError) and not self._member_code_present():
+                # The member refused the task unread (a member that joined without the jar): nothing ran.
+                return None
+            raise errors.CommitUnknownError(
+                f"hazelcast at {self.config.where}: the reply to a commit run in the member was lost ({exc})"
+            ) from None
+        finally:
+            self._local_commit.release()
 
     def _member_code_present(self) -> bool:
         """Whether the member owning the commit lock runs nbdb's tasks (asked again; off for good if not)."""
