@@ -1,7 +1,8 @@
-"""The retry policy and the exception map (no server)."""
+"""The retry policy, the exception map and the outage rule (no server)."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nbdb
-from nbdb.retry import ErrorRule, ExceptionMap, RetryPolicy
+from nbdb.retry import ErrorRule, ExceptionMap, Outage, RetryPolicy
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -154,3 +155,114 @@ def test_bad_policies_are_refused() -> None:
     for kwargs in ({"attempts": 0}, {"backoff": -1.0}, {"jitter": 2.0}, {"deadline": 0.0}):
         with pytest.raises(nbdb.ValidationError):
             RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the outage rule
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), st.integers(0, 50)),
+        st.tuples(st.just("down"), st.just(0)),
+        st.tuples(st.just("up"), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@given(timeout=st.integers(0, 30), start=st.integers(0, 10**6), steps=_STEPS, deadlines=st.lists(st.integers(-60, 60)))
+def test_an_outage_refuses_once_timeout_old_and_no_call_waits_past_it(
+    timeout: int, start: int, steps: list[tuple[str, int]], deadlines: list[int]
+) -> None:
+    """refuse_now iff down for >= timeout; limit(d) is d while up, min(d, down_since + timeout) while down.
+
+    Whole seconds keep the arithmetic exact; the float test below holds the same without them.
+    """
+    clock = Clock(start)
+    outage = Outage(timeout, clock)
+    since: int | None = None  # the model: when the outage began
+    for op, amount in steps:
+        if op == "advance":
+            clock.now += amount
+        elif op == "down":
+            since = clock.now if since is None else since  # a second loss keeps the outage's start
+            outage.mark_down()
+        else:
+            since = None
+            outage.mark_up()
+        now = clock.now
+        assert outage.down_since == since
+        assert outage.refuse_now() == (since is not None and now - since >= timeout)
+        for offset in deadlines:
+            deadline = now + offset
+            limit = outage.limit(deadline)
+            assert limit <= deadline  # never past the caller's deadline
+            if since is None:
+                assert limit == deadline  # up: the whole deadline
+            else:
+                assert limit <= since + timeout  # never past the outage's timeout
+                assert limit == min(deadline, since + timeout)  # and not cut shorter
+            # A call may still wait (limit ahead) exactly when it is not refused, if its deadline is ahead.
+            if deadline > now:
+                assert (limit <= now) == outage.refuse_now()
+
+
+@given(
+    timeout=st.floats(0, 1e6),
+    since=st.floats(0, 1e9),
+    elapsed=st.floats(0, 1e7),
+    deadline=st.floats(-1e9, 2e9),
+)
+def test_the_limit_and_the_refusal_agree_on_floats(
+    timeout: float, since: float, elapsed: float, deadline: float
+) -> None:
+    clock = Clock(since)
+    outage = Outage(timeout, clock)
+    outage.mark_down()
+    clock.now = since + elapsed
+    limit = outage.limit(deadline)
+    assert limit <= deadline and limit <= since + timeout
+    assert outage.refuse_now() == (outage.limit(math.inf) <= clock.now)
+
+
+def test_an_outage_needs_a_timeout_of_zero_or_more() -> None:
+    for bad in (-1.0, math.nan):
+        with pytest.raises(nbdb.ValidationError):
+            Outage(bad)
+    outage = Outage(0)  # zero: refused as soon as it is down
+    assert not outage.refuse_now()
+    outage.mark_down()
+    assert outage.refuse_now()
+
+
+def test_a_late_mark_down_never_overwrites_a_newer_mark_up() -> None:
+    """The connection's loss and return come from different threads: the one seen last wins."""
+    reading = threading.Event()
+    release = threading.Event()
+
+    def slow_clock() -> float:
+        reading.set()
+        release.wait(5)
+        return 1.0
+
+    outage = Outage(10, slow_clock)
+    down = threading.Thread(target=outage.mark_down)
+    down.start()
+    assert reading.wait(5)  # mark_down has seen "up" and reads the clock...
+    up = threading.Thread(target=outage.mark_up)
+    up.start()  # ...while the connection comes back
+    up.join(0.2)
+    release.set()
+    down.join(5)
+    up.join(5)
+    assert outage.down_since is None

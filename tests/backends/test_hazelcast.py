@@ -169,6 +169,56 @@ def test_a_call_during_a_short_reconnect_waits_for_it(
         assert "during" in {s.name for s in db.list(LogicalSwitch)}
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("member_commit", [False, True])
+def test_once_offline_for_timeout_every_call_fails_at_once_never_sent(
+    server_factory: Callable[..., Server],  # noqa: F811
+    member_commit: bool,
+) -> None:
+    """Once the client has been without the cluster for ``timeout``, every call path is refused unsent, at once.
+
+    Reads, the change log reader's read (what watches and caches call) and commits all fail with
+    BackendUnavailableError (not CommitUnknownError: nothing was sent), within a bound far below
+    the client's own timeout. Before, the log reader sent its reads and only then was refused (the request
+    stayed queued in the client, retried until ``timeout`` and sent on reconnect); and a commit run
+    in the member (the default with nbdb's jar) was not refused at all: it was sent, waited the
+    client's whole ``timeout`` and ended as CommitUnknownError (4 s and 11 requests with timeout=2).
+    """
+    timeout = 3.0
+    server = server_factory("hazelcast")
+    url = f"{server.url}?timeout={timeout}&connect_timeout=1" + ("" if member_commit else "&member_commit=0")
+    with nbdb.connect(url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit == member_commit
+        kept = db.create(LogicalSwitch(name="kept"))
+        reader = backend.open_log_reader()
+        logs = backend.logs_for([backend.layout.objects])
+        assert reader.read(logs, 0, 10).head >= 1  # the reader works before the outage
+        server.members[0].stop()
+        time.sleep(timeout + 1)
+        calls: dict[str, Callable[[], object]] = {
+            "log read": lambda: reader.read(logs, 0, 10),
+            "get": lambda: db.get(LogicalSwitch, kept.id),
+            "list": lambda: db.list(LogicalSwitch),
+            "create": lambda: db.create(LogicalSwitch(name="during")),
+            "update": lambda: db.update(kept.replace(name="during")),
+        }
+        seen: dict[str, tuple[str, float]] = {}
+        for name, call in calls.items():
+            began = time.monotonic()
+            try:
+                call()
+            except errors.NbdbError as exc:
+                seen[name] = (type(exc).__name__, round(time.monotonic() - began, 2))
+            else:
+                seen[name] = ("no error", round(time.monotonic() - began, 2))
+        # A read is refused at once; a commit after its retry policy's few pauses (about 0.6 s in all).
+        bounds = {"log read": 0.5, "get": 0.5, "list": 0.5, "create": 1.5, "update": 1.5}
+        wrong = {n: s for n, s in seen.items() if s[0] != "BackendUnavailableError" or s[1] > bounds[n]}
+        assert not wrong, f"calls after {timeout + 1}s offline (error, seconds): {wrong}"
+
+
 @pytest.mark.timeout(60)
 def test_wrong_cluster_name_is_an_auth_error(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
     url = f"hazelcast://{hazelcast_server.members[0].address}/not-the-secret?connect_timeout=2"

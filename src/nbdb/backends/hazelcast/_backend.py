@@ -49,6 +49,7 @@ from nbdb.families.kv import (
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, refuse_stored_format
+from nbdb.retry import Outage
 
 __all__ = ["HazelcastBackend"]
 
@@ -129,8 +130,8 @@ class HazelcastBackend(ChangeLogBackend):
         self.commit_lock_requests_peak = 0
         """The most commit-lock requests this backend had outstanding at once (1 while threads take turns)."""
         self._executor = client.get_executor("nbdb.commit")
-        self._offline_since: float | None = None
-        """When the client lost its last connection to the cluster (None while it has one): see :meth:`call`."""
+        self._outage = Outage(config.timeout)
+        """Since when the client has been without a connection to the cluster: see :meth:`_admit`."""
         client.lifecycle_service.add_listener(self._on_state)
         self.member_commit = False
         """Whether commits run as nbdb's task in the members (one round trip), as the connect-time probe found."""
@@ -202,35 +203,42 @@ class HazelcastBackend(ChangeLogBackend):
             )
 
     def call(self, call: Callable[[], T]) -> T:
-        """``call()`` with Hazelcast's errors translated into nbdb's (BackendUnavailableError once closed).
+        """``call()`` past :meth:`_admit`, with Hazelcast's errors translated into nbdb's.
 
-        While the client reconnects, a request waits for the connection until ``timeout``. Once the
-        client has been without a connection for ``timeout``, calls fail at once, never sent (as
-        OVSDB's session does): in a long outage each call, and each commit queued behind another,
-        used to wait a whole ``timeout`` of its own (an update behind a create took over 40 s).
+        The gate of every request but the member-side commit task's (which passes :meth:`_admit`
+        itself): each call path sends its first request from inside ``call`` (the requests that
+        follow leave from replies, or right after one). A future's result waited for here is
+        translated the same way.
         """
-        if self._closed:
-            raise errors.BackendUnavailableError("the hazelcast backend is closed")
-        self._refuse_when_long_offline()
+        self._admit()
         try:
             return call()
         except hzerrors.HazelcastError as exc:
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
 
-    def _refuse_when_long_offline(self) -> None:
-        """Raise the client's own refusal (never sent) once it has been without the cluster for ``timeout``."""
-        since = self._offline_since
-        if since is not None and time.monotonic() - since > self.config.timeout:
+    def _admit(self) -> None:
+        """The one check before a request is sent (by :meth:`call`, or before a commit task) or while a commit
+        waits for its local turn.
+
+        BackendUnavailableError once closed; and once the client has been without the cluster for
+        ``timeout``, the client's own refusal (ClientOfflineError: never sent), as OVSDB's session
+        refuses (:class:`nbdb.retry.Outage`). While it has been offline for less, a request waits
+        for the connection (the client retries it until ``timeout``). Without this, in a long
+        outage each call, and each commit queued behind another, waited a whole ``timeout`` of its
+        own (an update behind a create took over 40 s).
+        """
+        if self._closed:
+            raise errors.BackendUnavailableError("the hazelcast backend is closed")
+        if self._outage.refuse_now():
             offline = hzerrors.ClientOfflineError()  # type: ignore[no-untyped-call]
             raise ERRORS.translate(offline, f"at {self.config.where}")
 
     def _on_state(self, state: str) -> None:
         """Follow the client's connection to the cluster (a lifecycle listener)."""
         if state == LifecycleState.DISCONNECTED:
-            if self._offline_since is None:
-                self._offline_since = time.monotonic()
+            self._outage.mark_down()
         elif state == LifecycleState.CONNECTED:
-            self._offline_since = None
+            self._outage.mark_up()
 
     # ---------------------------------------------------------------- reads
 
@@ -260,11 +268,12 @@ class HazelcastBackend(ChangeLogBackend):
             self.remember_token(revision, token)
         else:
             # head first (every commit up to it is applied), then the keys, from its reply callback.
-            pending = self.then_send(
-                self.meta_async.get(HEAD),
-                lambda head: self._send_range(prefixes).continue_with(lambda got: (head.result(), got.result()[1])),
+            head_raw, found = self.call(
+                lambda: self.then_send(
+                    self.meta_async.get(HEAD),
+                    lambda head: self._send_range(prefixes).continue_with(lambda got: (head.result(), got.result()[1])),
+                ).result()
             )
-            head_raw, found = self.call(pending.result)
             revision = decode_head(head_raw)[0]
         out = [
             kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
@@ -311,19 +320,29 @@ class HazelcastBackend(ChangeLogBackend):
         waits for the reactor's 10 ms poll tick (measured: creates of 8 threads went from
         about 200/s to 9/s, and the client never recovered).
         """
-        end = time.monotonic() + self.config.timeout
-        while not self._local_commit.acquire(timeout=max(0.0, min(0.25, end - time.monotonic()))):
-            self._refuse_when_long_offline()  # the holder waits on a cluster that is away: so would we
-            if time.monotonic() >= end:
-                raise errors.BackendUnavailableError(
-                    f"hazelcast at {self.config.where}: another commit of this client held the commit lock "
-                    f"for over {self.config.timeout}s"
-                )
+        if not self._local_commit.acquire(blocking=False):
+            self._wait_local_turn()
         try:
             with self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
                 yield held
         finally:
             self._local_commit.release()
+
+    def _wait_local_turn(self) -> None:
+        """Wait up to ``timeout`` for this thread's turn among the backend's threads to ask for the commit lock.
+
+        Both commit paths take the turn (see :meth:`_commit_lock`): ``_local_commit``, tried first
+        without waiting; the caller releases it. The holder waits on the cluster: once the client
+        has been without it for ``timeout``, so would we, and :meth:`_admit` refuses.
+        """
+        end = time.monotonic() + self.config.timeout
+        while not self._local_commit.acquire(timeout=max(0.0, min(0.25, self._outage.limit(end) - time.monotonic()))):
+            self._admit()
+            if time.monotonic() >= end:
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: another commit of this client held the commit lock "
+                    f"for over {self.config.timeout}s"
+                )
 
     @contextmanager
     def _key_lock(self, imap: Any, key: str, lease: float, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
@@ -338,13 +357,16 @@ class HazelcastBackend(ChangeLogBackend):
         several wake-ups in a row from other threads are what loses one (see
         :meth:`_commit_lock`).
         """
-        self._refuse_when_long_offline()
         counted = imap is self.meta_async and key == _COMMIT_LOCK
-        if counted:
-            with self._lock_requests_guard:
-                self._lock_requests += 1
-                self.commit_lock_requests_peak = max(self.commit_lock_requests_peak, self._lock_requests)
-        pending = imap.lock(key, lease_time=lease)
+
+        def send() -> Any:
+            if counted:
+                with self._lock_requests_guard:
+                    self._lock_requests += 1
+                    self.commit_lock_requests_peak = max(self.commit_lock_requests_peak, self._lock_requests)
+            return imap.lock(key, lease_time=lease)
+
+        pending = self.call(send)
         held = _Held()
         if then is not None:
             follow = then
@@ -563,15 +585,12 @@ class HazelcastBackend(ChangeLogBackend):
 
     def _send_commit_task(self, task: CommitTask) -> list[int] | None:
         """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code."""
-        if self._closed:
-            raise errors.BackendUnavailableError("the hazelcast backend is closed")
         # One thread of this backend sends at a time (see _commit_lock).
-        if not self._local_commit.acquire(timeout=self.config.timeout):
-            raise errors.BackendUnavailableError(
-                f"hazelcast at {self.config.where}: another commit of this client held the commit lock "
-                f"for over {self.config.timeout}s"
-            )
+        if not self._local_commit.acquire(blocking=False):
+            self._wait_local_turn()
         try:
+            # Not through call(): its failures are classified here (a lost reply may have committed).
+            self._admit()
             return list(self._executor.execute_on_key_owner(_COMMIT_LOCK, task).result())
         except hzerrors.HazelcastError as exc:
             failure = ERRORS.classify(exc, f"at {self.config.where}")
@@ -690,13 +709,12 @@ class HazelcastBackend(ChangeLogBackend):
             return False
         token, redo = decode_redo(revision, raw)
         log.info("hazelcast: applying commit %d, decided by a client that did not finish it", revision)
-        try:
-            self.then_send(
+        self.call(
+            lambda: self.then_send(
                 self.meta_async.get(HEAD),
                 lambda _: self._apply_and_publish(redo, head_raw, encode_head(revision, token)),
             ).result()
-        except hzerrors.HazelcastError as exc:
-            raise ERRORS.translate(exc, f"at {self.config.where}") from None
+        )
         return True
 
     def _trim(self, through: int) -> None:

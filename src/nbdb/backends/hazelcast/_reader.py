@@ -35,8 +35,9 @@ class HazelcastLogReader(ChangeLogReader):
         deadline = time.monotonic() + backend.config.timeout
         while True:
             # The entries and the trim mark are asked for from head's reply callback: one round trip
-            # after head, and no second wake-up of the client's reactor from this thread.
-            head_raw, found, trim_raw = backend.call(self._send_read(after, limit).result)
+            # after head, and no second wake-up of the client's reactor from this thread. Sent from
+            # inside the backend's gate: refused unsent once the client has been offline for timeout.
+            head_raw, found, trim_raw = backend.call(lambda: self._send_read(after, limit).result())
             head, head_token = decode_head(head_raw)
             trim = trim_raw if isinstance(trim_raw, int) else 0
             wanted = list(range(after + 1, min(head, after + limit) + 1))

@@ -43,6 +43,7 @@ from nbdb.families.ovsdb.family import TransactLost, TransactNotSent
 from nbdb.families.ovsdb.mapping import Mapping_
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.schema import DatabaseSchema
+from nbdb.retry import Outage
 
 __all__ = ["Session", "canceled", "transact_on"]
 
@@ -118,9 +119,9 @@ class Session:
         self._move_on = False
         """Reconnect to the next remote first (the last one stopped leading, or was behind)."""
         self._stale_since: float | None = None
-        self._down_since: float | None = None
-        """When the connection was lost (None while connected): callers wait for a reconnect until
-        the session has been down for ``target.timeout``, and fail at once after that."""
+        self._outage = Outage(target.timeout)
+        """Since when the session has been without a connection: callers wait for a reconnect until
+        it has been down for ``target.timeout``, and fail at once after that (see ``_connection``)."""
         self.relay = False
         """Whether the server is a relay (set once the ``_Server`` monitor answered)."""
         self.reconnects = 0
@@ -377,8 +378,7 @@ class Session:
                 return
             with self._cond:
                 self._ready = False
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
+                self._outage.mark_down()
             log.info("ovsdb: connection to %s lost; reconnecting", rpc.remote if rpc else self.target.describe())
             self._reconnect()
 
@@ -415,7 +415,7 @@ class Session:
             self._stale_since = None
             with self._cond:
                 self._ready = True
-                self._down_since = None
+                self._outage.mark_up()
                 self._cond.notify_all()
             return
 
@@ -432,8 +432,7 @@ class Session:
             while not self._ready or self._rpc is None or self._rpc.closed.is_set():
                 if self._stop.is_set():
                     raise errors.BackendUnavailableError("the OVSDB backend is closed")
-                limit = deadline if self._down_since is None else min(deadline, self._down_since + self.target.timeout)
-                remaining = limit - time.monotonic()
+                remaining = self._outage.limit(deadline) - time.monotonic()
                 if remaining <= 0:
                     raise TransactNotSent(f"no OVSDB server of {self.target.describe()} for {self.target.timeout}s")
                 self._cond.wait(min(remaining, 0.1))
