@@ -284,8 +284,12 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
                 "        if not v.isascii(): a = False",
             ]
         elif shape == "texts":
+            # Only the class its field's validation gives (or nbdb's frozen copy of it): a tuple, or a set
+            # where a list belongs, put there by model_copy(update=...), passed (and the memo of texts known
+            # decided it: known texts passed, others were refused), and a store of bytes read back another value.
+            scope_names[f"C_{name}"] = _own_collections(field.annotation)
             lines += [
-                "    if type(v) not in COLLECTIONS: return WRONG",
+                f"    if type(v) not in C_{name}: return WRONG",
                 "    for x in v:",
                 "        if type(x) is not str: return WRONG",
                 "        if not x.isascii(): a = False",
@@ -326,6 +330,18 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
     if len(noted) > 1:
         VALIDATED[model] = scope["note"]
     return cast(Callable[[dict[str, Any]], object], scope["check"])
+
+
+def _own_collections(annotation: Any) -> frozenset[type]:
+    """The classes a list or set field of text holds once validated: the plain one, or nbdb's frozen copy of it."""
+    origin = typing.get_origin(_unwrapped(annotation))
+    if origin is list:
+        return frozenset({list, FrozenList})
+    if origin is set:
+        return frozenset({set, FrozenSet})
+    if origin is frozenset:
+        return frozenset({frozenset})
+    return _COLLECTIONS  # a union of them: any
 
 
 def _length_bounds(field: pydantic.fields.FieldInfo) -> tuple[int, int | None] | None:
