@@ -407,3 +407,52 @@ def test_a_copy_with_an_update_holds_its_values_as_validated_and_reads_back_as_w
             assert (copy.mac, copy.networks) == (mac.lower().replace("-", ":"), ["10.0.0.2/24"])
             written = db.create(copy)
             assert db.get(LogicalRouterPort, copy.id) == written == copy.replace(version=1)
+
+
+class Inner6(pydantic.BaseModel):
+    """A plain pydantic model held inside a stored one (pydantic takes an instance as it is)."""
+
+    macs: list[MACAddress] = Field(default_factory=list)
+
+
+class Nested6(nbdb.Model):
+    """Models inside a list, and one alone."""
+
+    inners: list[Inner6] = Field(default_factory=list)
+    inner: Inner6 | None = None
+
+
+def _rebuilds_to_itself(obj: nbdb.Model) -> bool:
+    """The rule, models inside included: its fields, dumped and validated again, are its fields."""
+    try:
+        dumped = obj.model_dump(round_trip=True, warnings=False)
+        return type(obj).__pydantic_validator__.validate_python(dumped).__dict__ == obj.__dict__
+    except pydantic.ValidationError:
+        return False
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    where=st.sampled_from(["inners", "inner"]),
+    member=st.sampled_from(["0a:00:00:00:00:02", "0A:00:00:00:00:02", "garbage", 5]),
+)
+def test_a_model_inside_a_model_changed_in_place_is_refused_exactly_when_it_no_longer_validates(
+    where: str, member: Any
+) -> None:
+    # pydantic never validates a model instance held in a field again: a change in place of one
+    # (outer.inners[0].macs.append("garbage")) was written as it was, and every later read of the
+    # table on a store of bytes failed (CorruptRecordError).
+    for url in ("memory://", "sqlite://"):
+        with nbdb.connect(url) as db:
+            obj = Nested6(inners=[Inner6(macs=["0a:00:00:00:00:01"])], inner=Inner6(macs=["0a:00:00:00:00:01"]))
+            db.create(Nested6(inners=[Inner6()]))  # a valid one is written
+            inner = obj.inners[0] if where == "inners" else obj.inner
+            assert inner is not None
+            inner.macs.append(member)
+            if _rebuilds_to_itself(obj):
+                written = db.create(obj)
+                assert db.get(Nested6, obj.id) == written
+            else:
+                with pytest.raises(nbdb.ValidationError, match="cannot be stored"):
+                    db.create(obj)
+            assert len(db.list(Nested6)) in (1, 2)  # every record still reads
