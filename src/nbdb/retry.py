@@ -268,8 +268,10 @@ class Outage:
     another (OVSDB: a writer behind three others waited 80 s).
 
     The thread that sees the connection go and come back calls :meth:`mark_down` and
-    :meth:`mark_up` (under a lock: a late ``mark_down`` never overwrites a newer ``mark_up``);
-    callers read without a lock: one attribute read, and no clock read while up. ``clock``
+    :meth:`mark_up`, in the order the connection went and came back (under a lock: a second
+    ``mark_down`` never moves the outage's start; the lock does not order them: a ``mark_down``
+    that arrives after a newer ``mark_up`` marks the client down while it is connected); callers
+    read without a lock: one attribute read, and no clock read while up. ``clock``
     gives the time the deadlines are on (``time.monotonic``; tests pass their own).
     """
 

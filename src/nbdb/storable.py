@@ -91,6 +91,14 @@ def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:
             f"{obj.nbdb_table} {obj.id} cannot be stored: {wrong} valid only once converted or normalised "
             "(changed in place?)"
         )
+    # pydantic takes a model (or dataclass) instance inside a field as it is, never validating it again:
+    # ``outer.inners[0].macs.append("garbage")`` was written, and every later read of the table failed.
+    for name, rebuilt in _NESTED.get(type(obj), ()):
+        if fields[name] is not None and not rebuilt(fields[name]):
+            raise errors.ValidationError(
+                f"{obj.nbdb_table} {obj.id} cannot be stored: {name} holds a model or dataclass changed in place "
+                "to a value it refuses, or valid only once converted"
+            )
 
 
 def _in_place(model: type[Model], name: str) -> str | None:
@@ -130,6 +138,29 @@ def _as_it_is(info: pydantic.fields.FieldInfo, known: set[str] | None) -> Callab
                 known.clear()  # bounded
             known.update(value)
         return True
+
+    return valid
+
+
+def _nests_model(annotation: Any) -> bool:
+    """Whether a field of ``annotation`` may hold a pydantic model or a dataclass (at any depth)."""
+    if isinstance(annotation, type) and (
+        issubclass(annotation, pydantic.BaseModel) or dataclasses.is_dataclass(annotation)
+    ):
+        return True
+    return any(_nests_model(arg) for arg in typing.get_args(annotation))
+
+
+def _rebuilt(info: pydantic.fields.FieldInfo) -> Callable[[Any], bool]:
+    """Whether a value of the field validates to itself once dumped (its models and dataclasses rebuilt)."""
+    annotation: Any = info.annotation
+    adapter = pydantic.TypeAdapter(typing.Annotated[annotation, *info.metadata] if info.metadata else annotation)
+
+    def valid(value: Any) -> bool:
+        try:
+            return bool(adapter.validate_python(adapter.dump_python(value, round_trip=True, warnings=False)) == value)
+        except (pydantic.ValidationError, PydanticSerializationError, ValueError, TypeError):
+            return False
 
     return valid
 
@@ -211,6 +242,8 @@ def storable(value: object) -> bool:
 
 
 _CHECKS: dict[type[Model], Callable[[dict[str, Any]], object]] = {}
+_NESTED: dict[type[Model], tuple[tuple[str, Callable[[Any], bool]], ...]] = {}
+"""The fields of a model that may hold a model or dataclass, each with its check (see :func:`_look_closer`)."""
 _WRONG, _AGAIN = 2, 3
 """What a model's check answers when the model must validate the fields again (see :func:`_look_closer`)."""
 _NO_TEXT = (bool, int, float, UUID, type(None), enum.Enum)
@@ -250,6 +283,7 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
     validated = {name for d in decorators.field_validators.values() for name in d.info.fields}
     lines = ["def check(d):", "    a = True", "    again = False"]
     noted = ["def note(d):"]
+    nested: list[tuple[str, Callable[[Any], bool]]] = []
     scope_names: dict[str, Any] = {
         "COLLECTIONS": _COLLECTIONS,
         "CONTAINERS": _CONTAINERS,
@@ -264,6 +298,9 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
         shape = _text_shape(field.annotation) if trusted and not own else "other"
         bounds = _length_bounds(field)
         in_place = _in_place(model, name) if name in model.nbdb_container_fields else None
+        if _nests_model(field.annotation):
+            nested.append((name, _rebuilt(field)))
+            lines += [f"    if d[{name!r}] is not None: again = True"]
         if shape == "none" and bounds is None and in_place is None:
             continue
         lines.append(f"    v = d[{name!r}]")
@@ -284,8 +321,12 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
                 "        if not v.isascii(): a = False",
             ]
         elif shape == "texts":
+            # Only the class its field's validation gives (or nbdb's frozen copy of it): a tuple, or a set
+            # where a list belongs, put there by model_copy(update=...), passed (and the memo of texts known
+            # decided it: known texts passed, others were refused), and a store of bytes read back another value.
+            scope_names[f"C_{name}"] = _own_collections(field.annotation)
             lines += [
-                "    if type(v) not in COLLECTIONS: return WRONG",
+                f"    if type(v) not in C_{name}: return WRONG",
                 "    for x in v:",
                 "        if type(x) is not str: return WRONG",
                 "        if not x.isascii(): a = False",
@@ -325,7 +366,21 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
     exec("\n".join(lines + noted + ["    pass"]), scope_names, scope)  # code of our own
     if len(noted) > 1:
         VALIDATED[model] = scope["note"]
+    if nested:
+        _NESTED[model] = tuple(nested)
     return cast(Callable[[dict[str, Any]], object], scope["check"])
+
+
+def _own_collections(annotation: Any) -> frozenset[type]:
+    """The classes a list or set field of text holds once validated: the plain one, or nbdb's frozen copy of it."""
+    origin = typing.get_origin(_unwrapped(annotation))
+    if origin is list:
+        return frozenset({list, FrozenList})
+    if origin is set:
+        return frozenset({set, FrozenSet})
+    if origin is frozenset:
+        return frozenset({frozenset})
+    return _COLLECTIONS  # a union of them: any
 
 
 def _length_bounds(field: pydantic.fields.FieldInfo) -> tuple[int, int | None] | None:

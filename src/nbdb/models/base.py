@@ -369,7 +369,7 @@ class Model(BaseModel):
         return new  # type: ignore[no-any-return]
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """pydantic's copy (``update`` is not validated: prefer :meth:`replace`), keeping the stored lineage.
+        """pydantic's copy, ``update`` validated as :meth:`replace` validates it, keeping the stored lineage.
 
         A stored copy derives its stored references and unique values from
         its fields: a copy whose ``update`` sets one of those fields keeps
@@ -380,9 +380,12 @@ class Model(BaseModel):
             # pydantic does not validate ``update``: a copy holding a value its field cannot hold was
             # stored as it was (see model_construct).
             try:
-                self.__pydantic_validator__.validate_python(copy.__dict__)
+                valid = self.__pydantic_validator__.validate_python(copy.__dict__).__dict__
             except pydantic.ValidationError as exc:
                 raise validation_error_of(exc, type(self).__name__) from None
+            # ...and holds them as validated: a MAC given as "0A-00-..." was written as given, and a store of
+            # bytes read back "0a:00:..." (the constructor and replace() keep what validation returns).
+            copy.__dict__.update({name: valid[name] for name in update if name in valid})
         if lineage_is_own(self):
             if update and not self.nbdb_lineage_fields.isdisjoint(update):
                 lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
