@@ -111,9 +111,14 @@ class ReplicaStream(RecordStream):
         return True
 
     def hand_over(self) -> None:
-        """On the thread that applied a transaction to the replica: give the sink what it has not had yet."""
-        if not self._halted and not self._closed:
-            self._hand_over(in_poll=False)
+        """On the thread that applied a transaction to the replica: give the sink what it has not had yet (once
+        halted: wake ``poll`` to)."""
+        if self._closed:
+            return
+        if self._halted:
+            self._wake.set()
+            return
+        self._hand_over(in_poll=False)
 
     def _hand_over(self, in_poll: bool) -> None:
         replica = self._replica
