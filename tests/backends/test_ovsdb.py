@@ -392,3 +392,90 @@ def test_a_row_another_client_wrote_that_the_model_refuses_is_a_corrupt_record(s
             cold = fresh.cache(LogicalSwitchPort)
             assert eventually(lambda: key in cold.corrupt, timeout=10)
             assert {p.id for p in cold.list(LogicalSwitchPort)} == {good.id, after.id}
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_with_a_sink_gets_every_change_on_the_applying_thread_in_order(db: nbdb.Database) -> None:
+    """The shared watch's sink is handed each transaction's changes by the connection's I/O thread.
+
+    No thread wakes to poll them (one wake less per change): ``poll`` returns [], every
+    change reaches the sink once, in commit order, a transaction's changes in one hand-over.
+    """
+    backend = db.backend
+    stream = backend.watch(["LogicalSwitch"], None, backend.current_revision())
+    given: list[tuple[str, list[tuple[uuid.UUID, bool]], int]] = []
+
+    def sink(changes: list[Any], revision: int) -> None:
+        assert all(c.revision <= revision for c in changes)
+        given.append((threading.current_thread().name, [(c.id, c.new is None) for c in changes], revision))
+
+    assert stream.deliver_to(sink)
+    stop = threading.Event()
+    polled: list[Any] = []
+
+    def pump() -> None:  # what the Database's shared watch does beside the sink
+        while not stop.is_set():
+            polled.extend(stream.poll(0.1))
+
+    thread = threading.Thread(target=pump)
+    thread.start()
+    try:
+        expected: list[tuple[uuid.UUID, bool]] = []
+        made = [db.create(LogicalSwitch(name=f"sink-{uuid.uuid4().hex[:8]}")) for _ in range(5)]
+        expected += [(s.id, False) for s in made]
+        for s in made[:2]:
+            expected.append((db.update(s.replace(name=s.name + "-u")).id, False))
+        with db.transaction() as txn:
+            together = [txn.create(LogicalSwitch(name=f"sink-t{i}-{uuid.uuid4().hex[:8]}")) for i in range(3)]
+        expected += sorted(((t.id, False) for t in together), key=lambda c: str(c[0]))
+        db.delete(made[4])
+        expected.append((made[4].id, True))
+        final = backend.current_revision()
+        assert eventually(lambda: stream.revision >= final, timeout=20)
+    finally:
+        stop.set()
+        thread.join()
+        stream.close()
+    assert polled == []  # everything went to the sink
+    assert [change for _, changes, _ in given for change in changes] == expected
+    assert any({c for c, _ in changes} == {t.id for t in together} for _, changes, _ in given)
+    assert all(name.startswith("nbdb-ovsdb-io") for name, _, _ in given)
+
+
+class _SinkBroke(Exception):
+    pass
+
+
+@pytest.mark.timeout(60)
+def test_a_sink_that_fails_on_the_applying_thread_is_handed_over_again_by_poll(db: nbdb.Database) -> None:
+    """A sink's failure on the I/O thread neither breaks the connection nor loses a change: ``poll`` hands over
+    from where the sink stands, in order, and from then on only ``poll`` does; one that keeps failing is raised
+    there."""
+    backend = db.backend
+    stream = backend.watch(["LogicalSwitch"], None, backend.current_revision())
+    given: list[tuple[uuid.UUID, str]] = []
+    fails = [1]
+
+    def sink(changes: list[Any], revision: int) -> None:
+        if fails[0]:
+            fails[0] -= 1
+            raise _SinkBroke("the sink's first call fails")
+        given.extend((c.id, threading.current_thread().name) for c in changes)
+
+    assert stream.deliver_to(sink)
+    try:
+        first = db.create(LogicalSwitch(name=f"first-{uuid.uuid4().hex[:8]}"))
+        second = db.create(LogicalSwitch(name=f"second-{uuid.uuid4().hex[:8]}"))
+        deadline = time.monotonic() + 20
+        while len(given) < 2 and time.monotonic() < deadline:
+            assert stream.poll(0.2) == []
+        assert [i for i, _ in given] == [first.id, second.id]
+        assert all(not name.startswith("nbdb-ovsdb-io") for _, name in given)  # both through poll, in order
+        assert db.get(LogicalSwitch, second.id).name == second.name  # the connection lives on
+        fails[0] = 10**6
+        db.create(LogicalSwitch(name=f"third-{uuid.uuid4().hex[:8]}"))
+        with pytest.raises(_SinkBroke):
+            while time.monotonic() < deadline + 20:
+                stream.poll(0.2)
+    finally:
+        stream.close()

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
@@ -53,6 +53,15 @@ HISTORY = 10_000
 _WRITTEN_LIMIT = 4096
 """Rows rendered by plans and not yet seen again that :meth:`Replica.expect` keeps at most (the oldest go
 first; one commit's rows are all kept, however many)."""
+
+
+class Sink(Protocol):
+    """A stream that takes its changes on the applying thread (see :meth:`Replica.add_sink`)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def hand_over(self) -> None: ...
 
 
 class RevisionClock:
@@ -259,6 +268,8 @@ class Replica:
         self._written: OrderedDict[RefKey, Written] = OrderedDict()
         """Key -> a row as a commit of this client wrote it, its parents, document and wire form (see
         :meth:`expect`), oldest first."""
+        self._sinks: list[Sink] = []
+        """Streams handed their changes by the thread that applies each transaction (see :meth:`add_sink`)."""
         self._wires: OrderedDict[RefKey, bytes] = OrderedDict()
         """Key -> the wire form of a row that reads as a commit of this client wrote it (see
         :meth:`stored_wire`), as :func:`.rows.to_keep` keeps it: kept from that commit's plan until
@@ -318,6 +329,26 @@ class Replica:
         for _ in range(len(kept) - max(_WRITTEN_LIMIT, len(written))):
             kept.popitem(last=False)
 
+    def add_sink(self, stream: Sink) -> None:
+        """Hand ``stream`` its changes from the thread that applies each transaction, once applied.
+
+        That thread calls ``stream.hand_over()`` after each :meth:`apply` and
+        :meth:`resync`, outside ``cond`` (a closed stream is dropped).
+        """
+        with self.cond:
+            self._sinks = [s for s in self._sinks if not s.closed] + [stream]
+
+    def _hand_over(self) -> None:
+        """Give each sink stream the changes just applied (the applying thread, not under ``cond``)."""
+        sinks = self._sinks
+        if not sinks:
+            return
+        for stream in sinks:
+            stream.hand_over()
+        if any(s.closed for s in sinks):
+            with self.cond:
+                self._sinks = [s for s in self._sinks if not s.closed]
+
     # ---------------------------------------------------------------- the monitor's side
 
     def apply(self, db: str, updates: Mapping[str, Any], *, synthetic: bool = False, txn: str | None = None) -> None:
@@ -351,6 +382,7 @@ class Replica:
             self._settle(db, touched, synthetic)
             if txn is not None:
                 self.last_txn[db] = txn
+        self._hand_over()
 
     def resync(self, db: str, updates: Mapping[str, Any], txn: str | None = None) -> None:
         """The whole state of ``db`` (after the monitor could not resume): applied as the exact difference."""
@@ -378,6 +410,7 @@ class Replica:
             self._settle(db, touched, db in self.synced)
             if txn is not None:
                 self.last_txn[db] = txn
+        self._hand_over()
 
     def behind(self, db: str, updates: Mapping[str, Any]) -> str | None:
         """Why a whole state of ``db`` (``initial`` rows) is older than this replica (None: not as far as it shows).
