@@ -198,11 +198,9 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         try:
             parsed = validate(data)
         except pydantic.ValidationError as exc:
-            if exact is not None:  # the model's own checks say what is wrong (the fast ones may word it otherwise)
-                exc = _exact_error(exact, data) or exc
-            known = _known_fields(model, validate, data, exc)
-            if known is None:
-                append(_invalid(model, table, listed, exc))
+            known = _checked_again(model, validate, exact, data, exc)
+            if isinstance(known, pydantic.ValidationError):
+                append(_invalid(model, table, listed, known))
                 continue
             parsed, unknown = known
         fields = parsed[0] if bare else parsed.__dict__
@@ -252,13 +250,22 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
     return out
 
 
-def _exact_error(exact: Any, data: bytes) -> pydantic.ValidationError | None:
-    """The error the model's own field checks find in ``data`` (None if they take it: the fast ones are no looser)."""
-    try:
-        exact(data)
-    except pydantic.ValidationError as exc:
-        return exc
-    return None
+def _checked_again(
+    model: type[M], validate: Any, exact: Any, data: bytes, exc: pydantic.ValidationError
+) -> tuple[Any, dict[str, Any] | None] | pydantic.ValidationError:
+    """What a record ``validate`` refused is: its fields (and a newer model's, see :func:`_known_fields`), or the error.
+
+    Decided by the model's own checks (``exact``) where ``validate`` has fast
+    ones (see :func:`_with_canonical_patterns`): the same values, but an error
+    worded otherwise; and were they ever stricter, the record is still read.
+    """
+    if exact is not None:
+        try:
+            return exact(data), None
+        except pydantic.ValidationError as again:
+            exc = again
+    known = _known_fields(model, exact or validate, data, exc)
+    return exc if known is None else known
 
 
 def _known_fields(
