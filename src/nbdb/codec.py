@@ -477,7 +477,9 @@ def _fields_validator(model: type[Model], fast: bool = False) -> tuple[Any, bool
     checks the same fields the same way and returns ``(fields, extra, fields
     set)``. Only a model whose schema is that node and nothing around it (no
     model validator, custom ``__init__``, ``model_post_init``, root model)
-    takes it; any other keeps the model's validator.
+    takes it; any other keeps the model's validator. With ``fast``, strings
+    with a canonical pattern are checked by it first (see
+    :func:`_with_canonical_patterns`); the second item says whether any was.
     """
     schema = copy.deepcopy(model.__pydantic_core_schema__)
     found = _model_node(schema, model)
