@@ -13,7 +13,8 @@ readers read without a lock (see :meth:`nbdb.Cache.find`).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Any
 from uuid import UUID
 
@@ -116,8 +117,11 @@ def index(indexes: Indexes, obj: Item, nulls: Collection[str] = ()) -> None:
 
 
 _ID_INT = attrgetter("id.int")
-_PLAIN = frozenset({str, int, UUID, type(None)})
+_NONE = type(None)
+_PLAIN = frozenset({str, int, UUID, _NONE})
 """Value types :func:`index_all` groups as they are (anything else is indexed one object at a time)."""
+_ID_KINDS = frozenset({UUID, _NONE})
+_INT = attrgetter("int")
 
 
 def index_all(indexes: Indexes, objs: Sequence[Item], nulls: Collection[str] = ()) -> None:
@@ -128,10 +132,9 @@ def index_all(indexes: Indexes, objs: Sequence[Item], nulls: Collection[str] = (
     a field whose values are all None (and not indexed as None) is passed
     over in one C call; a field whose values are all different (a name)
     fills its buckets in one call; a field whose values many objects share
-    (a port's switch) groups them by the value *object* first (a reference
-    is one shared id per target, see :mod:`nbdb.codec`: its identity is
-    hashed in C, a UUID's own ``__hash__`` is Python), then looks each
-    value up once. Collections, other types and buckets that already hold
+    (a port's switch) groups them first, ids by their integer and other
+    values by the value *object* (both hashed in C, a UUID's own
+    ``__hash__`` is Python), then looks each value up once. Collections, other types and buckets that already hold
     something take :func:`index`'s way. ``objs`` holds each id once.
     """
     if not objs:
@@ -141,10 +144,12 @@ def index_all(indexes: Indexes, objs: Sequence[Item], nulls: Collection[str] = (
     for field, buckets in indexes.items():
         values = list(map(attrgetter(field), objs))
         keep_none = field in nulls
-        nones = values.count(None)
+        kinds = set(map(type, values))
+        # Counted by identity: list.count(None) calls UUID's __eq__ (Python) on every id.
+        nones = sum(map(is_, values, repeat(None))) if _NONE in kinds else 0
         if nones == count and not keep_none:
             continue
-        if buckets or not _PLAIN.issuperset(map(type, values)):
+        if buckets or not _PLAIN.issuperset(kinds):
             for value, key, obj in zip(values, keys, objs, strict=True):
                 if value is None:
                     if keep_none:
@@ -155,19 +160,27 @@ def index_all(indexes: Indexes, objs: Sequence[Item], nulls: Collection[str] = (
                 else:
                     _add_one(buckets, value, key, obj)
             continue
-        if keep_none or not nones:
+        # Ids are grouped by their integers, the rest by the identity of the value object: a UUID's
+        # __hash__ is Python, an int's and an identity's are C (equal ids held as distinct objects,
+        # as stored copies of the memory backend hold them, make one group; one per target).
+        if kinds <= _ID_KINDS:
+            idents: list[Any] = list(map(_INT, values)) if not nones else [v if v is None else v.int for v in values]
+            distinct = len(set(idents)) == count
+        else:
+            idents, distinct = list(map(id, values)), True
+        if (keep_none or not nones) and distinct:
             unique = dict(zip(values, objs, strict=True))
             if len(unique) == count:  # every value held by one object
                 buckets.update(unique)
                 continue
-        groups: dict[int, dict[int, Item]] = {}  # id(value) -> the objects holding that very value object
-        for ident, key, obj in zip(map(id, values), keys, objs, strict=True):
+        groups: dict[Any, dict[int, Item]] = {}  # the value's group key -> the objects holding that value
+        for ident, key, obj in zip(idents, keys, objs, strict=True):
             group = groups.get(ident)
             if group is None:
                 groups[ident] = {key: obj}
             else:
                 group[key] = obj
-        held = dict(zip(map(id, values), values, strict=True))  # the value object of each identity
+        held = dict(zip(idents, values, strict=True))  # a value object of each group
         for ident, group in groups.items():
             value = held[ident]
             if value is None and not keep_none:

@@ -44,6 +44,9 @@ __all__ = [
     "lineage_is_own",
     "may_hold_container",
     "model_for_table",
+    "set_extra",
+    "set_fields_set",
+    "set_private",
     "validation_error_of",
 ]
 
@@ -551,9 +554,10 @@ class Model(BaseModel):
             yield value
 
 
-_set_fields_set = slot_setter(BaseModel, "__pydantic_fields_set__")
-_set_extra = slot_setter(BaseModel, "__pydantic_extra__")
-_set_private = slot_setter(BaseModel, "__pydantic_private__")
+_set_fields_set = set_fields_set = slot_setter(BaseModel, "__pydantic_fields_set__")
+_set_extra = set_extra = slot_setter(BaseModel, "__pydantic_extra__")
+_set_private = set_private = slot_setter(BaseModel, "__pydantic_private__")
+"""Set a model instance's pydantic slot, bypassing ``__setattr__`` (for the copies nbdb builds: stored, decoded)."""
 
 
 _SHARED_LIMIT = 4096

@@ -119,6 +119,11 @@ def _lsp_address(value: str) -> str:
     return _lsp_address_parsed(value)
 
 
+# A decode checks the entries this pattern matches in pydantic-core, without a call of this function (see
+# nbdb.codec._fields_validator): every string it matches whole, the function returns unchanged.
+_lsp_address.__nbdb_canonical__ = _CANONICAL_ADDRESS  # type: ignore[attr-defined]
+
+
 def _lsp_address_parsed(value: str) -> str:
     """:func:`_lsp_address`'s answer, by parsing every form."""
     tokens = value.split()
