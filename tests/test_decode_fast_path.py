@@ -26,7 +26,7 @@ import nbdb
 from nbdb import codec
 from nbdb.models.base import Model, validation_error_of
 from nbdb.models.ovn import LogicalSwitch, LogicalSwitchPort
-from nbdb.models.types import _CANONICAL_ADDRESS
+from nbdb.models.types import _CANONICAL_ADDRESS, LSPAddress
 from nbdb.spi import Record
 
 _PORT_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -201,3 +201,29 @@ def test_a_canonical_pattern_decodes_as_the_models_check_or_is_left_out(model: t
         assert str(got) == expected
     else:
         assert got == expected.model_copy(update={"version": 2})
+
+
+class _UpperNic(Model):
+    """A model whose config upper-cases every string before its checks (pydantic's ``str_to_upper``)."""
+
+    nbdb_table: ClassVar[str] = "DecodeUpperNic"
+    model_config = pydantic.ConfigDict(str_to_upper=True)
+
+    addresses: list[LSPAddress] = pydantic.Field(default_factory=list)
+    word: Annotated[str, pydantic.AfterValidator(_lower_word)] = "a"
+
+
+@pytest.mark.parametrize("entry", ["0a:00:00:00:00:01 10.0.0.1", "0A:00:00:00:00:01 10.0.0.1"])
+def test_a_config_that_changes_strings_before_the_check_decodes_as_the_models_validator_does(entry: str) -> None:
+    # pydantic-core upper-cases a string after its pattern matched it: the canonical pattern's answer would be
+    # the upper-cased text, where the model's check (given the upper-cased text) returns it in lower case.
+    obj = _UpperNic(addresses=[entry], word="w")
+    assert obj.addresses == ["0a:00:00:00:00:01 10.0.0.1"]
+    document = json.loads(codec.encode(obj))
+    document["word"] = "abc"
+    data = json.dumps(document).encode()
+    record = Record(_UpperNic.nbdb_table, obj.id, obj.topic, 2, data, None)
+    expected = _UpperNic.__pydantic_validator__.validate_json(data)
+    (got,) = codec.decode_each(_UpperNic, [record])
+    assert got == expected.model_copy(update={"version": 2})
+    assert codec.decode(_UpperNic, record, share=False) == got

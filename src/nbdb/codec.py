@@ -489,7 +489,14 @@ def _fields_validator(model: type[Model], fast: bool = False) -> tuple[Any, bool
     if node.get("custom_init") or node.get("root_model") or node.get("post_init") or fields.get("computed_fields"):
         return None
     config = node.get("config")
-    if fast and (config or {}).get("regex_engine", "rust-regex") == "rust-regex":
+    settings = config or {}
+    # pydantic-core changes a string (to upper or lower case, stripped) after its pattern matched it, and
+    # before the function sees it: the pattern's answer could then differ from the function's.
+    if (
+        fast
+        and settings.get("regex_engine", "rust-regex") == "rust-regex"
+        and not any(settings.get(name) for name in _STR_CHANGES)
+    ):
         plain = copy.deepcopy(fields)
         if _with_canonical_patterns(fields):
             try:
@@ -502,6 +509,10 @@ def _fields_validator(model: type[Model], fast: bool = False) -> tuple[Any, bool
     except Exception:  # a schema pydantic-core will not take apart (a definition it refers to): the model's
         log.debug("codec: %s decodes through its model validator", model.__name__, exc_info=True)
         return None
+
+
+_STR_CHANGES = ("str_to_upper", "str_to_lower", "str_strip_whitespace")
+"""Config settings under which pydantic-core hands a validator function another string than a pattern checked."""
 
 
 def _with_canonical_patterns(schema: object) -> bool:

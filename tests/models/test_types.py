@@ -176,3 +176,34 @@ def test_validation_error_lists_every_problem() -> None:
         LogicalSwitchPort(switch="nope", name="", tag=5000)
     locs = {e["loc"][0] for e in info.value.errors}
     assert locs == {"switch", "name", "tag"}
+
+
+_IPV4_TEXT = st.from_regex(types._IPV4, fullmatch=True)
+_SPOILERS = st.sampled_from(["\n", "\r", " ", "\u0660", "\u0661", "\u0669", "\uff11", "0", "9", "."])
+
+
+@given(
+    st.one_of(
+        _IPV4_TEXT,
+        st.tuples(_IPV4_TEXT, st.integers(0, 15), _SPOILERS).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] :]),
+        st.tuples(_IPV4_TEXT, st.integers(0, 15), _SPOILERS).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]),
+    )
+)
+def test_an_ip_is_taken_exactly_when_ipaddress_takes_it_and_as_it_spells_it(text: str) -> None:
+    # A trailing newline ("10.0.0.1\n", read from a file) or a non-ASCII digit ("10.0.0.\u0661") is no address:
+    # the canonical IPv4 shortcut must not let through what the parse refuses.
+    try:
+        expected: str | None = str(ipaddress.ip_address(text))
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = LogicalRouterStaticRoute(router=SW, ip_prefix="10.0.0.0/8", nexthop=text).nexthop
+    except nbdb.ValidationError:
+        got = None
+    assert got == expected
+
+
+@pytest.mark.parametrize("mac", ["0a:00:00:00:00:01\n", "0A:00:00:00:00:01\n"])
+def test_a_mac_with_a_trailing_newline_is_refused(mac: str) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        LogicalRouterPort(router=SW, name="rp", mac=mac, networks=["10.0.0.1/24"])

@@ -29,20 +29,24 @@ __all__ = [
     "VlanTag",
 ]
 
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+# Matched whole (fullmatch): ``$`` after ``match`` also matches before a trailing newline.
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
 
 
 def _mac(value: str) -> str:
-    if not _MAC_RE.match(value):
+    if not _MAC_RE.fullmatch(value):
         raise ValueError(f"not a MAC address: {value!r} (want six hex pairs, like 0a:00:00:00:00:01)")
     return value.lower().replace("-", ":")
 
 
-_IPV4_RE = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
+# ASCII digits only (``\d`` takes any Unicode digit, which ipaddress refuses), matched whole (see _MAC_RE).
+_IPV4_RE = re.compile(
+    r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+)
 
 
 def _ip(value: str) -> str:
-    if _IPV4_RE.match(value):
+    if _IPV4_RE.fullmatch(value):
         return value  # already canonical dotted quad: skip ipaddress (hot on every decode)
     try:
         return str(ipaddress.ip_address(value))
