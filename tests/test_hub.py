@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Sequence
+from contextlib import ExitStack
 
 import pytest
 
@@ -14,6 +15,7 @@ from nbdb.conformance.kit import eventually
 from nbdb.hub import WatchHub
 from nbdb.models import LogicalRouter, LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import RecordChange, RecordStream
+from nbdb.testing.servers import start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -243,13 +245,15 @@ class _Breaking(RecordStream):
         self._inner.close()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite", "etcd"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "etcd", "ovsdb"])
 def test_an_unexpected_error_in_the_shared_stream_does_not_stop_the_caches(
     kind: str, url_of: Callable[[str], str]
 ) -> None:
     # The shared watch's thread caught nbdb errors only: anything else a stream or its reader raised
     # ended it, and every cache of the Database stopped receiving changes, without an error or a re-list.
-    with nbdb.connect(url_of(kind)) as db:
+    with ExitStack() as stack:
+        url = stack.enter_context(start_server("ovsdb")).url if kind == "ovsdb" else url_of(kind)
+        db = stack.enter_context(nbdb.connect(url))
         real_watch = db.backend.watch
         armed = [False]
 
