@@ -505,3 +505,47 @@ def test_a_decode_runs_a_models_own_validator_and_post_init() -> None:
     _PostInit.seen.clear()
     assert decode(_PostInit, _record(built), share=False).n == 7
     assert _PostInit.seen == [7]
+
+
+_RAISED: list[type[Exception]] = [RuntimeError]
+
+
+class _RaisingValidator(Model):
+    """A model whose validator raises, on the name "boom", whatever exception class the test chose."""
+
+    nbdb_table: ClassVar[str] = "CodecRaisingValidator"
+
+    name: str
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _boom(cls, value: str) -> str:
+        if value == "boom":
+            raise _RAISED[0]("the validator does not take this name")
+        return value
+
+
+@settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(
+        [RuntimeError, KeyError, TypeError, AttributeError, IndexError, LookupError, ZeroDivisionError, OSError]
+    ),
+    batch=st.integers(min_value=0, max_value=3),
+)
+def test_any_exception_a_validator_raises_on_a_stored_record_makes_it_corrupt(
+    kind: type[Exception], batch: int
+) -> None:
+    # pydantic turns a validator's ValueError or AssertionError into a ValidationError and lets every
+    # other exception through as it is: on a record another writer stored, it escaped decode, a get,
+    # a list, a watch's poll and a cache's apply, instead of a CorruptRecordError.
+    _RAISED[0] = kind
+    good = [_RaisingValidator(name=f"ok{i}") for i in range(batch)]
+    bad = _RaisingValidator(name="fine")
+    records = [Record(o.nbdb_table, o.id, None, 1, encode(o)) for o in good]
+    broken = Record(bad.nbdb_table, bad.id, None, 1, encode(bad).replace(b'"fine"', b'"boom"'))
+    with pytest.raises(nbdb.CorruptRecordError) as raised:
+        decode(_RaisingValidator, broken)
+    assert type(raised.value.__cause__) is kind
+    got = decode_each(_RaisingValidator, [*records, broken, *records])
+    assert isinstance(got[batch], nbdb.CorruptRecordError) and type(got[batch].__cause__) is kind
+    assert [o.name for o in got if isinstance(o, Model)] == [o.name for o in good] * 2

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from contextlib import ExitStack
 
 import pytest
 
@@ -13,7 +14,8 @@ from nbdb.backends.memory import MemoryBackend
 from nbdb.conformance.kit import eventually
 from nbdb.hub import WatchHub
 from nbdb.models import LogicalRouter, LogicalSwitch, LogicalSwitchPort
-from nbdb.spi import RecordStream
+from nbdb.spi import RecordChange, RecordStream
+from nbdb.testing.servers import start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -208,3 +210,66 @@ def test_a_cache_is_synced_only_once_its_stream_is_open() -> None:
             assert cache.wait_for(port, 10)
         finally:
             backend.gate.set()
+
+
+class _Breaking(RecordStream):
+    """A real store's stream whose hand-over raises a bug's exception (not an nbdb error) until re-opened.
+
+    On a stream that hands changes to a sink from its reader (etcd's), the sink raises there, and again when
+    poll hands the queued changes over; on the others, poll raises once it has read changes.
+    """
+
+    def __init__(self, inner: RecordStream, armed: list[bool]) -> None:
+        self._inner = inner
+        self._armed = armed
+
+    @property
+    def revision(self) -> int:
+        return self._inner.revision
+
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        changes = self._inner.poll(timeout)
+        if changes and self._armed[0]:
+            raise KeyError("a bug in the stream's hand-over")
+        return changes
+
+    def deliver_to(self, sink: Callable[[list[RecordChange], int], None]) -> bool:
+        def breaking(changes: list[RecordChange], revision: int) -> None:
+            if changes and self._armed[0]:
+                raise KeyError("a bug in the sink, on the reader thread")
+            sink(changes, revision)
+
+        return self._inner.deliver_to(breaking)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "etcd", "ovsdb"])
+def test_an_unexpected_error_in_the_shared_stream_does_not_stop_the_caches(
+    kind: str, url_of: Callable[[str], str]
+) -> None:
+    # The shared watch's thread caught nbdb errors only: anything else a stream or its reader raised
+    # ended it, and every cache of the Database stopped receiving changes, without an error or a re-list.
+    with ExitStack() as stack:
+        url = stack.enter_context(start_server("ovsdb")).url if kind == "ovsdb" else url_of(kind)
+        db = stack.enter_context(nbdb.connect(url))
+        real_watch = db.backend.watch
+        armed = [False]
+
+        def watch(tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
+            stream = _Breaking(real_watch(tables, topics, since), list(armed))
+            armed[0] = False  # the first stream opened after the fault is armed breaks; the next one works
+            return stream
+
+        db.backend.watch = watch  # type: ignore[method-assign]
+        armed[0] = True
+        caches = [db.cache(LogicalSwitch), db.cache(LogicalSwitch, topics=["t"])]
+        for cache in caches:
+            assert cache.wait_synced(10)
+        made = [db.create(LogicalSwitch(name=f"s{i}", topic="t")) for i in range(5)]
+        for cache in caches:
+            assert eventually(lambda c=cache: all(c.get(LogicalSwitch, s.id) is not None for s in made), timeout=15)
+        later = db.create(LogicalSwitch(name="later", topic="t"))
+        for cache in caches:
+            assert eventually(lambda c=cache: c.get(LogicalSwitch, later.id) is not None, timeout=15)

@@ -198,11 +198,21 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         try:
             parsed = validate(data)
         except pydantic.ValidationError as exc:
-            known = _checked_again(model, validate, exact, data, exc)
+            try:
+                known = _checked_again(model, validate, exact, data, exc)
+            except Exception as raised:
+                append(_raised(model, table, listed, raised))
+                continue
             if isinstance(known, pydantic.ValidationError):
                 append(_invalid(model, table, listed, known))
                 continue
             parsed, unknown = known
+        except Exception as raised:
+            # A user's validator raised what pydantic lets through as it is (RuntimeError, KeyError,
+            # TypeError...) on a value another writer stored: the record is not one this model reads,
+            # as any other it refuses. Raised, it killed the watch or the cache that met it.
+            append(_raised(model, table, listed, raised))
+            continue
         fields = parsed[0] if bare else parsed.__dict__
         if fields["id"].int != listed.int or fields["topic"] != topic:
             append(_misplaced(table, listed, topic, fields))
@@ -386,6 +396,15 @@ def _invalid(model: type[Model], table: str, id: UUID, exc: pydantic.ValidationE
         f"stored {table} {id} is not a valid {model.__name__}: {validation_error_of(exc, model.__name__)}",
         table=table,
     )
+
+
+def _raised(model: type[Model], table: str, id: UUID, exc: Exception) -> errors.CorruptRecordError:
+    corrupt = errors.CorruptRecordError(
+        f"stored {table} {id} is not a valid {model.__name__}: its validation raised {type(exc).__name__}: {exc}",
+        table=table,
+    )
+    corrupt.__cause__ = exc
+    return corrupt
 
 
 def _unversioned(table: str, id: UUID, version: object) -> errors.CorruptRecordError:

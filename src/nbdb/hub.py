@@ -222,6 +222,9 @@ class WatchHub:
                 except errors.NbdbError as exc:
                     backoff = self._fail("cannot open the stream", exc, backoff)
                     continue
+                except Exception as exc:
+                    backoff = self._fail("opening the stream raised unexpectedly", exc, backoff)
+                    continue
                 with self._cond:
                     self._stream = opened
                     self._opens_done = number
@@ -239,6 +242,12 @@ class WatchHub:
                 continue
             except errors.NbdbError as exc:
                 backoff = self._fail("the stream failed", exc, backoff)
+                continue
+            except Exception as exc:
+                # A bug in a backend's stream or its reader (a sink it hands changes to): it must not end
+                # this thread, or every cache of the Database stops receiving changes without a word. The
+                # stream re-opens from the revision every change up to which is buffered: nothing is missed.
+                backoff = self._fail("the stream raised unexpectedly", exc, backoff)
                 continue
             backoff = 0.05
             with self._cond:
@@ -286,9 +295,12 @@ class WatchHub:
             self._drop_stream()
             self._cond.notify_all()
 
-    def _fail(self, what: str, exc: errors.NbdbError, pause: float) -> float:
+    def _fail(self, what: str, exc: Exception, pause: float) -> float:
         """Re-open after ``pause`` seconds; the next pause (doubled, at most 5 s)."""
-        log.warning("watch hub: %s, re-opening in %.2fs: %s", what, pause, exc)
+        if isinstance(exc, errors.NbdbError):
+            log.warning("watch hub: %s, re-opening in %.2fs: %s", what, pause, exc)
+        else:
+            log.error("watch hub: %s, re-opening in %.2fs", what, pause, exc_info=exc)
         with self._cond:
             self._reopen = True
             self._open_failures += 1

@@ -13,12 +13,22 @@ from contextlib import contextmanager
 from typing import Annotated, ClassVar
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nbdb.models.base import Model, Reference
 from nbdb.spi import Backend, RecordChange, RecordStream
 
-__all__ = ["KitChild", "KitCounter", "KitGroup", "KitNamed", "KitNote", "KitParent", "eventually", "held_watches"]
+__all__ = [
+    "RAISING_NAME",
+    "KitChild",
+    "KitCounter",
+    "KitGroup",
+    "KitNamed",
+    "KitNote",
+    "KitParent",
+    "eventually",
+    "held_watches",
+]
 
 
 class KitParent(Model):
@@ -29,6 +39,19 @@ class KitParent(Model):
 
     name: str
     size: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _raises_on_a_name(cls, value: str) -> str:
+        # A user's validator may raise what pydantic lets through as it is (not a ValueError): a record
+        # another writer stored with such a value must be corrupt to a reader, not kill its watch or cache.
+        if value == RAISING_NAME:
+            raise RuntimeError(f"a KitParent named {RAISING_NAME!r} makes its validator raise")
+        return value
+
+
+RAISING_NAME = "kit: the validator raises on this name"
+"""A name :class:`KitParent`'s validator raises RuntimeError on (see test_corrupt)."""
 
 
 class KitChild(Model):

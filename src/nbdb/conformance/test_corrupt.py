@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import nbdb
-from nbdb.conformance.kit import KitParent, eventually
+from nbdb.conformance.kit import RAISING_NAME, KitParent, eventually
 from nbdb.testing.strategies import newer_fields
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
@@ -82,6 +82,42 @@ def test_cache_loads_around_corrupt_records(db: nbdb.Database) -> None:
         assert cache.get(KitParent, good.id) == good
         assert cache.get(KitParent, bad.id) is None
         assert (KitParent.nbdb_table, bad.id) in cache.corrupt
+
+
+def test_a_validator_that_raises_is_a_corrupt_record_and_kills_no_watch_nor_cache(db: nbdb.Database) -> None:
+    # Another writer (an older or newer controller) stored a value this model's validator does not take,
+    # and it raised RuntimeError rather than ValueError: the record is corrupt to this reader, like any
+    # other. It killed the shared watch of every cache of the Database (and a watch's poll) for good.
+    victim = db.create(KitParent(name="victim"))
+    watch_reports: list[nbdb.CorruptRecordError] = []
+    cache_reports: list[nbdb.CorruptRecordError] = []
+    with (
+        db.watch(KitParent, on_error=watch_reports.append) as watch,
+        db.cache(KitParent, on_error=cache_reports.append) as cache,
+    ):
+        assert cache.wait_synced(15)
+        raising = json.loads(KitParent.model_dump_json(victim, exclude={"version"})) | {"name": RAISING_NAME}
+        _corrupt(db, victim, json.dumps(raising).encode())
+        after = [db.create(KitParent(name=f"after-{i}")) for i in range(3)]
+        events: list[nbdb.ChangeEvent[nbdb.Model]] = []
+        deadline = time.monotonic() + 15
+        while len(events) < len(after) and time.monotonic() < deadline:
+            events += watch.poll(0.2)
+        assert [e.new.id for e in events if e.new] == [p.id for p in after]
+        assert eventually(lambda: all(cache.get(KitParent, p.id) is not None for p in after))
+        assert cache.get(KitParent, victim.id) == victim
+        assert (KitParent.nbdb_table, victim.id) in cache.corrupt
+        assert cache.relists == 0  # reported and skipped, not a re-list that meets it again and again
+        assert eventually(lambda: len(cache_reports) == 1)
+        assert len(watch_reports) == 1 and isinstance(watch_reports[0].__cause__, RuntimeError)
+        later = db.create(KitParent(name="later"))
+        assert eventually(lambda: cache.get(KitParent, later.id) is not None)
+    with pytest.raises(nbdb.CorruptRecordError) as raised:
+        db.get(KitParent, victim.id)
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    with pytest.raises(nbdb.CorruptRecordError):
+        db.list(KitParent)
+    assert victim.id not in {p.id for p in db.list(KitParent, skip_corrupt=True)}
 
 
 _NEWER = newer_fields(KitParent)
