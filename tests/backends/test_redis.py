@@ -1416,3 +1416,56 @@ def test_batched_reads_answer_as_single_reads_and_survive_an_error_reply(url: st
             assert backend.get_keys(keys) == [single[k] for k in keys]
         finally:
             client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_change_log_entry_another_writer_added_without_a_token_is_lost_history(db: nbdb.Database) -> None:
+    """Its missing token field ('t') was a KeyError out of every watch of the namespace: an
+    untyped crash, where a damaged entry is history lost (HistoryGoneError: a cache re-lists)."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        first = db.create(LogicalSwitch(name="first"))
+        with db.watch(LogicalSwitch) as watch, db.cache(LogicalSwitch, shared=False) as cache:
+            assert cache.wait_synced(15)
+            log = f"{backend.root}log"
+            top = int(client.xrevrange(log, count=1)[0][0].split(b"-")[0])
+            client.xadd(log, {"x": "1"}, id=f"{top + 1}-0")
+            with pytest.raises(nbdb.HistoryGoneError):
+                for _ in range(40):
+                    watch.poll(0.25)
+            later = db.create(LogicalSwitch(name="later"))
+            assert eventually(lambda: cache.get(LogicalSwitch, later.id) == later)
+            assert cache.get(LogicalSwitch, first.id) == first
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ahead", ["next", "star"], ids=["at-the-next-revision", "auto-id"])
+def test_a_change_log_entry_another_writer_added_ahead_of_the_counter_does_not_half_apply_commits(
+    db: nbdb.Database, ahead: str
+) -> None:
+    """Its stream id at or past the next revision failed each commit's XADD after the commit's writes
+    (a Lua script is not undone): the create raised BackendUnavailableError yet was stored, no
+    watcher or cache saw it, and with an auto id ('*', milliseconds) every later commit did the same."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        first = db.create(LogicalSwitch(name="first"))
+        with db.cache(LogicalSwitch, shared=False) as cache:
+            assert cache.wait_synced(15)
+            log = f"{backend.root}log"
+            top = int(client.xrevrange(log, count=1)[0][0].split(b"-")[0])
+            client.xadd(log, {"t": "foreign"}, id=f"{top + 1}-0" if ahead == "next" else "*")
+            made = [db.create(LogicalSwitch(name=f"made{i}")) for i in range(3)]
+            moved = db.update(first.model_copy(update={"name": "moved"}))
+            want = sorted([moved, *made], key=lambda s: s.name)
+            assert sorted(db.list(LogicalSwitch), key=lambda s: s.name) == want
+            assert eventually(lambda: sorted(cache.list(LogicalSwitch), key=lambda s: s.name) == want)
+    finally:
+        client.close()
