@@ -1470,3 +1470,26 @@ def test_a_change_log_entry_another_writer_added_ahead_of_the_counter_does_not_h
             assert eventually(lambda: sorted(cache.list(LogicalSwitch), key=lambda s: s.name) == want)
     finally:
         client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_reverse_reference_another_writer_added_with_a_short_value_is_a_corrupt_record(db: nbdb.Database) -> None:
+    """Its value, too short for the script's struct.unpack, failed the delete of the target with a Lua
+    error as BackendUnavailableError (a transient failure, retried): it is foreign data, and the delete
+    writes nothing."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        switch = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+        referrers = f"{backend.root}k:{backend.layout.referrers(('LogicalSwitch', switch.id))}"
+        client.hset(referrers, "junk", "zz")
+        db.delete(port)
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.delete(switch)
+        assert db.get(LogicalSwitch, switch.id) == switch
+        assert db.create(LogicalSwitchPort(switch=switch, name="q")).name == "q"
+    finally:
+        client.close()
