@@ -336,3 +336,29 @@ def test_ovsdbapp_and_nbdb_write_and_read_the_same_database(ovn: dict[str, Any],
             db.get(LogicalSwitchPort, mine.id)
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("garbage", ["abc", "-5"], ids=["text", "negative"])
+def test_a_version_marker_another_writer_damaged_neither_turns_the_version_back_nor_ends_watches(garbage: str) -> None:
+    """``nbdb:version`` set to garbage by ovn-nbctl was read as 0: a client that had not seen the row
+    read it back at version 1, and nbdb's next write of it looked like several commits in one update
+    (a merged catch-up), which ended every plain watch of the database with HistoryGoneError.
+    (A server of its own: ovn-northd writes ports too, which would race the versions.)"""
+    with OvsdbServer() as nb, nbdb.connect(nb.url) as db:
+        switch = db.create(LogicalSwitch(name="vm"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="vm-p"))
+        port = db.update(port.replace(up=True))
+        port = db.update(port.replace(up=False))
+        assert port.version == 3
+        with db.watch(LogicalSwitchPort) as watch:
+            nbctl({"nb": nb}, "set", "Logical_Switch_Port", str(port.id), f'external_ids:"nbdb:version"="{garbage}"')
+            with nbdb.connect(nb.url) as fresh:
+                assert fresh.get(LogicalSwitchPort, port.id).version == 3
+            moved = db.update(port.replace(up=True))
+            assert moved.version == 4
+            seen: list[Any] = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(e.new is not None and e.new.version == 4 for e in seen):
+                seen += watch.poll(0.25)
+            watch.poll(0.5)  # a merged catch-up raises after the changes it stopped at
+            assert [e.new.version for e in seen if e.new is not None and e.new.id == port.id] == [4]

@@ -257,12 +257,13 @@ def test_every_write_is_one_script_call_and_topics_join_logs_once(db: nbdb.Datab
         made: list[LogicalSwitchPort] = []
         # Stored format 2's budget (format 1: 21, 10, 21); see "Commits" in docs/backends/redis.md.
         # A delete releases its unique claim and reverse reference unread (15 calls before); a create
-        # reads its object hash and claim, both expected absent, with one EXISTS (15 before).
+        # reads its object hash and claim, both expected absent, with one EXISTS (15 before). Each
+        # commit asks 'log' for an entry at or past its revision before writing (one call more).
         assert (
-            inside(lambda: made.append(db.create(LogicalSwitchPort(switch=switch, name="p", topic="tenant-a")))) <= 14
+            inside(lambda: made.append(db.create(LogicalSwitchPort(switch=switch, name="p", topic="tenant-a")))) <= 15
         )
-        assert inside(lambda: made.append(db.update(made[0].replace(up=True)))) <= 8
-        assert inside(lambda: db.delete(made[1])) <= 13
+        assert inside(lambda: made.append(db.update(made[0].replace(up=True)))) <= 9
+        assert inside(lambda: db.delete(made[1])) <= 14
         assert scripts() - before == 3
         # A referenced object: the commit finds its referrer prefix not empty, then the delete reads it.
         db.create(LogicalSwitchPort(switch=switch, name="q", topic="tenant-a"))
@@ -297,8 +298,8 @@ def test_a_transaction_of_creates_reads_absent_keys_at_once_and_adds_a_directory
         before = _data_calls(client)
         with db.transaction() as txn:
             ports = [txn.create(LogicalSwitchPort(switch=switch, name=f"p{i}", topic="tenant-a")) for i in range(20)]
-        # 2 per object (the object's hash, its claim) and at most 12 for the commit (5 per object before).
-        assert _data_calls(client) - before <= 2 * 20 + 12
+        # 2 per object (the object's hash, its claim) and at most 13 for the commit (5 per object before).
+        assert _data_calls(client) - before <= 2 * 20 + 13
         members = client.smembers(backend.root + f"d:o/tenant-a/{LogicalSwitchPort.__name__}/")
         assert {m.decode() for m in members} >= {str(p.id) for p in ports}
         # A name already claimed: the commit reads each key, fails, and writes nothing.
@@ -1416,3 +1417,79 @@ def test_batched_reads_answer_as_single_reads_and_survive_an_error_reply(url: st
             assert backend.get_keys(keys) == [single[k] for k in keys]
         finally:
             client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_change_log_entry_another_writer_added_without_a_token_is_lost_history(db: nbdb.Database) -> None:
+    """Its missing token field ('t') was a KeyError out of every watch of the namespace: an
+    untyped crash, where a damaged entry is history lost (HistoryGoneError: a cache re-lists)."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        first = db.create(LogicalSwitch(name="first"))
+        with db.watch(LogicalSwitch) as watch, db.cache(LogicalSwitch, shared=False) as cache:
+            assert cache.wait_synced(15)
+            log = f"{backend.root}log"
+            top = int(client.xrevrange(log, count=1)[0][0].split(b"-")[0])
+            client.xadd(log, {"x": "1"}, id=f"{top + 1}-0")
+            with pytest.raises(nbdb.HistoryGoneError):
+                for _ in range(40):
+                    watch.poll(0.25)
+            later = db.create(LogicalSwitch(name="later"))
+            assert eventually(lambda: cache.get(LogicalSwitch, later.id) == later)
+            assert cache.get(LogicalSwitch, first.id) == first
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ahead", ["next", "star"], ids=["at-the-next-revision", "auto-id"])
+def test_a_change_log_entry_another_writer_added_ahead_of_the_counter_does_not_half_apply_commits(
+    db: nbdb.Database, ahead: str
+) -> None:
+    """Its stream id at or past the next revision failed each commit's XADD after the commit's writes
+    (a Lua script is not undone): the create raised BackendUnavailableError yet was stored, no
+    watcher or cache saw it, and with an auto id ('*', milliseconds) every later commit did the same."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        first = db.create(LogicalSwitch(name="first"))
+        with db.cache(LogicalSwitch, shared=False) as cache:
+            assert cache.wait_synced(15)
+            log = f"{backend.root}log"
+            top = int(client.xrevrange(log, count=1)[0][0].split(b"-")[0])
+            client.xadd(log, {"t": "foreign"}, id=f"{top + 1}-0" if ahead == "next" else "*")
+            made = [db.create(LogicalSwitch(name=f"made{i}")) for i in range(3)]
+            moved = db.update(first.model_copy(update={"name": "moved"}))
+            want = sorted([moved, *made], key=lambda s: s.name)
+            assert sorted(db.list(LogicalSwitch), key=lambda s: s.name) == want
+            assert eventually(lambda: sorted(cache.list(LogicalSwitch), key=lambda s: s.name) == want)
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_reverse_reference_another_writer_added_with_a_short_value_is_a_corrupt_record(db: nbdb.Database) -> None:
+    """Its value, too short for the script's struct.unpack, failed the delete of the target with a Lua
+    error as BackendUnavailableError (a transient failure, retried): it is foreign data, and the delete
+    writes nothing."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        switch = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+        referrers = f"{backend.root}k:{backend.layout.referrers(('LogicalSwitch', switch.id))}"
+        client.hset(referrers, "junk", "zz")
+        db.delete(port)
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.delete(switch)
+        assert db.get(LogicalSwitch, switch.id) == switch
+        assert db.create(LogicalSwitchPort(switch=switch, name="q")).name == "q"
+    finally:
+        client.close()

@@ -51,6 +51,10 @@ ERRORS = ExceptionMap(
                   unsent=True),
         ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=("wrongtype",),
                   message="a key of the nbdb namespace holds foreign data"),
+        # A script's struct.unpack of a value another writer put there (a reverse-reference hash's
+        # field): raised in the read phase, before any write. It was a BackendUnavailableError.
+        ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=("data string too short",),
+                  message="a key of the nbdb namespace holds foreign data"),
     ],
 )  # fmt: skip
 """How redis-py's exceptions become nbdb errors, and which may be retried."""

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from nbdb import errors
 from nbdb.backends.redis.connection import text as _s
 from nbdb.families.pubsub import ChangeLogReader, LogEntry, LogRead, decode_changes
 
@@ -41,8 +42,16 @@ class RedisLogReader(ChangeLogReader):
             batch = []
             for entry_id, fields in items:
                 revision = int(entry_id.split(b"-")[0])
-                values = dict(zip(fields[::2], fields[1::2], strict=True))
-                batch.append(LogEntry(revision, _s(values[b"t"]), decode_changes(values.get(b"c", b""), revision)))
+                values = dict(zip(fields[::2], fields[1::2], strict=False))
+                token = values.get(b"t")
+                if token is None:
+                    # Another writer's entry (nbdb's always has its token): like a damaged change
+                    # record, it cannot be delivered, so the history is lost from there. A KeyError
+                    # here killed every watch of the namespace, untyped.
+                    raise errors.HistoryGoneError(
+                        f"the change log entry of revision {revision} in {_s(name)!r} is damaged (no token)"
+                    )
+                batch.append(LogEntry(revision, _s(token), decode_changes(values.get(b"c", b""), revision)))
             key = _s(name)
             entries[key] = batch
             if len(batch) >= limit:

@@ -176,11 +176,22 @@ class VersionBook:
 
 
 def written_version(ext: Mapping[str, str]) -> int:
-    """The version nbdb's last write of a row stored in its ``external_ids`` (0: none, or garbage)."""
+    """The version nbdb's last write of a row stored in its ``external_ids`` (0: none).
+
+    Another writer's garbage there (not a number, or negative) falls back to the newest version
+    of the row's token window (``nbdb:txn``), which nbdb's writes push with it. Read as 0, it
+    turned the row's version back to 1 for a client that had not seen it, and made the next nbdb
+    write of the row look like several commits in one update: a merged catch-up, which ended every
+    plain watch of the database with HistoryGoneError.
+    """
     try:
-        return int(ext.get(EXT_VERSION, "0"))
+        version = int(ext.get(EXT_VERSION, "0"))
     except ValueError:
-        return 0
+        version = -1
+    if version < 0:
+        window = parse_window(ext.get(EXT_TXN))
+        return max((v for _token, v in window), default=0)
+    return version
 
 
 def parse_window(text: str | None) -> list[tuple[str, int]]:
