@@ -63,6 +63,17 @@ def callgrind_phases(src: str, worker: str, args: list[str], timeout: float = 18
         shutil.rmtree(work, ignore_errors=True)
 
 
+def callgrind_total(src: str, worker: str, args: list[str], timeout: float = 3600) -> int:
+    """Run ``worker`` (Python source) with ``args`` on ``src``'s nbdb under callgrind: its whole run's instructions."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", worker, *args]
+        subprocess.run(argv, env=env(src), check=True, capture_output=True, timeout=timeout)
+        summary = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
+        assert summary is not None
+        return int(summary.group(1))
+
+
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages."""
     return " ".join(Path("/proc/loadavg").read_text().split(" ", 3)[:3])

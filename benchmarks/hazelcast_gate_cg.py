@@ -17,13 +17,8 @@ paths read; both sides' attributes are set, so the script runs against either ch
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
-from abrun import env
+from abrun import callgrind_total
 
 WORKER = r"""
 import sys, threading
@@ -57,16 +52,7 @@ PIECES = [("call", "call()"), ("task", "commit task send")]
 
 
 def _instructions(src: str, piece: str, count: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cg.out"
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", WORKER, piece,
-             str(count)],
-            env=env(src), check=True, capture_output=True, timeout=1800,
-        )  # fmt: skip
-        summary = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
-        assert summary is not None
-        return int(summary.group(1))
+    return callgrind_total(src, WORKER, [piece, str(count)], timeout=1800)
 
 
 def main() -> None:

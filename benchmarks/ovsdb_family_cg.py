@@ -17,13 +17,9 @@ Instructions per op are the difference between consecutive steps::
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-from abrun import env
+from abrun import callgrind_total
 
 WORKER = r"""
 import json, sys, time, uuid
@@ -87,16 +83,7 @@ STEPS = [("", None), ("c", "create"), ("cu", "update"), ("cud", "delete"), ("cud
 
 
 def _instructions(src: str, steps: str, count: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cg.out"
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", WORKER, steps or "-",
-             str(count), str(PLAY)],
-            env=env(src), check=True, capture_output=True, timeout=3600,
-        )  # fmt: skip
-        summary = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
-        assert summary is not None
-        return int(summary.group(1))
+    return callgrind_total(src, WORKER, [steps or "-", str(count), str(PLAY)])
 
 
 def main() -> None:
