@@ -302,6 +302,17 @@ def _valid_as_it_is(obj: nbdb.Model) -> bool:
     return valid == obj.__dict__ and _classes(valid) == _classes(obj.__dict__)
 
 
+def _created_exactly_when(db: nbdb.Database, obj: nbdb.Model, valid: bool) -> None:
+    """``db.create(obj)`` writes ``obj`` as it reads back if ``valid``, else is refused with nothing written."""
+    if valid:
+        written = db.create(obj)
+        assert db.get(type(obj), obj.id) == written
+    else:
+        with pytest.raises(nbdb.ValidationError, match="cannot be stored"):
+            db.create(obj)
+        assert obj.id not in {copy.id for copy in db.list(type(obj))}  # nothing written
+
+
 def _classes(fields: dict[str, Any]) -> dict[str, type]:
     frozen = {FrozenList: list, FrozenDict: dict, FrozenSet: set}
     return {name: frozen.get(type(value), type(value)) for name, value in fields.items()}
@@ -402,13 +413,7 @@ def test_a_container_of_another_class_is_refused_whatever_texts_are_known(
             # with a pydantic serializer warning ("Expected `set[str]`"); a tuple in a list field was refused.
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
-                if _valid_as_it_is(obj):
-                    written = db.create(obj)
-                    assert db.get(Texts6, obj.id) == written
-                else:
-                    with pytest.raises(nbdb.ValidationError, match="cannot be stored"):
-                        db.create(obj)
-                    assert obj.id not in {copy.id for copy in db.list(Texts6)}  # nothing written
+                _created_exactly_when(db, obj, _valid_as_it_is(obj))
 
 
 @dataclasses.dataclass
@@ -507,10 +512,5 @@ def test_a_model_inside_a_model_changed_in_place_is_refused_exactly_when_it_no_l
             inner = obj.inners[0] if where == "inners" else obj.inner
             assert inner is not None
             inner.macs.append(member)
-            if _rebuilds_to_itself(obj):
-                written = db.create(obj)
-                assert db.get(Nested6, obj.id) == written
-            else:
-                with pytest.raises(nbdb.ValidationError, match="cannot be stored"):
-                    db.create(obj)
+            _created_exactly_when(db, obj, _rebuilds_to_itself(obj))
             assert len(db.list(Nested6)) in (1, 2)  # every record still reads
