@@ -266,3 +266,25 @@ def test_a_late_mark_down_never_overwrites_a_newer_mark_up() -> None:
     down.join(5)
     up.join(5)
     assert outage.down_since is None
+
+
+@pytest.mark.timeout(30)
+def test_wait_up_returns_on_the_reconnect_or_at_the_limit_never_later() -> None:
+    """wait_up: True at once while up, True when the server comes back, False at limit(deadline) or on stop."""
+    outage = Outage(0.4)
+    assert outage.wait_up(time.monotonic() - 1)  # up: no wait, whatever the deadline
+    outage.mark_down()
+    began = time.monotonic()
+    assert not outage.wait_up(began + 10)  # the outage's timeout comes first
+    assert 0.35 <= time.monotonic() - began < 0.4 + 0.3
+    assert not outage.wait_up(time.monotonic() + 10)  # past it: at once
+    outage = Outage(10)
+    outage.mark_down()
+    began = time.monotonic()
+    assert not outage.wait_up(began + 0.2)  # the caller's deadline comes first
+    assert 0.15 <= time.monotonic() - began < 0.5
+    assert not outage.wait_up(began + 10, stop=lambda: True)
+    threading.Timer(0.2, outage.mark_up).start()
+    began = time.monotonic()
+    assert outage.wait_up(began + 10)  # the reconnect ends the wait
+    assert time.monotonic() - began < 1.0

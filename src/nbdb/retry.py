@@ -282,7 +282,7 @@ class Outage:
             raise errors.ValidationError(f"an outage timeout must be >= 0 seconds, not {timeout!r}")
         self.timeout = float(timeout)
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._since: float | None = None
 
     @property
@@ -300,6 +300,7 @@ class Outage:
         """The client has its server again."""
         with self._lock:
             self._since = None
+            self._lock.notify_all()
 
     def refuse_now(self) -> bool:
         """Whether a call must fail at once, unsent: the client has been down for ``timeout`` or more."""
@@ -312,6 +313,26 @@ class Outage:
         than ``timeout`` after the outage began (a time on ``clock``; past it, :meth:`refuse_now` holds)."""
         since = self._since
         return deadline if since is None else min(deadline, since + self.timeout)
+
+    def wait_up(self, deadline: float, stop: Callable[[], bool] | None = None) -> bool:
+        """Wait for the server while the client is down: True once it is up (at once while up); False once
+        :meth:`limit` of ``deadline`` has passed (then the call must fail, never sent), or ``stop()`` holds.
+
+        For a client whose library would otherwise take a call offline and retry it on its own clock
+        (Hazelcast's, until its invocation timeout from the call's start): held here, the call gives up
+        ``timeout`` after the outage began, as OVSDB's calls do, and is known never to have been sent.
+        """
+        if self._since is None:
+            return True
+        with self._lock:
+            while self._since is not None:
+                if stop is not None and stop():
+                    return False
+                remaining = self.limit(deadline) - self._clock()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(min(remaining, 0.1))
+            return True
 
 
 def _unknown(failure: Failure, context: str) -> errors.CommitUnknownError:

@@ -85,8 +85,13 @@ def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:
             f"{obj.nbdb_table} {obj.id} cannot be stored: a value its field or a validator refuses (changed in "
             f"place?): {validation_error_of(exc, type(obj).__name__)}"
         ) from None
-    if valid != fields:  # bytes where text belongs, a text once normalised: not what a store of bytes reads back
-        wrong = ", ".join(sorted(name for name, value in valid.items() if fields.get(name) != value))
+    # Bytes where text belongs, a text once normalised, a tuple where a list belongs, a frozenset where a
+    # set does (equal to the set its field's validation gives, so compared by class too: it was written as
+    # it was, with a pydantic serializer warning on a store of bytes): not what a store of bytes reads back.
+    if not same_as_validated(valid, fields):
+        wrong = ", ".join(
+            sorted(name for name, value in valid.items() if not same_as_validated(value, fields.get(name)))
+        )
         raise errors.ValidationError(
             f"{obj.nbdb_table} {obj.id} cannot be stored: {wrong} valid only once converted or normalised "
             "(changed in place?)"
@@ -158,11 +163,44 @@ def _rebuilt(info: pydantic.fields.FieldInfo) -> Callable[[Any], bool]:
 
     def valid(value: Any) -> bool:
         try:
-            return bool(adapter.validate_python(adapter.dump_python(value, round_trip=True, warnings=False)) == value)
+            return same_as_validated(
+                adapter.validate_python(adapter.dump_python(value, round_trip=True, warnings=False)), value
+            )
         except (pydantic.ValidationError, PydanticSerializationError, ValueError, TypeError):
             return False
 
     return valid
+
+
+_FROZEN_OF: dict[type, type] = {FrozenList: list, FrozenDict: dict, FrozenSet: set}
+"""nbdb's frozen copies, each of the class validation gives (a stored or decoded object holds them)."""
+_COMPARED = frozenset({list, tuple, set, frozenset, dict, FrozenList, FrozenDict, FrozenSet})
+
+
+def same_as_validated(valid: Any, value: Any) -> bool:
+    """Whether ``value`` is ``valid`` (what validation made of it) as a store of bytes reads it back: equal,
+    and of the same classes at every depth (nbdb's frozen copies count as the class they copy).
+
+    Equality alone takes a tuple for a list only at the top (``("a",) != ["a"]``) and never a frozenset
+    for a set (``frozenset({"a"}) == {"a"}``): such a value was written as it was, and pydantic's serializer
+    warned that it was not the field's type.
+    """
+    valid_class, value_class = type(valid), type(value)
+    if valid_class not in _COMPARED and value_class not in _COMPARED:
+        if isinstance(valid, pydantic.BaseModel) and value_class is valid_class:
+            return same_as_validated(valid.__dict__, value.__dict__)
+        if dataclasses.is_dataclass(valid) and not isinstance(valid, type) and value_class is valid_class:
+            return all(
+                same_as_validated(getattr(valid, f.name), getattr(value, f.name)) for f in dataclasses.fields(valid)
+            )
+        return bool(valid == value)
+    if _FROZEN_OF.get(valid_class, valid_class) is not _FROZEN_OF.get(value_class, value_class):
+        return False
+    if isinstance(valid, dict):
+        return valid.keys() == value.keys() and all(same_as_validated(item, value[key]) for key, item in valid.items())
+    if isinstance(valid, list | tuple):
+        return len(valid) == len(value) and all(same_as_validated(a, b) for a, b in zip(valid, value, strict=True))
+    return bool(valid == value)  # a set's members are hashable values, compared as the set compares them
 
 
 def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:

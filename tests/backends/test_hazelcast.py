@@ -204,19 +204,62 @@ def test_once_offline_for_timeout_every_call_fails_at_once_never_sent(
             "create": lambda: db.create(LogicalSwitch(name="during")),
             "update": lambda: db.update(kept.replace(name="during")),
         }
-        seen: dict[str, tuple[str, float]] = {}
-        for name, call in calls.items():
-            began = time.monotonic()
-            try:
-                call()
-            except errors.NbdbError as exc:
-                seen[name] = (type(exc).__name__, round(time.monotonic() - began, 2))
-            else:
-                seen[name] = ("no error", round(time.monotonic() - began, 2))
+        seen = _outcomes(calls)
         # A read is refused at once; a commit after its retry policy's few pauses (about 0.6 s in all).
         bounds = {"log read": 0.5, "get": 0.5, "list": 0.5, "create": 1.5, "update": 1.5}
         wrong = {n: s for n, s in seen.items() if s[0] != "BackendUnavailableError" or s[1] > bounds[n]}
         assert not wrong, f"calls after {timeout + 1}s offline (error, seconds): {wrong}"
+
+
+def _outcomes(calls: dict[str, Callable[[], object]], since: float | None = None) -> dict[str, tuple[str, float]]:
+    """Each call made in turn: the nbdb error it raised (or "no error"), and the seconds from ``since`` (None: from
+    the call's start) to its end."""
+    seen: dict[str, tuple[str, float]] = {}
+    for name, call in calls.items():
+        began = time.monotonic() if since is None else since
+        try:
+            call()
+        except errors.NbdbError as exc:
+            seen[name] = (type(exc).__name__, round(time.monotonic() - began, 2))
+        else:
+            seen[name] = ("no error", round(time.monotonic() - began, 2))
+    return seen
+
+
+@pytest.mark.timeout(120)
+def test_a_call_made_early_in_an_outage_gives_up_timeout_after_it_began(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """A call made 1 s into an outage (timeout=3) fails unsent at the outage's start + timeout, about 2 s later.
+
+    As OVSDB's calls do (:meth:`nbdb.retry.Outage.limit`). Before, it was handed to the client, which
+    retried it until its own invocation timeout, ``timeout`` after the call began (3 s here, and
+    ``timeout`` again for every call queued behind another); a commit then ended as CommitUnknownError
+    though nothing could have been sent.
+    """
+    timeout = 3.0
+    server = server_factory("hazelcast")
+    with nbdb.connect(f"{server.url}?timeout={timeout}&connect_timeout=1", namespace=_ns()) as db:
+        kept = db.create(LogicalSwitch(name="kept"))
+        calls: dict[str, Callable[[], object]] = {
+            "get": lambda: db.get(LogicalSwitch, kept.id),
+            "create": lambda: db.create(LogicalSwitch(name="during")),
+        }
+        server.members[0].stop()
+        down = time.monotonic()  # the client saw the connection close no earlier than this
+        time.sleep(1.0)
+        seen = _outcomes(calls, since=down)
+        print(f"seconds since the outage began: {seen}")
+        # The get waits for the reconnect and gives up at the outage's start + timeout (the client may
+        # have seen the member go a moment before stop() returned); the create, made then, is refused
+        # at once (after its retry policy's few short pauses).
+        bounds = {"get": (timeout - 0.5, timeout + 0.6), "create": (0.0, timeout + 1.5)}
+        wrong = {
+            n: s
+            for n, s in seen.items()
+            if s[0] != "BackendUnavailableError" or not bounds[n][0] <= s[1] <= bounds[n][1]
+        }
+        assert not wrong, f"calls made 1 s into a {timeout}s-timeout outage (error, seconds since it began): {wrong}"
 
 
 @pytest.mark.timeout(60)

@@ -19,7 +19,7 @@ import pytest
 
 import nbdb
 from nbdb.backends.ovsdb import OvsdbBackend, generate_schema
-from nbdb.conformance.kit import eventually
+from nbdb.conformance.kit import eventually, sink_deliveries
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.ovsdb import OvsdbServer
 from nbdb.testing.probes import run_tool
@@ -395,50 +395,28 @@ def test_a_row_another_client_wrote_that_the_model_refuses_is_a_corrupt_record(s
 
 
 @pytest.mark.timeout(60)
-def test_a_stream_with_a_sink_gets_every_change_on_the_applying_thread_in_order(db: nbdb.Database) -> None:
+def test_a_stream_with_a_sink_gets_every_change_on_the_applying_thread(db: nbdb.Database) -> None:
     """The shared watch's sink is handed each transaction's changes by the connection's I/O thread.
 
-    No thread wakes to poll them (one wake less per change): ``poll`` returns [], every
-    change reaches the sink once, in commit order, a transaction's changes in one hand-over.
+    No thread wakes to poll them (one wake less per change): ``poll`` returns []. Order, whole
+    transactions and each change once: the kit's
+    ``test_a_stream_given_a_sink_hands_over_every_change_once_in_order``.
     """
-    backend = db.backend
-    stream = backend.watch(["LogicalSwitch"], None, backend.current_revision())
-    given: list[tuple[str, list[tuple[uuid.UUID, bool]], int]] = []
+    made: list[LogicalSwitch] = []
 
-    def sink(changes: list[Any], revision: int) -> None:
-        assert all(c.revision <= revision for c in changes)
-        given.append((threading.current_thread().name, [(c.id, c.new is None) for c in changes], revision))
+    def write() -> None:
+        made.extend(db.create(LogicalSwitch(name=f"sink-{uuid.uuid4().hex[:8]}")) for _ in range(2))
+        db.delete(made[1])
 
-    assert stream.deliver_to(sink)
-    stop = threading.Event()
-    polled: list[Any] = []
-
-    def pump() -> None:  # what the Database's shared watch does beside the sink
-        while not stop.is_set():
-            polled.extend(stream.poll(0.1))
-
-    thread = threading.Thread(target=pump)
-    thread.start()
-    try:
-        expected: list[tuple[uuid.UUID, bool]] = []
-        made = [db.create(LogicalSwitch(name=f"sink-{uuid.uuid4().hex[:8]}")) for _ in range(5)]
-        expected += [(s.id, False) for s in made]
-        for s in made[:2]:
-            expected.append((db.update(s.replace(name=s.name + "-u")).id, False))
-        with db.transaction() as txn:
-            together = [txn.create(LogicalSwitch(name=f"sink-t{i}-{uuid.uuid4().hex[:8]}")) for i in range(3)]
-        expected += sorted(((t.id, False) for t in together), key=lambda c: str(c[0]))
-        db.delete(made[4])
-        expected.append((made[4].id, True))
-        final = backend.current_revision()
-        assert eventually(lambda: stream.revision >= final, timeout=20)
-    finally:
-        stop.set()
-        thread.join()
-        stream.close()
-    assert polled == []  # everything went to the sink
-    assert [change for _, changes, _ in given for change in changes] == expected
-    assert any({c for c, _ in changes} == {t.id for t in together} for _, changes, _ in given)
+    got = sink_deliveries(db, LogicalSwitch, write)
+    assert got is not None
+    given, polled = got
+    assert polled == []
+    assert [(c.id, c.new is None) for _, changes, _ in given for c in changes] == [
+        (made[0].id, False),
+        (made[1].id, False),
+        (made[1].id, True),
+    ]
     assert all(name.startswith("nbdb-ovsdb-io") for name, _, _ in given)
 
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.backends.sqlite import SqliteBackend, SqliteMemoryBackend, _upper
 from nbdb.capabilities import Durability
+from nbdb.conformance.kit import watched_and_cached
 from nbdb.events import EventKind
 from nbdb.families.kv import KeyCommit, VersionIs
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
@@ -443,13 +444,8 @@ def test_a_version_column_another_writer_spoiled_is_a_corrupt_record(tmp_path: P
     path = tmp_path / "nb.db"
     with nbdb.connect(f"sqlite:///{path}") as db:
         victim = db.create(LogicalSwitch(name="victim"))
-        reports: list[nbdb.CorruptRecordError] = []
-        cache_reports: list[nbdb.CorruptRecordError] = []
-        with (
-            db.watch(LogicalSwitch, on_error=reports.append) as watch,
-            db.cache(LogicalSwitch, on_error=cache_reports.append) as cache,
-        ):
-            assert cache.wait_synced(15)
+        with watched_and_cached(db, LogicalSwitch) as watched:
+            watch, cache, reports = watched.watch, watched.cache, watched.watch_reports
             _write_raw_version(path, victim, version)
             after = db.create(LogicalSwitch(name="after"))
             events: list[nbdb.ChangeEvent[nbdb.Model]] = []

@@ -10,13 +10,20 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, ClassVar
 from uuid import UUID
 
 from pydantic import Field, field_validator
 
 from nbdb.models.base import Model, Reference
 from nbdb.spi import Backend, RecordChange, RecordStream
+
+if TYPE_CHECKING:
+    from nbdb.api import Database
+    from nbdb.cache import Cache
+    from nbdb.errors import CorruptRecordError
+    from nbdb.watch import Watch
 
 __all__ = [
     "RAISING_NAME",
@@ -26,8 +33,11 @@ __all__ = [
     "KitNamed",
     "KitNote",
     "KitParent",
+    "Watched",
     "eventually",
     "held_watches",
+    "sink_deliveries",
+    "watched_and_cached",
 ]
 
 
@@ -160,3 +170,67 @@ def held_watches(backend: Backend) -> Iterator[threading.Event]:
     finally:
         gate.set()
         del backend.watch  # back to the class's method
+
+
+@dataclass
+class Watched:
+    """A watch and a synced cache of one model (:func:`watched_and_cached`), with what each reported."""
+
+    watch: Watch
+    cache: Cache
+    watch_reports: list[CorruptRecordError] = field(default_factory=list)
+    cache_reports: list[CorruptRecordError] = field(default_factory=list)
+
+
+@contextmanager
+def watched_and_cached(db: Database, model: type[Model]) -> Iterator[Watched]:
+    """A watch of ``model`` and a cache of it, synced, each reporting corrupt records (``on_error``) to a list."""
+    watch_reports: list[CorruptRecordError] = []
+    cache_reports: list[CorruptRecordError] = []
+    with (
+        db.watch(model, on_error=watch_reports.append) as watch,
+        db.cache(model, on_error=cache_reports.append) as cache,
+    ):
+        assert cache.wait_synced(15)
+        yield Watched(watch, cache, watch_reports, cache_reports)
+
+
+def sink_deliveries(
+    db: Database, model: type[Model], write: Callable[[], None]
+) -> tuple[list[tuple[str, list[RecordChange], int]], list[RecordChange]] | None:
+    """What a stream of ``model``'s table, given a sink (``deliver_to``), hands it while ``write()`` runs.
+
+    Each hand-over as (the thread that ran the sink, its changes, its revision), once the stream
+    reached the store's revision after ``write()``; and what ``poll`` returned meanwhile, called
+    from a thread of its own as the Database's shared watch calls it beside the sink. None (and
+    ``write`` not run) if the stream declines a sink (``deliver_to`` is optional).
+    """
+    backend = db.backend
+    stream = backend.watch([model.nbdb_table], None, backend.current_revision())
+    given: list[tuple[str, list[RecordChange], int]] = []
+    polled: list[RecordChange] = []
+
+    def sink(changes: list[RecordChange], revision: int) -> None:
+        given.append((threading.current_thread().name, list(changes), revision))
+
+    try:
+        if not stream.deliver_to(sink):
+            return None
+        stop = threading.Event()
+
+        def pump() -> None:
+            while not stop.is_set():
+                polled.extend(stream.poll(0.1))
+
+        thread = threading.Thread(target=pump, daemon=True)
+        thread.start()
+        try:
+            write()
+            final = backend.current_revision()
+            assert eventually(lambda: stream.revision >= final, timeout=20)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+    finally:
+        stream.close()
+    return given, polled

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import nbdb
-from nbdb.conformance.kit import RAISING_NAME, KitParent, eventually
+from nbdb.conformance.kit import RAISING_NAME, KitParent, eventually, watched_and_cached
 from nbdb.testing.strategies import newer_fields
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
@@ -89,13 +89,8 @@ def test_a_validator_that_raises_is_a_corrupt_record_and_kills_no_watch_nor_cach
     # and it raised RuntimeError rather than ValueError: the record is corrupt to this reader, like any
     # other. It killed the shared watch of every cache of the Database (and a watch's poll) for good.
     victim = db.create(KitParent(name="victim"))
-    watch_reports: list[nbdb.CorruptRecordError] = []
-    cache_reports: list[nbdb.CorruptRecordError] = []
-    with (
-        db.watch(KitParent, on_error=watch_reports.append) as watch,
-        db.cache(KitParent, on_error=cache_reports.append) as cache,
-    ):
-        assert cache.wait_synced(15)
+    with watched_and_cached(db, KitParent) as watched:
+        watch, cache = watched.watch, watched.cache
         raising = json.loads(KitParent.model_dump_json(victim, exclude={"version"})) | {"name": RAISING_NAME}
         _corrupt(db, victim, json.dumps(raising).encode())
         after = [db.create(KitParent(name=f"after-{i}")) for i in range(3)]
@@ -108,8 +103,8 @@ def test_a_validator_that_raises_is_a_corrupt_record_and_kills_no_watch_nor_cach
         assert cache.get(KitParent, victim.id) == victim
         assert (KitParent.nbdb_table, victim.id) in cache.corrupt
         assert cache.relists == 0  # reported and skipped, not a re-list that meets it again and again
-        assert eventually(lambda: len(cache_reports) == 1)
-        assert len(watch_reports) == 1 and isinstance(watch_reports[0].__cause__, RuntimeError)
+        assert eventually(lambda: len(watched.cache_reports) == 1)
+        assert len(watched.watch_reports) == 1 and isinstance(watched.watch_reports[0].__cause__, RuntimeError)
         later = db.create(KitParent(name="later"))
         assert eventually(lambda: cache.get(KitParent, later.id) is not None)
     with pytest.raises(nbdb.CorruptRecordError) as raised:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
 import nbdb
-from nbdb.conformance.kit import KitChild, KitParent, eventually
+from nbdb.conformance.kit import KitChild, KitParent, sink_deliveries
 from nbdb.events import ChangeEvent, EventKind
 from nbdb.models import Model
-from nbdb.spi import RecordChange
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
 
@@ -144,42 +142,25 @@ def test_a_stream_given_a_sink_hands_over_every_change_once_in_order(db: nbdb.Da
     transaction's changes in one call; ``poll`` beside it returns [] (it may hand queued changes
     to the sink itself) and ``revision`` reaches the last commit. A stream that declines is skipped.
     """
-    backend = db.backend
-    table = KitParent.nbdb_table
-    stream = backend.watch([table], None, backend.current_revision())
-    given: list[tuple[list[tuple[object, bool]], int, list[int]]] = []
+    expected: list[tuple[object, bool]] = []
+    made: list[KitParent] = []
+    together: list[KitParent] = []
 
-    def sink(changes: list[RecordChange], revision: int) -> None:
-        given.append(([(c.id, c.new is None) for c in changes], revision, [c.revision for c in changes]))
+    def write() -> None:
+        made.extend(db.create(KitParent(name=f"sink{i}")) for i in range(5))
+        expected.extend((p.id, False) for p in made)
+        for p in made[:2]:
+            expected.append((db.update(p.replace(size=7)).id, False))
+        with db.transaction() as txn:
+            together.extend(txn.create(KitParent(name=f"sink-t{i}")) for i in range(3))
+        db.delete(made[4])
 
-    try:
-        if not stream.deliver_to(sink):
-            pytest.skip("this backend's stream does not hand changes to a sink (deliver_to is optional)")
-        stop = threading.Event()
-        polled: list[RecordChange] = []
-
-        def pump() -> None:  # what the Database's shared watch does beside the sink
-            while not stop.is_set():
-                polled.extend(stream.poll(0.1))
-
-        thread = threading.Thread(target=pump, daemon=True)
-        thread.start()
-        try:
-            expected: list[tuple[object, bool]] = []
-            made = [db.create(KitParent(name=f"sink{i}")) for i in range(5)]
-            expected += [(p.id, False) for p in made]
-            for p in made[:2]:
-                expected.append((db.update(p.replace(size=7)).id, False))
-            with db.transaction() as txn:
-                together = [txn.create(KitParent(name=f"sink-t{i}")) for i in range(3)]
-            db.delete(made[4])
-            final = backend.current_revision()
-            assert eventually(lambda: stream.revision >= final, timeout=20)
-        finally:
-            stop.set()
-            thread.join(timeout=10)
-    finally:
-        stream.close()
+    got = sink_deliveries(db, KitParent, write)
+    if got is None:
+        pytest.skip("this backend's stream does not hand changes to a sink (deliver_to is optional)")
+    handed, polled = got
+    given = [([(c.id, c.new is None) for c in changes], revision, [c.revision for c in changes])
+             for _, changes, revision in handed]  # fmt: skip
     assert polled == []  # every change went to the sink
     seen = [change for changes, _, _ in given for change in changes]
     ids_together = {t.id for t in together}

@@ -216,20 +216,28 @@ class HazelcastBackend(ChangeLogBackend):
         except hzerrors.HazelcastError as exc:
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
 
-    def _admit(self) -> None:
+    def _admit(self, deadline: float | None = None) -> None:
         """The one check before a request is sent (by :meth:`call`, or before a commit task) or while a commit
         waits for its local turn.
 
-        BackendUnavailableError once closed; and once the client has been without the cluster for
-        ``timeout``, the client's own refusal (ClientOfflineError: never sent), as OVSDB's session
-        refuses (:class:`nbdb.retry.Outage`). While it has been offline for less, a request waits
-        for the connection (the client retries it until ``timeout``). Without this, in a long
-        outage each call, and each commit queued behind another, waited a whole ``timeout`` of its
-        own (an update behind a create took over 40 s).
+        BackendUnavailableError once closed. While the client is without the cluster, the request
+        is held here, not sent, until the connection is back, or until ``timeout`` after the outage
+        began or the caller's ``deadline`` (None: ``timeout`` from now), whichever comes first
+        (:meth:`nbdb.retry.Outage.limit`, as OVSDB's session waits); then it fails with the client's
+        own refusal (ClientOfflineError: never sent), at once once the outage is ``timeout`` old.
+        Without this, in a long outage each call, and each commit queued behind another, waited a
+        whole ``timeout`` of its own (an update behind a create took over 40 s); and a call made
+        early in an outage was handed to the client, which retried it until its invocation timeout,
+        ``timeout`` after the call began, past the outage's limit.
         """
         if self._closed:
             raise errors.BackendUnavailableError("the hazelcast backend is closed")
-        if self._outage.refuse_now():
+        if self._outage.down_since is None:
+            return
+        end = time.monotonic() + self.config.timeout if deadline is None else deadline
+        if not self._outage.wait_up(end, stop=lambda: self._closed):
+            if self._closed:
+                raise errors.BackendUnavailableError("the hazelcast backend is closed")
             offline = hzerrors.ClientOfflineError()  # type: ignore[no-untyped-call]
             raise ERRORS.translate(offline, f"at {self.config.where}")
 
@@ -337,7 +345,7 @@ class HazelcastBackend(ChangeLogBackend):
         """
         end = time.monotonic() + self.config.timeout
         while not self._local_commit.acquire(timeout=max(0.0, min(0.25, self._outage.limit(end) - time.monotonic()))):
-            self._admit()
+            self._admit(end)
             if time.monotonic() >= end:
                 raise errors.BackendUnavailableError(
                     f"hazelcast at {self.config.where}: another commit of this client held the commit lock "
