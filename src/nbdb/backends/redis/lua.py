@@ -206,8 +206,9 @@ end
 -- The change feed, added before any data write: one entry per commit in 'log' (its token, and its
 -- object changes if any), and one per touched topic in that topic's log. all: the commit's records
 -- in order; topics: each topic's records. A single-object commit (the lean paths) passes its
--- record as all and its topic as topics: no tables to make for them. Returns the revision the
--- entries were added at, and its string: the commit's writes that follow carry it.
+-- record as all and its topic as topics: no tables to make for them. Then the commit's token,
+-- kept (a retry of it finds it applied). Returns the revision the entries were added at, and its
+-- string: the commit's writes that follow carry it, and it returns {1, rev}.
 --
 -- A stream id must pass the stream's last one, so an entry at or past the revision in any of these
 -- streams fails its XADD: another writer's (an XADD of its own; '*' ids are milliseconds), or a
@@ -260,7 +261,11 @@ local function announce(rev, all, topics)
         added = added + 1
       end
     end
-    if not bad then return rev, revs end
+    if not bad then
+      -- The TTL as a string: a number argument is formatted again at each call.
+      redis.call('SET', P .. 'ct:' .. token, revs, 'PX', '__TTL__')
+      return rev, revs
+    end
     -- Undone: the commit's own entries, in the streams that took them (the one that failed may
     -- hold another writer's entry at this very id). pairs() goes in the same order again.
     local names = {P .. 'log'}
@@ -286,19 +291,12 @@ local function announce(rev, all, topics)
   return false, 'ERR nbdb: the change log did not take the commit (nothing of it was written): ' .. tostring(bad)
 end
 
--- The commit's token, kept: a retry of it finds it applied. Then {1, rev}.
-local function settle(rev, revs)
-  -- The TTL as a string: a number argument is formatted again at each call.
-  redis.call('SET', P .. 'ct:' .. token, revs, 'PX', '__TTL__')
-  return {1, rev}
-end
-
 -- One object's update, create or delete (what Database.update, .create and .delete send, the
 -- commonest commits) skips the general path's tables (conditions, places, previous states,
 -- changes, directory groups, hashes' fields: ~40 % of an update's instructions and more of a
 -- create's and a delete's, callgrind). Each makes the reads, checks and writes the general
 -- path makes of the same items, in the same order, and shares its revision, change record and
--- feed (revision, record, announce, settle). Anything else, a failed match included, and any state the
+-- feed (revision, record, announce). Anything else, a failed match included, and any state the
 -- general path would treat otherwise than as plainly absent or present (a damaged field), goes
 -- the general way: a lean path returns nil before its first write, and only reads before that.
 -- Object keys are o/<topic>/<table>/<id> (topics, tables and ids hold no '/'); an object and
@@ -331,7 +329,7 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     if not rev then error({err = revs}) end
     if rev ~= rev0 then redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs) end
     redis.call('HSET', h, 'ov', value, 'on', vers, 'om', revs, 'ot', topic)
-    return settle(rev, revs)
+    return {1, rev}
   end
 end
 
@@ -401,7 +399,7 @@ local function delete()
   redis.call('HDEL', h, 'ov', 'on', 'om', 'ot', 'v', 'n', 'm')
   -- Unread: a foreign key of another type there holds nothing of nbdb's (see the general path).
   for i = 1, #drops do redis.pcall('HDEL', unpack(drops[i])) end
-  return settle(rev, revs)
+  return {1, rev}
 end
 
 -- 'e' of each referenced object, then of each object created 'P key value 0' of its object key
@@ -614,7 +612,7 @@ local function create()
     end
   end
   for i = 1, #claims do redis.call('HSET', claims[i][1], 'v', claims[i][2], 'n', '1', 'm', revs) end
-  return settle(rev, revs)
+  return {1, rev}
 end
 
 if OBJ == 'o/' then
@@ -1045,7 +1043,7 @@ for i = 1, #hashes do
   if unsets[h] then sliced(read[h] and redis.call or redis.pcall, 'HDEL', h, unsets[h]) end
   if #sets[h] > 0 then sliced(redis.call, 'HSET', h, sets[h]) end
 end
-return settle(rev, revs)
+return {1, rev}
 """
 ).replace("__TTL__", str(COMMIT_TOKEN_TTL_MS))
 
