@@ -1542,6 +1542,69 @@ def test_a_topic_stream_entry_another_writer_added_ahead_of_the_counter_does_not
         client.close()
 
 
+@pytest.mark.timeout(240)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_commits_past_any_foreign_log_entries_apply_once_and_are_logged_once(url: str, data: st.DataObject) -> None:
+    """Property: whatever entries another writer adds ahead of the counter ('log', a topic's stream,
+    both; at the next revision, further, or an auto id), every commit of any kind applies once, at a
+    revision past them, and 'log' and the topic's stream each carry it exactly once (its token once,
+    its object's change once per commit that touched it)."""
+    import redis
+
+    topic = "tenant-a"
+    with nbdb.connect(url, namespace=ns()) as db:
+        backend = backend_of(db)
+        client = redis.Redis.from_url(backend_url(backend))
+        log, stream = f"{backend.root}log", f"{backend.root}log:{topic}"
+        try:
+            current = db.create(LogicalSwitch(name="s", topic=topic))
+            touches: dict[uuid.UUID, int] = {current.id: 1}
+            for _step in range(data.draw(st.integers(1, 4), label="steps")):
+                where = data.draw(st.sampled_from(["log", "topic", "both"]), label="where")
+                ahead = data.draw(st.sampled_from([1, 2, 7, "*"]), label="ahead")
+                top = int(client.xrevrange(log, count=1)[0][0].split(b"-")[0])
+                names = {"log": [log], "topic": [stream], "both": [log, stream]}[where]
+                placed = []
+                for name in names:
+                    try:
+                        placed.append(
+                            client.xadd(name, {"t": "foreign"}, id="*" if ahead == "*" else f"{top + ahead}-0")
+                        )
+                    except redis.ResponseError:  # the stream is already past that id
+                        pass
+                op = data.draw(st.sampled_from(["create", "update", "delete", "txn"]), label="op")
+                if op == "create":
+                    made = db.create(LogicalSwitch(name="c", topic=topic))
+                    touches[made.id] = 1
+                elif op == "update":
+                    current = db.update(current.model_copy(update={"name": f"u{current.version}"}))
+                    touches[current.id] += 1
+                elif op == "delete":
+                    db.delete(current)
+                    touches[current.id] += 1
+                    current = db.create(LogicalSwitch(name="s", topic=topic))
+                    touches[current.id] = 1
+                else:
+                    with db.transaction() as txn:
+                        made = txn.create(LogicalSwitch(name="t", topic=topic))
+                        current = txn.update(current.model_copy(update={"name": f"t{current.version}"}))
+                    touches[made.id] = 1
+                    touches[current.id] += 1
+                assert db.get(LogicalSwitch, current.id) == current
+                head = db.list(LogicalSwitch).revision
+                assert all(head > int(p.split(b"-")[0]) for p in placed)
+            for name in (log, stream):
+                entries = [fields for _id, fields in client.xrange(name) if fields.get(b"t") != b"foreign"]
+                tokens = [fields[b"t"] for fields in entries]
+                assert len(tokens) == len(set(tokens)), name
+                blobs = [fields.get(b"c", b"") for fields in entries]
+                for oid, n in touches.items():
+                    assert sum(str(oid).encode() in blob for blob in blobs) == n, (name, oid)
+        finally:
+            client.close()
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("op", ["create", "update", "delete", "txn", "txn-delete"])
 def test_a_topic_stream_key_of_another_type_fails_commits_of_that_topic_with_nothing_applied(
