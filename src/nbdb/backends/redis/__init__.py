@@ -7,9 +7,10 @@ URLs (see ``docs/backends/redis.md``)::
     redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db][?...]
 
 Every commit is one Lua script (EVALSHA, reloaded on NOSCRIPT) that checks the
-conditions, writes the keys, bumps the revision and appends the commit to the
-Redis Streams that watchers read, so a watcher that reconnects resumes from
-its revision and misses nothing. The generic part (merging logs, anchors,
+conditions, bumps the revision, appends the commit to the Redis Streams that
+watchers read (before it writes the keys, past any entry another writer put
+there), then writes the keys, so a watcher that reconnects resumes from its
+revision and misses nothing. The generic part (merging logs, anchors,
 "history gone") lives in :mod:`nbdb.families.pubsub`.
 
 Layout under the root ``<prefix>:{<namespace>}:`` (``nbdb:{}:`` by default)::

@@ -166,23 +166,10 @@ if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
 
--- The revision: one INCR, past the log's last entry (stream ids must grow). A counter that
--- starts again at 1 (deleted, or a server that lost it), or another writer's entry at or past
--- the counter (an XADD of its own, '*' ids are milliseconds), continues after that entry. Checked
--- before any write: the commit's XADD failed after its writes, which Redis does not undo (the
--- commit was applied but reported failed, unseen by every watcher and cache, and every later
--- commit did the same). The check asks only for entries at or past rev-0, the newest first: none,
--- as a rule, so no entry comes back (reading the last entry every time cost an update 19 % more
--- server instructions: Lua copies and hashes its change record). A 'log' of another type fails
--- here, with nothing written.
+-- The revision: one INCR. It is only the first try: announce() adds the commit's log entries at
+-- it, and continues past any entry at or past it (see there).
 local function revision()
-  local rev = redis.call('INCR', P .. 'rev')
-  local top = redis.call('XREVRANGE', P .. 'log', '+', string.format('%d', rev) .. '-0', 'COUNT', 1)[1]
-  if top then
-    rev = tonumber(top[1]:match('^(%d+)')) + 1
-    redis.call('SET', P .. 'rev', string.format('%d', rev))
-  end
-  return rev
+  return redis.call('INCR', P .. 'rev')
 end
 
 -- Numbers become strings once each, as integers: tostring (and a number passed to
@@ -216,40 +203,92 @@ local function record(k, v, n, o, on)
   return hk .. k .. NONE .. hn .. n .. NONE .. hon .. on
 end
 
--- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
--- and one per touched topic in that topic's log; then the token, kept: {1, rev}. all: the
--- commit's records in order; topics: each topic's records. A single-object commit (the lean
--- paths) passes its record as all and its topic as topics: no tables to make for them.
-local function publish(rev, revs, all, topics)
+-- The change feed, added before any data write: one entry per commit in 'log' (its token, and its
+-- object changes if any), and one per touched topic in that topic's log. all: the commit's records
+-- in order; topics: each topic's records. A single-object commit (the lean paths) passes its
+-- record as all and its topic as topics: no tables to make for them. Then the commit's token,
+-- kept (a retry of it finds it applied). Returns the revision the entries were added at, and its
+-- string: the commit's writes that follow carry it, and it returns {1, rev}.
+--
+-- A stream id must pass the stream's last one, so an entry at or past the revision in any of these
+-- streams fails its XADD: another writer's (an XADD of its own; '*' ids are milliseconds), or a
+-- counter that started again at 1 (deleted, or a server that lost it). Every XADD is a pcall, and
+-- the first that fails undoes the ones before it (XDEL of the commit's own id), then the revision
+-- continues past the last id of every stream the commit writes (XINFO) and the entries are added
+-- again: nothing is asked in the usual case, where every XADD succeeds. The XADDs come before
+-- the data writes, which cannot fail (every key written was read first, its type known, or is
+-- written with a pcall), so no entry announces a commit that did not happen. Only the keys never
+-- read (directory sets, dmr) are written before them. An XADD that fails again (a stream of
+-- another type, an id past 2^53) undoes the entries and returns false and the error: the caller
+-- undoes its directory sets (dmr marks a change that was not: harmless, a list re-reads) and
+-- raises it, the commit's data unwritten.
+local function announce(rev, all, topics)
   -- One record (a single-object commit) is the feed itself: table.concat would copy it into a
   -- new string, and a string costs Redis's Lua ~11 instructions a byte (it hashes every byte).
-  local id, feed = revs .. '-0', nil
+  local feed = nil
   if type(all) == 'string' then
     feed, all, topics = all, nil, {[topics] = true}
   elseif #all > 0 then
     feed = #all == 1 and all[1] or table.concat(all)
   end
-  if feed then
-    redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', feed)
-  else
-    redis.call('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token)
-  end
-  -- Topic logs keep at least what 'log' keeps (its revisions are dense, and it keeps
-  -- at least ``history`` entries): a watcher whose anchor is still in 'log' finds
-  -- every later entry of its topics.
-  local first = str(math.max(rev - tonumber(history), 0)) .. '-0'
-  for topic, recs in pairs(topics) do
-    -- A commit of one topic (the usual one) sends 'log' and the topic's log the same string.
-    local name, c = P .. 'log:' .. topic, (not all or #recs == #all) and feed or table.concat(recs)
-    -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
-    if not redis.call('XADD', name, 'NOMKSTREAM', 'MINID', '~', first, id, 't', token, 'c', c) then
-      redis.call('XADD', name, 'MINID', '~', first, id, 't', token, 'c', c)
-      redis.call('SADD', P .. 'logs', topic)
+  local bad, added
+  for _ = 1, 2 do
+    local revs = str(rev)
+    local id = revs .. '-0'
+    added = 0  -- the streams that took the entry: 'log', then as many topics in pairs() order
+    if feed then
+      bad = redis.pcall('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', feed)
+    else
+      bad = redis.pcall('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token)
     end
+    bad = type(bad) == 'table' and bad.err
+    if not bad then
+      added = 1
+      -- Topic logs keep at least what 'log' keeps (its revisions are dense, and it keeps
+      -- at least ``history`` entries): a watcher whose anchor is still in 'log' finds
+      -- every later entry of its topics.
+      local first = str(math.max(rev - tonumber(history), 0)) .. '-0'
+      for topic, recs in pairs(topics) do
+        -- A commit of one topic (the usual one) sends 'log' and the topic's log the same string.
+        local name, c = P .. 'log:' .. topic, (not all or #recs == #all) and feed or table.concat(recs)
+        -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
+        local got = redis.pcall('XADD', name, 'NOMKSTREAM', 'MINID', '~', first, id, 't', token, 'c', c)
+        if not got then
+          got = redis.pcall('XADD', name, 'MINID', '~', first, id, 't', token, 'c', c)
+          if type(got) ~= 'table' then got = redis.pcall('SADD', P .. 'logs', topic) end
+        end
+        if type(got) == 'table' and got.err then bad = got.err; break end
+        added = added + 1
+      end
+    end
+    if not bad then
+      -- The TTL as a string: a number argument is formatted again at each call.
+      redis.call('SET', P .. 'ct:' .. token, revs, 'PX', '__TTL__')
+      return rev, revs
+    end
+    -- Undone: the commit's own entries, in the streams that took them (the one that failed may
+    -- hold another writer's entry at this very id). pairs() goes in the same order again.
+    local names = {P .. 'log'}
+    for topic in pairs(topics) do names[#names + 1] = P .. 'log:' .. topic end
+    for i = 1, added do redis.call('XDEL', names[i], id) end
+    local past = rev
+    for i = 1, #names do
+      local info = redis.pcall('XINFO', 'STREAM', names[i])
+      if not info.err then  -- a missing stream (an error too) bounds nothing
+        for j = 1, #info, 2 do
+          if info[j] == 'last-generated-id' then
+            local ms = tonumber(info[j + 1]:match('^(%d+)'))
+            if ms and ms >= past then past = ms + 1 end
+          end
+        end
+      end
+    end
+    -- Not an id at or past the revision (or one past what a Lua number holds exactly): no retry.
+    if past == rev or past >= 9007199254740992 then break end
+    rev = past
+    redis.call('SET', P .. 'rev', str(rev))
   end
-  -- The TTL as a string: a number argument is formatted again at each call.
-  redis.call('SET', P .. 'ct:' .. token, revs, 'PX', '__TTL__')
-  return {1, rev}
+  return false, 'ERR nbdb: the change log did not take the commit (nothing of it was written): ' .. tostring(bad)
 end
 
 -- One object's update, create or delete (what Database.update, .create and .delete send, the
@@ -257,7 +296,7 @@ end
 -- changes, directory groups, hashes' fields: ~40 % of an update's instructions and more of a
 -- create's and a delete's, callgrind). Each makes the reads, checks and writes the general
 -- path makes of the same items, in the same order, and shares its revision, change record and
--- feed (revision, record, publish). Anything else, a failed match included, and any state the
+-- feed (revision, record, announce). Anything else, a failed match included, and any state the
 -- general path would treat otherwise than as plainly absent or present (a damaged field), goes
 -- the general way: a lean path returns nil before its first write, and only reads before that.
 -- Object keys are o/<topic>/<table>/<id> (topics, tables and ids hold no '/'); an object and
@@ -275,15 +314,22 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     local r = redis.call('HMGET', h, 'ov', 'on', 'ot')
     local ver = r[3] == topic and tonumber(r[2])
     if ver ~= expect then return {0} end
-    local rev = revision()
-    local revs, vers = str(rev), str(ver + 1)
-    redis.call('HSET', h, 'ov', value, 'on', vers, 'om', revs, 'ot', topic)
+    local vers = str(ver + 1)
     -- Not created nor deleted: no directory set changes; the revision of its directories (as
     -- touched() below, written out: that closure would cost the update more than the line).
+    -- Written before the log entries (a key never read: its type is not known), and again
+    -- if they moved the revision.
     local up = 'o/' .. topic .. '/'
+    local rev0 = revision()
+    local revs = str(rev0)
     redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
     -- r[2]: the version as stored, str(ver) (this script wrote it: the same digits).
-    return publish(rev, revs, record(key, value, vers, r[1], r[2]), topic)
+    local rev
+    rev, revs = announce(rev0, record(key, value, vers, r[1], r[2]), topic)
+    if not rev then error({err = revs}) end
+    if rev ~= rev0 then redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs) end
+    redis.call('HSET', h, 'ov', value, 'on', vers, 'om', revs, 'ot', topic)
+    return {1, rev}
   end
 end
 
@@ -340,14 +386,20 @@ local function delete()
   local r = redis.call('HMGET', h, 'ov', 'on', 'ot')
   if (r[3] == topic and tonumber(r[2])) ~= expect then return {0} end
   if redis.call('EXISTS', P .. 'k:' .. refs) == 1 then return {0} end
-  local rev = revision()
-  local revs = str(rev)
+  local rev0 = revision()
+  -- The keys not read first (their type unknown) before the log entries (see announce).
   enlist('SREM', topic, tbl, oid)
+  touched(topic, tbl, str(rev0))
+  local rev, revs = announce(rev0, record(key, false, '0', r[1], r[2]), topic)
+  if not rev then
+    enlist('SADD', topic, tbl, oid)
+    error({err = revs})
+  end
+  if rev ~= rev0 then touched(topic, tbl, revs) end
   redis.call('HDEL', h, 'ov', 'on', 'om', 'ot', 'v', 'n', 'm')
   -- Unread: a foreign key of another type there holds nothing of nbdb's (see the general path).
   for i = 1, #drops do redis.pcall('HDEL', unpack(drops[i])) end
-  touched(topic, tbl, revs)
-  return publish(rev, revs, record(key, false, '0', r[1], r[2]), topic)
+  return {1, rev}
 end
 
 -- 'e' of each referenced object, then of each object created 'P key value 0' of its object key
@@ -469,14 +521,17 @@ local function create()
       end
     end
   end
-  local rev = revision()
-  local revs = str(rev)
+  local rev0 = revision()
+  -- The keys not read first (directory sets, dmr) before the log entries (see announce), the
+  -- rest after them.
+  local dirs = nil
   if #objs == 1 then
     local o = objs[1]
     enlist('SADD', o[4], o[5], o[6], existed)
   else
     -- Each table's new ids in one SADD (in order of first use, as the general path's groups).
-    local dirs, ids = {}, {}
+    local ids = {}
+    dirs = {}
     for i = 1, #objs do
       local o = objs[i]
       local d = o[4] .. '/' .. o[5]
@@ -487,6 +542,52 @@ local function create()
     for i = 1, #dirs do
       local list = dirs[i]
       enlist('SADD', list[1], list[2], list, nil)
+    end
+  end
+  -- The log did not take the commit (see announce): its new ids out of their directories again.
+  local function fail(msg)
+    if dirs then
+      for i = 1, #dirs do enlist('SREM', dirs[i][1], dirs[i][2], dirs[i], nil) end
+    else
+      enlist('SREM', objs[1][4], objs[1][5], objs[1][6])
+    end
+    error({err = msg})
+  end
+  local rev, revs
+  if #objs == 1 then
+    local o = objs[1]
+    touched(o[4], o[5], str(rev0))
+    rev, revs = announce(rev0, record(o[1], o[2], '1', false, '0'), o[4])
+    if not rev then fail(revs) end
+    if rev ~= rev0 then touched(o[4], o[5], revs) end
+  else
+    -- The directories' revisions in one HSET; the records in order, and by topic.
+    local marks, done, all, topics = {}, {}, {}, {}
+    revs = str(rev0)
+    for i = 1, #objs do
+      local o = objs[i]
+      local topic = o[4]
+      local d = 'o/' .. topic .. '/' .. o[5] .. '/'
+      if not done[d] then
+        done[d] = true
+        marks[#marks + 1] = d
+        marks[#marks + 1] = revs
+        local up = 'o/' .. topic .. '/'
+        if not done[up] then done[up] = true; marks[#marks + 1] = up; marks[#marks + 1] = revs end
+      end
+      local rec = record(o[1], o[2], '1', false, '0')
+      all[i] = rec
+      local recs = topics[topic]
+      if not recs then recs = {}; topics[topic] = recs end
+      recs[#recs + 1] = rec
+    end
+    marks[#marks + 1] = 'o/'; marks[#marks + 1] = revs; marks[#marks + 1] = ''; marks[#marks + 1] = revs
+    redis.call('HSET', P .. 'dmr', unpack(marks))
+    rev, revs = announce(rev0, all, topics)
+    if not rev then fail(revs) end
+    if rev ~= rev0 then
+      for j = 2, #marks, 2 do marks[j] = revs end
+      redis.call('HSET', P .. 'dmr', unpack(marks))
     end
   end
   for i = 1, #objs do
@@ -511,33 +612,7 @@ local function create()
     end
   end
   for i = 1, #claims do redis.call('HSET', claims[i][1], 'v', claims[i][2], 'n', '1', 'm', revs) end
-  if #objs == 1 then
-    local o = objs[1]
-    touched(o[4], o[5], revs)
-    return publish(rev, revs, record(o[1], o[2], '1', false, '0'), o[4])
-  end
-  -- The directories' revisions in one HSET; the records in order, and by topic.
-  local marks, done, all, topics = {}, {}, {}, {}
-  for i = 1, #objs do
-    local o = objs[i]
-    local topic = o[4]
-    local d = 'o/' .. topic .. '/' .. o[5] .. '/'
-    if not done[d] then
-      done[d] = true
-      marks[#marks + 1] = d
-      marks[#marks + 1] = revs
-      local up = 'o/' .. topic .. '/'
-      if not done[up] then done[up] = true; marks[#marks + 1] = up; marks[#marks + 1] = revs end
-    end
-    local rec = record(o[1], o[2], '1', false, '0')
-    all[i] = rec
-    local recs = topics[topic]
-    if not recs then recs = {}; topics[topic] = recs end
-    recs[#recs + 1] = rec
-  end
-  marks[#marks + 1] = 'o/'; marks[#marks + 1] = revs; marks[#marks + 1] = ''; marks[#marks + 1] = revs
-  redis.call('HSET', P .. 'dmr', unpack(marks))
-  return publish(rev, revs, all, topics)
+  return {1, rev}
 end
 
 if OBJ == 'o/' then
@@ -807,39 +882,17 @@ for i = 1, #dels do
   end
 end
 
-local rev = revision()
+local rev0 = revision()
 
--- Pass 2: write keys, and the directories of the keys that are ever ranged.
-local revs = str(rev)
+-- Pass 2: the writes. First those of keys not read in pass 1 (their type unknown: a foreign key
+-- of another type stops the commit there): the directories of the keys that are ever ranged and
+-- their revisions (dmr). Then the log entries (see announce), then the keys read in pass 1.
 local dirs, ndirs, made = {}, 0, {}
-local hashes, sets, unsets, read = {}, {}, {}, {}
 local groups, ngroups, byroot = nil, 0, nil
 for i = 1, #changes do
   local c = changes[i]
   local key, root = c[1], c[6]
-  local w = place(key)
-  local h, vf, nf, mf, topic, gh, gf = w[1], w[2], w[3], w[4], w[5], w[6], w[7]
-  if not sets[h] then
-    hashes[#hashes + 1] = h
-    sets[h] = {}
-  end
-  if not c[7] then read[h] = true end
-  local t = sets[h]
-  if not c[2] then
-    t = unsets[h]
-    if not t then t = {}; unsets[h] = t end
-  end
-  if gh then
-    root = -1  -- the hash is the directory
-    t[#t + 1] = gf
-    if c[2] then t[#t + 1] = struct.pack('>i4>i8', c[3], rev) .. c[2] end
-  elseif c[2] then
-    t[#t + 1] = vf; t[#t + 1] = c[2]; t[#t + 1] = nf; t[#t + 1] = str(c[3]); t[#t + 1] = mf; t[#t + 1] = revs
-    if topic then t[#t + 1] = 'ot'; t[#t + 1] = topic end
-  else
-    t[#t + 1] = vf; t[#t + 1] = nf; t[#t + 1] = mf
-    if topic then t[#t + 1] = 'ot' end
-  end
+  if place(key)[6] then root = -1 end  -- a referrers' hash is the directory
   local d, name
   if root >= 0 and (c[5] == 0 or not c[2]) then
     -- Directory entries are added (removed) per directory, one SADD (SREM) of all the
@@ -891,9 +944,7 @@ local function climb(path, root, adding)
     path = d
   end
 end
-for i = 1, ngroups do
-  local g = groups[i]
-  local adding, d, root, names = g[1], g[2], g[3], g[4]
+local function enter(adding, d, root, names)
   local dk = P .. 'd:' .. d
   if adding then
     local n = summed('SADD', dk, names)
@@ -907,17 +958,14 @@ for i = 1, ngroups do
     if n > 0 and #d > root and redis.call('SCARD', dk) == 0 then climb(d, root, false) end
   end
 end
--- One write per hash (an object and its index share one); an emptied hash is removed by Redis.
--- A hash only deleted from unread (see 'blind') may be a foreign key of another type: not
--- nbdb's, so nothing of the commit's is there; pcall, so that it cannot stop the commit
--- halfway through its writes (every other key was read, so its type is known to fit).
-for i = 1, #hashes do
-  local h = hashes[i]
-  if unsets[h] then sliced(read[h] and redis.call or redis.pcall, 'HDEL', h, unsets[h]) end
-  if #sets[h] > 0 then sliced(redis.call, 'HSET', h, sets[h]) end
+for i = 1, ngroups do
+  local g = groups[i]
+  enter(g[1], g[2], g[3], g[4])
 end
+local args = nil
 if ndirs > 0 then
-  local args = {}
+  args = {}
+  local revs = str(rev0)
   for d in pairs(dirs) do
     args[#args + 1] = d
     args[#args + 1] = revs
@@ -943,7 +991,59 @@ for i = 1, #changes do
     end
   end
 end
-return publish(rev, revs, all, topics)
+local rev, revs = announce(rev0, all, topics)
+if not rev then
+  -- The log did not take the commit (see announce): every directory set as it was (a name added
+  -- was a key created, a name removed a key that existed).
+  made = {}
+  for i = ngroups, 1, -1 do
+    local g = groups[i]
+    enter(not g[1], g[2], g[3], g[4])
+  end
+  error({err = revs})
+end
+if args and rev ~= rev0 then
+  for j = 2, #args, 2 do args[j] = revs end
+  sliced(redis.call, 'HSET', P .. 'dmr', args)
+end
+
+-- The keys read in pass 1: one write per hash (an object and its index share one); an emptied
+-- hash is removed by Redis. A hash only deleted from unread (see 'blind') may be a foreign key
+-- of another type: not nbdb's, so nothing of the commit's is there; pcall, so that it cannot
+-- stop the commit halfway through its writes (every other key was read, so its type is known
+-- to fit).
+local hashes, sets, unsets, read = {}, {}, {}, {}
+for i = 1, #changes do
+  local c = changes[i]
+  local w = place(c[1])
+  local h, vf, nf, mf, topic, gh, gf = w[1], w[2], w[3], w[4], w[5], w[6], w[7]
+  if not sets[h] then
+    hashes[#hashes + 1] = h
+    sets[h] = {}
+  end
+  if not c[7] then read[h] = true end
+  local t = sets[h]
+  if not c[2] then
+    t = unsets[h]
+    if not t then t = {}; unsets[h] = t end
+  end
+  if gh then
+    t[#t + 1] = gf
+    if c[2] then t[#t + 1] = struct.pack('>i4>i8', c[3], rev) .. c[2] end
+  elseif c[2] then
+    t[#t + 1] = vf; t[#t + 1] = c[2]; t[#t + 1] = nf; t[#t + 1] = str(c[3]); t[#t + 1] = mf; t[#t + 1] = revs
+    if topic then t[#t + 1] = 'ot'; t[#t + 1] = topic end
+  else
+    t[#t + 1] = vf; t[#t + 1] = nf; t[#t + 1] = mf
+    if topic then t[#t + 1] = 'ot' end
+  end
+end
+for i = 1, #hashes do
+  local h = hashes[i]
+  if unsets[h] then sliced(read[h] and redis.call or redis.pcall, 'HDEL', h, unsets[h]) end
+  if #sets[h] > 0 then sliced(redis.call, 'HSET', h, sets[h]) end
+end
+return {1, rev}
 """
 ).replace("__TTL__", str(COMMIT_TOKEN_TTL_MS))
 
