@@ -208,11 +208,24 @@ class HazelcastBackend(ChangeLogBackend):
         The gate of every request but the member-side commit task's (which passes :meth:`_admit`
         itself): each call path sends its first request from inside ``call`` (the requests that
         follow leave from replies, or right after one). A future's result waited for here is
-        translated the same way.
+        translated the same way; the reply to a request sent before is :meth:`_reply`'s, not held.
         """
         self._admit()
         try:
             return call()
+        except hzerrors.HazelcastError as exc:
+            raise ERRORS.translate(exc, f"at {self.config.where}") from None
+
+    def _reply(self, future: Any) -> Any:
+        """The reply to a request already sent (past :meth:`_admit`), Hazelcast's errors translated into nbdb's.
+
+        Not held by an outage: the hold is for requests not yet sent, and a reply (a lock's grant, a
+        commit's reads) may be in already, or be the client's to retry until ``timeout``. Held, a grant
+        that came in after the client reported the connection gone was refused as never sent, while
+        this client held the lock in the cluster until its lease ran out.
+        """
+        try:
+            return future.result()
         except hzerrors.HazelcastError as exc:
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
 
@@ -271,7 +284,7 @@ class HazelcastBackend(ChangeLogBackend):
         """
         if any(p.startswith(self._object_prefix) for p in prefixes):
             with self._commit_lock(partial(self._send_range, prefixes)) as lock:
-                head_raw, found = self.call(lock.follow.result)
+                head_raw, found = self._reply(lock.follow)
             revision, token = decode_head(head_raw)
             self.remember_token(revision, token)
         else:
@@ -392,7 +405,7 @@ class HazelcastBackend(ChangeLogBackend):
         except BaseException:
             pending.add_done_callback(lambda grant: self._release_abandoned(imap, key, grant))
             raise
-        self.call(pending.result)
+        self._reply(pending)
         try:
             yield held
         finally:
@@ -493,7 +506,7 @@ class HazelcastBackend(ChangeLogBackend):
         for _pending in range(_ROLL_FORWARD_ROUNDS):
             if reads_f is None:
                 reads_f = self._send_reads(conditions, keys)
-            head_raw, reads = self.call(reads_f.result)
+            head_raw, reads = self._reply(reads_f)
             reads_f = None
             revision = decode_head(head_raw)[0] + 1
             redo: list[Redo] = []
@@ -529,7 +542,7 @@ class HazelcastBackend(ChangeLogBackend):
                 ) from None
             if taken is not None:
                 # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
-                self.call(done.result)
+                self._reply(done)
                 self._roll_forward(revision, head_raw)
                 continue
             try:
