@@ -651,3 +651,35 @@ def test_a_reply_already_sent_for_is_taken_not_held_by_an_outage_that_began_afte
             backend._on_state(LifecycleState.CONNECTED)
         assert outcome and outcome[0][0] == "granted" and outcome[0][1] < 0.5 + timeout / 2, outcome
         assert eventually(lambda: not backend._lease.is_locked(key), timeout=5), "the grant was never released"
+
+
+@pytest.mark.timeout(60)
+def test_a_late_disconnected_while_connected_neither_holds_nor_refuses_calls(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """The client may report DISCONNECTED after a newer CONNECTED (nbdb.retry.Outage): calls go on all the same.
+
+    The listener is told DISCONNECTED, as the client tells it, while the client is connected. Until
+    2026-12-05 every call was then held ``timeout`` and refused as never sent, and once ``timeout`` had
+    passed every call was refused at once, for as long as the client stayed connected: nothing marked the
+    client up again. A harmless read sent while the outage rule says down (one at a time) finds the client
+    connected and ends the outage.
+    """
+    from hazelcast.lifecycle import LifecycleState
+
+    timeout = 3.0
+    with nbdb.connect(f"{hazelcast_server.url}?timeout={timeout}", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        kept = db.create(LogicalSwitch(name="kept"))
+        backend._on_state(LifecycleState.DISCONNECTED)  # late: the client is connected
+        began = time.monotonic()
+        assert db.get(LogicalSwitch, kept.id) == kept
+        assert time.monotonic() - began < timeout / 2
+        assert backend._outage.down_since is None
+        backend._on_state(LifecycleState.DISCONNECTED)
+        time.sleep(timeout + 0.5)  # what would have been an outage of timeout
+        began = time.monotonic()
+        assert db.get(LogicalSwitch, kept.id) == kept  # a read has no retry policy to try again after a refusal
+        assert db.update(kept.replace(name="still")).name == "still"
+        assert time.monotonic() - began < timeout / 2

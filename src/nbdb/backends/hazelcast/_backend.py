@@ -132,6 +132,8 @@ class HazelcastBackend(ChangeLogBackend):
         self._executor = client.get_executor("nbdb.commit")
         self._outage = Outage(config.timeout)
         """Since when the client has been without a connection to the cluster: see :meth:`_admit`."""
+        self._probing = threading.Lock()
+        """Held while a probe of the connection is in flight (see :meth:`_probe`)."""
         client.lifecycle_service.add_listener(self._on_state)
         self.member_commit = False
         """Whether commits run as nbdb's task in the members (one round trip), as the connect-time probe found."""
@@ -247,6 +249,7 @@ class HazelcastBackend(ChangeLogBackend):
             raise errors.BackendUnavailableError("the hazelcast backend is closed")
         if self._outage.down_since is None:
             return
+        self._probe()
         end = time.monotonic() + self.config.timeout if deadline is None else deadline
         if not self._outage.wait_up(end, stop=lambda: self._closed):
             if self._closed:
@@ -254,10 +257,33 @@ class HazelcastBackend(ChangeLogBackend):
             offline = hzerrors.ClientOfflineError()  # type: ignore[no-untyped-call]
             raise ERRORS.translate(offline, f"at {self.config.where}")
 
+    def _probe(self) -> None:
+        """Send a harmless read (one at a time) while the client is taken for offline; its reply marks it up.
+
+        The client may report DISCONNECTED after a newer CONNECTED (:class:`nbdb.retry.Outage`): without
+        this, every call was then held ``timeout`` and refused, and refused at once afterwards, for as long
+        as the client stayed connected. Sent while really offline, the client retries it until its
+        ``timeout`` (then the next call sends another); a DISCONNECTED reported after it was sent wins.
+        """
+        if self._closed or not self._probing.acquire(blocking=False):
+            return
+        downs = self._outage.downs
+
+        def answered(reply: Any) -> None:
+            self._probing.release()
+            if reply.exception() is None:
+                self._outage.mark_up(downs)
+
+        try:
+            self.meta_async.get(TRIM).add_done_callback(answered)
+        except hzerrors.HazelcastError:  # the client refused it at once (shutting down): no probe in flight
+            self._probing.release()
+
     def _on_state(self, state: str) -> None:
         """Follow the client's connection to the cluster (a lifecycle listener)."""
         if state == LifecycleState.DISCONNECTED:
             self._outage.mark_down()
+            self._probe()  # a late DISCONNECTED (the client connected) ends one reply later, before any call waits
         elif state == LifecycleState.CONNECTED:
             self._outage.mark_up()
 
