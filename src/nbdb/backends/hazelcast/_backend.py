@@ -276,7 +276,7 @@ class HazelcastBackend(ChangeLogBackend):
 
         try:
             self.meta_async.get(TRIM).add_done_callback(answered)
-        except hzerrors.HazelcastError:  # the client refused it at once (shutting down): no probe in flight
+        except Exception:  # refused at once (the client shutting down): no probe in flight, and the next may go
             self._probing.release()
 
     def _on_state(self, state: str) -> None:
