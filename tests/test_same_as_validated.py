@@ -7,7 +7,10 @@ at any depth, is refused, or written as it reads back from every store.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -133,3 +136,69 @@ def test_a_container_of_another_class_at_any_depth_is_refused_or_written_as_it_r
         assert got is not None and got == written
         valid = pydantic.TypeAdapter(model.model_fields[name].annotation).validate_python(fields[name])
         assert same_as_validated(valid, getattr(got, name)), (name, fields[name], getattr(got, name))
+
+
+class Color7(enum.StrEnum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Inner7(pydantic.BaseModel):
+    tags: set[str] = Field(default_factory=set)
+    names: list[str] = Field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Pair7:
+    tags: set[str]
+    rows: dict[str, list[str]]
+
+
+class Mixed7(nbdb.Model):
+    """Fields whose validation keeps the value's class (an enum, a tuple, a nested model) or makes it (a list)."""
+
+    colors: list[Color7] = Field(default_factory=list)
+    maybe: list[str] | None = None
+    either: list[str] | tuple[str, ...] = Field(default_factory=list)
+    mapping: Mapping[str, str] = Field(default_factory=dict)
+    sequence: Sequence[str] = Field(default_factory=list)
+    frozen: frozenset[str] = frozenset()
+    fixed: tuple[str, ...] = ()
+    inners: list[Inner7] = Field(default_factory=list)
+    pair: Pair7 | None = None
+    keyed: dict[Color7, list[int]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _own(self) -> Mixed7:
+        return self
+
+
+_TEXTS = st.lists(_TEXT, max_size=2)
+_MIXED = st.fixed_dictionaries(
+    {},
+    optional={
+        "colors": st.lists(st.sampled_from([Color7.RED, "blue"]), max_size=2),
+        "maybe": st.none() | _TEXTS,
+        "either": _TEXTS | _TEXTS.map(tuple),
+        "mapping": st.dictionaries(_TEXT, _TEXT, max_size=2),
+        "sequence": _TEXTS | _TEXTS.map(tuple),
+        "frozen": st.frozensets(_TEXT, max_size=2) | st.sets(_TEXT, max_size=2),
+        "fixed": _TEXTS,
+        "inners": st.lists(st.builds(Inner7, tags=st.sets(_TEXT, max_size=2), names=_TEXTS), max_size=2),
+        "pair": st.none() | st.builds(Pair7, tags=st.sets(_TEXT, max_size=2), rows=st.dictionaries(_TEXT, _TEXTS)),
+        "keyed": st.dictionaries(st.sampled_from(list(Color7)), st.lists(st.integers(0, 3), max_size=2), max_size=2),
+    },
+)
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=_MIXED)
+def test_an_object_its_constructor_built_is_written_read_and_written_again(url: str, raw: dict[str, Any]) -> None:
+    """No false refusal: what validation built (enums, unions, tuples kept, nested models and dataclasses)."""
+    with nbdb.connect(url) as db, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = db.create(Mixed7(**raw))
+        got = db.get(Mixed7, written.id)
+        assert got is not None
+        assert db.update(got.replace(maybe=["again"])).version == 2
