@@ -288,3 +288,18 @@ def test_wait_up_returns_on_the_reconnect_or_at_the_limit_never_later() -> None:
     began = time.monotonic()
     assert outage.wait_up(began + 10)  # the reconnect ends the wait
     assert time.monotonic() - began < 1.0
+
+
+def test_a_mark_up_given_an_older_count_of_downs_does_nothing() -> None:
+    """A probe's reply marks the client up only if no loss was reported after the probe was sent."""
+    outage = Outage(10)
+    outage.mark_down()
+    seen = outage.downs
+    outage.mark_down()  # reported after the probe left: the probe's reply is older news
+    outage.mark_up(seen)
+    assert outage.down_since is not None
+    outage.mark_up(outage.downs)
+    assert outage.down_since is None
+    outage.mark_down()
+    outage.mark_up()  # the client's own CONNECTED: always
+    assert outage.down_since is None

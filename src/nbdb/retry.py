@@ -270,12 +270,13 @@ class Outage:
     The thread that sees the connection go and come back calls :meth:`mark_down` and
     :meth:`mark_up`, in the order the connection went and came back (under a lock: a second
     ``mark_down`` never moves the outage's start; the lock does not order them: a ``mark_down``
-    that arrives after a newer ``mark_up`` marks the client down while it is connected); callers
+    that arrives after a newer ``mark_up`` marks the client down while it is connected: a reply to a
+    request sent while down, :attr:`downs` noted at its send, is ``mark_up(downs)``); callers
     read without a lock: one attribute read, and no clock read while up. ``clock``
     gives the time the deadlines are on (``time.monotonic``; tests pass their own).
     """
 
-    __slots__ = ("_clock", "_lock", "_since", "timeout")
+    __slots__ = ("_clock", "_downs", "_lock", "_since", "timeout")
 
     def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
         if not timeout >= 0:  # also refuses NaN
@@ -284,6 +285,12 @@ class Outage:
         self._clock = clock
         self._lock = threading.Condition()
         self._since: float | None = None
+        self._downs = 0
+
+    @property
+    def downs(self) -> int:
+        """How many times :meth:`mark_down` was called: a :meth:`mark_up` given an older count does nothing."""
+        return self._downs
 
     @property
     def down_since(self) -> float | None:
@@ -293,12 +300,16 @@ class Outage:
     def mark_down(self) -> None:
         """The client lost its server (again, while down: the outage keeps its start)."""
         with self._lock:
+            self._downs += 1
             if self._since is None:
                 self._since = self._clock()
 
-    def mark_up(self) -> None:
-        """The client has its server again."""
+    def mark_up(self, downs: int | None = None) -> None:
+        """The client has its server again; given ``downs`` (:attr:`downs` when the caller found it up), only if no
+        :meth:`mark_down` came since (a probe's reply is older news than a loss reported after it was sent)."""
         with self._lock:
+            if downs is not None and downs != self._downs:
+                return
             self._since = None
             self._lock.notify_all()
 

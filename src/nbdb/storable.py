@@ -134,7 +134,7 @@ def _as_it_is(info: pydantic.fields.FieldInfo, known: set[str] | None) -> Callab
 
     def valid(value: Any) -> bool:
         try:
-            if validate(value) != value:
+            if not same_as_validated(validate(value), value):  # a tuple or frozenset inside, too
                 return False
         except (pydantic.ValidationError, ValueError):
             return False
@@ -290,8 +290,10 @@ FIELD_VALIDATORS = (pydantic.AfterValidator, pydantic.BeforeValidator, pydantic.
 _COLLECTIONS = frozenset({list, tuple, set, frozenset, FrozenList, FrozenSet})
 _CONTAINERS = frozenset({list, dict, set, FrozenList, FrozenDict, FrozenSet})
 """What an object's field may hold that can change in place."""
-_PLAIN = frozenset({list, dict, set})
-"""The containers an object holds as its caller built them (nbdb's stored and decoded copies hold frozen ones)."""
+_PLAIN = frozenset({list, dict, set, tuple, frozenset})
+"""The containers an object holds as its caller built them (nbdb's stored and decoded copies hold frozen ones); a
+tuple or frozenset where validation gives a list or set (put there by ``model_construct`` or in place) among them:
+it was written as it was, kept so by ``memory://`` and read back as a list or set from a store of bytes."""
 _KNOWN_LIMIT = 65536
 """The most texts known to pass kept for a field (then forgotten, all at once)."""
 
@@ -339,7 +341,10 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
         if _nests_model(field.annotation):
             nested.append((name, _rebuilt(field)))
             lines += [f"    if d[{name!r}] is not None: again = True"]
-        if shape == "none" and bounds is None and in_place is None:
+        odd = None  # the shapes of text check their container's class already
+        if in_place is None and shape in ("none", "other") and name in model.nbdb_container_fields:
+            odd = _odd_collections(field.annotation)
+        if shape == "none" and bounds is None and in_place is None and odd is None:
             continue
         lines.append(f"    v = d[{name!r}]")
         if bounds is not None:
@@ -390,6 +395,11 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
             ]
         elif shape == "other":
             lines.append("    if v is not None: a = False")
+        if odd is not None:
+            # A list or set of values validation takes as they are: a tuple or frozenset in its place was written
+            # as it was (memory:// kept it; a store of bytes read back a list or set).
+            scope_names[f"O_{name}"] = odd
+            lines.append(f"    if type(v) in O_{name}: return WRONG")
         if in_place == "model":
             lines.append("    if type(v) in PLAIN: again = True")
         elif in_place is not None:
@@ -407,6 +417,14 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
     if nested:
         _NESTED[model] = tuple(nested)
     return cast(Callable[[dict[str, Any]], object], scope["check"])
+
+
+def _odd_collections(annotation: Any) -> frozenset[type] | None:
+    """The tuple and frozenset classes a list, map or set field's validation never gives (None: no such field)."""
+    origin = typing.get_origin(_unwrapped(annotation))
+    if origin in (list, set, dict):
+        return frozenset({tuple, frozenset})
+    return None
 
 
 def _own_collections(annotation: Any) -> frozenset[type]:

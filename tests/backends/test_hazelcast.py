@@ -596,3 +596,90 @@ def test_member_killed_during_writes_loses_nothing(healthy_cluster: HazelcastSer
                     assert event.new is not None
                     delivered[event.new.id] = event.new.size
         assert delivered == stored  # the watch missed nothing across the kill
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_already_sent_for_is_taken_not_held_by_an_outage_that_began_after(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """A lock granted after the client reported the connection gone is taken at once, and released.
+
+    The hold of an outage (:meth:`nbdb.retry.Outage.wait_up`) is for requests not yet sent. Until
+    2026-12-05 waiting for the reply of one already sent went through the same gate (``call(future.result)``:
+    a lock's grant, a commit's reads): a grant that came in after the client's DISCONNECTED (a reconnect
+    in progress, or the client's late DISCONNECTED after a newer CONNECTED) was held ``timeout`` and then
+    reported as BackendUnavailableError, never sent, while this client held the lock in the cluster, not
+    released until its lease ran out. The listener is told here as the client tells it.
+    """
+    from hazelcast.lifecycle import LifecycleState
+
+    timeout = 3.0
+    with nbdb.connect(f"{hazelcast_server.url}?timeout={timeout}", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        imap, key, lease = backend._lease_async, "review7", 30.0
+        release, waiting = threading.Event(), threading.Event()
+        outcome: list[tuple[str, float]] = []
+
+        def holder() -> None:
+            with backend._key_lock(imap, key, lease):
+                waiting.wait(10)
+                release.wait(10)
+
+        def asker() -> None:
+            waiting.set()
+            began = time.monotonic()
+            try:
+                with backend._key_lock(imap, key, lease):
+                    outcome.append(("granted", time.monotonic() - began))
+            except errors.NbdbError as exc:
+                outcome.append((type(exc).__name__, time.monotonic() - began))
+
+        first = threading.Thread(target=holder, daemon=True)
+        first.start()
+        assert eventually(lambda: backend._lease.is_locked(key), timeout=10)
+        second = threading.Thread(target=asker, daemon=True)
+        second.start()
+        assert waiting.wait(10)
+        time.sleep(0.5)  # the second thread's request is sent, its grant not yet in
+        backend._on_state(LifecycleState.DISCONNECTED)
+        try:
+            release.set()  # the grant comes in now
+            first.join(10)
+            second.join(timeout + 5)
+        finally:
+            backend._on_state(LifecycleState.CONNECTED)
+        assert outcome and outcome[0][0] == "granted" and outcome[0][1] < 0.5 + timeout / 2, outcome
+        assert eventually(lambda: not backend._lease.is_locked(key), timeout=5), "the grant was never released"
+
+
+@pytest.mark.timeout(60)
+def test_a_late_disconnected_while_connected_neither_holds_nor_refuses_calls(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """The client may report DISCONNECTED after a newer CONNECTED (nbdb.retry.Outage): calls go on all the same.
+
+    The listener is told DISCONNECTED, as the client tells it, while the client is connected. Until
+    2026-12-05 every call was then held ``timeout`` and refused as never sent, and once ``timeout`` had
+    passed every call was refused at once, for as long as the client stayed connected: nothing marked the
+    client up again. A harmless read sent while the outage rule says down (one at a time) finds the client
+    connected and ends the outage.
+    """
+    from hazelcast.lifecycle import LifecycleState
+
+    timeout = 3.0
+    with nbdb.connect(f"{hazelcast_server.url}?timeout={timeout}", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        kept = db.create(LogicalSwitch(name="kept"))
+        backend._on_state(LifecycleState.DISCONNECTED)  # late: the client is connected
+        began = time.monotonic()
+        assert db.get(LogicalSwitch, kept.id) == kept
+        assert time.monotonic() - began < timeout / 2
+        assert backend._outage.down_since is None
+        backend._on_state(LifecycleState.DISCONNECTED)
+        time.sleep(timeout + 0.5)  # what would have been an outage of timeout
+        began = time.monotonic()
+        assert db.get(LogicalSwitch, kept.id) == kept  # a read has no retry policy to try again after a refusal
+        assert db.update(kept.replace(name="still")).name == "still"
+        assert time.monotonic() - began < timeout / 2

@@ -132,6 +132,8 @@ class HazelcastBackend(ChangeLogBackend):
         self._executor = client.get_executor("nbdb.commit")
         self._outage = Outage(config.timeout)
         """Since when the client has been without a connection to the cluster: see :meth:`_admit`."""
+        self._probing = threading.Lock()
+        """Held while a probe of the connection is in flight (see :meth:`_probe`)."""
         client.lifecycle_service.add_listener(self._on_state)
         self.member_commit = False
         """Whether commits run as nbdb's task in the members (one round trip), as the connect-time probe found."""
@@ -208,11 +210,24 @@ class HazelcastBackend(ChangeLogBackend):
         The gate of every request but the member-side commit task's (which passes :meth:`_admit`
         itself): each call path sends its first request from inside ``call`` (the requests that
         follow leave from replies, or right after one). A future's result waited for here is
-        translated the same way.
+        translated the same way; the reply to a request sent before is :meth:`_reply`'s, not held.
         """
         self._admit()
         try:
             return call()
+        except hzerrors.HazelcastError as exc:
+            raise ERRORS.translate(exc, f"at {self.config.where}") from None
+
+    def _reply(self, future: Any) -> Any:
+        """The reply to a request already sent (past :meth:`_admit`), Hazelcast's errors translated into nbdb's.
+
+        Not held by an outage: the hold is for requests not yet sent, and a reply (a lock's grant, a
+        commit's reads) may be in already, or be the client's to retry until ``timeout``. Held, a grant
+        that came in after the client reported the connection gone was refused as never sent, while
+        this client held the lock in the cluster until its lease ran out.
+        """
+        try:
+            return future.result()
         except hzerrors.HazelcastError as exc:
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
 
@@ -234,6 +249,7 @@ class HazelcastBackend(ChangeLogBackend):
             raise errors.BackendUnavailableError("the hazelcast backend is closed")
         if self._outage.down_since is None:
             return
+        self._probe()
         end = time.monotonic() + self.config.timeout if deadline is None else deadline
         if not self._outage.wait_up(end, stop=lambda: self._closed):
             if self._closed:
@@ -241,10 +257,33 @@ class HazelcastBackend(ChangeLogBackend):
             offline = hzerrors.ClientOfflineError()  # type: ignore[no-untyped-call]
             raise ERRORS.translate(offline, f"at {self.config.where}")
 
+    def _probe(self) -> None:
+        """Send a harmless read (one at a time) while the client is taken for offline; its reply marks it up.
+
+        The client may report DISCONNECTED after a newer CONNECTED (:class:`nbdb.retry.Outage`): without
+        this, every call was then held ``timeout`` and refused, and refused at once afterwards, for as long
+        as the client stayed connected. Sent while really offline, the client retries it until its
+        ``timeout`` (then the next call sends another); a DISCONNECTED reported after it was sent wins.
+        """
+        if self._closed or not self._probing.acquire(blocking=False):
+            return
+        downs = self._outage.downs
+
+        def answered(reply: Any) -> None:
+            self._probing.release()
+            if reply.exception() is None:
+                self._outage.mark_up(downs)
+
+        try:
+            self.meta_async.get(TRIM).add_done_callback(answered)
+        except Exception:  # refused at once (the client shutting down): no probe in flight, and the next may go
+            self._probing.release()
+
     def _on_state(self, state: str) -> None:
         """Follow the client's connection to the cluster (a lifecycle listener)."""
         if state == LifecycleState.DISCONNECTED:
             self._outage.mark_down()
+            self._probe()  # a late DISCONNECTED (the client connected) ends one reply later, before any call waits
         elif state == LifecycleState.CONNECTED:
             self._outage.mark_up()
 
@@ -271,7 +310,7 @@ class HazelcastBackend(ChangeLogBackend):
         """
         if any(p.startswith(self._object_prefix) for p in prefixes):
             with self._commit_lock(partial(self._send_range, prefixes)) as lock:
-                head_raw, found = self.call(lock.follow.result)
+                head_raw, found = self._reply(lock.follow)
             revision, token = decode_head(head_raw)
             self.remember_token(revision, token)
         else:
@@ -392,7 +431,7 @@ class HazelcastBackend(ChangeLogBackend):
         except BaseException:
             pending.add_done_callback(lambda grant: self._release_abandoned(imap, key, grant))
             raise
-        self.call(pending.result)
+        self._reply(pending)
         try:
             yield held
         finally:
@@ -493,7 +532,7 @@ class HazelcastBackend(ChangeLogBackend):
         for _pending in range(_ROLL_FORWARD_ROUNDS):
             if reads_f is None:
                 reads_f = self._send_reads(conditions, keys)
-            head_raw, reads = self.call(reads_f.result)
+            head_raw, reads = self._reply(reads_f)
             reads_f = None
             revision = decode_head(head_raw)[0] + 1
             redo: list[Redo] = []
@@ -529,7 +568,7 @@ class HazelcastBackend(ChangeLogBackend):
                 ) from None
             if taken is not None:
                 # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
-                self.call(done.result)
+                self._reply(done)
                 self._roll_forward(revision, head_raw)
                 continue
             try:
