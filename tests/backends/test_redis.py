@@ -280,6 +280,45 @@ def test_a_topic_watcher_resuming_from_a_revision_the_log_still_holds_misses_not
             client.close()
 
 
+@pytest.mark.timeout(60)
+def test_a_topic_watcher_behind_a_revision_jump_misses_nothing(db: nbdb.Database) -> None:
+    """Another writer's auto-id entry ('*', milliseconds) in a topic's stream moves the next commit's
+    revision there, and that commit trims the topic's stream to MINID ~ revision - history: every
+    earlier node of it went, while 'log' (trimmed by count) still held a watcher's anchor. The
+    watcher resumed and got 5 of 301 changes, silently. Now it gets them all or HistoryGoneError."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    topic = "tenant-a"
+    try:
+        current = db.create(LogicalSwitch(name="s", topic=topic))
+        anchor = db.list(LogicalSwitch).revision
+        for _ in range(300):
+            current = db.update(current)
+        client.xadd(f"{backend.root}log:{topic}", {"t": "foreign"}, id="*")
+        current = db.update(current)
+        want = list(range(2, current.version + 1))
+        seen: list[int] = []
+        with db.watch(LogicalSwitch, topics=[topic], since=anchor) as watch:
+            try:
+                for _ in range(40):
+                    got = watch.poll(0.25)
+                    seen += [e.object.version for e in got]
+                    if not got and seen:
+                        break
+            except nbdb.HistoryGoneError:
+                seen = want
+        assert seen == want
+        # A watcher from the current revision goes on as usual.
+        now = db.list(LogicalSwitch).revision
+        with db.watch(LogicalSwitch, topics=[topic], since=now) as watch:
+            current = db.update(current)
+            assert [e.object.version for e in watch.poll(2)] == [current.version]
+    finally:
+        client.close()
+
+
 @pytest.mark.timeout(30)
 def test_every_write_is_one_script_call_and_topics_join_logs_once(db: nbdb.Database) -> None:
     """Create, update and delete are one EVALSHA each (a delete reads no referrers first)."""
