@@ -31,7 +31,7 @@ class RedisLogReader(ChangeLogReader):
 
     def read(self, logs: Sequence[str], after: int, limit: int) -> LogRead:
         backend = self._backend
-        args = [backend.root, after, limit, *logs]
+        args = [backend.root, after, limit, backend.config.history, *logs]
         head_r, head_t, anchor_t, streams = self._connector.run(
             lambda: backend.log_read_script(args=args, client=self._client), stop=self._closed
         )

@@ -244,21 +244,24 @@ local function announce(rev, all, topics)
     bad = type(bad) == 'table' and bad.err
     if not bad then
       added = 1
-      -- Topic logs keep at least what 'log' keeps (its revisions are dense, and it keeps
-      -- at least ``history`` entries): a watcher whose anchor is still in 'log' finds
-      -- every later entry of its topics.
+      -- Topic logs keep every entry of the last ``history`` revisions (as 'log' does while its
+      -- revisions are dense): the watchers' read (LOG_READ_LUA) says which anchors that covers.
       local first = str(math.max(rev - tonumber(history), 0)) .. '-0'
       for topic, recs in pairs(topics) do
         -- A commit of one topic (the usual one) sends 'log' and the topic's log the same string.
         local name, c = P .. 'log:' .. topic, (not all or #recs == #all) and feed or table.concat(recs)
         -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
         local got = redis.pcall('XADD', name, 'NOMKSTREAM', 'MINID', '~', first, id, 't', token, 'c', c)
-        if not got then
-          got = redis.pcall('XADD', name, 'MINID', '~', first, id, 't', token, 'c', c)
-          if type(got) ~= 'table' then got = redis.pcall('SADD', P .. 'logs', topic) end
-        end
+        local made = not got
+        if made then got = redis.pcall('XADD', name, 'MINID', '~', first, id, 't', token, 'c', c) end
         if type(got) == 'table' and got.err then bad = got.err; break end
+        -- The stream took the entry: counted before the SADD, whose failure undoes it too
+        -- (uncounted, it stayed, and the retry added the commit to the stream a second time).
         added = added + 1
+        if made then
+          got = redis.pcall('SADD', P .. 'logs', topic)
+          if type(got) == 'table' and got.err then bad = got.err; break end
+        end
       end
     end
     if not bad then
@@ -1189,13 +1192,23 @@ return {r, t}
 """
 )
 
-# ARGV: P, after, limit, log*.  One atomic read for a watcher: {head, head token,
-# anchor, entries}. ``anchor`` is the token 'log' holds for revision ``after``
+# ARGV: P, after, limit, history, log*.  One atomic read for a watcher: {head, head
+# token, anchor, entries}. ``anchor`` is the token 'log' holds for revision ``after``
 # (nil if none); for ``after`` 0, '' if 'log' still starts at revision 1 (or
 # nothing was committed yet), else nil. ``entries`` is XREAD's reply for the logs
 # after ``after`` (at most ``limit`` each). A script, not a MULTI, so that only
 # the tokens of the head's and the anchor's entries travel, not their changes
 # (they may be another topic's).
+#
+# The anchor in 'log' vouches for 'log' only: 'log' is trimmed by count (MAXLEN ~
+# history keeps at least ``history`` entries, and up to a stream node more), a
+# topic's stream by revision (each commit's MINID ~ revision - history). Every
+# trim removes a stream's oldest entries, so a topic's stream lost none after
+# ``after`` if it still holds an entry at or before it, or if no trim reached past
+# it (none reaches past head - history). Otherwise (an anchor in 'log''s extra
+# node, or behind a revision that jumped past another writer's entry) the
+# anchor is nil: the watcher's history is gone, where it silently skipped the
+# topic's entries that its stream had dropped.
 LOG_READ_LUA = (
     _LUA_PRELUDE
     + r"""
@@ -1214,12 +1227,20 @@ else
   local e = redis.call('XRANGE', P .. 'log', '-', '+', 'COUNT', 1)[1]
   if (not e and hr == 0) or (e and e[1] == '1-0') then anchor = '' end
 end
-local args, n = {'COUNT', ARGV[3], 'STREAMS'}, #ARGV - 3
+local args, n = {'COUNT', ARGV[3], 'STREAMS'}, #ARGV - 4
 for j = 1, n do
-  args[3 + j] = ARGV[3 + j]
+  args[3 + j] = ARGV[4 + j]
   args[3 + n + j] = after .. '-0'
 end
 local entries = redis.call('XREAD', unpack(args))
+if anchor and after + 1 < hr - tonumber(ARGV[4]) then
+  for _, e in ipairs(entries or {}) do
+    if e[1] ~= P .. 'log' and #e[2] > 0
+      and #redis.call('XREVRANGE', e[1], after .. '-0', '-', 'COUNT', 1) == 0 then
+      anchor = false
+    end
+  end
+end
 return {hr, ht, anchor, entries}
 """
 )
