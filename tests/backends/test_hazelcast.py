@@ -553,3 +553,86 @@ def test_member_killed_during_writes_loses_nothing(healthy_cluster: HazelcastSer
                     assert event.new is not None
                     delivered[event.new.id] = event.new.size
         assert delivered == stored  # the watch missed nothing across the kill
+
+
+# ---------------------------------------------------------------- another writer's data
+
+
+def _hz(db: nbdb.Database) -> HazelcastBackend:
+    backend = db.backend
+    assert isinstance(backend, HazelcastBackend)
+    return backend
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("foreign", ["a string", bytearray(b"short")], ids=["another-type", "shorter-than-the-header"])
+def test_an_object_another_writer_replaced_by_foreign_data_is_one_corrupt_record(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    foreign: object,
+) -> None:
+    """It was raised from the range: every list of its table failed, skip_corrupt or not, and a
+    cache that had to load it retried forever."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        kept = [db.create(KitParent(name=f"kept{i}")) for i in range(3)]
+        bad = db.create(KitParent(name="bad"))
+        _hz(db)._kv.put(_hz(db).layout.object(None, "KitParent", bad.id), foreign)
+        with pytest.raises(errors.CorruptRecordError):
+            db.get(KitParent, bad.id)
+        with pytest.raises(errors.CorruptRecordError):
+            db.list(KitParent)
+        assert sorted(p.name for p in db.list(KitParent, skip_corrupt=True)) == [k.name for k in kept]
+        with db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            assert sorted(p.name for p in cache.list(KitParent)) == [k.name for k in kept]
+            assert (KitParent.nbdb_table, bad.id) in cache.corrupt
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "foreign",
+    ["garbage", bytearray(b"y" * 24 + b"\x00\x00\x00\x10abc")],
+    ids=["another-type", "bad-length"],
+)
+def test_a_damaged_change_log_entry_another_writer_put_past_head_does_not_stop_every_commit(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    foreign: object,
+) -> None:
+    """Taken for a decided commit to roll forward, it failed every commit of the namespace with
+    HistoryGoneError, for good. nbdb writes an entry whole: a damaged one is no commit of nbdb's."""
+    from nbdb.backends.hazelcast._records import HEAD, decode_head
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        first = db.create(KitParent(name="first"))
+        with db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            backend = _hz(db)
+            head = decode_head(backend._meta.get(HEAD))[0]
+            backend._log.put(head + 1, foreign)
+            made = [db.create(KitParent(name=f"made{i}")) for i in range(3)]
+            moved = db.update(first.model_copy(update={"name": "moved"}))
+            want = sorted([moved, *made], key=lambda p: p.name)
+            assert sorted(db.list(KitParent), key=lambda p: p.name) == want
+            assert eventually(lambda: sorted(cache.list(KitParent), key=lambda p: p.name) == want)
+
+
+@pytest.mark.timeout(60)
+def test_a_head_another_writer_moved_ahead_is_lost_history_not_a_stalled_watch(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Commits went on past the moved head, but every watch and cache waited for the entries in the
+    hole for good: they saw nothing more, and said nothing."""
+    from nbdb.backends.hazelcast._records import HEAD, decode_head, encode_head
+
+    with nbdb.connect(f"{hazelcast_server.url}?timeout=2", namespace=_ns()) as db:
+        first = db.create(KitParent(name="first"))
+        with db.watch(KitParent) as watch, db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            backend = _hz(db)
+            head, token = decode_head(backend._meta.get(HEAD))
+            backend._meta.put(HEAD, encode_head(head + 1000, token))
+            later = db.create(KitParent(name="later"))
+            with pytest.raises(errors.HistoryGoneError):
+                for _ in range(60):
+                    watch.poll(0.25)
+            assert eventually(lambda: cache.get(KitParent, later.id) == later)
+            assert cache.get(KitParent, first.id) == first
