@@ -751,3 +751,35 @@ def test_a_lost_reply_for_revisions_is_settled_and_retried_on_the_head_the_settl
     assert mine.allocate("p", frozenset({"t"})) == first + 2  # the rival took first + 1 meanwhile
     assert store.rounds == 2, "one lost round, then one won on the head the settling read reported"
     assert store.head_reads == 0
+
+
+# ---------------------------------------------------------------- another writer's data
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("column", ["refs", "referrers"])
+@pytest.mark.parametrize("entry", ["nonsense", "LogicalSwitch/not-a-uuid"], ids=["no-table", "no-uuid"])
+def test_a_reference_entry_another_writer_damaged_is_a_corrupt_record(
+    open_db: Callable[..., nbdb.Database], column: str, entry: str
+) -> None:
+    """An entry of an object's ``refs`` or ``referrers`` that is no ``<table>/<id>`` was a raw
+    ValueError out of every update and delete of the object (and of ``referrers()``)."""
+    db = open_db()
+    switch = db.create(LogicalSwitch(name="sw"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    target = port if column == "refs" else switch
+    family = backend(db)
+    value = f"{{'{entry}'}}" if column == "refs" else f"{{'{entry}': ''}}"
+    session(db).execute(
+        f"UPDATE {family.store.settings.keyspace}.nbdb_data SET {column} = {column} + {value} "  # type: ignore[attr-defined]
+        "WHERE ns = %s AND topic = '~' AND kind = 0 AND rev = 0 AND tbl = %s AND id = %s",
+        (family.partitions.ns, target.nbdb_table, target.id),
+        timeout=60,
+    )
+    if column == "refs":
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.update(port.model_copy(update={"name": "q"}))
+    with pytest.raises(nbdb.CorruptRecordError):
+        db.delete(target)
+    assert db.get(LogicalSwitchPort, port.id) == port and db.get(LogicalSwitch, switch.id) == switch
+    assert db.create(LogicalSwitch(name="later")).name == "later"  # the namespace still works around it
