@@ -783,3 +783,31 @@ def test_a_reference_entry_another_writer_damaged_is_a_corrupt_record(
         db.delete(target)
     assert db.get(LogicalSwitchPort, port.id) == port and db.get(LogicalSwitch, switch.id) == switch
     assert db.create(LogicalSwitch(name="later")).name == "later"  # the namespace still works around it
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("ahead", [50, 9_000_000_000], ids=["in-the-bucket", "past-the-bucket"])
+def test_a_last_rev_another_writer_moved_past_the_sequencer_is_no_endless_conflict(
+    open_db: Callable[..., nbdb.Database], ahead: int
+) -> None:
+    """A partition's ``last_rev`` set past every revision handed out failed every batch there on its
+    ``last_rev < G`` condition: each commit raised ConflictError ("kept conflicting with concurrent
+    writers"), a guessed conflict no retry could end. In the sequencer's bucket numbering now resumes
+    past it; past the bucket the commit says what is damaged (CorruptRecordError)."""
+    db = open_db()
+    first = db.create(LogicalSwitch(name="first"))
+    family = backend(db)
+    last = family.current_revision() + ahead
+    session(db).execute(
+        f"UPDATE {family.store.settings.keyspace}.nbdb_data SET last_rev = %s WHERE ns = %s AND topic = '~'",  # type: ignore[attr-defined]
+        (last, family.partitions.ns),
+        timeout=60,
+    )
+    if ahead > layout.BUCKET_SIZE:
+        with pytest.raises(nbdb.CorruptRecordError, match="last_rev"):
+            db.create(LogicalSwitch(name="later"))
+        return
+    later = db.create(LogicalSwitch(name="later"))
+    moved = db.update(first.model_copy(update={"name": "moved"}))
+    assert moved.version == 2 and family.current_revision() > last
+    assert sorted(s.name for s in db.list(LogicalSwitch)) == ["later", "moved"] and later.version == 1
