@@ -811,3 +811,34 @@ def test_a_last_rev_another_writer_moved_past_the_sequencer_is_no_endless_confli
     moved = db.update(first.model_copy(update={"name": "moved"}))
     assert moved.version == 2 and family.current_revision() > last
     assert sorted(s.name for s in db.list(LogicalSwitch)) == ["later", "moved"] and later.version == 1
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("cascade", [False, True], ids=["plain", "cascade"])
+def test_a_referrer_entry_another_writer_added_for_no_object_does_not_refuse_every_delete(
+    open_db: Callable[..., nbdb.Database], cascade: bool
+) -> None:
+    """A referrer entry valued '' (what a source's own commit writes) naming no object refused every
+    delete of the target for good: ReferenceError naming an object that does not exist, and with
+    cascade=True a NotFoundError on it."""
+    db = open_db()
+    switch = db.create(LogicalSwitch(name="sw"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    family = backend(db)
+    ghost = f"LogicalSwitchPort/{uuid.uuid4()}"
+    session(db).execute(
+        f"UPDATE {family.store.settings.keyspace}.nbdb_data SET referrers = referrers + {{'{ghost}': ''}} "  # type: ignore[attr-defined]
+        "WHERE ns = %s AND topic = '~' AND kind = 0 AND rev = 0 AND tbl = %s AND id = %s",
+        (family.partitions.ns, switch.nbdb_table, switch.id),
+        timeout=60,
+    )
+    if not cascade:
+        with pytest.raises(nbdb.ReferenceError) as refused:  # the real referrer still refuses it
+            db.delete(switch)
+        assert str(port.id) in str(refused.value) and ghost.split("/")[1] not in str(refused.value)
+        db.delete(port)
+    db.delete(switch, cascade=cascade)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LogicalSwitch, switch.id)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LogicalSwitchPort, port.id)
