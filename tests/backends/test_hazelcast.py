@@ -636,3 +636,51 @@ def test_a_head_another_writer_moved_ahead_is_lost_history_not_a_stalled_watch(
                     watch.poll(0.25)
             assert eventually(lambda: cache.get(KitParent, later.id) == later)
             assert cache.get(KitParent, first.id) == first
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cascade", [False, True], ids=["plain", "cascade"])
+def test_a_reverse_reference_another_writer_added_for_no_object_does_not_refuse_every_delete(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    cascade: bool,
+) -> None:
+    """A reverse-reference key naming an object that does not exist (the key-value family's, so
+    Redis and etcd too) refused every delete of its target for good: ReferenceError naming that
+    object, and with cascade=True a NotFoundError on it."""
+    from nbdb.conformance.kit import KitChild
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        parent = db.create(KitParent(name="p"))
+        child = db.create(KitChild(parent=parent.id, name="c"))
+        backend = _hz(db)
+        target = (KitParent.nbdb_table, parent.id)
+        real = backend._kv.get(backend.layout.referrer(target, (KitChild.nbdb_table, child.id)))
+        ghost = uuid.uuid4()
+        backend._kv.put(backend.layout.referrer(target, (KitChild.nbdb_table, ghost)), bytearray(real))
+        if not cascade:
+            with pytest.raises(errors.ReferenceError) as refused:  # the real referrer still refuses it
+                db.delete(parent)
+            assert str(child.id) in str(refused.value) and str(ghost) not in str(refused.value)
+            db.delete(child)
+        db.delete(parent, cascade=cascade)
+        with pytest.raises(errors.NotFoundError):
+            db.get(KitParent, parent.id)
+        assert db.list(KitChild) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_reverse_reference_key_another_writer_added_without_an_id_is_a_corrupt_record(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """A key under a target's reverse references with no id after the table was a raw ValueError
+    out of every delete of the target."""
+    from nbdb.backends.hazelcast._records import encode_kv
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        parent = db.create(KitParent(name="p"))
+        backend = _hz(db)
+        under = backend.layout.referrers((KitParent.nbdb_table, parent.id))
+        backend._kv.put(under + "KitChild/not-a-uuid", encode_kv(1, backend.current_revision(), b""))
+        with pytest.raises(errors.CorruptRecordError):
+            db.delete(parent)
+        assert db.get(KitParent, parent.id) == parent
