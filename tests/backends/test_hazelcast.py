@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -684,3 +685,30 @@ def test_a_reverse_reference_key_another_writer_added_without_an_id_is_a_corrupt
         with pytest.raises(errors.CorruptRecordError):
             db.delete(parent)
         assert db.get(KitParent, parent.id) == parent
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("foreign", ["garbage", bytearray(b"ab")], ids=["another-type", "too-short"])
+def test_a_head_another_writer_damaged_is_put_back_by_the_next_commit(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    foreign: object,
+) -> None:
+    """It failed every commit and list of the namespace with CorruptRecordError, for good: the
+    namespace could no longer be written. The next commit puts it back from the log."""
+    from nbdb.backends.hazelcast._records import HEAD
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        first = db.create(KitParent(name="first"))
+        with db.watch(KitParent) as watch, db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            _hz(db)._meta.put(HEAD, foreign)
+            later = db.create(KitParent(name="later"))
+            assert sorted(p.name for p in db.list(KitParent)) == ["first", "later"]
+            assert db.get(KitParent, first.id) == first
+            seen: list[Any] = []
+            for _ in range(40):
+                seen += [e.object.id for e in watch.poll(0.25)]
+                if later.id in seen:
+                    break
+            assert seen == [later.id]
+            assert eventually(lambda: cache.get(KitParent, later.id) == later)

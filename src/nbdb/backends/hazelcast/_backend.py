@@ -489,7 +489,12 @@ class HazelcastBackend(ChangeLogBackend):
                 reads_f = self._send_reads(conditions, keys)
             head_raw, reads = self.call(reads_f.result)
             reads_f = None
-            revision = decode_head(head_raw)[0] + 1
+            try:
+                revision = decode_head(head_raw)[0] + 1
+            except errors.CorruptRecordError:
+                if not self._repair_head(head_raw):
+                    raise
+                continue
             redo: list[Redo] = []
             changes: list[KeyChange] = []
             outcomes: list[Outcome] = []
@@ -726,6 +731,20 @@ class HazelcastBackend(ChangeLogBackend):
             ).result()
         )
         return True
+
+    def _repair_head(self, head_raw: Any) -> bool:
+        """Put back a ``head`` another writer damaged, from the log (under the commit lock); whether it was.
+
+        Every entry below the newest was applied before ``head`` passed it (an entry is written at
+        ``head + 1`` only): the newest is rolled forward (its compare-and-sets change nothing if it
+        was applied), which moves ``head`` to it from the damaged value. Left as it was, it failed
+        every commit and list of the namespace with CorruptRecordError, for good.
+        """
+        keys = [k for k in self.call(lambda: self._log.key_set()) if isinstance(k, int) and not isinstance(k, bool)]
+        if not keys:
+            return False
+        log.warning("hazelcast: head holds data nbdb did not write; putting it back at revision %d", max(keys))
+        return self._roll_forward(max(keys), head_raw)
 
     def _trim(self, through: int) -> None:
         """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
