@@ -712,3 +712,20 @@ def test_a_head_another_writer_damaged_is_put_back_by_the_next_commit(
                     break
             assert seen == [later.id]
             assert eventually(lambda: cache.get(KitParent, later.id) == later)
+
+
+@pytest.mark.timeout(60)
+def test_a_lease_another_writer_holds_with_text_is_a_held_lock_not_a_type_error(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """``bytes()`` of another writer's text in the lease map was a raw TypeError out of ``lock()``."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = _hz(db)
+        name = "held"  # a lock's lease is keyed by its name
+        backend._lease.put(name, "another program's holder")
+        with pytest.raises(errors.LockTimeoutError):
+            with db.lock("held", ttl=2, timeout=1):
+                pass
+        backend._lease.delete(name)
+        with db.lock("held", ttl=2, timeout=5) as handle:
+            assert not handle.lost

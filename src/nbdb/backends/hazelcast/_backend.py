@@ -814,13 +814,13 @@ class HazelcastBackend(ChangeLogBackend):
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         holder = self.call(lambda: self._lease.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
-        return holder is None or bytes(holder) == token
+        return holder is None or _holder(holder) == token
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         # Under the entry's lock no other client can take or drop the lease between the check and the renewal.
         with self._key_lock(self._lease_async, name, max(ttl, 1.0)):
             holder = self.call(lambda: self._lease.get(name))
-            if holder is None or bytes(holder) != token:
+            if holder is None or _holder(holder) != token:
                 return False
             self.call(lambda: self._lease.set(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
             return True
@@ -871,6 +871,15 @@ class _Reads(NamedTuple):
     prefixes: Mapping[str, list[Any]]
 
 
+def _holder(value: Any) -> bytes | None:
+    """The token of a lease's holder; None for a value nbdb does not write (another writer's holder).
+
+    ``bytes(value)`` of another writer's text was a raw TypeError out of ``lock()``; such a value
+    holds the lease for someone else, as any token not the caller's does.
+    """
+    return bytes(value) if isinstance(value, bytes | bytearray) else None
+
+
 def _commit_cost(commit: KeyCommit) -> tuple[int, int]:
     """What a commit adds to a group: nothing the group limits (the group size is the one bound)."""
     return 0, 0
@@ -892,7 +901,7 @@ def _plan(
                 return None
         elif isinstance(condition, LeaseHeld):
             holder = holders.get(condition.name)
-            if holder is None or bytes(holder) != condition.token:
+            if holder is None or _holder(holder) != condition.token:
                 return None
         elif isinstance(condition, PrefixUnchangedSince):
             inside = (decode_kv(condition.prefix, raw) for raw in prefixes.get(condition.prefix, ()))
