@@ -842,3 +842,23 @@ def test_a_referrer_entry_another_writer_added_for_no_object_does_not_refuse_eve
         db.get(LogicalSwitch, switch.id)
     with pytest.raises(nbdb.NotFoundError):
         db.get(LogicalSwitchPort, port.id)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("value", [None, -5, 2**63 - 1], ids=["null", "negative", "last-bigint"])
+def test_an_id_counter_another_writer_damaged_is_a_corrupt_record(
+    open_db: Callable[..., nbdb.Database], value: int | None
+) -> None:
+    """A null counter was read as 0 (ids began again at 1: each handed out twice), a negative one
+    handed out ids below 1, and the largest bigint was a raw TypeError of the driver."""
+    db = open_db()
+    assert db.allocate_id("c") == 1
+    family = backend(db)
+    session(db).execute(
+        f"UPDATE {family.store.settings.keyspace}.nbdb_meta SET value = %s WHERE ns = %s AND name = 'n/c'",  # type: ignore[attr-defined]
+        (value, family.partitions.ns),
+        timeout=60,
+    )
+    with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
+        db.allocate_id("c")
+    assert db.allocate_id("other") == 1
