@@ -729,3 +729,16 @@ def test_a_lease_another_writer_holds_with_text_is_a_held_lock_not_a_type_error(
         backend._lease.delete(name)
         with db.lock("held", ttl=2, timeout=5) as handle:
             assert not handle.lost
+
+
+@pytest.mark.timeout(60)
+def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """A negative counter handed out ids below 1."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        assert db.allocate_id("c") == 1
+        _hz(db)._ids.put("c", -5)
+        with pytest.raises(errors.CorruptRecordError, match="counter 'c'"):
+            db.allocate_id("c")
+        assert db.allocate_id("other") == 1

@@ -836,9 +836,10 @@ class HazelcastBackend(ChangeLogBackend):
                 if self.call(lambda: self._ids.put_if_absent(name, 1)) is None:
                     return 1
                 continue
-            if not isinstance(current, int):
+            if not isinstance(current, int) or isinstance(current, bool) or current < 0:
+                # A negative one (another writer's) handed out ids below 1.
                 raise errors.CorruptRecordError(
-                    f"id counter {name!r} holds {type(current).__name__}, not an integer", key=name
+                    f"id counter {name!r} holds {current!r}, not a whole number >= 0", key=name
                 )
             if self.call(partial(self._ids.replace_if_same, name, current, current + 1)):
                 return current + 1
