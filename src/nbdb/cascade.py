@@ -31,7 +31,12 @@ def cascade_ops(backend: Backend, get: Callable[[type[Model], UUID], Model], roo
                 continue
             obj = updates.get(source)
             if obj is None:
-                obj = get(model_for_table(source[0]), source[1])
+                try:
+                    obj = get(model_for_table(source[0]), source[1])
+                except errors.NotFoundError:
+                    # Deleted since it was listed, or a referrer entry another writer left that names
+                    # no object: nothing to delete or clear (the target's own delete checks its entries).
+                    continue
             changes: dict[str, Any] = {}
             doomed = False
             for spec in obj.nbdb_references:

@@ -751,3 +751,114 @@ def test_a_lost_reply_for_revisions_is_settled_and_retried_on_the_head_the_settl
     assert mine.allocate("p", frozenset({"t"})) == first + 2  # the rival took first + 1 meanwhile
     assert store.rounds == 2, "one lost round, then one won on the head the settling read reported"
     assert store.head_reads == 0
+
+
+# ---------------------------------------------------------------- another writer's data
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("column", ["refs", "referrers"])
+@pytest.mark.parametrize("entry", ["nonsense", "LogicalSwitch/not-a-uuid"], ids=["no-table", "no-uuid"])
+def test_a_reference_entry_another_writer_damaged_is_a_corrupt_record(
+    open_db: Callable[..., nbdb.Database], column: str, entry: str
+) -> None:
+    """An entry of an object's ``refs`` or ``referrers`` that is no ``<table>/<id>`` was a raw
+    ValueError out of every update and delete of the object (and of ``referrers()``)."""
+    db = open_db()
+    switch = db.create(LogicalSwitch(name="sw"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    target = port if column == "refs" else switch
+    family = backend(db)
+    value = f"{{'{entry}'}}" if column == "refs" else f"{{'{entry}': ''}}"
+    session(db).execute(
+        f"UPDATE {family.store.settings.keyspace}.nbdb_data SET {column} = {column} + {value} "  # type: ignore[attr-defined]
+        "WHERE ns = %s AND topic = '~' AND kind = 0 AND rev = 0 AND tbl = %s AND id = %s",
+        (family.partitions.ns, target.nbdb_table, target.id),
+        timeout=60,
+    )
+    if column == "refs":
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.update(port.model_copy(update={"name": "q"}))
+    with pytest.raises(nbdb.CorruptRecordError):
+        db.delete(target)
+    assert db.get(LogicalSwitchPort, port.id) == port and db.get(LogicalSwitch, switch.id) == switch
+    assert db.create(LogicalSwitch(name="later")).name == "later"  # the namespace still works around it
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("ahead", [50, 9_000_000_000], ids=["in-the-bucket", "past-the-bucket"])
+def test_a_last_rev_another_writer_moved_past_the_sequencer_is_no_endless_conflict(
+    open_db: Callable[..., nbdb.Database], ahead: int
+) -> None:
+    """A partition's ``last_rev`` set past every revision handed out failed every batch there on its
+    ``last_rev < G`` condition: each commit raised ConflictError ("kept conflicting with concurrent
+    writers"), a guessed conflict no retry could end. In the sequencer's bucket numbering now resumes
+    past it; past the bucket the commit says what is damaged (CorruptRecordError)."""
+    db = open_db()
+    first = db.create(LogicalSwitch(name="first"))
+    family = backend(db)
+    last = family.current_revision() + ahead
+    session(db).execute(
+        f"UPDATE {family.store.settings.keyspace}.nbdb_data SET last_rev = %s WHERE ns = %s AND topic = '~'",  # type: ignore[attr-defined]
+        (last, family.partitions.ns),
+        timeout=60,
+    )
+    if ahead > layout.BUCKET_SIZE:
+        with pytest.raises(nbdb.CorruptRecordError, match="last_rev"):
+            db.create(LogicalSwitch(name="later"))
+        return
+    later = db.create(LogicalSwitch(name="later"))
+    moved = db.update(first.model_copy(update={"name": "moved"}))
+    assert moved.version == 2 and family.current_revision() > last
+    assert sorted(s.name for s in db.list(LogicalSwitch)) == ["later", "moved"] and later.version == 1
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("cascade", [False, True], ids=["plain", "cascade"])
+def test_a_referrer_entry_another_writer_added_for_no_object_does_not_refuse_every_delete(
+    open_db: Callable[..., nbdb.Database], cascade: bool
+) -> None:
+    """A referrer entry valued '' (what a source's own commit writes) naming no object refused every
+    delete of the target for good: ReferenceError naming an object that does not exist, and with
+    cascade=True a NotFoundError on it."""
+    db = open_db()
+    switch = db.create(LogicalSwitch(name="sw"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    family = backend(db)
+    ghost = f"LogicalSwitchPort/{uuid.uuid4()}"
+    session(db).execute(
+        f"UPDATE {family.store.settings.keyspace}.nbdb_data SET referrers = referrers + {{'{ghost}': ''}} "  # type: ignore[attr-defined]
+        "WHERE ns = %s AND topic = '~' AND kind = 0 AND rev = 0 AND tbl = %s AND id = %s",
+        (family.partitions.ns, switch.nbdb_table, switch.id),
+        timeout=60,
+    )
+    if not cascade:
+        with pytest.raises(nbdb.ReferenceError) as refused:  # the real referrer still refuses it
+            db.delete(switch)
+        assert str(port.id) in str(refused.value) and ghost.split("/")[1] not in str(refused.value)
+        db.delete(port)
+    db.delete(switch, cascade=cascade)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LogicalSwitch, switch.id)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LogicalSwitchPort, port.id)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("value", [None, -5, 2**63 - 1], ids=["null", "negative", "last-bigint"])
+def test_an_id_counter_another_writer_damaged_is_a_corrupt_record(
+    open_db: Callable[..., nbdb.Database], value: int | None
+) -> None:
+    """A null counter was read as 0 (ids began again at 1: each handed out twice), a negative one
+    handed out ids below 1, and the largest bigint was a raw TypeError of the driver."""
+    db = open_db()
+    assert db.allocate_id("c") == 1
+    family = backend(db)
+    session(db).execute(
+        f"UPDATE {family.store.settings.keyspace}.nbdb_meta SET value = %s WHERE ns = %s AND name = 'n/c'",  # type: ignore[attr-defined]
+        (value, family.partitions.ns),
+        timeout=60,
+    )
+    with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
+        db.allocate_id("c")
+    assert db.allocate_id("other") == 1

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -683,3 +684,191 @@ def test_a_late_disconnected_while_connected_neither_holds_nor_refuses_calls(
         assert db.get(LogicalSwitch, kept.id) == kept  # a read has no retry policy to try again after a refusal
         assert db.update(kept.replace(name="still")).name == "still"
         assert time.monotonic() - began < timeout / 2
+
+
+# ---------------------------------------------------------------- another writer's data
+
+
+def _hz(db: nbdb.Database) -> HazelcastBackend:
+    backend = db.backend
+    assert isinstance(backend, HazelcastBackend)
+    return backend
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("foreign", ["a string", bytearray(b"short")], ids=["another-type", "shorter-than-the-header"])
+def test_an_object_another_writer_replaced_by_foreign_data_is_one_corrupt_record(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    foreign: object,
+) -> None:
+    """It was raised from the range: every list of its table failed, skip_corrupt or not, and a
+    cache that had to load it retried forever."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        kept = [db.create(KitParent(name=f"kept{i}")) for i in range(3)]
+        bad = db.create(KitParent(name="bad"))
+        _hz(db)._kv.put(_hz(db).layout.object(None, "KitParent", bad.id), foreign)
+        with pytest.raises(errors.CorruptRecordError):
+            db.get(KitParent, bad.id)
+        with pytest.raises(errors.CorruptRecordError):
+            db.list(KitParent)
+        assert sorted(p.name for p in db.list(KitParent, skip_corrupt=True)) == [k.name for k in kept]
+        with db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            assert sorted(p.name for p in cache.list(KitParent)) == [k.name for k in kept]
+            assert (KitParent.nbdb_table, bad.id) in cache.corrupt
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "foreign",
+    ["garbage", bytearray(b"y" * 24 + b"\x00\x00\x00\x10abc")],
+    ids=["another-type", "bad-length"],
+)
+def test_a_damaged_change_log_entry_another_writer_put_past_head_does_not_stop_every_commit(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    foreign: object,
+) -> None:
+    """Taken for a decided commit to roll forward, it failed every commit of the namespace with
+    HistoryGoneError, for good. nbdb writes an entry whole: a damaged one is no commit of nbdb's."""
+    from nbdb.backends.hazelcast._records import HEAD, decode_head
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        first = db.create(KitParent(name="first"))
+        with db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            backend = _hz(db)
+            head = decode_head(backend._meta.get(HEAD))[0]
+            backend._log.put(head + 1, foreign)
+            made = [db.create(KitParent(name=f"made{i}")) for i in range(3)]
+            moved = db.update(first.model_copy(update={"name": "moved"}))
+            want = sorted([moved, *made], key=lambda p: p.name)
+            assert sorted(db.list(KitParent), key=lambda p: p.name) == want
+            assert eventually(lambda: sorted(cache.list(KitParent), key=lambda p: p.name) == want)
+
+
+@pytest.mark.timeout(60)
+def test_a_head_another_writer_moved_ahead_is_lost_history_not_a_stalled_watch(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Commits went on past the moved head, but every watch and cache waited for the entries in the
+    hole for good: they saw nothing more, and said nothing."""
+    from nbdb.backends.hazelcast._records import HEAD, decode_head, encode_head
+
+    with nbdb.connect(f"{hazelcast_server.url}?timeout=2", namespace=_ns()) as db:
+        first = db.create(KitParent(name="first"))
+        with db.watch(KitParent) as watch, db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            backend = _hz(db)
+            head, token = decode_head(backend._meta.get(HEAD))
+            backend._meta.put(HEAD, encode_head(head + 1000, token))
+            later = db.create(KitParent(name="later"))
+            with pytest.raises(errors.HistoryGoneError):
+                for _ in range(60):
+                    watch.poll(0.25)
+            assert eventually(lambda: cache.get(KitParent, later.id) == later)
+            assert cache.get(KitParent, first.id) == first
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cascade", [False, True], ids=["plain", "cascade"])
+def test_a_reverse_reference_another_writer_added_for_no_object_does_not_refuse_every_delete(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    cascade: bool,
+) -> None:
+    """A reverse-reference key naming an object that does not exist (the key-value family's, so
+    Redis and etcd too) refused every delete of its target for good: ReferenceError naming that
+    object, and with cascade=True a NotFoundError on it."""
+    from nbdb.conformance.kit import KitChild
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        parent = db.create(KitParent(name="p"))
+        child = db.create(KitChild(parent=parent.id, name="c"))
+        backend = _hz(db)
+        target = (KitParent.nbdb_table, parent.id)
+        real = backend._kv.get(backend.layout.referrer(target, (KitChild.nbdb_table, child.id)))
+        ghost = uuid.uuid4()
+        backend._kv.put(backend.layout.referrer(target, (KitChild.nbdb_table, ghost)), bytearray(real))
+        if not cascade:
+            with pytest.raises(errors.ReferenceError) as refused:  # the real referrer still refuses it
+                db.delete(parent)
+            assert str(child.id) in str(refused.value) and str(ghost) not in str(refused.value)
+            db.delete(child)
+        db.delete(parent, cascade=cascade)
+        with pytest.raises(errors.NotFoundError):
+            db.get(KitParent, parent.id)
+        assert db.list(KitChild) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_reverse_reference_key_another_writer_added_without_an_id_is_a_corrupt_record(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """A key under a target's reverse references with no id after the table was a raw ValueError
+    out of every delete of the target."""
+    from nbdb.backends.hazelcast._records import encode_kv
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        parent = db.create(KitParent(name="p"))
+        backend = _hz(db)
+        under = backend.layout.referrers((KitParent.nbdb_table, parent.id))
+        backend._kv.put(under + "KitChild/not-a-uuid", encode_kv(1, backend.current_revision(), b""))
+        with pytest.raises(errors.CorruptRecordError):
+            db.delete(parent)
+        assert db.get(KitParent, parent.id) == parent
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("foreign", ["garbage", bytearray(b"ab")], ids=["another-type", "too-short"])
+def test_a_head_another_writer_damaged_is_put_back_by_the_next_commit(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    foreign: object,
+) -> None:
+    """It failed every commit and list of the namespace with CorruptRecordError, for good: the
+    namespace could no longer be written. The next commit puts it back from the log."""
+    from nbdb.backends.hazelcast._records import HEAD
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        first = db.create(KitParent(name="first"))
+        with db.watch(KitParent) as watch, db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            _hz(db)._meta.put(HEAD, foreign)
+            later = db.create(KitParent(name="later"))
+            assert sorted(p.name for p in db.list(KitParent)) == ["first", "later"]
+            assert db.get(KitParent, first.id) == first
+            seen: list[Any] = []
+            for _ in range(40):
+                seen += [e.object.id for e in watch.poll(0.25)]
+                if later.id in seen:
+                    break
+            assert seen == [later.id]
+            assert eventually(lambda: cache.get(KitParent, later.id) == later)
+
+
+@pytest.mark.timeout(60)
+def test_a_lease_another_writer_holds_with_text_is_a_held_lock_not_a_type_error(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """``bytes()`` of another writer's text in the lease map was a raw TypeError out of ``lock()``."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = _hz(db)
+        name = "held"  # a lock's lease is keyed by its name
+        backend._lease.put(name, "another program's holder")
+        with pytest.raises(errors.LockTimeoutError):
+            with db.lock("held", ttl=2, timeout=1):
+                pass
+        backend._lease.delete(name)
+        with db.lock("held", ttl=2, timeout=5) as handle:
+            assert not handle.lost
+
+
+@pytest.mark.timeout(60)
+def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """A negative counter handed out ids below 1."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        assert db.allocate_id("c") == 1
+        _hz(db)._ids.put("c", -5)
+        with pytest.raises(errors.CorruptRecordError, match="counter 'c'"):
+            db.allocate_id("c")
+        assert db.allocate_id("other") == 1

@@ -362,3 +362,26 @@ def test_a_version_marker_another_writer_damaged_neither_turns_the_version_back_
                 seen += watch.poll(0.25)
             watch.poll(0.5)  # a merged catch-up raises after the changes it stopped at
             assert [e.new.version for e in seen if e.new is not None and e.new.id == port.id] == [4]
+
+
+@pytest.mark.timeout(60)
+def test_a_namespace_marker_no_namespace_can_have_is_a_corrupt_record_not_a_vanished_object() -> None:
+    """``nbdb:ns`` set by ovn-nbctl to a value with a '/' (no namespace can have one) hid the row from
+    every namespace: the default one, which follows every row, dropped it as another namespace's, and
+    no server-side condition of a namespace matches it. The default namespace now reports it as a
+    corrupt record (get, list, cache.corrupt), as it reports any row it cannot map."""
+    with OvsdbServer() as nb, nbdb.connect(nb.url) as db:
+        kept = db.create(LogicalSwitch(name="kept"))
+        bad = db.create(LogicalSwitch(name="bad"))
+        with db.cache(LogicalSwitch, shared=False) as cache:
+            assert cache.wait_synced(15)
+            nbctl({"nb": nb}, "set", "Logical_Switch", str(bad.id), 'external_ids:"nbdb:ns"="ten/ant"')
+            assert _eventually(lambda: (LogicalSwitch.nbdb_table, bad.id) in cache.corrupt)
+            with pytest.raises(nbdb.CorruptRecordError, match="nbdb:ns"):
+                db.get(LogicalSwitch, bad.id)
+            with pytest.raises(nbdb.CorruptRecordError):
+                db.list(LogicalSwitch)
+            assert db.list(LogicalSwitch, skip_corrupt=True) == [kept]
+            later = db.create(LogicalSwitch(name="later"))
+            assert _eventually(lambda: cache.get(LogicalSwitch, later.id) == later)
+            assert cache.get(LogicalSwitch, kept.id) == kept

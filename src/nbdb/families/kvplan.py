@@ -281,9 +281,20 @@ class KeyLayout:
         ]
 
     def parse_referrer(self, target: RefKey, key: str) -> RefKey:
-        """The source named by a reverse-reference key of ``target``."""
+        """The source named by a reverse-reference key of ``target``; CorruptRecordError for one nbdb did not write.
+
+        Another writer's key under the target's prefix with no id after the table was a raw
+        ValueError out of every delete of the target and every ``referrers()`` of it.
+        """
         source_table, _, source_id = key[len(self.referrers(target)) :].partition("/")
-        return source_table, uuid.UUID(source_id)
+        try:
+            if source_table:
+                return source_table, uuid.UUID(source_id)
+        except ValueError:
+            pass
+        raise errors.CorruptRecordError(
+            f"reverse reference {key!r} names no '<table>/<id>': nbdb did not write it", key=key
+        )
 
     @staticmethod
     def encode_index(index: Index) -> bytes:
@@ -458,6 +469,8 @@ def plan_commit(
         referrers, revision = backend.referrers_at(*target)
         remaining = rules.remaining_referrers(target, referrers, changes)
         if remaining:
+            remaining = _real_referrers(backend, layout, target, remaining, plan)
+        if remaining:
             raise rules.still_referenced(target, remaining)
         conditions.append(PrefixUnchangedSince(layout.referrers(target), revision))
     _plan_unique(layout, ops, olds, plan)
@@ -465,6 +478,26 @@ def plan_commit(
 
 
 _NO_REFS: frozenset[RefKey] = frozenset()
+
+
+def _real_referrers(
+    backend: KeyValueBackend, layout: KeyLayout, target: RefKey, remaining: list[RefKey], plan: Plan
+) -> list[RefKey]:
+    """The referrers that refuse ``target``'s delete: each source's index is read (only on this path).
+
+    A reverse reference lands with its source's index in one commit and goes with it: one whose
+    source does not exist, or does not reference ``target``, is another writer's. Trusted, it
+    refused every delete of the target for good, naming an object that does not exist. Such keys
+    go with the delete (whose condition on the referrers' prefix stops it if one is written meanwhile).
+    """
+    real = []
+    for source in remaining:
+        found = backend.index_record(*source)
+        if found is not None and target in found.refs:
+            real.append(source)
+        else:
+            plan.deletes.append(layout.referrer(target, source))
+    return real
 
 
 def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], olds: Sequence[Index], plan: Plan) -> None:

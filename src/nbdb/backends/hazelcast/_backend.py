@@ -323,7 +323,9 @@ class HazelcastBackend(ChangeLogBackend):
             )
             revision = decode_head(head_raw)[0]
         out = [
-            kv for key, raw in sorted(found.items()) if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw))
+            kv
+            for key, raw in sorted(found.items())
+            if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw, True))
         ]
         return out, revision
 
@@ -534,7 +536,12 @@ class HazelcastBackend(ChangeLogBackend):
                 reads_f = self._send_reads(conditions, keys)
             head_raw, reads = self._reply(reads_f)
             reads_f = None
-            revision = decode_head(head_raw)[0] + 1
+            try:
+                revision = decode_head(head_raw)[0] + 1
+            except errors.CorruptRecordError:
+                if not self._repair_head(head_raw):
+                    raise
+                continue
             redo: list[Redo] = []
             changes: list[KeyChange] = []
             outcomes: list[Outcome] = []
@@ -754,7 +761,15 @@ class HazelcastBackend(ChangeLogBackend):
         raw = self.call(lambda: self._log.get(revision))
         if raw is None:
             return False
-        token, redo = decode_redo(revision, raw)
+        try:
+            token, redo = decode_redo(revision, raw)
+        except errors.HistoryGoneError as exc:
+            # nbdb writes an entry whole, in one put: a damaged one past ``head`` is another writer's,
+            # no commit. Taken for one, it failed every commit of the namespace from then on. It goes
+            # (if still the same), and the revision is free again.
+            log.warning("hazelcast: removing a change log entry nbdb did not write past head: %s", exc)
+            self.call(lambda: self._log.remove_if_same(revision, raw))
+            return True
         log.info("hazelcast: applying commit %d, decided by a client that did not finish it", revision)
         self.call(
             lambda: self.then_send(
@@ -763,6 +778,20 @@ class HazelcastBackend(ChangeLogBackend):
             ).result()
         )
         return True
+
+    def _repair_head(self, head_raw: Any) -> bool:
+        """Put back a ``head`` another writer damaged, from the log (under the commit lock); whether it was.
+
+        Every entry below the newest was applied before ``head`` passed it (an entry is written at
+        ``head + 1`` only): the newest is rolled forward (its compare-and-sets change nothing if it
+        was applied), which moves ``head`` to it from the damaged value. Left as it was, it failed
+        every commit and list of the namespace with CorruptRecordError, for good.
+        """
+        keys = [k for k in self.call(lambda: self._log.key_set()) if isinstance(k, int) and not isinstance(k, bool)]
+        if not keys:
+            return False
+        log.warning("hazelcast: head holds data nbdb did not write; putting it back at revision %d", max(keys))
+        return self._roll_forward(max(keys), head_raw)
 
     def _trim(self, through: int) -> None:
         """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
@@ -832,13 +861,13 @@ class HazelcastBackend(ChangeLogBackend):
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         holder = self.call(lambda: self._lease.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
-        return holder is None or bytes(holder) == token
+        return holder is None or _holder(holder) == token
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         # Under the entry's lock no other client can take or drop the lease between the check and the renewal.
         with self._key_lock(self._lease_async, name, max(ttl, 1.0)):
             holder = self.call(lambda: self._lease.get(name))
-            if holder is None or bytes(holder) != token:
+            if holder is None or _holder(holder) != token:
                 return False
             self.call(lambda: self._lease.set(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
             return True
@@ -854,9 +883,10 @@ class HazelcastBackend(ChangeLogBackend):
                 if self.call(lambda: self._ids.put_if_absent(name, 1)) is None:
                     return 1
                 continue
-            if not isinstance(current, int):
+            if not isinstance(current, int) or isinstance(current, bool) or current < 0:
+                # A negative one (another writer's) handed out ids below 1.
                 raise errors.CorruptRecordError(
-                    f"id counter {name!r} holds {type(current).__name__}, not an integer", key=name
+                    f"id counter {name!r} holds {current!r}, not a whole number >= 0", key=name
                 )
             if self.call(partial(self._ids.replace_if_same, name, current, current + 1)):
                 return current + 1
@@ -889,6 +919,15 @@ class _Reads(NamedTuple):
     prefixes: Mapping[str, list[Any]]
 
 
+def _holder(value: Any) -> bytes | None:
+    """The token of a lease's holder; None for a value nbdb does not write (another writer's holder).
+
+    ``bytes(value)`` of another writer's text was a raw TypeError out of ``lock()``; such a value
+    holds the lease for someone else, as any token not the caller's does.
+    """
+    return bytes(value) if isinstance(value, bytes | bytearray) else None
+
+
 def _commit_cost(commit: KeyCommit) -> tuple[int, int]:
     """What a commit adds to a group: nothing the group limits (the group size is the one bound)."""
     return 0, 0
@@ -910,7 +949,7 @@ def _plan(
                 return None
         elif isinstance(condition, LeaseHeld):
             holder = holders.get(condition.name)
-            if holder is None or bytes(holder) != condition.token:
+            if holder is None or _holder(holder) != condition.token:
                 return None
         elif isinstance(condition, PrefixUnchangedSince):
             inside = (decode_kv(condition.prefix, raw) for raw in prefixes.get(condition.prefix, ()))

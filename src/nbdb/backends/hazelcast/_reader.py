@@ -58,6 +58,15 @@ class HazelcastLogReader(ChangeLogReader):
                     f"hazelcast: the change log entry of revision {after} did not become visible "
                     f"within {backend.config.timeout}s"
                 )
+            hole = next((revision for revision in wanted if revision not in found), None)
+            if hole is not None and hole > trim:
+                if time.monotonic() < deadline and not self._closed:
+                    time.sleep(0.005)  # read before ``trim`` was raised and after the entry went: read again
+                    continue
+                # A hole below ``head`` that no trim made: another writer moved ``head`` ahead or took
+                # entries out. Waited on, it stalled every watch and cache for good, silently; the
+                # stream reports the lost history instead (caches re-list).
+                anchor = None
             entries: list[LogEntry] = []
             for revision in wanted:
                 if revision not in found:

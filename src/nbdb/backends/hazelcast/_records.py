@@ -31,6 +31,8 @@ HEAD, TRIM, FORMAT_KEY = "head", "trim", "format"
 """Keys of the ``meta`` map: the latest revision and its token; the newest trimmed revision; the stored format."""
 FORMAT = "2"
 """The stored format: 2 since change-log entries carry the bytes their commit writes (the log decides a commit)."""
+OBJECTS = "o/"
+"""The prefix of object keys (the family's layout, without a prefix of its own here)."""
 KV_HEADER = struct.Struct(">qq")
 """A stored key: version, revision of the last write, then the value."""
 _REVISION = struct.Struct(">q")
@@ -60,10 +62,18 @@ def _bytes(value: Any, key: object, minimum: int) -> bytes:
     return bytes(value)
 
 
-def decode_kv(key: str, raw: Any) -> KeyValue | None:
-    """A stored key as the family sees it; CorruptRecordError for data nbdb did not write."""
+def decode_kv(key: str, raw: Any, listed: bool = False) -> KeyValue | None:
+    """A stored key as the family sees it; CorruptRecordError for data nbdb did not write.
+
+    ``listed``: read in a range. An object's key there holding another writer's data is kept, at a
+    version that is no number, which the decode reports as that one record's corruption: raised
+    here, it failed every list of the table (``skip_corrupt`` or not) and every load of a cache.
+    """
     if raw is None:
         return None
+    if listed and key.startswith(OBJECTS) and not (isinstance(raw, bytes | bytearray) and len(raw) >= KV_HEADER.size):
+        foreign: Any = f"{type(raw).__name__} data nbdb did not write"
+        return KeyValue(key, b"", foreign, 0)
     data = _bytes(raw, key, KV_HEADER.size)
     version, mod_revision = KV_HEADER.unpack_from(data)
     return KeyValue(key, data[KV_HEADER.size :], version, mod_revision)

@@ -315,6 +315,10 @@ def _rendered(
         parent = parents.get(name)
         doc[name] = None if parent is None else str(parent)
     doc[EXTERNAL_IDS] = {k: v for k, v in ext.items() if not k.startswith(EXT_PREFIX)}
+    namespace = ext.get(EXT_NAMESPACE)
+    if namespace is not None and "/" in namespace:
+        # Not the row's topic: the decode reports the row as corrupt, saying why (see render).
+        doc["topic"] = _NO_NAMESPACE if doc["topic"] != _NO_NAMESPACE else _NO_NAMESPACE + "."
     return doc, json.dumps(doc, sort_keys=True).encode()
 
 
@@ -324,7 +328,25 @@ def render(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Va
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
     refs = frozenset() if doc is None else refs_of(tm, doc, parents)
     state = RowState(_digest(data), written_version(ext), ext.get(EXT_DIGEST, ""))
-    return Doc(ext.get(EXT_TOPIC), ext.get(EXT_NAMESPACE, ""), state, data, refs)
+    return Doc(ext.get(EXT_TOPIC), _namespace(ext), state, data, refs)
+
+
+_NO_NAMESPACE = "nbdb:ns-names-no-namespace"
+"""The topic the document of a row whose ``nbdb:ns`` names no namespace carries (see :func:`_namespace`)."""
+
+
+def _namespace(ext: Mapping[str, str]) -> str:
+    """The namespace a row belongs to: its ``nbdb:ns``, none for none.
+
+    Another writer's value with a '/' names no namespace (none can have one, see
+    ``Options.namespace``): the row belonged to none, and vanished from every one with no report.
+    It is the default namespace's (which follows every row, as it follows everything
+    ``ovn-nbctl`` makes), where its document's topic is a text saying so, not the row's:
+    a corrupt record there (``get``, ``list``, ``cache.corrupt``). A valid value of another
+    namespace moves the row there: the namespace it left sees it deleted.
+    """
+    namespace = ext.get(EXT_NAMESPACE, "")
+    return "" if "/" in namespace else namespace
 
 
 def content_digest(tm: TableMap, id: uuid.UUID, row: Row, parents: Mapping[str, uuid.UUID]) -> str:

@@ -295,12 +295,35 @@ class Committer:
                 return True
             # If what failed is the condition on last_rev (a null is not below G; a value is not null),
             # try the other one; if it held, an object's condition failed: plan again.
-            null = result.value("last_rev") is None
+            last = result.value("last_rev")
+            if last is not None and last >= revision:
+                self._past_the_sequencer(part, int(last))
+            null = last is None
             if null == first:
                 break
             first = null
         self._sequencer.void(revision)
         return False
+
+    def _past_the_sequencer(self, part: str, last: int) -> None:
+        """Check a ``last_rev`` a batch found at or above its revision against the revisions handed out.
+
+        A commit or a seal that got there first left it at a revision the sequencer handed out: the
+        next try takes a later one. One past every revision handed out is no nbdb write (another
+        writer's): every batch in the partition failed on it, a ConflictError ("kept conflicting with
+        concurrent writers") that no retry could end. In the sequencer's bucket, numbering resumes
+        past it (as after a store that lost commits); past it, CorruptRecordError.
+        """
+        head = self._sequencer.current()
+        if last <= head:
+            return
+        if L.bucket_of(last, self._sequencer.bucket_size) != L.bucket_of(max(head, 1), self._sequencer.bucket_size):
+            raise errors.CorruptRecordError(
+                f"topic {rules.topic_of_part(part)!r} holds last_rev {last}, past every revision handed out "
+                f"({head}): nbdb did not write it, and no commit can land there until it is put back",
+                key=part,
+            )
+        self._sequencer.passed(last)
 
     def _settle(self, part: str, revision: int, cause: OutcomeUnknown) -> bool:
         """Whether a batch whose reply was lost landed; CommitUnknownError if that cannot be found out."""

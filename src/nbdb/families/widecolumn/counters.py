@@ -19,8 +19,17 @@ from nbdb.retry import RetryPolicy
 __all__ = ["allocate_id"]
 
 
+_LAST = 2**63 - 1
+"""The largest value a counter's column (bigint) holds: the counter cannot move past it."""
+
+
 def allocate_id(partitions: Partitions, name: str, contention: RetryPolicy) -> int:
-    """The next value of counter ``name`` (1, 2, 3, ...), unique among all clients."""
+    """The next value of counter ``name`` (1, 2, 3, ...), unique among all clients.
+
+    A counter another writer damaged is CorruptRecordError: a null value was read as 0 (the ids
+    began again at 1, each handed out twice), a negative one handed out ids below 1, and the
+    largest bigint was a raw TypeError of the driver.
+    """
     p = partitions
     key = f"n/{name}"
     owner = uuid.uuid4()
@@ -30,6 +39,12 @@ def allocate_id(partitions: Partitions, name: str, contention: RetryPolicy) -> i
         if not known:
             rows = p.read(L.Q_META, (p.ns, key), serial=attempt > 0)
             current = rows[0].value if rows else None
+            if rows and current is None:
+                raise errors.CorruptRecordError(f"id counter {name!r} holds no value: nbdb did not write it", key=key)
+        if current is not None and not 0 <= current < _LAST:
+            raise errors.CorruptRecordError(
+                f"id counter {name!r} holds {current}, which no counter of nbdb's holds (0 to 2**63 - 2)", key=key
+            )
         candidate = (current or 0) + 1
         try:
             result = p.store.apply([(L.W_META, (p.ns, key, candidate, owner, current))])

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from nbdb import errors
 from nbdb.families.widecolumn.primitives import (
     Column,
     ColumnType,
@@ -243,9 +244,18 @@ def ref_text(table: str, id: uuid.UUID) -> str:
 
 
 def parse_ref(text: str) -> RefKey:
-    """The inverse of :func:`ref_text`."""
+    """The inverse of :func:`ref_text`; CorruptRecordError for a text nbdb does not write.
+
+    Another writer's entry in an object's ``refs`` or ``referrers`` (no table, no id) was a raw
+    ValueError out of every update, delete and ``referrers()`` that read it.
+    """
     table, _, id = text.rpartition("/")
-    return table, uuid.UUID(id)
+    try:
+        if table:
+            return table, uuid.UUID(id)
+    except ValueError:
+        pass
+    raise errors.CorruptRecordError(f"reference {text!r} is not '<table>/<id>': nbdb did not write it", key=text)
 
 
 def unique_text(key: UniqueKey) -> str:

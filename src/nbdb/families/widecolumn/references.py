@@ -98,6 +98,8 @@ class ReferenceProtocol:
         """ReferenceError if a deleted object is still referenced; Replan after clearing an abandoned entry."""
         for target in sorted(set(plan.live) | set(plan.verify)):
             live = list(plan.live.get(target, ()))
+            if live:
+                live = self._drop_foreign_entries(plan.partition, target, live)
             abandoned = []
             for source, reservation in plan.verify.get(target, ()):
                 if self.holds_reference(L.parse_ref(source), target):
@@ -116,6 +118,25 @@ class ReferenceProtocol:
                 self._release_entry(plan.partition, target, source, reservation)
             if abandoned:
                 raise Replan()
+
+    def _drop_foreign_entries(self, part: str, target: RefKey, live: list[str]) -> list[str]:
+        """Before a delete is refused for ``live`` referrers (entries a source's own commit wrote), check them.
+
+        Such an entry lands with its source, in one batch of the partition, and goes with it: one
+        whose source does not exist or does not point here is another writer's. Trusted, it refused
+        the delete for good (ReferenceError naming an object that does not exist, and cascade=True
+        failed with NotFoundError on it). The sources are read only when the delete is refused
+        anyway; foreign entries are dropped (only if still empty): the real referrers are returned,
+        and with none the delete is planned again.
+        """
+        real = [text for text in live if self.holds_reference(L.parse_ref(text), target)]
+        for text in live:
+            if text not in real:
+                log.warning("dropping the referrer entry %s of %s: no such reference (another writer's)", text, target)
+                self._release_entry(part, target, text, "")
+        if not real:
+            raise Replan()
+        return real
 
     def release(self, part: str, target: RefKey, source: str, reservation: str | None = None) -> None:
         """Drop the entry ``source`` from ``target``'s referrers (only if it is ``reservation``, when given)."""

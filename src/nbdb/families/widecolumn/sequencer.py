@@ -344,6 +344,11 @@ class RevisionSequencer:
             return False, head
         return rows[0].cid == cid, rows[0].head
 
+    def passed(self, revision: int) -> None:
+        """A revision found in the store past the head (another writer's): the next take resumes past it."""
+        with self._q.cond:
+            self._q.highest = max(self._q.highest, revision)
+
     def void(self, revision: int) -> None:
         """Mark ``revision`` as never committed (its commit failed and will not be retried under it)."""
         bucket = L.bucket_of(revision, self.bucket_size)
