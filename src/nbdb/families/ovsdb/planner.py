@@ -61,10 +61,12 @@ from nbdb.families.ovsdb.rows import (
     carried,
     new_row,
     push_window,
+    reads_back_as,
     render_written,
     to_keep,
 )
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
+from nbdb.models.shape import ModelShape
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
 
 __all__ = ["Plan", "plan_commit"]
@@ -299,7 +301,11 @@ def _plan_put(
     # document when the update shows the row as written, instead of rendering it again.
     rendered = render_written(tm, op.id, written, parents, values)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
-    plan.written[key] = Written(written, parents, rendered, to_keep(wire))
+    # The stored copy the Database validated, for the readers of the row read back as written: only
+    # if the row's document is the copy's exactly (a mapping that reads a field back otherwise,
+    # another's value: they decode it).
+    value = op.value if op.value is not None and reads_back_as(doc, rendered.data, _absent(tm)) else None
+    plan.written[key] = Written(written, parents, rendered, to_keep(wire), value)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
         insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": {**wire, **keys}}
@@ -337,6 +343,18 @@ def _plan_put(
 
 _DIGITS = bytes.maketrans(b"012345678", b"999999999")
 _LONG_NUMBER = b"9" * 19  # 2**63 has 19 digits: every integer orjson does not hold in 64 bits has as many
+
+
+_OPTIONAL: dict[int, tuple[ModelShape, dict[str, Any]]] = {}
+"""id of a model's shape -> the shape (kept, so the id is not reused) and :func:`_absent` of it."""
+
+
+def _absent(tm: TableMap) -> dict[str, Any]:
+    """``tm``'s model's optional fields and their defaults' JSON: what a rendered document may leave out."""
+    known = _OPTIONAL.get(id(tm.shape))
+    if known is None or known[0] is not tm.shape:
+        known = _OPTIONAL[id(tm.shape)] = (tm.shape, {f.name: f.default for f in tm.shape.fields if not f.required})
+    return known[1]
 
 
 def _loads(data: bytes) -> Any:

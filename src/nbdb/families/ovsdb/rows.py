@@ -72,6 +72,7 @@ __all__ = [
     "new_token",
     "parse_window",
     "push_window",
+    "reads_back_as",
     "refs_of",
     "render",
     "render_written",
@@ -136,6 +137,42 @@ class Written(NamedTuple):
     """Every mapped column and ``external_ids`` in wire form: what a compare-and-swap of the row,
     read back as written, compares (``stored_columns`` of the row, made once), as :func:`to_keep`
     keeps it (None: not kept)."""
+    value: object = None
+    """The stored copy the Database validated and wrote (``Put.value``), if ``doc`` is its document
+    exactly (see :func:`reads_back_as`): a record of the row read back as written carries it, and
+    readers decoding into its model share it instead of validating the document again. None: not
+    known to be, and readers decode."""
+
+
+_DIGIT_TO_9 = bytes.maketrans(b"012345678", b"999999999")
+_LONG_DIGITS = b"9" * 19
+
+
+def reads_back_as(doc: Mapping[str, Any], data: bytes, absent: Mapping[str, Any]) -> bool:
+    """Whether ``data`` (a rendered row's document) decodes as ``doc`` (the written model's document) does.
+
+    The same JSON values with their types (``1``, ``1.0`` and ``true`` differ): orjson's sorted
+    serialisations of both compared. A field ``data`` leaves out (a field kept in ``external_ids``
+    is written only when it is not at its default) decodes to its default: allowed if it is in
+    ``absent`` (the optional fields, with their defaults' JSON) and ``doc`` holds that default.
+    What orjson cannot hold (an integer beyond 64 bits, a lone surrogate) reads as not the same:
+    such a row is decoded as any other.
+    """
+    if _LONG_DIGITS in data.translate(_DIGIT_TO_9):
+        return False  # an integer orjson would read as a float (see planner._loads)
+    try:
+        back = orjson.loads(data)
+        if type(back) is not dict:
+            return False
+        if len(back) != len(doc):
+            for name in doc.keys() - back.keys():
+                if name not in absent:
+                    return False
+                back[name] = absent[name]
+        sort = orjson.OPT_SORT_KEYS
+        return orjson.dumps(doc, option=sort) == orjson.dumps(back, option=sort)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError):
+        return False
 
 
 class VersionBook:
