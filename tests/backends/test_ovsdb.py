@@ -386,6 +386,27 @@ def test_a_cache_shares_the_copy_an_update_stored_and_decodes_another_writers_ch
         assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) is mine, timeout=10)
 
 
+def test_the_shared_watch_keeps_carried_copies_only_for_its_newest_changes(
+    db: nbdb.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kept for the whole buffer, the copies outlived the cache's newer ones and fed the cyclic
+    # collector on every thread; further back than the window a change holds its bytes alone,
+    # and a cache that far behind would decode them.
+    import nbdb.hub as hub_module
+
+    monkeypatch.setattr(hub_module, "_SHARED_WINDOW", 4)
+    switch = db.create(LogicalSwitch(name="sw-window"))
+    cache = db.cache(LogicalSwitchPort)
+    assert cache.wait_synced(10)
+    ports = [db.create(LogicalSwitchPort(switch=switch, name=f"w-{switch.id}-{i}")) for i in range(12)]
+    assert eventually(lambda: all(cache.get(LogicalSwitchPort, p.id) is p for p in ports), timeout=10)
+    hub = db._hub
+    assert hub is not None
+    with hub._cond:
+        carried = [c.new.value is not None for c in hub._buffer if c.table == "LogicalSwitchPort"]
+    assert len(carried) == 12 and not any(carried[:-4]) and all(carried[-4:])
+
+
 def test_a_row_another_client_wrote_that_the_model_refuses_is_a_corrupt_record(server: OvsdbModelsServer) -> None:
     # ovn-nbctl or a raw client can write what the models refuse (a port name over 255 characters): such a row
     # is a corrupt record like any other (docs/semantics.md), never another exception or a silent pass.

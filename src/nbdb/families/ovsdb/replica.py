@@ -359,9 +359,9 @@ class Replica:
         """The history's newest changes without the stored copies they carried for the sinks (handed over now).
 
         Kept there, each copy would live as long as its change in the history (10,000 of them)
-        after the caches moved on to newer ones: live objects the cyclic collector traverses
-        again and again (≈ 60k instructions more per commit, measured). A watch reading the
-        history later decodes the bytes, as it did before.
+        after the caches moved on to newer ones: about a kilobyte of objects per port that the
+        cyclic collector would go over too. A watch reading the history later decodes the bytes,
+        as it did before.
         """
         self._carrying = False
         with self.cond:

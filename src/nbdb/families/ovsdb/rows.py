@@ -76,6 +76,7 @@ __all__ = [
     "refs_of",
     "render",
     "render_written",
+    "render_written_as",
     "same_content",
     "stale_marks",
     "stored_columns",
@@ -144,35 +145,28 @@ class Written(NamedTuple):
     known to be, and readers decode."""
 
 
-_DIGIT_TO_9 = bytes.maketrans(b"012345678", b"999999999")
-_LONG_DIGITS = b"9" * 19
+def reads_back_as(
+    doc: Mapping[str, Any], back: dict[str, Any], optional: Mapping[str, Any], loose: Collection[str]
+) -> bool:
+    """Whether ``back`` (a rendered row's document, as a dict) decodes as ``doc`` (the written model's) does.
 
-
-def reads_back_as(doc: Mapping[str, Any], data: bytes, absent: Mapping[str, Any]) -> bool:
-    """Whether ``data`` (a rendered row's document) decodes as ``doc`` (the written model's document) does.
-
-    The same JSON values with their types (``1``, ``1.0`` and ``true`` differ): orjson's sorted
-    serialisations of both compared. A field ``data`` leaves out (a field kept in ``external_ids``
-    is written only when it is not at its default) decodes to its default: allowed if it is in
-    ``absent`` (the optional fields, with their defaults' JSON) and ``doc`` holds that default.
-    What orjson cannot hold (an integer beyond 64 bits, a lone surrogate) reads as not the same:
-    such a row is decoded as any other.
+    The same keys and equal values (one comparison in C). Python's ``==`` holds ``1``, ``1.0``
+    and ``True`` equal: a field of one atomic kind (string, integer, real, boolean, uuid, enum;
+    or a list, set or map of one) decodes such values alike, to what its type makes of them, but
+    a ``loose`` one (``json``: ``Any``, unions, nested models) keeps their types, so those are
+    compared as JSON text. A field ``back`` leaves out (``optional``: one kept in
+    ``external_ids``, written only when it is not at its default, with its default's JSON)
+    decodes to its default: allowed if ``doc`` holds that default (it is filled into ``back``).
     """
-    if _LONG_DIGITS in data.translate(_DIGIT_TO_9):
-        return False  # an integer orjson would read as a float (see planner._loads)
-    try:
-        back = orjson.loads(data)
-        if type(back) is not dict:
-            return False
-        if len(back) != len(doc):
-            for name in doc.keys() - back.keys():
-                if name not in absent:
-                    return False
-                back[name] = absent[name]
-        sort = orjson.OPT_SORT_KEYS
-        return orjson.dumps(doc, option=sort) == orjson.dumps(back, option=sort)
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError):
+    for name, default in optional.items():
+        if name not in back and name in doc:
+            back[name] = default
+    if back != doc:
         return False
+    for name in loose:
+        if name in doc and json.dumps(doc[name], sort_keys=True) != json.dumps(back[name], sort_keys=True):
+            return False
+    return True
 
 
 class VersionBook:
@@ -378,16 +372,32 @@ def render_written(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, val
     be read back. ``values``: the document values of its mapped columns, as
     :func:`new_row` returns them with the cells (the same bytes, for less).
     """
-    doc = render(tm, id, row, parents, values)
-    ext: dict[str, str] = row[EXTERNAL_IDS]
-    ext[EXT_DIGEST] = doc.state.digest
-    return Doc(
-        doc.topic,
-        doc.namespace,
-        RowState(doc.state.digest, doc.state.stored_version, doc.state.digest),
-        doc.data,
-        doc.refs,
-    )
+    return render_written_as(tm, id, row, parents, values)[0]
+
+
+def render_written_as(
+    tm: TableMap,
+    id: uuid.UUID,
+    row: Row,
+    parents: _Parents,
+    values: _Values = None,
+    source: Mapping[str, Any] | None = None,
+    optional: Mapping[str, Any] | None = None,
+    loose: Collection[str] = (),
+) -> tuple[Doc, bool]:
+    """:func:`render_written`, and whether the document is ``source`` (the written model's) as it decodes.
+
+    True only if :func:`reads_back_as` says so of the rendered document (as a dict, before its
+    bytes are made: no parse again); ``optional`` and ``loose`` as there.
+    """
+    doc, data = _rendered(tm, id, row, parents, values)
+    ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
+    refs = frozenset() if doc is None else refs_of(tm, doc, parents)
+    digest = _digest(data)
+    ext[EXT_DIGEST] = digest
+    same = doc is not None and source is not None and reads_back_as(source, doc, optional or {}, loose)
+    state = RowState(digest, written_version(ext), digest)
+    return Doc(ext.get(EXT_TOPIC), ext.get(EXT_NAMESPACE, ""), state, data, refs), same
 
 
 def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
