@@ -27,13 +27,16 @@ import threading
 from collections.abc import Callable, Collection, Sequence
 
 from nbdb import errors
-from nbdb.spi import Backend, RecordChange, RecordStream
+from nbdb.spi import Backend, Record, RecordChange, RecordStream
 
 __all__ = ["HubStream", "WatchHub", "open_stream"]
 
 log = logging.getLogger(__name__)
 
 _BUFFER = 20_000
+_SHARED_WINDOW = 256
+"""Buffered changes further back than this give up the decoded copies they carry (see ``WatchHub._forget_values``)."""
+_new_tuple = tuple.__new__
 """Changes kept for streams that join behind the hub (a cache that just listed)."""
 _POLL = 0.5
 _OPEN_WAIT = 5.0
@@ -94,6 +97,8 @@ class WatchHub:
         self._buffer: list[RecordChange] = []
         self._offset = 0
         """The absolute position of ``_buffer[0]`` (positions only grow)."""
+        self._plain_from = 0
+        """The absolute position from which buffered changes may still carry decoded copies."""
         self._base = 0
         """Every change after this revision is in the buffer or still to come."""
         self._revision = 0
@@ -123,6 +128,7 @@ class WatchHub:
             if self._thread is None and not self._streams:
                 # Idle: start again from this stream's revision, with nothing buffered.
                 self._buffer.clear()
+                self._plain_from = self._offset
                 self._tables.clear()
                 self._topics.clear()
                 self._drop_stream()
@@ -255,6 +261,7 @@ class WatchHub:
                     continue  # re-opened meanwhile (wider): it reads on from the same revision
                 if changes:
                     self._buffer.extend(changes)
+                    self._forget_values()
                 self._revision = max(self._revision, stream.revision)
                 self._trim()
                 self._cond.notify_all()
@@ -268,11 +275,33 @@ class WatchHub:
                     return  # re-opened meanwhile (wider): it reads on from the same revision
                 if changes:
                     self._buffer.extend(changes)
+                    self._forget_values()
                 self._revision = max(self._revision, revision)
                 self._trim()
                 self._cond.notify_all()
 
         return receive
+
+    def _forget_values(self) -> None:
+        """Changes more than :data:`_SHARED_WINDOW` back in the buffer without the decoded copies they carry.
+
+        A backend that keeps only bytes may hand a change carrying the copy its own writer
+        validated (OVSDB: a row read back as written), for the streams to share rather than
+        decode. Kept for the whole buffer (20,000 changes), those copies would outlive the
+        caches' newer ones by far (about a kilobyte of objects per port, which the cyclic
+        collector goes over too). A stream that far behind decodes the bytes, as it would
+        without. Records of an in-process store (not plain ``Record``: their bytes are made from
+        the copy, which the store holds anyway) keep theirs. Call under ``_cond``.
+        """
+        buffer, offset = self._buffer, self._offset
+        end = offset + len(buffer) - _SHARED_WINDOW
+        for at in range(max(self._plain_from, offset) - offset, end - offset):
+            change = buffer[at]
+            new = change.new
+            if new is not None and new.value is not None and type(new) is Record:
+                plain = _new_tuple(Record, (*new[:5], None))
+                buffer[at] = _new_tuple(RecordChange, (*change[:4], plain, *change[5:]))
+        self._plain_from = max(self._plain_from, end)
 
     def _trim(self) -> None:
         excess = len(self._buffer) - self._limit

@@ -349,6 +349,64 @@ def test_a_topic_filtered_cache_receives_only_its_topics_rows(server: OvsdbModel
             assert not rows.get("Logical_Switch"), "the switch (another topic) was sent"
 
 
+def test_a_cache_shares_the_copy_an_update_stored_and_decodes_another_writers_change(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    # The row read back as this client wrote it carries the copy the Database validated to the shared
+    # watch: the cache holds that copy (no second validation); another writer's change is decoded.
+    switch = db.create(LogicalSwitch(name="sw-shared"))
+    cache = db.cache(LogicalSwitchPort)
+    assert cache.wait_synced(10)
+    with db.watch(LogicalSwitchPort) as watch:
+        port = db.create(LogicalSwitchPort(switch=switch, name=f"p-{switch.id}", addresses=["0a:00:00:00:00:01"]))
+        stored = db.update(port.replace(addresses=["0a:00:00:00:00:02 10.0.0.2"]))
+        assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) is stored, timeout=10)
+        events: list[Any] = []
+        assert eventually(lambda: events.extend(watch.poll(0.2)) or len(events) >= 2, timeout=10)
+        assert events[-1].new == stored  # a direct watch reads the kept history: decoded, equal
+        _foreign_transact(
+            server,
+            [
+                {
+                    "op": "update",
+                    "table": "Logical_Switch_Port",
+                    "where": [["_uuid", "==", ["uuid", str(port.id)]]],
+                    "row": {"addresses": "0A:00:00:00:00:03"},
+                }
+            ],
+        )
+        assert eventually(lambda: cache.get(LogicalSwitchPort, port.id).version > stored.version, timeout=10)
+        theirs = cache.get(LogicalSwitchPort, port.id)
+        assert theirs is not stored and theirs == db.get(LogicalSwitchPort, port.id)
+        assert list(theirs.addresses) == db.get(LogicalSwitchPort, port.id).addresses
+        with pytest.raises(nbdb.ConflictError):
+            db.update(stored.replace(up=True))
+        # And the next own write is shared again.
+        mine = db.update(theirs.replace(up=True))
+        assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) is mine, timeout=10)
+
+
+def test_the_shared_watch_keeps_carried_copies_only_for_its_newest_changes(
+    db: nbdb.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kept for the whole buffer, the copies outlived the cache's newer ones and fed the cyclic
+    # collector on every thread; further back than the window a change holds its bytes alone,
+    # and a cache that far behind would decode them.
+    import nbdb.hub as hub_module
+
+    monkeypatch.setattr(hub_module, "_SHARED_WINDOW", 4)
+    switch = db.create(LogicalSwitch(name="sw-window"))
+    cache = db.cache(LogicalSwitchPort)
+    assert cache.wait_synced(10)
+    ports = [db.create(LogicalSwitchPort(switch=switch, name=f"w-{switch.id}-{i}")) for i in range(12)]
+    assert eventually(lambda: all(cache.get(LogicalSwitchPort, p.id) is p for p in ports), timeout=10)
+    hub = db._hub
+    assert hub is not None
+    with hub._cond:
+        carried = [c.new.value is not None for c in hub._buffer if c.table == "LogicalSwitchPort"]
+    assert len(carried) == 12 and not any(carried[:-4]) and all(carried[-4:])
+
+
 def test_a_row_another_client_wrote_that_the_model_refuses_is_a_corrupt_record(server: OvsdbModelsServer) -> None:
     # ovn-nbctl or a raw client can write what the models refuse (a port name over 255 characters): such a row
     # is a corrupt record like any other (docs/semantics.md), never another exception or a silent pass.

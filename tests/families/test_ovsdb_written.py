@@ -136,3 +136,147 @@ def test_a_new_rows_plain_columns_are_what_the_general_path_makes_of_them(obj: M
     for name in data.draw(st.lists(st.sampled_from(sorted(tm.columns)), max_size=3, unique=True)):
         changed[name] = data.draw(_VALUES)
     assert _made(tm, changed) == _made(_general(tm), changed)
+
+
+# ---------------------------------------------------------------- the stored copy a row read back as written carries
+
+
+class _Sink:
+    """A stream the replica hands each transaction's changes to (as the Database's shared watch is): what it got."""
+
+    closed = False
+
+    def __init__(self, replica: Any) -> None:
+        self.replica = replica
+        self.got: list[Any] = []
+
+    def hand_over(self) -> None:
+        with self.replica.cond:
+            self.got += [c for c in self.replica.history if c.revision == self.replica.revision]
+
+
+def _replica_of(mapping: Mapping_) -> Any:
+    from nbdb.families.ovsdb import Replica
+    from nbdb.families.ovsdb.rows import VersionBook
+
+    replica = Replica(mapping, VersionBook(), "")
+    replica.resync(OVN_NB_DATABASE, {})
+    replica.sink = _Sink(replica)
+    replica.add_sink(replica.sink)
+    return replica
+
+
+def _no_copy_kept(replica: Any) -> None:
+    """The replica's records (a list, a cache's load) and its kept history (a later poll) hold bytes alone."""
+    assert all(record.value is None for record in replica.records.values())
+    assert all(c.new is None or c.new.value is None for c in replica.history)
+
+
+def _plan(mapping: Mapping_, replica: Any, ops: list[Any]) -> Any:
+    import time
+
+    from nbdb.families.ovsdb.planner import plan_commit
+
+    with replica.cond:
+        plan = plan_commit(mapping, replica, ops, uuid.uuid4().hex[:16], now=time.time())
+        replica.expect(plan.written)
+    return plan
+
+
+def _decoded_alike(model: type[Model], record: Any, value: Model) -> None:
+    """The slow path's copy of ``record`` (its bytes validated) holds what ``value`` holds, field by field."""
+    from nbdb.codec import decode
+
+    slow = decode(model, record._replace(value=None), share=False)
+    assert slow.__dict__ == value.__dict__ and slow.__pydantic_extra__ == value.__pydantic_extra__
+    assert {k: type(v) for k, v in slow.__dict__.items()} == {k: type(v) for k, v in value.__dict__.items()}
+    assert encode(slow) == encode(value)
+
+
+@pytest.mark.skipif(_NB is None, reason="the OVN Northbound schema is not installed (Debian package ovn-common)")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ovn_objects(tuple(m for m in _MAPPED if not m.nbdb_references) or OVN_MODELS), st.data())
+def test_a_row_read_back_as_written_carries_only_a_copy_its_bytes_decode_to(obj: Model, data: st.DataObject) -> None:
+    """The shared copy (no validation) is exactly what decoding the change's bytes gives, for every object.
+
+    For each object a root model holds, and a port of a switch (any values of its fields), a
+    create's and an update's change carry the copy the Database stored, or none (then readers
+    decode); when they carry one, the slow path's decode of the same record holds the same
+    values of the same types.
+    """
+    from nbdb.models import LogicalSwitch, LogicalSwitchPort
+    from nbdb.testing.ovsdb_play import server_update
+    from nbdb.writes import put_of
+
+    assert _NB is not None
+    replica = _replica_of(_NB)
+    switch = put_of(LogicalSwitch(name="sw"), 0)[0]
+    replica.apply(OVN_NB_DATABASE, server_update(replica, OVN_NB_DATABASE, _plan(_NB, replica, [switch]).ops))
+    port = data.draw(ovn_objects((LogicalSwitchPort,))).replace(switch=switch.id, chassis=None)
+    again = data.draw(ovn_objects((LogicalSwitchPort,)))
+    carried = 0
+    for one in (obj, port):
+        put, copy = put_of(one, 0)
+        for step in range(2):
+            plan = _plan(_NB, replica, [put])
+            update = server_update(replica, OVN_NB_DATABASE, plan.ops)
+            replica.apply(OVN_NB_DATABASE, json.loads(json.dumps(update)))  # as the wire brings it
+            (change,) = [c for c in replica.sink.got if c.id == one.id and c.revision == replica.revision]
+            _no_copy_kept(replica)
+            if change.new.value is not None:
+                assert change.new.value is copy and change.new.version == copy.version
+                _decoded_alike(type(one), change.new, copy)
+                carried += 1
+            if step == 0 and one is port:  # an update of the port: other values of every field but its place
+                fields = {k: getattr(again, k) for k in type(again).model_fields if k not in ("id", "topic", "version")}
+                put, copy = put_of(copy.replace(**{**fields, "switch": switch.id, "chassis": None}), copy.version)
+            elif step == 0:
+                put, copy = put_of(copy, copy.version)
+    assert carried >= 2  # the port's create and update at least
+
+
+@pytest.mark.skipif(_NB is None, reason="the OVN Northbound schema is not installed (Debian package ovn-common)")
+def test_a_row_another_writer_changed_in_the_same_update_carries_no_copy() -> None:
+    """Read back otherwise than written (another writer's change merged into the update): decoded, not shared."""
+    from nbdb.testing.ovsdb_play import server_update
+    from nbdb.writes import put_of
+
+    assert _NB is not None
+    replica = _replica_of(_NB)
+    switch = nbdb.models.LogicalSwitch(name="sw")
+    put, copy = put_of(switch, 0)
+    plan = _plan(_NB, replica, [put])
+    replica.apply(OVN_NB_DATABASE, server_update(replica, OVN_NB_DATABASE, plan.ops))
+    assert replica.sink.got[-1].new.value is copy  # as written: the stored copy, handed to the sink
+    _no_copy_kept(replica)
+    put, copy = put_of(copy.replace(name="mine"), copy.version)
+    plan = _plan(_NB, replica, [put])
+    update = server_update(replica, OVN_NB_DATABASE, plan.ops)
+    update["Logical_Switch"][str(switch.id)]["modify"]["name"] = "theirs"  # ovn-nbctl's, in the same update
+    replica.apply(OVN_NB_DATABASE, update)
+    change = replica.sink.got[-1]
+    assert change.id == switch.id and change.new.value is None and b'"theirs"' in change.new.data
+    _no_copy_kept(replica)
+
+
+_SCALARS = st.none() | st.booleans() | st.integers(-2, 2) | st.floats(-2, 2) | st.text("x\u00e9", max_size=2)
+_DOCS = st.dictionaries(st.sampled_from("abcd"), _SCALARS | st.lists(st.text("xy", max_size=1), max_size=2), max_size=4)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_DOCS, _DOCS, st.dictionaries(st.sampled_from("abcd"), st.none() | st.integers(0, 1), max_size=2))
+def test_reads_back_as_says_yes_only_for_the_same_json_values_of_the_same_types(
+    doc: dict[str, Any], other: dict[str, Any], optional: dict[str, Any]
+) -> None:
+    """In a loose field (``Any``, a union) ``1``, ``1.0`` and ``true`` are different documents (Python's ==
+    says they are equal), and a key the rendered document lacks is only its default."""
+    from nbdb.families.ovsdb.rows import reads_back_as
+
+    filled = {**{k: v for k, v in optional.items() if k in doc and k not in other}, **other}
+    same = json.dumps(doc, sort_keys=True) == json.dumps(filled, sort_keys=True)
+    assert reads_back_as(doc, dict(other), optional, "abcd") is same
+    assert reads_back_as(doc, dict(doc), {}, ()) is True
+    assert reads_back_as({"n": 1}, {"n": True}, {}, ("n",)) is False
+    assert reads_back_as({"n": [1.0]}, {"n": [1]}, {}, ("n",)) is False
+    # A field of one atomic kind decodes 1 and true alike (its type decides): not loose, equal enough.
+    assert reads_back_as({"n": 1}, {"n": True}, {}, ()) is True

@@ -61,10 +61,11 @@ from nbdb.families.ovsdb.rows import (
     carried,
     new_row,
     push_window,
-    render_written,
+    render_written_as,
     to_keep,
 )
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
+from nbdb.models.shape import ModelShape
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
 
 __all__ = ["Plan", "plan_commit"]
@@ -297,9 +298,13 @@ def _plan_put(
     written: Row = {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
-    rendered = render_written(tm, op.id, written, parents, values)
+    rendered, same = render_written_as(tm, op.id, written, parents, values, doc, *_read_back(tm))
     wire[EXTERNAL_IDS] = wire_map(ext.items())
-    plan.written[key] = Written(written, parents, rendered, to_keep(wire))
+    # The stored copy the Database validated, for the readers of the row read back as written: only
+    # if the row's document is the copy's exactly (a mapping that reads a field back otherwise,
+    # another's value: they decode it).
+    value = op.value if same else None
+    plan.written[key] = Written(written, parents, rendered, to_keep(wire), value)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
         insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": {**wire, **keys}}
@@ -337,6 +342,25 @@ def _plan_put(
 
 _DIGITS = bytes.maketrans(b"012345678", b"999999999")
 _LONG_NUMBER = b"9" * 19  # 2**63 has 19 digits: every integer orjson does not hold in 64 bits has as many
+
+
+_READ_BACK: dict[int, tuple[ModelShape, dict[str, Any], tuple[str, ...]]] = {}
+"""id of a model's shape -> the shape (kept, so the id is not reused) and :func:`_read_back` of it."""
+
+
+def _read_back(tm: TableMap) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """What :func:`.rows.reads_back_as` needs of ``tm``'s model: the fields a rendered document may
+    leave out (those kept in ``external_ids`` that are not required) with their defaults' JSON, and
+    the fields of no one atomic kind (``json``), whose values keep their JSON types when decoded."""
+    known = _READ_BACK.get(id(tm.shape))
+    if known is None or known[0] is not tm.shape:
+        fields = {f.name: f for f in tm.shape.fields}
+        optional = {
+            name: fields[name].default for name in tm.ext_fields if name in fields and not fields[name].required
+        }
+        loose = tuple(f.name for f in tm.shape.fields if f.kind == "json")
+        known = _READ_BACK[id(tm.shape)] = (tm.shape, optional, loose)
+    return known[1], known[2]
 
 
 def _loads(data: bytes) -> Any:

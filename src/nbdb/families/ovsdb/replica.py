@@ -43,6 +43,8 @@ from nbdb.families.ovsdb.rows import (
 )
 from nbdb.spi import Record, RecordChange, RefKey
 
+_new_tuple = tuple.__new__
+
 __all__ = ["Replica", "RevisionClock"]
 
 log = logging.getLogger(__name__)
@@ -268,6 +270,10 @@ class Replica:
         self._written: OrderedDict[RefKey, Written] = OrderedDict()
         """Key -> a row as a commit of this client wrote it, its parents, document and wire form (see
         :meth:`expect`), oldest first."""
+        self._value: object = None
+        """The stored copy the row :meth:`_render` last rendered was written as (see ``Written.value``), or None."""
+        self._carrying = False
+        """The changes just applied carry stored copies, until the sinks were handed them (see :meth:`_drop_values`)."""
         self._sinks: list[Sink] = []
         """Streams handed their changes by the thread that applies each transaction (see :meth:`add_sink`)."""
         self._wires: OrderedDict[RefKey, bytes] = OrderedDict()
@@ -349,6 +355,26 @@ class Replica:
             with self.cond:
                 self._sinks = [s for s in self._sinks if not s.closed]
 
+    def _drop_values(self) -> None:
+        """The history's newest changes without the stored copies they carried for the sinks (handed over now).
+
+        Kept there, each copy would live as long as its change in the history (10,000 of them)
+        after the caches moved on to newer ones: about a kilobyte of objects per port that the
+        cyclic collector would go over too. A watch reading the history later decodes the bytes,
+        as it did before.
+        """
+        self._carrying = False
+        with self.cond:
+            history, records = self.history, self.records
+            for i in range(len(history) - 1, -1, -1):
+                change = history[i]
+                if change.revision != self.revision:
+                    break
+                new = change.new
+                if new is not None and new.value is not None:
+                    plain = records.get((change.table, change.id)) or _new_tuple(Record, (*new[:5], None))
+                    history[i] = _new_tuple(RecordChange, (*change[:4], plain, *change[5:]))
+
     # ---------------------------------------------------------------- the monitor's side
 
     def apply(self, db: str, updates: Mapping[str, Any], *, synthetic: bool = False, txn: str | None = None) -> None:
@@ -383,6 +409,8 @@ class Replica:
             if txn is not None:
                 self.last_txn[db] = txn
         self._hand_over()
+        if self._carrying:
+            self._drop_values()
 
     def resync(self, db: str, updates: Mapping[str, Any], txn: str | None = None) -> None:
         """The whole state of ``db`` (after the monitor could not resume): applied as the exact difference."""
@@ -411,6 +439,8 @@ class Replica:
             if txn is not None:
                 self.last_txn[db] = txn
         self._hand_over()
+        if self._carrying:
+            self._drop_values()
 
     def behind(self, db: str, updates: Mapping[str, Any]) -> str | None:
         """Why a whole state of ``db`` (``initial`` rows) is older than this replica (None: not as far as it shows).
@@ -458,6 +488,7 @@ class Replica:
         written = self._written.pop(key, None)
         if written is not None and written.parents == parents and same_content(tm, written.row, row):
             doc = written.doc
+            self._value = written.value
         else:
             doc = render(tm, id, row, parents)
             written = None
@@ -490,6 +521,7 @@ class Replica:
             if tm is None:
                 continue
             old = self.records.get(key)
+            self._value = None
             doc = self._render(tm, key[1])
             self._index_expiry(tm, key, doc is not None)
             if doc is None:
@@ -507,12 +539,30 @@ class Replica:
                 continue
             if merged is None and not (synthetic or initial) and _commits_since(before, self.row(tm, key[1])) > 1:
                 merged = key
-            new = Record(key[0], key[1], doc.topic, self.versions.version(key[0], key[1], doc.state), doc.data)
+            version = self.versions.version(key[0], key[1], doc.state)
+            new = Record(key[0], key[1], doc.topic, version, doc.data)
             self.records[key] = new
             self.states[key] = doc.state
             self._index_refs(key, doc.refs)
             self.changed_at[key] = revision
-            out.append(RecordChange(key[0], key[1], new.topic, old, new, revision, synthetic))
+            value: Any = self._value
+            if (
+                value is not None
+                and self._sinks
+                and value.version == version
+                and value.id.int == key[1].int
+                and value.topic == doc.topic
+            ):
+                # The row reads back as this client's commit wrote it, and its document is the stored
+                # copy's (see Written.value): the change handed to the sinks carries that copy, which
+                # readers decoding into its model share (nbdb.codec.decode) rather than validate it
+                # again. Only that hand-over (see _drop_values): the records (a list, a cache's load)
+                # and the kept history (a watch's poll) hold the bytes alone.
+                shared = _new_tuple(Record, (key[0], key[1], doc.topic, version, doc.data, value))
+                out.append(_new_tuple(RecordChange, (key[0], key[1], new.topic, old, shared, revision, synthetic)))
+                self._carrying = True
+            else:
+                out.append(RecordChange(key[0], key[1], new.topic, old, new, revision, synthetic))
         if initial:
             # The first state of a database is where history starts, not a change.
             self.synced.add(db)

@@ -72,9 +72,11 @@ __all__ = [
     "new_token",
     "parse_window",
     "push_window",
+    "reads_back_as",
     "refs_of",
     "render",
     "render_written",
+    "render_written_as",
     "same_content",
     "stale_marks",
     "stored_columns",
@@ -136,6 +138,35 @@ class Written(NamedTuple):
     """Every mapped column and ``external_ids`` in wire form: what a compare-and-swap of the row,
     read back as written, compares (``stored_columns`` of the row, made once), as :func:`to_keep`
     keeps it (None: not kept)."""
+    value: object = None
+    """The stored copy the Database validated and wrote (``Put.value``), if ``doc`` is its document
+    exactly (see :func:`reads_back_as`): a record of the row read back as written carries it, and
+    readers decoding into its model share it instead of validating the document again. None: not
+    known to be, and readers decode."""
+
+
+def reads_back_as(
+    doc: Mapping[str, Any], back: dict[str, Any], optional: Mapping[str, Any], loose: Collection[str]
+) -> bool:
+    """Whether ``back`` (a rendered row's document, as a dict) decodes as ``doc`` (the written model's) does.
+
+    The same keys and equal values (one comparison in C). Python's ``==`` holds ``1``, ``1.0``
+    and ``True`` equal: a field of one atomic kind (string, integer, real, boolean, uuid, enum;
+    or a list, set or map of one) decodes such values alike, to what its type makes of them, but
+    a ``loose`` one (``json``: ``Any``, unions, nested models) keeps their types, so those are
+    compared as JSON text. A field ``back`` leaves out (``optional``: one kept in
+    ``external_ids``, written only when it is not at its default, with its default's JSON)
+    decodes to its default: allowed if ``doc`` holds that default (it is filled into ``back``).
+    """
+    for name, default in optional.items():
+        if name not in back and name in doc:
+            back[name] = default
+    if back != doc:
+        return False
+    for name in loose:
+        if name in doc and json.dumps(doc[name], sort_keys=True) != json.dumps(back[name], sort_keys=True):
+            return False
+    return True
 
 
 class VersionBook:
@@ -363,16 +394,32 @@ def render_written(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, val
     be read back. ``values``: the document values of its mapped columns, as
     :func:`new_row` returns them with the cells (the same bytes, for less).
     """
-    doc = render(tm, id, row, parents, values)
-    ext: dict[str, str] = row[EXTERNAL_IDS]
-    ext[EXT_DIGEST] = doc.state.digest
-    return Doc(
-        doc.topic,
-        doc.namespace,
-        RowState(doc.state.digest, doc.state.stored_version, doc.state.digest),
-        doc.data,
-        doc.refs,
-    )
+    return render_written_as(tm, id, row, parents, values)[0]
+
+
+def render_written_as(
+    tm: TableMap,
+    id: uuid.UUID,
+    row: Row,
+    parents: _Parents,
+    values: _Values = None,
+    source: Mapping[str, Any] | None = None,
+    optional: Mapping[str, Any] | None = None,
+    loose: Collection[str] = (),
+) -> tuple[Doc, bool]:
+    """:func:`render_written`, and whether the document is ``source`` (the written model's) as it decodes.
+
+    True only if :func:`reads_back_as` says so of the rendered document (as a dict, before its
+    bytes are made: no parse again); ``optional`` and ``loose`` as there.
+    """
+    doc, data = _rendered(tm, id, row, parents, values)
+    ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
+    refs = frozenset() if doc is None else refs_of(tm, doc, parents)
+    digest = _digest(data)
+    ext[EXT_DIGEST] = digest
+    same = doc is not None and source is not None and reads_back_as(source, doc, optional or {}, loose)
+    state = RowState(digest, written_version(ext), digest)
+    return Doc(ext.get(EXT_TOPIC), ext.get(EXT_NAMESPACE, ""), state, data, refs), same
 
 
 def stored_columns(tm: TableMap, row: Mapping[str, Any]) -> dict[str, Any]:
