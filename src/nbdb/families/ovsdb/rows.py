@@ -208,17 +208,18 @@ def sealed(value: Any, loose: Collection[str]) -> bool:
 
     A stored copy freezes its lists, maps and sets (see ``Model.stored_copy``), whose items are
     then atoms, but only at the top: a ``loose`` field (``json``: a nested model, a list of lists,
-    a union) or a field of a newer model it was read with (``__pydantic_extra__``) may hold a
-    list, a map or a model inside, which whoever holds the copy (the caller of the write that
-    returned it) can change in place. Shared with a cache, that change would be the cache's too,
-    and the cache would hold what the server does not: such a copy is not shared.
+    a union) may hold a list, a map or a model inside, and the fields of a newer model the copy
+    was read with are held in a plain dict (``__pydantic_extra__``), which whoever holds the copy
+    (the caller of the write that returned it) can change in place. Shared with a cache, that
+    change would be the cache's too, and the cache would hold what the server does not: such a
+    copy is not shared.
     """
     fields = value.__dict__
     for name in loose:
         if not _sealed_value(fields.get(name)):
             return False
-    extra = value.__pydantic_extra__
-    return not extra or all(_sealed_value(v) for v in extra.values())
+    # The fields of a newer model are held in a plain dict (``model_extra``), itself changeable.
+    return not value.__pydantic_extra__
 
 
 class VersionBook:
