@@ -16,6 +16,7 @@ import json
 import uuid
 from typing import Any
 
+import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -280,3 +281,57 @@ def test_reads_back_as_says_yes_only_for_the_same_json_values_of_the_same_types(
     assert reads_back_as({"n": [1.0]}, {"n": [1]}, {}, ("n",)) is False
     # A field of one atomic kind decodes 1 and true alike (its type decides): not loose, equal enough.
     assert reads_back_as({"n": 1}, {"n": True}, {}, ()) is True
+
+
+_ATOMS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3) | st.uuids()
+
+
+def _nested(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    from nbdb.models.shared import FrozenDict, FrozenList
+
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.lists(inner, max_size=3).map(FrozenList)
+            | st.lists(inner, max_size=3).map(tuple)
+            | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+            | st.dictionaries(st.text(max_size=2), inner, max_size=3).map(FrozenDict)
+        ),
+        max_leaves=8,
+    )
+
+
+def _changeable(value: Any) -> bool:
+    """Whether some list, map, set or model in ``value`` can be changed in place."""
+    from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
+
+    if isinstance(value, pydantic.BaseModel):
+        return True
+    if isinstance(value, dict):
+        return type(value) is not FrozenDict or any(_changeable(v) for v in value.values())
+    if isinstance(value, list | set):
+        return type(value) not in (FrozenList, FrozenSet) or any(_changeable(v) for v in value)
+    if isinstance(value, tuple | frozenset):
+        return any(_changeable(v) for v in value)
+    return False
+
+
+class _Loose(pydantic.BaseModel):
+    """As a stored copy looks to :func:`rows.sealed`: its fields' values, and the fields of a newer model."""
+
+    model_config = pydantic.ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    anything: Any = None
+
+
+@settings(max_examples=500, deadline=None)
+@given(_nested(_ATOMS), st.dictionaries(st.sampled_from("xy"), _ATOMS, max_size=1))
+def test_only_a_copy_frozen_through_is_sealed(value: Any, extra: dict[str, Any]) -> None:
+    """A copy whose loose field holds a list, map or model anywhere inside, or that holds fields
+    of a newer model (a plain dict), is not shared: its holder could change the cache's copy."""
+    from nbdb.families.ovsdb.rows import sealed
+
+    copy = _Loose.model_construct(anything=value, **extra)
+    assert sealed(copy, ("anything",)) is (not _changeable(value) and not extra)
+    assert sealed(_Loose.model_construct(anything=_Loose()), ("anything",)) is False

@@ -62,6 +62,7 @@ from nbdb.families.ovsdb.rows import (
     new_row,
     push_window,
     render_written_as,
+    sealed,
     to_keep,
 )
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
@@ -298,12 +299,14 @@ def _plan_put(
     written: Row = {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
-    rendered, same = render_written_as(tm, op.id, written, parents, values, doc, *_read_back(tm))
+    optional, loose = _read_back(tm)
+    rendered, same = render_written_as(tm, op.id, written, parents, values, doc, optional, loose)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
     # The stored copy the Database validated, for the readers of the row read back as written: only
     # if the row's document is the copy's exactly (a mapping that reads a field back otherwise,
-    # another's value: they decode it).
-    value = op.value if same else None
+    # another's value: they decode it), and if nothing in the copy can change in place (a list
+    # inside a map, a nested model: the caller of the write holds this very copy).
+    value = op.value if same and op.value is not None and sealed(op.value, loose) else None
     plan.written[key] = Written(written, parents, rendered, to_keep(wire), value)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:

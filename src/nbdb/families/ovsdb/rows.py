@@ -28,6 +28,9 @@ a mark) changes neither its content nor its version.
 from __future__ import annotations
 
 import base64
+import datetime
+import decimal
+import enum
 import hashlib
 import json
 import os
@@ -43,6 +46,7 @@ import orjson
 from nbdb import errors
 from nbdb.families.ovsdb.datum import default_cell, escape, escape_each, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
+from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 
 __all__ = [
     "EXT_DIGEST",
@@ -78,6 +82,7 @@ __all__ = [
     "render_written",
     "render_written_as",
     "same_content",
+    "sealed",
     "stale_marks",
     "stored_columns",
     "to_keep",
@@ -167,6 +172,54 @@ def reads_back_as(
         if name in doc and json.dumps(doc[name], sort_keys=True) != json.dumps(back[name], sort_keys=True):
             return False
     return True
+
+
+_SEALED_ATOMS = (
+    str,
+    int,
+    float,
+    uuid.UUID,
+    enum.Enum,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    type(None),
+)
+"""Values nothing can change in place (``bool`` is an ``int``, ``datetime`` a ``date``)."""
+
+
+def _sealed_value(value: Any, depth: int = 0) -> bool:
+    """Whether nothing in ``value`` (a loose field's, or an unknown field's) can change in place."""
+    if isinstance(value, _SEALED_ATOMS):
+        return True
+    if depth > 8:
+        return False
+    kind = type(value)
+    if kind is tuple or kind is frozenset or kind is FrozenList or kind is FrozenSet:
+        return all(_sealed_value(v, depth + 1) for v in value)
+    if kind is FrozenDict:
+        return all(_sealed_value(v, depth + 1) for v in value.values())
+    return False  # a list or map inside, a nested model: the holder's to change
+
+
+def sealed(value: Any, loose: Collection[str]) -> bool:
+    """Whether the stored copy ``value`` holds nothing its holder can change in place, frozen through.
+
+    A stored copy freezes its lists, maps and sets (see ``Model.stored_copy``), whose items are
+    then atoms, but only at the top: a ``loose`` field (``json``: a nested model, a list of lists,
+    a union) may hold a list, a map or a model inside, and the fields of a newer model the copy
+    was read with are held in a plain dict (``__pydantic_extra__``), which whoever holds the copy
+    (the caller of the write that returned it) can change in place. Shared with a cache, that
+    change would be the cache's too, and the cache would hold what the server does not: such a
+    copy is not shared.
+    """
+    fields = value.__dict__
+    for name in loose:
+        if not _sealed_value(fields.get(name)):
+            return False
+    # The fields of a newer model are held in a plain dict (``model_extra``), itself changeable.
+    return not value.__pydantic_extra__
 
 
 class VersionBook:
