@@ -906,3 +906,40 @@ def test_a_referrer_dropped_and_added_back_while_a_delete_checks_its_entries_sti
     assert store.deleted and store.created
     assert db.get(LogicalSwitch, switch.id).name == "sw"
     assert db.get(LogicalSwitchPort, port.id).switch == switch.id
+
+
+class _NullsTheCounter(ForwardingStore):
+    """Another writer nulls counter ``n/c`` just before the first compare-and-set on it."""
+
+    def __init__(self, real: Any, db: nbdb.Database) -> None:
+        super().__init__(real)
+        self.db = db
+        self.nulled = False
+
+    def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        if not self.nulled and any(write is layout.W_META and params[1] == "n/c" for write, params in writes):
+            self.nulled = True
+            family = backend(self.db)
+            session(self.db).execute(
+                f"UPDATE {family.store.settings.keyspace}.nbdb_meta SET value = null WHERE ns = %s AND name = 'n/c'",  # type: ignore[attr-defined]
+                (family.partitions.ns,),
+                timeout=60,
+            )
+        return self.real.apply(writes)
+
+
+@pytest.mark.timeout(90)
+def test_an_id_counter_another_writer_nulls_during_an_allocation_is_a_corrupt_record(
+    open_db: Callable[..., nbdb.Database], monkeypatch: Any
+) -> None:
+    """A null counter is checked where it is read, but a compare-and-set that lost reports the value
+    it found, and a null reported there was taken as "no counter yet": the next try set it to 1 (on
+    ``IF value = null``), handing out 1 a second time."""
+    db = open_db()
+    assert [db.allocate_id("c") for _ in range(3)] == [1, 2, 3]
+    family = backend(db)
+    store = _NullsTheCounter(family.partitions.store, db)
+    monkeypatch.setattr(family.partitions, "store", store)
+    with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
+        db.allocate_id("c")
+    assert store.nulled
