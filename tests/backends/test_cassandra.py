@@ -862,3 +862,84 @@ def test_an_id_counter_another_writer_damaged_is_a_corrupt_record(
     with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
         db.allocate_id("c")
     assert db.allocate_id("other") == 1
+
+
+class _DropAndAddBack(ForwardingStore):
+    """Another client deletes ``port`` just before the first read of its row, and creates it again (same
+    id, same switch) just before the first drop of a referrer entry."""
+
+    def __init__(self, real: Any, other: nbdb.Database, port: LogicalSwitchPort) -> None:
+        super().__init__(real)
+        self.other, self.port = other, port
+        self.deleted = self.created = False
+
+    def select(self, query: Any, params: Sequence[Any], *, serial: bool = False) -> list[Any]:
+        if not self.deleted and query is layout.Q_ROW and tuple(params[4:6]) == (self.port.nbdb_table, self.port.id):
+            self.deleted = True
+            self.other.delete(LogicalSwitchPort, self.port.id)  # drops the entry, in the port's own batch
+        return self.real.select(query, params, serial=serial)
+
+    def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        if self.deleted and not self.created and any(write is layout.W_REF_RELEASE for write, _ in writes):
+            self.created = True
+            self.other.create(self.port.model_copy(update={"version": 0}))  # its entry is written again: ''
+        return self.real.apply(writes)
+
+
+@pytest.mark.timeout(90)
+def test_a_referrer_dropped_and_added_back_while_a_delete_checks_its_entries_still_refuses_the_delete(
+    open_db: Callable[..., nbdb.Database], monkeypatch: Any
+) -> None:
+    """A delete refused by an entry '' read the entry's source, then dropped the entry if the source
+    held no reference, on the condition that the entry was still ''. The source could drop the
+    reference and take it again (here: deleted and created again by another client) between that read
+    and the drop: the entry its commit wrote again is '' too, so the drop took it, the delete went
+    ahead, and the port pointed to a switch that no longer existed (a dangling reference)."""
+    db, other = open_db(), open_db()
+    switch = db.create(LogicalSwitch(name="sw"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    family = backend(db)
+    store = _DropAndAddBack(family.partitions.store, other, port)
+    monkeypatch.setattr(family.partitions, "store", store)
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(switch)
+    assert store.deleted and store.created
+    assert db.get(LogicalSwitch, switch.id).name == "sw"
+    assert db.get(LogicalSwitchPort, port.id).switch == switch.id
+
+
+class _NullsTheCounter(ForwardingStore):
+    """Another writer nulls counter ``n/c`` just before the first compare-and-set on it."""
+
+    def __init__(self, real: Any, db: nbdb.Database) -> None:
+        super().__init__(real)
+        self.db = db
+        self.nulled = False
+
+    def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        if not self.nulled and any(write is layout.W_META and params[1] == "n/c" for write, params in writes):
+            self.nulled = True
+            family = backend(self.db)
+            session(self.db).execute(
+                f"UPDATE {family.store.settings.keyspace}.nbdb_meta SET value = null WHERE ns = %s AND name = 'n/c'",  # type: ignore[attr-defined]
+                (family.partitions.ns,),
+                timeout=60,
+            )
+        return self.real.apply(writes)
+
+
+@pytest.mark.timeout(90)
+def test_an_id_counter_another_writer_nulls_during_an_allocation_is_a_corrupt_record(
+    open_db: Callable[..., nbdb.Database], monkeypatch: Any
+) -> None:
+    """A null counter is checked where it is read, but a compare-and-set that lost reports the value
+    it found, and a null reported there was taken as "no counter yet": the next try set it to 1 (on
+    ``IF value = null``), handing out 1 a second time."""
+    db = open_db()
+    assert [db.allocate_id("c") for _ in range(3)] == [1, 2, 3]
+    family = backend(db)
+    store = _NullsTheCounter(family.partitions.store, db)
+    monkeypatch.setattr(family.partitions, "store", store)
+    with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
+        db.allocate_id("c")
+    assert store.nulled

@@ -649,3 +649,16 @@ def test_read_your_writes_across_a_leader_change(etcd_cluster: EtcdServer) -> No
             assert mine.wait_for(updated, 30) and mine.get(KitParent, after.id) == updated
     finally:
         _wait_healthy(etcd_cluster)
+
+
+@pytest.mark.timeout(60)
+def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(etcd_server: EtcdServer) -> None:  # noqa: F811
+    """A negative counter (another writer's: nbdb counts from 1) handed out ids below 1."""
+    with _connect(etcd_server.url) as db:
+        assert db.allocate_id("c") == 1
+        backend = db.backend
+        key = backend.layout.counter("c")  # type: ignore[attr-defined]
+        assert backend.commit_once([], {key: b"-5"}, []) is not None  # type: ignore[attr-defined]
+        with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
+            db.allocate_id("c")
+        assert db.allocate_id("other") == 1

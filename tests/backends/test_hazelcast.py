@@ -872,3 +872,34 @@ def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(
         with pytest.raises(errors.CorruptRecordError, match="counter 'c'"):
             db.allocate_id("c")
         assert db.allocate_id("other") == 1
+
+
+@pytest.mark.timeout(60)
+def test_the_log_entry_a_watch_stands_on_taken_out_by_another_writer_is_lost_history(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """A hole below ``head`` is lost history (hostile7), but not the entry at the watch's own
+    position: read after it, a watch waited ``timeout`` for that entry at every poll and failed with
+    BackendUnavailableError ("did not become visible"), as if the cluster were down, for good."""
+    from nbdb.backends.hazelcast._records import HEAD, decode_head
+
+    with nbdb.connect(f"{hazelcast_server.url}?timeout=2", namespace=_ns()) as db:
+        first = db.create(KitParent(name="first"))
+        with db.watch(KitParent) as watch, db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            db.create(KitParent(name="second"))
+            backend = _hz(db)
+            head = decode_head(backend._meta.get(HEAD))[0]
+            seen = []
+            for _ in range(40):
+                seen += watch.poll(0.25)
+                if watch.revision >= head:
+                    break
+            assert watch.revision == head and cache.wait_synced(15)
+            backend._log.remove(head)  # the entry the watch and the cache stand on
+            later = db.create(KitParent(name="later"))
+            with pytest.raises(errors.HistoryGoneError):
+                for _ in range(60):
+                    watch.poll(0.25)
+            assert eventually(lambda: cache.get(KitParent, later.id) == later)
+            assert cache.get(KitParent, first.id) == first

@@ -1796,3 +1796,23 @@ def test_a_reverse_reference_another_writer_added_with_a_short_value_is_a_corrup
         assert db.create(LogicalSwitchPort(switch=switch, name="q")).name == "q"
     finally:
         client.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("value", [b"-5", b"seven"], ids=["negative", "text"])
+def test_an_id_counter_another_writer_damaged_is_a_corrupt_record(db: nbdb.Database, value: bytes) -> None:
+    """A negative counter handed out ids below 1 (INCR from -5: -4), and text was a raw script error.
+    Both are CorruptRecordError now, with the counter left as it was."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        assert db.allocate_id("c") == 1
+        client.set(f"{backend.root}id:c", value)
+        with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
+            db.allocate_id("c")
+        assert client.get(f"{backend.root}id:c") == value
+        assert db.allocate_id("other") == 1
+    finally:
+        client.close()

@@ -555,6 +555,8 @@ class KeyValueBackend(Backend):
             kv = self.get_key(key)
             try:
                 current = 0 if kv is None else int(kv.value)
+                if current < 0:  # another writer's: it handed out ids below 1
+                    raise ValueError(current)
             except ValueError:
                 raise errors.CorruptRecordError(
                     f"id counter {name!r} holds {(kv.value if kv else b'')[:40]!r}, not an integer", key=key

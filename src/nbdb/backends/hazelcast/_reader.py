@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from hazelcast.future import combine_futures
 
-from nbdb import errors
 from nbdb.backends.hazelcast._records import HEAD, TRIM, decode_entry, decode_head
 from nbdb.families.pubsub import GENESIS, ChangeLogReader, LogEntry, LogRead
 
@@ -54,10 +53,10 @@ class HazelcastLogReader(ChangeLogReader):
                 time.sleep(0.005)  # read before ``trim`` was raised and after the entry went: read again
                 continue
             else:
-                raise errors.BackendUnavailableError(
-                    f"hazelcast: the change log entry of revision {after} did not become visible "
-                    f"within {backend.config.timeout}s"
-                )
+                # Below ``head`` and above ``trim`` all along: no trim took it (another writer did, or
+                # the cluster lost it). Reported as the store being unreachable, it failed every poll of
+                # the watch after ``timeout``, for good; its token cannot be checked: lost history.
+                anchor = None
             hole = next((revision for revision in wanted if revision not in found), None)
             if hole is not None and hole > trim:
                 if time.monotonic() < deadline and not self._closed:

@@ -557,7 +557,13 @@ class RedisBackend(ChangeLogBackend):
 
     def allocate_id(self, name: str) -> int:
         keys = [self.root + "id:" + name, self.root + "ct:" + self.new_token()]
-        return int(self._write(lambda c: self._allocate_script(keys=keys, args=[COMMIT_TOKEN_TTL_MS], client=c)))
+        reply = self._write(lambda c: self._allocate_script(keys=keys, args=[COMMIT_TOKEN_TTL_MS], client=c))
+        if isinstance(reply, list):
+            raise errors.CorruptRecordError(
+                f"id counter {name!r} holds {_s(reply[0])[:40]!r}, not a whole number >= 0: nbdb did not write it",
+                key=keys[0],
+            )
+        return int(reply)
 
     def close(self) -> None:
         if self._closed:

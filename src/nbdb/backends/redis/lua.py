@@ -1156,6 +1156,10 @@ if done then
   redis.call('PEXPIRE', KEYS[2], ARGV[1])  -- a write for WAIT to count (see the commit script)
   return tonumber(done)
 end
+-- A value nbdb does not write (another writer's: negative, or no whole number) is handed back
+-- untouched, in a table, for the client to report; INCR handed out ids below 1 from a negative one.
+local current = redis.call('GET', KEYS[1])
+if current and not string.match(current, '^%d+$') then return {current} end
 local v = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[2], v, 'PX', ARGV[1])
 return v

@@ -61,7 +61,9 @@ def allocate_id(partitions: Partitions, name: str, contention: RetryPolicy) -> i
             continue
         if result.applied:
             return candidate
-        # Lost a race: a failed compare-and-set reports the value it saw.
-        known = result.reports("value")
+        # Lost a race: a failed compare-and-set reports the value it saw. A null it reports is no
+        # counter of nbdb's (another writer's, or its row gone): read again, where a null is refused;
+        # taken as "none yet", the next try set it to 1 and handed out 1 a second time.
         current = result.value("value")
+        known = result.reports("value") and current is not None
     raise errors.BackendUnavailableError(f"could not allocate from counter {name!r}: too much contention")

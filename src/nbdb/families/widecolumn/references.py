@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.planner import Plan
-from nbdb.families.widecolumn.primitives import OutcomeUnknown
+from nbdb.families.widecolumn.primitives import OutcomeUnknown, Write
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
 from nbdb.spi import RefKey
 
@@ -126,17 +127,36 @@ class ReferenceProtocol:
         whose source does not exist or does not point here is another writer's. Trusted, it refused
         the delete for good (ReferenceError naming an object that does not exist, and cascade=True
         failed with NotFoundError on it). The sources are read only when the delete is refused
-        anyway; foreign entries are dropped (only if still empty): the real referrers are returned,
-        and with none the delete is planned again.
+        anyway; foreign entries are dropped: the real referrers are returned, and with none the
+        delete is planned again.
+
+        The drop holds only if no commit landed in the partition since the sources were read (its
+        ``last_rev``, read first, is unchanged): a source that dropped the reference and took it
+        again meanwhile wrote the same '' entry, which a drop conditioned on the entry alone took,
+        letting the delete leave that source's reference dangling.
         """
-        real = [text for text in live if self.holds_reference(L.parse_ref(text), target)]
-        for text in live:
-            if text not in real:
+        last = self._p.last_rev(part, serial=True)
+        real = [text for text in live if self._holds_here(part, L.parse_ref(text), target)]
+        foreign = [text for text in live if text not in real]
+        if foreign:
+            for text in foreign:
                 log.warning("dropping the referrer entry %s of %s: no such reference (another writer's)", text, target)
-                self._release_entry(part, target, text, "")
+            statements: list[tuple[Write, tuple[Any, ...]]] = [
+                (L.W_REF_RELEASE, (self._p.ns, part, L.OBJECT, 0, *target, {text}, text, "")) for text in foreign
+            ]
+            statements.append((L.W_LAST_FIRST, (self._p.ns, part, last, last)))  # changes nothing: a condition
+            try:
+                self._p.store.apply(statements)
+            except OutcomeUnknown:
+                pass  # the next delete of the target checks them again
         if not real:
             raise Replan()
         return real
+
+    def _holds_here(self, part: str, source: RefKey, target: RefKey) -> bool:
+        """Whether ``source`` exists in ``part`` and references ``target`` (a serial read of its row)."""
+        found = self._p.stored_object(self._p.read(*self._p.row_query(part, *source), serial=True))
+        return found is not None and target in found.refs
 
     def release(self, part: str, target: RefKey, source: str, reservation: str | None = None) -> None:
         """Drop the entry ``source`` from ``target``'s referrers (only if it is ``reservation``, when given)."""
