@@ -813,6 +813,39 @@ def test_a_last_rev_another_writer_moved_past_the_sequencer_is_no_endless_confli
     assert sorted(s.name for s in db.list(LogicalSwitch)) == ["later", "moved"] and later.version == 1
 
 
+@pytest.mark.timeout(120)
+def test_a_commit_refused_for_a_last_rev_past_the_bucket_voids_its_revision(
+    open_db: Callable[..., nbdb.Database],
+) -> None:
+    """The commit that found a ``last_rev`` past the sequencer's bucket raised CorruptRecordError
+    without marking the revision it took void, as every other failed commit does: each watcher of
+    another process had to resolve that revision itself (a serial read of the partition; here
+    the damaged ``last_rev`` spares it the ``settle`` wait and the seal). It is voided now, and
+    watchers see the next commit at once."""
+    db = open_db(settle=20)
+    db.create(LogicalSwitch(name="first", topic="tenant-a"))
+    family = backend(db)
+    session(db).execute(
+        f"UPDATE {family.store.settings.keyspace}.nbdb_data SET last_rev = %s WHERE ns = %s AND topic = 'tenant-a'",  # type: ignore[attr-defined]
+        (family.current_revision() + 9_000_000_000, family.partitions.ns),
+        timeout=60,
+    )
+    # A watcher in another process (another connection): this one's knows what it holds.
+    with open_db(settle=20).watch(LogicalSwitch) as watch:
+        with pytest.raises(nbdb.CorruptRecordError, match="last_rev"):
+            db.create(LogicalSwitch(name="refused", topic="tenant-a"))
+        taken = family.current_revision()
+        bucket = layout.bucket_of(taken, family.sequencer.bucket_size)
+        index = family.store.select(layout.Q_INTENT, (family.partitions.ns, bucket, taken), serial=True)
+        assert index and index[0].void, index
+        later = db.create(LogicalSwitch(name="later", topic="tenant-b"))
+        start = time.monotonic()
+        seen: list[str] = []
+        while not seen and time.monotonic() - start < 8:
+            seen += [e.object.name for e in watch.poll(0.5)]
+        assert seen == [later.name], f"after {time.monotonic() - start:.1f}s (settle is 20s)"
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("cascade", [False, True], ids=["plain", "cascade"])
 def test_a_referrer_entry_another_writer_added_for_no_object_does_not_refuse_every_delete(

@@ -844,6 +844,43 @@ def test_a_head_another_writer_damaged_is_put_back_by_the_next_commit(
             assert eventually(lambda: cache.get(KitParent, later.id) == later)
 
 
+@pytest.mark.timeout(90)
+def test_a_head_is_put_back_past_a_log_entry_another_writer_keyed_with_a_long(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """nbdb keys its log by Integer (the Python client's default); another client (Java's, or
+    Python's with ``default_int_type=LONG``) keys the same number as a different Long key, which
+    nbdb's reads never see: not nbdb's entry. ``key_set`` lists it as a plain int all the same, and
+    the head repair took the largest key, found nothing there by it and gave up: with ``head`` also
+    damaged, every commit and list failed with CorruptRecordError, for good. The repair works from
+    the entries nbdb can read, and the foreign one stays invisible."""
+    import hazelcast
+    from hazelcast.config import IntType
+
+    from nbdb.backends.hazelcast._records import HEAD, decode_head
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        first = db.create(KitParent(name="first"))
+        backend = _hz(db)
+        head = decode_head(backend._meta.get(HEAD))[0]
+        other = hazelcast.HazelcastClient(
+            cluster_name=hazelcast_server.cluster_name,
+            cluster_members=[m.address for m in hazelcast_server.members],
+            default_int_type=IntType.LONG,
+            cluster_connect_timeout=20,
+        )
+        try:
+            log = other.get_map(backend._log_name).blocking()
+            log.put(head + 5, "another program's entry")
+            assert backend._log.get(head + 5) is None  # invisible to nbdb's reads
+            other.get_map(backend._meta_name).blocking().put(HEAD, "garbage")
+        finally:
+            other.shutdown()
+        later = db.create(KitParent(name="later"))
+        assert sorted(p.name for p in db.list(KitParent)) == ["first", "later"]
+        assert db.get(KitParent, first.id) == first and later.version == 1
+
+
 @pytest.mark.timeout(60)
 def test_a_lease_another_writer_holds_with_text_is_a_held_lock_not_a_type_error(
     hazelcast_server: HazelcastServer,  # noqa: F811

@@ -1816,3 +1816,77 @@ def test_an_id_counter_another_writer_damaged_is_a_corrupt_record(db: nbdb.Datab
         assert db.allocate_id("other") == 1
     finally:
         client.close()
+
+
+def _watch_all(db: nbdb.Database, since: int) -> list[tuple[str, int]]:
+    """Every change a watch from ``since`` delivers until it goes quiet (bounded)."""
+    seen: list[tuple[str, int]] = []
+    with db.watch(LogicalSwitch, since=since) as watch:
+        for _ in range(20):
+            got = watch.poll(0.2)
+            seen += [(e.object.name, e.object.version) for e in got]
+            if not got and seen:
+                break
+    return seen
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("damage", ["foreign-entry-in-log", "first-commit-failed"])
+def test_a_watch_from_zero_gets_every_change_when_the_first_commit_did_not_land_at_one(
+    db: nbdb.Database, damage: str
+) -> None:
+    """A watch from 0 vouched for 'log' only if it still started at revision 1. When the namespace's
+    first commit jumped past another writer's entry in 'log', or failed (its entry undone), 'log'
+    never held a revision below its first entry, yet the watch raised HistoryGoneError: a false
+    alarm. Now it gets every change; a trimmed or deleted 'log' still raises (tests below)."""
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    log = f"{backend.root}log"
+    try:
+        if damage == "foreign-entry-in-log":
+            client.xadd(log, {"t": "foreign"}, id="5-0")
+        else:
+            client.set(f"{log}:tenant-a", b"foreign")
+            with pytest.raises(nbdb.CorruptRecordError):
+                db.create(LogicalSwitch(name="lost", topic="tenant-a"))
+            client.delete(f"{log}:tenant-a")
+        a = db.create(LogicalSwitch(name="a", topic="tenant-a"))
+        assert int(client.xrange(log, count=1)[0][0].split(b"-")[0]) > 1
+        db.update(a)
+        db.create(LogicalSwitch(name="b", topic="tenant-b"))
+        assert _watch_all(db, 0) == [("a", 1), ("a", 2), ("b", 1)]
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loss", ["trimmed", "compacted", "log-deleted", "entry-deleted"])
+def test_a_watch_from_zero_after_a_jumped_first_commit_still_raises_when_history_went(url: str, loss: str) -> None:
+    """The converse: after a first commit that jumped past another writer's entry, a 'log' that lost
+    any entry (trimmed by count, compacted, deleted and made again, one entry deleted) makes a watch
+    from 0 raise HistoryGoneError, never skip the changes it lost."""
+    import redis
+
+    with nbdb.connect(url, namespace=ns(), history=10) as db:
+        backend = backend_of(db)
+        client = redis.Redis.from_url(backend_url(backend))
+        log = f"{backend.root}log"
+        try:
+            client.xadd(log, {"t": "foreign"}, id="5-0")
+            a = db.create(LogicalSwitch(name="a"))
+            for _ in range(3 if loss != "trimmed" else 400):
+                a = db.update(a)
+            if loss == "compacted":
+                backend.compact_keys(db.list(LogicalSwitch).revision - 1)
+            elif loss == "log-deleted":
+                client.delete(log)
+            elif loss == "entry-deleted":
+                client.xdel(log, client.xrange(log, count=2)[1][0])
+            a = db.update(a)
+            assert int(client.xrange(log, count=1)[0][0].split(b"-")[0]) > 1
+            with pytest.raises(nbdb.HistoryGoneError):
+                _watch_all(db, 0)
+        finally:
+            client.close()

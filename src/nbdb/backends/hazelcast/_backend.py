@@ -787,11 +787,17 @@ class HazelcastBackend(ChangeLogBackend):
         was applied), which moves ``head`` to it from the damaged value. Left as it was, it failed
         every commit and list of the namespace with CorruptRecordError, for good.
         """
-        keys = [k for k in self.call(lambda: self._log.key_set()) if isinstance(k, int) and not isinstance(k, bool)]
-        if not keys:
+        listed = self.call(lambda: self._log.key_set())
+        keys = [k for k in listed if isinstance(k, int) and not isinstance(k, bool) and 0 < k < 2**31]
+        # nbdb's keys are Integers. Another client's (a Long: Java's, or Python's with another
+        # default_int_type) is listed as the same int, yet nbdb's get of that number reads its own
+        # Integer key: not nbdb's entry. Taken for the newest, the repair found nothing and gave up.
+        found = self.call(lambda: self._log.get_all(keys)) if keys else {}
+        if not found:
             return False
-        log.warning("hazelcast: head holds data nbdb did not write; putting it back at revision %d", max(keys))
-        return self._roll_forward(max(keys), head_raw)
+        newest = max(found)
+        log.warning("hazelcast: head holds data nbdb did not write; putting it back at revision %d", newest)
+        return self._roll_forward(newest, head_raw)
 
     def _trim(self, through: int) -> None:
         """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""

@@ -232,6 +232,7 @@ local function announce(rev, all, topics)
     feed = #all == 1 and all[1] or table.concat(all)
   end
   local bad, added
+  local rev0, first = rev, false
   for _ = 1, 2 do
     local revs = str(rev)
     local id = revs .. '-0'
@@ -265,6 +266,9 @@ local function announce(rev, all, topics)
       end
     end
     if not bad then
+      -- The namespace's first commit, landed past revision 1: a watch from 0 finds every change
+      -- in 'log' while it starts at or before this one and lost nothing but undone entries.
+      if first then redis.call('HSET', P .. 'log0', 'b', revs) end
       -- The TTL as a string: a number argument is formatted again at each call.
       redis.call('SET', P .. 'ct:' .. token, revs, 'PX', '__TTL__')
       return rev, revs
@@ -274,6 +278,10 @@ local function announce(rev, all, topics)
     local names = {P .. 'log'}
     for topic in pairs(topics) do names[#names + 1] = P .. 'log:' .. topic end
     for i = 1, added do redis.call('XDEL', names[i], id) end
+    -- 'log0' (see LOG_READ_LUA): m counts the entries undone in 'log', b the revision of the
+    -- namespace's first commit (or of the next one, when it failed). Only this rare path writes it.
+    if added > 0 then redis.call('HINCRBY', P .. 'log0', 'm', 1) end
+    if rev == rev0 and (rev0 == 1 or redis.call('HGET', P .. 'log0', 'b') == revs) then first = true end
     local past = rev
     for i = 1, #names do
       local info = redis.pcall('XINFO', 'STREAM', names[i])
@@ -291,6 +299,7 @@ local function announce(rev, all, topics)
     rev = past
     redis.call('SET', P .. 'rev', str(rev))
   end
+  if first then redis.call('HSET', P .. 'log0', 'b', str(tonumber(redis.call('GET', P .. 'rev')) + 1)) end
   return false, 'ERR nbdb: the change log did not take the commit (nothing of it was written): ' .. tostring(bad)
 end
 
@@ -1230,6 +1239,20 @@ if after > 0 then
 else
   local e = redis.call('XRANGE', P .. 'log', '-', '+', 'COUNT', 1)[1]
   if (not e and hr == 0) or (e and e[1] == '1-0') then anchor = '' end
+  -- A first commit that did not land at 1 (past another writer's entry, or failed): b is its
+  -- revision (or the next one's). 'log' then holds every change if it still starts at or before
+  -- b (a 'log' deleted and made again starts past it) and every entry it lost was undone by
+  -- its commit (m; a trim, a compaction or another writer's XDEL makes more).
+  local b = not anchor and tonumber(redis.call('HGET', P .. 'log0', 'b'))
+  if b and not e and hr < b then anchor = '' end
+  if b and e and tonumber(e[1]:match('^(%d+)')) <= b then
+    local info = redis.call('XINFO', 'STREAM', P .. 'log')
+    local n, added = 0, 0
+    for i = 1, #info, 2 do
+      if info[i] == 'length' then n = info[i + 1] elseif info[i] == 'entries-added' then added = info[i + 1] end
+    end
+    if added - n == (tonumber(redis.call('HGET', P .. 'log0', 'm')) or 0) then anchor = '' end
+  end
 end
 local args, n = {'COUNT', ARGV[3], 'STREAMS'}, #ARGV - 4
 for j = 1, n do

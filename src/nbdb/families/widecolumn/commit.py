@@ -297,7 +297,13 @@ class Committer:
             # try the other one; if it held, an object's condition failed: plan again.
             last = result.value("last_rev")
             if last is not None and last >= revision:
-                self._past_the_sequencer(part, int(last))
+                try:
+                    self._past_the_sequencer(part, int(last))
+                except errors.CorruptRecordError:
+                    # Not applied, and never retried under it: void it as every failed commit does
+                    # (each watcher elsewhere resolved it on its own, with a serial read).
+                    self._sequencer.void(revision)
+                    raise
             null = last is None
             if null == first:
                 break
