@@ -9,6 +9,7 @@ dependency order.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import json.encoder
@@ -26,7 +27,7 @@ from pydantic_core import core_schema
 
 import nbdb.models.ids as _ids
 from nbdb import errors
-from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, freeze_containers, slot_setter
+from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers, slot_setter
 from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 
@@ -188,6 +189,8 @@ class Model(BaseModel):
     """The lineage fields that may hold a list, map or set: frozen in a stored copy (see :func:`freeze_lineage`)."""
     nbdb_container_fields: ClassVar[tuple[str, ...]] = ()
     """Every field that may hold a list, map or set: frozen (copied) in a stored copy (see :meth:`stored_copy`)."""
+    nbdb_deep_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that may hold a model, or a list, map, set or model inside another: frozen through (:func:`may_nest`)."""
 
     # Where an instance comes from lives in __pydantic_private__, deliberately
     # undeclared (a declared private attribute costs every decode a default
@@ -308,6 +311,8 @@ class Model(BaseModel):
         cls.nbdb_container_fields = tuple(
             name for name, info in cls.model_fields.items() if may_hold_container(info.annotation)
         )
+        # Decided once per class: a model of atoms and flat containers of atoms (every built-in one) pays nothing.
+        cls.nbdb_deep_fields = tuple(name for name, info in cls.model_fields.items() if may_nest(info.annotation))
         previous = _REGISTRY.get(cls.nbdb_table)
         if previous is not None and previous.__qualname__ != cls.__qualname__:
             raise TypeError(
@@ -430,6 +435,8 @@ class Model(BaseModel):
         # Every list, map and set frozen, as a copy of its own: the caller's object (and what it
         # changes in place after the write) is not what the store and its readers hold.
         freeze_containers(data, data, cls.nbdb_container_fields)
+        for name in cls.nbdb_deep_fields:  # and through, where a field may hold one inside another or a model
+            data[name] = deep_frozen(data[name])
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
             last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call
@@ -437,7 +444,8 @@ class Model(BaseModel):
         # One frozen set shared by the stored copies (never the caller's own set, which it may change).
         object.__setattr__(new, "__dict__", data)
         _set_fields_set(new, fields_set)
-        _set_extra(new, self.__pydantic_extra__)  # a newer model's fields it was read with
+        extra = self.__pydantic_extra__
+        _set_extra(new, deep_frozen(extra) if extra else extra)  # a newer model's fields it was read with
         _set_private(new, {"_revision": None if revision is None else _kept(revision)})
         return new
 
@@ -672,6 +680,47 @@ def _freeze_in(model: type[Model], data: dict[str, Any]) -> None:
         frozen = _FROZEN.get(type(value))
         if frozen is not None:
             data[name] = frozen(value)
+
+
+_ATOM_BASES: tuple[type, ...] = (list, dict, set, frozenset, tuple, BaseModel)
+
+
+def _atom(annotation: Any) -> bool:
+    if annotation is type(None) or get_origin(annotation) is typing.Literal:
+        return True
+    if get_origin(annotation) is typing.Annotated:
+        return _atom(get_args(annotation)[0])
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        return all(_atom(arg) for arg in get_args(annotation))
+    # list[int] passes as a type (and typing.Any is a class): a generic, Any and object may hold anything
+    return (
+        get_origin(annotation) is None
+        and annotation is not Any
+        and isinstance(annotation, type)
+        and annotation is not object
+        and not issubclass(annotation, _ATOM_BASES)
+        and not dataclasses.is_dataclass(annotation)
+    )
+
+
+def may_nest(annotation: Any) -> bool:
+    """Whether a field of ``annotation`` may hold a list, map, set or model inside another, or a model.
+
+    False only of an atom (a scalar type, an enum, a literal) and of a flat
+    list, map, set or tuple of atoms (optional, annotated, or a union of
+    such): their stored copies need freezing at the top only.
+    """
+    if _atom(annotation):
+        return False
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        return may_nest(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(may_nest(arg) for arg in get_args(annotation))
+    if origin in (list, set, frozenset, dict, tuple) or annotation in (list, set, frozenset, dict, tuple):
+        args = get_args(annotation)
+        return not args or not all(arg is Ellipsis or _atom(arg) for arg in args)
+    return True
 
 
 def may_hold_container(annotation: Any) -> bool:
