@@ -8,6 +8,7 @@ the caller's later change of its written object changed the write's result.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,3 +146,23 @@ def test_every_nested_list_and_map_of_a_stored_copy_refuses_every_change(anythin
                     with pytest.raises(nbdb.ValidationError):
                         value.clear()
                 assert _content(db.get(DeepBag, made.id)) == expected
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_newer_models_fields_of_a_copy_refuse_an_in_place_change(url: str) -> None:
+    # Fields of a newer model a copy was read with (model_extra) are frozen through as its own are.
+    with nbdb.connect(url) as db:
+        stored = db.create(LogicalSwitch(name="newer"))
+        document = {**json.loads(stored.model_dump_json(exclude={"version"})), "labels": {"a": [1]}}
+        db.backend.write_raw(stored.nbdb_table, stored.id, stored.topic, json.dumps(document).encode())
+        read = db.get(LogicalSwitch, stored.id)
+        assert read is not None and read.model_extra == {"labels": {"a": [1]}}
+        updated = db.update(read.replace(name="again"))
+        for copy in (read, updated, db.get(LogicalSwitch, stored.id)):
+            assert copy is not None and copy.model_extra is not None
+            with pytest.raises(nbdb.ValidationError):
+                copy.model_extra["labels"]["a"].append(2)
+            with pytest.raises(nbdb.ValidationError):
+                copy.model_extra["labels"]["b"] = [3]
+        again = db.get(LogicalSwitch, stored.id)
+        assert again is not None and again.model_extra == {"labels": {"a": [1]}}

@@ -311,8 +311,11 @@ class Model(BaseModel):
         cls.nbdb_container_fields = tuple(
             name for name, info in cls.model_fields.items() if may_hold_container(info.annotation)
         )
-        # Decided once per class: a model of atoms and flat containers of atoms (every built-in one) pays nothing.
+        # Decided once per class: a class of atoms and flat containers of atoms (every built-in one) keeps
+        # Model.stored_copy as it is, not one instruction more; one with a field that may nest gets its own.
         cls.nbdb_deep_fields = tuple(name for name, info in cls.model_fields.items() if may_nest(info.annotation))
+        if cls.nbdb_deep_fields:
+            cls.stored_copy = _deep_stored_copy  # type: ignore[method-assign,assignment]
         previous = _REGISTRY.get(cls.nbdb_table)
         if previous is not None and previous.__qualname__ != cls.__qualname__:
             raise TypeError(
@@ -435,8 +438,6 @@ class Model(BaseModel):
         # Every list, map and set frozen, as a copy of its own: the caller's object (and what it
         # changes in place after the write) is not what the store and its readers hold.
         freeze_containers(data, data, cls.nbdb_container_fields)
-        for name in cls.nbdb_deep_fields:  # and through, where a field may hold one inside another or a model
-            data[name] = deep_frozen(data[name])
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
             last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call
@@ -735,6 +736,15 @@ def may_hold_container(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(may_hold_container(arg) for arg in get_args(annotation))
     return annotation is Any
+
+
+def _deep_stored_copy(self: Model, version: int, *, revision: int | None = None) -> Model:
+    """:meth:`Model.stored_copy` frozen through, for a class with fields that may nest (``nbdb_deep_fields``)."""
+    new = Model.stored_copy(self, version, revision=revision)
+    data = new.__dict__
+    for name in type(self).nbdb_deep_fields:
+        data[name] = deep_frozen(data[name])
+    return new
 
 
 def lineage_is_own(obj: Model) -> bool:
