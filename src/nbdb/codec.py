@@ -28,7 +28,7 @@ from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaVa
 
 from nbdb import errors
 from nbdb.models.base import DECODED, Model, Reference, set_extra, set_fields_set, set_private, validation_error_of
-from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, freeze_containers
+from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers
 from nbdb.spi import Record
 from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
 
@@ -188,7 +188,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         if validate is None:
             # Looked up at the first record to decode, not before: a model pydantic has not fully
             # built (a forward reference never resolved) must not fail a load that holds none of it.
-            refs, lists, maps, loose, fields_set, bare, exact = _layout_of(model)
+            refs, lists, maps, loose, deep, fields_set, bare, exact = _layout_of(model)
             validate = bare or model.__pydantic_validator__.validate_json
         if (version.__class__ is not int and not isinstance(version, int)) or version < 0:
             # Another writer's: it would reach a caller, a watch or a cache as the object's version.
@@ -253,8 +253,14 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             slots[name] = FrozenDict(value) if value else EMPTY_DICT
         if loose:
             freeze_containers(fields, slots, loose)
+        if (
+            deep
+        ):  # and through, where one may hold a list, map, set or model inside another (see Model.nbdb_deep_fields)
+            for name in deep:
+                slots[name] = deep_frozen(slots[name])
         set_fields_set(obj, fields_set)
-        set_extra(obj, unknown)  # fields of a newer model: written back as they are
+        # fields of a newer model: written back as they are
+        set_extra(obj, deep_frozen(unknown) if unknown else unknown)
         set_private(obj, DECODED)
         append(obj)
     return out
@@ -431,6 +437,8 @@ class _Layout(NamedTuple):
     """The fields that always hold a dict once validated: frozen in a copy."""
     loose: tuple[str, ...]
     """The other fields that may hold a list, map or set (any but a plain scalar one): looked at copy by copy."""
+    deep: tuple[str, ...]
+    """The fields frozen through (``Model.nbdb_deep_fields``, but the version): empty for a model of flat fields."""
     fields_set: set[str]
     bare: Any
     """``validate_json`` of the model's fields alone, or None (see :func:`_fields_validator`)."""
@@ -456,7 +464,14 @@ def _layout_of(model: type[Model]) -> _Layout:
         fast = _fields_validator(model, fast=True)
         exact = _fields_validator(model) if fast is not None and fast[1] else None
         layout = _LAYOUTS[model] = _Layout(
-            refs, lists, maps, loose, fields_set, None if fast is None else fast[0], None if exact is None else exact[0]
+            refs,
+            lists,
+            maps,
+            loose,
+            tuple(name for name in model.nbdb_deep_fields if name not in _EXCLUDE),
+            fields_set,
+            None if fast is None else fast[0],
+            None if exact is None else exact[0],
         )
     return layout
 

@@ -9,6 +9,7 @@ dependency order.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import json.encoder
@@ -26,7 +27,7 @@ from pydantic_core import core_schema
 
 import nbdb.models.ids as _ids
 from nbdb import errors
-from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, freeze_containers, slot_setter
+from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers, slot_setter
 from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 
@@ -188,6 +189,8 @@ class Model(BaseModel):
     """The lineage fields that may hold a list, map or set: frozen in a stored copy (see :func:`freeze_lineage`)."""
     nbdb_container_fields: ClassVar[tuple[str, ...]] = ()
     """Every field that may hold a list, map or set: frozen (copied) in a stored copy (see :meth:`stored_copy`)."""
+    nbdb_deep_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that may hold a model, or a list, map, set or model inside another: frozen through (:func:`may_nest`)."""
 
     # Where an instance comes from lives in __pydantic_private__, deliberately
     # undeclared (a declared private attribute costs every decode a default
@@ -308,6 +311,11 @@ class Model(BaseModel):
         cls.nbdb_container_fields = tuple(
             name for name, info in cls.model_fields.items() if may_hold_container(info.annotation)
         )
+        # Decided once per class: a class of atoms and flat containers of atoms (every built-in one) keeps
+        # Model.stored_copy as it is, not one instruction more; one with a field that may nest gets its own.
+        cls.nbdb_deep_fields = tuple(name for name, info in cls.model_fields.items() if may_nest(info.annotation))
+        if cls.nbdb_deep_fields:
+            cls.stored_copy = _deep_stored_copy  # type: ignore[method-assign,assignment]
         previous = _REGISTRY.get(cls.nbdb_table)
         if previous is not None and previous.__qualname__ != cls.__qualname__:
             raise TypeError(
@@ -437,7 +445,8 @@ class Model(BaseModel):
         # One frozen set shared by the stored copies (never the caller's own set, which it may change).
         object.__setattr__(new, "__dict__", data)
         _set_fields_set(new, fields_set)
-        _set_extra(new, self.__pydantic_extra__)  # a newer model's fields it was read with
+        extra = self.__pydantic_extra__
+        _set_extra(new, deep_frozen(extra) if extra else extra)  # a newer model's fields it was read with
         _set_private(new, {"_revision": None if revision is None else _kept(revision)})
         return new
 
@@ -674,6 +683,47 @@ def _freeze_in(model: type[Model], data: dict[str, Any]) -> None:
             data[name] = frozen(value)
 
 
+_ATOM_BASES: tuple[type, ...] = (list, dict, set, frozenset, tuple, BaseModel)
+
+
+def _atom(annotation: Any) -> bool:
+    if annotation is type(None) or get_origin(annotation) is typing.Literal:
+        return True
+    if get_origin(annotation) is typing.Annotated:
+        return _atom(get_args(annotation)[0])
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        return all(_atom(arg) for arg in get_args(annotation))
+    # list[int] passes as a type (and typing.Any is a class): a generic, Any and object may hold anything
+    return (
+        get_origin(annotation) is None
+        and annotation is not Any
+        and isinstance(annotation, type)
+        and annotation is not object
+        and not issubclass(annotation, _ATOM_BASES)
+        and not dataclasses.is_dataclass(annotation)
+    )
+
+
+def may_nest(annotation: Any) -> bool:
+    """Whether a field of ``annotation`` may hold a list, map, set or model inside another, or a model.
+
+    False only of an atom (a scalar type, an enum, a literal) and of a flat
+    list, map, set or tuple of atoms (optional, annotated, or a union of
+    such): their stored copies need freezing at the top only.
+    """
+    if _atom(annotation):
+        return False
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        return may_nest(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(may_nest(arg) for arg in get_args(annotation))
+    if origin in (list, set, frozenset, dict, tuple) or annotation in (list, set, frozenset, dict, tuple):
+        args = get_args(annotation)
+        return not args or not all(arg is Ellipsis or _atom(arg) for arg in args)
+    return True
+
+
 def may_hold_container(annotation: Any) -> bool:
     """Whether a field of ``annotation`` may hold a (mutable) list, map or set."""
     if annotation in (list, dict, set):
@@ -686,6 +736,15 @@ def may_hold_container(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(may_hold_container(arg) for arg in get_args(annotation))
     return annotation is Any
+
+
+def _deep_stored_copy(self: Model, version: int, *, revision: int | None = None) -> Model:
+    """:meth:`Model.stored_copy` frozen through, for a class with fields that may nest (``nbdb_deep_fields``)."""
+    new = Model.stored_copy(self, version, revision=revision)
+    data = new.__dict__
+    for name in type(self).nbdb_deep_fields:
+        data[name] = deep_frozen(data[name])
+    return new
 
 
 def lineage_is_own(obj: Model) -> bool:

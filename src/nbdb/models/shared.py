@@ -17,9 +17,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
+from pydantic import BaseModel
+
 from nbdb import errors
 
-__all__ = ["EMPTY_DICT", "EMPTY_LIST", "FrozenDict", "FrozenList", "FrozenSet", "freeze_containers", "slot_setter"]
+__all__ = [
+    "EMPTY_DICT",
+    "EMPTY_LIST",
+    "FrozenDict",
+    "FrozenList",
+    "FrozenSet",
+    "deep_frozen",
+    "freeze_containers",
+    "slot_setter",
+]
 
 
 def _refuse(self: object, *args: Any, **kwargs: Any) -> NoReturn:
@@ -106,6 +117,45 @@ def freeze_containers(source: dict[str, Any], target: dict[str, Any], names: Ite
             target[name] = FrozenDict(value) if value else EMPTY_DICT
         elif kind is set:
             target[name] = FrozenSet(value)
+
+
+def deep_frozen(value: Any) -> Any:
+    """``value`` frozen through: its lists, maps and sets (and theirs, at every depth) frozen copies, its models too.
+
+    For the fields of a model that may hold a list, map, set or model inside
+    another (``dict[str, list[str]]``, ``list[list[int]]``, a nested model, a
+    union's or ``Any``'s value, a newer model's fields): decided once per model
+    class (see ``Model.nbdb_deep_fields``), so a model whose fields are atoms
+    or flat containers of atoms never calls it. A nested pydantic model
+    becomes a copy whose ``__dict__`` is a :class:`FrozenDict` of frozen
+    values: pydantic sets a field through ``__dict__``, so ``inner.x = 1``
+    raises :class:`nbdb.ValidationError` as a frozen list does (a frozen
+    model class refuses it first, with pydantic's own error). A tuple is
+    rebuilt of frozen items; any other value is kept as it is.
+    """
+    kind = value.__class__
+    if kind is list or kind is FrozenList:
+        return FrozenList([deep_frozen(v) for v in value]) if value else EMPTY_LIST
+    if kind is dict or kind is FrozenDict:
+        return FrozenDict({k: deep_frozen(v) for k, v in value.items()}) if value else EMPTY_DICT
+    if kind is set or kind is FrozenSet:
+        return FrozenSet(deep_frozen(v) for v in value)
+    if kind is tuple:
+        return tuple(deep_frozen(v) for v in value)
+    if isinstance(value, BaseModel):
+        return _frozen_model(value)
+    return value
+
+
+def _frozen_model(value: BaseModel) -> BaseModel:
+    kind = value.__class__
+    new = kind.__new__(kind)
+    object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v) for k, v in value.__dict__.items()}))
+    object.__setattr__(new, "__pydantic_fields_set__", FrozenSet(value.__pydantic_fields_set__))
+    extra = value.__pydantic_extra__
+    object.__setattr__(new, "__pydantic_extra__", None if extra is None else FrozenDict(deep_frozen(extra)))
+    object.__setattr__(new, "__pydantic_private__", value.__pydantic_private__)
+    return new
 
 
 def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:

@@ -206,13 +206,13 @@ def _sealed_value(value: Any, depth: int = 0) -> bool:
 def sealed(value: Any, loose: Collection[str]) -> bool:
     """Whether the stored copy ``value`` holds nothing its holder can change in place, frozen through.
 
-    A stored copy freezes its lists, maps and sets (see ``Model.stored_copy``), whose items are
-    then atoms, but only at the top: a ``loose`` field (``json``: a nested model, a list of lists,
-    a union) may hold a list, a map or a model inside, and the fields of a newer model the copy
-    was read with are held in a plain dict (``__pydantic_extra__``), which whoever holds the copy
-    (the caller of the write that returned it) can change in place. Shared with a cache, that
-    change would be the cache's too, and the cache would hold what the server does not: such a
-    copy is not shared.
+    A stored copy freezes its lists, maps and sets, and those inside them, at every depth (see
+    ``Model.stored_copy`` and ``Model.nbdb_deep_fields``); a ``loose`` field (``json``: a nested
+    model, a list of lists, a union) is still looked at value by value, and only frozen lists,
+    maps, sets and tuples of atoms pass: a nested model (frozen too since issue #12, but this
+    check does not rely on it), a newer model's fields (``__pydantic_extra__``) or any value the
+    copy's holder could change in place keep the copy from being shared. Shared with a cache,
+    such a change would be the cache's too, and the cache would hold what the server does not.
     """
     fields = value.__dict__
     for name in loose:
