@@ -8,8 +8,13 @@ the caller's later change of its written object changed the write's result.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import pickle
 import uuid
+import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from pydantic import Field
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.base import Model
+from nbdb.models.shared import deep_frozen
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,6 +36,29 @@ pytestmark = pytest.mark.timeout(180)
 class DeepInner(pydantic.BaseModel):
     x: int = 0
     ys: list[int] = Field(default_factory=list)
+
+
+class CheckedInner(pydantic.BaseModel):
+    """Assignment validated: pydantic's validate_assignment replaces the whole ``__dict__`` (the frozen one too)."""
+
+    model_config = pydantic.ConfigDict(validate_assignment=True)
+    x: int = 0
+
+
+class FrozenInner(pydantic.BaseModel):
+    """A frozen class: pydantic refuses an assignment with its own error, not nbdb's."""
+
+    model_config = pydantic.ConfigDict(frozen=True)
+    x: int = 0
+    ys: list[int] = Field(default_factory=list)
+
+
+@dataclasses.dataclass
+class PairInner:
+    """A plain dataclass: pydantic keeps the instance it is given, and never freezes it."""
+
+    x: int
+    ys: list[int]
 
 
 class DeepBag(Model):
@@ -41,6 +70,9 @@ class DeepBag(Model):
     inner: DeepInner = Field(default_factory=DeepInner)
     either: int | list[int] = 0
     anything: Any = None
+    checked: CheckedInner = Field(default_factory=CheckedInner)
+    frozen: FrozenInner = Field(default_factory=FrozenInner)
+    pair: PairInner | None = None
 
 
 CHANGES: dict[str, Callable[[DeepBag], None]] = {
@@ -50,12 +82,33 @@ CHANGES: dict[str, Callable[[DeepBag], None]] = {
     "inner.ys": lambda obj: obj.inner.ys.append(42),
     "either": lambda obj: obj.either.append(7),  # type: ignore[union-attr]
     "anything": lambda obj: obj.anything["k"].append(7),
+    # A nested model whose class validates assignment (it replaced the frozen __dict__ whole), a field of a
+    # nested model deleted, a frozen class (pydantic's own error, not nbdb's), a dataclass and its list:
+    # each changed what the store held (or raised an error of another type) on /work/main.
+    "checked": lambda obj: setattr(obj.checked, "x", 42),
+    "del inner.x": lambda obj: delattr(obj.inner, "x"),
+    "del checked.x": lambda obj: delattr(obj.checked, "x"),
+    "frozen": lambda obj: setattr(obj.frozen, "x", 42),
+    "frozen.ys": lambda obj: obj.frozen.ys.append(42),
+    "pair": lambda obj: setattr(obj.pair, "x", 42),
+    "pair.ys": lambda obj: obj.pair.ys.append(42),  # type: ignore[union-attr]
+    "del pair.x": lambda obj: delattr(obj.pair, "x"),
 }
+REFUSED_BY_ITS_CLASS = {"frozen"}
+"""The changes a caller's own object refuses too (a frozen class's, with pydantic's error)."""
 
 
 def _bag() -> DeepBag:
     return DeepBag(
-        name="b", data={"k": ["1"]}, rows=[[1]], inner=DeepInner(x=1, ys=[1]), either=[1], anything={"k": [1]}
+        name="b",
+        data={"k": ["1"]},
+        rows=[[1]],
+        inner=DeepInner(x=1, ys=[1]),
+        either=[1],
+        anything={"k": [1]},
+        checked=CheckedInner(x=1),
+        frozen=FrozenInner(x=1, ys=[1]),
+        pair=PairInner(x=1, ys=[1]),
     )
 
 
@@ -101,7 +154,11 @@ def test_a_change_of_the_callers_written_object_changes_neither_the_store_nor_th
         mine = _bag()
         expected = _content(mine)
         made = db.create(mine)
-        CHANGES[name](mine)  # the caller's own object: its to change
+        if name in REFUSED_BY_ITS_CLASS:
+            with pytest.raises(pydantic.ValidationError):
+                CHANGES[name](mine)
+        else:
+            CHANGES[name](mine)  # the caller's own object: its to change
         assert _content(made) == expected
         for seen in (db.get(DeepBag, made.id), other.get(DeepBag, made.id)):
             assert seen is not None and _content(seen) == expected
@@ -111,7 +168,7 @@ def test_a_flat_model_decides_once_to_freeze_at_the_top_only() -> None:
     # Zero cost for atoms and flat containers of atoms: no field of a built-in model is frozen through.
     assert LogicalSwitch.nbdb_deep_fields == () and LogicalSwitchPort.nbdb_deep_fields == ()
     # ``either`` (``int | list[int]``) is a flat list at most: frozen at the top, as ``list[int]`` is.
-    assert set(DeepBag.nbdb_deep_fields) == {"data", "rows", "inner", "anything"}
+    assert set(DeepBag.nbdb_deep_fields) == {"data", "rows", "inner", "anything", "checked", "frozen", "pair"}
 
 
 _json = st.recursive(
@@ -166,3 +223,133 @@ def test_a_newer_models_fields_of_a_copy_refuse_an_in_place_change(url: str) -> 
                 copy.model_extra["labels"]["b"] = [3]
         again = db.get(LogicalSwitch, stored.id)
         assert again is not None and again.model_extra == {"labels": {"a": [1]}}
+
+
+def test_a_frozen_nested_value_is_its_class_to_every_reader_and_copies_to_the_callers_own() -> None:
+    # The frozen copy of a nested model or dataclass is an instance of a subclass of its class (the only way to
+    # refuse validate_assignment, del and a frozen class's own error with nbdb's): to a reader it is its class.
+    with nbdb.connect("memory://") as db, warnings.catch_warnings():
+        warnings.simplefilter("error")  # no serializer warning for the subclass
+        made = db.create(_bag())
+        plain = _bag()
+        for name in ("inner", "checked", "frozen", "pair"):
+            value, mine = getattr(made, name), getattr(plain, name)
+            assert isinstance(value, type(mine)) and type(value).__name__ == type(mine).__name__
+            assert value == mine and mine == value and repr(value) == repr(mine)
+            for thawed in (copy.copy(value), copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+                assert type(thawed) is type(mine) and thawed == mine
+            if name != "checked":
+                assert type(copy.deepcopy(value).ys) is list  # type: ignore[union-attr]
+        point = FrozenInner(x=3)
+        point.__dict__["ys"] = ()  # hashable: a frozen model of atoms is of the hash of its plain copy
+        assert hash(deep_frozen(point)) == hash(point) and {deep_frozen(point), point} == {point}
+        same = {"id", "version"}
+        assert made.model_dump(exclude=same) == plain.model_dump(exclude=same)
+        assert made.model_dump_json(exclude=same) == plain.model_dump_json(exclude=same)
+        changed = made.checked.model_copy(update={"x": 5})
+        assert type(changed) is CheckedInner and changed.x == 5 and made.checked.x == 1
+        changed.x = 6  # the caller's own
+        built = type(made.checked)(x=3)
+        assert type(built) is CheckedInner
+        assert made.pair is not None
+        moved = dataclasses.replace(made.pair, x=7)
+        assert type(moved) is PairInner and moved.x == 7 and made.pair.x == 1
+        assert db.update(made.replace(pair=moved, checked=changed)).pair == PairInner(x=7, ys=[1])
+
+
+class Opaque:
+    """An arbitrary class: nbdb can neither copy nor freeze an instance of it."""
+
+    def __init__(self) -> None:
+        self.ys = [1]
+
+
+class Arbitrary(Model):
+    model_config = pydantic.ConfigDict(arbitrary_types_allowed=True)
+
+    name: str = ""
+    opaque: Opaque | None = None
+    anything: Any = None
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"opaque": Opaque()},
+        {"anything": Opaque()},
+        {"anything": {"k": [Opaque()]}},
+        {"anything": deque([1])},
+        {"anything": bytearray(b"x")},
+    ],
+    ids=["field", "any", "nested", "deque", "bytearray"],
+)
+def test_a_value_nbdb_cannot_freeze_is_refused_and_nothing_is_written(url: str, fields: dict[str, Any]) -> None:
+    # A value of a class nbdb cannot freeze would be the very object the store holds (memory://: a change in
+    # place of it, by the caller or any reader, changed what every reader saw without a write): refused, with
+    # nbdb's typed error, before anything is written.
+    with nbdb.connect(url) as db:
+        made = db.create(Arbitrary(name="kept"))
+        with pytest.raises(nbdb.ValidationError, match="cannot freeze"):
+            db.create(Arbitrary(name="new", **fields))
+        with pytest.raises(nbdb.ValidationError, match="cannot freeze"):
+            db.update(made.replace(**fields))
+        with pytest.raises(nbdb.ValidationError, match="cannot freeze"), db.transaction() as tx:
+            tx.create(Arbitrary(name="in a transaction", **fields))
+        assert [(o.name, o.version) for o in db.list(Arbitrary)] == [("kept", 1)]
+        assert db.create(Arbitrary(name="atoms", anything=[1, "a", None, 1.5, uuid.uuid4()])).version == 1
+
+
+class Node(pydantic.BaseModel):
+    """A model that holds anything, a model or dataclass too: nested values at any depth."""
+
+    model_config = pydantic.ConfigDict(validate_assignment=True)
+    label: int = 0
+    child: Any = None
+
+
+@dataclasses.dataclass
+class Leaf:
+    label: int
+    child: Any = None
+
+
+_nested = st.recursive(
+    st.integers(-3, 3) | st.text(max_size=2),
+    lambda inner: (
+        st.lists(inner, max_size=2)
+        | st.dictionaries(st.text(max_size=2), inner, max_size=2)
+        | st.builds(Node, label=st.integers(0, 3), child=inner)
+        | st.builds(Leaf, label=st.integers(0, 3), child=inner)
+    ),
+    max_leaves=8,
+)
+
+
+def _nodes(value: Any) -> Iterator[Any]:
+    """Every model and dataclass instance inside ``value``, at every depth."""
+    if isinstance(value, Node | Leaf):
+        yield value
+        yield from _nodes(value.child)
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        yield from _nodes(item)
+
+
+@settings(max_examples=40, deadline=None)
+@given(anything=_nested)
+def test_every_model_and_dataclass_inside_a_stored_copy_refuses_every_assignment_and_del(anything: Any) -> None:
+    with nbdb.connect(f"memory://deep{uuid.uuid4().hex[:8]}") as db:
+        made = db.create(DeepBag(anything=anything))
+        expected = _content(made)
+        for copy_ in (made, db.get(DeepBag, made.id), db.list(DeepBag)[0]):
+            assert copy_ is not None
+            for node in _nodes(copy_.anything):
+                with pytest.raises(nbdb.ValidationError):
+                    node.label = 9
+                with pytest.raises(nbdb.ValidationError):
+                    del node.child
+            assert _content(db.get(DeepBag, made.id)) == expected
+        mine = list(_nodes(anything))
+        for node in mine:  # the caller's own objects: its to change, and nothing stored changes
+            node.label = 9
+        assert _content(db.get(DeepBag, made.id)) == expected

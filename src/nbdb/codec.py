@@ -257,10 +257,10 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             deep
         ):  # and through, where one may hold a list, map, set or model inside another (see Model.nbdb_deep_fields)
             for name in deep:
-                slots[name] = deep_frozen(slots[name])
+                slots[name] = deep_frozen(slots[name], known=False)
         set_fields_set(obj, fields_set)
         # fields of a newer model: written back as they are
-        set_extra(obj, deep_frozen(unknown) if unknown else unknown)
+        set_extra(obj, deep_frozen(unknown, known=False) if unknown else unknown)
         set_private(obj, DECODED)
         append(obj)
     return out

@@ -33,7 +33,7 @@ from nbdb.models.base import (
     may_hold_container,
     validation_error_of,
 )
-from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
+from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, thawed_class
 
 __all__ = ["FIELD_VALIDATORS", "check_storable", "storable"]
 
@@ -179,13 +179,14 @@ _COMPARED = frozenset({list, tuple, set, frozenset, dict, FrozenList, FrozenDict
 
 def same_as_validated(valid: Any, value: Any) -> bool:
     """Whether ``value`` is ``valid`` (what validation made of it) as a store of bytes reads it back: equal,
-    and of the same classes at every depth (nbdb's frozen copies count as the class they copy).
+    and of the same classes at every depth (nbdb's frozen copies, a frozen twin's instance too, count as the class
+    they copy).
 
     Equality alone takes a tuple for a list only at the top (``("a",) != ["a"]``) and never a frozenset
     for a set (``frozenset({"a"}) == {"a"}``): such a value was written as it was, and pydantic's serializer
     warned that it was not the field's type.
     """
-    valid_class, value_class = type(valid), type(value)
+    valid_class, value_class = thawed_class(type(valid)), thawed_class(type(value))  # a frozen twin as its class
     if valid_class not in _COMPARED and value_class not in _COMPARED:
         if isinstance(valid, pydantic.BaseModel) and value_class is valid_class:
             return same_as_validated(valid.__dict__, value.__dict__)

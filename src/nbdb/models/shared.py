@@ -14,9 +14,21 @@ iteration, JSON, ``isinstance``), refuse every in-place change with
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import datetime
+import enum
+import ipaddress
+import re
 from collections.abc import Callable, Iterable
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import PurePath
 from typing import Any, NoReturn
+from uuid import UUID
 
+import pydantic
+import pydantic_core
 from pydantic import BaseModel
 
 from nbdb import errors
@@ -24,12 +36,16 @@ from nbdb import errors
 __all__ = [
     "EMPTY_DICT",
     "EMPTY_LIST",
+    "IMMUTABLE",
     "FrozenDict",
     "FrozenList",
     "FrozenSet",
     "deep_frozen",
     "freeze_containers",
+    "frozen_class",
     "slot_setter",
+    "thawed",
+    "thawed_class",
 ]
 
 
@@ -51,8 +67,6 @@ class FrozenList(list[Any]):
         return list(self)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
-        import copy
-
         return [copy.deepcopy(v, memo) for v in self]
 
     def __reduce__(self) -> tuple[type, tuple[list[Any]]]:
@@ -70,8 +84,6 @@ class FrozenDict(dict[Any, Any]):
         return dict(self)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> dict[Any, Any]:
-        import copy
-
         return {copy.deepcopy(k, memo): copy.deepcopy(v, memo) for k, v in self.items()}
 
     def __reduce__(self) -> tuple[type, tuple[dict[Any, Any]]]:
@@ -119,42 +131,206 @@ def freeze_containers(source: dict[str, Any], target: dict[str, Any], names: Ite
             target[name] = FrozenSet(value)
 
 
-def deep_frozen(value: Any) -> Any:
+IMMUTABLE: tuple[type, ...] = (
+    str,
+    bytes,
+    int,
+    float,
+    complex,
+    Decimal,
+    Fraction,
+    UUID,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    datetime.tzinfo,
+    enum.Enum,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    PurePath,
+    type(None),
+    range,
+    re.Pattern,
+    pydantic_core.Url,
+    pydantic_core.MultiHostUrl,
+    pydantic.AnyUrl,
+    pydantic.PostgresDsn.__mro__[1],  # every multi-host URL type's base
+    pydantic.SecretStr,
+    pydantic.SecretBytes,
+)
+"""The classes whose instances never change (nor hold anything that does): kept as they are in a frozen copy."""
+
+
+def deep_frozen(value: Any, *, known: bool = True) -> Any:
     """``value`` frozen through: its lists, maps and sets (and theirs, at every depth) frozen copies, its models too.
 
     For the fields of a model that may hold a list, map, set or model inside
     another (``dict[str, list[str]]``, ``list[list[int]]``, a nested model, a
     union's or ``Any``'s value, a newer model's fields): decided once per model
     class (see ``Model.nbdb_deep_fields``), so a model whose fields are atoms
-    or flat containers of atoms never calls it. A nested pydantic model
-    becomes a copy whose ``__dict__`` is a :class:`FrozenDict` of frozen
-    values: pydantic sets a field through ``__dict__``, so ``inner.x = 1``
-    raises :class:`nbdb.ValidationError` as a frozen list does (a frozen
-    model class refuses it first, with pydantic's own error). A tuple is
-    rebuilt of frozen items; any other value is kept as it is.
+    or flat containers of atoms never calls it. A nested pydantic model or
+    dataclass becomes a copy of its class's frozen twin (see :func:`frozen_class`):
+    an instance of a subclass of its class, equal to it, whose every
+    assignment and ``del`` of an attribute raises :class:`nbdb.ValidationError`
+    (``validate_assignment`` and a frozen class's own refusal included), its
+    values frozen through. A tuple (a named one too) and a frozenset are
+    rebuilt of frozen items; an instance of :data:`IMMUTABLE` is kept as it is.
+    Anything else (an arbitrary class's instance, a ``deque``, a ``bytearray``)
+    could change under the store without a write: :class:`nbdb.ValidationError`,
+    unless ``known`` is False (a decoded value, made by its field's own
+    validation: kept as it is).
     """
     kind = value.__class__
     if kind is list or kind is FrozenList:
-        return FrozenList([deep_frozen(v) for v in value]) if value else EMPTY_LIST
+        return FrozenList([deep_frozen(v, known=known) for v in value]) if value else EMPTY_LIST
     if kind is dict or kind is FrozenDict:
-        return FrozenDict({k: deep_frozen(v) for k, v in value.items()}) if value else EMPTY_DICT
+        return FrozenDict({k: deep_frozen(v, known=known) for k, v in value.items()}) if value else EMPTY_DICT
     if kind is set or kind is FrozenSet:
-        return FrozenSet(deep_frozen(v) for v in value)
+        return FrozenSet(deep_frozen(v, known=known) for v in value)
     if kind is tuple:
-        return tuple(deep_frozen(v) for v in value)
+        return tuple(deep_frozen(v, known=known) for v in value)
+    if kind in _THAWED:
+        return value  # a frozen twin's instance: frozen through when it was made, and it refuses every change
+    if isinstance(value, IMMUTABLE):
+        return value
+    if kind is frozenset:
+        return frozenset(deep_frozen(v, known=known) for v in value)
     if isinstance(value, BaseModel):
-        return _frozen_model(value)
+        return _frozen_model(value, known)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _frozen_dataclass(value, known)
+    if isinstance(value, tuple) and hasattr(value, "_make"):  # a named tuple
+        return value._make(deep_frozen(v, known=known) for v in value)
+    if not known:
+        return value
+    raise errors.ValidationError(
+        f"a {kind.__name__} ({kind.__module__}.{kind.__qualname__}) cannot be stored: nbdb cannot freeze it, so a "
+        "change of it in place would change the stored copy without a write; hold its data in a list, map, set, "
+        "tuple, pydantic model or dataclass"
+    )
+
+
+_TWINS: dict[type, type] = {}
+"""Each class's frozen twin (see :func:`frozen_class`)."""
+_THAWED: dict[type, type] = {}
+"""Each frozen twin's class (the class it is a frozen copy of)."""
+
+
+def thawed_class(kind: type) -> type:
+    """The class a frozen twin is a frozen copy of (``kind`` itself if it is no twin)."""
+    return _THAWED.get(kind, kind)
+
+
+def frozen_class(kind: type) -> type:
+    """The frozen twin of a pydantic model or dataclass ``kind``: its subclass whose instances refuse every change.
+
+    Made once per class, without pydantic's metaclass (nothing is validated
+    or registered again: it takes its fields, validators and serializers
+    from ``kind``). An instance of it is what a stored copy holds for one of
+    ``kind``: ``isinstance`` of ``kind``, serialised as one, equal to (and of
+    the hash of) the ``kind`` instance of the same values, of ``kind``'s name
+    and repr. An assignment or ``del`` of one of its attributes (but a
+    pydantic model's private ones) raises :class:`nbdb.ValidationError`
+    before ``kind``'s own ``__setattr__`` could replace its ``__dict__``
+    (``validate_assignment``) or refuse with an error of its own (a frozen
+    class). Building one (``type(copy.inner)(x=1)``), a copy (``copy.copy``,
+    ``deepcopy``, pickle) or ``model_copy`` gives a ``kind`` instance, the
+    caller's own, as copying a frozen list gives a plain one.
+    """
+    twin = _TWINS.get(kind)
+    if twin is None:
+        namespace = {
+            "__slots__": (),
+            "__module__": kind.__module__,
+            "__qualname__": kind.__qualname__,
+            "__doc__": kind.__doc__,
+            "__new__": lambda cls, *args, **kwargs: kind(*args, **kwargs),
+            "__setattr__": _refuse_attribute,
+            "__delattr__": _refuse_attribute,
+            "__eq__": lambda self, other: thawed(self) == (thawed(other) if other.__class__ in _THAWED else other),
+            "__hash__": kind.__hash__,
+            "__copy__": lambda self: thawed(self),
+            "__deepcopy__": lambda self, memo: copy.deepcopy(thawed(self), memo),
+            "__reduce_ex__": lambda self, protocol: (_itself, (thawed(self),)),  # pickled as the caller's own
+        }
+        if issubclass(kind, BaseModel):
+            namespace["model_copy"] = _model_copy
+        # type.__new__ alone, not the metaclass's: pydantic's would build (and nbdb's Model register) it anew.
+        twin = _TWINS[kind] = type.__new__(type(kind), kind.__name__, (kind,), namespace)
+        _THAWED[twin] = kind
+    return twin
+
+
+def _itself(value: Any) -> Any:
     return value
 
 
-def _frozen_model(value: BaseModel) -> BaseModel:
-    kind = value.__class__
-    new = kind.__new__(kind)
-    object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v) for k, v in value.__dict__.items()}))
+def _refuse_attribute(self: object, name: str, *value: Any) -> None:
+    if isinstance(self, BaseModel) and name in type(self).__private_attributes__:
+        if value:
+            BaseModel.__setattr__(self, name, value[0])
+        else:
+            BaseModel.__delattr__(self, name)
+        return  # a private attribute: no stored value
+    raise errors.ValidationError(
+        f"this {type(self).__name__} is part of a stored object and cannot change: "
+        "derive a changed copy of the object with .replace(...)"
+    )
+
+
+def _model_copy(self: BaseModel, *, update: Any = None, deep: bool = False) -> BaseModel:
+    own: BaseModel = thawed(self)
+    return own.model_copy(update=update, deep=deep)
+
+
+def thawed(value: Any) -> Any:
+    """A frozen twin's instance as an instance of its class, of the same (frozen) values: the caller's own."""
+    kind = _THAWED[value.__class__]
+    new: Any = object.__new__(kind)
+    if isinstance(value, BaseModel):
+        object.__setattr__(new, "__dict__", dict(value.__dict__))
+        object.__setattr__(new, "__pydantic_fields_set__", set(value.__pydantic_fields_set__))
+        extra = value.__pydantic_extra__
+        object.__setattr__(new, "__pydantic_extra__", None if extra is None else dict(extra))
+        private = value.__pydantic_private__
+        object.__setattr__(new, "__pydantic_private__", None if private is None else dict(private))
+        return new
+    for name, item in _attributes(value):
+        object.__setattr__(new, name, item)
+    return new
+
+
+def _attributes(value: Any) -> list[tuple[str, Any]]:
+    """A dataclass instance's attributes: its fields, and what its ``__dict__`` holds besides."""
+    own = getattr(value, "__dict__", None)
+    pairs = list(own.items()) if own is not None else []
+    pairs += [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value) if own is None or f.name not in own]
+    return pairs
+
+
+def _frozen_model(value: BaseModel, known: bool) -> BaseModel:
+    new: BaseModel = object.__new__(frozen_class(value.__class__))
+    object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v, known=known) for k, v in value.__dict__.items()}))
     object.__setattr__(new, "__pydantic_fields_set__", FrozenSet(value.__pydantic_fields_set__))
     extra = value.__pydantic_extra__
-    object.__setattr__(new, "__pydantic_extra__", None if extra is None else FrozenDict(deep_frozen(extra)))
-    object.__setattr__(new, "__pydantic_private__", value.__pydantic_private__)
+    object.__setattr__(
+        new, "__pydantic_extra__", None if extra is None else FrozenDict(deep_frozen(extra, known=known))
+    )
+    private = value.__pydantic_private__
+    object.__setattr__(new, "__pydantic_private__", None if private is None else dict(private))
+    return new
+
+
+def _frozen_dataclass(value: Any, known: bool) -> Any:
+    new: Any = object.__new__(frozen_class(value.__class__))
+    own = getattr(value, "__dict__", None)
+    if own is not None:
+        object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v, known=known) for k, v in own.items()}))
+    for field in dataclasses.fields(value):
+        if own is None or field.name not in own:
+            object.__setattr__(new, field.name, deep_frozen(getattr(value, field.name), known=known))  # a slot
     return new
 
 

@@ -49,6 +49,7 @@ from nbdb.families.kv import (
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, refuse_stored_format
+from nbdb.families.rules import counter_value
 from nbdb.retry import Outage
 
 __all__ = ["HazelcastBackend"]
@@ -889,11 +890,7 @@ class HazelcastBackend(ChangeLogBackend):
                 if self.call(lambda: self._ids.put_if_absent(name, 1)) is None:
                     return 1
                 continue
-            if not isinstance(current, int) or isinstance(current, bool) or current < 0:
-                # A negative one (another writer's) handed out ids below 1.
-                raise errors.CorruptRecordError(
-                    f"id counter {name!r} holds {current!r}, not a whole number >= 0", key=name
-                )
+            current = counter_value(current, name, name)
             if self.call(partial(self._ids.replace_if_same, name, current, current + 1)):
                 return current + 1
 
