@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from nbdb import errors
 from nbdb.codec import bulk, encode
 from nbdb.families.ovsdb import rows
-from nbdb.families.ovsdb.mapping import EXTERNAL_IDS
 from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.planner import _bookkeeping, _compared
 from nbdb.families.ovsdb.rows import (
@@ -107,8 +106,7 @@ def test_an_updates_bookkeeping_is_what_carried_and_the_mark_book_make(
 ) -> None:
     key = ("Logical_Switch_Port", uuid.UUID(int=1))
     book = MarkBook()
-    book.settled({key: (name, "1") for name in settled[:1]}, {})
-    for name in settled[1:]:
+    for name in settled:  # this writer's settled marks of the row
         book.settled({key: (name, "1")}, {})
     for name in elsewhere:  # another row's settled marks drop nothing here
         book.settled({("Logical_Switch_Port", uuid.UUID(int=2)): (name, "1")}, {})

@@ -200,20 +200,33 @@ def plan_commit(
     UnsupportedError); the caller confirms it against a current replica
     before reporting it.
     """
-    dbs = {mapping.get(op.table).db for op in ops}
-    if len(dbs) > 1:
-        raise errors.UnsupportedError(
-            f"a transaction spans the OVSDB databases {sorted(dbs)}; OVSDB commits one database at a time"
-        )
-    plan = Plan(dbs.pop(), token, replica.namespace)
+    deleted: set[RefKey]
+    created: set[RefKey]
+    mortal: set[RefKey]
+    if len(ops) == 1:
+        # One operation (every single write): what the general path below makes of it, for less.
+        only = ops[0]
+        db = mapping.get(only.table).db
+        single = {(only.table, only.id)}
+        deleted = single if isinstance(only, Delete) else set()
+        created = single if isinstance(only, Put) and only.expect_version == 0 else set()
+        mortal = set(single) if isinstance(only, Put) and only.ttl is not None else set()
+    else:
+        dbs = {mapping.get(op.table).db for op in ops}
+        if len(dbs) > 1:
+            raise errors.UnsupportedError(
+                f"a transaction spans the OVSDB databases {sorted(dbs)}; OVSDB commits one database at a time"
+            )
+        db = dbs.pop()
+        shape = rules.shape_of(ops)
+        deleted, created = set(shape.deleted), set(shape.created)
+        mortal = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.ttl is not None}
+    plan = Plan(db, token, replica.namespace)
     now = time.time() if now is None else now
     book = MarkBook() if book is None else book
     stages = _Stages()
     if fence is not None:
         stages.head.append((assert_lock(fence), ("fence", fence)))
-    shape = rules.shape_of(ops)
-    deleted, created = set(shape.deleted), set(shape.created)
-    mortal = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.ttl is not None}
     held: dict[tuple[str, str, str], RefKey] = {}
     new_refs: dict[RefKey, frozenset[RefKey]] = {}
     for index, op in enumerate(ops):
