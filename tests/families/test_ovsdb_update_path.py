@@ -2,13 +2,15 @@
 
 A compare-and-swap's columns sorted once per table, a parent's id parsed once per text, an
 update's bookkeeping without the mark book when its row holds no mark, the collector paused by a
-plain context manager: all of them for less CPU per commit, none with a different result.
+plain context manager, a lone commit sent without the batch's lists: all of them for less CPU
+per commit, none with a different result.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import time
 import uuid
 from typing import Any
 
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from nbdb import errors
 from nbdb.codec import bulk, encode
 from nbdb.families.ovsdb import rows
+from nbdb.families.ovsdb.group import GroupTransact
 from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.planner import _bookkeeping, _compared
 from nbdb.families.ovsdb.rows import (
@@ -133,3 +136,34 @@ def test_bulk_pauses_the_collector_and_leaves_a_paused_one_paused() -> None:
         assert not gc.isenabled()
     finally:
         (gc.enable if was else gc.disable)()
+
+
+class _Lost(Exception):
+    pass
+
+
+class _NotSent(Exception):
+    pass
+
+
+def test_a_lone_commit_is_sent_as_it_is_refused_when_its_time_ran_out_and_gets_its_own_error() -> None:
+    sent: list[tuple[str, list[dict[str, Any]], float | None]] = []
+
+    def transact(db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> list[Any]:
+        sent.append((db, ops, deadline))
+        if ops and ops[0].get("fail"):
+            raise ValueError("refused")
+        return [{"count": 1}]
+
+    group = GroupTransact(transact, _Lost, _NotSent)
+    ops: list[dict[str, Any]] = [{"op": "wait"}]
+    deadline = time.monotonic() + 60
+    assert group("db", ops, deadline) == [{"count": 1}]
+    assert sent == [("db", ops, deadline)]  # the very list, not a combined copy
+    with pytest.raises(_NotSent, match="time ran out"):
+        group("db", [{"op": "wait"}], time.monotonic() - 1)
+    assert len(sent) == 1  # nothing sent
+    with pytest.raises(ValueError, match="refused"):
+        group("db", [{"fail": True}], None)
+    assert group.combined == 0 and group.resent == 0
+    assert group("db", ops) == [{"count": 1}]  # the lead was handed back each time
