@@ -8,7 +8,6 @@ else is a :class:`nbdb.CorruptRecordError`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import gc
@@ -17,7 +16,7 @@ import logging
 import re
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, NamedTuple, TypeVar, cast
 from uuid import UUID
 
@@ -41,9 +40,23 @@ log = logging.getLogger(__name__)
 _EXCLUDE = frozenset({"version"})
 
 
-@contextlib.contextmanager
-def bulk() -> Iterator[None]:
-    """Pause the cyclic garbage collector while many decoded objects are kept.
+class _Bulk:
+    """:func:`bulk`'s block (a class: a generator's context manager cost ≈ 1.5 µs per commit planned)."""
+
+    __slots__ = ("_paused",)
+
+    def __enter__(self) -> None:
+        self._paused = gc.isenabled()
+        if self._paused:
+            gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._paused:
+            gc.enable()
+
+
+def bulk() -> _Bulk:
+    """Pause the cyclic garbage collector while many decoded objects are kept (``with bulk(): ...``).
 
     A cold load keeps every object it decodes, and each one allocates several
     tracked containers, so CPython's collector re-scans the growing heap over
@@ -52,14 +65,7 @@ def bulk() -> Iterator[None]:
     catches up) as soon as the block ends. A caller that disabled the
     collector itself is left as it was.
     """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    return _Bulk()
 
 
 def encode(obj: Model) -> bytes:
