@@ -110,27 +110,23 @@ _ABSENT = object()
 _NO_PARENTS: Mapping[str, uuid.UUID] = {}
 
 
-_COMPARED: dict[int, tuple[TableMap, frozenset[str], list[str]]] = {}
-"""id of a table map -> the map (kept, so the id is not reused), the columns its compare-and-swap
-compares and them sorted (see :func:`_compared`)."""
-
-
 def _compared(tm: TableMap, stored: Mapping[str, Any]) -> list[str]:
     """``sorted(stored)``: the columns of a compare-and-swap ``wait`` on ``stored`` (a row's
     :func:`.rows.stored_columns`), sorted once per table instead of once per commit.
 
     The list is shared by the plans (nothing changes an operation once planned); a ``stored``
-    of other columns than every mapped one and ``external_ids`` is sorted as it is.
+    of other columns than every mapped one and ``external_ids`` is sorted as it is. Kept on the
+    map itself (``tm.compared``): it goes with the map when its Database is closed.
     """
-    known = _COMPARED.get(id(tm))
-    if known is None or known[0] is not tm:
+    known = tm.compared
+    if known is None:
         columns = [cm.column for cm in tm.columns.values()]
         if tm.external_ids is not None:
             columns.append(EXTERNAL_IDS)
-        known = _COMPARED[id(tm)] = (tm, frozenset(columns), sorted(columns))
-    if len(stored) != len(known[2]) or not known[1].issuperset(stored):
+        known = tm.compared = (frozenset(columns), sorted(columns))
+    if len(stored) != len(known[1]) or not known[0].issuperset(stored):
         return sorted(stored)
-    return known[2]
+    return known[1]
 
 
 _Member = tuple[str, uuid.UUID, str, str]
