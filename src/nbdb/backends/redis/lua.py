@@ -329,12 +329,16 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     local vers = str(ver + 1)
     -- Not created nor deleted: no directory set changes; the revision of its directories (as
     -- touched() below, written out: that closure would cost the update more than the line).
-    -- Written before the log entries (a key never read: its type is not known), and again
-    -- if they moved the revision.
+    -- Written before the log entries (a key never read: its type is not known; a pcall, as
+    -- refuse() below, written out), and again if they moved the revision.
     local up = 'o/' .. topic .. '/'
     local rev0 = revision()
     local revs = str(rev0)
-    redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
+    local got = redis.pcall('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
+    if type(got) == 'table' then
+      if rev0 == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end
+      error({err = tostring(got.err) .. ' (nbdb: at ' .. P .. 'dmr, written unread; nothing was written)'})
+    end
     -- r[2]: the version as stored, str(ver) (this script wrote it: the same digits).
     local rev
     rev, revs = announce(rev0, record(key, value, vers, r[1], r[2]), topic)
@@ -345,28 +349,48 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
   end
 end
 
--- The revision of the last change below each of an object key's directories.
+-- The keys a commit writes unread (directory sets, dmr: their type is not known) are written before
+-- its log entries, each with a pcall: a key that refuses the write (another writer's key of another
+-- type) returns that key and the error reply, the writes before it are undone (the same calls
+-- reversed, which stop at the same key), and refuse() gives the revision back and fails the commit
+-- with nothing of it written. The next commit takes the same revision.
+local function refuse(rev, key, got)
+  if rev == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end
+  error({err = tostring(got.err) .. ' (nbdb: at ' .. key .. ', written unread; nothing was written)'})
+end
+
+-- The revision of the last change below each of an object key's directories; a refused write
+-- returns dmr's key and the error reply.
 local function touched(topic, tbl, revs)
   local up = 'o/' .. topic .. '/'
-  redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
+  local got = redis.pcall('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
+  if type(got) == 'table' then return P .. 'dmr', got end
 end
 
 -- The directory sets of one object key (range root 0) when it is created (SADD) or deleted
 -- (SREM): its id in its table's set and, when that made (emptied) the set, the table's name in
 -- its topic's set, and so up to '' (the general path's directory groups and climb()).
 -- existed: whether the table's set existed before (a create that read it), or nil (unknown).
+-- A refused write returns its key and the error reply (an SCARD follows a write of its key).
 local function enlist(cmd, topic, tbl, oid, existed)
   local last = cmd == 'SADD' and 1 or 0  -- how many members a set just made (emptied) holds
   local d = P .. 'd:o/' .. topic .. '/' .. tbl .. '/'
   -- oid: an id, or {topic, table, id...} (a transaction's ids in one table's set).
-  local n = type(oid) == 'table' and redis.call(cmd, d, unpack(oid, 3)) or redis.call(cmd, d, oid)
+  local n = type(oid) == 'table' and redis.pcall(cmd, d, unpack(oid, 3)) or redis.pcall(cmd, d, oid)
+  if type(n) == 'table' then return d, n end
   if n == 0 or existed then return end
   if existed == nil and redis.call('SCARD', d) ~= (last == 1 and n or 0) then return end
   d = P .. 'd:o/' .. topic .. '/'
-  if redis.call(cmd, d, tbl .. '/') == 0 or redis.call('SCARD', d) ~= last then return end
+  n = redis.pcall(cmd, d, tbl .. '/')
+  if type(n) == 'table' then return d, n end
+  if n == 0 or redis.call('SCARD', d) ~= last then return end
   d = P .. 'd:o/'
-  if redis.call(cmd, d, topic .. '/') == 0 or redis.call('SCARD', d) ~= last then return end
-  redis.call(cmd, P .. 'd:', 'o/')
+  n = redis.pcall(cmd, d, topic .. '/')
+  if type(n) == 'table' then return d, n end
+  if n == 0 or redis.call('SCARD', d) ~= last then return end
+  d = P .. 'd:'
+  n = redis.pcall(cmd, d, 'o/')
+  if type(n) == 'table' then return d, n end
 end
 
 -- 'v key n' (n > 0), 'p r/<table>/<id>/ 0' (no referrer left), 'D key 0', 'D i/<table>/<id> -1'
@@ -400,8 +424,12 @@ local function delete()
   if redis.call('EXISTS', P .. 'k:' .. refs) == 1 then return {0} end
   local rev0 = revision()
   -- The keys not read first (their type unknown) before the log entries (see announce).
-  enlist('SREM', topic, tbl, oid)
-  touched(topic, tbl, str(rev0))
+  local bad, got = enlist('SREM', topic, tbl, oid)
+  if not bad then bad, got = touched(topic, tbl, str(rev0)) end
+  if bad then
+    enlist('SADD', topic, tbl, oid)
+    refuse(rev0, bad, got)
+  end
   local rev, revs = announce(rev0, record(key, false, '0', r[1], r[2]), topic)
   if not rev then
     enlist('SADD', topic, tbl, oid)
@@ -536,10 +564,10 @@ local function create()
   local rev0 = revision()
   -- The keys not read first (directory sets, dmr) before the log entries (see announce), the
   -- rest after them.
-  local dirs = nil
+  local dirs, bad, got, upto = nil, nil, nil, 0
   if #objs == 1 then
     local o = objs[1]
-    enlist('SADD', o[4], o[5], o[6], existed)
+    bad, got = enlist('SADD', o[4], o[5], o[6], existed)
   else
     -- Each table's new ids in one SADD (in order of first use, as the general path's groups).
     local ids = {}
@@ -553,22 +581,30 @@ local function create()
     end
     for i = 1, #dirs do
       local list = dirs[i]
-      enlist('SADD', list[1], list[2], list, nil)
+      upto = i
+      bad, got = enlist('SADD', list[1], list[2], list, nil)
+      if bad then break end
     end
   end
-  -- The log did not take the commit (see announce): its new ids out of their directories again.
-  local function fail(msg)
+  -- Its new ids out of their directories again (upto: the tables that took them, or began to).
+  local function unlist()
     if dirs then
-      for i = 1, #dirs do enlist('SREM', dirs[i][1], dirs[i][2], dirs[i], nil) end
+      for i = upto, 1, -1 do enlist('SREM', dirs[i][1], dirs[i][2], dirs[i], nil) end
     else
       enlist('SREM', objs[1][4], objs[1][5], objs[1][6])
     end
+  end
+  if bad then unlist(); refuse(rev0, bad, got) end
+  -- The log did not take the commit (see announce).
+  local function fail(msg)
+    unlist()
     error({err = msg})
   end
   local rev, revs
   if #objs == 1 then
     local o = objs[1]
-    touched(o[4], o[5], str(rev0))
+    bad, got = touched(o[4], o[5], str(rev0))
+    if bad then unlist(); refuse(rev0, bad, got) end
     rev, revs = announce(rev0, record(o[1], o[2], '1', false, '0'), o[4])
     if not rev then fail(revs) end
     if rev ~= rev0 then touched(o[4], o[5], revs) end
@@ -594,7 +630,8 @@ local function create()
       recs[#recs + 1] = rec
     end
     marks[#marks + 1] = 'o/'; marks[#marks + 1] = revs; marks[#marks + 1] = ''; marks[#marks + 1] = revs
-    redis.call('HSET', P .. 'dmr', unpack(marks))
+    got = redis.pcall('HSET', P .. 'dmr', unpack(marks))
+    if type(got) == 'table' then unlist(); refuse(rev0, P .. 'dmr', got) end
     rev, revs = announce(rev0, all, topics)
     if not rev then fail(revs) end
     if rev ~= rev0 then
@@ -641,7 +678,8 @@ end
     + _LUA_PLACES
     + r"""
 -- redis.call(cmd[, first], ...list), in slices of 1,000 (Lua's unpack returns at most ~8,000
--- values): the sum of the replies. For calls whose reply is a count (EXISTS, SADD, SREM).
+-- values): the sum of the replies. For calls whose reply is a count (EXISTS; enter() below slices
+-- its SADD and SREM the same way, with pcall).
 local function summed(cmd, first, list)
   local total = 0
   for i = 1, #list, 1000 do
@@ -897,8 +935,9 @@ end
 local rev0 = revision()
 
 -- Pass 2: the writes. First those of keys not read in pass 1 (their type unknown: a foreign key
--- of another type stops the commit there): the directories of the keys that are ever ranged and
--- their revisions (dmr). Then the log entries (see announce), then the keys read in pass 1.
+-- of another type refuses its write, and the commit is undone, see refuse): the directories of the
+-- keys that are ever ranged and their revisions (dmr). Then the log entries (see announce), then
+-- the keys read in pass 1.
 local dirs, ndirs, made = {}, 0, {}
 local groups, ngroups, byroot = nil, 0, nil
 for i = 1, #changes do
@@ -941,38 +980,58 @@ end
 -- The directory sets: a directory's new names in one SADD (its removed ones in one SREM),
 -- then, if that made the directory (emptied it), its entry in its parent, and so up, one
 -- name at a time. Puts come before deletes, and so do their groups. A directory this commit
--- already added to exists, and so do its ancestors: no SCARD for it again.
+-- already added to exists, and so do its ancestors: no SCARD for it again. A refused write
+-- returns its key and the error reply (see refuse; an SCARD follows a write of its key).
 local function climb(path, root, adding)
   while path ~= '' do
     local d, name = split(path)
     local dk = P .. 'd:' .. d
     if adding then
-      if redis.call('SADD', dk, name) == 0 or made[dk] or #d <= root then return end
+      local n = redis.pcall('SADD', dk, name)
+      if type(n) == 'table' then return dk, n end
+      if n == 0 or made[dk] or #d <= root then return end
       made[dk] = true
       if redis.call('SCARD', dk) > 1 then return end
     else
-      if redis.call('SREM', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 0 then return end
+      local n = redis.pcall('SREM', dk, name)
+      if type(n) == 'table' then return dk, n end
+      if n == 0 or #d <= root or redis.call('SCARD', dk) > 0 then return end
     end
     path = d
   end
 end
 local function enter(adding, d, root, names)
   local dk = P .. 'd:' .. d
+  local cmd, n = adding and 'SADD' or 'SREM', 0
+  -- In slices of 1,000 names (see summed).
+  for i = 1, #names, 1000 do
+    local got = redis.pcall(cmd, dk, unpack(names, i, math.min(i + 999, #names)))
+    if type(got) == 'table' then return dk, got end
+    n = n + got
+  end
   if adding then
-    local n = summed('SADD', dk, names)
     -- The directory was new if it holds no more than what was just added to it.
     if n > 0 and not made[dk] and #d > root then
       made[dk] = true
-      if redis.call('SCARD', dk) == n then climb(d, root, true) end
+      if redis.call('SCARD', dk) == n then return climb(d, root, true) end
     end
-  else
-    local n = summed('SREM', dk, names)
-    if n > 0 and #d > root and redis.call('SCARD', dk) == 0 then climb(d, root, false) end
+  elseif n > 0 and #d > root and redis.call('SCARD', dk) == 0 then
+    return climb(d, root, false)
+  end
+end
+-- Every directory set as it was, the groups upto..1 undone (a name added was a key created, a name
+-- removed a key that existed); a group that stopped at a refused write is undone up to that key.
+local function restore(upto)
+  made = {}
+  for i = upto, 1, -1 do
+    local g = groups[i]
+    enter(not g[1], g[2], g[3], g[4])
   end
 end
 for i = 1, ngroups do
   local g = groups[i]
-  enter(g[1], g[2], g[3], g[4])
+  local bad, got = enter(g[1], g[2], g[3], g[4])
+  if bad then restore(i); refuse(rev0, bad, got) end
 end
 local args = nil
 if ndirs > 0 then
@@ -982,7 +1041,11 @@ if ndirs > 0 then
     args[#args + 1] = d
     args[#args + 1] = revs
   end
-  sliced(redis.call, 'HSET', P .. 'dmr', args)
+  -- In slices (see sliced); all of one key, so only the first can be refused.
+  for i = 1, #args, 1000 do
+    local got = redis.pcall('HSET', P .. 'dmr', unpack(args, i, math.min(i + 999, #args)))
+    if type(got) == 'table' then restore(ngroups); refuse(rev0, P .. 'dmr', got) end
+  end
 end
 
 -- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
@@ -1005,13 +1068,8 @@ for i = 1, #changes do
 end
 local rev, revs = announce(rev0, all, topics)
 if not rev then
-  -- The log did not take the commit (see announce): every directory set as it was (a name added
-  -- was a key created, a name removed a key that existed).
-  made = {}
-  for i = ngroups, 1, -1 do
-    local g = groups[i]
-    enter(not g[1], g[2], g[3], g[4])
-  end
+  -- The log did not take the commit (see announce): every directory set as it was.
+  restore(ngroups)
   error({err = revs})
 end
 if args and rev ~= rev0 then
@@ -1206,9 +1264,10 @@ return {r, t}
 )
 
 # ARGV: P, after, limit, history, log*.  One atomic read for a watcher: {head, head
-# token, anchor, entries}. ``anchor`` is the token 'log' holds for revision ``after``
-# (nil if none); for ``after`` 0, '' if 'log' still starts at revision 1 (or
-# nothing was committed yet), else nil. ``entries`` is XREAD's reply for the logs
+# token, anchor, entries}. ``anchor`` is the token 'log' holds for revision ``after``;
+# '' if 'log' does not hold it but holds every commit after it (the head of an empty
+# 'log' has no token: see the script); else nil. For ``after`` 0, '' if 'log' still
+# starts at revision 1 (or nothing was committed yet), else nil. ``entries`` is XREAD's reply for the logs
 # after ``after`` (at most ``limit`` each). A script, not a MULTI, so that only
 # the tokens of the head's and the anchor's entries travel, not their changes
 # (they may be another topic's).
@@ -1234,6 +1293,24 @@ if after > 0 then
     local f = e[2]
     for i = 1, #f, 2 do
       if f[i] == 't' then anchor = f[i + 1] end
+    end
+  elseif hr >= after then
+    -- A revision 'log' does not hold: the head of a 'log' that was empty (trimmed, or deleted by
+    -- another writer; the head is then the counter's, with no token), or one trimmed away. Nothing
+    -- after it is lost, and its anchor is '' (the token such a head has), if 'log' is still empty
+    -- and the head is still that revision, or if 'log' starts at the next revision (a trim takes
+    -- the oldest entries first; a 'log' deleted and made again starts past it) and no entry past
+    -- it was deleted (XDEL; XINFO's max-deleted-entry-id, which a trim does not move).
+    local first = redis.call('XRANGE', P .. 'log', '-', '+', 'COUNT', 1)[1]
+    if not first then
+      if hr == after then anchor = '' end
+    elseif first[1] == (after + 1) .. '-0' then
+      local info = redis.call('XINFO', 'STREAM', P .. 'log')
+      for i = 1, #info, 2 do
+        if info[i] == 'max-deleted-entry-id' and tonumber(info[i + 1]:match('^(%d+)')) <= after then
+          anchor = ''
+        end
+      end
     end
   end
 else
