@@ -34,6 +34,41 @@ every commit (the commit log and the change log of all objects in one).
 """
 
 
+# Rules that more than one script (or one script in more than one place) writes out: each is
+# written here once and put in where its __NAME__ stands.
+
+_OKEY = r"'^o/([^/]*)/([^/]+)/([^/]+)$'"
+"""The Lua pattern of an object key o/<topic>/<table>/<id> (topics, tables and ids hold no '/')."""
+
+_OBJECT_DIRS = r"up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs"
+"""dmr's fields of an object's directories at ``revs`` (``up`` is 'o/<topic>/'): its table's, its
+topic's, 'o/' and ''."""
+
+
+def _fill(text: str, **values: str) -> str:
+    """``text`` with each ``__NAME__`` replaced by ``values[NAME]`` (each must be there)."""
+    for name, value in values.items():
+        mark = f"__{name}__"
+        if mark not in text:
+            raise AssertionError(f"{mark} is not in the script text")
+        text = text.replace(mark, value)
+    return text
+
+
+def _refused(rev: str, key: str, indent: str) -> str:
+    """The Lua of a commit refused at a key it writes unread (see refuse in the commit script).
+
+    The revision ``rev`` is given back (the next commit takes it), and the commit fails with the
+    error reply ``got`` and the key; the writes before it are the caller's to undo. Lines after
+    the first are indented by ``indent``.
+    """
+    return (
+        f"if {rev} == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end\n"
+        f"{indent}error({{err = tostring(got.err) .. ' (nbdb: at ' .. {key} .. ', written unread; "
+        "nothing was written)'})"
+    )
+
+
 # Helpers shared by the scripts. P is the root of the namespace's keys.
 # A "directory" is a key prefix ending in '/'; d:<dir> holds its children, so a
 # range never needs KEYS or a SCAN of the whole database.
@@ -43,7 +78,8 @@ local P = ARGV[1]
 
 # Where keys live (loc, group, ...), the head and the directory walk: Lua makes each function a
 # closure at every run of a script, so the commit script's lean paths return before them.
-_LUA_PLACES = r"""
+_LUA_PLACES = _fill(
+    r"""
 -- Where a family key is stored: {hash, value field, version field, revision field, topic}.
 -- An object key o/<topic>/<table>/<id> lives in its index key's hash (k:i/<table>/<id>) as
 -- the fields ov, on, om and ot (its topic: the hash answers only for that topic), so that
@@ -53,7 +89,7 @@ local function loc(key)
   if key:sub(1, 2) == 'o/' then
     -- Topics, tables and ids hold no '/': a pattern without '.*' (a greedy '.*' backtracks,
     -- and cost the script ~5 us per key, ten HGETs' worth).
-    local topic, tbl, id = key:match('^o/([^/]*)/([^/]+)/([^/]+)$')
+    local topic, tbl, id = key:match(__OKEY__)
     if topic then return P .. 'k:i/' .. tbl .. '/' .. id, 'ov', 'on', 'om', topic, tbl, id end
   end
   return P .. 'k:' .. key, 'v', 'n', 'm', false
@@ -121,7 +157,9 @@ local function walk(prefix, fn, enter)
   end
   return true
 end
-"""
+""",
+    OKEY=_OKEY,
+)
 
 _LUA_PRELUDE = _LUA_ROOT + _LUA_PLACES
 
@@ -139,23 +177,11 @@ local function pack(out, s)
 end
 """
 
-# ARGV: P, object prefix, token, history, then the commit's items, each a one-letter
-# kind followed by its fields, one argument each:
-#   v key version | e key '' | p prefix revision     conditions
-#   l lease-key token                                 (a lease key is a full Redis key)
-#   P key value root                                 a put
-#   C key value root                                 a put of a key expected absent
-#                                                     (the put and its condition v key 0)
-#   D key root                                       a delete
-# (Items as arguments, not one length-prefixed blob: Redis makes the Lua strings of
-# its arguments in C, where unpacking a blob in Lua cost ~0.4 us per field.)
-# ``root`` is the key's range root (see KeyLayout.range_root): -1 never ranged
-# (no directory sets), 0 any ancestor, n only directories of n characters or more.
-# Returns {1, rev} applied, {2, rev} applied earlier (a retry), {0} a condition
-# failed, {3} the token was voided (a settlement decided this commit never applies).
-COMMIT_LUA = (
-    _LUA_ROOT
-    + r"""
+# The commit script, in parts: each rule in one place, composed into COMMIT_LUA below in this
+# order (the text Redis runs is their concatenation, the same as one string's).
+
+# The commit's arguments, and a token already decided: applied ({2, rev}, written again for WAIT) or voided ({3}).
+_COMMIT_DECIDED = r"""
 local OBJ = ARGV[2]
 local token = ARGV[3]
 local history = ARGV[4]  -- a string: XADD takes it as sent (a number would be formatted again)
@@ -165,13 +191,19 @@ local done = redis.call('GET', P .. 'ct:' .. token)
 if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
+"""
 
+# The commit's revision (INCR rev).
+_COMMIT_REVISION = r"""
 -- The revision: one INCR. It is only the first try: announce() adds the commit's log entries at
 -- it, and continues past any entry at or past it (see there).
 local function revision()
   return redis.call('INCR', P .. 'rev')
 end
+"""
 
+# Numbers as strings, once each.
+_COMMIT_STR = r"""
 -- Numbers become strings once each, as integers: tostring (and a number passed to
 -- redis.call) is Lua's '%.14g', a floating-point sprintf (~2.4k instructions), where
 -- string.format('%d') is an integer's (less than half of that; the same digits below 1e14,
@@ -184,7 +216,10 @@ local function str(n)
   if not v then v = fmt('%d', n); strs[n] = v end
   return v
 end
+"""
 
+# One change record (a key's new and previous value and version).
+_COMMIT_RECORD = r"""
 -- A change record: key, value, version, previous value, previous version, each
 -- length-prefixed (>i4; -1 for none), joined by one '..': Lua makes a chain of
 -- concatenations one new string, where struct.pack's c0 copies each byte through a buffer
@@ -202,7 +237,10 @@ local function record(k, v, n, o, on)
   if o then return hk .. k .. NONE .. hn .. n .. struct.pack('>i4', #o) .. o .. hon .. on end
   return hk .. k .. NONE .. hn .. n .. NONE .. hon .. on
 end
+"""
 
+# The change feed: the commit's log entries, past any entry already at its revision, undone if one fails.
+_COMMIT_ANNOUNCE = r"""
 -- The change feed, added before any data write: one entry per commit in 'log' (its token, and its
 -- object changes if any), and one per touched topic in that topic's log. all: the commit's records
 -- in order; topics: each topic's records. A single-object commit (the lean paths) passes its
@@ -302,7 +340,11 @@ local function announce(rev, all, topics)
   if first then redis.call('HSET', P .. 'log0', 'b', str(tonumber(redis.call('GET', P .. 'rev')) + 1)) end
   return false, 'ERR nbdb: the change log did not take the commit (nothing of it was written): ' .. tostring(bad)
 end
+"""
 
+# The lean paths' rule, and one object's update: the first of them, not a function.
+_COMMIT_LEAN_UPDATE = _fill(
+    r"""
 -- One object's update, create or delete (what Database.update, .create and .delete send, the
 -- commonest commits) skips the general path's tables (conditions, places, previous states,
 -- changes, directory groups, hashes' fields: ~40 % of an update's instructions and more of a
@@ -313,7 +355,7 @@ end
 -- the general way: a lean path returns nil before its first write, and only reads before that.
 -- Object keys are o/<topic>/<table>/<id> (topics, tables and ids hold no '/'); an object and
 -- its index i/<table>/<id> share the hash k:i/<table>/<id> (see loc below).
-local OKEY = '^o/([^/]*)/([^/]+)/([^/]+)$'
+local OKEY = __OKEY__
 
 -- 'v key n' and 'P key value 0' of an object key, n > 0: first, and not a function (the other
 -- paths' closures, made at each run of the script, come after it).
@@ -334,36 +376,42 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     local up = 'o/' .. topic .. '/'
     local rev0 = revision()
     local revs = str(rev0)
-    local got = redis.pcall('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
+    local got = redis.pcall('HSET', P .. 'dmr', __OBJECT_DIRS__)
     if type(got) == 'table' then
-      if rev0 == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end
-      error({err = tostring(got.err) .. ' (nbdb: at ' .. P .. 'dmr, written unread; nothing was written)'})
+      __REFUSED_DMR__
     end
     -- r[2]: the version as stored, str(ver) (this script wrote it: the same digits).
     local rev
     rev, revs = announce(rev0, record(key, value, vers, r[1], r[2]), topic)
     if not rev then error({err = revs}) end
-    if rev ~= rev0 then redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs) end
+    if rev ~= rev0 then redis.call('HSET', P .. 'dmr', __OBJECT_DIRS__) end
     redis.call('HSET', h, 'ov', value, 'on', vers, 'om', revs, 'ot', topic)
     return {1, rev}
   end
 end
+""",
+    OKEY=_OKEY,
+    OBJECT_DIRS=_OBJECT_DIRS,
+    REFUSED_DMR=_refused("rev0", "P .. 'dmr'", "      "),
+)
 
+# The keys the lean paths write unread (directory sets, dmr): refused writes undone (refuse).
+_COMMIT_UNREAD = _fill(
+    r"""
 -- The keys a commit writes unread (directory sets, dmr: their type is not known) are written before
 -- its log entries, each with a pcall: a key that refuses the write (another writer's key of another
 -- type) returns that key and the error reply, the writes before it are undone (the same calls
 -- reversed, which stop at the same key), and refuse() gives the revision back and fails the commit
 -- with nothing of it written. The next commit takes the same revision.
 local function refuse(rev, key, got)
-  if rev == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end
-  error({err = tostring(got.err) .. ' (nbdb: at ' .. key .. ', written unread; nothing was written)'})
+  __REFUSED__
 end
 
 -- The revision of the last change below each of an object key's directories; a refused write
 -- returns dmr's key and the error reply.
 local function touched(topic, tbl, revs)
   local up = 'o/' .. topic .. '/'
-  local got = redis.pcall('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
+  local got = redis.pcall('HSET', P .. 'dmr', __OBJECT_DIRS__)
   if type(got) == 'table' then return P .. 'dmr', got end
 end
 
@@ -392,7 +440,13 @@ local function enlist(cmd, topic, tbl, oid, existed)
   n = redis.pcall(cmd, d, 'o/')
   if type(n) == 'table' then return d, n end
 end
+""",
+    REFUSED=_refused("rev", "key", "  "),
+    OBJECT_DIRS=_OBJECT_DIRS,
+)
 
+# One object's delete.
+_COMMIT_LEAN_DELETE = r"""
 -- 'v key n' (n > 0), 'p r/<table>/<id>/ 0' (no referrer left), 'D key 0', 'D i/<table>/<id> -1'
 -- of an object key, then 'D' of its reverse references (r/...) and unique claims (u/... -1),
 -- which, like the index, are removed unread (see 'blind' in the general path).
@@ -441,7 +495,10 @@ local function delete()
   for i = 1, #drops do redis.pcall('HDEL', unpack(drops[i])) end
   return {1, rev}
 end
+"""
 
+# One object's create, or a transaction of creates.
+_COMMIT_LEAN_CREATE = r"""
 -- 'e' of each referenced object, then of each object created 'P key value 0' of its object key
 -- and 'C i/<table>/<id> index -1', then 'P' of their reverse references (r/...) and 'C' of their
 -- unique claims (u/... -1): one object's create (Database.create) or a transaction of creates
@@ -663,7 +720,10 @@ local function create()
   for i = 1, #claims do redis.call('HSET', claims[i][1], 'v', claims[i][2], 'n', '1', 'm', revs) end
   return {1, rev}
 end
+"""
 
+# Which lean path a commit takes, if any (else the general path below).
+_COMMIT_LEAN_DISPATCH = r"""
 if OBJ == 'o/' then
   local kind, got = ARGV[5], nil
   if kind == 'v' then
@@ -675,8 +735,9 @@ if OBJ == 'o/' then
 end
 
 """
-    + _LUA_PLACES
-    + r"""
+
+# The general path: calls in slices of 1,000 values (Lua's unpack limit).
+_COMMIT_SLICES = r"""
 -- redis.call(cmd[, first], ...list), in slices of 1,000 (Lua's unpack returns at most ~8,000
 -- values): the sum of the replies. For calls whose reply is a count (EXISTS; enter() below slices
 -- its SADD and SREM the same way, with pcall).
@@ -706,7 +767,10 @@ local function sliced(call, cmd, key, list)
   end
   return out
 end
+"""
 
+# The general path: the commit's items (conditions, puts, deletes).
+_COMMIT_ITEMS = r"""
 local conds, puts, dels = {}, {}, {}
 local pos, nargs = 5, #ARGV
 while pos <= nargs do
@@ -728,7 +792,10 @@ while pos <= nargs do
     pos = pos + 3
   end
 end
+"""
 
+# The general path: where each key lives, its directory and the directory above one, worked out once.
+_COMMIT_PLACES = r"""
 -- Where each key of the commit lives, worked out once per key, not at each of its reads
 -- and writes (a pattern match costs the script ~0.3 us): {hash, value field, version
 -- field, revision field, topic, referrers' hash, field in it, and an object key's table
@@ -782,7 +849,10 @@ local function parent_of(dir)
   if dir:match('^o/[^/]*/$') then return 'o/' end
   if dir == 'o/' then return '' end
   return (split(dir))
-end
+end"""
+
+# The general path, pass 1: every previous state read once, before any write.
+_COMMIT_READS = r"""
 -- Every key's previous state is read once (HMGET), for its condition and for its
 -- change record alike, and before anything is written, so that a failing read (a
 -- foreign key of the wrong type) aborts with nothing written.
@@ -869,7 +939,10 @@ local function load(key)
   end
   return s
 end
+"""
 
+# The general path, pass 1: the conditions ({0} if one fails).
+_COMMIT_CONDITIONS = r"""
 for i = 1, #conds do
   local c = conds[i]
   local kind, a, b = c[1], c[2], c[3]
@@ -911,7 +984,10 @@ for i = 1, #conds do
     if not ok then return {0} end
   end
 end
+"""
 
+# The general path, pass 1: the changes (a key put and deleted ends deleted).
+_COMMIT_CHANGES = r"""
 local dropped = {}
 for i = 1, #dels do dropped[dels[i][1]] = true end
 for i = 1, #puts do
@@ -931,7 +1007,10 @@ for i = 1, #dels do
     cur[d[1]] = false
   end
 end
+"""
 
+# The general path, pass 2: the revision, the directory sets and dmr (written unread: refused writes undone).
+_COMMIT_DIRECTORIES = r"""
 local rev0 = revision()
 
 -- Pass 2: the writes. First those of keys not read in pass 1 (their type unknown: a foreign key
@@ -1047,7 +1126,10 @@ if ndirs > 0 then
     if type(got) == 'table' then restore(ngroups); refuse(rev0, P .. 'dmr', got) end
   end
 end
+"""
 
+# The general path, pass 2: the log entries (see announce).
+_COMMIT_FEED = r"""
 -- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
 -- and one per touched topic in that topic's log.
 local all, topics = {}, {}
@@ -1076,7 +1158,10 @@ if args and rev ~= rev0 then
   for j = 2, #args, 2 do args[j] = revs end
   sliced(redis.call, 'HSET', P .. 'dmr', args)
 end
+"""
 
+# The general path, pass 2: the hashes read in pass 1, one write each.
+_COMMIT_HASHES = r"""
 -- The keys read in pass 1: one write per hash (an object and its index share one); an emptied
 -- hash is removed by Redis. A hash only deleted from unread (see 'blind') may be a foreign key
 -- of another type: not nbdb's, so nothing of the commit's is there; pcall, so that it cannot
@@ -1115,6 +1200,43 @@ for i = 1, #hashes do
 end
 return {1, rev}
 """
+
+# ARGV: P, object prefix, token, history, then the commit's items, each a one-letter
+# kind followed by its fields, one argument each:
+#   v key version | e key '' | p prefix revision     conditions
+#   l lease-key token                                 (a lease key is a full Redis key)
+#   P key value root                                 a put
+#   C key value root                                 a put of a key expected absent
+#                                                     (the put and its condition v key 0)
+#   D key root                                       a delete
+# (Items as arguments, not one length-prefixed blob: Redis makes the Lua strings of
+# its arguments in C, where unpacking a blob in Lua cost ~0.4 us per field.)
+# ``root`` is the key's range root (see KeyLayout.range_root): -1 never ranged
+# (no directory sets), 0 any ancestor, n only directories of n characters or more.
+# Returns {1, rev} applied, {2, rev} applied earlier (a retry), {0} a condition
+# failed, {3} the token was voided (a settlement decided this commit never applies).
+COMMIT_LUA = (
+    _LUA_ROOT
+    + _COMMIT_DECIDED
+    + _COMMIT_REVISION
+    + _COMMIT_STR
+    + _COMMIT_RECORD
+    + _COMMIT_ANNOUNCE
+    + _COMMIT_LEAN_UPDATE
+    + _COMMIT_UNREAD
+    + _COMMIT_LEAN_DELETE
+    + _COMMIT_LEAN_CREATE
+    + _COMMIT_LEAN_DISPATCH
+    + _LUA_PLACES
+    + _COMMIT_SLICES
+    + _COMMIT_ITEMS
+    + _COMMIT_PLACES
+    + _COMMIT_READS
+    + _COMMIT_CONDITIONS
+    + _COMMIT_CHANGES
+    + _COMMIT_DIRECTORIES
+    + _COMMIT_FEED
+    + _COMMIT_HASHES
 ).replace("__TTL__", str(COMMIT_TOKEN_TTL_MS))
 
 # ARGV: P, limit, cap, prefix*.  Returns {rev, token, 1, rows} if at most ``limit``
