@@ -55,17 +55,18 @@ def _fill(text: str, **values: str) -> str:
     return text
 
 
-def _refused(rev: str, key: str, indent: str) -> str:
-    """The Lua of a commit refused at a key it writes unread (see refuse in the commit script).
+def _refused(key: str) -> str:
+    """The Lua of a commit refused at a key it writes unread, ``key`` (an expression), one line.
 
-    The revision ``rev`` is given back (the next commit takes it), and the commit fails with the
-    error reply ``got`` and the key; the writes before it are the caller's to undo. Lines after
-    the first are indented by ``indent``.
+    Every such write is a pcall made after the commit's revision ``rev0``; its error reply is
+    ``got``. The writes before it are undone by the site; this gives the revision back (the next
+    commit takes it) and fails the commit with the reply and the key. Written out at each site,
+    not a function: Lua makes a closure at every run of the script, which cost a create and a
+    delete ~1k instructions (callgrind).
     """
     return (
-        f"if {rev} == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end\n"
-        f"{indent}error({{err = tostring(got.err) .. ' (nbdb: at ' .. {key} .. ', written unread; "
-        "nothing was written)'})"
+        "if rev0 == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end; "
+        f"error({{err = tostring(got.err) .. ' (nbdb: at ' .. {key} .. ', written unread; nothing was written)'}})"
     )
 
 
@@ -372,12 +373,12 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     -- Not created nor deleted: no directory set changes; the revision of its directories (as
     -- touched() below, written out: that closure would cost the update more than the line).
     -- Written before the log entries (a key never read: its type is not known; a pcall, as
-    -- refuse() below, written out), and again if they moved the revision.
+    -- see the keys a commit writes unread below), and again if they moved the revision.
     local up = 'o/' .. topic .. '/'
     local rev0 = revision()
     local revs = str(rev0)
     local got = redis.pcall('HSET', P .. 'dmr', __OBJECT_DIRS__)
-    if type(got) == 'table' then
+    if got ~= 0 and type(got) == 'table' then
       __REFUSED_DMR__
     end
     -- r[2]: the version as stored, str(ver) (this script wrote it: the same digits).
@@ -392,27 +393,27 @@ end
 """,
     OKEY=_OKEY,
     OBJECT_DIRS=_OBJECT_DIRS,
-    REFUSED_DMR=_refused("rev0", "P .. 'dmr'", "      "),
+    REFUSED_DMR=_refused("P .. 'dmr'"),
 )
 
-# The keys the lean paths write unread (directory sets, dmr): refused writes undone (refuse).
+# The keys the lean paths write unread (directory sets, dmr): a refused write returns its key.
 _COMMIT_UNREAD = _fill(
     r"""
 -- The keys a commit writes unread (directory sets, dmr: their type is not known) are written before
 -- its log entries, each with a pcall: a key that refuses the write (another writer's key of another
 -- type) returns that key and the error reply, the writes before it are undone (the same calls
--- reversed, which stop at the same key), and refuse() gives the revision back and fails the commit
--- with nothing of it written. The next commit takes the same revision.
-local function refuse(rev, key, got)
-  __REFUSED__
-end
+-- reversed, which stop at the same key), the revision is given back and the commit fails with
+-- nothing of it written (the lines after the undo, at each such place). The next commit takes the
+-- same revision. A reply is looked at (type(), a C call: ~0.5k instructions, callgrind) only when it
+-- is not the usual count (dmr's fields exist: 0; one name added or removed: 1); an error reply is a
+-- table, which no count equals.
 
 -- The revision of the last change below each of an object key's directories; a refused write
 -- returns dmr's key and the error reply.
 local function touched(topic, tbl, revs)
   local up = 'o/' .. topic .. '/'
   local got = redis.pcall('HSET', P .. 'dmr', __OBJECT_DIRS__)
-  if type(got) == 'table' then return P .. 'dmr', got end
+  if got ~= 0 and type(got) == 'table' then return P .. 'dmr', got end
 end
 
 -- The directory sets of one object key (range root 0) when it is created (SADD) or deleted
@@ -425,7 +426,7 @@ local function enlist(cmd, topic, tbl, oid, existed)
   local d = P .. 'd:o/' .. topic .. '/' .. tbl .. '/'
   -- oid: an id, or {topic, table, id...} (a transaction's ids in one table's set).
   local n = type(oid) == 'table' and redis.pcall(cmd, d, unpack(oid, 3)) or redis.pcall(cmd, d, oid)
-  if type(n) == 'table' then return d, n end
+  if n ~= 1 and type(n) == 'table' then return d, n end
   if n == 0 or existed then return end
   if existed == nil and redis.call('SCARD', d) ~= (last == 1 and n or 0) then return end
   d = P .. 'd:o/' .. topic .. '/'
@@ -441,12 +442,12 @@ local function enlist(cmd, topic, tbl, oid, existed)
   if type(n) == 'table' then return d, n end
 end
 """,
-    REFUSED=_refused("rev", "key", "  "),
     OBJECT_DIRS=_OBJECT_DIRS,
 )
 
 # One object's delete.
-_COMMIT_LEAN_DELETE = r"""
+_COMMIT_LEAN_DELETE = _fill(
+    r"""
 -- 'v key n' (n > 0), 'p r/<table>/<id>/ 0' (no referrer left), 'D key 0', 'D i/<table>/<id> -1'
 -- of an object key, then 'D' of its reverse references (r/...) and unique claims (u/... -1),
 -- which, like the index, are removed unread (see 'blind' in the general path).
@@ -482,7 +483,7 @@ local function delete()
   if not bad then bad, got = touched(topic, tbl, str(rev0)) end
   if bad then
     enlist('SADD', topic, tbl, oid)
-    refuse(rev0, bad, got)
+    __REFUSED_AT__
   end
   local rev, revs = announce(rev0, record(key, false, '0', r[1], r[2]), topic)
   if not rev then
@@ -495,10 +496,13 @@ local function delete()
   for i = 1, #drops do redis.pcall('HDEL', unpack(drops[i])) end
   return {1, rev}
 end
-"""
+""",
+    REFUSED_AT=_refused("bad"),
+)
 
 # One object's create, or a transaction of creates.
-_COMMIT_LEAN_CREATE = r"""
+_COMMIT_LEAN_CREATE = _fill(
+    r"""
 -- 'e' of each referenced object, then of each object created 'P key value 0' of its object key
 -- and 'C i/<table>/<id> index -1', then 'P' of their reverse references (r/...) and 'C' of their
 -- unique claims (u/... -1): one object's create (Database.create) or a transaction of creates
@@ -643,27 +647,27 @@ local function create()
       if bad then break end
     end
   end
-  -- Its new ids out of their directories again (upto: the tables that took them, or began to).
-  local function unlist()
+  -- The commit failed: its new ids out of their directories again (upto: the tables that took them,
+  -- or began to), then the log did not take it (msg, see announce), or a key written unread refused
+  -- a write (bad, the key, got, the error reply: see the keys a commit writes unread). Its arguments
+  -- are its only new upvalues: a closure's upvalue costs each run of the script.
+  local function fail(msg, upto, bad, got, rev0)
     if dirs then
       for i = upto, 1, -1 do enlist('SREM', dirs[i][1], dirs[i][2], dirs[i], nil) end
     else
       enlist('SREM', objs[1][4], objs[1][5], objs[1][6])
     end
-  end
-  if bad then unlist(); refuse(rev0, bad, got) end
-  -- The log did not take the commit (see announce).
-  local function fail(msg)
-    unlist()
+    if bad then __REFUSED_AT__ end
     error({err = msg})
   end
+  if bad then fail(nil, upto, bad, got, rev0) end
   local rev, revs
   if #objs == 1 then
     local o = objs[1]
     bad, got = touched(o[4], o[5], str(rev0))
-    if bad then unlist(); refuse(rev0, bad, got) end
+    if bad then fail(nil, 0, bad, got, rev0) end
     rev, revs = announce(rev0, record(o[1], o[2], '1', false, '0'), o[4])
-    if not rev then fail(revs) end
+    if not rev then fail(revs, 0) end
     if rev ~= rev0 then touched(o[4], o[5], revs) end
   else
     -- The directories' revisions in one HSET; the records in order, and by topic.
@@ -688,9 +692,9 @@ local function create()
     end
     marks[#marks + 1] = 'o/'; marks[#marks + 1] = revs; marks[#marks + 1] = ''; marks[#marks + 1] = revs
     got = redis.pcall('HSET', P .. 'dmr', unpack(marks))
-    if type(got) == 'table' then unlist(); refuse(rev0, P .. 'dmr', got) end
+    if got ~= 0 and type(got) == 'table' then fail(nil, #dirs, P .. 'dmr', got, rev0) end
     rev, revs = announce(rev0, all, topics)
-    if not rev then fail(revs) end
+    if not rev then fail(revs, #dirs) end
     if rev ~= rev0 then
       for j = 2, #marks, 2 do marks[j] = revs end
       redis.call('HSET', P .. 'dmr', unpack(marks))
@@ -720,7 +724,9 @@ local function create()
   for i = 1, #claims do redis.call('HSET', claims[i][1], 'v', claims[i][2], 'n', '1', 'm', revs) end
   return {1, rev}
 end
-"""
+""",
+    REFUSED_AT=_refused("bad"),
+)
 
 # Which lean path a commit takes, if any (else the general path below).
 _COMMIT_LEAN_DISPATCH = r"""
@@ -1010,7 +1016,8 @@ end
 """
 
 # The general path, pass 2: the revision, the directory sets and dmr (written unread: refused writes undone).
-_COMMIT_DIRECTORIES = r"""
+_COMMIT_DIRECTORIES = _fill(
+    r"""
 local rev0 = revision()
 
 -- Pass 2: the writes. First those of keys not read in pass 1 (their type unknown: a foreign key
@@ -1110,7 +1117,10 @@ end
 for i = 1, ngroups do
   local g = groups[i]
   local bad, got = enter(g[1], g[2], g[3], g[4])
-  if bad then restore(i); refuse(rev0, bad, got) end
+  if bad then
+    restore(i)
+    __REFUSED_AT__
+  end
 end
 local args = nil
 if ndirs > 0 then
@@ -1120,13 +1130,19 @@ if ndirs > 0 then
     args[#args + 1] = d
     args[#args + 1] = revs
   end
-  -- In slices (see sliced); all of one key, so only the first can be refused.
-  for i = 1, #args, 1000 do
-    local got = redis.pcall('HSET', P .. 'dmr', unpack(args, i, math.min(i + 999, #args)))
-    if type(got) == 'table' then restore(ngroups); refuse(rev0, P .. 'dmr', got) end
+  -- In slices past 1,000 values (see sliced); all of one key, so only the first can be refused.
+  local got = #args > 1000 and redis.pcall('HSET', P .. 'dmr', unpack(args, 1, 1000))
+    or redis.pcall('HSET', P .. 'dmr', unpack(args))
+  if got ~= 0 and type(got) == 'table' then
+    restore(ngroups)
+    __REFUSED_DMR__
   end
+  for i = 1001, #args, 1000 do redis.call('HSET', P .. 'dmr', unpack(args, i, math.min(i + 999, #args))) end
 end
-"""
+""",
+    REFUSED_AT=_refused("bad"),
+    REFUSED_DMR=_refused("P .. 'dmr'"),
+)
 
 # The general path, pass 2: the log entries (see announce).
 _COMMIT_FEED = r"""
