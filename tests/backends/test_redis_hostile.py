@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.backends.redis import RedisBackend
@@ -163,6 +165,100 @@ def test_a_key_of_another_type_where_a_commit_writes_unread_fails_it_with_nothin
         "tenant-new": [n for n in expected if n.startswith("made")],
         "tenant-old": [n for n in expected if n in ("old", "moved")],
     }
+
+
+_TOPICS = ("t0", "t1", "t2")
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
+    redis_server: RedisServer,  # noqa: F811 - the fixture
+    data: st.DataObject,
+) -> None:
+    """Property: whatever objects exist, whatever a commit creates and deletes (one create, one delete,
+    or a transaction of both, over topics) and whichever key it writes unread is another writer's
+    string ('dmr', 'd:', 'd:o/', a topic's or a table's directory set), the commit either applies or
+    fails as CorruptRecordError with every key of the namespace as it was; once the key is back, it
+    applies. Revisions stay dense (a failed commit gives its revision back) and the directory sets
+    name exactly the objects that exist."""
+    import uuid
+
+    with nbdb.connect(redis_server.url, namespace=f"p-{uuid.uuid4().hex[:10]}") as db:
+        root = root_of(db)
+        backend = db.backend
+        assert isinstance(backend, RedisBackend)
+        _host, port = backend.config.hosts[0]
+        client = redis.Redis(host="127.0.0.1", port=port, db=backend.config.db)
+        try:
+            live = {}
+            for topic in data.draw(st.lists(st.sampled_from(_TOPICS), max_size=4), label="existing"):
+                made = db.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=topic))
+                live[made.id] = made
+            commits = len(live)
+            creates = data.draw(st.lists(st.sampled_from(_TOPICS), max_size=3), label="creates")
+            pool = sorted(live)
+            doomed = data.draw(st.sets(st.sampled_from(pool), max_size=len(pool)) if pool else st.just(set()))
+            if not creates and not doomed:
+                creates = ["t0"]
+            foreign = data.draw(
+                st.sampled_from(
+                    ["dmr", "d:", "d:o/"]
+                    + [f"d:o/{t}/" for t in _TOPICS]
+                    + [f"d:o/{t}/LogicalSwitch/" for t in _TOPICS]
+                ),
+                label="foreign",
+            )
+            key = root + foreign
+            kept = client.dump(key)
+            client.delete(key)
+            client.set(key, b"foreign")
+            before = stored(client, root)
+
+            def commit() -> list[LogicalSwitch]:
+                if len(creates) == 1 and not doomed:
+                    return [db.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=creates[0]))]
+                if len(doomed) == 1 and not creates:
+                    db.delete(live[next(iter(doomed))])
+                    return []
+                with db.transaction() as txn:
+                    made = [txn.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=t)) for t in creates]
+                    for gone in doomed:
+                        txn.delete(live[gone])
+                return made
+
+            try:
+                made = commit()
+                failed = False
+            except nbdb.CorruptRecordError:
+                failed = True
+                assert stored(client, root) == before
+            client.delete(key)
+            if kept is not None:
+                client.restore(key, 0, kept)
+            if failed:
+                made = commit()
+            commits += 1
+            for gone in doomed:
+                del live[gone]
+            live.update({o.id: o for o in made})
+            assert backend.current_revision() == commits
+            expected: dict[str, set[str]] = {}
+            for o in live.values():
+                expected.setdefault("o/", set()).add(f"{o.topic}/")
+                expected.setdefault(f"o/{o.topic}/", set()).add("LogicalSwitch/")
+                expected.setdefault(f"o/{o.topic}/LogicalSwitch/", set()).add(str(o.id))
+            sets = {
+                k.decode()[len(root) + 2 :]: {m.decode() for m in client.smembers(k)}
+                for k in client.scan_iter(match=root.replace("{", "\\{").replace("}", "\\}") + "d:o/*")
+            }
+            assert sets == expected
+            assert ("o/" in {m.decode() for m in client.smembers(root + "d:")}) == bool(live)
+            for topic in _TOPICS:
+                assert {o.id for o in db.list(LogicalSwitch, topic)} == {i for i, o in live.items() if o.topic == topic}
+        finally:
+            client.close()
 
 
 # ------------------------------------------------------------- a change log another writer emptied
