@@ -61,8 +61,9 @@ def _refused(key: str) -> str:
     Every such write is a pcall made after the commit's revision ``rev0``; its error reply is
     ``got``. The writes before it are undone by the site; this gives the revision back (the next
     commit takes it) and fails the commit with the reply and the key. Written out at each site,
-    not a function: Lua makes a closure at every run of the script, which cost a create and a
-    delete ~1k instructions (callgrind).
+    not a function: Lua makes a closure at every run of the script (a first version's refuse()
+    and unlist() closures, with a type() test per reply, cost a create and a delete +1.3 % server
+    instructions, callgrind; see docs/benchmarks.md).
     """
     return (
         "if rev0 == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end; "
