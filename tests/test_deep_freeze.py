@@ -353,3 +353,54 @@ def test_every_model_and_dataclass_inside_a_stored_copy_refuses_every_assignment
         for node in mine:  # the caller's own objects: its to change, and nothing stored changes
             node.label = 9
         assert _content(db.get(DeepBag, made.id)) == expected
+
+
+class Base(pydantic.BaseModel):
+    x: int = 0
+
+
+class Derived(Base):
+    y: list[int] = Field(default_factory=list)
+
+
+@dataclasses.dataclass
+class BasePair:
+    x: int = 0
+
+
+@dataclasses.dataclass
+class DerivedPair(BasePair):
+    y: list[int] = dataclasses.field(default_factory=list)
+
+
+class Unions(Model):
+    """A union that lists a class before one derived from it: pydantic serialises a value of neither class
+    exactly (a frozen twin of ``Derived``) as the first member it is an instance of."""
+
+    one: Base | Derived = Field(default_factory=Base)
+    many: list[BasePair | DerivedPair] = Field(default_factory=list)
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_derived_class_in_a_union_after_its_base_is_stored_and_serialised_as_itself(url: str) -> None:
+    # On b472a6e a stored copy held Derived's frozen twin: model_dump and JSON dropped ``y`` (the copy serialised
+    # as a Base), and every write of a copy read back was refused ("changed in place").
+    expected = {"one": {"x": 1, "y": [2]}, "many": [{"x": 3, "y": [4]}, {"x": 5}]}
+    with nbdb.connect(url) as db:
+        made = db.create(Unions(one=Derived(x=1, y=[2]), many=[DerivedPair(3, [4]), BasePair(5)]))
+        got = db.get(Unions, made.id)
+        assert got is not None
+        updated = db.update(got)
+        for copy_ in (made, got, updated, db.update(updated.replace(many=list(updated.many))), db.get(Unions, made.id)):
+            assert copy_ is not None
+            assert copy_.model_dump(include={"one", "many"}) == expected
+            assert json.loads(copy_.model_dump_json(include={"one", "many"})) == expected
+            assert type(copy_.one) is Derived and type(copy_.many[0]) is DerivedPair  # a derived class: itself
+            assert isinstance(copy_.many[1], BasePair) and not isinstance(copy_.many[1], DerivedPair)
+            with pytest.raises(nbdb.ValidationError):
+                copy_.one.y.append(9)  # type: ignore[union-attr]
+            with pytest.raises(nbdb.ValidationError):
+                copy_.one.x = 9
+            with pytest.raises(nbdb.ValidationError):
+                copy_.many[0].y.append(9)  # type: ignore[union-attr]
+        assert db.get(Unions, made.id).model_dump(include={"one", "many"}) == expected  # type: ignore[union-attr]

@@ -175,7 +175,12 @@ def deep_frozen(value: Any, *, known: bool = True) -> Any:
     an instance of a subclass of its class, equal to it, whose every
     assignment and ``del`` of an attribute raises :class:`nbdb.ValidationError`
     (``validate_assignment`` and a frozen class's own refusal included), its
-    values frozen through. A tuple (a named one too) and a frozenset are
+    values frozen through. A class derived from another model or dataclass
+    with fields is copied as itself instead (see :func:`_copy_class`: pydantic
+    would serialise its twin in ``Base | Derived`` as a ``Base``): its values
+    frozen through and, for a model, a plain assignment refused, but not
+    ``validate_assignment``'s, a ``del``, nor a dataclass's assignment.
+    A tuple (a named one too) and a frozenset are
     rebuilt of frozen items; an instance of :data:`IMMUTABLE` is kept as it is.
     Anything else (an arbitrary class's instance, a ``deque``, a ``bytearray``)
     could change under the store without a write: :class:`nbdb.ValidationError`,
@@ -310,8 +315,39 @@ def _attributes(value: Any) -> list[tuple[str, Any]]:
     return pairs
 
 
+_COPY_CLASS: dict[type, type] = {}
+"""The class of each class's frozen copy: its frozen twin, or the class itself (see :func:`_copy_class`)."""
+
+
+def _copy_class(kind: type) -> type:
+    """The class of a frozen copy of a ``kind`` instance: ``kind``'s frozen twin, or ``kind`` itself if it derives
+    from another model or dataclass.
+
+    pydantic's serializer of a union (``A | B``) takes a value for a member only if it is of exactly its class,
+    and only if none is, for the first member it is an instance of: a twin of ``B(A)`` is of neither class, so
+    ``A | B`` serialised it as an ``A`` (``B``'s own fields dropped from ``model_dump`` and JSON, and a write of
+    the copy refused). A class none of whose ancestors is a model or dataclass with fields (but pydantic's own
+    bases, nbdb's ``Model`` and the generic class it parametrizes: no union lists them) is the first member of
+    a union its twin is an instance of only where it is the class itself; a derived one is copied as its class
+    instead, less frozen (see :func:`deep_frozen`).
+    """
+    copy_class = _COPY_CLASS.get(kind)
+    if copy_class is None:
+        generic = getattr(kind, "__pydantic_generic_metadata__", None)
+        origin = generic.get("origin") if generic else None
+        derived = any(
+            (dataclasses.fields(base) if dataclasses.is_dataclass(base) else getattr(base, "__pydantic_fields__", None))
+            and base is not origin
+            and not base.__module__.startswith("pydantic.")
+            and base.__module__ != "nbdb.models.base"  # nbdb's Model
+            for base in kind.__mro__[1:]
+        )
+        copy_class = _COPY_CLASS[kind] = kind if derived else frozen_class(kind)
+    return copy_class
+
+
 def _frozen_model(value: BaseModel, known: bool) -> BaseModel:
-    new: BaseModel = object.__new__(frozen_class(value.__class__))
+    new: BaseModel = object.__new__(_copy_class(value.__class__))
     object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v, known=known) for k, v in value.__dict__.items()}))
     object.__setattr__(new, "__pydantic_fields_set__", FrozenSet(value.__pydantic_fields_set__))
     extra = value.__pydantic_extra__
@@ -324,7 +360,7 @@ def _frozen_model(value: BaseModel, known: bool) -> BaseModel:
 
 
 def _frozen_dataclass(value: Any, known: bool) -> Any:
-    new: Any = object.__new__(frozen_class(value.__class__))
+    new: Any = object.__new__(_copy_class(value.__class__))
     own = getattr(value, "__dict__", None)
     if own is not None:
         object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v, known=known) for k, v in own.items()}))
