@@ -404,3 +404,36 @@ def test_a_derived_class_in_a_union_after_its_base_is_stored_and_serialised_as_i
             with pytest.raises(nbdb.ValidationError):
                 copy_.many[0].y.append(9)  # type: ignore[union-attr]
         assert db.get(Unions, made.id).model_dump(include={"one", "many"}) == expected  # type: ignore[union-attr]
+
+
+PLUGINS: dict[str, type] = {}
+
+
+class Plugin(pydantic.BaseModel):
+    """A registry of subclasses, by name, and a hook that takes an argument: a plugin pattern of user code."""
+
+    def __init_subclass__(cls, *, kind: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        PLUGINS[kind] = cls
+
+
+class Mirror(Plugin, kind="mirror"):
+    port: int = 0
+    tags: list[str] = Field(default_factory=list)
+
+
+class Mirrored(Model):
+    mirror: Mirror | None = None
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_frozen_twin_runs_no_subclass_hook_of_its_class(url: str) -> None:
+    # On b472a6e the twin was made by type.__new__, which ran Plugin.__init_subclass__ for it: without its
+    # argument, a TypeError at the write (no nbdb error); with none, the user's registry got the twin.
+    with nbdb.connect(url) as db:
+        made = db.create(Mirrored(mirror=Mirror(port=3, tags=["a"])))
+        got = db.get(Mirrored, made.id)
+        assert got is not None and got.mirror == Mirror(port=3, tags=["a"])
+        assert PLUGINS == {"mirror": Mirror}
+        with pytest.raises(nbdb.ValidationError):
+            got.mirror.port = 4

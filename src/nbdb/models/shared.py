@@ -262,10 +262,21 @@ def frozen_class(kind: type) -> type:
         }
         if issubclass(kind, BaseModel):
             namespace["model_copy"] = _model_copy
-        # type.__new__ alone, not the metaclass's: pydantic's would build (and nbdb's Model register) it anew.
-        twin = _TWINS[kind] = type.__new__(type(kind), kind.__name__, (kind,), namespace)
+        # type.__new__ alone, not the metaclass's: pydantic's would build (and nbdb's Model register) it anew;
+        # _NoSubclassHook first, so that no __init_subclass__ of kind's runs for it (a user's registry of
+        # subclasses got the twin in place of the class, one that takes arguments made the write a TypeError).
+        twin = _TWINS[kind] = type.__new__(type(kind), kind.__name__, (_NoSubclassHook, kind), namespace)
         _THAWED[twin] = kind
     return twin
+
+
+class _NoSubclassHook:
+    """A frozen twin's first base: ``type.__new__`` calls its ``__init_subclass__``, not its class's own."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        pass  # deliberately not super()'s: the twin is no subclass its class's hooks should see
 
 
 def _itself(value: Any) -> Any:
@@ -342,7 +353,11 @@ def _copy_class(kind: type) -> type:
             and base.__module__ != "nbdb.models.base"  # nbdb's Model
             for base in kind.__mro__[1:]
         )
-        copy_class = _COPY_CLASS[kind] = kind if derived else frozen_class(kind)
+        try:
+            copy_class = kind if derived else frozen_class(kind)
+        except TypeError:  # a class no subclass can be made of (an instance layout _NoSubclassHook conflicts with)
+            copy_class = kind
+        _COPY_CLASS[kind] = copy_class
     return copy_class
 
 
