@@ -437,3 +437,31 @@ def test_a_frozen_twin_runs_no_subclass_hook_of_its_class(url: str) -> None:
         assert PLUGINS == {"mirror": Mirror}
         with pytest.raises(nbdb.ValidationError):
             got.mirror.port = 4
+
+
+@dataclasses.dataclass(slots=True)
+class SlottedPair:
+    """A dataclass of ``__slots__``: no ``__dict__``."""
+
+    x: int = 0
+    ys: list[int] = dataclasses.field(default_factory=list)
+
+
+class Slotted(Model):
+    pair: SlottedPair | None = None
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_dataclass_of_slots_is_stored_and_frozen(url: str) -> None:
+    # The write's check read a dataclass's fields with vars(): a TypeError (no nbdb error) for one of slots,
+    # so no model holding one could be written (b472a6e and before).
+    with nbdb.connect(url) as db:
+        made = db.create(Slotted(pair=SlottedPair(1, [2])))
+        got = db.get(Slotted, made.id)
+        assert got is not None and got.pair == SlottedPair(1, [2])
+        for change in (lambda p: setattr(p, "x", 5), lambda p: p.ys.append(3), lambda p: delattr(p, "x")):
+            with pytest.raises(nbdb.ValidationError):
+                change(got.pair)
+        assert type(copy.copy(got.pair)) is SlottedPair and pickle.loads(pickle.dumps(got.pair)) == got.pair
+        assert db.update(got.replace(pair=SlottedPair(3))).pair == SlottedPair(3)
+        assert db.get(Slotted, made.id).pair == SlottedPair(3)  # type: ignore[union-attr]

@@ -267,7 +267,7 @@ def storable(value: object) -> bool:
     if isinstance(value, list | tuple | set | frozenset):
         return all(storable(item) for item in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return storable(vars(value))
+        return all(storable(getattr(value, field.name)) for field in dataclasses.fields(value))  # slots too
     if value is None or isinstance(value, int | UUID | enum.Enum):
         return True
     # Any other value (under an ``Any`` field, say): storable when pydantic's JSON serializer writes it
