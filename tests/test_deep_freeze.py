@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import ipaddress
 import json
 import pickle
 import uuid
@@ -465,3 +467,50 @@ def test_a_dataclass_of_slots_is_stored_and_frozen(url: str) -> None:
         assert type(copy.copy(got.pair)) is SlottedPair and pickle.loads(pickle.dumps(got.pair)) == got.pair
         assert db.update(got.replace(pair=SlottedPair(3))).pair == SlottedPair(3)
         assert db.get(Slotted, made.id).pair == SlottedPair(3)  # type: ignore[union-attr]
+
+
+@dataclasses.dataclass
+class Subnet:
+    cidr: str = "10.0.0.0/24"
+
+    @functools.cached_property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.cidr)
+
+
+class Pool(pydantic.BaseModel):
+    cidr: str = "10.1.0.0/16"
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @functools.cached_property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.cidr)
+
+
+class Addressing(Model):
+    subnet: Subnet = Field(default_factory=Subnet)
+    pool: Pool = Field(default_factory=Pool)
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_cached_property_of_a_nested_value_is_computed_on_a_stored_copy(url: str) -> None:
+    # A cached_property stores its value in the instance's __dict__, which a frozen copy's refused: a
+    # dataclass's raised ValidationError since b472a6e (its copy a twin), and a computed_field over one made
+    # every model_dump of a stored copy, and the write itself, a ValidationError.
+    with nbdb.connect(url) as db:
+        mine = Addressing(pool=Pool(cidr="10.2.0.0/16"))
+        assert mine.pool.network.prefixlen == 16 and mine.subnet.network.prefixlen == 24  # cached in the caller's
+        made = db.create(mine)
+        got = db.get(Addressing, made.id)
+        assert got is not None
+        for copy_ in (made, got):
+            assert copy_.subnet.network == ipaddress.IPv4Network("10.0.0.0/24")
+            assert copy_.model_dump()["pool"] == {
+                "cidr": "10.2.0.0/16",
+                "network": ipaddress.IPv4Network("10.2.0.0/16"),
+            }
+            with pytest.raises(nbdb.ValidationError):
+                copy_.pool.cidr = "10.3.0.0/16"
+            with pytest.raises(nbdb.ValidationError):
+                copy_.subnet.__dict__["cidr"] = "10.3.0.0/16"
+        assert db.update(got.replace(pool=got.pool)).version == 2

@@ -189,7 +189,8 @@ def same_as_validated(valid: Any, value: Any) -> bool:
     valid_class, value_class = thawed_class(type(valid)), thawed_class(type(value))  # a frozen twin as its class
     if valid_class not in _COMPARED and value_class not in _COMPARED:
         if isinstance(valid, pydantic.BaseModel) and value_class is valid_class:
-            return same_as_validated(valid.__dict__, value.__dict__)
+            held = value.__dict__  # its fields, and maybe a cached_property's value (no field: never stored)
+            return all(name in held and same_as_validated(item, held[name]) for name, item in valid.__dict__.items())
         if dataclasses.is_dataclass(valid) and not isinstance(valid, type) and value_class is valid_class:
             return all(
                 same_as_validated(getattr(valid, f.name), getattr(value, f.name)) for f in dataclasses.fields(valid)

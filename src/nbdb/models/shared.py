@@ -108,6 +108,22 @@ class FrozenSet(set[Any]):
         return set, (list(self),)
 
 
+class _AttributeDict(FrozenDict):
+    """A frozen copy's ``__dict__``: what it holds never changes, but an attribute it does not hold may be added
+    (a ``functools.cached_property``'s value, made from the frozen ones: a ``computed_field`` over one made
+    every ``model_dump`` of the stored copy, and every write, a ValidationError)."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # type: ignore[override]  # FrozenDict's refuses all
+        if key in self:
+            raise errors.ValidationError(
+                f"attribute {key!r} is part of a stored object and cannot change: "
+                "derive a changed copy of the object with .replace(...)"
+            )
+        dict.__setitem__(self, key, value)
+
+
 EMPTY_LIST = FrozenList()
 """The empty list every decoded copy holds for an empty list field."""
 EMPTY_DICT = FrozenDict()
@@ -363,7 +379,9 @@ def _copy_class(kind: type) -> type:
 
 def _frozen_model(value: BaseModel, known: bool) -> BaseModel:
     new: BaseModel = object.__new__(_copy_class(value.__class__))
-    object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v, known=known) for k, v in value.__dict__.items()}))
+    fields = value.__class__.__pydantic_fields__  # not a cached_property's value: made again from the frozen ones
+    frozen = {k: deep_frozen(v, known=known) for k, v in value.__dict__.items() if k in fields}
+    object.__setattr__(new, "__dict__", _AttributeDict(frozen))
     object.__setattr__(new, "__pydantic_fields_set__", FrozenSet(value.__pydantic_fields_set__))
     extra = value.__pydantic_extra__
     object.__setattr__(
@@ -378,7 +396,7 @@ def _frozen_dataclass(value: Any, known: bool) -> Any:
     new: Any = object.__new__(_copy_class(value.__class__))
     own = getattr(value, "__dict__", None)
     if own is not None:
-        object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v, known=known) for k, v in own.items()}))
+        object.__setattr__(new, "__dict__", _AttributeDict({k: deep_frozen(v, known=known) for k, v in own.items()}))
     for field in dataclasses.fields(value):
         if own is None or field.name not in own:
             object.__setattr__(new, field.name, deep_frozen(getattr(value, field.name), known=known))  # a slot
