@@ -8,6 +8,7 @@ the caller's later change of its written object changed the write's result.
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import functools
@@ -514,3 +515,43 @@ def test_a_cached_property_of_a_nested_value_is_computed_on_a_stored_copy(url: s
             with pytest.raises(nbdb.ValidationError):
                 copy_.subnet.__dict__["cidr"] = "10.3.0.0/16"
         assert db.update(got.replace(pool=got.pool)).version == 2
+
+
+class Maps(Model):
+    """Fields pydantic validates to a map class of collections: refused at every write since b472a6e ("nbdb
+    cannot freeze it"), though pydantic takes them and every store held them before."""
+
+    ordered: collections.OrderedDict[str, list[int]] = Field(default_factory=collections.OrderedDict)
+    counts: collections.Counter[str] = Field(default_factory=collections.Counter)
+    defaults: collections.defaultdict[str, int] = Field(default_factory=lambda: collections.defaultdict(int))
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_map_of_collections_is_stored_frozen_as_its_own_class(url: str) -> None:
+    ordered = collections.OrderedDict([("b", [1]), ("a", [2])])
+    with nbdb.connect(url) as db:
+        made = db.create(Maps(ordered=ordered, counts={"x": 2}, defaults={"y": 1}))
+        got = db.get(Maps, made.id)
+        assert got is not None
+        for copy_ in (made, got):
+            assert isinstance(copy_.ordered, collections.OrderedDict) and list(copy_.ordered) == ["b", "a"]
+            assert copy_.ordered == ordered and copy_.counts["x"] == 2 and copy_.counts["absent"] == 0
+            assert isinstance(copy_.defaults, collections.defaultdict) and copy_.defaults["y"] == 1
+            for change in (
+                lambda c: c.ordered.move_to_end("b"),
+                lambda c: c.ordered["b"].append(3),
+                lambda c: c.ordered.update(c=[]),
+                lambda c: c.counts.update("x"),
+                lambda c: c.counts.subtract("x"),
+                lambda c: c.defaults["absent"],  # a defaultdict's miss sets the key
+                lambda c: c.defaults.pop("y"),
+            ):
+                with pytest.raises(nbdb.ValidationError):
+                    change(copy_)
+            mine = copy.copy(copy_.ordered)
+            mine.move_to_end("b")  # a copy is the caller's own
+            assert type(mine) is collections.OrderedDict and list(mine) == ["a", "b"]
+            assert type(pickle.loads(pickle.dumps(copy_.defaults))) is collections.defaultdict
+        assert db.update(got.replace(ordered=got.ordered)).version == 2
+        again = db.get(Maps, made.id)
+        assert again is not None and list(again.ordered) == ["b", "a"] and again.counts == {"x": 2}

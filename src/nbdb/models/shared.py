@@ -14,6 +14,7 @@ iteration, JSON, ``isinstance``), refuse every in-place change with
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import datetime
@@ -224,6 +225,8 @@ def deep_frozen(value: Any, *, known: bool = True) -> Any:
         return _frozen_dataclass(value, known)
     if isinstance(value, tuple) and hasattr(value, "_make"):  # a named tuple
         return value._make(deep_frozen(v, known=known) for v in value)
+    if kind in _MAPPINGS:
+        return _frozen_mapping(value, known)
     if not known:
         return value
     raise errors.ValidationError(
@@ -237,6 +240,63 @@ _TWINS: dict[type, type] = {}
 """Each class's frozen twin (see :func:`frozen_class`)."""
 _THAWED: dict[type, type] = {}
 """Each frozen twin's class (the class it is a frozen copy of)."""
+
+
+_MAPPINGS: dict[type, type] = {}
+"""The frozen twin of each map class of :mod:`collections` a field may hold (see :func:`_frozen_mapping`)."""
+
+
+def _mapping_twin(kind: type[dict[Any, Any]], changes: tuple[str, ...]) -> type:
+    namespace: dict[str, Any] = {
+        "__slots__": (),
+        "__module__": kind.__module__,
+        "__copy__": lambda self: _thawed_mapping(self),
+        "__deepcopy__": lambda self, memo: copy.deepcopy(_thawed_mapping(self), memo),
+        "__reduce_ex__": lambda self, protocol: (_itself, (_thawed_mapping(self),)),  # pickled as the caller's own
+        **dict.fromkeys(changes, _refuse_change),
+    }
+    twin = type(kind.__name__, (kind,), namespace)
+    _THAWED[twin] = kind
+    return twin
+
+
+def _refuse_change(self: object, *args: Any, **kwargs: Any) -> NoReturn:
+    raise errors.ValidationError(
+        f"this {type(self).__name__} is part of a stored object and cannot change: "
+        "derive a changed copy of the object with .replace(...)"
+    )
+
+
+_DICT_CHANGES = ("__setitem__", "__delitem__", "__ior__", "clear", "pop", "popitem", "setdefault", "update")
+_MAP_CHANGES: tuple[tuple[type[dict[Any, Any]], tuple[str, ...]], ...] = (
+    (collections.OrderedDict, ("move_to_end",)),
+    (collections.defaultdict, ()),  # its __missing__ sets the key: refused too
+    (collections.Counter, ("subtract", "__iadd__", "__isub__", "__iand__")),
+)
+for _kind, _more in _MAP_CHANGES:
+    _MAPPINGS[_kind] = _mapping_twin(_kind, _DICT_CHANGES + _more)
+
+
+def _new_mapping(kind: type[Any], value: Any, items: Iterable[tuple[Any, Any]]) -> Any:
+    new = dict.__new__(kind)
+    base: Any = _THAWED.get(kind, kind)
+    if base is collections.defaultdict:
+        collections.defaultdict.__init__(new, value.default_factory)
+    elif base is collections.OrderedDict:
+        collections.OrderedDict.__init__(new)  # (Counter's __init__ calls its update: the twin's refusal)
+    put = base.__setitem__  # the class's own, not the twin's refusal
+    for key, item in items:
+        put(new, key, item)
+    return new
+
+
+def _frozen_mapping(value: Any, known: bool) -> Any:
+    """A frozen copy of an ``OrderedDict``, ``defaultdict`` or ``Counter``: an instance of its class's frozen twin."""
+    return _new_mapping(_MAPPINGS[value.__class__], value, ((k, deep_frozen(v, known=known)) for k, v in value.items()))
+
+
+def _thawed_mapping(value: Any) -> Any:
+    return _new_mapping(_THAWED[value.__class__], value, value.items())
 
 
 def thawed_class(kind: type) -> type:
