@@ -555,3 +555,19 @@ def test_a_map_of_collections_is_stored_frozen_as_its_own_class(url: str) -> Non
         assert db.update(got.replace(ordered=got.ordered)).version == 2
         again = db.get(Maps, made.id)
         assert again is not None and list(again.ordered) == ["b", "a"] and again.counts == {"x": 2}
+
+
+class Addresses(Model):
+    """pydantic's annotations whose values never change: IP addresses and networks of either version, dates."""
+
+    router: pydantic.IPvAnyAddress | None = None
+    gateway: pydantic.IPvAnyInterface | None = None
+    prefix: pydantic.IPvAnyNetwork | None = None
+    seen: pydantic.AwareDatetime | None = None
+    routers: list[pydantic.IPvAnyAddress] = Field(default_factory=list)
+
+
+def test_a_field_of_pydantics_ip_or_date_annotations_is_an_atom() -> None:
+    # Not a class of IMMUTABLE (their values are): since b472a6e each was frozen through, and a model holding
+    # one lost the flat path (every write and every decode walked its values).
+    assert Addresses.nbdb_deep_fields == ()
