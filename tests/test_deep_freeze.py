@@ -571,3 +571,42 @@ def test_a_field_of_pydantics_ip_or_date_annotations_is_an_atom() -> None:
     # Not a class of IMMUTABLE (their values are): since b472a6e each was frozen through, and a model holding
     # one lost the flat path (every write and every decode walked its values).
     assert Addresses.nbdb_deep_fields == ()
+
+
+class Helped(pydantic.BaseModel):
+    """A model whose model_post_init sets an attribute that is no field (never stored)."""
+
+    x: int = 0
+
+    def model_post_init(self, context: Any) -> None:
+        object.__setattr__(self, "helper", Opaque())
+
+
+@dataclasses.dataclass
+class Locked:
+    """A dataclass whose __post_init__ sets an attribute that is no field (never stored)."""
+
+    x: int = 0
+
+    def __post_init__(self) -> None:
+        self.helper = Opaque()
+
+
+class WithHelpers(Model):
+    helped: Helped = Field(default_factory=Helped)
+    locked: Locked = Field(default_factory=Locked)
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_an_attribute_of_a_nested_value_that_is_no_field_is_kept_and_never_checked(url: str) -> None:
+    # Only fields are stored: the write's check refused a nested value for an attribute of another kind in its
+    # __dict__ ("a value JSON cannot hold", and since b472a6e "cannot freeze"), so no such model was writable.
+    with nbdb.connect(url) as db:
+        made = db.create(WithHelpers(helped=Helped(x=1), locked=Locked(2)))
+        got = db.get(WithHelpers, made.id)
+        assert got is not None and got.helped.x == 1 and got.locked.x == 2
+        for copy_ in (made, got):
+            assert isinstance(copy_.helped.helper, Opaque) and isinstance(copy_.locked.helper, Opaque)  # type: ignore[attr-defined]
+            with pytest.raises(nbdb.ValidationError):
+                copy_.locked.x = 3
+        assert db.update(got.replace(helped=Helped(x=5))).helped.x == 5

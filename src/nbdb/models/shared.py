@@ -439,9 +439,7 @@ def _copy_class(kind: type) -> type:
 
 def _frozen_model(value: BaseModel, known: bool) -> BaseModel:
     new: BaseModel = object.__new__(_copy_class(value.__class__))
-    fields = value.__class__.__pydantic_fields__  # not a cached_property's value: made again from the frozen ones
-    frozen = {k: deep_frozen(v, known=known) for k, v in value.__dict__.items() if k in fields}
-    object.__setattr__(new, "__dict__", _AttributeDict(frozen))
+    object.__setattr__(new, "__dict__", _frozen_attributes(value.__dict__, value.__class__.__pydantic_fields__, known))
     object.__setattr__(new, "__pydantic_fields_set__", FrozenSet(value.__pydantic_fields_set__))
     extra = value.__pydantic_extra__
     object.__setattr__(
@@ -452,11 +450,18 @@ def _frozen_model(value: BaseModel, known: bool) -> BaseModel:
     return new
 
 
+def _frozen_attributes(own: dict[str, Any], fields: Iterable[str], known: bool) -> _AttributeDict:
+    """A model's or dataclass's ``__dict__`` frozen through: a value nbdb cannot freeze is refused in a field only
+    (an attribute of another kind, a ``cached_property``'s value or one its ``__post_init__`` set, is never
+    stored: kept as it is)."""
+    return _AttributeDict({k: deep_frozen(v, known=known and k in fields) for k, v in own.items()})
+
+
 def _frozen_dataclass(value: Any, known: bool) -> Any:
     new: Any = object.__new__(_copy_class(value.__class__))
     own = getattr(value, "__dict__", None)
     if own is not None:
-        object.__setattr__(new, "__dict__", _AttributeDict({k: deep_frozen(v, known=known) for k, v in own.items()}))
+        object.__setattr__(new, "__dict__", _frozen_attributes(own, value.__dataclass_fields__, known))
     for field in dataclasses.fields(value):
         if own is None or field.name not in own:
             object.__setattr__(new, field.name, deep_frozen(getattr(value, field.name), known=known))  # a slot
