@@ -517,6 +517,10 @@ def test_a_cached_property_of_a_nested_value_is_computed_on_a_stored_copy(url: s
         assert db.update(got.replace(pool=got.pool)).version == 2
 
 
+class Pair(pydantic.BaseModel):
+    x: int = 0
+
+
 class Maps(Model):
     """Fields pydantic validates to a map class of collections: refused at every write since b472a6e ("nbdb
     cannot freeze it"), though pydantic takes them and every store held them before."""
@@ -524,6 +528,7 @@ class Maps(Model):
     ordered: collections.OrderedDict[str, list[int]] = Field(default_factory=collections.OrderedDict)
     counts: collections.Counter[str] = Field(default_factory=collections.Counter)
     defaults: collections.defaultdict[str, int] = Field(default_factory=lambda: collections.defaultdict(int))
+    pair: Pair = Field(default_factory=Pair)
 
 
 @pytest.mark.parametrize("url", ["memory://", "sqlite://"])
@@ -552,6 +557,7 @@ def test_a_map_of_collections_is_stored_frozen_as_its_own_class(url: str) -> Non
             mine.move_to_end("b")  # a copy is the caller's own
             assert type(mine) is collections.OrderedDict and list(mine) == ["a", "b"]
             assert type(pickle.loads(pickle.dumps(copy_.defaults))) is collections.defaultdict
+            assert copy_.pair != copy_.ordered and copy_.ordered != copy_.pair  # a twin compared to a twin
         assert db.update(got.replace(ordered=got.ordered)).version == 2
         again = db.get(Maps, made.id)
         assert again is not None and list(again.ordered) == ["b", "a"] and again.counts == {"x": 2}

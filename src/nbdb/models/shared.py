@@ -380,6 +380,8 @@ def _model_copy(self: BaseModel, *, update: Any = None, deep: bool = False) -> B
 def thawed(value: Any) -> Any:
     """A frozen twin's instance as an instance of its class, of the same (frozen) values: the caller's own."""
     kind = _THAWED[value.__class__]
+    if kind in _MAPPINGS:  # an OrderedDict, defaultdict or Counter
+        return _thawed_mapping(value)
     new: Any = object.__new__(kind)
     if isinstance(value, BaseModel):
         object.__setattr__(new, "__dict__", dict(value.__dict__))
