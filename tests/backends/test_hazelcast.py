@@ -912,6 +912,22 @@ def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("damaged", ["7", b"7", 7.0, True])
+def test_an_id_counter_another_writer_stored_as_text_or_float_is_a_corrupt_record(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    damaged: object,
+) -> None:
+    """nbdb's counter is a number: text was read as its number, and the compare-and-swap of that number
+    against the stored text never matched, so allocate_id spun for ever."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        assert db.allocate_id("c") == 1
+        _hz(db)._ids.put("c", damaged)
+        with pytest.raises(errors.CorruptRecordError, match="counter 'c'"):
+            db.allocate_id("c")
+        assert db.allocate_id("other") == 1
+
+
+@pytest.mark.timeout(60)
 def test_the_log_entry_a_watch_stands_on_taken_out_by_another_writer_is_lost_history(
     hazelcast_server: HazelcastServer,  # noqa: F811
 ) -> None:

@@ -553,7 +553,7 @@ class KeyValueBackend(Backend):
         key = self.layout.counter(name)
         while True:
             kv = self.get_key(key)
-            current = 0 if kv is None else rules.counter_value(kv.value, name, key)
+            current = 0 if kv is None else rules.counter_value(kv.value, name, key, text=True)
             condition = VersionIs(key, 0 if kv is None else kv.version)
             if self.commit_once([condition], {key: str(current + 1).encode()}, []) is not None:
                 return current + 1

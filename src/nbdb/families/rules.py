@@ -42,18 +42,20 @@ NO_TOPIC = "~"
 """How stores spell "no topic" in a key or partition (``~`` is not a legal topic character)."""
 
 
-def counter_value(value: object, name: str, key: str, last: int | None = None) -> int:
+def counter_value(value: object, name: str, key: str, last: int | None = None, *, text: bool = False) -> int:
     """What id counter ``name`` (stored at ``key``) holds: the whole number, 0 or more, its next id follows.
 
     The one test of a stored counter, made before it is moved: anything else (a negative number, text that is
     no whole number, a value of another type, a null, ``last`` or more where the store cannot count past it)
     is another writer's damage, :class:`nbdb.CorruptRecordError`, and the counter is left as it is. A
     negative one moved on handed out ids below 1 and, once counted back past 0, ids handed out before.
-    Text (``bytes`` or ``str``) is read as a decimal number. :meth:`nbdb.Database.allocate_id` refuses an
-    id below 1 of any backend too (see there).
+    ``text``: the store keeps the counter as text (``bytes`` or ``str``: key-value stores, OVSDB), read as a
+    decimal number. A store that keeps it as a number (Hazelcast, Cassandra) passes False: text there is
+    another writer's, and its number is not what a compare-and-swap against the stored value can match (Hazelcast
+    spun for ever on ``"7"``). :meth:`nbdb.Database.allocate_id` refuses an id below 1 of any backend too.
     """
     number = value
-    if isinstance(value, bytes | str):
+    if text and isinstance(value, bytes | str):
         try:
             number = int(value)
         except ValueError:

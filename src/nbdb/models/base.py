@@ -703,7 +703,27 @@ def _atom(annotation: Any) -> bool:
     if get_origin(annotation) in (typing.Union, types.UnionType):
         return all(_atom(arg) for arg in get_args(annotation))
     # list[int] passes as a type (and typing.Any is a class): a generic, Any and object may hold anything
-    return get_origin(annotation) is None and isinstance(annotation, type) and issubclass(annotation, IMMUTABLE)
+    return get_origin(annotation) is None and (
+        annotation in _ATOM_MARKERS or (isinstance(annotation, type) and issubclass(annotation, IMMUTABLE))
+    )
+
+
+_ATOM_MARKERS = frozenset(
+    {
+        pydantic.IPvAnyAddress,
+        pydantic.IPvAnyInterface,
+        pydantic.IPvAnyNetwork,
+        pydantic.AwareDatetime,
+        pydantic.NaiveDatetime,
+        pydantic.PastDate,
+        pydantic.FutureDate,
+        pydantic.PastDatetime,
+        pydantic.FutureDatetime,
+        pydantic.EmailStr,
+    }
+)
+"""pydantic's annotation classes whose values are of :data:`IMMUTABLE` classes (an IP address, a datetime, a
+text), though they are none: a field of one is an atom, frozen at no cost (it was frozen through since b472a6e)."""
 
 
 def may_nest(annotation: Any) -> bool:

@@ -14,6 +14,7 @@ iteration, JSON, ``isinstance``), refuse every in-place change with
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import datetime
@@ -108,6 +109,22 @@ class FrozenSet(set[Any]):
         return set, (list(self),)
 
 
+class _AttributeDict(FrozenDict):
+    """A frozen copy's ``__dict__``: what it holds never changes, but an attribute it does not hold may be added
+    (a ``functools.cached_property``'s value, made from the frozen ones: a ``computed_field`` over one made
+    every ``model_dump`` of the stored copy, and every write, a ValidationError)."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # type: ignore[override]  # FrozenDict's refuses all
+        if key in self:
+            raise errors.ValidationError(
+                f"attribute {key!r} is part of a stored object and cannot change: "
+                "derive a changed copy of the object with .replace(...)"
+            )
+        dict.__setitem__(self, key, value)
+
+
 EMPTY_LIST = FrozenList()
 """The empty list every decoded copy holds for an empty list field."""
 EMPTY_DICT = FrozenDict()
@@ -175,7 +192,12 @@ def deep_frozen(value: Any, *, known: bool = True) -> Any:
     an instance of a subclass of its class, equal to it, whose every
     assignment and ``del`` of an attribute raises :class:`nbdb.ValidationError`
     (``validate_assignment`` and a frozen class's own refusal included), its
-    values frozen through. A tuple (a named one too) and a frozenset are
+    values frozen through. A class derived from another model or dataclass
+    with fields is copied as itself instead (see :func:`_copy_class`: pydantic
+    would serialise its twin in ``Base | Derived`` as a ``Base``): its values
+    frozen through and, for a model, a plain assignment refused, but not
+    ``validate_assignment``'s, a ``del``, nor a dataclass's assignment.
+    A tuple (a named one too) and a frozenset are
     rebuilt of frozen items; an instance of :data:`IMMUTABLE` is kept as it is.
     Anything else (an arbitrary class's instance, a ``deque``, a ``bytearray``)
     could change under the store without a write: :class:`nbdb.ValidationError`,
@@ -203,6 +225,8 @@ def deep_frozen(value: Any, *, known: bool = True) -> Any:
         return _frozen_dataclass(value, known)
     if isinstance(value, tuple) and hasattr(value, "_make"):  # a named tuple
         return value._make(deep_frozen(v, known=known) for v in value)
+    if kind in _MAPPINGS:
+        return _frozen_mapping(value, known)
     if not known:
         return value
     raise errors.ValidationError(
@@ -216,6 +240,63 @@ _TWINS: dict[type, type] = {}
 """Each class's frozen twin (see :func:`frozen_class`)."""
 _THAWED: dict[type, type] = {}
 """Each frozen twin's class (the class it is a frozen copy of)."""
+
+
+_MAPPINGS: dict[type, type] = {}
+"""The frozen twin of each map class of :mod:`collections` a field may hold (see :func:`_frozen_mapping`)."""
+
+
+def _mapping_twin(kind: type[dict[Any, Any]], changes: tuple[str, ...]) -> type:
+    namespace: dict[str, Any] = {
+        "__slots__": (),
+        "__module__": kind.__module__,
+        "__copy__": lambda self: _thawed_mapping(self),
+        "__deepcopy__": lambda self, memo: copy.deepcopy(_thawed_mapping(self), memo),
+        "__reduce_ex__": lambda self, protocol: (_itself, (_thawed_mapping(self),)),  # pickled as the caller's own
+        **dict.fromkeys(changes, _refuse_change),
+    }
+    twin = type(kind.__name__, (kind,), namespace)
+    _THAWED[twin] = kind
+    return twin
+
+
+def _refuse_change(self: object, *args: Any, **kwargs: Any) -> NoReturn:
+    raise errors.ValidationError(
+        f"this {type(self).__name__} is part of a stored object and cannot change: "
+        "derive a changed copy of the object with .replace(...)"
+    )
+
+
+_DICT_CHANGES = ("__setitem__", "__delitem__", "__ior__", "clear", "pop", "popitem", "setdefault", "update")
+_MAP_CHANGES: tuple[tuple[type[dict[Any, Any]], tuple[str, ...]], ...] = (
+    (collections.OrderedDict, ("move_to_end",)),
+    (collections.defaultdict, ()),  # its __missing__ sets the key: refused too
+    (collections.Counter, ("subtract", "__iadd__", "__isub__", "__iand__")),
+)
+for _kind, _more in _MAP_CHANGES:
+    _MAPPINGS[_kind] = _mapping_twin(_kind, _DICT_CHANGES + _more)
+
+
+def _new_mapping(kind: type[Any], value: Any, items: Iterable[tuple[Any, Any]]) -> Any:
+    new = dict.__new__(kind)
+    base: Any = _THAWED.get(kind, kind)
+    if base is collections.defaultdict:
+        collections.defaultdict.__init__(new, value.default_factory)
+    elif base is collections.OrderedDict:
+        collections.OrderedDict.__init__(new)  # (Counter's __init__ calls its update: the twin's refusal)
+    put = base.__setitem__  # the class's own, not the twin's refusal
+    for key, item in items:
+        put(new, key, item)
+    return new
+
+
+def _frozen_mapping(value: Any, known: bool) -> Any:
+    """A frozen copy of an ``OrderedDict``, ``defaultdict`` or ``Counter``: an instance of its class's frozen twin."""
+    return _new_mapping(_MAPPINGS[value.__class__], value, ((k, deep_frozen(v, known=known)) for k, v in value.items()))
+
+
+def _thawed_mapping(value: Any) -> Any:
+    return _new_mapping(_THAWED[value.__class__], value, value.items())
 
 
 def thawed_class(kind: type) -> type:
@@ -257,10 +338,21 @@ def frozen_class(kind: type) -> type:
         }
         if issubclass(kind, BaseModel):
             namespace["model_copy"] = _model_copy
-        # type.__new__ alone, not the metaclass's: pydantic's would build (and nbdb's Model register) it anew.
-        twin = _TWINS[kind] = type.__new__(type(kind), kind.__name__, (kind,), namespace)
+        # type.__new__ alone, not the metaclass's: pydantic's would build (and nbdb's Model register) it anew;
+        # _NoSubclassHook first, so that no __init_subclass__ of kind's runs for it (a user's registry of
+        # subclasses got the twin in place of the class, one that takes arguments made the write a TypeError).
+        twin = _TWINS[kind] = type.__new__(type(kind), kind.__name__, (_NoSubclassHook, kind), namespace)
         _THAWED[twin] = kind
     return twin
+
+
+class _NoSubclassHook:
+    """A frozen twin's first base: ``type.__new__`` calls its ``__init_subclass__``, not its class's own."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        pass  # deliberately not super()'s: the twin is no subclass its class's hooks should see
 
 
 def _itself(value: Any) -> Any:
@@ -288,6 +380,8 @@ def _model_copy(self: BaseModel, *, update: Any = None, deep: bool = False) -> B
 def thawed(value: Any) -> Any:
     """A frozen twin's instance as an instance of its class, of the same (frozen) values: the caller's own."""
     kind = _THAWED[value.__class__]
+    if kind in _MAPPINGS:  # an OrderedDict, defaultdict or Counter
+        return _thawed_mapping(value)
     new: Any = object.__new__(kind)
     if isinstance(value, BaseModel):
         object.__setattr__(new, "__dict__", dict(value.__dict__))
@@ -310,9 +404,44 @@ def _attributes(value: Any) -> list[tuple[str, Any]]:
     return pairs
 
 
+_COPY_CLASS: dict[type, type] = {}
+"""The class of each class's frozen copy: its frozen twin, or the class itself (see :func:`_copy_class`)."""
+
+
+def _copy_class(kind: type) -> type:
+    """The class of a frozen copy of a ``kind`` instance: ``kind``'s frozen twin, or ``kind`` itself if it derives
+    from another model or dataclass.
+
+    pydantic's serializer of a union (``A | B``) takes a value for a member only if it is of exactly its class,
+    and only if none is, for the first member it is an instance of: a twin of ``B(A)`` is of neither class, so
+    ``A | B`` serialised it as an ``A`` (``B``'s own fields dropped from ``model_dump`` and JSON, and a write of
+    the copy refused). A class none of whose ancestors is a model or dataclass with fields (but pydantic's own
+    bases, nbdb's ``Model`` and the generic class it parametrizes: no union lists them) is the first member of
+    a union its twin is an instance of only where it is the class itself; a derived one is copied as its class
+    instead, less frozen (see :func:`deep_frozen`).
+    """
+    copy_class = _COPY_CLASS.get(kind)
+    if copy_class is None:
+        generic = getattr(kind, "__pydantic_generic_metadata__", None)
+        origin = generic.get("origin") if generic else None
+        derived = any(
+            (dataclasses.fields(base) if dataclasses.is_dataclass(base) else getattr(base, "__pydantic_fields__", None))
+            and base is not origin
+            and not base.__module__.startswith("pydantic.")
+            and base.__module__ != "nbdb.models.base"  # nbdb's Model
+            for base in kind.__mro__[1:]
+        )
+        try:
+            copy_class = kind if derived else frozen_class(kind)
+        except TypeError:  # a class no subclass can be made of (an instance layout _NoSubclassHook conflicts with)
+            copy_class = kind
+        _COPY_CLASS[kind] = copy_class
+    return copy_class
+
+
 def _frozen_model(value: BaseModel, known: bool) -> BaseModel:
-    new: BaseModel = object.__new__(frozen_class(value.__class__))
-    object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v, known=known) for k, v in value.__dict__.items()}))
+    new: BaseModel = object.__new__(_copy_class(value.__class__))
+    object.__setattr__(new, "__dict__", _frozen_attributes(value.__dict__, value.__class__.__pydantic_fields__, known))
     object.__setattr__(new, "__pydantic_fields_set__", FrozenSet(value.__pydantic_fields_set__))
     extra = value.__pydantic_extra__
     object.__setattr__(
@@ -323,11 +452,18 @@ def _frozen_model(value: BaseModel, known: bool) -> BaseModel:
     return new
 
 
+def _frozen_attributes(own: dict[str, Any], fields: Iterable[str], known: bool) -> _AttributeDict:
+    """A model's or dataclass's ``__dict__`` frozen through: a value nbdb cannot freeze is refused in a field only
+    (an attribute of another kind, a ``cached_property``'s value or one its ``__post_init__`` set, is never
+    stored: kept as it is)."""
+    return _AttributeDict({k: deep_frozen(v, known=known and k in fields) for k, v in own.items()})
+
+
 def _frozen_dataclass(value: Any, known: bool) -> Any:
-    new: Any = object.__new__(frozen_class(value.__class__))
+    new: Any = object.__new__(_copy_class(value.__class__))
     own = getattr(value, "__dict__", None)
     if own is not None:
-        object.__setattr__(new, "__dict__", FrozenDict({k: deep_frozen(v, known=known) for k, v in own.items()}))
+        object.__setattr__(new, "__dict__", _frozen_attributes(own, value.__dataclass_fields__, known))
     for field in dataclasses.fields(value):
         if own is None or field.name not in own:
             object.__setattr__(new, field.name, deep_frozen(getattr(value, field.name), known=known))  # a slot

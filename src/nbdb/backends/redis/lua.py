@@ -1364,8 +1364,14 @@ if done then
 end
 -- A value nbdb does not write (another writer's: negative, or no whole number) is handed back
 -- untouched, in a table, for the client to report; INCR handed out ids below 1 from a negative one.
+-- Nor are digits INCR refuses (leading zeros, 2^63 - 1 or more: its own error reached the client as the
+-- server's unavailability), nor 2^53 or more: a Lua number (a double) holds the next id exactly only
+-- below 2^53 + 1 (from 2^63 - 2 the script returned -2^63; between, an id rounded to one handed out).
 local current = redis.call('GET', KEYS[1])
-if current and not string.match(current, '^%d+$') then return {current} end
+if current and current ~= '0' and not (string.match(current, '^[1-9]%d*$')
+    and (#current < 16 or (#current == 16 and current < '9007199254740992'))) then
+  return {current}
+end
 local v = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[2], v, 'PX', ARGV[1])
 return v

@@ -76,4 +76,4 @@ def settle_increments(lost: set[int], current: int, pairs: list[tuple[str, int]]
 def parse_counter(entry: str | None, name: str) -> tuple[int, str]:
     """The value and the token window of a counter entry (``"<value> <token>@<value> ..."``)."""
     value, _, window = (entry or "0").partition(" ")
-    return counter_value(value, name, name), window  # a negative one too: it handed out ids below 1
+    return counter_value(value, name, name, text=True), window  # a negative one too: it handed out ids below 1
