@@ -1,0 +1,342 @@
+"""User field types every store writes and reads back exactly, or refuses at the write (issue #12).
+
+A ``SecretStr`` (``SecretBytes``, ``Secret[T]``) field was stored as pydantic's mask, ``"**********"``,
+by every store of bytes (the secret lost; ``memory://`` kept it); a nested dataclass with a field of
+``init=False`` was written, and every read of the record was then a ``CorruptRecordError``; a
+``Json[...]`` field refused every write with a misleading error; a caller's own immutable value class
+had no way to be stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import Json, Secret, SecretBytes, SecretStr
+from pydantic_core import core_schema
+
+import nbdb
+from nbdb.codec import from_plain, plain
+from nbdb.models import Model
+from nbdb.testing.servers import start_server
+
+pytestmark = pytest.mark.timeout(300)
+
+STORES = ["memory", "sqlite", "redis"]
+
+
+class Vault(Model):
+    nbdb_table = "ft_vault"
+    password: SecretStr
+    key: SecretBytes = SecretBytes(b"")
+    pin: Secret[int] = Secret[int](0)
+    maybe: SecretStr | None = None
+    many: list[SecretStr] = pydantic.Field(default_factory=list)
+    by_name: dict[str, SecretBytes] = pydantic.Field(default_factory=dict)
+    codes: Secret[list[int]] = Secret[list[int]]([])
+
+
+class SecretInside(pydantic.BaseModel):
+    token: SecretStr
+
+
+class NestedVault(Model):
+    nbdb_table = "ft_nested_vault"
+    inner: SecretInside
+
+
+class LooseVault(Model):
+    nbdb_table = "ft_loose_vault"
+    anything: Any = None
+
+
+class SerializedVault(Model):
+    nbdb_table = "ft_serialized_vault"
+    password: SecretStr
+    name: str = ""
+
+    @pydantic.field_serializer("name")
+    def _name(self, value: str) -> str:
+        return value
+
+
+@dataclasses.dataclass
+class Derived:
+    base: int
+    cached: int = dataclasses.field(init=False, default=0)
+
+
+class WithDerived(Model):
+    nbdb_table = "ft_with_derived"
+    inner: Derived
+
+
+@pydantic.dataclasses.dataclass
+class PydanticDerived:
+    base: int
+    cached: int = dataclasses.field(init=False, default=0)
+
+
+class WithPydanticDerived(Model):
+    nbdb_table = "ft_with_pydantic_derived"
+    inners: list[PydanticDerived] = pydantic.Field(default_factory=list)
+
+
+class WithJson(Model):
+    nbdb_table = "ft_with_json"
+    blob: Json[dict[str, int]]
+
+
+class Ulid:
+    """A caller's own value class: no str subclass, dataclass nor model; its instances never change."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        object.__setattr__(self, "text", text)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ulid) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            lambda v: v if isinstance(v, Ulid) else Ulid(v),
+            core_schema.union_schema([core_schema.is_instance_schema(Ulid), core_schema.str_schema()]),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda u: u.text),
+        )
+
+
+class Tagged(Model):
+    nbdb_table = "ft_tagged"
+    tag: Ulid
+    tags: list[Ulid] = pydantic.Field(default_factory=list)
+    by_name: dict[str, Ulid | None] = pydantic.Field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with start_server("redis") as redis:
+        yield redis.url
+
+
+@pytest.fixture
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Callable[[], nbdb.Database]]:
+    """For a store kind: a function that connects a new Database to one and the same store.
+
+    ``memory://`` is one store per Database: its function gives the same Database each time
+    (it keeps objects, never bytes). A store of bytes is read back by another Database, so that
+    what is read was decoded from the bytes, not shared from the write.
+    """
+    opened: list[nbdb.Database] = []
+
+    def of(kind: str) -> Callable[[], nbdb.Database]:
+        if kind == "memory":
+            db = nbdb.connect("memory://")
+            opened.append(db)
+            return lambda: db
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path}/{uuid.uuid4().hex[:8]}.db"
+        else:
+            url = f"{request.getfixturevalue('redis_url')}?namespace=ft{uuid.uuid4().hex[:8]}"
+
+        def connect() -> nbdb.Database:
+            db = nbdb.connect(url)
+            opened.append(db)
+            return db
+
+        return connect
+
+    yield of  # type: ignore[misc]
+    for db in opened:
+        db.close()
+
+
+def _revealed(vault: Vault) -> tuple[Any, ...]:
+    return (
+        vault.password.get_secret_value(),
+        vault.key.get_secret_value(),
+        vault.pin.get_secret_value(),
+        None if vault.maybe is None else vault.maybe.get_secret_value(),
+        [s.get_secret_value() for s in vault.many],
+        {k: s.get_secret_value() for k, s in vault.by_name.items()},
+        list(vault.codes.get_secret_value()),
+    )
+
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+
+
+@pytest.mark.parametrize("kind", STORES)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    password=_TEXT,
+    key=_TEXT.map(str.encode),
+    pin=st.integers(-(2**63), 2**63),
+    maybe=st.none() | _TEXT,
+    many=st.lists(_TEXT, max_size=3),
+    by_name=st.dictionaries(_TEXT, _TEXT.map(str.encode), max_size=3),
+    codes=st.lists(st.integers(-1000, 1000), max_size=4),
+)
+def test_a_secret_reads_back_as_written_on_every_store(
+    reopen: Callable[[str], Callable[[], nbdb.Database]],
+    kind: str,
+    password: str,
+    key: bytes,
+    pin: int,
+    maybe: str | None,
+    many: list[str],
+    by_name: dict[str, bytes],
+    codes: list[int],
+) -> None:
+    connect = reopen(kind)
+    vault = Vault(
+        password=SecretStr(password),
+        key=SecretBytes(key),
+        pin=Secret[int](pin),
+        maybe=None if maybe is None else SecretStr(maybe),
+        many=[SecretStr(s) for s in many],
+        by_name={k: SecretBytes(v) for k, v in by_name.items()},
+        codes=Secret[list[int]](codes),
+        topic="t",
+    )
+    written = connect().create(vault)
+    expected = (password, key, pin, maybe, many, by_name, codes)
+    assert _revealed(written) == expected
+    db = connect()
+    assert _revealed(db.get(Vault, vault.id)) == expected
+    assert [_revealed(v) for v in db.list(Vault) if v.id == vault.id] == [expected]
+    # nbdb dump's form holds the secrets too, and loads back into them
+    assert _revealed(from_plain(Vault, plain(written))) == expected
+
+
+def test_a_stored_secret_is_still_masked_in_the_callers_own_dumps() -> None:
+    with nbdb.connect("sqlite://") as db:
+        vault = db.create(Vault(password=SecretStr("hunter2"), pin=Secret[int](7), topic="t"))
+        assert "hunter2" not in vault.model_dump_json() and "hunter2" not in repr(vault)
+        assert vault.model_dump(mode="json")["password"] == "**********"
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_secret_pydantic_would_write_as_its_mask_is_refused_by_the_write(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    db = reopen(kind)()
+    refused: list[Model] = [
+        NestedVault(inner=SecretInside(token=SecretStr("s3cret")), topic="t"),  # the nested class's own serializer
+        LooseVault(anything={"k": [SecretStr("s3cret")]}, topic="t"),  # no secret declared where it is held
+        SerializedVault(password=SecretStr("s3cret"), topic="t"),  # the model's own serializer
+        Vault(password=SecretStr("\ud800"), topic="t"),  # text no store can hold
+        Vault(password=SecretStr("x"), key=SecretBytes(b"\xff\xfe"), topic="t"),  # bytes that are no UTF-8
+    ]
+    for obj in refused:
+        with pytest.raises(nbdb.ValidationError):
+            db.create(obj)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(type(obj), obj.id)
+    assert db.create(LooseVault(anything={"k": ["plain"]}, topic="t")).anything == {"k": ["plain"]}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_dataclass_field_of_init_false_is_refused_at_the_write_naming_it(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    db = reopen(kind)()
+    derived = Derived(1)
+    derived.cached = 5
+    for obj in (WithDerived(inner=derived, topic="t"), WithPydanticDerived(inners=[PydanticDerived(2)], topic="t")):
+        with pytest.raises(nbdb.ValidationError, match="init=False") as raised:
+            db.create(obj)
+        assert "'cached'" in str(raised.value)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(type(obj), obj.id)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_json_field_is_refused_at_the_write_naming_it(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    db = reopen(kind)()
+    obj = WithJson(blob='{"a": 1}', topic="t")
+    assert obj.blob == {"a": 1}
+    with pytest.raises(nbdb.ValidationError, match=r"field 'blob' is Json\[\.\.\.\]"):
+        db.create(obj)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(WithJson, obj.id)
+
+
+def test_an_undeclared_value_class_is_refused_and_a_declared_one_reads_back(tmp_path: Path) -> None:
+    from nbdb.models import immutable  # (no such function before)
+
+    class Undeclared:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+            return core_schema.no_info_plain_validator_function(
+                lambda v: v if isinstance(v, Undeclared) else Undeclared(v),
+                serialization=core_schema.plain_serializer_function_ser_schema(lambda u: u.text),
+            )
+
+    class Loose(Model):
+        nbdb_table = "ft_loose_class"
+        value: Undeclared
+
+    with nbdb.connect("memory://") as db:
+        with pytest.raises(nbdb.ValidationError, match="cannot freeze"):
+            db.create(Loose(value=Undeclared("x"), topic="t"))
+    assert immutable(Ulid) is Ulid
+    with pytest.raises(TypeError):
+        immutable(type("Listy", (list,), {}))
+    with pytest.raises(TypeError):
+        immutable(Ulid("x"))  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize("kind", STORES)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tag=_TEXT, tags=st.lists(_TEXT, max_size=3), by_name=st.dictionaries(_TEXT, st.none() | _TEXT, max_size=3))
+def test_a_declared_immutable_class_reads_back_as_written_on_every_store(
+    reopen: Callable[[str], Callable[[], nbdb.Database]],
+    kind: str,
+    tag: str,
+    tags: list[str],
+    by_name: dict[str, str | None],
+) -> None:
+    from nbdb.models import immutable  # (no such function before)
+
+    immutable(Ulid)  # declared after Tagged: each write looks at the value
+    connect = reopen(kind)
+    obj = Tagged(
+        tag=Ulid(tag),
+        tags=[Ulid(t) for t in tags],
+        by_name={k: None if v is None else Ulid(v) for k, v in by_name.items()},
+        topic="t",
+    )
+    written = connect().create(obj)
+    assert written.tag is obj.tag  # kept as it is: it never changes
+    read = connect().get(Tagged, obj.id)
+    assert (read.tag, read.tags, read.by_name) == (obj.tag, obj.tags, obj.by_name)
+
+
+def test_a_declared_class_that_writes_text_no_store_holds_is_refused_on_every_store(tmp_path: Path) -> None:
+    from nbdb.models import immutable  # (no such function before)
+
+    immutable(Ulid)
+    for url in ("memory://", f"sqlite:///{tmp_path}/x.db"):
+        with nbdb.connect(url) as db:
+            with pytest.raises(nbdb.ValidationError):
+                db.create(Tagged(tag=Ulid("\udc80"), topic="t"))
