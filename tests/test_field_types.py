@@ -340,3 +340,17 @@ def test_a_declared_class_that_writes_text_no_store_holds_is_refused_on_every_st
         with nbdb.connect(url) as db:
             with pytest.raises(nbdb.ValidationError):
                 db.create(Tagged(tag=Ulid("\udc80"), topic="t"))
+
+
+def test_a_secret_default_in_a_models_shape_is_its_value() -> None:
+    """A store that maps fields to columns (OVSDB) leaves a field at its default out of the row and reads the
+    default's JSON back in its place: pydantic's mask there was a secret lost."""
+    from nbdb.models.shape import shape_of
+
+    class Defaulted(Model):
+        nbdb_table = "ft_defaulted"
+        token: SecretStr = SecretStr("default-token")
+        pins: list[Secret[int]] = pydantic.Field(default_factory=lambda: [Secret[int](7)])
+
+    shape = shape_of(Defaulted)
+    assert (shape.field("token").default, shape.field("pins").default) == ("default-token", [7])
