@@ -13,7 +13,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 import pytest
@@ -354,3 +354,25 @@ def test_a_secret_default_in_a_models_shape_is_its_value() -> None:
 
     shape = shape_of(Defaulted)
     assert (shape.field("token").default, shape.field("pins").default) == ("default-token", [7])
+
+
+class RevealedByItsSerializer(Model):
+    """pydantic's documented way to write a secret's value: a serializer of the caller's own."""
+
+    nbdb_table = "ft_revealed_by_serializer"
+    password: SecretStr
+    key: Annotated[SecretBytes, pydantic.PlainSerializer(lambda v: v.get_secret_value(), when_used="json")]
+
+    @pydantic.field_serializer("password", when_used="json")
+    def _password(self, value: SecretStr) -> str:
+        return value.get_secret_value()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_secret_its_models_own_serializer_reveals_reads_back(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    connect = reopen(kind)
+    obj = connect().create(RevealedByItsSerializer(password=SecretStr("pw"), key=SecretBytes(b"k"), topic="t"))
+    read = connect().get(RevealedByItsSerializer, obj.id)
+    assert (read.password.get_secret_value(), read.key.get_secret_value()) == ("pw", b"k")

@@ -323,11 +323,19 @@ def is_secret_serializer(function: object) -> bool:
 
 
 def count_secret_serializers(schema: object) -> int:
-    """How many serializers of pydantic secrets a core ``schema`` holds, at any depth."""
+    """How many serializers of pydantic secrets a core ``schema`` holds, at any depth, that its serialisation
+    uses: not those under a plain serializer of a caller's (a ``field_serializer`` returning the secret's
+    value, as pydantic's documentation shows, writes what it returns; a wrap serializer's handler, which
+    writes the mask, still counts)."""
     if isinstance(schema, dict):
         serialization = schema.get("serialization")
-        own = type(serialization) is dict and is_secret_serializer(serialization.get("function"))
-        return int(own) + sum(count_secret_serializers(v) for v in schema.values())
+        own = 0
+        if type(serialization) is dict:
+            if is_secret_serializer(serialization.get("function")):
+                own = 1
+            elif serialization.get("type") == "function-plain":
+                return 0
+        return own + sum(count_secret_serializers(v) for k, v in schema.items() if k != "serialization")
     if isinstance(schema, list):
         return sum(count_secret_serializers(v) for v in schema)
     return 0
@@ -363,7 +371,8 @@ def _check_field_types(model: type[Model]) -> None:
         raise errors.ValidationError(
             f"{model.__name__} cannot be stored: a pydantic secret inside a nested model or dataclass, or in a model "
             "with a serializer of its own, computed fields or extra='allow', would be written as pydantic's mask "
-            "(the secret lost); hold secrets in the stored model's own fields"
+            "(the secret lost); hold secrets in the stored model's own fields, or serialise them yourself (a "
+            "field_serializer returning get_secret_value())"
         )
     if untyped:
         _UNTYPED[model] = tuple(untyped)
