@@ -81,7 +81,7 @@ def decode_kv(key: str, raw: Any, listed: bool = False) -> KeyValue | None:
 
 
 def listed_rows(items: Iterable[tuple[str, Any]], prefixes: Sequence[str]) -> list[Sequence[Any]]:
-    """``(key, value, version)`` of what ``decode_kv(key, raw, listed=True)`` makes of each of ``items`` under ``prefixes``.
+    """``(key, value, version)`` of what ``decode_kv(key, raw, True)`` makes of each of ``items`` under ``prefixes``.
 
     A scan's rows (see ``KeyValueBackend.range_rows``), in the order of
     ``items``: the usual stored value (a byte array nbdb wrote) read inline, without
