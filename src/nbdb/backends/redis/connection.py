@@ -23,6 +23,7 @@ from redis.sentinel import (
 
 from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig
+from nbdb.backends.redis.lua import REFUSED_MARK
 from nbdb.retry import ErrorRule, ExceptionMap
 
 __all__ = ["ERRORS", "Connector", "ReadLine", "ScriptLine", "argument_head", "text"]
@@ -47,6 +48,11 @@ ERRORS = ExceptionMap(
         ErrorRule((MasterNotFoundError,), errors.BackendUnavailableError, retryable=True, unsent=True),
         ErrorRule((rexc.ReadOnlyError,), errors.BackendUnavailableError, retryable=True, unsent=True),
         ErrorRule((rexc.ConnectionError, rexc.TimeoutError), errors.BackendUnavailableError, retryable=True),
+        # A commit refused at a key it writes unread (lua.REFUSED_MARK): its reply names the key, whose
+        # topic, table or namespace may hold a retryable reply's word ('busy-tenant'), which made it an
+        # unavailability retried until the attempts ran out (in a group, every commit's outcome).
+        ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=(REFUSED_MARK,),
+                  message="a key of the nbdb namespace holds foreign data"),
         ErrorRule((rexc.ResponseError,), errors.BackendUnavailableError, contains=_RETRYABLE_REPLIES, retryable=True,
                   unsent=True),
         ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=("wrongtype",),
