@@ -35,6 +35,15 @@ T = TypeVar("T")
 _RETRYABLE_REPLIES = ("loading", "busy", "masterdown", "tryagain", "readonly", "noreplicas", "clusterdown")
 
 
+class PartlyApplied(rexc.RedisError):
+    """A retryable reply to one script of a pipeline in which another script applied.
+
+    The reply alone (READONLY, BUSY, LOADING) says its own script never ran: classified by
+    itself it is "unsent", and when the tries ran out the whole group was reported not
+    applied although some of its commits were (a caller writing again applied them twice).
+    """
+
+
 _AUTH = (rexc.AuthenticationError, rexc.AuthorizationError, rexc.AuthenticationWrongNumberOfArgsError,
          rexc.NoPermissionError)  # fmt: skip
 ERRORS = ExceptionMap(
@@ -47,6 +56,9 @@ ERRORS = ExceptionMap(
                             "timeout connecting")),
         ErrorRule((MasterNotFoundError,), errors.BackendUnavailableError, retryable=True, unsent=True),
         ErrorRule((rexc.ReadOnlyError,), errors.BackendUnavailableError, retryable=True, unsent=True),
+        # A pipeline of commit scripts in which one was refused for a retryable reason after
+        # another had applied: tried again (every script carries its token), but never "unsent".
+        ErrorRule((PartlyApplied,), errors.BackendUnavailableError, retryable=True),
         ErrorRule((rexc.ConnectionError, rexc.TimeoutError), errors.BackendUnavailableError, retryable=True),
         # A commit refused at a key it writes unread (lua.REFUSED_MARK): its reply names the key, whose
         # topic, table or namespace may hold a retryable reply's word ('busy-tenant'), which made it an
