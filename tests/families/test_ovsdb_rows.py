@@ -166,3 +166,16 @@ def test_a_forked_child_makes_other_tokens_than_its_parent() -> None:
     os.waitpid(pid, 0)
     os.close(read)
     assert len(child) == 16 and child != new_token()
+
+
+@given(st.text(max_size=8), st.text(max_size=8))
+def test_a_token_window_another_writer_garbled_never_raises(token: str, version: str) -> None:
+    """``str.isdigit`` holds for digits ``int`` refuses (``'²'``): parsing such a window raised
+    ValueError out of the connection's I/O thread, on every update of the row (with a damaged
+    ``nbdb:version``, whose fallback is the window). Garbage in the window is skipped."""
+    from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, written_version
+
+    for text in (f"{token}@{version}", f"{token}@{version} good@7", "t@\u00b2 good@7"):
+        assert all(v >= 0 for _t, v in parse_window(text))
+        assert written_version({EXT_VERSION: "garbage", EXT_TXN: text}) >= 0
+    assert written_version({EXT_VERSION: "garbage", EXT_TXN: "t@\u00b2 good@7"}) == 7

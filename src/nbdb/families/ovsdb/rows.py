@@ -283,7 +283,9 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
     out = []
     for item in (text or "").split():
         token, _, version = item.partition("@")
-        if token and version.isdigit():
+        # isascii: str.isdigit() holds for digits int() refuses ('²', another writer's garbage), whose
+        # ValueError killed the connection's I/O thread on every update of the row.
+        if token and version.isascii() and version.isdigit():
             out.append((token, int(version)))
     return out
 
@@ -313,13 +315,23 @@ def push_window(text: str | None, token: str, version: int) -> str:
     return " ".join(f"{t}@{v}" for t, v in pairs)
 
 
+def _json_or_text(text: str) -> Any:
+    """The JSON value of a text nbdb stores as JSON, or the text as it is if it holds none.
+
+    Another writer's text nested deeper than the interpreter's recursion limit (``[[[[...``) made
+    ``json.loads`` raise RecursionError, not ValueError: it killed the connection's I/O thread,
+    and the row's change was lost for good. As text, the model refuses it: a corrupt record.
+    """
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
 def _doc_value(cm: ColumnMap, cell: Any) -> Any:
     if cm.json:
         if isinstance(cell, str) and cell:
-            try:
-                return json.loads(cell)
-            except ValueError:
-                return cell
+            return _json_or_text(cell)
         return None
     if isinstance(cell, set):
         return sorted(cell)
@@ -389,10 +401,7 @@ def _rendered(
     for name in tm.ext_fields:
         text = ext.get(EXT_FIELD + name)
         if text is not None:
-            try:
-                doc[name] = json.loads(text)
-            except ValueError:
-                doc[name] = text
+            doc[name] = _json_or_text(text)
     for name, fshape in tm.missing.items():
         doc[name] = fshape.default
     for name in tm.parents:
@@ -403,12 +412,33 @@ def _rendered(
     if namespace is not None and "/" in namespace:
         # Not the row's topic: the decode reports the row as corrupt, saying why (see render).
         doc["topic"] = _NO_NAMESPACE if doc["topic"] != _NO_NAMESPACE else _NO_NAMESPACE + "."
-    return doc, json.dumps(doc, sort_keys=True).encode()
+    try:
+        return doc, json.dumps(doc, sort_keys=True).encode()
+    except RecursionError:
+        # Another writer's JSON nested about as deep as the recursion limit: read, but too deep to
+        # write out again here. No document: bytes the codec refuses (a corrupt record), never a
+        # dead I/O thread.
+        return None, b"a value nested too deeply to decode"
 
 
-def render(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None) -> Doc:
-    """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out)."""
+def render(
+    tm: TableMap,
+    id: uuid.UUID,
+    row: Row,
+    parents: _Parents,
+    values: _Values = None,
+    several: Mapping[str, list[uuid.UUID]] | None = None,
+) -> Doc:
+    """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out).
+
+    ``several``: parent fields whose child is in more than one parent row's set (another writer's
+    doing): the document says so in the field instead of an id, which the model refuses.
+    """
     doc, data = _rendered(tm, id, row, parents, values)
+    if several and doc is not None:
+        for name, held in several.items():
+            doc[name] = f"held by {len(held)} parents: " + ", ".join(str(p) for p in held)
+        data = json.dumps(doc, sort_keys=True).encode()
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
     refs = frozenset() if doc is None else refs_of(tm, doc, parents)
     state = RowState(_digest(data), written_version(ext), ext.get(EXT_DIGEST, ""))
