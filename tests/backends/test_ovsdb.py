@@ -557,6 +557,27 @@ def test_another_writers_garbled_value_neither_kills_the_connection_nor_stops_wr
             assert (key in cold.corrupt) == corrupt
 
 
+def test_a_field_nbdb_keeps_in_external_ids_nested_past_the_recursion_limit_is_a_corrupt_record(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    """``nbdb:field:chassis`` (where nbdb keeps a port's chassis: OVN's schema has no column for it)
+    set to JSON nested past the recursion limit raised RecursionError out of the I/O thread: the
+    change was lost and every call waited for ``timeout``. It is a corrupt record."""
+    switch = db.create(LogicalSwitch(name="sw-deep"))
+    port = db.create(LogicalSwitchPort(switch=switch.id, name=f"p-{switch.id}"))
+    cache = db.cache(LogicalSwitchPort, shared=False)
+    assert cache.wait_synced(10)
+    _foreign_transact(server, _set_external_id("Logical_Switch_Port", port.id, "nbdb:field:chassis", _DEEP))
+    key = (LogicalSwitchPort.nbdb_table, port.id)
+    assert eventually(lambda: key in cache.corrupt, timeout=10)
+    with pytest.raises(nbdb.CorruptRecordError):
+        db.get(LogicalSwitchPort, port.id)
+    other = db.create(LogicalSwitchPort(switch=switch.id, name=f"o-{switch.id}"))
+    assert eventually(lambda: cache.get(LogicalSwitchPort, other.id) == other, timeout=10)
+    assert db.list(LogicalSwitchPort, skip_corrupt=True) == [other]
+    cache.close()
+
+
 def test_a_child_another_writer_put_in_a_second_parents_set_is_a_corrupt_record(
     server: OvsdbModelsServer, db: nbdb.Database
 ) -> None:
@@ -589,6 +610,11 @@ def test_a_child_another_writer_put_in_a_second_parents_set_is_a_corrupt_record(
         with pytest.raises(nbdb.CorruptRecordError, match="switch"):
             db.get(LogicalSwitchPort, port.id)
         assert [p.id for p in db.list(LogicalSwitchPort, skip_corrupt=True)] == [sibling.id]
+        # It references both: a delete of either names it, and a cascade meets it as the corrupt record it is.
+        with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+            db.delete(second)
+        with pytest.raises(nbdb.CorruptRecordError, match=str(port.id)):
+            db.delete(second, cascade=True)
         sibling = db.update(sibling.replace(up=True))
         assert eventually(lambda s=sibling: cache.get(LogicalSwitchPort, s.id) == s, timeout=10)
         # Let go by the switch the replica saw first: it vanished, though the other still held it.

@@ -435,12 +435,15 @@ def render(
     doing): the document says so in the field instead of an id, which the model refuses.
     """
     doc, data = _rendered(tm, id, row, parents, values)
+    ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
+    refs = frozenset() if doc is None else refs_of(tm, doc, parents)
     if several and doc is not None:
         for name, held in several.items():
             doc[name] = f"held by {len(held)} parents: " + ", ".join(str(p) for p in held)
         data = json.dumps(doc, sort_keys=True).encode()
-    ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
-    refs = frozenset() if doc is None else refs_of(tm, doc, parents)
+        # It references every parent that holds it: a delete of any of them names it.
+        targets = {spec.field: spec.target for spec in tm.shape.references}
+        refs = refs | {(targets[name], p) for name, held in several.items() if name in targets for p in held}
     state = RowState(_digest(data), written_version(ext), ext.get(EXT_DIGEST, ""))
     return Doc(ext.get(EXT_TOPIC), _namespace(ext), state, data, refs)
 
