@@ -161,9 +161,9 @@ class _Verbatim(str):
 
 def escape(text: str) -> str:
     """OVSDB strings cannot hold NUL: such strings (and any starting with the marker) are stored JSON-quoted."""
-    if type(text) is _Verbatim:
-        return str(text)
     if "\x00" in text or text.startswith(_ESCAPE):
+        if type(text) is _Verbatim:  # (it starts with the marker: no cost for any other string)
+            return str(text)
         return _ESCAPE + json.dumps(text)
     return text
 
