@@ -334,6 +334,8 @@ def _doc_value(cm: ColumnMap, cell: Any) -> Any:
             return _json_or_text(cell)
         return None
     if isinstance(cell, set):
+        if cm.one_of_set and len(cell) < 2:
+            return next(iter(cell)) if cell else None
         return sorted(cell)
     if cell == "" and cm.type.is_scalar and cm.shape.optional and cm.shape.default is None:
         # A required string column read into an optional field: "" means unset.
@@ -575,6 +577,8 @@ def field_cell(cm: ColumnMap, value: Any) -> Any:
     """The cell of column ``cm`` holding the field value ``value`` (as a document holds it)."""
     if cm.json:
         return json.dumps(value, sort_keys=True)
+    if cm.one_of_set:
+        return set() if value is None else {value}
     if cm.type.is_set:
         if not isinstance(value, list | tuple | set | frozenset):
             raise errors.ValidationError(f"expected a list, got {value!r}")
