@@ -145,8 +145,8 @@ class _View:
                     others.discard(parent)
                 if held is not None and held.get(link.field) == parent:
                     if others:
-                        # Still in another parent's set: that one holds it now (it was dropped: the
-                        # child vanished while a parent held it).
+                        # Still in another parent's set: that one holds it now (it was dropped, and
+                        # the child vanished although a parent still held it).
                         held[link.field] = min(others)
                     else:
                         del held[link.field]
@@ -512,8 +512,8 @@ class Replica:
         )
         if shared:
             # A child in several parents' sets (another writer's): no parent the model can name, so a
-            # corrupt record (get, list, cache.corrupt), not the last parent seen. Its siblings' writes
-            # and a delete of one parent (which leaves it in the others) go on.
+            # corrupt record (get, list, cache.corrupt), not the last parent seen. It references each
+            # of them (a delete of one names it); its siblings' writes go on.
             doc = render(tm, id, row, parents, several=dict(shared))
             written = None
         elif written is not None and written.parents == parents and same_content(tm, written.row, row):
