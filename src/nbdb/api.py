@@ -601,10 +601,21 @@ class Database:
         return _Lock(take, name, self._holding)
 
     def allocate_id(self, name: str) -> int:
-        """The next value (1, 2, 3, ...) of the named counter, unique among all clients."""
+        """The next value (1, 2, 3, ...) of the named counter, unique among all clients.
+
+        An id below 1, or anything but a whole number, is never handed out: it is a counter another
+        writer damaged (:class:`nbdb.CorruptRecordError`), whichever backend counted it. (The families
+        test what a counter holds before they move it, :func:`nbdb.families.rules.counter_value`, so
+        that a damaged one stays where it is.)
+        """
         check_name("counter", name)
         self._open()
-        return self._backend.allocate_id(name)
+        value = self._backend.allocate_id(name)
+        if type(value) is not int or value < 1:
+            raise errors.CorruptRecordError(
+                f"id counter {name!r} gave {value!r}, not a whole number from 1: nbdb did not write it", key=name
+            )
+        return value
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -33,7 +33,7 @@ from nbdb.models.base import (
     may_hold_container,
     validation_error_of,
 )
-from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
+from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, thawed_class
 
 __all__ = ["FIELD_VALIDATORS", "check_storable", "storable"]
 
@@ -179,16 +179,23 @@ _COMPARED = frozenset({list, tuple, set, frozenset, dict, FrozenList, FrozenDict
 
 def same_as_validated(valid: Any, value: Any) -> bool:
     """Whether ``value`` is ``valid`` (what validation made of it) as a store of bytes reads it back: equal,
-    and of the same classes at every depth (nbdb's frozen copies count as the class they copy).
+    and of the same classes at every depth (nbdb's frozen copies, a frozen twin's instance too, count as the class
+    they copy).
 
     Equality alone takes a tuple for a list only at the top (``("a",) != ["a"]``) and never a frozenset
     for a set (``frozenset({"a"}) == {"a"}``): such a value was written as it was, and pydantic's serializer
     warned that it was not the field's type.
     """
-    valid_class, value_class = type(valid), type(value)
+    valid_class, value_class = thawed_class(type(valid)), thawed_class(type(value))  # a frozen twin as its class
     if valid_class not in _COMPARED and value_class not in _COMPARED:
         if isinstance(valid, pydantic.BaseModel) and value_class is valid_class:
-            return same_as_validated(valid.__dict__, value.__dict__)
+            # Its fields: a cached_property's value, or one model_post_init set, is in __dict__ too, never stored.
+            fields, held = type(valid).__pydantic_fields__, value.__dict__
+            return all(
+                name in held and same_as_validated(item, held[name])
+                for name, item in valid.__dict__.items()
+                if name in fields
+            )
         if dataclasses.is_dataclass(valid) and not isinstance(valid, type) and value_class is valid_class:
             return all(
                 same_as_validated(getattr(valid, f.name), getattr(value, f.name)) for f in dataclasses.fields(valid)
@@ -259,14 +266,15 @@ def storable(value: object) -> bool:
         return True
     if isinstance(value, float):
         return math.isfinite(value)
-    if isinstance(value, pydantic.BaseModel):
-        return storable(value.__dict__)
+    if isinstance(value, pydantic.BaseModel):  # its fields: a cached_property's value is in __dict__ too, never stored
+        fields = type(value).__pydantic_fields__
+        return all(storable(item) for name, item in value.__dict__.items() if name in fields)
     if isinstance(value, dict):
         return all(storable(key) and storable(item) for key, item in value.items())
     if isinstance(value, list | tuple | set | frozenset):
         return all(storable(item) for item in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return storable(vars(value))
+        return all(storable(getattr(value, field.name)) for field in dataclasses.fields(value))  # slots too
     if value is None or isinstance(value, int | UUID | enum.Enum):
         return True
     # Any other value (under an ``Any`` field, say): storable when pydantic's JSON serializer writes it

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.conformance.kit import eventually, held_watches
@@ -145,3 +147,19 @@ def test_deletes_carry_no_lineage_yet_release_what_the_object_held() -> None:
         again = db.create(LogicalSwitchPort(switch=switch, name="p"))  # the name is free again
         db.delete(again)
         db.delete(switch)  # and the switch has no referrer left
+
+
+@settings(max_examples=50, deadline=None)
+@given(damaged=st.integers(max_value=-1) | st.floats(allow_nan=False, allow_infinity=False))
+def test_no_id_below_1_nor_one_not_a_whole_number_is_ever_handed_out(damaged: float) -> None:
+    # The one check where Database.allocate_id takes the backend's value, whichever backend counted it:
+    # memory://'s counter, damaged in place, gave -4 or 1.5 as an id.
+    with nbdb.connect("memory://") as db:
+        assert db.allocate_id("c") == 1
+        db.backend.store.counters["c"] = damaged  # type: ignore[attr-defined]
+        try:
+            got = db.allocate_id("c")
+        except nbdb.CorruptRecordError as exc:
+            assert "counter 'c'" in str(exc)
+        else:
+            assert type(got) is int and got >= 1

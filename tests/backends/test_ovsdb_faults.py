@@ -368,3 +368,43 @@ def test_a_reconnect_resyncs_the_replica_commits_plan_against(
     assert mine.get(LogicalSwitch, ls.id).version == theirs.version
     mine.update(mine.get(LogicalSwitch, ls.id).replace(external_ids={"n": "mine-2"}))
     assert other.get(LogicalSwitch, ls.id).external_ids == {"n": "mine-2"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("value", ["-5", "seven", "2.5"])
+def test_an_id_counter_another_writer_damaged_is_a_corrupt_record_and_never_moves(
+    server: OvsdbServer, value: str
+) -> None:
+    # A negative counter in NB_Global was taken as it was: the next id was -4, and once counted back up
+    # past 0 it handed out 1, 2, ... again. One test of what a counter holds (rules.counter_value), before
+    # it is moved, on every family: the counter stays where it is.
+    namespace = f"c{uuid.uuid4().hex[:8]}"
+    with nbdb.connect(server.url, namespace=namespace, timeout=15) as db:
+        assert db.allocate_id("c") == 1
+        family = db.backend
+        assert isinstance(family, OvsdbBackend) and family.nb_db is not None
+        row = family._select_nb_global()
+        assert row is not None
+        key = f"nbdb:id:{namespace}/c"
+        where = [["_uuid", "==", row["_uuid"]]]
+        family._idempotent(
+            family.nb_db,
+            [
+                {
+                    "op": "mutate",
+                    "table": "NB_Global",
+                    "where": where,
+                    "mutations": [["external_ids", "delete", ["set", [key]]]],
+                },
+                {
+                    "op": "mutate",
+                    "table": "NB_Global",
+                    "where": where,
+                    "mutations": [["external_ids", "insert", ["map", [[key, value]]]]],
+                },
+            ],
+        )
+        for _ in range(7):
+            with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
+                db.allocate_id("c")
+        assert db.allocate_id("other") == 1

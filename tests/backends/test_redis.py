@@ -1800,10 +1800,16 @@ def test_a_reverse_reference_another_writer_added_with_a_short_value_is_a_corrup
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("value", [b"-5", b"seven"], ids=["negative", "text"])
+@pytest.mark.parametrize(
+    "value",
+    [b"-5", b"seven", b"007", b"9007199254740992", b"9223372036854775806", b"99999999999999999999", b"3.0"],
+    ids=["negative", "text", "leading-zeros", "2**53", "int64-max-1", "beyond-int64", "float"],
+)
 def test_an_id_counter_another_writer_damaged_is_a_corrupt_record(db: nbdb.Database, value: bytes) -> None:
     """A negative counter handed out ids below 1 (INCR from -5: -4), and text was a raw script error.
-    Both are CorruptRecordError now, with the counter left as it was."""
+    Both are CorruptRecordError now, with the counter left as it was. So are digits INCR refuses (leading
+    zeros, a number it cannot count past): the script took them and INCR's error was no nbdb error; and
+    2**53 or more, past which the script's Lua number rounds the next id (2**63 - 2 gave -2**63)."""
     import redis
 
     backend = backend_of(db)
@@ -1815,6 +1821,20 @@ def test_an_id_counter_another_writer_damaged_is_a_corrupt_record(db: nbdb.Datab
             db.allocate_id("c")
         assert client.get(f"{backend.root}id:c") == value
         assert db.allocate_id("other") == 1
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("value", [b"0", b"41", b"999999999999999", b"9007199254740991"])
+def test_an_id_counter_of_any_whole_number_redis_counts_past_moves_on(db: nbdb.Database, value: bytes) -> None:
+    import redis
+
+    backend = backend_of(db)
+    client = redis.Redis.from_url(backend_url(backend))
+    try:
+        client.set(f"{backend.root}id:c", value)
+        assert db.allocate_id("c") == int(value) + 1
     finally:
         client.close()
 

@@ -553,14 +553,7 @@ class KeyValueBackend(Backend):
         key = self.layout.counter(name)
         while True:
             kv = self.get_key(key)
-            try:
-                current = 0 if kv is None else int(kv.value)
-                if current < 0:  # another writer's: it handed out ids below 1
-                    raise ValueError(current)
-            except ValueError:
-                raise errors.CorruptRecordError(
-                    f"id counter {name!r} holds {(kv.value if kv else b'')[:40]!r}, not an integer", key=key
-                ) from None
+            current = 0 if kv is None else rules.counter_value(kv.value, name, key, text=True)
             condition = VersionIs(key, 0 if kv is None else kv.version)
             if self.commit_once([condition], {key: str(current + 1).encode()}, []) is not None:
                 return current + 1

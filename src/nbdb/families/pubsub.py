@@ -83,7 +83,10 @@ class LogRead:
 
     ``anchor`` is the token the commit log holds for the reader's revision
     (:data:`GENESIS` for revision 0 if no history was trimmed yet), or None if
-    it holds none. ``entries`` are each log's entries after the reader's
+    it holds none. For a later revision, :data:`GENESIS` says that the commit
+    log no longer holds it but holds every commit after it (a head read while
+    the log was empty; the revision's token cannot be checked, and nothing
+    after it is lost). ``entries`` are each log's entries after the reader's
     revision, oldest first, at most ``limit`` per log; ``truncated`` names the
     logs that had more.
     """
@@ -229,6 +232,12 @@ class LogKeyStream(KeyStream):
         return []
 
     def _check_anchor(self, read: LogRead) -> None:
+        if read.anchor == GENESIS and self._revision > 0:
+            # The log no longer holds this revision but holds every commit after it (LogRead.anchor):
+            # nothing is lost, and a token learnt for it is kept for the next check.
+            if self._token is None:
+                self._token = GENESIS
+            return
         if read.anchor is None or (self._token is not None and read.anchor != self._token):
             what = "was trimmed or compacted" if read.anchor is None else "was rewritten"
             raise errors.HistoryGoneError(

@@ -23,6 +23,7 @@ __all__ = [
     "RefChanges",
     "TransactionShape",
     "already_exists",
+    "counter_value",
     "dangling",
     "deleted_alongside",
     "not_found",
@@ -39,6 +40,33 @@ __all__ = [
 
 NO_TOPIC = "~"
 """How stores spell "no topic" in a key or partition (``~`` is not a legal topic character)."""
+
+
+def counter_value(value: object, name: str, key: str, last: int | None = None, *, text: bool = False) -> int:
+    """What id counter ``name`` (stored at ``key``) holds: the whole number, 0 or more, its next id follows.
+
+    The one test of a stored counter, made before it is moved: anything else (a negative number, text that is
+    no whole number, a value of another type, a null, ``last`` or more where the store cannot count past it)
+    is another writer's damage, :class:`nbdb.CorruptRecordError`, and the counter is left as it is. A
+    negative one moved on handed out ids below 1 and, once counted back past 0, ids handed out before.
+    ``text``: the store keeps the counter as text (``bytes`` or ``str``: key-value stores, OVSDB), read as a
+    decimal number. A store that keeps it as a number (Hazelcast, Cassandra) passes False: text there is
+    another writer's, and its number is not what a compare-and-swap against the stored value can match (Hazelcast
+    spun for ever on ``"7"``). :meth:`nbdb.Database.allocate_id` refuses an id below 1 of any backend too.
+    """
+    number = value
+    if text and isinstance(value, bytes | str):
+        try:
+            number = int(value)
+        except ValueError:
+            pass
+    if type(number) is not int or number < 0 or (last is not None and number >= last):
+        shown = value[:40] if isinstance(value, bytes | str) else value
+        bound = "" if last is None else f" below {last}"
+        raise errors.CorruptRecordError(
+            f"id counter {name!r} holds {shown!r}, not a whole number from 0{bound}: nbdb did not write it", key=key
+        )
+    return number
 
 
 def topic_part(topic: str | None) -> str:

@@ -9,7 +9,6 @@ dependency order.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import json.encoder
@@ -27,7 +26,15 @@ from pydantic_core import core_schema
 
 import nbdb.models.ids as _ids
 from nbdb import errors
-from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers, slot_setter
+from nbdb.models.shared import (
+    IMMUTABLE,
+    FrozenDict,
+    FrozenList,
+    FrozenSet,
+    deep_frozen,
+    freeze_containers,
+    slot_setter,
+)
 from nbdb.models.types import Topic
 from nbdb.revision import GLOBAL_SCOPE, Revision
 
@@ -683,10 +690,12 @@ def _freeze_in(model: type[Model], data: dict[str, Any]) -> None:
             data[name] = frozen(value)
 
 
-_ATOM_BASES: tuple[type, ...] = (list, dict, set, frozenset, tuple, BaseModel)
-
-
 def _atom(annotation: Any) -> bool:
+    """Whether a field of ``annotation`` holds a value that never changes (see :data:`nbdb.models.shared.IMMUTABLE`).
+
+    A class of another kind (an arbitrary class, a ``deque``, a dataclass, a model) may change in place: its
+    field is frozen through (:func:`may_nest`), where a value nbdb cannot freeze is refused at the write.
+    """
     if annotation is type(None) or get_origin(annotation) is typing.Literal:
         return True
     if get_origin(annotation) is typing.Annotated:
@@ -694,14 +703,27 @@ def _atom(annotation: Any) -> bool:
     if get_origin(annotation) in (typing.Union, types.UnionType):
         return all(_atom(arg) for arg in get_args(annotation))
     # list[int] passes as a type (and typing.Any is a class): a generic, Any and object may hold anything
-    return (
-        get_origin(annotation) is None
-        and annotation is not Any
-        and isinstance(annotation, type)
-        and annotation is not object
-        and not issubclass(annotation, _ATOM_BASES)
-        and not dataclasses.is_dataclass(annotation)
+    return get_origin(annotation) is None and (
+        annotation in _ATOM_MARKERS or (isinstance(annotation, type) and issubclass(annotation, IMMUTABLE))
     )
+
+
+_ATOM_MARKERS = frozenset(
+    {
+        pydantic.IPvAnyAddress,
+        pydantic.IPvAnyInterface,
+        pydantic.IPvAnyNetwork,
+        pydantic.AwareDatetime,
+        pydantic.NaiveDatetime,
+        pydantic.PastDate,
+        pydantic.FutureDate,
+        pydantic.PastDatetime,
+        pydantic.FutureDatetime,
+        pydantic.EmailStr,
+    }
+)
+"""pydantic's annotation classes whose values are of :data:`IMMUTABLE` classes (an IP address, a datetime, a
+text), though they are none: a field of one is an atom, frozen at no cost (it was frozen through since b472a6e)."""
 
 
 def may_nest(annotation: Any) -> bool:
@@ -743,7 +765,10 @@ def _deep_stored_copy(self: Model, version: int, *, revision: int | None = None)
     new = Model.stored_copy(self, version, revision=revision)
     data = new.__dict__
     for name in type(self).nbdb_deep_fields:
-        data[name] = deep_frozen(data[name])
+        try:
+            data[name] = deep_frozen(data[name])
+        except errors.ValidationError as exc:  # a value nbdb cannot freeze: refused before anything is written
+            raise errors.ValidationError(f"{self.nbdb_table} {self.id}: field {name!r}: {exc}") from None
     return new
 
 

@@ -34,6 +34,7 @@ from nbdb.backends.hazelcast._records import (
     encode_entry,
     encode_head,
     encode_kv,
+    listed_rows,
 )
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families.kv import (
@@ -49,6 +50,7 @@ from nbdb.families.kv import (
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, refuse_stored_format
+from nbdb.families.rules import counter_value
 from nbdb.retry import Outage
 
 __all__ = ["HazelcastBackend"]
@@ -299,7 +301,18 @@ class HazelcastBackend(ChangeLogBackend):
         return [decode_kv(k, found.get(k)) for k in keys]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
-        """Keys under ``prefixes`` at one revision.
+        """Keys under ``prefixes`` at one revision (see :meth:`_range`)."""
+        found, revision = self._range(prefixes)
+        starts = tuple(prefixes)
+        return [kv for key, raw in found if key.startswith(starts) and (kv := decode_kv(key, raw, True))], revision
+
+    def range_rows(self, prefixes: Sequence[str]) -> tuple[Sequence[Sequence[Any]], int]:
+        # A scan's (key, value, version) rows, each stored value read inline (listed_rows: what decode_kv gives).
+        found, revision = self._range(prefixes)
+        return listed_rows(found, prefixes), revision
+
+    def _range(self, prefixes: Sequence[str]) -> tuple[list[tuple[str, Any]], int]:
+        """The stored items under ``prefixes`` at one revision, in key order (filtered by prefix by the caller).
 
         Objects are read under the commit lock, which makes the list exact (see the package
         docstring). Other keys — the reverse references a delete checks — are read without
@@ -342,12 +355,7 @@ class HazelcastBackend(ChangeLogBackend):
                 self.put_back_head()
                 head_raw, found = read()
                 revision = decode_head(head_raw)[0]
-        out = [
-            kv
-            for key, raw in sorted(found.items())
-            if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw, True))
-        ]
-        return out, revision
+        return sorted(found.items()), revision
 
     def _send_range(self, prefixes: Sequence[str]) -> Any:
         """Read ``head`` and every key under ``prefixes``, all at once: a future of ``(head, {key: value})``."""
@@ -934,11 +942,7 @@ class HazelcastBackend(ChangeLogBackend):
                 if self.call(lambda: self._ids.put_if_absent(name, 1)) is None:
                     return 1
                 continue
-            if not isinstance(current, int) or isinstance(current, bool) or current < 0:
-                # A negative one (another writer's) handed out ids below 1.
-                raise errors.CorruptRecordError(
-                    f"id counter {name!r} holds {current!r}, not a whole number >= 0", key=name
-                )
+            current = counter_value(current, name, name)
             if self.call(partial(self._ids.replace_if_same, name, current, current + 1)):
                 return current + 1
 

@@ -34,6 +34,43 @@ every commit (the commit log and the change log of all objects in one).
 """
 
 
+# Rules that more than one script (or one script in more than one place) writes out: each is
+# written here once and put in where its __NAME__ stands.
+
+_OKEY = r"'^o/([^/]*)/([^/]+)/([^/]+)$'"
+"""The Lua pattern of an object key o/<topic>/<table>/<id> (topics, tables and ids hold no '/')."""
+
+_OBJECT_DIRS = r"up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs"
+"""dmr's fields of an object's directories at ``revs`` (``up`` is 'o/<topic>/'): its table's, its
+topic's, 'o/' and ''."""
+
+
+def _fill(text: str, **values: str) -> str:
+    """``text`` with each ``__NAME__`` replaced by ``values[NAME]`` (each must be there)."""
+    for name, value in values.items():
+        mark = f"__{name}__"
+        if mark not in text:
+            raise AssertionError(f"{mark} is not in the script text")
+        text = text.replace(mark, value)
+    return text
+
+
+def _refused(key: str) -> str:
+    """The Lua of a commit refused at a key it writes unread, ``key`` (an expression), one line.
+
+    Every such write is a pcall made after the commit's revision ``rev0``; its error reply is
+    ``got``. The writes before it are undone by the site; this gives the revision back (the next
+    commit takes it) and fails the commit with the reply and the key. Written out at each site,
+    not a function: Lua makes a closure at every run of the script (a first version's refuse()
+    and unlist() closures, with a type() test per reply, cost a create and a delete +1.3 % server
+    instructions, callgrind; see docs/benchmarks.md).
+    """
+    return (
+        "if rev0 == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end; "
+        f"error({{err = tostring(got.err) .. ' (nbdb: at ' .. {key} .. ', written unread; nothing was written)'}})"
+    )
+
+
 # Helpers shared by the scripts. P is the root of the namespace's keys.
 # A "directory" is a key prefix ending in '/'; d:<dir> holds its children, so a
 # range never needs KEYS or a SCAN of the whole database.
@@ -43,7 +80,8 @@ local P = ARGV[1]
 
 # Where keys live (loc, group, ...), the head and the directory walk: Lua makes each function a
 # closure at every run of a script, so the commit script's lean paths return before them.
-_LUA_PLACES = r"""
+_LUA_PLACES = _fill(
+    r"""
 -- Where a family key is stored: {hash, value field, version field, revision field, topic}.
 -- An object key o/<topic>/<table>/<id> lives in its index key's hash (k:i/<table>/<id>) as
 -- the fields ov, on, om and ot (its topic: the hash answers only for that topic), so that
@@ -53,7 +91,7 @@ local function loc(key)
   if key:sub(1, 2) == 'o/' then
     -- Topics, tables and ids hold no '/': a pattern without '.*' (a greedy '.*' backtracks,
     -- and cost the script ~5 us per key, ten HGETs' worth).
-    local topic, tbl, id = key:match('^o/([^/]*)/([^/]+)/([^/]+)$')
+    local topic, tbl, id = key:match(__OKEY__)
     if topic then return P .. 'k:i/' .. tbl .. '/' .. id, 'ov', 'on', 'om', topic, tbl, id end
   end
   return P .. 'k:' .. key, 'v', 'n', 'm', false
@@ -121,7 +159,9 @@ local function walk(prefix, fn, enter)
   end
   return true
 end
-"""
+""",
+    OKEY=_OKEY,
+)
 
 _LUA_PRELUDE = _LUA_ROOT + _LUA_PLACES
 
@@ -139,23 +179,11 @@ local function pack(out, s)
 end
 """
 
-# ARGV: P, object prefix, token, history, then the commit's items, each a one-letter
-# kind followed by its fields, one argument each:
-#   v key version | e key '' | p prefix revision     conditions
-#   l lease-key token                                 (a lease key is a full Redis key)
-#   P key value root                                 a put
-#   C key value root                                 a put of a key expected absent
-#                                                     (the put and its condition v key 0)
-#   D key root                                       a delete
-# (Items as arguments, not one length-prefixed blob: Redis makes the Lua strings of
-# its arguments in C, where unpacking a blob in Lua cost ~0.4 us per field.)
-# ``root`` is the key's range root (see KeyLayout.range_root): -1 never ranged
-# (no directory sets), 0 any ancestor, n only directories of n characters or more.
-# Returns {1, rev} applied, {2, rev} applied earlier (a retry), {0} a condition
-# failed, {3} the token was voided (a settlement decided this commit never applies).
-COMMIT_LUA = (
-    _LUA_ROOT
-    + r"""
+# The commit script, in parts: each rule in one place, composed into COMMIT_LUA below in this
+# order (the text Redis runs is their concatenation, the same as one string's).
+
+# The commit's arguments, and a token already decided: applied ({2, rev}, written again for WAIT) or voided ({3}).
+_COMMIT_DECIDED = r"""
 local OBJ = ARGV[2]
 local token = ARGV[3]
 local history = ARGV[4]  -- a string: XADD takes it as sent (a number would be formatted again)
@@ -165,13 +193,19 @@ local done = redis.call('GET', P .. 'ct:' .. token)
 if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
+"""
 
+# The commit's revision (INCR rev).
+_COMMIT_REVISION = r"""
 -- The revision: one INCR. It is only the first try: announce() adds the commit's log entries at
 -- it, and continues past any entry at or past it (see there).
 local function revision()
   return redis.call('INCR', P .. 'rev')
 end
+"""
 
+# Numbers as strings, once each.
+_COMMIT_STR = r"""
 -- Numbers become strings once each, as integers: tostring (and a number passed to
 -- redis.call) is Lua's '%.14g', a floating-point sprintf (~2.4k instructions), where
 -- string.format('%d') is an integer's (less than half of that; the same digits below 1e14,
@@ -184,7 +218,10 @@ local function str(n)
   if not v then v = fmt('%d', n); strs[n] = v end
   return v
 end
+"""
 
+# One change record (a key's new and previous value and version).
+_COMMIT_RECORD = r"""
 -- A change record: key, value, version, previous value, previous version, each
 -- length-prefixed (>i4; -1 for none), joined by one '..': Lua makes a chain of
 -- concatenations one new string, where struct.pack's c0 copies each byte through a buffer
@@ -202,7 +239,10 @@ local function record(k, v, n, o, on)
   if o then return hk .. k .. NONE .. hn .. n .. struct.pack('>i4', #o) .. o .. hon .. on end
   return hk .. k .. NONE .. hn .. n .. NONE .. hon .. on
 end
+"""
 
+# The change feed: the commit's log entries, past any entry already at its revision, undone if one fails.
+_COMMIT_ANNOUNCE = r"""
 -- The change feed, added before any data write: one entry per commit in 'log' (its token, and its
 -- object changes if any), and one per touched topic in that topic's log. all: the commit's records
 -- in order; topics: each topic's records. A single-object commit (the lean paths) passes its
@@ -302,7 +342,11 @@ local function announce(rev, all, topics)
   if first then redis.call('HSET', P .. 'log0', 'b', str(tonumber(redis.call('GET', P .. 'rev')) + 1)) end
   return false, 'ERR nbdb: the change log did not take the commit (nothing of it was written): ' .. tostring(bad)
 end
+"""
 
+# The lean paths' rule, and one object's update: the first of them, not a function.
+_COMMIT_LEAN_UPDATE = _fill(
+    r"""
 -- One object's update, create or delete (what Database.update, .create and .delete send, the
 -- commonest commits) skips the general path's tables (conditions, places, previous states,
 -- changes, directory groups, hashes' fields: ~40 % of an update's instructions and more of a
@@ -313,7 +357,7 @@ end
 -- the general way: a lean path returns nil before its first write, and only reads before that.
 -- Object keys are o/<topic>/<table>/<id> (topics, tables and ids hold no '/'); an object and
 -- its index i/<table>/<id> share the hash k:i/<table>/<id> (see loc below).
-local OKEY = '^o/([^/]*)/([^/]+)/([^/]+)$'
+local OKEY = __OKEY__
 
 -- 'v key n' and 'P key value 0' of an object key, n > 0: first, and not a function (the other
 -- paths' closures, made at each run of the script, come after it).
@@ -329,46 +373,82 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     local vers = str(ver + 1)
     -- Not created nor deleted: no directory set changes; the revision of its directories (as
     -- touched() below, written out: that closure would cost the update more than the line).
-    -- Written before the log entries (a key never read: its type is not known), and again
-    -- if they moved the revision.
+    -- Written before the log entries (a key never read: its type is not known; a pcall, as
+    -- see the keys a commit writes unread below), and again if they moved the revision.
     local up = 'o/' .. topic .. '/'
     local rev0 = revision()
     local revs = str(rev0)
-    redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
+    local got = redis.pcall('HSET', P .. 'dmr', __OBJECT_DIRS__)
+    if got ~= 0 and type(got) == 'table' then
+      __REFUSED_DMR__
+    end
     -- r[2]: the version as stored, str(ver) (this script wrote it: the same digits).
     local rev
     rev, revs = announce(rev0, record(key, value, vers, r[1], r[2]), topic)
     if not rev then error({err = revs}) end
-    if rev ~= rev0 then redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs) end
+    if rev ~= rev0 then redis.call('HSET', P .. 'dmr', __OBJECT_DIRS__) end
     redis.call('HSET', h, 'ov', value, 'on', vers, 'om', revs, 'ot', topic)
     return {1, rev}
   end
 end
+""",
+    OKEY=_OKEY,
+    OBJECT_DIRS=_OBJECT_DIRS,
+    REFUSED_DMR=_refused("P .. 'dmr'"),
+)
 
--- The revision of the last change below each of an object key's directories.
+# The keys the lean paths write unread (directory sets, dmr): a refused write returns its key.
+_COMMIT_UNREAD = _fill(
+    r"""
+-- The keys a commit writes unread (directory sets, dmr: their type is not known) are written before
+-- its log entries, each with a pcall: a key that refuses the write (another writer's key of another
+-- type) returns that key and the error reply, the writes before it are undone (the same calls
+-- reversed, which stop at the same key), the revision is given back and the commit fails with
+-- nothing of it written (the lines after the undo, at each such place). The next commit takes the
+-- same revision. A reply is looked at (type(), a C call: ~0.5k instructions, callgrind) only when it
+-- is not the usual count (dmr's fields exist: 0; one name added or removed: 1); an error reply is a
+-- table, which no count equals.
+
+-- The revision of the last change below each of an object key's directories; a refused write
+-- returns dmr's key and the error reply.
 local function touched(topic, tbl, revs)
   local up = 'o/' .. topic .. '/'
-  redis.call('HSET', P .. 'dmr', up .. tbl .. '/', revs, up, revs, 'o/', revs, '', revs)
+  local got = redis.pcall('HSET', P .. 'dmr', __OBJECT_DIRS__)
+  if got ~= 0 and type(got) == 'table' then return P .. 'dmr', got end
 end
 
 -- The directory sets of one object key (range root 0) when it is created (SADD) or deleted
 -- (SREM): its id in its table's set and, when that made (emptied) the set, the table's name in
 -- its topic's set, and so up to '' (the general path's directory groups and climb()).
 -- existed: whether the table's set existed before (a create that read it), or nil (unknown).
+-- A refused write returns its key and the error reply (an SCARD follows a write of its key).
 local function enlist(cmd, topic, tbl, oid, existed)
   local last = cmd == 'SADD' and 1 or 0  -- how many members a set just made (emptied) holds
   local d = P .. 'd:o/' .. topic .. '/' .. tbl .. '/'
   -- oid: an id, or {topic, table, id...} (a transaction's ids in one table's set).
-  local n = type(oid) == 'table' and redis.call(cmd, d, unpack(oid, 3)) or redis.call(cmd, d, oid)
+  local n = type(oid) == 'table' and redis.pcall(cmd, d, unpack(oid, 3)) or redis.pcall(cmd, d, oid)
+  if n ~= 1 and type(n) == 'table' then return d, n end
   if n == 0 or existed then return end
   if existed == nil and redis.call('SCARD', d) ~= (last == 1 and n or 0) then return end
   d = P .. 'd:o/' .. topic .. '/'
-  if redis.call(cmd, d, tbl .. '/') == 0 or redis.call('SCARD', d) ~= last then return end
+  n = redis.pcall(cmd, d, tbl .. '/')
+  if type(n) == 'table' then return d, n end
+  if n == 0 or redis.call('SCARD', d) ~= last then return end
   d = P .. 'd:o/'
-  if redis.call(cmd, d, topic .. '/') == 0 or redis.call('SCARD', d) ~= last then return end
-  redis.call(cmd, P .. 'd:', 'o/')
+  n = redis.pcall(cmd, d, topic .. '/')
+  if type(n) == 'table' then return d, n end
+  if n == 0 or redis.call('SCARD', d) ~= last then return end
+  d = P .. 'd:'
+  n = redis.pcall(cmd, d, 'o/')
+  if type(n) == 'table' then return d, n end
 end
+""",
+    OBJECT_DIRS=_OBJECT_DIRS,
+)
 
+# One object's delete.
+_COMMIT_LEAN_DELETE = _fill(
+    r"""
 -- 'v key n' (n > 0), 'p r/<table>/<id>/ 0' (no referrer left), 'D key 0', 'D i/<table>/<id> -1'
 -- of an object key, then 'D' of its reverse references (r/...) and unique claims (u/... -1),
 -- which, like the index, are removed unread (see 'blind' in the general path).
@@ -400,8 +480,12 @@ local function delete()
   if redis.call('EXISTS', P .. 'k:' .. refs) == 1 then return {0} end
   local rev0 = revision()
   -- The keys not read first (their type unknown) before the log entries (see announce).
-  enlist('SREM', topic, tbl, oid)
-  touched(topic, tbl, str(rev0))
+  local bad, got = enlist('SREM', topic, tbl, oid)
+  if not bad then bad, got = touched(topic, tbl, str(rev0)) end
+  if bad then
+    enlist('SADD', topic, tbl, oid)
+    __REFUSED_AT__
+  end
   local rev, revs = announce(rev0, record(key, false, '0', r[1], r[2]), topic)
   if not rev then
     enlist('SADD', topic, tbl, oid)
@@ -413,7 +497,13 @@ local function delete()
   for i = 1, #drops do redis.pcall('HDEL', unpack(drops[i])) end
   return {1, rev}
 end
+""",
+    REFUSED_AT=_refused("bad"),
+)
 
+# One object's create, or a transaction of creates.
+_COMMIT_LEAN_CREATE = _fill(
+    r"""
 -- 'e' of each referenced object, then of each object created 'P key value 0' of its object key
 -- and 'C i/<table>/<id> index -1', then 'P' of their reverse references (r/...) and 'C' of their
 -- unique claims (u/... -1): one object's create (Database.create) or a transaction of creates
@@ -536,10 +626,10 @@ local function create()
   local rev0 = revision()
   -- The keys not read first (directory sets, dmr) before the log entries (see announce), the
   -- rest after them.
-  local dirs = nil
+  local dirs, bad, got, upto = nil, nil, nil, 0
   if #objs == 1 then
     local o = objs[1]
-    enlist('SADD', o[4], o[5], o[6], existed)
+    bad, got = enlist('SADD', o[4], o[5], o[6], existed)
   else
     -- Each table's new ids in one SADD (in order of first use, as the general path's groups).
     local ids = {}
@@ -553,24 +643,32 @@ local function create()
     end
     for i = 1, #dirs do
       local list = dirs[i]
-      enlist('SADD', list[1], list[2], list, nil)
+      upto = i
+      bad, got = enlist('SADD', list[1], list[2], list, nil)
+      if bad then break end
     end
   end
-  -- The log did not take the commit (see announce): its new ids out of their directories again.
-  local function fail(msg)
+  -- The commit failed: its new ids out of their directories again (upto: the tables that took them,
+  -- or began to), then the log did not take it (msg, see announce), or a key written unread refused
+  -- a write (bad, the key, got, the error reply: see the keys a commit writes unread). Its arguments
+  -- are its only new upvalues: a closure's upvalue costs each run of the script.
+  local function fail(msg, upto, bad, got, rev0)
     if dirs then
-      for i = 1, #dirs do enlist('SREM', dirs[i][1], dirs[i][2], dirs[i], nil) end
+      for i = upto, 1, -1 do enlist('SREM', dirs[i][1], dirs[i][2], dirs[i], nil) end
     else
       enlist('SREM', objs[1][4], objs[1][5], objs[1][6])
     end
+    if bad then __REFUSED_AT__ end
     error({err = msg})
   end
+  if bad then fail(nil, upto, bad, got, rev0) end
   local rev, revs
   if #objs == 1 then
     local o = objs[1]
-    touched(o[4], o[5], str(rev0))
+    bad, got = touched(o[4], o[5], str(rev0))
+    if bad then fail(nil, 0, bad, got, rev0) end
     rev, revs = announce(rev0, record(o[1], o[2], '1', false, '0'), o[4])
-    if not rev then fail(revs) end
+    if not rev then fail(revs, 0) end
     if rev ~= rev0 then touched(o[4], o[5], revs) end
   else
     -- The directories' revisions in one HSET; the records in order, and by topic.
@@ -594,9 +692,10 @@ local function create()
       recs[#recs + 1] = rec
     end
     marks[#marks + 1] = 'o/'; marks[#marks + 1] = revs; marks[#marks + 1] = ''; marks[#marks + 1] = revs
-    redis.call('HSET', P .. 'dmr', unpack(marks))
+    got = redis.pcall('HSET', P .. 'dmr', unpack(marks))
+    if got ~= 0 and type(got) == 'table' then fail(nil, #dirs, P .. 'dmr', got, rev0) end
     rev, revs = announce(rev0, all, topics)
-    if not rev then fail(revs) end
+    if not rev then fail(revs, #dirs) end
     if rev ~= rev0 then
       for j = 2, #marks, 2 do marks[j] = revs end
       redis.call('HSET', P .. 'dmr', unpack(marks))
@@ -626,7 +725,12 @@ local function create()
   for i = 1, #claims do redis.call('HSET', claims[i][1], 'v', claims[i][2], 'n', '1', 'm', revs) end
   return {1, rev}
 end
+""",
+    REFUSED_AT=_refused("bad"),
+)
 
+# Which lean path a commit takes, if any (else the general path below).
+_COMMIT_LEAN_DISPATCH = r"""
 if OBJ == 'o/' then
   local kind, got = ARGV[5], nil
   if kind == 'v' then
@@ -638,10 +742,12 @@ if OBJ == 'o/' then
 end
 
 """
-    + _LUA_PLACES
-    + r"""
+
+# The general path: calls in slices of 1,000 values (Lua's unpack limit).
+_COMMIT_SLICES = r"""
 -- redis.call(cmd[, first], ...list), in slices of 1,000 (Lua's unpack returns at most ~8,000
--- values): the sum of the replies. For calls whose reply is a count (EXISTS, SADD, SREM).
+-- values): the sum of the replies. For calls whose reply is a count (EXISTS; enter() below slices
+-- its SADD and SREM the same way, with pcall).
 local function summed(cmd, first, list)
   local total = 0
   for i = 1, #list, 1000 do
@@ -668,7 +774,10 @@ local function sliced(call, cmd, key, list)
   end
   return out
 end
+"""
 
+# The general path: the commit's items (conditions, puts, deletes).
+_COMMIT_ITEMS = r"""
 local conds, puts, dels = {}, {}, {}
 local pos, nargs = 5, #ARGV
 while pos <= nargs do
@@ -690,7 +799,10 @@ while pos <= nargs do
     pos = pos + 3
   end
 end
+"""
 
+# The general path: where each key lives, its directory and the directory above one, worked out once.
+_COMMIT_PLACES = r"""
 -- Where each key of the commit lives, worked out once per key, not at each of its reads
 -- and writes (a pattern match costs the script ~0.3 us): {hash, value field, version
 -- field, revision field, topic, referrers' hash, field in it, and an object key's table
@@ -744,7 +856,10 @@ local function parent_of(dir)
   if dir:match('^o/[^/]*/$') then return 'o/' end
   if dir == 'o/' then return '' end
   return (split(dir))
-end
+end"""
+
+# The general path, pass 1: every previous state read once, before any write.
+_COMMIT_READS = r"""
 -- Every key's previous state is read once (HMGET), for its condition and for its
 -- change record alike, and before anything is written, so that a failing read (a
 -- foreign key of the wrong type) aborts with nothing written.
@@ -831,7 +946,10 @@ local function load(key)
   end
   return s
 end
+"""
 
+# The general path, pass 1: the conditions ({0} if one fails).
+_COMMIT_CONDITIONS = r"""
 for i = 1, #conds do
   local c = conds[i]
   local kind, a, b = c[1], c[2], c[3]
@@ -873,7 +991,10 @@ for i = 1, #conds do
     if not ok then return {0} end
   end
 end
+"""
 
+# The general path, pass 1: the changes (a key put and deleted ends deleted).
+_COMMIT_CHANGES = r"""
 local dropped = {}
 for i = 1, #dels do dropped[dels[i][1]] = true end
 for i = 1, #puts do
@@ -893,12 +1014,17 @@ for i = 1, #dels do
     cur[d[1]] = false
   end
 end
+"""
 
+# The general path, pass 2: the revision, the directory sets and dmr (written unread: refused writes undone).
+_COMMIT_DIRECTORIES = _fill(
+    r"""
 local rev0 = revision()
 
 -- Pass 2: the writes. First those of keys not read in pass 1 (their type unknown: a foreign key
--- of another type stops the commit there): the directories of the keys that are ever ranged and
--- their revisions (dmr). Then the log entries (see announce), then the keys read in pass 1.
+-- of another type refuses its write, and the commit is undone, see refuse): the directories of the
+-- keys that are ever ranged and their revisions (dmr). Then the log entries (see announce), then
+-- the keys read in pass 1.
 local dirs, ndirs, made = {}, 0, {}
 local groups, ngroups, byroot = nil, 0, nil
 for i = 1, #changes do
@@ -941,38 +1067,61 @@ end
 -- The directory sets: a directory's new names in one SADD (its removed ones in one SREM),
 -- then, if that made the directory (emptied it), its entry in its parent, and so up, one
 -- name at a time. Puts come before deletes, and so do their groups. A directory this commit
--- already added to exists, and so do its ancestors: no SCARD for it again.
+-- already added to exists, and so do its ancestors: no SCARD for it again. A refused write
+-- returns its key and the error reply (see refuse; an SCARD follows a write of its key).
 local function climb(path, root, adding)
   while path ~= '' do
     local d, name = split(path)
     local dk = P .. 'd:' .. d
     if adding then
-      if redis.call('SADD', dk, name) == 0 or made[dk] or #d <= root then return end
+      local n = redis.pcall('SADD', dk, name)
+      if type(n) == 'table' then return dk, n end
+      if n == 0 or made[dk] or #d <= root then return end
       made[dk] = true
       if redis.call('SCARD', dk) > 1 then return end
     else
-      if redis.call('SREM', dk, name) == 0 or #d <= root or redis.call('SCARD', dk) > 0 then return end
+      local n = redis.pcall('SREM', dk, name)
+      if type(n) == 'table' then return dk, n end
+      if n == 0 or #d <= root or redis.call('SCARD', dk) > 0 then return end
     end
     path = d
   end
 end
 local function enter(adding, d, root, names)
   local dk = P .. 'd:' .. d
+  local cmd, n = adding and 'SADD' or 'SREM', 0
+  -- In slices of 1,000 names (see summed).
+  for i = 1, #names, 1000 do
+    local got = redis.pcall(cmd, dk, unpack(names, i, math.min(i + 999, #names)))
+    if type(got) == 'table' then return dk, got end
+    n = n + got
+  end
   if adding then
-    local n = summed('SADD', dk, names)
     -- The directory was new if it holds no more than what was just added to it.
     if n > 0 and not made[dk] and #d > root then
       made[dk] = true
-      if redis.call('SCARD', dk) == n then climb(d, root, true) end
+      if redis.call('SCARD', dk) == n then return climb(d, root, true) end
     end
-  else
-    local n = summed('SREM', dk, names)
-    if n > 0 and #d > root and redis.call('SCARD', dk) == 0 then climb(d, root, false) end
+  elseif n > 0 and #d > root and redis.call('SCARD', dk) == 0 then
+    return climb(d, root, false)
+  end
+end
+-- Every directory set as it was, the groups upto..1 undone (a name added was a key created, a name
+-- removed a key that existed); a group that stopped at a refused write is undone up to that key.
+local function restore(upto)
+  made = {}
+  for i = upto, 1, -1 do
+    local g = groups[i]
+    enter(not g[1], g[2], g[3], g[4])
   end
 end
 for i = 1, ngroups do
   local g = groups[i]
-  enter(g[1], g[2], g[3], g[4])
+  local bad, got = enter(g[1], g[2], g[3], g[4])
+  if bad then
+    restore(i)
+    __REFUSED_AT__
+  end
 end
 local args = nil
 if ndirs > 0 then
@@ -982,9 +1131,22 @@ if ndirs > 0 then
     args[#args + 1] = d
     args[#args + 1] = revs
   end
-  sliced(redis.call, 'HSET', P .. 'dmr', args)
+  -- In slices past 1,000 values (see sliced); all of one key, so only the first can be refused.
+  local got = #args > 1000 and redis.pcall('HSET', P .. 'dmr', unpack(args, 1, 1000))
+    or redis.pcall('HSET', P .. 'dmr', unpack(args))
+  if got ~= 0 and type(got) == 'table' then
+    restore(ngroups)
+    __REFUSED_DMR__
+  end
+  for i = 1001, #args, 1000 do redis.call('HSET', P .. 'dmr', unpack(args, i, math.min(i + 999, #args))) end
 end
+""",
+    REFUSED_AT=_refused("bad"),
+    REFUSED_DMR=_refused("P .. 'dmr'"),
+)
 
+# The general path, pass 2: the log entries (see announce).
+_COMMIT_FEED = r"""
 -- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
 -- and one per touched topic in that topic's log.
 local all, topics = {}, {}
@@ -1005,20 +1167,18 @@ for i = 1, #changes do
 end
 local rev, revs = announce(rev0, all, topics)
 if not rev then
-  -- The log did not take the commit (see announce): every directory set as it was (a name added
-  -- was a key created, a name removed a key that existed).
-  made = {}
-  for i = ngroups, 1, -1 do
-    local g = groups[i]
-    enter(not g[1], g[2], g[3], g[4])
-  end
+  -- The log did not take the commit (see announce): every directory set as it was.
+  restore(ngroups)
   error({err = revs})
 end
 if args and rev ~= rev0 then
   for j = 2, #args, 2 do args[j] = revs end
   sliced(redis.call, 'HSET', P .. 'dmr', args)
 end
+"""
 
+# The general path, pass 2: the hashes read in pass 1, one write each.
+_COMMIT_HASHES = r"""
 -- The keys read in pass 1: one write per hash (an object and its index share one); an emptied
 -- hash is removed by Redis. A hash only deleted from unread (see 'blind') may be a foreign key
 -- of another type: not nbdb's, so nothing of the commit's is there; pcall, so that it cannot
@@ -1057,6 +1217,43 @@ for i = 1, #hashes do
 end
 return {1, rev}
 """
+
+# ARGV: P, object prefix, token, history, then the commit's items, each a one-letter
+# kind followed by its fields, one argument each:
+#   v key version | e key '' | p prefix revision     conditions
+#   l lease-key token                                 (a lease key is a full Redis key)
+#   P key value root                                 a put
+#   C key value root                                 a put of a key expected absent
+#                                                     (the put and its condition v key 0)
+#   D key root                                       a delete
+# (Items as arguments, not one length-prefixed blob: Redis makes the Lua strings of
+# its arguments in C, where unpacking a blob in Lua cost ~0.4 us per field.)
+# ``root`` is the key's range root (see KeyLayout.range_root): -1 never ranged
+# (no directory sets), 0 any ancestor, n only directories of n characters or more.
+# Returns {1, rev} applied, {2, rev} applied earlier (a retry), {0} a condition
+# failed, {3} the token was voided (a settlement decided this commit never applies).
+COMMIT_LUA = (
+    _LUA_ROOT
+    + _COMMIT_DECIDED
+    + _COMMIT_REVISION
+    + _COMMIT_STR
+    + _COMMIT_RECORD
+    + _COMMIT_ANNOUNCE
+    + _COMMIT_LEAN_UPDATE
+    + _COMMIT_UNREAD
+    + _COMMIT_LEAN_DELETE
+    + _COMMIT_LEAN_CREATE
+    + _COMMIT_LEAN_DISPATCH
+    + _LUA_PLACES
+    + _COMMIT_SLICES
+    + _COMMIT_ITEMS
+    + _COMMIT_PLACES
+    + _COMMIT_READS
+    + _COMMIT_CONDITIONS
+    + _COMMIT_CHANGES
+    + _COMMIT_DIRECTORIES
+    + _COMMIT_FEED
+    + _COMMIT_HASHES
 ).replace("__TTL__", str(COMMIT_TOKEN_TTL_MS))
 
 # ARGV: P, limit, cap, prefix*.  Returns {rev, token, 1, rows} if at most ``limit``
@@ -1167,8 +1364,14 @@ if done then
 end
 -- A value nbdb does not write (another writer's: negative, or no whole number) is handed back
 -- untouched, in a table, for the client to report; INCR handed out ids below 1 from a negative one.
+-- Nor are digits INCR refuses (leading zeros, 2^63 - 1 or more: its own error reached the client as the
+-- server's unavailability), nor 2^53 or more: a Lua number (a double) holds the next id exactly only
+-- below 2^53 + 1 (from 2^63 - 2 the script returned -2^63; between, an id rounded to one handed out).
 local current = redis.call('GET', KEYS[1])
-if current and not string.match(current, '^%d+$') then return {current} end
+if current and current ~= '0' and not (string.match(current, '^[1-9]%d*$')
+    and (#current < 16 or (#current == 16 and current < '9007199254740992'))) then
+  return {current}
+end
 local v = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[2], v, 'PX', ARGV[1])
 return v
@@ -1206,9 +1409,10 @@ return {r, t}
 )
 
 # ARGV: P, after, limit, history, log*.  One atomic read for a watcher: {head, head
-# token, anchor, entries}. ``anchor`` is the token 'log' holds for revision ``after``
-# (nil if none); for ``after`` 0, '' if 'log' still starts at revision 1 (or
-# nothing was committed yet), else nil. ``entries`` is XREAD's reply for the logs
+# token, anchor, entries}. ``anchor`` is the token 'log' holds for revision ``after``;
+# '' if 'log' does not hold it but holds every commit after it (the head of an empty
+# 'log' has no token: see the script); else nil. For ``after`` 0, '' if 'log' still
+# starts at revision 1 (or nothing was committed yet), else nil. ``entries`` is XREAD's reply for the logs
 # after ``after`` (at most ``limit`` each). A script, not a MULTI, so that only
 # the tokens of the head's and the anchor's entries travel, not their changes
 # (they may be another topic's).
@@ -1234,6 +1438,24 @@ if after > 0 then
     local f = e[2]
     for i = 1, #f, 2 do
       if f[i] == 't' then anchor = f[i + 1] end
+    end
+  elseif hr >= after then
+    -- A revision 'log' does not hold: the head of a 'log' that was empty (trimmed, or deleted by
+    -- another writer; the head is then the counter's, with no token), or one trimmed away. Nothing
+    -- after it is lost, and its anchor is '' (the token such a head has), if 'log' is still empty
+    -- and the head is still that revision, or if 'log' starts at the next revision (a trim takes
+    -- the oldest entries first; a 'log' deleted and made again starts past it) and no entry past
+    -- it was deleted (XDEL; XINFO's max-deleted-entry-id, which a trim does not move).
+    local first = redis.call('XRANGE', P .. 'log', '-', '+', 'COUNT', 1)[1]
+    if not first then
+      if hr == after then anchor = '' end
+    elseif first[1] == (after + 1) .. '-0' then
+      local info = redis.call('XINFO', 'STREAM', P .. 'log')
+      for i = 1, #info, 2 do
+        if info[i] == 'max-deleted-entry-id' and tonumber(info[i + 1]:match('^(%d+)')) <= after then
+          anchor = ''
+        end
+      end
     end
   end
 else

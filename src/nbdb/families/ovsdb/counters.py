@@ -13,6 +13,7 @@ from typing import Any
 from nbdb import errors
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS
+from nbdb.families.rules import counter_value
 
 __all__ = ["COUNTER_PREFIX", "increment_ops", "parse_counter", "settle_increments"]
 
@@ -75,7 +76,4 @@ def settle_increments(lost: set[int], current: int, pairs: list[tuple[str, int]]
 def parse_counter(entry: str | None, name: str) -> tuple[int, str]:
     """The value and the token window of a counter entry (``"<value> <token>@<value> ..."``)."""
     value, _, window = (entry or "0").partition(" ")
-    try:
-        return int(value), window
-    except ValueError:
-        raise errors.CorruptRecordError(f"id counter {name!r} in NB_Global is not an integer", key=name) from None
+    return counter_value(value, name, name, text=True), window  # a negative one too: it handed out ids below 1

@@ -159,6 +159,9 @@ class GroupTransact:
 
     def _take(self, own: _Entry) -> list[_Entry]:
         """The commits of a leader's transaction: its own and those queued on its database (not other leaders')."""
+        if len(self._queue) == 1:  # ``own`` alone (a single writer's every commit): the loop's result, for less
+            self._queue = []
+            return [own]
         batch = [own]
         ops = len(own.ops)
         for entry in self._queue:
@@ -172,6 +175,16 @@ class GroupTransact:
         return batch
 
     def _send(self, batch: list[_Entry]) -> None:
+        if len(batch) == 1:  # alone: what the general path below does for one commit, for less
+            entry = batch[0]
+            if entry.deadline is not None and entry.deadline <= time.monotonic():
+                entry.error = self._not_sent("the commit's time ran out while it waited for its turn")
+                return
+            try:
+                entry.result = self._transact(entry.db, entry.ops, entry.deadline)
+            except Exception as exc:
+                entry.error = exc
+            return
         now = time.monotonic()
         for entry in batch:
             if entry.deadline is not None and entry.deadline <= now:

@@ -163,6 +163,10 @@ class TableMap:
     """None: the table has no ``external_ids`` (nbdb can read it, not write it)."""
     unique: tuple[UniqueRule, ...] = ()
     """The model's unique groups, then the schema's other indexes on mapped fields."""
+    compared: tuple[frozenset[str], list[str]] | None = field(default=None, init=False, repr=False, compare=False)
+    """The planner's cache of the columns a compare-and-swap compares, and them sorted (made on first
+    use): kept here, so it lives as long as the map (a module-level cache kept every map of every
+    Database a process ever opened)."""
 
     def unique_rule(self, field: str) -> UniqueRule | None:
         """The rule of the unique group named ``field`` (fields joined by ``+``), if any."""

@@ -51,6 +51,7 @@ from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import (
     EXT_EXPIRES,
     EXT_FIELD,
+    EXT_MARK,
     EXT_NAMESPACE,
     EXT_TOPIC,
     EXT_TTL,
@@ -106,6 +107,26 @@ class Plan:
 
 
 _ABSENT = object()
+_NO_PARENTS: Mapping[str, uuid.UUID] = {}
+
+
+def _compared(tm: TableMap, stored: Mapping[str, Any]) -> list[str]:
+    """``sorted(stored)``: the columns of a compare-and-swap ``wait`` on ``stored`` (a row's
+    :func:`.rows.stored_columns`), sorted once per table instead of once per commit.
+
+    The list is shared by the plans (nothing changes an operation once planned); a ``stored``
+    of other columns than every mapped one and ``external_ids`` is sorted as it is. Kept on the
+    map itself (``tm.compared``): it goes with the map when its Database is closed.
+    """
+    known = tm.compared
+    if known is None:
+        columns = [cm.column for cm in tm.columns.values()]
+        if tm.external_ids is not None:
+            columns.append(EXTERNAL_IDS)
+        known = tm.compared = (frozenset(columns), sorted(columns))
+    if len(stored) != len(known[1]) or not known[0].issuperset(stored):
+        return sorted(stored)
+    return known[1]
 
 
 _Member = tuple[str, uuid.UUID, str, str]
@@ -175,20 +196,33 @@ def plan_commit(
     UnsupportedError); the caller confirms it against a current replica
     before reporting it.
     """
-    dbs = {mapping.get(op.table).db for op in ops}
-    if len(dbs) > 1:
-        raise errors.UnsupportedError(
-            f"a transaction spans the OVSDB databases {sorted(dbs)}; OVSDB commits one database at a time"
-        )
-    plan = Plan(dbs.pop(), token, replica.namespace)
+    deleted: set[RefKey]
+    created: set[RefKey]
+    mortal: set[RefKey]
+    if len(ops) == 1:
+        # One operation (every single write): what the general path below makes of it, for less.
+        only = ops[0]
+        db = mapping.get(only.table).db
+        single = {(only.table, only.id)}
+        deleted = single if isinstance(only, Delete) else set()
+        created = single if isinstance(only, Put) and only.expect_version == 0 else set()
+        mortal = set(single) if isinstance(only, Put) and only.ttl is not None else set()
+    else:
+        dbs = {mapping.get(op.table).db for op in ops}
+        if len(dbs) > 1:
+            raise errors.UnsupportedError(
+                f"a transaction spans the OVSDB databases {sorted(dbs)}; OVSDB commits one database at a time"
+            )
+        db = dbs.pop()
+        shape = rules.shape_of(ops)
+        deleted, created = set(shape.deleted), set(shape.created)
+        mortal = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.ttl is not None}
+    plan = Plan(db, token, replica.namespace)
     now = time.time() if now is None else now
     book = MarkBook() if book is None else book
     stages = _Stages()
     if fence is not None:
         stages.head.append((assert_lock(fence), ("fence", fence)))
-    shape = rules.shape_of(ops)
-    deleted, created = set(shape.deleted), set(shape.created)
-    mortal = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.ttl is not None}
     held: dict[tuple[str, str, str], RefKey] = {}
     new_refs: dict[RefKey, frozenset[RefKey]] = {}
     for index, op in enumerate(ops):
@@ -212,17 +246,19 @@ def plan_commit(
             continue
         plan.keys.append(key)
         row = None if record is None else replica.row(tm, op.id)
-        old_parents = {} if record is None else replica.parents_of(tm, op.id)
+        # Read, not kept or changed: the replica's own map (a copy per commit cost more than the reads).
+        old_parents = _NO_PARENTS if record is None else replica.parents_view(tm, op.id)
+        where = where_uuid(op.id)
         if row is None:
-            stages.head.append((wait(tm.db_table, where_uuid(op.id), []), ("absent", key)))
+            stages.head.append((wait(tm.db_table, where, []), ("absent", key)))
             plan.expected[key] = None
         else:
             stored = replica.stored_wire(tm, op.id, row)
             plan.expected[key] = stored
-            stages.head.append((wait(tm.db_table, where_uuid(op.id), [stored], sorted(stored)), ("cas", key)))
+            stages.head.append((wait(tm.db_table, where, [stored], _compared(tm, stored)), ("cas", key)))
         if isinstance(op, Put):
             version = 1 if record is None else record.version + 1
-            new_refs[key] = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book)
+            new_refs[key] = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book, where[0][2][1])
             _plan_unique(plan, stages, tm, op, held)
             plan.puts.append((key, version))
             plan.versions.append(version)
@@ -269,7 +305,10 @@ def _plan_put(
     version: int,
     now: float,
     book: MarkBook,
+    id_text: str | None = None,
 ) -> frozenset[RefKey]:
+    """The operations of a put; the references of its row as written. ``id_text``: ``str(op.id)``, made already."""
+    id_text = str(op.id) if id_text is None else id_text
     try:
         doc = _loads(op.data)
     except ValueError:
@@ -286,8 +325,8 @@ def _plan_put(
     ext[EXT_TXN] = push_window(stored_ext.get(EXT_TXN), plan.token, version)
     key = (op.table, op.id)
     if row is not None:
-        plan.dropped[key] = book.droppable(key, stored_ext, now)
-    ext.update(carried(stored_ext, now, plan.dropped.get(key, ())))
+        kept, plan.dropped[key] = _bookkeeping(book, key, stored_ext, now)
+        ext.update(kept)
     for name, text in stored_ext.items():
         # A field a newer version of nbdb keeps in external_ids, which this one does not know (it reads
         # around it): written back as it was, or this update would erase it.
@@ -300,7 +339,7 @@ def _plan_put(
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
     optional, loose = _read_back(tm)
-    rendered, same = render_written_as(tm, op.id, written, parents, values, doc, optional, loose)
+    rendered, same = render_written_as(tm, op.id, written, parents, values, doc, optional, loose, id_text)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
     # The stored copy the Database validated, for the readers of the row read back as written: only
     # if the row's document is the copy's exactly (a mapping that reads a field back otherwise,
@@ -310,7 +349,7 @@ def _plan_put(
     plan.written[key] = Written(written, parents, rendered, to_keep(wire), value)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
-        insert = {"op": "insert", "table": tm.db_table, "uuid": str(op.id), "row": {**wire, **keys}}
+        insert = {"op": "insert", "table": tm.db_table, "uuid": id_text, "row": {**wire, **keys}}
         stages.body.append((insert, ("insert", key)))
     else:
         # Only what changes: less to encode, and the server rewrites less.
@@ -323,7 +362,10 @@ def _plan_put(
         changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
         changed.update(keys)
         stages.body.append(
-            ({"op": "update", "table": tm.db_table, "where": where_uuid(op.id), "row": changed}, ("update", key))
+            (
+                {"op": "update", "table": tm.db_table, "where": [["_uuid", "==", ["uuid", id_text]]], "row": changed},
+                ("update", key),
+            )
         )
     for name, (ptable, pcol) in tm.parents.items():
         before, after = old_parents.get(name), parents.get(name)
@@ -341,6 +383,23 @@ def _plan_put(
     # The references of the document as it will be read back: the written row's, rendered above
     # (refs_of(tm, doc) gives the same set: each reference field renders from its own cell).
     return rendered.refs
+
+
+def _bookkeeping(book: MarkBook, key: RefKey, ext: Mapping[str, str], now: float) -> tuple[dict[str, str], list[str]]:
+    """What an update keeps of its stored row's bookkeeping (``ext``: its ``external_ids``), and the marks it drops:
+    ``carried(ext, now, dropped)`` and ``dropped = book.droppable(key, ext, now)``.
+
+    A row without a mark (nearly every one) has none to drop: every mark a writer settled or finds
+    stale is one of the row's keys. Then only its expiry is carried, without asking the book.
+    """
+    for name in ext:
+        if name.startswith(EXT_MARK):
+            dropped = book.droppable(key, ext, now)
+            return carried(ext, now, dropped), dropped
+    return {name: ext[name] for name in _EXPIRY if name in ext}, []
+
+
+_EXPIRY = (EXT_TTL, EXT_EXPIRES)
 
 
 _DIGITS = bytes.maketrans(b"012345678", b"999999999")

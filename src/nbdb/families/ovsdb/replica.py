@@ -49,6 +49,9 @@ __all__ = ["Replica", "RevisionClock"]
 
 log = logging.getLogger(__name__)
 
+_NO_PARENTS: Mapping[str, uuid.UUID] = {}
+"""The parents of a row that has none (shared, never changed)."""
+
 HISTORY = 10_000
 """Changes kept for watches resuming from an older revision."""
 
@@ -313,6 +316,10 @@ class Replica:
     def parents_of(self, tm: TableMap, id: uuid.UUID) -> dict[str, uuid.UUID]:
         """The parents of a child row, by reference field (call under ``cond``)."""
         return dict(self.views[tm.db].parents.get((tm.db_table, id), {}))
+
+    def parents_view(self, tm: TableMap, id: uuid.UUID) -> Mapping[str, uuid.UUID]:
+        """:meth:`parents_of` without the copy: the replica's own map, to read under ``cond`` and not keep."""
+        return self.views[tm.db].parents.get((tm.db_table, id), _NO_PARENTS)
 
     def select(self, tables: Collection[str], topics: Collection[str | None] | None) -> list[Record]:
         """Every record of ``tables`` (in ``topics``)."""

@@ -378,13 +378,18 @@ _Values = Mapping[str, Any] | None
 """Field -> a mapped column's value in the rendered document (see :func:`new_row`); None: made from the row."""
 
 
+_SORTED = json.JSONEncoder(sort_keys=True)
+"""What ``json.dumps(doc, sort_keys=True)`` encodes with (the same settings), made once instead of per call."""
+
+
 def _rendered(
-    tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None
+    tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None, id_text: str | None = None
 ) -> tuple[dict[str, Any] | None, bytes]:
     """The model document of a row (None: raw bytes stored by a test hook) and its bytes.
 
     ``values``: the document's value of every mapped column, made from the
-    row's cells already (:func:`new_row` makes them as it makes the cells).
+    row's cells already (:func:`new_row` makes them as it makes the cells);
+    ``id_text``: ``str(id)``, if the caller made it already.
     """
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
     raw = ext.get(EXT_RAW)
@@ -393,7 +398,7 @@ def _rendered(
             return None, base64.b64decode(raw, validate=True)
         except ValueError:
             return None, raw.encode()
-    doc: dict[str, Any] = {"id": str(id), "topic": ext.get(EXT_TOPIC)}
+    doc: dict[str, Any] = {"id": str(id) if id_text is None else id_text, "topic": ext.get(EXT_TOPIC)}
     if values is not None:
         doc.update(values)
     else:
@@ -415,7 +420,7 @@ def _rendered(
         # Not the row's topic: the decode reports the row as corrupt, saying why (see render).
         doc["topic"] = _NO_NAMESPACE if doc["topic"] != _NO_NAMESPACE else _NO_NAMESPACE + "."
     try:
-        return doc, json.dumps(doc, sort_keys=True).encode()
+        return doc, _SORTED.encode(doc).encode()
     except RecursionError:
         # Another writer's JSON nested about as deep as the recursion limit: read, but too deep to
         # write out again here. No document: bytes the codec refuses (a corrupt record), never a
@@ -442,7 +447,7 @@ def render(
     if several and doc is not None:
         for name, held in several.items():
             doc[name] = f"held by {len(held)} parents: " + ", ".join(str(p) for p in held)
-        data = json.dumps(doc, sort_keys=True).encode()
+        data = _SORTED.encode(doc).encode()
         # It references every parent that holds it: a delete of any of them names it.
         targets = {spec.field: spec.target for spec in tm.shape.references}
         refs = refs | {(targets[name], p) for name, held in several.items() if name in targets for p in held}
@@ -494,13 +499,14 @@ def render_written_as(
     source: Mapping[str, Any] | None = None,
     optional: Mapping[str, Any] | None = None,
     loose: Collection[str] = (),
+    id_text: str | None = None,
 ) -> tuple[Doc, bool]:
     """:func:`render_written`, and whether the document is ``source`` (the written model's) as it decodes.
 
     True only if :func:`reads_back_as` says so of the rendered document (as a dict, before its
-    bytes are made: no parse again); ``optional`` and ``loose`` as there.
+    bytes are made: no parse again); ``optional`` and ``loose`` as there; ``id_text``: ``str(id)``.
     """
-    doc, data = _rendered(tm, id, row, parents, values)
+    doc, data = _rendered(tm, id, row, parents, values, id_text)
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
     refs = frozenset() if doc is None else refs_of(tm, doc, parents)
     digest = _digest(data)
@@ -674,12 +680,25 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
     for name in tm.parents:
         value = doc.get(name)
         if value is not None:
-            try:
-                parents[name] = uuid.UUID(str(value))
-            except ValueError:
-                raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}") from None
-            ext[EXT_PARENT + name] = str(parents[name])
+            known = _PARENT_IDS.get(value) if type(value) is str else None
+            if known is None:
+                try:
+                    parent = uuid.UUID(str(value))
+                except ValueError:
+                    raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}") from None
+                known = parent, str(parent)
+                if type(value) is str:
+                    if len(_PARENT_IDS) >= _PARENT_IDS_LIMIT:
+                        _PARENT_IDS.clear()
+                    _PARENT_IDS[value] = known
+            parents[name], ext[EXT_PARENT + name] = known
     return NewRow(cells, wire, ext, parents, values)
+
+
+_PARENT_IDS: dict[str, tuple[uuid.UUID, str]] = {}
+"""A parent field's text -> its id and the id's canonical text: the few parents of many children
+(a switch's ports) are parsed once, not once per write. Emptied when it reaches the limit below."""
+_PARENT_IDS_LIMIT = 4096
 
 
 def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 from nbdb import errors
+from nbdb.families.rules import counter_value
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.options import tries
 from nbdb.families.widecolumn.partitions import Partitions
@@ -38,13 +39,9 @@ def allocate_id(partitions: Partitions, name: str, contention: RetryPolicy) -> i
     for attempt in tries(contention):
         if not known:
             rows = p.read(L.Q_META, (p.ns, key), serial=attempt > 0)
-            current = rows[0].value if rows else None
-            if rows and current is None:
-                raise errors.CorruptRecordError(f"id counter {name!r} holds no value: nbdb did not write it", key=key)
-        if current is not None and not 0 <= current < _LAST:
-            raise errors.CorruptRecordError(
-                f"id counter {name!r} holds {current}, which no counter of nbdb's holds (0 to 2**63 - 2)", key=key
-            )
+            current = counter_value(rows[0].value, name, key, _LAST) if rows else None  # a null one too
+        else:
+            current = counter_value(current, name, key, _LAST)  # as a failed compare-and-set reported it
         candidate = (current or 0) + 1
         try:
             result = p.store.apply([(L.W_META, (p.ns, key, candidate, owner, current))])

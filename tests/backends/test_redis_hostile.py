@@ -1,0 +1,371 @@
+"""Redis backend against another writer's keys in nbdb's namespace: the keys a commit writes without
+reading them first (directory sets, ``dmr``), and a change log that another writer emptied.
+
+Each test spawns a real ``redis-server`` (the harness's fixture) and damages the namespace with a
+plain redis-py client, as another program sharing the database would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.backends.redis import RedisBackend
+from nbdb.models import LogicalSwitch
+from nbdb.testing.fixtures import redis_server  # noqa: F401 - pytest fixture
+from nbdb.testing.redis import RedisServer
+
+redis = pytest.importorskip("redis")
+
+
+@pytest.fixture
+def db(redis_server: RedisServer) -> Iterator[nbdb.Database]:  # noqa: F811 - the fixture
+    import uuid
+
+    with nbdb.connect(redis_server.url, namespace=f"h-{uuid.uuid4().hex[:10]}", history=10) as database:
+        yield database
+
+
+@pytest.fixture
+def client(db: nbdb.Database) -> Iterator[Any]:
+    backend = db.backend
+    assert isinstance(backend, RedisBackend)
+    _host, port = backend.config.hosts[0]
+    raw = redis.Redis(host="127.0.0.1", port=port, db=backend.config.db)
+    try:
+        yield raw
+    finally:
+        raw.close()
+
+
+def root_of(db: nbdb.Database) -> str:
+    backend = db.backend
+    assert isinstance(backend, RedisBackend)
+    return backend.root
+
+
+def stored(client: Any, root: str) -> dict[bytes, Any]:
+    """Every key of the namespace with its type and whole content (a stream with its last id)."""
+    out: dict[bytes, Any] = {}
+    for key in sorted(client.scan_iter(match=root.replace("{", "\\{").replace("}", "\\}") + "*", count=1000)):
+        kind = client.type(key)
+        if kind == b"string":
+            value: Any = client.get(key)
+        elif kind == b"hash":
+            value = client.hgetall(key)
+        elif kind == b"set":
+            value = sorted(client.smembers(key))
+        elif kind == b"stream":
+            info = client.xinfo_stream(key)
+            value = (client.xrange(key), info["last-generated-id"], info["entries-added"])
+        else:
+            value = None
+        out[key] = (kind, value)
+    return out
+
+
+# ------------------------------------------------------------- keys a commit writes unread
+
+
+def _write(db: nbdb.Database, op: str, old: LogicalSwitch, topic: str) -> list[tuple[str, int]]:
+    """The commit ``op``; returns the (name, version) of every object it wrote or deleted."""
+    if op == "create":
+        return [(db.create(LogicalSwitch(name="made", topic=topic)).name, 1)]
+    if op == "update":
+        return [("moved", db.update(old.replace(name="moved")).version)]
+    if op == "delete":
+        db.delete(old)
+        return [(old.name, 0)]
+    if op == "txn-creates":  # the transaction-of-creates path
+        with db.transaction() as txn:
+            made = [txn.create(LogicalSwitch(name=f"made{i}", topic=topic)) for i in range(2)]
+        return [(m.name, 1) for m in made]
+    # The general path: a name added to one directory and one removed from another.
+    with db.transaction() as txn:
+        txn.create(LogicalSwitch(name="made", topic=topic))
+        txn.delete(old)
+    return [("made", 1), (old.name, 0)]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("foreign", "op"),
+    [
+        ("dmr", "create"),
+        ("dmr", "update"),
+        ("dmr", "delete"),
+        ("dmr", "txn-creates"),
+        ("dmr", "txn"),
+        ("topics-set", "create"),
+        ("topics-set", "delete"),
+        ("topics-set", "txn-creates"),
+        ("topics-set", "txn"),
+    ],
+)
+def test_a_key_of_another_type_where_a_commit_writes_unread_fails_it_with_nothing_written(
+    db: nbdb.Database, client: Any, foreign: str, op: str
+) -> None:
+    """The directory sets and ``dmr`` are the keys a commit writes without reading them first. A
+    string another writer put at one of them stopped the commit at that write: the sets it had
+    already written stayed (a name for an object that was never created, a topic's directory
+    emptied of an object that still exists) and the revision counter had moved. Now every such write
+    is checked as it is made and undone on failure: the commit raises CorruptRecordError with
+    nothing of it in the namespace, and once the key is put back the same commit applies, at the
+    next revision."""
+    root = root_of(db)
+    # A topic of its own for the object deleted (its delete empties the topic: the walk up to the
+    # topics' set 'd:o/'), and a new topic for the objects created (their create makes it).
+    old = db.create(LogicalSwitch(name="old", topic="tenant-old"))
+    db.create(LogicalSwitch(name="stays", topic="tenant-stays"))
+    key = root + ("dmr" if foreign == "dmr" else "d:o/")
+    kept = client.dump(key)
+    client.delete(key)
+    client.set(key, b"foreign")
+    before = stored(client, root)
+    head = db.backend.current_revision()  # (a list walks 'd:o/': it fails while that key is foreign)
+    with db.watch(LogicalSwitch, since=head) as watch:
+        with pytest.raises(nbdb.CorruptRecordError, match=re.escape(key)):
+            _write(db, op, old, "tenant-new")
+        assert stored(client, root) == before
+        assert db.get(LogicalSwitch, old.id) == old
+        assert watch.poll(0.3) == []
+        if foreign != "dmr":
+            # Commits that write no such key go on: an update, a create in a directory that exists.
+            stays = db.create(LogicalSwitch(name="stays2", topic="tenant-stays"))
+            db.delete(stays)
+            head += 2
+        client.delete(key)
+        client.restore(key, 0, kept)
+        wrote = _write(db, op, old, "tenant-new")
+        assert db.backend.current_revision() == head + 1
+        seen: list[tuple[str, int]] = []
+        for _ in range(20):
+            got = watch.poll(0.2)
+            seen += [(e.object.name, 0 if e.new is None else e.object.version) for e in got]
+            if seen and not got:
+                break
+    assert [s for s in seen if not s[0].startswith("stays")] == wrote
+    expected = {
+        "create": ["made", "old", "stays"],
+        "update": ["moved", "stays"],
+        "delete": ["stays"],
+        "txn-creates": ["made0", "made1", "old", "stays"],
+        "txn": ["made", "stays"],
+    }[op]
+    assert sorted(o.name for o in db.list(LogicalSwitch)) == expected
+    # The directory sets hold exactly what exists: a list of each topic finds it.
+    by_topic = {t: sorted(o.name for o in db.list(LogicalSwitch, t)) for t in ("tenant-new", "tenant-old")}
+    assert by_topic == {
+        "tenant-new": [n for n in expected if n.startswith("made")],
+        "tenant-old": [n for n in expected if n in ("old", "moved")],
+    }
+
+
+_TOPICS = ("t0", "t1", "t2")
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
+    redis_server: RedisServer,  # noqa: F811 - the fixture
+    data: st.DataObject,
+) -> None:
+    """Property: whatever objects exist, whatever a commit creates and deletes (one create, one delete,
+    or a transaction of both, over topics) and whichever key it writes unread is another writer's
+    string ('dmr', 'd:', 'd:o/', a topic's or a table's directory set), the commit either applies or
+    fails as CorruptRecordError with every key of the namespace as it was; once the key is back, it
+    applies. Revisions stay dense (a failed commit gives its revision back) and the directory sets
+    name exactly the objects that exist."""
+    import uuid
+
+    with nbdb.connect(redis_server.url, namespace=f"p-{uuid.uuid4().hex[:10]}") as db:
+        root = root_of(db)
+        backend = db.backend
+        assert isinstance(backend, RedisBackend)
+        _host, port = backend.config.hosts[0]
+        client = redis.Redis(host="127.0.0.1", port=port, db=backend.config.db)
+        try:
+            live = {}
+            for topic in data.draw(st.lists(st.sampled_from(_TOPICS), max_size=4), label="existing"):
+                made = db.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=topic))
+                live[made.id] = made
+            commits = len(live)
+            creates = data.draw(st.lists(st.sampled_from(_TOPICS), max_size=3), label="creates")
+            pool = sorted(live)
+            doomed = data.draw(st.sets(st.sampled_from(pool), max_size=len(pool)) if pool else st.just(set()))
+            if not creates and not doomed:
+                creates = ["t0"]
+            foreign = data.draw(
+                st.sampled_from(
+                    ["dmr", "d:", "d:o/"]
+                    + [f"d:o/{t}/" for t in _TOPICS]
+                    + [f"d:o/{t}/LogicalSwitch/" for t in _TOPICS]
+                ),
+                label="foreign",
+            )
+            key = root + foreign
+            kept = client.dump(key)
+            client.delete(key)
+            client.set(key, b"foreign")
+            before = stored(client, root)
+
+            def commit() -> list[LogicalSwitch]:
+                if len(creates) == 1 and not doomed:
+                    return [db.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=creates[0]))]
+                if len(doomed) == 1 and not creates:
+                    db.delete(live[next(iter(doomed))])
+                    return []
+                with db.transaction() as txn:
+                    made = [txn.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=t)) for t in creates]
+                    for gone in doomed:
+                        txn.delete(live[gone])
+                return made
+
+            try:
+                made = commit()
+                failed = False
+            except nbdb.CorruptRecordError:
+                failed = True
+                assert stored(client, root) == before
+            client.delete(key)
+            if kept is not None:
+                client.restore(key, 0, kept)
+            if failed:
+                made = commit()
+            commits += 1
+            for gone in doomed:
+                del live[gone]
+            live.update({o.id: o for o in made})
+            assert backend.current_revision() == commits
+            expected: dict[str, set[str]] = {}
+            for o in live.values():
+                expected.setdefault("o/", set()).add(f"{o.topic}/")
+                expected.setdefault(f"o/{o.topic}/", set()).add("LogicalSwitch/")
+                expected.setdefault(f"o/{o.topic}/LogicalSwitch/", set()).add(str(o.id))
+            sets = {
+                k.decode()[len(root) + 2 :]: {m.decode() for m in client.smembers(k)}
+                for k in client.scan_iter(match=root.replace("{", "\\{").replace("}", "\\}") + "d:o/*")
+            }
+            assert sets == expected
+            assert ("o/" in {m.decode() for m in client.smembers(root + "d:")}) == bool(live)
+            for topic in _TOPICS:
+                assert {o.id for o in db.list(LogicalSwitch, topic)} == {i for i, o in live.items() if o.topic == topic}
+        finally:
+            client.close()
+
+
+# ------------------------------------------------------------- a change log another writer emptied
+
+
+def _empty_log(client: Any, root: str, how: str) -> None:
+    if how == "trimmed":
+        client.xtrim(root + "log", maxlen=0, approximate=False)
+    else:
+        client.delete(root + "log")
+
+
+def _collect(watch: Any, rounds: int = 15) -> list[tuple[str, int]]:
+    seen: list[tuple[str, int]] = []
+    for _ in range(rounds):
+        got = watch.poll(0.2)
+        seen += [(e.object.name, e.object.version) for e in got]
+        if seen and not got:
+            break
+    return seen
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["trimmed", "deleted"])
+@pytest.mark.parametrize("since", ["now", "head"])
+def test_a_new_watch_from_the_head_of_an_emptied_log_misses_nothing_and_does_not_raise(
+    db: nbdb.Database, client: Any, how: str, since: str
+) -> None:
+    """With 'log' empty the head is the revision counter's, a revision 'log' does not hold: a watch
+    from it (from now, or from the head a list returned) raised HistoryGoneError at its first poll,
+    and a cache re-listed at every poll, though nothing after that revision was lost. Now it is
+    served: every later commit is delivered, once."""
+    root = root_of(db)
+    a = db.update(db.create(LogicalSwitch(name="a")))
+    _empty_log(client, root, how)
+    head = db.list(LogicalSwitch).revision
+    assert head == 2
+    with db.watch(LogicalSwitch, since=None if since == "now" else head) as watch:
+        assert watch.poll(0.3) == []
+        assert watch.poll(0.3) == []
+        b = db.create(LogicalSwitch(name="b"))
+        db.update(a)
+        assert _collect(watch) == [("b", 1), ("a", 3)]
+        db.update(b)
+        assert _collect(watch) == [("b", 2)]
+    with db.cache(LogicalSwitch) as cache:
+        assert cache.wait_synced(10)
+        assert cache.wait_for(db.create(LogicalSwitch(name="c")), 10)
+        assert sorted(o.name for o in cache.list(LogicalSwitch)) == ["a", "b", "c"]
+        assert cache.relists == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["trimmed", "deleted"])
+def test_a_watch_that_reached_the_head_of_an_emptied_log_goes_on_past_it(
+    db: nbdb.Database, client: Any, how: str
+) -> None:
+    """A watch from 0 moves to the head once it has delivered 'log': with 'log' empty (here the
+    namespace's first commit failed, so 'log' never held an entry, and the counter is past 0), that
+    head is the counter's, and its next poll raised HistoryGoneError. Now it goes on."""
+    root = root_of(db)
+    client.set(root + "log:tenant-a", b"foreign")
+    with pytest.raises(nbdb.CorruptRecordError):
+        db.create(LogicalSwitch(name="lost", topic="tenant-a"))
+    client.delete(root + "log:tenant-a")
+    if how == "deleted":
+        client.delete(root + "log")
+    assert client.xlen(root + "log") == 0
+    assert db.list(LogicalSwitch).revision > 0
+    with db.watch(LogicalSwitch, since=0) as watch:
+        assert watch.poll(0.3) == []
+        assert watch.poll(0.3) == []
+        db.create(LogicalSwitch(name="a", topic="tenant-a"))
+        assert _collect(watch) == [("a", 1)]
+
+
+def _watch_from_head(db: nbdb.Database) -> Any:
+    watch = db.watch(LogicalSwitch)
+    assert watch.poll(0.2) == []
+    return watch
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loss", ["emptied-again", "deleted-again", "entry-deleted", "trimmed", "older-revision"])
+def test_a_watch_whose_history_after_its_revision_went_still_raises(db: nbdb.Database, client: Any, loss: str) -> None:
+    """The converse: a watch from a revision 'log' does not hold is served only while 'log' holds
+    every commit after it. A watch from the head of an emptied 'log' whose later commits went (the
+    log emptied or deleted again, one of them deleted, trimmed by ``history``), or a resume from a
+    revision older than the emptied log's head, raises HistoryGoneError, never skips them."""
+    root = root_of(db)
+    a = db.update(db.create(LogicalSwitch(name="a")))
+    older = db.list(LogicalSwitch).revision
+    a = db.update(a)
+    _empty_log(client, root, "trimmed")
+    if loss == "older-revision":
+        watch = db.watch(LogicalSwitch, since=older)
+    else:
+        watch = _watch_from_head(db)
+    with watch:
+        for _ in range(30 if loss == "trimmed" else 3):
+            a = db.update(a)
+        if loss == "emptied-again":
+            _empty_log(client, root, "trimmed")
+        elif loss == "deleted-again":
+            _empty_log(client, root, "deleted")
+        elif loss == "entry-deleted":
+            client.xdel(root + "log", client.xrange(root + "log", count=2)[1][0])
+        db.update(a)
+        with pytest.raises(nbdb.HistoryGoneError):
+            _collect(watch)

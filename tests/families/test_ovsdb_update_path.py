@@ -1,0 +1,169 @@
+"""The shortcuts of a planned update (issue 14): each gives what the general step it stands for gives.
+
+A compare-and-swap's columns sorted once per table, a parent's id parsed once per text, an
+update's bookkeeping without the mark book when its row holds no mark, the collector paused by a
+plain context manager, a lone commit sent without the batch's lists: all of them for less CPU
+per commit, none with a different result.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nbdb import errors
+from nbdb.codec import bulk, encode
+from nbdb.families.ovsdb import rows
+from nbdb.families.ovsdb.group import GroupTransact
+from nbdb.families.ovsdb.mutations import MarkBook
+from nbdb.families.ovsdb.planner import _bookkeeping, _compared
+from nbdb.families.ovsdb.rows import (
+    EXT_EXPIRES,
+    EXT_MARK,
+    EXT_PARENT,
+    EXT_TTL,
+    EXT_VERSION,
+    MARK_LIFETIME,
+    carried,
+    new_row,
+    stored_columns,
+)
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+
+from .conftest import make_mapping
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_compare_and_swap_waits_on_its_columns_sorted_once_per_table() -> None:
+    mapping = make_mapping()
+    for tm in mapping.tables.values():
+        stored = stored_columns(tm, {})
+        columns = _compared(tm, stored)
+        assert columns == sorted(stored)
+        assert _compared(tm, dict(stored)) is columns  # sorted once, then shared
+        other = {"b": 1, "a": 2}
+        assert _compared(tm, other) == ["a", "b"]  # columns of another row: sorted as they are
+        fewer = dict(stored)
+        fewer.pop(next(iter(fewer)))
+        assert _compared(tm, fewer) == sorted(fewer)
+
+
+def _port(switch: str) -> dict[str, Any]:
+    """A port's document (as a put carries it) with ``switch`` as its parent's text."""
+    doc: dict[str, Any] = json.loads(encode(LogicalSwitchPort(switch=uuid.uuid4(), name="p")))
+    doc["switch"] = switch
+    return doc
+
+
+_TEXTS = st.uuids().flatmap(
+    lambda u: st.sampled_from([str(u), str(u).upper(), u.hex, "{" + str(u) + "}", u.urn, u.hex.upper()])
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TEXTS)
+def test_a_parents_text_gives_its_id_and_canonical_text_every_time(text: str) -> None:
+    tm = make_mapping().get(LogicalSwitchPort.nbdb_table)
+    doc = _port(text)
+    for _ in range(2):  # parsed, then found
+        made = new_row(tm, doc)
+        assert made.parents == {"switch": uuid.UUID(text)}
+        assert made.ext[EXT_PARENT + "switch"] == str(uuid.UUID(text))
+
+
+def test_a_parent_that_is_no_id_is_refused_every_time_and_the_known_ids_stay_bounded() -> None:
+    tm = make_mapping().get(LogicalSwitchPort.nbdb_table)
+    for _ in range(2):
+        with pytest.raises(errors.ValidationError, match="not an id"):
+            new_row(tm, _port("no-id"))
+    for _ in range(rows._PARENT_IDS_LIMIT + 10):
+        new_row(tm, _port(str(uuid.uuid4())))
+        assert len(rows._PARENT_IDS) <= rows._PARENT_IDS_LIMIT
+    switch = LogicalSwitch(name="sw")
+    made = new_row(tm, _port(str(switch.id)))
+    assert made.parents == {"switch": switch.id}
+
+
+_NOW = 1_000_000.0
+_MARKS = st.sampled_from(["a", "b", "c", "d"]).map(lambda t: EXT_MARK + t)
+_MARK_VALUES = st.sampled_from([str(int(_NOW)), str(int(_NOW - 2 * MARK_LIFETIME)), "junk", ""])
+_EXT = st.dictionaries(
+    st.one_of(_MARKS, st.sampled_from([EXT_TTL, EXT_EXPIRES, EXT_VERSION, "user", "nbdb:field:x"])),
+    _MARK_VALUES,
+    max_size=6,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_EXT, st.lists(_MARKS, max_size=3), st.lists(_MARKS, max_size=2))
+def test_an_updates_bookkeeping_is_what_carried_and_the_mark_book_make(
+    ext: dict[str, str], settled: list[str], elsewhere: list[str]
+) -> None:
+    key = ("Logical_Switch_Port", uuid.UUID(int=1))
+    book = MarkBook()
+    for name in settled:  # this writer's settled marks of the row
+        book.settled({key: (name, "1")}, {})
+    for name in elsewhere:  # another row's settled marks drop nothing here
+        book.settled({("Logical_Switch_Port", uuid.UUID(int=2)): (name, "1")}, {})
+    dropped = book.droppable(key, ext, _NOW)
+    assert _bookkeeping(book, key, ext, _NOW) == (carried(ext, _NOW, dropped), dropped)
+
+
+def test_bulk_pauses_the_collector_and_leaves_a_paused_one_paused() -> None:
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with bulk():
+            assert not gc.isenabled()
+            with bulk():
+                assert not gc.isenabled()
+            assert not gc.isenabled()  # the inner block found it paused: left so
+        assert gc.isenabled()
+        with pytest.raises(KeyError), bulk():
+            raise KeyError("x")
+        assert gc.isenabled()  # enabled again after an error too
+        gc.disable()
+        with bulk():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+class _Lost(Exception):
+    pass
+
+
+class _NotSent(Exception):
+    pass
+
+
+def test_a_lone_commit_is_sent_as_it_is_refused_when_its_time_ran_out_and_gets_its_own_error() -> None:
+    sent: list[tuple[str, list[dict[str, Any]], float | None]] = []
+
+    def transact(db: str, ops: list[dict[str, Any]], deadline: float | None = None) -> list[Any]:
+        sent.append((db, ops, deadline))
+        if ops and ops[0].get("fail"):
+            raise ValueError("refused")
+        return [{"count": 1}]
+
+    group = GroupTransact(transact, _Lost, _NotSent)
+    ops: list[dict[str, Any]] = [{"op": "wait"}]
+    deadline = time.monotonic() + 60
+    assert group("db", ops, deadline) == [{"count": 1}]
+    assert sent == [("db", ops, deadline)]  # the very list, not a combined copy
+    with pytest.raises(_NotSent, match="time ran out"):
+        group("db", [{"op": "wait"}], time.monotonic() - 1)
+    assert len(sent) == 1  # nothing sent
+    with pytest.raises(ValueError, match="refused"):
+        group("db", [{"fail": True}], None)
+    assert group.combined == 0 and group.resent == 0
+    assert group("db", ops) == [{"count": 1}]  # the lead was handed back each time
