@@ -878,6 +878,53 @@ def test_a_head_another_writer_damaged_is_put_back_by_the_next_commit(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("foreign", ["garbage", bytearray(b"ab")], ids=["another-type", "too-short"])
+@pytest.mark.parametrize("reader", ["list", "revision", "watch", "cache"])
+def test_a_head_another_writer_damaged_is_put_back_by_a_reader_without_waiting_for_a_commit(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    foreign: object,
+    reader: str,
+) -> None:
+    """Until a commit came, every list, watch from now or from before, and cache raised
+    CorruptRecordError (the cache retried its load with back-off): a reader depended on a later
+    writer. Each reader now puts ``head`` back itself, as the commit does (under the commit lock,
+    from the log)."""
+    from nbdb.backends.hazelcast._records import HEAD, decode_head
+
+    ns = _ns()
+    with (
+        nbdb.connect(hazelcast_server.url, namespace=ns) as db,
+        nbdb.connect(hazelcast_server.url, namespace=ns) as other,
+    ):
+        db.create(KitParent(name="first"))
+        db.create(KitParent(name="lone"))
+        since = db.list(KitParent).revision
+        later = db.create(KitParent(name="later"))
+        backend = _hz(db)
+        want = decode_head(backend._meta.get(HEAD))
+        backend._meta.put(HEAD, foreign)
+        names = ["first", "later", "lone"]
+        if reader == "list":
+            assert sorted(p.name for p in other.list(KitParent)) == names
+        elif reader == "revision":
+            assert _hz(other).current_revision() == want[0]  # what a watch from now starts at
+        elif reader == "watch":
+            with other.watch(KitParent, since=since) as watch:
+                seen: list[Any] = []
+                for _ in range(40):
+                    seen += [e.object.id for e in watch.poll(0.25)]
+                    if later.id in seen:
+                        break
+                assert seen == [later.id]
+        elif reader == "cache":
+            with other.cache(KitParent, shared=False) as cache:
+                assert cache.wait_synced(15)
+                assert sorted(p.name for p in cache.list(KitParent)) == names
+                assert not cache.corrupt
+        assert decode_head(backend._meta.get(HEAD)) == want  # put back, as it was: no commit came
+
+
+@pytest.mark.timeout(90)
 def test_a_head_is_put_back_past_a_log_entry_another_writer_keyed_with_a_long(
     hazelcast_server: HazelcastServer,  # noqa: F811
 ) -> None:
