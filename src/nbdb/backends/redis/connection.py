@@ -56,6 +56,9 @@ ERRORS = ExceptionMap(
                             "timeout connecting")),
         ErrorRule((MasterNotFoundError,), errors.BackendUnavailableError, retryable=True, unsent=True),
         ErrorRule((rexc.ReadOnlyError,), errors.BackendUnavailableError, retryable=True, unsent=True),
+        # A LOADING reply: the server refused the command without running it (redis-py makes it a
+        # ConnectionError, which the rule below takes as "may have been sent").
+        ErrorRule((rexc.BusyLoadingError,), errors.BackendUnavailableError, retryable=True, unsent=True),
         # A pipeline of commit scripts in which one was refused for a retryable reason after
         # another had applied: tried again (every script carries its token), but never "unsent".
         ErrorRule((PartlyApplied,), errors.BackendUnavailableError, retryable=True),
