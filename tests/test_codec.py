@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import sys
 import uuid
 import weakref
 from typing import Annotated, Any, ClassVar
@@ -239,6 +240,21 @@ def test_decoding_in_bulk_equals_decoding_one_by_one(items: list[tuple[Model, in
                 r.field for r in model.nbdb_references
             }:
                 assert mine is theirs
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ovn_objects(), st.integers(1, 2**40))
+def test_a_decoded_copy_keeps_its_fields_in_its_models_shared_key_table(obj: Model, version: int) -> None:
+    # A cache holds thousands of decoded copies: each one's dict shares its model's key table (CPython's
+    # split dict), in the model's field order, rather than carrying a key table of its own (a dict copy's).
+    for decoded in (decode(type(obj), _record(obj, version)), decode_each(type(obj), [_record(obj, version)])[0]):
+        assert isinstance(decoded, Model)
+        held = vars(decoded)
+        assert list(held) == list(type(obj).model_fields)
+        laid_out = vars(type(obj).__new__(type(obj)))  # a new instance's dict, filled a key at a time: split
+        for name, value in held.items():
+            laid_out[name] = value
+        assert sys.getsizeof(held) == sys.getsizeof(laid_out)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -431,10 +431,11 @@ class Replica:
         view = self._views.get(model)
         if view is not None:
             loaded = [view.of(obj) for obj in loaded]
-        # Keyed by the int each object holds (decode checked it is the record's id).
-        current.update(zip(map(_ID_INT, loaded), loaded, strict=True))
+        # Keyed by the int each object holds (decode checked it is the record's id), read once for both.
+        keys = list(map(_ID_INT, loaded))
+        current.update(zip(keys, loaded, strict=True))
         if len(current) == len(loaded):
-            index_all(self._indexes[model], loaded, self._nulls[model])
+            index_all(self._indexes[model], loaded, self._nulls[model], keys)
             if self._subscriptions:
                 for new in loaded:
                     self._emit(ChangeEvent(EventKind.CREATED, model, None, new, revision, True))

@@ -279,6 +279,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             # built (a forward reference never resolved) must not fail a load that holds none of it.
             refs, lists, maps, loose, deep, fields_set, bare, exact = _layout_of(model)
             validate = bare or model.__pydantic_validator__.validate_json
+            first = next(iter(model.model_fields))  # "id": the first key of every validated dict of fields
         if (version.__class__ is not int and not isinstance(version, int)) or version < 0:
             # Another writer's: it would reach a caller, a watch or a cache as the object's version.
             append(_unversioned(table, listed, version))
@@ -315,9 +316,13 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         # Inline, not a function per record: 4k instructions of a 60k decode (callgrind).
         obj = new(model)
         slots = obj.__dict__
-        # Pairs, not the dict: update() from a dict would copy its key table (a combined
-        # dict, ~290 B more per port); from pairs it inserts each one into the shared table.
-        slots.update(fields.items())
+        # Into the shared key table, one key at a time: update() of an *empty* dict from a dict
+        # copies the source's own key table (a combined dict, ~250 B more per port), so the first
+        # field goes in alone; from then on update() inserts the others one by one, in C, with
+        # the hashes the source holds (0.14 us a port less than from its items() pairs, which
+        # took an iterator step, a pair and a hash per field). Same order, same values.
+        slots[first] = fields[first]
+        slots.update(fields)
         slots["version"] = version
         for name in refs:
             value = fields[name]

@@ -124,7 +124,9 @@ _ID_KINDS = frozenset({UUID, _NONE})
 _INT = attrgetter("int")
 
 
-def index_all(indexes: Indexes, objs: Sequence[Item], nulls: Collection[str] = ()) -> None:
+def index_all(
+    indexes: Indexes, objs: Sequence[Item], nulls: Collection[str] = (), keys: Sequence[int] | None = None
+) -> None:
     """:func:`index` of each of ``objs`` in turn, field by field: a cache's first load.
 
     The same buckets (a test holds them equal), with fewer Python steps per
@@ -135,12 +137,14 @@ def index_all(indexes: Indexes, objs: Sequence[Item], nulls: Collection[str] = (
     (a port's switch) groups them first, ids by their integer and other
     values by the value *object* (both hashed in C, a UUID's own
     ``__hash__`` is Python), then looks each value up once. Collections, other types and buckets that already hold
-    something take :func:`index`'s way. ``objs`` holds each id once.
+    something take :func:`index`'s way. ``objs`` holds each id once; ``keys``, if
+    given, are their ids' integers, in order (a load that read them already).
     """
     if not objs:
         return
     count = len(objs)
-    keys = list(map(_ID_INT, objs))
+    if keys is None:
+        keys = list(map(_ID_INT, objs))
     for field, buckets in indexes.items():
         values = list(map(attrgetter(field), objs))
         keep_none = field in nulls

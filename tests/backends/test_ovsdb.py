@@ -472,6 +472,183 @@ def test_a_row_another_client_wrote_that_the_model_refuses_is_a_corrupt_record(s
             assert {p.id for p in cold.list(LogicalSwitchPort)} == {good.id, after.id}
 
 
+def _foreign_transact_in(server: OvsdbServer, database: str, ops: list[Any]) -> Any:
+    """:func:`_foreign_transact` in ``database`` (the model database ``nbdb`` too)."""
+    out = _client(server, "transact", f"tcp:{server.leader().address}", json.dumps([database, *ops]))
+    result = json.loads(out)
+    assert not any(isinstance(r, dict) and "error" in r for r in result), result
+    return result
+
+
+def _set_external_id(table: str, id: uuid.UUID, key: str, value: str) -> list[Any]:
+    return [
+        {
+            "op": "mutate",
+            "table": table,
+            "where": [["_uuid", "==", ["uuid", str(id)]]],
+            "mutations": [
+                ["external_ids", "delete", ["set", [key]]],
+                ["external_ids", "insert", ["map", [[key, value]]]],
+            ],
+        }
+    ]
+
+
+_DEEP = "[" * 5000 + "]" * 5000
+"""JSON nested past the interpreter's recursion limit (``json.loads`` raises RecursionError)."""
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "a-json-column-nested-past-the-recursion-limit",
+        "a-marker-string-holding-json-nested-past-the-recursion-limit",
+        "a-marker-string-escape-did-not-make",
+        "a-token-window-with-a-digit-int-refuses",
+    ],
+)
+def test_another_writers_garbled_value_neither_kills_the_connection_nor_stops_writes_of_its_row(
+    server: OvsdbModelsServer, case: str
+) -> None:
+    """Values another writer put in mapped columns and nbdb's own ``external_ids`` keys.
+
+    Before: the first two raised RecursionError and the last a ValueError ('²'.isdigit() holds, int()
+    refuses it) out of the connection's I/O thread, on the update and again on every resync: the
+    row's change was lost and every call waited for ``timeout``. The third was read as another
+    value (``"\ufffe123"`` as ``"123"``) and written back quoted: every update and delete of the row
+    failed its compare-and-swap until ``timeout`` (BackendUnavailableError), for good.
+    Now: the JSON column is a corrupt record; the others read as stored, and their rows are written.
+    """
+    from nbdb.conformance.kit import KitNamed
+
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    with nbdb.connect(f"{server.url}?timeout=5", namespace=namespace) as db:
+        bad = db.create(KitNamed(name="bad", tags=["a"]))
+        good = db.create(KitNamed(name="good"))
+        cache = db.cache(KitNamed, shared=False)
+        reports: list[Exception] = []
+        assert cache.wait_synced(10)
+        with db.watch(KitNamed, on_error=reports.append) as watch:
+            where = [["_uuid", "==", ["uuid", str(bad.id)]]]
+            if case == "a-json-column-nested-past-the-recursion-limit":
+                ops = [{"op": "update", "table": "KitNamed", "where": where, "row": {"tags": _DEEP}}]
+            elif case == "a-marker-string-holding-json-nested-past-the-recursion-limit":
+                ops = [{"op": "update", "table": "KitNamed", "where": where, "row": {"name": "\ufffe" + _DEEP}}]
+            elif case == "a-marker-string-escape-did-not-make":
+                ops = [{"op": "update", "table": "KitNamed", "where": where, "row": {"name": "\ufffe123"}}]
+            else:
+                ops = _set_external_id("KitNamed", bad.id, "nbdb:version", "garbage")
+                ops += _set_external_id("KitNamed", bad.id, "nbdb:txn", "t@\u00b2")
+            _foreign_transact_in(server, "nbdb", ops)
+            corrupt = case.startswith("a-json-column")
+            key = (KitNamed.nbdb_table, bad.id)
+            if corrupt:
+                assert eventually(lambda: key in cache.corrupt, timeout=10)
+                with pytest.raises(nbdb.CorruptRecordError):
+                    db.get(KitNamed, bad.id)
+                assert [n.id for n in db.list(KitNamed, skip_corrupt=True)] == [good.id]
+            else:
+                assert eventually(lambda: db.get(KitNamed, bad.id).version > bad.version or case.startswith("a-token"))
+                stored = db.get(KitNamed, bad.id)
+                if case == "a-marker-string-escape-did-not-make":
+                    assert stored.name == "\ufffe123"
+                moved = db.update(stored.replace(tags=["b"]))
+                assert db.get(KitNamed, bad.id) == moved and moved.name == stored.name
+            after = db.create(KitNamed(name="after"))
+            changed = db.update(good.replace(tags=["x"]))
+            seen: list[Any] = []
+            assert eventually(
+                lambda: seen.extend(e.new.id for e in watch.poll(0.2) if e.new) or after.id in seen, timeout=10
+            )
+            assert eventually(
+                lambda: cache.get(KitNamed, after.id) == after and cache.get(KitNamed, good.id) == changed, timeout=10
+            )
+            assert corrupt == any(isinstance(e, nbdb.CorruptRecordError) for e in reports)
+            if not corrupt:
+                db.delete(db.get(KitNamed, bad.id))
+                with pytest.raises(nbdb.NotFoundError):
+                    db.get(KitNamed, bad.id)
+        cache.close()
+        # A new connection's load is no different.
+        with nbdb.connect(f"{server.url}?timeout=5", namespace=namespace) as fresh:
+            cold = fresh.cache(KitNamed, shared=False)
+            assert cold.wait_synced(10)
+            assert {n.name for n in cold.list(KitNamed)} == {"good", "after"}
+            assert (key in cold.corrupt) == corrupt
+
+
+def test_a_field_nbdb_keeps_in_external_ids_nested_past_the_recursion_limit_is_a_corrupt_record(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    """``nbdb:field:chassis`` (where nbdb keeps a port's chassis: OVN's schema has no column for it)
+    set to JSON nested past the recursion limit raised RecursionError out of the I/O thread: the
+    change was lost and every call waited for ``timeout``. It is a corrupt record."""
+    switch = db.create(LogicalSwitch(name="sw-deep"))
+    port = db.create(LogicalSwitchPort(switch=switch.id, name=f"p-{switch.id}"))
+    cache = db.cache(LogicalSwitchPort, shared=False)
+    assert cache.wait_synced(10)
+    _foreign_transact(server, _set_external_id("Logical_Switch_Port", port.id, "nbdb:field:chassis", _DEEP))
+    key = (LogicalSwitchPort.nbdb_table, port.id)
+    assert eventually(lambda: key in cache.corrupt, timeout=10)
+    with pytest.raises(nbdb.CorruptRecordError):
+        db.get(LogicalSwitchPort, port.id)
+    other = db.create(LogicalSwitchPort(switch=switch.id, name=f"o-{switch.id}"))
+    assert eventually(lambda: cache.get(LogicalSwitchPort, other.id) == other, timeout=10)
+    assert db.list(LogicalSwitchPort, skip_corrupt=True) == [other]
+    cache.close()
+
+
+def test_a_child_another_writer_put_in_a_second_parents_set_is_a_corrupt_record(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    """A port in two switches' ``ports`` (ovn-nbctl or a raw client can do that; the model has one
+    switch) was read with whichever switch the replica saw last, silently; once taken out of that
+    one, the port vanished (no parent) although the other switch still held it. It is a corrupt
+    record while two parents hold it, and an object again once one lets it go."""
+
+    def ports(switch: LogicalSwitch, op: str, port: LogicalSwitchPort) -> list[Any]:
+        where = [["_uuid", "==", ["uuid", str(switch.id)]]]
+        return [
+            {
+                "op": "mutate",
+                "table": "Logical_Switch",
+                "where": where,
+                "mutations": [["ports", op, ["set", [["uuid", str(port.id)]]]]],
+            }
+        ]
+
+    first = db.create(LogicalSwitch(name="sw-first"))
+    second = db.create(LogicalSwitch(name="sw-second"))
+    port = db.create(LogicalSwitchPort(switch=first.id, name=f"p-{first.id}"))
+    sibling = db.create(LogicalSwitchPort(switch=second.id, name=f"s-{first.id}"))
+    cache = db.cache(LogicalSwitchPort, shared=False)
+    assert cache.wait_synced(10)
+    key = (LogicalSwitchPort.nbdb_table, port.id)
+    for _round in range(2):
+        _foreign_transact(server, ports(second, "insert", port))
+        assert eventually(lambda: key in cache.corrupt, timeout=10)
+        with pytest.raises(nbdb.CorruptRecordError, match="switch"):
+            db.get(LogicalSwitchPort, port.id)
+        assert [p.id for p in db.list(LogicalSwitchPort, skip_corrupt=True)] == [sibling.id]
+        # It references both: a delete of either names it, and a cascade meets it as the corrupt record it is.
+        with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+            db.delete(second)
+        with pytest.raises(nbdb.CorruptRecordError, match=str(port.id)):
+            db.delete(second, cascade=True)
+        sibling = db.update(sibling.replace(up=True))
+        assert eventually(lambda s=sibling: cache.get(LogicalSwitchPort, s.id) == s, timeout=10)
+        # Let go by the switch the replica saw first: it vanished, though the other still held it.
+        _foreign_transact(server, ports(first, "delete", port))
+        assert eventually(lambda: key not in cache.corrupt, timeout=10)
+        back = db.get(LogicalSwitchPort, port.id)
+        assert back.switch == second.id and cache.get(LogicalSwitchPort, port.id) == back
+        port = db.update(back.replace(switch=first.id))
+        assert db.get(LogicalSwitchPort, port.id).switch == first.id
+    db.delete(second, cascade=True)
+    assert [p.id for p in db.list(LogicalSwitchPort)] == [port.id]
+    cache.close()
+
+
 @pytest.mark.timeout(60)
 def test_a_stream_with_a_sink_gets_every_change_on_the_applying_thread(db: nbdb.Database) -> None:
     """The shared watch's sink is handed each transaction's changes by the connection's I/O thread.

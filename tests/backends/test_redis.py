@@ -23,6 +23,8 @@ from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.fixtures import redis_server, server_factory  # noqa: F401 - pytest fixtures
 from nbdb.testing.redis import RedisSentinel, RedisServer
 
+from .conftest import versions_until_quiet
+
 pytest.importorskip("redis")
 
 
@@ -1841,14 +1843,8 @@ def test_an_id_counter_of_any_whole_number_redis_counts_past_moves_on(db: nbdb.D
 
 def _watch_all(db: nbdb.Database, since: int) -> list[tuple[str, int]]:
     """Every change a watch from ``since`` delivers until it goes quiet (bounded)."""
-    seen: list[tuple[str, int]] = []
     with db.watch(LogicalSwitch, since=since) as watch:
-        for _ in range(20):
-            got = watch.poll(0.2)
-            seen += [(e.object.name, e.object.version) for e in got]
-            if not got and seen:
-                break
-    return seen
+        return versions_until_quiet(watch, rounds=20)
 
 
 @pytest.mark.timeout(60)

@@ -21,6 +21,8 @@ from nbdb.models import LogicalSwitch
 from nbdb.testing.fixtures import redis_server  # noqa: F401 - pytest fixture
 from nbdb.testing.redis import RedisServer
 
+from .conftest import versions_until_quiet
+
 redis = pytest.importorskip("redis")
 
 
@@ -271,16 +273,6 @@ def _empty_log(client: Any, root: str, how: str) -> None:
         client.delete(root + "log")
 
 
-def _collect(watch: Any, rounds: int = 15) -> list[tuple[str, int]]:
-    seen: list[tuple[str, int]] = []
-    for _ in range(rounds):
-        got = watch.poll(0.2)
-        seen += [(e.object.name, e.object.version) for e in got]
-        if seen and not got:
-            break
-    return seen
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", ["trimmed", "deleted"])
 @pytest.mark.parametrize("since", ["now", "head"])
@@ -301,9 +293,9 @@ def test_a_new_watch_from_the_head_of_an_emptied_log_misses_nothing_and_does_not
         assert watch.poll(0.3) == []
         b = db.create(LogicalSwitch(name="b"))
         db.update(a)
-        assert _collect(watch) == [("b", 1), ("a", 3)]
+        assert versions_until_quiet(watch) == [("b", 1), ("a", 3)]
         db.update(b)
-        assert _collect(watch) == [("b", 2)]
+        assert versions_until_quiet(watch) == [("b", 2)]
     with db.cache(LogicalSwitch) as cache:
         assert cache.wait_synced(10)
         assert cache.wait_for(db.create(LogicalSwitch(name="c")), 10)
@@ -332,7 +324,7 @@ def test_a_watch_that_reached_the_head_of_an_emptied_log_goes_on_past_it(
         assert watch.poll(0.3) == []
         assert watch.poll(0.3) == []
         db.create(LogicalSwitch(name="a", topic="tenant-a"))
-        assert _collect(watch) == [("a", 1)]
+        assert versions_until_quiet(watch) == [("a", 1)]
 
 
 def _watch_from_head(db: nbdb.Database) -> Any:
@@ -368,4 +360,44 @@ def test_a_watch_whose_history_after_its_revision_went_still_raises(db: nbdb.Dat
             client.xdel(root + "log", client.xrange(root + "log", count=2)[1][0])
         db.update(a)
         with pytest.raises(nbdb.HistoryGoneError):
-            _collect(watch)
+            versions_until_quiet(watch)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("topic", ["busy", "loading", "readonly", "tryagain"])
+def test_a_refusal_naming_a_key_with_a_retry_word_is_still_corrupt_record(
+    db: nbdb.Database, client: Any, topic: str
+) -> None:
+    """The refusal names its key, and the key holds the topic: a topic (or table, or namespace) with
+    a word of a retryable reply in it ('busy', 'loading', 'readonly', ...) made the refusal a
+    BackendUnavailableError, retried as unsent until the attempts ran out. It is CorruptRecordError,
+    at once, and nothing was written."""
+    root = root_of(db)
+    db.create(LogicalSwitch(name="there", topic=topic))
+    key = root + f"d:o/{topic}/LogicalSwitch/"
+    client.delete(key)
+    client.set(key, b"foreign")
+    before = stored(client, root)
+    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(key)):
+        db.create(LogicalSwitch(name="made", topic=topic))
+    assert stored(client, root) == before
+
+
+@pytest.mark.timeout(60)
+def test_a_refusal_with_a_retry_word_in_a_group_fails_only_its_own_commit(db: nbdb.Database, client: Any) -> None:
+    """In a group (one pipeline of commit scripts) a reply classified as retryable sends the whole
+    pipeline again, and once the attempts run out that error was every commit's outcome: a refusal
+    naming a key with 'busy' in it made the group's other commits, applied, fail as unavailable. Now
+    the refused commit alone fails (CorruptRecordError) and the others are reported applied."""
+    from nbdb.families.kvtypes import KeyCommit, VersionIs
+
+    backend = db.backend
+    assert isinstance(backend, RedisBackend)
+    root = root_of(db)
+    client.set(root + "d:o/busy/T/", b"foreign")
+    refused = KeyCommit([VersionIs("o/busy/T/1", 0)], {"o/busy/T/1": b"x"}, [])
+    fine = KeyCommit([VersionIs("o/calm/T/2", 0)], {"o/calm/T/2": b"y"}, [])
+    outcomes = backend.commit_group([refused, fine])
+    assert isinstance(outcomes[0], nbdb.CorruptRecordError)
+    assert outcomes[1] == backend.current_revision()
+    assert backend.get_key("o/calm/T/2") is not None

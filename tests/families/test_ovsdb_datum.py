@@ -197,3 +197,39 @@ def test_the_compiled_paths_of_string_columns_write_what_cell_to_wire_writes(cty
     except nbdb.ValidationError as exc:
         got = str(exc)
     assert got == expected
+
+
+_STORED_TEXT = (
+    text
+    | text.map(lambda t: "\ufffe" + t)
+    | st.sampled_from(
+        [
+            "\ufffe",
+            "\ufffe1",
+            '\ufffe"x"',
+            '\ufffe"\\u0000"',
+            '\ufffe"\\ufffe"',
+            '\ufffe"\\u0061\\u0000"',
+            '\ufffe"a" [[[',
+            "\ufffe" + "[" * 50_000 + "]" * 50_000,
+        ]
+    )
+).filter(lambda t: "\x00" not in t)
+
+
+@given(_STORED_TEXT)
+def test_any_string_another_writer_stores_reads_and_writes_back_as_stored(stored: str) -> None:
+    """A string another writer stored (OVSDB strings hold no NUL) is written back exactly as stored.
+
+    One starting with the marker that ``escape`` did not make was read as another value (``"\\ufffe1"``
+    as ``"1"``) and written back quoted: every compare-and-swap of its row (an update, a delete)
+    failed its wait until ``timeout`` (BackendUnavailableError), for good. One holding JSON nested
+    past the recursion limit after the marker raised RecursionError: it killed the I/O thread.
+    """
+    read = unescape(stored)
+    assert isinstance(read, str)
+    assert escape(read) == stored
+    assert cell_to_wire(ColumnType.of("string"), cell_from_wire(ColumnType.of("string"), stored)) == stored
+    strings = ColumnType.of("string", "string", min=0, max=None)
+    assert cell_to_wire(strings, cell_from_wire(strings, ["map", [[stored, stored]]])) == ["map", [[stored, stored]]]
+    assert escape_each([read]) == [stored] and wire_map([(read, read)]) == ["map", [[stored, stored]]]

@@ -34,6 +34,7 @@ from nbdb.backends.hazelcast._records import (
     encode_entry,
     encode_head,
     encode_kv,
+    listed_rows,
 )
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families.kv import (
@@ -300,7 +301,18 @@ class HazelcastBackend(ChangeLogBackend):
         return [decode_kv(k, found.get(k)) for k in keys]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
-        """Keys under ``prefixes`` at one revision.
+        """Keys under ``prefixes`` at one revision (see :meth:`_range`)."""
+        found, revision = self._range(prefixes)
+        starts = tuple(prefixes)
+        return [kv for key, raw in found if key.startswith(starts) and (kv := decode_kv(key, raw, True))], revision
+
+    def range_rows(self, prefixes: Sequence[str]) -> tuple[Sequence[Sequence[Any]], int]:
+        # A scan's (key, value, version) rows, each stored value read inline (listed_rows: what decode_kv gives).
+        found, revision = self._range(prefixes)
+        return listed_rows(found, prefixes), revision
+
+    def _range(self, prefixes: Sequence[str]) -> tuple[list[tuple[str, Any]], int]:
+        """The stored items under ``prefixes`` at one revision, in key order (filtered by prefix by the caller).
 
         Objects are read under the commit lock, which makes the list exact (see the package
         docstring). Other keys — the reverse references a delete checks — are read without
@@ -312,23 +324,38 @@ class HazelcastBackend(ChangeLogBackend):
         if any(p.startswith(self._object_prefix) for p in prefixes):
             with self._commit_lock(partial(self._send_range, prefixes)) as lock:
                 head_raw, found = self._reply(lock.follow)
-            revision, token = decode_head(head_raw)
+                for _round in range(_ROLL_FORWARD_ROUNDS):
+                    try:
+                        revision, token = decode_head(head_raw)
+                        break
+                    except errors.CorruptRecordError:
+                        # Another writer damaged ``head``: put back here, under the lock, as a commit would.
+                        if not self._repair_head(head_raw):
+                            raise
+                    head_raw, found = self.call(lambda: self._send_range(prefixes).result())
+                else:
+                    revision, token = decode_head(head_raw)
             self.remember_token(revision, token)
         else:
             # head first (every commit up to it is applied), then the keys, from its reply callback.
-            head_raw, found = self.call(
-                lambda: self.then_send(
-                    self.meta_async.get(HEAD),
-                    lambda head: self._send_range(prefixes).continue_with(lambda got: (head.result(), got.result()[1])),
-                ).result()
-            )
-            revision = decode_head(head_raw)[0]
-        out = [
-            kv
-            for key, raw in sorted(found.items())
-            if key.startswith(tuple(prefixes)) and (kv := decode_kv(key, raw, True))
-        ]
-        return out, revision
+            def read() -> tuple[Any, dict[str, Any]]:
+                return self.call(  # type: ignore[no-any-return]
+                    lambda: self.then_send(
+                        self.meta_async.get(HEAD),
+                        lambda head: self._send_range(prefixes).continue_with(
+                            lambda got: (head.result(), got.result()[1])
+                        ),
+                    ).result()
+                )
+
+            head_raw, found = read()
+            try:
+                revision = decode_head(head_raw)[0]
+            except errors.CorruptRecordError:
+                self.put_back_head()
+                head_raw, found = read()
+                revision = decode_head(head_raw)[0]
+        return sorted(found.items()), revision
 
     def _send_range(self, prefixes: Sequence[str]) -> Any:
         """Read ``head`` and every key under ``prefixes``, all at once: a future of ``(head, {key: value})``."""
@@ -349,9 +376,34 @@ class HazelcastBackend(ChangeLogBackend):
         return combine_futures(pending).continue_with(assemble)
 
     def revision_now(self) -> int:
-        revision, token = decode_head(self.call(lambda: self._meta.get(HEAD)))
+        try:
+            revision, token = decode_head(self.call(lambda: self._meta.get(HEAD)))
+        except errors.CorruptRecordError:
+            self.put_back_head()
+            revision, token = decode_head(self.call(lambda: self._meta.get(HEAD)))
         self.remember_token(revision, token)
         return revision
+
+    def put_back_head(self) -> None:
+        """Put back a ``head`` another writer damaged, as the next commit would: under the commit lock.
+
+        For readers (lists, watches, caches, ``current_revision``) that find ``head`` damaged: they
+        raised ``CorruptRecordError`` until some writer's commit put it back, so a reader depended on
+        a later writer. The repair is the commit's own (:meth:`_repair_head`: roll the newest log
+        entry forward, whose compare-and-sets change nothing that is applied already), under the same
+        lock, and only when ``head`` is still damaged once the lock is held. ``CorruptRecordError``
+        if the log holds nothing to put it back from (as for a commit).
+        """
+        with self._commit_lock():
+            for _round in range(_ROLL_FORWARD_ROUNDS):
+                head_raw = self.call(lambda: self._meta.get(HEAD))
+                try:
+                    decode_head(head_raw)
+                    return
+                except errors.CorruptRecordError:
+                    if not self._repair_head(head_raw):
+                        raise
+            decode_head(self.call(lambda: self._meta.get(HEAD)))
 
     def _trim_mark(self) -> int:
         raw = self.call(lambda: self._meta.get(TRIM))

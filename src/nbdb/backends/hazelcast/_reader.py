@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from hazelcast.future import combine_futures
 
 from nbdb.backends.hazelcast._records import HEAD, TRIM, decode_entry, decode_head
+from nbdb.errors import CorruptRecordError
 from nbdb.families.pubsub import GENESIS, ChangeLogReader, LogEntry, LogRead
 
 if TYPE_CHECKING:
@@ -32,12 +33,22 @@ class HazelcastLogReader(ChangeLogReader):
         """
         backend = self._backend
         deadline = time.monotonic() + backend.config.timeout
+        repaired = False
         while True:
             # The entries and the trim mark are asked for from head's reply callback: one round trip
             # after head, and no second wake-up of the client's reactor from this thread. Sent from
             # inside the backend's gate: refused unsent once the client has been offline for timeout.
-            head_raw, found, trim_raw = backend.call(lambda: self._send_read(after, limit).result())
-            head, head_token = decode_head(head_raw)
+            try:
+                head_raw, found, trim_raw = backend.call(lambda: self._send_read(after, limit).result())
+                head, head_token = decode_head(head_raw)
+            except CorruptRecordError:
+                if repaired:
+                    raise
+                # Another writer damaged ``head``: every poll raised until a commit put it back, so a
+                # watch depended on a later writer. Put back as a commit would (under its lock).
+                repaired = True
+                backend.put_back_head()
+                continue
             trim = trim_raw if isinstance(trim_raw, int) else 0
             wanted = list(range(after + 1, min(head, after + limit) + 1))
             anchor: str | None

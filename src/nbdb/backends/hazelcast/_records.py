@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from nbdb import errors
@@ -25,6 +25,7 @@ __all__ = [
     "encode_entry",
     "encode_head",
     "encode_kv",
+    "listed_rows",
 ]
 
 HEAD, TRIM, FORMAT_KEY = "head", "trim", "format"
@@ -77,6 +78,33 @@ def decode_kv(key: str, raw: Any, listed: bool = False) -> KeyValue | None:
     data = _bytes(raw, key, KV_HEADER.size)
     version, mod_revision = KV_HEADER.unpack_from(data)
     return KeyValue(key, data[KV_HEADER.size :], version, mod_revision)
+
+
+def listed_rows(items: Iterable[tuple[str, Any]], prefixes: Sequence[str]) -> list[Sequence[Any]]:
+    """``(key, value, version)`` of what ``decode_kv(key, raw, True)`` makes of each of ``items`` under ``prefixes``.
+
+    A scan's rows (see ``KeyValueBackend.range_rows``), in the order of
+    ``items``: the usual stored value (a byte array nbdb wrote) read inline, without
+    a ``KeyValue`` and two calls per key; anything else through
+    :func:`decode_kv`, whose answer (a key left out, a foreign record kept at
+    a version that is no number, an error) is the rule.
+    """
+    starts = tuple(prefixes)
+    size = KV_HEADER.size
+    unpack = KV_HEADER.unpack_from
+    rows: list[Sequence[Any]] = []
+    append = rows.append
+    for key, raw in items:
+        if not key.startswith(starts):
+            continue
+        kind = raw.__class__
+        if (kind is bytearray or kind is bytes) and len(raw) >= size:  # the client reads a byte array as a bytearray
+            append((key, bytes(raw)[size:], unpack(raw)[0]))
+        else:
+            kv = decode_kv(key, raw, True)
+            if kv is not None:
+                append(kv)
+    return rows
 
 
 def decode_head(raw: Any) -> tuple[int, str]:

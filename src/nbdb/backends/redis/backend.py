@@ -13,7 +13,7 @@ import redis.exceptions as rexc
 
 from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig, parse_url
-from nbdb.backends.redis.connection import ERRORS, Connector, ReadLine, ScriptLine, argument_head
+from nbdb.backends.redis.connection import ERRORS, Connector, PartlyApplied, ReadLine, ScriptLine, argument_head
 from nbdb.backends.redis.connection import text as _s
 from nbdb.backends.redis.logs import RedisLogReader
 from nbdb.backends.redis.lua import (
@@ -452,9 +452,7 @@ class RedisBackend(ChangeLogBackend):
                 if not any(isinstance(r, rexc.NoScriptError) for r in replies):
                     break
                 self._client.script_load(COMMIT_LUA)  # a restarted or flushed server forgot it: nothing ran
-            for reply in replies:
-                if isinstance(reply, Exception) and ERRORS.classify(reply).retryable:
-                    raise reply  # the whole pipeline is tried again: every script in it is exactly-once
+            retry_for(replies[: len(argv)])
             return replies
 
         replies = self._run(call, write=True)
@@ -581,6 +579,21 @@ class RedisBackend(ChangeLogBackend):
 
 _REFERRER = re.compile(r"(r/[^/]+/[^/]+/)(.+)", re.S)
 """A reverse reference: its target's hash and its field in it (see ``group`` in the scripts)."""
+
+
+def retry_for(replies: Sequence[Any]) -> None:
+    """Raise what makes a group commit's whole pipeline be tried again, if one of its scripts' ``replies`` asks for it.
+
+    Every script carries its commit's token, so sending them all again is exactly-once. A
+    retryable reply is raised as it is only when no other script of the pipeline applied;
+    otherwise as :class:`PartlyApplied`, which may have landed: if the tries run out, the
+    group's outcome is unknown, not "not applied".
+    """
+    for reply in replies:
+        if isinstance(reply, Exception) and ERRORS.classify(reply).retryable:
+            if any(not isinstance(other, Exception) for other in replies):
+                raise PartlyApplied(f"a script of the pipeline was refused after another applied: {reply}") from reply
+            raise reply
 
 
 class _Grouped(bytes):

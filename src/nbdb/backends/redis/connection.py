@@ -23,6 +23,7 @@ from redis.sentinel import (
 
 from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig
+from nbdb.backends.redis.lua import REFUSED_MARK
 from nbdb.retry import ErrorRule, ExceptionMap
 
 __all__ = ["ERRORS", "Connector", "ReadLine", "ScriptLine", "argument_head", "text"]
@@ -32,6 +33,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRYABLE_REPLIES = ("loading", "busy", "masterdown", "tryagain", "readonly", "noreplicas", "clusterdown")
+
+
+class PartlyApplied(rexc.RedisError):
+    """A retryable reply to one script of a pipeline in which another script applied.
+
+    The reply alone (READONLY, BUSY, LOADING) says its own script never ran: classified by
+    itself it is "unsent", and when the tries ran out the whole group was reported not
+    applied although some of its commits were (a caller writing again applied them twice).
+    """
 
 
 _AUTH = (rexc.AuthenticationError, rexc.AuthorizationError, rexc.AuthenticationWrongNumberOfArgsError,
@@ -46,7 +56,18 @@ ERRORS = ExceptionMap(
                             "timeout connecting")),
         ErrorRule((MasterNotFoundError,), errors.BackendUnavailableError, retryable=True, unsent=True),
         ErrorRule((rexc.ReadOnlyError,), errors.BackendUnavailableError, retryable=True, unsent=True),
+        # A LOADING reply: the server refused the command without running it (redis-py makes it a
+        # ConnectionError, which the rule below takes as "may have been sent").
+        ErrorRule((rexc.BusyLoadingError,), errors.BackendUnavailableError, retryable=True, unsent=True),
+        # A pipeline of commit scripts in which one was refused for a retryable reason after
+        # another had applied: tried again (every script carries its token), but never "unsent".
+        ErrorRule((PartlyApplied,), errors.BackendUnavailableError, retryable=True),
         ErrorRule((rexc.ConnectionError, rexc.TimeoutError), errors.BackendUnavailableError, retryable=True),
+        # A commit refused at a key it writes unread (lua.REFUSED_MARK): its reply names the key, whose
+        # topic, table or namespace may hold a retryable reply's word ('busy-tenant'), which made it an
+        # unavailability retried until the attempts ran out (in a group, every commit's outcome).
+        ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=(REFUSED_MARK,),
+                  message="a key of the nbdb namespace holds foreign data"),
         ErrorRule((rexc.ResponseError,), errors.BackendUnavailableError, contains=_RETRYABLE_REPLIES, retryable=True,
                   unsent=True),
         ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=("wrongtype",),

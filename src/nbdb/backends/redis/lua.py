@@ -18,6 +18,7 @@ __all__ = [
     "LOG_READ_LUA",
     "RANGE_LUA",
     "REFRESH_LUA",
+    "REFUSED_MARK",
     "RELEASE_LUA",
     "VOID_LUA",
 ]
@@ -55,6 +56,12 @@ def _fill(text: str, **values: str) -> str:
     return text
 
 
+REFUSED_MARK = "written unread; nothing was written"
+"""The words of a refusal's error reply (see ``_refused``) after the key it names: the client
+classifies the reply by them first, before the retryable replies' words (``busy``, ``loading``,
+...), which the key (a topic, a table, the namespace) may hold."""
+
+
 def _refused(key: str) -> str:
     """The Lua of a commit refused at a key it writes unread, ``key`` (an expression), one line.
 
@@ -67,7 +74,7 @@ def _refused(key: str) -> str:
     """
     return (
         "if rev0 == 1 then redis.call('DEL', P .. 'rev') else redis.call('DECR', P .. 'rev') end; "
-        f"error({{err = tostring(got.err) .. ' (nbdb: at ' .. {key} .. ', written unread; nothing was written)'}})"
+        f"error({{err = tostring(got.err) .. ' (nbdb: at ' .. {key} .. ', {REFUSED_MARK})'}})"
     )
 
 

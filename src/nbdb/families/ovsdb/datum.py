@@ -136,9 +136,34 @@ class ColumnType:
         return cls(BaseType(key), None if value is None else BaseType(value), min, max)
 
 
+class _Verbatim(str):
+    """A stored string that starts with the marker but is no string :func:`escape` stored: another writer's.
+
+    Read as it is, and written back as it is: quoted again, it was another value than the row
+    holds, so every compare-and-swap on the row (an update, a delete) failed its wait and was
+    planned again until its ``timeout`` ran out (``BackendUnavailableError``), for good.
+
+    Unequal to a plain string of the same text (the model's value, which :func:`escape` quotes):
+    a write of the row writes that column again, quoted as nbdb stores it, instead of taking
+    the row for one that reads back as written.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _Verbatim and str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
+
 def escape(text: str) -> str:
     """OVSDB strings cannot hold NUL: such strings (and any starting with the marker) are stored JSON-quoted."""
     if "\x00" in text or text.startswith(_ESCAPE):
+        if type(text) is _Verbatim:  # (it starts with the marker: no cost for any other string)
+            return str(text)
         return _ESCAPE + json.dumps(text)
     return text
 
@@ -158,10 +183,18 @@ def escape_each(texts: list[str]) -> list[str]:
 def unescape(text: Any) -> Any:
     """The string :func:`escape` stored (anything else unchanged)."""
     if isinstance(text, str) and text.startswith(_ESCAPE):
-        try:
-            return str(json.loads(text[len(_ESCAPE) :]))
-        except ValueError:
-            return text
+        # Only a JSON string, quoted as escape() quotes it, is one escape() stored. Another writer's
+        # text after the marker may be any JSON (a number came back as its text: another value than
+        # stored) or JSON nested past the recursion limit, whose RecursionError killed the
+        # connection's I/O thread for good (a JSON string cannot nest: it is looked for first).
+        if text.startswith(_ESCAPE + '"'):
+            try:
+                value = json.loads(text[len(_ESCAPE) :])
+            except ValueError:
+                value = None
+            if isinstance(value, str) and escape(value) == text:
+                return value
+        return _Verbatim(text)
     return text
 
 

@@ -80,12 +80,17 @@ class ColumnMap:
     """The atom type of an optional column's plain value (``str``, ``bool``, ``int``; None: only None is)."""
     empty_is_none: bool = dataclasses.field(init=False, repr=False, compare=False)
     """A required string column read into an optional field: its ``""`` renders as None."""
+    one_of_set: bool = dataclasses.field(init=False, repr=False, compare=False)
+    """A set column that may hold more than one atom (a newer schema widened it) holding a field of
+    one value: none reads as None, one as that atom, more as the list, which the model refuses (a
+    corrupt record); a write stores the value as a set of one (None: the empty set)."""
 
     def __post_init__(self) -> None:
         ctype = self.type
         object.__setattr__(self, "to_wire", cell_encoder(ctype))
         plain, plain_type = "", None
-        if self.json:
+        one_of_set = not self.json and ctype.is_set and self.shape.container == "scalar"
+        if self.json or one_of_set:
             pass
         elif ctype.is_optional:
             plain, plain_type = "optional", _PLAIN_ATOMS.get(ctype.key.kind)
@@ -98,6 +103,7 @@ class ColumnMap:
         object.__setattr__(
             self, "empty_is_none", ctype.is_scalar and self.shape.optional and self.shape.default is None
         )
+        object.__setattr__(self, "one_of_set", one_of_set)
 
 
 _PLAIN_ATOMS: dict[str, type] = {"string": str, "boolean": bool, "integer": int}

@@ -109,6 +109,9 @@ class _View:
         self.links = {ptable: links for (pdb, ptable), links in mapping.links.items() if pdb == db}
         self.rows: dict[str, dict[uuid.UUID, Row]] = {table: {} for table in self.types}
         self.parents: dict[tuple[str, uuid.UUID], dict[str, uuid.UUID]] = {}
+        # (child table, child, field) -> every parent row whose set holds the child, kept only while
+        # more than one does (another writer added the child to a second parent's set; nbdb never does).
+        self.shared: dict[tuple[str, uuid.UUID, str], set[uuid.UUID]] = {}
 
     def decode(self, table: str, wire: Mapping[str, Any]) -> Row:
         types = self.types[table]
@@ -140,16 +143,32 @@ class _View:
                 if cid is None:
                     continue
                 held = self.parents.get((child_table, cid))
+                others = self.shared.get((child_table, cid, link.field))
+                if others is not None:
+                    others.discard(parent)
                 if held is not None and held.get(link.field) == parent:
-                    del held[link.field]
-                    if not held:
-                        del self.parents[(child_table, cid)]
+                    if others:
+                        # Still in another parent's set: that one holds it now (it was dropped, and
+                        # the child vanished although a parent still held it).
+                        held[link.field] = min(others)
+                    else:
+                        del held[link.field]
+                        if not held:
+                            del self.parents[(child_table, cid)]
+                if others is not None and len(others) < 2:
+                    del self.shared[(child_table, cid, link.field)]
                 touched.add((link.child.table, cid))
             for member in added:
                 cid = _uuid(member)
                 if cid is None:
                     continue
-                self.parents.setdefault((child_table, cid), {})[link.field] = parent
+                held = self.parents.setdefault((child_table, cid), {})
+                before = held.get(link.field)
+                if before is not None and before != parent:
+                    # Another writer put the child in a second parent's set: the model has one parent.
+                    self.shared.setdefault((child_table, cid, link.field), {before}).add(parent)
+                else:
+                    held[link.field] = parent
                 touched.add((link.child.table, cid))
 
     def put(self, table: str, id: uuid.UUID, row: Row | None, touched: set[RefKey]) -> None:
@@ -493,7 +512,18 @@ class Replica:
                 return None
         key = (tm.table, id)
         written = self._written.pop(key, None)
-        if written is not None and written.parents == parents and same_content(tm, written.row, row):
+        shared = (
+            [(name, sorted(held)) for name in tm.parents if (held := view.shared.get((tm.db_table, id, name)))]
+            if view.shared
+            else []
+        )
+        if shared:
+            # A child in several parents' sets (another writer's): no parent the model can name, so a
+            # corrupt record (get, list, cache.corrupt), not the last parent seen. It references each
+            # of them (a delete of one names it); its siblings' writes go on.
+            doc = render(tm, id, row, parents, several=dict(shared))
+            written = None
+        elif written is not None and written.parents == parents and same_content(tm, written.row, row):
             doc = written.doc
             self._value = written.value
         else:

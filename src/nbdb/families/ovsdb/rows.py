@@ -283,7 +283,9 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
     out = []
     for item in (text or "").split():
         token, _, version = item.partition("@")
-        if token and version.isdigit():
+        # isascii: str.isdigit() holds for digits int() refuses ('²', another writer's garbage), whose
+        # ValueError killed the connection's I/O thread on every update of the row.
+        if token and version.isascii() and version.isdigit():
             out.append((token, int(version)))
     return out
 
@@ -313,15 +315,27 @@ def push_window(text: str | None, token: str, version: int) -> str:
     return " ".join(f"{t}@{v}" for t, v in pairs)
 
 
+def _json_or_text(text: str) -> Any:
+    """The JSON value of a text nbdb stores as JSON, or the text as it is if it holds none.
+
+    Another writer's text nested deeper than the interpreter's recursion limit (``[[[[...``) made
+    ``json.loads`` raise RecursionError, not ValueError: it killed the connection's I/O thread,
+    and the row's change was lost for good. As text, the model refuses it: a corrupt record.
+    """
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
 def _doc_value(cm: ColumnMap, cell: Any) -> Any:
     if cm.json:
         if isinstance(cell, str) and cell:
-            try:
-                return json.loads(cell)
-            except ValueError:
-                return cell
+            return _json_or_text(cell)
         return None
     if isinstance(cell, set):
+        if cm.one_of_set and len(cell) < 2:
+            return next(iter(cell)) if cell else None
         return sorted(cell)
     if cell == "" and cm.type.is_scalar and cm.shape.optional and cm.shape.default is None:
         # A required string column read into an optional field: "" means unset.
@@ -394,10 +408,7 @@ def _rendered(
     for name in tm.ext_fields:
         text = ext.get(EXT_FIELD + name)
         if text is not None:
-            try:
-                doc[name] = json.loads(text)
-            except ValueError:
-                doc[name] = text
+            doc[name] = _json_or_text(text)
     for name, fshape in tm.missing.items():
         doc[name] = fshape.default
     for name in tm.parents:
@@ -408,14 +419,38 @@ def _rendered(
     if namespace is not None and "/" in namespace:
         # Not the row's topic: the decode reports the row as corrupt, saying why (see render).
         doc["topic"] = _NO_NAMESPACE if doc["topic"] != _NO_NAMESPACE else _NO_NAMESPACE + "."
-    return doc, _SORTED.encode(doc).encode()
+    try:
+        return doc, _SORTED.encode(doc).encode()
+    except RecursionError:
+        # Another writer's JSON nested about as deep as the recursion limit: read, but too deep to
+        # write out again here. No document: bytes the codec refuses (a corrupt record), never a
+        # dead I/O thread.
+        return None, b"a value nested too deeply to decode"
 
 
-def render(tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None) -> Doc:
-    """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out)."""
+def render(
+    tm: TableMap,
+    id: uuid.UUID,
+    row: Row,
+    parents: _Parents,
+    values: _Values = None,
+    several: Mapping[str, list[uuid.UUID]] | None = None,
+) -> Doc:
+    """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out).
+
+    ``several``: parent fields whose child is in more than one parent row's set (another writer's
+    doing): the document says so in the field instead of an id, which the model refuses.
+    """
     doc, data = _rendered(tm, id, row, parents, values)
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
     refs = frozenset() if doc is None else refs_of(tm, doc, parents)
+    if several and doc is not None:
+        for name, held in several.items():
+            doc[name] = f"held by {len(held)} parents: " + ", ".join(str(p) for p in held)
+        data = _SORTED.encode(doc).encode()
+        # It references every parent that holds it: a delete of any of them names it.
+        targets = {spec.field: spec.target for spec in tm.shape.references}
+        refs = refs | {(targets[name], p) for name, held in several.items() if name in targets for p in held}
     state = RowState(_digest(data), written_version(ext), ext.get(EXT_DIGEST, ""))
     return Doc(ext.get(EXT_TOPIC), _namespace(ext), state, data, refs)
 
@@ -548,6 +583,8 @@ def field_cell(cm: ColumnMap, value: Any) -> Any:
     """The cell of column ``cm`` holding the field value ``value`` (as a document holds it)."""
     if cm.json:
         return json.dumps(value, sort_keys=True)
+    if cm.one_of_set:
+        return set() if value is None else {value}
     if cm.type.is_set:
         if not isinstance(value, list | tuple | set | frozenset):
             raise errors.ValidationError(f"expected a list, got {value!r}")
