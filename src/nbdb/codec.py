@@ -29,14 +29,7 @@ from nbdb import errors
 from nbdb.models.base import DECODED, Model, Reference, set_extra, set_fields_set, set_private, validation_error_of
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers
 from nbdb.spi import Record
-from nbdb.storable import (
-    FIELD_VALIDATORS,
-    SECRETS,
-    check_storable,
-    count_secret_serializers,
-    is_secret_serializer,
-    storable,
-)
+from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
 
 __all__ = ["bulk", "decode", "decode_each", "encode", "from_plain", "plain"]
 
@@ -92,18 +85,6 @@ def encode(obj: Model) -> bytes:
     return data if not unknown else _with_unknown(data, unknown)
 
 
-def stored_form(model: type[Model]) -> SchemaSerializer | None:
-    """The serializer :func:`encode` writes ``model``'s instances' fields with, or None if it takes the model's own."""
-    form = _FORMS.get(model, _UNKNOWN)
-    if form is _UNKNOWN:
-        form = _FORMS[model] = _stored_form(model)
-    return cast(SchemaSerializer | None, form)
-
-
-_REVEALS: dict[type[Model], int] = {}
-"""How many secrets' serializers each model's stored form reveals (see :func:`_revealing`), if any."""
-
-
 def _stored_form(model: type[Model]) -> SchemaSerializer | None:
     """A serializer of a ``model`` instance's fields (its ``__dict__``) that leaves ``version`` out.
 
@@ -119,10 +100,7 @@ def _stored_form(model: type[Model]) -> SchemaSerializer | None:
     if found is None:
         return None
     node, fields = found
-    reveals = _revealing(fields)
-    if reveals:
-        _REVEALS[model] = reveals
-    if "serialization" in node or fields.get("computed_fields") or _has_serializer(fields):
+    if "serialization" in node or fields.get("computed_fields") or _has_key(fields, "serialization"):
         return None
     config = node.get("config")
     if config is not None and config.get("extra_fields_behavior") == "allow":
@@ -167,73 +145,12 @@ def _model_node(schema: object, model: type[Model]) -> tuple[dict[str, Any], dic
     return None
 
 
-def _has_serializer(schema: object) -> bool:
-    """Whether ``schema`` holds a serializer of its own (but the secrets' :func:`_revealing` set)."""
+def _has_key(schema: object, key: str) -> bool:
     if isinstance(schema, dict):
-        serialization = schema.get("serialization")
-        if serialization is not None and not (
-            type(serialization) is dict and serialization.get("function") is _revealed
-        ):
-            return True
-        return any(_has_serializer(v) for v in schema.values())
+        return key in schema or any(_has_key(v, key) for v in schema.values())
     if isinstance(schema, list):
-        return any(_has_serializer(v) for v in schema)
+        return any(_has_key(v, key) for v in schema)
     return False
-
-
-def _revealing(schema: object) -> int:
-    """Have every serializer of a pydantic secret (``SecretStr``, ``SecretBytes``, ``Secret[T]``) of a model's own
-    fields in ``schema`` (its ``model-fields`` node) write the secret's value to JSON, not its mask; in place.
-
-    pydantic writes a secret as ``"**********"`` in JSON: a store of bytes kept the mask and lost the
-    secret, while ``memory://`` (which keeps objects) kept it. nbdb's own encode path reveals it (and
-    ``nbdb dump``'s :func:`plain`), so that every store reads back what was written; a caller's own
-    ``model_dump_json`` still masks it. A nested model or dataclass is serialised by its class's own
-    serializer (pydantic-core reuses it, whatever the schema copy says): a secret inside one is not
-    revealed, and refused at the write (see :func:`unrevealed_secrets`). How many were.
-    """
-    found = 0
-    if isinstance(schema, dict):
-        kind = schema.get("type")
-        if type(kind) is str and kind in _CLASS_NODES:  # (a field may be called "type": its node, a dict)
-            return 0
-        serialization = schema.get("serialization")
-        if type(serialization) is dict and is_secret_serializer(serialization.get("function")):
-            inner = schema.get("json_schema")
-            # Secret[T]: its value written by its own type's schema (a Secret[datetime] as an ISO text)
-            returned = inner.get("schema") if type(inner) is dict and inner.get("type") == "function-after" else None
-            schema["serialization"] = pydantic_core.core_schema.plain_serializer_function_ser_schema(
-                _revealed,
-                info_arg=True,
-                return_schema=returned,
-                when_used=serialization.get("when_used", "always"),
-            )
-            found += 1
-        for value in schema.values():
-            found += _revealing(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            found += _revealing(value)
-    return found
-
-
-_CLASS_NODES = frozenset({"model", "dataclass", "typed-dict"})
-"""The core schema nodes pydantic-core serialises with their class's own serializer, if it has one."""
-
-
-def unrevealed_secrets(model: type[Model]) -> bool:
-    """Whether a secret among ``model``'s fields would be stored as pydantic's mask (see :func:`_revealing`)."""
-    total = count_secret_serializers(model.__pydantic_core_schema__)
-    if not total:
-        return False
-    return stored_form(model) is None or _REVEALS.get(model, 0) != total
-
-
-def _revealed(value: Any, info: pydantic_core.core_schema.SerializationInfo) -> Any:
-    """A secret's value, for JSON (pydantic's serializer of it writes its mask); the secret itself otherwise."""
-    if info.mode == "json" and isinstance(value, SECRETS):
-        return value.get_secret_value()
-    return value
 
 
 def decode(model: type[M], record: Record, *, share: bool = True) -> M:
@@ -436,11 +353,7 @@ def plain(obj: Model) -> dict[str, Any]:
     backup or a migration run by an older version must not erase what a
     newer one stored (see :func:`from_plain`).
     """
-    form = stored_form(type(obj))
-    if form is None or type(obj) not in _REVEALS:
-        data = obj.model_dump(mode="json", exclude=_VERSION)
-    else:  # its secrets as their values, as stored: a dump loaded again must hold them
-        data = form.to_python(obj.__dict__, mode="json")
+    data = obj.model_dump(mode="json", exclude=_VERSION)
     unknown = obj.__pydantic_extra__
     if unknown:
         for name, value in unknown.items():

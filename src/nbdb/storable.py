@@ -35,14 +35,7 @@ from nbdb.models.base import (
 )
 from nbdb.models.shared import DECLARED, FrozenDict, FrozenList, FrozenSet, thawed_class
 
-__all__ = [
-    "FIELD_VALIDATORS",
-    "SECRETS",
-    "check_storable",
-    "count_secret_serializers",
-    "is_secret_serializer",
-    "storable",
-]
+__all__ = ["FIELD_VALIDATORS", "SECRETS", "check_storable", "storable"]
 
 
 def check_storable(obj: Model) -> None:
@@ -292,7 +285,7 @@ def storable(value: object) -> bool:
         return all(storable(getattr(value, field.name)) for field in dataclasses.fields(value))  # slots too
     if value is None or isinstance(value, int | UUID | enum.Enum):
         return True
-    if isinstance(value, SECRETS):  # stored as its value (see nbdb.codec._revealing)
+    if isinstance(value, SECRETS):  # written by a caller's own serializer (see :func:`_secret_problem`)
         return storable(value.get_secret_value())
     if DECLARED and isinstance(value, tuple(DECLARED)):
         return _declared_storable(value)
@@ -308,37 +301,6 @@ def storable(value: object) -> bool:
 
 SECRETS = (pydantic.SecretStr, pydantic.SecretBytes, pydantic.Secret)
 """pydantic's secret classes (``Secret[T]``'s instances are of ``Secret`` subclasses)."""
-_SECRET_SERIALIZERS = frozenset({"_serialize_secret", "_serialize_secret_field"})
-
-
-def is_secret_serializer(function: object) -> bool:
-    """Whether ``function`` is pydantic's serializer of a secret (which writes its mask to JSON).
-
-    Known by its module and name: pydantic has no public way to tell. Were they renamed,
-    ``tests/test_field_types.py`` fails (a secret's round trip), rather than a secret being lost.
-    """
-    return getattr(function, "__module__", None) == "pydantic.types" and (
-        getattr(function, "__name__", None) in _SECRET_SERIALIZERS
-    )
-
-
-def count_secret_serializers(schema: object) -> int:
-    """How many serializers of pydantic secrets a core ``schema`` holds, at any depth, that its serialisation
-    uses: not those under a plain serializer of a caller's (a ``field_serializer`` returning the secret's
-    value, as pydantic's documentation shows, writes what it returns; a wrap serializer's handler, which
-    writes the mask, still counts)."""
-    if isinstance(schema, dict):
-        serialization = schema.get("serialization")
-        own = 0
-        if type(serialization) is dict:
-            if is_secret_serializer(serialization.get("function")):
-                own = 1
-            elif serialization.get("type") == "function-plain":
-                return 0
-        return own + sum(count_secret_serializers(v) for k, v in schema.items() if k != "serialization")
-    if isinstance(schema, list):
-        return sum(count_secret_serializers(v) for v in schema)
-    return 0
 
 
 def _check_field_types(model: type[Model]) -> None:
@@ -347,10 +309,9 @@ def _check_field_types(model: type[Model]) -> None:
     Once per model, at its first write, on every store (``memory://`` too, so that no store takes what
     another refuses): a ``Json[...]`` field (pydantic reads it only from JSON text, so every check of a
     write, and every read of a record, refused its value), a dataclass with a field of ``init=False``
-    (written, then refused by every read as an unexpected argument, or read without it), a secret
-    pydantic would write as its mask (inside a nested model or dataclass, or in a model with a serializer
-    of its own: see :func:`nbdb.codec.unrevealed_secrets`). Also notes the fields that may hold a secret
-    where none is declared (under ``Any``): checked at each write (see :func:`_look_closer`).
+    (written, then refused by every read as an unexpected argument, or read without it), a pydantic
+    secret no serializer of the caller's writes (see :func:`_secret_problem`). Also notes the fields that
+    may hold a secret where none is declared (under ``Any``): checked at each write (see :func:`_look_closer`).
     """
     schema = model.__pydantic_core_schema__
     refs: dict[str, Any] = {}
@@ -365,17 +326,95 @@ def _check_field_types(model: type[Model]) -> None:
             raise errors.ValidationError(f"{model.__name__} cannot be stored: field {name!r} {problem}")
         if _may_hold_any(field, refs, set()):
             untyped.append(name)
-    from nbdb.codec import unrevealed_secrets  # (nbdb.codec imports this module)
-
-    if unrevealed_secrets(model):
-        raise errors.ValidationError(
-            f"{model.__name__} cannot be stored: a pydantic secret inside a nested model or dataclass, or in a model "
-            "with a serializer of its own, computed fields or extra='allow', would be written as pydantic's mask "
-            "(the secret lost); hold secrets in the stored model's own fields, or serialise them yourself (a "
-            "field_serializer returning get_secret_value())"
-        )
+    problem = _secret_problem(model)
+    if problem is not None:
+        raise errors.ValidationError(f"{model.__name__} cannot be stored: {problem}")
     if untyped:
         _UNTYPED[model] = tuple(untyped)
+
+
+def _secret_problem(model: type[Model]) -> str | None:
+    """Why a field of ``model`` (at any depth) would lose a pydantic secret; None if none would.
+
+    pydantic writes a secret (``SecretStr``, ``SecretBytes``, ``Secret[T]`` and their subclasses) to JSON
+    as its mask, ``"**********"``: a store of bytes would keep the mask and lose the secret (``memory://``,
+    which keeps objects, would not: every store refuses it alike). A secret is accepted where the caller
+    writes it with a serializer of its own: a ``field_serializer`` of the field in its class (found through
+    ``__pydantic_decorators__``; pydantic's documented pattern returns ``get_secret_value()``), or a
+    ``PlainSerializer``/``WrapSerializer`` in its ``Annotated`` metadata. Found from the public annotations
+    only (``model_fields``, ``dataclasses.fields``), through ``Optional``, unions, containers, nested models
+    and dataclasses.
+    """
+    found = _secret_field(model, set())
+    if found is None:
+        return None
+    path, owner, leaf = found
+    return (
+        f'field {path!r} holds a pydantic secret, which pydantic writes to JSON as its mask ("**********"): a '
+        "store of bytes would keep the mask and lose the secret. Write its value yourself, as pydantic documents, "
+        f"in {owner}: @field_serializer({leaf!r}, when_used='json') def dump(self, v): return v.get_secret_value()"
+    )
+
+
+def _secret_field(cls: type, seen: set[type]) -> tuple[str, str, str] | None:
+    """The first field of model or dataclass ``cls`` holding a secret no serializer of the caller's writes:
+    its dotted path, the class that declares it and its name there; None if none."""
+    if cls in seen:
+        return None
+    seen.add(cls)
+    fields: list[tuple[str, Any, list[Any]]] = []
+    if issubclass(cls, pydantic.BaseModel):
+        fields = [(name, info.annotation, list(info.metadata)) for name, info in cls.model_fields.items()]
+    elif dataclasses.is_dataclass(cls):
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception:  # an annotation that does not resolve here: nothing more to learn from it
+            hints = {}
+        fields = [(field.name, hints.get(field.name, field.type), []) for field in dataclasses.fields(cls)]
+    serialized = _user_serialized_fields(cls)
+    for name, annotation, metadata in fields:
+        if "*" in serialized or name in serialized or _has_serializer(metadata):
+            continue
+        found = _secret_in(annotation, seen)
+        if found is not None:
+            path, owner, leaf = found
+            return (name, cls.__qualname__, name) if path == "" else (f"{name}.{path}", owner, leaf)
+    return None
+
+
+def _secret_in(annotation: Any, seen: set[type]) -> tuple[str, str, str] | None:
+    """Where ``annotation`` holds a secret no serializer of the caller's writes (see :func:`_secret_field`;
+    a path of "" for the annotation itself); None if it holds none."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        inner, *metadata = typing.get_args(annotation)
+        return None if _has_serializer(metadata) else _secret_in(inner, seen)
+    kind = origin if isinstance(origin, type) else annotation
+    if isinstance(kind, type) and issubclass(kind, SECRETS):
+        return ("", "", "")
+    if origin is not None:
+        for arg in typing.get_args(annotation):
+            found = _secret_in(arg, seen)
+            if found is not None:
+                return found
+        return None
+    if isinstance(annotation, type) and (
+        issubclass(annotation, pydantic.BaseModel) or dataclasses.is_dataclass(annotation)
+    ):
+        return _secret_field(annotation, seen)
+    return None
+
+
+def _user_serialized_fields(cls: type) -> set[str]:
+    """The fields of ``cls`` a ``field_serializer`` of the caller's writes ("*" for all)."""
+    decorators = getattr(cls, "__pydantic_decorators__", None)
+    if decorators is None:
+        return set()
+    return {field for decorator in decorators.field_serializers.values() for field in decorator.info.fields}
+
+
+def _has_serializer(metadata: list[Any]) -> bool:
+    return any(isinstance(item, pydantic.PlainSerializer | pydantic.WrapSerializer) for item in metadata)
 
 
 _UNTYPED: dict[type[Model], tuple[str, ...]] = {}

@@ -265,9 +265,7 @@ def deep_frozen(value: Any, *, known: bool = True) -> Any:
         frozen = deep_frozen(inner, known=known)
         if frozen is inner:
             return value
-        new = copy.copy(value)
-        object.__setattr__(new, "_secret_value", frozen)
-        return new
+        return type(value)(frozen)  # its public constructor: a Secret[T] subclass takes its value
     if kind is frozenset:
         return frozenset(deep_frozen(v, known=known) for v in value)
     if isinstance(value, BaseModel):
