@@ -33,9 +33,9 @@ from nbdb.models.base import (
     may_hold_container,
     validation_error_of,
 )
-from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet, thawed_class
+from nbdb.models.shared import DECLARED, FrozenDict, FrozenList, FrozenSet, thawed_class
 
-__all__ = ["FIELD_VALIDATORS", "check_storable", "storable"]
+__all__ = ["FIELD_VALIDATORS", "SECRETS", "check_storable", "storable"]
 
 
 def check_storable(obj: Model) -> None:
@@ -55,6 +55,7 @@ def check_storable(obj: Model) -> None:
     check = _CHECKS.get(type(obj))
     if check is None:
         check_references_resolve(type(obj))  # once per model, at its first write (not cached until it passes)
+        _check_field_types(type(obj))
         check = _CHECKS[type(obj)] = _check_of(type(obj))
     fields = obj.__dict__
     verdict = check(fields)
@@ -71,6 +72,13 @@ def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:
     and a change in place (``port.external_ids["k"] = 5``, ``port.addresses.append("garbage")``)
     was stored as it was, and every later read of the record failed.
     """
+    for name in _UNTYPED.get(type(obj), ()):
+        if _holds_secret(fields[name]):
+            raise errors.ValidationError(
+                f"{obj.nbdb_table} {obj.id} cannot be stored: field {name!r} holds a pydantic secret where its "
+                "annotation does not declare one (under Any, say): pydantic writes it as its mask, so the secret "
+                "would be lost; declare the secret's type (SecretStr, SecretBytes, Secret[T]) where it is held"
+            )
     if verdict is not _AGAIN and not storable(fields):
         raise errors.ValidationError(
             f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode, bytes that are not UTF-8, "
@@ -277,6 +285,10 @@ def storable(value: object) -> bool:
         return all(storable(getattr(value, field.name)) for field in dataclasses.fields(value))  # slots too
     if value is None or isinstance(value, int | UUID | enum.Enum):
         return True
+    if isinstance(value, SECRETS):  # written by a caller's own serializer (see :func:`_secret_problem`)
+        return storable(value.get_secret_value())
+    if DECLARED and isinstance(value, tuple(DECLARED)):
+        return _declared_storable(value)
     # Any other value (under an ``Any`` field, say): storable when pydantic's JSON serializer writes it
     # (a datetime, a Decimal...). memory:// keeps objects and never encodes them: without this it took an
     # ``object()`` that every store of bytes refuses.
@@ -285,6 +297,257 @@ def storable(value: object) -> bool:
     except (PydanticSerializationError, ValueError, TypeError):
         return False
     return True
+
+
+SECRETS = (pydantic.SecretStr, pydantic.SecretBytes, pydantic.Secret)
+"""pydantic's secret classes (``Secret[T]``'s instances are of ``Secret`` subclasses)."""
+
+
+def _check_field_types(model: type[Model]) -> None:
+    """Refuse (ValidationError, naming the field) a model with a field whose values no store of bytes reads back.
+
+    Once per model, at its first write, on every store (``memory://`` too, so that no store takes what
+    another refuses): a ``Json[...]`` field (pydantic reads it only from JSON text, so every check of a
+    write, and every read of a record, refused its value), a dataclass with a field of ``init=False``
+    (written, then refused by every read as an unexpected argument, or read without it), a pydantic
+    secret no serializer of the caller's writes (see :func:`_secret_problem`). Also notes the fields that
+    may hold a secret where none is declared (under ``Any``): checked at each write (see :func:`_look_closer`).
+    """
+    schema = model.__pydantic_core_schema__
+    refs: dict[str, Any] = {}
+    _collect_refs(schema, refs)
+    fields = _fields_node(schema, model)
+    if fields is None:
+        return
+    untyped = []
+    for name, field in fields.items():
+        problem = _field_problem(field, refs, set())
+        if problem is not None:
+            raise errors.ValidationError(f"{model.__name__} cannot be stored: field {name!r} {problem}")
+        if _may_hold_any(field, refs, set()):
+            untyped.append(name)
+    problem = _secret_problem(model)
+    if problem is not None:
+        raise errors.ValidationError(f"{model.__name__} cannot be stored: {problem}")
+    if untyped:
+        _UNTYPED[model] = tuple(untyped)
+
+
+def _secret_problem(model: type[Model]) -> str | None:
+    """Why a field of ``model`` (at any depth) would lose a pydantic secret; None if none would.
+
+    pydantic writes a secret (``SecretStr``, ``SecretBytes``, ``Secret[T]`` and their subclasses) to JSON
+    as its mask, ``"**********"``: a store of bytes would keep the mask and lose the secret (``memory://``,
+    which keeps objects, would not: every store refuses it alike). A secret is accepted where the caller
+    writes it with a serializer of its own: a ``field_serializer`` of the field in its class (found through
+    ``__pydantic_decorators__``; pydantic's documented pattern returns ``get_secret_value()``), or a
+    ``PlainSerializer``/``WrapSerializer`` in its ``Annotated`` metadata. Found from the public annotations
+    only (``model_fields``, ``dataclasses.fields``), through ``Optional``, unions, containers, nested models
+    and dataclasses.
+    """
+    found = _secret_field(model, set())
+    if found is None:
+        return None
+    path, owner, leaf = found
+    return (
+        f'field {path!r} holds a pydantic secret, which pydantic writes to JSON as its mask ("**********"): a '
+        "store of bytes would keep the mask and lose the secret. Write its value yourself, as pydantic documents, "
+        f"in {owner}: @field_serializer({leaf!r}, when_used='json') def dump(self, v): return v.get_secret_value()"
+    )
+
+
+def _secret_field(cls: type, seen: set[type]) -> tuple[str, str, str] | None:
+    """The first field of model or dataclass ``cls`` holding a secret no serializer of the caller's writes:
+    its dotted path, the class that declares it and its name there; None if none."""
+    if cls in seen:
+        return None
+    seen.add(cls)
+    fields: list[tuple[str, Any, list[Any]]] = []
+    if issubclass(cls, pydantic.BaseModel):
+        fields = [(name, info.annotation, list(info.metadata)) for name, info in cls.model_fields.items()]
+    elif dataclasses.is_dataclass(cls):
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception:  # an annotation that does not resolve here: nothing more to learn from it
+            hints = {}
+        fields = [(field.name, hints.get(field.name, field.type), []) for field in dataclasses.fields(cls)]
+    serialized = _user_serialized_fields(cls)
+    for name, annotation, metadata in fields:
+        if "*" in serialized or name in serialized or _has_serializer(metadata):
+            continue
+        found = _secret_in(annotation, seen)
+        if found is not None:
+            path, owner, leaf = found
+            return (name, cls.__qualname__, name) if path == "" else (f"{name}.{path}", owner, leaf)
+    return None
+
+
+def _secret_in(annotation: Any, seen: set[type]) -> tuple[str, str, str] | None:
+    """Where ``annotation`` holds a secret no serializer of the caller's writes (see :func:`_secret_field`;
+    a path of "" for the annotation itself); None if it holds none."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        inner, *metadata = typing.get_args(annotation)
+        return None if _has_serializer(metadata) else _secret_in(inner, seen)
+    kind = origin if isinstance(origin, type) else annotation
+    if isinstance(kind, type) and issubclass(kind, SECRETS):
+        return ("", "", "")
+    if origin is not None:
+        for arg in typing.get_args(annotation):
+            found = _secret_in(arg, seen)
+            if found is not None:
+                return found
+        return None
+    if isinstance(annotation, type) and (
+        issubclass(annotation, pydantic.BaseModel) or dataclasses.is_dataclass(annotation)
+    ):
+        return _secret_field(annotation, seen)
+    return None
+
+
+def _user_serialized_fields(cls: type) -> set[str]:
+    """The fields of ``cls`` a ``field_serializer`` of the caller's writes ("*" for all)."""
+    decorators = getattr(cls, "__pydantic_decorators__", None)
+    if decorators is None:
+        return set()
+    return {field for decorator in decorators.field_serializers.values() for field in decorator.info.fields}
+
+
+def _has_serializer(metadata: list[Any]) -> bool:
+    return any(isinstance(item, pydantic.PlainSerializer | pydantic.WrapSerializer) for item in metadata)
+
+
+_UNTYPED: dict[type[Model], tuple[str, ...]] = {}
+"""The fields of each model that may hold a value of any class (see :func:`_check_field_types`)."""
+
+
+def _collect_refs(schema: object, refs: dict[str, Any]) -> None:
+    if isinstance(schema, dict):
+        ref = schema.get("ref")
+        if type(ref) is str and schema.get("type") != "definition-ref":
+            refs[ref] = schema
+        for value in schema.values():
+            _collect_refs(value, refs)
+    elif isinstance(schema, list):
+        for value in schema:
+            _collect_refs(value, refs)
+
+
+def _fields_node(schema: object, model: type[Model]) -> dict[str, Any] | None:
+    """The fields of ``model``'s own ``model-fields`` node in its core schema."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "model" and schema.get("cls") is model:
+            inner = schema.get("schema")
+            return inner.get("fields") if isinstance(inner, dict) and inner.get("type") == "model-fields" else None
+        values: Any = schema.values()
+    elif isinstance(schema, list):
+        values = schema
+    else:
+        return None
+    for value in values:
+        found = _fields_node(value, model)
+        if found is not None:
+            return found
+    return None
+
+
+def _field_problem(schema: object, refs: dict[str, Any], seen: set[str]) -> str | None:
+    """Why a field of core ``schema`` holds values no store of bytes reads back; None if none is known."""
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind == "definition-ref":
+            ref = schema.get("schema_ref")
+            if ref in seen or ref not in refs:
+                return None
+            seen.add(ref)
+            return _field_problem(refs[ref], refs, seen)
+        if kind == "json":
+            return (
+                "is Json[...]: pydantic takes its value only as JSON text, so no write of it is valid and no read "
+                "of a stored one; declare the inner type instead (nbdb stores every field as JSON already)"
+            )
+        if kind == "dataclass-args":
+            for field in schema.get("fields", ()):
+                if field.get("init") is False:
+                    return (
+                        f"holds dataclass {schema.get('dataclass_name')} whose field {field.get('name')!r} has "
+                        "init=False: pydantic writes it and refuses it on every read (or reads without it); make it "
+                        "an init field, or no field (a property)"
+                    )
+        values: Any = schema.values()
+    elif isinstance(schema, list):
+        values = schema
+    else:
+        return None
+    for value in values:
+        problem = _field_problem(value, refs, seen)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _may_hold_any(schema: object, refs: dict[str, Any], seen: set[str]) -> bool:
+    """Whether a field of core ``schema`` may hold a value of any class (``Any``, ``object``, a bare ``list``)."""
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind == "any":
+            return True
+        if kind == "definition-ref":
+            ref = schema.get("schema_ref")
+            if ref in seen or ref not in refs:
+                return False
+            seen.add(ref)
+            return _may_hold_any(refs[ref], refs, seen)
+        if (kind in ("list", "set", "frozenset", "generator") and "items_schema" not in schema) or (
+            kind == "dict" and ("keys_schema" not in schema or "values_schema" not in schema)
+        ):
+            return True
+        return any(_may_hold_any(v, refs, seen) for k, v in schema.items() if k != "serialization")
+    if isinstance(schema, list):
+        return any(_may_hold_any(v, refs, seen) for v in schema)
+    return False
+
+
+def _holds_secret(value: object) -> bool:
+    """Whether ``value`` holds a pydantic secret, at any depth (its lists, maps, sets, models, dataclasses)."""
+    if isinstance(value, SECRETS):
+        return True
+    if isinstance(value, str | bytes | int | float) or value is None:
+        return False
+    if isinstance(value, dict):
+        return any(_holds_secret(k) or _holds_secret(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_holds_secret(item) for item in value)
+    if isinstance(value, pydantic.BaseModel):
+        return any(_holds_secret(item) for item in value.__dict__.values()) or _holds_secret(value.__pydantic_extra__)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(_holds_secret(getattr(value, field.name)) for field in dataclasses.fields(value))
+    return False
+
+
+def _declared_storable(value: object) -> bool:
+    """Whether an instance of a class a caller declared immutable is written to JSON by its class's own schema
+    (a class that has none, but takes a field's ``Annotated`` serializer, is left to that field's)."""
+    kind = type(value)
+    adapter = _DECLARED_ADAPTERS.get(kind, _NO_ADAPTER)
+    if adapter is _NO_ADAPTER:
+        try:
+            adapter = pydantic.TypeAdapter(kind)
+        except (pydantic.PydanticSchemaGenerationError, TypeError):
+            adapter = None
+        if len(_DECLARED_ADAPTERS) < 1024:
+            _DECLARED_ADAPTERS[kind] = adapter
+    if adapter is None:
+        return True
+    try:
+        cast(pydantic.TypeAdapter[Any], adapter).dump_json(value)
+    except (PydanticSerializationError, ValueError, TypeError):
+        return False
+    return True
+
+
+_DECLARED_ADAPTERS: dict[type, object] = {}
+_NO_ADAPTER = object()
 
 
 _CHECKS: dict[type[Model], Callable[[dict[str, Any]], object]] = {}

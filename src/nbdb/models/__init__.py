@@ -24,6 +24,7 @@ from nbdb.models.ovn import (
     RoutePolicy,
     Severity,
 )
+from nbdb.models.shared import immutable
 
 __all__ = [
     "ACL",
@@ -51,5 +52,6 @@ __all__ = [
     "RoutePolicy",
     "Severity",
     "all_models",
+    "immutable",
     "model_for_table",
 ]

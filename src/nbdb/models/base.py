@@ -27,12 +27,12 @@ from pydantic_core import core_schema
 import nbdb.models.ids as _ids
 from nbdb import errors
 from nbdb.models.shared import (
-    IMMUTABLE,
     FrozenDict,
     FrozenList,
     FrozenSet,
     deep_frozen,
     freeze_containers,
+    is_immutable_class,
     slot_setter,
 )
 from nbdb.models.types import Topic
@@ -704,7 +704,7 @@ def _atom(annotation: Any) -> bool:
         return all(_atom(arg) for arg in get_args(annotation))
     # list[int] passes as a type (and typing.Any is a class): a generic, Any and object may hold anything
     return get_origin(annotation) is None and (
-        annotation in _ATOM_MARKERS or (isinstance(annotation, type) and issubclass(annotation, IMMUTABLE))
+        annotation in _ATOM_MARKERS or (isinstance(annotation, type) and is_immutable_class(annotation))
     )
 
 

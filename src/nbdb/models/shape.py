@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, get_args, get_origin
 
+import pydantic
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from nbdb.models.base import Model, RefSpec, all_models
@@ -131,7 +132,7 @@ def _field_shape(model: type[Model], name: str, refs: dict[str, RefSpec]) -> Fie
     default = None
     if not required:
         value = info.get_default(call_default_factory=True)
-        default = None if value is PydanticUndefined else to_jsonable_python(value)
+        default = None if value is PydanticUndefined else to_jsonable_python(_revealed(value))
     ref = refs.get(name)
     return FieldShape(
         name=name,
@@ -144,6 +145,18 @@ def _field_shape(model: type[Model], name: str, refs: dict[str, RefSpec]) -> Fie
         enum=enum,
         reference=None if ref is None else ref.target,
     )
+
+
+def _revealed(value: Any) -> Any:
+    """``value`` with its pydantic secrets replaced by their values, as nbdb stores them (see ``nbdb.codec``):
+    a default's JSON must be what a store of bytes holds for it, not pydantic's mask."""
+    if isinstance(value, pydantic.SecretStr | pydantic.SecretBytes | pydantic.Secret):
+        return _revealed(value.get_secret_value())
+    if isinstance(value, list | tuple | set | frozenset):
+        return type(value)(_revealed(v) for v in value) if type(value) in (list, tuple, set, frozenset) else value
+    if isinstance(value, dict) and type(value) is dict:
+        return {k: _revealed(v) for k, v in value.items()}
+    return value
 
 
 @functools.cache

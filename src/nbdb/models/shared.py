@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import PurePath
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
 import pydantic
@@ -44,6 +44,8 @@ __all__ = [
     "deep_frozen",
     "freeze_containers",
     "frozen_class",
+    "immutable",
+    "is_immutable_class",
     "slot_setter",
     "thawed",
     "thawed_class",
@@ -177,7 +179,48 @@ IMMUTABLE: tuple[type, ...] = (
     pydantic.SecretStr,
     pydantic.SecretBytes,
 )
-"""The classes whose instances never change (nor hold anything that does): kept as they are in a frozen copy."""
+"""The classes whose instances never change (nor hold anything that does): kept as they are in a frozen copy.
+
+A caller adds its own with :func:`immutable`; read it through :func:`is_immutable_class`, not a copy
+taken at import (the tuple is replaced when a class is added)."""
+
+T = TypeVar("T", bound=type)
+
+_MUTABLE_BUILTINS = (list, dict, set, bytearray, collections.deque)
+
+
+def immutable(cls: T) -> T:
+    """Declare that instances of ``cls`` (and of its subclasses) never change, nor hold anything that does.
+
+    For a caller's own value class (a ULID type, say) held by a model's field that is no ``str`` or
+    ``int`` subclass, dataclass or model: nbdb cannot freeze such a value, so a write of it is refused
+    with :class:`nbdb.ValidationError` unless its class is declared here. A declared class's instances are
+    kept as they are in the stored copy and shared by its readers: a change of one in place would change
+    what every reader sees without a write, so declare only a class that allows none. Usable as a class
+    decorator (``@nbdb.models.immutable``) or called (``immutable(ULID)``); returns ``cls``. Declare it
+    before a model annotates a field with it, and the model's writes pay nothing for the field (afterwards,
+    each write of such a model looks at the value). Its values must still be written and read back by the
+    field's pydantic schema (``__get_pydantic_core_schema__``, or an ``Annotated`` validator and
+    serializer). TypeError for what is no class, and for the builtin containers that change in place.
+    """
+    global IMMUTABLE
+    if not isinstance(cls, type):
+        raise TypeError(f"immutable() takes a class, not {cls!r}")
+    if issubclass(cls, _MUTABLE_BUILTINS):
+        raise TypeError(f"{cls.__qualname__} derives from a container that changes in place: it cannot be immutable")
+    if not issubclass(cls, IMMUTABLE):
+        IMMUTABLE = (*IMMUTABLE, cls)
+        DECLARED.append(cls)
+    return cls
+
+
+DECLARED: list[type] = []
+"""The classes callers declared with :func:`immutable`."""
+
+
+def is_immutable_class(cls: type) -> bool:
+    """Whether instances of ``cls`` never change (see :data:`IMMUTABLE` and :func:`immutable`)."""
+    return issubclass(cls, IMMUTABLE)
 
 
 def deep_frozen(value: Any, *, known: bool = True) -> Any:
@@ -217,6 +260,12 @@ def deep_frozen(value: Any, *, known: bool = True) -> Any:
         return value  # a frozen twin's instance: frozen through when it was made, and it refuses every change
     if isinstance(value, IMMUTABLE):
         return value
+    if isinstance(value, pydantic.Secret):  # Secret[T]: its value frozen through (a Secret[list[int]] too)
+        inner = value.get_secret_value()
+        frozen = deep_frozen(inner, known=known)
+        if frozen is inner:
+            return value
+        return type(value)(frozen)  # its public constructor: a Secret[T] subclass takes its value
     if kind is frozenset:
         return frozenset(deep_frozen(v, known=known) for v in value)
     if isinstance(value, BaseModel):

@@ -1,0 +1,399 @@
+"""User field types every store writes and reads back exactly, or refuses at the write (issue #12).
+
+A ``SecretStr`` (``SecretBytes``, ``Secret[T]``) field was stored as pydantic's mask, ``"**********"``,
+by every store of bytes (the secret lost; ``memory://`` kept it): it is now refused at the model's first
+write on every store, unless the caller writes it with a serializer of its own; a nested dataclass with a field of
+``init=False`` was written, and every read of the record was then a ``CorruptRecordError``; a
+``Json[...]`` field refused every write with a misleading error; a caller's own immutable value class
+had no way to be stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import pydantic
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import Json, Secret, SecretBytes, SecretStr
+from pydantic_core import core_schema
+
+import nbdb
+from nbdb.models import Model
+from nbdb.testing.servers import start_server
+
+pytestmark = pytest.mark.timeout(300)
+
+STORES = ["memory", "sqlite", "redis"]
+
+
+class Plain(Model):
+    nbdb_table = "ft_plain_secret"
+    password: SecretStr
+
+
+class Optional_(Model):
+    nbdb_table = "ft_optional_secret"
+    maybe: SecretStr | None = None
+
+
+class Listed(Model):
+    nbdb_table = "ft_listed_secret"
+    many: list[SecretBytes] = pydantic.Field(default_factory=list)
+
+
+class Mapped(Model):
+    nbdb_table = "ft_mapped_secret"
+    by_name: dict[str, Secret[int]] = pydantic.Field(default_factory=dict)
+
+
+class SecretInside(pydantic.BaseModel):
+    token: SecretStr
+
+
+class NestedVault(Model):
+    nbdb_table = "ft_nested_vault"
+    inner: SecretInside | None = None
+
+
+@dataclasses.dataclass
+class SecretData:
+    key: SecretBytes
+
+
+class InDataclass(Model):
+    nbdb_table = "ft_dataclass_secret"
+    held: list[SecretData] = pydantic.Field(default_factory=list)
+
+
+class InUnion(Model):
+    nbdb_table = "ft_union_secret"
+    either: int | tuple[str, SecretStr] = 0
+
+
+class OtherFieldSerialized(Model):
+    """A serializer of another field accepts no secret."""
+
+    nbdb_table = "ft_other_serialized"
+    password: SecretStr
+    name: str = ""
+
+    @pydantic.field_serializer("name")
+    def _name(self, value: str) -> str:
+        return value
+
+
+class SerializedInside(pydantic.BaseModel):
+    token: SecretStr
+
+    @pydantic.field_serializer("token", when_used="json")
+    def _token(self, value: SecretStr) -> str:
+        return value.get_secret_value()
+
+
+class LooseVault(Model):
+    nbdb_table = "ft_loose_vault"
+    anything: Any = None
+
+
+@dataclasses.dataclass
+class Derived:
+    base: int
+    cached: int = dataclasses.field(init=False, default=0)
+
+
+class WithDerived(Model):
+    nbdb_table = "ft_with_derived"
+    inner: Derived
+
+
+@pydantic.dataclasses.dataclass
+class PydanticDerived:
+    base: int
+    cached: int = dataclasses.field(init=False, default=0)
+
+
+class WithPydanticDerived(Model):
+    nbdb_table = "ft_with_pydantic_derived"
+    inners: list[PydanticDerived] = pydantic.Field(default_factory=list)
+
+
+class WithJson(Model):
+    nbdb_table = "ft_with_json"
+    blob: Json[dict[str, int]]
+
+
+class Ulid:
+    """A caller's own value class: no str subclass, dataclass nor model; its instances never change."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        object.__setattr__(self, "text", text)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ulid) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            lambda v: v if isinstance(v, Ulid) else Ulid(v),
+            core_schema.union_schema([core_schema.is_instance_schema(Ulid), core_schema.str_schema()]),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda u: u.text),
+        )
+
+
+class Tagged(Model):
+    nbdb_table = "ft_tagged"
+    tag: Ulid
+    tags: list[Ulid] = pydantic.Field(default_factory=list)
+    by_name: dict[str, Ulid | None] = pydantic.Field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with start_server("redis") as redis:
+        yield redis.url
+
+
+@pytest.fixture
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Callable[[], nbdb.Database]]:
+    """For a store kind: a function that connects a new Database to one and the same store.
+
+    ``memory://`` is one store per Database: its function gives the same Database each time
+    (it keeps objects, never bytes). A store of bytes is read back by another Database, so that
+    what is read was decoded from the bytes, not shared from the write.
+    """
+    opened: list[nbdb.Database] = []
+
+    def of(kind: str) -> Callable[[], nbdb.Database]:
+        if kind == "memory":
+            db = nbdb.connect("memory://")
+            opened.append(db)
+            return lambda: db
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path}/{uuid.uuid4().hex[:8]}.db"
+        else:
+            url = f"{request.getfixturevalue('redis_url')}?namespace=ft{uuid.uuid4().hex[:8]}"
+
+        def connect() -> nbdb.Database:
+            db = nbdb.connect(url)
+            opened.append(db)
+            return db
+
+        return connect
+
+    yield of  # type: ignore[misc]
+    for db in opened:
+        db.close()
+
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+
+REFUSED: list[tuple[Callable[[], Model], str]] = [
+    (lambda: Plain(password=SecretStr("s3cret"), topic="t"), "'password'"),
+    (lambda: Optional_(maybe=SecretStr("s3cret"), topic="t"), "'maybe'"),
+    (lambda: Optional_(topic="t"), "'maybe'"),  # refused by its type, whatever it holds
+    (lambda: Listed(many=[SecretBytes(b"s3cret")], topic="t"), "'many'"),
+    (lambda: Mapped(by_name={"k": Secret[int](7)}, topic="t"), "'by_name'"),
+    (lambda: NestedVault(inner=SecretInside(token=SecretStr("s3cret")), topic="t"), "'inner.token'"),
+    (lambda: InDataclass(held=[SecretData(SecretBytes(b"s3cret"))], topic="t"), "'held.key'"),
+    (lambda: InUnion(either=("k", SecretStr("s3cret")), topic="t"), "'either'"),
+    (lambda: OtherFieldSerialized(password=SecretStr("s3cret"), topic="t"), "'password'"),
+]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize(("make", "field"), REFUSED)
+def test_a_secret_no_serializer_of_the_callers_writes_is_refused_at_the_write_naming_it(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str, make: Callable[[], Model], field: str
+) -> None:
+    db = reopen(kind)()
+    obj = make()
+    for _ in range(2):  # refused again at the next write: nothing was cached as checked
+        with pytest.raises(nbdb.ValidationError) as refused:
+            db.create(obj)
+        message = str(refused.value)
+        assert field in message and "mask" in message and "field_serializer" in message
+        assert "get_secret_value()" in message and "s3cret" not in message
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(type(obj), obj.id)
+    assert db.list(type(obj)) == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_secret_held_where_no_secret_is_declared_is_refused_by_the_write(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    db = reopen(kind)()
+    obj = LooseVault(anything={"k": [SecretStr("s3cret")]}, topic="t")
+    with pytest.raises(nbdb.ValidationError):
+        db.create(obj)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LooseVault, obj.id)
+    assert db.create(LooseVault(anything={"k": ["plain"]}, topic="t")).anything == {"k": ["plain"]}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_dataclass_field_of_init_false_is_refused_at_the_write_naming_it(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    db = reopen(kind)()
+    derived = Derived(1)
+    derived.cached = 5
+    for obj in (WithDerived(inner=derived, topic="t"), WithPydanticDerived(inners=[PydanticDerived(2)], topic="t")):
+        with pytest.raises(nbdb.ValidationError, match="init=False") as raised:
+            db.create(obj)
+        assert "'cached'" in str(raised.value)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(type(obj), obj.id)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_json_field_is_refused_at_the_write_naming_it(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    db = reopen(kind)()
+    obj = WithJson(blob='{"a": 1}', topic="t")
+    assert obj.blob == {"a": 1}
+    with pytest.raises(nbdb.ValidationError, match=r"field 'blob' is Json\[\.\.\.\]"):
+        db.create(obj)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(WithJson, obj.id)
+
+
+def test_an_undeclared_value_class_is_refused_and_a_declared_one_reads_back(tmp_path: Path) -> None:
+    from nbdb.models import immutable  # (no such function before)
+
+    class Undeclared:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+            return core_schema.no_info_plain_validator_function(
+                lambda v: v if isinstance(v, Undeclared) else Undeclared(v),
+                serialization=core_schema.plain_serializer_function_ser_schema(lambda u: u.text),
+            )
+
+    class Loose(Model):
+        nbdb_table = "ft_loose_class"
+        value: Undeclared
+
+    with nbdb.connect("memory://") as db:
+        with pytest.raises(nbdb.ValidationError, match="cannot freeze"):
+            db.create(Loose(value=Undeclared("x"), topic="t"))
+    assert immutable(Ulid) is Ulid
+    with pytest.raises(TypeError):
+        immutable(type("Listy", (list,), {}))
+    with pytest.raises(TypeError):
+        immutable(Ulid("x"))  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize("kind", STORES)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tag=_TEXT, tags=st.lists(_TEXT, max_size=3), by_name=st.dictionaries(_TEXT, st.none() | _TEXT, max_size=3))
+def test_a_declared_immutable_class_reads_back_as_written_on_every_store(
+    reopen: Callable[[str], Callable[[], nbdb.Database]],
+    kind: str,
+    tag: str,
+    tags: list[str],
+    by_name: dict[str, str | None],
+) -> None:
+    from nbdb.models import immutable  # (no such function before)
+
+    immutable(Ulid)  # declared after Tagged: each write looks at the value
+    connect = reopen(kind)
+    obj = Tagged(
+        tag=Ulid(tag),
+        tags=[Ulid(t) for t in tags],
+        by_name={k: None if v is None else Ulid(v) for k, v in by_name.items()},
+        topic="t",
+    )
+    written = connect().create(obj)
+    assert written.tag is obj.tag  # kept as it is: it never changes
+    read = connect().get(Tagged, obj.id)
+    assert (read.tag, read.tags, read.by_name) == (obj.tag, obj.tags, obj.by_name)
+
+
+def test_a_declared_class_that_writes_text_no_store_holds_is_refused_on_every_store(tmp_path: Path) -> None:
+    from nbdb.models import immutable  # (no such function before)
+
+    immutable(Ulid)
+    for url in ("memory://", f"sqlite:///{tmp_path}/x.db"):
+        with nbdb.connect(url) as db:
+            with pytest.raises(nbdb.ValidationError):
+                db.create(Tagged(tag=Ulid("\udc80"), topic="t"))
+
+
+def test_a_serialized_secrets_default_in_a_models_shape_is_its_value() -> None:
+    """A store that maps fields to columns (OVSDB) leaves a field at its default out of the row and reads the
+    default's JSON back in its place: pydantic's mask there was a secret lost."""
+    from nbdb.models.shape import shape_of
+
+    class Defaulted(Model):
+        nbdb_table = "ft_defaulted"
+        token: SecretStr = SecretStr("default-token")
+        pins: list[Secret[int]] = pydantic.Field(default_factory=lambda: [Secret[int](7)])
+
+        @pydantic.field_serializer("*", when_used="json")
+        def _dump(self, value: Any) -> Any:
+            return value
+
+    shape = shape_of(Defaulted)
+    assert (shape.field("token").default, shape.field("pins").default) == ("default-token", [7])
+
+
+class RevealedByItsSerializer(Model):
+    """pydantic's documented way to write a secret's value: a serializer of the caller's own."""
+
+    nbdb_table = "ft_revealed_by_serializer"
+    password: SecretStr
+    maybe: SecretStr | None = None
+    key: Annotated[SecretBytes, pydantic.PlainSerializer(lambda v: v.get_secret_value(), when_used="json")]
+    inner: SerializedInside | None = None
+
+    @pydantic.field_serializer("password", "maybe", when_used="json")
+    def _password(self, value: SecretStr | None) -> str | None:
+        return None if value is None else value.get_secret_value()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(password=_TEXT, maybe=st.none() | _TEXT, key=_TEXT.map(str.encode), token=st.none() | _TEXT)
+def test_a_secret_the_callers_own_serializer_writes_reads_back(
+    reopen: Callable[[str], Callable[[], nbdb.Database]],
+    kind: str,
+    password: str,
+    maybe: str | None,
+    key: bytes,
+    token: str | None,
+) -> None:
+    connect = reopen(kind)
+    obj = connect().create(
+        RevealedByItsSerializer(
+            password=SecretStr(password),
+            maybe=None if maybe is None else SecretStr(maybe),
+            key=SecretBytes(key),
+            inner=None if token is None else SerializedInside(token=SecretStr(token)),
+            topic="t",
+        )
+    )
+    for read in (obj, connect().get(RevealedByItsSerializer, obj.id)):
+        assert read.password.get_secret_value() == password
+        assert (None if read.maybe is None else read.maybe.get_secret_value()) == maybe
+        assert read.key.get_secret_value() == key
+        assert (None if read.inner is None else read.inner.token.get_secret_value()) == token
+    if password:  # nbdb's copies still mask it
+        assert "password=SecretStr('**********')" in repr(obj)
