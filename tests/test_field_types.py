@@ -76,6 +76,18 @@ class InUnion(Model):
     either: int | tuple[str, SecretStr] = 0
 
 
+class WrapSerialized(Model):
+    """A wrap serializer that hands the secret on to pydantic's own, which writes the mask."""
+
+    nbdb_table = "ft_wrap_serialized"
+    password: SecretStr
+    token: Annotated[SecretStr, pydantic.WrapSerializer(lambda v, handler: handler(v))] = SecretStr("")
+
+    @pydantic.field_serializer("password", mode="wrap", when_used="json")
+    def _password(self, value: SecretStr, handler: Any) -> Any:
+        return handler(value)
+
+
 class OtherFieldSerialized(Model):
     """A serializer of another field accepts no secret."""
 
@@ -211,6 +223,7 @@ REFUSED: list[tuple[Callable[[], Model], str]] = [
     (lambda: InDataclass(held=[SecretData(SecretBytes(b"s3cret"))], topic="t"), "'held.key'"),
     (lambda: InUnion(either=("k", SecretStr("s3cret")), topic="t"), "'either'"),
     (lambda: OtherFieldSerialized(password=SecretStr("s3cret"), topic="t"), "'password'"),
+    (lambda: WrapSerialized(password=SecretStr("s3cret"), topic="t"), "'password'"),
 ]
 
 

@@ -341,7 +341,8 @@ def _secret_problem(model: type[Model]) -> str | None:
     which keeps objects, would not: every store refuses it alike). A secret is accepted where the caller
     writes it with a serializer of its own: a ``field_serializer`` of the field in its class (found through
     ``__pydantic_decorators__``; pydantic's documented pattern returns ``get_secret_value()``), or a
-    ``PlainSerializer``/``WrapSerializer`` in its ``Annotated`` metadata. Found from the public annotations
+    ``PlainSerializer`` in its ``Annotated`` metadata (plain ones only: a wrap serializer may pass the
+    secret on to pydantic's, which writes the mask). Found from the public annotations
     only (``model_fields``, ``dataclasses.fields``), through ``Optional``, unions, containers, nested models
     and dataclasses.
     """
@@ -410,11 +411,17 @@ def _user_serialized_fields(cls: type) -> set[str]:
     decorators = getattr(cls, "__pydantic_decorators__", None)
     if decorators is None:
         return set()
-    return {field for decorator in decorators.field_serializers.values() for field in decorator.info.fields}
+    # Plain mode only: a wrap serializer may hand the secret to pydantic's own (its handler), which writes the mask.
+    return {
+        field
+        for decorator in decorators.field_serializers.values()
+        if decorator.info.mode == "plain"
+        for field in decorator.info.fields
+    }
 
 
 def _has_serializer(metadata: list[Any]) -> bool:
-    return any(isinstance(item, pydantic.PlainSerializer | pydantic.WrapSerializer) for item in metadata)
+    return any(isinstance(item, pydantic.PlainSerializer) for item in metadata)  # (a wrap one may write the mask)
 
 
 _UNTYPED: dict[type[Model], tuple[str, ...]] = {}
