@@ -505,6 +505,7 @@ _DEEP = "[" * 5000 + "]" * 5000
         "a-marker-string-holding-json-nested-past-the-recursion-limit",
         "a-marker-string-escape-did-not-make",
         "a-token-window-with-a-digit-int-refuses",
+        "a-token-window-with-more-digits-than-int-reads",
     ],
 )
 def test_another_writers_garbled_value_neither_kills_the_connection_nor_stops_writes_of_its_row(
@@ -536,9 +537,13 @@ def test_another_writers_garbled_value_neither_kills_the_connection_nor_stops_wr
                 ops = [{"op": "update", "table": "KitNamed", "where": where, "row": {"name": "\ufffe" + _DEEP}}]
             elif case == "a-marker-string-escape-did-not-make":
                 ops = [{"op": "update", "table": "KitNamed", "where": where, "row": {"name": "\ufffe123"}}]
-            else:
+            elif case == "a-token-window-with-a-digit-int-refuses":
                 ops = _set_external_id("KitNamed", bad.id, "nbdb:version", "garbage")
                 ops += _set_external_id("KitNamed", bad.id, "nbdb:txn", "t@\u00b2")
+            else:
+                # ASCII digits, more than int() reads (sys.get_int_max_str_digits(): 4300).
+                ops = _set_external_id("KitNamed", bad.id, "nbdb:version", "garbage")
+                ops += _set_external_id("KitNamed", bad.id, "nbdb:txn", "t@" + "9" * 5000)
             _foreign_transact_in(server, "nbdb", ops)
             corrupt = case.startswith("a-json-column")
             key = (KitNamed.nbdb_table, bad.id)

@@ -181,6 +181,18 @@ def test_a_token_window_another_writer_garbled_never_raises(token: str, version:
     assert written_version({EXT_VERSION: "garbage", EXT_TXN: "t@\u00b2 good@7"}) == 7
 
 
+def test_a_token_window_with_more_digits_than_int_reads_is_skipped() -> None:
+    """ASCII digits past ``sys.get_int_max_str_digits()`` (4300): ``int()`` raised ValueError out of
+    the connection's I/O thread on every update of the row, as for ``'\u00b2'``. Skipped as garbage."""
+    from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, push_window, written_version
+
+    huge = "t@" + "9" * 5000 + " good@7"
+    assert parse_window(huge) == [("good", 7)]
+    assert written_version({EXT_VERSION: "garbage", EXT_TXN: huge}) == 7
+    assert written_version({EXT_VERSION: "9" * 5000, EXT_TXN: huge}) == 7
+    assert parse_window(push_window(huge, "mine", 8))[0] == ("mine", 8)
+
+
 def _widened() -> Mapping_:
     """NB_SCHEMA with two optional columns of one atom widened to sets (a newer schema could)."""
     newer: dict[str, Any] = copy.deepcopy(NB_SCHEMA)

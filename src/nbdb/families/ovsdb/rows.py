@@ -284,10 +284,15 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
     for item in (text or "").split():
         token, _, version = item.partition("@")
         # isascii: str.isdigit() holds for digits int() refuses ('²', another writer's garbage), whose
-        # ValueError killed the connection's I/O thread on every update of the row.
-        if token and version.isascii() and version.isdigit():
+        # ValueError killed the connection's I/O thread on every update of the row. int() refuses
+        # ASCII digits too past sys.get_int_max_str_digits() (4300): no version nbdb wrote is that long.
+        if token and version.isascii() and version.isdigit() and len(version) <= _VERSION_DIGITS:
             out.append((token, int(version)))
     return out
+
+
+_VERSION_DIGITS = 40
+"""The most digits a version in ``nbdb:txn`` is read from (far more than any count of writes)."""
 
 
 _TOKENS = random.Random()
