@@ -181,9 +181,11 @@ def test_a_token_window_another_writer_garbled_never_raises(token: str, version:
     assert written_version({EXT_VERSION: "garbage", EXT_TXN: "t@\u00b2 good@7"}) == 7
 
 
-def test_a_token_window_with_more_digits_than_int_reads_is_skipped() -> None:
-    """ASCII digits past ``sys.get_int_max_str_digits()`` (4300): ``int()`` raised ValueError out of
-    the connection's I/O thread on every update of the row, as for ``'\u00b2'``. Skipped as garbage."""
+def test_a_version_of_more_digits_than_int_reads_or_writes_back_is_garbage() -> None:
+    """ASCII digits past ``sys.get_int_max_str_digits()`` (4300): in ``nbdb:txn``, ``int()`` raised
+    ValueError out of the connection's I/O thread on every update of the row, as for ``'\u00b2'``;
+    in ``nbdb:version``, 4300 digits read, and the next write's ``str()`` of one more raised
+    ValueError: no update of the row ever went. Both are garbage (versions are below 2**63)."""
     from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, push_window, written_version
 
     huge = "t@" + "9" * 5000 + " good@7"
@@ -191,6 +193,10 @@ def test_a_token_window_with_more_digits_than_int_reads_is_skipped() -> None:
     assert written_version({EXT_VERSION: "garbage", EXT_TXN: huge}) == 7
     assert written_version({EXT_VERSION: "9" * 5000, EXT_TXN: huge}) == 7
     assert parse_window(push_window(huge, "mine", 8))[0] == ("mine", 8)
+    # As many digits as int() reads: one more is a number str() refuses to write back.
+    assert written_version({EXT_VERSION: "9" * 4300, EXT_TXN: "good@7"}) == 7
+    assert written_version({EXT_VERSION: str(2**63), EXT_TXN: f"t@{2**63} good@7"}) == 7
+    assert written_version({EXT_VERSION: str(2**63 - 1)}) == 2**63 - 1
 
 
 def _widened() -> Mapping_:

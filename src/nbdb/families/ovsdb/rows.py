@@ -272,7 +272,9 @@ def written_version(ext: Mapping[str, str]) -> int:
         version = int(ext.get(EXT_VERSION, "0"))
     except ValueError:
         version = -1
-    if version < 0:
+    if version < 0 or version >= _VERSION_LIMIT:
+        # Past the limit: no count of writes, and one of 4300 digits (as many as int() reads) made the
+        # row's next write raise ValueError (str() of one more refuses it): no update of it ever went.
         window = parse_window(ext.get(EXT_TXN))
         return max((v for _token, v in window), default=0)
     return version
@@ -286,13 +288,15 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
         # isascii: str.isdigit() holds for digits int() refuses ('²', another writer's garbage), whose
         # ValueError killed the connection's I/O thread on every update of the row. int() refuses
         # ASCII digits too past sys.get_int_max_str_digits() (4300): no version nbdb wrote is that long.
-        if token and version.isascii() and version.isdigit() and len(version) <= _VERSION_DIGITS:
-            out.append((token, int(version)))
+        if token and version.isascii() and version.isdigit() and len(version) <= 19:
+            number = int(version)
+            if number < _VERSION_LIMIT:
+                out.append((token, number))
     return out
 
 
-_VERSION_DIGITS = 40
-"""The most digits a version in ``nbdb:txn`` is read from (far more than any count of writes)."""
+_VERSION_LIMIT = 2**63
+"""Versions nbdb reads from a row are below this (19 digits at most): far more than any count of writes."""
 
 
 _TOKENS = random.Random()
