@@ -660,6 +660,68 @@ def test_a_child_another_writer_put_in_a_second_parents_set_is_a_corrupt_record(
     cache.close()
 
 
+def test_a_child_let_go_by_the_second_parent_it_was_put_in_reads_as_before_everywhere(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    """Put in a second switch's ``ports`` and taken out of it again (both by another writer): the
+    port reads as it was, by a get, a list, a cache and a watch, and nbdb writes it again."""
+    first = db.create(LogicalSwitch(name="sw-keep"))
+    second = db.create(LogicalSwitch(name="sw-passing"))
+    port = db.create(LogicalSwitchPort(switch=first.id, name=f"p-{first.id}"))
+    cache = db.cache(LogicalSwitchPort, shared=False)
+    assert cache.wait_synced(10)
+    key = (LogicalSwitchPort.nbdb_table, port.id)
+
+    def ports(op: str) -> list[Any]:
+        where = [["_uuid", "==", ["uuid", str(second.id)]]]
+        return [
+            {
+                "op": "mutate",
+                "table": "Logical_Switch",
+                "where": where,
+                "mutations": [["ports", op, ["set", [["uuid", str(port.id)]]]]],
+            }
+        ]
+
+    with db.watch(LogicalSwitchPort) as watch:
+        _foreign_transact(server, ports("insert"))
+        assert eventually(lambda: key in cache.corrupt, timeout=10)
+        _foreign_transact(server, ports("delete"))
+        assert eventually(
+            lambda: key not in cache.corrupt and cache.get(LogicalSwitchPort, port.id) is not None, timeout=10
+        )
+        back = db.get(LogicalSwitchPort, port.id)
+        assert back.switch == first.id and back.name == port.name
+        assert cache.get(LogicalSwitchPort, port.id) == back
+        assert db.list(LogicalSwitchPort) == [back]
+        events: list[Any] = []
+        assert eventually(lambda: events.extend(watch.poll(0.2)) or (events and events[-1].object == back), timeout=10)
+        moved = db.update(back.replace(up=True))
+        assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) == moved, timeout=10)
+    cache.close()
+
+
+def test_another_writers_change_undone_reaches_a_cache(server: OvsdbModelsServer, db: nbdb.Database) -> None:
+    """A column another writer changed and then set back to what nbdb wrote: the row's version went
+    back to the one nbdb stored, lower than the changed row's, and a cache holding the changed port
+    took the return for a change it had applied: it kept the changed port, for good."""
+    switch = db.create(LogicalSwitch(name="sw-undone"))
+    port = db.create(LogicalSwitchPort(switch=switch.id, name=f"p-{switch.id}"))
+    cache = db.cache(LogicalSwitchPort, shared=False)
+    assert cache.wait_synced(10)
+    moved = db.update(port.replace(up=True))
+    assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) == moved, timeout=10)
+    # Another writer's change of a column, undone: the cache held the changed port, for good.
+    where = [["_uuid", "==", ["uuid", str(port.id)]]]
+    _foreign_transact(server, [{"op": "update", "table": "Logical_Switch_Port", "where": where, "row": {"up": False}}])
+    assert eventually(lambda: cache.get(LogicalSwitchPort, port.id).up is False, timeout=10)
+    _foreign_transact(server, [{"op": "update", "table": "Logical_Switch_Port", "where": where, "row": {"up": True}}])
+    assert eventually(lambda: db.get(LogicalSwitchPort, port.id).up is True, timeout=10)
+    assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) == db.get(LogicalSwitchPort, port.id), timeout=10)
+    assert db.get(LogicalSwitchPort, port.id).version > moved.version
+    cache.close()
+
+
 @pytest.mark.timeout(60)
 def test_a_stream_with_a_sink_gets_every_change_on_the_applying_thread(db: nbdb.Database) -> None:
     """The shared watch's sink is handed each transaction's changes by the connection's I/O thread.

@@ -137,6 +137,19 @@ def test_versions_come_from_nbdb_bookkeeping_and_grow_with_foreign_changes() -> 
     assert book.version("T", id, RowState("d", 0, "")) == 1
 
 
+def test_a_version_never_goes_back_when_a_row_returns_to_what_nbdb_wrote() -> None:
+    """Another writer's change undone (or another client's write at a version this connection
+    has passed): the digest matches nbdb's again, and the version went back to the stored one,
+    which a cache holding the newer version took for a change it had applied (stale for good)."""
+    book = VersionBook()
+    id = uuid.uuid4()
+    assert book.version("T", id, RowState("a", 1, "a")) == 1
+    assert book.version("T", id, RowState("b", 1, "a")) == 2  # another writer's change
+    assert book.version("T", id, RowState("a", 1, "a")) == 3  # undone: not 1 again
+    assert book.version("T", id, RowState("e", 3, "e")) == 4  # another client's write at 3
+    assert book.version("T", id, RowState("f", 7, "f")) == 7  # ahead: as written
+
+
 def test_commit_tokens_do_not_follow_the_applications_random_seed() -> None:
     # Processes that seed ``random`` alike (simulations, tests) must still make distinct tokens.
     import random

@@ -230,7 +230,8 @@ class VersionBook:
     version ``N`` it makes and a digest of the content it wrote. A row whose
     content still has that digest is at version ``N`` for every client; a row
     another writer changed since is at ``N+1``, and each further foreign change
-    this connection sees bumps it again, so versions only grow.
+    this connection sees bumps it again, so versions only grow (a return to the
+    content nbdb wrote, after this connection saw another, bumps it too).
     """
 
     def __init__(self) -> None:
@@ -246,6 +247,13 @@ class VersionBook:
                 return prev[0]
             if state.digest == state.stored_digest:
                 version = max(state.stored_version, 1)
+                if prev is not None and prev[0] >= version:
+                    # Back to a content nbdb wrote after this connection saw it otherwise (another
+                    # writer's change undone, a child let go by a second parent; or another client's
+                    # write from an older version): at that version again, it went backwards, and a
+                    # cache holding the newer one kept it (a change of a version it holds is one
+                    # already applied), stale, or its corrupt mark, for good.
+                    version = prev[0] + 1
             elif prev is None:
                 version = state.stored_version + 1
             else:
