@@ -505,6 +505,8 @@ _DEEP = "[" * 5000 + "]" * 5000
         "a-marker-string-holding-json-nested-past-the-recursion-limit",
         "a-marker-string-escape-did-not-make",
         "a-token-window-with-a-digit-int-refuses",
+        "a-token-window-with-more-digits-than-int-reads",
+        "a-version-int-reads-but-cannot-write-one-more",
     ],
 )
 def test_another_writers_garbled_value_neither_kills_the_connection_nor_stops_writes_of_its_row(
@@ -536,9 +538,16 @@ def test_another_writers_garbled_value_neither_kills_the_connection_nor_stops_wr
                 ops = [{"op": "update", "table": "KitNamed", "where": where, "row": {"name": "\ufffe" + _DEEP}}]
             elif case == "a-marker-string-escape-did-not-make":
                 ops = [{"op": "update", "table": "KitNamed", "where": where, "row": {"name": "\ufffe123"}}]
-            else:
+            elif case == "a-token-window-with-a-digit-int-refuses":
                 ops = _set_external_id("KitNamed", bad.id, "nbdb:version", "garbage")
                 ops += _set_external_id("KitNamed", bad.id, "nbdb:txn", "t@\u00b2")
+            elif case == "a-version-int-reads-but-cannot-write-one-more":
+                # As many digits as int() reads (sys.get_int_max_str_digits(): 4300); one more, str() refuses.
+                ops = _set_external_id("KitNamed", bad.id, "nbdb:version", "9" * 4300)
+            else:
+                # ASCII digits, more than int() reads (sys.get_int_max_str_digits(): 4300).
+                ops = _set_external_id("KitNamed", bad.id, "nbdb:version", "garbage")
+                ops += _set_external_id("KitNamed", bad.id, "nbdb:txn", "t@" + "9" * 5000)
             _foreign_transact_in(server, "nbdb", ops)
             corrupt = case.startswith("a-json-column")
             key = (KitNamed.nbdb_table, bad.id)
@@ -548,7 +557,9 @@ def test_another_writers_garbled_value_neither_kills_the_connection_nor_stops_wr
                     db.get(KitNamed, bad.id)
                 assert [n.id for n in db.list(KitNamed, skip_corrupt=True)] == [good.id]
             else:
-                assert eventually(lambda: db.get(KitNamed, bad.id).version > bad.version or case.startswith("a-token"))
+                assert eventually(
+                    lambda: db.get(KitNamed, bad.id).version > bad.version or case.startswith(("a-token", "a-version"))
+                )
                 stored = db.get(KitNamed, bad.id)
                 if case == "a-marker-string-escape-did-not-make":
                     assert stored.name == "\ufffe123"
@@ -646,6 +657,68 @@ def test_a_child_another_writer_put_in_a_second_parents_set_is_a_corrupt_record(
         assert db.get(LogicalSwitchPort, port.id).switch == first.id
     db.delete(second, cascade=True)
     assert [p.id for p in db.list(LogicalSwitchPort)] == [port.id]
+    cache.close()
+
+
+def test_a_child_let_go_by_the_second_parent_it_was_put_in_reads_as_before_everywhere(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    """Put in a second switch's ``ports`` and taken out of it again (both by another writer): the
+    port reads as it was, by a get, a list, a cache and a watch, and nbdb writes it again."""
+    first = db.create(LogicalSwitch(name="sw-keep"))
+    second = db.create(LogicalSwitch(name="sw-passing"))
+    port = db.create(LogicalSwitchPort(switch=first.id, name=f"p-{first.id}"))
+    cache = db.cache(LogicalSwitchPort, shared=False)
+    assert cache.wait_synced(10)
+    key = (LogicalSwitchPort.nbdb_table, port.id)
+
+    def ports(op: str) -> list[Any]:
+        where = [["_uuid", "==", ["uuid", str(second.id)]]]
+        return [
+            {
+                "op": "mutate",
+                "table": "Logical_Switch",
+                "where": where,
+                "mutations": [["ports", op, ["set", [["uuid", str(port.id)]]]]],
+            }
+        ]
+
+    with db.watch(LogicalSwitchPort) as watch:
+        _foreign_transact(server, ports("insert"))
+        assert eventually(lambda: key in cache.corrupt, timeout=10)
+        _foreign_transact(server, ports("delete"))
+        assert eventually(
+            lambda: key not in cache.corrupt and cache.get(LogicalSwitchPort, port.id) is not None, timeout=10
+        )
+        back = db.get(LogicalSwitchPort, port.id)
+        assert back.switch == first.id and back.name == port.name
+        assert cache.get(LogicalSwitchPort, port.id) == back
+        assert db.list(LogicalSwitchPort) == [back]
+        events: list[Any] = []
+        assert eventually(lambda: events.extend(watch.poll(0.2)) or (events and events[-1].object == back), timeout=10)
+        moved = db.update(back.replace(up=True))
+        assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) == moved, timeout=10)
+    cache.close()
+
+
+def test_another_writers_change_undone_reaches_a_cache(server: OvsdbModelsServer, db: nbdb.Database) -> None:
+    """A column another writer changed and then set back to what nbdb wrote: the row's version went
+    back to the one nbdb stored, lower than the changed row's, and a cache holding the changed port
+    took the return for a change it had applied: it kept the changed port, for good."""
+    switch = db.create(LogicalSwitch(name="sw-undone"))
+    port = db.create(LogicalSwitchPort(switch=switch.id, name=f"p-{switch.id}"))
+    cache = db.cache(LogicalSwitchPort, shared=False)
+    assert cache.wait_synced(10)
+    moved = db.update(port.replace(up=True))
+    assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) == moved, timeout=10)
+    # Another writer's change of a column, undone: the cache held the changed port, for good.
+    where = [["_uuid", "==", ["uuid", str(port.id)]]]
+    _foreign_transact(server, [{"op": "update", "table": "Logical_Switch_Port", "where": where, "row": {"up": False}}])
+    assert eventually(lambda: cache.get(LogicalSwitchPort, port.id).up is False, timeout=10)
+    _foreign_transact(server, [{"op": "update", "table": "Logical_Switch_Port", "where": where, "row": {"up": True}}])
+    assert eventually(lambda: db.get(LogicalSwitchPort, port.id).up is True, timeout=10)
+    assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) == db.get(LogicalSwitchPort, port.id), timeout=10)
+    assert db.get(LogicalSwitchPort, port.id).version > moved.version
     cache.close()
 
 

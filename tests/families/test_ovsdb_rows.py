@@ -137,6 +137,19 @@ def test_versions_come_from_nbdb_bookkeeping_and_grow_with_foreign_changes() -> 
     assert book.version("T", id, RowState("d", 0, "")) == 1
 
 
+def test_a_version_never_goes_back_when_a_row_returns_to_what_nbdb_wrote() -> None:
+    """Another writer's change undone (or another client's write at a version this connection
+    has passed): the digest matches nbdb's again, and the version went back to the stored one,
+    which a cache holding the newer version took for a change it had applied (stale for good)."""
+    book = VersionBook()
+    id = uuid.uuid4()
+    assert book.version("T", id, RowState("a", 1, "a")) == 1
+    assert book.version("T", id, RowState("b", 1, "a")) == 2  # another writer's change
+    assert book.version("T", id, RowState("a", 1, "a")) == 3  # undone: not 1 again
+    assert book.version("T", id, RowState("e", 3, "e")) == 4  # another client's write at 3
+    assert book.version("T", id, RowState("f", 7, "f")) == 7  # ahead: as written
+
+
 def test_commit_tokens_do_not_follow_the_applications_random_seed() -> None:
     # Processes that seed ``random`` alike (simulations, tests) must still make distinct tokens.
     import random
@@ -179,6 +192,24 @@ def test_a_token_window_another_writer_garbled_never_raises(token: str, version:
         assert all(v >= 0 for _t, v in parse_window(text))
         assert written_version({EXT_VERSION: "garbage", EXT_TXN: text}) >= 0
     assert written_version({EXT_VERSION: "garbage", EXT_TXN: "t@\u00b2 good@7"}) == 7
+
+
+def test_a_version_of_more_digits_than_int_reads_or_writes_back_is_garbage() -> None:
+    """ASCII digits past ``sys.get_int_max_str_digits()`` (4300): in ``nbdb:txn``, ``int()`` raised
+    ValueError out of the connection's I/O thread on every update of the row, as for ``'\u00b2'``;
+    in ``nbdb:version``, 4300 digits read, and the next write's ``str()`` of one more raised
+    ValueError: no update of the row ever went. Both are garbage (versions are below 2**63)."""
+    from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, push_window, written_version
+
+    huge = "t@" + "9" * 5000 + " good@7"
+    assert parse_window(huge) == [("good", 7)]
+    assert written_version({EXT_VERSION: "garbage", EXT_TXN: huge}) == 7
+    assert written_version({EXT_VERSION: "9" * 5000, EXT_TXN: huge}) == 7
+    assert parse_window(push_window(huge, "mine", 8))[0] == ("mine", 8)
+    # As many digits as int() reads: one more is a number str() refuses to write back.
+    assert written_version({EXT_VERSION: "9" * 4300, EXT_TXN: "good@7"}) == 7
+    assert written_version({EXT_VERSION: str(2**63), EXT_TXN: f"t@{2**63} good@7"}) == 7
+    assert written_version({EXT_VERSION: str(2**63 - 1)}) == 2**63 - 1
 
 
 def _widened() -> Mapping_:

@@ -230,7 +230,8 @@ class VersionBook:
     version ``N`` it makes and a digest of the content it wrote. A row whose
     content still has that digest is at version ``N`` for every client; a row
     another writer changed since is at ``N+1``, and each further foreign change
-    this connection sees bumps it again, so versions only grow.
+    this connection sees bumps it again, so versions only grow (a return to the
+    content nbdb wrote, after this connection saw another, bumps it too).
     """
 
     def __init__(self) -> None:
@@ -246,6 +247,13 @@ class VersionBook:
                 return prev[0]
             if state.digest == state.stored_digest:
                 version = max(state.stored_version, 1)
+                if prev is not None and prev[0] >= version:
+                    # Back to a content nbdb wrote after this connection saw it otherwise (another
+                    # writer's change undone, a child let go by a second parent; or another client's
+                    # write from an older version): at that version again, it went backwards, and a
+                    # cache holding the newer one kept it (a change of a version it holds is one
+                    # already applied), stale, or its corrupt mark, for good.
+                    version = prev[0] + 1
             elif prev is None:
                 version = state.stored_version + 1
             else:
@@ -272,7 +280,9 @@ def written_version(ext: Mapping[str, str]) -> int:
         version = int(ext.get(EXT_VERSION, "0"))
     except ValueError:
         version = -1
-    if version < 0:
+    if version < 0 or version >= _VERSION_LIMIT:
+        # Past the limit: no count of writes, and one of 4300 digits (as many as int() reads) made the
+        # row's next write raise ValueError (str() of one more refuses it): no update of it ever went.
         window = parse_window(ext.get(EXT_TXN))
         return max((v for _token, v in window), default=0)
     return version
@@ -284,10 +294,17 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
     for item in (text or "").split():
         token, _, version = item.partition("@")
         # isascii: str.isdigit() holds for digits int() refuses ('²', another writer's garbage), whose
-        # ValueError killed the connection's I/O thread on every update of the row.
-        if token and version.isascii() and version.isdigit():
-            out.append((token, int(version)))
+        # ValueError killed the connection's I/O thread on every update of the row. int() refuses
+        # ASCII digits too past sys.get_int_max_str_digits() (4300): no version nbdb wrote is that long.
+        if token and version.isascii() and version.isdigit() and len(version) <= 19:
+            number = int(version)
+            if number < _VERSION_LIMIT:
+                out.append((token, number))
     return out
+
+
+_VERSION_LIMIT = 2**63
+"""Versions nbdb reads from a row are below this (19 digits at most): far more than any count of writes."""
 
 
 _TOKENS = random.Random()
