@@ -410,3 +410,41 @@ def test_a_secret_the_callers_own_serializer_writes_reads_back(
         assert (None if read.inner is None else read.inner.token.get_secret_value()) == token
     if password:  # nbdb's copies still mask it
         assert "password=SecretStr('**********')" in repr(obj)
+
+
+class WrittenByItsModelSerializer(pydantic.BaseModel):
+    """A nested model whose own (plain) model serializer writes its secret."""
+
+    token: SecretStr
+
+    @pydantic.model_serializer(mode="plain")
+    def _dump(self) -> dict[str, str]:
+        return {"token": self.token.get_secret_value()}
+
+
+class HoldsModelSerialized(Model):
+    nbdb_table = "ft_model_serialized"
+    inner: WrittenByItsModelSerializer
+
+
+class EncodedByItsConfig(Model):
+    """pydantic's ``json_encoders`` (deprecated, still honoured) write the secret, in containers too."""
+
+    model_config = pydantic.ConfigDict(json_encoders={SecretStr: lambda v: v.get_secret_value()})
+    nbdb_table = "ft_json_encoders"
+    password: SecretStr
+    many: list[SecretStr] = pydantic.Field(default_factory=list)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_secret_a_model_serializer_or_json_encoders_write_reads_back(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    """Both wrote the secret on main and were refused as if pydantic's mask were written."""
+    connect = reopen(kind)
+    held = connect().create(HoldsModelSerialized(inner=WrittenByItsModelSerializer(token=SecretStr("s3")), topic="t"))
+    assert connect().get(HoldsModelSerialized, held.id).inner.token.get_secret_value() == "s3"
+    encoded = connect().create(EncodedByItsConfig(password=SecretStr("p"), many=[SecretStr("q")], topic="t"))
+    read = connect().get(EncodedByItsConfig, encoded.id)
+    assert read.password.get_secret_value() == "p"
+    assert [s.get_secret_value() for s in read.many] == ["q"]
