@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableSequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -448,3 +448,35 @@ def test_a_secret_a_model_serializer_or_json_encoders_write_reads_back(
     read = connect().get(EncodedByItsConfig, encoded.id)
     assert read.password.get_secret_value() == "p"
     assert [s.get_secret_value() for s in read.many] == ["q"]
+
+
+class ListsInside(pydantic.BaseModel):
+    items: list[int]
+
+
+@dataclasses.dataclass
+class ListsInData:
+    items: list[int]
+
+
+class HoldsListsInside(Model):
+    nbdb_table = "ft_lists_inside"
+    inner: ListsInside
+
+
+@pytest.mark.parametrize("cls", [object, ListsInside, ListsInData, type("Seq", (MutableSequence,), {})])
+def test_immutable_refuses_object_models_dataclasses_and_mutable_collections(cls: type) -> None:
+    """Declared, a model or dataclass was kept unfrozen (its lists shared with the caller, changed in
+    place without a write); ``object`` declared every value immutable."""
+    from nbdb.models import immutable
+    from nbdb.models.shared import is_immutable_class
+
+    with pytest.raises(TypeError):
+        immutable(cls)
+
+    assert not is_immutable_class(cls)
+    with nbdb.connect("memory://") as db:
+        obj = HoldsListsInside(inner=ListsInside(items=[1]), topic="t")
+        stored = db.create(obj)
+        obj.inner.items.append(2)  # the caller's copy, changed in place: not the stored one
+        assert db.get(HoldsListsInside, stored.id).inner.items == [1]
