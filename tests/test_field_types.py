@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableSequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -410,3 +410,73 @@ def test_a_secret_the_callers_own_serializer_writes_reads_back(
         assert (None if read.inner is None else read.inner.token.get_secret_value()) == token
     if password:  # nbdb's copies still mask it
         assert "password=SecretStr('**********')" in repr(obj)
+
+
+class WrittenByItsModelSerializer(pydantic.BaseModel):
+    """A nested model whose own (plain) model serializer writes its secret."""
+
+    token: SecretStr
+
+    @pydantic.model_serializer(mode="plain")
+    def _dump(self) -> dict[str, str]:
+        return {"token": self.token.get_secret_value()}
+
+
+class HoldsModelSerialized(Model):
+    nbdb_table = "ft_model_serialized"
+    inner: WrittenByItsModelSerializer
+
+
+class EncodedByItsConfig(Model):
+    """pydantic's ``json_encoders`` (deprecated, still honoured) write the secret, in containers too."""
+
+    model_config = pydantic.ConfigDict(json_encoders={SecretStr: lambda v: v.get_secret_value()})
+    nbdb_table = "ft_json_encoders"
+    password: SecretStr
+    many: list[SecretStr] = pydantic.Field(default_factory=list)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_secret_a_model_serializer_or_json_encoders_write_reads_back(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    """Both wrote the secret on main and were refused as if pydantic's mask were written."""
+    connect = reopen(kind)
+    held = connect().create(HoldsModelSerialized(inner=WrittenByItsModelSerializer(token=SecretStr("s3")), topic="t"))
+    assert connect().get(HoldsModelSerialized, held.id).inner.token.get_secret_value() == "s3"
+    encoded = connect().create(EncodedByItsConfig(password=SecretStr("p"), many=[SecretStr("q")], topic="t"))
+    read = connect().get(EncodedByItsConfig, encoded.id)
+    assert read.password.get_secret_value() == "p"
+    assert [s.get_secret_value() for s in read.many] == ["q"]
+
+
+class ListsInside(pydantic.BaseModel):
+    items: list[int]
+
+
+@dataclasses.dataclass
+class ListsInData:
+    items: list[int]
+
+
+class HoldsListsInside(Model):
+    nbdb_table = "ft_lists_inside"
+    inner: ListsInside
+
+
+@pytest.mark.parametrize("cls", [object, ListsInside, ListsInData, type("Seq", (MutableSequence,), {})])
+def test_immutable_refuses_object_models_dataclasses_and_mutable_collections(cls: type) -> None:
+    """Declared, a model or dataclass was kept unfrozen (its lists shared with the caller, changed in
+    place without a write); ``object`` declared every value immutable."""
+    from nbdb.models import immutable
+    from nbdb.models.shared import is_immutable_class
+
+    with pytest.raises(TypeError):
+        immutable(cls)
+
+    assert not is_immutable_class(cls)
+    with nbdb.connect("memory://") as db:
+        obj = HoldsListsInside(inner=ListsInside(items=[1]), topic="t")
+        stored = db.create(obj)
+        obj.inner.items.append(2)  # the caller's copy, changed in place: not the stored one
+        assert db.get(HoldsListsInside, stored.id).inner.items == [1]

@@ -373,29 +373,31 @@ def _secret_field(cls: type, seen: set[type]) -> tuple[str, str, str] | None:
             hints = {}
         fields = [(field.name, hints.get(field.name, field.type), []) for field in dataclasses.fields(cls)]
     serialized = _user_serialized_fields(cls)
+    encoded = _json_encoded(cls)
     for name, annotation, metadata in fields:
         if "*" in serialized or name in serialized or _has_serializer(metadata):
             continue
-        found = _secret_in(annotation, seen)
+        found = _secret_in(annotation, seen, encoded)
         if found is not None:
             path, owner, leaf = found
             return (name, cls.__qualname__, name) if path == "" else (f"{name}.{path}", owner, leaf)
     return None
 
 
-def _secret_in(annotation: Any, seen: set[type]) -> tuple[str, str, str] | None:
+def _secret_in(annotation: Any, seen: set[type], encoded: tuple[type, ...] = ()) -> tuple[str, str, str] | None:
     """Where ``annotation`` holds a secret no serializer of the caller's writes (see :func:`_secret_field`;
-    a path of "" for the annotation itself); None if it holds none."""
+    a path of "" for the annotation itself); None if it holds none. ``encoded``: the classes the holding
+    class's ``json_encoders`` write."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         inner, *metadata = typing.get_args(annotation)
-        return None if _has_serializer(metadata) else _secret_in(inner, seen)
+        return None if _has_serializer(metadata) else _secret_in(inner, seen, encoded)
     kind = origin if isinstance(origin, type) else annotation
     if isinstance(kind, type) and issubclass(kind, SECRETS):
-        return ("", "", "")
+        return None if issubclass(kind, encoded) else ("", "", "")
     if origin is not None:
         for arg in typing.get_args(annotation):
-            found = _secret_in(arg, seen)
+            found = _secret_in(arg, seen, encoded)
             if found is not None:
                 return found
         return None
@@ -407,10 +409,13 @@ def _secret_in(annotation: Any, seen: set[type]) -> tuple[str, str, str] | None:
 
 
 def _user_serialized_fields(cls: type) -> set[str]:
-    """The fields of ``cls`` a ``field_serializer`` of the caller's writes ("*" for all)."""
+    """The fields of ``cls`` a ``field_serializer`` of the caller's writes ("*" for all: a plain
+    ``model_serializer`` writes the whole instance)."""
     decorators = getattr(cls, "__pydantic_decorators__", None)
     if decorators is None:
         return set()
+    if any(decorator.info.mode == "plain" for decorator in decorators.model_serializers.values()):
+        return {"*"}
     # Plain mode only: a wrap serializer may hand the secret to pydantic's own (its handler), which writes the mask.
     return {
         field
@@ -418,6 +423,15 @@ def _user_serialized_fields(cls: type) -> set[str]:
         if decorator.info.mode == "plain"
         for field in decorator.info.fields
     }
+
+
+def _json_encoded(cls: type) -> tuple[type, ...]:
+    """The classes the ``json_encoders`` of ``cls``'s config (pydantic's, deprecated but honoured) write."""
+    config = getattr(cls, "model_config", None) if issubclass(cls, pydantic.BaseModel) else None
+    if config is None:
+        config = getattr(cls, "__pydantic_config__", None)
+    encoders = config.get("json_encoders") if isinstance(config, dict) else None
+    return tuple(kind for kind in encoders or () if isinstance(kind, type))
 
 
 def _has_serializer(metadata: list[Any]) -> bool:

@@ -21,7 +21,8 @@ import datetime
 import enum
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, MutableMapping, MutableSequence, MutableSet
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import PurePath
@@ -186,7 +187,8 @@ taken at import (the tuple is replaced when a class is added)."""
 
 T = TypeVar("T", bound=type)
 
-_MUTABLE_BUILTINS = (list, dict, set, bytearray, collections.deque)
+_MUTABLE_BUILTINS = (list, dict, set, bytearray, collections.deque, MutableSequence, MutableMapping, MutableSet)
+_DECLARING = threading.Lock()
 
 
 def immutable(cls: T) -> T:
@@ -201,16 +203,26 @@ def immutable(cls: T) -> T:
     before a model annotates a field with it, and the model's writes pay nothing for the field (afterwards,
     each write of such a model looks at the value). Its values must still be written and read back by the
     field's pydantic schema (``__get_pydantic_core_schema__``, or an ``Annotated`` validator and
-    serializer). TypeError for what is no class, and for the builtin containers that change in place.
+    serializer). TypeError for what is no class, for ``object``, for the containers that change in place,
+    and for a pydantic model or dataclass (nbdb freezes those itself: declared, their lists and maps were
+    kept unfrozen, shared with the caller).
     """
     global IMMUTABLE
     if not isinstance(cls, type):
         raise TypeError(f"immutable() takes a class, not {cls!r}")
+    if cls is object:
+        raise TypeError("immutable(object) would declare every value immutable")
     if issubclass(cls, _MUTABLE_BUILTINS):
         raise TypeError(f"{cls.__qualname__} derives from a container that changes in place: it cannot be immutable")
-    if not issubclass(cls, IMMUTABLE):
-        IMMUTABLE = (*IMMUTABLE, cls)
-        DECLARED.append(cls)
+    if issubclass(cls, BaseModel) or dataclasses.is_dataclass(cls):
+        raise TypeError(
+            f"{cls.__qualname__} is a pydantic model or dataclass: nbdb freezes its values itself, and declared "
+            "immutable its lists, maps and sets would be kept as they are, changeable in place"
+        )
+    with _DECLARING:  # two threads declaring at once each kept the other's class out of IMMUTABLE
+        if not issubclass(cls, IMMUTABLE):
+            IMMUTABLE = (*IMMUTABLE, cls)
+            DECLARED.append(cls)
     return cls
 
 
