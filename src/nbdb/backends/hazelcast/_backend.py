@@ -325,6 +325,9 @@ class HazelcastBackend(ChangeLogBackend):
             with self._commit_lock(partial(self._send_range, prefixes)) as lock:
                 head_raw, found = self._reply(lock.follow)
                 for _round in range(_ROLL_FORWARD_ROUNDS):
+                    if head_raw is None and self._repair_head(None):
+                        head_raw, found = self.call(lambda: self._send_range(prefixes).result())
+                        continue
                     try:
                         revision, token = decode_head(head_raw)
                         break
@@ -350,6 +353,8 @@ class HazelcastBackend(ChangeLogBackend):
 
             head_raw, found = read()
             try:
+                if self.head_deleted(head_raw):
+                    raise errors.CorruptRecordError("hazelcast: head is missing while the change log holds entries")
                 revision = decode_head(head_raw)[0]
             except errors.CorruptRecordError:
                 self.put_back_head()
@@ -377,7 +382,10 @@ class HazelcastBackend(ChangeLogBackend):
 
     def revision_now(self) -> int:
         try:
-            revision, token = decode_head(self.call(lambda: self._meta.get(HEAD)))
+            head_raw = self.call(lambda: self._meta.get(HEAD))
+            if self.head_deleted(head_raw):
+                raise errors.CorruptRecordError("hazelcast: head is missing while the change log holds entries")
+            revision, token = decode_head(head_raw)
         except errors.CorruptRecordError:
             self.put_back_head()
             revision, token = decode_head(self.call(lambda: self._meta.get(HEAD)))
@@ -397,6 +405,10 @@ class HazelcastBackend(ChangeLogBackend):
         with self._commit_lock():
             for _round in range(_ROLL_FORWARD_ROUNDS):
                 head_raw = self.call(lambda: self._meta.get(HEAD))
+                if head_raw is None:
+                    if not self._repair_head(None):
+                        return  # a new namespace: no head and nothing in the log
+                    continue
                 try:
                     decode_head(head_raw)
                     return
@@ -404,6 +416,15 @@ class HazelcastBackend(ChangeLogBackend):
                     if not self._repair_head(head_raw):
                         raise
             decode_head(self.call(lambda: self._meta.get(HEAD)))
+
+    def head_deleted(self, head_raw: Any) -> bool:
+        """Whether ``head`` is missing while the log holds entries: another writer deleted it (a reader's check).
+
+        Read as revision 0, a watch from now started at 0 and commits caught up entry by entry.
+        Only a namespace without ``head`` pays the extra request (a new one, or a first commit in
+        flight, which :meth:`put_back_head` waits for under the commit lock).
+        """
+        return head_raw is None and not self.call(lambda: self._log.is_empty())
 
     def _trim_mark(self) -> int:
         raw = self.call(lambda: self._meta.get(TRIM))
@@ -589,6 +610,8 @@ class HazelcastBackend(ChangeLogBackend):
                 reads_f = self._send_reads(conditions, keys)
             head_raw, reads = self._reply(reads_f)
             reads_f = None
+            if head_raw is None and self._repair_head(None):
+                continue  # another writer deleted ``head`` (the log holds entries): put back from the log
             try:
                 revision = decode_head(head_raw)[0] + 1
             except errors.CorruptRecordError:
@@ -849,8 +872,20 @@ class HazelcastBackend(ChangeLogBackend):
         if not found:
             return False
         newest = max(found)
-        log.warning("hazelcast: head holds data nbdb did not write; putting it back at revision %d", newest)
-        return self._roll_forward(newest, head_raw)
+        what = "is missing" if head_raw is None else "holds data nbdb did not write"
+        log.warning("hazelcast: head %s; putting it back at revision %d", what, newest)
+        try:
+            token, redo = decode_redo(newest, found[newest])
+        except errors.HistoryGoneError:
+            return self._roll_forward(newest, head_raw)  # removes the entry nbdb did not write
+        # Replayed whole, an entry that had landed came back over what came after it without a log
+        # entry: a commit token that expired (a TTL'd key) was created again with a fresh TTL. The
+        # data tells whether the entry landed: a key still holding the bytes the entry changed it from.
+        current = self.call(lambda: self._kv.get_all([r.key for r in redo])) if redo else {}
+        if any(_unapplied(r, current.get(r.key)) for r in redo):
+            return self._roll_forward(newest, head_raw)
+        self.call(lambda: self._send_head(head_raw, encode_head(newest, token)).result())
+        return True
 
     def _trim(self, through: int) -> None:
         """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
@@ -981,6 +1016,18 @@ def _holder(value: Any) -> bytes | None:
     holds the lease for someone else, as any token not the caller's does.
     """
     return bytes(value) if isinstance(value, bytes | bytearray) else None
+
+
+def _unapplied(redo: Redo, current: Any) -> bool:
+    """Whether a key shows that a log entry's write to it did not land (for a repair of ``head``).
+
+    Its old bytes still there (each stored value carries its revision, so no later commit writes
+    them again), or absent where the entry creates it without a TTL. Absent where it creates it
+    with a TTL tells nothing: it may have landed and expired.
+    """
+    if redo.old is not None:
+        return isinstance(current, bytes | bytearray) and bytes(current) == redo.old
+    return redo.new is not None and current is None and not redo.ttl
 
 
 def _commit_cost(commit: KeyCommit) -> tuple[int, int]:
