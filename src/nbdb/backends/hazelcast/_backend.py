@@ -874,18 +874,11 @@ class HazelcastBackend(ChangeLogBackend):
         newest = max(found)
         what = "is missing" if head_raw is None else "holds data nbdb did not write"
         log.warning("hazelcast: head %s; putting it back at revision %d", what, newest)
-        try:
-            token, redo = decode_redo(newest, found[newest])
-        except errors.HistoryGoneError:
-            return self._roll_forward(newest, head_raw)  # removes the entry nbdb did not write
-        # Replayed whole, an entry that had landed came back over what came after it without a log
-        # entry: a commit token that expired (a TTL'd key) was created again with a fresh TTL. The
-        # data tells whether the entry landed: a key still holding the bytes the entry changed it from.
-        current = self.call(lambda: self._kv.get_all([r.key for r in redo])) if redo else {}
-        if any(_unapplied(r, current.get(r.key)) for r in redo):
-            return self._roll_forward(newest, head_raw)
-        self.call(lambda: self._send_head(head_raw, encode_head(newest, token)).result())
-        return True
+        # Rolled forward whole, as a commit does: an entry that had landed is written again with
+        # the same bytes, and its token with it. Replaying only what the data shows unapplied kept
+        # an expired token from coming back for one more lifetime, but could put ``head`` back
+        # without a token whose write was lost, and a caller voiding it applied the commit twice.
+        return self._roll_forward(newest, head_raw)
 
     def _trim(self, through: int) -> None:
         """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
@@ -1016,18 +1009,6 @@ def _holder(value: Any) -> bytes | None:
     holds the lease for someone else, as any token not the caller's does.
     """
     return bytes(value) if isinstance(value, bytes | bytearray) else None
-
-
-def _unapplied(redo: Redo, current: Any) -> bool:
-    """Whether a key shows that a log entry's write to it did not land (for a repair of ``head``).
-
-    Its old bytes still there (each stored value carries its revision, so no later commit writes
-    them again), or absent where the entry creates it without a TTL. Absent where it creates it
-    with a TTL tells nothing: it may have landed and expired.
-    """
-    if redo.old is not None:
-        return isinstance(current, bytes | bytearray) and bytes(current) == redo.old
-    return redo.new is not None and current is None and not redo.ttl
 
 
 def _commit_cost(commit: KeyCommit) -> tuple[int, int]:
