@@ -1036,3 +1036,44 @@ def test_the_log_entry_a_watch_stands_on_taken_out_by_another_writer_is_lost_his
                     watch.poll(0.25)
             assert eventually(lambda: cache.get(KitParent, later.id) == later)
             assert cache.get(KitParent, first.id) == first
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("reader", ["commit", "revision", "list", "watch"])
+def test_a_head_another_writer_deleted_is_put_back_not_read_as_revision_0(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    reader: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A deleted ``head`` read as revision 0: a watch from now started at 0 and every commit
+    caught up entry by entry. With entries in the log it is damage, put back from the log."""
+    from nbdb.backends.hazelcast._records import HEAD, decode_head
+
+    ns = _ns()
+    with (
+        nbdb.connect(hazelcast_server.url, namespace=ns) as db,
+        nbdb.connect(hazelcast_server.url, namespace=ns) as other,
+    ):
+        assert _hz(other).current_revision() == 0  # a new namespace: no head, nothing in the log
+        for n in range(6):
+            db.create(KitParent(name=f"p{n}"))
+        backend = _hz(db)
+        want = decode_head(backend._meta.get(HEAD))
+        backend._meta.delete(HEAD)
+        if reader == "commit":
+            with caplog.at_level(logging.INFO, logger="nbdb"):
+                later = other.create(KitParent(name="later"))
+            # Put back at once from the newest entry (rolled forward whole, as a commit does), not
+            # every entry applied again, one by one, from revision 1.
+            assert len([r for r in caplog.records if "decided by a client that did not finish" in r.getMessage()]) <= 1
+            assert other.get(KitParent, later.id) == later
+            assert decode_head(backend._meta.get(HEAD))[0] == want[0] + 1
+            return
+        if reader == "revision":
+            assert _hz(other).current_revision() == want[0]
+        elif reader == "list":
+            assert other.list(KitParent).revision == want[0]
+        elif reader == "watch":
+            with other.watch(KitParent) as watch:
+                assert watch.poll(0.25) == []
+        assert decode_head(backend._meta.get(HEAD)) == want

@@ -325,6 +325,9 @@ class HazelcastBackend(ChangeLogBackend):
             with self._commit_lock(partial(self._send_range, prefixes)) as lock:
                 head_raw, found = self._reply(lock.follow)
                 for _round in range(_ROLL_FORWARD_ROUNDS):
+                    if head_raw is None and self._repair_head(None):
+                        head_raw, found = self.call(lambda: self._send_range(prefixes).result())
+                        continue
                     try:
                         revision, token = decode_head(head_raw)
                         break
@@ -350,6 +353,8 @@ class HazelcastBackend(ChangeLogBackend):
 
             head_raw, found = read()
             try:
+                if self.head_deleted(head_raw):
+                    raise errors.CorruptRecordError("hazelcast: head is missing while the change log holds entries")
                 revision = decode_head(head_raw)[0]
             except errors.CorruptRecordError:
                 self.put_back_head()
@@ -377,7 +382,10 @@ class HazelcastBackend(ChangeLogBackend):
 
     def revision_now(self) -> int:
         try:
-            revision, token = decode_head(self.call(lambda: self._meta.get(HEAD)))
+            head_raw = self.call(lambda: self._meta.get(HEAD))
+            if self.head_deleted(head_raw):
+                raise errors.CorruptRecordError("hazelcast: head is missing while the change log holds entries")
+            revision, token = decode_head(head_raw)
         except errors.CorruptRecordError:
             self.put_back_head()
             revision, token = decode_head(self.call(lambda: self._meta.get(HEAD)))
@@ -397,6 +405,10 @@ class HazelcastBackend(ChangeLogBackend):
         with self._commit_lock():
             for _round in range(_ROLL_FORWARD_ROUNDS):
                 head_raw = self.call(lambda: self._meta.get(HEAD))
+                if head_raw is None:
+                    if not self._repair_head(None):
+                        return  # a new namespace: no head and nothing in the log
+                    continue
                 try:
                     decode_head(head_raw)
                     return
@@ -404,6 +416,15 @@ class HazelcastBackend(ChangeLogBackend):
                     if not self._repair_head(head_raw):
                         raise
             decode_head(self.call(lambda: self._meta.get(HEAD)))
+
+    def head_deleted(self, head_raw: Any) -> bool:
+        """Whether ``head`` is missing while the log holds entries: another writer deleted it (a reader's check).
+
+        Read as revision 0, a watch from now started at 0 and commits caught up entry by entry.
+        Only a namespace without ``head`` pays the extra request (a new one, or a first commit in
+        flight, which :meth:`put_back_head` waits for under the commit lock).
+        """
+        return head_raw is None and not self.call(lambda: self._log.is_empty())
 
     def _trim_mark(self) -> int:
         raw = self.call(lambda: self._meta.get(TRIM))
@@ -589,6 +610,8 @@ class HazelcastBackend(ChangeLogBackend):
                 reads_f = self._send_reads(conditions, keys)
             head_raw, reads = self._reply(reads_f)
             reads_f = None
+            if head_raw is None and self._repair_head(None):
+                continue  # another writer deleted ``head`` (the log holds entries): put back from the log
             try:
                 revision = decode_head(head_raw)[0] + 1
             except errors.CorruptRecordError:
@@ -849,7 +872,12 @@ class HazelcastBackend(ChangeLogBackend):
         if not found:
             return False
         newest = max(found)
-        log.warning("hazelcast: head holds data nbdb did not write; putting it back at revision %d", newest)
+        what = "is missing" if head_raw is None else "holds data nbdb did not write"
+        log.warning("hazelcast: head %s; putting it back at revision %d", what, newest)
+        # Rolled forward whole, as a commit does: an entry that had landed is written again with
+        # the same bytes, and its token with it. Replaying only what the data shows unapplied kept
+        # an expired token from coming back for one more lifetime, but could put ``head`` back
+        # without a token whose write was lost, and a caller voiding it applied the commit twice.
         return self._roll_forward(newest, head_raw)
 
     def _trim(self, through: int) -> None:

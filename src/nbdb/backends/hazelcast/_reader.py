@@ -40,6 +40,8 @@ class HazelcastLogReader(ChangeLogReader):
             # inside the backend's gate: refused unsent once the client has been offline for timeout.
             try:
                 head_raw, found, trim_raw = backend.call(lambda: self._send_read(after, limit).result())
+                if backend.head_deleted(head_raw):
+                    raise CorruptRecordError("hazelcast: head is missing while the change log holds entries")
                 head, head_token = decode_head(head_raw)
             except CorruptRecordError:
                 if repaired:
