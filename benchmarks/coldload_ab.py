@@ -19,10 +19,12 @@ of each side and branch/main. The load average is printed before and after.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 
 from abrun import env, loadavg, run_json
 
@@ -62,6 +64,41 @@ with nbdb.connect(url, namespace=ns) as db:
 """
 
 
+NAMESPACE = "coldload"
+
+
+@contextlib.contextmanager
+def filled_stores(backends: str, ports: int, src: str) -> Iterator[dict[str, str]]:
+    """A store per backend of ``backends`` (comma-separated), each URL holding ``ports`` ports in
+    :data:`NAMESPACE`, written by ``src``'s nbdb: servers started on loopback, sqlite in a temporary
+    directory (``memory://`` is filled by each worker). Stopped and removed on leaving."""
+    from nbdb.testing.servers import start_server
+
+    servers = []
+    urls: dict[str, str] = {}
+    tmp = tempfile.TemporaryDirectory(prefix="nbdb-coldload-")
+    try:
+        for backend in backends.split(","):
+            if backend == "sqlite":
+                urls[backend] = f"sqlite://{tmp.name}/ports.db"
+            elif backend == "memory":
+                urls[backend] = "memory://"
+            else:
+                server = start_server(backend)
+                servers.append(server)
+                urls[backend] = server.url
+        for url in urls.values():
+            if url != "memory://":
+                subprocess.run(
+                    [sys.executable, "-c", FILL, url, NAMESPACE, str(ports)], env=env(src), check=True, timeout=900
+                )
+        yield urls
+    finally:
+        for server in servers:
+            server.stop()
+        tmp.cleanup()
+
+
 def _run(src: str, url: str, ns: str, ports: int, repeat: int) -> dict[str, float]:
     return run_json(src, WORKER, [url, ns, str(ports), str(repeat)])  # type: ignore[no-any-return]
 
@@ -80,28 +117,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="loads per process (the best is kept)")
     args = parser.parse_args()
 
-    from nbdb.testing.servers import start_server
-
-    servers = []
-    urls: dict[str, str] = {}
-    tmp = tempfile.TemporaryDirectory(prefix="nbdb-coldload-")
-    try:
-        for backend in args.backends.split(","):
-            if backend == "sqlite":
-                urls[backend] = f"sqlite://{tmp.name}/ports.db"
-            elif backend == "memory":
-                urls[backend] = "memory://"
-            else:
-                server = start_server(backend)
-                servers.append(server)
-                urls[backend] = server.url
-        ns = "coldload"
-        for url in urls.values():
-            if url == "memory://":
-                continue  # filled by each worker
-            subprocess.run(
-                [sys.executable, "-c", FILL, url, ns, str(args.ports)], env=env(args.b), check=True, timeout=900
-            )
+    with filled_stores(args.backends, args.ports, args.b) as urls:
+        ns = NAMESPACE
         print(f"load average before: {_loadavg()}", flush=True)
         sides = {"a": args.a, "b": args.b}
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -126,10 +143,6 @@ def main() -> None:
                 f"{backend:7} median a {a:9,.0f}/s  b {b:9,.0f}/s  b/a {b / a:5.2f}   "
                 f"CPU a {ca:5.1f} us  b {cb:5.1f} us"
             )
-    finally:
-        for server in servers:
-            server.stop()
-        tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 
-from abrun import callgrind_total, env, in_turns, loadavg
+from abrun import callgrind_total, in_turns, loadavg
+from coldload_ab import NAMESPACE, filled_stores
 
 WORKER = r"""
 import contextlib, gc, sys
@@ -42,15 +41,6 @@ for _ in range(loads):
         cache.close()
 """
 
-FILL = r"""
-import sys
-url, ns, ports = sys.argv[1], sys.argv[2], int(sys.argv[3])
-import nbdb
-from nbdb.bench.workloads.common import populate
-with nbdb.connect(url, namespace=ns) as db:
-    populate(db, ports)
-"""
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,27 +54,8 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
 
-    from nbdb.testing.servers import start_server
-
-    servers = []
-    urls: dict[str, str] = {}
-    tmp = tempfile.TemporaryDirectory(prefix="nbdb-coldload-cg-")
-    try:
-        for backend in args.backends.split(","):
-            if backend == "sqlite":
-                urls[backend] = f"sqlite://{tmp.name}/ports.db"
-            elif backend == "memory":
-                urls[backend] = "memory://"
-            else:
-                server = start_server(backend)
-                servers.append(server)
-                urls[backend] = server.url
-        ns = "coldload"
-        for url in urls.values():
-            if url != "memory://":
-                subprocess.run(
-                    [sys.executable, "-c", FILL, url, ns, str(args.ports)], env=env(args.b), check=True, timeout=900
-                )
+    with filled_stores(args.backends, args.ports, args.b) as urls:
+        ns = NAMESPACE
         print(f"load average before: {loadavg()}", flush=True)
         sides = {"a": args.a, "b": args.b}
         results: dict[tuple[str, str], list[float]] = {}
@@ -103,10 +74,6 @@ def main() -> None:
                 f"{backend:9} median a {a / 1000:7.1f}k  b {b / 1000:7.1f}k  "
                 f"b-a {(b - a) / 1000:+6.1f}k  b/a {b / a:5.3f}"
             )
-    finally:
-        for server in servers:
-            server.stop()
-        tmp.cleanup()
 
 
 if __name__ == "__main__":
