@@ -2,8 +2,8 @@
 
 ``nbdb bench``'s ``write.create.threads threads=16 topics=16`` (16 threads sharing one Database, each
 creating ports in a topic of its own), run by one process per side in turns against one throwaway
-node, with measuring hooks (not part of nbdb) around the sequencer's takes and the partitions'
-batches::
+node (``--procs``: that many processes at once in one namespace, rates summed), with measuring hooks
+(not part of nbdb) around the sequencer's takes, the partitions' batches and the requests sent::
 
     python benchmarks/cassandra_seq_ab.py --a /path/to/main/src --b src --rounds 4 --count 2000
 
@@ -16,7 +16,9 @@ per commit (µs).
 from __future__ import annotations
 
 import statistics
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 from abrun import ab_parser, in_turns, loadavg, run_json
@@ -29,6 +31,7 @@ from nbdb.bench.workloads.common import populate
 from nbdb.families.widecolumn import sequencer as S, commit as C
 url, ns = sys.argv[1], sys.argv[2]
 count, pid, threads, topics = (int(a) for a in sys.argv[3:7])
+start_at = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
 def node_cpu():
     fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) * 1e6 / 100
@@ -93,6 +96,7 @@ with nbdb.connect(url, namespace=ns) as db:
             errs.append(exc)
     ts = [threading.Thread(target=body, args=(n,), daemon=True) for n in range(threads)]
     for t in ts: t.start()
+    time.sleep(max(0.0, start_at - time.time()))  # processes of one round start together
     m, c = node_cpu(), time.process_time()
     gate.wait()
     w = time.perf_counter()
@@ -117,6 +121,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--topics", type=int, default=16)
     parser.add_argument("--only", choices=("a", "b"), help="run only this side")
+    parser.add_argument("--procs", type=int, default=1, help="writing processes per round, in one namespace")
     opts = parser.parse_args()
     from nbdb.testing.servers import start_server
 
@@ -133,7 +138,15 @@ def main() -> None:
                 continue
             ns = f"ab{uuid.uuid4().hex[:8]}"
             args = [url, ns, str(opts.count), str(pid), str(opts.threads), str(opts.topics)]
-            got = run_json(sides[side], WORKER, args)
+            if opts.procs == 1:
+                got = run_json(sides[side], WORKER, args)
+            else:  # several processes at once: rates summed, the rest averaged
+                argv = [*args, str(time.time() + 20)]
+                with ThreadPoolExecutor(opts.procs) as pool:
+                    runs = [pool.submit(run_json, sides[side], WORKER, argv) for _ in range(opts.procs)]
+                    each = [run.result() for run in runs]
+                got = {k: statistics.mean(e.get(k, 0.0) for e in each) for k in each[0]}
+                got["rate"] = sum(e["rate"] for e in each)
             rows[side].append(got)
             shown = " ".join(f"{k.replace(' ', '_')}={v:.2f}" for k, v in got.items())
             print(f"round {n} {side} load {loadavg()}: {shown}", flush=True)

@@ -18,6 +18,13 @@ compare-and-set: a loser retries on the head the failed one reported, the
 longest losers first, and a process that lost its last race reads the head
 before its next take rather than try the one it took last (stale by then).
 
+**Guesses.** A commit may act before its take on the number it will likely
+get (:meth:`RevisionSequencer.predict`; a unique claim sent early). Each
+commit in flight is guessed a number of its own, and a group's take gives
+each request its guess when the guess is among the group's numbers: which
+number of a take goes to which commit does not matter to the take (one
+compare-and-set for all, each with its index row).
+
 **Why it stays exact.** A number is taken only for a commit that is about
 to be sent, never ahead of need, so an index row always names a commit that
 lands, fails and is marked ``void``, or is stalled. The commit conditions on
