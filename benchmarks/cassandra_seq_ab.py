@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--topics", type=int, default=16)
     parser.add_argument("--only", choices=("a", "b"), help="run only this side")
     parser.add_argument("--procs", type=int, default=1, help="writing processes per round, in one namespace")
+    parser.add_argument("--warm", type=int, default=1, help="unrecorded rounds first (the node's JIT warms up)")
     opts = parser.parse_args()
     from nbdb.testing.servers import start_server
 
@@ -133,7 +134,8 @@ def main() -> None:
         else:
             server = stack.enter_context(start_server("cassandra"))
             url, pid = server.url, server.members[0].pid
-        for n, side in in_turns(opts.rounds):
+        turns = [(-1, side) for _ in range(opts.warm) for side in "ab"] + list(in_turns(opts.rounds))
+        for n, side in turns:
             if opts.only and side != opts.only:
                 continue
             ns = f"ab{uuid.uuid4().hex[:8]}"
@@ -147,6 +149,10 @@ def main() -> None:
                     each = [run.result() for run in runs]
                 got = {k: statistics.mean(e.get(k, 0.0) for e in each) for k in each[0]}
                 got["rate"] = sum(e["rate"] for e in each)
+                got["node us"] /= opts.procs  # each measured the node's CPU for every process's commits
+            if n < 0:
+                print(f"warm-up {side} load {loadavg()}: rate={got['rate']:.2f}", flush=True)
+                continue
             rows[side].append(got)
             shown = " ".join(f"{k.replace(' ', '_')}={v:.2f}" for k, v in got.items())
             print(f"round {n} {side} load {loadavg()}: {shown}", flush=True)
