@@ -122,6 +122,7 @@ def test_a_stalled_claim_loses_the_value_to_a_rival_in_another_topic(
     if early:  # once the process has taken a revision, a create sends its claim with it, under a guess
         slow.create(LogicalSwitch(name="warm", topic="t1"))
         assert family(slow).sequencer.predict() is not None
+        family(slow).sequencer.unguess()  # a guess asked for and not used: the create's own is the same
     stall = Stall()
     family(slow).before_commit = stall
     thread, outcome = in_thread(lambda: slow.create(Chassis(name="ch1", topic="t1")))
@@ -175,6 +176,56 @@ def test_a_claim_sent_early_under_a_wrong_guess_is_tied_to_the_commit(
     with pytest.raises(nbdb.UniqueViolationError):
         db.create(Chassis(name="guessed", topic="t3"))
     assert claim_of(db, made).owner == made.id
+
+
+def test_concurrent_creates_of_one_process_are_each_guessed_their_revision(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = open_db()
+    backend = family(db)
+    sequencer, queue = backend.sequencer, backend.sequencer._q
+    db.create(LogicalSwitch(name="warm", topic="t0"))
+    writers = 6
+    # The first create's take waits until the others queue behind it: they are taken as one group.
+    take, held = sequencer._take, threading.Event()
+
+    def first_take_waits(group: Any) -> Any:
+        if not held.is_set():
+            held.set()
+            deadline = threading.Event()
+            for _ in range(600):
+                with queue.cond:
+                    if len(queue.waiting) >= writers - 1:
+                        break
+                deadline.wait(0.05)
+        return take(group)
+
+    monkeypatch.setattr(sequencer, "_take", first_take_waits)
+    # Every compare-and-set that re-ties a claim sent early under a wrong guess (a Paxos round per create).
+    store, reties = backend.partitions.store, []
+    apply = store.apply
+
+    def counted(writes: Any) -> Any:
+        reties.extend(w for w, _ in writes if w is layout.W_CLAIM_SET)
+        return apply(writes)
+
+    monkeypatch.setattr(store, "apply", counted)
+    start = backend.current_revision()
+    with db.watch(Chassis, since=start) as watch:
+        gate = threading.Barrier(writers)
+        threads = [in_thread(lambda i=i: (gate.wait(30), db.create(Chassis(name=f"g{i}", topic=f"t{i}")))[1])
+                   for i in range(writers)]  # fmt: skip
+        for thread, _ in threads:
+            thread.join(60)
+        made = [outcome[0] for _, outcome in threads]
+        assert all(isinstance(m, Chassis) for m in made), made
+        # Each commit's claim is tied to its own revision, and the group's revisions are dense.
+        revisions = sorted(claim_of(db, m).rev for m in made)
+        assert revisions == list(range(start + 1, start + 1 + writers))
+        assert reties == [], "a create of the group was guessed a revision it did not take"
+        seen = [next(watch) for _ in range(writers)]
+    assert sorted(e.revision for e in seen) == revisions
+    assert {e.object.id for e in seen} == {m.id for m in made}
 
 
 def test_a_failed_create_drops_the_claim_it_sent_early(open_db: Callable[[], nbdb.Database]) -> None:

@@ -17,7 +17,7 @@ from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.changes import ChangeRow
 from nbdb.families.widecolumn.options import tries
 from nbdb.families.widecolumn.planner import Plan, StoredObject, check_shape, plan
-from nbdb.families.widecolumn.sequencer import REGRESSION_GAP, numbers_in_bucket, resume_head
+from nbdb.families.widecolumn.sequencer import REGRESSION_GAP, _Request, assign, numbers_in_bucket, resume_head
 from nbdb.families.widecolumn.sharing import ChangeSignal, RecentCommits
 from nbdb.families.widecolumn.snapshot import undo
 from nbdb.families.widecolumn.stream import Intent, advance, dense_run
@@ -115,6 +115,26 @@ def test_numbers_in_bucket_stay_in_the_bucket(bucket: int, size: int, wanted: in
         assert all(L.bucket_of(g, size) == bucket for g in range(first, first + count))
     else:
         assert head == end
+
+
+@given(st.integers(1, 10_000), st.lists(st.none() | st.integers(0, 80), min_size=1, max_size=64))
+def test_a_group_gives_each_commit_its_guess_when_the_take_has_it(first: int, guesses: list[int | None]) -> None:
+    group = [_Request("p", frozenset(), None if g is None else first - 8 + g) for g in guesses]
+    numbers = assign(group, first)
+    # Every number of the take once, whatever the guesses (one index row each, no gap).
+    assert sorted(numbers) == list(range(first, first + len(group)))
+    seen: set[int] = set()
+    for request, number in zip(group, numbers, strict=True):
+        guess = request.guess
+        if guess is not None and first <= guess < first + len(group) and guess not in seen:
+            assert number == guess  # the first commit holding a guess in the take gets it
+            seen.add(guess)
+    # Without guesses, the group's order.
+    assert assign([_Request("p", frozenset()) for _ in guesses], first) == numbers_in_order(first, len(guesses))
+
+
+def numbers_in_order(first: int, count: int) -> list[int]:
+    return list(range(first, first + count))
 
 
 @given(st.integers(0, 50), st.integers(100, 10_000), st.integers(1, 64), st.data())

@@ -111,13 +111,14 @@ class Committer:
                 fresh = False
                 for _ in tries(self._o.commit):
                     taken: list[int] = []
-                    take = functools.partial(self._take, part, tables, taken)
+                    # The revision is taken while the plan's reads (and, for creates, the claims of
+                    # their unique values, tied to the revision it will likely be) are in flight. Not
+                    # after a batch failed: the reads then mostly show a conflict, which the plan raises
+                    # before a revision is taken (a take lost for nothing, and a void for the watchers).
+                    guess = None if fresh else self._sequencer.predict()
+                    take = functools.partial(self._take, part, tables, taken, guess)
                     try:
-                        # The revision is taken while the plan's reads (and, for creates, the claims of
-                        # their unique values, tied to the revision it will likely be) are in flight. Not
-                        # after a batch failed: the reads then mostly show a conflict, which the plan raises
-                        # before a revision is taken (a take lost for nothing, and a void for the watchers).
-                        early = [] if fresh else self._claims.start_early(ops, part, self._sequencer.predict())
+                        early = self._claims.start_early(ops, part, guess) if guess is not None else []
                         try:
                             rows, located, mortal = self._facts(part, ops, fresh, overlap=None if fresh else take)
                         finally:
@@ -137,11 +138,11 @@ class Committer:
                         self._claims.claim(plan, revision, claims)
                         register_deadlines(self._p, plan.expiring, part, revision)
                     except Replan:
-                        self._void(taken, part, tables)
+                        self._void(taken, part, tables, guess)
                         fresh = True
                         continue
                     except BaseException:
-                        self._void(taken, part, tables)
+                        self._void(taken, part, tables, guess)
                         raise
                     try:
                         if self.before_commit is not None:
@@ -173,13 +174,21 @@ class Committer:
                 if fence is not None and outcome != "unknown":
                     self._fences.forget(fence, part, fenced)
 
-    def _take(self, part: str, tables: frozenset[str], into: list[int]) -> None:
-        revision = self._sequencer.allocate(part, tables)
+    def _take(self, part: str, tables: frozenset[str], into: list[int], guess: int | None) -> None:
+        try:
+            revision = self._sequencer.allocate(part, tables, guess)
+        except BaseException:
+            into.append(0)  # the guess was passed on: nothing to give back (0: no revision to void)
+            raise
         self._shared.recent.begin(revision)
         into.append(revision)
 
-    def _void(self, taken: list[int], part: str, tables: frozenset[str]) -> None:
+    def _void(self, taken: list[int], part: str, tables: frozenset[str], guess: int | None) -> None:
+        if not taken and guess is not None:
+            self._sequencer.unguess()  # failed before it asked for a revision
         for revision in taken:
+            if not revision:
+                continue
             self._sequencer.void(revision)
             self._shared.recent.add(Intent(revision, part, tables, void=True), ())
 

@@ -18,6 +18,13 @@ compare-and-set: a loser retries on the head the failed one reported, the
 longest losers first, and a process that lost its last race reads the head
 before its next take rather than try the one it took last (stale by then).
 
+**Guesses.** A commit may act before its take on the number it will likely
+get (:meth:`RevisionSequencer.predict`; a unique claim sent early). Each
+commit in flight is guessed a number of its own, and a group's take gives
+each request its guess when the guess is among the group's numbers: which
+number of a take goes to which commit does not matter to the take (one
+compare-and-set for all, each with its index row).
+
 **Why it stays exact.** A number is taken only for a commit that is about
 to be sent, never ahead of need, so an index row always names a commit that
 lands, fails and is marked ``void``, or is stalled. The commit conditions on
@@ -46,7 +53,7 @@ from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import OutcomeUnknown, WideColumnStore, Write
 
-__all__ = ["REGRESSION_GAP", "CommitQueue", "RevisionSequencer", "numbers_in_bucket", "resume_head"]
+__all__ = ["REGRESSION_GAP", "CommitQueue", "RevisionSequencer", "assign", "numbers_in_bucket", "resume_head"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,20 @@ def numbers_in_bucket(head: int | None, bucket: int, wanted: int, bucket_size: i
     return first, max(0, min(wanted, last - first + 1))
 
 
+def assign(group: Sequence[_Request], first: int) -> list[int]:
+    """The numbers ``first`` .. ``first + len(group) - 1`` given to ``group``, in its order: each request its
+    guess if the guess is among them (and no earlier request has it), the others the numbers left, in order."""
+    last = first + len(group) - 1
+    out: list[int | None] = [None] * len(group)
+    used: set[int] = set()
+    for i, request in enumerate(group):
+        if request.guess is not None and first <= request.guess <= last and request.guess not in used:
+            out[i] = request.guess
+            used.add(request.guess)
+    left = iter(n for n in range(first, last + 1) if n not in used)
+    return [n if n is not None else next(left) for n in out]
+
+
 class CommitQueue:
     """The commits of a process waiting for revisions in one namespace, and what it knows of the head.
 
@@ -104,6 +125,10 @@ class CommitQueue:
         """The highest revision this process took: the head can only be below it if the store lost commits."""
         self.contended = False
         """The last take lost a race: other processes take numbers too, so ``known`` is likely stale by now."""
+        self.guessed = 0
+        """The next revision :meth:`RevisionSequencer.predict` hands out as a guess (each guess once)."""
+        self.guessing = 0
+        """Guesses handed out whose commit has not asked for its revision yet."""
         self.on_loss: list[Callable[[], None]] = []
         """Called when the store is found to have lost commits (what this process remembers of them is wrong)."""
 
@@ -119,6 +144,7 @@ class _Request:
 
     part: str
     tables: frozenset[str]
+    guess: int | None = None
     revision: int = 0
     error: BaseException | None = None
     done: bool = False
@@ -189,22 +215,42 @@ class RevisionSequencer:
     def predict(self) -> int | None:
         """The revision the next commit of this process will likely take (None: no guess).
 
-        The number after the last one this process took, if no other client took one since as far as
-        it knows: a guess never above the head + 1, so whatever is done under it early (a unique
-        claim tied to it, see ``unique``) is re-tied when the guess was wrong. None while other processes
-        take numbers too (the last take lost a race): the guess would be wrong, and re-tying costs a round.
+        Each call hands out a guess of its own: the number after the last one this process took, or
+        after the last guess handed out while commits are waiting for theirs, as long as no other
+        client took a number since as far as this process knows. Pass it to :meth:`allocate` (or to
+        :meth:`unguess` if the commit takes no revision): a group's take gives each of its commits its
+        guess when the guess falls among the group's numbers (any order of a group's numbers is one
+        compare-and-set all the same), so concurrent commits of the process are guessed right, not
+        only the first. A guess is never above the head + the commits in flight + 1, so whatever is
+        done under it early (a unique claim tied to it, see ``unique``) is re-tied when it was wrong.
+        None while other processes take numbers too (the last take lost a race): the guess would be
+        wrong, and re-tying costs a round.
         """
-        known = self._q.known
-        if known is None or known[1] is None or known[0] != self._q.bucket or self._q.contended:
-            return None
-        return int(known[1]) + 1
+        with self._q.cond:
+            known = self._q.known
+            if known is None or known[1] is None or known[0] != self._q.bucket or self._q.contended:
+                return None
+            guess = max(int(known[1]) + 1, self._q.guessed)
+            self._q.guessed = guess + 1
+            self._q.guessing += 1
+            return guess
+
+    def unguess(self) -> None:
+        """A guess from :meth:`predict` that will not be passed to :meth:`allocate`."""
+        with self._q.cond:
+            self._q.guessing = max(0, self._q.guessing - 1)
 
     # ---------------------------------------------------------------- allocating
 
-    def allocate(self, part: str, tables: frozenset[str]) -> int:
-        """The next revision, for one commit to ``part`` touching ``tables``; its index row is written."""
-        request = _Request(part, tables)
+    def allocate(self, part: str, tables: frozenset[str], guess: int | None = None) -> int:
+        """The next revision, for one commit to ``part`` touching ``tables``; its index row is written.
+
+        ``guess``: what :meth:`predict` gave this commit (it gets that number if its group's take has it).
+        """
+        request = _Request(part, tables, guess)
         with self._q.cond:
+            if guess is not None:
+                self._q.guessing = max(0, self._q.guessing - 1)
             self._q.waiting.append(request)
             if not self._q.busy:
                 self._q.busy = True
@@ -236,6 +282,10 @@ class RevisionSequencer:
         with self._q.cond:
             for request, revision in zip(group, numbers, strict=False):
                 request.revision, request.done = revision, True
+            if numbers:
+                # The guesses of the commits still to take come after this group's numbers and theirs.
+                self._q.guessed = max(numbers) + 1 + len(self._q.waiting) + (len(group) - len(numbers))
+                self._q.guessed += self._q.guessing
             rest = group[len(numbers) :]
             if error is not None:
                 for request in rest:
@@ -288,10 +338,11 @@ class RevisionSequencer:
                 bucket = self._q.bucket
                 continue
             at = int(self._o.clock() * 1000)
+            numbers = assign(group[:count], first)
             writes: list[tuple[Write, tuple[Any, ...]]] = [(L.W_HEAD, (self._ns, bucket, first + count - 1, head))]
-            for offset, request in enumerate(group[:count]):
+            for request, number in zip(group[:count], numbers, strict=True):
                 writes.append(
-                    (L.W_INTENT, (self._ns, bucket, first + offset, request.part, set(request.tables), cid, at,
+                    (L.W_INTENT, (self._ns, bucket, number, request.part, set(request.tables), cid, at,
                                   self._o.history))
                 )  # fmt: skip
             after: int | None = None
@@ -308,7 +359,7 @@ class RevisionSequencer:
                 if time.monotonic() - started > _SLOW_TAKE:  # where a writer's stall comes from (node loss)
                     log.debug("took %d revisions after %d lost races, in %.2fs", count, attempt,
                               time.monotonic() - started)  # fmt: skip
-                return list(range(first, first + count))
+                return numbers
             # Another client took numbers: a failed compare-and-set reports the head it saw, and the serial
             # read that settled a lost reply read it too (a plain read of the head waited ~1 s for the rest of
             # the node's in-flight rounds after the row's coordinator was killed; the serial one did not).
