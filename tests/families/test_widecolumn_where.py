@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbdb.families.widecolumn import partitions as P
@@ -74,3 +74,51 @@ def test_objects_in_one_partition_share_one_place() -> None:
     p.remember(("ports", a), "".join(["to", "pic"]), False)
     p.remember(("ports", b), "".join(["top", "ic"]), False)
     assert p._where_of(("ports", a)) is p._where_of(("ports", b))
+
+
+def _replay(p: P.Partitions, steps: list[tuple[str, tuple[str, uuid.UUID], str, bool | None]]) -> None:
+    for kind, key, part, mortal in steps:
+        if kind == "remember":
+            p.remember(key, part, mortal)
+        else:
+            p.forget(key)
+
+
+@settings(max_examples=400)
+@given(
+    _steps,
+    st.sampled_from(["ports", "switches"]),
+    st.lists(st.sampled_from(_IDS), unique=True),
+    st.sampled_from(["a", "b"]),
+    st.sampled_from([3, 8, 200_000]),
+)
+def test_remember_all_is_remember_of_each(
+    steps: list[tuple[str, tuple[str, uuid.UUID], str, bool | None]],
+    table: str,
+    ids: list[uuid.UUID],
+    part: str,
+    limit: int,
+) -> None:
+    # A listing's ids remembered in one step (the scan of a cold load) answer as one call per id would:
+    # mortality as known before, bounded the same way (a small bound: the ids one by one).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(P, "_TOPIC_CACHE_SIZE", limit)
+        one, many = _partitions(), _partitions()
+        _replay(one, steps)
+        _replay(many, steps)
+        for id in ids:
+            one.remember((table, id), part)
+        many.remember_all(table, ids, part)
+        for key in [(t, id) for t in ("ports", "switches") for id in _IDS]:
+            assert many.cached_partition(key) == one.cached_partition(key)
+            assert many.cached_mortal(key) == one.cached_mortal(key)
+        assert many._where_size == one._where_size == sum(map(len, one._where.values()))
+
+
+def test_remember_all_keeps_what_was_known_of_a_ttl_in_the_same_partition() -> None:
+    p = _partitions()
+    p.remember(("ports", _IDS[0]), "a", True)
+    p.remember(("ports", _IDS[1]), "b", True)
+    p.remember_all("ports", _IDS[:3], "a")
+    assert [p.cached_partition(("ports", id)) for id in _IDS[:3]] == ["a", "a", "a"]
+    assert [p.cached_mortal(("ports", id)) for id in _IDS[:3]] == [True, False, False]

@@ -144,6 +144,14 @@ Q_PAGE_AFTER = Select(
     DATA, ("id", "data", "version", "last_rev"), ("ns", "topic", "kind", "rev", "tbl"), (("id", ">"),), paged=True
 )
 """The objects of a table in a partition after an id, in the store's order (the last parameter: how many)."""
+Q_LIST_AFTER = Select(
+    DATA, ("id", "data", "version", "last_rev"), ("ns", "topic", "kind", "rev", "tbl"), (("id", ">"),)
+)
+"""Every object of a table in a partition after an id, in the store's order."""
+Q_LIST_BETWEEN = Select(
+    DATA, ("id", "data", "version", "last_rev"), ("ns", "topic", "kind", "rev", "tbl"), (("id", ">"), ("id", "<="))
+)
+"""The objects of a table in a partition after an id, up to another (included), in the store's order."""
 Q_CHANGES = Select(
     DATA,
     ("rev", "tbl", "id", "data", "version", "old_data", "old_version"),

@@ -9,8 +9,10 @@ is cached with it.
 from __future__ import annotations
 
 import logging
+import operator
 import uuid
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 from nbdb import errors
@@ -26,6 +28,7 @@ __all__ = ["Partitions"]
 log = logging.getLogger(__name__)
 
 _TOPIC_CACHE_SIZE = 200_000
+_INT = operator.attrgetter("int")
 
 
 class Partitions:
@@ -77,6 +80,38 @@ class Partitions:
         size = len(table)
         table[key[1].int] = place
         self._where_size += len(table) - size
+
+    def remember_all(self, table: str, ids: Sequence[uuid.UUID], part: str) -> None:
+        """:meth:`remember` of ``(table, id)`` in ``part`` for each of ``ids`` (whether mortal: as known before).
+
+        A listing's objects, told in a few C steps instead of a call per object (a cold load of
+        10,000 ports on Cassandra spent ≈ 1 µs a port in ``remember``)."""
+        if self._where_size + len(ids) >= _TOPIC_CACHE_SIZE:
+            for id in ids:  # the cache fills up on the way: one by one, as remember() clears it
+                self.remember((table, id), part)
+            return
+        known = self._where.get(table)
+        if known is None:
+            known = self._where[table] = {}
+        size = len(known)
+        immortal = self._place(part, False)
+        keys = map(_INT, ids)
+        if not known:  # nothing known of this table: every id is as new
+            known.update(zip(keys, repeat(immortal)))
+        else:
+            mortal = self._place(part, True)
+            get = known.get
+            known.update({key: mortal if get(key) == mortal else immortal for key in keys})
+        self._where_size += len(known) - size
+
+    def _place(self, part: str, mortal: bool) -> tuple[str, bool]:
+        """The one shared ``(part, mortal)`` tuple."""
+        place = self._places.get((part, mortal))
+        if place is None:
+            if len(self._places) >= _TOPIC_CACHE_SIZE:
+                self._places.clear()
+            place = self._places[(part, mortal)] = (part, mortal)
+        return place
 
     def forget(self, key: RefKey) -> None:
         """Drop what is known of ``key``'s partition (it was deleted, or a plan found it elsewhere)."""

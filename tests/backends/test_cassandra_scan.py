@@ -1,0 +1,158 @@
+"""A cold load's listing on Cassandra: a big table's ids read in ranges together, after a first read.
+
+``scan`` (what a cache loads from) reads the first ``FIRST_READ`` objects of
+each table in a partition, then the rest in ``SPLITS`` ranges of ids sent
+together, then the partition's ``last_rev`` again (see
+:mod:`nbdb.families.widecolumn.snapshot`). The tests shrink both so that a few
+dozen objects take that path, and hold the scan between its rounds to let a
+rival write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.events import EventKind
+from nbdb.models import LogicalSwitch
+from nbdb.testing import fixtures
+from nbdb.testing.cassandra import CassandraServer
+
+pytest.importorskip("cassandra")
+
+from nbdb.backends.cassandra.dialect import uuid_order
+from nbdb.families.widecolumn import ForwardingStore, PendingReads, Select, WideColumnBackend, layout, snapshot
+
+pytestmark = pytest.mark.timeout(120)
+
+cassandra_server = fixtures.cassandra_server
+
+
+@pytest.fixture
+def open_db(cassandra_server: CassandraServer) -> Iterator[Callable[[], nbdb.Database]]:
+    namespace = f"s-{uuid.uuid4().hex[:10]}"
+    opened: list[nbdb.Database] = []
+
+    def factory() -> nbdb.Database:
+        db = nbdb.connect(cassandra_server.url, namespace=namespace)
+        opened.append(db)
+        return db
+
+    yield factory
+    for db in opened:
+        db.close()
+
+
+@pytest.fixture
+def small_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first read of 3 objects, the rest in 4 ranges: the split path for a few dozen objects."""
+    monkeypatch.setattr(snapshot, "FIRST_READ", 3)
+    monkeypatch.setattr(snapshot, "SPLITS", 4)
+
+
+class BetweenRounds(ForwardingStore):
+    """Calls ``hook`` once, right after the listing's first read (``Q_PAGE``) came back."""
+
+    def __init__(self, real: Any, hook: Callable[[], None]) -> None:
+        super().__init__(real)
+        self.hook: Callable[[], None] | None = hook
+        self.reads: list[Select] = []
+
+    def start_reads(self, reads: Sequence[tuple[Select, Sequence[Any]]], *, serial: bool = False) -> PendingReads:
+        self.reads += [query for query, _ in reads]
+        pending = self.real.start_reads(reads, serial=serial)
+        if self.hook is not None and any(query == layout.Q_PAGE for query, _ in reads):
+            pending.result()
+            hook, self.hook = self.hook, None
+            hook()
+        return pending
+
+
+def family(db: nbdb.Database) -> WideColumnBackend:
+    assert isinstance(db.backend, WideColumnBackend)
+    return db.backend
+
+
+def test_a_split_listing_holds_every_object_once(open_db: Callable[[], nbdb.Database], small_reads: None) -> None:
+    db = open_db()
+    made = {db.create(LogicalSwitch(name=f"s{i}", topic="t")).id for i in range(40)}
+    fam = family(db)
+    store = fam.partitions.store = BetweenRounds(fam.partitions.store, lambda: None)
+    records = fam.scan([LogicalSwitch.nbdb_table], None).records
+    assert sorted(r.id for r in records) == sorted(made)
+    assert layout.Q_LIST_BETWEEN in store.reads and layout.Q_LIST_AFTER in store.reads, "the split path was taken"
+
+
+def test_objects_deleted_between_the_rounds_are_listed_as_they_were(
+    open_db: Callable[[], nbdb.Database], small_reads: None
+) -> None:
+    # Every object after the first read is deleted before the ranges are read: they all come back empty,
+    # carrying no last_rev, and the rows of the first read carry the one from before the deletes. Only the
+    # partition's last_rev read after the ranges tells the scan that commits landed (undone from their
+    # change rows); without it the deleted objects were missing from a listing at a revision that held them.
+    db, rival = open_db(), open_db()
+    made = {db.create(LogicalSwitch(name=f"s{i}", topic="t")).id for i in range(30)}
+    revision = db.list(LogicalSwitch).revision
+    fam = family(db)
+    first_three = sorted(made, key=uuid_order)[:3]
+
+    def delete_the_rest() -> None:
+        for id in made - set(first_three):
+            rival.delete(rival.get(LogicalSwitch, id))  # type: ignore[arg-type]
+
+    fam.partitions.store = BetweenRounds(fam.partitions.store, delete_the_rest)
+    snap = fam.scan([LogicalSwitch.nbdb_table], None)
+    assert snap.revision == revision
+    assert sorted(r.id for r in snap.records) == sorted(made)
+    with rival.watch(LogicalSwitch, since=snap.revision) as watch:  # continued from there with no gap
+        events = []
+        while len(events) < 27:
+            got = watch.poll(10)
+            assert got, f"the watch stopped after {len(events)} events"
+            events += got
+    assert {e.kind for e in events} == {EventKind.DELETED} and {e.old.id for e in events} == made - set(first_three)
+
+
+def test_a_corrupt_record_in_a_split_listing_is_that_object_only(
+    open_db: Callable[[], nbdb.Database], small_reads: None
+) -> None:
+    db = open_db()
+    made = [db.create(LogicalSwitch(name=f"s{i}", topic="t")) for i in range(40)]
+    bad = sorted(made, key=lambda s: uuid_order(s.id))[-2]  # in the last range
+    family(db).write_raw(bad.nbdb_table, bad.id, bad.topic, b"not a record")
+    reported: list[nbdb.CorruptRecordError] = []
+    with open_db().cache(LogicalSwitch, on_error=reported.append) as cache:
+        assert cache.wait_synced(60)
+        assert {s.id for s in cache.list(LogicalSwitch)} == {s.id for s in made} - {bad.id}
+    assert len(reported) == 1 and str(bad.id) in str(reported[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(after=st.uuids(version=4), splits=st.integers(1, 12), ids=st.lists(st.uuids(), max_size=30))
+def test_split_points_cover_the_ids_after_once_in_the_servers_order(
+    after: uuid.UUID, splits: int, ids: list[uuid.UUID]
+) -> None:
+    # Ranges (after, b1], (b1, b2], ..., (bk, end): increasing bounds, so every id above ``after`` is in one.
+    bounds = snapshot.split_after(uuid_order, after, splits)
+    assert len(bounds) < splits
+    keys = [uuid_order(b) for b in [after, *bounds]]
+    assert keys == sorted(set(keys))
+    for id in ids:
+        inside = [lo < uuid_order(id) <= hi for lo, hi in zip(keys, [*keys[1:], (99,)], strict=True)]
+        assert sum(inside) == (uuid_order(id) > keys[0])
+
+
+def test_random_ids_are_split_about_evenly() -> None:
+    ids = sorted((uuid.uuid4() for _ in range(8000)), key=uuid_order)
+    bounds = [uuid_order(b) for b in snapshot.split_after(uuid_order, ids[999], 4)]
+    sizes = [
+        sum(lo < uuid_order(i) <= hi for i in ids)
+        for lo, hi in zip([uuid_order(ids[999]), *bounds], [*bounds, (99,)], strict=True)
+    ]
+    assert len(sizes) == 4 and all(1400 < size < 2100 for size in sizes), sizes
