@@ -143,6 +143,11 @@ class KeyValueBackend(Backend):
     """What :meth:`topic_of` returns for an object that does not exist."""
     reap_batch: ClassVar[int] = 100
     """The most expired objects one :meth:`reap` pass deletes."""
+    topic_wildcard: ClassVar[bool] = False
+    """True if :meth:`range_keys` and :meth:`range_rows` take ``o/*/<table>/`` prefixes (see :data:`kvplan.ANY_TOPIC`).
+
+    Then a scan of a few tables with no topic filter reads those tables' keys under each topic
+    present at its revision, not every object key (issue 13)."""
     group_commit: int = 1
     """The most commits of concurrent threads one request may carry (see :mod:`nbdb.families.kvgroup`).
 
@@ -351,7 +356,7 @@ class KeyValueBackend(Backend):
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         wanted = frozenset(tables)
-        rows, revision = self.range_rows(self.layout.object_prefixes(tables, topics))
+        rows, revision = self.range_rows(self.layout.object_prefixes(tables, topics, self.topic_wildcard))
         return Snapshot(self.layout.records(rows, wanted), revision)
 
     def scan_page(

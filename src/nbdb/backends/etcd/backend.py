@@ -29,6 +29,7 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
+from nbdb.families.kvplan import outside_tables, wildcard_split
 from nbdb.families.kvtypes import write_count
 from nbdb.options import Options, redact, split_hosts, split_userinfo
 
@@ -48,6 +49,8 @@ N keys: at 100,000 ports 51 pages of 2,000 took 25 µs a port, against 6.5 at
 10,000. Doubling pages walk O(N·log N) keys; the cap bounds one reply (≈ 10 MB
 of ports) beside the list the load keeps anyway.
 """
+_TOPIC_PROBES = 32
+"""The most topics a one-table scan finds one by one (see ``EtcdBackend._concrete``); past it, ``o/`` is read whole."""
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
 _OPTIONS = {
     "namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "retry_backoff",
@@ -169,6 +172,8 @@ def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
 class EtcdBackend(KeyValueBackend):
     """nbdb on etcd v3: commits are etcd transactions and the nbdb revision is etcd's revision."""
 
+    topic_wildcard: ClassVar[bool] = True  # a one-table scan reads that table under each topic (see _concrete)
+
     capabilities: ClassVar[Capabilities] = Capabilities(
         transactions=Atomicity.ATOMIC,
         linearizable_reads=True,
@@ -260,7 +265,8 @@ class EtcdBackend(KeyValueBackend):
             revision = 0
             out: list[KeyValue] = []
             try:
-                for prefix in prefixes:
+                concrete, revision, whole = self._concrete(prefixes)
+                for prefix in concrete:
                     start = prefix.encode()
                     end = wire.prefix_end(start)
                     page = _PAGE
@@ -273,12 +279,48 @@ class EtcdBackend(KeyValueBackend):
                             break
                         start = kvs[-1].key + b"\0"
                         page = min(page * 2, _MAX_PAGE)
+                if whole is not None:  # too many topics: o/ was read whole, and only the tables asked for are kept
+                    objects = self.layout.objects
+                    out = [kv for kv in out if not outside_tables(kv.key, objects, whole)]
                 return out, revision
             except errors.HistoryGoneError:
                 # Compacted while paging through one snapshot: read a newer one.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _concrete(self, prefixes: Sequence[str]) -> tuple[list[str], int, tuple[str, ...] | None]:
+        """``prefixes`` with each ``o/*/<table>/`` (kvplan.ANY_TOPIC) spelled out for every topic present.
+
+        Returns them, the revision the topics were read at (0 if none was read: no wildcard) and
+        None; or, past :data:`_TOPIC_PROBES` topics, ``o/`` in place of the wildcards and the
+        ``<table>/`` parts the range keeps of it. Topics are found by a skip scan at one revision, which
+        the rest of the range reads at too: the first key under ``o/``, then the first after
+        that topic's keys, and so on, one key per reply. Every key under ``o/<topic>/`` counts,
+        another writer's too: no topic present at that revision is missed. Each probe costs
+        etcd a walk of the index of the keys after it (it counts them): hence the cap.
+        """
+        objects = self.layout.objects
+        tables = [t for p in prefixes if (t := wildcard_split(p, objects)) is not None]
+        if not tables:
+            return list(prefixes), 0, None
+        topics: list[str] = []
+        revision = 0
+        start, end = objects.encode(), wire.prefix_end(objects.encode())
+        while True:
+            header, kvs, _, _ = self.client.range(start, end, limit=1, revision=revision)
+            revision = revision or header.revision
+            if not kvs:
+                break
+            topic = kvs[0].key.decode(errors="replace")[len(objects) :].partition("/")[0]
+            if len(topics) == _TOPIC_PROBES:
+                rest = [p for p in prefixes if wildcard_split(p, objects) is None]
+                return [*rest, objects], revision, tuple(tables)
+            topics.append(topic)
+            start = wire.prefix_end(f"{objects}{topic}/".encode())
+        out = [p for p in prefixes if wildcard_split(p, objects) is None]
+        out += [f"{objects}{topic}/{table}" for table in tables for topic in topics]
+        return out, revision, None
 
     def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
         start = prefix.encode() if after is None else after.encode() + b"\0"
