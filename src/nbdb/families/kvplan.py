@@ -10,6 +10,7 @@ Key layout (under the backend's ``key_prefix``)::
     t/<token>                            a commit token (see nbdb.families.kv): "1" applied, "0" voided
     l/<name>                             a lock (lease key holding the owner's token)
     n/<name>                             an id counter
+    p/<topic>                            a topic in use (etcd only: its registry, see EtcdBackend.object_topics)
 
 Topic-first object keys let a cache that follows one tenant range and watch
 only that tenant's keys (``~`` stands for "no topic"). Reference integrity is
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type 
 
 __all__ = [
     "ANY_TOPIC",
+    "TOPIC_PROBES",
     "Index",
     "KeyLayout",
     "Plan",
@@ -131,6 +133,10 @@ revision, the topics present under ``o/`` and then ``o/<topic>/<table>/`` of eac
 """
 
 
+TOPIC_PROBES = 32
+"""The most topics a scan of a wildcard finds one by one (a skip scan: a read each) before it reads ``o/`` whole."""
+
+
 def wildcard_split(prefix: str, objects: str) -> str | None:
     """The ``<table>/`` after ``o/*/`` of a wildcard prefix (see :data:`ANY_TOPIC`); None for any other prefix."""
     head = f"{objects}{ANY_TOPIC}/"
@@ -168,6 +174,15 @@ class KeyLayout:
     def object(self, topic: str | None, table: str, id: uuid.UUID | str) -> str:
         """The key of an object's bytes."""
         return f"{self.objects}{rules.topic_part(topic)}/{table}/{id}"
+
+    @property
+    def topic_marks(self) -> str:
+        """The prefix of the registry of topics a store may keep (``p/<topic>``: see ``EtcdBackend.object_topics``)."""
+        return f"{self.prefix}p/"
+
+    def topic_mark(self, part: str) -> str:
+        """The registry key of a topic (``part``: as keys spell it, ``~`` for none)."""
+        return f"{self.prefix}p/{part}"
 
     def index(self, table: str, id: uuid.UUID | str) -> str:
         """The key that says where an object lives and what it references."""
