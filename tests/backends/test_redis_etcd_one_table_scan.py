@@ -1,8 +1,9 @@
 """Issue 13: a scan of one table with no topic filter reads that table's keys, not every object's.
 
 The keys a scan reads are counted where the family meets the store: the rows Redis's range
-script and sqlite's transaction hand back (``range_rows``), and the keys etcd's range replies
-carry (its client's ``range``, below the family). On the code before the fix a list of 3
+script and sqlite's transaction hand back (``range_rows``), the keys etcd's range replies
+carry (its client's ``range``, below the family), and the entries Hazelcast's member sends
+(its map's ``entry_set``). On the code before the fix a list of 3
 routers beside 40 ports read all 43 objects' keys.
 """
 
@@ -21,9 +22,9 @@ import nbdb
 from nbdb.families.kv import KeyValueBackend
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.ovn import LogicalRouter
-from nbdb.testing.fixtures import etcd_server, redis_server  # noqa: F401 - pytest fixtures
+from nbdb.testing.fixtures import etcd_server, hazelcast_server, redis_server  # noqa: F401 - pytest fixtures
 
-KINDS = ["redis", "etcd", "sqlite"]
+KINDS = ["redis", "etcd", "sqlite", "hazelcast"]
 
 
 @pytest.fixture(params=KINDS)
@@ -60,6 +61,19 @@ class Counter:
                 return got
 
             client.range = range_
+        elif hasattr(backend, "_kv_async"):  # Hazelcast: the entries its member's queries send (the map's entry_set)
+            kv_map = backend._kv_async
+            real_entry_set = kv_map.entry_set
+
+            def counted(entries: Any) -> Any:
+                self._count(key for key, _ in entries)
+                return entries
+
+            def entry_set(*args: Any, **kwargs: Any) -> Any:
+                # Counted before the caller's future completes (a done callback may run after its waiter wakes).
+                return real_entry_set(*args, **kwargs).continue_with(lambda done: counted(done.result()))
+
+            kv_map.entry_set = entry_set
         else:
             real_rows = backend.range_rows
 
