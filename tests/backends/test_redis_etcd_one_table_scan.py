@@ -251,3 +251,19 @@ def test_redis_more_keys_than_one_script_reads_is_listed_whole(redis_server: Any
         assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(4)]
         assert counter.routers == 4
         assert len(db.list(LogicalSwitchPort)) == 3
+
+
+def test_etcd_a_registry_key_deleted_by_hand_is_put_back_by_a_scan(etcd_server: Any) -> None:  # noqa: F811
+    with nbdb.connect(etcd_server.url, namespace=_ns()) as db:
+        _fill(db, ["t-x"], [])
+        backend = _backend(db)
+        mark = backend.layout.topic_mark("t-x")
+        assert backend.get_key(mark) is not None
+        assert backend.commit_keys([], {}, [mark]) is not None
+        counter = Counter(backend)
+        assert [r.name for r in db.list(LogicalRouter)] == ["lr-0"]
+        assert counter.probed == 1
+        assert backend.get_key(mark) is not None
+        counter = Counter(backend)
+        assert [r.name for r in db.list(LogicalRouter)] == ["lr-0"]
+        assert counter.probed == 0

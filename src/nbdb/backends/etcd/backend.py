@@ -340,6 +340,7 @@ class EtcdBackend(KeyValueBackend):
                 start = wire.prefix_end(f"{objects}{topic}/".encode())
         if strays:
             log.warning("etcd: topics %s hold objects but are not registered (another writer's?): registering", strays)
+            self._registered.difference_update(strays)  # a registry key deleted by hand since this client put it
             self._register(strays, quiet=True)
         return [*found, *strays], revision
 
