@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
-from nbdb.families import kv, kvstore
+from nbdb.families import kv, kvplan, kvstore
 from nbdb.families.kvgroup import Outcome
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
@@ -57,6 +57,9 @@ CREATE TABLE nbdb_leases (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REA
 """
 _MEMORY = ":memory:"
 _BATCH = 500  # keys per IN (...), far below SQLite's limit on bound variables
+
+
+_FIRST_KEY = "SELECT key FROM nbdb_keys WHERE key >= ? AND key < ? ORDER BY key LIMIT 1"
 
 
 def _upper(prefix: str) -> str:
@@ -278,11 +281,38 @@ class SqliteBackend(kv.KeyValueBackend):
         row = self._conn.one("SELECT * FROM nbdb_keys WHERE key = ?", (key,))
         return None if row is None else kv.KeyValue(*row)
 
+    topic_wildcard: ClassVar[bool] = True
+
+    def _concrete(self, sql: Any, prefixes: Sequence[str]) -> list[str]:
+        """``prefixes`` with each ``o/*/<table>/`` (see kvplan.ANY_TOPIC) spelled out for every topic present.
+
+        The topics are found in the read's own transaction, one indexed lookup each: the first key
+        under ``o/``, then the first after that topic's keys, and so on (a skip scan). Every key
+        under ``o/<topic>/`` counts, another writer's too: no topic present is missed.
+        """
+        objects = self.layout.objects
+        out: list[str] = []
+        topics: list[str] | None = None
+        for prefix in prefixes:
+            table = kvplan.wildcard_split(prefix, objects)
+            if table is None:
+                out.append(prefix)
+                continue
+            if topics is None:
+                topics = []
+                start, end = objects, _upper(objects)
+                while (row := sql.execute(_FIRST_KEY, (start, end)).fetchone()) is not None:
+                    topic = row[0][len(objects) :].partition("/")[0]
+                    topics.append(topic)
+                    start = _upper(f"{objects}{topic}/")
+            out += [f"{objects}{topic}/{table}" for topic in topics]
+        return out
+
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[kv.KeyValue], int]:
         with self._conn.transaction() as sql:
             revision = sql.execute("SELECT revision FROM nbdb_state").fetchone()[0]
             out: list[kv.KeyValue] = []
-            for prefix in prefixes:
+            for prefix in self._concrete(sql, prefixes):
                 rows = sql.execute("SELECT * FROM nbdb_keys WHERE key >= ? AND key < ?", (prefix, _upper(prefix)))
                 out += map(kv.KeyValue._make, rows)  # a row is a KeyValue's fields, in order (SELECT *)
         return out, revision
@@ -292,7 +322,7 @@ class SqliteBackend(kv.KeyValueBackend):
         with self._conn.transaction() as sql:
             revision = sql.execute("SELECT revision FROM nbdb_state").fetchone()[0]
             out: list[tuple[str, bytes, int]] = []
-            for prefix in prefixes:
+            for prefix in self._concrete(sql, prefixes):
                 out += sql.execute(
                     "SELECT key, value, version FROM nbdb_keys WHERE key >= ? AND key < ?", (prefix, _upper(prefix))
                 )

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from nbdb import errors, page_token
 from nbdb.families import kvexpiry, rules
 from nbdb.families.kvgroup import CommitGroup, GroupCommitter, Outcome, PipelinedGroup
-from nbdb.families.kvplan import Index, KeyLayout, Plan, diagnose, plan_commit
+from nbdb.families.kvplan import TOPIC_PROBES, Index, KeyLayout, Plan, diagnose, plan_commit, wildcard_split
 from nbdb.families.kvtypes import (
     APPLIED,
     VOID,
@@ -143,6 +143,11 @@ class KeyValueBackend(Backend):
     """What :meth:`topic_of` returns for an object that does not exist."""
     reap_batch: ClassVar[int] = 100
     """The most expired objects one :meth:`reap` pass deletes."""
+    topic_wildcard: ClassVar[bool] = False
+    """True if :meth:`range_keys` and :meth:`range_rows` take ``o/*/<table>/`` prefixes (see :data:`kvplan.ANY_TOPIC`).
+
+    Then a scan of a few tables with no topic filter reads those tables' keys under each topic
+    present at its revision, not every object key (issue 13)."""
     group_commit: int = 1
     """The most commits of concurrent threads one request may carry (see :mod:`nbdb.families.kvgroup`).
 
@@ -351,17 +356,20 @@ class KeyValueBackend(Backend):
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         wanted = frozenset(tables)
-        rows, revision = self.range_rows(self.layout.object_prefixes(tables, topics))
+        rows, revision = self.range_rows(self.layout.object_prefixes(tables, topics, self.topic_wildcard))
         return Snapshot(self.layout.records(rows, wanted), revision)
 
     def scan_page(
         self, tables: Sequence[str], topics: Collection[str | None] | None, limit: int, after: str | None
     ) -> Snapshot:
         revision, last = page_token.decode(after)
-        prefixes = sorted(self.layout.object_prefixes(tables, topics))
+        prefixes, revision = self._page_prefixes(tables, topics, revision or 0)
         wanted = frozenset(tables)
-        position, key = (0, None) if last is None else (_position(last, len(prefixes)), last[1])
-        revision = revision or 0
+        # A page that ended with a prefix names the next one and no key ("": from its start; read as
+        # a key, it read the whole store up to that prefix: every namespace's keys, and resumed after them).
+        position, key = (0, None) if last is None else (_position(last, len(prefixes)), last[1] or None)
+        if key is not None and not key.startswith(prefixes[position]):
+            raise errors.ValidationError("not a continue token of this listing (it names another set of prefixes)")
         records: list[Record] = []
         while position < len(prefixes):
             kvs, revision = self.range_page(prefixes[position], key, limit - len(records) + 1, revision)
@@ -375,6 +383,47 @@ class KeyValueBackend(Backend):
                 return Snapshot(records, revision, page_token.encode(revision, (str(position), key or "")))
             position, key = position + 1, None
         return Snapshot(records, revision)
+
+    def _page_prefixes(
+        self, tables: Sequence[str], topics: Collection[str | None] | None, revision: int
+    ) -> tuple[list[str], int]:
+        """The prefixes a listing in pages reads, in order, and the revision they were found at (0: not read).
+
+        With :attr:`topic_wildcard`, a few tables with no topic filter are read under each topic
+        present at the listing's revision (:meth:`object_topics`; every page reads at it, so every
+        page finds the same topics and the token's position means the same prefix). Past
+        :data:`kvplan.TOPIC_PROBES` topics, ``o/`` whole.
+        """
+        prefixes = self.layout.object_prefixes(tables, topics, self.topic_wildcard)
+        objects = self.layout.objects
+        wild = [t for p in prefixes if (t := wildcard_split(p, objects)) is not None]
+        if not wild:
+            return sorted(prefixes), revision
+        found, revision = self.object_topics(revision)
+        if found is None:
+            return [objects], revision
+        return sorted(f"{objects}{topic}/{table}" for topic in found for table in wild), revision
+
+    def object_topics(self, revision: int) -> tuple[list[str] | None, int]:
+        """The topics (as keys spell them) with keys under ``o/`` at ``revision`` (0: now), and the revision read.
+
+        None past :data:`kvplan.TOPIC_PROBES` topics. The default is a skip scan through
+        :meth:`range_page`: the first key under ``o/``, then the first after that topic's keys,
+        and so on, one key per read. Every key under ``o/<topic>/`` counts, another writer's
+        too: no topic present at that revision is missed.
+        """
+        objects = self.layout.objects
+        found: list[str] = []
+        after: str | None = None
+        while True:
+            kvs, revision = self.range_page(objects, after, 1, revision)
+            if not kvs:
+                return found, revision
+            if len(found) == TOPIC_PROBES:
+                return None, revision
+            topic = kvs[0].key[len(objects) :].partition("/")[0]
+            found.append(topic)
+            after = f"{objects}{topic}/\U0010ffff"  # past every key of the topic (its tables and ids are ASCII)
 
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
         return self.referrers_at(table, id)[0]

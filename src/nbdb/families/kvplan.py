@@ -10,6 +10,7 @@ Key layout (under the backend's ``key_prefix``)::
     t/<token>                            a commit token (see nbdb.families.kv): "1" applied, "0" voided
     l/<name>                             a lock (lease key holding the owner's token)
     n/<name>                             an id counter
+    p/<topic>                            a topic in use (etcd only: its registry, see EtcdBackend.object_topics)
 
 Topic-first object keys let a cache that follows one tenant range and watch
 only that tenant's keys (``~`` stands for "no topic"). Reference integrity is
@@ -45,7 +46,20 @@ from nbdb.spi import ANY_VERSION, Put, Record, RefKey, UniqueKey, WriteOp
 if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type only: no import cycle)
     from nbdb.families.kv import KeyValueBackend
 
-__all__ = ["Index", "KeyLayout", "Plan", "decode_deadline", "diagnose", "encode_deadline", "id_text", "plan_commit"]
+__all__ = [
+    "ANY_TOPIC",
+    "TOPIC_PROBES",
+    "Index",
+    "KeyLayout",
+    "Plan",
+    "decode_deadline",
+    "diagnose",
+    "encode_deadline",
+    "id_text",
+    "outside_tables",
+    "plan_commit",
+    "wildcard_split",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +123,35 @@ def _topic_json(topic: str | None) -> str:
     return text
 
 
+ANY_TOPIC = "*"
+"""The topic component of a scan prefix ``o/*/<table>/``: the table's objects under every topic.
+
+Not a topic's spelling (``*`` is no legal topic character, nor is ``~``, :data:`rules.NO_TOPIC`).
+Only a backend that declares ``topic_wildcard`` is given such prefixes, and only to
+``range_keys``/``range_rows`` (never to watches or ``range_page``): it reads, at the range's one
+revision, the topics present under ``o/`` and then ``o/<topic>/<table>/`` of each.
+"""
+
+
+TOPIC_PROBES = 32
+"""The most topics a scan of a wildcard finds one by one (a skip scan: a read each) before it reads ``o/`` whole."""
+
+
+def wildcard_split(prefix: str, objects: str) -> str | None:
+    """The ``<table>/`` after ``o/*/`` of a wildcard prefix (see :data:`ANY_TOPIC`); None for any other prefix."""
+    head = f"{objects}{ANY_TOPIC}/"
+    return prefix[len(head) :] if prefix.startswith(head) else None
+
+
+def outside_tables(key: str, objects: str, tables: tuple[str, ...]) -> bool:
+    """Whether a key a whole ``o/`` range read falls outside the ``<table>/`` parts of wildcard prefixes.
+
+    What a store that reads ``o/`` whole in place of wildcards (too many topics, or too many keys
+    for one atomic read) drops, so that its range holds what the prefixes asked for.
+    """
+    return key.startswith(objects) and not key[len(objects) :].partition("/")[2].startswith(tables)
+
+
 _UNIQUE_LIMIT = 16384
 """Unique values' keys a layout remembers (each ≈ 200 bytes with its lookup key)."""
 
@@ -131,6 +174,15 @@ class KeyLayout:
     def object(self, topic: str | None, table: str, id: uuid.UUID | str) -> str:
         """The key of an object's bytes."""
         return f"{self.objects}{rules.topic_part(topic)}/{table}/{id}"
+
+    @property
+    def topic_marks(self) -> str:
+        """The prefix of the registry of topics a store may keep (``p/<topic>``: see ``EtcdBackend.object_topics``)."""
+        return f"{self.prefix}p/"
+
+    def topic_mark(self, part: str) -> str:
+        """The registry key of a topic (``part``: as keys spell it, ``~`` for none)."""
+        return f"{self.prefix}p/{part}"
 
     def index(self, table: str, id: uuid.UUID | str) -> str:
         """The key that says where an object lives and what it references."""
@@ -213,9 +265,19 @@ class KeyLayout:
             return None if table_end < 0 or id_end < 0 else id_end + 1
         return None
 
-    def object_prefixes(self, tables: Sequence[str] | None, topics: Collection[str | None] | None) -> list[str]:
-        """The fewest key prefixes that cover the objects of ``tables`` in ``topics``."""
+    def object_prefixes(
+        self, tables: Sequence[str] | None, topics: Collection[str | None] | None, any_topic: bool = False
+    ) -> list[str]:
+        """The fewest key prefixes that cover the objects of ``tables`` in ``topics``.
+
+        ``any_topic`` (a store's range reads them, see ``KeyValueBackend.topic_wildcard``): with no
+        topic filter, a few tables are named as ``o/*/<table>/`` (:data:`ANY_TOPIC`), "that table
+        under every topic", instead of ``o/``, every object of every table, which a scan of a small
+        table beside a large one read and dropped (issue 13).
+        """
         if topics is None:
+            if any_topic and tables is not None and 0 < len(tables) <= 16:
+                return [f"{self.objects}{ANY_TOPIC}/{table}/" for table in sorted(set(tables))]
             return [self.objects]
         names = sorted(rules.topic_part(topic) for topic in topics)
         if tables is not None and len(tables) * len(names) <= 16:

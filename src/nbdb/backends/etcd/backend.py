@@ -16,6 +16,7 @@ from nbdb.backends.etcd import txnshape, wire
 from nbdb.backends.etcd.client import EtcdClient, EtcdSettings, chunked, safe_progress_requests
 from nbdb.backends.etcd.stream import EtcdKeyStream
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.families import rules
 from nbdb.families.kv import (
     CommitToken,
     Condition,
@@ -29,8 +30,10 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
+from nbdb.families.kvplan import TOPIC_PROBES, outside_tables, wildcard_split
 from nbdb.families.kvtypes import write_count
 from nbdb.options import Options, redact, split_hosts, split_userinfo
+from nbdb.spi import CommitResult, LockHandle, Put, WriteOp
 
 __all__ = ["EtcdBackend"]
 
@@ -169,6 +172,8 @@ def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
 class EtcdBackend(KeyValueBackend):
     """nbdb on etcd v3: commits are etcd transactions and the nbdb revision is etcd's revision."""
 
+    topic_wildcard: ClassVar[bool] = True  # a one-table scan reads that table under each topic (see _concrete)
+
     capabilities: ClassVar[Capabilities] = Capabilities(
         transactions=Atomicity.ATOMIC,
         linearizable_reads=True,
@@ -210,6 +215,8 @@ class EtcdBackend(KeyValueBackend):
         self.server_version = ""
         self._leases: dict[str, int] = {}
         self._leases_lock = threading.Lock()
+        self._registered: set[str] = set()
+        """Topics this client put in the registry (``p/<topic>``), as keys spell them (see _register)."""
         # Commit tokens ride on one lease, replaced halfway through its life, so that
         # every token lives between token_ttl and twice that, at one grant per token_ttl/2.
         self._token_lease = (0, 0.0)
@@ -260,7 +267,8 @@ class EtcdBackend(KeyValueBackend):
             revision = 0
             out: list[KeyValue] = []
             try:
-                for prefix in prefixes:
+                concrete, revision, whole = self._concrete(prefixes)
+                for prefix in concrete:
                     start = prefix.encode()
                     end = wire.prefix_end(start)
                     page = _PAGE
@@ -273,12 +281,110 @@ class EtcdBackend(KeyValueBackend):
                             break
                         start = kvs[-1].key + b"\0"
                         page = min(page * 2, _MAX_PAGE)
+                if whole is not None:  # too many topics: o/ was read whole, and only the tables asked for are kept
+                    objects = self.layout.objects
+                    out = [kv for kv in out if not outside_tables(kv.key, objects, whole)]
                 return out, revision
             except errors.HistoryGoneError:
                 # Compacted while paging through one snapshot: read a newer one.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _concrete(self, prefixes: Sequence[str]) -> tuple[list[str], int, tuple[str, ...] | None]:
+        """``prefixes`` with each ``o/*/<table>/`` (kvplan.ANY_TOPIC) spelled out for every topic present.
+
+        Returns them, the revision the topics were read at (0 if none was read: no wildcard) and
+        None; or, past :data:`TOPIC_PROBES` topics, ``o/`` in place of the wildcards and the
+        ``<table>/`` parts the range keeps of it. The topics are :meth:`object_topics`' at one
+        revision, which the rest of the range reads at too.
+        """
+        objects = self.layout.objects
+        tables = [t for p in prefixes if (t := wildcard_split(p, objects)) is not None]
+        if not tables:
+            return list(prefixes), 0, None
+        rest = [p for p in prefixes if wildcard_split(p, objects) is None]
+        topics, revision = self.object_topics(0)
+        if topics is None:
+            return [*rest, objects], revision, tuple(tables)
+        return [*rest, *(f"{objects}{topic}/{table}" for table in tables for topic in topics)], revision, None
+
+    def object_topics(self, revision: int) -> tuple[list[str] | None, int]:
+        """The topics with keys under ``o/`` at ``revision`` (0: now): the registry's, and any other writer's.
+
+        The registry (``p/<topic>``, see :meth:`_register`) is read first; then each gap between
+        its topics' ranges is probed for a key (one key per reply, at that revision): a topic
+        no commit of nbdb registered (another writer's keys, or data written before the
+        registry) is found there, and registered. A probe costs etcd a walk of the index of every
+        key in its range (etcd counts them): a probe over ``o/`` whole, the family's skip scan,
+        cost 100 to 400 ms beside 100,000 ports, the gaps between registered topics hold no key.
+        """
+        objects = self.layout.objects
+        marks = self.layout.topic_marks
+        header, kvs, _, _ = self.client.range(marks.encode(), wire.prefix_end(marks.encode()), revision=revision)
+        revision = revision or header.revision
+        registered = sorted(f"{objects}{kv.key.decode(errors='replace')[len(marks) :]}/".encode() for kv in kvs)
+        starts = [objects.encode(), *(wire.prefix_end(p) for p in registered)]
+        ends = [*registered, wire.prefix_end(objects.encode())]
+        found = [p[len(objects) : -1].decode(errors="replace") for p in registered]
+        strays: list[str] = []
+        for start, end in zip(starts, ends, strict=True):
+            while start < end:
+                header, got, _, _ = self.client.range(start, end, limit=1, revision=revision)
+                if not got:
+                    break
+                topic = got[0].key.decode(errors="replace")[len(objects) :].partition("/")[0]
+                strays.append(topic)
+                if len(strays) > TOPIC_PROBES:
+                    return None, revision
+                start = wire.prefix_end(f"{objects}{topic}/".encode())
+        if strays:
+            log.warning("etcd: topics %s hold objects but are not registered (another writer's?): registering", strays)
+            self._registered.difference_update(strays)  # a registry key deleted by hand since this client put it
+            self._register(strays, quiet=True)
+        return [*found, *strays], revision
+
+    def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
+        self._register_created(ops)
+        return super().commit(ops)
+
+    def commit_fenced(self, ops: Sequence[WriteOp], fence: LockHandle) -> CommitResult:
+        self._register_created(ops)
+        return super().commit_fenced(ops, fence)
+
+    def _register_created(self, ops: Sequence[WriteOp]) -> None:
+        """:meth:`_register` the topics of the objects ``ops`` create that this client has not registered."""
+        known = self._registered
+        new = [
+            part
+            for op in ops
+            if type(op) is Put and op.expect_version == 0 and (part := rules.topic_part(op.topic)) not in known
+        ]
+        if new:
+            self._register(new)
+
+    def _register(self, topics: Sequence[str], quiet: bool = False) -> None:
+        """Put ``p/<topic>`` of each topic this client has not registered yet, before the commit that uses it.
+
+        Its own request (an idempotent put, before the objects: at every revision an object of
+        the topic exists, the topic is registered), once per topic and client: a commit at the
+        store's operation limit still fits. A lost reply leaves the topic unmarked here (the
+        next create marks it again; a scan meanwhile finds it by a probe). ``quiet``: a scan's,
+        whose failure to write (a reader's credentials) leaves the scan as it was.
+        """
+        new = sorted(set(topics) - self._registered)
+        if not new:
+            return
+        try:
+            self.commit_keys([], {self.layout.topic_mark(t): b"" for t in new}, [])
+        except errors.CommitUnknownError:
+            return
+        except errors.NbdbError:
+            if not quiet:
+                raise
+            log.warning("etcd: could not register topics %s", new, exc_info=True)
+            return
+        self._registered.update(new)
 
     def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
         start = prefix.encode() if after is None else after.encode() + b"\0"

@@ -15,7 +15,7 @@ import hazelcast.errors as hzerrors
 from hazelcast.config import IndexType
 from hazelcast.future import combine_futures
 from hazelcast.lifecycle import LifecycleState
-from hazelcast.predicate import between, less_or_equal
+from hazelcast.predicate import and_, between, less_or_equal, regex
 
 from nbdb import errors
 from nbdb.backends.hazelcast._client import ERRORS, HazelcastConfig, connect, parse_url
@@ -49,6 +49,7 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
+from nbdb.families.kvplan import outside_tables, wildcard_split
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, refuse_stored_format
 from nbdb.families.rules import counter_value
 from nbdb.retry import Outage
@@ -74,6 +75,8 @@ TTL; leases ask for this much more, so that a lease never lapses before the TTL 
 
 class HazelcastBackend(ChangeLogBackend):
     """Key-value backend over an open-source Hazelcast 5 cluster (see the package docstring)."""
+
+    topic_wildcard: ClassVar[bool] = True  # a one-table scan's query keeps that table's keys on the member (_query)
 
     whole_point_reads: ClassVar[bool] = False  # a commit's keys land one by one; a list reads them locked
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -303,13 +306,52 @@ class HazelcastBackend(ChangeLogBackend):
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
         """Keys under ``prefixes`` at one revision (see :meth:`_range`)."""
         found, revision = self._range(prefixes)
-        starts = tuple(prefixes)
+        found, starts = self._kept(found, prefixes)
         return [kv for key, raw in found if key.startswith(starts) and (kv := decode_kv(key, raw, True))], revision
 
     def range_rows(self, prefixes: Sequence[str]) -> tuple[Sequence[Sequence[Any]], int]:
         # A scan's (key, value, version) rows, each stored value read inline (listed_rows: what decode_kv gives).
         found, revision = self._range(prefixes)
-        return listed_rows(found, prefixes), revision
+        found, starts = self._kept(found, prefixes)
+        return listed_rows(found, starts), revision
+
+    def _kept(
+        self, found: list[tuple[str, Any]], prefixes: Sequence[str]
+    ) -> tuple[list[tuple[str, Any]], tuple[str, ...]]:
+        """``found`` and the plain prefixes a key must start with: a wildcard's (``o/*/<table>/``) keys checked here.
+
+        The member already kept only the wildcards' tables (see :meth:`_query`); this is the
+        client's check of the same rule, as the plain prefixes' is.
+        """
+        objects = self._object_prefix
+        tables = tuple(t for p in prefixes if (t := wildcard_split(p, objects)) is not None)
+        if not tables:
+            return found, tuple(prefixes)
+        plain = tuple(p for p in prefixes if wildcard_split(p, objects) is None)
+        kept = [
+            item
+            for item in found
+            if item[0].startswith(plain)
+            or (item[0].startswith(objects) and not outside_tables(item[0], objects, tables))
+        ]
+        return kept, (*plain, objects)
+
+    def _query(self, prefix: str) -> Any:
+        """The predicate of the keys under ``prefix``: a key range on the sorted index of ``__key``.
+
+        A wildcard ``o/*/<table>/`` (kvplan.ANY_TOPIC) is ``o/`` and a regular expression of
+        ``o/<any topic>/<table>/...``: the member matches every object key, in the same query under
+        the commit lock (exact, and a topic another writer added by hand is among them), and sends
+        only that table's entries (before, every object, which the client dropped: issue 13).
+        """
+        table = wildcard_split(prefix, self._object_prefix)
+        if table is None:
+            return between("__key", prefix, prefix + "\uffff")
+        objects = self._object_prefix
+        return and_(
+            between("__key", objects, objects + "\uffff"),
+            regex("__key", f"{_java_literal(objects)}[^/]*/{_java_literal(table)}.*"),
+        )
 
     def _range(self, prefixes: Sequence[str]) -> tuple[list[tuple[str, Any]], int]:
         """The stored items under ``prefixes`` at one revision, in key order (filtered by prefix by the caller).
@@ -368,7 +410,7 @@ class HazelcastBackend(ChangeLogBackend):
         # the result is filtered by prefix all the same.
         pending = [
             self.meta_async.get(HEAD),
-            *(self._kv_async.entry_set(between("__key", p, p + "\uffff")) for p in prefixes),
+            *(self._kv_async.entry_set(self._query(p)) for p in prefixes),
         ]
 
         def assemble(done: Any) -> tuple[Any, dict[str, Any]]:
@@ -1058,3 +1100,8 @@ def _plan(
             redo.append(Redo(key, bytes(raw), None, 0.0))
             changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
     return redo, changes
+
+
+def _java_literal(text: str) -> str:
+    """``text`` as a Java regular expression that matches it alone (each character not a letter or digit escaped)."""
+    return "".join(c if c.isalnum() else "\\" + c for c in text)

@@ -1276,8 +1276,22 @@ local limit, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local FOREIGN = 'WRONGTYPE'  -- the version of a record whose key holds foreign data (backend.FOREIGN)
 local MISPLACED = 'MISPLACED'  -- the version of an object whose topic field is not its key's (backend.MISPLACED)
 local keys, seen, gvals = {}, {}, {}
+-- A prefix o/*/<table>/ (kvplan.ANY_TOPIC) is that table under each topic d:o/ names now: a scan
+-- of one table reads its own keys, not every object's (issue 13).
+local prefixes, topics = {}, nil
 for j = 4, #ARGV do
-  local gh, filter, base = group(ARGV[j])
+  local rest = ARGV[j]:match('^o/%*/(.*)$')
+  if rest then
+    if not topics then topics = redis.call('SMEMBERS', P .. 'd:o/') end
+    for _, t in ipairs(topics) do
+      if t:sub(-1) == '/' then prefixes[#prefixes + 1] = 'o/' .. t .. rest end
+    end
+  else
+    prefixes[#prefixes + 1] = ARGV[j]
+  end
+end
+for j = 1, #prefixes do
+  local gh, filter, base = group(prefixes[j])
   if gh then
     local all = redis.call('HGETALL', gh)
     for i = 1, #all, 2 do
@@ -1288,7 +1302,7 @@ for j = 4, #ARGV do
     end
   else
     -- Given up before a directory whose members would pass cap (see the head of the script).
-    local within = walk(ARGV[j], function(k)
+    local within = walk(prefixes[j], function(k)
       if not seen[k] then seen[k] = true; keys[#keys + 1] = k end
     end, function(d) return #keys + redis.call('SCARD', d) <= cap end)
     if not within then
