@@ -371,8 +371,10 @@ def test_a_stored_copy_is_sealed_by_its_deep_fields_values_and_what_a_frozen_cop
     """Which loose fields are looked at is what the model's deep freeze decided (``nbdb_deep_fields``), and
     an atom is what a frozen copy keeps as it is (``IMMUTABLE``): bytes, an IP address or network, a path
     (in a loose field, or frozen through inside one) were held changeable, and such a copy never shared."""
-    from nbdb.families.ovsdb.rows import sealed
+    from nbdb.families.ovsdb.rows import _PLAIN_ATOMS, sealed
+    from nbdb.models.shared import is_immutable_class
 
+    assert all(is_immutable_class(kind) for kind in _PLAIN_ATOMS)  # a quicker look, never another rule
     assert _Sealable.nbdb_deep_fields == ("anything",)
     copy = _Sealable(id=uuid.uuid4(), topic="t", raw=raw, anything=anything).stored_copy(1)
     assert sealed(copy, ("raw", "anything")) is shared

@@ -28,6 +28,8 @@ a mark) changes neither its content nor its version.
 from __future__ import annotations
 
 import base64
+import datetime
+import decimal
 import hashlib
 import json
 import os
@@ -172,18 +174,25 @@ def reads_back_as(
     return True
 
 
+_PLAIN_ATOMS = frozenset(
+    {str, int, float, bool, type(None), bytes, uuid.UUID, datetime.datetime, datetime.date, datetime.time}
+    | {datetime.timedelta, decimal.Decimal}
+)
+"""The atoms most values are, each found by its exact class in one look-up (the others by ``IMMUTABLE``)."""
+
+
 def _sealed_value(value: Any, depth: int = 0) -> bool:
     """Whether nothing in ``value`` (a loose field's, frozen through by its stored copy) can change in place."""
-    if isinstance(value, shared.IMMUTABLE):  # what a frozen copy keeps as it is (a caller's declared classes too)
-        return True
-    if depth > 8:
-        return False
     kind = type(value)
+    if kind in _PLAIN_ATOMS:
+        return True
     if kind is tuple or kind is frozenset or kind is FrozenList or kind is FrozenSet:
-        return all(_sealed_value(v, depth + 1) for v in value)
+        return depth <= 8 and all(_sealed_value(v, depth + 1) for v in value)
     if kind is FrozenDict:
-        return all(_sealed_value(v, depth + 1) for v in value.values())
-    return False  # a list or map inside, a nested model: the holder's to change
+        return depth <= 8 and all(_sealed_value(v, depth + 1) for v in value.values())
+    # What a frozen copy keeps as it is (a caller's declared classes too); a list or map inside, a nested
+    # model: the holder's to change.
+    return isinstance(value, shared.IMMUTABLE)
 
 
 def sealed(value: Any, loose: Collection[str]) -> bool:
