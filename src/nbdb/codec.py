@@ -25,7 +25,7 @@ import pydantic.fields
 import pydantic_core
 from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaValidator
 
-from nbdb import errors
+from nbdb import coreschema, errors
 from nbdb.models.base import DECODED, Model, Reference, set_extra, set_fields_set, set_private, validation_error_of
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers
 from nbdb.spi import Record
@@ -96,11 +96,11 @@ def _stored_form(model: type[Model]) -> SchemaSerializer | None:
     fields, a schema of an unexpected shape.
     """
     schema = copy.deepcopy(model.__pydantic_core_schema__)
-    found = _model_node(schema, model)
+    found = coreschema.model_node(schema, model)
     if found is None:
         return None
     node, fields = found
-    if "serialization" in node or fields.get("computed_fields") or _has_key(fields, "serialization"):
+    if "serialization" in node or fields.get("computed_fields") or coreschema.find(fields, _serialized):
         return None
     config = node.get("config")
     if config is not None and config.get("extra_fields_behavior") == "allow":
@@ -120,37 +120,14 @@ def _stored_form(model: type[Model]) -> SchemaSerializer | None:
         return None
 
 
+def _serialized(node: dict[str, Any]) -> bool | None:
+    """True of a core schema node with a serializer of its own (a rule of :func:`nbdb.coreschema.find`)."""
+    return True if "serialization" in node else None
+
+
 _KEPT = ("schema", "serialization_alias", "serialization_exclude", "serialization_exclude_if", "metadata")
 _UNKNOWN = object()
 _FORMS: dict[type[Model], object] = {}
-
-
-def _model_node(schema: object, model: type[Model]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """``model``'s own node in a core schema (it may be wrapped, by validators or definitions), and its fields."""
-    if isinstance(schema, dict):
-        if schema.get("type") == "model" and schema.get("cls") is model:
-            inner = schema.get("schema")
-            if isinstance(inner, dict) and inner.get("type") == "model-fields":
-                return schema, inner
-            return None
-        values: Iterable[object] = schema.values()
-    elif isinstance(schema, list):
-        values = schema
-    else:
-        return None
-    for value in values:
-        found = _model_node(value, model)
-        if found is not None:
-            return found
-    return None
-
-
-def _has_key(schema: object, key: str) -> bool:
-    if isinstance(schema, dict):
-        return key in schema or any(_has_key(v, key) for v in schema.values())
-    if isinstance(schema, list):
-        return any(_has_key(v, key) for v in schema)
-    return False
 
 
 def decode(model: type[M], record: Record, *, share: bool = True) -> M:
@@ -527,7 +504,7 @@ def _fields_validator(model: type[Model], fast: bool = False) -> tuple[Any, bool
     :func:`_with_canonical_patterns`); the second item says whether any was.
     """
     schema = copy.deepcopy(model.__pydantic_core_schema__)
-    found = _model_node(schema, model)
+    found = coreschema.model_node(schema, model)
     if found is None or found[0] is not schema:
         return None
     node, fields = found
@@ -572,34 +549,34 @@ def _with_canonical_patterns(schema: object) -> bool:
     record that fails is checked again by the model's own schema for its
     error (see :func:`decode_each`). In place; whether anything changed.
     """
-    changed = False
-    if isinstance(schema, dict):
-        function = schema.get("function")
+    changed = []
+
+    def rewrite(node: dict[str, Any]) -> object:
+        function = node.get("function")
         canonical = getattr(function.get("function"), "__nbdb_canonical__", None) if type(function) is dict else None
         if (
-            schema.get("type") == "function-after"
+            node.get("type") == "function-after"
             and function.get("type") == "no-info"  # type: ignore[union-attr]
             and isinstance(canonical, re.Pattern)
             and type(canonical.pattern) is str
             and canonical.flags == re.UNICODE
-            and set(schema) <= {"type", "function", "schema", "metadata"}
-            and schema.get("schema") == {"type": "str"}
+            and set(node) <= {"type", "function", "schema", "metadata"}
+            and node.get("schema") == {"type": "str"}
         ):
-            checked = dict(schema)
-            schema.clear()
-            schema.update(
+            checked = dict(node)
+            node.clear()
+            node.update(
                 pydantic_core.core_schema.union_schema(
                     [pydantic_core.core_schema.str_schema(pattern=f"^(?:{canonical.pattern})$"), checked],
                     mode="left_to_right",
                 )
             )
-            return True
-        for value in schema.values():
-            changed = _with_canonical_patterns(value) or changed
-    elif isinstance(schema, list):
-        for value in schema:
-            changed = _with_canonical_patterns(value) or changed
-    return changed
+            changed.append(node)
+            return coreschema.PRUNE
+        return None
+
+    coreschema.find(schema, rewrite)
+    return bool(changed)
 
 
 def _unvalidated(model: type[Model], name: str) -> bool:

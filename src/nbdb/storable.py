@@ -24,7 +24,7 @@ import pydantic
 import pydantic_core
 from pydantic_core import PydanticSerializationError
 
-from nbdb import errors
+from nbdb import coreschema, errors
 from nbdb.models.base import (
     VALIDATED,
     Model,
@@ -314,17 +314,17 @@ def _check_field_types(model: type[Model]) -> None:
     may hold a secret where none is declared (under ``Any``): checked at each write (see :func:`_look_closer`).
     """
     schema = model.__pydantic_core_schema__
-    refs: dict[str, Any] = {}
-    _collect_refs(schema, refs)
-    fields = _fields_node(schema, model)
+    refs = coreschema.definitions(schema)
+    found = coreschema.model_node(schema, model)
+    fields = None if found is None else found[1].get("fields")
     if fields is None:
         return
     untyped = []
     for name, field in fields.items():
-        problem = _field_problem(field, refs, set())
+        problem = coreschema.find(field, _field_problem, refs=refs)
         if problem is not None:
             raise errors.ValidationError(f"{model.__name__} cannot be stored: field {name!r} {problem}")
-        if _may_hold_any(field, refs, set()):
+        if coreschema.find(field, _holds_any, refs=refs, skip=_SERIALIZERS):
             untyped.append(name)
     problem = _secret_problem(model)
     if problem is not None:
@@ -440,93 +440,40 @@ def _has_serializer(metadata: list[Any]) -> bool:
 
 _UNTYPED: dict[type[Model], tuple[str, ...]] = {}
 """The fields of each model that may hold a value of any class (see :func:`_check_field_types`)."""
+_SERIALIZERS = ("serialization",)
 
 
-def _collect_refs(schema: object, refs: dict[str, Any]) -> None:
-    if isinstance(schema, dict):
-        ref = schema.get("ref")
-        if type(ref) is str and schema.get("type") != "definition-ref":
-            refs[ref] = schema
-        for value in schema.values():
-            _collect_refs(value, refs)
-    elif isinstance(schema, list):
-        for value in schema:
-            _collect_refs(value, refs)
-
-
-def _fields_node(schema: object, model: type[Model]) -> dict[str, Any] | None:
-    """The fields of ``model``'s own ``model-fields`` node in its core schema."""
-    if isinstance(schema, dict):
-        if schema.get("type") == "model" and schema.get("cls") is model:
-            inner = schema.get("schema")
-            return inner.get("fields") if isinstance(inner, dict) and inner.get("type") == "model-fields" else None
-        values: Any = schema.values()
-    elif isinstance(schema, list):
-        values = schema
-    else:
-        return None
-    for value in values:
-        found = _fields_node(value, model)
-        if found is not None:
-            return found
+def _field_problem(node: dict[str, Any]) -> str | None:
+    """Why a field holding core schema ``node`` (a rule of :func:`nbdb.coreschema.find`, which looks for it at
+    every depth) holds values no store of bytes reads back; None if none is known."""
+    kind = node.get("type")
+    if kind == "json":
+        return (
+            "is Json[...]: pydantic takes its value only as JSON text, so no write of it is valid and no read "
+            "of a stored one; declare the inner type instead (nbdb stores every field as JSON already)"
+        )
+    if kind == "dataclass-args":
+        for field in node.get("fields", ()):
+            if field.get("init") is False:
+                return (
+                    f"holds dataclass {node.get('dataclass_name')} whose field {field.get('name')!r} has "
+                    "init=False: pydantic writes it and refuses it on every read (or reads without it); make it "
+                    "an init field, or no field (a property)"
+                )
     return None
 
 
-def _field_problem(schema: object, refs: dict[str, Any], seen: set[str]) -> str | None:
-    """Why a field of core ``schema`` holds values no store of bytes reads back; None if none is known."""
-    if isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind == "definition-ref":
-            ref = schema.get("schema_ref")
-            if ref in seen or ref not in refs:
-                return None
-            seen.add(ref)
-            return _field_problem(refs[ref], refs, seen)
-        if kind == "json":
-            return (
-                "is Json[...]: pydantic takes its value only as JSON text, so no write of it is valid and no read "
-                "of a stored one; declare the inner type instead (nbdb stores every field as JSON already)"
-            )
-        if kind == "dataclass-args":
-            for field in schema.get("fields", ()):
-                if field.get("init") is False:
-                    return (
-                        f"holds dataclass {schema.get('dataclass_name')} whose field {field.get('name')!r} has "
-                        "init=False: pydantic writes it and refuses it on every read (or reads without it); make it "
-                        "an init field, or no field (a property)"
-                    )
-        values: Any = schema.values()
-    elif isinstance(schema, list):
-        values = schema
-    else:
-        return None
-    for value in values:
-        problem = _field_problem(value, refs, seen)
-        if problem is not None:
-            return problem
+def _holds_any(node: dict[str, Any]) -> bool | None:
+    """True if core schema ``node`` takes a value of any class (``Any``, ``object``, a bare ``list``): a rule of
+    :func:`nbdb.coreschema.find`, which asks it of every node a field may hold (its serializers' aside)."""
+    kind = node.get("type")
+    if kind == "any":
+        return True
+    if (kind in ("list", "set", "frozenset", "generator") and "items_schema" not in node) or (
+        kind == "dict" and ("keys_schema" not in node or "values_schema" not in node)
+    ):
+        return True
     return None
-
-
-def _may_hold_any(schema: object, refs: dict[str, Any], seen: set[str]) -> bool:
-    """Whether a field of core ``schema`` may hold a value of any class (``Any``, ``object``, a bare ``list``)."""
-    if isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind == "any":
-            return True
-        if kind == "definition-ref":
-            ref = schema.get("schema_ref")
-            if ref in seen or ref not in refs:
-                return False
-            seen.add(ref)
-            return _may_hold_any(refs[ref], refs, seen)
-        if (kind in ("list", "set", "frozenset", "generator") and "items_schema" not in schema) or (
-            kind == "dict" and ("keys_schema" not in schema or "values_schema" not in schema)
-        ):
-            return True
-        return any(_may_hold_any(v, refs, seen) for k, v in schema.items() if k != "serialization")
-    if isinstance(schema, list):
-        return any(_may_hold_any(v, refs, seen) for v in schema)
-    return False
 
 
 def _holds_secret(value: object) -> bool:

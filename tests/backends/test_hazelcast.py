@@ -8,12 +8,12 @@ and a watch running — all against real members from nbdb.testing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -330,14 +330,14 @@ def test_a_decided_commit_of_a_dead_client_is_applied_by_the_next(
     Its writes land whole, at its revision, before the next commit's own; a condition that
     failed on the unapplied state is checked again once it is applied.
     """
-    from nbdb.backends.hazelcast._records import HEAD, Redo, decode_head, encode_entry, encode_kv
+    from nbdb.backends.hazelcast._records import Redo, encode_entry, encode_kv
     from nbdb.families.kv import VersionIs
 
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
         backend = db.backend
         assert isinstance(backend, HazelcastBackend)
         assert backend.commit_keys([], {"x/before": b"0"}, []) is not None
-        dead = decode_head(backend._meta.get(HEAD))[0] + 1
+        dead = _head(db)[0] + 1
         stored = bytes(encode_kv(1, dead, b"dead"))
         entry = encode_entry("d" * 24, [], [Redo("x/dead", None, stored, 0.0)])
         backend._log.put(dead, entry)  # decided, never applied: the client died here
@@ -354,7 +354,7 @@ def test_a_decided_commit_of_a_dead_client_is_applied_by_the_next(
             assert (applied.value, applied.version, applied.mod_revision) == (b"mine", 2, dead + 1)
         else:
             assert (applied.value, applied.version, applied.mod_revision) == (b"dead", 1, dead)
-        assert decode_head(backend._meta.get(HEAD))[0] == dead + 1
+        assert _head(db)[0] == dead + 1
 
 
 @pytest.mark.timeout(90)
@@ -728,6 +728,52 @@ def _hz(db: nbdb.Database) -> HazelcastBackend:
     return backend
 
 
+def _head(db: nbdb.Database) -> tuple[int, str]:
+    """``head`` as stored in ``db``'s namespace: its revision and commit token."""
+    from nbdb.backends.hazelcast._records import HEAD, decode_head
+
+    return decode_head(_hz(db)._meta.get(HEAD))
+
+
+@contextlib.contextmanager
+def _watched(url: str) -> Iterator[tuple[nbdb.Database, KitParent, nbdb.Watch, nbdb.Cache]]:
+    """A Database on a namespace of its own holding one object (``first``), and a watch and a synced cache of it."""
+    with nbdb.connect(url, namespace=_ns()) as db:
+        first = db.create(KitParent(name="first"))
+        with db.watch(KitParent) as watch, db.cache(KitParent, shared=False) as cache:
+            assert cache.wait_synced(15)
+            yield db, first, watch, cache
+
+
+@contextlib.contextmanager
+def _two_clients(url: str) -> Iterator[tuple[nbdb.Database, nbdb.Database]]:
+    """Two Databases on one namespace of their own."""
+    ns = _ns()
+    with nbdb.connect(url, namespace=ns) as db, nbdb.connect(url, namespace=ns) as other:
+        yield db, other
+
+
+def _seen_until(watch: nbdb.Watch, wanted: uuid.UUID) -> list[uuid.UUID]:
+    """The ids of the objects of the events ``watch`` delivers, up to ``wanted``'s (10 s at the most)."""
+    seen: list[uuid.UUID] = []
+    for _ in range(40):
+        seen += [e.object.id for e in watch.poll(0.25)]
+        if wanted in seen:
+            break
+    return seen
+
+
+def _lost_history(db: nbdb.Database, first: KitParent, watch: nbdb.Watch, cache: nbdb.Cache) -> None:
+    """What a namespace's readers see once its history is lost, after a later commit: the watch fails with
+    HistoryGoneError, and the cache loads again (the later object reaches it, and ``first`` is kept)."""
+    later = db.create(KitParent(name="later"))
+    with pytest.raises(errors.HistoryGoneError):
+        for _ in range(60):
+            watch.poll(0.25)
+    assert eventually(lambda: cache.get(KitParent, later.id) == later)
+    assert cache.get(KitParent, first.id) == first
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("foreign", ["a string", bytearray(b"short")], ids=["another-type", "shorter-than-the-header"])
 def test_an_object_another_writer_replaced_by_foreign_data_is_one_corrupt_record(
@@ -763,14 +809,13 @@ def test_a_damaged_change_log_entry_another_writer_put_past_head_does_not_stop_e
 ) -> None:
     """Taken for a decided commit to roll forward, it failed every commit of the namespace with
     HistoryGoneError, for good. nbdb writes an entry whole: a damaged one is no commit of nbdb's."""
-    from nbdb.backends.hazelcast._records import HEAD, decode_head
 
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
         first = db.create(KitParent(name="first"))
         with db.cache(KitParent, shared=False) as cache:
             assert cache.wait_synced(15)
             backend = _hz(db)
-            head = decode_head(backend._meta.get(HEAD))[0]
+            head = _head(db)[0]
             backend._log.put(head + 1, foreign)
             made = [db.create(KitParent(name=f"made{i}")) for i in range(3)]
             moved = db.update(first.model_copy(update={"name": "moved"}))
@@ -785,21 +830,12 @@ def test_a_head_another_writer_moved_ahead_is_lost_history_not_a_stalled_watch(
 ) -> None:
     """Commits went on past the moved head, but every watch and cache waited for the entries in the
     hole for good: they saw nothing more, and said nothing."""
-    from nbdb.backends.hazelcast._records import HEAD, decode_head, encode_head
+    from nbdb.backends.hazelcast._records import HEAD, encode_head
 
-    with nbdb.connect(f"{hazelcast_server.url}?timeout=2", namespace=_ns()) as db:
-        first = db.create(KitParent(name="first"))
-        with db.watch(KitParent) as watch, db.cache(KitParent, shared=False) as cache:
-            assert cache.wait_synced(15)
-            backend = _hz(db)
-            head, token = decode_head(backend._meta.get(HEAD))
-            backend._meta.put(HEAD, encode_head(head + 1000, token))
-            later = db.create(KitParent(name="later"))
-            with pytest.raises(errors.HistoryGoneError):
-                for _ in range(60):
-                    watch.poll(0.25)
-            assert eventually(lambda: cache.get(KitParent, later.id) == later)
-            assert cache.get(KitParent, first.id) == first
+    with _watched(f"{hazelcast_server.url}?timeout=2") as (db, first, watch, cache):
+        head, token = _head(db)
+        _hz(db)._meta.put(HEAD, encode_head(head + 1000, token))
+        _lost_history(db, first, watch, cache)
 
 
 @pytest.mark.timeout(60)
@@ -860,21 +896,13 @@ def test_a_head_another_writer_damaged_is_put_back_by_the_next_commit(
     namespace could no longer be written. The next commit puts it back from the log."""
     from nbdb.backends.hazelcast._records import HEAD
 
-    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
-        first = db.create(KitParent(name="first"))
-        with db.watch(KitParent) as watch, db.cache(KitParent, shared=False) as cache:
-            assert cache.wait_synced(15)
-            _hz(db)._meta.put(HEAD, foreign)
-            later = db.create(KitParent(name="later"))
-            assert sorted(p.name for p in db.list(KitParent)) == ["first", "later"]
-            assert db.get(KitParent, first.id) == first
-            seen: list[Any] = []
-            for _ in range(40):
-                seen += [e.object.id for e in watch.poll(0.25)]
-                if later.id in seen:
-                    break
-            assert seen == [later.id]
-            assert eventually(lambda: cache.get(KitParent, later.id) == later)
+    with _watched(hazelcast_server.url) as (db, first, watch, cache):
+        _hz(db)._meta.put(HEAD, foreign)
+        later = db.create(KitParent(name="later"))
+        assert sorted(p.name for p in db.list(KitParent)) == ["first", "later"]
+        assert db.get(KitParent, first.id) == first
+        assert _seen_until(watch, later.id) == [later.id]
+        assert eventually(lambda: cache.get(KitParent, later.id) == later)
 
 
 @pytest.mark.timeout(90)
@@ -889,20 +917,15 @@ def test_a_head_another_writer_damaged_is_put_back_by_a_reader_without_waiting_f
     CorruptRecordError (the cache retried its load with back-off): a reader depended on a later
     writer. Each reader now puts ``head`` back itself, as the commit does (under the commit lock,
     from the log)."""
-    from nbdb.backends.hazelcast._records import HEAD, decode_head
+    from nbdb.backends.hazelcast._records import HEAD
 
-    ns = _ns()
-    with (
-        nbdb.connect(hazelcast_server.url, namespace=ns) as db,
-        nbdb.connect(hazelcast_server.url, namespace=ns) as other,
-    ):
+    with _two_clients(hazelcast_server.url) as (db, other):
         db.create(KitParent(name="first"))
         db.create(KitParent(name="lone"))
         since = db.list(KitParent).revision
         later = db.create(KitParent(name="later"))
-        backend = _hz(db)
-        want = decode_head(backend._meta.get(HEAD))
-        backend._meta.put(HEAD, foreign)
+        want = _head(db)
+        _hz(db)._meta.put(HEAD, foreign)
         names = ["first", "later", "lone"]
         if reader == "list":
             assert sorted(p.name for p in other.list(KitParent)) == names
@@ -910,18 +933,13 @@ def test_a_head_another_writer_damaged_is_put_back_by_a_reader_without_waiting_f
             assert _hz(other).current_revision() == want[0]  # what a watch from now starts at
         elif reader == "watch":
             with other.watch(KitParent, since=since) as watch:
-                seen: list[Any] = []
-                for _ in range(40):
-                    seen += [e.object.id for e in watch.poll(0.25)]
-                    if later.id in seen:
-                        break
-                assert seen == [later.id]
+                assert _seen_until(watch, later.id) == [later.id]
         elif reader == "cache":
             with other.cache(KitParent, shared=False) as cache:
                 assert cache.wait_synced(15)
                 assert sorted(p.name for p in cache.list(KitParent)) == names
                 assert not cache.corrupt
-        assert decode_head(backend._meta.get(HEAD)) == want  # put back, as it was: no commit came
+        assert _head(db) == want  # put back, as it was: no commit came
 
 
 @pytest.mark.timeout(90)
@@ -937,12 +955,12 @@ def test_a_head_is_put_back_past_a_log_entry_another_writer_keyed_with_a_long(
     import hazelcast
     from hazelcast.config import IntType
 
-    from nbdb.backends.hazelcast._records import HEAD, decode_head
+    from nbdb.backends.hazelcast._records import HEAD
 
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
         first = db.create(KitParent(name="first"))
         backend = _hz(db)
-        head = decode_head(backend._meta.get(HEAD))[0]
+        head = _head(db)[0]
         other = hazelcast.HazelcastClient(
             cluster_name=hazelcast_server.cluster_name,
             cluster_members=[m.address for m in hazelcast_server.members],
@@ -1014,28 +1032,16 @@ def test_the_log_entry_a_watch_stands_on_taken_out_by_another_writer_is_lost_his
     """A hole below ``head`` is lost history (hostile7), but not the entry at the watch's own
     position: read after it, a watch waited ``timeout`` for that entry at every poll and failed with
     BackendUnavailableError ("did not become visible"), as if the cluster were down, for good."""
-    from nbdb.backends.hazelcast._records import HEAD, decode_head
-
-    with nbdb.connect(f"{hazelcast_server.url}?timeout=2", namespace=_ns()) as db:
-        first = db.create(KitParent(name="first"))
-        with db.watch(KitParent) as watch, db.cache(KitParent, shared=False) as cache:
-            assert cache.wait_synced(15)
-            db.create(KitParent(name="second"))
-            backend = _hz(db)
-            head = decode_head(backend._meta.get(HEAD))[0]
-            seen = []
-            for _ in range(40):
-                seen += watch.poll(0.25)
-                if watch.revision >= head:
-                    break
-            assert watch.revision == head and cache.wait_synced(15)
-            backend._log.remove(head)  # the entry the watch and the cache stand on
-            later = db.create(KitParent(name="later"))
-            with pytest.raises(errors.HistoryGoneError):
-                for _ in range(60):
-                    watch.poll(0.25)
-            assert eventually(lambda: cache.get(KitParent, later.id) == later)
-            assert cache.get(KitParent, first.id) == first
+    with _watched(f"{hazelcast_server.url}?timeout=2") as (db, first, watch, cache):
+        db.create(KitParent(name="second"))
+        head = _head(db)[0]
+        for _ in range(40):
+            watch.poll(0.25)
+            if watch.revision >= head:
+                break
+        assert watch.revision == head and cache.wait_synced(15)
+        _hz(db)._log.remove(head)  # the entry the watch and the cache stand on
+        _lost_history(db, first, watch, cache)
 
 
 @pytest.mark.timeout(90)
@@ -1047,19 +1053,14 @@ def test_a_head_another_writer_deleted_is_put_back_not_read_as_revision_0(
 ) -> None:
     """A deleted ``head`` read as revision 0: a watch from now started at 0 and every commit
     caught up entry by entry. With entries in the log it is damage, put back from the log."""
-    from nbdb.backends.hazelcast._records import HEAD, decode_head
+    from nbdb.backends.hazelcast._records import HEAD
 
-    ns = _ns()
-    with (
-        nbdb.connect(hazelcast_server.url, namespace=ns) as db,
-        nbdb.connect(hazelcast_server.url, namespace=ns) as other,
-    ):
+    with _two_clients(hazelcast_server.url) as (db, other):
         assert _hz(other).current_revision() == 0  # a new namespace: no head, nothing in the log
         for n in range(6):
             db.create(KitParent(name=f"p{n}"))
-        backend = _hz(db)
-        want = decode_head(backend._meta.get(HEAD))
-        backend._meta.delete(HEAD)
+        want = _head(db)
+        _hz(db)._meta.delete(HEAD)
         if reader == "commit":
             with caplog.at_level(logging.INFO, logger="nbdb"):
                 later = other.create(KitParent(name="later"))
@@ -1067,7 +1068,7 @@ def test_a_head_another_writer_deleted_is_put_back_not_read_as_revision_0(
             # every entry applied again, one by one, from revision 1.
             assert len([r for r in caplog.records if "decided by a client that did not finish" in r.getMessage()]) <= 1
             assert other.get(KitParent, later.id) == later
-            assert decode_head(backend._meta.get(HEAD))[0] == want[0] + 1
+            assert _head(db)[0] == want[0] + 1
             return
         if reader == "revision":
             assert _hz(other).current_revision() == want[0]
@@ -1076,4 +1077,4 @@ def test_a_head_another_writer_deleted_is_put_back_not_read_as_revision_0(
         elif reader == "watch":
             with other.watch(KitParent) as watch:
                 assert watch.poll(0.25) == []
-        assert decode_head(backend._meta.get(HEAD)) == want
+        assert _head(db) == want

@@ -12,9 +12,12 @@ next compare-and-swap of the row (``Replica.stored_wire``): it must be what
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import ipaddress
 import json
+import pathlib
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic
 import pytest
@@ -36,6 +39,7 @@ from nbdb.families.ovsdb.rows import (
     stored_columns,
     to_keep,
 )
+from nbdb.models import base as model_base
 from nbdb.models.base import Model
 from nbdb.models.shape import model_shapes
 from nbdb.testing.errors import ServerNotInstalledError
@@ -321,6 +325,7 @@ class _Loose(pydantic.BaseModel):
     """As a stored copy looks to :func:`rows.sealed`: its fields' values, and the fields of a newer model."""
 
     model_config = pydantic.ConfigDict(extra="allow", arbitrary_types_allowed=True)
+    nbdb_deep_fields: ClassVar[tuple[str, ...]] = ("anything",)  # as Model derives it: a field of Any may nest
 
     anything: Any = None
 
@@ -335,3 +340,41 @@ def test_only_a_copy_frozen_through_is_sealed(value: Any, extra: dict[str, Any])
     copy = _Loose.model_construct(anything=value, **extra)
     assert sealed(copy, ("anything",)) is (not _changeable(value) and not extra)
     assert sealed(_Loose.model_construct(anything=_Loose()), ("anything",)) is False
+
+
+class _Sealable(Model):
+    nbdb_table: ClassVar[str] = "OvsdbSealable"
+
+    raw: bytes | int = 0
+    """A loose field (``json``) of atoms only: it never nests, so no value of it is looked at."""
+    anything: Any = None
+    """A loose field that may nest (``nbdb_deep_fields``): frozen through, and looked at."""
+
+
+model_base._REGISTRY.pop(_Sealable.nbdb_table)  # no Database of these tests maps it
+
+
+@pytest.mark.parametrize(
+    ("raw", "anything", "shared"),
+    [
+        (b"\x00", None, True),
+        (7, ipaddress.IPv4Address("10.0.0.1"), True),
+        (0, (b"x", pathlib.PurePath("a"), decimal.Decimal("1.5")), True),
+        (b"x", [b"y", {"k": ipaddress.IPv6Network("::/64")}], True),
+        (0, _Loose(), False),
+        (0, [_Loose()], False),
+    ],
+)
+def test_a_stored_copy_is_sealed_by_its_deep_fields_values_and_what_a_frozen_copy_keeps(
+    raw: Any, anything: Any, shared: bool
+) -> None:
+    """Which loose fields are looked at is what the model's deep freeze decided (``nbdb_deep_fields``), and
+    an atom is what a frozen copy keeps as it is (``IMMUTABLE``): bytes, an IP address or network, a path
+    (in a loose field, or frozen through inside one) were held changeable, and such a copy never shared."""
+    from nbdb.families.ovsdb.rows import _PLAIN_ATOMS, sealed
+    from nbdb.models.shared import is_immutable_class
+
+    assert all(is_immutable_class(kind) for kind in _PLAIN_ATOMS)  # a quicker look, never another rule
+    assert _Sealable.nbdb_deep_fields == ("anything",)
+    copy = _Sealable(id=uuid.uuid4(), topic="t", raw=raw, anything=anything).stored_copy(1)
+    assert sealed(copy, ("raw", "anything")) is shared

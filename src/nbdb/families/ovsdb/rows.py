@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
-import enum
 import hashlib
 import json
 import os
@@ -46,6 +45,7 @@ import orjson
 from nbdb import errors
 from nbdb.families.ovsdb.datum import default_cell, escape, escape_each, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
+from nbdb.models import shared
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 
 __all__ = [
@@ -174,50 +174,47 @@ def reads_back_as(
     return True
 
 
-_SEALED_ATOMS = (
-    str,
-    int,
-    float,
-    uuid.UUID,
-    enum.Enum,
-    datetime.date,
-    datetime.time,
-    datetime.timedelta,
-    decimal.Decimal,
-    type(None),
+_PLAIN_ATOMS = frozenset(
+    {str, int, float, bool, type(None), bytes, uuid.UUID, datetime.datetime, datetime.date, datetime.time}
+    | {datetime.timedelta, decimal.Decimal}
 )
-"""Values nothing can change in place (``bool`` is an ``int``, ``datetime`` a ``date``)."""
+"""The atoms most values are, each found by its exact class in one look-up (the others by ``IMMUTABLE``)."""
 
 
 def _sealed_value(value: Any, depth: int = 0) -> bool:
-    """Whether nothing in ``value`` (a loose field's, or an unknown field's) can change in place."""
-    if isinstance(value, _SEALED_ATOMS):
-        return True
-    if depth > 8:
-        return False
+    """Whether nothing in ``value`` (a loose field's, frozen through by its stored copy) can change in place."""
     kind = type(value)
+    if kind in _PLAIN_ATOMS:
+        return True
     if kind is tuple or kind is frozenset or kind is FrozenList or kind is FrozenSet:
-        return all(_sealed_value(v, depth + 1) for v in value)
+        return depth <= 8 and all(_sealed_value(v, depth + 1) for v in value)
     if kind is FrozenDict:
-        return all(_sealed_value(v, depth + 1) for v in value.values())
-    return False  # a list or map inside, a nested model: the holder's to change
+        return depth <= 8 and all(_sealed_value(v, depth + 1) for v in value.values())
+    # What a frozen copy keeps as it is (a caller's declared classes too); a list or map inside, a nested
+    # model: the holder's to change.
+    return isinstance(value, shared.IMMUTABLE)
 
 
 def sealed(value: Any, loose: Collection[str]) -> bool:
     """Whether the stored copy ``value`` holds nothing its holder can change in place, frozen through.
 
-    A stored copy freezes its lists, maps and sets, and those inside them, at every depth (see
-    ``Model.stored_copy`` and ``Model.nbdb_deep_fields``); a ``loose`` field (``json``: a nested
-    model, a list of lists, a union) is still looked at value by value, and only frozen lists,
-    maps, sets and tuples of atoms pass: a nested model (frozen too since issue #12, but this
-    check does not rely on it), a newer model's fields (``__pydantic_extra__``) or any value the
-    copy's holder could change in place keep the copy from being shared. Shared with a cache,
-    such a change would be the cache's too, and the cache would hold what the server does not.
+    A stored copy freezes its lists, maps and sets (see ``Model.stored_copy``): those of a field
+    of atoms or of a flat list, map or set of atoms at the top, which is all such a field can hold
+    (its values are validated), and those of a field that may nest (``Model.nbdb_deep_fields``) at
+    every depth. So of the ``loose`` fields (``json``: a nested model, a list of lists, a union),
+    only those that may nest are looked at, value by value, and only atoms (what a frozen copy keeps
+    as it is, ``nbdb.models.shared.IMMUTABLE``) and frozen lists, maps, sets and tuples of them
+    pass: a nested model (frozen too since issue #12, but a class derived from another is frozen
+    only in part, and this check does not rely on it), a newer model's fields
+    (``__pydantic_extra__``) or any value the copy's holder could change in place keep the copy
+    from being shared. Shared with a cache, such a change would be the cache's too, and the cache
+    would hold what the server does not.
     """
-    fields = value.__dict__
-    for name in loose:
-        if not _sealed_value(fields.get(name)):
-            return False
+    if loose:
+        fields, deep = value.__dict__, type(value).nbdb_deep_fields
+        for name in loose:
+            if name in deep and not _sealed_value(fields.get(name)):
+                return False
     # The fields of a newer model are held in a plain dict (``model_extra``), itself changeable.
     return not value.__pydantic_extra__
 
