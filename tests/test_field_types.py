@@ -14,7 +14,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Iterator, MutableSequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, NewType, TypeVar
 
 import pydantic
 import pytest
@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import Json, Secret, SecretBytes, SecretStr
 from pydantic_core import core_schema
+from typing_extensions import TypeAliasType
 
 import nbdb
 from nbdb.models import Model
@@ -74,6 +75,42 @@ class InDataclass(Model):
 class InUnion(Model):
     nbdb_table = "ft_union_secret"
     either: int | tuple[str, SecretStr] = 0
+
+
+SecretBound = TypeVar("SecretBound", bound=SecretStr)
+IntOrSecret = TypeVar("IntOrSecret", int, SecretBytes)
+Token = NewType("Token", SecretStr)
+SecretList = TypeAliasType("SecretList", list[SecretStr])
+
+
+class BoundBox(pydantic.BaseModel, Generic[SecretBound]):
+    value: SecretBound
+
+
+class ConstrainedBox(pydantic.BaseModel, Generic[IntOrSecret]):
+    value: IntOrSecret
+
+
+class InGeneric(Model):
+    """Generic models held unparametrized: pydantic validates and writes a TypeVar as its bound or constraints."""
+
+    nbdb_table = "ft_generic_secret"
+    bound: BoundBox | None = None  # type: ignore[type-arg]
+
+
+class InConstrainedGeneric(Model):
+    nbdb_table = "ft_constrained_secret"
+    constrained: ConstrainedBox | None = None  # type: ignore[type-arg]
+
+
+class Aliased(Model):
+    nbdb_table = "ft_aliased_secret"
+    token: Token | None = None
+
+
+class AliasedList(Model):
+    nbdb_table = "ft_aliased_list_secret"
+    listed: SecretList | None = None
 
 
 class WrapSerialized(Model):
@@ -224,6 +261,10 @@ REFUSED: list[tuple[Callable[[], Model], str]] = [
     (lambda: InUnion(either=("k", SecretStr("s3cret")), topic="t"), "'either'"),
     (lambda: OtherFieldSerialized(password=SecretStr("s3cret"), topic="t"), "'password'"),
     (lambda: WrapSerialized(password=SecretStr("s3cret"), topic="t"), "'password'"),
+    (lambda: InGeneric(bound=BoundBox(value=SecretStr("s3cret")), topic="t"), "'bound.value'"),
+    (lambda: InConstrainedGeneric(constrained=ConstrainedBox(value=7), topic="t"), "'constrained.value'"),
+    (lambda: Aliased(token=Token(SecretStr("s3cret")), topic="t"), "'token'"),
+    (lambda: AliasedList(listed=[SecretStr("s3cret")], topic="t"), "'listed'"),
 ]
 
 

@@ -392,6 +392,14 @@ def _secret_in(annotation: Any, seen: set[type], encoded: tuple[type, ...] = ())
     if origin is typing.Annotated:
         inner, *metadata = typing.get_args(annotation)
         return None if _has_serializer(metadata) else _secret_in(inner, seen, encoded)
+    if isinstance(annotation, typing.TypeVar):
+        # An unparametrized generic's field: pydantic validates and writes it as its bound, one of its
+        # constraints or its default (an unbound one as Any: checked value by value at the write).
+        held = (annotation.__bound__, *annotation.__constraints__, getattr(annotation, "__default__", None))
+        return next((f for arg in held if arg is not None and (f := _secret_in(arg, seen, encoded))), None)
+    aliased = getattr(annotation, "__supertype__", None) or getattr(annotation, "__value__", None)
+    if aliased is not None:  # a NewType, a `type X = ...` alias: pydantic writes what they name
+        return _secret_in(aliased, seen, encoded)
     kind = origin if isinstance(origin, type) else annotation
     if isinstance(kind, type) and issubclass(kind, SECRETS):
         return None if issubclass(kind, encoded) else ("", "", "")
