@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.events import EventKind
-from nbdb.models import LogicalSwitch
+from nbdb.models import LogicalRouter, LogicalSwitch
 from nbdb.testing import fixtures
 from nbdb.testing.cassandra import CassandraServer
 
@@ -156,3 +156,50 @@ def test_random_ids_are_split_about_evenly() -> None:
         for lo, hi in zip([uuid_order(ids[999]), *bounds], [*bounds, (99,)], strict=True)
     ]
     assert len(sizes) == 4 and all(1400 < size < 2100 for size in sizes), sizes
+
+
+class OneAtATime(ForwardingStore):
+    """Runs the listing's first round (``Q_PAGE`` reads) one read after another, calling ``hook`` once
+    after the first of them: the order in which a server may answer reads sent together."""
+
+    def __init__(self, real: Any, hook: Callable[[], None]) -> None:
+        super().__init__(real)
+        self.hook: Callable[[], None] | None = hook
+
+    def start_reads(self, reads: Sequence[tuple[Select, Sequence[Any]]], *, serial: bool = False) -> PendingReads:
+        if self.hook is None or not any(query == layout.Q_PAGE for query, _ in reads):
+            return self.real.start_reads(reads, serial=serial)
+        rows: list[list[Any]] = []
+        for read in reads:
+            rows += self.real.start_reads([read], serial=serial).result()
+            if self.hook is not None:
+                hook, self.hook = self.hook, None
+                hook()
+        return _Read(rows)
+
+
+class _Read(PendingReads):
+    def __init__(self, rows: list[list[Any]]) -> None:
+        self.rows = rows
+
+    def result(self) -> list[list[Any]]:
+        return self.rows
+
+
+def test_a_table_emptied_while_another_was_read_is_listed_as_it_was(open_db: Callable[[], nbdb.Database]) -> None:
+    # Two tables of one partition are read together; the server answers the switches' read, then a rival
+    # deletes the partition's only router, then the routers' read comes back empty: it carries no last_rev,
+    # and the switches' rows carry the one from before the delete. The router existed at the scan's
+    # revision: it must be listed (and the watch from that revision then tells its delete).
+    db, rival = open_db(), open_db()
+    switch = db.create(LogicalSwitch(name="s", topic="t"))
+    router = db.create(LogicalRouter(name="r", topic="t"))
+    revision = db.list(LogicalSwitch).revision
+    fam = family(db)
+    fam.partitions.store = OneAtATime(fam.partitions.store, lambda: rival.delete(router))
+    snap = fam.scan([LogicalSwitch.nbdb_table, LogicalRouter.nbdb_table], None)
+    assert snap.revision == revision
+    assert sorted(r.id for r in snap.records) == sorted([switch.id, router.id])
+    with rival.watch(LogicalRouter, since=snap.revision) as watch:
+        events = watch.poll(10)
+    assert [(e.kind, e.old.id) for e in events] == [(EventKind.DELETED, router.id)]  # type: ignore[union-attr]
