@@ -203,3 +203,88 @@ def test_a_table_emptied_while_another_was_read_is_listed_as_it_was(open_db: Cal
     with rival.watch(LogicalRouter, since=snap.revision) as watch:
         events = watch.poll(10)
     assert [(e.kind, e.old.id) for e in events] == [(EventKind.DELETED, router.id)]  # type: ignore[union-attr]
+
+
+def odd_ids() -> list[uuid.UUID]:
+    """Ids another writer may have stored: every version nibble, other variants, the edges of the order."""
+    rnd = uuid.uuid4().int
+    ids = [uuid.uuid1(), uuid.uuid1(), uuid.uuid3(uuid.NAMESPACE_DNS, "a"), uuid.uuid5(uuid.NAMESPACE_DNS, "b")]
+    for version in range(16):
+        for variant in (0, 0b10, 0b110, 0b111):
+            value = rnd ^ (version * 7919 + variant)  # different bits per id
+            value = value & ~(0xF << 76) | version << 76
+            value = value & ~(0b111 << 61) | (variant << 61 if variant > 0b10 else variant << 62)
+            ids.append(uuid.UUID(int=value))
+    top = (0xFFFF_FFFF_FFFF_4FFF << 64) | _RANDOM_VARIANT
+    ids += [uuid.UUID(int=top), uuid.UUID(int=top - 1), uuid.UUID(int=(1 << 128) - 1), uuid.UUID(int=0)]
+    ids += [uuid.uuid4() for _ in range(30)]
+    return list(dict.fromkeys(ids))
+
+
+_RANDOM_VARIANT = 0x8000_0000_0000_0000
+
+
+def test_a_listing_holds_odd_ids_once_wherever_the_first_read_ends(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = open_db()
+    made = set()
+    for id in odd_ids():
+        made.add(db.create(LogicalSwitch(id=id, name="s", topic="t")).id)
+    fam = family(db)
+    table = LogicalSwitch.nbdb_table
+
+    @settings(max_examples=60, deadline=None)
+    @given(first=st.integers(1, len(made) + 2), splits=st.integers(1, 6))
+    def listing(first: int, splits: int) -> None:
+        monkeypatch.setattr(snapshot, "FIRST_READ", first)
+        monkeypatch.setattr(snapshot, "SPLITS", splits)
+        ids = [r.id for r in fam.scan([table], None).records]
+        assert len(ids) == len(set(ids)) and set(ids) == made
+
+    listing()
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["create", "update", "delete"]), st.integers(0, 10_000)), max_size=12)
+
+
+def test_a_listing_is_the_state_at_its_revision_whatever_a_rival_commits_between_its_reads(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, rival = open_db(), open_db()
+    for i in range(12):
+        db.create(LogicalSwitch(name=f"s{i}", topic="t"))
+    db.create(LogicalRouter(name="r", topic="t"))
+    fam = family(db)
+    real = fam.partitions.store
+    tables = [LogicalSwitch.nbdb_table, LogicalRouter.nbdb_table]
+
+    @settings(max_examples=25, deadline=None)
+    @given(first=st.integers(1, 14), splits=st.integers(1, 5), one_by_one=st.booleans(), ops=_OPS)
+    def listing(first: int, splits: int, one_by_one: bool, ops: list[tuple[str, int]]) -> None:
+        monkeypatch.setattr(snapshot, "FIRST_READ", first)
+        monkeypatch.setattr(snapshot, "SPLITS", splits)
+        fam.partitions.store = real
+        before = fam.scan(tables, None)  # no rival yet: the state at its revision
+        expected = sorted((r.table, r.id, r.version, r.data) for r in before.records)
+
+        def rival_commits() -> None:
+            for op, n in ops:
+                objs = sorted([*rival.list(LogicalSwitch), *rival.list(LogicalRouter)], key=lambda o: o.id)
+                if op == "create" or not objs:
+                    model = LogicalRouter if n % 3 == 0 else LogicalSwitch
+                    rival.create(model(name=f"n{n}", topic="t"))
+                elif op == "update":
+                    obj = objs[n % len(objs)]
+                    rival.update(obj.model_copy(update={"name": f"u{n}"}))
+                else:
+                    rival.delete(objs[n % len(objs)])
+
+        wrapper = OneAtATime if one_by_one else BetweenRounds
+        fam.partitions.store = wrapper(real, rival_commits)
+        snap = fam.scan(tables, None)
+        fam.partitions.store = real
+        assert snap.revision == before.revision
+        assert sorted((r.table, r.id, r.version, r.data) for r in snap.records) == expected
+
+    listing()
