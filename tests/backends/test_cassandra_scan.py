@@ -288,3 +288,35 @@ def test_a_listing_is_the_state_at_its_revision_whatever_a_rival_commits_between
         assert sorted((r.table, r.id, r.version, r.data) for r in snap.records) == expected
 
     listing()
+
+
+def test_a_page_the_driver_fetches_in_parts_is_at_the_listings_revision(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page of more objects than the driver fetches at once (5,000 by default: db.list(limit=10_000)) is one
+    # read answered in several driver pages. A rival deletes every object after the first driver page before
+    # the next one is fetched: that one comes back empty, carrying no last_rev, and the first carries the one
+    # from before the deletes. The page must still hold every object of the listing's revision.
+    from cassandra.cluster import ResultSet
+
+    db, rival = open_db(), open_db()
+    made = [db.create(LogicalSwitch(name=f"s{i}", topic="t")).id for i in range(12)]
+    kept = sorted(made, key=uuid_order)[:2]
+    session = family(db).partitions.store.session  # type: ignore[attr-defined]
+    fetch = ResultSet.fetch_next_page
+    hook: list[Callable[[], None]] = [
+        lambda: [rival.delete(rival.get(LogicalSwitch, id)) for id in made if id not in kept]
+    ]
+
+    def fetch_next_page(self: Any) -> Any:
+        if hook:
+            hook.pop()()
+        return fetch(self)
+
+    monkeypatch.setattr(snapshot, "FIRST_READ", 1)  # below the driver's fetch size, as 2,000 is below 5,000
+    monkeypatch.setattr(session, "default_fetch_size", 2)
+    monkeypatch.setattr(ResultSet, "fetch_next_page", fetch_next_page)
+    page = db.list(LogicalSwitch, limit=20)
+    monkeypatch.undo()
+    assert not hook, "the read was fetched in driver pages"
+    assert sorted(s.id for s in page) == sorted(made) and page.continue_token is None

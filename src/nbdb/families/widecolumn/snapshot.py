@@ -43,7 +43,11 @@ State = dict[RefKey, tuple[int, bytes]]
 FIRST_READ = 2000
 """Objects of a table in a partition read in the first round; a table with more has the rest of its ids
 split into :data:`SPLITS` ranges, read together: the server reads them on several cores (a cold load of
-10,000 ports in one Cassandra partition: one driver-paged read of 100-160 ms)."""
+10,000 ports in one Cassandra partition: one driver-paged read of 100-160 ms).
+
+It stays below the driver's fetch size (5,000 rows): a read of at most FIRST_READ rows is one response,
+all its rows carrying the same last_rev. A larger read may come in several driver pages, each read when
+the previous one is consumed; ``scan_page`` reads the partition's last_rev again after such a read."""
 SPLITS = 4
 
 
