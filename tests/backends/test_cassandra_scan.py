@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.events import EventKind
-from nbdb.models import LogicalSwitch
+from nbdb.models import LogicalRouter, LogicalSwitch
 from nbdb.testing import fixtures
 from nbdb.testing.cassandra import CassandraServer
 
@@ -156,3 +156,167 @@ def test_random_ids_are_split_about_evenly() -> None:
         for lo, hi in zip([uuid_order(ids[999]), *bounds], [*bounds, (99,)], strict=True)
     ]
     assert len(sizes) == 4 and all(1400 < size < 2100 for size in sizes), sizes
+
+
+class OneAtATime(ForwardingStore):
+    """Runs the listing's first round (``Q_PAGE`` reads) one read after another, calling ``hook`` once
+    after the first of them: the order in which a server may answer reads sent together."""
+
+    def __init__(self, real: Any, hook: Callable[[], None]) -> None:
+        super().__init__(real)
+        self.hook: Callable[[], None] | None = hook
+
+    def start_reads(self, reads: Sequence[tuple[Select, Sequence[Any]]], *, serial: bool = False) -> PendingReads:
+        if self.hook is None or not any(query == layout.Q_PAGE for query, _ in reads):
+            return self.real.start_reads(reads, serial=serial)
+        rows: list[list[Any]] = []
+        for read in reads:
+            rows += self.real.start_reads([read], serial=serial).result()
+            if self.hook is not None:
+                hook, self.hook = self.hook, None
+                hook()
+        return _Read(rows)
+
+
+class _Read(PendingReads):
+    def __init__(self, rows: list[list[Any]]) -> None:
+        self.rows = rows
+
+    def result(self) -> list[list[Any]]:
+        return self.rows
+
+
+def test_a_table_emptied_while_another_was_read_is_listed_as_it_was(open_db: Callable[[], nbdb.Database]) -> None:
+    # Two tables of one partition are read together; the server answers the switches' read, then a rival
+    # deletes the partition's only router, then the routers' read comes back empty: it carries no last_rev,
+    # and the switches' rows carry the one from before the delete. The router existed at the scan's
+    # revision: it must be listed (and the watch from that revision then tells its delete).
+    db, rival = open_db(), open_db()
+    switch = db.create(LogicalSwitch(name="s", topic="t"))
+    router = db.create(LogicalRouter(name="r", topic="t"))
+    revision = db.list(LogicalSwitch).revision
+    fam = family(db)
+    fam.partitions.store = OneAtATime(fam.partitions.store, lambda: rival.delete(router))
+    snap = fam.scan([LogicalSwitch.nbdb_table, LogicalRouter.nbdb_table], None)
+    assert snap.revision == revision
+    assert sorted(r.id for r in snap.records) == sorted([switch.id, router.id])
+    with rival.watch(LogicalRouter, since=snap.revision) as watch:
+        events = watch.poll(10)
+    assert [(e.kind, e.old.id) for e in events] == [(EventKind.DELETED, router.id)]  # type: ignore[union-attr]
+
+
+def odd_ids() -> list[uuid.UUID]:
+    """Ids another writer may have stored: every version nibble, other variants, the edges of the order."""
+    rnd = uuid.uuid4().int
+    ids = [uuid.uuid1(), uuid.uuid1(), uuid.uuid3(uuid.NAMESPACE_DNS, "a"), uuid.uuid5(uuid.NAMESPACE_DNS, "b")]
+    for version in range(16):
+        for variant in (0, 0b10, 0b110, 0b111):
+            value = rnd ^ (version * 7919 + variant)  # different bits per id
+            value = value & ~(0xF << 76) | version << 76
+            value = value & ~(0b111 << 61) | (variant << 61 if variant > 0b10 else variant << 62)
+            ids.append(uuid.UUID(int=value))
+    top = (0xFFFF_FFFF_FFFF_4FFF << 64) | _RANDOM_VARIANT
+    ids += [uuid.UUID(int=top), uuid.UUID(int=top - 1), uuid.UUID(int=(1 << 128) - 1), uuid.UUID(int=0)]
+    ids += [uuid.uuid4() for _ in range(30)]
+    return list(dict.fromkeys(ids))
+
+
+_RANDOM_VARIANT = 0x8000_0000_0000_0000
+
+
+def test_a_listing_holds_odd_ids_once_wherever_the_first_read_ends(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = open_db()
+    made = set()
+    for id in odd_ids():
+        made.add(db.create(LogicalSwitch(id=id, name="s", topic="t")).id)
+    fam = family(db)
+    table = LogicalSwitch.nbdb_table
+
+    @settings(max_examples=60, deadline=None)
+    @given(first=st.integers(1, len(made) + 2), splits=st.integers(1, 6))
+    def listing(first: int, splits: int) -> None:
+        monkeypatch.setattr(snapshot, "FIRST_READ", first)
+        monkeypatch.setattr(snapshot, "SPLITS", splits)
+        ids = [r.id for r in fam.scan([table], None).records]
+        assert len(ids) == len(set(ids)) and set(ids) == made
+
+    listing()
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["create", "update", "delete"]), st.integers(0, 10_000)), max_size=12)
+
+
+def test_a_listing_is_the_state_at_its_revision_whatever_a_rival_commits_between_its_reads(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, rival = open_db(), open_db()
+    for i in range(12):
+        db.create(LogicalSwitch(name=f"s{i}", topic="t"))
+    db.create(LogicalRouter(name="r", topic="t"))
+    fam = family(db)
+    real = fam.partitions.store
+    tables = [LogicalSwitch.nbdb_table, LogicalRouter.nbdb_table]
+
+    @settings(max_examples=25, deadline=None)
+    @given(first=st.integers(1, 14), splits=st.integers(1, 5), one_by_one=st.booleans(), ops=_OPS)
+    def listing(first: int, splits: int, one_by_one: bool, ops: list[tuple[str, int]]) -> None:
+        monkeypatch.setattr(snapshot, "FIRST_READ", first)
+        monkeypatch.setattr(snapshot, "SPLITS", splits)
+        fam.partitions.store = real
+        before = fam.scan(tables, None)  # no rival yet: the state at its revision
+        expected = sorted((r.table, r.id, r.version, r.data) for r in before.records)
+
+        def rival_commits() -> None:
+            for op, n in ops:
+                objs = sorted([*rival.list(LogicalSwitch), *rival.list(LogicalRouter)], key=lambda o: o.id)
+                if op == "create" or not objs:
+                    model = LogicalRouter if n % 3 == 0 else LogicalSwitch
+                    rival.create(model(name=f"n{n}", topic="t"))
+                elif op == "update":
+                    obj = objs[n % len(objs)]
+                    rival.update(obj.model_copy(update={"name": f"u{n}"}))
+                else:
+                    rival.delete(objs[n % len(objs)])
+
+        wrapper = OneAtATime if one_by_one else BetweenRounds
+        fam.partitions.store = wrapper(real, rival_commits)
+        snap = fam.scan(tables, None)
+        fam.partitions.store = real
+        assert snap.revision == before.revision
+        assert sorted((r.table, r.id, r.version, r.data) for r in snap.records) == expected
+
+    listing()
+
+
+def test_a_page_the_driver_fetches_in_parts_is_at_the_listings_revision(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page of more objects than the driver fetches at once (5,000 by default: db.list(limit=10_000)) is one
+    # read answered in several driver pages. A rival deletes every object after the first driver page before
+    # the next one is fetched: that one comes back empty, carrying no last_rev, and the first carries the one
+    # from before the deletes. The page must still hold every object of the listing's revision.
+    from cassandra.cluster import ResultSet
+
+    db, rival = open_db(), open_db()
+    made = [db.create(LogicalSwitch(name=f"s{i}", topic="t")).id for i in range(12)]
+    kept = sorted(made, key=uuid_order)[:2]
+    session = family(db).partitions.store.session  # type: ignore[attr-defined]
+    fetch = ResultSet.fetch_next_page
+    hook: list[Callable[[], None]] = [
+        lambda: [rival.delete(rival.get(LogicalSwitch, id)) for id in made if id not in kept]
+    ]
+
+    def fetch_next_page(self: Any) -> Any:
+        if hook:
+            hook.pop()()
+        return fetch(self)
+
+    monkeypatch.setattr(snapshot, "FIRST_READ", 1)  # below the driver's fetch size, as 2,000 is below 5,000
+    monkeypatch.setattr(session, "default_fetch_size", 2)
+    monkeypatch.setattr(ResultSet, "fetch_next_page", fetch_next_page)
+    page = db.list(LogicalSwitch, limit=20)
+    monkeypatch.undo()
+    assert not hook, "the read was fetched in driver pages"
+    assert sorted(s.id for s in page) == sorted(made) and page.continue_token is None

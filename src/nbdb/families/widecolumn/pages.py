@@ -32,6 +32,7 @@ from typing import Any
 from nbdb import errors, page_token
 from nbdb.families import rules
 from nbdb.families.widecolumn import layout as L
+from nbdb.families.widecolumn import snapshot
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import Row
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
@@ -139,8 +140,13 @@ def scan_page(
             end = rows[-1].id if full else None
             state: State = {(table, row.id): (row.version, row.data or b"") for row in rows if row.version is not None}
             newest = max((row.last_rev for row in rows if row.last_rev is not None), default=None)
-            if newest is None:
-                newest = p.last_rev(part)
+            if newest is None or need > snapshot.FIRST_READ:
+                # An empty read carries no last_rev. A read of more than FIRST_READ objects may come in
+                # several driver pages (5,000 rows each by default), each read when the previous one is
+                # consumed: commits between them show in no row when the later pages come back empty.
+                # So the partition's last_rev is read again, after the objects.
+                again = p.last_rev(part)
+                newest = max((rev for rev in (newest, again) if rev is not None), default=None)
             if newest is not None and newest > revision:
                 if changes is None:
                     # Serial: a commit the read of the objects showed is certainly among them.

@@ -5,7 +5,9 @@ For each partition, in as few rounds as possible (every partition at once):
 
 1. ``last_rev`` is read; a partition below R is *sealed* at R, so no commit at
    or below R can land there afterwards (a partition at or above R already is);
-2. its objects are read, each row carrying the partition's ``last_rev`` L;
+2. its objects are read, each row carrying the partition's ``last_rev`` L (a
+   partition whose reads were several rounds, or with a table read empty, has
+   its ``last_rev`` read again after them: an empty read carries none);
 3. if L > R, the commits above R that the read caught are undone from their
    change rows (each holds the old value).
 
@@ -41,7 +43,11 @@ State = dict[RefKey, tuple[int, bytes]]
 FIRST_READ = 2000
 """Objects of a table in a partition read in the first round; a table with more has the rest of its ids
 split into :data:`SPLITS` ranges, read together: the server reads them on several cores (a cold load of
-10,000 ports in one Cassandra partition: one driver-paged read of 100-160 ms)."""
+10,000 ports in one Cassandra partition: one driver-paged read of 100-160 ms).
+
+It stays below the driver's fetch size (5,000 rows): a read of at most FIRST_READ rows is one response,
+all its rows carrying the same last_rev. A larger read may come in several driver pages, each read when
+the previous one is consumed; ``scan_page`` reads the partition's last_rev again after such a read."""
 SPLITS = 4
 
 
@@ -126,13 +132,17 @@ def scan(
                     rest.append((part, i))
                 reads.append((L.Q_LIST_AFTER, (p.ns, part, L.OBJECT, 0, table, lows[-1])))
                 rest.append((part, i))
-    seen_last: dict[str, int | None] = {}
     if reads:
         for (part, i), rows in zip(rest, p.store.select_many(reads), strict=True):
             rows_of[part][i] = rows_of[part][i] + rows
-        split = sorted({part for part, _ in rest})
-        for part, rows in zip(split, p.store.select_many([(L.Q_LAST, (p.ns, part)) for part in split]), strict=True):
-            seen_last[part] = rows[0].last_rev if rows else None
+    # A read that returned no row carried no last_rev, and the reads of a partition are answered in any
+    # order: a commit that emptied a table after another table was read shows in none of the rows. So a
+    # partition read in ranges, or with a table that came back empty, has its last_rev read again now,
+    # after its whole listing, all in one round.
+    again = sorted({part for part, _ in rest} | {part for part in parts if not all(rows_of[part])})
+    seen_last: dict[str, int | None] = {}
+    for part, rows in zip(again, p.store.select_many([(L.Q_LAST, (p.ns, part)) for part in again]), strict=True):
+        seen_last[part] = rows[0].last_rev if rows else None
     for part in parts:
         part_rows = rows_of[part]
         # last_rev is a static column: every row carries the partition's, as it was when its page was read.
@@ -140,10 +150,6 @@ def scan(
         revs.add(seen_last.get(part))
         revs.discard(None)
         seen_last[part] = max(revs, default=None)
-    # A partition whose read returned no row carried no last_rev: read it now (after the listing).
-    empty = [part for part, last in seen_last.items() if last is None]
-    for part, rows in zip(empty, p.store.select_many([(L.Q_LAST, (p.ns, part)) for part in empty]), strict=True):
-        seen_last[part] = rows[0].last_rev if rows else None
 
     caught = [part for part, last in seen_last.items() if last is not None and last > revision]
     changes = p.store.select_many(
