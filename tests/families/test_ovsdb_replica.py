@@ -97,7 +97,7 @@ def _rendered_when_applied(replica: Replica, ids: list[uuid.UUID], monkeypatch: 
     real = replica_module.render
     monkeypatch.setattr(replica_module, "render", lambda tm, id, *a: rendered.add(id) or real(tm, id, *a))
     replica.apply(NB, _switches(ids))
-    assert {id for (_, id) in replica.records} == set(ids)
+    assert {rec.id for rec in replica.records.values()} == set(ids)
     return rendered
 
 
