@@ -365,7 +365,7 @@ def test_a_topic_filtered_cache_receives_only_its_topics_rows(server: OvsdbModel
             replicas = agent.backend._driver.replicas()  # type: ignore[attr-defined]
             assert len(replicas) == 1
             rows = replicas[0].views["OVN_Northbound"].rows
-            assert set(rows.get("Logical_Switch_Port", {})) == {mine.id}
+            assert set(rows.get("Logical_Switch_Port", {})) == {mine.id.int}
             assert not rows.get("Logical_Switch"), "the switch (another topic) was sent"
 
 

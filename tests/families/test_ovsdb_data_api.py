@@ -85,7 +85,7 @@ def play(replica: Replica, db: str, ops: list[dict[str, Any]]) -> None:
             state[key].update({c: cell_from_wire(types[c], d) for c, d in op["row"].items() if c in types})
             continue
         key = (table, _where_id(op))
-        row = state[key] if key in state else copy.deepcopy(view.rows[table].get(key[1]))
+        row = state[key] if key in state else copy.deepcopy(view.rows[table].get(key[1].int))
         assert row is not None, f"{kind} of a missing row {key}"
         if kind == "delete":
             state[key] = None
@@ -98,7 +98,7 @@ def play(replica: Replica, db: str, ops: list[dict[str, Any]]) -> None:
             state[key] = row
     updates: dict[str, dict[str, Any]] = {}
     for (table, id), new in state.items():
-        old = view.rows[table].get(id)
+        old = view.rows[table].get(id.int)
         types = view.types[table]
         if new is None:
             change: dict[str, Any] = {"delete": None}

@@ -369,7 +369,7 @@ def test_the_wire_form_kept_for_a_row_is_nothing_the_collector_tracks(
         replica.expect(plan.written)
     _applied(replica, plan.ops)
     gc.collect()
-    kept = replica._wires[("LogicalSwitchPort", port.id)]
+    kept = replica._wires[("LogicalSwitchPort", port.id.int)]
     assert not gc.is_tracked(kept)
     assert not [r for r in gc.get_referents(kept) if gc.is_tracked(r)]
     with replica.cond:

@@ -97,7 +97,7 @@ def _rendered_when_applied(replica: Replica, ids: list[uuid.UUID], monkeypatch: 
     real = replica_module.render
     monkeypatch.setattr(replica_module, "render", lambda tm, id, *a: rendered.add(id) or real(tm, id, *a))
     replica.apply(NB, _switches(ids))
-    assert {id for (_, id) in replica.records} == set(ids)
+    assert {rec.id for rec in replica.records.values()} == set(ids)
     return rendered
 
 
@@ -230,3 +230,35 @@ def test_a_whole_state_is_behind_when_nbdb_versions_in_it_went_back(replica: Rep
     assert "nbdb version 1" in (replica.behind(NB, older) or "")
     assert replica.behind(NB, same) is None
     assert replica.behind(NB, newer) is None  # a row it lacks, or one further on: not behind as far as it shows
+
+
+def test_applying_a_change_hashes_no_id_in_python_but_the_references(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A uuid.UUID hashes and compares in Python: the rows, records, states and versions are keyed by
+    # its int, so only the references index (RefKeys, which the planner and errors name objects by)
+    # hashes one. Keyed by the UUID, each change applied made 17 hashes and 13 compares here.
+    switch = uuid.uuid4()
+    replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch("sw")}}})
+    port = _add_port(replica, switch, "p1")
+    calls = {"hash": 0, "eq": 0}
+    real_hash, real_eq = uuid.UUID.__hash__, uuid.UUID.__eq__
+
+    def counted_hash(self: uuid.UUID) -> int:
+        calls["hash"] += 1
+        return real_hash(self)
+
+    def counted_eq(self: uuid.UUID, other: object) -> bool:
+        calls["eq"] += 1
+        return real_eq(self, other)
+
+    monkeypatch.setattr(uuid.UUID, "__hash__", counted_hash)
+    monkeypatch.setattr(uuid.UUID, "__eq__", counted_eq)
+    for i in range(10):
+        change = {"modify": {"addresses": f"0a:00:00:00:00:0{i} 10.0.0.{i}"}}
+        replica.apply(NB, {"Logical_Switch_Port": {str(port): change}})
+    monkeypatch.undo()
+    record = replica.record("LogicalSwitchPort", port)
+    assert record is not None and record.version == 11
+    assert b"10.0.0.9" in record.data
+    assert calls["hash"] <= 2 * 10 and calls["eq"] <= 10, calls

@@ -22,7 +22,10 @@ __all__ = ["modify_diff", "server_update"]
 def modify_diff(replica: Replica, database: str, table: str, row_id: str, new: dict[str, Any]) -> dict[str, Any]:
     """The ``modify`` of a full-column update of ``row_id`` (maps and sets as the server toggles them)."""
     view = replica.views[database]
-    old = view.rows[table][uuid.UUID(row_id)]
+    rows: Any = view.rows[table]
+    # Keyed by the id's int since the replica hashes ids in C; by the uuid.UUID in older checkouts.
+    id = uuid.UUID(row_id)
+    old = rows[id.int] if id.int in rows else rows[id]
     out = {}
     for column, datum in new.items():
         ctype = view.types[table][column]

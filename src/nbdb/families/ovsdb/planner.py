@@ -266,11 +266,14 @@ def plan_commit(
             _plan_delete(plan, stages, mapping, tm, op, old_parents)
             new_refs[key] = frozenset()
             plan.versions.append(0)
+    # The empty sets and the one-element sorts are skipped, not asked: a RefKey hashes its uuid.UUID in
+    # Python, and str() of one renders it (a single create's target made four such calls for nothing).
     for key, refs in new_refs.items():
-        old = replica.refs.get(key, frozenset()) if key not in created else frozenset()
-        for target in sorted(refs - old, key=str):
+        old = replica.refs.get(key, frozenset()) if not (created and key in created) else frozenset()
+        added = refs - old
+        for target in sorted(added, key=str) if len(added) > 1 else added:
             _check_target(plan, stages, mapping, replica, key, target, deleted, created, mortal)
-    for target in sorted(deleted, key=str):
+    for target in sorted(deleted, key=str) if len(deleted) > 1 else deleted:
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
     for op_json, reason in stages.ops():
         plan.ops.append(op_json)
@@ -369,7 +372,7 @@ def _plan_put(
         )
     for name, (ptable, pcol) in tm.parents.items():
         before, after = old_parents.get(name), parents.get(name)
-        if before == after:
+        if (None if before is None else before.int) == (None if after is None else after.int):  # compared in C
             continue
         if before is not None:
             stages.move_member((ptable, before, pcol, "delete"), op.id, key)
@@ -486,13 +489,13 @@ def _check_target(
     created: set[RefKey],
     mortal: set[RefKey],
 ) -> None:
-    if target in deleted:
+    if deleted and target in deleted:
         raise rules.deleted_alongside(key, target)
-    if target in mortal:
+    if mortal and target in mortal:
         raise rules.ttl_referenced(key, target)
-    if target in created or target in stages.targets:
+    if (created and target in created) or (stages.targets and target in stages.targets):
         return
-    if target in replica.expiring:
+    if replica.expiring and target in replica.expiring:
         # A ttl is given at creation and kept for life: what the replica shows of it is exact.
         raise rules.ttl_referenced(key, target)
     ttm = mapping.get(target[0])

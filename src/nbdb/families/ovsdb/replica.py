@@ -45,6 +45,14 @@ from nbdb.spi import Record, RecordChange, RefKey
 
 _new_tuple = tuple.__new__
 
+IdKey = tuple[str, int]
+"""A table and an object's id as its int: how the replica keys what it holds by id.
+
+A ``uuid.UUID`` hashes and compares in Python (``UUID.__hash__``, ``__eq__``: about 30 calls of
+each per update when rows, records and the rows a commit wrote were keyed by it); its ``int`` does
+both in C. The public reads (:meth:`Replica.record`, :meth:`Replica.row`, ...) take the id as a
+``uuid.UUID`` still and hand back the same records."""
+
 __all__ = ["Replica", "RevisionClock"]
 
 log = logging.getLogger(__name__)
@@ -107,11 +115,12 @@ class _View:
         # set of children) leaves the parent's record as it is.
         self.rendered = {table: {c for tm in maps for c in tm.monitored_columns()} for table, maps in self.maps.items()}
         self.links = {ptable: links for (pdb, ptable), links in mapping.links.items() if pdb == db}
-        self.rows: dict[str, dict[uuid.UUID, Row]] = {table: {} for table in self.types}
-        self.parents: dict[tuple[str, uuid.UUID], dict[str, uuid.UUID]] = {}
+        # Keyed by the id's int (see IdKey).
+        self.rows: dict[str, dict[int, Row]] = {table: {} for table in self.types}
+        self.parents: dict[IdKey, dict[str, uuid.UUID]] = {}
         # (child table, child, field) -> every parent row whose set holds the child, kept only while
         # more than one does (another writer added the child to a second parent's set; nbdb never does).
-        self.shared: dict[tuple[str, uuid.UUID, str], set[uuid.UUID]] = {}
+        self.shared: dict[tuple[str, int, str], set[uuid.UUID]] = {}
 
     def decode(self, table: str, wire: Mapping[str, Any]) -> Row:
         types = self.types[table]
@@ -132,7 +141,7 @@ class _View:
         column: str,
         added: Iterable[Any],
         removed: Iterable[Any],
-        touched: set[RefKey],
+        touched: dict[IdKey, uuid.UUID],
     ) -> None:
         for link in self.links.get(table, ()):
             if link.column != column:
@@ -142,8 +151,9 @@ class _View:
                 cid = _uuid(member)
                 if cid is None:
                     continue
-                held = self.parents.get((child_table, cid))
-                others = self.shared.get((child_table, cid, link.field))
+                n = cid.int
+                held = self.parents.get((child_table, n))
+                others = self.shared.get((child_table, n, link.field))
                 if others is not None:
                     others.discard(parent)
                 if held is not None and held.get(link.field) == parent:
@@ -154,37 +164,40 @@ class _View:
                     else:
                         del held[link.field]
                         if not held:
-                            del self.parents[(child_table, cid)]
+                            del self.parents[(child_table, n)]
                 if others is not None and len(others) < 2:
-                    del self.shared[(child_table, cid, link.field)]
-                touched.add((link.child.table, cid))
+                    del self.shared[(child_table, n, link.field)]
+                touched[(link.child.table, n)] = cid
             for member in added:
                 cid = _uuid(member)
                 if cid is None:
                     continue
-                held = self.parents.setdefault((child_table, cid), {})
+                n = cid.int
+                held = self.parents.setdefault((child_table, n), {})
                 before = held.get(link.field)
                 if before is not None and before != parent:
                     # Another writer put the child in a second parent's set: the model has one parent.
-                    self.shared.setdefault((child_table, cid, link.field), {before}).add(parent)
+                    self.shared.setdefault((child_table, n, link.field), {before}).add(parent)
                 else:
                     held[link.field] = parent
-                touched.add((link.child.table, cid))
+                touched[(link.child.table, n)] = cid
 
-    def put(self, table: str, id: uuid.UUID, row: Row | None, touched: set[RefKey]) -> None:
+    def put(self, table: str, id: uuid.UUID, row: Row | None, touched: dict[IdKey, uuid.UUID]) -> None:
         """Store (or with None remove) a whole row."""
         rows = self.rows.setdefault(table, {})
-        old = rows.pop(id, None)
+        old = rows.pop(id.int, None)
         if row is not None:
-            rows[id] = row
+            rows[id.int] = row
         for column in {link.column for link in self.links.get(table, ())}:
             before = _members(old, column)
             after = _members(row, column)
             self._link(table, id, column, after - before, before - after, touched)
 
-    def modify(self, table: str, id: uuid.UUID, diff: Mapping[str, Any], touched: set[RefKey]) -> bool | None:
+    def modify(
+        self, table: str, id: uuid.UUID, diff: Mapping[str, Any], touched: dict[IdKey, uuid.UUID]
+    ) -> bool | None:
         """Apply an update2 ``modify``: None if the row is unknown, else whether its record may change."""
-        row = self.rows.get(table, {}).get(id)
+        row = self.rows.get(table, {}).get(id.int)
         if row is None:
             return None
         types = self.types[table]
@@ -215,7 +228,7 @@ def _hinted_parents(view: _View, tm: TableMap, row: Row) -> dict[str, uuid.UUID]
     out = {}
     for name, (ptable, _column) in tm.parents.items():
         parent = _uuid(ext.get(EXT_PARENT + name, ""))
-        if parent is not None and parent not in view.rows.get(ptable, {}):
+        if parent is not None and parent.int not in view.rows.get(ptable, {}):
             out[name] = parent
     return out
 
@@ -272,11 +285,12 @@ class Replica:
         self.clock = clock or RevisionClock()
         self.cond = threading.Condition(threading.RLock())
         self.views = {db: _View(mapping, db) for db in mapping.databases()}
-        self.records: dict[RefKey, Record] = {}
-        self.states: dict[RefKey, RowState] = {}
+        # Keyed by the id's int (see IdKey); the records hold the ids as uuid.UUID.
+        self.records: dict[IdKey, Record] = {}
+        self.states: dict[IdKey, RowState] = {}
         self.refs: dict[RefKey, frozenset[RefKey]] = {}
         self.referrers: dict[RefKey, set[RefKey]] = {}
-        self.changed_at: dict[RefKey, int] = {}
+        self.changed_at: dict[IdKey, int] = {}
         self.expiring: dict[RefKey, float] = {}
         """Objects created with a ttl -> the wall-clock time after which they may be reaped."""
         self.created_after = self.clock.now()
@@ -289,7 +303,7 @@ class Replica:
         self.history_limit = history
         self.synced: set[str] = set()
         self.last_txn: dict[str, str] = {}
-        self._written: OrderedDict[RefKey, Written] = OrderedDict()
+        self._written: OrderedDict[IdKey, Written] = OrderedDict()
         """Key -> a row as a commit of this client wrote it, its parents, document and wire form (see
         :meth:`expect`), oldest first."""
         self._value: object = None
@@ -298,7 +312,7 @@ class Replica:
         """The changes just applied carry stored copies, until the sinks were handed them (see :meth:`_drop_values`)."""
         self._sinks: list[Sink] = []
         """Streams handed their changes by the thread that applies each transaction (see :meth:`add_sink`)."""
-        self._wires: OrderedDict[RefKey, bytes] = OrderedDict()
+        self._wires: OrderedDict[IdKey, bytes] = OrderedDict()
         """Key -> the wire form of a row that reads as a commit of this client wrote it (see
         :meth:`stored_wire`), as :func:`.rows.to_keep` keeps it: kept from that commit's plan until
         the row changes again, at most :data:`_WRITTEN_LIMIT` of them (the most recently confirmed)."""
@@ -307,19 +321,19 @@ class Replica:
 
     def record(self, table: str, id: uuid.UUID) -> Record | None:
         """The record of ``table/id`` (call under ``cond``)."""
-        return self.records.get((table, id))
+        return self.records.get((table, id.int))
 
     def row(self, tm: TableMap, id: uuid.UUID) -> Row | None:
         """The row holding ``tm``'s object ``id`` (call under ``cond``)."""
-        return self.views[tm.db].rows.get(tm.db_table, {}).get(id)
+        return self.views[tm.db].rows.get(tm.db_table, {}).get(id.int)
 
     def parents_of(self, tm: TableMap, id: uuid.UUID) -> dict[str, uuid.UUID]:
         """The parents of a child row, by reference field (call under ``cond``)."""
-        return dict(self.views[tm.db].parents.get((tm.db_table, id), {}))
+        return dict(self.views[tm.db].parents.get((tm.db_table, id.int), {}))
 
     def parents_view(self, tm: TableMap, id: uuid.UUID) -> Mapping[str, uuid.UUID]:
         """:meth:`parents_of` without the copy: the replica's own map, to read under ``cond`` and not keep."""
-        return self.views[tm.db].parents.get((tm.db_table, id), _NO_PARENTS)
+        return self.views[tm.db].parents.get((tm.db_table, id.int), _NO_PARENTS)
 
     def select(self, tables: Collection[str], topics: Collection[str | None] | None) -> list[Record]:
         """Every record of ``tables`` (in ``topics``)."""
@@ -338,7 +352,7 @@ class Replica:
         form that commit's plan made: a compare-and-swap of it (the next
         update of an object, typically) need not encode every column again.
         """
-        wire = self._wires.get((tm.table, id))
+        wire = self._wires.get((tm.table, id.int))
         return stored_columns(tm, row) if wire is None else kept_wire(wire)
 
     def expect(self, written: Mapping[RefKey, Written]) -> None:
@@ -355,7 +369,8 @@ class Replica:
         render its rows again on the monitor's thread).
         """
         kept = self._written
-        for key, entry in written.items():
+        for (table, id), entry in written.items():
+            key = (table, id.int)
             kept.pop(key, None)  # written again: as new as this commit
             kept[key] = entry
         for _ in range(len(kept) - max(_WRITTEN_LIMIT, len(written))):
@@ -398,7 +413,7 @@ class Replica:
                     break
                 new = change.new
                 if new is not None and new.value is not None:
-                    plain = records.get((change.table, change.id)) or _new_tuple(Record, (*new[:5], None))
+                    plain = records.get((change.table, change.id.int)) or _new_tuple(Record, (*new[:5], None))
                     history[i] = _new_tuple(RecordChange, (*change[:4], plain, *change[5:]))
 
     # ---------------------------------------------------------------- the monitor's side
@@ -409,7 +424,7 @@ class Replica:
             view = self.views.get(db)
             if view is None:
                 return
-            touched: set[RefKey] = set()
+            touched: dict[IdKey, uuid.UUID] = {}
             for table, rows in updates.items():
                 if table not in view.types or not isinstance(rows, dict):
                     continue
@@ -430,7 +445,9 @@ class Replica:
                     else:
                         wire = change.get("insert", change.get("initial"))
                         view.put(table, id, view.decode(table, wire or {}), touched)
-                    touched.update((tm.table, id) for tm in maps)
+                    n = id.int
+                    for tm in maps:
+                        touched[(tm.table, n)] = id
             self._settle(db, touched, synthetic)
             if txn is not None:
                 self.last_txn[db] = txn
@@ -444,23 +461,27 @@ class Replica:
             view = self.views.get(db)
             if view is None:
                 return
-            touched: set[RefKey] = set()
+            touched: dict[IdKey, uuid.UUID] = {}
             for table in view.types:
                 rows = updates.get(table) or {}
-                fresh: dict[uuid.UUID, Row] = {}
+                fresh: dict[int, tuple[uuid.UUID, Row]] = {}
                 for id_text, change in rows.items():
                     id = _uuid(id_text)
                     if id is not None and isinstance(change, dict):
-                        fresh[id] = view.decode(table, change.get("initial", change.get("insert")) or {})
+                        row = view.decode(table, change.get("initial", change.get("insert")) or {})
+                        fresh[id.int] = (id, row)
                 current = view.rows.get(table, {})
                 maps = view.maps.get(table, ())
-                for id in [i for i in current if i not in fresh]:
-                    view.put(table, id, None, touched)
-                    touched.update((tm.table, id) for tm in maps)
-                for id, row in fresh.items():
-                    if current.get(id) != row:
+                for n in [i for i in current if i not in fresh]:
+                    gone = uuid.UUID(int=n)
+                    view.put(table, gone, None, touched)
+                    for tm in maps:
+                        touched[(tm.table, n)] = gone
+                for n, (id, row) in fresh.items():
+                    if current.get(n) != row:
                         view.put(table, id, row, touched)
-                        touched.update((tm.table, id) for tm in maps)
+                        for tm in maps:
+                            touched[(tm.table, n)] = id
             self._settle(db, touched, db in self.synced)
             if txn is not None:
                 self.last_txn[db] = txn
@@ -485,7 +506,7 @@ class Replica:
                     continue
                 for id_text, change in rows.items():
                     id = _uuid(id_text)
-                    row = None if id is None else current.get(id)
+                    row = None if id is None else current.get(id.int)
                     if row is None or not isinstance(change, dict):
                         continue
                     wire = (change.get("initial") or change.get("insert") or {}).get(EXTERNAL_IDS)
@@ -496,24 +517,24 @@ class Replica:
                         return f"{table} {id} is at nbdb version {theirs} there, already seen at {ours}"
         return None
 
-    def _render(self, tm: TableMap, id: uuid.UUID) -> Doc | None:
-        """The document of ``tm``'s row ``id`` as it is now (None: no such object here); called for every
-        row an update touched, so the wire form kept for it goes unless the row reads as written again."""
-        self._wires.pop((tm.table, id), None)
-        view = self.views[tm.db]
-        row = view.rows.get(tm.db_table, {}).get(id)
+    def _render(self, tm: TableMap, id: uuid.UUID, row: Row | None) -> Doc | None:
+        """The document of ``tm``'s row ``id`` (``row`` here, None: no such object) as it is now; called for
+        every row an update touched, so the wire form kept for it goes unless the row reads as written again."""
+        n = id.int
+        key = (tm.table, n)
+        self._wires.pop(key, None)
         if row is None:
             return None
-        parents = view.parents.get((tm.db_table, id), {})
+        view = self.views[tm.db]
+        parents = view.parents.get((tm.db_table, n), {})
         if tm.parents and not parents:
             parents = _hinted_parents(view, tm, row)
             if not parents:
                 # A child whose parent does not hold it (about to be collected by the server).
                 return None
-        key = (tm.table, id)
         written = self._written.pop(key, None)
         shared = (
-            [(name, sorted(held)) for name in tm.parents if (held := view.shared.get((tm.db_table, id, name)))]
+            [(name, sorted(held)) for name in tm.parents if (held := view.shared.get((tm.db_table, n, name)))]
             if view.shared
             else []
         )
@@ -538,7 +559,7 @@ class Replica:
                 wires.popitem(last=False)
         return doc
 
-    def _settle(self, db: str, touched: set[RefKey], synthetic: bool) -> None:
+    def _settle(self, db: str, touched: dict[IdKey, uuid.UUID], synthetic: bool) -> None:
         """Turn the touched rows into record changes of one new revision.
 
         An update is one server transaction only as long as the server flushed
@@ -553,41 +574,45 @@ class Replica:
         revision = self.clock.tick()
         out: list[RecordChange] = []
         merged: RefKey | None = None
-        for key in touched:
-            tm = self.mapping.tables.get(key[0])
+        views = self.views
+        for key, id in touched.items():
+            table = key[0]
+            tm = self.mapping.tables.get(table)
             if tm is None:
                 continue
             old = self.records.get(key)
             self._value = None
-            doc = self._render(tm, key[1])
-            self._index_expiry(tm, key, doc is not None)
+            row = views[tm.db].rows.get(tm.db_table, {}).get(key[1])
+            doc = self._render(tm, id, row)
+            ref = (table, id)
+            self._index_expiry(ref, None if doc is None else row)
             if doc is None:
                 if old is None:
                     continue
                 del self.records[key]
                 del self.states[key]
-                self._index_refs(key, frozenset())
-                self.versions.forget(*key)
+                self._index_refs(ref, frozenset())
+                self.versions.forget(table, key[1])
                 self.changed_at[key] = revision
-                out.append(RecordChange(key[0], key[1], old.topic, old, None, revision, synthetic))
+                out.append(RecordChange(table, old.id, old.topic, old, None, revision, synthetic))
                 continue
             before = self.states.get(key) if old is not None else None
             if old is not None and before == doc.state:
                 continue
-            if merged is None and not (synthetic or initial) and _commits_since(before, self.row(tm, key[1])) > 1:
-                merged = key
-            version = self.versions.version(key[0], key[1], doc.state)
-            new = Record(key[0], key[1], doc.topic, version, doc.data)
+            if merged is None and not (synthetic or initial) and _commits_since(before, row) > 1:
+                merged = ref
+            version = self.versions.version(table, key[1], doc.state)
+            new = Record(table, id, doc.topic, version, doc.data)
             self.records[key] = new
             self.states[key] = doc.state
-            self._index_refs(key, doc.refs)
+            self._index_refs(ref, doc.refs)
             self.changed_at[key] = revision
             value: Any = self._value
             if (
                 value is not None
                 and self._sinks
                 and value.version == version
-                and value.id.int == key[1].int
+                and value.id.int == key[1]
                 and value.topic == doc.topic
             ):
                 # The row reads back as this client's commit wrote it, and its document is the stored
@@ -595,11 +620,11 @@ class Replica:
                 # readers decoding into its model share (nbdb.codec.decode) rather than validate it
                 # again. Only that hand-over (see _drop_values): the records (a list, a cache's load)
                 # and the kept history (a watch's poll) hold the bytes alone.
-                shared = _new_tuple(Record, (key[0], key[1], doc.topic, version, doc.data, value))
-                out.append(_new_tuple(RecordChange, (key[0], key[1], new.topic, old, shared, revision, synthetic)))
+                shared = _new_tuple(Record, (table, id, doc.topic, version, doc.data, value))
+                out.append(_new_tuple(RecordChange, (table, id, new.topic, old, shared, revision, synthetic)))
                 self._carrying = True
             else:
-                out.append(RecordChange(key[0], key[1], new.topic, old, new, revision, synthetic))
+                out.append(RecordChange(table, id, new.topic, old, new, revision, synthetic))
         if initial:
             # The first state of a database is where history starts, not a change.
             self.synced.add(db)
@@ -608,19 +633,20 @@ class Replica:
             if merged is not None:
                 log.info("ovsdb: %s %s shows several commits in one update: delivered as a merged catch-up", *merged)
                 out = [c._replace(synthetic=True) for c in out]
-            out.sort(key=lambda c: (c.table, str(c.id)))
+            if len(out) > 1:
+                out.sort(key=lambda c: (c.table, str(c.id)))
             self.revision = revision
             self.history.extend(out)
             while len(self.history) > self.history_limit:
                 self.oldest = self.history.popleft().revision
         self.cond.notify_all()
 
-    def _index_expiry(self, tm: TableMap, key: RefKey, present: bool) -> None:
-        """Follow the deadline of an expiring object (a refresh moves only that: no record change)."""
-        row = self.views[tm.db].rows.get(tm.db_table, {}).get(key[1]) if present else None
+    def _index_expiry(self, key: RefKey, row: Row | None) -> None:
+        """Follow the deadline of an expiring object, ``row`` (None: gone); a refresh moves only that."""
         text = None if row is None else (row.get(EXTERNAL_IDS) or {}).get(EXT_EXPIRES)
         if text is None:
-            self.expiring.pop(key, None)
+            if self.expiring:
+                self.expiring.pop(key, None)
             return
         try:
             self.expiring[key] = float(text)

@@ -233,11 +233,12 @@ class VersionBook:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, uuid.UUID], tuple[int, RowState]] = {}
+        self._seen: dict[tuple[str, int], tuple[int, RowState]] = {}
+        """Keyed by the id's int (hashed in C, unlike a uuid.UUID)."""
 
-    def version(self, table: str, id: uuid.UUID, state: RowState) -> int:
-        """The version of ``table/id`` in ``state`` (remembered, so it only grows)."""
-        key = (table, id)
+    def version(self, table: str, id: uuid.UUID | int, state: RowState) -> int:
+        """The version of ``table/id`` (the id or its int) in ``state`` (remembered, so it only grows)."""
+        key = (table, id if isinstance(id, int) else id.int)
         with self._lock:
             prev = self._seen.get(key)
             if prev is not None and prev[1] == state:
@@ -258,10 +259,10 @@ class VersionBook:
             self._seen[key] = (version, state)
             return version
 
-    def forget(self, table: str, id: uuid.UUID) -> None:
-        """The object was deleted: a re-created one starts again at version 1."""
+    def forget(self, table: str, id: uuid.UUID | int) -> None:
+        """The object was deleted: a re-created one starts again at version 1 (``id``: the id or its int)."""
         with self._lock:
-            self._seen.pop((table, id), None)
+            self._seen.pop((table, id if isinstance(id, int) else id.int), None)
 
 
 def written_version(ext: Mapping[str, str]) -> int:
