@@ -35,7 +35,7 @@ from nbdb.models.base import (
 )
 from nbdb.models.shared import DECLARED, FrozenDict, FrozenList, FrozenSet, thawed_class
 
-__all__ = ["FIELD_VALIDATORS", "SECRETS", "check_storable", "storable"]
+__all__ = ["FIELD_VALIDATORS", "SECRETS", "check_storable", "storable", "untyped_fields"]
 
 
 def check_storable(obj: Model) -> None:
@@ -61,6 +61,14 @@ def check_storable(obj: Model) -> None:
     verdict = check(fields)
     if verdict is not True:
         _look_closer(obj, fields, verdict)
+
+
+def untyped_fields(model: type[Model]) -> tuple[str, ...]:
+    """The fields of ``model`` that may hold a value of any class (``Any``, ``object``, a bare ``list``), at any
+    depth: what they hold reads back from JSON as JSON's own types (text, numbers, lists, maps of text keys)."""
+    if model not in _CHECKS:
+        _check_field_types(model)  # (once per model; a write checked it already, see check_storable)
+    return _UNTYPED.get(model, ())
 
 
 def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:
