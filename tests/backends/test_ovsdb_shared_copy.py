@@ -54,6 +54,8 @@ class SharedAny(Model):
     anything: Any = None
     by_name: dict[str, Any] = Field(default_factory=dict)
     typed: dict[str, list[uuid.UUID]] = Field(default_factory=dict)
+    either: str | bytes = ""
+    dated: dict[str, list[str | datetime.date]] = Field(default_factory=dict)
 
 
 class _Level(enum.IntEnum):
@@ -125,15 +127,19 @@ def test_a_cache_never_holds_what_the_caller_changed_in_place_in_a_written_copy(
         ("by_name", {"k": [ipaddress.IPv6Network("::/64")]}),
         ("anything", {"k": [1, "a", None, 1.5, True]}),
         ("typed", {"k": [uuid.UUID(int=2)]}),
+        ("either", b"x"),  # a union: its JSON text is taken by the first choice, str
+        ("either", "x"),
+        ("dated", {"k": [datetime.date(2020, 1, 2), "a"]}),
     ],
 )
-def test_a_cache_holds_what_a_read_of_the_row_decodes_for_a_field_of_any_class(
+def test_a_cache_holds_what_a_read_of_the_row_decodes_for_a_field_of_any_class_or_a_union(
     db: nbdb.Database, field: str, value: Any
 ) -> None:
     """A field that may hold any class (``Any``) reads back from its JSON as JSON's types: text for bytes, an
     address, a UUID or a date, a list for a tuple, text keys. The writer's cache shared the written
     copy, holding the caller's classes, where every read of the row (and every other client's cache) had
-    JSON's: two values of one row at one version, unequal, in one process."""
+    JSON's: two values of one row at one version, unequal, in one process. A union's JSON text is taken
+    by its first choice that takes it: ``b"x"`` in ``str | bytes`` reads back as ``"x"``."""
     cache = db.cache(SharedAny)
     assert cache.wait_synced(10)
     made = db.create(SharedAny(**{field: value}))

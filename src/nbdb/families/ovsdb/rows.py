@@ -229,18 +229,20 @@ def sealed(value: Any, loose: Collection[str]) -> bool:
     (``__pydantic_extra__``) or any value the copy's holder could change in place keep the copy
     from being shared. Shared with a cache, such a change would be the cache's too, and the cache
     would hold what the server does not. A field that may hold a value of any class (``Any``, at
-    any depth: ``nbdb.storable.untyped_fields``) reads back as JSON's own types: there only those
-    pass (see :func:`_json_value`), or the cache would hold bytes, an address or a tuple where every
-    read of the row, and every other client's cache, holds text or a list.
+    any depth) reads back as JSON's own types, and one of a union (``str | bytes``) may read back as
+    another choice (``nbdb.storable.json_typed_fields``): there only JSON's types pass (see
+    :func:`_json_value`), or the cache would hold bytes, an address or a tuple where every read of
+    the row, and every other client's cache, holds text or a list.
     """
     if loose:
         model = type(value)
-        fields, deep = value.__dict__, model.nbdb_deep_fields
+        fields, deep, as_json = value.__dict__, model.nbdb_deep_fields, storable.json_typed_fields(model)
         for name in loose:
-            if name in deep:  # (a model of flat fields, every built-in one, never gets here)
-                held = fields.get(name)
-                if not (_json_value(held) if name in storable.untyped_fields(model) else _sealed_value(held)):
+            if name in as_json:
+                if not _json_value(fields.get(name)):
                     return False
+            elif name in deep and not _sealed_value(fields.get(name)):
+                return False
     # The fields of a newer model are held in a plain dict (``model_extra``), itself changeable.
     return not value.__pydantic_extra__
 
