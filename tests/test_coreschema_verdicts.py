@@ -488,6 +488,14 @@ _annotations = st.recursive(
         st.tuples(inner, inner).map(
             lambda p: (f"tuple[{p[0][0]}, {p[1][0]}]", tuple[p[0][1], p[1][1]], p[0][2] | p[1][2])  # type: ignore[name-defined]
         ),
+        # A union of labelled choices and no discriminator: its choices are (node, label) pairs in the core schema.
+        st.tuples(inner, inner).map(
+            lambda p: (
+                f"Tagged[{p[0][0]}] | Tagged[{p[1][0]}]",
+                Annotated[p[0][1], pydantic.Tag("a")] | Annotated[p[1][1], pydantic.Tag("b")],
+                p[0][2] | p[1][2],
+            )
+        ),
     ),
     max_leaves=4,
 )

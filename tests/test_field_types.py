@@ -150,6 +150,19 @@ class LooseVault(Model):
     anything: Any = None
 
 
+class LooseInside(pydantic.BaseModel):
+    anything: Any = None
+
+
+class LabelledVault(Model):
+    """Unions of labelled choices and no discriminator (``Annotated[X, Tag("x")]``): in the core schema each
+    choice is a (node, label) pair, which the walk of the schema did not look into."""
+
+    nbdb_table = "ft_labelled_vault"
+    either: Annotated[Any, pydantic.Tag("any")] | Annotated[int, pydantic.Tag("int")] = 0
+    inside: Annotated[LooseInside, pydantic.Tag("model")] | Annotated[str, pydantic.Tag("str")] = ""
+
+
 @dataclasses.dataclass
 class Derived:
     base: int
@@ -297,6 +310,32 @@ def test_a_secret_held_where_no_secret_is_declared_is_refused_by_the_write(
     with pytest.raises(nbdb.NotFoundError):
         db.get(LooseVault, obj.id)
     assert db.create(LooseVault(anything={"k": ["plain"]}, topic="t")).anything == {"k": ["plain"]}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: LabelledVault(either=SecretStr("s3cret"), topic="t"), "'either'"),
+        (lambda: LabelledVault(either={"k": [SecretBytes(b"s3cret")]}, topic="t"), "'either'"),
+        (lambda: LabelledVault(inside=LooseInside(anything=SecretStr("s3cret")), topic="t"), "'inside'"),
+    ],
+)
+def test_a_secret_under_any_in_a_labelled_union_choice_is_refused_by_the_write(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str, make: Callable[[], Model], field: str
+) -> None:
+    # Was written: a store of bytes kept pydantic's mask, "**********", and the secret was lost.
+    connect = reopen(kind)
+    obj = make()
+    with pytest.raises(nbdb.ValidationError, match="holds a pydantic secret") as refused:
+        connect().create(obj)
+    assert field in str(refused.value) and "s3cret" not in str(refused.value)
+    with pytest.raises(nbdb.NotFoundError):
+        connect().get(LabelledVault, obj.id)
+    plain = LabelledVault(either={"k": ["plain"]}, inside=LooseInside(anything=[1]), topic="t")
+    connect().create(plain)
+    back = connect().get(LabelledVault, plain.id)
+    assert back.either == {"k": ["plain"]} and back.inside == LooseInside(anything=[1])
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

@@ -5,7 +5,9 @@ lists: a node is a dict with a ``type`` (``model``, ``list``, ``nullable``,
 ``default``, ``union``, ``dataclass-args``, ``function-after``...), and the
 nodes it holds stand among its values, under keys that differ from kind to
 kind (``schema``, ``items_schema``, ``choices``, ``fields``, ``definitions``,
-``return_schema``...). :func:`find` descends every value of every node, so it
+``return_schema``...); a union's choice may be a pair of a node and its label
+(``Annotated[X, Tag("x")]`` in a union without a discriminator). :func:`find`
+descends every value of every node, and every item of a list or pair, so it
 reaches all of them, for the kinds pydantic-core has now and for those it may
 add, and it follows a ``definition-ref`` to its definition once (a recursive
 model refers to itself). A caller says only what it looks for, as a rule of
@@ -33,10 +35,10 @@ def find(
     """The first answer of ``rule`` other than None and :data:`PRUNE`, over the nodes of ``schema``; None if none.
 
     Depth first, in the schema's order: ``rule`` is asked of a node, then of the nodes among its values (but
-    those under the keys in ``skip``) and, in a list, of each item. None: descend; :data:`PRUNE`: not into
-    this node. With ``refs`` (see :func:`definitions`), a ``definition-ref`` is not asked about but followed
-    to its definition, once per walk (again, or to a definition not in ``refs``: nothing found there);
-    without, it is a node like any other.
+    those under the keys in ``skip``) and, in a list or tuple (a union's labelled choice), of each item.
+    None: descend; :data:`PRUNE`: not into this node. With ``refs`` (see :func:`definitions`), a
+    ``definition-ref`` is not asked about but followed to its definition, once per walk (again, or to a
+    definition not in ``refs``: nothing found there); without, it is a node like any other.
     """
     return _walk(schema, rule, refs, skip, set())
 
@@ -61,7 +63,9 @@ def _walk(
         if answer is not None:
             return answer
         values: Any = (value for key, value in schema.items() if key not in skip) if skip else schema.values()
-    elif isinstance(schema, list):
+    elif isinstance(schema, list | tuple):
+        # A labelled choice of a union is a (node, label) pair: walking lists alone, a secret or a Json[...]
+        # under Annotated[Any, Tag("a")] was never seen (the secret was stored as pydantic's mask).
         values = schema
     else:
         return None

@@ -35,7 +35,7 @@ from nbdb.models.base import (
 )
 from nbdb.models.shared import DECLARED, FrozenDict, FrozenList, FrozenSet, thawed_class
 
-__all__ = ["FIELD_VALIDATORS", "SECRETS", "check_storable", "storable"]
+__all__ = ["FIELD_VALIDATORS", "SECRETS", "check_storable", "json_typed_fields", "storable"]
 
 
 def check_storable(obj: Model) -> None:
@@ -61,6 +61,34 @@ def check_storable(obj: Model) -> None:
     verdict = check(fields)
     if verdict is not True:
         _look_closer(obj, fields, verdict)
+
+
+def json_typed_fields(model: type[Model]) -> frozenset[str]:
+    """The fields of ``model`` whose values may read back from their JSON as other classes than they hold.
+
+    Those that may hold a value of any class (``Any``, ``object``, a bare ``list``, at any depth), read back
+    as JSON's own types (text, numbers, lists, maps of text keys), and those holding a union of several
+    classes at any depth (``str | bytes``, ``dict[str, list[str | date]]``), whose JSON text may be taken by
+    another choice than the value's (``b"x"`` reads back as ``"x"``). Once per model."""
+    known = _AS_JSON.get(model)
+    if known is None:
+        if model not in _CHECKS:
+            _check_field_types(model)  # (a write checked it already, see check_storable)
+        unions = {name for name, info in model.model_fields.items() if _has_union(info.annotation)}
+        known = _AS_JSON[model] = frozenset(_UNTYPED.get(model, ())) | unions
+    return known
+
+
+_AS_JSON: dict[type[Model], frozenset[str]] = {}
+
+
+def _has_union(annotation: Any) -> bool:
+    """Whether ``annotation`` holds a union of two classes or more (None aside), at any depth."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if sum(arg is not type(None) for arg in args) > 1:
+            return True
+    return any(_has_union(arg) for arg in args)
 
 
 def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:

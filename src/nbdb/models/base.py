@@ -361,6 +361,8 @@ class Model(BaseModel):
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied, keeping id, version and topic lineage."""
         data = self.__dict__.copy()
+        if len(data) != len(type(self).__pydantic_fields__):
+            data = _fields_only(type(self), data)  # "Extra inputs are not permitted" of a cached_property's value
         data.update(changes)
         try:
             new = self.__pydantic_validator__.validate_python(data)
@@ -441,6 +443,8 @@ class Model(BaseModel):
         cls = type(self)
         new = cls.__new__(cls)
         data = self.__dict__.copy()
+        if len(data) != len(cls.__pydantic_fields__):
+            data = _fields_only(cls, data)  # a cached_property's value, cached in the caller's object
         data["version"] = version
         # Every list, map and set frozen, as a copy of its own: the caller's object (and what it
         # changes in place after the write) is not what the store and its readers hold.
@@ -758,6 +762,13 @@ def may_hold_container(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(may_hold_container(arg) for arg in get_args(annotation))
     return annotation is Any
+
+
+def _fields_only(model: type[Model], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (an instance's ``__dict__``) without what is no field of ``model``: the values a
+    ``functools.cached_property`` caches there, which are the instance's, not the object's."""
+    fields = model.__pydantic_fields__
+    return {name: value for name, value in data.items() if name in fields}
 
 
 def _deep_stored_copy(self: Model, version: int, *, revision: int | None = None) -> Model:

@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from nbdb import errors
+from nbdb import errors, storable
 from nbdb.families.ovsdb.datum import default_cell, escape, escape_each, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 from nbdb.models import shared
@@ -195,8 +195,28 @@ def _sealed_value(value: Any, depth: int = 0) -> bool:
     return isinstance(value, shared.IMMUTABLE)
 
 
+_JSON_ATOMS = frozenset({str, int, float, bool, type(None)})
+"""What JSON holds and reads back as itself, where a field may hold a value of any class (``Any``)."""
+
+
+def _json_value(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` (a field's of any class, frozen through) is what its JSON decodes to there, and
+    nothing in it can change in place: JSON's atoms (by exact class), frozen lists of them, frozen maps
+    of them by text keys. Bytes, an address, a path, a UUID, a date, an enum's member read back as text
+    or a number, a tuple or a set as a list, a key of another class as text."""
+    kind = type(value)
+    if kind in _JSON_ATOMS:
+        return True
+    if kind is FrozenList:
+        return depth <= 8 and all(_json_value(v, depth + 1) for v in value)
+    if kind is FrozenDict:
+        return depth <= 8 and all(type(k) is str and _json_value(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def sealed(value: Any, loose: Collection[str]) -> bool:
-    """Whether the stored copy ``value`` holds nothing its holder can change in place, frozen through.
+    """Whether the stored copy ``value`` holds nothing its holder can change in place, frozen through,
+    and only what a read of its document decodes to.
 
     A stored copy freezes its lists, maps and sets (see ``Model.stored_copy``): those of a field
     of atoms or of a flat list, map or set of atoms at the top, which is all such a field can hold
@@ -208,12 +228,20 @@ def sealed(value: Any, loose: Collection[str]) -> bool:
     only in part, and this check does not rely on it), a newer model's fields
     (``__pydantic_extra__``) or any value the copy's holder could change in place keep the copy
     from being shared. Shared with a cache, such a change would be the cache's too, and the cache
-    would hold what the server does not.
+    would hold what the server does not. A field that may hold a value of any class (``Any``, at
+    any depth) reads back as JSON's own types, and one of a union (``str | bytes``) may read back as
+    another choice (``nbdb.storable.json_typed_fields``): there only JSON's types pass (see
+    :func:`_json_value`), or the cache would hold bytes, an address or a tuple where every read of
+    the row, and every other client's cache, holds text or a list.
     """
     if loose:
-        fields, deep = value.__dict__, type(value).nbdb_deep_fields
+        model = type(value)
+        fields, deep, as_json = value.__dict__, model.nbdb_deep_fields, storable.json_typed_fields(model)
         for name in loose:
-            if name in deep and not _sealed_value(fields.get(name)):
+            if name in as_json:
+                if not _json_value(fields.get(name)):
+                    return False
+            elif name in deep and not _sealed_value(fields.get(name)):
                 return False
     # The fields of a newer model are held in a plain dict (``model_extra``), itself changeable.
     return not value.__pydantic_extra__
