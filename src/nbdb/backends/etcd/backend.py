@@ -323,10 +323,16 @@ class EtcdBackend(KeyValueBackend):
         marks = self.layout.topic_marks
         header, kvs, _, _ = self.client.range(marks.encode(), wire.prefix_end(marks.encode()), revision=revision)
         revision = revision or header.revision
-        registered = sorted(f"{objects}{kv.key.decode(errors='replace')[len(marks) :]}/".encode() for kv in kvs)
+        names = [kv.key.decode(errors="replace")[len(marks) :] for kv in kvs]
+        # A registry key no topic spells (a '/' in it: another writer's) is skipped: its o/<name>/
+        # would overlap a topic's range, whose keys a gap probe then finds again (listed twice).
+        foreign = sorted(name for name in names if "/" in name)
+        if foreign:
+            log.warning("etcd: registry keys %s name no topic (another writer's?): ignored", foreign)
+        found = sorted({name for name in names if "/" not in name}, key=lambda name: f"{objects}{name}/".encode())
+        registered = [f"{objects}{name}/".encode() for name in found]
         starts = [objects.encode(), *(wire.prefix_end(p) for p in registered)]
         ends = [*registered, wire.prefix_end(objects.encode())]
-        found = [p[len(objects) : -1].decode(errors="replace") for p in registered]
         strays: list[str] = []
         for start, end in zip(starts, ends, strict=True):
             while start < end:
@@ -336,13 +342,21 @@ class EtcdBackend(KeyValueBackend):
                 topic = got[0].key.decode(errors="replace")[len(objects) :].partition("/")[0]
                 strays.append(topic)
                 if len(strays) > TOPIC_PROBES:
+                    # o/ is read whole; what was found is registered all the same, so that the scans
+                    # after this one find fewer topics outside the registry, until none (a namespace
+                    # of many topics written before the registry is not probed and read whole forever).
+                    self._adopt(strays)
                     return None, revision
                 start = wire.prefix_end(f"{objects}{topic}/".encode())
         if strays:
-            log.warning("etcd: topics %s hold objects but are not registered (another writer's?): registering", strays)
-            self._registered.difference_update(strays)  # a registry key deleted by hand since this client put it
-            self._register(strays, quiet=True)
+            self._adopt(strays)
         return [*found, *strays], revision
+
+    def _adopt(self, strays: list[str]) -> None:
+        """Register ``strays``, topics a scan found holding objects outside the registry."""
+        log.warning("etcd: topics %s hold objects but are not registered (another writer's?): registering", strays)
+        self._registered.difference_update(strays)  # a registry key deleted by hand since this client put it
+        self._register(strays, quiet=True)
 
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
         self._register_created(ops)
