@@ -61,6 +61,19 @@ class Counter:
                 return got
 
             client.range = range_
+            real_many = getattr(backend, "_read_many", None)
+            if real_many is not None:  # the ranges etcd answers together in read-only transactions
+
+                def read_many(spans: Any, limit: int, revision: int) -> Any:
+                    got = real_many(spans, limit, revision)
+                    for kvs in got[0]:
+                        if limit == 1:  # probes
+                            self.probed += len(kvs)
+                        else:
+                            self._count(kv.key.decode() for kv in kvs)
+                    return got
+
+                backend._read_many = read_many  # type: ignore[attr-defined]
         elif hasattr(backend, "_kv_async"):  # Hazelcast: the entries its member's queries send (the map's entry_set)
             kv_map = backend._kv_async
             real_entry_set = kv_map.entry_set
@@ -316,3 +329,30 @@ def test_etcd_a_namespace_of_many_unregistered_topics_stops_probing(etcd_server:
         counter = Counter(backend)
         assert len(db.list(LogicalRouter)) == 40
         assert (counter.routers, counter.others, counter.probed) == (40, 0, 0)
+
+
+def test_etcd_a_list_across_many_topics_takes_a_few_round_trips(etcd_server: Any) -> None:  # noqa: F811
+    """On 086942d a list of one table across 40 registered topics sent 82 requests one after the other (a probe
+    per gap, a range per topic): 7 -> 206 ms beside 200 topics of 5 objects, where o/ whole had read them in one."""
+    with nbdb.connect(etcd_server.url, namespace=_ns()) as db:
+        with db.transaction() as txn:
+            for i in range(40):
+                txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
+                txn.create(LogicalSwitch(name=f"ls-{i}", topic=f"t-{i}"))
+        backend = _backend(db)
+        client = backend.client  # type: ignore[attr-defined]
+        real_call = client.call
+        calls: list[str] = []
+
+        def call(method: Any, request: Any, what: str, **kwargs: Any) -> Any:
+            calls.append(what)
+            return real_call(method, request, what, **kwargs)
+
+        client.call = call
+        assert len(db.list(LogicalRouter)) == 40
+        assert len(calls) <= 4, calls
+        calls.clear()
+        with db.cache([LogicalRouter, LogicalSwitch]) as cache:
+            assert cache.wait_synced(30)
+            assert len(cache) == 80
+        assert len([c for c in calls if "watch" not in c]) <= 6, calls
