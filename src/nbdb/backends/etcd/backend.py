@@ -366,11 +366,11 @@ class EtcdBackend(KeyValueBackend):
     ) -> tuple[list[list[wire.KV]], int]:
         """The first ``limit`` keys of each ``[start, end)`` at ``revision`` (0: now), and the revision read.
 
-        Sent together, as read-only transactions of at most :data:`_MAX_TXN_OPS` ranges, each at
+        Sent together, as read-only transactions of at most ``max_txn_ops`` ranges (128), each at
         one revision (the first one's, if ``revision`` is 0): a round trip per 128 ranges.
         """
         out: list[list[wire.KV]] = []
-        for chunk in chunked(spans, _MAX_TXN_OPS):
+        for chunk in chunked(spans, self.capabilities.max_txn_ops or _MAX_TXN_OPS):
             reads = [wire.request_range(start, end, limit=limit, revision=revision) for start, end in chunk]
             header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
             revision = revision or header.revision
