@@ -356,3 +356,42 @@ def test_etcd_a_list_across_many_topics_takes_a_few_round_trips(etcd_server: Any
             assert cache.wait_synced(30)
             assert len(cache) == 80
         assert len([c for c in calls if "watch" not in c]) <= 6, calls
+
+
+METACHAR_TOPICS = st.one_of(
+    st.none(),
+    st.sampled_from(["a", "a.b", "a-b", "a:b", "a@b", "a.", "ab", "A", "0", "a..b", "z@.-:"]),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,6}", fullmatch=True),
+)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(routers=st.lists(METACHAR_TOPICS, max_size=5), ports=st.lists(METACHAR_TOPICS, max_size=4))
+def test_topics_with_regex_characters_and_neighbours_list_exactly(url: str, routers: Any, ports: Any) -> None:
+    """Topics spelled with '.', '-', ':' or '@' (regex metacharacters; '.' and '-' sort before '/') beside
+    topics they prefix: a one-table list, and one in pages, hold every object once (passes on 086942d too)."""
+    with nbdb.connect(url, namespace=_ns()) as db:
+        _fill(db, routers, ports)
+        want = sorted(f"lr-{i}" for i in range(len(routers)))
+        assert sorted(r.name for r in db.list(LogicalRouter)) == want
+        assert len(db.list(LogicalSwitchPort)) == len(ports)
+        if db.capabilities.pages:
+            seen: list[str] = []
+            after = None
+            while True:
+                page = db.list(LogicalRouter, limit=2, after=after)
+                seen += [r.name for r in page]
+                if (after := page.continue_token) is None:
+                    break
+            assert sorted(seen) == want
+
+
+@pytest.mark.parametrize("batch", [3, 4, 5])
+def test_redis_batch_boundary_lists_exactly(redis_server: Any, batch: int) -> None:  # noqa: F811
+    """4 routers under 3 topics beside ports: a script's read of batch-1, exactly batch and batch+1 keys."""
+    with nbdb.connect(f"{redis_server.url}?batch={batch}", namespace=_ns()) as db:
+        _fill(db, [None, "t-a", "t-b", "t-a"], [None] * 3 + ["t-a"] * 3)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(4)]
+        with db.cache(LogicalRouter) as cache:
+            assert cache.wait_synced(30)
+            assert len(cache) == 4
