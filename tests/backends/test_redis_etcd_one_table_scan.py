@@ -375,6 +375,8 @@ def test_topics_with_regex_characters_and_neighbours_list_exactly(url: str, rout
         want = sorted(f"lr-{i}" for i in range(len(routers)))
         assert sorted(r.name for r in db.list(LogicalRouter)) == want
         assert len(db.list(LogicalSwitchPort)) == len(ports)
+        # LogicalSwitch is a prefix of LogicalSwitchPort's name: none of its ports is taken for a switch.
+        assert sorted(s.name for s in db.list(LogicalSwitch)) == sorted({f"ls-{t}" for t in ports})
         if db.capabilities.pages:
             seen: list[str] = []
             after = None
