@@ -145,11 +145,13 @@ def _blob(tag: bytes, value: bytes) -> bytes:
     return tag + (_ONE_BYTE[n] if n < 0x80 else _varint(n)) + value
 
 
-def request_range(key: bytes, range_end: bytes = b"", *, revision: int = 0, keys_only: bool = False) -> bytes:
-    """RequestOp wrapping a RangeRequest (at ``revision``; 0: the transaction's own)."""
-    if not (range_end or revision or keys_only):  # one key as it is now (a commit token's read on failure)
+def request_range(
+    key: bytes, range_end: bytes = b"", *, limit: int = 0, revision: int = 0, keys_only: bool = False
+) -> bytes:
+    """RequestOp wrapping a RangeRequest (at most ``limit`` keys, 0: all; at ``revision``, 0: the transaction's own)."""
+    if not (range_end or limit or revision or keys_only):  # one key as it is now (a commit token's read on failure)
         return _blob(b"\x0a", _blob(b"\x0a", key))
-    return _blob(b"\x0a", range_request(key, range_end, revision=revision, keys_only=keys_only))
+    return _blob(b"\x0a", range_request(key, range_end, limit=limit, revision=revision, keys_only=keys_only))
 
 
 def request_put(key: bytes, value: bytes, lease: int = 0) -> bytes:
