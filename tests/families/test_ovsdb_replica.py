@@ -262,3 +262,38 @@ def test_applying_a_change_hashes_no_id_in_python_but_the_references(
     assert record is not None and record.version == 11
     assert b"10.0.0.9" in record.data
     assert calls["hash"] <= 2 * 10 and calls["eq"] <= 10, calls
+
+
+def test_a_deleted_object_is_kept_no_longer_than_the_history_that_holds_its_deletion() -> None:
+    # The revision of each deletion was kept for good: a process creating and deleting ports for
+    # months grew by an entry per port ever deleted. It is kept while the history holds it (a
+    # delete's commit reads its revision there), then forgotten with the history.
+    replica = Replica(make_mapping(), VersionBook(), "", history=8)
+    replica.resync(NB, {})
+
+    def held() -> int:
+        return sum(len(v) for v in vars(replica).values() if isinstance(v, dict))
+
+    kept = held()
+    for i in range(200):
+        switch = uuid.uuid4()
+        replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch(f"sw-{i}")}}})
+        created = replica.revision
+        port = _add_port(replica, switch, f"p-{i}")
+        replica.apply(
+            NB,
+            {"Logical_Switch": {str(switch): {"delete": None}}, "Logical_Switch_Port": {str(port): {"delete": None}}},
+        )
+        assert created < replica.revision
+        assert replica.record("LogicalSwitch", switch) is None
+    assert held() <= kept + 2 * 8, "the replica keeps something of every object ever deleted"
+    # The last deletion is still in the history: what the delete's commit reports.
+    assert replica.changed("LogicalSwitch", switch) == replica.revision
+    assert replica.changed("LogicalSwitchPort", port) == replica.revision
+    # Made again after its deletion: its own revision again, not the deletion's.
+    again = uuid.uuid4()
+    replica.apply(NB, {"Logical_Switch": {str(again): {"insert": _switch("again")}}})
+    replica.apply(NB, {"Logical_Switch": {str(again): {"delete": None}}})
+    replica.apply(NB, {"Logical_Switch": {str(again): {"insert": _switch("again")}}})
+    assert replica.changed("LogicalSwitch", again) == replica.revision
+    assert held() <= kept + 2 * 8 + 1
