@@ -785,3 +785,27 @@ def test_a_sink_that_fails_on_the_applying_thread_is_handed_over_again_by_poll(d
                 stream.poll(0.2)
     finally:
         stream.close()
+
+
+def test_a_delete_reports_its_revision_and_the_replica_does_not_keep_deleted_objects_for_good(
+    db: nbdb.Database,
+) -> None:
+    # Every deletion's revision was kept for good (one entry per object ever deleted: a controller
+    # creating and deleting ports grew without bound). It is kept as long as the history, which
+    # is enough for the delete's own commit to report it.
+    from nbdb.conformance.kit import KitParent
+
+    deleted_at: dict[uuid.UUID, Any] = {}
+    with db.watch(KitParent) as watch:
+        for i in range(30):
+            obj = db.create(KitParent(name=f"gone-{i}"))
+            deleted_at[obj.id] = db.delete(obj)
+        seen: dict[uuid.UUID, Any] = {}
+        deadline = time.monotonic() + 10
+        while len(seen) < len(deleted_at) and time.monotonic() < deadline:
+            seen.update({e.id: e.revision for e in watch.poll(1.0) if e.kind is nbdb.EventKind.DELETED})
+    assert seen == deleted_at, "a delete reported another revision than its watch event's"
+    (replica,) = db.backend._driver.replicas()  # type: ignore[attr-defined]
+    with replica.cond:
+        kept = [key for key in replica.changed_at if key[0] == "KitParent" and uuid.UUID(int=key[1]) in deleted_at]
+    assert not kept, f"{len(kept)} of {len(deleted_at)} deleted objects still held as present ones"

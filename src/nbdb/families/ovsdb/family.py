@@ -354,7 +354,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     log.warning("ovsdb: the monitor did not show a commit within %ss", self.commit_timeout)
                     break
                 replica.cond.wait(min(remaining, 0.5))
-            revision = max((replica.changed_at.get((key[0], key[1].int), 0) for key in plan.keys), default=0)
+            revision = max((replica.changed(*key) for key in plan.keys), default=0)
             versions = list(plan.versions)
             for index, key in plan.mutated:
                 record = replica.record(*key)

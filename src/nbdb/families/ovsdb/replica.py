@@ -291,6 +291,10 @@ class Replica:
         self.refs: dict[RefKey, frozenset[RefKey]] = {}
         self.referrers: dict[RefKey, set[RefKey]] = {}
         self.changed_at: dict[IdKey, int] = {}
+        """Key of a present object -> the revision of its last change (see :meth:`changed`)."""
+        self._gone_at: OrderedDict[IdKey, int] = OrderedDict()
+        """Key of a deleted object -> the revision of its deletion, oldest first, kept while the history
+        holds that revision: one entry per object ever deleted, kept for good, grew without bound."""
         self.expiring: dict[RefKey, float] = {}
         """Objects created with a ttl -> the wall-clock time after which they may be reaped."""
         self.created_after = self.clock.now()
@@ -326,6 +330,13 @@ class Replica:
     def row(self, tm: TableMap, id: uuid.UUID) -> Row | None:
         """The row holding ``tm``'s object ``id`` (call under ``cond``)."""
         return self.views[tm.db].rows.get(tm.db_table, {}).get(id.int)
+
+    def changed(self, table: str, id: uuid.UUID) -> int:
+        """The revision of the last change of ``table/id`` (its deletion included) the replica shows, or 0 if it
+        does not (a deletion older than the kept history is forgotten; call under ``cond``)."""
+        key = (table, id.int)
+        revision = self.changed_at.get(key)
+        return self._gone_at.get(key, 0) if revision is None else revision
 
     def parents_of(self, tm: TableMap, id: uuid.UUID) -> dict[str, uuid.UUID]:
         """The parents of a child row, by reference field (call under ``cond``)."""
@@ -593,7 +604,10 @@ class Replica:
                 del self.states[key]
                 self._index_refs(ref, frozenset())
                 self.versions.forget(table, key[1])
-                self.changed_at[key] = revision
+                self.changed_at.pop(key, None)
+                gone = self._gone_at
+                gone.pop(key, None)  # deleted again: as new as this deletion
+                gone[key] = revision
                 out.append(RecordChange(table, old.id, old.topic, old, None, revision, synthetic))
                 continue
             before = self.states.get(key) if old is not None else None
@@ -607,6 +621,8 @@ class Replica:
             self.states[key] = doc.state
             self._index_refs(ref, doc.refs)
             self.changed_at[key] = revision
+            if old is None and self._gone_at:
+                self._gone_at.pop(key, None)  # made again
             value: Any = self._value
             if (
                 value is not None
@@ -639,6 +655,9 @@ class Replica:
             self.history.extend(out)
             while len(self.history) > self.history_limit:
                 self.oldest = self.history.popleft().revision
+            gone = self._gone_at
+            while gone and next(iter(gone.values())) < self.oldest:
+                gone.popitem(last=False)
         self.cond.notify_all()
 
     def _index_expiry(self, key: RefKey, row: Row | None) -> None:
