@@ -146,10 +146,25 @@ def numbers_in_order(first: int, count: int) -> list[int]:
 
 
 def guessing_sequencer(head: int) -> RevisionSequencer:
-    """A sequencer whose process took revisions up to ``head`` in bucket 0 (only its guesses are asked for)."""
+    """A sequencer whose process took revisions up to ``head`` in bucket 0, on a store that refuses every write."""
+
+    def down(writes: Any) -> Any:
+        raise errors.BackendUnavailableError("the store is down")
+
     queue = CommitQueue()
     queue.bucket, queue.known = 0, (0, head)
-    return RevisionSequencer(Any, SimpleNamespace(ns=NS), WideColumnOptions(), queue)  # type: ignore[arg-type]
+    store = SimpleNamespace(apply=down)
+    return RevisionSequencer(store, SimpleNamespace(ns=NS), WideColumnOptions(), queue)  # type: ignore[arg-type]
+
+
+@given(st.integers(0, 10_000), st.integers(1, 8))
+def test_guesses_of_a_failed_take_are_handed_out_again(head: int, writers: int) -> None:
+    # Commits guessed a revision each, asked for it, and their take failed (the store was unreachable).
+    sequencer = guessing_sequencer(head)
+    for guess in [sequencer.predict() for _ in range(writers)]:
+        with pytest.raises(errors.BackendUnavailableError):
+            sequencer.allocate("p", frozenset(), guess)
+    assert sequencer.predict() == head + 1, "the guesses of a failed take left the next one past the head"
 
 
 @given(st.integers(0, 10_000), st.lists(st.integers(0, 15), min_size=1, max_size=60))

@@ -288,11 +288,11 @@ class RevisionSequencer:
             if error is not None:
                 for request in rest:
                     request.error, request.done = error, True
+            else:
+                self._q.waiting.extendleft(reversed(rest))  # a bucket filled up: they go first next time
             for request in group:  # a guess is out of play once its commit has its revision (or its error)
                 if request.done and request.guess is not None:
                     self._q.guesses.discard(request.guess)
-            else:
-                self._q.waiting.extendleft(reversed(rest))  # a bucket filled up: they go first next time
             if self._q.waiting:
                 self._q.waiting[0].lead = True
             else:
