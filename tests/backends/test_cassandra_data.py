@@ -121,8 +121,9 @@ def test_a_stalled_claim_loses_the_value_to_a_rival_in_another_topic(
     slow, fast = open_db(), open_db()
     if early:  # once the process has taken a revision, a create sends its claim with it, under a guess
         slow.create(LogicalSwitch(name="warm", topic="t1"))
-        assert family(slow).sequencer.predict() is not None
-        family(slow).sequencer.unguess()  # a guess asked for and not used: the create's own is the same
+        guess = family(slow).sequencer.predict()
+        assert guess is not None
+        family(slow).sequencer.unguess(guess)  # a guess asked for and not used: the create's own is the same
     stall = Stall()
     family(slow).before_commit = stall
     thread, outcome = in_thread(lambda: slow.create(Chassis(name="ch1", topic="t1")))
@@ -226,6 +227,47 @@ def test_concurrent_creates_of_one_process_are_each_guessed_their_revision(
         seen = [next(watch) for _ in range(writers)]
     assert sorted(e.revision for e in seen) == revisions
     assert {e.object.id for e in seen} == {m.id for m in made}
+
+
+def test_a_rival_sealing_a_guess_handed_back_leaves_no_hole_in_the_revisions(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, rival = open_db(), open_db()
+    sequencer = family(db).sequencer
+    db.create(LogicalSwitch(name="warm", topic="t1"))
+    start = family(db).current_revision()
+    # Four creates were guessed revisions and failed before asking for them (their reads failed, say).
+    for guess in [sequencer.predict() for _ in range(4)]:
+        assert guess is not None
+        sequencer.unguess(guess)
+    # The next create sends its claim early under its guess, and asks for its revision after the rival.
+    allocate, rival_done = sequencer.allocate, threading.Event()
+
+    def after_the_rival(*args: Any) -> int:
+        assert rival_done.wait(60), "the rival never finished"
+        return allocate(*args)
+
+    monkeypatch.setattr(sequencer, "allocate", after_the_rival)
+    slow = Chassis(name="contested", topic="t1")
+    thread, outcome = in_thread(lambda: db.create(slow))
+    for _ in range(600):
+        if (claim := claim_of(db, slow)) is not None and claim.owner == slow.id:
+            break
+        threading.Event().wait(0.05)
+    # The rival seals the slow create's partition at the revision its claim names, finds the value held
+    # by nobody and takes it. The seal must not reach past the revisions handed out and in flight.
+    winner = rival.create(Chassis(name="contested", topic="t2"))
+    rival_done.set()
+    thread.join(60)
+    assert isinstance(outcome[0], nbdb.UniqueViolationError), outcome
+    assert outcome[0].existing == winner.id
+    # The next commit to the topic lands right after, not past a hole of unused revisions that watchers
+    # from before it take for commits the store lost (HistoryGoneError).
+    with db.watch(LogicalSwitch, since=start) as watch:
+        late = db.create(LogicalSwitch(name="late", topic="t1"))
+        event = next(watch)
+    assert event.object.id == late.id
+    assert event.revision <= start + 4, "the sequencer skipped revisions"
 
 
 def test_a_failed_create_drops_the_claim_it_sent_early(open_db: Callable[[], nbdb.Database]) -> None:

@@ -15,9 +15,17 @@ from nbdb import errors
 from nbdb.families.rules import NO_TOPIC
 from nbdb.families.widecolumn import layout as L
 from nbdb.families.widecolumn.changes import ChangeRow
-from nbdb.families.widecolumn.options import tries
+from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.planner import Plan, StoredObject, check_shape, plan
-from nbdb.families.widecolumn.sequencer import REGRESSION_GAP, _Request, assign, numbers_in_bucket, resume_head
+from nbdb.families.widecolumn.sequencer import (
+    REGRESSION_GAP,
+    CommitQueue,
+    RevisionSequencer,
+    _Request,
+    assign,
+    numbers_in_bucket,
+    resume_head,
+)
 from nbdb.families.widecolumn.sharing import ChangeSignal, RecentCommits
 from nbdb.families.widecolumn.snapshot import undo
 from nbdb.families.widecolumn.stream import Intent, advance, dense_run
@@ -135,6 +143,49 @@ def test_a_group_gives_each_commit_its_guess_when_the_take_has_it(first: int, gu
 
 def numbers_in_order(first: int, count: int) -> list[int]:
     return list(range(first, first + count))
+
+
+def guessing_sequencer(head: int) -> RevisionSequencer:
+    """A sequencer whose process took revisions up to ``head`` in bucket 0, on a store that refuses every write."""
+
+    def down(writes: Any) -> Any:
+        raise errors.BackendUnavailableError("the store is down")
+
+    queue = CommitQueue()
+    queue.bucket, queue.known = 0, (0, head)
+    store = SimpleNamespace(apply=down)
+    return RevisionSequencer(store, SimpleNamespace(ns=NS), WideColumnOptions(), queue)  # type: ignore[arg-type]
+
+
+@given(st.integers(0, 10_000), st.integers(1, 8))
+def test_guesses_of_a_failed_take_are_handed_out_again(head: int, writers: int) -> None:
+    # Commits guessed a revision each, asked for it, and their take failed (the store was unreachable).
+    sequencer = guessing_sequencer(head)
+    for guess in [sequencer.predict() for _ in range(writers)]:
+        with pytest.raises(errors.BackendUnavailableError):
+            sequencer.allocate("p", frozenset(), guess)
+    assert sequencer.predict() == head + 1, "the guesses of a failed take left the next one past the head"
+
+
+@given(st.integers(0, 10_000), st.lists(st.integers(0, 15), min_size=1, max_size=60))
+def test_guesses_given_back_are_handed_out_again(head: int, steps: list[int]) -> None:
+    # Commits guessed a revision and then failed before asking for it (a read failed, the plan refused
+    # them): each step gives back one of the guesses held (some value k >= held: asks for a new one).
+    sequencer, held = guessing_sequencer(head), []
+    for k in steps:
+        if k < len(held):
+            sequencer.unguess(held.pop(k))
+            continue
+        guess = sequencer.predict()
+        assert guess is not None
+        # Never a guess another commit in flight holds, never above the head + the guesses held + 1:
+        # the commits guessed take the numbers right after the head when they ask for theirs.
+        assert guess not in held
+        assert head < guess <= head + 1 + len(held)
+        held.append(guess)
+    for guess in held:
+        sequencer.unguess(guess)
+    assert sequencer.predict() == head + 1, "guesses given back left the next one past the head"
 
 
 @given(st.integers(0, 50), st.integers(100, 10_000), st.integers(1, 64), st.data())

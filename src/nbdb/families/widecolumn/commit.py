@@ -185,7 +185,7 @@ class Committer:
 
     def _void(self, taken: list[int], part: str, tables: frozenset[str], guess: int | None) -> None:
         if not taken and guess is not None:
-            self._sequencer.unguess()  # failed before it asked for a revision
+            self._sequencer.unguess(guess)  # failed before it asked for a revision
         for revision in taken:
             if not revision:
                 continue

@@ -125,10 +125,10 @@ class CommitQueue:
         """The highest revision this process took: the head can only be below it if the store lost commits."""
         self.contended = False
         """The last take lost a race: other processes take numbers too, so ``known`` is likely stale by now."""
-        self.guessed = 0
-        """The next revision :meth:`RevisionSequencer.predict` hands out as a guess (each guess once)."""
-        self.guessing = 0
-        """Guesses handed out whose commit has not asked for its revision yet."""
+        self.guesses: set[int] = set()
+        """The guesses :meth:`RevisionSequencer.predict` handed out whose commit has no revision yet (nor gave
+        its guess back): no other commit is guessed one of them. Nothing else is kept of the guesses, so one
+        given back (or whose take failed) is handed out again, and no guess drifts above the numbers in flight."""
         self.on_loss: list[Callable[[], None]] = []
         """Called when the store is found to have lost commits (what this process remembers of them is wrong)."""
 
@@ -215,9 +215,9 @@ class RevisionSequencer:
     def predict(self) -> int | None:
         """The revision the next commit of this process will likely take (None: no guess).
 
-        Each call hands out a guess of its own: the number after the last one this process took, or
-        after the last guess handed out while commits are waiting for theirs, as long as no other
-        client took a number since as far as this process knows. Pass it to :meth:`allocate` (or to
+        Each call hands out a guess of its own: the lowest number after the last one this process took
+        (and after the commits waiting without a guess) that no commit in flight holds as its guess, as
+        long as no other client took a number since as far as this process knows. Pass it to :meth:`allocate` (or to
         :meth:`unguess` if the commit takes no revision): a group's take gives each of its commits its
         guess when the guess falls among the group's numbers (any order of a group's numbers is one
         compare-and-set all the same), so concurrent commits of the process are guessed right, not
@@ -230,15 +230,19 @@ class RevisionSequencer:
             known = self._q.known
             if known is None or known[1] is None or known[0] != self._q.bucket or self._q.contended:
                 return None
-            guess = max(int(known[1]) + 1, self._q.guessed)
-            self._q.guessed = guess + 1
-            self._q.guessing += 1
+            # The commits waiting without a guess take the next numbers (in the queue's order); the others
+            # are each guessed the lowest number after those that no commit in flight was guessed.
+            guess = int(known[1]) + 1 + sum(1 for request in self._q.waiting if request.guess is None)
+            while guess in self._q.guesses:
+                guess += 1
+            self._q.guesses.add(guess)
             return guess
 
-    def unguess(self) -> None:
-        """A guess from :meth:`predict` that will not be passed to :meth:`allocate`."""
+    def unguess(self, guess: int) -> None:
+        """Give back a guess from :meth:`predict` that will not be passed to :meth:`allocate` (it is handed
+        out again: a guess kept by nobody would leave the next commits guessed numbers they do not take)."""
         with self._q.cond:
-            self._q.guessing = max(0, self._q.guessing - 1)
+            self._q.guesses.discard(guess)
 
     # ---------------------------------------------------------------- allocating
 
@@ -249,8 +253,6 @@ class RevisionSequencer:
         """
         request = _Request(part, tables, guess)
         with self._q.cond:
-            if guess is not None:
-                self._q.guessing = max(0, self._q.guessing - 1)
             self._q.waiting.append(request)
             if not self._q.busy:
                 self._q.busy = True
@@ -282,16 +284,15 @@ class RevisionSequencer:
         with self._q.cond:
             for request, revision in zip(group, numbers, strict=False):
                 request.revision, request.done = revision, True
-            if numbers:
-                # The guesses of the commits still to take come after this group's numbers and theirs.
-                self._q.guessed = max(numbers) + 1 + len(self._q.waiting) + (len(group) - len(numbers))
-                self._q.guessed += self._q.guessing
             rest = group[len(numbers) :]
             if error is not None:
                 for request in rest:
                     request.error, request.done = error, True
             else:
                 self._q.waiting.extendleft(reversed(rest))  # a bucket filled up: they go first next time
+            for request in group:  # a guess is out of play once its commit has its revision (or its error)
+                if request.done and request.guess is not None:
+                    self._q.guesses.discard(request.guess)
             if self._q.waiting:
                 self._q.waiting[0].lead = True
             else:
