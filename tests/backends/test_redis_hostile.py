@@ -407,8 +407,8 @@ def test_a_refusal_with_a_retry_word_in_a_group_fails_only_its_own_commit(db: nb
 # ------------------------------------------------------------- ranges through a foreign directory set
 
 
-def _replace(client: Any, key: str, kind: str) -> bytes:
-    """Put another writer's ``kind`` at ``key``; returns the key's DUMP, to put it back."""
+def _replace(client: Any, key: str, kind: str) -> bytes | None:
+    """Put another writer's ``kind`` at ``key``; returns the key's DUMP (None: it was absent), to put it back."""
     kept = client.dump(key)
     client.delete(key)
     if kind == "string":
@@ -419,12 +419,13 @@ def _replace(client: Any, key: str, kind: str) -> bytes:
         client.sadd(key, b"foreign")
     else:
         client.rpush(key, b"foreign")
-    return cast(bytes, kept)
+    return cast("bytes | None", kept)
 
 
-def _restore(client: Any, key: str, kept: bytes) -> None:
+def _restore(client: Any, key: str, kept: bytes | None) -> None:
     client.delete(key)
-    client.restore(key, 0, kept)
+    if kept is not None:
+        client.restore(key, 0, kept)
 
 
 @pytest.mark.timeout(60)
@@ -557,5 +558,59 @@ def test_a_batched_or_paged_range_through_a_key_of_another_type_names_it(redis_s
                 assert client.type(key) == b"string"
                 _restore(client, key, kept)
             assert sorted(o.name for o in db.list(LogicalSwitch, "t1")) == ["a", "b"]
+        finally:
+            client.close()
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_list_is_exact_or_names_the_foreign_directory_on_its_path(
+    redis_server: RedisServer,  # noqa: F811 - the fixture
+    data: st.DataObject,
+) -> None:
+    """Property: whatever objects exist over topics, and whichever directory set ('d:o/', a topic's,
+    a table's, of a topic with objects or not) holds another writer's string, hash or list, a list
+    of the table and each topic's list either is exact or, exactly when its walk goes through that
+    key, raises CorruptRecordError naming it; once the key is back every list is exact."""
+    import uuid
+
+    with nbdb.connect(redis_server.url, namespace=f"q-{uuid.uuid4().hex[:10]}") as db:
+        root = root_of(db)
+        backend = db.backend
+        assert isinstance(backend, RedisBackend)
+        _host, port = backend.config.hosts[0]
+        client = redis.Redis(host="127.0.0.1", port=port, db=backend.config.db)
+        try:
+            names: dict[str, set[str]] = {t: set() for t in _TOPICS}
+            for topic in data.draw(st.lists(st.sampled_from(_TOPICS), min_size=1, max_size=5), label="objects"):
+                names[topic].add(db.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=topic)).name)
+            foreign = data.draw(
+                st.sampled_from(
+                    ["d:o/"] + [f"d:o/{t}/" for t in _TOPICS] + [f"d:o/{t}/LogicalSwitch/" for t in _TOPICS]
+                ),
+                label="foreign",
+            )
+            kind = data.draw(st.sampled_from(["string", "hash", "list"]), label="kind")
+            key = root + foreign
+            kept = _replace(client, key, kind)
+
+            def through(topic: str | None) -> bool:
+                if topic is not None:
+                    return foreign == f"d:o/{topic}/LogicalSwitch/"
+                return foreign == "d:o/" or any(foreign == f"d:o/{t}/LogicalSwitch/" and names[t] for t in _TOPICS)
+
+            for topic in [None, *_TOPICS]:
+                want = set().union(*names.values()) if topic is None else names[topic]
+                if through(topic):
+                    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(key)) as caught:
+                        db.list(LogicalSwitch, topic)
+                    assert caught.value.key == key
+                else:
+                    assert {o.name for o in db.list(LogicalSwitch, topic)} == want
+            _restore(client, key, kept)
+            for topic in [None, *_TOPICS]:
+                want = set().union(*names.values()) if topic is None else names[topic]
+                assert {o.name for o in db.list(LogicalSwitch, topic)} == want
         finally:
             client.close()
