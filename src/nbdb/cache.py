@@ -311,6 +311,15 @@ class Replica:
                 self._relists += 1
                 if self._metrics is not None:
                     self._metrics.relisted()
+            except errors.CorruptRecordError as exc:
+                # The list failed whole on a key another writer damaged that no one record stands for (a
+                # Redis directory set of another type): the cache keeps serving what it holds, reports it
+                # through on_error at every try (the backoff bounds them), and lists again until it passes.
+                log.warning("cache: list failed at revision %d, retrying in %.2fs: %s", self._revision, backoff, exc)
+                for errors_sub in self._error_subs:
+                    errors_sub.put(exc)
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
             except errors.NbdbError as exc:
                 log.warning("cache: backend error at revision %d, retrying in %.2fs: %s", self._revision, backoff, exc)
                 self._closed.wait(backoff)

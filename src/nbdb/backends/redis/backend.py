@@ -261,6 +261,9 @@ class RedisBackend(ChangeLogBackend):
             args = [self.root, self.config.batch if attempt < 3 else 2**31, cap, *prefixes]
             reply = self._run(lambda args=args: self._range_script(args=args))  # type: ignore[misc]
             revision, token, complete = int(reply[0]), _s(reply[1]), int(reply[2])
+            if complete == 3:
+                key = _s(reply[3])
+                raise _foreign_directory(key, _s(reply[4]), "hash" if key.startswith(self.root + "k:") else "set")
             if complete == 1:
                 rows = _unpack(reply[3])
                 out = [
@@ -318,9 +321,13 @@ class RedisBackend(ChangeLogBackend):
             key, match = root + "d:" + directory, _glob_escape(filter) + "*" if filter else None
             cursor: int = 0
             while True:
-                cursor, members = self._run(
-                    lambda c=cursor, k=key, m=match: self._client.sscan(k, c, match=m, count=count)  # type: ignore[misc]
-                )
+                try:
+                    cursor, members = self._run(
+                        lambda c=cursor, k=key, m=match: self._client.sscan(k, c, match=m, count=count)  # type: ignore[misc]
+                    )
+                except errors.CorruptRecordError:  # WRONGTYPE: replaced since the range script walked it
+                    kind = _s(self._run(lambda k=key: self._client.type(k)))  # type: ignore[misc]
+                    raise _foreign_directory(key, kind) from None
                 for member in members:
                     name = _s(member)
                     if name.endswith("/"):
@@ -375,7 +382,11 @@ class RedisBackend(ChangeLogBackend):
     def _unchanged_since(self, prefixes: Sequence[str], revision: int) -> bool:
         chains = [_dir_chain(p) for p in prefixes]
         flat = [d for chain in chains for d in chain]
-        found = self._run(lambda: self._client.hmget(self.root + "dmr", flat))
+        try:
+            found = self._run(lambda: self._client.hmget(self.root + "dmr", flat))
+        except errors.CorruptRecordError:  # WRONGTYPE: another writer's key (it refuses every commit too)
+            kind = _s(self._run(lambda: self._client.type(self.root + "dmr")))
+            raise _foreign_directory(self.root + "dmr", kind, "hash") from None
         pos = 0
         for chain in chains:
             values = found[pos : pos + len(chain)]
@@ -754,6 +765,20 @@ def _mod(mod: Any) -> int:
         return int(mod or 0)
     except ValueError:
         return 0
+
+
+def _foreign_directory(key: str, kind: str, wanted: str = "set") -> errors.CorruptRecordError:
+    """The error of a range through ``key``, a directory set (or a hash) that another writer replaced.
+
+    The range cannot tell which objects are under it, so it fails whole, naming the key: nothing
+    listed around it (that would be a silent loss), nothing of it rewritten (the key is left as
+    it is, as commits leave it).
+    """
+    return errors.CorruptRecordError(
+        f"redis: {key} holds a {kind} where nbdb keeps a {wanted}; another writer put it there, and no range "
+        "through it can be read until it is removed or restored",
+        key=key,
+    )
 
 
 FOREIGN = b"WRONGTYPE"

@@ -985,7 +985,8 @@ for i = 1, #conds do
     if gh and filter == '' and since == 0 then
       if redis.call('EXISTS', gh) == 1 then return {0} end
     elseif gh then
-      local all = redis.call('HGETALL', gh)
+      local all = redis.pcall('HGETALL', gh)
+    if all.err then return foreign(gh) end
       for i = 1, #all, 2 do
         if all[i]:sub(1, #filter) == filter and ungroup(all[i + 1])[3] > since then return {0} end
       end
@@ -1267,7 +1268,10 @@ COMMIT_LUA = (
 # keys, rows packing (key, value, version, modrev) per key; else {rev, token, 0,
 # names}, names packing every key; else, when the directories to walk hold more than
 # ``cap`` names, {rev, token, 2, ''} at once: the client pages the names (SSCAN) instead
-# of one script blocking the server over them all.  Fields are length-prefixed (see pack).
+# of one script blocking the server over them all; else, when a directory set (or a
+# target's reverse-reference hash) the range reads holds another writer's key of another
+# type, {rev, token, 3, key, type}: the client raises CorruptRecordError naming it.
+# Fields are length-prefixed (see pack).
 RANGE_LUA = (
     _LUA_PRELUDE
     + _LUA_PACK
@@ -1276,13 +1280,22 @@ local limit, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local FOREIGN = 'WRONGTYPE'  -- the version of a record whose key holds foreign data (backend.FOREIGN)
 local MISPLACED = 'MISPLACED'  -- the version of an object whose topic field is not its key's (backend.MISPLACED)
 local keys, seen, gvals = {}, {}, {}
+-- Another writer's key of another type where the range reads a set (or a hash): a reply naming it,
+-- not the server's WRONGTYPE (which names no key, and failed the range as if a record were corrupt).
+local function foreign(key)
+  local hr, ht = head()
+  return {hr, ht, 3, key, redis.call('TYPE', key).ok}
+end
 -- A prefix o/*/<table>/ (kvplan.ANY_TOPIC) is that table under each topic d:o/ names now: a scan
 -- of one table reads its own keys, not every object's (issue 13).
 local prefixes, topics = {}, nil
 for j = 4, #ARGV do
   local rest = ARGV[j]:match('^o/%*/(.*)$')
   if rest then
-    if not topics then topics = redis.call('SMEMBERS', P .. 'd:o/') end
+    if not topics then
+      topics = redis.pcall('SMEMBERS', P .. 'd:o/')
+      if topics.err then return foreign(P .. 'd:o/') end
+    end
     for _, t in ipairs(topics) do
       if t:sub(-1) == '/' then prefixes[#prefixes + 1] = 'o/' .. t .. rest end
     end
@@ -1293,7 +1306,8 @@ end
 for j = 1, #prefixes do
   local gh, filter, base = group(prefixes[j])
   if gh then
-    local all = redis.call('HGETALL', gh)
+    local all = redis.pcall('HGETALL', gh)
+    if all.err then return foreign(gh) end
     for i = 1, #all, 2 do
       local k = base .. all[i]
       if all[i]:sub(1, #filter) == filter and not seen[k] then
@@ -1301,10 +1315,17 @@ for j = 1, #prefixes do
       end
     end
   else
-    -- Given up before a directory whose members would pass cap (see the head of the script).
+    -- Given up before a directory whose members would pass cap (see the head of the script), or
+    -- that is no set: SCARD asks before SMEMBERS reads it, so the walk meets no other type.
+    local bad
     local within = walk(prefixes[j], function(k)
       if not seen[k] then seen[k] = true; keys[#keys + 1] = k end
-    end, function(d) return #keys + redis.call('SCARD', d) <= cap end)
+    end, function(d)
+      local n = redis.pcall('SCARD', d)
+      if type(n) == 'table' then bad = d; return false end
+      return #keys + n <= cap
+    end)
+    if bad then return foreign(bad) end
     if not within then
       local hr, ht = head()
       return {hr, ht, 2, ''}
