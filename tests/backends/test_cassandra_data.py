@@ -29,6 +29,7 @@ pytest.importorskip("cassandra")
 
 from nbdb.backends.cassandra.dialect import uuid_order
 from nbdb.families.widecolumn import Delete, WideColumnBackend, layout
+from nbdb.families.widecolumn.sequencer import GUESS_AFTER, CommitQueue
 from nbdb.spi import UniqueKey
 
 pytestmark = pytest.mark.timeout(120)
@@ -268,6 +269,58 @@ def test_a_rival_sealing_a_guess_handed_back_leaves_no_hole_in_the_revisions(
         event = next(watch)
     assert event.object.id == late.id
     assert event.revision <= start + 4, "the sequencer skipped revisions"
+
+
+def test_a_process_guesses_no_revision_after_a_take_that_found_another_process_numbers(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, rival = open_db(), open_db()
+    family(rival).sequencer._q = CommitQueue()  # the rival stands in for another process: it takes on its own
+    sequencer, store = family(db).sequencer, family(db).partitions.store
+    guesses: list[int | None] = []
+    predict, apply = sequencer.predict, store.apply
+    reties: list[Any] = []  # compare-and-sets re-tying a claim sent early under a wrong guess
+
+    def guessed() -> int | None:
+        guesses.append(predict())
+        return guesses[-1]
+
+    def counted(writes: Any) -> Any:
+        reties.extend(w for w, _ in writes if w is layout.W_CLAIM_SET)
+        return apply(writes)
+
+    monkeypatch.setattr(sequencer, "predict", guessed)
+    monkeypatch.setattr(store, "apply", counted)
+    start = family(db).current_revision()
+    made: list[Chassis] = []
+    with db.watch(Chassis, since=start) as watch:
+        made.append(db.create(Chassis(name="warm", topic="t2")))
+        # The two processes take in turns. db's second take loses a race to the rival's (its guess was wrong:
+        # one re-tie); from then on each of its takes wins its first try on a head it read, past the rival's
+        # number taken since its own last take: a guess would be spoiled by the rival's next take.
+        for i in range(4):
+            made.append(rival.create(Chassis(name=f"r{i}", topic="t1")))
+            made.append(db.create(Chassis(name=f"d{i}", topic="t2")))
+            if i == 0:
+                guesses.clear()
+                reties.clear()
+        assert guesses == [None, None, None], "a guess after a take that found another process's number"
+        assert reties == [], "a claim sent early under a guess the other process's take spoiled"
+        # Alone again: once GUESS_AFTER takes in a row found only db's own numbers since the one before, it
+        # guesses again, and right.
+        guesses.clear()
+        for i in range(GUESS_AFTER):
+            made.append(db.create(Chassis(name=f"alone{i}", topic="t2")))
+        assert guesses == [None] * GUESS_AFTER
+        made.append(db.create(Chassis(name="guessed", topic="t2")))
+        assert guesses[-1] == family(db).current_revision(), "no guess once the other process stopped taking"
+        assert reties == []
+        # Each claim is tied to its commit's revision, the revisions are dense, and a watch gets every one.
+        revisions = sorted(claim_of(db, m).rev for m in made)
+        assert revisions == list(range(start + 1, start + 1 + len(made)))
+        seen = [next(watch) for _ in made]
+    assert sorted(e.revision for e in seen) == revisions
+    assert {e.object.id for e in seen} == {m.id for m in made}
 
 
 def test_a_failed_create_drops_the_claim_it_sent_early(open_db: Callable[[], nbdb.Database]) -> None:

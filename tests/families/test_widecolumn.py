@@ -18,6 +18,7 @@ from nbdb.families.widecolumn.changes import ChangeRow
 from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.planner import Plan, StoredObject, check_shape, plan
 from nbdb.families.widecolumn.sequencer import (
+    GUESS_AFTER,
     REGRESSION_GAP,
     CommitQueue,
     RevisionSequencer,
@@ -153,6 +154,7 @@ def guessing_sequencer(head: int) -> RevisionSequencer:
 
     queue = CommitQueue()
     queue.bucket, queue.known = 0, (0, head)
+    queue.own, queue.alone = (0, head), GUESS_AFTER  # and no other process took any since GUESS_AFTER takes
     store = SimpleNamespace(apply=down)
     return RevisionSequencer(store, SimpleNamespace(ns=NS), WideColumnOptions(), queue)  # type: ignore[arg-type]
 

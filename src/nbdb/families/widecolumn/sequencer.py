@@ -23,7 +23,9 @@ get (:meth:`RevisionSequencer.predict`; a unique claim sent early). Each
 commit in flight is guessed a number of its own, and a group's take gives
 each request its guess when the guess is among the group's numbers: which
 number of a take goes to which commit does not matter to the take (one
-compare-and-set for all, each with its index row).
+compare-and-set for all, each with its index row). No guess is made until
+:data:`GUESS_AFTER` takes in a row found no other process's numbers since the
+take before: while another process takes numbers too, they spoil half the guesses.
 
 **Why it stays exact.** A number is taken only for a commit that is about
 to be sent, never ahead of need, so an index row always names a commit that
@@ -59,6 +61,13 @@ log = logging.getLogger(__name__)
 
 _SLOW_TAKE = 1.0
 """Seconds past which taking revisions is logged (at DEBUG) with the races it lost."""
+
+
+GUESS_AFTER = 8
+"""Takes in a row that found no other process's numbers since this process's take before, after which
+:meth:`RevisionSequencer.predict` guesses again (a guess is right only if no other process takes numbers
+before the commit's own take: with another writing process half the guesses were wrong, a second round
+each, whether or not the one take before had found its numbers)."""
 
 
 REGRESSION_GAP = 1000
@@ -125,6 +134,11 @@ class CommitQueue:
         """The highest revision this process took: the head can only be below it if the store lost commits."""
         self.contended = False
         """The last take lost a race: other processes take numbers too, so ``known`` is likely stale by now."""
+        self.own: tuple[int, int] | None = None
+        """(bucket, last number) of this process's last take."""
+        self.alone = 0
+        """Takes in a row that found no other process's numbers since this process's take before (at most
+        :data:`GUESS_AFTER`; the process's first take counts as that many if it won its first try)."""
         self.guesses: set[int] = set()
         """The guesses :meth:`RevisionSequencer.predict` handed out whose commit has no revision yet (nor gave
         its guess back): no other commit is guessed one of them. Nothing else is kept of the guesses, so one
@@ -223,12 +237,13 @@ class RevisionSequencer:
         compare-and-set all the same), so concurrent commits of the process are guessed right, not
         only the first. A guess is never above the head + the commits in flight + 1, so whatever is
         done under it early (a unique claim tied to it, see ``unique``) is re-tied when it was wrong.
-        None while other processes take numbers too (the last take lost a race): the guess would be
-        wrong, and re-tying costs a round.
+        None while other processes take numbers too (one of the last :data:`GUESS_AFTER` takes lost a
+        race, or found numbers another process took since this process's take before it): the guess
+        would be wrong about half the time, and re-tying costs a round; the claim follows the take instead.
         """
         with self._q.cond:
             known = self._q.known
-            if known is None or known[1] is None or known[0] != self._q.bucket or self._q.contended:
+            if known is None or known[1] is None or known[0] != self._q.bucket or self._q.alone < GUESS_AFTER:
                 return None
             # The commits waiting without a guess take the next numbers (in the queue's order); the others
             # are each guessed the lowest number after those that no commit in flight was guessed.
@@ -354,7 +369,12 @@ class RevisionSequencer:
                 applied, after = self._landed(bucket, first, cid, head)
                 result = None
             if applied:
-                self._q.known = (bucket, first + count - 1)
+                mine = self._q.own
+                if attempt or (mine is not None and mine != (bucket, head)):  # another process's numbers came
+                    self._q.alone = 0  # between this take and the one before
+                else:
+                    self._q.alone = GUESS_AFTER if mine is None else min(GUESS_AFTER, self._q.alone + 1)
+                self._q.own = self._q.known = (bucket, first + count - 1)
                 self._q.contended = attempt > 0
                 self._q.highest = max(self._q.highest, first + count - 1)
                 if time.monotonic() - started > _SLOW_TAKE:  # where a writer's stall comes from (node loss)
