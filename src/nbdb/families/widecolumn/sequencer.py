@@ -32,7 +32,10 @@ its partition's ``last_rev < g`` and sets ``last_rev = g``; a watcher that
 finds no change rows for g waits, then raises ``last_rev`` to g (a *seal*):
 from then on the commit can never land, so passing g skips nothing. No clock
 takes part. The group does not change any of this: each number of a group
-is one commit's, with its own index row, resolved on its own.
+is one commit's, with its own index row, resolved on its own. A seal at a
+guess may be above the head: a commit that meets one takes the numbers up to
+it ``void`` (:meth:`RevisionSequencer.skip_to`), so numbering goes on right
+after it with no hole.
 """
 
 from __future__ import annotations
