@@ -29,7 +29,7 @@ pytest.importorskip("cassandra")
 
 from nbdb.backends.cassandra.dialect import uuid_order
 from nbdb.families.widecolumn import Delete, WideColumnBackend, layout
-from nbdb.families.widecolumn.sequencer import GUESS_AFTER, CommitQueue
+from nbdb.families.widecolumn.sequencer import GUESS_AFTER, CommitQueue, RevisionSequencer
 from nbdb.spi import UniqueKey
 
 pytestmark = pytest.mark.timeout(120)
@@ -321,6 +321,38 @@ def test_a_process_guesses_no_revision_after_a_take_that_found_another_process_n
         seen = [next(watch) for _ in made]
     assert sorted(e.revision for e in seen) == revisions
     assert {e.object.id for e in seen} == {m.id for m in made}
+
+
+@pytest.mark.parametrize("at_the_end", [False, True], ids=["in-the-bucket", "across-the-bucket-end"])
+def test_a_rival_sealing_a_guess_held_in_flight_leaves_no_hole_in_the_revisions(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch, at_the_end: bool
+) -> None:
+    if at_the_end:
+        monkeypatch.setattr(RevisionSequencer, "bucket_size", 8)
+    db, other = open_db(), open_db()
+    sequencer = family(db).sequencer
+    db.create(LogicalSwitch(name="warm", topic="t1"))
+    while at_the_end and family(db).current_revision() % 8 != 7:  # the seal lands in the next bucket
+        db.create(LogicalSwitch(name="fill", topic="t0"))
+    start = family(db).current_revision()
+    with db.watch(LogicalSwitch, since=start) as watch:
+        # Three creates in flight, each guessed its own revision (the third: start + 3); the third's claim
+        # was sent early, and a rival settling it sealed its topic at the guess, above the head.
+        guesses = [sequencer.predict() for _ in range(3)]
+        assert guesses == [start + 1, start + 2, start + 3], guesses
+        family(other).partitions.seal_through(rules.topic_part("t1"), start + 3)
+        try:
+            # Another handle commits to the sealed topic below the seal: refused on last_rev, then again.
+            made = [other.create(LogicalSwitch(name=f"after{i}", topic="t1")) for i in range(2)]
+        finally:
+            for guess in guesses:
+                assert guess is not None
+                sequencer.unguess(guess)
+        # The sequencer took the numbers up to the seal and voided them: no hole, no HistoryGoneError.
+        seen = [next(watch) for _ in made]
+    assert [e.object.id for e in seen] == [m.id for m in made]
+    assert [e.revision for e in seen] == [start + 4, start + 5], "the sequencer skipped revisions"
+    assert family(other).current_revision() == start + 5
 
 
 def test_a_failed_create_drops_the_claim_it_sent_early(open_db: Callable[[], nbdb.Database]) -> None:

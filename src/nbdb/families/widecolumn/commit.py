@@ -44,7 +44,7 @@ from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.planner import Plan, StoredObject
 from nbdb.families.widecolumn.primitives import OutcomeUnknown
 from nbdb.families.widecolumn.references import ReferenceProtocol, Replan, Reservations
-from nbdb.families.widecolumn.sequencer import RevisionSequencer
+from nbdb.families.widecolumn.sequencer import SEAL_REACH, RevisionSequencer
 from nbdb.families.widecolumn.sharing import NamespaceState
 from nbdb.families.widecolumn.unique import ClaimsHeld, UniqueClaims
 from nbdb.spi import CommitResult, Delete, LockHandle, Put, RefKey, WriteOp
@@ -324,13 +324,22 @@ class Committer:
         """Check a ``last_rev`` a batch found at or above its revision against the revisions handed out.
 
         A commit or a seal that got there first left it at a revision the sequencer handed out: the
-        next try takes a later one. One past every revision handed out is no nbdb write (another
-        writer's): every batch in the partition failed on it, a ConflictError ("kept conflicting with
-        concurrent writers") that no retry could end. In the sequencer's bucket, numbering resumes
-        past it (as after a store that lost commits); past it, CorruptRecordError.
+        next try takes a later one. Above the head it is a seal at a guess (a rival settled a unique
+        claim sent early, see ``unique``): it has no change rows, and within ``SEAL_REACH`` of the head
+        the sequencer takes the revisions up to it and voids them, so the next try lands right after it
+        and watchers pass voids, not a hole. Otherwise it is no nbdb write (another writer's) or a
+        commit the sequencer lost: every batch in the partition failed on it, a ConflictError ("kept
+        conflicting with concurrent writers") that no retry could end. In the sequencer's bucket,
+        numbering resumes past it (as after a store that lost commits); past it, CorruptRecordError.
         """
         head = self._sequencer.current()
         if last <= head:
+            return
+        if (
+            last - head <= SEAL_REACH
+            and not self._p.changes(part, last, last, serial=True)
+            and self._sequencer.skip_to(last, part)
+        ):
             return
         if L.bucket_of(last, self._sequencer.bucket_size) != L.bucket_of(max(head, 1), self._sequencer.bucket_size):
             raise errors.CorruptRecordError(

@@ -34,7 +34,10 @@ its partition's ``last_rev < g`` and sets ``last_rev = g``; a watcher that
 finds no change rows for g waits, then raises ``last_rev`` to g (a *seal*):
 from then on the commit can never land, so passing g skips nothing. No clock
 takes part. The group does not change any of this: each number of a group
-is one commit's, with its own index row, resolved on its own.
+is one commit's, with its own index row, resolved on its own. A seal at a
+guess may be above the head: a commit that meets one takes the numbers up to
+it ``void`` (:meth:`RevisionSequencer.skip_to`), so numbering goes on right
+after it with no hole.
 """
 
 from __future__ import annotations
@@ -55,7 +58,15 @@ from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
 from nbdb.families.widecolumn.primitives import OutcomeUnknown, WideColumnStore, Write
 
-__all__ = ["REGRESSION_GAP", "CommitQueue", "RevisionSequencer", "assign", "numbers_in_bucket", "resume_head"]
+__all__ = [
+    "REGRESSION_GAP",
+    "SEAL_REACH",
+    "CommitQueue",
+    "RevisionSequencer",
+    "assign",
+    "numbers_in_bucket",
+    "resume_head",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +83,16 @@ each, whether or not the one take before had found its numbers)."""
 
 REGRESSION_GAP = 1000
 """Revisions left unused after the head was found below one this process had seen (see :func:`resume_head`)."""
+
+
+SEAL_REACH = REGRESSION_GAP
+"""How far above the head a partition's ``last_rev`` may be and still be taken for a seal nbdb wrote.
+
+nbdb seals only at revisions handed out and at guesses, and a guess is at most the head + the commits
+in flight in the guessing process + 1 (see :meth:`RevisionSequencer.predict`): a thousand is far past
+any process's commits in flight, and voiding up to it costs at most ``SEAL_REACH / max_group`` (16)
+compare-and-sets, no more than the hole of the regression rule costs every watcher (a re-list). A
+``last_rev`` farther than that is nobody's seal: the regression rule applies (see :meth:`skip_to`)."""
 
 
 def resume_head(head: int | None, highest: int, bucket: int, wanted: int, bucket_size: int) -> int | None:
@@ -421,6 +442,59 @@ class RevisionSequencer:
         if not rows:
             return False, head
         return rows[0].cid == cid, rows[0].head
+
+    def skip_to(self, last: int, part: str) -> bool:
+        """Take the revisions after the head up to ``last`` and mark them void; False if ``last`` is too far.
+
+        For a seal found above the head (at a guess, see ``unique``): no commit can land at or below it in
+        ``part``, so the numbers up to it are taken like any others (the head's compare-and-set, with their
+        index rows, ``max_group`` at a time) and written ``void`` in the same batch. Numbering resumes at
+        ``last + 1`` and watchers pass the voids: no hole, no HistoryGoneError. Each index row names ``part``.
+        """
+        cid = uuid.uuid4()
+        bucket = self.bucket_hint()
+        head: int | None = None
+        read, reported = True, True
+        for attempt in tries(self._races):
+            if attempt:
+                self._pause(attempt, reported)
+            if read:
+                rows = self._partitions.read(L.Q_HEAD, (self._ns, bucket))
+                head = rows[0].head if rows else None
+            start = bucket * self.bucket_size if head is None else int(head)
+            if start >= last:
+                return True
+            if last - start > SEAL_REACH:
+                return False
+            end = (bucket + 1) * self.bucket_size
+            if start >= end:
+                self._advance_bucket(bucket)
+                bucket, read = self._q.bucket, True
+                continue
+            first, upto = start + 1, min(last, end, start + self.max_group)
+            at = int(self._o.clock() * 1000)
+            writes: list[tuple[Write, tuple[Any, ...]]] = [(L.W_HEAD, (self._ns, bucket, upto, head))]
+            for g in range(first, upto + 1):
+                writes.append((L.W_INTENT, (self._ns, bucket, g, part, set(), cid, at, self._o.history)))
+                writes.append((L.W_VOID, (self._ns, bucket, g, True, self._o.history)))
+            try:
+                result = self._store.apply(writes)
+                applied, after = result.applied, None
+            except OutcomeUnknown:
+                applied, after = self._landed(bucket, first, cid, head)
+                result = None
+            if applied:
+                head, read, reported = upto, False, True
+                with self._q.cond:
+                    self._q.known = (bucket, upto)
+                    self._q.highest = max(self._q.highest, upto)
+                continue
+            if result is None:
+                head, read, reported = after, False, True
+            else:
+                reported = result.reports("head")
+                head, read = (result.value("head"), False) if reported else (None, True)
+        return False
 
     def passed(self, revision: int) -> None:
         """A revision found in the store past the head (another writer's): the next take resumes past it."""
