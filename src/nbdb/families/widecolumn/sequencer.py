@@ -269,13 +269,7 @@ class RevisionSequencer:
             # The commits waiting without a guess take the next numbers (in the queue's order); the others
             # are each guessed the lowest number after those that no commit in flight was guessed.
             guess = int(known[1]) + 1 + sum(1 for request in self._q.waiting if request.guess is None)
-            held = self._q.guesses
-            # After every guess held rather than in a hole a given-back one left (commits reach the queue about
-            # in the order they were guessed, so a hole's number goes to an earlier-guessed commit), as long as
-            # that stays within the head + the guesses held + 1; past it, the lowest number no one holds.
-            if held and guess <= max(held) < guess + len(held):
-                guess = max(held) + 1
-            while guess in held:
+            while guess in self._q.guesses:
                 guess += 1
             self._q.guesses.add(guess)
             return guess
