@@ -694,6 +694,23 @@ def test_a_plain_validators_value_reads_back_whatever_its_annotation(
     assert connect().get(AnnotatedPlain, written.id).x == ["!"]
 
 
+class ClassAfter(Model):
+    """A class as the validator: its instance need not be the annotation's."""
+
+    nbdb_table = "ft_class_after"
+    x: Annotated[str, pydantic.AfterValidator(list)] = ""
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_class_as_validator_that_returns_what_its_field_refuses_is_refused(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    connect = reopen(kind)
+    with pytest.raises(nbdb.ValidationError, match=r"\bx\b"):
+        connect().create(ClassAfter(x="ab", topic="t"))
+    assert connect().list(ClassAfter) == []
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_a_validator_whose_value_validates_to_another_is_refused_on_every_store(
     reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str

@@ -719,18 +719,24 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
     return cast(Callable[[dict[str, Any]], object], scope["check"])
 
 
+_TRUSTED = frozenset({"nbdb", "pydantic", "pydantic_core", "ipaddress"})
+"""The packages whose validators return values of their annotations (see :func:`_replaces_values`)."""
+
+
 def _replaces_values(model: type[Model]) -> bool:
-    """Whether a validator of ``model``'s core schema that is not nbdb's own (whose return values are of their
-    annotations) runs after or around a value's own validation, so that what it returns is never validated:
-    a field's ``AfterValidator``, ``WrapValidator``, ``PlainValidator``, ``field_validator`` of those modes, at
-    any depth; a ``model_validator`` of mode after or wrap (one that sets a field). Before validators are not:
-    their value is validated next. Serializers (a node's ``serialization``) are not looked at."""
+    """Whether a validator of ``model``'s core schema runs after or around a value's own validation, so that what
+    it returns is never validated, and is not nbdb's, pydantic's nor ``ipaddress``'s own (whose values are of their
+    annotations: a ``Path``'s, an ``IPv4Address``'s, a ``SecretStr``'s): a field's ``AfterValidator``,
+    ``WrapValidator``, ``PlainValidator``, ``field_validator`` of those modes, at any depth; a ``model_validator``
+    of mode after or wrap (one that sets a field). Before validators are not: their value is validated next.
+    Serializers (a node's ``serialization``) are not looked at."""
 
     def rule(node: dict[str, Any]) -> bool | None:
         if node.get("type") in ("function-after", "function-wrap", "function-plain"):
             function = node.get("function")
-            owner = getattr(function.get("function") if isinstance(function, dict) else None, "__module__", None)
-            if not (isinstance(owner, str) and (owner == "nbdb" or owner.startswith("nbdb."))):
+            called = function.get("function") if isinstance(function, dict) else None
+            owner = getattr(called, "__module__", None)
+            if not (isinstance(owner, str) and owner.split(".")[0] in _TRUSTED):
                 return True
         return None
 
