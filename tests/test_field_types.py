@@ -11,14 +11,16 @@ had no way to be stored.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import uuid
+import zoneinfo
 from collections.abc import Callable, Iterator, MutableSequence
 from pathlib import Path
 from typing import Annotated, Any, Generic, NewType, TypeVar
 
 import pydantic
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import Json, Secret, SecretBytes, SecretStr
 from pydantic_core import core_schema
@@ -560,3 +562,211 @@ def test_immutable_refuses_object_models_dataclasses_and_mutable_collections(cls
         stored = db.create(obj)
         obj.inner.items.append(2)  # the caller's copy, changed in place: not the stored one
         assert db.get(HoldsListsInside, stored.id).inner.items == [1]
+
+
+# A validator that returns what its field's annotation does not allow: memory:// stored (and shared) the
+# caller's value, sqlite:// and every store of bytes stored it and every later read was a CorruptRecordError.
+
+
+def _bad(value: object) -> bool:
+    """The values the validators below turn into something their annotation refuses."""
+    return isinstance(value, str) and value.startswith("!")
+
+
+def _listed(value: Any) -> Any:
+    return [value] if _bad(value) else value
+
+
+def _floated(value: Any) -> Any:
+    """Not a list: a model validator's list was refused already (it looked again at any list, map or set)."""
+    return 7.5 if _bad(value) else value
+
+
+class FieldAfter(Model):
+    nbdb_table = "ft_field_after"
+    x: int | str = 0
+
+    @pydantic.field_validator("x", mode="after")
+    @classmethod
+    def _x(cls, value: Any) -> Any:
+        return _listed(value)
+
+
+class FieldWrap(Model):
+    nbdb_table = "ft_field_wrap"
+    x: int | str = 0
+
+    @pydantic.field_validator("x", mode="wrap")
+    @classmethod
+    def _x(cls, value: Any, handler: Any) -> Any:
+        return _listed(handler(value))
+
+
+class AnnotatedAfter(Model):
+    nbdb_table = "ft_annotated_after"
+    x: Annotated[int | str, pydantic.AfterValidator(_listed)] = 0
+
+
+class AnnotatedPlain(Model):
+    nbdb_table = "ft_annotated_plain"
+    x: Annotated[int | str, pydantic.PlainValidator(_listed)] = 0
+
+
+class AnnotatedInside(Model):
+    nbdb_table = "ft_annotated_inside"
+    x: list[Annotated[int | str, pydantic.AfterValidator(_floated)]] = pydantic.Field(default_factory=list)
+
+
+class ModelAfter(Model):
+    nbdb_table = "ft_model_after"
+    x: int | str = 0
+
+    @pydantic.model_validator(mode="after")
+    def _x(self) -> ModelAfter:
+        object.__setattr__(self, "x", _floated(self.x))
+        return self
+
+
+class ModelWrap(Model):
+    nbdb_table = "ft_model_wrap"
+    x: int | str = 0
+
+    @pydantic.model_validator(mode="wrap")
+    @classmethod
+    def _x(cls, data: Any, handler: Any) -> Any:
+        built = handler(data)
+        object.__setattr__(built, "x", _floated(built.x))
+        return built
+
+
+class FloatAfter(Model):
+    """No list: a number neither of the union's choices takes."""
+
+    nbdb_table = "ft_float_after"
+    x: Annotated[int | str, pydantic.AfterValidator(_floated)] = 0
+
+
+RETURNS_ANOTHER_TYPE = [FieldAfter, FieldWrap, AnnotatedAfter, ModelAfter, ModelWrap, FloatAfter]
+
+
+def _made(model: type[Model], value: int | str) -> Model:
+    return model(x=[value] if model is AnnotatedInside else value, topic="t")
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("model", [*RETURNS_ANOTHER_TYPE, AnnotatedInside])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.integers(-(2**40), 2**40) | _TEXT.map(lambda t: "!" + t) | _TEXT)
+def test_a_validators_return_value_its_field_refuses_is_refused_by_the_write_on_every_store(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str, model: type[Model], value: int | str
+) -> None:
+    """Created, updated or in a transaction: refused with ValidationError naming the field, nothing written;
+    a value the validator leaves as its annotation allows reads back as written."""
+    connect = reopen(kind)
+    db = connect()
+    good = db.create(_made(model, 1))
+    obj = _made(model, value)
+    if not _bad(value):
+        written = db.create(obj)
+        assert connect().get(model, obj.id) == written
+        assert connect().get(model, db.update(good.replace(x=obj.x)).id).x == obj.x  # type: ignore[attr-defined]
+        return
+    with pytest.raises(nbdb.ValidationError, match=r"\bx\b"):
+        db.create(obj)
+    with pytest.raises(nbdb.ValidationError, match=r"\bx\b"):
+        db.update(good.replace(x=obj.x))  # type: ignore[attr-defined]
+    with pytest.raises(nbdb.ValidationError, match=r"\bx\b"), db.transaction() as t:
+        t.create(_made(model, 2))
+        t.create(obj)
+    reader = connect()
+    with pytest.raises(nbdb.NotFoundError):
+        reader.get(model, obj.id)
+    assert reader.list(model) == [good]  # every record reads back, the first as it was
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_plain_validators_value_reads_back_whatever_its_annotation(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    """A plain validator replaces its field's validation: what it returns, it takes again at the read."""
+    connect = reopen(kind)
+    written = connect().create(AnnotatedPlain(x="!", topic="t"))
+    assert connect().get(AnnotatedPlain, written.id).x == ["!"]
+
+
+class ClassAfter(Model):
+    """A class as the validator: its instance need not be the annotation's."""
+
+    nbdb_table = "ft_class_after"
+    x: Annotated[str, pydantic.AfterValidator(list)] = ""
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_class_as_validator_that_returns_what_its_field_refuses_is_refused(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    connect = reopen(kind)
+    with pytest.raises(nbdb.ValidationError, match=r"\bx\b"):
+        connect().create(ClassAfter(x="ab", topic="t"))
+    assert connect().list(ClassAfter) == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_validator_whose_value_validates_to_another_is_refused_on_every_store(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str
+) -> None:
+    """A validator that does not return what it takes again (``v + 1``): a store of bytes validates the stored
+    value again at every read, and read back another value than the one it acknowledged (``memory://`` the one)."""
+
+    class Counter(Model):
+        nbdb_table = "ft_counter"
+        n: Annotated[int, pydantic.AfterValidator(lambda v: v + 1)] = 0
+
+    connect = reopen(kind)
+    obj = Counter(n=1, topic="t")
+    with pytest.raises(nbdb.ValidationError, match=r"\bn\b"):
+        connect().create(obj)
+    assert connect().list(Counter) == []
+
+
+class Stamped(Model):
+    nbdb_table = "ft_stamped"
+    at: datetime.datetime
+
+
+@pytest.mark.parametrize("kind", STORES)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(at=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+@example(at=datetime.datetime(2026, 11, 1, 1, 30, tzinfo=zoneinfo.ZoneInfo("America/New_York")))  # a fold
+@example(at=datetime.datetime(2026, 11, 1, 1, 30, tzinfo=zoneinfo.ZoneInfo("America/New_York"), fold=1))
+@example(at=datetime.datetime(2026, 3, 8, 2, 30, tzinfo=zoneinfo.ZoneInfo("America/New_York")))  # a gap
+@example(at=datetime.datetime(2026, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")))
+@example(at=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(seconds=30))))
+@example(at=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=-5, minutes=-30))))
+@given(
+    at=st.datetimes(
+        min_value=datetime.datetime(1, 1, 2), max_value=datetime.datetime(9999, 12, 30), timezones=st.timezones()
+    )
+)
+def test_an_aware_datetime_reads_back_equal_with_its_offset_or_is_refused_on_every_store(
+    reopen: Callable[[str], Callable[[], nbdb.Database]], kind: str, at: datetime.datetime
+) -> None:
+    """JSON keeps an offset, not a zone: a store of bytes reads back pydantic's own fixed-offset ``tzinfo``
+    (``TzInfo(0)`` for ``timezone.utc``), equal as a datetime and of the same offset, of another repr. It
+    writes the offset to the minute: one of seconds (a zone's local mean time before 1900 or so, ``-00:16:08``)
+    read back as another instant; and a zone's time in its repeated or skipped hour read back as the same
+    instant at a fixed offset, which Python never finds equal to it: both are refused on every store, naming
+    the field."""
+    connect = reopen(kind)
+    offset = at.utcoffset()
+    exceptional = offset is not None and at != at.replace(tzinfo=datetime.timezone(offset))  # a DST fold or gap
+    if offset is not None and (offset % datetime.timedelta(minutes=1) or exceptional):
+        with pytest.raises(nbdb.ValidationError, match=r"\bat\b.*whole minutes.*repeated or skipped hour"):
+            connect().create(Stamped(at=at, topic="t"))
+        assert connect().list(Stamped) == []
+        return
+    written = connect().create(Stamped(at=at, topic="t"))
+    read = connect().get(Stamped, written.id)
+    assert read == written and read.at == at and read.at.utcoffset() == at.utcoffset()
+    if kind == "memory":
+        assert read.at.tzinfo is at.tzinfo

@@ -12,6 +12,7 @@ of the types its fields declare) costs a loop of ``isascii()`` calls.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import math
 import types
@@ -108,9 +109,13 @@ def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:
                 "would be lost; declare the secret's type (SecretStr, SecretBytes, Secret[T]) where it is held"
             )
     if verdict is not _AGAIN and not storable(fields):
+        wrong = ", ".join(sorted(name for name, value in fields.items() if not storable(value)))
         raise errors.ValidationError(
-            f"{obj.nbdb_table} {obj.id} cannot be stored: text that is not Unicode, bytes that are not UTF-8, "
-            "a float that is infinite or NaN, or a value JSON cannot hold"
+            f"{obj.nbdb_table} {obj.id} cannot be stored: {wrong} holds text that is not Unicode, bytes that are "
+            "not UTF-8, a float that is infinite or NaN, a time whose UTC offset is not whole minutes (JSON "
+            "writes it to the minute: another instant read back) or a zone's time in its repeated or skipped hour "
+            "(read back at a fixed offset, never equal: write it at a fixed offset, astimezone(timezone.utc)), or a "
+            "value JSON cannot hold"
         )
     if verdict is False:
         return
@@ -118,8 +123,8 @@ def _look_closer(obj: Model, fields: dict[str, Any], verdict: object) -> None:
         valid = type(obj).__pydantic_validator__.validate_python(fields).__dict__
     except pydantic.ValidationError as exc:
         raise errors.ValidationError(
-            f"{obj.nbdb_table} {obj.id} cannot be stored: a value its field or a validator refuses (changed in "
-            f"place?): {validation_error_of(exc, type(obj).__name__)}"
+            f"{obj.nbdb_table} {obj.id} cannot be stored: a value its field or a validator refuses (a validator's own "
+            f"return value, or changed in place?): {validation_error_of(exc, type(obj).__name__)}"
         ) from None
     # Bytes where text belongs, a text once normalised, a tuple where a list belongs, a frozenset where a
     # set does (equal to the set its field's validation gives, so compared by class too: it was written as
@@ -313,6 +318,20 @@ def storable(value: object) -> bool:
         return all(storable(getattr(value, field.name)) for field in dataclasses.fields(value))  # slots too
     if value is None or isinstance(value, int | UUID | enum.Enum):
         return True
+    if isinstance(value, datetime.datetime | datetime.time):
+        # pydantic writes a UTC offset to the minute: +00:00:30 was written +00:00, another instant read back.
+        offset = value.utcoffset()
+        if offset is None:
+            return True
+        if offset % _MINUTE:
+            return False
+        # JSON keeps the offset, not the zone: a zone's time in its repeated or skipped hour (a DST fold or gap)
+        # reads back as the same instant at a fixed offset, which Python never finds equal to it.
+        return (
+            type(value.tzinfo) is datetime.timezone
+            or not isinstance(value, datetime.datetime)
+            or (value == value.replace(tzinfo=datetime.timezone(offset)))
+        )
     if isinstance(value, SECRETS):  # written by a caller's own serializer (see :func:`_secret_problem`)
         return storable(value.get_secret_value())
     if DECLARED and isinstance(value, tuple(DECLARED)):
@@ -327,6 +346,7 @@ def storable(value: object) -> bool:
     return True
 
 
+_MINUTE = datetime.timedelta(minutes=1)
 SECRETS = (pydantic.SecretStr, pydantic.SecretBytes, pydantic.Secret)
 """pydantic's secret classes (``Secret[T]``'s instances are of ``Secret`` subclasses)."""
 
@@ -590,13 +610,18 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
     :func:`_in_place` names: each text found among those known to pass (those the constructor and
     ``replace()`` just validated: ``Model.__init__`` notes them through ``VALIDATED``), or else the
     field validated as it is; the model's validation, if it or the field has validators of its own.
+    A model with a validator of the caller's whose value nothing validates (:func:`_replaces_values`)
+    is validated again at every write: its check answers ``_WRONG`` or ``_AGAIN``, never True.
     """
     decorators = model.__pydantic_decorators__
     trusted = not decorators.root_validators and all(
         d.info.mode == "after" for d in decorators.model_validators.values()
     )
     validated = {name for d in decorators.field_validators.values() for name in d.info.fields}
-    lines = ["def check(d):", "    a = True", "    again = False"]
+    # A validator of the caller's that may replace a value (a field's after, wrap or plain one, at any depth;
+    # a model's after or wrap one) may return what its annotation does not allow: memory:// kept it, and a store
+    # of bytes wrote it and refused it on every later read. Such a model validates every write again.
+    lines = ["def check(d):", "    a = True", f"    again = {_replaces_values(model)}"]
     noted = ["def note(d):"]
     nested: list[tuple[str, Callable[[Any], bool]]] = []
     scope_names: dict[str, Any] = {
@@ -692,6 +717,31 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
     if nested:
         _NESTED[model] = tuple(nested)
     return cast(Callable[[dict[str, Any]], object], scope["check"])
+
+
+_TRUSTED = frozenset({"nbdb", "pydantic", "pydantic_core", "ipaddress"})
+"""The packages whose validators return values of their annotations (see :func:`_replaces_values`)."""
+
+
+def _replaces_values(model: type[Model]) -> bool:
+    """Whether a validator of ``model``'s core schema runs after or around a value's own validation, so that what
+    it returns is never validated, and is not nbdb's, pydantic's nor ``ipaddress``'s own (whose values are of their
+    annotations: a ``Path``'s, an ``IPv4Address``'s, a ``SecretStr``'s): a field's ``AfterValidator``,
+    ``WrapValidator``, ``PlainValidator``, ``field_validator`` of those modes, at any depth; a ``model_validator``
+    of mode after or wrap (one that sets a field). Before validators are not: their value is validated next.
+    Serializers (a node's ``serialization``) are not looked at."""
+
+    def rule(node: dict[str, Any]) -> bool | None:
+        if node.get("type") in ("function-after", "function-wrap", "function-plain"):
+            function = node.get("function")
+            called = function.get("function") if isinstance(function, dict) else None
+            owner = getattr(called, "__module__", None)
+            if not (isinstance(owner, str) and owner.split(".")[0] in _TRUSTED):
+                return True
+        return None
+
+    schema = model.__pydantic_core_schema__
+    return bool(coreschema.find(schema, rule, refs=coreschema.definitions(schema), skip=("serialization",)))
 
 
 def _odd_collections(annotation: Any) -> frozenset[type] | None:
