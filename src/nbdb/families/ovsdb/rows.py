@@ -45,7 +45,6 @@ import orjson
 from nbdb import errors, storable
 from nbdb.families.ovsdb.datum import default_cell, escape, escape_each, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
-from nbdb.families.ovsdb.sortedjson import sorted_bytes, sorted_text
 from nbdb.models import shared
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 
@@ -422,6 +421,10 @@ _Values = Mapping[str, Any] | None
 """Field -> a mapped column's value in the rendered document (see :func:`new_row`); None: made from the row."""
 
 
+_SORTED = json.JSONEncoder(sort_keys=True)
+"""What ``json.dumps(doc, sort_keys=True)`` encodes with (the same settings), made once instead of per call."""
+
+
 def _rendered(
     tm: TableMap, id: uuid.UUID, row: Row, parents: _Parents, values: _Values = None, id_text: str | None = None
 ) -> tuple[dict[str, Any] | None, bytes]:
@@ -460,7 +463,7 @@ def _rendered(
         # Not the row's topic: the decode reports the row as corrupt, saying why (see render).
         doc["topic"] = _NO_NAMESPACE if doc["topic"] != _NO_NAMESPACE else _NO_NAMESPACE + "."
     try:
-        return doc, sorted_bytes(doc)
+        return doc, _SORTED.encode(doc).encode()
     except RecursionError:
         # Another writer's JSON nested about as deep as the recursion limit: read, but too deep to
         # write out again here. No document: bytes the codec refuses (a corrupt record), never a
@@ -487,7 +490,7 @@ def render(
     if several and doc is not None:
         for name, held in several.items():
             doc[name] = f"held by {len(held)} parents: " + ", ".join(str(p) for p in held)
-        data = sorted_bytes(doc)
+        data = _SORTED.encode(doc).encode()
         # It references every parent that holds it: a delete of any of them names it.
         targets = {spec.field: spec.target for spec in tm.shape.references}
         refs = refs | {(targets[name], p) for name, held in several.items() if name in targets for p in held}
@@ -622,7 +625,7 @@ def same_content(tm: TableMap, row: Row, other: Row) -> bool:
 def field_cell(cm: ColumnMap, value: Any) -> Any:
     """The cell of column ``cm`` holding the field value ``value`` (as a document holds it)."""
     if cm.json:
-        return sorted_text(value)
+        return json.dumps(value, sort_keys=True)
     if cm.one_of_set:
         return set() if value is None else {value}
     if cm.type.is_set:
@@ -715,7 +718,7 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
     for name in tm.ext_fields:
         value = doc.get(name)
         if value is not None and value != [] and value != {}:
-            ext[EXT_FIELD + name] = sorted_text(value)
+            ext[EXT_FIELD + name] = json.dumps(value, sort_keys=True)
     parents: dict[str, uuid.UUID] = {}
     for name in tm.parents:
         value = doc.get(name)

@@ -30,7 +30,6 @@ from nbdb.families import rules
 from nbdb.families.ovsdb.datum import atom_to_wire, cell_to_wire
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, TableMap, UniqueRule
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, field_cell
-from nbdb.families.ovsdb.sortedjson import compact_text
 from nbdb.spi import RefKey, UniqueKey
 
 __all__ = [
@@ -55,7 +54,7 @@ class UniqueCheck:
 
 
 def _canonical(value: Any) -> str:
-    return compact_text(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _key_text(namespace: str, value: str) -> str:
