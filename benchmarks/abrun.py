@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ab_parser", "callgrind_phases", "env", "in_turns", "loadavg", "run_json", "start_redis"]
+__all__ = ["ab_parser", "callgrind_phases", "env", "in_turns", "loadavg", "run_json", "start_redis", "stores"]
 
 
 def env(src: str | None) -> dict[str, str]:
@@ -121,3 +122,30 @@ def start_redis(
             server.terminate()
             raise RuntimeError(f"redis-server did not answer: {' '.join(argv)}")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def stores(backends: str, prefix: str) -> Iterator[dict[str, str]]:
+    """A URL per backend of ``backends`` (comma-separated, in that order): servers started on loopback by
+    the test harness, sqlite in a temporary directory named from ``prefix``, ``memory://`` as it is.
+    Stopped and removed on leaving."""
+    from nbdb.testing.servers import start_server
+
+    servers = []
+    urls: dict[str, str] = {}
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    try:
+        for backend in backends.split(","):
+            if backend == "sqlite":
+                urls[backend] = f"sqlite://{tmp.name}/store.db"
+            elif backend == "memory":
+                urls[backend] = "memory://"
+            else:
+                server = start_server(backend)
+                servers.append(server)
+                urls[backend] = server.url
+        yield urls
+    finally:
+        for server in servers:
+            server.stop()
+        tmp.cleanup()

@@ -23,10 +23,9 @@ import contextlib
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 
-from abrun import env, loadavg, run_json
+from abrun import env, loadavg, run_json, stores
 
 WORKER = r"""
 import contextlib, gc, json, sys, time
@@ -72,31 +71,13 @@ def filled_stores(backends: str, ports: int, src: str) -> Iterator[dict[str, str
     """A store per backend of ``backends`` (comma-separated), each URL holding ``ports`` ports in
     :data:`NAMESPACE`, written by ``src``'s nbdb: servers started on loopback, sqlite in a temporary
     directory (``memory://`` is filled by each worker). Stopped and removed on leaving."""
-    from nbdb.testing.servers import start_server
-
-    servers = []
-    urls: dict[str, str] = {}
-    tmp = tempfile.TemporaryDirectory(prefix="nbdb-coldload-")
-    try:
-        for backend in backends.split(","):
-            if backend == "sqlite":
-                urls[backend] = f"sqlite://{tmp.name}/ports.db"
-            elif backend == "memory":
-                urls[backend] = "memory://"
-            else:
-                server = start_server(backend)
-                servers.append(server)
-                urls[backend] = server.url
+    with stores(backends, "nbdb-coldload-") as urls:
         for url in urls.values():
             if url != "memory://":
                 subprocess.run(
                     [sys.executable, "-c", FILL, url, NAMESPACE, str(ports)], env=env(src), check=True, timeout=900
                 )
         yield urls
-    finally:
-        for server in servers:
-            server.stop()
-        tmp.cleanup()
 
 
 def _run(src: str, url: str, ns: str, ports: int, repeat: int) -> dict[str, float]:

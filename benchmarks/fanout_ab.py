@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from abrun import loadavg, run_json
+from abrun import loadavg, run_json, stores
 
 WORKER = r"""
 import json, sys, dataclasses
@@ -45,18 +45,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
 
-    from nbdb.testing.servers import start_server
-
-    servers = []
-    urls: dict[str, str] = {}
-    try:
-        for backend in args.backends.split(","):
-            if backend == "memory":
-                urls[backend] = "memory://"
-            else:
-                server = start_server(backend)
-                servers.append(server)
-                urls[backend] = server.url
+    with stores(args.backends, "nbdb-fanout-") as urls:
         print(f"load average before: {loadavg()}", flush=True)
         sides = {"a": args.a, "b": args.b}
         counts = [int(c) for c in args.caches.split(",")]
@@ -86,9 +75,6 @@ def main() -> None:
                     p99 = statistics.median(r["p99"] for r in runs)
                     line.append(f"{side} p50 {p50:6.2f} p99 {p99:6.2f} ms")
                 print("  ".join(line))
-    finally:
-        for server in servers:
-            server.stop()
 
 
 if __name__ == "__main__":

@@ -22,10 +22,9 @@ import contextlib
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 
-from abrun import env, loadavg, run_json
+from abrun import env, loadavg, run_json, stores
 
 WORKER = r"""
 import gc, json, sys
@@ -71,19 +70,7 @@ with nbdb.connect(url, namespace=ns) as db:
 @contextlib.contextmanager
 def filled_stores(backends: str, routers: int, others: list[int], src: str) -> Iterator[dict[str, str]]:
     """A store per backend, with a namespace ``ot<n>`` per count of ``others`` (see the module's docstring)."""
-    from nbdb.testing.servers import start_server
-
-    servers = []
-    urls: dict[str, str] = {}
-    tmp = tempfile.TemporaryDirectory(prefix="nbdb-onetable-")
-    try:
-        for backend in backends.split(","):
-            if backend == "sqlite":
-                urls[backend] = f"sqlite://{tmp.name}/onetable.db"
-            else:
-                server = start_server(backend)
-                servers.append(server)
-                urls[backend] = server.url
+    with stores(backends, "nbdb-onetable-") as urls:
         for url in urls.values():
             for n in others:
                 subprocess.run(
@@ -93,10 +80,6 @@ def filled_stores(backends: str, routers: int, others: list[int], src: str) -> I
                     timeout=1800,
                 )
         yield urls
-    finally:
-        for server in servers:
-            server.stop()
-        tmp.cleanup()
 
 
 def main() -> None:
