@@ -32,6 +32,8 @@ from nbdb.families.widecolumn import Delete, WideColumnBackend, layout
 from nbdb.families.widecolumn.sequencer import GUESS_AFTER, CommitQueue, RevisionSequencer
 from nbdb.spi import UniqueKey
 
+from .conftest import databases
+
 pytestmark = pytest.mark.timeout(120)
 
 cassandra_server = fixtures.cassandra_server
@@ -40,17 +42,8 @@ cassandra_server = fixtures.cassandra_server
 @pytest.fixture
 def open_db(cassandra_server: CassandraServer) -> Iterator[Callable[[], nbdb.Database]]:
     """Databases on the shared node, in one namespace private to the test."""
-    namespace = f"d-{uuid.uuid4().hex[:10]}"
-    opened: list[nbdb.Database] = []
-
-    def factory() -> nbdb.Database:
-        db = nbdb.connect(cassandra_server.url, namespace=namespace)
-        opened.append(db)
-        return db
-
-    yield factory
-    for db in opened:
-        db.close()
+    with databases(cassandra_server.url, f"d-{uuid.uuid4().hex[:10]}") as factory:
+        yield factory
 
 
 def family(db: nbdb.Database) -> WideColumnBackend:

@@ -40,6 +40,8 @@ from nbdb.families.widecolumn import (
     layout,
 )
 
+from .conftest import databases
+
 cassandra_server = fixtures.cassandra_server
 cassandra_url = fixtures.cassandra_url
 
@@ -142,16 +144,8 @@ def namespace() -> str:
 @pytest.fixture
 def open_db(url: str, namespace: str) -> Iterator[Callable[..., nbdb.Database]]:
     """Plain databases on the test's namespace."""
-    opened: list[nbdb.Database] = []
-
-    def factory(**options: Any) -> nbdb.Database:
-        db = nbdb.connect(url, namespace=namespace, **options)
-        opened.append(db)
-        return db
-
-    yield factory
-    for db in opened:
-        db.close()
+    with databases(url, namespace) as factory:
+        yield factory
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ pytest.importorskip("cassandra")
 from nbdb.backends.cassandra.dialect import uuid_order
 from nbdb.families.widecolumn import ForwardingStore, PendingReads, Select, WideColumnBackend, layout, snapshot
 
+from .conftest import databases
+
 pytestmark = pytest.mark.timeout(120)
 
 cassandra_server = fixtures.cassandra_server
@@ -36,17 +38,8 @@ cassandra_server = fixtures.cassandra_server
 
 @pytest.fixture
 def open_db(cassandra_server: CassandraServer) -> Iterator[Callable[[], nbdb.Database]]:
-    namespace = f"s-{uuid.uuid4().hex[:10]}"
-    opened: list[nbdb.Database] = []
-
-    def factory() -> nbdb.Database:
-        db = nbdb.connect(cassandra_server.url, namespace=namespace)
-        opened.append(db)
-        return db
-
-    yield factory
-    for db in opened:
-        db.close()
+    with databases(cassandra_server.url, f"s-{uuid.uuid4().hex[:10]}") as factory:
+        yield factory
 
 
 @pytest.fixture
