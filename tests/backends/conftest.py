@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from typing import Any
-
-import nbdb
 
 
 def versions_until_quiet(watch: Any, rounds: int = 15, wait: float = 0.2) -> list[tuple[str, int]]:
@@ -18,20 +14,3 @@ def versions_until_quiet(watch: Any, rounds: int = 15, wait: float = 0.2) -> lis
         if seen and not got:
             break
     return seen
-
-
-@contextlib.contextmanager
-def databases(url: str, namespace: str) -> Iterator[Callable[..., nbdb.Database]]:
-    """A factory of Databases on ``url`` in ``namespace`` (options passed on), all closed on leaving."""
-    opened: list[nbdb.Database] = []
-
-    def factory(**options: Any) -> nbdb.Database:
-        db = nbdb.connect(url, namespace=namespace, **options)
-        opened.append(db)
-        return db
-
-    try:
-        yield factory
-    finally:
-        for db in opened:
-            db.close()

@@ -22,6 +22,7 @@ from nbdb.events import ChangeEvent, EventKind
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing import fixtures, require_server
 from nbdb.testing.cassandra import CassandraServer
+from nbdb.testing.databases import databases
 from nbdb.testing.ports import free_port
 from nbdb.testing.tls import TlsFiles, make_tls_files
 
@@ -62,18 +63,8 @@ def url(cassandra_url: str) -> str:
 @pytest.fixture
 def open_db(url: str) -> Iterator[Callable[..., nbdb.Database]]:
     """Databases on the shared server, in one namespace private to the test (unless given)."""
-    namespace = ns()
-    opened: list[nbdb.Database] = []
-
-    def factory(**options: Any) -> nbdb.Database:
-        options.setdefault("namespace", namespace)
-        db = nbdb.connect(url, **options)
-        opened.append(db)
-        return db
-
-    yield factory
-    for db in opened:
-        db.close()
+    with databases(url, ns()) as factory:
+        yield factory
 
 
 def backend(db: nbdb.Database) -> WideColumnBackend:

@@ -24,6 +24,7 @@ from nbdb.families import rules
 from nbdb.models import Chassis, LogicalSwitch
 from nbdb.testing import fixtures
 from nbdb.testing.cassandra import CassandraServer
+from nbdb.testing.databases import databases
 
 pytest.importorskip("cassandra")
 
@@ -31,8 +32,6 @@ from nbdb.backends.cassandra.dialect import uuid_order
 from nbdb.families.widecolumn import Delete, WideColumnBackend, layout
 from nbdb.families.widecolumn.sequencer import GUESS_AFTER, CommitQueue, RevisionSequencer
 from nbdb.spi import UniqueKey
-
-from .conftest import databases
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -23,6 +23,7 @@ from nbdb.events import EventKind
 from nbdb.models import Chassis, LogicalSwitch
 from nbdb.spi import RecordChange, RecordStream
 from nbdb.testing import fixtures
+from nbdb.testing.databases import databases
 
 pytest.importorskip("cassandra")
 
@@ -39,8 +40,6 @@ from nbdb.families.widecolumn import (
     Write,
     layout,
 )
-
-from .conftest import databases
 
 cassandra_server = fixtures.cassandra_server
 cassandra_url = fixtures.cassandra_url

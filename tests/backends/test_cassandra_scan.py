@@ -23,13 +23,12 @@ from nbdb.events import EventKind
 from nbdb.models import LogicalRouter, LogicalSwitch
 from nbdb.testing import fixtures
 from nbdb.testing.cassandra import CassandraServer
+from nbdb.testing.databases import databases
 
 pytest.importorskip("cassandra")
 
 from nbdb.backends.cassandra.dialect import uuid_order
 from nbdb.families.widecolumn import ForwardingStore, PendingReads, Select, WideColumnBackend, layout, snapshot
-
-from .conftest import databases
 
 pytestmark = pytest.mark.timeout(120)
 

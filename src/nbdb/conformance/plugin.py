@@ -31,6 +31,7 @@ import pytest
 
 import nbdb
 from nbdb.capabilities import Capabilities
+from nbdb.testing.databases import databases
 
 if TYPE_CHECKING:
     from nbdb.testing import Server
@@ -133,22 +134,13 @@ def nbdb_url(nbdb_url_spec: str, nbdb_server: Server | None) -> str:
 
 
 @pytest.fixture
-def db_factory(nbdb_url: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., nbdb.Database]]:
+def db_factory(nbdb_url: str) -> Iterator[Callable[..., nbdb.Database]]:
     """Open Databases that share one namespace private to the test.
 
     ``url=`` reaches the same server another way (the fault tests' proxied URL).
     """
-    namespace = f"kit-{uuid.uuid4().hex[:12]}"
-    opened: list[nbdb.Database] = []
-
-    def factory(url: str | None = None, **options: Any) -> nbdb.Database:
-        db = nbdb.connect(url or nbdb_url, namespace=namespace, **options)
-        opened.append(db)
-        return db
-
-    yield factory
-    for db in opened:
-        db.close()
+    with databases(nbdb_url, f"kit-{uuid.uuid4().hex[:12]}") as factory:
+        yield factory
 
 
 @pytest.fixture
