@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.backends.redis import RedisBackend
@@ -189,3 +191,52 @@ def _until(predicate: Callable[[], bool], rounds: int = 200) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+TOPICS = st.sampled_from([None, "t-a", "t-b", "t-c", "t-new", "t-newer"])
+WRITE = st.one_of(
+    st.tuples(st.just("create"), TOPICS),
+    st.tuples(st.just("update"), st.integers(0, 5)),
+    st.tuples(st.just("delete"), st.integers(0, 5)),
+    st.tuples(st.just("port"), TOPICS),
+)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(routers=st.lists(TOPICS, min_size=3, max_size=6), writes=st.lists(WRITE, min_size=1, max_size=4))
+def test_any_writes_during_the_batches_leave_the_state_before_or_after_them(
+    redis_server: Any,  # noqa: F811
+    routers: list[str | None],
+    writes: list[tuple[str, Any]],
+) -> None:
+    """Hypothesis: routers under any topics, any creates (new topics too), updates, deletes and ports
+    committed by another Database between the script and the batches: the list is one of the two states."""
+    url = f"{redis_server.url}?batch=2"
+    namespace = _ns()
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        _fill(db, routers, 3)
+
+        def write() -> None:
+            present = sorted(other.list(LogicalRouter), key=lambda r: r.name)
+            for n, (kind, arg) in enumerate(writes):
+                if kind == "create":
+                    other.create(LogicalRouter(name=f"w-{n}", topic=arg))
+                elif kind == "port":
+                    switch = other.list(LogicalSwitch)[0]
+                    other.create(LogicalSwitchPort(name=f"wp-{n}", switch=switch.id, topic=arg))
+                elif present:
+                    target = present[arg % len(present)]
+                    if kind == "update":
+                        current = other.get(LogicalRouter, target.id)
+                        if current is not None:
+                            other.update(current.model_copy(update={"options": {"n": str(n)}}))
+                    elif other.delete(LogicalRouter, target.id, if_exists=True) is not None:
+                        present.remove(target)
+
+        before = _state(db)
+        batches = Batches(_backend(db), write)
+        listed = db.list(LogicalRouter)
+        got = (listed.revision, {r.name: r.version for r in listed})
+        assert batches.others == 0
+        after = _state(db)
+        assert got in (before, after), (got, before, after)
