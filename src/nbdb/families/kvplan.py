@@ -146,8 +146,8 @@ def wildcard_split(prefix: str, objects: str) -> str | None:
 def outside_tables(key: str, objects: str, tables: tuple[str, ...]) -> bool:
     """Whether a key a whole ``o/`` range read falls outside the ``<table>/`` parts of wildcard prefixes.
 
-    What a store that reads ``o/`` whole in place of wildcards (too many topics, or too many keys
-    for one atomic read) drops, so that its range holds what the prefixes asked for.
+    What a store that reads ``o/`` whole in place of wildcards (etcd past too many unregistered
+    topics) drops, so that its range holds what the prefixes asked for.
     """
     return key.startswith(objects) and not key[len(objects) :].partition("/")[2].startswith(tables)
 

@@ -43,7 +43,7 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvgroup import Outcome
-from nbdb.families.kvplan import outside_tables, wildcard_split
+from nbdb.families.kvplan import wildcard_split
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, decode_changes, refuse_stored_format
 
 __all__ = ["RedisBackend"]
@@ -273,19 +273,18 @@ class RedisBackend(ChangeLogBackend):
                 ]
                 self.remember_token(revision, token)
                 return sorted(out, key=lambda kv: kv.key), revision
-            if tables:
-                # More than one script's read of a table under o/*/ (kvplan.ANY_TOPIC): the batched
-                # reads below check directories by name, which a topic created meanwhile is not
-                # among, so the objects are read as before, whole, and only the tables' kept.
-                rest = [p for p in prefixes if wildcard_split(p, objects) is None]
-                whole, revision = self.range_keys([*rest, objects])
-                return [kv for kv in whole if not outside_tables(kv.key, objects, tables)], revision
+            # More than one script's read of a table under o/*/ (kvplan.ANY_TOPIC): the topics the
+            # script spelled it out with at R0 (every topic of those tables then) name the
+            # directories the names are paged from and checked by; a topic created after R0 held
+            # none of the tables at R0, and its keys are in the log the patch replays (it matches
+            # the wildcard, not the names). Before, the range read o/ whole and dropped the rest.
+            spelled = _spell(prefixes, objects, _unpack(reply[4])) if tables else prefixes
             # The names are put in order, not the records read: a list of str sorts without a key
             # function in C (100,000 keys: 0.24 us a key against 0.65 for the records by a lambda,
             # and 0.14 against 0.24 at 10,000), and the values come back in the order asked for.
-            keys = sorted(_s(k) for k in _unpack(reply[3])) if complete == 0 else self._names_paged(prefixes)
+            keys = sorted(_s(k) for k in _unpack(reply[3])) if complete == 0 else self._names_paged(spelled)
             values = self._get_batched(keys)
-            if all(v is not None for v in values) and self._unchanged_since(prefixes, revision):
+            if all(v is not None for v in values) and self._unchanged_since(spelled, revision):
                 self.remember_token(revision, token)
                 return cast("list[KeyValue]", values), revision
             patched = self._patch_from_log(prefixes, revision, token, keys, values)
@@ -365,14 +364,18 @@ class RedisBackend(ChangeLogBackend):
         if since == 0 and first and first[0][0] != b"1-0":
             return None
         state: dict[str, KeyValue | None] = dict(zip(keys, values, strict=True))
-        wanted = tuple(prefixes)
+        objects = self.layout.objects
+        tables = tuple(t for p in prefixes if (t := wildcard_split(p, objects)) is not None)
+        wanted = tuple(p for p in prefixes if wildcard_split(p, objects) is None)
         for entry_id, fields in entries:
             revision = int(entry_id.split(b"-")[0])
             for change in decode_changes(fields.get(b"c", b""), revision):
-                if change.key.startswith(wanted):
-                    state[change.key] = (
-                        None if change.value is None else KeyValue(change.key, change.value, change.version, revision)
-                    )
+                key = change.key
+                # o/*/<table>/ holds the table under every topic, one created after R0 too.
+                if key.startswith(wanted) or (
+                    tables and key.startswith(objects) and key[len(objects) :].partition("/")[2].startswith(tables)
+                ):
+                    state[key] = None if change.value is None else KeyValue(key, change.value, change.version, revision)
         # 'log' holds every commit: its last entry is the head.
         head, head_t = (int(entries[-1][0].split(b"-")[0]), entries[-1][1][b"t"]) if entries else (since, None)
         if head_t is not None:
@@ -731,6 +734,16 @@ def _framed_root(root: int | None) -> tuple[bytes, bytes]:
 def _token_text(token: CommitToken) -> str:
     """The token a family commit token names (its key's last part): the script keeps it as ``ct:<token>``."""
     return token.key.rpartition("/")[2]
+
+
+def _spell(prefixes: Sequence[str], objects: str, topics: Sequence[bytes | None]) -> list[str]:
+    """``prefixes`` with each ``o/*/<table>/`` spelled out for ``topics`` (each ``<topic>/``), as RANGE_LUA does."""
+    names = [_s(t) for t in topics]
+    out: list[str] = []
+    for p in prefixes:
+        table = wildcard_split(p, objects)
+        out += [p] if table is None else [f"{objects}{t}{table}" for t in names]
+    return out
 
 
 def _dir_chain(prefix: str) -> list[str]:

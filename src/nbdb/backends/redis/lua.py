@@ -1266,12 +1266,13 @@ COMMIT_LUA = (
 
 # ARGV: P, limit, cap, prefix*.  Returns {rev, token, 1, rows} if at most ``limit``
 # keys, rows packing (key, value, version, modrev) per key; else {rev, token, 0,
-# names}, names packing every key; else, when the directories to walk hold more than
-# ``cap`` names, {rev, token, 2, ''} at once: the client pages the names (SSCAN) instead
+# names[, topics]}, names packing every key; else, when the directories to walk hold more than
+# ``cap`` names, {rev, token, 2, ''[, topics]} at once: the client pages the names (SSCAN) instead
 # of one script blocking the server over them all; else, when a directory set (or a
 # target's reverse-reference hash) the range reads holds another writer's key of another
 # type, {rev, token, 3, key, type}: the client raises CorruptRecordError naming it.
-# Fields are length-prefixed (see pack).
+# ``topics`` (with a prefix o/*/<table>/ only) packs the names in d:o/ that the wildcard was
+# spelled out with (each '<topic>/'), read in the same script. Fields are length-prefixed (see pack).
 RANGE_LUA = (
     _LUA_PRELUDE
     + _LUA_PACK
@@ -1303,6 +1304,16 @@ for j = 4, #ARGV do
     prefixes[#prefixes + 1] = ARGV[j]
   end
 end
+-- The topics o/*/ was spelled out with, packed (nil without a wildcard): a read in batches checks
+-- and patches those topics' tables, which were every topic of the table at this revision.
+local function spelled()
+  if not topics then return nil end
+  local out = {}
+  for _, t in ipairs(topics) do
+    if t:sub(-1) == '/' then pack(out, t) end
+  end
+  return table.concat(out)
+end
 for j = 1, #prefixes do
   local gh, filter, base = group(prefixes[j])
   if gh then
@@ -1328,7 +1339,7 @@ for j = 1, #prefixes do
     if bad then return foreign(bad) end
     if not within then
       local hr, ht = head()
-      return {hr, ht, 2, ''}
+      return {hr, ht, 2, '', spelled()}
     end
   end
 end
@@ -1336,7 +1347,7 @@ local hr, ht = head()
 local out = {}
 if #keys > limit then
   for _, k in ipairs(keys) do pack(out, k) end
-  return {hr, ht, 0, table.concat(out)}
+  return {hr, ht, 0, table.concat(out), spelled()}
 end
 for _, k in ipairs(keys) do
   local v
