@@ -16,6 +16,7 @@ from nbdb import errors, page_token
 from nbdb.backends.memory.store import DEFAULT_HISTORY, MemoryStore, unique_slot
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import rules
+from nbdb.families.history import changes_after
 from nbdb.families.lease import hold_lease
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
@@ -59,16 +60,12 @@ class _MemoryStream(RecordStream):
                 store.wait(remaining)
             if self._closed:
                 return []
-            if self._revision < store.compacted:
-                raise errors.HistoryGoneError(
-                    f"revision {self._revision} is older than the kept history (from {store.compacted})"
-                )
-            history = store.history
-            start = bisect.bisect_right(history, self._revision, key=lambda c: c.revision)
             tables, topics = self._tables, self._topics
             out = [
-                c for c in history[start:] if c.table in tables and (topics is None or c.topic in topics)
-            ]  # fmt: skip
+                c
+                for c in changes_after(store.history, self._revision, store.compacted)
+                if c.table in tables and (topics is None or c.topic in topics)
+            ]
             self._revision = store.revision
             return out
 
