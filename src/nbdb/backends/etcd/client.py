@@ -135,16 +135,6 @@ class EtcdSettings:
         return self.retry if self.retry is not None else self.default_retry(len(self.endpoints))
 
 
-def _read_file(path: str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise errors.ValidationError(f"cannot read the TLS {what} file {path!r}: {exc.strerror}") from None
-
-
 class EtcdClient:
     """Unary calls and streams to an etcd cluster, failing over between endpoints."""
 
