@@ -26,6 +26,7 @@ __all__ = [
     "counter_value",
     "dangling",
     "deleted_alongside",
+    "lock_lost",
     "not_found",
     "ref_changes",
     "shape_of",
@@ -219,6 +220,11 @@ def unique_taken(
         value=shown,
         existing=owner,
     )
+
+
+def lock_lost(name: str) -> errors.LockLostError:
+    """A fenced commit whose lock this holder no longer holds (it lapsed, or another holder took it)."""
+    return errors.LockLostError(f"lock {name!r} is no longer held by this holder: nothing was written")
 
 
 def ttl_referenced(source: RefKey, target: RefKey) -> errors.ReferenceError:

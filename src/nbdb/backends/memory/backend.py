@@ -158,7 +158,7 @@ class MemoryBackend(Backend):
         store = self.store
         with store.lock:
             if not store.leases.holds(fence.name, fence.token.encode()):
-                raise errors.LockLostError(f"lock {fence.name!r} is no longer held by this holder: nothing was written")
+                raise rules.lock_lost(fence.name)
             return store.commit(ops)
 
     def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
