@@ -167,7 +167,7 @@ class MemoryBackend(Backend):
             if (table, id.int) not in store.records:
                 raise rules.not_found((table, id), "expired or deleted")
             if (table, id) not in store.expiry:
-                raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
+                raise rules.no_ttl((table, id))
             store.expiry[(table, id)] = (ttl, time.monotonic() + ttl)
 
     def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:
