@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nbdb.atomicfile import replaced_atomically
 from nbdb.testing.base import Server
 from nbdb.testing.servers import server_class
-from nbdb.tools.files import replaced_atomically
 
 __all__ = ["ServerRegistry", "servers_dir"]
 

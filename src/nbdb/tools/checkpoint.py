@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nbdb import errors
+from nbdb.atomicfile import replaced_atomically
 from nbdb.options import redact
-from nbdb.tools.files import replaced_atomically
 
 __all__ = ["Checkpoint", "CheckpointFile", "default_state_path"]
 

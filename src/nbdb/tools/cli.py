@@ -21,12 +21,12 @@ from typing import Any
 
 import nbdb
 from nbdb import errors
+from nbdb.atomicfile import replaced_atomically
 from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.options import redact
 from nbdb.tools.checkpoint import CheckpointFile, default_state_path
 from nbdb.tools.copy import Copier, CopyIncomplete, CopyOptions, copy_scope
 from nbdb.tools.dump import dump, load
-from nbdb.tools.files import replaced_atomically
 from nbdb.tools.progress import Progress
 from nbdb.tools.snapshot import unsupported_models
 from nbdb.tools.verify import format_differences, verify

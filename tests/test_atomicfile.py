@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nbdb.tools.files import replaced_atomically
+from nbdb.atomicfile import replaced_atomically
 
 pytestmark = pytest.mark.timeout(30)
 
