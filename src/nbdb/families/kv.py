@@ -461,9 +461,7 @@ class KeyValueBackend(Backend):
                 return CommitResult(revision, plan.versions)
             for condition in extra:
                 if isinstance(condition, LeaseHeld) and not self.lease_held(condition.name, condition.token):
-                    raise errors.LockLostError(
-                        f"lock {condition.name!r} is no longer held by this holder: nothing was written"
-                    )
+                    raise rules.lock_lost(condition.name)
             diagnose(self, ops, shape)
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
 

@@ -40,7 +40,7 @@ def refresh(backend: KeyValueBackend, table: str, id: uuid.UUID, ttl: float) -> 
         if index is None:
             raise rules.not_found((table, id), "expired or deleted")
         if index.ttl is None:
-            raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
+            raise rules.no_ttl((table, id))
         ikey = backend.layout.index(table, id)
         deadline = encode_deadline(time.time() + ttl)
         if backend.commit_once([VersionIs(ikey, index.version)], {backend.layout.expiry(table, id): deadline}, []):

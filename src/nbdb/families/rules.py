@@ -26,6 +26,8 @@ __all__ = [
     "counter_value",
     "dangling",
     "deleted_alongside",
+    "lock_lost",
+    "no_ttl",
     "not_found",
     "ref_changes",
     "shape_of",
@@ -219,6 +221,16 @@ def unique_taken(
         value=shown,
         existing=owner,
     )
+
+
+def lock_lost(name: str) -> errors.LockLostError:
+    """A fenced commit whose lock this holder no longer holds (it lapsed, or another holder took it)."""
+    return errors.LockLostError(f"lock {name!r} is no longer held by this holder: nothing was written")
+
+
+def no_ttl(key: RefKey) -> errors.ValidationError:
+    """A refresh of an object created without a ttl."""
+    return errors.ValidationError(f"{_name(key)} was created without a ttl: there is nothing to refresh")
 
 
 def ttl_referenced(source: RefKey, target: RefKey) -> errors.ReferenceError:

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from nbdb import errors
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.families.history import changes_after, trim_history
 from nbdb.families.kv import (
     CommitToken,
     Condition,
@@ -85,12 +86,9 @@ class MemoryStore:
                     bisect.insort(self.sorted_keys, key)
                 self.data[key] = KeyValue(key, change.value, change.version, rev)
             self.history.append(change)
-        excess = len(self.history) - self.history_limit
-        if excess > 0:
-            # Trim in chunks so trimming stays amortised O(1) per change.
-            cut = min(max(excess, self.history_limit // 4), len(self.history))
-            self.compacted = self.history[cut - 1].revision
-            del self.history[:cut]
+        compacted = trim_history(self.history, self.history_limit)
+        if compacted is not None:
+            self.compacted = compacted
         self.cond.notify_all()
         return rev
 
@@ -113,13 +111,8 @@ class _MemoryKeyStream(KeyStream):
                 store.cond.wait(remaining)
             if self._closed:
                 return []
-            if self._revision < store.compacted:
-                raise errors.HistoryGoneError(
-                    f"revision {self._revision} is older than the kept history (from {store.compacted})"
-                )
-            history = store.history
-            start = bisect.bisect_right(history, self._revision, key=lambda c: c.revision)
-            out = [c for c in history[start:] if c.key.startswith(self._prefixes)]
+            changes = changes_after(store.history, self._revision, store.compacted)
+            out = [c for c in changes if c.key.startswith(self._prefixes)]
             self._revision = store.revision
             return out
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nbdb.atomicfile import replaced_atomically
 from nbdb.testing.base import Server
 from nbdb.testing.servers import server_class
 
@@ -42,11 +43,9 @@ class ServerRegistry:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = self._read()
             yield entries
-            tmp = self.path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(entries, fh, indent=2)
-            os.replace(tmp, self.path)
+            # Written beside and renamed; mkstemp's file is 0600, as servers' options may hold passwords.
+            with replaced_atomically(self.path, ".state.") as fh:
+                fh.write(json.dumps(entries, indent=2).encode())
 
     def _read(self) -> list[dict[str, Any]]:
         try:

@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from nbdb import errors
+from nbdb.atomicfile import replaced_atomically
 from nbdb.options import redact
 
 __all__ = ["Checkpoint", "CheckpointFile", "default_state_path"]
@@ -94,20 +94,8 @@ class CheckpointFile:
         doc = {"format": _FORMAT, "version": _VERSION, **asdict(cp)}
         doc["source"], doc["destination"] = redact(cp.source), redact(cp.destination)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with replaced_atomically(self.path, f".{self.path.name}.") as f:
+            f.write((json.dumps(doc, indent=1) + "\n").encode())
 
     def clear(self) -> None:
         """Remove the file (a finished copy that will not be resumed)."""

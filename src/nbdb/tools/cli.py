@@ -13,7 +13,6 @@ import importlib
 import os
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import Any
 
 import nbdb
 from nbdb import errors
+from nbdb.atomicfile import replaced_atomically
 from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.options import redact
 from nbdb.tools.checkpoint import CheckpointFile, default_state_path
@@ -225,29 +225,17 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             )
         else:
             # Written beside the target and renamed: a failed dump leaves no half file.
-            directory = os.path.dirname(os.path.abspath(args.output))
-            fd, tmp = tempfile.mkstemp(prefix=".nbdb-dump.", dir=directory)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    summary = dump(
-                        db,
-                        out,
-                        models=models,
-                        topics=_topics(args),
-                        source=redact(args.url),
-                        skip_corrupt=args.skip_corrupt,
-                        timeout=args.timeout,
-                        progress=progress,
-                    )
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, args.output)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            with replaced_atomically(args.output, ".nbdb-dump.") as out:
+                summary = dump(
+                    db,
+                    out,
+                    models=models,
+                    topics=_topics(args),
+                    source=redact(args.url),
+                    skip_corrupt=args.skip_corrupt,
+                    timeout=args.timeout,
+                    progress=progress,
+                )
     _say(f"dumped {summary.count} objects at source revision {summary.revision} (sha256 {summary.sha256[:16]}...)")
     return 0
 

@@ -13,7 +13,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
@@ -24,6 +24,8 @@ from nbdb.retry import ErrorRule, ExceptionMap, Failure, RetryPolicy
 __all__ = ["ERRORS", "EtcdClient", "EtcdSettings", "Route", "WatchSession"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _KV = "/etcdserverpb.KV/"
 _RANGE = _KV + "Range"
@@ -135,14 +137,12 @@ class EtcdSettings:
         return self.retry if self.retry is not None else self.default_retry(len(self.endpoints))
 
 
-def _read_file(path: str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise errors.ValidationError(f"cannot read the TLS {what} file {path!r}: {exc.strerror}") from None
+class _Failed(Exception):
+    """An attempt's failure that is not a gRPC error, classified by the attempt itself."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure.error))
+        self.failure = failure
 
 
 class EtcdClient:
@@ -257,6 +257,28 @@ class EtcdClient:
         next endpoint under the retry policy; for a ``write`` whose tries may
         have been applied, running out of tries raises CommitUnknownError.
         """
+
+        def attempt(endpoint: str, generation: int) -> bytes:
+            if self.settings.user is not None and not self._auth_off and (self._token is None or request is None):
+                self._authenticate(endpoint, generation)
+                if request is None:
+                    return b""
+            assert request is not None
+            rpc = self._rpcs.get((endpoint, method))
+            if rpc is None:
+                rpc = self._rpcs[(endpoint, method)] = self._channel(endpoint).unary_unary(method)
+            # A member without a leader refuses at once (no leader: unsent) instead of holding the request.
+            reply: bytes = rpc(request, timeout=self.settings.timeout, metadata=self.metadata(require_leader=True))
+            return reply
+
+        return self._with_failover(attempt, what, write=write)
+
+    def _with_failover(self, attempt: Callable[[str, int], T], what: str, *, write: bool) -> tuple[T, bool]:
+        """``attempt(endpoint, token generation)`` under the retry policy; its result and whether it may have applied.
+
+        A retryable failure moves on to the next endpoint; an expired auth token is renewed once; a
+        ``write`` whose failed tries may have been applied raises CommitUnknownError, never its failure.
+        """
         attempts = self.settings.policy.begin()
         maybe_applied = False
         reauthenticated = False
@@ -264,19 +286,11 @@ class EtcdClient:
             endpoint = self.current_endpoint()
             generation = self._token_generation
             try:
-                if self.settings.user is not None and not self._auth_off and (self._token is None or request is None):
-                    self._authenticate(endpoint, generation)
-                    if request is None:
-                        return b"", False
-                assert request is not None
-                rpc = self._rpcs.get((endpoint, method))
-                if rpc is None:
-                    rpc = self._rpcs[(endpoint, method)] = self._channel(endpoint).unary_unary(method)
-                # A member without a leader refuses at once (no leader: unsent) instead of holding the request.
-                reply = rpc(request, timeout=self.settings.timeout, metadata=self.metadata(require_leader=True))
-                return reply, maybe_applied
+                return attempt(endpoint, generation), maybe_applied
             except grpc.RpcError as exc:
                 failure = ERRORS.classify(exc, what)
+            except _Failed as exc:
+                failure = exc.failure
             if failure.retryable:
                 maybe_applied = maybe_applied or (write and not failure.unsent)
                 log.debug("etcd: %s failed on %s (try %d): %s", what, endpoint, attempts.number, failure.error)
@@ -353,38 +367,23 @@ class EtcdClient:
 
     def lease_keepalive(self, lease_id: int) -> int:
         """Renew a lease once; its new TTL, or 0 if it has expired."""
-        attempts = self.settings.policy.begin()
-        reauthenticated = False
-        while True:
-            endpoint = self.current_endpoint()
-            generation = self._token_generation
+
+        def attempt(endpoint: str, generation: int) -> int:
+            stream = self._channel(endpoint).stream_stream(_LEASE_KEEPALIVE)
+            call = stream(iter([wire.lease_id_request(lease_id)]), timeout=self.settings.timeout,
+                          metadata=self.metadata())  # fmt: skip
             try:
-                stream = self._channel(endpoint).stream_stream(_LEASE_KEEPALIVE)
-                call = stream(iter([wire.lease_id_request(lease_id)]), timeout=self.settings.timeout,
-                              metadata=self.metadata())  # fmt: skip
-                try:
-                    reply = next(call)
-                finally:
-                    call.cancel()
-                _, _, ttl, _ = wire.parse_lease(reply)
-                return max(0, ttl)
+                reply = next(call)
             except StopIteration:
-                failure = Failure(
-                    errors.BackendUnavailableError("keep-alive stream closed without a reply"), True, True
-                )
-            except grpc.RpcError as exc:
-                failure = ERRORS.classify(exc, "lease keep-alive")
-            if self._token_expired(failure.error) and not reauthenticated:
-                reauthenticated = True
-                self._authenticate(endpoint, generation)
-                continue
-            if not failure.retryable:
-                raise failure.error
-            self._advance(endpoint)
-            if not attempts.wait():
-                raise errors.BackendUnavailableError(
-                    f"etcd: lease keep-alive failed on every endpoint ({failure.error})"
-                )
+                raise _Failed(
+                    Failure(errors.BackendUnavailableError("keep-alive stream closed without a reply"), True, True)
+                ) from None
+            finally:
+                call.cancel()
+            _, _, ttl, _ = wire.parse_lease(reply)
+            return max(0, ttl)
+
+        return self._with_failover(attempt, "lease keep-alive", write=False)[0]
 
     def watch(self, key: bytes, range_end: bytes, start_revision: int, *, route: Route | None = None) -> WatchSession:
         """Open a watch stream on the current endpoint (errors arrive on the session's queue).

@@ -16,6 +16,7 @@ from nbdb import errors, page_token
 from nbdb.backends.memory.store import DEFAULT_HISTORY, MemoryStore, unique_slot
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import rules
+from nbdb.families.history import changes_after
 from nbdb.families.lease import hold_lease
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
@@ -59,16 +60,12 @@ class _MemoryStream(RecordStream):
                 store.wait(remaining)
             if self._closed:
                 return []
-            if self._revision < store.compacted:
-                raise errors.HistoryGoneError(
-                    f"revision {self._revision} is older than the kept history (from {store.compacted})"
-                )
-            history = store.history
-            start = bisect.bisect_right(history, self._revision, key=lambda c: c.revision)
             tables, topics = self._tables, self._topics
             out = [
-                c for c in history[start:] if c.table in tables and (topics is None or c.topic in topics)
-            ]  # fmt: skip
+                c
+                for c in changes_after(store.history, self._revision, store.compacted)
+                if c.table in tables and (topics is None or c.topic in topics)
+            ]
             self._revision = store.revision
             return out
 
@@ -161,7 +158,7 @@ class MemoryBackend(Backend):
         store = self.store
         with store.lock:
             if not store.leases.holds(fence.name, fence.token.encode()):
-                raise errors.LockLostError(f"lock {fence.name!r} is no longer held by this holder: nothing was written")
+                raise rules.lock_lost(fence.name)
             return store.commit(ops)
 
     def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
@@ -170,7 +167,7 @@ class MemoryBackend(Backend):
             if (table, id.int) not in store.records:
                 raise rules.not_found((table, id), "expired or deleted")
             if (table, id) not in store.expiry:
-                raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
+                raise rules.no_ttl((table, id))
             store.expiry[(table, id)] = (ttl, time.monotonic() + ttl)
 
     def ttls(self, tables: Sequence[str]) -> dict[RefKey, float]:

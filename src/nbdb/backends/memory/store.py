@@ -27,6 +27,7 @@ from typing import cast
 from nbdb import errors
 from nbdb.codec import encode
 from nbdb.families import rules
+from nbdb.families.history import trim_history
 from nbdb.families.lease import LeaseTable
 from nbdb.models.base import Model
 from nbdb.spi import ANY_VERSION, CommitResult, Deferred, Delete, Put, Record, RecordChange, RefKey, UniqueKey, WriteOp
@@ -437,12 +438,9 @@ class MemoryStore:
 
     def _trim_history(self) -> None:
         """Drop the oldest changes beyond the history limit, a quarter of it at a time (amortised O(1))."""
-        history = self.history
-        excess = len(history) - self.history_limit
-        if excess > 0:
-            cut = min(max(excess, self.history_limit // 4), len(history))
-            self.compacted = history[cut - 1].revision
-            del history[:cut]
+        compacted = trim_history(self.history, self.history_limit)
+        if compacted is not None:
+            self.compacted = compacted
 
     def apply(self, ops: Sequence[WriteOp], versions: Sequence[int], created: bool = False) -> int:
         """Write a checked commit at the next revision (``created``: it only creates objects)."""

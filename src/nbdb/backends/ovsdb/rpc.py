@@ -163,15 +163,19 @@ class RpcConnection:
                 self._fail(exc)
                 return
             if sent:
-                self._last_sent = time.monotonic()
-                if call is not None:
-                    call.sent = True
+                self._sent(call)
             if sent == len(data):
                 return
             if not self._tls:
                 data = data[sent:]
         self._out.append((data, call))
         os.write(self._wake_w, b"w")
+
+    def _sent(self, call: Call | None) -> None:
+        """Bytes of ``call``'s message left: the idle probe counts from now, and the call counts as sent."""
+        self._last_sent = time.monotonic()
+        if call is not None:
+            call.sent = True
 
     def _flush(self) -> None:
         """Send what is queued, as far as the socket takes it (I/O thread, under ``_lock``)."""
@@ -182,9 +186,7 @@ class RpcConnection:
             except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 return
             if sent:
-                self._last_sent = time.monotonic()
-                if call is not None:
-                    call.sent = True
+                self._sent(call)
             if sent < len(data):
                 if not self._tls:
                     # TLS retries a write with the same buffer; plain sockets go on from where they stopped.

@@ -259,20 +259,11 @@ class _Line:
         """
         connection = self._take()
         try:
-            # connect() is how a Sentinel-managed connection finds the master: sending on a closed
-            # one would connect it to its default address instead. Once connected it is a no-op,
-            # but one that costs a retry wrapper and two closures per command: asked only when
-            # the connection says it is not connected (redis-py before 5.1 cannot say: always).
-            if not getattr(connection, "is_connected", False):
-                connection.connect()
+            _connect_if_closed(connection)
             connection.send_packed_command([packed])
             out = [connection.read_response() for _ in range(replies)]
-        except sound:
-            self._put_back(connection)
-            raise
-        except BaseException:
-            connection.disconnect()
-            self._put_back(connection)
+        except BaseException as exc:
+            self._put_back_after(connection, exc, sound)
             raise
         self._put_back(connection)
         return out
@@ -305,6 +296,12 @@ class _Line:
             self._forget()
             raise
 
+    def _put_back_after(self, connection: Any, exc: BaseException, sound: tuple[type[BaseException], ...]) -> None:
+        """Put ``connection`` back after ``exc``, closed unless ``exc`` is ``sound``: a reply may be left unread."""
+        if not isinstance(exc, sound):
+            connection.disconnect()
+        self._put_back(connection)
+
     def _put_back(self, connection: Any) -> None:
         with self._cond:
             if not self._closed:
@@ -331,6 +328,18 @@ class _Line:
                 break
             self._forget()
             _disconnect(connection)
+
+
+def _connect_if_closed(connection: Any) -> None:
+    """Connect ``connection`` before it is used, if it says it is not connected.
+
+    connect() is how a Sentinel-managed connection finds the master: sending on a closed
+    one would connect it to its default address instead. Once connected it is a no-op,
+    but one that costs a retry wrapper and two closures per command: asked only when
+    the connection says it is not connected (redis-py before 5.1 cannot say: always).
+    """
+    if not getattr(connection, "is_connected", False):
+        connection.connect()
 
 
 def _disconnect(connection: Any) -> None:
@@ -463,17 +472,15 @@ class ReadLine(_Line):
         """
         connection = self._take()
         try:
-            if not getattr(connection, "is_connected", False):  # as in _exchange
-                connection.connect()
+            _connect_if_closed(connection)
             if batches:
                 connection.send_packed_command([self._packed(batches[0])])
             for i, reads in enumerate(batches):
                 if i + 1 < len(batches):
                     connection.send_packed_command([self._packed(batches[i + 1])])
                 handle(i, [_reply_or_error(connection) for _ in range(len(reads))])
-        except BaseException:
-            connection.disconnect()
-            self._put_back(connection)
+        except BaseException as exc:
+            self._put_back_after(connection, exc, ())
             raise
         self._put_back(connection)
 
