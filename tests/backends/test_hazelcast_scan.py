@@ -1,0 +1,154 @@
+"""Issue 13 on Hazelcast: a one-table scan with no topic filter hands the member's query that table's keys only.
+
+The member answers a scan's queries from its sorted index of ``__key``: it reads the keys in
+each query's spans (and matches a regular expression against each, if the query has one).
+The tests count, on the real store, the keys in the spans the scan asked for: before the
+topic registry, a list of 3 routers beside 40 ports read (and regex-matched) all 43 object
+keys on the member, which dropped the ports.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from hazelcast.predicate import between
+
+import nbdb
+from nbdb.backends.hazelcast import HazelcastBackend
+from nbdb.backends.hazelcast._records import encode_kv
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.models.ovn import LogicalRouter
+from nbdb.testing.fixtures import hazelcast_server  # noqa: F401 - pytest fixture
+
+pytestmark = pytest.mark.timeout(120)
+
+WILDCARD = "o/*/LogicalRouter/"
+
+
+def _ns() -> str:
+    return f"hzscan-{uuid.uuid4().hex[:10]}"
+
+
+class Spans:
+    """The spans (and regular expressions) of the scans a backend sends, and the keys they cover on the store."""
+
+    def __init__(self, backend: HazelcastBackend) -> None:
+        self.backend = backend
+        self.sent: list[tuple[list[tuple[str, str]], str | None]] = []
+        real = getattr(backend, "scan_spans", None)
+        if real is None:  # the code before the registry: a scan's one query, o/ whole with the regular expression
+            self.sent.append(([("o/", "o/\uffff")], "o/[^/]*/LogicalRouter/.*"))
+            return
+
+        def scan_spans(prefix: str, topics: Any) -> Any:
+            got = real(prefix, topics)
+            if prefix == WILDCARD:
+                self.sent += got
+            return got
+
+        backend.scan_spans = scan_spans  # type: ignore[method-assign]
+
+    def keys(self, regex: bool) -> list[str]:
+        """The keys now in the spans of the queries sent (with a regular expression or without)."""
+        kv = self.backend._kv
+        return sorted(
+            str(key)
+            for spans, match in self.sent
+            if (match is not None) == regex
+            for low, high in spans
+            for key in kv.key_set(between("__key", low, high))
+        )
+
+    def tables(self) -> dict[str, int]:
+        """The object keys the member's index handed the scans, by table."""
+        out: dict[str, int] = {}
+        for key in self.keys(False) + self.keys(True):
+            table = key.split("/")[2]
+            out[table] = out.get(table, 0) + 1
+        return out
+
+
+def _fill(db: nbdb.Database, routers: list[str | None], ports: list[str | None]) -> None:
+    switches: dict[str | None, LogicalSwitch] = {}
+    for i, topic in enumerate(routers):
+        db.create(LogicalRouter(name=f"lr-{i}", topic=topic))
+    for i, topic in enumerate(ports):
+        if topic not in switches:
+            switches[topic] = db.create(LogicalSwitch(name=f"ls-{topic}", topic=topic))
+        db.create(LogicalSwitchPort(name=f"p-{i}", switch=switches[topic].id, topic=topic))
+
+
+def _backend(db: nbdb.Database) -> HazelcastBackend:
+    assert isinstance(db.backend, HazelcastBackend)
+    return db.backend
+
+
+def _foreign_router(backend: HazelcastBackend, topic: str, name: str) -> None:
+    """A router's key written as another writer would: straight into the map, no commit, no registry."""
+    made = LogicalRouter(name=name, topic=topic)
+    key = backend.layout.object(topic, "LogicalRouter", made.id)
+    backend._kv.put(key, encode_kv(1, 1, made.model_dump_json().encode()))
+
+
+def test_a_one_table_scan_hands_the_member_that_tables_keys_only(hazelcast_server: Any) -> None:  # noqa: F811
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        _fill(db, [None, "t-a", "t-b"], [None] * 20 + ["t-a"] * 20)
+        spans = Spans(_backend(db))
+        assert sorted(r.name for r in db.list(LogicalRouter)) == ["lr-0", "lr-1", "lr-2"]
+        assert spans.tables() == {"LogicalRouter": 3}  # the code before: 3 routers, 2 switches, 40 ports
+        assert spans.keys(regex=True) == []  # every topic registered: the regular expression matched no key
+        with db.cache(LogicalRouter) as cache:
+            assert cache.wait_synced(30)
+            assert len(cache) == 3
+        assert spans.tables() == {"LogicalRouter": 6}
+
+
+def test_a_topic_another_writer_adds_is_listed_and_registered(hazelcast_server: Any) -> None:  # noqa: F811
+    namespace = _ns()
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
+        _fill(db, [None], [None] * 5)
+        backend = _backend(db)
+        _foreign_router(backend, "t-hand", "by-hand")
+        spans = Spans(backend)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == ["by-hand", "lr-0"]
+        assert spans.tables() == {"LogicalRouter": 2}
+        assert backend.gap_keys == 1  # found by the regular expression over the gaps, and registered
+        assert backend._kv.get(backend.layout.topic_mark("t-hand")) is not None
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as other:
+        spans = Spans(_backend(other))
+        assert len(other.list(LogicalRouter)) == 2
+        assert spans.keys(regex=True) == [] and _backend(other).gap_keys == 0
+
+
+def test_data_without_a_registry_lists_exactly_and_is_registered(hazelcast_server: Any) -> None:  # noqa: F811
+    """A namespace written before the registry (or its keys deleted by hand): exact at once, cheap once scanned."""
+    namespace = _ns()
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
+        _fill(db, [None, "t-a"], [None] * 10 + ["t-b"] * 10)
+        kv = _backend(db)._kv
+        kv.remove_all(between("__key", "p/", "p/\uffff"))
+        assert kv.key_set(between("__key", "p/", "p/\uffff")) == []
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
+        backend = _backend(db)
+        spans = Spans(backend)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == ["lr-0", "lr-1"]
+        assert backend.gap_keys == 2  # the routers, regex-matched over all of o/ as before
+        assert len(spans.keys(regex=True)) == 2 + 2 + 20  # every object key: that one scan costs what it did
+        assert len(db.list(LogicalSwitchPort)) == 20  # registers t-b, the ports' topic
+        spans.sent.clear()
+        assert len(db.list(LogicalRouter)) == 2
+        assert spans.tables() == {"LogicalRouter": 2} and spans.keys(regex=True) == []
+
+
+def test_past_the_topic_cap_a_scan_reads_o_whole_and_stays_exact(hazelcast_server: Any) -> None:  # noqa: F811
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        with db.transaction() as txn:
+            for i in range(260):
+                txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
+        _fill(db, [], ["t-0"] * 3)
+        spans = Spans(_backend(db))
+        assert len(db.list(LogicalRouter)) == 260
+        assert len(spans.keys(regex=True)) == 260 + 1 + 3  # o/ whole, as before the registry
+        assert len(db.list(LogicalSwitchPort)) == 3
