@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 from hazelcast.predicate import between
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.backends.hazelcast import HazelcastBackend
 from nbdb.backends.hazelcast._records import encode_kv
+from nbdb.families import rules
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.ovn import LogicalRouter
 from nbdb.testing.fixtures import hazelcast_server  # noqa: F401 - pytest fixture
@@ -85,7 +88,7 @@ def _backend(db: nbdb.Database) -> HazelcastBackend:
     return db.backend
 
 
-def _foreign_router(backend: HazelcastBackend, topic: str, name: str) -> None:
+def _foreign_router(backend: HazelcastBackend, topic: str | None, name: str) -> None:
     """A router's key written as another writer would: straight into the map, no commit, no registry."""
     made = LogicalRouter(name=name, topic=topic)
     key = backend.layout.object(topic, "LogicalRouter", made.id)
@@ -152,3 +155,42 @@ def test_past_the_topic_cap_a_scan_reads_o_whole_and_stays_exact(hazelcast_serve
         assert len(db.list(LogicalRouter)) == 260
         assert len(spans.keys(regex=True)) == 260 + 1 + 3  # o/ whole, as before the registry
         assert len(db.list(LogicalSwitchPort)) == 3
+
+
+TOPIC_NAMES = st.sampled_from([None, "a", "a.b", "a-b", "a.", "ab", "a..b", "t-hand", "z@.-:", "A", "0"])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    routers=st.lists(TOPIC_NAMES, max_size=4),
+    foreign=st.lists(TOPIC_NAMES, max_size=3),
+    ports=st.lists(TOPIC_NAMES, max_size=4),
+    dropped=st.lists(TOPIC_NAMES, max_size=3),
+)
+def test_any_registry_a_one_table_list_is_exact(
+    hazelcast_server: Any,  # noqa: F811
+    routers: list[str | None],
+    foreign: list[str | None],
+    ports: list[str | None],
+    dropped: list[str | None],
+) -> None:
+    """Routers of nbdb's commits and of another writer, ports beside them, registry keys deleted by hand:
+    the list holds every router once, and a second list regex-matches no router (their topics registered)."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        _fill(db, routers, ports)
+        backend = _backend(db)
+        for i, topic in enumerate(foreign):
+            _foreign_router(backend, topic, f"hand-{i}")
+        for topic in dropped:
+            backend._kv.remove(backend.layout.topic_mark(rules.topic_part(topic)))
+        want = sorted([f"lr-{i}" for i in range(len(routers))] + [f"hand-{i}" for i in range(len(foreign))])
+        assert sorted(r.name for r in db.list(LogicalRouter)) == want
+        spans = Spans(backend)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == want
+        # The first list registered every topic holding a router; a dropped topic of ports alone stays in a gap.
+        with_routers = {rules.topic_part(t) for t in routers + foreign}
+        unregistered = {rules.topic_part(t) for t in dropped} - with_routers
+        matched = spans.keys(regex=True)
+        assert {key.split("/")[1] for key in matched} <= unregistered
+        assert [key for key in matched if key.split("/")[2] == "LogicalRouter"] == []
+        assert spans.tables().get("LogicalRouter", 0) == len(want)
