@@ -9,7 +9,9 @@ keys on the member, which dropped the ports.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.backends.hazelcast import HazelcastBackend
+from nbdb.backends.hazelcast import _backend as hzbackend
 from nbdb.backends.hazelcast._records import encode_kv
 from nbdb.families import rules
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
@@ -83,6 +86,17 @@ def _fill(db: nbdb.Database, routers: list[str | None], ports: list[str | None])
         db.create(LogicalSwitchPort(name=f"p-{i}", switch=switches[topic].id, topic=topic))
 
 
+@contextlib.contextmanager
+def _keys_per_topic(keys: int) -> Iterator[None]:
+    """Scans name the topics one by one from ``keys`` keys of ``kv`` per topic (see ``_KEYS_PER_TOPIC``)."""
+    was = hzbackend._KEYS_PER_TOPIC
+    hzbackend._KEYS_PER_TOPIC = keys
+    try:
+        yield
+    finally:
+        hzbackend._KEYS_PER_TOPIC = was
+
+
 def _backend(db: nbdb.Database) -> HazelcastBackend:
     assert isinstance(db.backend, HazelcastBackend)
     return db.backend
@@ -111,7 +125,7 @@ def test_a_one_table_scan_hands_the_member_that_tables_keys_only(hazelcast_serve
 def test_a_topic_another_writer_adds_is_listed_and_registered(hazelcast_server: Any) -> None:  # noqa: F811
     namespace = _ns()
     with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
-        _fill(db, [None], [None] * 5)
+        _fill(db, [None], [None] * 20)
         backend = _backend(db)
         _foreign_router(backend, "t-hand", "by-hand")
         spans = Spans(backend)
@@ -129,7 +143,7 @@ def test_data_without_a_registry_lists_exactly_and_is_registered(hazelcast_serve
     """A namespace written before the registry (or its keys deleted by hand): exact at once, cheap once scanned."""
     namespace = _ns()
     with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
-        _fill(db, [None, "t-a"], [None] * 10 + ["t-b"] * 10)
+        _fill(db, [None, "t-a"], [None] * 40 + ["t-b"] * 40)
         kv = _backend(db)._kv
         kv.remove_all(between("__key", "p/", "p/\uffff"))
         assert kv.key_set(between("__key", "p/", "p/\uffff")) == []
@@ -138,15 +152,15 @@ def test_data_without_a_registry_lists_exactly_and_is_registered(hazelcast_serve
         spans = Spans(backend)
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["lr-0", "lr-1"]
         assert backend.gap_keys == 2  # the routers, regex-matched over all of o/ as before
-        assert len(spans.keys(regex=True)) == 2 + 2 + 20  # every object key: that one scan costs what it did
-        assert len(db.list(LogicalSwitchPort)) == 20  # registers t-b, the ports' topic
+        assert len(spans.keys(regex=True)) == 2 + 2 + 80  # every object key: that one scan costs what it did
+        assert len(db.list(LogicalSwitchPort)) == 80  # registers t-b, the ports' topic
         spans.sent.clear()
         assert len(db.list(LogicalRouter)) == 2
         assert spans.tables() == {"LogicalRouter": 2} and spans.keys(regex=True) == []
 
 
 def test_past_the_topic_cap_a_scan_reads_o_whole_and_stays_exact(hazelcast_server: Any) -> None:  # noqa: F811
-    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db, _keys_per_topic(0):
         with db.transaction() as txn:
             for i in range(260):
                 txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
@@ -157,11 +171,24 @@ def test_past_the_topic_cap_a_scan_reads_o_whole_and_stays_exact(hazelcast_serve
         assert len(db.list(LogicalSwitchPort)) == 3
 
 
+def test_few_keys_a_topic_a_scan_reads_o_whole_and_stays_exact(hazelcast_server: Any) -> None:  # noqa: F811
+    """40 topics of a router and a switch: fewer than 32 keys of kv a topic, so o/ whole (cheaper there), exactly."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        with db.transaction() as txn:
+            for i in range(40):
+                txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
+                txn.create(LogicalSwitch(name=f"ls-{i}", topic=f"t-{i}"))
+        spans = Spans(_backend(db))
+        assert len(db.list(LogicalRouter)) == 40
+        assert len(spans.keys(regex=True)) == 80 and spans.keys(regex=False) == []
+
+
 TOPIC_NAMES = st.sampled_from([None, "a", "a.b", "a-b", "a.", "ab", "a..b", "t-hand", "z@.-:", "A", "0"])
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=16, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
+    ranged=st.booleans(),
     routers=st.lists(TOPIC_NAMES, max_size=4),
     foreign=st.lists(TOPIC_NAMES, max_size=3),
     ports=st.lists(TOPIC_NAMES, max_size=4),
@@ -169,14 +196,16 @@ TOPIC_NAMES = st.sampled_from([None, "a", "a.b", "a-b", "a.", "ab", "a..b", "t-h
 )
 def test_any_registry_a_one_table_list_is_exact(
     hazelcast_server: Any,  # noqa: F811
+    ranged: bool,
     routers: list[str | None],
     foreign: list[str | None],
     ports: list[str | None],
     dropped: list[str | None],
 ) -> None:
     """Routers of nbdb's commits and of another writer, ports beside them, registry keys deleted by hand:
-    the list holds every router once, and a second list regex-matches no router (their topics registered)."""
-    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+    the list holds every router once, and a second list regex-matches no router (their topics registered).
+    ``ranged``: whether scans name the topics one by one whatever the map's size (else o/ whole: few keys)."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db, _keys_per_topic(0 if ranged else 10**9):
         _fill(db, routers, ports)
         backend = _backend(db)
         for i, topic in enumerate(foreign):
@@ -191,6 +220,36 @@ def test_any_registry_a_one_table_list_is_exact(
         with_routers = {rules.topic_part(t) for t in routers + foreign}
         unregistered = {rules.topic_part(t) for t in dropped} - with_routers
         matched = spans.keys(regex=True)
+        if not ranged:
+            assert len([key for key in matched if key.split("/")[2] == "LogicalRouter"]) == len(want)
+            return
         assert {key.split("/")[1] for key in matched} <= unregistered
         assert [key for key in matched if key.split("/")[2] == "LogicalRouter"] == []
         assert spans.tables().get("LogicalRouter", 0) == len(want)
+
+
+def test_a_topic_another_client_registers_while_this_one_holds_the_registry_is_listed(
+    hazelcast_server: Any,  # noqa: F811
+) -> None:
+    """A client scans with the registry it read up to a second before: a topic registered since is in a gap."""
+    namespace = _ns()
+    with (
+        nbdb.connect(hazelcast_server.url, namespace=namespace) as a,
+        nbdb.connect(hazelcast_server.url, namespace=namespace) as b,
+    ):
+        _fill(a, [None], [None] * 40)
+        assert len(a.list(LogicalRouter)) == 1  # a holds the registry now
+        b.create(LogicalRouter(name="from-b", topic="t-b"))
+        assert _until(lambda: b.backend._kv.get("p/t-b") is not None)  # type: ignore[attr-defined]
+        assert sorted(r.name for r in a.list(LogicalRouter)) == ["from-b", "lr-0"]
+        assert sorted(r.name for r in a.list(LogicalRouter)) == ["from-b", "lr-0"]
+
+
+def _until(predicate: Any, rounds: int = 100) -> bool:
+    import time
+
+    for _ in range(rounds):
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import hazelcast.errors as hzerrors
 from hazelcast.config import IndexType
-from hazelcast.future import combine_futures
+from hazelcast.future import ImmediateFuture, combine_futures
 from hazelcast.lifecycle import LifecycleState
 from hazelcast.predicate import and_, between, less_or_equal, or_, regex
 
@@ -65,8 +65,16 @@ _ROLL_FORWARD_ROUNDS = 16
 """How many decided-but-unapplied commits of others one commit applies before giving up (one per lapsed client)."""
 _TRIM_EVERY = 64
 _TOPIC_RANGES = 256
-"""Registered topics a one-table scan names one by one (see :meth:`HazelcastBackend._queries`); past that,
+"""Registered topics a one-table scan names one by one (see :meth:`HazelcastBackend.scan_spans`); past that,
 ``o/`` whole and the regular expression, per object of the store, as before (issue 13)."""
+_REGISTRY_AGE = 1.0
+"""Seconds a client scans with the registry it read last before it waits for a fresh read (see
+:meth:`HazelcastBackend._registry_future`); a stale one costs a scan, never its exactness."""
+_KEYS_PER_TOPIC = 32
+"""The keys of ``kv`` per registered topic below which a one-table scan reads ``o/`` whole all the same: a
+topic's range and gap cost the member and client ≈ 30 µs, the expression ≈ 2.5 to 7 µs a key (an object is
+two or three keys of ``kv``: its bytes, its index key, its references), so on few objects a topic the
+ranges cost more than they save (200 topics of 5 objects: list 6 -> 40 ms, docs/benchmarks.md)."""
 _MAX_BOUNCES = 20
 """How often a burst waits for one more reply to leave from the reactor thread (see ``then_send``)."""
 _WARNED: set[str] = set()
@@ -151,6 +159,8 @@ class HazelcastBackend(ChangeLogBackend):
         """Member-side commits handed back to the client's own protocol (a decided commit to roll forward...)."""
         self._registered: set[str] = set()
         """Topics this client has put in the registry (``p/<topic>``, see :meth:`_register`)."""
+        self._registry: tuple[float, tuple[list[str], bool]] | None = None
+        """When the registry was last read, and what :meth:`_send_registry` made of it."""
         self.gap_keys = 0
         """Object keys one-table scans found outside the registry's topics (checked by the member's regex)."""
 
@@ -400,7 +410,8 @@ class HazelcastBackend(ChangeLogBackend):
         if any(p.startswith(objects) for p in prefixes):
             # The registry's topics are read before the lock (its request leaves with the lock's): the
             # list's exactness does not depend on them (see _queries), only what the member reads.
-            registry = self._send_registry() if any(wildcard_split(p, objects) for p in prefixes) else None
+            registry = self._registry_future() if any(wildcard_split(p, objects) for p in prefixes) else None
+            # registry: a future of (the registry's topics, whether a scan names them one by one).
 
             def send() -> Any:
                 if registry is None:
@@ -449,16 +460,18 @@ class HazelcastBackend(ChangeLogBackend):
                 revision = decode_head(head_raw)[0]
         return sorted(found.items()), revision
 
-    def _send_range(self, prefixes: Sequence[str], topics: Sequence[str] | None) -> Any:
-        """Read ``head`` and every key under ``prefixes``, all at once (``topics``: see :meth:`_queries`).
+    def _send_range(self, prefixes: Sequence[str], registry: tuple[list[str], bool] | None) -> Any:
+        """Read ``head`` and every key under ``prefixes``, all at once (``registry``: see :meth:`_send_registry`).
 
-        A future of ``(head, {key: value}, [keys read outside the registry's topics])``.
+        A future of ``(head, {key: value}, [object keys read outside the registry's topics])``.
         """
         # Every key under a prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
         # the result is filtered by prefix all the same.
-        queries = [query for p in prefixes for query in self._queries(p, topics)]
+        topics, ranged = registry if registry is not None else (None, False)
+        queries = [query for p in prefixes for query in self._queries(p, topics if ranged else None)]
         pending = [self.meta_async.get(HEAD), *(self._kv_async.entry_set(query) for query, _ in queries)]
-        counted = topics is not None and len(topics) <= _TOPIC_RANGES
+        objects = self._object_prefix
+        size = len(objects)
 
         def assemble(done: Any) -> tuple[Any, dict[str, Any], list[str]]:
             head, *ranges = done.result()
@@ -466,26 +479,59 @@ class HazelcastBackend(ChangeLogBackend):
             outside: list[str] = []
             for entries, (_, gap) in zip(ranges, queries, strict=True):
                 found.update(entries)
-                if gap and counted:
+                if gap and ranged:
                     outside += (key for key, _ in entries)
+                elif gap and topics is not None:  # o/ whole: the keys whose topic the registry does not name
+                    known = set(topics)
+                    outside += (key for key, _ in entries if key[size:].partition("/")[0] not in known)
             return head, found, outside
 
         return combine_futures(pending).continue_with(assemble)
 
-    def _send_registry(self) -> Any:
-        """Read the registry of topics (``p/<topic>``, see :meth:`_register`): a future of their names.
+    def _registry_future(self) -> Any:
+        """The registry a scan uses: read at most :data:`_REGISTRY_AGE` ago, else a read sent now (a future).
 
-        A name with a ``/`` (another writer's key) is no topic: its range would overlap a topic's.
+        A scan waits for the read only when this client has none yet; past the age it uses the last
+        one and sends a read for the scans after it. Exact either way (:meth:`scan_spans`): a topic
+        registered since is in a gap, matched by the expression, for at most that long.
+        """
+        held, now = self._registry, time.monotonic()
+        if held is not None and now - held[0] < _REGISTRY_AGE:
+            return ImmediateFuture(held[1])  # type: ignore[no-untyped-call]
+
+        def keep(read: Any) -> None:
+            if read.exception() is None:
+                self._registry = (now, read.result())
+
+        fresh = self._send_registry()
+        fresh.add_done_callback(keep)
+        return fresh if held is None else ImmediateFuture(held[1])  # type: ignore[no-untyped-call]
+
+    def _send_registry(self) -> Any:
+        """Read the registry of topics (``p/<topic>``, see :meth:`_register`) and the size of ``kv``.
+
+        A future of ``(topics, ranged)``: ``ranged`` if a one-table scan names the topics one by
+        one (:meth:`scan_spans`): at most :data:`_TOPIC_RANGES` of them, and ``kv`` holds at least
+        :data:`_KEYS_PER_TOPIC` keys per topic. Either way the scan is exact. A name with a ``/``
+        (another writer's key) is no topic: its range would overlap a topic's.
         """
         marks = self.layout.topic_marks
-        keys = self.call(lambda: self._kv_async.key_set(between("__key", marks, marks + "\uffff")))
-        return keys.continue_with(
-            lambda got: [
+        pending = self.call(
+            lambda: combine_futures(
+                [self._kv_async.key_set(between("__key", marks, marks + "\uffff")), self._kv_async.size()]
+            )
+        )
+
+        def topics(done: Any) -> tuple[list[str], bool]:
+            keys, size = done.result()
+            names = [
                 k[len(marks) :]
-                for k in got.result()
+                for k in keys
                 if isinstance(k, str) and k.startswith(marks) and "/" not in k[len(marks) :]
             ]
-        )
+            return names, len(names) <= _TOPIC_RANGES and size >= _KEYS_PER_TOPIC * len(names)
+
+        return pending.continue_with(topics)
 
     def _register_puts(self, commits: Sequence[KeyCommit]) -> None:
         """Register the topics of the object keys ``commits`` put that this client has not registered yet."""
@@ -534,7 +580,8 @@ class HazelcastBackend(ChangeLogBackend):
         objects = self._object_prefix
         topics = sorted({key[len(objects) :].partition("/")[0] for key in keys if key.startswith(objects)})
         self.gap_keys += len(keys)
-        log.warning("hazelcast: topics %s hold objects but are not registered (another writer's?): registering", topics)
+        self._registry = None  # the next scan reads the registry again
+        log.info("hazelcast: topics %s hold objects outside the registry (another writer's?): registering", topics)
         self._registered.difference_update(topics)  # a registry key deleted by hand since this client put it
         self._register(topics, wait=True)
 
