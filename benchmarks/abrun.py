@@ -128,7 +128,10 @@ def start_redis(
 def stores(backends: str, prefix: str) -> Iterator[dict[str, str]]:
     """A URL per backend of ``backends`` (comma-separated, in that order): servers started on loopback by
     the test harness, sqlite in a temporary directory named from ``prefix``, ``memory://`` as it is.
+    A server's options may follow its kind as a query (``hazelcast?heap=1g``: the spawned member's heap).
     Stopped and removed on leaving."""
+    from urllib.parse import parse_qsl
+
     from nbdb.testing.servers import start_server
 
     servers = []
@@ -141,7 +144,8 @@ def stores(backends: str, prefix: str) -> Iterator[dict[str, str]]:
             elif backend == "memory":
                 urls[backend] = "memory://"
             else:
-                server = start_server(backend)
+                kind, _, query = backend.partition("?")
+                server = start_server(kind, **dict(parse_qsl(query)))
                 servers.append(server)
                 urls[backend] = server.url
         yield urls

@@ -1,4 +1,4 @@
-"""A/B/C of a one-table list and a three-table cache load across many topics on etcd (small data).
+"""A/B/C of a one-table list and a three-table cache load across many topics on etcd (small data), or ``--backend``.
 
 Review of 086942d (issue 13): a list of a few tables with no topic filter reads each table under each
 topic; on etcd it sent a probe per gap of the topic registry and a range per topic, one after another.
@@ -16,6 +16,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+from urllib.parse import parse_qsl
 
 from abrun import env, loadavg, run_json
 
@@ -60,12 +61,14 @@ def main() -> None:
     parser.add_argument("--sides", required=True, help="name=src,... (the last one fills the store)")
     parser.add_argument("--topics", default="10,200")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", default="etcd", help="the server kind, options as a query (hazelcast?heap=1g)")
     args = parser.parse_args()
     sides = dict(item.split("=", 1) for item in args.sides.split(","))
     counts = [int(x) for x in args.topics.split(",")]
     from nbdb.testing.servers import start_server
 
-    server = start_server("etcd")
+    kind, _, query = args.backend.partition("?")
+    server = start_server(kind, **dict(parse_qsl(query)))
     try:
         url = str(server.url)
         for t in counts:

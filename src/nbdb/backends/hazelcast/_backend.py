@@ -6,16 +6,16 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import hazelcast.errors as hzerrors
 from hazelcast.config import IndexType
-from hazelcast.future import combine_futures
+from hazelcast.future import ImmediateFuture, combine_futures
 from hazelcast.lifecycle import LifecycleState
-from hazelcast.predicate import and_, between, less_or_equal, regex
+from hazelcast.predicate import and_, between, less_or_equal, or_, regex
 
 from nbdb import errors
 from nbdb.backends.hazelcast._client import ERRORS, HazelcastConfig, connect, parse_url
@@ -64,6 +64,17 @@ _COMMIT_LOCK = "commit"
 _ROLL_FORWARD_ROUNDS = 16
 """How many decided-but-unapplied commits of others one commit applies before giving up (one per lapsed client)."""
 _TRIM_EVERY = 64
+_TOPIC_RANGES = 256
+"""Registered topics a one-table scan names one by one (see :meth:`HazelcastBackend.scan_spans`); past that,
+``o/`` whole and the regular expression, per object of the store, as before (issue 13)."""
+_REGISTRY_AGE = 1.0
+"""Seconds a client scans with the registry it read last before it waits for a fresh read (see
+:meth:`HazelcastBackend._registry_future`); a stale one costs a scan, never its exactness."""
+_KEYS_PER_TOPIC = 32
+"""The keys of ``kv`` per registered topic below which a one-table scan reads ``o/`` whole all the same: a
+topic's range and gap cost the member and client ≈ 30 µs, the expression ≈ 2.5 to 7 µs a key (an object is
+two or three keys of ``kv``: its bytes, its index key, its references), so on few objects a topic the
+ranges cost more than they save (200 topics of 5 objects: list 6 -> 40 ms, docs/benchmarks.md)."""
 _MAX_BOUNCES = 20
 """How often a burst waits for one more reply to leave from the reactor thread (see ``then_send``)."""
 _WARNED: set[str] = set()
@@ -76,7 +87,7 @@ TTL; leases ask for this much more, so that a lease never lapses before the TTL 
 class HazelcastBackend(ChangeLogBackend):
     """Key-value backend over an open-source Hazelcast 5 cluster (see the package docstring)."""
 
-    topic_wildcard: ClassVar[bool] = True  # a one-table scan's query keeps that table's keys on the member (_query)
+    topic_wildcard: ClassVar[bool] = True  # a one-table scan's query reads that table's keys on the member (_queries)
 
     whole_point_reads: ClassVar[bool] = False  # a commit's keys land one by one; a list reads them locked
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -146,6 +157,12 @@ class HazelcastBackend(ChangeLogBackend):
         """Commits (or groups) the member-side task decided and applied."""
         self.member_fallbacks = 0
         """Member-side commits handed back to the client's own protocol (a decided commit to roll forward...)."""
+        self._registered: set[str] = set()
+        """Topics this client has put in the registry (``p/<topic>``, see :meth:`_register`)."""
+        self._registry: tuple[float, tuple[list[str], bool]] | None = None
+        """When the registry was last read, and what :meth:`_send_registry` made of it."""
+        self.gap_keys = 0
+        """Object keys one-table scans found outside the registry's topics (checked by the member's regex)."""
 
     def __repr__(self) -> str:
         return f"<HazelcastBackend {self.config!r}>"
@@ -320,7 +337,7 @@ class HazelcastBackend(ChangeLogBackend):
     ) -> tuple[list[tuple[str, Any]], tuple[str, ...]]:
         """``found`` and the plain prefixes a key must start with: a wildcard's (``o/*/<table>/``) keys checked here.
 
-        The member already kept only the wildcards' tables (see :meth:`_query`); this is the
+        The member already kept only the wildcards' tables (see :meth:`_queries`); this is the
         client's check of the same rule, as the plain prefixes' is.
         """
         objects = self._object_prefix
@@ -336,22 +353,48 @@ class HazelcastBackend(ChangeLogBackend):
         ]
         return kept, (*plain, objects)
 
-    def _query(self, prefix: str) -> Any:
-        """The predicate of the keys under ``prefix``: a key range on the sorted index of ``__key``.
+    def scan_spans(self, prefix: str, topics: Sequence[str] | None) -> list[tuple[list[tuple[str, str]], str | None]]:
+        """The queries of the keys under ``prefix``: each its key spans (inclusive) and a regular expression or None.
 
-        A wildcard ``o/*/<table>/`` (kvplan.ANY_TOPIC) is ``o/`` and a regular expression of
-        ``o/<any topic>/<table>/...``: the member matches every object key, in the same query under
-        the commit lock (exact, and a topic another writer added by hand is among them), and sends
-        only that table's entries (before, every object, which the client dropped: issue 13).
+        The member's sorted index of ``__key`` hands each query the keys in its spans; with a
+        regular expression, the member matches it against each of them. A plain prefix is one
+        span. A wildcard ``o/*/<table>/`` (kvplan.ANY_TOPIC) is, for each topic of the registry
+        (``topics``, read before the commit lock, see :meth:`_send_registry`), the span
+        ``o/<topic>/<table>/``: that table's keys only. The rest of ``o/`` (the gaps between
+        those topics' whole spans) goes with the regular expression of ``o/<any topic>/<table>/...``:
+        a topic no registry names (another writer's, data written before the registry, a registry
+        key deleted by hand) is still read, in the same query under the commit lock, so the list
+        stays exact whatever the registry says; with every topic registered the gaps hold no
+        key, and the member reads no key of another table (issue 13: before, it matched the
+        regular expression against every object key of the store). ``topics`` None, or more
+        than :data:`_TOPIC_RANGES`: ``o/`` whole with the regular expression, as before.
         """
         table = wildcard_split(prefix, self._object_prefix)
         if table is None:
-            return between("__key", prefix, prefix + "\uffff")
+            return [([(prefix, prefix + "\uffff")], None)]
         objects = self._object_prefix
-        return and_(
-            between("__key", objects, objects + "\uffff"),
-            regex("__key", f"{_java_literal(objects)}[^/]*/{_java_literal(table)}.*"),
-        )
+        match = f"{_java_literal(objects)}[^/]*/{_java_literal(table)}.*"
+        if topics is None or len(topics) > _TOPIC_RANGES:
+            return [([(objects, objects + "\uffff")], match)]
+        # Java compares strings by UTF-16 unit: the topics' spans in that order, and the gaps between them.
+        starts = sorted({f"{objects}{t}/" for t in topics}, key=lambda k: k.encode("utf-16-be"))
+        queries: list[tuple[list[tuple[str, str]], str | None]] = []
+        if starts:
+            queries.append(([(f"{s}{table}", f"{s}{table}\uffff") for s in starts], None))
+        # Inclusive bounds overlapping the topics' whole spans at their ends: together they cover o/ to o/U+FFFF.
+        lows = [objects, *(f"{s}\uffff" for s in starts)]
+        highs = [*starts, objects + "\uffff"]
+        queries.append((list(zip(lows, highs, strict=True)), match))
+        return queries
+
+    def _queries(self, prefix: str, topics: Sequence[str] | None) -> list[tuple[Any, bool]]:
+        """:meth:`scan_spans` as Hazelcast predicates, each with whether it reads outside the registry's topics."""
+        out: list[tuple[Any, bool]] = []
+        for spans, match in self.scan_spans(prefix, topics):
+            ranges = [between("__key", low, high) for low, high in spans]
+            query = ranges[0] if len(ranges) == 1 else or_(*ranges)
+            out.append((query, False) if match is None else (and_(query, regex("__key", match)), True))
+        return out
 
     def _range(self, prefixes: Sequence[str]) -> tuple[list[tuple[str, Any]], int]:
         """The stored items under ``prefixes`` at one revision, in key order (filtered by prefix by the caller).
@@ -363,12 +406,23 @@ class HazelcastBackend(ChangeLogBackend):
         changed carries a later revision, so the delete's ``PrefixUnchangedSince`` condition
         fails and it is planned again. Writers never wait for a delete's reads.
         """
-        if any(p.startswith(self._object_prefix) for p in prefixes):
-            with self._commit_lock(partial(self._send_range, prefixes)) as lock:
-                head_raw, found = self._reply(lock.follow)
+        objects = self._object_prefix
+        if any(p.startswith(objects) for p in prefixes):
+            # The registry's topics are read before the lock (its request leaves with the lock's): the
+            # list's exactness does not depend on them (see _queries), only what the member reads.
+            registry = self._registry_future() if any(wildcard_split(p, objects) for p in prefixes) else None
+            # registry: a future of (the registry's topics, whether a scan names them one by one).
+
+            def send() -> Any:
+                if registry is None:
+                    return self._send_range(prefixes, None)
+                return registry.continue_with(lambda got: self._send_range(prefixes, got.result()))
+
+            with self._commit_lock(send) as lock:
+                head_raw, found, outside = self._reply(lock.follow)
                 for _round in range(_ROLL_FORWARD_ROUNDS):
                     if head_raw is None and self._repair_head(None):
-                        head_raw, found = self.call(lambda: self._send_range(prefixes).result())
+                        head_raw, found, outside = self.call(lambda: send().result())
                         continue
                     try:
                         revision, token = decode_head(head_raw)
@@ -377,9 +431,11 @@ class HazelcastBackend(ChangeLogBackend):
                         # Another writer damaged ``head``: put back here, under the lock, as a commit would.
                         if not self._repair_head(head_raw):
                             raise
-                    head_raw, found = self.call(lambda: self._send_range(prefixes).result())
+                    head_raw, found, outside = self.call(lambda: send().result())
                 else:
                     revision, token = decode_head(head_raw)
+            if outside:
+                self._adopt(outside)
             self.remember_token(revision, token)
         else:
             # head first (every commit up to it is applied), then the keys, from its reply callback.
@@ -387,7 +443,7 @@ class HazelcastBackend(ChangeLogBackend):
                 return self.call(  # type: ignore[no-any-return]
                     lambda: self.then_send(
                         self.meta_async.get(HEAD),
-                        lambda head: self._send_range(prefixes).continue_with(
+                        lambda head: self._send_range(prefixes, None).continue_with(
                             lambda got: (head.result(), got.result()[1])
                         ),
                     ).result()
@@ -404,23 +460,130 @@ class HazelcastBackend(ChangeLogBackend):
                 revision = decode_head(head_raw)[0]
         return sorted(found.items()), revision
 
-    def _send_range(self, prefixes: Sequence[str]) -> Any:
-        """Read ``head`` and every key under ``prefixes``, all at once: a future of ``(head, {key: value})``."""
+    def _send_range(self, prefixes: Sequence[str], registry: tuple[list[str], bool] | None) -> Any:
+        """Read ``head`` and every key under ``prefixes``, all at once (``registry``: see :meth:`_send_registry`).
+
+        A future of ``(head, {key: value}, [object keys read outside the registry's topics])``.
+        """
         # Every key under a prefix sorts between it and prefix + U+FFFF (Java compares UTF-16 units);
         # the result is filtered by prefix all the same.
-        pending = [
-            self.meta_async.get(HEAD),
-            *(self._kv_async.entry_set(self._query(p)) for p in prefixes),
-        ]
+        topics, ranged = registry if registry is not None else (None, False)
+        queries = [query for p in prefixes for query in self._queries(p, topics if ranged else None)]
+        pending = [self.meta_async.get(HEAD), *(self._kv_async.entry_set(query) for query, _ in queries)]
+        objects = self._object_prefix
+        size = len(objects)
 
-        def assemble(done: Any) -> tuple[Any, dict[str, Any]]:
+        def assemble(done: Any) -> tuple[Any, dict[str, Any], list[str]]:
             head, *ranges = done.result()
             found: dict[str, Any] = {}
-            for entries in ranges:
+            outside: list[str] = []
+            for entries, (_, gap) in zip(ranges, queries, strict=True):
                 found.update(entries)
-            return head, found
+                if gap and ranged:
+                    outside += (key for key, _ in entries)
+                elif gap and topics is not None:  # o/ whole: the keys whose topic the registry does not name
+                    known = set(topics)
+                    outside += (key for key, _ in entries if key[size:].partition("/")[0] not in known)
+            return head, found, outside
 
         return combine_futures(pending).continue_with(assemble)
+
+    def _registry_future(self) -> Any:
+        """The registry a scan uses: read at most :data:`_REGISTRY_AGE` ago, else a read sent now (a future).
+
+        A scan waits for the read only when this client has none yet; past the age it uses the last
+        one and sends a read for the scans after it. Exact either way (:meth:`scan_spans`): a topic
+        registered since is in a gap, matched by the expression, for at most that long.
+        """
+        held, now = self._registry, time.monotonic()
+        if held is not None and now - held[0] < _REGISTRY_AGE:
+            return ImmediateFuture(held[1])  # type: ignore[no-untyped-call]
+
+        def keep(read: Any) -> None:
+            if read.exception() is None:
+                self._registry = (now, read.result())
+
+        fresh = self._send_registry()
+        fresh.add_done_callback(keep)
+        return fresh if held is None else ImmediateFuture(held[1])  # type: ignore[no-untyped-call]
+
+    def _send_registry(self) -> Any:
+        """Read the registry of topics (``p/<topic>``, see :meth:`_register`) and the size of ``kv``.
+
+        A future of ``(topics, ranged)``: ``ranged`` if a one-table scan names the topics one by
+        one (:meth:`scan_spans`): at most :data:`_TOPIC_RANGES` of them, and ``kv`` holds at least
+        :data:`_KEYS_PER_TOPIC` keys per topic. Either way the scan is exact. A name with a ``/``
+        (another writer's key) is no topic: its range would overlap a topic's.
+        """
+        marks = self.layout.topic_marks
+        pending = self.call(
+            lambda: combine_futures(
+                [self._kv_async.key_set(between("__key", marks, marks + "\uffff")), self._kv_async.size()]
+            )
+        )
+
+        def topics(done: Any) -> tuple[list[str], bool]:
+            keys, size = done.result()
+            names = [
+                k[len(marks) :]
+                for k in keys
+                if isinstance(k, str) and k.startswith(marks) and "/" not in k[len(marks) :]
+            ]
+            return names, len(names) <= _TOPIC_RANGES and size >= _KEYS_PER_TOPIC * len(names)
+
+        return pending.continue_with(topics)
+
+    def _register_puts(self, commits: Sequence[KeyCommit]) -> None:
+        """Register the topics of the object keys ``commits`` put that this client has not registered yet."""
+        objects, known = self._object_prefix, self._registered
+        size = len(objects)
+        new = {
+            part
+            for commit in commits
+            for key in commit.puts
+            if key.startswith(objects) and (part := key[size:].partition("/")[0]) not in known
+        }
+        if new:
+            self._register(new, wait=False)
+
+    def _register(self, topics: Iterable[str], wait: bool) -> None:
+        """Put ``p/<topic>`` for each of ``topics`` (if absent): the registry one-table scans read (:meth:`_queries`).
+
+        Outside the commit protocol, and not waited for by a commit (``wait`` False): a registry
+        key makes a scan cheaper, never more exact, so a lost one costs a scan the regular
+        expression over that topic's keys until a scan finds them and registers it (:meth:`_adopt`).
+        """
+        new = sorted(set(topics) - self._registered)
+        if not new or self._closed or self._outage.down_since is not None:
+            return
+        self._registered.update(new)
+
+        def done(reply: Any, topic: str) -> None:
+            if reply.exception() is not None:
+                self._registered.discard(topic)
+
+        try:
+            pending = [self._kv_async.put_if_absent(self.layout.topic_mark(t), encode_kv(1, 0, b"")) for t in new]
+        except Exception:  # refused at once (the client shutting down): registered by a later commit or scan
+            self._registered.difference_update(new)
+            return
+        for topic, reply in zip(new, pending, strict=True):
+            reply.add_done_callback(partial(done, topic=topic))
+        if wait:
+            try:
+                self._reply(combine_futures(pending))
+            except errors.NbdbError as exc:
+                log.warning("hazelcast: could not register topics %s: %s", new, exc)
+
+    def _adopt(self, keys: Sequence[str]) -> None:
+        """Register the topics of ``keys``, objects a scan found outside the registry (another writer's?)."""
+        objects = self._object_prefix
+        topics = sorted({key[len(objects) :].partition("/")[0] for key in keys if key.startswith(objects)})
+        self.gap_keys += len(keys)
+        self._registry = None  # the next scan reads the registry again
+        log.info("hazelcast: topics %s hold objects outside the registry (another writer's?): registering", topics)
+        self._registered.difference_update(topics)  # a registry key deleted by hand since this client put it
+        self._register(topics, wait=True)
 
     def revision_now(self) -> int:
         try:
@@ -605,6 +768,7 @@ class HazelcastBackend(ChangeLogBackend):
         return SnapshotGroup(self.group_commit, lambda name: f"lease/{name}", _commit_cost, None, None)
 
     def _commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
+        self._register_puts(commits)
         if self.member_commit:
             outcomes = self._member_commit_retrying(commits)
             if outcomes is not None:

@@ -1,0 +1,255 @@
+"""Issue 13 on Hazelcast: a one-table scan with no topic filter hands the member's query that table's keys only.
+
+The member answers a scan's queries from its sorted index of ``__key``: it reads the keys in
+each query's spans (and matches a regular expression against each, if the query has one).
+The tests count, on the real store, the keys in the spans the scan asked for: before the
+topic registry, a list of 3 routers beside 40 ports read (and regex-matched) all 43 object
+keys on the member, which dropped the ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hazelcast.predicate import between
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.backends.hazelcast import HazelcastBackend
+from nbdb.backends.hazelcast import _backend as hzbackend
+from nbdb.backends.hazelcast._records import encode_kv
+from nbdb.families import rules
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.models.ovn import LogicalRouter
+from nbdb.testing.fixtures import hazelcast_server  # noqa: F401 - pytest fixture
+
+pytestmark = pytest.mark.timeout(120)
+
+WILDCARD = "o/*/LogicalRouter/"
+
+
+def _ns() -> str:
+    return f"hzscan-{uuid.uuid4().hex[:10]}"
+
+
+class Spans:
+    """The spans (and regular expressions) of the scans a backend sends, and the keys they cover on the store."""
+
+    def __init__(self, backend: HazelcastBackend) -> None:
+        self.backend = backend
+        self.sent: list[tuple[list[tuple[str, str]], str | None]] = []
+        real = getattr(backend, "scan_spans", None)
+        if real is None:  # the code before the registry: a scan's one query, o/ whole with the regular expression
+            self.sent.append(([("o/", "o/\uffff")], "o/[^/]*/LogicalRouter/.*"))
+            return
+
+        def scan_spans(prefix: str, topics: Any) -> Any:
+            got = real(prefix, topics)
+            if prefix == WILDCARD:
+                self.sent += got
+            return got
+
+        backend.scan_spans = scan_spans  # type: ignore[method-assign]
+
+    def keys(self, regex: bool) -> list[str]:
+        """The keys now in the spans of the queries sent (with a regular expression or without)."""
+        kv = self.backend._kv
+        return sorted(
+            str(key)
+            for spans, match in self.sent
+            if (match is not None) == regex
+            for low, high in spans
+            for key in kv.key_set(between("__key", low, high))
+        )
+
+    def tables(self) -> dict[str, int]:
+        """The object keys the member's index handed the scans, by table."""
+        out: dict[str, int] = {}
+        for key in self.keys(False) + self.keys(True):
+            table = key.split("/")[2]
+            out[table] = out.get(table, 0) + 1
+        return out
+
+
+def _fill(db: nbdb.Database, routers: list[str | None], ports: list[str | None]) -> None:
+    switches: dict[str | None, LogicalSwitch] = {}
+    for i, topic in enumerate(routers):
+        db.create(LogicalRouter(name=f"lr-{i}", topic=topic))
+    for i, topic in enumerate(ports):
+        if topic not in switches:
+            switches[topic] = db.create(LogicalSwitch(name=f"ls-{topic}", topic=topic))
+        db.create(LogicalSwitchPort(name=f"p-{i}", switch=switches[topic].id, topic=topic))
+
+
+@contextlib.contextmanager
+def _keys_per_topic(keys: int) -> Iterator[None]:
+    """Scans name the topics one by one from ``keys`` keys of ``kv`` per topic (see ``_KEYS_PER_TOPIC``)."""
+    was = hzbackend._KEYS_PER_TOPIC
+    hzbackend._KEYS_PER_TOPIC = keys
+    try:
+        yield
+    finally:
+        hzbackend._KEYS_PER_TOPIC = was
+
+
+def _backend(db: nbdb.Database) -> HazelcastBackend:
+    assert isinstance(db.backend, HazelcastBackend)
+    return db.backend
+
+
+def _foreign_router(backend: HazelcastBackend, topic: str | None, name: str) -> None:
+    """A router's key written as another writer would: straight into the map, no commit, no registry."""
+    made = LogicalRouter(name=name, topic=topic)
+    key = backend.layout.object(topic, "LogicalRouter", made.id)
+    backend._kv.put(key, encode_kv(1, 1, made.model_dump_json().encode()))
+
+
+def test_a_one_table_scan_hands_the_member_that_tables_keys_only(hazelcast_server: Any) -> None:  # noqa: F811
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        _fill(db, [None, "t-a", "t-b"], [None] * 20 + ["t-a"] * 20)
+        spans = Spans(_backend(db))
+        assert sorted(r.name for r in db.list(LogicalRouter)) == ["lr-0", "lr-1", "lr-2"]
+        assert spans.tables() == {"LogicalRouter": 3}  # the code before: 3 routers, 2 switches, 40 ports
+        assert spans.keys(regex=True) == []  # every topic registered: the regular expression matched no key
+        with db.cache(LogicalRouter) as cache:
+            assert cache.wait_synced(30)
+            assert len(cache) == 3
+        assert spans.tables() == {"LogicalRouter": 6}
+
+
+def test_a_topic_another_writer_adds_is_listed_and_registered(hazelcast_server: Any) -> None:  # noqa: F811
+    namespace = _ns()
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
+        _fill(db, [None], [None] * 20)
+        backend = _backend(db)
+        _foreign_router(backend, "t-hand", "by-hand")
+        spans = Spans(backend)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == ["by-hand", "lr-0"]
+        assert spans.tables() == {"LogicalRouter": 2}
+        assert backend.gap_keys == 1  # found by the regular expression over the gaps, and registered
+        assert backend._kv.get(backend.layout.topic_mark("t-hand")) is not None
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as other:
+        spans = Spans(_backend(other))
+        assert len(other.list(LogicalRouter)) == 2
+        assert spans.keys(regex=True) == [] and _backend(other).gap_keys == 0
+
+
+def test_data_without_a_registry_lists_exactly_and_is_registered(hazelcast_server: Any) -> None:  # noqa: F811
+    """A namespace written before the registry (or its keys deleted by hand): exact at once, cheap once scanned."""
+    namespace = _ns()
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
+        _fill(db, [None, "t-a"], [None] * 40 + ["t-b"] * 40)
+        kv = _backend(db)._kv
+        kv.remove_all(between("__key", "p/", "p/\uffff"))
+        assert kv.key_set(between("__key", "p/", "p/\uffff")) == []
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
+        backend = _backend(db)
+        spans = Spans(backend)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == ["lr-0", "lr-1"]
+        assert backend.gap_keys == 2  # the routers, regex-matched over all of o/ as before
+        assert len(spans.keys(regex=True)) == 2 + 2 + 80  # every object key: that one scan costs what it did
+        assert len(db.list(LogicalSwitchPort)) == 80  # registers t-b, the ports' topic
+        spans.sent.clear()
+        assert len(db.list(LogicalRouter)) == 2
+        assert spans.tables() == {"LogicalRouter": 2} and spans.keys(regex=True) == []
+
+
+def test_past_the_topic_cap_a_scan_reads_o_whole_and_stays_exact(hazelcast_server: Any) -> None:  # noqa: F811
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db, _keys_per_topic(0):
+        with db.transaction() as txn:
+            for i in range(260):
+                txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
+        _fill(db, [], ["t-0"] * 3)
+        spans = Spans(_backend(db))
+        assert len(db.list(LogicalRouter)) == 260
+        assert len(spans.keys(regex=True)) == 260 + 1 + 3  # o/ whole, as before the registry
+        assert len(db.list(LogicalSwitchPort)) == 3
+
+
+def test_few_keys_a_topic_a_scan_reads_o_whole_and_stays_exact(hazelcast_server: Any) -> None:  # noqa: F811
+    """40 topics of a router and a switch: fewer than 32 keys of kv a topic, so o/ whole (cheaper there), exactly."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        with db.transaction() as txn:
+            for i in range(40):
+                txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
+                txn.create(LogicalSwitch(name=f"ls-{i}", topic=f"t-{i}"))
+        spans = Spans(_backend(db))
+        assert len(db.list(LogicalRouter)) == 40
+        assert len(spans.keys(regex=True)) == 80 and spans.keys(regex=False) == []
+
+
+TOPIC_NAMES = st.sampled_from([None, "a", "a.b", "a-b", "a.", "ab", "a..b", "t-hand", "z@.-:", "A", "0"])
+
+
+@settings(max_examples=16, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    ranged=st.booleans(),
+    routers=st.lists(TOPIC_NAMES, max_size=4),
+    foreign=st.lists(TOPIC_NAMES, max_size=3),
+    ports=st.lists(TOPIC_NAMES, max_size=4),
+    dropped=st.lists(TOPIC_NAMES, max_size=3),
+)
+def test_any_registry_a_one_table_list_is_exact(
+    hazelcast_server: Any,  # noqa: F811
+    ranged: bool,
+    routers: list[str | None],
+    foreign: list[str | None],
+    ports: list[str | None],
+    dropped: list[str | None],
+) -> None:
+    """Routers of nbdb's commits and of another writer, ports beside them, registry keys deleted by hand:
+    the list holds every router once, and a second list regex-matches no router (their topics registered).
+    ``ranged``: whether scans name the topics one by one whatever the map's size (else o/ whole: few keys)."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db, _keys_per_topic(0 if ranged else 10**9):
+        _fill(db, routers, ports)
+        backend = _backend(db)
+        for i, topic in enumerate(foreign):
+            _foreign_router(backend, topic, f"hand-{i}")
+        for topic in dropped:
+            backend._kv.remove(backend.layout.topic_mark(rules.topic_part(topic)))
+        want = sorted([f"lr-{i}" for i in range(len(routers))] + [f"hand-{i}" for i in range(len(foreign))])
+        assert sorted(r.name for r in db.list(LogicalRouter)) == want
+        spans = Spans(backend)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == want
+        # The first list registered every topic holding a router; a dropped topic of ports alone stays in a gap.
+        with_routers = {rules.topic_part(t) for t in routers + foreign}
+        unregistered = {rules.topic_part(t) for t in dropped} - with_routers
+        matched = spans.keys(regex=True)
+        if not ranged:
+            assert len([key for key in matched if key.split("/")[2] == "LogicalRouter"]) == len(want)
+            return
+        assert {key.split("/")[1] for key in matched} <= unregistered
+        assert [key for key in matched if key.split("/")[2] == "LogicalRouter"] == []
+        assert spans.tables().get("LogicalRouter", 0) == len(want)
+
+
+def test_a_topic_another_client_registers_while_this_one_holds_the_registry_is_listed(
+    hazelcast_server: Any,  # noqa: F811
+) -> None:
+    """A client scans with the registry it read up to a second before: a topic registered since is in a gap."""
+    namespace = _ns()
+    with (
+        nbdb.connect(hazelcast_server.url, namespace=namespace) as a,
+        nbdb.connect(hazelcast_server.url, namespace=namespace) as b,
+    ):
+        _fill(a, [None], [None] * 40)
+        assert len(a.list(LogicalRouter)) == 1  # a holds the registry now
+        b.create(LogicalRouter(name="from-b", topic="t-b"))
+        assert _until(lambda: b.backend._kv.get("p/t-b") is not None)  # type: ignore[attr-defined]
+        assert sorted(r.name for r in a.list(LogicalRouter)) == ["from-b", "lr-0"]
+        assert sorted(r.name for r in a.list(LogicalRouter)) == ["from-b", "lr-0"]
+
+
+def _until(predicate: Any, rounds: int = 100) -> bool:
+    import time
+
+    for _ in range(rounds):
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
