@@ -30,6 +30,7 @@ pytest.importorskip("cassandra")
 
 from nbdb.backends.cassandra.dialect import uuid_order
 from nbdb.families.widecolumn import Delete, WideColumnBackend, layout
+from nbdb.families.widecolumn.primitives import PendingApply
 from nbdb.families.widecolumn.sequencer import GUESS_AFTER, CommitQueue, RevisionSequencer
 from nbdb.spi import UniqueKey
 
@@ -223,6 +224,66 @@ def test_concurrent_creates_of_one_process_are_each_guessed_their_revision(
         seen = [next(watch) for _ in range(writers)]
     assert sorted(e.revision for e in seen) == revisions
     assert {e.object.id for e in seen} == {m.id for m in made}
+
+
+def test_a_create_asks_for_its_revision_while_its_early_claim_is_in_flight(
+    open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = open_db()
+    backend = family(db)
+    sequencer, store = backend.sequencer, backend.partitions.store
+    db.create(LogicalSwitch(name="warm", topic="t0"))
+    slow, quick = Chassis(name="slow", topic="t1"), Chassis(name="quick", topic="t2")
+    # The reply to the slow create's early claim is held back; every re-tie of a claim is counted.
+    sent, release, taken = threading.Event(), threading.Event(), threading.Event()
+    start_apply, apply, allocate = store.start_apply, store.apply, sequencer.allocate
+    reties: list[Any] = []
+
+    class HeldReply(PendingApply):
+        def __init__(self, inner: PendingApply) -> None:
+            self.inner = inner
+
+        def result(self) -> Any:
+            release.wait(30)
+            return self.inner.result()
+
+        def done(self) -> bool:
+            return release.is_set() and self.inner.done()
+
+    def holding(writes: Any) -> PendingApply:
+        pending = start_apply(writes)
+        if any(w is layout.W_CLAIM and params[3] == slow.id for w, params in writes):
+            sent.set()
+            return HeldReply(pending)
+        return pending
+
+    def counted(writes: Any) -> Any:
+        reties.extend(w for w, _ in writes if w is layout.W_CLAIM_SET)
+        return apply(writes)
+
+    def noted(*args: Any) -> int:
+        revision = allocate(*args)
+        taken.set()
+        return revision
+
+    monkeypatch.setattr(store, "start_apply", holding)
+    monkeypatch.setattr(store, "apply", counted)
+    monkeypatch.setattr(sequencer, "allocate", noted)
+    start = backend.current_revision()
+    thread, outcome = in_thread(lambda: db.create(slow))
+    try:
+        assert sent.wait(30), "the slow create sent no claim early"
+        # It has nothing to read: it asks for its revision (the one it was guessed) while its claim is in
+        # flight. Waiting for the claim's reply first let the quick create, guessed the next number, take
+        # the slow one's: both guesses were wrong, two more compare-and-sets re-tying the claims.
+        taken.wait(2)
+        made = db.create(quick)
+    finally:
+        release.set()
+        thread.join(60)
+    assert outcome and isinstance(outcome[0], Chassis), outcome
+    assert reties == [], "a create was guessed a revision it did not take"
+    assert (claim_of(db, outcome[0]).rev, claim_of(db, made).rev) == (start + 1, start + 2)
 
 
 def test_a_rival_sealing_a_guess_handed_back_leaves_no_hole_in_the_revisions(
