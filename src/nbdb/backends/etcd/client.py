@@ -282,10 +282,16 @@ class EtcdClient:
         attempts = self.settings.policy.begin()
         maybe_applied = False
         reauthenticated = False
+        renew = False
         while True:
             endpoint = self.current_endpoint()
             generation = self._token_generation
             try:
+                if renew:
+                    # Inside the try: a refused renewal (a rotated password) or a member gone meanwhile
+                    # is classified like any failure, never gRPC's own exception.
+                    self._authenticate(endpoint, generation)
+                    renew = False
                 return attempt(endpoint, generation), maybe_applied
             except grpc.RpcError as exc:
                 failure = ERRORS.classify(exc, what)
@@ -306,8 +312,7 @@ class EtcdClient:
                 )
             if self._token_expired(failure.error) and not reauthenticated:
                 # The token expired (simple tokens last --auth-token-ttl): get a new one once.
-                reauthenticated = True
-                self._authenticate(endpoint, generation)
+                reauthenticated = renew = True
                 continue
             if maybe_applied:
                 raise errors.CommitUnknownError(
