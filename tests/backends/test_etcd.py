@@ -568,13 +568,13 @@ def test_tls_with_client_certificate(custom_etcd: Callable[..., EtcdServer], tmp
         nbdb.connect(f"etcd://{address}?timeout=0.5&retries=2")
 
 
-def _etcdctl(server: EtcdServer, *args: str) -> None:
+def _etcdctl(server: EtcdServer, *args: str, input_: bytes | None = None) -> None:
     binary = find_binary("etcdctl")
     if binary is None:
         pytest.fail("etcdctl is missing (Debian package etcd-client)")
     subprocess.run(
         [binary, "--endpoints", server.members[0].address, *args],
-        check=True, capture_output=True, timeout=30, env={"ETCDCTL_API": "3"},
+        check=True, capture_output=True, timeout=30, env={"ETCDCTL_API": "3"}, input=input_,
     )  # fmt: skip
 
 
@@ -662,3 +662,22 @@ def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(etcd_ser
         with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
             db.allocate_id("c")
         assert db.allocate_id("other") == 1
+
+
+@pytest.mark.timeout(90)
+def test_a_token_that_expires_after_the_password_changed_is_an_auth_error(
+    custom_etcd: Callable[..., EtcdServer],
+) -> None:
+    """The renewal of an expired token is refused (the password was rotated): AuthError, not gRPC's exception."""
+    server = custom_etcd(["--auth-token-ttl", "1"])
+    _etcdctl(server, "user", "add", "root:rootpw")
+    _etcdctl(server, "auth", "enable")
+    address = server.members[0].address
+    with _connect(f"etcd://root:rootpw@{address}") as db:
+        db.create(KitParent(name="before"))
+        _etcdctl(server, "--user", "root:rootpw", "user", "passwd", "root", "--interactive=false", input_=b"newpw\n")
+        time.sleep(2.5)  # the simple token (TTL 1s) expires; its renewal with the old password is refused
+        with pytest.raises(errors.AuthError):
+            db.create(KitParent(name="after"))
+        with pytest.raises(errors.AuthError):  # and again: the failed renewal left no half state
+            db.get(KitParent, uuid.uuid4())

@@ -282,10 +282,18 @@ class EtcdClient:
         attempts = self.settings.policy.begin()
         maybe_applied = False
         reauthenticated = False
+        expired: int | None = None  # the token generation that expired, while its renewal is to be done
         while True:
             endpoint = self.current_endpoint()
             generation = self._token_generation
             try:
+                if expired is not None:
+                    # Inside the try: a refused renewal (a rotated password) or a member gone meanwhile
+                    # is classified like any failure, never gRPC's own exception. The expired generation:
+                    # a token another thread renewed meanwhile is not renewed again (bcrypt on the server).
+                    self._authenticate(endpoint, expired)
+                    expired = None
+                    generation = self._token_generation
                 return attempt(endpoint, generation), maybe_applied
             except grpc.RpcError as exc:
                 failure = ERRORS.classify(exc, what)
@@ -307,7 +315,7 @@ class EtcdClient:
             if self._token_expired(failure.error) and not reauthenticated:
                 # The token expired (simple tokens last --auth-token-ttl): get a new one once.
                 reauthenticated = True
-                self._authenticate(endpoint, generation)
+                expired = generation
                 continue
             if maybe_applied:
                 raise errors.CommitUnknownError(

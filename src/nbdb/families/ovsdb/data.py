@@ -136,7 +136,7 @@ class OvsdbDataApi(Backend):
         if row is None:
             raise rules.not_found((table, id), "expired or deleted")
         if EXT_TTL not in (row.get(EXTERNAL_IDS) or {}):
-            raise errors.ValidationError(f"{table} {id} was created without a ttl: there is nothing to refresh")
+            raise rules.no_ttl((table, id))
         deadline = f"{time.time() + ttl:.3f}"
         mutations = [
             [EXTERNAL_IDS, "delete", ["set", [atom_to_wire("string", EXT_EXPIRES)]]],

@@ -490,7 +490,7 @@ def _fence_lost(fence: LockHandle, outcome: Outcome) -> errors.NbdbError:
     """The error of a fenced commit whose lock is gone: nothing written, or nobody can tell (``outcome``)."""
     fence.mark_lost()
     if outcome is Outcome.NOT_LANDED:
-        return errors.LockLostError(f"lock {fence.name!r} is no longer held by this holder: nothing was written")
+        return rules.lock_lost(fence.name)
     return errors.CommitUnknownError(
         f"lock {fence.name!r} was lost with the reply of a fenced commit, which may yet land or not: "
         "re-read the objects before acting again"
