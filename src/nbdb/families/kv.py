@@ -249,6 +249,24 @@ class KeyValueBackend(Backend):
         """
         raise errors.UnsupportedError(f"{type(self).__name__} cannot read keys as they were at a revision")
 
+    page_reads = 1
+    """How many prefixes of a page one :meth:`range_pages` reads together (1: one after another)."""
+
+    def range_pages(
+        self, reads: Sequence[tuple[str, str | None]], limit: int, revision: int
+    ) -> tuple[list[list[KeyValue]], int]:
+        """:meth:`range_page` of each ``(prefix, after)``, at most ``limit`` keys each, all at ``revision``.
+
+        ``revision`` 0 means "now" (the first read's); returns the keys of each and the revision
+        read. The default reads them one after another; a store that answers several ranges
+        in one round trip (etcd: a read-only transaction) overrides it and :attr:`page_reads`.
+        """
+        out: list[list[KeyValue]] = []
+        for prefix, after in reads:
+            kvs, revision = self.range_page(prefix, after, limit, revision)
+            out.append(kvs)
+        return out, revision
+
     def compact_keys(self, revision: int) -> None:
         """Drop the change history up to ``revision`` (test hook; optional)."""
         raise errors.UnsupportedError(f"{type(self).__name__} cannot compact its history on demand")
@@ -372,16 +390,32 @@ class KeyValueBackend(Backend):
             raise errors.ValidationError("not a continue token of this listing (it names another set of prefixes)")
         records: list[Record] = []
         while position < len(prefixes):
-            kvs, revision = self.range_page(prefixes[position], key, limit - len(records) + 1, revision)
-            full = len(kvs) > limit - len(records)
-            for kv in kvs[: limit - len(records)]:
-                parsed = self.layout.parse_object(kv.key)
-                if parsed is not None and parsed[1] in wanted:
-                    records.append(Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value))
-                key = kv.key
-            if full:
-                return Snapshot(records, revision, page_token.encode(revision, (str(position), key or "")))
-            position, key = position + 1, None
+            # The next prefixes in one round trip where the store can (page_reads; at most max(8, room) of
+            # them), each read up to a share of the room left (at least 16 keys): a page across many small
+            # topics costs a read or two, and reads at most 16 keys more per prefix than the page holds.
+            # A prefix that fills its share is read on from its last key before the next one is used.
+            room = limit - len(records) + 1  # one key past the page tells whether there is more
+            batch = prefixes[position : position + min(self.page_reads, max(8, room))]
+            share = room if len(batch) == 1 else min(room, max(16, -(-room // len(batch))))
+            got, revision = self.range_pages(
+                [(p, key if i == 0 else None) for i, p in enumerate(batch)], share, revision
+            )
+            for kvs in got:
+                asked = share
+                while True:
+                    room = limit - len(records)
+                    for kv in kvs[:room]:
+                        parsed = self.layout.parse_object(kv.key)
+                        if parsed is not None and parsed[1] in wanted:
+                            records.append(Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value))
+                        key = kv.key
+                    if len(kvs) > room:
+                        return Snapshot(records, revision, page_token.encode(revision, (str(position), key or "")))
+                    if len(kvs) < asked:
+                        break  # the prefix's last key was read
+                    asked = limit - len(records) + 1
+                    kvs, revision = self.range_page(prefixes[position], key, asked, revision)
+                position, key = position + 1, None
         return Snapshot(records, revision)
 
     def _page_prefixes(

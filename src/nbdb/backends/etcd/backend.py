@@ -51,6 +51,8 @@ N keys: at 100,000 ports 51 pages of 2,000 took 25 µs a port, against 6.5 at
 10,000. Doubling pages walk O(N·log N) keys; the cap bounds one reply (≈ 10 MB
 of ports) beside the list the load keeps anyway.
 """
+_PRUNE_EVERY = 60.0  # seconds between two checks of one topic for a dead registry key (see _prune)
+_PRUNE_FROM = 32  # topics without the scanned tables' keys a scan must find before it checks them (see _prune)
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
 _OPTIONS = {
     "namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "retry_backoff",
@@ -210,12 +212,15 @@ class EtcdBackend(KeyValueBackend):
                 max_txn_ops=settings.max_txn_ops,
                 max_txn_bytes=settings.max_request_bytes * 9 // 10,
             )
+        self.page_reads = self.capabilities.max_txn_ops or _MAX_TXN_OPS
         self.progress_interval = progress_interval
         self.safe_progress = False
         self.server_version = ""
         self._leases: dict[str, int] = {}
         self._leases_lock = threading.Lock()
         self._registered: set[str] = set()
+        self._checked: dict[str, float] = {}
+        """When this client last checked each topic for :meth:`_prune` (time.monotonic)."""
         """Topics this client put in the registry (``p/<topic>``), as keys spell them (see _register)."""
         # Commit tokens ride on one lease, replaced halfway through its life, so that
         # every token lives between token_ttl and twice that, at one grant per token_ttl/2.
@@ -267,7 +272,7 @@ class EtcdBackend(KeyValueBackend):
             revision = 0
             out: list[KeyValue] = []
             try:
-                concrete, revision, whole = self._concrete(prefixes)
+                concrete, revision, whole, topics = self._concrete(prefixes)
                 # Two or more prefixes (a table under each topic): the first page of each in read-only
                 # transactions (200 topics: 2 round trips, not 200), then the rest of a full one.
                 spans = [(p.encode(), wire.prefix_end(p.encode())) for p in concrete]
@@ -287,9 +292,12 @@ class EtcdBackend(KeyValueBackend):
                             break
                         start = kvs[-1].key + b"\0"
                         page = min(page * 2, _MAX_PAGE)
+                objects = self.layout.objects
                 if whole is not None:  # too many topics: o/ was read whole, and only the tables asked for are kept
-                    objects = self.layout.objects
                     out = [kv for kv in out if not outside_tables(kv.key, objects, whole)]
+                if topics:
+                    held = {kv.key[len(objects) :].partition("/")[0] for kv in out if kv.key.startswith(objects)}
+                    self._prune([t for t in topics if t not in held], revision)
                 return out, revision
             except errors.HistoryGoneError:
                 # Compacted while paging through one snapshot: read a newer one.
@@ -297,23 +305,24 @@ class EtcdBackend(KeyValueBackend):
                     raise
         raise AssertionError("unreachable")
 
-    def _concrete(self, prefixes: Sequence[str]) -> tuple[list[str], int, tuple[str, ...] | None]:
+    def _concrete(self, prefixes: Sequence[str]) -> tuple[list[str], int, tuple[str, ...] | None, list[str] | None]:
         """``prefixes`` with each ``o/*/<table>/`` (kvplan.ANY_TOPIC) spelled out for every topic present.
 
-        Returns them, the revision the topics were read at (0 if none was read: no wildcard) and
-        None; or, past :data:`TOPIC_PROBES` topics, ``o/`` in place of the wildcards and the
-        ``<table>/`` parts the range keeps of it. The topics are :meth:`object_topics`' at one
-        revision, which the rest of the range reads at too.
+        Returns them, the revision the topics were read at (0 if none was read: no wildcard), None
+        and the topics (None: no wildcard); or, past :data:`TOPIC_PROBES` topics, ``o/`` in place
+        of the wildcards, the ``<table>/`` parts the range keeps of it and None. The topics are
+        :meth:`object_topics`' at one revision, which the rest of the range reads at too.
         """
         objects = self.layout.objects
         tables = [t for p in prefixes if (t := wildcard_split(p, objects)) is not None]
         if not tables:
-            return list(prefixes), 0, None
+            return list(prefixes), 0, None, None
         rest = [p for p in prefixes if wildcard_split(p, objects) is None]
         topics, revision = self.object_topics(0)
         if topics is None:
-            return [*rest, objects], revision, tuple(tables)
-        return [*rest, *(f"{objects}{topic}/{table}" for table in tables for topic in topics)], revision, None
+            return [*rest, objects], revision, tuple(tables), None
+        spelled = [f"{objects}{topic}/{table}" for table in tables for topic in topics]
+        return [*rest, *spelled], revision, None, topics
 
     def object_topics(self, revision: int) -> tuple[list[str] | None, int]:
         """The topics with keys under ``o/`` at ``revision`` (0: now): the registry's, and any other writer's.
@@ -379,9 +388,64 @@ class EtcdBackend(KeyValueBackend):
             revision = self.revision_now()
         return out, revision
 
+    def _prune(self, candidates: list[str], revision: int) -> None:
+        """Delete the registry keys of the ``candidates`` (topics a scan found none of its tables' keys under at
+        ``revision``) whose topic holds no key at all, so that scans stop reading a range per dead topic.
+
+        Only from :data:`_PRUNE_FROM` such topics: fewer dead keys cost a scan a few ranges inside
+        transactions it sends anyway, while the check is a read of one key under each ``o/<topic>/``
+        at ``revision``, which etcd answers by walking every key of the topic (10,000 ports beside
+        routers: 6 ms more for a list of routers). Each topic is checked at most once a minute by this
+        client (a table most topics hold none of costs one more read a minute, not one per scan).
+        Then, for the empty ones, one transaction of nested ones, each deleting
+        ``p/<topic>`` only if ``o/<topic>/`` is still empty and the key was not put again since
+        ``revision`` (a create that registered since keeps it). A create whose registration came
+        before and whose object comes after finds its topic outside the registry: the next scan
+        finds it by a gap probe and registers it again (:meth:`object_topics`), so no object is missed.
+        Best effort: an error leaves the registry as it was.
+        """
+        if len(candidates) < _PRUNE_FROM:
+            return
+        now = time.monotonic()
+        checked = self._checked
+        if len(checked) > 100_000:
+            checked.clear()
+        due = [t for t in candidates if now - checked.get(t, -_PRUNE_EVERY) >= _PRUNE_EVERY]
+        if not due:
+            return
+        objects = self.layout.objects
+        try:
+            for chunk in chunked(due, self.page_reads):
+                spans = [(f"{objects}{t}/".encode(), wire.prefix_end(f"{objects}{t}/".encode())) for t in chunk]
+                reads = [wire.request_range(a, b, limit=1, revision=revision, keys_only=True) for a, b in spans]
+                _, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
+                checked.update((t, now) for t in chunk)
+                dead = [(t, span) for t, span, got in zip(chunk, spans, ranges, strict=True) if not got]
+                if not dead:
+                    continue
+                self._registered.difference_update(t for t, _ in dead)
+                # etcd lets a nested transaction hold max_txn_ops less its parent's operations: 2 compares each.
+                for part in chunked(dead, max(1, self.page_reads - 2)):
+                    nested = []
+                    for t, (start, end) in part:
+                        mark = self.layout.topic_mark(t).encode()
+                        empty = wire.compare(start, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=end)
+                        unchanged = wire.compare(mark, wire.TARGET_MOD, wire.CMP_LESS, revision + 1)
+                        delete = [wire.request_delete(mark)]
+                        nested.append(wire.request_txn(wire.txn_request([empty, unchanged], delete)))
+                    _, answers, _ = self.client.nested_txns(wire.txn_request([], nested))
+                    pruned = [t for (t, _), (done, _) in zip(part, answers, strict=False) if done]
+                    log.debug("etcd: topics %s hold no object: their registry keys were deleted", pruned)
+        except errors.NbdbError:
+            log.debug("etcd: could not prune the registry of topics %s", due, exc_info=True)
+
     def _adopt(self, strays: list[str]) -> None:
         """Register ``strays``, topics a scan found holding objects outside the registry."""
-        log.warning("etcd: topics %s hold objects but are not registered (another writer's?): registering", strays)
+        log.info(
+            "etcd: topics %s hold objects but are not registered (created while a scan pruned them, or another "
+            "writer's): registering",
+            strays,
+        )
         self._registered.difference_update(strays)  # a registry key deleted by hand since this client put it
         self._register(strays, quiet=True)
 
@@ -431,6 +495,17 @@ class EtcdBackend(KeyValueBackend):
         start = prefix.encode() if after is None else after.encode() + b"\0"
         header, kvs, _, _ = self.client.range(start, wire.prefix_end(prefix.encode()), limit=limit, revision=revision)
         return _kvs(kvs), revision or header.revision
+
+    def range_pages(
+        self, reads: Sequence[tuple[str, str | None]], limit: int, revision: int
+    ) -> tuple[list[list[KeyValue]], int]:
+        # One read-only transaction per max_txn_ops prefixes (a page across 200 small topics: 2 round trips, not 200).
+        spans = [
+            (prefix.encode() if after is None else after.encode() + b"\0", wire.prefix_end(prefix.encode()))
+            for prefix, after in reads
+        ]
+        got, revision = self._read_many(spans, limit, revision)
+        return [_kvs(kvs) for kvs in got], revision
 
     def commit_keys(
         self,
