@@ -394,9 +394,11 @@ class RedisBackend(ChangeLogBackend):
         for chain in chains:
             values = found[pos : pos + len(chain)]
             pos += len(chain)
-            # The deepest directory that still exists speaks for the prefix.
-            changed = next((int(v) for v in values if v is not None), 0)
-            if changed > revision:
+            # The deepest directory that still exists speaks for the prefix. Another writer's text
+            # there, not a whole number, tells nothing: taken as a change, the log decides (int() of
+            # it raised ValueError out of the list, untranslated).
+            changed = next((v for v in values if v is not None), b"0")
+            if not changed.isdigit() or int(changed) > revision:
                 return False
         return True
 
