@@ -280,3 +280,45 @@ def test_another_writers_text_in_dmr_leaves_a_batched_list_exact(
             assert client.hget(backend.root + "dmr", field) == text
         finally:
             client.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "writes", ["a new topic", "a topic emptied", "a new topic and a topic emptied", "a port topic's first"]
+)
+def test_another_writer_before_the_names_are_paged_is_neither_lost_nor_half_seen(
+    redis_server: Any,  # noqa: F811
+    writes: str,
+) -> None:
+    """Past ``100 x batch`` names the script returns only R0 and the topics, and the names are paged
+    (SSCAN) under those topics after it: another writer's commits between the script and the pages
+    (a router in a new topic, a topic emptied, a first router in a topic of ports) leave the list
+    the state at R0 or after every write. Coverage of the paged path (held on main too)."""
+    url = f"{redis_server.url}?batch=1"
+    namespace = _ns()
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        _fill(db, ROUTER_TOPICS * 20, 5)  # 120 routers: past 100 x batch
+        backend = _backend(db)
+        real_paged, armed, paged = backend._names_paged, [False], []
+
+        def names_paged(prefixes: Sequence[str]) -> list[str]:
+            if armed[0] and not paged:
+                paged.append(True)
+                if "new topic" in writes:
+                    other.create(LogicalRouter(name="new", topic="t-new"))
+                if "emptied" in writes:
+                    for gone in other.list(LogicalRouter, topic="t-c"):
+                        other.delete(LogicalRouter, gone.id)
+                if "port topic" in writes:
+                    other.create(LogicalRouter(name="new", topic="t-p"))
+            return real_paged(prefixes)
+
+        backend._names_paged = names_paged  # type: ignore[method-assign]
+        before = _state(db)
+        armed[0] = True
+        listed = db.list(LogicalRouter)
+        got = (listed.revision, {r.name: r.version for r in listed})
+        assert paged
+        after = _state(db)
+        assert after != before
+        assert got == (before if writes == "a new topic" else after), (got[0], before[0], after[0])
