@@ -322,3 +322,33 @@ def test_another_writer_before_the_names_are_paged_is_neither_lost_nor_half_seen
         after = _state(db)
         assert after != before
         assert got == (before if writes == "a new topic" else after), (got[0], before[0], after[0])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("batch", "copies"), [(2, 1), (1, 20)])
+def test_a_name_in_the_topic_set_that_is_not_utf8_is_not_a_topic(redis_server: Any, batch: int, copies: int) -> None:  # noqa: F811
+    """Another writer's name in ``d:o/`` that is not UTF-8 (``\\xff/``): no nbdb object can be under it.
+    A list of a table up to ``batch`` keys serves the objects, and so did one past it with the names
+    from the script before the one-table batched read (``o/`` read whole; paged, it failed too).
+    That read decoded the topics the script returned and raised a bare UnicodeDecodeError, names
+    from the script or paged, for a list and a cache's load. Now both are exact; the name is left."""
+
+    import redis
+
+    routers = ROUTER_TOPICS * copies
+    with nbdb.connect(f"{redis_server.url}?batch={batch}", namespace=_ns()) as db:
+        _fill(db, routers, 3)
+        backend = _backend(db)
+        _host, port = backend.config.hosts[0]
+        client = redis.Redis(host="127.0.0.1", port=port, db=backend.config.db)
+        try:
+            client.sadd(backend.root + "d:o/", b"\xff/")
+            batches = Batches(backend)
+            assert sorted(r.name for r in db.list(LogicalRouter)) == sorted(f"lr-{i}" for i in range(len(routers)))
+            assert batches.paged == (1 if copies > 1 else 0)
+            with db.cache(LogicalRouter) as cache:
+                assert cache.wait_synced(10)
+                assert len(cache) == len(routers)
+            assert client.sismember(backend.root + "d:o/", b"\xff/")
+        finally:
+            client.close()

@@ -739,8 +739,19 @@ def _token_text(token: CommitToken) -> str:
 
 
 def _spell(prefixes: Sequence[str], objects: str, topics: Sequence[bytes | None]) -> list[str]:
-    """``prefixes`` with each ``o/*/<table>/`` spelled out for ``topics`` (each ``<topic>/``), as RANGE_LUA does."""
-    names = [_s(t) for t in topics]
+    """``prefixes`` with each ``o/*/<table>/`` spelled out for ``topics`` (each ``<topic>/``), as RANGE_LUA does.
+
+    A name in ``d:o/`` that is not UTF-8 is another writer's: no nbdb object is under it (a topic is
+    ASCII), so it is left out, as the range script's walk of it finds none. Decoded, it raised a bare
+    UnicodeDecodeError out of every list of a table past ``batch`` keys (served before, o/ read whole).
+    """
+    names: list[str] = []
+    for t in topics:
+        if t is not None:
+            try:
+                names.append(t.decode())
+            except UnicodeDecodeError:
+                continue
     out: list[str] = []
     for p in prefixes:
         table = wildcard_split(p, objects)
