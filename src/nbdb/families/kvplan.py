@@ -147,7 +147,9 @@ def outside_tables(key: str, objects: str, tables: tuple[str, ...]) -> bool:
     """Whether a key a whole ``o/`` range read falls outside the ``<table>/`` parts of wildcard prefixes.
 
     What a store that reads ``o/`` whole in place of wildcards (etcd past too many unregistered
-    topics) drops, so that its range holds what the prefixes asked for.
+    topics) drops, so that its range holds what the prefixes asked for; Hazelcast checks by it the
+    keys its member already kept. Redis no longer uses it: past ``batch`` keys its batched read
+    spells the wildcard out with the topics its range script found (see ``RedisBackend.range_keys``).
     """
     return key.startswith(objects) and not key[len(objects) :].partition("/")[2].startswith(tables)
 

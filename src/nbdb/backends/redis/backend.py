@@ -394,9 +394,11 @@ class RedisBackend(ChangeLogBackend):
         for chain in chains:
             values = found[pos : pos + len(chain)]
             pos += len(chain)
-            # The deepest directory that still exists speaks for the prefix.
-            changed = next((int(v) for v in values if v is not None), 0)
-            if changed > revision:
+            # The deepest directory that still exists speaks for the prefix. Another writer's text
+            # there, not a whole number, tells nothing: taken as a change, the log decides (int() of
+            # it raised ValueError out of the list, untranslated).
+            changed = next((v for v in values if v is not None), b"0")
+            if not changed.isdigit() or int(changed) > revision:
                 return False
         return True
 
@@ -737,8 +739,19 @@ def _token_text(token: CommitToken) -> str:
 
 
 def _spell(prefixes: Sequence[str], objects: str, topics: Sequence[bytes | None]) -> list[str]:
-    """``prefixes`` with each ``o/*/<table>/`` spelled out for ``topics`` (each ``<topic>/``), as RANGE_LUA does."""
-    names = [_s(t) for t in topics]
+    """``prefixes`` with each ``o/*/<table>/`` spelled out for ``topics`` (each ``<topic>/``), as RANGE_LUA does.
+
+    A name in ``d:o/`` that is not UTF-8 is another writer's: no nbdb object is under it (a topic is
+    ASCII), so it is left out, as the range script's walk of it finds none. Decoded, it raised a bare
+    UnicodeDecodeError out of every list of a table past ``batch`` keys (served before, o/ read whole).
+    """
+    names: list[str] = []
+    for t in topics:
+        if t is not None:
+            try:
+                names.append(t.decode())
+            except UnicodeDecodeError:
+                continue
     out: list[str] = []
     for p in prefixes:
         table = wildcard_split(p, objects)
