@@ -614,3 +614,26 @@ def test_any_list_is_exact_or_names_the_foreign_directory_on_its_path(
                 assert {o.name for o in db.list(LogicalSwitch, topic)} == want
         finally:
             client.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [1000, 2, 1], ids=["one-script", "batched", "paged"])
+@pytest.mark.parametrize("where", ["d:o/ta/LogicalSwitch/", "d:o/ta/", "d:o/"], ids=["table", "topic", "objects"])
+def test_a_directory_member_that_is_not_utf8_is_no_object(redis_server: RedisServer, batch: int, where: str) -> None:  # noqa: F811
+    """nbdb spells every name in ASCII; another writer's member that is not UTF-8 in a directory set
+    raised a bare UnicodeDecodeError out of every list of the table (whole or by topic), and a cache
+    of it re-listed forever. Like a member whose key is gone, it names no object and is left out."""
+    import uuid
+
+    with nbdb.connect(redis_server.url, namespace=f"u-{uuid.uuid4().hex[:10]}", batch=batch) as db:
+        made = {db.create(LogicalSwitch(name=f"s{i}", topic="ta")).id for i in range(4)}
+        raw = redis.Redis.from_url(redis_server.url)
+        try:
+            raw.sadd(root_of(db) + where, b"\xff\xfe" + (b"/" if where == "d:o/" else b""))
+            assert {s.id for s in db.list(LogicalSwitch)} == made
+            assert {s.id for s in db.list(LogicalSwitch, topic="ta")} == made
+            with db.cache(LogicalSwitch) as cache:
+                assert cache.wait_synced(10)
+                assert {s.id for s in cache.list(LogicalSwitch)} == made
+        finally:
+            raw.close()

@@ -269,7 +269,8 @@ class RedisBackend(ChangeLogBackend):
                 out = [
                     kv
                     for j in range(0, len(rows), 4)
-                    if (kv := self._kv(_s(rows[j]), rows[j + 1 : j + 4], None, True)) is not None
+                    if (name := _name(rows[j])) is not None
+                    and (kv := self._kv(name, rows[j + 1 : j + 4], None, True)) is not None
                 ]
                 self.remember_token(revision, token)
                 return sorted(out, key=lambda kv: kv.key), revision
@@ -282,7 +283,11 @@ class RedisBackend(ChangeLogBackend):
             # The names are put in order, not the records read: a list of str sorts without a key
             # function in C (100,000 keys: 0.24 us a key against 0.65 for the records by a lambda,
             # and 0.14 against 0.24 at 10,000), and the values come back in the order asked for.
-            keys = sorted(_s(k) for k in _unpack(reply[3])) if complete == 0 else self._names_paged(spelled)
+            keys = (
+                sorted(n for k in _unpack(reply[3]) if (n := _name(k)) is not None)
+                if complete == 0
+                else self._names_paged(spelled)
+            )
             values = self._get_batched(keys)
             if all(v is not None for v in values) and self._unchanged_since(spelled, revision):
                 self.remember_token(revision, token)
@@ -328,7 +333,9 @@ class RedisBackend(ChangeLogBackend):
                     kind = _s(self._run(lambda k=key: self._client.type(k)))  # type: ignore[misc]
                     raise _foreign_directory(key, kind) from None
                 for member in members:
-                    name = _s(member)
+                    name = _name(member)
+                    if name is None:
+                        continue
                     if name.endswith("/"):
                         stack.append((directory + name, ""))
                     else:
@@ -738,6 +745,21 @@ def _token_text(token: CommitToken) -> str:
     return token.key.rpartition("/")[2]
 
 
+def _name(value: bytes | str | None) -> str | None:
+    """A key or directory member's name as text; None for one that is not UTF-8 (or none).
+
+    nbdb spells every name it writes in ASCII, so a name that is not UTF-8 is another writer's and
+    no nbdb object is under it: lists leave it out, as they leave out a name whose key is gone.
+    Decoded, it raised a bare UnicodeDecodeError out of every list and cache load of its table.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 def _spell(prefixes: Sequence[str], objects: str, topics: Sequence[bytes | None]) -> list[str]:
     """``prefixes`` with each ``o/*/<table>/`` spelled out for ``topics`` (each ``<topic>/``), as RANGE_LUA does.
 
@@ -745,13 +767,7 @@ def _spell(prefixes: Sequence[str], objects: str, topics: Sequence[bytes | None]
     ASCII), so it is left out, as the range script's walk of it finds none. Decoded, it raised a bare
     UnicodeDecodeError out of every list of a table past ``batch`` keys (served before, o/ read whole).
     """
-    names: list[str] = []
-    for t in topics:
-        if t is not None:
-            try:
-                names.append(t.decode())
-            except UnicodeDecodeError:
-                continue
+    names = [n for t in topics if t is not None and (n := _name(t)) is not None]
     out: list[str] = []
     for p in prefixes:
         table = wildcard_split(p, objects)
