@@ -230,3 +230,14 @@ def test_a_commits_keys_hash_no_uuid_in_python(monkeypatch: pytest.MonkeyPatch) 
         assert replica.referrers[(LogicalSwitch.nbdb_table, switch.id.int)].keys() == {
             (LogicalSwitchPort.nbdb_table, p.id.int) for p in ports[1:]
         }
+
+
+def test_the_default_cells_an_update_compares_with_are_made_once_per_table_as_the_server_leaves_them() -> None:
+    from nbdb.families.ovsdb.datum import default_cell
+    from nbdb.families.ovsdb.planner import _defaults
+
+    mapping = make_mapping()
+    for tm in mapping.tables.values():
+        made = _defaults(tm)
+        assert made == tuple((cm.column, default_cell(cm.type)) for cm in tm.columns.values())
+        assert _defaults(tm) is made
