@@ -77,14 +77,15 @@ def _switches(ids: list[uuid.UUID]) -> dict[str, Any]:
 
 
 def _as_written(mapping: Any, ids: list[uuid.UUID]) -> dict[Any, Any]:
-    """Each switch of ``ids`` as a commit writing it expects it: its row, parents and document."""
+    """Each switch of ``ids`` as a commit writing it expects it: its row, parents and document (keyed as
+    :attr:`Plan.written` is: by table and the id's int)."""
     other = Replica(mapping, VersionBook(), "")
     other.resync(NB, {})
     other.apply(NB, _switches(ids))
     tm = mapping.tables["LogicalSwitch"]
     rows = {i: other.row(tm, i) for i in ids}
     return {
-        ("LogicalSwitch", i): Written(
+        ("LogicalSwitch", i.int): Written(
             rows[i], {}, replica_module.render(tm, i, rows[i], {}), to_keep(stored_columns(tm, rows[i]))
         )
         for i in ids
@@ -110,7 +111,7 @@ def test_expectations_past_the_limit_drop_the_oldest_and_keep_the_newest(
     ids = [uuid.uuid4() for _ in range(12)]
     written = _as_written(mapping, ids)
     for i in [*ids[:11], ids[3], ids[11]]:  # one commit per row, oldest first; the 4th written again
-        replica.expect({("LogicalSwitch", i): written[("LogicalSwitch", i)]})
+        replica.expect({("LogicalSwitch", i.int): written[("LogicalSwitch", i.int)]})
     assert _rendered_when_applied(replica, ids, monkeypatch) == {*ids[:3], ids[4]}
 
 
@@ -120,8 +121,8 @@ def test_a_commit_bigger_than_the_limit_keeps_every_row_it_expects(
     monkeypatch.setattr(replica_module, "_WRITTEN_LIMIT", 8)
     older, big = [uuid.uuid4() for _ in range(3)], [uuid.uuid4() for _ in range(10)]
     written = _as_written(mapping, older + big)
-    replica.expect({k: written[k] for k in written if k[1] in older})
-    replica.expect({k: written[k] for k in written if k[1] in big})
+    replica.expect({k: written[k] for k in written if uuid.UUID(int=k[1]) in older})
+    replica.expect({k: written[k] for k in written if uuid.UUID(int=k[1]) in big})
     assert _rendered_when_applied(replica, older + big, monkeypatch) == set(older)
 
 
@@ -183,7 +184,10 @@ def test_references_are_indexed_both_ways(replica: Replica) -> None:
     switch = uuid.uuid4()
     replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch("sw")}}})
     port = _add_port(replica, switch, "p")
-    assert replica.referrers[("LogicalSwitch", switch)] == {("LogicalSwitchPort", port)}
+    assert replica.referrers[("LogicalSwitch", switch.int)] == {
+        ("LogicalSwitchPort", port.int): ("LogicalSwitchPort", port)
+    }
+    assert replica.refs[("LogicalSwitchPort", port.int)] == {("LogicalSwitch", switch)}
     assert isinstance(replica.record("LogicalSwitchPort", port), object)
     assert LogicalSwitchPort  # the model the records decode to
 

@@ -100,14 +100,14 @@ class TransactionShape:
 def shape_of(ops: Sequence[WriteOp | Mutate]) -> TransactionShape:
     """The shape of ``ops``; ValidationError if one object appears twice."""
     keys: list[RefKey] = []
-    seen: set[RefKey] = set()
+    seen: set[tuple[str, int]] = set()  # by the id's int: a uuid.UUID hashes in Python, an int in C
     created: set[RefKey] = set()
     deleted: set[RefKey] = set()
     for op in ops:
         key = (op.table, op.id)
-        if key in seen:
+        if (op.table, op.id.int) in seen:
             raise errors.ValidationError(f"{_name(key)} appears twice in one transaction")
-        seen.add(key)
+        seen.add((op.table, op.id.int))
         keys.append(key)
         if isinstance(op, Delete):
             deleted.add(key)

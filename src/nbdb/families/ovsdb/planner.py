@@ -47,7 +47,7 @@ from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
 from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_members, wait, where_uuid
-from nbdb.families.ovsdb.replica import Replica
+from nbdb.families.ovsdb.replica import IdKey, Replica
 from nbdb.families.ovsdb.rows import (
     EXT_EXPIRES,
     EXT_FIELD,
@@ -83,30 +83,32 @@ class Plan:
     ops: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[tuple[str, Any]] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
-    puts: list[tuple[RefKey, int]] = field(default_factory=list)
-    """(key, version written) of every put."""
-    expected: dict[RefKey, dict[str, Any] | None] = field(default_factory=dict)
-    """Key -> the stored columns each compare-and-swap waits for (None: the row must not exist)."""
+    puts: dict[IdKey, int] = field(default_factory=dict)
+    """(table, id.int) of every put -> the version it writes."""
+    expected: dict[IdKey, dict[str, Any] | None] = field(default_factory=dict)
+    """(table, id.int) -> the stored columns each compare-and-swap waits for (None: the row must not exist).
+
+    These maps are keyed by the id's int (:data:`.replica.IdKey`), as the replica is: a ``uuid.UUID``
+    in a key hashes in Python at every insert and lookup; the keys never leave this family."""
     keys: list[RefKey] = field(default_factory=list)
     skipped: set[int] = field(default_factory=set)
     """Positions of the ops that do nothing (deletes if_exists of records that are gone)."""
     marks: dict[RefKey, tuple[str, str]] = field(default_factory=dict)
     """Key -> the mark each native mutation writes (see :mod:`.mutations`)."""
     dropped: dict[RefKey, list[str]] = field(default_factory=dict)
-    """Key -> the marks the commit drops from the row."""
+    """Key -> the marks the commit drops from the row (only rows that have some)."""
     mutated: list[tuple[int, RefKey]] = field(default_factory=list)
     """(position, key) of the native mutations: their versions are read from the replica afterwards."""
     unique: list[UniqueCheck] = field(default_factory=list)
     """The unique values the commit's rows hold afterwards (to name the holder when it is refused)."""
-    written: dict[RefKey, Written] = field(default_factory=dict)
-    """Key -> each put row as written, its parents, its document and wire form (:meth:`.Replica.expect`)."""
+    written: dict[IdKey, Written] = field(default_factory=dict)
+    """(table, id.int) -> each put row as written, its parents, its document and wire form (:meth:`.Replica.expect`)."""
 
     def reason(self, index: int) -> tuple[str, Any]:
         """Why operation ``index`` is in the plan (``("commit", None)`` past the end)."""
         return self.reasons[index] if index < len(self.reasons) else ("commit", None)
 
 
-_ABSENT = object()
 _NO_PARENTS: Mapping[str, uuid.UUID] = {}
 
 
@@ -129,31 +131,52 @@ def _compared(tm: TableMap, stored: Mapping[str, Any]) -> list[str]:
     return known[1]
 
 
+def _defaults(tm: TableMap) -> tuple[tuple[str, Any], ...]:
+    """Each mapped column of ``tm`` and its :func:`.datum.default_cell`, made once per table (``tm.defaults``).
+
+    An update compares its cells with the stored row's, and a stored row lacks the columns the
+    server left at their defaults (a port: about ten): one default cell made per column and
+    commit before. The cells are shared, so only compared with, never changed or handed out.
+    """
+    known = tm.defaults
+    if known is None:
+        known = tm.defaults = tuple((cm.column, default_cell(cm.type)) for cm in tm.columns.values())
+    return known
+
+
 _Member = tuple[str, uuid.UUID, str, str]
 """(parent table, parent row, set column, "insert" or "delete") of a parent's set mutation."""
+
+_MemberKey = tuple[str, int, str, str]
+"""A :data:`_Member` with the parent row's id as its int (hashed in C, see :data:`.replica.IdKey`)."""
 
 
 @dataclass(slots=True)
 class _Stages:
     head: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     body: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
-    members: dict[_Member, list[tuple[uuid.UUID, RefKey]]] = field(default_factory=dict)
-    """The children each parent's set gains or loses: one ``mutate`` each, after the body."""
+    members: dict[_MemberKey, tuple[uuid.UUID, list[tuple[uuid.UUID, RefKey]]]] = field(default_factory=dict)
+    """The children each parent's set gains or loses (with the parent row's id): one ``mutate`` each, after the body."""
     checks: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     deletes: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     tail: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
-    targets: set[RefKey] = field(default_factory=set)
-    """The reference targets already checked (one ``wait`` each)."""
+    targets: set[IdKey] = field(default_factory=set)
+    """The reference targets already checked (one ``wait`` each), as (table, id.int)."""
 
     def move_member(self, parent: _Member, child: uuid.UUID, key: RefKey) -> None:
         """``child`` (the object ``key``) joins or leaves a parent's set column."""
-        self.members.setdefault(parent, []).append((child, key))
+        ptable, row, column, how = parent
+        found = self.members.get((ptable, row.int, column, how))
+        if found is None:
+            self.members[(ptable, row.int, column, how)] = (row, [(child, key)])
+        else:
+            found[1].append((child, key))
 
     def ops(self) -> list[tuple[dict[str, Any], tuple[str, Any]]]:
         """Every operation in commit order, with the reason for each."""
         mutates = [
             (mutate_members(ptable, parent, column, how, [child for child, _ in moved]), ("mutate", moved[0][1]))
-            for (ptable, parent, column, how), moved in self.members.items()
+            for (ptable, _, column, how), (parent, moved) in self.members.items()
         ]
         return [*self.head, *self.body, *mutates, *self.checks, *self.deletes, *self.tail]
 
@@ -196,17 +219,17 @@ def plan_commit(
     UnsupportedError); the caller confirms it against a current replica
     before reporting it.
     """
-    deleted: set[RefKey]
-    created: set[RefKey]
-    mortal: set[RefKey]
+    # Keyed by (table, id.int) (see :data:`.replica.IdKey`): a RefKey hashes its uuid.UUID in Python.
+    deleted: dict[IdKey, RefKey]
+    created: set[IdKey]
+    mortal: set[IdKey]
     if len(ops) == 1:
         # One operation (every single write): what the general path below makes of it, for less.
         only = ops[0]
         db = mapping.get(only.table).db
-        single = {(only.table, only.id)}
-        deleted = single if isinstance(only, Delete) else set()
-        created = single if isinstance(only, Put) and only.expect_version == 0 else set()
-        mortal = set(single) if isinstance(only, Put) and only.ttl is not None else set()
+        deleted = {(only.table, only.id.int): (only.table, only.id)} if isinstance(only, Delete) else {}
+        created = {(only.table, only.id.int)} if isinstance(only, Put) and only.expect_version == 0 else set()
+        mortal = {(only.table, only.id.int)} if isinstance(only, Put) and only.ttl is not None else set()
     else:
         dbs = {mapping.get(op.table).db for op in ops}
         if len(dbs) > 1:
@@ -215,8 +238,9 @@ def plan_commit(
             )
         db = dbs.pop()
         shape = rules.shape_of(ops)
-        deleted, created = set(shape.deleted), set(shape.created)
-        mortal = {(op.table, op.id) for op in ops if isinstance(op, Put) and op.ttl is not None}
+        deleted = {(t, i.int): (t, i) for t, i in shape.deleted}
+        created = {(t, i.int) for t, i in shape.created}
+        mortal = {(op.table, op.id.int) for op in ops if isinstance(op, Put) and op.ttl is not None}
     plan = Plan(db, token, replica.namespace)
     now = time.time() if now is None else now
     book = MarkBook() if book is None else book
@@ -224,16 +248,18 @@ def plan_commit(
     if fence is not None:
         stages.head.append((assert_lock(fence), ("fence", fence)))
     held: dict[tuple[str, str, str], RefKey] = {}
-    new_refs: dict[RefKey, frozenset[RefKey]] = {}
+    new_refs: dict[IdKey, tuple[RefKey, frozenset[RefKey]]] = {}
+    """(table, id.int) of each object the commit writes -> its key, and the references it holds afterwards."""
     for index, op in enumerate(ops):
         tm = mapping.get(op.table)
         key = (op.table, op.id)
+        ikey = (op.table, op.id.int)
         if isinstance(op, Mutate):
             record = replica.record(op.table, op.id)
             if record is None:
                 raise rules.not_found(key)
             if is_native(tm, op):
-                new_refs[key] = _plan_native(plan, stages, replica, tm, op, index, now, book)
+                new_refs[ikey] = (key, _plan_native(plan, stages, replica, tm, op, index, now, book))
                 continue
             op = op.rebase(record)  # a compare-and-swap of the change applied to the stored object
         if isinstance(op, Put) and op.ttl is not None and op.expect_version != 0:
@@ -242,7 +268,7 @@ def plan_commit(
         if record is None and isinstance(op, Delete):
             plan.skipped.add(index)  # delete if_exists of a record that is gone: nothing to do
             plan.versions.append(0)
-            deleted.discard(key)
+            deleted.pop(ikey, None)
             continue
         plan.keys.append(key)
         row = None if record is None else replica.row(tm, op.id)
@@ -251,29 +277,31 @@ def plan_commit(
         where = where_uuid(op.id)
         if row is None:
             stages.head.append((wait(tm.db_table, where, []), ("absent", key)))
-            plan.expected[key] = None
+            plan.expected[ikey] = None
         else:
             stored = replica.stored_wire(tm, op.id, row)
-            plan.expected[key] = stored
+            plan.expected[ikey] = stored
             stages.head.append((wait(tm.db_table, where, [stored], _compared(tm, stored)), ("cas", key)))
         if isinstance(op, Put):
             version = 1 if record is None else record.version + 1
-            new_refs[key] = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book, where[0][2][1])
+            refs = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book, where[0][2][1])
+            new_refs[ikey] = (key, refs)
             _plan_unique(plan, stages, tm, op, held)
-            plan.puts.append((key, version))
+            plan.puts[ikey] = version
             plan.versions.append(version)
         else:
             _plan_delete(plan, stages, mapping, tm, op, old_parents)
-            new_refs[key] = frozenset()
+            new_refs[ikey] = (key, frozenset())
             plan.versions.append(0)
     # The empty sets and the one-element sorts are skipped, not asked: a RefKey hashes its uuid.UUID in
     # Python, and str() of one renders it (a single create's target made four such calls for nothing).
-    for key, refs in new_refs.items():
-        old = replica.refs.get(key, frozenset()) if not (created and key in created) else frozenset()
+    for ikey, (key, refs) in new_refs.items():
+        old = replica.refs.get(ikey, frozenset()) if not (created and ikey in created) else frozenset()
         added = refs - old
         for target in sorted(added, key=str) if len(added) > 1 else added:
             _check_target(plan, stages, mapping, replica, key, target, deleted, created, mortal)
-    for target in sorted(deleted, key=str) if len(deleted) > 1 else deleted:
+    gone = deleted.values()
+    for target in sorted(gone, key=str) if len(gone) > 1 else gone:
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
     for op_json, reason in stages.ops():
         plan.ops.append(op_json)
@@ -295,7 +323,7 @@ def _plan_native(
     plan.marks[key] = mutation.mark
     plan.mutated.append((index, key))
     plan.versions.append(0)  # read from the replica once it shows the commit
-    return frozenset((replica.refs.get(key, frozenset()) - mutation.removed) | mutation.added)
+    return frozenset((replica.refs.get((op.table, op.id.int), frozenset()) - mutation.removed) | mutation.added)
 
 
 def _plan_put(
@@ -328,7 +356,9 @@ def _plan_put(
     ext[EXT_TXN] = push_window(stored_ext.get(EXT_TXN), plan.token, version)
     key = (op.table, op.id)
     if row is not None:
-        kept, plan.dropped[key] = _bookkeeping(book, key, stored_ext, now)
+        kept, dropped = _bookkeeping(book, key, stored_ext, now)
+        if dropped:
+            plan.dropped[key] = dropped  # none (nearly always): no entry, nothing for the book to settle
         ext.update(kept)
     for name, text in stored_ext.items():
         # A field a newer version of nbdb keeps in external_ids, which this one does not know (it reads
@@ -349,7 +379,7 @@ def _plan_put(
     # another's value: they decode it), and if nothing in the copy can change in place (a list
     # inside a map, a nested model: the caller of the write holds this very copy).
     value = op.value if same and op.value is not None and sealed(op.value, loose) else None
-    plan.written[key] = Written(written, parents, rendered, to_keep(wire), value)
+    plan.written[(op.table, op.id.int)] = Written(written, parents, rendered, to_keep(wire), value)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
         insert = {"op": "insert", "table": tm.db_table, "uuid": id_text, "row": {**wire, **keys}}
@@ -357,10 +387,8 @@ def _plan_put(
     else:
         # Only what changes: less to encode, and the server rewrites less.
         changed = {}
-        for cm in tm.columns.values():
-            c = cm.column
-            stored = row.get(c, _ABSENT)
-            if cells[c] != (default_cell(cm.type) if stored is _ABSENT else stored):
+        for c, default in _defaults(tm):
+            if cells[c] != row.get(c, default):  # a column the stored row lacks holds its default
                 changed[c] = wire[c]
         changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
         changed.update(keys)
@@ -373,6 +401,10 @@ def _plan_put(
     for name, (ptable, pcol) in tm.parents.items():
         before, after = old_parents.get(name), parents.get(name)
         if (None if before is None else before.int) == (None if after is None else after.int):  # compared in C
+            if before is not None:
+                # The replica's own id object (the written row's parents are its map's): the monitor
+                # compares the two maps when the update arrives, by identity then, not UUID.__eq__.
+                parents[name] = before
             continue
         if before is not None:
             stages.move_member((ptable, before, pcol, "delete"), op.id, key)
@@ -485,15 +517,16 @@ def _check_target(
     replica: Replica,
     key: RefKey,
     target: RefKey,
-    deleted: set[RefKey],
-    created: set[RefKey],
-    mortal: set[RefKey],
+    deleted: Mapping[IdKey, RefKey],
+    created: set[IdKey],
+    mortal: set[IdKey],
 ) -> None:
-    if deleted and target in deleted:
+    tkey = (target[0], target[1].int)
+    if deleted and tkey in deleted:
         raise rules.deleted_alongside(key, target)
-    if mortal and target in mortal:
+    if mortal and tkey in mortal:
         raise rules.ttl_referenced(key, target)
-    if (created and target in created) or (stages.targets and target in stages.targets):
+    if (created and tkey in created) or (stages.targets and tkey in stages.targets):
         return
     if replica.expiring and target in replica.expiring:
         # A ttl is given at creation and kept for life: what the replica shows of it is exact.
@@ -504,7 +537,7 @@ def _check_target(
         if replica.record(*target) is None:
             raise errors.ReferenceError(f"{key[0]} {key[1]} references {target[0]} {target[1]}, which does not exist")
         return
-    stages.targets.add(target)
+    stages.targets.add(tkey)
     stages.tail.append((wait(ttm.db_table, where_uuid(target[1]), [{}]), ("target", (key, target))))
 
 
@@ -513,8 +546,8 @@ def _check_unreferenced(
     mapping: Mapping_,
     replica: Replica,
     target: RefKey,
-    deleted: set[RefKey],
-    new_refs: Mapping[RefKey, frozenset[RefKey]],
+    deleted: Mapping[IdKey, RefKey],
+    new_refs: Mapping[IdKey, tuple[RefKey, frozenset[RefKey]]],
 ) -> None:
     ttm = mapping.get(target[0])
     checked: set[str] = set()
@@ -531,8 +564,8 @@ def _check_unreferenced(
             stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
     # References kept as JSON text or across databases: checked against the replica (not atomic).
     holders: list[RefKey] = []
-    for src in replica.referrers.get(target, ()):
-        if src in deleted or src[0] in checked or target not in new_refs.get(src, frozenset([target])):
+    for skey, src in replica.referrers.get((target[0], target[1].int), {}).items():
+        if skey in deleted or src[0] in checked or target not in new_refs.get(skey, (src, frozenset([target])))[1]:
             continue
         source = mapping.tables.get(src[0])
         if source is not None and any(

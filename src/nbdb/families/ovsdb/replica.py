@@ -288,8 +288,10 @@ class Replica:
         # Keyed by the id's int (see IdKey); the records hold the ids as uuid.UUID.
         self.records: dict[IdKey, Record] = {}
         self.states: dict[IdKey, RowState] = {}
-        self.refs: dict[RefKey, frozenset[RefKey]] = {}
-        self.referrers: dict[RefKey, set[RefKey]] = {}
+        self.refs: dict[IdKey, frozenset[RefKey]] = {}
+        """(table, id.int) of an object -> the objects it references."""
+        self.referrers: dict[IdKey, dict[IdKey, RefKey]] = {}
+        """(table, id.int) of a referenced object -> those of the objects referencing it, each with its RefKey."""
         self.changed_at: dict[IdKey, int] = {}
         """Key of a present object -> the revision of its last change (see :meth:`changed`)."""
         self._gone_at: OrderedDict[IdKey, int] = OrderedDict()
@@ -366,7 +368,7 @@ class Replica:
         wire = self._wires.get((tm.table, id.int))
         return stored_columns(tm, row) if wire is None else kept_wire(wire)
 
-    def expect(self, written: Mapping[RefKey, Written]) -> None:
+    def expect(self, written: Mapping[IdKey, Written]) -> None:
         """Rows a commit is about to write, rendered by its plan (call under ``cond``, before sending it).
 
         When the update showing one of them arrives, its document is taken from
@@ -380,8 +382,7 @@ class Replica:
         render its rows again on the monitor's thread).
         """
         kept = self._written
-        for (table, id), entry in written.items():
-            key = (table, id.int)
+        for key, entry in written.items():
             kept.pop(key, None)  # written again: as new as this commit
             kept[key] = entry
         for _ in range(len(kept) - max(_WRITTEN_LIMIT, len(written))):
@@ -602,7 +603,7 @@ class Replica:
                     continue
                 del self.records[key]
                 del self.states[key]
-                self._index_refs(ref, frozenset())
+                self._index_refs(key, ref, frozenset())
                 self.versions.forget(table, key[1])
                 self.changed_at.pop(key, None)
                 gone = self._gone_at
@@ -619,7 +620,7 @@ class Replica:
             new = Record(table, id, doc.topic, version, doc.data)
             self.records[key] = new
             self.states[key] = doc.state
-            self._index_refs(ref, doc.refs)
+            self._index_refs(key, ref, doc.refs)
             self.changed_at[key] = revision
             if old is None and self._gone_at:
                 self._gone_at.pop(key, None)  # made again
@@ -674,18 +675,26 @@ class Replica:
             log.warning("ovsdb: %s %s has an unreadable deadline %r; it does not expire", *key, text)
             self.expiring.pop(key, None)
 
-    def _index_refs(self, key: RefKey, refs: frozenset[RefKey]) -> None:
+    def _index_refs(self, key: IdKey, ref: RefKey, refs: frozenset[RefKey]) -> None:
+        """``refs``: the references of the object ``ref`` (``key``: its table and id.int) now."""
         old = self.refs.get(key, frozenset())
         if old == refs:
             return
-        for target in old - refs:
-            sources = self.referrers.get(target)
+        referrers = self.referrers
+        for table, id in old - refs:
+            target = (table, id.int)
+            sources = referrers.get(target)
             if sources is not None:
-                sources.discard(key)
+                sources.pop(key, None)
                 if not sources:
-                    del self.referrers[target]
-        for target in refs - old:
-            self.referrers.setdefault(target, set()).add(key)
+                    del referrers[target]
+        for table, id in refs - old:
+            target = (table, id.int)
+            sources = referrers.get(target)
+            if sources is None:
+                referrers[target] = {key: ref}
+            else:
+                sources[key] = ref
         if refs:
             self.refs[key] = refs
         else:

@@ -46,7 +46,7 @@ def _put_outcome(plan: Plan, replica: Replica, key: RefKey, version: int) -> Out
         return Outcome.LANDED
     if any(v == version for _t, v in window):
         return Outcome.NOT_LANDED
-    expected = plan.expected.get(key)
+    expected = plan.expected.get((key[0], key[1].int))
     if expected is None:
         return Outcome.UNKNOWN
     if _not_past(tm, row, expected):
@@ -85,21 +85,24 @@ def reflects(plan: Plan, replica: Replica) -> bool:
     sent several commits merged, as after a reconnect); its marks are there;
     its deletes are gone.
     """
-    puts = dict(plan.puts)
+    puts, marks = plan.puts, plan.marks
     for key in plan.keys:
         tm = replica.mapping.get(key[0])
         row = replica.row(tm, key[1])
-        if key in plan.marks:
+        # Looked up by (table, id.int), and the marks only if there are any: a key holding a
+        # uuid.UUID hashes it in Python at every lookup, even in an empty map.
+        version = puts.get((key[0], key[1].int))
+        if marks and key in marks:
             if not _marked(plan, row, key):
                 return False
-        elif key not in puts:
+        elif version is None:
             if row is not None:
                 return False
         elif row is None:
             return False
         else:
             ext = row.get(EXTERNAL_IDS) or {}
-            if (plan.token, puts[key]) not in parse_window(ext.get(EXT_TXN)) and written_version(ext) <= puts[key]:
+            if (plan.token, version) not in parse_window(ext.get(EXT_TXN)) and written_version(ext) <= version:
                 return False
     return True
 
@@ -116,10 +119,10 @@ def settle(plan: Plan, replica: Replica) -> Outcome:
     never plans anew, when such a copy is refused.
     """
     votes: list[Outcome] = []
-    puts = dict(plan.puts)
     for key in plan.keys:
-        if key in puts:
-            votes.append(_put_outcome(plan, replica, key, puts[key]))
+        version = plan.puts.get((key[0], key[1].int))
+        if version is not None:
+            votes.append(_put_outcome(plan, replica, key, version))
             continue
         tm = replica.mapping.get(key[0])
         row = replica.row(tm, key[1])
@@ -130,7 +133,7 @@ def settle(plan: Plan, replica: Replica) -> Outcome:
             else:
                 votes.append(Outcome.LANDED if _marked(plan, row, key) else Outcome.PENDING)
             continue
-        expected = plan.expected.get(key)
+        expected = plan.expected.get((key[0], key[1].int))
         if row is None or expected is None:
             votes.append(Outcome.UNKNOWN)
         elif _not_past(tm, row, expected):
