@@ -297,3 +297,11 @@ def test_on_three_members_the_members_answer_the_ranges_and_gaps_exactly(hazelca
             assert cache.wait_synced(30)
             assert sorted(r.name for r in cache.list(LogicalRouter)) == want
         assert spans.tables() == {"LogicalRouter": 7} and spans.keys(regex=True) == []
+        # Past 256 registry keys the members answer the registry read with one page of 257 of them.
+        backend._kv.put_all({backend.layout.topic_mark(f"t-{i}"): encode_kv(1, 0, b"") for i in range(300)})
+        backend._registry = None
+        spans.sent.clear()
+        assert sorted(r.name for r in db.list(LogicalRouter)) == want
+        assert backend._registry is not None and backend._registry[1] == (None, False)
+        assert spans.keys(regex=False) == []
+        assert len(spans.keys(regex=True)) == 7 + 3 + 90  # o/ whole: routers, switches, ports
