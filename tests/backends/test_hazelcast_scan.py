@@ -10,6 +10,8 @@ keys on the member, which dropped the ports.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -305,3 +307,54 @@ def test_on_three_members_the_members_answer_the_ranges_and_gaps_exactly(hazelca
         assert backend._registry is not None and backend._registry[1] == (None, False)
         assert spans.keys(regex=False) == []
         assert len(spans.keys(regex=True)) == 7 + 3 + 90  # o/ whole: routers, switches, ports
+
+
+@pytest.mark.parametrize("ranged", [True, False])
+def test_lists_and_cold_loads_beside_creates_in_new_topics_miss_nothing_acknowledged(
+    hazelcast_server: Any,  # noqa: F811
+    ranged: bool,
+) -> None:
+    """Another client creates each router in a topic of its own (registered as it commits, not under the
+    lock): every list, and every cache loaded and then fed by its watch, holds each router acknowledged
+    before it began, whichever registry read (fresh, reused, or missing the topic) the scan used."""
+    namespace = _ns()
+    with (
+        nbdb.connect(hazelcast_server.url, namespace=namespace) as reader,
+        nbdb.connect(hazelcast_server.url, namespace=namespace) as writer,
+        _keys_per_topic(0 if ranged else 10**9),
+    ):
+        reader.create(LogicalRouter(name="seed"))
+        acked: list[str] = ["seed"]
+        stop = threading.Event()
+
+        def write() -> None:
+            for i in range(300):
+                if stop.is_set():
+                    return
+                writer.create(LogicalRouter(name=f"r-{i}", topic=f"t-{i}"))
+                acked.append(f"r-{i}")
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        missed: list[Any] = []
+        try:
+            end = time.monotonic() + 5
+            loads = 0
+            while time.monotonic() < end and thread.is_alive():
+                before = set(acked)
+                if missing := before - {r.name for r in reader.list(LogicalRouter)}:
+                    missed.append(("list", sorted(missing)))
+                if loads < 4:
+                    loads += 1
+                    opened = set(acked)
+                    with reader.cache(LogicalRouter) as cache:
+                        assert cache.wait_synced(30)
+                        if missing := opened - {r.name for r in cache.list(LogicalRouter)}:
+                            missed.append(("cache load", sorted(missing)))
+                        fed = set(acked)  # from here on the watch's to add
+                        assert _until(lambda c=cache, w=fed: w <= {r.name for r in c.list(LogicalRouter)}), "watch"
+        finally:
+            stop.set()
+            thread.join(30)
+        assert missed == []
+        assert sorted(r.name for r in reader.list(LogicalRouter)) == sorted(acked)
