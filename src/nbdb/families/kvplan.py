@@ -10,7 +10,8 @@ Key layout (under the backend's ``key_prefix``)::
     t/<token>                            a commit token (see nbdb.families.kv): "1" applied, "0" voided
     l/<name>                             a lock (lease key holding the owner's token)
     n/<name>                             an id counter
-    p/<topic>                            a topic in use (etcd only: its registry, see EtcdBackend.object_topics)
+    p/<topic>                            a topic in use (etcd and Hazelcast: their registries, see
+                                         EtcdBackend.object_topics, HazelcastBackend.scan_spans)
 
 Topic-first object keys let a cache that follows one tenant range and watch
 only that tenant's keys (``~`` stands for "no topic"). Reference integrity is

@@ -15,7 +15,7 @@ import hazelcast.errors as hzerrors
 from hazelcast.config import IndexType
 from hazelcast.future import ImmediateFuture, combine_futures
 from hazelcast.lifecycle import LifecycleState
-from hazelcast.predicate import and_, between, less_or_equal, or_, regex
+from hazelcast.predicate import and_, between, less_or_equal, or_, paging, regex
 
 from nbdb import errors
 from nbdb.backends.hazelcast._client import ERRORS, HazelcastConfig, connect, parse_url
@@ -159,7 +159,7 @@ class HazelcastBackend(ChangeLogBackend):
         """Member-side commits handed back to the client's own protocol (a decided commit to roll forward...)."""
         self._registered: set[str] = set()
         """Topics this client has put in the registry (``p/<topic>``, see :meth:`_register`)."""
-        self._registry: tuple[float, tuple[list[str], bool]] | None = None
+        self._registry: tuple[float, tuple[list[str] | None, bool]] | None = None
         """When the registry was last read, and what :meth:`_send_registry` made of it."""
         self.gap_keys = 0
         """Object keys one-table scans found outside the registry's topics (checked by the member's regex)."""
@@ -460,7 +460,7 @@ class HazelcastBackend(ChangeLogBackend):
                 revision = decode_head(head_raw)[0]
         return sorted(found.items()), revision
 
-    def _send_range(self, prefixes: Sequence[str], registry: tuple[list[str], bool] | None) -> Any:
+    def _send_range(self, prefixes: Sequence[str], registry: tuple[list[str] | None, bool] | None) -> Any:
         """Read ``head`` and every key under ``prefixes``, all at once (``registry``: see :meth:`_send_registry`).
 
         A future of ``(head, {key: value}, [object keys read outside the registry's topics])``.
@@ -513,23 +513,26 @@ class HazelcastBackend(ChangeLogBackend):
         A future of ``(topics, ranged)``: ``ranged`` if a one-table scan names the topics one by
         one (:meth:`scan_spans`): at most :data:`_TOPIC_RANGES` of them, and ``kv`` holds at least
         :data:`_KEYS_PER_TOPIC` keys per topic. Either way the scan is exact. A name with a ``/``
-        (another writer's key) is no topic: its range would overlap a topic's.
+        (another writer's key) is no topic: its range would overlap a topic's. ``topics`` None:
+        more registry keys than :data:`_TOPIC_RANGES`, of which the member sends that many and one
+        (a page): the registry only grows, and a read of all of it, each second a client scans, cost
+        10,000 topics 67 ms (42 of the client's CPU) and 50,000 topics 504 ms, for a scan that
+        reads ``o/`` whole all the same.
         """
         marks = self.layout.topic_marks
-        pending = self.call(
-            lambda: combine_futures(
-                [self._kv_async.key_set(between("__key", marks, marks + "\uffff")), self._kv_async.size()]
-            )
-        )
+        page = paging(between("__key", marks, marks + "\uffff"), _TOPIC_RANGES + 1)
+        pending = self.call(lambda: combine_futures([self._kv_async.key_set(page), self._kv_async.size()]))
 
-        def topics(done: Any) -> tuple[list[str], bool]:
+        def topics(done: Any) -> tuple[list[str] | None, bool]:
             keys, size = done.result()
+            if len(keys) > _TOPIC_RANGES:
+                return None, False
             names = [
                 k[len(marks) :]
                 for k in keys
                 if isinstance(k, str) and k.startswith(marks) and "/" not in k[len(marks) :]
             ]
-            return names, len(names) <= _TOPIC_RANGES and size >= _KEYS_PER_TOPIC * len(names)
+            return names, size >= _KEYS_PER_TOPIC * len(names)
 
         return pending.continue_with(topics)
 
