@@ -392,9 +392,10 @@ class KeyValueBackend(Backend):
         # How many prefixes the next read takes: etcd walks every key of a range to answer it (it counts
         # them), whatever its limit, so a batch's prefixes past the one that fills the page cost their
         # whole size. A page after the first reads its first prefix alone (the last page ended in it or
-        # just before it); after a prefix ends, the next read takes as many as would fill the room were they the
-        # size of the one that ended (200 topics of 2 routers: all at once; 16 of 2,000: one or two). The
-        # first page knows no size: it reads them all together (page_reads), once per listing.
+        # just before it); after a prefix ends, the next read takes as many as would fill the room were
+        # they the size of the one that ended (200 topics of 2 routers: all at once; 16 of 2,000: one or
+        # two), one that went on from the last page counting as a page (its tail says nothing of its
+        # size). The first page knows no size: it reads them all together (page_reads), once per listing.
         width = self.page_reads if last is None else 1
         while position < len(prefixes):
             # The next prefixes in one round trip where the store can (page_reads; at most max(8, room) of
@@ -409,7 +410,7 @@ class KeyValueBackend(Backend):
             )
             held = 0
             for kvs in got:
-                asked, held = share, 0
+                asked, held = share, (limit if key is not None else 0)
                 while True:
                     room = limit - len(records)
                     for kv in kvs[:room]:
