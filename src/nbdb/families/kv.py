@@ -393,10 +393,11 @@ class KeyValueBackend(Backend):
         # them), whatever its limit, so a batch's prefixes past the one that fills the page cost their
         # whole size. A page after the first reads its first prefix alone (the last page ended in it or
         # just before it); after a prefix ends, the next read takes as many as would fill the room were
-        # they the size of the one that ended (200 topics of 2 routers: all at once; 16 of 2,000: one or
-        # two), one that went on from the last page counting as a page (its tail says nothing of its
-        # size). The first page knows no size: it reads them all together (page_reads), once per listing.
-        width = self.page_reads if last is None else 1
+        # they the size of the largest one this page read (200 topics of 2 routers: all at once; 16 of
+        # 2,000: one or two; an empty one after a large one does not widen it), one that went on from
+        # the last page counting as a page (its tail says nothing of its size). The first page knows no
+        # size: it reads them all together (page_reads), once per listing.
+        width, biggest = (self.page_reads if last is None else 1), 0
         while position < len(prefixes):
             # The next prefixes in one round trip where the store can (page_reads; at most max(8, room) of
             # them), each read up to a share of the room left (at least 16 keys): a page across many small
@@ -408,7 +409,6 @@ class KeyValueBackend(Backend):
             got, revision = self.range_pages(
                 [(p, key if i == 0 else None) for i, p in enumerate(batch)], share, revision
             )
-            held = 0
             for kvs in got:
                 asked, held = share, (limit if key is not None else 0)
                 while True:
@@ -425,8 +425,8 @@ class KeyValueBackend(Backend):
                         break  # the prefix's last key was read
                     asked = limit - len(records) + 1
                     kvs, revision = self.range_page(prefixes[position], key, asked, revision)
-                position, key = position + 1, None
-            width = -(-(limit - len(records) + 1) // max(held, 1))
+                position, key, biggest = position + 1, None, max(biggest, held)
+            width = -(-(limit - len(records) + 1) // max(biggest, 1))
         return Snapshot(records, revision)
 
     def _page_prefixes(
