@@ -681,3 +681,106 @@ def test_a_token_that_expires_after_the_password_changed_is_an_auth_error(
             db.create(KitParent(name="after"))
         with pytest.raises(errors.AuthError):  # and again: the failed renewal left no half state
             db.get(KitParent, uuid.uuid4())
+
+
+def _routers_in_topics(db: nbdb.Database, count: int, prefix: str = "t-") -> list[Any]:
+    from nbdb.models.ovn import LogicalRouter
+
+    made: list[Any] = []
+    for first in range(0, count, 30):
+        with db.transaction() as txn:
+            made += [
+                txn.create(LogicalRouter(name=f"lr-{i}", topic=f"{prefix}{i}"))
+                for i in range(first, min(first + 30, count))
+            ]
+    return made
+
+
+@pytest.mark.timeout(120)
+def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
+    custom_etcd: Callable[..., EtcdServer],
+) -> None:
+    """A list that prunes the registry writes; a user with read rights only still lists (the prune is best effort)."""
+    from nbdb.models.ovn import LogicalRouter
+
+    server = custom_etcd([])
+    _etcdctl(server, "user", "add", "root:rootpw")
+    _etcdctl(server, "user", "add", "reader:readerpw")
+    _etcdctl(server, "role", "add", "ro")
+    _etcdctl(server, "role", "grant-permission", "ro", "read", "--prefix=true", "nbdb/")
+    _etcdctl(server, "user", "grant-role", "reader", "ro")
+    _etcdctl(server, "auth", "enable")
+    address = server.members[0].address
+    namespace = _ns()
+    with _connect(f"etcd://root:rootpw@{address}", namespace=namespace) as root:
+        made = _routers_in_topics(root, 40)
+        with root.transaction() as txn:
+            for router in made[:36]:
+                txn.delete(LogicalRouter, router.id)
+    with _connect(f"etcd://reader:readerpw@{address}", namespace=namespace) as reader:
+        for _ in range(2):
+            assert sorted(r.name for r in reader.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
+        page = reader.list(LogicalRouter, limit=3)
+        rest = reader.list(LogicalRouter, limit=3, after=page.continue_token)
+        assert len(page) + len(rest) == 4
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("declared", [True, False])
+def test_pages_lists_and_the_prune_on_a_server_with_a_smaller_max_txn_ops(
+    custom_etcd: Callable[..., EtcdServer], declared: bool
+) -> None:
+    """A server started with --max-txn-ops 16: pages across 40 topics and a list that prunes 36 emptied ones."""
+    from nbdb.models.ovn import LogicalRouter
+
+    server = custom_etcd(["--max-txn-ops", "16"])
+    url = server.url + ("?max_txn_ops=16" if declared else "")
+    namespace = _ns()
+    topics = [f"t-{i}" for i in range(40)]
+    with _connect(url, namespace=namespace) as db:
+        made = (
+            _routers_in_topics(db, 40)
+            if declared
+            else [db.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}")) for i in range(40)]
+        )
+        seen: list[str] = []
+        after = None
+        for _ in range(20):
+            snap = db.backend.scan_page(["LogicalRouter"], topics, 30, after)
+            seen += [str(r.id) for r in snap.records]
+            if (after := snap.after) is None:
+                break
+        assert sorted(seen) == sorted(str(r.id) for r in made)
+        seen = []
+        after = None
+        for _ in range(20):
+            got = db.list(LogicalRouter, limit=7, after=after)
+            seen += [r.name for r in got]
+            if (after := got.continue_token) is None:
+                break
+        assert sorted(seen) == sorted(f"lr-{i}" for i in range(40))
+        for first in range(0, 36, 6):
+            with db.transaction() as txn:
+                for router in made[first : first + 6]:
+                    txn.delete(LogicalRouter, router.id)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
+        backend = db.backend
+        marks = backend.layout.topic_marks  # type: ignore[attr-defined]
+        left = backend.range_keys([marks])[0]  # type: ignore[attr-defined]
+        assert len(left) == 4, [kv.key for kv in left]
+
+
+@pytest.mark.timeout(120)
+def test_a_page_of_many_topics_at_a_compacted_revision_is_history_gone(etcd_server: EtcdServer) -> None:  # noqa: F811
+    from nbdb.models.ovn import LogicalRouter
+
+    with _connect(etcd_server.url) as db:
+        _routers_in_topics(db, 20)
+        first = db.list(LogicalRouter, limit=3)
+        some = db.backend.scan_page(["LogicalRouter"], ["t-5", "t-6", "t-7"], 1, None)
+        db.create(LogicalRouter(name="later", topic="t-0"))
+        db.backend.compact_keys(db.backend.current_revision())  # type: ignore[attr-defined]
+        with pytest.raises(errors.HistoryGoneError):
+            db.list(LogicalRouter, limit=3, after=first.continue_token)
+        with pytest.raises(errors.HistoryGoneError):
+            db.backend.scan_page(["LogicalRouter"], ["t-5", "t-6", "t-7"], 1, some.after)

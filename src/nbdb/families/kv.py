@@ -389,19 +389,28 @@ class KeyValueBackend(Backend):
         if key is not None and not key.startswith(prefixes[position]):
             raise errors.ValidationError("not a continue token of this listing (it names another set of prefixes)")
         records: list[Record] = []
+        # How many prefixes the next read takes: etcd walks every key of a range to answer it (it counts
+        # them), whatever its limit, so a batch's prefixes past the one that fills the page cost their
+        # whole size. A page after the first reads its first prefix alone (the last page ended in it or
+        # just before it); after a prefix ends, the next read takes as many as would fill the room were
+        # they the size of the largest one this page read (200 topics of 2 routers: all at once; 16 of
+        # 2,000: one or two; an empty one after a large one does not widen it), one that went on from
+        # the last page counting as a page (its tail says nothing of its size). The first page knows no
+        # size: it reads them all together (page_reads), once per listing.
+        width, biggest = (self.page_reads if last is None else 1), 0
         while position < len(prefixes):
             # The next prefixes in one round trip where the store can (page_reads; at most max(8, room) of
             # them), each read up to a share of the room left (at least 16 keys): a page across many small
             # topics costs a read or two, and reads at most 16 keys more per prefix than the page holds.
             # A prefix that fills its share is read on from its last key before the next one is used.
             room = limit - len(records) + 1  # one key past the page tells whether there is more
-            batch = prefixes[position : position + min(self.page_reads, max(8, room))]
+            batch = prefixes[position : position + max(1, min(self.page_reads, max(8, room), width))]
             share = room if len(batch) == 1 else min(room, max(16, -(-room // len(batch))))
             got, revision = self.range_pages(
                 [(p, key if i == 0 else None) for i, p in enumerate(batch)], share, revision
             )
             for kvs in got:
-                asked = share
+                asked, held = share, (limit if key is not None else 0)
                 while True:
                     room = limit - len(records)
                     for kv in kvs[:room]:
@@ -409,13 +418,15 @@ class KeyValueBackend(Backend):
                         if parsed is not None and parsed[1] in wanted:
                             records.append(Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value))
                         key = kv.key
+                    held += len(kvs)
                     if len(kvs) > room:
                         return Snapshot(records, revision, page_token.encode(revision, (str(position), key or "")))
                     if len(kvs) < asked:
                         break  # the prefix's last key was read
                     asked = limit - len(records) + 1
                     kvs, revision = self.range_page(prefixes[position], key, asked, revision)
-                position, key = position + 1, None
+                position, key, biggest = position + 1, None, max(biggest, held)
+            width = -(-(limit - len(records) + 1) // max(biggest, 1))
         return Snapshot(records, revision)
 
     def _page_prefixes(

@@ -213,15 +213,17 @@ class EtcdBackend(KeyValueBackend):
                 max_txn_bytes=settings.max_request_bytes * 9 // 10,
             )
         self.page_reads = self.capabilities.max_txn_ops or _MAX_TXN_OPS
+        self._read_ops = self.page_reads
+        """How many ranges one read-only transaction holds: the URL's max_txn_ops, less if the server refused it."""
         self.progress_interval = progress_interval
         self.safe_progress = False
         self.server_version = ""
         self._leases: dict[str, int] = {}
         self._leases_lock = threading.Lock()
         self._registered: set[str] = set()
+        """Topics this client put in the registry (``p/<topic>``), as keys spell them (see _register)."""
         self._checked: dict[str, float] = {}
         """When this client last checked each topic for :meth:`_prune` (time.monotonic)."""
-        """Topics this client put in the registry (``p/<topic>``), as keys spell them (see _register)."""
         # Commit tokens ride on one lease, replaced halfway through its life, so that
         # every token lives between token_ttl and twice that, at one grant per token_ttl/2.
         self._token_lease = (0, 0.0)
@@ -376,14 +378,28 @@ class EtcdBackend(KeyValueBackend):
         """The first ``limit`` keys of each ``[start, end)`` at ``revision`` (0: now), and the revision read.
 
         Sent together, as read-only transactions of at most ``max_txn_ops`` ranges (128), each at
-        one revision (the first one's, if ``revision`` is 0): a round trip per 128 ranges.
+        one revision (the first one's, if ``revision`` is 0): a round trip per 128 ranges. A server
+        that refuses that many (its --max-txn-ops is lower than the URL says) gets half as many,
+        and this client sends no more from then on: a read is no commit, and splitting it changes
+        nothing but its round trips (the URL's ``max_txn_ops`` still bounds commits).
         """
         out: list[list[wire.KV]] = []
-        for chunk in chunked(spans, self.capabilities.max_txn_ops or _MAX_TXN_OPS):
+        done = 0
+        while done < len(spans):
+            chunk = spans[done : done + self._read_ops]
             reads = [wire.request_range(start, end, limit=limit, revision=revision) for start, end in chunk]
-            header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
+            try:
+                header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
+            except errors.ValidationError as exc:
+                if len(chunk) == 1 or "too many operations" not in str(exc):
+                    raise
+                self._read_ops = max(1, len(chunk) // 2)
+                log.warning("etcd: the server refused %d ranges in one transaction: %d from now on", len(chunk),
+                            self._read_ops)  # fmt: skip
+                continue
             revision = revision or header.revision
             out += ranges
+            done += len(chunk)
         if not spans and not revision:
             revision = self.revision_now()
         return out, revision
@@ -415,7 +431,7 @@ class EtcdBackend(KeyValueBackend):
             return
         objects = self.layout.objects
         try:
-            for chunk in chunked(due, self.page_reads):
+            for chunk in chunked(due, self._read_ops):  # the scan's own reads found the server's limit
                 spans = [(f"{objects}{t}/".encode(), wire.prefix_end(f"{objects}{t}/".encode())) for t in chunk]
                 reads = [wire.request_range(a, b, limit=1, revision=revision, keys_only=True) for a, b in spans]
                 _, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
@@ -425,7 +441,7 @@ class EtcdBackend(KeyValueBackend):
                     continue
                 self._registered.difference_update(t for t, _ in dead)
                 # etcd lets a nested transaction hold max_txn_ops less its parent's operations: 2 compares each.
-                for part in chunked(dead, max(1, self.page_reads - 2)):
+                for part in chunked(dead, max(1, self._read_ops - 2)):
                     nested = []
                     for t, (start, end) in part:
                         mark = self.layout.topic_mark(t).encode()
