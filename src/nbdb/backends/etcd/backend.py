@@ -412,7 +412,10 @@ class EtcdBackend(KeyValueBackend):
         transactions it sends anyway, while the check is a read of one key under each ``o/<topic>/``
         at ``revision``, which etcd answers by walking every key of the topic (10,000 ports beside
         routers: 6 ms more for a list of routers). Each topic is checked at most once a minute by this
-        client (a table most topics hold none of costs one more read a minute, not one per scan).
+        client (a table most topics hold none of costs one more read a minute, not one per scan), and
+        first a minute after this client first found it a candidate: a new client's first lists never
+        pay it (40 topics of 1,000 switches: a fresh client's first list of routers took 23 ms with
+        the check, 5.9 without).
         Then, for the empty ones, one transaction of nested ones, each deleting
         ``p/<topic>`` only if ``o/<topic>/`` is still empty and the key was not put again since
         ``revision`` (a create that registered since keeps it). A create whose registration came
@@ -426,7 +429,9 @@ class EtcdBackend(KeyValueBackend):
         checked = self._checked
         if len(checked) > 100_000:
             checked.clear()
-        due = [t for t in candidates if now - checked.get(t, -_PRUNE_EVERY) >= _PRUNE_EVERY]
+        # A topic is first checked a period after this client first found it a candidate: a client that
+        # lives less (a CLI call, a short job) never pays the walk; one that runs on prunes for all.
+        due = [t for t in candidates if now - checked.setdefault(t, now) >= _PRUNE_EVERY]
         if not due:
             return
         objects = self.layout.objects
