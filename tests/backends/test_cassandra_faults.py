@@ -20,7 +20,7 @@ import pytest
 
 import nbdb
 from nbdb.events import EventKind
-from nbdb.models import Chassis, LogicalSwitch
+from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import RecordChange, RecordStream
 from nbdb.testing import fixtures
 from nbdb.testing.databases import databases
@@ -461,3 +461,132 @@ def test_a_refresh_whose_reply_was_lost_is_settled(faulty: Callable[..., tuple[n
     assert isinstance(db.backend, WideColumnBackend)
     row = db.backend.partitions.object_row("t", "LogicalSwitch", obj.id)
     assert row is not None and row.deadline is not None and row.deadline >= (before + 119) * 1000
+
+
+# ---------------------------------------------------------------------------- claims sent early (a warm process)
+
+
+class _Warm:
+    """A process that committed once, so that it guesses revisions and sends its creates' claims early."""
+
+    def __init__(self, db: nbdb.Database) -> None:
+        backend = db.backend
+        assert isinstance(backend, WideColumnBackend)
+        self.backend = backend
+        db.create(LogicalSwitch(name="warm", topic="t0"))
+        guess = backend.sequencer.predict()
+        assert guess is not None, "the process guesses no revision"
+        backend.sequencer.unguess(guess)
+        self.early: list[int] = []
+        """How many claims each commit sent early."""
+        start_early = backend.claims.start_early
+
+        def counted(*args: Any) -> Any:
+            sent = start_early(*args)
+            self.early.append(len(sent))
+            return sent
+
+        backend.claims.start_early = counted  # type: ignore[method-assign]
+
+
+def _dense_and_once(
+    watcher: nbdb.Database, start: int, within: float, model: type[Any] = Chassis
+) -> list[nbdb.ChangeEvent[Any]]:
+    """Every event after ``start``, read by a watcher of another process, which must reach the head ``within``
+    seconds: a revision its commit gave up must be void in the store, not left for the watcher to seal."""
+    events: list[nbdb.ChangeEvent[Any]] = []
+    deadline = time.monotonic() + within
+    with watcher.watch(model, since=start) as watch:
+        while watch.revision < watcher.backend.current_revision():
+            assert time.monotonic() < deadline, f"the watch stalled at {watch.revision}"
+            events += watch.poll(0.5)
+    live = [(e.revision, e.id) for e in events]
+    assert len(live) == len(set(live)), "a change was delivered twice"
+    return events
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lost", ["request", "reply", "reply-unread"])
+def test_an_early_claim_whose_reply_was_lost_is_settled_exactly_once(
+    lost: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    start = watcher.backend.current_revision()
+    fault = store.inject(Fault(writes_of(layout.W_CLAIM), "request" if lost == "request" else "reply"))
+    if lost == "reply-unread":  # and the serial read of the claim that would settle it fails too
+        store.inject(Fault(writes_of(layout.Q_CLAIM), "fail"))
+    made = db.create(Chassis(name="early", topic="t1"))
+    assert fault.hits == 1 and warm.early[0] == 1, "the claim whose reply was lost was not sent early"
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        open_db().create(Chassis(name="early", topic="t2"))
+    assert info.value.existing == made.id
+    events = _dense_and_once(watcher, start, within=20)
+    assert [e.id for e in events] == [made.id]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("refusal", ["taken", "same-transaction"])
+def test_a_create_refused_after_its_early_take_voids_its_revision(
+    refusal: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, _ = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    holder = open_db().create(Chassis(name="held", topic="t2"))
+    start = watcher.backend.current_revision()
+    with pytest.raises(nbdb.UniqueViolationError):
+        if refusal == "taken":
+            db.create(Chassis(name="held", topic="t1"))
+        else:
+            with db.transaction() as txn:
+                txn.create(Chassis(name="twice", topic="t1"))
+                txn.create(Chassis(name="twice", topic="t1"))
+    assert warm.early[0] >= 1 and warm.backend.current_revision() > start, "no revision taken while claims flew"
+    later = db.create(Chassis(name="twice", topic="t1"))  # the claim a refused commit took early was dropped
+    events = _dense_and_once(watcher, start, within=20)
+    assert [e.id for e in events] == [later.id]
+    assert {c.id for c in watcher.list(Chassis)} == {holder.id, later.id}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("where", ["same-topic", "other-topic"])
+def test_a_create_whose_cached_target_is_gone_voids_its_early_revision_and_drops_its_claim(
+    where: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, _ = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    # Its home is cached: a create that points to it reads nothing.
+    switch = db.create(LogicalSwitch(name="sw", topic="t1"))
+    open_db().delete(switch)  # by another process: the cache does not know
+    start = watcher.backend.current_revision()
+    topic = "t1" if where == "same-topic" else "t2"
+    with pytest.raises(nbdb.NbdbError) as info:
+        db.create(LogicalSwitchPort(switch=switch.id, name="p", topic=topic))
+    assert warm.early[-1] == 1, "the create read before it claimed"
+    assert not isinstance(info.value, nbdb.CommitUnknownError), info.value
+    other = open_db().create(LogicalSwitch(name="sw2", topic="t1"))
+    later = db.create(LogicalSwitchPort(switch=other.id, name="p", topic=topic))  # the early claim was dropped
+    events = _dense_and_once(watcher, start, within=20, model=LogicalSwitchPort)
+    assert [e.id for e in events] == [later.id]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_a_batch_after_early_claims_whose_reply_was_lost_lands_once_and_keeps_its_claim(
+    lost: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    start = watcher.backend.current_revision()
+    fault = store.inject(Fault(COMMIT_BATCH, lost))
+    made = db.create(Chassis(name="early-batch", topic="t0"))
+    assert fault.hits == 1 and warm.early[0] == 1
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        open_db().create(Chassis(name="early-batch", topic="t2"))
+    assert info.value.existing == made.id
+    events = _dense_and_once(watcher, start, within=20)
+    assert [e.id for e in events] == [made.id]
