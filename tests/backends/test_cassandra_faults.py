@@ -21,7 +21,7 @@ import pytest
 import nbdb
 from nbdb.events import EventKind
 from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort
-from nbdb.spi import RecordChange, RecordStream
+from nbdb.spi import RecordChange, RecordStream, UniqueKey
 from nbdb.testing import fixtures
 from nbdb.testing.databases import databases
 
@@ -32,6 +32,7 @@ from nbdb.families.widecolumn import (
     Applied,
     ForwardingStore,
     OutcomeUnknown,
+    PendingApply,
     PendingReads,
     Row,
     Select,
@@ -97,9 +98,25 @@ class FaultyStore(ForwardingStore):
             raise nbdb.BackendUnavailableError(f"injected: {fault.action} on reads")
         return self.real.start_reads(reads, serial=serial)
 
+    def start_apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> PendingApply:
+        # Unfaulted, the write is really in flight when this returns (the server's own asynchrony); a faulted
+        # one is decided at once, and its error raised by result().
+        fault = self._fault([write for write, _ in writes])
+        if fault is None:
+            pending = self.real.start_apply(writes)
+            with self._lock:
+                self.applied.append([write for write, _ in writes])
+            return pending
+        try:
+            return _Decided(self._faulted(fault, writes), None)
+        except nbdb.NbdbError as exc:
+            return _Decided(None, exc)
+
     def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        return self._faulted(self._fault([write for write, _ in writes]), writes)
+
+    def _faulted(self, fault: Fault | None, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
         statements = [write for write, _ in writes]
-        fault = self._fault(statements)
         if fault is None or fault.action == "fail":
             if fault is not None:
                 raise nbdb.BackendUnavailableError("injected: unavailable")
@@ -112,6 +129,17 @@ class FaultyStore(ForwardingStore):
             if fault.before_raise is not None:
                 fault.before_raise()
         raise OutcomeUnknown(f"injected: the {fault.action} of a conditional write was lost")
+
+
+class _Decided(PendingApply):
+    def __init__(self, outcome: Applied | None, error: BaseException | None) -> None:
+        self._outcome, self._error = outcome, error
+
+    def result(self) -> Applied:
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
 
 
 class _FaultyCassandra(WideColumnBackend):
@@ -590,3 +618,93 @@ def test_a_batch_after_early_claims_whose_reply_was_lost_lands_once_and_keeps_it
     assert info.value.existing == made.id
     events = _dense_and_once(watcher, start, within=20)
     assert [e.id for e in events] == [made.id]
+
+
+@pytest.mark.timeout(120)
+def test_a_fenced_create_past_the_loss_of_its_lock_voids_its_early_revision_and_drops_its_claim(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, _ = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    start = watcher.backend.current_revision()
+    with db.lock("leader", ttl=30) as held:
+        p = warm.backend.partitions
+        p.store.apply([(layout.W_LOCK_DELETE, (p.ns, "leader", held.token))])  # the lease vanished
+        with pytest.raises(nbdb.LockLostError):
+            db.create(Chassis(name="fenced", topic="t1"), fence=held)
+    assert warm.early[0] == 1
+    later = open_db().create(Chassis(name="fenced", topic="t2"))  # its claim was dropped
+    events = _dense_and_once(watcher, start, within=20)
+    assert [e.id for e in events] == [later.id]
+
+
+@pytest.mark.timeout(180)
+def test_concurrent_creates_whose_early_claims_lose_replies_land_once_each_tied_to_its_revision(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
+) -> None:
+    db, store = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    start = watcher.backend.current_revision()
+    count = iter(range(1, 10**9))
+    # Every third claim's reply is lost (the claim applied), and every fifth serial read of a claim fails.
+    store.inject(Fault(lambda called: layout.W_CLAIM in called and next(count) % 3 == 0, "reply", times=10**9))
+    reads = iter(range(1, 10**9))
+    store.inject(Fault(lambda called: layout.Q_CLAIM in called and next(reads) % 5 == 0, "fail", times=10**9))
+    made: list[Chassis] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        try:
+            for i in range(6):
+                obj = db.create(Chassis(name=f"c{index}-{i}", topic=f"t{index % 3}"))
+                with lock:
+                    made.append(obj)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert failures == []
+    assert sum(1 for n in warm.early if n) >= len(made) // 2, "few claims were sent early"
+    events = _dense_and_once(watcher, start, within=60)
+    assert sorted(str(e.id) for e in events) == sorted(str(m.id) for m in made)
+    landed = {e.id: e.revision for e in events}
+    for obj in made:
+        (pair,) = obj.unique_values()
+        claim = warm.backend.claims.read(obj.nbdb_table, layout.unique_text(UniqueKey(*pair)), serial=True)
+        assert claim is not None and claim.owner == obj.id and claim.rev == landed[obj.id], (obj.name, claim)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("early", [False, True], ids=["cold", "claims-sent-early"])
+@pytest.mark.parametrize("watching", ["another-process", "this-process"])
+def test_a_batch_the_store_refused_unsent_voids_its_revision(
+    early: bool,
+    watching: str,
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
+    open_db: Callable[..., nbdb.Database],
+) -> None:
+    db, store = faulty(settle=30)
+    watcher = faulty(settle=30)[0] if watching == "another-process" else db
+    if early:
+        _Warm(db)
+    else:
+        open_db().create(LogicalSwitch(name="first", topic="t1"))  # the batch below is not a partition's first
+    start = watcher.backend.current_revision()
+    fault = store.inject(Fault(COMMIT_BATCH, "fail"))
+    with pytest.raises(nbdb.BackendUnavailableError):
+        db.create(Chassis(name="unsent", topic="t1"))
+    assert fault.hits == 1
+    assert watcher.backend.current_revision() == start + 1, "the failed commit took a revision"
+    # The store's word: the batch was not applied. Its revision is void, so a watcher (of any process)
+    # passes it at once instead of waiting ``settle`` (30 s here) and sealing the topic (nothing else
+    # commits there that would show the revision passed).
+    later = db.create(Chassis(name="unsent", topic="t2"))  # and its claim was dropped
+    events = _dense_and_once(watcher, start, within=15)
+    assert [e.id for e in events] == [later.id]
