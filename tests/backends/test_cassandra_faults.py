@@ -708,3 +708,26 @@ def test_a_batch_the_store_refused_unsent_voids_its_revision(
     later = db.create(Chassis(name="unsent", topic="t2"))  # and its claim was dropped
     events = _dense_and_once(watcher, start, within=15)
     assert [e.id for e in events] == [later.id]
+
+
+@pytest.mark.timeout(120)
+def test_a_watcher_waits_settle_once_for_the_revisions_a_crashed_process_left_unfilled(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    crashed, _ = faulty()
+    watcher, _ = faulty(settle=3)
+    start = watcher.backend.current_revision()
+    # A process took the revisions of its commits in flight (one group take) and died before any batch.
+    backend = crashed.backend
+    assert isinstance(backend, WideColumnBackend)
+    orphans = 6
+    for i in range(orphans):
+        backend.sequencer.allocate(f"t{i}", frozenset({"Chassis"}))
+    later = open_db().create(Chassis(name="after-the-crash", topic="t9"))
+    began = time.monotonic()
+    events = _dense_and_once(watcher, start, within=60)
+    took = time.monotonic() - began
+    assert [e.id for e in events] == [later.id]
+    # Each was first seen by the same step: each is overdue ``settle`` after that, not ``settle`` after the
+    # one before it was resolved (six settles, 18 s, for what one settle decides).
+    assert took < 2 * 3 + 6, f"the watch waited {took:.1f}s: a settle per unfilled revision"
