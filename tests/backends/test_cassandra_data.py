@@ -276,7 +276,7 @@ def test_a_create_asks_for_its_revision_while_its_early_claim_is_in_flight(
         # It has nothing to read: it asks for its revision (the one it was guessed) while its claim is in
         # flight. Waiting for the claim's reply first let the quick create, guessed the next number, take
         # the slow one's: both guesses were wrong, two more compare-and-sets re-tying the claims.
-        taken.wait(2)
+        assert taken.wait(30), "the slow create did not ask for its revision while its claim was in flight"
         made = db.create(quick)
     finally:
         release.set()

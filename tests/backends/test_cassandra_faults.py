@@ -20,8 +20,8 @@ import pytest
 
 import nbdb
 from nbdb.events import EventKind
-from nbdb.models import Chassis, LogicalSwitch
-from nbdb.spi import RecordChange, RecordStream
+from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort
+from nbdb.spi import RecordChange, RecordStream, UniqueKey
 from nbdb.testing import fixtures
 from nbdb.testing.databases import databases
 
@@ -32,6 +32,7 @@ from nbdb.families.widecolumn import (
     Applied,
     ForwardingStore,
     OutcomeUnknown,
+    PendingApply,
     PendingReads,
     Row,
     Select,
@@ -97,9 +98,25 @@ class FaultyStore(ForwardingStore):
             raise nbdb.BackendUnavailableError(f"injected: {fault.action} on reads")
         return self.real.start_reads(reads, serial=serial)
 
+    def start_apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> PendingApply:
+        # Unfaulted, the write is really in flight when this returns (the server's own asynchrony); a faulted
+        # one is decided at once, and its error raised by result().
+        fault = self._fault([write for write, _ in writes])
+        if fault is None:
+            pending = self.real.start_apply(writes)
+            with self._lock:
+                self.applied.append([write for write, _ in writes])
+            return pending
+        try:
+            return _Decided(self._faulted(fault, writes), None)
+        except nbdb.NbdbError as exc:
+            return _Decided(None, exc)
+
     def apply(self, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        return self._faulted(self._fault([write for write, _ in writes]), writes)
+
+    def _faulted(self, fault: Fault | None, writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
         statements = [write for write, _ in writes]
-        fault = self._fault(statements)
         if fault is None or fault.action == "fail":
             if fault is not None:
                 raise nbdb.BackendUnavailableError("injected: unavailable")
@@ -112,6 +129,17 @@ class FaultyStore(ForwardingStore):
             if fault.before_raise is not None:
                 fault.before_raise()
         raise OutcomeUnknown(f"injected: the {fault.action} of a conditional write was lost")
+
+
+class _Decided(PendingApply):
+    def __init__(self, outcome: Applied | None, error: BaseException | None) -> None:
+        self._outcome, self._error = outcome, error
+
+    def result(self) -> Applied:
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
 
 
 class _FaultyCassandra(WideColumnBackend):
@@ -461,3 +489,245 @@ def test_a_refresh_whose_reply_was_lost_is_settled(faulty: Callable[..., tuple[n
     assert isinstance(db.backend, WideColumnBackend)
     row = db.backend.partitions.object_row("t", "LogicalSwitch", obj.id)
     assert row is not None and row.deadline is not None and row.deadline >= (before + 119) * 1000
+
+
+# ---------------------------------------------------------------------------- claims sent early (a warm process)
+
+
+class _Warm:
+    """A process that committed once, so that it guesses revisions and sends its creates' claims early."""
+
+    def __init__(self, db: nbdb.Database) -> None:
+        backend = db.backend
+        assert isinstance(backend, WideColumnBackend)
+        self.backend = backend
+        db.create(LogicalSwitch(name="warm", topic="t0"))
+        guess = backend.sequencer.predict()
+        assert guess is not None, "the process guesses no revision"
+        backend.sequencer.unguess(guess)
+        self.early: list[int] = []
+        """How many claims each commit sent early."""
+        start_early = backend.claims.start_early
+
+        def counted(*args: Any) -> Any:
+            sent = start_early(*args)
+            self.early.append(len(sent))
+            return sent
+
+        backend.claims.start_early = counted  # type: ignore[method-assign]
+
+
+def _dense_and_once(
+    watcher: nbdb.Database, start: int, within: float, model: type[Any] = Chassis
+) -> list[nbdb.ChangeEvent[Any]]:
+    """Every event after ``start``, read by a watcher of another process, which must reach the head ``within``
+    seconds: a revision its commit gave up must be void in the store, not left for the watcher to seal."""
+    events: list[nbdb.ChangeEvent[Any]] = []
+    deadline = time.monotonic() + within
+    with watcher.watch(model, since=start) as watch:
+        while watch.revision < watcher.backend.current_revision():
+            assert time.monotonic() < deadline, f"the watch stalled at {watch.revision}"
+            events += watch.poll(0.5)
+    live = [(e.revision, e.id) for e in events]
+    assert len(live) == len(set(live)), "a change was delivered twice"
+    return events
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lost", ["request", "reply", "reply-unread"])
+def test_an_early_claim_whose_reply_was_lost_is_settled_exactly_once(
+    lost: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    start = watcher.backend.current_revision()
+    fault = store.inject(Fault(writes_of(layout.W_CLAIM), "request" if lost == "request" else "reply"))
+    if lost == "reply-unread":  # and the serial read of the claim that would settle it fails too
+        store.inject(Fault(writes_of(layout.Q_CLAIM), "fail"))
+    made = db.create(Chassis(name="early", topic="t1"))
+    assert fault.hits == 1 and warm.early[0] == 1, "the claim whose reply was lost was not sent early"
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        open_db().create(Chassis(name="early", topic="t2"))
+    assert info.value.existing == made.id
+    events = _dense_and_once(watcher, start, within=20)
+    assert [e.id for e in events] == [made.id]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("refusal", ["taken", "same-transaction"])
+def test_a_create_refused_after_its_early_take_voids_its_revision(
+    refusal: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, _ = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    holder = open_db().create(Chassis(name="held", topic="t2"))
+    start = watcher.backend.current_revision()
+    with pytest.raises(nbdb.UniqueViolationError):
+        if refusal == "taken":
+            db.create(Chassis(name="held", topic="t1"))
+        else:
+            with db.transaction() as txn:
+                txn.create(Chassis(name="twice", topic="t1"))
+                txn.create(Chassis(name="twice", topic="t1"))
+    assert warm.early[0] >= 1 and warm.backend.current_revision() > start, "no revision taken while claims flew"
+    later = db.create(Chassis(name="twice", topic="t1"))  # the claim a refused commit took early was dropped
+    events = _dense_and_once(watcher, start, within=20)
+    assert [e.id for e in events] == [later.id]
+    assert {c.id for c in watcher.list(Chassis)} == {holder.id, later.id}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("where", ["same-topic", "other-topic"])
+def test_a_create_whose_cached_target_is_gone_voids_its_early_revision_and_drops_its_claim(
+    where: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, _ = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    # Its home is cached: a create that points to it reads nothing.
+    switch = db.create(LogicalSwitch(name="sw", topic="t1"))
+    open_db().delete(switch)  # by another process: the cache does not know
+    start = watcher.backend.current_revision()
+    topic = "t1" if where == "same-topic" else "t2"
+    with pytest.raises(nbdb.NbdbError) as info:
+        db.create(LogicalSwitchPort(switch=switch.id, name="p", topic=topic))
+    assert warm.early[-1] == 1, "the create read before it claimed"
+    assert not isinstance(info.value, nbdb.CommitUnknownError), info.value
+    other = open_db().create(LogicalSwitch(name="sw2", topic="t1"))
+    later = db.create(LogicalSwitchPort(switch=other.id, name="p", topic=topic))  # the early claim was dropped
+    events = _dense_and_once(watcher, start, within=20, model=LogicalSwitchPort)
+    assert [e.id for e in events] == [later.id]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_a_batch_after_early_claims_whose_reply_was_lost_lands_once_and_keeps_its_claim(
+    lost: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, store = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    start = watcher.backend.current_revision()
+    fault = store.inject(Fault(COMMIT_BATCH, lost))
+    made = db.create(Chassis(name="early-batch", topic="t0"))
+    assert fault.hits == 1 and warm.early[0] == 1
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        open_db().create(Chassis(name="early-batch", topic="t2"))
+    assert info.value.existing == made.id
+    events = _dense_and_once(watcher, start, within=20)
+    assert [e.id for e in events] == [made.id]
+
+
+@pytest.mark.timeout(120)
+def test_a_fenced_create_past_the_loss_of_its_lock_voids_its_early_revision_and_drops_its_claim(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    db, _ = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    start = watcher.backend.current_revision()
+    with db.lock("leader", ttl=30) as held:
+        p = warm.backend.partitions
+        p.store.apply([(layout.W_LOCK_DELETE, (p.ns, "leader", held.token))])  # the lease vanished
+        with pytest.raises(nbdb.LockLostError):
+            db.create(Chassis(name="fenced", topic="t1"), fence=held)
+    assert warm.early[0] == 1
+    later = open_db().create(Chassis(name="fenced", topic="t2"))  # its claim was dropped
+    events = _dense_and_once(watcher, start, within=20)
+    assert [e.id for e in events] == [later.id]
+
+
+@pytest.mark.timeout(180)
+def test_concurrent_creates_whose_early_claims_lose_replies_land_once_each_tied_to_its_revision(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
+) -> None:
+    db, store = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    start = watcher.backend.current_revision()
+    count = iter(range(1, 10**9))
+    # Every third claim's reply is lost (the claim applied), and every fifth serial read of a claim fails.
+    store.inject(Fault(lambda called: layout.W_CLAIM in called and next(count) % 3 == 0, "reply", times=10**9))
+    reads = iter(range(1, 10**9))
+    store.inject(Fault(lambda called: layout.Q_CLAIM in called and next(reads) % 5 == 0, "fail", times=10**9))
+    made: list[Chassis] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        try:
+            for i in range(6):
+                obj = db.create(Chassis(name=f"c{index}-{i}", topic=f"t{index % 3}"))
+                with lock:
+                    made.append(obj)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert failures == []
+    assert sum(1 for n in warm.early if n) >= len(made) // 2, "few claims were sent early"
+    events = _dense_and_once(watcher, start, within=60)
+    assert sorted(str(e.id) for e in events) == sorted(str(m.id) for m in made)
+    landed = {e.id: e.revision for e in events}
+    for obj in made:
+        (pair,) = obj.unique_values()
+        claim = warm.backend.claims.read(obj.nbdb_table, layout.unique_text(UniqueKey(*pair)), serial=True)
+        assert claim is not None and claim.owner == obj.id and claim.rev == landed[obj.id], (obj.name, claim)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("early", [False, True], ids=["cold", "claims-sent-early"])
+@pytest.mark.parametrize("watching", ["another-process", "this-process"])
+def test_a_batch_the_store_refused_unsent_voids_its_revision(
+    early: bool,
+    watching: str,
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
+    open_db: Callable[..., nbdb.Database],
+) -> None:
+    db, store = faulty(settle=30)
+    watcher = faulty(settle=30)[0] if watching == "another-process" else db
+    if early:
+        _Warm(db)
+    else:
+        open_db().create(LogicalSwitch(name="first", topic="t1"))  # the batch below is not a partition's first
+    start = watcher.backend.current_revision()
+    fault = store.inject(Fault(COMMIT_BATCH, "fail"))
+    with pytest.raises(nbdb.BackendUnavailableError):
+        db.create(Chassis(name="unsent", topic="t1"))
+    assert fault.hits == 1
+    assert watcher.backend.current_revision() == start + 1, "the failed commit took a revision"
+    # The store's word: the batch was not applied. Its revision is void, so a watcher (of any process)
+    # passes it at once instead of waiting ``settle`` (30 s here) and sealing the topic (nothing else
+    # commits there that would show the revision passed).
+    later = db.create(Chassis(name="unsent", topic="t2"))  # and its claim was dropped
+    events = _dense_and_once(watcher, start, within=15)
+    assert [e.id for e in events] == [later.id]
+
+
+@pytest.mark.timeout(120)
+def test_a_watcher_waits_settle_once_for_the_revisions_a_crashed_process_left_unfilled(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    crashed, _ = faulty()
+    watcher, _ = faulty(settle=3)
+    start = watcher.backend.current_revision()
+    # A process took the revisions of its commits in flight (one group take) and died before any batch.
+    backend = crashed.backend
+    assert isinstance(backend, WideColumnBackend)
+    orphans = 6
+    for i in range(orphans):
+        backend.sequencer.allocate(f"t{i}", frozenset({"Chassis"}))
+    later = open_db().create(Chassis(name="after-the-crash", topic="t9"))
+    began = time.monotonic()
+    events = _dense_and_once(watcher, start, within=60)
+    took = time.monotonic() - began
+    assert [e.id for e in events] == [later.id]
+    # Each was first seen by the same step: each is overdue ``settle`` after that, not ``settle`` after the
+    # one before it was resolved (six settles, 18 s, for what one settle decides).
+    assert took < 2 * 3 + 6, f"the watch waited {took:.1f}s: a settle per unfilled revision"

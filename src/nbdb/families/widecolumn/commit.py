@@ -168,7 +168,10 @@ class Committer:
                         raise
                     except errors.NbdbError:
                         if outcome == "unknown":
-                            outcome = "failed"  # the store's word: the batch was not applied
+                            # The store's word: the batch was not applied, and never will be under this revision
+                            # (``send`` voided it in the store): this process's watchers pass it too.
+                            outcome = "failed"
+                            self._shared.recent.add(Intent(revision, part, tables, void=True), ())
                         raise
                     finally:
                         self._shared.recent.end(revision)  # whatever happened, this process no longer holds it
@@ -295,7 +298,8 @@ class Committer:
     def send(self, part: str, revision: int, plan: Plan) -> bool:
         """Send ``plan``'s batch at ``revision``: True if it landed; False (revision voided) if a condition failed.
 
-        A lost reply is settled (CommitUnknownError if it cannot be).
+        A lost reply is settled (CommitUnknownError if it cannot be). Any other error of the store means
+        the batch was not applied: the revision is voided and the error raised.
         """
         first = part in self._unordered
         for _ in range(2):
@@ -306,6 +310,12 @@ class Committer:
                 if landed:
                     self._unordered.discard(part)
                 return landed
+            except errors.NbdbError:
+                # Unsent or refused (the store's word: not applied), and never retried under this revision:
+                # void it as every failed commit does. Unvoided, every watcher of another process waited
+                # ``settle`` for it, then sealed the topic (one Paxos round per watching process).
+                self._sequencer.void(revision)
+                raise
             if result.applied:
                 self._unordered.discard(part)
                 return True
@@ -315,9 +325,9 @@ class Committer:
             if last is not None and last >= revision:
                 try:
                     self._past_the_sequencer(part, int(last))
-                except errors.CorruptRecordError:
-                    # Not applied, and never retried under it: void it as every failed commit does
-                    # (each watcher elsewhere resolved it on its own, with a serial read).
+                except errors.NbdbError:
+                    # Not applied, and never retried under it (a last_rev nbdb did not write, or it could not
+                    # be read): void it as every failed commit does.
                     self._sequencer.void(revision)
                     raise
             null = last is None

@@ -244,7 +244,14 @@ class ChangeStream(RecordStream):
             entries = [e for e in entries if e.revision < local.revision]
             if not entries:
                 return [], local
-        rows = self._change_rows([e for e in entries if self._wants(e)])
+        wanted = [e for e in entries if self._wants(e)]
+        rows = self._change_rows(wanted)
+        for entry in wanted:
+            if entry.revision not in rows:
+                # In flight, or stalled: its ``settle`` runs from now, when it is first seen, not from when
+                # the stalled ones before it are resolved (a crashed process's group of k revisions cost
+                # every watcher k settles, one after the other).
+                self._pending_since.setdefault(entry.revision, now)
         progress = advance(self._cursor, entries, rows, self._wants, self._tables)
         for _ in range(_RESOLVES_PER_STEP):
             if progress.blocked is None:
