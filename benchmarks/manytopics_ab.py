@@ -5,6 +5,7 @@ topic; on etcd it sent a probe per gap of the topic registry and a range per top
 Each namespace ``m<T>`` holds T topics of 1 router, 1 switch and 3 ports::
 
     python benchmarks/manytopics_ab.py --sides pre=/tmp/pre/src,merge=/tmp/merge/src,fix=src --topics 10,200
+    python benchmarks/manytopics_ab.py --sides a=/work/main/src,b=src --backend redis --topics 2000 --query batch=10
 
 Per round (sides in a rotating order) one process per side times ``db.list(LogicalRouter)`` and a cold
 ``db.cache([LogicalRouter, LogicalSwitch, LogicalSwitchPort])`` load, best of 3; medians at the end.
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--topics", default="10,200")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", default="etcd", help="the server kind, options as a query (hazelcast?heap=1g)")
+    parser.add_argument(
+        "--query", default="", help="options the workers connect with (redis: batch=10 pages the names)"
+    )
     args = parser.parse_args()
     sides = dict(item.split("=", 1) for item in args.sides.split(","))
     counts = [int(x) for x in args.topics.split(",")]
@@ -71,6 +75,7 @@ def main() -> None:
     server = start_server(kind, **dict(parse_qsl(query)))
     try:
         url = str(server.url)
+        read_url = url + ("&" if "?" in url else "?") + args.query if args.query else url
         for t in counts:
             subprocess.run(
                 [sys.executable, "-c", FILL, url, f"m{t}", str(t)], env=env(list(sides.values())[-1]), check=True
@@ -82,7 +87,7 @@ def main() -> None:
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
             for t in counts:
                 for side in order:
-                    got = run_json(sides[side], WORKER, [url, f"m{t}", "3"])
+                    got = run_json(sides[side], WORKER, [read_url, f"m{t}", "3"])
                     results.setdefault((t, side), []).append(got)
                     print(f"round {round_} topics {t:4} {side:8} {got}", flush=True)
         print(f"load average after: {loadavg().split()}")
