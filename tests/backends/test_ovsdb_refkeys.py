@@ -89,3 +89,29 @@ def test_references_hold_across_two_clients_moves_deletes_and_a_re_create(
     # The default cells every update compared with are as made: nobody changed them.
     for tm in a.backend.mapping.tables.values():  # type: ignore[attr-defined]
         assert _defaults(tm) == tuple((cm.column, default_cell(cm.type)) for cm in tm.columns.values())
+
+
+@pytest.fixture(scope="module")
+def models_server() -> Iterator[OvsdbServer]:
+    import nbdb.conformance.kit  # noqa: F401  (the kit's models belong in the model schema)
+
+    with OvsdbServer(model_schema=True) as srv:
+        yield srv
+
+
+def test_a_delete_alongside_a_native_mutation_of_a_referrer_is_refused(models_server: OvsdbServer) -> None:
+    """A referrer kept as JSON text (KitGroup.members) is checked against the replica: a commit that
+    deletes its target and mutates it natively (external_ids) must still count the references it
+    keeps, looked up by the referrer's (table, id.int) in the replica's ``refs``."""
+    from nbdb.conformance.kit import KitChild, KitGroup, KitParent
+
+    with nbdb.connect(models_server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as db:
+        parent = db.create(KitParent(name="p"))
+        child = db.create(KitChild(parent=parent.id, name="c"))
+        group = db.create(KitGroup(members=[child.id]))
+        with pytest.raises(nbdb.ReferenceError, match=str(group.id)):
+            with db.transaction() as tx:
+                tx.mutate(group, add={"external_ids": {"k": "v"}})
+                tx.delete(child)
+        assert db.get(KitChild, child.id) == child
+        assert db.get(KitGroup, group.id).members == [child.id]
