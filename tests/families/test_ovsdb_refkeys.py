@@ -20,7 +20,7 @@ from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.rows import VersionBook
 from nbdb.families.ovsdb.settle import reflects
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
-from nbdb.spi import Delete
+from nbdb.spi import ANY_VERSION, Delete
 from nbdb.testing.ovsdb_play import server_update
 from nbdb.writes import put_of
 
@@ -82,3 +82,19 @@ def test_a_reference_check_finds_the_targets_its_commit_deletes_creates_or_check
     groups = [PortGroup(name=f"g{i}", ports=[_twin(port.id), _twin(fresh.id)], topic="t") for i in range(2)]
     plan = _plan(world, [put_of(fresh, 0)[0], *(put_of(g, 0)[0] for g in groups)])
     assert _targets(plan) == [(LogicalSwitch.nbdb_table, switch.id), (lsp, port.id)]
+
+
+def test_a_delete_of_an_object_already_gone_plans_no_check_of_its_referrers(world: tuple[Any, Replica, Any]) -> None:
+    switch = LogicalSwitch(name="sw", topic="t")
+    _commit(world, [put_of(switch, 0)[0]])
+    port = LogicalSwitchPort(switch=switch.id, name="p", topic="t")
+    _commit(world, [put_of(port, 0)[0]])
+    lsp = LogicalSwitchPort.nbdb_table
+    _commit(world, [Delete(lsp, port.id, "t", 1)])
+    plan = _plan(world, [Delete(lsp, _twin(port.id), "t", ANY_VERSION, if_exists=True)])
+    assert plan.skipped == {0} and plan.ops == []
+    # Deleted (if it exists) and referenced in one commit: the reference names an object that does not exist.
+    group = PortGroup(name="g", ports=[port.id], topic="t")
+    plan = _plan(world, [Delete(lsp, _twin(port.id), "t", ANY_VERSION, if_exists=True), put_of(group, 0)[0]])
+    assert _targets(plan) == [(lsp, port.id)]
+    assert [why[0] for why in plan.reasons].count("referenced") == 0
