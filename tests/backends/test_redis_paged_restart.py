@@ -62,6 +62,10 @@ def test_a_walk_by_a_user_refused_info_still_pages_every_name(server_factory: Ca
     raw = redis.Redis(host=host, port=port)
     try:
         raw.execute_command("ACL", "SETUSER", "walker", "on", ">walk-pw", "~*", "&*", "+@all", "-info")
+        walker = redis.Redis(host=host, port=port, username="walker", password="walk-pw")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            walker.info("server")
+        walker.close()
         with nbdb.connect(f"redis://walker:walk-pw@{host}:{port}/0", namespace="acl") as db:
             backend = db.backend
             assert isinstance(backend, RedisBackend)
