@@ -74,11 +74,12 @@ def test_the_dmr_check_asks_each_directory_once_and_decides_as_each_prefix_alone
         asked.append(list(keys))
         return real(name, keys, *args)
 
+    # Set before the try: a failure before it made the finally's del raise AttributeError, hiding it.
+    backend._client.hmget = hmget  # type: ignore[method-assign]
     try:
         raw.delete(backend.root + "dmr")
         if marks:
             raw.hset(backend.root + "dmr", mapping=dict(marks))
-        backend._client.hmget = hmget  # type: ignore[method-assign]
         got = backend._unchanged_since(prefixes, revision)
     finally:
         del backend._client.hmget
