@@ -75,6 +75,11 @@ _KEYS_PER_TOPIC = 32
 topic's range and gap cost the member and client ≈ 30 µs, the expression ≈ 2.5 to 7 µs a key (an object is
 two or three keys of ``kv``: its bytes, its index key, its references), so on few objects a topic the
 ranges cost more than they save (200 topics of 5 objects: list 6 -> 40 ms, docs/benchmarks.md)."""
+_REGISTERING = 4 * _TOPIC_RANGES
+"""Registry puts a client has in flight at most (see :meth:`HazelcastBackend._register`): fire and forget, so
+bounded (and one per topic), lest a cluster that stopped answering collect one per scan or commit until
+``timeout``. Past it a topic is left to a later commit or scan; a registry past :data:`_TOPIC_RANGES` is
+not read whole anyway."""
 _MAX_BOUNCES = 20
 """How often a burst waits for one more reply to leave from the reactor thread (see ``then_send``)."""
 _WARNED: set[str] = set()
@@ -158,9 +163,15 @@ class HazelcastBackend(ChangeLogBackend):
         self.member_fallbacks = 0
         """Member-side commits handed back to the client's own protocol (a decided commit to roll forward...)."""
         self._registered: set[str] = set()
-        """Topics this client has put in the registry (``p/<topic>``, see :meth:`_register`)."""
+        """Topics this client has put in the registry (``p/<topic>``, see :meth:`_register`): the put answered."""
+        self._registering: set[str] = set()
+        """Topics whose registry put is in flight (at most :data:`_REGISTERING` of them, one put each)."""
         self._registry: tuple[float, tuple[list[str] | None, bool]] | None = None
         """When the registry was last read, and what :meth:`_send_registry` made of it."""
+        self._registry_generation = 0
+        """Counts the registrations this client saw answered: a registry read sent before one is stale."""
+        self._registry_guard = threading.Lock()
+        """Guards the registry's state above (changed by callers and by reply callbacks)."""
         self.gap_keys = 0
         """Object keys one-table scans found outside the registry's topics (checked by the member's regex)."""
 
@@ -410,7 +421,8 @@ class HazelcastBackend(ChangeLogBackend):
         if any(p.startswith(objects) for p in prefixes):
             # The registry's topics are read before the lock (its request leaves with the lock's): the
             # list's exactness does not depend on them (see _queries), only what the member reads.
-            registry = self._registry_future() if any(wildcard_split(p, objects) for p in prefixes) else None
+            wildcard = any(wildcard_split(p, objects) for p in prefixes)
+            registry, generation = self._registry_future() if wildcard else (None, 0)
             # registry: a future of (the registry's topics, whether a scan names them one by one).
 
             def send() -> Any:
@@ -435,7 +447,7 @@ class HazelcastBackend(ChangeLogBackend):
                 else:
                     revision, token = decode_head(head_raw)
             if outside:
-                self._adopt(outside)
+                self._adopt(outside, generation)
             self.remember_token(revision, token)
         else:
             # head first (every commit up to it is applied), then the keys, from its reply callback.
@@ -488,24 +500,31 @@ class HazelcastBackend(ChangeLogBackend):
 
         return combine_futures(pending).continue_with(assemble)
 
-    def _registry_future(self) -> Any:
-        """The registry a scan uses: read at most :data:`_REGISTRY_AGE` ago, else a read sent now (a future).
+    def _registry_future(self) -> tuple[Any, int]:
+        """The registry a scan uses: read at most :data:`_REGISTRY_AGE` ago, else a read sent now (a future),
+        and the registry generation it belongs to (see :meth:`_adopt`).
 
-        A scan waits for the read only when this client has none yet; past the age it uses the last
-        one and sends a read for the scans after it. Exact either way (:meth:`scan_spans`): a topic
-        registered since is in a gap, matched by the expression, for at most that long.
+        A scan waits for the read only when this client has none yet (or a registration of its own was
+        answered since: :meth:`_register`); past the age it uses the last one and sends a read for the
+        scans after it. Exact either way (:meth:`scan_spans`): a topic registered since is in a gap,
+        matched by the expression, for at most that long. A reply kept only if no registration was
+        answered since its read was sent, nor a later read kept: a stale one never replaces a newer state.
         """
-        held, now = self._registry, time.monotonic()
+        with self._registry_guard:
+            held, generation, now = self._registry, self._registry_generation, time.monotonic()
         if held is not None and now - held[0] < _REGISTRY_AGE:
-            return ImmediateFuture(held[1])  # type: ignore[no-untyped-call]
+            return ImmediateFuture(held[1]), generation  # type: ignore[no-untyped-call]
 
         def keep(read: Any) -> None:
             if read.exception() is None:
-                self._registry = (now, read.result())
+                with self._registry_guard:
+                    last = self._registry
+                    if self._registry_generation == generation and (last is None or last[0] <= now):
+                        self._registry = (now, read.result())
 
         fresh = self._send_registry()
         fresh.add_done_callback(keep)
-        return fresh if held is None else ImmediateFuture(held[1])  # type: ignore[no-untyped-call]
+        return (fresh if held is None else ImmediateFuture(held[1])), generation  # type: ignore[no-untyped-call]
 
     def _send_registry(self) -> Any:
         """Read the registry of topics (``p/<topic>``, see :meth:`_register`) and the size of ``kv``.
@@ -547,46 +566,67 @@ class HazelcastBackend(ChangeLogBackend):
             if key.startswith(objects) and (part := key[size:].partition("/")[0]) not in known
         }
         if new:
-            self._register(new, wait=False)
+            self._register(new)
 
-    def _register(self, topics: Iterable[str], wait: bool) -> None:
+    def _register(self, topics: Iterable[str]) -> None:
         """Put ``p/<topic>`` for each of ``topics`` (if absent): the registry one-table scans read (:meth:`_queries`).
 
-        Outside the commit protocol, and not waited for by a commit (``wait`` False): a registry
-        key makes a scan cheaper, never more exact, so a lost one costs a scan the regular
-        expression over that topic's keys until a scan finds them and registers it (:meth:`_adopt`).
+        Fire and forget, outside the commit protocol: neither a commit nor a list waits for it (a list
+        that had its result waited up to ``timeout`` when the cluster dropped then). A registry key
+        makes a scan cheaper, never more exact, so a lost one costs a scan the regular expression over
+        that topic's keys until a scan finds them and registers it (:meth:`_adopt`); its failure is
+        logged at debug. Bounded: one put in flight per topic, at most :data:`_REGISTERING` at once
+        (the rest are left to a later commit or scan). An answered put makes the next scan read the
+        registry again (a read sent before it is dropped, see :meth:`_registry_future`).
         """
-        new = sorted(set(topics) - self._registered)
-        if not new or self._closed or self._outage.down_since is not None:
+        if self._closed or self._outage.down_since is not None:
             return
-        self._registered.update(new)
+        with self._registry_guard:
+            room = max(0, _REGISTERING - len(self._registering))
+            new = sorted(set(topics) - self._registered - self._registering)[:room]
+            self._registering.update(new)
+        if not new:
+            return
 
         def done(reply: Any, topic: str) -> None:
-            if reply.exception() is not None:
-                self._registered.discard(topic)
+            failed = reply.exception()
+            with self._registry_guard:
+                self._registering.discard(topic)
+                if failed is None:
+                    self._registered.add(topic)
+                    self._registry_generation += 1
+                    self._registry = None
+            if failed is not None and not self._closed:
+                log.debug("hazelcast: could not register topic %r (a later commit or scan will): %s", topic, failed)
 
         try:
             pending = [self._kv_async.put_if_absent(self.layout.topic_mark(t), encode_kv(1, 0, b"")) for t in new]
-        except Exception:  # refused at once (the client shutting down): registered by a later commit or scan
-            self._registered.difference_update(new)
+        except Exception as exc:  # refused at once (the client shutting down): registered by a later commit or scan
+            with self._registry_guard:
+                self._registering.difference_update(new)
+            log.debug("hazelcast: could not register topics %s: %s", new, exc)
             return
         for topic, reply in zip(new, pending, strict=True):
             reply.add_done_callback(partial(done, topic=topic))
-        if wait:
-            try:
-                self._reply(combine_futures(pending))
-            except errors.NbdbError as exc:
-                log.warning("hazelcast: could not register topics %s: %s", new, exc)
 
-    def _adopt(self, keys: Sequence[str]) -> None:
-        """Register the topics of ``keys``, objects a scan found outside the registry (another writer's?)."""
+    def _adopt(self, keys: Sequence[str], generation: int) -> None:
+        """Register the topics of ``keys``, objects a scan found outside the registry (another writer's?).
+
+        ``generation``: the registry generation of the scan's registry read (:meth:`_registry_future`).
+        A topic this client registered is in a gap of a read sent before that registration was answered
+        (nothing to do), or its registry key was deleted by hand since (the read is of the current
+        generation: put it again). Logged once per registration sent, not per scan that finds it.
+        """
         objects = self._object_prefix
-        topics = sorted({key[len(objects) :].partition("/")[0] for key in keys if key.startswith(objects)})
+        topics = {key[len(objects) :].partition("/")[0] for key in keys if key.startswith(objects)}
         self.gap_keys += len(keys)
-        self._registry = None  # the next scan reads the registry again
-        log.info("hazelcast: topics %s hold objects outside the registry (another writer's?): registering", topics)
-        self._registered.difference_update(topics)  # a registry key deleted by hand since this client put it
-        self._register(topics, wait=True)
+        with self._registry_guard:
+            if generation == self._registry_generation:
+                self._registered.difference_update(topics)
+            new = sorted(topics - self._registered - self._registering)
+        if new:
+            log.info("hazelcast: topics %s hold objects outside the registry (another writer's?): registering", new)
+            self._register(new)
 
     def revision_now(self) -> int:
         try:
