@@ -421,3 +421,38 @@ def test_concurrent_scans_that_find_a_topic_in_a_gap_register_it_once(
             logged = [r for r in caplog.records if f"t-hand-{round_}" in r.getMessage()]
             assert len(logged) == 1, [r.getMessage() for r in logged]
         assert len(db.list(LogicalRouter)) == 4
+
+
+def test_eight_threads_listing_and_creating_in_new_topics_all_finish(hazelcast_server: Any) -> None:  # noqa: F811
+    """Four threads list, four create each object in a topic of its own (a registration each, a registry
+    read after each), for four seconds: every call returns (none hangs on the client's reactor) and every
+    list holds the routers acknowledged before it began."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        db.create(LogicalRouter(name="seed"))
+        acked: set[str] = {"seed"}
+        end = time.monotonic() + 4
+        failures: list[Any] = []
+
+        def run(n: int) -> None:
+            i = 0
+            try:
+                while time.monotonic() < end:
+                    i += 1
+                    if n % 2:
+                        before = set(acked)
+                        if missing := before - {r.name for r in db.list(LogicalRouter)}:
+                            failures.append(("missed", sorted(missing)))
+                    else:
+                        db.create(LogicalRouter(name=f"r-{n}-{i}", topic=f"t-{n}-{i}"))
+                        acked.add(f"r-{n}-{i}")
+            except Exception as exc:  # reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads), "a call hung"
+        assert failures == []
+        assert sorted(r.name for r in db.list(LogicalRouter)) == sorted(acked)

@@ -419,22 +419,37 @@ class HazelcastBackend(ChangeLogBackend):
         """
         objects = self._object_prefix
         if any(p.startswith(objects) for p in prefixes):
-            # The registry's topics are read before the lock (its request leaves with the lock's): the
-            # list's exactness does not depend on them (see _queries), only what the member reads.
+            # The registry's topics are read once the lock is granted, from the grant's callback, and the
+            # topics the scan finds in gaps are registered from the unlock's reply callback (the reactor's
+            # thread: a send from the caller's outside the local turn could lose the reactor's wake-up, see
+            # _commit_lock; and after the list's last reply: it never waits for them).
+            # The list's exactness does not depend on them (see _queries), only what the member reads.
             wildcard = any(wildcard_split(p, objects) for p in prefixes)
-            registry, generation = self._registry_future() if wildcard else (None, 0)
-            # registry: a future of (the registry's topics, whether a scan names them one by one).
+            gaps: list[tuple[list[str], int]] = []
 
             def send() -> Any:
-                if registry is None:
+                if not wildcard:
                     return self._send_range(prefixes, None)
-                return registry.continue_with(lambda got: self._send_range(prefixes, got.result()))
+                registry, generation = self._registry_future()
+                # registry: a future of (the registry's topics, whether a scan names them one by one).
 
-            with self._commit_lock(send) as lock:
-                head_raw, found, outside = self._reply(lock.follow)
+                def adopt(done: Any) -> tuple[Any, dict[str, Any], list[str]]:
+                    got: tuple[Any, dict[str, Any], list[str]] = done.result()
+                    if got[2]:
+                        gaps.append((got[2], generation))
+                    return got
+
+                return registry.continue_with(lambda got: self._send_range(prefixes, got.result())).continue_with(adopt)
+
+            def register() -> None:
+                for keys, generation in gaps:
+                    self._adopt(keys, generation)
+
+            with self._commit_lock(send, after=register) as lock:
+                head_raw, found, _ = self._reply(lock.follow)
                 for _round in range(_ROLL_FORWARD_ROUNDS):
                     if head_raw is None and self._repair_head(None):
-                        head_raw, found, outside = self.call(lambda: send().result())
+                        head_raw, found, _ = self.call(lambda: send().result())
                         continue
                     try:
                         revision, token = decode_head(head_raw)
@@ -443,11 +458,9 @@ class HazelcastBackend(ChangeLogBackend):
                         # Another writer damaged ``head``: put back here, under the lock, as a commit would.
                         if not self._repair_head(head_raw):
                             raise
-                    head_raw, found, outside = self.call(lambda: send().result())
+                    head_raw, found, _ = self.call(lambda: send().result())
                 else:
                     revision, token = decode_head(head_raw)
-            if outside:
-                self._adopt(outside, generation)
             self.remember_token(revision, token)
         else:
             # head first (every commit up to it is applied), then the keys, from its reply callback.
@@ -540,7 +553,8 @@ class HazelcastBackend(ChangeLogBackend):
         """
         marks = self.layout.topic_marks
         page = paging(between("__key", marks, marks + "\uffff"), _TOPIC_RANGES + 1)
-        pending = self.call(lambda: combine_futures([self._kv_async.key_set(page), self._kv_async.size()]))
+        # Sent from a reply callback (see _range): not through call(), whose outage hold would block the reactor.
+        pending = combine_futures([self._kv_async.key_set(page), self._kv_async.size()])
 
         def topics(done: Any) -> tuple[list[str] | None, bool]:
             keys, size = done.result()
@@ -555,8 +569,8 @@ class HazelcastBackend(ChangeLogBackend):
 
         return pending.continue_with(topics)
 
-    def _register_puts(self, commits: Sequence[KeyCommit]) -> None:
-        """Register the topics of the object keys ``commits`` put that this client has not registered yet."""
+    def _new_topics(self, commits: Sequence[KeyCommit]) -> set[str]:
+        """The topics of the object keys ``commits`` put that this client has not registered yet."""
         objects, known = self._object_prefix, self._registered
         size = len(objects)
         new = {
@@ -565,8 +579,18 @@ class HazelcastBackend(ChangeLogBackend):
             for key in commit.puts
             if key.startswith(objects) and (part := key[size:].partition("/")[0]) not in known
         }
-        if new:
-            self._register(new)
+        return new
+
+    def _register_from_reply(self, future: Any, topics: set[str]) -> None:
+        """Register ``topics`` (:meth:`_register`) from ``future``'s reply callback: the reactor's thread.
+
+        Not if the reply was in before (the callback would run on this thread, outside the local turn:
+        see :meth:`_commit_lock`); a later commit or scan registers them then.
+        """
+        if not topics:
+            return
+        attacher = threading.get_ident()
+        future.add_done_callback(lambda _: self._register(topics) if threading.get_ident() != attacher else None)
 
     def _register(self, topics: Iterable[str]) -> None:
         """Put ``p/<topic>`` for each of ``topics`` (if absent): the registry one-table scans read (:meth:`_queries`).
@@ -681,8 +705,10 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- commits
 
     @contextmanager
-    def _commit_lock(self, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
-        """Hold the namespace's commit lock (see the package docstring); ``then`` as in :meth:`_key_lock`.
+    def _commit_lock(
+        self, then: Callable[[], Any] | None = None, after: Callable[[], None] | None = None
+    ) -> Iterator[_Held]:
+        """Hold the namespace's commit lock (see the package docstring); ``then`` and ``after`` as in :meth:`_key_lock`.
 
         Threads of this backend take turns locally before asking the cluster. The cluster
         serializes commits anyway, so this costs no throughput, and it keeps the client's
@@ -694,7 +720,7 @@ class HazelcastBackend(ChangeLogBackend):
         if not self._local_commit.acquire(blocking=False):
             self._wait_local_turn()
         try:
-            with self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
+            with self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then, after) as held:
                 yield held
         finally:
             self._local_commit.release()
@@ -716,7 +742,14 @@ class HazelcastBackend(ChangeLogBackend):
                 )
 
     @contextmanager
-    def _key_lock(self, imap: Any, key: str, lease: float, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
+    def _key_lock(
+        self,
+        imap: Any,
+        key: str,
+        lease: float,
+        then: Callable[[], Any] | None = None,
+        after: Callable[[], None] | None = None,
+    ) -> Iterator[_Held]:
         """Hold the lock of ``key`` in ``imap`` (an async proxy), waiting at most ``timeout``.
 
         The client never times a lock request out by itself (it waits through a frozen
@@ -726,7 +759,8 @@ class HazelcastBackend(ChangeLogBackend):
         ``then`` sends the requests that follow the grant from the grant's callback (as
         ``held.follow``): requests sent from the client's reactor thread never wake it, and
         several wake-ups in a row from other threads are what loses one (see
-        :meth:`_commit_lock`).
+        :meth:`_commit_lock`). ``after`` runs from the unlock's reply callback (best-effort requests
+        that nothing waits for, sent from the reactor's thread); not if the reply was in before.
         """
         counted = imap is self.meta_async and key == _COMMIT_LOCK
 
@@ -762,7 +796,11 @@ class HazelcastBackend(ChangeLogBackend):
             # Lock ownership is per thread, so the unlock leaves from this one; waiting for it keeps
             # this thread's next request from waking the reactor twice in a row (see _commit_lock).
             try:
-                imap.unlock(key).result()
+                unlocked = imap.unlock(key)
+                if after is not None:
+                    attacher, then_run = threading.get_ident(), after
+                    unlocked.add_done_callback(lambda _: then_run() if threading.get_ident() != attacher else None)
+                unlocked.result()
             except hzerrors.HazelcastError as exc:
                 # The lease ran out or the member dropped our locks: nothing left to release.
                 if not self._closed:
@@ -811,9 +849,9 @@ class HazelcastBackend(ChangeLogBackend):
         return SnapshotGroup(self.group_commit, lambda name: f"lease/{name}", _commit_cost, None, None)
 
     def _commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
-        self._register_puts(commits)
+        topics = self._new_topics(commits)  # registered from a reply of the commit (see _register_from_reply)
         if self.member_commit:
-            outcomes = self._member_commit_retrying(commits)
+            outcomes = self._member_commit_retrying(commits, topics)
             if outcomes is not None:
                 return outcomes
             self.member_fallbacks += 1
@@ -826,7 +864,7 @@ class HazelcastBackend(ChangeLogBackend):
                 for name in leases:
                     # The lease entry's lock keeps its holder from releasing or renewing it until we are done.
                     held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
-                with self._commit_lock(partial(self._send_reads, conditions, keys)) as lock:
+                with self._commit_lock(partial(self._send_reads, conditions, keys, topics)) as lock:
                     return self._commit_locked(commits, conditions, keys, lock)
 
         return self._retrying(attempt)
@@ -922,7 +960,7 @@ class HazelcastBackend(ChangeLogBackend):
         if revision % _TRIM_EVERY == 0 and revision > self.config.history:
             self._trim(revision - self.config.history)
 
-    def _member_commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome] | None:
+    def _member_commit_retrying(self, commits: Sequence[KeyCommit], topics: set[str]) -> list[Outcome] | None:
         """The commits as one task run in the member owning the commit lock; None: commit with the client's protocol.
 
         One round trip. The task runs the protocol of :meth:`_commit_locked` in the member
@@ -942,7 +980,7 @@ class HazelcastBackend(ChangeLogBackend):
         )
 
         def attempt() -> list[int] | None:
-            reply = self._send_commit_task(task)
+            reply = self._send_commit_task(task, topics)
             if reply is not None and reply[0] == BUSY:  # nothing was written
                 raise errors.BackendUnavailableError(
                     f"hazelcast at {self.config.where}: the commit lock was not granted "
@@ -962,7 +1000,7 @@ class HazelcastBackend(ChangeLogBackend):
             self._committed(revision, anchor)
         return outcomes
 
-    def _send_commit_task(self, task: CommitTask) -> list[int] | None:
+    def _send_commit_task(self, task: CommitTask, topics: set[str]) -> list[int] | None:
         """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code."""
         # One thread of this backend sends at a time (see _commit_lock).
         if not self._local_commit.acquire(blocking=False):
@@ -970,7 +1008,9 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             # Not through call(): its failures are classified here (a lost reply may have committed).
             self._admit()
-            return list(self._executor.execute_on_key_owner(_COMMIT_LOCK, task).result())
+            pending = self._executor.execute_on_key_owner(_COMMIT_LOCK, task)
+            self._register_from_reply(pending, topics)
+            return list(pending.result())
         except hzerrors.HazelcastError as exc:
             failure = ERRORS.classify(exc, f"at {self.config.where}")
             if failure.unsent:
@@ -1024,11 +1064,14 @@ class HazelcastBackend(ChangeLogBackend):
 
         return future.continue_with(step)
 
-    def _send_reads(self, conditions: Sequence[Condition], keys: set[str]) -> Any:
+    def _send_reads(self, conditions: Sequence[Condition], keys: set[str], topics: set[str] | None = None) -> Any:
         """Read ``head``, every key the commits check or change, lease holders and prefix contents, all at once.
 
-        A future of ``(head, _Reads)``.
+        A future of ``(head, _Reads)``. ``topics``: registered too (:meth:`_register`), sent from the
+        commit lock's grant callback with the reads.
         """
+        if topics:
+            self._register(topics)
         keys = set(keys)
         for condition in conditions:
             if isinstance(condition, VersionIs | Exists):
