@@ -582,15 +582,10 @@ class HazelcastBackend(ChangeLogBackend):
         return new
 
     def _register_from_reply(self, future: Any, topics: set[str]) -> None:
-        """Register ``topics`` (:meth:`_register`) from ``future``'s reply callback: the reactor's thread.
-
-        Not if the reply was in before (the callback would run on this thread, outside the local turn:
-        see :meth:`_commit_lock`); a later commit or scan registers them then.
-        """
-        if not topics:
-            return
-        attacher = threading.get_ident()
-        future.add_done_callback(lambda _: self._register(topics) if threading.get_ident() != attacher else None)
+        """Register ``topics`` (:meth:`_register`) from ``future``'s reply callback: the reactor's thread
+        (through :meth:`then_send`, which bounces once more if the reply was in before)."""
+        if topics:
+            self.then_send(future, lambda _: self._register(topics))
 
     def _register(self, topics: Iterable[str]) -> None:
         """Put ``p/<topic>`` for each of ``topics`` (if absent): the registry one-table scans read (:meth:`_queries`).
@@ -760,7 +755,7 @@ class HazelcastBackend(ChangeLogBackend):
         ``held.follow``): requests sent from the client's reactor thread never wake it, and
         several wake-ups in a row from other threads are what loses one (see
         :meth:`_commit_lock`). ``after`` runs from the unlock's reply callback (best-effort requests
-        that nothing waits for, sent from the reactor's thread); not if the reply was in before.
+        that nothing waits for, sent from the reactor's thread, see :meth:`then_send`).
         """
         counted = imap is self.meta_async and key == _COMMIT_LOCK
 
@@ -798,8 +793,8 @@ class HazelcastBackend(ChangeLogBackend):
             try:
                 unlocked = imap.unlock(key)
                 if after is not None:
-                    attacher, then_run = threading.get_ident(), after
-                    unlocked.add_done_callback(lambda _: then_run() if threading.get_ident() != attacher else None)
+                    then_run = after
+                    self.then_send(unlocked, lambda _: then_run())
                 unlocked.result()
             except hzerrors.HazelcastError as exc:
                 # The lease ran out or the member dropped our locks: nothing left to release.
