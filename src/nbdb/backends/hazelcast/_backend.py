@@ -425,7 +425,7 @@ class HazelcastBackend(ChangeLogBackend):
             # _commit_lock; and after the list's last reply: it never waits for them).
             # The list's exactness does not depend on them (see _queries), only what the member reads.
             wildcard = any(wildcard_split(p, objects) for p in prefixes)
-            gaps: list[tuple[list[str], int]] = []
+            gaps: list[str] = []  # topics found in gaps, reserved to register (see _adopt)
 
             def send() -> Any:
                 if not wildcard:
@@ -436,14 +436,13 @@ class HazelcastBackend(ChangeLogBackend):
                 def adopt(done: Any) -> tuple[Any, dict[str, Any], list[str]]:
                     got: tuple[Any, dict[str, Any], list[str]] = done.result()
                     if got[2]:
-                        gaps.append((got[2], generation))
+                        gaps.extend(self._adopt(got[2], generation))  # before the list has its result
                     return got
 
                 return registry.continue_with(lambda got: self._send_range(prefixes, got.result())).continue_with(adopt)
 
             def register() -> None:
-                for keys, generation in gaps:
-                    self._adopt(keys, generation)
+                self._send_registrations(gaps)
 
             with self._commit_lock(send, after=register) as lock:
                 head_raw, found, _ = self._reply(lock.follow)
@@ -598,12 +597,20 @@ class HazelcastBackend(ChangeLogBackend):
         (the rest are left to a later commit or scan). An answered put makes the next scan read the
         registry again (a read sent before it is dropped, see :meth:`_registry_future`).
         """
+        self._send_registrations(self._reserve(topics))
+
+    def _reserve(self, topics: Iterable[str]) -> list[str]:
+        """Those of ``topics`` neither registered nor in flight, now in flight (room permitting): to send."""
         if self._closed or self._outage.down_since is not None:
-            return
+            return []
         with self._registry_guard:
             room = max(0, _REGISTERING - len(self._registering))
             new = sorted(set(topics) - self._registered - self._registering)[:room]
             self._registering.update(new)
+        return new
+
+    def _send_registrations(self, new: list[str]) -> None:
+        """Send the registry puts of ``new``, topics :meth:`_reserve` handed out (see :meth:`_register`)."""
         if not new:
             return
 
@@ -628,8 +635,10 @@ class HazelcastBackend(ChangeLogBackend):
         for topic, reply in zip(new, pending, strict=True):
             reply.add_done_callback(partial(done, topic=topic))
 
-    def _adopt(self, keys: Sequence[str], generation: int) -> None:
-        """Register the topics of ``keys``, objects a scan found outside the registry (another writer's?).
+    def _adopt(self, keys: Sequence[str], generation: int) -> list[str]:
+        """The topics of ``keys``, objects a scan found outside the registry (another writer's?), to register:
+        reserved (:meth:`_reserve`) for :meth:`_send_registrations`, which the caller sends once the list has
+        its last reply.
 
         ``generation``: the registry generation of the scan's registry read (:meth:`_registry_future`).
         A topic this client registered is in a gap of a read sent before that registration was answered
@@ -645,7 +654,7 @@ class HazelcastBackend(ChangeLogBackend):
             new = sorted(topics - self._registered - self._registering)
         if new:
             log.info("hazelcast: topics %s hold objects outside the registry (another writer's?): registering", new)
-            self._register(new)
+        return self._reserve(new)
 
     def revision_now(self) -> int:
         try:
