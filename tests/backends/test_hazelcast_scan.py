@@ -28,6 +28,7 @@ from nbdb.backends.hazelcast._records import encode_kv
 from nbdb.families import rules
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.ovn import LogicalRouter
+from nbdb.testing.faults import ProxiedServer
 from nbdb.testing.fixtures import hazelcast_cluster, hazelcast_server  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.timeout(120)
@@ -134,6 +135,7 @@ def test_a_topic_another_writer_adds_is_listed_and_registered(hazelcast_server: 
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["by-hand", "lr-0"]
         assert spans.tables() == {"LogicalRouter": 2}
         assert backend.gap_keys == 1  # found by the regular expression over the gaps, and registered
+        assert _until(lambda: not backend._registering)  # fire and forget
         assert backend._kv.get(backend.layout.topic_mark("t-hand")) is not None
     with nbdb.connect(hazelcast_server.url, namespace=namespace) as other:
         spans = Spans(_backend(other))
@@ -156,6 +158,7 @@ def test_data_without_a_registry_lists_exactly_and_is_registered(hazelcast_serve
         assert backend.gap_keys == 2  # the routers, regex-matched over all of o/ as before
         assert len(spans.keys(regex=True)) == 2 + 2 + 80  # every object key: that one scan costs what it did
         assert len(db.list(LogicalSwitchPort)) == 80  # registers t-b, the ports' topic
+        assert _until(lambda: not backend._registering)
         spans.sent.clear()
         assert len(db.list(LogicalRouter)) == 2
         assert spans.tables() == {"LogicalRouter": 2} and spans.keys(regex=True) == []
@@ -234,12 +237,14 @@ def test_any_registry_a_one_table_list_is_exact(
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db, _keys_per_topic(0 if ranged else 10**9):
         _fill(db, routers, ports)
         backend = _backend(db)
+        assert _until(lambda: not backend._registering)  # the commits' registrations (fire and forget) answered
         for i, topic in enumerate(foreign):
             _foreign_router(backend, topic, f"hand-{i}")
         for topic in dropped:
             backend._kv.remove(backend.layout.topic_mark(rules.topic_part(topic)))
         want = sorted([f"lr-{i}" for i in range(len(routers))] + [f"hand-{i}" for i in range(len(foreign))])
         assert sorted(r.name for r in db.list(LogicalRouter)) == want
+        assert _until(lambda: not backend._registering)
         spans = Spans(backend)
         assert sorted(r.name for r in db.list(LogicalRouter)) == want
         # The first list registered every topic holding a router; a dropped topic of ports alone stays in a gap.
@@ -294,6 +299,7 @@ def test_on_three_members_the_members_answer_the_ranges_and_gaps_exactly(hazelca
         want = sorted([f"lr-{i}" for i in range(5)] + ["by-hand", "by-hand-2"])
         assert sorted(r.name for r in db.list(LogicalRouter)) == want
         assert backend.gap_keys == 1 and len(spans.keys(regex=True)) == 1  # "a:z", found in a gap on its member
+        assert _until(lambda: not backend._registering)  # its registration, fire and forget, answered
         spans.sent.clear()
         with db.cache(LogicalRouter) as cache:
             assert cache.wait_synced(30)
@@ -358,3 +364,95 @@ def test_lists_and_cold_loads_beside_creates_in_new_topics_miss_nothing_acknowle
             thread.join(30)
         assert missed == []
         assert sorted(r.name for r in reader.list(LogicalRouter)) == sorted(acked)
+
+
+def test_a_list_that_has_its_result_does_not_wait_for_registering_a_topic_it_found(
+    hazelcast_server: Any,  # noqa: F811
+) -> None:
+    """A scan finds another writer's topic in a gap and registers it: best effort, never waited for. The
+    reply to that registration is held back (the proxy, for 15 s): the list, whose result
+    was in, returned at once (the code before waited for the put until ``timeout``, 10 s)."""
+    namespace = _ns()
+    with (
+        ProxiedServer(hazelcast_server) as proxied,
+        nbdb.connect(hazelcast_server.url, namespace=namespace) as direct,
+    ):
+        _fill(direct, [None], [])
+        _foreign_router(_backend(direct), "t-hand", "by-hand")
+        db = nbdb.connect(proxied.url, namespace=namespace)
+        try:
+            backend = _backend(db)
+            proxied.proxy.lose_next_reply(backend.layout.topic_mark("t-hand").encode(), window=15)
+            began = time.monotonic()
+            assert sorted(r.name for r in db.list(LogicalRouter)) == ["by-hand", "lr-0"]
+            took = time.monotonic() - began
+            assert proxied.proxy.wait_fired(1, 5), "the registration was not sent"
+            assert took < 3, f"the list waited {took:.1f}s for a best-effort registration"
+            assert backend.gap_keys == 1
+        finally:
+            proxied.proxy.heal()
+            db.close()
+
+
+def test_concurrent_scans_that_find_a_topic_in_a_gap_register_it_once(
+    hazelcast_server: Any,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Threads list while another writer's topic sits in a gap: each scan that began with a registry read
+    before the registration was answered finds it there, and none registers (and logs) it again (the code
+    before logged and put it once per such scan, each put waited for)."""
+    namespace = _ns()
+    with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
+        _fill(db, [None], [])
+        backend = _backend(db)
+        assert len(db.list(LogicalRouter)) == 1
+        for round_ in range(3):
+            _foreign_router(backend, f"t-hand-{round_}", f"by-hand-{round_}")
+            caplog.clear()
+            with caplog.at_level("INFO", logger=hzbackend.__name__):
+                threads = [
+                    threading.Thread(target=lambda: [db.list(LogicalRouter) for _ in range(10)], daemon=True)
+                    for _ in range(4)
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(60)
+            logged = [r for r in caplog.records if f"t-hand-{round_}" in r.getMessage()]
+            assert len(logged) == 1, [r.getMessage() for r in logged]
+        assert len(db.list(LogicalRouter)) == 4
+
+
+def test_eight_threads_listing_and_creating_in_new_topics_all_finish(hazelcast_server: Any) -> None:  # noqa: F811
+    """Four threads list, four create each object in a topic of its own (a registration each, a registry
+    read after each), for four seconds: every call returns (none hangs on the client's reactor) and every
+    list holds the routers acknowledged before it began."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        db.create(LogicalRouter(name="seed"))
+        acked: set[str] = {"seed"}
+        end = time.monotonic() + 4
+        failures: list[Any] = []
+
+        def run(n: int) -> None:
+            i = 0
+            try:
+                while time.monotonic() < end:
+                    i += 1
+                    if n % 2:
+                        before = set(acked)
+                        if missing := before - {r.name for r in db.list(LogicalRouter)}:
+                            failures.append(("missed", sorted(missing)))
+                    else:
+                        db.create(LogicalRouter(name=f"r-{n}-{i}", topic=f"t-{n}-{i}"))
+                        acked.add(f"r-{n}-{i}")
+            except Exception as exc:  # reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads), "a call hung"
+        assert failures == []
+        assert sorted(r.name for r in db.list(LogicalRouter)) == sorted(acked)

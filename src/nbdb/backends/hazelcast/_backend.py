@@ -75,6 +75,11 @@ _KEYS_PER_TOPIC = 32
 topic's range and gap cost the member and client ≈ 30 µs, the expression ≈ 2.5 to 7 µs a key (an object is
 two or three keys of ``kv``: its bytes, its index key, its references), so on few objects a topic the
 ranges cost more than they save (200 topics of 5 objects: list 6 -> 40 ms, docs/benchmarks.md)."""
+_REGISTERING = 4 * _TOPIC_RANGES
+"""Registry puts a client has in flight at most (see :meth:`HazelcastBackend._register`): fire and forget, so
+bounded (and one per topic), lest a cluster that stopped answering collect one per scan or commit until
+``timeout``. Past it a topic is left to a later commit or scan; a registry past :data:`_TOPIC_RANGES` is
+not read whole anyway."""
 _MAX_BOUNCES = 20
 """How often a burst waits for one more reply to leave from the reactor thread (see ``then_send``)."""
 _WARNED: set[str] = set()
@@ -158,9 +163,15 @@ class HazelcastBackend(ChangeLogBackend):
         self.member_fallbacks = 0
         """Member-side commits handed back to the client's own protocol (a decided commit to roll forward...)."""
         self._registered: set[str] = set()
-        """Topics this client has put in the registry (``p/<topic>``, see :meth:`_register`)."""
+        """Topics this client has put in the registry (``p/<topic>``, see :meth:`_register`): the put answered."""
+        self._registering: set[str] = set()
+        """Topics whose registry put is in flight (at most :data:`_REGISTERING` of them, one put each)."""
         self._registry: tuple[float, tuple[list[str] | None, bool]] | None = None
         """When the registry was last read, and what :meth:`_send_registry` made of it."""
+        self._registry_generation = 0
+        """Counts the registrations this client saw answered: a registry read sent before one is stale."""
+        self._registry_guard = threading.Lock()
+        """Guards the registry's state above (changed by callers and by reply callbacks)."""
         self.gap_keys = 0
         """Object keys one-table scans found outside the registry's topics (checked by the member's regex)."""
 
@@ -408,21 +419,36 @@ class HazelcastBackend(ChangeLogBackend):
         """
         objects = self._object_prefix
         if any(p.startswith(objects) for p in prefixes):
-            # The registry's topics are read before the lock (its request leaves with the lock's): the
-            # list's exactness does not depend on them (see _queries), only what the member reads.
-            registry = self._registry_future() if any(wildcard_split(p, objects) for p in prefixes) else None
-            # registry: a future of (the registry's topics, whether a scan names them one by one).
+            # The registry's topics are read once the lock is granted, from the grant's callback, and the
+            # topics the scan finds in gaps are registered from the unlock's reply callback (the reactor's
+            # thread: a send from the caller's outside the local turn could lose the reactor's wake-up, see
+            # _commit_lock; and after the list's last reply: it never waits for them).
+            # The list's exactness does not depend on them (see _queries), only what the member reads.
+            wildcard = any(wildcard_split(p, objects) for p in prefixes)
+            gaps: list[str] = []  # topics found in gaps, reserved to register (see _adopt)
 
             def send() -> Any:
-                if registry is None:
+                if not wildcard:
                     return self._send_range(prefixes, None)
-                return registry.continue_with(lambda got: self._send_range(prefixes, got.result()))
+                registry, generation = self._registry_future()
+                # registry: a future of (the registry's topics, whether a scan names them one by one).
 
-            with self._commit_lock(send) as lock:
-                head_raw, found, outside = self._reply(lock.follow)
+                def adopt(done: Any) -> tuple[Any, dict[str, Any], list[str]]:
+                    got: tuple[Any, dict[str, Any], list[str]] = done.result()
+                    if got[2]:
+                        gaps.extend(self._adopt(got[2], generation))  # before the list has its result
+                    return got
+
+                return registry.continue_with(lambda got: self._send_range(prefixes, got.result())).continue_with(adopt)
+
+            def register() -> None:
+                self._send_registrations(gaps)
+
+            with self._commit_lock(send, after=register) as lock:
+                head_raw, found, _ = self._reply(lock.follow)
                 for _round in range(_ROLL_FORWARD_ROUNDS):
                     if head_raw is None and self._repair_head(None):
-                        head_raw, found, outside = self.call(lambda: send().result())
+                        head_raw, found, _ = self.call(lambda: send().result())
                         continue
                     try:
                         revision, token = decode_head(head_raw)
@@ -431,11 +457,9 @@ class HazelcastBackend(ChangeLogBackend):
                         # Another writer damaged ``head``: put back here, under the lock, as a commit would.
                         if not self._repair_head(head_raw):
                             raise
-                    head_raw, found, outside = self.call(lambda: send().result())
+                    head_raw, found, _ = self.call(lambda: send().result())
                 else:
                     revision, token = decode_head(head_raw)
-            if outside:
-                self._adopt(outside)
             self.remember_token(revision, token)
         else:
             # head first (every commit up to it is applied), then the keys, from its reply callback.
@@ -488,24 +512,31 @@ class HazelcastBackend(ChangeLogBackend):
 
         return combine_futures(pending).continue_with(assemble)
 
-    def _registry_future(self) -> Any:
-        """The registry a scan uses: read at most :data:`_REGISTRY_AGE` ago, else a read sent now (a future).
+    def _registry_future(self) -> tuple[Any, int]:
+        """The registry a scan uses: read at most :data:`_REGISTRY_AGE` ago, else a read sent now (a future),
+        and the registry generation it belongs to (see :meth:`_adopt`).
 
-        A scan waits for the read only when this client has none yet; past the age it uses the last
-        one and sends a read for the scans after it. Exact either way (:meth:`scan_spans`): a topic
-        registered since is in a gap, matched by the expression, for at most that long.
+        A scan waits for the read only when this client has none yet (or a registration of its own was
+        answered since: :meth:`_register`); past the age it uses the last one and sends a read for the
+        scans after it. Exact either way (:meth:`scan_spans`): a topic registered since is in a gap,
+        matched by the expression, for at most that long. A reply kept only if no registration was
+        answered since its read was sent, nor a later read kept: a stale one never replaces a newer state.
         """
-        held, now = self._registry, time.monotonic()
+        with self._registry_guard:
+            held, generation, now = self._registry, self._registry_generation, time.monotonic()
         if held is not None and now - held[0] < _REGISTRY_AGE:
-            return ImmediateFuture(held[1])  # type: ignore[no-untyped-call]
+            return ImmediateFuture(held[1]), generation  # type: ignore[no-untyped-call]
 
         def keep(read: Any) -> None:
             if read.exception() is None:
-                self._registry = (now, read.result())
+                with self._registry_guard:
+                    last = self._registry
+                    if self._registry_generation == generation and (last is None or last[0] <= now):
+                        self._registry = (now, read.result())
 
         fresh = self._send_registry()
         fresh.add_done_callback(keep)
-        return fresh if held is None else ImmediateFuture(held[1])  # type: ignore[no-untyped-call]
+        return (fresh if held is None else ImmediateFuture(held[1])), generation  # type: ignore[no-untyped-call]
 
     def _send_registry(self) -> Any:
         """Read the registry of topics (``p/<topic>``, see :meth:`_register`) and the size of ``kv``.
@@ -521,7 +552,8 @@ class HazelcastBackend(ChangeLogBackend):
         """
         marks = self.layout.topic_marks
         page = paging(between("__key", marks, marks + "\uffff"), _TOPIC_RANGES + 1)
-        pending = self.call(lambda: combine_futures([self._kv_async.key_set(page), self._kv_async.size()]))
+        # Sent from a reply callback (see _range): not through call(), whose outage hold would block the reactor.
+        pending = combine_futures([self._kv_async.key_set(page), self._kv_async.size()])
 
         def topics(done: Any) -> tuple[list[str] | None, bool]:
             keys, size = done.result()
@@ -536,8 +568,8 @@ class HazelcastBackend(ChangeLogBackend):
 
         return pending.continue_with(topics)
 
-    def _register_puts(self, commits: Sequence[KeyCommit]) -> None:
-        """Register the topics of the object keys ``commits`` put that this client has not registered yet."""
+    def _new_topics(self, commits: Sequence[KeyCommit]) -> set[str]:
+        """The topics of the object keys ``commits`` put that this client has not registered yet."""
         objects, known = self._object_prefix, self._registered
         size = len(objects)
         new = {
@@ -546,47 +578,83 @@ class HazelcastBackend(ChangeLogBackend):
             for key in commit.puts
             if key.startswith(objects) and (part := key[size:].partition("/")[0]) not in known
         }
-        if new:
-            self._register(new, wait=False)
+        return new
 
-    def _register(self, topics: Iterable[str], wait: bool) -> None:
+    def _register_from_reply(self, future: Any, topics: set[str]) -> None:
+        """Register ``topics`` (:meth:`_register`) from ``future``'s reply callback: the reactor's thread
+        (through :meth:`then_send`, which bounces once more if the reply was in before)."""
+        if topics:
+            self.then_send(future, lambda _: self._register(topics))
+
+    def _register(self, topics: Iterable[str]) -> None:
         """Put ``p/<topic>`` for each of ``topics`` (if absent): the registry one-table scans read (:meth:`_queries`).
 
-        Outside the commit protocol, and not waited for by a commit (``wait`` False): a registry
-        key makes a scan cheaper, never more exact, so a lost one costs a scan the regular
-        expression over that topic's keys until a scan finds them and registers it (:meth:`_adopt`).
+        Fire and forget, outside the commit protocol: neither a commit nor a list waits for it (a list
+        that had its result waited up to ``timeout`` when the cluster dropped then). A registry key
+        makes a scan cheaper, never more exact, so a lost one costs a scan the regular expression over
+        that topic's keys until a scan finds them and registers it (:meth:`_adopt`); its failure is
+        logged at debug. Bounded: one put in flight per topic, at most :data:`_REGISTERING` at once
+        (the rest are left to a later commit or scan). An answered put makes the next scan read the
+        registry again (a read sent before it is dropped, see :meth:`_registry_future`).
         """
-        new = sorted(set(topics) - self._registered)
-        if not new or self._closed or self._outage.down_since is not None:
+        self._send_registrations(self._reserve(topics))
+
+    def _reserve(self, topics: Iterable[str]) -> list[str]:
+        """Those of ``topics`` neither registered nor in flight, now in flight (room permitting): to send."""
+        if self._closed or self._outage.down_since is not None:
+            return []
+        with self._registry_guard:
+            room = max(0, _REGISTERING - len(self._registering))
+            new = sorted(set(topics) - self._registered - self._registering)[:room]
+            self._registering.update(new)
+        return new
+
+    def _send_registrations(self, new: list[str]) -> None:
+        """Send the registry puts of ``new``, topics :meth:`_reserve` handed out (see :meth:`_register`)."""
+        if not new:
             return
-        self._registered.update(new)
 
         def done(reply: Any, topic: str) -> None:
-            if reply.exception() is not None:
-                self._registered.discard(topic)
+            failed = reply.exception()
+            with self._registry_guard:
+                self._registering.discard(topic)
+                if failed is None:
+                    self._registered.add(topic)
+                    self._registry_generation += 1
+                    self._registry = None
+            if failed is not None and not self._closed:
+                log.debug("hazelcast: could not register topic %r (a later commit or scan will): %s", topic, failed)
 
         try:
             pending = [self._kv_async.put_if_absent(self.layout.topic_mark(t), encode_kv(1, 0, b"")) for t in new]
-        except Exception:  # refused at once (the client shutting down): registered by a later commit or scan
-            self._registered.difference_update(new)
+        except Exception as exc:  # refused at once (the client shutting down): registered by a later commit or scan
+            with self._registry_guard:
+                self._registering.difference_update(new)
+            log.debug("hazelcast: could not register topics %s: %s", new, exc)
             return
         for topic, reply in zip(new, pending, strict=True):
             reply.add_done_callback(partial(done, topic=topic))
-        if wait:
-            try:
-                self._reply(combine_futures(pending))
-            except errors.NbdbError as exc:
-                log.warning("hazelcast: could not register topics %s: %s", new, exc)
 
-    def _adopt(self, keys: Sequence[str]) -> None:
-        """Register the topics of ``keys``, objects a scan found outside the registry (another writer's?)."""
+    def _adopt(self, keys: Sequence[str], generation: int) -> list[str]:
+        """The topics of ``keys``, objects a scan found outside the registry (another writer's?), to register:
+        reserved (:meth:`_reserve`) for :meth:`_send_registrations`, which the caller sends once the list has
+        its last reply.
+
+        ``generation``: the registry generation of the scan's registry read (:meth:`_registry_future`).
+        A topic this client registered is in a gap of a read sent before that registration was answered
+        (nothing to do), or its registry key was deleted by hand since (the read is of the current
+        generation: put it again). Logged once per registration sent, not per scan that finds it.
+        """
         objects = self._object_prefix
-        topics = sorted({key[len(objects) :].partition("/")[0] for key in keys if key.startswith(objects)})
+        topics = {key[len(objects) :].partition("/")[0] for key in keys if key.startswith(objects)}
         self.gap_keys += len(keys)
-        self._registry = None  # the next scan reads the registry again
-        log.info("hazelcast: topics %s hold objects outside the registry (another writer's?): registering", topics)
-        self._registered.difference_update(topics)  # a registry key deleted by hand since this client put it
-        self._register(topics, wait=True)
+        with self._registry_guard:
+            if generation == self._registry_generation:
+                self._registered.difference_update(topics)
+            new = sorted(topics - self._registered - self._registering)
+        if new:
+            log.info("hazelcast: topics %s hold objects outside the registry (another writer's?): registering", new)
+        return self._reserve(new)
 
     def revision_now(self) -> int:
         try:
@@ -641,8 +709,10 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- commits
 
     @contextmanager
-    def _commit_lock(self, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
-        """Hold the namespace's commit lock (see the package docstring); ``then`` as in :meth:`_key_lock`.
+    def _commit_lock(
+        self, then: Callable[[], Any] | None = None, after: Callable[[], None] | None = None
+    ) -> Iterator[_Held]:
+        """Hold the namespace's commit lock (see the package docstring); ``then`` and ``after`` as in :meth:`_key_lock`.
 
         Threads of this backend take turns locally before asking the cluster. The cluster
         serializes commits anyway, so this costs no throughput, and it keeps the client's
@@ -654,7 +724,7 @@ class HazelcastBackend(ChangeLogBackend):
         if not self._local_commit.acquire(blocking=False):
             self._wait_local_turn()
         try:
-            with self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then) as held:
+            with self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then, after) as held:
                 yield held
         finally:
             self._local_commit.release()
@@ -676,7 +746,14 @@ class HazelcastBackend(ChangeLogBackend):
                 )
 
     @contextmanager
-    def _key_lock(self, imap: Any, key: str, lease: float, then: Callable[[], Any] | None = None) -> Iterator[_Held]:
+    def _key_lock(
+        self,
+        imap: Any,
+        key: str,
+        lease: float,
+        then: Callable[[], Any] | None = None,
+        after: Callable[[], None] | None = None,
+    ) -> Iterator[_Held]:
         """Hold the lock of ``key`` in ``imap`` (an async proxy), waiting at most ``timeout``.
 
         The client never times a lock request out by itself (it waits through a frozen
@@ -686,7 +763,8 @@ class HazelcastBackend(ChangeLogBackend):
         ``then`` sends the requests that follow the grant from the grant's callback (as
         ``held.follow``): requests sent from the client's reactor thread never wake it, and
         several wake-ups in a row from other threads are what loses one (see
-        :meth:`_commit_lock`).
+        :meth:`_commit_lock`). ``after`` runs from the unlock's reply callback (best-effort requests
+        that nothing waits for, sent from the reactor's thread, see :meth:`then_send`).
         """
         counted = imap is self.meta_async and key == _COMMIT_LOCK
 
@@ -722,7 +800,11 @@ class HazelcastBackend(ChangeLogBackend):
             # Lock ownership is per thread, so the unlock leaves from this one; waiting for it keeps
             # this thread's next request from waking the reactor twice in a row (see _commit_lock).
             try:
-                imap.unlock(key).result()
+                unlocked = imap.unlock(key)
+                if after is not None:
+                    then_run = after
+                    self.then_send(unlocked, lambda _: then_run())
+                unlocked.result()
             except hzerrors.HazelcastError as exc:
                 # The lease ran out or the member dropped our locks: nothing left to release.
                 if not self._closed:
@@ -771,9 +853,9 @@ class HazelcastBackend(ChangeLogBackend):
         return SnapshotGroup(self.group_commit, lambda name: f"lease/{name}", _commit_cost, None, None)
 
     def _commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
-        self._register_puts(commits)
+        topics = self._new_topics(commits)  # registered from a reply of the commit (see _register_from_reply)
         if self.member_commit:
-            outcomes = self._member_commit_retrying(commits)
+            outcomes = self._member_commit_retrying(commits, topics)
             if outcomes is not None:
                 return outcomes
             self.member_fallbacks += 1
@@ -786,7 +868,7 @@ class HazelcastBackend(ChangeLogBackend):
                 for name in leases:
                     # The lease entry's lock keeps its holder from releasing or renewing it until we are done.
                     held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
-                with self._commit_lock(partial(self._send_reads, conditions, keys)) as lock:
+                with self._commit_lock(partial(self._send_reads, conditions, keys, topics)) as lock:
                     return self._commit_locked(commits, conditions, keys, lock)
 
         return self._retrying(attempt)
@@ -882,7 +964,7 @@ class HazelcastBackend(ChangeLogBackend):
         if revision % _TRIM_EVERY == 0 and revision > self.config.history:
             self._trim(revision - self.config.history)
 
-    def _member_commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome] | None:
+    def _member_commit_retrying(self, commits: Sequence[KeyCommit], topics: set[str]) -> list[Outcome] | None:
         """The commits as one task run in the member owning the commit lock; None: commit with the client's protocol.
 
         One round trip. The task runs the protocol of :meth:`_commit_locked` in the member
@@ -902,7 +984,7 @@ class HazelcastBackend(ChangeLogBackend):
         )
 
         def attempt() -> list[int] | None:
-            reply = self._send_commit_task(task)
+            reply = self._send_commit_task(task, topics)
             if reply is not None and reply[0] == BUSY:  # nothing was written
                 raise errors.BackendUnavailableError(
                     f"hazelcast at {self.config.where}: the commit lock was not granted "
@@ -922,7 +1004,7 @@ class HazelcastBackend(ChangeLogBackend):
             self._committed(revision, anchor)
         return outcomes
 
-    def _send_commit_task(self, task: CommitTask) -> list[int] | None:
+    def _send_commit_task(self, task: CommitTask, topics: set[str]) -> list[int] | None:
         """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code."""
         # One thread of this backend sends at a time (see _commit_lock).
         if not self._local_commit.acquire(blocking=False):
@@ -930,7 +1012,9 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             # Not through call(): its failures are classified here (a lost reply may have committed).
             self._admit()
-            return list(self._executor.execute_on_key_owner(_COMMIT_LOCK, task).result())
+            pending = self._executor.execute_on_key_owner(_COMMIT_LOCK, task)
+            self._register_from_reply(pending, topics)
+            return list(pending.result())
         except hzerrors.HazelcastError as exc:
             failure = ERRORS.classify(exc, f"at {self.config.where}")
             if failure.unsent:
@@ -984,11 +1068,14 @@ class HazelcastBackend(ChangeLogBackend):
 
         return future.continue_with(step)
 
-    def _send_reads(self, conditions: Sequence[Condition], keys: set[str]) -> Any:
+    def _send_reads(self, conditions: Sequence[Condition], keys: set[str], topics: set[str] | None = None) -> Any:
         """Read ``head``, every key the commits check or change, lease holders and prefix contents, all at once.
 
-        A future of ``(head, _Reads)``.
+        A future of ``(head, _Reads)``. ``topics``: registered too (:meth:`_register`), sent from the
+        commit lock's grant callback with the reads.
         """
+        if topics:
+            self._register(topics)
         keys = set(keys)
         for condition in conditions:
             if isinstance(condition, VersionIs | Exists):
