@@ -456,3 +456,33 @@ def test_eight_threads_listing_and_creating_in_new_topics_all_finish(hazelcast_s
         assert not any(thread.is_alive() for thread in threads), "a call hung"
         assert failures == []
         assert sorted(r.name for r in db.list(LogicalRouter)) == sorted(acked)
+
+
+def test_a_list_that_gave_up_on_the_commit_lock_releases_the_topics_its_late_grant_found(
+    hazelcast_server: Any,  # noqa: F811
+) -> None:
+    """Another client holds the commit lock past this one's ``timeout``: the list fails, its lock request
+    is granted later anyway, and the scan sent from that grant finds another writer's topic in a gap. The
+    topic is registered all the same (the code before reserved it for the unlock's callback, which a list
+    that gave up never reaches: it stayed in flight for good, never registered, and each such list took
+    room for good from the 1,024 registrations in flight that stop all registration once full)."""
+    namespace = _ns()
+    with (
+        nbdb.connect(hazelcast_server.url, namespace=namespace) as holder,
+        nbdb.connect(f"{hazelcast_server.url}?timeout=2", namespace=namespace) as db,
+    ):
+        _fill(holder, [None], [])
+        backend = _backend(db)
+        assert len(db.list(LogicalRouter)) == 1  # the registry read, before the topic exists
+        _foreign_router(backend, "t-late", "late")
+        held = _backend(holder).meta_async
+        held.lock(hzbackend._COMMIT_LOCK, lease_time=30).result()
+        try:
+            with pytest.raises(nbdb.errors.BackendUnavailableError):
+                db.list(LogicalRouter)
+        finally:
+            held.unlock(hzbackend._COMMIT_LOCK).result()  # the late grant: its scan finds t-late in a gap
+        assert _until(lambda: backend.gap_keys == 1), "the late grant's scan did not run"
+        assert _until(lambda: not backend._registering), f"left in flight: {backend._registering}"
+        assert _until(lambda: backend._kv.get(backend.layout.topic_mark("t-late")) is not None)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == ["late", "lr-0"]

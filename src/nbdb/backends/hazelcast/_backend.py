@@ -792,6 +792,11 @@ class HazelcastBackend(ChangeLogBackend):
                 )
         except BaseException:
             pending.add_done_callback(lambda grant: self._release_abandoned(imap, key, grant))
+            if after is not None:
+                # A late grant still runs ``then`` (held.follow): ``after`` follows it, as it would the unlock
+                # (a list's scan reserves the topics it finds for ``after`` to register: else in flight for good).
+                late = after
+                self.then_send(held.follow if held.follow is not None else pending, lambda _: late())
             raise
         self._reply(pending)
         try:
