@@ -10,7 +10,8 @@ node (``--procs``: that many processes at once in one namespace, rates summed), 
 Printed per round and as medians: commits/s, the sequencer's compare-and-sets per take and per
 commit, revisions per take (group size), the take's and the batch's mean wall time, how many
 partition batches were in flight at once (mean, sampled at each send), and client and node CPU
-per commit (µs).
+per commit (µs). ``--taken``: every name is held already by a port of another topic, so that each
+create is refused (``UniqueViolationError``): what a unique-name conflict costs, per create, by kind.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from nbdb.families.widecolumn import sequencer as S, commit as C
 url, ns = sys.argv[1], sys.argv[2]
 count, pid, threads, topics = (int(a) for a in sys.argv[3:7])
 start_at = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
+taken = len(sys.argv) > 8 and sys.argv[8] == "taken"
 def node_cpu():
     fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) * 1e6 / 100
@@ -81,6 +83,19 @@ with nbdb.connect(url, namespace=ns) as db:
     for t in range(topics):
         for i in range(5):
             db.create(make_port(switches[t], 900_000 + t * 10 + i, f"tenant-{t}"))
+    per = count // threads
+    held = {}
+    if taken:  # every name the writers create is held already, by a port in another topic
+        for n in range(threads):
+            for i in range(n * per, (n + 1) * per):
+                held[i] = db.create(make_port(switches[(n + 1) % topics], i, f"tenant-{(n + 1) % topics}")).name
+    def port(n, i):
+        made = make_port(switches[n % topics], i, f"tenant-{n % topics}")
+        if not taken:
+            return made
+        fields = made.model_dump(exclude={"id", "version"})
+        fields["name"] = held[i]
+        return type(made)(**fields)  # an id of its own, made here (fresh), and a name held already
     apply_calls = [0]
     for k in stat: stat[k] = 0 if isinstance(stat[k], int) else 0.0
     sent.clear()
@@ -91,7 +106,13 @@ with nbdb.connect(url, namespace=ns) as db:
         gate.wait()
         try:
             for i in range(n * per, (n + 1) * per):
-                db.create(make_port(switches[n % topics], i, f"tenant-{n % topics}"))
+                try:
+                    db.create(port(n, i))
+                except nbdb.UniqueViolationError:
+                    if not taken:
+                        raise
+                else:
+                    assert not taken, "a create of a name held already was not refused"
         except BaseException as exc:
             errs.append(exc)
     ts = [threading.Thread(target=body, args=(n,), daemon=True) for n in range(threads)]
@@ -123,6 +144,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("a", "b"), help="run only this side")
     parser.add_argument("--procs", type=int, default=1, help="writing processes per round, in one namespace")
     parser.add_argument("--warm", type=int, default=1, help="unrecorded rounds first (the node's JIT warms up)")
+    parser.add_argument(
+        "--taken", action="store_true", help="every name is held already (each create is refused: unique conflicts)"
+    )
     opts = parser.parse_args()
     from nbdb.testing.servers import start_server
 
@@ -141,9 +165,9 @@ def main() -> None:
             ns = f"ab{uuid.uuid4().hex[:8]}"
             args = [url, ns, str(opts.count), str(pid), str(opts.threads), str(opts.topics)]
             if opts.procs == 1:
-                got = run_json(sides[side], WORKER, args)
+                got = run_json(sides[side], WORKER, [*args, "0", "taken" if opts.taken else ""])
             else:  # several processes at once: rates summed, the rest averaged
-                argv = [*args, str(time.time() + 20)]
+                argv = [*args, str(time.time() + 20), "taken" if opts.taken else ""]
                 with ThreadPoolExecutor(opts.procs) as pool:
                     runs = [pool.submit(run_json, sides[side], WORKER, argv) for _ in range(opts.procs)]
                     each = [run.result() for run in runs]

@@ -543,15 +543,126 @@ def test_an_early_claim_whose_reply_was_lost_is_settled_exactly_once(
     warm = _Warm(db)
     start = watcher.backend.current_revision()
     fault = store.inject(Fault(writes_of(layout.W_CLAIM), "request" if lost == "request" else "reply"))
-    if lost == "reply-unread":  # and the serial read of the claim that would settle it fails too
-        store.inject(Fault(writes_of(layout.Q_CLAIM), "fail"))
+    if lost == "reply-unread":  # and the serial read of the claim that would settle it fails too (every try)
+        unread = store.inject(Fault(writes_of(layout.Q_CLAIM), "fail", times=10**9))
     made = db.create(Chassis(name="early", topic="t1"))
+    if lost == "reply-unread":
+        unread.times = 0
+        assert unread.hits > 1
     assert fault.hits == 1 and warm.early[0] == 1, "the claim whose reply was lost was not sent early"
     with pytest.raises(nbdb.UniqueViolationError) as info:
         open_db().create(Chassis(name="early", topic="t2"))
     assert info.value.existing == made.id
     events = _dense_and_once(watcher, start, within=20)
     assert [e.id for e in events] == [made.id]
+
+
+@pytest.mark.timeout(120)
+def test_an_early_claim_of_unknown_outcome_found_by_the_next_claim_is_its_own(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    """An early claim whose reply was lost and whose settling read failed too: the claim after the take finds
+    (its object, its topic, its guess), which is its own (a fresh id), and re-ties it instead of sealing its
+    own topic at the guess (its revision: the batch then failed, and the commit took a second revision)."""
+    db, store = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    start = watcher.backend.current_revision()
+    fault = store.inject(Fault(writes_of(layout.W_CLAIM), "reply"))
+    # Every try of the serial read that would settle it fails (a serial read is tried several times).
+    unread = store.inject(Fault(writes_of(layout.Q_CLAIM), "fail", times=10**9))
+    store.applied.clear()
+    made = db.create(Chassis(name="unsettled", topic="t1"))
+    unread.times = 0
+    assert fault.hits == 1 and fault.dropped is not None and fault.dropped.applied and warm.early[0] == 1
+    assert unread.hits > 1, "the claim was not left unsettled"
+    assert _sent(store, layout.W_CHANGE) == 1, "the batch was sent more than once"
+    assert db.backend.current_revision() == start + 1, "a revision was taken and lost"
+    (pair,) = made.unique_values()
+    claim = warm.backend.claims.read(made.nbdb_table, layout.unique_text(UniqueKey(*pair)), serial=True)
+    assert claim is not None and (claim.owner, claim.part, claim.rev) == (made.id, "t1", start + 1)
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        open_db().create(Chassis(name="unsettled", topic="t2"))
+    assert info.value.existing == made.id
+    events = _dense_and_once(watcher, start, within=20)
+    assert [(e.id, e.revision) for e in events] == [(made.id, start + 1)]
+
+
+@pytest.mark.timeout(120)
+def test_an_early_claim_of_unknown_outcome_is_not_taken_for_another_creates_of_its_id(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    """An id the caller gave may be created by another process too, which may guess the same revision: a claim
+    naming (the id, the guess) found after a lost early claim is not this commit's own unless it names its
+    topic (and the id is fresh). Taken for its own, it stayed tied to the other topic, where the id never
+    landed: a third object took the value over while this one held it."""
+    db, store = faulty()
+    warm = _Warm(db)
+    sequencer = warm.backend.sequencer
+    guess = sequencer.predict()
+    assert guess is not None
+    sequencer.unguess(guess)  # the next create is guessed that number again
+    obj = Chassis(id=uuid.uuid4(), name="same-id", topic="t1")
+    text = layout.unique_text(UniqueKey(*obj.unique_values()[0]))
+    p = warm.backend.partitions
+    # The other process's early claim for its create of the same id in t2 (which never lands).
+    p.store.apply([(layout.W_CLAIM, (p.ns, obj.nbdb_table, text, obj.id, "t2", guess))])
+    fault = store.inject(Fault(writes_of(layout.W_CLAIM), "request"))  # this one's claim: lost unsent
+    made = db.create(obj)
+    assert fault.hits == 1 and warm.early[-1] == 1
+    other = open_db()
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        other.create(Chassis(name="same-id", topic="t3"))
+    assert info.value.existing == made.id
+    assert [c.id for c in other.list(Chassis) if c.name == "same-id"] == [made.id]
+    claim = warm.backend.claims.read(obj.nbdb_table, text, serial=True)
+    assert claim is not None and (claim.owner, claim.part) == (made.id, "t1"), claim
+
+
+def _sent(store: FaultyStore, statement: Write) -> int:
+    """How many requests that include ``statement`` reached the server."""
+    return sum(1 for called in store.applied if statement in called)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("held_by", ["rival", "own-claim-landed", "own-claim-unlanded"])
+def test_an_early_claim_refused_is_resolved_from_its_reply_not_sent_again(
+    held_by: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    """A refused ``IF NOT EXISTS`` carries the claim in the way: the claimer resolves that one, with the same
+    outcome as when it asked again (one claim LWT per create, not two)."""
+    db, store = faulty()
+    warm = _Warm(db)
+    other = open_db()
+    if held_by == "rival":
+        holder = other.create(Chassis(name="taken", topic="t2"))
+        store.applied.clear()
+        with pytest.raises(nbdb.UniqueViolationError) as info:
+            db.create(Chassis(name="taken", topic="t1"))
+        assert info.value.existing == holder.id
+        assert [c.id for c in other.list(Chassis)] == [holder.id]
+    elif held_by == "own-claim-landed":  # the same create sent again (a retry after an unknown outcome)
+        obj = Chassis(name="again", topic="t1")
+        made = other.create(obj)
+        store.applied.clear()
+        with pytest.raises(nbdb.ConflictError):
+            db.create(obj)
+        assert [(c.id, c.version) for c in other.list(Chassis)] == [(made.id, 1)]
+    else:  # its claim left behind by a commit of unknown outcome that never landed: taken over
+        obj = Chassis(name="left", topic="t1")
+        p = warm.backend.partitions
+        text = layout.unique_text(UniqueKey(*obj.unique_values()[0]))
+        part = "t1"  # the topic's partition
+        never = other.backend.current_revision()  # another commit's: this object's row never lands there
+        p.store.apply([(layout.W_CLAIM, (p.ns, obj.nbdb_table, text, obj.id, part, never))])
+        store.applied.clear()
+        made = db.create(obj)
+        assert [c.id for c in other.list(Chassis)] == [made.id]
+        with pytest.raises(nbdb.UniqueViolationError) as taken:
+            other.create(Chassis(name="left", topic="t2"))
+        assert taken.value.existing == made.id
+    assert warm.early[-1] == 1, "the claim was not sent early"
+    assert _sent(store, layout.W_CLAIM) == 1, "the claim in the way was asked for again"
 
 
 @pytest.mark.timeout(120)

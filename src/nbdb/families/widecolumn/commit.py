@@ -46,7 +46,7 @@ from nbdb.families.widecolumn.primitives import OutcomeUnknown
 from nbdb.families.widecolumn.references import ReferenceProtocol, Replan, Reservations
 from nbdb.families.widecolumn.sequencer import SEAL_REACH, RevisionSequencer
 from nbdb.families.widecolumn.sharing import NamespaceState
-from nbdb.families.widecolumn.unique import ClaimsHeld, UniqueClaims
+from nbdb.families.widecolumn.unique import ClaimsHeld, EarlyReplies, UniqueClaims
 from nbdb.spi import CommitResult, Delete, LockHandle, Put, RefKey, WriteOp
 
 __all__ = ["Committer"]
@@ -104,6 +104,7 @@ class Committer:
         tables = frozenset(op.table for op in ops)
         reserved: Reservations = {}
         claims: ClaimsHeld = {}
+        replies = EarlyReplies()  # what the early claims not taken told, used by the claims after the take
         fenced: list[int] = []
         outcome = "failed"  # or "landed", or "unknown": then what was taken around the batch stays
         with self._stripes[zlib.crc32(part.encode()) % _STRIPES]:
@@ -129,7 +130,7 @@ class Committer:
                                 # wrong (each a second compare-and-set re-tying a claim) with 16 writers.
                                 take()
                         finally:
-                            self._claims.collect_early(early, claims)
+                            self._claims.collect_early(early, claims, replies)
                         plan = planner.plan(
                             self._p.ns, part, ops, rows, located,
                             mortal=mortal, now_ms=int(self._o.clock() * 1000), guards=guards,
@@ -142,7 +143,7 @@ class Committer:
                             fenced.append(revision)
                             self._fences.guard(fence, part, revision)
                         self._refs.reserve(plan, reserved)
-                        self._claims.claim(plan, revision, claims)
+                        self._claims.claim(plan, revision, claims, replies)
                         register_deadlines(self._p, plan.expiring, part, revision)
                     except Replan:
                         self._void(taken, part, tables, guess)

@@ -51,7 +51,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbdb import errors
@@ -64,7 +64,7 @@ from nbdb.families.widecolumn.primitives import OutcomeUnknown, PendingApply
 from nbdb.families.widecolumn.references import Replan
 from nbdb.spi import Put, UniqueKey, WriteOp
 
-__all__ = ["Claim", "ClaimsHeld", "EarlyClaims", "HeldClaim", "UniqueClaims", "resolve_step"]
+__all__ = ["Claim", "ClaimsHeld", "EarlyClaims", "EarlyReplies", "HeldClaim", "UniqueClaims", "resolve_step"]
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,21 @@ class HeldClaim:
 ClaimsHeld = dict[tuple[str, str], HeldClaim]
 """(table, value text) -> the claim one commit holds, across its attempts."""
 
-EarlyClaims = list[tuple[str, str, uuid.UUID, int, PendingApply]]
-"""Claims sent before the commit's revision is known: (table, value text, owner, guessed revision, reply)."""
+EarlyClaims = list[tuple[str, str, uuid.UUID, str, int, bool, PendingApply]]
+"""Claims sent before the commit's revision is known: (table, value text, owner, its partition, guessed
+revision, whether the owner's id is fresh (``Put.fresh_id``: no other create carries it), reply)."""
+
+
+@dataclass(slots=True)
+class EarlyReplies:
+    """What one commit's early claims that it did not take told it, for :meth:`UniqueClaims.claim`."""
+
+    found: dict[tuple[str, str], Claim] = field(default_factory=dict)
+    """The claim that stood in the way, as the refusal (or the settling read) reported it: the claimer
+    resolves it at once instead of asking for it again with a second ``IF NOT EXISTS``. Used once."""
+    unsettled: dict[tuple[str, str], tuple[uuid.UUID, str, int]] = field(default_factory=dict)
+    """(owner, partition, guess) of the early claims of fresh ids whose outcome is unknown and could not be
+    read: the claim is this commit's own if the claimer finds exactly that (see :meth:`UniqueClaims.claim`)."""
 
 
 def resolve_step(claim: Claim, wanted: ClaimWanted, mine: HeldClaim | None) -> str:
@@ -205,37 +218,68 @@ class UniqueClaims:
                 except errors.NbdbError as exc:  # the claim is taken the usual way after the revision
                     log.debug("could not send the claim of %s %s early: %s", op.table, text, exc)
                     continue
-                out.append((op.table, text, op.id, guess, pending))
+                out.append((op.table, text, op.id, part, guess, isinstance(op, Put) and op.fresh_id, pending))
         return out
 
-    def collect_early(self, early: EarlyClaims, held: ClaimsHeld) -> None:
+    def collect_early(self, early: EarlyClaims, held: ClaimsHeld, replies: EarlyReplies | None = None) -> None:
         """Note in ``held`` the early claims that were taken (whatever happens to the commit, so that a
-        commit that fails drops them). One not taken is claimed again the usual way."""
-        for table, text, owner, guess, pending in early:
+        commit that fails drops them). One not taken is claimed again the usual way, from what ``replies``
+        keeps of it: the claim its refusal reported, or that its outcome could not be known."""
+        for table, text, owner, part, guess, fresh, pending in early:
+            slot = (table, text)
+            current: Claim | None
             try:
                 try:
-                    taken = pending.result().applied
+                    result = pending.result()
+                    if result.applied:
+                        held[slot] = HeldClaim(owner, guess, None)
+                        continue
+                    current = Claim.of(result.current[0] if result.current else None)
                 except OutcomeUnknown:
-                    current = self.read(table, text, serial=True)
-                    taken = current is not None and (current.owner, current.rev) == (owner, guess)
+                    try:
+                        current = self.read(table, text, serial=True)
+                    except errors.NbdbError:
+                        if replies is not None and fresh:
+                            replies.unsettled[slot] = (owner, part, guess)
+                        raise
             except errors.NbdbError as exc:
                 log.debug("could not tell whether the early claim of %s %s was taken: %s", table, text, exc)
                 continue
-            if taken:
-                held[(table, text)] = HeldClaim(owner, guess, None)
+            if current is not None and fresh and (current.owner, current.part, current.rev) == (owner, part, guess):
+                # Its reply was lost, but the claim is there: this commit's own (no other create carries a fresh
+                # id). Of an id that is not fresh it may be another create's of the same id under the same guess
+                # (another process guesses its own numbers): resolved as any claim found, never taken for ours.
+                held[slot] = HeldClaim(owner, guess, None)
+            elif current is not None and replies is not None:
+                replies.found[slot] = current
 
-    def claim(self, plan: Plan, revision: int, held: ClaimsHeld) -> None:
+    def claim(self, plan: Plan, revision: int, held: ClaimsHeld, replies: EarlyReplies | None = None) -> None:
         """Hold every claim ``plan`` needs, tied to ``revision``; UniqueViolationError if a value is taken.
 
         Raises :class:`~nbdb.families.widecolumn.references.Replan` when a
         claim shows the plan was made from a stale read.
+
+        ``replies``: what the commit's early claims not taken told (:meth:`collect_early`). A claim an
+        early one was refused for is resolved as the first ``IF NOT EXISTS`` would have found it (no
+        second one is sent: every step from it is a settled read or a compare-and-set on the claim as
+        found, so a claim that changed since only costs a failed compare-and-set and a new try). A claim
+        found naming exactly (this commit's object, partition, guess) of an early claim of unknown outcome
+        for a fresh id (``Put.fresh_id``) is that claim: what the settling read would have found, had it
+        not failed (no other create carries the id), so it is re-tied, not resolved (resolving it sealed
+        the commit's own partition at its guess, often its revision: the batch then failed, a revision
+        lost). The claim of an id that is not fresh may be another create's of the same id under the same
+        guess: it is resolved as any other.
         """
         for wanted in plan.claims:
-            self._claim(wanted, plan.partition, revision, held)
+            self._claim(wanted, plan.partition, revision, held, replies)
 
-    def _claim(self, wanted: ClaimWanted, part: str, revision: int, held: ClaimsHeld) -> None:
+    def _claim(
+        self, wanted: ClaimWanted, part: str, revision: int, held: ClaimsHeld, replies: EarlyReplies | None = None
+    ) -> None:
         p, table, text = self._p, wanted.table, wanted.text
         slot = (table, text)
+        found = None if replies is None else replies.found.pop(slot, None)
+        early = None if replies is None else replies.unsettled.get(slot)
         self._given_up(table, text)
         mine = held.get(slot)
         if mine is not None and mine.owner == wanted.owner and mine.prev is None:
@@ -248,20 +292,33 @@ class UniqueClaims:
                 return
         for _ in tries(self._o.contention):
             current: Claim | None
-            try:
-                result = p.store.apply([(L.W_CLAIM, (p.ns, table, text, wanted.owner, part, revision))])
-                if result.applied:
-                    held[slot] = HeldClaim(wanted.owner, revision, None)
-                    return
-                current = Claim.of(result.current[0] if result.current else None)
-            except OutcomeUnknown:
-                current = self.read(table, text, serial=True)
-                if current is not None and (current.owner, current.rev) == (wanted.owner, revision):
-                    held[slot] = HeldClaim(wanted.owner, revision, current.prev)
-                    return
+            if found is not None:
+                current, found = found, None  # what the early claim's refusal reported
+            else:
+                try:
+                    result = p.store.apply([(L.W_CLAIM, (p.ns, table, text, wanted.owner, part, revision))])
+                    if result.applied:
+                        held[slot] = HeldClaim(wanted.owner, revision, None)
+                        return
+                    current = Claim.of(result.current[0] if result.current else None)
+                except OutcomeUnknown:
+                    current = self.read(table, text, serial=True)
+                    if current is not None and (current.owner, current.rev) == (wanted.owner, revision):
+                        held[slot] = HeldClaim(wanted.owner, revision, current.prev)
+                        return
             if current is None:
                 continue  # dropped meanwhile: insert again
-            if resolve_step(current, wanted, held.get(slot)) == "retie":
+            if (
+                early == (current.owner, current.part, current.rev)
+                and current.owner == wanted.owner
+                and current.prev is None
+            ):
+                # The early claim of unknown outcome had been taken: re-tie it, as if the settling read had worked.
+                prev = None
+                if current.rev == revision:
+                    held[slot] = HeldClaim(wanted.owner, revision, None)
+                    return
+            elif resolve_step(current, wanted, held.get(slot)) == "retie":
                 prev = current.prev
             else:
                 action, prev = after_resolution(self.holder(table, current, text, settle=True), wanted)
