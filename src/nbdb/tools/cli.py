@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import FrameType
 from typing import Any
 
@@ -212,10 +212,13 @@ def _cmd_dump(args: argparse.Namespace) -> int:
         if models is None:
             cannot = unsupported_models(db, list(all_models()))
             models = [m for m in all_models() if m not in cannot]
-        if args.output in (None, "-"):
+        # A file is written beside the target and renamed: a failed dump leaves no half file.
+        to_stdout = args.output in (None, "-")
+        target = nullcontext(sys.stdout.buffer) if to_stdout else replaced_atomically(args.output, ".nbdb-dump.")
+        with target as out:
             summary = dump(
                 db,
-                sys.stdout.buffer,
+                out,
                 models=models,
                 topics=_topics(args),
                 source=redact(args.url),
@@ -223,19 +226,6 @@ def _cmd_dump(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 progress=progress,
             )
-        else:
-            # Written beside the target and renamed: a failed dump leaves no half file.
-            with replaced_atomically(args.output, ".nbdb-dump.") as out:
-                summary = dump(
-                    db,
-                    out,
-                    models=models,
-                    topics=_topics(args),
-                    source=redact(args.url),
-                    skip_corrupt=args.skip_corrupt,
-                    timeout=args.timeout,
-                    progress=progress,
-                )
     _say(f"dumped {summary.count} objects at source revision {summary.revision} (sha256 {summary.sha256[:16]}...)")
     return 0
 
