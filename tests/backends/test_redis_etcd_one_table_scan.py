@@ -115,6 +115,17 @@ class Counter:
                 self.tables[table] = self.tables.get(table, 0) + 1
 
 
+def _paged_names(db: nbdb.Database, limit: int) -> list[str]:
+    """The names of the routers a list in pages of ``limit`` hands out, page after page to the last."""
+    names: list[str] = []
+    after = None
+    while True:
+        page = db.list(LogicalRouter, limit=limit, after=after)
+        names += [r.name for r in page]
+        if (after := page.continue_token) is None:
+            return names
+
+
 def _backend(db: nbdb.Database) -> KeyValueBackend:
     backend = db.backend
     assert isinstance(backend, KeyValueBackend)
@@ -297,14 +308,7 @@ def test_etcd_another_writers_keys_under_p_list_no_object_twice(etcd_server: Any
         assert backend.commit_keys([], {backend.layout.topic_mark(g): b"junk" for g in garbage}, []) is not None
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["lr-0", "lr-1", "lr-2"]
         assert len(db.list(LogicalSwitchPort)) == 1
-        pages: list[str] = []
-        after = None
-        while True:
-            page = db.list(LogicalRouter, limit=1, after=after)
-            pages += [r.name for r in page]
-            if (after := page.continue_token) is None:
-                break
-        assert sorted(pages) == ["lr-0", "lr-1", "lr-2"]
+        assert sorted(_paged_names(db, 1)) == ["lr-0", "lr-1", "lr-2"]
 
 
 def test_etcd_a_namespace_of_many_unregistered_topics_stops_probing(etcd_server: Any) -> None:  # noqa: F811
@@ -364,14 +368,7 @@ def test_topics_with_regex_characters_and_neighbours_list_exactly(url: str, rout
         # LogicalSwitch is a prefix of LogicalSwitchPort's name: none of its ports is taken for a switch.
         assert sorted(s.name for s in db.list(LogicalSwitch)) == sorted({f"ls-{t}" for t in ports})
         if db.capabilities.pages:
-            seen: list[str] = []
-            after = None
-            while True:
-                page = db.list(LogicalRouter, limit=2, after=after)
-                seen += [r.name for r in page]
-                if (after := page.continue_token) is None:
-                    break
-            assert sorted(seen) == want
+            assert sorted(_paged_names(db, 2)) == want
 
 
 @pytest.mark.parametrize("batch", [3, 4, 5])
