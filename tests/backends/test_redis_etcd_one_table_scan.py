@@ -115,6 +115,12 @@ class Counter:
                 self.tables[table] = self.tables.get(table, 0) + 1
 
 
+def _written_by_hand(backend: KeyValueBackend, objects: list[Any]) -> None:
+    """``objects`` written raw under their object keys, as another writer would (no index, no registry key)."""
+    puts = {backend.layout.object(o.topic, o.nbdb_table, o.id): o.model_dump_json().encode() for o in objects}
+    assert backend.commit_keys([], puts, []) is not None
+
+
 def _paged_names(db: nbdb.Database, limit: int) -> list[str]:
     """The names of the routers a list in pages of ``limit`` hands out, page after page to the last."""
     names: list[str] = []
@@ -216,9 +222,7 @@ def test_a_topic_another_writer_adds_by_hand_is_listed(url: str) -> None:
     with nbdb.connect(url, namespace=namespace) as db:
         fill_topics(db, [None], [None])
         backend = _backend(db)
-        made = LogicalRouter(name="by-hand", topic="t-hand")
-        key = backend.layout.object("t-hand", "LogicalRouter", made.id)
-        assert backend.commit_keys([], {key: made.model_dump_json().encode()}, []) is not None
+        _written_by_hand(backend, [LogicalRouter(name="by-hand", topic="t-hand")])
         counter = Counter(backend)
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["by-hand", "lr-0"]
         if counter.etcd:  # found by a probe of the gaps between registered topics, and registered
@@ -234,11 +238,7 @@ def test_etcd_many_topics_nobody_registered_are_all_listed(etcd_server: Any) -> 
     """Past 32 topics found outside the registry a scan reads o/ whole: slower, never short."""
     with nbdb.connect(etcd_server.url, namespace=_ns()) as db:
         backend = _backend(db)
-        puts = {}
-        for i in range(40):
-            made = LogicalRouter(name=f"lr-{i}", topic=f"t-{i}")
-            puts[backend.layout.object(made.topic, "LogicalRouter", made.id)] = made.model_dump_json().encode()
-        assert backend.commit_keys([], puts, []) is not None
+        _written_by_hand(backend, [LogicalRouter(name=f"lr-{i}", topic=f"t-{i}") for i in range(40)])
         fill_topics(db, [], ["t-0"] * 3)
         counter = Counter(backend)
         assert len(db.list(LogicalRouter)) == 40
@@ -316,13 +316,8 @@ def test_etcd_a_namespace_of_many_unregistered_topics_stops_probing(etcd_server:
     reads o/ whole after 33 probes; it registers what it found, so that scans after it do not pay that forever."""
     with nbdb.connect(etcd_server.url, namespace=_ns()) as db:
         backend = _backend(db)
-        puts = {}
-        for i in range(40):
-            made = LogicalRouter(name=f"lr-{i}", topic=f"t-{i}")
-            puts[backend.layout.object(made.topic, "LogicalRouter", made.id)] = made.model_dump_json().encode()
-        made = LogicalSwitch(name="ls", topic="t-0")
-        puts[backend.layout.object(made.topic, "LogicalSwitch", made.id)] = made.model_dump_json().encode()
-        assert backend.commit_keys([], puts, []) is not None
+        routers = [LogicalRouter(name=f"lr-{i}", topic=f"t-{i}") for i in range(40)]
+        _written_by_hand(backend, [*routers, LogicalSwitch(name="ls", topic="t-0")])
         for _ in range(2):
             assert len(db.list(LogicalRouter)) == 40
         counter = Counter(backend)
