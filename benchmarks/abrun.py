@@ -17,7 +17,32 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ab_parser", "callgrind_phases", "env", "in_turns", "loadavg", "run_json", "start_redis", "stores"]
+__all__ = [
+    "ETCD_CALLS",
+    "ab_parser",
+    "callgrind_phases",
+    "env",
+    "in_turns",
+    "loadavg",
+    "run_json",
+    "start_redis",
+    "stores",
+]
+
+
+# Worker source (to prepend to a worker's): ``counted(db)`` wraps the etcd client's ``call`` of ``db`` and returns
+# the list it appends each request's name to (clear it between runs).
+ETCD_CALLS = r"""
+def counted(db):
+    client = db.backend.client
+    real = client.call
+    calls = []
+    def call(method, request, what, **kwargs):
+        calls.append(what)
+        return real(method, request, what, **kwargs)
+    client.call = call
+    return calls
+"""
 
 
 def env(src: str | None) -> dict[str, str]:

@@ -15,22 +15,18 @@ import subprocess
 import sys
 from typing import Any
 
-from abrun import ab_parser, env, in_turns, loadavg, run_json
+from abrun import ETCD_CALLS, ab_parser, env, in_turns, loadavg, run_json
 
-PAGES = r"""
+PAGES = (
+    ETCD_CALLS
+    + r"""
 import gc, json, sys
 from time import perf_counter_ns as now
 import nbdb
 from nbdb.models.ovn import LogicalRouter
 url, ns, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with nbdb.connect(url, namespace=ns) as db:
-    client = db.backend.client
-    real = client.call
-    calls = []
-    def call(method, request, what, **kwargs):
-        calls.append(what)
-        return real(method, request, what, **kwargs)
-    client.call = call
+    calls = counted(db)
     best = float("inf")
     for _ in range(3):
         gc.collect(); calls.clear()
@@ -45,6 +41,7 @@ with nbdb.connect(url, namespace=ns) as db:
         assert seen == total, seen
 print(json.dumps({"ms": best, "pages": pages, "requests": len(calls)}))
 """
+)
 
 FILL = r"""
 import sys

@@ -173,6 +173,20 @@ def test_a_claim_sent_early_under_a_wrong_guess_is_tied_to_the_commit(
     assert claim_of(db, made).owner == made.id
 
 
+def _reties(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every compare-and-set ``store.apply`` sends from now on that re-ties a claim sent early under a wrong
+    guess (a Paxos round per create), in the list returned."""
+    apply = store.apply
+    reties: list[Any] = []
+
+    def counted(writes: Any) -> Any:
+        reties.extend(w for w, _ in writes if w is layout.W_CLAIM_SET)
+        return apply(writes)
+
+    monkeypatch.setattr(store, "apply", counted)
+    return reties
+
+
 def test_concurrent_creates_of_one_process_are_each_guessed_their_revision(
     open_db: Callable[[], nbdb.Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,15 +213,7 @@ def test_concurrent_creates_of_one_process_are_each_guessed_their_revision(
         serve()
 
     monkeypatch.setattr(sequencer, "_serve", first_serve_waits)
-    # Every compare-and-set that re-ties a claim sent early under a wrong guess (a Paxos round per create).
-    store, reties = backend.partitions.store, []
-    apply = store.apply
-
-    def counted(writes: Any) -> Any:
-        reties.extend(w for w, _ in writes if w is layout.W_CLAIM_SET)
-        return apply(writes)
-
-    monkeypatch.setattr(store, "apply", counted)
+    reties = _reties(backend.partitions.store, monkeypatch)
     start = backend.current_revision()
     with db.watch(Chassis, since=start) as watch:
         gate = threading.Barrier(writers)
@@ -236,8 +242,7 @@ def test_a_create_asks_for_its_revision_while_its_early_claim_is_in_flight(
     slow, quick = Chassis(name="slow", topic="t1"), Chassis(name="quick", topic="t2")
     # The reply to the slow create's early claim is held back; every re-tie of a claim is counted.
     sent, release, taken = threading.Event(), threading.Event(), threading.Event()
-    start_apply, apply, allocate = store.start_apply, store.apply, sequencer.allocate
-    reties: list[Any] = []
+    start_apply, allocate = store.start_apply, sequencer.allocate
 
     class HeldReply(PendingApply):
         def __init__(self, inner: PendingApply) -> None:
@@ -257,17 +262,13 @@ def test_a_create_asks_for_its_revision_while_its_early_claim_is_in_flight(
             return HeldReply(pending)
         return pending
 
-    def counted(writes: Any) -> Any:
-        reties.extend(w for w, _ in writes if w is layout.W_CLAIM_SET)
-        return apply(writes)
-
     def noted(*args: Any) -> int:
         revision = allocate(*args)
         taken.set()
         return revision
 
     monkeypatch.setattr(store, "start_apply", holding)
-    monkeypatch.setattr(store, "apply", counted)
+    reties = _reties(store, monkeypatch)
     monkeypatch.setattr(sequencer, "allocate", noted)
     start = backend.current_revision()
     thread, outcome = in_thread(lambda: db.create(slow))
@@ -334,19 +335,14 @@ def test_a_process_guesses_no_revision_after_a_take_that_found_another_process_n
     family(rival).sequencer._q = CommitQueue()  # the rival stands in for another process: it takes on its own
     sequencer, store = family(db).sequencer, family(db).partitions.store
     guesses: list[int | None] = []
-    predict, apply = sequencer.predict, store.apply
-    reties: list[Any] = []  # compare-and-sets re-tying a claim sent early under a wrong guess
+    predict = sequencer.predict
 
     def guessed() -> int | None:
         guesses.append(predict())
         return guesses[-1]
 
-    def counted(writes: Any) -> Any:
-        reties.extend(w for w, _ in writes if w is layout.W_CLAIM_SET)
-        return apply(writes)
-
     monkeypatch.setattr(sequencer, "predict", guessed)
-    monkeypatch.setattr(store, "apply", counted)
+    reties = _reties(store, monkeypatch)
     start = family(db).current_revision()
     made: list[Chassis] = []
     with db.watch(Chassis, since=start) as watch:

@@ -517,6 +517,28 @@ class _Warm:
         backend.claims.start_early = counted  # type: ignore[method-assign]
 
 
+def _warm_and_watched(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
+) -> tuple[nbdb.Database, FaultyStore, nbdb.Database, _Warm, int]:
+    """A faulty process warmed to send claims early (db, its store, its _Warm), a watcher of another process
+    that settles for 30 s, and the head before the test's commits."""
+    db, store = faulty()
+    watcher, _ = faulty(settle=30)
+    warm = _Warm(db)
+    return db, store, watcher, warm, watcher.backend.current_revision()
+
+
+def _held_and_landed_once(
+    open_db: Callable[..., nbdb.Database], watcher: nbdb.Database, start: int, made: Chassis
+) -> list[nbdb.ChangeEvent[Any]]:
+    """Another process's create of ``made``'s name in t2 is refused, naming ``made``; the events after ``start``
+    (dense, each once: see _dense_and_once)."""
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        open_db().create(Chassis(name=made.name, topic="t2"))
+    assert info.value.existing == made.id
+    return _dense_and_once(watcher, start, within=20)
+
+
 def _dense_and_once(
     watcher: nbdb.Database, start: int, within: float, model: type[Any] = Chassis
 ) -> list[nbdb.ChangeEvent[Any]]:
@@ -538,10 +560,7 @@ def _dense_and_once(
 def test_an_early_claim_whose_reply_was_lost_is_settled_exactly_once(
     lost: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
 ) -> None:
-    db, store = faulty()
-    watcher, _ = faulty(settle=30)
-    warm = _Warm(db)
-    start = watcher.backend.current_revision()
+    db, store, watcher, warm, start = _warm_and_watched(faulty)
     fault = store.inject(Fault(writes_of(layout.W_CLAIM), "request" if lost == "request" else "reply"))
     if lost == "reply-unread":  # and the serial read of the claim that would settle it fails too (every try)
         unread = store.inject(Fault(writes_of(layout.Q_CLAIM), "fail", times=10**9))
@@ -550,10 +569,7 @@ def test_an_early_claim_whose_reply_was_lost_is_settled_exactly_once(
         unread.times = 0
         assert unread.hits > 1
     assert fault.hits == 1 and warm.early[0] == 1, "the claim whose reply was lost was not sent early"
-    with pytest.raises(nbdb.UniqueViolationError) as info:
-        open_db().create(Chassis(name="early", topic="t2"))
-    assert info.value.existing == made.id
-    events = _dense_and_once(watcher, start, within=20)
+    events = _held_and_landed_once(open_db, watcher, start, made)
     assert [e.id for e in events] == [made.id]
 
 
@@ -564,10 +580,7 @@ def test_an_early_claim_of_unknown_outcome_found_by_the_next_claim_is_its_own(
     """An early claim whose reply was lost and whose settling read failed too: the claim after the take finds
     (its object, its topic, its guess), which is its own (a fresh id), and re-ties it instead of sealing its
     own topic at the guess (its revision: the batch then failed, and the commit took a second revision)."""
-    db, store = faulty()
-    watcher, _ = faulty(settle=30)
-    warm = _Warm(db)
-    start = watcher.backend.current_revision()
+    db, store, watcher, warm, start = _warm_and_watched(faulty)
     fault = store.inject(Fault(writes_of(layout.W_CLAIM), "reply"))
     # Every try of the serial read that would settle it fails (a serial read is tried several times).
     unread = store.inject(Fault(writes_of(layout.Q_CLAIM), "fail", times=10**9))
@@ -581,10 +594,7 @@ def test_an_early_claim_of_unknown_outcome_found_by_the_next_claim_is_its_own(
     (pair,) = made.unique_values()
     claim = warm.backend.claims.read(made.nbdb_table, layout.unique_text(UniqueKey(*pair)), serial=True)
     assert claim is not None and (claim.owner, claim.part, claim.rev) == (made.id, "t1", start + 1)
-    with pytest.raises(nbdb.UniqueViolationError) as info:
-        open_db().create(Chassis(name="unsettled", topic="t2"))
-    assert info.value.existing == made.id
-    events = _dense_and_once(watcher, start, within=20)
+    events = _held_and_landed_once(open_db, watcher, start, made)
     assert [(e.id, e.revision) for e in events] == [(made.id, start + 1)]
 
 
@@ -717,17 +727,11 @@ def test_a_create_whose_cached_target_is_gone_voids_its_early_revision_and_drops
 def test_a_batch_after_early_claims_whose_reply_was_lost_lands_once_and_keeps_its_claim(
     lost: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
 ) -> None:
-    db, store = faulty()
-    watcher, _ = faulty(settle=30)
-    warm = _Warm(db)
-    start = watcher.backend.current_revision()
+    db, store, watcher, warm, start = _warm_and_watched(faulty)
     fault = store.inject(Fault(COMMIT_BATCH, lost))
     made = db.create(Chassis(name="early-batch", topic="t0"))
     assert fault.hits == 1 and warm.early[0] == 1
-    with pytest.raises(nbdb.UniqueViolationError) as info:
-        open_db().create(Chassis(name="early-batch", topic="t2"))
-    assert info.value.existing == made.id
-    events = _dense_and_once(watcher, start, within=20)
+    events = _held_and_landed_once(open_db, watcher, start, made)
     assert [e.id for e in events] == [made.id]
 
 
@@ -735,10 +739,7 @@ def test_a_batch_after_early_claims_whose_reply_was_lost_lands_once_and_keeps_it
 def test_a_fenced_create_past_the_loss_of_its_lock_voids_its_early_revision_and_drops_its_claim(
     faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
 ) -> None:
-    db, _ = faulty()
-    watcher, _ = faulty(settle=30)
-    warm = _Warm(db)
-    start = watcher.backend.current_revision()
+    db, _, watcher, warm, start = _warm_and_watched(faulty)
     with db.lock("leader", ttl=30) as held:
         p = warm.backend.partitions
         p.store.apply([(layout.W_LOCK_DELETE, (p.ns, "leader", held.token))])  # the lease vanished
@@ -754,10 +755,7 @@ def test_a_fenced_create_past_the_loss_of_its_lock_voids_its_early_revision_and_
 def test_concurrent_creates_whose_early_claims_lose_replies_land_once_each_tied_to_its_revision(
     faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
 ) -> None:
-    db, store = faulty()
-    watcher, _ = faulty(settle=30)
-    warm = _Warm(db)
-    start = watcher.backend.current_revision()
+    db, store, watcher, warm, start = _warm_and_watched(faulty)
     count = iter(range(1, 10**9))
     # Every third claim's reply is lost (the claim applied), and every fifth serial read of a claim fails.
     store.inject(Fault(lambda called: layout.W_CLAIM in called and next(count) % 3 == 0, "reply", times=10**9))

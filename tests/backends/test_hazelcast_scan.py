@@ -31,6 +31,8 @@ from nbdb.models.ovn import LogicalRouter
 from nbdb.testing.faults import ProxiedServer
 from nbdb.testing.fixtures import hazelcast_cluster, hazelcast_server  # noqa: F401 - pytest fixtures
 
+from .conftest import fill_topics
+
 pytestmark = pytest.mark.timeout(120)
 
 WILDCARD = "o/*/LogicalRouter/"
@@ -79,16 +81,6 @@ class Spans:
         return out
 
 
-def _fill(db: nbdb.Database, routers: list[str | None], ports: list[str | None]) -> None:
-    switches: dict[str | None, LogicalSwitch] = {}
-    for i, topic in enumerate(routers):
-        db.create(LogicalRouter(name=f"lr-{i}", topic=topic))
-    for i, topic in enumerate(ports):
-        if topic not in switches:
-            switches[topic] = db.create(LogicalSwitch(name=f"ls-{topic}", topic=topic))
-        db.create(LogicalSwitchPort(name=f"p-{i}", switch=switches[topic].id, topic=topic))
-
-
 @contextlib.contextmanager
 def _keys_per_topic(keys: int) -> Iterator[None]:
     """Scans name the topics one by one from ``keys`` keys of ``kv`` per topic (see ``_KEYS_PER_TOPIC``)."""
@@ -114,7 +106,7 @@ def _foreign_router(backend: HazelcastBackend, topic: str | None, name: str) -> 
 
 def test_a_one_table_scan_hands_the_member_that_tables_keys_only(hazelcast_server: Any) -> None:  # noqa: F811
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
-        _fill(db, [None, "t-a", "t-b"], [None] * 20 + ["t-a"] * 20)
+        fill_topics(db, [None, "t-a", "t-b"], [None] * 20 + ["t-a"] * 20)
         spans = Spans(_backend(db))
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["lr-0", "lr-1", "lr-2"]
         assert spans.tables() == {"LogicalRouter": 3}  # the code before: 3 routers, 2 switches, 40 ports
@@ -128,7 +120,7 @@ def test_a_one_table_scan_hands_the_member_that_tables_keys_only(hazelcast_serve
 def test_a_topic_another_writer_adds_is_listed_and_registered(hazelcast_server: Any) -> None:  # noqa: F811
     namespace = _ns()
     with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
-        _fill(db, [None], [None] * 20)
+        fill_topics(db, [None], [None] * 20)
         backend = _backend(db)
         _foreign_router(backend, "t-hand", "by-hand")
         spans = Spans(backend)
@@ -147,7 +139,7 @@ def test_data_without_a_registry_lists_exactly_and_is_registered(hazelcast_serve
     """A namespace written before the registry (or its keys deleted by hand): exact at once, cheap once scanned."""
     namespace = _ns()
     with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
-        _fill(db, [None, "t-a"], [None] * 40 + ["t-b"] * 40)
+        fill_topics(db, [None, "t-a"], [None] * 40 + ["t-b"] * 40)
         kv = _backend(db)._kv
         kv.remove_all(between("__key", "p/", "p/\uffff"))
         assert kv.key_set(between("__key", "p/", "p/\uffff")) == []
@@ -169,7 +161,7 @@ def test_past_the_topic_cap_a_scan_reads_o_whole_and_stays_exact(hazelcast_serve
         with db.transaction() as txn:
             for i in range(260):
                 txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
-        _fill(db, [], ["t-0"] * 3)
+        fill_topics(db, [], ["t-0"] * 3)
         spans = Spans(_backend(db))
         assert len(db.list(LogicalRouter)) == 260
         assert len(spans.keys(regex=True)) == 260 + 1 + 3  # o/ whole, as before the registry
@@ -183,7 +175,7 @@ def test_a_registry_past_the_topic_cap_hands_the_client_a_page_of_it(hazelcast_s
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db, _keys_per_topic(0):
         backend = _backend(db)
         backend._kv.put_all({backend.layout.topic_mark(f"t-{i}"): encode_kv(1, 0, b"") for i in range(1000)})
-        _fill(db, [None, "t-1"], ["t-2"] * 3)
+        fill_topics(db, [None, "t-1"], ["t-2"] * 3)
         _foreign_router(backend, "t-hand", "by-hand")
         received: list[int] = []
         proxy = backend._kv_async
@@ -235,7 +227,7 @@ def test_any_registry_a_one_table_list_is_exact(
     the list holds every router once, and a second list regex-matches no router (their topics registered).
     ``ranged``: whether scans name the topics one by one whatever the map's size (else o/ whole: few keys)."""
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db, _keys_per_topic(0 if ranged else 10**9):
-        _fill(db, routers, ports)
+        fill_topics(db, routers, ports)
         backend = _backend(db)
         assert _until(lambda: not backend._registering)  # the commits' registrations (fire and forget) answered
         for i, topic in enumerate(foreign):
@@ -268,7 +260,7 @@ def test_a_topic_another_client_registers_while_this_one_holds_the_registry_is_l
         nbdb.connect(hazelcast_server.url, namespace=namespace) as a,
         nbdb.connect(hazelcast_server.url, namespace=namespace) as b,
     ):
-        _fill(a, [None], [None] * 40)
+        fill_topics(a, [None], [None] * 40)
         assert len(a.list(LogicalRouter)) == 1  # a holds the registry now
         b.create(LogicalRouter(name="from-b", topic="t-b"))
         assert _until(lambda: b.backend._kv.get("p/t-b") is not None)  # type: ignore[attr-defined]
@@ -291,7 +283,7 @@ def test_on_three_members_the_members_answer_the_ranges_and_gaps_exactly(hazelca
     """The spans (an OR of BETWEENs, and with the regular expression) on a partitioned index: each member its share."""
     hazelcast_cluster.wait_ready(60)
     with nbdb.connect(hazelcast_cluster.url, namespace=_ns()) as db, _keys_per_topic(0):
-        _fill(db, [None, "a", "a-b", "a.", "b"], ["a"] * 30 + ["b"] * 30 + [None] * 30)
+        fill_topics(db, [None, "a", "a-b", "a.", "b"], ["a"] * 30 + ["b"] * 30 + [None] * 30)
         backend = _backend(db)
         _foreign_router(backend, "a:z", "by-hand")
         _foreign_router(backend, "a", "by-hand-2")
@@ -377,7 +369,7 @@ def test_a_list_that_has_its_result_does_not_wait_for_registering_a_topic_it_fou
         ProxiedServer(hazelcast_server) as proxied,
         nbdb.connect(hazelcast_server.url, namespace=namespace) as direct,
     ):
-        _fill(direct, [None], [])
+        fill_topics(direct, [None], [])
         _foreign_router(_backend(direct), "t-hand", "by-hand")
         db = nbdb.connect(proxied.url, namespace=namespace)
         try:
@@ -403,7 +395,7 @@ def test_concurrent_scans_that_find_a_topic_in_a_gap_register_it_once(
     before logged and put it once per such scan, each put waited for)."""
     namespace = _ns()
     with nbdb.connect(hazelcast_server.url, namespace=namespace) as db:
-        _fill(db, [None], [])
+        fill_topics(db, [None], [])
         backend = _backend(db)
         assert len(db.list(LogicalRouter)) == 1
         for round_ in range(3):
@@ -471,7 +463,7 @@ def test_a_list_that_gave_up_on_the_commit_lock_releases_the_topics_its_late_gra
         nbdb.connect(hazelcast_server.url, namespace=namespace) as holder,
         nbdb.connect(f"{hazelcast_server.url}?timeout=2", namespace=namespace) as db,
     ):
-        _fill(holder, [None], [])
+        fill_topics(holder, [None], [])
         backend = _backend(db)
         assert len(db.list(LogicalRouter)) == 1  # the registry read, before the topic exists
         _foreign_router(backend, "t-late", "late")

@@ -24,6 +24,8 @@ from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.ovn import LogicalRouter
 from nbdb.testing.fixtures import etcd_server, hazelcast_server, redis_server  # noqa: F401 - pytest fixtures
 
+from .conftest import fill_topics
+
 KINDS = ["redis", "etcd", "sqlite", "hazelcast"]
 
 
@@ -113,14 +115,21 @@ class Counter:
                 self.tables[table] = self.tables.get(table, 0) + 1
 
 
-def _fill(db: nbdb.Database, routers: list[str | None], ports: list[str | None]) -> None:
-    switches: dict[str | None, LogicalSwitch] = {}
-    for i, topic in enumerate(routers):
-        db.create(LogicalRouter(name=f"lr-{i}", topic=topic))
-    for i, topic in enumerate(ports):
-        if topic not in switches:
-            switches[topic] = db.create(LogicalSwitch(name=f"ls-{topic}", topic=topic))
-        db.create(LogicalSwitchPort(name=f"p-{i}", switch=switches[topic].id, topic=topic))
+def _written_by_hand(backend: KeyValueBackend, objects: list[Any]) -> None:
+    """``objects`` written raw under their object keys, as another writer would (no index, no registry key)."""
+    puts = {backend.layout.object(o.topic, o.nbdb_table, o.id): o.model_dump_json().encode() for o in objects}
+    assert backend.commit_keys([], puts, []) is not None
+
+
+def _paged_names(db: nbdb.Database, limit: int) -> list[str]:
+    """The names of the routers a list in pages of ``limit`` hands out, page after page to the last."""
+    names: list[str] = []
+    after = None
+    while True:
+        page = db.list(LogicalRouter, limit=limit, after=after)
+        names += [r.name for r in page]
+        if (after := page.continue_token) is None:
+            return names
 
 
 def _backend(db: nbdb.Database) -> KeyValueBackend:
@@ -131,7 +140,7 @@ def _backend(db: nbdb.Database) -> KeyValueBackend:
 
 def test_a_one_table_list_and_cache_read_only_that_tables_keys(url: str) -> None:
     with nbdb.connect(url, namespace=_ns()) as db:
-        _fill(db, [None, "t-a", "t-b"], [None] * 20 + ["t-a"] * 20)
+        fill_topics(db, [None, "t-a", "t-b"], [None] * 20 + ["t-a"] * 20)
         counter = Counter(_backend(db))
         routers = db.list(LogicalRouter)
         assert sorted(r.name for r in routers) == ["lr-0", "lr-1", "lr-2"]
@@ -150,7 +159,7 @@ def test_a_one_table_list_and_cache_read_only_that_tables_keys(url: str) -> None
 
 def test_a_topic_created_after_the_first_scan_is_found(url: str) -> None:
     with nbdb.connect(url, namespace=_ns()) as db:
-        _fill(db, [None], [])
+        fill_topics(db, [None], [])
         assert len(db.list(LogicalRouter)) == 1
         db.create(LogicalRouter(name="later", topic="t-new"))
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["later", "lr-0"]
@@ -174,7 +183,7 @@ def test_pages_across_topics_are_exact(url: str) -> None:
     with nbdb.connect(url, namespace=_ns()) as db:
         if not db.capabilities.pages:
             pytest.skip("no pages")
-        _fill(db, [None, "t-a", "t-b", "t-a", None, "t-c", "t-b"], [None] * 5 + ["t-b"] * 5)
+        fill_topics(db, [None, "t-a", "t-b", "t-a", None, "t-c", "t-b"], [None] * 5 + ["t-b"] * 5)
         counter = Counter(_backend(db))
         seen: list[str] = []
         after = None
@@ -199,7 +208,7 @@ TOPICS = st.sampled_from([None, "t-a", "t-b", "x"])
 @given(routers=st.lists(TOPICS, max_size=4), ports=st.lists(TOPICS, max_size=6))
 def test_any_topics_a_one_table_scan_reads_that_table_only(url: str, routers: Any, ports: Any) -> None:
     with nbdb.connect(url, namespace=_ns()) as db:
-        _fill(db, routers, ports)
+        fill_topics(db, routers, ports)
         counter = Counter(_backend(db))
         assert len(db.list(LogicalRouter)) == len(routers)
         assert (counter.routers, counter.others) == (len(routers), 0)
@@ -211,11 +220,9 @@ def test_a_topic_another_writer_adds_by_hand_is_listed(url: str) -> None:
     """An object key under a topic no nbdb commit used, written raw (no index, no registry of any kind)."""
     namespace = _ns()
     with nbdb.connect(url, namespace=namespace) as db:
-        _fill(db, [None], [None])
+        fill_topics(db, [None], [None])
         backend = _backend(db)
-        made = LogicalRouter(name="by-hand", topic="t-hand")
-        key = backend.layout.object("t-hand", "LogicalRouter", made.id)
-        assert backend.commit_keys([], {key: made.model_dump_json().encode()}, []) is not None
+        _written_by_hand(backend, [LogicalRouter(name="by-hand", topic="t-hand")])
         counter = Counter(backend)
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["by-hand", "lr-0"]
         if counter.etcd:  # found by a probe of the gaps between registered topics, and registered
@@ -231,12 +238,8 @@ def test_etcd_many_topics_nobody_registered_are_all_listed(etcd_server: Any) -> 
     """Past 32 topics found outside the registry a scan reads o/ whole: slower, never short."""
     with nbdb.connect(etcd_server.url, namespace=_ns()) as db:
         backend = _backend(db)
-        puts = {}
-        for i in range(40):
-            made = LogicalRouter(name=f"lr-{i}", topic=f"t-{i}")
-            puts[backend.layout.object(made.topic, "LogicalRouter", made.id)] = made.model_dump_json().encode()
-        assert backend.commit_keys([], puts, []) is not None
-        _fill(db, [], ["t-0"] * 3)
+        _written_by_hand(backend, [LogicalRouter(name=f"lr-{i}", topic=f"t-{i}") for i in range(40)])
+        fill_topics(db, [], ["t-0"] * 3)
         counter = Counter(backend)
         assert len(db.list(LogicalRouter)) == 40
         assert counter.routers == 40
@@ -250,7 +253,7 @@ def test_many_topics_are_all_listed(url: str) -> None:
         with db.transaction() as txn:
             for i in range(40):
                 txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
-        _fill(db, [], ["t-0"] * 3)
+        fill_topics(db, [], ["t-0"] * 3)
         counter = Counter(_backend(db))
         assert len(db.list(LogicalRouter)) == 40
         assert counter.routers == 40
@@ -262,7 +265,7 @@ def test_redis_more_keys_than_one_script_reads_is_listed_whole(redis_server: Any
     """Above ``batch`` keys Redis reads names then values in batches: of the table under each topic still
     (test_redis_big_table_scan counts the keys those batches read)."""
     with nbdb.connect(f"{redis_server.url}?batch=2", namespace=_ns()) as db:
-        _fill(db, [None, "t-a", "t-b", None], [None] * 3)
+        fill_topics(db, [None, "t-a", "t-b", None], [None] * 3)
         counter = Counter(_backend(db))
         assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(4)]
         assert (counter.routers, counter.others) == (4, 0)
@@ -271,7 +274,7 @@ def test_redis_more_keys_than_one_script_reads_is_listed_whole(redis_server: Any
 
 def test_etcd_a_registry_key_deleted_by_hand_is_put_back_by_a_scan(etcd_server: Any) -> None:  # noqa: F811
     with nbdb.connect(etcd_server.url, namespace=_ns()) as db:
-        _fill(db, ["t-x"], [])
+        fill_topics(db, ["t-x"], [])
         backend = _backend(db)
         mark = backend.layout.topic_mark("t-x")
         assert backend.get_key(mark) is not None
@@ -300,19 +303,12 @@ def test_etcd_another_writers_keys_under_p_list_no_object_twice(etcd_server: Any
 
     On 086942d a gap probe found that topic's keys again past the foreign key: every router of it listed twice."""
     with nbdb.connect(etcd_server.url, namespace=_ns()) as db:
-        _fill(db, [None, "t-a", "t-b"], ["t-a"])
+        fill_topics(db, [None, "t-a", "t-b"], ["t-a"])
         backend = _backend(db)
         assert backend.commit_keys([], {backend.layout.topic_mark(g): b"junk" for g in garbage}, []) is not None
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["lr-0", "lr-1", "lr-2"]
         assert len(db.list(LogicalSwitchPort)) == 1
-        pages: list[str] = []
-        after = None
-        while True:
-            page = db.list(LogicalRouter, limit=1, after=after)
-            pages += [r.name for r in page]
-            if (after := page.continue_token) is None:
-                break
-        assert sorted(pages) == ["lr-0", "lr-1", "lr-2"]
+        assert sorted(_paged_names(db, 1)) == ["lr-0", "lr-1", "lr-2"]
 
 
 def test_etcd_a_namespace_of_many_unregistered_topics_stops_probing(etcd_server: Any) -> None:  # noqa: F811
@@ -320,13 +316,8 @@ def test_etcd_a_namespace_of_many_unregistered_topics_stops_probing(etcd_server:
     reads o/ whole after 33 probes; it registers what it found, so that scans after it do not pay that forever."""
     with nbdb.connect(etcd_server.url, namespace=_ns()) as db:
         backend = _backend(db)
-        puts = {}
-        for i in range(40):
-            made = LogicalRouter(name=f"lr-{i}", topic=f"t-{i}")
-            puts[backend.layout.object(made.topic, "LogicalRouter", made.id)] = made.model_dump_json().encode()
-        made = LogicalSwitch(name="ls", topic="t-0")
-        puts[backend.layout.object(made.topic, "LogicalSwitch", made.id)] = made.model_dump_json().encode()
-        assert backend.commit_keys([], puts, []) is not None
+        routers = [LogicalRouter(name=f"lr-{i}", topic=f"t-{i}") for i in range(40)]
+        _written_by_hand(backend, [*routers, LogicalSwitch(name="ls", topic="t-0")])
         for _ in range(2):
             assert len(db.list(LogicalRouter)) == 40
         counter = Counter(backend)
@@ -342,16 +333,7 @@ def test_etcd_a_list_across_many_topics_takes_a_few_round_trips(etcd_server: Any
             for i in range(40):
                 txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
                 txn.create(LogicalSwitch(name=f"ls-{i}", topic=f"t-{i}"))
-        backend = _backend(db)
-        client = backend.client  # type: ignore[attr-defined]
-        real_call = client.call
-        calls: list[str] = []
-
-        def call(method: Any, request: Any, what: str, **kwargs: Any) -> Any:
-            calls.append(what)
-            return real_call(method, request, what, **kwargs)
-
-        client.call = call
+        calls = _calls(_backend(db))
         assert len(db.list(LogicalRouter)) == 40
         assert len(calls) <= 4, calls
         calls.clear()
@@ -374,28 +356,21 @@ def test_topics_with_regex_characters_and_neighbours_list_exactly(url: str, rout
     """Topics spelled with '.', '-', ':' or '@' (regex metacharacters; '.' and '-' sort before '/') beside
     topics they prefix: a one-table list, and one in pages, hold every object once (passes on 086942d too)."""
     with nbdb.connect(url, namespace=_ns()) as db:
-        _fill(db, routers, ports)
+        fill_topics(db, routers, ports)
         want = sorted(f"lr-{i}" for i in range(len(routers)))
         assert sorted(r.name for r in db.list(LogicalRouter)) == want
         assert len(db.list(LogicalSwitchPort)) == len(ports)
         # LogicalSwitch is a prefix of LogicalSwitchPort's name: none of its ports is taken for a switch.
         assert sorted(s.name for s in db.list(LogicalSwitch)) == sorted({f"ls-{t}" for t in ports})
         if db.capabilities.pages:
-            seen: list[str] = []
-            after = None
-            while True:
-                page = db.list(LogicalRouter, limit=2, after=after)
-                seen += [r.name for r in page]
-                if (after := page.continue_token) is None:
-                    break
-            assert sorted(seen) == want
+            assert sorted(_paged_names(db, 2)) == want
 
 
 @pytest.mark.parametrize("batch", [3, 4, 5])
 def test_redis_batch_boundary_lists_exactly(redis_server: Any, batch: int) -> None:  # noqa: F811
     """4 routers under 3 topics beside ports: a script's read of batch-1, exactly batch and batch+1 keys."""
     with nbdb.connect(f"{redis_server.url}?batch={batch}", namespace=_ns()) as db:
-        _fill(db, [None, "t-a", "t-b", "t-a"], [None] * 3 + ["t-a"] * 3)
+        fill_topics(db, [None, "t-a", "t-b", "t-a"], [None] * 3 + ["t-a"] * 3)
         assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(4)]
         with db.cache(LogicalRouter) as cache:
             assert cache.wait_synced(30)
@@ -459,16 +434,7 @@ def test_etcd_a_page_across_many_small_topics_takes_a_few_round_trips(etcd_serve
             with db.transaction() as txn:
                 for i in range(first, first + 50):
                     txn.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}"))
-        backend = _backend(db)
-        client = backend.client  # type: ignore[attr-defined]
-        real_call = client.call
-        calls: list[str] = []
-
-        def call(method: Any, request: Any, what: str, **kwargs: Any) -> Any:
-            calls.append(what)
-            return real_call(method, request, what, **kwargs)
-
-        client.call = call
+        calls = _calls(_backend(db))
         page = db.list(LogicalRouter, limit=500)
         assert len(page) == 200 and page.continue_token is None
         assert len(calls) <= 6, calls
@@ -535,7 +501,7 @@ def test_etcd_a_few_topics_without_the_listed_table_cost_no_check(etcd_server: A
     ports: 6 ms). Below 32 topics without the listed table's keys, a list checks none (their keys cost it a
     few ranges in transactions it sends anyway)."""
     with nbdb.connect(etcd_server.url, namespace=_ns()) as db:
-        _fill(db, [None], ["t-a"] * 3)
+        fill_topics(db, [None], ["t-a"] * 3)
         calls = _calls(_backend(db))
         assert len(db.list(LogicalRouter)) == 1
         assert calls == ["range", "transaction", "transaction"], calls  # the registry, its gaps, the 2 ranges

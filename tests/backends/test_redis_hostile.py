@@ -7,6 +7,7 @@ plain redis-py client, as another program sharing the database would.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -35,8 +36,9 @@ def db(redis_server: RedisServer) -> Iterator[nbdb.Database]:  # noqa: F811 - th
         yield database
 
 
-@pytest.fixture
-def client(db: nbdb.Database) -> Iterator[Any]:
+@contextlib.contextmanager
+def _raw_client(db: nbdb.Database) -> Iterator[Any]:
+    """A plain redis client on ``db``'s server and database (another writer's view), closed after."""
     backend = db.backend
     assert isinstance(backend, RedisBackend)
     _host, port = backend.config.hosts[0]
@@ -45,6 +47,12 @@ def client(db: nbdb.Database) -> Iterator[Any]:
         yield raw
     finally:
         raw.close()
+
+
+@pytest.fixture
+def client(db: nbdb.Database) -> Iterator[Any]:
+    with _raw_client(db) as raw:
+        yield raw
 
 
 def root_of(db: nbdb.Database) -> str:
@@ -192,9 +200,7 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
         root = root_of(db)
         backend = db.backend
         assert isinstance(backend, RedisBackend)
-        _host, port = backend.config.hosts[0]
-        client = redis.Redis(host="127.0.0.1", port=port, db=backend.config.db)
-        try:
+        with _raw_client(db) as client:
             live = {}
             for topic in data.draw(st.lists(st.sampled_from(_TOPICS), max_size=4), label="existing"):
                 made = db.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=topic))
@@ -260,8 +266,6 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
             assert ("o/" in {m.decode() for m in client.smembers(root + "d:")}) == bool(live)
             for topic in _TOPICS:
                 assert {o.id for o in db.list(LogicalSwitch, topic)} == {i for i, o in live.items() if o.topic == topic}
-        finally:
-            client.close()
 
 
 # ------------------------------------------------------------- a change log another writer emptied
@@ -541,9 +545,7 @@ def test_a_batched_or_paged_range_through_a_key_of_another_type_names_it(redis_s
         backend = db.backend
         assert isinstance(backend, RedisBackend)
         root = backend.root
-        _host, port = backend.config.hosts[0]
-        client = redis.Redis(host="127.0.0.1", port=port, db=backend.config.db)
-        try:
+        with _raw_client(db) as client:
             for name in ("a", "b"):
                 db.create(LogicalSwitch(name=name, topic="t1"))
             for where, call in [
@@ -558,8 +560,6 @@ def test_a_batched_or_paged_range_through_a_key_of_another_type_names_it(redis_s
                 assert client.type(key) == b"string"
                 _restore(client, key, kept)
             assert sorted(o.name for o in db.list(LogicalSwitch, "t1")) == ["a", "b"]
-        finally:
-            client.close()
 
 
 @pytest.mark.timeout(300)
@@ -577,11 +577,7 @@ def test_any_list_is_exact_or_names_the_foreign_directory_on_its_path(
 
     with nbdb.connect(redis_server.url, namespace=f"q-{uuid.uuid4().hex[:10]}") as db:
         root = root_of(db)
-        backend = db.backend
-        assert isinstance(backend, RedisBackend)
-        _host, port = backend.config.hosts[0]
-        client = redis.Redis(host="127.0.0.1", port=port, db=backend.config.db)
-        try:
+        with _raw_client(db) as client:
             names: dict[str, set[str]] = {t: set() for t in _TOPICS}
             for topic in data.draw(st.lists(st.sampled_from(_TOPICS), min_size=1, max_size=5), label="objects"):
                 names[topic].add(db.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}", topic=topic)).name)
@@ -612,8 +608,6 @@ def test_any_list_is_exact_or_names_the_foreign_directory_on_its_path(
             for topic in [None, *_TOPICS]:
                 want = set().union(*names.values()) if topic is None else names[topic]
                 assert {o.name for o in db.list(LogicalSwitch, topic)} == want
-        finally:
-            client.close()
 
 
 @pytest.mark.timeout(60)
