@@ -268,6 +268,36 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 assert {o.id for o in db.list(LogicalSwitch, topic)} == {i for i, o in live.items() if o.topic == topic}
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (docs/backends/redis.md, Not done): a change-log stream of another type fails the "
+    "commit with its data and directory sets unwritten, but the revision counter, dmr and log0 (and "
+    "'log''s last id when a topic stream refused) have moved",
+)
+@pytest.mark.parametrize("stream", ["log", "log:tenant"])
+@pytest.mark.parametrize("op", ["create", "update", "delete", "txn"])
+def test_a_change_log_stream_of_another_type_fails_a_commit_with_every_key_as_it_was(
+    db: nbdb.Database, client: Any, stream: str, op: str
+) -> None:
+    """The streams are written after the directory sets and dmr (their XADDs are pcalls, undone on
+    failure), not checked before the first write: a string another writer put at 'log' or at a
+    topic's stream fails every commit of that topic as CorruptRecordError with its objects and
+    directory sets unwritten, but not with every key of the namespace as it was. This holds the rule
+    the directory sets meet (test above) to the streams too; it fails until the streams' types are
+    known before the commit's first write."""
+    root = root_of(db)
+    old = db.create(LogicalSwitch(name="old", topic="tenant"))
+    db.create(LogicalSwitch(name="other", topic="tenant"))
+    key = root + stream
+    client.delete(key)
+    client.set(key, b"foreign")
+    before = stored(client, root)
+    with pytest.raises(nbdb.CorruptRecordError):
+        _write(db, op, old, "tenant")
+    assert stored(client, root) == before
+
+
 # ------------------------------------------------------------- a change log another writer emptied
 
 
