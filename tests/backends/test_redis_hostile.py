@@ -1,5 +1,6 @@
 """Redis backend against another writer's keys in nbdb's namespace: the keys a commit writes without
-reading them first (directory sets, ``dmr``), and a change log that another writer emptied.
+reading them first (directory sets, ``dmr``, the change-log streams), and a change log that another
+writer emptied.
 
 Each test spawns a real ``redis-server`` (the harness's fixture) and damages the namespace with a
 plain redis-py client, as another program sharing the database would.
@@ -190,7 +191,8 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
 ) -> None:
     """Property: whatever objects exist, whatever a commit creates and deletes (one create, one delete,
     or a transaction of both, over topics) and whichever key it writes unread is another writer's
-    string ('dmr', 'd:', 'd:o/', a topic's or a table's directory set), the commit either applies or
+    string ('dmr', 'd:', 'd:o/', a topic's or a table's directory set, 'log' or a topic's stream,
+    whose types are checked before the first write), the commit either applies or
     fails as CorruptRecordError with every key of the namespace as it was; once the key is back, it
     applies. Revisions stay dense (a failed commit gives its revision back) and the directory sets
     name exactly the objects that exist."""
@@ -213,9 +215,10 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 creates = ["t0"]
             foreign = data.draw(
                 st.sampled_from(
-                    ["dmr", "d:", "d:o/"]
+                    ["dmr", "d:", "d:o/", "log"]
                     + [f"d:o/{t}/" for t in _TOPICS]
                     + [f"d:o/{t}/LogicalSwitch/" for t in _TOPICS]
+                    + [f"log:{t}" for t in _TOPICS]
                 ),
                 label="foreign",
             )
@@ -269,33 +272,34 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/backends/redis.md, Not done): a change-log stream of another type fails the "
-    "commit with its data and directory sets unwritten, but the revision counter, dmr and log0 (and "
-    "'log''s last id when a topic stream refused) have moved",
-)
 @pytest.mark.parametrize("stream", ["log", "log:tenant"])
 @pytest.mark.parametrize("op", ["create", "update", "delete", "txn"])
 def test_a_change_log_stream_of_another_type_fails_a_commit_with_every_key_as_it_was(
     db: nbdb.Database, client: Any, stream: str, op: str
 ) -> None:
-    """The streams are written after the directory sets and dmr (their XADDs are pcalls, undone on
-    failure), not checked before the first write: a string another writer put at 'log' or at a
-    topic's stream fails every commit of that topic as CorruptRecordError with its objects and
-    directory sets unwritten, but not with every key of the namespace as it was. This holds the rule
-    the directory sets meet (test above) to the streams too; it fails until the streams' types are
-    known before the commit's first write."""
+    """The streams are written after the directory sets and dmr, and a failed XADD cannot be undone
+    exactly: a string another writer put at 'log' or at a topic's stream failed the commit with its
+    objects and directory sets unwritten, but with the revision counter, dmr and 'log0' moved (and
+    'log''s last id and entry count, when the topic's stream refused after 'log' took the entry).
+    Now the streams' types are known before the commit's first write: it fails as
+    CorruptRecordError naming the key with every key of the namespace as it was, and applies, at
+    the next revision, once the key is back."""
     root = root_of(db)
     old = db.create(LogicalSwitch(name="old", topic="tenant"))
     db.create(LogicalSwitch(name="other", topic="tenant"))
+    head = db.backend.current_revision()  # (it reads 'log': it fails while that key is foreign)
     key = root + stream
+    kept = client.dump(key)
     client.delete(key)
     client.set(key, b"foreign")
     before = stored(client, root)
-    with pytest.raises(nbdb.CorruptRecordError):
+    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(key)):
         _write(db, op, old, "tenant")
     assert stored(client, root) == before
+    client.delete(key)
+    client.restore(key, 0, kept)
+    _write(db, op, old, "tenant")
+    assert db.backend.current_revision() == head + 1
 
 
 # ------------------------------------------------------------- a change log another writer emptied
@@ -344,11 +348,14 @@ def test_a_watch_that_reached_the_head_of_an_emptied_log_goes_on_past_it(
     db: nbdb.Database, client: Any, how: str
 ) -> None:
     """A watch from 0 moves to the head once it has delivered 'log': with 'log' empty (here the
-    namespace's first commit failed, so 'log' never held an entry, and the counter is past 0), that
+    namespace's first commit failed at its log entries, so 'log' never held an entry for good, and
+    the counter is past 0), that
     head is the counter's, and its next poll raised HistoryGoneError. Now it goes on."""
     root = root_of(db)
-    client.set(root + "log:tenant-a", b"foreign")
-    with pytest.raises(nbdb.CorruptRecordError):
+    # Another writer's entry in the topic's stream at an id past what the script's numbers hold
+    # exactly (2^53): the commit's XADD there fails, is not tried again past it, and is undone.
+    client.xadd(root + "log:tenant-a", {"x": "y"}, id="9007199254740993-0")
+    with pytest.raises(nbdb.NbdbError):
         db.create(LogicalSwitch(name="lost", topic="tenant-a"))
     client.delete(root + "log:tenant-a")
     if how == "deleted":
