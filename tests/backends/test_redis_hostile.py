@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.backends.redis import RedisBackend
-from nbdb.models import LogicalSwitch
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.fixtures import redis_server  # noqa: F401 - pytest fixture
 from nbdb.testing.redis import RedisServer
 
@@ -300,6 +301,70 @@ def test_a_change_log_stream_of_another_type_fails_a_commit_with_every_key_as_it
     client.restore(key, 0, kept)
     _write(db, op, old, "tenant")
     assert db.backend.current_revision() == head + 1
+
+
+_S1, _S2, _P1, _P2, _S3, _P9 = (uuid.UUID(int=i) for i in range(1, 7))
+
+
+def _every_key_setup(db: nbdb.Database) -> tuple[LogicalSwitch, LogicalSwitchPort, LogicalSwitch]:
+    s1 = db.create(LogicalSwitch(id=_S1, name="s1", topic="A"))
+    p1 = db.create(LogicalSwitchPort(id=_P1, switch=_S1, name="p1", topic="A"))
+    return s1, p1, db.create(LogicalSwitch(id=_S2, name="s2", topic="B"))
+
+
+def _every_key_commit(db: nbdb.Database, op: str, p1: LogicalSwitchPort, s2: LogicalSwitch) -> None:
+    if op == "create-port":  # a unique claim, a reference, an existing topic
+        db.create(LogicalSwitchPort(id=_P2, switch=_S1, name="p2", topic="A"))
+    elif op == "create-topic":  # a new topic: its directory sets and stream made
+        db.create(LogicalSwitch(id=_S3, name="s3", topic="C"))
+    elif op == "update":  # a unique value changed
+        db.update(p1.replace(name="p1b"))
+    elif op == "delete-port":  # a claim and a reverse reference released unread
+        db.delete(p1)
+    elif op == "delete-switch":  # a topic emptied
+        db.delete(s2)
+    else:  # the general path: every kind of change, three topics
+        with db.transaction() as txn:
+            txn.create(LogicalSwitchPort(id=_P2, switch=_S1, name="p2", topic="A"))
+            txn.create(LogicalSwitch(id=_S3, name="s3", topic="C"))
+            txn.delete(s2)
+            txn.update(p1.replace(name="p1b"))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("op", ["create-port", "create-topic", "update", "delete-port", "delete-switch", "txn"])
+def test_every_key_a_commit_touches_of_another_type_fails_it_with_every_key_as_it_was(
+    redis_server: RedisServer,  # noqa: F811 - the fixture
+    op: str,
+) -> None:
+    """Each key the commit reads or writes (every key of the namespace before or after it but the
+    tokens), in turn another writer's key of another type (a string, or a hash where a string was):
+    the commit applies, or fails with a typed error and every key of the namespace as it was. A
+    stream ('log', a topic's) of another type failed it with the counter, dmr and 'log0' moved."""
+    keys: list[bytes] = []
+    with nbdb.connect(redis_server.url, namespace=f"e-{uuid.uuid4().hex[:10]}") as db, _raw_client(db) as client:
+        root = root_of(db).encode()
+        _s1, p1, s2 = _every_key_setup(db)
+        seen = set(stored(client, root.decode()))
+        _every_key_commit(db, op, p1, s2)
+        seen |= set(stored(client, root.decode()))
+        keys = sorted(k[len(root) :] for k in seen if not k[len(root) :].startswith(b"ct:"))
+    assert b"log" in keys and b"rev" in keys and b"dmr" in keys
+    for name in keys:
+        with nbdb.connect(redis_server.url, namespace=f"e-{uuid.uuid4().hex[:10]}") as db, _raw_client(db) as client:
+            _s1, p1, s2 = _every_key_setup(db)
+            key = root_of(db).encode() + name
+            kind = client.type(key)
+            client.delete(key)
+            if kind == b"string":
+                client.hset(key, "f", "foreign")
+            else:
+                client.set(key, b"foreign")
+            before = stored(client, root_of(db))
+            try:
+                _every_key_commit(db, op, p1, s2)
+            except nbdb.NbdbError:
+                assert stored(client, root_of(db)) == before, name
 
 
 # ------------------------------------------------------------- a change log another writer emptied
