@@ -1,5 +1,6 @@
 """Redis backend against another writer's keys in nbdb's namespace: the keys a commit writes without
-reading them first (directory sets, ``dmr``), and a change log that another writer emptied.
+reading them first (directory sets, ``dmr``, the change-log streams), and a change log that another
+writer emptied.
 
 Each test spawns a real ``redis-server`` (the harness's fixture) and damages the namespace with a
 plain redis-py client, as another program sharing the database would.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.backends.redis import RedisBackend
-from nbdb.models import LogicalSwitch
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.fixtures import redis_server  # noqa: F401 - pytest fixture
 from nbdb.testing.redis import RedisServer
 
@@ -190,7 +192,8 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
 ) -> None:
     """Property: whatever objects exist, whatever a commit creates and deletes (one create, one delete,
     or a transaction of both, over topics) and whichever key it writes unread is another writer's
-    string ('dmr', 'd:', 'd:o/', a topic's or a table's directory set), the commit either applies or
+    string ('dmr', 'd:', 'd:o/', a topic's or a table's directory set, 'log' or a topic's stream,
+    whose types are checked before the first write), the commit either applies or
     fails as CorruptRecordError with every key of the namespace as it was; once the key is back, it
     applies. Revisions stay dense (a failed commit gives its revision back) and the directory sets
     name exactly the objects that exist."""
@@ -213,9 +216,10 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 creates = ["t0"]
             foreign = data.draw(
                 st.sampled_from(
-                    ["dmr", "d:", "d:o/"]
+                    ["dmr", "d:", "d:o/", "log"]
                     + [f"d:o/{t}/" for t in _TOPICS]
                     + [f"d:o/{t}/LogicalSwitch/" for t in _TOPICS]
+                    + [f"log:{t}" for t in _TOPICS]
                 ),
                 label="foreign",
             )
@@ -268,6 +272,101 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 assert {o.id for o in db.list(LogicalSwitch, topic)} == {i for i, o in live.items() if o.topic == topic}
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stream", ["log", "log:tenant"])
+@pytest.mark.parametrize("op", ["create", "update", "delete", "txn"])
+def test_a_change_log_stream_of_another_type_fails_a_commit_with_every_key_as_it_was(
+    db: nbdb.Database, client: Any, stream: str, op: str
+) -> None:
+    """The streams are written after the directory sets and dmr, and a failed XADD cannot be undone
+    exactly: a string another writer put at 'log' or at a topic's stream failed the commit with its
+    objects and directory sets unwritten, but with the revision counter, dmr and 'log0' moved (and
+    'log''s last id and entry count, when the topic's stream refused after 'log' took the entry).
+    Now the streams' types are known before the commit's first write: it fails as
+    CorruptRecordError naming the key with every key of the namespace as it was, and applies, at
+    the next revision, once the key is back."""
+    root = root_of(db)
+    old = db.create(LogicalSwitch(name="old", topic="tenant"))
+    db.create(LogicalSwitch(name="other", topic="tenant"))
+    head = db.backend.current_revision()  # (it reads 'log': it fails while that key is foreign)
+    key = root + stream
+    kept = client.dump(key)
+    client.delete(key)
+    client.set(key, b"foreign")
+    before = stored(client, root)
+    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(key)):
+        _write(db, op, old, "tenant")
+    assert stored(client, root) == before
+    client.delete(key)
+    client.restore(key, 0, kept)
+    _write(db, op, old, "tenant")
+    assert db.backend.current_revision() == head + 1
+
+
+_S1, _S2, _P1, _P2, _S3, _P9 = (uuid.UUID(int=i) for i in range(1, 7))
+
+
+def _every_key_setup(db: nbdb.Database) -> tuple[LogicalSwitch, LogicalSwitchPort, LogicalSwitch]:
+    s1 = db.create(LogicalSwitch(id=_S1, name="s1", topic="A"))
+    p1 = db.create(LogicalSwitchPort(id=_P1, switch=_S1, name="p1", topic="A"))
+    return s1, p1, db.create(LogicalSwitch(id=_S2, name="s2", topic="B"))
+
+
+def _every_key_commit(db: nbdb.Database, op: str, p1: LogicalSwitchPort, s2: LogicalSwitch) -> None:
+    if op == "create-port":  # a unique claim, a reference, an existing topic
+        db.create(LogicalSwitchPort(id=_P2, switch=_S1, name="p2", topic="A"))
+    elif op == "create-topic":  # a new topic: its directory sets and stream made
+        db.create(LogicalSwitch(id=_S3, name="s3", topic="C"))
+    elif op == "update":  # a unique value changed
+        db.update(p1.replace(name="p1b"))
+    elif op == "delete-port":  # a claim and a reverse reference released unread
+        db.delete(p1)
+    elif op == "delete-switch":  # a topic emptied
+        db.delete(s2)
+    else:  # the general path: every kind of change, three topics
+        with db.transaction() as txn:
+            txn.create(LogicalSwitchPort(id=_P2, switch=_S1, name="p2", topic="A"))
+            txn.create(LogicalSwitch(id=_S3, name="s3", topic="C"))
+            txn.delete(s2)
+            txn.update(p1.replace(name="p1b"))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("op", ["create-port", "create-topic", "update", "delete-port", "delete-switch", "txn"])
+def test_every_key_a_commit_touches_of_another_type_fails_it_with_every_key_as_it_was(
+    redis_server: RedisServer,  # noqa: F811 - the fixture
+    op: str,
+) -> None:
+    """Each key the commit reads or writes (every key of the namespace before or after it but the
+    tokens), in turn another writer's key of another type (a string, or a hash where a string was):
+    the commit applies, or fails with a typed error and every key of the namespace as it was. A
+    stream ('log', a topic's) of another type failed it with the counter, dmr and 'log0' moved."""
+    keys: list[bytes] = []
+    with nbdb.connect(redis_server.url, namespace=f"e-{uuid.uuid4().hex[:10]}") as db, _raw_client(db) as client:
+        root = root_of(db).encode()
+        _s1, p1, s2 = _every_key_setup(db)
+        seen = set(stored(client, root.decode()))
+        _every_key_commit(db, op, p1, s2)
+        seen |= set(stored(client, root.decode()))
+        keys = sorted(k[len(root) :] for k in seen if not k[len(root) :].startswith(b"ct:"))
+    assert b"log" in keys and b"rev" in keys and b"dmr" in keys
+    for name in keys:
+        with nbdb.connect(redis_server.url, namespace=f"e-{uuid.uuid4().hex[:10]}") as db, _raw_client(db) as client:
+            _s1, p1, s2 = _every_key_setup(db)
+            key = root_of(db).encode() + name
+            kind = client.type(key)
+            client.delete(key)
+            if kind == b"string":
+                client.hset(key, "f", "foreign")
+            else:
+                client.set(key, b"foreign")
+            before = stored(client, root_of(db))
+            try:
+                _every_key_commit(db, op, p1, s2)
+            except nbdb.NbdbError:
+                assert stored(client, root_of(db)) == before, name
+
+
 # ------------------------------------------------------------- a change log another writer emptied
 
 
@@ -314,11 +413,14 @@ def test_a_watch_that_reached_the_head_of_an_emptied_log_goes_on_past_it(
     db: nbdb.Database, client: Any, how: str
 ) -> None:
     """A watch from 0 moves to the head once it has delivered 'log': with 'log' empty (here the
-    namespace's first commit failed, so 'log' never held an entry, and the counter is past 0), that
+    namespace's first commit failed at its log entries, so 'log' never held an entry for good, and
+    the counter is past 0), that
     head is the counter's, and its next poll raised HistoryGoneError. Now it goes on."""
     root = root_of(db)
-    client.set(root + "log:tenant-a", b"foreign")
-    with pytest.raises(nbdb.CorruptRecordError):
+    # Another writer's entry in the topic's stream at an id past what the script's numbers hold
+    # exactly (2^53): the commit's XADD there fails, is not tried again past it, and is undone.
+    client.xadd(root + "log:tenant-a", {"x": "y"}, id="9007199254740993-0")
+    with pytest.raises(nbdb.NbdbError):
         db.create(LogicalSwitch(name="lost", topic="tenant-a"))
     client.delete(root + "log:tenant-a")
     if how == "deleted":

@@ -202,14 +202,47 @@ if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
 """
 
-# The commit's revision (INCR rev).
-_COMMIT_REVISION = r"""
--- The revision: one INCR. It is only the first try: announce() adds the commit's log entries at
--- it, and continues past any entry at or past it (see there).
-local function revision()
+# The commit's revision (INCR rev), after its streams' types are known.
+_COMMIT_REVISION = _fill(
+    r"""
+-- The revision: one INCR, the commit's first write. It is only the first try: announce() adds
+-- the commit's log entries at it, and continues past any entry at or past it (see there).
+-- Before it, one XREAD (of nothing: '$') of 'log' and of each stream of topics (a topic, or a
+-- table whose keys are topics) fails if another writer put a key of another type at one: their
+-- XADDs come after the directory sets and dmr, and a failed XADD cannot be undone exactly (the
+-- stream's last id and counts stay moved, and dmr's old values are not known), so the commit is
+-- refused here, with nothing written, naming the key (asked with TYPE only then).
+local function refused(names, i, j, got)
+  local key = names[i]
+  for k = i, j do
+    local t = redis.call('TYPE', names[k]).ok
+    if t ~= 'stream' and t ~= 'none' then key = names[k]; break end
+  end
+  error({err = tostring(got.err) .. ' (nbdb: at ' .. key .. ', __REFUSED_MARK__)'})
+end
+local function revision(topics)
+  if type(topics) == 'string' then
+    -- One topic (the lean paths): no table made unless it fails.
+    local got = redis.pcall('XREAD', 'STREAMS', P .. 'log', P .. 'log:' .. topics, '$', '$')
+    if got and got.err then refused({P .. 'log', P .. 'log:' .. topics}, 1, 2, got) end
+  else
+    local names = {P .. 'log'}
+    for topic in pairs(topics) do names[#names + 1] = P .. 'log:' .. topic end
+    -- In slices of 1,000 streams: unpack() takes a few thousand values at most.
+    for i = 1, #names, 1000 do
+      local args = {'STREAMS'}
+      local j = math.min(i + 999, #names)
+      for k = i, j do args[#args + 1] = names[k] end
+      for _ = i, j do args[#args + 1] = '$' end
+      local got = redis.pcall('XREAD', unpack(args))
+      if got and got.err then refused(names, i, j, got) end
+    end
+  end
   return redis.call('INCR', P .. 'rev')
 end
-"""
+""",
+    REFUSED_MARK=REFUSED_MARK,
+)
 
 # Numbers as strings, once each.
 _COMMIT_STR = r"""
@@ -265,8 +298,9 @@ _COMMIT_ANNOUNCE = r"""
 -- again: nothing is asked in the usual case, where every XADD succeeds. The XADDs come before
 -- the data writes, which cannot fail (every key written was read first, its type known, or is
 -- written with a pcall), so no entry announces a commit that did not happen. Only the keys never
--- read (directory sets, dmr) are written before them. An XADD that fails again (a stream of
--- another type, an id past 2^53) undoes the entries and returns false and the error: the caller
+-- read (directory sets, dmr) are written before them. An XADD that fails again (an id past 2^53;
+-- a stream of another type no longer gets here: revision() refuses it before the first write)
+-- undoes the entries and returns false and the error: the caller
 -- undoes its directory sets (dmr marks a change that was not: harmless, a list re-reads) and
 -- raises it, the commit's data unwritten.
 local function announce(rev, all, topics)
@@ -383,7 +417,7 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
     -- Written before the log entries (a key never read: its type is not known; a pcall, as
     -- see the keys a commit writes unread below), and again if they moved the revision.
     local up = 'o/' .. topic .. '/'
-    local rev0 = revision()
+    local rev0 = revision(topic)
     local revs = str(rev0)
     local got = redis.pcall('HSET', P .. 'dmr', __OBJECT_DIRS__)
     if got ~= 0 and type(got) == 'table' then
@@ -485,7 +519,7 @@ local function delete()
   local r = redis.call('HMGET', h, 'ov', 'on', 'ot')
   if (r[3] == topic and tonumber(r[2])) ~= expect then return {0} end
   if redis.call('EXISTS', P .. 'k:' .. refs) == 1 then return {0} end
-  local rev0 = revision()
+  local rev0 = revision(topic)
   -- The keys not read first (their type unknown) before the log entries (see announce).
   local bad, got = enlist('SREM', topic, tbl, oid)
   if not bad then bad, got = touched(topic, tbl, str(rev0)) end
@@ -630,7 +664,12 @@ local function create()
       end
     end
   end
-  local rev0 = revision()
+  local streams = objs[1][4]
+  if #objs > 1 then
+    streams = {}
+    for i = 1, #objs do streams[objs[i][4]] = true end
+  end
+  local rev0 = revision(streams)
   -- The keys not read first (directory sets, dmr) before the log entries (see announce), the
   -- rest after them.
   local dirs, bad, got, upto = nil, nil, nil, 0
@@ -1027,7 +1066,26 @@ end
 # The general path, pass 2: the revision, the directory sets and dmr (written unread: refused writes undone).
 _COMMIT_DIRECTORIES = _fill(
     r"""
-local rev0 = revision()
+-- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
+-- and one per touched topic in that topic's log.
+local all, topics = {}, {}
+-- A key loc() matched as o/<topic>/<table>/<id> is an object's when OBJ is 'o/' (no key prefix).
+local plain = OBJ == 'o/'
+for i = 1, #changes do
+  local c = changes[i]
+  local w = place(c[1])
+  if (plain and w[8]) or c[1]:sub(1, #OBJ) == OBJ then
+    local rec = record(c[1], c[2], c[3], c[4], c[5])
+    all[#all + 1] = rec
+    local topic = w[5] or c[1]:sub(#OBJ + 1):match('^([^/]*)/')
+    if topic then
+      if not topics[topic] then topics[topic] = {} end
+      table.insert(topics[topic], rec)
+    end
+  end
+end
+-- (Before the revision: its streams' types are checked there, before the commit's first write.)
+local rev0 = revision(topics)
 
 -- Pass 2: the writes. First those of keys not read in pass 1 (their type unknown: a foreign key
 -- of another type refuses its write, and the commit is undone, see refuse): the directories of the
@@ -1155,24 +1213,7 @@ end
 
 # The general path, pass 2: the log entries (see announce).
 _COMMIT_FEED = r"""
--- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
--- and one per touched topic in that topic's log.
-local all, topics = {}, {}
--- A key loc() matched as o/<topic>/<table>/<id> is an object's when OBJ is 'o/' (no key prefix).
-local plain = OBJ == 'o/'
-for i = 1, #changes do
-  local c = changes[i]
-  local w = place(c[1])
-  if (plain and w[8]) or c[1]:sub(1, #OBJ) == OBJ then
-    local rec = record(c[1], c[2], c[3], c[4], c[5])
-    all[#all + 1] = rec
-    local topic = w[5] or c[1]:sub(#OBJ + 1):match('^([^/]*)/')
-    if topic then
-      if not topics[topic] then topics[topic] = {} end
-      table.insert(topics[topic], rec)
-    end
-  end
-end
+-- The change feed: its records and topics were made before the revision (see the directories).
 local rev, revs = announce(rev0, all, topics)
 if not rev then
   -- The log did not take the commit (see announce): every directory set as it was.
