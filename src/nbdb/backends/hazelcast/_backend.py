@@ -331,7 +331,15 @@ class HazelcastBackend(ChangeLogBackend):
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
         if len(keys) <= 1:
             return [self.get_key(k) for k in keys]
-        found = self.call(lambda: self.gate.send(lambda: self._kv_async.get_all(list(keys))).result())
+        # A getAll is a request per partition: a burst, which from a caller's thread can lose the reactor's
+        # wake-up on its own (a loaded machine: the reactor preempted in its waker). So the first key is one
+        # request through the gate, and the rest leave from its reply's callback (one round trip more).
+        first, rest = keys[0], list(dict.fromkeys(keys[1:]))
+
+        def others(got: Any) -> Any:
+            return self._kv_async.get_all(rest).continue_with(lambda found: {**found.result(), first: got.result()})
+
+        found = self.call(lambda: self.then_send(self.gate.send(lambda: self._kv_async.get(first)), others).result())
         return [decode_kv(k, found.get(k)) for k in keys]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
