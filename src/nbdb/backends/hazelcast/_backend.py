@@ -339,7 +339,11 @@ class HazelcastBackend(ChangeLogBackend):
         def others(got: Any) -> Any:
             return self._kv_async.get_all(rest).continue_with(lambda found: {**found.result(), first: got.result()})
 
-        found = self.call(lambda: self.then_send(self.gate.send(lambda: self._kv_async.get(first)), others).result())
+        found = self.call(
+            lambda: self.gate.send(
+                lambda: self._kv_async.get(first), lambda sent: self.then_send(sent, others)
+            ).result()
+        )
         return [decode_kv(k, found.get(k)) for k in keys]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
@@ -476,10 +480,13 @@ class HazelcastBackend(ChangeLogBackend):
             # head first (every commit up to it is applied), then the keys, from its reply callback.
             def read() -> tuple[Any, dict[str, Any]]:
                 return self.call(  # type: ignore[no-any-return]
-                    lambda: self.then_send(
-                        self.gate.send(lambda: self.meta_async.get(HEAD)),
-                        lambda head: self._send_range(prefixes, None).continue_with(
-                            lambda got: (head.result(), got.result()[1])
+                    lambda: self.gate.send(
+                        lambda: self.meta_async.get(HEAD),
+                        lambda pending: self.then_send(
+                            pending,
+                            lambda head: self._send_range(prefixes, None).continue_with(
+                                lambda got: (head.result(), got.result()[1])
+                            ),
                         ),
                     ).result()
                 )
@@ -1079,8 +1086,9 @@ class HazelcastBackend(ChangeLogBackend):
             elif here != self._reactor_thread and bounces < _MAX_BOUNCES:
                 # The reply was in before the callback was attached (so the reactor has handled this thread's
                 # last wake-up): one more single request, and the burst leaves from its reply's callback.
-                return self.gate.send(lambda: self.meta_async.get(TRIM)).continue_with(
-                    lambda _: step(done, bounces + 1)
+                return self.gate.send(
+                    lambda: self.meta_async.get(TRIM),
+                    lambda sent: sent.continue_with(lambda _: step(done, bounces + 1)),
                 )
             return send(done)
 

@@ -29,32 +29,47 @@ class SendGate:
     """
 
     def __init__(self) -> None:
-        self._guard = threading.Condition(threading.Lock())
+        self._guard = threading.Lock()
+        self._idle = threading.Condition(self._guard)
+        """Notified when no request of the gate awaits its reply (for :meth:`send_here`'s waiters)."""
+        self._waiting = 0
         self._out = 0
         """Requests the gate sent whose reply callback has not run yet."""
         self._queued: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self.queued = 0
         """How many requests went out from a reply callback (queued) rather than from their caller's thread."""
 
-    def send(self, start: Callable[[], Any]) -> Any:
-        """``start()`` (which sends one request and returns its future) now or from the next reply: a future."""
+    def send(self, start: Callable[[], Any], follow: Callable[[Any], Any] | None = None) -> Any:
+        """``start()`` (which sends one request and returns its future) now or from the next reply: a future.
+
+        ``follow``: a continuation attached to that future before the gate's own callback (which may
+        send queued requests), so that requests it sends from the reply's callback go first; what it
+        returns is returned.
+        """
         with self._guard:
             if self._out:
                 later: Future[Any] = Future()  # type: ignore[no-untyped-call]
                 self._queued.append((start, later))
                 self.queued += 1
-                return later
+                return later if follow is None else follow(later)
             self._out = 1
-        return self._sent(start, None)
+        return self._sent(start, None, follow)
 
     def send_here(self, start: Callable[[], Any], timeout: float) -> Any:
         """``start()`` from this thread once no request of the gate awaits its reply (at most ``timeout`` s)."""
         with self._guard:
-            self._guard.wait_for(lambda: not self._out, timeout)
+            if self._out:
+                self._waiting += 1
+                try:
+                    self._idle.wait_for(lambda: not self._out, timeout)
+                finally:
+                    self._waiting -= 1
             self._out += 1
         return self._sent(start, None)
 
-    def _sent(self, start: Callable[[], Any], later: Future[Any] | None) -> Any:
+    def _sent(
+        self, start: Callable[[], Any], later: Future[Any] | None, follow: Callable[[Any], Any] | None = None
+    ) -> Any:
         try:
             future = start()
         except BaseException as exc:
@@ -63,20 +78,24 @@ class SendGate:
                 raise
             later.set_exception(exc)
             return later
+        if later is not None:
+            future.add_done_callback(lambda done: _copy(done, later))
+            future.add_done_callback(self._answered)
+            return later
+        out = future if follow is None else follow(future)
         future.add_done_callback(self._answered)
-        if later is None:
-            return future
-        future.add_done_callback(lambda done: _copy(done, later))
-        return later
+        return out
 
     def _answered(self, _: Any) -> None:
         with self._guard:
             self._out -= 1
+            if not self._queued:
+                if not self._out and self._waiting:
+                    self._idle.notify_all()
+                return
             batch = list(self._queued)
             self._queued.clear()
             self._out += len(batch)
-            if not self._out:
-                self._guard.notify_all()
         for start, later in batch:
             self._sent(start, later)
 
