@@ -791,7 +791,7 @@ class HazelcastBackend(ChangeLogBackend):
                 with self._lock_requests_guard:
                     self._lock_requests += 1
                     self.commit_lock_requests_peak = max(self.commit_lock_requests_peak, self._lock_requests)
-            return self.gate.send_here(lambda: imap.lock(key, lease_time=lease), self.config.timeout)
+            return self.gate.send_here(lambda: imap.lock(key, lease_time=lease), self.config.timeout, hold=False)
 
         pending = self.call(send)
         held = _Held()
@@ -1035,7 +1035,9 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             # Not through call(): its failures are classified here (a lost reply may have committed).
             self._admit()
-            pending = self.gate.send(lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, task))
+            pending = self.gate.send_here(
+                lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, task), self.config.timeout, hold=False
+            )
             self._register_from_reply(pending, topics)
             return list(pending.result())
         except hzerrors.HazelcastError as exc:

@@ -55,8 +55,14 @@ class SendGate:
             self._out = 1
         return self._sent(start, None, follow)
 
-    def send_here(self, start: Callable[[], Any], timeout: float) -> Any:
-        """``start()`` from this thread once no request of the gate awaits its reply (at most ``timeout`` s)."""
+    def send_here(self, start: Callable[[], Any], timeout: float, hold: bool = True) -> Any:
+        """``start()`` from this thread once no request of the gate awaits its reply (at most ``timeout`` s).
+
+        ``hold`` False: a request whose reply may be long in coming (a lock's grant, a commit task waiting
+        for the commit lock in the member) does not hold the gate until it comes: it would keep every
+        other request queued that long, and an unlock behind a lock request it must precede waited out
+        ``timeout``. Only its send waits for the gate to be idle.
+        """
         with self._guard:
             if self._out:
                 self._waiting += 1
@@ -64,6 +70,8 @@ class SendGate:
                     self._idle.wait_for(lambda: not self._out, timeout)
                 finally:
                     self._waiting -= 1
+            if not hold:
+                return start()
             self._out += 1
         return self._sent(start, None)
 
