@@ -36,6 +36,7 @@ from nbdb.backends.hazelcast._records import (
     encode_kv,
     listed_rows,
 )
+from nbdb.backends.hazelcast._sendgate import SendGate
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families.kv import (
     CommitToken,
@@ -151,6 +152,8 @@ class HazelcastBackend(ChangeLogBackend):
         self.commit_lock_requests_peak = 0
         """The most commit-lock requests this backend had outstanding at once (1 while threads take turns)."""
         self._executor = client.get_executor("nbdb.commit")
+        self.gate = SendGate()
+        """Caller threads' requests, one wake-up of the client's reactor at a time (see :class:`SendGate`)."""
         self._outage = Outage(config.timeout)
         """Since when the client has been without a connection to the cluster: see :meth:`_admit`."""
         self._probing = threading.Lock()
@@ -323,12 +326,24 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- reads
 
     def get_key(self, key: str) -> KeyValue | None:
-        return decode_kv(key, self.call(lambda: self._kv.get(key)))
+        return decode_kv(key, self.call(lambda: self.gate.send(lambda: self._kv_async.get(key)).result()))
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
         if len(keys) <= 1:
             return [self.get_key(k) for k in keys]
-        found = self.call(lambda: self._kv.get_all(list(keys)))
+        # A getAll is a request per partition: a burst, which from a caller's thread can lose the reactor's
+        # wake-up on its own (a loaded machine: the reactor preempted in its waker). So the first key is one
+        # request through the gate, and the rest leave from its reply's callback (one round trip more).
+        first, rest = keys[0], list(dict.fromkeys(keys[1:]))
+
+        def others(got: Any) -> Any:
+            return self._kv_async.get_all(rest).continue_with(lambda found: {**found.result(), first: got.result()})
+
+        found = self.call(
+            lambda: self.gate.send(
+                lambda: self._kv_async.get(first), lambda sent: self.then_send(sent, others)
+            ).result()
+        )
         return [decode_kv(k, found.get(k)) for k in keys]
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
@@ -465,10 +480,13 @@ class HazelcastBackend(ChangeLogBackend):
             # head first (every commit up to it is applied), then the keys, from its reply callback.
             def read() -> tuple[Any, dict[str, Any]]:
                 return self.call(  # type: ignore[no-any-return]
-                    lambda: self.then_send(
-                        self.meta_async.get(HEAD),
-                        lambda head: self._send_range(prefixes, None).continue_with(
-                            lambda got: (head.result(), got.result()[1])
+                    lambda: self.gate.send(
+                        lambda: self.meta_async.get(HEAD),
+                        lambda pending: self.then_send(
+                            pending,
+                            lambda head: self._send_range(prefixes, None).continue_with(
+                                lambda got: (head.result(), got.result()[1])
+                            ),
                         ),
                     ).result()
                 )
@@ -773,7 +791,7 @@ class HazelcastBackend(ChangeLogBackend):
                 with self._lock_requests_guard:
                     self._lock_requests += 1
                     self.commit_lock_requests_peak = max(self.commit_lock_requests_peak, self._lock_requests)
-            return imap.lock(key, lease_time=lease)
+            return self.gate.send_here(lambda: imap.lock(key, lease_time=lease), self.config.timeout, hold=False)
 
         pending = self.call(send)
         held = _Held()
@@ -805,7 +823,7 @@ class HazelcastBackend(ChangeLogBackend):
             # Lock ownership is per thread, so the unlock leaves from this one; waiting for it keeps
             # this thread's next request from waking the reactor twice in a row (see _commit_lock).
             try:
-                unlocked = imap.unlock(key)
+                unlocked = self.gate.send_here(lambda: imap.unlock(key), self.config.timeout)
                 if after is not None:
                     then_run = after
                     self.then_send(unlocked, lambda _: then_run())
@@ -1017,7 +1035,9 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             # Not through call(): its failures are classified here (a lost reply may have committed).
             self._admit()
-            pending = self._executor.execute_on_key_owner(_COMMIT_LOCK, task)
+            pending = self.gate.send_here(
+                lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, task), self.config.timeout, hold=False
+            )
             self._register_from_reply(pending, topics)
             return list(pending.result())
         except hzerrors.HazelcastError as exc:
@@ -1068,7 +1088,10 @@ class HazelcastBackend(ChangeLogBackend):
             elif here != self._reactor_thread and bounces < _MAX_BOUNCES:
                 # The reply was in before the callback was attached (so the reactor has handled this thread's
                 # last wake-up): one more single request, and the burst leaves from its reply's callback.
-                return self.meta_async.get(TRIM).continue_with(lambda _: step(done, bounces + 1))
+                return self.gate.send(
+                    lambda: self.meta_async.get(TRIM),
+                    lambda sent: sent.continue_with(lambda _: step(done, bounces + 1)),
+                )
             return send(done)
 
         return future.continue_with(step)

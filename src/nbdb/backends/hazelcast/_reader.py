@@ -103,7 +103,7 @@ class HazelcastLogReader(ChangeLogReader):
                 lambda both: (done.result(), *both.result())
             )
 
-        return backend.then_send(backend.meta_async.get(HEAD), entries)
+        return backend.gate.send(lambda: backend.meta_async.get(HEAD), lambda sent: backend.then_send(sent, entries))
 
     def wait(self, logs: Sequence[str], after: int, timeout: float) -> None:
         self._backend.wait_for_log(after, timeout, lambda: self._closed)

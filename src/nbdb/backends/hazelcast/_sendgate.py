@@ -1,0 +1,116 @@
+"""One wake-up of the hazelcast client's reactor in flight at a time (its 5.7 lost wake-up, see :class:`SendGate`)."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from hazelcast.future import Future
+
+__all__ = ["SendGate"]
+
+
+class SendGate:
+    """Sends caller threads' requests so that at most one of them wakes the client's reactor at a time.
+
+    hazelcast-python-client 5.7's reactor waker clears its "awake" flag, then drains its pipe: a
+    wake-up written in between (another thread sending a request) is drained unseen, the flag
+    stays set, and no request wakes the reactor again; each then waits its 10 ms poll tick, for
+    the client's life. One thread of requests cannot hit that window (it waits for a reply, which
+    the reactor reads after it drained the pipe); two or more can. So a request leaves from the
+    caller's thread (waking the reactor) only when none the gate sent is awaiting its reply; else
+    it is queued, and the next reply's callback (the reactor's own thread, which wakes nothing)
+    sends every queued request at once. The caller gets a future either way.
+
+    :meth:`send_here` is for requests that must leave from the caller's thread (a lock belongs to
+    the thread that asked): it waits until nothing the gate sent is awaiting a reply.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._idle = threading.Condition(self._guard)
+        """Notified when no request of the gate awaits its reply (for :meth:`send_here`'s waiters)."""
+        self._waiting = 0
+        self._out = 0
+        """Requests the gate sent whose reply callback has not run yet."""
+        self._queued: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self.queued = 0
+        """How many requests went out from a reply callback (queued) rather than from their caller's thread."""
+
+    def send(self, start: Callable[[], Any], follow: Callable[[Any], Any] | None = None) -> Any:
+        """``start()`` (which sends one request and returns its future) now or from the next reply: a future.
+
+        ``follow``: a continuation attached to that future before the gate's own callback (which may
+        send queued requests), so that requests it sends from the reply's callback go first; what it
+        returns is returned.
+        """
+        with self._guard:
+            if self._out:
+                later: Future[Any] = Future()  # type: ignore[no-untyped-call]
+                self._queued.append((start, later))
+                self.queued += 1
+                return later if follow is None else follow(later)
+            self._out = 1
+        return self._sent(start, None, follow)
+
+    def send_here(self, start: Callable[[], Any], timeout: float, hold: bool = True) -> Any:
+        """``start()`` from this thread once no request of the gate awaits its reply (at most ``timeout`` s).
+
+        ``hold`` False: a request whose reply may be long in coming (a lock's grant, a commit task waiting
+        for the commit lock in the member) does not hold the gate until it comes: it would keep every
+        other request queued that long, and an unlock behind a lock request it must precede waited out
+        ``timeout``. Only its send waits for the gate to be idle.
+        """
+        with self._guard:
+            if self._out:
+                self._waiting += 1
+                try:
+                    self._idle.wait_for(lambda: not self._out, timeout)
+                finally:
+                    self._waiting -= 1
+            if not hold:
+                return start()
+            self._out += 1
+        return self._sent(start, None)
+
+    def _sent(
+        self, start: Callable[[], Any], later: Future[Any] | None, follow: Callable[[Any], Any] | None = None
+    ) -> Any:
+        try:
+            future = start()
+        except BaseException as exc:
+            self._answered(None)
+            if later is None or not isinstance(exc, Exception):
+                raise
+            later.set_exception(exc)
+            return later
+        if later is not None:
+            future.add_done_callback(lambda done: _copy(done, later))
+            future.add_done_callback(self._answered)
+            return later
+        out = future if follow is None else follow(future)
+        future.add_done_callback(self._answered)
+        return out
+
+    def _answered(self, _: Any) -> None:
+        with self._guard:
+            self._out -= 1
+            if not self._queued:
+                if not self._out and self._waiting:
+                    self._idle.notify_all()
+                return
+            batch = list(self._queued)
+            self._queued.clear()
+            self._out += len(batch)
+        for start, later in batch:
+            self._sent(start, later)
+
+
+def _copy(done: Any, later: Future[Any]) -> None:
+    failed = done.exception()
+    if failed is None:
+        later.set_result(done.result())
+    else:
+        later.set_exception(failed, done.traceback())
