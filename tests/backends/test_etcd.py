@@ -765,8 +765,8 @@ def test_pages_lists_and_the_prune_on_a_server_with_a_smaller_max_txn_ops(
                     txn.delete(LogicalRouter, router.id)
         assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
         backend = db.backend
-        for topic in backend._checked:  # type: ignore[attr-defined]
-            backend._checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
+        for topic in backend._topics.checked:  # type: ignore[attr-defined]
+            backend._topics.checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
         assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
         marks = backend.layout.topic_marks  # type: ignore[attr-defined]
         left = backend.range_keys([marks])[0]  # type: ignore[attr-defined]
