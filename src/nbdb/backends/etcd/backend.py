@@ -260,11 +260,12 @@ class EtcdBackend(KeyValueBackend):
         return _kv(kvs[0]) if kvs else None
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        # Read-only transactions of as many point reads as the scans send (_read_txn: fewer if refused).
         out: list[KeyValue | None] = []
-        for chunk in chunked(keys, _MAX_TXN_OPS):
-            request = wire.txn_request([], [wire.request_range(k.encode()) for k in chunk])
-            _, _, ranges, _ = self.client.txn(request, write=False)
-            out += [_kv(kvs[0]) if kvs else None for kvs in ranges]
+        while len(out) < len(keys):
+            chunk = keys[len(out) : len(out) + self._read_ops]
+            if (got := self._read_txn([wire.request_range(k.encode()) for k in chunk])) is not None:
+                out += [_kv(kvs[0]) if kvs else None for kvs in got[1]]
         return out
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
@@ -388,22 +389,32 @@ class EtcdBackend(KeyValueBackend):
         done = 0
         while done < len(spans):
             chunk = spans[done : done + self._read_ops]
-            reads = [wire.request_range(start, end, limit=limit, revision=revision) for start, end in chunk]
-            try:
-                header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
-            except errors.ValidationError as exc:
-                if len(chunk) == 1 or "too many operations" not in str(exc):
-                    raise
-                self._read_ops = max(1, len(chunk) // 2)
-                log.warning("etcd: the server refused %d ranges in one transaction: %d from now on", len(chunk),
-                            self._read_ops)  # fmt: skip
+            got = self._read_txn(
+                [wire.request_range(start, end, limit=limit, revision=revision) for start, end in chunk]
+            )
+            if got is None:
                 continue
+            header, ranges = got
             revision = revision or header.revision
             out += ranges
             done += len(chunk)
         if not spans and not revision:
             revision = self.revision_now()
         return out, revision
+
+    def _read_txn(self, reads: Sequence[bytes]) -> tuple[wire.Header, list[list[wire.KV]]] | None:
+        """The header and ranges of one read-only transaction of ``reads``; None if the server refused that many
+        (its --max-txn-ops is lower than the URL says): it gets half as many from now on (``_read_ops``)."""
+        try:
+            header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
+        except errors.ValidationError as exc:
+            if len(reads) == 1 or "too many operations" not in str(exc):
+                raise
+            self._read_ops = max(1, len(reads) // 2)
+            log.warning("etcd: the server refused %d ranges in one transaction: %d from now on", len(reads),
+                        self._read_ops)  # fmt: skip
+            return None
+        return header, ranges
 
     def _prune(self, candidates: list[str], revision: int) -> None:
         """Delete the registry keys of the ``candidates`` (topics a scan found none of its tables' keys under at
