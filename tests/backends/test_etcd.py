@@ -730,7 +730,8 @@ def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
 def test_pages_lists_and_the_prune_on_a_server_with_a_smaller_max_txn_ops(
     custom_etcd: Callable[..., EtcdServer], declared: bool
 ) -> None:
-    """A server started with --max-txn-ops 16: pages across 40 topics and a list that prunes 36 emptied ones."""
+    """A server started with --max-txn-ops 16: point reads of 40 keys, pages across 40 topics and a list that
+    prunes 36 emptied ones."""
     from nbdb.models.ovn import LogicalRouter
 
     server = custom_etcd(["--max-txn-ops", "16"])
@@ -743,6 +744,10 @@ def test_pages_lists_and_the_prune_on_a_server_with_a_smaller_max_txn_ops(
             if declared
             else [db.create(LogicalRouter(name=f"lr-{i}", topic=f"t-{i}")) for i in range(40)]
         )
+        # Point reads of more keys than the server takes in one transaction: split as the scans' reads are.
+        layout = db.backend.layout  # type: ignore[attr-defined]
+        registry_keys = [layout.topic_mark(t) for t in topics]
+        assert all(kv is not None for kv in db.backend.get_keys(registry_keys))  # type: ignore[attr-defined]
         seen: list[str] = []
         after = None
         for _ in range(20):
@@ -765,8 +770,8 @@ def test_pages_lists_and_the_prune_on_a_server_with_a_smaller_max_txn_ops(
                     txn.delete(LogicalRouter, router.id)
         assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
         backend = db.backend
-        for topic in backend._checked:  # type: ignore[attr-defined]
-            backend._checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
+        for topic in backend._topics.checked:  # type: ignore[attr-defined]
+            backend._topics.checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
         assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
         marks = backend.layout.topic_marks  # type: ignore[attr-defined]
         left = backend.range_keys([marks])[0]  # type: ignore[attr-defined]

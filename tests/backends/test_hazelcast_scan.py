@@ -127,7 +127,7 @@ def test_a_topic_another_writer_adds_is_listed_and_registered(hazelcast_server: 
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["by-hand", "lr-0"]
         assert spans.tables() == {"LogicalRouter": 2}
         assert backend.gap_keys == 1  # found by the regular expression over the gaps, and registered
-        assert _until(lambda: not backend._registering)  # fire and forget
+        assert _until(lambda: not backend._topics.in_flight)  # fire and forget
         assert backend._kv.get(backend.layout.topic_mark("t-hand")) is not None
     with nbdb.connect(hazelcast_server.url, namespace=namespace) as other:
         spans = Spans(_backend(other))
@@ -150,7 +150,7 @@ def test_data_without_a_registry_lists_exactly_and_is_registered(hazelcast_serve
         assert backend.gap_keys == 2  # the routers, regex-matched over all of o/ as before
         assert len(spans.keys(regex=True)) == 2 + 2 + 80  # every object key: that one scan costs what it did
         assert len(db.list(LogicalSwitchPort)) == 80  # registers t-b, the ports' topic
-        assert _until(lambda: not backend._registering)
+        assert _until(lambda: not backend._topics.in_flight)
         spans.sent.clear()
         assert len(db.list(LogicalRouter)) == 2
         assert spans.tables() == {"LogicalRouter": 2} and spans.keys(regex=True) == []
@@ -229,14 +229,14 @@ def test_any_registry_a_one_table_list_is_exact(
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db, _keys_per_topic(0 if ranged else 10**9):
         fill_topics(db, routers, ports)
         backend = _backend(db)
-        assert _until(lambda: not backend._registering)  # the commits' registrations (fire and forget) answered
+        assert _until(lambda: not backend._topics.in_flight)  # the commits' registrations (fire and forget) answered
         for i, topic in enumerate(foreign):
             _foreign_router(backend, topic, f"hand-{i}")
         for topic in dropped:
             backend._kv.remove(backend.layout.topic_mark(rules.topic_part(topic)))
         want = sorted([f"lr-{i}" for i in range(len(routers))] + [f"hand-{i}" for i in range(len(foreign))])
         assert sorted(r.name for r in db.list(LogicalRouter)) == want
-        assert _until(lambda: not backend._registering)
+        assert _until(lambda: not backend._topics.in_flight)
         spans = Spans(backend)
         assert sorted(r.name for r in db.list(LogicalRouter)) == want
         # The first list registered every topic holding a router; a dropped topic of ports alone stays in a gap.
@@ -291,7 +291,7 @@ def test_on_three_members_the_members_answer_the_ranges_and_gaps_exactly(hazelca
         want = sorted([f"lr-{i}" for i in range(5)] + ["by-hand", "by-hand-2"])
         assert sorted(r.name for r in db.list(LogicalRouter)) == want
         assert backend.gap_keys == 1 and len(spans.keys(regex=True)) == 1  # "a:z", found in a gap on its member
-        assert _until(lambda: not backend._registering)  # its registration, fire and forget, answered
+        assert _until(lambda: not backend._topics.in_flight)  # its registration, fire and forget, answered
         spans.sent.clear()
         with db.cache(LogicalRouter) as cache:
             assert cache.wait_synced(30)
@@ -299,10 +299,10 @@ def test_on_three_members_the_members_answer_the_ranges_and_gaps_exactly(hazelca
         assert spans.tables() == {"LogicalRouter": 7} and spans.keys(regex=True) == []
         # Past 256 registry keys the members answer the registry read with one page of 257 of them.
         backend._kv.put_all({backend.layout.topic_mark(f"t-{i}"): encode_kv(1, 0, b"") for i in range(300)})
-        backend._registry = None
+        backend._topics.read = None
         spans.sent.clear()
         assert sorted(r.name for r in db.list(LogicalRouter)) == want
-        assert backend._registry is not None and backend._registry[1] == (None, False)
+        assert backend._topics.read is not None and backend._topics.read[1] == (None, False)
         assert spans.keys(regex=False) == []
         assert len(spans.keys(regex=True)) == 7 + 3 + 90  # o/ whole: routers, switches, ports
 
@@ -475,6 +475,6 @@ def test_a_list_that_gave_up_on_the_commit_lock_releases_the_topics_its_late_gra
         finally:
             held.unlock(hzbackend._COMMIT_LOCK).result()  # the late grant: its scan finds t-late in a gap
         assert _until(lambda: backend.gap_keys == 1), "the late grant's scan did not run"
-        assert _until(lambda: not backend._registering), f"left in flight: {backend._registering}"
+        assert _until(lambda: not backend._topics.in_flight), f"left in flight: {backend._topics.in_flight}"
         assert _until(lambda: backend._kv.get(backend.layout.topic_mark("t-late")) is not None)
         assert sorted(r.name for r in db.list(LogicalRouter)) == ["late", "lr-0"]

@@ -492,8 +492,8 @@ def _a_minute_later(backend: Any) -> None:
     """As if a period had passed since the client last checked (or first found) each topic."""
     from nbdb.backends.etcd import backend as etcd_backend
 
-    for topic in backend._checked:
-        backend._checked[topic] -= etcd_backend._PRUNE_EVERY
+    for topic in backend._topics.checked:
+        backend._topics.checked[topic] -= etcd_backend._PRUNE_EVERY
 
 
 def test_etcd_a_few_topics_without_the_listed_table_cost_no_check(etcd_server: Any) -> None:  # noqa: F811

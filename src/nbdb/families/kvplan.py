@@ -180,7 +180,7 @@ class KeyLayout:
 
     @property
     def topic_marks(self) -> str:
-        """The prefix of the registry of topics a store may keep (``p/<topic>``: see ``EtcdBackend.object_topics``)."""
+        """The prefix of the registry of topics a store may keep (``p/<topic>``: see ``kvregistry``)."""
         return f"{self.prefix}p/"
 
     def topic_mark(self, part: str) -> str:

@@ -31,6 +31,7 @@ from nbdb.families.kv import (
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import TOPIC_PROBES, outside_tables, wildcard_split
+from nbdb.families.kvregistry import Registrations, gaps, parse_marks, topic_of, topics_of
 from nbdb.families.kvtypes import write_count
 from nbdb.options import Options, redact, split_hosts, split_userinfo
 from nbdb.spi import CommitResult, LockHandle, Put, WriteOp
@@ -220,10 +221,9 @@ class EtcdBackend(KeyValueBackend):
         self.server_version = ""
         self._leases: dict[str, int] = {}
         self._leases_lock = threading.Lock()
-        self._registered: set[str] = set()
-        """Topics this client put in the registry (``p/<topic>``), as keys spell them (see _register)."""
-        self._checked: dict[str, float] = {}
-        """When this client last checked each topic for :meth:`_prune` (time.monotonic)."""
+        self._topics: Registrations[None] = Registrations()
+        """The topics this client put in the registry (``p/<topic>``, see _register; registered one
+        request at a time: none in flight) and when it last checked each for :meth:`_prune`."""
         # Commit tokens ride on one lease, replaced halfway through its life, so that
         # every token lives between token_ttl and twice that, at one grant per token_ttl/2.
         self._token_lease = (0, 0.0)
@@ -260,11 +260,12 @@ class EtcdBackend(KeyValueBackend):
         return _kv(kvs[0]) if kvs else None
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        # Read-only transactions of as many point reads as the scans send (_read_txn: fewer if refused).
         out: list[KeyValue | None] = []
-        for chunk in chunked(keys, _MAX_TXN_OPS):
-            request = wire.txn_request([], [wire.request_range(k.encode()) for k in chunk])
-            _, _, ranges, _ = self.client.txn(request, write=False)
-            out += [_kv(kvs[0]) if kvs else None for kvs in ranges]
+        while len(out) < len(keys):
+            chunk = keys[len(out) : len(out) + self._read_ops]
+            if (got := self._read_txn([wire.request_range(k.encode()) for k in chunk])) is not None:
+                out += [_kv(kvs[0]) if kvs else None for kvs in got[1]]
         return out
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
@@ -298,7 +299,7 @@ class EtcdBackend(KeyValueBackend):
                 if whole is not None:  # too many topics: o/ was read whole, and only the tables asked for are kept
                     out = [kv for kv in out if not outside_tables(kv.key, objects, whole)]
                 if topics:
-                    held = {kv.key[len(objects) :].partition("/")[0] for kv in out if kv.key.startswith(objects)}
+                    held = topics_of(objects, (kv.key for kv in out))
                     self._prune([t for t in topics if t not in held], revision)
                 return out, revision
             except errors.HistoryGoneError:
@@ -340,23 +341,24 @@ class EtcdBackend(KeyValueBackend):
         marks = self.layout.topic_marks
         header, kvs, _, _ = self.client.range(marks.encode(), wire.prefix_end(marks.encode()), revision=revision)
         revision = revision or header.revision
-        names = [kv.key.decode(errors="replace")[len(marks) :] for kv in kvs]
-        # A registry key no topic spells (a '/' in it: another writer's) is skipped: its o/<name>/
-        # would overlap a topic's range, whose keys a gap probe then finds again (listed twice).
-        foreign = sorted(name for name in names if "/" in name)
+        # A registry key no topic spells (a '/' in it: another writer's) is skipped (see kvregistry.parse_marks).
+        names, foreign = parse_marks(marks, (kv.key.decode(errors="replace") for kv in kvs))
         if foreign:
-            log.warning("etcd: registry keys %s name no topic (another writer's?): ignored", foreign)
-        found = sorted({name for name in names if "/" not in name}, key=lambda name: f"{objects}{name}/".encode())
-        registered = [f"{objects}{name}/".encode() for name in found]
-        starts = [objects.encode(), *(wire.prefix_end(p) for p in registered)]
-        ends = [*registered, wire.prefix_end(objects.encode())]
+            log.warning("etcd: registry keys %s name no topic (another writer's?): ignored", sorted(foreign))
+        registered, between = gaps(objects, names)
+        found = [start[len(objects) : -1] for start in registered]
+        low, high = objects.encode(), wire.prefix_end(objects.encode())
+        spans = [
+            (low if after is None else wire.prefix_end(after.encode()), high if before is None else before.encode())
+            for after, before in between
+        ]
         strays: list[str] = []
         # Every gap probed at once (read-only transactions); a gap that holds a key is walked on.
-        gaps = [(start, end) for start, end in zip(starts, ends, strict=True) if start < end]
-        firsts, revision = self._read_many(gaps, 1, revision)
-        for (start, end), got in zip(gaps, firsts, strict=True):
+        spans = [(start, end) for start, end in spans if start < end]
+        firsts, revision = self._read_many(spans, 1, revision)
+        for (start, end), got in zip(spans, firsts, strict=True):
             while got:
-                topic = got[0].key.decode(errors="replace")[len(objects) :].partition("/")[0]
+                topic = topic_of(objects, got[0].key.decode(errors="replace"))
                 strays.append(topic)
                 if len(strays) > TOPIC_PROBES:
                     # o/ is read whole; what was found is registered all the same, so that the scans
@@ -387,22 +389,32 @@ class EtcdBackend(KeyValueBackend):
         done = 0
         while done < len(spans):
             chunk = spans[done : done + self._read_ops]
-            reads = [wire.request_range(start, end, limit=limit, revision=revision) for start, end in chunk]
-            try:
-                header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
-            except errors.ValidationError as exc:
-                if len(chunk) == 1 or "too many operations" not in str(exc):
-                    raise
-                self._read_ops = max(1, len(chunk) // 2)
-                log.warning("etcd: the server refused %d ranges in one transaction: %d from now on", len(chunk),
-                            self._read_ops)  # fmt: skip
+            got = self._read_txn(
+                [wire.request_range(start, end, limit=limit, revision=revision) for start, end in chunk]
+            )
+            if got is None:
                 continue
+            header, ranges = got
             revision = revision or header.revision
             out += ranges
             done += len(chunk)
         if not spans and not revision:
             revision = self.revision_now()
         return out, revision
+
+    def _read_txn(self, reads: Sequence[bytes]) -> tuple[wire.Header, list[list[wire.KV]]] | None:
+        """The header and ranges of one read-only transaction of ``reads``; None if the server refused that many
+        (its --max-txn-ops is lower than the URL says): it gets half as many from now on (``_read_ops``)."""
+        try:
+            header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
+        except errors.ValidationError as exc:
+            if len(reads) == 1 or "too many operations" not in str(exc):
+                raise
+            self._read_ops = max(1, len(reads) // 2)
+            log.warning("etcd: the server refused %d ranges in one transaction: %d from now on", len(reads),
+                        self._read_ops)  # fmt: skip
+            return None
+        return header, ranges
 
     def _prune(self, candidates: list[str], revision: int) -> None:
         """Delete the registry keys of the ``candidates`` (topics a scan found none of its tables' keys under at
@@ -423,15 +435,10 @@ class EtcdBackend(KeyValueBackend):
         finds it by a gap probe and registers it again (:meth:`object_topics`), so no object is missed.
         Best effort: an error leaves the registry as it was.
         """
-        if len(candidates) < _PRUNE_FROM:
-            return
-        now = time.monotonic()
-        checked = self._checked
-        if len(checked) > 100_000:
-            checked.clear()
         # A topic is first checked a period after this client first found it a candidate: a client that
         # lives less (a CLI call, a short job) never pays the walk; one that runs on prunes for all.
-        due = [t for t in candidates if now - checked.setdefault(t, now) >= _PRUNE_EVERY]
+        now = time.monotonic()
+        due = self._topics.due(candidates, now, _PRUNE_FROM, _PRUNE_EVERY)
         if not due:
             return
         objects = self.layout.objects
@@ -440,11 +447,11 @@ class EtcdBackend(KeyValueBackend):
                 spans = [(f"{objects}{t}/".encode(), wire.prefix_end(f"{objects}{t}/".encode())) for t in chunk]
                 reads = [wire.request_range(a, b, limit=1, revision=revision, keys_only=True) for a, b in spans]
                 _, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
-                checked.update((t, now) for t in chunk)
+                self._topics.checked_at(chunk, now)
                 dead = [(t, span) for t, span, got in zip(chunk, spans, ranges, strict=True) if not got]
                 if not dead:
                     continue
-                self._registered.difference_update(t for t, _ in dead)
+                self._topics.forget(t for t, _ in dead)
                 # etcd lets a nested transaction hold max_txn_ops less its parent's operations: 2 compares each.
                 for part in chunked(dead, max(1, self._read_ops - 2)):
                     nested = []
@@ -467,8 +474,8 @@ class EtcdBackend(KeyValueBackend):
             "writer's): registering",
             strays,
         )
-        self._registered.difference_update(strays)  # a registry key deleted by hand since this client put it
-        self._register(strays, quiet=True)
+        # a registry key deleted by hand (or pruned by another client) since this client put it is put again
+        self._register(self._topics.adopt(strays), quiet=True)
 
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
         self._register_created(ops)
@@ -480,7 +487,7 @@ class EtcdBackend(KeyValueBackend):
 
     def _register_created(self, ops: Sequence[WriteOp]) -> None:
         """:meth:`_register` the topics of the objects ``ops`` create that this client has not registered."""
-        known = self._registered
+        known = self._topics.registered
         new = [
             part
             for op in ops
@@ -498,7 +505,7 @@ class EtcdBackend(KeyValueBackend):
         next create marks it again; a scan meanwhile finds it by a probe). ``quiet``: a scan's,
         whose failure to write (a reader's credentials) leaves the scan as it was.
         """
-        new = sorted(set(topics) - self._registered)
+        new = self._topics.new(topics)
         if not new:
             return
         try:
@@ -510,7 +517,7 @@ class EtcdBackend(KeyValueBackend):
                 raise
             log.warning("etcd: could not register topics %s", new, exc_info=True)
             return
-        self._registered.update(new)
+        self._topics.settled(new, registered=True)
 
     def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
         start = prefix.encode() if after is None else after.encode() + b"\0"

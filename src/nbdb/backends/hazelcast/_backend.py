@@ -51,6 +51,7 @@ from nbdb.families.kv import (
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import outside_tables, wildcard_split
+from nbdb.families.kvregistry import Registrations, gaps, parse_marks, topic_of, topics_of
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, refuse_stored_format
 from nbdb.families.rules import counter_value
 from nbdb.retry import Outage
@@ -165,16 +166,11 @@ class HazelcastBackend(ChangeLogBackend):
         """Commits (or groups) the member-side task decided and applied."""
         self.member_fallbacks = 0
         """Member-side commits handed back to the client's own protocol (a decided commit to roll forward...)."""
-        self._registered: set[str] = set()
-        """Topics this client has put in the registry (``p/<topic>``, see :meth:`_register`): the put answered."""
-        self._registering: set[str] = set()
-        """Topics whose registry put is in flight (at most :data:`_REGISTERING` of them, one put each)."""
-        self._registry: tuple[float, tuple[list[str] | None, bool]] | None = None
-        """When the registry was last read, and what :meth:`_send_registry` made of it."""
-        self._registry_generation = 0
-        """Counts the registrations this client saw answered: a registry read sent before one is stale."""
-        self._registry_guard = threading.Lock()
-        """Guards the registry's state above (changed by callers and by reply callbacks)."""
+        self._topics: Registrations[tuple[list[str] | None, bool]] = Registrations(_REGISTERING)
+        """The topics this client has put in the registry (``p/<topic>``, see :meth:`_register`: the put
+        answered), those whose put is in flight (at most :data:`_REGISTERING`, one put each), the generation
+        (registrations answered: a registry read sent before one is stale) and the registry read last, as
+        :meth:`_send_registry` made of it. Its own lock guards it (changed by callers and by reply callbacks)."""
         self.gap_keys = 0
         """Object keys one-table scans found outside the registry's topics (checked by the member's regex)."""
 
@@ -403,14 +399,16 @@ class HazelcastBackend(ChangeLogBackend):
         if topics is None or len(topics) > _TOPIC_RANGES:
             return [([(objects, objects + "\uffff")], match)]
         # Java compares strings by UTF-16 unit: the topics' spans in that order, and the gaps between them.
-        starts = sorted({f"{objects}{t}/" for t in topics}, key=lambda k: k.encode("utf-16-be"))
+        starts, stretches = gaps(objects, topics, lambda k: k.encode("utf-16-be"))
         queries: list[tuple[list[tuple[str, str]], str | None]] = []
         if starts:
             queries.append(([(f"{s}{table}", f"{s}{table}\uffff") for s in starts], None))
         # Inclusive bounds overlapping the topics' whole spans at their ends: together they cover o/ to o/U+FFFF.
-        lows = [objects, *(f"{s}\uffff" for s in starts)]
-        highs = [*starts, objects + "\uffff"]
-        queries.append((list(zip(lows, highs, strict=True)), match))
+        spans = [
+            (objects if after is None else f"{after}\uffff", objects + "\uffff" if before is None else before)
+            for after, before in stretches
+        ]
+        queries.append((spans, match))
         return queries
 
     def _queries(self, prefix: str, topics: Sequence[str] | None) -> list[tuple[Any, bool]]:
@@ -513,7 +511,6 @@ class HazelcastBackend(ChangeLogBackend):
         queries = [query for p in prefixes for query in self._queries(p, topics if ranged else None)]
         pending = [self.meta_async.get(HEAD), *(self._kv_async.entry_set(query) for query, _ in queries)]
         objects = self._object_prefix
-        size = len(objects)
 
         def assemble(done: Any) -> tuple[Any, dict[str, Any], list[str]]:
             head, *ranges = done.result()
@@ -525,7 +522,7 @@ class HazelcastBackend(ChangeLogBackend):
                     outside += (key for key, _ in entries)
                 elif gap and topics is not None:  # o/ whole: the keys whose topic the registry does not name
                     known = set(topics)
-                    outside += (key for key, _ in entries if key[size:].partition("/")[0] not in known)
+                    outside += (key for key, _ in entries if topic_of(objects, key) not in known)
             return head, found, outside
 
         return combine_futures(pending).continue_with(assemble)
@@ -540,17 +537,14 @@ class HazelcastBackend(ChangeLogBackend):
         matched by the expression, for at most that long. A reply kept only if no registration was
         answered since its read was sent, nor a later read kept: a stale one never replaces a newer state.
         """
-        with self._registry_guard:
-            held, generation, now = self._registry, self._registry_generation, time.monotonic()
-        if held is not None and now - held[0] < _REGISTRY_AGE:
+        now = time.monotonic()
+        held, young, generation = self._topics.held(now, _REGISTRY_AGE)
+        if held is not None and young:
             return ImmediateFuture(held[1]), generation  # type: ignore[no-untyped-call]
 
         def keep(read: Any) -> None:
             if read.exception() is None:
-                with self._registry_guard:
-                    last = self._registry
-                    if self._registry_generation == generation and (last is None or last[0] <= now):
-                        self._registry = (now, read.result())
+                self._topics.keep(now, read.result(), generation)
 
         fresh = self._send_registry()
         fresh.add_done_callback(keep)
@@ -577,26 +571,20 @@ class HazelcastBackend(ChangeLogBackend):
             keys, size = done.result()
             if len(keys) > _TOPIC_RANGES:
                 return None, False
-            names = [
-                k[len(marks) :]
-                for k in keys
-                if isinstance(k, str) and k.startswith(marks) and "/" not in k[len(marks) :]
-            ]
+            names, _ = parse_marks(marks, keys)
             return names, size >= _KEYS_PER_TOPIC * len(names)
 
         return pending.continue_with(topics)
 
     def _new_topics(self, commits: Sequence[KeyCommit]) -> set[str]:
         """The topics of the object keys ``commits`` put that this client has not registered yet."""
-        objects, known = self._object_prefix, self._registered
-        size = len(objects)
-        new = {
+        objects, known = self._object_prefix, self._topics.registered
+        return {
             part
             for commit in commits
             for key in commit.puts
-            if key.startswith(objects) and (part := key[size:].partition("/")[0]) not in known
+            if key.startswith(objects) and (part := topic_of(objects, key)) not in known
         }
-        return new
 
     def _register_from_reply(self, future: Any, topics: set[str]) -> None:
         """Register ``topics`` (:meth:`_register`) from ``future``'s reply callback: the reactor's thread
@@ -621,11 +609,7 @@ class HazelcastBackend(ChangeLogBackend):
         """Those of ``topics`` neither registered nor in flight, now in flight (room permitting): to send."""
         if self._closed or self._outage.down_since is not None:
             return []
-        with self._registry_guard:
-            room = max(0, _REGISTERING - len(self._registering))
-            new = sorted(set(topics) - self._registered - self._registering)[:room]
-            self._registering.update(new)
-        return new
+        return self._topics.reserve(topics)
 
     def _send_registrations(self, new: list[str]) -> None:
         """Send the registry puts of ``new``, topics :meth:`_reserve` handed out (see :meth:`_register`)."""
@@ -634,20 +618,14 @@ class HazelcastBackend(ChangeLogBackend):
 
         def done(reply: Any, topic: str) -> None:
             failed = reply.exception()
-            with self._registry_guard:
-                self._registering.discard(topic)
-                if failed is None:
-                    self._registered.add(topic)
-                    self._registry_generation += 1
-                    self._registry = None
+            self._topics.settled([topic], registered=failed is None)
             if failed is not None and not self._closed:
                 log.debug("hazelcast: could not register topic %r (a later commit or scan will): %s", topic, failed)
 
         try:
             pending = [self._kv_async.put_if_absent(self.layout.topic_mark(t), encode_kv(1, 0, b"")) for t in new]
         except Exception as exc:  # refused at once (the client shutting down): registered by a later commit or scan
-            with self._registry_guard:
-                self._registering.difference_update(new)
+            self._topics.settled(new, registered=False)
             log.debug("hazelcast: could not register topics %s: %s", new, exc)
             return
         for topic, reply in zip(new, pending, strict=True):
@@ -663,13 +641,8 @@ class HazelcastBackend(ChangeLogBackend):
         (nothing to do), or its registry key was deleted by hand since (the read is of the current
         generation: put it again). Logged once per registration sent, not per scan that finds it.
         """
-        objects = self._object_prefix
-        topics = {key[len(objects) :].partition("/")[0] for key in keys if key.startswith(objects)}
         self.gap_keys += len(keys)
-        with self._registry_guard:
-            if generation == self._registry_generation:
-                self._registered.difference_update(topics)
-            new = sorted(topics - self._registered - self._registering)
+        new = self._topics.adopt(topics_of(self._object_prefix, keys), generation)
         if new:
             log.info("hazelcast: topics %s hold objects outside the registry (another writer's?): registering", new)
         return self._reserve(new)
