@@ -1,0 +1,421 @@
+"""Another writer's garbage in the columns nbdb maps and in its own ``external_ids`` marks, on OVSDB.
+
+Issue 12: a record another writer corrupted must not kill a watcher or a cache. Each example writes
+one garbled value into one port row nbdb wrote (as ``ovn-nbctl`` or a raw ``transact`` can), then
+checks that ``get``, ``list``, a watch and a cache each deliver the row (if the model takes it) or
+report it as a ``CorruptRecordError`` (that row only), that they all go on with other rows' changes,
+and that nbdb's compare-and-swap update of the row either writes it (repairing it) or raises a typed
+error: never another exception, a dead thread, a hang or a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.conformance.kit import eventually
+from nbdb.models import ACL, Model, PortGroup, QoS, LogicalSwitch, LogicalSwitchPort
+from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
+
+pytestmark = pytest.mark.timeout(300)
+
+LSP = "Logical_Switch_Port"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OvsdbServer]:
+    # A server of its own: rows another writer makes carry no nbdb:ns and belong to the default
+    # namespace, which this module's client uses.
+    with OvsdbServer() as srv:
+        yield srv
+
+
+def _transact(server: OvsdbServer, ops: list[Any]) -> list[Any]:
+    """Play another OVSDB client (ovn-nbctl, ovn-northd) writing the database directly."""
+    out = run_tool(
+        [
+            str(find_binary("ovsdb-client")),
+            "--timeout=10",
+            "transact",
+            f"tcp:{server.leader().address}",
+            json.dumps(["OVN_Northbound", *ops]),
+        ],
+        timeout=15,
+    )
+    result: list[Any] = json.loads(out)
+    return result
+
+
+def _refused(result: list[Any]) -> bool:
+    return any(isinstance(r, dict) and "error" in r for r in result)
+
+
+def _where(id: uuid.UUID) -> list[Any]:
+    return [["_uuid", "==", ["uuid", str(id)]]]
+
+
+def _set_mark(id: uuid.UUID, key: str, value: str, table: str = LSP) -> list[Any]:
+    return [
+        {
+            "op": "mutate",
+            "table": table,
+            "where": _where(id),
+            "mutations": [
+                ["external_ids", "delete", ["set", [key]]],
+                ["external_ids", "insert", ["map", [[key, value]]]],
+            ],
+        }
+    ]
+
+
+def _update(id: uuid.UUID, column: str, value: Any, table: str = LSP) -> list[Any]:
+    return [{"op": "update", "table": table, "where": _where(id), "row": {column: value}}]
+
+
+# Text OVSDB takes (valid UTF-8 without NUL), short.
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+_GARBAGE = st.one_of(
+    _TEXT,
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.uuids().map(str),
+    # Ids of rows that are there (of this table, of another one) or were deleted: resolved by _ops.
+    st.sampled_from(["@switch", "@group", "@sibling", "@deleted", "@self"]),
+    st.sampled_from(["", "-1", "0", "9" * 25, "null", "[]", "{}", '"x"', "1e400", "NaN", "t@1 u@x @ @5", "\ufffe"]),
+    st.recursive(st.none() | st.booleans() | st.integers() | _TEXT, lambda c: st.lists(c, max_size=3), max_leaves=4).map(
+        json.dumps
+    ),
+)
+_MARKS = st.sampled_from(
+    [
+        "nbdb:version",
+        "nbdb:digest",
+        "nbdb:txn",
+        "nbdb:topic",
+        "nbdb:parent:switch",
+        "nbdb:field:chassis",
+        "nbdb:ttl",
+        "nbdb:expires",
+        "nbdb:m:0123456789abcdef",
+        "nbdb:raw",
+    ]
+)
+
+
+@st.composite
+def _damage(draw: st.DrawFn) -> tuple[str, Any]:
+    """(what, how): one garbled value for one column or mark of a port row."""
+    kind = draw(
+        st.sampled_from(
+            [
+                "mark",
+                "no-marks",
+                "type",
+                "name",
+                "addresses",
+                "port_security",
+                "options",
+                "tag_request",
+                "tag",
+                "up",
+                "enabled",
+                "parent_name",
+                "dhcpv4_options",
+            ]
+        )
+    )
+    if kind == "mark":
+        return kind, (draw(_MARKS), draw(_GARBAGE))
+    if kind == "no-marks":
+        return kind, None
+    if kind in ("type", "parent_name"):
+        return kind, draw(_TEXT | st.sampled_from(["router", "localnet", "bogus"]))
+    if kind == "name":
+        return kind, "n-" + draw(_TEXT) + uuid.uuid4().hex[:6]
+    if kind in ("addresses", "port_security"):
+        items = draw(st.lists(_TEXT | st.sampled_from(["router", "dynamic", "0a:00:00:00:00:01 10.0.0.1"]), max_size=4))
+        return kind, ["set", items]
+    if kind == "options":
+        pairs = draw(st.dictionaries(_TEXT, _TEXT | st.integers().map(str), max_size=3))
+        return kind, ["map", [[k, v] for k, v in pairs.items()]]
+    if kind in ("tag_request", "tag"):
+        return kind, ["set", [draw(st.integers(min_value=0, max_value=4095))]]
+    if kind in ("up", "enabled"):
+        return kind, ["set", draw(st.lists(st.booleans(), max_size=1))]
+    return kind, draw(st.sampled_from(["another-writers-row", "none"]))
+
+
+@st.composite
+def _rule_damage(draw: st.DrawFn) -> tuple[str, Any]:
+    """(what, how): one value for one column or mark of an ACL or QoS row that the schema takes."""
+    kind = draw(st.sampled_from(["mark", "no-marks", "match", "priority", "second-owner", "qos-empty", "log"]))
+    if kind == "mark":
+        return kind, (draw(st.sampled_from(["nbdb:version", "nbdb:digest", "nbdb:parent:switch", "nbdb:topic"])), draw(_GARBAGE))
+    if kind == "match":
+        return kind, draw(_TEXT)
+    if kind == "priority":
+        return kind, draw(st.integers(min_value=0, max_value=32767))
+    if kind == "log":
+        return kind, draw(st.booleans())
+    return kind, None
+
+
+_IDS: dict[str, str] = {}
+"""What the ``@name`` garbage stands for: ids of rows the test made (``@deleted``: one it deleted)."""
+
+
+def _ops(server: OvsdbServer, id: uuid.UUID, damage: tuple[str, Any], table: str = LSP, group: uuid.UUID | None = None) -> list[Any]:
+    kind, how = damage
+    if kind == "mark" and how[1].startswith("@"):
+        how = (how[0], str(id) if how[1] == "@self" else _IDS[how[1]])
+    if table != LSP:
+        if kind == "mark":
+            return _set_mark(id, how[0], how[1], table)
+        if kind == "second-owner":
+            # An ACL (the model: of one switch or one port group) in a port group's set too; a QoS
+            # rule in a second table's... none: a column the model does not read is left alone.
+            if table != "ACL":
+                return _update(id, "external_ids", ["map", [["k", "v"]]], table)[:0] + _set_mark(id, "other", "x", table)
+            return [
+                {
+                    "op": "mutate",
+                    "table": "Port_Group",
+                    "where": _where(group or id),
+                    "mutations": [["acls", "insert", ["set", [["uuid", str(id)]]]]],
+                }
+            ]
+        if kind == "qos-empty":
+            if table != "QoS":
+                return _update(id, "log", False, table)
+            return [{"op": "update", "table": table, "where": _where(id), "row": {"bandwidth": ["map", []], "action": ["map", []]}}]
+        if kind == "no-marks":
+            row = _transact(server, [{"op": "select", "table": table, "where": _where(id), "columns": ["external_ids"]}])
+            keys = [k for k, _v in row[0]["rows"][0]["external_ids"][1] if k.startswith("nbdb:")]
+            return [{"op": "mutate", "table": table, "where": _where(id), "mutations": [["external_ids", "delete", ["set", keys]]]}]
+        if kind == "log" and table != "ACL":
+            return _update(id, "priority", 5, table)
+        return _update(id, kind, how, table)
+    if kind == "mark":
+        key, value = how
+        return _set_mark(id, key, value)
+    if kind == "no-marks":  # noqa: SIM102
+        # As if ovn-nbctl had made it: every nbdb: key gone (the parent's set still holds it).
+        row = _transact(server, [{"op": "select", "table": LSP, "where": _where(id), "columns": ["external_ids"]}])
+        keys = [k for k, _v in row[0]["rows"][0]["external_ids"][1] if k.startswith("nbdb:")]
+        return [
+            {"op": "mutate", "table": LSP, "where": _where(id), "mutations": [["external_ids", "delete", ["set", keys]]]}
+        ]
+    if kind == "dhcpv4_options":
+        if how == "none":
+            return _update(id, kind, ["set", []])
+        # A row of another writer's, with none of nbdb's marks, then referenced.
+        made = _transact(server, [{"op": "insert", "table": "DHCP_Options", "row": {"cidr": "10.9.0.0/24"}}])
+        return _update(id, kind, ["uuid", made[0]["uuid"][1]])
+    return _update(id, kind, how)
+
+
+def _check_damaged(
+    server: OvsdbServer,
+    db: nbdb.Database,
+    cache: nbdb.Cache,
+    watch: Any,
+    events: list[Any],
+    reports: list[Any],
+    model: type[Model],
+    victim: Any,
+    ops: list[Any],
+    others: set[uuid.UUID],
+    sync: Any,
+    flip: Any,
+) -> Any:
+    """Write ``ops`` (damaging ``victim``) as another writer and check every reader; the victim as it ends."""
+    key = (model.nbdb_table, victim.id)
+    sync()
+    events.clear()
+    reports.clear()
+    result = _transact(server, ops)
+    assume(not _refused(result))  # the server's schema refused it: nothing written
+    sync()
+
+    # get: the row, or a corrupt record; nothing else.
+    got: Any
+    try:
+        got = db.get(model, victim.id)
+    except nbdb.CorruptRecordError as e:
+        assert str(victim.id) in str(e)
+        got = None
+    # list: the same; skip_corrupt keeps the others.
+    if got is None:
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.list(model)
+        assert {o.id for o in db.list(model, skip_corrupt=True)} == others
+    else:
+        assert {o.id: o for o in db.list(model)}[victim.id] == got
+    # The cache: the row, or a record of its corruption (the last good copy kept).
+    assert eventually(
+        lambda: (key in cache.corrupt) == (got is None) and (got is None or cache.get(model, victim.id) == got),
+        timeout=10,
+    ), (ops, got, cache.corrupt)
+    # The watch: the change as the row reads, or a report of it.
+    mine = [e for e in events if (e.new or e.old) and (e.new or e.old).id == victim.id]
+    if got is None:
+        assert any(str(victim.id) in str(r) for r in reports), (ops, reports)
+        # The stale copy: a typed refusal, in time.
+        started = time.monotonic()
+        with pytest.raises((nbdb.ConflictError, nbdb.CorruptRecordError)):
+            db.update(flip(victim))
+        assert time.monotonic() - started < 5
+    else:
+        assert not reports, reports
+        if mine:
+            assert mine[-1].new == got
+        # A compare-and-swap of the copy read writes it (and repairs what the model reads).
+        moved = db.update(flip(got))
+        assert db.get(model, victim.id) == moved
+        assert eventually(lambda: cache.get(model, victim.id) == moved, timeout=10)
+        victim = moved
+    sync()
+    return victim
+
+
+def _drop_child(server: OvsdbServer, column: str, parent: uuid.UUID, child: uuid.UUID, table: str = "Logical_Switch") -> None:
+    """Gone, as another writer removes it (from its parent's set: the server collects the row)."""
+    _transact(
+        server,
+        [
+            {
+                "op": "mutate",
+                "table": table,
+                "where": _where(parent),
+                "mutations": [[column, "delete", ["set", [["uuid", str(child)]]]]],
+            }
+        ],
+    )
+
+
+def test_another_writers_garbage_in_a_mapped_column_is_a_row_or_a_corrupt_record_and_nothing_stops(
+    server: OvsdbServer,
+) -> None:
+    with nbdb.connect(f"{server.url}?timeout=5") as db:
+        switch = db.create(LogicalSwitch(name="sw-garbage"))
+        group = db.create(PortGroup(name="pg-garbage"))
+        sibling = db.create(LogicalSwitchPort(switch=switch.id, name="sibling"))
+        rule = db.create(ACL(switch=switch.id, direction="to-lport", priority=1, match="1", action="allow"))
+        qos = db.create(QoS(switch=switch.id, direction="to-lport", priority=1, match="1", bandwidth={"rate": 5}))
+        gone = db.create(LogicalSwitch(name="sw-gone"))
+        db.delete(gone)
+        _IDS.update({"@switch": str(switch.id), "@group": str(group.id), "@sibling": str(sibling.id), "@deleted": str(gone.id)})
+        models: list[type[Model]] = [LogicalSwitchPort, ACL, QoS]
+        cache = db.cache(models, shared=False)
+        assert cache.wait_synced(10)
+        reports: list[nbdb.CorruptRecordError] = []
+        watch = db.watch(models, on_error=reports.append)
+        events: list[Any] = []
+        state = {"sibling": sibling, "n": 0}
+
+        def sync() -> None:
+            """A later valid change of another row: the watch and the cache deliver it, and by then
+            they have applied everything before it."""
+            moved = db.update(state["sibling"].replace(up=not state["sibling"].up))
+            state["sibling"] = moved
+            assert eventually(
+                lambda: events.extend(watch.poll(0.1)) or any(e.new == moved for e in events if e.new), timeout=10
+            )
+            assert eventually(lambda: cache.get(LogicalSwitchPort, moved.id) == moved, timeout=10)
+
+        def flip(obj: Any) -> Any:
+            if isinstance(obj, LogicalSwitchPort):
+                return obj.replace(up=not obj.up, external_ids={"fixed": "1"})
+            return obj.replace(priority=(obj.priority + 1) % 100, external_ids={"fixed": "1"})
+
+        examples = int(os.environ.get("NBDB_CORRUPT_EXAMPLES", "30"))
+        common = settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )
+
+        @common
+        @given(damage=_damage())
+        def ports(damage: tuple[str, Any]) -> None:
+            state["n"] += 1
+            victim = db.create(
+                LogicalSwitchPort(
+                    switch=switch.id,
+                    name=f"victim-{state['n']}",
+                    addresses=["0a:00:00:00:00:02 10.0.0.2"],
+                    tag_request=7,
+                )
+            )
+            try:
+                ops = _ops(server, victim.id, damage)
+                _check_damaged(
+                    server, db, cache, watch, events, reports, LogicalSwitchPort, victim, ops, {sibling.id}, sync, flip
+                )
+            finally:
+                _drop_child(server, "ports", switch.id, victim.id)
+                key = (LogicalSwitchPort.nbdb_table, victim.id)
+                assert eventually(
+                    lambda: key not in cache.corrupt and cache.get(LogicalSwitchPort, victim.id) is None, timeout=10
+                )
+
+        @common
+        @given(model=st.sampled_from([ACL, QoS]), damage=_rule_damage())
+        def rules(model: type[Model], damage: tuple[str, Any]) -> None:
+            if model is ACL:
+                victim: Any = db.create(
+                    ACL(switch=switch.id, direction="from-lport", priority=2, match="2", action="drop")
+                )
+                column, other = "acls", rule.id
+            else:
+                victim = db.create(
+                    QoS(switch=switch.id, direction="from-lport", priority=2, match="2", action={"dscp": 3})
+                )
+                column, other = "qos_rules", qos.id
+            try:
+                ops = _ops(server, victim.id, damage, model.nbdb_table if model is ACL else "QoS", group.id)
+                _check_damaged(server, db, cache, watch, events, reports, model, victim, ops, {other}, sync, flip)
+            finally:
+                _drop_child(server, column, switch.id, victim.id)
+                _drop_child(server, "acls", group.id, victim.id, "Port_Group")
+                key = (model.nbdb_table, victim.id)
+                assert eventually(lambda: key not in cache.corrupt and cache.get(model, victim.id) is None, timeout=10)
+
+        try:
+            ports()
+            rules()
+        finally:
+            watch.close()
+            cache.close()
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_a_version_another_writer_moved_down_does_not_make_the_rows_next_write_a_merged_catch_up(
+    server: OvsdbServer, value: str
+) -> None:
+    """``nbdb:version`` set by another writer below the newest entry of the row's ``nbdb:txn`` (found
+    by the test above): the row's next nbdb write showed two commits since the version read, a
+    merged catch-up, which ended every plain watch with HistoryGoneError, at every later write of
+    the row. Read as the window's newest version, the writes are delivered one by one."""
+    with nbdb.connect(f"{server.url}?timeout=5") as db:
+        switch = db.create(LogicalSwitch(name="sw-moved-down"))
+        port = db.create(LogicalSwitchPort(switch=switch.id, name=f"p-{switch.id}"))
+        port = db.update(port.replace(up=True))
+        with db.watch(LogicalSwitchPort) as watch:
+            assert not _refused(_transact(server, _set_mark(port.id, "nbdb:version", value)))
+            for _round in range(2):
+                port = db.update(db.get(LogicalSwitchPort, port.id).replace(up=not port.up))
+                seen: list[Any] = []
+                assert eventually(lambda: seen.extend(watch.poll(0.1)) or any(e.new == port for e in seen), timeout=10)
+        _drop_child(server, "ports", switch.id, port.id)
