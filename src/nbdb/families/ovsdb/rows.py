@@ -320,7 +320,14 @@ def written_version(ext: Mapping[str, str]) -> int:
         # two commits since the version read (a merged catch-up: every plain watch of the database
         # ended with HistoryGoneError). Only the first entry is read (the newest; this runs per row).
         token, _, head = txn.partition(" ")[0].partition("@")
-        if head != text and token and head.isascii() and head.isdigit() and len(head) <= 19 and version < int(head) < _VERSION_LIMIT:
+        if (
+            head != text
+            and token
+            and head.isascii()
+            and head.isdigit()
+            and len(head) <= 19
+            and version < int(head) < _VERSION_LIMIT
+        ):
             return int(head)
     return version
 
