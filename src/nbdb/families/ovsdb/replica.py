@@ -245,7 +245,19 @@ def _commits_since(before: RowState | None, row: Row | None) -> int:
     window = parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN))
     if before is None:
         return len(window)
-    return sum(1 for _token, version in window if version > before.stored_version)
+    # nbdb's writes push versions that only grow: only the window's leading run of falling versions
+    # is theirs. Another writer's entries of higher versions further back ("x@1 y@60") counted as
+    # commits at the row's next nbdb write: a merged catch-up, which ended every plain watch.
+    count, last = 0, _NO_VERSION
+    for _token, version in window:
+        if version <= before.stored_version or version >= last:
+            break
+        count, last = count + 1, version
+    return count
+
+
+_NO_VERSION = 2**63
+"""Above every version :func:`parse_window` reads."""
 
 
 def _uuid(member: Any) -> uuid.UUID | None:
