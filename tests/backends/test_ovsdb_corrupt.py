@@ -591,3 +591,33 @@ def test_marks_another_writer_moved_do_not_make_the_rows_next_write_a_merged_cat
                     lambda s=seen, p=port: s.extend(watch.poll(0.1)) or any(e.new == p for e in s), timeout=10
                 )
         _drop_child(server, "ports", switch.id, port.id)
+
+
+@pytest.mark.parametrize("window", ["a@0 a@0", "a@404 a@404", "a@3 b@7"])
+def test_a_row_another_writer_inserts_with_a_garbled_token_window_does_not_end_a_watch(
+    server: OvsdbServer, window: str
+) -> None:
+    """Found by the property test above: a port row another writer inserted whose ``nbdb:txn`` held
+    two entries of no falling versions showed two commits in its first update, a merged catch-up,
+    which ended every plain watch of the database with HistoryGoneError."""
+    with nbdb.connect(f"{server.url}?timeout=5") as db:
+        switch = db.create(LogicalSwitch(name="sw-inserted"))
+        sibling = db.create(LogicalSwitchPort(switch=switch.id, name=f"s-{switch.id}"))
+        id = uuid.uuid4()
+        with db.watch(LogicalSwitchPort) as watch:
+            row = {"name": f"i-{switch.id}", "external_ids": ["map", [["nbdb:txn", window]]]}
+            ops = [
+                {"op": "insert", "table": LSP, "uuid": str(id), "row": row},
+                {
+                    "op": "mutate",
+                    "table": "Logical_Switch",
+                    "where": _where(switch.id),
+                    "mutations": [["ports", "insert", ["set", [["uuid", str(id)]]]]],
+                },
+            ]
+            assert not _refused(_transact(server, ops))
+            sibling = db.update(sibling.replace(up=True))
+            seen: list[Any] = []
+            assert eventually(lambda: seen.extend(watch.poll(0.1)) or any(e.new == sibling for e in seen), timeout=10)
+            assert any(e.new is not None and e.new.id == id for e in seen)
+        _drop_child(server, "ports", switch.id, id)
