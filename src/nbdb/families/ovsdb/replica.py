@@ -243,9 +243,21 @@ def _commits_since(before: RowState | None, row: Row | None) -> int:
     if row is None:
         return 0
     window = parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN))
-    if before is None:
-        return len(window)
-    return sum(1 for _token, version in window if version > before.stored_version)
+    # nbdb's writes push versions that only grow (from 1): only the window's leading run of falling
+    # versions is theirs. Another writer's entries further back of higher versions ("x@1 y@60"), or
+    # repeated ones in a row it inserted ("a@0 a@0"), counted as commits: a merged catch-up, which
+    # ended every plain watch.
+    seen = 0 if before is None else before.stored_version
+    count, last = 0, _NO_VERSION
+    for _token, version in window:
+        if version <= seen or version >= last:
+            break
+        count, last = count + 1, version
+    return count
+
+
+_NO_VERSION = 2**63
+"""Above every version :func:`parse_window` reads."""
 
 
 def _uuid(member: Any) -> uuid.UUID | None:

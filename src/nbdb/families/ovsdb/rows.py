@@ -300,10 +300,12 @@ def written_version(ext: Mapping[str, str]) -> int:
     of the row's token window (``nbdb:txn``), which nbdb's writes push with it. Read as 0, it
     turned the row's version back to 1 for a client that had not seen it, and made the next nbdb
     write of the row look like several commits in one update: a merged catch-up, which ended every
-    plain watch of the database with HistoryGoneError.
+    plain watch of the database with HistoryGoneError. A number below the window's newest entry
+    (``0``, another writer's too) is read as that entry, for the same reason.
     """
+    text = ext.get(EXT_VERSION, "0")
     try:
-        version = int(ext.get(EXT_VERSION, "0"))
+        version = int(text)
     except ValueError:
         version = -1
     if version < 0 or version >= _VERSION_LIMIT:
@@ -311,6 +313,22 @@ def written_version(ext: Mapping[str, str]) -> int:
         # row's next write raise ValueError (str() of one more refuses it): no update of it ever went.
         window = parse_window(ext.get(EXT_TXN))
         return max((v for _token, v in window), default=0)
+    txn = ext.get(EXT_TXN)
+    if txn:
+        # Never below the newest entry of the window (which nbdb's writes push with the version, so
+        # the two agree): another writer's smaller number ("0") made the row's next nbdb write show
+        # two commits since the version read (a merged catch-up: every plain watch of the database
+        # ended with HistoryGoneError). Only the first entry is read (the newest; this runs per row).
+        token, _, head = txn.partition(" ")[0].partition("@")
+        if (
+            head != text
+            and token
+            and head.isascii()
+            and head.isdigit()
+            and len(head) <= 19
+            and version < int(head) < _VERSION_LIMIT
+        ):
+            return int(head)
     return version
 
 
