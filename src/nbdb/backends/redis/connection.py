@@ -23,7 +23,7 @@ from redis.sentinel import (
 
 from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig
-from nbdb.backends.redis.lua import REFUSED_MARK
+from nbdb.backends.redis.lua import REFUSED_MARK, UNLOGGED_MARK
 from nbdb.retry import ErrorRule, ExceptionMap
 
 __all__ = ["ERRORS", "Connector", "ReadLine", "ScriptLine", "argument_head", "text"]
@@ -67,6 +67,10 @@ ERRORS = ExceptionMap(
         # topic, table or namespace may hold a retryable reply's word ('busy-tenant'), which made it an
         # unavailability retried until the attempts ran out (in a group, every commit's outcome).
         ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=(REFUSED_MARK,),
+                  message="a key of the nbdb namespace holds foreign data"),
+        # A commit whose log entries failed twice (lua.UNLOGGED_MARK: another writer's entry past 2^53 in a
+        # stream it appends to), nothing of it applied: it was a BackendUnavailableError, an unavailability.
+        ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=(UNLOGGED_MARK,),
                   message="a key of the nbdb namespace holds foreign data"),
         ErrorRule((rexc.ResponseError,), errors.BackendUnavailableError, contains=_RETRYABLE_REPLIES, retryable=True,
                   unsent=True),

@@ -20,6 +20,7 @@ __all__ = [
     "REFRESH_LUA",
     "REFUSED_MARK",
     "RELEASE_LUA",
+    "UNLOGGED_MARK",
     "VOID_LUA",
 ]
 
@@ -60,6 +61,13 @@ REFUSED_MARK = "written unread; nothing was written"
 """The words of a refusal's error reply (see ``_refused``) after the key it names: the client
 classifies the reply by them first, before the retryable replies' words (``busy``, ``loading``,
 ...), which the key (a topic, a table, the namespace) may hold."""
+
+
+UNLOGGED_MARK = "the change log did not take the commit (nothing of it was written)"
+"""The words of the error reply of a commit whose log entries failed twice (see announce): another
+writer's entry at an id past what the script's numbers hold exactly (2^53) in a stream it appends
+to. Its outcome is known, nothing of it applied: the client takes it for foreign data, not for an
+unavailability."""
 
 
 def _refused(key: str) -> str:
@@ -282,7 +290,8 @@ end
 """
 
 # The change feed: the commit's log entries, past any entry already at its revision, undone if one fails.
-_COMMIT_ANNOUNCE = r"""
+_COMMIT_ANNOUNCE = _fill(
+    r"""
 -- The change feed, added before any data write: one entry per commit in 'log' (its token, and its
 -- object changes if any), and one per touched topic in that topic's log. all: the commit's records
 -- in order; topics: each topic's records. A single-object commit (the lean paths) passes its
@@ -381,9 +390,11 @@ local function announce(rev, all, topics)
     redis.call('SET', P .. 'rev', str(rev))
   end
   if first then redis.call('HSET', P .. 'log0', 'b', str(tonumber(redis.call('GET', P .. 'rev')) + 1)) end
-  return false, 'ERR nbdb: the change log did not take the commit (nothing of it was written): ' .. tostring(bad)
+  return false, 'ERR nbdb: __UNLOGGED_MARK__: ' .. tostring(bad)
 end
-"""
+""",
+    UNLOGGED_MARK=UNLOGGED_MARK,
+)
 
 # The lean paths' rule, and one object's update: the first of them, not a function.
 _COMMIT_LEAN_UPDATE = _fill(
