@@ -792,3 +792,21 @@ def test_a_page_of_many_topics_at_a_compacted_revision_is_history_gone(etcd_serv
             db.list(LogicalRouter, limit=3, after=first.continue_token)
         with pytest.raises(errors.HistoryGoneError):
             db.backend.scan_page(["LogicalRouter"], ["t-5", "t-6", "t-7"], 1, some.after)
+
+
+@pytest.mark.timeout(120)
+def test_point_reads_and_range_reads_fit_the_urls_request_bytes_whatever_its_txn_ops(
+    custom_etcd: Callable[..., EtcdServer],
+) -> None:
+    """A server of --max-txn-ops 4096 and --max-request-bytes 64 KiB, both said in the URL: get_keys of 2,000
+    keys of 100 bytes and range_pages of as many prefixes (200 and 400 KB if sent in one transaction) go in
+    transactions that fit the request limit (before: refused, ValidationError 'request is too large')."""
+    server = custom_etcd(["--max-txn-ops", "4096", "--max-request-bytes", "65536"])
+    with _connect(server.url + "?max_txn_ops=4096&max_request_bytes=65536") as db:
+        backend = db.backend
+        keys = [f"{backend.layout.objects}t/LogicalRouter/{'k' * 400}-{i:05d}" for i in range(2000)]  # type: ignore[attr-defined]
+        backend.commit_keys([], {keys[7]: b"seven"}, [])  # type: ignore[attr-defined]
+        got = backend.get_keys(keys)  # type: ignore[attr-defined]
+        assert [i for i, kv in enumerate(got) if kv is not None] == [7] and got[7].value == b"seven"
+        pages, _ = backend.range_pages([(key, None) for key in keys], 1, 0)  # type: ignore[attr-defined]
+        assert [i for i, page in enumerate(pages) if page] == [7]

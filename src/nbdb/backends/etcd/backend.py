@@ -260,11 +260,12 @@ class EtcdBackend(KeyValueBackend):
         return _kv(kvs[0]) if kvs else None
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
-        # Read-only transactions of as many point reads as the scans send (_read_txn: fewer if refused).
+        # Read-only transactions of as many point reads as the scans send (_read_txn: fewer if refused), and no
+        # more bytes than a commit may send (_fitting).
         out: list[KeyValue | None] = []
         while len(out) < len(keys):
-            chunk = keys[len(out) : len(out) + self._read_ops]
-            if (got := self._read_txn([wire.request_range(k.encode()) for k in chunk])) is not None:
+            reads = self._fitting([wire.request_range(k.encode()) for k in keys[len(out) : len(out) + self._read_ops]])
+            if (got := self._read_txn(reads)) is not None:
                 out += [_kv(kvs[0]) if kvs else None for kvs in got[1]]
         return out
 
@@ -383,24 +384,40 @@ class EtcdBackend(KeyValueBackend):
         one revision (the first one's, if ``revision`` is 0): a round trip per 128 ranges. A server
         that refuses that many (its --max-txn-ops is lower than the URL says) gets half as many,
         and this client sends no more from then on: a read is no commit, and splitting it changes
-        nothing but its round trips (the URL's ``max_txn_ops`` still bounds commits).
+        nothing but its round trips (the URL's ``max_txn_ops`` still bounds commits). Nor more bytes than a
+        commit may send (:meth:`_fitting`).
         """
         out: list[list[wire.KV]] = []
         done = 0
         while done < len(spans):
             chunk = spans[done : done + self._read_ops]
-            got = self._read_txn(
+            reads = self._fitting(
                 [wire.request_range(start, end, limit=limit, revision=revision) for start, end in chunk]
             )
+            got = self._read_txn(reads)
             if got is None:
                 continue
             header, ranges = got
             revision = revision or header.revision
             out += ranges
-            done += len(chunk)
+            done += len(reads)
         if not spans and not revision:
             revision = self.revision_now()
         return out, revision
+
+    def _fitting(self, reads: list[bytes]) -> list[bytes]:
+        """The first of ``reads`` that one transaction holds within the URL's request bytes (``max_txn_bytes``, as
+        a commit; at least one). etcd refuses a read-only transaction larger than --max-request-bytes (and
+        gRPC's margin) as it does a commit: ``max_txn_ops`` ranges of long keys may be."""
+        budget = self.capabilities.max_txn_bytes
+        if budget is None:
+            return reads
+        total = 0
+        for count, read in enumerate(reads):
+            total += len(read) + 8  # the RequestOp's tag and length in the TxnRequest
+            if total > budget:
+                return reads[: max(1, count)]
+        return reads
 
     def _read_txn(self, reads: Sequence[bytes]) -> tuple[wire.Header, list[list[wire.KV]]] | None:
         """The header and ranges of one read-only transaction of ``reads``; None if the server refused that many
