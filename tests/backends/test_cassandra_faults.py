@@ -41,6 +41,7 @@ from nbdb.families.widecolumn import (
     Write,
     layout,
 )
+from nbdb.families.widecolumn.sequencer import CommitQueue, RevisionSequencer
 
 cassandra_server = fixtures.cassandra_server
 cassandra_url = fixtures.cassandra_url
@@ -446,6 +447,69 @@ def test_concurrent_commits_share_sequencer_round_trips_and_stay_dense(
     changes = changes_until(stream, start + commits)
     stream.close()
     assert sorted(c.revision for c in changes) == sorted(revisions)
+
+
+@pytest.mark.timeout(120)
+def test_a_take_that_lost_a_race_takes_the_commits_queued_behind_it(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
+) -> None:
+    """Another process takes a number while this one's take is on its way (the take loses the race), and
+    four more commits of this process queue behind it meanwhile: the take's next try is one compare-and-set
+    for all five, not one for it and one more (racing the other processes again) for them. Revisions stay
+    dense and a watcher sees every commit once."""
+    db, store = faulty()
+    backend = db.backend
+    assert isinstance(backend, WideColumnBackend)
+    db.create(LogicalSwitch(name="warm", topic="t0"))
+    start = backend.current_revision()
+    # Another process: a sequencer of its own (its own queue) on the same namespace's row.
+    other = RevisionSequencer(store.real, backend.partitions, backend.options, CommitQueue())
+    queued, more = threading.Event(), 4
+    arrived: list[int] = []
+    allocate = backend.sequencer.allocate
+
+    def counted(*args: Any) -> int:
+        arrived.append(1)
+        return allocate(*args)
+
+    backend.sequencer.allocate = counted  # type: ignore[method-assign]
+    apply = store.apply
+    armed = [True]
+    made: list[LogicalSwitch] = []
+    failures: list[BaseException] = []
+
+    def create(name: str) -> None:
+        try:
+            made.append(db.create(LogicalSwitch(name=name, topic=f"t-{name}")))
+        except BaseException as exc:
+            failures.append(exc)
+
+    def racing(writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        if armed[0] and any(w is layout.W_HEAD for w, _ in writes):
+            armed[0] = False
+            other.void(other.allocate("t-other", frozenset({"LogicalSwitch"})))  # the race this take loses
+            for i in range(more):
+                threading.Thread(target=create, args=(f"queued-{i}",), daemon=True).start()
+            deadline = time.monotonic() + 20
+            while len(arrived) < 1 + more or len(backend.sequencer._q.waiting) < more:
+                assert time.monotonic() < deadline, "the commits did not queue"
+                time.sleep(0.01)
+            queued.set()
+            store.applied.clear()
+        return apply(writes)
+
+    store.apply = racing  # type: ignore[method-assign]
+    create("first")
+    deadline = time.monotonic() + 60
+    while len(made) + len(failures) < 1 + more:
+        assert time.monotonic() < deadline, "the queued commits did not finish"
+        time.sleep(0.05)
+    assert failures == [] and queued.is_set()
+    heads = _sent(store, layout.W_HEAD)
+    assert heads == 2, f"{heads} compare-and-sets on the head after the lost race (2: the lost one, one for all)"
+    assert sorted(m.nbdb_revision for m in made) == list(range(start + 2, start + 3 + more)), "not dense"
+    events = _dense_and_once(watcher=db, start=start, within=20, model=LogicalSwitch)
+    assert sorted(str(e.id) for e in events) == sorted(str(m.id) for m in made)
 
 
 # ---------------------------------------------------------------------------- issue 17: the data API
