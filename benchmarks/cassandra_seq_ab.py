@@ -8,7 +8,9 @@ node (``--procs``: that many processes at once in one namespace, rates summed), 
     python benchmarks/cassandra_seq_ab.py --a /path/to/main/src --b src --rounds 4 --count 2000
 
 Printed per round and as medians: commits/s, the sequencer's compare-and-sets per take and per
-commit, revisions per take (group size), the take's and the batch's mean wall time, how many
+commit, revisions per take (group size), the take's and the batch's mean wall time, the take's
+and a commit's wait for its revision (from asking to having it) p50/p99/max (of several processes:
+the mean of their p50 and p99, the largest max), how many
 partition batches were in flight at once (mean, sampled at each send), and client and node CPU
 per commit (µs). ``--taken``: every name is held already by a port of another topic, so that each
 create is refused (``UniqueViolationError``): what a unique-name conflict costs, per create, by kind.
@@ -38,6 +40,7 @@ def node_cpu():
     fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) * 1e6 / 100
 stat = {"takes": 0, "numbers": 0, "cas": 0, "take_s": 0.0, "sends": 0, "send_s": 0.0, "inflight": 0}
+takes_s = []
 lock = threading.Lock()
 inflight = [0]
 take = S.RevisionSequencer._take
@@ -46,8 +49,18 @@ def timed_take(self, group):
     got = take(self, group)
     with lock:
         stat["takes"] += 1; stat["numbers"] += len(got); stat["take_s"] += time.perf_counter() - t
+        takes_s.append(time.perf_counter() - t)
     return got
 S.RevisionSequencer._take = timed_take
+allocs_s = []
+allocate = S.RevisionSequencer.allocate
+def timed_allocate(self, *args):
+    t = time.perf_counter()
+    got = allocate(self, *args)
+    with lock:
+        allocs_s.append(time.perf_counter() - t)
+    return got
+S.RevisionSequencer.allocate = timed_allocate
 from nbdb.backends.cassandra.store import CqlStore
 sent = {}
 def tally(key, n=1):
@@ -98,7 +111,7 @@ with nbdb.connect(url, namespace=ns) as db:
         return type(made)(**fields)  # an id of its own, made here (fresh), and a name held already
     apply_calls = [0]
     for k in stat: stat[k] = 0 if isinstance(stat[k], int) else 0.0
-    sent.clear()
+    sent.clear(); takes_s.clear(); allocs_s.clear()
     per = count // threads
     gate = threading.Barrier(threads + 1)
     errs = []
@@ -130,6 +143,12 @@ with nbdb.connect(url, namespace=ns) as db:
            "send ms": 1e3 * stat["send_s"] / max(1, stat["sends"]),
            "inflight": stat["inflight"] / max(1, stat["sends"]), "numbers/commit": stat["numbers"] / n,
            "client us": (time.process_time() - c) / n * 1e6, "node us": (node_cpu() - m) / n}
+    for name, times in (("take", takes_s), ("wait", allocs_s)):  # wait: a commit's, from asking to its revision
+        ordered = sorted(times) or [0.0]
+        out.update({f"{name} p50 ms": 1e3 * ordered[len(ordered) // 2],
+                    f"{name} p99 ms": 1e3 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+                    f"{name} max ms": 1e3 * ordered[-1]})
+    out["seq lwt/take"] = sent.get("write nbdb_seq lwt", 0) / max(1, stat["takes"])
     out.update({k: v / n for k, v in sorted(sent.items())})
 print(json.dumps(out))
 """
@@ -174,6 +193,8 @@ def main() -> None:
                 got = {k: statistics.mean(e.get(k, 0.0) for e in each) for k in each[0]}
                 got["rate"] = sum(e["rate"] for e in each)
                 got["node us"] /= opts.procs  # each measured the node's CPU for every process's commits
+                got["take max ms"] = max(e["take max ms"] for e in each)
+                got["wait max ms"] = max(e["wait max ms"] for e in each)
             if n < 0:
                 print(f"warm-up {side} load {loadavg()}: rate={got['rate']:.2f}", flush=True)
                 continue

@@ -41,6 +41,7 @@ from nbdb.families.widecolumn import (
     Write,
     layout,
 )
+from nbdb.families.widecolumn.sequencer import CommitQueue, RevisionSequencer
 
 cassandra_server = fixtures.cassandra_server
 cassandra_url = fixtures.cassandra_url
@@ -152,6 +153,8 @@ def writes_of(*statements: Select | Write) -> Callable[[Sequence[Any]], bool]:
 
 
 COMMIT_BATCH = writes_of(layout.W_LAST_ABOVE, layout.W_LAST_FIRST)
+CLAIMS = writes_of(layout.W_CLAIM, layout.W_CLAIM_MARKED)
+"""A claim's IF NOT EXISTS: plain, or an early one of an id the caller gave (marked)."""
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -446,6 +449,69 @@ def test_concurrent_commits_share_sequencer_round_trips_and_stay_dense(
     assert sorted(c.revision for c in changes) == sorted(revisions)
 
 
+@pytest.mark.timeout(120)
+def test_a_take_that_lost_a_race_takes_the_commits_queued_behind_it(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
+) -> None:
+    """Another process takes a number while this one's take is on its way (the take loses the race), and
+    four more commits of this process queue behind it meanwhile: the take's next try is one compare-and-set
+    for all five, not one for it and one more (racing the other processes again) for them. Revisions stay
+    dense and a watcher sees every commit once."""
+    db, store = faulty()
+    backend = db.backend
+    assert isinstance(backend, WideColumnBackend)
+    db.create(LogicalSwitch(name="warm", topic="t0"))
+    start = backend.current_revision()
+    # Another process: a sequencer of its own (its own queue) on the same namespace's row.
+    other = RevisionSequencer(store.real, backend.partitions, backend.options, CommitQueue())
+    queued, more = threading.Event(), 4
+    arrived: list[int] = []
+    allocate = backend.sequencer.allocate
+
+    def counted(*args: Any) -> int:
+        arrived.append(1)
+        return allocate(*args)
+
+    backend.sequencer.allocate = counted  # type: ignore[method-assign]
+    apply = store.apply
+    armed = [True]
+    made: list[LogicalSwitch] = []
+    failures: list[BaseException] = []
+
+    def create(name: str) -> None:
+        try:
+            made.append(db.create(LogicalSwitch(name=name, topic=f"t-{name}")))
+        except BaseException as exc:
+            failures.append(exc)
+
+    def racing(writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        if armed[0] and any(w is layout.W_HEAD for w, _ in writes):
+            armed[0] = False
+            other.void(other.allocate("t-other", frozenset({"LogicalSwitch"})))  # the race this take loses
+            for i in range(more):
+                threading.Thread(target=create, args=(f"queued-{i}",), daemon=True).start()
+            deadline = time.monotonic() + 20
+            while len(arrived) < 1 + more or len(backend.sequencer._q.waiting) < more:
+                assert time.monotonic() < deadline, "the commits did not queue"
+                time.sleep(0.01)
+            queued.set()
+            store.applied.clear()
+        return apply(writes)
+
+    store.apply = racing  # type: ignore[method-assign]
+    create("first")
+    deadline = time.monotonic() + 60
+    while len(made) + len(failures) < 1 + more:
+        assert time.monotonic() < deadline, "the queued commits did not finish"
+        time.sleep(0.05)
+    assert failures == [] and queued.is_set()
+    heads = _sent(store, layout.W_HEAD)
+    assert heads == 2, f"{heads} compare-and-sets on the head after the lost race (2: the lost one, one for all)"
+    assert sorted(m.nbdb_revision for m in made) == list(range(start + 2, start + 3 + more)), "not dense"
+    events = _dense_and_once(watcher=db, start=start, within=20, model=LogicalSwitch)
+    assert sorted(str(e.id) for e in events) == sorted(str(m.id) for m in made)
+
+
 # ---------------------------------------------------------------------------- issue 17: the data API
 
 
@@ -617,7 +683,7 @@ def test_an_early_claim_of_unknown_outcome_is_not_taken_for_another_creates_of_i
     p = warm.backend.partitions
     # The other process's early claim for its create of the same id in t2 (which never lands).
     p.store.apply([(layout.W_CLAIM, (p.ns, obj.nbdb_table, text, obj.id, "t2", guess))])
-    fault = store.inject(Fault(writes_of(layout.W_CLAIM), "request"))  # this one's claim: lost unsent
+    fault = store.inject(Fault(CLAIMS, "request"))  # this one's claim (marked: the id is given): lost unsent
     made = db.create(obj)
     assert fault.hits == 1 and warm.early[-1] == 1
     other = open_db()
@@ -629,9 +695,68 @@ def test_an_early_claim_of_unknown_outcome_is_not_taken_for_another_creates_of_i
     assert claim is not None and (claim.owner, claim.part) == (made.id, "t1"), claim
 
 
-def _sent(store: FaultyStore, statement: Write) -> int:
-    """How many requests that include ``statement`` reached the server."""
-    return sum(1 for called in store.applied if statement in called)
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lost", ["reply", "reply-unread"])
+def test_an_early_claim_of_unknown_outcome_for_a_given_id_costs_no_revision(
+    lost: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    """A create of an id the caller gave (not fresh: another process may create it too, and guess the same
+    number) whose early claim's reply was lost: the claim found (its object, its topic, its guess) is known for
+    its own by the mark it was sent with, so it is kept (or re-tied), not resolved. Resolved, it sealed the
+    commit's own topic at its guess, its revision: the batch failed, and that revision was voided (a second
+    one taken, the batch sent twice)."""
+    db, store, watcher, warm, start = _warm_and_watched(faulty)
+    fault = store.inject(Fault(CLAIMS, "reply"))
+    if lost == "reply-unread":  # and every try of the serial read that would settle it fails too
+        unread = store.inject(Fault(writes_of(layout.Q_CLAIM), "fail", times=10**9))
+    store.applied.clear()
+    obj = Chassis(id=uuid.uuid4(), name="given-id", topic="t1")
+    made = db.create(obj)
+    if lost == "reply-unread":
+        unread.times = 0
+        assert unread.hits > 1, "the claim was not left unsettled"
+    assert made.id == obj.id
+    assert fault.hits == 1 and fault.dropped is not None and fault.dropped.applied and warm.early[0] == 1
+    assert _sent(store, layout.W_CHANGE) == 1, "the batch was sent more than once"
+    assert db.backend.current_revision() == start + 1, "a revision was taken and lost"
+    text = layout.unique_text(UniqueKey(*made.unique_values()[0]))
+    claim = warm.backend.claims.read(made.nbdb_table, text, serial=True)
+    assert claim is not None and (claim.owner, claim.part, claim.rev) == (made.id, "t1", start + 1)
+    events = _held_and_landed_once(open_db, watcher, start, made)
+    assert [(e.id, e.revision) for e in events] == [(made.id, start + 1)]
+
+
+@pytest.mark.timeout(120)
+def test_another_creates_early_claim_of_a_given_id_in_the_same_topic_is_not_taken_for_its_own(
+    faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    """Another process's early claim of the same given id, in the same topic, under the same guess (its mark
+    is not this commit's): this create's own claim lost unsent, the claim found is resolved, not taken for its
+    own; the create lands once, holds the value, and the claim names it at its revision."""
+    db, store = faulty()
+    warm = _Warm(db)
+    sequencer = warm.backend.sequencer
+    guess = sequencer.predict()
+    assert guess is not None
+    sequencer.unguess(guess)
+    obj = Chassis(id=uuid.uuid4(), name="same-id-same-topic", topic="t1")
+    text = layout.unique_text(UniqueKey(*obj.unique_values()[0]))
+    p = warm.backend.partitions
+    p.store.apply([(layout.W_CLAIM_MARKED, (p.ns, obj.nbdb_table, text, obj.id, uuid.uuid4(), "t1", guess))])
+    fault = store.inject(Fault(CLAIMS, "request"))
+    made = db.create(obj)
+    assert fault.hits == 1 and warm.early[-1] == 1
+    other = open_db()
+    with pytest.raises(nbdb.UniqueViolationError) as info:
+        other.create(Chassis(name="same-id-same-topic", topic="t3"))
+    assert info.value.existing == made.id
+    claim = warm.backend.claims.read(obj.nbdb_table, text, serial=True)
+    assert claim is not None and (claim.owner, claim.part) == (made.id, "t1"), claim
+
+
+def _sent(store: FaultyStore, *statements: Write) -> int:
+    """How many requests that include one of ``statements`` reached the server."""
+    return sum(1 for called in store.applied if any(s in called for s in statements))
 
 
 @pytest.mark.timeout(120)
@@ -672,7 +797,7 @@ def test_an_early_claim_refused_is_resolved_from_its_reply_not_sent_again(
             other.create(Chassis(name="left", topic="t2"))
         assert taken.value.existing == made.id
     assert warm.early[-1] == 1, "the claim was not sent early"
-    assert _sent(store, layout.W_CLAIM) == 1, "the claim in the way was asked for again"
+    assert _sent(store, layout.W_CLAIM, layout.W_CLAIM_MARKED) == 1, "the claim in the way was asked for again"
 
 
 @pytest.mark.timeout(120)
@@ -758,7 +883,7 @@ def test_concurrent_creates_whose_early_claims_lose_replies_land_once_each_tied_
     db, store, watcher, warm, start = _warm_and_watched(faulty)
     count = iter(range(1, 10**9))
     # Every third claim's reply is lost (the claim applied), and every fifth serial read of a claim fails.
-    store.inject(Fault(lambda called: layout.W_CLAIM in called and next(count) % 3 == 0, "reply", times=10**9))
+    store.inject(Fault(lambda called: CLAIMS(called) and next(count) % 3 == 0, "reply", times=10**9))
     reads = iter(range(1, 10**9))
     store.inject(Fault(lambda called: layout.Q_CLAIM in called and next(reads) % 5 == 0, "fail", times=10**9))
     made: list[Chassis] = []
@@ -768,7 +893,9 @@ def test_concurrent_creates_whose_early_claims_lose_replies_land_once_each_tied_
     def work(index: int) -> None:
         try:
             for i in range(6):
-                obj = db.create(Chassis(name=f"c{index}-{i}", topic=f"t{index % 3}"))
+                # Every other one with an id of the caller's (its early claim marked, not fresh).
+                given = {"id": uuid.uuid4()} if i % 2 else {}
+                obj = db.create(Chassis(name=f"c{index}-{i}", topic=f"t{index % 3}", **given))
                 with lock:
                     made.append(obj)
         except BaseException as exc:

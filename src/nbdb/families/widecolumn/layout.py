@@ -226,6 +226,10 @@ W_FENCE_DROP = Delete(FENCES, ("ns", "name", "part", "rev"))
 
 Q_CLAIM = Select(UNIQUE, ("owner", "prev", "part", "rev"), ("ns", "tbl", "key"))
 W_CLAIM = Insert(UNIQUE, ("ns", "tbl", "key", "owner", "part", "rev"), if_not_exists=True)
+W_CLAIM_MARKED = Insert(UNIQUE, ("ns", "tbl", "key", "owner", "prev", "part", "rev"), if_not_exists=True)
+"""An early claim of an id the caller gave, marked by a ``prev`` that names no object (an id drawn for this
+claim): another create of that id may claim it under the same guess, and a claim whose reply was lost is its
+sender's own only if it carries the sender's mark. Readers find no row of the mark: it never holds the value."""
 W_CLAIM_SET = Update(
     UNIQUE, ("ns", "tbl", "key"), set=("owner", "prev", "part", "rev"), conditions=(Compare("owner"), Compare("rev"))
 )

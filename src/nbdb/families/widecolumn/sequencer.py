@@ -17,6 +17,8 @@ being one compare-and-set per commit. Processes still race each other's
 compare-and-set: a loser retries on the head the failed one reported, the
 longest losers first, and a process that lost its last race reads the head
 before its next take rather than try the one it took last (stale by then).
+A loser's next try also takes the commits that queued behind it meanwhile
+(one round on the row for them, not one more take racing the others).
 
 **Guesses.** A commit may act before its take on the number it will likely
 get (:meth:`RevisionSequencer.predict`; a unique claim sent early). Each
@@ -335,8 +337,10 @@ class RevisionSequencer:
                 self._q.busy = False
             self._q.cond.notify_all()
 
-    def _take(self, group: Sequence[_Request]) -> list[int]:
-        """One compare-and-set on the head for as many of ``group`` as the bucket holds."""
+    def _take(self, group: list[_Request]) -> list[int]:
+        """One compare-and-set on the head for as many of ``group`` as the bucket holds.
+
+        After a lost race ``group`` grows by the commits queued since (:meth:`_join`)."""
         cid = uuid.uuid4()
         bucket = self.bucket_hint()
         started = time.monotonic()
@@ -344,6 +348,7 @@ class RevisionSequencer:
         for attempt in tries(self._races):
             if attempt:
                 self._pause(attempt, reported)
+                self._join(group)
             known = self._q.known
             # A head this process learnt from its own last take is stale when other processes take numbers
             # too (it then lost a race): a compare-and-set on it would be a Paxos round lost for sure, queued
@@ -411,6 +416,17 @@ class RevisionSequencer:
                 reported = result.reports("head")
                 self._q.known = (bucket, result.value("head")) if reported else None
         raise errors.BackendUnavailableError("could not take a revision: too much contention on the sequencer")
+
+    def _join(self, group: list[_Request]) -> None:
+        """Add to a take that lost a race the commits that queued behind it meanwhile (``max_group`` at most).
+
+        Its next try is one compare-and-set for them too, instead of one more take after it, racing the
+        other processes again: fewer rounds on the head's row while they contend, and a commit that
+        arrived during a lost race waits for one take, not two. They keep the queue's order.
+        """
+        with self._q.cond:
+            while self._q.waiting and len(group) < self.max_group:
+                group.append(self._q.waiting.popleft())
 
     def _pause(self, losses: int, reported: bool) -> None:
         """Wait before the next try of a take that lost ``losses`` races in a row.

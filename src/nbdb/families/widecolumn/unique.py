@@ -102,9 +102,11 @@ class HeldClaim:
 ClaimsHeld = dict[tuple[str, str], HeldClaim]
 """(table, value text) -> the claim one commit holds, across its attempts."""
 
-EarlyClaims = list[tuple[str, str, uuid.UUID, str, int, bool, PendingApply]]
+EarlyClaims = list[tuple[str, str, uuid.UUID, str, int, uuid.UUID | None, PendingApply]]
 """Claims sent before the commit's revision is known: (table, value text, owner, its partition, guessed
-revision, whether the owner's id is fresh (``Put.fresh_id``: no other create carries it), reply)."""
+revision, mark, reply). The mark is None for a fresh id (``Put.fresh_id``: no other create carries it, so
+(owner, partition, guess) is this claim's alone); for an id the caller gave, an id drawn for the claim and
+sent as its ``prev`` (:data:`~nbdb.families.widecolumn.layout.W_CLAIM_MARKED`), which no other claim carries."""
 
 
 @dataclass(slots=True)
@@ -114,8 +116,8 @@ class EarlyReplies:
     found: dict[tuple[str, str], Claim] = field(default_factory=dict)
     """The claim that stood in the way, as the refusal (or the settling read) reported it: the claimer
     resolves it at once instead of asking for it again with a second ``IF NOT EXISTS``. Used once."""
-    unsettled: dict[tuple[str, str], tuple[uuid.UUID, str, int]] = field(default_factory=dict)
-    """(owner, partition, guess) of the early claims of fresh ids whose outcome is unknown and could not be
+    unsettled: dict[tuple[str, str], tuple[uuid.UUID, str, int, uuid.UUID | None]] = field(default_factory=dict)
+    """(owner, partition, guess, mark as prev) of the early claims whose outcome is unknown and could not be
     read: the claim is this commit's own if the claimer finds exactly that (see :meth:`UniqueClaims.claim`)."""
 
 
@@ -212,20 +214,26 @@ class UniqueClaims:
             for key in op.unique if isinstance(op, Put) else ():
                 text = L.unique_text(key)
                 self._given_up(op.table, text)
-                write = (L.W_CLAIM, (self._p.ns, op.table, text, op.id, part, guess))
+                fresh = isinstance(op, Put) and op.fresh_id
+                mark = None if fresh else uuid.uuid4()
+                write = (
+                    (L.W_CLAIM, (self._p.ns, op.table, text, op.id, part, guess))
+                    if mark is None
+                    else (L.W_CLAIM_MARKED, (self._p.ns, op.table, text, op.id, mark, part, guess))
+                )
                 try:
                     pending = self._p.store.start_apply([write])
                 except errors.NbdbError as exc:  # the claim is taken the usual way after the revision
                     log.debug("could not send the claim of %s %s early: %s", op.table, text, exc)
                     continue
-                out.append((op.table, text, op.id, part, guess, isinstance(op, Put) and op.fresh_id, pending))
+                out.append((op.table, text, op.id, part, guess, mark, pending))
         return out
 
     def collect_early(self, early: EarlyClaims, held: ClaimsHeld, replies: EarlyReplies | None = None) -> None:
         """Note in ``held`` the early claims that were taken (whatever happens to the commit, so that a
         commit that fails drops them). One not taken is claimed again the usual way, from what ``replies``
         keeps of it: the claim its refusal reported, or that its outcome could not be known."""
-        for table, text, owner, part, guess, fresh, pending in early:
+        for table, text, owner, part, guess, mark, pending in early:
             slot = (table, text)
             current: Claim | None
             try:
@@ -239,16 +247,19 @@ class UniqueClaims:
                     try:
                         current = self.read(table, text, serial=True)
                     except errors.NbdbError:
-                        if replies is not None and fresh:
-                            replies.unsettled[slot] = (owner, part, guess)
+                        if replies is not None:
+                            replies.unsettled[slot] = (owner, part, guess, mark)
                         raise
             except errors.NbdbError as exc:
                 log.debug("could not tell whether the early claim of %s %s was taken: %s", table, text, exc)
                 continue
-            if current is not None and fresh and (current.owner, current.part, current.rev) == (owner, part, guess):
-                # Its reply was lost, but the claim is there: this commit's own (no other create carries a fresh
-                # id). Of an id that is not fresh it may be another create's of the same id under the same guess
-                # (another process guesses its own numbers): resolved as any claim found, never taken for ours.
+            stored = None if current is None else (current.owner, current.part, current.rev, current.prev)
+            if stored == (owner, part, guess, mark):
+                # Its reply was lost, but the claim is there: this commit's own. A fresh id is carried by no other
+                # create; an id the caller gave may be another create's under the same guess (another process
+                # guesses its own numbers), but not with this claim's mark. Until 2026-12-05 such a claim of a
+                # given id was resolved as any found: that sealed this commit's own topic at its guess, usually
+                # its revision, which its batch then failed on and voided (a second revision taken).
                 held[slot] = HeldClaim(owner, guess, None)
             elif current is not None and replies is not None:
                 replies.found[slot] = current
@@ -263,12 +274,11 @@ class UniqueClaims:
         early one was refused for is resolved as the first ``IF NOT EXISTS`` would have found it (no
         second one is sent: every step from it is a settled read or a compare-and-set on the claim as
         found, so a claim that changed since only costs a failed compare-and-set and a new try). A claim
-        found naming exactly (this commit's object, partition, guess) of an early claim of unknown outcome
-        for a fresh id (``Put.fresh_id``) is that claim: what the settling read would have found, had it
-        not failed (no other create carries the id), so it is re-tied, not resolved (resolving it sealed
-        the commit's own partition at its guess, often its revision: the batch then failed, a revision
-        lost). The claim of an id that is not fresh may be another create's of the same id under the same
-        guess: it is resolved as any other.
+        found naming exactly (this commit's object, partition, guess, mark) of an early claim of unknown
+        outcome is that claim: what the settling read would have found, had it not failed (a fresh id is
+        carried by no other create; a claim of a given id carries a mark no other claim does), so it is
+        re-tied, not resolved (resolving it sealed the commit's own partition at its guess, often its
+        revision: the batch then failed, a revision lost). Any other claim is resolved.
         """
         for wanted in plan.claims:
             self._claim(wanted, plan.partition, revision, held, replies)
@@ -303,16 +313,17 @@ class UniqueClaims:
                     current = Claim.of(result.current[0] if result.current else None)
                 except OutcomeUnknown:
                     current = self.read(table, text, serial=True)
-                    if current is not None and (current.owner, current.rev) == (wanted.owner, revision):
-                        held[slot] = HeldClaim(wanted.owner, revision, current.prev)
+                    # Ours: an early claim of another create of this id under the same number carries its mark.
+                    if current is not None and (current.owner, current.rev, current.prev) == (
+                        wanted.owner,
+                        revision,
+                        None,
+                    ):
+                        held[slot] = HeldClaim(wanted.owner, revision, None)
                         return
             if current is None:
                 continue  # dropped meanwhile: insert again
-            if (
-                early == (current.owner, current.part, current.rev)
-                and current.owner == wanted.owner
-                and current.prev is None
-            ):
+            if early == (current.owner, current.part, current.rev, current.prev) and current.owner == wanted.owner:
                 # The early claim of unknown outcome had been taken: re-tie it, as if the settling read had worked.
                 prev = None
                 if current.rev == revision:
