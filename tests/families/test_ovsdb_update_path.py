@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from nbdb import errors
 from nbdb.codec import bulk, encode
-from nbdb.families.ovsdb import rows
+from nbdb.families.ovsdb import ops
 from nbdb.families.ovsdb.group import GroupTransact
 from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.planner import _bookkeeping, _compared
@@ -80,14 +80,30 @@ def test_a_parents_text_gives_its_id_and_canonical_text_every_time(text: str) ->
         assert made.ext[EXT_PARENT + "switch"] == str(uuid.UUID(text))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_TEXTS, st.text(max_size=40), st.integers(), st.none()))
+def test_a_known_id_reads_as_a_fresh_parse_would_every_time(text: Any) -> None:
+    """The memos of ids (ops.parse_uuid, ops.uuid_text) answer what uuid.UUID does, seen before or not."""
+    try:
+        expected: uuid.UUID | None = uuid.UUID(str(text))
+    except ValueError:
+        expected = None
+    for _ in range(2):  # parsed, then found
+        got = ops.parse_uuid(text)
+        assert got == expected
+        if got is not None:
+            assert ops.uuid_text(got) == str(expected)
+            assert ops.parse_uuid(ops.uuid_text(got)) == expected
+
+
 def test_a_parent_that_is_no_id_is_refused_every_time_and_the_known_ids_stay_bounded() -> None:
     tm = make_mapping().get(LogicalSwitchPort.nbdb_table)
     for _ in range(2):
         with pytest.raises(errors.ValidationError, match="not an id"):
             new_row(tm, _port("no-id"))
-    for _ in range(rows._PARENT_IDS_LIMIT + 10):
+    for _ in range(ops._KNOWN_LIMIT + 10):
         new_row(tm, _port(str(uuid.uuid4())))
-        assert len(rows._PARENT_IDS) <= rows._PARENT_IDS_LIMIT
+        assert len(ops._PARSED) <= ops._KNOWN_LIMIT and len(ops._TEXTS) <= ops._KNOWN_LIMIT
     switch = LogicalSwitch(name="sw")
     made = new_row(tm, _port(str(switch.id)))
     assert made.parents == {"switch": switch.id}

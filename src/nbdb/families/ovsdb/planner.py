@@ -46,7 +46,7 @@ from nbdb.families import rules
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
 from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
-from nbdb.families.ovsdb.ops import assert_lock, mutate_members, wait, where_uuid
+from nbdb.families.ovsdb.ops import assert_lock, mutate_members, uuid_text, wait, where_uuid
 from nbdb.families.ovsdb.replica import IdKey, Replica
 from nbdb.families.ovsdb.rows import (
     EXT_EXPIRES,
@@ -339,7 +339,7 @@ def _plan_put(
     id_text: str | None = None,
 ) -> frozenset[RefKey]:
     """The operations of a put; the references of its row as written. ``id_text``: ``str(op.id)``, made already."""
-    id_text = str(op.id) if id_text is None else id_text
+    id_text = uuid_text(op.id) if id_text is None else id_text
     try:
         doc = _loads(op.data)
     except ValueError:

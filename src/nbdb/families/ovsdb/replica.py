@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
+from nbdb.families.ovsdb.ops import parse_uuid
 from nbdb.families.ovsdb.rows import (
     EXT_EXPIRES,
     EXT_PARENT,
@@ -248,11 +249,8 @@ def _commits_since(before: RowState | None, row: Row | None) -> int:
     return sum(1 for _token, version in window if version > before.stored_version)
 
 
-def _uuid(member: Any) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(member))
-    except ValueError:
-        return None
+_uuid = parse_uuid
+"""A set member's, an update's row's or a hint's id, parsed (None: not a uuid), once for all readers."""
 
 
 def _members(row: Row | None, column: str) -> set[Any]:
