@@ -490,7 +490,7 @@ def _plan_unique(plan: Plan, stages: _Stages, tm: TableMap, op: Put, held: dict[
         plan.unique.append(UniqueCheck(key, rule, value.value))
         if rule.indexed or value in kept:
             continue  # the server's index refuses a second holder; a value kept needs no new check
-        where = [*holder_where(tm, rule, plan.namespace, value.value), ["_uuid", "!=", ["uuid", str(op.id)]]]
+        where = [*holder_where(tm, rule, plan.namespace, value.value), ["_uuid", "!=", ["uuid", uuid_text(op.id)]]]
         stages.tail.append((wait(tm.db_table, where, []), ("unique", len(plan.unique) - 1)))
 
 
@@ -558,9 +558,9 @@ def _check_unreferenced(
             checked.add(stm.table)
             cm = stm.columns[name]
             if cm.type.is_set:
-                where = [[cm.column, "includes", ["set", [["uuid", str(target[1])]]]]]
+                where = [[cm.column, "includes", ["set", [["uuid", uuid_text(target[1])]]]]]
             else:
-                where = [[cm.column, "==", ["uuid", str(target[1])]]]
+                where = [[cm.column, "==", ["uuid", uuid_text(target[1])]]]
             stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
     # References kept as JSON text or across databases: checked against the replica (not atomic).
     holders: list[RefKey] = []
