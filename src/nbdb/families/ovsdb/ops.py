@@ -20,6 +20,8 @@ def uuid_text(id: uuid.UUID) -> str:
     """``str(id)``, remembered: a commit names its row's id in several operations, and the server's update
     names it again (which :func:`parse_uuid` then finds parsed). ``uuid.UUID.__str__`` is Python code
     (a format and five slices); a look-up by the id's int is one C hash of an int."""
+    if id.__class__ is not uuid.UUID:
+        return str(id)  # a subclass's text (and the object a parse would give) may be its own
     n = id.int
     text = _TEXTS.get(n)
     if text is None:
