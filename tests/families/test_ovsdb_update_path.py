@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from nbdb import errors
 from nbdb.codec import bulk, encode
-from nbdb.families.ovsdb import rows
+from nbdb.families.ovsdb import ops
 from nbdb.families.ovsdb.group import GroupTransact
 from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.planner import _bookkeeping, _compared
@@ -80,14 +80,30 @@ def test_a_parents_text_gives_its_id_and_canonical_text_every_time(text: str) ->
         assert made.ext[EXT_PARENT + "switch"] == str(uuid.UUID(text))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_TEXTS, st.text(max_size=40), st.integers(), st.none()))
+def test_a_known_id_reads_as_a_fresh_parse_would_every_time(text: Any) -> None:
+    """The memos of ids (ops.parse_uuid, ops.uuid_text) answer what uuid.UUID does, seen before or not."""
+    try:
+        expected: uuid.UUID | None = uuid.UUID(str(text))
+    except ValueError:
+        expected = None
+    for _ in range(2):  # parsed, then found
+        got = ops.parse_uuid(text)
+        assert got == expected
+        if got is not None:
+            assert ops.uuid_text(got) == str(expected)
+            assert ops.parse_uuid(ops.uuid_text(got)) == expected
+
+
 def test_a_parent_that_is_no_id_is_refused_every_time_and_the_known_ids_stay_bounded() -> None:
     tm = make_mapping().get(LogicalSwitchPort.nbdb_table)
     for _ in range(2):
         with pytest.raises(errors.ValidationError, match="not an id"):
             new_row(tm, _port("no-id"))
-    for _ in range(rows._PARENT_IDS_LIMIT + 10):
+    for _ in range(ops._KNOWN_LIMIT + 10):
         new_row(tm, _port(str(uuid.uuid4())))
-        assert len(rows._PARENT_IDS) <= rows._PARENT_IDS_LIMIT
+        assert len(ops._PARSED) <= ops._KNOWN_LIMIT and len(ops._TEXTS) <= ops._KNOWN_LIMIT
     switch = LogicalSwitch(name="sw")
     made = new_row(tm, _port(str(switch.id)))
     assert made.parents == {"switch": switch.id}
@@ -234,6 +250,75 @@ def test_a_commits_keys_hash_no_uuid_in_python(monkeypatch: pytest.MonkeyPatch) 
         assert replica.referrers[(LogicalSwitch.nbdb_table, switch.id.int)].keys() == {
             (LogicalSwitchPort.nbdb_table, p.id.int) for p in ports[1:]
         }
+
+
+def test_a_commit_parses_and_formats_each_id_once_and_compares_none_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning a commit and applying its update parse no id the client knows, format each id once.
+
+    ``uuid.UUID(text)``, ``str(id)`` and ``==`` of two ids run in Python. The ids of a commit's rows
+    and of the parents are kept parsed and their text made (``ops.parse_uuid``, ``ops.uuid_text``):
+    the update the server echoes names them in the text the commit sent. Before, a create parsed 4
+    ids, formatted 6 and compared its parent with ``__eq__``; an update parsed 1 and formatted 2, a
+    delete parsed 3, formatted 5 and compared 1 (the server's side, played here, not counted).
+    """
+    from nbdb.families.ovsdb import Replica
+    from nbdb.families.ovsdb.planner import plan_commit
+    from nbdb.families.ovsdb.rows import VersionBook
+    from nbdb.spi import Delete
+    from nbdb.testing.ovsdb_play import server_update
+    from nbdb.writes import put_of
+
+    mapping = make_mapping()
+    replica = Replica(mapping, VersionBook(), "ns")
+    db = mapping.get(LogicalSwitchPort.nbdb_table).db
+    replica.resync(db, {})
+    me = threading.get_ident()
+    calls = {"__init__": 0, "__str__": 0, "__eq__": 0}
+    real = {name: getattr(uuid.UUID, name) for name in calls}
+
+    def counting(name: str) -> Any:
+        def counted(self: uuid.UUID, *args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == me:
+                calls[name] += 1
+            return real[name](self, *args, **kwargs)
+
+        return counted
+
+    def counted_commit(ops: list[Any]) -> dict[str, int]:
+        token = uuid.uuid4().hex[:16]
+        for name in calls:
+            calls[name] = 0
+            monkeypatch.setattr(uuid.UUID, name, counting(name))
+        try:
+            with replica.cond:
+                plan = plan_commit(mapping, replica, ops, token, now=time.time())
+                replica.expect(plan.written)
+            for name in calls:  # the server's side
+                monkeypatch.setattr(uuid.UUID, name, real[name])
+            update = json.loads(json.dumps(server_update(replica, db, plan.ops)))
+            for name in calls:
+                monkeypatch.setattr(uuid.UUID, name, counting(name))
+            replica.apply(db, update)
+        finally:
+            for name in calls:
+                monkeypatch.setattr(uuid.UUID, name, real[name])
+        return dict(calls)
+
+    switch = LogicalSwitch(name="sw", topic="t")
+    counted_commit([put_of(switch, 0)[0]])
+    port = LogicalSwitchPort(switch=switch.id, name="p", addresses=["0a:00:00:00:00:01"])
+    put, stored = put_of(port, 0)
+    assert counted_commit([put]) == {"__init__": 0, "__str__": 1, "__eq__": 0}  # the new id's text, made once
+    put, stored = put_of(stored.replace(addresses=["0a:00:00:00:00:09"]), stored.version)
+    assert counted_commit([put]) == {"__init__": 0, "__str__": 0, "__eq__": 0}
+    assert counted_commit([Delete(stored.nbdb_table, stored.id, stored.topic, stored.version)]) == {
+        "__init__": 0,
+        "__str__": 0,
+        "__eq__": 0,
+    }
+    with replica.cond:
+        assert replica.record(LogicalSwitchPort.nbdb_table, stored.id) is None
+        assert (LogicalSwitch.nbdb_table, switch.id.int) not in replica.referrers
 
 
 def test_the_default_cells_an_update_compares_with_are_made_once_per_table_as_the_server_leaves_them() -> None:

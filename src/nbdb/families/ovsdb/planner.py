@@ -46,7 +46,7 @@ from nbdb.families import rules
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
 from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
-from nbdb.families.ovsdb.ops import assert_lock, mutate_members, wait, where_uuid
+from nbdb.families.ovsdb.ops import assert_lock, mutate_members, uuid_text, wait, where_uuid
 from nbdb.families.ovsdb.replica import IdKey, Replica
 from nbdb.families.ovsdb.rows import (
     EXT_EXPIRES,
@@ -339,7 +339,7 @@ def _plan_put(
     id_text: str | None = None,
 ) -> frozenset[RefKey]:
     """The operations of a put; the references of its row as written. ``id_text``: ``str(op.id)``, made already."""
-    id_text = str(op.id) if id_text is None else id_text
+    id_text = uuid_text(op.id) if id_text is None else id_text
     try:
         doc = _loads(op.data)
     except ValueError:
@@ -490,7 +490,7 @@ def _plan_unique(plan: Plan, stages: _Stages, tm: TableMap, op: Put, held: dict[
         plan.unique.append(UniqueCheck(key, rule, value.value))
         if rule.indexed or value in kept:
             continue  # the server's index refuses a second holder; a value kept needs no new check
-        where = [*holder_where(tm, rule, plan.namespace, value.value), ["_uuid", "!=", ["uuid", str(op.id)]]]
+        where = [*holder_where(tm, rule, plan.namespace, value.value), ["_uuid", "!=", ["uuid", uuid_text(op.id)]]]
         stages.tail.append((wait(tm.db_table, where, []), ("unique", len(plan.unique) - 1)))
 
 
@@ -558,9 +558,9 @@ def _check_unreferenced(
             checked.add(stm.table)
             cm = stm.columns[name]
             if cm.type.is_set:
-                where = [[cm.column, "includes", ["set", [["uuid", str(target[1])]]]]]
+                where = [[cm.column, "includes", ["set", [["uuid", uuid_text(target[1])]]]]]
             else:
-                where = [[cm.column, "==", ["uuid", str(target[1])]]]
+                where = [[cm.column, "==", ["uuid", uuid_text(target[1])]]]
             stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
     # References kept as JSON text or across databases: checked against the replica (not atomic).
     holders: list[RefKey] = []

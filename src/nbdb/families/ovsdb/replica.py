@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
+from nbdb.families.ovsdb.ops import parse_uuid, uuid_text
 from nbdb.families.ovsdb.rows import (
     EXT_EXPIRES,
     EXT_PARENT,
@@ -156,7 +157,9 @@ class _View:
                 others = self.shared.get((child_table, n, link.field))
                 if others is not None:
                     others.discard(parent)
-                if held is not None and held.get(link.field) == parent:
+                # The same id object as a rule (both parsed once, see ops.parse_uuid): ``is`` first, as a
+                # dict's comparison does, before UUID.__eq__ (Python code).
+                if held is not None and ((now := held.get(link.field)) is parent or now == parent):
                     if others:
                         # Still in another parent's set: that one holds it now (it was dropped, and
                         # the child vanished although a parent still held it).
@@ -175,7 +178,7 @@ class _View:
                 n = cid.int
                 held = self.parents.setdefault((child_table, n), {})
                 before = held.get(link.field)
-                if before is not None and before != parent:
+                if before is not None and before is not parent and before != parent:
                     # Another writer put the child in a second parent's set: the model has one parent.
                     self.shared.setdefault((child_table, n, link.field), {before}).add(parent)
                 else:
@@ -260,11 +263,8 @@ _NO_VERSION = 2**63
 """Above every version :func:`parse_window` reads."""
 
 
-def _uuid(member: Any) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(member))
-    except ValueError:
-        return None
+_uuid = parse_uuid
+"""A set member's, an update's row's or a hint's id, parsed (None: not a uuid), once for all readers."""
 
 
 def _members(row: Row | None, column: str) -> set[Any]:
@@ -663,7 +663,7 @@ class Replica:
                 log.info("ovsdb: %s %s shows several commits in one update: delivered as a merged catch-up", *merged)
                 out = [c._replace(synthetic=True) for c in out]
             if len(out) > 1:
-                out.sort(key=lambda c: (c.table, str(c.id)))
+                out.sort(key=lambda c: (c.table, uuid_text(c.id)))
             self.revision = revision
             self.history.extend(out)
             while len(self.history) > self.history_limit:

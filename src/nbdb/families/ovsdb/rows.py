@@ -45,6 +45,7 @@ import orjson
 from nbdb import errors, storable
 from nbdb.families.ovsdb.datum import default_cell, escape, escape_each, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
+from nbdb.families.ovsdb.ops import parse_uuid, uuid_text
 from nbdb.models import shared
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
 
@@ -427,10 +428,9 @@ def refs_of(
         for item in value if isinstance(value, list) else (value,):
             if item is None:
                 continue
-            try:
-                out.add((spec.target, uuid.UUID(str(item))))
-            except ValueError:
-                continue
+            target = parse_uuid(item)
+            if target is not None:
+                out.add((spec.target, target))
     return frozenset(out)
 
 
@@ -459,7 +459,7 @@ def _rendered(
             return None, base64.b64decode(raw, validate=True)
         except ValueError:
             return None, raw.encode()
-    doc: dict[str, Any] = {"id": str(id) if id_text is None else id_text, "topic": ext.get(EXT_TOPIC)}
+    doc: dict[str, Any] = {"id": uuid_text(id) if id_text is None else id_text, "topic": ext.get(EXT_TOPIC)}
     if values is not None:
         doc.update(values)
     else:
@@ -474,7 +474,7 @@ def _rendered(
         doc[name] = fshape.default
     for name in tm.parents:
         parent = parents.get(name)
-        doc[name] = None if parent is None else str(parent)
+        doc[name] = None if parent is None else uuid_text(parent)
     doc[EXTERNAL_IDS] = {k: v for k, v in ext.items() if not k.startswith(EXT_PREFIX)}
     namespace = ext.get(EXT_NAMESPACE)
     if namespace is not None and "/" in namespace:
@@ -741,25 +741,14 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
     for name in tm.parents:
         value = doc.get(name)
         if value is not None:
-            known = _PARENT_IDS.get(value) if type(value) is str else None
-            if known is None:
-                try:
-                    parent = uuid.UUID(str(value))
-                except ValueError:
-                    raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}") from None
-                known = parent, str(parent)
-                if type(value) is str:
-                    if len(_PARENT_IDS) >= _PARENT_IDS_LIMIT:
-                        _PARENT_IDS.clear()
-                    _PARENT_IDS[value] = known
-            parents[name], ext[EXT_PARENT + name] = known
+            # The few parents of many children (a switch's ports) are parsed once, not once per write,
+            # into the copy the replica's updates name them by too (see ops.parse_uuid): the row read
+            # back then holds the very parent its written form does, compared by identity.
+            parent = parse_uuid(value)
+            if parent is None:
+                raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}")
+            parents[name], ext[EXT_PARENT + name] = parent, uuid_text(parent)
     return NewRow(cells, wire, ext, parents, values)
-
-
-_PARENT_IDS: dict[str, tuple[uuid.UUID, str]] = {}
-"""A parent field's text -> its id and the id's canonical text: the few parents of many children
-(a switch's ports) are parsed once, not once per write. Emptied when it reaches the limit below."""
-_PARENT_IDS_LIMIT = 4096
 
 
 def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> dict[str, str]:
