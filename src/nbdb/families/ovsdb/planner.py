@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from nbdb import errors
+from nbdb.commit_context import check_topic
 from nbdb.families import rules
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
@@ -195,6 +196,17 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
         raise rules.not_found(key)
     rules.expected_version(op, record.version)
     if record.topic != op.topic:
+        if record.topic is not None:
+            try:
+                check_topic(record.topic)
+            except errors.ValidationError:
+                # Another writer's nbdb:topic, one no object can have: no copy can match it, and the
+                # stored row is what is wrong, not the caller's input (as get says).
+                raise errors.CorruptRecordError(
+                    f"stored {op.table} {op.id} has topic {record.topic!r}, which no object can have "
+                    "(another writer garbled its nbdb:topic); delete(Model, id) deletes it",
+                    table=op.table,
+                ) from None
         raise rules.topic_changed(key, record.topic, op.topic)
     return record
 
