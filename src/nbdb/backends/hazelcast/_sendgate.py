@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from hazelcast import errors as hzerrors
 from hazelcast.future import Future
 
 __all__ = ["SendGate"]
@@ -87,6 +88,25 @@ class SendGate:
             if first is not None:
                 self._sent(*first)
         return self._sent(start, None)
+
+    @staticmethod
+    def result(future: Any, timeout: float) -> Any:
+        """``future``'s result, waited for at most ``timeout`` s: then OperationTimeoutError.
+
+        For a read sent through :meth:`send`: queued behind a request whose reply is late (a frozen or
+        stopped member), it leaves only when that request fails, ``timeout`` after it was sent, and then
+        waits a ``timeout`` of its own (the client's invocation timeout starts at the send): callers of
+        a frozen member failed after 2 x ``timeout``. A read given up on may still be sent later; its
+        reply is dropped.
+        """
+        if not future.done():
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            if not done.wait(timeout):
+                raise hzerrors.OperationTimeoutError(
+                    f"no reply within {timeout} s (the client was sent a request that has not been answered)"
+                )
+        return future.result()
 
     def _sent(
         self, start: Callable[[], Any], later: Future[Any] | None, follow: Callable[[Any], Any] | None = None
