@@ -754,6 +754,44 @@ def test_another_creates_early_claim_of_a_given_id_in_the_same_topic_is_not_take
     assert claim is not None and (claim.owner, claim.part) == (made.id, "t1"), claim
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("guess", ["below", "above"])
+def test_an_early_claim_of_a_given_id_whose_retie_was_lost_unsent_is_still_its_own(
+    guess: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    """A create of an id the caller gave whose early claim was taken under a guess that is not its revision
+    (another process took a number first, or the commit guessed past its own); the compare-and-set re-tying it
+    is lost unsent. The claim found next (its object, its guess, its mark as prev) is its own: re-tied, not
+    resolved. Resolved (a prev that is no object taken for a previous holder), it sealed the commit's own topic
+    at the guess: above the revision, the batch failed on that seal and its revision was voided."""
+    db, store, watcher, warm, start = _warm_and_watched(faulty)
+    sequencer = warm.backend.sequencer
+    held: int | None = None
+    if guess == "below":  # another process takes the guessed number: the take gets the next
+        other = RevisionSequencer(store.real, warm.backend.partitions, warm.backend.options, CommitQueue())
+        other.void(other.allocate("t-other", frozenset({"Chassis"})))
+    else:  # a commit in flight holds the next guess; this create is guessed the one after but takes the next
+        held = sequencer.predict()
+        assert held is not None
+    retie = store.inject(Fault(writes_of(layout.W_CLAIM_SET), "request"))
+    store.applied.clear()
+    obj = Chassis(id=uuid.uuid4(), name=f"retie-{guess}", topic="t1")
+    try:
+        made = db.create(obj)
+    finally:
+        if held is not None:
+            sequencer.unguess(held)
+    assert warm.early[-1] == 1 and retie.hits == 1, "the early claim's re-tie was not lost"
+    seals = sum(1 for called in store.applied if layout.W_LAST_ABOVE in called and layout.W_CHANGE not in called)
+    assert seals == 0, "the commit sealed its own topic (its own claim resolved as another's)"
+    assert _sent(store, layout.W_CHANGE) == 1, "the batch was sent more than once"
+    text = layout.unique_text(UniqueKey(*made.unique_values()[0]))
+    claim = warm.backend.claims.read(made.nbdb_table, text, serial=True)
+    assert claim is not None and (claim.owner, claim.part, claim.rev) == (made.id, "t1", made.nbdb_revision)
+    events = _held_and_landed_once(open_db, watcher, start, made)
+    assert [(e.id, e.revision) for e in events] == [(made.id, made.nbdb_revision)]
+
+
 def _sent(store: FaultyStore, *statements: Write) -> int:
     """How many requests that include one of ``statements`` reached the server."""
     return sum(1 for called in store.applied if any(s in called for s in statements))
