@@ -512,6 +512,62 @@ def test_a_take_that_lost_a_race_takes_the_commits_queued_behind_it(
     assert sorted(str(e.id) for e in events) == sorted(str(m.id) for m in made)
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_a_grown_take_whose_outcome_is_unknown_settles_every_commit_it_took_for(
+    lost: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]]
+) -> None:
+    """A take that lost a race grows by the four commits queued meanwhile, and the compare-and-set of that
+    bigger take is lost (unsent, or sent and its reply dropped): the settling read finds whether it took its
+    numbers, and each of the five commits lands once on a number of its own, dense, each seen once."""
+    db, store = faulty()
+    backend = db.backend
+    assert isinstance(backend, WideColumnBackend)
+    db.create(LogicalSwitch(name="warm", topic="t0"))
+    start = backend.current_revision()
+    other = RevisionSequencer(store.real, backend.partitions, backend.options, CommitQueue())
+    more = 4
+    made: list[LogicalSwitch] = []
+    failures: list[BaseException] = []
+    state = {"race": True}
+    apply = store.apply
+    heads: list[int] = []
+
+    def create(name: str) -> None:
+        try:
+            made.append(db.create(LogicalSwitch(name=name, topic=f"t-{name}")))
+        except BaseException as exc:
+            failures.append(exc)
+
+    def racing(writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        if any(w is layout.W_HEAD for w, _ in writes):
+            heads.append(sum(1 for w, _ in writes if w is layout.W_INTENT))
+            if state["race"]:
+                state["race"] = False
+                other.void(other.allocate("t-other", frozenset({"LogicalSwitch"})))
+                for i in range(more):
+                    threading.Thread(target=create, args=(f"queued-{i}",), daemon=True).start()
+                deadline = time.monotonic() + 20
+                while len(backend.sequencer._q.waiting) < more:
+                    assert time.monotonic() < deadline, "the commits did not queue"
+                    time.sleep(0.01)
+                store.inject(Fault(writes_of(layout.W_HEAD), lost))  # the next try: the grown take
+        return apply(writes)
+
+    store.apply = racing  # type: ignore[method-assign]
+    create("first")
+    deadline = time.monotonic() + 60
+    while len(made) + len(failures) < 1 + more:
+        assert time.monotonic() < deadline, "the queued commits did not finish"
+        time.sleep(0.05)
+    assert failures == []
+    assert heads[:2] == [1, 1 + more], f"the take did not grow: {heads}"
+    revisions = sorted(m.nbdb_revision for m in made)
+    assert revisions == list(range(start + 2, start + 3 + more)), f"not dense: {revisions}"
+    events = _dense_and_once(watcher=db, start=start, within=20, model=LogicalSwitch)
+    assert sorted((e.revision, str(e.id)) for e in events) == sorted((m.nbdb_revision, str(m.id)) for m in made)
+
+
 # ---------------------------------------------------------------------------- issue 17: the data API
 
 
