@@ -604,6 +604,28 @@ def test_marks_another_writer_moved_do_not_make_the_rows_next_write_a_merged_cat
         _drop_child(server, "ports", switch.id, port.id)
 
 
+@pytest.mark.parametrize("lead", ["junk ", " ", "@5 ", "x@\u00b2 "])
+def test_a_token_window_another_writer_put_garbage_before_does_not_make_the_next_write_a_merged_catch_up(
+    server: OvsdbServer, lead: str
+) -> None:
+    """``nbdb:version`` set to ``0`` and garbage in front of the newest entry of ``nbdb:txn``
+    (``"junk x@2 y@1"``): the version was read as 0 (only the window's first word was looked at),
+    and the row's next nbdb write (``n@4 x@2 y@1``) showed three commits since it, a merged
+    catch-up, which ended every plain watch with HistoryGoneError. The version read is the newest
+    entry the window reads as."""
+    with nbdb.connect(f"{server.url}?timeout=5") as db:
+        switch = db.create(LogicalSwitch(name="sw-lead"))
+        port = db.create(LogicalSwitchPort(switch=switch.id, name=f"l-{switch.id}"))
+        port = db.update(port.replace(up=True))
+        with db.watch(LogicalSwitchPort) as watch:
+            ops = _set_mark(port.id, "nbdb:version", "0") + _set_mark(port.id, "nbdb:txn", f"{lead}x@2 y@1")
+            assert not _refused(_transact(server, ops))
+            port = db.update(db.get(LogicalSwitchPort, port.id).replace(up=False))
+            seen: list[Any] = []
+            assert eventually(lambda: seen.extend(watch.poll(0.1)) or any(e.new == port for e in seen), timeout=10)
+        _drop_child(server, "ports", switch.id, port.id)
+
+
 @pytest.mark.parametrize("window", ["a@0 a@0", "a@404 a@404", "a@3 b@7"])
 def test_a_row_another_writer_inserts_with_a_garbled_token_window_does_not_end_a_watch(
     server: OvsdbServer, window: str

@@ -319,18 +319,29 @@ def written_version(ext: Mapping[str, str]) -> int:
         # Never below the newest entry of the window (which nbdb's writes push with the version, so
         # the two agree): another writer's smaller number ("0") made the row's next nbdb write show
         # two commits since the version read (a merged catch-up: every plain watch of the database
-        # ended with HistoryGoneError). Only the first entry is read (the newest; this runs per row).
-        token, _, head = txn.partition(" ")[0].partition("@")
-        if (
-            head != text
-            and token
-            and head.isascii()
-            and head.isdigit()
-            and len(head) <= 19
-            and version < int(head) < _VERSION_LIMIT
-        ):
-            return int(head)
+        # ended with HistoryGoneError). Only the newest entry is read (this runs per row): the first
+        # one parse_window takes. Read from the first word alone, garbage before it ("junk a@9",
+        # " a@9") left the version at 0, and the next write showed the whole window as new commits.
+        token, _, head_text = txn.partition(" ")[0].partition("@")
+        if head_text == text and token.isalnum() and head_text.isascii() and head_text.isdigit():
+            return version  # as nbdb writes a row: its first entry is the version (no whitespace in it)
+        head = _newest(txn)
+        if head is not None and version < head:
+            return head
     return version
+
+
+def _newest(text: str) -> int | None:
+    """The version of the first entry :func:`parse_window` takes from ``text`` (None: none), reading no further."""
+    words = text.split(None, 1)
+    while words:
+        token, _, version = words[0].partition("@")
+        if token and version.isascii() and version.isdigit() and len(version) <= 19:
+            number = int(version)
+            if number < _VERSION_LIMIT:
+                return number
+        words = words[1].split(None, 1) if len(words) > 1 else []
+    return None
 
 
 def parse_window(text: str | None) -> list[tuple[str, int]]:
