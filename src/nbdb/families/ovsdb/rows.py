@@ -75,6 +75,7 @@ __all__ = [
     "kept_wire",
     "new_row",
     "new_token",
+    "next_version",
     "parse_window",
     "push_window",
     "reads_back_as",
@@ -361,6 +362,29 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
 
 _VERSION_LIMIT = 2**63
 """Versions nbdb reads from a row are below this (19 digits at most): far more than any count of writes."""
+
+
+def next_version(table: str, id: uuid.UUID, version: int) -> int:
+    """The version nbdb's update of ``table/id``, read at ``version``, writes: ``version + 1``.
+
+    Never :data:`_VERSION_LIMIT` or more, which no read takes back (:func:`written_version`,
+    :func:`parse_window`): only another writer's version just below it gets there (no count of
+    writes does), and nbdb's writes from there on were read as an older entry of the token window,
+    then, the window filled with them, as version 0: two merged commits of the row were no longer
+    seen as merged, and a watch could miss a change. CorruptRecordError instead, before anything is
+    sent; the row stays readable, and a delete (which writes no version) or a repair of its
+    ``nbdb:version`` and ``nbdb:txn`` by that writer lets it be written again.
+    """
+    version += 1
+    if version >= _VERSION_LIMIT:
+        raise errors.CorruptRecordError(
+            f"{table} {id} is at version {version - 1}: its version was set near the limit by another writer "
+            f"(nbdb writes none from 2**63 on, which it cannot read back); it can be deleted, or written again "
+            f"once its external_ids nbdb:version and nbdb:txn are put back below",
+            table=table,
+            key=str(id),
+        )
+    return version
 
 
 _TOKENS = random.Random()
