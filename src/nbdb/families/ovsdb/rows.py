@@ -310,7 +310,7 @@ def written_version(ext: Mapping[str, str]) -> int:
         version = int(text)
     except ValueError:
         version = -1
-    if version < 0 or version >= _VERSION_LIMIT:
+    if version < 0 or version >= VERSION_LIMIT:
         # Past the limit: no count of writes, and one of 4300 digits (as many as int() reads) made the
         # row's next write raise ValueError (str() of one more refuses it): no update of it ever went.
         window = parse_window(ext.get(EXT_TXN))
@@ -339,7 +339,7 @@ def _newest(text: str) -> int | None:
         token, _, version = words[0].partition("@")
         if token and version.isascii() and version.isdigit() and len(version) <= 19:
             number = int(version)
-            if number < _VERSION_LIMIT:
+            if number < VERSION_LIMIT:
                 return number
         words = words[1].split(None, 1) if len(words) > 1 else []
     return None
@@ -355,19 +355,19 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
         # ASCII digits too past sys.get_int_max_str_digits() (4300): no version nbdb wrote is that long.
         if token and version.isascii() and version.isdigit() and len(version) <= 19:
             number = int(version)
-            if number < _VERSION_LIMIT:
+            if number < VERSION_LIMIT:
                 out.append((token, number))
     return out
 
 
-_VERSION_LIMIT = 2**63
+VERSION_LIMIT = 2**63
 """Versions nbdb reads from a row are below this (19 digits at most): far more than any count of writes."""
 
 
 def next_version(table: str, id: uuid.UUID, version: int) -> int:
     """The version nbdb's update of ``table/id``, read at ``version``, writes: ``version + 1``.
 
-    Never :data:`_VERSION_LIMIT` or more, which no read takes back (:func:`written_version`,
+    Never :data:`VERSION_LIMIT` or more, which no read takes back (:func:`written_version`,
     :func:`parse_window`): only another writer's version just below it gets there (no count of
     writes does), and nbdb's writes from there on were read as an older entry of the token window,
     then, the window filled with them, as version 0: two merged commits of the row were no longer
@@ -376,7 +376,7 @@ def next_version(table: str, id: uuid.UUID, version: int) -> int:
     ``nbdb:version`` and ``nbdb:txn`` by that writer lets it be written again.
     """
     version += 1
-    if version >= _VERSION_LIMIT:
+    if version >= VERSION_LIMIT:
         raise errors.CorruptRecordError(
             f"{table} {id} is at version {version - 1}: its version was set near the limit by another writer "
             f"(nbdb writes none from 2**63 on, which it cannot read back); it can be deleted, or written again "
