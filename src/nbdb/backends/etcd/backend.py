@@ -430,7 +430,8 @@ class EtcdBackend(KeyValueBackend):
         ``revision``) whose topic holds no key at all, so that scans stop reading a range per dead topic.
 
         Only from :data:`_PRUNE_FROM` such topics: fewer dead keys cost a scan a few ranges inside
-        transactions it sends anyway, while the check is a read of one key under each ``o/<topic>/``
+        transactions it sends anyway (31: a list of 10 routers 2.18 ms against 1.62, see
+        benchmarks/etcd_prune_from.py), while the check is a read of one key under each ``o/<topic>/``
         at ``revision``, which etcd answers by walking every key of the topic (10,000 ports beside
         routers: 6 ms more for a list of routers). Each topic is checked at most once a minute by this
         client (a table most topics hold none of costs one more read a minute, not one per scan), and
