@@ -653,7 +653,7 @@ class EtcdBackend(KeyValueBackend):
             raise errors.ValidationError(f"this commit takes more than the {limit} operations etcd allows")
         if room is not None and (need := sum(txnshape.run_bytes(run) for run in runs)) > room:
             budget = self.capabilities.max_txn_bytes or 0
-            raise self._too_large(budget - room + need, budget)  # before any read
+            raise self._too_large(budget - room + need, budget)  # before its reads
         revision = self._absent_at([key for run in runs if len(run) > 1 for key in run])
         if revision is None:
             return None
