@@ -512,6 +512,62 @@ def test_a_take_that_lost_a_race_takes_the_commits_queued_behind_it(
     assert sorted(str(e.id) for e in events) == sorted(str(m.id) for m in made)
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_a_grown_take_whose_outcome_is_unknown_settles_every_commit_it_took_for(
+    lost: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]]
+) -> None:
+    """A take that lost a race grows by the four commits queued meanwhile, and the compare-and-set of that
+    bigger take is lost (unsent, or sent and its reply dropped): the settling read finds whether it took its
+    numbers, and each of the five commits lands once on a number of its own, dense, each seen once."""
+    db, store = faulty()
+    backend = db.backend
+    assert isinstance(backend, WideColumnBackend)
+    db.create(LogicalSwitch(name="warm", topic="t0"))
+    start = backend.current_revision()
+    other = RevisionSequencer(store.real, backend.partitions, backend.options, CommitQueue())
+    more = 4
+    made: list[LogicalSwitch] = []
+    failures: list[BaseException] = []
+    state = {"race": True}
+    apply = store.apply
+    heads: list[int] = []
+
+    def create(name: str) -> None:
+        try:
+            made.append(db.create(LogicalSwitch(name=name, topic=f"t-{name}")))
+        except BaseException as exc:
+            failures.append(exc)
+
+    def racing(writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
+        if any(w is layout.W_HEAD for w, _ in writes):
+            heads.append(sum(1 for w, _ in writes if w is layout.W_INTENT))
+            if state["race"]:
+                state["race"] = False
+                other.void(other.allocate("t-other", frozenset({"LogicalSwitch"})))
+                for i in range(more):
+                    threading.Thread(target=create, args=(f"queued-{i}",), daemon=True).start()
+                deadline = time.monotonic() + 20
+                while len(backend.sequencer._q.waiting) < more:
+                    assert time.monotonic() < deadline, "the commits did not queue"
+                    time.sleep(0.01)
+                store.inject(Fault(writes_of(layout.W_HEAD), lost))  # the next try: the grown take
+        return apply(writes)
+
+    store.apply = racing  # type: ignore[method-assign]
+    create("first")
+    deadline = time.monotonic() + 60
+    while len(made) + len(failures) < 1 + more:
+        assert time.monotonic() < deadline, "the queued commits did not finish"
+        time.sleep(0.05)
+    assert failures == []
+    assert heads[:2] == [1, 1 + more], f"the take did not grow: {heads}"
+    revisions = sorted(m.nbdb_revision for m in made)
+    assert revisions == list(range(start + 2, start + 3 + more)), f"not dense: {revisions}"
+    events = _dense_and_once(watcher=db, start=start, within=20, model=LogicalSwitch)
+    assert sorted((e.revision, str(e.id)) for e in events) == sorted((m.nbdb_revision, str(m.id)) for m in made)
+
+
 # ---------------------------------------------------------------------------- issue 17: the data API
 
 
@@ -752,6 +808,44 @@ def test_another_creates_early_claim_of_a_given_id_in_the_same_topic_is_not_take
     assert info.value.existing == made.id
     claim = warm.backend.claims.read(obj.nbdb_table, text, serial=True)
     assert claim is not None and (claim.owner, claim.part) == (made.id, "t1"), claim
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("guess", ["below", "above"])
+def test_an_early_claim_of_a_given_id_whose_retie_was_lost_unsent_is_still_its_own(
+    guess: str, faulty: Callable[..., tuple[nbdb.Database, FaultyStore]], open_db: Callable[..., nbdb.Database]
+) -> None:
+    """A create of an id the caller gave whose early claim was taken under a guess that is not its revision
+    (another process took a number first, or the commit guessed past its own); the compare-and-set re-tying it
+    is lost unsent. The claim found next (its object, its guess, its mark as prev) is its own: re-tied, not
+    resolved. Resolved (a prev that is no object taken for a previous holder), it sealed the commit's own topic
+    at the guess: above the revision, the batch failed on that seal and its revision was voided."""
+    db, store, watcher, warm, start = _warm_and_watched(faulty)
+    sequencer = warm.backend.sequencer
+    held: int | None = None
+    if guess == "below":  # another process takes the guessed number: the take gets the next
+        other = RevisionSequencer(store.real, warm.backend.partitions, warm.backend.options, CommitQueue())
+        other.void(other.allocate("t-other", frozenset({"Chassis"})))
+    else:  # a commit in flight holds the next guess; this create is guessed the one after but takes the next
+        held = sequencer.predict()
+        assert held is not None
+    retie = store.inject(Fault(writes_of(layout.W_CLAIM_SET), "request"))
+    store.applied.clear()
+    obj = Chassis(id=uuid.uuid4(), name=f"retie-{guess}", topic="t1")
+    try:
+        made = db.create(obj)
+    finally:
+        if held is not None:
+            sequencer.unguess(held)
+    assert warm.early[-1] == 1 and retie.hits == 1, "the early claim's re-tie was not lost"
+    seals = sum(1 for called in store.applied if layout.W_LAST_ABOVE in called and layout.W_CHANGE not in called)
+    assert seals == 0, "the commit sealed its own topic (its own claim resolved as another's)"
+    assert _sent(store, layout.W_CHANGE) == 1, "the batch was sent more than once"
+    text = layout.unique_text(UniqueKey(*made.unique_values()[0]))
+    claim = warm.backend.claims.read(made.nbdb_table, text, serial=True)
+    assert claim is not None and (claim.owner, claim.part, claim.rev) == (made.id, "t1", made.nbdb_revision)
+    events = _held_and_landed_once(open_db, watcher, start, made)
+    assert [(e.id, e.revision) for e in events] == [(made.id, made.nbdb_revision)]
 
 
 def _sent(store: FaultyStore, *statements: Write) -> int:

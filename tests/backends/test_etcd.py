@@ -810,3 +810,92 @@ def test_point_reads_and_range_reads_fit_the_urls_request_bytes_whatever_its_txn
         assert [i for i, kv in enumerate(got) if kv is not None] == [7] and got[7].value == b"seven"
         pages, _ = backend.range_pages([(key, None) for key in keys], 1, 0)  # type: ignore[attr-defined]
         assert [i for i, page in enumerate(pages) if page] == [7]
+
+
+@pytest.mark.timeout(120)
+def test_a_commit_of_long_keys_merges_its_absence_checks_to_fit_the_request_bytes(
+    custom_etcd: Callable[..., EtcdServer],
+) -> None:
+    """A namespace of 400 bytes makes every key long, and a create's compares repeat the keys it puts: 20 port
+    creates carry 48 KB of puts (under max_txn_bytes, 58,982) but 75 KB with a compare per key, which the server
+    refused ('request is too large', after sending it). The absence checks merge into key ranges until the
+    transaction fits (their reads cut to the bytes too); a commit that cannot fit even so is refused before it
+    is sent. Commit_keys of 800 absence checks on keys of 850 bytes and one put: the reads of the merged keys
+    (690 KB, more than gRPC lets in: the request limit and 512 KiB) take a dozen read-only transactions."""
+    from nbdb.backends.etcd import txnshape
+    from nbdb.families.kv import VersionIs
+    from nbdb.models import LogicalSwitch, LogicalSwitchPort
+
+    server = custom_etcd(["--max-txn-ops", "4096", "--max-request-bytes", "65536"])
+    with _connect(server.url + "?max_txn_ops=4096&max_request_bytes=65536", namespace=_ns() + "n" * 400) as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        with db.transaction() as txn:
+            made = [txn.create(LogicalSwitchPort(switch=switch.id, name=f"p{i}")) for i in range(20)]
+        assert txn.revision is not None
+        assert sorted(p.id for p in db.list(LogicalSwitchPort)) == sorted(p.id for p in made)
+        assert {db.get(LogicalSwitchPort, p.id).version for p in made} == {1}
+        # 24 creates: 58 KB of puts pass the family's check, and the merged compares still leave it too large.
+        with pytest.raises(errors.ValidationError, match="max_txn_bytes") as refused:
+            with db.transaction() as txn:
+                for i in range(24):
+                    txn.create(LogicalSwitchPort(switch=switch.id, name=f"q{i}"))
+        assert "request is too large" not in str(refused.value)  # ours, before sending: not the server's
+        assert len(db.list(LogicalSwitchPort)) == 20
+        # The merged checks' reads: 800 long keys, which one read-only transaction of 4096 ranges does not hold.
+        backend = db.backend
+        keys = [f"{backend.layout.objects}t/LogicalRouter/{'k' * 400}-{i:05d}" for i in range(800)]  # type: ignore[attr-defined]
+        absent = [VersionIs(k, 0) for k in keys]
+        put = f"{backend.layout.objects}t/LogicalRouter/put"  # type: ignore[attr-defined]
+        assert sum(len(k) + txnshape.FRAME for k in keys) > 65536 + 512 * 1024
+        assert backend.commit_keys(absent, {put: b"v"}, []) is not None  # type: ignore[attr-defined]
+        assert backend.get_key(put).value == b"v"  # type: ignore[attr-defined]
+        backend.commit_keys([], {keys[750]: b"there"}, [])  # type: ignore[attr-defined]
+        assert backend.commit_keys(absent, {put: b"w"}, []) is None  # type: ignore[attr-defined]
+        assert backend.get_key(put).value == b"v"  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(120)
+def test_the_prune_of_long_registry_keys_fits_the_request_bytes(custom_etcd: Callable[..., EtcdServer]) -> None:
+    """With a namespace of 400 bytes, the prune's transaction deleting 56 dead registry keys (each nested with
+    two compares, 1.7 KB) takes 95 KB: it was refused by a server of --max-request-bytes 64 KiB, and the
+    registry kept its dead keys forever (the prune is best effort). Cut to the URL's bytes, every one goes."""
+    from nbdb.models.ovn import LogicalRouter
+
+    server = custom_etcd(["--max-request-bytes", "65536"])
+    with _connect(server.url + "?max_request_bytes=65536", namespace=_ns() + "n" * 400) as db:
+        made = _routers_in_topics(db, 60)
+        for first in range(0, 56, 8):
+            with db.transaction() as txn:
+                for router in made[first : first + 8]:
+                    txn.delete(LogicalRouter, router.id)
+        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(56, 60)]
+        backend = db.backend
+        for topic in backend._topics.checked:  # type: ignore[attr-defined]
+            backend._topics.checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
+        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(56, 60)]
+        left = backend.range_keys([backend.layout.topic_marks])[0]  # type: ignore[attr-defined]
+        assert len(left) == 4, len(left)
+
+
+@pytest.mark.timeout(120)
+def test_a_list_registers_many_long_stray_topics_within_the_request_bytes(
+    custom_etcd: Callable[..., EtcdServer],
+) -> None:
+    """30 topics another writer filled (no registry key), under a namespace of 2,300 bytes: the list that finds
+    them registers them, 70 KB of registry puts, which one transaction put past a server of --max-request-bytes
+    64 KiB (refused; the registration is best effort, so they stayed strays, probed on every list)."""
+    server = custom_etcd(["--max-request-bytes", "65536"])
+    with _connect(server.url + "?max_request_bytes=65536", namespace=_ns() + "n" * 2300) as db:
+        from nbdb.models.ovn import LogicalRouter
+
+        backend = db.backend
+        objects = backend.layout.objects  # type: ignore[attr-defined]
+        for i in range(30):
+            router = LogicalRouter(name=f"lr-{i}", topic=f"s-{i}")
+            body = router.model_dump_json().encode()
+            backend.commit_keys([], {f"{objects}s-{i}/LogicalRouter/{router.id}": body}, [])  # type: ignore[attr-defined]
+        marks = backend.layout.topic_marks  # type: ignore[attr-defined]
+        assert backend.range_keys([marks])[0] == []  # type: ignore[attr-defined]
+        assert sorted(r.name for r in db.list(LogicalRouter)) == sorted(f"lr-{i}" for i in range(30))
+        left = backend.range_keys([marks])[0]  # type: ignore[attr-defined]
+        assert sorted(kv.key[len(marks) :] for kv in left) == sorted(f"s-{i}" for i in range(30))

@@ -1,11 +1,24 @@
-"""How a large commit fits etcd's --max-txn-ops: nesting writes, merging absence checks (no server)."""
+"""How a large commit fits etcd's --max-txn-ops and --max-request-bytes: nesting writes, merging absence checks,
+splitting reads (no server)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nbdb.backends.etcd.txnshape import Nested, etcd_count, fewest_runs, merge_runs, nest, shape_writes
+from nbdb.backends.etcd.txnshape import (
+    FRAME,
+    Nested,
+    etcd_count,
+    fewest_runs,
+    fitting,
+    merge_runs,
+    nest,
+    run_bytes,
+    runs_within,
+    shape_writes,
+    split,
+)
 
 
 def _leaves(items: list[int | Nested[int]]) -> list[int]:
@@ -96,3 +109,43 @@ def test_runs_join_the_closest_neighbours_first() -> None:
     keys = ["d/00", "d/01", "d/50", "d/90", "d/91"]
     assert merge_runs(keys, 3) == [["d/00", "d/01"], ["d/50"], ["d/90", "d/91"]]
     assert merge_runs(keys, 5) == [[k] for k in keys]
+
+
+@given(
+    sizes=st.lists(st.integers(0, 300), max_size=60),
+    count=st.integers(-2, 70),
+    budget=st.none() | st.integers(0, 2000),
+)
+def test_split_keeps_every_item_in_order_within_the_count_and_the_bytes(
+    sizes: list[int], count: int, budget: int | None
+) -> None:
+    """The rule every request built from a caller-sized list follows (reads, prune transactions, registry puts):
+    each slice holds at most ``count`` items and ``budget`` bytes (with FRAME each) unless one item alone is
+    larger, is as long as both allow, and the slices are the items in order, none dropped or repeated."""
+    items = [b"x" * size for size in sizes]
+    chunks = [list(chunk) for chunk in split(items, count, budget)]
+    assert [item for chunk in chunks for item in chunk] == items
+    for i, chunk in enumerate(chunks):
+        assert 1 <= len(chunk) <= max(1, count)
+        weight = sum(len(item) + FRAME for item in chunk)
+        assert budget is None or weight <= budget or len(chunk) == 1
+        if i + 1 < len(chunks) and len(chunk) < max(1, count):  # cut by the bytes: the next item did not fit
+            assert budget is not None and weight + len(chunks[i + 1][0]) + FRAME > budget
+    if items and count >= len(items):  # the first slice is what fitting says one request holds
+        assert fitting(items, budget) == len(chunks[0])
+
+
+@given(
+    names=st.lists(st.text("abz09", min_size=1, max_size=40), min_size=1, max_size=40, unique=True),
+    most=st.integers(0, 45),
+    room=st.integers(0, 3000),
+)
+def test_runs_within_takes_the_most_runs_that_fit_the_room(names: list[str], most: int, room: int) -> None:
+    keys = [f"o/t/T/{name}" for name in names]
+    runs = runs_within(keys, most, room)
+    assert runs == max(0, most) or runs >= fewest_runs(keys)
+    taken = sum(run_bytes(run) for run in merge_runs(keys, runs))
+    if runs > fewest_runs(keys):
+        assert taken <= room
+    if runs < most:  # one more run would not have fitted
+        assert sum(run_bytes(run) for run in merge_runs(keys, runs + 1)) > room

@@ -595,6 +595,28 @@ def test_marks_another_writer_moved_do_not_make_the_rows_next_write_a_merged_cat
         _drop_child(server, "ports", switch.id, port.id)
 
 
+@pytest.mark.parametrize("lead", ["junk ", " ", "@5 ", "x@\u00b2 "])
+def test_a_token_window_another_writer_put_garbage_before_does_not_make_the_next_write_a_merged_catch_up(
+    server: OvsdbServer, lead: str
+) -> None:
+    """``nbdb:version`` set to ``0`` and garbage in front of the newest entry of ``nbdb:txn``
+    (``"junk x@2 y@1"``): the version was read as 0 (only the window's first word was looked at),
+    and the row's next nbdb write (``n@4 x@2 y@1``) showed three commits since it, a merged
+    catch-up, which ended every plain watch with HistoryGoneError. The version read is the newest
+    entry the window reads as."""
+    with nbdb.connect(f"{server.url}?timeout=5") as db:
+        switch = db.create(LogicalSwitch(name="sw-lead"))
+        port = db.create(LogicalSwitchPort(switch=switch.id, name=f"l-{switch.id}"))
+        port = db.update(port.replace(up=True))
+        with db.watch(LogicalSwitchPort) as watch:
+            ops = _set_mark(port.id, "nbdb:version", "0") + _set_mark(port.id, "nbdb:txn", f"{lead}x@2 y@1")
+            assert not _refused(_transact(server, ops))
+            port = db.update(db.get(LogicalSwitchPort, port.id).replace(up=False))
+            seen: list[Any] = []
+            assert eventually(lambda: seen.extend(watch.poll(0.1)) or any(e.new == port for e in seen), timeout=10)
+        _drop_child(server, "ports", switch.id, port.id)
+
+
 @pytest.mark.parametrize("window", ["a@0 a@0", "a@404 a@404", "a@3 b@7"])
 def test_a_row_another_writer_inserts_with_a_garbled_token_window_does_not_end_a_watch(
     server: OvsdbServer, window: str
@@ -726,6 +748,7 @@ def test_a_stored_topic_no_object_can_have_is_a_corrupt_record_not_the_callers_v
         with pytest.raises(nbdb.CorruptRecordError, match=str(id)) as raised:
             db.update(LogicalSwitchPort(id=id, version=1, switch=switch.id, name=f"t-{switch.id}"))
         assert "'a b'" in str(raised.value)
+        assert raised.value.table == "LogicalSwitchPort" and raised.value.key == str(id)
         db.delete(LogicalSwitchPort, id)  # as the error says
         assert _state(db, id) == "absent"
         # A topic an object can have is the row's: a copy of another one is the caller's error.
@@ -747,3 +770,74 @@ def _state(db: nbdb.Database, id: uuid.UUID) -> str:
     except nbdb.NotFoundError:
         return "absent"
     return "ok"
+
+
+@pytest.mark.parametrize(
+    "mark, version, foreign",
+    [
+        ("nbdb:version", 2**63 - 1, False),
+        ("nbdb:version", 2**63 - 2, False),
+        ("nbdb:txn", 2**63 - 1, False),
+        ("nbdb:version", 2**63 - 1, True),
+    ],
+)
+def test_a_version_another_writer_set_near_the_limit_is_never_written_past(
+    server: OvsdbServer, mark: str, version: int, foreign: bool
+) -> None:
+    """``nbdb:version`` (or the newest entry of ``nbdb:txn``) set just below 2**63, which no read
+    goes past: nbdb's next writes stored 2**63 and up, read back as an older entry of the window and,
+    once they filled it, as version 0, so two merged commits of the row were no longer seen as
+    merged. An update that would write 2**63 raises CorruptRecordError before anything is sent (the
+    row is left as it was, at the version read, whether or not another writer also changed its
+    content), every version written before reads back, a plain watch and a cache go on, and the row
+    can be mutated natively (a mark, no version) and deleted (a delete writes no version)."""
+    with nbdb.connect(f"{server.url}?timeout=5") as db:
+        switch = db.create(LogicalSwitch(name=f"sw-limit-{uuid.uuid4()}"))
+        port = db.create(LogicalSwitchPort(switch=switch.id, name=f"v-{switch.id}"))
+        sibling = db.create(LogicalSwitchPort(switch=switch.id, name=f"w-{switch.id}"))
+        cache = db.cache(LogicalSwitchPort, shared=False)
+        assert cache.wait_synced(10)
+        seen: list[Any] = []
+        with cache, db.watch(LogicalSwitchPort) as watch:
+
+            def delivered(obj: Any) -> None:
+                assert eventually(lambda: seen.extend(watch.poll(0.1)) or any(e.new == obj for e in seen), timeout=10)
+                assert eventually(lambda: cache.get(LogicalSwitchPort, obj.id) == obj, timeout=10)
+
+            ops = _set_mark(port.id, mark, str(version) if mark == "nbdb:version" else f"x@{version}")
+            if foreign:
+                ops += _update(port.id, "up", True)
+            assert not _refused(_transact(server, ops))
+            expected = version + 1 if foreign else version  # another writer's content change: one more
+            assert eventually(lambda: db.get(LogicalSwitchPort, port.id).version == expected, timeout=10)
+            port = db.get(LogicalSwitchPort, port.id)
+            delivered(port)
+            while port.version < 2**63 - 1:
+                port = db.update(port.replace(up=not port.up))
+                assert db.get(LogicalSwitchPort, port.id) == port  # read back at the version written
+                delivered(port)
+            with pytest.raises(nbdb.CorruptRecordError, match="near the limit by another writer") as raised:
+                db.update(port.replace(up=not port.up))
+            assert raised.value.table == "LogicalSwitchPort" and raised.value.key == str(port.id)
+            assert str(port.id) in str(raised.value)
+            assert db.get(LogicalSwitchPort, port.id) == port  # nothing sent
+            sibling = db.update(sibling.replace(up=True))
+            delivered(sibling)
+            assert cache.get(LogicalSwitchPort, port.id) == port
+            # A native mutation writes a mark, no version: it lands, read one version on (a change).
+            before = port.version
+            port = db.mutate(port, add={"addresses": ["unknown"]})
+            assert port.addresses == ["unknown"] and port.version == before + 1
+            assert db.get(LogicalSwitchPort, port.id) == port
+            delivered(port)
+            with pytest.raises(nbdb.CorruptRecordError, match="near the limit by another writer"):
+                db.update(port.replace(up=not port.up))
+            db.delete(port)
+            with pytest.raises(nbdb.NotFoundError):
+                db.get(LogicalSwitchPort, port.id)
+            assert eventually(
+                lambda: seen.extend(watch.poll(0.1)) or any(e.old == port and e.new is None for e in seen), timeout=10
+            )
+            assert eventually(lambda: cache.get(LogicalSwitchPort, port.id) is None, timeout=10)
+            sibling = db.update(sibling.replace(up=False))
+            delivered(sibling)

@@ -371,13 +371,14 @@ def test_a_reconnect_resyncs_the_replica_commits_plan_against(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("value", ["-5", "seven", "2.5"])
+@pytest.mark.parametrize("value", ["-5", "seven", "2.5", str(2**63 - 1), str(2**63)])
 def test_an_id_counter_another_writer_damaged_is_a_corrupt_record_and_never_moves(
     server: OvsdbServer, value: str
 ) -> None:
     # A negative counter in NB_Global was taken as it was: the next id was -4, and once counted back up
     # past 0 it handed out 1, 2, ... again. One test of what a counter holds (rules.counter_value), before
-    # it is moved, on every family: the counter stays where it is.
+    # it is moved, on every family: the counter stays where it is. One at 2**63 - 1 or more moved on to a value
+    # its token window cannot hold (parse_window reads below 2**63): a lost reply could not be settled.
     namespace = f"c{uuid.uuid4().hex[:8]}"
     with nbdb.connect(server.url, namespace=namespace, timeout=15) as db:
         assert db.allocate_id("c") == 1

@@ -15,7 +15,7 @@ from nbdb.codec import encode
 from nbdb.families.ovsdb import Mapping_, Replica
 from nbdb.families.ovsdb import replica as replica_module
 from nbdb.families.ovsdb.planner import _loads, plan_commit
-from nbdb.families.ovsdb.rows import VersionBook, stored_columns
+from nbdb.families.ovsdb.rows import VersionBook, stored_columns, written_version
 from nbdb.families.ovsdb.settle import Outcome, settle
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import Delete, Put
@@ -396,3 +396,57 @@ def test_a_put_document_is_parsed_as_json_parses_it(value: Any, encoding: str, a
     assert json.dumps(got) == json.dumps(expected)
     with pytest.raises(ValueError):
         _loads(data + b"}")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["nbdb:version", "nbdb:txn"]),
+    st.integers(0, 2**63 - 1) | st.integers(2**63 - 6, 2**63 - 1),
+    st.booleans(),
+    st.integers(1, 4),
+)
+def test_every_version_an_update_writes_reads_back_or_the_update_is_refused(
+    mark: str, planted: int, foreign: bool, writes: int
+) -> None:
+    """Another writer sets the row's version anywhere below 2**63 (``nbdb:version``, or the newest
+    entry of ``nbdb:txn``), and may change its content too (one more): each update nbdb plans
+    writes the version after the one read, which reads back as written, or, were that 2**63 or
+    more (which no read takes back), raises CorruptRecordError naming the row. A delete is still
+    planned (it writes no version)."""
+    mapping = make_mapping()
+    replica = Replica(mapping, VersionBook(), "")
+    replica.resync(NB, {})
+    tm = mapping.get("LogicalSwitch")
+    switch = LogicalSwitch(name="sw")
+    with replica.cond:
+        _applied(replica, plan_commit(mapping, replica, [_put(switch, 0)], "t0").ops)
+        row = replica.row(tm, switch.id)
+    assert row is not None
+    ext = dict(row["external_ids"])
+    ext[mark] = str(planted) if mark == "nbdb:version" else f"x@{planted} {ext['nbdb:txn']}"
+    update: dict[str, Any] = {"external_ids": ["map", sorted(ext.items())]}
+    if foreign:
+        update["name"] = "theirs"
+    where = [["_uuid", "==", ["uuid", str(switch.id)]]]
+    _applied(replica, [{"op": "update", "table": "Logical_Switch", "where": where, "row": update}])
+    for n in range(writes):
+        with replica.cond:
+            record = replica.record("LogicalSwitch", switch.id)
+            assert record is not None
+            stored = switch.model_copy(update={"version": record.version})
+            put = _put(stored.replace(name=f"n{n}"), record.version)
+            if record.version + 1 >= 2**63:
+                with pytest.raises(nbdb.CorruptRecordError, match="near the limit by another writer") as raised:
+                    plan_commit(mapping, replica, [put], f"t{n}")
+                assert raised.value.table == "LogicalSwitch" and raised.value.key == str(switch.id)
+                plan = plan_commit(mapping, replica, [Delete("LogicalSwitch", switch.id, None, record.version)], "d")
+                assert plan.versions == [0] and any(op["op"] == "delete" for op in plan.ops)
+                return
+            plan = plan_commit(mapping, replica, [put], f"t{n}")
+        assert plan.versions == [record.version + 1]
+        _applied(replica, plan.ops)
+        with replica.cond:
+            back = replica.record("LogicalSwitch", switch.id)
+            row = replica.row(tm, switch.id)
+        assert back is not None and back.version == record.version + 1
+        assert row is not None and written_version(row["external_ids"]) == back.version  # as any client reads it

@@ -194,6 +194,35 @@ def test_a_token_window_another_writer_garbled_never_raises(token: str, version:
     assert written_version({EXT_VERSION: "garbage", EXT_TXN: "t@\u00b2 good@7"}) == 7
 
 
+_MARK_TEXT = st.one_of(
+    st.text(max_size=24),
+    st.lists(
+        st.tuples(st.sampled_from(["a", "", "@", "x y"]), st.integers(min_value=0, max_value=2**64)), max_size=4
+    ).map(lambda pairs: " ".join(f"{t}@{v}" for t, v in pairs)),
+    st.sampled_from(["", "0", "-1", " ", "junk a@9 b@8", " a@9", "a@9\tb@8", "@ a@9", "a@\u00b2 b@9", "9" * 5000]),
+)
+
+
+@given(_MARK_TEXT, _MARK_TEXT, st.booleans(), st.sampled_from(["", " ", "\t", "junk ", "@5 ", "x@\u00b2 "]))
+def test_the_version_read_is_never_below_the_newest_entry_of_the_token_window(
+    version: str, txn: str, with_version: bool, lead: str
+) -> None:
+    """Another writer's text in ``nbdb:version`` and ``nbdb:txn``: the version read is an int (no
+    exception), never negative, and never below the newest entry the window reads as
+    (:func:`parse_window`'s first). Read from the window's first word only, ``"junk a@9 b@8"``
+    (or ``" a@9"``) with ``nbdb:version`` at ``0`` read as 0: the row's next nbdb write (``n@10 a@9
+    b@8``) showed three commits since, a merged catch-up that ended every plain watch."""
+    from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, written_version
+
+    text = lead + txn
+    ext = {EXT_VERSION: version, EXT_TXN: text} if with_version else {EXT_TXN: text}
+    read = written_version(ext)
+    assert isinstance(read, int) and read >= 0
+    window = parse_window(text)
+    assert not window or read >= window[0][1]
+    assert written_version({EXT_VERSION: version}) >= 0
+
+
 def test_a_version_of_more_digits_than_int_reads_or_writes_back_is_garbage() -> None:
     """ASCII digits past ``sys.get_int_max_str_digits()`` (4300): in ``nbdb:txn``, ``int()`` raised
     ValueError out of the connection's I/O thread on every update of the row, as for ``'\u00b2'``;

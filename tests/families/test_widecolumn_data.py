@@ -104,6 +104,10 @@ def test_a_claim_of_an_earlier_attempt_is_retied_only_if_it_is_that_attempt() ->
     assert resolve_step(Claim(A[1], B[1], "t", 7), WANTED, mine) == "retie"  # B still gives it up
     foreign = uuid.UUID(int=9)
     assert resolve_step(Claim(A[1], foreign, "t", 7), WANTED, mine) == "resolve"
+    # The mark of its early claim (a prev that names no object) is its own, not a previous holder; another's is not.
+    mark = uuid.uuid4()
+    assert resolve_step(Claim(A[1], mark, "t", 7), WANTED, HeldClaim(A[1], 7, None, mark)) == "retie"
+    assert resolve_step(Claim(A[1], mark, "t", 7), WANTED, HeldClaim(A[1], 7, None, uuid.uuid4())) == "resolve"
 
 
 def test_what_a_claimer_does_once_it_knows_the_holder() -> None:

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
 from nbdb.backends.etcd import txnshape, wire
-from nbdb.backends.etcd.client import EtcdClient, EtcdSettings, chunked, safe_progress_requests
+from nbdb.backends.etcd.client import EtcdClient, EtcdSettings, safe_progress_requests
 from nbdb.backends.etcd.stream import EtcdKeyStream
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import rules
@@ -409,15 +409,7 @@ class EtcdBackend(KeyValueBackend):
         """The first of ``reads`` that one transaction holds within the URL's request bytes (``max_txn_bytes``, as
         a commit; at least one). etcd refuses a read-only transaction larger than --max-request-bytes (and
         gRPC's margin) as it does a commit: ``max_txn_ops`` ranges of long keys may be."""
-        budget = self.capabilities.max_txn_bytes
-        if budget is None:
-            return reads
-        total = 0
-        for count, read in enumerate(reads):
-            total += len(read) + 8  # the RequestOp's tag and length in the TxnRequest
-            if total > budget:
-                return reads[: max(1, count)]
-        return reads
+        return reads[: txnshape.fitting(reads, self.capabilities.max_txn_bytes)]
 
     def _read_txn(self, reads: Sequence[bytes]) -> tuple[wire.Header, list[list[wire.KV]]] | None:
         """The header and ranges of one read-only transaction of ``reads``; None if the server refused that many
@@ -438,7 +430,8 @@ class EtcdBackend(KeyValueBackend):
         ``revision``) whose topic holds no key at all, so that scans stop reading a range per dead topic.
 
         Only from :data:`_PRUNE_FROM` such topics: fewer dead keys cost a scan a few ranges inside
-        transactions it sends anyway, while the check is a read of one key under each ``o/<topic>/``
+        transactions it sends anyway (31: a list of 10 routers 2.18 ms against 1.62, see
+        benchmarks/etcd_prune_from.py), while the check is a read of one key under each ``o/<topic>/``
         at ``revision``, which etcd answers by walking every key of the topic (10,000 ports beside
         routers: 6 ms more for a list of routers). Each topic is checked at most once a minute by this
         client (a table most topics hold none of costs one more read a minute, not one per scan), and
@@ -459,26 +452,30 @@ class EtcdBackend(KeyValueBackend):
         if not due:
             return
         objects = self.layout.objects
+        budget = self.capabilities.max_txn_bytes
+        checks = []
+        for t in due:
+            start, end = f"{objects}{t}/".encode(), wire.prefix_end(f"{objects}{t}/".encode())
+            checks.append((t, start, end, wire.request_range(start, end, limit=1, revision=revision, keys_only=True)))
         try:
-            for chunk in chunked(due, self._read_ops):  # the scan's own reads found the server's limit
-                spans = [(f"{objects}{t}/".encode(), wire.prefix_end(f"{objects}{t}/".encode())) for t in chunk]
-                reads = [wire.request_range(a, b, limit=1, revision=revision, keys_only=True) for a, b in spans]
-                _, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
-                self._topics.checked_at(chunk, now)
-                dead = [(t, span) for t, span, got in zip(chunk, spans, ranges, strict=True) if not got]
+            # The scan's own reads found the server's limit; long keys take more transactions (max_txn_bytes).
+            for chunk in txnshape.split(checks, self._read_ops, budget, lambda check: len(check[3])):
+                _, _, ranges, _ = self.client.txn(wire.txn_request([], [c[3] for c in chunk]), write=False)
+                self._topics.checked_at((c[0] for c in chunk), now)
+                dead = [(t, start, end) for (t, start, end, _), got in zip(chunk, ranges, strict=True) if not got]
                 if not dead:
                     continue
-                self._topics.forget(t for t, _ in dead)
+                self._topics.forget(t for t, _, _ in dead)
+                nested = []
+                for t, start, end in dead:
+                    mark = self.layout.topic_mark(t).encode()
+                    empty = wire.compare(start, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=end)
+                    unchanged = wire.compare(mark, wire.TARGET_MOD, wire.CMP_LESS, revision + 1)
+                    delete = [wire.request_delete(mark)]
+                    nested.append((t, wire.request_txn(wire.txn_request([empty, unchanged], delete))))
                 # etcd lets a nested transaction hold max_txn_ops less its parent's operations: 2 compares each.
-                for part in chunked(dead, max(1, self._read_ops - 2)):
-                    nested = []
-                    for t, (start, end) in part:
-                        mark = self.layout.topic_mark(t).encode()
-                        empty = wire.compare(start, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=end)
-                        unchanged = wire.compare(mark, wire.TARGET_MOD, wire.CMP_LESS, revision + 1)
-                        delete = [wire.request_delete(mark)]
-                        nested.append(wire.request_txn(wire.txn_request([empty, unchanged], delete)))
-                    _, answers, _ = self.client.nested_txns(wire.txn_request([], nested))
+                for part in txnshape.split(nested, self._read_ops - 2, budget, lambda item: len(item[1])):
+                    _, answers, _ = self.client.nested_txns(wire.txn_request([], [n for _, n in part]))
                     pruned = [t for (t, _), (done, _) in zip(part, answers, strict=False) if done]
                     log.debug("etcd: topics %s hold no object: their registry keys were deleted", pruned)
         except errors.NbdbError:
@@ -523,18 +520,20 @@ class EtcdBackend(KeyValueBackend):
         whose failure to write (a reader's credentials) leaves the scan as it was.
         """
         new = self._topics.new(topics)
-        if not new:
-            return
-        try:
-            self.commit_keys([], {self.layout.topic_mark(t): b"" for t in new}, [])
-        except errors.CommitUnknownError:
-            return
-        except errors.NbdbError:
-            if not quiet:
-                raise
-            log.warning("etcd: could not register topics %s", new, exc_info=True)
-            return
-        self._topics.settled(new, registered=True)
+        mark = self.layout.topic_mark
+        # Idempotent puts need no one transaction: as many as fit the URL's request bytes each (long keys:
+        # a long URL path or namespace), and the commit of the objects is refused by the family if it is too large.
+        for part in txnshape.split(new, len(new), self.capabilities.max_txn_bytes, lambda t: len(mark(t).encode()) + 8):
+            try:
+                self.commit_keys([], {mark(t): b"" for t in part}, [])
+            except errors.CommitUnknownError:
+                continue
+            except errors.NbdbError:
+                if not quiet:
+                    raise
+                log.warning("etcd: could not register topics %s", part, exc_info=True)
+                return
+            self._topics.settled(part, registered=True)
 
     def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
         start = prefix.encode() if after is None else after.encode() + b"\0"
@@ -573,8 +572,38 @@ class EtcdBackend(KeyValueBackend):
         if compares is None:
             return None  # a key it needs absent was there: nothing was sent
         request = wire.txn_request(*self._txn_parts(commit, compares))
+        budget = self.capabilities.max_txn_bytes
+        if budget is not None and len(request) > budget:
+            fitted = self._fitted_request(commit, budget)
+            if fitted is None:
+                return None
+            request = fitted
         header, succeeded, ranges, maybe_applied = self.client.txn(request)
         return self._outcome(commit, succeeded, ranges, header.revision, maybe_applied)
+
+    def _fitted_request(self, commit: KeyCommit, budget: int) -> bytes | None:
+        """``commit``'s transaction, too large for ``budget`` bytes with a compare per absence check, with those
+        merged into key ranges as :meth:`_fitted_compares` merges them for the count; None if a key checked
+        absent is present. The family counts only a commit's puts against ``max_txn_bytes``: its compares
+        repeat the keys it creates (a create of long keys, a long URL path or namespace, takes twice its
+        puts' key bytes). ValidationError, before anything is written, if the commit cannot fit.
+        """
+        _, writes, failure = self._txn_parts(commit, [])
+        room = budget - len(wire.txn_request([], writes, failure))
+        compares = self._fitted_compares(commit, room)
+        if compares is None:
+            return None
+        request = wire.txn_request(*self._txn_parts(commit, compares))
+        if len(request) > budget:  # run_bytes is generous: not expected
+            raise self._too_large(len(request), budget)
+        return request
+
+    def _too_large(self, size: int, budget: int) -> errors.ValidationError:
+        return errors.ValidationError(
+            f"this commit takes {size} bytes as one etcd transaction, even with its absence checks merged, and "
+            f"{type(self).__name__} takes at most {budget} (max_txn_bytes, 9/10 of the URL's max_request_bytes): "
+            "split it, or raise the server's --max-request-bytes and the backend's max_request_bytes option with it"
+        )
 
     def store_ops(self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
         """The operations etcd counts for this commit as :meth:`commit_keys` sends it (writes nested, checks merged)."""
@@ -587,21 +616,24 @@ class EtcdBackend(KeyValueBackend):
         fewest = len(conditions) + 1 - len(absent) + txnshape.fewest_runs(absent)
         return txnshape.shape_writes(fewest, writes, 1, limit).count
 
-    def _fitted_compares(self, commit: KeyCommit) -> list[bytes] | None:
+    def _fitted_compares(self, commit: KeyCommit, room: int | None = None) -> list[bytes] | None:
         """The commit's compares, absence checks merged into as few ranges as it takes to fit the server's limit.
 
-        None if a key checked absent is present (the commit cannot apply). See
+        ``room``: the most bytes the compares may take besides (None: the count alone bounds them). None if
+        a key checked absent is present (the commit cannot apply). See
         :mod:`nbdb.backends.etcd.txnshape` for why a merged check is as strict.
         """
         lock = self.layout.lock
         limit = self.capabilities.max_txn_ops
         writes = write_count(commit.puts, commit.deletes)
         failure = 0 if commit.token is None else 1
-        if limit is None or txnshape.shape_writes(len(commit.conditions), writes, failure, limit).count <= limit:
-            return [_compare(c, lock) for c in commit.conditions]
-        # The most compares that leave room for the writes (the count grows with the compares).
         low, high = 0, len(commit.conditions)
-        while low < high:
+        if limit is None or txnshape.shape_writes(high, writes, failure, limit).count <= limit:
+            if room is None:
+                return [_compare(c, lock) for c in commit.conditions]
+            low = high  # the count fits as it is: only the bytes do not
+        # The most compares that leave room for the writes (the count grows with the compares).
+        while low < high and limit is not None:
             middle = (low + high + 1) // 2
             if txnshape.shape_writes(middle, writes, failure, limit).count <= limit:
                 low = middle
@@ -611,13 +643,20 @@ class EtcdBackend(KeyValueBackend):
         absent = _absent_keys(commit.conditions, token_key)
         merging = set(absent)
         exact = [c for c in commit.conditions if not (isinstance(c, VersionIs) and c.version == 0 and c.key in merging)]
-        runs = txnshape.merge_runs(absent, low - len(exact))
+        most = low - len(exact)
+        compares = [_compare(c, lock) for c in exact]
+        if room is not None:
+            room -= sum(len(c) + txnshape.FRAME for c in compares)
+            most = txnshape.runs_within(absent, most, room)
+        runs = txnshape.merge_runs(absent, most)
         if len(exact) + len(runs) > low:  # the family refuses such a commit first (store_ops)
             raise errors.ValidationError(f"this commit takes more than the {limit} operations etcd allows")
+        if room is not None and (need := sum(txnshape.run_bytes(run) for run in runs)) > room:
+            budget = self.capabilities.max_txn_bytes or 0
+            raise self._too_large(budget - room + need, budget)  # before its reads
         revision = self._absent_at([key for run in runs if len(run) > 1 for key in run])
         if revision is None:
             return None
-        compares = [_compare(c, lock) for c in exact]
         for run in runs:
             first = run[0].encode()
             if len(run) == 1:
@@ -631,13 +670,19 @@ class EtcdBackend(KeyValueBackend):
         """A revision at which every one of ``keys`` was absent, read now; None if one was present."""
         limit = self.capabilities.max_txn_ops or _MAX_TXN_OPS
         revision = 0
+        done = 0
         try:
-            for chunk in chunked(keys, limit):
-                reads = [wire.request_range(k.encode(), revision=revision, keys_only=True) for k in chunk]
+            while done < len(keys):
+                # As many reads as a commit may hold operations, and bytes (_fitting): long keys take several.
+                chunk = keys[done : done + limit]
+                reads = self._fitting(
+                    [wire.request_range(k.encode(), revision=revision, keys_only=True) for k in chunk]
+                )
                 header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
                 revision = revision or header.revision
                 if any(ranges):
                     return None
+                done += len(reads)
         except errors.HistoryGoneError:
             return None  # compacted between two reads: the family plans the commit again
         return revision

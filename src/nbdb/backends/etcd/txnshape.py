@@ -26,22 +26,65 @@ changing what it means:
   strict. A key some other writer creates inside a range after R fails the
   commit (it is planned again: a false conflict, never a wrong pass), so runs
   join the closest neighbours first and never span two directories of keys.
+
+A transaction is limited in bytes as well (``--max-request-bytes``): every
+request built from a list the caller sizes is cut by :func:`split` to both
+limits, and a commit whose compares make it too large merges its absence
+checks as above, to fit the bytes instead of the count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
 from typing import Generic, TypeVar
 
-__all__ = ["Nested", "WriteShape", "etcd_count", "fewest_runs", "merge_runs", "nest", "shape_writes"]
+__all__ = [
+    "FRAME", "Nested", "WriteShape", "etcd_count", "fewest_runs", "fitting", "merge_runs", "nest", "run_bytes",
+    "runs_within", "shape_writes", "split",
+]  # fmt: skip
 
 T = TypeVar("T")
 
 _MAX_DEPTH = 3
 """Nesting levels under the top tried at most: 3 levels of fan-out 64 hold far more than the byte limit lets in."""
+
+
+FRAME = 8
+"""Bytes an operation adds to a transaction beside its own, generously: a RequestOp's (or Compare's) tag and
+length varint (at most 1 + 4 below 256 MiB), and the TxnRequest's field tag."""
+
+
+def fitting(items: Sequence[T], budget: int | None, weigh: Callable[[T], int] = len) -> int:  # type: ignore[assignment]
+    """How many of the first ``items`` one request holds within ``budget`` bytes, each ``weigh(item)`` plus
+    :data:`FRAME`: at least one (an item larger than the budget goes alone, and the server says no to it).
+    None: no byte limit, all of them."""
+    if budget is None:
+        return len(items)
+    total = 0
+    for count, item in enumerate(items):
+        total += weigh(item) + FRAME
+        if total > budget:
+            return max(1, count)
+    return len(items)
+
+
+def split(
+    items: Sequence[T],
+    count: int,
+    budget: int | None,
+    weigh: Callable[[T], int] = len,  # type: ignore[assignment]
+) -> Iterator[Sequence[T]]:
+    """``items`` in order, in consecutive slices of at most ``count`` items and ``budget`` bytes (as
+    :func:`fitting` weighs them), each as long as both allow: nothing dropped, nothing repeated."""
+    count = max(1, count)
+    start = 0
+    while start < len(items):
+        end = start + fitting(items[start : start + count], budget, weigh)
+        yield items[start:end]
+        start = end
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +180,31 @@ def merge_runs(keys: Iterable[str], runs: int) -> list[list[str]]:
         else:
             out.append([key])
     return out
+
+
+def run_bytes(run: Sequence[str]) -> int:
+    """The bytes the compare of a run of :func:`merge_runs` adds to a transaction, generously: a key's
+    ``version == 0``, or ``create_revision < R+1`` over the run's first key to its last's successor."""
+    if len(run) == 1:
+        return len(run[0].encode()) + 16 + FRAME
+    return len(run[0].encode()) + len(run[-1].encode()) + 1 + 32 + FRAME
+
+
+def runs_within(keys: Sequence[str], most: int, room: int) -> int:
+    """The most runs, up to ``most``, that :func:`merge_runs` may cut ``keys`` into for their compares to take at
+    most ``room`` bytes (:func:`run_bytes`); :func:`fewest_runs` if even those take more (the caller refuses)."""
+    low, high = fewest_runs(keys), max(most, 0)
+    if high <= low:
+        return high
+    if sum(run_bytes(run) for run in merge_runs(keys, high)) <= room:
+        return high
+    while low < high:  # every run count from low to high joins the same closest neighbours first: monotone
+        middle = (low + high + 1) // 2
+        if sum(run_bytes(run) for run in merge_runs(keys, middle)) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def fewest_runs(keys: Iterable[str]) -> int:

@@ -322,7 +322,10 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- reads
 
     def get_key(self, key: str) -> KeyValue | None:
-        return decode_kv(key, self.call(lambda: self.gate.send(lambda: self._kv_async.get(key)).result()))
+        return decode_kv(
+            key,
+            self.call(lambda: self.gate.result(self.gate.send(lambda: self._kv_async.get(key)), self.config.timeout)),
+        )
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
         if len(keys) <= 1:
@@ -336,9 +339,10 @@ class HazelcastBackend(ChangeLogBackend):
             return self._kv_async.get_all(rest).continue_with(lambda found: {**found.result(), first: got.result()})
 
         found = self.call(
-            lambda: self.gate.send(
-                lambda: self._kv_async.get(first), lambda sent: self.then_send(sent, others)
-            ).result()
+            lambda: self.gate.result(
+                self.gate.send(lambda: self._kv_async.get(first), lambda sent: self.then_send(sent, others)),
+                self.config.timeout,
+            )
         )
         return [decode_kv(k, found.get(k)) for k in keys]
 

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from hazelcast import errors as hzerrors
 from hazelcast.future import Future
 
 __all__ = ["SendGate"]
@@ -25,7 +26,8 @@ class SendGate:
     sends every queued request at once. The caller gets a future either way.
 
     :meth:`send_here` is for requests that must leave from the caller's thread (a lock belongs to
-    the thread that asked): it waits until nothing the gate sent is awaiting a reply.
+    the thread that asked): it waits until nothing the gate sent is awaiting a reply, and while it
+    waits, what is sent queues behind it (else steady reads kept the gate busy for good).
     """
 
     def __init__(self) -> None:
@@ -47,7 +49,7 @@ class SendGate:
         returns is returned.
         """
         with self._guard:
-            if self._out:
+            if self._out or self._waiting:
                 later: Future[Any] = Future()  # type: ignore[no-untyped-call]
                 self._queued.append((start, later))
                 self.queued += 1
@@ -63,17 +65,48 @@ class SendGate:
         other request queued that long, and an unlock behind a lock request it must precede waited out
         ``timeout``. Only its send waits for the gate to be idle.
         """
-        with self._guard:
-            if self._out:
-                self._waiting += 1
-                try:
-                    self._idle.wait_for(lambda: not self._out, timeout)
-                finally:
-                    self._waiting -= 1
-            if not hold:
-                return start()
-            self._out += 1
+        first: tuple[Callable[[], Any], Future[Any]] | None = None
+        try:
+            with self._guard:
+                if self._out:
+                    self._waiting += 1
+                    try:
+                        self._idle.wait_for(lambda: not self._out, timeout)
+                    finally:
+                        self._waiting -= 1
+                if not hold:
+                    try:
+                        return start()
+                    finally:
+                        if not self._out and self._queued:
+                            # What queued while this waited has no reply to leave from: the first leaves from
+                            # this thread (its reply sends the rest), as one sent next by another thread would.
+                            first = self._queued.popleft()
+                            self._out = 1
+                self._out += 1
+        finally:
+            if first is not None:
+                self._sent(*first)
         return self._sent(start, None)
+
+    @staticmethod
+    def result(future: Any, timeout: float) -> Any:
+        """``future``'s result, waited for at most ``timeout`` s: then OperationTimeoutError.
+
+        For a read sent through :meth:`send`: queued behind a request whose reply is late (a frozen or
+        stopped member), it leaves only when that request fails, ``timeout`` after it was sent, and then
+        waits a ``timeout`` of its own (the client's invocation timeout starts at the send): callers of
+        a frozen member failed after 2 x ``timeout``. A read given up on may still be sent later; its
+        reply is dropped.
+        """
+        if not future.done():
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            if not done.wait(timeout):
+                raise hzerrors.OperationTimeoutError(
+                    f"no reply within {timeout} s (the client was sent a request that has not been answered)"
+                )
+        return future.result()
 
     def _sent(
         self, start: Callable[[], Any], later: Future[Any] | None, follow: Callable[[Any], Any] | None = None
@@ -97,9 +130,13 @@ class SendGate:
     def _answered(self, _: Any) -> None:
         with self._guard:
             self._out -= 1
-            if not self._queued:
-                if not self._out and self._waiting:
+            if self._waiting:
+                # A send_here waits for the gate to be idle: what queues meanwhile waits for it (under a steady
+                # load of reads, sending it here kept the gate busy for good and every commit waited ``timeout``).
+                if not self._out:
                     self._idle.notify_all()
+                return
+            if not self._queued:
                 return
             batch = list(self._queued)
             self._queued.clear()

@@ -13,6 +13,7 @@ from typing import Any
 from nbdb import errors
 from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS
+from nbdb.families.ovsdb.rows import VERSION_LIMIT
 from nbdb.families.rules import counter_value
 
 __all__ = ["COUNTER_PREFIX", "increment_ops", "parse_counter", "settle_increments"]
@@ -76,4 +77,7 @@ def settle_increments(lost: set[int], current: int, pairs: list[tuple[str, int]]
 def parse_counter(entry: str | None, name: str) -> tuple[int, str]:
     """The value and the token window of a counter entry (``"<value> <token>@<value> ..."``)."""
     value, _, window = (entry or "0").partition(" ")
-    return counter_value(value, name, name, text=True), window  # a negative one too: it handed out ids below 1
+    # A negative one too: it handed out ids below 1. And one another writer set at 2**63 - 1 or more: its next
+    # value would be written into the token window where parse_window cannot read it back, and a lost
+    # reply's increment could then not be found (CommitUnknownError although it landed).
+    return counter_value(value, name, name, last=VERSION_LIMIT - 1, text=True), window

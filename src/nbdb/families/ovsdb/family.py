@@ -231,7 +231,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     with replica.cond, bulk():
                         plan = plan_commit(self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks)
                         replica.expect(plan.written)
-                except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError):
+                except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError, errors.CorruptRecordError):
                     # The replica may lag: confirm against a current one before saying so.
                     if synced:
                         raise

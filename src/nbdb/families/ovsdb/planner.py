@@ -62,6 +62,7 @@ from nbdb.families.ovsdb.rows import (
     Written,
     carried,
     new_row,
+    next_version,
     push_window,
     render_written_as,
     sealed,
@@ -206,6 +207,7 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
                     f"stored {op.table} {op.id} has topic {record.topic!r}, which no object can have "
                     "(another writer garbled its nbdb:topic); delete(Model, id) deletes it",
                     table=op.table,
+                    key=str(op.id),
                 ) from None
         raise rules.topic_changed(key, record.topic, op.topic)
     return record
@@ -228,8 +230,9 @@ def plan_commit(
     commit asserts; ``book`` the writer's settled mutation marks (dropped
     from the rows it writes). Raises the nbdb error the replica already shows
     (ConflictError, NotFoundError, ReferenceError, ValidationError,
-    UnsupportedError); the caller confirms it against a current replica
-    before reporting it.
+    UnsupportedError; CorruptRecordError for an update of a row another writer
+    set at a version nbdb cannot write past, or gave a topic no object can have);
+    the caller confirms it against a current replica before reporting it.
     """
     # Keyed by (table, id.int) (see :data:`.replica.IdKey`): a RefKey hashes its uuid.UUID in Python.
     deleted: dict[IdKey, RefKey]
@@ -295,7 +298,8 @@ def plan_commit(
             plan.expected[ikey] = stored
             stages.head.append((wait(tm.db_table, where, [stored], _compared(tm, stored)), ("cas", key)))
         if isinstance(op, Put):
-            version = 1 if record is None else record.version + 1
+            # Never 2**63 or more, which no read takes back (CorruptRecordError: see next_version).
+            version = 1 if record is None else next_version(op.table, op.id, record.version)
             refs = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book, where[0][2][1])
             new_refs[ikey] = (key, refs)
             _plan_unique(plan, stages, tm, op, held)

@@ -75,6 +75,7 @@ __all__ = [
     "kept_wire",
     "new_row",
     "new_token",
+    "next_version",
     "parse_window",
     "push_window",
     "reads_back_as",
@@ -309,7 +310,7 @@ def written_version(ext: Mapping[str, str]) -> int:
         version = int(text)
     except ValueError:
         version = -1
-    if version < 0 or version >= _VERSION_LIMIT:
+    if version < 0 or version >= VERSION_LIMIT:
         # Past the limit: no count of writes, and one of 4300 digits (as many as int() reads) made the
         # row's next write raise ValueError (str() of one more refuses it): no update of it ever went.
         window = parse_window(ext.get(EXT_TXN))
@@ -319,18 +320,29 @@ def written_version(ext: Mapping[str, str]) -> int:
         # Never below the newest entry of the window (which nbdb's writes push with the version, so
         # the two agree): another writer's smaller number ("0") made the row's next nbdb write show
         # two commits since the version read (a merged catch-up: every plain watch of the database
-        # ended with HistoryGoneError). Only the first entry is read (the newest; this runs per row).
-        token, _, head = txn.partition(" ")[0].partition("@")
-        if (
-            head != text
-            and token
-            and head.isascii()
-            and head.isdigit()
-            and len(head) <= 19
-            and version < int(head) < _VERSION_LIMIT
-        ):
-            return int(head)
+        # ended with HistoryGoneError). Only the newest entry is read (this runs per row): the first
+        # one parse_window takes. Read from the first word alone, garbage before it ("junk a@9",
+        # " a@9") left the version at 0, and the next write showed the whole window as new commits.
+        token, _, head_text = txn.partition(" ")[0].partition("@")
+        if head_text == text and token.isalnum() and head_text.isascii() and head_text.isdigit():
+            return version  # as nbdb writes a row: its first entry is the version (no whitespace in it)
+        head = _newest(txn)
+        if head is not None and version < head:
+            return head
     return version
+
+
+def _newest(text: str) -> int | None:
+    """The version of the first entry :func:`parse_window` takes from ``text`` (None: none), reading no further."""
+    words = text.split(None, 1)
+    while words:
+        token, _, version = words[0].partition("@")
+        if token and version.isascii() and version.isdigit() and len(version) <= 19:
+            number = int(version)
+            if number < VERSION_LIMIT:
+                return number
+        words = words[1].split(None, 1) if len(words) > 1 else []
+    return None
 
 
 def parse_window(text: str | None) -> list[tuple[str, int]]:
@@ -343,13 +355,36 @@ def parse_window(text: str | None) -> list[tuple[str, int]]:
         # ASCII digits too past sys.get_int_max_str_digits() (4300): no version nbdb wrote is that long.
         if token and version.isascii() and version.isdigit() and len(version) <= 19:
             number = int(version)
-            if number < _VERSION_LIMIT:
+            if number < VERSION_LIMIT:
                 out.append((token, number))
     return out
 
 
-_VERSION_LIMIT = 2**63
+VERSION_LIMIT = 2**63
 """Versions nbdb reads from a row are below this (19 digits at most): far more than any count of writes."""
+
+
+def next_version(table: str, id: uuid.UUID, version: int) -> int:
+    """The version nbdb's update of ``table/id``, read at ``version``, writes: ``version + 1``.
+
+    Never :data:`VERSION_LIMIT` or more, which no read takes back (:func:`written_version`,
+    :func:`parse_window`): only another writer's version just below it gets there (no count of
+    writes does), and nbdb's writes from there on were read as an older entry of the token window,
+    then, the window filled with them, as version 0: two merged commits of the row were no longer
+    seen as merged, and a watch could miss a change. CorruptRecordError instead, before anything is
+    sent; the row stays readable, and a delete (which writes no version) or a repair of its
+    ``nbdb:version`` and ``nbdb:txn`` by that writer lets it be written again.
+    """
+    version += 1
+    if version >= VERSION_LIMIT:
+        raise errors.CorruptRecordError(
+            f"{table} {id} is at version {version - 1}: its version was set near the limit by another writer "
+            f"(nbdb writes none from 2**63 on, which it cannot read back); it can be deleted, or written again "
+            f"once its external_ids nbdb:version and nbdb:txn are put back below",
+            table=table,
+            key=str(id),
+        )
+    return version
 
 
 _TOKENS = random.Random()

@@ -97,6 +97,8 @@ class HeldClaim:
     owner: uuid.UUID
     rev: int
     prev: uuid.UUID | None
+    mark: uuid.UUID | None = None
+    """The mark the claim was sent with early (its row's ``prev`` until it is re-tied): no previous holder."""
 
 
 ClaimsHeld = dict[tuple[str, str], HeldClaim]
@@ -126,13 +128,14 @@ def resolve_step(claim: Claim, wanted: ClaimWanted, mine: HeldClaim | None) -> s
 
     Re-tying is for this commit's own claim from an earlier attempt (whose
     revision certainly did not land), unless it names as prev an object the
-    commit no longer makes give the value up.
+    commit no longer makes give the value up. The mark of its early claim
+    (:data:`~nbdb.families.widecolumn.layout.W_CLAIM_MARKED`) names no object.
     """
     if (
         mine is not None
         and claim.owner == wanted.owner
         and claim.rev == mine.rev
-        and (claim.prev is None or claim.prev in wanted.releasing)
+        and (claim.prev is None or claim.prev == mine.mark or claim.prev in wanted.releasing)
     ):
         return "retie"
     return "resolve"
@@ -240,7 +243,7 @@ class UniqueClaims:
                 try:
                     result = pending.result()
                     if result.applied:
-                        held[slot] = HeldClaim(owner, guess, None)
+                        held[slot] = HeldClaim(owner, guess, None, mark)
                         continue
                     current = Claim.of(result.current[0] if result.current else None)
                 except OutcomeUnknown:
@@ -260,7 +263,7 @@ class UniqueClaims:
                 # guesses its own numbers), but not with this claim's mark. Until 2026-12-05 such a claim of a
                 # given id was resolved as any found: that sealed this commit's own topic at its guess, usually
                 # its revision, which its batch then failed on and voided (a second revision taken).
-                held[slot] = HeldClaim(owner, guess, None)
+                held[slot] = HeldClaim(owner, guess, None, mark)
             elif current is not None and replies is not None:
                 replies.found[slot] = current
 
@@ -327,10 +330,13 @@ class UniqueClaims:
                 # The early claim of unknown outcome had been taken: re-tie it, as if the settling read had worked.
                 prev = None
                 if current.rev == revision:
-                    held[slot] = HeldClaim(wanted.owner, revision, None)
+                    held[slot] = HeldClaim(wanted.owner, revision, None, current.prev)
                     return
             elif resolve_step(current, wanted, held.get(slot)) == "retie":
-                prev = current.prev
+                # Its early claim's mark (still there when the re-tie above was lost unsent) is no previous
+                # holder: re-tied, the claim holds the value alone, and release_failed drops it if the commit fails.
+                mine = held[slot]
+                prev = None if current.prev == mine.mark else current.prev
             else:
                 action, prev = after_resolution(self.holder(table, current, text, settle=True), wanted)
                 if action == "replan":

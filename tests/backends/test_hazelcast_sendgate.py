@@ -1,0 +1,144 @@
+"""Hazelcast's send gate (``_sendgate.SendGate``) under load and faults, against real members."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+import nbdb
+from nbdb import errors
+from nbdb.models.ovn import LogicalSwitch
+from nbdb.testing import HazelcastServer, Server
+from nbdb.testing.fixtures import hazelcast_server, server_factory  # noqa: F401
+
+pytest.importorskip("hazelcast")
+
+from nbdb.backends.hazelcast import HazelcastBackend
+
+
+def _ns() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("member_commit", [True, False])
+def test_a_writer_commits_while_eight_threads_read(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: bool,
+) -> None:
+    """Eight threads of gets and one of creates for 3 s: the creates keep going (200+ in 3 s before the send gate).
+
+    A lock request, an unlock and the commit task wait for the gate to be idle; each reply used to send what
+    queued meanwhile, so with eight readers the gate was never idle and every commit waited out ``timeout``
+    (1 commit in 3 s, taking 3 s: it went once the readers stopped)."""
+    url = hazelcast_server.url + ("" if member_commit else "?member_commit=0")
+    with nbdb.connect(url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        db.create(LogicalSwitch(name="seed"))
+        stop = threading.Event()
+        reads = [0] * 8
+        commits: list[float] = []
+
+        def read(n: int) -> None:
+            while not stop.is_set():
+                backend.get_key(f"x/{n}")
+                reads[n] += 1
+
+        def write() -> None:
+            i = 0
+            while not stop.is_set():
+                began = time.monotonic()
+                db.create(LogicalSwitch(name=f"w{i}"))
+                commits.append(time.monotonic() - began)
+                i += 1
+
+        threads = [threading.Thread(target=read, args=(n,), daemon=True) for n in range(8)]
+        threads.append(threading.Thread(target=write, daemon=True))
+        for thread in threads:
+            thread.start()
+        time.sleep(3)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+        assert len(commits) >= 10, f"{len(commits)} commits in 3 s beside {sum(reads)} reads: {commits}"
+        assert max(commits) < 1.0
+
+
+def _readers_during(db: nbdb.Database, fault: Callable[[], None], n: int = 6) -> list[tuple[str, float]]:
+    """``n`` threads each calling get_key in a loop; ``fault()``; each thread's first call that fails after it:
+    (the error's name, seconds from the fault to that call's end)."""
+    backend = db.backend
+    assert isinstance(backend, HazelcastBackend)
+    faulted = threading.Event()
+    since = [0.0]
+    seen: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def read(i: int) -> None:
+        while True:
+            try:
+                backend.get_key(f"x/{i}")
+            except errors.NbdbError as exc:
+                if faulted.is_set():
+                    with lock:
+                        seen.append((type(exc).__name__, round(time.monotonic() - since[0], 2)))
+                    return
+            except Exception as exc:  # an untyped error is a finding too
+                with lock:
+                    seen.append((type(exc).__name__, round(time.monotonic() - since[0], 2)))
+                return
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    since[0] = time.monotonic()
+    faulted.set()
+    fault()
+    for thread in threads:
+        thread.join(40)
+    assert not any(thread.is_alive() for thread in threads), f"readers still waiting 40 s after the fault: {seen}"
+    return seen
+
+
+@pytest.mark.timeout(120)
+def test_readers_of_a_frozen_member_fail_within_the_timeout(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
+    """Six threads of gets, the member frozen: each fails with BackendUnavailableError within ``timeout`` (+1 s).
+
+    Before, the gets queued behind the one sent left only when it failed (``timeout`` after its send) and then
+    waited a ``timeout`` of their own: 4.3 s at timeout=2 (2.5 s before the send gate)."""
+    timeout = 2.0
+    member = hazelcast_server.members[0]
+    with nbdb.connect(f"{hazelcast_server.url}?timeout={timeout}", namespace=_ns()) as db:
+        try:
+            seen = _readers_during(db, member.pause)
+        finally:
+            member.resume()
+    wrong = [s for s in seen if s[0] != "BackendUnavailableError" or s[1] > timeout + 1.0]
+    assert not wrong, f"readers of a frozen member (timeout={timeout}): {seen}"
+
+
+@pytest.mark.timeout(120)
+def test_readers_of_a_stopped_member_fail_within_the_timeout(server_factory: Callable[..., Server]) -> None:  # noqa: F811
+    """As above with the member stopped (its connection closed): 4.1 s at timeout=2 before."""
+    timeout = 2.0
+    server = server_factory("hazelcast")
+    with nbdb.connect(f"{server.url}?timeout={timeout}&connect_timeout=1", namespace=_ns()) as db:
+        seen = _readers_during(db, server.members[0].stop)
+    wrong = [s for s in seen if s[0] != "BackendUnavailableError" or s[1] > timeout + 1.0]
+    assert not wrong, f"readers of a stopped member (timeout={timeout}): {seen}"
+
+
+@pytest.mark.timeout(120)
+def test_readers_return_when_the_database_is_closed(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
+    """Closing the Database under six threads of gets (some queued in the gate): each returns, typed, at once."""
+    db = nbdb.connect(hazelcast_server.url, namespace=_ns())
+    seen = _readers_during(db, db.close)
+    wrong = [s for s in seen if s[0] != "BackendUnavailableError" or s[1] > 2.0]
+    assert not wrong, f"readers of a closed database: {seen}"
