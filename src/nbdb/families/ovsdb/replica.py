@@ -259,10 +259,6 @@ def _commits_since(before: RowState | None, row: Row | None) -> int:
     return count
 
 
-_NONE_INSERTED: frozenset[int] = frozenset()
-"""The inserted rows :meth:`Replica.resync` names: none (a whole state is a catch-up or the first state)."""
-
-
 _NO_VERSION = 2**63
 """Above every version :func:`parse_window` reads."""
 
@@ -453,7 +449,7 @@ class Replica:
             if view is None:
                 return
             touched: dict[IdKey, uuid.UUID] = {}
-            inserted: set[int] = set()
+            inserted: set[int] | None = None  # made at the first insert: most updates have none
             for table, rows in updates.items():
                 if table not in view.types or not isinstance(rows, dict):
                     continue
@@ -474,7 +470,10 @@ class Replica:
                     else:
                         wire = change.get("insert", change.get("initial"))
                         view.put(table, id, view.decode(table, wire or {}), touched)
-                        inserted.add(id.int)
+                        if inserted is None:
+                            inserted = {id.int}
+                        else:
+                            inserted.add(id.int)
                     n = id.int
                     for tm in maps:
                         touched[(tm.table, n)] = id
@@ -512,7 +511,7 @@ class Replica:
                         view.put(table, id, row, touched)
                         for tm in maps:
                             touched[(tm.table, n)] = id
-            self._settle(db, touched, db in self.synced, _NONE_INSERTED)
+            self._settle(db, touched, db in self.synced, None)
             if txn is not None:
                 self.last_txn[db] = txn
         self._hand_over()
@@ -589,7 +588,9 @@ class Replica:
                 wires.popitem(last=False)
         return doc
 
-    def _settle(self, db: str, touched: dict[IdKey, uuid.UUID], synthetic: bool, inserted: Collection[int]) -> None:
+    def _settle(
+        self, db: str, touched: dict[IdKey, uuid.UUID], synthetic: bool, inserted: Collection[int] | None
+    ) -> None:
         """Turn the touched rows into record changes of one new revision.
 
         An update is one server transaction only as long as the server flushed
@@ -600,7 +601,7 @@ class Replica:
         merge, and becomes a synthetic batch (exact as a difference, not one
         commit), like a catch-up after a reconnect.
 
-        ``inserted``: the ids (ints) of the rows the server reported as inserted. A row new to this
+        ``inserted``: the ids (ints) of the rows the server reported as inserted (None: none). A row new to this
         replica shows commits only if the server inserted it exactly as an nbdb commit wrote it (its
         content has its ``nbdb:digest``, which covers its id): nbdb's create merged with its updates.
         Any other row new here (another writer's insert, a window copied from another row; a row moved
@@ -641,7 +642,10 @@ class Replica:
             if (
                 merged is None
                 and not (synthetic or initial)
-                and (old is not None or (key[1] in inserted and doc.state.digest == doc.state.stored_digest))
+                and (
+                    old is not None
+                    or (inserted is not None and key[1] in inserted and doc.state.digest == doc.state.stored_digest)
+                )
                 and _commits_since(before, row) > 1
             ):
                 merged = ref
