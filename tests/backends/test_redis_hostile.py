@@ -193,10 +193,11 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
     """Property: whatever objects exist, whatever a commit creates and deletes (one create, one delete,
     or a transaction of both, over topics) and whichever key it writes unread is another writer's
     string ('dmr', 'd:', 'd:o/', a topic's or a table's directory set, 'log' or a topic's stream,
-    whose types are checked before the first write), the commit either applies or
+    whose types are checked before the first write, or 'logs', checked then by a commit that may make
+    a topic's stream), the commit either applies or
     fails as CorruptRecordError with every key of the namespace as it was; once the key is back, it
-    applies. Revisions stay dense (a failed commit gives its revision back) and the directory sets
-    name exactly the objects that exist."""
+    applies. Revisions stay dense (a failed commit gives its revision back), the directory sets
+    name exactly the objects that exist and 'logs' exactly the topics that have a stream."""
     import uuid
 
     with nbdb.connect(redis_server.url, namespace=f"p-{uuid.uuid4().hex[:10]}") as db:
@@ -216,7 +217,7 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 creates = ["t0"]
             foreign = data.draw(
                 st.sampled_from(
-                    ["dmr", "d:", "d:o/", "log"]
+                    ["dmr", "d:", "d:o/", "log", "logs"]
                     + [f"d:o/{t}/" for t in _TOPICS]
                     + [f"d:o/{t}/LogicalSwitch/" for t in _TOPICS]
                     + [f"log:{t}" for t in _TOPICS]
@@ -257,6 +258,7 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 del live[gone]
             live.update({o.id: o for o in made})
             assert backend.current_revision() == commits
+            pattern = root.replace("{", "\\{").replace("}", "\\}")
             expected: dict[str, set[str]] = {}
             for o in live.values():
                 expected.setdefault("o/", set()).add(f"{o.topic}/")
@@ -264,10 +266,13 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 expected.setdefault(f"o/{o.topic}/LogicalSwitch/", set()).add(str(o.id))
             sets = {
                 k.decode()[len(root) + 2 :]: {m.decode() for m in client.smembers(k)}
-                for k in client.scan_iter(match=root.replace("{", "\\{").replace("}", "\\}") + "d:o/*")
+                for k in client.scan_iter(match=pattern + "d:o/*")
             }
             assert sets == expected
             assert ("o/" in {m.decode() for m in client.smembers(root + "d:")}) == bool(live)
+            # Every topic's stream is in 'logs' (the commit that made it added it).
+            streams = {k.decode()[len(root) + 4 :] for k in client.scan_iter(match=pattern + "log:*")}
+            assert {m.decode() for m in client.smembers(root + "logs")} == streams
             for topic in _TOPICS:
                 assert {o.id for o in db.list(LogicalSwitch, topic)} == {i for i, o in live.items() if o.topic == topic}
 

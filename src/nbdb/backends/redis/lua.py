@@ -331,8 +331,10 @@ _COMMIT_ANNOUNCE = _fill(
 -- the data writes, which cannot fail (every key written was read first, its type known, or is
 -- written with a pcall), so no entry announces a commit that did not happen. Only the keys never
 -- read (directory sets, dmr) are written before them. An XADD that fails again (an id past 2^53;
--- a stream of another type no longer gets here: revision() refuses it before the first write)
--- undoes the entries and returns false and the error: the caller
+-- a stream of another type no longer gets here: revision() refuses it before the first write),
+-- a 'logs' of another type that refuses a stream made again (revision() checks 'logs' only for a
+-- commit that may make one), or a 'log0' of another type on this rare path (asked before it is
+-- written) undoes the entries and returns false and the error: the caller
 -- undoes its directory sets (dmr marks a change that was not: harmless, a list re-reads) and
 -- raises it, the commit's data unwritten.
 local function announce(rev, all, topics)
