@@ -725,13 +725,14 @@ local function create()
     -- #topics + 1 = 2 times in it too, count // 2 whether it exists (it saves the SCARD after
     -- its SADD).
     streams = {}
-    local names, d = {}, objs[1][4] .. '/' .. objs[1][5]
+    local names, t1, tbl1 = {}, objs[1][4], objs[1][5]
+    local d = true
     for i = 1, #objs do
       local t = objs[i][4]
       if not streams[t] then streams[t] = true; names[#names + 1] = P .. 'log:' .. t end
-      if d and objs[i][4] .. '/' .. objs[i][5] ~= d then d = nil end
+      if t ~= t1 or objs[i][5] ~= tbl1 then d = false end
     end
-    if d then names[2] = P .. 'd:o/' .. d .. '/'; names[3] = names[2] end
+    if d then names[2] = P .. 'd:o/' .. t1 .. '/' .. tbl1 .. '/'; names[3] = names[2] end
     local count = redis.call('EXISTS', unpack(names))
     if d then existed = count >= 2; count = count % 2 end
     fresh = count < #names - (d and 2 or 0) and 'missing'
