@@ -342,12 +342,13 @@ def test_a_registry_of_streams_of_another_type_fails_a_commit_making_a_topic_wit
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("op", ["update", "delete"])
+@pytest.mark.parametrize("op", ["update", "delete", "create"])
 def test_a_stream_made_again_that_the_registry_refuses_fails_the_commit_whole(
     db: nbdb.Database, client: Any, op: str
 ) -> None:
     """A double fault: another writer deleted a topic's stream (an update or a delete makes it
-    again) and put a string at 'logs'. The SADD failed, the commit was added again a revision
+    again, and so does a create in its table, whose directory set it finds) and put a string at
+    'logs'. The SADD failed, the commit was added again a revision
     later and applied without its topic in 'logs'. Now it fails as CorruptRecordError naming 'logs',
     nothing of it applied (the stream it made is gone again, no entry of it anywhere)."""
     root = root_of(db)
@@ -358,6 +359,7 @@ def test_a_stream_made_again_that_the_registry_refuses_fails_the_commit_whole(
     with pytest.raises(nbdb.CorruptRecordError, match=re.escape(root + "logs")):
         _write(db, op, old, "tenant")
     assert db.get(LogicalSwitch, old.id) == old
+    assert db.list(LogicalSwitch) == [old]
     assert client.exists(root + "log:tenant") == 0
     assert [e[1][b"t"] for e in client.xrange(root + "log")] == [client.xrange(root + "log")[0][1][b"t"]]
 
