@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import nbdb
@@ -916,12 +916,17 @@ def test_a_group_of_commits_of_long_keys_fits_the_request_bytes(custom_etcd: Cal
     @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
         namespace=st.integers(0, 3000),
+        letter=st.sampled_from(["n", "\u00e9", "\u4e2d", "\U0001f600"]),  # 1 to 4 bytes in UTF-8
         shapes=st.lists(
             st.tuples(st.integers(0, 2), st.booleans(), st.integers(0, 1500), st.booleans()), min_size=2, max_size=16
         ),
     )
-    def group_fits(namespace: int, shapes: list[tuple[int, bool, int, bool]]) -> None:
-        with _connect(server.url + "?max_request_bytes=65536", namespace=_ns() + "n" * namespace) as db:
+    @example(namespace=2000, letter="\U0001f600", shapes=[(2, True, 0, True)] * 9)  # counted as 500 bytes a key
+    def group_fits(namespace: int, letter: str, shapes: list[tuple[int, bool, int, bool]]) -> None:
+        # A namespace of characters past ASCII too: the estimate counted characters, not the UTF-8 bytes sent.
+        # namespace: its bytes, as in the ASCII case (3,000 four-byte characters alone pass a commit's budget).
+        ns = _ns() + letter * (namespace // len(letter.encode()))
+        with _connect(server.url + "?max_request_bytes=65536", namespace=ns) as db:
             backend = db.backend
             layout = backend.layout  # type: ignore[attr-defined]
             keys = [layout.object("t", "LogicalRouter", uuid.uuid4()) for _ in shapes]

@@ -136,6 +136,11 @@ def _absent_keys(conditions: Sequence[Condition], token_key: str | None) -> list
     return [c.key for c in conditions if isinstance(c, VersionIs) and c.version == 0 and c.key != token_key]
 
 
+def _utf8_len(key: str) -> int:
+    """The bytes ``key`` takes on the wire: its length for ASCII, else its UTF-8 form's (up to 4 a character)."""
+    return len(key) if key.isascii() else len(key.encode())
+
+
 def _txn_bytes(commit: KeyCommit, lock_key: Callable[[str], str]) -> int:
     """The bytes a commit adds to a transaction, generously (the byte limit keeps a tenth in reserve besides).
 
@@ -143,17 +148,17 @@ def _txn_bytes(commit: KeyCommit, lock_key: Callable[[str], str]) -> int:
     with its token, and the commit token's key is compared, put and read on failure (``with_token_key`` is
     applied only as the group is sent). A group is admitted by this sum and sent as one request.
     """
-    size = sum(len(k) + len(v) for k, v in commit.puts.items()) + sum(len(k) for k in commit.deletes)
+    size = sum(_utf8_len(k) + len(v) for k, v in commit.puts.items()) + sum(_utf8_len(k) for k in commit.deletes)
     for c in commit.conditions:
         if isinstance(c, PrefixUnchangedSince):
-            size += 2 * len(c.prefix) + 16  # [prefix, prefix_end), and a revision and two enums
+            size += 2 * _utf8_len(c.prefix) + 16  # [prefix, prefix_end), and a revision and two enums
         elif isinstance(c, LeaseHeld):
-            size += len(lock_key(c.name)) + len(c.token)
+            size += _utf8_len(lock_key(c.name)) + len(c.token)
         else:
-            size += len(c.key)
+            size += _utf8_len(c.key)
     ops = len(commit.conditions) + write_count(commit.puts, commit.deletes) + 1  # and its nested transaction
     if commit.token is not None:
-        size += 3 * len(commit.token.key) + len(APPLIED)
+        size += 3 * _utf8_len(commit.token.key) + len(APPLIED)
         ops += 3
     # Each operation's own framing, generously: it covers the few bytes a nested transaction adds too.
     return size + 16 * ops
