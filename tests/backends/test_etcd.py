@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import nbdb
@@ -899,3 +899,61 @@ def test_a_list_registers_many_long_stray_topics_within_the_request_bytes(
         assert sorted(r.name for r in db.list(LogicalRouter)) == sorted(f"lr-{i}" for i in range(30))
         left = backend.range_keys([marks])[0]  # type: ignore[attr-defined]
         assert sorted(kv.key[len(marks) :] for kv in left) == sorted(f"s-{i}" for i in range(30))
+
+
+@pytest.mark.timeout(300)
+def test_a_group_of_commits_of_long_keys_fits_the_request_bytes(custom_etcd: Callable[..., EtcdServer]) -> None:
+    """A group of commits is one transaction, admitted by an estimate of each commit's bytes: it counted a
+    delete's "no referrer" range compare once (its range end repeats the prefix), and neither a lock fence's key
+    nor the commit token's key (compared, put, and read on failure). Under a namespace of 2,000 bytes, a group
+    of 9 such deletes was admitted under max_txn_bytes (58,982) and took 138,660 bytes: the server refused the
+    whole group ('request is too large'), every member a ValidationError for a commit that alone fits. For any
+    namespace and mix of checks, an admitted group is within max_txn_bytes as sent, and the server applies it."""
+    from nbdb.families.kvtypes import CommitToken, KeyCommit, LeaseHeld, PrefixUnchangedSince, VersionIs
+
+    server = custom_etcd(["--max-request-bytes", "65536"])
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        namespace=st.integers(0, 3000),
+        letter=st.sampled_from(["n", "\u00e9", "\u4e2d", "\U0001f600"]),  # 1 to 4 bytes in UTF-8
+        shapes=st.lists(
+            st.tuples(st.integers(0, 2), st.booleans(), st.integers(0, 1500), st.booleans()), min_size=2, max_size=16
+        ),
+    )
+    @example(namespace=2000, letter="\U0001f600", shapes=[(2, True, 0, True)] * 9)  # counted as 500 bytes a key
+    def group_fits(namespace: int, letter: str, shapes: list[tuple[int, bool, int, bool]]) -> None:
+        # A namespace of characters past ASCII too: the estimate counted characters, not the UTF-8 bytes sent.
+        # namespace: its bytes, as in the ASCII case (3,000 four-byte characters alone pass a commit's budget).
+        ns = _ns() + letter * (namespace // len(letter.encode()))
+        with _connect(server.url + "?max_request_bytes=65536", namespace=ns) as db:
+            backend = db.backend
+            layout = backend.layout  # type: ignore[attr-defined]
+            keys = [layout.object("t", "LogicalRouter", uuid.uuid4()) for _ in shapes]
+            revision = backend.commit_keys([], {k: b"x" for k in keys}, [])  # type: ignore[attr-defined]
+            assert revision is not None
+            with db.lock("held", ttl=30) as handle:
+                held = LeaseHeld("held", handle.token.encode())
+                commits = [
+                    KeyCommit(
+                        [VersionIs(k, 1), *[PrefixUnchangedSince(f"{k}/r{j}/", revision) for j in range(prefixes)]]
+                        + ([held] if fenced else []),
+                        {f"{k}/v": b"v" * value},
+                        [k] if delete else [],
+                        CommitToken(layout.token(backend.new_token()), 60.0),  # type: ignore[attr-defined]
+                    )
+                    for k, (prefixes, fenced, value, delete) in zip(keys, shapes, strict=True)
+                ]
+                group = backend.new_commit_group()  # type: ignore[attr-defined]
+                admitted = [c for c in commits if group.admit(c)]
+                sent = wire.txn_request(
+                    [],
+                    [wire.request_txn(wire.txn_request(*backend._txn_parts(c.with_token_key()))) for c in admitted],  # type: ignore[attr-defined]
+                )
+                assert len(sent) <= backend.capabilities.max_txn_bytes, (len(admitted), len(sent))
+                outcomes = backend.commit_group(admitted)  # type: ignore[attr-defined]
+                assert all(isinstance(o, int) for o in outcomes), outcomes
+            for c in admitted:
+                assert backend.get_key(next(iter(c.puts))) is not None  # type: ignore[attr-defined]
+
+    group_fits()

@@ -193,10 +193,11 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
     """Property: whatever objects exist, whatever a commit creates and deletes (one create, one delete,
     or a transaction of both, over topics) and whichever key it writes unread is another writer's
     string ('dmr', 'd:', 'd:o/', a topic's or a table's directory set, 'log' or a topic's stream,
-    whose types are checked before the first write), the commit either applies or
+    whose types are checked before the first write, or 'logs', checked then by a commit that may make
+    a topic's stream), the commit either applies or
     fails as CorruptRecordError with every key of the namespace as it was; once the key is back, it
-    applies. Revisions stay dense (a failed commit gives its revision back) and the directory sets
-    name exactly the objects that exist."""
+    applies. Revisions stay dense (a failed commit gives its revision back), the directory sets
+    name exactly the objects that exist and 'logs' exactly the topics that have a stream."""
     import uuid
 
     with nbdb.connect(redis_server.url, namespace=f"p-{uuid.uuid4().hex[:10]}") as db:
@@ -216,7 +217,7 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 creates = ["t0"]
             foreign = data.draw(
                 st.sampled_from(
-                    ["dmr", "d:", "d:o/", "log"]
+                    ["dmr", "d:", "d:o/", "log", "logs"]
                     + [f"d:o/{t}/" for t in _TOPICS]
                     + [f"d:o/{t}/LogicalSwitch/" for t in _TOPICS]
                     + [f"log:{t}" for t in _TOPICS]
@@ -257,6 +258,7 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 del live[gone]
             live.update({o.id: o for o in made})
             assert backend.current_revision() == commits
+            pattern = root.replace("{", "\\{").replace("}", "\\}")
             expected: dict[str, set[str]] = {}
             for o in live.values():
                 expected.setdefault("o/", set()).add(f"{o.topic}/")
@@ -264,10 +266,13 @@ def test_any_commit_meeting_a_foreign_unread_key_applies_whole_or_not_at_all(
                 expected.setdefault(f"o/{o.topic}/LogicalSwitch/", set()).add(str(o.id))
             sets = {
                 k.decode()[len(root) + 2 :]: {m.decode() for m in client.smembers(k)}
-                for k in client.scan_iter(match=root.replace("{", "\\{").replace("}", "\\}") + "d:o/*")
+                for k in client.scan_iter(match=pattern + "d:o/*")
             }
             assert sets == expected
             assert ("o/" in {m.decode() for m in client.smembers(root + "d:")}) == bool(live)
+            # Every topic's stream is in 'logs' (the commit that made it added it).
+            streams = {k.decode()[len(root) + 4 :] for k in client.scan_iter(match=pattern + "log:*")}
+            assert {m.decode() for m in client.smembers(root + "logs")} == streams
             for topic in _TOPICS:
                 assert {o.id for o in db.list(LogicalSwitch, topic)} == {i for i, o in live.items() if o.topic == topic}
 
@@ -301,6 +306,87 @@ def test_a_change_log_stream_of_another_type_fails_a_commit_with_every_key_as_it
     client.restore(key, 0, kept)
     _write(db, op, old, "tenant")
     assert db.backend.current_revision() == head + 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("op", ["create", "txn-creates", "txn"])
+def test_a_registry_of_streams_of_another_type_fails_a_commit_making_a_topic_with_every_key_as_it_was(
+    db: nbdb.Database, client: Any, op: str
+) -> None:
+    """'logs' (the topics that have a stream) is written only by the commit that makes a topic's
+    stream, after 'log' took its entry. A string another writer put there failed that SADD: the
+    entries were undone and added again a revision later (a revision skipped, 'log0' made), and the
+    topic never joined 'logs'. Now a commit that may make a stream finds 'logs''s type before its
+    first write: it fails as CorruptRecordError naming 'logs' with every key as it was, and, once
+    the key is back, applies at the next revision with its topic in 'logs'."""
+    root = root_of(db)
+    old = db.create(LogicalSwitch(name="old", topic="tenant-old"))
+    head = db.backend.current_revision()
+    key = root + "logs"
+    kept = client.dump(key)
+    client.delete(key)
+    client.set(key, b"foreign")
+    before = stored(client, root)
+    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(key)):
+        _write(db, op, old, "tenant-new")
+    assert stored(client, root) == before
+    # A commit that makes no stream goes on.
+    db.update(old.replace(name="renamed"))
+    client.delete(key)
+    client.restore(key, 0, kept)
+    old = db.get(LogicalSwitch, old.id)
+    _write(db, op, old, "tenant-new")
+    assert db.backend.current_revision() == head + 2
+    assert client.smembers(key) == {b"tenant-old", b"tenant-new"}
+    assert client.exists(root + "log0") == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("op", ["update", "delete", "create"])
+def test_a_stream_made_again_that_the_registry_refuses_fails_the_commit_whole(
+    db: nbdb.Database, client: Any, op: str
+) -> None:
+    """A double fault: another writer deleted a topic's stream (an update or a delete makes it
+    again, and so does a create in its table, whose directory set it finds) and put a string at
+    'logs'. The SADD failed, the commit was added again a revision
+    later and applied without its topic in 'logs'. Now it fails as CorruptRecordError naming 'logs',
+    nothing of it applied (the stream it made is gone again, no entry of it anywhere)."""
+    root = root_of(db)
+    old = db.create(LogicalSwitch(name="old", topic="tenant"))
+    client.delete(root + "log:tenant")
+    client.delete(root + "logs")
+    client.set(root + "logs", b"foreign")
+    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(root + "logs")):
+        _write(db, op, old, "tenant")
+    assert db.get(LogicalSwitch, old.id) == old
+    assert db.list(LogicalSwitch) == [old]
+    assert client.exists(root + "log:tenant") == 0
+    assert [e[1][b"t"] for e in client.xrange(root + "log")] == [client.xrange(root + "log")[0][1][b"t"]]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("past", [5, 2**53 + 1])
+def test_a_first_commit_past_another_writers_entry_with_log0_of_another_type_is_not_torn(
+    db: nbdb.Database, client: Any, past: int
+) -> None:
+    """The namespace's first commit, its 'log' entry refused by another writer's entry (retried past
+    it, or not past 2^53), writes 'log0' after its entries. A string there failed that write with a
+    script error: the retried entries stayed with the data unwritten (a change no one made), or the
+    directory sets named an object that was not there. Now 'log0''s type is asked first on that
+    rare path: the commit fails whole as CorruptRecordError naming 'log0'."""
+    root = root_of(db)
+    client.xadd(root + "log", {"x": "foreign"}, id=f"{past}-0")
+    client.set(root + "log0", b"foreign")
+    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(root + "log0")):
+        db.create(LogicalSwitch(name="made", topic="tenant"))
+    assert [e[1] for e in client.xrange(root + "log")] == [{b"x": b"foreign"}]
+    assert client.exists(root + "log:tenant") == 0
+    assert client.get(root + "log0") == b"foreign"
+    assert [k for k in client.scan_iter(match=root.replace("{", "\\{").replace("}", "\\}") + "d:*")] == []
+    client.delete(root + "log0")
+    if past < 2**53:
+        made = db.create(LogicalSwitch(name="made", topic="tenant"))
+        assert db.list(LogicalSwitch) == [made]
 
 
 _S1, _S2, _P1, _P2, _S3, _P9 = (uuid.UUID(int=i) for i in range(1, 7))
@@ -353,18 +439,56 @@ def test_every_key_a_commit_touches_of_another_type_fails_it_with_every_key_as_i
     for name in keys:
         with nbdb.connect(redis_server.url, namespace=f"e-{uuid.uuid4().hex[:10]}") as db, _raw_client(db) as client:
             _s1, p1, s2 = _every_key_setup(db)
-            key = root_of(db).encode() + name
-            kind = client.type(key)
-            client.delete(key)
-            if kind == b"string":
-                client.hset(key, "f", "foreign")
-            else:
-                client.set(key, b"foreign")
-            before = stored(client, root_of(db))
-            try:
-                _every_key_commit(db, op, p1, s2)
-            except nbdb.NbdbError:
-                assert stored(client, root_of(db)) == before, name
+            head = db.backend.current_revision()
+            with contextlib.ExitStack() as stack:
+                watches = [stack.enter_context(db.watch(m, since=head)) for m in (LogicalSwitch, LogicalSwitchPort)]
+                key = root_of(db).encode() + name
+                kind = client.type(key)
+                client.delete(key)
+                if kind == b"string":
+                    client.hset(key, "f", "foreign")
+                else:
+                    client.set(key, b"foreign")
+                before = stored(client, root_of(db))
+                try:
+                    _every_key_commit(db, op, p1, s2)
+                except nbdb.NbdbError:
+                    assert stored(client, root_of(db)) == before, name
+                    continue
+                assert db.backend.current_revision() == head + 1, name
+                _assert_fully_visible(client, root_of(db), head, watches, op, name)
+
+
+_EVERY_KEY_CHANGES = {  # the objects each commit changes, by topic
+    "create-port": {"A": 1},
+    "create-topic": {"C": 1},
+    "update": {"A": 1},
+    "delete-port": {"A": 1},
+    "delete-switch": {"B": 1},
+    "txn": {"A": 2, "B": 1, "C": 1},
+}
+
+
+def _assert_fully_visible(client: Any, root: str, head: int, watches: list[Any], op: str, name: bytes) -> None:
+    """A commit that applied is the next revision, in 'log' and in each of its topics' streams at that
+    revision, every such topic in 'logs' (when 'logs' is a set), and a watch from before sees it."""
+    changes = _EVERY_KEY_CHANGES[op]
+    rev = head + 1
+    assert [e[0] for e in client.xrange(root + "log", f"{head}-1", "+")] == [f"{rev}-0".encode()], name
+    for topic in changes:
+        got = client.xrange(root + f"log:{topic}", f"{head}-1", "+")
+        assert [e[0] for e in got] == [f"{rev}-0".encode()], (name, topic)
+    if client.type(root + "logs") == b"set":
+        assert {m.decode() for m in client.smembers(root + "logs")} >= set(changes), name
+    else:  # 'logs' another writer's: the commit made no topic's stream
+        assert "C" not in changes, name
+    assert client.hgetall(root + "log0") == {}, name
+    seen: list[int] = []
+    deadline = time.monotonic() + 5
+    while len(seen) < sum(changes.values()) and time.monotonic() < deadline:
+        for watch in watches:
+            seen += [e.revision for e in watch.poll(0.05)]
+    assert seen == [rev] * sum(changes.values()), name
 
 
 # ------------------------------------------------------------- a change log another writer emptied

@@ -32,7 +32,7 @@ from nbdb.families.kv import (
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import TOPIC_PROBES, outside_tables, wildcard_split
 from nbdb.families.kvregistry import Registrations, gaps, parse_marks, topic_of, topics_of
-from nbdb.families.kvtypes import write_count
+from nbdb.families.kvtypes import APPLIED, write_count
 from nbdb.options import Options, redact, split_hosts, split_userinfo
 from nbdb.spi import CommitResult, LockHandle, Put, WriteOp
 
@@ -136,14 +136,32 @@ def _absent_keys(conditions: Sequence[Condition], token_key: str | None) -> list
     return [c.key for c in conditions if isinstance(c, VersionIs) and c.version == 0 and c.key != token_key]
 
 
-def _txn_bytes(commit: KeyCommit) -> int:
-    """The bytes a commit adds to a transaction, generously (the byte limit keeps a tenth in reserve besides)."""
-    token = 0 if commit.token is None else 1
-    size = sum(len(k) + len(v) for k, v in commit.puts.items()) + sum(len(k) for k in commit.deletes)
-    size += sum(len(c.prefix if isinstance(c, PrefixUnchangedSince) else c.name if isinstance(c, LeaseHeld) else c.key)
-                for c in commit.conditions)  # fmt: skip
+def _utf8_len(key: str) -> int:
+    """The bytes ``key`` takes on the wire: its length for ASCII, else its UTF-8 form's (up to 4 a character)."""
+    return len(key) if key.isascii() else len(key.encode())
+
+
+def _txn_bytes(commit: KeyCommit, lock_key: Callable[[str], str]) -> int:
+    """The bytes a commit adds to a transaction, generously (the byte limit keeps a tenth in reserve besides).
+
+    Every key the request carries: a range compare's end repeats its prefix, a fence compares the lock's key
+    with its token, and the commit token's key is compared, put and read on failure (``with_token_key`` is
+    applied only as the group is sent). A group is admitted by this sum and sent as one request.
+    """
+    size = sum(_utf8_len(k) + len(v) for k, v in commit.puts.items()) + sum(_utf8_len(k) for k in commit.deletes)
+    for c in commit.conditions:
+        if isinstance(c, PrefixUnchangedSince):
+            size += 2 * _utf8_len(c.prefix) + 16  # [prefix, prefix_end), and a revision and two enums
+        elif isinstance(c, LeaseHeld):
+            size += _utf8_len(lock_key(c.name)) + len(c.token)
+        else:
+            size += _utf8_len(c.key)
+    ops = len(commit.conditions) + write_count(commit.puts, commit.deletes) + 1  # and its nested transaction
+    if commit.token is not None:
+        size += 3 * _utf8_len(commit.token.key) + len(APPLIED)
+        ops += 3
     # Each operation's own framing, generously: it covers the few bytes a nested transaction adds too.
-    return size + 16 * (len(commit.conditions) + write_count(commit.puts, commit.deletes) + 2 * token)
+    return size + 16 * ops
 
 
 def _encode_nested(items: Sequence[bytes | txnshape.Nested[bytes]]) -> list[bytes]:
@@ -718,7 +736,7 @@ class EtcdBackend(KeyValueBackend):
         token = 0 if commit.token is None else 1
         writes = write_count(commit.puts, commit.deletes) + token
         count = txnshape.shape_writes(len(commit.conditions) + token, writes, token, self.capabilities.max_txn_ops)
-        return count.count, _txn_bytes(commit)
+        return count.count, _txn_bytes(commit, self.layout.lock)
 
     def _outcome(
         self, commit: KeyCommit, succeeded: bool, ranges: list[list[wire.KV]], revision: int, maybe_applied: bool

@@ -228,11 +228,19 @@ local function refused(names, i, j, got)
   end
   error({err = tostring(got.err) .. ' (nbdb: at ' .. key .. ', __REFUSED_MARK__)'})
 end
-local function revision(topics)
+-- fresh: the commit may make a topic's stream (it creates an object in a topic whose table's
+-- directory set it did not find; an update or a delete finds its object, so its topic's stream
+-- exists). Then the streams are counted (EXISTS), and if one is missing, 'logs', which the commit
+-- adds that topic to, must be a set (or none): another writer's key of another type there refused
+-- the SADD after the entries, which were undone and added again a revision later, the topic never
+-- in 'logs'. Only such a commit pays the call.
+local function revision(topics, fresh)
+  local missing = false
   if type(topics) == 'string' then
     -- One topic (the lean paths): no table made unless it fails.
     local got = redis.pcall('XREAD', 'STREAMS', P .. 'log', P .. 'log:' .. topics, '$', '$')
     if got and got.err then refused({P .. 'log', P .. 'log:' .. topics}, 1, 2, got) end
+    missing = fresh and redis.call('EXISTS', P .. 'log:' .. topics) == 0
   else
     local names = {P .. 'log'}
     for topic in pairs(topics) do names[#names + 1] = P .. 'log:' .. topic end
@@ -244,6 +252,21 @@ local function revision(topics)
       for _ = i, j do args[#args + 1] = '$' end
       local got = redis.pcall('XREAD', unpack(args))
       if got and got.err then refused(names, i, j, got) end
+    end
+    if fresh == 'missing' then
+      missing = true
+    elseif fresh then
+      for i = 2, #names, 1000 do
+        local j = math.min(i + 999, #names)
+        if redis.call('EXISTS', unpack(names, i, j)) < j - i + 1 then missing = true; break end
+      end
+    end
+  end
+  if missing then
+    local t = redis.call('TYPE', P .. 'logs').ok
+    if t ~= 'set' and t ~= 'none' then
+      error({err = 'WRONGTYPE Operation against a key holding the wrong kind of value (nbdb: at '
+        .. P .. 'logs, __REFUSED_MARK__)'})
     end
   end
   return redis.call('INCR', P .. 'rev')
@@ -308,8 +331,10 @@ _COMMIT_ANNOUNCE = _fill(
 -- the data writes, which cannot fail (every key written was read first, its type known, or is
 -- written with a pcall), so no entry announces a commit that did not happen. Only the keys never
 -- read (directory sets, dmr) are written before them. An XADD that fails again (an id past 2^53;
--- a stream of another type no longer gets here: revision() refuses it before the first write)
--- undoes the entries and returns false and the error: the caller
+-- a stream of another type no longer gets here: revision() refuses it before the first write),
+-- a 'logs' of another type that refuses a stream made again (revision() checks 'logs' only for a
+-- commit that may make one), or a 'log0' of another type on this rare path (asked before it is
+-- written) undoes the entries and returns false and the error: the caller
 -- undoes its directory sets (dmr marks a change that was not: harmless, a list re-reads) and
 -- raises it, the commit's data unwritten.
 local function announce(rev, all, topics)
@@ -321,12 +346,13 @@ local function announce(rev, all, topics)
   elseif #all > 0 then
     feed = #all == 1 and all[1] or table.concat(all)
   end
-  local bad, added
-  local rev0, first = rev, false
+  local bad, added, made
+  -- stop: a key of another type met on the way ('logs', 'log0'): no retry, the error names it.
+  local rev0, first, stop = rev, false, false
   for _ = 1, 2 do
     local revs = str(rev)
     local id = revs .. '-0'
-    added = 0  -- the streams that took the entry: 'log', then as many topics in pairs() order
+    added, made = 0, false  -- the streams that took the entry: 'log', then as many topics in pairs() order
     if feed then
       bad = redis.pcall('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', feed)
     else
@@ -343,15 +369,18 @@ local function announce(rev, all, topics)
         local name, c = P .. 'log:' .. topic, (not all or #recs == #all) and feed or table.concat(recs)
         -- NOMKSTREAM: only the commit that creates a topic's stream adds the topic to 'logs'.
         local got = redis.pcall('XADD', name, 'NOMKSTREAM', 'MINID', '~', first, id, 't', token, 'c', c)
-        local made = not got
+        made = not got and name
         if made then got = redis.pcall('XADD', name, 'MINID', '~', first, id, 't', token, 'c', c) end
         if type(got) == 'table' and got.err then bad = got.err; break end
         -- The stream took the entry: counted before the SADD, whose failure undoes it too
         -- (uncounted, it stayed, and the retry added the commit to the stream a second time).
         added = added + 1
         if made then
+          -- revision() found 'logs' a set when the commit could make a stream; a stream another
+          -- writer deleted under an object is made again here, and 'logs' may then refuse.
           got = redis.pcall('SADD', P .. 'logs', topic)
-          if type(got) == 'table' and got.err then bad = got.err; break end
+          if type(got) == 'table' and got.err then bad = got.err .. ' (at ' .. P .. 'logs)'; stop = true; break end
+          made = false
         end
       end
     end
@@ -368,10 +397,20 @@ local function announce(rev, all, topics)
     local names = {P .. 'log'}
     for topic in pairs(topics) do names[#names + 1] = P .. 'log:' .. topic end
     for i = 1, added do redis.call('XDEL', names[i], id) end
+    -- A stream this commit made (its topic refused by 'logs'): gone again, as it was.
+    if made then redis.call('DEL', made) end
     -- 'log0' (see LOG_READ_LUA): m counts the entries undone in 'log', b the revision of the
-    -- namespace's first commit (or of the next one, when it failed). Only this rare path writes it.
+    -- namespace's first commit (or of the next one, when it failed). Only this rare path writes it,
+    -- and asks its type first: another writer's key of another type there failed its HINCRBY or
+    -- HSET, a script error after the entries (or their undo) with the data unwritten and the
+    -- directory sets not undone. Now the commit fails whole, naming it.
+    local t0 = redis.call('TYPE', P .. 'log0').ok
+    if t0 ~= 'hash' and t0 ~= 'none' then
+      bad = tostring(bad) .. '; WRONGTYPE (at ' .. P .. 'log0)'; first = false; break
+    end
     if added > 0 then redis.call('HINCRBY', P .. 'log0', 'm', 1) end
     if rev == rev0 and (rev0 == 1 or redis.call('HGET', P .. 'log0', 'b') == revs) then first = true end
+    if stop then break end
     local past = rev
     for i = 1, #names do
       local info = redis.pcall('XINFO', 'STREAM', names[i])
@@ -638,11 +677,13 @@ local function create()
   local hs = {}
   for i = 1, #objs do hs[i] = objs[i][7] end
   for i = 1, #claims do hs[#hs + 1] = claims[i][1] end
-  if one and #claims > 0 then
+  if one then
     -- One object: its table's directory set is asked in the same EXISTS (it saves the SCARD
-    -- after the SADD that would tell whether the SADD made it). EXISTS counts a key named m
+    -- after the SADD that would tell whether the SADD made it, and says whether the topic's
+    -- stream may be missing: see revision). EXISTS counts a key named m
     -- times m times: with the set named m = #hs + 1 times (more than the other keys can add
-    -- up to), count // m says whether it exists and count % m how many of the others do.
+    -- up to), count // m says whether it exists and count % m how many of the others do. (An
+    -- object without claims asked its hash with HMGET, then SCARD after the SADD: one call more.)
     local n, o = #hs, objs[1]
     local m = n + 1
     local d = P .. 'd:o/' .. o[4] .. '/' .. o[5] .. '/'
@@ -675,12 +716,28 @@ local function create()
       end
     end
   end
-  local streams = objs[1][4]
+  -- A table's directory set found means its topic's stream exists (a commit made the set, and
+  -- the stream); otherwise revision() counts the stream (see there).
+  local streams, fresh = objs[1][4], existed ~= true
   if #objs > 1 then
+    -- The topics' streams in one EXISTS, each named once: fresh is 'missing' if one is not there.
+    -- All objects in one table (the usual transaction): that table's directory set named
+    -- #topics + 1 = 2 times in it too, count // 2 whether it exists (it saves the SCARD after
+    -- its SADD).
     streams = {}
-    for i = 1, #objs do streams[objs[i][4]] = true end
+    local names, t1, tbl1 = {}, objs[1][4], objs[1][5]
+    local d = true
+    for i = 1, #objs do
+      local t = objs[i][4]
+      if not streams[t] then streams[t] = true; names[#names + 1] = P .. 'log:' .. t end
+      if t ~= t1 or objs[i][5] ~= tbl1 then d = false end
+    end
+    if d then names[2] = P .. 'd:o/' .. t1 .. '/' .. tbl1 .. '/'; names[3] = names[2] end
+    local count = redis.call('EXISTS', unpack(names))
+    if d then existed = count >= 2; count = count % 2 end
+    fresh = count < #names - (d and 2 or 0) and 'missing'
   end
-  local rev0 = revision(streams)
+  local rev0 = revision(streams, fresh)
   -- The keys not read first (directory sets, dmr) before the log entries (see announce), the
   -- rest after them.
   local dirs, bad, got, upto = nil, nil, nil, 0
@@ -701,7 +758,7 @@ local function create()
     for i = 1, #dirs do
       local list = dirs[i]
       upto = i
-      bad, got = enlist('SADD', list[1], list[2], list, nil)
+      bad, got = enlist('SADD', list[1], list[2], list, existed)
       if bad then break end
     end
   end
@@ -1079,7 +1136,7 @@ _COMMIT_DIRECTORIES = _fill(
     r"""
 -- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
 -- and one per touched topic in that topic's log.
-local all, topics = {}, {}
+local all, topics, fresh = {}, {}, false
 -- A key loc() matched as o/<topic>/<table>/<id> is an object's when OBJ is 'o/' (no key prefix).
 local plain = OBJ == 'o/'
 for i = 1, #changes do
@@ -1091,12 +1148,14 @@ for i = 1, #changes do
     local topic = w[5] or c[1]:sub(#OBJ + 1):match('^([^/]*)/')
     if topic then
       if not topics[topic] then topics[topic] = {} end
+      -- A key made in a topic: its stream may be made too (see revision).
+      if c[2] and not c[4] then fresh = true end
       table.insert(topics[topic], rec)
     end
   end
 end
 -- (Before the revision: its streams' types are checked there, before the commit's first write.)
-local rev0 = revision(topics)
+local rev0 = revision(topics, fresh)
 
 -- Pass 2: the writes. First those of keys not read in pass 1 (their type unknown: a foreign key
 -- of another type refuses its write, and the commit is undone, see refuse): the directories of the
