@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.families.ovsdb import Replica
 from nbdb.families.ovsdb import replica as replica_module
-from nbdb.families.ovsdb.rows import VersionBook, Written, content_digest, push_window, stored_columns, to_keep
+from nbdb.families.ovsdb.rows import VersionBook, Written, push_window, stored_columns, to_keep
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.watch import Watch
@@ -192,30 +192,18 @@ def test_references_are_indexed_both_ways(replica: Replica) -> None:
     assert LogicalSwitchPort  # the model the records decode to
 
 
-def _written(name: str, window: str | None, version: int, id: uuid.UUID | None = None) -> dict[str, Any]:
-    """A Logical_Switch row as nbdb writes it: its version and the tokens of its last commits (and, given
-    the row's ``id``, the digest of its content, as nbdb's commits store it)."""
+def _written(name: str, window: str | None, version: int) -> dict[str, Any]:
+    """A Logical_Switch row as nbdb writes it: its version and the tokens of its last commits."""
     ext = [["nbdb:txn", window], ["nbdb:version", str(version)]] if window else []
-    row = {**_switch(name), "external_ids": ["map", ext]}
-    if id is not None:
-        mapping = make_mapping()
-        tm = mapping.tables["LogicalSwitch"]
-        decoded = Replica(mapping, VersionBook(), "").views[NB].decode("Logical_Switch", row)
-        ext.append(["nbdb:digest", content_digest(tm, id, decoded, {})])  # no nbdb: key is in the document
-    return row
+    return {**_switch(name), "external_ids": ["map", ext]}
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=8), st.booleans())
-def test_an_update_is_a_merged_catch_up_exactly_when_an_object_shows_several_commits_in_it(
-    groups: list[int], nbdb_made: bool
-) -> None:
+@given(st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=8))
+def test_an_update_is_a_merged_catch_up_exactly_when_an_object_shows_several_commits_in_it(groups: list[int]) -> None:
     # A server sends a client everything committed since its last update as one update
     # (a relay routinely does). Each group is one update carrying that many nbdb commits
     # of one switch (the first group includes its create), next to a switch changed once.
-    # ``nbdb_made``: the insert is nbdb's create (its content has its nbdb:digest), merged with
-    # its updates in the first group; else another writer inserted it with that window (copied
-    # from a row nbdb wrote, a digest of another row's content): one create, whatever the window.
     replica = Replica(make_mapping(), VersionBook(), "")
     replica.resync(NB, {})
     switch, window, version = uuid.uuid4(), None, 0
@@ -224,43 +212,13 @@ def test_an_update_is_a_merged_catch_up_exactly_when_an_object_shows_several_com
             version += 1
             window = push_window(window, uuid.uuid4().hex[:16], version)
         other = uuid.uuid4()
-        if index == 0:
-            change = {"insert": _written("sw", window, version, switch if nbdb_made else uuid.uuid4())}
-        else:
-            change = {"modify": {"external_ids": _written("sw", window, version, switch)["external_ids"]}}
+        change = {"insert": _written("sw", window, version)} if index == 0 else None
+        change = change or {"modify": {"external_ids": _written("sw", window, version)["external_ids"]}}
         before = replica.revision
         replica.apply(NB, {"Logical_Switch": {str(switch): change, str(other): {"insert": _written("x", "t@1", 1)}}})
         batch = [c for c in replica.history if c.revision > before]
         assert {c.id for c in batch} == {switch, other}
-        merged = commits > 1 and (index > 0 or nbdb_made)
-        assert {c.synthetic for c in batch} == {merged}, f"update {index} holds {commits} commit(s)"
-
-
-@pytest.mark.parametrize("namespace", ["", "tenant-a"])
-def test_a_row_moved_into_the_namespace_with_its_history_is_one_create(mapping: Any, namespace: str) -> None:
-    # Another writer moves a switch nbdb wrote three times in namespace "tenant-b" here (nbdb:ns set to
-    # this namespace, or dropped for the default one): new to this replica, so a create, not three
-    # commits merged (which ended every plain watch with HistoryGoneError). The default namespace's
-    # replica follows every row (no condition), and sees a modify; a namespace's monitor condition
-    # makes the server report the row as inserted, as it is: its nbdb:digest still matches (nbdb:ns is
-    # not part of the document), so that is nbdb's create merged with its updates as far as it can tell.
-    replica = Replica(mapping, VersionBook(), namespace)
-    replica.resync(NB, {})
-    switch = uuid.uuid4()
-    row = _written("moved", "c@3 b@2 a@1", 3, switch)
-    elsewhere = [*row["external_ids"][1], ["nbdb:ns", "tenant-b"]]
-    here = [*row["external_ids"][1], *([["nbdb:ns", namespace]] if namespace else [])]
-    if not namespace:
-        replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": {**row, "external_ids": ["map", elsewhere]}}}})
-        assert replica.record("LogicalSwitch", switch) is None
-        change: dict[str, Any] = {"modify": {"external_ids": ["map", [["nbdb:ns", "tenant-b"]]]}}
-    else:
-        change = {"insert": {**row, "external_ids": ["map", here]}}
-    before = replica.revision
-    replica.apply(NB, {"Logical_Switch": {str(switch): change}})
-    (created,) = [c for c in replica.history if c.revision > before]
-    assert created.old is None and created.new is not None and created.new.version == 3
-    assert created.synthetic is bool(namespace)  # the named namespace's case: a limit, documented
+        assert {c.synthetic for c in batch} == {commits > 1}, f"update {index} holds {commits} commit(s)"
 
 
 def test_a_whole_state_is_behind_when_nbdb_versions_in_it_went_back(replica: Replica) -> None:

@@ -42,7 +42,6 @@ from typing import Any
 import orjson
 
 from nbdb import errors
-from nbdb.commit_context import check_topic
 from nbdb.families import rules
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
@@ -197,18 +196,6 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
         raise rules.not_found(key)
     rules.expected_version(op, record.version)
     if record.topic != op.topic:
-        if record.topic is not None:
-            try:
-                check_topic(record.topic)
-            except errors.ValidationError:
-                # Another writer's nbdb:topic, one no object can have: no copy can match it, and the
-                # stored row is what is wrong, not the caller's input (as get says).
-                raise errors.CorruptRecordError(
-                    f"stored {op.table} {op.id} has topic {record.topic!r}, which no object can have "
-                    "(another writer garbled its nbdb:topic); delete(Model, id) deletes it",
-                    table=op.table,
-                    key=str(op.id),
-                ) from None
         raise rules.topic_changed(key, record.topic, op.topic)
     return record
 
@@ -231,8 +218,8 @@ def plan_commit(
     from the rows it writes). Raises the nbdb error the replica already shows
     (ConflictError, NotFoundError, ReferenceError, ValidationError,
     UnsupportedError; CorruptRecordError for an update of a row another writer
-    set at a version nbdb cannot write past, or gave a topic no object can have);
-    the caller confirms it against a current replica before reporting it.
+    set at a version nbdb cannot write past); the caller confirms it against a
+    current replica before reporting it.
     """
     # Keyed by (table, id.int) (see :data:`.replica.IdKey`): a RefKey hashes its uuid.UUID in Python.
     deleted: dict[IdKey, RefKey]

@@ -449,7 +449,6 @@ class Replica:
             if view is None:
                 return
             touched: dict[IdKey, uuid.UUID] = {}
-            inserted: set[int] | None = None  # made at the first insert: most updates have none
             for table, rows in updates.items():
                 if table not in view.types or not isinstance(rows, dict):
                     continue
@@ -470,14 +469,10 @@ class Replica:
                     else:
                         wire = change.get("insert", change.get("initial"))
                         view.put(table, id, view.decode(table, wire or {}), touched)
-                        if inserted is None:
-                            inserted = {id.int}
-                        else:
-                            inserted.add(id.int)
                     n = id.int
                     for tm in maps:
                         touched[(tm.table, n)] = id
-            self._settle(db, touched, synthetic, inserted)
+            self._settle(db, touched, synthetic)
             if txn is not None:
                 self.last_txn[db] = txn
         self._hand_over()
@@ -511,7 +506,7 @@ class Replica:
                         view.put(table, id, row, touched)
                         for tm in maps:
                             touched[(tm.table, n)] = id
-            self._settle(db, touched, db in self.synced, None)
+            self._settle(db, touched, db in self.synced)
             if txn is not None:
                 self.last_txn[db] = txn
         self._hand_over()
@@ -588,9 +583,7 @@ class Replica:
                 wires.popitem(last=False)
         return doc
 
-    def _settle(
-        self, db: str, touched: dict[IdKey, uuid.UUID], synthetic: bool, inserted: Collection[int] | None
-    ) -> None:
+    def _settle(self, db: str, touched: dict[IdKey, uuid.UUID], synthetic: bool) -> None:
         """Turn the touched rows into record changes of one new revision.
 
         An update is one server transaction only as long as the server flushed
@@ -600,12 +593,6 @@ class Replica:
         An update in which some object shows two nbdb commits or more is such a
         merge, and becomes a synthetic batch (exact as a difference, not one
         commit), like a catch-up after a reconnect.
-
-        ``inserted``: the ids (ints) of the rows the server reported as inserted (None: none). A row new to this
-        replica shows commits only if the server inserted it exactly as an nbdb commit wrote it (its
-        content has its ``nbdb:digest``, which covers its id): nbdb's create merged with its updates.
-        Any other row new here (another writer's insert, a window copied from another row; a row moved
-        in from another namespace that the server reports as a modify) is one change: a create.
         """
         initial = db not in self.synced
         revision = self.clock.tick()
@@ -639,15 +626,7 @@ class Replica:
             before = self.states.get(key) if old is not None else None
             if old is not None and before == doc.state:
                 continue
-            if (
-                merged is None
-                and not (synthetic or initial)
-                and (
-                    old is not None
-                    or (inserted is not None and key[1] in inserted and doc.state.digest == doc.state.stored_digest)
-                )
-                and _commits_since(before, row) > 1
-            ):
+            if merged is None and not (synthetic or initial) and _commits_since(before, row) > 1:
                 merged = ref
             version = self.versions.version(table, key[1], doc.state)
             new = Record(table, id, doc.topic, version, doc.data)
