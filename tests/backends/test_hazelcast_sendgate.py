@@ -70,11 +70,17 @@ def test_a_writer_commits_while_eight_threads_read(
         assert max(commits) < 1.0
 
 
-def _readers_during(db: nbdb.Database, fault: Callable[[], None], n: int = 6) -> list[tuple[str, float]]:
-    """``n`` threads each calling get_key in a loop; ``fault()``; each thread's first call that fails after it:
-    (the error's name, seconds from the fault to that call's end)."""
+def _readers_during(
+    db: nbdb.Database,
+    fault: Callable[[], None],
+    n: int = 6,
+    op: Callable[[HazelcastBackend, int], object] | None = None,
+) -> list[tuple[str, float]]:
+    """``n`` threads each calling ``op`` (get_key) in a loop; ``fault()``; each thread's first call that fails after
+    it: (the error's name, seconds from the fault to that call's end)."""
     backend = db.backend
     assert isinstance(backend, HazelcastBackend)
+    call = op or (lambda b, i: b.get_key(f"x/{i}"))
     faulted = threading.Event()
     since = [0.0]
     seen: list[tuple[str, float]] = []
@@ -83,7 +89,7 @@ def _readers_during(db: nbdb.Database, fault: Callable[[], None], n: int = 6) ->
     def read(i: int) -> None:
         while True:
             try:
-                backend.get_key(f"x/{i}")
+                call(backend, i)
             except errors.NbdbError as exc:
                 if faulted.is_set():
                     with lock:
@@ -142,3 +148,81 @@ def test_readers_return_when_the_database_is_closed(hazelcast_server: HazelcastS
     seen = _readers_during(db, db.close)
     wrong = [s for s in seen if s[0] != "BackendUnavailableError" or s[1] > 2.0]
     assert not wrong, f"readers of a closed database: {seen}"
+
+
+@pytest.mark.timeout(120)
+def test_ranges_and_log_reads_of_a_frozen_member_fail_within_the_timeout(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Threads of ranges outside ``o/`` (head, then the range) and of change-log reads (a watch's poll), the
+    member frozen: each fails with BackendUnavailableError within ``timeout`` (+1 s).
+
+    Before, they waited for their reply without a limit: queued in the gate behind a request to the frozen
+    member, they left only when it failed and then waited a ``timeout`` of their own (up to 2 x ``timeout``)."""
+    timeout = 2.0
+    member = hazelcast_server.members[0]
+    with nbdb.connect(f"{hazelcast_server.url}?timeout={timeout}", namespace=_ns()) as db:
+        db.create(LogicalSwitch(name="seed"))
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        reader = backend.open_log_reader()
+        logs = backend.logs_for([backend.layout.objects])
+
+        def op(b: HazelcastBackend, i: int) -> object:
+            if i % 2:
+                return reader.read(logs, 0, 10)
+            return b.range_keys([b.layout.prefix + "r/"])
+
+        try:
+            seen = _readers_during(db, member.pause, op=op)
+        finally:
+            member.resume()
+    wrong = [s for s in seen if s[0] != "BackendUnavailableError" or s[1] > timeout + 1.0]
+    assert not wrong, f"ranges and log reads of a frozen member (timeout={timeout}): {seen}"
+
+
+def _median_get_ms(backend: HazelcastBackend, n: int = 100) -> float:
+    took = []
+    for _ in range(n):
+        began = time.perf_counter()
+        backend.get_key("x/none")
+        took.append(time.perf_counter() - began)
+    return sorted(took)[n // 2] * 1e3
+
+
+@pytest.mark.timeout(90)
+def test_threads_of_ids_leases_and_revisions_keep_the_clients_reactor_wake_up(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Four threads of ``allocate_id``, lease acquire/release and the current revision for 3 s (none takes the
+    commit turn): a single get afterwards still takes well under the reactor's 10 ms poll tick.
+
+    They were sent each from its caller's thread, outside the send gate: four threads of ``allocate_id`` lost
+    hazelcast-python-client 5.7's reactor wake-up in 3 runs of 3 (a get's median 10.5 ms after, for the
+    client's life; ``benchmarks/hzwakeup_stress.py 3 3 4:id``)."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        db.create(LogicalSwitch(name="seed"))
+        end = time.monotonic() + 3
+        calls = [0] * 4
+
+        def work(n: int) -> None:
+            while time.monotonic() < end:
+                if n < 2:
+                    backend.allocate_id("stress")
+                elif n == 2:
+                    assert backend.acquire_lease("l", b"me", 5.0)
+                    backend.release_lease("l", b"me")
+                else:
+                    backend.revision_now()
+                calls[n] += 1
+
+        threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+        after = _median_get_ms(backend)
+        assert after < 5, f"a get's median is {after:.2f} ms after {calls} calls"

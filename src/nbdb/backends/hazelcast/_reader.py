@@ -39,7 +39,10 @@ class HazelcastLogReader(ChangeLogReader):
             # after head, and no second wake-up of the client's reactor from this thread. Sent from
             # inside the backend's gate: refused unsent once the client has been offline for timeout.
             try:
-                head_raw, found, trim_raw = backend.call(lambda: self._send_read(after, limit).result())
+                # At most ``timeout`` (as a get): queued behind a request to a frozen member it waited twice that.
+                head_raw, found, trim_raw = backend.call(
+                    lambda: backend.gate.result(self._send_read(after, limit), backend.config.timeout)
+                )
                 if backend.head_deleted(head_raw):
                     raise CorruptRecordError("hazelcast: head is missing while the change log holds entries")
                 head, head_token = decode_head(head_raw)
