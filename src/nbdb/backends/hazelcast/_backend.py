@@ -154,7 +154,7 @@ class HazelcastBackend(ChangeLogBackend):
         self.commit_lock_requests_peak = 0
         """The most commit-lock requests this backend had outstanding at once (1 while threads take turns)."""
         self._executor = client.get_executor("nbdb.commit")
-        self.gate = SendGate()
+        self.gate = SendGate(marker=lambda: self.meta_async.get(TRIM))
         """Caller threads' requests, one wake-up of the client's reactor at a time (see :class:`SendGate`)."""
         self._outage = Outage(config.timeout)
         """Since when the client has been without a connection to the cluster: see :meth:`_admit`."""
@@ -267,7 +267,7 @@ class HazelcastBackend(ChangeLogBackend):
     def _ask(self, start: Callable[[], Any]) -> Any:
         """A read ``start()`` sends, through the gate, its reply waited for at most ``timeout`` (then
         BackendUnavailableError; see :meth:`SendGate.result`), Hazelcast's errors translated."""
-        return self.call(lambda: self.gate.result(self.gate.send(start), self.config.timeout))
+        return self.call(lambda: self.gate.ask(start, self.config.timeout))
 
     def _tell(self, start: Callable[[], Any]) -> Any:
         """A write ``start()`` sends, through the gate: its reply, waited for until it comes.
@@ -339,7 +339,7 @@ class HazelcastBackend(ChangeLogBackend):
     def get_key(self, key: str) -> KeyValue | None:
         return decode_kv(
             key,
-            self.call(lambda: self.gate.result(self.gate.send(lambda: self._kv_async.get(key)), self.config.timeout)),
+            self.call(lambda: self.gate.ask(lambda: self._kv_async.get(key), self.config.timeout)),
         )
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
