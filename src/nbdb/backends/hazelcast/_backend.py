@@ -503,17 +503,15 @@ class HazelcastBackend(ChangeLogBackend):
             # head first (every commit up to it is applied), then the keys, from its reply callback.
             def read() -> tuple[Any, dict[str, Any]]:
                 return self.call(  # type: ignore[no-any-return]
-                    lambda: self.gate.result(
-                        self.gate.send(
-                            lambda: self.meta_async.get(HEAD),
-                            lambda pending: self.then_send(
-                                pending,
-                                lambda head: self._send_range(prefixes, None).continue_with(
-                                    lambda got: (head.result(), got.result()[1])
-                                ),
+                    lambda: self.gate.ask(
+                        lambda: self.meta_async.get(HEAD),
+                        self.config.timeout,
+                        lambda pending: self.then_send(
+                            pending,
+                            lambda head: self._send_range(prefixes, None).continue_with(
+                                lambda got: (head.result(), got.result()[1])
                             ),
                         ),
-                        self.config.timeout,
                     )
                 )
 
