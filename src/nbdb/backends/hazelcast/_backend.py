@@ -1037,12 +1037,27 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             # Not through call(): its failures are classified here (a lost reply may have committed).
             self._admit()
-            pending = self.gate.send_here(
-                lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, task), self.config.timeout, hold=False
+            sent: list[bool] = []
+
+            def send_task(_: Any) -> Any:
+                sent.append(True)
+                return self._executor.execute_on_key_owner(_COMMIT_LOCK, task)
+
+            # The task leaves from a reply's callback (the reactor's thread, which wakes nothing): that of a read
+            # sent through the gate, which holds the gate until then only (the task's reply may be long in
+            # coming). Sent from this thread, it woke the reactor beside other threads' gated requests and the
+            # wake-up was lost (8 writers and a reader: 2 of 3 runs).
+            pending = self.gate.send(
+                lambda: self.meta_async.get(TRIM), lambda marker: self.then_send(marker, send_task)
             )
             self._register_from_reply(pending, topics)
             return list(pending.result())
         except hzerrors.HazelcastError as exc:
+            if not sent:
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: the read sent before a commit task failed ({exc}); "
+                    "the task was not sent"
+                ) from None
             failure = ERRORS.classify(exc, f"at {self.config.where}")
             if failure.unsent:
                 raise failure.error from None
