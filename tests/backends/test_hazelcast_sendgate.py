@@ -238,7 +238,8 @@ def test_eight_writers_and_a_reader_keep_the_clients_reactor_wake_up(
     The commit task left from its caller's thread without holding the gate: the next thread's gated get woke
     the reactor again while it was taking the task's wake-up, and the wake-up was lost for the client's life
     (3 of 3 runs of ``benchmarks/hzwakeup_stress.py 3 3 9:mixed`` on main; 2 of 3 with a marker read sent
-    right after the task from the same thread). It now leaves from a gated read's reply callback."""
+    right after the task from the same thread). While other threads send through the gate, it now leaves
+    from a gated read's reply callback."""
     with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
         backend = db.backend
         assert isinstance(backend, HazelcastBackend)

@@ -1047,9 +1047,13 @@ class HazelcastBackend(ChangeLogBackend):
             # sent through the gate, which holds the gate until then only (the task's reply may be long in
             # coming). Sent from this thread, it woke the reactor beside other threads' gated requests and the
             # wake-up was lost (8 writers and a reader: 2 of 3 runs).
-            pending = self.gate.send(
-                lambda: self.meta_async.get(TRIM), lambda marker: self.then_send(marker, send_task)
-            )
+            if self.gate.alone():
+                # No other thread of this client sends: the task leaves from here, one wake-up, one request.
+                pending = send_task(None)
+            else:
+                pending = self.gate.send(
+                    lambda: self.meta_async.get(TRIM), lambda marker: self.then_send(marker, send_task)
+                )
             self._register_from_reply(pending, topics)
             return list(pending.result())
         except hzerrors.HazelcastError as exc:

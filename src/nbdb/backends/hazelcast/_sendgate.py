@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,10 @@ class SendGate:
         self._queued: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self.queued = 0
         """How many requests went out from a reply callback (queued) rather than from their caller's thread."""
+        self._sender = 0
+        self._sent_at = 0.0
+        self._other_at = 0.0
+        """The thread that sent through the gate last, when, and when another thread last did before it."""
 
     def send(self, start: Callable[[], Any], follow: Callable[[Any], Any] | None = None) -> Any:
         """``start()`` (which sends one request and returns its future) now or from the next reply: a future.
@@ -55,6 +60,7 @@ class SendGate:
     def _send(self, start: Callable[[], Any], follow: Callable[[Any], Any] | None) -> tuple[Any, bool]:
         """:meth:`send`'s future, and whether the request was queued (else it left from this thread)."""
         with self._guard:
+            self._saw_sender()
             if self._out or self._waiting:
                 later: Future[Any] = Future()  # type: ignore[no-untyped-call]
                 self._queued.append((start, later))
@@ -114,6 +120,29 @@ class SendGate:
         if queued:
             return self.result(future, timeout)
         return future.result()
+
+    def alone(self, window: float = 0.05) -> bool:
+        """Whether no other thread sent through the gate in the last ``window`` s and nothing of it is out.
+
+        A request sent then from this thread outside the gate (a commit task) cannot be followed by
+        another thread's wake-up while the reactor takes its own, short of a thread that starts sending
+        after ``window`` of silence just then.
+        """
+        me, now = threading.get_ident(), time.monotonic()
+        with self._guard:
+            if self._out or self._queued or self._waiting:
+                return False
+            other = self._other_at if self._sender in (0, me) else self._sent_at
+            self._saw_sender()
+            return now - other > window
+
+    def _saw_sender(self) -> None:
+        """Note (under the guard) that this thread sends now."""
+        me, now = threading.get_ident(), time.monotonic()
+        if self._sender != me:
+            self._other_at = self._sent_at
+            self._sender = me
+        self._sent_at = now
 
     @staticmethod
     def result(future: Any, timeout: float) -> Any:
