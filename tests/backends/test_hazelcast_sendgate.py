@@ -263,3 +263,44 @@ def test_eight_writers_and_a_reader_keep_the_clients_reactor_wake_up(
         assert not any(thread.is_alive() for thread in threads)
         after = _median_get_ms(backend)
         assert after < 5, f"a get's median is {after:.2f} ms after {calls} calls"
+
+
+@pytest.mark.timeout(60)
+def test_a_lease_is_renewed_while_another_thread_of_the_client_tries_to_take_it(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """One thread renews a lease it holds for 3 s while another tries to take it: each call takes well under
+    ``timeout``, the renewals succeed and the other thread never gets the lease.
+
+    The renewal holds the lease entry's lock; the member holds the other thread's ``put_if_absent`` on that
+    entry until the unlock. Sent through the gate as other writes, it held the gate that long, the renewal's
+    read queued behind it: the renewal failed with BackendUnavailableError after 2 x ``timeout`` (4.1 s)."""
+    timeout = 2.0
+    with nbdb.connect(f"{hazelcast_server.url}?timeout={timeout}", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.acquire_lease("l", b"a", 10.0)
+        end = time.monotonic() + 3
+        seen: list[tuple[str, object, float]] = []
+
+        def work(renew: bool) -> None:
+            while time.monotonic() < end:
+                began = time.monotonic()
+                try:
+                    if renew:
+                        got: object = backend.renew_lease("l", b"a", 10.0)
+                    else:
+                        got = backend.acquire_lease("l", b"b", 10.0)
+                except errors.NbdbError as exc:
+                    got = type(exc).__name__
+                seen.append(("renew" if renew else "acquire", got, time.monotonic() - began))
+
+        threads = [threading.Thread(target=work, args=(renew,), daemon=True) for renew in (True, False)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+    wrong = [s for s in seen if s[1] is not (s[0] == "renew") or s[2] > timeout / 2]
+    assert any(s[0] == "renew" for s in seen) and any(s[0] == "acquire" for s in seen), seen[:10]
+    assert not wrong, f"{len(seen)} calls, wrong: {wrong[:10]}"

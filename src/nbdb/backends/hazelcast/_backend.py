@@ -278,6 +278,17 @@ class HazelcastBackend(ChangeLogBackend):
         """
         return self.call(lambda: self.gate.send(start).result())
 
+    def _tell_locked(self, start: Callable[[], Any]) -> Any:
+        """A write ``start()`` sends to a key another thread may hold the lock of (a lease): its reply, waited for.
+
+        The member holds such a write until the lock is released: through :meth:`_tell` it held the gate
+        that long, and the holder's own requests (a renewal's read and write, its unlock; a commit's
+        reads under a lease condition) queued behind it: the renewal failed with BackendUnavailableError
+        after 2 x ``timeout`` and the write waited as long. It leaves as a lock request does
+        (:meth:`SendGate.send_here` without ``hold``), once, from this thread.
+        """
+        return self.call(lambda: self.gate.send_here(start, self.config.timeout, hold=False).result())
+
     def _admit(self, deadline: float | None = None) -> None:
         """The one check before a request is sent (by :meth:`call`, or before a commit task) or while a commit
         waits for its local turn.
@@ -1296,7 +1307,9 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- leases, ids
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
-        holder = self._tell(lambda: self._lease_async.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
+        holder = self._tell_locked(
+            lambda: self._lease_async.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN)
+        )
         return holder is None or _holder(holder) == token
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
@@ -1315,7 +1328,7 @@ class HazelcastBackend(ChangeLogBackend):
             return True
 
     def release_lease(self, name: str, token: bytes) -> None:
-        self._tell(lambda: self._lease_async.remove_if_same(name, bytearray(token)))
+        self._tell_locked(lambda: self._lease_async.remove_if_same(name, bytearray(token)))
 
     def allocate_id(self, name: str) -> int:
         """The next id: a compare-and-swap on the counter (an id of a lost reply is skipped, never reused)."""

@@ -178,8 +178,12 @@ class SendGate:
             future.add_done_callback(lambda done: _copy(done, later))
             future.add_done_callback(self._answered)
             return later
-        out = future if follow is None else follow(future)
-        future.add_done_callback(self._answered)
+        try:
+            out = future if follow is None else follow(future)
+        finally:
+            # Even if ``follow`` raised: the request is out, and its reply must free the gate (else it stayed busy
+            # for good, every later request queued behind a reply that had already come).
+            future.add_done_callback(self._answered)
         return out
 
     def _answered(self, _: Any) -> None:
