@@ -1,10 +1,12 @@
 """Do caller-thread reads (outside the commit turn) lose hazelcast-python-client 5.7's reactor wake-up?
 
-For each ``THREADS:MODE`` (MODE: get, getall, range: ``get_key``, ``get_keys`` of 5, a range under
-``r/``, none of which takes the local commit turn), RUNS fresh clients each run THREADS threads of
-it for SECS seconds; printed: a single get's median latency before and after, and whether the
-client's reactor waker is left "awake" while idle (the lost wake-up: every request then waits the
-reactor's 10 ms poll, for the client's life). The waker is read for the diagnosis only (private).
+For each ``THREADS:MODE`` (MODE: get, getall, range, id, lease, arange, mixed: ``get_key``, ``get_keys``
+of 5, a range under ``r/``, ``allocate_id``, a lease renewed (or acquired) per thread, a range outside
+``o/``, none of which takes the local commit turn; mixed: one thread of gets, the others of creates),
+RUNS fresh clients each run THREADS threads of it for SECS seconds; printed: a single get's median
+latency before and after, and whether the client's reactor waker is left "awake" while idle (the lost
+wake-up: every request then waits the reactor's 10 ms poll, for the client's life). The waker is read
+for the diagnosis only (private).
 
     PYTHONPATH=src .venv/bin/python benchmarks/hzwakeup_stress.py 3 5 1:get 2:get 8:get 8:getall 8:range
 """
@@ -51,8 +53,19 @@ def _run(url: str, threads: int, mode: str, secs: float) -> str:
                     backend.get_key(f"x/{n}")
                 elif mode == "getall":
                     backend.get_keys([f"x/{n}-{i}" for i in range(5)])
-                else:
+                elif mode == "range":
                     backend.range_keys([backend.layout.prefix + "r/"])
+                elif mode == "id":
+                    backend.allocate_id("stress")
+                elif mode == "lease":
+                    backend.renew_lease(f"l{n}", b"t", 5.0) or backend.acquire_lease(f"l{n}", b"t", 5.0)
+                elif mode == "mixed":  # thread 0 reads, the others create (the commit turn, locks, tasks)
+                    if n == 0:
+                        backend.get_key("x/0")
+                    else:
+                        db.create(LogicalRouter(name=f"w{n}-{calls[n]}"))
+                else:
+                    backend.range_keys([backend.layout.prefix + "a/"])  # outside o/: head, then the range
                 calls[n] += 1
 
         workers = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(threads)]

@@ -137,7 +137,8 @@ class HazelcastBackend(ChangeLogBackend):
         self._meta = self.meta_async.blocking()
         self._lease_async = client.get_map(root + "lease")
         self._lease = self._lease_async.blocking()
-        self._ids = client.get_map(root + "ids").blocking()
+        self._ids_async = client.get_map(root + "ids")
+        self._ids = self._ids_async.blocking()
         self._kv_name, self._log_name, self._meta_name = self._kv.name, self._log.name, self._meta.name
         self._lease_name = self._lease.name
         self._closed = False
@@ -153,7 +154,7 @@ class HazelcastBackend(ChangeLogBackend):
         self.commit_lock_requests_peak = 0
         """The most commit-lock requests this backend had outstanding at once (1 while threads take turns)."""
         self._executor = client.get_executor("nbdb.commit")
-        self.gate = SendGate()
+        self.gate = SendGate(marker=lambda: self.meta_async.get(TRIM))
         """Caller threads' requests, one wake-up of the client's reactor at a time (see :class:`SendGate`)."""
         self._outage = Outage(config.timeout)
         """Since when the client has been without a connection to the cluster: see :meth:`_admit`."""
@@ -263,6 +264,38 @@ class HazelcastBackend(ChangeLogBackend):
         except hzerrors.HazelcastError as exc:
             raise ERRORS.translate(exc, f"at {self.config.where}") from None
 
+    def _ask(self, start: Callable[[], Any]) -> Any:
+        """A read ``start()`` sends, through the gate, its reply waited for at most ``timeout`` (then
+        BackendUnavailableError; see :meth:`SendGate.result`), Hazelcast's errors translated."""
+        return self.call(lambda: self.gate.ask(start, self.config.timeout))
+
+    def _tell(self, start: Callable[[], Any]) -> Any:
+        """A write ``start()`` sends, through the gate: its reply, waited for until it comes.
+
+        Not given up on while queued (as :meth:`_ask` does): a write given up on could still leave
+        later (a lease released after its holder was told it failed and took it again). Sent, the
+        client fails it at its invocation timeout; queued, it leaves when the request ahead of it does.
+        """
+        return self.call(lambda: self.gate.send(start).result())
+
+    def _tell_locked(self, start: Callable[[], Any]) -> Any:
+        """A write ``start()`` sends to a key another thread may hold the lock of (a lease): its reply, waited for.
+
+        The member holds such a write until the lock is released: through :meth:`_tell` it held the gate
+        that long, and the holder's own requests (a renewal's read and write, its unlock; a commit's
+        reads under a lease condition) queued behind it: the renewal failed with BackendUnavailableError
+        after 2 x ``timeout``. A read goes through the gate and the write leaves once, from its reply's
+        callback (the reactor's thread, which wakes nothing), holding nothing: as a commit task does.
+        Sent from this thread right after the gate was idle (``send_here`` without ``hold``, then a marker
+        read), two wake-ups in a row from one thread lost the reactor's in 4 of 4 runs of
+        ``test_threads_of_ids_leases_and_revisions_keep_the_clients_reactor_wake_up``.
+        """
+        return self.call(
+            lambda: self.gate.send(
+                lambda: self.meta_async.get(TRIM), lambda marker: self.then_send(marker, lambda _: start())
+            ).result()
+        )
+
     def _admit(self, deadline: float | None = None) -> None:
         """The one check before a request is sent (by :meth:`call`, or before a commit task) or while a commit
         waits for its local turn.
@@ -307,7 +340,7 @@ class HazelcastBackend(ChangeLogBackend):
                 self._outage.mark_up(downs)
 
         try:
-            self.meta_async.get(TRIM).add_done_callback(answered)
+            self.gate.send(lambda: self.meta_async.get(TRIM)).add_done_callback(answered)
         except Exception:  # refused at once (the client shutting down): no probe in flight, and the next may go
             self._probing.release()
 
@@ -324,7 +357,7 @@ class HazelcastBackend(ChangeLogBackend):
     def get_key(self, key: str) -> KeyValue | None:
         return decode_kv(
             key,
-            self.call(lambda: self.gate.result(self.gate.send(lambda: self._kv_async.get(key)), self.config.timeout)),
+            self.call(lambda: self.gate.ask(lambda: self._kv_async.get(key), self.config.timeout)),
         )
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
@@ -458,6 +491,12 @@ class HazelcastBackend(ChangeLogBackend):
 
                 return registry.continue_with(lambda got: self._send_range(prefixes, got.result())).continue_with(adopt)
 
+            def resend() -> Any:
+                # After a repair, from this thread: one read through the gate, the burst from its reply.
+                return self.gate.send(
+                    lambda: self.meta_async.get(TRIM), lambda pending: self.then_send(pending, lambda _: send())
+                )
+
             def register() -> None:
                 self._send_registrations(gaps)
 
@@ -465,7 +504,7 @@ class HazelcastBackend(ChangeLogBackend):
                 head_raw, found, _ = self._reply(lock.follow)
                 for _round in range(_ROLL_FORWARD_ROUNDS):
                     if head_raw is None and self._repair_head(None):
-                        head_raw, found, _ = self.call(lambda: send().result())
+                        head_raw, found, _ = self.call(lambda: resend().result())
                         continue
                     try:
                         revision, token = decode_head(head_raw)
@@ -474,7 +513,7 @@ class HazelcastBackend(ChangeLogBackend):
                         # Another writer damaged ``head``: put back here, under the lock, as a commit would.
                         if not self._repair_head(head_raw):
                             raise
-                    head_raw, found, _ = self.call(lambda: send().result())
+                    head_raw, found, _ = self.call(lambda: resend().result())
                 else:
                     revision, token = decode_head(head_raw)
             self.remember_token(revision, token)
@@ -482,15 +521,16 @@ class HazelcastBackend(ChangeLogBackend):
             # head first (every commit up to it is applied), then the keys, from its reply callback.
             def read() -> tuple[Any, dict[str, Any]]:
                 return self.call(  # type: ignore[no-any-return]
-                    lambda: self.gate.send(
+                    lambda: self.gate.ask(
                         lambda: self.meta_async.get(HEAD),
+                        self.config.timeout,
                         lambda pending: self.then_send(
                             pending,
                             lambda head: self._send_range(prefixes, None).continue_with(
                                 lambda got: (head.result(), got.result()[1])
                             ),
                         ),
-                    ).result()
+                    )
                 )
 
             head_raw, found = read()
@@ -653,13 +693,13 @@ class HazelcastBackend(ChangeLogBackend):
 
     def revision_now(self) -> int:
         try:
-            head_raw = self.call(lambda: self._meta.get(HEAD))
+            head_raw = self._ask(lambda: self.meta_async.get(HEAD))
             if self.head_deleted(head_raw):
                 raise errors.CorruptRecordError("hazelcast: head is missing while the change log holds entries")
             revision, token = decode_head(head_raw)
         except errors.CorruptRecordError:
             self.put_back_head()
-            revision, token = decode_head(self.call(lambda: self._meta.get(HEAD)))
+            revision, token = decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
         self.remember_token(revision, token)
         return revision
 
@@ -675,7 +715,7 @@ class HazelcastBackend(ChangeLogBackend):
         """
         with self._commit_lock():
             for _round in range(_ROLL_FORWARD_ROUNDS):
-                head_raw = self.call(lambda: self._meta.get(HEAD))
+                head_raw = self._ask(lambda: self.meta_async.get(HEAD))
                 if head_raw is None:
                     if not self._repair_head(None):
                         return  # a new namespace: no head and nothing in the log
@@ -686,7 +726,7 @@ class HazelcastBackend(ChangeLogBackend):
                 except errors.CorruptRecordError:
                     if not self._repair_head(head_raw):
                         raise
-            decode_head(self.call(lambda: self._meta.get(HEAD)))
+            decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
 
     def head_deleted(self, head_raw: Any) -> bool:
         """Whether ``head`` is missing while the log holds entries: another writer deleted it (a reader's check).
@@ -695,10 +735,10 @@ class HazelcastBackend(ChangeLogBackend):
         Only a namespace without ``head`` pays the extra request (a new one, or a first commit in
         flight, which :meth:`put_back_head` waits for under the commit lock).
         """
-        return head_raw is None and not self.call(lambda: self._log.is_empty())
+        return head_raw is None and not self._ask(lambda: self.log_async.is_empty())
 
     def _trim_mark(self) -> int:
-        raw = self.call(lambda: self._meta.get(TRIM))
+        raw = self._ask(lambda: self.meta_async.get(TRIM))
         return int(raw) if isinstance(raw, int) else 0
 
     # ---------------------------------------------------------------- commits
@@ -897,8 +937,11 @@ class HazelcastBackend(ChangeLogBackend):
         """
         reads_f = lock.follow
         for _pending in range(_ROLL_FORWARD_ROUNDS):
-            if reads_f is None:
-                reads_f = self._send_reads(conditions, keys)
+            if reads_f is None:  # after a repair or roll-forward, from this thread: through the gate
+                reads_f = self.gate.send(
+                    lambda: self.meta_async.get(TRIM),
+                    lambda pending: self.then_send(pending, lambda _: self._send_reads(conditions, keys)),
+                )
             head_raw, reads = self._reply(reads_f)
             reads_f = None
             if head_raw is None and self._repair_head(None):
@@ -928,7 +971,7 @@ class HazelcastBackend(ChangeLogBackend):
             objects = [c for c in changes if c.key.startswith(self._object_prefix)]
             entry = encode_entry(anchor, objects, redo)
             new_head = encode_head(revision, anchor)
-            decided = self.log_async.put_if_absent(revision, entry)
+            decided = self.gate.send(partial(self.log_async.put_if_absent, revision, entry))
             # Applied and published only if the entry was ours, each sent from the previous reply's callback.
             done = self.then_send(decided, partial(self._after_decided, redo, head_raw, new_head))
             try:
@@ -1012,12 +1055,31 @@ class HazelcastBackend(ChangeLogBackend):
         try:
             # Not through call(): its failures are classified here (a lost reply may have committed).
             self._admit()
-            pending = self.gate.send_here(
-                lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, task), self.config.timeout, hold=False
-            )
+            sent: list[bool] = []
+
+            def send_task(_: Any) -> Any:
+                sent.append(True)
+                return self._executor.execute_on_key_owner(_COMMIT_LOCK, task)
+
+            # The task leaves from a reply's callback (the reactor's thread, which wakes nothing): that of a read
+            # sent through the gate, which holds the gate until then only (the task's reply may be long in
+            # coming). Sent from this thread, it woke the reactor beside other threads' gated requests and the
+            # wake-up was lost (8 writers and a reader: 2 of 3 runs).
+            if self.gate.alone():
+                # No other thread of this client sends: the task leaves from here, one wake-up, one request.
+                pending = send_task(None)
+            else:
+                pending = self.gate.send(
+                    lambda: self.meta_async.get(TRIM), lambda marker: self.then_send(marker, send_task)
+                )
             self._register_from_reply(pending, topics)
             return list(pending.result())
         except hzerrors.HazelcastError as exc:
+            if not sent:
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: the read sent before a commit task failed ({exc}); "
+                    "the task was not sent"
+                ) from None
             failure = ERRORS.classify(exc, f"at {self.config.where}")
             if failure.unsent:
                 raise failure.error from None
@@ -1033,7 +1095,7 @@ class HazelcastBackend(ChangeLogBackend):
     def _member_code_present(self) -> bool:
         """Whether the member owning the commit lock runs nbdb's tasks (asked again; off for good if not)."""
         try:
-            self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask()).result()
+            self.gate.send(lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask())).result()
         except hzerrors.HazelcastSerializationError:
             log.warning(
                 "hazelcast at %s: a member lacks nbdb's member-side jar: commits go back to six round trips",
@@ -1135,7 +1197,7 @@ class HazelcastBackend(ChangeLogBackend):
 
     def _roll_forward(self, revision: int, head_raw: Any) -> bool:
         """Apply the commit of ``revision`` if it is decided but ``head`` is still below it; whether it was."""
-        raw = self.call(lambda: self._log.get(revision))
+        raw = self._ask(lambda: self.log_async.get(revision))
         if raw is None:
             return False
         try:
@@ -1145,13 +1207,15 @@ class HazelcastBackend(ChangeLogBackend):
             # no commit. Taken for one, it failed every commit of the namespace from then on. It goes
             # (if still the same), and the revision is free again.
             log.warning("hazelcast: removing a change log entry nbdb did not write past head: %s", exc)
-            self.call(lambda: self._log.remove_if_same(revision, raw))
+            self._tell(lambda: self.log_async.remove_if_same(revision, raw))
             return True
         log.info("hazelcast: applying commit %d, decided by a client that did not finish it", revision)
         self.call(
-            lambda: self.then_send(
-                self.meta_async.get(HEAD),
-                lambda _: self._apply_and_publish(redo, head_raw, encode_head(revision, token)),
+            lambda: self.gate.send(
+                lambda: self.meta_async.get(HEAD),
+                lambda pending: self.then_send(
+                    pending, lambda _: self._apply_and_publish(redo, head_raw, encode_head(revision, token))
+                ),
             ).result()
         )
         return True
@@ -1164,12 +1228,12 @@ class HazelcastBackend(ChangeLogBackend):
         was applied), which moves ``head`` to it from the damaged value. Left as it was, it failed
         every commit and list of the namespace with CorruptRecordError, for good.
         """
-        listed = self.call(lambda: self._log.key_set())
+        listed = self._ask(lambda: self.log_async.key_set())
         keys = [k for k in listed if isinstance(k, int) and not isinstance(k, bool) and 0 < k < 2**31]
         # nbdb's keys are Integers. Another client's (a Long: Java's, or Python's with another
         # default_int_type) is listed as the same int, yet nbdb's get of that number reads its own
         # Integer key: not nbdb's entry. Taken for the newest, the repair found nothing and gave up.
-        found = self.call(lambda: self._log.get_all(keys)) if keys else {}
+        found = self._ask(lambda: self.log_async.get_all(keys)) if keys else {}
         if not found:
             return False
         newest = max(found)
@@ -1184,18 +1248,20 @@ class HazelcastBackend(ChangeLogBackend):
     def _trim(self, through: int) -> None:
         """Drop ``log`` entries up to ``through``; the mark goes first so readers know a hole is a trim."""
         try:
-            current = self._meta.get(TRIM)
+            # Through the gate (from the committing thread, after its unlock), as every caller's request.
+            current = self.gate.result(self.gate.send(lambda: self.meta_async.get(TRIM)), self.config.timeout)
             if isinstance(current, int) and current >= through:
                 return
-            self._meta.set(TRIM, through)
-            self._log.remove_all(less_or_equal("__key", through))
+            self.gate.send(lambda: self.meta_async.set(TRIM, through)).result()
+            self.gate.send(lambda: self.log_async.remove_all(less_or_equal("__key", through))).result()
         except hzerrors.HazelcastError as exc:
             log.warning("hazelcast: trimming the change log failed (retried on a later commit): %s", exc)
 
     def compact_keys(self, revision: int) -> None:
         with self._commit_lock():
-            self.call(lambda: self._meta.set(TRIM, max(revision, self._trim_mark())))
-            self.call(lambda: self._log.remove_all(less_or_equal("__key", revision)))
+            mark = max(revision, self._trim_mark())
+            self._tell(lambda: self.meta_async.set(TRIM, mark))
+            self._tell(lambda: self.log_async.remove_all(less_or_equal("__key", revision)))
 
     # ---------------------------------------------------------------- change log
 
@@ -1212,8 +1278,8 @@ class HazelcastBackend(ChangeLogBackend):
             if self._log_listener is None:
                 # ``head`` moves once a commit is applied, after its log entry was written: waking on the
                 # entry would have readers poll while the commit is still being applied.
-                self._log_listener = self.call(
-                    lambda: self._meta.add_entry_listener(
+                self._log_listener = self._tell(
+                    lambda: self.meta_async.add_entry_listener(
                         include_value=True, key=HEAD, added_func=self._on_head, updated_func=self._on_head
                     )
                 )
@@ -1248,31 +1314,39 @@ class HazelcastBackend(ChangeLogBackend):
     # ---------------------------------------------------------------- leases, ids
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
-        holder = self.call(lambda: self._lease.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
+        holder = self._tell_locked(
+            lambda: self._lease_async.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN)
+        )
         return holder is None or _holder(holder) == token
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         # Under the entry's lock no other client can take or drop the lease between the check and the renewal.
         with self._key_lock(self._lease_async, name, max(ttl, 1.0)):
-            holder = self.call(lambda: self._lease.get(name))
+            holder = self._ask(lambda: self._lease_async.get(name))
             if holder is None or _holder(holder) != token:
                 return False
-            self.call(lambda: self._lease.set(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN))
+            # From this thread, the lock's owner: sent from a reply's callback (another thread id), the write
+            # waited for the lock this thread holds, and the unlock for the write, until the lock's lease ran out.
+            self.call(
+                lambda: self.gate.send_here(
+                    lambda: self._lease_async.set(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN), self.config.timeout
+                ).result()
+            )
             return True
 
     def release_lease(self, name: str, token: bytes) -> None:
-        self.call(lambda: self._lease.remove_if_same(name, bytearray(token)))
+        self._tell_locked(lambda: self._lease_async.remove_if_same(name, bytearray(token)))
 
     def allocate_id(self, name: str) -> int:
         """The next id: a compare-and-swap on the counter (an id of a lost reply is skipped, never reused)."""
         while True:
-            current = self.call(lambda: self._ids.get(name))
+            current = self._ask(lambda: self._ids_async.get(name))
             if current is None:
-                if self.call(lambda: self._ids.put_if_absent(name, 1)) is None:
+                if self._tell(lambda: self._ids_async.put_if_absent(name, 1)) is None:
                     return 1
                 continue
             current = counter_value(current, name, name)
-            if self.call(partial(self._ids.replace_if_same, name, current, current + 1)):
+            if self._tell(partial(self._ids_async.replace_if_same, name, current, current + 1)):
                 return current + 1
 
     def close(self) -> None:

@@ -39,7 +39,8 @@ class HazelcastLogReader(ChangeLogReader):
             # after head, and no second wake-up of the client's reactor from this thread. Sent from
             # inside the backend's gate: refused unsent once the client has been offline for timeout.
             try:
-                head_raw, found, trim_raw = backend.call(lambda: self._send_read(after, limit).result())
+                # At most ``timeout`` (as a get): queued behind a request to a frozen member it waited twice that.
+                head_raw, found, trim_raw = backend.call(lambda: self._send_read(after, limit))
                 if backend.head_deleted(head_raw):
                     raise CorruptRecordError("hazelcast: head is missing while the change log holds entries")
                 head, head_token = decode_head(head_raw)
@@ -92,7 +93,7 @@ class HazelcastLogReader(ChangeLogReader):
             return LogRead(shown, token, anchor, {name: entries for name in logs}, frozenset())
 
     def _send_read(self, after: int, limit: int) -> Any:
-        """Read ``head``, then the entries after ``after`` up to it and the trim mark: a future of all three."""
+        """Read ``head``, then the entries after ``after`` up to it and the trim mark: all three (SendGate.ask)."""
         backend = self._backend
 
         def entries(done: Any) -> Any:
@@ -103,7 +104,9 @@ class HazelcastLogReader(ChangeLogReader):
                 lambda both: (done.result(), *both.result())
             )
 
-        return backend.gate.send(lambda: backend.meta_async.get(HEAD), lambda sent: backend.then_send(sent, entries))
+        return backend.gate.ask(
+            lambda: backend.meta_async.get(HEAD), backend.config.timeout, lambda sent: backend.then_send(sent, entries)
+        )
 
     def wait(self, logs: Sequence[str], after: int, timeout: float) -> None:
         self._backend.wait_for_log(after, timeout, lambda: self._closed)
