@@ -63,6 +63,22 @@ def run_json(src: str, worker: str, args: list[str], timeout: float = 900) -> An
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def nbdb_bench(src: str, args: list[str], timeout: float = 600) -> Any:
+    """``nbdb bench ARGS --out DIR`` on ``src``'s nbdb (``--no-plots`` among ``args``): its ``bench.json``."""
+    worker = "import sys; from nbdb.cli import main; sys.exit(main())"
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run(
+            [sys.executable, "-c", worker, "bench", *args, "--out", out],
+            env=env(src),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        return json.loads((Path(out) / "bench.json").read_text())
+
+
 def callgrind_phases(src: str, worker: str, args: list[str], timeout: float = 1800) -> list[int]:
     """Run ``worker`` (Python source) with ``args`` on ``src``'s nbdb under callgrind, collecting only inside
     ``operator.call`` and dumping after each (``--toggle-collect``, ``--dump-after``): the instructions of

@@ -22,15 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import uuid
-from pathlib import Path
 
-from abrun import env, loadavg, run_json
+from abrun import loadavg, nbdb_bench, run_json
 
 WORKER = r"""
 import gc, json, sys, threading, time
@@ -85,22 +80,10 @@ with nbdb.connect(url, namespace=ns) as db:
 print(json.dumps(out))
 """
 
-BENCH = "import sys; from nbdb.cli import main; sys.exit(main())"
-
 
 def _bench(src: str) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as out:
-        args = ["bench", "--backends", "ovsdb", "--spawn", "--quick", "--workloads", "threads", "--no-plots"]
-        done = subprocess.run(
-            [sys.executable, "-c", BENCH, *args, "--out", out],
-            env=env(src),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:])
-        figures = json.loads((Path(out) / "bench.json").read_text())
+    args = ["--backends", "ovsdb", "--spawn", "--quick", "--workloads", "threads", "--no-plots"]
+    figures = nbdb_bench(src, args)
     ratios = {}
     for r in figures["ratios"]:
         ratios["t16" if r["params"] else "t8"] = r["ratio"]

@@ -16,15 +16,10 @@ ratio is printed (the raw client selects the rows from the server at every list)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import uuid
-from pathlib import Path
 
-from abrun import env, loadavg, run_json
+from abrun import loadavg, nbdb_bench, run_json
 
 WORKER = r"""
 import json, statistics, sys, time
@@ -58,22 +53,10 @@ with nbdb.connect(url, namespace=ns) as db:
 print(json.dumps({k: statistics.median(v) for k, v in out.items()}))
 """
 
-BENCH = "import sys; from nbdb.cli import main; sys.exit(main())"
-
 
 def _bench(src: str) -> float:
-    with tempfile.TemporaryDirectory() as out:
-        args = ["bench", "--backends", "ovsdb", "--spawn", "--quick", "--workloads", "list", "--no-plots"]
-        done = subprocess.run(
-            [sys.executable, "-c", BENCH, *args, "--out", out],
-            env=env(src),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:])
-        figures = json.loads((Path(out) / "bench.json").read_text())
+    args = ["--backends", "ovsdb", "--spawn", "--quick", "--workloads", "list", "--no-plots"]
+    figures = nbdb_bench(src, args)
     return float(figures["ratios"][0]["ratio"])
 
 
