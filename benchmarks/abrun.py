@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,15 @@ def callgrind_total(src: str, worker: str, args: list[str], timeout: float = 360
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages."""
     return " ".join(Path("/proc/loadavg").read_text().split(" ", 3)[:3])
+
+
+def print_medians(rows: dict[str, list[dict[str, float]]], width: int = 14, digits: int = 9) -> None:
+    """Each figure's median over side ``a``'s rounds and side ``b``'s, and b/a."""
+    print("medians (a | b):")
+    for key in rows["a"][0]:
+        a = statistics.median(r[key] for r in rows["a"])
+        b = statistics.median(r[key] for r in rows["b"])
+        print(f"  {key:{width}s} {a:{digits}.3f} | {b:{digits}.3f}   b/a {b / a if a else float('nan'):.3f}")
 
 
 def in_turns(rounds: int) -> Iterator[tuple[int, str]]:

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import uuid
 
-from abrun import loadavg, nbdb_bench, run_json
+from abrun import loadavg, nbdb_bench, print_medians, run_json
 
 WORKER = r"""
 import gc, json, sys, threading, time
@@ -124,11 +123,7 @@ def main() -> None:
                 rows[side].append(row)
                 shown = " ".join(f"{k}={v:.3g}" for k, v in row.items())
                 print(f"round {n} {side} load {loadavg()}: {shown}", flush=True)
-    print("medians (a | b):")
-    for key in rows["a"][0]:
-        a = statistics.median(r[key] for r in rows["a"])
-        b = statistics.median(r[key] for r in rows["b"])
-        print(f"  {key:22s} {a:10.3f} | {b:10.3f}   b/a {b / a if a else float('nan'):.3f}")
+    print_medians(rows, 22, 10)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ ratio is printed (the raw client selects the rows from the server at every list)
 from __future__ import annotations
 
 import argparse
-import statistics
 import uuid
 
-from abrun import loadavg, nbdb_bench, run_json
+from abrun import loadavg, nbdb_bench, print_medians, run_json
 
 WORKER = r"""
 import json, statistics, sys, time
@@ -83,11 +82,7 @@ def main() -> None:
                 rows[side].append(row)
                 shown = " ".join(f"{k}={v:.3g}" for k, v in row.items())
                 print(f"round {n} {side} load {loadavg()}: {shown}", flush=True)
-    print("medians (a | b):")
-    for key in rows["a"][0]:
-        a = statistics.median(r[key] for r in rows["a"])
-        b = statistics.median(r[key] for r in rows["b"])
-        print(f"  {key:14s} {a:9.3f} | {b:9.3f}   b/a {b / a if a else float('nan'):.3f}")
+    print_medians(rows, 14)
 
 
 if __name__ == "__main__":
