@@ -33,7 +33,7 @@ pytest.importorskip("grpc")
 
 from nbdb.backends.etcd import EtcdBackend, wire
 from nbdb.backends.etcd.backend import parse_url
-from nbdb.backends.etcd.client import safe_progress_requests
+from nbdb.backends.etcd.client import EtcdClient, safe_progress_requests
 
 
 def _ns() -> str:
@@ -852,6 +852,53 @@ def test_a_commit_of_long_keys_merges_its_absence_checks_to_fit_the_request_byte
         backend.commit_keys([], {keys[750]: b"there"}, [])  # type: ignore[attr-defined]
         assert backend.commit_keys(absent, {put: b"w"}, []) is None  # type: ignore[attr-defined]
         assert backend.get_key(put).value == b"v"  # type: ignore[attr-defined]
+
+
+class _CountingClient(EtcdClient):
+    """nbdb's own client, against the real server, keeping how many ranges each read-only transaction held."""
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self.reads: list[int] = []
+
+    def txn(self, request: bytes, *, write: bool = True) -> tuple[wire.Header, bool, list[list[wire.KV]], bool]:
+        got = super().txn(request, write=write)
+        if not write:
+            self.reads.append(len(got[2]))
+        return got
+
+
+@pytest.mark.timeout(120)
+def test_a_commit_merged_for_the_count_and_the_bytes_reads_its_keys_once(
+    custom_etcd: Callable[..., EtcdServer],
+) -> None:
+    """300 absence checks of keys of 500 bytes on a server of the default --max-txn-ops (128) and 64 KiB of
+    request bytes: merged to fit the count, the commit is still too large for the bytes, and merges again to
+    fit them. It read the keys of the first merge (173 ranges), then those of the second (198): each key is
+    read once now, only those of the second merge (each read counted by nbdb's client, on the real server)."""
+    from nbdb.families.kv import VersionIs
+
+    server = custom_etcd(["--max-request-bytes", "65536"])
+    settings, prefix, progress = parse_url(server.url + "?max_request_bytes=65536", {"namespace": _ns()})
+    client = _CountingClient(settings)
+    backend = EtcdBackend(client, prefix, progress)
+    try:
+        client.ensure_token()
+        keys = [f"{backend.layout.objects}t/LogicalRouter/{'k' * 500}-{i:05d}" for i in range(300)]
+        absent = [VersionIs(k, 0) for k in keys]
+        put = f"{backend.layout.objects}t/LogicalRouter/put"
+        assert backend.commit_keys(absent, {put: b"v"}, []) is not None
+        assert 0 < sum(client.reads) <= len(keys), client.reads
+        got = backend.get_key(put)
+        assert got is not None and got.value == b"v"
+        backend.commit_keys([], {keys[150]: b"there"}, [])
+        client.reads.clear()
+        assert backend.commit_keys(absent, {put: b"w"}, []) is None
+        assert sum(client.reads) <= len(keys), client.reads
+        got = backend.get_key(put)
+        assert got is not None and got.value == b"v"
+    finally:
+        client.close()
 
 
 @pytest.mark.timeout(120)
