@@ -34,6 +34,7 @@ pytest.importorskip("grpc")
 from nbdb.backends.etcd import EtcdBackend, wire
 from nbdb.backends.etcd.backend import parse_url
 from nbdb.backends.etcd.client import EtcdClient, safe_progress_requests
+from nbdb.families.kvtypes import KeyValue
 
 
 def _ns() -> str:
@@ -725,6 +726,25 @@ def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
         assert len(page) + len(rest) == 4
 
 
+def _prune_all_but_four(db: nbdb.Database, made: list[Any], per: int) -> list[KeyValue]:
+    """Deletes the routers of ``made`` (one a topic, from ``_routers_in_topics``) but the last 4, ``per`` a
+    transaction; a list a minute on prunes their emptied topics: the registry keys left."""
+    from nbdb.models.ovn import LogicalRouter
+
+    kept = [f"lr-{i}" for i in range(len(made) - 4, len(made))]
+    for first in range(0, len(made) - 4, per):
+        with db.transaction() as txn:
+            for router in made[first : first + per]:
+                txn.delete(LogicalRouter, router.id)
+    assert sorted(r.name for r in db.list(LogicalRouter)) == kept
+    backend = db.backend
+    for topic in backend._topics.checked:  # type: ignore[attr-defined]
+        backend._topics.checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
+    assert sorted(r.name for r in db.list(LogicalRouter)) == kept
+    left: list[KeyValue] = backend.range_keys([backend.layout.topic_marks])[0]  # type: ignore[attr-defined]
+    return left
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("declared", [True, False])
 def test_pages_lists_and_the_prune_on_a_server_with_a_smaller_max_txn_ops(
@@ -764,17 +784,7 @@ def test_pages_lists_and_the_prune_on_a_server_with_a_smaller_max_txn_ops(
             if (after := got.continue_token) is None:
                 break
         assert sorted(seen) == sorted(f"lr-{i}" for i in range(40))
-        for first in range(0, 36, 6):
-            with db.transaction() as txn:
-                for router in made[first : first + 6]:
-                    txn.delete(LogicalRouter, router.id)
-        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
-        backend = db.backend
-        for topic in backend._topics.checked:  # type: ignore[attr-defined]
-            backend._topics.checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
-        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
-        marks = backend.layout.topic_marks  # type: ignore[attr-defined]
-        left = backend.range_keys([marks])[0]  # type: ignore[attr-defined]
+        left = _prune_all_but_four(db, made, 6)
         assert len(left) == 4, [kv.key for kv in left]
 
 
@@ -906,21 +916,11 @@ def test_the_prune_of_long_registry_keys_fits_the_request_bytes(custom_etcd: Cal
     """With a namespace of 400 bytes, the prune's transaction deleting 56 dead registry keys (each nested with
     two compares, 1.7 KB) takes 95 KB: it was refused by a server of --max-request-bytes 64 KiB, and the
     registry kept its dead keys forever (the prune is best effort). Cut to the URL's bytes, every one goes."""
-    from nbdb.models.ovn import LogicalRouter
 
     server = custom_etcd(["--max-request-bytes", "65536"])
     with _connect(server.url + "?max_request_bytes=65536", namespace=_ns() + "n" * 400) as db:
         made = _routers_in_topics(db, 60)
-        for first in range(0, 56, 8):
-            with db.transaction() as txn:
-                for router in made[first : first + 8]:
-                    txn.delete(LogicalRouter, router.id)
-        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(56, 60)]
-        backend = db.backend
-        for topic in backend._topics.checked:  # type: ignore[attr-defined]
-            backend._topics.checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
-        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(56, 60)]
-        left = backend.range_keys([backend.layout.topic_marks])[0]  # type: ignore[attr-defined]
+        left = _prune_all_but_four(db, made, 8)
         assert len(left) == 4, len(left)
 
 
