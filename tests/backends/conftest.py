@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -10,6 +11,8 @@ from typing import Any
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.ovn import LogicalRouter
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
 
 
 def versions_until_quiet(watch: Any, rounds: int = 15, wait: float = 0.2) -> list[tuple[str, int]]:
@@ -69,3 +72,15 @@ def assert_reactor_wake_up_kept(
     after = median_get_ms(backend)
     was = "" if before is None else f" (it was {before:.2f} ms before)"
     assert after < 5, f"a get's median is {after:.2f} ms after {calls} calls{was}"
+
+
+def ovsdb_transact(address: str, ops: Sequence[Any]) -> list[Any]:
+    """Play another OVSDB client (ovn-nbctl, ovn-northd) writing OVN_Northbound at ``address`` directly:
+    ``ops`` in one ``ovsdb-client transact``, and its results."""
+    out = run_tool(
+        [str(find_binary("ovsdb-client")), "--timeout=10", "transact", f"tcp:{address}",
+         json.dumps(["OVN_Northbound", *ops])],
+        timeout=15,
+    )  # fmt: skip
+    result: list[Any] = json.loads(out)
+    return result
