@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "ETCD_CALLS",
+    "ETCD_REPLAYED",
     "ab_parser",
     "callgrind_phases",
     "env",
@@ -43,6 +44,30 @@ def counted(db):
         return real(method, request, what, **kwargs)
     client.call = call
     return calls
+"""
+
+# Worker source (to prepend to a worker's): ``replayed_ports(db, count)`` creates ``count`` ports (real round trips),
+# updates the first once for real, and from then on gives that update's reply back to every call of ``db``'s etcd
+# client (no gRPC: planning, encoding, parsing); it returns the ports and a function that puts the real call back.
+ETCD_REPLAYED = r"""
+from nbdb.bench.data import make_port
+from nbdb.bench.workloads.common import populate
+def replayed_ports(db, count):
+    client = db.backend.client
+    switch = populate(db, 0)[0]
+    ports = [db.create(make_port(switch, i)) for i in range(count)]
+    call = client.call
+    replies = []
+    def record(method, request, what, *, write=False):
+        reply = call(method, request, what, write=write)
+        replies.append(reply)
+        return reply
+    client.call = record  # the reply of one real update, then given back to every call
+    ports[0] = db.update(ports[0].replace(up=True))
+    client.call = lambda method, request, what, *, write=False: replies[-1]
+    def restore():
+        client.call = call
+    return ports, restore
 """
 
 

@@ -19,29 +19,23 @@ import sys
 import tempfile
 import uuid
 
-WORKER = r"""
+from abrun import ETCD_REPLAYED
+
+WORKER = (
+    r"""
 import sys
 import nbdb
-from nbdb.bench.data import make_port
-from nbdb.bench.workloads.common import populate
+"""
+    + ETCD_REPLAYED
+    + r"""
 url, ns, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with nbdb.connect(url, namespace=ns) as db:
-    client = db.backend.client
-    switch = populate(db, 0)[0]
-    ports = [db.create(make_port(switch, i)) for i in range(count)]
-    call = client.call
-    replies = []
-    def record(method, request, what, *, write=False):
-        reply = call(method, request, what, write=write)
-        replies.append(reply)
-        return reply
-    client.call = record  # the reply of one real update, then given back to every call
-    ports[0] = db.update(ports[0].replace(up=True))
-    client.call = lambda method, request, what, *, write=False: replies[-1]
+    ports, restore = replayed_ports(db, count)
     for p in ports:
         db.update(p.replace(up=True, external_ids={**p.external_ids, "neutron:revision_number": "2"}))
-    client.call = call
+    restore()
 """
+)
 
 
 def _instructions(src: str, url: str, count: int, work: str) -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import statistics
 import uuid
 
-from abrun import ab_parser, in_turns, loadavg, run_json
+from abrun import ETCD_REPLAYED, ab_parser, in_turns, loadavg, run_json
 
 WORKER = r"""
 import json, sys, time
@@ -79,11 +79,13 @@ for cls, label in ((ContractClient, "contract"), (Client, "raw")):
 print(json.dumps(out))
 """
 
-REPLAYED = r"""
+REPLAYED = (
+    r"""
 import json, sys, time
 import nbdb
-from nbdb.bench.data import make_port
-from nbdb.bench.workloads.common import populate
+"""
+    + ETCD_REPLAYED
+    + r"""
 url, ns, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 out = {}
 def phase(name, body):
@@ -91,24 +93,14 @@ def phase(name, body):
     body()
     out[name] = (time.thread_time_ns() - c) / count / 1e3
 with nbdb.connect(url, namespace=ns) as db:
-    client = db.backend.client
-    switch = populate(db, 0)[0]
-    ports = [db.create(make_port(switch, i)) for i in range(count)]
-    call = client.call
-    replies = []
-    def record(method, request, what, *, write=False):
-        reply = call(method, request, what, write=write)
-        replies.append(reply)
-        return reply
-    client.call = record  # the reply of one real update, then given back to every call
-    ports[0] = db.update(ports[0].replace(up=True))
-    client.call = lambda method, request, what, *, write=False: replies[-1]
+    ports, restore = replayed_ports(db, count)
     new = [p.replace(up=True, external_ids={**p.external_ids, "neutron:revision_number": "2"}) for p in ports]
     phase("update python", lambda: [db.update(p) for p in new])
     phase("delete python", lambda: [db.delete(p) for p in ports])
-    client.call = call
+    restore()
 print(json.dumps(out))
 """
+)
 
 
 def main() -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.ovn import LogicalRouter
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
 
 
 def versions_until_quiet(watch: Any, rounds: int = 15, wait: float = 0.2) -> list[tuple[str, int]]:
@@ -30,3 +36,51 @@ def fill_topics(db: nbdb.Database, routers: list[str | None], ports: list[str | 
         if topic not in switches:
             switches[topic] = db.create(LogicalSwitch(name=f"ls-{topic}", topic=topic))
         db.create(LogicalSwitchPort(name=f"p-{i}", switch=switches[topic].id, topic=topic))
+
+
+def median_get_ms(backend: Any, n: int = 100) -> float:
+    """The median time of ``n`` gets of an absent key through ``backend``, in milliseconds."""
+    took = []
+    for _ in range(n):
+        began = time.perf_counter()
+        backend.get_key("x/none")
+        took.append(time.perf_counter() - began)
+    return sorted(took)[n // 2] * 1e3
+
+
+def assert_reactor_wake_up_kept(
+    backend: Any, work: Sequence[Callable[[int], object]], seconds: float = 3.0, before: float | None = None
+) -> None:
+    """Each of ``work`` called over and over in a thread of its own for ``seconds`` (with how many calls it
+    made before), then a get's median through a Hazelcast ``backend``: well under the reactor's 10 ms poll
+    tick, which every request waits once hazelcast-python-client 5.7 lost the reactor's wake-up. ``before``:
+    the median measured before the threads, for the failure's message."""
+    end = time.monotonic() + seconds
+    calls = [0] * len(work)
+
+    def run(n: int) -> None:
+        while time.monotonic() < end:
+            work[n](calls[n])
+            calls[n] += 1
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    after = median_get_ms(backend)
+    was = "" if before is None else f" (it was {before:.2f} ms before)"
+    assert after < 5, f"a get's median is {after:.2f} ms after {calls} calls{was}"
+
+
+def ovsdb_transact(address: str, ops: Sequence[Any]) -> list[Any]:
+    """Play another OVSDB client (ovn-nbctl, ovn-northd) writing OVN_Northbound at ``address`` directly:
+    ``ops`` in one ``ovsdb-client transact``, and its results."""
+    out = run_tool(
+        [str(find_binary("ovsdb-client")), "--timeout=10", "transact", f"tcp:{address}",
+         json.dumps(["OVN_Northbound", *ops])],
+        timeout=15,
+    )  # fmt: skip
+    result: list[Any] = json.loads(out)
+    return result

@@ -449,6 +449,49 @@ def test_concurrent_commits_share_sequencer_round_trips_and_stay_dense(
     assert sorted(c.revision for c in changes) == sorted(revisions)
 
 
+class _LostRace:
+    """A process (``db`` through ``store``) warmed by one commit, and another process on the same namespace's
+    row: a sequencer of its own (its own queue). :meth:`race`, called right before this one's take, makes the
+    take lose the race and ``more`` commits of this process queue behind it; :meth:`run` makes the first
+    commit and waits for all of them."""
+
+    def __init__(self, db: nbdb.Database, store: FaultyStore, more: int = 4) -> None:
+        backend = db.backend
+        assert isinstance(backend, WideColumnBackend)
+        self.db, self.backend, self.more = db, backend, more
+        db.create(LogicalSwitch(name="warm", topic="t0"))
+        self.start = backend.current_revision()
+        self.other = RevisionSequencer(store.real, backend.partitions, backend.options, CommitQueue())
+        self.made: list[LogicalSwitch] = []
+        self.failures: list[BaseException] = []
+
+    def create(self, name: str) -> None:
+        try:
+            self.made.append(self.db.create(LogicalSwitch(name=name, topic=f"t-{name}")))
+        except BaseException as exc:
+            self.failures.append(exc)
+
+    def race(self, queued: Callable[[], bool]) -> None:
+        """The other process takes a number, and ``more`` commits start; returns once ``queued`` holds."""
+        self.other.void(self.other.allocate("t-other", frozenset({"LogicalSwitch"})))  # the race the take loses
+        for i in range(self.more):
+            threading.Thread(target=self.create, args=(f"queued-{i}",), daemon=True).start()
+        deadline = time.monotonic() + 20
+        while not queued():
+            assert time.monotonic() < deadline, "the commits did not queue"
+            time.sleep(0.01)
+
+    def run(self) -> list[LogicalSwitch]:
+        """The first commit, and every one queued behind it done: what they made (none failed)."""
+        self.create("first")
+        deadline = time.monotonic() + 60
+        while len(self.made) + len(self.failures) < 1 + self.more:
+            assert time.monotonic() < deadline, "the queued commits did not finish"
+            time.sleep(0.05)
+        assert self.failures == []
+        return self.made
+
+
 @pytest.mark.timeout(120)
 def test_a_take_that_lost_a_race_takes_the_commits_queued_behind_it(
     faulty: Callable[..., tuple[nbdb.Database, FaultyStore]],
@@ -458,13 +501,9 @@ def test_a_take_that_lost_a_race_takes_the_commits_queued_behind_it(
     for all five, not one for it and one more (racing the other processes again) for them. Revisions stay
     dense and a watcher sees every commit once."""
     db, store = faulty()
-    backend = db.backend
-    assert isinstance(backend, WideColumnBackend)
-    db.create(LogicalSwitch(name="warm", topic="t0"))
-    start = backend.current_revision()
-    # Another process: a sequencer of its own (its own queue) on the same namespace's row.
-    other = RevisionSequencer(store.real, backend.partitions, backend.options, CommitQueue())
-    queued, more = threading.Event(), 4
+    lost = _LostRace(db, store)
+    backend, start, more = lost.backend, lost.start, lost.more
+    queued = threading.Event()
     arrived: list[int] = []
     allocate = backend.sequencer.allocate
 
@@ -475,36 +514,18 @@ def test_a_take_that_lost_a_race_takes_the_commits_queued_behind_it(
     backend.sequencer.allocate = counted  # type: ignore[method-assign]
     apply = store.apply
     armed = [True]
-    made: list[LogicalSwitch] = []
-    failures: list[BaseException] = []
-
-    def create(name: str) -> None:
-        try:
-            made.append(db.create(LogicalSwitch(name=name, topic=f"t-{name}")))
-        except BaseException as exc:
-            failures.append(exc)
 
     def racing(writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
         if armed[0] and any(w is layout.W_HEAD for w, _ in writes):
             armed[0] = False
-            other.void(other.allocate("t-other", frozenset({"LogicalSwitch"})))  # the race this take loses
-            for i in range(more):
-                threading.Thread(target=create, args=(f"queued-{i}",), daemon=True).start()
-            deadline = time.monotonic() + 20
-            while len(arrived) < 1 + more or len(backend.sequencer._q.waiting) < more:
-                assert time.monotonic() < deadline, "the commits did not queue"
-                time.sleep(0.01)
+            lost.race(lambda: len(arrived) >= 1 + more and len(backend.sequencer._q.waiting) >= more)
             queued.set()
             store.applied.clear()
         return apply(writes)
 
     store.apply = racing  # type: ignore[method-assign]
-    create("first")
-    deadline = time.monotonic() + 60
-    while len(made) + len(failures) < 1 + more:
-        assert time.monotonic() < deadline, "the queued commits did not finish"
-        time.sleep(0.05)
-    assert failures == [] and queued.is_set()
+    made = lost.run()
+    assert queued.is_set()
     heads = _sent(store, layout.W_HEAD)
     assert heads == 2, f"{heads} compare-and-sets on the head after the lost race (2: the lost one, one for all)"
     assert sorted(m.nbdb_revision for m in made) == list(range(start + 2, start + 3 + more)), "not dense"
@@ -521,46 +542,23 @@ def test_a_grown_take_whose_outcome_is_unknown_settles_every_commit_it_took_for(
     bigger take is lost (unsent, or sent and its reply dropped): the settling read finds whether it took its
     numbers, and each of the five commits lands once on a number of its own, dense, each seen once."""
     db, store = faulty()
-    backend = db.backend
-    assert isinstance(backend, WideColumnBackend)
-    db.create(LogicalSwitch(name="warm", topic="t0"))
-    start = backend.current_revision()
-    other = RevisionSequencer(store.real, backend.partitions, backend.options, CommitQueue())
-    more = 4
-    made: list[LogicalSwitch] = []
-    failures: list[BaseException] = []
+    race = _LostRace(db, store)
+    backend, start, more = race.backend, race.start, race.more
     state = {"race": True}
     apply = store.apply
     heads: list[int] = []
-
-    def create(name: str) -> None:
-        try:
-            made.append(db.create(LogicalSwitch(name=name, topic=f"t-{name}")))
-        except BaseException as exc:
-            failures.append(exc)
 
     def racing(writes: Sequence[tuple[Write, Sequence[Any]]]) -> Applied:
         if any(w is layout.W_HEAD for w, _ in writes):
             heads.append(sum(1 for w, _ in writes if w is layout.W_INTENT))
             if state["race"]:
                 state["race"] = False
-                other.void(other.allocate("t-other", frozenset({"LogicalSwitch"})))
-                for i in range(more):
-                    threading.Thread(target=create, args=(f"queued-{i}",), daemon=True).start()
-                deadline = time.monotonic() + 20
-                while len(backend.sequencer._q.waiting) < more:
-                    assert time.monotonic() < deadline, "the commits did not queue"
-                    time.sleep(0.01)
+                race.race(lambda: len(backend.sequencer._q.waiting) >= more)
                 store.inject(Fault(writes_of(layout.W_HEAD), lost))  # the next try: the grown take
         return apply(writes)
 
     store.apply = racing  # type: ignore[method-assign]
-    create("first")
-    deadline = time.monotonic() + 60
-    while len(made) + len(failures) < 1 + more:
-        assert time.monotonic() < deadline, "the queued commits did not finish"
-        time.sleep(0.05)
-    assert failures == []
+    made = race.run()
     assert heads[:2] == [1, 1 + more], f"the take did not grow: {heads}"
     revisions = sorted(m.nbdb_revision for m in made)
     assert revisions == list(range(start + 2, start + 3 + more)), f"not dense: {revisions}"

@@ -33,7 +33,8 @@ pytest.importorskip("grpc")
 
 from nbdb.backends.etcd import EtcdBackend, wire
 from nbdb.backends.etcd.backend import parse_url
-from nbdb.backends.etcd.client import safe_progress_requests
+from nbdb.backends.etcd.client import EtcdClient, safe_progress_requests
+from nbdb.families.kvtypes import KeyValue
 
 
 def _ns() -> str:
@@ -725,6 +726,25 @@ def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
         assert len(page) + len(rest) == 4
 
 
+def _prune_all_but_four(db: nbdb.Database, made: list[Any], per: int) -> list[KeyValue]:
+    """Deletes the routers of ``made`` (one a topic, from ``_routers_in_topics``) but the last 4, ``per`` a
+    transaction; a list a minute on prunes their emptied topics: the registry keys left."""
+    from nbdb.models.ovn import LogicalRouter
+
+    kept = [f"lr-{i}" for i in range(len(made) - 4, len(made))]
+    for first in range(0, len(made) - 4, per):
+        with db.transaction() as txn:
+            for router in made[first : first + per]:
+                txn.delete(LogicalRouter, router.id)
+    assert sorted(r.name for r in db.list(LogicalRouter)) == kept
+    backend = db.backend
+    for topic in backend._topics.checked:  # type: ignore[attr-defined]
+        backend._topics.checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
+    assert sorted(r.name for r in db.list(LogicalRouter)) == kept
+    left: list[KeyValue] = backend.range_keys([backend.layout.topic_marks])[0]  # type: ignore[attr-defined]
+    return left
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("declared", [True, False])
 def test_pages_lists_and_the_prune_on_a_server_with_a_smaller_max_txn_ops(
@@ -764,17 +784,7 @@ def test_pages_lists_and_the_prune_on_a_server_with_a_smaller_max_txn_ops(
             if (after := got.continue_token) is None:
                 break
         assert sorted(seen) == sorted(f"lr-{i}" for i in range(40))
-        for first in range(0, 36, 6):
-            with db.transaction() as txn:
-                for router in made[first : first + 6]:
-                    txn.delete(LogicalRouter, router.id)
-        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
-        backend = db.backend
-        for topic in backend._topics.checked:  # type: ignore[attr-defined]
-            backend._topics.checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
-        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(36, 40)]
-        marks = backend.layout.topic_marks  # type: ignore[attr-defined]
-        left = backend.range_keys([marks])[0]  # type: ignore[attr-defined]
+        left = _prune_all_but_four(db, made, 6)
         assert len(left) == 4, [kv.key for kv in left]
 
 
@@ -854,26 +864,63 @@ def test_a_commit_of_long_keys_merges_its_absence_checks_to_fit_the_request_byte
         assert backend.get_key(put).value == b"v"  # type: ignore[attr-defined]
 
 
+class _CountingClient(EtcdClient):
+    """nbdb's own client, against the real server, keeping how many ranges each read-only transaction held."""
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self.reads: list[int] = []
+
+    def txn(self, request: bytes, *, write: bool = True) -> tuple[wire.Header, bool, list[list[wire.KV]], bool]:
+        got = super().txn(request, write=write)
+        if not write:
+            self.reads.append(len(got[2]))
+        return got
+
+
+@pytest.mark.timeout(120)
+def test_a_commit_merged_for_the_count_and_the_bytes_reads_its_keys_once(
+    custom_etcd: Callable[..., EtcdServer],
+) -> None:
+    """300 absence checks of keys of 500 bytes on a server of the default --max-txn-ops (128) and 64 KiB of
+    request bytes: merged to fit the count, the commit is still too large for the bytes, and merges again to
+    fit them. It read the keys of the first merge (173 ranges), then those of the second (198): each key is
+    read once now, only those of the second merge (each read counted by nbdb's client, on the real server)."""
+    from nbdb.families.kv import VersionIs
+
+    server = custom_etcd(["--max-request-bytes", "65536"])
+    settings, prefix, progress = parse_url(server.url + "?max_request_bytes=65536", {"namespace": _ns()})
+    client = _CountingClient(settings)
+    backend = EtcdBackend(client, prefix, progress)
+    try:
+        client.ensure_token()
+        keys = [f"{backend.layout.objects}t/LogicalRouter/{'k' * 500}-{i:05d}" for i in range(300)]
+        absent = [VersionIs(k, 0) for k in keys]
+        put = f"{backend.layout.objects}t/LogicalRouter/put"
+        assert backend.commit_keys(absent, {put: b"v"}, []) is not None
+        assert 0 < sum(client.reads) <= len(keys), client.reads
+        got = backend.get_key(put)
+        assert got is not None and got.value == b"v"
+        backend.commit_keys([], {keys[150]: b"there"}, [])
+        client.reads.clear()
+        assert backend.commit_keys(absent, {put: b"w"}, []) is None
+        assert sum(client.reads) <= len(keys), client.reads
+        got = backend.get_key(put)
+        assert got is not None and got.value == b"v"
+    finally:
+        client.close()
+
+
 @pytest.mark.timeout(120)
 def test_the_prune_of_long_registry_keys_fits_the_request_bytes(custom_etcd: Callable[..., EtcdServer]) -> None:
     """With a namespace of 400 bytes, the prune's transaction deleting 56 dead registry keys (each nested with
     two compares, 1.7 KB) takes 95 KB: it was refused by a server of --max-request-bytes 64 KiB, and the
     registry kept its dead keys forever (the prune is best effort). Cut to the URL's bytes, every one goes."""
-    from nbdb.models.ovn import LogicalRouter
 
     server = custom_etcd(["--max-request-bytes", "65536"])
     with _connect(server.url + "?max_request_bytes=65536", namespace=_ns() + "n" * 400) as db:
         made = _routers_in_topics(db, 60)
-        for first in range(0, 56, 8):
-            with db.transaction() as txn:
-                for router in made[first : first + 8]:
-                    txn.delete(LogicalRouter, router.id)
-        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(56, 60)]
-        backend = db.backend
-        for topic in backend._topics.checked:  # type: ignore[attr-defined]
-            backend._topics.checked[topic] -= 60.0  # type: ignore[attr-defined]  # a minute on: the next list prunes
-        assert sorted(r.name for r in db.list(LogicalRouter)) == [f"lr-{i}" for i in range(56, 60)]
-        left = backend.range_keys([backend.layout.topic_marks])[0]  # type: ignore[attr-defined]
+        left = _prune_all_but_four(db, made, 8)
         assert len(left) == 4, len(left)
 
 

@@ -26,8 +26,8 @@ from nbdb.conformance.kit import eventually
 from nbdb.families.ovsdb.rows import parse_window
 from nbdb.models import ACL, Chassis, LogicalSwitch, LogicalSwitchPort, Model, PortGroup, QoS
 from nbdb.testing.ovsdb import OvsdbServer
-from nbdb.testing.probes import run_tool
-from nbdb.testing.process import find_binary
+
+from .conftest import ovsdb_transact
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -44,18 +44,7 @@ def server() -> Iterator[OvsdbServer]:
 
 def _transact(server: OvsdbServer, ops: list[Any]) -> list[Any]:
     """Play another OVSDB client (ovn-nbctl, ovn-northd) writing the database directly."""
-    out = run_tool(
-        [
-            str(find_binary("ovsdb-client")),
-            "--timeout=10",
-            "transact",
-            f"tcp:{server.leader().address}",
-            json.dumps(["OVN_Northbound", *ops]),
-        ],
-        timeout=15,
-    )
-    result: list[Any] = json.loads(out)
-    return result
+    return ovsdb_transact(server.leader().address, ops)
 
 
 def _refused(result: list[Any]) -> bool:

@@ -18,8 +18,8 @@ import pytest
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
-from nbdb.testing.probes import run_tool
-from nbdb.testing.process import find_binary
+
+from .conftest import ovsdb_transact
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,17 +47,7 @@ def _serve(tmp_path: Path, schema: dict[str, Any], name: str) -> OvsdbServer:
 
 
 def _transact(server: OvsdbServer, *ops: Any) -> Any:
-    out = run_tool(
-        [
-            str(find_binary("ovsdb-client")),
-            "--timeout=10",
-            "transact",
-            f"tcp:{server.members[0].address}",
-            json.dumps(["OVN_Northbound", *ops]),
-        ],
-        timeout=15,
-    )
-    result = json.loads(out)
+    result = ovsdb_transact(server.members[0].address, ops)
     assert not any(isinstance(r, dict) and "error" in r for r in result), result
     return result
 

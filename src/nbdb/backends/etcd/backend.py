@@ -55,6 +55,8 @@ of ports) beside the list the load keeps anyway.
 _PRUNE_EVERY = 60.0  # seconds between two checks of one topic for a dead registry key (see _prune)
 _PRUNE_FROM = 32  # topics without the scanned tables' keys a scan must find before it checks them (see _prune)
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
+_LARGEST_REVISION = 2**63 - 2
+"""The largest revision a merged absence check names (it compares with the next): sizes a commit before its read."""
 _OPTIONS = {
     "namespace", "tls", "ca", "cert", "key", "user", "password", "timeout", "retries", "retry_backoff",
     "retry_deadline", "progress_interval", "max_txn_ops", "max_request_bytes", "group_commit",
@@ -586,16 +588,29 @@ class EtcdBackend(KeyValueBackend):
 
     def _commit(self, commit: KeyCommit) -> int | None:
         """:meth:`commit_keys` of ``commit``: one transaction, or None if a key it needs absent is there."""
-        compares = self._fitted_compares(commit)
+        budget = self.capabilities.max_txn_bytes
+        exact, runs = self._merge_plan(commit)
+        if runs and budget is not None:
+            # Merged for the count: sized at the largest revision a compare can name before its keys are read,
+            # so that a commit too large for the bytes as well reads its keys once, for the bytes' merge.
+            largest = self._merged(exact, runs, _LARGEST_REVISION)
+            if len(wire.txn_request(*self._txn_parts(commit, largest))) > budget:
+                return self._send(commit, self._fitted_request(commit, budget))
+        compares = self._read_merged(exact, runs)
         if compares is None:
             return None  # a key it needs absent was there: nothing was sent
         request = wire.txn_request(*self._txn_parts(commit, compares))
-        budget = self.capabilities.max_txn_bytes
         if budget is not None and len(request) > budget:
             fitted = self._fitted_request(commit, budget)
             if fitted is None:
                 return None
             request = fitted
+        return self._send(commit, request)
+
+    def _send(self, commit: KeyCommit, request: bytes | None) -> int | None:
+        """``commit``'s outcome once ``request`` is sent; None (nothing sent) for no request."""
+        if request is None:
+            return None
         header, succeeded, ranges, maybe_applied = self.client.txn(request)
         return self._outcome(commit, succeeded, ranges, header.revision, maybe_applied)
 
@@ -641,6 +656,11 @@ class EtcdBackend(KeyValueBackend):
         a key checked absent is present (the commit cannot apply). See
         :mod:`nbdb.backends.etcd.txnshape` for why a merged check is as strict.
         """
+        return self._read_merged(*self._merge_plan(commit, room))
+
+    def _merge_plan(self, commit: KeyCommit, room: int | None = None) -> tuple[list[bytes], list[list[str]]]:
+        """:meth:`_fitted_compares` before its read: the compares kept exact, and the runs of absence checks
+        merged (none: the exact compares are all). ValidationError if the commit cannot fit."""
         lock = self.layout.lock
         limit = self.capabilities.max_txn_ops
         writes = write_count(commit.puts, commit.deletes)
@@ -648,7 +668,7 @@ class EtcdBackend(KeyValueBackend):
         low, high = 0, len(commit.conditions)
         if limit is None or txnshape.shape_writes(high, writes, failure, limit).count <= limit:
             if room is None:
-                return [_compare(c, lock) for c in commit.conditions]
+                return [_compare(c, lock) for c in commit.conditions], []
             low = high  # the count fits as it is: only the bytes do not
         # The most compares that leave room for the writes (the count grows with the compares).
         while low < high and limit is not None:
@@ -672,9 +692,21 @@ class EtcdBackend(KeyValueBackend):
         if room is not None and (need := sum(txnshape.run_bytes(run) for run in runs)) > room:
             budget = self.capabilities.max_txn_bytes or 0
             raise self._too_large(budget - room + need, budget)  # before its reads
+        return compares, runs
+
+    def _read_merged(self, exact: list[bytes], runs: list[list[str]]) -> list[bytes] | None:
+        """``exact`` and a compare per run of :meth:`_merge_plan`, its keys read absent now; None if one is not."""
+        if not runs:
+            return exact  # nothing merged: every commit but the largest
         revision = self._absent_at([key for run in runs if len(run) > 1 for key in run])
         if revision is None:
             return None
+        return self._merged(exact, runs, revision)
+
+    @staticmethod
+    def _merged(exact: list[bytes], runs: list[list[str]], revision: int) -> list[bytes]:
+        """``exact``, then each run's compare: its key's absence, or no key of its range created after ``revision``."""
+        compares = list(exact)
         for run in runs:
             first = run[0].encode()
             if len(run) == 1:

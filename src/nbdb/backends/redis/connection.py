@@ -63,14 +63,13 @@ ERRORS = ExceptionMap(
         # another had applied: tried again (every script carries its token), but never "unsent".
         ErrorRule((PartlyApplied,), errors.BackendUnavailableError, retryable=True),
         ErrorRule((rexc.ConnectionError, rexc.TimeoutError), errors.BackendUnavailableError, retryable=True),
-        # A commit refused at a key it writes unread (lua.REFUSED_MARK): its reply names the key, whose
-        # topic, table or namespace may hold a retryable reply's word ('busy-tenant'), which made it an
-        # unavailability retried until the attempts ran out (in a group, every commit's outcome).
-        ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=(REFUSED_MARK,),
-                  message="a key of the nbdb namespace holds foreign data"),
-        # A commit whose log entries failed twice (lua.UNLOGGED_MARK: another writer's entry past 2^53 in a
-        # stream it appends to), nothing of it applied: it was a BackendUnavailableError, an unavailability.
-        ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=(UNLOGGED_MARK,),
+        # Before the retryable replies' words: a commit refused at a key it writes unread (lua.REFUSED_MARK):
+        # its reply names the key, whose topic, table or namespace may hold a retryable reply's word
+        # ('busy-tenant'), which made it an unavailability retried until the attempts ran out (in a group,
+        # every commit's outcome). A commit whose log entries failed twice (lua.UNLOGGED_MARK: another
+        # writer's entry past 2^53 in a stream it appends to), nothing of it applied: it was a
+        # BackendUnavailableError, an unavailability.
+        ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=(REFUSED_MARK, UNLOGGED_MARK),
                   message="a key of the nbdb namespace holds foreign data"),
         ErrorRule((rexc.ResponseError,), errors.BackendUnavailableError, contains=_RETRYABLE_REPLIES, retryable=True,
                   unsent=True),
