@@ -466,10 +466,9 @@ def test_every_key_a_commit_touches_of_another_type_fails_it_with_every_key_as_i
     'log0' moved; a topic's stream deleted (so made again, which 'logs' refused) with the counter,
     dmr and 'log''s last id and count moved (its commit's entry undone)."""
     for name in _every_key_names(redis_server, op):
-        # 'rev' deleted: the commit applies, past 'log''s last entry, and marks itself the namespace's
-        # first commit in 'log0' (b), which a watch from 0 reads only while 'log' does not start at
-        # revision 1 (left: docs/benchmarks.md, "What is still missed", #12).
-        if damage != "replaced" and name in (b"logs", b"rev"):
+        # 'logs' deleted and replaced: the "replaced" case. ('rev' deleted: the commit applies past
+        # 'log''s last entry, at the next revision, and writes no 'log0'.)
+        if damage != "replaced" and name == b"logs":
             continue
         with nbdb.connect(redis_server.url, namespace=f"e-{uuid.uuid4().hex[:10]}") as db, _raw_client(db) as client:
             _s1, p1, s2 = _every_key_setup(db)
@@ -672,6 +671,55 @@ def test_a_watch_whose_history_after_its_revision_went_still_raises(db: nbdb.Dat
         db.update(a)
         with pytest.raises(nbdb.HistoryGoneError):
             versions_until_quiet(watch)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("before", ["nothing", "log deleted"])
+@pytest.mark.parametrize("op", ["update", "create", "txn"])
+def test_a_deleted_revision_counter_reuses_no_revision_and_marks_no_first_commit(
+    db: nbdb.Database, client: Any, before: str, op: str
+) -> None:
+    """Another writer deletes 'rev': INCR gives 1 again, whose XADD fails ('log''s last id is past
+    it), so the commit lands past 'log''s last entry, once, and a watch from before sees it. It also
+    marked itself the namespace's first commit in 'log0' (b): a watch from 0 trusts a 'log' that
+    starts at or before b and lost nothing but undone entries, so after a 'log' another writer had
+    deleted (made again by the next commit, revisions 1-4 gone) that watch delivered revisions 5
+    and 6 as the whole history, skipping the creates before. Now b is not written when 'log' holds a
+    commit of this namespace: a watch from 0 gets every change, or HistoryGoneError."""
+    root = root_of(db)
+    a = db.create(LogicalSwitch(name="a"))
+    for i in range(3):
+        a = db.update(a.replace(name=f"a{i}"))
+    if before == "log deleted":
+        client.delete(root + "log")
+        a = db.update(a.replace(name="a3"))
+    head = db.backend.current_revision()
+    with db.watch(LogicalSwitch, since=head) as watch:
+        client.delete(root + "rev")
+        if op == "update":
+            a = db.update(a.replace(name="a4"))
+        elif op == "create":
+            db.create(LogicalSwitch(name="b"))
+        else:
+            with db.transaction() as txn:
+                txn.update(a.replace(name="a4"))
+                txn.create(LogicalSwitch(name="b"))
+        assert db.backend.current_revision() == head + 1
+        seen: list[int] = []
+        for _ in range(25):  # bounded: until the commit's changes arrive, then one quiet poll
+            got = [e.revision for e in watch.poll(0.2)]
+            seen += got
+            if len(seen) >= (2 if op == "txn" else 1) and not got:
+                break
+        assert seen == [head + 1] * (2 if op == "txn" else 1)
+    assert client.hgetall(root + "log0") == {}
+    with db.watch(LogicalSwitch, since=0) as watch0:
+        if before == "log deleted":
+            with pytest.raises(nbdb.HistoryGoneError):
+                versions_until_quiet(watch0)
+        else:
+            names = [name for name, _version in versions_until_quiet(watch0)]
+            assert names[:5] == ["a", "a0", "a1", "a2", "a4" if op != "create" else "b"]
 
 
 @pytest.mark.timeout(60)
