@@ -76,7 +76,7 @@ def stored(client: Any, root: str) -> dict[bytes, Any]:
             value = sorted(client.smembers(key))
         elif kind == b"stream":
             info = client.xinfo_stream(key)
-            value = (client.xrange(key), info["last-generated-id"], info["entries-added"])
+            value = (client.xrange(key), info["last-generated-id"], info["entries-added"], info["max-deleted-entry-id"])
         else:
             value = None
         out[key] = (kind, value)
@@ -349,15 +349,18 @@ def test_a_stream_made_again_that_the_registry_refuses_fails_the_commit_whole(
     """A double fault: another writer deleted a topic's stream (an update or a delete makes it
     again, and so does a create in its table, whose directory set it finds) and put a string at
     'logs'. The SADD failed, the commit was added again a revision
-    later and applied without its topic in 'logs'. Now it fails as CorruptRecordError naming 'logs',
-    nothing of it applied (the stream it made is gone again, no entry of it anywhere)."""
+    later and applied without its topic in 'logs'; then it failed as CorruptRecordError naming 'logs'
+    with the counter, dmr and 'log''s last id and counts moved (its entry taken, then undone). Now
+    the stream is counted before the first write, and the commit fails with every key as it was."""
     root = root_of(db)
     old = db.create(LogicalSwitch(name="old", topic="tenant"))
     client.delete(root + "log:tenant")
     client.delete(root + "logs")
     client.set(root + "logs", b"foreign")
+    before = stored(client, root)
     with pytest.raises(nbdb.CorruptRecordError, match=re.escape(root + "logs")):
         _write(db, op, old, "tenant")
+    assert stored(client, root) == before
     assert db.get(LogicalSwitch, old.id) == old
     assert db.list(LogicalSwitch) == [old]
     assert client.exists(root + "log:tenant") == 0
@@ -417,46 +420,121 @@ def _every_key_commit(db: nbdb.Database, op: str, p1: LogicalSwitchPort, s2: Log
             txn.update(p1.replace(name="p1b"))
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("op", ["create-port", "create-topic", "update", "delete-port", "delete-switch", "txn"])
-def test_every_key_a_commit_touches_of_another_type_fails_it_with_every_key_as_it_was(
-    redis_server: RedisServer,  # noqa: F811 - the fixture
-    op: str,
-) -> None:
-    """Each key the commit reads or writes (every key of the namespace before or after it but the
-    tokens), in turn another writer's key of another type (a string, or a hash where a string was):
-    the commit applies, or fails with a typed error and every key of the namespace as it was. A
-    stream ('log', a topic's) of another type failed it with the counter, dmr and 'log0' moved."""
-    keys: list[bytes] = []
+def _every_key_names(redis_server: RedisServer, op: str) -> list[bytes]:  # noqa: F811 - the fixture
+    """Every key of the namespace before or after ``op``'s commit but the tokens, root cut off."""
     with nbdb.connect(redis_server.url, namespace=f"e-{uuid.uuid4().hex[:10]}") as db, _raw_client(db) as client:
         root = root_of(db).encode()
         _s1, p1, s2 = _every_key_setup(db)
         seen = set(stored(client, root.decode()))
         _every_key_commit(db, op, p1, s2)
         seen |= set(stored(client, root.decode()))
-        keys = sorted(k[len(root) :] for k in seen if not k[len(root) :].startswith(b"ct:"))
+    keys = sorted(k[len(root) :] for k in seen if not k[len(root) :].startswith(b"ct:"))
     assert b"log" in keys and b"rev" in keys and b"dmr" in keys
-    for name in keys:
+    return keys
+
+
+def _foreign(client: Any, key: bytes) -> None:
+    """Another writer's key of another type at ``key`` (a string, or a hash where a string was)."""
+    kind = client.type(key)
+    client.delete(key)
+    if kind == b"string":
+        client.hset(key, "f", "foreign")
+    else:
+        client.set(key, b"foreign")
+
+
+def _put_back(client: Any, key: bytes, kept: bytes | None) -> None:
+    client.delete(key)
+    if kept is not None:
+        client.restore(key, 0, kept)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("damage", ["replaced", "deleted, 'logs' replaced"])
+@pytest.mark.parametrize("op", ["create-port", "create-topic", "update", "delete-port", "delete-switch", "txn"])
+def test_every_key_a_commit_touches_of_another_type_fails_it_with_every_key_as_it_was(
+    redis_server: RedisServer,  # noqa: F811 - the fixture
+    op: str,
+    damage: str,
+) -> None:
+    """Each key the commit reads or writes (every key of the namespace before or after it but the
+    tokens), in turn another writer's key of another type (a string, or a hash where a string was),
+    or deleted with a string at 'logs': the commit applies, or fails with a typed error and every
+    key of the namespace as it was (the counter, dmr, 'log0', 'logs', every stream's entries, last id
+    and count), and once the key is back it applies at the next revision, which a watch from before
+    delivers, once. A stream ('log', a topic's) of another type failed it with the counter, dmr and
+    'log0' moved; a topic's stream deleted (so made again, which 'logs' refused) with the counter,
+    dmr and 'log''s last id and count moved (its commit's entry undone)."""
+    for name in _every_key_names(redis_server, op):
+        # 'logs' deleted and replaced: the "replaced" case. ('rev' deleted: the commit applies past
+        # 'log''s last entry, at the next revision, and writes no 'log0'.)
+        if damage != "replaced" and name == b"logs":
+            continue
         with nbdb.connect(redis_server.url, namespace=f"e-{uuid.uuid4().hex[:10]}") as db, _raw_client(db) as client:
             _s1, p1, s2 = _every_key_setup(db)
             head = db.backend.current_revision()
             with contextlib.ExitStack() as stack:
                 watches = [stack.enter_context(db.watch(m, since=head)) for m in (LogicalSwitch, LogicalSwitchPort)]
-                key = root_of(db).encode() + name
-                kind = client.type(key)
-                client.delete(key)
-                if kind == b"string":
-                    client.hset(key, "f", "foreign")
+                root = root_of(db).encode()
+                key, logs = root + name, root + b"logs"
+                kept, kept_logs = client.dump(key), client.dump(logs)
+                if damage == "replaced":
+                    _foreign(client, key)
                 else:
-                    client.set(key, b"foreign")
+                    client.delete(key)
+                    _foreign(client, logs)
                 before = stored(client, root_of(db))
                 try:
                     _every_key_commit(db, op, p1, s2)
                 except nbdb.NbdbError:
                     assert stored(client, root_of(db)) == before, name
-                    continue
+                    _put_back(client, key, kept)
+                    _put_back(client, logs, kept_logs)
+                    _every_key_commit(db, op, p1, s2)
                 assert db.backend.current_revision() == head + 1, name
                 _assert_fully_visible(client, root_of(db), head, watches, op, name)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stream", ["log", "log:A"])
+@pytest.mark.parametrize("op", ["create-port", "update", "txn"])
+def test_a_commit_past_another_writers_entry_refused_by_log0_of_another_type_moves_only_what_is_documented(
+    db: nbdb.Database, client: Any, op: str, stream: str
+) -> None:
+    """Another writer's entry at the commit's revision in a stream it appends to sends it past that
+    entry, which writes 'log0' (the entries it undid); a string there refuses it. That refusal is
+    known only after the commit's first writes: it leaves nothing of the commit but the revision
+    counter, dmr's revisions of its directories and, when a topic's stream refused the entry after
+    'log' took it, 'log''s last id and counts (see "What a refused commit leaves" in
+    docs/backends/redis.md). Every other key is as it was, and once the entry and 'log0' are
+    taken back the commit applies, and a watch from before delivers it once."""
+    root = root_of(db)
+    _s1, p1, s2 = _every_key_setup(db)
+    head = db.backend.current_revision()
+    with contextlib.ExitStack() as stack:
+        watches = [stack.enter_context(db.watch(m, since=head)) for m in (LogicalSwitch, LogicalSwitchPort)]
+        client.xadd(root + stream, {"x": "foreign"}, id=f"{head + 1}-5")
+        client.set(root + "log0", b"foreign")
+        before = stored(client, root)
+        with pytest.raises(nbdb.CorruptRecordError, match=re.escape(root + "log0")):
+            _every_key_commit(db, op, p1, s2)
+        after = stored(client, root)
+        moved = {k[len(root) :].decode() for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        assert moved <= {"rev", "dmr", "log"} and (stream == "log:A" or "log" not in moved), moved
+        # The other writer takes its entry and key back (an entry without a token in 'log' is
+        # damage a watch reports); the commit goes past that id.
+        client.xdel(root + stream, f"{head + 1}-5")
+        client.delete(root + "log0")
+        _every_key_commit(db, op, p1, s2)
+        rev = db.backend.current_revision()
+        assert rev > head + 1
+        seen: list[int] = []
+        want = sum(_EVERY_KEY_CHANGES[op].values())
+        deadline = time.monotonic() + 5
+        while len(seen) < want and time.monotonic() < deadline:
+            for watch in watches:
+                seen += [e.revision for e in watch.poll(0.05)]
+        assert seen == [rev] * want
 
 
 _EVERY_KEY_CHANGES = {  # the objects each commit changes, by topic
@@ -593,6 +671,55 @@ def test_a_watch_whose_history_after_its_revision_went_still_raises(db: nbdb.Dat
         db.update(a)
         with pytest.raises(nbdb.HistoryGoneError):
             versions_until_quiet(watch)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("before", ["nothing", "log deleted"])
+@pytest.mark.parametrize("op", ["update", "create", "txn"])
+def test_a_deleted_revision_counter_reuses_no_revision_and_marks_no_first_commit(
+    db: nbdb.Database, client: Any, before: str, op: str
+) -> None:
+    """Another writer deletes 'rev': INCR gives 1 again, whose XADD fails ('log''s last id is past
+    it), so the commit lands past 'log''s last entry, once, and a watch from before sees it. It also
+    marked itself the namespace's first commit in 'log0' (b): a watch from 0 trusts a 'log' that
+    starts at or before b and lost nothing but undone entries, so after a 'log' another writer had
+    deleted (made again by the next commit, revisions 1-4 gone) that watch delivered revisions 5
+    and 6 as the whole history, skipping the creates before. Now b is not written when 'log' holds a
+    commit of this namespace: a watch from 0 gets every change, or HistoryGoneError."""
+    root = root_of(db)
+    a = db.create(LogicalSwitch(name="a"))
+    for i in range(3):
+        a = db.update(a.replace(name=f"a{i}"))
+    if before == "log deleted":
+        client.delete(root + "log")
+        a = db.update(a.replace(name="a3"))
+    head = db.backend.current_revision()
+    with db.watch(LogicalSwitch, since=head) as watch:
+        client.delete(root + "rev")
+        if op == "update":
+            a = db.update(a.replace(name="a4"))
+        elif op == "create":
+            db.create(LogicalSwitch(name="b"))
+        else:
+            with db.transaction() as txn:
+                txn.update(a.replace(name="a4"))
+                txn.create(LogicalSwitch(name="b"))
+        assert db.backend.current_revision() == head + 1
+        seen: list[int] = []
+        for _ in range(25):  # bounded: until the commit's changes arrive, then one quiet poll
+            got = [e.revision for e in watch.poll(0.2)]
+            seen += got
+            if len(seen) >= (2 if op == "txn" else 1) and not got:
+                break
+        assert seen == [head + 1] * (2 if op == "txn" else 1)
+    assert client.hgetall(root + "log0") == {}
+    with db.watch(LogicalSwitch, since=0) as watch0:
+        if before == "log deleted":
+            with pytest.raises(nbdb.HistoryGoneError):
+                versions_until_quiet(watch0)
+        else:
+            names = [name for name, _version in versions_until_quiet(watch0)]
+            assert names[:5] == ["a", "a0", "a1", "a2", "a4" if op != "create" else "b"]
 
 
 @pytest.mark.timeout(60)

@@ -228,19 +228,20 @@ local function refused(names, i, j, got)
   end
   error({err = tostring(got.err) .. ' (nbdb: at ' .. key .. ', __REFUSED_MARK__)'})
 end
--- fresh: the commit may make a topic's stream (it creates an object in a topic whose table's
--- directory set it did not find; an update or a delete finds its object, so its topic's stream
--- exists). Then the streams are counted (EXISTS), and if one is missing, 'logs', which the commit
--- adds that topic to, must be a set (or none): another writer's key of another type there refused
--- the SADD after the entries, which were undone and added again a revision later, the topic never
--- in 'logs'. Only such a commit pays the call.
-local function revision(topics, fresh)
-  local missing = false
+-- missing: whether a stream of the commit's topics is missing (true, false), or nil: not known,
+-- then they are counted (EXISTS). A missing stream is made by the commit's XADD, which adds its
+-- topic to 'logs': another writer's key of another type there refuses that SADD after 'log' took
+-- the entry and dmr was written (a stream another writer deleted under an object, or a new topic),
+-- and neither can be undone exactly (the stream's last id and counts stay moved, dmr's old values
+-- are not known). So 'logs''s type is asked here, before the first write, when one is missing. The
+-- lean paths that read an EXISTS anyway name the stream in it (a create, a delete); an update and
+-- the general path pay the call.
+local function revision(topics, missing)
   if type(topics) == 'string' then
     -- One topic (the lean paths): no table made unless it fails.
     local got = redis.pcall('XREAD', 'STREAMS', P .. 'log', P .. 'log:' .. topics, '$', '$')
     if got and got.err then refused({P .. 'log', P .. 'log:' .. topics}, 1, 2, got) end
-    missing = fresh and redis.call('EXISTS', P .. 'log:' .. topics) == 0
+    if missing == nil then missing = redis.call('EXISTS', P .. 'log:' .. topics) == 0 end
   else
     local names = {P .. 'log'}
     for topic in pairs(topics) do names[#names + 1] = P .. 'log:' .. topic end
@@ -253,9 +254,8 @@ local function revision(topics, fresh)
       local got = redis.pcall('XREAD', unpack(args))
       if got and got.err then refused(names, i, j, got) end
     end
-    if fresh == 'missing' then
-      missing = true
-    elseif fresh then
+    if missing == nil then
+      missing = false
       for i = 2, #names, 1000 do
         local j = math.min(i + 999, #names)
         if redis.call('EXISTS', unpack(names, i, j)) < j - i + 1 then missing = true; break end
@@ -331,12 +331,13 @@ _COMMIT_ANNOUNCE = _fill(
 -- the data writes, which cannot fail (every key written was read first, its type known, or is
 -- written with a pcall), so no entry announces a commit that did not happen. Only the keys never
 -- read (directory sets, dmr) are written before them. An XADD that fails again (an id past 2^53;
--- a stream of another type no longer gets here: revision() refuses it before the first write),
--- a 'logs' of another type that refuses a stream made again (revision() checks 'logs' only for a
--- commit that may make one), or a 'log0' of another type on this rare path (asked before it is
--- written) undoes the entries and returns false and the error: the caller
--- undoes its directory sets (dmr marks a change that was not: harmless, a list re-reads) and
--- raises it, the commit's data unwritten.
+-- a stream of another type, or a 'logs' of another type where a stream is missing, no longer
+-- gets here: revision() refuses them before the first write), or a 'log0' of another type on this
+-- rare path (asked before it is written) undoes the entries and returns false and the error: the
+-- caller undoes its directory sets and raises it, the commit's data unwritten. That refusal still
+-- moves the counter, dmr and the last id of a stream that took the entry (none of them can be put
+-- back exactly; knowing them before the first write costs every commit a call: see "What a refused
+-- commit leaves" in docs/backends/redis.md).
 local function announce(rev, all, topics)
   -- One record (a single-object commit) is the feed itself: table.concat would copy it into a
   -- new string, and a string costs Redis's Lua ~11 instructions a byte (it hashes every byte).
@@ -376,8 +377,8 @@ local function announce(rev, all, topics)
         -- (uncounted, it stayed, and the retry added the commit to the stream a second time).
         added = added + 1
         if made then
-          -- revision() found 'logs' a set when the commit could make a stream; a stream another
-          -- writer deleted under an object is made again here, and 'logs' may then refuse.
+          -- revision() found 'logs' a set (or none) when a stream was missing: the SADD refuses
+          -- only what no type check foresees (out of memory); undone as the rest.
           got = redis.pcall('SADD', P .. 'logs', topic)
           if type(got) == 'table' and got.err then bad = got.err .. ' (at ' .. P .. 'logs)'; stop = true; break end
           made = false
@@ -409,7 +410,24 @@ local function announce(rev, all, topics)
       bad = tostring(bad) .. '; WRONGTYPE (at ' .. P .. 'log0)'; first = false; break
     end
     if added > 0 then redis.call('HINCRBY', P .. 'log0', 'm', 1) end
-    if rev == rev0 and (rev0 == 1 or redis.call('HGET', P .. 'log0', 'b') == revs) then first = true end
+    if rev == rev0 and rev0 == 1 then
+      -- A counter at 1 is a first commit's, or one another writer deleted: then 'log' still holds
+      -- this namespace's commits (an entry of a token and changes, 't' and 'c', at its start or
+      -- end; this commit's own is undone above; another writer's entry of a token alone is none),
+      -- and b would vouch, to a watch from 0, for a 'log' made again before it (by a commit after
+      -- another writer deleted 'log'), every entry at or before b: that watch skipped every change
+      -- before them. One XINFO, on this rare path only.
+      first = true
+      local info = redis.pcall('XINFO', 'STREAM', P .. 'log')
+      if not info.err then
+        for j = 1, #info, 2 do
+          local e = (info[j] == 'first-entry' or info[j] == 'last-entry') and info[j + 1]
+          if e and e[2][1] == 't' and e[2][3] == 'c' then first = false end
+        end
+      end
+    elseif rev == rev0 and redis.call('HGET', P .. 'log0', 'b') == revs then
+      first = true
+    end
     if stop then break end
     local past = rev
     for i = 1, #names do
@@ -568,8 +586,12 @@ local function delete()
   local h = P .. 'k:i/' .. tbl .. '/' .. oid
   local r = redis.call('HMGET', h, 'ov', 'on', 'ot')
   if (r[3] == topic and tonumber(r[2])) ~= expect then return {0} end
-  if redis.call('EXISTS', P .. 'k:' .. refs) == 1 then return {0} end
-  local rev0 = revision(topic)
+  -- The referrers' hash (none left) and the topic's stream (named twice: count // 2 whether it
+  -- exists, see revision) in one EXISTS.
+  local s = P .. 'log:' .. topic
+  local count = redis.call('EXISTS', P .. 'k:' .. refs, s, s)
+  if count % 2 == 1 then return {0} end
+  local rev0 = revision(topic, count == 0)
   -- The keys not read first (their type unknown) before the log entries (see announce).
   local bad, got = enlist('SREM', topic, tbl, oid)
   if not bad then bad, got = touched(topic, tbl, str(rev0)) end
@@ -673,22 +695,26 @@ local function create()
       end
     end
   end
-  local absent, existed = false, nil
+  local absent, existed, missing = false, nil, nil
   local hs = {}
   for i = 1, #objs do hs[i] = objs[i][7] end
   for i = 1, #claims do hs[#hs + 1] = claims[i][1] end
   if one then
-    -- One object: its table's directory set is asked in the same EXISTS (it saves the SCARD
-    -- after the SADD that would tell whether the SADD made it, and says whether the topic's
-    -- stream may be missing: see revision). EXISTS counts a key named m
-    -- times m times: with the set named m = #hs + 1 times (more than the other keys can add
-    -- up to), count // m says whether it exists and count % m how many of the others do. (An
+    -- One object: its table's directory set and its topic's stream are asked in the same EXISTS
+    -- (it saves the SCARD after the SADD that would tell whether the SADD made it, and the count
+    -- of the stream, see revision). EXISTS counts a key named m times m times: with the set
+    -- named m = #hs + 1 times (more than the other keys can add up to) and the stream named
+    -- 2m times (more than all of those), count // 2m says whether the stream exists,
+    -- count % 2m // m whether the set does, and count % m how many of the others do. (An
     -- object without claims asked its hash with HMGET, then SCARD after the SADD: one call more.)
     local n, o = #hs, objs[1]
     local m = n + 1
-    local d = P .. 'd:o/' .. o[4] .. '/' .. o[5] .. '/'
+    local d, s = P .. 'd:o/' .. o[4] .. '/' .. o[5] .. '/', P .. 'log:' .. o[4]
     for i = 1, m do hs[n + i] = d end
+    for i = 1, 2 * m do hs[n + m + i] = s end
     local count = redis.call('EXISTS', unpack(hs))
+    missing = count < 2 * m
+    count = count % (2 * m)
     absent, existed = count % m == 0, count >= m
   elseif #hs > 1 then
     absent = redis.call('EXISTS', unpack(hs)) == 0
@@ -716,11 +742,9 @@ local function create()
       end
     end
   end
-  -- A table's directory set found means its topic's stream exists (a commit made the set, and
-  -- the stream); otherwise revision() counts the stream (see there).
-  local streams, fresh = objs[1][4], existed ~= true
+  local streams = objs[1][4]
   if #objs > 1 then
-    -- The topics' streams in one EXISTS, each named once: fresh is 'missing' if one is not there.
+    -- The topics' streams in one EXISTS, each named once: missing if one is not there.
     -- All objects in one table (the usual transaction): that table's directory set named
     -- #topics + 1 = 2 times in it too, count // 2 whether it exists (it saves the SCARD after
     -- its SADD).
@@ -735,9 +759,9 @@ local function create()
     if d then names[2] = P .. 'd:o/' .. t1 .. '/' .. tbl1 .. '/'; names[3] = names[2] end
     local count = redis.call('EXISTS', unpack(names))
     if d then existed = count >= 2; count = count % 2 end
-    fresh = count < #names - (d and 2 or 0) and 'missing'
+    missing = count < #names - (d and 2 or 0)
   end
-  local rev0 = revision(streams, fresh)
+  local rev0 = revision(streams, missing)
   -- The keys not read first (directory sets, dmr) before the log entries (see announce), the
   -- rest after them.
   local dirs, bad, got, upto = nil, nil, nil, 0
@@ -1136,7 +1160,7 @@ _COMMIT_DIRECTORIES = _fill(
     r"""
 -- The change feed: one entry per commit in 'log' (its token, and its object changes if any),
 -- and one per touched topic in that topic's log.
-local all, topics, fresh = {}, {}, false
+local all, topics = {}, {}
 -- A key loc() matched as o/<topic>/<table>/<id> is an object's when OBJ is 'o/' (no key prefix).
 local plain = OBJ == 'o/'
 for i = 1, #changes do
@@ -1148,14 +1172,12 @@ for i = 1, #changes do
     local topic = w[5] or c[1]:sub(#OBJ + 1):match('^([^/]*)/')
     if topic then
       if not topics[topic] then topics[topic] = {} end
-      -- A key made in a topic: its stream may be made too (see revision).
-      if c[2] and not c[4] then fresh = true end
       table.insert(topics[topic], rec)
     end
   end
 end
 -- (Before the revision: its streams' types are checked there, before the commit's first write.)
-local rev0 = revision(topics, fresh)
+local rev0 = revision(topics)
 
 -- Pass 2: the writes. First those of keys not read in pass 1 (their type unknown: a foreign key
 -- of another type refuses its write, and the commit is undone, see refuse): the directories of the
