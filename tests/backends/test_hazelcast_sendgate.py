@@ -304,3 +304,116 @@ def test_a_lease_is_renewed_while_another_thread_of_the_client_tries_to_take_it(
     wrong = [s for s in seen if s[1] is not (s[0] == "renew") or s[2] > timeout / 2]
     assert any(s[0] == "renew" for s in seen) and any(s[0] == "acquire" for s in seen), seen[:10]
     assert not wrong, f"{len(seen)} calls, wrong: {wrong[:10]}"
+
+
+class _WakeLog:
+    """Requests sent through recorded proxies from threads other than the client's reactor, and every such request
+    sent while another of them was still awaiting its reply (a second wake-up while the reactor may be taking the
+    first: how hazelcast-python-client 5.7's is lost)."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.out: list[str] = []
+        self.sent: list[str] = []
+        self.overlaps: list[tuple[str, tuple[str, ...]]] = []
+
+    def wrap(self, proxy: object) -> object:
+        log = self
+
+        class Recorded:
+            def __getattr__(self, name: str) -> object:
+                attr = getattr(proxy, name)
+                if not callable(attr):
+                    return attr
+
+                def call(*args: object, **kwargs: object) -> object:
+                    if threading.current_thread().name == "hazelcast-reactor":
+                        return attr(*args, **kwargs)  # wakes nothing
+                    with log.guard:
+                        if log.out:
+                            log.overlaps.append((name, tuple(log.out)))
+                        log.out.append(name)
+                        log.sent.append(name)
+                    future = attr(*args, **kwargs)
+                    future.add_done_callback(lambda _: log.answered(name))  # type: ignore[attr-defined]
+                    return future
+
+                return call
+
+        return Recorded()
+
+    def answered(self, name: str) -> None:
+        with self.guard:
+            self.out.remove(name)
+
+
+@pytest.mark.timeout(90)
+def test_lock_requests_of_renewals_never_wake_the_reactor_while_another_wake_up_is_unanswered(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Two threads of gets and two of lease renewals (lock, read, write, unlock), 40 rounds each: no request leaves
+    from a caller's thread while another sent from one awaits its reply.
+
+    The lock request left from its owner's thread without holding the send gate (a blocking ``lock`` may be
+    answered late), and a marker read followed it from the same thread to hold the gate: two wake-ups in a row,
+    on every renewal. Under eight threads (four renewing) hazelcast-python-client 5.7's reactor lost its wake-up
+    in 4 runs of 4 (``benchmarks/hzwakeup_stress.py 4 3 8:renew``). The lock is now a ``tryLock`` that does not
+    wait, answered at once, holding the gate until its reply like any request sent through it."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        for n in (2, 3):
+            assert backend.acquire_lease(f"l{n}", b"t", 30.0)
+        log = _WakeLog()
+        backend._kv_async = log.wrap(backend._kv_async)
+        backend._lease_async = log.wrap(backend._lease_async)
+        backend.meta_async = log.wrap(backend.meta_async)
+        failed: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for _ in range(40):
+                    if n < 2:
+                        backend.get_key(f"x/{n}")
+                    else:
+                        assert backend.renew_lease(f"l{n}", b"t", 30.0)
+            except BaseException as exc:  # reported below
+                failed.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert not failed, failed
+    locks = [name for name in log.sent if name in ("lock", "try_lock")]
+    assert len(locks) >= 80, log.sent[:20]
+    assert not log.overlaps, f"{len(log.overlaps)} of {len(log.sent)} sends overlapped: {log.overlaps[:5]}"
+
+
+@pytest.mark.timeout(60)
+def test_a_renewal_waits_for_a_lease_entry_lock_another_client_holds_and_takes_it_once_freed(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Another client holds the lease entry's lock: a renewal asks again (``tryLock`` refused) until it is freed,
+    then renews; held past ``timeout``, the renewal fails with BackendUnavailableError and holds nothing after."""
+    namespace = _ns()
+    with (
+        nbdb.connect(hazelcast_server.url, namespace=namespace) as other,
+        nbdb.connect(f"{hazelcast_server.url}?timeout=2", namespace=namespace) as db,
+    ):
+        backend, rival = db.backend, other.backend
+        assert isinstance(backend, HazelcastBackend) and isinstance(rival, HazelcastBackend)
+        assert backend.acquire_lease("l", b"a", 30.0)
+        rival._lease_async.lock("l", lease_time=30).result()
+        with pytest.raises(errors.BackendUnavailableError, match="not granted"):
+            backend.renew_lease("l", b"a", 30.0)
+        renewed: list[object] = []
+        worker = threading.Thread(target=lambda: renewed.append(backend.renew_lease("l", b"a", 30.0)), daemon=True)
+        worker.start()
+        worker.join(0.3)  # asking again meanwhile (or not started yet): either way it waits for the unlock
+        rival._lease_async.unlock("l").result()
+        worker.join(30)
+        assert renewed == [True]
+        assert not backend._lease_async.is_locked("l").result()  # the renewal's unlock left nothing held

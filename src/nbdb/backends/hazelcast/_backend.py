@@ -83,6 +83,9 @@ bounded (and one per topic), lest a cluster that stopped answering collect one p
 ``timeout``. Past it a topic is left to a later commit or scan; a registry past :data:`_TOPIC_RANGES` is
 not read whole anyway."""
 _MAX_BOUNCES = 20
+_LOCK_POLL_FIRST = 0.001
+_LOCK_POLL_MAX = 0.02
+"""Pauses (s) between a key lock's ``tryLock`` attempts while another holds it: from the first, doubling to the last."""
 """How often a burst waits for one more reply to leave from the reactor thread (see ``then_send``)."""
 _WARNED: set[str] = set()
 """Clusters whose lack of nbdb's member-side code was logged already (once a process each)."""
@@ -154,7 +157,7 @@ class HazelcastBackend(ChangeLogBackend):
         self.commit_lock_requests_peak = 0
         """The most commit-lock requests this backend had outstanding at once (1 while threads take turns)."""
         self._executor = client.get_executor("nbdb.commit")
-        self.gate = SendGate(marker=lambda: self.meta_async.get(TRIM))
+        self.gate = SendGate()
         """Caller threads' requests, one wake-up of the client's reactor at a time (see :class:`SendGate`)."""
         self._outage = Outage(config.timeout)
         """Since when the client has been without a connection to the cluster: see :meth:`_admit`."""
@@ -286,8 +289,8 @@ class HazelcastBackend(ChangeLogBackend):
         reads under a lease condition) queued behind it: the renewal failed with BackendUnavailableError
         after 2 x ``timeout``. A read goes through the gate and the write leaves once, from its reply's
         callback (the reactor's thread, which wakes nothing), holding nothing: as a commit task does.
-        Sent from this thread right after the gate was idle (``send_here`` without ``hold``, then a marker
-        read), two wake-ups in a row from one thread lost the reactor's in 4 of 4 runs of
+        Sent from this thread right after the gate was idle without holding it (then a marker read from
+        this thread), two wake-ups in a row from one thread lost the reactor's in 4 of 4 runs of
         ``test_threads_of_ids_leases_and_revisions_keep_the_clients_reactor_wake_up``.
         """
         return self.call(
@@ -802,38 +805,68 @@ class HazelcastBackend(ChangeLogBackend):
         that nothing waits for, sent from the reactor's thread, see :meth:`then_send`).
         """
         counted = imap is self.meta_async and key == _COMMIT_LOCK
+        held = _Held()
+
+        def follow(sent: Any) -> Any:
+            if then is None:
+                return sent
+            # Sent from the grant's callback; an attempt refused sends nothing (its follow is None).
+            held.follow = self.then_send(sent, lambda grant: then() if grant.result() else None)
+            return sent
 
         def send() -> Any:
             if counted:
                 with self._lock_requests_guard:
                     self._lock_requests += 1
                     self.commit_lock_requests_peak = max(self.commit_lock_requests_peak, self._lock_requests)
-            return self.gate.send_here(lambda: imap.lock(key, lease_time=lease), self.config.timeout, hold=False)
+            # tryLock without waiting: answered at once, so it holds the gate until its reply like any request
+            # (see SendGate.send_here). A blocking lock left the gate early and a marker read followed it from
+            # this thread: two wake-ups in a row, and the reactor's was lost (renewals of 4 threads beside 4
+            # of gets: 4 runs of 4).
+            return self.gate.send_here(
+                lambda: imap.try_lock(key, lease_time=lease, timeout=0), self.config.timeout, follow
+            )
 
-        pending = self.call(send)
-        held = _Held()
-        if then is not None:
-            follow = then
-            held.follow = self.then_send(pending, lambda grant: (grant.result(), follow())[1])
-        granted = threading.Event()
-        pending.add_done_callback(lambda _: granted.set())
-        if counted:
-            pending.add_done_callback(lambda _: self._lock_request_done())
+        end = time.monotonic() + self.config.timeout
+        pause = _LOCK_POLL_FIRST
+        pending: Any = None
         try:
-            if not granted.wait(self.config.timeout):
-                raise errors.BackendUnavailableError(
-                    f"hazelcast at {self.config.where}: the lock of {key!r} was not granted "
-                    f"within {self.config.timeout}s"
-                )
+            while True:
+                pending = self.call(send)
+                granted = threading.Event()
+                pending.add_done_callback(lambda _, done=granted: done.set())
+                if counted:
+                    pending.add_done_callback(lambda _: self._lock_request_done())
+                if not granted.wait(max(0.0, end - time.monotonic())):
+                    raise errors.BackendUnavailableError(
+                        f"hazelcast at {self.config.where}: the lock of {key!r} was not granted "
+                        f"within {self.config.timeout}s"
+                    )
+                if self._reply(pending):
+                    break
+                # Held by another client (or thread): asked again, at growing intervals, until ``timeout``.
+                left = end - time.monotonic()
+                if left <= 0:
+                    pending = None
+                    raise errors.BackendUnavailableError(
+                        f"hazelcast at {self.config.where}: the lock of {key!r} was not granted "
+                        f"within {self.config.timeout}s"
+                    )
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, _LOCK_POLL_MAX)
         except BaseException:
-            pending.add_done_callback(lambda grant: self._release_abandoned(imap, key, grant))
+            if pending is not None:
+                pending.add_done_callback(lambda grant: self._release_abandoned(imap, key, grant))
             if after is not None:
                 # A late grant still runs ``then`` (held.follow): ``after`` follows it, as it would the unlock
                 # (a list's scan reserves the topics it finds for ``after`` to register: else in flight for good).
                 late = after
-                self.then_send(held.follow if held.follow is not None else pending, lambda _: late())
+                last = held.follow if held.follow is not None else pending
+                if last is None:
+                    late()
+                else:
+                    self.then_send(last, lambda _: late())
             raise
-        self._reply(pending)
         try:
             yield held
         finally:
@@ -855,7 +888,7 @@ class HazelcastBackend(ChangeLogBackend):
             self._lock_requests -= 1
 
     def _release_abandoned(self, imap: Any, key: str, grant: Any) -> None:
-        if grant.exception() is None and not self._closed:
+        if grant.exception() is None and grant.result() and not self._closed:
             try:
                 imap.force_unlock(key)
             except hzerrors.HazelcastError as exc:
