@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,16 @@ from nbdb.backends.hazelcast import HazelcastBackend
 
 def _ns() -> str:
     return "t" + uuid.uuid4().hex[:10]
+
+
+def _in_threads(work: Callable[[Any], None], args: Iterable[Any], wait: float) -> None:
+    """``work(arg)`` in a thread of its own for each of ``args``; each must end within ``wait`` s."""
+    threads = [threading.Thread(target=work, args=(arg,), daemon=True) for arg in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(wait)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
 
 
 @pytest.mark.timeout(90)
@@ -218,12 +229,7 @@ def test_threads_of_ids_leases_and_revisions_keep_the_clients_reactor_wake_up(
                     backend.revision_now()
                 calls[n] += 1
 
-        threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not any(thread.is_alive() for thread in threads)
+        _in_threads(work, range(4), 30)
         after = _median_get_ms(backend)
         assert after < 5, f"a get's median is {after:.2f} ms after {calls} calls"
 
@@ -255,12 +261,7 @@ def test_eight_writers_and_a_reader_keep_the_clients_reactor_wake_up(
                     db.create(LogicalSwitch(name=f"w{n}-{calls[n]}"))
                 calls[n] += 1
 
-        threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(9)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not any(thread.is_alive() for thread in threads)
+        _in_threads(work, range(9), 30)
         after = _median_get_ms(backend)
         assert after < 5, f"a get's median is {after:.2f} ms after {calls} calls"
 
@@ -295,12 +296,7 @@ def test_a_lease_is_renewed_while_another_thread_of_the_client_tries_to_take_it(
                     got = type(exc).__name__
                 seen.append(("renew" if renew else "acquire", got, time.monotonic() - began))
 
-        threads = [threading.Thread(target=work, args=(renew,), daemon=True) for renew in (True, False)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not any(thread.is_alive() for thread in threads)
+        _in_threads(work, (True, False), 30)
     wrong = [s for s in seen if s[1] is not (s[0] == "renew") or s[2] > timeout / 2]
     assert any(s[0] == "renew" for s in seen) and any(s[0] == "acquire" for s in seen), seen[:10]
     assert not wrong, f"{len(seen)} calls, wrong: {wrong[:10]}"
@@ -380,12 +376,7 @@ def test_lock_requests_of_renewals_never_wake_the_reactor_while_another_wake_up_
             except BaseException as exc:  # reported below
                 failed.append(exc)
 
-        threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not any(thread.is_alive() for thread in threads)
+        _in_threads(work, range(4), 60)
         assert not failed, failed
     locks = [name for name in log.sent if name in ("lock", "try_lock")]
     assert len(locks) >= 80, log.sent[:20]
