@@ -99,19 +99,11 @@ def _run(url: str, writers: int, threads: int, secs: float, timeout: str) -> str
 
 
 def main() -> None:
-    runs, writers, threads, secs, timeout = (
-        int(sys.argv[1]),
-        int(sys.argv[2]),
-        int(sys.argv[3]),
-        float(sys.argv[4]),
-        sys.argv[5],
-    )
-    server = start_server("hazelcast")
-    try:
-        for run in range(runs):
-            print(f"run {run}: {_run(server.url, writers, threads, secs, timeout)}", flush=True)
-    finally:
-        server.stop()
+    runs, writers, threads = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    with start_server("hazelcast") as server:
+        lines = (_run(server.url, writers, threads, float(sys.argv[4]), sys.argv[5]) for _ in range(runs))
+        for run, line in enumerate(lines):
+            print(f"run {run}: {line}", flush=True)
 
 
 if __name__ == "__main__":
