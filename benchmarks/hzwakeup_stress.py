@@ -1,8 +1,11 @@
 """Do caller-thread reads (outside the commit turn) lose hazelcast-python-client 5.7's reactor wake-up?
 
-For each ``THREADS:MODE`` (MODE: get, getall, range, id, lease, arange, mixed: ``get_key``, ``get_keys``
-of 5, a range under ``r/``, ``allocate_id``, a lease renewed (or acquired) per thread, a range outside
-``o/``, none of which takes the local commit turn; mixed: one thread of gets, the others of creates),
+For each ``THREADS:MODE`` (MODE: get, getall, range, id, lease, arange, mixed, renew, headlock: ``get_key``,
+``get_keys`` of 5, a range under ``r/``, ``allocate_id``, a lease renewed (or acquired) per thread, a range
+outside ``o/``, none of which takes the local commit turn; mixed: one thread of gets, the others of
+creates; renew: even threads get, odd threads renew their own lease (lock, read, write, unlock: the lock
+and unlock leave from the lock's owner thread); headlock: even threads get, odd threads take the commit
+lock (``put_back_head`` of an intact head: lock, read, unlock)),
 RUNS fresh clients each run THREADS threads of it for SECS seconds; printed: a single get's median
 latency before and after, and whether the client's reactor waker is left "awake" while idle (the lost
 wake-up: every request then waits the reactor's 10 ms poll, for the client's life). The waker is read
@@ -64,6 +67,16 @@ def _run(url: str, threads: int, mode: str, secs: float) -> str:
                         backend.get_key("x/0")
                     else:
                         db.create(LogicalRouter(name=f"w{n}-{calls[n]}"))
+                elif mode == "renew":
+                    if n % 2 == 0:
+                        backend.get_key(f"x/{n}")
+                    elif not backend.renew_lease(f"l{n}", b"t", 5.0):
+                        backend.acquire_lease(f"l{n}", b"t", 5.0)
+                elif mode == "headlock":
+                    if n % 2 == 0:
+                        backend.get_key(f"x/{n}")
+                    else:
+                        backend.put_back_head()
                 else:
                     backend.range_keys([backend.layout.prefix + "a/"])  # outside o/: head, then the range
                 calls[n] += 1

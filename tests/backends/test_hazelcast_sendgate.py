@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb import errors
@@ -17,13 +21,26 @@ from nbdb.testing.fixtures import hazelcast_server, server_factory  # noqa: F401
 
 pytest.importorskip("hazelcast")
 
+from hazelcast.future import Future
+
 from nbdb.backends.hazelcast import HazelcastBackend
+from nbdb.backends.hazelcast._sendgate import SendGate
 
 from .conftest import assert_reactor_wake_up_kept
 
 
 def _ns() -> str:
     return "t" + uuid.uuid4().hex[:10]
+
+
+def _in_threads(work: Callable[[Any], None], args: Iterable[Any], wait: float) -> None:
+    """``work(arg)`` in a thread of its own for each of ``args``; each must end within ``wait`` s."""
+    threads = [threading.Thread(target=work, args=(arg,), daemon=True) for arg in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(wait)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
 
 
 @pytest.mark.timeout(90)
@@ -266,12 +283,209 @@ def test_a_lease_is_renewed_while_another_thread_of_the_client_tries_to_take_it(
                     got = type(exc).__name__
                 seen.append(("renew" if renew else "acquire", got, time.monotonic() - began))
 
-        threads = [threading.Thread(target=work, args=(renew,), daemon=True) for renew in (True, False)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not any(thread.is_alive() for thread in threads)
+        _in_threads(work, (True, False), 30)
     wrong = [s for s in seen if s[1] is not (s[0] == "renew") or s[2] > timeout / 2]
     assert any(s[0] == "renew" for s in seen) and any(s[0] == "acquire" for s in seen), seen[:10]
     assert not wrong, f"{len(seen)} calls, wrong: {wrong[:10]}"
+
+
+class _WakeLog:
+    """Requests sent through recorded proxies from threads other than the client's reactor, and every such request
+    sent while another of them was still awaiting its reply (a second wake-up while the reactor may be taking the
+    first: how hazelcast-python-client 5.7's is lost)."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.out: list[str] = []
+        self.sent: list[str] = []
+        self.overlaps: list[tuple[str, tuple[str, ...]]] = []
+
+    def wrap(self, proxy: object) -> object:
+        log = self
+
+        class Recorded:
+            def __getattr__(self, name: str) -> object:
+                attr = getattr(proxy, name)
+                if not callable(attr):
+                    return attr
+
+                def call(*args: object, **kwargs: object) -> object:
+                    if threading.current_thread().name == "hazelcast-reactor":
+                        return attr(*args, **kwargs)  # wakes nothing
+                    with log.guard:
+                        if log.out:
+                            log.overlaps.append((name, tuple(log.out)))
+                        log.out.append(name)
+                        log.sent.append(name)
+                    future = attr(*args, **kwargs)
+                    future.add_done_callback(lambda _: log.answered(name))  # type: ignore[attr-defined]
+                    return future
+
+                return call
+
+        return Recorded()
+
+    def answered(self, name: str) -> None:
+        with self.guard:
+            self.out.remove(name)
+
+
+@pytest.mark.timeout(90)
+def test_lock_requests_of_renewals_never_wake_the_reactor_while_another_wake_up_is_unanswered(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Two threads of gets and two of lease renewals (lock, read, write, unlock), 40 rounds each: no request leaves
+    from a caller's thread while another sent from one awaits its reply.
+
+    The lock request left from its owner's thread without holding the send gate (a blocking ``lock`` may be
+    answered late), and a marker read followed it from the same thread to hold the gate: two wake-ups in a row,
+    on every renewal. Under eight threads (four renewing) hazelcast-python-client 5.7's reactor lost its wake-up
+    in 4 runs of 4 (``benchmarks/hzwakeup_stress.py 4 3 8:renew``). The lock is now a ``tryLock`` that does not
+    wait, answered at once, holding the gate until its reply like any request sent through it."""
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        for n in (2, 3):
+            assert backend.acquire_lease(f"l{n}", b"t", 30.0)
+        log = _WakeLog()
+        backend._kv_async = log.wrap(backend._kv_async)
+        backend._lease_async = log.wrap(backend._lease_async)
+        backend.meta_async = log.wrap(backend.meta_async)
+        failed: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for _ in range(40):
+                    if n < 2:
+                        backend.get_key(f"x/{n}")
+                    else:
+                        assert backend.renew_lease(f"l{n}", b"t", 30.0)
+            except BaseException as exc:  # reported below
+                failed.append(exc)
+
+        _in_threads(work, range(4), 60)
+        assert not failed, failed
+    locks = [name for name in log.sent if name in ("lock", "try_lock")]
+    assert len(locks) >= 80, log.sent[:20]
+    assert not log.overlaps, f"{len(log.overlaps)} of {len(log.sent)} sends overlapped: {log.overlaps[:5]}"
+
+
+@contextlib.contextmanager
+def _lease_and_rival(server: HazelcastServer, timeout: float) -> Iterator[tuple[HazelcastBackend, HazelcastBackend]]:
+    """A backend (``timeout`` s) holding lease ``l`` (token ``a``), and another client's backend, one namespace."""
+    namespace = _ns()
+    with (
+        nbdb.connect(server.url, namespace=namespace) as other,
+        nbdb.connect(f"{server.url}?timeout={timeout}", namespace=namespace) as db,
+    ):
+        backend, rival = db.backend, other.backend
+        assert isinstance(backend, HazelcastBackend) and isinstance(rival, HazelcastBackend)
+        assert backend.acquire_lease("l", b"a", 30.0)
+        yield backend, rival
+
+
+@pytest.mark.timeout(60)
+def test_a_renewal_waits_for_a_lease_entry_lock_another_client_holds_and_takes_it_once_freed(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Another client holds the lease entry's lock: a renewal asks again (``tryLock`` refused) until it is freed,
+    then renews; held past ``timeout``, the renewal fails with BackendUnavailableError and holds nothing after."""
+    with _lease_and_rival(hazelcast_server, 2) as (backend, rival):
+        rival._lease_async.lock("l", lease_time=30).result()
+        with pytest.raises(errors.BackendUnavailableError, match="not granted"):
+            backend.renew_lease("l", b"a", 30.0)
+        renewed: list[object] = []
+        worker = threading.Thread(target=lambda: renewed.append(backend.renew_lease("l", b"a", 30.0)), daemon=True)
+        worker.start()
+        worker.join(0.3)  # asking again meanwhile (or not started yet): either way it waits for the unlock
+        rival._lease_async.unlock("l").result()
+        worker.join(30)
+        assert renewed == [True]
+        assert not backend._lease_async.is_locked("l").result()  # the renewal's unlock left nothing held
+
+
+@pytest.mark.timeout(90)
+def test_a_renewal_gets_a_lease_entry_lock_that_other_clients_waiters_pass_from_hand_to_hand(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Two threads of another client take the lease entry's lock in turn with a blocking ``lock`` (as member-side
+    commit tasks take the commit lock, one queued behind the other): the lock is never free, the member hands it
+    from one waiter to the next. A renewal still gets its turn within ``timeout``.
+
+    A ``tryLock`` without waiting, asked again every 1-20 ms, is refused every time (the member grants the lock
+    to a queued waiter as its holder unlocks, never to a later ``tryLock``): the renewal failed with
+    BackendUnavailableError, where the blocking ``lock`` before it queued and was granted in turn. Lists and
+    commits of a client beside other clients' steady commits starved so (4 clients of 4 writing threads, a
+    ``timeout`` of 1 s: 12 of 51 lists failed; 0 of 156 waiting in the queue, ``benchmarks/hzlock_contend.py``)."""
+    with _lease_and_rival(hazelcast_server, 3) as (backend, rival):
+        entry = rival._lease_async.blocking()
+        stop = threading.Event()
+        rounds = [0, 0]
+
+        def take_turns(n: int) -> None:
+            while not stop.is_set() and rounds[n] < 2000:
+                entry.lock("l", lease_time=10)
+                try:
+                    time.sleep(0.002)
+                finally:
+                    entry.unlock("l")
+                rounds[n] += 1
+
+        rivals = [threading.Thread(target=take_turns, args=(n,), daemon=True) for n in range(2)]
+        for thread in rivals:
+            thread.start()
+        try:
+            while min(rounds) < 5:  # both rival threads take turns by now (bounded: each thread stops at 2,000)
+                time.sleep(0.01)
+                assert all(thread.is_alive() for thread in rivals), rounds
+            assert backend.renew_lease("l", b"a", 30.0)
+        finally:
+            stop.set()
+            for thread in rivals:
+                thread.join(30)
+        assert not any(thread.is_alive() for thread in rivals)
+        assert not backend._lease_async.is_locked("l").result()
+
+
+_SEND = st.tuples(
+    st.sampled_from(["send", "send_here"]),
+    st.sampled_from(["raises", "answered", "failed", "out"]),  # start() raises, its reply is in (or failed) already
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_SEND, st.tuples(st.just("reply"), st.integers(0, 50), st.booleans())), max_size=40))
+def test_the_gate_sends_every_request_and_is_idle_once_every_reply_is_in(ops: list[tuple[Any, ...]]) -> None:
+    """Whatever the order of sends, failed sends, replies in before the gate attached its callback (which send one
+    queued request from the caller's thread, its reply the rest) and failed replies: every request is sent, every
+    future a caller got is done, and nothing of the gate is out or queued once every reply is in (a request
+    stranded in the queue, or a gate left busy, would hold every later request of the client)."""
+    gate = SendGate()
+    out: list[Future[Any]] = []
+    got: list[Any] = []
+    for op in ops:
+        if op[0] == "reply":
+            if out:
+                reply = out.pop(op[1] % len(out))
+                reply.set_result(True) if op[2] else reply.set_exception(RuntimeError("refused"))
+            continue
+        how = op[1]
+
+        def start(how: str = how) -> Future[Any]:
+            if how == "raises":
+                raise RuntimeError("not sent")
+            sent: Future[Any] = Future()  # type: ignore[no-untyped-call]
+            if how == "answered":
+                sent.set_result(True)
+            elif how == "failed":
+                sent.set_exception(RuntimeError("failed"))
+            else:
+                out.append(sent)
+            return sent
+
+        with contextlib.suppress(RuntimeError):
+            got.append(gate.send(start) if op[0] == "send" else gate.send_here(start, 0.0))
+    while out:
+        out.pop().set_result(True)
+    assert all(future.done() for future in got)
+    assert gate._out == 0 and not gate._queued

@@ -31,9 +31,7 @@ class SendGate:
     waits, what is sent queues behind it (else steady reads kept the gate busy for good).
     """
 
-    def __init__(self, marker: Callable[[], Any] | None = None) -> None:
-        self._marker = marker
-        """Sends a harmless read that is answered at once (see :meth:`send_here`'s ``hold``)."""
+    def __init__(self) -> None:
         self._guard = threading.Lock()
         self._idle = threading.Condition(self._guard)
         """Notified when no request of the gate awaits its reply (for :meth:`send_here`'s waiters)."""
@@ -69,42 +67,26 @@ class SendGate:
             self._out = 1
         return self._sent(start, None, follow), False
 
-    def send_here(self, start: Callable[[], Any], timeout: float, hold: bool = True) -> Any:
+    def send_here(self, start: Callable[[], Any], timeout: float, follow: Callable[[Any], Any] | None = None) -> Any:
         """``start()`` from this thread once no request of the gate awaits its reply (at most ``timeout`` s).
 
-        ``hold`` False: a request whose reply may be long in coming (a lock's grant, a commit task waiting
-        for the commit lock in the member) does not hold the gate until it comes: it would keep every
-        other request queued that long, and an unlock behind a lock request it must precede waited out
-        ``timeout``. Its send waits for the gate to be idle; then a request leaves right after it from
-        this thread and holds the gate until its reply: the first of those that queued meanwhile, else the
-        gate's ``marker`` (a read answered at once). Its reply means the reactor has taken this thread's
-        wake-ups; left idle at once, the next thread's send woke the reactor again while it was taking
-        the lock request's, and the wake-up was lost (8 writers and a reader: 1-3 runs of 3).
+        For requests that must leave from the caller's thread (a lock, its unlock, a write under it: Hazelcast
+        ties a lock to the thread that asked). The request then holds the gate until its reply, as one sent
+        by :meth:`send` does: its reply means the reactor took this thread's wake-up, and nothing else wakes
+        it meanwhile. So the request must be answered at once: a lock is asked with ``tryLock`` without
+        waiting (see ``HazelcastBackend._key_lock``), never with a ``lock`` the member may hold for long.
+        ``follow`` as in :meth:`send`.
         """
-        first: tuple[Callable[[], Any], Future[Any] | None] | None = None
-        try:
-            with self._guard:
-                if self._out:
-                    self._waiting += 1
-                    try:
-                        self._idle.wait_for(lambda: not self._out, timeout)
-                    finally:
-                        self._waiting -= 1
-                if not hold:
-                    try:
-                        return start()
-                    finally:
-                        if not self._out and (self._queued or self._marker is not None):
-                            # What queued while this waited has no reply to leave from: the first leaves from
-                            # this thread (its reply sends the rest), as one sent next by another thread would.
-                            # With nothing queued the marker holds the gate until the reactor took the wake-up.
-                            first = self._queued.popleft() if self._queued else (self._marker, None)  # type: ignore[assignment]
-                            self._out = 1
-                self._out += 1
-        finally:
-            if first is not None:
-                self._sent(*first)
-        return self._sent(start, None)
+        with self._guard:
+            if self._out:
+                self._waiting += 1
+                try:
+                    self._idle.wait_for(lambda: not self._out, timeout)
+                finally:
+                    self._waiting -= 1
+            self._saw_sender()
+            self._out += 1
+        return self._sent(start, None, follow)
 
     def ask(self, start: Callable[[], Any], timeout: float, follow: Callable[[Any], Any] | None = None) -> Any:
         """:meth:`send` then :meth:`result`: for a client whose own invocation timeout is ``timeout``.
@@ -169,24 +151,38 @@ class SendGate:
         try:
             future = start()
         except BaseException as exc:
-            self._answered(None)
+            self._answered(None, here=True)
             if later is None or not isinstance(exc, Exception):
                 raise
             later.set_exception(exc)
             return later
         if later is not None:
             future.add_done_callback(lambda done: _copy(done, later))
-            future.add_done_callback(self._answered)
+            self._free_on_reply(future)
             return later
         try:
             out = future if follow is None else follow(future)
         finally:
             # Even if ``follow`` raised: the request is out, and its reply must free the gate (else it stayed busy
             # for good, every later request queued behind a reply that had already come).
-            future.add_done_callback(self._answered)
+            self._free_on_reply(future)
         return out
 
-    def _answered(self, _: Any) -> None:
+    def _free_on_reply(self, future: Any) -> None:
+        """Free the gate (:meth:`_answered`) from ``future``'s reply callback, noting whether it ran on this thread.
+
+        A callback attached once the reply is in runs at once on the attaching thread (a caller's, on a busy
+        machine), not on the reactor's: what queued meanwhile then left from that thread in a burst, a wake-up
+        per request, and two in a row lose the reactor's (8 threads of gets and lease renewals: 5-14 requests
+        of 260 sent while another from a caller's thread awaited its reply).
+        """
+        attacher, attaching = threading.get_ident(), [True]
+        future.add_done_callback(lambda done: self._answered(done, attaching[0] and threading.get_ident() == attacher))
+        attaching[0] = False  # a callback run later runs on the reactor's thread (the attacher's, when it sent this)
+
+    def _answered(self, _: Any, here: bool = False) -> None:
+        """A request of the gate is answered: send what queued, all at once from the reactor's thread; ``here``
+        (a caller's thread): the first only, as a caller's send through an idle gate (its reply sends the rest)."""
         with self._guard:
             self._out -= 1
             if self._waiting:
@@ -197,8 +193,11 @@ class SendGate:
                 return
             if not self._queued:
                 return
-            batch = list(self._queued)
-            self._queued.clear()
+            if here:
+                batch = [self._queued.popleft()]
+            else:
+                batch = list(self._queued)
+                self._queued.clear()
             self._out += len(batch)
         for start, later in batch:
             self._sent(start, later)
