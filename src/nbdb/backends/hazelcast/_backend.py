@@ -827,9 +827,14 @@ class HazelcastBackend(ChangeLogBackend):
             # (see SendGate.send_here). A blocking lock left the gate early and a marker read followed it from
             # this thread: two wake-ups in a row, and the reactor's was lost (renewals of 4 threads beside 4
             # of gets: 4 runs of 4).
-            return self.gate.send_here(
-                lambda: imap.try_lock(key, lease_time=lease, timeout=wait), self.config.timeout, follow
-            )
+            try:
+                return self.gate.send_here(
+                    lambda: imap.try_lock(key, lease_time=lease, timeout=wait), self.config.timeout, follow
+                )
+            except BaseException:
+                if counted:  # never sent: no reply will count it done
+                    self._lock_request_done()
+                raise
 
         end = time.monotonic() + self.config.timeout
         pause = _LOCK_POLL_FIRST
