@@ -296,3 +296,88 @@ def test_the_framer_refuses_bytes_that_are_not_utf8() -> None:
     assert framer.feed(b'{"a": "') == []
     with pytest.raises(ValueError, match="not UTF-8"):
         framer.feed(b'\xc3\x28"}')
+
+
+def test_a_client_that_stalled_itself_is_not_dropped_when_the_servers_answer_waits_unread() -> None:
+    # Cause: the I/O thread measured the server's silence by the clock alone. At 100,000 ports
+    # on a loaded machine another thread held the GIL for 3.5-8.8 s (a collection over the
+    # replica, the cache's copies); when the I/O thread ran again it found "no answer for 6 s"
+    # though the server's answer sat in the socket, dropped the connection and reloaded the
+    # whole replica. Here the I/O thread is held up between its wait and its check by the
+    # handler of a message it takes in once the stream went quiet (its brace count is thrown
+    # off by braces in strings); the peer's next message arrives during the stall, as a live
+    # server's answer to an echo does.
+    client, server = socket.socketpair()
+    client.setblocking(False)
+    got: list[str] = []
+
+    def handle(method: str, params: Any) -> None:
+        got.append(method)
+        if method == "stall":
+            server.sendall(json.dumps({"id": None, "method": "after", "params": []}).encode())
+            time.sleep(2.0)  # the I/O thread held up for 4 probe intervals (0.5 s each)
+
+    rpc = RpcConnection(client, "peer", handle, 0.5)
+    try:
+        server.sendall(b'{"id": null, "method": "stall", "params": [{"a": "{{"}')
+        time.sleep(0.1)  # read alone: it ends in "}" but is not whole
+        server.sendall(b"]}")
+        deadline = time.monotonic() + 10
+        while "after" not in got and not rpc.closed.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got == ["stall", "after"], f"dropped as silent ({rpc.closed.is_set()}) with an answer unread: {got}"
+    finally:
+        rpc.close()
+        server.close()
+
+
+def test_a_client_that_stalled_itself_probes_before_it_drops_a_quiet_server() -> None:
+    # Cause: the drop went by the clock alone. A client whose I/O thread had not run for longer
+    # than two probe intervals (a collection of 7.8 s on another thread, at load ≈ 11) had sent
+    # no echo meanwhile, so the server, asked nothing, had said nothing, and was dropped on the
+    # I/O thread's first turn: the client's stall read as the server's silence. Here the peer
+    # sends nothing unasked and answers every request; the I/O thread is held up as above.
+    client, server = socket.socketpair()
+    client.setblocking(False)
+    got: list[str] = []
+    done = threading.Event()
+
+    def answer() -> None:
+        framer = JsonFramer()
+        server.settimeout(0.1)
+        while not done.is_set():
+            try:
+                data = server.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            for m in framer.feed(data) + framer.idle(force=True):
+                # Not the echo the client sent before its stall (from its keep-alive, while the
+                # message was half read): answered, it would be the unread answer of the test above.
+                if m.get("id") is not None and m.get("method") and m.get("params") != ["nbdb-busy"]:
+                    server.sendall(json.dumps({"id": m["id"], "result": m["params"], "error": None}).encode())
+
+    def handle(method: str, params: Any) -> None:
+        got.append(method)
+        time.sleep(2.0)  # the I/O thread held up for 4 probe intervals (0.5 s each)
+
+    rpc = RpcConnection(client, "peer", handle, 0.5)
+    peer = threading.Thread(target=answer)
+    try:
+        server.sendall(b'{"id": null, "method": "stall", "params": [{"a": "{{"}')
+        time.sleep(0.1)  # read alone: it ends in "}" but is not whole
+        server.sendall(b"]}")
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        peer.start()
+        time.sleep(2.5)  # the stall, and the turn of the I/O thread after it
+        assert rpc.request("echo", ["still here"]).wait(10) == ["still here"], "dropped a server it never asked"
+    finally:
+        done.set()
+        rpc.close()
+        server.close()
+        peer.join(5)
