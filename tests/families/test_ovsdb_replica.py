@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import collections
 import uuid
 from typing import Any
 
@@ -184,12 +186,55 @@ def test_references_are_indexed_both_ways(replica: Replica) -> None:
     switch = uuid.uuid4()
     replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch("sw")}}})
     port = _add_port(replica, switch, "p")
-    assert replica.referrers[("LogicalSwitch", switch.int)] == {
+    assert replica.referrers_of("LogicalSwitch", switch) == {
         ("LogicalSwitchPort", port.int): ("LogicalSwitchPort", port)
     }
     assert replica.refs[("LogicalSwitchPort", port.int)] == {("LogicalSwitch", switch)}
     assert isinstance(replica.record("LogicalSwitchPort", port), object)
     assert LogicalSwitchPort  # the model the records decode to
+
+
+def _tracked(replica: Replica, switch: uuid.UUID, ports: list[uuid.UUID]) -> int:
+    """The objects the collector tracks among what the replica holds for these ports.
+
+    Every object reachable from what the replica keeps under the ports' keys (their rows, parents,
+    records, states, references, revisions and their entries among the switch's referrers), after
+    a full collection (CPython untracks tuples of atomic values there), except what every port
+    shares: the switch's id, enum members, classes.
+    """
+    import enum
+    import gc
+
+    gc.collect()
+    keys = [("LogicalSwitchPort", p.int) for p in ports]
+    view = replica.views[NB]
+    held: list[object] = [view.rows["Logical_Switch_Port"][p.int] for p in ports]
+    held += [view.parents[("Logical_Switch_Port", p.int)] for p in ports]
+    for table in (replica.records, replica.states, replica.refs, replica.changed_at):
+        held += [table[key] for key in keys]
+    sources = replica.referrers[("LogicalSwitch", switch.int)]
+    held += [sources[key] for key in keys]
+    seen: dict[int, object] = {}
+    todo = list(held)
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or not gc.is_tracked(obj) or isinstance(obj, (type, enum.Enum)) or obj == switch:
+            continue
+        seen[id(obj)] = obj
+        todo.extend(gc.get_referents(obj))
+    return len(seen)
+
+
+def test_a_replica_row_costs_the_collector_no_object_it_need_not(replica: Replica) -> None:
+    """A port's bookkeeping in the replica is 5 tracked objects (it was 9): the row's dict and its
+    set of addresses, its parents' dict, its record and id. Its RowState (kept as a tuple of atomic
+    values), its entry among the switch's referrers (the port's own id, the record's) are nothing
+    more the collector walks, and the frozenset of its references (with the tuple in it) is one
+    for all the switch's ports."""
+    switch = uuid.uuid4()
+    replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch("sw")}}})
+    ports = [_add_port(replica, switch, f"p{i}") for i in range(20)]
+    assert _tracked(replica, switch, ports) == 5 * len(ports) + 2  # + the shared frozenset and its tuple
 
 
 def _written(name: str, window: str | None, version: int) -> dict[str, Any]:
@@ -402,6 +447,10 @@ def test_whatever_other_writers_do_the_replica_is_what_a_fresh_load_of_the_same_
             (r.table, r.id, r.topic, r.data) for r in fresh.select(tables, None)
         }
         assert replica.referrers == fresh.referrers and replica.refs == fresh.refs
+        # Each distinct set of references is one object, counted once per holder.
+        held = collections.Counter(map(builtins.id, replica.refs.values()))
+        assert {builtins.id(kept): n for kept, n in replica._refset_uses.items()} == held
+        assert all(replica._refsets[refs] is refs for refs in replica.refs.values())
         port_map = mapping.get("LogicalSwitchPort")
         for table, id in server:
             holders = [k for k, c in server.items() if k[0] == "Logical_Switch" and id in c["ports"]]
@@ -410,5 +459,6 @@ def test_whatever_other_writers_do_the_replica_is_what_a_fresh_load_of_the_same_
     send({})  # every row deleted
     view = replica.views[NB]
     assert not replica.records and not replica.states and not replica.refs and not replica.referrers
+    assert not replica._refsets and not replica._refset_uses
     assert not replica.changed_at and not view.parents and not view.shared
     assert not any(view.rows.values())

@@ -567,7 +567,7 @@ def _check_unreferenced(
             stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
     # References kept as JSON text or across databases: checked against the replica (not atomic).
     holders: list[RefKey] = []
-    for skey, src in replica.referrers.get((target[0], target[1].int), {}).items():
+    for skey, src in replica.referrers_of(*target).items():
         if skey in deleted or src[0] in checked or target not in new_refs.get(skey, (src, frozenset([target])))[1]:
             continue
         source = mapping.tables.get(src[0])

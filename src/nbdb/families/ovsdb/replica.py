@@ -32,11 +32,11 @@ from nbdb.families.ovsdb.rows import (
     EXT_TXN,
     Doc,
     Row,
-    RowState,
     VersionBook,
     Written,
     kept_wire,
     parse_window,
+    plain_state,
     render,
     same_content,
     stored_columns,
@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 _NO_PARENTS: Mapping[str, uuid.UUID] = {}
 """The parents of a row that has none (shared, never changed)."""
+
+_NO_REFERRERS: Mapping[IdKey, uuid.UUID] = {}
+"""The referrers of an object nothing references (shared, never changed)."""
 
 HISTORY = 10_000
 """Changes kept for watches resuming from an older revision."""
@@ -236,8 +239,10 @@ def _hinted_parents(view: _View, tm: TableMap, row: Row) -> dict[str, uuid.UUID]
     return out
 
 
-def _commits_since(before: RowState | None, row: Row | None) -> int:
+def _commits_since(before: tuple[str, int, str] | None, row: Row | None) -> int:
     """How many nbdb commits a row's token window shows after the state ``before`` (None: ever).
+
+    ``before``: a :class:`.rows.RowState` as ``Replica.states`` keeps it (a plain tuple).
 
     Every nbdb write pushes its token and version to ``nbdb:txn``, so two
     entries newer than the version seen before mean a commit was skipped.
@@ -250,7 +255,7 @@ def _commits_since(before: RowState | None, row: Row | None) -> int:
     # versions is theirs. Another writer's entries further back of higher versions ("x@1 y@60"), or
     # repeated ones in a row it inserted ("a@0 a@0"), counted as commits: a merged catch-up, which
     # ended every plain watch.
-    seen = 0 if before is None else before.stored_version
+    seen = 0 if before is None else before[1]  # RowState.stored_version
     count, last = 0, _NO_VERSION
     for _token, version in window:
         if version <= seen or version >= last:
@@ -299,11 +304,19 @@ class Replica:
         self.views = {db: _View(mapping, db) for db in mapping.databases()}
         # Keyed by the id's int (see IdKey); the records hold the ids as uuid.UUID.
         self.records: dict[IdKey, Record] = {}
-        self.states: dict[IdKey, RowState] = {}
+        self.states: dict[IdKey, tuple[str, int, str]] = {}
+        """Key -> its row's :class:`.rows.RowState` as a plain tuple (one the collector untracks)."""
         self.refs: dict[IdKey, frozenset[RefKey]] = {}
-        """(table, id.int) of an object -> the objects it references."""
-        self.referrers: dict[IdKey, dict[IdKey, RefKey]] = {}
-        """(table, id.int) of a referenced object -> those of the objects referencing it, each with its RefKey."""
+        """(table, id.int) of an object -> the objects it references (one frozenset shared by all
+        holding the same set: see :meth:`_index_refs`)."""
+        self._refsets: dict[frozenset[RefKey], frozenset[RefKey]] = {}
+        """Each distinct set of references :attr:`refs` holds -> the one object standing for it."""
+        self._refset_uses: dict[frozenset[RefKey], int] = {}
+        """Each of :attr:`_refsets` -> how many objects hold it (dropped at none)."""
+        self.referrers: dict[IdKey, dict[IdKey, uuid.UUID]] = {}
+        """(table, id.int) of a referenced object -> those of the objects referencing it, each with its id
+        (its RefKey is ``(key[0], id)``: see :meth:`referrers_of`). The id alone, not the RefKey tuple,
+        so the collector tracks no object per reference (the id is the record's own)."""
         self.changed_at: dict[IdKey, int] = {}
         """Key of a present object -> the revision of its last change (see :meth:`changed`)."""
         self._gone_at: OrderedDict[IdKey, int] = OrderedDict()
@@ -359,6 +372,10 @@ class Replica:
     def parents_view(self, tm: TableMap, id: uuid.UUID) -> Mapping[str, uuid.UUID]:
         """:meth:`parents_of` without the copy: the replica's own map, to read under ``cond`` and not keep."""
         return self.views[tm.db].parents.get((tm.db_table, id.int), _NO_PARENTS)
+
+    def referrers_of(self, table: str, id: uuid.UUID) -> dict[IdKey, RefKey]:
+        """The objects referencing ``(table, id)``: key -> RefKey (under :attr:`cond`)."""
+        return {key: (key[0], source) for key, source in self.referrers.get((table, id.int), _NO_REFERRERS).items()}
 
     def select(self, tables: Collection[str], topics: Collection[str | None] | None) -> list[Record]:
         """Every record of ``tables`` (in ``topics``)."""
@@ -631,7 +648,7 @@ class Replica:
             version = self.versions.version(table, key[1], doc.state)
             new = Record(table, id, doc.topic, version, doc.data)
             self.records[key] = new
-            self.states[key] = doc.state
+            self.states[key] = plain_state(doc.state)
             self._index_refs(key, ref, doc.refs)
             self.changed_at[key] = revision
             if old is None and self._gone_at:
@@ -704,11 +721,27 @@ class Replica:
             target = (table, id.int)
             sources = referrers.get(target)
             if sources is None:
-                referrers[target] = {key: ref}
+                referrers[target] = {key: ref[1]}
             else:
-                sources[key] = ref
+                sources[key] = ref[1]
+        shared, uses = self._refsets, self._refset_uses
+        if old:
+            left = uses[old] - 1
+            if left:
+                uses[old] = left
+            else:
+                del uses[old], shared[old]
         if refs:
-            self.refs[key] = refs
+            # One frozenset per distinct set of references, shared by every object holding it (the
+            # ports of one switch): the collector tracks a frozenset and each (table, UUID) tuple in
+            # it for good, so a set per object was two objects per port every full collection walked.
+            kept = shared.get(refs)
+            if kept is None:
+                shared[refs] = kept = refs
+                uses[refs] = 1
+            else:
+                uses[kept] += 1
+            self.refs[key] = kept
         else:
             self.refs.pop(key, None)
 

@@ -77,6 +77,7 @@ __all__ = [
     "new_token",
     "next_version",
     "parse_window",
+    "plain_state",
     "push_window",
     "reads_back_as",
     "refs_of",
@@ -114,13 +115,23 @@ Row = dict[str, Any]
 """One OVSDB row: column -> cell."""
 
 
-@dataclass(frozen=True, slots=True)
-class RowState:
-    """What a row's version is derived from: its content digest and nbdb's stored bookkeeping."""
+class RowState(NamedTuple):
+    """What a row's version is derived from: its content digest and nbdb's stored bookkeeping.
+
+    A named tuple of a str, an int and a str, so that what keeps one per row (``Replica.states``,
+    :class:`VersionBook`) keeps it as a plain tuple (:func:`plain_state`): CPython's collector untracks an exact
+    tuple of atomic values at its first collection, where a slotted dataclass (or a tuple subclass)
+    stays tracked for the row's life, walked by every full collection (see docs/benchmarks.md,
+    "OVSDB replica rows the collector no longer walks")."""
 
     digest: str
     stored_version: int
     stored_digest: str
+
+
+def plain_state(state: RowState) -> tuple[str, int, str]:
+    """``state`` as an exact tuple (equal to it): how a store of one per row keeps it (see :class:`RowState`)."""
+    return (state.digest, state.stored_version, state.stored_digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,8 +274,9 @@ class VersionBook:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, int], tuple[int, RowState]] = {}
-        """Keyed by the id's int (hashed in C, unlike a uuid.UUID)."""
+        self._seen: dict[tuple[str, int], tuple[int, tuple[str, int, str]]] = {}
+        """Keyed by the id's int (hashed in C, unlike a uuid.UUID); the state kept as a plain tuple
+        (see :class:`RowState`), which compares equal to the named one."""
 
     def version(self, table: str, id: uuid.UUID | int, state: RowState) -> int:
         """The version of ``table/id`` (the id or its int) in ``state`` (remembered, so it only grows)."""
@@ -286,7 +298,7 @@ class VersionBook:
                 version = state.stored_version + 1
             else:
                 version = max(state.stored_version + 1, prev[0] + 1)
-            self._seen[key] = (version, state)
+            self._seen[key] = (version, plain_state(state))
             return version
 
     def forget(self, table: str, id: uuid.UUID | int) -> None:
