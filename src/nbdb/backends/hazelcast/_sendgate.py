@@ -73,8 +73,9 @@ class SendGate:
         For requests that must leave from the caller's thread (a lock, its unlock, a write under it: Hazelcast
         ties a lock to the thread that asked). The request then holds the gate until its reply, as one sent
         by :meth:`send` does: its reply means the reactor took this thread's wake-up, and nothing else wakes
-        it meanwhile. So the request must be answered at once: a lock is asked with ``tryLock`` without
-        waiting (see ``HazelcastBackend._key_lock``), never with a ``lock`` the member may hold for long.
+        it meanwhile. So the request must be answered soon: a lock is asked with ``tryLock``, first without
+        waiting, then waiting in the member's queue 100 ms at most (see ``HazelcastBackend._key_lock``),
+        never with a ``lock`` the member may hold for long.
         ``follow`` as in :meth:`send`.
         """
         with self._guard:
