@@ -186,9 +186,9 @@ def test_references_are_indexed_both_ways(replica: Replica) -> None:
     switch = uuid.uuid4()
     replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch("sw")}}})
     port = _add_port(replica, switch, "p")
-    assert replica.referrers_of("LogicalSwitch", switch) == {
-        ("LogicalSwitchPort", port.int): ("LogicalSwitchPort", port)
-    }
+    assert replica.referrers_view("LogicalSwitch", switch) == {("LogicalSwitchPort", port.int): port}
+    assert replica.referrer_keys("LogicalSwitch", switch) == [("LogicalSwitchPort", port)]
+    assert replica.referrers_view("LogicalSwitchPort", port) == {} and replica.referrer_keys("LogicalSwitchPort", port) == []
     assert replica.refs[("LogicalSwitchPort", port.int)] == {("LogicalSwitch", switch)}
     assert isinstance(replica.record("LogicalSwitchPort", port), object)
     assert LogicalSwitchPort  # the model the records decode to
