@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 _NO_PARENTS: Mapping[str, uuid.UUID] = {}
 """The parents of a row that has none (shared, never changed)."""
 
+_ONE_PARENT_LIMIT = 4096
+"""Parents whose one-parent map :class:`_View` keeps for their children to share, at most."""
+
 _NO_REFERRERS: Mapping[IdKey, uuid.UUID] = {}
 """The referrers of an object nothing references (shared, never changed)."""
 
@@ -121,7 +124,13 @@ class _View:
         self.links = {ptable: links for (pdb, ptable), links in mapping.links.items() if pdb == db}
         # Keyed by the id's int (see IdKey).
         self.rows: dict[str, dict[int, Row]] = {table: {} for table in self.types}
-        self.parents: dict[IdKey, dict[str, uuid.UUID]] = {}
+        self.parents: dict[IdKey, Mapping[str, uuid.UUID]] = {}
+        """(child table, child) -> its parents by field. Never changed in place (replaced, see :meth:`_held`):
+        a child with one parent shares its map with its siblings (:attr:`_one_parent`)."""
+        self._one_parent: dict[tuple[str, int], Mapping[str, uuid.UUID]] = {}
+        """(field, parent id's int) -> ``{field: parent}``, the one map of every child whose only parent that is:
+        one dict per child was one more object per port the cyclic collector walked (a port has its
+        switch alone). Bounded: cleared when full, the maps handed out stay valid (never changed)."""
         # (child table, child, field) -> every parent row whose set holds the child, kept only while
         # more than one does (another writer added the child to a second parent's set; nbdb never does).
         self.shared: dict[tuple[str, int, str], set[uuid.UUID]] = {}
@@ -163,14 +172,9 @@ class _View:
                 # The same id object as a rule (both parsed once, see ops.parse_uuid): ``is`` first, as a
                 # dict's comparison does, before UUID.__eq__ (Python code).
                 if held is not None and ((now := held.get(link.field)) is parent or now == parent):
-                    if others:
-                        # Still in another parent's set: that one holds it now (it was dropped, and
-                        # the child vanished although a parent still held it).
-                        held[link.field] = min(others)
-                    else:
-                        del held[link.field]
-                        if not held:
-                            del self.parents[(child_table, n)]
+                    # Still in another parent's set: that one holds it now (it was dropped, and the
+                    # child vanished although a parent still held it).
+                    self._held(child_table, n, held, link.field, min(others) if others else None)
                 if others is not None and len(others) < 2:
                     del self.shared[(child_table, n, link.field)]
                 touched[(link.child.table, n)] = cid
@@ -179,14 +183,37 @@ class _View:
                 if cid is None:
                     continue
                 n = cid.int
-                held = self.parents.setdefault((child_table, n), {})
+                held = self.parents.get((child_table, n), _NO_PARENTS)
                 before = held.get(link.field)
                 if before is not None and before is not parent and before != parent:
                     # Another writer put the child in a second parent's set: the model has one parent.
                     self.shared.setdefault((child_table, n, link.field), {before}).add(parent)
-                else:
-                    held[link.field] = parent
+                elif before is not parent:
+                    self._held(child_table, n, held, link.field, parent)
                 touched[(link.child.table, n)] = cid
+
+    def _held(
+        self, child_table: str, n: int, held: Mapping[str, uuid.UUID], field: str, parent: uuid.UUID | None
+    ) -> None:
+        """The child ``(child_table, n)`` held in ``field`` by ``parent`` now (None: by none), its map
+        ``held`` before: a new map replaces it, never changed in place (siblings may share it)."""
+        now = {name: p for name, p in held.items() if name != field}
+        if parent is not None:
+            now[field] = parent
+        key = (child_table, n)
+        if not now:
+            self.parents.pop(key, None)
+        elif len(now) == 1:
+            ((name, p),) = now.items()
+            one = self._one_parent
+            shared = one.get((name, p.int))
+            if shared is None:
+                if len(one) >= _ONE_PARENT_LIMIT:
+                    one.clear()
+                shared = one[(name, p.int)] = now
+            self.parents[key] = shared
+        else:
+            self.parents[key] = now
 
     def put(self, table: str, id: uuid.UUID, row: Row | None, touched: dict[IdKey, uuid.UUID]) -> None:
         """Store (or with None remove) a whole row."""
