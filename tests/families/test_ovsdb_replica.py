@@ -188,7 +188,8 @@ def test_references_are_indexed_both_ways(replica: Replica) -> None:
     port = _add_port(replica, switch, "p")
     assert replica.referrers_view("LogicalSwitch", switch) == {("LogicalSwitchPort", port.int): port}
     assert replica.referrer_keys("LogicalSwitch", switch) == [("LogicalSwitchPort", port)]
-    assert replica.referrers_view("LogicalSwitchPort", port) == {} and replica.referrer_keys("LogicalSwitchPort", port) == []
+    assert replica.referrers_view("LogicalSwitchPort", port) == {}
+    assert replica.referrer_keys("LogicalSwitchPort", port) == []
     assert replica.refs[("LogicalSwitchPort", port.int)] == {("LogicalSwitch", switch)}
     assert isinstance(replica.record("LogicalSwitchPort", port), object)
     assert LogicalSwitchPort  # the model the records decode to

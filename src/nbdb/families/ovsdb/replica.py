@@ -197,23 +197,30 @@ class _View:
     ) -> None:
         """The child ``(child_table, n)`` held in ``field`` by ``parent`` now (None: by none), its map
         ``held`` before: a new map replaces it, never changed in place (siblings may share it)."""
+        key = (child_table, n)
+        if parent is not None and (not held or (len(held) == 1 and field in held)):
+            self.parents[key] = self._one(field, parent)  # the common case: a child's only parent
+            return
         now = {name: p for name, p in held.items() if name != field}
         if parent is not None:
             now[field] = parent
-        key = (child_table, n)
         if not now:
             self.parents.pop(key, None)
         elif len(now) == 1:
             ((name, p),) = now.items()
-            one = self._one_parent
-            shared = one.get((name, p.int))
-            if shared is None:
-                if len(one) >= _ONE_PARENT_LIMIT:
-                    one.clear()
-                shared = one[(name, p.int)] = now
-            self.parents[key] = shared
+            self.parents[key] = self._one(name, p)
         else:
             self.parents[key] = now
+
+    def _one(self, field: str, parent: uuid.UUID) -> Mapping[str, uuid.UUID]:
+        """``{field: parent}``, the map every child held by ``parent`` alone shares (see :attr:`_one_parent`)."""
+        one = self._one_parent
+        shared = one.get((field, parent.int))
+        if shared is None:
+            if len(one) >= _ONE_PARENT_LIMIT:
+                one.clear()
+            shared = one[(field, parent.int)] = {field: parent}
+        return shared
 
     def put(self, table: str, id: uuid.UUID, row: Row | None, touched: dict[IdKey, uuid.UUID]) -> None:
         """Store (or with None remove) a whole row."""
