@@ -198,8 +198,12 @@ class _View:
         """The child ``(child_table, n)`` held in ``field`` by ``parent`` now (None: by none), its map
         ``held`` before: a new map replaces it, never changed in place (siblings may share it)."""
         key = (child_table, n)
-        if parent is not None and (not held or (len(held) == 1 and field in held)):
-            self.parents[key] = self._one(field, parent)  # the common case: a child's only parent
+        if not held or (len(held) == 1 and field in held):
+            # The common case, a child's only parent field: no map built to find the shared one.
+            if parent is None:
+                self.parents.pop(key, None)
+            else:
+                self.parents[key] = self._one(field, parent)
             return
         now = {name: p for name, p in held.items() if name != field}
         if parent is not None:
