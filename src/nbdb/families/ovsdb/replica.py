@@ -172,9 +172,14 @@ class _View:
                 # The same id object as a rule (both parsed once, see ops.parse_uuid): ``is`` first, as a
                 # dict's comparison does, before UUID.__eq__ (Python code).
                 if held is not None and ((now := held.get(link.field)) is parent or now == parent):
-                    # Still in another parent's set: that one holds it now (it was dropped, and the
-                    # child vanished although a parent still held it).
-                    self._held(child_table, n, held, link.field, min(others) if others else None)
+                    if others:
+                        # Still in another parent's set: that one holds it now (it was dropped, and
+                        # the child vanished although a parent still held it).
+                        self._held(child_table, n, held, link.field, min(others))
+                    elif len(held) == 1:
+                        del self.parents[(child_table, n)]  # its only parent (the common case)
+                    else:
+                        self._held(child_table, n, held, link.field, None)
                 if others is not None and len(others) < 2:
                     del self.shared[(child_table, n, link.field)]
                 touched[(link.child.table, n)] = cid
