@@ -16,9 +16,8 @@ sends them), its history emptied, then per side and round, one process each:
 from __future__ import annotations
 
 import argparse
-import statistics
 
-from abrun import in_turns, loadavg, run_json
+from abrun import in_turns, loadavg, print_medians, run_json
 
 WORKER = r"""
 import gc, json, statistics, sys, time, tracemalloc, uuid
@@ -72,11 +71,10 @@ print(json.dumps({
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--a", required=True, help="src/ of the first checkout (the base)")
-    parser.add_argument("--b", required=True, help="src/ of the second checkout")
-    parser.add_argument("--ports", type=int, default=100_000)
-    parser.add_argument("--per-switch", type=int, default=1_000)
-    parser.add_argument("--rounds", type=int, default=2)
+    for flag, help in (("--a", "src/ of the first checkout (the base)"), ("--b", "src/ of the second checkout")):
+        parser.add_argument(flag, required=True, help=help)
+    for flag, default in (("--ports", 100_000), ("--per-switch", 1_000), ("--rounds", 2)):
+        parser.add_argument(flag, type=int, default=default)
     opts = parser.parse_args()
     rows: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
     for r, side in in_turns(opts.rounds):
@@ -84,10 +82,7 @@ def main() -> None:
         rows[side].append(got)
         shown = "  ".join(f"{k} {v:.2f}" for k, v in got.items())
         print(f"round {r} {side}: {shown}  (load {loadavg()})", flush=True)
-    for key in rows["a"][0]:
-        ma = statistics.median(row[key] for row in rows["a"])
-        mb = statistics.median(row[key] for row in rows["b"])
-        print(f"{key:13} a {ma:10.2f}  b {mb:10.2f}  b/a {mb / ma:.3f}")
+    print_medians(rows)
 
 
 if __name__ == "__main__":
