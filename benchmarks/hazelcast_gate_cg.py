@@ -11,7 +11,8 @@ difference from a run with no calls, divided by the count::
     python benchmarks/hazelcast_gate_cg.py --a /path/to/main/src --b src --count 20000
 
 The backend is built without a client (``object.__new__``) with only the attributes these two
-paths read; both sides' attributes are set, so the script runs against either checkout.
+paths read; both sides' attributes are set (the send gate where there is one, and ``_send_commit_task``
+called with its topics where it takes them), so the script runs against either checkout.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ try:
 except ImportError:
     pass
 backend._local_commit = threading.Lock()
+try:
+    from nbdb.backends.hazelcast._sendgate import SendGate
+    backend.gate = SendGate()  # one thread: every task is sent alone, from this thread
+except ImportError:
+    pass
 class Executor:
     def execute_on_key_owner(self, key, task):
         return ImmediateFuture([1, 2, 1])
@@ -44,8 +50,10 @@ if piece == "call":
     for _ in range(count):
         backend.call(nothing)
 else:
+    import inspect
+    args = (None, set())[: len(inspect.signature(backend._send_commit_task).parameters)]  # (task[, topics])
     for _ in range(count):
-        backend._send_commit_task(None)
+        backend._send_commit_task(*args)
 """
 
 PIECES = [("call", "call()"), ("task", "commit task send")]

@@ -2,9 +2,11 @@
 
 WRITERS processes of THREADS threads each create routers for SECS seconds (member-side commits: their
 tasks wait for the commit lock in the member, one queued behind another); meanwhile this process lists
-routers (each list takes the commit lock) in one thread and renews a lease (its entry's lock) in
-another, with a ``timeout`` of TIMEOUT s. Printed: the writers' commits and errors, the lists' and
-renewals' successes, ``BackendUnavailableError`` failures and latencies, the load average.
+routers (each list takes the commit lock) in one thread, renews a lease (its entry's lock) in
+another and gets a key every 0-10 ms in a third (its wait: what a key lock's wait in the member's queue,
+holding the send gate, costs the client's other threads), with a ``timeout`` of TIMEOUT s. Printed: the
+writers' commits and errors, the lists', renewals' and gets' successes, ``BackendUnavailableError``
+failures and latencies, the load average.
 
     PYTHONPATH=src .venv/bin/python benchmarks/hzlock_contend.py 3 4 4 8 1
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import statistics
 import sys
 import threading
@@ -55,7 +58,8 @@ def _in_threads(work: Any, args: Any, wait: float) -> None:
 def _stats(took: list[float]) -> str:
     if not took:
         return "-"
-    return f"median {statistics.median(took) * 1e3:.1f} ms, max {max(took) * 1e3:.0f} ms"
+    p99 = sorted(took)[int(len(took) * 0.99)]
+    return f"median {statistics.median(took) * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, max {max(took) * 1e3:.0f} ms"
 
 
 def _run(url: str, writers: int, threads: int, secs: float, timeout: str) -> str:
@@ -69,7 +73,7 @@ def _run(url: str, writers: int, threads: int, secs: float, timeout: str) -> str
     for proc in procs:
         proc.start()
     time.sleep(1.0)
-    seen: dict[str, tuple[list[float], list[int]]] = {"list": ([], [0]), "renew": ([], [0])}
+    seen: dict[str, tuple[list[float], list[int]]] = {"list": ([], [0]), "renew": ([], [0]), "get": ([], [0])}
     with nbdb.connect(f"{url}?timeout={timeout}", namespace=namespace) as db:
         backend: Any = db.backend
         assert backend.acquire_lease("L", b"me", 30.0)
@@ -81,13 +85,17 @@ def _run(url: str, writers: int, threads: int, secs: float, timeout: str) -> str
                 try:
                     if kind == "list":
                         db.list(LogicalRouter)
+                    elif kind == "get":
+                        time.sleep(random.random() * 0.01)
+                        began = time.monotonic()
+                        backend.get_key("x/none")
                     else:
                         assert backend.renew_lease("L", b"me", 30.0)
                     seen[kind][0].append(time.monotonic() - began)
                 except nbdb.errors.BackendUnavailableError:
                     seen[kind][1][0] += 1
 
-        _in_threads(work, ("list", "renew"), secs + 60)
+        _in_threads(work, ("list", "renew", "get"), secs + 60)
     wrote = [out.get(timeout=120) for _ in procs]
     for proc in procs:
         proc.join(30)

@@ -186,9 +186,10 @@ def test_references_are_indexed_both_ways(replica: Replica) -> None:
     switch = uuid.uuid4()
     replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch("sw")}}})
     port = _add_port(replica, switch, "p")
-    assert replica.referrers_of("LogicalSwitch", switch) == {
-        ("LogicalSwitchPort", port.int): ("LogicalSwitchPort", port)
-    }
+    assert replica.referrers_view("LogicalSwitch", switch) == {("LogicalSwitchPort", port.int): port}
+    assert replica.referrer_keys("LogicalSwitch", switch) == [("LogicalSwitchPort", port)]
+    assert replica.referrers_view("LogicalSwitchPort", port) == {}
+    assert replica.referrer_keys("LogicalSwitchPort", port) == []
     assert replica.refs[("LogicalSwitchPort", port.int)] == {("LogicalSwitch", switch)}
     assert isinstance(replica.record("LogicalSwitchPort", port), object)
     assert LogicalSwitchPort  # the model the records decode to
@@ -226,15 +227,49 @@ def _tracked(replica: Replica, switch: uuid.UUID, ports: list[uuid.UUID]) -> int
 
 
 def test_a_replica_row_costs_the_collector_no_object_it_need_not(replica: Replica) -> None:
-    """A port's bookkeeping in the replica is 5 tracked objects (it was 9): the row's dict and its
-    set of addresses, its parents' dict, its record and id. Its RowState (kept as a tuple of atomic
-    values), its entry among the switch's referrers (the port's own id, the record's) are nothing
-    more the collector walks, and the frozenset of its references (with the tuple in it) is one
-    for all the switch's ports."""
+    """A port's bookkeeping in the replica is 4 tracked objects (it was 9, then 5): the row's dict and
+    its set of addresses, its record and id. Its RowState (kept as a tuple of atomic values), its
+    entry among the switch's referrers (the port's own id, the record's) are nothing more the
+    collector walks, and the frozenset of its references (with the tuple in it) and its parents'
+    map ({"switch": the switch's id}) are one for all the switch's ports."""
     switch = uuid.uuid4()
     replica.apply(NB, {"Logical_Switch": {str(switch): {"insert": _switch("sw")}}})
     ports = [_add_port(replica, switch, f"p{i}") for i in range(20)]
-    assert _tracked(replica, switch, ports) == 5 * len(ports) + 2  # + the shared frozenset and its tuple
+    # + the shared frozenset and its tuple, the shared parents' map
+    assert _tracked(replica, switch, ports) == 4 * len(ports) + 3
+
+
+def test_siblings_share_one_parents_map_and_a_move_changes_only_the_moved_ones(replica: Replica) -> None:
+    # A port's parents map ({"switch": id}) is its siblings' too: a change replaces a child's map,
+    # never edits the shared one, so the siblings it leaves keep their switch.
+    one, two = uuid.uuid4(), uuid.uuid4()
+    replica.apply(NB, _switches([one, two]))
+    ports = [_add_port(replica, one, f"p{i}") for i in range(3)]
+    view = replica.views[NB]
+    maps = [view.parents[("Logical_Switch_Port", p.int)] for p in ports]
+    assert maps[0] == {"switch": one} and all(m is maps[0] for m in maps)
+    moved = ports[0]
+    replica.apply(NB, {"Logical_Switch": {
+        str(one): {"modify": {"ports": ["uuid", str(moved)]}},
+        str(two): {"modify": {"ports": ["uuid", str(moved)]}},
+    }})  # fmt: skip
+    # Another writer puts a second port in both switches' sets, then takes it out of the first.
+    shared = ports[1]
+    replica.apply(NB, {"Logical_Switch": {str(two): {"modify": {"ports": ["uuid", str(shared)]}}}})
+    replica.apply(NB, {"Logical_Switch": {str(one): {"modify": {"ports": ["uuid", str(shared)]}}}})
+    port_map = replica.mapping.get("LogicalSwitchPort")
+    assert maps[0] == {"switch": one}  # the shared map as it was
+    assert replica.parents_of(port_map, moved) == {"switch": two}
+    assert replica.parents_of(port_map, shared) == {"switch": two}
+    assert replica.parents_of(port_map, ports[2]) == {"switch": one}
+    for port, switch in ((moved, two), (shared, two), (ports[2], one)):
+        record = replica.record("LogicalSwitchPort", port)
+        assert record is not None and b'"switch": "' + str(switch).encode() in record.data
+    assert view.parents[("Logical_Switch_Port", moved.int)] is view.parents[("Logical_Switch_Port", shared.int)]
+    # Dropped from its last parent's set: no map left for it; its sibling's is untouched.
+    replica.apply(NB, {"Logical_Switch": {str(two): {"modify": {"ports": ["uuid", str(moved)]}}}})
+    assert ("Logical_Switch_Port", moved.int) not in view.parents
+    assert replica.parents_of(port_map, shared) == {"switch": two}
 
 
 def test_a_change_after_a_full_collection_gives_the_young_collections_no_map_of_every_row(replica: Replica) -> None:

@@ -148,7 +148,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             return []
         self._sync(db)
         with self.replica.cond:
-            return sorted(self.replica.referrers_of(table, id).values(), key=lambda k: (k[0], str(k[1])))
+            return sorted(self.replica.referrer_keys(table, id), key=lambda k: (k[0], str(k[1])))
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
         return ReplicaStream(self._scoped(tables, topics), tables, topics, since)
@@ -380,7 +380,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if kind in ("children", "referenced"):
                 self._sync(plan.db)
                 with self.replica.cond:
-                    refs = sorted(self.replica.referrers_of(*detail).values(), key=str)
+                    refs = sorted(self.replica.referrer_keys(*detail), key=str)
                 return rules.still_referenced(detail, refs)
         if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
             return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")

@@ -567,9 +567,14 @@ def _check_unreferenced(
             stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
     # References kept as JSON text or across databases: checked against the replica (not atomic).
     holders: list[RefKey] = []
-    for skey, src in replica.referrers_of(*target).items():
-        if skey in deleted or src[0] in checked or target not in new_refs.get(skey, (src, frozenset([target])))[1]:
+    # The replica's own map read, a RefKey built only for a holder: most objects deleted have no referrer.
+    for skey, sid in replica.referrers_view(*target).items():
+        if skey in deleted or skey[0] in checked:
             continue
+        now = new_refs.get(skey)
+        if now is not None and target not in now[1]:
+            continue  # this commit drops the reference
+        src = (skey[0], sid)
         source = mapping.tables.get(src[0])
         if source is not None and any(
             to == target[0] and (storage == "ext" or source.db != ttm.db) for to, storage in source.refs.values()

@@ -481,12 +481,12 @@ def refs_of(
     ``parents``: the parents the document's parent fields were rendered from
     (their ids as they are, not parsed back from the document's text).
     """
-    out = set()
+    out: list[tuple[str, uuid.UUID]] = []
     for spec in tm.shape.references:
         if parents is not None and spec.field in tm.parents:
             parent = parents.get(spec.field)
             if parent is not None:
-                out.add((spec.target, parent))
+                out.append((spec.target, parent))
             continue
         value = doc.get(spec.field)
         for item in value if isinstance(value, list) else (value,):
@@ -494,8 +494,24 @@ def refs_of(
                 continue
             target = parse_uuid(item)
             if target is not None:
-                out.add((spec.target, target))
+                out.append((spec.target, target))
+    if len(out) == 1:
+        # The common case (a port and its switch): the set found by the id's int, not made, which
+        # would hash the (table, UUID) pair, a UUID.__hash__ call in Python per plan and render.
+        table, target = out[0]
+        key = (table, target.int)
+        one = _ONE_REF.get(key)
+        if one is None:
+            if len(_ONE_REF) >= _ONE_REF_LIMIT:
+                _ONE_REF.clear()  # bounded: the sets handed out stay valid (immutable), only unshared
+            one = _ONE_REF[key] = frozenset(out)
+        return one
     return frozenset(out)
+
+
+_ONE_REF_LIMIT = 4096
+_ONE_REF: dict[tuple[str, int], frozenset[tuple[str, uuid.UUID]]] = {}
+"""Recent sets of one reference (:func:`refs_of`), by its table and its id's int; shared, being immutable."""
 
 
 _Parents = Mapping[str, uuid.UUID]
