@@ -31,6 +31,7 @@ from nbdb.families.ovsdb.rows import (
     EXT_PARENT,
     EXT_TXN,
     Doc,
+    KeptMap,
     Row,
     VersionBook,
     Written,
@@ -347,8 +348,9 @@ class Replica:
         self.views = {db: _View(mapping, db) for db in mapping.databases()}
         # Keyed by the id's int (see IdKey); the records hold the ids as uuid.UUID.
         self.records: dict[IdKey, Record] = {}
-        self.states: dict[IdKey, tuple[str, int, str]] = {}
-        """Key -> its row's :class:`.rows.RowState` as a plain tuple (one the collector untracks)."""
+        self.states: KeptMap[IdKey, tuple[str, int, str]] = KeptMap()
+        """Key -> its row's :class:`.rows.RowState` as a plain tuple (one the collector untracks; the
+        map itself it keeps tracked, see :class:`.rows.KeptMap`)."""
         self.refs: dict[IdKey, frozenset[RefKey]] = {}
         """(table, id.int) of an object -> the objects it references (one frozenset shared by all
         holding the same set: see :meth:`_index_refs`)."""
@@ -360,7 +362,7 @@ class Replica:
         """(table, id.int) of a referenced object -> those of the objects referencing it, each with its id
         (its RefKey is ``(key[0], id)``: see :meth:`referrers_view`). The id alone, not the RefKey tuple,
         so the collector tracks no object per reference (the id is the record's own)."""
-        self.changed_at: dict[IdKey, int] = {}
+        self.changed_at: KeptMap[IdKey, int] = KeptMap()
         """Key of a present object -> the revision of its last change (see :meth:`changed`)."""
         self._gone_at: OrderedDict[IdKey, int] = OrderedDict()
         """Key of a deleted object -> the revision of its deletion, oldest first, kept while the history
