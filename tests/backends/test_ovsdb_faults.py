@@ -409,3 +409,32 @@ def test_an_id_counter_another_writer_damaged_is_a_corrupt_record_and_never_move
             with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
                 db.allocate_id("c")
         assert db.allocate_id("other") == 1
+
+
+def test_a_server_silent_while_it_composes_a_monitors_first_state_is_not_dropped() -> None:
+    """ovsdb-server answers nothing while it composes a monitor's first state (11.7 s of one turn for
+    100,000 ports on a loaded machine): a client that dropped it as dead after two probe intervals
+    asked again on a new connection, for the same wait, and a cold load took 67 s. Here the server's
+    turn is a link that holds every byte for 2 s (ten probe intervals) while a cache's monitor is asked."""
+    from nbdb.testing.faults import FaultProxy
+
+    with OvsdbServer() as server, FaultProxy([(server.host, server.port)]) as link:
+        host, port = link.addresses[0]
+        namespace = f"p{uuid.uuid4().hex[:8]}"
+        with nbdb.connect(f"{server.url}?namespace={namespace}") as writer:
+            switch = writer.create(LogicalSwitch(name="busy"))
+            for i in range(20):
+                writer.create(LogicalSwitchPort(switch=switch.id, name=f"busy-p{i}"))
+        with nbdb.connect(f"ovsdb+tcp://{host}:{port}?namespace={namespace}&timeout=20&probe=0.2") as db:
+            accepted = link.stats.accepted
+            link.blackhole()
+            healer = threading.Timer(2.0, link.heal)
+            healer.start()
+            try:
+                cache = db.cache(LogicalSwitchPort)  # its monitor's first state, asked on this connection
+                assert cache.wait_synced(30) and len(cache) == 20
+            finally:
+                healer.cancel()
+                link.heal()
+            assert link.stats.accepted == accepted, "the client dropped a server busy with its monitor and came back"
+            assert link.stats.cut == 0

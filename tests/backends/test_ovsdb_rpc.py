@@ -381,3 +381,31 @@ def test_a_client_that_stalled_itself_probes_before_it_drops_a_quiet_server() ->
         rpc.close()
         server.close()
         peer.join(5)
+
+
+def test_a_server_silent_while_it_composes_a_patient_request_is_not_dropped(peer: Any) -> None:
+    # Cause: ovsdb-server answers nothing, echoes included, while it composes a reply; a monitor's
+    # first state of 100,000 ports took it 11.7 s of one turn on a loaded machine. The client dropped
+    # it after two probe intervals and asked again on a new connection, for the same wait (a cold
+    # load of 67 s). A monitor's first state is asked patiently: silence is the server's work on it.
+    rpc, server, _ = peer  # probe 1 s: dropped after about 2 s of silence
+    call = rpc.request("monitor_cond_since", ["OVN_Northbound", "m", {}, "0"], patient=10.0)
+    asked = _read(server, 3.5)  # the server says nothing for 3.5 s, echoes unanswered
+    assert not rpc.closed.is_set(), "a server busy with a patient request was dropped as dead"
+    server.sendall(json.dumps({"id": asked[0]["id"], "result": [False, "t", {}], "error": None}).encode())
+    assert call.wait(10) == [False, "t", {}]
+
+
+def test_patience_is_bounded_a_silent_server_is_still_dropped() -> None:
+    # The allowance ends: a server that never answers (frozen, or gone without a reset) is dropped
+    # once the patient request's allowance and the probe's own intervals have passed.
+    rpc, _server, _ = next(gen := _peer(0.5))  # the peer answers nothing
+    try:
+        call = rpc.request("monitor_cond_since", ["OVN_Northbound", "m", {}, "0"], patient=1.0)
+        started = time.monotonic()
+        assert rpc.closed.wait(8), "a server silent past the patient request's allowance was never dropped"
+        assert time.monotonic() - started >= 1.0
+        with pytest.raises(RpcClosed):
+            call.wait(1)
+    finally:
+        gen.close()

@@ -63,15 +63,18 @@ class RpcError(errors.BackendUnavailableError):
 class Call:
     """One request in flight."""
 
-    __slots__ = ("done", "error", "method", "on_reply", "result", "sent")
+    __slots__ = ("done", "error", "method", "on_reply", "patient_until", "result", "sent")
 
-    def __init__(self, method: str, on_reply: Callable[[Any], None] | None) -> None:
+    def __init__(self, method: str, on_reply: Callable[[Any], None] | None, patient_until: float = 0.0) -> None:
         self.method = method
         self.on_reply = on_reply
         self.done = Done()
         self.sent = False
         self.result: Any = None
         self.error: errors.NbdbError | None = None
+        self.patient_until = patient_until
+        """Until when (monotonic) the server's silence is its work on this request, not its death (see
+        :meth:`RpcConnection.request`'s ``patient``); 0: never."""
 
     def wait(self, timeout: float) -> Any:
         """The result; RpcClosed / RpcError / BackendUnavailableError (timeout) otherwise."""
@@ -127,6 +130,7 @@ class RpcConnection:
         params: list[Any],
         on_reply: Callable[[Any], None] | None = None,
         label: str | None = None,
+        patient: float = 0.0,
     ) -> Call:
         """Send a request; its :class:`Call` completes when the reply arrives.
 
@@ -135,8 +139,14 @@ class RpcConnection:
         ``label`` goes into the request's id (which the server echoes), saying
         what the request is about in logs and on the wire (a lock's nbdb name,
         which its OVSDB name hides).
+        ``patient``: seconds the server may stay silent while this request is
+        unanswered before it is dropped as dead (its probe's two intervals
+        otherwise). ovsdb-server answers nothing, echoes included, while it
+        composes a reply: a monitor's first state of 100,000 ports took it
+        11.7 s of one turn on a loaded machine, and a client that dropped it
+        after 6 s asked again on a new connection, for the same wait.
         """
-        call = Call(method, on_reply)
+        call = Call(method, on_reply, time.monotonic() + patient if patient > 0 else 0.0)
         number = next(self._ids)
         mid: int | str = number if label is None else f"{number} {label}"
         data = dumps({"id": mid, "method": method, "params": params})
@@ -362,8 +372,15 @@ class RpcConnection:
             and self._probed
             and now - self._probed_at > self._probe
             and not self._answer_waiting()
+            and not self._patient(now)
         ):
             raise TimeoutError(f"no answer from {self.remote} for {silent:.1f}s")
+
+    def _patient(self, now: float) -> bool:
+        """Whether a request whose answer may take the server long (a monitor's first state) is still
+        unanswered within its allowance: the server's silence is then its work on it (see :meth:`request`)."""
+        with self._lock:
+            return any(call.patient_until > now for call in self._pending.values())
 
     def _answer_waiting(self) -> bool:
         """Whether bytes from the server wait in the socket: it was not silent, this process was.

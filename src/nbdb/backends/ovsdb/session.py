@@ -236,7 +236,11 @@ class Session:
 
             requests = monitor_requests(self._mapping, db, scope)
             monitor = f"{_MONITOR_PREFIX}{index}:{db}"
-            calls.append(rpc.request("monitor_cond_since", [db, monitor, requests, since], on_reply))
+            # The server composes the whole state in one turn, answering nothing meanwhile: patient for
+            # ``timeout`` (the probe alone dropped a server busy with 100,000 ports on a loaded machine).
+            calls.append(
+                rpc.request("monitor_cond_since", [db, monitor, requests, since], on_reply, patient=self.target.timeout)
+            )
         return calls
 
     def _refuse_if_behind(self, rpc: RpcConnection, replica: Replica, db: str, updates: Any) -> None:
