@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,50000,100000")
     parser.add_argument("--etcd-quota", type=int, default=8 << 30, help="etcd's --quota-backend-bytes")
     parser.add_argument("--hazelcast-heap", default="6g", help="the Hazelcast member's -Xmx")
+    parser.add_argument("--keep-files", action="store_true", help="keep the servers' directories (logs) after the run")
     parser.add_argument("--etcd-timeout", type=float, help="seconds per etcd request (nbdb: 2)")
     args = parser.parse_args()
     options: dict[str, dict[str, object]] = {
@@ -99,7 +100,8 @@ def main() -> None:
 
     print(f"load average before: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
     for backend in args.backends.split(","):
-        server = None if backend == "memory" else start_server(backend, **options.get(backend, {}))
+        options[backend] = {**options.get(backend, {}), "keep_files": args.keep_files}
+        server = None if backend == "memory" else start_server(backend, **options[backend])
         try:
             for n in sizes:
                 url = "memory://" if server is None else server.url
