@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--backends", default="redis,etcd,memory")
     parser.add_argument("--sizes", default="10000,50000,100000")
     parser.add_argument("--etcd-quota", type=int, default=8 << 30, help="etcd's --quota-backend-bytes")
-    parser.add_argument("--hazelcast-heap", default="6g", help="the Hazelcast member's -Xmx")
+    parser.add_argument("--hazelcast-heap", default="8g", help="the Hazelcast member's -Xmx")
     parser.add_argument("--keep-files", action="store_true", help="keep the servers' directories (logs) after the run")
     parser.add_argument("--etcd-timeout", type=float, help="seconds per etcd request (nbdb: 2)")
     args = parser.parse_args()
