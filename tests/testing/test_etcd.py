@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -104,3 +105,21 @@ def test_stop_leaves_nothing_behind(
         base_dir = Path(str(cluster.base_dir))
         assert (base_dir / "etcd1" / "data").is_dir()
     assert_cleaned_up(cluster, pids, base_dir)
+
+
+@pytest.mark.timeout(60)
+def test_quota_bytes_sets_the_backend_quota(server_factory: Callable[..., Server]) -> None:
+    """``quota_bytes`` reaches etcd: a 1 MiB quota refuses writes that etcd's default 2 GiB would take."""
+    server = server_factory("etcd", quota_bytes=1 << 20)
+    assert isinstance(server, EtcdServer)
+    assert server.options()["quota_bytes"] == 1 << 20
+    member = server.members[0]
+    value = "x" * (64 << 10)
+    refused = ""
+    for i in range(64):  # 4 MiB in all, twice the room a 1 MiB quota leaves
+        try:
+            _put(member, f"big{i}", value)
+        except urllib.error.HTTPError as exc:
+            refused = exc.read().decode()
+            break
+    assert "database space exceeded" in refused
