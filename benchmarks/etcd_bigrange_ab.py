@@ -14,9 +14,9 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Any
+from collections.abc import Callable
 
-from abrun import ETCD_CALLS, ab_parser, env, in_turns, loadavg, run_json
+from abrun import ETCD_CALLS, ab_parser, ab_rounds, env
 
 READ = (
     r"""
@@ -74,15 +74,12 @@ def main() -> None:
         pid = server.members[0].pid
         assert pid is not None
         subprocess.run([sys.executable, "-c", FILL, url, prefix, str(args.keys)], env=env(args.a), check=True)
-        print(f"load average before: {loadavg().split()}", flush=True)
-        results: dict[str, list[dict[str, Any]]] = {}
-        for n, side in in_turns(args.rounds):
+
+        def etcd_cpu() -> Callable[[], dict[str, float]]:
             before = cpu_seconds(pid)
-            got = run_json(sides[side], READ, [url, prefix, str(args.keys)])
-            got["etcd_cpu_s"] = cpu_seconds(pid) - before
-            results.setdefault(side, []).append(got)
-            print(f"round {n} {side} {got}", flush=True)
-        print(f"load average after: {loadavg().split()}")
+            return lambda: {"etcd_cpu_s": cpu_seconds(pid) - before}
+
+        results = ab_rounds(sides, args.rounds, READ, [url, prefix, str(args.keys)], etcd_cpu)
         for side in ("a", "b"):
             got = results[side]
             print(
