@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,30 @@ def in_turns(rounds: int) -> Iterator[tuple[int, str]]:
     for n in range(rounds):
         for side in ("a", "b") if n % 2 == 0 else ("b", "a"):
             yield n, side
+
+
+def ab_rounds(
+    sides: dict[str, str],
+    rounds: int,
+    worker: str,
+    args: list[str],
+    extra: Callable[[], Callable[[], dict[str, Any]]] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """``worker`` run on each side in turns (:func:`in_turns`), its JSON per side, the rounds and the load printed.
+
+    ``extra``: called before each run; what it returns is called after it, and its figures join the run's.
+    """
+    print(f"load average before: {loadavg().split()}", flush=True)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for n, side in in_turns(rounds):
+        after = extra() if extra is not None else None
+        got = run_json(sides[side], worker, args)
+        if after is not None:
+            got.update(after())
+        results.setdefault(side, []).append(got)
+        print(f"round {n} {side} {got}", flush=True)
+    print(f"load average after: {loadavg().split()}")
+    return results
 
 
 def ab_parser(doc: str | None, count: int) -> argparse.ArgumentParser:

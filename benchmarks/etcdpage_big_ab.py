@@ -13,9 +13,8 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-from typing import Any
 
-from abrun import ETCD_CALLS, ab_parser, env, in_turns, loadavg, run_json
+from abrun import ETCD_CALLS, ab_parser, ab_rounds, env
 
 PAGES = (
     ETCD_CALLS
@@ -71,13 +70,7 @@ def main() -> None:
         total = args.topics * args.routers
         fill = [url, "big", str(args.topics), str(args.routers)]
         subprocess.run([sys.executable, "-c", FILL, *fill], env=env(args.a), check=True)
-        print(f"load average before: {loadavg().split()}", flush=True)
-        results: dict[str, list[dict[str, Any]]] = {}
-        for n, side in in_turns(args.rounds):
-            got = run_json(sides[side], PAGES, [url, "big", str(total)])
-            results.setdefault(side, []).append(got)
-            print(f"round {n} {side} {got}", flush=True)
-        print(f"load average after: {loadavg().split()}")
+        results = ab_rounds(sides, args.rounds, PAGES, [url, "big", str(total)])
         for side in ("a", "b"):
             got = results[side]
             print(

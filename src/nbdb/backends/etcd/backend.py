@@ -49,9 +49,16 @@ _MAX_PAGE = 16_000
 etcd answers every page of a range by walking the index of all the keys left
 in it (to count them), so pages of a fixed size cost the server O(N²/page) for
 N keys: at 100,000 ports 51 pages of 2,000 took 25 µs a port, against 6.5 at
-10,000. Doubling pages walk O(N·log N) keys; the cap bounds one reply (≈ 10 MB
-of ports) beside the list the load keeps anyway.
+10,000. Doubling pages only divide that by the cap (about 0.6 s of etcd a page
+at 1M ports), so a range with more than a few pages left is read as sub-ranges
+of its ids' leading digits (see ``EtcdBackend._read_span``); the cap bounds one
+reply (≈ 10 MB of ports) beside the list the load keeps anyway.
 """
+_SPLIT_PAGES = 4
+"""A range with more than this many first pages left after its first is read as sub-ranges (see _read_span)."""
+_SPLIT_DIGITS = [bytes([c]) for c in b"0123456789abcdef"]
+_SPLIT_DEPTH = 512
+"""Sub-ranges go no deeper than keys this long (a guard against keys sharing very long prefixes)."""
 _PRUNE_EVERY = 60.0  # seconds between two checks of one topic for a dead registry key (see _prune)
 _PRUNE_FROM = 32  # topics without the scanned tables' keys a scan must find before it checks them (see _prune)
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
@@ -303,19 +310,13 @@ class EtcdBackend(KeyValueBackend):
                 first = max(16, _PAGE // len(spans)) if len(spans) > 1 else 0
                 firsts, revision = self._read_many(spans, first, revision) if first else ([None] * len(spans), revision)
                 for (start, end), kvs in zip(spans, firsts, strict=True):
-                    page, more = _PAGE, True
+                    base = start
                     if kvs is not None:
                         out += _kvs(kvs)
-                        more = len(kvs) == first
+                        if len(kvs) < first:
+                            continue
                         start = kvs[-1].key + b"\0" if kvs else end
-                    while more:
-                        header, kvs, more, _ = self.client.range(start, end, limit=page, revision=revision)
-                        revision = revision or header.revision
-                        out += _kvs(kvs)
-                        if not kvs:
-                            break
-                        start = kvs[-1].key + b"\0"
-                        page = min(page * 2, _MAX_PAGE)
+                    revision = self._read_span(start, end, base, revision, out)
                 objects = self.layout.objects
                 if whole is not None:  # too many topics: o/ was read whole, and only the tables asked for are kept
                     out = [kv for kv in out if not outside_tables(kv.key, objects, whole)]
@@ -328,6 +329,40 @@ class EtcdBackend(KeyValueBackend):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _read_span(self, start: bytes, end: bytes, base: bytes | None, revision: int, out: list[KeyValue]) -> int:
+        """Every key of ``[start, end)`` at ``revision`` (0: now) appended to ``out`` in order; the revision read.
+
+        etcd 3.4 walks every key from a page's start to the range's end to count them (whatever the
+        limit), so pages of one range cost the rest of the range each: quadratic in the table. When the
+        first page's count says more than ``_SPLIT_PAGES`` pages are left, the rest is read as the
+        sub-ranges ``[base + c, base + c')`` for consecutive ``c`` of ``_SPLIT_DIGITS`` (ids are UUIDs:
+        about a sixteenth each), each the same way, so a page counts only its own sub-range. The
+        sub-ranges, with the stretches before the first and after the last (read in plain pages), cover
+        ``[start, end)`` exactly whatever the keys; ids that share leading digits split again one digit
+        deeper, keys of other digits land in the stretches. ``base``: where the digits go (the table's
+        prefix at first; None: plain pages only).
+        """
+        page = _PAGE
+        while True:
+            header, kvs, more, count = self.client.range(start, end, limit=page, revision=revision)
+            revision = revision or header.revision
+            out += _kvs(kvs)
+            if not more or not kvs:
+                return revision
+            start = kvs[-1].key + b"\0"
+            if base is not None and count - len(kvs) > _SPLIT_PAGES * _PAGE and len(base) < _SPLIT_DEPTH:
+                bounds = [base + d for d in _SPLIT_DIGITS]
+                pieces = [(None, b"", bounds[0])] + [
+                    (low, low, high) for low, high in zip(bounds, [*bounds[1:], wire.prefix_end(base)], strict=True)
+                ]
+                pieces.append((None, wire.prefix_end(base), end))  # keys past base's (none under a table's prefix)
+                for sub_base, low, high in pieces:
+                    low, high = max(low, start), min(high, end)
+                    if low < high:
+                        revision = self._read_span(low, high, sub_base, revision, out)
+                return revision
+            page = min(page * 2, _MAX_PAGE)
 
     def _concrete(self, prefixes: Sequence[str]) -> tuple[list[str], int, tuple[str, ...] | None, list[str] | None]:
         """``prefixes`` with each ``o/*/<table>/`` (kvplan.ANY_TOPIC) spelled out for every topic present.

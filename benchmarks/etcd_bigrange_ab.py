@@ -1,0 +1,96 @@
+"""A/B of one long range on etcd: ``range_keys`` of one table of N keys (issue 13, etcd 3.4's counting pages).
+
+One etcd server, filled once with N keys under one table prefix (UUID ids, 300-byte values, raw
+``commit_keys`` of 100); then each side in its own process, alternating (abrun.in_turns), reads the
+table once with ``range_keys``: wall ms, the requests it sent, the keys etcd walked to answer them
+(the sum of the replies' ``count``) and the CPU etcd spent meanwhile (its /proc utime + stime)::
+
+    python benchmarks/etcd_bigrange_ab.py --a /work/main/src --b src --rounds 2 --keys 100000
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+
+from abrun import ETCD_CALLS, ab_parser, ab_rounds, env
+
+READ = (
+    r"""
+import json, sys
+from time import perf_counter_ns as now
+import nbdb
+url, prefix, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+"""
+    + ETCD_CALLS
+    + r"""
+with nbdb.connect(url, namespace="bench") as db:
+    calls = counted(db)
+    walked = []  # each reply's count: the keys etcd 3.4 walked to answer it
+    client, real_range = db.backend.client, db.backend.client.range
+    def range_(*args, **kwargs):
+        got = real_range(*args, **kwargs)
+        walked.append(got[3])
+        return got
+    client.range = range_
+    t0 = now()
+    kvs, _ = db.backend.range_keys([prefix])
+    ms = (now() - t0) / 1e6
+    assert len(kvs) == total, len(kvs)
+print(json.dumps({"ms": ms, "requests": len(calls), "walked": sum(walked)}))
+"""
+)
+
+FILL = r"""
+import sys, uuid
+import nbdb
+url, prefix, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with nbdb.connect(url, namespace="bench") as db:
+    for first in range(0, total, 100):
+        puts = {prefix + str(uuid.uuid4()): b"x" * 300 for _ in range(min(100, total - first))}
+        assert db.backend.commit_keys([], puts, []) is not None
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = ab_parser(__doc__, 0)
+    parser.add_argument("--keys", type=int, default=100_000)
+    args = parser.parse_args()
+    sides = {"a": args.a, "b": args.b}
+    from nbdb.testing.servers import start_server
+
+    server = start_server("etcd")
+    try:
+        url, prefix = str(server.url), "bench/o/t/Logical_Switch_Port/"
+        pid = server.members[0].pid
+        assert pid is not None
+        subprocess.run([sys.executable, "-c", FILL, url, prefix, str(args.keys)], env=env(args.a), check=True)
+
+        def etcd_cpu() -> Callable[[], dict[str, float]]:
+            before = cpu_seconds(pid)
+            return lambda: {"etcd_cpu_s": cpu_seconds(pid) - before}
+
+        results = ab_rounds(sides, args.rounds, READ, [url, prefix, str(args.keys)], etcd_cpu)
+        for side in ("a", "b"):
+            got = results[side]
+            print(
+                f"{side}: {statistics.median(g['ms'] for g in got):8.1f} ms, etcd CPU "
+                f"{statistics.median(g['etcd_cpu_s'] for g in got):.2f} s, "
+                f"{statistics.median(g['requests'] for g in got):.0f} requests, "
+                f"{statistics.median(g['walked'] for g in got):,.0f} keys walked (medians)"
+            )
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
