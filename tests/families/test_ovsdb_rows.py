@@ -17,6 +17,7 @@ from nbdb.codec import decode, encode
 from nbdb.families.ovsdb import Mapping_
 from nbdb.families.ovsdb.rows import (
     RowState,
+    Shared,
     VersionBook,
     content_digest,
     new_row,
@@ -271,3 +272,22 @@ def test_a_widened_column_holding_several_atoms_is_a_corrupt_record() -> None:
         doc = render(tm, port.id, {**cells, column: several, "external_ids": ext}, parents)
         with pytest.raises(nbdb.CorruptRecordError, match=column):
             decode(LogicalSwitchPort, Record("LogicalSwitchPort", port.id, None, 1, doc.data))
+
+
+@given(keys=st.lists(st.integers(0, 40), max_size=200), limit=st.integers(1, 16))
+def test_a_shared_table_hands_out_the_value_kept_for_a_key_and_stays_bounded(keys: list[int], limit: int) -> None:
+    table: Shared[int, list[int]] = Shared(limit)
+    handed: dict[int, list[int]] = {}
+    made = 0
+    for key in keys:
+        value = table.get(key)
+        if value is None:
+            made += 1
+            value = table.keep(key, [key])
+        else:
+            assert value is handed[key]  # shared while kept
+        assert value == [key]
+        handed[key] = value
+        assert len(table) <= limit
+    if len(set(keys)) <= limit:
+        assert made == len(set(keys))  # never cleared: each key's value made once

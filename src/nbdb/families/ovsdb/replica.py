@@ -33,6 +33,7 @@ from nbdb.families.ovsdb.rows import (
     Doc,
     KeptMap,
     Row,
+    Shared,
     VersionBook,
     Written,
     kept_wire,
@@ -62,8 +63,6 @@ log = logging.getLogger(__name__)
 _NO_PARENTS: Mapping[str, uuid.UUID] = {}
 """The parents of a row that has none (shared, never changed)."""
 
-_ONE_PARENT_LIMIT = 4096
-"""Parents whose one-parent map :class:`_View` keeps for their children to share, at most."""
 
 _NO_REFERRERS: Mapping[IdKey, uuid.UUID] = {}
 """The referrers of an object nothing references (shared, never changed)."""
@@ -128,10 +127,10 @@ class _View:
         self.parents: dict[IdKey, Mapping[str, uuid.UUID]] = {}
         """(child table, child) -> its parents by field. Never changed in place (replaced, see :meth:`_held`):
         a child with one parent shares its map with its siblings (:attr:`_one_parent`)."""
-        self._one_parent: dict[tuple[str, int], Mapping[str, uuid.UUID]] = {}
+        self._one_parent: Shared[tuple[str, int], Mapping[str, uuid.UUID]] = Shared()
         """(field, parent id's int) -> ``{field: parent}``, the one map of every child whose only parent that is:
         one dict per child was one more object per port the cyclic collector walked (a port has its
-        switch alone). Bounded: cleared when full, the maps handed out stay valid (never changed)."""
+        switch alone)."""
         # (child table, child, field) -> every parent row whose set holds the child, kept only while
         # more than one does (another writer added the child to a second parent's set; nbdb never does).
         self.shared: dict[tuple[str, int, str], set[uuid.UUID]] = {}
@@ -224,13 +223,8 @@ class _View:
 
     def _one(self, field: str, parent: uuid.UUID) -> Mapping[str, uuid.UUID]:
         """``{field: parent}``, the map every child held by ``parent`` alone shares (see :attr:`_one_parent`)."""
-        one = self._one_parent
-        shared = one.get((field, parent.int))
-        if shared is None:
-            if len(one) >= _ONE_PARENT_LIMIT:
-                one.clear()
-            shared = one[(field, parent.int)] = {field: parent}
-        return shared
+        key = (field, parent.int)
+        return self._one_parent.get(key) or self._one_parent.keep(key, {field: parent})
 
     def put(self, table: str, id: uuid.UUID, row: Row | None, touched: dict[IdKey, uuid.UUID]) -> None:
         """Store (or with None remove) a whole row."""
@@ -415,7 +409,9 @@ class Replica:
         return dict(self.views[tm.db].parents.get((tm.db_table, id.int), {}))
 
     def parents_view(self, tm: TableMap, id: uuid.UUID) -> Mapping[str, uuid.UUID]:
-        """:meth:`parents_of` without the copy: the replica's own map, to read under ``cond`` and not keep."""
+        """:meth:`parents_of` without the copy: the replica's own map, read-only. A later change of the
+        child's parents replaces the map (it is never changed in place), so a caller may keep it as
+        the parents of that moment."""
         return self.views[tm.db].parents.get((tm.db_table, id.int), _NO_PARENTS)
 
     def referrers_view(self, table: str, id: uuid.UUID) -> Mapping[IdKey, uuid.UUID]:

@@ -133,6 +133,31 @@ class RowState(NamedTuple):
     stored_digest: str
 
 
+class Shared(dict[_K, _V]):
+    """Immutable values shared by key: ``table.get(key)``, else ``table.keep(key, value)``.
+
+    At most ``limit`` are kept: past it the table is cleared, and the values already handed out
+    stay valid (they are never changed in place), only no longer shared. For values that many
+    rows would otherwise each hold a copy of (a port's one reference, its parents map); the caller
+    makes a value only when the key is not kept, from the objects it has (a value rebuilt from the
+    key would hold new ids, which compare by ``UUID.__eq__`` where the same objects compare by
+    identity).
+    """
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = 4096) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def keep(self, key: _K, value: _V) -> _V:
+        """Share ``value`` under ``key`` (clearing the table first when full); returns it."""
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
+
+
 class KeptMap(dict[_K, _V]):
     """A dict the cyclic collector keeps tracked: for a map with an entry per row whose keys and values are atomic.
 
@@ -500,18 +525,12 @@ def refs_of(
         # would hash the (table, UUID) pair, a UUID.__hash__ call in Python per plan and render.
         table, target = out[0]
         key = (table, target.int)
-        one = _ONE_REF.get(key)
-        if one is None:
-            if len(_ONE_REF) >= _ONE_REF_LIMIT:
-                _ONE_REF.clear()  # bounded: the sets handed out stay valid (immutable), only unshared
-            one = _ONE_REF[key] = frozenset(out)
-        return one
+        return _ONE_REF.get(key) or _ONE_REF.keep(key, frozenset(out))
     return frozenset(out)
 
 
-_ONE_REF_LIMIT = 4096
-_ONE_REF: dict[tuple[str, int], frozenset[tuple[str, uuid.UUID]]] = {}
-"""Recent sets of one reference (:func:`refs_of`), by its table and its id's int; shared, being immutable."""
+_ONE_REF: Shared[tuple[str, int], frozenset[tuple[str, uuid.UUID]]] = Shared()
+"""Recent sets of one reference (:func:`refs_of`), by its table and its id's int."""
 
 
 _Parents = Mapping[str, uuid.UUID]
