@@ -90,7 +90,9 @@ def test_a_list_that_outlasts_the_commit_lease_is_a_snapshot_or_refused(hazelcas
                     if kvs is None:
                         continue
                     for w in range(_WRITERS):
-                        mine = {kv.mod_revision for kv in kvs if kv.key.startswith((f"o/a{w}/", f"o/m{w}/", f"o/z{w}/"))}
+                        mine = {
+                            kv.mod_revision for kv in kvs if kv.key.startswith((f"o/a{w}/", f"o/m{w}/", f"o/z{w}/"))
+                        }
                         assert len(mine) == 1 and max(mine) <= revision, f"torn at revision {revision}: {sorted(mine)}"
             finally:
                 proxied.proxy.heal()

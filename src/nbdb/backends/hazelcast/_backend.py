@@ -533,9 +533,7 @@ class HazelcastBackend(ChangeLogBackend):
                 revision = decode_head(head_raw)[0]
         return sorted(found.items()), revision
 
-    def _range_locked(
-        self, prefixes: Sequence[str], lease: float
-    ) -> tuple[Any, dict[str, Any], int, str, _Held]:
+    def _range_locked(self, prefixes: Sequence[str], lease: float) -> tuple[Any, dict[str, Any], int, str, _Held]:
         """``head``, the stored items under ``prefixes``, ``head``'s revision and token, all read under the commit
         lock held with ``lease`` (see :meth:`_range`), and the lock (``lost``: whether its unlock failed)."""
         objects = self._object_prefix
