@@ -9,21 +9,21 @@ the list could hold some objects before a commit and some after it, with no erro
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import nbdb
 from nbdb import errors
-from nbdb.backends.hazelcast import HazelcastBackend
+from nbdb.conformance.kit import eventually
 from nbdb.models import LogicalSwitch
 from nbdb.testing.faults import ProxiedServer
 from nbdb.testing.fixtures import hazelcast_server  # noqa: F401 - pytest fixture
 
 pytest.importorskip("hazelcast")
+
+from nbdb.backends.hazelcast import HazelcastBackend
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,7 +63,9 @@ def test_a_list_that_outlasts_the_commit_lease_is_a_snapshot_or_refused(hazelcas
 
         def write(w: int) -> None:
             # Once the reader holds the commit lock (so that it is not kept from it), as fast as it can.
-            assert _until(lambda: _backend(writers[w])._meta.is_locked("commit")), "the reader took no lock"
+            assert eventually(lambda: _backend(writers[w])._meta.is_locked("commit"), interval=0.002), (
+                "the reader took no lock"
+            )
             for _ in range(_COMMITS):
                 n = str(commits[w] + 1)
                 with writers[w].transaction() as txn:
@@ -101,12 +103,3 @@ def test_a_list_that_outlasts_the_commit_lease_is_a_snapshot_or_refused(hazelcas
     finally:
         for writer in writers:
             writer.close()
-
-
-def _until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.002)
-    return True
