@@ -46,7 +46,7 @@ def test_a_list_that_outlasts_the_commit_lease_is_a_snapshot_or_refused(hazelcas
     they can, once the reader holds the commit lock. The reader's ``commit_lease`` is 1 s and its traffic
     goes through a proxy adding 0.6 s each way, so its read reaches the member once its lock's lease has
     run out, while the member applies their commits (key by key). The code before returned switches of a
-    commit beside switches of the one before (``first`` at revision 8, ``last`` at 6, listed at 7), in 5
+    commit beside switches of the one before (revisions 6 and 8, listed at 7), in 5
     runs of 5. Now each list is a snapshot (every switch of a writer at one revision, not past the one
     listed), or refused with BackendUnavailableError; never torn."""
     namespace = f"hzlease-{uuid.uuid4().hex[:10]}"
