@@ -29,7 +29,8 @@ decided commit to apply first, data nbdb did not write).
 
 Why readers never see half of one. ``head`` moves only once its commit is wholly applied,
 so every commit up to ``head`` is visible whole; a list takes the commit lock, so it reads
-exactly the state at the ``head`` it reports.
+exactly the state at the ``head`` it reports. One that outlasts the lock's lease (``commit_lease``)
+is told by its failed unlock and checked: read again, or refused, if a commit was decided meanwhile.
 
 Why the change stream has no gap. Revisions are dense (one entry per revision, taken by
 ``putIfAbsent``), each ``log`` entry holds the whole commit (so a transaction is one change

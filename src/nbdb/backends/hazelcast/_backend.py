@@ -93,6 +93,9 @@ _LOCK_QUEUE_MAX = 0.1
 the last (each holds the send gate that long at most; see ``_key_lock``); not in the last 4 waits of ``timeout``."""
 _WARNED: set[str] = set()
 """Clusters whose lack of nbdb's member-side code was logged already (once a process each)."""
+_LEASE_REREADS = 2
+"""How often a list whose commit lock lapsed while it read, a commit decided meanwhile, is read again (see
+:meth:`HazelcastBackend._range`) before it is refused (BackendUnavailableError) rather than returned torn."""
 _EXPIRY_GRAIN = 1.0
 """Hazelcast keeps entry times in whole seconds, so an entry may expire up to a second before its
 TTL; leases ask for this much more, so that a lease never lapses before the TTL nbdb promised."""
@@ -468,7 +471,12 @@ class HazelcastBackend(ChangeLogBackend):
         """The stored items under ``prefixes`` at one revision, in key order (filtered by prefix by the caller).
 
         Objects are read under the commit lock, which makes the list exact (see the package
-        docstring). Other keys — the reverse references a delete checks — are read without
+        docstring). A read that outlasts the lock's lease (``commit_lease``: a table of a million
+        objects) is told by its failed unlock (one that succeeds proves the lock held throughout,
+        so the common case costs nothing more); then, if a commit was decided since its ``head``
+        (:meth:`_unchanged_since`, two reads), it is read again under a lease twice as long as it
+        took, at most :data:`_LEASE_REREADS` times, then refused with BackendUnavailableError:
+        never returned torn. Other keys — the reverse references a delete checks — are read without
         it, at ``head`` read first: every commit up to ``head`` is wholly applied (``head``
         moves only once its commit's writes are in). A key that a later commit already
         changed carries a later revision, so the delete's ``PrefixUnchangedSince`` condition
@@ -476,53 +484,27 @@ class HazelcastBackend(ChangeLogBackend):
         """
         objects = self._object_prefix
         if any(p.startswith(objects) for p in prefixes):
-            # The registry's topics are read once the lock is granted, from the grant's callback, and the
-            # topics the scan finds in gaps are registered from the unlock's reply callback (the reactor's
-            # thread: a send from the caller's outside the local turn could lose the reactor's wake-up, see
-            # _commit_lock; and after the list's last reply: it never waits for them).
-            # The list's exactness does not depend on them (see _queries), only what the member reads.
-            wildcard = any(wildcard_split(p, objects) for p in prefixes)
-            gaps: list[str] = []  # topics found in gaps, reserved to register (see _adopt)
-
-            def send() -> Any:
-                if not wildcard:
-                    return self._send_range(prefixes, None)
-                registry, generation = self._registry_future()
-                # registry: a future of (the registry's topics, whether a scan names them one by one).
-
-                def adopt(done: Any) -> tuple[Any, dict[str, Any], list[str]]:
-                    got: tuple[Any, dict[str, Any], list[str]] = done.result()
-                    if got[2]:
-                        gaps.extend(self._adopt(got[2], generation))  # before the list has its result
-                    return got
-
-                return registry.continue_with(lambda got: self._send_range(prefixes, got.result())).continue_with(adopt)
-
-            def resend() -> Any:
-                # After a repair, from this thread: one read through the gate, the burst from its reply.
-                return self.gate.send(
-                    lambda: self.meta_async.get(TRIM), lambda pending: self.then_send(pending, lambda _: send())
+            lease = self.config.commit_lease
+            for _read in range(_LEASE_REREADS + 1):
+                began = time.monotonic()
+                head_raw, found, revision, token, held = self._range_locked(prefixes, lease)
+                if not held.lost or self._unchanged_since(head_raw, revision):
+                    break
+                # Lost meanwhile, and a commit was decided since: read again, under a lease twice as long as this
+                # read took (the same table, read again, takes about as long).
+                lease = max(lease, 2 * (time.monotonic() - began))
+                log.info(
+                    "hazelcast: a list outlasted the commit lock's lease and a commit was decided meanwhile: "
+                    "read again under a lease of %.1fs",
+                    lease,
                 )
-
-            def register() -> None:
-                self._send_registrations(gaps)
-
-            with self._commit_lock(send, after=register) as lock:
-                head_raw, found, _ = self._reply(lock.follow)
-                for _round in range(_ROLL_FORWARD_ROUNDS):
-                    if head_raw is None and self._repair_head(None):
-                        head_raw, found, _ = self.call(lambda: resend().result())
-                        continue
-                    try:
-                        revision, token = decode_head(head_raw)
-                        break
-                    except errors.CorruptRecordError:
-                        # Another writer damaged ``head``: put back here, under the lock, as a commit would.
-                        if not self._repair_head(head_raw):
-                            raise
-                    head_raw, found, _ = self.call(lambda: resend().result())
-                else:
-                    revision, token = decode_head(head_raw)
+            else:
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: a list outlasted the commit lock's lease "
+                    f"({self.config.commit_lease}s, then up to {lease:.1f}s) {_LEASE_REREADS + 1} times, and each "
+                    "time another client committed meanwhile: refused rather than a torn snapshot (raise "
+                    "commit_lease above the list's time)"
+                )
             self.remember_token(revision, token)
         else:
             # head first (every commit up to it is applied), then the keys, from its reply callback.
@@ -550,6 +532,82 @@ class HazelcastBackend(ChangeLogBackend):
                 head_raw, found = read()
                 revision = decode_head(head_raw)[0]
         return sorted(found.items()), revision
+
+    def _range_locked(self, prefixes: Sequence[str], lease: float) -> tuple[Any, dict[str, Any], int, str, _Held]:
+        """``head``, the stored items under ``prefixes``, ``head``'s revision and token, all read under the commit
+        lock held with ``lease`` (see :meth:`_range`), and the lock (``lost``: whether its unlock failed)."""
+        objects = self._object_prefix
+        # The registry's topics are read once the lock is granted, from the grant's callback, and the
+        # topics the scan finds in gaps are registered from the unlock's reply callback (the reactor's
+        # thread: a send from the caller's outside the local turn could lose the reactor's wake-up, see
+        # _commit_lock; and after the list's last reply: it never waits for them).
+        # The list's exactness does not depend on them (see _queries), only what the member reads.
+        wildcard = any(wildcard_split(p, objects) for p in prefixes)
+        gaps: list[str] = []  # topics found in gaps, reserved to register (see _adopt)
+
+        def send() -> Any:
+            if not wildcard:
+                return self._send_range(prefixes, None)
+            registry, generation = self._registry_future()
+            # registry: a future of (the registry's topics, whether a scan names them one by one).
+
+            def adopt(done: Any) -> tuple[Any, dict[str, Any], list[str]]:
+                got: tuple[Any, dict[str, Any], list[str]] = done.result()
+                if got[2]:
+                    gaps.extend(self._adopt(got[2], generation))  # before the list has its result
+                return got
+
+            return registry.continue_with(lambda got: self._send_range(prefixes, got.result())).continue_with(adopt)
+
+        def resend() -> Any:
+            # After a repair, from this thread: one read through the gate, the burst from its reply.
+            return self.gate.send(
+                lambda: self.meta_async.get(TRIM), lambda pending: self.then_send(pending, lambda _: send())
+            )
+
+        def register() -> None:
+            self._send_registrations(gaps)
+
+        with self._commit_lock(send, after=register, lease=lease) as lock:
+            head_raw, found, _ = self._reply(lock.follow)
+            for _round in range(_ROLL_FORWARD_ROUNDS):
+                if head_raw is None and self._repair_head(None):
+                    head_raw, found, _ = self.call(lambda: resend().result())
+                    continue
+                try:
+                    revision, token = decode_head(head_raw)
+                    break
+                except errors.CorruptRecordError:
+                    # Another writer damaged ``head``: put back here, under the lock, as a commit would.
+                    if not self._repair_head(head_raw):
+                        raise
+                head_raw, found, _ = self.call(lambda: resend().result())
+            else:
+                revision, token = decode_head(head_raw)
+        return head_raw, found, revision, token, lock
+
+    def _unchanged_since(self, head_raw: Any, revision: int) -> bool:
+        """Whether no commit was decided since ``head`` read ``head_raw`` (at ``revision``): ``head`` is the same
+        and the change log holds no entry ``revision + 1``.
+
+        No lock needed: every commit (the client's protocol and the member's task) decides by putting that
+        entry before it writes any key, and moves ``head`` after. So a write a read saw of a commit after
+        ``revision`` followed its entry, which this check, sent once that read's reply was in, finds; a
+        trim takes an entry only ``history`` commits after it, and ``head`` has moved by then.
+        """
+        now, decided = self.call(
+            lambda: self.gate.ask(
+                lambda: self.meta_async.get(HEAD),
+                self.config.timeout,
+                lambda pending: self.then_send(
+                    pending,
+                    lambda head: self.log_async.contains_key(revision + 1).continue_with(
+                        lambda found: (head.result(), found.result())
+                    ),
+                ),
+            )
+        )
+        return bool(now == head_raw and not decided)
 
     def _send_range(self, prefixes: Sequence[str], registry: tuple[list[str] | None, bool] | None) -> Any:
         """Read ``head`` and every key under ``prefixes``, all at once (``registry``: see :meth:`_send_registry`).
@@ -752,9 +810,13 @@ class HazelcastBackend(ChangeLogBackend):
 
     @contextmanager
     def _commit_lock(
-        self, then: Callable[[], Any] | None = None, after: Callable[[], None] | None = None
+        self,
+        then: Callable[[], Any] | None = None,
+        after: Callable[[], None] | None = None,
+        lease: float | None = None,
     ) -> Iterator[_Held]:
-        """Hold the namespace's commit lock (see the package docstring); ``then`` and ``after`` as in :meth:`_key_lock`.
+        """Hold the namespace's commit lock (see the package docstring); ``then`` and ``after`` as in :meth:`_key_lock`,
+        ``lease`` the lock's (None: ``commit_lease``).
 
         Threads of this backend take turns locally before asking the cluster. The cluster
         serializes commits anyway, so this costs no throughput, and it keeps the client's
@@ -766,7 +828,8 @@ class HazelcastBackend(ChangeLogBackend):
         if not self._local_commit.acquire(blocking=False):
             self._wait_local_turn()
         try:
-            with self._key_lock(self.meta_async, _COMMIT_LOCK, self.config.commit_lease, then, after) as held:
+            lease = self.config.commit_lease if lease is None else lease
+            with self._key_lock(self.meta_async, _COMMIT_LOCK, lease, then, after) as held:
                 yield held
         finally:
             self._local_commit.release()
@@ -901,7 +964,9 @@ class HazelcastBackend(ChangeLogBackend):
                     self.then_send(unlocked, lambda _: then_run())
                 unlocked.result()
             except hzerrors.HazelcastError as exc:
-                # The lease ran out or the member dropped our locks: nothing left to release.
+                # The lease ran out or the member dropped our locks: nothing left to release. A list checks
+                # whether a commit came meanwhile (see _range).
+                held.lost = True
                 if not self._closed:
                     log.warning("hazelcast: releasing the lock of %r failed: %s", key, exc)
 
@@ -1418,10 +1483,13 @@ class HazelcastBackend(ChangeLogBackend):
 class _Held:
     """A held key lock and what the grant's callback sent (``follow``)."""
 
-    __slots__ = ("follow",)
+    __slots__ = ("follow", "lost")
 
     def __init__(self) -> None:
         self.follow: Any = None
+        self.lost = False
+        """Whether the unlock failed: the lock may have lapsed (its lease ran out, or the member dropped it) while
+        held, so another client may have taken it meanwhile. An unlock that succeeds proves it held throughout."""
 
 
 class _Reads(NamedTuple):
