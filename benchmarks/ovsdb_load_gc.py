@@ -17,6 +17,9 @@ re-established (each one a reload of the replica). With ``--busy N``, N bounded 
 (``while 1: pass``, killed after the round) run beside the round: the load issue 14 asks about.
 Printed per round: the load average, per phase the rate, p50 and maximum, the full collections
 (count, longest, total) and the young ones' total, and the drops; at the end the medians.
+With ``--idl``, each round also times the raw ``ovs`` IDL's cold load of the same switch in a
+process of its own beside the same busy loops (as ``nbdb bench``'s ``ovn.cold_load`` baseline),
+before or after nbdb's in turns.
 """
 
 from __future__ import annotations
@@ -106,9 +109,33 @@ print(json.dumps(out))
 
 PHASES = ("create", "update", "delete", "txn100")
 
+IDL_WORKER = r"""
+import json, sys
+from time import perf_counter_ns as now
+from nbdb.bench.ovn.idl import RawIdl
+from nbdb.bench.ovn.wire import ovs_remote
+url, ports = sys.argv[1], int(sys.argv[2])
+t0 = now()
+idl = RawIdl(url, ovs_remote(url))
+idl.run_until(lambda: idl.ports() >= ports, 900)
+print(json.dumps({"load_s": (now() - t0) / 1e9, "ports": idl.ports()}))
+idl.close()
+"""
+
 
 def _busy(n: int, seconds: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen(["timeout", str(seconds), sys.executable, "-c", "while 1: pass"]) for _ in range(n)]
+
+
+def _idl(url: str, ports: int, env: dict[str, str], timeout: int) -> float | None:
+    """The raw IDL's cold load of ``ports`` ports in a process of its own, in seconds (None: it failed)."""
+    res = subprocess.run(
+        [sys.executable, "-c", IDL_WORKER, url, str(ports)], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if res.returncode != 0:
+        print(f"  raw IDL cold load failed: {res.stderr[-500:]}")
+        return None
+    return float(json.loads(res.stdout.strip().splitlines()[-1])["load_s"])
 
 
 def main() -> None:
@@ -121,6 +148,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--busy", type=int, default=0, help="bounded busy loops beside each round")
     parser.add_argument("--round-timeout", type=int, default=900)
+    parser.add_argument("--idl", action="store_true", help="also time the raw IDL's cold load each round")
     opts = parser.parse_args()
     from nbdb.bench.config import OVN_SCALE_PROBE_FROM_PORTS, OVN_SCALE_PROBE_MS
     from nbdb.bench.ovn.wire import RawNb
@@ -140,6 +168,9 @@ def main() -> None:
             busy = _busy(opts.busy, opts.round_timeout)
             try:
                 load = os.getloadavg()[0]
+                idl = None
+                if opts.idl and r % 2 == 1:
+                    idl = _idl(server.url, opts.ports, env, opts.round_timeout)
                 res = subprocess.run(
                     [sys.executable, "-c", WORKER, server.url, ns, str(switch), str(opts.count), str(opts.txns)],
                     env=env,
@@ -147,6 +178,8 @@ def main() -> None:
                     text=True,
                     timeout=opts.round_timeout,
                 )
+                if opts.idl and r % 2 == 0:
+                    idl = _idl(server.url, opts.ports, env, opts.round_timeout)
             finally:
                 for p in busy:
                     p.terminate()
@@ -163,6 +196,9 @@ def main() -> None:
                 f"round {r} (load {load:.1f}): load {out['load_s']:.1f} s, settle {out['settle_ms']:.0f} ms, "
                 f"tracked {out['tracked'] / out['ports']:.2f}/port, drops {len(out['events'])}"
             )
+            if idl is not None:
+                out["idl_load_s"] = idl
+                print(f"  raw IDL cold load {idl:.1f} s: nbdb/IDL {idl / out['load_s']:.2f}")
             for p in PHASES:
                 f = out["phases"][p]
                 print(f"  {p}: {f['rate']:.1f}/s p50 {f['p50_ms']:.2f} max {f['max_ms']:.1f} ms (load {f['load']:.1f})")
@@ -174,6 +210,15 @@ def main() -> None:
             for p in PHASES:
                 rates = [g["phases"][p]["rate"] for g in got]
                 print(f"{p}: median {statistics.median(rates):.1f}/s ({min(rates):.1f}-{max(rates):.1f})")
+            loads = [g["load_s"] for g in got]
+            print(f"cold load: median {statistics.median(loads):.1f} s ({min(loads):.1f}-{max(loads):.1f})")
+            idls = [g["idl_load_s"] for g in got if "idl_load_s" in g]
+            if idls:
+                ratios = [g["idl_load_s"] / g["load_s"] for g in got if "idl_load_s" in g]
+                print(
+                    f"raw IDL cold load: median {statistics.median(idls):.1f} s ({min(idls):.1f}-{max(idls):.1f}); "
+                    f"nbdb/IDL median {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+                )
             print(f"drops in all rounds: {sum(len(g['events']) for g in got)}")
     finally:
         server.stop()
