@@ -140,6 +140,24 @@ def test_a_callback_may_close_its_own_subscription_and_others() -> None:
     assert dispatcher.close(_WAIT)
 
 
+def test_a_callback_that_closes_its_whole_cache_does_not_wait_for_itself() -> None:
+    # A subscriber that closes its Database: the replica's close stops the dispatcher first, then the
+    # handle's close closes the subscription again, from the callback. That second close waited for the
+    # callback (itself) its whole timeout and said it was still running (5 s, a warning, per close).
+    dispatcher = Dispatcher("t")
+    closed: list[bool] = []
+
+    def closer(item: int) -> None:
+        me.close(_WAIT)  # the replica closes its subscriptions ...
+        dispatcher.close(_WAIT)  # ... and its dispatcher ...
+        closed.append(me.close(_WAIT))  # ... then the handle closes its own subscriptions
+
+    me = Subscription(closer, dispatcher=dispatcher)
+    _feed([me], dispatcher, [1])
+    assert eventually(lambda: closed, timeout=3 * _WAIT)
+    assert closed == [True], "the callback waited for itself"
+
+
 def test_replay_marker_and_failing_callbacks() -> None:
     dispatcher = Dispatcher("t")
     seen: list[int] = []

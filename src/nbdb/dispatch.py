@@ -256,6 +256,8 @@ class Dispatcher:
         """The thread that serves the shared subscriptions (one that was handed off serves only its own)."""
         self._current: Subscription | None = None
         """The subscription whose item the worker is delivering."""
+        self._runner: threading.Thread | None = None
+        """The thread delivering ``_current``'s item (still that thread once :meth:`close` let go of it)."""
         self._started = 0.0
         self._closed = False
 
@@ -306,8 +308,11 @@ class Dispatcher:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
             while sub._dispatcher is self:
-                if self._current is not sub or self._worker is threading.current_thread():
-                    return True  # idle, or closed from its own callback
+                if self._current is not sub or self._runner is threading.current_thread():
+                    # Idle, or closed from its own callback: by the thread running it, which close() no longer
+                    # names its worker when the callback closed the whole cache or Database (the replica's
+                    # close first) -- the callback then waited for itself, 5 s, and was logged as hung.
+                    return True
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -349,6 +354,7 @@ class Dispatcher:
                         item = items.popleft()
                         self._started = time.monotonic()  # before _current: the watchdog reads them unlocked
                         self._current = sub
+                        self._runner = me
                     sub._handle(item)
                     with lock:
                         if self._worker is not me:
