@@ -30,6 +30,7 @@ from nbdb.commit_context import (
     check_flag,
     check_model_class,
     check_name,
+    check_page_size,
     check_since,
     check_topic,
     check_topics,
@@ -415,9 +416,7 @@ class Database:
         self._open()
         topics = None if topic is None else [topic]
         if limit is not None or after is not None:
-            if limit is None or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-                raise errors.ValidationError(f"limit must be a positive whole number, not {limit!r}")
-            limit = min(limit, _MAX_PAGE)  # a page that large is the whole table; stores count in 64 bits
+            limit = min(check_page_size("limit", limit), _MAX_PAGE)  # a page that large is the whole table; stores count in 64 bits
             self._context.need("pages", self.capabilities.pages, "list in pages")
             after = page_token.of_listing(after, (model.nbdb_table, topic))
         out: _List[M] = []
@@ -442,8 +441,17 @@ class Database:
         """Every object of ``model``, page by page at one revision, in bounded memory.
 
         Stores without consistent pages (``capabilities.pages`` False) are
-        read in one list.
+        read in one list. ``page_size`` is checked on every store, when called.
         """
+        model = check_model_class(model)  # type: ignore[assignment]
+        if topic is not None:
+            check_topic(topic)
+        # Checked here, not at the first page: a store without pages never looks at it, and took
+        # page_size=0, -1 or "a" silently where every other store refused it.
+        check_page_size("page_size", page_size)
+        return self._iter(model, topic, page_size)
+
+    def _iter(self, model: type[M], topic: str | None, page_size: int) -> Iterator[M]:
         if not self.capabilities.pages:
             yield from self.list(model, topic)
             return

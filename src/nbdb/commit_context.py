@@ -109,6 +109,13 @@ def check_since(since: Any) -> int | None:
     return since
 
 
+def check_page_size(what: str, size: Any) -> int:
+    """``size`` if it is a whole number of objects >= 1 (a page's size); ValidationError otherwise."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise errors.ValidationError(f"{what} must be a positive whole number, not {size!r}")
+    return size
+
+
 def check_flag(what: str, value: Any) -> bool:
     """``value`` if it is True or False; ValidationError otherwise.
 

@@ -346,6 +346,16 @@ def test_pages_list_everything_once_at_one_revision(db: nbdb.Database) -> None:
         db.list(KitParent, limit=5, after="not a token")
 
 
+@pytest.mark.parametrize("size", [0, -1, 1.5, "7", None, True])
+def test_a_page_size_no_page_can_have_is_refused_on_every_store(db: nbdb.Database, size: object) -> None:
+    # A store without pages read iter() in one list and never looked at page_size: 0, -1 or "7" were
+    # taken silently there (Redis), where every store with pages refused them.
+    db.create(KitParent(name="one", topic="sized"))
+    with pytest.raises(nbdb.ValidationError):
+        db.iter(KitParent, "sized", page_size=size)  # type: ignore[arg-type]
+    assert [p.name for p in db.iter(KitParent, "sized", page_size=1)] == ["one"]
+
+
 # ---------------------------------------------------------------- limits
 
 
