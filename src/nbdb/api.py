@@ -43,7 +43,7 @@ from nbdb.spi import Backend, LockHandle, RecordChange, RecordStream, UniqueKey
 from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
-from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, mutation_of, put_of
+from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, mutation_args, mutation_of, put_of
 
 __all__ = ["Database", "ListResult", "Transaction"]
 
@@ -313,10 +313,7 @@ class Database:
         one if nothing changed).
         """
         model, uid = self._context.target(target)
-        for name, given in (("add", add), ("remove", remove)):
-            if given is not None and not isinstance(given, Mapping):
-                raise errors.ValidationError(f"{name}= takes a mapping of field names to members, not {given!r}")
-        add, remove = dict(add or {}), dict(remove or {})
+        add, remove = mutation_args(add, remove)
         for _attempt in range(_MUTATION_ATTEMPTS):
             current = self.get(model, uid)
             new = mutate(current, add, remove)  # validates the change (and finds one that changes nothing)
