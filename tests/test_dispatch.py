@@ -6,10 +6,12 @@ dispatcher and calls its watchdog, as ``Cache._run`` does between polls.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -156,6 +158,36 @@ def test_a_callback_that_closes_its_whole_cache_does_not_wait_for_itself() -> No
     _feed([me], dispatcher, [1])
     assert eventually(lambda: closed, timeout=3 * _WAIT)
     assert closed == [True], "the callback waited for itself"
+
+
+@pytest.mark.parametrize("where", ["callback", "predicate"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-thread", "own-thread"])
+def test_a_callback_cancelled_by_its_event_loop_loses_no_later_event(where: str, shared: bool) -> None:
+    # asyncio.CancelledError is a BaseException: raised by a callback or a predicate (one that ran an
+    # event loop), it ended the delivery thread, and the subscription got nothing more, silently.
+    dispatcher = Dispatcher("t") if shared else None
+    seen: list[int] = []
+
+    def cancel_first(item: int) -> bool:
+        if item == 1:
+            raise asyncio.CancelledError()
+        return True
+
+    def callback(item: int) -> None:
+        seen.append(item)
+        if where == "callback":
+            cancel_first(item)
+
+    sub = Subscription(callback, predicate=cancel_first if where == "predicate" else None, dispatcher=dispatcher)
+    try:
+        for item in (1, 2, 3):
+            sub.put(item)
+        assert eventually(lambda: len(seen) == 3, timeout=_WAIT), seen
+        assert seen == [1, 2, 3]  # a raising predicate lets the event through
+    finally:
+        assert sub.close(_WAIT)
+        if dispatcher is not None:
+            assert dispatcher.close(_WAIT)
 
 
 def test_replay_marker_and_failing_callbacks() -> None:

@@ -221,17 +221,28 @@ class Subscription:
             self._deliver(item)
 
     def _deliver(self, item: Any) -> None:
+        # BaseException, not only Exception (as a controller's reconcile): asyncio's CancelledError from
+        # a callback or predicate that ran an event loop ended the delivery thread, and the subscription
+        # silently got nothing more. Only a request to stop (KeyboardInterrupt, SystemExit) ends it.
         if self._predicate is not None:
             try:
                 if not self._predicate(item):
                     return
-            except Exception:
-                log.exception("subscriber %s: predicate failed on %s; delivering the event", self.name, describe(item))
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise
+                log.exception("subscriber %s: predicate failed on %s; delivering the event", self.name, _what(item))
         try:
             self.callback(item)
-        except Exception:
-            what = describe(item) if isinstance(item, ChangeEvent) else repr(item)
-            log.exception("subscriber %s failed on %s", self.name, what)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            log.exception("subscriber %s failed on %s", self.name, _what(item))
+
+
+def _what(item: Any) -> str:
+    """An event as the logs name it (table, id, revision); any other item as its repr."""
+    return describe(item) if isinstance(item, ChangeEvent) else repr(item)
 
 
 class Dispatcher:
