@@ -413,7 +413,8 @@ class Database:
         self._open()
         topics = None if topic is None else [topic]
         if limit is not None or after is not None:
-            limit = min(check_page_size("limit", limit), _MAX_PAGE)  # a page that large is the whole table; stores count in 64 bits
+            # A page that large is the whole table; stores count in 64 bits.
+            limit = min(check_page_size("limit", limit), _MAX_PAGE)
             self._context.need("pages", self.capabilities.pages, "list in pages")
             after = page_token.of_listing(after, (model.nbdb_table, topic))
         out: _List[M] = []
