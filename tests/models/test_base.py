@@ -51,7 +51,7 @@ def test_a_reference_put_on_a_collection_instead_of_its_ids_is_refused_naming_th
     # Annotated[list[UUID], Reference("X")] was read as one reference whose id is the whole list: every
     # write of the model failed with TypeError "unhashable type: 'list'" from inside nbdb.
     annotation = Annotated[shape[str, uuid.UUID] if shape is dict else shape[uuid.UUID], Reference("TbTenant")]
-    with pytest.raises(TypeError, match="links.*Reference marks"):
+    with pytest.raises(TypeError, match=r"links.*Reference marks"):
         type("TbLinks", (Model,), {"__annotations__": {"links": annotation}})
 
 

@@ -144,7 +144,9 @@ def _ref_spec(name: str, info: pydantic.fields.FieldInfo) -> RefSpec | None:
             # 'list'" (a TypeError from deep inside the write), and no list, reference check nor cascade knew it.
             kind = origin.__name__
             if origin is dict:
-                raise TypeError(f"field {name!r}: Reference marks a UUID field or the UUIDs of a list or set, not a dict")
+                raise TypeError(
+                    f"field {name!r}: Reference marks a UUID field or the UUIDs of a list or set, not a dict"
+                )
             raise TypeError(
                 f"field {name!r}: Reference marks the ids in a {kind}, not the {kind} itself: write "
                 f'{kind}[Annotated[UUID, Reference("{ref.target}")]], not Annotated[{kind}[UUID], Reference(...)]'
