@@ -335,3 +335,28 @@ def test_a_controllers_queue_refuses_a_key_its_workers_could_not_read(db: nbdb.D
             assert cache.wait_for(switch, timeout=10)
             assert controller.wait_idle(timeout=10)
     assert seen == ["after"]
+
+
+@pytest.mark.parametrize("kind", ["shared", "own", "projected"])
+def test_a_cache_read_given_an_object_for_its_class_is_refused(db: nbdb.Database, kind: str) -> None:
+    # cache.get(port, id) or cache.find(port, name=...) hashed the object: pydantic's hash of a frozen
+    # copy raised TypeError "unhashable type: 'FrozenDict'" (a list: "unhashable type: 'list'").
+    switch = db.create(LogicalSwitch(name="s"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    options: dict[str, Any] = {"shared": False} if kind == "own" else {}
+    if kind == "projected":
+        options["fields"] = {LogicalSwitchPort: ["name"]}
+    with db.cache([LogicalSwitch, LogicalSwitchPort], **options) as cache:
+        assert cache.wait_synced(10)
+        for wrong in (port, [LogicalSwitchPort]):
+            reads: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
+                (cache.get, (wrong, port.id), {}),
+                (cache.get, (wrong, str(port.id)), {}),
+                (cache.list, (wrong,), {}),
+                (cache.find, (wrong,), {"name": "p"}),
+                (cache.find, (wrong,), {"name": "p", "switch": switch.id}),
+            ]
+            for read, args, kwargs in reads:
+                with pytest.raises(nbdb.ValidationError, match="expected a Model class"):
+                    read(*args, **kwargs)
+        assert [p.name for p in cache.find(LogicalSwitchPort, name="p")] == ["p"]
