@@ -190,6 +190,26 @@ def test_a_callback_cancelled_by_its_event_loop_loses_no_later_event(where: str,
             assert dispatcher.close(_WAIT)
 
 
+def test_a_periodic_task_cancelled_by_its_event_loop_stops_no_delivery() -> None:
+    # A queue's resync (the tick) runs the caller's predicate: asyncio.CancelledError from it ended the
+    # subscription's thread, and the queue got no change from then on, silently.
+    ticks: list[int] = []
+    seen: list[int] = []
+
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) == 1:
+            raise asyncio.CancelledError()
+
+    sub = Subscription(seen.append, tick=(0.01, tick))
+    try:
+        assert eventually(lambda: len(ticks) >= 2, timeout=_WAIT)
+        sub.put(1)
+        assert eventually(lambda: seen == [1], timeout=_WAIT)
+    finally:
+        assert sub.close(_WAIT)
+
+
 def test_replay_marker_and_failing_callbacks() -> None:
     dispatcher = Dispatcher("t")
     seen: list[int] = []

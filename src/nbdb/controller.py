@@ -108,7 +108,9 @@ class CacheQueue(WorkQueue[Key]):
                     try:
                         if not self._predicate(event):
                             continue
-                    except Exception:
+                    except BaseException as exc:  # CancelledError too: it ended the queue's feed (see dispatch)
+                        if isinstance(exc, KeyboardInterrupt | SystemExit):
+                            raise
                         log.exception("%s: predicate failed on resync of %s %s", self.name, model.nbdb_table, obj.id)
                 self.add((model, obj.id))
 

@@ -209,7 +209,9 @@ class Subscription:
                 next_tick = time.monotonic() + (interval or 0.0)
                 try:
                     on_tick()
-                except Exception:
+                except BaseException as exc:  # as a callback's (see _deliver): CancelledError ended this thread
+                    if isinstance(exc, KeyboardInterrupt | SystemExit):
+                        raise
                     log.exception("subscriber %s: periodic task failed", self.name)
             timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
             self._ready.wait(timeout)
