@@ -2,7 +2,8 @@
 
 A write queued on a transaction that was committed already, a watch resumed from a revision the
 store never had, a lock kept and entered twice, a work-queue key that is a list, a model built
-with ``model_construct`` that skips pydantic's checks.
+with ``model_construct`` that skips pydantic's checks, a transaction's mutation given no mapping,
+a key of a controller's queue that is no ``(Model, id)``.
 """
 
 from __future__ import annotations
@@ -300,3 +301,62 @@ def test_a_cache_finds_by_a_references_id_given_as_text(db: nbdb.Database, upper
     finally:
         db.delete(group)
         db.delete(switch, cascade=True)
+
+
+@pytest.mark.parametrize("given", ["ab", 5, [("external_ids", {"k": "v"})]], ids=["text", "number", "pairs"])
+@pytest.mark.parametrize("side", ["add", "remove"])
+def test_a_transactions_mutation_takes_a_mapping_as_the_databases_does(
+    db: nbdb.Database, side: str, given: Any
+) -> None:
+    # txn.mutate ran dict(add): ValueError for text, TypeError for a number, and a list of pairs went
+    # through where db.mutate refused it.
+    switch = db.create(LogicalSwitch(name="s", external_ids={"k": "v"}))
+    with pytest.raises(nbdb.ValidationError, match="takes a mapping"):
+        db.mutate(switch, **{side: given})
+    with db.transaction() as txn:
+        with pytest.raises(nbdb.ValidationError, match="takes a mapping"):
+            txn.mutate(switch, **{side: given})
+        txn.mutate(switch, **{side: {"external_ids": {"k2": "v"} if side == "add" else ["k"]}})
+    assert db.get(LogicalSwitch, switch.id).external_ids == ({"k": "v", "k2": "v"} if side == "add" else {})
+
+
+@pytest.mark.parametrize("key", ["resync", ("LogicalSwitch", "x"), (LogicalSwitch,), (LogicalSwitch, "not-an-id")])
+def test_a_controllers_queue_refuses_a_key_its_workers_could_not_read(db: nbdb.Database, key: Any) -> None:
+    # queue.add("resync") was taken; the worker's queue.object(key) then raised TypeError outside the
+    # reconcile's try: the worker thread ended, nothing was reconciled again, wait_idle() never True.
+    seen: list[str] = []
+    with db.cache(LogicalSwitch) as cache:
+        assert cache.wait_synced(10)
+        with nbdb.run_controller(cache, lambda k, obj: seen.append(obj.name), LogicalSwitch) as controller:
+            for add in (controller.queue.add, lambda k: controller.queue.add_after(k, 0.0)):
+                with pytest.raises(nbdb.ValidationError):
+                    add(key)
+            switch = db.create(LogicalSwitch(name="after"))
+            assert cache.wait_for(switch, timeout=10)
+            assert controller.wait_idle(timeout=10)
+    assert seen == ["after"]
+
+
+@pytest.mark.parametrize("kind", ["shared", "own", "projected"])
+def test_a_cache_read_given_an_object_for_its_class_is_refused(db: nbdb.Database, kind: str) -> None:
+    # cache.get(port, id) or cache.find(port, name=...) hashed the object: pydantic's hash of a frozen
+    # copy raised TypeError "unhashable type: 'FrozenDict'" (a list: "unhashable type: 'list'").
+    switch = db.create(LogicalSwitch(name="s"))
+    port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+    options: dict[str, Any] = {"shared": False} if kind == "own" else {}
+    if kind == "projected":
+        options["fields"] = {LogicalSwitchPort: ["name"]}
+    with db.cache([LogicalSwitch, LogicalSwitchPort], **options) as cache:
+        assert cache.wait_synced(10)
+        for wrong in (port, [LogicalSwitchPort]):
+            reads: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
+                (cache.get, (wrong, port.id), {}),
+                (cache.get, (wrong, str(port.id)), {}),
+                (cache.list, (wrong,), {}),
+                (cache.find, (wrong,), {"name": "p"}),
+                (cache.find, (wrong,), {"name": "p", "switch": switch.id}),
+            ]
+            for read, args, kwargs in reads:
+                with pytest.raises(nbdb.ValidationError, match="expected a Model class"):
+                    read(*args, **kwargs)
+        assert [p.name for p in cache.find(LogicalSwitchPort, name="p")] == ["p"]

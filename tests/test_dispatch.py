@@ -6,10 +6,12 @@ dispatcher and calls its watchdog, as ``Cache._run`` does between polls.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -138,6 +140,74 @@ def test_a_callback_may_close_its_own_subscription_and_others() -> None:
     time.sleep(0.05)
     assert seen == [("closer", 1)], "closed from the shared thread without waiting for itself"
     assert dispatcher.close(_WAIT)
+
+
+def test_a_callback_that_closes_its_whole_cache_does_not_wait_for_itself() -> None:
+    # A subscriber that closes its Database: the replica's close stops the dispatcher first, then the
+    # handle's close closes the subscription again, from the callback. That second close waited for the
+    # callback (itself) its whole timeout and said it was still running (5 s, a warning, per close).
+    dispatcher = Dispatcher("t")
+    closed: list[bool] = []
+
+    def closer(item: int) -> None:
+        me.close(_WAIT)  # the replica closes its subscriptions ...
+        dispatcher.close(_WAIT)  # ... and its dispatcher ...
+        closed.append(me.close(_WAIT))  # ... then the handle closes its own subscriptions
+
+    me = Subscription(closer, dispatcher=dispatcher)
+    _feed([me], dispatcher, [1])
+    assert eventually(lambda: closed, timeout=3 * _WAIT)
+    assert closed == [True], "the callback waited for itself"
+
+
+@pytest.mark.parametrize("where", ["callback", "predicate"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-thread", "own-thread"])
+def test_a_callback_cancelled_by_its_event_loop_loses_no_later_event(where: str, shared: bool) -> None:
+    # asyncio.CancelledError is a BaseException: raised by a callback or a predicate (one that ran an
+    # event loop), it ended the delivery thread, and the subscription got nothing more, silently.
+    dispatcher = Dispatcher("t") if shared else None
+    seen: list[int] = []
+
+    def cancel_first(item: int) -> bool:
+        if item == 1:
+            raise asyncio.CancelledError()
+        return True
+
+    def callback(item: int) -> None:
+        seen.append(item)
+        if where == "callback":
+            cancel_first(item)
+
+    sub = Subscription(callback, predicate=cancel_first if where == "predicate" else None, dispatcher=dispatcher)
+    try:
+        for item in (1, 2, 3):
+            sub.put(item)
+        assert eventually(lambda: len(seen) == 3, timeout=_WAIT), seen
+        assert seen == [1, 2, 3]  # a raising predicate lets the event through
+    finally:
+        assert sub.close(_WAIT)
+        if dispatcher is not None:
+            assert dispatcher.close(_WAIT)
+
+
+def test_a_periodic_task_cancelled_by_its_event_loop_stops_no_delivery() -> None:
+    # A queue's resync (the tick) runs the caller's predicate: asyncio.CancelledError from it ended the
+    # subscription's thread, and the queue got no change from then on, silently.
+    ticks: list[int] = []
+    seen: list[int] = []
+
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) == 1:
+            raise asyncio.CancelledError()
+
+    sub = Subscription(seen.append, tick=(0.01, tick))
+    try:
+        assert eventually(lambda: len(ticks) >= 2, timeout=_WAIT)
+        sub.put(1)
+        assert eventually(lambda: seen == [1], timeout=_WAIT)
+    finally:
+        assert sub.close(_WAIT)
 
 
 def test_replay_marker_and_failing_callbacks() -> None:

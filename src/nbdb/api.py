@@ -30,6 +30,7 @@ from nbdb.commit_context import (
     check_flag,
     check_model_class,
     check_name,
+    check_page_size,
     check_since,
     check_topic,
     check_topics,
@@ -42,7 +43,7 @@ from nbdb.spi import Backend, LockHandle, RecordChange, RecordStream, UniqueKey
 from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
-from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, mutation_of, put_of
+from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, mutation_args, mutation_of, put_of
 
 __all__ = ["Database", "ListResult", "Transaction"]
 
@@ -312,10 +313,7 @@ class Database:
         one if nothing changed).
         """
         model, uid = self._context.target(target)
-        for name, given in (("add", add), ("remove", remove)):
-            if given is not None and not isinstance(given, Mapping):
-                raise errors.ValidationError(f"{name}= takes a mapping of field names to members, not {given!r}")
-        add, remove = dict(add or {}), dict(remove or {})
+        add, remove = mutation_args(add, remove)
         for _attempt in range(_MUTATION_ATTEMPTS):
             current = self.get(model, uid)
             new = mutate(current, add, remove)  # validates the change (and finds one that changes nothing)
@@ -415,9 +413,8 @@ class Database:
         self._open()
         topics = None if topic is None else [topic]
         if limit is not None or after is not None:
-            if limit is None or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-                raise errors.ValidationError(f"limit must be a positive whole number, not {limit!r}")
-            limit = min(limit, _MAX_PAGE)  # a page that large is the whole table; stores count in 64 bits
+            # A page that large is the whole table; stores count in 64 bits.
+            limit = min(check_page_size("limit", limit), _MAX_PAGE)
             self._context.need("pages", self.capabilities.pages, "list in pages")
             after = page_token.of_listing(after, (model.nbdb_table, topic))
         out: _List[M] = []
@@ -442,8 +439,17 @@ class Database:
         """Every object of ``model``, page by page at one revision, in bounded memory.
 
         Stores without consistent pages (``capabilities.pages`` False) are
-        read in one list.
+        read in one list. ``page_size`` is checked on every store, when called.
         """
+        model = check_model_class(model)  # type: ignore[assignment]
+        if topic is not None:
+            check_topic(topic)
+        # Checked here, not at the first page: a store without pages never looks at it, and took
+        # page_size=0, -1 or "a" silently where every other store refused it.
+        check_page_size("page_size", page_size)
+        return self._iter(model, topic, page_size)
+
+    def _iter(self, model: type[M], topic: str | None, page_size: int) -> Iterator[M]:
         if not self.capabilities.pages:
             yield from self.list(model, topic)
             return

@@ -158,8 +158,14 @@ class Replica:
 
     def followed(self, model: type[Model]) -> type[Model]:
         """``model`` if this replica follows it; ValidationError otherwise."""
-        if model not in self._objects:
-            raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
+        try:
+            followed = model in self._objects
+        except TypeError:  # unhashable: an object given for its class (cache.get(port, id)), a list
+            followed = False
+        if not followed:
+            if not isinstance(model, type):
+                raise errors.ValidationError(f"expected a Model class, got a {type(model).__name__} object")
+            raise errors.ValidationError(f"this cache does not follow {model.__name__}")
         return model
 
     # ---------------------------------------------------------------- what its helpers read (nbdb.waits)
@@ -625,7 +631,10 @@ class Cache:
         The object itself, as the cache holds it (it is immutable): no copy, no lock.
         """
         if type(id) is UUID:
-            objects = self._objects.get(model)
+            try:
+                objects = self._objects.get(model)
+            except TypeError:  # an object given for its class (get(port, id)): refused below, not a TypeError
+                objects = None
             if objects is not None:
                 return objects.get(id.int)  # type: ignore[return-value]
         objects = self._objects[self._followed(model)]
@@ -664,7 +673,10 @@ class Cache:
             # The common lookup (ports of a switch, the object of a name): straight to its bucket.
             (key,) = equals
             value = equals[key]
-            indexes = self._indexes.get(model)
+            try:
+                indexes = self._indexes.get(model)
+            except TypeError:  # unhashable (an object given for its class): refused in _scan
+                indexes = None
             if indexes is not None:
                 buckets = indexes.get(key)
                 if buckets is not None and type(value) not in _UNINDEXED:
@@ -688,8 +700,12 @@ class Cache:
         return self._scan(model, equals)
 
     def _scan(self, model: type[M], equals: dict[str, Any]) -> _List[M]:
-        fields = self._fields.get(model)
+        try:
+            fields = self._fields.get(model)
+        except TypeError:  # find(port, ...) for find(LogicalSwitchPort, ...): a TypeError from hashing it
+            fields = None
         if fields is None:
+            self._followed(model)  # says why: no model class, or one this cache does not follow
             raise errors.ValidationError(f"this cache does not follow {getattr(model, '__name__', model)}")
         for key, value in equals.items():
             if key not in fields:

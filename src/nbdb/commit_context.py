@@ -104,9 +104,20 @@ def check_topic(topic: Any) -> str:
 
 def check_since(since: Any) -> int | None:
     """``since`` if it is None or a revision (a whole number >= 0); ValidationError otherwise."""
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+    if since is None:
+        return None
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
         raise errors.ValidationError(f"since= takes a revision (a whole number >= 0) or None, not {since!r}")
-    return since
+    # A plain int: a write's Revision (an int subclass) reached redis-py, which sends an int as its repr,
+    # "Revision(7)": the log script read no number and every watch from a write's revision failed there.
+    return int(since)
+
+
+def check_page_size(what: str, size: Any) -> int:
+    """``size`` if it is a whole number of objects >= 1 (a page's size); ValidationError otherwise."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise errors.ValidationError(f"{what} must be a positive whole number, not {size!r}")
+    return size
 
 
 def check_flag(what: str, value: Any) -> bool:

@@ -41,6 +41,7 @@ from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.workqueue import RateLimiter, WorkQueue
+from nbdb.writes import check_uuid
 
 if TYPE_CHECKING:
     from nbdb.cache import Cache
@@ -107,9 +108,30 @@ class CacheQueue(WorkQueue[Key]):
                     try:
                         if not self._predicate(event):
                             continue
-                    except Exception:
+                    except BaseException as exc:  # CancelledError too: it ended the queue's feed (see dispatch)
+                        if isinstance(exc, KeyboardInterrupt | SystemExit):
+                            raise
                         log.exception("%s: predicate failed on resync of %s %s", self.name, model.nbdb_table, obj.id)
                 self.add((model, obj.id))
+
+    def _check(self, key: object) -> None:
+        """Refuse a key that is no ``(Model, id)`` of the queue's models: a worker's ``object(key)`` raised
+        TypeError on it, outside the reconcile's ``try``, and the worker thread ended for good (the key stuck
+        processing, nothing reconciled again, ``wait_idle()`` never True)."""
+        if not (isinstance(key, tuple) and len(key) == 2 and any(key[0] is m for m in self.models)):
+            names = ", ".join(m.__name__ for m in self.models)
+            raise errors.ValidationError(f"{self.name}: a cache's queue holds (Model, id) keys of {names}, not {key!r}")
+        check_uuid(key[1])
+
+    def add(self, key: Key) -> None:
+        """Queue ``key``, a ``(Model, id)`` of the queue's models (ValidationError otherwise)."""
+        self._check(key)
+        super().add(key)
+
+    def add_after(self, key: Key, delay: float) -> None:
+        """:meth:`add` ``key`` once ``delay`` seconds have passed (see :meth:`WorkQueue.add_after`)."""
+        self._check(key)
+        super().add_after(key, delay)
 
     def object(self, key: Key) -> Model | None:
         """The cached object of ``key``, else the last copy seen before its deletion, else None."""
@@ -131,6 +153,7 @@ class CacheQueue(WorkQueue[Key]):
 
         (A controller whose reconcile returned a delay never became idle: every key was always waiting.)
         """
+        self._check(key)
         if timeout_of(seconds, "re-check delay") is None:
             return  # longer than anybody waits
         with self._cond:

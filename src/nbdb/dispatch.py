@@ -209,7 +209,9 @@ class Subscription:
                 next_tick = time.monotonic() + (interval or 0.0)
                 try:
                     on_tick()
-                except Exception:
+                except BaseException as exc:  # as a callback's (see _deliver): CancelledError ended this thread
+                    if isinstance(exc, KeyboardInterrupt | SystemExit):
+                        raise
                     log.exception("subscriber %s: periodic task failed", self.name)
             timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
             self._ready.wait(timeout)
@@ -221,17 +223,28 @@ class Subscription:
             self._deliver(item)
 
     def _deliver(self, item: Any) -> None:
+        # BaseException, not only Exception (as a controller's reconcile): asyncio's CancelledError from
+        # a callback or predicate that ran an event loop ended the delivery thread, and the subscription
+        # silently got nothing more. Only a request to stop (KeyboardInterrupt, SystemExit) ends it.
         if self._predicate is not None:
             try:
                 if not self._predicate(item):
                     return
-            except Exception:
-                log.exception("subscriber %s: predicate failed on %s; delivering the event", self.name, describe(item))
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise
+                log.exception("subscriber %s: predicate failed on %s; delivering the event", self.name, _what(item))
         try:
             self.callback(item)
-        except Exception:
-            what = describe(item) if isinstance(item, ChangeEvent) else repr(item)
-            log.exception("subscriber %s failed on %s", self.name, what)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            log.exception("subscriber %s failed on %s", self.name, _what(item))
+
+
+def _what(item: Any) -> str:
+    """An event as the logs name it (table, id, revision); any other item as its repr."""
+    return describe(item) if isinstance(item, ChangeEvent) else repr(item)
 
 
 class Dispatcher:
@@ -256,6 +269,8 @@ class Dispatcher:
         """The thread that serves the shared subscriptions (one that was handed off serves only its own)."""
         self._current: Subscription | None = None
         """The subscription whose item the worker is delivering."""
+        self._runner: threading.Thread | None = None
+        """The thread delivering ``_current``'s item (still that thread once :meth:`close` let go of it)."""
         self._started = 0.0
         self._closed = False
 
@@ -306,8 +321,11 @@ class Dispatcher:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
             while sub._dispatcher is self:
-                if self._current is not sub or self._worker is threading.current_thread():
-                    return True  # idle, or closed from its own callback
+                if self._current is not sub or self._runner is threading.current_thread():
+                    # Idle, or closed from its own callback: by the thread running it, which close() no longer
+                    # names its worker when the callback closed the whole cache or Database (the replica's
+                    # close first) -- the callback then waited for itself, 5 s, and was logged as hung.
+                    return True
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -349,6 +367,7 @@ class Dispatcher:
                         item = items.popleft()
                         self._started = time.monotonic()  # before _current: the watchdog reads them unlocked
                         self._current = sub
+                        self._runner = me
                     sub._handle(item)
                     with lock:
                         if self._worker is not me:

@@ -15,7 +15,7 @@ from nbdb.commit_context import CommitContext
 from nbdb.models.base import Model, committed_all
 from nbdb.revision import Revision
 from nbdb.spi import Delete, LockHandle, Mutate, Put, WriteOp
-from nbdb.writes import FieldMutation, as_stored, mutate, mutation_of, put_of
+from nbdb.writes import FieldMutation, as_stored, mutate, mutation_args, mutation_of, put_of
 
 __all__ = ["Transaction"]
 
@@ -131,7 +131,7 @@ class Transaction:
         if self._finished is not None:
             self._refuse()
         model, uid = self._context.target(target)
-        self._steps.append(_Step(mutation=(model, uid, dict(add or {}), dict(remove or {}))))
+        self._steps.append(_Step(mutation=(model, uid, *mutation_args(add, remove))))
 
     # ---------------------------------------------------------------- commit
 

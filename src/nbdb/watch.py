@@ -90,6 +90,7 @@ class Watch(Iterator[ChangeEvent[Model]]):
         if self._gone is not None:
             raise self._gone
         events = []
+        stop: BaseException | None = None
         for change in self._stream.poll(timeout):
             if change.synthetic:
                 # Several commits merged (a backend's catch-up after a reconnect): a watch
@@ -106,11 +107,22 @@ class Watch(Iterator[ChangeEvent[Model]]):
             try:
                 events.append(to_event(model, change))
             except errors.CorruptRecordError as exc:
+                if stop is not None:
+                    _log_corrupt(exc)
+                    continue
                 try:
                     self._on_error(exc)
                 except Exception:
                     # Raised out of poll(), it lost every other change of the batch: the stream was past them.
                     log.exception("watch: on_error failed on a corrupt record (%s); going on", exc)
+                except BaseException as raised:
+                    # Asked to stop (asyncio's CancelledError, KeyboardInterrupt): it goes to the caller, but
+                    # after the batch, which is kept for the next poll -- the stream is past it, and the rest
+                    # of the batch was lost, with `revision` saying it was delivered.
+                    stop = raised
+        if stop is not None:
+            self._pending.extend(events)
+            raise stop
         if not events and self._gone is not None:
             raise self._gone
         return events

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Any, TypeVar, get_args, get_origin, overload
+from typing import Any, TypeVar, cast, get_args, get_origin, overload
 from uuid import UUID
 
 from pydantic import TypeAdapter
@@ -25,6 +25,7 @@ __all__ = [
     "as_stored",
     "delete_of",
     "mutate",
+    "mutation_args",
     "mutation_changes",
     "mutation_of",
     "put_of",
@@ -132,6 +133,18 @@ def delete_of(obj: Model, if_exists: bool = False, lineage: bool = True) -> Dele
 
 FieldMutation = Mapping[str, Any]
 """``{field: members}`` to add (lists and sets: members; maps: key -> value pairs) or remove (maps: keys)."""
+
+
+def mutation_args(add: object, remove: object) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``add`` and ``remove`` as fresh dicts (None: nothing); ValidationError if either is no mapping.
+
+    Shared by ``Database.mutate`` and ``Transaction.mutate``: the transaction's ``dict(add)`` raised
+    ValueError or TypeError for a string or a number, and took a list of pairs the Database refused.
+    """
+    for name, given in (("add", add), ("remove", remove)):
+        if given is not None and not isinstance(given, Mapping):
+            raise errors.ValidationError(f"{name}= takes a mapping of field names to members, not {given!r}")
+    return dict(cast("FieldMutation", add or {})), dict(cast("FieldMutation", remove or {}))
 
 
 @functools.lru_cache(maxsize=256)

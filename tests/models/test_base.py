@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import pytest
 from hypothesis import given
@@ -44,6 +44,15 @@ def test_user_models_register_and_reference_each_other() -> None:
 
     assert model_for_table("TbTenant") is TbTenant
     assert TbProject.nbdb_references[0].target == "TbTenant"
+
+
+@pytest.mark.parametrize("shape", [list, set, frozenset, tuple, dict])
+def test_a_reference_put_on_a_collection_instead_of_its_ids_is_refused_naming_the_right_form(shape: Any) -> None:
+    # Annotated[list[UUID], Reference("X")] was read as one reference whose id is the whole list: every
+    # write of the model failed with TypeError "unhashable type: 'list'" from inside nbdb.
+    annotation = Annotated[shape[str, uuid.UUID] if shape is dict else shape[uuid.UUID], Reference("TbTenant")]
+    with pytest.raises(TypeError, match=r"links.*Reference marks"):
+        type("TbLinks", (Model,), {"__annotations__": {"links": annotation}})
 
 
 def test_unknown_index_field_is_refused() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -57,6 +58,33 @@ def test_watch_reports_and_goes_on(db: nbdb.Database) -> None:
             events += watch.poll(0.2)
     assert [e.new.id for e in events if e.new] == [after.id]
     assert len(reports) == 1
+
+
+def test_a_watch_whose_on_error_is_cancelled_loses_no_change(db: nbdb.Database) -> None:
+    # on_error raising asyncio's CancelledError (a BaseException: the caller's task was cancelled) went
+    # out of poll() with the rest of the batch dropped: the stream was past it and `revision` said it
+    # was delivered, so neither the next poll nor a watch resumed from it saw those changes.
+    victim = db.create(KitParent(name="victim"))
+    reports: list[nbdb.CorruptRecordError] = []
+
+    def on_error(exc: nbdb.CorruptRecordError) -> None:
+        reports.append(exc)
+        if len(reports) == 1:
+            raise asyncio.CancelledError()
+
+    with db.watch(KitParent, on_error=on_error) as watch:
+        _corrupt(db, victim, b"\x00garbage")
+        after = db.create(KitParent(name="after"))
+        names: list[str] = []
+        cancelled = 0
+        deadline = time.monotonic() + 10
+        while "after" not in names and time.monotonic() < deadline:
+            try:
+                names += [e.new.name for e in watch.poll(0.2) if isinstance(e.new, KitParent)]
+            except asyncio.CancelledError:
+                cancelled += 1
+        assert cancelled == 1 and len(reports) == 1
+        assert names == [after.name]
 
 
 def test_cache_keeps_last_good_copy_and_goes_on(db: nbdb.Database) -> None:

@@ -7,6 +7,7 @@ not, the feature must answer UnsupportedError — never a silent no-op.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -302,6 +303,35 @@ def test_objects_with_a_ttl_vanish_unless_refreshed(db: nbdb.Database) -> None:
     watch.close()
 
 
+def test_a_watch_from_now_after_a_refresh_is_a_watch(db: nbdb.Database) -> None:
+    # OVSDB: a refresh changes only the row's deadline, which no record renders; the connection's
+    # revision moved on and its replica's did not, so every watch "from now" (and one from a no-op
+    # commit's revision) raised HistoryGoneError until the next real change.
+    if db.capabilities.expiry is Expiry.NONE:
+        pytest.skip("backend declares expiry=none")
+    kept = db.create(KitParent(name="kept"), ttl=30)
+    db.refresh(kept, 30)
+    for _ in range(20):  # the refresh reaches the replica some time after it returns: look while it does
+        with db.watch(KitParent) as watch:
+            assert watch.poll(0) == []
+        time.sleep(0.05)
+    with db.watch(KitParent) as watch:
+        after = db.create(KitParent(name="after"))
+        names: list[str] = []
+        for _ in range(50):
+            names += [e.new.name for e in watch.poll(0.2) if isinstance(e.new, KitParent)]
+            if names:
+                break
+    assert names == [after.name]
+    if db.capabilities.transactions is Atomicity.NONE:
+        return
+    with db.transaction() as txn:
+        pass  # a commit of nothing: its revision is the store's current one
+    if txn.revision is not None:
+        with db.watch(KitParent, since=txn.revision) as watch:
+            assert watch.poll(0) == []
+
+
 def test_required_capabilities_are_checked_at_connect(nbdb_url: str, capabilities: nbdb.Capabilities) -> None:
     with nbdb.connect(nbdb_url, namespace="kit-require", require={"locks"} if capabilities.locks else set()):
         pass
@@ -344,6 +374,16 @@ def test_pages_list_everything_once_at_one_revision(db: nbdb.Database) -> None:
         db.list(KitParent, limit=0)
     with pytest.raises(nbdb.ValidationError):
         db.list(KitParent, limit=5, after="not a token")
+
+
+@pytest.mark.parametrize("size", [0, -1, 1.5, "7", None, True])
+def test_a_page_size_no_page_can_have_is_refused_on_every_store(db: nbdb.Database, size: object) -> None:
+    # A store without pages read iter() in one list and never looked at page_size: 0, -1 or "7" were
+    # taken silently there (Redis), where every store with pages refused them.
+    db.create(KitParent(name="one", topic="sized"))
+    with pytest.raises(nbdb.ValidationError):
+        db.iter(KitParent, "sized", page_size=size)  # type: ignore[arg-type]
+    assert [p.name for p in db.iter(KitParent, "sized", page_size=1)] == ["one"]
 
 
 # ---------------------------------------------------------------- limits

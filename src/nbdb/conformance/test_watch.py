@@ -47,6 +47,19 @@ def test_watch_since_replays_history_without_gap_or_duplicate(db: nbdb.Database)
         assert _collect(watch, 1, timeout=0.5) == []
 
 
+def test_a_watch_from_a_writes_revision_delivers_what_came_after(db: nbdb.Database) -> None:
+    # A write's revision is an nbdb.Revision (an int subclass): redis-py sent it as its repr,
+    # "Revision(7)", and every watch from it failed (BackendUnavailableError from the log script).
+    first = db.create(KitParent(name="first"))
+    revisions = [first.nbdb_revision, db.delete(db.create(KitParent(name="gone")))]
+    later = db.create(KitParent(name="later"))
+    for since in revisions:
+        assert since is not None
+        with db.watch(KitParent, since=since) as watch:
+            names = [e.object.model_dump()["name"] for e in _collect(watch, 3 if since == revisions[0] else 1)]
+        assert names[-1] == later.name and "first" not in names
+
+
 def test_watch_resumes_from_its_revision(db_factory: Callable[..., nbdb.Database]) -> None:
     writer, reader = db_factory(), db_factory()
     first = reader.watch(KitParent)

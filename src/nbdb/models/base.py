@@ -139,6 +139,18 @@ def _ref_spec(name: str, info: pydantic.fields.FieldInfo) -> RefSpec | None:
         annotation = args[0] if len(args) == 1 else annotation
         origin = get_origin(annotation)
     if ref is not None:
+        if origin in (list, set, frozenset, tuple, dict):
+            # Read as one reference whose id is the whole list: every write failed with "unhashable type:
+            # 'list'" (a TypeError from deep inside the write), and no list, reference check nor cascade knew it.
+            kind = origin.__name__
+            if origin is dict:
+                raise TypeError(
+                    f"field {name!r}: Reference marks a UUID field or the UUIDs of a list or set, not a dict"
+                )
+            raise TypeError(
+                f"field {name!r}: Reference marks the ids in a {kind}, not the {kind} itself: write "
+                f'{kind}[Annotated[UUID, Reference("{ref.target}")]], not Annotated[{kind}[UUID], Reference(...)]'
+            )
         return RefSpec(name, ref.target, many=False, optional=optional or not info.is_required())
     if origin in (list, set, frozenset, tuple):
         for arg in get_args(annotation):

@@ -737,6 +737,12 @@ class Replica:
             gone = self._gone_at
             while gone and next(iter(gone.values())) < self.oldest:
                 gone.popitem(last=False)
+        else:
+            # Nothing nbdb renders changed (a refresh's deadline, a row no model maps): the clock ticked all
+            # the same, so the replica reflects that revision too. It stayed behind, and a watch "from now"
+            # (the clock's revision: Database.watch()) or from a no-op commit's revision raised
+            # HistoryGoneError, and a cache's wait_for that revision waited for the next real change.
+            self.revision = revision
         self.cond.notify_all()
 
     def _index_expiry(self, key: RefKey, row: Row | None) -> None:
