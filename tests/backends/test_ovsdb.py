@@ -95,6 +95,24 @@ def test_unreachable_server_is_unavailable_not_a_hang() -> None:
     assert time.monotonic() - started < 10
 
 
+def test_a_lock_whose_name_holds_a_nul_is_held_and_excludes(server: OvsdbModelsServer) -> None:
+    # The lock's nbdb name went into the request's id, and ovsdb-server closes a connection whose JSON
+    # holds a NUL: the lock was asked for again and again until the connection's timeout, never granted.
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    db, other = (nbdb.connect(server.url, namespace=namespace) for _ in range(2))
+    try:
+        with db.lock("a\x00b", timeout=10) as held:
+            assert not held.lost
+            with pytest.raises(nbdb.LockTimeoutError):
+                with other.lock("a\x00b", timeout=0.5):
+                    pass
+            with other.lock("a\x00c", timeout=10) as neighbour:  # another name, another lock
+                assert not neighbour.lost
+    finally:
+        db.close()
+        other.close()
+
+
 def test_unix_socket_url(server: OvsdbModelsServer) -> None:
     url = f"ovsdb+unix://{server.members[0].extra['unix']}"
     with nbdb.connect(url, namespace="unix-test") as db:

@@ -138,7 +138,7 @@ class RpcConnection:
         message is handled (a monitor's initial state, before its updates).
         ``label`` goes into the request's id (which the server echoes), saying
         what the request is about in logs and on the wire (a lock's nbdb name,
-        which its OVSDB name hides).
+        which its OVSDB name hides); a NUL in it is sent as ``\\0``.
         ``patient``: seconds the server may stay silent while this request is
         unanswered before it is dropped as dead (its probe's two intervals
         otherwise). ovsdb-server answers nothing, echoes included, while it
@@ -148,6 +148,10 @@ class RpcConnection:
         """
         call = Call(method, on_reply, time.monotonic() + patient if patient > 0 else 0.0)
         number = next(self._ids)
+        if label is not None and "\x00" in label:
+            # ovsdb-server's JSON parser refuses a NUL in any string and closes the connection: a lock
+            # named "a\x00" was asked again and again, each time on a connection the server then dropped.
+            label = label.replace("\x00", "\\0")
         mid: int | str = number if label is None else f"{number} {label}"
         data = dumps({"id": mid, "method": method, "params": params})
         with self._lock:
