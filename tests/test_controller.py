@@ -140,6 +140,10 @@ def test_bad_arguments_are_validation_errors(db: nbdb.Database) -> None:
     with db.cache(LogicalSwitch) as cache:
         with pytest.raises(nbdb.ValidationError):
             nbdb.run_controller(cache, lambda k, o: None, workers=0)
+        before = threading.active_count()
+        with pytest.raises(nbdb.ValidationError, match="1 to 1024 workers"):
+            nbdb.run_controller(cache, lambda k, o: None, workers=10**6)  # started threads for minutes
+        assert threading.active_count() == before
         with pytest.raises(nbdb.ValidationError):
             cache.queue(LogicalSwitchPort)  # not followed
         with pytest.raises(nbdb.ValidationError):

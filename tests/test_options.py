@@ -83,3 +83,12 @@ def test_userinfo_is_percent_decoded() -> None:
 def test_a_password_never_survives_redaction(secret: str) -> None:
     for url in (f"redis://user:{secret}@host:1/0", f"etcd://h:1?password={secret}&x=1"):
         assert f":{secret}@" not in redact(url) and f"password={secret}&" not in redact(url)
+
+
+def test_an_option_given_twice_with_different_values_is_refused_on_every_url() -> None:
+    # The last value silently won (sqlite:///x.db?history=10&history=20 kept 20).
+    with pytest.raises(nbdb.ValidationError, match=r"given twice.*history"):
+        Options.from_url("history=10&history=20", {}, {"history"}, "sqlite")
+    assert Options.from_url("history=10&history=10", {}, {"history"}, "sqlite").number("history", 1) == 10
+    with pytest.raises(nbdb.ValidationError, match="given twice"):
+        nbdb.connect("memory://?history=10&history=20")

@@ -198,6 +198,11 @@ class CacheQueue(WorkQueue[Key]):
         self.subscription.close()
 
 
+MAX_WORKERS = 1024
+"""Worker threads a controller may start: ``workers=10**6`` started threads until the process could start
+no more (minutes, then a RuntimeError out of the constructor with the threads left running)."""
+
+
 class Controller:
     """Workers reconciling the keys of a :class:`CacheQueue`; see the module docstring.
 
@@ -217,8 +222,8 @@ class Controller:
         rate_limiter: RateLimiter[Key] | None = None,
         name: str = "controller",
     ) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise errors.ValidationError(f"a controller needs at least one worker, not {workers!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+            raise errors.ValidationError(f"a controller takes 1 to {MAX_WORKERS} workers (threads), not {workers!r}")
         if not callable(reconcile):
             raise errors.ValidationError(f"reconcile must be a callable (key, obj), not {reconcile!r}")
         from nbdb.cache import Cache  # at run time: the cache module imports this one

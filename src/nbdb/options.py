@@ -105,7 +105,12 @@ class Options:
         keep_blank_values: bool = True,
     ) -> Options:
         """Merge ``query`` (the URL's query string) with ``keywords``; refuse names not in ``allowed``."""
-        merged: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=keep_blank_values).items()}
+        given = parse_qs(query, keep_blank_values=keep_blank_values)
+        twice = sorted(k for k, v in given.items() if len(set(v)) > 1)
+        if twice:
+            # The last one silently won: `?history=10&history=20` kept 20, whichever the user meant.
+            raise errors.ValidationError(f"{label} option(s) given twice with different values: {', '.join(twice)}")
+        merged: dict[str, Any] = {k: v[-1] for k, v in given.items()}
         merged.update({k: v for k, v in keywords.items() if v is not None})
         unknown = set(merged) - set(allowed)
         if unknown:
