@@ -26,11 +26,11 @@ READ = (
 import json, sys
 from time import perf_counter_ns as now
 import nbdb
-url, prefix, total, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+url, prefix, total, limit, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 """
     + ETCD_CALLS
     + r"""
-with nbdb.connect(url, namespace="bench") as db:
+with nbdb.connect(url, namespace="bench", timeout=timeout) as db:
     calls = counted(db)
     walked = []  # each reply's count (each range's, in a transaction): the keys etcd 3.4 walked to answer it
     from nbdb.backends.etcd import wire
@@ -83,6 +83,7 @@ def main() -> None:
     parser = ab_parser(__doc__, 0)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=0, help="page by scan_page of this many keys (0: one range_keys)")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per etcd request (nbdb's default: 2)")
     args = parser.parse_args()
     sides = {"a": args.a, "b": args.b}
     from nbdb.testing.servers import start_server
@@ -98,7 +99,9 @@ def main() -> None:
             before = cpu_seconds(pid)
             return lambda: {"etcd_cpu_s": cpu_seconds(pid) - before}
 
-        results = ab_rounds(sides, args.rounds, READ, [url, prefix, str(args.keys), str(args.limit)], etcd_cpu)
+        results = ab_rounds(
+            sides, args.rounds, READ, [url, prefix, str(args.keys), str(args.limit), str(args.timeout)], etcd_cpu
+        )
         for side in ("a", "b"):
             got = results[side]
             print(

@@ -351,6 +351,16 @@ def _clustered_ids(counted: int) -> st.SearchStrategy[list[str]]:
 _CLUSTERED_IDS = _clustered_ids(600)
 
 
+def _table_of(backend: EtcdBackend, ids: list[str]) -> tuple[str, list[str]]:
+    """A table prefix of keys named by ``ids`` (value b"v"), with neighbours' keys around it; it and all keys."""
+    table = f"{_ns()}o/t/Tab/"
+    neighbours = [table[:-1], table[:-1] + ".x", table[:-1] + "0", table[:-1] + "0/a", table[:-1] + "_/0a"]
+    keys = sorted({table + i for i in ids} | set(neighbours))
+    for at in range(0, len(keys), 100):
+        assert backend.commit_keys([], {k: b"v" for k in keys[at : at + 100]}, []) is not None
+    return table, keys
+
+
 @pytest.mark.timeout(300)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ids=_CLUSTERED_IDS)
@@ -372,11 +382,7 @@ def test_a_range_read_in_sub_ranges_is_exact_and_each_page_counts_a_few_pages(
     with _connect(etcd_server.url) as db:
         backend = db.backend
         assert isinstance(backend, EtcdBackend)
-        table = f"{_ns()}o/t/Tab/"
-        neighbours = [table[:-1], table[:-1] + ".x", table[:-1] + "0", table[:-1] + "0/a", table[:-1] + "_/0a"]
-        keys = sorted({table + i for i in ids} | set(neighbours))
-        for at in range(0, len(keys), 100):
-            assert backend.commit_keys([], {k: b"v" for k in keys[at : at + 100]}, []) is not None
+        table, keys = _table_of(backend, ids)
         walked: list[int] = []
         real_range = backend.client.range
 
@@ -417,11 +423,7 @@ def test_pages_on_from_a_key_are_exact_and_walk_about_their_own_keys(
     with _connect(etcd_server.url) as db:
         backend = db.backend
         assert isinstance(backend, EtcdBackend)
-        table = f"{_ns()}o/t/Tab/"
-        neighbours = [table[:-1], table[:-1] + ".x", table[:-1] + "0", table[:-1] + "0/a", table[:-1] + "_/0a"]
-        keys = sorted({table + i for i in ids} | set(neighbours))
-        for at in range(0, len(keys), 100):
-            assert backend.commit_keys([], {k: b"v" for k in keys[at : at + 100]}, []) is not None
+        table, keys = _table_of(backend, ids)
         walked: list[int] = []
         client, real_call = backend.client, backend.client.call
 
