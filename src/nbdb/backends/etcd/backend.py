@@ -641,25 +641,27 @@ class EtcdBackend(KeyValueBackend):
                 if read or high == end:
                     break
             got, revision = self._read_many(spans, limit - len(out), revision)
+            came = sum(len(kvs) for kvs in got)
             for kvs in got:
                 out += _kvs(kvs[: limit - len(out)])
-                read += len(kvs)
             if len(out) >= limit or start == end:
                 return revision
-            # As wide as the keys so far (over the ids from first to at) need to fill the room, at most 16 times wider.
-            step = max(1, min(step * 16, -(-(limit - len(out)) * (at - first) // read))) if read else step * 16
+            read += came
+            # As wide as the keys so far (over the ids from first to at) need to fill the room, at most 16 times
+            # wider; 16 times wider after an empty step (past a cluster, its density says nothing of the rest).
+            step = step * 16 if not came else max(1, min(step * 16, -(-(limit - len(out)) * (at - first) // read)))
 
     def range_pages(
         self, reads: Sequence[tuple[str, str | None]], limit: int, revision: int
     ) -> tuple[list[list[KeyValue]], int]:
         # One read-only transaction per max_txn_ops prefixes (a page across 200 small topics: 2 round trips, not 200).
+        if len(reads) == 1:  # one table, or a page's first prefix on from the last page's key: read in steps
+            kvs, revision = self.range_page(reads[0][0], reads[0][1], limit, revision)
+            return [kvs], revision
         spans = [
             (prefix.encode() if after is None else after.encode() + b"\0", wire.prefix_end(prefix.encode()))
             for prefix, after in reads
         ]
-        if len(reads) == 1:  # one table, or a page's first prefix on from the last page's key: read in steps
-            kvs, revision = self.range_page(reads[0][0], reads[0][1], limit, revision)
-            return [kvs], revision
         got, revision = self._read_many(spans, limit, revision)
         return [_kvs(kvs) for kvs in got], revision
 
