@@ -6,6 +6,9 @@ table once with ``range_keys``: wall ms, the requests it sent, the keys etcd wal
 (the sum of the replies' ``count``) and the CPU etcd spent meanwhile (its /proc utime + stime)::
 
     python benchmarks/etcd_bigrange_ab.py --a /work/main/src --b src --rounds 2 --keys 100000
+
+``--limit N`` reads the table page by page instead: ``scan_page`` (the SPI under ``db.list(limit=, after=)``)
+of N keys each, each page on from the last one's continue token, until the last.
 """
 
 from __future__ import annotations
@@ -23,23 +26,38 @@ READ = (
 import json, sys
 from time import perf_counter_ns as now
 import nbdb
-url, prefix, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+url, prefix, total, limit, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 """
     + ETCD_CALLS
     + r"""
-with nbdb.connect(url, namespace="bench") as db:
+with nbdb.connect(url, namespace="bench", timeout=timeout) as db:
     calls = counted(db)
-    walked = []  # each reply's count: the keys etcd 3.4 walked to answer it
-    client, real_range = db.backend.client, db.backend.client.range
-    def range_(*args, **kwargs):
-        got = real_range(*args, **kwargs)
-        walked.append(got[3])
-        return got
-    client.range = range_
+    walked = []  # each reply's count (each range's, in a transaction): the keys etcd 3.4 walked to answer it
+    from nbdb.backends.etcd import wire
+    client, real_call = db.backend.client, db.backend.client.call
+    def call(method, request, what, **kwargs):
+        reply, maybe = real_call(method, request, what, **kwargs)
+        if what == "range":
+            walked.append(wire.parse_range(reply)[3])
+        elif what == "transaction":  # wire.range_counts, spelled out: side a may predate it
+            f = wire._parse(reply)
+            walked.extend(wire._int(wire._parse(wire._bytes(wire._parse(op), 1)), 4, signed=True)
+                          for op in wire._messages(f, 3) if op[:1] == b"\x0a")
+        return reply, maybe
+    client.call = call
     t0 = now()
-    kvs, _ = db.backend.range_keys([prefix])
+    if limit:
+        table, after, got = prefix.rstrip("/").rsplit("/", 1)[1], None, 0
+        while True:
+            page = db.backend.scan_page([table], ["t"], limit, after)
+            got += len(page.records)
+            if page.after is None:
+                break
+            after = page.after
+    else:
+        got = len(db.backend.range_keys([prefix])[0])
     ms = (now() - t0) / 1e6
-    assert len(kvs) == total, len(kvs)
+    assert got == total, got
 print(json.dumps({"ms": ms, "requests": len(calls), "walked": sum(walked)}))
 """
 )
@@ -64,13 +82,15 @@ def cpu_seconds(pid: int) -> float:
 def main() -> None:
     parser = ab_parser(__doc__, 0)
     parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--limit", type=int, default=0, help="page by scan_page of this many keys (0: one range_keys)")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per etcd request (nbdb's default: 2)")
     args = parser.parse_args()
     sides = {"a": args.a, "b": args.b}
     from nbdb.testing.servers import start_server
 
     server = start_server("etcd")
     try:
-        url, prefix = str(server.url), "bench/o/t/Logical_Switch_Port/"
+        url, prefix = str(server.url), "nbdb/bench/o/t/Logical_Switch_Port/"  # namespace bench's key for topic t
         pid = server.members[0].pid
         assert pid is not None
         subprocess.run([sys.executable, "-c", FILL, url, prefix, str(args.keys)], env=env(args.a), check=True)
@@ -79,7 +99,9 @@ def main() -> None:
             before = cpu_seconds(pid)
             return lambda: {"etcd_cpu_s": cpu_seconds(pid) - before}
 
-        results = ab_rounds(sides, args.rounds, READ, [url, prefix, str(args.keys)], etcd_cpu)
+        results = ab_rounds(
+            sides, args.rounds, READ, [url, prefix, str(args.keys), str(args.limit), str(args.timeout)], etcd_cpu
+        )
         for side in ("a", "b"):
             got = results[side]
             print(

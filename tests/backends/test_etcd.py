@@ -331,19 +331,34 @@ def _shared(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-_CLUSTERED_IDS = st.lists(
-    st.tuples(
-        st.sampled_from(["", "0", "00", "a7", "a7a7", "f", "ff", "-", "g", "zz", "F"]),
-        st.text("0123456789abcdef-", min_size=1, max_size=6),
-    ),
-    min_size=1,
-    max_size=6,
-).flatmap(
-    lambda clusters: st.tuples(
-        st.lists(st.sampled_from(clusters).map(lambda c: c[0] + c[1]), min_size=0, max_size=400),
-        st.sampled_from(["", "0", "a7", "a7a7", "ff"]),  # hex-led ids, as an id's UUID is: the 600 counted
-    ).map(lambda drawn: sorted(set(drawn[0]) | {f"{drawn[1]}{i:04x}" for i in range(600)}))
-)
+def _clustered_ids(counted: int) -> st.SearchStrategy[list[str]]:
+    """Ids clustered on a few leading digits, some not hex at all, and ``counted`` hex-led ones (as a UUID is)."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from(["", "0", "00", "a7", "a7a7", "f", "ff", "-", "g", "zz", "F"]),
+            st.text("0123456789abcdef-", min_size=1, max_size=6),
+        ),
+        min_size=1,
+        max_size=6,
+    ).flatmap(
+        lambda clusters: st.tuples(
+            st.lists(st.sampled_from(clusters).map(lambda c: c[0] + c[1]), min_size=0, max_size=400),
+            st.sampled_from(["", "0", "a7", "a7a7", "ff"]),
+        ).map(lambda drawn: sorted(set(drawn[0]) | {f"{drawn[1]}{i:04x}" for i in range(counted)}))
+    )
+
+
+_CLUSTERED_IDS = _clustered_ids(600)
+
+
+def _table_of(backend: EtcdBackend, ids: list[str]) -> tuple[str, list[str]]:
+    """A table prefix of keys named by ``ids`` (value b"v"), with neighbours' keys around it; it and all keys."""
+    table = f"{_ns()}o/t/Tab/"
+    neighbours = [table[:-1], table[:-1] + ".x", table[:-1] + "0", table[:-1] + "0/a", table[:-1] + "_/0a"]
+    keys = sorted({table + i for i in ids} | set(neighbours))
+    for at in range(0, len(keys), 100):
+        assert backend.commit_keys([], {k: b"v" for k in keys[at : at + 100]}, []) is not None
+    return table, keys
 
 
 @pytest.mark.timeout(300)
@@ -367,11 +382,7 @@ def test_a_range_read_in_sub_ranges_is_exact_and_each_page_counts_a_few_pages(
     with _connect(etcd_server.url) as db:
         backend = db.backend
         assert isinstance(backend, EtcdBackend)
-        table = f"{_ns()}o/t/Tab/"
-        neighbours = [table[:-1], table[:-1] + ".x", table[:-1] + "0", table[:-1] + "0/a", table[:-1] + "_/0a"]
-        keys = sorted({table + i for i in ids} | set(neighbours))
-        for at in range(0, len(keys), 100):
-            assert backend.commit_keys([], {k: b"v" for k in keys[at : at + 100]}, []) is not None
+        table, keys = _table_of(backend, ids)
         walked: list[int] = []
         real_range = backend.client.range
 
@@ -392,6 +403,59 @@ def test_a_range_read_in_sub_ranges_is_exact_and_each_page_counts_a_few_pages(
         ordered = sorted(ids)
         shared = max(_shared(a, b) for a, b in zip(ordered, ordered[16:], strict=False))
         assert sum(walked) <= (shared + 4) * len(got)
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=_clustered_ids(1500), limit=st.integers(2, 6))
+def test_pages_on_from_a_key_are_exact_and_walk_about_their_own_keys(
+    etcd_server: EtcdServer,  # noqa: F811
+    ids: list[str],
+    limit: int,
+) -> None:
+    """etcd 3.4 counts a page's keys to the range's end: a page on from a key is read in steps of the ids' digits.
+
+    Paging a range (ids clustered on a few leading digits, some not hex at all, neighbours' keys around its
+    prefix) gives exactly the slices of one read of the whole range at the first page's revision, a write
+    between pages unseen; and the keys the server walks over all pages are a few times the range's (each page
+    counting the range's rest walks it about once per page: N / 2 / limit times, 125 at least here).
+    """
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        table, keys = _table_of(backend, ids)
+        walked: list[int] = []
+        client, real_call = backend.client, backend.client.call
+
+        def call(method: str, request: bytes | None, what: str, **kwargs: Any) -> tuple[bytes, bool]:
+            reply, maybe = real_call(method, request, what, **kwargs)
+            if what == "range":
+                walked.append(wire.parse_range(reply)[3])
+            elif what == "transaction":
+                walked.extend(wire.range_counts(reply))
+            return reply, maybe
+
+        client.call = call  # type: ignore[method-assign]  # nbdb's own client: count what each reply walked
+        try:
+            pages, revision, after = [], 0, None
+            while True:
+                page, revision = backend.range_page(table, after, limit, revision)
+                pages.append([(kv.key, kv.value) for kv in page])
+                if len(pages) == 2:  # a write between pages: later than the listing's revision, unseen
+                    assert backend.commit_keys([], {table + "5late": b"v"}, []) is not None
+                if len(page) < limit:
+                    break
+                after = page[-1].key
+        finally:
+            del client.call
+        _, whole, _, _ = client.range(table.encode(), wire.prefix_end(table.encode()), revision=revision)
+        expected = [(kv.key.decode(), kv.value) for kv in whole]
+        assert [kv for page in pages for kv in page] == expected
+        assert [len(page) for page in pages[:-1]] == [limit] * (len(pages) - 1)
+        assert [k for k, _ in expected] == sorted(k for k in keys if k.startswith(table))
+        # The first page counts the range (as a list's does); each later one its steps, each at most 16 times as
+        # wide as the last (the range's keys that are no hex ids, in a step or two, once).
+        assert sum(walked) - walked[0] <= 16 * (limit + 1) * len(pages) + 4 * len(expected)
 
 
 @pytest.mark.timeout(60)

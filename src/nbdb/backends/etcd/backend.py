@@ -59,6 +59,8 @@ _SPLIT_PAGES = 4
 _SPLIT_DIGITS = [bytes([c]) for c in b"0123456789abcdef"]
 _SPLIT_DEPTH = 512
 """Sub-ranges go no deeper than keys this long (a guard against keys sharing very long prefixes)."""
+_STEP_DIGITS = 12
+"""A limited read's steps end at ids of this many hex digits (see ``EtcdBackend._read_from``)."""
 _PRUNE_EVERY = 60.0  # seconds between two checks of one topic for a dead registry key (see _prune)
 _PRUNE_FROM = 32  # topics without the scanned tables' keys a scan must find before it checks them (see _prune)
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
@@ -592,13 +594,70 @@ class EtcdBackend(KeyValueBackend):
 
     def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
         start = prefix.encode() if after is None else after.encode() + b"\0"
-        header, kvs, _, _ = self.client.range(start, wire.prefix_end(prefix.encode()), limit=limit, revision=revision)
-        return _kvs(kvs), revision or header.revision
+        end = wire.prefix_end(prefix.encode())
+        if after is None or limit == 1:  # a listing's first page (see _read_from), or a skip scan's probe
+            header, kvs, _, _ = self.client.range(start, end, limit=limit, revision=revision)
+            return _kvs(kvs), revision or header.revision
+        out: list[KeyValue] = []
+        return out, self._read_from(start, end, prefix.encode(), limit, revision, out)
+
+    def _read_from(self, start: bytes, end: bytes, base: bytes, limit: int, revision: int, out: list[KeyValue]) -> int:
+        """The first ``limit`` keys of ``[start, end)`` at ``revision`` (0: now) appended to ``out``; the revision read.
+
+        etcd 3.4 walks every key from a range's start to its end to count them, whatever the limit,
+        so one read of a page from ``start`` to the table's end costs the rest of the table (paging
+        through it: quadratic). Ids are UUIDs, spread evenly over the values of their leading hex
+        digits, so a page on from a key is read in steps ``[start, s1)``, ``[s1, s2)``... that end at
+        ids of ``_STEP_DIGITS`` hex digits after ``base``. The first step is the rest of the ids that
+        share ``start``'s leading hex digits (up to ``_STEP_DIGITS``); while steps come back empty
+        (the ids' spread unknown) each is 16 times wider than the last, two to a request (a
+        read-only transaction of their ranges); once keys came, one step as wide as they say the
+        page's room needs (16 times the last at most). A step counts only its own keys, so a page
+        walks about its own keys: at most the step that fills it, 16 times as wide as the one
+        before, where ids cluster. The steps cover ``[start, end)`` exactly whatever the keys: keys
+        that are no hex ids land in some step (the last one reaches ``end``). A listing's first page
+        (:meth:`range_page` without ``after``) is one plain read, as a list's first page: it counts
+        the table once per listing, and a short table's only page costs one round trip, not a few.
+        """
+        scale = 16**_STEP_DIGITS
+        digits = start[len(base) : len(base) + _STEP_DIGITS]
+        known = next((i for i, c in enumerate(digits) if c not in b"0123456789abcdef"), len(digits))
+        at = int(digits[:known] or b"0", 16) * 16 ** (_STEP_DIGITS - known)  # at or before start, in id digits
+        step = 16 ** (_STEP_DIGITS - known) if known else 1  # no digits: from the first id on, widening
+        first, read = at, 0
+        while True:
+            # The steps of one request (a read-only transaction of their ranges): one as wide as the keys
+            # so far say, or while none came (their spread unknown) two, the second 16 times wider.
+            spans: list[tuple[bytes, bytes]] = []
+            for rung in range(2):
+                step *= 16 if rung else 1
+                stop = at + step
+                while stop < scale and base + b"%0*x" % (_STEP_DIGITS, stop) <= start:
+                    step *= 16  # start is past these digits (a key that is no hex id): widen until it is not
+                    stop = at + step
+                high = end if stop >= scale else min(end, base + b"%0*x" % (_STEP_DIGITS, stop))
+                spans.append((start, high))
+                start, at = high, stop
+                if read or high == end:
+                    break
+            got, revision = self._read_many(spans, limit - len(out), revision)
+            came = sum(len(kvs) for kvs in got)
+            for kvs in got:
+                out += _kvs(kvs[: limit - len(out)])
+            if len(out) >= limit or start == end:
+                return revision
+            read += came
+            # As wide as the keys so far (over the ids from first to at) need to fill the room, at most 16 times
+            # wider; 16 times wider after an empty step (past a cluster, its density says nothing of the rest).
+            step = step * 16 if not came else max(1, min(step * 16, -(-(limit - len(out)) * (at - first) // read)))
 
     def range_pages(
         self, reads: Sequence[tuple[str, str | None]], limit: int, revision: int
     ) -> tuple[list[list[KeyValue]], int]:
         # One read-only transaction per max_txn_ops prefixes (a page across 200 small topics: 2 round trips, not 200).
+        if len(reads) == 1:  # one table, or a page's first prefix on from the last page's key: read in steps
+            kvs, revision = self.range_page(reads[0][0], reads[0][1], limit, revision)
+            return [kvs], revision
         spans = [
             (prefix.encode() if after is None else after.encode() + b"\0", wire.prefix_end(prefix.encode()))
             for prefix, after in reads

@@ -527,6 +527,13 @@ def _range_kvs(op: bytes) -> list[KV]:
     return [_kv(m) for m in _messages(_parse(inner), 2)]
 
 
+def range_counts(data: bytes) -> list[int]:
+    """The ``count`` of each range of a TxnResponse: the keys etcd walked to answer it (tests and benchmarks)."""
+    return [
+        _int(_parse(_bytes(_parse(op), 1)), 4, signed=True) for op in _messages(_parse(data), 3) if op[:1] == b"\x0a"
+    ]
+
+
 def _parse_txn_general(data: bytes) -> tuple[Header, bool, list[list[KV]]]:
     f = _parse(data)
     return _header(_bytes(f, 1)), bool(_int(f, 2)), [_range_kvs(op) for op in _messages(f, 3)]
