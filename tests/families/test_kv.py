@@ -441,3 +441,20 @@ def test_the_planners_memos_keep_nothing_the_garbage_collector_tracks() -> None:
     assert len(backend.layout._unique) >= 20 and memos[0]  # unique keys and ids were remembered
     tracked = [type(part).__name__ for memo in memos for item in memo.items() for part in item if gc.is_tracked(part)]
     assert tracked == []
+
+
+class _RevivingLeases(MemoryBackend):
+    """Renews a lease for whoever asks: a holder whose lease ran out takes it back from its successor."""
+
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        with self.store.cond:
+            self.store.leases.release(name, self.store.leases._held.get(name, (b"", 0.0))[0])
+            return self.store.leases.acquire(name, token, ttl)
+
+
+def test_the_kit_checks_lease_primitives_and_catches_a_renewal_that_revives_a_lost_lease() -> None:
+    from nbdb.conformance.kit import check_lease_primitives
+
+    check_lease_primitives(MemoryBackend(), "sound", ttl=0.2)
+    with pytest.raises(AssertionError, match="renew_lease"):
+        check_lease_primitives(_RevivingLeases(), "revived", ttl=0.2)
