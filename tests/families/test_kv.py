@@ -458,3 +458,23 @@ def test_the_kit_checks_lease_primitives_and_catches_a_renewal_that_revives_a_lo
     check_lease_primitives(MemoryBackend(), "sound", ttl=0.2)
     with pytest.raises(AssertionError, match="renew_lease"):
         check_lease_primitives(_RevivingLeases(), "revived", ttl=0.2)
+
+
+class _PrefixedMemory(MemoryBackend):
+    """The in-process store under a key prefix (a namespace): its leases stay in the store's one lease table."""
+
+    def __init__(self, store: MemoryStore, key_prefix: str) -> None:
+        super().__init__(store)
+        self.key_prefix = key_prefix
+        self.layout = kvplan.KeyLayout(key_prefix)
+
+
+def test_the_kit_catches_locks_shared_across_namespaces() -> None:
+    from nbdb.conformance.kit import check_namespaces_isolate_locks
+
+    with nbdb.connect("memory://", namespace="a") as a, nbdb.connect("memory://", namespace="b") as b:
+        check_namespaces_isolate_locks(a, b, timeout=0.5)
+    store = MemoryStore()
+    with Database(_PrefixedMemory(store, "a/")) as a, Database(_PrefixedMemory(store, "b/")) as b:
+        with pytest.raises(pytest.fail.Exception, match="keep leases per namespace"):
+            check_namespaces_isolate_locks(a, b, timeout=0.5)

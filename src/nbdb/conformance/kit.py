@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, ClassVar
 from uuid import UUID
 
+import pytest
 from pydantic import Field, field_validator
 
 from nbdb.models.base import Model, Reference
@@ -21,9 +22,9 @@ from nbdb.spi import Backend, RecordChange, RecordStream
 
 if TYPE_CHECKING:
     from nbdb.api import Database
-    from nbdb.families.lease import LeaseStore
     from nbdb.cache import Cache
     from nbdb.errors import CorruptRecordError
+    from nbdb.families.lease import LeaseStore
     from nbdb.watch import Watch
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "KitParent",
     "Watched",
     "check_lease_primitives",
+    "check_namespaces_isolate_locks",
     "eventually",
     "held_watches",
     "sink_deliveries",
@@ -145,10 +147,24 @@ def check_lease_primitives(store: LeaseStore, name: str, ttl: float = 1.0) -> No
     assert taken, f"acquire_lease: the lease was still held {ttl + 15:.0f}s after its {ttl}s ttl ran out"
     assert not store.renew_lease(name, first, 30), "renew_lease: revived an expired lease another token took since"
     store.release_lease(name, first)
-    assert not store.acquire_lease(name, third, 30), "a lost holder's renew or release took the lease from its new holder"
+    assert not store.acquire_lease(name, third, 30), (
+        "a lost holder's renew or release took the lease from its new holder"
+    )
     store.release_lease(name, second)
     assert store.acquire_lease(name, third, 30), "release_lease: the holder's release left the lease held"
     store.release_lease(name, third)
+
+
+def check_namespaces_isolate_locks(a: Database, b: Database, timeout: float = 5.0) -> None:
+    """Fail unless ``b`` (another namespace of ``a``'s store) takes a lock name while ``a`` holds it."""
+    from nbdb.errors import LockTimeoutError
+
+    with a.lock("kit-iso-lock", ttl=10):
+        try:
+            with b.lock("kit-iso-lock", ttl=10, timeout=timeout) as held:
+                assert not held.lost
+        except LockTimeoutError:
+            pytest.fail("a lock held in one namespace blocks the same name in another: keep leases per namespace")
 
 
 class _HeldStream(RecordStream):
