@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import threading
@@ -478,3 +479,16 @@ def test_the_kit_catches_locks_shared_across_namespaces() -> None:
     with Database(_PrefixedMemory(store, "a/")) as a, Database(_PrefixedMemory(store, "b/")) as b:
         with pytest.raises(pytest.fail.Exception, match="keep leases per namespace"):
             check_namespaces_isolate_locks(a, b, timeout=0.5)
+
+
+class _ClaimsPages(MemoryBackend):
+    """Declares pages (a copied declaration) and has no range_page."""
+
+    capabilities = dataclasses.replace(MemoryBackend.capabilities, pages=True)
+
+
+def test_a_backend_claiming_pages_without_range_page_is_told_which_method_and_capability() -> None:
+    with Database(_ClaimsPages()) as db:
+        db.create(LogicalSwitch(name="s"))
+        with pytest.raises(nbdb.UnsupportedError, match=r"range_page.*capabilities\.pages"):
+            db.list(LogicalSwitch, limit=1)
