@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+import nbdb
+
 EXAMPLE = Path(__file__).parents[1] / "examples" / "nbdb-sqlite-example"
 
 pytestmark = pytest.mark.timeout(300)
@@ -38,7 +40,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    # The nbdb under test (this tree's, not whichever the interpreter installed) beside the example.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(nbdb.__file__).parents[1])])}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
 
 

@@ -46,7 +46,7 @@ def test_namespaces_isolate(nbdb_url: str) -> None:
         a.delete(obj)
 
 
-def test_namespaces_isolate_locks(nbdb_url: str) -> None:
+def test_a_lock_name_is_one_lock_per_namespace(nbdb_url: str) -> None:
     """A lock name means one lock per namespace: a backend that keeps leases outside its key prefix shares them."""
     run = uuid.uuid4().hex[:8]
     with (
