@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from nbdb.families.kv import (
     Exists,
     KeyChange,
     KeyValue,
+    KeyValueBackend,
     LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
@@ -492,3 +494,32 @@ def test_a_backend_claiming_pages_without_range_page_is_told_which_method_and_ca
         db.create(LogicalSwitch(name="s"))
         with pytest.raises(nbdb.UnsupportedError, match=r"range_page.*capabilities\.pages"):
             db.list(LogicalSwitch, limit=1)
+
+
+class _LeasesApartFromKeys(MemoryBackend):
+    """Keeps its leases apart from its keys yet uses the family's lease_held, which reads the lock's key."""
+
+    lease_held = KeyValueBackend.lease_held
+
+
+def test_the_kit_tells_a_conflict_under_a_held_lock_from_a_lost_lock() -> None:
+    from nbdb.conformance.test_data_api import test_fenced_writes_commit_only_under_the_lock as kit_test
+
+    for backend, fails in ((MemoryBackend, False), (_LeasesApartFromKeys, True)):
+        store = MemoryStore()
+        opened: list[Database] = []
+        factory = partial(_open_on, opened, backend, store)
+        try:
+            if fails:
+                with pytest.raises(nbdb.LockLostError):
+                    kit_test(factory)
+            else:
+                kit_test(factory)
+        finally:
+            for db in opened:
+                db.close()
+
+
+def _open_on(opened: list[Database], backend: type[MemoryBackend], store: MemoryStore) -> Database:
+    opened.append(Database(backend(store)))
+    return opened[-1]
