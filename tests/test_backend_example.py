@@ -7,13 +7,20 @@ and no dependencies (offline), and used from a fresh interpreter.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
+
+import nbdb
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "nbdb-sqlite-example"
 
@@ -33,7 +40,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    # The nbdb under test (this tree's, not whichever the interpreter installed) beside the example.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(nbdb.__file__).parents[1])])}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -72,3 +80,47 @@ def test_the_kit_runs_against_the_installed_backend_and_reports_unexpected_passe
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     assert "1 failed" in summary and " passed" in summary and "error" not in summary, summary
     assert "[XPASS(strict)] expected to fail on this backend" in done.stdout
+
+
+GUIDE = Path(__file__).parents[1] / "docs" / "writing-a-backend.md"
+
+
+def _guide_code() -> list[ast.Module]:
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.DOTALL)
+    return [ast.parse(textwrap.dedent(block)) for block in blocks]
+
+
+def test_the_guide_s_calls_of_family_helpers_match_their_signatures() -> None:
+    """An author copies them: a helper called with an argument too few fails only in the first commit."""
+    from nbdb.families import kvstore
+
+    calls = [
+        node
+        for tree in _guide_code()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "kvstore"
+    ]
+    assert {c.func.attr for c in calls} >= {"condition_holds"}  # type: ignore[attr-defined]
+    for call in calls:
+        helper = getattr(kvstore, call.func.attr)  # type: ignore[attr-defined]
+        inspect.signature(helper).bind(*call.args, **{k.arg: k.value for k in call.keywords if k.arg})
+
+
+def test_the_guide_s_capabilities_are_the_sqlite_backend_s() -> None:
+    """The walkthrough's declaration names every capability sqlite declares beyond the defaults."""
+    from nbdb.backends.sqlite import SqliteBackend
+    from nbdb.capabilities import Capabilities
+
+    declared = [
+        {k.arg for k in node.keywords}
+        for tree in _guide_code()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Capabilities"
+    ]
+    assert len(declared) == 1
+    caps = SqliteBackend.capabilities
+    beyond = {f.name for f in fields(Capabilities) if f.default is MISSING or getattr(caps, f.name) != f.default}
+    assert beyond <= declared[0], f"the guide leaves out {sorted(beyond - declared[0])}"

@@ -579,6 +579,20 @@ def test_lock_lost_when_its_lease_goes(etcd_server: EtcdServer) -> None:  # noqa
         assert db.allocate_id("ids") == 1 and other.allocate_id("ids") == 2
 
 
+@pytest.mark.timeout(60)
+def test_a_lost_holder_s_release_leaves_its_successor_s_lock(etcd_server: EtcdServer) -> None:  # noqa: F811
+    """Two holders of one lock name in one client (threads): the first's late release revoked the second's lease."""
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        assert backend.acquire_lease("l2", b"first", 1)
+        assert eventually(lambda: backend.acquire_lease("l2", b"second", 30), timeout=15, interval=0.2)
+        backend.release_lease("l2", b"first")  # the first holder's block ends before it saw its lease go
+        assert not backend.acquire_lease("l2", b"third", 30), "the successor's lock was taken from it"
+        backend.release_lease("l2", b"second")
+        assert backend.acquire_lease("l2", b"third", 30)
+
+
 # ---------------------------------------------------------------- 3-member cluster
 
 

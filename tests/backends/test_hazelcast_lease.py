@@ -103,3 +103,16 @@ def test_a_list_that_outlasts_the_commit_lease_is_a_snapshot_or_refused(hazelcas
     finally:
         for writer in writers:
             writer.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_stale_fenced_write_under_a_held_lock_is_a_conflict(hazelcast_server: Any) -> None:  # noqa: F811
+    """Leases live in a map of their own: the family's lease_held (which reads a key) took every one as lost."""
+    with nbdb.connect(hazelcast_server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as db:
+        stale = db.create(LogicalSwitch(name="fenced"))
+        db.update(stale.replace(name="moved on"))
+        with db.lock("leader", ttl=10) as held:
+            with pytest.raises(errors.ConflictError):
+                db.update(stale.replace(name="stale"), fence=held)
+            assert _backend(db).lease_held("leader", held.token.encode())
+            assert not held.lost

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from nbdb.families.kv import (
     Exists,
     KeyChange,
     KeyValue,
+    KeyValueBackend,
     LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
@@ -441,3 +444,82 @@ def test_the_planners_memos_keep_nothing_the_garbage_collector_tracks() -> None:
     assert len(backend.layout._unique) >= 20 and memos[0]  # unique keys and ids were remembered
     tracked = [type(part).__name__ for memo in memos for item in memo.items() for part in item if gc.is_tracked(part)]
     assert tracked == []
+
+
+class _RevivingLeases(MemoryBackend):
+    """Renews a lease for whoever asks: a holder whose lease ran out takes it back from its successor."""
+
+    def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        with self.store.cond:
+            self.store.leases.release(name, self.store.leases._held.get(name, (b"", 0.0))[0])
+            return self.store.leases.acquire(name, token, ttl)
+
+
+def test_the_kit_checks_lease_primitives_and_catches_a_renewal_that_revives_a_lost_lease() -> None:
+    from nbdb.conformance.kit import check_lease_primitives
+
+    check_lease_primitives(MemoryBackend(), "sound", ttl=0.2)
+    with pytest.raises(AssertionError, match="renew_lease"):
+        check_lease_primitives(_RevivingLeases(), "revived", ttl=0.2)
+
+
+class _PrefixedMemory(MemoryBackend):
+    """The in-process store under a key prefix (a namespace): its leases stay in the store's one lease table."""
+
+    def __init__(self, store: MemoryStore, key_prefix: str) -> None:
+        super().__init__(store)
+        self.key_prefix = key_prefix
+        self.layout = kvplan.KeyLayout(key_prefix)
+
+
+def test_the_kit_catches_locks_shared_across_namespaces() -> None:
+    from nbdb.conformance.kit import check_namespaces_isolate_locks
+
+    with nbdb.connect("memory://", namespace="a") as a, nbdb.connect("memory://", namespace="b") as b:
+        check_namespaces_isolate_locks(a, b, timeout=0.5)
+    store = MemoryStore()
+    with Database(_PrefixedMemory(store, "a/")) as a, Database(_PrefixedMemory(store, "b/")) as b:
+        with pytest.raises(pytest.fail.Exception, match="keep leases per namespace"):
+            check_namespaces_isolate_locks(a, b, timeout=0.5)
+
+
+class _ClaimsPages(MemoryBackend):
+    """Declares pages (a copied declaration) and has no range_page."""
+
+    capabilities = dataclasses.replace(MemoryBackend.capabilities, pages=True)
+
+
+def test_a_backend_claiming_pages_without_range_page_is_told_which_method_and_capability() -> None:
+    with Database(_ClaimsPages()) as db:
+        db.create(LogicalSwitch(name="s"))
+        with pytest.raises(nbdb.UnsupportedError, match=r"range_page.*capabilities\.pages"):
+            db.list(LogicalSwitch, limit=1)
+
+
+class _LeasesApartFromKeys(MemoryBackend):
+    """Keeps its leases apart from its keys yet uses the family's lease_held, which reads the lock's key."""
+
+    lease_held = KeyValueBackend.lease_held
+
+
+def test_the_kit_tells_a_conflict_under_a_held_lock_from_a_lost_lock() -> None:
+    from nbdb.conformance.test_data_api import test_fenced_writes_commit_only_under_the_lock as kit_test
+
+    for backend, fails in ((MemoryBackend, False), (_LeasesApartFromKeys, True)):
+        store = MemoryStore()
+        opened: list[Database] = []
+        factory = partial(_open_on, opened, backend, store)
+        try:
+            if fails:
+                with pytest.raises(nbdb.LockLostError):
+                    kit_test(factory)
+            else:
+                kit_test(factory)
+        finally:
+            for db in opened:
+                db.close()
+
+
+def _open_on(opened: list[Database], backend: type[MemoryBackend], store: MemoryStore) -> Database:
+    opened.append(Database(backend(store)))
+    return opened[-1]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, ClassVar
 from uuid import UUID
 
+import pytest
 from pydantic import Field, field_validator
 
 from nbdb.models.base import Model, Reference
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from nbdb.api import Database
     from nbdb.cache import Cache
     from nbdb.errors import CorruptRecordError
+    from nbdb.families.lease import LeaseStore
     from nbdb.watch import Watch
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "KitNote",
     "KitParent",
     "Watched",
+    "check_lease_primitives",
+    "check_namespaces_isolate_locks",
     "eventually",
     "held_watches",
     "sink_deliveries",
@@ -121,6 +125,46 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0, interval: float
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def check_lease_primitives(store: LeaseStore, name: str, ttl: float = 1.0) -> None:
+    """Assert the three lease primitives' contract (:class:`nbdb.families.lease.LeaseStore`) on lease ``name``.
+
+    A renewal that brings back a lease which expired and another holder took
+    (or a release that drops another's lease) gives two holders one lock, and
+    no test through ``Database.lock`` sees it without stopping the renewals.
+    Takes about ``ttl`` seconds (the first holder's lease must run out).
+    """
+    first, second, third = b"kit-first", b"kit-second", b"kit-third"
+    assert store.acquire_lease(name, first, ttl), "acquire_lease: a free lease was refused"
+    assert store.acquire_lease(name, first, ttl), "acquire_lease: not idempotent (the holder was refused)"
+    assert not store.acquire_lease(name, second, 30), "acquire_lease: took a lease another token holds"
+    assert not store.renew_lease(name, second, 30), "renew_lease: renewed a lease another token holds"
+    store.release_lease(name, second)
+    assert not store.acquire_lease(name, second, 30), "release_lease: dropped a lease another token holds"
+    assert store.renew_lease(name, first, ttl), "renew_lease: the holder's unexpired lease was not renewed"
+    taken = eventually(lambda: store.acquire_lease(name, second, 30), timeout=ttl + 15, interval=0.1)
+    assert taken, f"acquire_lease: the lease was still held {ttl + 15:.0f}s after its {ttl}s ttl ran out"
+    assert not store.renew_lease(name, first, 30), "renew_lease: revived an expired lease another token took since"
+    store.release_lease(name, first)
+    assert not store.acquire_lease(name, third, 30), (
+        "a lost holder's renew or release took the lease from its new holder"
+    )
+    store.release_lease(name, second)
+    assert store.acquire_lease(name, third, 30), "release_lease: the holder's release left the lease held"
+    store.release_lease(name, third)
+
+
+def check_namespaces_isolate_locks(a: Database, b: Database, timeout: float = 5.0) -> None:
+    """Fail unless ``b`` (another namespace of ``a``'s store) takes a lock name while ``a`` holds it."""
+    from nbdb.errors import LockTimeoutError
+
+    with a.lock("kit-iso-lock", ttl=10):
+        try:
+            with b.lock("kit-iso-lock", ttl=10, timeout=timeout) as held:
+                assert not held.lost
+        except LockTimeoutError:
+            pytest.fail("a lock held in one namespace blocks the same name in another: keep leases per namespace")
 
 
 class _HeldStream(RecordStream):

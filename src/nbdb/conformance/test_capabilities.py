@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import pytest
 
 import nbdb
 from nbdb.capabilities import Atomicity, Durability
-from nbdb.conformance.kit import KitParent, eventually
+from nbdb.conformance.kit import KitParent, check_namespaces_isolate_locks, eventually
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
 
@@ -43,3 +44,15 @@ def test_namespaces_isolate(nbdb_url: str) -> None:
         with pytest.raises(nbdb.NotFoundError):
             b.get(KitParent, obj.id)
         a.delete(obj)
+
+
+def test_a_lock_name_is_one_lock_per_namespace(nbdb_url: str) -> None:
+    """A lock name means one lock per namespace: a backend that keeps leases outside its key prefix shares them."""
+    run = uuid.uuid4().hex[:8]
+    with (
+        nbdb.connect(nbdb_url, namespace=f"kit-iso-a-{run}") as a,
+        nbdb.connect(nbdb_url, namespace=f"kit-iso-b-{run}") as b,
+    ):
+        if not a.capabilities.locks:
+            pytest.skip("backend declares no locks")
+        check_namespaces_isolate_locks(a, b)

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 
 import nbdb
-from nbdb.conformance.kit import KitCounter
+from nbdb.conformance.kit import KitCounter, check_lease_primitives
+from nbdb.families.kv import KeyValueBackend
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(120)]
 
@@ -127,3 +128,13 @@ def test_lock_is_kept_alive_beyond_its_ttl(db_factory: Callable[..., nbdb.Databa
         with pytest.raises(nbdb.LockTimeoutError):
             with other.lock("renewed", ttl=1.0, timeout=0.2):
                 pass
+
+
+def test_lease_primitives_keep_one_holder(db: nbdb.Database) -> None:
+    """A key-value backend's leases: no renewal or release of a lost holder touches its successor's lease."""
+    backend = db.backend
+    if not isinstance(backend, KeyValueBackend):
+        pytest.skip(f"{type(backend).__name__} is not of the key-value family (its locks are checked through lock())")
+    if not db.capabilities.locks:
+        pytest.skip("backend declares no locks")
+    check_lease_primitives(backend, f"kit-lease-{time.monotonic_ns()}")

@@ -256,7 +256,13 @@ def test_fenced_writes_commit_only_under_the_lock(db_factory: Callable[..., nbdb
             db.update(obj.replace(size=1), fence=held)
         pytest.skip("backend declares fencing=False (checked: fence= raises UnsupportedError)")
     with db.lock("leader", ttl=5) as held:
+        stale = obj
         obj = db.update(obj.replace(size=1), fence=held)
+        # A stale copy under a held lock is a conflict, not a lost lock (a backend that keeps leases apart
+        # from its keys and not overriding lease_held told them apart wrongly).
+        with pytest.raises(nbdb.ConflictError):
+            db.update(stale.replace(size=7), fence=held)
+        assert not held.lost
         if db.capabilities.transactions is not Atomicity.NONE:
             with db.transaction(fence=held) as txn:
                 txn.update(obj.replace(size=2))

@@ -247,7 +247,10 @@ class KeyValueBackend(Backend):
         Optional: stores that keep old revisions (etcd) offer it and declare
         ``capabilities.pages``; HistoryGoneError once ``revision`` is compacted.
         """
-        raise errors.UnsupportedError(f"{type(self).__name__} cannot read keys as they were at a revision")
+        raise errors.UnsupportedError(
+            f"{type(self).__name__} cannot read keys as they were at a revision (it has no range_page, which "
+            "a backend declaring capabilities.pages or topic_wildcard implements)"
+        )
 
     page_reads = 1
     """How many prefixes of a page one :meth:`range_pages` reads together (1: one after another)."""

@@ -248,7 +248,7 @@ class EtcdBackend(KeyValueBackend):
         self.progress_interval = progress_interval
         self.safe_progress = False
         self.server_version = ""
-        self._leases: dict[str, int] = {}
+        self._leases: dict[tuple[str, bytes], int] = {}  # (lock key, holder's token) -> etcd lease
         self._leases_lock = threading.Lock()
         self._topics: Registrations[None] = Registrations()
         """The topics this client put in the registry (``p/<topic>``, see _register; registered one
@@ -954,7 +954,7 @@ class EtcdBackend(KeyValueBackend):
             raise
         if succeeded:
             with self._leases_lock:
-                self._leases[key] = lease_id
+                self._leases[(key, token)] = lease_id
             return True
         self._revoke_quietly(lease_id)
         return False
@@ -968,20 +968,22 @@ class EtcdBackend(KeyValueBackend):
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         key = self.layout.lock(name)
         with self._leases_lock:
-            lease_id = self._leases.get(key)
+            lease_id = self._leases.get((key, token))
         if lease_id is None:
             return False
         if self.client.lease_keepalive(lease_id) <= 0:
             with self._leases_lock:
-                self._leases.pop(key, None)
+                self._leases.pop((key, token), None)
             return False
         _, kvs, _, _ = self.client.range(key.encode())
         return bool(kvs) and kvs[0].value == token and kvs[0].lease == lease_id
 
     def release_lease(self, name: str, token: bytes) -> None:
         key = self.layout.lock(name)
+        # Only this token's etcd lease: revoking another holder's (a thread of this client that took the
+        # lock after this one lost it) would delete its lock key.
         with self._leases_lock:
-            lease_id = self._leases.pop(key, None)
+            lease_id = self._leases.pop((key, token), None)
         bkey = key.encode()
         request = wire.txn_request(
             [wire.compare(bkey, wire.TARGET_VALUE, wire.CMP_EQUAL, token)], [wire.request_delete(bkey)]

@@ -1457,6 +1457,14 @@ class HazelcastBackend(ChangeLogBackend):
     def release_lease(self, name: str, token: bytes) -> None:
         self._tell_locked(lambda: self._lease_async.remove_if_same(name, bytearray(token)))
 
+    def lease_held(self, name: str, token: bytes) -> bool:
+        """Whether ``token`` holds the lease now: read from the lease map (the family's default reads a key).
+
+        Without it a fenced write that failed on a stale version, its lock still held, was LockLostError.
+        """
+        holder = self._ask(lambda: self._lease_async.get(name))
+        return holder is not None and _holder(holder) == token
+
     def allocate_id(self, name: str) -> int:
         """The next id: a compare-and-swap on the counter (an id of a lost reply is skipped, never reused)."""
         while True:
