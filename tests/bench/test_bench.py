@@ -107,6 +107,17 @@ def test_bad_urls_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.timeout(30)
+def test_urls_of_a_backend_not_measured_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in --urls, or a URL without its --backends entry, ran the default memory bench instead."""
+    args = ["bench", "--sizes", "tiny", "--no-plots", "--out", str(tmp_path)]
+    assert main([*args, "--urls", "redis2=redis://127.0.0.1:1/0"]) == 2
+    assert "--urls names 'redis2'" in capsys.readouterr().err
+    assert main([*args, "--backends", "memory", "--urls", "redis=redis://127.0.0.1:1/0"]) == 2
+    assert "which --backends memory leaves out" in capsys.readouterr().err
+    assert not (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.timeout(30)
 def test_json_round_trip_keeps_every_figure(tmp_path: Path) -> None:
     result = BenchResult(meta={"sizes": {"name": "tiny"}}, backends={"memory": {"status": "ok"}})
     result.add(

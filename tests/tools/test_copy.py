@@ -254,3 +254,36 @@ def test_cli_follow_for_a_duration(memory_urls: URLs, tmp_path: pathlib.Path) ->
 def test_cli_unknown_model_is_an_error(memory_urls: URLs, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["copy", memory_urls(), memory_urls(), "--models", "NoSuchTable"]) == 2
     assert "unknown model 'NoSuchTable'" in capsys.readouterr().err
+
+
+def test_cli_an_empty_url_is_refused_before_anything_is_written(
+    memory_urls: URLs, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``nbdb copy "$SRC" DST --overwrite`` with SRC unset emptied DST: "" opened a fresh memory://."""
+    b = memory_urls()
+    with nbdb.connect(b) as dst:
+        n = build_network(dst)
+    state = str(tmp_path / "s")
+    assert main(["copy", "", b, "--overwrite", "--state", state]) == 2
+    assert "SOURCE_URL is empty" in capsys.readouterr().err
+    with nbdb.connect(b) as dst:
+        assert count_objects(dst) == n
+    assert main(["copy", b, " ", "--state", state]) == 2
+    assert main(["verify", "", ""]) == 2
+    assert main(["dump", "", "-o", str(tmp_path / "d.jsonl")]) == 2
+    assert main(["load", "", str(tmp_path / "d.jsonl")]) == 2
+    assert capsys.readouterr().err.count("is empty") == 4
+    assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_cli_verify_lists_every_difference(memory_urls: URLs, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/tools.md: the differences are listed on stdout, one per line (it stopped at 50)."""
+    a, b = memory_urls(), memory_urls()
+    with nbdb.connect(a) as src:
+        for i in range(60):
+            src.create(LogicalSwitch(name=f"sw{i}"))
+    assert main(["verify", a, b]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 60
+    assert all(line.startswith("missing: LogicalSwitch ") for line in captured.out.splitlines())
+    assert "verification found 60 differences" in captured.err

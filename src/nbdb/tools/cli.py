@@ -97,6 +97,16 @@ def _models(args: argparse.Namespace) -> list[type[Model]] | None:
     return out
 
 
+def _url(url: str, what: str) -> None:
+    """Refuse an empty ``url``.
+
+    ``nbdb.connect("")`` opens a fresh ``memory://``: an unset shell variable (``nbdb copy "$SRC" ...``)
+    copied an empty source over the destination (with --overwrite deleting all of it) and verified it.
+    """
+    if not url.strip():
+        raise errors.ValidationError(f"{what} is empty: give a database URL (memory:// for the embedded store)")
+
+
 def _topics(args: argparse.Namespace) -> list[str | None] | None:
     if not args.topics:
         return None
@@ -129,6 +139,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def _cmd_copy(args: argparse.Namespace) -> int:
+    _url(args.source, "SOURCE_URL")
+    _url(args.destination, "DESTINATION_URL")
     models = _models(args)
     topics = _topics(args)
     options = CopyOptions(
@@ -185,7 +197,8 @@ def _report(differences: Sequence[Any] | None, state: os.PathLike[str] | None = 
     if not differences:
         _say("verified: both sides hold the same objects")
         return 0
-    for line in format_differences(differences):
+    # Every difference, as docs/tools.md says: stdout is the list (for grep, wc -l or a file), stderr the count.
+    for line in format_differences(differences, limit=len(differences)):
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
     where = f"; the copy resumes from {state}" if state else ""
@@ -194,6 +207,8 @@ def _report(differences: Sequence[Any] | None, state: os.PathLike[str] | None = 
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    _url(args.source, "SOURCE_URL")
+    _url(args.destination, "DESTINATION_URL")
     models = _models(args)
     with nbdb.connect(args.source) as src, nbdb.connect(args.destination) as dst:
         if models is None:
@@ -206,6 +221,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
+    _url(args.url, "URL")
     models = _models(args)
     progress = Progress(args.progress)
     with nbdb.connect(args.url) as db:
@@ -231,6 +247,7 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
+    _url(args.url, "URL")
     _models(args)
     progress = Progress(args.progress)
     with nbdb.connect(args.url) as db:
