@@ -55,3 +55,28 @@ def test_schema_ovsdb_covers_models_without_an_ovn_table(capsys: pytest.CaptureF
     assert schema["name"] == "nbdb"
     assert {"KitParent", "KitChild"} <= set(schema["tables"])
     assert "LogicalSwitch" not in schema["tables"]
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path: pathlib.Path) -> None:
+    """`nbdb dump URL | head -1` printed a BrokenPipeError traceback (twice: again at exit)."""
+    import os
+    import subprocess
+    import sys
+
+    import nbdb
+    from nbdb.models import LogicalSwitch
+
+    url = f"sqlite:///{tmp_path}/nb.db"
+    with nbdb.connect(url) as db, db.transaction() as txn:
+        for i in range(2000):  # some 200 kB of dump: more than a pipe's buffer
+            txn.create(LogicalSwitch(name=f"sw{i}", external_ids={"k": "v" * 50}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    dump = subprocess.Popen(
+        [sys.executable, "-m", "nbdb.cli", "dump", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert dump.stdout is not None and dump.stderr is not None
+    assert dump.stdout.readline().startswith(b'{"counts"')
+    dump.stdout.close()  # what head does after its line
+    err = dump.stderr.read().decode()
+    assert dump.wait(timeout=50) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -3,7 +3,8 @@
 Exit codes: 0 done (and, for copy and verify, both sides identical); 1
 verification found differences (printed on stdout); 2 an error (printed by
 ``nbdb.cli.main``); 3 the copy stopped early on purpose (``--limit``) and
-resumes when run again; 130 interrupted.
+resumes when run again; 130 interrupted; 141 stdout closed early (a pipe into
+``head``).
 """
 
 from __future__ import annotations
