@@ -80,3 +80,20 @@ def test_output_piped_into_head_ends_quietly(tmp_path: pathlib.Path) -> None:
     err = dump.stderr.read().decode()
     assert dump.wait(timeout=50) == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.parametrize("url", ["cassandra://127.0.0.1:1/nbdb", "hazelcast://127.0.0.1:1/nbdb?connect_timeout=2"])
+def test_a_server_that_is_down_is_one_line_not_driver_tracebacks(url: str) -> None:
+    """The Cassandra and Hazelcast drivers logged a traceback (or a warning) per connection attempt."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip(url.split(":", 1)[0])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "nbdb.cli", "dump", url], capture_output=True, text=True, env=env, timeout=50
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines()[-1].startswith("nbdb: BackendUnavailableError: "), run.stderr
+    assert "Traceback" not in run.stderr and "WARNING" not in run.stderr, run.stderr

@@ -96,10 +96,18 @@ def _cmd_models_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_CHATTY_DRIVER_LOGGERS = ("cassandra", "hazelcast")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available sub-command."""
     parser = argparse.ArgumentParser(prog="nbdb", description="nbdb: one northbound-database API, many backends")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level to stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at INFO level to stderr (and the Cassandra and Hazelcast drivers' own warnings)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build a logical network and watch a controller's cache follow it")
@@ -144,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:
+        # A server that is down is one line, `nbdb: BackendUnavailableError: ...`, naming the cause:
+        # these drivers logged a traceback per attempt too (Hazelcast's some 40 lines in 10 s).
+        for name in _CHATTY_DRIVER_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         code: int = args.func(args)
     except errors.NbdbError as exc:
