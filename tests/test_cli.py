@@ -29,6 +29,24 @@ def test_demo_runs_on_a_durable_sqlite_file(tmp_path: pathlib.Path, capsys: pyte
     assert (tmp_path / "nb.db").stat().st_size > 0
 
 
+def test_demo_again_on_the_same_file_says_why_before_writing(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second run stopped half-way with a UniqueViolationError on the first run's chassis."""
+    import nbdb
+    from nbdb.models import LogicalSwitch
+
+    url = f"sqlite:///{tmp_path}/nb.db"
+    assert main(["demo", "--url", url]) == 0
+    with nbdb.connect(url) as db:
+        before = db.list(LogicalSwitch)
+    capsys.readouterr()
+    assert main(["demo", "--url", url]) == 2
+    assert "ValidationError: the demo builds its network in an empty database" in capsys.readouterr().err
+    with nbdb.connect(url) as db:
+        assert db.list(LogicalSwitch) == before
+
+
 def test_backends_lists_memory(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backends"]) == 0
     assert "memory" in capsys.readouterr().out
