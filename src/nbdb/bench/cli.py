@@ -76,6 +76,9 @@ def _parse_counts(option: str, text: str) -> tuple[int, ...]:
     return counts
 
 
+EXIT_INTERRUPTED = 130
+
+
 def _parse_urls(values: list[str], backends: list[str]) -> dict[str, str]:
     urls: dict[str, str] = {}
     for value in values:
@@ -229,6 +232,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         images = write_plots(result, out)
     print_report(result, sys.stdout)
     sys.stdout.write(f"\nfigures: {out / 'bench.json'}" + "".join(f"\nplot: {p}" for p in images.values()) + "\n")
+    interrupted = result.meta.get("interrupted")
+    if interrupted is not None:
+        sys.stderr.write(
+            f"nbdb bench: interrupted during {interrupted}: the figures above are those measured before it"
+            f"{'; --doc left unchanged' if args.doc is not None else ''}\n"
+        )
+        return EXIT_INTERRUPTED
     if args.doc is not None:
         doc: Path = args.doc
         rel = {title: os.path.relpath(path, doc.parent) for title, path in images.items()}
