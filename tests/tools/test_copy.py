@@ -15,7 +15,7 @@ from nbdb.cli import main
 from nbdb.models import ACL, LogicalSwitch, LogicalSwitchPort, PortGroup
 from nbdb.tools import CheckpointFile, Copier, CopyIncomplete, CopyOptions, verify
 
-from .conftest import OVN_MODELS, Churn, assert_no_dangling, build_network, count_objects
+from .conftest import OVN_MODELS, Churn, assert_no_dangling, build_network, count_objects, interrupt_when
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -287,3 +287,33 @@ def test_cli_verify_lists_every_difference(memory_urls: URLs, capsys: pytest.Cap
     assert len(captured.out.splitlines()) == 60
     assert all(line.startswith("missing: LogicalSwitch ") for line in captured.out.splitlines())
     assert "verification found 60 differences" in captured.err
+
+
+def test_cli_ctrl_c_in_a_copy_says_that_it_resumes(tmp_path: pathlib.Path) -> None:
+    """Ctrl-C during a copy (no --follow) exited 130 without a word on what the destination holds."""
+    src, dst, state = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db", tmp_path / "copy.json"
+    _fill_sqlite(src)
+    code, err = interrupt_when("copying", "copy", src, dst, "--state", str(state), "--progress", "--batch", "10")
+    assert code == 130, err
+    assert "interrupted: the destination may hold part of the copy; it resumes when run again" in err, err
+    assert "Traceback" not in err
+    assert main(["copy", src, dst, "--state", str(state)]) == 0
+
+
+def test_cli_ctrl_c_in_a_resumable_load_says_to_run_it_again(tmp_path: pathlib.Path) -> None:
+    src, dst, dump = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db", str(tmp_path / "d.jsonl")
+    _fill_sqlite(src)
+    assert main(["dump", src, "-o", dump]) == 0
+    code, err = interrupt_when("loading", "load", dst, dump, "--resume", "--progress", "--batch", "10")
+    assert code == 130, err
+    assert "interrupted: the destination may hold part of the dump; run the same load again" in err, err
+    assert main(["load", dst, dump, "--resume"]) == 0
+    assert main(["verify", src, dst]) == 0
+
+
+def _fill_sqlite(url: str) -> None:
+    with nbdb.connect(url) as db, db.transaction() as txn:
+        for i in range(20):
+            sw = txn.create(LogicalSwitch(name=f"sw{i}"))
+            for j in range(150):
+                txn.create(LogicalSwitchPort(switch=sw, name=f"p{i}-{j}"))

@@ -27,7 +27,7 @@ from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.options import redact
 from nbdb.tools.checkpoint import CheckpointFile, default_state_path
 from nbdb.tools.copy import Copier, CopyIncomplete, CopyOptions, copy_scope
-from nbdb.tools.dump import dump, load
+from nbdb.tools.dump import LoadSummary, dump, load
 from nbdb.tools.progress import Progress
 from nbdb.tools.snapshot import unsupported_models
 from nbdb.tools.verify import format_differences, verify
@@ -179,6 +179,13 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         except CopyIncomplete as exc:
             _say(f"copy incomplete: {exc} (state: {checkpoint.path})")
             return EXIT_INCOMPLETE
+        except KeyboardInterrupt:
+            # Exit 130 said nothing: whether the destination now holds half a copy, and what next.
+            _say(
+                f"interrupted: the destination may hold part of the copy; it resumes when run again "
+                f"(state: {checkpoint.path})"
+            )
+            raise
     resumed = f" (resumed from its {result.resumed} phase)" if result.resumed else ""
     _say(
         f"copied {redact(args.source)} -> {redact(args.destination)}{resumed}: {result.objects} objects at the "
@@ -251,6 +258,19 @@ def _cmd_load(args: argparse.Namespace) -> int:
     _url(args.url, "URL")
     _models(args)
     progress = Progress(args.progress)
+    try:
+        summary = _load_into(args, progress)
+    except KeyboardInterrupt:
+        if args.resume:
+            _say("interrupted: the destination may hold part of the dump; run the same load again to complete it")
+        else:
+            _say("interrupted: the load is one transaction, so the destination holds all of the dump or none of it")
+        raise
+    _say(f"loaded {summary.count} objects ({summary.written} written, {summary.mode})")
+    return 0
+
+
+def _load_into(args: argparse.Namespace, progress: Progress) -> LoadSummary:
     with nbdb.connect(args.url) as db:
         if args.input in (None, "-"):
             summary = load(db, sys.stdin.buffer, resume=args.resume, batch=args.batch, progress=progress)
@@ -261,8 +281,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
                 raise errors.ValidationError(f"cannot read {args.input}: {exc}") from None
             with stream:
                 summary = load(db, stream, resume=args.resume, batch=args.batch, progress=progress)
-    _say(f"loaded {summary.count} objects ({summary.written} written, {summary.mode})")
-    return 0
+    return summary
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
