@@ -232,6 +232,13 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     _url(args.url, "URL")
     models = _models(args)
     progress = Progress(args.progress)
+    if args.output not in (None, "-"):
+        # -o DIR or -o /no/such/dir/f ended in a traceback, the first only after the whole read.
+        directory = os.path.dirname(os.path.abspath(args.output))
+        if os.path.isdir(args.output) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            raise errors.ValidationError(
+                f"-o {args.output}: cannot write it (want a file in an existing, writable directory)"
+            )
     with nbdb.connect(args.url) as db:
         if models is None:
             cannot = unsupported_models(db, list(all_models()))
