@@ -115,3 +115,17 @@ def test_a_server_that_is_down_is_one_line_not_driver_tracebacks(url: str) -> No
     assert run.returncode == 2, run.stderr
     assert run.stderr.splitlines()[-1].startswith("nbdb: BackendUnavailableError: "), run.stderr
     assert "Traceback" not in run.stderr and "WARNING" not in run.stderr, run.stderr
+
+
+def test_models_generate_refuses_a_reference_to_a_table_the_schema_lacks(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The module was written and imported; it failed only at the first write, naming a table 'x.Nope'."""
+    import json
+
+    schema = tmp_path / "x.ovsschema"
+    column = {"type": {"key": {"type": "uuid", "refTable": "Nope"}}}
+    schema.write_text(json.dumps({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"a": column}}}}))
+    assert main(["models", "generate", str(schema), "-o", str(tmp_path / "x.py")]) == 2
+    assert "T.a: refTable 'Nope' is no table of the schema" in capsys.readouterr().err
+    assert not (tmp_path / "x.py").exists()
