@@ -278,6 +278,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
 
 def _load_into(args: argparse.Namespace, progress: Progress) -> LoadSummary:
+    if args.input in (None, "-") and sys.stdin.isatty():
+        # `nbdb load URL` without `< FILE` waited for a dump typed in, without a word.
+        raise errors.ValidationError("no dump to read: give FILE, or redirect stdin from one (< backup.jsonl)")
     with nbdb.connect(args.url) as db:
         if args.input in (None, "-"):
             summary = load(db, sys.stdin.buffer, resume=args.resume, batch=args.batch, progress=progress)
