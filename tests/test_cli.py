@@ -29,6 +29,24 @@ def test_demo_runs_on_a_durable_sqlite_file(tmp_path: pathlib.Path, capsys: pyte
     assert (tmp_path / "nb.db").stat().st_size > 0
 
 
+def test_demo_again_on_the_same_file_says_why_before_writing(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second run stopped half-way with a UniqueViolationError on the first run's chassis."""
+    import nbdb
+    from nbdb.models import LogicalSwitch
+
+    url = f"sqlite:///{tmp_path}/nb.db"
+    assert main(["demo", "--url", url]) == 0
+    with nbdb.connect(url) as db:
+        before = db.list(LogicalSwitch)
+    capsys.readouterr()
+    assert main(["demo", "--url", url]) == 2
+    assert "ValidationError: the demo builds its network in an empty database" in capsys.readouterr().err
+    with nbdb.connect(url) as db:
+        assert db.list(LogicalSwitch) == before
+
+
 def test_backends_lists_memory(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backends"]) == 0
     assert "memory" in capsys.readouterr().out
@@ -55,3 +73,59 @@ def test_schema_ovsdb_covers_models_without_an_ovn_table(capsys: pytest.CaptureF
     assert schema["name"] == "nbdb"
     assert {"KitParent", "KitChild"} <= set(schema["tables"])
     assert "LogicalSwitch" not in schema["tables"]
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path: pathlib.Path) -> None:
+    """`nbdb dump URL | head -1` printed a BrokenPipeError traceback (twice: again at exit)."""
+    import os
+    import subprocess
+    import sys
+
+    import nbdb
+    from nbdb.models import LogicalSwitch
+
+    url = f"sqlite:///{tmp_path}/nb.db"
+    with nbdb.connect(url) as db, db.transaction() as txn:
+        for i in range(2000):  # some 200 kB of dump: more than a pipe's buffer
+            txn.create(LogicalSwitch(name=f"sw{i}", external_ids={"k": "v" * 50}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    dump = subprocess.Popen(
+        [sys.executable, "-m", "nbdb.cli", "dump", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert dump.stdout is not None and dump.stderr is not None
+    assert dump.stdout.readline().startswith(b'{"counts"')
+    dump.stdout.close()  # what head does after its line
+    err = dump.stderr.read().decode()
+    assert dump.wait(timeout=50) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.parametrize("url", ["cassandra://127.0.0.1:1/nbdb", "hazelcast://127.0.0.1:1/nbdb?connect_timeout=2"])
+def test_a_server_that_is_down_is_one_line_not_driver_tracebacks(url: str) -> None:
+    """The Cassandra and Hazelcast drivers logged a traceback (or a warning) per connection attempt."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip(url.split(":", 1)[0])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "nbdb.cli", "dump", url], capture_output=True, text=True, env=env, timeout=50
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines()[-1].startswith("nbdb: BackendUnavailableError: "), run.stderr
+    assert "Traceback" not in run.stderr and "WARNING" not in run.stderr, run.stderr
+
+
+def test_models_generate_refuses_a_reference_to_a_table_the_schema_lacks(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The module was written and imported; it failed only at the first write, naming a table 'x.Nope'."""
+    import json
+
+    schema = tmp_path / "x.ovsschema"
+    column = {"type": {"key": {"type": "uuid", "refTable": "Nope"}}}
+    schema.write_text(json.dumps({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"a": column}}}}))
+    assert main(["models", "generate", str(schema), "-o", str(tmp_path / "x.py")]) == 2
+    assert "T.a: refTable 'Nope' is no table of the schema" in capsys.readouterr().err
+    assert not (tmp_path / "x.py").exists()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -94,10 +96,18 @@ def _cmd_models_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_CHATTY_DRIVER_LOGGERS = ("cassandra", "hazelcast")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available sub-command."""
     parser = argparse.ArgumentParser(prog="nbdb", description="nbdb: one northbound-database API, many backends")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level to stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at INFO level to stderr (and the Cassandra and Hazelcast drivers' own warnings)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build a logical network and watch a controller's cache follow it")
@@ -142,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:
+        # A server that is down is one line, `nbdb: BackendUnavailableError: ...`, naming the cause:
+        # these drivers logged a traceback per attempt too (Hazelcast's some 40 lines in 10 s).
+        for name in _CHATTY_DRIVER_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         code: int = args.func(args)
     except errors.NbdbError as exc:
@@ -149,7 +164,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `nbdb dump URL | head`: the reader left. A traceback before, and another one when the
+        # interpreter flushed stdout on exit. Quiet and non-zero, as a tool that SIGPIPE ended.
+        fd = _stdout_fd()
+        if fd is None or not _reader_gone(fd):
+            raise  # some other pipe: not the user's doing
+        _drop(fd)
+        return EXIT_BROKEN_PIPE
     return code
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool that the signal ended
+
+
+def _stdout_fd() -> int | None:
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None  # not a real file (a test's capture)
+
+
+def _reader_gone(fd: int) -> bool:
+    """Whether ``fd`` is a pipe whose reading end is closed (poll says POLLERR)."""
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
+
+
+def _drop(fd: int) -> None:
+    """Point ``fd`` at /dev/null, so that the flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,8 +33,20 @@ from nbdb.models import (
     PortGroup,
     PortType,
 )
+from nbdb.options import redact
 
 __all__ = ["run_demo"]
+
+_BUILT: tuple[type[Model], ...] = (
+    Chassis,
+    LogicalSwitch,
+    LogicalRouter,
+    LogicalRouterPort,
+    LogicalSwitchPort,
+    PortGroup,
+    ACL,
+    NAT,
+)
 
 
 def _mac(n: int) -> str:
@@ -51,6 +63,14 @@ def run_demo(url: str | None = None, ports_per_tenant: int = 6, out: Callable[[s
             f"nbdb demo on {url or 'memory://'}  (capabilities: transactions={db.capabilities.transactions}, "
             f"durability={db.capabilities.durability})"
         )
+        # A second run on a durable store (README: `nbdb demo --url sqlite:///tmp/nb.db`) stopped
+        # half-way on the first run's chassis names; say so before writing anything.
+        held = [m.nbdb_table for m in _BUILT if db.list(m, limit=1)]
+        if held:
+            raise nbdb.ValidationError(
+                f"the demo builds its network in an empty database, and {redact(url or 'memory://')} already "
+                f"holds {', '.join(held)} objects (an earlier demo?): give it a new file or an empty database"
+            )
         chassis = [
             db.create(Chassis(name=f"hv{i}", hostname=f"hv{i}.example", encap_ip=f"192.0.2.{i + 1}")) for i in range(3)
         ]

@@ -107,6 +107,17 @@ def test_bad_urls_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.timeout(30)
+def test_urls_of_a_backend_not_measured_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in --urls, or a URL without its --backends entry, ran the default memory bench instead."""
+    args = ["bench", "--sizes", "tiny", "--no-plots", "--out", str(tmp_path)]
+    assert main([*args, "--urls", "redis2=redis://127.0.0.1:1/0"]) == 2
+    assert "--urls names 'redis2'" in capsys.readouterr().err
+    assert main([*args, "--backends", "memory", "--urls", "redis=redis://127.0.0.1:1/0"]) == 2
+    assert "which --backends memory leaves out" in capsys.readouterr().err
+    assert not (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.timeout(30)
 def test_json_round_trip_keeps_every_figure(tmp_path: Path) -> None:
     result = BenchResult(meta={"sizes": {"name": "tiny"}}, backends={"memory": {"status": "ok"}})
     result.add(
@@ -386,3 +397,45 @@ def test_a_port_mac_is_0a_then_the_low_40_bits_of_its_number(i: int) -> None:
     octets = mac.split(":")
     assert len(octets) == 6 and all(len(o) == 2 and o == o.lower() for o in octets)
     assert int(mac.replace(":", ""), 16) == (0x0A << 40) | (i & (2**40 - 1))
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_keeps_the_figures_measured_so_far(tmp_path: Path) -> None:
+    """Ctrl-C in a long run exited 130 with nothing written: every figure measured was lost."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [
+        sys.executable,
+        "-m",
+        "nbdb.cli",
+        "bench",
+        "--workloads",
+        "crud,cache",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    ]
+    bench = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        assert bench.stderr is not None
+        started = 0
+        for line in bench.stderr:  # one progress line per step: the third means two are measured
+            started += line.startswith("bench: ")
+            if started == 3:
+                break
+        bench.send_signal(signal.SIGINT)
+        out, err = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 130, err
+    assert "nbdb bench: interrupted during memory" in err and "Traceback" not in err, err
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["meta"]["interrupted"].startswith("memory · ")
+    assert data["measurements"], "the steps measured before Ctrl-C are kept"
+    assert "write.create" in out

@@ -116,3 +116,13 @@ def test_missing_binary_fails_with_install_hint(tmp_path: Path) -> None:
 def test_down_unknown_target(tmp_path: Path) -> None:
     result = _nbdb(tmp_path / "servers", "servers", "down", "nosuchkind")
     assert result.returncode == 2 and "nosuchkind" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_down_of_what_is_not_running_says_so(tmp_path: Path) -> None:
+    """`down etcd` with no etcd started exited 0 without a word, as if it had stopped one."""
+    result = _nbdb(tmp_path / "servers", "servers", "down", "etcd")
+    assert result.returncode == 0 and result.stdout == ""
+    assert "no server running of etcd" in result.stderr
+    result = _nbdb(tmp_path / "servers", "servers", "down")
+    assert result.returncode == 0 and "no server running of any kind" in result.stderr

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from nbdb.cli import main
@@ -136,6 +143,40 @@ def test_unknown_kinds_are_refused() -> None:
         main(["soak", "memory"])
     with pytest.raises(ValueError):
         SoakConfig(kind="memory").server_options()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            pass  # gone meanwhile
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_ends_the_soak_without_a_traceback_per_process() -> None:
+    """Ctrl-C reaches the whole process group: each writer and the watcher printed a KeyboardInterrupt."""
+    require_server("etcd")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "nbdb.cli", "soak", "etcd", "--members", "1", "--seconds", "60", "--writers", "2"]
+    soak = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        end = time.monotonic() + 90
+        # etcd, the watcher and the two writers (and multiprocessing's resource tracker): all started.
+        while len(_children(soak.pid)) < 4 and soak.poll() is None and time.monotonic() < end:
+            time.sleep(0.2)
+        time.sleep(2)  # the writers past their imports, writing
+        os.killpg(soak.pid, signal.SIGINT)
+        _, err = soak.communicate(timeout=60)
+    finally:
+        if soak.poll() is None:
+            os.killpg(soak.pid, signal.SIGKILL)
+            soak.wait()
+    assert soak.returncode == 130, err.decode()
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err.decode()
 
 
 # A short soak per backend: about a minute each (Cassandra's three sequential node starts add

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -205,3 +209,21 @@ def assert_no_dangling(db: nbdb.Database, models: Sequence[type[Model]] = OVN_MO
                     db.get(target, id)
                 except errors.NotFoundError:
                     pytest.fail(f"{obj.nbdb_table} {obj.id} references missing {table} {id}")
+
+
+def interrupt_when(marker: str, *argv: str) -> tuple[int, str]:
+    """Run ``nbdb ARGV`` and send it SIGINT once ``marker`` shows on its stderr: (exit code, stderr)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.Popen([sys.executable, "-m", "nbdb.cli", *argv], stderr=subprocess.PIPE, env=env)
+    try:
+        assert run.stderr is not None
+        seen = b""
+        while marker.encode() not in seen and run.poll() is None:
+            seen += os.read(run.stderr.fileno(), 4096)
+        run.send_signal(signal.SIGINT)
+        err = (seen + run.communicate(timeout=60)[1]).decode()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return run.returncode, err

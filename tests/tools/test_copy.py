@@ -15,7 +15,7 @@ from nbdb.cli import main
 from nbdb.models import ACL, LogicalSwitch, LogicalSwitchPort, PortGroup
 from nbdb.tools import CheckpointFile, Copier, CopyIncomplete, CopyOptions, verify
 
-from .conftest import OVN_MODELS, Churn, assert_no_dangling, build_network, count_objects
+from .conftest import OVN_MODELS, Churn, assert_no_dangling, build_network, count_objects, interrupt_when
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -254,3 +254,67 @@ def test_cli_follow_for_a_duration(memory_urls: URLs, tmp_path: pathlib.Path) ->
 def test_cli_unknown_model_is_an_error(memory_urls: URLs, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["copy", memory_urls(), memory_urls(), "--models", "NoSuchTable"]) == 2
     assert "unknown model 'NoSuchTable'" in capsys.readouterr().err
+
+
+def test_cli_an_empty_url_is_refused_before_anything_is_written(
+    memory_urls: URLs, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``nbdb copy "$SRC" DST --overwrite`` with SRC unset emptied DST: "" opened a fresh memory://."""
+    b = memory_urls()
+    with nbdb.connect(b) as dst:
+        n = build_network(dst)
+    state = str(tmp_path / "s")
+    assert main(["copy", "", b, "--overwrite", "--state", state]) == 2
+    assert "SOURCE_URL is empty" in capsys.readouterr().err
+    with nbdb.connect(b) as dst:
+        assert count_objects(dst) == n
+    assert main(["copy", b, " ", "--state", state]) == 2
+    assert main(["verify", "", ""]) == 2
+    assert main(["dump", "", "-o", str(tmp_path / "d.jsonl")]) == 2
+    assert main(["load", "", str(tmp_path / "d.jsonl")]) == 2
+    assert capsys.readouterr().err.count("is empty") == 4
+    assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_cli_verify_lists_every_difference(memory_urls: URLs, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/tools.md: the differences are listed on stdout, one per line (it stopped at 50)."""
+    a, b = memory_urls(), memory_urls()
+    with nbdb.connect(a) as src:
+        for i in range(60):
+            src.create(LogicalSwitch(name=f"sw{i}"))
+    assert main(["verify", a, b]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 60
+    assert all(line.startswith("missing: LogicalSwitch ") for line in captured.out.splitlines())
+    assert "verification found 60 differences" in captured.err
+
+
+def test_cli_ctrl_c_in_a_copy_says_that_it_resumes(tmp_path: pathlib.Path) -> None:
+    """Ctrl-C during a copy (no --follow) exited 130 without a word on what the destination holds."""
+    src, dst, state = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db", tmp_path / "copy.json"
+    _fill_sqlite(src)
+    scope = ["--state", str(state), "--models", "LogicalSwitch,LogicalSwitchPort"]  # as other tests define models
+    code, err = interrupt_when("copying", "copy", src, dst, *scope, "--progress", "--batch", "10")
+    assert code == 130, err
+    assert "interrupted: the destination may hold part of the copy; it resumes when run again" in err, err
+    assert "Traceback" not in err
+    assert main(["copy", src, dst, *scope]) == 0
+
+
+def test_cli_ctrl_c_in_a_resumable_load_says_to_run_it_again(tmp_path: pathlib.Path) -> None:
+    src, dst, dump = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db", str(tmp_path / "d.jsonl")
+    _fill_sqlite(src)
+    assert main(["dump", src, "-o", dump]) == 0
+    code, err = interrupt_when("loading", "load", dst, dump, "--resume", "--progress", "--batch", "10")
+    assert code == 130, err
+    assert "interrupted: the destination may hold part of the dump; run the same load again" in err, err
+    assert main(["load", dst, dump, "--resume"]) == 0
+    assert main(["verify", src, dst]) == 0
+
+
+def _fill_sqlite(url: str) -> None:
+    with nbdb.connect(url) as db, db.transaction() as txn:
+        for i in range(20):
+            sw = txn.create(LogicalSwitch(name=f"sw{i}"))
+            for j in range(150):
+                txn.create(LogicalSwitchPort(switch=sw, name=f"p{i}-{j}"))

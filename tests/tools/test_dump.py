@@ -230,3 +230,38 @@ def test_ttls_survive_dump_load_and_copy() -> None:
         assert loaded.backend.ttls(["LogicalSwitch"]) == {("LogicalSwitch", mortal.id): 300}
         Copier(source, copied, CopyOptions(models=[LogicalSwitch])).run()
         assert copied.backend.ttls(["LogicalSwitch"]) == {("LogicalSwitch", mortal.id): 300}
+
+
+@pytest.mark.parametrize("where", ["a directory", "no such directory"])
+def test_cli_dump_to_a_path_it_cannot_write_is_a_clean_error(
+    where: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`nbdb dump URL -o DIR` or into a missing directory ended in an IsADirectoryError/FileNotFoundError traceback."""
+    output = tmp_path if where == "a directory" else tmp_path / "missing" / "d.jsonl"
+    assert main(["dump", "memory://", "-o", str(output)]) == 2
+    assert "cannot write it" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cli_load_from_a_terminal_says_what_it_wants() -> None:
+    """`nbdb load URL` without a file or a redirection waited silently for a dump typed in."""
+    import os
+    import subprocess
+    import sys
+
+    parent, child = os.openpty()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "nbdb.cli", "load", "memory://"],
+            stdin=child,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+    finally:
+        os.close(child)
+        os.close(parent)
+    assert run.returncode == 2, run.stderr
+    assert "no dump to read: give FILE" in run.stderr

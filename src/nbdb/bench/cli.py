@@ -76,7 +76,10 @@ def _parse_counts(option: str, text: str) -> tuple[int, ...]:
     return counts
 
 
-def _parse_urls(values: list[str]) -> dict[str, str]:
+EXIT_INTERRUPTED = 130
+
+
+def _parse_urls(values: list[str], backends: list[str]) -> dict[str, str]:
     urls: dict[str, str] = {}
     for value in values:
         for item in filter(None, (v.strip() for v in value.split(","))):
@@ -84,6 +87,14 @@ def _parse_urls(values: list[str]) -> dict[str, str]:
             if not sep or "://" not in url:
                 raise errors.ValidationError(f"--urls wants NAME=URL, got {item!r}")
             urls[name.strip()] = url.strip()
+    # A URL of a backend not measured was dropped without a word (--urls redis2=..., or --urls redis=...
+    # without --backends redis): the run then measured something else, for up to an hour.
+    unused = [name for name in urls if name not in backends]
+    if unused:
+        raise errors.ValidationError(
+            f"--urls names {', '.join(map(repr, unused))}, which --backends {','.join(backends)} leaves out "
+            f"(known backends: {', '.join(BACKENDS)})"
+        )
     return urls
 
 
@@ -190,6 +201,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if bad:
             raise errors.ValidationError(f"unknown workload group(s) {', '.join(bad)}; known: {', '.join(names)}")
         groups = tuple(g for g in GROUPS if g.name in wanted)
+    urls = _parse_urls(args.urls, backends)
     sizes = SIZES[args.sizes or ("quick" if args.quick else "full")]
     if args.ovn_ports is not None:
         sizes = replace(sizes, ovn_ports=_parse_counts("--ovn-ports", args.ovn_ports))
@@ -205,7 +217,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         result = run_bench(
             backends,
             sizes,
-            urls=_parse_urls(args.urls),
+            urls=urls,
             spawn=args.spawn,
             progress=start,
             notify=notify,
@@ -220,6 +232,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         images = write_plots(result, out)
     print_report(result, sys.stdout)
     sys.stdout.write(f"\nfigures: {out / 'bench.json'}" + "".join(f"\nplot: {p}" for p in images.values()) + "\n")
+    interrupted = result.meta.get("interrupted")
+    if interrupted is not None:
+        sys.stderr.write(
+            f"nbdb bench: interrupted during {interrupted}: the figures above are those measured before it"
+            f"{'; --doc left unchanged' if args.doc is not None else ''}\n"
+        )
+        return EXIT_INTERRUPTED
     if args.doc is not None:
         doc: Path = args.doc
         rel = {title: os.path.relpath(path, doc.parent) for title, path in images.items()}

@@ -217,53 +217,69 @@ def run_bench(
         tick = progress(len(steps)) if progress is not None else None
         # A failed step is not run again in later rounds; other parameters of its group still are.
         failed: set[tuple[str, str, str, str]] = set()
-        for step in steps:
-            if tick is not None:
-                tick(step.describe(sizes.rounds))
-            key = (step.target.name, step.group.name, step.impl, step.params_text)
-            if key in failed:
-                continue
-            runner = step.group.nbdb if step.impl == "nbdb" else step.group.raw
-            assert runner is not None
-            # Start every step with no collector debt from the steps before it (or from
-            # imports): one full collection of the process's heap landing inside a
-            # 20 ms step would decide that step's figure. The collections a step's own
-            # objects cause are still inside its measurement.
-            gc.collect()
-            try:
-                measured = runner(step.target, sizes, **step.params)
-                for m in measured:  # an extra baseline reports itself as raw: say which it is
-                    m.impl = step.impl
-                result.add(measured)
-            except Exception as exc:
-                failed.add(key)
-                cause: BaseException = exc
-                if isinstance(exc, PartialRun):
-                    for m in exc.measured:
-                        m.impl = step.impl
-                    result.add(exc.measured)
-                    cause = exc.cause
-                if step.impl != "nbdb" and isinstance(exc, NotImplementedError):
-                    # The raw client has nothing doing this group's work: no baseline for it, not a failure.
-                    unsupported = result.backends[step.target.name].setdefault("raw_unsupported", {})
-                    unsupported[step.group.name] = str(exc) or "not supported by the raw client"
-                    continue
-                log.debug("bench step failed", exc_info=True)
-                result.errors.append(
-                    {
-                        "backend": step.target.name,
-                        "workload": step.group.name,
-                        "impl": step.impl,
-                        "params": step.params_text,
-                        "error": f"{type(cause).__name__}: {cause}",
-                        "where": "".join(traceback.format_exception(cause, limit=-2))
-                        .strip()
-                        .splitlines()[-3:][0]
-                        .strip(),
-                    }
-                )
+        running: list[str] = []
+        try:
+            _run_steps(steps, sizes, tick, result, failed, running)
+        except KeyboardInterrupt:
+            # Ctrl-C in a run of an hour lost every figure measured: they are kept, and the
+            # step that was cut short is named (its figure, and those after it, are missing).
+            result.meta["interrupted"] = running[-1] if running else "before the first step"
         try:
             result.meta["loadavg_at_end"] = list(os.getloadavg())
         except OSError:
             pass
     return result
+
+
+def _run_steps(
+    steps: Sequence[Step],
+    sizes: Sizes,
+    tick: Progress | None,
+    result: BenchResult,
+    failed: set[tuple[str, str, str, str]],
+    running: list[str],
+) -> None:
+    """Run ``steps`` into ``result``; ``running`` ends with the step under way."""
+    for step in steps:
+        running.append(step.describe(sizes.rounds))
+        if tick is not None:
+            tick(step.describe(sizes.rounds))
+        key = (step.target.name, step.group.name, step.impl, step.params_text)
+        if key in failed:
+            continue
+        runner = step.group.nbdb if step.impl == "nbdb" else step.group.raw
+        assert runner is not None
+        # Start every step with no collector debt from the steps before it (or from
+        # imports): one full collection of the process's heap landing inside a
+        # 20 ms step would decide that step's figure. The collections a step's own
+        # objects cause are still inside its measurement.
+        gc.collect()
+        try:
+            measured = runner(step.target, sizes, **step.params)
+            for m in measured:  # an extra baseline reports itself as raw: say which it is
+                m.impl = step.impl
+            result.add(measured)
+        except Exception as exc:
+            failed.add(key)
+            cause: BaseException = exc
+            if isinstance(exc, PartialRun):
+                for m in exc.measured:
+                    m.impl = step.impl
+                result.add(exc.measured)
+                cause = exc.cause
+            if step.impl != "nbdb" and isinstance(exc, NotImplementedError):
+                # The raw client has nothing doing this group's work: no baseline for it, not a failure.
+                unsupported = result.backends[step.target.name].setdefault("raw_unsupported", {})
+                unsupported[step.group.name] = str(exc) or "not supported by the raw client"
+                continue
+            log.debug("bench step failed", exc_info=True)
+            result.errors.append(
+                {
+                    "backend": step.target.name,
+                    "workload": step.group.name,
+                    "impl": step.impl,
+                    "params": step.params_text,
+                    "error": f"{type(cause).__name__}: {cause}",
+                    "where": "".join(traceback.format_exception(cause, limit=-2)).strip().splitlines()[-3:][0].strip(),
+                }
+            )

@@ -150,11 +150,17 @@ def _down(args: argparse.Namespace) -> int:
     if unknown:
         _out(f"nbdb servers down: unknown kind or id: {', '.join(sorted(unknown))}", sys.stderr)
         return 2
+    matched: set[str] = set()
     for entry in registry.entries():
         if targets and entry["id"] not in targets and entry["kind"] not in targets:
             continue
+        matched |= {entry["id"], entry["kind"]}
         server = registry.load(entry)
         server.stop()
         registry.remove(entry["id"])
         _out(f"stopped {entry['kind']}\t{entry['id']}")
+    # Nothing to stop is no error (down is idempotent), but said: a silent success read as "stopped".
+    idle = sorted(targets - matched) if targets else ([] if matched else ["any kind"])
+    if idle:
+        _out(f"nbdb servers down: no server running of {', '.join(idle)} (state in {registry.path})", sys.stderr)
     return 0

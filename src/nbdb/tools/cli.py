@@ -3,7 +3,8 @@
 Exit codes: 0 done (and, for copy and verify, both sides identical); 1
 verification found differences (printed on stdout); 2 an error (printed by
 ``nbdb.cli.main``); 3 the copy stopped early on purpose (``--limit``) and
-resumes when run again; 130 interrupted.
+resumes when run again; 130 interrupted; 141 stdout closed early (a pipe into
+``head``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.options import redact
 from nbdb.tools.checkpoint import CheckpointFile, default_state_path
 from nbdb.tools.copy import Copier, CopyIncomplete, CopyOptions, copy_scope
-from nbdb.tools.dump import dump, load
+from nbdb.tools.dump import LoadSummary, dump, load
 from nbdb.tools.progress import Progress
 from nbdb.tools.snapshot import unsupported_models
 from nbdb.tools.verify import format_differences, verify
@@ -97,6 +98,16 @@ def _models(args: argparse.Namespace) -> list[type[Model]] | None:
     return out
 
 
+def _url(url: str, what: str) -> None:
+    """Refuse an empty ``url``.
+
+    ``nbdb.connect("")`` opens a fresh ``memory://``: an unset shell variable (``nbdb copy "$SRC" ...``)
+    copied an empty source over the destination (with --overwrite deleting all of it) and verified it.
+    """
+    if not url.strip():
+        raise errors.ValidationError(f"{what} is empty: give a database URL (memory:// for the embedded store)")
+
+
 def _topics(args: argparse.Namespace) -> list[str | None] | None:
     if not args.topics:
         return None
@@ -129,6 +140,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def _cmd_copy(args: argparse.Namespace) -> int:
+    _url(args.source, "SOURCE_URL")
+    _url(args.destination, "DESTINATION_URL")
     models = _models(args)
     topics = _topics(args)
     options = CopyOptions(
@@ -166,6 +179,13 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         except CopyIncomplete as exc:
             _say(f"copy incomplete: {exc} (state: {checkpoint.path})")
             return EXIT_INCOMPLETE
+        except KeyboardInterrupt:
+            # Exit 130 said nothing: whether the destination now holds half a copy, and what next.
+            _say(
+                f"interrupted: the destination may hold part of the copy; it resumes when run again "
+                f"(state: {checkpoint.path})"
+            )
+            raise
     resumed = f" (resumed from its {result.resumed} phase)" if result.resumed else ""
     _say(
         f"copied {redact(args.source)} -> {redact(args.destination)}{resumed}: {result.objects} objects at the "
@@ -185,7 +205,8 @@ def _report(differences: Sequence[Any] | None, state: os.PathLike[str] | None = 
     if not differences:
         _say("verified: both sides hold the same objects")
         return 0
-    for line in format_differences(differences):
+    # Every difference, as docs/tools.md says: stdout is the list (for grep, wc -l or a file), stderr the count.
+    for line in format_differences(differences, limit=len(differences)):
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
     where = f"; the copy resumes from {state}" if state else ""
@@ -194,6 +215,8 @@ def _report(differences: Sequence[Any] | None, state: os.PathLike[str] | None = 
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    _url(args.source, "SOURCE_URL")
+    _url(args.destination, "DESTINATION_URL")
     models = _models(args)
     with nbdb.connect(args.source) as src, nbdb.connect(args.destination) as dst:
         if models is None:
@@ -206,8 +229,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
+    _url(args.url, "URL")
     models = _models(args)
     progress = Progress(args.progress)
+    if args.output not in (None, "-"):
+        # -o DIR or -o /no/such/dir/f ended in a traceback, the first only after the whole read.
+        directory = os.path.dirname(os.path.abspath(args.output))
+        if os.path.isdir(args.output) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            raise errors.ValidationError(
+                f"-o {args.output}: cannot write it (want a file in an existing, writable directory)"
+            )
     with nbdb.connect(args.url) as db:
         if models is None:
             cannot = unsupported_models(db, list(all_models()))
@@ -231,8 +262,25 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
+    _url(args.url, "URL")
     _models(args)
     progress = Progress(args.progress)
+    try:
+        summary = _load_into(args, progress)
+    except KeyboardInterrupt:
+        if args.resume:
+            _say("interrupted: the destination may hold part of the dump; run the same load again to complete it")
+        else:
+            _say("interrupted: the load is one transaction, so the destination holds all of the dump or none of it")
+        raise
+    _say(f"loaded {summary.count} objects ({summary.written} written, {summary.mode})")
+    return 0
+
+
+def _load_into(args: argparse.Namespace, progress: Progress) -> LoadSummary:
+    if args.input in (None, "-") and sys.stdin.isatty():
+        # `nbdb load URL` without `< FILE` waited for a dump typed in, without a word.
+        raise errors.ValidationError("no dump to read: give FILE, or redirect stdin from one (< backup.jsonl)")
     with nbdb.connect(args.url) as db:
         if args.input in (None, "-"):
             summary = load(db, sys.stdin.buffer, resume=args.resume, batch=args.batch, progress=progress)
@@ -243,8 +291,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
                 raise errors.ValidationError(f"cannot read {args.input}: {exc}") from None
             with stream:
                 summary = load(db, stream, resume=args.resume, batch=args.batch, progress=progress)
-    _say(f"loaded {summary.count} objects ({summary.written} written, {summary.mode})")
-    return 0
+    return summary
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

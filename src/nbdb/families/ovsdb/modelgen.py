@@ -25,6 +25,7 @@ import keyword
 import re
 from typing import Any
 
+from nbdb import errors
 from nbdb.families.ovsdb.datum import BaseType, ColumnType
 from nbdb.families.ovsdb.schema import ColumnSchema, DatabaseSchema, TableSchema
 
@@ -63,6 +64,11 @@ class _Module:
     def atom(self, table: str, column: str, base: BaseType) -> str:
         """The Python type of one atom of a column."""
         if base.kind == "uuid" and base.ref_table:
+            if base.ref_table not in self.schema.tables:
+                # ovsdb-server refuses such a schema; the module was written, and failed at its first write.
+                raise errors.ValidationError(
+                    f"OVSDB schema column {table}.{column}: refTable {base.ref_table!r} is no table of the schema"
+                )
             self.needs.update({"UUID", "Annotated", "Reference"})
             return f'Annotated[UUID, Reference("{self.schema.name}.{base.ref_table}")]'
         if base.kind == "string" and base.enum:

@@ -14,9 +14,13 @@ import logging
 import multiprocessing
 import random
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,6 +135,27 @@ def run_soak(config: SoakConfig) -> SoakReport:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _children_ignore_interrupts() -> AbstractContextManager[None]:
+    """Start processes that ignore Ctrl-C: the soak's own process handles it and ends them.
+
+    A Ctrl-C reaches the whole process group: each writer and the watcher printed a
+    KeyboardInterrupt traceback. A spawned Python keeps an ignored SIGINT ignored (it installs
+    its own handler only over the default), also while it imports, before any code of ours runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return nullcontext()
+    return _ignoring_sigint()
+
+
+@contextmanager
+def _ignoring_sigint() -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Soak:
     def __init__(self, config: SoakConfig, server: Server, work: Path) -> None:
         self.config = config
@@ -153,7 +178,8 @@ class _Soak:
             name="nbdb-soak-watcher",
             daemon=True,
         )
-        watcher.start()
+        with _children_ignore_interrupts():
+            watcher.start()
 
         def following() -> bool:
             if not watcher.is_alive():
@@ -214,7 +240,8 @@ class _Soak:
             out=str(self.work / f"writer{number}.jsonl"),
         )
         process = self.context.Process(target=run_writer, args=(plan,), name=f"nbdb-soak-writer{number}", daemon=True)
-        process.start()
+        with _children_ignore_interrupts():
+            process.start()
         return process
 
     # ---------------------------------------------------------------- faults
