@@ -41,6 +41,15 @@ def test_a_url_that_is_not_text_is_a_validation_error(url: object) -> None:
 def test_memory_is_the_default() -> None:
     with nbdb.connect() as db:
         assert db.capabilities.durability is nbdb.Durability.VOLATILE
+    with nbdb.connect(None) as db:
+        assert db.capabilities.durability is nbdb.Durability.VOLATILE
+
+
+@pytest.mark.parametrize("url", ["", " ", "\t\n"])
+def test_an_empty_url_is_refused_not_taken_for_the_default(url: str) -> None:
+    # connect(os.environ.get("NB_URL", "")) with the variable unset opened a fresh memory:// instead.
+    with pytest.raises(nbdb.ValidationError, match="empty"):
+        nbdb.connect(url)
 
 
 def test_memory_is_found_through_entry_points() -> None:

@@ -109,4 +109,4 @@ def connect(
         except BaseException:
             backend.close()
             raise
-    return Database(backend, redact(url or "memory://"))
+    return Database(backend, redact("memory://" if url is None else url))

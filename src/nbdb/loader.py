@@ -90,9 +90,16 @@ def _extra(scheme: str) -> str:
 
 def load_backend(url: str | None, **options: Any) -> Backend:
     """Open the backend that ``url``'s scheme names."""
-    url = url or DEFAULT_URL
+    if url is None:
+        url = DEFAULT_URL
     if not isinstance(url, str):
         raise errors.ValidationError(f"a database URL is text, not {type(url).__name__}")
+    if not url.strip():
+        # Only None means the default: "" (an unset variable, connect(os.environ.get("NB_URL", ""))) opened a
+        # fresh, empty memory:// in its place, and what the caller wrote there vanished with the process.
+        raise errors.ValidationError(
+            f"the database URL is empty ({url!r}): give one (scheme://...), or None for {DEFAULT_URL}"
+        )
     try:
         urlsplit(url)  # what every backend's parse starts with: its ValueError is bad input, said once here
     except ValueError as exc:

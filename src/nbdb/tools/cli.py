@@ -101,8 +101,9 @@ def _models(args: argparse.Namespace) -> list[type[Model]] | None:
 def _url(url: str, what: str) -> None:
     """Refuse an empty ``url``.
 
-    ``nbdb.connect("")`` opens a fresh ``memory://``: an unset shell variable (``nbdb copy "$SRC" ...``)
-    copied an empty source over the destination (with --overwrite deleting all of it) and verified it.
+    ``nbdb.connect("")`` opened a fresh ``memory://`` (it refuses it now too): an unset shell variable
+    (``nbdb copy "$SRC" ...``) copied an empty source over the destination (with --overwrite deleting all
+    of it) and verified it. Checked here first, to name the argument.
     """
     if not url.strip():
         raise errors.ValidationError(f"{what} is empty: give a database URL (memory:// for the embedded store)")
