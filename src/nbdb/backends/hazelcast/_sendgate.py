@@ -90,19 +90,19 @@ class SendGate:
         return self._sent(start, None, follow)
 
     def ask(self, start: Callable[[], Any], timeout: float, follow: Callable[[Any], Any] | None = None) -> Any:
-        """:meth:`send` then :meth:`result`: for a client whose own invocation timeout is ``timeout``.
+        """:meth:`send` then :meth:`result`: the reply (with ``follow``, the chain's last) waited for at most
+        ``timeout`` from now, then OperationTimeoutError.
 
-        A request that left from this thread is the client's own, which the client fails ``timeout``
-        after its send (now): waited for as is, without the event and callback of :meth:`result`
-        (per get 191-193 k instructions -> 168-169 k). With ``follow``, each request it sends from a
-        reply's callback is timed by the client from its own send: a chain of two waits at most the
-        first one's round trip plus ``timeout``. Only a queued request can wait longer (it leaves when
-        the one ahead fails): that one is waited for at most ``timeout``.
+        A request that left from this thread was waited for as the client's own, taken to fail
+        ``timeout`` after its send (the client's invocation timeout). It does not, on a member that
+        froze: the client fails a request sent on a live connection only once its heartbeat finds the
+        connection dead (``heartbeat_timeout`` of silence), then retries it, and a range sent from a
+        reply's callback just before the freeze failed 4.5 s after it with ``timeout`` 2 s (one run in
+        three of ``test_ranges_and_log_reads_of_a_frozen_member_fail_within_the_timeout`` at load
+        8-11). Every reply is now waited for at most ``timeout``, queued or not.
         """
-        future, queued = self._send(start, follow)
-        if queued:
-            return self.result(future, timeout)
-        return future.result()
+        future, _queued = self._send(start, follow)
+        return self.result(future, timeout)
 
     def alone(self, window: float = 0.05) -> bool:
         """Whether no other thread sent through the gate in the last ``window`` s and nothing of it is out.
@@ -138,9 +138,10 @@ class SendGate:
         reply is dropped.
         """
         if not future.done():
-            done = threading.Event()
-            future.add_done_callback(lambda _: done.set())
-            if not done.wait(timeout):
+            done = threading.Lock()  # cheaper than an Event: released by the reply's callback
+            done.acquire()
+            future.add_done_callback(lambda _: done.release())
+            if not done.acquire(timeout=timeout):
                 raise hzerrors.OperationTimeoutError(
                     f"no reply within {timeout} s (the client was sent a request that has not been answered)"
                 )
