@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbdb.conformance.kit import eventually
-from nbdb.dispatch import Dispatcher, Subscription
+from nbdb.dispatch import Dispatcher, Subscription, raise_if_stop
 
 _WAIT = 10.0
 
@@ -270,3 +270,22 @@ def test_every_subscriber_gets_every_item_once_in_order_across_hand_offs(batches
         for sub in subs:
             assert sub.close(_WAIT)
         assert dispatcher.close(_WAIT)
+
+
+@pytest.mark.parametrize(
+    ("exc", "stops"),
+    [
+        (KeyboardInterrupt(), True),
+        (SystemExit(3), True),
+        (asyncio.CancelledError(), False),
+        (ValueError("x"), False),
+        (GeneratorExit(), False),
+    ],
+)
+def test_raise_if_stop_lets_only_a_request_to_stop_go_on_up(exc: BaseException, stops: bool) -> None:
+    if stops:
+        with pytest.raises(type(exc)) as raised:
+            raise_if_stop(exc)
+        assert raised.value is exc
+    else:
+        assert raise_if_stop(exc) is None

@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from nbdb import errors
-from nbdb.dispatch import Predicate
+from nbdb.dispatch import Predicate, raise_if_stop
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.timeouts import check_seconds, timeout_of
@@ -109,8 +109,7 @@ class CacheQueue(WorkQueue[Key]):
                         if not self._predicate(event):
                             continue
                     except BaseException as exc:  # CancelledError too: it ended the queue's feed (see dispatch)
-                        if isinstance(exc, KeyboardInterrupt | SystemExit):
-                            raise
+                        raise_if_stop(exc)
                         log.exception("%s: predicate failed on resync of %s %s", self.name, model.nbdb_table, obj.id)
                 self.add((model, obj.id))
 
@@ -259,8 +258,7 @@ class Controller:
                 # Not only Exception: asyncio's CancelledError (of an event loop the reconcile ran) or a
                 # test framework's failure ended the worker, its key stuck processing, wait_idle() never True.
                 delay = queue.retry(key)
-                if isinstance(exc, KeyboardInterrupt | SystemExit):
-                    raise  # asked to stop: the key is released for the other workers
+                raise_if_stop(exc)  # asked to stop: the key is released for the other workers
                 with self._stats_lock:
                     self.failed += 1
                 log.warning(

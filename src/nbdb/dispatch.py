@@ -210,8 +210,7 @@ class Subscription:
                 try:
                     on_tick()
                 except BaseException as exc:  # as a callback's (see _deliver): CancelledError ended this thread
-                    if isinstance(exc, KeyboardInterrupt | SystemExit):
-                        raise
+                    raise_if_stop(exc)
                     log.exception("subscriber %s: periodic task failed", self.name)
             timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
             self._ready.wait(timeout)
@@ -231,15 +230,25 @@ class Subscription:
                 if not self._predicate(item):
                     return
             except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt | SystemExit):
-                    raise
+                raise_if_stop(exc)
                 log.exception("subscriber %s: predicate failed on %s; delivering the event", self.name, _what(item))
         try:
             self.callback(item)
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
+            raise_if_stop(exc)
             log.exception("subscriber %s failed on %s", self.name, _what(item))
+
+
+def raise_if_stop(exc: BaseException) -> None:
+    """Raise ``exc`` again if it asks the program to stop (KeyboardInterrupt, SystemExit).
+
+    Code that runs a user's callback, predicate or handler catches BaseException, not only
+    Exception: asyncio's CancelledError (of an event loop the callback ran) once ended a delivery
+    thread or a worker and the subscription silently got nothing more. Anything else is the
+    caller's to log and survive; only a request to stop goes on up.
+    """
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        raise exc
 
 
 def _what(item: Any) -> str:
