@@ -53,3 +53,43 @@ def test_expect_fail_of_a_kit_test_another_run_collects_is_no_error(tmp_path: Pa
     """A project's ini list names tests of every kit module: a run of one module must not refuse it."""
     done = kit(tmp_path, "--nbdb-url=memory://", "--nbdb-expect-fail=test_namespaces_isolate")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture
+def broken_backends(tmp_path: Path) -> Path:
+    """Two third-party backends declared by entry point: one whose module has a syntax error, one whose driver
+    package is missing (a distribution's metadata on the path, as pip leaves it)."""
+    site = tmp_path / "site"
+    info = site / "brokenkit-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenkit\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[nbdb.backends]\nkitsyntax = kitsyntax_backend:Backend\nkitnodriver = kitnodriver_backend:Backend\n"
+    )
+    (site / "kitsyntax_backend.py").write_text("def broken(:\n    pass\n")
+    (site / "kitnodriver_backend.py").write_text("import nbdb_kit_no_such_driver\n")
+    return site
+
+
+@pytest.mark.parametrize(
+    ("scheme", "cause"),
+    [("kitsyntax", "SyntaxError"), ("kitnodriver", "No module named 'nbdb_kit_no_such_driver'")],
+)
+def test_a_backend_that_fails_to_import_is_one_clear_error(
+    tmp_path: Path, broken_backends: Path, scheme: str, cause: str
+) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(broken_backends), str(Path(nbdb.__file__).parents[1])])}
+    connect = f"import nbdb\ntry:\n    nbdb.connect('{scheme}://x')\nexcept nbdb.errors.BackendLoadError as e:\n"
+    connect += "    print(e.scheme, '|', e)\n"
+    done = subprocess.run([sys.executable, "-c", connect], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith(f"{scheme} | backend {scheme!r} could not be loaded"), (
+        done.stdout + done.stderr
+    )
+    assert cause in done.stdout
+    command = [sys.executable, "-m", "pytest", "--pyargs", "nbdb.conformance.test_crud", "-q", "-p", "no:cacheprovider"]
+    run = subprocess.run(
+        [*command, f"--nbdb-url={scheme}://x"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100
+    )
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"backend {scheme!r} could not be loaded" in run.stderr and cause in run.stderr
+    assert "Traceback" not in run.stdout + run.stderr and " error" not in run.stdout

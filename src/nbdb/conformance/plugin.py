@@ -48,6 +48,10 @@ _SPAWN_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+# The scheme of the URL a spawned server of a harness kind has, where the two differ.
+_SPAWN_SCHEMES = {"ovsdb": "ovsdb+tcp", "redis-sentinel": "redis+sentinel"}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add ``--nbdb-url``."""
     group = parser.getgroup("nbdb", "nbdb conformance kit")
@@ -82,10 +86,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     no kit test has, or one whose test was collected but no item of it matches (a wrong parameter),
     is a usage error: a typo must not leave a failing test unmarked, nor a fixed one marked for ever.
     """
+    kit = [item for item in items if item.get_closest_marker("nbdb_kit") is not None]
+    if kit:
+        _check_backends_load(_urls(config))
     expected = [*config.getoption("nbdb_expect_fail"), *config.getini("nbdb_expect_fail")]
     if not expected:
         return
-    kit = [item for item in items if item.get_closest_marker("nbdb_kit") is not None]
     matched: set[str] = set()
     for item in kit:
         names = [name for name in expected if _names_item(name, item)]
@@ -107,6 +113,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "(give a test's exact name, e.g. test_get_by_string_id, or test_get_by_string_id[memory://] "
             "for one URL; see --co -q for the names)"
         )
+
+
+def _check_backends_load(urls: list[str]) -> None:
+    """Stop the run once, before any test, if a URL's backend cannot be imported.
+
+    Otherwise every kit test errors alike, each with the same traceback of the same import.
+    """
+    from nbdb.errors import BackendLoadError
+    from nbdb.loader import BUILTIN_BACKENDS, backend_class
+
+    for url in urls:
+        if url.startswith("spawn:"):
+            kind = url.removeprefix("spawn:").partition("?")[0]
+            scheme = _SPAWN_SCHEMES.get(kind, kind)
+            if scheme not in BUILTIN_BACKENDS:
+                continue  # a harness kind of no backend of ours: start_server says what it is
+        else:
+            scheme = url.partition("://")[0]
+        try:
+            backend_class(scheme)
+        except BackendLoadError as exc:
+            raise pytest.UsageError(f"--nbdb-url {url}: {exc}") from exc
+        except Exception:
+            continue  # a bad URL: the tests that open it say so
 
 
 def _function_of(name: str) -> str:
