@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -10,6 +14,8 @@ from nbdb.cli import capability_matrix, main
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+ThirdParty = Callable[[dict[str, str]], dict[str, str]]
+"""conftest's ``third_party``: declare backends of another package, get the environment that finds them."""
 
 
 def test_demo_runs_on_the_embedded_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,11 +64,33 @@ def test_bad_url_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_docs_capability_matrix_is_generated_from_code() -> None:
-    """Every installed backend's generated row stands in the docs as generated (CI installs them all)."""
+    """Every backend of nbdb's generated row stands in the docs as generated (CI installs them all)."""
     doc = (ROOT / "docs" / "capabilities.md").read_text()
-    generated = [line for line in capability_matrix(markdown=True).splitlines() if line.strip()]
+    generated = [line for line in capability_matrix(markdown=True, builtin=True).splitlines() if line.strip()]
     missing = [line for line in generated if line not in doc.splitlines()]
     assert missing == [], "docs/capabilities.md is stale: regenerate it with scripts/gen-docs.sh"
+
+
+def test_gen_docs_lists_only_nbdb_s_own_backends(tmp_path: pathlib.Path, third_party: ThirdParty) -> None:
+    """A backend another package installed on the machine that ran scripts/gen-docs.sh went into nbdb's docs."""
+    env = third_party({"kitextra": "from nbdb.backends.sqlite import SqliteBackend as Backend\n"})
+    (tmp_path / "repo" / "scripts").mkdir(parents=True)
+    (tmp_path / "repo" / "docs").mkdir()
+    script = shutil.copy(ROOT / "scripts" / "gen-docs.sh", tmp_path / "repo" / "scripts")
+    command = tmp_path / "nbdb"
+    command.write_text(f'#!/bin/sh\nexec {sys.executable} -m nbdb.cli "$@"\n')
+    command.chmod(0o755)
+    done = subprocess.run(
+        ["bash", script], env={**env, "NBDB": str(command)}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    written = (tmp_path / "repo" / "docs" / "capabilities.md").read_text()
+    assert "kitextra" not in written
+    assert written == (ROOT / "docs" / "capabilities.md").read_text()
+    listed = subprocess.run(
+        [sys.executable, "-m", "nbdb.cli", "backends"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "kitextra" in listed.stdout, "nbdb backends (without --builtin) lists what is installed"
 
 
 def test_schema_ovsdb_covers_models_without_an_ovn_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ import pytest
 import nbdb
 
 pytestmark = pytest.mark.timeout(120)
+
+ThirdParty = Callable[[dict[str, str]], dict[str, str]]
+"""conftest's ``third_party``: declare backends of another package, get the environment that finds them."""
 
 
 def kit(tmp_path: Path, *args: str, module: str = "nbdb.conformance.test_crud") -> subprocess.CompletedProcess[str]:
@@ -55,25 +59,10 @@ def test_expect_fail_of_a_kit_test_another_run_collects_is_no_error(tmp_path: Pa
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-def third_party(site: Path, backends: dict[str, str]) -> dict[str, str]:
-    """Backends declared by entry point (scheme -> module source) in ``site``, as pip leaves a distribution;
-    the environment of a Python that finds them and this tree's nbdb."""
-    info = site / "kitthirdparty-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kitthirdparty\nVersion: 0.1\n")
-    points = "".join(f"{scheme} = kit_{scheme}_backend:Backend\n" for scheme in backends)
-    (info / "entry_points.txt").write_text(f"[nbdb.backends]\n{points}")
-    for scheme, source in backends.items():
-        (site / f"kit_{scheme}_backend.py").write_text(source)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(nbdb.__file__).parents[1])])}
-
-
 @pytest.fixture
-def broken_backends(tmp_path: Path) -> dict[str, str]:
+def broken_backends(third_party: ThirdParty) -> dict[str, str]:
     """One third-party backend whose module has a syntax error, one whose driver package is missing."""
-    return third_party(
-        tmp_path / "site", {"kitsyntax": "def broken(:\n    pass\n", "kitnodriver": "import nbdb_kit_no_such_driver\n"}
-    )
+    return third_party({"kitsyntax": "def broken(:\n    pass\n", "kitnodriver": "import nbdb_kit_no_such_driver\n"})
 
 
 @pytest.mark.parametrize(
@@ -120,9 +109,9 @@ class Backend(SqliteBackend):
 """
 
 
-def test_a_wrong_topic_wildcard_declaration_is_named_by_the_kit(tmp_path: Path) -> None:
+def test_a_wrong_topic_wildcard_declaration_is_named_by_the_kit(tmp_path: Path, third_party: ThirdParty) -> None:
     """Lists of a table came back empty, far from the claim that made them so."""
-    env = third_party(tmp_path / "site", {"kitwild": LITERAL_WILDCARD})
+    env = third_party({"kitwild": LITERAL_WILDCARD})
     command = [sys.executable, "-m", "pytest", "--pyargs", "nbdb.conformance.test_capabilities", "-q", "-rf"]
     done = subprocess.run(
         [*command, "-p", "no:cacheprovider", f"--nbdb-url=kitwild:///{tmp_path}/kit.db"],
