@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+import nbdb
 from nbdb.cli import capability_matrix, main
 
 pytestmark = pytest.mark.timeout(60)
@@ -51,6 +52,36 @@ def test_demo_again_on_the_same_file_says_why_before_writing(
     assert "ValidationError: the demo builds its network in an empty database" in capsys.readouterr().err
     with nbdb.connect(url) as db:
         assert db.list(LogicalSwitch) == before
+
+
+@pytest.mark.timeout(120)
+def test_demo_on_an_ovsdb_without_ovn_s_tables_writes_nothing(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OVN_Northbound alone has no Chassis (a southbound table), the model database alone none of OVN's tables:
+    the demo stopped at the first table missing, or (the model database) after the three chassis were written,
+    at the tunnel keys (no NB_Global), and a second run refused the database it had left."""
+    import json
+
+    from nbdb.backends.ovsdb import generate_schema
+    from nbdb.models import Chassis
+    from nbdb.testing import require_server
+    from nbdb.testing.ovsdb import OvsdbServer
+
+    require_server("ovsdb")
+    schema = tmp_path / "model.ovsschema"
+    schema.write_text(json.dumps(generate_schema(name="nbdb")))
+    with OvsdbServer() as nb, OvsdbServer(schema=schema) as models:
+        for url, said in [
+            (nb.url, "cannot store Chassis (table 'Chassis' has no OVSDB table"),
+            (f"{models.url}/nbdb", "cannot store LogicalSwitch, LogicalRouter"),
+        ]:
+            capsys.readouterr()
+            assert main(["demo", "--url", url]) == 2
+            err = capsys.readouterr().err
+            assert "the demo builds an OVN logical network" in err and said in err and "nothing was written" in err
+        with nbdb.connect(f"{models.url}/nbdb") as db:
+            assert db.list(Chassis) == [], "the demo wrote part of its network"
 
 
 def test_backends_lists_memory(capsys: pytest.CaptureFixture[str]) -> None:
