@@ -126,3 +126,9 @@ def test_a_wrong_topic_wildcard_declaration_is_named_by_the_kit(tmp_path: Path, 
     assert "FAILED " in done.stdout and "test_topic_wildcard_is_declared_truly" in done.stdout
     assert "Backend declares topic_wildcard = True, but range_keys(" in done.stdout
     assert "or declare topic_wildcard = False" in done.stdout
+
+
+def test_a_url_no_backend_serves_is_one_clear_error(tmp_path: Path) -> None:
+    done = kit(tmp_path, "--nbdb-url=nosuchscheme://x")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "--nbdb-url nosuchscheme://x: no backend for URL scheme 'nosuchscheme'" in done.stderr

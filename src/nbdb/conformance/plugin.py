@@ -116,11 +116,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _check_backends_load(urls: list[str]) -> None:
-    """Stop the run once, before any test, if a URL's backend cannot be imported.
+    """Stop the run once, before any test, if a URL's backend cannot be imported (or no backend has its scheme).
 
     Otherwise every kit test errors alike, each with the same traceback of the same import.
     """
-    from nbdb.errors import BackendLoadError
+    from nbdb.errors import BackendLoadError, ValidationError
     from nbdb.loader import BUILTIN_BACKENDS, backend_class
 
     for url in urls:
@@ -130,13 +130,13 @@ def _check_backends_load(urls: list[str]) -> None:
             if scheme not in BUILTIN_BACKENDS:
                 continue  # a harness kind of no backend of ours: start_server says what it is
         else:
-            scheme = url.partition("://")[0]
+            scheme, sep, _ = url.partition("://")
+            if not sep or not scheme:
+                continue  # not a URL: connect says so, in each test
         try:
             backend_class(scheme)
-        except BackendLoadError as exc:
+        except (BackendLoadError, ValidationError) as exc:  # it cannot be imported, or no backend has the scheme
             raise pytest.UsageError(f"--nbdb-url {url}: {exc}") from exc
-        except Exception:
-            continue  # a bad URL: the tests that open it say so
 
 
 def _function_of(name: str) -> str:
