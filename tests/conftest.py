@@ -13,8 +13,10 @@ settings.load_profile("nbdb")
 
 # ---------------------------------------------------------------- the four stores the bad-input rounds run on
 
+import os  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -49,3 +51,29 @@ def store_db(request: pytest.FixtureRequest, url_of: Callable[[str], str]) -> It
     """A Database on a fresh store of each kind of :data:`STORES`."""
     with nbdb.connect(url_of(request.param)) as database:
         yield database
+
+
+# ---------------------------------------------------------------- backends of another package
+
+ThirdParty = Callable[[dict[str, str]], dict[str, str]]
+
+
+@pytest.fixture
+def third_party(tmp_path: Path) -> ThirdParty:
+    """Declare backends by entry point (scheme -> module source) in a directory, as pip leaves a distribution.
+
+    Returns the environment of a Python that finds them (in ``kit_<scheme>_backend:Backend``) and this tree's nbdb.
+    """
+    site = tmp_path / "third-party-site"
+
+    def declare(backends: dict[str, str]) -> dict[str, str]:
+        info = site / "kitthirdparty-0.1.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kitthirdparty\nVersion: 0.1\n")
+        points = "".join(f"{scheme} = kit_{scheme}_backend:Backend\n" for scheme in backends)
+        (info / "entry_points.txt").write_text(f"[nbdb.backends]\n{points}")
+        for scheme, source in backends.items():
+            (site / f"kit_{scheme}_backend.py").write_text(source)
+        return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(nbdb.__file__).parents[1])])}
+
+    return declare

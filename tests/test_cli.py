@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 
 import pytest
 
+import nbdb
 from nbdb.cli import capability_matrix, main
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+ThirdParty = Callable[[dict[str, str]], dict[str, str]]
+"""conftest's ``third_party``: declare backends of another package, get the environment that finds them."""
 
 
 def test_demo_runs_on_the_embedded_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -47,6 +54,36 @@ def test_demo_again_on_the_same_file_says_why_before_writing(
         assert db.list(LogicalSwitch) == before
 
 
+@pytest.mark.timeout(120)
+def test_demo_on_an_ovsdb_without_ovn_s_tables_writes_nothing(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OVN_Northbound alone has no Chassis (a southbound table), the model database alone none of OVN's tables:
+    the demo stopped at the first table missing, or (the model database) after the three chassis were written,
+    at the tunnel keys (no NB_Global), and a second run refused the database it had left."""
+    import json
+
+    from nbdb.backends.ovsdb import generate_schema
+    from nbdb.models import Chassis
+    from nbdb.testing import require_server
+    from nbdb.testing.ovsdb import OvsdbServer
+
+    require_server("ovsdb")
+    schema = tmp_path / "model.ovsschema"
+    schema.write_text(json.dumps(generate_schema(name="nbdb")))
+    with OvsdbServer() as nb, OvsdbServer(schema=schema) as models:
+        for url, said in [
+            (nb.url, "cannot store Chassis (table 'Chassis' has no OVSDB table"),
+            (f"{models.url}/nbdb", "cannot store LogicalSwitch, LogicalRouter"),
+        ]:
+            capsys.readouterr()
+            assert main(["demo", "--url", url]) == 2
+            err = capsys.readouterr().err
+            assert "the demo builds an OVN logical network" in err and said in err and "nothing was written" in err
+        with nbdb.connect(f"{models.url}/nbdb") as db:
+            assert db.list(Chassis) == [], "the demo wrote part of its network"
+
+
 def test_backends_lists_memory(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backends"]) == 0
     assert "memory" in capsys.readouterr().out
@@ -58,11 +95,33 @@ def test_bad_url_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_docs_capability_matrix_is_generated_from_code() -> None:
-    """Every installed backend's generated row stands in the docs as generated (CI installs them all)."""
+    """Every backend of nbdb's generated row stands in the docs as generated (CI installs them all)."""
     doc = (ROOT / "docs" / "capabilities.md").read_text()
-    generated = [line for line in capability_matrix(markdown=True).splitlines() if line.strip()]
+    generated = [line for line in capability_matrix(markdown=True, builtin=True).splitlines() if line.strip()]
     missing = [line for line in generated if line not in doc.splitlines()]
     assert missing == [], "docs/capabilities.md is stale: regenerate it with scripts/gen-docs.sh"
+
+
+def test_gen_docs_lists_only_nbdb_s_own_backends(tmp_path: pathlib.Path, third_party: ThirdParty) -> None:
+    """A backend another package installed on the machine that ran scripts/gen-docs.sh went into nbdb's docs."""
+    env = third_party({"kitextra": "from nbdb.backends.sqlite import SqliteBackend as Backend\n"})
+    (tmp_path / "repo" / "scripts").mkdir(parents=True)
+    (tmp_path / "repo" / "docs").mkdir()
+    script = shutil.copy(ROOT / "scripts" / "gen-docs.sh", tmp_path / "repo" / "scripts")
+    command = tmp_path / "nbdb"
+    command.write_text(f'#!/bin/sh\nexec {sys.executable} -m nbdb.cli "$@"\n')
+    command.chmod(0o755)
+    done = subprocess.run(
+        ["bash", script], env={**env, "NBDB": str(command)}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    written = (tmp_path / "repo" / "docs" / "capabilities.md").read_text()
+    assert "kitextra" not in written
+    assert written == (ROOT / "docs" / "capabilities.md").read_text()
+    listed = subprocess.run(
+        [sys.executable, "-m", "nbdb.cli", "backends"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "kitextra" in listed.stdout, "nbdb backends (without --builtin) lists what is installed"
 
 
 def test_schema_ovsdb_covers_models_without_an_ovn_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,12 +24,16 @@ __all__ = ["build_parser", "capability_matrix", "main"]
 _PLUGGABLE_COMMANDS = ("nbdb.testing.cli", "nbdb.testing.soak.cli", "nbdb.bench.cli", "nbdb.tools.cli")
 
 
-def capability_matrix(markdown: bool) -> str:
-    """The capability declarations of every installed backend, as a table."""
-    from nbdb.loader import installed_backends
+def capability_matrix(markdown: bool, builtin: bool = False) -> str:
+    """The capability declarations of every installed backend, as a table.
+
+    ``builtin``: nbdb's own backends only, whatever else is installed (what docs/capabilities.md holds,
+    so that it is the same on every machine); one that cannot be imported is a BackendLoadError.
+    """
+    from nbdb.loader import BUILTIN_BACKENDS, backend_class, installed_backends
     from nbdb.spi import Backend
 
-    backends = installed_backends()
+    backends = {s: backend_class(s) for s in BUILTIN_BACKENDS} if builtin else installed_backends()
     by_class: dict[type[Backend], list[str]] = {}
     for scheme, cls in sorted(backends.items()):
         by_class.setdefault(cls, []).append(scheme)
@@ -49,7 +53,7 @@ def capability_matrix(markdown: bool) -> str:
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
-    sys.stdout.write(capability_matrix(args.markdown))
+    sys.stdout.write(capability_matrix(args.markdown, builtin=args.builtin))
     return 0
 
 
@@ -117,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     backends = sub.add_parser("backends", help="installed backends and their declared capabilities")
     backends.add_argument("--markdown", action="store_true", help="print the capability matrix as Markdown")
+    backends.add_argument(
+        "--builtin",
+        action="store_true",
+        help="only nbdb's own backends, not those other packages install (an error if one cannot be imported)",
+    )
     backends.set_defaults(func=_cmd_backends)
 
     schema = sub.add_parser("schema", help="generate a server schema for the models defined")

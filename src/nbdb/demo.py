@@ -53,6 +53,27 @@ def _mac(n: int) -> str:
     return "0a:00:00:" + ":".join(f"{(n >> s) & 0xFF:02x}" for s in (16, 8, 0))
 
 
+def _check_storable(db: nbdb.Database, url: str | None) -> None:
+    """UnsupportedError, before anything is written, naming the tables of the demo ``db`` cannot store.
+
+    An OVSDB serving OVN_Northbound only has no Chassis (a southbound table); one serving other
+    schemas (Open_vSwitch, the model database alone) has none of OVN's tables.
+    """
+    missing = []
+    for model in _BUILT:
+        try:
+            db.check_model(model)
+        except nbdb.UnsupportedError as exc:
+            missing.append((model.nbdb_table, str(exc)))
+    if missing:
+        raise nbdb.UnsupportedError(
+            f"the demo builds an OVN logical network with chassis, and {redact(url or 'memory://')} cannot store "
+            f"{', '.join(t for t, _ in missing)} ({missing[0][1]}); nothing was written. Run it on memory://, "
+            "sqlite://, a key-value server, or an OVSDB serving OVN_Northbound and the model database "
+            "(`nbdb schema ovsdb`)"
+        )
+
+
 def run_demo(url: str | None = None, ports_per_tenant: int = 6, out: Callable[[str], None] = print) -> int:
     """Run the demo against ``url`` (default: the embedded memory backend); returns an exit code."""
     if isinstance(ports_per_tenant, bool) or not isinstance(ports_per_tenant, int) or not 1 <= ports_per_tenant <= 245:
@@ -71,6 +92,7 @@ def run_demo(url: str | None = None, ports_per_tenant: int = 6, out: Callable[[s
                 f"the demo builds its network in an empty database, and {redact(url or 'memory://')} already "
                 f"holds {', '.join(held)} objects (an earlier demo?): give it a new file or an empty database"
             )
+        _check_storable(db, url)
         chassis = [
             db.create(Chassis(name=f"hv{i}", hostname=f"hv{i}.example", encap_ip=f"192.0.2.{i + 1}")) for i in range(3)
         ]

@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "AuthError",
+    "BackendLoadError",
     "BackendUnavailableError",
     "CommitUnknownError",
     "ConflictError",
@@ -85,6 +86,17 @@ class ValidationError(NbdbError, ValueError):
 
 class UnsupportedError(NbdbError):
     """The backend does not offer this feature; its capabilities say so."""
+
+
+class BackendLoadError(UnsupportedError):
+    """The backend a URL's scheme names could not be loaded: its module (or a package it needs) failed to import.
+
+    ``scheme`` names the backend; the import's own exception is ``__cause__``.
+    """
+
+    def __init__(self, message: str, scheme: str) -> None:
+        super().__init__(message)
+        self.scheme = scheme
 
 
 class BackendUnavailableError(NbdbError, ConnectionError):

@@ -23,7 +23,15 @@ from nbdb import errors
 from nbdb.options import redact
 from nbdb.spi import Backend
 
-__all__ = ["BACKEND_GROUP", "BUILTIN_BACKENDS", "BackendFactory", "installed_backends", "load_backend", "redact"]
+__all__ = [
+    "BACKEND_GROUP",
+    "BUILTIN_BACKENDS",
+    "BackendFactory",
+    "backend_class",
+    "installed_backends",
+    "load_backend",
+    "redact",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,31 +115,45 @@ def load_backend(url: str | None, **options: Any) -> Backend:
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
         raise errors.ValidationError(f"not a database URL (want scheme://...): {redact(url)!r}")
+    return cast(BackendFactory, backend_class(scheme)).from_url(url, **options)
+
+
+def backend_class(scheme: str) -> type[Backend]:
+    """The backend class that serves URL scheme ``scheme``, imported but not opened.
+
+    A scheme no backend has is a :class:`~nbdb.errors.ValidationError`; a backend whose module
+    fails to import (a missing driver package, a broken third-party module) is a
+    :class:`~nbdb.errors.BackendLoadError` naming it, with the import's exception as its cause.
+    """
     scheme = scheme.lower()
     target = BUILTIN_BACKENDS.get(scheme)
     if target is not None:
         try:
-            factory: BackendFactory = cast(BackendFactory, _import(target))
-        except ImportError as exc:
-            raise errors.UnsupportedError(
-                f"the {scheme!r} backend cannot be imported ({exc}); install its extra: "
-                f"pip install 'nbdb[{_extra(scheme)}]'"
-            ) from None
-        return factory.from_url(url, **options)
+            return _import(target)
+        except Exception as exc:
+            hint = f"; install its extra: pip install 'nbdb[{_extra(scheme)}]'" if isinstance(exc, ImportError) else ""
+            raise _load_error(scheme, target, exc, hint) from exc
     from stevedore import DriverManager
     from stevedore.exception import NoMatches
 
     try:
-        manager: Any = DriverManager(namespace=BACKEND_GROUP, name=scheme, invoke_on_load=False)
+        manager: Any = DriverManager(
+            namespace=BACKEND_GROUP, name=scheme, invoke_on_load=False, on_load_failure_callback=_raise_load_failure
+        )
     except NoMatches:
         known = ", ".join(sorted(installed_backends()))
         raise errors.ValidationError(
             f"no backend for URL scheme {scheme!r} (installed: {known}); "
             f"a server backend may need its extra, e.g. pip install 'nbdb[{_extra(scheme)}]'"
         ) from None
-    except ImportError as exc:
-        raise errors.UnsupportedError(
-            f"the {scheme!r} backend cannot be imported ({exc}); install its extra: "
-            f"pip install 'nbdb[{_extra(scheme)}]'"
-        ) from None
-    return cast(BackendFactory, manager.driver).from_url(url, **options)
+    return cast(type[Backend], manager.driver)
+
+
+def _load_error(scheme: str, target: str, exc: BaseException, hint: str = "") -> errors.BackendLoadError:
+    return errors.BackendLoadError(
+        f"backend {scheme!r} could not be loaded ({target}): {type(exc).__name__}: {exc}{hint}", scheme
+    )
+
+
+def _raise_load_failure(manager: Any, entry_point: Any, exc: BaseException) -> None:
+    raise _load_error(entry_point.name, entry_point.value, exc) from exc

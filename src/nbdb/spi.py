@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from nbdb.capabilities import Capabilities
 from nbdb.errors import UnsupportedError
@@ -381,6 +381,15 @@ class Backend(ABC):
         schemas have. Reads of such a table find nothing; writes raise.
         """
         return None
+
+    def fixed_fields(self, table: str) -> dict[str, Any]:
+        """The fields of ``table`` this store keeps nowhere, each with the one value it can hold (JSON form).
+
+        Most stores keep every field; OVSDB keeps a field in its column, and a served schema without
+        that column (an older one) holds only the field's default: a write of any other value raises
+        UnsupportedError. ``nbdb copy`` checks a source against it before it writes anything.
+        """
+        return {}
 
     # ---------------------------------------------------------------- optional, per capability
     # A backend offers these when its capabilities say so; the defaults refuse.

@@ -20,10 +20,12 @@ other's data on a shared server.
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -46,6 +48,10 @@ _SPAWN_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+# The scheme of the URL a spawned server of a harness kind has, where the two differ.
+_SPAWN_SCHEMES = {"ovsdb": "ovsdb+tcp", "redis-sentinel": "redis+sentinel"}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add ``--nbdb-url``."""
     group = parser.getgroup("nbdb", "nbdb conformance kit")
@@ -61,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="TEST",
-        help="a kit test known to fail on this backend (its name or part of its node id; repeatable): "
+        help="a kit test known to fail on this backend (its exact name, test_x or test_x[PARAMS]; repeatable): "
         "xfail while it fails, an unexpected pass (a failure) once it passes",
     )
     parser.addini("nbdb_expect_fail", "kit tests known to fail on this backend (see --nbdb-expect-fail)", "linelist")
@@ -73,18 +79,93 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the kit tests named by ``--nbdb-expect-fail`` as strict xfails."""
+    """Mark the kit tests named by ``--nbdb-expect-fail`` as strict xfails.
+
+    A name is a kit test's exact name: ``test_x`` (every parameter), ``test_x[memory://]`` (one), or
+    either after its file (``test_crud.py::test_x``, or a whole node id as a report prints it). A name
+    no kit test has, or one whose test was collected but no item of it matches (a wrong parameter),
+    is a usage error: a typo must not leave a failing test unmarked, nor a fixed one marked for ever.
+    """
+    kit = [item for item in items if item.get_closest_marker("nbdb_kit") is not None]
+    if kit:
+        _check_backends_load(_urls(config))
     expected = [*config.getoption("nbdb_expect_fail"), *config.getini("nbdb_expect_fail")]
+    if not expected:
+        return
     matched: set[str] = set()
-    for item in items:
-        names = [name for name in expected if name in item.nodeid]
-        if names and item.get_closest_marker("nbdb_kit") is not None:
+    for item in kit:
+        names = [name for name in expected if _names_item(name, item)]
+        if names:
             matched.update(names)
             reason = f"expected to fail on this backend (--nbdb-expect-fail {names[0]})"
             item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+    collected = {getattr(item, "originalname", item.name) for item in kit}
+    wrong = []
     for name in expected:
-        if name not in matched:
-            warnings.warn(pytest.PytestConfigWarning(f"--nbdb-expect-fail {name!r} matches no kit test"), stacklevel=1)
+        if name in matched:
+            continue
+        function = _function_of(name)
+        if function not in _kit_test_names() or function in collected:
+            wrong.append(name)  # not a kit test at all, or its test ran here under other parameters
+    if wrong:
+        raise pytest.UsageError(
+            f"--nbdb-expect-fail {', '.join(map(repr, wrong))}: no kit test of that name "
+            "(give a test's exact name, e.g. test_get_by_string_id, or test_get_by_string_id[memory://] "
+            "for one URL; see --co -q for the names)"
+        )
+
+
+def _check_backends_load(urls: list[str]) -> None:
+    """Stop the run once, before any test, if a URL's backend cannot be imported (or no backend has its scheme).
+
+    Otherwise every kit test errors alike, each with the same traceback of the same import.
+    """
+    from nbdb.errors import BackendLoadError, ValidationError
+    from nbdb.loader import BUILTIN_BACKENDS, backend_class
+
+    for url in urls:
+        if url.startswith("spawn:"):
+            kind = url.removeprefix("spawn:").partition("?")[0]
+            scheme = _SPAWN_SCHEMES.get(kind, kind)
+            if scheme not in BUILTIN_BACKENDS:
+                continue  # a harness kind of no backend of ours: start_server says what it is
+        else:
+            scheme, sep, _ = url.partition("://")
+            if not sep or not scheme:
+                continue  # not a URL: connect says so, in each test
+        try:
+            backend_class(scheme)
+        except (BackendLoadError, ValidationError) as exc:  # it cannot be imported, or no backend has the scheme
+            raise pytest.UsageError(f"--nbdb-url {url}: {exc}") from exc
+
+
+def _function_of(name: str) -> str:
+    """The test function a ``--nbdb-expect-fail`` name names (its node id's last part, parameters off)."""
+    return name.rpartition("::")[2].partition("[")[0]
+
+
+def _names_item(name: str, item: pytest.Item) -> bool:
+    """Whether ``name`` is ``item``'s name, with or without parameters, or a node id ending in it."""
+    function = getattr(item, "originalname", item.name)
+    cls = getattr(item, "cls", None)
+    scoped = [f"{cls.__name__}::{n}" for n in (item.name, function)] if cls is not None else []
+    own = {item.name, function, *scoped}
+    if name in own:
+        return True
+    file = item.path.name
+    in_file = {f"{file}::{n}" for n in (*scoped, item.name, function)}
+    return any(name == tail or name.endswith("/" + tail) for tail in in_file)
+
+
+@functools.cache
+def _kit_test_names() -> frozenset[str]:
+    """The names of every kit test function (read from the kit's sources, so a partial run knows them all)."""
+    names: set[str] = set()
+    for path in Path(__file__).parent.glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test"):
+                names.add(node.name)
+    return frozenset(names)
 
 
 def _urls(config: pytest.Config) -> list[str]:

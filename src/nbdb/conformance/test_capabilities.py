@@ -9,7 +9,8 @@ import pytest
 
 import nbdb
 from nbdb.capabilities import Atomicity, Durability
-from nbdb.conformance.kit import KitParent, check_namespaces_isolate_locks, eventually
+from nbdb.conformance.kit import KitNote, KitParent, check_namespaces_isolate_locks, eventually
+from nbdb.families.kv import KeyValueBackend
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
 
@@ -56,3 +57,28 @@ def test_a_lock_name_is_one_lock_per_namespace(nbdb_url: str) -> None:
         if not a.capabilities.locks:
             pytest.skip("backend declares no locks")
         check_namespaces_isolate_locks(a, b)
+
+
+def test_topic_wildcard_is_declared_truly(db: nbdb.Database) -> None:
+    """A key-value backend declaring ``topic_wildcard`` reads ``o/*/<table>/`` as that table under every topic.
+
+    One that reads the prefix as it is finds no key there (``*`` is no topic's spelling): every list of a
+    table with no topic filter is then empty, which the tests of lists report far from the declaration.
+    """
+    backend = db.backend
+    if not isinstance(backend, KeyValueBackend) or not backend.topic_wildcard:
+        return  # nothing declared: such scans read o/ whole
+    made = {db.create(KitParent(name=f"wild-{topic}", topic=topic)).id for topic in (None, "kit-wa", "kit-wb")}
+    db.create(KitNote(text="another table", topic="kit-wa"))
+    prefixes = backend.layout.object_prefixes([KitParent.nbdb_table], None, any_topic=True)
+    for read in (backend.range_keys, backend.range_rows):
+        rows = read(prefixes)[0]
+        found = [parsed for row in rows if (parsed := backend.layout.parse_object(row[0])) is not None]
+        ids = {id for _, table, id in found if table == KitParent.nbdb_table}
+        assert ids == made and all(table == KitParent.nbdb_table for _, table, _ in found), (
+            f"{type(backend).__name__} declares topic_wildcard = True, but {read.__name__}({prefixes!r}) returned "
+            f"{len(ids & made)} of the {len(made)} {KitParent.nbdb_table} objects (one without a topic, two in topics)"
+            f"{' and keys of other tables' if any(t != KitParent.nbdb_table for _, t, _ in found) else ''}: "
+            "spell each o/*/<table>/ prefix out as o/<topic>/<table>/ for every topic present (see "
+            "nbdb.families.kvplan.ANY_TOPIC), or declare topic_wildcard = False"
+        )

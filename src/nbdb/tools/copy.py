@@ -26,11 +26,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nbdb import errors
 from nbdb.api import Database
+from nbdb.codec import plain
 from nbdb.commit_context import check_flag, check_since
 from nbdb.events import ChangeEvent
 from nbdb.models.base import Model, all_models
@@ -42,7 +44,7 @@ from nbdb.tools.progress import Progress
 from nbdb.tools.snapshot import take_snapshot, unsupported_models
 from nbdb.tools.verify import Difference, compare
 
-__all__ = ["Copier", "CopyIncomplete", "CopyOptions", "CopyResult", "copy_scope"]
+__all__ = ["Copier", "CopyIncomplete", "CopyOptions", "CopyResult", "copy_scope", "unstorable"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,48 @@ class CopyResult:
     """The source revision the destination reflects."""
     differences: list[Difference] | None = field(default=None)
     """What verification found (empty: identical); None if not verified."""
+
+
+def unstorable(destination: Database, objects: Iterable[Model]) -> None:
+    """Raise UnsupportedError, before anything is written, if ``destination`` cannot hold some of ``objects``.
+
+    What the model check (``check_model``) cannot see, found object by object: a reference to a table
+    the destination has none of (a port bound to a ``Chassis``, copied into OVN_Northbound), and a
+    value other than the default of a field the destination keeps nowhere (a column its schema
+    lacks). Either made a copy stop half-way, the destination holding part of the source.
+    """
+    backend = destination.backend
+    tables: dict[str, str | None] = {}  # a referenced table -> why the destination cannot hold it
+
+    def why_not(table: str) -> str | None:
+        if table not in tables:
+            try:
+                backend.check_table(table)
+                tables[table] = None
+            except errors.UnsupportedError as exc:
+                tables[table] = str(exc)
+        return tables[table]
+
+    fixed = {m: backend.fixed_fields(m.nbdb_table) for m in {type(o) for o in objects}}
+    found: dict[tuple[str, str], list[Any]] = {}  # (Table.field, why) -> [count, an example id]
+    for obj in objects:
+        model = type(obj)
+        for spec in model.nbdb_references:
+            if spec.ids(obj) and (why := why_not(spec.target)) is not None:
+                what = f"{model.nbdb_table}.{spec.field} references {spec.target}, which the destination cannot store"
+                found.setdefault((what, why), [0, obj.id])[0] += 1
+        if fixed[model]:
+            values = plain(obj)
+            for name, default in fixed[model].items():
+                if values.get(name, default) != default:
+                    what = f"{model.nbdb_table}.{name} holds values other than its default {default!r}"
+                    why = "the destination keeps no such field (its schema has no such column)"
+                    found.setdefault((what, why), [0, obj.id])[0] += 1
+    if found:
+        lines = [f"{what} ({n} objects, e.g. {id}): {why}" for (what, why), (n, id) in sorted(found.items())]
+        raise errors.UnsupportedError(
+            "the destination cannot store all the source holds; nothing was written: " + "; ".join(lines)
+        )
 
 
 def copy_scope(models: Sequence[type[Model]], topics: Collection[str | None] | None) -> str:
@@ -265,12 +309,13 @@ class Copier:
         assert self._applier is not None
         if refresh:
             self._applier.state = self._destination_state()
-        self._cp.phase = "sync"
-        self._save(force=True)
         self.progress.show("reading the source...", force=True)
         snap = take_snapshot(
             self.source, self.models, self.topics, timeout=opts.read_timeout, skip_corrupt=opts.skip_corrupt
         )
+        unstorable(self.destination, snap.objects.values())
+        self._cp.phase = "sync"
+        self._save(force=True)
         self.result.objects = len(snap.objects)
         self.result.syncs += 1
         wanted: dict[ObjectKey, Model | None] = dict.fromkeys(self._applier.state)

@@ -126,6 +126,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     def check_table(self, table: str) -> None:
         self.mapping.get(table)
 
+    def fixed_fields(self, table: str) -> dict[str, Any]:
+        # What new_row refuses: a value other than the default of a field whose column the schema lacks.
+        tm = self.mapping.tables.get(table)
+        return {} if tm is None else {name: fshape.default for name, fshape in tm.missing.items()}
+
     def read(self, table: str, id: uuid.UUID) -> Record | None:
         db = self._db_of(table)
         if db is None:
