@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -103,8 +104,9 @@ class _Hold:
     """One lock held through a Database: given back once, when its ``with`` block ends or the Database closes.
 
     The two may race (a controller closed from another thread while a block runs, an ``atexit`` close): the
-    first gives the lock back, the second waits for it to finish and does nothing (a backend's lock is a
-    generator, which two threads must not resume at once, and a second release could drop a successor's lock).
+    first gives the lock back, the second does nothing (a backend's lock is a generator, which two threads must
+    not resume at once, and a second release could drop a successor's lock); a close that comes second waits
+    for the block's release, as the backend closes after it.
     """
 
     __slots__ = ("_done", "_once", "handle", "manager")
@@ -120,8 +122,15 @@ class _Hold:
         exc_type: type[BaseException] | None = None,
         exc: BaseException | None = None,
         tb: TracebackType | None = None,
+        *,
+        wait: bool = True,
     ) -> bool | None:
-        """Leave the backend's lock (the first call; later ones return None), then mark the handle released."""
+        """Leave the backend's lock (the first call; later ones return None), then mark the handle released.
+
+        ``wait=False``: return at once if another call is releasing it (a block's end after a close).
+        """
+        if self._done and not wait:
+            return None
         with self._once:
             if self._done:
                 return None
@@ -219,7 +228,7 @@ class _Lock(AbstractContextManager[LockHandle]):
                 del names[self._name]
         try:
             # None if Database.close gave the lock back already (the exception, if any, goes on).
-            return hold.release(exc_type, exc, tb)
+            return hold.release(exc_type, exc, tb, wait=False)
         finally:
             # Only now: a close() meanwhile waits for this release before it closes the backend under it.
             self._holds.discard(hold)
@@ -705,18 +714,15 @@ class Database:
         A lock whose ``with`` block still runs (closed from another thread, or at exit) is released on the
         server, as leaving the block would, so that another client takes it at once rather than after its
         ttl; its handle turns ``released`` and ``lost`` (a write fenced on it raises LockLostError), and
-        leaving the block later does nothing. Best effort: each release is one or two calls of the
-        backend, bounded by its timeout; one that fails is logged, and that lease runs out with its ttl.
+        leaving the block later does nothing. Best effort: the releases run at once, and close waits for
+        them at most the backend's ``request_timeout``; one that fails or does not end by then is logged,
+        its handle marked lost, and its lease runs out with its ttl.
         """
         if self._closed:
             return
         self._closed = True
         self._context.closed = True
-        for hold in self._holds.close():
-            try:
-                hold.release()
-            except Exception as exc:  # best effort: close() goes on to free everything else
-                log.warning("close: lock %r not released (its lease runs out with its ttl): %s", hold.handle.name, exc)
+        self._give_back(self._holds.close())
         if self._reaper is not None:
             self._reaper.close()
         for cache in list(self._caches):
@@ -727,6 +733,39 @@ class Database:
         if self._hub is not None:
             self._hub.close()
         self._backend.close()
+
+    def _give_back(self, holds: _List[_Hold]) -> None:
+        """Release ``holds`` at once, each on a thread of its own; wait at most the backend's request timeout.
+
+        A release the server does not answer in time is left to finish (or fail) on its own: its handle is
+        marked lost now, and its lease runs out with its ttl.
+        """
+        if not holds:
+            return
+
+        def release(hold: _Hold) -> None:
+            try:
+                hold.release()
+            except Exception as exc:  # best effort: close() goes on to free everything else
+                log.warning("close: lock %r not released (its lease runs out with its ttl): %s", hold.handle.name, exc)
+
+        releases = [
+            threading.Thread(target=release, args=(hold,), name=f"nbdb-unlock-{hold.handle.name}", daemon=True)
+            for hold in holds
+        ]
+        for thread in releases:
+            thread.start()
+        bound = self._backend.request_timeout
+        deadline = None if bound is None else time.monotonic() + bound
+        for thread, hold in zip(releases, holds, strict=True):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning(
+                    "close: lock %r: no answer from the server in %ss; its lease runs out with its ttl",
+                    hold.handle.name,
+                    bound,
+                )
+                hold.handle.mark_lost()
 
     def __enter__(self) -> Database:
         return self

@@ -146,8 +146,8 @@ def test_closing_a_database_gives_its_locks_back(db_factory: Callable[..., nbdb.
         handle = holders_block.enter_context(holder.lock("closed-holder", ttl=30))
         assert not handle.lost
         holder.close()
-        assert handle.lost and handle.released
         with successor.lock("closed-holder", ttl=30, timeout=5) as taken:
+            assert handle.lost and handle.released
             holders_block.close()  # the holder's block ends after its Database closed
             assert not taken.lost
             with pytest.raises(nbdb.LockTimeoutError):
