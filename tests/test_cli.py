@@ -188,3 +188,47 @@ def test_models_generate_refuses_a_reference_to_a_table_the_schema_lacks(
     assert main(["models", "generate", str(schema), "-o", str(tmp_path / "x.py")]) == 2
     assert "T.a: refTable 'Nope' is no table of the schema" in capsys.readouterr().err
     assert not (tmp_path / "x.py").exists()
+
+
+# The console script's start (as pip's wrapper: import the entry point, call it), with the import of
+# nbdb.api held until Ctrl-C comes: the moment a user pressed it while `nbdb bench` was still importing.
+_START_STALLED_IN_IMPORTS = """
+import importlib, importlib.abc, sys, time
+
+class Stall(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "nbdb.api":
+            sys.stderr.write("importing nbdb.api\\n")
+            sys.stderr.flush()
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, Stall())
+module, _, function = sys.argv.pop(1).partition(":")
+sys.exit(getattr(importlib.import_module(module), function)())
+"""
+
+
+def test_ctrl_c_while_the_console_script_imports_exits_130_with_one_line() -> None:
+    """Ctrl-C in the first fraction of a second of `nbdb bench` printed the traceback of an import."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tomllib
+
+    entry = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["nbdb"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-c", _START_STALLED_IN_IMPORTS, entry, "bench", "--help"]
+    run = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        assert run.stderr is not None
+        assert run.stderr.readline() == b"importing nbdb.api\n"
+        run.send_signal(signal.SIGINT)
+        err = run.communicate(timeout=50)[1].decode()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, err
+    assert err == "nbdb: interrupted\n"

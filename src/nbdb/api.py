@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -99,6 +100,77 @@ def _check_on_error(on_error: object) -> None:
         raise errors.ValidationError(f"on_error takes a callable (error) or None, not {on_error!r}")
 
 
+class _Hold:
+    """One lock held through a Database: given back once, when its ``with`` block ends or the Database closes.
+
+    The two may race (a controller closed from another thread while a block runs, an ``atexit`` close): the
+    first gives the lock back, the second does nothing (a backend's lock is a generator, which two threads must
+    not resume at once, and a second release could drop a successor's lock); a close that comes second waits
+    for the block's release, as the backend closes after it.
+    """
+
+    __slots__ = ("_done", "_once", "handle", "manager")
+
+    def __init__(self, manager: AbstractContextManager[LockHandle], handle: LockHandle) -> None:
+        self.manager = manager
+        self.handle = handle
+        self._once = threading.Lock()
+        self._done = False
+
+    def release(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+        *,
+        wait: bool = True,
+    ) -> bool | None:
+        """Leave the backend's lock (the first call; later ones return None), then mark the handle released.
+
+        ``wait=False``: return at once if another call is releasing it (a block's end after a close).
+        """
+        if self._done and not wait:
+            return None
+        with self._once:
+            if self._done:
+                return None
+            self._done = True
+            try:
+                return self.manager.__exit__(exc_type, exc, tb)
+            finally:
+                # Released (or its release failed and the lease runs out): a handle kept past the block said
+                # lost=False for ever, though anyone may hold the lock now.
+                self.handle.mark_released()
+
+
+class _Holds:
+    """Every lock held through one Database, in any thread: what :meth:`Database.close` gives back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[_Hold, None] = {}
+        self._closed = False
+
+    def add(self, hold: _Hold) -> bool:
+        """Record ``hold``; False once the Database closed (the caller gives the lock back itself)."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._held[hold] = None
+            return True
+
+    def discard(self, hold: _Hold) -> None:
+        with self._lock:
+            self._held.pop(hold, None)
+
+    def close(self) -> list[_Hold]:
+        """Every hold still recorded, in the order taken; nothing is recorded from now on."""
+        with self._lock:
+            self._closed = True
+            held, self._held = list(self._held), {}
+        return held
+
+
 class _Lock(AbstractContextManager[LockHandle]):
     """What :meth:`Database.lock` returns: takes the lock on each ``with``, so one may be kept and reused.
 
@@ -107,13 +179,18 @@ class _Lock(AbstractContextManager[LockHandle]):
     """
 
     def __init__(
-        self, take: Callable[[], AbstractContextManager[LockHandle]], name: str, holding: threading.local
+        self,
+        take: Callable[[], AbstractContextManager[LockHandle]],
+        name: str,
+        holding: threading.local,
+        holds: _Holds,
     ) -> None:
         self._take = take
         self._held = threading.local()
         self._name = name
         self._holding = holding
         """The handles this thread holds through the Database, by lock name (shared by all its locks)."""
+        self._holds = holds
 
     def __enter__(self) -> LockHandle:
         names: dict[str, list[LockHandle]] = self._holding.__dict__.setdefault("names", {})
@@ -126,31 +203,35 @@ class _Lock(AbstractContextManager[LockHandle]):
                 "locks are not reentrant (taking it again would wait for itself)"
             )
         manager = self._take()
-        handle = manager.__enter__()
-        names.setdefault(self._name, []).append(handle)
-        stack: list[tuple[AbstractContextManager[LockHandle], LockHandle]] = self._held.__dict__.setdefault("stack", [])
-        stack.append((manager, handle))
-        return handle
+        hold = _Hold(manager, manager.__enter__())
+        if not self._holds.add(hold):
+            # The Database closed while the lock was being taken: nothing would give it back.
+            hold.release()
+            raise errors.BackendUnavailableError("the Database was closed while the lock was being taken")
+        names.setdefault(self._name, []).append(hold.handle)
+        stack: list[_Hold] = self._held.__dict__.setdefault("stack", [])
+        stack.append(hold)
+        return hold.handle
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        stack: list[tuple[AbstractContextManager[LockHandle], LockHandle]] = self._held.__dict__.get("stack", [])
+        stack: list[_Hold] = self._held.__dict__.get("stack", [])
         if not stack:
             return None
-        manager, handle = stack.pop()
+        hold = stack.pop()
         names: dict[str, list[LockHandle]] = self._holding.__dict__.get("names", {})
         holds = names.get(self._name, [])
-        if handle in holds:
-            holds.remove(handle)
+        if hold.handle in holds:
+            holds.remove(hold.handle)
             if not holds:
                 del names[self._name]
         try:
-            return manager.__exit__(exc_type, exc, tb)
+            # None if Database.close gave the lock back already (the exception, if any, goes on).
+            return hold.release(exc_type, exc, tb, wait=False)
         finally:
-            # Released (or its release failed and the lease runs out): a handle kept past the block said
-            # lost=False for ever, though anyone may hold the lock now.
-            handle.mark_released()
+            # Only now: a close() meanwhile waits for this release before it closes the backend under it.
+            self._holds.discard(hold)
 
 
 class Database:
@@ -174,6 +255,8 @@ class Database:
         self._hub_lock = threading.Lock()
         self._holding = threading.local()
         """The lock names each thread holds through this Database (see :class:`_Lock`)."""
+        self._holds = _Holds()
+        """Every lock held through this Database, in any thread: :meth:`close` gives them back."""
         self._replicas: dict[tuple[Any, ...], tuple[Replica, int]] = {}
         """The shared replicas by (models, topics), and how many open handles read each."""
         self._reaper: Reaper | None = None
@@ -604,7 +687,7 @@ class Database:
             self._open()
             return self._backend.lock(name, ttl, timeout)
 
-        return _Lock(take, name, self._holding)
+        return _Lock(take, name, self._holding, self._holds)
 
     def allocate_id(self, name: str) -> int:
         """The next value (1, 2, 3, ...) of the named counter, unique among all clients.
@@ -626,11 +709,20 @@ class Database:
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Stop every cache and watch this Database made, and release the backend."""
+        """Give back every lock still held through this Database, stop its caches and watches, release the backend.
+
+        A lock whose ``with`` block still runs (closed from another thread, or at exit) is released on the
+        server, as leaving the block would, so that another client takes it at once rather than after its
+        ttl; its handle turns ``released`` and ``lost`` (a write fenced on it raises LockLostError), and
+        leaving the block later does nothing. Best effort: the releases run at once, and close waits for
+        them at most the backend's ``request_timeout``; one that fails or does not end by then is logged,
+        its handle marked lost, and its lease runs out with its ttl.
+        """
         if self._closed:
             return
         self._closed = True
         self._context.closed = True
+        self._give_back(self._holds.close())
         if self._reaper is not None:
             self._reaper.close()
         for cache in list(self._caches):
@@ -641,6 +733,39 @@ class Database:
         if self._hub is not None:
             self._hub.close()
         self._backend.close()
+
+    def _give_back(self, holds: _List[_Hold]) -> None:
+        """Release ``holds`` at once, each on a thread of its own; wait at most the backend's request timeout.
+
+        A release the server does not answer in time is left to finish (or fail) on its own: its handle is
+        marked lost now, and its lease runs out with its ttl.
+        """
+        if not holds:
+            return
+
+        def release(hold: _Hold) -> None:
+            try:
+                hold.release()
+            except Exception as exc:  # best effort: close() goes on to free everything else
+                log.warning("close: lock %r not released (its lease runs out with its ttl): %s", hold.handle.name, exc)
+
+        releases = [
+            threading.Thread(target=release, args=(hold,), name=f"nbdb-unlock-{hold.handle.name}", daemon=True)
+            for hold in holds
+        ]
+        for thread in releases:
+            thread.start()
+        bound = self._backend.request_timeout
+        deadline = None if bound is None else time.monotonic() + bound
+        for thread, hold in zip(releases, holds, strict=True):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning(
+                    "close: lock %r: no answer from the server in %ss; its lease runs out with its ttl",
+                    hold.handle.name,
+                    bound,
+                )
+                hold.handle.mark_lost()
 
     def __enter__(self) -> Database:
         return self

@@ -366,6 +366,16 @@ class Backend(ABC):
     def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
         """A context manager holding the named lock; see :meth:`nbdb.Database.lock`."""
 
+    @property
+    def request_timeout(self) -> float | None:
+        """How long one request may wait for the server's reply (the URL's timeout), in seconds.
+
+        :meth:`nbdb.Database.close` waits that long for the locks it gives back (a silent server must not
+        hold it up: each lease then runs out with its ttl). None (the default): no server to wait for,
+        in-process stores, whose calls return at once.
+        """
+        return None
+
     @abstractmethod
     def allocate_id(self, name: str) -> int:
         """The next value of the named counter (1, 2, 3, ...), unique among all clients."""

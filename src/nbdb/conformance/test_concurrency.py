@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 
 import pytest
 
 import nbdb
-from nbdb.conformance.kit import KitCounter, check_lease_primitives
+from nbdb.conformance.kit import KitCounter, KitParent, check_lease_primitives
 from nbdb.families.kv import KeyValueBackend
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(120)]
@@ -128,6 +129,35 @@ def test_lock_is_kept_alive_beyond_its_ttl(db_factory: Callable[..., nbdb.Databa
         with pytest.raises(nbdb.LockTimeoutError):
             with other.lock("renewed", ttl=1.0, timeout=0.2):
                 pass
+
+
+def test_closing_a_database_gives_its_locks_back(db_factory: Callable[..., nbdb.Database]) -> None:
+    """A Database closed while a lock's block runs (a controller shut down, an atexit) releases the lock.
+
+    Another client takes it at once, not when its 30 s ttl runs out; the closed holder's handle says lost
+    and fences nothing; leaving its block afterwards raises nothing and does not release the lock again
+    (the successor still holds it).
+    """
+    holder, successor, third = db_factory(), db_factory(), db_factory()
+    if not holder.capabilities.locks:
+        pytest.skip("backend declares no locks")
+    obj = successor.create(KitParent(name="fenced after close"))
+    with ExitStack() as holders_block:
+        handle = holders_block.enter_context(holder.lock("closed-holder", ttl=30))
+        assert not handle.lost
+        holder.close()
+        with successor.lock("closed-holder", ttl=30, timeout=5) as taken:
+            assert handle.lost and handle.released
+            holders_block.close()  # the holder's block ends after its Database closed
+            assert not taken.lost
+            with pytest.raises(nbdb.LockTimeoutError):
+                with third.lock("closed-holder", ttl=30, timeout=0.3):
+                    pass
+            if successor.capabilities.fencing:
+                with pytest.raises(nbdb.LockLostError):
+                    successor.update(obj.replace(size=1), fence=handle)
+                obj = successor.update(obj.replace(size=2), fence=taken)
+    assert successor.get(KitParent, obj.id).size in (0, 2)
 
 
 def test_lease_primitives_keep_one_holder(db: nbdb.Database) -> None:

@@ -283,3 +283,23 @@ def test_lost_reply_then_a_foreign_write(
     assert stored.version == (2 if base is None else 3), f"{kind} applied more than once: {stored}"
     if kind == "transaction":
         assert _state(direct, extra.id) is not None
+
+
+def test_close_returns_while_a_held_locks_server_is_silent(
+    proxied: ProxiedUrl, db_factory: Callable[..., nbdb.Database]
+) -> None:
+    """close() gives back the locks still held: a server that stopped answering must not hang it.
+
+    close() waits for the releases at most the backend's request timeout; the lease then runs out with its ttl.
+    """
+    holder = db_factory(url=proxied.url)
+    if not holder.capabilities.locks:
+        pytest.skip("backend declares no locks")
+    with holder.lock("silenced", ttl=30) as handle:
+        proxied.proxy.blackhole()
+        closing = threading.Thread(target=holder.close, daemon=True)
+        closing.start()
+        closing.join(180)
+        assert not closing.is_alive(), "close() hung on the silent server"
+        assert handle.lost
+    proxied.proxy.heal()

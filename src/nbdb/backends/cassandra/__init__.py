@@ -124,6 +124,10 @@ class CassandraBackend(WideColumnBackend):
             store.close()
             raise
 
+    @property
+    def request_timeout(self) -> float:
+        return self._url.request_timeout
+
     @classmethod
     def dialect(cls, keyspace: str) -> CqlDialect:
         """The CQL dialect of this server (a ScyllaDB subclass returns its own)."""

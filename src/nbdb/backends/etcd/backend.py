@@ -933,6 +933,10 @@ class EtcdBackend(KeyValueBackend):
 
     # ---------------------------------------------------------------- leases
 
+    @property
+    def request_timeout(self) -> float:
+        return self.client.settings.timeout
+
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         key = self.layout.lock(name)
         held = self.get_key(key)

@@ -1433,6 +1433,10 @@ class HazelcastBackend(ChangeLogBackend):
 
     # ---------------------------------------------------------------- leases, ids
 
+    @property
+    def request_timeout(self) -> float:
+        return self.config.timeout
+
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         holder = self._tell_locked(
             lambda: self._lease_async.put_if_absent(name, bytearray(token), ttl=ttl + _EXPIRY_GRAIN)

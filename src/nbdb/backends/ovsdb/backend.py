@@ -239,6 +239,10 @@ class OvsdbBackend(OvsdbFamilyBackend):
             raise errors.ValidationError(f"fence= takes a lock of this OVSDB server; {fence!r} is of another one")
         return fence.ovsdb_name, fence.transact
 
+    @property
+    def request_timeout(self) -> float:
+        return self._driver.target.timeout
+
     @contextmanager
     def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
         """OVSDB's native lock ``nbdb_<sha256(namespace/name)>``, on a connection of its own to the leader."""

@@ -606,6 +606,10 @@ class RedisBackend(ChangeLogBackend):
             self._write(lambda c: self._acquire_script(keys=[self._lease_key(name)], args=[token, ms], client=c))
         )
 
+    @property
+    def request_timeout(self) -> float:
+        return self.config.socket_timeout
+
     def lease_held(self, name: str, token: bytes) -> bool:
         return bool(self._run(lambda: self._client.get(self._lease_key(name))) == token)
 

@@ -1,0 +1,140 @@
+"""Database.close() gives back the locks still held through it, whichever thread holds them, once.
+
+The conformance kit holds every backend to it from one thread
+(``test_closing_a_database_gives_its_locks_back``); these are the races with other threads: a close while
+a block runs, a close at the very moment a block ends, a close while a lock is being taken.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import nbdb
+from nbdb.models import LogicalSwitch
+from nbdb.spi import LockHandle
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return f"memory://lockclose-{uuid.uuid4().hex[:8]}"
+    return f"sqlite:///{tmp_path}/nb.db"
+
+
+@pytest.fixture
+def connect(url: str) -> Iterator[Callable[[], nbdb.Database]]:
+    opened: list[nbdb.Database] = []
+
+    def open_one() -> nbdb.Database:
+        opened.append(nbdb.connect(url))
+        return opened[-1]
+
+    yield open_one
+    for db in opened:
+        db.close()
+
+
+def _in_thread(target: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, failures
+
+
+def _held_by(db: nbdb.Database, name: str) -> bool:
+    """Whether somebody else holds ``name`` (``db`` cannot take it at once)."""
+    try:
+        with db.lock(name, ttl=30, timeout=0.2):
+            return False
+    except nbdb.LockTimeoutError:
+        return True
+
+
+def test_close_from_another_thread_while_the_block_runs(connect: Callable[[], nbdb.Database]) -> None:
+    holder, successor, third = connect(), connect(), connect()
+    switch = successor.create(LogicalSwitch(name="sw"))
+    entered, closed = threading.Event(), threading.Event()
+    handles: list[LockHandle] = []
+
+    def hold() -> None:
+        with holder.lock("leader", ttl=30) as handle:
+            handles.append(handle)
+            entered.set()
+            assert closed.wait(30)
+            # The controller's thread goes on after the shutdown: its fenced write is refused.
+            with pytest.raises(nbdb.LockLostError):
+                successor.update(switch.replace(external_ids={"by": "old leader"}), fence=handle)
+        # Leaving the block raised nothing, and released nothing: the successor still holds the lock.
+
+    thread, failures = _in_thread(hold)
+    assert entered.wait(30)
+    holder.close()
+    assert handles[0].lost and handles[0].released
+    with successor.lock("leader", ttl=30, timeout=5) as taken:
+        closed.set()
+        thread.join(30)
+        assert not thread.is_alive() and failures == []
+        assert not taken.lost
+        assert _held_by(third, "leader")
+    assert successor.get(LogicalSwitch, switch.id).external_ids == {}
+
+
+def test_close_racing_the_end_of_the_block(connect: Callable[[], nbdb.Database]) -> None:
+    """close() and the block's end at once, many times: neither raises, the lock is given back once."""
+    successor, third = connect(), connect()
+    for attempt in range(30):
+        holder = connect()
+        both = threading.Barrier(2, timeout=30)
+        handles: list[LockHandle] = []
+
+        def hold(
+            holder: nbdb.Database = holder, both: threading.Barrier = both, handles: list[LockHandle] = handles
+        ) -> None:
+            with holder.lock("raced", ttl=30) as handle:
+                handles.append(handle)
+                both.wait()
+
+        thread, failures = _in_thread(hold)
+        both.wait()
+        holder.close()
+        thread.join(30)
+        assert not thread.is_alive() and failures == [], f"round {attempt}"
+        assert handles[0].lost and handles[0].released
+        with successor.lock("raced", ttl=30, timeout=5):
+            assert _held_by(third, "raced"), f"round {attempt}: released twice"
+
+
+def test_close_while_the_lock_is_being_taken(connect: Callable[[], nbdb.Database]) -> None:
+    """A take that succeeds after its Database closed gives the lock back and raises: nothing would release it."""
+    holder, waiter, third = connect(), connect(), connect()
+    with holder.lock("queued", ttl=30):
+        waiting = waiter.lock("queued", ttl=30, timeout=30)
+        started = threading.Event()
+
+        def take() -> None:
+            started.set()
+            with waiting:
+                pass
+
+        thread, failures = _in_thread(take)
+        assert started.wait(30)
+        assert _held_by(third, "queued")
+        waiter.close()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(failures) == 1 and isinstance(failures[0], nbdb.BackendUnavailableError), failures
+    assert not _held_by(third, "queued")
