@@ -3,7 +3,8 @@
 One etcd server, filled once with N keys under one table prefix (UUID ids, 300-byte values, raw
 ``commit_keys`` of 100); then each side in its own process, alternating (abrun.in_turns), reads the
 table once with ``range_keys``: wall ms, the requests it sent, the keys etcd walked to answer them
-(the sum of the replies' ``count``) and the CPU etcd spent meanwhile (its /proc utime + stime)::
+(the sum of the replies' ``count``), the most one request walked, and the CPU etcd spent meanwhile (its
+/proc utime + stime)::
 
     python benchmarks/etcd_bigrange_ab.py --a /work/main/src --b src --rounds 2 --keys 100000
 
@@ -58,7 +59,7 @@ with nbdb.connect(url, namespace="bench", timeout=timeout) as db:
         got = len(db.backend.range_keys([prefix])[0])
     ms = (now() - t0) / 1e6
     assert got == total, got
-print(json.dumps({"ms": ms, "requests": len(calls), "walked": sum(walked)}))
+print(json.dumps({"ms": ms, "requests": len(calls), "walked": sum(walked), "largest": max(walked)}))
 """
 )
 
@@ -108,7 +109,8 @@ def main() -> None:
                 f"{side}: {statistics.median(g['ms'] for g in got):8.1f} ms, etcd CPU "
                 f"{statistics.median(g['etcd_cpu_s'] for g in got):.2f} s, "
                 f"{statistics.median(g['requests'] for g in got):.0f} requests, "
-                f"{statistics.median(g['walked'] for g in got):,.0f} keys walked (medians)"
+                f"{statistics.median(g['walked'] for g in got):,.0f} keys walked, "
+                f"{statistics.median(g['largest'] for g in got):,.0f} by the largest request (medians)"
             )
     finally:
         server.stop()

@@ -8,6 +8,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -341,7 +342,9 @@ class EtcdBackend(KeyValueBackend):
                     raise
         raise AssertionError("unreachable")
 
-    def _first_page(self, base: bytes, end: bytes, limit: int, revision: int) -> tuple[list[wire.KV], bytes | None, int]:
+    def _first_page(
+        self, base: bytes, end: bytes, limit: int, revision: int
+    ) -> tuple[list[wire.KV], bytes | None, int]:
         """The first page of the table ``[base, end)`` at ``revision`` (0: now), in one round trip whatever its size.
 
         etcd 3.4 counts every key from a range's start to its end, whatever the limit: one read of a
@@ -412,7 +415,7 @@ class EtcdBackend(KeyValueBackend):
                 split = count - len(kvs) > _SPLIT_PAGES * _PAGE
             if base is not None and split and len(base) < _SPLIT_DEPTH:
                 bounds = [_id_bound(base, d, 1) or wire.prefix_end(base) for d in range(17)]
-                pieces = [(None, b"", bounds[0])] + [(low, low, high) for low, high in zip(bounds, bounds[1:], strict=False)]
+                pieces = [(None, b"", bounds[0])] + [(low, low, high) for low, high in pairwise(bounds)]
                 pieces.append((None, bounds[-1], end))  # keys past base's (none under a table's prefix)
                 for sub_base, low, high in pieces:
                     low, high = max(low, start), min(high, end)
