@@ -61,8 +61,10 @@ _SPLIT_DEPTH = 512
 """Sub-ranges go no deeper than keys this long (a guard against keys sharing very long prefixes)."""
 _STEP_DIGITS = 12
 """A limited read's steps end at ids of this many hex digits (see ``EtcdBackend._read_from``)."""
-_PROBE_DIGITS = 4
-"""A table's first page is read whole only if no id starts with this many zeros (see ``EtcdBackend._first_page``)."""
+_PROBE = b"7fff"
+"""A table's first page is read whole only if no id starts with these digits (see ``EtcdBackend._first_page``)."""
+_FIRST_STEP_DIGITS = 4
+"""A large table's first page is read from its first step: the ids that start with this many zeros."""
 _PRUNE_EVERY = 60.0  # seconds between two checks of one topic for a dead registry key (see _prune)
 _PRUNE_FROM = 32  # topics without the scanned tables' keys a scan must find before it checks them (see _prune)
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
@@ -350,19 +352,22 @@ class EtcdBackend(KeyValueBackend):
         etcd 3.4 counts every key from a range's start to its end, whatever the limit: one read of a
         table's first page counts the table (a million keys: 2-3 s, past nbdb's default 2 s request).
         The page is one read-only transaction whose compare asks whether any id starts with
-        ``_PROBE_DIGITS`` zeros (ids are UUIDs: a table of N ids holds one there with probability
-        about 1 - e^(-N/65,536); the compare reads those few keys). If none does (a table of some
-        thousands of keys, most likely), the first ``limit`` keys of the table, one plain read as
-        before; if one does (a table of about 65,000 keys or more, most likely), the first ``limit``
-        keys of its first step ``[base, base + "0001")`` only, which counts about N/65,536 keys.
-        Either way the keys returned are the first of the table (the step is where it starts);
-        returns them, the end of the step (None: the read was the table's plain first page) and the
-        revision read. The compare only picks the read: a wrong guess costs round trips, not keys.
+        ``_PROBE`` (ids are UUIDs: a table of N ids holds one there with probability about
+        1 - e^(-N/65,536); the compare reads those few keys, with their values). If none does (a
+        table of some thousands of keys, most likely), the first ``limit`` keys of the table, one
+        plain read as before; if one does (a table of about 65,000 keys or more, most likely), the
+        first ``limit`` keys of its first step ``[base, base + "0001")`` only, which counts about
+        N/65,536 keys. Either way the keys returned are the first of the table (the step is where
+        it starts); returns them, the end of the step (None: the read was the table's plain first
+        page) and the revision read. The compare only picks the read: a wrong guess costs round
+        trips (or, for the plain read, the count of the table as before), never keys. ``7fff``, not
+        ``0000``: ids that are counters (``0000…``, dense there: a compare would read them all) or
+        time-ordered (UUIDv7: ``01…`` today) leave it empty and are read as before.
         """
-        probe = _id_bound(base, 0, _PROBE_DIGITS)
-        step = _id_bound(base, 1, _PROBE_DIGITS)
-        assert probe is not None and step is not None
-        empty = wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=step)
+        probe = base + _PROBE
+        step = _id_bound(base, 1, _FIRST_STEP_DIGITS)
+        assert step is not None
+        empty = wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=wire.prefix_end(probe))
         request = wire.txn_request(
             [empty],
             [wire.request_range(base, end, limit=limit, revision=revision)],
