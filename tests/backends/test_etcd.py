@@ -349,6 +349,9 @@ def _clustered_ids(counted: int) -> st.SearchStrategy[list[str]]:
 
 
 _CLUSTERED_IDS = _clustered_ids(600)
+_FIRST_STEP_DENSE = sorted(
+    {f"0000{i:02x}" for i in range(40)} | {"7fff-a", "-x", "g1", "0001"} | {f"{i:04x}" for i in range(0, 65536, 97)}
+)
 
 
 def _count_walks(backend: EtcdBackend) -> list[list[int]]:
@@ -382,6 +385,7 @@ def _table_of(backend: EtcdBackend, ids: list[str]) -> tuple[str, list[str]]:
 @pytest.mark.timeout(300)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ids=_CLUSTERED_IDS)
+@example(ids=_FIRST_STEP_DENSE)  # a large table's first step (an id in 7fff…), itself more than a page
 def test_a_range_read_in_sub_ranges_is_exact_and_each_page_counts_a_few_pages(
     etcd_server: EtcdServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -426,6 +430,7 @@ def test_a_range_read_in_sub_ranges_is_exact_and_each_page_counts_a_few_pages(
 @pytest.mark.timeout(300)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ids=_clustered_ids(1500), limit=st.integers(2, 6))
+@example(ids=_FIRST_STEP_DENSE, limit=3)
 def test_pages_on_from_a_key_are_exact_and_walk_about_their_own_keys(
     etcd_server: EtcdServer,  # noqa: F811
     ids: list[str],
