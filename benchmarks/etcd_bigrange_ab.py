@@ -3,7 +3,8 @@
 One etcd server, filled once with N keys under one table prefix (UUID ids, 300-byte values, raw
 ``commit_keys`` of 100); then each side in its own process, alternating (abrun.in_turns), reads the
 table once with ``range_keys``: wall ms, the requests it sent, the keys etcd walked to answer them
-(the sum of the replies' ``count``) and the CPU etcd spent meanwhile (its /proc utime + stime)::
+(the sum of the replies' ``count``), the most one request walked, the slowest request's wall ms, and the
+CPU etcd spent meanwhile (its /proc utime + stime)::
 
     python benchmarks/etcd_bigrange_ab.py --a /work/main/src --b src --rounds 2 --keys 100000
 
@@ -35,8 +36,11 @@ with nbdb.connect(url, namespace="bench", timeout=timeout) as db:
     walked = []  # each reply's count (each range's, in a transaction): the keys etcd 3.4 walked to answer it
     from nbdb.backends.etcd import wire
     client, real_call = db.backend.client, db.backend.client.call
+    slowest = [0.0]
     def call(method, request, what, **kwargs):
+        t = now()
         reply, maybe = real_call(method, request, what, **kwargs)
+        slowest[0] = max(slowest[0], (now() - t) / 1e6)
         if what == "range":
             walked.append(wire.parse_range(reply)[3])
         elif what == "transaction":  # wire.range_counts, spelled out: side a may predate it
@@ -58,7 +62,8 @@ with nbdb.connect(url, namespace="bench", timeout=timeout) as db:
         got = len(db.backend.range_keys([prefix])[0])
     ms = (now() - t0) / 1e6
     assert got == total, got
-print(json.dumps({"ms": ms, "requests": len(calls), "walked": sum(walked)}))
+print(json.dumps({"ms": ms, "requests": len(calls), "walked": sum(walked), "largest": max(walked),
+                  "slowest_ms": slowest[0]}))
 """
 )
 
@@ -108,7 +113,9 @@ def main() -> None:
                 f"{side}: {statistics.median(g['ms'] for g in got):8.1f} ms, etcd CPU "
                 f"{statistics.median(g['etcd_cpu_s'] for g in got):.2f} s, "
                 f"{statistics.median(g['requests'] for g in got):.0f} requests, "
-                f"{statistics.median(g['walked'] for g in got):,.0f} keys walked (medians)"
+                f"{statistics.median(g['walked'] for g in got):,.0f} keys walked, "
+                f"{statistics.median(g['largest'] for g in got):,.0f} by the largest request, "
+                f"{statistics.median(g['slowest_ms'] for g in got):,.1f} ms the slowest (medians)"
             )
     finally:
         server.stop()

@@ -335,7 +335,7 @@ def _clustered_ids(counted: int) -> st.SearchStrategy[list[str]]:
     """Ids clustered on a few leading digits, some not hex at all, and ``counted`` hex-led ones (as a UUID is)."""
     return st.lists(
         st.tuples(
-            st.sampled_from(["", "0", "00", "a7", "a7a7", "f", "ff", "-", "g", "zz", "F"]),
+            st.sampled_from(["", "0", "00", "0000", "7fff", "a7", "a7a7", "f", "ff", "-", "g", "zz", "F"]),
             st.text("0123456789abcdef-", min_size=1, max_size=6),
         ),
         min_size=1,
@@ -343,12 +343,33 @@ def _clustered_ids(counted: int) -> st.SearchStrategy[list[str]]:
     ).flatmap(
         lambda clusters: st.tuples(
             st.lists(st.sampled_from(clusters).map(lambda c: c[0] + c[1]), min_size=0, max_size=400),
-            st.sampled_from(["", "0", "a7", "a7a7", "ff"]),
+            st.sampled_from(["", "0", "a7", "a7a7", "ff", "7fff"]),
         ).map(lambda drawn: sorted(set(drawn[0]) | {f"{drawn[1]}{i:04x}" for i in range(counted)}))
     )
 
 
 _CLUSTERED_IDS = _clustered_ids(600)
+_FIRST_STEP_DENSE = sorted(
+    {f"0000{i:02x}" for i in range(40)} | {"7fff-a", "-x", "g1", "0001"} | {f"{i:04x}" for i in range(0, 65536, 97)}
+)
+
+
+def _count_walks(backend: EtcdBackend) -> list[list[int]]:
+    """Each request's keys etcd walked from now on (each range's ``count``, ranges in a transaction too), through
+    a wrapper of nbdb's own client's ``call``; ``del backend.client.call`` ends it."""
+    walked: list[list[int]] = []
+    real_call = backend.client.call
+
+    def call(method: str, request: bytes | None, what: str, **kwargs: Any) -> tuple[bytes, bool]:
+        reply, maybe = real_call(method, request, what, **kwargs)
+        if what == "range":
+            walked.append([wire.parse_range(reply)[3]])
+        elif what == "transaction":
+            walked.append(wire.range_counts(reply))
+        return reply, maybe
+
+    backend.client.call = call  # type: ignore[method-assign]
+    return walked
 
 
 def _table_of(backend: EtcdBackend, ids: list[str]) -> tuple[str, list[str]]:
@@ -364,6 +385,7 @@ def _table_of(backend: EtcdBackend, ids: list[str]) -> tuple[str, list[str]]:
 @pytest.mark.timeout(300)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ids=_CLUSTERED_IDS)
+@example(ids=_FIRST_STEP_DENSE)  # a large table's first step (an id in 7fff…), itself more than a page
 def test_a_range_read_in_sub_ranges_is_exact_and_each_page_counts_a_few_pages(
     etcd_server: EtcdServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -408,6 +430,7 @@ def test_a_range_read_in_sub_ranges_is_exact_and_each_page_counts_a_few_pages(
 @pytest.mark.timeout(300)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ids=_clustered_ids(1500), limit=st.integers(2, 6))
+@example(ids=_FIRST_STEP_DENSE, limit=3)
 def test_pages_on_from_a_key_are_exact_and_walk_about_their_own_keys(
     etcd_server: EtcdServer,  # noqa: F811
     ids: list[str],
@@ -424,18 +447,7 @@ def test_pages_on_from_a_key_are_exact_and_walk_about_their_own_keys(
         backend = db.backend
         assert isinstance(backend, EtcdBackend)
         table, keys = _table_of(backend, ids)
-        walked: list[int] = []
-        client, real_call = backend.client, backend.client.call
-
-        def call(method: str, request: bytes | None, what: str, **kwargs: Any) -> tuple[bytes, bool]:
-            reply, maybe = real_call(method, request, what, **kwargs)
-            if what == "range":
-                walked.append(wire.parse_range(reply)[3])
-            elif what == "transaction":
-                walked.extend(wire.range_counts(reply))
-            return reply, maybe
-
-        client.call = call  # type: ignore[method-assign]  # nbdb's own client: count what each reply walked
+        client, walked = backend.client, _count_walks(backend)
         try:
             pages, revision, after = [], 0, None
             while True:
@@ -453,9 +465,58 @@ def test_pages_on_from_a_key_are_exact_and_walk_about_their_own_keys(
         assert [kv for page in pages for kv in page] == expected
         assert [len(page) for page in pages[:-1]] == [limit] * (len(pages) - 1)
         assert [k for k, _ in expected] == sorted(k for k in keys if k.startswith(table))
-        # The first page counts the range (as a list's does); each later one its steps, each at most 16 times as
-        # wide as the last (the range's keys that are no hex ids, in a step or two, once).
-        assert sum(walked) - walked[0] <= 16 * (limit + 1) * len(pages) + 4 * len(expected)
+        # The first page counts the range (as a list's does) or its first step; each later one its steps, each at
+        # most 16 times as wide as the last (the range's keys that are no hex ids, in a step or two, once).
+        assert sum(map(sum, walked[1:])) <= 16 * (limit + 1) * len(pages) + 4 * len(expected)
+
+
+@pytest.mark.timeout(120)
+def test_a_large_table_s_first_page_counts_about_its_own_keys_and_a_short_one_s_is_one_request(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """etcd 3.4 counts every key from a range's start to its end: a table's first page read as one range from its
+    start counts the whole table (a million keys: past the 2 s request). A table whose ids spread as UUIDs' do
+    (one starting with 7fff, the probe's digits) is listed, whole or page by page, without a request counting more
+    than a sixteenth of it, exactly; a short table's only page is still one request.
+    """
+    from nbdb.backends.etcd import backend as etcd_backend
+
+    monkeypatch.setattr(etcd_backend, "_PAGE", 16)
+    monkeypatch.setattr(etcd_backend, "_MAX_PAGE", 64)
+    spread = 2048
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        ids = [f"{i * 65536 // spread:04x}-{i}" for i in range(spread - 1)] + ["7fff-0"]  # one where a UUID's may be
+        table, keys = _table_of(backend, ids)
+        short, short_keys = _table_of(backend, ["a", "b7", "c8"])
+        client = backend.client
+        expected = [k for k in keys if k.startswith(table)]
+        walked = _count_walks(backend)
+        try:
+            got, _ = backend.range_keys([table])
+            assert [kv.key for kv in got] == expected
+            listed = max(map(max, walked))
+            walked.clear()
+            pages, revision, after = [], 0, None
+            while True:
+                page, revision = backend.range_page(table, after, 100, revision)
+                pages += [kv.key for kv in page]
+                if len(page) < 100:
+                    break
+                after = page[-1].key
+            assert pages == expected
+            paged = max(map(max, walked))
+            walked.clear()
+            in_short = [k for k in short_keys if k.startswith(short)]
+            assert [kv.key for kv in backend.range_keys([short])[0]] == in_short
+            assert [kv.key for kv in backend.range_page(short, None, 100, 0)[0]] == in_short
+            assert len(walked) == 2  # one request each
+        finally:
+            del client.call
+        # Before: the first page of each counted the whole table (2,048 keys).
+        assert listed <= spread // 16 + 16 and paged <= spread // 16 + 16, (listed, paged)
 
 
 @pytest.mark.timeout(60)

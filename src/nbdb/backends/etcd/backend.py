@@ -8,6 +8,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -56,11 +57,14 @@ reply (≈ 10 MB of ports) beside the list the load keeps anyway.
 """
 _SPLIT_PAGES = 4
 """A range with more than this many first pages left after its first is read as sub-ranges (see _read_span)."""
-_SPLIT_DIGITS = [bytes([c]) for c in b"0123456789abcdef"]
 _SPLIT_DEPTH = 512
 """Sub-ranges go no deeper than keys this long (a guard against keys sharing very long prefixes)."""
 _STEP_DIGITS = 12
 """A limited read's steps end at ids of this many hex digits (see ``EtcdBackend._read_from``)."""
+_PROBE = b"7fff"
+"""A table's first page is read whole only if no id starts with these digits (see ``EtcdBackend._first_page``)."""
+_FIRST_STEP_DIGITS = 4
+"""A large table's first page is read from its first step: the ids that start with this many zeros."""
 _PRUNE_EVERY = 60.0  # seconds between two checks of one topic for a dead registry key (see _prune)
 _PRUNE_FROM = 32  # topics without the scanned tables' keys a scan must find before it checks them (see _prune)
 _MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; larger batches of reads are split
@@ -137,6 +141,12 @@ def _kvs(kvs: list[wire.KV]) -> list[KeyValue]:
     """:func:`_kv` of each of a range's keys, without a Python call per key (a list's, a cache load's)."""
     return [_new_tuple(KeyValue, (key.decode(errors="replace"), value, version, mod))
             for key, _, mod, version, value, _ in kvs]  # fmt: skip
+
+
+def _id_bound(base: bytes, value: int, digits: int) -> bytes | None:
+    """The key where ids of ``digits`` hex digits after ``base`` reach ``value`` (``base`` and ``value`` in
+    ``digits`` hex digits); None from ``16**digits`` on, past every such id."""
+    return base + b"%0*x" % (digits, value) if value < 16**digits else None
 
 
 def _absent_keys(conditions: Sequence[Condition], token_key: str | None) -> list[str]:
@@ -313,11 +323,13 @@ class EtcdBackend(KeyValueBackend):
                 firsts, revision = self._read_many(spans, first, revision) if first else ([None] * len(spans), revision)
                 for (start, end), kvs in zip(spans, firsts, strict=True):
                     base = start
-                    if kvs is not None:
-                        out += _kvs(kvs)
-                        if len(kvs) < first:
-                            continue
-                        start = kvs[-1].key + b"\0" if kvs else end
+                    if kvs is None:  # one span: its first page counts no more than its own keys in a large table
+                        revision = self._read_table(start, end, revision, out)
+                        continue
+                    out += _kvs(kvs)
+                    if len(kvs) < first:
+                        continue
+                    start = kvs[-1].key + b"\0" if kvs else end
                     revision = self._read_span(start, end, base, revision, out)
                 objects = self.layout.objects
                 if whole is not None:  # too many topics: o/ was read whole, and only the tables asked for are kept
@@ -332,7 +344,57 @@ class EtcdBackend(KeyValueBackend):
                     raise
         raise AssertionError("unreachable")
 
-    def _read_span(self, start: bytes, end: bytes, base: bytes | None, revision: int, out: list[KeyValue]) -> int:
+    def _first_page(
+        self, base: bytes, end: bytes, limit: int, revision: int
+    ) -> tuple[list[wire.KV], bytes | None, int]:
+        """The first page of the table ``[base, end)`` at ``revision`` (0: now), in one round trip whatever its size.
+
+        etcd 3.4 counts every key from a range's start to its end, whatever the limit: one read of a
+        table's first page counts the table (a million keys: 2-3 s, past nbdb's default 2 s request).
+        The page is one read-only transaction whose compare asks whether any id starts with
+        ``_PROBE`` (ids are UUIDs: a table of N ids holds one there with probability about
+        1 - e^(-N/65,536); the compare reads those few keys, with their values). If none does (a
+        table of some thousands of keys, most likely), the first ``limit`` keys of the table, one
+        plain read as before; if one does (78 % of tables of 100,000 ids, all but every one of 1M), the
+        first ``limit`` keys of its first step ``[base, base + "0001")`` only, which counts about
+        N/65,536 keys. Either way the keys returned are the first of the table (the step is where
+        it starts); returns them, the end of the step (None: the read was the table's plain first
+        page) and the revision read. The compare only picks the read: a wrong guess costs round
+        trips (or, for the plain read, the count of the table as before), never keys. ``7fff``, not
+        ``0000``: ids that are counters (``0000…``, dense there: a compare would read them all) or
+        time-ordered (UUIDv7: ``01…`` today) leave it empty and are read as before.
+        """
+        probe = base + _PROBE
+        step = _id_bound(base, 1, _FIRST_STEP_DIGITS)
+        assert step is not None
+        empty = wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=wire.prefix_end(probe))
+        request = wire.txn_request(
+            [empty],
+            [wire.request_range(base, end, limit=limit, revision=revision)],
+            [wire.request_range(base, step, limit=limit, revision=revision)],
+        )
+        header, whole, ranges, _ = self.client.txn(request, write=False)
+        return ranges[0], None if whole else step, revision or header.revision
+
+    def _read_table(self, base: bytes, end: bytes, revision: int, out: list[KeyValue]) -> int:
+        """Every key of the table ``[base, end)`` at ``revision`` (0: now) appended to ``out``; the revision read.
+
+        Its first page by :meth:`_first_page`: a short table in one round trip, a large one's first
+        step; after a step, the rest of the step, and then the table from the step's end as
+        sub-ranges of its ids' leading digits at once (see :meth:`_read_span`), none counting the table.
+        """
+        kvs, step, revision = self._first_page(base, end, _PAGE, revision)
+        out += _kvs(kvs)
+        if len(kvs) == _PAGE:  # the page, or the step, holds more
+            stop = end if step is None else step
+            revision = self._read_span(kvs[-1].key + b"\0", stop, base, revision, out)
+        if step is not None:
+            revision = self._read_span(step, end, base, revision, out, split=True)
+        return revision
+
+    def _read_span(
+        self, start: bytes, end: bytes, base: bytes | None, revision: int, out: list[KeyValue], split: bool = False
+    ) -> int:
         """Every key of ``[start, end)`` at ``revision`` (0: now) appended to ``out`` in order; the revision read.
 
         etcd 3.4 walks every key from a page's start to the range's end to count them (whatever the
@@ -343,27 +405,29 @@ class EtcdBackend(KeyValueBackend):
         sub-ranges, with the stretches before the first and after the last (read in plain pages), cover
         ``[start, end)`` exactly whatever the keys; ids that share leading digits split again one digit
         deeper, keys of other digits land in the stretches. ``base``: where the digits go (the table's
-        prefix at first; None: plain pages only).
+        prefix at first; None: plain pages only). ``split``: read as sub-ranges at once (``base`` given:
+        the range is known to be large), without a first page.
         """
         page = _PAGE
         while True:
-            header, kvs, more, count = self.client.range(start, end, limit=page, revision=revision)
-            revision = revision or header.revision
-            out += _kvs(kvs)
-            if not more or not kvs:
-                return revision
-            start = kvs[-1].key + b"\0"
-            if base is not None and count - len(kvs) > _SPLIT_PAGES * _PAGE and len(base) < _SPLIT_DEPTH:
-                bounds = [base + d for d in _SPLIT_DIGITS]
-                pieces = [(None, b"", bounds[0])] + [
-                    (low, low, high) for low, high in zip(bounds, [*bounds[1:], wire.prefix_end(base)], strict=True)
-                ]
-                pieces.append((None, wire.prefix_end(base), end))  # keys past base's (none under a table's prefix)
+            if not split:
+                header, kvs, more, count = self.client.range(start, end, limit=page, revision=revision)
+                revision = revision or header.revision
+                out += _kvs(kvs)
+                if not more or not kvs:
+                    return revision
+                start = kvs[-1].key + b"\0"
+                split = count - len(kvs) > _SPLIT_PAGES * _PAGE
+            if base is not None and split and len(base) < _SPLIT_DEPTH:
+                bounds = [_id_bound(base, d, 1) or wire.prefix_end(base) for d in range(17)]
+                pieces = [(None, b"", bounds[0])] + [(low, low, high) for low, high in pairwise(bounds)]
+                pieces.append((None, bounds[-1], end))  # keys past base's (none under a table's prefix)
                 for sub_base, low, high in pieces:
                     low, high = max(low, start), min(high, end)
                     if low < high:
                         revision = self._read_span(low, high, sub_base, revision, out)
                 return revision
+            split = False
             page = min(page * 2, _MAX_PAGE)
 
     def _concrete(self, prefixes: Sequence[str]) -> tuple[list[str], int, tuple[str, ...] | None, list[str] | None]:
@@ -595,13 +659,21 @@ class EtcdBackend(KeyValueBackend):
     def range_page(self, prefix: str, after: str | None, limit: int, revision: int) -> tuple[list[KeyValue], int]:
         start = prefix.encode() if after is None else after.encode() + b"\0"
         end = wire.prefix_end(prefix.encode())
-        if after is None or limit == 1:  # a listing's first page (see _read_from), or a skip scan's probe
+        if limit == 1:  # a skip scan's probe
             header, kvs, _, _ = self.client.range(start, end, limit=limit, revision=revision)
             return _kvs(kvs), revision or header.revision
-        out: list[KeyValue] = []
+        if after is None:  # a listing's first page: the table's, or its first step's, in one round trip
+            kvs, step, revision = self._first_page(start, end, limit, revision)
+            out = _kvs(kvs)
+            if step is None or len(out) == limit:
+                return out, revision
+            return out, self._read_from(step, end, start, limit, revision, out, len(out))
+        out = []
         return out, self._read_from(start, end, prefix.encode(), limit, revision, out)
 
-    def _read_from(self, start: bytes, end: bytes, base: bytes, limit: int, revision: int, out: list[KeyValue]) -> int:
+    def _read_from(
+        self, start: bytes, end: bytes, base: bytes, limit: int, revision: int, out: list[KeyValue], read: int = 0
+    ) -> int:
         """The first ``limit`` keys of ``[start, end)`` at ``revision`` (0: now) appended to ``out``; the revision read.
 
         etcd 3.4 walks every key from a range's start to its end to count them, whatever the limit,
@@ -616,15 +688,17 @@ class EtcdBackend(KeyValueBackend):
         walks about its own keys: at most the step that fills it, 16 times as wide as the one
         before, where ids cluster. The steps cover ``[start, end)`` exactly whatever the keys: keys
         that are no hex ids land in some step (the last one reaches ``end``). A listing's first page
-        (:meth:`range_page` without ``after``) is one plain read, as a list's first page: it counts
-        the table once per listing, and a short table's only page costs one round trip, not a few.
+        (:meth:`range_page` without ``after``) is :meth:`_first_page`: a short table's only page costs
+        one round trip. ``read``: keys read from ``base`` to ``start`` (a first page's step, which
+        ends at a bound of ids): the steps on are as wide as they say the page's room needs.
         """
-        scale = 16**_STEP_DIGITS
         digits = start[len(base) : len(base) + _STEP_DIGITS]
         known = next((i for i, c in enumerate(digits) if c not in b"0123456789abcdef"), len(digits))
         at = int(digits[:known] or b"0", 16) * 16 ** (_STEP_DIGITS - known)  # at or before start, in id digits
         step = 16 ** (_STEP_DIGITS - known) if known else 1  # no digits: from the first id on, widening
-        first, read = at, 0
+        first = 0 if read else at
+        if read:
+            step = max(1, min(step * 16, -(-(limit - len(out)) * at // read)))
         while True:
             # The steps of one request (a read-only transaction of their ranges): one as wide as the keys
             # so far say, or while none came (their spread unknown) two, the second 16 times wider.
@@ -632,10 +706,10 @@ class EtcdBackend(KeyValueBackend):
             for rung in range(2):
                 step *= 16 if rung else 1
                 stop = at + step
-                while stop < scale and base + b"%0*x" % (_STEP_DIGITS, stop) <= start:
+                while (bound := _id_bound(base, stop, _STEP_DIGITS)) is not None and bound <= start:
                     step *= 16  # start is past these digits (a key that is no hex id): widen until it is not
                     stop = at + step
-                high = end if stop >= scale else min(end, base + b"%0*x" % (_STEP_DIGITS, stop))
+                high = end if bound is None else min(end, bound)
                 spans.append((start, high))
                 start, at = high, stop
                 if read or high == end:
