@@ -357,3 +357,44 @@ def test_a_reconcile_returning_no_number_is_logged_and_its_worker_goes_on(
         assert controller.wait_idle(10)
         assert len({key for key in seen}) == 4 and controller.reconciled == len(seen)
     assert "not a number of seconds" in caplog.text
+
+
+def _bounded(call: Any, seconds: float = 10.0) -> list[object]:
+    """Run ``call`` on a daemon thread; what it returned, or [] if it still runs after ``seconds`` (a hang)."""
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return out
+
+
+def test_wait_idle_of_a_controller_whose_cache_closed_is_false_not_a_hang(db: nbdb.Database) -> None:
+    # "closing the cache (or its Database) stops its controllers": what was not reconciled then never will be.
+    # wait_idle() without a timeout waited for ever: the closed feed counted its stop marker as pending.
+    sw = db.create(LogicalSwitch(name="sw"))
+    cache = db.cache([LogicalSwitch, LogicalSwitchPort])
+    controller = nbdb.run_controller(cache, lambda key, obj: None, LogicalSwitchPort, workers=3)
+    port = db.create(_port(sw, "p1"))
+    assert cache.wait_for(port, 10) and controller.wait_idle(10)
+    cache.close()
+    assert controller.queue.subscription.pending == 0, "a closed subscription delivers nothing more"
+    assert _bounded(lambda: controller.wait_idle(None)) == [False]
+    assert controller.close(10)
+    assert _bounded(lambda: controller.wait_idle()) == [False]
+
+
+def test_wait_replayed_of_a_subscription_closed_before_its_replay_is_false_not_a_hang(db: nbdb.Database) -> None:
+    db.create(LogicalSwitch(name="sw"))
+    entered, release = threading.Event(), threading.Event()
+
+    def blocked(event: object) -> None:
+        entered.set()
+        release.wait(10)
+
+    with db.cache(LogicalSwitch) as cache:
+        sub = cache.subscribe(blocked, replay=True)
+        assert entered.wait(10)  # inside the replay's first event
+        sub.close(timeout=0)
+        assert sub.pending == 0
+        assert _bounded(lambda: sub.wait_replayed(None)) == [False]
+        release.set()
