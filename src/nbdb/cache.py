@@ -146,7 +146,7 @@ class Replica:
         self._synced = threading.Event()
         self._closed = threading.Event()
         self._sync_changed = threading.Condition(threading.Lock())
-        """Notified when the first list is loaded, the replica closes or a handle closes: ``wait_synced`` waits on it."""
+        """Notified when the first list loads, the replica closes or a handle closes (``wait_synced`` waits on it)."""
         self._stream: RecordStream | None = None
         self._thread = threading.Thread(target=self._run, name="nbdb-cache", daemon=True)
 
