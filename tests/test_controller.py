@@ -398,3 +398,31 @@ def test_wait_replayed_of_a_subscription_closed_before_its_replay_is_false_not_a
         assert sub.pending == 0
         assert _bounded(lambda: sub.wait_replayed(None)) == [False]
         release.set()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_closing_the_cache_starts_no_reconcile_after(db: nbdb.Database) -> None:
+    # "Closing the cache (or its Database) stops its controllers": its queue was closed but not emptied, so
+    # the workers went on taking every key already queued, each reconcile started after the shutdown (on a
+    # server, hundreds, each logged as a failure: the closed cache's reads raise) — one that acts before it
+    # reads (programs a flow, writes the database) acted after its controller was stopped.
+    sw = db.create(LogicalSwitch(name="sw"))
+    entered, release = threading.Event(), threading.Event()
+    calls: list[Key] = []
+
+    def reconcile(key: Key, obj: Model | None) -> None:
+        calls.append(key)
+        entered.set()
+        release.wait(10)
+
+    cache = db.cache(LogicalSwitchPort)
+    controller = nbdb.run_controller(cache, reconcile, workers=1)
+    ports = [db.create(_port(sw, f"p{i}")) for i in range(5)]
+    assert cache.wait_for(ports[-1], 10) and entered.wait(10)
+    cache.close()
+    release.set()
+    # The running reconcile finishes and its worker waits for keys that never come (it died on the next
+    # one: queue.object() read the closed cache outside the reconcile's try, and its key stayed processing).
+    assert eventually(lambda: controller.queue.processing == 0 and len(controller.queue) == 0, timeout=10)
+    assert controller.close(10)
+    assert len(calls) == 1, "no reconcile starts once the cache is closed"

@@ -896,6 +896,7 @@ class Cache:
         replica.sync_changed()
         for queue in queues:
             queue.close()
+            queue.drop()  # its workers could not read a key's object any more: nothing is handed out
         for sub in subs:
             sub.close(_CLOSE_WAIT)
         for errors_sub in self._error_subs:

@@ -254,9 +254,16 @@ class Controller:
         queue = self.queue
         handles = queue.metrics
         for key in queue:
-            obj = queue.object(key)
+            if queue.closed:
+                # Stopped (close(), or the cache closed) after the key was handed out: no reconcile starts
+                # after the stop. (A closed cache's queue handed out every key still ready, and the worker
+                # read the closed cache outside the try below: the thread died, its key stuck processing.)
+                queue.done(key)
+                continue
+            obj: Model | None = None
             start = time.perf_counter()
             try:
+                obj = queue.object(key)
                 again = self.reconcile(key, obj)
             except BaseException as exc:
                 # Not only Exception: asyncio's CancelledError (of an event loop the reconcile ran) or a
