@@ -357,3 +357,72 @@ def test_a_reconcile_returning_no_number_is_logged_and_its_worker_goes_on(
         assert controller.wait_idle(10)
         assert len({key for key in seen}) == 4 and controller.reconciled == len(seen)
     assert "not a number of seconds" in caplog.text
+
+
+def _bounded(call: Any, seconds: float = 10.0) -> list[object]:
+    """Run ``call`` on a daemon thread; what it returned, or [] if it still runs after ``seconds`` (a hang)."""
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return out
+
+
+def test_wait_idle_of_a_controller_whose_cache_closed_is_false_not_a_hang(db: nbdb.Database) -> None:
+    # "closing the cache (or its Database) stops its controllers": what was not reconciled then never will be.
+    # wait_idle() without a timeout waited for ever: the closed feed counted its stop marker as pending.
+    sw = db.create(LogicalSwitch(name="sw"))
+    cache = db.cache([LogicalSwitch, LogicalSwitchPort])
+    controller = nbdb.run_controller(cache, lambda key, obj: None, LogicalSwitchPort, workers=3)
+    port = db.create(_port(sw, "p1"))
+    assert cache.wait_for(port, 10) and controller.wait_idle(10)
+    cache.close()
+    assert controller.queue.subscription.pending == 0, "a closed subscription delivers nothing more"
+    assert _bounded(lambda: controller.wait_idle(None)) == [False]
+    assert controller.close(10)
+    assert _bounded(lambda: controller.wait_idle()) == [False]
+
+
+def test_wait_replayed_of_a_subscription_closed_before_its_replay_is_false_not_a_hang(db: nbdb.Database) -> None:
+    db.create(LogicalSwitch(name="sw"))
+    entered, release = threading.Event(), threading.Event()
+
+    def blocked(event: object) -> None:
+        entered.set()
+        release.wait(10)
+
+    with db.cache(LogicalSwitch) as cache:
+        sub = cache.subscribe(blocked, replay=True)
+        assert entered.wait(10)  # inside the replay's first event
+        sub.close(timeout=0)
+        assert sub.pending == 0
+        assert _bounded(lambda: sub.wait_replayed(None)) == [False]
+        release.set()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_closing_the_cache_starts_no_reconcile_after(db: nbdb.Database) -> None:
+    # "Closing the cache (or its Database) stops its controllers": its queue was closed but not emptied, so
+    # the workers went on taking every key already queued, each reconcile started after the shutdown (on a
+    # server, hundreds, each logged as a failure: the closed cache's reads raise) — one that acts before it
+    # reads (programs a flow, writes the database) acted after its controller was stopped.
+    sw = db.create(LogicalSwitch(name="sw"))
+    entered, release = threading.Event(), threading.Event()
+    calls: list[Key] = []
+
+    def reconcile(key: Key, obj: Model | None) -> None:
+        calls.append(key)
+        entered.set()
+        release.wait(10)
+
+    cache = db.cache(LogicalSwitchPort)
+    controller = nbdb.run_controller(cache, reconcile, workers=1)
+    ports = [db.create(_port(sw, f"p{i}")) for i in range(5)]
+    assert cache.wait_for(ports[-1], 10) and entered.wait(10)
+    cache.close()
+    release.set()
+    # The running reconcile finishes and its worker waits for keys that never come (it died on the next
+    # one: queue.object() read the closed cache outside the reconcile's try, and its key stayed processing).
+    assert eventually(lambda: controller.queue.processing == 0 and len(controller.queue) == 0, timeout=10)
+    assert controller.close(10)
+    assert len(calls) == 1, "no reconcile starts once the cache is closed"

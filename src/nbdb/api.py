@@ -456,21 +456,37 @@ class Database:
         nothing to delete). ReferenceError if other objects still reference
         it, unless ``cascade``: then, in one transaction, dependents whose
         reference is required are deleted too (recursively), and optional or
-        list references to it are cleared.
+        list references to it are cleared. The dependents are nbdb's own reads:
+        one that another writer changed or deleted before the commit is read
+        again and the cascade planned again, as :meth:`mutate` does (only the
+        version of an object given, the root, is the caller's to compare).
         """
         check_flag("cascade", cascade)
         self._open()
         op = self._context.delete_op(obj, id, if_exists)
         if op is None:
             return None
-        try:
-            ops = cascade_ops(self._backend, self.get, op) if cascade else [op]
-            result, revision = self._context.commit(ops, fence)
-        except errors.NotFoundError as exc:
-            if if_exists and exc.key == (op.table, op.id):
-                return None
-            raise
-        return None if 0 in result.skipped else revision
+        root = (op.table, op.id)
+        for _attempt in range(_MUTATION_ATTEMPTS if cascade else 1):
+            try:
+                ops = cascade_ops(self._backend, self.get, op) if cascade else [op]
+                result, revision = self._context.commit(ops, fence)
+            except errors.NotFoundError as exc:
+                if if_exists and exc.key == root:
+                    return None
+                if not cascade or exc.key in (None, root):
+                    raise
+                log.debug("delete: dependent %s of %s %s is gone; planning the cascade again", exc.key, *root)
+            except errors.ConflictError as exc:
+                # A dependent changed since the cascade read it (a port group another controller adds
+                # members to): the caller never held its version, so a ConflictError about it asked
+                # them to "re-read it and retry" an object they never read.
+                if not cascade or isinstance(exc, errors.UniqueViolationError) or exc.key in (None, root):
+                    raise
+                log.debug("delete: dependent %s of %s %s changed meanwhile; planning the cascade again", exc.key, *root)
+            else:
+                return None if 0 in result.skipped else revision
+        raise errors.ConflictError(f"{op.table} {op.id}: its dependents kept changing; nothing was deleted", key=root)
 
     def list(
         self,

@@ -145,6 +145,8 @@ class Replica:
         self._revision = 0
         self._synced = threading.Event()
         self._closed = threading.Event()
+        self._sync_changed = threading.Condition(threading.Lock())
+        """Notified when the first list loads, the replica closes or a handle closes (``wait_synced`` waits on it)."""
         self._stream: RecordStream | None = None
         self._thread = threading.Thread(target=self._run, name="nbdb-cache", daemon=True)
 
@@ -266,6 +268,7 @@ class Replica:
     def close(self) -> None:
         """Stop following changes, end every subscription, and join the replica's threads."""
         self._closed.set()
+        self.sync_changed()
         stream = self._stream
         if stream is not None:
             stream.close()
@@ -377,6 +380,12 @@ class Replica:
             self._awaiting_sync.clear()
             if self._waits.pending:
                 self._waits.wake()
+        self.sync_changed()
+
+    def sync_changed(self) -> None:
+        """Wake every ``wait_synced``: the replica synced, or it or one of its handles closed."""
+        with self._sync_changed:
+            self._sync_changed.notify_all()
 
     def _by_model(self, records: Iterable[Record]) -> dict[type[Model], _List[Record]]:
         """The records of each followed model (others are left out)."""
@@ -622,8 +631,20 @@ class Cache:
         A change committed after it returns is on its way to the cache at once (a
         stream opened later could reach it late: etcd serves a watcher that starts
         behind from a sync loop that runs every 100 ms).
+        False too once this cache closed before its first list loaded: it never will (a cache closed
+        while its server was down was waited for without end).
         """
-        return self._replica._synced.wait(timeout_of(timeout))
+        seconds = timeout_of(timeout)
+        replica = self._replica
+        synced = replica._synced
+        if synced.is_set():
+            return True
+        over = self._closed
+        with replica._sync_changed:
+            replica._sync_changed.wait_for(
+                lambda: synced.is_set() or over.is_set() or replica._closed.is_set(), seconds
+            )
+        return synced.is_set()
 
     def get(self, model: type[M], id: UUID | str) -> M | None:
         """The cached object, or None. In a projected model's cache, a :class:`~nbdb.projection.PartialView`.
@@ -872,8 +893,10 @@ class Cache:
             subs, queues, self._own = list(self._own), list(self._queues), []
             mine = set(self._error_subs)
             replica._error_subs = [s for s in replica._error_subs if s not in mine]
+        replica.sync_changed()
         for queue in queues:
             queue.close()
+            queue.drop()  # its workers could not read a key's object any more: nothing is handed out
         for sub in subs:
             sub.close(_CLOSE_WAIT)
         for errors_sub in self._error_subs:

@@ -177,6 +177,8 @@ class CacheQueue(WorkQueue[Key]):
 
         Idle: the feed has no event left to queue, and no key is ready,
         processing or waiting for a retry (a key waiting only for its :meth:`recheck` was processed).
+        False at once when the queue is closed (by :meth:`Controller.close`, or its cache closing): what
+        was not processed then never will be. (It waited for ever without a timeout.)
         """
         timeout = timeout_of(timeout)
         check_seconds("interval", interval)
@@ -184,6 +186,8 @@ class CacheQueue(WorkQueue[Key]):
         if not self.wait_synced(timeout):
             return False
         while True:
+            if self._closed:
+                return False
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if self.subscription.pending == 0 and super().wait_idle(0) and self.subscription.pending == 0:
                 return True
@@ -250,9 +254,16 @@ class Controller:
         queue = self.queue
         handles = queue.metrics
         for key in queue:
-            obj = queue.object(key)
+            if queue.closed:
+                # Stopped (close(), or the cache closed) after the key was handed out: no reconcile starts
+                # after the stop. (A closed cache's queue handed out every key still ready, and the worker
+                # read the closed cache outside the try below: the thread died, its key stuck processing.)
+                queue.done(key)
+                continue
+            obj: Model | None = None
             start = time.perf_counter()
             try:
+                obj = queue.object(key)
                 again = self.reconcile(key, obj)
             except BaseException as exc:
                 # Not only Exception: asyncio's CancelledError (of an event loop the reconcile ran) or a

@@ -94,6 +94,8 @@ class Subscription:
         self._items: deque[Any] = deque()
         self._ready = threading.Event()
         self._replayed = threading.Event()
+        self._replay_over = threading.Event()
+        """Set once the replay was delivered or the subscription closed: what :meth:`wait_replayed` waits for."""
         self._closed = False
         self._busy = False  # an item is between the buffer and the end of its delivery
         self._dispatcher = None if tick is not None else dispatcher
@@ -139,7 +141,13 @@ class Subscription:
 
     @property
     def pending(self) -> int:
-        """Events buffered or being delivered."""
+        """Events buffered or being delivered; 0 once closed (what was buffered is dropped).
+
+        (A closed subscription counted its stop marker, or the events it dropped, for ever: a controller's
+        ``wait_idle()`` on a closed cache waited for them without end.)
+        """
+        if self._closed:
+            return 0
         return len(self._items) + self._busy
 
     @property
@@ -148,8 +156,13 @@ class Subscription:
         return self._closed
 
     def wait_replayed(self, timeout: float | None = None) -> bool:
-        """Block until the replay (and the cache's first list) was delivered; False on timeout."""
-        return self._replayed.wait(timeout_of(timeout))
+        """Block until the replay (and the cache's first list) was delivered; False on timeout.
+
+        False too once the subscription (or its cache) closed before the replay was delivered: it never
+        will be (without a timeout the wait did not end).
+        """
+        self._replay_over.wait(timeout_of(timeout))
+        return self._replayed.is_set()
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Stop delivering; events not delivered yet are dropped.
@@ -165,6 +178,7 @@ class Subscription:
                 self._detach(self)
             self._items.appendleft(_STOP)
             self._ready.set()
+            self._replay_over.set()
         dispatcher = self._dispatcher
         if dispatcher is not None:
             released = dispatcher.release(self, timeout)
@@ -218,6 +232,7 @@ class Subscription:
     def _handle(self, item: Any) -> None:
         if item is _REPLAYED:
             self._replayed.set()
+            self._replay_over.set()
         else:
             self._deliver(item)
 

@@ -113,6 +113,21 @@ def test_a_lock_whose_name_holds_a_nul_is_held_and_excludes(server: OvsdbModelsS
         other.close()
 
 
+def test_a_lock_timeout_says_the_timeout_the_caller_gave(server: OvsdbModelsServer) -> None:
+    # The message gave what was left of it once the session was set up: "gave up after 0.4999958339976729s".
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    db, other = (nbdb.connect(server.url, namespace=namespace) for _ in range(2))
+    try:
+        with db.lock("held", timeout=10):
+            with pytest.raises(nbdb.LockTimeoutError) as caught:
+                with other.lock("held", timeout=0.5):
+                    pass
+        assert str(caught.value) == "lock 'held' is held by another owner; gave up after 0.5s"
+    finally:
+        db.close()
+        other.close()
+
+
 def test_unix_socket_url(server: OvsdbModelsServer) -> None:
     url = f"ovsdb+unix://{server.members[0].extra['unix']}"
     with nbdb.connect(url, namespace="unix-test") as db:

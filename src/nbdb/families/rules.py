@@ -192,7 +192,7 @@ def not_found(key: RefKey, why: str = "") -> errors.NotFoundError:
 
 def stale(key: RefKey, stored: int, expected: int) -> errors.ConflictError:
     """A compare-and-swap against a version that is no longer the stored one."""
-    return errors.ConflictError(f"{_name(key)} is at version {stored}, not {expected}: re-read it and retry")
+    return errors.ConflictError(f"{_name(key)} is at version {stored}, not {expected}: re-read it and retry", key=key)
 
 
 def expected_version(op: WriteOp, stored: int) -> int:

@@ -273,8 +273,13 @@ class OvsdbBackend(OvsdbFamilyBackend):
                         handle = stack.enter_context(
                             hold_lock(target, self.nb_db or DEFAULT_NB, context, name, remaining)
                         )
-                    except (errors.AuthError, errors.LockTimeoutError):
+                    except errors.AuthError:
                         raise
+                    except errors.LockTimeoutError:
+                        # Said as the caller asked: the wait left for the session ("gave up after 0.4999958339976729s").
+                        raise errors.LockTimeoutError(
+                            f"lock {name!r} is held by another owner; gave up after {timeout}s"
+                        ) from None
                     except errors.BackendUnavailableError as exc:
                         if time.monotonic() > give_up:
                             raise

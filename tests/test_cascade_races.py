@@ -1,0 +1,63 @@
+"""A cascading delete of ``Model, id`` never fails because a dependent it cleared changed meanwhile."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Annotated, ClassVar
+from uuid import UUID
+
+import pytest
+from pydantic import Field, model_validator
+
+import nbdb
+
+pytestmark = pytest.mark.timeout(120)
+
+_BEFORE_COMMIT: dict[UUID, Callable[[], None]] = {}
+"""One-shot calls made while a copy of the group with that id is decoded (on a thread of their own, joined)."""
+
+
+class CascadeMember(nbdb.Model):
+    name: str
+
+
+class CascadeGroup(nbdb.Model):
+    """A port group: a hot object whose member list other writers change all the time."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    name: str
+    members: list[Annotated[UUID, nbdb.Reference("CascadeMember")]] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _meanwhile(self) -> CascadeGroup:
+        call = _BEFORE_COMMIT.pop(self.id, None)
+        if call is not None:
+            thread = threading.Thread(target=call)
+            thread.start()
+            thread.join(30)
+        return self
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "etcd"])
+def test_a_cascading_delete_by_id_goes_on_when_a_dependent_changes_meanwhile(
+    kind: str, url_of: Callable[[str], str], tmp_path: object
+) -> None:
+    # A controller deletes a port (whatever its version) while another one adds members to the port group
+    # that holds it: the cascade read the group, the group changed, and the delete raised ConflictError
+    # "CascadeGroup ... is at version 2, not 1: re-read it and retry" about an object the caller never read.
+    url = f"sqlite:///{tmp_path}/nb.db" if kind == "sqlite" else url_of(kind)
+    with nbdb.connect(url) as db, nbdb.connect(url) as other:
+        doomed, kept = db.create(CascadeMember(name="doomed")), db.create(CascadeMember(name="kept"))
+        group = db.create(CascadeGroup(name="g", members=[doomed.id, kept.id]))
+        _BEFORE_COMMIT[group.id] = lambda: other.mutate(group, add={"labels": {"by": "other"}}) and None
+        try:
+            revision = db.delete(CascadeMember, doomed.id, cascade=True)
+        finally:
+            _BEFORE_COMMIT.clear()
+        assert revision is not None
+        after = db.get(CascadeGroup, group.id)
+        assert after.members == [kept.id] and after.labels == {"by": "other"}, "both writes landed"
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(CascadeMember, doomed.id)
