@@ -105,3 +105,57 @@ def test_the_ovn_schemas_generate_models_that_import(name: str, tmp_path: Path) 
     module = load_generated(schema, tmp_path, f"gen_{name.replace('-', '_')}_{uuid.uuid4().hex[:6]}")
     tables = {getattr(module, n).nbdb_table for n in module.__all__ if hasattr(getattr(module, n), "nbdb_table")}
     assert tables == {f"{schema['name']}.{t}" for t in schema["tables"]}
+
+
+CONSTRAINED: dict[str, Any] = {
+    "name": "Constrained",
+    "version": "1.0.0",
+    "tables": {
+        "Gadget": {
+            "isRoot": True,
+            "columns": {
+                # Values no Python identifier or plain string literal holds as they are.
+                "mode": {"type": {"key": {"type": "string", "enum": ["set", ["a-b", "a_b", 'say "hi"', "back\\slash"]]}}},
+                "level": {"type": {"key": {"type": "integer", "enum": ["set", [3, 5, 7]]}}},
+                "gain": {"type": {"key": {"type": "real", "enum": ["set", [0.5, 1.5]]}, "min": 0, "max": 1}},
+                "ratio": {"type": {"key": {"type": "real", "minReal": 0.5, "maxReal": 2.5}}},
+                "below": {"type": {"key": {"type": "integer", "minInteger": -10, "maxInteger": -1}}},
+                "label": {"type": {"key": {"type": "string", "minLength": 2, "maxLength": 8}}},
+                "few": {"type": {"key": "string", "min": 0, "max": 3}},
+                "some": {"type": {"key": "integer", "min": 1, "max": "unlimited"}},
+                "pairs": {"type": {"key": "string", "value": "integer", "min": 1, "max": 2}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+    },
+}  # fmt: skip
+
+
+def test_generated_models_carry_every_constraint_of_the_schema(tmp_path: Path) -> None:
+    """Each value ovsdb-server would refuse is refused by the model, and its defaults are values it accepts.
+
+    The module did not import (an enum value with a quote ended its string; ``a-b`` and ``a_b`` made one
+    member twice; an integer enum's default was ``int.V_3``), and reals, string lengths and set or map
+    sizes were not checked: the server's refusal came back at the commit instead.
+    """
+    gen = load_generated(CONSTRAINED, tmp_path, f"constrained_{uuid.uuid4().hex[:6]}")
+    assert [m.value for m in gen.GadgetMode] == ["a-b", "a_b", 'say "hi"', "back\\slash"]
+    ok = gen.Gadget(label="ok", some=[1], pairs={"a": 1})
+    assert (ok.mode, ok.level, ok.gain, ok.ratio, ok.below) == ("a-b", 3, None, 0.5, -1)  # OVSDB's 0 moved in range
+    assert gen.Gadget(label="ok", some=[1], pairs={"a": 1}, mode='say "hi"', level=5, gain=1.5).gain == 1.5
+    for bad in (
+        {"level": 4},
+        {"gain": 1.0},
+        {"ratio": 2.6},
+        {"below": 0},
+        {"label": "x"},
+        {"label": "x" * 9},
+        {"few": ["a", "b", "c", "d"]},
+        {"some": []},
+        {"pairs": {}},
+        {"pairs": {"a": 1, "b": 2, "c": 3}},
+    ):
+        with pytest.raises(nbdb.ValidationError):
+            gen.Gadget(**{"label": "ok", "some": [1], "pairs": {"a": 1}, **bad})
+    with pytest.raises(nbdb.ValidationError):
+        gen.Gadget(some=[1], pairs={"a": 1})  # a string of at least 2 characters has no default
