@@ -102,3 +102,42 @@ def test_generated_northbound_models_read_what_nbdbs_own_models_write(tmp_path: 
         assert db.get(LogicalSwitch, mine.id).name == "renamed-through-generated"
         with pytest.raises(nbdb.ConflictError):
             db.update(mine.replace(name="stale"))
+
+
+KEYED: dict[str, Any] = {
+    "name": "Keyed",
+    "version": "0.1.0",
+    "tables": {
+        "QoS": {
+            "isRoot": True,
+            "columns": {
+                # As Open_vSwitch's QoS.queues and Bridge.flow_tables: maps whose keys are no strings.
+                "queues": {"type": {"key": {"type": "integer", "minInteger": 0, "maxInteger": 4294967295},
+                                    "value": {"type": "uuid", "refTable": "Queue"}, "min": 0, "max": "unlimited"}},
+                "weights": {"type": {"key": "real", "value": "boolean", "min": 0, "max": "unlimited"}},
+                "flags": {"type": {"key": "boolean", "value": "string", "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+        "Queue": {"isRoot": True, "columns": {"external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def test_maps_keyed_by_integers_reals_and_booleans_are_written(tmp_path: Path) -> None:
+    """A document holds a map's keys as text ("1"): they were sent so, and every write was refused."""
+    schema = tmp_path / "keyed.ovsschema"
+    schema.write_text(json.dumps(KEYED))
+    keyed = _generate(schema, tmp_path, f"keyed_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Keyed") as db:
+        queue = db.create(keyed.Queue())
+        qos = db.create(keyed.QoS(queues={1: queue.id}, weights={0.5: True}, flags={False: "off"}))
+        read = db.get(keyed.QoS, qos.id)
+        assert (read.queues, read.weights, read.flags) == ({1: queue.id}, {0.5: True}, {False: "off"})
+        assert read.version == qos.version  # read back as written: no foreign change
+        updated = db.update(read.replace(queues={7: queue.id, 1: queue.id}))
+        assert db.get(keyed.QoS, qos.id).queues == {1: queue.id, 7: queue.id} and updated.version == read.version + 1
+        db.mutate(updated, add={"weights": {2.5: False}})
+        assert db.get(keyed.QoS, qos.id).weights == {0.5: True, 2.5: False}
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(queue)  # QoS.queues still holds it
