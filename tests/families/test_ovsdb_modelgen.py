@@ -159,3 +159,16 @@ def test_generated_models_carry_every_constraint_of_the_schema(tmp_path: Path) -
             gen.Gadget(**{"label": "ok", "some": [1], "pairs": {"a": 1}, **bad})
     with pytest.raises(nbdb.ValidationError):
         gen.Gadget(some=[1], pairs={"a": 1})  # a string of at least 2 characters has no default
+
+
+def test_a_schema_in_which_no_table_is_a_root_has_every_table_a_root() -> None:
+    """ovsdb-server keeps the rows of such a schema (no garbage collection) and leaves "isRoot" out of
+    get_schema when every table is a root: nbdb read each as non-root (generated models said their rows
+    die without a referrer, and the OVSDB backend would refuse to create them)."""
+    plain = DatabaseSchema.parse({"name": "Plain", "tables": {"A": {"columns": {"x": {"type": "string"}}}}})
+    assert plain.tables["A"].is_root
+    mixed = DatabaseSchema.parse(
+        {"name": "Mixed", "tables": {"A": {"isRoot": True, "columns": {}}, "B": {"columns": {}}}}
+    )
+    assert mixed.tables["A"].is_root and not mixed.tables["B"].is_root
+    assert "live only while" not in generate_models(plain)
