@@ -141,3 +141,41 @@ def test_maps_keyed_by_integers_reals_and_booleans_are_written(tmp_path: Path) -
         assert db.get(keyed.QoS, qos.id).weights == {0.5: True, 2.5: False}
         with pytest.raises(nbdb.ReferenceError):
             db.delete(queue)  # QoS.queues still holds it
+
+
+NESTED: dict[str, Any] = {
+    "name": "Nested",
+    "version": "0.1.0",
+    "tables": {
+        "Parent": {
+            "isRoot": True,
+            "columns": {
+                "children": {"type": {"key": {"type": "uuid", "refTable": "Child"}, "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+        "Child": {"isRoot": False, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def test_a_row_of_a_non_root_table_nothing_references_is_refused_not_lost(tmp_path: Path) -> None:
+    """ovsdb-server deletes such a row as it commits: the create returned, after its whole timeout
+    waiting for the monitor to show the row, an object that was never there."""
+    schema = tmp_path / "nested.ovsschema"
+    schema.write_text(json.dumps(NESTED))
+    nested = _generate(schema, tmp_path, f"nested_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Nested", timeout=3) as db:
+        parent = db.create(nested.Parent())
+        with pytest.raises(nbdb.UnsupportedError, match="live only while another row references them"):
+            db.create(nested.Child(label="orphan"))
+        assert db.list(nested.Child) == []
+        with db.transaction() as txn:
+            first = txn.create(nested.Child(label="first"))
+            txn.update(parent.replace(children=[first.id]))
+        with db.transaction() as txn:
+            second = txn.create(nested.Child(label="second"))
+            txn.mutate(db.get(nested.Parent, parent.id), add={"children": [second.id]})
+        assert sorted(c.label for c in db.list(nested.Child)) == ["first", "second"]
+        db.update(db.get(nested.Parent, parent.id).replace(children=[]))
+        assert db.list(nested.Child) == []  # the server collected them, as the docs say
