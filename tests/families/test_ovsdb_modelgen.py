@@ -115,7 +115,8 @@ CONSTRAINED: dict[str, Any] = {
             "isRoot": True,
             "columns": {
                 # Values no Python identifier or plain string literal holds as they are.
-                "mode": {"type": {"key": {"type": "string", "enum": ["set", ["a-b", "a_b", 'say "hi"', "back\\slash"]]}}},
+                "mode": {"type": {"key": {"type": "string",
+                                          "enum": ["set", ["a-b", "a_b", 'say "hi"', "back\\slash"]]}}},
                 "level": {"type": {"key": {"type": "integer", "enum": ["set", [3, 5, 7]]}}},
                 "gain": {"type": {"key": {"type": "real", "enum": ["set", [0.5, 1.5]]}, "min": 0, "max": 1}},
                 "ratio": {"type": {"key": {"type": "real", "minReal": 0.5, "maxReal": 2.5}}},

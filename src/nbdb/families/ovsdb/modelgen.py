@@ -98,9 +98,7 @@ class _Module:
             bounds = [f"{op}={v!r}" for op, v in (("ge", base.min_real), ("le", base.max_real)) if v is not None]
         elif base.kind == "string":
             # OVSDB counts characters (code points), as len() does.
-            bounds = [
-                f"{op}={v}" for op, v in (("min_length", base.min_length), ("max_length", base.max_length)) if v
-            ]
+            bounds = [f"{op}={v}" for op, v in (("min_length", base.min_length), ("max_length", base.max_length)) if v]
         if bounds:
             self.needs.update({"Annotated", "Field"})
             return f"Annotated[{_PYTHON[base.kind]}, Field({', '.join(bounds)})]"

@@ -66,7 +66,11 @@ class DatabaseSchema:
             indexes = tuple(tuple(index) for index in tdoc.get("indexes", []))
             max_rows = tdoc.get("maxRows")
             tables[tname] = TableSchema(
-                tname, columns, every_root or bool(tdoc.get("isRoot", False)), indexes, None if max_rows is None else int(max_rows)
+                tname,
+                columns,
+                every_root or bool(tdoc.get("isRoot", False)),
+                indexes,
+                None if max_rows is None else int(max_rows),
             )
         return cls(str(doc["name"]), str(doc.get("version", "")), tables, doc)
 
