@@ -179,3 +179,39 @@ def test_a_row_of_a_non_root_table_nothing_references_is_refused_not_lost(tmp_pa
         assert sorted(c.label for c in db.list(nested.Child)) == ["first", "second"]
         db.update(db.get(nested.Parent, parent.id).replace(children=[]))
         assert db.list(nested.Child) == []  # the server collected them, as the docs say
+
+
+AT_LEAST_ONE: dict[str, Any] = {
+    "name": "AtLeastOne",
+    "version": "0.1.0",
+    "tables": {
+        "Port": {
+            "isRoot": True,
+            "columns": {
+                # As Open_vSwitch's Port.interfaces or OVN's Logical_Router_Port.networks.
+                "trunks": {"type": {"key": "integer", "min": 1, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+    },
+}  # fmt: skip
+
+
+def test_a_mutation_replacing_the_only_member_of_a_set_of_at_least_one_lands(tmp_path: Path) -> None:
+    """ovsdb-server checks a set's size after each mutation: the plan deleted the old member before
+    inserting the new one, and the server refused the empty set in between (memory and the kv
+    stores, which apply the change whole, took it)."""
+    schema = tmp_path / "at_least_one.ovsschema"
+    schema.write_text(json.dumps(AT_LEAST_ONE))
+    gen = _generate(schema, tmp_path, f"at_least_one_models_{uuid.uuid4().hex[:6]}")
+    steps: list[tuple[list[int], list[int]]] = [([5], [1]), ([7, 5], [5]), ([7], [7, 5]), ([2], [7])]
+    seen: dict[str, list[list[int]]] = {}
+    with OvsdbServer(schema=schema) as server:
+        for url, kwargs in ((server.url, {"database": "AtLeastOne"}), ("memory://", {})):
+            with nbdb.connect(url, **kwargs) as db:
+                port = db.create(gen.Port(trunks=[1]))
+                for add, remove in steps:
+                    port = db.mutate(db.get(gen.Port, port.id), add={"trunks": add}, remove={"trunks": remove})
+                    assert db.get(gen.Port, port.id).trunks == port.trunks
+                    seen.setdefault(url.split(":")[0], []).append(sorted(port.trunks))
+    assert seen["ovsdb+tcp"] == seen["memory"] == [[5], [5, 7], [7], [2]]
