@@ -173,3 +173,28 @@ def test_a_schema_in_which_no_table_is_a_root_has_every_table_a_root() -> None:
     )
     assert mixed.tables["A"].is_root and not mixed.tables["B"].is_root
     assert "live only while" not in generate_models(plain)
+
+
+def test_generated_names_never_hide_one_another_nor_the_models_own(tmp_path: Path) -> None:
+    """A table ``Port_Type`` and the enum of ``Port.type`` were both ``PortType`` (the table won:
+    ``Port.type`` became a nested model); a table ``Field`` hid pydantic's ``Field``; a column
+    ``replace`` hid ``Model.replace`` (every update through the model failed)."""
+    schema: dict[str, Any] = {
+        "name": "Clash",
+        "tables": {
+            "Port": {"isRoot": True, "columns": {"type": {"type": {"key": {"type": "string", "enum": ["set", ["a", "b"]]}}},
+                                                  "external_ids": {"type": _MAP}}},
+            "Port_Type": {"isRoot": True, "columns": {"x": {"type": "string"}}},
+            "Field": {"isRoot": True, "columns": {"tags": {"type": {"key": "string", "min": 0, "max": "unlimited"}}}},
+            "T": {"isRoot": True, "columns": {"replace": {"type": "string"}, "schema": {"type": "string"},
+                                              "nbdb_table": {"type": "string"}, "name": {"type": "string"},
+                                              "external_ids": {"type": _MAP}}},
+        },
+    }  # fmt: skip
+    gen = load_generated(schema, tmp_path, f"clash_{uuid.uuid4().hex[:6]}")
+    assert gen.Port(type="b").type == "b" and gen.PortType.nbdb_table == "Clash.Port_Type"
+    assert gen.FieldTable(tags=["x"]).tags == ["x"]
+    assert set(gen.T.model_fields) == {"id", "version", "topic", "external_ids", "name"}
+    with nbdb.connect("memory://") as db:
+        t = db.create(gen.T(name="one"))
+        assert db.update(t.replace(name="two")).name == "two"

@@ -15,8 +15,10 @@ nbdb's own logical schema. Per column:
   indexes their columns).
 
 ``external_ids`` is the base models' own field; columns whose names a model
-cannot have (``id``, ``version``, ``topic``, Python keywords) are left out,
-with a comment saying so.
+cannot have (``id``, ``version``, ``topic``, Python keywords, the model's own
+attributes such as ``replace`` or ``schema``) are left out, with a comment
+saying so. Class names are unique in the module (a clash gets ``Table`` or
+``Enum`` appended).
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from typing import Any
 from nbdb import errors
 from nbdb.families.ovsdb.datum import BaseType, ColumnType
 from nbdb.families.ovsdb.schema import ColumnSchema, DatabaseSchema, TableSchema
+from nbdb.models import Model
 
 __all__ = ["class_name", "generate_models"]
 
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
+_IMPORTED = frozenset({"Annotated", "ClassVar", "Field", "Literal", "Model", "Reference", "StrEnum", "UUID"})
+"""Names the generated module imports, which no class of it may take."""
 _PYTHON = {"string": "str", "integer": "int", "real": "float", "boolean": "bool", "uuid": "UUID"}
 
 
@@ -63,6 +68,20 @@ class _Module:
         """Enum -> its members' names, in the order of its values (distinct: ``a-b`` and ``a_b`` differ)."""
         self.classes: list[str] = []
         self.needs: set[str] = set()
+        # Each name of the module once: a table's class, then each enum, never an imported name
+        # (a table "Port_Type" and the enum of "Port.type" were both PortType: the later one won).
+        self.taken: set[str] = set(_IMPORTED)
+        self.names = {name: self.unique(class_name(name), "Table") for name in sorted(schema.tables)}
+
+    def unique(self, name: str, suffix: str) -> str:
+        """``name``, or ``name`` + ``suffix`` (then a number) if the module has it already; taken."""
+        candidate, n = name, 2
+        if candidate in self.taken:
+            candidate = name + suffix
+        while candidate in self.taken:
+            candidate, n = f"{name}{suffix}{n}", n + 1
+        self.taken.add(candidate)
+        return candidate
 
     def atom(self, table: str, column: str, base: BaseType) -> str:
         """The Python type of one atom of a column, with the schema's constraints on it."""
@@ -75,7 +94,7 @@ class _Module:
             self.needs.update({"UUID", "Annotated", "Reference"})
             return f'Annotated[UUID, Reference("{self.schema.name}.{base.ref_table}")]'
         if base.kind == "string" and base.enum:
-            name = class_name(table) + class_name(column)
+            name = self.unique(class_name(table) + class_name(column), "Enum")
             self.enums[name] = [str(v) for v in base.enum]
             members: list[str] = []
             for value in self.enums[name]:
@@ -148,7 +167,7 @@ class _Module:
 
     def table(self, table: TableSchema) -> None:
         """The model class of one table."""
-        lines = [f"class {class_name(table.name)}(Model):"]
+        lines = [f"class {self.names[table.name]}(Model):"]
         root = "" if table.is_root else " Rows live only while a row of another table references them."
         lines.append(f'    """``{self.schema.name}.{table.name}``.{root}"""')
         lines.append("")
@@ -224,7 +243,10 @@ def _usable(name: str) -> bool:
         name.isidentifier()
         and not keyword.iskeyword(name)
         and name not in _RESERVED
-        and not name.startswith(("_", "model_"))
+        and not name.startswith(("_", "model_", "nbdb_"))
+        # A field named as one of the model's own attributes hides it (a column "replace" made
+        # obj.replace a string, and every update through the model failed).
+        and not hasattr(Model, name)
     )
 
 
