@@ -182,8 +182,10 @@ def test_generated_names_never_hide_one_another_nor_the_models_own(tmp_path: Pat
     schema: dict[str, Any] = {
         "name": "Clash",
         "tables": {
-            "Port": {"isRoot": True, "columns": {"type": {"type": {"key": {"type": "string", "enum": ["set", ["a", "b"]]}}},
-                                                  "external_ids": {"type": _MAP}}},
+            "Port": {"isRoot": True, "columns": {
+                "type": {"type": {"key": {"type": "string", "enum": ["set", ["a", "b"]]}}},
+                "external_ids": {"type": _MAP},
+            }},
             "Port_Type": {"isRoot": True, "columns": {"x": {"type": "string"}}},
             "Field": {"isRoot": True, "columns": {"tags": {"type": {"key": "string", "min": 0, "max": "unlimited"}}}},
             "T": {"isRoot": True, "columns": {"replace": {"type": "string"}, "schema": {"type": "string"},
