@@ -215,3 +215,41 @@ def test_a_mutation_replacing_the_only_member_of_a_set_of_at_least_one_lands(tmp
                     assert db.get(gen.Port, port.id).trunks == port.trunks
                     seen.setdefault(url.split(":")[0], []).append(sorted(port.trunks))
     assert seen["ovsdb+tcp"] == seen["memory"] == [[5], [5, 7], [7], [2]]
+
+
+NUMBERS: dict[str, Any] = {
+    "name": "Numbers",
+    "version": "0.1.0",
+    "tables": {
+        "Counter": {
+            "isRoot": True,
+            "columns": {
+                "value": {"type": "integer"},
+                "maybe": {"type": {"key": "integer", "min": 0, "max": 1}},
+                "many": {"type": {"key": "integer", "min": 0, "max": "unlimited"}},
+                "by_id": {"type": {"key": "integer", "value": "integer", "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("big", [2**63, 2**64, -(2**63) - 1])
+def test_an_integer_outside_ovsdbs_64_bits_is_refused_before_it_is_sent(tmp_path: Path, big: int) -> None:
+    """ovsdb-server stored some such values as another number (2**64 as 0), and create() returned the
+    written copy: the object read back later held something else."""
+    schema = tmp_path / "numbers.ovsschema"
+    schema.write_text(json.dumps(NUMBERS))
+    gen = _generate(schema, tmp_path, f"numbers_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Numbers") as db:
+        counter = db.create(gen.Counter(value=2**63 - 1, maybe=-(2**63), many=[1], by_id={1: 2}))
+        for fields in ({"value": big}, {"maybe": big}, {"many": [1, big]}, {"by_id": {big: 1}}, {"by_id": {1: big}}):
+            with pytest.raises(nbdb.ValidationError, match="outside OVSDB's integers"):
+                db.update(counter.replace(**fields))
+            with pytest.raises(nbdb.ValidationError, match="outside OVSDB's integers"):
+                db.create(gen.Counter(**fields))
+        with pytest.raises(nbdb.ValidationError, match="outside OVSDB's integers"):
+            db.mutate(counter, add={"many": [big]})
+        assert db.list(gen.Counter) == [counter]
+        assert (counter.value, counter.maybe) == (2**63 - 1, -(2**63))

@@ -26,6 +26,8 @@ from nbdb import errors
 
 __all__ = [
     "ATOMIC_TYPES",
+    "INT_MAX",
+    "INT_MIN",
     "BaseType",
     "ColumnType",
     "Toggled",
@@ -198,6 +200,10 @@ def unescape(text: Any) -> Any:
     return text
 
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+"""OVSDB's integers: 64-bit, signed."""
+
+
 def atom_to_wire(kind: str, value: Any) -> Any:
     """One atom of type ``kind`` as JSON; ValidationError if ``value`` is not of that type."""
     if kind == "uuid":
@@ -209,6 +215,10 @@ def atom_to_wire(kind: str, value: Any) -> Any:
     if kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             raise errors.ValidationError(f"expected an integer, got {value!r}")
+        if not INT_MIN <= value <= INT_MAX:
+            # ovsdb-server refuses some (a column's value) and stores others as another number (a map's
+            # key 2**64 became 0): both are refused here, before anything is sent.
+            raise errors.ValidationError(f"{value} is outside OVSDB's integers (64-bit, signed)")
         return value
     if kind == "real":
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from nbdb import errors, storable
-from nbdb.families.ovsdb.datum import default_cell, escape, escape_each, wire_map
+from nbdb.families.ovsdb.datum import INT_MAX, INT_MIN, default_cell, escape, escape_each, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 from nbdb.families.ovsdb.ops import parse_uuid, uuid_text
 from nbdb.models import shared
@@ -809,7 +809,7 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
                 if value is None:
                     cells[column], wire[column], values[name] = None, ["set", []], None
                     continue
-                if type(value) is cm.plain_type:
+                if type(value) is cm.plain_type and (type(value) is not int or INT_MIN <= value <= INT_MAX):
                     cells[column] = values[name] = value
                     wire[column] = escape(value) if type(value) is str else value
                     continue
