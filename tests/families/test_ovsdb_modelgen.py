@@ -200,3 +200,14 @@ def test_generated_names_never_hide_one_another_nor_the_models_own(tmp_path: Pat
     with nbdb.connect("memory://") as db:
         t = db.create(gen.T(name="one"))
         assert db.update(t.replace(name="two")).name == "two"
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    [{"key": "string", "min": 3}, {"key": "string", "min": 2, "max": "unlimited"}, {"key": "string", "max": 0},
+     {"key": "integer", "min": 1, "max": 0}],
+)  # fmt: skip
+def test_a_column_type_ovsdb_refuses_is_refused_not_generated(ctype: dict[str, Any]) -> None:
+    """``"min": 3`` made a field ``Field(min_length=3, max_length=1)`` that no value passes."""
+    with pytest.raises(nbdb.ValidationError, match="not an OVSDB column type"):
+        DatabaseSchema.parse({"name": "Bad", "tables": {"A": {"columns": {"c": {"type": ctype}}}}})

@@ -125,11 +125,15 @@ class ColumnType:
         if not isinstance(spec, dict) or "key" not in spec:
             raise errors.ValidationError(f"not an OVSDB column type: {spec!r}")
         kmax = spec.get("max", 1)
+        low, high = int(spec.get("min", 1)), None if kmax == "unlimited" else int(kmax)
+        if low not in (0, 1) or (high is not None and high < max(low, 1)):
+            # RFC 7047: min is 0 or 1, max at least 1 and min (ovsdb-server refuses any other schema).
+            raise errors.ValidationError(f"not an OVSDB column type: min {low}, max {kmax!r} in {spec!r}")
         return cls(
             BaseType.parse(spec["key"]),
             None if spec.get("value") is None else BaseType.parse(spec["value"]),
-            int(spec.get("min", 1)),
-            None if kmax == "unlimited" else int(kmax),
+            low,
+            high,
         )
 
     @classmethod
