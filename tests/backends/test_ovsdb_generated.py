@@ -102,3 +102,154 @@ def test_generated_northbound_models_read_what_nbdbs_own_models_write(tmp_path: 
         assert db.get(LogicalSwitch, mine.id).name == "renamed-through-generated"
         with pytest.raises(nbdb.ConflictError):
             db.update(mine.replace(name="stale"))
+
+
+KEYED: dict[str, Any] = {
+    "name": "Keyed",
+    "version": "0.1.0",
+    "tables": {
+        "QoS": {
+            "isRoot": True,
+            "columns": {
+                # As Open_vSwitch's QoS.queues and Bridge.flow_tables: maps whose keys are no strings.
+                "queues": {"type": {"key": {"type": "integer", "minInteger": 0, "maxInteger": 4294967295},
+                                    "value": {"type": "uuid", "refTable": "Queue"}, "min": 0, "max": "unlimited"}},
+                "weights": {"type": {"key": "real", "value": "boolean", "min": 0, "max": "unlimited"}},
+                "flags": {"type": {"key": "boolean", "value": "string", "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+        "Queue": {"isRoot": True, "columns": {"external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def test_maps_keyed_by_integers_reals_and_booleans_are_written(tmp_path: Path) -> None:
+    """A document holds a map's keys as text ("1"): they were sent so, and every write was refused."""
+    schema = tmp_path / "keyed.ovsschema"
+    schema.write_text(json.dumps(KEYED))
+    keyed = _generate(schema, tmp_path, f"keyed_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Keyed") as db:
+        queue = db.create(keyed.Queue())
+        qos = db.create(keyed.QoS(queues={1: queue.id}, weights={0.5: True}, flags={False: "off"}))
+        read = db.get(keyed.QoS, qos.id)
+        assert (read.queues, read.weights, read.flags) == ({1: queue.id}, {0.5: True}, {False: "off"})
+        assert read.version == qos.version  # read back as written: no foreign change
+        updated = db.update(read.replace(queues={7: queue.id, 1: queue.id}))
+        assert db.get(keyed.QoS, qos.id).queues == {1: queue.id, 7: queue.id} and updated.version == read.version + 1
+        db.mutate(updated, add={"weights": {2.5: False}})
+        assert db.get(keyed.QoS, qos.id).weights == {0.5: True, 2.5: False}
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(queue)  # QoS.queues still holds it
+
+
+NESTED: dict[str, Any] = {
+    "name": "Nested",
+    "version": "0.1.0",
+    "tables": {
+        "Parent": {
+            "isRoot": True,
+            "columns": {
+                "children": {"type": {"key": {"type": "uuid", "refTable": "Child"}, "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+        "Child": {"isRoot": False, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def test_a_row_of_a_non_root_table_nothing_references_is_refused_not_lost(tmp_path: Path) -> None:
+    """ovsdb-server deletes such a row as it commits: the create returned, after its whole timeout
+    waiting for the monitor to show the row, an object that was never there."""
+    schema = tmp_path / "nested.ovsschema"
+    schema.write_text(json.dumps(NESTED))
+    nested = _generate(schema, tmp_path, f"nested_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Nested", timeout=3) as db:
+        parent = db.create(nested.Parent())
+        with pytest.raises(nbdb.UnsupportedError, match="live only while another row references them"):
+            db.create(nested.Child(label="orphan"))
+        assert db.list(nested.Child) == []
+        with db.transaction() as txn:
+            first = txn.create(nested.Child(label="first"))
+            txn.update(parent.replace(children=[first.id]))
+        with db.transaction() as txn:
+            second = txn.create(nested.Child(label="second"))
+            txn.mutate(db.get(nested.Parent, parent.id), add={"children": [second.id]})
+        assert sorted(c.label for c in db.list(nested.Child)) == ["first", "second"]
+        db.update(db.get(nested.Parent, parent.id).replace(children=[]))
+        assert db.list(nested.Child) == []  # the server collected them, as the docs say
+
+
+AT_LEAST_ONE: dict[str, Any] = {
+    "name": "AtLeastOne",
+    "version": "0.1.0",
+    "tables": {
+        "Port": {
+            "isRoot": True,
+            "columns": {
+                # As Open_vSwitch's Port.interfaces or OVN's Logical_Router_Port.networks.
+                "trunks": {"type": {"key": "integer", "min": 1, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+    },
+}  # fmt: skip
+
+
+def test_a_mutation_replacing_the_only_member_of_a_set_of_at_least_one_lands(tmp_path: Path) -> None:
+    """ovsdb-server checks a set's size after each mutation: the plan deleted the old member before
+    inserting the new one, and the server refused the empty set in between (memory and the kv
+    stores, which apply the change whole, took it)."""
+    schema = tmp_path / "at_least_one.ovsschema"
+    schema.write_text(json.dumps(AT_LEAST_ONE))
+    gen = _generate(schema, tmp_path, f"at_least_one_models_{uuid.uuid4().hex[:6]}")
+    steps: list[tuple[list[int], list[int]]] = [([5], [1]), ([7, 5], [5]), ([7], [7, 5]), ([2], [7])]
+    seen: dict[str, list[list[int]]] = {}
+    with OvsdbServer(schema=schema) as server:
+        for url, kwargs in ((server.url, {"database": "AtLeastOne"}), ("memory://", {})):
+            with nbdb.connect(url, **kwargs) as db:
+                port = db.create(gen.Port(trunks=[1]))
+                for add, remove in steps:
+                    port = db.mutate(db.get(gen.Port, port.id), add={"trunks": add}, remove={"trunks": remove})
+                    assert db.get(gen.Port, port.id).trunks == port.trunks
+                    seen.setdefault(url.split(":")[0], []).append(sorted(port.trunks))
+    assert seen["ovsdb+tcp"] == seen["memory"] == [[5], [5, 7], [7], [2]]
+
+
+NUMBERS: dict[str, Any] = {
+    "name": "Numbers",
+    "version": "0.1.0",
+    "tables": {
+        "Counter": {
+            "isRoot": True,
+            "columns": {
+                "value": {"type": "integer"},
+                "maybe": {"type": {"key": "integer", "min": 0, "max": 1}},
+                "many": {"type": {"key": "integer", "min": 0, "max": "unlimited"}},
+                "by_id": {"type": {"key": "integer", "value": "integer", "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("big", [2**63, 2**64, -(2**63) - 1])
+def test_an_integer_outside_ovsdbs_64_bits_is_refused_before_it_is_sent(tmp_path: Path, big: int) -> None:
+    """ovsdb-server stored some such values as another number (2**64 as 0), and create() returned the
+    written copy: the object read back later held something else."""
+    schema = tmp_path / "numbers.ovsschema"
+    schema.write_text(json.dumps(NUMBERS))
+    gen = _generate(schema, tmp_path, f"numbers_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Numbers") as db:
+        counter = db.create(gen.Counter(value=2**63 - 1, maybe=-(2**63), many=[1], by_id={1: 2}))
+        for fields in ({"value": big}, {"maybe": big}, {"many": [1, big]}, {"by_id": {big: 1}}, {"by_id": {1: big}}):
+            with pytest.raises(nbdb.ValidationError, match="outside OVSDB's integers"):
+                db.update(counter.replace(**fields))
+            with pytest.raises(nbdb.ValidationError, match="outside OVSDB's integers"):
+                db.create(gen.Counter(**fields))
+        with pytest.raises(nbdb.ValidationError, match="outside OVSDB's integers"):
+            db.mutate(counter, add={"many": [big]})
+        assert db.list(gen.Counter) == [counter]
+        assert (counter.value, counter.maybe) == (2**63 - 1, -(2**63))

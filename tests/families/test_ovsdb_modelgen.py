@@ -105,3 +105,109 @@ def test_the_ovn_schemas_generate_models_that_import(name: str, tmp_path: Path) 
     module = load_generated(schema, tmp_path, f"gen_{name.replace('-', '_')}_{uuid.uuid4().hex[:6]}")
     tables = {getattr(module, n).nbdb_table for n in module.__all__ if hasattr(getattr(module, n), "nbdb_table")}
     assert tables == {f"{schema['name']}.{t}" for t in schema["tables"]}
+
+
+CONSTRAINED: dict[str, Any] = {
+    "name": "Constrained",
+    "version": "1.0.0",
+    "tables": {
+        "Gadget": {
+            "isRoot": True,
+            "columns": {
+                # Values no Python identifier or plain string literal holds as they are.
+                "mode": {"type": {"key": {"type": "string",
+                                          "enum": ["set", ["a-b", "a_b", 'say "hi"', "back\\slash"]]}}},
+                "level": {"type": {"key": {"type": "integer", "enum": ["set", [3, 5, 7]]}}},
+                "gain": {"type": {"key": {"type": "real", "enum": ["set", [0.5, 1.5]]}, "min": 0, "max": 1}},
+                "ratio": {"type": {"key": {"type": "real", "minReal": 0.5, "maxReal": 2.5}}},
+                "below": {"type": {"key": {"type": "integer", "minInteger": -10, "maxInteger": -1}}},
+                "label": {"type": {"key": {"type": "string", "minLength": 2, "maxLength": 8}}},
+                "few": {"type": {"key": "string", "min": 0, "max": 3}},
+                "some": {"type": {"key": "integer", "min": 1, "max": "unlimited"}},
+                "pairs": {"type": {"key": "string", "value": "integer", "min": 1, "max": 2}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+    },
+}  # fmt: skip
+
+
+def test_generated_models_carry_every_constraint_of_the_schema(tmp_path: Path) -> None:
+    """Each value ovsdb-server would refuse is refused by the model, and its defaults are values it accepts.
+
+    The module did not import (an enum value with a quote ended its string; ``a-b`` and ``a_b`` made one
+    member twice; an integer enum's default was ``int.V_3``), and reals, string lengths and set or map
+    sizes were not checked: the server's refusal came back at the commit instead.
+    """
+    gen = load_generated(CONSTRAINED, tmp_path, f"constrained_{uuid.uuid4().hex[:6]}")
+    assert [m.value for m in gen.GadgetMode] == ["a-b", "a_b", 'say "hi"', "back\\slash"]
+    ok = gen.Gadget(label="ok", some=[1], pairs={"a": 1})
+    assert (ok.mode, ok.level, ok.gain, ok.ratio, ok.below) == ("a-b", 3, None, 0.5, -1)  # OVSDB's 0 moved in range
+    assert gen.Gadget(label="ok", some=[1], pairs={"a": 1}, mode='say "hi"', level=5, gain=1.5).gain == 1.5
+    for bad in (
+        {"level": 4},
+        {"gain": 1.0},
+        {"ratio": 2.6},
+        {"below": 0},
+        {"label": "x"},
+        {"label": "x" * 9},
+        {"few": ["a", "b", "c", "d"]},
+        {"some": []},
+        {"pairs": {}},
+        {"pairs": {"a": 1, "b": 2, "c": 3}},
+    ):
+        with pytest.raises(nbdb.ValidationError):
+            gen.Gadget(**{"label": "ok", "some": [1], "pairs": {"a": 1}, **bad})
+    with pytest.raises(nbdb.ValidationError):
+        gen.Gadget(some=[1], pairs={"a": 1})  # a string of at least 2 characters has no default
+
+
+def test_a_schema_in_which_no_table_is_a_root_has_every_table_a_root() -> None:
+    """ovsdb-server keeps the rows of such a schema (no garbage collection) and leaves "isRoot" out of
+    get_schema when every table is a root: nbdb read each as non-root (generated models said their rows
+    die without a referrer, and the OVSDB backend would refuse to create them)."""
+    plain = DatabaseSchema.parse({"name": "Plain", "tables": {"A": {"columns": {"x": {"type": "string"}}}}})
+    assert plain.tables["A"].is_root
+    mixed = DatabaseSchema.parse(
+        {"name": "Mixed", "tables": {"A": {"isRoot": True, "columns": {}}, "B": {"columns": {}}}}
+    )
+    assert mixed.tables["A"].is_root and not mixed.tables["B"].is_root
+    assert "live only while" not in generate_models(plain)
+
+
+def test_generated_names_never_hide_one_another_nor_the_models_own(tmp_path: Path) -> None:
+    """A table ``Port_Type`` and the enum of ``Port.type`` were both ``PortType`` (the table won:
+    ``Port.type`` became a nested model); a table ``Field`` hid pydantic's ``Field``; a column
+    ``replace`` hid ``Model.replace`` (every update through the model failed)."""
+    schema: dict[str, Any] = {
+        "name": "Clash",
+        "tables": {
+            "Port": {"isRoot": True, "columns": {
+                "type": {"type": {"key": {"type": "string", "enum": ["set", ["a", "b"]]}}},
+                "external_ids": {"type": _MAP},
+            }},
+            "Port_Type": {"isRoot": True, "columns": {"x": {"type": "string"}}},
+            "Field": {"isRoot": True, "columns": {"tags": {"type": {"key": "string", "min": 0, "max": "unlimited"}}}},
+            "T": {"isRoot": True, "columns": {"replace": {"type": "string"}, "schema": {"type": "string"},
+                                              "nbdb_table": {"type": "string"}, "name": {"type": "string"},
+                                              "external_ids": {"type": _MAP}}},
+        },
+    }  # fmt: skip
+    gen = load_generated(schema, tmp_path, f"clash_{uuid.uuid4().hex[:6]}")
+    assert gen.Port(type="b").type == "b" and gen.PortType.nbdb_table == "Clash.Port_Type"
+    assert gen.FieldTable(tags=["x"]).tags == ["x"]
+    assert set(gen.T.model_fields) == {"id", "version", "topic", "external_ids", "name"}
+    with nbdb.connect("memory://") as db:
+        t = db.create(gen.T(name="one"))
+        assert db.update(t.replace(name="two")).name == "two"
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    [{"key": "string", "min": 3}, {"key": "string", "min": 2, "max": "unlimited"}, {"key": "string", "max": 0},
+     {"key": "integer", "min": 1, "max": 0}],
+)  # fmt: skip
+def test_a_column_type_ovsdb_refuses_is_refused_not_generated(ctype: dict[str, Any]) -> None:
+    """``"min": 3`` made a field ``Field(min_length=3, max_length=1)`` that no value passes."""
+    with pytest.raises(nbdb.ValidationError, match="not an OVSDB column type"):
+        DatabaseSchema.parse({"name": "Bad", "tables": {"A": {"columns": {"c": {"type": ctype}}}}})

@@ -26,6 +26,8 @@ from nbdb import errors
 
 __all__ = [
     "ATOMIC_TYPES",
+    "INT_MAX",
+    "INT_MIN",
     "BaseType",
     "ColumnType",
     "Toggled",
@@ -123,11 +125,15 @@ class ColumnType:
         if not isinstance(spec, dict) or "key" not in spec:
             raise errors.ValidationError(f"not an OVSDB column type: {spec!r}")
         kmax = spec.get("max", 1)
+        low, high = int(spec.get("min", 1)), None if kmax == "unlimited" else int(kmax)
+        if low not in (0, 1) or (high is not None and high < max(low, 1)):
+            # RFC 7047: min is 0 or 1, max at least 1 and min (ovsdb-server refuses any other schema).
+            raise errors.ValidationError(f"not an OVSDB column type: min {low}, max {kmax!r} in {spec!r}")
         return cls(
             BaseType.parse(spec["key"]),
             None if spec.get("value") is None else BaseType.parse(spec["value"]),
-            int(spec.get("min", 1)),
-            None if kmax == "unlimited" else int(kmax),
+            low,
+            high,
         )
 
     @classmethod
@@ -198,6 +204,10 @@ def unescape(text: Any) -> Any:
     return text
 
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+"""OVSDB's integers: 64-bit, signed."""
+
+
 def atom_to_wire(kind: str, value: Any) -> Any:
     """One atom of type ``kind`` as JSON; ValidationError if ``value`` is not of that type."""
     if kind == "uuid":
@@ -209,6 +219,10 @@ def atom_to_wire(kind: str, value: Any) -> Any:
     if kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             raise errors.ValidationError(f"expected an integer, got {value!r}")
+        if not INT_MIN <= value <= INT_MAX:
+            # ovsdb-server refuses some (a column's value) and stores others as another number (a map's
+            # key 2**64 became 0): both are refused here, before anything is sent.
+            raise errors.ValidationError(f"{value} is outside OVSDB's integers (64-bit, signed)")
         return value
     if kind == "real":
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -15,12 +15,15 @@ nbdb's own logical schema. Per column:
   indexes their columns).
 
 ``external_ids`` is the base models' own field; columns whose names a model
-cannot have (``id``, ``version``, ``topic``, Python keywords) are left out,
-with a comment saying so.
+cannot have (``id``, ``version``, ``topic``, Python keywords, the model's own
+attributes such as ``replace`` or ``schema``) are left out, with a comment
+saying so. Class names are unique in the module (a clash gets ``Table`` or
+``Enum`` appended).
 """
 
 from __future__ import annotations
 
+import json
 import keyword
 import re
 from typing import Any
@@ -28,10 +31,13 @@ from typing import Any
 from nbdb import errors
 from nbdb.families.ovsdb.datum import BaseType, ColumnType
 from nbdb.families.ovsdb.schema import ColumnSchema, DatabaseSchema, TableSchema
+from nbdb.models import Model
 
 __all__ = ["class_name", "generate_models"]
 
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
+_IMPORTED = frozenset({"Annotated", "ClassVar", "Field", "Literal", "Model", "Reference", "StrEnum", "UUID"})
+"""Names the generated module imports, which no class of it may take."""
 _PYTHON = {"string": "str", "integer": "int", "real": "float", "boolean": "bool", "uuid": "UUID"}
 
 
@@ -58,11 +64,27 @@ class _Module:
     def __init__(self, schema: DatabaseSchema) -> None:
         self.schema = schema
         self.enums: dict[str, list[str]] = {}
+        self.members: dict[str, list[str]] = {}
+        """Enum -> its members' names, in the order of its values (distinct: ``a-b`` and ``a_b`` differ)."""
         self.classes: list[str] = []
         self.needs: set[str] = set()
+        # Each name of the module once: a table's class, then each enum, never an imported name
+        # (a table "Port_Type" and the enum of "Port.type" were both PortType: the later one won).
+        self.taken: set[str] = set(_IMPORTED)
+        self.names = {name: self.unique(class_name(name), "Table") for name in sorted(schema.tables)}
+
+    def unique(self, name: str, suffix: str) -> str:
+        """``name``, or ``name`` + ``suffix`` (then a number) if the module has it already; taken."""
+        candidate, n = name, 2
+        if candidate in self.taken:
+            candidate = name + suffix
+        while candidate in self.taken:
+            candidate, n = f"{name}{suffix}{n}", n + 1
+        self.taken.add(candidate)
+        return candidate
 
     def atom(self, table: str, column: str, base: BaseType) -> str:
-        """The Python type of one atom of a column."""
+        """The Python type of one atom of a column, with the schema's constraints on it."""
         if base.kind == "uuid" and base.ref_table:
             if base.ref_table not in self.schema.tables:
                 # ovsdb-server refuses such a schema; the module was written, and failed at its first write.
@@ -72,46 +94,80 @@ class _Module:
             self.needs.update({"UUID", "Annotated", "Reference"})
             return f'Annotated[UUID, Reference("{self.schema.name}.{base.ref_table}")]'
         if base.kind == "string" and base.enum:
-            name = class_name(table) + class_name(column)
+            name = self.unique(class_name(table) + class_name(column), "Enum")
             self.enums[name] = [str(v) for v in base.enum]
+            members: list[str] = []
+            for value in self.enums[name]:
+                member, n = _member(value), 2
+                while member in members:
+                    member, n = f"{_member(value)}_{n}", n + 1
+                members.append(member)
+            self.members[name] = members
             return name
+        if base.enum:
+            # An enum of integers, reals or booleans: the values themselves (a StrEnum holds strings only).
+            self.needs.add("Literal")
+            return f"Literal[{', '.join(_literal(base.kind, v) for v in base.enum)}]"
         if base.kind == "uuid":
             self.needs.add("UUID")
-        if base.kind == "integer" and (base.min_integer is not None or base.max_integer is not None):
+        bounds = []
+        if base.kind == "integer":
+            bounds = [f"{op}={v}" for op, v in (("ge", base.min_integer), ("le", base.max_integer)) if v is not None]
+        elif base.kind == "real":
+            bounds = [f"{op}={v!r}" for op, v in (("ge", base.min_real), ("le", base.max_real)) if v is not None]
+        elif base.kind == "string":
+            # OVSDB counts characters (code points), as len() does.
+            bounds = [f"{op}={v}" for op, v in (("min_length", base.min_length), ("max_length", base.max_length)) if v]
+        if bounds:
             self.needs.update({"Annotated", "Field"})
-            bounds = []
-            if base.min_integer is not None:
-                bounds.append(f"ge={base.min_integer}")
-            if base.max_integer is not None:
-                bounds.append(f"le={base.max_integer}")
-            return f"Annotated[int, Field({', '.join(bounds)})]"
+            return f"Annotated[{_PYTHON[base.kind]}, Field({', '.join(bounds)})]"
         return _PYTHON[base.kind]
+
+    def default(self, base: BaseType, key: str) -> str:
+        """The default of a field of one atom: OVSDB's, moved within the atom's constraints."""
+        if base.enum:
+            if base.kind == "string":
+                return f"{key}.{self.members[key][0]}"
+            return _literal(base.kind, base.enum[0])
+        if base.kind == "integer" or base.kind == "real":
+            low = base.min_integer if base.kind == "integer" else base.min_real
+            high = base.max_integer if base.kind == "integer" else base.max_real
+            value: float = 0
+            if low is not None and value < low:
+                value = low
+            elif high is not None and value > high:
+                value = high
+            return repr(int(value)) if base.kind == "integer" else repr(float(value))
+        if base.kind == "string":
+            return '""'
+        return "False"
 
     def field(self, table: str, column: ColumnSchema) -> str:
         """One field line (without indentation)."""
         ctype: ColumnType = column.type
         key = self.atom(table, column.name, ctype.key)
+        # How many elements a set or map holds (a set of at least one, or of at most N, says so).
+        # A set or map of at least one element has no default (OVSDB's, the empty one, is refused).
+        sizes = [f"{op}={v}" for op, v in (("min_length", ctype.min), ("max_length", ctype.max)) if v]
         if ctype.value is not None:
             value = self.atom(table, column.name, ctype.value)
             self.needs.add("Field")
-            return f"{column.name}: dict[{key}, {value}] = Field(default_factory=dict)"
+            args = ", ".join(([] if ctype.min else ["default_factory=dict"]) + sizes)
+            return f"{column.name}: dict[{key}, {value}] = Field({args})"
         if ctype.is_optional:
             return f"{column.name}: {key} | None = None"
         if not ctype.is_scalar:
             self.needs.add("Field")
-            return f"{column.name}: list[{key}] = Field(default_factory=list)"
-        if ctype.key.kind == "uuid":
-            return f"{column.name}: {key}"  # a required reference has no default
-        if ctype.key.enum:
-            return f"{column.name}: {key} = {key}.{_member(ctype.key.enum[0])}"
-        default = {"string": '""', "integer": "0", "real": "0.0", "boolean": "False"}[ctype.key.kind]
-        if ctype.key.kind == "integer" and ctype.key.min_integer is not None and ctype.key.min_integer > 0:
-            default = str(ctype.key.min_integer)
-        return f"{column.name}: {key} = {default}"
+            args = ", ".join(([] if ctype.min else ["default_factory=list"]) + sizes)
+            return f"{column.name}: list[{key}] = Field({args})"
+        if ctype.key.kind == "uuid" or (ctype.key.kind == "string" and ctype.key.min_length and not ctype.key.enum):
+            # A required reference, or a string that cannot be empty: no default.
+            return f"{column.name}: {key}"
+        return f"{column.name}: {key} = {self.default(ctype.key, key)}"
 
     def table(self, table: TableSchema) -> None:
         """The model class of one table."""
-        lines = [f"class {class_name(table.name)}(Model):"]
+        lines = [f"class {self.names[table.name]}(Model):"]
         root = "" if table.is_root else " Rows live only while a row of another table references them."
         lines.append(f'    """``{self.schema.name}.{table.name}``.{root}"""')
         lines.append("")
@@ -131,16 +187,15 @@ class _Module:
                 lines.append(f"    # column {name!r} is left out: a model cannot have a field of that name")
                 continue
             line = f"    {self.field(table.name, column)}"
-            if len(line) > 120 and line.endswith("= Field(default_factory=list)"):
-                line = line.removesuffix("Field(default_factory=list)") + "Field(\n        default_factory=list\n    )"
-            elif len(line) > 120 and line.endswith("= Field(default_factory=dict)"):
-                line = line.removesuffix("Field(default_factory=dict)") + "Field(\n        default_factory=dict\n    )"
+            if len(line) > 120 and " = Field(" in line:
+                head, _, args = line.rpartition(" = Field(")
+                line = f"{head} = Field(\n        {args.removesuffix(')')}\n    )"
             lines.append(line)
         self.classes.append("\n".join(lines))
 
     def source(self) -> str:
         """The whole module."""
-        typing_names = sorted({"ClassVar"} | (self.needs & {"Annotated"}))
+        typing_names = sorted({"ClassVar"} | (self.needs & {"Annotated", "Literal"}))
         head = [
             f'"""nbdb models of the OVSDB database {self.schema.name} (schema version {self.schema.version}).',
             "",
@@ -167,10 +222,20 @@ class _Module:
         head += ["", "__all__ = [", *(f'    "{n}",' for n in ordered), "]", ""]
         body = []
         for name, values in sorted(self.enums.items()):
-            members = "\n".join(f'    {_member(v)} = "{v}"' for v in values)
+            # Values as Python literals: a quote or a backslash in one stays inside its string.
+            members = "\n".join(f"    {m} = {json.dumps(v)}" for m, v in zip(self.members[name], values, strict=True))
             body.append(f'class {name}(StrEnum):\n    """Values of the column."""\n\n{members}')
         body += self.classes
         return "\n".join(head) + "\n\n" + "\n\n\n".join(body) + "\n"
+
+
+def _literal(kind: str, value: Any) -> str:
+    """One enum value of a non-string atom as Python source."""
+    if kind == "boolean":
+        return "True" if value else "False"
+    if kind == "uuid":
+        return json.dumps(str(value[1] if isinstance(value, list) else value))
+    return repr(int(value)) if kind == "integer" else repr(float(value))
 
 
 def _usable(name: str) -> bool:
@@ -178,7 +243,10 @@ def _usable(name: str) -> bool:
         name.isidentifier()
         and not keyword.iskeyword(name)
         and name not in _RESERVED
-        and not name.startswith(("_", "model_"))
+        and not name.startswith(("_", "model_", "nbdb_"))
+        # A field named as one of the model's own attributes hides it (a column "replace" made
+        # obj.replace a string, and every update through the model failed).
+        and not hasattr(Model, name)
     )
 
 

@@ -100,6 +100,15 @@ def mark_of(token: str, now: float) -> tuple[str, str]:
 
 def _set_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
     out: list[list[Any]] = []
+    if cm.type.min >= 1 and change.add:
+        # ovsdb-server checks the set's size after each mutation: removing the last member of a set of
+        # at least one before adding its replacement was refused (Port.interfaces, Logical_Router_Port.networks).
+        # Inserting first, then deleting only what is not also added, leaves the same set.
+        out.append([cm.column, "insert", cell_to_wire(cm.type, set(change.add))])
+        gone = set(change.remove) - set(change.add)
+        if gone:
+            out.append([cm.column, "delete", cell_to_wire(cm.type, gone)])
+        return out
     if change.remove:
         out.append([cm.column, "delete", cell_to_wire(cm.type, set(change.remove))])
     if change.add:

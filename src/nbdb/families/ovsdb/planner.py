@@ -303,6 +303,7 @@ def plan_commit(
         added = refs - old
         for target in sorted(added, key=str) if len(added) > 1 else added:
             _check_target(plan, stages, mapping, replica, key, target, deleted, created, mortal)
+    _check_held(mapping, created, new_refs)
     gone = deleted.values()
     for target in sorted(gone, key=str) if len(gone) > 1 else gone:
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
@@ -310,6 +311,29 @@ def plan_commit(
         plan.ops.append(op_json)
         plan.reasons.append(reason)
     return plan
+
+
+def _check_held(
+    mapping: Mapping_, created: set[IdKey], new_refs: Mapping[IdKey, tuple[RefKey, frozenset[RefKey]]]
+) -> None:
+    """Refuse a new row of a non-root table that no row of the commit references.
+
+    ovsdb-server deletes such a row as its transaction commits (a generated model's table
+    with ``"isRoot": false``, whose parents hold the references): the create returned an
+    object that was never there, after waiting its whole timeout for the monitor to show it.
+    Tables whose rows nbdb puts in their parents itself (a parent field) are held by that.
+    """
+    orphans = [k for k in created if not (tm := mapping.get(k[0])).is_root and not tm.parents]
+    if not orphans:
+        return
+    held = {(t, i.int) for _, refs in new_refs.values() for t, i in refs}
+    for table, idint in orphans:
+        if (table, idint) not in held:
+            raise errors.UnsupportedError(
+                f"{table} {uuid.UUID(int=idint)}: rows of {mapping.get(table).db_table} live only while another "
+                "row references them, and none of this commit does (OVSDB would delete it as it commits): "
+                "create it in the transaction that writes its referrer"
+            )
 
 
 def _plan_native(

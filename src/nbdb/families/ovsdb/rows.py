@@ -43,7 +43,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from nbdb import errors, storable
-from nbdb.families.ovsdb.datum import default_cell, escape, escape_each, wire_map
+from nbdb.families.ovsdb.datum import INT_MAX, INT_MIN, default_cell, escape, escape_each, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 from nbdb.families.ovsdb.ops import parse_uuid, uuid_text
 from nbdb.models import shared
@@ -751,7 +751,24 @@ def field_cell(cm: ColumnMap, value: Any) -> Any:
         return set(value)
     if value is None and cm.type.is_scalar:
         return default_cell(cm.type)
+    if cm.type.value is not None and cm.type.key.kind in _KEY_FROM_TEXT and isinstance(value, dict):
+        # A document holds a map's keys as JSON does, as text: an integer, real or boolean key is
+        # that atom again (QoS.queues, Bridge.flow_tables), or the server would get "1" for 1.
+        parse = _KEY_FROM_TEXT[cm.type.key.kind]
+        try:
+            return {parse(k) if isinstance(k, str) else k: v for k, v in value.items()}
+        except ValueError:
+            raise errors.ValidationError(f"expected {cm.type.key.kind} keys, got {sorted(value)!r}") from None
     return value
+
+
+def _bool_from_text(text: str) -> bool:
+    if text not in ("true", "false"):
+        raise ValueError(text)
+    return text == "true"
+
+
+_KEY_FROM_TEXT: dict[str, Any] = {"integer": int, "real": float, "boolean": _bool_from_text}
 
 
 class NewRow(NamedTuple):
@@ -792,7 +809,7 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
                 if value is None:
                     cells[column], wire[column], values[name] = None, ["set", []], None
                     continue
-                if type(value) is cm.plain_type:
+                if type(value) is cm.plain_type and (type(value) is not int or INT_MIN <= value <= INT_MAX):
                     cells[column] = values[name] = value
                     wire[column] = escape(value) if type(value) is str else value
                     continue

@@ -48,6 +48,9 @@ class DatabaseSchema:
         if not isinstance(doc, dict) or not isinstance(doc.get("tables"), dict) or "name" not in doc:
             raise errors.ValidationError("not an OVSDB schema: want an object with name and tables")
         tables: dict[str, TableSchema] = {}
+        # A schema in which no table is a root has every table a root (RFC 7047's garbage collection came
+        # later; ovsdb-server keeps that compatibility), and get_schema leaves "isRoot" out when all are.
+        every_root = not any(isinstance(t, dict) and t.get("isRoot") for t in doc["tables"].values())
         for tname, tdoc in doc["tables"].items():
             if not isinstance(tdoc, dict) or not isinstance(tdoc.get("columns"), dict):
                 raise errors.ValidationError(f"OVSDB schema table {tname!r} has no columns object")
@@ -63,7 +66,11 @@ class DatabaseSchema:
             indexes = tuple(tuple(index) for index in tdoc.get("indexes", []))
             max_rows = tdoc.get("maxRows")
             tables[tname] = TableSchema(
-                tname, columns, bool(tdoc.get("isRoot", False)), indexes, None if max_rows is None else int(max_rows)
+                tname,
+                columns,
+                every_root or bool(tdoc.get("isRoot", False)),
+                indexes,
+                None if max_rows is None else int(max_rows),
             )
         return cls(str(doc["name"]), str(doc.get("version", "")), tables, doc)
 
