@@ -426,3 +426,34 @@ def test_closing_the_cache_starts_no_reconcile_after(db: nbdb.Database) -> None:
     assert eventually(lambda: controller.queue.processing == 0 and len(controller.queue) == 0, timeout=10)
     assert controller.close(10)
     assert len(calls) == 1, "no reconcile starts once the cache is closed"
+
+
+def test_closing_the_database_starts_no_reconcile_that_finds_it_closed() -> None:
+    # Database.close() marked itself closed before it closed its caches: a busy controller's workers went on
+    # taking keys in between, and each reconcile failed with "the Database is closed" (logged and retried;
+    # about 300 per shutdown on Redis). Its queues now stop first. Only reconciles already past the queue
+    # when close() began may still find it closed: at most one per worker (130 in 10 rounds before).
+    workers, found_closed = 4, 0
+    for _ in range(10):
+        db = nbdb.connect("memory://")
+        for i in range(50):
+            db.create(LogicalSwitch(name=f"s{i}"))
+        cache = db.cache(LogicalSwitch)
+        assert cache.wait_synced(10)
+        seen: list[Exception] = []
+
+        def reconcile(key: Key, obj: Model | None, db: nbdb.Database = db, seen: list[Exception] = seen) -> float:
+            try:
+                db.get(LogicalSwitch, key[1])
+            except nbdb.BackendUnavailableError as exc:
+                seen.append(exc)
+                raise
+            return 1e-6  # checked again at once: the workers never run out of keys
+
+        controller = nbdb.run_controller(cache, reconcile, workers=workers)
+        assert eventually(lambda c=controller: c.reconciled > 200)
+        with db.lock("leader", ttl=5):  # held: close() gives it back (on a thread), the window before was wider
+            db.close()
+        assert controller.close(5)
+        found_closed += len(seen)
+    assert found_closed <= workers

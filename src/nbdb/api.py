@@ -736,6 +736,9 @@ class Database:
         """
         if self._closed:
             return
+        for cache in list(self._caches):
+            if isinstance(cache, Cache):  # first: no controller starts a reconcile that finds the Database closed
+                cache.stop_queues()
         self._closed = True
         self._context.closed = True
         self._give_back(self._holds.close())
