@@ -186,6 +186,8 @@ SHORT = [
     pytest.param(SoakConfig("etcd", members=3, seconds=30, kill_every=5, writers=3), id="etcd-3"),
     pytest.param(SoakConfig("ovsdb", members=3, seconds=30, kill_every=5, writers=3), id="ovsdb-raft-3"),
     pytest.param(SoakConfig("redis-sentinel", members=3, seconds=40, kill_every=12, writers=3), id="redis-sentinel"),
+    # A killed member returns empty; each next kill waits until the cluster is migration-safe.
+    pytest.param(SoakConfig("hazelcast", members=3, seconds=30, kill_every=8, writers=3), id="hazelcast-3"),
     pytest.param(
         SoakConfig("cassandra", members=3, seconds=20, kill_every=8, writers=2),
         id="cassandra-3",

@@ -51,7 +51,14 @@ SOAK_KINDS = {
     ),
     "redis": "must be 1: a durable (appendonly) server, killed and restarted",
     "cassandra": "Cassandra nodes, replication factor min(3, nodes) (a random node is killed)",
+    "hazelcast": (
+        "Hazelcast members, one synchronous backup per partition (a random member is killed; it returns"
+        " empty, and the next kill waits until the cluster is migration-safe again)"
+    ),
 }
+
+#: Kinds without a leader to kill: a random running member dies instead.
+_LEADERLESS = ("cassandra", "hazelcast")
 
 _JOIN_GRACE = 90.0  # writers finish their last operation (each bounded by 30 s of retries)
 _CATCH_UP = 120.0  # the watcher delivers what was committed
@@ -266,7 +273,7 @@ class _Soak:
             candidates = server.data_members
         else:
             candidates = list(server.members)
-        if self.config.kind != "cassandra":
+        if self.config.kind not in _LEADERLESS:
             try:
                 return server.leader()
             except HarnessError as exc:
@@ -301,6 +308,8 @@ class _Soak:
             victim.restart(wait=True)
             if isinstance(self.server, RedisSentinel):
                 self._rejoined(self.server, victim)
+            elif self.config.kind == "hazelcast":
+                self._migrated()
         except HarnessError as exc:
             self.problems.append(f"{victim.name} did not come back: {exc}")
         self.kills.append(Kill(victim.name, at, time.monotonic(), failover))
@@ -321,6 +330,17 @@ class _Soak:
             return "role:slave" in info and "master_link_status:up" in info
 
         wait_until(replica, 60, f"{member.name} to rejoin as a replica", interval=0.5)
+
+    def _migrated(self) -> None:
+        """Wait until every Hazelcast member sees the whole cluster and calls it migration-safe.
+
+        A restarted member comes back empty; until the partitions' migrations end, some
+        partitions may have their only copy on one member (one backup each). Killing that member
+        then loses the partition's data: two failures at once, more than one backup survives.
+        The soak leaves the cluster whole (every backup made) before the next kill, as an
+        operator would: it waits until each member's health says ``clusterSafe``.
+        """
+        wait_until(self.server.ready, 120, "the Hazelcast cluster to be migration-safe", interval=0.2)
 
     def _all_up(self) -> None:
         for member in self.server.members:
