@@ -457,3 +457,24 @@ def test_closing_the_database_starts_no_reconcile_that_finds_it_closed() -> None
         assert controller.close(5)
         found_closed += len(seen)
     assert found_closed <= workers
+
+
+def test_a_reconcile_asking_to_stop_stops_the_controller_and_says_so(
+    db: nbdb.Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SystemExit raised by a reconcile ended its worker thread silently (a thread cannot end the program): with
+    # one worker nothing was reconciled again, and the controller still looked alive.
+    db.create(LogicalSwitch(name="a"))
+    cache = db.cache(LogicalSwitch)
+    calls: list[Key] = []
+
+    def reconcile(key: Key, obj: Model | None) -> None:
+        calls.append(key)
+        raise SystemExit(2)
+
+    controller = nbdb.run_controller(cache, reconcile, workers=2, name="stopper")
+    assert eventually(lambda: controller.queue.closed)
+    assert controller.wait_idle() is False  # closed: False at once, not a wait for keys no worker takes
+    assert controller.close(5)
+    assert len(calls) == 1
+    assert any("stopper" in r.getMessage() and "SystemExit" in r.getMessage() for r in caplog.records)

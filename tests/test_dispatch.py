@@ -289,3 +289,33 @@ def test_raise_if_stop_lets_only_a_request_to_stop_go_on_up(exc: BaseException, 
         assert raised.value is exc
     else:
         assert raise_if_stop(exc) is None
+
+
+@pytest.mark.parametrize("exc", [SystemExit(1), KeyboardInterrupt()], ids=["SystemExit", "KeyboardInterrupt"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-thread", "own-thread"])
+def test_a_callback_asking_to_stop_stops_its_subscription_only_and_says_so(
+    exc: BaseException, shared: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Raised on a delivery thread, SystemExit ended that thread silently (Python ends only the thread): a
+    # shared thread's every other subscription got nothing more, and this one's pending stayed above 0.
+    dispatcher = Dispatcher("t") if shared else None
+    other_seen: list[int] = []
+
+    def stop(item: int) -> None:
+        raise exc
+
+    sub = Subscription(stop, dispatcher=dispatcher, name="stopper")
+    other = Subscription(other_seen.append, dispatcher=dispatcher)
+    try:
+        sub.put(1)
+        assert eventually(lambda: sub.closed, timeout=_WAIT)
+        assert sub.pending == 0
+        for item in (2, 3):
+            other.put(item)
+        assert eventually(lambda: other_seen == [2, 3], timeout=_WAIT), other_seen
+        assert any("stopper" in r.getMessage() and type(exc).__name__ in r.getMessage() for r in caplog.records)
+    finally:
+        assert other.close(_WAIT)
+        sub.close(_WAIT)
+        if dispatcher is not None:
+            assert dispatcher.close(_WAIT)

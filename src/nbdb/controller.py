@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from nbdb import errors
-from nbdb.dispatch import Predicate, raise_if_stop
+from nbdb.dispatch import Predicate, is_stop, raise_if_stop
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.timeouts import check_seconds, timeout_of
@@ -269,7 +269,19 @@ class Controller:
                 # Not only Exception: asyncio's CancelledError (of an event loop the reconcile ran) or a
                 # test framework's failure ended the worker, its key stuck processing, wait_idle() never True.
                 delay = queue.retry(key)
-                raise_if_stop(exc)  # asked to stop: the key is released for the other workers
+                if is_stop(exc):
+                    # Asked to stop, on a worker thread (which cannot end the program: raised on, it ended this
+                    # worker alone, silently). The controller stops, as close() would stop it.
+                    log.error(
+                        "%s: reconcile of %s raised %s on a worker thread, which cannot end the program: "
+                        "the controller stops",
+                        self.name,
+                        _describe(key),
+                        type(exc).__name__,
+                    )
+                    queue.close()
+                    queue.drop()
+                    return
                 with self._stats_lock:
                     self.failed += 1
                 log.warning(

@@ -224,7 +224,9 @@ class Subscription:
                 try:
                     on_tick()
                 except BaseException as exc:  # as a callback's (see _deliver): CancelledError ended this thread
-                    raise_if_stop(exc)
+                    if is_stop(exc):
+                        self._stop_on(exc)
+                        continue
                     log.exception("subscriber %s: periodic task failed", self.name)
             timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
             self._ready.wait(timeout)
@@ -245,24 +247,51 @@ class Subscription:
                 if not self._predicate(item):
                     return
             except BaseException as exc:
-                raise_if_stop(exc)
+                if is_stop(exc):
+                    self._stop_on(exc)
+                    return
                 log.exception("subscriber %s: predicate failed on %s; delivering the event", self.name, _what(item))
         try:
             self.callback(item)
         except BaseException as exc:
-            raise_if_stop(exc)
+            if is_stop(exc):
+                self._stop_on(exc)
+                return
             log.exception("subscriber %s failed on %s", self.name, _what(item))
 
+    def _stop_on(self, exc: BaseException) -> None:
+        """A callback, predicate or periodic task raised SystemExit or KeyboardInterrupt: this subscription stops.
 
-def raise_if_stop(exc: BaseException) -> None:
-    """Raise ``exc`` again if it asks the program to stop (KeyboardInterrupt, SystemExit).
+        On the main thread (a caller delivering by hand) it goes on up. On a delivery thread it cannot end the
+        program: raised on, it ended the thread silently -- a shared one's every other subscription with it,
+        and this one's ``pending`` stayed above 0 for ever. Only this subscription stops, logged.
+        """
+        if threading.current_thread() is threading.main_thread():
+            raise exc
+        log.error(
+            "subscriber %s: its callback raised %s on a delivery thread, which cannot end the program: "
+            "this subscription stops",
+            self.name,
+            type(exc).__name__,
+        )
+        self.close(0)
+
+
+def is_stop(exc: BaseException) -> bool:
+    """Whether ``exc`` asks the program to stop (KeyboardInterrupt, SystemExit).
 
     Code that runs a user's callback, predicate or handler catches BaseException, not only
     Exception: asyncio's CancelledError (of an event loop the callback ran) once ended a delivery
     thread or a worker and the subscription silently got nothing more. Anything else is the
-    caller's to log and survive; only a request to stop goes on up.
+    caller's to log and survive. A request to stop raised on a thread of nbdb's cannot end the
+    program (Python ends only that thread, silently): it stops what the thread served, logged.
     """
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
+    return isinstance(exc, KeyboardInterrupt | SystemExit)
+
+
+def raise_if_stop(exc: BaseException) -> None:
+    """Raise ``exc`` again if it asks the program to stop (see :func:`is_stop`)."""
+    if is_stop(exc):
         raise exc
 
 
