@@ -238,18 +238,23 @@ NUMBERS: dict[str, Any] = {
 @pytest.mark.parametrize("big", [2**63, 2**64, -(2**63) - 1])
 def test_an_integer_outside_ovsdbs_64_bits_is_refused_before_it_is_sent(tmp_path: Path, big: int) -> None:
     """ovsdb-server stored some such values as another number (2**64 as 0), and create() returned the
-    written copy: the object read back later held something else."""
+    written copy: the object read back later held something else.
+
+    The generated model refuses such a value itself (on every backend); one that gets past it (a copy
+    made without validation) is still refused before anything is sent."""
     schema = tmp_path / "numbers.ovsschema"
     schema.write_text(json.dumps(NUMBERS))
     gen = _generate(schema, tmp_path, f"numbers_models_{uuid.uuid4().hex[:6]}")
     with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Numbers") as db:
         counter = db.create(gen.Counter(value=2**63 - 1, maybe=-(2**63), many=[1], by_id={1: 2}))
         for fields in ({"value": big}, {"maybe": big}, {"many": [1, big]}, {"by_id": {big: 1}}, {"by_id": {1: big}}):
-            with pytest.raises(nbdb.ValidationError, match="outside OVSDB's integers"):
-                db.update(counter.replace(**fields))
-            with pytest.raises(nbdb.ValidationError, match="outside OVSDB's integers"):
-                db.create(gen.Counter(**fields))
-        with pytest.raises(nbdb.ValidationError, match="outside OVSDB's integers"):
+            with pytest.raises(nbdb.ValidationError):
+                counter.replace(**fields)
+            with pytest.raises(nbdb.ValidationError):
+                gen.Counter(**fields)
+            with pytest.raises(nbdb.ValidationError):
+                db.update(counter.model_copy(update=fields))  # a copy made without validation: checked again
+        with pytest.raises(nbdb.ValidationError):
             db.mutate(counter, add={"many": [big]})
         assert db.list(gen.Counter) == [counter]
         assert (counter.value, counter.maybe) == (2**63 - 1, -(2**63))
