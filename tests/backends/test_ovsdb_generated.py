@@ -258,3 +258,46 @@ def test_an_integer_outside_ovsdbs_64_bits_is_refused_before_it_is_sent(tmp_path
             db.mutate(counter, add={"many": [big]})
         assert db.list(gen.Counter) == [counter]
         assert (counter.value, counter.maybe) == (2**63 - 1, -(2**63))
+
+
+GARAGE: dict[str, Any] = {
+    "name": "Garage",
+    "version": "2.0.0",
+    "tables": {
+        "Bay": {"isRoot": True, "columns": {"name": {"type": "string"}, "external_ids": {"type": _MAP}}},
+        "Lift": {"isRoot": True, "columns": {"load": {"type": "integer"}, "external_ids": {"type": _MAP}}},
+    },
+}
+
+
+def test_a_generated_model_whose_table_the_served_schema_lacks_is_a_clear_error_on_reads_too(tmp_path: Path) -> None:
+    """Models of Garage 2.0.0 against a server of Garage 1.0.0, which has no Lift table.
+
+    A create of a Lift raised UnsupportedError, but list() returned [], get() NotFoundError, and a cache
+    or a watch of it stayed empty: the table looked empty when the server did not serve it at all.
+    """
+    newer = tmp_path / "garage.ovsschema"
+    newer.write_text(json.dumps(GARAGE))
+    older = tmp_path / "garage-1.ovsschema"
+    tables = {name: table for name, table in GARAGE["tables"].items() if name != "Lift"}
+    older.write_text(json.dumps({**GARAGE, "version": "1.0.0", "tables": tables}))
+    gen = _generate(newer, tmp_path, f"garage_models_{uuid.uuid4().hex[:6]}")
+    missing = r"served Garage schema \(version 1\.0\.0\) has no table Lift, which holds Garage\.Lift"
+    with OvsdbServer(schema=older) as server, nbdb.connect(server.url, database="Garage") as db:
+        bay = db.create(gen.Bay(name="b1"))
+        assert db.list(gen.Bay) == [bay]  # the served table: as ever
+        with pytest.raises(nbdb.UnsupportedError, match=missing):
+            db.check_model(gen.Lift)
+        with pytest.raises(nbdb.UnsupportedError, match=missing):
+            db.create(gen.Lift(load=1))
+        with pytest.raises(nbdb.UnsupportedError, match=missing):
+            db.list(gen.Lift)
+        with pytest.raises(nbdb.UnsupportedError, match=missing):
+            db.get(gen.Lift, uuid.uuid4())
+        with pytest.raises(nbdb.UnsupportedError, match=missing):
+            db.watch([gen.Bay, gen.Lift])
+        for shared in (True, False):
+            with pytest.raises(nbdb.UnsupportedError, match=missing):
+                db.cache([gen.Bay, gen.Lift], shared=shared)
+        with db.cache(gen.Bay) as cache:
+            assert cache.wait_synced(10) and cache.list(gen.Bay) == [bay]
