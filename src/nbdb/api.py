@@ -638,6 +638,9 @@ class Database:
         check_flag("shared", shared)
         _check_on_error(on_error)
         self._open()
+        # Its list runs in the background, which retries a backend error: a table the server does not
+        # serve is refused here (UnsupportedError), not waited for.
+        self._backend.check_readable([m.nbdb_table for m in followed])
         key = (tuple(followed), None if topics is None else frozenset(topics))
         with self._hub_lock:
             if shared and self._hub is None:

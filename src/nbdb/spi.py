@@ -388,7 +388,16 @@ class Backend(ABC):
         """Raise UnsupportedError (saying why) if this store cannot hold objects of ``table``.
 
         Most stores hold any table; OVSDB holds only the tables its served
-        schemas have. Reads of such a table find nothing; writes raise.
+        schemas have. Reads of such a table find nothing (but see :meth:`check_readable`); writes raise.
+        """
+        return None
+
+    def check_readable(self, tables: Sequence[str]) -> None:
+        """Raise UnsupportedError (saying why) if this store serves a database meant to hold one of ``tables``
+        without that table: a read of it would find nothing where the table is missing, not empty.
+
+        ``read``, ``scan`` and ``watch`` check it themselves; a cache, whose list runs in the background
+        (and is retried), asks first. Most stores hold any table.
         """
         return None
 

@@ -211,3 +211,55 @@ def test_a_column_type_ovsdb_refuses_is_refused_not_generated(ctype: dict[str, A
     """``"min": 3`` made a field ``Field(min_length=3, max_length=1)`` that no value passes."""
     with pytest.raises(nbdb.ValidationError, match="not an OVSDB column type"):
         DatabaseSchema.parse({"name": "Bad", "tables": {"A": {"columns": {"c": {"type": ctype}}}}})
+
+
+def test_generated_integers_are_ovsdbs_64_bit_integers_on_every_backend(tmp_path: Path) -> None:
+    """An integer OVSDB cannot hold is refused when the model is made, whatever the backend.
+
+    The OVSDB backend refused 2**63 before sending, but a generated model took it, and memory:// (and
+    Redis) stored it: the same model held on one backend what another refused. A schema's own narrower
+    bound still wins; a wider one is cut to 64 bits.
+    """
+    schema: dict[str, Any] = {
+        "name": "Wide",
+        "version": "1.0.0",
+        "tables": {
+            "Meter": {
+                "isRoot": True,
+                "columns": {
+                    "count": {"type": "integer"},
+                    "small": {"type": {"key": {"type": "integer", "minInteger": -5, "maxInteger": 5}}},
+                    "huge": {"type": {"key": {"type": "integer", "minInteger": -(2**70), "maxInteger": 2**70}}},
+                    "rates": {"type": {"key": "string", "value": "integer", "min": 0, "max": "unlimited"}},
+                    "steps": {"type": {"key": "integer", "min": 0, "max": "unlimited"}},
+                    "external_ids": {"type": _MAP},
+                },
+            },
+        },
+    }
+    gen = load_generated(schema, tmp_path, f"wide_{uuid.uuid4().hex[:6]}")
+    largest, smallest = 2**63 - 1, -(2**63)
+    edge = gen.Meter(count=largest, huge=smallest, rates={"a": largest}, steps=[smallest])
+    assert (edge.count, edge.huge) == (largest, smallest)
+    for bad in (
+        {"count": 2**63},
+        {"count": -(2**63) - 1},
+        {"huge": 2**63},
+        {"small": 6},
+        {"rates": {"a": 2**64}},
+        {"steps": [2**63]},
+    ):
+        with pytest.raises(nbdb.ValidationError):
+            gen.Meter(**bad)
+    with nbdb.connect("memory://") as db:
+        assert db.get(gen.Meter, db.create(edge).id).rates == {"a": largest}
+
+
+def test_the_built_in_models_integers_are_as_narrow_as_their_columns() -> None:
+    """``QoS.bandwidth`` (maxInteger 2**32 - 1 in OVN_Northbound) took any integer on memory:// and Redis."""
+    from nbdb.models import QoS
+
+    switch = uuid.uuid4()
+    QoS(switch=switch, priority=1, direction="to-lport", match="ip4", bandwidth={"rate": 2**32 - 1})
+    with pytest.raises(nbdb.ValidationError):
+        QoS(switch=switch, priority=1, direction="to-lport", match="ip4", bandwidth={"rate": 2**32})

@@ -300,7 +300,8 @@ class QoS(Model):
     direction: Direction
     match: str = Field(min_length=1)
     action: dict[str, Annotated[int, Field(ge=0, le=63)]] = Field(default_factory=dict)
-    bandwidth: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    # The column's range (maxInteger 2**32 - 1): memory:// and Redis stored what ovsdb-server refuses.
+    bandwidth: dict[str, Annotated[int, Field(ge=1, le=2**32 - 1)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _keys(self) -> QoS:

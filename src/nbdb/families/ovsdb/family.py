@@ -131,16 +131,25 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         tm = self.mapping.tables.get(table)
         return {} if tm is None else {name: fshape.default for name, fshape in tm.missing.items()}
 
+    def check_readable(self, tables: Sequence[str]) -> None:
+        # A generated model whose table the served database lacks (see Mapping_.check_served).
+        for table in tables:
+            if table not in self.mapping.tables:
+                self.mapping.check_served(table)
+
     def read(self, table: str, id: uuid.UUID) -> Record | None:
         db = self._db_of(table)
         if db is None:
+            self.mapping.check_served(table)
             return None
         self._sync(db)
         with self.replica.cond:
             return self.replica.record(table, id)
 
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
-        # A model with no OVSDB table has no objects here (a write of one says why: UnsupportedError).
+        # A model with no OVSDB table has no objects here (a write of one says why: UnsupportedError),
+        # unless its table is one of a served database, whose schema lacks it: UnsupportedError.
+        self.check_readable(tables)
         replica = self._scoped(tables, topics)
         for db in sorted({db for t in tables if (db := self._db_of(t)) is not None}):
             self._sync(db)
@@ -156,6 +165,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             return sorted(self.replica.referrer_keys(table, id), key=lambda k: (k[0], str(k[1])))
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
+        self.check_readable(tables)
         return ReplicaStream(self._scoped(tables, topics), tables, topics, since)
 
     def current_revision(self) -> int:

@@ -209,10 +209,28 @@ class Mapping_:
         try:
             return self.tables[table]
         except KeyError:
+            self.check_served(table)
             raise errors.UnsupportedError(
                 f"table {table!r} has no OVSDB table: neither a bound table of the served databases nor one of "
                 "the model database (serve the schema from `nbdb schema ovsdb` as a second database)"
             ) from None
+
+    def check_served(self, table: str) -> None:
+        """UnsupportedError if ``table`` is ``"<database>.<table>"`` of a served database whose schema lacks it.
+
+        A generated model of an older or newer schema than the served one: reads of it were empty, as
+        if the table held no rows. A model of a database not served (``Chassis`` without the model
+        database, a model of another database) is not checked: reads of it find nothing.
+        """
+        if table in self.tables:
+            return
+        db, dot, name = table.partition(".")
+        schema = self.schemas.get(db) if dot else None
+        if schema is not None and name not in schema.tables:
+            raise errors.UnsupportedError(
+                f"the served {db} schema (version {schema.version}) has no table {name}, which holds {table}: "
+                "serve a schema with it, or use models generated from the served one"
+            )
 
     def monitor_columns(self, db: str) -> dict[str, list[str]]:
         """OVSDB table -> columns a replica of ``db`` follows (mapped columns and parents' set columns).

@@ -5,7 +5,7 @@ One model per table, named in CamelCase, whose ``nbdb_table`` is
 of that database (no hand-written mapping), and the name never collides with
 nbdb's own logical schema. Per column:
 
-* atoms become ``str``, ``int`` (with its bounds), ``float``, ``bool``, or a
+* atoms become ``str``, ``int`` (with its bounds, never wider than OVSDB's 64 bits), ``float``, ``bool``, or a
   reference (``Annotated[UUID, Reference("<database>.<table>")]``) for a
   ``uuid`` with a ``refTable``; a string with an ``enum`` becomes a ``StrEnum``;
 * an optional column (at most one element) becomes ``T | None = None``, a set
@@ -29,7 +29,7 @@ import re
 from typing import Any
 
 from nbdb import errors
-from nbdb.families.ovsdb.datum import BaseType, ColumnType
+from nbdb.families.ovsdb.datum import INT_MAX, INT_MIN, BaseType, ColumnType
 from nbdb.families.ovsdb.schema import ColumnSchema, DatabaseSchema, TableSchema
 from nbdb.models import Model
 
@@ -38,6 +38,8 @@ __all__ = ["class_name", "generate_models"]
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
 _IMPORTED = frozenset({"Annotated", "ClassVar", "Field", "Literal", "Model", "Reference", "StrEnum", "UUID"})
 """Names the generated module imports, which no class of it may take."""
+_I64_LOW, _I64_HIGH = "-(2**63)", "2**63 - 1"
+"""OVSDB's integer range (``datum.INT_MIN``, ``INT_MAX``) as the generated source writes it."""
 _PYTHON = {"string": "str", "integer": "int", "real": "float", "boolean": "bool", "uuid": "UUID"}
 
 
@@ -112,7 +114,11 @@ class _Module:
             self.needs.add("UUID")
         bounds = []
         if base.kind == "integer":
-            bounds = [f"{op}={v}" for op, v in (("ge", base.min_integer), ("le", base.max_integer)) if v is not None]
+            # The schema's range within OVSDB's own (64-bit, signed): a model refuses on every backend
+            # what ovsdb-server refuses (memory:// and Redis stored 2**64, which OVSDB cannot hold).
+            low = _I64_LOW if base.min_integer is None or base.min_integer <= INT_MIN else str(base.min_integer)
+            high = _I64_HIGH if base.max_integer is None or base.max_integer >= INT_MAX else str(base.max_integer)
+            bounds = [f"ge={low}", f"le={high}"]
         elif base.kind == "real":
             bounds = [f"{op}={v!r}" for op, v in (("ge", base.min_real), ("le", base.max_real)) if v is not None]
         elif base.kind == "string":
