@@ -478,3 +478,38 @@ def test_a_reconcile_asking_to_stop_stops_the_controller_and_says_so(
     assert controller.close(5)
     assert len(calls) == 1
     assert any("stopper" in r.getMessage() and "SystemExit" in r.getMessage() for r in caplog.records)
+
+
+def test_a_second_close_returns_at_once_while_the_first_stops_the_queues() -> None:
+    # Database.close() stops its caches' queues before it marks itself closed; a queue's feed waits (up to
+    # 10 s) for a running callback. A second close() meanwhile (atexit beside a controller's thread) ran the
+    # whole shutdown again, the backend's close beside the first: it waited for the same callback.
+    db = nbdb.connect("memory://")
+    db.create(LogicalSwitch(name="a"))
+    cache = db.cache(LogicalSwitch)
+    assert cache.wait_synced(10)
+    in_predicate, release = threading.Event(), threading.Event()
+
+    def predicate(event: Any) -> bool:
+        in_predicate.set()
+        release.wait(10)
+        return True
+
+    controller = nbdb.run_controller(cache, lambda key, obj: None, predicate=predicate)
+    db.create(LogicalSwitch(name="b"))
+    assert in_predicate.wait(10)
+    first = threading.Thread(target=db.close)
+    first.start()
+    try:
+        first.join(0.2)  # into stop_queues: the queue's feed waits for the predicate
+        assert first.is_alive()
+        second = threading.Thread(target=db.close)
+        second.start()
+        second.join(5)
+        assert not second.is_alive(), "the second close() waited for the first one's callback"
+        assert not release.is_set()
+    finally:
+        release.set()
+        first.join(15)
+        controller.close(5)
+    assert not first.is_alive()

@@ -249,6 +249,7 @@ class Database:
         self._caches: weakref.WeakSet[Cache | Replica] = weakref.WeakSet()
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
+        self._closing = False
         self._context = CommitContext(backend)
         """Checks, the commit seam and revision stamps: shared with every Transaction of this Database."""
         self._hub: WatchHub | None = None
@@ -737,8 +738,11 @@ class Database:
         them at most the backend's ``request_timeout``; one that fails or does not end by then is logged,
         its handle marked lost, and its lease runs out with its ttl.
         """
-        if self._closed:
+        if self._closed or self._closing:
             return
+        # Closing from here: a second close() (atexit beside a controller's thread) returns at once, as it did
+        # before the queues below were stopped first (their feeds wait for a running callback) and not closed.
+        self._closing = True
         for cache in list(self._caches):
             if isinstance(cache, Cache):  # first: no controller starts a reconcile that finds the Database closed
                 cache.stop_queues()
