@@ -34,6 +34,7 @@ from nbdb.models import (
     PortType,
 )
 from nbdb.options import redact
+from nbdb.tools.snapshot import unsupported_models
 
 __all__ = ["run_demo"]
 
@@ -59,12 +60,7 @@ def _check_storable(db: nbdb.Database, url: str | None) -> None:
     An OVSDB serving OVN_Northbound only has no Chassis (a southbound table); one serving other
     schemas (Open_vSwitch, the model database alone) has none of OVN's tables.
     """
-    missing = []
-    for model in _BUILT:
-        try:
-            db.check_model(model)
-        except nbdb.UnsupportedError as exc:
-            missing.append((model.nbdb_table, str(exc)))
+    missing = [(model.nbdb_table, str(exc)) for model, exc in unsupported_models(db, _BUILT).items()]
     if missing:
         raise nbdb.UnsupportedError(
             f"the demo builds an OVN logical network with chassis, and {redact(url or 'memory://')} cannot store "
