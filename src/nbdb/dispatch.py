@@ -84,6 +84,7 @@ class Subscription:
         detach: Callable[[Subscription], None] | None = None,
         tick: tuple[float, Callable[[], None]] | None = None,
         dispatcher: Dispatcher | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.callback = callback
         self.models = None if models is None else frozenset(models)
@@ -91,6 +92,8 @@ class Subscription:
         self._predicate = predicate
         self._detach = detach
         self._tick = tick
+        self._on_close = on_close
+        """Called once when the subscription closes, however it closes (a work queue stops with its feed)."""
         self._items: deque[Any] = deque()
         self._ready = threading.Event()
         self._replayed = threading.Event()
@@ -179,6 +182,8 @@ class Subscription:
             self._items.appendleft(_STOP)
             self._ready.set()
             self._replay_over.set()
+            if self._on_close is not None:
+                self._on_close()
         dispatcher = self._dispatcher
         if dispatcher is not None:
             released = dispatcher.release(self, timeout)
