@@ -513,3 +513,46 @@ def test_a_second_close_returns_at_once_while_the_first_stops_the_queues() -> No
         first.join(15)
         controller.close(5)
     assert not first.is_alive()
+
+
+@pytest.mark.parametrize("where", ["change", "resync"])
+def test_a_predicate_asking_to_stop_stops_the_controller_which_is_not_idle(
+    db: nbdb.Database, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    # SystemExit from a controller's predicate (on its feed's thread, which cannot end the program) closed the
+    # feed alone: the queue took no change any more, its workers waited on, and wait_idle() said True as if
+    # every change had been reconciled. The controller stops, as when a reconcile asks to stop.
+    from nbdb.events import EventKind
+
+    db.create(LogicalSwitch(name="a"))
+    cache = db.cache(LogicalSwitch)
+    calls: list[Key] = []
+
+    def predicate(event: Any) -> bool:
+        if where == "change" and not event.synthetic:
+            raise SystemExit(3)
+        if where == "resync" and event.kind is EventKind.UPDATED and event.synthetic:
+            raise SystemExit(3)
+        return True
+
+    resync = 0.05 if where == "resync" else None
+    controller = nbdb.run_controller(cache, lambda key, obj: calls.append(key), predicate=predicate, resync=resync)
+    assert cache.wait_synced(10)
+    if where == "change":
+        assert controller.wait_idle(10) and calls
+        db.create(LogicalSwitch(name="b"))
+    assert eventually(lambda: controller.queue.subscription.closed, timeout=10)
+    assert controller.wait_idle(10) is False, "stopped, not idle: the change was never reconciled"
+    assert controller.stopped and controller.queue.closed
+    assert controller.close(5)
+    assert any("feed stopped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stopped_controller_is_told_from_an_idle_one(db: nbdb.Database) -> None:
+    cache = db.cache(LogicalSwitch)
+    controller = nbdb.run_controller(cache, lambda key, obj: None)
+    assert controller.wait_idle(10)
+    controller.queue.subscription.close()  # its feed closed by hand: the queue stops with it
+    assert controller.wait_idle(10) is False, "its feed closed: nothing more is reconciled"
+    assert controller.stopped
+    assert controller.close(5)

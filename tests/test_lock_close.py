@@ -10,11 +10,14 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 import nbdb
+from nbdb.backends.memory import MemoryBackend
+from nbdb.backends.memory.store import MemoryStore
 from nbdb.models import LogicalSwitch
 from nbdb.spi import LockHandle
 
@@ -138,3 +141,93 @@ def test_close_while_the_lock_is_being_taken(connect: Callable[[], nbdb.Database
     assert not thread.is_alive()
     assert len(failures) == 1 and isinstance(failures[0], nbdb.BackendUnavailableError), failures
     assert not _held_by(third, "queued")
+
+
+class _ThirdParty(MemoryBackend):
+    """A backend of another package on the embedded store, as written without ``request_timeout`` (None).
+
+    Its server answers a lock's release only once ``answer`` is set (a server that stopped answering, a
+    client without a timeout); ``releasing`` tells the release was sent. ``fail`` makes the release raise
+    its client's own error; ``on_acquire`` runs as the lock is granted.
+    """
+
+    def __init__(self, store: MemoryStore) -> None:
+        super().__init__(store)
+        self.releasing, self.answer = threading.Event(), threading.Event()
+        self.fail: BaseException | None = None
+        self.on_acquire: Callable[[], None] | None = None
+
+    def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        taken = super().acquire_lease(name, token, ttl)
+        if taken and self.on_acquire is not None:
+            self.on_acquire()
+        return taken
+
+    def release_lease(self, name: str, token: bytes) -> None:
+        self.releasing.set()
+        if self.fail is not None:
+            raise self.fail
+        self.answer.wait(120)
+        super().release_lease(name, token)
+
+
+def test_close_waits_a_fixed_bound_for_a_backend_that_declares_no_request_timeout() -> None:
+    # request_timeout None (the default a third-party backend inherits) was "wait without bound": a release
+    # its server never answered hung close() for ever. It now waits nbdb.api.GIVE_BACK_SECONDS (10 s).
+    backend = _ThirdParty(MemoryStore())
+    assert backend.request_timeout is None
+    holder = nbdb.Database(backend)
+    try:
+        with ExitStack() as block:
+            handle = block.enter_context(holder.lock("unanswered", ttl=30))
+            closing = threading.Thread(target=holder.close, daemon=True)
+            closing.start()
+            closing.join(60)
+            assert not closing.is_alive(), "close() waited without bound for a release nobody answers"
+            assert handle.lost and not handle.released
+    finally:
+        backend.answer.set()
+
+
+def test_close_marks_a_held_lock_lost_before_its_release_is_answered() -> None:
+    # The handle turned lost only once the server answered the release: meanwhile the block's thread read
+    # lost=False and a write fenced on the handle landed, the lock still held on the server, racing the
+    # release. The handle is lost before the release is sent; the release still reaches the server.
+    store = MemoryStore()
+    backend = _ThirdParty(store)
+    holder, other = nbdb.Database(backend), nbdb.Database(MemoryBackend(store))
+    switch = other.create(LogicalSwitch(name="sw"))
+    closing = threading.Thread(target=holder.close, daemon=True)
+    try:
+        with ExitStack() as block:
+            handle = block.enter_context(holder.lock("fenced", ttl=30))
+            closing.start()
+            assert backend.releasing.wait(30)
+            assert handle.lost, "the release is on its way: the block must see the loss now"
+            assert not handle.released
+            with pytest.raises(nbdb.LockLostError):
+                other.update(switch.replace(external_ids={"by": "the closed holder"}), fence=handle)
+            backend.answer.set()
+            closing.join(30)
+            assert not closing.is_alive() and handle.released
+        assert other.get(LogicalSwitch, switch.id).external_ids == {}
+        with other.lock("fenced", ttl=30, timeout=0.5) as taken:  # released on the server: free at once
+            assert not taken.lost
+    finally:
+        backend.answer.set()
+        other.close()
+
+
+def test_a_lock_granted_after_close_whose_release_fails_raises_backend_unavailable() -> None:
+    # The Database closed while the lock was being taken: the take gives the lock back and raises
+    # BackendUnavailableError. A release that failed (a third-party client's own error) reached the caller
+    # instead, as that error; it is logged, and is the BackendUnavailableError's cause.
+    backend = _ThirdParty(MemoryStore())
+    holder = nbdb.Database(backend)
+    backend.fail = ConnectionResetError("the server went away")
+    backend.on_acquire = holder.close  # closed (as from another thread) the moment the lock is granted
+    with pytest.raises(nbdb.BackendUnavailableError) as raised:
+        with holder.lock("granted late", ttl=30):
+            pytest.fail("the block ran on a closed Database")
+    assert raised.value.__cause__ is backend.fail
+    assert backend.releasing.is_set()

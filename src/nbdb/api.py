@@ -57,6 +57,11 @@ _MUTATION_ATTEMPTS = 50
 _MAY_EXIST_ATTEMPTS = 10
 _MAX_PAGE = 2**62
 
+GIVE_BACK_SECONDS = 10.0
+"""How long :meth:`Database.close` waits for the locks it gives back when the backend declares no
+``request_timeout`` (a third-party backend that does not say how long its server may take): close waited
+for them without bound, and a server that never answered hung it."""
+
 
 class ListResult(list[M]):
     """The objects of a :meth:`Database.list`, with the ``revision`` they reflect.
@@ -127,6 +132,8 @@ class _Hold:
     ) -> bool | None:
         """Leave the backend's lock (the first call; later ones return None), then mark the handle released.
 
+        The handle says ``lost`` from the start: a write fenced on it (by another thread still in the lock's
+        block, when the Database closes) fails at once rather than racing the release on the server.
         ``wait=False``: return at once if another call is releasing it (a block's end after a close).
         """
         if self._done and not wait:
@@ -135,6 +142,7 @@ class _Hold:
             if self._done:
                 return None
             self._done = True
+            self.handle.mark_giving_back()
             try:
                 return self.manager.__exit__(exc_type, exc, tb)
             finally:
@@ -144,12 +152,17 @@ class _Hold:
 
 
 class _Holds:
-    """Every lock held through one Database, in any thread: what :meth:`Database.close` gives back."""
+    """Every lock held through one Database, in any thread: what :meth:`Database.close` gives back.
 
-    def __init__(self) -> None:
+    ``bound``: how long a give-back waits for the server (the backend's ``request_timeout``; None:
+    :data:`GIVE_BACK_SECONDS`).
+    """
+
+    def __init__(self, bound: float | None) -> None:
         self._lock = threading.Lock()
         self._held: dict[_Hold, None] = {}
         self._closed = False
+        self.bound = GIVE_BACK_SECONDS if bound is None else bound
 
     def add(self, hold: _Hold) -> bool:
         """Record ``hold``; False once the Database closed (the caller gives the lock back itself)."""
@@ -169,6 +182,42 @@ class _Holds:
             self._closed = True
             held, self._held = list(self._held), {}
         return held
+
+    def give_back(self, holds: _List[_Hold]) -> list[Exception]:
+        """Release ``holds`` at once, each on a thread of its own; wait at most :attr:`bound`; the errors raised.
+
+        Each handle says ``lost`` before its release starts (see :meth:`_Hold.release`). A release that
+        fails is logged; one the server does not answer in time is left to finish (or fail) on its own: its
+        handle is marked lost now, and its lease runs out with its ttl.
+        """
+        failures: list[Exception] = []
+
+        def release(hold: _Hold) -> None:
+            try:
+                hold.release()
+            except Exception as exc:  # best effort: close() goes on to free everything else
+                log.warning("close: lock %r not released (its lease runs out with its ttl): %s", hold.handle.name, exc)
+                failures.append(exc)
+
+        for hold in holds:
+            hold.handle.mark_giving_back()  # before any release starts, each as its own thread would
+        releases = [
+            threading.Thread(target=release, args=(hold,), name=f"nbdb-unlock-{hold.handle.name}", daemon=True)
+            for hold in holds
+        ]
+        for thread in releases:
+            thread.start()
+        deadline = time.monotonic() + self.bound
+        for thread, hold in zip(releases, holds, strict=True):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning(
+                    "close: lock %r: no answer from the server in %ss; its lease runs out with its ttl",
+                    hold.handle.name,
+                    self.bound,
+                )
+                hold.handle.mark_lost()
+        return list(failures)
 
 
 class _Lock(AbstractContextManager[LockHandle]):
@@ -205,9 +254,13 @@ class _Lock(AbstractContextManager[LockHandle]):
         manager = self._take()
         hold = _Hold(manager, manager.__enter__())
         if not self._holds.add(hold):
-            # The Database closed while the lock was being taken: nothing would give it back.
-            hold.release()
-            raise errors.BackendUnavailableError("the Database was closed while the lock was being taken")
+            # The Database closed while the lock was being taken: nothing would give it back. Given back as
+            # close() gives back the others (bounded, its error logged): the release's own error (or a wait
+            # without end) reached the caller instead.
+            failures = self._holds.give_back([hold])
+            raise errors.BackendUnavailableError(
+                "the Database was closed while the lock was being taken (it was given back)"
+            ) from (failures[0] if failures else None)
         names.setdefault(self._name, []).append(hold.handle)
         stack: list[_Hold] = self._held.__dict__.setdefault("stack", [])
         stack.append(hold)
@@ -256,7 +309,7 @@ class Database:
         self._hub_lock = threading.Lock()
         self._holding = threading.local()
         """The lock names each thread holds through this Database (see :class:`_Lock`)."""
-        self._holds = _Holds()
+        self._holds = _Holds(backend.request_timeout)
         """Every lock held through this Database, in any thread: :meth:`close` gives them back."""
         self._replicas: dict[tuple[Any, ...], tuple[Replica, int]] = {}
         """The shared replicas by (models, topics), and how many open handles read each."""
@@ -468,6 +521,7 @@ class Database:
         if op is None:
             return None
         root = (op.table, op.id)
+        last: errors.NbdbError | None = None  # why the last plan was dropped: the cause of giving up
         for _attempt in range(_MUTATION_ATTEMPTS if cascade else 1):
             try:
                 ops = cascade_ops(self._backend, self.get, op) if cascade else [op]
@@ -477,6 +531,7 @@ class Database:
                     return None
                 if not cascade or exc.key in (None, root):
                     raise
+                last = exc
                 log.debug("delete: dependent %s of %s %s is gone; planning the cascade again", exc.key, *root)
             except errors.ConflictError as exc:
                 # A dependent changed since the cascade read it (a port group another controller adds
@@ -484,10 +539,13 @@ class Database:
                 # them to "re-read it and retry" an object they never read.
                 if not cascade or isinstance(exc, errors.UniqueViolationError) or exc.key in (None, root):
                     raise
+                last = exc
                 log.debug("delete: dependent %s of %s %s changed meanwhile; planning the cascade again", exc.key, *root)
             else:
                 return None if 0 in result.skipped else revision
-        raise errors.ConflictError(f"{op.table} {op.id}: its dependents kept changing; nothing was deleted", key=root)
+        raise errors.ConflictError(
+            f"{op.table} {op.id}: its dependents kept changing; nothing was deleted", key=root
+        ) from last
 
     def list(
         self,
@@ -733,10 +791,11 @@ class Database:
 
         A lock whose ``with`` block still runs (closed from another thread, or at exit) is released on the
         server, as leaving the block would, so that another client takes it at once rather than after its
-        ttl; its handle turns ``released`` and ``lost`` (a write fenced on it raises LockLostError), and
-        leaving the block later does nothing. Best effort: the releases run at once, and close waits for
-        them at most the backend's ``request_timeout``; one that fails or does not end by then is logged,
-        its handle marked lost, and its lease runs out with its ttl.
+        ttl; its handle turns ``lost`` before the release starts (a write fenced on it raises LockLostError
+        rather than racing the release), then ``released``, and leaving the block later does nothing. Best
+        effort: the releases run at once, and close waits for them at most the backend's ``request_timeout``
+        (:data:`GIVE_BACK_SECONDS`, 10 s, for a backend that declares none); one that fails or does not end
+        by then is logged, its handle marked lost, and its lease runs out with its ttl.
         """
         if self._closed or self._closing:
             return
@@ -748,7 +807,7 @@ class Database:
                 cache.stop_queues()
         self._closed = True
         self._context.closed = True
-        self._give_back(self._holds.close())
+        self._holds.give_back(self._holds.close())
         if self._reaper is not None:
             self._reaper.close()
         for cache in list(self._caches):
@@ -759,39 +818,6 @@ class Database:
         if self._hub is not None:
             self._hub.close()
         self._backend.close()
-
-    def _give_back(self, holds: _List[_Hold]) -> None:
-        """Release ``holds`` at once, each on a thread of its own; wait at most the backend's request timeout.
-
-        A release the server does not answer in time is left to finish (or fail) on its own: its handle is
-        marked lost now, and its lease runs out with its ttl.
-        """
-        if not holds:
-            return
-
-        def release(hold: _Hold) -> None:
-            try:
-                hold.release()
-            except Exception as exc:  # best effort: close() goes on to free everything else
-                log.warning("close: lock %r not released (its lease runs out with its ttl): %s", hold.handle.name, exc)
-
-        releases = [
-            threading.Thread(target=release, args=(hold,), name=f"nbdb-unlock-{hold.handle.name}", daemon=True)
-            for hold in holds
-        ]
-        for thread in releases:
-            thread.start()
-        bound = self._backend.request_timeout
-        deadline = None if bound is None else time.monotonic() + bound
-        for thread, hold in zip(releases, holds, strict=True):
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                log.warning(
-                    "close: lock %r: no answer from the server in %ss; its lease runs out with its ttl",
-                    hold.handle.name,
-                    bound,
-                )
-                hold.handle.mark_lost()
 
     def __enter__(self) -> Database:
         return self

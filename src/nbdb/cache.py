@@ -222,6 +222,7 @@ class Replica:
         *,
         name: str = "",
         tick: tuple[float, Callable[[], None]] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> Subscription:
         """Register a subscription (replaying what is cached if asked), delivered by this replica's thread."""
         if not callable(callback):
@@ -232,7 +233,14 @@ class Replica:
             raise errors.ValidationError(f"predicate= takes a callable (event) or None, not {predicate!r}")
         followed = self.models_of(models)
         sub = Subscription(
-            callback, followed, predicate, name=name, detach=self._detach, tick=tick, dispatcher=self._dispatcher
+            callback,
+            followed,
+            predicate,
+            name=name,
+            detach=self._detach,
+            tick=tick,
+            dispatcher=self._dispatcher,
+            on_close=on_close,
         )
         with self._lock:
             if replay:
@@ -832,12 +840,14 @@ class Cache:
         *,
         name: str = "",
         tick: tuple[float, Callable[[], None]] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> Subscription:
         """:meth:`subscribe` for nbdb's own consumers (a controller's work queue): ``name`` labels the
-        subscription, ``tick`` is ``(seconds, call)``, a call made that often on a thread of its own."""
+        subscription, ``tick`` is ``(seconds, call)``, a call made that often on a thread of its own, and
+        ``on_close()`` is called once when the subscription closes, however it closes."""
         if self._closed.is_set():
             raise errors.ValidationError("this cache is closed")
-        sub = self._replica._subscribe(callback, models, predicate, replay, name=name, tick=tick)
+        sub = self._replica._subscribe(callback, models, predicate, replay, name=name, tick=tick, on_close=on_close)
         with self._lock:
             self._own = [s for s in self._own if not s.closed] + [sub]
         return sub
@@ -891,8 +901,7 @@ class Cache:
         with self._lock:
             queues = list(self._queues)
         for queue in queues:
-            queue.close()
-            queue.drop()  # its workers could not read a key's object any more: nothing is handed out
+            queue.shutdown()  # its workers could not read a key's object any more: nothing is handed out
 
     def close(self) -> None:
         """End this cache's subscriptions, queues and ``on_error``; its replica closes with its last handle."""

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from nbdb import errors
+from nbdb_cli import EXIT_INTERRUPTED  # one definition: the console script's guard returns it before this imports
 
 __all__ = ["build_parser", "capability_matrix", "main"]
 
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"nbdb: {type(exc).__name__}: {exc}\n")
         return 2
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `nbdb dump URL | head`: the reader left. A traceback before, and another one when the
         # interpreter flushed stdout on exit. Quiet and non-zero, as a tool that SIGPIPE ended.

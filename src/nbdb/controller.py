@@ -24,6 +24,11 @@ The rules, on top of the queue's (:mod:`nbdb.workqueue`):
 - **Stop.** :meth:`Controller.close` stops the feed and the queue, lets
   running reconciles finish, drops what was not started, and joins the
   workers. Closing the cache closes its queues, which stops their workers.
+  A reconcile, predicate or periodic resync raising ``SystemExit`` or
+  ``KeyboardInterrupt`` (which a worker or delivery thread cannot turn into
+  the program's end) stops the controller the same way, logged; so does its
+  feed closing by any other path. :attr:`Controller.stopped` then says so,
+  and ``wait_idle()`` is False: stopped is not idle.
 """
 
 from __future__ import annotations
@@ -86,8 +91,27 @@ class CacheQueue(WorkQueue[Key]):
         """Keys waiting for the re-check their reconcile asked for, and when they are due (see :meth:`recheck`)."""
         tick = None if resync is None else (resync, self.resync)
         self.subscription = cache.feed(
-            self._on_event, self.models, predicate, True, name=f"{self.name}-feed", tick=tick
+            self._on_event,
+            self.models,
+            predicate,
+            True,
+            name=f"{self.name}-feed",
+            tick=tick,
+            on_close=self._feed_closed,
         )
+
+    def _feed_closed(self) -> None:
+        """The feed closed: the queue stops (a closed queue closed it first, and is left to drain as it was).
+
+        A predicate raising SystemExit on the feed's thread closed only the feed (see :mod:`nbdb.dispatch`):
+        the queue took no change any more, its workers went on, and ``wait_idle()`` said True, as if every
+        change was processed.
+        """
+        if self._closed:
+            return
+        log.error("%s: its feed stopped: the queue stops (nothing more is handed out)", self.name)
+        super().close()  # not self.close(): the feed is closing already (its close waits for a running callback)
+        super().drop()
 
     def _on_event(self, event: ChangeEvent[Model]) -> None:
         key = event.key
@@ -186,7 +210,7 @@ class CacheQueue(WorkQueue[Key]):
         if not self.wait_synced(timeout):
             return False
         while True:
-            if self._closed:
+            if self._closed or self.subscription.closed:  # stopped, not idle (its feed closes the queue next)
                 return False
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if self.subscription.pending == 0 and super().wait_idle(0) and self.subscription.pending == 0:
@@ -196,9 +220,14 @@ class CacheQueue(WorkQueue[Key]):
             time.sleep(interval)
 
     def close(self) -> None:
-        """Stop the feed and shut the queue down (see :meth:`WorkQueue.close`)."""
+        """Stop the feed and shut the queue down (see :meth:`WorkQueue.close`): ready keys are still handed out."""
         super().close()
         self.subscription.close()
+
+    def shutdown(self) -> None:
+        """Stop at once: :meth:`close`, and :meth:`drop` what is ready (a controller's stop, its cache's close)."""
+        self.close()
+        self.drop()
 
 
 MAX_WORKERS = 1024
@@ -279,8 +308,7 @@ class Controller:
                         _describe(key),
                         type(exc).__name__,
                     )
-                    queue.close()
-                    queue.drop()
+                    queue.shutdown()
                     return
                 with self._stats_lock:
                     self.failed += 1
@@ -321,14 +349,22 @@ class Controller:
         if again > 0:
             self.queue.recheck(key, again)  # (float() of a whole number past 1e308 raised, and the worker died)
 
+    @property
+    def stopped(self) -> bool:
+        """True once the controller stopped: :meth:`close`, its cache closing, or a reconcile, predicate or
+        resync asking the program to stop (``SystemExit``, ``KeyboardInterrupt``); nothing is reconciled again."""
+        return self.queue.closed
+
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every change the cache applied so far was reconciled; False on timeout."""
+        """Block until every change the cache applied so far was reconciled; False on timeout or once stopped.
+
+        :attr:`stopped` tells the two apart.
+        """
         return self.queue.wait_idle(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop: no new keys, running reconciles finish, the rest is dropped; False if a worker is still busy."""
-        self.queue.close()
-        self.queue.drop()
+        self.queue.shutdown()
         timeout = timeout_of(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:

@@ -84,6 +84,7 @@ class Subscription:
         detach: Callable[[Subscription], None] | None = None,
         tick: tuple[float, Callable[[], None]] | None = None,
         dispatcher: Dispatcher | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.callback = callback
         self.models = None if models is None else frozenset(models)
@@ -91,6 +92,8 @@ class Subscription:
         self._predicate = predicate
         self._detach = detach
         self._tick = tick
+        self._on_close = on_close
+        """Called once when the subscription closes, however it closes (a work queue stops with its feed)."""
         self._items: deque[Any] = deque()
         self._ready = threading.Event()
         self._replayed = threading.Event()
@@ -179,6 +182,8 @@ class Subscription:
             self._items.appendleft(_STOP)
             self._ready.set()
             self._replay_over.set()
+            if self._on_close is not None:
+                self._on_close()
         dispatcher = self._dispatcher
         if dispatcher is not None:
             released = dispatcher.release(self, timeout)
@@ -225,7 +230,7 @@ class Subscription:
                     on_tick()
                 except BaseException as exc:  # as a callback's (see _deliver): CancelledError ended this thread
                     if is_stop(exc):
-                        self._stop_on(exc)
+                        self._stop_on(exc, "periodic task")
                         continue
                     log.exception("subscriber %s: periodic task failed", self.name)
             timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
@@ -248,18 +253,18 @@ class Subscription:
                     return
             except BaseException as exc:
                 if is_stop(exc):
-                    self._stop_on(exc)
+                    self._stop_on(exc, "predicate")
                     return
                 log.exception("subscriber %s: predicate failed on %s; delivering the event", self.name, _what(item))
         try:
             self.callback(item)
         except BaseException as exc:
             if is_stop(exc):
-                self._stop_on(exc)
+                self._stop_on(exc, "callback")
                 return
             log.exception("subscriber %s failed on %s", self.name, _what(item))
 
-    def _stop_on(self, exc: BaseException) -> None:
+    def _stop_on(self, exc: BaseException, what: str) -> None:
         """A callback, predicate or periodic task raised SystemExit or KeyboardInterrupt: this subscription stops.
 
         On the main thread (a caller delivering by hand) it goes on up. On a delivery thread it cannot end the
@@ -269,9 +274,10 @@ class Subscription:
         if threading.current_thread() is threading.main_thread():
             raise exc
         log.error(
-            "subscriber %s: its callback raised %s on a delivery thread, which cannot end the program: "
+            "subscriber %s: its %s raised %s on a delivery thread, which cannot end the program: "
             "this subscription stops",
             self.name,
+            what,
             type(exc).__name__,
         )
         self.close(0)

@@ -228,11 +228,30 @@ class LockHandle:
         self.token = token
         self._lost = threading.Event()
         self._released = False
+        self._giving_back = False
 
     @property
     def lost(self) -> bool:
-        """True once the lock may be held by somebody else (its lease is gone, or it was released)."""
+        """True once the lock may be held by somebody else (its lease is gone, or it is being or was released)."""
+        return self._giving_back or self._lost.is_set()
+
+    @property
+    def lease_lost(self) -> bool:
+        """True once the lease is known gone (:meth:`mark_lost`), or was released: what a backend's release reads.
+
+        A lock being given up (:meth:`mark_giving_back`) is ``lost`` to its users but not yet here: the
+        backend still releases it on the server (a release that read ``lost`` skipped it, and the lock
+        stayed taken until its ttl ran out).
+        """
         return self._lost.is_set()
+
+    def mark_giving_back(self) -> None:
+        """Record that the holder is giving the lock up, before the backend releases it (nbdb calls it).
+
+        ``lost`` is True from now on: a write fenced on it fails at once, rather than racing the release
+        (and landing if it reached the server first).
+        """
+        self._giving_back = True
 
     @property
     def released(self) -> bool:
@@ -371,8 +390,8 @@ class Backend(ABC):
         """How long one request may wait for the server's reply (the URL's timeout), in seconds.
 
         :meth:`nbdb.Database.close` waits that long for the locks it gives back (a silent server must not
-        hold it up: each lease then runs out with its ttl). None (the default): no server to wait for,
-        in-process stores, whose calls return at once.
+        hold it up: each lease then runs out with its ttl). None (the default): not declared (in-process
+        stores, whose calls return at once); close then waits at most ``nbdb.api.GIVE_BACK_SECONDS`` (10 s).
         """
         return None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nbdb import errors
 from nbdb.bench.config import BACKENDS, SIZES
+from nbdb_cli import EXIT_INTERRUPTED
 
 __all__ = ["register"]
 
@@ -74,9 +75,6 @@ def _parse_counts(option: str, text: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise errors.ValidationError(f"{option} wants positive counts separated by commas, got {text!r}")
     return counts
-
-
-EXIT_INTERRUPTED = 130
 
 
 def _parse_urls(values: list[str], backends: list[str]) -> dict[str, str]:
