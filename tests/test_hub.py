@@ -196,6 +196,38 @@ def test_a_failing_open_does_not_hold_the_stream_back() -> None:
         db.close()
 
 
+class StuckBackend(GatedBackend):
+    """A GatedBackend that says its requests take at most 0.2 s (its watch waits on ``gate`` regardless)."""
+
+    @property
+    def request_timeout(self) -> float:
+        return 0.2
+
+
+def test_close_does_not_wait_for_good_for_a_stream_open_stuck_in_the_backend(caplog: pytest.LogCaptureFixture) -> None:
+    """The hub's thread is stuck opening the backend's stream (Hazelcast's listener registration once waited for
+    a reply its client's reactor could not read): ``Database.close()`` returns, saying so, and the thread ends
+    once the backend lets it go. The code before joined the thread without a bound: close hung as long."""
+    backend = StuckBackend()
+    db = Database(backend)
+    closed = threading.Event()
+    try:
+        db.cache(LogicalSwitch)
+        assert db._hub is not None
+        pump = db._hub._thread
+        assert pump is not None
+        closer = threading.Thread(target=lambda: (db.close(), closed.set()), daemon=True)
+        closer.start()
+        closer.join(20)  # the bound: the backend's request timeout + 5 s
+        assert closed.is_set(), "Database.close() waited for the stuck stream open"
+        assert "did not stop within" in caplog.text
+    finally:
+        backend.gate.set()
+        db.close()
+    pump.join(10)
+    assert not pump.is_alive()
+
+
 def test_a_cache_is_synced_only_once_its_stream_is_open() -> None:
     backend = GatedBackend()
     with Database(backend) as db:

@@ -43,6 +43,10 @@ _OPEN_WAIT = 5.0
 """How long :meth:`WatchHub.stream` waits for the backend stream that covers it to open (then it goes on)."""
 
 
+_CLOSE_GRACE = 5.0
+"""How much longer than the backend's request timeout :meth:`WatchHub.close` waits for the hub's thread to stop."""
+
+
 _ALL = object()
 """The coverage key of "every topic"."""
 
@@ -358,7 +362,17 @@ class WatchHub:
             thread = self._thread
             self._drop_stream()
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            # Bounded: a pump in a backend call returns within the request's timeout, once every call it makes
+            # is bounded; a pump stuck past that (a backend's bug: Hazelcast's listener registration once waited
+            # for a reply its own reactor could not read) must not hold the Database's close for ever.
+            bound = (self._backend.request_timeout or 0.0) + _CLOSE_GRACE
+            thread.join(bound)
+            if thread.is_alive():
+                log.warning(
+                    "watch hub: the stream's thread did not stop within %.1fs of close (stuck in a backend call); "
+                    "left to end on its own",
+                    bound,
+                )
 
 
 class HubStream(RecordStream):

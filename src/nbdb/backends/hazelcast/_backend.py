@@ -155,6 +155,10 @@ class HazelcastBackend(ChangeLogBackend):
         self._log_cond = threading.Condition()
         self._log_latest = 0
         self._log_listener: str | None = None
+        self._log_registering: Any = None
+        """The ``head`` listener's registration in flight (its future), while unanswered (:meth:`open_log_reader`)."""
+        self._log_listening = threading.Lock()
+        """Guards ``_log_listener``, ``_log_registering``; held over no wait (not ``_log_cond``: _on_head takes it)."""
         self._local_commit = threading.Lock()
         """Held around every request for the commit lock, so that one thread of this backend asks at a time."""
         self._lock_requests = 0
@@ -1392,18 +1396,52 @@ class HazelcastBackend(ChangeLogBackend):
         return [self._log_name]
 
     def open_log_reader(self) -> ChangeLogReader:
+        """A reader of the change log, once the backend's ``head`` listener is registered (the first call registers it).
+
+        The registration's reply is waited for holding no lock that :meth:`_on_head` takes: that callback runs on
+        the client's reactor thread, the thread that reads the reply. Under ``_log_cond`` (as before), a ``head``
+        event that the member sent ahead of the reply (a commit moved ``head`` as the listener was added: 2 in 300
+        registrations beside three committing clients) blocked the reactor on the lock this thread held while it
+        waited for the reply that reactor was to read: neither moved again, for the client's life (the watch hub's
+        pump stuck in here, and ``Database.close()`` joining it).
+
+        The reply is waited for at most ``timeout`` (then BackendUnavailableError, which the watch hub retries): a
+        registration is no write that must not be given up (see :meth:`_tell`), and a registration on a connection
+        the member does not answer is failed by the client only once its heartbeat finds the connection dead. One
+        given up on stays in flight: a later call waits for that one rather than register another, and it is kept
+        (not leaked) if it is answered after all, or dropped if it fails (:meth:`_registered`).
+        """
         if self._closed:
             raise errors.BackendUnavailableError("the hazelcast backend is closed")
-        with self._log_cond:
-            if self._log_listener is None:
+        with self._log_listening:
+            pending = self._log_registering
+            if self._log_listener is None and pending is None:
                 # ``head`` moves once a commit is applied, after its log entry was written: waking on the
                 # entry would have readers poll while the commit is still being applied.
-                self._log_listener = self._tell(
-                    lambda: self.meta_async.add_entry_listener(
-                        include_value=True, key=HEAD, added_func=self._on_head, updated_func=self._on_head
+                pending = self._log_registering = self.call(
+                    lambda: self.gate.send(
+                        lambda: self.meta_async.add_entry_listener(
+                            include_value=True, key=HEAD, added_func=self._on_head, updated_func=self._on_head
+                        )
                     )
                 )
+                registered = pending
+            else:
+                registered = None
+        if registered is not None:
+            registered.add_done_callback(self._registered)  # outside the lock: it runs here if the reply is in
+        if pending is not None:
+            self.call(lambda: self.gate.result(pending, self.config.timeout))
         return HazelcastLogReader(self)
+
+    def _registered(self, future: Any) -> None:
+        """The ``head`` listener's registration is answered: keep its id, or let the next reader register again."""
+        failed = future.exception()
+        with self._log_listening:
+            if self._log_registering is future:
+                self._log_registering = None
+            if failed is None and self._log_listener is None:
+                self._log_listener = future.result()
 
     def _on_head(self, event: Any) -> None:
         try:
