@@ -318,7 +318,7 @@ class EtcdBackend(KeyValueBackend):
             try:
                 concrete, revision, whole, topics = self._concrete(prefixes)
                 # The first page of each prefix (a table under each topic, or each table of a cache) in read-only
-                # transactions (200 topics: a few round trips, not 200), none counting a large table whole
+                # transactions (200 topics: 2 round trips, not 200), none counting a large table whole
                 # (_first_pages); then the rest of a full one, a large one's as sub-ranges of its ids at once.
                 spans = [(p.encode(), wire.prefix_end(p.encode())) for p in concrete]
                 first = max(16, _PAGE // max(1, len(spans)))
