@@ -1298,3 +1298,23 @@ def test_a_group_of_commits_of_long_keys_fits_the_request_bytes(custom_etcd: Cal
                 assert backend.get_key(next(iter(c.puts))) is not None  # type: ignore[attr-defined]
 
     group_fits()
+
+
+@pytest.mark.timeout(120)
+def test_first_pages_on_a_server_that_takes_one_operation_a_transaction(
+    custom_etcd: Callable[..., EtcdServer],
+) -> None:
+    """A server at --max-txn-ops 1 takes no nested transaction: a table's first page is its own transaction
+    (one compare, one read either way), and two tables' first pages go one table a request once refused."""
+    from nbdb.backends.etcd import wire
+
+    server = custom_etcd(["--max-txn-ops", "1"])
+    with _connect(server.url, namespace=_ns()) as db:  # the URL says 128 (its least is 4): refusals halve it
+        backend = db.backend
+        prefixes = [f"{backend.layout.objects}one/", f"{backend.layout.objects}two/"]  # type: ignore[attr-defined]
+        keys = [f"{p}{i:04x}" for p in prefixes for i in range(5)]
+        for key in keys:
+            request = wire.txn_request([], [wire.request_put(key.encode(), b"v")], [])
+            backend.client.txn(request)  # type: ignore[attr-defined]
+        assert [kv.key for kv in backend.range_keys(prefixes[:1])[0]] == keys[:5]  # type: ignore[attr-defined]
+        assert [kv.key for kv in backend.range_keys(prefixes)[0]] == keys  # type: ignore[attr-defined]
