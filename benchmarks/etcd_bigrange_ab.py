@@ -10,6 +10,12 @@ CPU etcd spent meanwhile (its /proc utime + stime)::
 
 ``--limit N`` reads the table page by page instead: ``scan_page`` (the SPI under ``db.list(limit=, after=)``)
 of N keys each, each page on from the last one's continue token, until the last.
+
+``--small N`` also fills a second table of N keys and reads both with one ``range_keys`` (the small one first),
+as a cache of [LogicalSwitch, LogicalSwitchPort] loads (or a table spread over topics is listed: a prefix per
+topic); with ``--limit``, ``range_pages`` of their first pages (a listing's first page across them)::
+
+    python benchmarks/etcd_bigrange_ab.py --a /work/main/src --b src --rounds 3 --keys 300000 --small 100
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json, sys
 from time import perf_counter_ns as now
 import nbdb
 url, prefix, total, limit, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+small_prefix, small = sys.argv[6], int(sys.argv[7])
 """
     + ETCD_CALLS
     + r"""
@@ -43,14 +50,25 @@ with nbdb.connect(url, namespace="bench", timeout=timeout) as db:
         slowest[0] = max(slowest[0], (now() - t) / 1e6)
         if what == "range":
             walked.append(wire.parse_range(reply)[3])
-        elif what == "transaction":  # wire.range_counts, spelled out: side a may predate it
-            f = wire._parse(reply)
-            walked.extend(wire._int(wire._parse(wire._bytes(wire._parse(op), 1)), 4, signed=True)
-                          for op in wire._messages(f, 3) if op[:1] == b"\x0a")
+        elif what == "transaction":  # wire.range_counts, spelled out: side a may predate it (nested ones too)
+            walked.append(sum(counts(reply)))
         return reply, maybe
+    def counts(reply):
+        out = []
+        for op in wire._messages(wire._parse(reply), 3):
+            if op[:1] == b"\x0a":
+                out.append(wire._int(wire._parse(wire._bytes(wire._parse(op), 1)), 4, signed=True))
+            elif op[:1] == b"\x22":
+                out += counts(wire._bytes(wire._parse(op), 4))
+        return out
     client.call = call
     t0 = now()
-    if limit:
+    if small and limit:  # a listing's first pages across both tables
+        pages, _ = db.backend.range_pages([(small_prefix, None), (prefix, None)], limit, 0)
+        got, total = sum(map(len, pages)), min(small, limit) + limit
+    elif small:
+        got, total = len(db.backend.range_keys([small_prefix, prefix])[0]), total + small
+    elif limit:
         table, after, got = prefix.rstrip("/").rsplit("/", 1)[1], None, 0
         while True:
             page = db.backend.scan_page([table], ["t"], limit, after)
@@ -88,6 +106,7 @@ def main() -> None:
     parser = ab_parser(__doc__, 0)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=0, help="page by scan_page of this many keys (0: one range_keys)")
+    parser.add_argument("--small", type=int, default=0, help="keys of a second table read with the first (0: none)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per etcd request (nbdb's default: 2)")
     args = parser.parse_args()
     sides = {"a": args.a, "b": args.b}
@@ -99,13 +118,22 @@ def main() -> None:
         pid = server.members[0].pid
         assert pid is not None
         subprocess.run([sys.executable, "-c", FILL, url, prefix, str(args.keys)], env=env(args.a), check=True)
+        small_prefix = "nbdb/bench/o/t/Logical_Switch/"
+        if args.small:
+            subprocess.run(
+                [sys.executable, "-c", FILL, url, small_prefix, str(args.small)], env=env(args.a), check=True
+            )
 
         def etcd_cpu() -> Callable[[], dict[str, float]]:
             before = cpu_seconds(pid)
             return lambda: {"etcd_cpu_s": cpu_seconds(pid) - before}
 
         results = ab_rounds(
-            sides, args.rounds, READ, [url, prefix, str(args.keys), str(args.limit), str(args.timeout)], etcd_cpu
+            sides,
+            args.rounds,
+            READ,
+            [url, prefix, str(args.keys), str(args.limit), str(args.timeout), small_prefix, str(args.small)],
+            etcd_cpu,
         )
         for side in ("a", "b"):
             got = results[side]

@@ -7,6 +7,7 @@ leases, TLS and authentication — all against real etcd from nbdb.testing.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -470,6 +471,19 @@ def test_pages_on_from_a_key_are_exact_and_walk_about_their_own_keys(
         assert sum(map(sum, walked[1:])) <= 16 * (limit + 1) * len(pages) + 4 * len(expected)
 
 
+@contextlib.contextmanager
+def _pages_of_16(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[EtcdBackend]:
+    """A backend at ``url`` that reads ranges in pages of 16 keys, up to 64: tables of some thousands are long."""
+    from nbdb.backends.etcd import backend as etcd_backend
+
+    monkeypatch.setattr(etcd_backend, "_PAGE", 16)
+    monkeypatch.setattr(etcd_backend, "_MAX_PAGE", 64)
+    with _connect(url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        yield backend
+
+
 @pytest.mark.timeout(120)
 def test_a_large_table_s_first_page_counts_about_its_own_keys_and_a_short_one_s_is_one_request(
     etcd_server: EtcdServer,  # noqa: F811
@@ -480,16 +494,9 @@ def test_a_large_table_s_first_page_counts_about_its_own_keys_and_a_short_one_s_
     (one starting with 7fff, the probe's digits) is listed, whole or page by page, without a request counting more
     than a sixteenth of it, exactly; a short table's only page is still one request.
     """
-    from nbdb.backends.etcd import backend as etcd_backend
-
-    monkeypatch.setattr(etcd_backend, "_PAGE", 16)
-    monkeypatch.setattr(etcd_backend, "_MAX_PAGE", 64)
     spread = 2048
-    with _connect(etcd_server.url) as db:
-        backend = db.backend
-        assert isinstance(backend, EtcdBackend)
-        ids = [f"{i * 65536 // spread:04x}-{i}" for i in range(spread - 1)] + ["7fff-0"]  # one where a UUID's may be
-        table, keys = _table_of(backend, ids)
+    with _pages_of_16(etcd_server.url, monkeypatch) as backend:
+        table, keys = _table_of(backend, _spread_ids(spread))
         short, short_keys = _table_of(backend, ["a", "b7", "c8"])
         client = backend.client
         expected = [k for k in keys if k.startswith(table)]
@@ -517,6 +524,86 @@ def test_a_large_table_s_first_page_counts_about_its_own_keys_and_a_short_one_s_
             del client.call
         # Before: the first page of each counted the whole table (2,048 keys).
         assert listed <= spread // 16 + 16 and paged <= spread // 16 + 16, (listed, paged)
+
+
+def _spread_ids(spread: int) -> list[str]:
+    """``spread`` ids spread over their first four hex digits as UUIDs' are, one of them where the probe looks."""
+    return [f"{i * 65536 // spread:04x}-{i}" for i in range(spread - 1)] + ["7fff-0"]
+
+
+@pytest.mark.timeout(120)
+def test_the_first_pages_of_several_tables_count_no_large_table_whole(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cache of several tables, or a table spread over topics, reads the first page of each range together: each
+    read counted its whole table (1M ports beside: seconds of etcd, past the default 2 s request). Now no request
+    counts more than a sixteenth of the large table, the keys are exact and in order, as are the first pages of a
+    listing across them; and tables none of which is large still take one request.
+    """
+    spread = 2048
+    with _pages_of_16(etcd_server.url, monkeypatch) as backend:
+        large, large_keys = _table_of(backend, _spread_ids(spread))
+        short, short_keys = _table_of(backend, ["a", "b7", "c8", "7ff", "8"])
+        counters, counter_keys = _table_of(backend, [f"{i:08x}" for i in range(12)])
+        tables = [short, large, counters]
+        expected = [
+            [k for k in keys if k.startswith(t)]
+            for t, keys in zip(tables, (short_keys, large_keys, counter_keys), strict=True)
+        ]
+        client = backend.client
+        walked = _count_walks(backend)
+        try:
+            got, _ = backend.range_keys(tables)
+            assert [kv.key for kv in got] == [k for keys in expected for k in keys]
+            listed = max(map(max, walked))
+            walked.clear()
+            pages, _ = backend.range_pages([(t, None) for t in tables], 10, 0)
+            assert [[kv.key for kv in page] for page in pages] == [keys[:10] for keys in expected]
+            paged = max(map(max, walked))
+            walked.clear()
+            assert [kv.key for kv in backend.range_keys([short, counters])[0]] == expected[0] + expected[2]
+            assert len(walked) == 1  # one request
+        finally:
+            del client.call
+        # Before: the first pages' transaction counted the whole large table (2,048 keys).
+        assert listed <= spread // 16 + 16 and paged <= spread // 16 + 16, (listed, paged)
+
+
+@pytest.mark.timeout(600)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    tables=st.lists(st.one_of(_clustered_ids(40), st.just(_spread_ids(256))), min_size=2, max_size=4),
+    ops=st.sampled_from([4, 6, 128]),
+    limit=st.integers(1, 20),
+)
+@example(tables=[_spread_ids(256), ["a", "7fff"], [f"{i:08x}" for i in range(30)], []], ops=4, limit=3)
+def test_several_tables_read_together_give_every_key_once_in_order(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tables: list[list[str]],
+    ops: int,
+    limit: int,
+) -> None:
+    """Tables of ids of every shape (UUID-like, clustered, counters, not hex; large or short, read together in
+    transactions of up to ``ops`` operations): a read of them all gives each table's keys exactly as one read of
+    it at the same revision does, in the order the prefixes were asked; the first pages of a listing across them
+    are each table's first ``limit`` keys, at one revision."""
+    with _pages_of_16(f"{etcd_server.url}?max_txn_ops={ops}", monkeypatch) as backend:
+        prefixes = [_table_of(backend, ids)[0] for ids in tables]
+
+        def whole(revision: int) -> list[list[tuple[str, bytes]]]:
+            out = []
+            for t in prefixes:
+                _, kvs, _, _ = backend.client.range(t.encode(), wire.prefix_end(t.encode()), revision=revision)
+                out.append([(kv.key.decode(), kv.value) for kv in kvs])
+            return out
+
+        got, revision = backend.range_keys(prefixes)
+        assert backend.commit_keys([], {prefixes[0] + "5late": b"v"}, []) is not None  # later: unseen below
+        assert [(kv.key, kv.value) for kv in got] == [kv for keys in whole(revision) for kv in keys]
+        pages, revision = backend.range_pages([(t, None) for t in prefixes], limit, revision)
+        assert [[(kv.key, kv.value) for kv in page] for page in pages] == [keys[:limit] for keys in whole(revision)]
 
 
 @pytest.mark.timeout(60)
@@ -1211,3 +1298,23 @@ def test_a_group_of_commits_of_long_keys_fits_the_request_bytes(custom_etcd: Cal
                 assert backend.get_key(next(iter(c.puts))) is not None  # type: ignore[attr-defined]
 
     group_fits()
+
+
+@pytest.mark.timeout(120)
+def test_first_pages_on_a_server_that_takes_one_operation_a_transaction(
+    custom_etcd: Callable[..., EtcdServer],
+) -> None:
+    """A server at --max-txn-ops 1 takes no nested transaction: a table's first page is its own transaction
+    (one compare, one read either way), and two tables' first pages go one table a request once refused."""
+    from nbdb.backends.etcd import wire
+
+    server = custom_etcd(["--max-txn-ops", "1"])
+    with _connect(server.url, namespace=_ns()) as db:  # the URL says 128 (its least is 4): refusals halve it
+        backend = db.backend
+        prefixes = [f"{backend.layout.objects}one/", f"{backend.layout.objects}two/"]  # type: ignore[attr-defined]
+        keys = [f"{p}{i:04x}" for p in prefixes for i in range(5)]
+        for key in keys:
+            request = wire.txn_request([], [wire.request_put(key.encode(), b"v")], [])
+            backend.client.txn(request)  # type: ignore[attr-defined]
+        assert [kv.key for kv in backend.range_keys(prefixes[:1])[0]] == keys[:5]  # type: ignore[attr-defined]
+        assert [kv.key for kv in backend.range_keys(prefixes)[0]] == keys  # type: ignore[attr-defined]

@@ -76,15 +76,16 @@ class Counter:
                     return got
 
                 backend._read_many = read_many  # type: ignore[attr-defined]
-            real_first = getattr(backend, "_first_page", None)
-            if real_first is not None:  # a lone range's first page, a read-only transaction of its own
+            real_first = getattr(backend, "_first_pages", None)
+            if real_first is not None:  # ranges' first pages, read-only transactions of their own
 
-                def first_page(*args: Any) -> Any:
+                def first_pages(*args: Any) -> Any:
                     got = real_first(*args)
-                    self._count(kv.key.decode() for kv in got[0])
+                    for kvs, _ in got[0]:
+                        self._count(kv.key.decode() for kv in kvs)
                     return got
 
-                backend._first_page = first_page  # type: ignore[attr-defined]
+                backend._first_pages = first_pages  # type: ignore[attr-defined]
         elif hasattr(backend, "_kv_async"):  # Hazelcast: the entries its member's queries send (the map's entry_set)
             kv_map = backend._kv_async
             real_entry_set = kv_map.entry_set

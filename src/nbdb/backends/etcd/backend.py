@@ -62,7 +62,7 @@ _SPLIT_DEPTH = 512
 _STEP_DIGITS = 12
 """A limited read's steps end at ids of this many hex digits (see ``EtcdBackend._read_from``)."""
 _PROBE = b"7fff"
-"""A table's first page is read whole only if no id starts with these digits (see ``EtcdBackend._first_page``)."""
+"""A table's first page is read whole only if no id starts with these digits (see ``EtcdBackend._first_pages``)."""
 _FIRST_STEP_DIGITS = 4
 """A large table's first page is read from its first step: the ids that start with this many zeros."""
 _PRUNE_EVERY = 60.0  # seconds between two checks of one topic for a dead registry key (see _prune)
@@ -252,9 +252,10 @@ class EtcdBackend(KeyValueBackend):
                 max_txn_ops=settings.max_txn_ops,
                 max_txn_bytes=settings.max_request_bytes * 9 // 10,
             )
-        self.page_reads = self.capabilities.max_txn_ops or _MAX_TXN_OPS
-        self._read_ops = self.page_reads
+        self._read_ops = self.capabilities.max_txn_ops or _MAX_TXN_OPS
         """How many ranges one read-only transaction holds: the URL's max_txn_ops, less if the server refused it."""
+        self.page_reads = max(1, self._read_ops - 1)
+        """A listing's first pages are transactions nested in one (_first_pages): one fewer than ranges."""
         self.progress_interval = progress_interval
         self.safe_progress = False
         self.server_version = ""
@@ -316,21 +317,20 @@ class EtcdBackend(KeyValueBackend):
             out: list[KeyValue] = []
             try:
                 concrete, revision, whole, topics = self._concrete(prefixes)
-                # Two or more prefixes (a table under each topic): the first page of each in read-only
-                # transactions (200 topics: 2 round trips, not 200), then the rest of a full one.
+                # The first page of each prefix (a table under each topic, or each table of a cache) in read-only
+                # transactions (200 topics: 2 round trips, not 200), none counting a large table whole
+                # (_first_pages); then the rest of a full one, a large one's as sub-ranges of its ids at once.
                 spans = [(p.encode(), wire.prefix_end(p.encode())) for p in concrete]
-                first = max(16, _PAGE // len(spans)) if len(spans) > 1 else 0
-                firsts, revision = self._read_many(spans, first, revision) if first else ([None] * len(spans), revision)
-                for (start, end), kvs in zip(spans, firsts, strict=True):
-                    base = start
-                    if kvs is None:  # one span: its first page counts no more than its own keys in a large table
-                        revision = self._read_table(start, end, revision, out)
-                        continue
+                first = max(16, _PAGE // max(1, len(spans)))
+                pages, revision = self._first_pages(spans, first, revision)
+                for (base, end), (kvs, step) in zip(spans, pages, strict=True):
                     out += _kvs(kvs)
-                    if len(kvs) < first:
-                        continue
-                    start = kvs[-1].key + b"\0" if kvs else end
-                    revision = self._read_span(start, end, base, revision, out)
+                    if len(kvs) == first:  # the page, or the large table's first step, holds more
+                        revision = self._read_span(
+                            kvs[-1].key + b"\0", end if step is None else step, base, revision, out
+                        )
+                    if step is not None:
+                        revision = self._read_span(step, end, base, revision, out, split=True)
                 objects = self.layout.objects
                 if whole is not None:  # too many topics: o/ was read whole, and only the tables asked for are kept
                     out = [kv for kv in out if not outside_tables(kv.key, objects, whole)]
@@ -344,53 +344,55 @@ class EtcdBackend(KeyValueBackend):
                     raise
         raise AssertionError("unreachable")
 
-    def _first_page(
-        self, base: bytes, end: bytes, limit: int, revision: int
-    ) -> tuple[list[wire.KV], bytes | None, int]:
-        """The first page of the table ``[base, end)`` at ``revision`` (0: now), in one round trip whatever its size.
+    def _first_pages(
+        self, spans: Sequence[tuple[bytes, bytes]], limit: int, revision: int
+    ) -> tuple[list[tuple[list[wire.KV], bytes | None]], int]:
+        """The first page of each table ``[base, end)`` at ``revision`` (0: now), none counting a large table whole.
 
         etcd 3.4 counts every key from a range's start to its end, whatever the limit: one read of a
         table's first page counts the table (a million keys: 2-3 s, past nbdb's default 2 s request).
-        The page is one read-only transaction whose compare asks whether any id starts with
-        ``_PROBE`` (ids are UUIDs: a table of N ids holds one there with probability about
-        1 - e^(-N/65,536); the compare reads those few keys, with their values). If none does (a
-        table of some thousands of keys, most likely), the first ``limit`` keys of the table, one
-        plain read as before; if one does (78 % of tables of 100,000 ids, all but every one of 1M), the
-        first ``limit`` keys of its first step ``[base, base + "0001")`` only, which counts about
-        N/65,536 keys. Either way the keys returned are the first of the table (the step is where
-        it starts); returns them, the end of the step (None: the read was the table's plain first
-        page) and the revision read. The compare only picks the read: a wrong guess costs round
-        trips (or, for the plain read, the count of the table as before), never keys. ``7fff``, not
-        ``0000``: ids that are counters (``0000…``, dense there: a compare would read them all) or
-        time-ordered (UUIDv7: ``01…`` today) leave it empty and are read as before.
+        Each table's page is a transaction nested in a read-only one (up to ``_read_ops`` less one
+        tables a round trip: etcd lets a nested transaction hold ``--max-txn-ops`` less its parent's
+        operations), whose compare asks whether any of its ids starts with ``_PROBE`` (ids are UUIDs:
+        a table of N ids holds one there with probability about 1 - e^(-N/65,536); the compare reads
+        those few keys, with their values). If none does (a table of some thousands of keys, most
+        likely), the first ``limit`` keys of the table, one plain read as before; if one does (78 % of
+        tables of 100,000 ids, all but every one of 1M), the first ``limit`` keys of its first step
+        ``[base, base + "0001")`` only, which counts about N/65,536 keys. Either way the keys returned
+        are the first of the table (the step is where it starts); returns, for each table, them and
+        the end of the step (None: the read was the table's plain first page), and the revision read,
+        which every read is at. The compare only picks the read: a wrong guess costs round trips (or,
+        for the plain read, the count of the table as before), never keys. ``7fff``, not ``0000``: ids
+        that are counters (``0000…``, dense there: a compare would read them all) or time-ordered
+        (UUIDv7: ``01…`` today) leave it empty and are read as before (their first page counts the table).
         """
-        probe = base + _PROBE
-        step = _id_bound(base, 1, _FIRST_STEP_DIGITS)
-        assert step is not None
-        empty = wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=wire.prefix_end(probe))
-        request = wire.txn_request(
-            [empty],
-            [wire.request_range(base, end, limit=limit, revision=revision)],
-            [wire.request_range(base, step, limit=limit, revision=revision)],
-        )
-        header, whole, ranges, _ = self.client.txn(request, write=False)
-        return ranges[0], None if whole else step, revision or header.revision
-
-    def _read_table(self, base: bytes, end: bytes, revision: int, out: list[KeyValue]) -> int:
-        """Every key of the table ``[base, end)`` at ``revision`` (0: now) appended to ``out``; the revision read.
-
-        Its first page by :meth:`_first_page`: a short table in one round trip, a large one's first
-        step; after a step, the rest of the step, and then the table from the step's end as
-        sub-ranges of its ids' leading digits at once (see :meth:`_read_span`), none counting the table.
-        """
-        kvs, step, revision = self._first_page(base, end, _PAGE, revision)
-        out += _kvs(kvs)
-        if len(kvs) == _PAGE:  # the page, or the step, holds more
-            stop = end if step is None else step
-            revision = self._read_span(kvs[-1].key + b"\0", stop, base, revision, out)
-        if step is not None:
-            revision = self._read_span(step, end, base, revision, out, split=True)
-        return revision
+        out: list[tuple[list[wire.KV], bytes | None]] = []
+        while len(out) < len(spans):
+            pages = []
+            for base, end in spans[len(out) : len(out) + max(1, self._read_ops - 1)]:
+                probe = base + _PROBE
+                step = _id_bound(base, 1, _FIRST_STEP_DIGITS)
+                assert step is not None
+                empty = wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=wire.prefix_end(probe))
+                plain = wire.request_range(base, end, limit=limit, revision=revision)
+                first = wire.request_range(base, step, limit=limit, revision=revision)
+                pages.append(wire.txn_request([empty], [plain], [first]))
+            nested = self._fitting([wire.request_txn(page) for page in pages])
+            try:
+                if len(nested) == 1:
+                    # One table: its own transaction, not nested (a server at --max-txn-ops 1 refuses any nesting).
+                    header, whole, ranges, _ = self.client.txn(pages[0], write=False)
+                    answers = [(whole, ranges)]
+                else:
+                    header, answers = self.client.nested_reads(wire.txn_request([], nested))
+            except errors.ValidationError as exc:
+                # A nested transaction's operation counts as one more of its parent's (one table: no fewer to send).
+                self._refused(exc, len(nested) + 1 if len(nested) > 1 else 1)
+                continue
+            revision = revision or header.revision
+            for (base, _), (whole, ranges) in zip(spans[len(out) :], answers, strict=False):
+                out.append((ranges[0], None if whole else _id_bound(base, 1, _FIRST_STEP_DIGITS)))
+        return out, revision
 
     def _read_span(
         self, start: bytes, end: bytes, base: bytes | None, revision: int, out: list[KeyValue], split: bool = False
@@ -534,17 +536,22 @@ class EtcdBackend(KeyValueBackend):
 
     def _read_txn(self, reads: Sequence[bytes]) -> tuple[wire.Header, list[list[wire.KV]]] | None:
         """The header and ranges of one read-only transaction of ``reads``; None if the server refused that many
-        (its --max-txn-ops is lower than the URL says): it gets half as many from now on (``_read_ops``)."""
+        (see :meth:`_refused`)."""
         try:
             header, _, ranges, _ = self.client.txn(wire.txn_request([], reads), write=False)
         except errors.ValidationError as exc:
-            if len(reads) == 1 or "too many operations" not in str(exc):
-                raise
-            self._read_ops = max(1, len(reads) // 2)
-            log.warning("etcd: the server refused %d ranges in one transaction: %d from now on", len(reads),
-                        self._read_ops)  # fmt: skip
+            self._refused(exc, len(reads))
             return None
         return header, ranges
+
+    def _refused(self, exc: errors.ValidationError, ops: int) -> None:
+        """``exc`` raised unless the server refused a read-only transaction of ``ops`` operations as too many (its
+        --max-txn-ops is lower than the URL says): it gets half as many from now on (``_read_ops``)."""
+        if ops == 1 or "too many operations" not in str(exc):
+            raise exc
+        self._read_ops = max(1, ops // 2)
+        log.warning("etcd: the server refused %d ranges in one transaction: %d from now on", ops,
+                    self._read_ops)  # fmt: skip
 
     def _prune(self, candidates: list[str], revision: int) -> None:
         """Delete the registry keys of the ``candidates`` (topics a scan found none of its tables' keys under at
@@ -663,12 +670,9 @@ class EtcdBackend(KeyValueBackend):
             header, kvs, _, _ = self.client.range(start, end, limit=limit, revision=revision)
             return _kvs(kvs), revision or header.revision
         if after is None:  # a listing's first page: the table's, or its first step's, in one round trip
-            kvs, step, revision = self._first_page(start, end, limit, revision)
-            out = _kvs(kvs)
-            if step is None or len(out) == limit:
-                return out, revision
-            return out, self._read_from(step, end, start, limit, revision, out, len(out))
-        out = []
+            pages, revision = self._first_listing_pages([(start, end)], limit, revision)
+            return pages[0], revision
+        out: list[KeyValue] = []
         return out, self._read_from(start, end, prefix.encode(), limit, revision, out)
 
     def _read_from(
@@ -688,7 +692,7 @@ class EtcdBackend(KeyValueBackend):
         walks about its own keys: at most the step that fills it, 16 times as wide as the one
         before, where ids cluster. The steps cover ``[start, end)`` exactly whatever the keys: keys
         that are no hex ids land in some step (the last one reaches ``end``). A listing's first page
-        (:meth:`range_page` without ``after``) is :meth:`_first_page`: a short table's only page costs
+        (:meth:`range_page` without ``after``) is :meth:`_first_pages`: a short table's only page costs
         one round trip. ``read``: keys read from ``base`` to ``start`` (a first page's step, which
         ends at a bound of ids): the steps on are as wide as they say the page's room needs.
         """
@@ -736,8 +740,26 @@ class EtcdBackend(KeyValueBackend):
             (prefix.encode() if after is None else after.encode() + b"\0", wire.prefix_end(prefix.encode()))
             for prefix, after in reads
         ]
+        if all(after is None for _, after in reads):  # a listing's first pages: none counts a large table whole
+            return self._first_listing_pages(spans, limit, revision)
         got, revision = self._read_many(spans, limit, revision)
         return [_kvs(kvs) for kvs in got], revision
+
+    def _first_listing_pages(
+        self, spans: Sequence[tuple[bytes, bytes]], limit: int, revision: int
+    ) -> tuple[list[list[KeyValue]], int]:
+        """The first ``limit`` keys of each table ``[base, end)`` at ``revision`` (0: now), and the revision read.
+
+        Their first pages by :meth:`_first_pages` (one round trip for short tables); a large table's
+        first step short of ``limit`` goes on in steps sized by the keys it held (:meth:`_read_from`).
+        """
+        pages, revision = self._first_pages(spans, limit, revision)
+        out = []
+        for (base, end), (kvs, step) in zip(spans, pages, strict=True):
+            out.append(_kvs(kvs))
+            if step is not None and len(kvs) < limit:
+                revision = self._read_from(step, end, base, limit, revision, out[-1], len(kvs))
+        return out, revision
 
     def commit_keys(
         self,

@@ -528,10 +528,15 @@ def _range_kvs(op: bytes) -> list[KV]:
 
 
 def range_counts(data: bytes) -> list[int]:
-    """The ``count`` of each range of a TxnResponse: the keys etcd walked to answer it (tests and benchmarks)."""
-    return [
-        _int(_parse(_bytes(_parse(op), 1)), 4, signed=True) for op in _messages(_parse(data), 3) if op[:1] == b"\x0a"
-    ]
+    """The ``count`` of each range of a TxnResponse, nested transactions' too: the keys etcd walked to answer it
+    (tests and benchmarks)."""
+    counts: list[int] = []
+    for op in _messages(_parse(data), 3):
+        if op[:1] == b"\x0a":
+            counts.append(_int(_parse(_bytes(_parse(op), 1)), 4, signed=True))
+        elif op[:1] == b"\x22":  # a nested transaction's response (field 4)
+            counts += range_counts(_bytes(_parse(op), 4))
+    return counts
 
 
 def _parse_txn_general(data: bytes) -> tuple[Header, bool, list[list[KV]]]:
