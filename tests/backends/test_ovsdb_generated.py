@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
+import threading
 import types
 import uuid
 from collections.abc import Iterator
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.cli import main
@@ -215,6 +219,157 @@ def test_a_mutation_replacing_the_only_member_of_a_set_of_at_least_one_lands(tmp
                     assert db.get(gen.Port, port.id).trunks == port.trunks
                     seen.setdefault(url.split(":")[0], []).append(sorted(port.trunks))
     assert seen["ovsdb+tcp"] == seen["memory"] == [[5], [5, 7], [7], [2]]
+
+
+_BOUNDS = {"1": 1, "n": 3, "u": "unlimited"}
+BOUNDED: dict[str, Any] = {
+    "name": "Bounded",
+    "version": "0.1.0",
+    "tables": {
+        "Box": {
+            "isRoot": True,
+            "columns": {
+                **{f"s{low}{high}": {"type": {"key": "integer", "min": low, "max": _BOUNDS[high]}}
+                   for low in (0, 1) for high in "nu"},
+                **{f"m{low}{high}": {"type": {"key": "string", "value": "integer", "min": low, "max": _BOUNDS[high]}}
+                   for low in (0, 1) for high in "1nu"},
+                "external_ids": {"type": _MAP},
+            },
+        },
+    },
+}  # fmt: skip
+"""A set and a map column of each size bound OVSDB has: min 0 or 1, max 1, N or unlimited (a set of
+at most one member is a scalar or optional field, which no mutation changes)."""
+
+
+def _bounded_value(name: str) -> st.SearchStrategy[Any]:
+    """A value of column ``name`` of :data:`BOUNDED` within its size bounds (few atoms, so values overlap)."""
+    low, high = int(name[1]), {"1": 1, "n": 3, "u": 5}[name[2]]
+    if name[0] == "s":
+        return st.lists(st.integers(0, 5), min_size=low, max_size=high, unique=True)
+    return st.dictionaries(st.sampled_from("abcd"), st.integers(0, 2), min_size=low, max_size=high)
+
+
+_BOX_FIELDS = [f"s{low}{high}" for low in (0, 1) for high in "nu"] + [
+    f"m{low}{high}" for low in (0, 1) for high in "1nu"
+]
+_BOX_VALUES = st.fixed_dictionaries({name: _bounded_value(name) for name in _BOX_FIELDS})
+
+
+def test_a_mutation_within_a_columns_size_bounds_lands_whatever_the_bounds(tmp_path: Path) -> None:
+    """Every change from one value within a column's bounds to another commits and reads back exactly.
+
+    ovsdb-server checks a column's size after each mutation: inserting first overfilled a set of at
+    most N members whose every member was replaced, and deleting a map's keys before setting them
+    again emptied a map of at least one pair; both were refused though the result was within bounds.
+    """
+    schema = tmp_path / "bounded.ovsschema"
+    schema.write_text(json.dumps(BOUNDED))
+    gen = _generate(schema, tmp_path, f"bounded_models_{uuid.uuid4().hex[:6]}")
+
+    def change(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        add: dict[str, Any] = {}
+        remove: dict[str, Any] = {}
+        for name in _BOX_FIELDS:
+            if name.startswith("s"):
+                add[name] = sorted(set(new[name]) - set(old[name]))
+                remove[name] = sorted(set(old[name]) - set(new[name]))
+            else:
+                add[name] = {k: v for k, v in new[name].items() if old[name].get(k) != v}
+                remove[name] = sorted(set(old[name]) - set(new[name]))
+        return add, remove
+
+    def stored(box: Any) -> dict[str, Any]:
+        return {
+            name: sorted(getattr(box, name)) if name.startswith("s") else getattr(box, name) for name in _BOX_FIELDS
+        }
+
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Bounded") as db:
+
+        @settings(
+            max_examples=int(os.environ.get("NBDB_BOUNDS_EXAMPLES", "40")),
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        @given(old=_BOX_VALUES, new=_BOX_VALUES)
+        @example(  # every member or pair replaced, each column full
+            old={"s0n": [0, 1, 2], "s0u": [0], "s1n": [0, 1, 2], "s1u": [0], "m01": {"a": 0}, "m0n": {"a": 0},
+                 "m0u": {"a": 0}, "m11": {"a": 0}, "m1n": {"a": 0, "b": 0, "c": 0}, "m1u": {"a": 0}},
+            new={"s0n": [3, 4, 5], "s0u": [1], "s1n": [3, 4, 5], "s1u": [1], "m01": {"a": 1}, "m0n": {"b": 0},
+                 "m0u": {"a": 1}, "m11": {"b": 1}, "m1n": {"a": 1, "b": 1, "d": 1}, "m1u": {"a": 1}},
+        )  # fmt: skip
+        def lands(old: dict[str, Any], new: dict[str, Any]) -> None:
+            box = db.create(gen.Box(**old))
+            add, remove = change(old, new)
+            mutated = db.mutate(box, add=add, remove=remove)
+            assert (
+                stored(mutated)
+                == stored(db.get(gen.Box, box.id))
+                == {name: sorted(value) if name.startswith("s") else value for name, value in new.items()}
+            )
+            db.delete(mutated)
+
+        lands()
+
+
+def test_columns_at_their_server_default_and_maps_of_one_pair_read_back_as_stored(tmp_path: Path) -> None:
+    """What the monitor sends for these columns was read wrong.
+
+    ovsdb-server leaves a column at its default out of the rows it sends, and the default of a set of
+    at least one integer is ``[0]``: such a set read as empty (CorruptRecordError for a valid object),
+    and a later diff toggled the wrong members. For a map of at most one pair the server sends the new
+    value, not a difference: ``{"a": 0}`` then ``{}`` read as ``{"a": 0}``, then ``{"b": 1}`` as both.
+    """
+    schema = tmp_path / "bounded.ovsschema"
+    schema.write_text(json.dumps(BOUNDED))
+    gen = _generate(schema, tmp_path, f"bounded_defaults_{uuid.uuid4().hex[:6]}")
+    steps = [
+        {"s1n": [0], "s1u": [0], "m01": {"a": 0}, "m11": {"a": 0}, "m1n": {"": 0}, "m1u": {"": 0}},
+        {"s1n": [0, 1], "s1u": [1], "m01": {}, "m11": {"b": 1}, "m1n": {"": 0, "b": 2}},
+        {"s1n": [0], "s1u": [0], "m01": {"b": 1}, "m11": {"": 0}, "m1n": {"": 0}},
+    ]
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Bounded") as db:
+        box = db.create(gen.Box(**steps[0]))
+        for fields in steps[1:]:
+            box = db.update(box.replace(**fields))
+            for copy in (box, db.get(gen.Box, box.id)):
+                assert {name: getattr(copy, name) for name in fields} == fields
+        with nbdb.connect(server.url, database="Bounded") as fresh:
+            assert fresh.get(gen.Box, box.id) == box
+
+
+def test_writers_setting_keys_of_a_map_of_at_least_one_pair_at_once_lose_nothing(tmp_path: Path) -> None:
+    """Such a change is an ``update`` of the whole column behind a ``wait`` for the value it was computed
+    from: a writer whose replica was behind another's change plans it again, never overwriting it
+    (it was refused outright before: the only pair deleted before it was set again)."""
+    schema = tmp_path / "bounded.ovsschema"
+    schema.write_text(json.dumps(BOUNDED))
+    gen = _generate(schema, tmp_path, f"bounded_writers_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server:
+        dbs = [nbdb.connect(server.url, database="Bounded") for _ in range(3)]
+        try:
+            box = dbs[0].create(gen.Box(s1n=[1], s1u=[1], m11={"a": 1}, m1n={"a": 1}, m1u={"k0": -1}))
+            assert dbs[0].mutate(box, add={"m1u": {"k0": 0}}).m1u == {"k0": 0}
+            failures: list[Exception] = []
+
+            def write(i: int) -> None:
+                try:
+                    for j in range(10):
+                        dbs[i].mutate((gen.Box, box.id), add={"m1u": {f"k{i}": j}})
+                except Exception as exc:  # reported by the test, below
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=100)
+            assert failures == []
+            assert dbs[1].get(gen.Box, box.id).m1u == {"k0": 9, "k1": 9, "k2": 9}
+        finally:
+            for db in dbs:
+                db.close()
 
 
 NUMBERS: dict[str, Any] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -17,9 +18,12 @@ import pytest
 
 import nbdb
 from nbdb.cli import main
-from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.conformance.kit import eventually
+from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort
 from nbdb.testing import require_server
 from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
+from nbdb.tools.checkpoint import CheckpointFile
+from nbdb.tools.copy import Copier, CopyOptions
 
 from .conftest import NB_MODELS, build_network, count_objects
 
@@ -78,3 +82,65 @@ def test_what_the_destination_can_hold_is_copied(
     assert code == 0, err
     with nbdb.connect(dst) as db:
         assert count_objects(db, NB_MODELS) == 2
+
+
+@pytest.mark.parametrize("chassis", [False, True])
+def test_an_object_the_destination_cannot_hold_arriving_while_following_stops_the_copy_clearly(
+    older_nb: str, tmp_path: pathlib.Path, chassis: bool
+) -> None:
+    """The check before the first pass did not cover the changes applied while following.
+
+    A port turned ``up`` (a column the older schema lacks) or bound to a ``Chassis`` (a table
+    OVN_Northbound lacks) was refused by its write, with the backend's own message, after the other
+    objects of the same source commit had been written. Now each batch is checked before any of it
+    is written, and the copy stops with the first pass's report.
+    """
+    dst_url = f"{older_nb}?namespace=c{uuid.uuid4().hex[:8]}"
+    state = tmp_path / "state.json"
+    with nbdb.connect() as src, nbdb.connect(dst_url) as dst:
+        tag = uuid.uuid4().hex[:6]  # unique names are unique across the server's namespaces
+        switch = src.create(LogicalSwitch(name=f"s-{tag}"))
+        port = src.create(LogicalSwitchPort(switch=switch, name=f"p-{tag}"))
+        stop = threading.Event()
+        copier = Copier(
+            src,
+            dst,
+            CopyOptions(models=NB_MODELS, follow=True, poll_interval=0.05),
+            checkpoint=CheckpointFile(state),
+            source_url="memory://src",
+            destination_url=dst_url,
+            stop=stop,
+        )
+        raised: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                copier.run()
+            except BaseException as exc:  # reported below
+                raised.append(exc)
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        try:
+            following = lambda: state.exists() and json.loads(state.read_text())["phase"] == "follow"  # noqa: E731
+            assert eventually(lambda: following() or not runner.is_alive(), 60) and not raised, raised
+            bound = src.create(Chassis(name=f"hv-{tag}", hostname="hv1"))  # not copied: no NB table
+            with src.transaction() as txn:  # one source commit: one batch
+                late = txn.create(LogicalSwitchPort(switch=switch, name=f"late-{tag}"))
+                txn.update(port.replace(chassis=bound.id) if chassis else port.replace(up=True))
+            if chassis:
+                said = "LogicalSwitchPort.chassis references Chassis, which the destination cannot store (1 objects"
+            else:
+                said = "LogicalSwitchPort.up holds values other than its default None (1 objects"
+            runner.join(30)
+        finally:
+            stop.set()
+            runner.join(60)
+        assert len(raised) == 1 and isinstance(raised[0], nbdb.UnsupportedError), raised
+        message = str(raised[0])
+        assert said in message and "while following" in message, message
+        assert copier.result.syncs == 1, "the copy synced again"
+        # Nothing of the refused batch was written; the checkpoint resumes before it.
+        assert dst.get(LogicalSwitchPort, port.id).up is None
+        assert late.id not in {p.id for p in dst.list(LogicalSwitchPort)}
+        assert json.loads(state.read_text())["phase"] == "follow"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from nbdb.api import Database
 from nbdb.codec import plain
 from nbdb.commit_context import check_flag, check_since
 from nbdb.events import ChangeEvent
-from nbdb.models.base import Model, all_models
+from nbdb.models.base import Model, RefSpec, all_models
 from nbdb.timeouts import check_seconds
 from nbdb.tools.apply import Applier, WriteLimitReached
 from nbdb.tools.checkpoint import Checkpoint, CheckpointFile
@@ -122,13 +122,14 @@ class CopyResult:
     """What verification found (empty: identical); None if not verified."""
 
 
-def unstorable(destination: Database, objects: Iterable[Model]) -> None:
+def unstorable(destination: Database, objects: Collection[Model], held: str = "nothing was written") -> None:
     """Raise UnsupportedError, before anything is written, if ``destination`` cannot hold some of ``objects``.
 
     What the model check (``check_model``) cannot see, found object by object: a reference to a table
     the destination has none of (a port bound to a ``Chassis``, copied into OVN_Northbound), and a
     value other than the default of a field the destination keeps nowhere (a column its schema
-    lacks). Either made a copy stop half-way, the destination holding part of the source.
+    lacks). Either made a copy stop half-way, the destination holding part of the source. ``held``
+    says what the destination holds then (the first pass: nothing of it).
     """
     backend = destination.backend
     tables: dict[str, str | None] = {}  # a referenced table -> why the destination cannot hold it
@@ -142,26 +143,31 @@ def unstorable(destination: Database, objects: Iterable[Model]) -> None:
                 tables[table] = str(exc)
         return tables[table]
 
-    fixed = {m: backend.fixed_fields(m.nbdb_table) for m in {type(o) for o in objects}}
+    # Per model, once: its references to tables the destination cannot store, and its fixed fields. Most
+    # objects have neither (a copy into a store of the same models): they cost a dict lookup.
+    checks: dict[type[Model], tuple[list[tuple[RefSpec, str]], dict[str, Any]]] = {}
     found: dict[tuple[str, str], list[Any]] = {}  # (Table.field, why) -> [count, an example id]
     for obj in objects:
         model = type(obj)
-        for spec in model.nbdb_references:
-            if spec.ids(obj) and (why := why_not(spec.target)) is not None:
+        check = checks.get(model)
+        if check is None:
+            refs = [(spec, why) for spec in model.nbdb_references if (why := why_not(spec.target)) is not None]
+            check = checks[model] = (refs, backend.fixed_fields(model.nbdb_table))
+        refs, fixed = check
+        for spec, why in refs:
+            if spec.ids(obj):
                 what = f"{model.nbdb_table}.{spec.field} references {spec.target}, which the destination cannot store"
                 found.setdefault((what, why), [0, obj.id])[0] += 1
-        if fixed[model]:
+        if fixed:
             values = plain(obj)
-            for name, default in fixed[model].items():
+            for name, default in fixed.items():
                 if values.get(name, default) != default:
                     what = f"{model.nbdb_table}.{name} holds values other than its default {default!r}"
                     why = "the destination keeps no such field (its schema has no such column)"
                     found.setdefault((what, why), [0, obj.id])[0] += 1
     if found:
         lines = [f"{what} ({n} objects, e.g. {id}): {why}" for (what, why), (n, id) in sorted(found.items())]
-        raise errors.UnsupportedError(
-            "the destination cannot store all the source holds; nothing was written: " + "; ".join(lines)
-        )
+        raise errors.UnsupportedError(f"the destination cannot store all the source holds; {held}: " + "; ".join(lines))
 
 
 def copy_scope(models: Sequence[type[Model]], topics: Collection[str | None] | None) -> str:
@@ -394,6 +400,13 @@ class Copier:
                     wanted: dict[ObjectKey, Model | None] = {}
                     for event in ready:
                         wanted[(event.model.nbdb_table, event.id)] = event.new
+                    # As the first pass is checked: a batch none of which is written, and the same report.
+                    unstorable(
+                        self.destination,
+                        [obj for obj in wanted.values() if obj is not None],
+                        f"a change made while following was not applied (nor any after source revision {applied}, "
+                        "where a resumed copy starts)",
+                    )
                     self._applier.apply(wanted)
                     self.result.changes += len(ready)
                 if complete > applied and not held:

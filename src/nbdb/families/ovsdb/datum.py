@@ -265,12 +265,21 @@ def _pairs(datum: Any) -> list[Any]:
     raise ValueError(f"not a map datum: {datum!r}")
 
 
+def _set_default(kind: str) -> Any:
+    """RFC 7047's default atom of ``kind`` as a member of a set or map cell (a uuid: all zeros)."""
+    return "00000000-0000-0000-0000-000000000000" if kind == "uuid" else _DEFAULT_ATOM[kind]
+
+
 def default_cell(ctype: ColumnType) -> Any:
-    """The cell of a column the server left out (an empty set or map, the atom's default)."""
-    if ctype.is_map:
-        return {}
+    """The cell of a column the server left out (its default: RFC 7047's, as ovsdb-server's).
+
+    A set or map of at least one member defaults to one default atom (pair): ovsdb-server leaves
+    ``[0]`` out of the rows it sends for a set of at least one integer, which read as empty.
+    """
+    if ctype.value is not None:  # a map
+        return {_set_default(ctype.key.kind): _set_default(ctype.value.kind)} if ctype.min else {}
     if ctype.is_set:
-        return set()
+        return {_set_default(ctype.key.kind)} if ctype.min else set()
     if ctype.is_optional:
         return None
     return _DEFAULT_ATOM.get(ctype.key.kind, "")
@@ -391,16 +400,19 @@ class Toggled:
 def apply_diff(ctype: ColumnType, cell: Any, diff: Any) -> tuple[Any, Toggled | None]:
     """The cell after an update2/update3 ``modify`` diff, and for set columns what it toggled.
 
-    As ovsdb-server sends them: for a column of at most one element (scalar
-    or optional) the diff is the new value; for a set its elements are
-    toggled (the symmetric difference); for a map, a key with the same value
-    is removed, a key with another value replaced, a new key added. Sets and
-    maps are changed in place.
+    As ovsdb-server sends them: for a column of at most one element (scalar,
+    optional, or a map of at most one pair) the diff is the new value; for a
+    set its elements are toggled (the symmetric difference); for a map, a key
+    with the same value is removed, a key with another value replaced, a new
+    key added. Sets and maps are changed in place. A set or map the row left
+    out is at its default (:func:`default_cell`), which the diff changes.
     """
     key = ctype.key.kind
     if ctype.value is not None:
         value = ctype.value.kind
-        out = cell if isinstance(cell, dict) else {}
+        if ctype.max == 1:  # the new value, as for any column of at most one element
+            return {atom_from_wire(key, k): atom_from_wire(value, v) for k, v in _pairs(diff)}, None
+        out = cell if isinstance(cell, dict) else default_cell(ctype)  # left out: at its default
         for k, v in _pairs(diff):
             k, v = atom_from_wire(key, k), atom_from_wire(value, v)
             if k in out and out[k] == v:
@@ -415,7 +427,7 @@ def apply_diff(ctype: ColumnType, cell: Any, diff: Any) -> tuple[Any, Toggled | 
         if len(atoms) > 1:
             raise ValueError(f"more than one atom for an optional column: {diff!r}")
         return (atoms[0] if atoms else None), None
-    members = cell if isinstance(cell, set) else set()
+    members = cell if isinstance(cell, set) else default_cell(ctype)
     toggled = Toggled([], [])
     for atom in atoms:
         if atom in members:

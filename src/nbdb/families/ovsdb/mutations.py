@@ -6,6 +6,18 @@ compares versions. A mutation of a field OVSDB keeps as JSON text (lists in
 the generated model database) cannot be done so; the planner rebases those
 on the stored record instead (a compare-and-swap it plans again on conflict).
 
+ovsdb-server checks a column's size bounds after each mutation (and each
+operation), not once at the commit: ``delete`` then ``insert`` of a set of at
+least one member that empties it in between is refused, so is ``insert`` then
+``delete`` overfilling a set of at most N, and so is setting again the only
+key of a map of at least one pair. Each change is planned in an order that
+stays within the bounds whatever the column holds (insert-first for a set of
+unlimited size, delete-first for one that may be empty); where none does (a
+set of at least one and at most N members that gains and loses members, a
+map of at least one pair whose keys are set) the column is written whole,
+from the value the replica shows, behind a ``wait`` for that value (a
+compare-and-swap of that column alone, planned again on conflict).
+
 Exactly once: each mutation writes a *mark* (``external_ids:nbdb:m:<token>``,
 see :mod:`.rows`) and waits, in the same transaction, for that mark to be
 absent. A copy sent again after a lost reply therefore lands at most once,
@@ -26,7 +38,7 @@ from typing import Any, cast
 
 from nbdb import errors
 from nbdb.families.ovsdb import ops
-from nbdb.families.ovsdb.datum import atom_to_wire, cell_to_wire, wire_map
+from nbdb.families.ovsdb.datum import atom_to_wire, cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, stale_marks
 from nbdb.spi import FieldChange, Mutate, RefKey
@@ -98,22 +110,30 @@ def mark_of(token: str, now: float) -> tuple[str, str]:
     return EXT_MARK + token, str(int(now))
 
 
+class _Whole(Exception):
+    """No order of ``delete`` and ``insert`` keeps the column within its size bounds whatever it holds."""
+
+
 def _set_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
-    out: list[list[Any]] = []
-    if cm.type.min >= 1 and change.add:
-        # ovsdb-server checks the set's size after each mutation: removing the last member of a set of
-        # at least one before adding its replacement was refused (Port.interfaces, Logical_Router_Port.networks).
-        # Inserting first, then deleting only what is not also added, leaves the same set.
-        out.append([cm.column, "insert", cell_to_wire(cm.type, set(change.add))])
-        gone = set(change.remove) - set(change.add)
-        if gone:
-            out.append([cm.column, "delete", cell_to_wire(cm.type, gone)])
-        return out
-    if change.remove:
-        out.append([cm.column, "delete", cell_to_wire(cm.type, set(change.remove))])
-    if change.add:
-        out.append([cm.column, "insert", cell_to_wire(cm.type, set(change.add))])
-    return out
+    # ovsdb-server checks a column's size after each mutation, not at the commit: the order must keep
+    # every intermediate value within [min, max] (see the module docstring).
+    add = set(change.add)
+    gone = set(change.remove) - add  # a member both added and removed is there afterwards
+    if add and gone:
+        if cm.type.min == 0:  # what deleting leaves is at most what was there, so within max
+            return [
+                [cm.column, "delete", cell_to_wire(cm.type, gone)],
+                [cm.column, "insert", cell_to_wire(cm.type, add)],
+            ]
+        if cm.type.max is None:  # what inserting leaves is at least what was there, so within min
+            return [
+                [cm.column, "insert", cell_to_wire(cm.type, add)],
+                [cm.column, "delete", cell_to_wire(cm.type, gone)],
+            ]
+        raise _Whole  # Port.interfaces-like, bounded: either order may leave the bounds for some values
+    if gone:  # one mutation: what it leaves is the result, within the bounds if the result is
+        return [[cm.column, "delete", cell_to_wire(cm.type, gone)]]
+    return [[cm.column, "insert", cell_to_wire(cm.type, add)]] if add else []
 
 
 def _pairs(change: FieldChange) -> dict[Any, Any]:
@@ -122,9 +142,12 @@ def _pairs(change: FieldChange) -> dict[Any, Any]:
 
 
 def _map_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
-    # A map "insert" leaves a key that is there alone: drop the keys to be set first.
+    # A map "insert" leaves a key that is there alone: drop the keys to be set first. Between the two,
+    # the map may hold fewer than its minimum (a key set anew in a map of at least one pair).
     pairs = _pairs(change)
     drop = {*change.remove, *pairs}
+    if pairs and cm.type.min > 0:
+        raise _Whole
     out: list[list[Any]] = []
     if drop:
         kind = cm.type.key.kind
@@ -132,6 +155,33 @@ def _map_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
     if pairs:
         out.append([cm.column, "insert", cell_to_wire(cm.type, pairs)])
     return out
+
+
+def _changed_cell(cm: ColumnMap, cell: Any, change: FieldChange) -> Any:
+    """The cell ``cell`` of a set or map column with ``change`` applied."""
+    if cm.type.is_map:
+        gone = set(change.remove)
+        return {k: v for k, v in cell.items() if k not in gone} | _pairs(change)
+    return (set(cell) - set(change.remove)) | set(change.add)
+
+
+def _whole_column(
+    tm: TableMap, cm: ColumnMap, row: Mapping[str, Any], change: FieldChange, key: RefKey, plan: MutationPlan
+) -> None:
+    """``change`` as an ``update`` of the whole column, compared first with the value it was computed from.
+
+    For a column whose size bounds no order of mutations respects whatever it holds: the update
+    writes the changed copy of the value the replica shows, and the ``wait`` before it fails the
+    commit (planned again from a current replica) if another writer changed the column meanwhile.
+    """
+    where = ops.where_uuid(key[1])
+    cell = row.get(cm.column)
+    before = default_cell(cm.type) if cell is None else cell
+    plan.head.append((ops.wait(tm.db_table, where, [{cm.column: cm.to_wire(before)}], [cm.column]), ("cas", key)))
+    after = cell_to_wire(cm.type, _changed_cell(cm, before, change))
+    plan.body.append(
+        ({"op": "update", "table": tm.db_table, "where": where, "row": {cm.column: after}}, ("mutate", key))
+    )
 
 
 def _external_ids(change: FieldChange | None, drop_marks: Iterable[str], token: str, now: float) -> list[list[Any]]:
@@ -150,8 +200,14 @@ def _external_ids(change: FieldChange | None, drop_marks: Iterable[str], token: 
     return out
 
 
-def plan_mutation(tm: TableMap, op: Mutate, drop_marks: Iterable[str], token: str, now: float) -> MutationPlan:
-    """The operations of a native mutation of an existing row, dropping the marks ``drop_marks``."""
+def plan_mutation(
+    tm: TableMap, op: Mutate, drop_marks: Iterable[str], token: str, now: float, row: Mapping[str, Any] | None = None
+) -> MutationPlan:
+    """The operations of a native mutation of an existing row, dropping the marks ``drop_marks``.
+
+    ``row``: the row as the replica shows it, from which a column whose size bounds no order of
+    mutations respects is written whole (see :func:`_whole_column`).
+    """
     plan = MutationPlan(mark=mark_of(token, now))
     key = (op.table, op.id)
     where = ops.where_uuid(op.id)
@@ -168,7 +224,10 @@ def plan_mutation(tm: TableMap, op: Mutate, drop_marks: Iterable[str], token: st
         if cm is None:
             raise errors.UnsupportedError(f"{tm.table}.{change.field} cannot be mutated natively")
         try:
-            mutations += _map_mutations(cm, change) if cm.type.is_map else _set_mutations(cm, change)
+            try:
+                mutations += _map_mutations(cm, change) if cm.type.is_map else _set_mutations(cm, change)
+            except _Whole:
+                _whole_column(tm, cm, row or {}, change, key, plan)
         except errors.ValidationError as exc:
             raise errors.ValidationError(f"{tm.table}.{change.field}: {exc}") from None
         target = tm.refs.get(change.field)

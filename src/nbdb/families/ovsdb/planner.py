@@ -343,7 +343,7 @@ def _plan_native(
     key = (op.table, op.id)
     row = replica.row(tm, op.id) or {}
     plan.dropped[key] = book.droppable(key, row.get(EXTERNAL_IDS) or {}, now)
-    mutation = plan_mutation(tm, op, plan.dropped[key], plan.token, now)
+    mutation = plan_mutation(tm, op, plan.dropped[key], plan.token, now, row)
     stages.head += mutation.head
     stages.body += mutation.body
     plan.keys.append(key)
