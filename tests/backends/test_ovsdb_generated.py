@@ -372,6 +372,43 @@ def test_writers_setting_keys_of_a_map_of_at_least_one_pair_at_once_lose_nothing
                 db.close()
 
 
+BOUNDED_REFS: dict[str, Any] = {
+    "name": "BoundedRefs",
+    "version": "0.1.0",
+    "tables": {
+        "Box": {
+            "isRoot": True,
+            "columns": {
+                "items": {"type": {"key": {"type": "uuid", "refTable": "Item"}, "min": 1, "max": 3}},
+                "weights": {"type": {"key": {"type": "uuid", "refTable": "Item"}, "value": "integer", "min": 1,
+                                     "max": 3}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+        "Item": {"isRoot": True, "columns": {"name": {"type": "string"}, "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def test_a_whole_column_write_of_references_removes_and_replaces_what_it_says(tmp_path: Path) -> None:
+    """A set or map of references within size bounds no order of mutations respects is written whole, from the
+    replica's value: the replica holds a reference as text, the change as a UUID. Compared as they came, a
+    removal removed nothing (``[a]`` less ``a`` plus ``b`` stored ``[a, b]``, reported as committed), and a
+    uuid-keyed map held the key twice and raised TypeError."""
+    schema = tmp_path / "bounded_refs.ovsschema"
+    schema.write_text(json.dumps(BOUNDED_REFS))
+    gen = _generate(schema, tmp_path, f"bounded_refs_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="BoundedRefs") as db:
+        a, b, c = (db.create(gen.Item(name=n)) for n in "abc")
+        box = db.create(gen.Box(items=[a.id], weights={a.id: 1}))
+        box = db.mutate(box, add={"items": [b.id]}, remove={"items": [a.id]})
+        assert set(box.items) == set(db.get(gen.Box, box.id).items) == {b.id}
+        box = db.mutate(box, add={"weights": {a.id: 2, c.id: 3}})
+        assert box.weights == db.get(gen.Box, box.id).weights == {a.id: 2, c.id: 3}
+        box = db.mutate(box, add={"weights": {b.id: 4}}, remove={"weights": [a.id, c.id]})
+        assert box.weights == db.get(gen.Box, box.id).weights == {b.id: 4}
+
+
 NUMBERS: dict[str, Any] = {
     "name": "Numbers",
     "version": "0.1.0",

@@ -38,7 +38,7 @@ from typing import Any, cast
 
 from nbdb import errors
 from nbdb.families.ovsdb import ops
-from nbdb.families.ovsdb.datum import atom_to_wire, cell_to_wire, default_cell, wire_map
+from nbdb.families.ovsdb.datum import atom_from_wire, atom_to_wire, cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, stale_marks
 from nbdb.spi import FieldChange, Mutate, RefKey
@@ -157,12 +157,26 @@ def _map_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
     return out
 
 
+def _as_cell(kind: str, value: Any) -> Any:
+    """``value`` (an atom of a change: a UUID for a reference) as the replica's cells hold it (a uuid's text)."""
+    return atom_from_wire(kind, atom_to_wire(kind, value))
+
+
 def _changed_cell(cm: ColumnMap, cell: Any, change: FieldChange) -> Any:
-    """The cell ``cell`` of a set or map column with ``change`` applied."""
+    """The cell ``cell`` of a set or map column with ``change`` applied.
+
+    The change's atoms are taken to the replica's form first: a reference is a ``UUID`` in the change and
+    its text in the cell, and a removal compared as it came removed nothing (a uuid-keyed map held the
+    key twice, and rendering it raised TypeError).
+    """
+    key = cm.type.key.kind
+    gone = {_as_cell(key, k) for k in change.remove}
     if cm.type.is_map:
-        gone = set(change.remove)
-        return {k: v for k, v in cell.items() if k not in gone} | _pairs(change)
-    return (set(cell) - set(change.remove)) | set(change.add)
+        assert cm.type.value is not None
+        value = cm.type.value.kind
+        pairs = {_as_cell(key, k): _as_cell(value, v) for k, v in _pairs(change).items()}
+        return {k: v for k, v in cell.items() if k not in gone} | pairs
+    return (set(cell) - gone) | {_as_cell(key, a) for a in change.add}
 
 
 def _whole_column(
