@@ -404,8 +404,8 @@ class Copier:
                     unstorable(
                         self.destination,
                         [obj for obj in wanted.values() if obj is not None],
-                        f"a change made while following was not applied (nor any after source revision {applied}, "
-                        "where a resumed copy starts)",
+                        f"a change made while following was not applied (nor any after it; a resumed copy starts "
+                        f"again from source revision {applied})",
                     )
                     self._applier.apply(wanted)
                     self.result.changes += len(ready)
