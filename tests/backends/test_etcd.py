@@ -570,6 +570,38 @@ def test_the_first_pages_of_several_tables_count_no_large_table_whole(
         assert listed <= spread // 16 + 16 and paged <= spread // 16 + 16, (listed, paged)
 
 
+def _proposals(server: EtcdServer) -> float:
+    """etcd's count of raft proposals committed (its /metrics): a write's, or a request etcd did not take as a read."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(server.members[0].extra["client_url"] + "/metrics", timeout=10).read().decode()
+    found = re.search(r"^etcd_server_proposals_committed_total (\S+)", text, re.M)
+    assert found is not None
+    return float(found.group(1))
+
+
+@pytest.mark.timeout(120)
+def test_the_first_pages_of_several_tables_are_reads_to_etcd(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several tables' first pages, a large one among them or not, reach etcd as a read: not through raft (a
+    transaction of nested ones is no read to etcd, whatever they hold: a proposal and a disk write per list)."""
+    with _pages_of_16(etcd_server.url, monkeypatch) as backend:
+        tables = [_table_of(backend, ids) for ids in (_spread_ids(2048), ["a", "b7", "c8"], ["d", "e"])]
+        (large, large_keys), (short, short_keys), (other, other_keys) = (
+            (table, [k for k in keys if k.startswith(table)]) for table, keys in tables
+        )
+        before = _proposals(etcd_server)
+        for _ in range(5):
+            assert [kv.key for kv in backend.range_keys([short, other])[0]] == short_keys + other_keys
+            assert [kv.key for kv in backend.range_keys([short, large])[0]] == short_keys + large_keys
+            pages, _ = backend.range_pages([(t, None) for t in (short, large, other)], 10, 0)
+            assert [[kv.key for kv in page] for page in pages] == [short_keys[:10], large_keys[:10], other_keys[:10]]
+        assert _proposals(etcd_server) == before
+
+
 @pytest.mark.timeout(600)
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(

@@ -351,47 +351,57 @@ class EtcdBackend(KeyValueBackend):
 
         etcd 3.4 counts every key from a range's start to its end, whatever the limit: one read of a
         table's first page counts the table (a million keys: 2-3 s, past nbdb's default 2 s request).
-        Each table's page is a transaction nested in a read-only one (up to ``_read_ops`` less one
-        tables a round trip: etcd lets a nested transaction hold ``--max-txn-ops`` less its parent's
-        operations), whose compare asks whether any of its ids starts with ``_PROBE`` (ids are UUIDs:
-        a table of N ids holds one there with probability about 1 - e^(-N/65,536); the compare reads
-        those few keys, with their values). If none does (a table of some thousands of keys, most
-        likely), the first ``limit`` keys of the table, one plain read as before; if one does (78 % of
-        tables of 100,000 ids, all but every one of 1M), the first ``limit`` keys of its first step
-        ``[base, base + "0001")`` only, which counts about N/65,536 keys. Either way the keys returned
-        are the first of the table (the step is where it starts); returns, for each table, them and
-        the end of the step (None: the read was the table's plain first page), and the revision read,
-        which every read is at. The compare only picks the read: a wrong guess costs round trips (or,
-        for the plain read, the count of the table as before), never keys. ``7fff``, not ``0000``: ids
-        that are counters (``0000…``, dense there: a compare would read them all) or time-ordered
-        (UUIDv7: ``01…`` today) leave it empty and are read as before (their first page counts the table).
+        So a large table's first page is read from its first step ``[base, base + "0001")`` only,
+        which counts about N/65,536 keys. Large means that one of its ids starts with ``_PROBE`` (ids
+        are UUIDs: a table of N ids holds one there with probability about 1 - e^(-N/65,536); 78 % of
+        tables of 100,000 ids, all but every one of 1M). Up to ``_read_ops`` tables a round trip, in
+        one read-only transaction whose compares ask whether no table holds such an id (each compare
+        reads those few keys): if none does (tables of some thousands of keys, most likely), it reads
+        every table's plain first page, as one read did before; if one does, it reads instead each
+        table's ``_PROBE`` range (one key), and a second transaction reads each large table's first
+        step and the others' plain first pages. Plain ranges only: etcd serves a transaction of
+        ranges as a read; one of nested transactions (which could pick per table) went through raft,
+        a proposal and a disk write for each list of several tables.
+        Either way the keys returned are the first of the table (the step is where it starts);
+        returns, for each table, them and the end of the step (None: the read was the table's plain
+        first page), and the revision read, which every read is at. The probe only picks the read: a
+        wrong guess costs round trips (or, for the plain read, the count of the table as before),
+        never keys. ``7fff``, not ``0000``: ids that are counters (``0000…``, dense there: a compare
+        would read them all) or time-ordered (UUIDv7: ``01…`` today) leave it empty and are read as
+        before (their first page counts the table).
         """
         out: list[tuple[list[wire.KV], bytes | None]] = []
         while len(out) < len(spans):
-            pages = []
-            for base, end in spans[len(out) : len(out) + max(1, self._read_ops - 1)]:
-                probe = base + _PROBE
-                step = _id_bound(base, 1, _FIRST_STEP_DIGITS)
-                assert step is not None
-                empty = wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=wire.prefix_end(probe))
-                plain = wire.request_range(base, end, limit=limit, revision=revision)
-                first = wire.request_range(base, step, limit=limit, revision=revision)
-                pages.append(wire.txn_request([empty], [plain], [first]))
-            nested = self._fitting([wire.request_txn(page) for page in pages])
+            batch = spans[len(out) : len(out) + self._read_ops]
+            parts = []
+            for base, end in batch:
+                probe, probe_end = base + _PROBE, wire.prefix_end(base + _PROBE)
+                parts.append(
+                    (
+                        wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=probe_end),
+                        wire.request_range(base, end, limit=limit, revision=revision),
+                        wire.request_range(probe, probe_end, limit=1, revision=revision, keys_only=True),
+                    )
+                )
+            parts = parts[: txnshape.fitting(parts, self.capabilities.max_txn_bytes, lambda p: len(p[0]) + len(p[1]))]
+            batch = batch[: len(parts)]
+            request = wire.txn_request([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
             try:
-                if len(nested) == 1:
-                    # One table: its own transaction, not nested (a server at --max-txn-ops 1 refuses any nesting).
-                    header, whole, ranges, _ = self.client.txn(pages[0], write=False)
-                    answers = [(whole, ranges)]
-                else:
-                    header, answers = self.client.nested_reads(wire.txn_request([], nested))
+                header, small, ranges, _ = self.client.txn(request, write=False)
             except errors.ValidationError as exc:
-                # A nested transaction's operation counts as one more of its parent's (one table: no fewer to send).
-                self._refused(exc, len(nested) + 1 if len(nested) > 1 else 1)
+                self._refused(exc, len(parts))
                 continue
             revision = revision or header.revision
-            for (base, _), (whole, ranges) in zip(spans[len(out) :], answers, strict=False):
-                out.append((ranges[0], None if whole else _id_bound(base, 1, _FIRST_STEP_DIGITS)))
+            if small:
+                out += [(kvs, None) for kvs in ranges]
+                continue
+            steps = [
+                _id_bound(base, 1, _FIRST_STEP_DIGITS) if found else None
+                for (base, _), found in zip(batch, ranges, strict=True)
+            ]
+            reads = [(base, end if step is None else step) for (base, end), step in zip(batch, steps, strict=True)]
+            got, revision = self._read_many(reads, limit, revision)
+            out += list(zip(got, steps, strict=True))
         return out, revision
 
     def _read_span(

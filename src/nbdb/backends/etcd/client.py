@@ -346,11 +346,6 @@ class EtcdClient:
         header, nested = wire.parse_nested_txns(reply)
         return header, nested, maybe_applied
 
-    def nested_reads(self, request: bytes) -> tuple[wire.Header, list[tuple[bool, list[list[wire.KV]]]]]:
-        """A read-only Txn of nested ones (reads only): header, and each nested one's succeeded and ranges."""
-        reply, _ = self.call(_TXN, request, "transaction", write=False)
-        return wire.parse_nested_txns(reply)
-
     def compact(self, revision: int) -> None:
         """Compact the key history up to ``revision`` (physically, so watchers see it at once)."""
         self.call(_COMPACT, wire.compact_request(revision, physical=True), "compact")
