@@ -200,7 +200,9 @@ class Mutate:
     ``rebase(stored)`` on the record it read and commits the Put it returns as
     a compare-and-swap, reading and rebasing again if another writer got
     there first — so the caller never sees a conflict for a change that
-    commutes.
+    commutes, short of losing every one of the store's attempts (OVSDB writes a
+    column whose size bounds no order of its mutations respects as such a
+    compare-and-swap too, see docs/backends/ovsdb.md).
     """
 
     table: str
