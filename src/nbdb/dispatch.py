@@ -65,6 +65,10 @@ def describe(event: ChangeEvent[Any]) -> str:
     return f"{event.kind} {event.model.nbdb_table} {event.id} at revision {event.revision}"
 
 
+_CLOSING = threading.Lock()
+"""Held while a subscription is marked closed, so that its close hooks run once."""
+
+
 class Subscription:
     """A subscriber's registration with a cache: its buffer, its delivery, its replay status.
 
@@ -175,8 +179,9 @@ class Subscription:
         still running then. No callback starts after ``close`` returns.
         """
         timeout = timeout_of(timeout)
-        if not self._closed:
-            self._closed = True
+        with _CLOSING:  # two closes at once (a feed's stop beside the user's): one runs the hooks below
+            first, self._closed = not self._closed, True
+        if first:
             if self._detach is not None:
                 self._detach(self)
             self._items.appendleft(_STOP)
