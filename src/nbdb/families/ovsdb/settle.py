@@ -15,6 +15,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from nbdb.families.ovsdb.datum import default_cell
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, TableMap
 from nbdb.families.ovsdb.planner import Plan
 from nbdb.families.ovsdb.replica import Replica
@@ -76,6 +77,21 @@ def _marked(plan: Plan, row: Mapping[str, Any] | None, key: RefKey) -> bool:
     return row is not None and (row.get(EXTERNAL_IDS) or {}).get(mark) == stamp
 
 
+def _column_moved(plan: Plan, row: Mapping[str, Any], key: RefKey) -> bool:
+    """Whether a column the plan's mutation of ``key`` writes whole (behind a ``wait``) no longer holds
+    the value that ``wait`` compares: no copy of the plan lands on it, so it is planned again.
+
+    Planning again keeps the commit's token, so its mark: should the column come back to that value
+    and a copy sent before land after all, the new plan's own ``wait`` for the mark refuses it, or
+    finds it landed (at most one copy lands either way).
+    """
+    for cm, before in plan.compared.get(key, ()):
+        cell = row.get(cm.column)
+        if (default_cell(cm.type) if cell is None else cell) != before:
+            return True
+    return False
+
+
 def reflects(plan: Plan, replica: Replica) -> bool:
     """Whether the replica shows a commit that succeeded, or a later state: read-your-writes holds.
 
@@ -130,8 +146,10 @@ def settle(plan: Plan, replica: Replica) -> Outcome:
             # Its mark is there: it landed. Else sending it again is safe: a copy lands only while the mark is absent.
             if row is None:
                 votes.append(Outcome.UNKNOWN)
+            elif _marked(plan, row, key):
+                votes.append(Outcome.LANDED)
             else:
-                votes.append(Outcome.LANDED if _marked(plan, row, key) else Outcome.PENDING)
+                votes.append(Outcome.NOT_LANDED if _column_moved(plan, row, key) else Outcome.PENDING)
             continue
         expected = plan.expected.get((key[0], key[1].int))
         if row is None or expected is None:
