@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.cli import main
 from nbdb.models import LogicalSwitch
+from nbdb.testing.faults import FaultProxy
 from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
 
 pytestmark = pytest.mark.timeout(120)
@@ -493,3 +494,54 @@ def test_a_generated_model_whose_table_the_served_schema_lacks_is_a_clear_error_
                 db.cache([gen.Bay, gen.Lift], shared=shared)
         with db.cache(gen.Bay) as cache:
             assert cache.wait_synced(10) and cache.list(gen.Bay) == [bay]
+
+
+def test_a_bounded_set_mutation_whose_request_was_lost_lands_once_after_another_writers_change(
+    tmp_path: Path,
+) -> None:
+    """A mutation of a set of 1..3 members is a compare-and-swap of the column (a ``wait`` for the
+    value it was planned from). Its request is lost on the way (held by a slow link, then cut with
+    the connection) while another client changes the set; the copy sent again is refused by its ``wait``.
+
+    The client settled that refusal by the mutation's mark alone: absent, so "not landed *yet*"; it
+    waited for a change its replica already showed until the commit's timeout, then raised
+    CommitUnknownError ("this client's copy of them did not [change]"), although no copy could land
+    on the changed column and planning again (same mark: at most one copy lands) applies it.
+    """
+    schema = tmp_path / "bounded.ovsschema"
+    schema.write_text(json.dumps(BOUNDED))
+    gen = _generate(schema, tmp_path, f"bounded_models_{uuid.uuid4().hex[:6]}")
+    values = {"s0n": [], "s0u": [], "s1n": [0, 1, 2], "s1u": [0], "m01": {}, "m0n": {}, "m0u": {}, "m11": {"a": 0},
+              "m1n": {"a": 0}, "m1u": {"a": 0}}  # fmt: skip
+    with OvsdbServer(schema=schema) as server, FaultProxy([(server.members[0].host, server.members[0].port)]) as proxy:
+        host, port = proxy.addresses[0]
+        with (
+            nbdb.connect(server.url, database="Bounded") as direct,
+            nbdb.connect(f"ovsdb+tcp://{host}:{port}", database="Bounded", timeout=15) as client,
+        ):
+            box = direct.create(gen.Box(**values))
+            assert client.get(gen.Box, box.id).s1n == box.s1n
+            answer: list[BaseException | None] = []
+
+            def mutate() -> None:
+                try:
+                    client.mutate(box, add={"s1n": [3]}, remove={"s1n": [0]})  # a CAS of the column
+                except Exception as exc:
+                    answer.append(exc)
+                else:
+                    answer.append(None)
+
+            sent = proxy.stats.received_up
+            proxy.delay(2.5)  # the mutation's read, then its transaction, wait in the proxy...
+            worker = threading.Thread(target=mutate, daemon=True)
+            worker.start()
+            try:
+                assert proxy.wait(lambda s: s.received_up > sent + 500, 20), "the transaction was never sent"
+                direct.mutate(box, add={"s1n": [4]}, remove={"s1n": [1]})  # another writer changes the set
+                proxy.cut()  # ...and the transaction is lost with its connection
+            finally:
+                proxy.heal()
+            worker.join(60)
+            assert not worker.is_alive()
+            assert answer == [None], f"the mutation failed, though it could be applied: {answer}"
+            assert sorted(direct.get(gen.Box, box.id).s1n) == [2, 3, 4]

@@ -224,7 +224,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         for attempt in range(_ATTEMPTS):
             plan = None
             if lost is not None:
-                outcome = self._settle(lost, deadline, moved)
+                outcome = self._settle(lost, deadline, moved, resend=fence is None)
                 if outcome is Outcome.LANDED:
                     return self._result(lost)
                 if fence is not None:
@@ -315,12 +315,13 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             raise errors.CommitUnknownError(_UNSETTLED.format("too many attempts"))
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
 
-    def _settle(self, plan: Plan, deadline: float, moved: bool = False) -> Outcome:
+    def _settle(self, plan: Plan, deadline: float, moved: bool = False, resend: bool = True) -> Outcome:
         """The outcome of a commit whose reply was lost, from a replica synced after reconnecting.
 
         ``moved``: the server said a row the plan compares changed, so the
         replica must show that change before the rows can tell (a relay's copy,
         and so the replica, may lag the leader that refused the copy).
+        ``resend``: the commit may be planned again under its token (see :func:`.settle.settle`).
         """
         while True:
             try:
@@ -334,7 +335,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     ) from None
                 time.sleep(0.1)
         with self.replica.cond:
-            outcome = settle(plan, self.replica)
+            outcome = settle(plan, self.replica, resend)
             while moved and outcome is Outcome.PENDING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -342,7 +343,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         _UNSETTLED.format("the server saw its rows change, this client's copy of them did not")
                     )
                 self.replica.cond.wait(min(remaining, 0.5))
-                outcome = settle(plan, self.replica)
+                outcome = settle(plan, self.replica, resend)
         log.info("ovsdb: a commit whose reply was lost: %s", outcome.value)
         if outcome is Outcome.UNKNOWN:
             raise errors.CommitUnknownError(

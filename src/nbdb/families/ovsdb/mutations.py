@@ -89,6 +89,8 @@ class MutationPlan:
     removed: set[RefKey] = field(default_factory=set)
     mark: tuple[str, str] = ("", "")
     """(key, value) of the mark the mutation writes in ``external_ids``."""
+    compared: list[tuple[ColumnMap, Any]] = field(default_factory=list)
+    """Each column written whole, with the value its ``wait`` compares (see :func:`_whole_column`)."""
 
 
 def _column(tm: TableMap, name: str) -> ColumnMap | None:
@@ -191,6 +193,7 @@ def _whole_column(
     where = ops.where_uuid(key[1])
     cell = row.get(cm.column)
     before = default_cell(cm.type) if cell is None else cell
+    plan.compared.append((cm, before))
     plan.head.append((ops.wait(tm.db_table, where, [{cm.column: cm.to_wire(before)}], [cm.column]), ("cas", key)))
     after = cell_to_wire(cm.type, _changed_cell(cm, before, change))
     plan.body.append(

@@ -44,7 +44,7 @@ import orjson
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.ovsdb.datum import default_cell, wire_map
-from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_, TableMap
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, Mapping_, TableMap
 from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_members, uuid_text, wait, where_uuid
 from nbdb.families.ovsdb.replica import IdKey, Replica
@@ -96,6 +96,8 @@ class Plan:
     """Positions of the ops that do nothing (deletes if_exists of records that are gone)."""
     marks: dict[RefKey, tuple[str, str]] = field(default_factory=dict)
     """Key -> the mark each native mutation writes (see :mod:`.mutations`)."""
+    compared: dict[RefKey, list[tuple[ColumnMap, Any]]] = field(default_factory=dict)
+    """Key -> the columns a native mutation writes whole, each with the value its ``wait`` compares."""
     dropped: dict[RefKey, list[str]] = field(default_factory=dict)
     """Key -> the marks the commit drops from the row (only rows that have some)."""
     mutated: list[tuple[int, RefKey]] = field(default_factory=list)
@@ -348,6 +350,8 @@ def _plan_native(
     stages.body += mutation.body
     plan.keys.append(key)
     plan.marks[key] = mutation.mark
+    if mutation.compared:
+        plan.compared[key] = mutation.compared
     plan.mutated.append((index, key))
     plan.versions.append(0)  # read from the replica once it shows the commit
     return frozenset((replica.refs.get((op.table, op.id.int), frozenset()) - mutation.removed) | mutation.added)

@@ -15,6 +15,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from nbdb.families.ovsdb.datum import default_cell
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, TableMap
 from nbdb.families.ovsdb.planner import Plan
 from nbdb.families.ovsdb.replica import Replica
@@ -76,6 +77,16 @@ def _marked(plan: Plan, row: Mapping[str, Any] | None, key: RefKey) -> bool:
     return row is not None and (row.get(EXTERNAL_IDS) or {}).get(mark) == stamp
 
 
+def _column_moved(plan: Plan, row: Mapping[str, Any], key: RefKey) -> bool:
+    """Whether a column the plan's mutation of ``key`` writes whole (behind a ``wait``) no longer holds
+    the value that ``wait`` compares: no copy of the plan lands on it while it does not."""
+    for cm, before in plan.compared.get(key, ()):
+        cell = row.get(cm.column)
+        if (default_cell(cm.type) if cell is None else cell) != before:
+            return True
+    return False
+
+
 def reflects(plan: Plan, replica: Replica) -> bool:
     """Whether the replica shows a commit that succeeded, or a later state: read-your-writes holds.
 
@@ -107,7 +118,7 @@ def reflects(plan: Plan, replica: Replica) -> bool:
     return True
 
 
-def settle(plan: Plan, replica: Replica) -> Outcome:
+def settle(plan: Plan, replica: Replica, resend: bool = True) -> Outcome:
     """Whether a commit whose reply was lost landed, from a replica synced after it (call under ``cond``).
 
     Decisive answers come from the commit token in the put rows and from rows
@@ -117,6 +128,12 @@ def settle(plan: Plan, replica: Replica) -> Outcome:
     (every copy waits for that same content, so at most one lands). Through
     a relay the replica may lag the leader, so the caller settles again,
     never plans anew, when such a copy is refused.
+
+    ``resend``: the commit may be planned again under its token (not a fenced one, whose lock's
+    connection was its lease). Only then does a column a mutation writes whole, shown changed with
+    the mutation's mark absent, say NOT_LANDED: should the column come back to the value compared
+    and the copy sent before land after all, the new plan's ``wait`` for the same mark keeps it
+    to one copy. Otherwise it is PENDING, as any mutation without its mark.
     """
     votes: list[Outcome] = []
     for key in plan.keys:
@@ -130,8 +147,10 @@ def settle(plan: Plan, replica: Replica) -> Outcome:
             # Its mark is there: it landed. Else sending it again is safe: a copy lands only while the mark is absent.
             if row is None:
                 votes.append(Outcome.UNKNOWN)
+            elif _marked(plan, row, key):
+                votes.append(Outcome.LANDED)
             else:
-                votes.append(Outcome.LANDED if _marked(plan, row, key) else Outcome.PENDING)
+                votes.append(Outcome.NOT_LANDED if resend and _column_moved(plan, row, key) else Outcome.PENDING)
             continue
         expected = plan.expected.get((key[0], key[1].int))
         if row is None or expected is None:
