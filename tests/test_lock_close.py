@@ -8,9 +8,10 @@ a block runs, a close at the very moment a block ends, a close while a lock is b
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -189,10 +190,11 @@ def test_close_waits_a_fixed_bound_for_a_backend_that_declares_no_request_timeou
         backend.answer.set()
 
 
-def test_close_marks_a_held_lock_lost_before_its_release_is_answered() -> None:
-    # The handle turned lost only once the server answered the release: meanwhile the block's thread read
-    # lost=False and a write fenced on the handle landed, the lock still held on the server, racing the
-    # release. The handle is lost before the release is sent; the release still reaches the server.
+def test_close_fences_a_held_lock_before_its_release_is_answered() -> None:
+    # The handle turned lost only once the server answered the release: meanwhile a write fenced on the
+    # handle landed, the lock still held on the server, racing the release. The handle says giving_back
+    # before the release is sent, and a fenced write fails; lost stays False until the release ended (a
+    # backend releases on the server unless lost), and the release still reaches the server.
     store = MemoryStore()
     backend = _ThirdParty(store)
     holder, other = nbdb.Database(backend), nbdb.Database(MemoryBackend(store))
@@ -203,13 +205,13 @@ def test_close_marks_a_held_lock_lost_before_its_release_is_answered() -> None:
             handle = block.enter_context(holder.lock("fenced", ttl=30))
             closing.start()
             assert backend.releasing.wait(30)
-            assert handle.lost, "the release is on its way: the block must see the loss now"
-            assert not handle.released
+            assert handle.giving_back, "the release is on its way: the block must see it now"
+            assert not handle.lost and not handle.released
             with pytest.raises(nbdb.LockLostError):
                 other.update(switch.replace(external_ids={"by": "the closed holder"}), fence=handle)
             backend.answer.set()
             closing.join(30)
-            assert not closing.is_alive() and handle.released
+            assert not closing.is_alive() and handle.released and handle.lost
         assert other.get(LogicalSwitch, switch.id).external_ids == {}
         with other.lock("fenced", ttl=30, timeout=0.5) as taken:  # released on the server: free at once
             assert not taken.lost
@@ -231,3 +233,56 @@ def test_a_lock_granted_after_close_whose_release_fails_raises_backend_unavailab
             pytest.fail("the block ran on a closed Database")
     assert raised.value.__cause__ is backend.fail
     assert backend.releasing.is_set()
+
+
+class _OldRule(MemoryBackend):
+    """A third-party backend's lock, written to the rule of the SPI: release on the server unless ``handle.lost``.
+
+    (No renewal: its test holds a lock far shorter than its ttl.)
+    """
+
+    @contextmanager
+    def _hold(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
+        handle = LockHandle(name, uuid.uuid4().hex)
+        token = handle.token.encode()
+        deadline = time.monotonic() + (30.0 if timeout is None else timeout)
+        while not self.acquire_lease(name, token, ttl):
+            if time.monotonic() >= deadline:
+                raise nbdb.LockTimeoutError(f"lock {name!r} is held by another owner")
+            time.sleep(0.01)
+        try:
+            yield handle
+        finally:
+            if not handle.lost:
+                self.release_lease(name, token)
+
+    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
+        return self._hold(name, ttl, timeout)
+
+
+def test_a_backend_that_releases_unless_lost_releases_at_the_end_of_a_block() -> None:
+    # The handle said lost once nbdb began to give the lock back, before the backend's release ran: a
+    # backend written to the rule "release unless lost" never released a lock at the end of its block, and
+    # the next holder waited out the whole ttl (30 s; LockTimeoutError after 2 s).
+    store = MemoryStore()
+    holder, other = nbdb.Database(_OldRule(store)), nbdb.Database(_OldRule(store))
+    try:
+        with holder.lock("old rule", ttl=30) as held:
+            assert not held.lost
+        assert held.lost and held.released
+        with other.lock("old rule", ttl=30, timeout=2) as taken:
+            assert not taken.lost
+        # And at close(), while the block runs: given back, and a write fenced on it refused.
+        switch = other.create(LogicalSwitch(name="sw"))
+        with ExitStack() as block:
+            handle = block.enter_context(holder.lock("old rule", ttl=30))
+            holder.close()
+            assert handle.lost and handle.released
+            with pytest.raises(nbdb.LockLostError):
+                other.update(switch.replace(external_ids={"by": "the closed holder"}), fence=handle)
+            with other.lock("old rule", ttl=30, timeout=2) as taken:
+                assert not taken.lost
+        assert other.get(LogicalSwitch, switch.id).external_ids == {}
+    finally:
+        holder.close()
+        other.close()

@@ -132,8 +132,9 @@ class _Hold:
     ) -> bool | None:
         """Leave the backend's lock (the first call; later ones return None), then mark the handle released.
 
-        The handle says ``lost`` from the start: a write fenced on it (by another thread still in the lock's
-        block, when the Database closes) fails at once rather than racing the release on the server.
+        The handle says ``giving_back`` from the start: a write fenced on it (by another thread still in the
+        lock's block, when the Database closes) fails at once rather than racing the release on the server.
+        ``lost`` turns True only once the release ended: the backend releases on the server unless ``lost``.
         ``wait=False``: return at once if another call is releasing it (a block's end after a close).
         """
         if self._done and not wait:
@@ -186,7 +187,7 @@ class _Holds:
     def give_back(self, holds: _List[_Hold]) -> list[Exception]:
         """Release ``holds`` at once, each on a thread of its own; wait at most :attr:`bound`; the errors raised.
 
-        Each handle says ``lost`` before its release starts (see :meth:`_Hold.release`). A release that
+        Each handle says ``giving_back`` before its release starts (see :meth:`_Hold.release`). A release that
         fails is logged; one the server does not answer in time is left to finish (or fail) on its own: its
         handle is marked lost now, and its lease runs out with its ttl.
         """
@@ -243,7 +244,7 @@ class _Lock(AbstractContextManager[LockHandle]):
 
     def __enter__(self) -> LockHandle:
         names: dict[str, list[LockHandle]] = self._holding.__dict__.setdefault("names", {})
-        if any(not held.lost for held in names.get(self._name, ())):
+        if any(not (held.lost or held.giving_back) for held in names.get(self._name, ())):
             # Entered again inside its own block (a helper that takes the lock its caller holds): the
             # second take waited for the first, which its renewal kept alive: a hang without a timeout.
             # A hold that was lost waits for nothing: taking the lock back is how a worker goes on.
@@ -753,8 +754,10 @@ class Database:
         """Mutual exclusion among the clients that share this database.
 
         The lock lives on a lease of ``ttl`` seconds that is renewed while the
-        block runs; ``handle.lost`` turns True if renewal fails. ``timeout``:
-        give up with LockTimeoutError after that many seconds (None: wait).
+        block runs; ``handle.lost`` turns True if renewal fails, ``handle.giving_back``
+        once the block ends or the Database closes (a fenced write fails from then on:
+        check ``lost or giving_back`` before acting unfenced). ``timeout``: give up
+        with LockTimeoutError after that many seconds (None: wait).
         """
         check_name("lock", name)
         check_seconds("lock ttl", ttl)
@@ -791,11 +794,12 @@ class Database:
 
         A lock whose ``with`` block still runs (closed from another thread, or at exit) is released on the
         server, as leaving the block would, so that another client takes it at once rather than after its
-        ttl; its handle turns ``lost`` before the release starts (a write fenced on it raises LockLostError
-        rather than racing the release), then ``released``, and leaving the block later does nothing. Best
-        effort: the releases run at once, and close waits for them at most the backend's ``request_timeout``
-        (:data:`GIVE_BACK_SECONDS`, 10 s, for a backend that declares none); one that fails or does not end
-        by then is logged, its handle marked lost, and its lease runs out with its ttl.
+        ttl; its handle turns ``giving_back`` before the release starts (a write fenced on it raises
+        LockLostError rather than racing the release), then ``released`` and ``lost`` once it ended, and
+        leaving the block later does nothing. Best effort: the releases run at once, and close waits for
+        them at most the backend's ``request_timeout`` (:data:`GIVE_BACK_SECONDS`, 10 s, for a backend that
+        declares none); one that fails or does not end by then is logged, its handle marked lost, and its
+        lease runs out with its ttl.
         """
         if self._closed or self._closing:
             return

@@ -209,8 +209,14 @@ class CommitContext:
             if not isinstance(fence, LockHandle):
                 raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
             self.need("fencing", backend.capabilities.fencing, "fence writes on a lock")
-            if fence.lost:
-                how = "released (its with block ended)" if fence.released else "lost"
+            if fence.lost or fence.giving_back:  # being given back: the write would race the release
+                how = (
+                    "released (its with block ended)"
+                    if fence.released
+                    else "lost"
+                    if fence.lost
+                    else "being given back (its with block ends, or its Database closed)"
+                )
                 raise errors.LockLostError(f"lock {fence.name!r} was {how}: nothing was written")
 
         # Only a backend that handles mutations is ever given Mutate ops (see Database.mutate()).

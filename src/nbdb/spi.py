@@ -223,6 +223,14 @@ class LockHandle:
     Leaving the ``with`` block releases it: ``released`` and ``lost`` are True
     from then on (anyone may hold it), and a write fenced on it raises
     :class:`nbdb.LockLostError`.
+
+    ``giving_back`` turns True the moment nbdb starts giving the lock up (the
+    block's end, or :meth:`nbdb.Database.close` while the block still runs),
+    before the backend's release: a write fenced on it raises
+    :class:`nbdb.LockLostError` from then on. ``lost`` keeps the meaning a
+    backend's release relies on (release on the server unless ``lost``): it
+    turns True only once the release ended, so a worker that acts without a
+    fence checks ``lost or giving_back``.
     """
 
     def __init__(self, name: str, token: str) -> None:
@@ -234,24 +242,27 @@ class LockHandle:
 
     @property
     def lost(self) -> bool:
-        """True once the lock may be held by somebody else (its lease is gone, or it is being or was released)."""
-        return self._giving_back or self._lost.is_set()
+        """True once the lock may be held by somebody else (its lease is gone, or it was released).
 
-    @property
-    def lease_lost(self) -> bool:
-        """True once the lease is known gone (:meth:`mark_lost`), or was released: what a backend's release reads.
-
-        A lock being given up (:meth:`mark_giving_back`) is ``lost`` to its users but not yet here: the
-        backend still releases it on the server (a release that read ``lost`` skipped it, and the lock
-        stayed taken until its ttl ran out).
+        A backend releases the lock on the server unless it is ``lost``: a lock being given back
+        (:attr:`giving_back`) is not lost until its release ended.
         """
         return self._lost.is_set()
+
+    @property
+    def giving_back(self) -> bool:
+        """True once nbdb started giving the lock up (:meth:`mark_giving_back`), before its release ends.
+
+        The holder may no longer act on it: a write fenced on it raises :class:`nbdb.LockLostError`
+        rather than racing the release on the server (and landing if it got there first).
+        """
+        return self._giving_back
 
     def mark_giving_back(self) -> None:
         """Record that the holder is giving the lock up, before the backend releases it (nbdb calls it).
 
-        ``lost`` is True from now on: a write fenced on it fails at once, rather than racing the release
-        (and landing if it reached the server first).
+        Only :attr:`giving_back` changes: ``lost`` stays as it was, so that the backend still releases
+        the lock on the server (a release that skips a ``lost`` lock left it taken until its ttl ran out).
         """
         self._giving_back = True
 
@@ -270,7 +281,7 @@ class LockHandle:
         self._lost.set()
 
     def __repr__(self) -> str:
-        state = ", released" if self._released else ""
+        state = ", released" if self._released else ", giving back" if self._giving_back else ""
         return f"LockHandle(name={self.name!r}, lost={self.lost}{state})"
 
 

@@ -119,6 +119,24 @@ def test_lock_timeout_and_release(db_factory: Callable[..., nbdb.Database]) -> N
         assert not handle.lost
 
 
+def test_a_released_lock_is_free_at_once(db_factory: Callable[..., nbdb.Database]) -> None:
+    """The end of a ``with`` block releases the lock on the server: another client takes it within 2 s.
+
+    Not when its 30 s ttl runs out: a backend that skipped its release (one reading ``handle.lost``
+    while nbdb gives the lock back) passed ``test_lock_timeout_and_release``, whose lease just expired.
+    """
+    if not db_factory().capabilities.locks:
+        pytest.skip("backend declares no locks")
+    holder, other = db_factory(), db_factory()
+    with holder.lock("given back", ttl=30) as held:
+        assert not held.lost and not held.giving_back
+    assert held.giving_back and held.lost and held.released
+    with other.lock("given back", ttl=30, timeout=2) as taken:
+        assert not taken.lost
+    with holder.lock("given back", ttl=30, timeout=2) as again:  # and back again: released twice over
+        assert not again.lost
+
+
 def test_lock_is_kept_alive_beyond_its_ttl(db_factory: Callable[..., nbdb.Database]) -> None:
     if not db_factory().capabilities.locks:
         pytest.skip("backend declares no locks")

@@ -113,7 +113,7 @@ def hold_lease(store: LeaseStore, name: str, ttl: float, timeout: float | None) 
     finally:
         stop.set()
         keeper.join()
-        if not handle.lease_lost:  # (`lost` is True too while nbdb gives the lock back)
+        if not handle.lost:
             try:
                 store.release_lease(name, token)
             except errors.NbdbError as exc:

@@ -148,7 +148,7 @@ def hold_lock(
         if session.lost.is_set():
             handle.mark_lost()
         yield handle
-        if not handle.lease_lost:  # (`lost` is True too while nbdb gives the lock back)
+        if not handle.lost:
             try:
                 session.rpc.call("unlock", [session.name], 5.0)
             except errors.NbdbError:
