@@ -12,6 +12,7 @@ import redis
 
 from nbdb.testing import RedisSentinel, RedisServer, Server, wait_until
 from nbdb.testing.probes import RespError, resp_command
+from nbdb.testing.redis import replica_refusal, sentinel_record
 
 
 def _client(server: RedisServer, **kwargs: object) -> redis.Redis:
@@ -144,6 +145,50 @@ def test_sentinel_failover_after_master_kill(server_factory: Callable[..., Serve
         interval=0.2,
     )
     assert server.leader() is new
+
+
+_IN_SYNC = {"name": "127.0.0.1:7001", "flags": "slave", "master-link-status": "ok", "slave-priority": "100",
+            "last-ok-ping-reply": "120", "info-refresh": "800"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({}, None),
+        ({"flags": "s_down,slave"}, "127.0.0.1:7001 flagged s_down,slave"),
+        ({"flags": "slave,disconnected"}, "127.0.0.1:7001 flagged slave,disconnected"),
+        ({"master-link-status": "err"}, "127.0.0.1:7001 link to its master err"),
+        ({"slave-priority": "0"}, "127.0.0.1:7001 replica-priority 0 (as of its last INFO)"),
+        ({"info-refresh": "9000"}, "127.0.0.1:7001 info-refresh 9000 ms"),
+        ({"last-ok-ping-reply": "6000"}, "127.0.0.1:7001 last-ok-ping-reply 6000 ms"),
+    ],
+)
+def test_replica_refusal_follows_sentinels_view(change: dict[str, str], why: str | None) -> None:
+    """Why Sentinel would pass over a replica, read from its SENTINEL REPLICAS entry."""
+    reply = [item for pair in {**_IN_SYNC, **change}.items() for item in pair]
+    assert sentinel_record(reply) == {**_IN_SYNC, **change}
+    assert replica_refusal(sentinel_record(reply)) == why
+
+
+@pytest.mark.timeout(120)
+def test_sentinels_see_a_replica_made_promotable_again(server_factory: Callable[..., Server]) -> None:
+    """``failover_blockers`` is Sentinel's view: a replica at priority 0 is refused until its next INFO."""
+    server = server_factory("redis-sentinel")
+    assert isinstance(server, RedisSentinel)
+    master, replica = server.leader(), server.data_members[1]
+    for sentinel in server.sentinel_members:
+        debug = server.command(sentinel, "SENTINEL", "DEBUG")
+        assert dict(zip(debug[::2], debug[1::2], strict=True))["INFO-PERIOD"] == "1000"
+    wait_until(lambda: server.failover_blockers(master) == [], 30, "a whole cluster", interval=0.2)
+    server.command(replica, "CONFIG", "SET", "replica-priority", 0)
+    wait_until(lambda: len(server.failover_blockers(master)) == 3, 30, "every sentinel to refuse it", interval=0.2)
+    assert all("replica-priority 0" in why for why in server.failover_blockers(master))
+    server.command(replica, "CONFIG", "SET", "replica-priority", 100)
+    wait_until(lambda: server.failover_blockers(master) == [], 30, "the sentinels to accept it again", interval=0.2)
+    assert server.failover_blockers(replica) != []  # it is no master
+    assert all(
+        f"sentinel{n}: master nbdb at {master.address} master;" in server.describe_sentinels() for n in (1, 2, 3)
+    )
 
 
 @pytest.mark.timeout(60)

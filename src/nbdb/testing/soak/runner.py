@@ -303,7 +303,9 @@ class _Soak:
                 wait_until(failed_over, 60, "a majority of the sentinels to name a new master", interval=0.1)
                 failover = time.monotonic()
             except HarnessError as exc:
-                self.problems.append(f"no failover after killing {victim.name}: {exc}")
+                self.problems.append(
+                    f"no failover after killing {victim.name}: {exc}; the sentinels:\n  {sentinel.describe_sentinels()}"
+                )
         try:
             victim.restart(wait=True)
             if isinstance(self.server, RedisSentinel):
@@ -317,12 +319,15 @@ class _Soak:
 
     @staticmethod
     def _rejoined(sentinel: RedisSentinel, member: Member) -> None:
-        """Wait until Sentinel made the restarted old master a replica in sync with the new one.
+        """Wait until the restarted member is a replica in sync, and the sentinels see it so.
 
-        Until then it still says it is a master, with only the writes it had when it died;
-        killing the new master meanwhile can get it promoted, and Sentinel then drops every
-        write made since the first failover. That is Sentinel's hazard, not the client's:
-        the soak leaves the cluster whole before the next kill, as an operator would.
+        Until it is a replica it may still say it is a master, with only the writes it had
+        when it died; killing the new master meanwhile can get it promoted, and Sentinel then
+        drops every write made since the first failover. That is Sentinel's hazard, not the
+        client's: the soak leaves the cluster whole before the next kill, as an operator would.
+        Whole as the sentinels see it, too: they judge a replica by its last INFO (every
+        10 s by default), and the one elected to fail over the next master, finding no replica
+        it may promote, gives up and waits twice the failover-timeout to try again.
         """
 
         def replica() -> bool:
@@ -330,6 +335,17 @@ class _Soak:
             return "role:slave" in info and "master_link_status:up" in info
 
         wait_until(replica, 60, f"{member.name} to rejoin as a replica", interval=0.5)
+        blockers: list[str] = []
+
+        def whole() -> bool:
+            master = sentinel.agreed_master()
+            blockers[:] = ["no master named by a majority"] if master is None else sentinel.failover_blockers(master)
+            return not blockers
+
+        try:
+            wait_until(whole, 60, f"the sentinels to see {member.name} as a replica they may promote", interval=0.2)
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}: {'; '.join(blockers)}") from None
 
     def _migrated(self) -> None:
         """Wait until every Hazelcast member sees the whole cluster and calls it migration-safe.
