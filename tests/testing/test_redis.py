@@ -12,7 +12,7 @@ import redis
 
 from nbdb.testing import RedisSentinel, RedisServer, Server, wait_until
 from nbdb.testing.probes import RespError, resp_command
-from nbdb.testing.redis import replica_refusal, sentinel_record
+from nbdb.testing.redis import last_try_since_switch, replica_refusal, sentinel_record
 
 
 def _client(server: RedisServer, **kwargs: object) -> redis.Redis:
@@ -168,6 +168,24 @@ def test_replica_refusal_follows_sentinels_view(change: dict[str, str], why: str
     reply = [item for pair in {**_IN_SYNC, **change}.items() for item in pair]
     assert sentinel_record(reply) == {**_IN_SYNC, **change}
     assert replica_refusal(sentinel_record(reply)) == why
+
+
+def test_a_failover_tried_since_the_last_switch_is_read_from_the_log() -> None:
+    """A try or a vote after the last switch bars a failover of the new master (twice the failover-timeout)."""
+    log = [
+        "17614:X 06 Dec 2026 10:36:57.638 # +vote-for-leader 855047fbca97ce1cc8b91f3a833fcac9e4606120 2",
+        "17614:X 06 Dec 2026 10:36:58.703 # +switch-master nbdb 127.0.0.1 27412 127.0.0.1 29898",
+        "17614:X 06 Dec 2026 10:36:59.733 # +sdown master nbdb 127.0.0.1 29898",
+        "17614:X 06 Dec 2026 10:36:59.733 # +try-failover master nbdb 127.0.0.1 29898",
+        "17614:X 06 Dec 2026 10:36:59.871 # -failover-abort-no-good-slave master nbdb 127.0.0.1 29898",
+        "17614:X 06 Dec 2026 10:36:59.871 # -sdown slave 127.0.0.1:27412 127.0.0.1 27412 @ nbdb 127.0.0.1 29898",
+    ]
+    tried = last_try_since_switch(log)
+    assert tried is not None
+    assert time.strftime("%d %b %Y %H:%M:%S", time.localtime(tried)) == "06 Dec 2026 10:36:59"
+    assert round(tried % 1, 3) == 0.733
+    assert last_try_since_switch(log[:2]) is None  # the switch cleared the vote before it
+    assert last_try_since_switch(["a line cut short", *log[:1]]) is not None
 
 
 @pytest.mark.timeout(120)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -221,6 +223,30 @@ def sentinel_record(reply: Sequence[Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in zip(reply[::2], reply[1::2], strict=True)}
 
 
+_EVENT = re.compile(r"^\d+:X (\d\d \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) [#*] ([+-][\w-]+)")
+
+
+def last_try_since_switch(log_lines: Sequence[str]) -> float | None:
+    """When a sentinel last tried or voted for a failover of its current master (epoch seconds), or None.
+
+    From its log: a ``+try-failover`` or ``+vote-for-leader`` after its last ``+switch-master``
+    (which clears the time of the last try: a new master may fail over at once). Sentinel then
+    starts no failover of that master for twice the failover-timeout.
+    """
+    last: float | None = None
+    for line in log_lines:
+        event = _EVENT.match(line)
+        if event is None:
+            continue
+        at, name = event.groups()
+        if name == "+switch-master":
+            last = None
+        elif name in ("+try-failover", "+vote-for-leader"):
+            seconds, millis = at.rsplit(".", 1)
+            last = time.mktime(time.strptime(seconds, "%d %b %Y %H:%M:%S")) + int(millis) / 1000
+    return last
+
+
 def replica_refusal(record: Mapping[str, str]) -> str | None:
     """Why a sentinel would not promote this replica were its master to die now, or None.
 
@@ -316,6 +342,11 @@ class RedisSentinel(_RedisBase):
         self.down_after_ms = down_after_ms
 
     @property
+    def failover_timeout_ms(self) -> int:
+        """The sentinels' ``failover-timeout``: no new try at a master within twice it of the last."""
+        return max(5000, 4 * self.down_after_ms)
+
+    @property
     def data_members(self) -> list[Member]:
         """The master and replicas (as started; roles change on failover)."""
         return [m for m in self.members if m.extra.get("role") != "sentinel"]
@@ -362,7 +393,7 @@ class RedisSentinel(_RedisBase):
             lines += [
                 f"sentinel monitor {svc} 127.0.0.1 {master_port} {self.quorum}",
                 f"sentinel down-after-milliseconds {svc} {self.down_after_ms}",
-                f"sentinel failover-timeout {svc} {max(5000, 4 * self.down_after_ms)}",
+                f"sentinel failover-timeout {svc} {self.failover_timeout_ms}",
                 f"sentinel parallel-syncs {svc} 1",
             ]
             if self.username is not None:
@@ -439,7 +470,10 @@ class RedisSentinel(_RedisBase):
         sentinels, not be in TILT, and see every other running data member as a replica it
         may promote (:func:`replica_refusal`). Whichever sentinel wins the election then has
         a replica to promote: one that finds none aborts, and Sentinel waits twice the
-        failover-timeout before it tries again.
+        failover-timeout before it tries again. Nor may a sentinel have tried or voted for a
+        failover of ``master`` within that time (:func:`last_try_since_switch`): on a loaded
+        machine a sentinel can flag a just-promoted master down, try and abort, and no
+        failover of it follows a kill until the time is up.
         """
         expected = {m.address for m in self.data_members if m is not master and m.is_running()}
         blockers: list[str] = []
@@ -457,6 +491,11 @@ class RedisSentinel(_RedisBase):
                 reasons.append(f"master {view.get('ip')}:{view.get('port')} flagged {view.get('flags')}")
             if view.get("num-other-sentinels") != str(self.size - 1):
                 reasons.append(f"knows {view.get('num-other-sentinels')} other sentinels")
+            tried = last_try_since_switch(log_tail(sentinel.log_path, 400).splitlines())
+            if tried is not None and time.time() < tried + 2 * self.failover_timeout_ms / 1000 + 1:
+                reasons.append(
+                    f"tried or voted for a failover of it at {time.strftime('%H:%M:%S', time.localtime(tried))}"
+                )
             seen = {r.get("name") for r in replicas}
             reasons += [f"{address} not listed" for address in sorted(expected - seen)]
             reasons += [why for r in replicas if r.get("name") in expected and (why := replica_refusal(r))]
