@@ -12,6 +12,7 @@ import redis
 
 from nbdb.testing import RedisSentinel, RedisServer, Server, wait_until
 from nbdb.testing.probes import RespError, resp_command
+from nbdb.testing.redis import last_try_since_switch, replica_refusal, sentinel_record
 
 
 def _client(server: RedisServer, **kwargs: object) -> redis.Redis:
@@ -144,6 +145,68 @@ def test_sentinel_failover_after_master_kill(server_factory: Callable[..., Serve
         interval=0.2,
     )
     assert server.leader() is new
+
+
+_IN_SYNC = {"name": "127.0.0.1:7001", "flags": "slave", "master-link-status": "ok", "slave-priority": "100",
+            "last-ok-ping-reply": "120", "info-refresh": "800"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({}, None),
+        ({"flags": "s_down,slave"}, "127.0.0.1:7001 flagged s_down,slave"),
+        ({"flags": "slave,disconnected"}, "127.0.0.1:7001 flagged slave,disconnected"),
+        ({"master-link-status": "err"}, "127.0.0.1:7001 link to its master err"),
+        ({"slave-priority": "0"}, "127.0.0.1:7001 replica-priority 0 (as of its last INFO)"),
+        ({"info-refresh": "9000"}, "127.0.0.1:7001 info-refresh 9000 ms"),
+        ({"last-ok-ping-reply": "6000"}, "127.0.0.1:7001 last-ok-ping-reply 6000 ms"),
+    ],
+)
+def test_replica_refusal_follows_sentinels_view(change: dict[str, str], why: str | None) -> None:
+    """Why Sentinel would pass over a replica, read from its SENTINEL REPLICAS entry."""
+    reply = [item for pair in {**_IN_SYNC, **change}.items() for item in pair]
+    assert sentinel_record(reply) == {**_IN_SYNC, **change}
+    assert replica_refusal(sentinel_record(reply)) == why
+
+
+def test_a_failover_tried_since_the_last_switch_is_read_from_the_log() -> None:
+    """A try or a vote after the last switch bars a failover of the new master (twice the failover-timeout)."""
+    log = [
+        "17614:X 06 Dec 2026 10:36:57.638 # +vote-for-leader 855047fbca97ce1cc8b91f3a833fcac9e4606120 2",
+        "17614:X 06 Dec 2026 10:36:58.703 # +switch-master nbdb 127.0.0.1 27412 127.0.0.1 29898",
+        "17614:X 06 Dec 2026 10:36:59.733 # +sdown master nbdb 127.0.0.1 29898",
+        "17614:X 06 Dec 2026 10:36:59.733 # +try-failover master nbdb 127.0.0.1 29898",
+        "17614:X 06 Dec 2026 10:36:59.871 # -failover-abort-no-good-slave master nbdb 127.0.0.1 29898",
+        "17614:X 06 Dec 2026 10:36:59.871 # -sdown slave 127.0.0.1:27412 127.0.0.1 27412 @ nbdb 127.0.0.1 29898",
+    ]
+    tried = last_try_since_switch(log)
+    assert tried is not None
+    assert time.strftime("%d %b %Y %H:%M:%S", time.localtime(tried)) == "06 Dec 2026 10:36:59"
+    assert round(tried % 1, 3) == 0.733
+    assert last_try_since_switch(log[:2]) is None  # the switch cleared the vote before it
+    assert last_try_since_switch(["a line cut short", *log[:1]]) is not None
+
+
+@pytest.mark.timeout(120)
+def test_sentinels_see_a_replica_made_promotable_again(server_factory: Callable[..., Server]) -> None:
+    """``failover_blockers`` is Sentinel's view: a replica at priority 0 is refused until its next INFO."""
+    server = server_factory("redis-sentinel")
+    assert isinstance(server, RedisSentinel)
+    master, replica = server.leader(), server.data_members[1]
+    for sentinel in server.sentinel_members:
+        debug = server.command(sentinel, "SENTINEL", "DEBUG")
+        assert dict(zip(debug[::2], debug[1::2], strict=True))["INFO-PERIOD"] == "1000"
+    wait_until(lambda: server.failover_blockers(master) == [], 30, "a whole cluster", interval=0.2)
+    server.command(replica, "CONFIG", "SET", "replica-priority", 0)
+    wait_until(lambda: len(server.failover_blockers(master)) == 3, 30, "every sentinel to refuse it", interval=0.2)
+    assert all("replica-priority 0" in why for why in server.failover_blockers(master))
+    server.command(replica, "CONFIG", "SET", "replica-priority", 100)
+    wait_until(lambda: server.failover_blockers(master) == [], 30, "the sentinels to accept it again", interval=0.2)
+    assert server.failover_blockers(replica) != []  # it is no master
+    assert all(
+        f"sentinel{n}: master nbdb at {master.address} master;" in server.describe_sentinels() for n in (1, 2, 3)
+    )
 
 
 @pytest.mark.timeout(60)

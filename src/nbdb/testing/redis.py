@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -12,7 +14,7 @@ from urllib.parse import quote
 from nbdb.testing.base import Member, Server
 from nbdb.testing.errors import HarnessError
 from nbdb.testing.probes import RespError, resp_command
-from nbdb.testing.process import find_binary, wait_until
+from nbdb.testing.process import find_binary, log_tail, wait_until
 from nbdb.testing.tls import TlsFiles, make_tls_files
 
 __all__ = ["RedisSentinel", "RedisServer", "SentinelDataMember"]
@@ -209,6 +211,64 @@ _REPLICA_PRIORITY = 100
 
 _REJOIN_KEYS = ("replicaof", "slaveof", "replica-priority", "slave-priority")
 
+_INFO_PERIOD_MS = 1000
+"""How often the harness's sentinels refresh a member's INFO (Sentinel's default: 10 s)."""
+
+_INFO_VALIDITY_MS = 5000
+"""The INFO age Sentinel still promotes a replica with once the master is down (5 pings)."""
+
+
+def sentinel_record(reply: Sequence[Any]) -> dict[str, str]:
+    """One ``SENTINEL MASTER`` / ``SENTINEL REPLICAS`` entry (field, value, field, ...) as a dict."""
+    return {str(key): str(value) for key, value in zip(reply[::2], reply[1::2], strict=True)}
+
+
+_EVENT = re.compile(r"^\d+:X (\d\d \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) [#*] ([+-][\w-]+)")
+
+
+def last_try_since_switch(log_lines: Sequence[str]) -> float | None:
+    """When a sentinel last tried or voted for a failover of its current master (epoch seconds), or None.
+
+    From its log: a ``+try-failover`` or ``+vote-for-leader`` after its last ``+switch-master``
+    (which clears the time of the last try: a new master may fail over at once). Sentinel then
+    starts no failover of that master for twice the failover-timeout.
+    """
+    last: float | None = None
+    for line in log_lines:
+        event = _EVENT.match(line)
+        if event is None:
+            continue
+        at, name = event.groups()
+        if name == "+switch-master":
+            last = None
+        elif name in ("+try-failover", "+vote-for-leader"):
+            seconds, millis = at.rsplit(".", 1)
+            last = time.mktime(time.strptime(seconds, "%d %b %Y %H:%M:%S")) + int(millis) / 1000
+    return last
+
+
+def replica_refusal(record: Mapping[str, str]) -> str | None:
+    """Why a sentinel would not promote this replica were its master to die now, or None.
+
+    ``record`` is the replica's ``SENTINEL REPLICAS`` entry: Sentinel's own view, from the
+    replica's last INFO, not the replica's (sentinel.c, ``sentinelSelectSlave``): flagged down
+    or disconnected, no ping answered or INFO read for 5 s, or ``replica-priority 0``. The
+    harness also wants its replication link up (in sync): the cluster whole.
+    """
+    name = record.get("name", "?")
+    flags = record.get("flags", "")
+    if flags != "slave":
+        return f"{name} flagged {flags}"
+    if record.get("master-link-status") != "ok":
+        return f"{name} link to its master {record.get('master-link-status')}"
+    if record.get("slave-priority") == "0":
+        return f"{name} replica-priority 0 (as of its last INFO)"
+    for field in ("last-ok-ping-reply", "info-refresh"):
+        age = int(record.get(field, "-1"))
+        if not 0 <= age <= _INFO_VALIDITY_MS:
+            return f"{name} {field} {age} ms"
+    return None
+
 
 class SentinelDataMember(Member):
     """A master or replica under Sentinel: it restarts as a replica of the current master.
@@ -282,6 +342,11 @@ class RedisSentinel(_RedisBase):
         self.down_after_ms = down_after_ms
 
     @property
+    def failover_timeout_ms(self) -> int:
+        """The sentinels' ``failover-timeout``: no new try at a master within twice it of the last."""
+        return max(5000, 4 * self.down_after_ms)
+
+    @property
     def data_members(self) -> list[Member]:
         """The master and replicas (as started; roles change on failover)."""
         return [m for m in self.members if m.extra.get("role") != "sentinel"]
@@ -328,7 +393,7 @@ class RedisSentinel(_RedisBase):
             lines += [
                 f"sentinel monitor {svc} 127.0.0.1 {master_port} {self.quorum}",
                 f"sentinel down-after-milliseconds {svc} {self.down_after_ms}",
-                f"sentinel failover-timeout {svc} {max(5000, 4 * self.down_after_ms)}",
+                f"sentinel failover-timeout {svc} {self.failover_timeout_ms}",
                 f"sentinel parallel-syncs {svc} 1",
             ]
             if self.username is not None:
@@ -354,7 +419,10 @@ class RedisSentinel(_RedisBase):
             return False
         role = member.extra.get("role")
         if role == "sentinel":
-            return self.command(member, "SENTINEL", "get-master-addr-by-name", self.service_name) is not None
+            if self.command(member, "SENTINEL", "get-master-addr-by-name", self.service_name) is None:
+                return False
+            self._tune(member)
+            return True
         info = self.command(member, "INFO", "replication")
         if "role:slave" in info:
             return "master_link_status:up" in info
@@ -373,13 +441,93 @@ class RedisSentinel(_RedisBase):
                 return False
         return True
 
+    def _tune(self, sentinel: Member) -> None:
+        """Have ``sentinel`` read each member's INFO every second instead of every 10 s.
+
+        Sentinel decides whom it may promote from the replicas' last INFO: a rejoined member
+        made promotable again (``replica-priority``) is only seen so at the next one. A
+        runtime setting (``SENTINEL DEBUG``, Redis 7.0): set again whenever a sentinel is
+        found ready, as after a restart. An older Redis keeps 10 s.
+        """
+        try:
+            self.command(sentinel, "SENTINEL", "DEBUG", "INFO-PERIOD", _INFO_PERIOD_MS)
+        except RespError as exc:
+            log.debug("%s keeps its INFO period: %s", sentinel.name, exc)
+
+    def _live_sentinels(self) -> list[Member]:
+        return [s for s in self.sentinel_members if s.is_running() and not s.is_paused()]
+
+    def _view(self, sentinel: Member) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """``sentinel``'s record of the master and of each replica (``SENTINEL MASTER`` / ``REPLICAS``)."""
+        svc = self.service_name
+        master = sentinel_record(self.command(sentinel, "SENTINEL", "MASTER", svc))
+        return master, [sentinel_record(r) for r in self.command(sentinel, "SENTINEL", "REPLICAS", svc)]
+
+    def failover_blockers(self, master: Member) -> list[str]:
+        """Why a failover might not follow ``master``'s death now, as the sentinels see it; [] if none.
+
+        Each running sentinel must name ``master``, flag it only ``master``, know the other
+        sentinels, not be in TILT, and see every other running data member as a replica it
+        may promote (:func:`replica_refusal`). Whichever sentinel wins the election then has
+        a replica to promote: one that finds none aborts, and Sentinel waits twice the
+        failover-timeout before it tries again. Nor may a sentinel have tried or voted for a
+        failover of ``master`` within that time (:func:`last_try_since_switch`): on a loaded
+        machine a sentinel can flag a just-promoted master down, try and abort, and no
+        failover of it follows a kill until the time is up.
+        """
+        expected = {m.address for m in self.data_members if m is not master and m.is_running()}
+        blockers: list[str] = []
+        for sentinel in self._live_sentinels():
+            try:
+                info = str(self.command(sentinel, "INFO", "sentinel"))
+                view, replicas = self._view(sentinel)
+            except (OSError, RespError) as exc:
+                blockers.append(f"{sentinel.name}: {exc}")
+                continue
+            reasons = []
+            if "sentinel_tilt:0" not in info:
+                reasons.append("in TILT")
+            if f"{view.get('ip')}:{view.get('port')}" != master.address or view.get("flags") != "master":
+                reasons.append(f"master {view.get('ip')}:{view.get('port')} flagged {view.get('flags')}")
+            if view.get("num-other-sentinels") != str(self.size - 1):
+                reasons.append(f"knows {view.get('num-other-sentinels')} other sentinels")
+            tried = last_try_since_switch(log_tail(sentinel.log_path, 400).splitlines())
+            if tried is not None and time.time() < tried + 2 * self.failover_timeout_ms / 1000 + 1:
+                reasons.append(
+                    f"tried or voted for a failover of it at {time.strftime('%H:%M:%S', time.localtime(tried))}"
+                )
+            seen = {r.get("name") for r in replicas}
+            reasons += [f"{address} not listed" for address in sorted(expected - seen)]
+            reasons += [why for r in replicas if r.get("name") in expected and (why := replica_refusal(r))]
+            if reasons:
+                blockers.append(f"{sentinel.name}: {', '.join(reasons)}")
+        return blockers
+
+    def describe_sentinels(self, lines: int = 8) -> str:
+        """Each sentinel's view of the master and replicas and its last events (a failure's diagnosis)."""
+        parts = []
+        for sentinel in self.sentinel_members:
+            try:
+                view, replicas = self._view(sentinel)
+                state = f"master {view.get('name')} at {view.get('ip')}:{view.get('port')} {view.get('flags')}; " + (
+                    "; ".join(
+                        f"replica {r.get('name')} {r.get('flags')} link {r.get('master-link-status')} "
+                        f"priority {r.get('slave-priority')} info {r.get('info-refresh')} ms ago"
+                        for r in replicas
+                    )
+                    or "no replica"
+                )
+            except (OSError, RespError) as exc:
+                state = f"no answer ({exc})"
+            events = [line for line in log_tail(sentinel.log_path, 200).splitlines() if " # " in line or " * +" in line]
+            parts.append(f"{sentinel.name}: {state}\n    " + "\n    ".join(events[-lines:]))
+        return "\n  ".join(parts)
+
     def _master_views(self) -> tuple[list[tuple[str, int]], list[str]]:
         """The master's address as each running sentinel names it, and the sentinels that did not answer."""
         views: list[tuple[str, int]] = []
         errors: list[str] = []
-        for sentinel in self.sentinel_members:
-            if not sentinel.is_running() or sentinel.is_paused():
-                continue
+        for sentinel in self._live_sentinels():
             try:
                 reply = self.command(sentinel, "SENTINEL", "get-master-addr-by-name", self.service_name)
             except (OSError, RespError) as exc:

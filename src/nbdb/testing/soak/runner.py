@@ -282,7 +282,7 @@ class _Soak:
         return self.rng.choice(running)
 
     def _kill_one(self) -> None:
-        victim = self._victim()
+        victim = self._failover_ready(self.server) if isinstance(self.server, RedisSentinel) else self._victim()
         at = time.monotonic()
         victim.kill()
         down = self.config.down if self.config.down is not None else 1.0
@@ -303,7 +303,9 @@ class _Soak:
                 wait_until(failed_over, 60, "a majority of the sentinels to name a new master", interval=0.1)
                 failover = time.monotonic()
             except HarnessError as exc:
-                self.problems.append(f"no failover after killing {victim.name}: {exc}")
+                self.problems.append(
+                    f"no failover after killing {victim.name}: {exc}; the sentinels:\n  {sentinel.describe_sentinels()}"
+                )
         try:
             victim.restart(wait=True)
             if isinstance(self.server, RedisSentinel):
@@ -330,6 +332,29 @@ class _Soak:
             return "role:slave" in info and "master_link_status:up" in info
 
         wait_until(replica, 60, f"{member.name} to rejoin as a replica", interval=0.5)
+
+    def _failover_ready(self, sentinel: RedisSentinel) -> Member:
+        """The master to kill, once every sentinel could fail it over at once (the cluster whole as they see it).
+
+        A replica in sync by its own INFO is not yet one the sentinels may promote: they judge it
+        by their last INFO of it, and the one elected to fail over, finding none, aborts; nor
+        does a sentinel start a failover within twice the failover-timeout of a try or vote
+        (RedisSentinel.failover_blockers). Killed then, the master is not replaced for seconds,
+        or at all while that repeats. Past 60 s the kill goes ahead, the reasons in a problem.
+        """
+        blockers: list[str] = []
+        agreed: list[Member | None] = [None]
+
+        def ready() -> bool:
+            agreed[0] = master = sentinel.agreed_master()
+            blockers[:] = ["no master named by a majority"] if master is None else sentinel.failover_blockers(master)
+            return not blockers
+
+        try:
+            wait_until(ready, 60, "the sentinels to be able to fail the master over", interval=0.2)
+        except HarnessError as exc:
+            self.problems.append(f"killing all the same: {exc}: {'; '.join(blockers)}")
+        return agreed[0] or self._victim()
 
     def _migrated(self) -> None:
         """Wait until every Hazelcast member sees the whole cluster and calls it migration-safe.
