@@ -24,6 +24,7 @@ from nbdb.models.types import (
     MACAddress,
     PortRange,
     Priority,
+    RouteNexthop,
     VlanTag,
 )
 
@@ -225,7 +226,7 @@ class LogicalRouterStaticRoute(Model):
 
     router: Annotated[UUID, Reference("LogicalRouter")]
     ip_prefix: IPOrCIDR
-    nexthop: IPAddress
+    nexthop: RouteNexthop
     output_port: str | None = None
     policy: RoutePolicy | None = None
     route_table: str = ""

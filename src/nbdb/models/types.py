@@ -25,6 +25,7 @@ __all__ = [
     "PortNumber",
     "PortRange",
     "Priority",
+    "RouteNexthop",
     "Topic",
     "VlanTag",
 ]
@@ -141,11 +142,38 @@ def _lsp_address_parsed(value: str) -> str:
     mac = _mac(head)
     if rest == ["dynamic"]:
         return f"{mac} dynamic"
-    return " ".join([mac, *(_ip(t.split("/")[0]) for t in rest)])
+    return " ".join([mac, *(_lsp_ip(t) for t in rest)])
+
+
+def _lsp_ip(token: str) -> str:
+    """One address of a port's ``MAC IP [IP...]`` entry: ``IP`` or ``IP/PLEN``, the prefix length kept.
+
+    OVN reads each as an address with an optional prefix length (``ip_parse_cidr_len``: the port's
+    network, 32 or 128 when left out). It was cut off here: an entry ``ovn-nbctl`` stored as
+    ``MAC 10.0.0.5/24`` read as ``MAC 10.0.0.5``, and nbdb's next write of the port, of any field,
+    stored it so.
+    """
+    address, sep, plen = token.partition("/")
+    ip = _ip(address)
+    if not sep:
+        return ip
+    if not (plen.isascii() and plen.isdigit()):
+        raise ValueError(f"not an address with an optional prefix length, like 10.0.0.5/24: {token!r}")
+    try:
+        return str(ipaddress.ip_interface(f"{ip}/{int(plen)}"))
+    except ValueError:
+        raise ValueError(f"prefix length out of range: {token!r}") from None
+
+
+def _nexthop(value: str) -> str:
+    """``Logical_Router_Static_Route.nexthop``: an address, or ``discard`` (drop what the route matches)."""
+    return value if value == "discard" else _ip(value)
 
 
 MACAddress = Annotated[str, AfterValidator(_mac)]
 IPAddress = Annotated[str, AfterValidator(_ip)]
+RouteNexthop = Annotated[str, AfterValidator(_nexthop)]
+"""A static route's next hop: an IP address or ``discard`` (``ovn-nbctl lr-route-add ROUTER PREFIX discard``)."""
 IPv4Address = Annotated[str, AfterValidator(_ipv4)]
 IPv6Address = Annotated[str, AfterValidator(_ipv6)]
 CIDR = Annotated[str, AfterValidator(_cidr)]
