@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import nbdb
-from nbdb.models import LogicalRouter, LogicalRouterStaticRoute, LogicalSwitchPort
+from nbdb.models import AddressSet, LogicalRouter, LogicalRouterStaticRoute, LogicalSwitchPort
 from nbdb.testing.ovsdb import OvsdbServer
 from nbdb.testing.process import find_binary
 
@@ -65,3 +65,22 @@ def test_a_discard_route_is_read_and_written(nb: OvsdbServer) -> None:
         db.create(LogicalRouterStaticRoute(router=router.id, ip_prefix="10.8.0.0/24", nexthop="discard"))
     routes = nbctl(nb, "lr-route-list", "lr")
     assert "10.8.0.0/24" in routes and routes.count("discard") == 2
+
+
+def test_removing_a_member_as_read_removes_it_as_ovn_nbctl_spelled_it(nb: OvsdbServer) -> None:
+    # A read normalises the spelling (upper-case MAC, IPv6 text) while the server's delete compares
+    # text: the member removed as read stayed, and the mutation reported success.
+    nbctl(nb, "ls-add", "ls")
+    nbctl(nb, "lsp-add", "ls", "p")
+    nbctl(nb, "lsp-set-addresses", "p", "0A:00:00:00:00:01 10.0.0.5", "0a:00:00:00:00:02 10.0.0.6")
+    nbctl(nb, "create", "Address_Set", "name=as", 'addresses="FD00::5","10.0.0.7"')
+    with nbdb.connect(nb.url) as db:
+        [port] = db.list(LogicalSwitchPort)
+        assert "0a:00:00:00:00:01 10.0.0.5" in port.addresses
+        assert db.mutate(port, remove={"addresses": ["0a:00:00:00:00:01 10.0.0.5"]}).addresses == [
+            "0a:00:00:00:00:02 10.0.0.6"
+        ]
+        [group] = db.list(AddressSet)
+        assert db.mutate(group, remove={"addresses": ["fd00::5"]}).addresses == ["10.0.0.7"]
+    assert nbctl(nb, "get", "Logical_Switch_Port", "p", "addresses") == '["0a:00:00:00:00:02 10.0.0.6"]'
+    assert nbctl(nb, "get", "Address_Set", "as", "addresses") == '["10.0.0.7"]'
