@@ -205,7 +205,9 @@ def test_an_ip_is_taken_exactly_when_ipaddress_takes_it_and_as_it_spells_it(text
     assert got == expected
 
 
-@pytest.mark.parametrize("token", ["10.0.0.5/33", "10.0.0.5/", "10.0.0.5/x", "10.0.0.5/+3", "10.0.0.5/\u0663", "fd00::5/129"])
+@pytest.mark.parametrize(
+    "token", ["10.0.0.5/33", "10.0.0.5/", "10.0.0.5/x", "10.0.0.5/+3", "10.0.0.5/\u0663", "fd00::5/129"]
+)
 def test_a_port_address_with_a_bad_prefix_length_is_refused(token: str) -> None:
     with pytest.raises(nbdb.ValidationError):
         LogicalSwitchPort(switch=SW, name="p", addresses=[f"0a:00:00:00:00:01 {token}"])
