@@ -84,3 +84,20 @@ def test_removing_a_member_as_read_removes_it_as_ovn_nbctl_spelled_it(nb: OvsdbS
         assert db.mutate(group, remove={"addresses": ["fd00::5"]}).addresses == ["10.0.0.7"]
     assert nbctl(nb, "get", "Logical_Switch_Port", "p", "addresses") == '["0a:00:00:00:00:02 10.0.0.6"]'
     assert nbctl(nb, "get", "Address_Set", "as", "addresses") == '["10.0.0.7"]'
+
+
+def test_an_address_set_of_ethernet_addresses_and_bitwise_masks_is_read_and_written(nb: OvsdbServer) -> None:
+    # ovn-nb(5): "An address set may contain Ethernet, IPv4, or IPv6 addresses with optional bitwise
+    # or CIDR masks". nbdb took IP addresses and networks only: such a set was a corrupt record.
+    nbctl(
+        nb, "create", "Address_Set", "name=macs", 'addresses="0a:00:00:00:00:01","0a:00:00:00:00:00/ff:ff:ff:00:00:00"'
+    )
+    nbctl(nb, "create", "Address_Set", "name=masked", 'addresses="10.0.0.0/255.0.255.0"')
+    with nbdb.connect(nb.url) as db:
+        got = {s.name: s.addresses for s in db.list(AddressSet)}
+        assert got == {
+            "macs": ["0a:00:00:00:00:00/ff:ff:ff:00:00:00", "0a:00:00:00:00:01"],
+            "masked": ["10.0.0.0/255.0.255.0"],
+        }
+        db.create(AddressSet(name="more_macs", addresses=["0a:00:00:00:00:02"]))
+    assert nbctl(nb, "get", "Address_Set", "more_macs", "addresses") == '["0a:00:00:00:00:02"]'

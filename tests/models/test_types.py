@@ -213,6 +213,31 @@ def test_a_port_address_with_a_bad_prefix_length_is_refused(token: str) -> None:
         LogicalSwitchPort(switch=SW, name="p", addresses=[f"0a:00:00:00:00:01 {token}"])
 
 
+@pytest.mark.parametrize(
+    ("entry", "read"),
+    [
+        ("0A:00:00:00:00:01", "0a:00:00:00:00:01"),
+        ("0a:00:00:00:00:00/FF:FF:FF:00:00:00", "0a:00:00:00:00:00/ff:ff:ff:00:00:00"),
+        ("10.0.0.0/255.0.255.0", "10.0.0.0/255.0.255.0"),
+        ("fd00::/ffff::", "fd00::/ffff::"),
+        ("10.0.0.0/24", "10.0.0.0/24"),
+        ("FD00::5", "fd00::5"),
+    ],
+)
+def test_an_address_set_holds_what_ovn_takes(entry: str, read: str) -> None:
+    # ovn-nb(5): Ethernet, IPv4 or IPv6 addresses with optional bitwise or CIDR masks.
+    assert AddressSet(name="as", addresses=[entry]).addresses == [read]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["0a:00:00:00:00:01/ff:ff:ff:00:00:00", "10.0.0.1/255.255.255.0", "10.0.0.0/ffff::", "0a:00:00:00:00:01/24"],
+)
+def test_an_address_set_refuses_bits_outside_the_mask_and_mixed_families(entry: str) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        AddressSet(name="as", addresses=[entry])
+
+
 def test_a_static_route_may_discard() -> None:
     # ovn-nbctl lr-route-add ROUTER PREFIX discard: OVN's own next hop for a route that drops.
     assert LogicalRouterStaticRoute(router=SW, ip_prefix="10.9.0.0/24", nexthop="discard").nexthop == "discard"

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from nbdb.models.base import Model, Reference
 from nbdb.models.types import (
     CIDR,
+    AddressSetEntry,
     IPAddress,
     IPInterface,
     IPOrCIDR,
@@ -271,7 +272,7 @@ class AddressSet(Model):
     nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
 
     name: Name
-    addresses: list[IPOrCIDR] = Field(default_factory=list)
+    addresses: list[AddressSetEntry] = Field(default_factory=list)
 
 
 class NAT(Model):

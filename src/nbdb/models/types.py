@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 
 __all__ = [
     "CIDR",
+    "AddressSetEntry",
     "IPAddress",
     "IPInterface",
     "IPOrCIDR",
@@ -89,6 +90,31 @@ def _ip_or_cidr(value: str) -> str:
     if "/" in value:
         return _cidr(value)
     return _ip(value)
+
+
+def _address_set_entry(value: str) -> str:
+    """One member of ``Address_Set.addresses``: an Ethernet, IPv4 or IPv6 address, with an optional mask.
+
+    OVN's own words (ovn-nb(5)): "An address set may contain Ethernet, IPv4, or IPv6 addresses with
+    optional bitwise or CIDR masks" (``eth.src == $set`` for Ethernet ones). Only IP addresses and
+    networks were taken: a set ``ovn-nbctl`` filled with MAC addresses was a corrupt record.
+    """
+    address, sep, mask = value.partition("/")
+    if _MAC_RE.fullmatch(address):
+        if not sep:
+            return _mac(address)
+        address, mask = _mac(address), _mac(mask)
+        host = int(address.replace(":", ""), 16) & ~int(mask.replace(":", ""), 16)
+    elif sep and ("." in mask or ":" in mask):  # a bitwise mask, contiguous or not
+        ip, bits = ipaddress.ip_address(_ip(address)), ipaddress.ip_address(_ip(mask))
+        if ip.version != bits.version:
+            raise ValueError(f"an address and a mask of different families: {value!r}")
+        address, mask, host = str(ip), str(bits), int(ip) & ~int(bits)
+    else:
+        return _ip_or_cidr(value)
+    if host:  # as a network's host bits: OVN refuses such a value ("unmasked 1-bits")
+        raise ValueError(f"an address with bits outside its mask: {value!r}")
+    return f"{address}/{mask}"
 
 
 def _port_range(value: str) -> str:
@@ -179,6 +205,8 @@ IPv6Address = Annotated[str, AfterValidator(_ipv6)]
 CIDR = Annotated[str, AfterValidator(_cidr)]
 IPInterface = Annotated[str, AfterValidator(_interface)]
 IPOrCIDR = Annotated[str, AfterValidator(_ip_or_cidr)]
+AddressSetEntry = Annotated[str, AfterValidator(_address_set_entry)]
+"""A member of an OVN address set: an Ethernet, IPv4 or IPv6 address, with an optional CIDR or bitwise mask."""
 PortRange = Annotated[str, AfterValidator(_port_range)]
 LSPAddress = Annotated[str, AfterValidator(_lsp_address)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
