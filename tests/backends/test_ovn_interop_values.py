@@ -7,7 +7,6 @@ the column back with ``ovn-nbctl``.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 import nbdb
 from nbdb.models import AddressSet, LogicalRouter, LogicalRouterStaticRoute, LogicalSwitchPort
 from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.probes import run_tool
 from nbdb.testing.process import find_binary
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,14 +29,7 @@ def nb() -> Iterator[OvsdbServer]:
 
 
 def nbctl(nb: OvsdbServer, *args: str) -> str:
-    out = subprocess.run(
-        [str(find_binary("ovn-nbctl")), f"--db={nb.remotes}", "--timeout=10", *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=True,
-    )
-    return out.stdout.strip()
+    return run_tool([str(find_binary("ovn-nbctl")), f"--db={nb.remotes}", "--timeout=10", *args], timeout=20).strip()
 
 
 def test_a_port_address_with_a_prefix_length_reads_and_stays_as_ovn_nbctl_wrote_it(nb: OvsdbServer) -> None:
