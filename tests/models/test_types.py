@@ -59,6 +59,8 @@ def test_arbitrary_text_never_crashes_validation(text: str) -> None:
         "0a:00:00:00:00:01 dynamic",
         "0a:00:00:00:00:01 10.0.0.1 fd00::1",
         "dynamic 10.0.0.9",
+        # OVN reads an address's prefix length (the port's network): kept, not cut off.
+        "0a:00:00:00:00:01 10.0.0.5/24 fd00::5/64 10.0.0.6",
     ],
 )
 def test_ovn_port_address_forms(address: str) -> None:
@@ -201,6 +203,46 @@ def test_an_ip_is_taken_exactly_when_ipaddress_takes_it_and_as_it_spells_it(text
     except nbdb.ValidationError:
         got = None
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    "token", ["10.0.0.5/33", "10.0.0.5/", "10.0.0.5/x", "10.0.0.5/+3", "10.0.0.5/\u0663", "fd00::5/129"]
+)
+def test_a_port_address_with_a_bad_prefix_length_is_refused(token: str) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        LogicalSwitchPort(switch=SW, name="p", addresses=[f"0a:00:00:00:00:01 {token}"])
+
+
+@pytest.mark.parametrize(
+    ("entry", "read"),
+    [
+        ("0A:00:00:00:00:01", "0a:00:00:00:00:01"),
+        ("0a:00:00:00:00:00/FF:FF:FF:00:00:00", "0a:00:00:00:00:00/ff:ff:ff:00:00:00"),
+        ("10.0.0.0/255.0.255.0", "10.0.0.0/255.0.255.0"),
+        ("fd00::/ffff::", "fd00::/ffff::"),
+        ("10.0.0.0/24", "10.0.0.0/24"),
+        ("FD00::5", "fd00::5"),
+    ],
+)
+def test_an_address_set_holds_what_ovn_takes(entry: str, read: str) -> None:
+    # ovn-nb(5): Ethernet, IPv4 or IPv6 addresses with optional bitwise or CIDR masks.
+    assert AddressSet(name="as", addresses=[entry]).addresses == [read]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["0a:00:00:00:00:01/ff:ff:ff:00:00:00", "10.0.0.1/255.255.255.0", "10.0.0.0/ffff::", "0a:00:00:00:00:01/24"],
+)
+def test_an_address_set_refuses_bits_outside_the_mask_and_mixed_families(entry: str) -> None:
+    with pytest.raises(nbdb.ValidationError):
+        AddressSet(name="as", addresses=[entry])
+
+
+def test_a_static_route_may_discard() -> None:
+    # ovn-nbctl lr-route-add ROUTER PREFIX discard: OVN's own next hop for a route that drops.
+    assert LogicalRouterStaticRoute(router=SW, ip_prefix="10.9.0.0/24", nexthop="discard").nexthop == "discard"
+    with pytest.raises(nbdb.ValidationError):
+        LogicalRouterStaticRoute(router=SW, ip_prefix="10.9.0.0/24", nexthop="Discard")
 
 
 @pytest.mark.parametrize("mac", ["0a:00:00:00:00:01\n", "0A:00:00:00:00:01\n"])

@@ -831,6 +831,14 @@ def check_field_value(model: type[Model], name: str, value: Any) -> None:
         raise validation_error_of(exc, f"{model.__name__}.{name}") from None
 
 
+def field_value(model: type[Model], name: str, value: Any) -> Any:
+    """``value`` as ``model``'s field ``name`` holds it (normalised by its validators); ValidationError if it cannot."""
+    try:
+        return _field_adapter(model, name).validate_python(value)
+    except pydantic.ValidationError as exc:
+        raise validation_error_of(exc, f"{model.__name__}.{name}") from None
+
+
 def model_for_table(table: str) -> type[Model]:
     """The model class registered for ``table``; :class:`nbdb.NotFoundError` if none."""
     try:

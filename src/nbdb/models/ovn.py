@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from nbdb.models.base import Model, Reference
 from nbdb.models.types import (
     CIDR,
+    AddressSetEntry,
     IPAddress,
     IPInterface,
     IPOrCIDR,
@@ -24,6 +25,7 @@ from nbdb.models.types import (
     MACAddress,
     PortRange,
     Priority,
+    RouteNexthop,
     VlanTag,
 )
 
@@ -225,7 +227,7 @@ class LogicalRouterStaticRoute(Model):
 
     router: Annotated[UUID, Reference("LogicalRouter")]
     ip_prefix: IPOrCIDR
-    nexthop: IPAddress
+    nexthop: RouteNexthop
     output_port: str | None = None
     policy: RoutePolicy | None = None
     route_table: str = ""
@@ -270,7 +272,7 @@ class AddressSet(Model):
     nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
 
     name: Name
-    addresses: list[IPOrCIDR] = Field(default_factory=list)
+    addresses: list[AddressSetEntry] = Field(default_factory=list)
 
 
 class NAT(Model):

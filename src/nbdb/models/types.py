@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 
 __all__ = [
     "CIDR",
+    "AddressSetEntry",
     "IPAddress",
     "IPInterface",
     "IPOrCIDR",
@@ -25,6 +26,7 @@ __all__ = [
     "PortNumber",
     "PortRange",
     "Priority",
+    "RouteNexthop",
     "Topic",
     "VlanTag",
 ]
@@ -90,6 +92,31 @@ def _ip_or_cidr(value: str) -> str:
     return _ip(value)
 
 
+def _address_set_entry(value: str) -> str:
+    """One member of ``Address_Set.addresses``: an Ethernet, IPv4 or IPv6 address, with an optional mask.
+
+    OVN's own words (ovn-nb(5)): "An address set may contain Ethernet, IPv4, or IPv6 addresses with
+    optional bitwise or CIDR masks" (``eth.src == $set`` for Ethernet ones). Only IP addresses and
+    networks were taken: a set ``ovn-nbctl`` filled with MAC addresses was a corrupt record.
+    """
+    address, sep, mask = value.partition("/")
+    if _MAC_RE.fullmatch(address):
+        if not sep:
+            return _mac(address)
+        address, mask = _mac(address), _mac(mask)
+        host = int(address.replace(":", ""), 16) & ~int(mask.replace(":", ""), 16)
+    elif sep and ("." in mask or ":" in mask):  # a bitwise mask, contiguous or not
+        ip, bits = ipaddress.ip_address(_ip(address)), ipaddress.ip_address(_ip(mask))
+        if ip.version != bits.version:
+            raise ValueError(f"an address and a mask of different families: {value!r}")
+        address, mask, host = str(ip), str(bits), int(ip) & ~int(bits)
+    else:
+        return _ip_or_cidr(value)
+    if host:  # as a network's host bits: OVN refuses such a value ("unmasked 1-bits")
+        raise ValueError(f"an address with bits outside its mask: {value!r}")
+    return f"{address}/{mask}"
+
+
 def _port_range(value: str) -> str:
     low, sep, high = value.partition("-")
     try:
@@ -141,16 +168,45 @@ def _lsp_address_parsed(value: str) -> str:
     mac = _mac(head)
     if rest == ["dynamic"]:
         return f"{mac} dynamic"
-    return " ".join([mac, *(_ip(t.split("/")[0]) for t in rest)])
+    return " ".join([mac, *(_lsp_ip(t) for t in rest)])
+
+
+def _lsp_ip(token: str) -> str:
+    """One address of a port's ``MAC IP [IP...]`` entry: ``IP`` or ``IP/PLEN``, the prefix length kept.
+
+    OVN reads each as an address with an optional prefix length (``ip_parse_cidr_len``: the port's
+    network, 32 or 128 when left out). It was cut off here: an entry ``ovn-nbctl`` stored as
+    ``MAC 10.0.0.5/24`` read as ``MAC 10.0.0.5``, and nbdb's next write of the port, of any field,
+    stored it so.
+    """
+    address, sep, plen = token.partition("/")
+    ip = _ip(address)
+    if not sep:
+        return ip
+    if not (plen.isascii() and plen.isdigit()):
+        raise ValueError(f"not an address with an optional prefix length, like 10.0.0.5/24: {token!r}")
+    try:
+        return str(ipaddress.ip_interface(f"{ip}/{int(plen)}"))
+    except ValueError:
+        raise ValueError(f"prefix length out of range: {token!r}") from None
+
+
+def _nexthop(value: str) -> str:
+    """``Logical_Router_Static_Route.nexthop``: an address, or ``discard`` (drop what the route matches)."""
+    return value if value == "discard" else _ip(value)
 
 
 MACAddress = Annotated[str, AfterValidator(_mac)]
 IPAddress = Annotated[str, AfterValidator(_ip)]
+RouteNexthop = Annotated[str, AfterValidator(_nexthop)]
+"""A static route's next hop: an IP address or ``discard`` (``ovn-nbctl lr-route-add ROUTER PREFIX discard``)."""
 IPv4Address = Annotated[str, AfterValidator(_ipv4)]
 IPv6Address = Annotated[str, AfterValidator(_ipv6)]
 CIDR = Annotated[str, AfterValidator(_cidr)]
 IPInterface = Annotated[str, AfterValidator(_interface)]
 IPOrCIDR = Annotated[str, AfterValidator(_ip_or_cidr)]
+AddressSetEntry = Annotated[str, AfterValidator(_address_set_entry)]
+"""A member of an OVN address set: an Ethernet, IPv4 or IPv6 address, with an optional CIDR or bitwise mask."""
 PortRange = Annotated[str, AfterValidator(_port_range)]
 LSPAddress = Annotated[str, AfterValidator(_lsp_address)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
