@@ -61,3 +61,29 @@ def test_a_cascading_delete_by_id_goes_on_when_a_dependent_changes_meanwhile(
         assert after.members == [kept.id] and after.labels == {"by": "other"}, "both writes landed"
         with pytest.raises(nbdb.NotFoundError):
             db.get(CascadeMember, doomed.id)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+def test_a_cascading_delete_goes_on_when_an_object_starts_referring_meanwhile(
+    kind: str, url_of: Callable[[str], str], tmp_path: object
+) -> None:
+    # A controller deletes a port with cascade=True while another one adds it to a second port group:
+    # the cascade had read the referrers before the group held it, and the commit raised ReferenceError
+    # "... still referenced by CascadeGroup ...; delete those first or pass cascade=True" to a caller who had.
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/nb.db"}.get(kind) or url_of(kind)
+    with nbdb.connect(url) as db, nbdb.connect(url) as second:
+        other = db if kind == "memory" else second  # each memory:// connection is a store of its own
+        doomed = db.create(CascadeMember(name="doomed"))
+        holder = db.create(CascadeGroup(name="holder", members=[doomed.id]))
+        late = db.create(CascadeGroup(name="late"))
+        joined: list[CascadeGroup] = []
+        _BEFORE_COMMIT[holder.id] = lambda: joined.append(other.mutate(late, add={"members": [doomed]}))
+        try:
+            revision = db.delete(doomed, cascade=True)
+        finally:
+            _BEFORE_COMMIT.clear()
+        assert [g.members for g in joined] == [[doomed.id]], "the other controller's write landed first"
+        assert revision is not None
+        assert db.get(CascadeGroup, late.id).members == [] and db.get(CascadeGroup, holder.id).members == []
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(CascadeMember, doomed.id)

@@ -40,7 +40,7 @@ from nbdb.hub import WatchHub, open_stream
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
-from nbdb.spi import Backend, LockHandle, RecordChange, RecordStream, UniqueKey
+from nbdb.spi import Backend, LockHandle, RecordChange, RecordStream, UniqueKey, WriteOp
 from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
@@ -512,8 +512,9 @@ class Database:
         it, unless ``cascade``: then, in one transaction, dependents whose
         reference is required are deleted too (recursively), and optional or
         list references to it are cleared. The dependents are nbdb's own reads:
-        one that another writer changed or deleted before the commit is read
-        again and the cascade planned again, as :meth:`mutate` does (only the
+        one that another writer changed or deleted before the commit, or an
+        object that started referring to one meanwhile (a ReferenceError of the
+        commit), is read again and the cascade planned again, as :meth:`mutate` does (only the
         version of an object given, the root, is the caller's to compare).
         """
         check_flag("cascade", cascade)
@@ -523,10 +524,22 @@ class Database:
             return None
         root = (op.table, op.id)
         last: errors.NbdbError | None = None  # why the last plan was dropped: the cause of giving up
+        refused: frozenset[tuple[str, UUID]] | None = None  # the plan a ReferenceError refused last
         for _attempt in range(_MUTATION_ATTEMPTS if cascade else 1):
+            ops: _List[WriteOp] | None = None
             try:
                 ops = cascade_ops(self._backend, self.get, op) if cascade else [op]
                 result, revision = self._context.commit(ops, fence)
+            except errors.ReferenceError as exc:
+                # A referrer that appeared after the cascade read the referrers (a port group another
+                # controller just added the port to) refused a delete the caller asked to cascade:
+                # "pass cascade=True", to a caller who had. Planned again, it is cleared too; a plan that
+                # came out the same (a referrer the plan cannot see) leaves the refusal standing.
+                plan = None if ops is None else frozenset((o.table, o.id) for o in ops)
+                if not cascade or plan is None or plan == refused:
+                    raise
+                refused, last = plan, exc
+                log.debug("delete: %s %s gained a referrer meanwhile; planning the cascade again", *root)
             except errors.NotFoundError as exc:
                 if if_exists and exc.key == root:
                     return None

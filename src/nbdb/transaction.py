@@ -146,6 +146,7 @@ class Transaction:
             # a new kind of step cannot slip through): ~40 ns a step.
             self._commit_puts()
             return
+        self._refuse_mutating_a_create()
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
@@ -241,6 +242,28 @@ class Transaction:
         self.results = stored  # type: ignore[assignment]  # list[Model] is a list[Model | None]
         self._steps = []
         self._finished = "committed"
+
+    def _refuse_mutating_a_create(self) -> None:
+        """ValidationError if a mutate targets an object this transaction creates (one step per object).
+
+        Its rebase read the store, where the object is not yet: a NotFoundError saying it "does not
+        exist", of an object the caller had just created (the same transaction's).
+        """
+        created = {
+            (op.table, op.id)
+            for op in (s if isinstance(s, Put) else s.op for s in self._steps)
+            if isinstance(op, Put) and op.expect_version == 0
+        }
+        if not created:
+            return
+        for step in self._steps:
+            if type(step) is _Step and step.mutation is not None:
+                model, uid = step.mutation[0], step.mutation[1]
+                if (model.nbdb_table, uid) in created:
+                    raise errors.ValidationError(
+                        f"{model.nbdb_table} {uid} appears twice in one transaction (created, then mutated):"
+                        " create it with those members instead"
+                    )
 
     def _rebase(self, step: _Step) -> None:
         assert step.mutation is not None

@@ -6,7 +6,7 @@ import pytest
 
 import nbdb
 from nbdb.capabilities import Atomicity
-from nbdb.conformance.kit import KitParent
+from nbdb.conformance.kit import KitChild, KitGroup, KitParent
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
 
@@ -80,6 +80,19 @@ def test_same_object_twice_is_rejected(db: nbdb.Database, capabilities: nbdb.Cap
             txn.update(obj.replace(size=1))
             txn.delete(obj)
     assert db.get(KitParent, obj.id).version == 1
+
+
+def test_mutating_an_object_created_in_the_same_transaction_is_rejected(
+    db: nbdb.Database, capabilities: nbdb.Capabilities
+) -> None:
+    """One step per object: a create and a mutate of it are a ValidationError, not "does not exist"."""
+    _needs(capabilities, Atomicity.ATOMIC, Atomicity.SINGLE_PARTITION)
+    child = db.create(KitChild(parent=db.create(KitParent(name="p")), name="c"))
+    with pytest.raises(nbdb.ValidationError, match="appears twice"):
+        with db.transaction() as txn:
+            group = txn.create(KitGroup())
+            txn.mutate(group, add={"members": [child]})
+    assert list(db.list(KitGroup)) == []
 
 
 def test_empty_transaction_is_a_no_op(db: nbdb.Database, capabilities: nbdb.Capabilities) -> None:
