@@ -255,7 +255,7 @@ class EtcdBackend(KeyValueBackend):
         self._read_ops = self.capabilities.max_txn_ops or _MAX_TXN_OPS
         """How many ranges one read-only transaction holds: the URL's max_txn_ops, less if the server refused it."""
         self.page_reads = max(1, self._read_ops - 1)
-        """A listing's first pages are transactions nested in one (_first_pages): one fewer than ranges."""
+        """First pages a listing reads a round trip (_first_pages): one fewer than ranges (a nested form's need)."""
         self.progress_interval = progress_interval
         self.safe_progress = False
         self.server_version = ""
