@@ -565,3 +565,38 @@ def test_any_exception_a_validator_raises_on_a_stored_record_makes_it_corrupt(
     got = decode_each(_RaisingValidator, [*records, broken, *records])
     assert isinstance(got[batch], nbdb.CorruptRecordError) and type(got[batch].__cause__) is kind
     assert [o.name for o in got if isinstance(o, Model)] == [o.name for o in good] * 2
+
+
+class _Interrupting(Model):
+    nbdb_table: ClassVar[str] = "TestInterrupting"
+    name: str = ""
+    interrupt: ClassVar[type[BaseException] | None] = None
+
+    @pydantic.field_serializer("name")
+    def _name(self, value: str) -> str:
+        if _Interrupting.interrupt is not None:
+            raise _Interrupting.interrupt()
+        return value
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_a_ctrl_c_during_serialisation_is_an_interrupt_not_invalid_data(interrupt: type[BaseException]) -> None:
+    # pydantic wraps an exception its serializer's Python code raises into a PydanticSerializationError
+    # and drops it: a Ctrl-C in `nbdb copy` came out as "ValidationError: ... cannot be stored: Error
+    # serializing to JSON: KeyboardInterrupt" and exit status 2, as if the data were wrong.
+    # sqlite:// encodes every write (memory:// keeps objects and runs no serializer).
+    with nbdb.connect("sqlite://") as db:
+        stored = db.create(_Interrupting(name="a"))
+        _Interrupting.interrupt = interrupt
+        try:
+            with pytest.raises(interrupt):
+                encode(stored)
+            with pytest.raises(interrupt):
+                db.create(_Interrupting(name="b"))
+            with pytest.raises(interrupt):
+                db.update(stored.replace(name="c"))
+        finally:
+            _Interrupting.interrupt = None
+        assert db.list(_Interrupting) == [stored]
+        with pytest.raises(nbdb.ValidationError, match="cannot be stored"):
+            db.create(_Loose(anything=object()))

@@ -29,7 +29,7 @@ from nbdb import coreschema, errors
 from nbdb.models.base import DECODED, Model, Reference, set_extra, set_fields_set, set_private, validation_error_of
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers
 from nbdb.spi import Record
-from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
+from nbdb.storable import FIELD_VALIDATORS, check_storable, raise_interrupt, storable
 
 __all__ = ["bulk", "decode", "decode_each", "encode", "from_plain", "plain"]
 
@@ -80,6 +80,7 @@ def encode(obj: Model) -> bytes:
         else:
             data = cast(SchemaSerializer, form).to_json(obj.__dict__)
     except PydanticSerializationError as exc:  # text that is no Unicode (a lone surrogate), say
+        raise_interrupt(exc)
         raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be stored: {exc}") from None
     unknown = obj.__pydantic_extra__
     return data if not unknown else _with_unknown(data, unknown)

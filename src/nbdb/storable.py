@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import enum
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -37,6 +38,25 @@ from nbdb.models.base import (
 from nbdb.models.shared import DECLARED, FrozenDict, FrozenList, FrozenSet, thawed_class
 
 __all__ = ["FIELD_VALIDATORS", "SECRETS", "check_storable", "json_typed_fields", "storable"]
+
+
+_INTERRUPT = re.compile(r"\b(KeyboardInterrupt|SystemExit)\b")
+
+
+def raise_interrupt(exc: PydanticSerializationError) -> None:
+    """Raise the KeyboardInterrupt (or SystemExit) that pydantic wrapped into ``exc``, if it wrapped one.
+
+    A Ctrl-C that lands while pydantic's serializer runs a Python function (a
+    field serializer, a custom type's) comes out as a PydanticSerializationError
+    whose text names it, the interrupt itself dropped (no ``__cause__``). Caught
+    as a serialization error it became "cannot be stored" (a ValidationError),
+    and a command stopped by Ctrl-C said the caller's data was wrong.
+    """
+    found = _INTERRUPT.search(str(exc))
+    if found is not None:
+        raise (
+            KeyboardInterrupt() if found.group(1) == "KeyboardInterrupt" else SystemExit(1)
+        ) from exc  # its code is lost
 
 
 def check_storable(obj: Model) -> None:
@@ -207,7 +227,10 @@ def _rebuilt(info: pydantic.fields.FieldInfo) -> Callable[[Any], bool]:
             return same_as_validated(
                 adapter.validate_python(adapter.dump_python(value, round_trip=True, warnings=False)), value
             )
-        except (pydantic.ValidationError, PydanticSerializationError, ValueError, TypeError):
+        except PydanticSerializationError as exc:
+            raise_interrupt(exc)
+            return False
+        except (pydantic.ValidationError, ValueError, TypeError):
             return False
 
     return valid
@@ -341,7 +364,10 @@ def storable(value: object) -> bool:
     # ``object()`` that every store of bytes refuses.
     try:
         pydantic_core.to_json(value)
-    except (PydanticSerializationError, ValueError, TypeError):
+    except PydanticSerializationError as exc:
+        raise_interrupt(exc)
+        return False
+    except (ValueError, TypeError):
         return False
     return True
 
@@ -565,7 +591,10 @@ def _declared_storable(value: object) -> bool:
         return True
     try:
         cast(pydantic.TypeAdapter[Any], adapter).dump_json(value)
-    except (PydanticSerializationError, ValueError, TypeError):
+    except PydanticSerializationError as exc:
+        raise_interrupt(exc)
+        return False
+    except (ValueError, TypeError):
         return False
     return True
 
