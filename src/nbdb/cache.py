@@ -86,6 +86,40 @@ _MAX_BACKOFF = 5.0
 _CLOSE_WAIT = 5.0
 
 
+@functools.lru_cache(maxsize=1024)
+def _held_table(model: type[Model], field: str) -> str | None:
+    """The table whose objects ``model``'s ``field`` holds the ids of (its own for ``id``); None for no reference."""
+    if field == "id":
+        return model.nbdb_table
+    return next((ref.target for ref in model.nbdb_references if ref.field == field), None)
+
+
+def object_id(model: type[Model], field: str, value: Model) -> UUID:
+    """The id a find() of ``model`` by ``field`` compares, for an object given as its value.
+
+    ValidationError for an object the field cannot hold: one of another table than the one it
+    references (find(LogicalSwitchPort, switch=router) took the router's id and silently found
+    nothing), or any object for a field that is no reference and holds no UUID (name=switch).
+    """
+    table = _held_table(model, field)
+    if table is None:
+        if field in model.model_fields:
+            try:
+                check_field_value(model, field, value.id)  # a plain UUID field may hold any object's id
+            except errors.ValidationError:
+                raise errors.ValidationError(
+                    f"{model.__name__}.{field} is no reference: find it by its value, not a {type(value).__name__}"
+                ) from None
+        return value.id
+    if type(value).nbdb_table != table:
+        what = "is" if field == "id" else "references"
+        raise errors.ValidationError(
+            f"{model.__name__}.{field} {what} {table}: a {type(value).__name__} (of table "
+            f"{type(value).nbdb_table}) is no such object"
+        )
+    return value.id
+
+
 class Replica:
     """What the caches of one list+watch share: the objects, their indexes, and the thread that keeps them.
 
@@ -710,7 +744,7 @@ class Cache:
                 buckets = indexes.get(key)
                 if buckets is not None and type(value) not in _UNINDEXED:
                     if type(value) not in _SCALARS and isinstance(value, Model):
-                        value = value.id
+                        value = object_id(model, key, value)
                     elif value is None and key not in self._nulls[model]:
                         self._replica.index_nulls(model, key)
                     try:
@@ -741,7 +775,7 @@ class Cache:
                 kept = " (not kept by this cache's projection)" if model in self._views else ""
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
             if isinstance(value, Model):
-                equals[key] = value.id
+                equals[key] = object_id(model, key, value)
             elif type(value) is str and (key == "id" or any(ref.field == key for ref in model.nbdb_references)):
                 # The id as text (from JSON, a CLI) was compared with the UUIDs stored: never equal, so a
                 # port of a switch given by str(switch.id) was silently not found (and find(id=text) too).
