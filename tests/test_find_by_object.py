@@ -38,3 +38,21 @@ def test_a_cache_find_by_an_object_of_another_model_than_the_field_references_is
             assert cache.find(PortGroup, ports=port) == [group]
             assert cache.find(LogicalSwitch, id=switch) == [switch]
             assert cache.find(LogicalRouterPort, router=router) == [rport]
+
+
+def test_a_projected_caches_view_of_an_object_finds_what_the_object_finds() -> None:
+    # find(LogicalSwitchPort, switch=view) with a projected cache's view of the switch was refused as
+    # "UUID input should be a string, bytes or UUID object": the view stands for the object it shows.
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        router = db.create(LogicalRouter(name="r"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+        fields = {LogicalSwitch: ["name"], LogicalRouter: ["name"], LogicalSwitchPort: ["name", "switch"]}
+        with db.cache([LogicalSwitch, LogicalRouter, LogicalSwitchPort], fields=fields) as cache:
+            assert cache.wait_synced(10)
+            view = cache.get(LogicalSwitch, switch.id)
+            assert [p.id for p in cache.find(LogicalSwitchPort, switch=view)] == [port.id]
+            assert [p.id for p in cache.find(LogicalSwitchPort, switch=view, name="p")] == [port.id]
+            assert [s.id for s in cache.find(LogicalSwitch, id=view)] == [switch.id]
+            with pytest.raises(nbdb.ValidationError, match="LogicalSwitch"):
+                cache.find(LogicalSwitchPort, switch=cache.get(LogicalRouter, router.id))

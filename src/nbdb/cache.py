@@ -34,7 +34,7 @@ from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.hub import open_stream
 from nbdb.models.base import Model, check_field_value
-from nbdb.projection import projections
+from nbdb.projection import PartialView, projections
 from nbdb.replica import Indexes, bucket_objects, index, index_all, index_nulls, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.timeouts import timeout_of
@@ -94,12 +94,13 @@ def _held_table(model: type[Model], field: str) -> str | None:
     return next((ref.target for ref in model.nbdb_references if ref.field == field), None)
 
 
-def object_id(model: type[Model], field: str, value: Model) -> UUID:
+def object_id(model: type[Model], field: str, value: Model | PartialView) -> UUID:
     """The id a find() of ``model`` by ``field`` compares, for an object given as its value.
 
     ValidationError for an object the field cannot hold: one of another table than the one it
     references (find(LogicalSwitchPort, switch=router) took the router's id and silently found
     nothing), or any object for a field that is no reference and holds no UUID (name=switch).
+    A projected cache's view of an object stands for it (it was refused as no UUID).
     """
     table = _held_table(model, field)
     if table is None:
@@ -743,7 +744,7 @@ class Cache:
             if indexes is not None:
                 buckets = indexes.get(key)
                 if buckets is not None and type(value) not in _UNINDEXED:
-                    if type(value) not in _SCALARS and isinstance(value, Model):
+                    if type(value) not in _SCALARS and isinstance(value, Model | PartialView):
                         value = object_id(model, key, value)
                     elif value is None and key not in self._nulls[model]:
                         self._replica.index_nulls(model, key)
@@ -774,7 +775,7 @@ class Cache:
             if key not in fields:
                 kept = " (not kept by this cache's projection)" if model in self._views else ""
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
-            if isinstance(value, Model):
+            if isinstance(value, Model | PartialView):  # a projected cache's view of the object too
                 equals[key] = object_id(model, key, value)
             elif type(value) is str and (key == "id" or any(ref.field == key for ref in model.nbdb_references)):
                 # The id as text (from JSON, a CLI) was compared with the UUIDs stored: never equal, so a
