@@ -18,7 +18,9 @@ def test_a_cache_find_by_an_object_of_another_model_than_the_field_references_is
         switch = db.create(LogicalSwitch(name="s"))
         router = db.create(LogicalRouter(name="r"))
         port = db.create(LogicalSwitchPort(switch=switch, name="p"))
-        rport = db.create(LogicalRouterPort(router=router, name="rp", mac="0a:00:00:00:00:01", networks=["10.0.0.1/24"]))
+        rport = db.create(
+            LogicalRouterPort(router=router, name="rp", mac="0a:00:00:00:00:01", networks=["10.0.0.1/24"])
+        )
         group = db.create(PortGroup(name="g", ports=[port]))
         extra: dict[str, Any] = {"name": "p"} if more else {}
         with db.cache([LogicalSwitch, LogicalSwitchPort, LogicalRouterPort, PortGroup]) as cache:
@@ -31,7 +33,9 @@ def test_a_cache_find_by_an_object_of_another_model_than_the_field_references_is
             ]
             for model, field, value, named in refused:
                 with pytest.raises(nbdb.ValidationError, match=named):
-                    cache.find(model, **{field: value}, **(extra if model is LogicalSwitchPort and field != "name" else {}))
+                    cache.find(
+                        model, **{field: value}, **(extra if model is LogicalSwitchPort and field != "name" else {})
+                    )
             # The right objects are still found, by object and by id.
             assert cache.find(LogicalSwitchPort, switch=switch, **extra) == [port]
             assert cache.find(LogicalSwitchPort, switch=switch.id, **extra) == [port]
@@ -56,3 +60,34 @@ def test_a_projected_caches_view_of_an_object_finds_what_the_object_finds() -> N
             assert [s.id for s in cache.find(LogicalSwitch, id=view)] == [switch.id]
             with pytest.raises(nbdb.ValidationError, match="LogicalSwitch"):
                 cache.find(LogicalSwitchPort, switch=cache.get(LogicalRouter, router.id))
+
+
+def test_a_mutate_adding_an_object_of_another_table_or_no_id_is_refused_in_one_line(store_db: nbdb.Database) -> None:
+    # add={"ports": [router]} was a ReferenceError naming a port that never was (the router's id); a member
+    # that is no id was refused with pydantic's several lines naming its internal schema ("json-or-python[...]").
+    db = store_db
+    router = db.create(LogicalRouter(name="r"))
+    group = db.create(PortGroup(name="g"))
+    with pytest.raises(nbdb.ValidationError, match=r"PortGroup\.ports references LogicalSwitchPort: a LogicalRouter"):
+        db.mutate(group, add={"ports": [router]})
+    for member in ["nope", 5]:
+        with pytest.raises(nbdb.ValidationError) as caught:
+            db.mutate(group, add={"ports": [member]})
+        assert "\n" not in str(caught.value) and "json-or-python" not in str(caught.value)
+        assert str(caught.value).startswith(f"PortGroup.ports: {member!r} is not a valid member: ")
+    assert db.get(PortGroup, group.id).ports == []
+
+
+def test_a_model_given_an_object_of_another_table_for_a_reference_is_refused() -> None:
+    # LogicalSwitchPort(switch=router) took the router's id: its create was a ReferenceError naming a
+    # switch that never was, a replace() or an unwritten copy silently pointed at nothing.
+    switch, router = LogicalSwitch(name="s"), LogicalRouter(name="r")
+    port = LogicalSwitchPort(switch=switch, name="p")
+    assert port.switch == switch.id and PortGroup(name="g", ports=[port]).ports == [port.id]
+    for make in (
+        lambda: LogicalSwitchPort(switch=router, name="p"),
+        lambda: port.replace(switch=router),
+        lambda: PortGroup(name="g", ports=[port, router]),
+    ):
+        with pytest.raises(nbdb.ValidationError, match=r"references LogicalSwitch.*a LogicalRouter"):
+            make()

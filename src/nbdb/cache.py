@@ -33,7 +33,7 @@ from nbdb.commit_context import check_flag
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.hub import open_stream
-from nbdb.models.base import Model, check_field_value
+from nbdb.models.base import Model, check_field_value, check_held_object
 from nbdb.projection import PartialView, projections
 from nbdb.replica import Indexes, bucket_objects, index, index_all, index_nulls, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
@@ -86,15 +86,7 @@ _MAX_BACKOFF = 5.0
 _CLOSE_WAIT = 5.0
 
 
-@functools.lru_cache(maxsize=1024)
-def _held_table(model: type[Model], field: str) -> str | None:
-    """The table whose objects ``model``'s ``field`` holds the ids of (its own for ``id``); None for no reference."""
-    if field == "id":
-        return model.nbdb_table
-    return next((ref.target for ref in model.nbdb_references if ref.field == field), None)
-
-
-def object_id(model: type[Model], field: str, value: Model | PartialView) -> UUID:
+def object_id(model: type[Model], field: str, value: Any) -> UUID:
     """The id a find() of ``model`` by ``field`` compares, for an object given as its value.
 
     ValidationError for an object the field cannot hold: one of another table than the one it
@@ -102,23 +94,15 @@ def object_id(model: type[Model], field: str, value: Model | PartialView) -> UUI
     nothing), or any object for a field that is no reference and holds no UUID (name=switch).
     A projected cache's view of an object stands for it (it was refused as no UUID).
     """
-    table = _held_table(model, field)
-    if table is None:
-        if field in model.model_fields:
-            try:
-                check_field_value(model, field, value.id)  # a plain UUID field may hold any object's id
-            except errors.ValidationError:
-                raise errors.ValidationError(
-                    f"{model.__name__}.{field} is no reference: find it by its value, not a {type(value).__name__}"
-                ) from None
-        return value.id
-    if type(value).nbdb_table != table:
-        what = "is" if field == "id" else "references"
-        raise errors.ValidationError(
-            f"{model.__name__}.{field} {what} {table}: a {type(value).__name__} (of table "
-            f"{type(value).nbdb_table}) is no such object"
-        )
-    return value.id
+    if not check_held_object(model, field, value) and field in model.model_fields:
+        try:
+            check_field_value(model, field, value.id)  # a plain UUID field may hold any object's id
+        except errors.ValidationError:
+            raise errors.ValidationError(
+                f"{model.__name__}.{field} is no reference: find it by its value, not a {type(value).__name__}"
+            ) from None
+    found: UUID = value.id
+    return found
 
 
 class Replica:
