@@ -77,21 +77,32 @@ _OWN: Any = object()
 def _id_in(target: str) -> Callable[[Any], Any]:
     """What lets a reference field to ``target`` take the referenced model itself, not only its id."""
 
+    known: set[type] = set()  # model classes of ``target``'s table met so far: no ABC check nor table look again
+
     def id_of(value: Any) -> Any:
-        if type(value) is uuid.UUID or value is None:
+        cls = type(value)
+        if cls is uuid.UUID or value is None:
             return value  # the common case, without the ABC instance check a model class costs
+        if cls in known:
+            return value.id
         if isinstance(value, Model):
-            if type(value).nbdb_table != target:
+            if cls.nbdb_table != target:
                 # A router given for a port's switch was taken for its id: the write then named a switch
-                # that never was (ReferenceError), and memory-free code (a find, a replace) found nothing.
+                # that never was (ReferenceError), and a replace() or an unwritten copy pointed at nothing.
                 raise ValueError(
-                    f"the field references {target}: a {type(value).__name__} (of table "
-                    f"{type(value).nbdb_table}) is no such object"
+                    f"the field references {target}: a {cls.__name__} (of table {cls.nbdb_table}) is no such object"
                 )
+            if len(known) >= _KNOWN_CLASSES:
+                known.clear()  # bounded: classes made at run time (tests) are not kept alive for ever
+            known.add(cls)
             return value.id
         return value
 
     return id_of
+
+
+_KNOWN_CLASSES = 16
+"""Model classes a reference field remembers as of its table (one or two in practice: the model, a twin)."""
 
 
 @dataclass(frozen=True, slots=True)
