@@ -1,7 +1,8 @@
-"""cache.find() given an object for a field: it must be an object that field can hold."""
+"""Objects, views and text given where an id is meant: a find, a reference, a mutate, a cache's queue key."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -91,3 +92,27 @@ def test_a_model_given_an_object_of_another_table_for_a_reference_is_refused() -
     ):
         with pytest.raises(nbdb.ValidationError, match=r"references LogicalSwitch.*a LogicalRouter"):
             make()
+
+
+def test_a_caches_queue_takes_an_id_given_as_text_for_the_objects_own_key() -> None:
+    # queue.add((LogicalSwitchPort, str(port.id))) queued another key than the cache's (LogicalSwitchPort,
+    # port.id): handed out while the object's own key was processing, two workers had one object at once.
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+        with db.cache([LogicalSwitchPort]) as cache:
+            queue = cache.queue(LogicalSwitchPort)
+            assert queue.wait_synced(10)
+            key = queue.get(timeout=10)
+            assert key == (LogicalSwitchPort, port.id)
+            for text in (str(port.id), str(port.id).upper()):
+                queue.add((LogicalSwitchPort, text))
+                queue.add_after((LogicalSwitchPort, text), 0)
+            assert queue.get(timeout=0) is None  # the object is processing: its key waits
+            queue.done(key)
+            again = queue.get(timeout=10)
+            assert again == key and type(again[1]) is uuid.UUID
+            queue.recheck((LogicalSwitchPort, str(port.id)), 3600)
+            queue.done(again)
+            assert queue.is_pending(key) and queue.wait_idle(10)  # re-checked later, as its own key
+            queue.shutdown()
