@@ -600,3 +600,26 @@ def test_a_ctrl_c_during_serialisation_is_an_interrupt_not_invalid_data(interrup
         assert db.list(_Interrupting) == [stored]
         with pytest.raises(nbdb.ValidationError, match="cannot be stored"):
             db.create(_Loose(anything=object()))
+
+
+@pytest.mark.parametrize(
+    ("text", "raised"),
+    [
+        ("Error serializing to JSON: KeyboardInterrupt", KeyboardInterrupt),
+        ("Error serializing to JSON: PydanticSerializationError: Error calling function `f`: SystemExit: ", SystemExit),
+        ("Error serializing to JSON: ValueError: KeyboardInterrupt is in my data", None),
+        ("Error serializing to JSON: surrogates not allowed", None),
+    ],
+)
+def test_only_an_interrupt_pydantic_names_as_the_error_is_raised_again(
+    text: str, raised: type[BaseException] | None
+) -> None:
+    from pydantic_core import PydanticSerializationError
+
+    from nbdb.storable import raise_interrupt
+
+    if raised is None:
+        raise_interrupt(PydanticSerializationError(text))
+    else:
+        with pytest.raises(raised):
+            raise_interrupt(PydanticSerializationError(text))

@@ -40,7 +40,7 @@ from nbdb.models.shared import DECLARED, FrozenDict, FrozenList, FrozenSet, thaw
 __all__ = ["FIELD_VALIDATORS", "SECRETS", "check_storable", "json_typed_fields", "storable"]
 
 
-_INTERRUPT = re.compile(r"\b(KeyboardInterrupt|SystemExit)\b")
+_INTERRUPT = re.compile(r": (KeyboardInterrupt|SystemExit)(?::|$)")  # the type pydantic names, as it spells it
 
 
 def raise_interrupt(exc: PydanticSerializationError) -> None:
