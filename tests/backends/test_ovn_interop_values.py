@@ -135,6 +135,32 @@ def test_an_update_of_another_field_leaves_ovn_nbctl_s_spellings_as_they_are(nb:
     assert nbctl(nb, "get", "Address_Set", "as", "addresses") == '["10.0.0.7", "fd00::6"]'
 
 
+def test_an_update_that_drops_a_second_spelling_of_a_value_is_written(nb: OvsdbServer) -> None:
+    # The stored set was compared with the new one as sets of values: {"fd00::5", "FD00::5"} read as
+    # {"fd00::5"}, so an update that dropped the twin was not written, and returned a copy without it
+    # at the version of a row that still held it.
+    nbctl(nb, "create", "Address_Set", "name=as", 'addresses="fd00::5","FD00::5","10.0.0.7"')
+    nbctl(nb, "ls-add", "ls")
+    nbctl(nb, "lsp-add", "ls", "p")
+    nbctl(nb, "lsp-set-addresses", "p", "0a:00:00:00:00:01", "0A:00:00:00:00:01", "router")
+    with nbdb.connect(nb.url) as db:
+        [group] = db.list(AddressSet)
+        assert sorted(group.addresses) == ["10.0.0.7", "fd00::5", "fd00::5"]
+        updated = db.update(group.replace(addresses=["10.0.0.7", "fd00::5"]))
+        assert db.get(AddressSet, group.id) == updated
+        assert sorted(updated.addresses) == ["10.0.0.7", "fd00::5"]
+        [port] = db.list(LogicalSwitchPort)
+        updated_port = db.update(port.replace(addresses=["0a:00:00:00:00:01", "router"]))
+        assert db.get(LogicalSwitchPort, port.id) == updated_port
+        # A later update of another field goes through at the version the update returned.
+        again = db.update(db.get(AddressSet, group.id).replace(external_ids={"k": "v"}))
+        assert sorted(again.addresses) == ["10.0.0.7", "fd00::5"]
+    assert nbctl(nb, "get", "Address_Set", "as", "addresses") == '["10.0.0.7", "fd00::5"]'
+    assert nbctl(nb, "get", "Logical_Switch_Port", "p", "addresses") == '["0a:00:00:00:00:01", router]'
+    with nbdb.connect(nb.url) as db:
+        assert sorted(db.get(AddressSet, group.id).addresses) == ["10.0.0.7", "fd00::5"]
+
+
 def test_removing_a_member_removes_every_spelling_of_it_ovn_nbctl_stored(nb: OvsdbServer) -> None:
     # A member stored as read was the only one removed: the same address in another spelling stayed,
     # and nbdb read it back after the mutation had reported it removed.

@@ -407,7 +407,7 @@ def _plan_put(
         # it is kept as stored, and written so (see .spellings).
         for c, default, cm in _defaults(tm):
             stored = row.get(c, default)  # a column the stored row lacks holds its default
-            if cells[c] != stored and not keep_spelling(tm, cm, stored, cells, wire, values):
+            if cells[c] != stored and not keep_spelling(tm, cm, stored, cells, wire, values, doc.get(cm.field)):
                 changed[c] = wire[c]
     written: Row = {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this

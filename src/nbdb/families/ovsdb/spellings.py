@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import typing
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,9 +31,10 @@ from nbdb.models.base import Model, field_value, model_for_table
 
 __all__ = ["keep_spelling", "stored_spellings"]
 
-_MEMO_MEMBERS = 1_000_000
-"""Members a writer's memos of a table hold at most (the least recently used rows go first): about
-40 MB at worst, a hundred sets of 10,000 addresses."""
+_MEMO_MEMBERS = 300_000
+"""Members a Database's memos of a table hold at most (the least recently used rows go first): about
+35 MB at worst (113 MB measured for 1,000,000: each memo keeps its own set of the row's text, and
+the text of rows deleted since until they are pushed out), thirty sets of 10,000 addresses."""
 
 _NONE: Any = object()
 """What a member reads as when the model refuses it: equal to nothing a caller gives."""
@@ -82,13 +83,18 @@ def _atoms(cell: Any) -> set[str] | None:
     return {cell} if type(cell) is str else None
 
 
-def _reads_alike(model: type[Model], cm: ColumnMap, stored: Any, new: Any) -> bool:
+def _reads_alike(model: type[Model], cm: ColumnMap, stored: Any, new: Any, given: Any) -> bool:
     """Whether the stored cell reads as the new one (cells that differ as text).
 
     Only the atoms on either side alone are normalised: with ``only`` the stored atoms the new
     cell lacks and ``extra`` the reverse, the two read alike when every atom of ``only`` reads as
     one of the new cell and every atom of ``extra`` is what one of ``only`` reads as (reading is
     idempotent: what it gives reads as itself). A real change costs one validation, as a rule.
+
+    ``given`` is the field's value as the caller gave it: a list keeps the duplicates a set cell
+    loses, and a model reads two spellings of one value (``FD00::5``, ``fd00::5``) as it twice. The
+    stored cell reads as the update only with as many of each value: else an update that drops
+    the twin was not written, and returned a copy the server does not hold.
     """
     mine, theirs = _atoms(stored), _atoms(new)
     if mine is None or theirs is None:
@@ -102,11 +108,23 @@ def _reads_alike(model: type[Model], cm: ColumnMap, stored: Any, new: Any) -> bo
         if value is _NONE or value not in theirs:
             return False
         read.add(value)
-    return extra <= read
+    if not extra <= read:
+        return False
+    if isinstance(given, list | tuple):
+        reads = Counter(mine & theirs)
+        reads.update(_reads(model, cm, only).values())
+        return reads == Counter(given)
+    return True
 
 
 def keep_spelling(
-    tm: TableMap, cm: ColumnMap, stored: Any, cells: dict[str, Any], wire: dict[str, Any], values: dict[str, Any]
+    tm: TableMap,
+    cm: ColumnMap,
+    stored: Any,
+    cells: dict[str, Any],
+    wire: dict[str, Any],
+    values: dict[str, Any],
+    given: Any,
 ) -> bool:
     """Whether the stored cell of ``cm`` (which differs as text from the update's) reads as the update's;
     if so, it is taken back into the update's ``cells``, ``wire`` and ``values``.
@@ -115,7 +133,7 @@ def keep_spelling(
     document and digest, are what the server keeps.
     """
     model = _model(tm, cm)
-    if model is None or not _reads_alike(model, cm, stored, cells[cm.column]):
+    if model is None or not _reads_alike(model, cm, stored, cells[cm.column], given):
         return False
     kept = set(stored) if isinstance(stored, set) else stored  # the replica changes its sets in place
     cells[cm.column] = kept
@@ -137,14 +155,16 @@ class _Memo:
 class _Memos:
     """A table's memos by (row id's int, column), least recently used first, and the members they hold."""
 
-    __slots__ = ("held", "rows")
+    __slots__ = ("held", "lock", "rows")
 
     def __init__(self) -> None:
         self.rows: OrderedDict[tuple[int, str], _Memo] = OrderedDict()
         self.held = 0
+        self.lock = threading.Lock()  # a table map's own: one Database's validations do not hold up another's
 
 
 _LOCK = threading.Lock()
+"""Held only to make a table map's memos."""
 
 
 def _odd(tm: TableMap, cm: ColumnMap, model: type[Model], row_id: int, cell: set[str]) -> dict[str, Any]:
@@ -154,9 +174,10 @@ def _odd(tm: TableMap, cm: ColumnMap, model: type[Model], row_id: int, cell: set
     set differences are C loops, far below one validation per member).
     """
     key = (row_id, cm.column)
-    with _LOCK:  # commits of one Database are planned one at a time: never contended
+    with _LOCK:
         memos: _Memos = tm.spellings if tm.spellings is not None else _Memos()
         tm.spellings = memos
+    with memos.lock:  # commits of one Database are planned one at a time: never contended
         memo = memos.rows.pop(key, None) or _Memo()
         memos.held -= len(memo.seen)
         fresh = cell - memo.seen
