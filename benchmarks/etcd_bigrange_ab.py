@@ -95,7 +95,8 @@ def new_id(i):
         return str(uuid.UUID(int=i + 1))
     if ids == "uuid7":  # time-ordered: 48 bits of ms (100 ids a second from 2026-12-06), version 7, random
         ms = 1_796_515_200_000 + i * 10
-        return str(uuid.UUID(int=(ms << 80) | (7 << 76) | (random.getrandbits(12) << 64) | (2 << 62) | random.getrandbits(62)))
+        bits = (7 << 76) | (random.getrandbits(12) << 64) | (2 << 62) | random.getrandbits(62)
+        return str(uuid.UUID(int=(ms << 80) | bits))
     if ids == "name":  # no hex id at all
         return f"port-{i}"
     return str(uuid.uuid4())
@@ -118,7 +119,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="page by scan_page of this many keys (0: one range_keys)")
     parser.add_argument("--small", type=int, default=0, help="keys of a second table read with the first (0: none)")
     parser.add_argument(
-        "--ids", choices=["uuid4", "uuid7", "counter", "name"], default="uuid4",
+        "--ids",
+        choices=["uuid4", "uuid7", "counter", "name"],
+        default="uuid4",
         help="the large table's ids: random UUIDs, time-ordered ones, a counter's, or names that are no hex",
     )
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per etcd request (nbdb's default: 2)")

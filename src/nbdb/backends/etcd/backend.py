@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -151,6 +150,12 @@ def _id_bound(base: bytes, value: int, digits: int) -> bytes | None:
     """The key where ids of ``digits`` hex digits after ``base`` reach ``value`` (``base`` and ``value`` in
     ``digits`` hex digits); None from ``16**digits`` on, past every such id."""
     return base + b"%0*x" % (digits, value) if value < 16**digits else None
+
+
+def _shared(a: bytes, b: bytes) -> bytes:
+    """The longest prefix of ``a`` that ``b`` starts with."""
+    n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return a[:n]
 
 
 def _absent_keys(conditions: Sequence[Condition], token_key: str | None) -> list[str]:
@@ -369,11 +374,15 @@ class EtcdBackend(KeyValueBackend):
         Either way the keys returned are the first of the table (the step is where it starts);
         returns, for each table, them, the end of the step (None: the read was the table's plain
         first page) and, for a full plain first page, how many keys of the table are left past it
-        (its count, which etcd paid for anyway: else None), and the revision read, which every read is at. The probe only picks the read: a
+        (from its count, which etcd paid for anyway; else None), and the revision read, which every
+        read is at. The probe only picks the read: a
         wrong guess costs round trips (or, for the plain read, the count of the table as before),
         never keys. ``7fff``, not ``0000``: ids that are counters (``0000…``, dense there: a compare
         would read them all) or time-ordered (UUIDv7: ``01…`` today) leave it empty and are read as
-        before (their first page counts the table).
+        before (their first page counts the table, once: its count then says how to read the rest,
+        :meth:`_read_rest`). No read that returns a short table whole in one round trip can tell a
+        large table of ids clustered under an unknown prefix from it without counting it: a probe
+        for the prefix (bisecting key bytes) would cost every short table round trips.
         """
         out: list[tuple[list[wire.KV], bytes | None, int | None]] = []
         while len(out) < len(spans):
@@ -426,7 +435,9 @@ class EtcdBackend(KeyValueBackend):
         about a sixteenth each), each the same way, so a page counts only its own sub-range. The
         sub-ranges, with the stretches before the first and after the last (read in plain pages), cover
         ``[start, end)`` exactly whatever the keys; ids that share leading digits split again one digit
-        deeper, keys of other digits land in the stretches. ``base``: where the digits go (the table's
+        deeper, keys of other digits land in the stretches; ids that share more than ``_CLUSTER``
+        characters past ``base`` (one sub-range of each digit holds them all) are read on upwards
+        from the page instead (:meth:`_read_ladder`). ``base``: where the digits go (the table's
         prefix at first; None: plain pages only). ``split``: read as sub-ranges at once (``base`` given:
         the range is known to be large), without a first page.
         """
@@ -457,7 +468,7 @@ class EtcdBackend(KeyValueBackend):
     @staticmethod
     def _clustered(kvs: list[wire.KV], base: bytes) -> bool:
         """Whether a page's keys share more than ``_CLUSTER`` characters past ``base`` (see :meth:`_read_ladder`)."""
-        return len(base) + _CLUSTER < len(os.path.commonprefix([kvs[0].key, kvs[-1].key])) < _SPLIT_DEPTH
+        return len(base) + _CLUSTER < len(_shared(kvs[0].key, kvs[-1].key)) < _SPLIT_DEPTH
 
     def _read_rest(
         self, kvs: list[wire.KV], end: bytes, base: bytes, left: int, revision: int, out: list[KeyValue]
@@ -489,7 +500,7 @@ class EtcdBackend(KeyValueBackend):
         (every read is at one revision: the first page's count is the range's). The steps cover
         ``[start, end)`` exactly whatever the keys.
         """
-        shared = os.path.commonprefix([kvs[0].key, kvs[-1].key])
+        shared = _shared(kvs[0].key, kvs[-1].key)
         want = len(out) + left
         for n in range(len(shared), len(base) - 1, -1):
             high = min(end, wire.prefix_end(shared[:n]))
