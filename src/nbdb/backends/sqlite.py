@@ -95,6 +95,7 @@ class _Connection:
         *,
         check_schema: bool = False,
         verify: bool = False,
+        writer: bool = False,
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
         self.lock = threading.Lock()
@@ -111,6 +112,9 @@ class _Connection:
                 if self.sql.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
                     log.warning("%s cannot use WAL mode: readers will wait for writers", target)
             self.sql.execute(f"PRAGMA synchronous={synchronous}")
+            if writer:
+                # SQLite's wait for the write lock sleeps in C, deaf to Ctrl-C and close(): wait in slices.
+                self.sql.execute(f"PRAGMA busy_timeout={_ms(min(timeout, _WAIT_SLICE))}")
             if verify and target != _MEMORY:
                 self._verify()
             if check_schema:
@@ -123,9 +127,14 @@ class _Connection:
                 raise errors.CorruptRecordError(f"sqlite: {target} is damaged: its schema cannot be read") from None
             raise
 
-    def reopen(self) -> _Connection:
-        """Another connection to the same file (an in-memory database has only this one)."""
-        return self if self.target == _MEMORY else _Connection(self.target, self.signal, *self._settings)
+    def reopen(self, *, writer: bool = False) -> _Connection:
+        """Another connection to the same file (an in-memory database has only this one).
+
+        ``writer``: for write transactions, waiting for the write lock in slices (:meth:`_begin_write`).
+        """
+        if self.target == _MEMORY:
+            return self
+        return _Connection(self.target, self.signal, *self._settings, writer=writer)
 
     @contextmanager
     def transaction(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Connection]:
@@ -160,43 +169,37 @@ class _Connection:
                 raise ERRORS.translate(exc) from None
 
     def _begin_write(self) -> None:
-        """``BEGIN IMMEDIATE``, waiting for another connection's write lock up to ``timeout=`` in slices.
+        """``BEGIN IMMEDIATE``, waiting for another connection's write lock up to ``timeout=``.
 
-        SQLite's own wait sleeps in C for the whole timeout: a Ctrl-C was
-        raised, and a close() of another thread returned, only after it. Between
-        slices a Ctrl-C is raised, a close() ends the wait, and a caller's
-        shorter bound (:meth:`waiting_at_most`) is kept.
+        On a writer connection (:meth:`reopen`) each try waits one slice: between
+        them a Ctrl-C is raised, a close() ends the wait, and a caller's shorter
+        bound (:meth:`waiting_at_most`) is kept (to within a slice). SQLite's own
+        wait sleeps in C for the whole timeout: a Ctrl-C was raised, and a
+        close() of another thread returned, only after it.
         """
-        timeout = full = self._settings[0]
+        full = self._settings[0]
+        deadline = time.monotonic() + full
         capped = getattr(self._waits, "deadline", None)
-        if capped is not None:
-            timeout = max(0.0, min(full, capped - time.monotonic()))
-        elif full <= _WAIT_SLICE:
-            self.sql.execute("BEGIN IMMEDIATE")  # SQLite's own wait is short enough
-            return
-        deadline = time.monotonic() + timeout
-        self.sql.execute(f"PRAGMA busy_timeout={_ms(min(timeout, _WAIT_SLICE))}")
-        try:
-            while True:
-                try:
-                    self.sql.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if self._closing:
-                        raise errors.BackendUnavailableError(
-                            f"sqlite: {self.target} was closed while waiting for its write lock"
-                        ) from None
-                    if not _busy(exc):
-                        raise
-                    if time.monotonic() < deadline:
-                        continue
-                    if timeout < full:
-                        raise errors.BackendUnavailableError(
-                            f"sqlite: another connection kept {self.target} locked past the caller's timeout"
-                        ) from None
+        if capped is not None and capped < deadline:
+            deadline = capped
+        while True:
+            try:
+                self.sql.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if self._closing:
+                    raise errors.BackendUnavailableError(
+                        f"sqlite: {self.target} was closed while waiting for its write lock"
+                    ) from None
+                if not _busy(exc):
                     raise
-        finally:
-            self.sql.execute(f"PRAGMA busy_timeout={_ms(full)}")
+                if time.monotonic() < deadline:
+                    continue
+                if deadline == capped:
+                    raise errors.BackendUnavailableError(
+                        f"sqlite: another connection kept {self.target} locked past the caller's timeout"
+                    ) from None
+                raise
 
     @contextmanager
     def waiting_at_most(self, timeout: float | None) -> Iterator[None]:
@@ -277,9 +280,10 @@ _SIGNALS: SharedResources[str, kvstore.ChangeSignal] = SharedResources("sqlite:/
 _STORES: SharedResources[str, _Connection] = SharedResources("sqlite://?namespace=NAME", _Connection.close)
 
 
-def _let_go(conn: _Connection | None, shared: Lease[str, Any] | None) -> None:
-    if conn is not None:
-        conn.close()
+def _let_go(conn: _Connection | None, shared: Lease[str, Any] | None, writer: _Connection | None = None) -> None:
+    for each in (writer, conn):
+        if each is not None:
+            each.close()
     if shared is not None:
         shared.release()
 
@@ -312,14 +316,23 @@ class SqliteBackend(kv.KeyValueBackend):
         history: int = DEFAULT_HISTORY,
         shared: Lease[str, Any] | None = None,
     ) -> None:
-        """A backend on ``conn``; it closes ``conn`` unless it is the value of ``shared``, which it releases."""
+        """A backend on ``conn``; it closes ``conn`` unless it is the value of ``shared``, which it releases.
+
+        Writes go through a connection of their own (:meth:`_Connection.reopen`): a Ctrl-C or a close()
+        ends their wait for another process's write lock, and reads never wait behind this one's writes.
+        """
         super().__init__(key_prefix)
         self._conn, self._history = conn, history
         self.poll_interval = 0.01
         """Seconds between a watcher's looks for other processes' commits."""
         owned = None if shared is not None and shared.value is conn else conn
+        try:
+            self._writer = conn.reopen(writer=True)
+        except BaseException:
+            _let_go(owned, shared)
+            raise
         # A backend dropped without close() must still let go of what it holds.
-        self._let_go = weakref.finalize(self, _let_go, owned, shared)
+        self._let_go = weakref.finalize(self, _let_go, owned, shared, None if self._writer is conn else self._writer)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteBackend:
@@ -420,7 +433,7 @@ class SqliteBackend(kv.KeyValueBackend):
         token: kv.CommitToken | None = None,
     ) -> int | None:
         # No commit tokens: SQLite answers every commit (or says it cannot know: CommitUnknownError).
-        with self._conn.transaction("IMMEDIATE") as sql:
+        with self._writer.transaction("IMMEDIATE") as sql:
             revision = self._apply(sql, kv.KeyCommit(conditions, puts, deletes))
         if revision is not None:
             self._conn.signal.notify()
@@ -435,7 +448,7 @@ class SqliteBackend(kv.KeyValueBackend):
         rolled it back) is every commit's outcome.
         """
         outcomes: list[Outcome] = []
-        with self._conn.transaction("IMMEDIATE") as sql:
+        with self._writer.transaction("IMMEDIATE") as sql:
             for commit in commits:
                 sql.execute("SAVEPOINT nbdb_commit")
                 try:
@@ -536,7 +549,7 @@ class SqliteBackend(kv.KeyValueBackend):
             return _state(sql)[0]
 
     def compact_keys(self, revision: int) -> None:
-        with self._conn.transaction("IMMEDIATE") as sql:
+        with self._writer.transaction("IMMEDIATE") as sql:
             dropped = sql.execute("DELETE FROM nbdb_changes WHERE revision <= ?", (revision,)).rowcount
             compacted = "UPDATE nbdb_state SET compacted = max(compacted, ?), changes = changes - ?"
             sql.execute(compacted, (revision, dropped))
@@ -546,7 +559,7 @@ class SqliteBackend(kv.KeyValueBackend):
         # The family's loop keeps ``timeout`` between tries; this keeps it within one, while another
         # process's long transaction holds the write lock (a try waited all of ?timeout=, 5 s by default).
         held = contextlib.ExitStack()
-        with self._conn.waiting_at_most(timeouts.timeout_of(timeout, "lock timeout")):
+        with self._writer.waiting_at_most(timeouts.timeout_of(timeout, "lock timeout")):
             handle = held.enter_context(super().lock(name, ttl, timeout))
         with held:
             yield handle
@@ -570,7 +583,7 @@ class SqliteBackend(kv.KeyValueBackend):
         self._lease("DELETE FROM nbdb_leases WHERE key = ? AND value = ?", (self.layout.lock(name), token))
 
     def _lease(self, statement: str, args: tuple[Any, ...]) -> bool:
-        with self._conn.transaction("IMMEDIATE") as sql:
+        with self._writer.transaction("IMMEDIATE") as sql:
             return bool(sql.execute(statement, args).rowcount == 1)
 
     def close(self) -> None:
