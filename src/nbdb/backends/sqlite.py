@@ -497,7 +497,8 @@ class SqliteBackend(kv.KeyValueBackend):
         columns = "key, value, version, prev_value, prev_version, revision"  # KeyChange's fields
         # Only the rows of the revisions the counter has reached, and whole numbers: a row another writer
         # logged with a text revision sorted after every number, and was read again after every commit.
-        query = f"SELECT {columns} FROM nbdb_changes WHERE revision > ? AND revision <= ? AND ({ranges}) ORDER BY revision"
+        query = f"SELECT {columns} FROM nbdb_changes WHERE revision > ? AND revision <= ? AND ({ranges})"
+        query += " ORDER BY revision"
         bounds = [bound for prefix in prefixes for bound in (prefix, _upper(prefix))]
 
         own = conn is not self._conn
@@ -625,14 +626,15 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 
 def _state(sql: sqlite3.Connection) -> tuple[int, int, int]:
-    """The state row (revision, compacted, changes) of ``sql``'s snapshot; CorruptRecordError if another writer spoiled it."""
+    """The state row (revision, compacted, changes) of ``sql``'s snapshot; CorruptRecordError if it is spoiled."""
     row = sql.execute("SELECT revision, compacted, changes FROM nbdb_state").fetchone()
-    if row is None or not all(type(v) is int for v in row):  # noqa: E721 (a bool is no revision either)
+    if row is None or not all(type(v) is int for v in row):
         raise errors.CorruptRecordError(
             f"sqlite: the revision counter (nbdb_state) is {row!r}, not one row of whole numbers: "
             "another writer spoiled it; restore the file from a backup"
         )
-    return row
+    revision, compacted, changes = row
+    return revision, compacted, changes
 
 
 def _lease_holds(sql: sqlite3.Connection, key_of: Callable[[str], str], name: str, token: bytes) -> bool:
