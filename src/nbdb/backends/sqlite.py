@@ -177,29 +177,26 @@ class _Connection:
         wait sleeps in C for the whole timeout: a Ctrl-C was raised, and a
         close() of another thread returned, only after it.
         """
-        full = self._settings[0]
-        deadline = time.monotonic() + full
-        capped = getattr(self._waits, "deadline", None)
-        if capped is not None and capped < deadline:
-            deadline = capped
+        started = time.monotonic()
         while True:
             try:
                 self.sql.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
                 if self._closing:
                     raise errors.BackendUnavailableError(
                         f"sqlite: {self.target} was closed while waiting for its write lock"
                     ) from None
-                if not _busy(exc):
+                capped = getattr(self._waits, "deadline", None)
+                if capped is not None and capped < started + self._settings[0]:
+                    if time.monotonic() >= capped:
+                        raise errors.BackendUnavailableError(
+                            f"sqlite: another connection kept {self.target} locked past the caller's timeout"
+                        ) from None
+                elif time.monotonic() >= started + self._settings[0]:
                     raise
-                if time.monotonic() < deadline:
-                    continue
-                if deadline == capped:
-                    raise errors.BackendUnavailableError(
-                        f"sqlite: another connection kept {self.target} locked past the caller's timeout"
-                    ) from None
-                raise
 
     @contextmanager
     def waiting_at_most(self, timeout: float | None) -> Iterator[None]:
@@ -628,7 +625,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 def _state(sql: sqlite3.Connection) -> tuple[int, int, int]:
     """The state row (revision, compacted, changes) of ``sql``'s snapshot; CorruptRecordError if it is spoiled."""
     row = sql.execute("SELECT revision, compacted, changes FROM nbdb_state").fetchone()
-    if row is None or not all(type(v) is int for v in row):
+    if row is None or type(row[0]) is not int or type(row[1]) is not int or type(row[2]) is not int:
         raise errors.CorruptRecordError(
             f"sqlite: the revision counter (nbdb_state) is {row!r}, not one row of whole numbers: "
             "another writer spoiled it; restore the file from a backup"
