@@ -165,3 +165,33 @@ def test_a_file_marked_as_nbdb_s_without_its_tables_is_refused(path: Path) -> No
     raw.close()
     with pytest.raises(nbdb.CorruptRecordError, match="lacks nbdb_changes, nbdb_keys, nbdb_leases, nbdb_state"):
         nbdb.connect(f"sqlite:///{path}")
+
+
+def test_a_lease_whose_expiry_another_tool_set_to_text_expires(path: Path) -> None:
+    # Text sorts after every number in SQLite: `expires <= now` never held, and the lock was taken for ever.
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        with db.lock("spoiled", ttl=5, timeout=1):
+            raw = sqlite3.connect(path, isolation_level=None)
+            raw.execute("UPDATE nbdb_leases SET expires = 'never', value = X'00'")
+            raw.close()
+        with db.lock("spoiled", ttl=5, timeout=2) as handle:
+            assert not handle.lost
+
+
+def test_a_referrer_whose_revision_another_tool_set_to_text_is_a_corrupt_record(path: Path) -> None:
+    # A text mod_revision read as "changed since" for ever: a delete that checks the referrers was
+    # refused as a conflict at every try.
+    from nbdb.models import LogicalSwitchPort
+
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        db.create(LogicalSwitchPort(name="p", switch=switch.id))
+        other = db.create(LogicalSwitch(name="t"))
+        raw = sqlite3.connect(path, isolation_level=None)
+        spoiled = raw.execute("UPDATE nbdb_keys SET mod_revision = 'x' WHERE key LIKE 'r/%'").rowcount
+        raw.close()
+        assert spoiled == 1
+        with pytest.raises(nbdb.CorruptRecordError, match="not a whole number"):
+            db.delete(switch, cascade=True)
+        db.delete(other)  # a commit beside it is not held up
+        assert [s.name for s in db.list(LogicalSwitch)] == ["s"]

@@ -455,6 +455,9 @@ class SqliteBackend(kv.KeyValueBackend):
                         raise  # nothing of the group is left to commit
                     sql.execute("ROLLBACK TO nbdb_commit")
                     outcomes.append(ERRORS.translate(exc))
+                except errors.CorruptRecordError as exc:  # a key of this commit's that another tool spoiled
+                    sql.execute("ROLLBACK TO nbdb_commit")
+                    outcomes.append(exc)
                 sql.execute("RELEASE nbdb_commit")
         if any(isinstance(o, int) for o in outcomes):
             self._conn.signal.notify()
@@ -565,12 +568,12 @@ class SqliteBackend(kv.KeyValueBackend):
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         now = time.time()  # the wall clock: the one clock every process of the host shares
         take = "INSERT INTO nbdb_leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-        take += "expires = excluded.expires WHERE expires <= ? OR value = excluded.value"
+        take += f"expires = excluded.expires WHERE NOT {_TIMED} OR expires <= ? OR value = excluded.value"
         return self._lease(take, (self.layout.lock(name), token, now + ttl, now))
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         now = time.time()
-        extend = "UPDATE nbdb_leases SET expires = ? WHERE key = ? AND value = ? AND expires > ?"
+        extend = f"UPDATE nbdb_leases SET expires = ? WHERE key = ? AND value = ? AND {_TIMED} AND expires > ?"
         return self._lease(extend, (now + ttl, self.layout.lock(name), token, now))
 
     def lease_held(self, name: str, token: bytes) -> bool:
@@ -634,11 +637,22 @@ def _state(sql: sqlite3.Connection) -> tuple[int, int, int]:
     return revision, compacted, changes
 
 
+_TIMED = "typeof(expires) IN ('real', 'integer')"
+"""A lease whose expiry is a number: one another tool set to text (which SQLite sorts after every
+number) is expired, not held for ever."""
+
+
 def _lease_holds(sql: sqlite3.Connection, key_of: Callable[[str], str], name: str, token: bytes) -> bool:
-    held = "SELECT 1 FROM nbdb_leases WHERE key = ? AND value = ? AND expires > ?"
+    held = f"SELECT 1 FROM nbdb_leases WHERE key = ? AND value = ? AND {_TIMED} AND expires > ?"
     return sql.execute(held, (key_of(name), token, time.time())).fetchone() is not None
 
 
 def _changed_under(sql: sqlite3.Connection, prefix: str, revision: int) -> bool:
-    newer = "SELECT 1 FROM nbdb_keys WHERE key >= ? AND key < ? AND mod_revision > ? LIMIT 1"
-    return sql.execute(newer, (prefix, _upper(prefix), revision)).fetchone() is not None
+    newer = "SELECT key, mod_revision FROM nbdb_keys WHERE key >= ? AND key < ? AND mod_revision > ? LIMIT 1"
+    row = sql.execute(newer, (prefix, _upper(prefix), revision)).fetchone()
+    if row is not None and type(row[1]) is not int:  # text sorts after every number: it read as "changed" for ever
+        raise errors.CorruptRecordError(
+            f"sqlite: key {row[0]!r} holds the revision {row[1]!r}, not a whole number: another writer spoiled "
+            "it; delete the key or restore the file from a backup"
+        )
+    return row is not None
