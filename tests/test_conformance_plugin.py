@@ -132,3 +132,100 @@ def test_a_url_no_backend_serves_is_one_clear_error(tmp_path: Path) -> None:
     done = kit(tmp_path, "--nbdb-url=nosuchscheme://x")
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-3000:] + done.stderr[-3000:]
     assert "--nbdb-url nosuchscheme://x: no backend for URL scheme 'nosuchscheme'" in done.stderr
+
+
+SLOPPY = """
+from nbdb.backends.sqlite import SqliteBackend
+from nbdb.families.kv import KeyValueBackend
+
+
+class Backend(SqliteBackend):
+    \"\"\"Two slips of a first backend: leases kept in a table without a lease_held, namespace= dropped.\"\"\"
+
+    lease_held = KeyValueBackend.lease_held  # the default: reads a lease key this store never writes
+
+    @classmethod
+    def from_url(cls, url, **options):
+        options.pop("namespace", None)
+        return super().from_url(url.replace("kitsloppy://", "sqlite://", 1), **options)
+"""
+
+FOREIGN_ERRORS = """
+from nbdb.backends.sqlite import SqliteBackend
+from nbdb.families.kv import KeyStream
+
+
+class _Exploding(KeyStream):
+    def poll(self, timeout):
+        raise RuntimeError("kit-watch-driver-exploded")
+
+    @property
+    def revision(self):
+        return 0
+
+    def close(self):
+        pass
+
+
+class Backend(SqliteBackend):
+    \"\"\"Lets its client library's exceptions out: a point read raises, and so does every watch.\"\"\"
+
+    def get_key(self, key):
+        raise RuntimeError("kit-driver-exploded")
+
+    def watch_keys(self, prefixes, since):
+        return _Exploding()
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url(url.replace("kitforeign://", "sqlite://", 1), **options)
+"""
+
+
+def test_a_backend_s_slips_are_named_with_what_to_fix(tmp_path: Path, third_party: ThirdParty) -> None:
+    """A dropped namespace failed as ``assert False``; a missing lease_held surfaced as a lost lock elsewhere."""
+    env = third_party({"kitsloppy": SLOPPY})
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"),
+            *("--pyargs", "nbdb.conformance.test_capabilities", "nbdb.conformance.test_concurrency"),
+            *("-k", "test_namespaces_isolate or test_lease_held_sees_the_leases_acquire_lease_takes"),
+            f"--nbdb-url=kitsloppy:///{tmp_path}/kit.db",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "is listed in namespace kit-iso-b: from_url must honour namespace=" in done.stdout
+    assert "Backend.lease_held says the token that acquire_lease just gave the lease to does not hold it" in done.stdout
+
+
+def test_an_error_that_is_no_nbdb_error_is_named_where_the_backend_let_it_out(
+    tmp_path: Path, third_party: ThirdParty
+) -> None:
+    """The kit said only ``RuntimeError`` (raised), or ``assert False`` after a wait (a cache's watch re-opened)."""
+    env = third_party({"kitforeign": FOREIGN_ERRORS})
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"),
+            *("--pyargs", "nbdb.conformance.test_crud", "nbdb.conformance.test_cache"),
+            *("-k", "test_get_by_string_id or test_cache_loads_then_follows"),
+            f"--nbdb-url=kitforeign:///{tmp_path}/kit.db",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("nbdb kit: what to fix") == 2, done.stdout[-3000:]
+    raised = "builtins.RuntimeError: kit-driver-exploded reached nbdb from the backend at "
+    logged = "builtins.RuntimeError: kit-watch-driver-exploded (logged by nbdb."
+    for hint in (raised, logged):
+        assert hint in done.stdout, done.stdout[-3000:]
+        assert "kit_kitforeign_backend.py:" in done.stdout.split(hint, 1)[1].splitlines()[0]
+    assert "map the client library's exceptions to them with an nbdb.retry.ExceptionMap" in done.stdout
