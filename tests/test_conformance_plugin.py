@@ -182,21 +182,20 @@ class Backend(SqliteBackend):
 """
 
 
+def third_party_kit(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest ARGS with the environment ``third_party`` made (its backends found by entry point)."""
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=100)
+
+
 def test_a_backend_s_slips_are_named_with_what_to_fix(tmp_path: Path, third_party: ThirdParty) -> None:
     """A dropped namespace failed as ``assert False``; a missing lease_held surfaced as a lost lock elsewhere."""
-    env = third_party({"kitsloppy": SLOPPY})
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"),
-            *("--pyargs", "nbdb.conformance.test_capabilities", "nbdb.conformance.test_concurrency"),
-            *("-k", "test_namespaces_isolate or test_lease_held_sees_the_leases_acquire_lease_takes"),
-            f"--nbdb-url=kitsloppy:///{tmp_path}/kit.db",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
+    done = third_party_kit(
+        third_party({"kitsloppy": SLOPPY}),
+        tmp_path,
+        *("--pyargs", "nbdb.conformance.test_capabilities", "nbdb.conformance.test_concurrency"),
+        *("-k", "test_namespaces_isolate or test_lease_held_sees_the_leases_acquire_lease_takes"),
+        f"--nbdb-url=kitsloppy:///{tmp_path}/kit.db",
     )
     assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
     assert "is listed in namespace kit-iso-b: from_url must honour namespace=" in done.stdout
@@ -207,19 +206,12 @@ def test_an_error_that_is_no_nbdb_error_is_named_where_the_backend_let_it_out(
     tmp_path: Path, third_party: ThirdParty
 ) -> None:
     """The kit said only ``RuntimeError`` (raised), or ``assert False`` after a wait (a cache's watch re-opened)."""
-    env = third_party({"kitforeign": FOREIGN_ERRORS})
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"),
-            *("--pyargs", "nbdb.conformance.test_crud", "nbdb.conformance.test_cache"),
-            *("-k", "test_get_by_string_id or test_cache_loads_then_follows"),
-            f"--nbdb-url=kitforeign:///{tmp_path}/kit.db",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
+    done = third_party_kit(
+        third_party({"kitforeign": FOREIGN_ERRORS}),
+        tmp_path,
+        *("--pyargs", "nbdb.conformance.test_crud", "nbdb.conformance.test_cache"),
+        *("-k", "test_get_by_string_id or test_cache_loads_then_follows"),
+        f"--nbdb-url=kitforeign:///{tmp_path}/kit.db",
     )
     assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("nbdb kit: what to fix") == 2, done.stdout[-3000:]
