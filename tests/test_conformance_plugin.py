@@ -221,3 +221,34 @@ def test_an_error_that_is_no_nbdb_error_is_named_where_the_backend_let_it_out(
         assert hint in done.stdout, done.stdout[-3000:]
         assert "kit_kitforeign_backend.py:" in done.stdout.split(hint, 1)[1].splitlines()[0]
     assert "map the client library's exceptions to them with an nbdb.retry.ExceptionMap" in done.stdout
+
+
+LEAST = """
+from dataclasses import replace
+
+from nbdb.backends.sqlite import SqliteBackend
+from nbdb.capabilities import Atomicity, Expiry
+
+
+class Backend(SqliteBackend):
+    \"\"\"SQLite declaring the least a backend may: no transactions, unique fields, fencing, expiry nor pages.\"\"\"
+
+    @classmethod
+    def from_url(cls, url, **options):
+        backend = super().from_url(url.replace("kitleast://", "sqlite://", 1), **options)
+        least = dict(transactions=Atomicity.NONE, unique=False, fencing=False, expiry=Expiry.NONE, pages=False)
+        backend.capabilities = replace(backend.capabilities, **least)
+        return backend
+"""
+
+
+def test_a_backend_declaring_the_least_passes_or_skips_every_kit_test(tmp_path: Path, third_party: ThirdParty) -> None:
+    """test_writes_tell_the_revision_they_committed_at opened a transaction on a backend that declares none."""
+    done = third_party_kit(
+        third_party({"kitleast": LEAST}),
+        tmp_path,
+        *("--pyargs", "nbdb.conformance", "-k", "not faults", "-rfs"),
+        f"--nbdb-url=kitleast:///{tmp_path}/kit.db",
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    assert "backend declares transactions=none" in done.stdout
