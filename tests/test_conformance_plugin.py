@@ -252,3 +252,34 @@ def test_a_backend_declaring_the_least_passes_or_skips_every_kit_test(tmp_path: 
     )
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     assert "backend declares transactions=none" in done.stdout
+
+
+UNFIT = {
+    "kitnotbackend": "class Backend:\n    @classmethod\n    def from_url(cls, url, **options):\n        return cls()\n",
+    "kitabstract": (
+        "from nbdb.families.kv import KeyValueBackend\n\n\n"
+        "class Backend(KeyValueBackend):\n    def get_key(self, key):\n        return None\n\n"
+        "    @classmethod\n    def from_url(cls, url, **options):\n        return cls()\n"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("scheme", "says"),
+    [
+        ("kitnotbackend", "names Backend, which is no nbdb.spi.Backend subclass"),
+        (
+            "kitabstract",
+            "names Backend, which leaves abstract methods unimplemented: acquire_lease, close, commit_keys",
+        ),
+    ],
+)
+def test_an_entry_point_that_names_no_usable_backend_is_one_clear_error(
+    tmp_path: Path, third_party: ThirdParty, scheme: str, says: str
+) -> None:
+    """Every kit test errored alike (an AttributeError on from_url, a TypeError on instantiating)."""
+    done = third_party_kit(
+        third_party(UNFIT), tmp_path, "--pyargs", "nbdb.conformance.test_crud", f"--nbdb-url={scheme}://x"
+    )
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"--nbdb-url {scheme}://x: the {scheme!r} entry point {says}" in done.stderr
