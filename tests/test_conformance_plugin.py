@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -134,6 +135,9 @@ def test_a_url_no_backend_serves_is_one_clear_error(tmp_path: Path) -> None:
     assert "--nbdb-url nosuchscheme://x: no backend for URL scheme 'nosuchscheme'" in done.stderr
 
 
+KIT = "nbdb.conformance"
+SLIPS = "test_namespaces_isolate or test_lease_held_sees_the_leases_acquire_lease_takes"
+
 SLOPPY = """
 from nbdb.backends.sqlite import SqliteBackend
 from nbdb.families.kv import KeyValueBackend
@@ -182,20 +186,25 @@ class Backend(SqliteBackend):
 """
 
 
-def third_party_kit(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+Completed = subprocess.CompletedProcess[str]
+
+
+def third_party_kit(env: dict[str, str], cwd: Path, *args: str) -> Completed:
     """pytest ARGS with the environment ``third_party`` made (its backends found by entry point)."""
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=100)
 
 
+def kit_on(third_party: ThirdParty, tmp_path: Path, scheme: str, source: str, args: str) -> Completed:
+    """The kit (``args``, shell words) against a third-party backend of ``source`` under ``scheme``, on a file."""
+    env = third_party({scheme: source})
+    return third_party_kit(env, tmp_path, "--pyargs", *shlex.split(args), f"--nbdb-url={scheme}:///{tmp_path}/kit.db")
+
+
 def test_a_backend_s_slips_are_named_with_what_to_fix(tmp_path: Path, third_party: ThirdParty) -> None:
     """A dropped namespace failed as ``assert False``; a missing lease_held surfaced as a lost lock elsewhere."""
-    done = third_party_kit(
-        third_party({"kitsloppy": SLOPPY}),
-        tmp_path,
-        *("--pyargs", "nbdb.conformance.test_capabilities", "nbdb.conformance.test_concurrency"),
-        *("-k", "test_namespaces_isolate or test_lease_held_sees_the_leases_acquire_lease_takes"),
-        f"--nbdb-url=kitsloppy:///{tmp_path}/kit.db",
+    done = kit_on(
+        third_party, tmp_path, "kitsloppy", SLOPPY, f"{KIT}.test_capabilities {KIT}.test_concurrency -k '{SLIPS}'"
     )
     assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
     assert "is listed in namespace kit-iso-b: from_url must honour namespace=" in done.stdout
@@ -206,12 +215,12 @@ def test_an_error_that_is_no_nbdb_error_is_named_where_the_backend_let_it_out(
     tmp_path: Path, third_party: ThirdParty
 ) -> None:
     """The kit said only ``RuntimeError`` (raised), or ``assert False`` after a wait (a cache's watch re-opened)."""
-    done = third_party_kit(
-        third_party({"kitforeign": FOREIGN_ERRORS}),
+    done = kit_on(
+        third_party,
         tmp_path,
-        *("--pyargs", "nbdb.conformance.test_crud", "nbdb.conformance.test_cache"),
-        *("-k", "test_get_by_string_id or test_cache_loads_then_follows"),
-        f"--nbdb-url=kitforeign:///{tmp_path}/kit.db",
+        "kitforeign",
+        FOREIGN_ERRORS,
+        f"{KIT}.test_crud {KIT}.test_cache -k 'test_get_by_string_id or test_cache_loads_then_follows'",
     )
     assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("nbdb kit: what to fix") == 2, done.stdout[-3000:]
@@ -244,12 +253,7 @@ class Backend(SqliteBackend):
 
 def test_a_backend_declaring_the_least_passes_or_skips_every_kit_test(tmp_path: Path, third_party: ThirdParty) -> None:
     """test_writes_tell_the_revision_they_committed_at opened a transaction on a backend that declares none."""
-    done = third_party_kit(
-        third_party({"kitleast": LEAST}),
-        tmp_path,
-        *("--pyargs", "nbdb.conformance", "-k", "not faults", "-rfs"),
-        f"--nbdb-url=kitleast:///{tmp_path}/kit.db",
-    )
+    done = kit_on(third_party, tmp_path, "kitleast", LEAST, f"{KIT} -k 'not faults' -rfs")
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     assert "backend declares transactions=none" in done.stdout
 
@@ -283,3 +287,29 @@ def test_an_entry_point_that_names_no_usable_backend_is_one_clear_error(
     )
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"--nbdb-url {scheme}://x: the {scheme!r} entry point {says}" in done.stderr
+
+
+HANGING = """
+import threading
+
+from nbdb.backends.sqlite import SqliteBackend
+
+
+class Backend(SqliteBackend):
+    \"\"\"A point read that never returns (a client library waiting on a server that never answers).\"\"\"
+
+    def get_key(self, key):
+        threading.Event().wait()
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url(url.replace("kithang://", "sqlite://", 1), **options)
+"""
+
+
+def test_a_test_that_timed_out_in_the_backend_says_where_it_hung(tmp_path: Path, third_party: ThirdParty) -> None:
+    """pytest-timeout's report showed every thread's stack; which frame was the backend's was the reader's guess."""
+    done = kit_on(third_party, tmp_path, "kithang", HANGING, f"{KIT}.test_crud -k test_get_by_string_id -x")
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "The test timed out while the backend was at " in done.stdout, done.stdout[-3000:]
+    assert "kit_kithang_backend.py:" in done.stdout.split("The test timed out while the backend was at ", 1)[1]

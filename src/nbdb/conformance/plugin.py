@@ -199,6 +199,11 @@ def foreign_origin(exc: BaseException) -> str | None:
     """
     if not isinstance(exc, Exception) or isinstance(exc, nbdb.errors.NbdbError | AssertionError):
         return None
+    return _backend_frame(exc)
+
+
+def _backend_frame(exc: BaseException) -> str | None:
+    """``file:line (function)`` of the innermost frame of ``exc``'s traceback outside nbdb, the stdlib and pytest."""
     origin = None
     tb: TracebackType | None = exc.__traceback__
     while tb is not None:
@@ -207,6 +212,21 @@ def foreign_origin(exc: BaseException) -> str | None:
             origin = f"{code.co_filename}:{tb.tb_lineno} ({code.co_name})"
         tb = tb.tb_next
     return origin
+
+
+def _timed_out_in(exc: BaseException) -> str | None:
+    """Where in the backend a test stood when pytest-timeout ended it (its signal method raises there)."""
+    if not (isinstance(exc, pytest.fail.Exception) and str(exc).startswith("Timeout")):
+        return None
+    where = _backend_frame(exc)
+    if where is None:
+        return None
+    return (
+        f"The test timed out while the backend was at {where}.\n"
+        "A backend's call must return, or raise an nbdb.errors exception (BackendUnavailableError when the "
+        "store does not answer), within its request timeout. Every kit test waits its own timeout: while a call "
+        "can hang, run the kit with -x."
+    )
 
 
 def _foreign_hint(exc: BaseException, origin: str, how: str) -> str:
@@ -250,7 +270,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """Say what to fix when a kit test failed on an exception that is no nbdb error, raised or logged."""
+    """Say what to fix when a kit test failed on an exception that is no nbdb error (raised or logged), or hung."""
     report = yield
     if report.failed and item.get_closest_marker("nbdb_kit") is not None:
         hints = []
@@ -258,6 +278,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         origin = None if exc is None else foreign_origin(exc)
         if exc is not None and origin is not None:
             hints.append(_foreign_hint(exc, origin, "reached nbdb from the backend at"))
+        stuck = None if exc is None else _timed_out_in(exc)
+        if stuck is not None:
+            hints.append(stuck)
         if call.when == "call":
             hints += [h for h in item.stash.get(_LOGGED, []) if h not in hints]
         if hints:
