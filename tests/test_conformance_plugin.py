@@ -289,6 +289,20 @@ def test_an_entry_point_that_names_no_usable_backend_is_one_clear_error(
     assert f"--nbdb-url {scheme}://x: the {scheme!r} entry point {says}" in done.stderr
 
 
+@pytest.mark.parametrize("scheme", sorted(UNFIT))
+def test_connecting_to_an_entry_point_that_names_no_usable_backend_is_a_backend_load_error(
+    third_party: ThirdParty, scheme: str
+) -> None:
+    """nbdb.connect raised a bare AttributeError (no from_url) or TypeError (abstract methods left)."""
+    env = third_party(UNFIT)
+    connect = f"import nbdb\ntry:\n    nbdb.connect('{scheme}://x')\nexcept nbdb.errors.BackendLoadError as e:\n"
+    connect += "    print(e.scheme, '|', e)\n"
+    done = subprocess.run([sys.executable, "-c", connect], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith(f"{scheme} | the {scheme!r} entry point names Backend"), (
+        done.stdout + done.stderr
+    )
+
+
 HANGING = """
 import threading
 
