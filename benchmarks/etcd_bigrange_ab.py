@@ -86,12 +86,23 @@ print(json.dumps({"ms": ms, "requests": len(calls), "walked": sum(walked), "larg
 )
 
 FILL = r"""
-import sys, uuid
+import random, sys, uuid
 import nbdb
-url, prefix, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+url, prefix, total, ids = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+random.seed(7)
+def new_id(i):
+    if ids == "counter":  # a caller's counter as a UUID: 00000000-0000-0000-0000-000000000001...
+        return str(uuid.UUID(int=i + 1))
+    if ids == "uuid7":  # time-ordered: 48 bits of ms (100 ids a second from 2026-12-06), version 7, random
+        ms = 1_796_515_200_000 + i * 10
+        bits = (7 << 76) | (random.getrandbits(12) << 64) | (2 << 62) | random.getrandbits(62)
+        return str(uuid.UUID(int=(ms << 80) | bits))
+    if ids == "name":  # no hex id at all
+        return f"port-{i}"
+    return str(uuid.uuid4())
 with nbdb.connect(url, namespace="bench") as db:
     for first in range(0, total, 100):
-        puts = {prefix + str(uuid.uuid4()): b"x" * 300 for _ in range(min(100, total - first))}
+        puts = {prefix + new_id(first + i): b"x" * 300 for i in range(min(100, total - first))}
         assert db.backend.commit_keys([], puts, []) is not None
 """
 
@@ -107,6 +118,12 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--limit", type=int, default=0, help="page by scan_page of this many keys (0: one range_keys)")
     parser.add_argument("--small", type=int, default=0, help="keys of a second table read with the first (0: none)")
+    parser.add_argument(
+        "--ids",
+        choices=["uuid4", "uuid7", "counter", "name"],
+        default="uuid4",
+        help="the large table's ids: random UUIDs, time-ordered ones, a counter's, or names that are no hex",
+    )
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per etcd request (nbdb's default: 2)")
     args = parser.parse_args()
     sides = {"a": args.a, "b": args.b}
@@ -117,11 +134,11 @@ def main() -> None:
         url, prefix = str(server.url), "nbdb/bench/o/t/Logical_Switch_Port/"  # namespace bench's key for topic t
         pid = server.members[0].pid
         assert pid is not None
-        subprocess.run([sys.executable, "-c", FILL, url, prefix, str(args.keys)], env=env(args.a), check=True)
+        subprocess.run([sys.executable, "-c", FILL, url, prefix, str(args.keys), args.ids], env=env(args.a), check=True)
         small_prefix = "nbdb/bench/o/t/Logical_Switch/"
         if args.small:
             subprocess.run(
-                [sys.executable, "-c", FILL, url, small_prefix, str(args.small)], env=env(args.a), check=True
+                [sys.executable, "-c", FILL, url, small_prefix, str(args.small), "uuid4"], env=env(args.a), check=True
             )
 
         def etcd_cpu() -> Callable[[], dict[str, float]]:

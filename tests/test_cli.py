@@ -232,3 +232,15 @@ def test_ctrl_c_while_the_console_script_imports_exits_130_with_one_line() -> No
             run.wait()
     assert run.returncode == 130, err
     assert err == "nbdb: interrupted\n"
+
+
+def test_python_dash_m_nbdb_is_the_nbdb_command() -> None:
+    # `python -m nbdb` said "No module named nbdb.__main__".
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "nbdb", "backends"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "memory" in done.stdout

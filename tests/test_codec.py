@@ -600,3 +600,71 @@ def test_a_ctrl_c_during_serialisation_is_an_interrupt_not_invalid_data(interrup
         assert db.list(_Interrupting) == [stored]
         with pytest.raises(nbdb.ValidationError, match="cannot be stored"):
             db.create(_Loose(anything=object()))
+
+
+@pytest.mark.parametrize(
+    ("text", "raised"),
+    [
+        ("Error serializing to JSON: KeyboardInterrupt", KeyboardInterrupt),
+        ("Error serializing to JSON: PydanticSerializationError: Error calling function `f`: SystemExit: ", SystemExit),
+        ("Error serializing to JSON: ValueError: KeyboardInterrupt is in my data", None),
+        (
+            "Error serializing to JSON: PydanticSerializationError: "
+            "Error calling function `f`: ValueError: kind: SystemExit",
+            None,
+        ),
+        ("Error serializing to JSON: ValueError: unknown kind: KeyboardInterrupt", None),
+        ("Error serializing to JSON: surrogates not allowed", None),
+    ],
+)
+def test_only_an_interrupt_pydantic_names_as_the_error_is_raised_again(
+    text: str, raised: type[BaseException] | None
+) -> None:
+    from pydantic_core import PydanticSerializationError
+
+    from nbdb.models.base import raise_interrupt
+
+    if raised is None:
+        raise_interrupt(PydanticSerializationError(text))
+    else:
+        with pytest.raises(raised):
+            raise_interrupt(PydanticSerializationError(text))
+
+
+def _serialize_or_interrupt(value: str) -> str:
+    if _Interrupting.interrupt is not None:
+        raise _Interrupting.interrupt()
+    return value
+
+
+class _InterruptingType(Model):
+    nbdb_table: ClassVar[str] = "TestInterruptingType"
+    name: Annotated[str, pydantic.PlainSerializer(_serialize_or_interrupt)] = ""
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_a_ctrl_c_while_an_object_is_written_out_or_its_unique_text_made_is_an_interrupt(
+    interrupt: type[BaseException],
+) -> None:
+    # `nbdb dump`, `copy` and `apply` write objects out with codec.plain(): the interrupt escaped as a
+    # bare PydanticSerializationError there, neither a KeyboardInterrupt nor an nbdb error.
+    obj = _Interrupting(name="a")
+    _Interrupting.interrupt = interrupt
+    try:
+        with pytest.raises(interrupt):
+            codec.plain(obj)
+        with pytest.raises(interrupt):
+            _InterruptingType.unique_text(("name",), {"name": "a"})
+    finally:
+        _Interrupting.interrupt = None
+    assert codec.plain(obj)["name"] == "a"
+
+
+def test_a_caller_serializer_that_fails_while_an_object_is_written_out_is_a_validation_error() -> None:
+    obj = _Interrupting(name="a")
+    _Interrupting.interrupt = RuntimeError
+    try:
+        with pytest.raises(nbdb.ValidationError, match="cannot be written out"):
+            codec.plain(obj)
+    finally:
+        _Interrupting.interrupt = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -132,3 +133,197 @@ def test_a_url_no_backend_serves_is_one_clear_error(tmp_path: Path) -> None:
     done = kit(tmp_path, "--nbdb-url=nosuchscheme://x")
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-3000:] + done.stderr[-3000:]
     assert "--nbdb-url nosuchscheme://x: no backend for URL scheme 'nosuchscheme'" in done.stderr
+
+
+KIT = "nbdb.conformance"
+SLIPS = "test_namespaces_isolate or test_lease_held_sees_the_leases_acquire_lease_takes"
+
+SLOPPY = """
+from nbdb.backends.sqlite import SqliteBackend
+from nbdb.families.kv import KeyValueBackend
+
+
+class Backend(SqliteBackend):
+    \"\"\"Two slips of a first backend: leases kept in a table without a lease_held, namespace= dropped.\"\"\"
+
+    lease_held = KeyValueBackend.lease_held  # the default: reads a lease key this store never writes
+
+    @classmethod
+    def from_url(cls, url, **options):
+        options.pop("namespace", None)
+        return super().from_url(url.replace("kitsloppy://", "sqlite://", 1), **options)
+"""
+
+FOREIGN_ERRORS = """
+from nbdb.backends.sqlite import SqliteBackend
+from nbdb.families.kv import KeyStream
+
+
+class _Exploding(KeyStream):
+    def poll(self, timeout):
+        raise RuntimeError("kit-watch-driver-exploded")
+
+    @property
+    def revision(self):
+        return 0
+
+    def close(self):
+        pass
+
+
+class Backend(SqliteBackend):
+    \"\"\"Lets its client library's exceptions out: a point read raises, and so does every watch.\"\"\"
+
+    def get_key(self, key):
+        raise RuntimeError("kit-driver-exploded")
+
+    def watch_keys(self, prefixes, since):
+        return _Exploding()
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url(url.replace("kitforeign://", "sqlite://", 1), **options)
+"""
+
+
+Completed = subprocess.CompletedProcess[str]
+
+
+def third_party_kit(env: dict[str, str], cwd: Path, *args: str) -> Completed:
+    """pytest ARGS with the environment ``third_party`` made (its backends found by entry point)."""
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=100)
+
+
+def kit_on(third_party: ThirdParty, tmp_path: Path, scheme: str, source: str, args: str) -> Completed:
+    """The kit (``args``, shell words) against a third-party backend of ``source`` under ``scheme``, on a file."""
+    env = third_party({scheme: source})
+    return third_party_kit(env, tmp_path, "--pyargs", *shlex.split(args), f"--nbdb-url={scheme}:///{tmp_path}/kit.db")
+
+
+def test_a_backend_s_slips_are_named_with_what_to_fix(tmp_path: Path, third_party: ThirdParty) -> None:
+    """A dropped namespace failed as ``assert False``; a missing lease_held surfaced as a lost lock elsewhere."""
+    done = kit_on(
+        third_party, tmp_path, "kitsloppy", SLOPPY, f"{KIT}.test_capabilities {KIT}.test_concurrency -k '{SLIPS}'"
+    )
+    assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "is listed in namespace kit-iso-b: from_url must honour namespace=" in done.stdout
+    assert "Backend.lease_held says the token that acquire_lease just gave the lease to does not hold it" in done.stdout
+
+
+def test_an_error_that_is_no_nbdb_error_is_named_where_the_backend_let_it_out(
+    tmp_path: Path, third_party: ThirdParty
+) -> None:
+    """The kit said only ``RuntimeError`` (raised), or ``assert False`` after a wait (a cache's watch re-opened)."""
+    done = kit_on(
+        third_party,
+        tmp_path,
+        "kitforeign",
+        FOREIGN_ERRORS,
+        f"{KIT}.test_crud {KIT}.test_cache -k 'test_get_by_string_id or test_cache_loads_then_follows'",
+    )
+    assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("nbdb kit: what to fix") == 2, done.stdout[-3000:]
+    raised = "builtins.RuntimeError: kit-driver-exploded reached nbdb from the backend at "
+    logged = "builtins.RuntimeError: kit-watch-driver-exploded (logged by nbdb."
+    for hint in (raised, logged):
+        assert hint in done.stdout, done.stdout[-3000:]
+        assert "kit_kitforeign_backend.py:" in done.stdout.split(hint, 1)[1].splitlines()[0]
+    assert "map the client library's exceptions to them with an nbdb.retry.ExceptionMap" in done.stdout
+
+
+LEAST = """
+from dataclasses import replace
+
+from nbdb.backends.sqlite import SqliteBackend
+from nbdb.capabilities import Atomicity, Expiry
+
+
+class Backend(SqliteBackend):
+    \"\"\"SQLite declaring the least a backend may: no transactions, unique fields, fencing, expiry nor pages.\"\"\"
+
+    @classmethod
+    def from_url(cls, url, **options):
+        backend = super().from_url(url.replace("kitleast://", "sqlite://", 1), **options)
+        least = dict(transactions=Atomicity.NONE, unique=False, fencing=False, expiry=Expiry.NONE, pages=False)
+        backend.capabilities = replace(backend.capabilities, **least)
+        return backend
+"""
+
+
+def test_a_backend_declaring_the_least_passes_or_skips_every_kit_test(tmp_path: Path, third_party: ThirdParty) -> None:
+    """test_writes_tell_the_revision_they_committed_at opened a transaction on a backend that declares none."""
+    done = kit_on(third_party, tmp_path, "kitleast", LEAST, f"{KIT} -k 'not faults' -rfs")
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    assert "backend declares transactions=none" in done.stdout
+
+
+UNFIT = {
+    "kitnotbackend": "class Backend:\n    @classmethod\n    def from_url(cls, url, **options):\n        return cls()\n",
+    "kitabstract": (
+        "from nbdb.families.kv import KeyValueBackend\n\n\n"
+        "class Backend(KeyValueBackend):\n    def get_key(self, key):\n        return None\n\n"
+        "    @classmethod\n    def from_url(cls, url, **options):\n        return cls()\n"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("scheme", "says"),
+    [
+        ("kitnotbackend", "names Backend, which is no nbdb.spi.Backend subclass"),
+        (
+            "kitabstract",
+            "names Backend, which leaves abstract methods unimplemented: acquire_lease, close, commit_keys",
+        ),
+    ],
+)
+def test_an_entry_point_that_names_no_usable_backend_is_one_clear_error(
+    tmp_path: Path, third_party: ThirdParty, scheme: str, says: str
+) -> None:
+    """Every kit test errored alike (an AttributeError on from_url, a TypeError on instantiating)."""
+    done = third_party_kit(
+        third_party(UNFIT), tmp_path, "--pyargs", "nbdb.conformance.test_crud", f"--nbdb-url={scheme}://x"
+    )
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"--nbdb-url {scheme}://x: the {scheme!r} entry point {says}" in done.stderr
+
+
+@pytest.mark.parametrize("scheme", sorted(UNFIT))
+def test_connecting_to_an_entry_point_that_names_no_usable_backend_is_a_backend_load_error(
+    third_party: ThirdParty, scheme: str
+) -> None:
+    """nbdb.connect raised a bare AttributeError (no from_url) or TypeError (abstract methods left)."""
+    env = third_party(UNFIT)
+    connect = f"import nbdb\ntry:\n    nbdb.connect('{scheme}://x')\nexcept nbdb.errors.BackendLoadError as e:\n"
+    connect += "    print(e.scheme, '|', e)\n"
+    done = subprocess.run([sys.executable, "-c", connect], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith(f"{scheme} | the {scheme!r} entry point names Backend"), (
+        done.stdout + done.stderr
+    )
+
+
+HANGING = """
+import threading
+
+from nbdb.backends.sqlite import SqliteBackend
+
+
+class Backend(SqliteBackend):
+    \"\"\"A point read that never returns (a client library waiting on a server that never answers).\"\"\"
+
+    def get_key(self, key):
+        threading.Event().wait()
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url(url.replace("kithang://", "sqlite://", 1), **options)
+"""
+
+
+def test_a_test_that_timed_out_in_the_backend_says_where_it_hung(tmp_path: Path, third_party: ThirdParty) -> None:
+    """pytest-timeout's report showed every thread's stack; which frame was the backend's was the reader's guess."""
+    done = kit_on(third_party, tmp_path, "kithang", HANGING, f"{KIT}.test_crud -k test_get_by_string_id -x")
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "The test timed out while the backend was at " in done.stdout, done.stdout[-3000:]
+    assert "kit_kithang_backend.py:" in done.stdout.split("The test timed out while the backend was at ", 1)[1]

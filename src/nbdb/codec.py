@@ -26,10 +26,19 @@ import pydantic_core
 from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaValidator
 
 from nbdb import coreschema, errors
-from nbdb.models.base import DECODED, Model, Reference, set_extra, set_fields_set, set_private, validation_error_of
+from nbdb.models.base import (
+    DECODED,
+    Model,
+    Reference,
+    raise_interrupt,
+    set_extra,
+    set_fields_set,
+    set_private,
+    validation_error_of,
+)
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers
 from nbdb.spi import Record
-from nbdb.storable import FIELD_VALIDATORS, check_storable, raise_interrupt, storable
+from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
 
 __all__ = ["bulk", "decode", "decode_each", "encode", "from_plain", "plain"]
 
@@ -331,7 +340,11 @@ def plain(obj: Model) -> dict[str, Any]:
     backup or a migration run by an older version must not erase what a
     newer one stored (see :func:`from_plain`).
     """
-    data = obj.model_dump(mode="json", exclude=_VERSION)
+    try:
+        data = obj.model_dump(mode="json", exclude=_VERSION)
+    except PydanticSerializationError as exc:  # a field serializer of the caller's that failed
+        raise_interrupt(exc)
+        raise errors.ValidationError(f"{obj.nbdb_table} {obj.id} cannot be written out: {exc}") from None
     unknown = obj.__pydantic_extra__
     if unknown:
         for name, value in unknown.items():

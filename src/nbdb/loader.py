@@ -31,6 +31,7 @@ __all__ = [
     "installed_backends",
     "load_backend",
     "redact",
+    "unfit_backend",
 ]
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,24 @@ def backend_class(scheme: str) -> type[Backend]:
             f"no backend for URL scheme {scheme!r} (installed: {known}); "
             f"a server backend may need its extra, e.g. pip install 'nbdb[{_extra(scheme)}]'"
         ) from None
-    return cast(type[Backend], manager.driver)
+    found = manager.driver
+    unfit = unfit_backend(found)
+    if unfit:  # nbdb.connect raised an AttributeError on from_url, or a TypeError on instantiating it
+        raise errors.BackendLoadError(f"the {scheme!r} entry point names {unfit}", scheme)
+    return cast(type[Backend], found)
+
+
+def unfit_backend(found: object) -> str | None:
+    """What keeps an entry point's object from serving a URL (None: nothing)."""
+    name = getattr(found, "__qualname__", repr(found))
+    if not (isinstance(found, type) and issubclass(found, Backend)):
+        return f"{name}, which is no nbdb.spi.Backend subclass (subclass a family's base, e.g. KeyValueBackend)"
+    if not callable(getattr(found, "from_url", None)):
+        return f"{name}, which has no from_url(url, **options) class method"
+    missing = sorted(getattr(found, "__abstractmethods__", ()))
+    if missing:
+        return f"{name}, which leaves abstract methods unimplemented: {', '.join(missing)}"
+    return None
 
 
 def _load_error(scheme: str, target: str, exc: BaseException, hint: str = "") -> errors.BackendLoadError:

@@ -15,7 +15,6 @@ import dataclasses
 import datetime
 import enum
 import math
-import re
 import types
 import typing
 from collections.abc import Callable
@@ -33,30 +32,12 @@ from nbdb.models.base import (
     Reference,
     check_references_resolve,
     may_hold_container,
+    raise_interrupt,
     validation_error_of,
 )
 from nbdb.models.shared import DECLARED, FrozenDict, FrozenList, FrozenSet, thawed_class
 
 __all__ = ["FIELD_VALIDATORS", "SECRETS", "check_storable", "json_typed_fields", "storable"]
-
-
-_INTERRUPT = re.compile(r"\b(KeyboardInterrupt|SystemExit)\b")
-
-
-def raise_interrupt(exc: PydanticSerializationError) -> None:
-    """Raise the KeyboardInterrupt (or SystemExit) that pydantic wrapped into ``exc``, if it wrapped one.
-
-    A Ctrl-C that lands while pydantic's serializer runs a Python function (a
-    field serializer, a custom type's) comes out as a PydanticSerializationError
-    whose text names it, the interrupt itself dropped (no ``__cause__``). Caught
-    as a serialization error it became "cannot be stored" (a ValidationError),
-    and a command stopped by Ctrl-C said the caller's data was wrong.
-    """
-    found = _INTERRUPT.search(str(exc))
-    if found is not None:
-        raise (
-            KeyboardInterrupt() if found.group(1) == "KeyboardInterrupt" else SystemExit(1)
-        ) from exc  # its code is lost
 
 
 def check_storable(obj: Model) -> None:

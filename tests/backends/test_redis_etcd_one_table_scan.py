@@ -81,7 +81,7 @@ class Counter:
 
                 def first_pages(*args: Any) -> Any:
                     got = real_first(*args)
-                    for kvs, _ in got[0]:
+                    for kvs, *_ in got[0]:
                         self._count(kv.key.decode() for kv in kvs)
                     return got
 

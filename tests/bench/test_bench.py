@@ -107,6 +107,26 @@ def test_bad_urls_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workloads", ""], "unknown workload group(s) (none given); known: crud,"),
+        (["--workloads", ","], "unknown workload group(s) (none given); known: crud,"),
+        (["--backends", "redis", "--urls", "redis=redis://127.0.0.1:1/0,redis=redis://127.0.0.1:2/0"], "two URLs"),
+        (["--backends", "redis", "--urls", "=redis://127.0.0.1:1/0"], "--urls wants NAME=URL, got '=redis://"),
+        (["--backends", "redis://127.0.0.1:1/0"], "a server's URL goes in --urls NAME=URL"),
+    ],
+)
+def test_an_empty_or_ambiguous_choice_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """An empty --workloads ran every group ('') or none, exiting 0 (','); of two URLs of one backend the last won."""
+    assert main(["bench", "--sizes", "tiny", "--no-plots", "--out", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.timeout(30)
 def test_urls_of_a_backend_not_measured_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A typo in --urls, or a URL without its --backends entry, ran the default memory bench instead."""
     args = ["bench", "--sizes", "tiny", "--no-plots", "--out", str(tmp_path)]

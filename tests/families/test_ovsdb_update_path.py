@@ -329,5 +329,5 @@ def test_the_default_cells_an_update_compares_with_are_made_once_per_table_as_th
     mapping = make_mapping()
     for tm in mapping.tables.values():
         made = _defaults(tm)
-        assert made == tuple((cm.column, default_cell(cm.type)) for cm in tm.columns.values())
+        assert made == tuple((cm.column, default_cell(cm.type), cm) for cm in tm.columns.values())
         assert _defaults(tm) is made

@@ -29,13 +29,14 @@ from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from nbdb import errors
+from nbdb import errors, timeouts
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import kv, kvplan, kvstore
 from nbdb.families.kvgroup import Outcome
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
 from nbdb.retry import ErrorRule, ExceptionMap
+from nbdb.spi import LockHandle
 
 __all__ = ["ERRORS", "SqliteBackend", "SqliteMemoryBackend"]
 
@@ -55,7 +56,9 @@ CREATE TABLE nbdb_state (revision INTEGER NOT NULL, compacted INTEGER NOT NULL, 
 INSERT INTO nbdb_state VALUES (0, 0, 0);
 CREATE TABLE nbdb_leases (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
 """
+_TABLES = ("nbdb_keys", "nbdb_changes", "nbdb_state", "nbdb_leases")
 _MEMORY = ":memory:"
+_WAIT_SLICE = 0.1  # seconds of SQLite's wait for the write lock between looks at Ctrl-C, close() and a caller's bound
 _BATCH = 500  # keys per IN (...), far below SQLite's limit on bound variables
 
 
@@ -92,9 +95,12 @@ class _Connection:
         *,
         check_schema: bool = False,
         verify: bool = False,
+        writer: bool = False,
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
         self.lock = threading.Lock()
+        self._closing = False
+        self._waits = threading.local()  # .deadline: a caller's own bound on this thread's wait for the write lock
         try:
             # isolation_level=None: no implicit transactions, every BEGIN is ours.
             self.sql = sqlite3.connect(target, timeout=timeout, isolation_level=None, check_same_thread=False)
@@ -106,6 +112,9 @@ class _Connection:
                 if self.sql.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
                     log.warning("%s cannot use WAL mode: readers will wait for writers", target)
             self.sql.execute(f"PRAGMA synchronous={synchronous}")
+            if writer:
+                # SQLite's wait for the write lock sleeps in C, deaf to Ctrl-C and close(): wait in slices.
+                self.sql.execute(f"PRAGMA busy_timeout={_ms(min(timeout, _WAIT_SLICE))}")
             if verify and target != _MEMORY:
                 self._verify()
             if check_schema:
@@ -118,9 +127,14 @@ class _Connection:
                 raise errors.CorruptRecordError(f"sqlite: {target} is damaged: its schema cannot be read") from None
             raise
 
-    def reopen(self) -> _Connection:
-        """Another connection to the same file (an in-memory database has only this one)."""
-        return self if self.target == _MEMORY else _Connection(self.target, self.signal, *self._settings)
+    def reopen(self, *, writer: bool = False) -> _Connection:
+        """Another connection to the same file (an in-memory database has only this one).
+
+        ``writer``: for write transactions, waiting for the write lock in slices (:meth:`_begin_write`).
+        """
+        if self.target == _MEMORY:
+            return self
+        return _Connection(self.target, self.signal, *self._settings, writer=writer)
 
     @contextmanager
     def transaction(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Connection]:
@@ -128,7 +142,10 @@ class _Connection:
         with self.lock:
             committing = False
             try:
-                self.sql.execute(f"BEGIN {mode}")
+                if mode == "IMMEDIATE":
+                    self._begin_write()
+                else:
+                    self.sql.execute(f"BEGIN {mode}")
                 yield self.sql
                 committing = True
                 self.sql.execute("COMMIT")
@@ -151,7 +168,50 @@ class _Connection:
             except sqlite3.Error as exc:
                 raise ERRORS.translate(exc) from None
 
+    def _begin_write(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another connection's write lock up to ``timeout=``.
+
+        On a writer connection (:meth:`reopen`) each try waits one slice: between
+        them a Ctrl-C is raised, a close() ends the wait, and a caller's shorter
+        bound (:meth:`waiting_at_most`) is kept (to within a slice). SQLite's own
+        wait sleeps in C for the whole timeout: a Ctrl-C was raised, and a
+        close() of another thread returned, only after it.
+        """
+        started = time.monotonic()
+        while True:
+            try:
+                self.sql.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+                if self._closing:
+                    raise errors.BackendUnavailableError(
+                        f"sqlite: {self.target} was closed while waiting for its write lock"
+                    ) from None
+                capped = getattr(self._waits, "deadline", None)
+                if capped is not None and capped < started + self._settings[0]:
+                    if time.monotonic() >= capped:
+                        raise errors.BackendUnavailableError(
+                            f"sqlite: another connection kept {self.target} locked past the caller's timeout"
+                        ) from None
+                elif time.monotonic() >= started + self._settings[0]:
+                    raise
+
+    @contextmanager
+    def waiting_at_most(self, timeout: float | None) -> Iterator[None]:
+        """Within the block, this thread waits at most ``timeout`` seconds for the write lock (None: ``timeout=``)."""
+        if timeout is None:
+            yield
+            return
+        self._waits.deadline = time.monotonic() + timeout
+        try:
+            yield
+        finally:
+            self._waits.deadline = None
+
     def close(self) -> None:
+        self._closing = True  # a thread waiting for the write lock gives up at its next slice
         with self.lock:
             self.sql.close()
 
@@ -172,20 +232,44 @@ class _Connection:
             )
 
     def _check_schema(self) -> None:
-        """Create the tables in an empty database; refuse a file that is not an nbdb database of this version."""
+        """Create the tables in an empty database; refuse a file that is not an nbdb database of this version.
+
+        A file that is already nbdb's is only read: opening it never waits for
+        another process's write transaction (it waited, and failed after
+        ``timeout=``, behind a long one). Only an empty file takes the write lock.
+        """
+        with self.transaction() as sql:
+            if self._holds_schema(sql):
+                return
         with self.transaction("IMMEDIATE") as sql:
-            app, version = (sql.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version"))
-            if app == 0 and version == 0:
-                if sql.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
-                    raise errors.ValidationError(f"{self.target} holds another application's tables")
-                for statement in filter(str.strip, _SCHEMA.split(";")):  # executescript() would COMMIT
-                    sql.execute(statement)
-                sql.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                sql.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif app != APPLICATION_ID:
-                raise errors.ValidationError(f"{self.target} belongs to another application (id {app:#x})")
-            elif version != SCHEMA_VERSION:
-                raise errors.UnsupportedError(f"{self.target} has nbdb schema {version}, not {SCHEMA_VERSION}")
+            if self._holds_schema(sql):  # another process created the tables meanwhile
+                return
+            for statement in filter(str.strip, _SCHEMA.split(";")):  # executescript() would COMMIT
+                sql.execute(statement)
+            sql.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            sql.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _holds_schema(self, sql: sqlite3.Connection) -> bool:
+        """Whether the file holds nbdb's tables of this version (False: it is empty); raise if it is anything else."""
+        app, version = (sql.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version"))
+        if app == 0 and version == 0:
+            if sql.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
+                raise errors.ValidationError(f"{self.target} holds another application's tables")
+            return False
+        if app != APPLICATION_ID:
+            raise errors.ValidationError(f"{self.target} belongs to another application (id {app:#x})")
+        if version != SCHEMA_VERSION:
+            raise errors.UnsupportedError(f"{self.target} has nbdb schema {version}, not {SCHEMA_VERSION}")
+        names = ", ".join(f"'{name}'" for name in _TABLES)
+        found = {row[0] for row in sql.execute(f"SELECT name FROM sqlite_schema WHERE name IN ({names})")}
+        state = sql.execute("SELECT count(*) FROM nbdb_state").fetchone()[0] if "nbdb_state" in found else 0
+        if found != set(_TABLES) or state != 1:
+            missing = ", ".join(sorted(set(_TABLES) - found)) or f"nbdb_state's one row ({state} rows)"
+            raise errors.CorruptRecordError(
+                f"sqlite: {self.target} is marked as nbdb's but is damaged: it lacks {missing}; "
+                "restore it from a backup"
+            )
+        return True
 
 
 # What this process's backends share: the commit signal of each file, and each namespace's in-memory database.
@@ -193,9 +277,10 @@ _SIGNALS: SharedResources[str, kvstore.ChangeSignal] = SharedResources("sqlite:/
 _STORES: SharedResources[str, _Connection] = SharedResources("sqlite://?namespace=NAME", _Connection.close)
 
 
-def _let_go(conn: _Connection | None, shared: Lease[str, Any] | None) -> None:
-    if conn is not None:
-        conn.close()
+def _let_go(conn: _Connection | None, shared: Lease[str, Any] | None, writer: _Connection | None = None) -> None:
+    for each in (writer, conn):
+        if each is not None:
+            each.close()
     if shared is not None:
         shared.release()
 
@@ -228,14 +313,23 @@ class SqliteBackend(kv.KeyValueBackend):
         history: int = DEFAULT_HISTORY,
         shared: Lease[str, Any] | None = None,
     ) -> None:
-        """A backend on ``conn``; it closes ``conn`` unless it is the value of ``shared``, which it releases."""
+        """A backend on ``conn``; it closes ``conn`` unless it is the value of ``shared``, which it releases.
+
+        Writes go through a connection of their own (:meth:`_Connection.reopen`): a Ctrl-C or a close()
+        ends their wait for another process's write lock, and reads never wait behind this one's writes.
+        """
         super().__init__(key_prefix)
         self._conn, self._history = conn, history
         self.poll_interval = 0.01
         """Seconds between a watcher's looks for other processes' commits."""
         owned = None if shared is not None and shared.value is conn else conn
+        try:
+            self._writer = conn.reopen(writer=True)
+        except BaseException:
+            _let_go(owned, shared)
+            raise
         # A backend dropped without close() must still let go of what it holds.
-        self._let_go = weakref.finalize(self, _let_go, owned, shared)
+        self._let_go = weakref.finalize(self, _let_go, owned, shared, None if self._writer is conn else self._writer)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteBackend:
@@ -310,7 +404,7 @@ class SqliteBackend(kv.KeyValueBackend):
 
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[kv.KeyValue], int]:
         with self._conn.transaction() as sql:
-            revision = sql.execute("SELECT revision FROM nbdb_state").fetchone()[0]
+            revision = _state(sql)[0]
             out: list[kv.KeyValue] = []
             for prefix in self._concrete(sql, prefixes):
                 rows = sql.execute("SELECT * FROM nbdb_keys WHERE key >= ? AND key < ?", (prefix, _upper(prefix)))
@@ -320,7 +414,7 @@ class SqliteBackend(kv.KeyValueBackend):
     def range_rows(self, prefixes: Sequence[str]) -> tuple[Sequence[Sequence[Any]], int]:
         # sqlite3's own rows, (key, value, version): no KeyValue per key, and no column a scan does not read.
         with self._conn.transaction() as sql:
-            revision = sql.execute("SELECT revision FROM nbdb_state").fetchone()[0]
+            revision = _state(sql)[0]
             out: list[tuple[str, bytes, int]] = []
             for prefix in self._concrete(sql, prefixes):
                 out += sql.execute(
@@ -336,7 +430,7 @@ class SqliteBackend(kv.KeyValueBackend):
         token: kv.CommitToken | None = None,
     ) -> int | None:
         # No commit tokens: SQLite answers every commit (or says it cannot know: CommitUnknownError).
-        with self._conn.transaction("IMMEDIATE") as sql:
+        with self._writer.transaction("IMMEDIATE") as sql:
             revision = self._apply(sql, kv.KeyCommit(conditions, puts, deletes))
         if revision is not None:
             self._conn.signal.notify()
@@ -351,7 +445,7 @@ class SqliteBackend(kv.KeyValueBackend):
         rolled it back) is every commit's outcome.
         """
         outcomes: list[Outcome] = []
-        with self._conn.transaction("IMMEDIATE") as sql:
+        with self._writer.transaction("IMMEDIATE") as sql:
             for commit in commits:
                 sql.execute("SAVEPOINT nbdb_commit")
                 try:
@@ -361,6 +455,9 @@ class SqliteBackend(kv.KeyValueBackend):
                         raise  # nothing of the group is left to commit
                     sql.execute("ROLLBACK TO nbdb_commit")
                     outcomes.append(ERRORS.translate(exc))
+                except errors.CorruptRecordError as exc:  # a key of this commit's that another tool spoiled
+                    sql.execute("ROLLBACK TO nbdb_commit")
+                    outcomes.append(exc)
                 sql.execute("RELEASE nbdb_commit")
         if any(isinstance(o, int) for o in outcomes):
             self._conn.signal.notify()
@@ -373,7 +470,8 @@ class SqliteBackend(kv.KeyValueBackend):
         changed, holds = partial(_changed_under, sql), partial(_lease_holds, sql, self.layout.lock)
         if not all(kvstore.condition_holds(c, stored, changed, holds) for c in conditions):
             return None
-        revision, kept = sql.execute("SELECT revision + 1, changes FROM nbdb_state").fetchone()
+        revision, _, kept = _state(sql)
+        revision += 1
         changes = kvstore.key_changes(stored, puts, deletes, revision)
         upserts = [(c.key, c.value, c.version, revision) for c in changes if c.value is not None]
         sql.executemany("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", upserts)
@@ -397,7 +495,10 @@ class SqliteBackend(kv.KeyValueBackend):
         conn = self._conn.reopen()
         ranges = " OR ".join("(key >= ? AND key < ?)" for _ in prefixes)
         columns = "key, value, version, prev_value, prev_version, revision"  # KeyChange's fields
-        query = f"SELECT {columns} FROM nbdb_changes WHERE revision > ? AND ({ranges}) ORDER BY revision"
+        # Only the rows of the revisions the counter has reached, and whole numbers: a row another writer
+        # logged with a text revision sorted after every number, and was read again after every commit.
+        query = f"SELECT {columns} FROM nbdb_changes WHERE revision > ? AND revision <= ? AND ({ranges})"
+        query += " ORDER BY revision"
         bounds = [bound for prefix in prefixes for bound in (prefix, _upper(prefix))]
 
         own = conn is not self._conn
@@ -408,13 +509,13 @@ class SqliteBackend(kv.KeyValueBackend):
             if own and version == seen[0]:
                 return [], since  # nothing committed since: no transaction, a few microseconds per poll
             with conn.transaction() as sql:
-                revision, compacted = sql.execute("SELECT revision, compacted FROM nbdb_state").fetchone()
+                revision, compacted, _ = _state(sql)
                 if not compacted <= since <= revision:
                     raise errors.HistoryGoneError(
                         f"revision {since} is not in the kept history ({compacted} to {revision}): "
                         + ("the database file was replaced" if since > revision else "it was trimmed")
                     )
-                rows = sql.execute(query, (since, *bounds)).fetchall() if revision > since else []
+                rows = sql.execute(query, (since, revision, *bounds)).fetchall() if revision > since else []
             seen[0] = version
             return [kv.KeyChange(*row) for row in rows], revision
 
@@ -426,14 +527,14 @@ class SqliteBackend(kv.KeyValueBackend):
         above = after is not None and after >= prefix
         low, high, start = (after if above else prefix), _upper(prefix), ("key > ?" if above else "key >= ?")
         with self._conn.transaction() as sql:
-            now, compacted = sql.execute("SELECT revision, compacted FROM nbdb_state").fetchone()
+            now, compacted, _ = _state(sql)
             revision = revision or now
             if not compacted <= revision <= now:
                 raise errors.HistoryGoneError(f"revision {revision} is not in the kept history ({compacted} to {now})")
             # SQLite takes the bare columns of a MIN() aggregate from the row holding the minimum.
             earliest = "SELECT key, prev_value, prev_version, MIN(revision) FROM nbdb_changes "
-            earliest += f"WHERE revision > ? AND {start} AND key < ? GROUP BY key"
-            changed = {row[0]: row for row in sql.execute(earliest, (revision, low, high))}
+            earliest += f"WHERE revision > ? AND revision <= ? AND {start} AND key < ? GROUP BY key"
+            changed = {row[0]: row for row in sql.execute(earliest, (revision, now, low, high))}
             # Of today's first ``limit + len(changed)`` keys, at least ``limit`` are unchanged or the page ends.
             current = f"SELECT * FROM nbdb_keys WHERE {start} AND key < ? ORDER BY key LIMIT ?"
             rows = sql.execute(current, (low, high, limit + len(changed))).fetchall()
@@ -445,23 +546,34 @@ class SqliteBackend(kv.KeyValueBackend):
         return [page[key] for key in sorted(page)[:limit]], revision
 
     def revision_now(self) -> int:
-        return int(self._conn.one("SELECT revision FROM nbdb_state")[0])
+        with self._conn.transaction() as sql:
+            return _state(sql)[0]
 
     def compact_keys(self, revision: int) -> None:
-        with self._conn.transaction("IMMEDIATE") as sql:
+        with self._writer.transaction("IMMEDIATE") as sql:
             dropped = sql.execute("DELETE FROM nbdb_changes WHERE revision <= ?", (revision,)).rowcount
             compacted = "UPDATE nbdb_state SET compacted = max(compacted, ?), changes = changes - ?"
             sql.execute(compacted, (revision, dropped))
 
+    @contextmanager
+    def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
+        # The family's loop keeps ``timeout`` between tries; this keeps it within one, while another
+        # process's long transaction holds the write lock (a try waited all of ?timeout=, 5 s by default).
+        held = contextlib.ExitStack()
+        with self._writer.waiting_at_most(timeouts.timeout_of(timeout, "lock timeout")):
+            handle = held.enter_context(super().lock(name, ttl, timeout))
+        with held:
+            yield handle
+
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         now = time.time()  # the wall clock: the one clock every process of the host shares
         take = "INSERT INTO nbdb_leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-        take += "expires = excluded.expires WHERE expires <= ? OR value = excluded.value"
+        take += f"expires = excluded.expires WHERE NOT {_TIMED} OR expires <= ? OR value = excluded.value"
         return self._lease(take, (self.layout.lock(name), token, now + ttl, now))
 
     def renew_lease(self, name: str, token: bytes, ttl: float) -> bool:
         now = time.time()
-        extend = "UPDATE nbdb_leases SET expires = ? WHERE key = ? AND value = ? AND expires > ?"
+        extend = f"UPDATE nbdb_leases SET expires = ? WHERE key = ? AND value = ? AND {_TIMED} AND expires > ?"
         return self._lease(extend, (now + ttl, self.layout.lock(name), token, now))
 
     def lease_held(self, name: str, token: bytes) -> bool:
@@ -472,7 +584,7 @@ class SqliteBackend(kv.KeyValueBackend):
         self._lease("DELETE FROM nbdb_leases WHERE key = ? AND value = ?", (self.layout.lock(name), token))
 
     def _lease(self, statement: str, args: tuple[Any, ...]) -> bool:
-        with self._conn.transaction("IMMEDIATE") as sql:
+        with self._writer.transaction("IMMEDIATE") as sql:
             return bool(sql.execute(statement, args).rowcount == 1)
 
     def close(self) -> None:
@@ -502,11 +614,45 @@ def _select(sql: sqlite3.Connection, keys: Sequence[str]) -> dict[str, kv.KeyVal
     return found
 
 
+def _ms(seconds: float) -> int:
+    """``seconds`` as PRAGMA busy_timeout takes it: whole milliseconds, at most what a C int holds."""
+    return min(int(seconds * 1000), 2**31 - 1)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` is SQLite's "the database is locked" (another connection holds the lock)."""
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _state(sql: sqlite3.Connection) -> tuple[int, int, int]:
+    """The state row (revision, compacted, changes) of ``sql``'s snapshot; CorruptRecordError if it is spoiled."""
+    row = sql.execute("SELECT revision, compacted, changes FROM nbdb_state").fetchone()
+    if row is None or type(row[0]) is not int or type(row[1]) is not int or type(row[2]) is not int:
+        raise errors.CorruptRecordError(
+            f"sqlite: the revision counter (nbdb_state) is {row!r}, not one row of whole numbers: "
+            "another writer spoiled it; restore the file from a backup"
+        )
+    revision, compacted, changes = row
+    return revision, compacted, changes
+
+
+_TIMED = "typeof(expires) IN ('real', 'integer')"
+"""A lease whose expiry is a number: one another tool set to text (which SQLite sorts after every
+number) is expired, not held for ever."""
+
+
 def _lease_holds(sql: sqlite3.Connection, key_of: Callable[[str], str], name: str, token: bytes) -> bool:
-    held = "SELECT 1 FROM nbdb_leases WHERE key = ? AND value = ? AND expires > ?"
+    held = f"SELECT 1 FROM nbdb_leases WHERE key = ? AND value = ? AND {_TIMED} AND expires > ?"
     return sql.execute(held, (key_of(name), token, time.time())).fetchone() is not None
 
 
 def _changed_under(sql: sqlite3.Connection, prefix: str, revision: int) -> bool:
-    newer = "SELECT 1 FROM nbdb_keys WHERE key >= ? AND key < ? AND mod_revision > ? LIMIT 1"
-    return sql.execute(newer, (prefix, _upper(prefix), revision)).fetchone() is not None
+    newer = "SELECT key, mod_revision FROM nbdb_keys WHERE key >= ? AND key < ? AND mod_revision > ? LIMIT 1"
+    row = sql.execute(newer, (prefix, _upper(prefix), revision)).fetchone()
+    if row is not None and type(row[1]) is not int:  # text sorts after every number: it read as "changed" for ever
+        raise errors.CorruptRecordError(
+            f"sqlite: key {row[0]!r} holds the revision {row[1]!r}, not a whole number: another writer spoiled "
+            "it; delete the key or restore the file from a backup"
+        )
+    return row is not None

@@ -82,9 +82,13 @@ def _parse_urls(values: list[str], backends: list[str]) -> dict[str, str]:
     for value in values:
         for item in filter(None, (v.strip() for v in value.split(","))):
             name, sep, url = item.partition("=")
-            if not sep or "://" not in url:
+            name, url = name.strip(), url.strip()
+            if not sep or not name or "://" not in url:
                 raise errors.ValidationError(f"--urls wants NAME=URL, got {item!r}")
-            urls[name.strip()] = url.strip()
+            if urls.get(name, url) != url:
+                # The last one silently won: a run measured one of two servers, whichever the user meant.
+                raise errors.ValidationError(f"--urls gives {name!r} two URLs: {urls[name]} and {url}")
+            urls[name] = url
     # A URL of a backend not measured was dropped without a word (--urls redis2=..., or --urls redis=...
     # without --backends redis): the run then measured something else, for up to an hour.
     unused = [name for name in urls if name not in backends]
@@ -188,16 +192,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
+        # A server's URL given here (--backends redis://...) is refused as a name: say where a URL goes.
+        urls_hint = "; a server's URL goes in --urls NAME=URL" if any("://" in b for b in unknown) else ""
         raise errors.ValidationError(
             f"unknown backend(s) {', '.join(map(repr, unknown)) or '(none given)'}; known: {', '.join(BACKENDS)}"
+            + urls_hint
         )
     groups = GROUPS
-    if args.workloads:
+    if args.workloads is not None:
         wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
         names = [g.name for g in GROUPS]
         bad = [w for w in wanted if w not in names]
-        if bad:
-            raise errors.ValidationError(f"unknown workload group(s) {', '.join(bad)}; known: {', '.join(names)}")
+        if bad or not wanted:
+            # An empty list ran every group ('') or none, and exited 0 with nothing measured (',').
+            given = ", ".join(bad) or "(none given)"
+            raise errors.ValidationError(f"unknown workload group(s) {given}; known: {', '.join(names)}")
         groups = tuple(g for g in GROUPS if g.name in wanted)
     urls = _parse_urls(args.urls, backends)
     sizes = SIZES[args.sizes or ("quick" if args.quick else "full")]

@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
+import logging
 import os
+import sysconfig
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -38,7 +42,13 @@ from nbdb.testing.databases import databases
 if TYPE_CHECKING:
     from nbdb.testing import Server
 
-__all__ = ["pytest_addoption", "pytest_collection_modifyitems", "pytest_generate_tests"]
+__all__ = [
+    "pytest_addoption",
+    "pytest_collection_modifyitems",
+    "pytest_generate_tests",
+    "pytest_runtest_call",
+    "pytest_runtest_makereport",
+]
 
 
 # What a spawned server needs to hold the kit's own models.
@@ -134,9 +144,130 @@ def _check_backends_load(urls: list[str]) -> None:
             if not sep or not scheme:
                 continue  # not a URL: connect says so, in each test
         try:
-            backend_class(scheme)
+            backend_class(scheme)  # an entry point that names no usable Backend is a BackendLoadError too
         except (BackendLoadError, ValidationError) as exc:  # it cannot be imported, or no backend has the scheme
             raise pytest.UsageError(f"--nbdb-url {url}: {exc}") from exc
+
+
+# ---------------------------------------------------------------- what to fix, when a backend lets a foreign error out
+
+_LOGGED = pytest.StashKey[list[str]]()
+"""The backend's foreign errors that nbdb logged (and retried) while a kit test ran."""
+
+_HINT_TITLE = "nbdb kit: what to fix"
+
+
+def _own_code_roots() -> tuple[str, ...]:
+    """Where code that is not the backend's (nor its client library's) lives: nbdb and what nbdb itself runs on."""
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
+    for name in ("nbdb", "pytest", "_pytest", "pluggy", "hypothesis", "pydantic", "pydantic_core"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if module.__file__:
+            roots.add(str(Path(module.__file__).parent))
+    return tuple(sorted(root.rstrip(os.sep) + os.sep for root in roots))
+
+
+_OWN_CODE = _own_code_roots()
+
+
+def foreign_origin(exc: BaseException) -> str | None:
+    """``file:line (function)`` of the innermost frame of backend code ``exc`` came through, if it is no nbdb error.
+
+    None for nbdb's errors, assertion failures, pytest's outcomes (skip, fail) and exceptions that never
+    passed through code outside nbdb, the standard library and pytest (a bug of nbdb's own).
+    """
+    if not isinstance(exc, Exception) or isinstance(exc, nbdb.errors.NbdbError | AssertionError):
+        return None
+    return _backend_frame(exc)
+
+
+def _backend_frame(exc: BaseException) -> str | None:
+    """``file:line (function)`` of the innermost frame of ``exc``'s traceback outside nbdb, the stdlib and pytest."""
+    origin = None
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not code.co_filename.startswith(_OWN_CODE) and not code.co_filename.startswith("<"):
+            origin = f"{code.co_filename}:{tb.tb_lineno} ({code.co_name})"
+        tb = tb.tb_next
+    return origin
+
+
+def _timed_out_in(exc: BaseException) -> str | None:
+    """Where in the backend a test stood when pytest-timeout ended it (its signal method raises there)."""
+    if not (isinstance(exc, pytest.fail.Exception) and str(exc).startswith("Timeout")):
+        return None
+    where = _backend_frame(exc)
+    if where is None:
+        return None
+    return (
+        f"The test timed out while the backend was at {where}.\n"
+        "A backend's call must return, or raise an nbdb.errors exception (BackendUnavailableError when the "
+        "store does not answer), within its request timeout. Every kit test waits its own timeout: while a call "
+        "can hang, run the kit with -x."
+    )
+
+
+def _foreign_hint(exc: BaseException, origin: str, how: str) -> str:
+    return (
+        f"{type(exc).__module__}.{type(exc).__qualname__}: {exc} {how} {origin}.\n"
+        "Only nbdb.errors exceptions may leave a backend: map the client library's exceptions to them with an "
+        "nbdb.retry.ExceptionMap (docs/writing-a-backend.md, 'Errors'), or fix the backend's bug that raised it."
+    )
+
+
+class _ForeignErrorLog(logging.Handler):
+    """Keeps what nbdb logs of a backend's foreign errors it survived (a watch stream re-opened after one)."""
+
+    def __init__(self, found: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.found = found
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        origin = None if exc is None else foreign_origin(exc)
+        if exc is not None and origin is not None:
+            hint = _foreign_hint(exc, origin, f"(logged by {record.name}, which went on) came out of the backend at")
+            if hint not in self.found and len(self.found) < 3:
+                self.found.append(hint)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Watch nbdb's log during a kit test for foreign errors of the backend that nbdb retried."""
+    if item.get_closest_marker("nbdb_kit") is None:
+        return (yield)
+    found: list[str] = []
+    handler, logger = _ForeignErrorLog(found), logging.getLogger("nbdb")
+    item.stash[_LOGGED] = found
+    logger.addHandler(handler)
+    try:
+        return (yield)
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Say what to fix when a kit test failed on an exception that is no nbdb error (raised or logged), or hung."""
+    report = yield
+    if report.failed and item.get_closest_marker("nbdb_kit") is not None:
+        hints = []
+        exc = call.excinfo.value if call.excinfo is not None else None
+        origin = None if exc is None else foreign_origin(exc)
+        if exc is not None and origin is not None:
+            hints.append(_foreign_hint(exc, origin, "reached nbdb from the backend at"))
+        stuck = None if exc is None else _timed_out_in(exc)
+        if stuck is not None:
+            hints.append(stuck)
+        if call.when == "call":
+            hints += [h for h in item.stash.get(_LOGGED, []) if h not in hints]
+        if hints:
+            report.sections.append((_HINT_TITLE, "\n".join(hints)))
+    return report
 
 
 def _function_of(name: str) -> str:

@@ -41,9 +41,14 @@ def test_cross_process_clients_share_data(db_factory: Callable[..., nbdb.Databas
 def test_namespaces_isolate(nbdb_url: str) -> None:
     with nbdb.connect(nbdb_url, namespace="kit-iso-a") as a, nbdb.connect(nbdb_url, namespace="kit-iso-b") as b:
         obj = a.create(KitParent(name="only-in-a"))
-        assert all(p.id != obj.id for p in b.list(KitParent))
+        leak = (
+            "an object created in namespace kit-iso-a is {} namespace kit-iso-b: from_url must honour namespace= "
+            "(a key-value backend passes key_prefix=f'{{namespace}}/' to KeyValueBackend.__init__)"
+        )
+        assert all(p.id != obj.id for p in b.list(KitParent)), leak.format("listed in")
         with pytest.raises(nbdb.NotFoundError):
             b.get(KitParent, obj.id)
+            pytest.fail(leak.format("read from"))
         a.delete(obj)
 
 

@@ -186,3 +186,28 @@ def test_lease_primitives_keep_one_holder(db: nbdb.Database) -> None:
     if not db.capabilities.locks:
         pytest.skip("backend declares no locks")
     check_lease_primitives(backend, f"kit-lease-{time.monotonic_ns()}")
+
+
+def test_lease_held_sees_the_leases_acquire_lease_takes(db: nbdb.Database) -> None:
+    """``lease_held`` answers for the leases the backend's own primitives keep.
+
+    Its default reads the key ``layout.lock(name)``; a store that keeps leases elsewhere and does not
+    override it reports every fenced write that merely conflicts as a lost lock.
+    """
+    backend = db.backend
+    if not isinstance(backend, KeyValueBackend):
+        pytest.skip(f"{type(backend).__name__} is not of the key-value family (its locks are checked through lock())")
+    if not db.capabilities.locks:
+        pytest.skip("backend declares no locks")
+    name, token = f"kit-held-{time.monotonic_ns()}", b"kit-holder"
+    assert backend.acquire_lease(name, token, 30), "acquire_lease: a free lease was refused"
+    try:
+        assert backend.lease_held(name, token), (
+            f"{type(backend).__name__}.lease_held says the token that acquire_lease just gave the lease to does not "
+            "hold it: a backend keeping leases outside its keys (a table, a dict) overrides lease_held to read "
+            "them (docs/writing-a-backend.md, the primitives' table)"
+        )
+        assert not backend.lease_held(name, b"kit-other"), f"{type(backend).__name__}.lease_held: a stranger holds it"
+    finally:
+        backend.release_lease(name, token)
+    assert not backend.lease_held(name, token), f"{type(backend).__name__}.lease_held: held after release_lease"

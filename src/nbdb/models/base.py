@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import json.encoder
+import re
 import types
 import typing
 import uuid
@@ -22,7 +23,7 @@ from typing import Any, ClassVar, Self, get_args, get_origin
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PlainSerializer, WrapSerializer
-from pydantic_core import core_schema
+from pydantic_core import PydanticSerializationError, core_schema
 
 import nbdb.models.ids as _ids
 from nbdb import errors
@@ -186,6 +187,28 @@ def _ref_spec(name: str, info: pydantic.fields.FieldInfo) -> RefSpec | None:
         if inner is not None:
             return RefSpec(name, inner.target, many=False, optional=optional or not info.is_required())
     return None
+
+
+_INTERRUPT = re.compile(
+    r"(?:^Error serializing to JSON|Error calling function `[^`]*`): (KeyboardInterrupt|SystemExit)(?::|$)"
+)
+"""The exception type as pydantic names it, after its own words: not a word of a message of the caller's."""
+
+
+def raise_interrupt(exc: PydanticSerializationError) -> None:
+    """Raise the KeyboardInterrupt (or SystemExit) that pydantic wrapped into ``exc``, if it wrapped one.
+
+    A Ctrl-C that lands while pydantic's serializer runs a Python function (a
+    field serializer, a custom type's) comes out as a PydanticSerializationError
+    whose text names it, the interrupt itself dropped (no ``__cause__``). Caught
+    as a serialization error it became "cannot be stored" (a ValidationError),
+    and a command stopped by Ctrl-C said the caller's data was wrong.
+    """
+    found = _INTERRUPT.search(str(exc))
+    if found is not None:
+        raise (
+            KeyboardInterrupt() if found.group(1) == "KeyboardInterrupt" else SystemExit(1)
+        ) from exc  # its code is lost
 
 
 def validation_error_of(exc: pydantic.ValidationError, title: str) -> errors.ValidationError:
@@ -598,6 +621,9 @@ class Model(BaseModel):
                 shown.append(adapter.dump_python(value, mode="json"))
             except pydantic.ValidationError as exc:
                 raise validation_error_of(exc, f"{cls.__name__}.{name}") from None
+            except PydanticSerializationError as exc:  # a field serializer of the caller's that failed
+                raise_interrupt(exc)
+                raise errors.ValidationError(f"{cls.__name__}.{name}: {exc}") from None
         return json.dumps(shown if len(group) > 1 else shown[0], sort_keys=True, separators=(",", ":"))
 
     def index_values(self, field: str) -> Iterator[Any]:

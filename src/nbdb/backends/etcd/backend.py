@@ -59,6 +59,9 @@ _SPLIT_PAGES = 4
 """A range with more than this many first pages left after its first is read as sub-ranges (see _read_span)."""
 _SPLIT_DEPTH = 512
 """Sub-ranges go no deeper than keys this long (a guard against keys sharing very long prefixes)."""
+_CLUSTER = 2
+"""A long range's page whose keys share more than this many characters past its prefix is read on upwards
+from them (ids clustered on a prefix: see ``EtcdBackend._read_ladder``), not one digit deeper."""
 _STEP_DIGITS = 12
 """A limited read's steps end at ids of this many hex digits (see ``EtcdBackend._read_from``)."""
 _PROBE = b"7fff"
@@ -147,6 +150,12 @@ def _id_bound(base: bytes, value: int, digits: int) -> bytes | None:
     """The key where ids of ``digits`` hex digits after ``base`` reach ``value`` (``base`` and ``value`` in
     ``digits`` hex digits); None from ``16**digits`` on, past every such id."""
     return base + b"%0*x" % (digits, value) if value < 16**digits else None
+
+
+def _shared(a: bytes, b: bytes) -> bytes:
+    """The longest prefix of ``a`` that ``b`` starts with."""
+    n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return a[:n]
 
 
 def _absent_keys(conditions: Sequence[Condition], token_key: str | None) -> list[str]:
@@ -323,12 +332,12 @@ class EtcdBackend(KeyValueBackend):
                 spans = [(p.encode(), wire.prefix_end(p.encode())) for p in concrete]
                 first = max(16, _PAGE // max(1, len(spans)))
                 pages, revision = self._first_pages(spans, first, revision)
-                for (base, end), (kvs, step) in zip(spans, pages, strict=True):
+                for (base, end), (kvs, step, left) in zip(spans, pages, strict=True):
                     out += _kvs(kvs)
-                    if len(kvs) == first:  # the page, or the large table's first step, holds more
-                        revision = self._read_span(
-                            kvs[-1].key + b"\0", end if step is None else step, base, revision, out
-                        )
+                    if left is not None:  # a full plain first page: the rest read as its count says
+                        revision = self._read_rest(kvs, end, base, left, revision, out)
+                    elif len(kvs) == first:  # the large table's first step holds more
+                        revision = self._read_span(kvs[-1].key + b"\0", step or end, base, revision, out)
                     if step is not None:
                         revision = self._read_span(step, end, base, revision, out, split=True)
                 objects = self.layout.objects
@@ -346,7 +355,7 @@ class EtcdBackend(KeyValueBackend):
 
     def _first_pages(
         self, spans: Sequence[tuple[bytes, bytes]], limit: int, revision: int
-    ) -> tuple[list[tuple[list[wire.KV], bytes | None]], int]:
+    ) -> tuple[list[tuple[list[wire.KV], bytes | None, int | None]], int]:
         """The first page of each table ``[base, end)`` at ``revision`` (0: now), none counting a large table whole.
 
         etcd 3.4 counts every key from a range's start to its end, whatever the limit: one read of a
@@ -363,14 +372,19 @@ class EtcdBackend(KeyValueBackend):
         ranges as a read; one of nested transactions (which could pick per table) went through raft,
         a proposal and a disk write for each list of several tables.
         Either way the keys returned are the first of the table (the step is where it starts);
-        returns, for each table, them and the end of the step (None: the read was the table's plain
-        first page), and the revision read, which every read is at. The probe only picks the read: a
+        returns, for each table, them, the end of the step (None: the read was the table's plain
+        first page) and, for a full plain first page, how many keys of the table are left past it
+        (from its count, which etcd paid for anyway; else None), and the revision read, which every
+        read is at. The probe only picks the read: a
         wrong guess costs round trips (or, for the plain read, the count of the table as before),
         never keys. ``7fff``, not ``0000``: ids that are counters (``0000…``, dense there: a compare
         would read them all) or time-ordered (UUIDv7: ``01…`` today) leave it empty and are read as
-        before (their first page counts the table).
+        before (their first page counts the table, once: its count then says how to read the rest,
+        :meth:`_read_rest`). No read that returns a short table whole in one round trip can tell a
+        large table of ids clustered under an unknown prefix from it without counting it: a probe
+        for the prefix (bisecting key bytes) would cost every short table round trips.
         """
-        out: list[tuple[list[wire.KV], bytes | None]] = []
+        out: list[tuple[list[wire.KV], bytes | None, int | None]] = []
         while len(out) < len(spans):
             batch = spans[len(out) : len(out) + self._read_ops]
             parts = []
@@ -387,13 +401,18 @@ class EtcdBackend(KeyValueBackend):
             batch = batch[: len(parts)]
             request = wire.txn_request([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
             try:
-                header, small, ranges, _ = self.client.txn(request, write=False)
+                header, small, ranges, reply = self.client.read_txn(request)
             except errors.ValidationError as exc:
                 self._refused(exc, len(parts))
                 continue
             revision = revision or header.revision
             if small:
-                out += [(kvs, None) for kvs in ranges]
+                full = any(len(kvs) == limit for kvs in ranges)
+                counts = wire.range_counts(reply) if full else [0] * len(ranges)
+                out += [
+                    (kvs, None, count - len(kvs) if len(kvs) == limit else None)
+                    for kvs, count in zip(ranges, counts, strict=True)
+                ]
                 continue
             steps = [
                 _id_bound(base, 1, _FIRST_STEP_DIGITS) if found else None
@@ -401,7 +420,7 @@ class EtcdBackend(KeyValueBackend):
             ]
             reads = [(base, end if step is None else step) for (base, end), step in zip(batch, steps, strict=True)]
             got, revision = self._read_many(reads, limit, revision)
-            out += list(zip(got, steps, strict=True))
+            out += [(kvs, step, None) for kvs, step in zip(got, steps, strict=True)]
         return out, revision
 
     def _read_span(
@@ -416,7 +435,9 @@ class EtcdBackend(KeyValueBackend):
         about a sixteenth each), each the same way, so a page counts only its own sub-range. The
         sub-ranges, with the stretches before the first and after the last (read in plain pages), cover
         ``[start, end)`` exactly whatever the keys; ids that share leading digits split again one digit
-        deeper, keys of other digits land in the stretches. ``base``: where the digits go (the table's
+        deeper, keys of other digits land in the stretches; ids that share more than ``_CLUSTER``
+        characters past ``base`` (one sub-range of each digit holds them all) are read on upwards
+        from the page instead (:meth:`_read_ladder`). ``base``: where the digits go (the table's
         prefix at first; None: plain pages only). ``split``: read as sub-ranges at once (``base`` given:
         the range is known to be large), without a first page.
         """
@@ -430,6 +451,8 @@ class EtcdBackend(KeyValueBackend):
                     return revision
                 start = kvs[-1].key + b"\0"
                 split = count - len(kvs) > _SPLIT_PAGES * _PAGE
+                if split and base is not None and self._clustered(kvs, base):
+                    return self._read_ladder(start, end, base, kvs, count - len(kvs), revision, out)
             if base is not None and split and len(base) < _SPLIT_DEPTH:
                 bounds = [_id_bound(base, d, 1) or wire.prefix_end(base) for d in range(17)]
                 pieces = [(None, b"", bounds[0])] + [(low, low, high) for low, high in pairwise(bounds)]
@@ -441,6 +464,53 @@ class EtcdBackend(KeyValueBackend):
                 return revision
             split = False
             page = min(page * 2, _MAX_PAGE)
+
+    @staticmethod
+    def _clustered(kvs: list[wire.KV], base: bytes) -> bool:
+        """Whether a page's keys share more than ``_CLUSTER`` characters past ``base`` (see :meth:`_read_ladder`)."""
+        return len(base) + _CLUSTER < len(_shared(kvs[0].key, kvs[-1].key)) < _SPLIT_DEPTH
+
+    def _read_rest(
+        self, kvs: list[wire.KV], end: bytes, base: bytes, left: int, revision: int, out: list[KeyValue]
+    ) -> int:
+        """The ``left`` keys of ``[base, end)`` past its full first page ``kvs`` (whose count said how many) appended
+        to ``out``; the revision read. Few: in plain pages; ids clustered on a prefix: upwards from the page
+        (:meth:`_read_ladder`); else as sub-ranges of the ids' leading digits at once (:meth:`_read_span`)."""
+        start = kvs[-1].key + b"\0"
+        if left <= _SPLIT_PAGES * _PAGE:
+            return self._read_span(start, end, base, revision, out)
+        if self._clustered(kvs, base):
+            return self._read_ladder(start, end, base, kvs, left, revision, out)
+        return self._read_span(start, end, base, revision, out, split=True)
+
+    def _read_ladder(
+        self, start: bytes, end: bytes, base: bytes, kvs: list[wire.KV], left: int, revision: int, out: list[KeyValue]
+    ) -> int:
+        """The ``left`` keys of ``[start, end)`` at ``revision`` appended to ``out``, read on from a page ``kvs`` whose
+        keys all share a prefix ``shared`` (``base`` and more than ``_CLUSTER`` characters); the revision read.
+
+        Ids that share leading characters past a range's next digit (counters' UUIDs, ``00000000-0000-…``;
+        time-ordered ones, UUIDv7's ``01…``; names) sit in one or two of that digit's sub-ranges, and
+        splitting one digit deeper at a time counted the whole cluster once a digit (a list of 100,000
+        counters' ids walked 1.3 million keys). So the rest is read upwards from the page, one character at
+        a time: the rest of the ids that share ``shared``, then those that share all but its last
+        character, and so on back to ``base``. Each step is a range of ids that share its prefix: read as
+        :meth:`_read_span` reads a range (a first page, sub-ranges of its digits if long), whole if the
+        keys left are few, as sub-ranges of its digits at once if not, and none once ``left`` keys came
+        (every read is at one revision: the first page's count is the range's). The steps cover
+        ``[start, end)`` exactly whatever the keys.
+        """
+        shared = _shared(kvs[0].key, kvs[-1].key)
+        want = len(out) + left
+        for n in range(len(shared), len(base) - 1, -1):
+            high = min(end, wire.prefix_end(shared[:n]))
+            if start < high:
+                many = want - len(out) > _SPLIT_PAGES * _PAGE
+                revision = self._read_span(start, high, shared[:n], revision, out, split=many)
+                start = high
+            if len(out) >= want:
+                return revision
+        return self._read_span(start, end, None, revision, out) if start < end else revision
 
     def _concrete(self, prefixes: Sequence[str]) -> tuple[list[str], int, tuple[str, ...] | None, list[str] | None]:
         """``prefixes`` with each ``o/*/<table>/`` (kvplan.ANY_TOPIC) spelled out for every topic present.
@@ -765,7 +835,7 @@ class EtcdBackend(KeyValueBackend):
         """
         pages, revision = self._first_pages(spans, limit, revision)
         out = []
-        for (base, end), (kvs, step) in zip(spans, pages, strict=True):
+        for (base, end), (kvs, step, _) in zip(spans, pages, strict=True):
             out.append(_kvs(kvs))
             if step is not None and len(kvs) < limit:
                 revision = self._read_from(step, end, base, limit, revision, out[-1], len(kvs))

@@ -340,6 +340,13 @@ class EtcdClient:
         header, succeeded, ranges = wire.parse_txn(reply)
         return header, succeeded, ranges, maybe_applied
 
+    def read_txn(self, request: bytes) -> tuple[wire.Header, bool, list[list[wire.KV]], bytes]:
+        """A read-only Txn: header, succeeded, range results, and the reply (``wire.range_counts`` reads how many
+        keys each range held: parsed only when asked)."""
+        reply, _ = self.call(_TXN, request, "transaction", write=False)
+        header, succeeded, ranges = wire.parse_txn(reply)
+        return header, succeeded, ranges, reply
+
     def nested_txns(self, request: bytes) -> tuple[wire.Header, list[tuple[bool, list[list[wire.KV]]]], bool]:
         """A Txn of nested ones: header, each nested one's succeeded and ranges, and maybe-applied (as :meth:`txn`)."""
         reply, maybe_applied = self.call(_TXN, request, "transaction", write=True)

@@ -167,9 +167,12 @@ class TableMap:
     """The planner's cache of the columns a compare-and-swap compares, and them sorted (made on first
     use): kept here, so it lives as long as the map (a module-level cache kept every map of every
     Database a process ever opened)."""
-    defaults: tuple[tuple[str, Any], ...] | None = field(default=None, init=False, repr=False, compare=False)
+    defaults: tuple[tuple[str, Any, ColumnMap], ...] | None = field(default=None, init=False, repr=False, compare=False)
     """The planner's cache of each mapped column and the cell the server leaves out for it
     (:func:`.datum.default_cell`), made on first use: compared with, never changed or handed out."""
+    spellings: Any = field(default=None, init=False, repr=False, compare=False)
+    """The members of some rows' text sets that read as another text (:mod:`.spellings`), made on
+    first use: kept here, to go with the map."""
 
     def unique_rule(self, field: str) -> UniqueRule | None:
         """The rule of the unique group named ``field`` (fields joined by ``+``), if any."""

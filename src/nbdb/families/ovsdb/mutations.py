@@ -41,7 +41,7 @@ from nbdb.families.ovsdb import ops
 from nbdb.families.ovsdb.datum import atom_from_wire, atom_to_wire, cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, stale_marks
-from nbdb.models.base import field_value, model_for_table
+from nbdb.families.ovsdb.spellings import stored_spellings
 from nbdb.spi import FieldChange, Mutate, RefKey
 
 __all__ = ["MarkBook", "MutationPlan", "is_native", "mark_of", "plan_mutation"]
@@ -202,35 +202,24 @@ def _whole_column(
     )
 
 
-def _as_stored(tm: TableMap, cm: ColumnMap, row: Mapping[str, Any] | None, change: FieldChange) -> FieldChange:
+def _as_stored(
+    tm: TableMap, cm: ColumnMap, row: Mapping[str, Any] | None, row_id: int, change: FieldChange
+) -> FieldChange:
     """``change``, removing also each member of the row's text set that reads as a member it removes.
 
     A read normalises what another writer stored (``ovn-nbctl`` keeps ``0A:00:00:00:00:01 10.0.0.5``
     and ``FD00::5`` as typed; the model reads ``0a:...`` and ``fd00::5``), while the server's
     ``delete`` compares text: removing a member as it was read removed nothing, and the mutation
-    reported success. Only a member the replica does not hold as it is costs a look at the others.
+    reported success. Every stored member that reads as a removed one goes, as given (``FD00::5``)
+    or as read (``fd00::5``), and however many spellings the set holds (see :mod:`.spellings`).
     """
     if not change.remove or row is None or cm.type.is_map or cm.one_of_set or cm.type.key.kind != "string":
         return change
     cell = row.get(cm.column)
     if not isinstance(cell, set):
         return change
-    wanted = {m for m in change.remove if m not in cell}
-    if not wanted:
-        return change
-    try:
-        model = model_for_table(tm.table)
-    except errors.NotFoundError:
-        return change
-    spelled = []
-    for atom in cell:
-        try:
-            read = field_value(model, change.field, [atom])
-        except errors.ValidationError:
-            continue  # another writer's garbage: nothing the caller could have read it as
-        if isinstance(read, list | tuple | set | frozenset) and any(value in wanted for value in read):
-            spelled.append(atom)
-    return replace(change, remove=(*change.remove, *sorted(spelled))) if spelled else change
+    spelled = stored_spellings(tm, cm, row_id, cell, change.remove)
+    return replace(change, remove=(*change.remove, *spelled)) if spelled else change
 
 
 def _external_ids(change: FieldChange | None, drop_marks: Iterable[str], token: str, now: float) -> list[list[Any]]:
@@ -272,7 +261,7 @@ def plan_mutation(
         cm = _column(tm, change.field)
         if cm is None:
             raise errors.UnsupportedError(f"{tm.table}.{change.field} cannot be mutated natively")
-        change = _as_stored(tm, cm, row, change)
+        change = _as_stored(tm, cm, row, op.id.int, change)
         try:
             try:
                 mutations += _map_mutations(cm, change) if cm.type.is_map else _set_mutations(cm, change)

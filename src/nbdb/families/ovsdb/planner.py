@@ -67,6 +67,7 @@ from nbdb.families.ovsdb.rows import (
     sealed,
     to_keep,
 )
+from nbdb.families.ovsdb.spellings import keep_spelling
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
 from nbdb.models.shape import ModelShape
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
@@ -134,8 +135,8 @@ def _compared(tm: TableMap, stored: Mapping[str, Any]) -> list[str]:
     return known[1]
 
 
-def _defaults(tm: TableMap) -> tuple[tuple[str, Any], ...]:
-    """Each mapped column of ``tm`` and its :func:`.datum.default_cell`, made once per table (``tm.defaults``).
+def _defaults(tm: TableMap) -> tuple[tuple[str, Any, ColumnMap], ...]:
+    """Each mapped column of ``tm``, its :func:`.datum.default_cell` and map, made once per table (``tm.defaults``).
 
     An update compares its cells with the stored row's, and a stored row lacks the columns the
     server left at their defaults (a port: about ten): one default cell made per column and
@@ -143,7 +144,7 @@ def _defaults(tm: TableMap) -> tuple[tuple[str, Any], ...]:
     """
     known = tm.defaults
     if known is None:
-        known = tm.defaults = tuple((cm.column, default_cell(cm.type)) for cm in tm.columns.values())
+        known = tm.defaults = tuple((cm.column, default_cell(cm.type), cm) for cm in tm.columns.values())
     return known
 
 
@@ -399,6 +400,15 @@ def _plan_put(
     if op.ttl is not None:
         ext[EXT_TTL] = repr(float(op.ttl))
         ext[EXT_EXPIRES] = f"{now + op.ttl:.3f}"
+    changed: dict[str, Any] = {}
+    if row is not None:
+        # Only what changes: less to encode, and the server rewrites less. A cell that differs as text
+        # but reads as the new one (another writer's spelling, "0A:00:00:00:00:01") is not changed:
+        # it is kept as stored, and written so (see .spellings).
+        for c, default, cm in _defaults(tm):
+            stored = row.get(c, default)  # a column the stored row lacks holds its default
+            if cells[c] != stored and not keep_spelling(tm, cm, stored, cells, wire, values, doc.get(cm.field)):
+                changed[c] = wire[c]
     written: Row = {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
@@ -416,11 +426,6 @@ def _plan_put(
         insert = {"op": "insert", "table": tm.db_table, "uuid": id_text, "row": {**wire, **keys}}
         stages.body.append((insert, ("insert", key)))
     else:
-        # Only what changes: less to encode, and the server rewrites less.
-        changed = {}
-        for c, default in _defaults(tm):
-            if cells[c] != row.get(c, default):  # a column the stored row lacks holds its default
-                changed[c] = wire[c]
         changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
         changed.update(keys)
         stages.body.append(

@@ -74,6 +74,7 @@ __all__ = [
     "VersionBook",
     "Written",
     "carried",
+    "column_value",
     "content_digest",
     "field_cell",
     "kept_wire",
@@ -492,6 +493,11 @@ def _doc_value(cm: ColumnMap, cell: Any) -> Any:
         # A required string column read into an optional field: "" means unset.
         return None
     return cell
+
+
+def column_value(cm: ColumnMap, cell: Any) -> Any:
+    """What :func:`render` makes of the cell ``cell`` of ``cm`` (None: the column's default)."""
+    return _doc_value(cm, default_cell(cm.type) if cell is None else cell)
 
 
 def _digest(data: bytes) -> str:

@@ -1,0 +1,197 @@
+"""The sqlite backend beside other writers of its file: long transactions, Ctrl-C, close(), spoiled rows.
+
+Another connection holding SQLite's write lock stands for another process's
+long transaction (the lock is the file's, whatever process holds it); rows
+written with the ``sqlite3`` module stand for an edit with the ``sqlite3`` shell.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import nbdb
+from nbdb.conformance.kit import watched_and_cached
+from nbdb.models import LogicalSwitch
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "nb.db"
+
+
+@contextmanager
+def write_locked(path: Path) -> Iterator[None]:
+    """Another connection to an nbdb file holds SQLite's write lock within the block."""
+    nbdb.connect(f"sqlite:///{path}").close()
+    raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        raw.execute("ROLLBACK")
+        raw.close()
+
+
+def test_an_nbdb_file_opens_and_reads_while_another_process_holds_a_long_write_transaction(path: Path) -> None:
+    # Opening took the write lock to check the schema: it waited ?timeout= and failed.
+    with write_locked(path), nbdb.connect(f"sqlite:///{path}?timeout=0.2") as db:
+        assert db.list(LogicalSwitch) == []
+        with pytest.raises(nbdb.BackendUnavailableError, match="locked"):
+            db.create(LogicalSwitch(name="waits"))
+
+
+def test_close_ends_another_thread_s_wait_for_the_write_lock(path: Path) -> None:
+    # The wait slept in SQLite for all of ?timeout=, and close() waited behind it.
+    db = nbdb.connect(f"sqlite:///{path}?timeout=30")
+    outcome: list[BaseException] = []
+    waiting = threading.Event()
+
+    def write() -> None:
+        waiting.set()
+        try:
+            db.create(LogicalSwitch(name="waits"))
+        except BaseException as exc:  # the test looks at it
+            outcome.append(exc)
+
+    with write_locked(path):
+        writer = threading.Thread(target=write)
+        writer.start()
+        waiting.wait(10)
+        time.sleep(0.3)  # into the wait, most likely (else close() comes first: "closed" as well)
+        db.close()
+        writer.join(60)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], nbdb.BackendUnavailableError)
+    assert "closed" in str(outcome[0]), "close() ended the wait, not ?timeout="
+
+
+def test_a_lock_s_timeout_bounds_its_wait_for_the_write_lock(path: Path) -> None:
+    # Each try to take the lease waited all of ?timeout= (30 s here) for SQLite's write lock.
+    with nbdb.connect(f"sqlite:///{path}?timeout=30") as db, write_locked(path):
+        with pytest.raises(nbdb.BackendUnavailableError, match="caller's timeout"):
+            with db.lock("leader", ttl=5, timeout=0.2):
+                pass
+
+
+def test_ctrl_c_ends_a_wait_for_the_write_lock(path: Path) -> None:
+    # SQLite's wait sleeps in C: Python raised the KeyboardInterrupt only after all of ?timeout= (600 s here).
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sqlite3, threading
+        import nbdb
+        from nbdb.models import LogicalSwitch
+        db = nbdb.connect("sqlite:///{path}?timeout=600")
+        raw = sqlite3.connect({str(path)!r}, isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            db.create(LogicalSwitch(name="waits"))
+        except KeyboardInterrupt:
+            print("interrupted", raw.in_transaction, flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("Ctrl-C did not end the wait for the write lock")
+    assert out.split() == ["interrupted", "True"], err
+
+
+@pytest.mark.parametrize("revision", ["x", 99], ids=["text", "ahead-of-the-counter"])
+def test_a_change_log_row_of_no_commit_is_not_delivered(path: Path, revision: object) -> None:
+    # A text revision sorted after every number: every read of the log returned it, a watch delivered a
+    # change no commit made, and a cache re-listed after a TypeError, again and again; a page showed its
+    # "previous" value. A row ahead of the revision counter was delivered before its revision was reached.
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        victim = db.create(LogicalSwitch(name="victim"))
+        key = f"o/~/LogicalSwitch/{victim.id}"
+        with watched_and_cached(db, LogicalSwitch) as watched:
+            raw = sqlite3.connect(path, isolation_level=None)
+            (value,) = raw.execute("SELECT value FROM nbdb_keys WHERE key = ?", (key,)).fetchone()
+            ghost = value.replace(b"victim", b"ghost")
+            raw.execute("INSERT INTO nbdb_changes VALUES (?, ?, ?, 2, ?, 1)", (revision, key, ghost, ghost))
+            raw.close()
+            after = db.create(LogicalSwitch(name="after"))
+            events: list[nbdb.ChangeEvent[LogicalSwitch]] = []
+            for _ in range(50):
+                events += watched.watch.poll(0.2)
+                if any(e.new is not None and e.new.id == after.id for e in events):
+                    break
+            assert [(e.kind, e.object.name) for e in events] == [(nbdb.EventKind.CREATED, "after")]
+            assert watched.cache.wait_for(after, 15)
+            assert sorted(s.name for s in watched.cache.list(LogicalSwitch)) == ["after", "victim"]
+            assert watched.cache.relists == 0
+        assert sorted(s.name for s in db.list(LogicalSwitch, limit=10)) == ["after", "victim"]
+
+
+def test_a_spoiled_revision_counter_is_a_corrupt_record(path: Path) -> None:
+    # Every read and write hit a TypeError unpacking the missing row.
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        sqlite3.connect(path, isolation_level=None).execute("DELETE FROM nbdb_state").connection.close()
+        for call in (
+            lambda: db.list(LogicalSwitch),
+            lambda: db.list(LogicalSwitch, limit=5),
+            lambda: db.create(LogicalSwitch(name="t")),
+            lambda: db.delete(switch),
+            lambda: db.watch(LogicalSwitch, since=0).poll(1),
+        ):
+            with pytest.raises(nbdb.CorruptRecordError, match="nbdb_state"):
+                call()
+    with pytest.raises(nbdb.CorruptRecordError, match="nbdb_state"):
+        nbdb.connect(f"sqlite:///{path}")
+
+
+def test_a_file_marked_as_nbdb_s_without_its_tables_is_refused(path: Path) -> None:
+    # It opened, and every call was a BackendUnavailableError "no such table".
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute(f"PRAGMA application_id={0x6E626462}")
+    raw.execute("PRAGMA user_version=1")
+    raw.close()
+    with pytest.raises(nbdb.CorruptRecordError, match="lacks nbdb_changes, nbdb_keys, nbdb_leases, nbdb_state"):
+        nbdb.connect(f"sqlite:///{path}")
+
+
+def test_a_lease_whose_expiry_another_tool_set_to_text_expires(path: Path) -> None:
+    # Text sorts after every number in SQLite: `expires <= now` never held, and the lock was taken for ever.
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        with db.lock("spoiled", ttl=5, timeout=1):
+            raw = sqlite3.connect(path, isolation_level=None)
+            raw.execute("UPDATE nbdb_leases SET expires = 'never', value = X'00'")
+            raw.close()
+        with db.lock("spoiled", ttl=5, timeout=2) as handle:
+            assert not handle.lost
+
+
+def test_a_referrer_whose_revision_another_tool_set_to_text_is_a_corrupt_record(path: Path) -> None:
+    # A text mod_revision read as "changed since" for ever: a delete that checks the referrers was
+    # refused as a conflict at every try.
+    from nbdb.models import LogicalSwitchPort
+
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        db.create(LogicalSwitchPort(name="p", switch=switch.id))
+        other = db.create(LogicalSwitch(name="t"))
+        raw = sqlite3.connect(path, isolation_level=None)
+        spoiled = raw.execute("UPDATE nbdb_keys SET mod_revision = 'x' WHERE key LIKE 'r/%'").rowcount
+        raw.close()
+        assert spoiled == 1
+        with pytest.raises(nbdb.CorruptRecordError, match="not a whole number"):
+            db.delete(switch, cascade=True)
+        db.delete(other)  # a commit beside it is not held up
+        assert [s.name for s in db.list(LogicalSwitch)] == ["s"]
