@@ -33,8 +33,8 @@ from nbdb.commit_context import check_flag
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.hub import open_stream
-from nbdb.models.base import Model, check_field_value
-from nbdb.projection import projections
+from nbdb.models.base import Model, check_field_value, check_held_object
+from nbdb.projection import PartialView, projections
 from nbdb.replica import Indexes, bucket_objects, index, index_all, index_nulls, matches, reindex, unindex
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.timeouts import timeout_of
@@ -84,6 +84,25 @@ _CLOSED: dict[Any, Any] = _Closed()
 _POLL_SECONDS = 0.5
 _MAX_BACKOFF = 5.0
 _CLOSE_WAIT = 5.0
+
+
+def object_id(model: type[Model], field: str, value: Any) -> UUID:
+    """The id a find() of ``model`` by ``field`` compares, for an object given as its value.
+
+    ValidationError for an object the field cannot hold: one of another table than the one it
+    references (find(LogicalSwitchPort, switch=router) took the router's id and silently found
+    nothing), or any object for a field that is no reference and holds no UUID (name=switch).
+    A projected cache's view of an object stands for it (it was refused as no UUID).
+    """
+    if not check_held_object(model, field, value) and field in model.model_fields:
+        try:
+            check_field_value(model, field, value.id)  # a plain UUID field may hold any object's id
+        except errors.ValidationError:
+            raise errors.ValidationError(
+                f"{model.__name__}.{field} is no reference: find it by its value, not a {type(value).__name__}"
+            ) from None
+    found: UUID = value.id
+    return found
 
 
 class Replica:
@@ -709,8 +728,8 @@ class Cache:
             if indexes is not None:
                 buckets = indexes.get(key)
                 if buckets is not None and type(value) not in _UNINDEXED:
-                    if type(value) not in _SCALARS and isinstance(value, Model):
-                        value = value.id
+                    if type(value) not in _SCALARS and isinstance(value, Model | PartialView):
+                        value = object_id(model, key, value)
                     elif value is None and key not in self._nulls[model]:
                         self._replica.index_nulls(model, key)
                     try:
@@ -740,8 +759,8 @@ class Cache:
             if key not in fields:
                 kept = " (not kept by this cache's projection)" if model in self._views else ""
                 raise errors.ValidationError(f"{model.__name__} has no field {key!r}{kept}")
-            if isinstance(value, Model):
-                equals[key] = value.id
+            if isinstance(value, Model | PartialView):  # a projected cache's view of the object too
+                equals[key] = object_id(model, key, value)
             elif type(value) is str and (key == "id" or any(ref.field == key for ref in model.nbdb_references)):
                 # The id as text (from JSON, a CLI) was compared with the UUIDs stored: never equal, so a
                 # port of a switch given by str(switch.id) was silently not found (and find(id=text) too).

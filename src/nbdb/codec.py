@@ -399,11 +399,34 @@ def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: in
     return cast(M, got)
 
 
+_SHOWN_TEXT = 300
+"""At most this many characters of a stored reference's text are shown in a corrupt record's message."""
+
+
 def _invalid(model: type[Model], table: str, id: UUID, exc: pydantic.ValidationError) -> errors.CorruptRecordError:
     return errors.CorruptRecordError(
-        f"stored {table} {id} is not a valid {model.__name__}: {validation_error_of(exc, model.__name__)}",
+        f"stored {table} {id} is not a valid {model.__name__}: {validation_error_of(exc, model.__name__)}"
+        f"{_stored_references(model, exc)}",
         table=table,
     )
+
+
+def _stored_references(model: type[Model], exc: pydantic.ValidationError) -> str:
+    """What a record held instead of an id in its reference fields (empty if nothing).
+
+    A store that maps another writer's rows may find no one id to give a reference (OVSDB: a port
+    in two switches' ``ports`` sets) and write there what it found ("held by 2 parents: <ids>");
+    the message said only "switch: Input should be a valid UUID, invalid length: found 93", not
+    which parents. A reference's text holds ids, nothing secret, so it is shown (cut short).
+    """
+    fields = {ref.field for ref in model.nbdb_references}
+    shown = []
+    for error in exc.errors(include_url=False):
+        loc, value = error["loc"], error.get("input")
+        if loc and loc[0] in fields and type(value) is str:
+            text = value if len(value) <= _SHOWN_TEXT else value[:_SHOWN_TEXT] + "..."
+            shown.append(f"{'.'.join(str(p) for p in loc)} holds {text!r}")
+    return f" ({'; '.join(shown)})" if shown else ""
 
 
 def _raised(model: type[Model], table: str, id: UUID, exc: Exception) -> errors.CorruptRecordError:

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, TypedDict, Unpack
+from uuid import UUID
 
 from nbdb import errors
 from nbdb.dispatch import Predicate, is_stop, raise_if_stop
@@ -137,24 +138,28 @@ class CacheQueue(WorkQueue[Key]):
                         log.exception("%s: predicate failed on resync of %s %s", self.name, model.nbdb_table, obj.id)
                 self.add((model, obj.id))
 
-    def _check(self, key: object) -> None:
-        """Refuse a key that is no ``(Model, id)`` of the queue's models: a worker's ``object(key)`` raised
+    def _check(self, key: object) -> Key:
+        """``key`` as the queue holds it: ``(Model, UUID)``.
+
+        Refuse a key that is no ``(Model, id)`` of the queue's models: a worker's ``object(key)`` raised
         TypeError on it, outside the reconcile's ``try``, and the worker thread ended for good (the key stuck
-        processing, nothing reconciled again, ``wait_idle()`` never True)."""
+        processing, nothing reconciled again, ``wait_idle()`` never True). An id given as text is the
+        object's key: kept as text, it was another key than the cache's, and the object was handed to two
+        workers at once (and a reconcile's ``key[1]`` was not the object's id)."""
         if not (isinstance(key, tuple) and len(key) == 2 and any(key[0] is m for m in self.models)):
             names = ", ".join(m.__name__ for m in self.models)
             raise errors.ValidationError(f"{self.name}: a cache's queue holds (Model, id) keys of {names}, not {key!r}")
-        check_uuid(key[1])
+        if type(key[1]) is UUID:
+            return key
+        return (key[0], check_uuid(key[1]))
 
     def add(self, key: Key) -> None:
         """Queue ``key``, a ``(Model, id)`` of the queue's models (ValidationError otherwise)."""
-        self._check(key)
-        super().add(key)
+        super().add(self._check(key))
 
     def add_after(self, key: Key, delay: float) -> None:
         """:meth:`add` ``key`` once ``delay`` seconds have passed (see :meth:`WorkQueue.add_after`)."""
-        self._check(key)
-        super().add_after(key, delay)
+        super().add_after(self._check(key), delay)
 
     def object(self, key: Key) -> Model | None:
         """The cached object of ``key``, else the last copy seen before its deletion, else None."""
@@ -176,7 +181,7 @@ class CacheQueue(WorkQueue[Key]):
 
         (A controller whose reconcile returned a delay never became idle: every key was always waiting.)
         """
-        self._check(key)
+        key = self._check(key)
         if timeout_of(seconds, "re-check delay") is None:
             return  # longer than anybody waits
         with self._cond:

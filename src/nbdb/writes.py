@@ -12,10 +12,11 @@ from typing import Any, TypeVar, cast, get_args, get_origin, overload
 from uuid import UUID
 
 from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
 from nbdb import errors
 from nbdb.codec import decode, encode
-from nbdb.models.base import Model, lineage_is_own
+from nbdb.models.base import Model, check_held_object, lineage_is_own
 from nbdb.models.ids import claim
 from nbdb.spi import DEFERRED, Delete, FieldChange, Mutate, Put, Record, UniqueKey
 from nbdb.storable import check_storable, storable
@@ -167,13 +168,16 @@ def _shape(model: type[Model], field: str) -> tuple[str, TypeAdapter[Any] | None
 
 def _normal(adapter: TypeAdapter[Any] | None, value: Any, model: type[Model], field: str) -> Any:
     if isinstance(value, Model):
+        check_held_object(model, field, value)  # a router added to a port group's ports: not a missing port
         value = value.id
     if adapter is None:
         return value
     try:
         return adapter.validate_python(value)
     except Exception as exc:  # pydantic's ValidationError, any validator's ValueError
-        raise errors.ValidationError(f"{model.__name__}.{field}: {value!r} is not a valid member ({exc})") from None
+        # pydantic's own text is several lines naming its internal schema ("json-or-python[...]"): its messages.
+        why = "; ".join(e["msg"] for e in exc.errors()) if isinstance(exc, PydanticValidationError) else str(exc)
+        raise errors.ValidationError(f"{model.__name__}.{field}: {value!r} is not a valid member: {why}") from None
 
 
 def _key(value: Any) -> Hashable:

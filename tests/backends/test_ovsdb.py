@@ -671,8 +671,12 @@ def test_a_child_another_writer_put_in_a_second_parents_set_is_a_corrupt_record(
     for _round in range(2):
         _foreign_transact(server, ports(second, "insert", port))
         assert eventually(lambda: key in cache.corrupt, timeout=10)
-        with pytest.raises(nbdb.CorruptRecordError, match="switch"):
+        with pytest.raises(nbdb.CorruptRecordError, match="switch") as caught:
             db.get(LogicalSwitchPort, port.id)
+        # The message names the parents that hold it (it said only "switch: Input should be a valid
+        # UUID, invalid length: found 93"), as does the cache's record of it.
+        for message in (str(caught.value), str(cache.corrupt[key])):
+            assert "2 parents" in message and str(first.id) in message and str(second.id) in message
         assert [p.id for p in db.list(LogicalSwitchPort, skip_corrupt=True)] == [sibling.id]
         # It references both: a delete of either names it, and a cascade meets it as the corrupt record it is.
         with pytest.raises(nbdb.ReferenceError, match=str(port.id)):

@@ -47,6 +47,7 @@ __all__ = [
     "Reference",
     "all_models",
     "check_field_value",
+    "check_held_object",
     "check_references_resolve",
     "committed_all",
     "freeze_lineage",
@@ -74,13 +75,35 @@ _OWN: Any = object()
 """What a copy's private dict holds for lineage it does not keep: its own values are the stored ones."""
 
 
-def _id_of(value: Any) -> Any:
-    """Let a reference field take the referenced model itself, not only its id."""
-    if type(value) is uuid.UUID or value is None:
-        return value  # the common case, without the ABC instance check a model class costs
-    if isinstance(value, Model):
-        return value.id
-    return value
+def _id_in(target: str) -> Callable[[Any], Any]:
+    """What lets a reference field to ``target`` take the referenced model itself, not only its id."""
+
+    known: set[type] = set()  # model classes of ``target``'s table met so far: no ABC check nor table look again
+
+    def id_of(value: Any) -> Any:
+        cls = type(value)
+        if cls is uuid.UUID or value is None:
+            return value  # the common case, without the ABC instance check a model class costs
+        if cls in known:
+            return value.id
+        if isinstance(value, Model):
+            if cls.nbdb_table != target:
+                # A router given for a port's switch was taken for its id: the write then named a switch
+                # that never was (ReferenceError), and a replace() or an unwritten copy pointed at nothing.
+                raise ValueError(
+                    f"the field references {target}: a {cls.__name__} (of table {cls.nbdb_table}) is no such object"
+                )
+            if len(known) >= _KNOWN_CLASSES:
+                known.clear()  # bounded: classes made at run time (tests) are not kept alive for ever
+            known.add(cls)
+            return value.id
+        return value
+
+    return id_of
+
+
+_KNOWN_CLASSES = 16
+"""Model classes a reference field remembers as of its table (one or two in practice: the model, a twin)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +122,7 @@ class Reference:
         # straight to the UUID validator, without a Python call per reference (4 per port).
         inner = handler(source)
         return core_schema.json_or_python_schema(
-            json_schema=inner, python_schema=core_schema.no_info_before_validator_function(_id_of, inner)
+            json_schema=inner, python_schema=core_schema.no_info_before_validator_function(_id_in(self.target), inner)
         )
 
 
@@ -855,6 +878,33 @@ def check_field_value(model: type[Model], name: str, value: Any) -> None:
         _field_adapter(model, name).validate_python(value)
     except pydantic.ValidationError as exc:
         raise validation_error_of(exc, f"{model.__name__}.{name}") from None
+
+
+@functools.lru_cache(maxsize=1024)
+def held_table(model: type[Model], name: str) -> str | None:
+    """The table whose objects' ids ``model``'s field ``name`` holds (its own for ``id``); None for no reference."""
+    if name == "id":
+        return model.nbdb_table
+    return next((ref.target for ref in model.nbdb_references if ref.field == name), None)
+
+
+def check_held_object(model: type[Model], name: str, value: Any) -> bool:
+    """Whether ``model``'s field ``name`` holds ids of objects; ValidationError if ``value`` (an object, or a
+    projected cache's view of one: anything with its table's ``nbdb_table``) is of another table than it holds.
+
+    A router given for a port's switch (find(LogicalSwitchPort, switch=router), a mutate adding a router to a
+    port group's ports) was taken for its id: a silent miss, or a ReferenceError naming a switch that never was.
+    """
+    table = held_table(model, name)
+    if table is None:
+        return False
+    if type(value).nbdb_table != table:
+        what = "is" if name == "id" else "references"
+        raise errors.ValidationError(
+            f"{model.__name__}.{name} {what} {table}: a {type(value).__name__} (of table "
+            f"{type(value).nbdb_table}) is no such object"
+        )
+    return True
 
 
 def field_value(model: type[Model], name: str, value: Any) -> Any:
