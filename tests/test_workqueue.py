@@ -274,3 +274,26 @@ class QueueMachine(RuleBasedStateMachine):
 
 QueueMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 test_queue_rules_hold_for_random_schedules = QueueMachine.TestCase
+
+
+def test_one_limiter_shared_by_threads_counts_every_retry() -> None:
+    # Two controllers may share one RateLimiter, each queue calling it under its own lock: the bucket's
+    # read-modify-write lost about half the retries of 8 threads, so the overall rate let more through.
+    import sys
+    import threading
+
+    limiter: RateLimiter[tuple[int, int]] = RateLimiter(base=1e-6, max_delay=1, rate=1.0, burst=10, clock=lambda: 0.0)
+    threads, each = 8, 10_000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython will, to meet the race if there is one
+    try:
+        workers = [threading.Thread(target=lambda t=t: [limiter.when((t, i)) for i in range(each)]) for t in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    # With the clock still, every retry past the burst owes a token: the next one waits for all of them.
+    assert limiter.when((-1, -1)) == threads * each + 1 - 10
+    assert all(limiter.failures((t, i)) == 1 for t in range(threads) for i in (0, each - 1))
