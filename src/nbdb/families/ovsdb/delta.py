@@ -19,6 +19,7 @@ same ``wait``), with the kept members still as stored (:func:`.mutations.set_mut
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from nbdb.families.ovsdb.mapping import ColumnMap, TableMap
@@ -51,29 +52,27 @@ def column_delta(
             return None
         drop = {k for k, v in stored.items() if k not in new or new[k] != v}
         pairs = {k: v for k, v in new.items() if k not in stored or stored[k] != v}
-        if not _pays(len(drop) + len(pairs), len(new)):
+        changed, size, make = len(drop) + len(pairs), len(new), partial(map_mutations, cm, pairs, drop)
+    else:
+        if not cm.type.is_set or not isinstance(stored, set) or not isinstance(new, set):
             return None
-        try:
-            return map_mutations(cm, pairs, drop)
-        except Whole:
-            return None
-    if not cm.type.is_set or not isinstance(stored, set) or not isinstance(new, set):
-        return None
-    spelled = kept_members(tm, cm, row_id, stored, new) if cm.type.key.kind == "string" else {}
-    kept = new
-    if spelled:  # some stored spellings stay: the row as written holds them
-        kept = (new - spelled.keys()) | set(spelled.values())
-        cells[cm.column] = kept
-        wire[cm.column] = cm.to_wire(kept)
-        value = values.get(cm.field)
-        # In the order the row's document had in nbdb's text (sorted): it decodes as the update's did.
-        values[cm.field] = [spelled.get(a, a) for a in value] if isinstance(value, list) else column_value(cm, kept)
-    add, gone = kept - stored, stored - kept
-    if not _pays(len(add) + len(gone), len(kept)):
+        gone, add = stored - new, new - stored
+        spelled = kept_members(tm, cm, row_id, stored, gone, new) if gone and cm.type.key.kind == "string" else {}
+        kept = new
+        if spelled:  # some stored spellings stay: the row as written holds them
+            kept = (new - spelled.keys()) | set(spelled.values())
+            cells[cm.column] = kept
+            wire[cm.column] = cm.to_wire(kept)
+            value = values.get(cm.field)
+            # In the order the row's document had in nbdb's text (sorted): it decodes as the update's did.
+            values[cm.field] = [spelled.get(a, a) for a in value] if isinstance(value, list) else column_value(cm, kept)
+            gone, add = gone - kept, add - spelled.keys()
+        changed, size, make = len(add) + len(gone), len(kept), partial(set_mutations, cm, add, gone)
+    if not _pays(changed, size):
         return None
     try:
-        return set_mutations(cm, add, gone)
-    except Whole:
+        return make()
+    except Whole:  # no order of mutations stays within the column's size bounds whatever it holds
         return None
 
 

@@ -146,16 +146,16 @@ _FEW = 64
 """Stored members that differ as text from an update's at most, read one by one; past that, through the row's memo."""
 
 
-def kept_members(tm: TableMap, cm: ColumnMap, row_id: int, stored: set[str], new: set[str]) -> dict[str, str]:
-    """The members of ``new`` (an update's set, in nbdb's text) that ``stored`` holds in another spelling
-    -> that spelling: an update that leaves them as stored writes them so (one spelling per value,
-    none where ``stored`` holds the update's own text).
-
-    Only the stored members ``new`` lacks are read (the update's are nbdb's text, read as themselves);
-    many (an ``ovn-nbctl`` set of upper-case addresses) through the row's memo (:func:`_odd`).
+def kept_members(
+    tm: TableMap, cm: ColumnMap, row_id: int, stored: set[str], only: set[str], new: set[str]
+) -> dict[str, str]:
+    """The members of ``new`` (an update's set, in nbdb's text) that ``stored`` holds in another
+    spelling only -> that spelling: an update that leaves them as stored writes them so (one spelling
+    per value). ``only``: the stored members ``new`` lacks, the only ones read (the update's are
+    nbdb's text, which reads as itself); many (an ``ovn-nbctl`` set of upper-case addresses) through
+    the row's memo (:func:`_odd`).
     """
     model = _model(tm, cm)
-    only = stored - new
     if model is None or not only:
         return {}
     if len(only) <= _FEW:
