@@ -250,3 +250,18 @@ def test_a_set_changed_by_another_writer_since_it_was_read_fails_the_update(nb: 
         db.update(current.replace(addresses=[*current.addresses, "10.0.0.50"]))
     stored = nbctl(nb, "get", "Address_Set", "as", "addresses")
     assert '"10.0.0.99"' in stored and '"10.0.0.50"' in stored and '"10.0.0.1"' in stored
+
+
+def test_an_update_of_a_big_set_of_other_spellings_keeps_them(nb: OvsdbServer) -> None:
+    # More stored members than an update reads one by one: read through the row's memo of spellings.
+    members = [f"FD00::{i:X}" for i in range(1, 201)]
+    nbctl(nb, "create", "Address_Set", "name=big", "addresses=" + ",".join(f'"{m}"' for m in members))
+    with nbdb.connect(nb.url) as db:
+        [group] = db.list(AddressSet)
+        updated = db.update(group.replace(addresses=sorted([*group.addresses[1:], "10.0.0.1"])))
+        assert db.get(AddressSet, group.id) == updated
+        again = db.update(updated.replace(addresses=sorted([*updated.addresses, "10.0.0.2"])))
+        assert db.get(AddressSet, group.id) == again
+    gone = group.addresses[0].upper()
+    stored = nbctl(nb, "get", "Address_Set", "big", "addresses")
+    assert stored == str(sorted([*(m for m in members if m != gone), "10.0.0.1", "10.0.0.2"])).replace("'", '"')
