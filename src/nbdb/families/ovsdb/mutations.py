@@ -49,7 +49,6 @@ __all__ = [
     "MutationPlan",
     "Whole",
     "is_native",
-    "map_mutations",
     "mark_of",
     "plan_mutation",
     "set_mutations",
@@ -161,15 +160,10 @@ def _pairs(change: FieldChange) -> dict[Any, Any]:
 
 
 def _map_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
-    pairs = _pairs(change)
-    return map_mutations(cm, pairs, {*change.remove, *pairs})
-
-
-def map_mutations(cm: ColumnMap, pairs: Mapping[Any, Any], drop: set[Any]) -> list[list[Any]]:
-    """The mutations of map column ``cm`` that delete the keys ``drop`` (every key of ``pairs`` among
-    them), then insert ``pairs``; :class:`Whole` where that may leave the map's size bounds."""
     # A map "insert" leaves a key that is there alone: drop the keys to be set first. Between the two,
     # the map may hold fewer than its minimum (a key set anew in a map of at least one pair).
+    pairs = _pairs(change)
+    drop = {*change.remove, *pairs}
     if pairs and cm.type.min > 0:
         raise Whole
     out: list[list[Any]] = []
