@@ -198,3 +198,71 @@ def test_a_removal_from_a_big_set_validates_the_members_it_removes_not_the_set(n
             profile.disable()
             assert _validations(profile) <= 5
         assert len(group.addresses) == 2000 and not any(":" in a for a in group.addresses)
+
+
+def test_an_update_that_adds_and_removes_members_leaves_the_others_as_ovn_nbctl_spelled_them(nb: OvsdbServer) -> None:
+    # A changed set was written whole in nbdb's spelling: the members the caller kept, which
+    # ovn-nbctl had stored as FD00::5 or 0A:00:..., were rewritten, and ovn-nbctl showed them changed.
+    nbctl(nb, "create", "Address_Set", "name=as", 'addresses="FD00::5","FD00:0::6","10.0.0.7"')
+    nbctl(nb, "create", "Address_Set", "name=small", 'addresses="FD00::5","10.0.0.7"')
+    nbctl(nb, "ls-add", "ls")
+    nbctl(nb, "lsp-add", "ls", "p")
+    nbctl(nb, "lsp-set-addresses", "p", "0A:00:00:00:00:01 10.0.0.5", "0A:00:00:00:00:02 10.0.0.6", "router")
+    with nbdb.connect(nb.url) as db:
+        group, small = sorted(db.list(AddressSet), key=lambda s: s.name)
+        assert sorted(group.addresses) == ["10.0.0.7", "fd00::5", "fd00::6"]
+        # Sets of fewer than 100 members are written whole (cheaper than their difference), and big ones
+        # as their difference (the next test): either way the kept members as stored.
+        small = db.update(small.replace(addresses=["10.0.0.8", "fd00::5"]))
+        assert db.get(AddressSet, small.id) == small
+        updated = db.update(group.replace(addresses=["10.0.0.8", "fd00::5", "fd00::6"]))
+        assert sorted(updated.addresses) == ["10.0.0.8", "fd00::5", "fd00::6"]
+        # What was written is what is stored: the copy returned is the one read, and writable.
+        assert db.get(AddressSet, group.id) == updated
+        again = db.update(updated.replace(addresses=sorted([*updated.addresses, "10.0.0.9"])))
+        assert db.get(AddressSet, group.id) == again
+        again = db.update(again.replace(external_ids={"k": "v"}))
+        [port] = db.list(LogicalSwitchPort)
+        kept = [a for a in port.addresses if a != "0a:00:00:00:00:02 10.0.0.6"]
+        updated_port = db.update(port.replace(addresses=sorted([*kept, "0a:00:00:00:00:03 10.0.0.8"])))
+        assert db.get(LogicalSwitchPort, port.id) == updated_port
+        db.update(updated_port.replace(external_ids={"k": "v"}))
+    assert nbctl(nb, "get", "Address_Set", "as", "addresses") == '["10.0.0.8", "10.0.0.9", "FD00:0::6", "FD00::5"]'
+    assert nbctl(nb, "get", "Address_Set", "small", "addresses") == '["10.0.0.8", "FD00::5"]'
+    assert nbctl(nb, "get", "Logical_Switch_Port", "p", "addresses") == (
+        '["0A:00:00:00:00:01 10.0.0.5", "0a:00:00:00:00:03 10.0.0.8", router]'
+    )
+
+
+def test_a_set_changed_by_another_writer_since_it_was_read_fails_the_update(nb: OvsdbServer) -> None:
+    # An update writes a changed set as its difference from the set it read: another writer's
+    # change in between must fail it (a compare-and-swap), not be merged into it nor lost.
+    members = [f"10.0.0.{i}" for i in range(1, 151)]  # a set big enough to be written as its difference
+    nbctl(nb, "create", "Address_Set", "name=as", "addresses=" + ",".join(f'"{m}"' for m in members))
+    with nbdb.connect(nb.url) as db:
+        [group] = db.list(AddressSet)
+        nbctl(nb, "add", "Address_Set", "as", "addresses", '"10.0.9.99"')
+        with pytest.raises(nbdb.ConflictError):
+            db.update(group.replace(addresses=[*group.addresses, "10.0.1.50"]))
+        with pytest.raises(nbdb.ConflictError):
+            db.update(group.replace(addresses=group.addresses[1:]))
+        current = db.get(AddressSet, group.id)
+        assert "10.0.9.99" in current.addresses
+        db.update(current.replace(addresses=[*current.addresses, "10.0.1.50"]))
+    stored = nbctl(nb, "get", "Address_Set", "as", "addresses")
+    assert '"10.0.9.99"' in stored and '"10.0.1.50"' in stored and '"10.0.0.1"' in stored
+
+
+def test_an_update_of_a_big_set_of_other_spellings_keeps_them(nb: OvsdbServer) -> None:
+    # More stored members than an update reads one by one: read through the row's memo of spellings.
+    members = [f"FD00::{i:X}" for i in range(1, 201)]
+    nbctl(nb, "create", "Address_Set", "name=big", "addresses=" + ",".join(f'"{m}"' for m in members))
+    with nbdb.connect(nb.url) as db:
+        [group] = db.list(AddressSet)
+        updated = db.update(group.replace(addresses=sorted([*group.addresses[1:], "10.0.0.1"])))
+        assert db.get(AddressSet, group.id) == updated
+        again = db.update(updated.replace(addresses=sorted([*updated.addresses, "10.0.0.2"])))
+        assert db.get(AddressSet, group.id) == again
+    gone = group.addresses[0].upper()
+    stored = nbctl(nb, "get", "Address_Set", "big", "addresses")
+    assert stored == str(sorted([*(m for m in members if m != gone), "10.0.0.1", "10.0.0.2"])).replace("'", '"')

@@ -450,3 +450,31 @@ def test_every_version_an_update_writes_reads_back_or_the_update_is_refused(
             row = replica.row(tm, switch.id)
         assert back is not None and back.version == record.version + 1
         assert row is not None and written_version(row["external_ids"]) == back.version  # as any client reads it
+
+
+def test_an_update_of_a_big_set_writes_its_difference_behind_the_compare_and_swap(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    # A changed set was written whole: a hundred members to add one (ten thousand in a big address set).
+    macs = [f"0a:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(1, 101)]
+    port = LogicalSwitchPort(switch=switch, name="p1", addresses=macs)
+    with replica.cond:
+        _applied(replica, plan_commit(mapping, replica, [_put(port, 0)], "t1").ops)
+        stored = port.model_copy(update={"version": 1})
+        changed = stored.replace(addresses=sorted([*macs[1:], "0a:00:00:00:09:99"]))
+        plan = plan_commit(mapping, replica, [_put(changed, 1)], "t2")
+    wait, update, mutate = plan.ops
+    assert wait["op"] == "wait" and "addresses" in wait["columns"]  # the row is as planned from, or nothing
+    assert update["op"] == "update" and "addresses" not in update["row"]
+    assert mutate["op"] == "mutate" and mutate["where"] == update["where"]
+    assert mutate["mutations"] == [
+        ["addresses", "delete", ["set", [macs[0]]]],
+        ["addresses", "insert", ["set", ["0a:00:00:00:09:99"]]],
+    ]
+    # A small set, and a map, cost the client less written whole.
+    with replica.cond:
+        plan = plan_commit(mapping, replica, [_put(stored.replace(addresses=macs[:99]), 1)], "t3")
+        assert [op["op"] for op in plan.ops] == ["wait", "update"] and len(plan.ops[1]["row"]["addresses"][1]) == 99
+        config = {f"k{i}": "v" for i in range(200)}
+        plan = plan_commit(mapping, replica, [_put(stored.replace(options=config), 1)], "t4")
+        assert [op["op"] for op in plan.ops] == ["wait", "update"] and "options" in plan.ops[1]["row"]

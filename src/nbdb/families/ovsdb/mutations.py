@@ -44,7 +44,15 @@ from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, stale_marks
 from nbdb.families.ovsdb.spellings import stored_spellings
 from nbdb.spi import FieldChange, Mutate, RefKey
 
-__all__ = ["MarkBook", "MutationPlan", "is_native", "mark_of", "plan_mutation"]
+__all__ = [
+    "MarkBook",
+    "MutationPlan",
+    "Whole",
+    "is_native",
+    "mark_of",
+    "plan_mutation",
+    "set_mutations",
+]
 
 _BOOK_LIMIT = 100_000
 """Rows whose acknowledged marks a writer remembers (older ones are left to the lifetime rule)."""
@@ -113,15 +121,22 @@ def mark_of(token: str, now: float) -> tuple[str, str]:
     return EXT_MARK + token, str(int(now))
 
 
-class _Whole(Exception):
+class Whole(Exception):
     """No order of ``delete`` and ``insert`` keeps the column within its size bounds whatever it holds."""
 
 
 def _set_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
+    add = set(change.add)
+    return set_mutations(cm, add, set(change.remove) - add)  # a member both added and removed is there afterwards
+
+
+def set_mutations(cm: ColumnMap, add: set[Any], gone: set[Any]) -> list[list[Any]]:
+    """The mutations of set column ``cm`` that insert ``add`` and delete ``gone`` (disjoint).
+
+    Raises :class:`Whole` where no order keeps the column within its size bounds whatever it holds.
+    """
     # ovsdb-server checks a column's size after each mutation, not at the commit: the order must keep
     # every intermediate value within [min, max] (see the module docstring).
-    add = set(change.add)
-    gone = set(change.remove) - add  # a member both added and removed is there afterwards
     if add and gone:
         if cm.type.min == 0:  # what deleting leaves is at most what was there, so within max
             return [
@@ -133,7 +148,7 @@ def _set_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
                 [cm.column, "insert", cell_to_wire(cm.type, add)],
                 [cm.column, "delete", cell_to_wire(cm.type, gone)],
             ]
-        raise _Whole  # Port.interfaces-like, bounded: either order may leave the bounds for some values
+        raise Whole  # Port.interfaces-like, bounded: either order may leave the bounds for some values
     if gone:  # one mutation: what it leaves is the result, within the bounds if the result is
         return [[cm.column, "delete", cell_to_wire(cm.type, gone)]]
     return [[cm.column, "insert", cell_to_wire(cm.type, add)]] if add else []
@@ -150,7 +165,7 @@ def _map_mutations(cm: ColumnMap, change: FieldChange) -> list[list[Any]]:
     pairs = _pairs(change)
     drop = {*change.remove, *pairs}
     if pairs and cm.type.min > 0:
-        raise _Whole
+        raise Whole
     out: list[list[Any]] = []
     if drop:
         kind = cm.type.key.kind
@@ -265,7 +280,7 @@ def plan_mutation(
         try:
             try:
                 mutations += _map_mutations(cm, change) if cm.type.is_map else _set_mutations(cm, change)
-            except _Whole:
+            except Whole:
                 _whole_column(tm, cm, row or {}, change, key, plan)
         except errors.ValidationError as exc:
             raise errors.ValidationError(f"{tm.table}.{change.field}: {exc}") from None

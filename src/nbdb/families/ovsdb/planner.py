@@ -44,6 +44,7 @@ import orjson
 from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.ovsdb.datum import default_cell, wire_map
+from nbdb.families.ovsdb.delta import column_delta
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, Mapping_, TableMap
 from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_members, uuid_text, wait, where_uuid
@@ -401,14 +402,20 @@ def _plan_put(
         ext[EXT_TTL] = repr(float(op.ttl))
         ext[EXT_EXPIRES] = f"{now + op.ttl:.3f}"
     changed: dict[str, Any] = {}
+    mutations: list[list[Any]] = []
     if row is not None:
         # Only what changes: less to encode, and the server rewrites less. A cell that differs as text
         # but reads as the new one (another writer's spelling, "0A:00:00:00:00:01") is not changed:
-        # it is kept as stored, and written so (see .spellings).
+        # it is kept as stored, and written so (see .spellings). A set or map that changes is written
+        # as its difference, behind the compare-and-swap's wait (see .delta).
         for c, default, cm in _defaults(tm):
             stored = row.get(c, default)  # a column the stored row lacks holds its default
             if cells[c] != stored and not keep_spelling(tm, cm, stored, cells, wire, values, doc.get(cm.field)):
-                changed[c] = wire[c]
+                delta = column_delta(tm, cm, stored, cells, wire, values, op.id.int)
+                if delta is None:
+                    changed[c] = wire[c]
+                else:
+                    mutations += delta
     written: Row = {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
@@ -428,12 +435,11 @@ def _plan_put(
     else:
         changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
         changed.update(keys)
-        stages.body.append(
-            (
-                {"op": "update", "table": tm.db_table, "where": [["_uuid", "==", ["uuid", id_text]]], "row": changed},
-                ("update", key),
-            )
-        )
+        where = [["_uuid", "==", ["uuid", id_text]]]
+        stages.body.append(({"op": "update", "table": tm.db_table, "where": where, "row": changed}, ("update", key)))
+        if mutations:
+            mutate = {"op": "mutate", "table": tm.db_table, "where": where, "mutations": mutations}
+            stages.body.append((mutate, ("update", key)))
     for name, (ptable, pcol) in tm.parents.items():
         before, after = old_parents.get(name), parents.get(name)
         if (None if before is None else before.int) == (None if after is None else after.int):  # compared in C

@@ -29,7 +29,7 @@ from nbdb.families.ovsdb.mapping import ColumnMap, TableMap
 from nbdb.families.ovsdb.rows import column_value
 from nbdb.models.base import Model, field_value, model_for_table
 
-__all__ = ["keep_spelling", "stored_spellings"]
+__all__ = ["keep_spelling", "kept_members", "stored_spellings"]
 
 _MEMO_MEMBERS = 300_000
 """Members a Database's memos of a table hold at most (the least recently used rows go first): about
@@ -140,6 +140,35 @@ def keep_spelling(
     wire[cm.column] = cm.to_wire(kept)
     values[cm.field] = column_value(cm, kept)
     return True
+
+
+_FEW = 64
+"""Stored members that differ as text from an update's at most, read one by one; past that, through the row's memo."""
+
+
+def kept_members(
+    tm: TableMap, cm: ColumnMap, row_id: int, stored: set[str], only: set[str], new: set[str]
+) -> dict[str, str]:
+    """The members of ``new`` (an update's set, in nbdb's text) that ``stored`` holds in another
+    spelling only -> that spelling: an update that leaves them as stored writes them so (one spelling
+    per value). ``only``: the stored members ``new`` lacks, the only ones read (the update's are
+    nbdb's text, which reads as itself); many (an ``ovn-nbctl`` set of upper-case addresses) through
+    the row's memo (:func:`_odd`).
+    """
+    model = _model(tm, cm)
+    if model is None or not only:
+        return {}
+    if len(only) <= _FEW:
+        reads = _reads(model, cm, only)
+    else:
+        odd = _odd(tm, cm, model, row_id, stored)
+        reads = {atom: odd.get(atom, atom) for atom in only}
+    spelled: dict[str, str] = {}
+    for atom in sorted(only):  # sorted: the same spelling kept whatever the set's order
+        read = reads[atom]
+        if read is not _NONE and read in new and read not in stored and read not in spelled:
+            spelled[read] = atom
+    return spelled
 
 
 class _Memo:
