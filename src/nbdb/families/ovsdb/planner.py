@@ -68,7 +68,7 @@ from nbdb.families.ovsdb.rows import (
     sealed,
     to_keep,
 )
-from nbdb.families.ovsdb.spellings import keep_spelling
+from nbdb.families.ovsdb.spellings import keep_spelling, source_as_written
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
 from nbdb.models.shape import ModelShape
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
@@ -403,6 +403,7 @@ def _plan_put(
         ext[EXT_EXPIRES] = f"{now + op.ttl:.3f}"
     changed: dict[str, Any] = {}
     mutations: list[list[Any]] = []
+    respelled: list[ColumnMap] = []  # columns kept in another writer's spelling (see .spellings)
     if row is not None:
         # Only what changes: less to encode, and the server rewrites less. A cell that differs as text
         # but reads as the new one (another writer's spelling, "0A:00:00:00:00:01") is not changed:
@@ -410,17 +411,25 @@ def _plan_put(
         # as its difference, behind the compare-and-swap's wait (see .delta).
         for c, default, cm in _defaults(tm):
             stored = row.get(c, default)  # a column the stored row lacks holds its default
-            if cells[c] != stored and not keep_spelling(tm, cm, stored, cells, wire, values, doc.get(cm.field)):
-                delta = column_delta(tm, cm, stored, cells, wire, values, op.id.int)
-                if delta is None:
-                    changed[c] = wire[c]
-                else:
-                    mutations += delta
+            if cells[c] == stored:
+                continue
+            if keep_spelling(tm, cm, stored, cells, wire, values, doc.get(cm.field)):
+                respelled.append(cm)
+                continue
+            before = values.get(cm.field)
+            delta = column_delta(tm, cm, stored, cells, wire, values, op.id.int)
+            if values.get(cm.field) is not before:
+                respelled.append(cm)
+            if delta is None:
+                changed[c] = wire[c]
+            else:
+                mutations += delta
     written: Row = {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
     optional, loose = _read_back(tm)
-    rendered, same = render_written_as(tm, op.id, written, parents, values, doc, optional, loose, id_text)
+    source = source_as_written(tm, respelled, values, doc) if respelled else doc
+    rendered, same = render_written_as(tm, op.id, written, parents, values, source, optional, loose, id_text)
     wire[EXTERNAL_IDS] = wire_map(ext.items())
     # The stored copy the Database validated, for the readers of the row read back as written: only
     # if the row's document is the copy's exactly (a mapping that reads a field back otherwise,

@@ -142,6 +142,29 @@ def keep_spelling(
     return True
 
 
+def source_as_written(
+    tm: TableMap, respelled: list[ColumnMap], values: dict[str, Any], doc: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The update's document (``doc``) with the fields whose stored spellings it keeps as written
+    (``values``), if each reads as the caller gave it (in the same order); else None.
+
+    Whether the row as written reads back as the caller's copy is told by comparing documents (see
+    ``rows.reads_back_as``): with another writer's spelling kept, the text differs though it reads
+    as the copy does, and the copy was not handed to the caches (each decoded the row again). One
+    validation per field kept.
+    """
+    model = model_for_table(tm.table)
+    for cm in respelled:
+        try:
+            read = field_value(model, cm.field, values[cm.field])
+        except errors.ValidationError:
+            return None
+        given = doc.get(cm.field)
+        if (list(read) if isinstance(read, list | tuple) else read) != given:
+            return None
+    return {**doc, **{cm.field: values[cm.field] for cm in respelled}}
+
+
 _FEW = 64
 """Stored members that differ as text from an update's at most, read one by one; past that, through the row's memo."""
 
