@@ -294,6 +294,17 @@ def test_unmappable_rows_are_corrupt_reports_not_a_dead_cache(ovn: dict[str, Any
     cache.close()
 
 
+def _app_ports(app: Any, switch: str) -> set[str]:
+    """The names of the ports ovsdbapp's IDL shows on ``switch`` (none while it has not seen the switch:
+    its lsp_list raised "Cannot find Logical_Switch" when nbdb's create had not reached it yet)."""
+    from ovsdbapp.backend.ovs_idl.idlutils import RowNotFound
+
+    try:
+        return {p.name for p in app.api.lsp_list(switch).execute(check_error=True)}
+    except RowNotFound:
+        return set()
+
+
 def test_ovsdbapp_and_nbdb_write_and_read_the_same_database(ovn: dict[str, Any], db: nbdb.Database) -> None:
     """Neutron's client library (ovsdbapp, the ovs IDL underneath) and nbdb on one Northbound database."""
     from nbdb.bench.ovn.ovsdbapp import OvsdbApp
@@ -305,9 +316,7 @@ def test_ovsdbapp_and_nbdb_write_and_read_the_same_database(ovn: dict[str, Any],
         ls = db.create(LogicalSwitch(name=f"app-{uuid.uuid4().hex[:6]}"))
         mine = db.create(LogicalSwitchPort(switch=ls, name=f"by-nbdb-{uuid.uuid4().hex[:6]}"))
         # ovsdbapp sees nbdb's switch and port, adds a port of its own and changes nbdb's.
-        assert _eventually(
-            lambda: mine.name in {p.name for p in app.api.lsp_list(str(ls.id)).execute(check_error=True)}
-        )
+        assert _eventually(lambda: mine.name in _app_ports(app, str(ls.id)))
         theirs = f"by-ovsdbapp-{uuid.uuid4().hex[:6]}"
         app.lsp_add(str(ls.id), theirs, ["0a:00:00:00:00:42 10.0.0.42"])
         app.lsp_set_addresses(mine.name, ["0a:00:00:00:00:43 10.0.0.43"])
