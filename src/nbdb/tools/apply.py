@@ -132,12 +132,30 @@ class Applier:
         available = set(self.state)
         ops: list[Op] = []
         deferred: list[Model] = []
-        for obj in object_order(puts):
+        ordered = object_order(puts)
+        # A reference that neither the destination nor this apply will hold (its target in a topic or model
+        # not copied, or a corrupt source record left out) is refused here, before any write. An optional or
+        # list one was deferred instead, and its second write failed in the backend with the destination
+        # holding most of the copy. A target outside what the destination state tracks may be there: asked.
+        outside: dict[ObjectKey, Model] = {}
+        for obj in ordered:
+            for target in obj.ref_keys():
+                if target not in available and target not in pending:
+                    outside.setdefault(target, obj)
+        for target, obj in outside.items():
+            try:
+                self.db.get(model_for_table(target[0]), target[1])
+            except errors.NotFoundError:
+                raise errors.ReferenceError(
+                    f"{obj.nbdb_table} {obj.id} references {target[0]} {target[1]}, which is neither copied "
+                    "nor in the destination (copy its topic or model too); refused before writing"
+                ) from None
+            available.add(target)
+        for obj in ordered:
             key = key_of(obj)
-            pending.discard(key)
             missing = {t for t in obj.ref_keys() if t not in available}
             if missing:
-                obj_now = self._without(obj, missing, pending)
+                obj_now = self._without(obj, missing)
                 deferred.append(obj)
             else:
                 obj_now = obj
@@ -145,7 +163,7 @@ class Applier:
             available.add(key)
         return ops, deferred
 
-    def _without(self, obj: Model, missing: set[ObjectKey], pending: set[ObjectKey]) -> Model:
+    def _without(self, obj: Model, missing: set[ObjectKey]) -> Model:
         changes: dict[str, Any] = {}
         for spec in obj.nbdb_references:
             ids = spec.ids(obj)
@@ -157,15 +175,10 @@ class Applier:
                 changes[spec.field] = [i for i in ids if i not in gone]
             elif spec.optional:
                 changes[spec.field] = None
-            elif target in pending:
+            else:  # a target nowhere was refused by _plan_puts: this one is written later (pending)
                 raise errors.ReferenceError(
                     f"{obj.nbdb_table} {obj.id} is on a cycle of required references (through "
                     f"{spec.field} -> {target[0]} {target[1]}): it cannot be created before its target"
-                )
-            else:
-                raise errors.ReferenceError(
-                    f"{obj.nbdb_table} {obj.id} references {target[0]} {target[1]} ({spec.field}), "
-                    "which is neither copied nor in the destination (copy its topic or model too)"
                 )
         return obj.replace(**changes)
 

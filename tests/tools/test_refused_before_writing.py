@@ -1,0 +1,101 @@
+"""What an operator's copy or load must refuse before it writes anything (found by a trial of the tools).
+
+- A list or optional reference to an object neither copied nor in the destination (a ``--topics`` copy of
+  ports bound to a chassis that has no topic): the reference was left out, the object written, and its
+  second write failed in the destination, which then held most of the copy.
+- With ``--skip-corrupt``, an object referencing a corrupt record left out: the same half-copy, with the
+  destination's message, which did not say that the missing object was a corrupt source record.
+- ``nbdb load URL missing.jsonl``: it connected first, leaving a new, empty sqlite file behind.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+import uuid
+
+import pytest
+
+import nbdb
+from nbdb.cli import main
+from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort, PortGroup
+from nbdb.tools import Copier, CopyOptions
+
+from .conftest import OVN_MODELS, count_objects
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _copier(src: nbdb.Database, dst: nbdb.Database, **options: object) -> Copier:
+    return Copier(src, dst, CopyOptions(models=OVN_MODELS, **options))  # type: ignore[arg-type]
+
+
+def _tenant_on_a_shared_chassis(src: nbdb.Database) -> Chassis:
+    host = src.create(Chassis(name="hv0", encap_ip="192.168.0.1"))  # no topic: shared
+    sw = src.create(LogicalSwitch(name="sw", topic="tenant-a"))
+    ports = [src.create(LogicalSwitchPort(switch=sw, name=f"p{i}", topic="tenant-a")) for i in range(3)]
+    src.create(LogicalSwitchPort(switch=sw, name="bound", chassis=host, topic="tenant-a"))  # optional reference
+    src.create(PortGroup(name="pg", ports=sorted(p.id for p in ports), topic="tenant-a"))
+    return host
+
+
+def test_an_optional_reference_outside_the_copy_is_refused_before_anything_is_written() -> None:
+    with nbdb.connect() as src, nbdb.connect() as dst:
+        _tenant_on_a_shared_chassis(src)
+        with pytest.raises(nbdb.ReferenceError, match="Chassis .* neither copied nor in the destination"):
+            _copier(src, dst, topics=["tenant-a"]).run()
+        assert count_objects(dst) == 0
+
+
+def test_a_reference_outside_the_copy_to_an_object_the_destination_holds_is_copied() -> None:
+    with nbdb.connect() as src, nbdb.connect() as dst:
+        host = _tenant_on_a_shared_chassis(src)
+        dst.create(host.model_copy(update={"version": 0}))
+        result = _copier(src, dst, topics=["tenant-a"]).run()
+        assert result.differences == []
+        bound = next(p for p in dst.list(LogicalSwitchPort) if p.name == "bound")
+        assert bound.chassis == host.id
+
+
+def _spoil(path: pathlib.Path, table: str, id: uuid.UUID) -> None:
+    """What another tool might do: overwrite one object's stored value with bytes that do not decode."""
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        (key,) = [k for (k,) in raw.execute("SELECT key FROM nbdb_keys") if k.startswith("o/") and f"/{table}/{id}" in k]
+        raw.execute("UPDATE nbdb_keys SET value = ? WHERE key = ?", (b"{not json", key))
+    finally:
+        raw.close()
+
+
+def test_skip_corrupt_refuses_a_referrer_of_a_corrupt_record_before_anything_is_written(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "src.db"
+    with nbdb.connect(f"sqlite:///{path}") as src:
+        sw = src.create(LogicalSwitch(name="sw"))
+        ports = [src.create(LogicalSwitchPort(switch=sw, name=f"p{i}")) for i in range(3)]
+        src.create(PortGroup(name="pg", ports=sorted(p.id for p in ports)))
+        lone = src.create(LogicalSwitch(name="lone"))
+    _spoil(path, "LogicalSwitchPort", ports[1].id)
+    with nbdb.connect(f"sqlite:///{path}") as src, nbdb.connect() as dst:
+        with pytest.raises(nbdb.CorruptRecordError):
+            _copier(src, dst).run()
+        with pytest.raises(nbdb.ReferenceError, match=f"corrupt source records.*LogicalSwitchPort {ports[1].id}"):
+            _copier(src, dst, skip_corrupt=True).run()
+        assert count_objects(dst) == 0
+    # A corrupt record nothing references is left out, as documented.
+    _spoil(path, "LogicalSwitch", lone.id)
+    with nbdb.connect(f"sqlite:///{path}") as src, nbdb.connect() as dst:
+        src.delete(src.list(PortGroup)[0])
+        result = _copier(src, dst, skip_corrupt=True).run()
+        assert result.differences == [] and result.written == 3  # sw, and the ports but the corrupt one
+        assert {s.name for s in dst.list(LogicalSwitch)} == {"sw"}
+
+
+def test_load_of_a_missing_file_leaves_no_database_file_behind(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "new.db"
+    assert main(["load", f"sqlite:///{target}", str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert not target.exists()
