@@ -247,6 +247,14 @@ class Applier:
         except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError, errors.UnsupportedError) as exc:
             log.debug("a group of %d writes failed (%s); writing them one by one", len(group), exc)
             return False
+        except errors.ValidationError as exc:
+            # A commit larger than the destination takes (etcd's max_txn_ops, 128 operations, a --batch of 200):
+            # the whole copy stopped with it. Halves are tried; an object that is itself invalid fails alone.
+            if len(group) == 1:
+                return False
+            log.debug("a group of %d writes was refused (%s); writing it in halves", len(group), exc)
+            half = len(group) // 2
+            return self._commit(group[:half]) and self._commit(group[half:])
         for (key, deleted), stored in zip(staged, txn.results, strict=True):
             if deleted:
                 self.state.pop(key, None)
