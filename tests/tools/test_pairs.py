@@ -295,7 +295,7 @@ def test_a_copy_or_load_larger_than_one_etcd_commit_takes_is_written_in_smaller_
         data = io.BytesIO()
         dump(origin, data, models=OVN_MODELS)
         with nbdb.connect(url + f"l{uuid.uuid4().hex[:10]}") as dst:
-            with pytest.raises(nbdb.ValidationError, match="max_txn_ops.*nothing was written: pass --resume"):
+            with pytest.raises(nbdb.ValidationError, match=r"max_txn_ops.*nothing was written: pass --resume"):
                 load(dst, io.BytesIO(data.getvalue()))
             assert count_objects(dst) == 0
             assert load(dst, io.BytesIO(data.getvalue()), resume=True).written == n

@@ -42,7 +42,7 @@ def _tenant_on_a_shared_chassis(src: nbdb.Database) -> Chassis:
 def test_an_optional_reference_outside_the_copy_is_refused_before_anything_is_written() -> None:
     with nbdb.connect() as src, nbdb.connect() as dst:
         _tenant_on_a_shared_chassis(src)
-        with pytest.raises(nbdb.ReferenceError, match="Chassis .* neither copied nor in the destination"):
+        with pytest.raises(nbdb.ReferenceError, match=r"Chassis .* neither copied nor in the destination"):
             _copier(src, dst, topics=["tenant-a"]).run()
         assert count_objects(dst) == 0
 
@@ -61,7 +61,9 @@ def _spoil(path: pathlib.Path, table: str, id: uuid.UUID) -> None:
     """What another tool might do: overwrite one object's stored value with bytes that do not decode."""
     raw = sqlite3.connect(path, isolation_level=None)
     try:
-        (key,) = [k for (k,) in raw.execute("SELECT key FROM nbdb_keys") if k.startswith("o/") and f"/{table}/{id}" in k]
+        (key,) = [
+            k for (k,) in raw.execute("SELECT key FROM nbdb_keys") if k.startswith("o/") and f"/{table}/{id}" in k
+        ]
         raw.execute("UPDATE nbdb_keys SET value = ? WHERE key = ?", (b"{not json", key))
     finally:
         raw.close()
@@ -80,7 +82,7 @@ def test_skip_corrupt_refuses_a_referrer_of_a_corrupt_record_before_anything_is_
     with nbdb.connect(f"sqlite:///{path}") as src, nbdb.connect() as dst:
         with pytest.raises(nbdb.CorruptRecordError):
             _copier(src, dst).run()
-        with pytest.raises(nbdb.ReferenceError, match=f"corrupt source records.*LogicalSwitchPort {ports[1].id}"):
+        with pytest.raises(nbdb.ReferenceError, match=rf"corrupt source records.*LogicalSwitchPort {ports[1].id}"):
             _copier(src, dst, skip_corrupt=True).run()
         assert count_objects(dst) == 0
     # A corrupt record nothing references is left out, as documented.
