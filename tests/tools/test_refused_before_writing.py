@@ -21,7 +21,7 @@ from nbdb.cli import main
 from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort, PortGroup
 from nbdb.tools import Copier, CopyOptions
 
-from .conftest import OVN_MODELS, count_objects
+from .conftest import OVN_MODELS, build_network, count_objects
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,3 +101,14 @@ def test_load_of_a_missing_file_leaves_no_database_file_behind(
     assert main(["load", f"sqlite:///{target}", str(tmp_path / "missing.jsonl")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert not target.exists()
+
+
+def test_overwrite_replaces_objects_that_hold_the_same_unique_names_under_other_ids() -> None:
+    # --overwrite promises a destination equal to the source; one holding another copy of the network (same
+    # names, other ids) stopped the copy with UniqueViolationError: its deletes came after the creates.
+    with nbdb.connect() as src, nbdb.connect() as dst:
+        n = build_network(src)
+        build_network(dst)
+        result = _copier(src, dst, overwrite=True).run()
+        assert result.differences == []
+        assert count_objects(dst) == n

@@ -112,11 +112,36 @@ class Applier:
         doomed = [self.state[key] for key, obj in wanted.items() if obj is None and key in self.state]
         if puts:
             first, deferred = self._plan_puts(puts)
-            self._run(first)
+            try:
+                self._run(first)
+            except errors.UniqueViolationError:
+                # A unique value (a name) that an object to be deleted still holds: an --overwrite copy into a
+                # database holding the same names under other ids, or a name freed and taken again in the
+                # commits of one batch, stopped here. The deletes nothing that stays depends on go first.
+                freed = self._deletable_first(doomed)
+                if not freed:
+                    raise
+                self._run([(key_of(obj), None) for obj in reversed(object_order(freed))])
+                self._run(first)
             self._run([(key_of(obj), obj) for obj in deferred])
         if doomed:
             self._run([(key_of(obj), None) for obj in reversed(object_order(doomed))])
         return self.writes - before
+
+    def _deletable_first(self, doomed: list[Model]) -> list[Model]:
+        """The objects of ``doomed`` that no object staying in the destination references, even indirectly."""
+        keys = {key_of(obj) for obj in doomed}
+        blocked: set[ObjectKey] = set()
+        for key, obj in self.state.items():
+            if key not in keys:
+                blocked.update(t for t in obj.ref_keys() if t in keys)
+        stack = list(blocked)
+        while stack:
+            for target in self.state[stack.pop()].ref_keys():
+                if target in keys and target not in blocked:
+                    blocked.add(target)
+                    stack.append(target)
+        return [obj for obj in doomed if key_of(obj) not in blocked and key_of(obj) in self.state]
 
     def needed(self, wanted: Mapping[ObjectKey, Model | None]) -> int:
         """How many objects :meth:`apply` would write for ``wanted`` (not counting deferred references)."""
