@@ -6,6 +6,8 @@
 - With ``--skip-corrupt``, an object referencing a corrupt record left out: the same half-copy, with the
   destination's message, which did not say that the missing object was a corrupt source record.
 - ``nbdb load URL missing.jsonl``: it connected first, leaving a new, empty sqlite file behind.
+- A unique name held by an object to be deleted (``--overwrite`` into another copy of the network, a name
+  freed and taken again within one followed batch): the creates came before the deletes, and failed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pytest
 import nbdb
 from nbdb.cli import main
 from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort, PortGroup
-from nbdb.tools import Copier, CopyOptions
+from nbdb.tools import CheckpointFile, Copier, CopyOptions
+from nbdb.tools.checkpoint import Checkpoint
+from nbdb.tools.copy import copy_scope
 
 from .conftest import OVN_MODELS, build_network, count_objects
 
@@ -112,3 +116,28 @@ def test_overwrite_replaces_objects_that_hold_the_same_unique_names_under_other_
         result = _copier(src, dst, overwrite=True).run()
         assert result.differences == []
         assert count_objects(dst) == n
+
+
+def test_a_followed_batch_that_frees_a_name_and_takes_it_again_is_applied(tmp_path: pathlib.Path) -> None:
+    # Source commits that delete a switch and its port and create others of the same names: their net effect,
+    # applied deletes last, stopped a resumed (or following) copy with UniqueViolationError.
+    models = [LogicalSwitch, LogicalSwitchPort]
+    with nbdb.connect() as src, nbdb.connect() as dst:
+        old = src.create(LogicalSwitch(name="x"))
+        src.create(LogicalSwitchPort(switch=old, name="p"))
+        assert Copier(src, dst, CopyOptions(models=models)).run().differences == []
+        with src.watch(models) as watch:
+            revision = watch.revision
+        state = CheckpointFile(tmp_path / "state.json")
+        state.save(Checkpoint("memory://src", "memory://dst", copy_scope(models, None), "follow", revision))
+        with src.transaction() as txn:
+            txn.delete(src.list(LogicalSwitchPort)[0])
+            txn.delete(old)
+            new = txn.create(LogicalSwitch(name="x"))
+        src.create(LogicalSwitchPort(switch=new.id, name="p"))
+        options = CopyOptions(models=models)
+        result = Copier(
+            src, dst, options, checkpoint=state, source_url="memory://src", destination_url="memory://dst"
+        ).run()
+        assert result.resumed == "follow" and result.syncs == 0
+        assert result.differences == []
