@@ -277,3 +277,26 @@ def test_models_a_backend_cannot_store_are_left_out_only_when_empty(
     code, err = cli("copy", src_url, dst_url, "--models", "Chassis", "--state", str(tmp_path / "c"))
     assert code == 2
     assert "leave Chassis out of --models" in err
+
+
+def test_a_copy_or_load_larger_than_one_etcd_commit_takes_is_written_in_smaller_commits(
+    servers: dict[str, str],
+) -> None:
+    # A --batch (200) over etcd's limit on one commit (128 operations; 8 here) failed the whole copy and a
+    # load --resume with "split it": the applier now halves a group the destination refuses as too large.
+    testing.require_server("etcd")
+    base = servers["etcd"]
+    url = f"{base}{'&' if '?' in base else '?'}max_txn_ops=8&namespace="
+    with nbdb.connect() as origin:
+        n = build_network(origin, prefix=unique())
+        with nbdb.connect(url + f"c{uuid.uuid4().hex[:10]}") as dst:
+            result = Copier(origin, dst, CopyOptions(models=OVN_MODELS)).run()
+            assert result.differences == [] and result.written == n
+        data = io.BytesIO()
+        dump(origin, data, models=OVN_MODELS)
+        with nbdb.connect(url + f"l{uuid.uuid4().hex[:10]}") as dst:
+            with pytest.raises(nbdb.ValidationError, match=r"max_txn_ops.*nothing was written: pass --resume"):
+                load(dst, io.BytesIO(data.getvalue()))
+            assert count_objects(dst) == 0
+            assert load(dst, io.BytesIO(data.getvalue()), resume=True).written == n
+            assert verify(origin, dst, OVN_MODELS) == []

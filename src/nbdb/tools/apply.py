@@ -112,11 +112,36 @@ class Applier:
         doomed = [self.state[key] for key, obj in wanted.items() if obj is None and key in self.state]
         if puts:
             first, deferred = self._plan_puts(puts)
-            self._run(first)
+            try:
+                self._run(first)
+            except errors.UniqueViolationError:
+                # A unique value (a name) that an object to be deleted still holds: an --overwrite copy into a
+                # database holding the same names under other ids, or a name freed and taken again in the
+                # commits of one batch, stopped here. The deletes nothing that stays depends on go first.
+                freed = self._deletable_first(doomed)
+                if not freed:
+                    raise
+                self._run([(key_of(obj), None) for obj in reversed(object_order(freed))])
+                self._run(first)
             self._run([(key_of(obj), obj) for obj in deferred])
         if doomed:
             self._run([(key_of(obj), None) for obj in reversed(object_order(doomed))])
         return self.writes - before
+
+    def _deletable_first(self, doomed: list[Model]) -> list[Model]:
+        """The objects of ``doomed`` that no object staying in the destination references, even indirectly."""
+        keys = {key_of(obj) for obj in doomed}
+        blocked: set[ObjectKey] = set()
+        for key, obj in self.state.items():
+            if key not in keys:
+                blocked.update(t for t in obj.ref_keys() if t in keys)
+        stack = list(blocked)
+        while stack:
+            for target in self.state[stack.pop()].ref_keys():
+                if target in keys and target not in blocked:
+                    blocked.add(target)
+                    stack.append(target)
+        return [obj for obj in doomed if key_of(obj) not in blocked and key_of(obj) in self.state]
 
     def needed(self, wanted: Mapping[ObjectKey, Model | None]) -> int:
         """How many objects :meth:`apply` would write for ``wanted`` (not counting deferred references)."""
@@ -132,12 +157,30 @@ class Applier:
         available = set(self.state)
         ops: list[Op] = []
         deferred: list[Model] = []
-        for obj in object_order(puts):
+        ordered = object_order(puts)
+        # A reference that neither the destination nor this apply will hold (its target in a topic or model
+        # not copied, or a corrupt source record left out) is refused here, before any write. An optional or
+        # list one was deferred instead, and its second write failed in the backend with the destination
+        # holding most of the copy. A target outside what the destination state tracks may be there: asked.
+        outside: dict[ObjectKey, Model] = {}
+        for obj in ordered:
+            for target in obj.ref_keys():
+                if target not in available and target not in pending:
+                    outside.setdefault(target, obj)
+        for target, obj in outside.items():
+            try:
+                self.db.get(model_for_table(target[0]), target[1])
+            except errors.NotFoundError:
+                raise errors.ReferenceError(
+                    f"{obj.nbdb_table} {obj.id} references {target[0]} {target[1]}, which is neither copied "
+                    "nor in the destination (copy its topic or model too); refused before writing"
+                ) from None
+            available.add(target)
+        for obj in ordered:
             key = key_of(obj)
-            pending.discard(key)
             missing = {t for t in obj.ref_keys() if t not in available}
             if missing:
-                obj_now = self._without(obj, missing, pending)
+                obj_now = self._without(obj, missing)
                 deferred.append(obj)
             else:
                 obj_now = obj
@@ -145,7 +188,7 @@ class Applier:
             available.add(key)
         return ops, deferred
 
-    def _without(self, obj: Model, missing: set[ObjectKey], pending: set[ObjectKey]) -> Model:
+    def _without(self, obj: Model, missing: set[ObjectKey]) -> Model:
         changes: dict[str, Any] = {}
         for spec in obj.nbdb_references:
             ids = spec.ids(obj)
@@ -157,15 +200,10 @@ class Applier:
                 changes[spec.field] = [i for i in ids if i not in gone]
             elif spec.optional:
                 changes[spec.field] = None
-            elif target in pending:
+            else:  # a target nowhere was refused by _plan_puts: this one is written later (pending)
                 raise errors.ReferenceError(
                     f"{obj.nbdb_table} {obj.id} is on a cycle of required references (through "
                     f"{spec.field} -> {target[0]} {target[1]}): it cannot be created before its target"
-                )
-            else:
-                raise errors.ReferenceError(
-                    f"{obj.nbdb_table} {obj.id} references {target[0]} {target[1]} ({spec.field}), "
-                    "which is neither copied nor in the destination (copy its topic or model too)"
                 )
         return obj.replace(**changes)
 
@@ -234,6 +272,14 @@ class Applier:
         except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError, errors.UnsupportedError) as exc:
             log.debug("a group of %d writes failed (%s); writing them one by one", len(group), exc)
             return False
+        except errors.ValidationError as exc:
+            # A commit larger than the destination takes (etcd's max_txn_ops, 128 operations, a --batch of 200):
+            # the whole copy stopped with it. Halves are tried; an object that is itself invalid fails alone.
+            if len(group) == 1:
+                return False
+            log.debug("a group of %d writes was refused (%s); writing it in halves", len(group), exc)
+            half = len(group) // 2
+            return self._commit(group[:half]) and self._commit(group[half:])
         for (key, deleted), stored in zip(staged, txn.results, strict=True):
             if deleted:
                 self.state.pop(key, None)

@@ -16,9 +16,9 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 import nbdb
 from nbdb import errors
@@ -282,16 +282,17 @@ def _load_into(args: argparse.Namespace, progress: Progress) -> LoadSummary:
     if args.input in (None, "-") and sys.stdin.isatty():
         # `nbdb load URL` without `< FILE` waited for a dump typed in, without a word.
         raise errors.ValidationError("no dump to read: give FILE, or redirect stdin from one (< backup.jsonl)")
-    with nbdb.connect(args.url) as db:
-        if args.input in (None, "-"):
-            summary = load(db, sys.stdin.buffer, resume=args.resume, batch=args.batch, progress=progress)
-        else:
-            try:
-                stream = open(args.input, "rb")
-            except OSError as exc:
-                raise errors.ValidationError(f"cannot read {args.input}: {exc}") from None
-            with stream:
-                summary = load(db, stream, resume=args.resume, batch=args.batch, progress=progress)
+    stream: AbstractContextManager[BinaryIO]
+    if args.input in (None, "-"):
+        stream = nullcontext(sys.stdin.buffer)
+    else:
+        # Opened before connecting: a missing FILE left a new, empty database file (sqlite://) behind.
+        try:
+            stream = open(args.input, "rb")
+        except OSError as exc:
+            raise errors.ValidationError(f"cannot read {args.input}: {exc}") from None
+    with stream as lines, nbdb.connect(args.url) as db:
+        summary = load(db, lines, resume=args.resume, batch=args.batch, progress=progress)
     return summary
 
 

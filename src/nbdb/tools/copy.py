@@ -41,7 +41,7 @@ from nbdb.tools.apply import Applier, WriteLimitReached
 from nbdb.tools.checkpoint import Checkpoint, CheckpointFile
 from nbdb.tools.order import ObjectKey, table_order
 from nbdb.tools.progress import Progress
-from nbdb.tools.snapshot import take_snapshot, unsupported_models
+from nbdb.tools.snapshot import Snapshot, take_snapshot, unsupported_models
 from nbdb.tools.verify import Difference, compare
 
 __all__ = ["Copier", "CopyIncomplete", "CopyOptions", "CopyResult", "copy_scope", "unstorable"]
@@ -168,6 +168,25 @@ def unstorable(destination: Database, objects: Collection[Model], held: str = "n
     if found:
         lines = [f"{what} ({n} objects, e.g. {id}): {why}" for (what, why), (n, id) in sorted(found.items())]
         raise errors.UnsupportedError(f"the destination cannot store all the source holds; {held}: " + "; ".join(lines))
+
+
+def refuse_corrupt_references(snap: Snapshot) -> None:
+    """Raise ReferenceError, before anything is written, if an object references a corrupt record left out.
+
+    With --skip-corrupt, a port group listing a port whose record does not decode was written with the
+    other objects, and then failed in the destination's own reference check: the copy stopped half-way,
+    with a message that did not say the missing port was a corrupt record.
+    """
+    if not snap.corrupt:
+        return
+    referrers = [(obj, t) for obj in snap.objects.values() for t in obj.ref_keys() if t in snap.corrupt]
+    if referrers:
+        obj, (table, id) = referrers[0]
+        raise errors.ReferenceError(
+            f"{len(referrers)} reference(s) point to corrupt source records left out by --skip-corrupt, e.g. "
+            f"{obj.nbdb_table} {obj.id} -> {table} {id}; nothing was written: repair or delete those records "
+            "in the source, or leave their referrers out (--models, --topics)"
+        )
 
 
 def copy_scope(models: Sequence[type[Model]], topics: Collection[str | None] | None) -> str:
@@ -319,6 +338,7 @@ class Copier:
         snap = take_snapshot(
             self.source, self.models, self.topics, timeout=opts.read_timeout, skip_corrupt=opts.skip_corrupt
         )
+        refuse_corrupt_references(snap)
         unstorable(self.destination, snap.objects.values())
         self._cp.phase = "sync"
         self._save(force=True)

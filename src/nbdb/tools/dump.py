@@ -307,9 +307,16 @@ def load(
             )
         progress.show(f"loading {len(ordered)} objects in one transaction...", force=True)
         if ordered:
-            with db.transaction() as txn:
-                for obj in ordered:
-                    txn.create(obj.model_copy(update={"version": 0}), ttl=dumped.ttls.get(key_of(obj)))
+            try:
+                with db.transaction() as txn:
+                    for obj in ordered:
+                        txn.create(obj.model_copy(update={"version": 0}), ttl=dumped.ttls.get(key_of(obj)))
+            except errors.ValidationError as exc:
+                # The objects were validated as the file was read: this is the destination's limit on one
+                # commit (etcd: 128 operations), whose message said "split it", not how.
+                raise errors.ValidationError(
+                    f"{exc}; nothing was written: pass --resume to load in batches", exc.errors
+                ) from None
         progress.close()
         return LoadSummary(len(ordered), len(ordered), "transaction")
     done = [0]

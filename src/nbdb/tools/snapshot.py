@@ -28,6 +28,8 @@ class Snapshot:
 
     objects: dict[ObjectKey, Model]
     revision: int
+    corrupt: frozenset[ObjectKey] = frozenset()
+    """The records that did not decode and were left out (``skip_corrupt``)."""
 
     def count(self, model: type[Model]) -> int:
         """How many objects of ``model`` the snapshot holds."""
@@ -59,7 +61,9 @@ def take_snapshot(
                 f"could not read the database within {timeout:g}s (see the log for the backend's errors)"
             )
         snapshot = _replay(cache)
-        if cache.corrupt and not skip_corrupt:
+        if cache.corrupt and skip_corrupt:
+            snapshot = Snapshot(snapshot.objects, snapshot.revision, frozenset(cache.corrupt))
+        elif cache.corrupt:
             (table, id), first = next(iter(cache.corrupt.items()))
             raise errors.CorruptRecordError(
                 f"{len(cache.corrupt)} stored record(s) do not decode, e.g. {table} {id}: {first} "
