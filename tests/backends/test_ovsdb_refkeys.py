@@ -88,7 +88,7 @@ def test_references_hold_across_two_clients_moves_deletes_and_a_re_create(
 
     # The default cells every update compared with are as made: nobody changed them.
     for tm in a.backend.mapping.tables.values():  # type: ignore[attr-defined]
-        assert _defaults(tm) == tuple((cm.column, default_cell(cm.type)) for cm in tm.columns.values())
+        assert _defaults(tm) == tuple((cm.column, default_cell(cm.type), cm) for cm in tm.columns.values())
 
 
 @pytest.fixture(scope="module")
