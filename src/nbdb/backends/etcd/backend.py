@@ -8,8 +8,8 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import islice, pairwise
+from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -761,9 +761,7 @@ class EtcdBackend(KeyValueBackend):
             return out, self._read_up(key, end, base, limit, revision, out)
         return out, self._read_from(start, end, base, limit, revision, out)
 
-    def _read_up(
-        self, after: bytes, end: bytes, base: bytes, limit: int, revision: int, out: list[KeyValue]
-    ) -> int:
+    def _read_up(self, after: bytes, end: bytes, base: bytes, limit: int, revision: int, out: list[KeyValue]) -> int:
         """The first ``limit`` keys of ``[after + "\\0", end)`` at ``revision`` (0: now) appended to ``out``; the
         revision read.
 
@@ -795,14 +793,7 @@ class EtcdBackend(KeyValueBackend):
         return self._read_steps(after + b"\0", end, bound, at, 1, limit, revision, out)
 
     def _read_from(
-        self,
-        start: bytes,
-        end: bytes,
-        base: bytes,
-        limit: int,
-        revision: int,
-        out: list[KeyValue],
-        read: int = 0,
+        self, start: bytes, end: bytes, base: bytes, limit: int, revision: int, out: list[KeyValue], read: int = 0
     ) -> int:
         """The first ``limit`` keys of ``[start, end)`` at ``revision`` (0: now) appended to ``out``; the revision read.
 
