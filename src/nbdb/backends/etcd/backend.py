@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +67,8 @@ _STEP_DIGITS = 12
 """A limited read's steps end at ids of this many hex digits (see ``EtcdBackend._read_from``)."""
 _PROBE = b"7fff"
 """A table's first page is read whole only if no id starts with these digits (see ``EtcdBackend._first_pages``)."""
+_UUID4 = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+"""A random UUID (v4): its leading hex digits spread the ids (see ``EtcdBackend._read_from``)."""
 _FIRST_STEP_DIGITS = 4
 """A large table's first page is read from its first step: the ids that start with this many zeros."""
 _PRUNE_EVERY = 60.0  # seconds between two checks of one topic for a dead registry key (see _prune)
@@ -753,7 +756,41 @@ class EtcdBackend(KeyValueBackend):
             pages, revision = self._first_listing_pages([(start, end)], limit, revision)
             return pages[0], revision
         out: list[KeyValue] = []
-        return out, self._read_from(start, end, prefix.encode(), limit, revision, out)
+        base, key = prefix.encode(), after.encode()
+        if key.startswith(base) and not _UUID4.fullmatch(key[len(base) :]):  # ids not known to spread: from key
+            return out, self._read_up(key, end, base, limit, revision, out)
+        return out, self._read_from(start, end, base, limit, revision, out)
+
+    def _read_up(self, after: bytes, end: bytes, base: bytes, limit: int, revision: int, out: list[KeyValue]) -> int:
+        """The first ``limit`` keys of ``[after + "\\0", end)`` at ``revision`` (0: now) appended to ``out``; the
+        revision read.
+
+        :meth:`_read_from` steps by the ids' first ``_STEP_DIGITS`` hex digits, which spread random UUIDs
+        (v4) but not ids that share them (counters' UUIDs, ``00000000-0000-…``; time-ordered ones, UUIDv7's;
+        names): its first step held the rest of the table, which etcd 3.4 counts whole for each page
+        (paging a table: quadratic). So a page on from any other key is read upwards from it in the same
+        steps over all of ``after``'s hex digits past ``base`` (its other characters kept: a step ends at
+        ``after`` with a greater number in those digits, in order as keys of its shape are), the first one
+        unit wide: from the keys just past ``after`` on; while steps come back empty each 16 times wider
+        than the last (two a request), then as wide as the keys read say the page's room needs. A step
+        counts only its own keys; the steps cover the range exactly whatever the keys (the last one
+        reaches ``end``). Ids that vary far from their end (UUIDv7's milliseconds, 20 hex digits before
+        it) take a request per 2 digits of empty steps. A key without hex digits is read on as before.
+        """
+        places = [i for i in range(len(base), len(after)) if after[i] in b"0123456789abcdef"]
+        if not places:
+            return self._read_from(after + b"\0", end, base, limit, revision, out)
+        template = bytearray(after)
+
+        def bound(value: int) -> bytes | None:
+            if value >= 16 ** len(places):
+                return None
+            for i, c in zip(places, b"%0*x" % (len(places), value), strict=True):
+                template[i] = c
+            return bytes(template)
+
+        at = int(bytes(after[i] for i in places) or b"0", 16)
+        return self._read_steps(after + b"\0", end, bound, at, 1, limit, revision, out)
 
     def _read_from(
         self, start: bytes, end: bytes, base: bytes, limit: int, revision: int, out: list[KeyValue], read: int = 0
@@ -780,6 +817,24 @@ class EtcdBackend(KeyValueBackend):
         known = next((i for i, c in enumerate(digits) if c not in b"0123456789abcdef"), len(digits))
         at = int(digits[:known] or b"0", 16) * 16 ** (_STEP_DIGITS - known)  # at or before start, in id digits
         step = 16 ** (_STEP_DIGITS - known) if known else 1  # no digits: from the first id on, widening
+        return self._read_steps(
+            start, end, lambda value: _id_bound(base, value, _STEP_DIGITS), at, step, limit, revision, out, read
+        )
+
+    def _read_steps(
+        self,
+        start: bytes,
+        end: bytes,
+        bound_of: Callable[[int], bytes | None],
+        at: int,
+        step: int,
+        limit: int,
+        revision: int,
+        out: list[KeyValue],
+        read: int = 0,
+    ) -> int:
+        """:meth:`_read_from`'s steps from ``start`` (at or past the id ``at``; the first ``step`` wide) to
+        ``end``: ``bound_of`` gives the key where ids reach a value (None: past them all)."""
         first = 0 if read else at
         if read:
             step = max(1, min(step * 16, -(-(limit - len(out)) * at // read)))
@@ -790,7 +845,7 @@ class EtcdBackend(KeyValueBackend):
             for rung in range(2):
                 step *= 16 if rung else 1
                 stop = at + step
-                while (bound := _id_bound(base, stop, _STEP_DIGITS)) is not None and bound <= start:
+                while (bound := bound_of(stop)) is not None and bound <= start:
                     step *= 16  # start is past these digits (a key that is no hex id): widen until it is not
                     stop = at + step
                 high = end if bound is None else min(end, bound)
