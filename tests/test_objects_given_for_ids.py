@@ -116,3 +116,23 @@ def test_a_caches_queue_takes_an_id_given_as_text_for_the_objects_own_key() -> N
             queue.done(again)
             assert queue.is_pending(key) and queue.wait_idle(10)  # re-checked later, as its own key
             queue.shutdown()
+
+
+def test_every_call_of_a_caches_queue_that_names_a_key_takes_its_id_as_text() -> None:
+    # add() took a text id as the object's key, but is_pending() said False of it, failures() counted
+    # nothing and retry() and done() refused it as "not being processed".
+    with nbdb.connect("memory://") as db:
+        switch = db.create(LogicalSwitch(name="s"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+        with db.cache([LogicalSwitchPort]) as cache:
+            queue = cache.queue(LogicalSwitchPort)
+            assert queue.wait_synced(10)
+            text = (LogicalSwitchPort, str(port.id))
+            assert queue.get(timeout=10) == (LogicalSwitchPort, port.id)
+            assert queue.is_pending(text)
+            assert queue.retry(text) >= 0
+            assert queue.failures(text) == 1
+            assert queue.get(timeout=10) == (LogicalSwitchPort, port.id)
+            queue.done(text)
+            assert queue.failures(text) == 0 and not queue.is_pending(text)
+            queue.shutdown()

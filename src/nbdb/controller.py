@@ -171,10 +171,25 @@ class CacheQueue(WorkQueue[Key]):
 
     def done(self, key: Key) -> None:
         """``key`` was processed: release it, forget its failures, and drop its tombstone if it is settled."""
+        key = self._check(key)
         super().done(key)
         with self._cond:
             if key not in self._dirty and key not in self._processing and key not in self._due:
                 self._last.pop(key, None)
+
+    # The other calls that name a key take an id given as text as the object's key too (see _check):
+    # is_pending() said False of a queued object, retry() refused it as not being processed.
+    def retry(self, key: Key) -> float:
+        """:meth:`WorkQueue.retry` of ``key`` (its id may be given as text)."""
+        return super().retry(self._check(key))
+
+    def is_pending(self, key: Key) -> bool:
+        """:meth:`WorkQueue.is_pending` of ``key`` (its id may be given as text)."""
+        return super().is_pending(self._check(key))
+
+    def failures(self, key: Key) -> int:
+        """:meth:`WorkQueue.failures` of ``key`` (its id may be given as text)."""
+        return super().failures(self._check(key))
 
     def recheck(self, key: Key, seconds: float) -> None:
         """Add ``key`` again after ``seconds``, as a processed key's re-check: :meth:`wait_idle` does not wait for it.

@@ -195,3 +195,37 @@ def test_a_referrer_whose_revision_another_tool_set_to_text_is_a_corrupt_record(
             db.delete(switch, cascade=True)
         db.delete(other)  # a commit beside it is not held up
         assert [s.name for s in db.list(LogicalSwitch)] == ["s"]
+
+
+def test_a_commit_readers_hold_up_outside_wal_mode_waits_for_them_or_is_not_written(path: Path) -> None:
+    # Outside WAL mode (a filesystem without shared memory) a commit waits for every reader's lock. The
+    # writer connection's 0.1 s wait applied to COMMIT too, and its busy error (SQLite keeps the
+    # transaction open: nothing written) was reported as CommitUnknownError.
+    from nbdb.backends.sqlite import _Connection
+    from nbdb.families import kvstore
+
+    writer = _Connection(str(path), kvstore.ChangeSignal(), 0.6, "NORMAL", writer=True)
+    try:
+        writer.sql.execute("PRAGMA journal_mode=DELETE")
+        writer.sql.execute("CREATE TABLE t (v INTEGER)")
+        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()  # a shared lock, held
+        with pytest.raises(nbdb.BackendUnavailableError, match="not written"):
+            with writer.transaction("IMMEDIATE") as sql:
+                sql.execute("INSERT INTO t VALUES (1)")
+        assert not writer.sql.in_transaction
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        # A reader that lets go while the commit waits: it is written.
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+        letting_go = threading.Timer(0.25, lambda: reader.execute("COMMIT"))
+        letting_go.start()
+        with writer.transaction("IMMEDIATE") as sql:
+            sql.execute("INSERT INTO t VALUES (2)")
+        letting_go.join(10)
+        assert reader.execute("SELECT v FROM t").fetchall() == [(2,)]
+        reader.close()
+    finally:
+        writer.sql.close()

@@ -148,7 +148,7 @@ class _Connection:
                     self.sql.execute(f"BEGIN {mode}")
                 yield self.sql
                 committing = True
-                self.sql.execute("COMMIT")
+                self._commit()
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):  # SQLite has rolled back by itself after some errors
                     if self.sql.in_transaction:
@@ -167,6 +167,28 @@ class _Connection:
                 return self.sql.execute(statement, args).fetchone()
             except sqlite3.Error as exc:
                 raise ERRORS.translate(exc) from None
+
+    def _commit(self) -> None:
+        """``COMMIT``, tried again while readers keep the file locked (it stays pending), up to ``timeout=``.
+
+        Only where the file is not in WAL mode (a filesystem without shared memory): a commit then
+        waits for every reader's lock. A writer connection waits one slice per try, and a busy
+        COMMIT was reported as CommitUnknownError after 0.1 s though SQLite had kept the
+        transaction open, written nothing. Given up, it is rolled back: BackendUnavailableError.
+        """
+        started = time.monotonic()
+        while True:
+            try:
+                self.sql.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as exc:
+                if not (_busy(exc) and self.sql.in_transaction):
+                    raise
+                if self._closing or time.monotonic() >= started + self._settings[0]:
+                    self.sql.execute("ROLLBACK")
+                    raise errors.BackendUnavailableError(
+                        f"sqlite: readers kept {self.target} locked: the commit was not written"
+                    ) from None
 
     def _begin_write(self) -> None:
         """``BEGIN IMMEDIATE``, waiting for another connection's write lock up to ``timeout=``.
