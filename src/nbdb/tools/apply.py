@@ -114,27 +114,52 @@ class Applier:
             first, deferred = self._plan_puts(puts)
             try:
                 self._run(first)
-            except errors.UniqueViolationError:
+            except errors.UniqueViolationError as exc:
                 # A unique value (a name) that an object to be deleted still holds: an --overwrite copy into a
                 # database holding the same names under other ids, or a name freed and taken again in the
                 # commits of one batch, stopped here. The deletes nothing that stays depends on go first.
-                freed = self._deletable_first(doomed)
-                if not freed:
-                    raise
-                self._run([(key_of(obj), None) for obj in reversed(object_order(freed))])
+                self._free(wanted, doomed, exc)
                 self._run(first)
             self._run([(key_of(obj), obj) for obj in deferred])
         if doomed:
             self._run([(key_of(obj), None) for obj in reversed(object_order(doomed))])
         return self.writes - before
 
-    def _deletable_first(self, doomed: list[Model]) -> list[Model]:
-        """The objects of ``doomed`` that no object staying in the destination references, even indirectly."""
+    def _free(
+        self, wanted: Mapping[ObjectKey, Model | None], doomed: list[Model], exc: errors.UniqueViolationError
+    ) -> None:
+        """Delete the objects of ``doomed`` that nothing staying needs, before the puts; else raise ``exc``.
+
+        A referrer this apply updates so that it no longer references a doomed object (a port group moved
+        from a port deleted to one re-created with its name) is first written without its references to
+        the doomed objects, as its stored copy would otherwise keep them from being deleted. When the store
+        named the holder of the unique value and it cannot be freed so, nothing is written: ``exc`` is raised.
+        """
+        keys = {key_of(obj) for obj in doomed}
+        interim: dict[ObjectKey, tuple[Model, set[ObjectKey]]] = {}
+        for key, current in self.state.items():
+            want = wanted.get(key)
+            held = {t for t in current.ref_keys() if t in keys}
+            if want is None or not held or held & set(want.ref_keys()):
+                continue
+            try:
+                interim[key] = (self._without(current, held), held)
+            except errors.ReferenceError:  # a required reference: the doomed object stays until its referrer goes
+                continue
+        freed = self._deletable_first(doomed, {key: obj for key, (obj, _) in interim.items()})
+        freed_keys = {key_of(obj) for obj in freed}
+        if not freed or (exc.existing is not None and (exc.table, exc.existing) not in freed_keys):
+            raise exc
+        self._run([(key, obj) for key, (obj, held) in interim.items() if held & freed_keys])
+        self._run([(key_of(obj), None) for obj in reversed(object_order(freed))])
+
+    def _deletable_first(self, doomed: list[Model], interim: Mapping[ObjectKey, Model]) -> list[Model]:
+        """The objects of ``doomed`` that no object staying references, even indirectly, once ``interim`` is written."""
         keys = {key_of(obj) for obj in doomed}
         blocked: set[ObjectKey] = set()
         for key, obj in self.state.items():
             if key not in keys:
-                blocked.update(t for t in obj.ref_keys() if t in keys)
+                blocked.update(t for t in interim.get(key, obj).ref_keys() if t in keys)
         stack = list(blocked)
         while stack:
             for target in self.state[stack.pop()].ref_keys():
@@ -252,6 +277,13 @@ class Applier:
 
     def _commit(self, group: list[Op]) -> bool:
         """Write ``group`` in one transaction; False if it must be retried object by object."""
+        if any(
+            want is not None and (cur := self.state.get(key)) is not None and cur.topic != want.topic
+            for key, want in group
+        ):
+            # An id that moved topic is a delete and a create: not in one transaction. Decided before the
+            # transaction opens, as leaving it early commits the writes staged so far, unrecorded and uncounted.
+            return False
         staged: list[tuple[ObjectKey, bool]] = []
         try:
             with self.db.transaction() as txn:
@@ -264,8 +296,6 @@ class Applier:
                     elif current is None:
                         txn.create(want.model_copy(update={"version": 0}), ttl=self.ttls.get(key))
                         staged.append((key, False))
-                    elif current.topic != want.topic:
-                        return False  # a delete and a create of one id: not in one transaction
                     else:
                         txn.update(_updated(current, want))
                         staged.append((key, False))
@@ -321,5 +351,7 @@ class Applier:
                     raise
                 self._refresh(key)  # somebody else wrote it, or our copy was stale
                 continue
+            except errors.ValidationError as exc:  # the destination refuses this object itself: say which
+                raise errors.ValidationError(f"{key[0]} {key[1]}: {exc}", exc.errors) from exc
             self._wrote(1)
             return
