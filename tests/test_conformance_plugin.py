@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import signal
+import site
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import pytest
+import pytest_timeout
 
 import nbdb
+from nbdb.conformance import plugin
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -327,3 +335,65 @@ def test_a_test_that_timed_out_in_the_backend_says_where_it_hung(tmp_path: Path,
     assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
     assert "The test timed out while the backend was at " in done.stdout, done.stdout[-3000:]
     assert "kit_kithang_backend.py:" in done.stdout.split("The test timed out while the backend was at ", 1)[1]
+
+
+def installed_code(path: str, source: str) -> dict[str, Any]:
+    """The namespace of ``source`` run as if from the file ``path`` (a module pip installed there)."""
+    namespace: dict[str, Any] = {}
+    exec(compile(source, path, "exec"), namespace)
+    return namespace
+
+
+# Where pip installs a backend (and its client library): a venv's site-packages lies inside its lib/python3.X,
+# which sysconfig names the venv's platstdlib; a user's or Debian's lies outside every stdlib directory.
+SITE_PACKAGES = sorted({*(sysconfig.get_paths()[key] for key in ("purelib", "platlib")), site.getusersitepackages()})
+
+
+@pytest.mark.parametrize("site_dir", SITE_PACKAGES)
+def test_a_backend_pip_installed_in_site_packages_is_blamed_for_its_foreign_error(site_dir: str) -> None:
+    """A venv's site-packages counted as the stdlib: a pip-installed backend's ValueError went unnamed."""
+    backend = os.path.join(site_dir, "nbdb_kitblame_backend", "backend.py")
+    get_key = installed_code(backend, "def get_key():\n    raise ValueError('from the client library')\n")["get_key"]
+    with pytest.raises(ValueError) as caught:
+        get_key()
+    assert plugin.foreign_origin(caught.value) == f"{backend}:2 (get_key)"
+
+
+def test_a_timeout_names_the_interrupted_backend_frame_not_the_signal_handler() -> None:
+    """The innermost frame outside nbdb was the handler that raised the timeout, not the backend call it stopped."""
+    backend = os.path.join(sysconfig.get_paths()["purelib"], "nbdb_kitblame_backend", "backend.py")
+    source = "import threading\n\ndef get_key():\n    threading.Event().wait(30)\n"
+    get_key = installed_code(backend, source)["get_key"]
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        pytest.fail("Timeout (>0.01s) from a signal handler outside pytest-timeout")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        with pytest.raises(pytest.fail.Exception) as caught:
+            get_key()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    hint = plugin._timed_out_in(caught.value)
+    expected = f"The test timed out while the backend was at {backend}:4 (get_key)."
+    assert hint is not None and hint.startswith(expected), hint
+
+
+def test_a_timeout_names_the_backend_where_pytest_timeout_is_outside_the_stdlib(
+    tmp_path: Path, third_party: ThirdParty
+) -> None:
+    """Where pip put pytest-timeout outside the stdlib directory (Debian's dist-packages, --user), it was blamed."""
+    env = third_party({"kithang": HANGING})
+    site_dir = Path(env["PYTHONPATH"].split(os.pathsep)[0])
+    shutil.copy(pytest_timeout.__file__, site_dir / "pytest_timeout.py")  # found first: pytest loads this one
+    done = third_party_kit(
+        env, tmp_path, "--pyargs", f"{KIT}.test_crud", "-k", "test_get_by_string_id", "-x", "--trace-config",
+        f"--nbdb-url=kithang:///{tmp_path}/kit.db",
+    )  # fmt: skip
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    copy = f"<module 'pytest_timeout' from '{site_dir / 'pytest_timeout.py'}'>"
+    assert copy in done.stdout, done.stdout[:3000]  # the copy ran, not the venv's
+    where = done.stdout.split("The test timed out while the backend was at ", 1)[1]
+    assert where.startswith(str(site_dir / "kit_kithang_backend.py")), done.stdout[-3000:]

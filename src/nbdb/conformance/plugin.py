@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib
+import importlib.util
 import logging
 import os
+import site
 import sysconfig
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -157,20 +158,55 @@ _LOGGED = pytest.StashKey[list[str]]()
 _HINT_TITLE = "nbdb kit: what to fix"
 
 
-def _own_code_roots() -> tuple[str, ...]:
-    """Where code that is not the backend's (nor its client library's) lives: nbdb and what nbdb itself runs on."""
-    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
-    for name in ("nbdb", "pytest", "_pytest", "pluggy", "hypothesis", "pydantic", "pydantic_core"):
+_OWN_MODULES = (
+    "nbdb", "pytest", "_pytest", "pluggy", "pytest_timeout", "hypothesis", "_hypothesis_pytestplugin",
+    "pydantic", "pydantic_core", "typing_extensions", "annotated_types",
+)  # fmt: skip
+"""nbdb and what nbdb itself (and its test run) runs on, wherever pip put them."""
+
+
+def _site_roots() -> tuple[str, ...]:
+    """Where pip puts packages: the environment's site-packages (a venv's lies inside its stdlib dir), the user's."""
+    paths = sysconfig.get_paths()
+    roots = {paths["purelib"], paths["platlib"], site.getusersitepackages(), *site.getsitepackages()}
+    return tuple(sorted(root.rstrip(os.sep) + os.sep for root in roots if root))
+
+
+def _own_code() -> tuple[tuple[str, ...], frozenset[str]]:
+    """Directories (the stdlib's, the own packages') and single files (own modules) of code that is not a backend's."""
+    paths = sysconfig.get_paths()
+    dirs = {paths["stdlib"], paths["platstdlib"]}
+    files = set()
+    for name in _OWN_MODULES:
         try:
-            module = importlib.import_module(name)
-        except ImportError:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
             continue
-        if module.__file__:
-            roots.add(str(Path(module.__file__).parent))
-    return tuple(sorted(root.rstrip(os.sep) + os.sep for root in roots))
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:  # a package: everything under its directory
+            dirs.update(spec.submodule_search_locations)
+        elif spec.origin and os.path.isabs(spec.origin):  # a single-file module (pytest_timeout.py) beside others
+            files.add(spec.origin)
+    return tuple(sorted(root.rstrip(os.sep) + os.sep for root in dirs)), frozenset(files)
 
 
-_OWN_CODE = _own_code_roots()
+_SITE = _site_roots()
+_OWN_DIRS, _OWN_FILES = _own_code()
+
+
+def _is_own_code(filename: str) -> bool:
+    """Whether code in ``filename`` is nbdb's, the standard library's or its test run's (no backend's, no client's).
+
+    A stdlib directory counts only outside site-packages: a venv's ``lib/python3.X`` holds every installed package.
+    """
+    if filename in _OWN_FILES or filename.startswith("<"):
+        return True
+    own = [root for root in _OWN_DIRS if filename.startswith(root)]
+    if not own:
+        return False
+    site_roots = [root for root in _SITE if filename.startswith(root)]
+    return not site_roots or max(map(len, own)) > max(map(len, site_roots))  # the innermost root decides
 
 
 def foreign_origin(exc: BaseException) -> str | None:
@@ -181,26 +217,43 @@ def foreign_origin(exc: BaseException) -> str | None:
     """
     if not isinstance(exc, Exception) or isinstance(exc, nbdb.errors.NbdbError | AssertionError):
         return None
-    return _backend_frame(exc)
+    return _backend_frame(_frames(exc.__traceback__))
 
 
-def _backend_frame(exc: BaseException) -> str | None:
-    """``file:line (function)`` of the innermost frame of ``exc``'s traceback outside nbdb, the stdlib and pytest."""
-    origin = None
-    tb: TracebackType | None = exc.__traceback__
+def _frames(tb: TracebackType | None) -> list[TracebackType]:
+    entries = []
     while tb is not None:
-        code = tb.tb_frame.f_code
-        if not code.co_filename.startswith(_OWN_CODE) and not code.co_filename.startswith("<"):
-            origin = f"{code.co_filename}:{tb.tb_lineno} ({code.co_name})"
+        entries.append(tb)
         tb = tb.tb_next
+    return entries
+
+
+def _backend_frame(entries: list[TracebackType]) -> str | None:
+    """``file:line (function)`` of the innermost of traceback ``entries`` outside nbdb, the stdlib and pytest."""
+    origin = None
+    for entry in entries:
+        code = entry.tb_frame.f_code
+        if not _is_own_code(code.co_filename):
+            origin = f"{code.co_filename}:{entry.tb_lineno} ({code.co_name})"
     return origin
+
+
+def _is_signal_handler(frame: FrameType) -> bool:
+    """Whether ``frame`` runs a signal handler: a call of (signum, the frame the signal interrupted)."""
+    code = frame.f_code
+    if code.co_argcount < 2:
+        return False
+    signum, interrupted = (frame.f_locals.get(name) for name in code.co_varnames[:2])
+    return isinstance(signum, int) and interrupted is not None and interrupted is frame.f_back
 
 
 def _timed_out_in(exc: BaseException) -> str | None:
     """Where in the backend a test stood when pytest-timeout ended it (its signal method raises there)."""
     if not (isinstance(exc, pytest.fail.Exception) and str(exc).startswith("Timeout")):
         return None
-    where = _backend_frame(exc)
+    entries = _frames(exc.__traceback__)
+    handler = next((i for i, entry in enumerate(entries) if _is_signal_handler(entry.tb_frame)), len(entries))
+    where = _backend_frame(entries[:handler])  # what ran when the signal came, not the handler that raised
     if where is None:
         return None
     return (
