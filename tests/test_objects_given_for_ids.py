@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -94,45 +96,47 @@ def test_a_model_given_an_object_of_another_table_for_a_reference_is_refused() -
             make()
 
 
-def test_a_caches_queue_takes_an_id_given_as_text_for_the_objects_own_key() -> None:
-    # queue.add((LogicalSwitchPort, str(port.id))) queued another key than the cache's (LogicalSwitchPort,
-    # port.id): handed out while the object's own key was processing, two workers had one object at once.
+@contextlib.contextmanager
+def _port_queue() -> Iterator[tuple[Any, LogicalSwitchPort]]:
+    """A cache's queue of ports on memory://, synced, and the one port it holds."""
     with nbdb.connect("memory://") as db:
         switch = db.create(LogicalSwitch(name="s"))
         port = db.create(LogicalSwitchPort(switch=switch, name="p"))
         with db.cache([LogicalSwitchPort]) as cache:
             queue = cache.queue(LogicalSwitchPort)
             assert queue.wait_synced(10)
-            key = queue.get(timeout=10)
-            assert key == (LogicalSwitchPort, port.id)
-            for text in (str(port.id), str(port.id).upper()):
-                queue.add((LogicalSwitchPort, text))
-                queue.add_after((LogicalSwitchPort, text), 0)
-            assert queue.get(timeout=0) is None  # the object is processing: its key waits
-            queue.done(key)
-            again = queue.get(timeout=10)
-            assert again == key and type(again[1]) is uuid.UUID
-            queue.recheck((LogicalSwitchPort, str(port.id)), 3600)
-            queue.done(again)
-            assert queue.is_pending(key) and queue.wait_idle(10)  # re-checked later, as its own key
-            queue.shutdown()
+            yield queue, port
+
+
+def test_a_caches_queue_takes_an_id_given_as_text_for_the_objects_own_key() -> None:
+    # queue.add((LogicalSwitchPort, str(port.id))) queued another key than the cache's (LogicalSwitchPort,
+    # port.id): handed out while the object's own key was processing, two workers had one object at once.
+    with _port_queue() as (queue, port):
+        key = queue.get(timeout=10)
+        assert key == (LogicalSwitchPort, port.id)
+        for text in (str(port.id), str(port.id).upper()):
+            queue.add((LogicalSwitchPort, text))
+            queue.add_after((LogicalSwitchPort, text), 0)
+        assert queue.get(timeout=0) is None  # the object is processing: its key waits
+        queue.done(key)
+        again = queue.get(timeout=10)
+        assert again == key and type(again[1]) is uuid.UUID
+        queue.recheck((LogicalSwitchPort, str(port.id)), 3600)
+        queue.done(again)
+        assert queue.is_pending(key) and queue.wait_idle(10)  # re-checked later, as its own key
+        queue.shutdown()
 
 
 def test_every_call_of_a_caches_queue_that_names_a_key_takes_its_id_as_text() -> None:
     # add() took a text id as the object's key, but is_pending() said False of it, failures() counted
     # nothing and retry() and done() refused it as "not being processed".
-    with nbdb.connect("memory://") as db:
-        switch = db.create(LogicalSwitch(name="s"))
-        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
-        with db.cache([LogicalSwitchPort]) as cache:
-            queue = cache.queue(LogicalSwitchPort)
-            assert queue.wait_synced(10)
-            text = (LogicalSwitchPort, str(port.id))
-            assert queue.get(timeout=10) == (LogicalSwitchPort, port.id)
-            assert queue.is_pending(text)
-            assert queue.retry(text) >= 0
-            assert queue.failures(text) == 1
-            assert queue.get(timeout=10) == (LogicalSwitchPort, port.id)
-            queue.done(text)
-            assert queue.failures(text) == 0 and not queue.is_pending(text)
-            queue.shutdown()
+    with _port_queue() as (queue, port):
+        text = (LogicalSwitchPort, str(port.id))
+        assert queue.get(timeout=10) == (LogicalSwitchPort, port.id)
+        assert queue.is_pending(text)
+        assert queue.retry(text) >= 0
+        assert queue.failures(text) == 1
+        assert queue.get(timeout=10) == (LogicalSwitchPort, port.id)
+        queue.done(text)
+        assert queue.failures(text) == 0 and not queue.is_pending(text)
+        queue.shutdown()
