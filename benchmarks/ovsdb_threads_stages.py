@@ -104,8 +104,23 @@ with start_server("ovsdb") as server, nbdb.connect(server.url, namespace="stages
 print(json.dumps(out))
 """
 
-ORDER = ["rate", "cpu_us", "sys_us", "io_us", "gc_us", "writer_vcs", "io_vcs", "model_us", "create_us", "put_of_us",
-         "commit_us", "plan_us", "group_us", "leader_send_us", "ryw_us"]
+ORDER = [
+    "rate",
+    "cpu_us",
+    "sys_us",
+    "io_us",
+    "gc_us",
+    "writer_vcs",
+    "io_vcs",
+    "model_us",
+    "create_us",
+    "put_of_us",
+    "commit_us",
+    "plan_us",
+    "group_us",
+    "leader_send_us",
+    "ryw_us",
+]
 
 
 def main() -> None:
