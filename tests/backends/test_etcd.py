@@ -1101,6 +1101,43 @@ def test_read_your_writes_across_a_leader_change(etcd_cluster: EtcdServer) -> No
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("damage", ["bad json", "another id"])
+def test_a_corrupt_record_another_writer_deletes_is_reported_to_on_error_and_the_watch_goes_on(
+    etcd_server: EtcdServer,  # noqa: F811
+    damage: str,
+) -> None:
+    """A delete's event is its old value; corrupt, the watch handed out a delete of no object (an event whose
+    ``.id`` raised ``AssertionError``). It is a CorruptRecordError to ``on_error`` now, and a cache drops the
+    object it held."""
+    with _connect(etcd_server.url) as db:
+        switch = db.create(KitParent(name="sw"))
+        kept = db.create(KitParent(name="kept"))
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        key = backend.layout.object(None, "KitParent", switch.id)
+        reported: list[errors.CorruptRecordError] = []
+        with (
+            db.watch(KitParent, since=db.list(KitParent).revision, on_error=reported.append) as watch,
+            db.cache(KitParent, on_error=lambda exc: None) as cache,
+        ):
+            assert cache.wait_synced(10)
+            bad = b"{not json" if damage == "bad json" else kept.model_dump_json().encode()
+            assert backend.commit_once([], {key: bad}, []) is not None  # another writer's bytes
+            assert backend.commit_once([], {}, [key]) is not None  # and its delete
+            db.update(kept.model_copy(update={"size": 3}))
+            events = []
+            for _ in range(20):
+                got = watch.poll(0.3)
+                events += [(e.kind, e.id) for e in got]
+                if (EventKind.UPDATED, kept.id) in events:
+                    break
+            assert events == [(EventKind.UPDATED, kept.id)]
+            assert any(str(switch.id) in str(exc) and "deleted" in str(exc) for exc in reported), reported
+            assert eventually(lambda: cache.get(KitParent, switch.id) is None, timeout=10)
+            assert cache.get(KitParent, kept.id).size == 3  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(60)
 def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(etcd_server: EtcdServer) -> None:  # noqa: F811
     """A negative counter (another writer's: nbdb counts from 1) handed out ids below 1."""
     with _connect(etcd_server.url) as db:
