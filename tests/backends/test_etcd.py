@@ -1101,6 +1101,17 @@ def test_read_your_writes_across_a_leader_change(etcd_cluster: EtcdServer) -> No
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["path", "namespace"])
+def test_a_prefix_that_is_not_unicode_is_refused_at_connect(etcd_server: EtcdServer, where: str) -> None:  # noqa: F811
+    """A lone surrogate in the URL's path or the namespace connected, and the first request raised a bare
+    ``UnicodeEncodeError`` (no key can hold it): a ValidationError at connect, as a lock's name gets."""
+    url, options = (etcd_server.url + "/a\udcff", {}) if where == "path" else (etcd_server.url, {"namespace": "\udcff"})
+    with pytest.raises(errors.ValidationError, match="Unicode"):
+        with nbdb.connect(url, **options) as db:
+            db.create(KitParent(name="p"))
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("damage", ["bad json", "another id"])
 def test_a_corrupt_record_another_writer_deletes_is_reported_to_on_error_and_the_watch_goes_on(
     etcd_server: EtcdServer,  # noqa: F811

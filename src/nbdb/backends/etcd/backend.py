@@ -35,7 +35,7 @@ from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import TOPIC_PROBES, outside_tables, wildcard_split
 from nbdb.families.kvregistry import Registrations, gaps, parse_marks, topic_of, topics_of
 from nbdb.families.kvtypes import APPLIED, write_count
-from nbdb.options import Options, redact, split_hosts, split_userinfo
+from nbdb.options import Options, check_unicode, redact, split_hosts, split_userinfo
 from nbdb.spi import CommitResult, LockHandle, Put, WriteOp
 
 __all__ = ["EtcdBackend"]
@@ -128,7 +128,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
         max_request_bytes=opts.integer("max_request_bytes", 1_572_864, minimum=65_536),
         group_commit=opts.integer("group_commit", EtcdSettings.group_commit, minimum=0),
     )
-    path = unquote(parts.path).strip("/")
+    path = check_unicode("etcd:// URL path", unquote(parts.path).strip("/"))
     prefix = f"{path}/" if path else DEFAULT_PREFIX
     namespace = opts.namespace()
     if namespace:
