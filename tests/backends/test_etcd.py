@@ -1101,6 +1101,18 @@ def test_read_your_writes_across_a_leader_change(etcd_cluster: EtcdServer) -> No
 
 
 @pytest.mark.timeout(60)
+def test_a_timeout_past_what_grpc_can_wait_is_refused_not_a_live_cluster_unavailable(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """gRPC takes a deadline of 1e10 s as already past (its nanoseconds overflow): connect() to a live
+    cluster raised BackendUnavailableError "Deadline Exceeded". The option is bounded, as retry_deadline."""
+    with nbdb.connect(etcd_server.url, timeout=86_400) as db:
+        db.create(KitParent(name="p"))
+    with pytest.raises(errors.ValidationError, match="timeout must be at most"):
+        nbdb.connect(etcd_server.url, timeout=1e10)
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("where", ["path", "namespace"])
 def test_a_prefix_that_is_not_unicode_is_refused_at_connect(etcd_server: EtcdServer, where: str) -> None:  # noqa: F811
     """A lone surrogate in the URL's path or the namespace connected, and the first request raised a bare

@@ -122,7 +122,9 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
         key=read("key"),
         user=user,
         password=password,
-        timeout=opts.number("timeout", 2.0, minimum=0.05),
+        # At most a day, as retry_deadline: gRPC took 1e10 s for a deadline already past (its nanoseconds
+        # overflow), so a live cluster was "unavailable" at connect.
+        timeout=opts.number("timeout", 2.0, minimum=0.05, maximum=86_400.0),
         retry=opts.retry_policy(EtcdSettings.default_retry(len(endpoints))),
         max_txn_ops=opts.integer("max_txn_ops", 128, minimum=4),
         max_request_bytes=opts.integer("max_request_bytes", 1_572_864, minimum=65_536),
