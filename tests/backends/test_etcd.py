@@ -37,6 +37,8 @@ from nbdb.backends.etcd import EtcdBackend, wire
 from nbdb.backends.etcd.backend import parse_url
 from nbdb.backends.etcd.client import EtcdClient, safe_progress_requests
 from nbdb.families.kvtypes import KeyValue
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.spi import UniqueKey
 
 
 def _ns() -> str:
@@ -1098,6 +1100,34 @@ def test_read_your_writes_across_a_leader_change(etcd_cluster: EtcdServer) -> No
             assert mine.wait_for(updated, 30) and mine.get(KitParent, after.id) == updated
     finally:
         _wait_healthy(etcd_cluster)
+
+
+@pytest.mark.timeout(60)
+def test_a_unique_claim_another_writer_left_naming_no_object_is_a_corrupt_record(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A name's claim key pointing at an object that does not exist made every create of the name a
+    UniqueViolationError "taken by" an object get() could not find, and may_exist a ConflictError "try again",
+    for ever: a CorruptRecordError naming the key now, and the name is free once the key is deleted."""
+    with _connect(etcd_server.url) as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        text = LogicalSwitchPort.unique_text(("name",), {"name": "vm1"})
+        claim = backend.layout.unique("LogicalSwitchPort", UniqueKey("name", text))
+        assert backend.commit_once([], {claim: str(uuid.uuid4()).encode()}, []) is not None  # another writer's
+        port = LogicalSwitchPort(switch=switch.id, name="vm1")
+        with pytest.raises(errors.CorruptRecordError, match="does not exist"):
+            db.create(port)
+        with pytest.raises(errors.CorruptRecordError, match="does not exist"):
+            db.create(port, may_exist=True)
+        assert db.get_by(LogicalSwitchPort, name="vm1") is None
+        assert backend.commit_once([], {}, [claim]) is not None
+        assert db.create(port).name == "vm1"
+        # A claim of a live holder is still a UniqueViolationError naming it.
+        with pytest.raises(errors.UniqueViolationError) as taken:
+            db.create(LogicalSwitchPort(switch=switch.id, name="vm1"))
+        assert taken.value.existing == port.id
 
 
 @pytest.mark.timeout(60)
