@@ -1103,6 +1103,32 @@ def test_read_your_writes_across_a_leader_change(etcd_cluster: EtcdServer) -> No
 
 
 @pytest.mark.timeout(60)
+def test_an_index_record_nested_past_the_recursion_limit_is_a_corrupt_record(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """Another writer's index record of JSON nested 100,000 deep: a delete of its object, or of the object it
+    references, raised a bare RecursionError out of json.loads; it is a CorruptRecordError naming the key."""
+    ns = _ns()
+    with _connect(etcd_server.url, namespace=ns) as writer:
+        switch = writer.create(LogicalSwitch(name="sw"))
+        port = writer.create(LogicalSwitchPort(switch=switch.id, name="p"))
+        backend = writer.backend
+        assert isinstance(backend, EtcdBackend)
+        index = backend.layout.index("LogicalSwitchPort", port.id)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for damage in (deep, b'{"t": ' + deep + b"}"):
+        # A client that did not write the port reads its index (its writer remembers where the port lives).
+        with _connect(etcd_server.url, namespace=ns) as db:
+            backend = db.backend
+            assert isinstance(backend, EtcdBackend)
+            assert backend.commit_once([], {index: damage}, []) is not None
+            with pytest.raises(errors.CorruptRecordError, match="index record"):
+                db.delete(port)
+            with pytest.raises(errors.CorruptRecordError, match="index record"):
+                db.delete(switch)
+
+
+@pytest.mark.timeout(60)
 def test_a_unique_claim_another_writer_left_naming_no_object_is_a_corrupt_record(
     etcd_server: EtcdServer,  # noqa: F811
 ) -> None:

@@ -396,7 +396,7 @@ class KeyLayout:
             unique = tuple(UniqueKey(str(f), str(v)) for f, v in doc.get("u", ()))
             ttl = doc.get("x")
             ttl = None if ttl is None else float(ttl)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # JSON nested past the recursion limit
             raise errors.CorruptRecordError(f"index record {kv.key!r} is corrupt: {exc}", key=kv.key) from None
         return Index(rules.topic_of_part(topic), refs, unique, ttl, kv.version)
 
