@@ -75,6 +75,11 @@ def test_url_grammar() -> None:
         parse_url("etcd://h?cert=/x", {})
     with pytest.raises(errors.ValidationError, match="cannot read"):
         parse_url("etcd://h?ca=/nonexistent/ca.pem", {})
+    # Durations a wait can hold: gRPC took a timeout of 1e10 s as a deadline past, and a watch's poll(None)
+    # waited progress_interval on a queue, which raises OverflowError past threading.TIMEOUT_MAX.
+    for option in ("timeout", "progress_interval"):
+        with pytest.raises(errors.ValidationError, match=f"{option} must be at most"):
+            parse_url("etcd://h", {option: 1e12})
 
 
 def test_wire_codec() -> None:

@@ -135,7 +135,9 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
     namespace = opts.namespace()
     if namespace:
         prefix = f"{prefix}{namespace}/"
-    return settings, prefix, opts.number("progress_interval", 5.0, minimum=0.0)
+    # At most a day: a watch's poll(None) waits this long for a response, and a queue's wait past
+    # threading.TIMEOUT_MAX raises OverflowError (on servers where progress requests are safe).
+    return settings, prefix, opts.number("progress_interval", 5.0, minimum=0.0, maximum=86_400.0)
 
 
 _new_tuple = tuple.__new__
