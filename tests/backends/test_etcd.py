@@ -1108,6 +1108,42 @@ def test_read_your_writes_across_a_leader_change(etcd_cluster: EtcdServer) -> No
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("threads", [1, 8])
+def test_commits_go_on_when_the_commit_tokens_lease_is_gone(etcd_server: EtcdServer, threads: int) -> None:  # noqa: F811
+    """The tokens' lease is replaced every 5 minutes and never kept alive: revoked by another client (or run
+    out while the host slept), every commit of the Database was a BackendUnavailableError "requested lease not
+    found" until then. A commit refused so is sent again on a new lease; alone or grouped (8 threads)."""
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        db.create(KitParent(name="first"))
+        # Another client revokes the lease every token of this client rides on (its keys go with it).
+        tokens = backend.client.range(
+            backend.layout.token("").encode(), wire.prefix_end(backend.layout.token("").encode())
+        )
+        leases = {kv.lease for kv in tokens[1]}
+        assert len(leases) == 1 and all(backend.client.lease_revoke(lease) for lease in leases)
+        made: list[KitParent] = []
+        failed: list[BaseException] = []
+        start = threading.Barrier(threads)
+
+        def create(n: int) -> None:
+            start.wait(10)
+            try:
+                made.append(db.create(KitParent(name=f"p{n}")))
+            except BaseException as exc:  # reported below
+                failed.append(exc)
+
+        workers = [threading.Thread(target=create, args=(n,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert not failed, failed
+        assert {p.name for p in db.list(KitParent)} == {"first", *(f"p{n}" for n in range(threads))}
+
+
+@pytest.mark.timeout(60)
 def test_an_index_record_nested_past_the_recursion_limit_is_a_corrupt_record(
     etcd_server: EtcdServer,  # noqa: F811
 ) -> None:

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
@@ -41,6 +41,8 @@ from nbdb.spi import CommitResult, LockHandle, Put, WriteOp
 __all__ = ["EtcdBackend"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "nbdb/"
@@ -917,6 +919,28 @@ class EtcdBackend(KeyValueBackend):
 
     def _commit(self, commit: KeyCommit) -> int | None:
         """:meth:`commit_keys` of ``commit``: one transaction, or None if a key it needs absent is there."""
+        return self._on_a_live_token_lease(lambda: self._commit_as_planned(commit))
+
+    def _on_a_live_token_lease(self, send: Callable[[], _T]) -> _T:
+        """``send()``, sent again once on a new lease if etcd refused it because its tokens' lease is gone.
+
+        The lease is granted for twice the tokens' ttl and replaced halfway, without keep-alives: one
+        revoked (another client, an operator), or run out while this host slept (its monotonic clock
+        stood still), made every commit a BackendUnavailableError until the next replacement, up to
+        5 minutes. etcd checks a put's lease before it applies anything, so the refused commit is sent
+        again, once, on a new lease (``send`` builds its request again).
+        """
+        try:
+            return send()
+        except errors.BackendUnavailableError as exc:
+            if "requested lease not found" not in str(exc):
+                raise
+            with self._leases_lock:
+                self._token_lease = (0, 0.0)
+            log.info("etcd: the commit tokens' lease is gone (%s); granting another", exc)
+        return send()
+
+    def _commit_as_planned(self, commit: KeyCommit) -> int | None:
         budget = self.capabilities.max_txn_bytes
         exact, runs = self._merge_plan(commit)
         if runs and budget is not None:
@@ -1124,8 +1148,12 @@ class EtcdBackend(KeyValueBackend):
         whose keys are disjoint, for which that equals applying them one by one.
         """
         sent = [c.with_token_key() for c in commits]
-        request = wire.txn_request([], [wire.request_txn(wire.txn_request(*self._txn_parts(c))) for c in sent])
-        header, answers, maybe_applied = self.client.nested_txns(request)
+
+        def send() -> tuple[wire.Header, list[tuple[bool, list[list[wire.KV]]]], bool]:
+            request = wire.txn_request([], [wire.request_txn(wire.txn_request(*self._txn_parts(c))) for c in sent])
+            return self.client.nested_txns(request)
+
+        header, answers, maybe_applied = self._on_a_live_token_lease(send)
         if len(answers) != len(sent):
             raise errors.BackendUnavailableError(f"etcd answered {len(answers)} of {len(sent)} nested transactions")
         outcomes: list[Outcome] = []
