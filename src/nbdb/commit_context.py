@@ -22,6 +22,7 @@ from nbdb import errors, metrics
 from nbdb.capabilities import Expiry
 from nbdb.models.base import Model
 from nbdb.models.types import Topic
+from nbdb.options import check_unicode
 from nbdb.revision import GLOBAL_SCOPE, Revision
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, WriteOp
 from nbdb.timeouts import check_seconds
@@ -58,11 +59,7 @@ def check_name(what: str, name: Any) -> str:
     """``name`` if it names a lock or a counter (non-empty text without '/'); ValidationError otherwise."""
     if not isinstance(name, str) or not name or "/" in name:
         raise errors.ValidationError(f"{what} name must be non-empty text with no '/': {name!r}")
-    try:
-        name.encode()
-    except UnicodeEncodeError:  # a lone surrogate: no store can hold it
-        raise errors.ValidationError(f"{what} name must be Unicode text: {name!r}") from None
-    return name
+    return check_unicode(f"{what} name", name)
 
 
 def check_topics(topics: Any) -> Collection[str | None] | None:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote
 from nbdb import errors
 from nbdb.retry import RetryPolicy
 
-__all__ = ["Options", "redact", "split_hosts", "split_userinfo"]
+__all__ = ["Options", "check_unicode", "redact", "split_hosts", "split_userinfo"]
 
 T = TypeVar("T")
 
@@ -154,6 +154,7 @@ class Options:
         namespace = self.text("namespace", "")
         if "/" in namespace:
             raise errors.ValidationError(f"{self.label} option namespace must not contain '/': {namespace!r}")
+        check_unicode(f"{self.label} option namespace", namespace)
         return namespace
 
     def _bad(self, name: str, want: str, value: Any) -> errors.ValidationError:
@@ -262,3 +263,13 @@ class Options:
             max_backoff=max(default.max_backoff, backoff),
             deadline=deadline or None,
         )
+
+
+def check_unicode(what: str, text: str) -> str:
+    """``text`` if it encodes as UTF-8; ValidationError otherwise (a lone surrogate: no key can hold it, and
+    the first request that named it raised ``UnicodeEncodeError``, not at connect)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise errors.ValidationError(f"{what} must be Unicode text: {text!r}") from None
+    return text

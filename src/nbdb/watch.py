@@ -26,7 +26,21 @@ def _log_corrupt(exc: errors.CorruptRecordError) -> None:
 
 
 def to_event(model: type[Model], change: RecordChange) -> ChangeEvent[Model]:
-    """Decode a record change; CorruptRecordError if either side does not decode."""
+    """Decode a record change; CorruptRecordError if its new side does not decode, or a delete's old side.
+
+    A delete carries nothing but its old value: without it the event named no object (``event.id`` raised
+    an ``AssertionError`` in the caller's hands), so a delete of a corrupt record is one, reported to
+    ``on_error`` like any other.
+    """
+    if change.new is None and change.old is not None:
+        try:
+            return ChangeEvent(EventKind.DELETED, model, decode(model, change.old), None, change.revision)
+        except errors.CorruptRecordError as exc:
+            raise errors.CorruptRecordError(
+                f"{change.table} {change.id} was deleted; its last stored value is corrupt: {exc}",
+                table=exc.table,
+                key=exc.key,
+            ) from exc
     old = None if change.old is None else _decode_old(model, change.old)
     new = None if change.new is None else decode(model, change.new)
     if old is None:

@@ -37,6 +37,8 @@ from nbdb.backends.etcd import EtcdBackend, wire
 from nbdb.backends.etcd.backend import parse_url
 from nbdb.backends.etcd.client import EtcdClient, safe_progress_requests
 from nbdb.families.kvtypes import KeyValue
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.spi import UniqueKey
 
 
 def _ns() -> str:
@@ -73,6 +75,11 @@ def test_url_grammar() -> None:
         parse_url("etcd://h?cert=/x", {})
     with pytest.raises(errors.ValidationError, match="cannot read"):
         parse_url("etcd://h?ca=/nonexistent/ca.pem", {})
+    # Durations a wait can hold: gRPC took a timeout of 1e10 s as a deadline past, and a watch's poll(None)
+    # waited progress_interval on a queue, which raises OverflowError past threading.TIMEOUT_MAX.
+    for option in ("timeout", "progress_interval"):
+        with pytest.raises(errors.ValidationError, match=f"{option} must be at most"):
+            parse_url("etcd://h", {option: 1e12})
 
 
 def test_wire_codec() -> None:
@@ -1098,6 +1105,157 @@ def test_read_your_writes_across_a_leader_change(etcd_cluster: EtcdServer) -> No
             assert mine.wait_for(updated, 30) and mine.get(KitParent, after.id) == updated
     finally:
         _wait_healthy(etcd_cluster)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("threads", [1, 8])
+def test_commits_go_on_when_the_commit_tokens_lease_is_gone(etcd_server: EtcdServer, threads: int) -> None:  # noqa: F811
+    """The tokens' lease is replaced every 5 minutes and never kept alive: revoked by another client (or run
+    out while the host slept), every commit of the Database was a BackendUnavailableError "requested lease not
+    found" until then. A commit refused so is sent again on a new lease; alone or grouped (8 threads)."""
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        db.create(KitParent(name="first"))
+        # Another client revokes the lease every token of this client rides on (its keys go with it).
+        tokens = backend.client.range(
+            backend.layout.token("").encode(), wire.prefix_end(backend.layout.token("").encode())
+        )
+        leases = {kv.lease for kv in tokens[1]}
+        assert len(leases) == 1 and all(backend.client.lease_revoke(lease) for lease in leases)
+        made: list[KitParent] = []
+        failed: list[BaseException] = []
+        start = threading.Barrier(threads)
+
+        def create(n: int) -> None:
+            start.wait(10)
+            try:
+                made.append(db.create(KitParent(name=f"p{n}")))
+            except BaseException as exc:  # reported below
+                failed.append(exc)
+
+        workers = [threading.Thread(target=create, args=(n,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert not failed, failed
+        assert {p.name for p in db.list(KitParent)} == {"first", *(f"p{n}" for n in range(threads))}
+
+
+@pytest.mark.timeout(60)
+def test_an_index_record_nested_past_the_recursion_limit_is_a_corrupt_record(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """Another writer's index record of JSON nested 100,000 deep: a delete of its object, or of the object it
+    references, raised a bare RecursionError out of json.loads; it is a CorruptRecordError naming the key."""
+    ns = _ns()
+    with _connect(etcd_server.url, namespace=ns) as writer:
+        switch = writer.create(LogicalSwitch(name="sw"))
+        port = writer.create(LogicalSwitchPort(switch=switch.id, name="p"))
+        backend = writer.backend
+        assert isinstance(backend, EtcdBackend)
+        index = backend.layout.index("LogicalSwitchPort", port.id)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for damage in (deep, b'{"t": ' + deep + b"}"):
+        # A client that did not write the port reads its index (its writer remembers where the port lives).
+        with _connect(etcd_server.url, namespace=ns) as db:
+            backend = db.backend
+            assert isinstance(backend, EtcdBackend)
+            assert backend.commit_once([], {index: damage}, []) is not None
+            with pytest.raises(errors.CorruptRecordError, match="index record"):
+                db.delete(port)
+            with pytest.raises(errors.CorruptRecordError, match="index record"):
+                db.delete(switch)
+
+
+@pytest.mark.timeout(60)
+def test_a_unique_claim_another_writer_left_naming_no_object_is_a_corrupt_record(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A name's claim key pointing at an object that does not exist made every create of the name a
+    UniqueViolationError "taken by" an object get() could not find, and may_exist a ConflictError "try again",
+    for ever: a CorruptRecordError naming the key now, and the name is free once the key is deleted."""
+    with _connect(etcd_server.url) as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        text = LogicalSwitchPort.unique_text(("name",), {"name": "vm1"})
+        claim = backend.layout.unique("LogicalSwitchPort", UniqueKey("name", text))
+        assert backend.commit_once([], {claim: str(uuid.uuid4()).encode()}, []) is not None  # another writer's
+        port = LogicalSwitchPort(switch=switch.id, name="vm1")
+        with pytest.raises(errors.CorruptRecordError, match="does not exist"):
+            db.create(port)
+        with pytest.raises(errors.CorruptRecordError, match="does not exist"):
+            db.create(port, may_exist=True)
+        assert db.get_by(LogicalSwitchPort, name="vm1") is None
+        assert backend.commit_once([], {}, [claim]) is not None
+        assert db.create(port).name == "vm1"
+        # A claim of a live holder is still a UniqueViolationError naming it.
+        with pytest.raises(errors.UniqueViolationError) as taken:
+            db.create(LogicalSwitchPort(switch=switch.id, name="vm1"))
+        assert taken.value.existing == port.id
+
+
+@pytest.mark.timeout(60)
+def test_a_timeout_past_what_grpc_can_wait_is_refused_not_a_live_cluster_unavailable(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """gRPC takes a deadline of 1e10 s as already past (its nanoseconds overflow): connect() to a live
+    cluster raised BackendUnavailableError "Deadline Exceeded". The option is bounded, as retry_deadline."""
+    with nbdb.connect(etcd_server.url, timeout=86_400) as db:
+        db.create(KitParent(name="p"))
+    with pytest.raises(errors.ValidationError, match="timeout must be at most"):
+        nbdb.connect(etcd_server.url, timeout=1e10)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["path", "namespace"])
+def test_a_prefix_that_is_not_unicode_is_refused_at_connect(etcd_server: EtcdServer, where: str) -> None:  # noqa: F811
+    """A lone surrogate in the URL's path or the namespace connected, and the first request raised a bare
+    ``UnicodeEncodeError`` (no key can hold it): a ValidationError at connect, as a lock's name gets."""
+    url, options = (etcd_server.url + "/a\udcff", {}) if where == "path" else (etcd_server.url, {"namespace": "\udcff"})
+    with pytest.raises(errors.ValidationError, match="Unicode"):
+        with nbdb.connect(url, **options) as db:
+            db.create(KitParent(name="p"))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("damage", ["bad json", "another id"])
+def test_a_corrupt_record_another_writer_deletes_is_reported_to_on_error_and_the_watch_goes_on(
+    etcd_server: EtcdServer,  # noqa: F811
+    damage: str,
+) -> None:
+    """A delete's event is its old value; corrupt, the watch handed out a delete of no object (an event whose
+    ``.id`` raised ``AssertionError``). It is a CorruptRecordError to ``on_error`` now, and a cache drops the
+    object it held."""
+    with _connect(etcd_server.url) as db:
+        switch = db.create(KitParent(name="sw"))
+        kept = db.create(KitParent(name="kept"))
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        key = backend.layout.object(None, "KitParent", switch.id)
+        reported: list[errors.CorruptRecordError] = []
+        with (
+            db.watch(KitParent, since=db.list(KitParent).revision, on_error=reported.append) as watch,
+            db.cache(KitParent, on_error=lambda exc: None) as cache,
+        ):
+            assert cache.wait_synced(10)
+            bad = b"{not json" if damage == "bad json" else kept.model_dump_json().encode()
+            assert backend.commit_once([], {key: bad}, []) is not None  # another writer's bytes
+            assert backend.commit_once([], {}, [key]) is not None  # and its delete
+            updated = db.update(kept.model_copy(update={"size": 3}))
+            events = []
+            for _ in range(20):
+                got = watch.poll(0.3)
+                events += [(e.kind, e.id) for e in got]
+                if (EventKind.UPDATED, kept.id) in events:
+                    break
+            assert events == [(EventKind.UPDATED, kept.id)]
+            assert any(str(switch.id) in str(exc) and "deleted" in str(exc) for exc in reported), reported
+            assert cache.wait_for(updated, timeout=10)  # the cache went on past the delete
+            assert cache.get(KitParent, switch.id) is None
+            assert cache.get(KitParent, kept.id) == updated
 
 
 @pytest.mark.timeout(60)

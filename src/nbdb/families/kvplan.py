@@ -396,7 +396,7 @@ class KeyLayout:
             unique = tuple(UniqueKey(str(f), str(v)) for f, v in doc.get("u", ()))
             ttl = doc.get("x")
             ttl = None if ttl is None else float(ttl)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # JSON nested past the recursion limit
             raise errors.CorruptRecordError(f"index record {kv.key!r} is corrupt: {exc}", key=kv.key) from None
         return Index(rules.topic_of_part(topic), refs, unique, ttl, kv.version)
 
@@ -639,8 +639,31 @@ def diagnose(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.Tran
         for key in op.unique:
             holder = backend.get_key(layout.unique(op.table, key))
             if holder is not None and holder.value != str(op.id).encode():
-                raise rules.unique_taken(op.table, key.field, key.value, _owner(holder.value))
+                owner = _owner(holder.value)
+                if owner is not None and backend.whole_point_reads and backend.index_record(op.table, owner) is None:
+                    _check_claim_held(backend, holder, op.table, owner)
+                    continue  # its holder went, and the value with it: the next plan may take it
+                raise rules.unique_taken(op.table, key.field, key.value, owner)
     # Otherwise a referrer appeared (or came and went): the next plan sees which.
+
+
+def _check_claim_held(backend: KeyValueBackend, claim: KeyValue, table: str, owner: uuid.UUID) -> None:
+    """CorruptRecordError if ``claim`` names ``owner`` still, unchanged, though ``owner`` was found absent.
+
+    nbdb writes and deletes a claim in the commit that writes and deletes its holder, so a claim that stayed
+    put across a read that found no holder named no object at that read: another writer's (or one it left).
+    A claim that "was taken" by nobody made a create fail for ever (``UniqueViolationError`` by an object
+    ``get`` did not find, ``may_exist`` a ``ConflictError`` "try again"). As the family's ``_unplaced``, for stores
+    whose point reads see whole commits only (on Hazelcast a create's claim may land before its index).
+    """
+    again = backend.get_key(claim.key)
+    if again is not None and again[1:] == claim[1:]:  # value, version, mod_revision
+        raise errors.CorruptRecordError(
+            f"unique key {claim.key!r} names {table} {owner}, which does not exist: another writer's "
+            "(delete the key to free the value)",
+            table=table,
+            key=claim.key,
+        )
 
 
 def _owner(value: bytes) -> uuid.UUID | None:

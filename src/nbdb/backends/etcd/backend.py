@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors
@@ -35,12 +35,14 @@ from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import TOPIC_PROBES, outside_tables, wildcard_split
 from nbdb.families.kvregistry import Registrations, gaps, parse_marks, topic_of, topics_of
 from nbdb.families.kvtypes import APPLIED, write_count
-from nbdb.options import Options, redact, split_hosts, split_userinfo
+from nbdb.options import Options, check_unicode, redact, split_hosts, split_userinfo
 from nbdb.spi import CommitResult, LockHandle, Put, WriteOp
 
 __all__ = ["EtcdBackend"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "nbdb/"
@@ -122,18 +124,22 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
         key=read("key"),
         user=user,
         password=password,
-        timeout=opts.number("timeout", 2.0, minimum=0.05),
+        # At most a day, as retry_deadline: gRPC took 1e10 s for a deadline already past (its nanoseconds
+        # overflow), so a live cluster was "unavailable" at connect.
+        timeout=opts.number("timeout", 2.0, minimum=0.05, maximum=86_400.0),
         retry=opts.retry_policy(EtcdSettings.default_retry(len(endpoints))),
         max_txn_ops=opts.integer("max_txn_ops", 128, minimum=4),
         max_request_bytes=opts.integer("max_request_bytes", 1_572_864, minimum=65_536),
         group_commit=opts.integer("group_commit", EtcdSettings.group_commit, minimum=0),
     )
-    path = unquote(parts.path).strip("/")
+    path = check_unicode("etcd:// URL path", unquote(parts.path).strip("/"))
     prefix = f"{path}/" if path else DEFAULT_PREFIX
     namespace = opts.namespace()
     if namespace:
         prefix = f"{prefix}{namespace}/"
-    return settings, prefix, opts.number("progress_interval", 5.0, minimum=0.0)
+    # At most a day: a watch's poll(None) waits this long for a response, and a queue's wait past
+    # threading.TIMEOUT_MAX raises OverflowError (on servers where progress requests are safe).
+    return settings, prefix, opts.number("progress_interval", 5.0, minimum=0.0, maximum=86_400.0)
 
 
 _new_tuple = tuple.__new__
@@ -913,6 +919,28 @@ class EtcdBackend(KeyValueBackend):
 
     def _commit(self, commit: KeyCommit) -> int | None:
         """:meth:`commit_keys` of ``commit``: one transaction, or None if a key it needs absent is there."""
+        return self._on_a_live_token_lease(lambda: self._commit_as_planned(commit))
+
+    def _on_a_live_token_lease(self, send: Callable[[], _T]) -> _T:
+        """``send()``, sent again once on a new lease if etcd refused it because its tokens' lease is gone.
+
+        The lease is granted for twice the tokens' ttl and replaced halfway, without keep-alives: one
+        revoked (another client, an operator), or run out while this host slept (its monotonic clock
+        stood still), made every commit a BackendUnavailableError until the next replacement, up to
+        5 minutes. etcd checks a put's lease before it applies anything, so the refused commit is sent
+        again, once, on a new lease (``send`` builds its request again).
+        """
+        try:
+            return send()
+        except errors.BackendUnavailableError as exc:
+            if "requested lease not found" not in str(exc):
+                raise
+            with self._leases_lock:
+                self._token_lease = (0, 0.0)
+            log.info("etcd: the commit tokens' lease is gone (%s); granting another", exc)
+        return send()
+
+    def _commit_as_planned(self, commit: KeyCommit) -> int | None:
         budget = self.capabilities.max_txn_bytes
         exact, runs = self._merge_plan(commit)
         if runs and budget is not None:
@@ -1120,8 +1148,12 @@ class EtcdBackend(KeyValueBackend):
         whose keys are disjoint, for which that equals applying them one by one.
         """
         sent = [c.with_token_key() for c in commits]
-        request = wire.txn_request([], [wire.request_txn(wire.txn_request(*self._txn_parts(c))) for c in sent])
-        header, answers, maybe_applied = self.client.nested_txns(request)
+
+        def send() -> tuple[wire.Header, list[tuple[bool, list[list[wire.KV]]]], bool]:
+            request = wire.txn_request([], [wire.request_txn(wire.txn_request(*self._txn_parts(c))) for c in sent])
+            return self.client.nested_txns(request)
+
+        header, answers, maybe_applied = self._on_a_live_token_lease(send)
         if len(answers) != len(sent):
             raise errors.BackendUnavailableError(f"etcd answered {len(answers)} of {len(sent)} nested transactions")
         outcomes: list[Outcome] = []
