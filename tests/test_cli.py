@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 import nbdb
+from nbdb import errors
 from nbdb.cli import capability_matrix, main
 
 pytestmark = pytest.mark.timeout(60)
@@ -132,6 +133,25 @@ def test_schema_ovsdb_covers_models_without_an_ovn_table(capsys: pytest.CaptureF
     assert schema["name"] == "nbdb"
     assert {"KitParent", "KitChild"} <= set(schema["tables"])
     assert "LogicalSwitch" not in schema["tables"]
+
+
+@pytest.mark.parametrize("name", ["", "bad name!", "_reserved", "9lives"])
+def test_schema_ovsdb_refuses_a_database_name_ovsdb_cannot_read(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`nbdb schema ovsdb --name ""` printed a schema and exited 0; ovsdb-tool then refused the file."""
+    assert main(["schema", "ovsdb", "--name", name]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "ValidationError: the database name" in captured.err and "cannot be an OVSDB name" in captured.err
+
+
+def test_generate_schema_refuses_a_version_ovsdb_cannot_read() -> None:
+    from nbdb.backends.ovsdb import generate_schema
+
+    with pytest.raises(errors.ValidationError, match="is not <x>.<y>.<z>"):
+        generate_schema(version="1.0")
+    assert generate_schema(name="My_models2", version="2.10.0")["version"] == "2.10.0"
 
 
 def test_output_piped_into_head_ends_quietly(tmp_path: pathlib.Path) -> None:
