@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="build a logical network and watch a controller's cache follow it")
     demo.add_argument("--url", default=None, help="database URL (default: memory://)")
-    demo.add_argument("--ports", type=int, default=6, help="ports per tenant")
+    demo.add_argument("--ports", type=int, default=6, help="ports per tenant (default 6; at most 245)")
     demo.set_defaults(func=_cmd_demo)
 
     backends = sub.add_parser("backends", help="installed backends and their declared capabilities")

@@ -346,7 +346,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     load_cmd.add_argument("url", metavar="URL")
     load_cmd.add_argument("input", nargs="?", metavar="FILE", help="read this file instead of stdin")
     load_cmd.add_argument("--resume", action="store_true", help="upsert in batches (any backend; safe to re-run)")
-    load_cmd.add_argument("--batch", type=int, default=200, help="objects per transaction with --resume")
+    load_cmd.add_argument("--batch", type=int, default=200, help="objects per transaction with --resume (default 200)")
     load_cmd.add_argument(
         "--models-from", action="append", default=[], metavar="MODULE", help="import MODULE first (repeatable)"
     )
