@@ -136,9 +136,7 @@ def test_schema_ovsdb_covers_models_without_an_ovn_table(capsys: pytest.CaptureF
 
 
 @pytest.mark.parametrize("name", ["", "bad name!", "_reserved", "9lives"])
-def test_schema_ovsdb_refuses_a_database_name_ovsdb_cannot_read(
-    name: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_schema_ovsdb_refuses_a_database_name_ovsdb_cannot_read(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`nbdb schema ovsdb --name ""` printed a schema and exited 0; ovsdb-tool then refused the file."""
     assert main(["schema", "ovsdb", "--name", name]) == 2
     captured = capsys.readouterr()
