@@ -147,7 +147,7 @@ def test_schema_ovsdb_refuses_a_database_name_ovsdb_cannot_read(name: str, capsy
 def test_generate_schema_refuses_a_version_ovsdb_cannot_read() -> None:
     from nbdb.backends.ovsdb import generate_schema
 
-    with pytest.raises(errors.ValidationError, match="is not <x>.<y>.<z>"):
+    with pytest.raises(errors.ValidationError, match=r"is not <x>\.<y>\.<z>"):
         generate_schema(version="1.0")
     assert generate_schema(name="My_models2", version="2.10.0")["version"] == "2.10.0"
 
