@@ -262,3 +262,11 @@ def test_python_dash_m_nbdb_is_the_nbdb_command() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "memory" in done.stdout
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`nbdb --version` was refused ("the following arguments are required: command")."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"nbdb {nbdb.__version__}\n"

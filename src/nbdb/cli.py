@@ -15,7 +15,7 @@ import select
 import sys
 from collections.abc import Sequence
 
-from nbdb import errors
+from nbdb import __version__, errors
 from nbdb_cli import EXIT_INTERRUPTED  # one definition: the console script's guard returns it before this imports
 
 __all__ = ["build_parser", "capability_matrix", "main"]
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log at INFO level to stderr (and the Cassandra and Hazelcast drivers' own warnings)",
     )
+    # The version a dump's header records and a bug report needs: `nbdb --version` was "command required".
+    parser.add_argument("--version", action="version", version=f"nbdb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build a logical network and watch a controller's cache follow it")
