@@ -310,7 +310,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     copy.add_argument("--follow", action="store_true", help="keep applying changes until Ctrl-C/SIGTERM")
     copy.add_argument("--until-revision", type=int, metavar="REV", help="with --follow: stop at this source revision")
     copy.add_argument("--duration", type=float, metavar="SECONDS", help="with --follow: stop after this long")
-    copy.add_argument("--state", metavar="PATH", help="checkpoint file (default: ~/.cache/nbdb/copy-<hash>.json)")
+    copy.add_argument(
+        "--state", metavar="PATH", help="checkpoint file (default: ${NBDB_CACHE:-~/.cache/nbdb}/copy-<hash>.json)"
+    )
     copy.add_argument(
         "--overwrite",
         action="store_true",
