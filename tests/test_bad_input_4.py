@@ -197,6 +197,19 @@ def test_the_tools_refuse_a_read_timeout_and_an_empty_topic_list(
         take_snapshot(db, [LogicalSwitch], timeout=math.nan)
 
 
+def test_a_negative_until_revision_is_refused_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was refused as "since= takes a revision", an option `nbdb copy` has not."""
+    from nbdb.cli import main
+
+    argv = ["copy", "memory://", "memory://x", "--follow", "--until-revision", "-1"]
+    assert main([*argv, "--state", str(tmp_path / "state.json")]) == 2
+    err = capsys.readouterr().err
+    assert "ValidationError: until_revision (--until-revision) takes a revision" in err, err
+    assert "since=" not in err
+
+
 # ---------------------------------------------------------------- work queues and controllers
 
 

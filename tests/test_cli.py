@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 import nbdb
+from nbdb import errors
 from nbdb.cli import capability_matrix, main
 
 pytestmark = pytest.mark.timeout(60)
@@ -134,6 +135,23 @@ def test_schema_ovsdb_covers_models_without_an_ovn_table(capsys: pytest.CaptureF
     assert "LogicalSwitch" not in schema["tables"]
 
 
+@pytest.mark.parametrize("name", ["", "bad name!", "_reserved", "9lives"])
+def test_schema_ovsdb_refuses_a_database_name_ovsdb_cannot_read(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`nbdb schema ovsdb --name ""` printed a schema and exited 0; ovsdb-tool then refused the file."""
+    assert main(["schema", "ovsdb", "--name", name]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "ValidationError: the database name" in captured.err and "cannot be an OVSDB name" in captured.err
+
+
+def test_generate_schema_refuses_a_version_ovsdb_cannot_read() -> None:
+    from nbdb.backends.ovsdb import generate_schema
+
+    with pytest.raises(errors.ValidationError, match=r"is not <x>\.<y>\.<z>"):
+        generate_schema(version="1.0")
+    assert generate_schema(name="My_models2", version="2.10.0")["version"] == "2.10.0"
+
+
 def test_output_piped_into_head_ends_quietly(tmp_path: pathlib.Path) -> None:
     """`nbdb dump URL | head -1` printed a BrokenPipeError traceback (twice: again at exit)."""
     import os
@@ -244,3 +262,11 @@ def test_python_dash_m_nbdb_is_the_nbdb_command() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "memory" in done.stdout
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`nbdb --version` was refused ("the following arguments are required: command")."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"nbdb {nbdb.__version__}\n"

@@ -32,6 +32,15 @@ def test_unknown_or_malformed_urls_are_validation_errors(url: str) -> None:
         nbdb.connect(url)
 
 
+def test_an_unknown_scheme_is_said_once_and_not_taken_for_an_extra(caplog: pytest.LogCaptureFixture) -> None:
+    """stevedore logged a WARNING ("Could not load nosuch") above the error, and the error advised
+    pip install 'nbdb[nosuch]', an extra nbdb has not."""
+    with caplog.at_level("DEBUG"), pytest.raises(nbdb.ValidationError, match="no backend for URL scheme 'nosuch'") as e:
+        nbdb.connect("nosuch://host")
+    assert [r for r in caplog.records if r.levelno >= 30] == []
+    assert "nbdb[" not in str(e.value) and "'nbdb.backends' entry-point group" in str(e.value)
+
+
 @pytest.mark.parametrize("url", [5, b"memory://", ["memory://"]])
 def test_a_url_that_is_not_text_is_a_validation_error(url: object) -> None:
     with pytest.raises(nbdb.ValidationError):

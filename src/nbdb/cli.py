@@ -15,7 +15,7 @@ import select
 import sys
 from collections.abc import Sequence
 
-from nbdb import errors
+from nbdb import __version__, errors
 from nbdb_cli import EXIT_INTERRUPTED  # one definition: the console script's guard returns it before this imports
 
 __all__ = ["build_parser", "capability_matrix", "main"]
@@ -113,11 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log at INFO level to stderr (and the Cassandra and Hazelcast drivers' own warnings)",
     )
+    # The version a dump's header records and a bug report needs: `nbdb --version` was "command required".
+    parser.add_argument("--version", action="version", version=f"nbdb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build a logical network and watch a controller's cache follow it")
     demo.add_argument("--url", default=None, help="database URL (default: memory://)")
-    demo.add_argument("--ports", type=int, default=6, help="ports per tenant")
+    demo.add_argument("--ports", type=int, default=6, help="ports per tenant (default 6; at most 245)")
     demo.set_defaults(func=_cmd_demo)
 
     backends = sub.add_parser("backends", help="installed backends and their declared capabilities")

@@ -99,12 +99,12 @@ def check_topic(topic: Any) -> str:
         ) from None
 
 
-def check_since(since: Any) -> int | None:
-    """``since`` if it is None or a revision (a whole number >= 0); ValidationError otherwise."""
+def check_since(since: Any, what: str = "since=") -> int | None:
+    """``since`` if it is None or a revision (a whole number >= 0); ValidationError (naming ``what``) otherwise."""
     if since is None:
         return None
     if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-        raise errors.ValidationError(f"since= takes a revision (a whole number >= 0) or None, not {since!r}")
+        raise errors.ValidationError(f"{what} takes a revision (a whole number >= 0) or None, not {since!r}")
     # A plain int: a write's Revision (an int subclass) reached redis-py, which sends an int as its repr,
     # "Revision(7)": the log script read no number and every watch from a write's revision failed there.
     return int(since)

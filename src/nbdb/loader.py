@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from importlib.metadata import entry_points
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
@@ -138,14 +139,21 @@ def backend_class(scheme: str) -> type[Backend]:
     from stevedore.exception import NoMatches
 
     try:
+        # Asked for a name no entry point has, stevedore logs a WARNING ("Could not load foo") besides
+        # raising: nbdb.connect("foo://") wrote it to the caller's log, and `nbdb copy foo://...` to stderr,
+        # above the error that says it all. A scheme no entry point names is settled before asking it.
+        if scheme not in {ep.name for ep in entry_points(group=BACKEND_GROUP)}:
+            raise NoMatches(scheme)
         manager: Any = DriverManager(
             namespace=BACKEND_GROUP, name=scheme, invoke_on_load=False, on_load_failure_callback=_raise_load_failure
         )
     except NoMatches:
         known = ", ".join(sorted(installed_backends()))
         raise errors.ValidationError(
-            f"no backend for URL scheme {scheme!r} (installed: {known}); "
-            f"a server backend may need its extra, e.g. pip install 'nbdb[{_extra(scheme)}]'"
+            # Every scheme of nbdb's own is served above (with its extra's name when a driver is missing):
+            # this one is a typo or another package's, and "pip install 'nbdb[foo]'" named an extra nbdb has not.
+            f"no backend for URL scheme {scheme!r} (installed: {known}): a typo, or another package's backend "
+            f"that is not installed (it registers its scheme in the {BACKEND_GROUP!r} entry-point group)"
         ) from None
     found = manager.driver
     unfit = unfit_backend(found)

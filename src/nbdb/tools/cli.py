@@ -310,7 +310,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     copy.add_argument("--follow", action="store_true", help="keep applying changes until Ctrl-C/SIGTERM")
     copy.add_argument("--until-revision", type=int, metavar="REV", help="with --follow: stop at this source revision")
     copy.add_argument("--duration", type=float, metavar="SECONDS", help="with --follow: stop after this long")
-    copy.add_argument("--state", metavar="PATH", help="checkpoint file (default: ~/.cache/nbdb/copy-<hash>.json)")
+    copy.add_argument(
+        "--state", metavar="PATH", help="checkpoint file (default: ${NBDB_CACHE:-~/.cache/nbdb}/copy-<hash>.json)"
+    )
     copy.add_argument(
         "--overwrite",
         action="store_true",
@@ -346,7 +348,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     load_cmd.add_argument("url", metavar="URL")
     load_cmd.add_argument("input", nargs="?", metavar="FILE", help="read this file instead of stdin")
     load_cmd.add_argument("--resume", action="store_true", help="upsert in batches (any backend; safe to re-run)")
-    load_cmd.add_argument("--batch", type=int, default=200, help="objects per transaction with --resume")
+    load_cmd.add_argument("--batch", type=int, default=200, help="objects per transaction with --resume (default 200)")
     load_cmd.add_argument(
         "--models-from", action="append", default=[], metavar="MODULE", help="import MODULE first (repeatable)"
     )

@@ -88,7 +88,8 @@ class CopyOptions:
         if self.duration is not None:
             check_seconds("duration", self.duration)
         if self.until_revision is not None:
-            check_since(self.until_revision)
+            # It said "since= takes a revision", an option `nbdb copy --until-revision -1` has not.
+            check_since(self.until_revision, "until_revision (--until-revision)")
         if not self.follow and (self.duration is not None or self.until_revision is not None):
             raise errors.ValidationError("duration and until_revision bound a follow: they need follow=True")
         for what, count, least in (

@@ -38,11 +38,15 @@ _ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 are reserved to the server, and non-ASCII letters, which Python allows in names, are not allowed)."""
 
 
-def _check_id(what: str, name: str) -> None:
-    if not _ID.fullmatch(name):
+_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+"""A schema's version as OVSDB reads it (RFC 7047, 3.2: ``<x>.<y>.<z>``)."""
+
+
+def _check_id(what: str, name: object, remedy: str = "give the model another nbdb_table or field name") -> None:
+    if not isinstance(name, str) or not _ID.fullmatch(name):
         raise errors.ValidationError(
             f"{what} {name!r} cannot be an OVSDB name: it must be ASCII letters, digits and '_', beginning with a "
-            "letter (RFC 7047 reserves names beginning with '_'); give the model another nbdb_table or field name"
+            f"letter (RFC 7047 reserves names beginning with '_'); {remedy}"
         )
 
 
@@ -84,6 +88,11 @@ def generate_schema(
     it in the URL (``?model_db=nbdb``, the default). ``shapes`` defaults to
     every model defined in this process.
     """
+    # A name or version ovsdb-server cannot parse was written out as a schema that ovsdb-tool then refused
+    # ("Type mismatch for member 'name'"): `nbdb schema ovsdb --name ""` printed it and exited 0.
+    _check_id("the database name", name, "give the schema another name (nbdb schema ovsdb --name)")
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise errors.ValidationError(f"the schema version {version!r} is not <x>.<y>.<z> (RFC 7047), e.g. '1.0.0'")
     skip = set(exclude)
     tables: dict[str, Any] = {}
     for shape in shapes if shapes is not None else model_shapes():
