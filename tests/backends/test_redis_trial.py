@@ -1,0 +1,68 @@
+"""Redis backend as a controller author meets it: records another writer damaged under nbdb.
+
+Each test spawns a real ``redis-server`` (the harness's fixture) and damages one record with a plain
+redis-py client, as another program sharing the database would.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb import errors
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.testing.fixtures import redis_server  # noqa: F401 - pytest fixture
+from nbdb.testing.redis import RedisServer
+
+from .test_redis_hostile import _raw_client, root_of
+
+redis = pytest.importorskip("redis")
+
+
+@pytest.fixture
+def db(redis_server: RedisServer) -> Iterator[nbdb.Database]:  # noqa: F811 - the fixture
+    with nbdb.connect(redis_server.url, namespace=f"t-{uuid.uuid4().hex[:10]}", retries=1) as database:
+        yield database
+
+
+@pytest.fixture
+def client(db: nbdb.Database) -> Iterator[Any]:
+    with _raw_client(db) as raw:
+        yield raw
+
+
+_DAMAGE = {
+    "topic of another": lambda raw, key: raw.hset(key, "ot", b"elsewhere"),
+    "topic deleted": lambda raw, key: raw.hdel(key, "ot"),
+    "object version deleted": lambda raw, key: raw.hdel(key, "on"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+@pytest.mark.parametrize("op", ["update", "delete", "txn update"])
+def test_a_write_of_an_object_whose_hash_another_writer_damaged_is_corrupt_record_not_not_found(
+    db: nbdb.Database, client: Any, damage: str, op: str
+) -> None:
+    """An object whose hash no longer answers for the place its index names is reported as a get
+    reports it, CorruptRecordError; a write of it said NotFoundError ("deleted concurrently?"), so a
+    controller took the object for gone while its index, unique names and references stayed."""
+    switch = db.create(LogicalSwitch(name="sw"))
+    port = db.create(LogicalSwitchPort(name="p", switch=switch.id))
+    _DAMAGE[damage](client, f"{root_of(db)}k:i/LogicalSwitchPort/{port.id}")
+    with pytest.raises(errors.CorruptRecordError):
+        db.get(LogicalSwitchPort, port.id)
+    with pytest.raises(errors.CorruptRecordError):
+        if op == "update":
+            db.update(port.replace(addresses=["dynamic"]))
+        elif op == "delete":
+            db.delete(port)
+        else:
+            with db.transaction() as txn:
+                txn.update(port.replace(addresses=["dynamic"]))
+    other = db.create(LogicalSwitchPort(name="q", switch=switch.id))  # the rest of the store writes on
+    assert db.update(other.replace(addresses=["dynamic"])).version == 2
