@@ -66,3 +66,40 @@ def test_a_write_of_an_object_whose_hash_another_writer_damaged_is_corrupt_recor
                 txn.update(port.replace(addresses=["dynamic"]))
     other = db.create(LogicalSwitchPort(name="q", switch=switch.id))  # the rest of the store writes on
     assert db.update(other.replace(addresses=["dynamic"])).version == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("version", [2**53, 2**53 + 1, 2**63 - 1])
+def test_an_object_version_another_writer_set_past_what_lua_holds_exactly_is_corrupt_record(
+    db: nbdb.Database, client: Any, version: int
+) -> None:
+    """The commit script compares and bumps versions as Lua numbers (doubles): from 2^53 an update
+    passed its check and stored the same version again (returning the next one to the caller), so a
+    second writer of the same copy overwrote the first without a ConflictError. Such a version is
+    refused as damaged, on a get and on a write, and the rest of the store is served."""
+    switch = db.create(LogicalSwitch(name="sw"))
+    client.hset(f"{root_of(db)}k:i/LogicalSwitch/{switch.id}", "on", str(version))
+    with pytest.raises(errors.CorruptRecordError):
+        db.get(LogicalSwitch, switch.id)
+    with pytest.raises(errors.CorruptRecordError):
+        db.update(switch.replace(version=version, external_ids={"by": "a"}))
+    with pytest.raises(errors.CorruptRecordError):
+        db.update(switch.replace(version=version, external_ids={"by": "b"}))
+    with pytest.raises(errors.CorruptRecordError), db.transaction() as txn:
+        txn.update(switch.replace(version=version, external_ids={"by": "c"}))
+    with pytest.raises(errors.CorruptRecordError):
+        db.delete(switch.replace(version=version))
+    other = db.create(LogicalSwitch(name="sw2"))
+    assert db.update(other.replace(external_ids={"k": "v"})).version == 2
+
+
+@pytest.mark.timeout(60)
+def test_the_last_exact_version_is_bumped_and_then_refused(db: nbdb.Database, client: Any) -> None:
+    """2^53 - 1 is still a version: its update stores 2^53, which no later write can bump."""
+    switch = db.create(LogicalSwitch(name="sw"))
+    client.hset(f"{root_of(db)}k:i/LogicalSwitch/{switch.id}", "on", str(2**53 - 1))
+    read = db.get(LogicalSwitch, switch.id)
+    assert read.version == 2**53 - 1
+    assert db.update(read.replace(external_ids={"k": "v"})).version == 2**53
+    with pytest.raises(errors.CorruptRecordError):
+        db.get(LogicalSwitch, switch.id)
