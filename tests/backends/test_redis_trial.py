@@ -6,8 +6,6 @@ redis-py client, as another program sharing the database would.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,23 +14,10 @@ import nbdb
 from nbdb import errors
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.fixtures import redis_server  # noqa: F401 - pytest fixture
-from nbdb.testing.redis import RedisServer
 
-from .test_redis_hostile import _raw_client, root_of
+from .test_redis_hostile import client, db, root_of  # noqa: F401 - pytest fixtures
 
 redis = pytest.importorskip("redis")
-
-
-@pytest.fixture
-def db(redis_server: RedisServer) -> Iterator[nbdb.Database]:  # noqa: F811 - the fixture
-    with nbdb.connect(redis_server.url, namespace=f"t-{uuid.uuid4().hex[:10]}", retries=1) as database:
-        yield database
-
-
-@pytest.fixture
-def client(db: nbdb.Database) -> Iterator[Any]:
-    with _raw_client(db) as raw:
-        yield raw
 
 
 _DAMAGE = {
@@ -46,7 +31,10 @@ _DAMAGE = {
 @pytest.mark.parametrize("damage", sorted(_DAMAGE))
 @pytest.mark.parametrize("op", ["update", "delete", "txn update"])
 def test_a_write_of_an_object_whose_hash_another_writer_damaged_is_corrupt_record_not_not_found(
-    db: nbdb.Database, client: Any, damage: str, op: str
+    db: nbdb.Database,
+    client: Any,
+    damage: str,
+    op: str,  # noqa: F811 - the fixtures
 ) -> None:
     """An object whose hash no longer answers for the place its index names is reported as a get
     reports it, CorruptRecordError; a write of it said NotFoundError ("deleted concurrently?"), so a
@@ -71,7 +59,9 @@ def test_a_write_of_an_object_whose_hash_another_writer_damaged_is_corrupt_recor
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("version", [2**53, 2**53 + 1, 2**63 - 1])
 def test_an_object_version_another_writer_set_past_what_lua_holds_exactly_is_corrupt_record(
-    db: nbdb.Database, client: Any, version: int
+    db: nbdb.Database,
+    client: Any,
+    version: int,  # noqa: F811 - the fixtures
 ) -> None:
     """The commit script compares and bumps versions as Lua numbers (doubles): from 2^53 an update
     passed its check and stored the same version again (returning the next one to the caller), so a
@@ -94,7 +84,7 @@ def test_an_object_version_another_writer_set_past_what_lua_holds_exactly_is_cor
 
 
 @pytest.mark.timeout(60)
-def test_the_last_exact_version_is_bumped_and_then_refused(db: nbdb.Database, client: Any) -> None:
+def test_the_last_exact_version_is_bumped_and_then_refused(db: nbdb.Database, client: Any) -> None:  # noqa: F811
     """2^53 - 1 is still a version: its update stores 2^53, which no later write can bump."""
     switch = db.create(LogicalSwitch(name="sw"))
     client.hset(f"{root_of(db)}k:i/LogicalSwitch/{switch.id}", "on", str(2**53 - 1))
