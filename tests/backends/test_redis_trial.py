@@ -31,10 +31,10 @@ _DAMAGE = {
 @pytest.mark.parametrize("damage", sorted(_DAMAGE))
 @pytest.mark.parametrize("op", ["update", "delete", "txn update"])
 def test_a_write_of_an_object_whose_hash_another_writer_damaged_is_corrupt_record_not_not_found(
-    db: nbdb.Database,
-    client: Any,
+    db: nbdb.Database,  # noqa: F811 - the fixture
+    client: Any,  # noqa: F811 - the fixture
     damage: str,
-    op: str,  # noqa: F811 - the fixtures
+    op: str,
 ) -> None:
     """An object whose hash no longer answers for the place its index names is reported as a get
     reports it, CorruptRecordError; a write of it said NotFoundError ("deleted concurrently?"), so a
@@ -59,9 +59,9 @@ def test_a_write_of_an_object_whose_hash_another_writer_damaged_is_corrupt_recor
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("version", [2**53, 2**53 + 1, 2**63 - 1])
 def test_an_object_version_another_writer_set_past_what_lua_holds_exactly_is_corrupt_record(
-    db: nbdb.Database,
-    client: Any,
-    version: int,  # noqa: F811 - the fixtures
+    db: nbdb.Database,  # noqa: F811 - the fixture
+    client: Any,  # noqa: F811 - the fixture
+    version: int,
 ) -> None:
     """The commit script compares and bumps versions as Lua numbers (doubles): from 2^53 an update
     passed its check and stored the same version again (returning the next one to the caller), so a
@@ -84,7 +84,10 @@ def test_an_object_version_another_writer_set_past_what_lua_holds_exactly_is_cor
 
 
 @pytest.mark.timeout(60)
-def test_the_last_exact_version_is_bumped_and_then_refused(db: nbdb.Database, client: Any) -> None:  # noqa: F811
+def test_the_last_exact_version_is_bumped_and_then_refused(
+    db: nbdb.Database,  # noqa: F811 - the fixture
+    client: Any,  # noqa: F811 - the fixture
+) -> None:
     """2^53 - 1 is still a version: its update stores 2^53, which no later write can bump."""
     switch = db.create(LogicalSwitch(name="sw"))
     client.hset(f"{root_of(db)}k:i/LogicalSwitch/{switch.id}", "on", str(2**53 - 1))
