@@ -183,7 +183,7 @@ class RedisBackend(ChangeLogBackend):
                 return None  # not under this topic (a read by a topic remembered from before a re-create)
             version = MISPLACED  # listed under its topic, its topic field says another: damaged, reported
         try:
-            return KeyValue(key, value if value is not None else b"", int(version), int(mod or 0))
+            return KeyValue(key, value if value is not None else b"", _version(version), int(mod or 0))
         except ValueError:
             if not (listed and key.startswith("o/")):
                 raise errors.CorruptRecordError(f"key {key!r} has a damaged version", key=key) from None
@@ -855,6 +855,24 @@ _GLOB = re.compile(r"([\\*?\[\]])")
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by a Redis glob pattern."""
     return _GLOB.sub(r"\\\1", text)
+
+
+_EXACT = 2**53
+"""The least version the scripts' Lua numbers (doubles) cannot bump exactly: 2^53 + 1 rounds to 2^53."""
+
+
+def _version(stored: Any) -> int:
+    """A stored version; ValueError if it is no whole number, or one the scripts cannot compare and bump.
+
+    From 2^53 (another writer's value) the commit script's version check rounded both sides alike and
+    its next version rounded back to the same digits: every update of the object succeeded and left
+    its version as it was, so two writers of one read copy both won (a lost update), and the version
+    returned to the caller was never stored.
+    """
+    version = int(stored)
+    if version >= _EXACT:
+        raise ValueError(version)
+    return version
 
 
 def _mod(mod: Any) -> int:

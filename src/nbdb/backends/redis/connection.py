@@ -71,6 +71,14 @@ ERRORS = ExceptionMap(
         # BackendUnavailableError, an unavailability.
         ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=(REFUSED_MARK, UNLOGGED_MARK),
                   message="a key of the nbdb namespace holds foreign data"),
+        # INCR of the revision counter (or any counter) that another writer set to text, a fraction or
+        # 2^63 - 1: the commit's first write, refused, so nothing was written. It was a
+        # BackendUnavailableError, an unavailability retried and reported for every commit until the key
+        # was repaired. Before the retryable replies' words: "out of range" is none of them, but a key in
+        # the reply may be.
+        ErrorRule((rexc.ResponseError,), errors.CorruptRecordError,
+                  contains=("value is not an integer or out of range", "increment or decrement would overflow"),
+                  message="a counter of the nbdb namespace holds foreign data (not a whole number nbdb can count on)"),
         ErrorRule((rexc.ResponseError,), errors.BackendUnavailableError, contains=_RETRYABLE_REPLIES, retryable=True,
                   unsent=True),
         ErrorRule((rexc.ResponseError,), errors.CorruptRecordError, contains=("wrongtype",),
