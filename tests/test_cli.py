@@ -234,6 +234,59 @@ def test_ctrl_c_while_the_console_script_imports_exits_130_with_one_line() -> No
     assert err == "nbdb: interrupted\n"
 
 
+# Installed as the child's sitecustomize (imported at its start, before `-m nbdb` imports the package):
+# the import of nbdb.api is held until Ctrl-C comes, so the signal lands in the imports every time.
+_STALL_NBDB_API = """
+import importlib.abc, sys, time
+
+class Stall(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "nbdb.api":
+            sys.stderr.write("importing nbdb.api\\n")
+            sys.stderr.flush()
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, Stall())
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "start", [["-m", "nbdb"], ["-c", "import sys; from nbdb_cli import main; sys.exit(main())"]], ids=["-m", "script"]
+)
+def test_ctrl_c_pressed_again_and_again_while_nbdb_imports_exits_130_without_a_traceback(
+    tmp_path: pathlib.Path, start: list[str]
+) -> None:
+    """`python -m nbdb` imports the package before its __main__ (and any try of nbdb's): a traceback."""
+    import os
+    import signal
+
+    (tmp_path / "sitecustomize.py").write_text(_STALL_NBDB_API)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    run = subprocess.Popen(
+        [sys.executable, *start, "bench", "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        assert run.stderr is not None
+        assert run.stderr.readline() == b"importing nbdb.api\n"
+        for _ in range(2500):  # Ctrl-C until it ends (at most some 50 s)
+            run.send_signal(signal.SIGINT)
+            try:
+                run.wait(timeout=0.02)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        err = run.communicate(timeout=50)[1].decode()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert "Traceback" not in err
+    assert run.returncode == 130, err
+    assert err == "nbdb: interrupted\n"
+
+
 def test_python_dash_m_nbdb_is_the_nbdb_command() -> None:
     # `python -m nbdb` said "No module named nbdb.__main__".
     import subprocess
