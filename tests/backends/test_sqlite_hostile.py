@@ -112,6 +112,56 @@ def test_ctrl_c_ends_a_wait_for_the_write_lock(path: Path) -> None:
     assert out.split() == ["interrupted", "True"], err
 
 
+def test_ctrl_c_in_the_leader_of_a_group_commit_leaves_the_others_commits_applied(path: Path) -> None:
+    # The main thread leads a group (two other threads' commits behind its own) and waits for the write lock
+    # another connection holds; Ctrl-C. SQLite rolled the group back, yet the other threads each got
+    # CommitUnknownError: their commits are now sent again, and applied once the lock is free.
+    # The steps are seconds apart: "first" holds the one request in flight until ?timeout= (4 s) ends it,
+    # the main thread queues at 0.5 s, b and c behind it at 1 s; it leads from 4 s and is interrupted at 6 s.
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sqlite3, threading, time
+        import nbdb
+        from nbdb.models import LogicalSwitch
+        db = nbdb.connect("sqlite:///{path}?timeout=4")
+        db.list(LogicalSwitch)
+        raw = sqlite3.connect({str(path)!r}, isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        results = {{}}
+
+        def create(name):
+            try:
+                results[name] = type(db.create(LogicalSwitch(name=name))).__name__
+            except BaseException as exc:
+                results[name] = type(exc).__name__
+
+        first = threading.Thread(target=create, args=("first",))
+        first.start()
+        time.sleep(0.5)
+        later = [threading.Thread(target=create, args=(name,)) for name in ("b", "c")]
+        threading.Timer(0.5, lambda: [t.start() for t in later]).start()
+        threading.Timer(5.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            create("leader")
+        except KeyboardInterrupt:
+            results["leader"] = "KeyboardInterrupt"
+        raw.execute("ROLLBACK")
+        for t in [first, *later]:
+            t.join(30)
+        print(sorted(results.items()), sorted(s.name for s in db.list(LogicalSwitch)), flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the group commit hung")
+    expected = [("b", "LogicalSwitch"), ("c", "LogicalSwitch"), ("first", "BackendUnavailableError")]
+    assert out.strip() == f"{sorted([*expected, ('leader', 'KeyboardInterrupt')])} ['b', 'c']", err
+
+
 @pytest.mark.parametrize("revision", ["x", 99], ids=["text", "ahead-of-the-counter"])
 def test_a_change_log_row_of_no_commit_is_not_delivered(path: Path, revision: object) -> None:
     # A text revision sorted after every number: every read of the log returned it, a watch delivered a
