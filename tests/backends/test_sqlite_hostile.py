@@ -7,6 +7,8 @@ written with the ``sqlite3`` module stand for an edit with the ``sqlite3`` shell
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -279,3 +281,71 @@ def test_a_commit_readers_hold_up_outside_wal_mode_waits_for_them_or_is_not_writ
         reader.close()
     finally:
         writer.sql.close()
+
+
+def _without_root_s_file_access() -> list[str]:
+    """A prefix that runs a command without the power to ignore file permissions (root has it)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root writes read-only files, and setpriv (to run without that power) is missing")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+_READ_ONLY_SCRIPT = """
+import sys, threading
+import nbdb
+from nbdb.models import LogicalSwitch
+try:
+    db = nbdb.connect("sqlite://" + sys.argv[1])
+except nbdb.NbdbError as exc:
+    sys.exit(f"connect: {type(exc).__name__}: {exc}")
+print("read", [s.name for s in db.list(LogicalSwitch)])
+out = []
+def create(name):
+    try:
+        db.create(LogicalSwitch(name=name))
+        out.append("written")
+    except nbdb.NbdbError as exc:
+        out.append(f"{type(exc).__name__}: {exc}")
+create("alone")
+threads = [threading.Thread(target=create, args=(f"t{n}",)) for n in range(6)]  # some commit in groups
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(30)
+print("\\n".join(sorted(set(out))))
+"""
+
+
+@pytest.mark.parametrize("read_only", ["file", "directory"])
+def test_a_read_only_database_file_is_said_to_be_read_only_not_unavailable(path: Path, read_only: str) -> None:
+    # Writing to a file this process may not write raised BackendUnavailableError ("attempt to write a readonly
+    # database"), as if the server were down and a retry could help; a read-only directory refused the
+    # connect so. Reads of a read-only file go on working.
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        db.create(LogicalSwitch(name="a"))
+    target = path if read_only == "file" else path.parent
+    mode = target.stat().st_mode
+    target.chmod(0o444 if read_only == "file" else 0o555)
+    try:
+        done = subprocess.run(
+            [*_without_root_s_file_access(), sys.executable, "-c", _READ_ONLY_SCRIPT, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    finally:
+        target.chmod(mode)
+    if read_only == "file":
+        lines = done.stdout.splitlines()
+        assert lines[0] == "read ['a']", done.stderr
+        assert len(lines) == 2 and lines[1].startswith("AuthError: sqlite: the database file is read-only"), lines
+    else:
+        assert done.returncode == 1 and done.stderr.startswith(f"connect: AuthError: sqlite opening '{path}'")
+        assert "the database file is read-only" in done.stderr
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        assert [s.name for s in db.list(LogicalSwitch)] == ["a"]

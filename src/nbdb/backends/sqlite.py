@@ -76,6 +76,11 @@ ERRORS = ExceptionMap(
         # The busy timeout ran out before the write lock (or a read mark) was free: nothing was done.
         ErrorRule((sqlite3.OperationalError,), errors.BackendUnavailableError, contains=("locked", "busy"),
                   retryable=True, unsent=True, message="another connection kept the database locked past ?timeout="),
+        # SQLITE_READONLY: the file (or its directory, where the -wal and -shm files live) is not writable by
+        # this process. Not retried, and no "unavailable": waiting changes nothing, its permissions must.
+        ErrorRule((sqlite3.OperationalError,), errors.AuthError, contains=("readonly database",),
+                  message="the database file is read-only for this process (it, or its directory, is not "
+                  "writable: check their permissions and owner); nothing was written"),
         ErrorRule((sqlite3.DatabaseError,), errors.ValidationError, contains=("not a database",),
                   message="not a usable SQLite database"),
     ],
