@@ -190,9 +190,9 @@ def test_models_generate_refuses_a_reference_to_a_table_the_schema_lacks(
     assert not (tmp_path / "x.py").exists()
 
 
-# The console script's start (as pip's wrapper: import the entry point, call it), with the import of
-# nbdb.api held until Ctrl-C comes: the moment a user pressed it while `nbdb bench` was still importing.
-_START_STALLED_IN_IMPORTS = """
+# The import of nbdb.api held until Ctrl-C comes: the moment a user pressed it while `nbdb bench` was
+# still importing. Also a child's sitecustomize (imported at its start, before `-m nbdb` imports the package).
+_STALL_NBDB_API = """
 import importlib, importlib.abc, sys, time
 
 class Stall(importlib.abc.MetaPathFinder):
@@ -204,9 +204,16 @@ class Stall(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Stall())
+"""
+
+# The console script's start (as pip's wrapper: import the entry point, call it), stalled so.
+_START_STALLED_IN_IMPORTS = (
+    _STALL_NBDB_API
+    + """
 module, _, function = sys.argv.pop(1).partition(":")
 sys.exit(getattr(importlib.import_module(module), function)())
 """
+)
 
 
 def test_ctrl_c_while_the_console_script_imports_exits_130_with_one_line() -> None:
@@ -232,23 +239,6 @@ def test_ctrl_c_while_the_console_script_imports_exits_130_with_one_line() -> No
             run.wait()
     assert run.returncode == 130, err
     assert err == "nbdb: interrupted\n"
-
-
-# Installed as the child's sitecustomize (imported at its start, before `-m nbdb` imports the package):
-# the import of nbdb.api is held until Ctrl-C comes, so the signal lands in the imports every time.
-_STALL_NBDB_API = """
-import importlib.abc, sys, time
-
-class Stall(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "nbdb.api":
-            sys.stderr.write("importing nbdb.api\\n")
-            sys.stderr.flush()
-            time.sleep(60)
-        return None
-
-sys.meta_path.insert(0, Stall())
-"""
 
 
 @pytest.mark.timeout(120)

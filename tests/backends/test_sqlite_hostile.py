@@ -87,6 +87,17 @@ def test_a_lock_s_timeout_bounds_its_wait_for_the_write_lock(path: Path) -> None
                 pass
 
 
+def _run_script(script: str, hung: str) -> tuple[str, str]:
+    """The output and errors of ``python -c script``; the test fails with ``hung`` if it takes over 90 s."""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        return proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(hung)
+
+
 def test_ctrl_c_ends_a_wait_for_the_write_lock(path: Path) -> None:
     # SQLite's wait sleeps in C: Python raised the KeyboardInterrupt only after all of ?timeout= (600 s here).
     script = textwrap.dedent(
@@ -104,13 +115,7 @@ def test_ctrl_c_ends_a_wait_for_the_write_lock(path: Path) -> None:
             print("interrupted", raw.in_transaction, flush=True)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail("Ctrl-C did not end the wait for the write lock")
+    out, err = _run_script(script, "Ctrl-C did not end the wait for the write lock")
     assert out.split() == ["interrupted", "True"], err
 
 
@@ -153,13 +158,7 @@ def test_ctrl_c_in_the_leader_of_a_group_commit_leaves_the_others_commits_applie
         print(sorted(results.items()), sorted(s.name for s in db.list(LogicalSwitch)), flush=True)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail("the group commit hung")
+    out, err = _run_script(script, "the group commit hung")
     expected = [("b", "LogicalSwitch"), ("c", "LogicalSwitch"), ("first", "BackendUnavailableError")]
     assert out.strip() == f"{sorted([*expected, ('leader', 'KeyboardInterrupt')])} ['b', 'c']", err
 
