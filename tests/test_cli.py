@@ -208,9 +208,9 @@ def test_models_generate_refuses_a_reference_to_a_table_the_schema_lacks(
     assert not (tmp_path / "x.py").exists()
 
 
-# The console script's start (as pip's wrapper: import the entry point, call it), with the import of
-# nbdb.api held until Ctrl-C comes: the moment a user pressed it while `nbdb bench` was still importing.
-_START_STALLED_IN_IMPORTS = """
+# The import of nbdb.api held until Ctrl-C comes: the moment a user pressed it while `nbdb bench` was
+# still importing. Also a child's sitecustomize (imported at its start, before `-m nbdb` imports the package).
+_STALL_NBDB_API = """
 import importlib, importlib.abc, sys, time
 
 class Stall(importlib.abc.MetaPathFinder):
@@ -222,9 +222,16 @@ class Stall(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Stall())
+"""
+
+# The console script's start (as pip's wrapper: import the entry point, call it), stalled so.
+_START_STALLED_IN_IMPORTS = (
+    _STALL_NBDB_API
+    + """
 module, _, function = sys.argv.pop(1).partition(":")
 sys.exit(getattr(importlib.import_module(module), function)())
 """
+)
 
 
 def test_ctrl_c_while_the_console_script_imports_exits_130_with_one_line() -> None:
@@ -248,6 +255,42 @@ def test_ctrl_c_while_the_console_script_imports_exits_130_with_one_line() -> No
         if run.poll() is None:
             run.kill()
             run.wait()
+    assert run.returncode == 130, err
+    assert err == "nbdb: interrupted\n"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "start", [["-m", "nbdb"], ["-c", "import sys; from nbdb_cli import main; sys.exit(main())"]], ids=["-m", "script"]
+)
+def test_ctrl_c_pressed_again_and_again_while_nbdb_imports_exits_130_without_a_traceback(
+    tmp_path: pathlib.Path, start: list[str]
+) -> None:
+    """`python -m nbdb` imports the package before its __main__ (and any try of nbdb's): a traceback."""
+    import os
+    import signal
+
+    (tmp_path / "sitecustomize.py").write_text(_STALL_NBDB_API)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    run = subprocess.Popen(
+        [sys.executable, *start, "bench", "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        assert run.stderr is not None
+        assert run.stderr.readline() == b"importing nbdb.api\n"
+        for _ in range(2500):  # Ctrl-C until it ends (at most some 50 s)
+            run.send_signal(signal.SIGINT)
+            try:
+                run.wait(timeout=0.02)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        err = run.communicate(timeout=50)[1].decode()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert "Traceback" not in err
     assert run.returncode == 130, err
     assert err == "nbdb: interrupted\n"
 

@@ -16,7 +16,10 @@ import sys
 from collections.abc import Sequence
 
 from nbdb import __version__, errors
-from nbdb_cli import EXIT_INTERRUPTED  # one definition: the console script's guard returns it before this imports
+from nbdb_cli import (
+    EXIT_INTERRUPTED,
+    lift_guard,
+)  # one definition: the console script's guard returns it before this imports
 
 __all__ = ["build_parser", "capability_matrix", "main"]
 
@@ -169,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # these drivers logged a traceback per attempt too (Hazelcast's some 40 lines in 10 s).
         for name in _CHATTY_DRIVER_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    lift_guard()  # the command handles Ctrl-C (KeyboardInterrupt) itself
     try:
         code: int = args.func(args)
     except errors.NbdbError as exc:

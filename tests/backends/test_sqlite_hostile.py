@@ -7,6 +7,8 @@ written with the ``sqlite3`` module stand for an edit with the ``sqlite3`` shell
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -85,6 +87,17 @@ def test_a_lock_s_timeout_bounds_its_wait_for_the_write_lock(path: Path) -> None
                 pass
 
 
+def _run_script(script: str, hung: str) -> tuple[str, str]:
+    """The output and errors of ``python -c script``; the test fails with ``hung`` if it takes over 90 s."""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        return proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(hung)
+
+
 def test_ctrl_c_ends_a_wait_for_the_write_lock(path: Path) -> None:
     # SQLite's wait sleeps in C: Python raised the KeyboardInterrupt only after all of ?timeout= (600 s here).
     script = textwrap.dedent(
@@ -102,14 +115,52 @@ def test_ctrl_c_ends_a_wait_for_the_write_lock(path: Path) -> None:
             print("interrupted", raw.in_transaction, flush=True)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail("Ctrl-C did not end the wait for the write lock")
+    out, err = _run_script(script, "Ctrl-C did not end the wait for the write lock")
     assert out.split() == ["interrupted", "True"], err
+
+
+def test_ctrl_c_in_the_leader_of_a_group_commit_leaves_the_others_commits_applied(path: Path) -> None:
+    # The main thread leads a group (two other threads' commits behind its own) and waits for the write lock
+    # another connection holds; Ctrl-C. SQLite rolled the group back, yet the other threads each got
+    # CommitUnknownError: their commits are now sent again, and applied once the lock is free.
+    # The steps are seconds apart: "first" holds the one request in flight until ?timeout= (4 s) ends it,
+    # the main thread queues at 0.5 s, b and c behind it at 1 s; it leads from 4 s and is interrupted at 6 s.
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sqlite3, threading, time
+        import nbdb
+        from nbdb.models import LogicalSwitch
+        db = nbdb.connect("sqlite:///{path}?timeout=4")
+        db.list(LogicalSwitch)
+        raw = sqlite3.connect({str(path)!r}, isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        results = {{}}
+
+        def create(name):
+            try:
+                results[name] = type(db.create(LogicalSwitch(name=name))).__name__
+            except BaseException as exc:
+                results[name] = type(exc).__name__
+
+        first = threading.Thread(target=create, args=("first",))
+        first.start()
+        time.sleep(0.5)
+        later = [threading.Thread(target=create, args=(name,)) for name in ("b", "c")]
+        threading.Timer(0.5, lambda: [t.start() for t in later]).start()
+        threading.Timer(5.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            create("leader")
+        except KeyboardInterrupt:
+            results["leader"] = "KeyboardInterrupt"
+        raw.execute("ROLLBACK")
+        for t in [first, *later]:
+            t.join(30)
+        print(sorted(results.items()), sorted(s.name for s in db.list(LogicalSwitch)), flush=True)
+        """
+    )
+    out, err = _run_script(script, "the group commit hung")
+    expected = [("b", "LogicalSwitch"), ("c", "LogicalSwitch"), ("first", "BackendUnavailableError")]
+    assert out.strip() == f"{sorted([*expected, ('leader', 'KeyboardInterrupt')])} ['b', 'c']", err
 
 
 @pytest.mark.parametrize("revision", ["x", 99], ids=["text", "ahead-of-the-counter"])
@@ -229,3 +280,71 @@ def test_a_commit_readers_hold_up_outside_wal_mode_waits_for_them_or_is_not_writ
         reader.close()
     finally:
         writer.sql.close()
+
+
+def _without_root_s_file_access() -> list[str]:
+    """A prefix that runs a command without the power to ignore file permissions (root has it)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root writes read-only files, and setpriv (to run without that power) is missing")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+_READ_ONLY_SCRIPT = """
+import sys, threading
+import nbdb
+from nbdb.models import LogicalSwitch
+try:
+    db = nbdb.connect("sqlite://" + sys.argv[1])
+except nbdb.NbdbError as exc:
+    sys.exit(f"connect: {type(exc).__name__}: {exc}")
+print("read", [s.name for s in db.list(LogicalSwitch)])
+out = []
+def create(name):
+    try:
+        db.create(LogicalSwitch(name=name))
+        out.append("written")
+    except nbdb.NbdbError as exc:
+        out.append(f"{type(exc).__name__}: {exc}")
+create("alone")
+threads = [threading.Thread(target=create, args=(f"t{n}",)) for n in range(6)]  # some commit in groups
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(30)
+print("\\n".join(sorted(set(out))))
+"""
+
+
+@pytest.mark.parametrize("read_only", ["file", "directory"])
+def test_a_read_only_database_file_is_said_to_be_read_only_not_unavailable(path: Path, read_only: str) -> None:
+    # Writing to a file this process may not write raised BackendUnavailableError ("attempt to write a readonly
+    # database"), as if the server were down and a retry could help; a read-only directory refused the
+    # connect so. Reads of a read-only file go on working.
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        db.create(LogicalSwitch(name="a"))
+    target = path if read_only == "file" else path.parent
+    mode = target.stat().st_mode
+    target.chmod(0o444 if read_only == "file" else 0o555)
+    try:
+        done = subprocess.run(
+            [*_without_root_s_file_access(), sys.executable, "-c", _READ_ONLY_SCRIPT, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    finally:
+        target.chmod(mode)
+    if read_only == "file":
+        lines = done.stdout.splitlines()
+        assert lines[0] == "read ['a']", done.stderr
+        assert len(lines) == 2 and lines[1].startswith("AuthError: sqlite: the database file is read-only"), lines
+    else:
+        assert done.returncode == 1 and done.stderr.startswith(f"connect: AuthError: sqlite opening '{path}'")
+        assert "the database file is read-only" in done.stderr
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        assert [s.name for s in db.list(LogicalSwitch)] == ["a"]

@@ -32,7 +32,7 @@ from nbdb.families.kv import (
     PrefixUnchangedSince,
     VersionIs,
 )
-from nbdb.families.kvgroup import GroupCommitter, Outcome, PipelinedGroup, SnapshotGroup, footprint
+from nbdb.families.kvgroup import GroupCommitter, GroupInterrupted, Outcome, PipelinedGroup, SnapshotGroup, footprint
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.retry import RetryPolicy
 from nbdb.testing.kvmemory import KVMemoryBackend, MemoryStore
@@ -145,6 +145,30 @@ def test_a_bug_in_the_leader_leaves_the_others_unknown_not_hanging() -> None:
     outcomes = [results[c] for c in range(1, 4)]
     assert sum(isinstance(o, RuntimeError) for o in outcomes) == 1  # the leader's
     assert sum(isinstance(o, errors.CommitUnknownError) for o in outcomes) == 2
+    assert not committer._queue and committer._sending == 0
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["rolled-back", "committed"])
+def test_an_interrupted_leader_leaves_the_others_their_true_outcome_when_the_store_knows_it(applied: bool) -> None:
+    # Ctrl-C in the leader's thread made every other member's commit a CommitUnknownError, though the store
+    # (SQLite) knew that the group was rolled back, or committed.
+    sent: list[list[int]] = []
+
+    def together(commits: Sequence[int]) -> list[Outcome]:
+        sent.append(list(commits))
+        if len(sent) == 1:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                raise GroupInterrupted([c * 10 for c in commits] if applied else None) from exc
+        return [c * 10 for c in commits]
+
+    _, results, committer = _behind_one_in_flight(range(1, 4), 8, together)
+    outcomes = [results[c] for c in range(1, 4)]
+    assert sum(isinstance(o, KeyboardInterrupt) for o in outcomes) == 1  # the leader's
+    assert sorted(o for o in outcomes if isinstance(o, int)) == [c * 10 for c in range(1, 4) if c != sent[0][0]]
+    # Rolled back: the others were sent again, once, by the next leader.
+    assert sorted(c for g in sent for c in g) == sorted([*range(1, 4), *([] if applied else sent[0][1:])])
     assert not committer._queue and committer._sending == 0
 
 

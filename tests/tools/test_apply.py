@@ -7,6 +7,8 @@
   stored copy still referenced the old port, which then could not be deleted first, and the apply stopped
   with UniqueViolationError.
 - An object the destination refuses: the error did not say which.
+- A limit on writes (``nbdb copy --limit N``) was exceeded by an object that moved topic (a delete and a
+  create, two writes): by one for each such object in the last group.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
-from nbdb.tools.apply import Applier
+from nbdb.tools.apply import Applier, WriteLimitReached
 from nbdb.tools.order import key_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,3 +92,34 @@ def test_an_object_the_destination_refuses_is_named(url: str) -> None:
         applier = Applier(db, ttls={key_of(bad): -1.0})
         with pytest.raises(nbdb.ValidationError, match=f"LogicalSwitch {bad.id}: ttl must be"):
             applier.apply({key_of(ok): ok, key_of(bad): bad})
+
+
+@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("limit", [1, 7])
+def test_a_limit_is_never_exceeded_by_an_object_that_moved_topic(url: str, limit: int) -> None:
+    # limit 7: six creates, then the move's delete; limit 1: the move comes first (its id sorts first).
+    with nbdb.connect(url) as db:
+        moved = db.create(LogicalSwitch(id=uuid.UUID(int=2**128 - 1 if limit == 7 else 0), name="a", topic="t1"))
+        news = [LogicalSwitch(id=uuid.UUID(int=i + 1), name=f"n{i}", topic="t1") for i in range(6)]
+        wanted = {key_of(o): o for o in news} | {key_of(moved): moved.replace(topic="t2")}
+        before = _revision(db)
+        applier = Applier(db, {key_of(moved): moved}, limit=limit)
+        with pytest.raises(WriteLimitReached):
+            applier.apply(wanted)
+        assert applier.writes == limit
+        assert _revision(db) - before == limit
+        runs = 1
+        while True:  # run again until done, as a copy stopped by --limit is resumed: every run makes progress
+            state = {key_of(o): o for o in db.list(LogicalSwitch)}
+            applier = Applier(db, state, limit=limit)
+            runs += 1
+            try:
+                applier.apply(wanted)
+                break
+            except WriteLimitReached:
+                assert applier.writes == limit
+            assert runs <= 8
+        assert _revision(db) - before == 8
+        assert {(s.name, s.topic) for s in db.list(LogicalSwitch)} == {(f"n{i}", "t1") for i in range(6)} | {
+            ("a", "t2")
+        }

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 from nbdb import errors, timeouts
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
 from nbdb.families import kv, kvplan, kvstore
-from nbdb.families.kvgroup import Outcome
+from nbdb.families.kvgroup import GroupInterrupted, Outcome
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
 from nbdb.retry import ErrorRule, ExceptionMap
@@ -76,6 +76,11 @@ ERRORS = ExceptionMap(
         # The busy timeout ran out before the write lock (or a read mark) was free: nothing was done.
         ErrorRule((sqlite3.OperationalError,), errors.BackendUnavailableError, contains=("locked", "busy"),
                   retryable=True, unsent=True, message="another connection kept the database locked past ?timeout="),
+        # SQLITE_READONLY: the file (or its directory, where the -wal and -shm files live) is not writable by
+        # this process. Not retried, and no "unavailable": waiting changes nothing, its permissions must.
+        ErrorRule((sqlite3.OperationalError,), errors.AuthError, contains=("readonly database",),
+                  message="the database file is read-only for this process (it, or its directory, is not "
+                  "writable: check their permissions and owner); nothing was written"),
         ErrorRule((sqlite3.DatabaseError,), errors.ValidationError, contains=("not a database",),
                   message="not a usable SQLite database"),
     ],
@@ -137,8 +142,12 @@ class _Connection:
         return _Connection(self.target, self.signal, *self._settings, writer=writer)
 
     @contextmanager
-    def transaction(self, mode: str = "DEFERRED") -> Iterator[sqlite3.Connection]:
-        """One transaction; IMMEDIATE takes the write lock first, so a writer never fails half-way for it."""
+    def transaction(self, mode: str = "DEFERRED", committed: list[bool] | None = None) -> Iterator[sqlite3.Connection]:
+        """One transaction; IMMEDIATE takes the write lock first, so a writer never fails half-way for it.
+
+        ``committed`` gets True appended once COMMIT has run, also when an interrupt (Ctrl-C) lands
+        right after it: the caller then knows its transaction's outcome whatever interrupts it.
+        """
         with self.lock:
             committing = False
             try:
@@ -149,11 +158,17 @@ class _Connection:
                 yield self.sql
                 committing = True
                 self._commit()
+                if committed is not None:
+                    committed.append(True)
             except BaseException as exc:
+                open_ = True  # unknown (a closed connection): not taken for a COMMIT that ran
                 with contextlib.suppress(sqlite3.Error):  # SQLite has rolled back by itself after some errors
-                    if self.sql.in_transaction:
+                    open_ = self.sql.in_transaction
+                    if open_:
                         self.sql.execute("ROLLBACK")
                 if not isinstance(exc, sqlite3.Error):
+                    if committing and not open_ and committed is not None and not committed:
+                        committed.append(True)  # COMMIT ran (it ends the transaction only when it succeeds)
                     raise
                 if committing and mode == "IMMEDIATE":
                     # In WAL mode a failed fsync leaves the commit record in the log: a restart may keep it.
@@ -185,7 +200,8 @@ class _Connection:
                 if not (_busy(exc) and self.sql.in_transaction):
                     raise
                 if self._closing or time.monotonic() >= started + self._settings[0]:
-                    self.sql.execute("ROLLBACK")
+                    # transaction() rolls it back: the transaction stays open until then, so that an interrupt
+                    # landing here is never taken for a COMMIT that ran.
                     raise errors.BackendUnavailableError(
                         f"sqlite: readers kept {self.target} locked: the commit was not written"
                     ) from None
@@ -464,25 +480,39 @@ class SqliteBackend(kv.KeyValueBackend):
         Each commit has its own savepoint, revision and change-log rows: one
         that fails its conditions or meets an error leaves no trace, the
         others still apply. An error that ends the whole transaction (SQLite
-        rolled it back) is every commit's outcome.
+        rolled it back) is every commit's outcome. Interrupted (Ctrl-C in this,
+        the sending thread): :class:`GroupInterrupted` says whether it committed.
         """
         outcomes: list[Outcome] = []
-        with self._writer.transaction("IMMEDIATE") as sql:
-            for commit in commits:
-                sql.execute("SAVEPOINT nbdb_commit")
-                try:
-                    outcomes.append(self._apply(sql, commit))
-                except sqlite3.Error as exc:
-                    if not sql.in_transaction:
-                        raise  # nothing of the group is left to commit
-                    sql.execute("ROLLBACK TO nbdb_commit")
-                    outcomes.append(ERRORS.translate(exc))
-                except errors.CorruptRecordError as exc:  # a key of this commit's that another tool spoiled
-                    sql.execute("ROLLBACK TO nbdb_commit")
-                    outcomes.append(exc)
-                sql.execute("RELEASE nbdb_commit")
+        committed: list[bool] = []
+        interrupt: BaseException | None = None
+        try:
+            with self._writer.transaction("IMMEDIATE", committed) as sql:
+                for commit in commits:
+                    sql.execute("SAVEPOINT nbdb_commit")
+                    try:
+                        outcomes.append(self._apply(sql, commit))
+                    except sqlite3.Error as exc:
+                        if not sql.in_transaction:
+                            raise  # nothing of the group is left to commit
+                        sql.execute("ROLLBACK TO nbdb_commit")
+                        outcomes.append(ERRORS.translate(exc))
+                    except errors.CorruptRecordError as exc:  # a key of this commit's that another tool spoiled
+                        sql.execute("ROLLBACK TO nbdb_commit")
+                        outcomes.append(exc)
+                    sql.execute("RELEASE nbdb_commit")
+        except Exception:
+            raise
+        except BaseException as exc:
+            # Ctrl-C in the sending thread: SQLite knows whether the group committed (each commit's outcome
+            # stands) or was rolled back (none applied: the other threads' commits are sent again).
+            if not committed:
+                raise GroupInterrupted(None) from exc
+            interrupt = exc
         if any(isinstance(o, int) for o in outcomes):
             self._conn.signal.notify()
+        if interrupt is not None:
+            raise GroupInterrupted(outcomes) from interrupt
         return outcomes
 
     def _apply(self, sql: sqlite3.Connection, commit: kv.KeyCommit) -> int | None:

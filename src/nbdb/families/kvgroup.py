@@ -40,6 +40,7 @@ __all__ = [
     "CommitGroup",
     "Footprint",
     "GroupCommitter",
+    "GroupInterrupted",
     "Outcome",
     "PipelinedGroup",
     "SnapshotGroup",
@@ -52,6 +53,21 @@ C = TypeVar("C")
 
 Outcome: TypeAlias = "int | BaseException | None"
 """One commit's outcome in a group: its revision, None (its conditions failed), or the error it ends with."""
+
+
+class GroupInterrupted(BaseException):
+    """A store's ``together`` raises it when the thread sending the group was interrupted and the store knows
+    what became of the group: ``outcomes``, each commit's (the group was applied), or None (none of it was).
+
+    The interrupt (KeyboardInterrupt, SystemExit) is its ``__cause__``; the sending thread gets that. The
+    others get their commit's true outcome, or have it sent again when nothing was applied: an interrupt of
+    another thread made every one of them a CommitUnknownError, though the store knew. A BaseException, as
+    what it carries must reach the interrupted thread through any ``except Exception``.
+    """
+
+    def __init__(self, outcomes: list[Outcome] | None) -> None:
+        super().__init__("a group commit was interrupted" if outcomes is None else "interrupted after its commit")
+        self.outcomes = outcomes
 
 
 class CommitGroup(Generic[C]):
@@ -254,6 +270,16 @@ class GroupCommitter(Generic[C]):
         except errors.NbdbError as exc:
             # The store's answer for the whole request (unreachable, outcome unknown...): it is every member's.
             outcomes = [exc] * len(members)
+        except GroupInterrupted as exc:
+            interrupt = exc.__cause__ if isinstance(exc.__cause__, BaseException) else exc
+            if exc.outcomes is None:  # nothing of it was applied: the others are sent again, by the next leader
+                with self._lock:
+                    self._queue.extendleft(reversed(members[1:]))
+                self._done()
+                raise interrupt from None
+            unknown = errors.CommitUnknownError(f"a commit sent in a group has an unknown outcome ({interrupt!r})")
+            settled = len(exc.outcomes) == len(members)  # else a bug of the store's: unknown, as below
+            outcomes = [interrupt, *(exc.outcomes[1:] if settled else [unknown] * (len(members) - 1))]
         except BaseException as exc:
             # Interrupted, or a bug: the leader re-raises it; the others cannot tell what reached the store.
             log.warning("a group commit failed with %r; its other commits settle their outcome", exc)

@@ -44,7 +44,7 @@ Op = tuple[ObjectKey, Model | None]
 
 
 class WriteLimitReached(Exception):
-    """The applier wrote as many objects as it was allowed to (``limit``)."""
+    """The applier made as many writes as it was allowed to (``limit``), and more remain."""
 
 
 def content(obj: Model) -> dict[str, Any]:
@@ -72,7 +72,10 @@ class Applier:
     ``state`` maps (table, id) to the stored copy in the destination; start it
     from a snapshot of the destination. ``on_write(n)`` is called after every
     n objects written; with ``limit``, :class:`WriteLimitReached` is raised
-    once that many objects were written (to stop a copy midway on purpose).
+    once that many writes were made and more remain (to stop a copy midway on purpose). A write is one
+    create, update or delete of one object: an object that moved topic takes two (a delete, then a
+    create), one on a cycle of references too (a create without the reference, then an update), and
+    the limit may fall between the two.
     """
 
     def __init__(
@@ -262,9 +265,17 @@ class Applier:
                 group = group[: max(0, self.limit - self.writes)]
             if group and (len(group) == 1 or not self._commit(group)):
                 for op in group:
+                    if self._full() and not self._done(op):  # a move before it took two writes
+                        raise self._limit_reached()
                     self._single(op)
             if cut:
-                raise WriteLimitReached(f"stopped after {self.writes} writes (limit {self.limit})")
+                raise self._limit_reached()
+
+    def _full(self) -> bool:
+        return self.limit is not None and self.writes >= self.limit
+
+    def _limit_reached(self) -> WriteLimitReached:
+        return WriteLimitReached(f"stopped after {self.writes} writes (limit {self.limit})")
 
     def _done(self, op: Op) -> bool:
         key, want = op
@@ -339,10 +350,13 @@ class Applier:
                 elif current is None:
                     self.state[key] = self.db.create(want.model_copy(update={"version": 0}), ttl=self.ttls.get(key))
                 elif current.topic != want.topic:
-                    # Topics are immutable: an id that moved topic is re-created.
+                    # Topics are immutable: an id that moved topic is re-created. Two writes: a limit reached
+                    # by the delete stops before the create, which the next run makes (the object is absent).
                     self.db.delete(current)
                     self.state.pop(key, None)
                     self._wrote(1)
+                    if self._full():
+                        raise self._limit_reached()
                     continue
                 else:
                     self.state[key] = self.db.update(_updated(current, want))

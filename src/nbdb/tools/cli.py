@@ -319,7 +319,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="allow a fresh copy into a non-empty destination: make it equal to the source (deletes the rest)",
     )
     copy.add_argument("--batch", type=int, default=200, help="objects per destination transaction (default 200)")
-    copy.add_argument("--limit", type=int, metavar="N", help="stop after writing N objects (exit 3; run again)")
+    copy.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="stop after N writes to the destination (exit 3; run again): one per object created, updated or "
+        "deleted, two for one that moved topic (deleted and re-created)",
+    )
     copy.add_argument("--no-verify", dest="verify", action="store_false", help="skip the final comparison")
     copy.add_argument("--skip-corrupt", action="store_true", help="leave out source records that do not decode")
     _scope_options(copy)

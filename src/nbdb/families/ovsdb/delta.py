@@ -25,7 +25,7 @@ from typing import Any
 
 from nbdb.families.ovsdb.mapping import ColumnMap, TableMap
 from nbdb.families.ovsdb.mutations import Whole, set_mutations
-from nbdb.families.ovsdb.rows import column_value
+from nbdb.families.ovsdb.rows import NewRow, column_value
 from nbdb.families.ovsdb.spellings import kept_members
 
 __all__ = ["column_delta"]
@@ -41,14 +41,13 @@ def column_delta(
     tm: TableMap,
     cm: ColumnMap,
     stored: Any,
-    cells: dict[str, Any],
-    wire: dict[str, Any],
-    values: dict[str, Any],
+    row: NewRow,
     row_id: int,
 ) -> list[list[Any]] | None:
     """The mutations that take ``stored`` (the row's cell of ``cm``, which differs from the update's) to the
-    update's cell; None: the column is written whole (``wire``). A stored member the update keeps is taken
-    back into ``cells``, ``wire`` and ``values`` as stored: the row as written is what the server holds."""
+    update's cell; None: the column is written whole (``row.wire``). A stored member the update keeps is taken
+    back into the row's ``cells``, ``wire`` and ``values`` as stored: the row as written is what the server holds."""
+    cells, wire, values = row.cells, row.wire, row.values
     new = cells[cm.column]
     if cm.json or not cm.type.is_set or not isinstance(stored, set) or not isinstance(new, set):
         return None  # a map too: its difference cost the client more than the server saved (18% at 100 keys)

@@ -379,7 +379,8 @@ def _plan_put(
         raise errors.ValidationError(f"{op.table} {op.id}: record is not JSON") from None
     if not isinstance(doc, dict):
         raise errors.ValidationError(f"{op.table} {op.id}: record is not a JSON object")
-    cells, wire, ext, parents, values = new_row(tm, doc)
+    new = new_row(tm, doc)
+    cells, wire, ext, parents, values = new
     if op.topic is not None:
         ext[EXT_TOPIC] = op.topic
     if plan.namespace:
@@ -413,11 +414,11 @@ def _plan_put(
             stored = row.get(c, default)  # a column the stored row lacks holds its default
             if cells[c] == stored:
                 continue
-            if keep_spelling(tm, cm, stored, cells, wire, values, doc.get(cm.field)):
+            if keep_spelling(tm, cm, stored, new, doc.get(cm.field)):
                 respelled.append(cm)
                 continue
             before = values.get(cm.field)
-            delta = column_delta(tm, cm, stored, cells, wire, values, op.id.int)
+            delta = column_delta(tm, cm, stored, new, op.id.int)
             if values.get(cm.field) is not before:
                 respelled.append(cm)
             if delta is None:

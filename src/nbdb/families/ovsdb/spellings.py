@@ -26,7 +26,7 @@ from typing import Any
 
 from nbdb import errors
 from nbdb.families.ovsdb.mapping import ColumnMap, TableMap
-from nbdb.families.ovsdb.rows import column_value
+from nbdb.families.ovsdb.rows import NewRow, column_value
 from nbdb.models.base import Model, field_value, model_for_table
 
 __all__ = ["keep_spelling", "kept_members", "stored_spellings"]
@@ -121,24 +121,22 @@ def keep_spelling(
     tm: TableMap,
     cm: ColumnMap,
     stored: Any,
-    cells: dict[str, Any],
-    wire: dict[str, Any],
-    values: dict[str, Any],
+    row: NewRow,
     given: Any,
 ) -> bool:
-    """Whether the stored cell of ``cm`` (which differs as text from the update's) reads as the update's;
-    if so, it is taken back into the update's ``cells``, ``wire`` and ``values``.
+    """Whether the stored cell of ``cm`` (which differs as text from the update's ``row``) reads as the update's;
+    if so, it is taken back into the row's ``cells``, ``wire`` and ``values``.
 
     The column is then not written (its cell equals the stored one), and the row as written, its
     document and digest, are what the server keeps.
     """
     model = _model(tm, cm)
-    if model is None or not _reads_alike(model, cm, stored, cells[cm.column], given):
+    if model is None or not _reads_alike(model, cm, stored, row.cells[cm.column], given):
         return False
     kept = set(stored) if isinstance(stored, set) else stored  # the replica changes its sets in place
-    cells[cm.column] = kept
-    wire[cm.column] = cm.to_wire(kept)
-    values[cm.field] = column_value(cm, kept)
+    row.cells[cm.column] = kept
+    row.wire[cm.column] = cm.to_wire(kept)
+    row.values[cm.field] = column_value(cm, kept)
     return True
 
 
