@@ -22,6 +22,8 @@ from nbdb.cli import main
 from nbdb.models import LogicalSwitch
 from nbdb.testing.faults import FaultProxy
 from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -545,3 +547,53 @@ def test_a_bounded_set_mutation_whose_request_was_lost_lands_once_after_another_
             assert not worker.is_alive()
             assert answer == [None], f"the mutation failed, though it could be applied: {answer}"
             assert sorted(direct.get(gen.Box, box.id).s1n) == [2, 3, 4]
+
+
+SHADOWING: dict[str, Any] = {
+    "name": "Shadow",
+    "version": "0.1.0",
+    "tables": {
+        "Thing": {
+            "isRoot": True,
+            "columns": {
+                "Field": {"type": "string"},
+                "UUID": {"type": "string"},
+                "list": {"type": {"key": "string", "min": 0, "max": "unlimited"}},
+                "str": {"type": "string"},
+                "owner": {"type": {"key": {"type": "uuid", "refTable": "None"}, "min": 0, "max": 1}},
+                "tags": {"type": {"key": "string", "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+        "None": {"isRoot": True, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def test_columns_and_tables_named_as_python_names_generate_a_module_that_imports(tmp_path: Path) -> None:
+    """A column ``list`` (or ``str``, ``Field``, ``UUID``) hid the name from the class body's later lines
+    (``default_factory=list`` took the field's default: the module failed to import), and a table
+    ``None`` became ``class None``, a syntax error; ovsdb-server serves both schemas."""
+    schema = tmp_path / "shadow.ovsschema"
+    schema.write_text(json.dumps(SHADOWING))
+    shadow = _generate(schema, tmp_path, f"shadow_models_{uuid.uuid4().hex[:6]}")
+    assert shadow.NoneTable.nbdb_table == "Shadow.None"
+    assert set(shadow.Thing.model_fields) == {"id", "version", "topic", "external_ids", "owner", "tags"}
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Shadow") as db:
+        target = db.create(shadow.NoneTable(label="x"))
+        thing = db.create(shadow.Thing(owner=target.id, tags=["a", "b"]))
+        read = db.get(shadow.Thing, thing.id)
+        assert (read.owner, sorted(read.tags)) == (target.id, ["a", "b"])
+        # The columns left out are kept as another writer set them by the model's updates.
+        where = [["_uuid", "==", ["uuid", str(thing.id)]]]
+        _client(server, "Shadow", {"op": "update", "table": "Thing", "where": where, "row": {"list": "l1", "str": "s"}})
+        db.update(db.get(shadow.Thing, thing.id).replace(tags=["c"]))
+        select = {"op": "select", "table": "Thing", "where": where, "columns": ["list", "str", "tags"]}
+        assert _client(server, "Shadow", select)[0]["rows"] == [{"list": "l1", "str": "s", "tags": "c"}]
+
+
+def _client(server: OvsdbServer, database: str, *ops: Any) -> list[Any]:
+    """Another OVSDB client's transaction on ``database``, and its results."""
+    argv = [str(find_binary("ovsdb-client")), "--timeout=10", "transact", f"tcp:{server.leader().address}"]
+    result: list[Any] = json.loads(run_tool([*argv, json.dumps([database, *ops])], timeout=15))
+    return result

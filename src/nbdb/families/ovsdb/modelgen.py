@@ -16,7 +16,8 @@ nbdb's own logical schema. Per column:
 
 ``external_ids`` is the base models' own field; columns whose names a model
 cannot have (``id``, ``version``, ``topic``, Python keywords, the model's own
-attributes such as ``replace`` or ``schema``) are left out, with a comment
+attributes such as ``replace`` or ``schema``, names the class body uses such as ``list`` or
+``Field``) are left out, with a comment
 saying so. Class names are unique in the module (a clash gets ``Table`` or
 ``Enum`` appended).
 """
@@ -38,6 +39,9 @@ __all__ = ["class_name", "generate_models"]
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
 _IMPORTED = frozenset({"Annotated", "ClassVar", "Field", "Literal", "Model", "Reference", "StrEnum", "UUID"})
 """Names the generated module imports, which no class of it may take."""
+_BUILTINS = frozenset({"str", "int", "float", "bool", "list", "dict"})
+"""Built-in names the classes' bodies use: a field of that name hid them from the fields after it (a
+column ``list`` made ``default_factory=list`` a field's default, and the module failed to import)."""
 _I64_LOW, _I64_HIGH = "-(2**63)", "2**63 - 1"
 """OVSDB's integer range (``datum.INT_MIN``, ``INT_MAX``) as the generated source writes it."""
 _PYTHON = {"string": "str", "integer": "int", "real": "float", "boolean": "bool", "uuid": "UUID"}
@@ -72,7 +76,8 @@ class _Module:
         self.needs: set[str] = set()
         # Each name of the module once: a table's class, then each enum, never an imported name
         # (a table "Port_Type" and the enum of "Port.type" were both PortType: the later one won).
-        self.taken: set[str] = set(_IMPORTED)
+        # A table "None", "True" or "False" made a class of that name, which is no valid Python.
+        self.taken: set[str] = set(_IMPORTED) | {"None", "True", "False"}
         self.names = {name: self.unique(class_name(name), "Table") for name in sorted(schema.tables)}
 
     def unique(self, name: str, suffix: str) -> str:
@@ -186,13 +191,15 @@ class _Module:
             unique = ", ".join(_group(group) for group in groups) + ("," if len(groups) == 1 else "")
             lines.append(f"    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ({unique})")
         lines.append("")
-        for name, column in sorted(table.columns.items()):
-            if name == "external_ids":
-                continue
-            if not _usable(name):
+        columns = sorted((n, c) for n, c in table.columns.items() if n != "external_ids")
+        fields = {name: self.field(table.name, column) for name, column in columns if _usable(name)}
+        for name, _column in columns:
+            # A field named as a name the class body uses (pydantic's ``Field``, ``str``, an enum of the
+            # module) hides that name from the lines after it, for Python and for mypy alike.
+            if name not in fields or name in self.taken or name in _BUILTINS:
                 lines.append(f"    # column {name!r} is left out: a model cannot have a field of that name")
                 continue
-            line = f"    {self.field(table.name, column)}"
+            line = f"    {fields[name]}"
             if len(line) > 120 and " = Field(" in line:
                 head, _, args = line.rpartition(" = Field(")
                 line = f"{head} = Field(\n        {args.removesuffix(')')}\n    )"
