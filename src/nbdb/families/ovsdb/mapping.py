@@ -360,11 +360,18 @@ def build_mapping(
                     f"the served {db} schema (version {schema.version}) has no table {binding.db_table}, which "
                     f"holds {binding.model_table}: nbdb needs a schema with it"
                 )
-            for ptable, _column in binding.parents.values():
+            for ptable, pcolumn in binding.parents.values():
                 if ptable not in schema.tables:
                     raise errors.UnsupportedError(
                         f"the served {db} schema (version {schema.version}) has no table {ptable}, the parent "
                         f"of {binding.model_table}"
+                    )
+                if pcolumn not in schema.tables[ptable].columns:
+                    # Monitored all the same, the server refused the monitor and every read and write
+                    # waited for it to load, for minutes.
+                    raise errors.UnsupportedError(
+                        f"the served {db} schema (version {schema.version}) has no column {ptable}.{pcolumn}, "
+                        f"which holds the {binding.model_table} rows of each {ptable}: nbdb needs a schema with it"
                     )
             tables[shape.table] = _table_map(shape, db, schema, binding)
     for shape in by_model.values():
