@@ -368,7 +368,9 @@ class Model(BaseModel):
         )
         index_fields = list(cls.nbdb_indexes)
         index_fields += [r.field for r in refs if r.field not in index_fields]
-        cls.nbdb_index_fields = tuple(index_fields)
+        # A map (or a list of lists) is no key of a bucket: a cache indexing one failed on its first object
+        # (TypeError: unhashable), on every backend. find() compares such a field object by object.
+        cls.nbdb_index_fields = tuple(f for f in index_fields if _indexable(cls.model_fields[f].annotation))
         cls.nbdb_lineage_fields = frozenset([r.field for r in refs] + [name for group in unique for name in group])
         cls.nbdb_lineage_containers = tuple(
             sorted(name for name in cls.nbdb_lineage_fields if may_hold_container(cls.model_fields[name].annotation))
@@ -808,6 +810,20 @@ def may_nest(annotation: Any) -> bool:
     if origin in (list, set, frozenset, dict, tuple) or annotation in (list, set, frozenset, dict, tuple):
         args = get_args(annotation)
         return not args or not all(arg is Ellipsis or _atom(arg) for arg in args)
+    return True
+
+
+def _indexable(annotation: Any) -> bool:
+    """Whether a field of ``annotation`` holds values a cache can index: atoms, or lists or sets of atoms."""
+    origin = get_origin(annotation)
+    if annotation is dict or origin is dict:
+        return False
+    if origin is typing.Annotated:
+        return _indexable(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return all(_indexable(arg) for arg in get_args(annotation))
+    if origin in (list, set, frozenset):
+        return not any(may_hold_container(arg) for arg in get_args(annotation))
     return True
 
 
