@@ -263,3 +263,20 @@ def test_the_built_in_models_integers_are_as_narrow_as_their_columns() -> None:
     QoS(switch=switch, priority=1, direction="to-lport", match="ip4", bandwidth={"rate": 2**32 - 1})
     with pytest.raises(nbdb.ValidationError):
         QoS(switch=switch, priority=1, direction="to-lport", match="ip4", bandwidth={"rate": 2**32})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("version", '1"""\nraise SystemExit("ran")\n"""'), ("name", 'X"\nraise SystemExit("ran")\n#'), ("table", 'A"B'),
+     ("table", "_hidden")],
+)  # fmt: skip
+def test_names_ovsdb_refuses_are_refused_not_written_into_the_module(field: str, value: str) -> None:
+    """The version, the database's and tables' names were written into the module's docstring and
+    strings as they were: a version ending a docstring ran the code after it on import."""
+    schema: dict[str, Any] = {"name": "Ok", "version": "1.0.0", "tables": {"T": {"columns": {"c": {"type": "string"}}}}}
+    if field == "table":
+        schema["tables"] = {value: schema["tables"]["T"]}
+    else:
+        schema[field] = value
+    with pytest.raises(nbdb.ValidationError, match="OVSDB schema"):
+        generate_models(DatabaseSchema.parse(schema))

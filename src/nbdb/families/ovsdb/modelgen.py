@@ -263,8 +263,28 @@ def _usable(name: str) -> bool:
     )
 
 
+_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+
+
+def _check_names(schema: DatabaseSchema) -> None:
+    """ValidationError for a database or table name, or a version, that ovsdb-server refuses.
+
+    They are written into the module's strings and docstrings as they are: a version
+    ``1\"\"\"`` followed by a line of code ran that code when the module was imported.
+    """
+    if not _ID.fullmatch(schema.name):
+        raise errors.ValidationError(f"OVSDB schema name {schema.name!r} is not an OVSDB identifier")
+    if schema.version and not _VERSION.fullmatch(schema.version):
+        raise errors.ValidationError(f"OVSDB schema version {schema.version!r} is not of the form x.y.z")
+    for name in schema.tables:
+        if not _ID.fullmatch(name) or name.startswith("_"):
+            raise errors.ValidationError(f"OVSDB schema table name {name!r} is not an OVSDB identifier")
+
+
 def generate_models(schema: DatabaseSchema) -> str:
     """The Python source of a module with one nbdb model per table of ``schema``."""
+    _check_names(schema)
     module = _Module(schema)
     for name in sorted(schema.tables):
         module.table(schema.tables[name])
