@@ -562,34 +562,50 @@ SHADOWING: dict[str, Any] = {
                 "str": {"type": "string"},
                 "owner": {"type": {"key": {"type": "uuid", "refTable": "None"}, "min": 0, "max": 1}},
                 "tags": {"type": {"key": "string", "min": 0, "max": "unlimited"}},
+                "from": {"type": "string"},
+                "id": {"type": "integer"},
                 "external_ids": {"type": _MAP},
             },
+            "indexes": [["id", "owner"]],
         },
         "None": {"isRoot": True, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
     },
 }  # fmt: skip
 
 
-def test_columns_and_tables_named_as_python_names_generate_a_module_that_imports(tmp_path: Path) -> None:
+def test_columns_and_tables_named_as_python_names_are_fields_of_their_own_columns(tmp_path: Path) -> None:
     """A column ``list`` (or ``str``, ``Field``, ``UUID``) hid the name from the class body's later lines
     (``default_factory=list`` took the field's default: the module failed to import), and a table
-    ``None`` became ``class None``, a syntax error; ovsdb-server serves both schemas."""
+    ``None`` became ``class None``, a syntax error; a column named as a keyword or as a model's own
+    attribute (``from``, ``id``) was left out, kept at its default by every insert. ovsdb-server serves
+    both schemas; each such column is now a field with ``_`` appended that reads and writes it."""
     schema = tmp_path / "shadow.ovsschema"
     schema.write_text(json.dumps(SHADOWING))
     shadow = _generate(schema, tmp_path, f"shadow_models_{uuid.uuid4().hex[:6]}")
     assert shadow.NoneTable.nbdb_table == "Shadow.None"
-    assert set(shadow.Thing.model_fields) == {"id", "version", "topic", "external_ids", "owner", "tags"}
+    assert shadow.Thing.nbdb_unique == (("id_", "owner"),)
     with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Shadow") as db:
         target = db.create(shadow.NoneTable(label="x"))
-        thing = db.create(shadow.Thing(owner=target.id, tags=["a", "b"]))
+        thing = db.create(shadow.Thing(owner=target.id, tags=["a", "b"], list_=["l0"], from_="f", id_=7))
         read = db.get(shadow.Thing, thing.id)
-        assert (read.owner, sorted(read.tags)) == (target.id, ["a", "b"])
-        # The columns left out are kept as another writer set them by the model's updates.
+        assert (read.owner, sorted(read.tags), read.list_) == (target.id, ["a", "b"], ["l0"])
+        assert (read.from_, read.id_) == ("f", 7)
+        with pytest.raises(nbdb.UniqueViolationError):
+            db.create(shadow.Thing(owner=target.id, id_=7))  # the schema's index on ("id", "owner")
         where = [["_uuid", "==", ["uuid", str(thing.id)]]]
-        _client(server, "Shadow", {"op": "update", "table": "Thing", "where": where, "row": {"list": "l1", "str": "s"}})
-        db.update(db.get(shadow.Thing, thing.id).replace(tags=["c"]))
-        select = {"op": "select", "table": "Thing", "where": where, "columns": ["list", "str", "tags"]}
-        assert _client(server, "Shadow", select)[0]["rows"] == [{"list": "l1", "str": "s", "tags": "c"}]
+        columns = ["list", "str", "from", "id", "tags"]
+        select = {"op": "select", "table": "Thing", "where": where, "columns": columns}
+        assert _client(server, "Shadow", select)[0]["rows"] == [
+            {"list": "l0", "str": "", "from": "f", "id": 7, "tags": ["set", ["a", "b"]]}
+        ]
+        # Another writer's values in those columns are read, and kept by an update of another field.
+        _client(server, "Shadow", {"op": "update", "table": "Thing", "where": where, "row": {"str": "s", "Field": "F"}})
+        read = db.get(shadow.Thing, thing.id)
+        assert (read.str_, read.Field_) == ("s", "F")
+        db.update(read.replace(tags=["c"]))
+        assert _client(server, "Shadow", select)[0]["rows"] == [
+            {"list": "l0", "str": "s", "from": "f", "id": 7, "tags": "c"}
+        ]
 
 
 def _client(server: OvsdbServer, database: str, *ops: Any) -> list[Any]:

@@ -82,8 +82,8 @@ def test_a_users_schema_becomes_typed_models(tmp_path: Path) -> None:
     assert shape.field("hosts").reference == "Inventory.Host" and shape.field("hosts").container == "list"
     assert shape.field("labels").container == "map"
     assert shape_of(inventory.Host).field("rack").optional
-    assert "class" not in inventory.Host.model_fields  # a Python keyword: left out, with a comment
-    assert "column 'class' is left out" in (tmp_path / "inventory_models.py").read_text()
+    # A Python keyword: the field takes "_" and names its column.
+    assert "class" not in inventory.Host.model_fields and shape_of(inventory.Host).field("class_").column == "class"
 
 
 def test_generated_models_work_on_another_backend(tmp_path: Path) -> None:
@@ -196,7 +196,8 @@ def test_generated_names_never_hide_one_another_nor_the_models_own(tmp_path: Pat
     gen = load_generated(schema, tmp_path, f"clash_{uuid.uuid4().hex[:6]}")
     assert gen.Port(type="b").type == "b" and gen.PortType.nbdb_table == "Clash.Port_Type"
     assert gen.FieldTable(tags=["x"]).tags == ["x"]
-    assert set(gen.T.model_fields) == {"id", "version", "topic", "external_ids", "name"}
+    assert set(gen.T.model_fields) == {"id", "version", "topic", "external_ids", "name", "replace_", "schema_"}
+    assert "column 'nbdb_table' is left out" in (tmp_path / f"{gen.__name__}.py").read_text()
     with nbdb.connect("memory://") as db:
         t = db.create(gen.T(name="one"))
         assert db.update(t.replace(name="two")).name == "two"

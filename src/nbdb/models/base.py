@@ -127,6 +127,20 @@ class Reference:
 
 
 @dataclass(frozen=True, slots=True)
+class Column:
+    """Names the server's column that holds a field, where the column's own name can be no field's.
+
+    ``nbdb models generate`` writes it for a column named as a Python keyword
+    (``from``), as a model's own attribute (``id``, ``copy``) or as a name the
+    model's class body uses (``list``): ``from_: Annotated[str, Column("from")]``.
+    Only the OVSDB backend reads it; every other backend stores the field under
+    its own name.
+    """
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class RefSpec:
     """One reference field of a model: its name, target table, and shape."""
 

@@ -272,11 +272,11 @@ def _table_map(shape: ModelShape, db: str, schema: DatabaseSchema, binding: Tabl
         if name in binding.ext_fields:
             ext_fields.append(name)
             continue
-        column = tschema.columns.get(name)
+        column = tschema.columns.get(fshape.column or name)
         if column is None:
             missing[name] = fshape
             continue
-        columns[name] = ColumnMap(name, name, column.type, _json_encoded(fshape, column.type), fshape)
+        columns[name] = ColumnMap(name, column.name, column.type, _json_encoded(fshape, column.type), fshape)
     refs: dict[str, tuple[str, str]] = {}
     for spec in shape.references:
         if spec.field in binding.parents:
