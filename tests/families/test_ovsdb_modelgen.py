@@ -281,3 +281,15 @@ def test_names_ovsdb_refuses_are_refused_not_written_into_the_module(field: str,
         schema[field] = value
     with pytest.raises(nbdb.ValidationError, match="OVSDB schema"):
         generate_models(DatabaseSchema.parse(schema))
+
+
+def test_two_fields_of_one_column_are_refused_at_the_class() -> None:
+    from typing import Annotated
+
+    from nbdb.models import Column, Model
+
+    with pytest.raises(TypeError, match="both held by column 'from'"):
+
+        class Twice(Model):
+            from_: Annotated[str, Column("from")] = ""
+            other: Annotated[str, Column("from")] = ""

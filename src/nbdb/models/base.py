@@ -377,6 +377,14 @@ class Model(BaseModel):
                 if name not in cls.model_fields:
                     raise TypeError(f"{cls.__name__}.nbdb_unique names unknown field {name!r}")
         cls.nbdb_unique_fields = unique
+        held: dict[str, str] = {}
+        for name, info in cls.model_fields.items():
+            column = next((m.name for m in info.metadata if isinstance(m, Column)), name)
+            if held.setdefault(column, name) != name:
+                # Two fields of one column: each write of one overwrote the other, on OVSDB only.
+                raise TypeError(
+                    f"{cls.__name__}: fields {held[column]!r} and {name!r} are both held by column {column!r}"
+                )
         cls.nbdb_unique_groups = tuple(
             ("+".join(group), group, len(group) == 1 and _plain_str(cls.model_fields[group[0]])) for group in unique
         )
