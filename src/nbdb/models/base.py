@@ -379,6 +379,8 @@ class Model(BaseModel):
         cls.nbdb_unique_fields = unique
         held: dict[str, str] = {}
         for name, info in cls.model_fields.items():
+            if name in ("id", "version", "topic"):
+                continue  # no column's: a row's _uuid, and what nbdb keeps in external_ids
             column = next((m.name for m in info.metadata if isinstance(m, Column)), name)
             if held.setdefault(column, name) != name:
                 # Two fields of one column: each write of one overwrote the other, on OVSDB only.
