@@ -114,6 +114,17 @@ def test_a_schema_without_a_table_nbdb_needs_is_a_clear_error_at_connect(tmp_pat
             nbdb.connect(server.url)
 
 
+def test_a_schema_without_a_parents_set_column_nbdb_needs_is_a_clear_error_at_connect(tmp_path: Path) -> None:
+    """``Logical_Switch.acls`` holds which switch an ACL belongs to: without it the connect succeeded,
+    the server refused the monitor of ``Logical_Switch`` and the first read or write waited ten minutes."""
+    schema = copy.deepcopy(_schema())
+    schema["version"] = "1.0.0"
+    del schema["tables"]["Logical_Switch"]["columns"]["acls"]
+    with _serve(tmp_path, schema, "noacls") as server:
+        with pytest.raises(nbdb.UnsupportedError, match=r"no column Logical_Switch\.acls, which holds the ACL"):
+            nbdb.connect(server.url)
+
+
 def test_a_model_no_served_table_holds_is_named_before_any_write(newer: OvsdbServer) -> None:
     from nbdb.models import Chassis
 

@@ -82,8 +82,8 @@ def test_a_users_schema_becomes_typed_models(tmp_path: Path) -> None:
     assert shape.field("hosts").reference == "Inventory.Host" and shape.field("hosts").container == "list"
     assert shape.field("labels").container == "map"
     assert shape_of(inventory.Host).field("rack").optional
-    assert "class" not in inventory.Host.model_fields  # a Python keyword: left out, with a comment
-    assert "column 'class' is left out" in (tmp_path / "inventory_models.py").read_text()
+    # A Python keyword: the field takes "_" and names its column.
+    assert "class" not in inventory.Host.model_fields and shape_of(inventory.Host).field("class_").column == "class"
 
 
 def test_generated_models_work_on_another_backend(tmp_path: Path) -> None:
@@ -196,7 +196,8 @@ def test_generated_names_never_hide_one_another_nor_the_models_own(tmp_path: Pat
     gen = load_generated(schema, tmp_path, f"clash_{uuid.uuid4().hex[:6]}")
     assert gen.Port(type="b").type == "b" and gen.PortType.nbdb_table == "Clash.Port_Type"
     assert gen.FieldTable(tags=["x"]).tags == ["x"]
-    assert set(gen.T.model_fields) == {"id", "version", "topic", "external_ids", "name"}
+    assert set(gen.T.model_fields) == {"id", "version", "topic", "external_ids", "name", "replace_", "schema_"}
+    assert "column 'nbdb_table' is left out" in (tmp_path / f"{gen.__name__}.py").read_text()
     with nbdb.connect("memory://") as db:
         t = db.create(gen.T(name="one"))
         assert db.update(t.replace(name="two")).name == "two"
@@ -263,3 +264,32 @@ def test_the_built_in_models_integers_are_as_narrow_as_their_columns() -> None:
     QoS(switch=switch, priority=1, direction="to-lport", match="ip4", bandwidth={"rate": 2**32 - 1})
     with pytest.raises(nbdb.ValidationError):
         QoS(switch=switch, priority=1, direction="to-lport", match="ip4", bandwidth={"rate": 2**32})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("version", '1"""\nraise SystemExit("ran")\n"""'), ("name", 'X"\nraise SystemExit("ran")\n#'), ("table", 'A"B'),
+     ("table", "_hidden")],
+)  # fmt: skip
+def test_names_ovsdb_refuses_are_refused_not_written_into_the_module(field: str, value: str) -> None:
+    """The version, the database's and tables' names were written into the module's docstring and
+    strings as they were: a version ending a docstring ran the code after it on import."""
+    schema: dict[str, Any] = {"name": "Ok", "version": "1.0.0", "tables": {"T": {"columns": {"c": {"type": "string"}}}}}
+    if field == "table":
+        schema["tables"] = {value: schema["tables"]["T"]}
+    else:
+        schema[field] = value
+    with pytest.raises(nbdb.ValidationError, match="OVSDB schema"):
+        generate_models(DatabaseSchema.parse(schema))
+
+
+def test_two_fields_of_one_column_are_refused_at_the_class() -> None:
+    from typing import Annotated
+
+    from nbdb.models import Column, Model
+
+    with pytest.raises(TypeError, match="both held by column 'from'"):
+
+        class Twice(Model):
+            from_: Annotated[str, Column("from")] = ""
+            other: Annotated[str, Column("from")] = ""

@@ -1,6 +1,6 @@
 """Typed models: the base :class:`Model`, references, validated types and the OVN-style schema."""
 
-from nbdb.models.base import Model, Reference, RefSpec, all_models, model_for_table
+from nbdb.models.base import Column, Model, Reference, RefSpec, all_models, model_for_table
 from nbdb.models.ovn import (
     ACL,
     NAT,
@@ -32,6 +32,7 @@ __all__ = [
     "ACLAction",
     "AddressSet",
     "Chassis",
+    "Column",
     "DHCPOptions",
     "Direction",
     "EncapType",

@@ -127,6 +127,20 @@ class Reference:
 
 
 @dataclass(frozen=True, slots=True)
+class Column:
+    """Names the server's column that holds a field, where the column's own name can be no field's.
+
+    ``nbdb models generate`` writes it for a column named as a Python keyword
+    (``from``), as a model's own attribute (``id``, ``copy``) or as a name the
+    model's class body uses (``list``): ``from_: Annotated[str, Column("from")]``.
+    Only the OVSDB backend reads it; every other backend stores the field under
+    its own name.
+    """
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class RefSpec:
     """One reference field of a model: its name, target table, and shape."""
 
@@ -363,12 +377,24 @@ class Model(BaseModel):
                 if name not in cls.model_fields:
                     raise TypeError(f"{cls.__name__}.nbdb_unique names unknown field {name!r}")
         cls.nbdb_unique_fields = unique
+        held: dict[str, str] = {}
+        for name, info in cls.model_fields.items():
+            if name in ("id", "version", "topic"):
+                continue  # no column's: a row's _uuid, and what nbdb keeps in external_ids
+            column = next((m.name for m in info.metadata if isinstance(m, Column)), name)
+            if held.setdefault(column, name) != name:
+                # Two fields of one column: each write of one overwrote the other, on OVSDB only.
+                raise TypeError(
+                    f"{cls.__name__}: fields {held[column]!r} and {name!r} are both held by column {column!r}"
+                )
         cls.nbdb_unique_groups = tuple(
             ("+".join(group), group, len(group) == 1 and _plain_str(cls.model_fields[group[0]])) for group in unique
         )
         index_fields = list(cls.nbdb_indexes)
         index_fields += [r.field for r in refs if r.field not in index_fields]
-        cls.nbdb_index_fields = tuple(index_fields)
+        # A map (or a list of lists) is no key of a bucket: a cache indexing one failed on its first object
+        # (TypeError: unhashable), on every backend. find() compares such a field object by object.
+        cls.nbdb_index_fields = tuple(f for f in index_fields if _indexable(cls.model_fields[f].annotation))
         cls.nbdb_lineage_fields = frozenset([r.field for r in refs] + [name for group in unique for name in group])
         cls.nbdb_lineage_containers = tuple(
             sorted(name for name in cls.nbdb_lineage_fields if may_hold_container(cls.model_fields[name].annotation))
@@ -808,6 +834,20 @@ def may_nest(annotation: Any) -> bool:
     if origin in (list, set, frozenset, dict, tuple) or annotation in (list, set, frozenset, dict, tuple):
         args = get_args(annotation)
         return not args or not all(arg is Ellipsis or _atom(arg) for arg in args)
+    return True
+
+
+def _indexable(annotation: Any) -> bool:
+    """Whether a field of ``annotation`` holds values a cache can index: atoms, or lists or sets of atoms."""
+    origin = get_origin(annotation)
+    if annotation is dict or origin is dict:
+        return False
+    if origin is typing.Annotated:
+        return _indexable(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return all(_indexable(arg) for arg in get_args(annotation))
+    if origin in (list, set, frozenset):
+        return not any(may_hold_container(arg) for arg in get_args(annotation))
     return True
 
 

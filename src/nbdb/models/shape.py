@@ -20,7 +20,7 @@ from typing import Any, get_args, get_origin
 import pydantic
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
-from nbdb.models.base import Model, RefSpec, all_models
+from nbdb.models.base import Column, Model, RefSpec, all_models
 
 __all__ = ["BASE_FIELDS", "FieldShape", "ModelShape", "model_shapes", "shape_of"]
 
@@ -52,6 +52,8 @@ class FieldShape:
     key_kind: str | None = None
     enum: tuple[str, ...] = ()
     reference: str | None = None
+    column: str | None = None
+    """The server column that holds the field, if not the one of its name (:class:`nbdb.models.Column`)."""
 
     @property
     def textual(self) -> bool:
@@ -144,6 +146,7 @@ def _field_shape(model: type[Model], name: str, refs: dict[str, RefSpec]) -> Fie
         key_kind=key_kind,
         enum=enum,
         reference=None if ref is None else ref.target,
+        column=next((m.name for m in info.metadata if isinstance(m, Column)), None),
     )
 
 

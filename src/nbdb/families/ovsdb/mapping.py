@@ -272,11 +272,11 @@ def _table_map(shape: ModelShape, db: str, schema: DatabaseSchema, binding: Tabl
         if name in binding.ext_fields:
             ext_fields.append(name)
             continue
-        column = tschema.columns.get(name)
+        column = tschema.columns.get(fshape.column or name)
         if column is None:
             missing[name] = fshape
             continue
-        columns[name] = ColumnMap(name, name, column.type, _json_encoded(fshape, column.type), fshape)
+        columns[name] = ColumnMap(name, column.name, column.type, _json_encoded(fshape, column.type), fshape)
     refs: dict[str, tuple[str, str]] = {}
     for spec in shape.references:
         if spec.field in binding.parents:
@@ -360,11 +360,18 @@ def build_mapping(
                     f"the served {db} schema (version {schema.version}) has no table {binding.db_table}, which "
                     f"holds {binding.model_table}: nbdb needs a schema with it"
                 )
-            for ptable, _column in binding.parents.values():
+            for ptable, pcolumn in binding.parents.values():
                 if ptable not in schema.tables:
                     raise errors.UnsupportedError(
                         f"the served {db} schema (version {schema.version}) has no table {ptable}, the parent "
                         f"of {binding.model_table}"
+                    )
+                if pcolumn not in schema.tables[ptable].columns:
+                    # Monitored all the same, the server refused the monitor and every read and write
+                    # waited for it to load, for minutes.
+                    raise errors.UnsupportedError(
+                        f"the served {db} schema (version {schema.version}) has no column {ptable}.{pcolumn}, "
+                        f"which holds the {binding.model_table} rows of each {ptable}: nbdb needs a schema with it"
                     )
             tables[shape.table] = _table_map(shape, db, schema, binding)
     for shape in by_model.values():

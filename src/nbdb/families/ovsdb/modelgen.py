@@ -14,11 +14,13 @@ nbdb's own logical schema. Per column:
   backend; on OVSDB by the index itself) and ``nbdb_indexes`` (the cache
   indexes their columns).
 
-``external_ids`` is the base models' own field; columns whose names a model
+``external_ids`` is the base models' own field; a column whose name a field
 cannot have (``id``, ``version``, ``topic``, Python keywords, the model's own
-attributes such as ``replace`` or ``schema``) are left out, with a comment
-saying so. Class names are unique in the module (a clash gets ``Table`` or
-``Enum`` appended).
+attributes such as ``replace`` or ``copy``, names the class body uses such as
+``list`` or ``Field``) becomes a field with ``_`` appended that names its
+column (``from_: Annotated[str, Column("from")]``); names starting with
+``nbdb_`` or ``model_`` are left out, with a comment saying so. Class names are
+unique in the module (a clash gets ``Table`` or ``Enum`` appended).
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ from nbdb.models import Model
 __all__ = ["class_name", "generate_models"]
 
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
-_IMPORTED = frozenset({"Annotated", "ClassVar", "Field", "Literal", "Model", "Reference", "StrEnum", "UUID"})
+_IMPORTED = frozenset({"Annotated", "ClassVar", "Column", "Field", "Literal", "Model", "Reference", "StrEnum", "UUID"})
 """Names the generated module imports, which no class of it may take."""
+_BUILTINS = frozenset({"str", "int", "float", "bool", "list", "dict"})
+"""Built-in names the classes' bodies use: a field of that name hid them from the fields after it (a
+column ``list`` made ``default_factory=list`` a field's default, and the module failed to import)."""
 _I64_LOW, _I64_HIGH = "-(2**63)", "2**63 - 1"
 """OVSDB's integer range (``datum.INT_MIN``, ``INT_MAX``) as the generated source writes it."""
 _PYTHON = {"string": "str", "integer": "int", "real": "float", "boolean": "bool", "uuid": "UUID"}
@@ -72,7 +77,8 @@ class _Module:
         self.needs: set[str] = set()
         # Each name of the module once: a table's class, then each enum, never an imported name
         # (a table "Port_Type" and the enum of "Port.type" were both PortType: the later one won).
-        self.taken: set[str] = set(_IMPORTED)
+        # A table "None", "True" or "False" made a class of that name, which is no valid Python.
+        self.taken: set[str] = set(_IMPORTED) | {"None", "True", "False"}
         self.names = {name: self.unique(class_name(name), "Table") for name in sorted(schema.tables)}
 
     def unique(self, name: str, suffix: str) -> str:
@@ -178,26 +184,57 @@ class _Module:
         lines.append(f'    """``{self.schema.name}.{table.name}``.{root}"""')
         lines.append("")
         lines.append(f'    nbdb_table: ClassVar[str] = "{self.schema.name}.{table.name}"')
-        groups = [tuple(i) for i in table.indexes if i and all(c in table.columns and _usable(c) for c in i)]
+        columns = sorted((n, c) for n, c in table.columns.items() if n != "external_ids" and n.isidentifier())
+        fields = {name: self.field(table.name, column) for name, column in columns}
+        names = self.field_names(table, [name for name, _ in columns])
+        groups = [tuple(names[c] for c in i) for i in table.indexes if i and all(c in names for c in i)]
         if groups:
             indexed = list(dict.fromkeys(c for group in groups for c in group))
-            names = ", ".join(f'"{c}"' for c in indexed) + ("," if len(indexed) == 1 else "")
-            lines.append(f"    nbdb_indexes: ClassVar[tuple[str, ...]] = ({names})")
+            listed = ", ".join(f'"{c}"' for c in indexed) + ("," if len(indexed) == 1 else "")
+            lines.append(f"    nbdb_indexes: ClassVar[tuple[str, ...]] = ({listed})")
             unique = ", ".join(_group(group) for group in groups) + ("," if len(groups) == 1 else "")
             lines.append(f"    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ({unique})")
         lines.append("")
-        for name, column in sorted(table.columns.items()):
-            if name == "external_ids":
-                continue
-            if not _usable(name):
+        for name in sorted(n for n in table.columns if n != "external_ids"):
+            if name not in names:
                 lines.append(f"    # column {name!r} is left out: a model cannot have a field of that name")
                 continue
-            line = f"    {self.field(table.name, column)}"
+            body = fields[name].removeprefix(name)
+            if names[name] != name:
+                # ": TYPE = DEFAULT" -> ": Annotated[TYPE, Column("name")] = DEFAULT" (no type holds " = ").
+                annotation, eq, default = body.removeprefix(": ").partition(" = ")
+                self.needs.update({"Annotated", "Column"})
+                body = f": Annotated[{annotation}, Column({json.dumps(name)})]{eq}{default}"
+            line = f"    {names[name]}{body}"
             if len(line) > 120 and " = Field(" in line:
                 head, _, args = line.rpartition(" = Field(")
                 line = f"{head} = Field(\n        {args.removesuffix(')')}\n    )"
             lines.append(line)
         self.classes.append("\n".join(lines))
+
+    def field_names(self, table: TableSchema, columns: list[str]) -> dict[str, str]:
+        """Column -> the name of its field: its own, or with ``_`` appended where a field cannot have it.
+
+        A column named as a Python keyword (``from``), as one of the model's own attributes (``id``,
+        ``copy``) or as a name the class body uses (pydantic's ``Field``, ``str``, an enum of the module,
+        which it would hide from the lines after it) gets ``Column("<name>")``, so it is neither lost
+        nor left at its default by every insert (the model of Open_vSwitch's ``Flow_Sample_Collector_Set``
+        had no ``id``, part of its unique index).
+        """
+
+        def free(name: str) -> bool:
+            return _usable(name) and name not in self.taken and name not in _BUILTINS
+
+        names = {name: name for name in columns if free(name)}
+        for name in columns:
+            if name in names:
+                continue
+            candidate = name + "_"
+            while candidate in table.columns or candidate in names.values():
+                candidate += "_"
+            if free(candidate):
+                names[name] = candidate
+        return names
 
     def source(self) -> str:
         """The whole module."""
@@ -219,9 +256,8 @@ class _Module:
         head.append("")
         if "Field" in self.needs:
             head += ["from pydantic import Field", ""]
-        head.append(
-            "from nbdb.models import Model, Reference" if "Reference" in self.needs else "from nbdb.models import Model"
-        )
+        imported = ", ".join(sorted({"Model"} | (self.needs & {"Column", "Reference"})))
+        head.append(f"from nbdb.models import {imported}")
         names = sorted(self.enums) + [block.split("(")[0].removeprefix("class ") for block in self.classes]
         # Sorted as ruff sorts __all__ (isort style: constants, classes, then the rest).
         ordered = sorted(names, key=lambda n: (not n.isupper(), n))
@@ -256,8 +292,28 @@ def _usable(name: str) -> bool:
     )
 
 
+_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+
+
+def _check_names(schema: DatabaseSchema) -> None:
+    """ValidationError for a database or table name, or a version, that ovsdb-server refuses.
+
+    They are written into the module's strings and docstrings as they are: a version
+    ``1\"\"\"`` followed by a line of code ran that code when the module was imported.
+    """
+    if not _ID.fullmatch(schema.name):
+        raise errors.ValidationError(f"OVSDB schema name {schema.name!r} is not an OVSDB identifier")
+    if schema.version and not _VERSION.fullmatch(schema.version):
+        raise errors.ValidationError(f"OVSDB schema version {schema.version!r} is not of the form x.y.z")
+    for name in schema.tables:
+        if not _ID.fullmatch(name) or name.startswith("_"):
+            raise errors.ValidationError(f"OVSDB schema table name {name!r} is not an OVSDB identifier")
+
+
 def generate_models(schema: DatabaseSchema) -> str:
     """The Python source of a module with one nbdb model per table of ``schema``."""
+    _check_names(schema)
     module = _Module(schema)
     for name in sorted(schema.tables):
         module.table(schema.tables[name])

@@ -101,8 +101,8 @@ def generate_schema(
         _check_id("the table", shape.table)
         columns: dict[str, Any] = {"external_ids": {"type": dict(_STRING_MAP)}}
         for field in shape.fields:
-            _check_id(f"{shape.table}: the column", field.name)
-            columns[field.name] = {"type": column_type(field)}
+            _check_id(f"{shape.table}: the column", field.column or field.name)
+            columns[field.column or field.name] = {"type": column_type(field)}
         table: dict[str, Any] = {"columns": columns, "isRoot": True}
         keys = [unique_column(group) for group in shape.unique]
         for key in keys:
