@@ -397,3 +397,68 @@ def test_a_timeout_names_the_backend_where_pytest_timeout_is_outside_the_stdlib(
     assert copy in done.stdout, done.stdout[:3000]  # the copy ran, not the venv's
     where = done.stdout.split("The test timed out while the backend was at ", 1)[1]
     assert where.startswith(str(site_dir / "kit_kithang_backend.py")), done.stdout[-3000:]
+
+
+POLLED_STREAM = """
+from nbdb.backends.sqlite import SqliteBackend
+from nbdb.families.kvtypes import KeyStream
+
+
+class Mutant(KeyStream):
+    \"\"\"SQLite's key stream, with one slip of a stream's own (``slip``) in what each poll returns.\"\"\"
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.kept = []
+
+    @property
+    def revision(self):
+        return self.inner.revision
+
+    def close(self):
+        self.inner.close()
+
+    def poll(self, timeout):
+        changes = self.kept + self.inner.poll(0 if self.kept else timeout)
+        self.kept = []
+        return slip(self, changes)
+
+
+class Backend(SqliteBackend):
+    def watch_keys(self, prefixes, since):
+        return Mutant(super().watch_keys(prefixes, since))
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url("sqlite://" + url.split("://", 1)[1], **options)
+"""
+
+SLIPS_OF_A_STREAM = {
+    # The last change of a poll handed again with the next: a resume point kept one change behind.
+    "kitdup": (
+        "def slip(stream, changes):\n"
+        "    again, stream.last = getattr(stream, 'last', []), changes[-1:] or getattr(stream, 'last', [])\n"
+        "    return again + changes if changes else changes\n",
+        "duplicate: ",
+    ),
+    # A commit's last change held back to the next poll: a reader that stops at a page size, not a revision.
+    "kittear": (
+        "def slip(stream, changes):\n"
+        "    if len(changes) > 1 and changes[-1].revision == changes[-2].revision:\n"
+        "        stream.kept = [changes.pop()]\n"
+        "    return changes\n",
+        "torn: ",
+    ),
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(SLIPS_OF_A_STREAM))
+def test_a_stream_that_hands_a_change_twice_or_a_commit_apart_fails_the_kit(
+    tmp_path: Path, third_party: ThirdParty, scheme: str
+) -> None:
+    """Both passed the kit: its watch tests wrote everything before the first poll, and only the fault tests
+    (through a proxy: no SQLite, no memory) polled between writes."""
+    source, says = SLIPS_OF_A_STREAM[scheme]
+    done = kit_on(third_party, tmp_path, scheme, POLLED_STREAM + source, f"{KIT}.test_faults_watch -k followed")
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert says in done.stdout and "test_a_followed_watch_delivers_each_commit_once_whole" in done.stdout
