@@ -462,3 +462,35 @@ def test_a_stream_that_hands_a_change_twice_or_a_commit_apart_fails_the_kit(
     done = kit_on(third_party, tmp_path, scheme, POLLED_STREAM + source, f"{KIT}.test_faults_watch -k followed")
     assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
     assert says in done.stdout and "test_a_followed_watch_delivers_each_commit_once_whole" in done.stdout
+
+
+SCAN_THEN_REVISION = """
+import time
+
+from nbdb.backends.sqlite import SqliteBackend
+
+
+class Backend(SqliteBackend):
+    \"\"\"Reads a scan's revision in a read of its own, after the rows (a store without snapshot reads).\"\"\"
+
+    def range_rows(self, prefixes):
+        rows, _ = super().range_rows(prefixes)
+        time.sleep(0.05)  # the window, widened: another client commits meanwhile
+        return rows, self.revision_now()
+
+    def range_keys(self, prefixes):
+        keys, _ = super().range_keys(prefixes)
+        time.sleep(0.05)
+        return keys, self.revision_now()
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url("sqlite://" + url.split("://", 1)[1], **options)
+"""
+
+
+def test_a_scan_whose_revision_is_read_after_its_rows_fails_the_kit(tmp_path: Path, third_party: ThirdParty) -> None:
+    """It passed the kit: no test loaded a cache while another client wrote."""
+    done = kit_on(third_party, tmp_path, "kitscanlate", SCAN_THEN_REVISION, f"{KIT}.test_cache -k loaded_while")
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "for good: a scan's revision must be the one its rows were read at" in done.stdout
