@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 
 import pytest
 
@@ -44,6 +45,10 @@ def test_cache_loads_then_follows(db_factory: Callable[..., nbdb.Database]) -> N
         assert cache.get(KitParent, uuid.UUID(int=parents[4].id.int)) is None
 
 
+def _holds(cache: nbdb.Cache, truth: dict[object, int]) -> bool:
+    return _cache_state(cache, KitCounter) == truth
+
+
 def test_caches_loaded_while_another_client_creates_miss_no_object(db_factory: Callable[..., nbdb.Database]) -> None:
     """A cache lists, then watches from the list's revision: a revision read apart from the rows (after them,
     in another read) skipped every commit between the two, and the caches that loaded meanwhile never held
@@ -71,7 +76,7 @@ def test_caches_loaded_while_another_client_creates_miss_no_object(db_factory: C
         assert not thread.is_alive(), "the writer did not stop"
         truth = _state(writer, KitCounter)
         for number, cache in enumerate(loaded):
-            assert eventually(lambda c=cache: _cache_state(c, KitCounter) == truth, timeout=20), (
+            assert eventually(partial(_holds, cache, truth), timeout=20), (
                 f"cache {number} (loaded while {made[0]} objects were being created) misses "
                 f"{len(set(truth) - set(_cache_state(cache, KitCounter)))} of them for good: a scan's revision "
                 "must be the one its rows were read at"

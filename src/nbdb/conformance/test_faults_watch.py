@@ -6,8 +6,8 @@ in-flight events are dropped, or the server restarts. It resumes the way the doc
 delivered is replayed by :class:`nbdb.testing.history.WatchChecker`: per object, versions
 consecutive from its creation; per commit, one revision, delivered in one poll.
 The same workload without a fault, polled between writes, is the baseline every backend keeps
-(memory:// and sqlite:// too). A whole-server outage longer than the client's timeouts must leave the Database working once
-the server is back (issue 12).
+(memory:// and sqlite:// too). A whole-server outage longer than the client's timeouts must
+leave the Database working once the server is back (issue 12).
 """
 
 from __future__ import annotations
