@@ -535,3 +535,28 @@ def test_a_stream_whose_revision_runs_ahead_of_its_deliveries_fails_the_kit(
     done = kit_on(third_party, tmp_path, "kitahead", REVISION_AHEAD, f"{KIT}.test_watch -k resume_token")
     assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
     assert "a watch gave before a poll" in done.stdout
+
+
+UNFENCED = """
+from nbdb.backends.sqlite import SqliteBackend
+
+
+class Backend(SqliteBackend):
+    \"\"\"Declares fencing (as SqliteBackend does), but commits a fenced write without checking its lease.\"\"\"
+
+    def commit_fenced(self, ops, fence):
+        return self.commit(ops)
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url("sqlite://" + url.split("://", 1)[1], **options)
+"""
+
+
+def test_a_fenced_commit_that_does_not_check_its_lease_fails_the_kit(tmp_path: Path, third_party: ThirdParty) -> None:
+    """It passed the kit: the fencing tests lost the lock only in ways the handle knew of (released, closed)."""
+    done = kit_on(
+        third_party, tmp_path, "kitunfenced", UNFENCED, f"{KIT}.test_concurrency {KIT}.test_data_api -k fence"
+    )
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "test_a_fenced_write_is_refused_by_the_store_once_the_lease_changed_hands" in done.stdout
