@@ -397,3 +397,166 @@ def test_a_timeout_names_the_backend_where_pytest_timeout_is_outside_the_stdlib(
     assert copy in done.stdout, done.stdout[:3000]  # the copy ran, not the venv's
     where = done.stdout.split("The test timed out while the backend was at ", 1)[1]
     assert where.startswith(str(site_dir / "kit_kithang_backend.py")), done.stdout[-3000:]
+
+
+POLLED_STREAM = """
+from nbdb.backends.sqlite import SqliteBackend
+from nbdb.families.kvtypes import KeyStream
+
+
+class Mutant(KeyStream):
+    \"\"\"SQLite's key stream, with one slip of a stream's own (``slip``) in what each poll returns.\"\"\"
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.kept = []
+
+    @property
+    def revision(self):
+        return self.inner.revision
+
+    def close(self):
+        self.inner.close()
+
+    def poll(self, timeout):
+        changes = self.kept + self.inner.poll(0 if self.kept else timeout)
+        self.kept = []
+        return slip(self, changes)
+
+
+class Backend(SqliteBackend):
+    def watch_keys(self, prefixes, since):
+        return Mutant(super().watch_keys(prefixes, since))
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url("sqlite://" + url.split("://", 1)[1], **options)
+"""
+
+SLIPS_OF_A_STREAM = {
+    # The last change of a poll handed again with the next: a resume point kept one change behind.
+    "kitdup": (
+        "def slip(stream, changes):\n"
+        "    again, stream.last = getattr(stream, 'last', []), changes[-1:] or getattr(stream, 'last', [])\n"
+        "    return again + changes if changes else changes\n",
+        "duplicate: ",
+    ),
+    # A commit's last change held back to the next poll: a reader that stops at a page size, not a revision.
+    "kittear": (
+        "def slip(stream, changes):\n"
+        "    if len(changes) > 1 and changes[-1].revision == changes[-2].revision:\n"
+        "        stream.kept = [changes.pop()]\n"
+        "    return changes\n",
+        "torn: ",
+    ),
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(SLIPS_OF_A_STREAM))
+def test_a_stream_that_hands_a_change_twice_or_a_commit_apart_fails_the_kit(
+    tmp_path: Path, third_party: ThirdParty, scheme: str
+) -> None:
+    """Both passed the kit: its watch tests wrote everything before the first poll, and only the fault tests
+    (through a proxy: no SQLite, no memory) polled between writes."""
+    source, says = SLIPS_OF_A_STREAM[scheme]
+    done = kit_on(third_party, tmp_path, scheme, POLLED_STREAM + source, f"{KIT}.test_faults_watch -k followed")
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert says in done.stdout and "test_a_followed_watch_delivers_each_commit_once_whole" in done.stdout
+
+
+SCAN_THEN_REVISION = """
+import time
+
+from nbdb.backends.sqlite import SqliteBackend
+
+
+class Backend(SqliteBackend):
+    \"\"\"Reads a scan's revision in a read of its own, after the rows (a store without snapshot reads).\"\"\"
+
+    def range_rows(self, prefixes):
+        rows, _ = super().range_rows(prefixes)
+        time.sleep(0.05)  # the window, widened: another client commits meanwhile
+        return rows, self.revision_now()
+
+    def range_keys(self, prefixes):
+        keys, _ = super().range_keys(prefixes)
+        time.sleep(0.05)
+        return keys, self.revision_now()
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url("sqlite://" + url.split("://", 1)[1], **options)
+"""
+
+
+def test_a_scan_whose_revision_is_read_after_its_rows_fails_the_kit(tmp_path: Path, third_party: ThirdParty) -> None:
+    """It passed the kit: no test loaded a cache while another client wrote."""
+    done = kit_on(third_party, tmp_path, "kitscanlate", SCAN_THEN_REVISION, f"{KIT}.test_cache -k loaded_while")
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "for good: a scan's revision must be the one its rows were read at" in done.stdout
+
+
+REVISION_AHEAD = """
+from nbdb.backends.sqlite import SqliteBackend
+from nbdb.families.kvtypes import KeyStream
+
+
+class Ahead(KeyStream):
+    \"\"\"SQLite's key stream, whose revision is the store's when asked, not what it returned.\"\"\"
+
+    def __init__(self, inner, backend):
+        self.inner, self.backend = inner, backend
+
+    def poll(self, timeout):
+        return self.inner.poll(timeout)
+
+    @property
+    def revision(self):
+        return max(self.inner.revision, self.backend.revision_now())
+
+    def close(self):
+        self.inner.close()
+
+
+class Backend(SqliteBackend):
+    def watch_keys(self, prefixes, since):
+        return Ahead(super().watch_keys(prefixes, since), self)
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url("sqlite://" + url.split("://", 1)[1], **options)
+"""
+
+
+def test_a_stream_whose_revision_runs_ahead_of_its_deliveries_fails_the_kit(
+    tmp_path: Path, third_party: ThirdParty
+) -> None:
+    """It failed only the random state machine test, now and then: every resume token was taken after a poll."""
+    done = kit_on(third_party, tmp_path, "kitahead", REVISION_AHEAD, f"{KIT}.test_watch -k resume_token")
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "a watch gave before a poll" in done.stdout
+
+
+UNFENCED = """
+from nbdb.backends.sqlite import SqliteBackend
+
+
+class Backend(SqliteBackend):
+    \"\"\"Declares fencing (as SqliteBackend does), but commits a fenced write without checking its lease.\"\"\"
+
+    def commit_fenced(self, ops, fence):
+        return self.commit(ops)
+
+    @classmethod
+    def from_url(cls, url, **options):
+        return super().from_url("sqlite://" + url.split("://", 1)[1], **options)
+"""
+
+
+def test_a_fenced_commit_that_does_not_check_its_lease_fails_the_kit(tmp_path: Path, third_party: ThirdParty) -> None:
+    """It passed the kit: the fencing tests lost the lock only in ways the handle knew of (released, closed)."""
+    done = kit_on(
+        third_party, tmp_path, "kitunfenced", UNFENCED, f"{KIT}.test_concurrency {KIT}.test_data_api -k fence"
+    )
+    assert "1 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "test_a_fenced_write_is_refused_by_the_store_once_the_lease_changed_hands" in done.stdout

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
+from functools import partial
 
 import pytest
 
 import nbdb
-from nbdb.conformance.kit import KitChild, KitGroup, KitParent, eventually, held_watches
+from nbdb.conformance.kit import KitChild, KitCounter, KitGroup, KitParent, eventually, held_watches
 from nbdb.events import ChangeEvent, EventKind
 from nbdb.models import Model
 
@@ -40,6 +43,44 @@ def test_cache_loads_then_follows(db_factory: Callable[..., nbdb.Database]) -> N
         assert cache.get(KitParent, uuid.UUID(int=parents[0].id.int)) == parents[0]
         assert cache.get(KitParent, str(parents[0].id)) == parents[0]
         assert cache.get(KitParent, uuid.UUID(int=parents[4].id.int)) is None
+
+
+def _holds(cache: nbdb.Cache, truth: dict[object, int]) -> bool:
+    return _cache_state(cache, KitCounter) == truth
+
+
+def test_caches_loaded_while_another_client_creates_miss_no_object(db_factory: Callable[..., nbdb.Database]) -> None:
+    """A cache lists, then watches from the list's revision: a revision read apart from the rows (after them,
+    in another read) skipped every commit between the two, and the caches that loaded meanwhile never held
+    those objects. Each object here is created once and never written again, so nothing later brings it."""
+    writer, reader = db_factory(), db_factory()
+    stop, made = threading.Event(), [0]
+
+    def create() -> None:
+        while not stop.is_set() and made[0] < 3000:
+            writer.create(KitCounter(count=made[0]))
+            made[0] += 1
+
+    thread = threading.Thread(target=create, daemon=True)
+    with ExitStack() as caches:
+        loaded = []
+        thread.start()
+        try:
+            for _ in range(6):
+                cache = caches.enter_context(reader.cache(KitCounter, shared=False))
+                assert cache.wait_synced(15)
+                loaded.append(cache)
+        finally:
+            stop.set()
+            thread.join(30)
+        assert not thread.is_alive(), "the writer did not stop"
+        truth = _state(writer, KitCounter)
+        for number, cache in enumerate(loaded):
+            assert eventually(partial(_holds, cache, truth), timeout=20), (
+                f"cache {number} (loaded while {made[0]} objects were being created) misses "
+                f"{len(set(truth) - set(_cache_state(cache, KitCounter)))} of them for good: a scan's revision "
+                "must be the one its rows were read at"
+            )
 
 
 def test_cache_find_uses_indexes(db: nbdb.Database) -> None:

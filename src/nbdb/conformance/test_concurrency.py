@@ -188,6 +188,34 @@ def test_lease_primitives_keep_one_holder(db: nbdb.Database) -> None:
     check_lease_primitives(backend, f"kit-lease-{time.monotonic_ns()}")
 
 
+def test_a_fenced_write_is_refused_by_the_store_once_the_lease_changed_hands(
+    db_factory: Callable[..., nbdb.Database],
+) -> None:
+    """The fence is checked where the write lands, not only by the handle.
+
+    The lease changes hands (its holder paused past its ttl) before the holder's handle can know: a
+    backend whose fenced commit did not check the lease wrote for a holder that no longer held it, and
+    passed every test where the handle already knew (released, closed).
+    """
+    db, rival = db_factory(), db_factory()
+    backend = rival.backend
+    if not isinstance(backend, KeyValueBackend):
+        pytest.skip(f"{type(backend).__name__} is not of the key-value family (its fencing is checked through lock())")
+    if not (db.capabilities.locks and db.capabilities.fencing):
+        pytest.skip("backend declares no fencing")
+    obj = db.create(KitParent(name="fenced by the store"))
+    name = f"kit-fence-{time.monotonic_ns()}"
+    with db.lock(name, ttl=30) as held:
+        backend.release_lease(name, held.token.encode())  # as its ttl running out would, unknown to the handle
+        assert backend.acquire_lease(name, b"kit-rival", 30)
+        try:
+            with pytest.raises(nbdb.LockLostError):
+                db.update(obj.replace(size=9), fence=held)
+        finally:
+            backend.release_lease(name, b"kit-rival")
+    assert db.get(KitParent, obj.id).size == 0, "a fenced write landed after its lease changed hands"
+
+
 def test_lease_held_sees_the_leases_acquire_lease_takes(db: nbdb.Database) -> None:
     """``lease_held`` answers for the leases the backend's own primitives keep.
 

@@ -77,6 +77,24 @@ def test_watch_resumes_from_its_revision(db_factory: Callable[..., nbdb.Database
     assert seen == [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
 
 
+def test_a_resume_token_taken_before_a_poll_loses_no_change(db_factory: Callable[..., nbdb.Database]) -> None:
+    """``revision`` says what was delivered, not what the store has: a token taken while changes wait.
+
+    A stream whose revision ran ahead to the store's passed every test that took the token after
+    polling everything (a watch resumed from it skipped the changes it never delivered).
+    """
+    writer, reader = db_factory(), db_factory()
+    with reader.watch(KitParent) as first:
+        writer.create(KitParent(name="a"))
+        seen = [e.object.model_dump()["name"] for e in _collect(first, 1)]
+        for i in range(3):
+            writer.create(KitParent(name=f"b{i}"))
+        resume = first.revision  # without polling: b0..b2 are committed, none delivered by this watch
+    with reader.watch(KitParent, since=resume) as second:
+        seen += [e.object.model_dump()["name"] for e in _collect(second, 3)]
+    assert seen == ["a", "b0", "b1", "b2"], f"resumed from the revision {resume} a watch gave before a poll"
+
+
 def test_iterating_a_watch_in_order_per_object(db: nbdb.Database) -> None:
     obj = db.create(KitParent(name="x"))
     watch = db.watch(KitParent)
