@@ -33,8 +33,13 @@ def _exit_interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def guard() -> None:
-    """Until :func:`lift_guard`: Ctrl-C ends the process with 130 and ``nbdb: interrupted``, no traceback."""
-    signal.signal(signal.SIGINT, _exit_interrupted)
+    """Until :func:`lift_guard`: Ctrl-C ends the process with 130 and ``nbdb: interrupted``, no traceback.
+
+    Only in place of Python's own handler: a SIGINT the process was started ignoring (a shell's background
+    job, ``trap '' INT``, ``nohup``-like launchers) or one a program installed stays as it is.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _exit_interrupted)
 
 
 def lift_guard() -> None:

@@ -295,6 +295,33 @@ def test_ctrl_c_pressed_again_and_again_while_nbdb_imports_exits_130_without_a_t
     assert err == "nbdb: interrupted\n"
 
 
+def test_the_ctrl_c_guard_leaves_a_sigint_the_process_was_started_ignoring() -> None:
+    """A shell's background job (`nbdb copy --follow … &` in a script) starts with SIGINT ignored: the guard
+    replaced that with its exit, so a Ctrl-C meant for the script stopped the copy; and lifted, it left
+    Python's KeyboardInterrupt in place of the ignore."""
+    import os
+    import signal
+
+    child = (
+        "import os, signal, time\n"
+        "from nbdb_cli import guard, lift_guard\n"
+        "guard()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(0.2)\n"
+        "lift_guard()\n"
+        "print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-c", child],
+        capture_output=True,
+        env=env,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509 (test child only)
+    )
+    assert (run.returncode, run.stdout.decode().strip()) == (0, "True"), run.stderr.decode()
+
+
 def test_python_dash_m_nbdb_is_the_nbdb_command() -> None:
     # `python -m nbdb` said "No module named nbdb.__main__".
     import subprocess
