@@ -1630,3 +1630,27 @@ def test_first_pages_on_a_server_that_takes_one_operation_a_transaction(
             backend.client.txn(request)  # type: ignore[attr-defined]
         assert [kv.key for kv in backend.range_keys(prefixes[:1])[0]] == keys[:5]  # type: ignore[attr-defined]
         assert [kv.key for kv in backend.range_keys(prefixes)[0]] == keys  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_a_lock_key_another_writer_left_on_no_lease_is_corrupt_record_at_acquire(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A lock key written without a lease never expires: every take of the lock waited for it and ended in
+    LockTimeoutError, for ever. It is damage (as a Redis lease key without an expiry): CorruptRecordError naming
+    the key, at once; the lock is free once the key is deleted, and a live holder's key still makes a take wait."""
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        key = backend.layout.lock("leader")
+        assert backend.commit_once([], {key: b"another writer"}, []) is not None  # no lease
+        with pytest.raises(errors.CorruptRecordError) as damaged:
+            with db.lock("leader", ttl=5, timeout=2):
+                pass
+        assert damaged.value.key == key and key in str(damaged.value)
+        assert backend.commit_once([], {}, [key]) is not None
+        with db.lock("leader", ttl=5, timeout=2) as held:
+            assert not held.lost
+            with pytest.raises(errors.LockTimeoutError):
+                with backend.lock("leader", 5, 0.3):
+                    pass

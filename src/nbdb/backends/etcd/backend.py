@@ -1202,9 +1202,13 @@ class EtcdBackend(KeyValueBackend):
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         key = self.layout.lock(name)
-        held = self.get_key(key)
-        if held is not None:
-            return held.value == token
+        _, kvs, _, _ = self.client.range(key.encode())
+        if kvs:
+            if kvs[0].lease == 0 and kvs[0].value != token:
+                # Another writer's key on no lease: nothing ever expires it, and every take of the lock
+                # waited for it until its timeout (LockTimeoutError, for ever). A lock's key is damage there.
+                raise rules.foreign_lock(name, key)
+            return kvs[0].value == token
         lease_id, _ = self.client.lease_grant(max(1, math.ceil(ttl)))
         bkey = key.encode()
         request = wire.txn_request(

@@ -32,6 +32,7 @@ from nbdb.backends.redis.lua import (
     VOID_LUA,
 )
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.families import rules
 from nbdb.families.kv import (
     CommitToken,
     Condition,
@@ -602,9 +603,14 @@ class RedisBackend(ChangeLogBackend):
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         ms = max(1, int(ttl * 1000))
-        return bool(
-            self._write(lambda c: self._acquire_script(keys=[self._lease_key(name)], args=[token, ms], client=c))
-        )
+        key = self._lease_key(name)
+        try:
+            taken = self._write(lambda c: self._acquire_script(keys=[key], args=[token, ms], client=c))
+        except errors.CorruptRecordError as exc:  # WRONGTYPE: named as the key a user deletes
+            raise rules.foreign_lock(name, key, "holds a value of the wrong type") from exc
+        if taken == -1:  # another writer's key without an expiry (as etcd's lock key on no lease)
+            raise rules.foreign_lock(name, key)
+        return bool(taken)
 
     @property
     def request_timeout(self) -> float:
