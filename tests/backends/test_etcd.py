@@ -1024,6 +1024,40 @@ def test_tls_with_client_certificate(custom_etcd: Callable[..., EtcdServer], tmp
         nbdb.connect(f"etcd://{address}?timeout=0.5&retries=2")
 
 
+_BAD_TLS_FILES = {
+    "ca not PEM": ("ca", lambda tls, junk: {"ca": junk, "cert": tls.client_cert, "key": tls.client_key}),
+    "key not PEM": ("key", lambda tls, junk: {"ca": tls.ca_cert, "cert": tls.client_cert, "key": junk}),
+    "cert not PEM": ("cert", lambda tls, junk: {"ca": tls.ca_cert, "cert": junk, "key": tls.client_key}),
+    "key of another cert": (
+        "key",
+        lambda tls, junk: {"ca": tls.ca_cert, "cert": tls.client_cert, "key": tls.server_key},
+    ),
+}
+
+
+@pytest.mark.timeout(90)
+def test_tls_files_that_are_not_pem_are_refused_at_connect_naming_the_option(
+    custom_etcd: Callable[..., EtcdServer], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A ca (cert, key) file that is not PEM reached gRPC only at the first request: it logged its complaints on
+    stderr ("Could not load any root certificate") and connect() said the cluster was unavailable. It is a
+    ValidationError at connect naming the option now, with nothing on stderr; the right files still connect."""
+    tls = make_tls_files(tmp_path / "tls")
+    server = custom_etcd([], tls)
+    address = server.members[0].address
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    for case, (option, files) in _BAD_TLS_FILES.items():
+        query = "&".join(f"{name}={path}" for name, path in files(tls, junk).items())
+        with pytest.raises(errors.ValidationError, match=rf"(option|with) {option}\b") as refused:
+            nbdb.connect(f"etcd+https://{address}?{query}&timeout=0.5&retries=2")
+        assert option in str(refused.value), case
+    assert "certificate" not in capfd.readouterr().err
+    query = f"ca={tls.ca_cert}&cert={tls.client_cert}&key={tls.client_key}"
+    with _connect(f"etcd+https://{address}?{query}") as db:
+        assert db.create(KitParent(name="secure")).name == "secure"
+
+
 def _etcdctl(server: EtcdServer, *args: str, input_: bytes | None = None) -> None:
     binary = find_binary("etcdctl")
     if binary is None:
