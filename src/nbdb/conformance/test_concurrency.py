@@ -228,7 +228,7 @@ def test_a_refused_fenced_write_says_the_lock_is_lost_at_once(db_factory: Callab
         pytest.skip("backend declares no fencing")
     backend = holder.backend
     if not callable(getattr(backend, "release_lease", None)):
-        pytest.skip(f"{type(backend).__name__} keeps no leases to take away (its locks are its server's own)")
+        pytest.skip(f"{type(backend).__name__} offers no lease primitives (release_lease) to take the lock away with")
     store = cast(LeaseStore, backend)
     obj = holder.create(KitParent(name="fenced, then lost"))
     with holder.lock("taken away", ttl=30) as held:
