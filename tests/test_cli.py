@@ -317,7 +317,7 @@ def test_the_ctrl_c_guard_leaves_a_sigint_the_process_was_started_ignoring() -> 
         capture_output=True,
         env=env,
         timeout=60,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509 (test child only)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert (run.returncode, run.stdout.decode().strip()) == (0, "True"), run.stderr.decode()
 

@@ -197,7 +197,7 @@ class CommitContext:
         """Commit ``ops`` (fenced on a held lock if ``fence``).
 
         Mutate ops (only for a backend that ``handles_mutations``) go to its
-        ``commit_mutations``.
+        ``commit_mutations``. A fenced commit the store refuses with LockLostError marks ``fence`` lost.
         """
         if self.closed:
             raise errors.BackendUnavailableError("the Database is closed: nothing was written")
@@ -225,9 +225,17 @@ class CommitContext:
         else:
             commit = lambda ops: backend.commit_fenced(ops, fence)  # noqa: E731
 
-        if self._metrics is None:
-            return commit(ops)
-        return self._metrics.commit(commit, ops, self.commit_times)
+        try:
+            if self._metrics is None:
+                return commit(ops)
+            return self._metrics.commit(commit, ops, self.commit_times)
+        except errors.LockLostError:
+            # The store refused the write because this holder no longer holds the lock: the handle says so
+            # at once, on every backend (it said so only at its next renewal, up to a third of its ttl
+            # later: a controller that read ``lost`` after a refused write went on as the leader).
+            if fence is not None:
+                fence.mark_lost()
+            raise
 
     # ---------------------------------------------------------------- checks
 

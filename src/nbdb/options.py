@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Collection, Mapping
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qs, unquote
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs, unquote
 from nbdb import errors
 from nbdb.retry import RetryPolicy
 
-__all__ = ["Options", "check_unicode", "redact", "split_hosts", "split_userinfo"]
+__all__ = ["Options", "check_tls_files", "check_unicode", "redact", "split_hosts", "split_userinfo"]
 
 T = TypeVar("T")
 
@@ -273,3 +274,44 @@ def check_unicode(what: str, text: str) -> str:
     except UnicodeEncodeError:
         raise errors.ValidationError(f"{what} must be Unicode text: {text!r}") from None
     return text
+
+
+def check_tls_files(
+    label: str,
+    ca: tuple[str, str | None] = ("", None),
+    cert: tuple[str, str | None] = ("", None),
+    key: tuple[str, str | None] = ("", None),
+) -> None:
+    """ValidationError naming the option whose file TLS cannot use, at connect; each is (option name, path or None).
+
+    ``ca`` must hold PEM certificates; ``cert`` a PEM certificate and ``key`` (None: in ``cert``'s file)
+    its unencrypted private key. A file that was none of these reached the TLS layer only at the first
+    connection: etcd's gRPC logged its complaints on stderr and connect() said the cluster was unavailable
+    (BackendUnavailableError), as Redis did, of a mistake in the URL.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    (ca_name, ca_path), (cert_name, cert_path), (key_name, key_path) = ca, cert, key
+    if ca_path:
+        try:
+            context.load_verify_locations(cafile=ca_path)
+        except (ssl.SSLError, OSError) as exc:
+            raise errors.ValidationError(
+                f"{label} option {ca_name}: {ca_path!r} is not a file of PEM CA certificates ({_reason(exc)})"
+            ) from None
+    if cert_path:
+        what = f"option {cert_name}" + (f" with {key_name}" if key_path else "")
+        try:
+            # An encrypted key is refused (no password is asked for on the terminal): neither client takes one.
+            context.load_cert_chain(cert_path, key_path or None, password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            raise errors.ValidationError(
+                f"{label} {what}: {cert_path!r}"
+                + (f" and {key_path!r}" if key_path else "")
+                + f" are not a PEM certificate and its unencrypted private key ({_reason(exc)})"
+            ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    return str(exc.strerror or exc) if isinstance(exc, OSError) else str(exc)

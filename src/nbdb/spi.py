@@ -220,6 +220,8 @@ class LockHandle:
     A lock lives on a lease with a TTL that a background thread renews; when the
     renewal fails (server gone, lease expired), the lock is lost and anyone may
     take it: check ``lost`` before acting on the assumption of exclusivity.
+    ``lost`` also turns True at once when a write fenced on it is refused with
+    :class:`nbdb.LockLostError` (another holder has the lock), before the next renewal would tell.
     Leaving the ``with`` block releases it: ``released`` and ``lost`` are True
     from then on (anyone may hold it), and a write fenced on it raises
     :class:`nbdb.LockLostError`.

@@ -1024,6 +1024,40 @@ def test_tls_with_client_certificate(custom_etcd: Callable[..., EtcdServer], tmp
         nbdb.connect(f"etcd://{address}?timeout=0.5&retries=2")
 
 
+_BAD_TLS_FILES = {
+    "ca not PEM": ("ca", lambda tls, junk: {"ca": junk, "cert": tls.client_cert, "key": tls.client_key}),
+    "key not PEM": ("key", lambda tls, junk: {"ca": tls.ca_cert, "cert": tls.client_cert, "key": junk}),
+    "cert not PEM": ("cert", lambda tls, junk: {"ca": tls.ca_cert, "cert": junk, "key": tls.client_key}),
+    "key of another cert": (
+        "key",
+        lambda tls, junk: {"ca": tls.ca_cert, "cert": tls.client_cert, "key": tls.server_key},
+    ),
+}
+
+
+@pytest.mark.timeout(90)
+def test_tls_files_that_are_not_pem_are_refused_at_connect_naming_the_option(
+    custom_etcd: Callable[..., EtcdServer], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A ca (cert, key) file that is not PEM reached gRPC only at the first request: it logged its complaints on
+    stderr ("Could not load any root certificate") and connect() said the cluster was unavailable. It is a
+    ValidationError at connect naming the option now, with nothing on stderr; the right files still connect."""
+    tls = make_tls_files(tmp_path / "tls")
+    server = custom_etcd([], tls)
+    address = server.members[0].address
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    for case, (option, files) in _BAD_TLS_FILES.items():
+        query = "&".join(f"{name}={path}" for name, path in files(tls, junk).items())
+        with pytest.raises(errors.ValidationError, match=rf"(option|with) {option}\b") as refused:
+            nbdb.connect(f"etcd+https://{address}?{query}&timeout=0.5&retries=2")
+        assert option in str(refused.value), case
+    assert "certificate" not in capfd.readouterr().err
+    query = f"ca={tls.ca_cert}&cert={tls.client_cert}&key={tls.client_key}"
+    with _connect(f"etcd+https://{address}?{query}") as db:
+        assert db.create(KitParent(name="secure")).name == "secure"
+
+
 def _etcdctl(server: EtcdServer, *args: str, input_: bytes | None = None) -> None:
     binary = find_binary("etcdctl")
     if binary is None:
@@ -1630,3 +1664,27 @@ def test_first_pages_on_a_server_that_takes_one_operation_a_transaction(
             backend.client.txn(request)  # type: ignore[attr-defined]
         assert [kv.key for kv in backend.range_keys(prefixes[:1])[0]] == keys[:5]  # type: ignore[attr-defined]
         assert [kv.key for kv in backend.range_keys(prefixes)[0]] == keys  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_a_lock_key_another_writer_left_on_no_lease_is_corrupt_record_at_acquire(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A lock key written without a lease never expires: every take of the lock waited for it and ended in
+    LockTimeoutError, for ever. It is damage (as a Redis lease key without an expiry): CorruptRecordError naming
+    the key, at once; the lock is free once the key is deleted, and a live holder's key still makes a take wait."""
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        key = backend.layout.lock("leader")
+        assert backend.commit_once([], {key: b"another writer"}, []) is not None  # no lease
+        with pytest.raises(errors.CorruptRecordError) as damaged:
+            with db.lock("leader", ttl=5, timeout=2):
+                pass
+        assert damaged.value.key == key and key in str(damaged.value)
+        assert backend.commit_once([], {}, [key]) is not None
+        with db.lock("leader", ttl=5, timeout=2) as held:
+            assert not held.lost
+            with pytest.raises(errors.LockTimeoutError):
+                with backend.lock("leader", 5, 0.3):
+                    pass

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1294,6 +1295,29 @@ def test_tls(server_factory: Callable[..., Any]) -> None:  # noqa: F811
     plain = server.url.replace("rediss://", "redis://").split("?")[0]
     with pytest.raises(nbdb.BackendUnavailableError):
         nbdb.connect(plain, retries=0, connect_timeout=1, socket_timeout=1)
+
+
+@pytest.mark.timeout(60)
+def test_tls_files_that_are_not_pem_are_refused_at_connect_naming_the_option(
+    server_factory: Callable[..., Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An ssl_ca_certs (ssl_certfile, ssl_keyfile) file that is not PEM failed only at the first connection, as
+    BackendUnavailableError ("no certificate or crl found"): the server taken for down. It is a ValidationError
+    at connect naming the option, as etcd's ca, cert and key; the right files still connect."""
+    server = server_factory("redis", tls=True, tls_client_auth=True)
+    files = server.tls_files
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    base = server.url.split("?")[0]
+    right = {"ssl_ca_certs": files.ca_cert, "ssl_certfile": files.client_cert, "ssl_keyfile": files.client_key}
+    for option in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        query = "&".join(f"{name}={junk if name == option else path}" for name, path in right.items())
+        with pytest.raises(nbdb.ValidationError, match=option):
+            nbdb.connect(f"{base}?{query}", retries=0, connect_timeout=1, socket_timeout=1)
+    query = "&".join(f"{name}={path}" for name, path in right.items())
+    with nbdb.connect(f"{base}?{query}", namespace="tls-files") as db:
+        assert db.allocate_id("n") == 1
 
 
 @pytest.mark.timeout(60)

@@ -6,12 +6,14 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from typing import cast
 
 import pytest
 
 import nbdb
 from nbdb.conformance.kit import KitCounter, KitParent, check_lease_primitives
 from nbdb.families.kv import KeyValueBackend
+from nbdb.families.lease import LeaseStore
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(120)]
 
@@ -239,3 +241,32 @@ def test_lease_held_sees_the_leases_acquire_lease_takes(db: nbdb.Database) -> No
     finally:
         backend.release_lease(name, token)
     assert not backend.lease_held(name, token), f"{type(backend).__name__}.lease_held: held after release_lease"
+
+
+def test_a_refused_fenced_write_says_the_lock_is_lost_at_once(db_factory: Callable[..., nbdb.Database]) -> None:
+    """A fenced write refused with LockLostError turns ``handle.lost`` True at once, not at the next renewal.
+
+    The lease is taken away under the holder (released with its token, as a lease that ran out would be)
+    and a rival takes the lock; the holder's renewal is a third of its 30 s ttl away. A controller that read
+    ``held.lost`` after its write was refused went on as the leader until then. The holder's block then ends
+    without releasing the rival's lock.
+    """
+    holder, rival = db_factory(), db_factory()
+    if not holder.capabilities.fencing:
+        pytest.skip("backend declares no fencing")
+    backend = holder.backend
+    if not callable(getattr(backend, "release_lease", None)):
+        pytest.skip(f"{type(backend).__name__} offers no lease primitives (release_lease) to take the lock away with")
+    store = cast(LeaseStore, backend)
+    obj = holder.create(KitParent(name="fenced, then lost"))
+    with holder.lock("taken away", ttl=30) as held:
+        obj = holder.update(obj.replace(size=1), fence=held)
+        store.release_lease(held.name, held.token.encode())
+        with rival.lock("taken away", ttl=30, timeout=5) as taken:
+            assert not held.lost
+            with pytest.raises(nbdb.LockLostError):
+                holder.update(obj.replace(size=2), fence=held)
+            assert held.lost
+            assert not taken.lost
+    assert held.lost
+    assert holder.get(KitParent, obj.id).size == 1

@@ -19,6 +19,7 @@ from nbdb import errors
 from nbdb.spi import ANY_VERSION, Delete, Mutate, Put, RefKey, WriteOp
 
 __all__ = [
+    "NO_EXPIRY",
     "NO_TOPIC",
     "RefChanges",
     "TransactionShape",
@@ -26,6 +27,7 @@ __all__ = [
     "counter_value",
     "dangling",
     "deleted_alongside",
+    "foreign_lock",
     "lock_lost",
     "no_ttl",
     "not_found",
@@ -226,6 +228,18 @@ def unique_taken(
 def lock_lost(name: str) -> errors.LockLostError:
     """A fenced commit whose lock this holder no longer holds (it lapsed, or another holder took it)."""
     return errors.LockLostError(f"lock {name!r} is no longer held by this holder: nothing was written")
+
+
+NO_EXPIRY = "was written without a lease or expiry (nbdb never writes one so): it would never expire"
+"""What :func:`foreign_lock` says of a lease key nothing ever expires."""
+
+
+def foreign_lock(name: str, key: str, what: str = NO_EXPIRY) -> errors.CorruptRecordError:
+    """A lock's lease key another writer left damaged (``what`` it holds): the lock could never be taken again."""
+    return errors.CorruptRecordError(
+        f"lock {name!r}: its key {key!r} {what}: nobody could take the lock; delete the key to free it",
+        key=key,
+    )
 
 
 def no_ttl(key: RefKey) -> errors.ValidationError:

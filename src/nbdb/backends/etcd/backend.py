@@ -35,7 +35,7 @@ from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import TOPIC_PROBES, outside_tables, wildcard_split
 from nbdb.families.kvregistry import Registrations, gaps, parse_marks, topic_of, topics_of
 from nbdb.families.kvtypes import APPLIED, write_count
-from nbdb.options import Options, check_unicode, redact, split_hosts, split_userinfo
+from nbdb.options import Options, check_tls_files, check_unicode, redact, split_hosts, split_userinfo
 from nbdb.spi import CommitResult, LockHandle, Put, WriteOp
 
 __all__ = ["EtcdBackend"]
@@ -116,12 +116,16 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[EtcdSettings, str, 
         except OSError as exc:
             raise errors.ValidationError(f"cannot read the etcd:// {name} file {path!r}: {exc.strerror}") from None
 
+    ca, cert, key = read("ca"), read("cert"), read("key")  # each readable: OSError named above
+    if tls:
+        given = {name: opts.text(name) if name in opts else None for name in ("ca", "cert", "key")}
+        check_tls_files("etcd://", ("ca", given["ca"]), ("cert", given["cert"]), ("key", given["key"]))
     settings = EtcdSettings(
         endpoints=endpoints,
         tls=tls,
-        ca=read("ca"),
-        cert=read("cert"),
-        key=read("key"),
+        ca=ca,
+        cert=cert,
+        key=key,
         user=user,
         password=password,
         # At most a day, as retry_deadline: gRPC took 1e10 s for a deadline already past (its nanoseconds
@@ -1202,9 +1206,13 @@ class EtcdBackend(KeyValueBackend):
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         key = self.layout.lock(name)
-        held = self.get_key(key)
-        if held is not None:
-            return held.value == token
+        _, kvs, _, _ = self.client.range(key.encode())
+        if kvs:
+            if kvs[0].lease == 0 and kvs[0].value != token:
+                # Another writer's key on no lease: nothing ever expires it, and every take of the lock
+                # waited for it until its timeout (LockTimeoutError, for ever). A lock's key is damage there.
+                raise rules.foreign_lock(name, key)
+            return kvs[0].value == token
         lease_id, _ = self.client.lease_grant(max(1, math.ceil(ttl)))
         bkey = key.encode()
         request = wire.txn_request(

@@ -32,6 +32,7 @@ from nbdb.backends.redis.lua import (
     VOID_LUA,
 )
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.families import rules
 from nbdb.families.kv import (
     CommitToken,
     Condition,
@@ -45,12 +46,17 @@ from nbdb.families.kv import (
 from nbdb.families.kvgroup import Outcome
 from nbdb.families.kvplan import wildcard_split
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, decode_changes, refuse_stored_format
+from nbdb.options import check_tls_files
 
 __all__ = ["RedisBackend"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+"""The options naming TLS files, in :func:`nbdb.options.check_tls_files`'s order (ca, cert, key)."""
 
 
 class RedisBackend(ChangeLogBackend):
@@ -125,7 +131,11 @@ class RedisBackend(ChangeLogBackend):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
         """Open a redis, rediss or redis+sentinel URL; checks that the server answers (and the credentials)."""
-        backend = cls(parse_url(url, options))
+        config = parse_url(url, options)
+        # Files TLS cannot use are a mistake in the URL, named here: they failed at the first connection, the
+        # server taken for down (BackendUnavailableError), as etcd's ca, cert and key are checked.
+        check_tls_files("redis", *((name, config.ssl_options.get(name)) for name in _TLS_FILES))
+        backend = cls(config)
         try:
             backend._run(backend._client.ping)
             backend._check_format()
@@ -602,9 +612,14 @@ class RedisBackend(ChangeLogBackend):
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
         ms = max(1, int(ttl * 1000))
-        return bool(
-            self._write(lambda c: self._acquire_script(keys=[self._lease_key(name)], args=[token, ms], client=c))
-        )
+        key = self._lease_key(name)
+        try:
+            taken = self._write(lambda c: self._acquire_script(keys=[key], args=[token, ms], client=c))
+        except errors.CorruptRecordError as exc:  # WRONGTYPE: named as the key a user deletes
+            raise rules.foreign_lock(name, key, "holds a value of the wrong type") from exc
+        if taken == -1:  # another writer's key without an expiry (as etcd's lock key on no lease)
+            raise rules.foreign_lock(name, key)
+        return bool(taken)
 
     @property
     def request_timeout(self) -> float:

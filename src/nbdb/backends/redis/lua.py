@@ -1537,14 +1537,19 @@ if v == 'void' then return false end
 return tonumber(v)
 """
 
-# KEYS: lease key; ARGV: token, ttl ms.  1 if the token holds the lease now (taken, or already its own).
+# KEYS: lease key; ARGV: token, ttl ms.  1 if the token holds the lease now (taken, or already its own);
+# -1 if another writer left the key without an expiry.
 ACQUIRE_LUA = r"""
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-if v then return 0 end
+if v then
+  -- Another writer's key without an expiry: nothing frees it, every take waited for it. Reported as damage.
+  if redis.call('PTTL', KEYS[1]) == -1 then return -1 end
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
