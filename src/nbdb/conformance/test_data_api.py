@@ -128,8 +128,9 @@ def test_may_exist_returns_the_object_that_holds_the_value(db: nbdb.Database) ->
     assert again == first
     fresh = db.create(KitNamed(name="port-2"), may_exist=True)
     assert fresh.version == 1 and db.get(KitNamed, fresh.id) == fresh
-    with pytest.raises(nbdb.ValidationError):
-        db.create(KitParent(name="no unique fields"), may_exist=True)
+    # No unique fields: found by its id alone, so a new id creates (see the test after the next).
+    plain = db.create(KitParent(name="no unique fields"), may_exist=True)
+    assert plain.version == 1 and db.get(KitParent, plain.id) == plain
 
 
 def test_may_exist_never_returns_an_object_of_another_topic(db: nbdb.Database) -> None:
@@ -192,6 +193,21 @@ def test_may_exist_returns_the_object_stored_under_its_own_id(db: nbdb.Database)
         with pytest.raises(nbdb.NotFoundError):
             db.get(KitParent, other.id)  # nothing of it was written
     assert db.list(KitNamed) == [mine]
+
+
+def test_may_exist_of_a_model_without_unique_fields_finds_the_object_by_its_id(db: nbdb.Database) -> None:
+    # may_exist was refused (ValidationError) for a model declaring no unique fields, so a create retried
+    # after CommitUnknownError had no idempotent form there: the id alone finds the object asked for.
+    first = db.create(KitParent(name="derived", topic="tenant-a"), may_exist=True)
+    again = db.create(KitParent(id=first.id, name="derived", topic="tenant-a"), may_exist=True)
+    assert again == first and db.list(KitParent) == [first]
+    with pytest.raises(nbdb.ConflictError):
+        db.create(KitParent(id=first.id, name="derived", topic="tenant-b"), may_exist=True)
+    if db.capabilities.transactions is not Atomicity.NONE:
+        with db.transaction() as txn:
+            txn.create(KitParent(id=first.id, name="derived", topic="tenant-a"), may_exist=True)
+        assert txn.results[0] == first
+    assert db.list(KitParent) == [first]
 
 
 def test_if_exists_deletes_of_what_is_gone_do_nothing(db: nbdb.Database) -> None:
