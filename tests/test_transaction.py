@@ -18,7 +18,7 @@ from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
 
 pytestmark = pytest.mark.timeout(60)
 
-_KINDS = ["create", "create_may_exist", "update", "delete", "delete_if_exists", "mutate"]
+_KINDS = ["create", "create_may_exist", "create_same_id", "update", "delete", "delete_if_exists", "mutate"]
 
 
 @settings(max_examples=60, deadline=None)
@@ -42,6 +42,11 @@ def test_results_are_the_stored_copies_in_call_order(steps: list[tuple[str, int]
                     # The name is taken (by a stored port): the result is that port, however it ends.
                     txn.create(LogicalSwitchPort(switch=switch, name=f"old{slot}"), may_exist=True)
                     expected.append(("taken", slot))
+                elif kind == "create_same_id":
+                    # Its id is a stored port's (a retried create): the result is that port, as stored.
+                    again = LogicalSwitchPort(id=stored[slot].id, switch=switch, name=f"renamed{n}")
+                    txn.create(again, may_exist=True)
+                    expected.append(("taken", slot))
                 elif kind == "mutate":
                     txn.mutate(group, add={"external_ids": {f"k{n}": "v"}})
                     expected.append(("read", PortGroup, group.id))
@@ -61,6 +66,7 @@ def test_results_are_the_stored_copies_in_call_order(steps: list[tuple[str, int]
                 assert got is None
             elif want[0] == "taken":
                 assert got is not None and got.id == stored[want[1]].id
+                assert got == db.get(LogicalSwitchPort, got.id)  # taken as stored, nothing written
             else:
                 _, model, uid = want
                 assert got == db.get(model, uid)  # the last write of the object is what is stored

@@ -44,7 +44,16 @@ from nbdb.spi import Backend, LockHandle, RecordChange, RecordStream, UniqueKey,
 from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
-from nbdb.writes import FieldMutation, as_stored, check_uuid, mutate, mutation_args, mutation_of, put_of
+from nbdb.writes import (
+    FieldMutation,
+    as_stored,
+    check_uuid,
+    may_take,
+    mutate,
+    mutation_args,
+    mutation_of,
+    put_of,
+)
 
 __all__ = ["Database", "ListResult", "Transaction"]
 
@@ -346,9 +355,12 @@ class Database:
         Raises ConflictError if its id exists, UniqueViolationError (a
         ConflictError) if another object holds one of its unique values, and
         ReferenceError if a reference points to a missing object.
-        ``may_exist``: return the object that holds its unique value instead
-        of failing (as ovsdbapp's ``may_exist``), when it is of the same topic
-        (an object of another topic holding it is still a UniqueViolationError). ``ttl``: the object lives
+        ``may_exist``: return the stored object instead of failing (as
+        ovsdbapp's ``may_exist``, nothing written) when one holds its unique
+        value or is stored under its id (a create retried after a
+        CommitUnknownError, a controller's deterministic id), and is of the
+        same topic; one of another topic is not the object asked for, and the
+        error stands (UniqueViolationError, ConflictError). ``ttl``: the object lives
         that many seconds unless :meth:`refresh` ed. ``fence``: commit only
         while that lock is held (LockLostError otherwise).
         """
@@ -357,17 +369,12 @@ class Database:
         for _attempt in range(_MAY_EXIST_ATTEMPTS):
             try:
                 result = self._context.commit_ops([put], fence)
-            except errors.UniqueViolationError as exc:
-                if not may_exist or exc.existing is None:
+            except errors.ConflictError as exc:
+                if not may_exist:
                     raise
-                try:
-                    existing = self.get(type(obj), exc.existing)
-                except errors.NotFoundError:
+                existing = may_take(exc, put, type(obj), self.get)
+                if existing is None:
                     continue  # deleted meanwhile: the create may go through now
-                if existing.topic != obj.topic:
-                    # Another topic's (another tenant's) object: it is not the one asked for, and was
-                    # returned as if it were, to a caller that then took it for its own.
-                    raise
                 return existing
             return as_stored(
                 planned, result.versions[0], self._context.stamp(result.revision), self._context.store_token

@@ -254,12 +254,9 @@ class CommitContext:
             raise errors.ValidationError(
                 f"{obj.nbdb_table} {obj.id} has version {obj.version}: it was stored already; use update()"
             )
-        if may_exist:
-            if not obj.nbdb_unique_fields:
-                raise errors.ValidationError(
-                    f"create(..., may_exist=True) needs unique fields to find the existing object, and "
-                    f"{type(obj).__name__} declares none (nbdb_unique)"
-                )
+        if may_exist and obj.nbdb_unique_fields:
+            # Without unique fields the object is found by its own id alone (a retried create, a derived id),
+            # which every store can do; a unique value's holder needs a store that enforces them.
             self.need("unique", self.backend.capabilities.unique, "enforce unique fields")
         if ttl is not None:
             check_seconds("ttl", ttl)

@@ -15,7 +15,7 @@ from nbdb.commit_context import CommitContext
 from nbdb.models.base import Model, committed_all
 from nbdb.revision import Revision
 from nbdb.spi import Delete, LockHandle, Mutate, Put, WriteOp
-from nbdb.writes import FieldMutation, as_stored, mutate, mutation_args, mutation_of, put_of
+from nbdb.writes import FieldMutation, as_stored, may_take, mutate, mutation_args, mutation_of, put_of
 
 __all__ = ["Transaction"]
 
@@ -52,8 +52,8 @@ class Transaction:
     commit's revision. With ``fence=lock``, the commit applies only while
     that lock is held (LockLostError otherwise).
 
-    A ``create(..., may_exist=True)`` whose unique value is taken becomes the
-    object that holds it, a ``delete(..., if_exists=True)`` of an object that
+    A ``create(..., may_exist=True)`` whose unique value or id is taken (by an
+    object of its topic) becomes the object that holds it, a ``delete(..., if_exists=True)`` of an object that
     is gone does nothing, and a ``mutate`` is re-applied to whatever version
     is stored when another writer got there first: the rest of the
     transaction commits as one either way.
@@ -84,9 +84,10 @@ class Transaction:
     def create(self, obj: M, *, may_exist: bool = False, ttl: float | None = None) -> M:
         """Queue the creation of ``obj``; returns it as it will be stored (version 1).
 
-        ``may_exist``: if another object of the same topic already holds one
-        of its unique values, take that object instead (its stored copy is the
-        result); one of another topic fails the commit (UniqueViolationError).
+        ``may_exist``: if an object of the same topic already holds one of its
+        unique values, or is stored under its id, take that object instead (its
+        stored copy is the result); one of another topic fails the commit
+        (UniqueViolationError, or ConflictError for its id).
         """
         if self._finished is not None:
             self._refuse()
@@ -207,6 +208,8 @@ class Transaction:
                     raise
                 continue
             except errors.ConflictError as exc:
+                if self._settle_existing(live, exc):
+                    continue
                 if not any(isinstance(s, _Step) and s.mutation is not None
                            and (s.mutation[0].nbdb_table, s.mutation[1]) == exc.key for s in live):  # fmt: skip
                     raise
@@ -278,36 +281,41 @@ class Transaction:
             return
         step.op, step.planned = put_of(new, current.version, None, self._context.deferred)
 
-    def _settle_existing(self, live: Sequence[_Step | Put], exc: errors.UniqueViolationError) -> bool:
-        if exc.existing is not None and any(
-            (op.table, op.id) == (exc.table, exc.existing)
-            for op in (s if isinstance(s, Put) else s.op for s in live)
-            if isinstance(op, Put) and op.expect_version == 0
+    def _settle_existing(self, live: Sequence[_Step | Put], exc: errors.ConflictError) -> bool:
+        """True if ``exc`` names the stored object a ``may_exist`` create takes (or saw go): commit the rest again."""
+        unique = exc if isinstance(exc, errors.UniqueViolationError) else None
+        if (
+            unique is not None
+            and unique.existing is not None
+            and any(
+                (op.table, op.id) == (unique.table, unique.existing)
+                for op in (s if isinstance(s, Put) else s.op for s in live)
+                if isinstance(op, Put) and op.expect_version == 0
+            )
         ):
             # The value's holder is created by this very transaction: not stored, so there is nothing to
             # take, and settling on it again and again ended in a ConflictError naming concurrent writers.
             return False
         for step in live:
-            if (
-                type(step) is not _Step
-                or not step.may_exist
-                or not isinstance(step.op, Put)
-                or step.op.table != exc.table
-            ):
+            if type(step) is not _Step or not step.may_exist or not isinstance(step.op, Put):
                 continue
-            if exc.existing is not None and any(
-                key.field == exc.field and json.loads(key.value) == exc.value for key in step.op.unique
-            ):
-                assert step.planned is not None
-                try:
-                    existing = self._get(type(step.planned), exc.existing)
-                except errors.NotFoundError:
-                    return True  # gone meanwhile: creating it may succeed now
-                if existing.topic != step.op.topic:
-                    return False  # another topic's object is not the one asked for (see Database.create)
+            op = step.op
+            if unique is not None:
+                if op.table != unique.table or not any(
+                    key.field == unique.field and json.loads(key.value) == unique.value for key in op.unique
+                ):
+                    continue
+            elif exc.key != (op.table, op.id):
+                continue  # not its id "already exists"
+            assert step.planned is not None
+            try:
+                existing = may_take(exc, op, type(step.planned), self._get)
+            except errors.ConflictError:
+                return False  # another topic's object is not the one asked for (see Database.create)
+            if existing is not None:  # else gone meanwhile: creating it may succeed now
                 step.result = existing
                 step.done, step.op = True, None
-                return True
+            return True
         return False
 
     def _settle_gone(self, live: Sequence[_Step | Put], exc: errors.NotFoundError) -> bool:

@@ -25,6 +25,7 @@ __all__ = [
     "FieldMutation",
     "as_stored",
     "delete_of",
+    "may_take",
     "mutate",
     "mutation_args",
     "mutation_changes",
@@ -85,6 +86,33 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
         (obj.nbdb_table, obj.id, obj.topic, data, expect_version, refs, old_refs, copy, unique, ttl, old_unique, fresh),
     )
     return put, copy
+
+
+def may_take(exc: errors.ConflictError, put: Put, model: type[M], get: Callable[[type[M], UUID], M]) -> M | None:
+    """What a ``create(..., may_exist=True)`` of ``put`` takes after its commit raised ``exc``.
+
+    The stored object ``exc`` names: the holder of one of ``put``'s unique
+    values (a UniqueViolationError), or the object stored under ``put``'s own id
+    (the ConflictError "already exists" that names its key) -- when it is of
+    ``put``'s topic. None if that object went meanwhile (the create may go
+    through now). ``exc`` itself is raised when it names no such object, or one
+    of another topic: that is not the object asked for.
+    """
+    if isinstance(exc, errors.UniqueViolationError):
+        holder = exc.existing if exc.table == put.table else None
+    else:
+        holder = put.id if exc.key == (put.table, put.id) else None
+    if holder is None:
+        raise exc
+    try:
+        existing = get(model, holder)
+    except errors.NotFoundError:
+        return None
+    if existing.topic != put.topic:
+        # Another topic's (another tenant's) object: it is not the one asked for, and was
+        # returned as if it were, to a caller that then took it for its own.
+        raise exc
+    return existing
 
 
 def as_stored(planned: M, version: int, revision: int, store: int | str | None = None) -> M:

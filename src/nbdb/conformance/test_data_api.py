@@ -128,8 +128,9 @@ def test_may_exist_returns_the_object_that_holds_the_value(db: nbdb.Database) ->
     assert again == first
     fresh = db.create(KitNamed(name="port-2"), may_exist=True)
     assert fresh.version == 1 and db.get(KitNamed, fresh.id) == fresh
-    with pytest.raises(nbdb.ValidationError):
-        db.create(KitParent(name="no unique fields"), may_exist=True)
+    # No unique fields: found by its id alone, so a new id creates (see the test after the next).
+    plain = db.create(KitParent(name="no unique fields"), may_exist=True)
+    assert plain.version == 1 and db.get(KitParent, plain.id) == plain
 
 
 def test_may_exist_never_returns_an_object_of_another_topic(db: nbdb.Database) -> None:
@@ -163,6 +164,50 @@ def test_may_exist_in_a_transaction(db: nbdb.Database) -> None:
         txn.create(parent)
     assert txn.results[0] == first
     assert db.get(KitParent, parent.id).name == "alongside"
+
+
+def test_may_exist_returns_the_object_stored_under_its_own_id(db: nbdb.Database) -> None:
+    # A create retried with its own id (after a CommitUnknownError, or by a controller deriving ids from its
+    # sources) raised ConflictError "already exists" with may_exist=True: it was not idempotent.
+    _unique(db)
+    mine = db.create(KitNamed(name="fixed", topic="tenant-a"))
+    assert db.create(KitNamed(id=mine.id, name="fixed", topic="tenant-a"), may_exist=True) == mine
+    # Its unique value changed meanwhile: the object stored under its id is still the one asked for (unchanged).
+    assert db.create(KitNamed(id=mine.id, name="renamed", topic="tenant-a"), may_exist=True) == mine
+    # The same id in another topic (another tenant's object) is not the one asked for: the error stands.
+    for topic in ("tenant-b", None):
+        with pytest.raises(nbdb.ConflictError) as caught:
+            db.create(KitNamed(id=mine.id, name="elsewhere", topic=topic), may_exist=True)
+        assert not isinstance(caught.value, nbdb.UniqueViolationError)
+    if db.capabilities.transactions is not Atomicity.NONE:
+        parent = KitParent(name="alongside", topic="tenant-a")
+        with db.transaction() as txn:
+            txn.create(KitNamed(id=mine.id, name="renamed", topic="tenant-a"), may_exist=True)
+            txn.create(parent)
+        assert txn.results[0] == mine and db.get(KitParent, parent.id).name == "alongside"
+        other = KitParent(name="not written", topic="tenant-b")
+        with pytest.raises(nbdb.ConflictError) as caught, db.transaction() as txn:
+            txn.create(KitNamed(id=mine.id, name="elsewhere", topic="tenant-b"), may_exist=True)
+            txn.create(other)
+        assert not isinstance(caught.value, nbdb.UniqueViolationError)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(KitParent, other.id)  # nothing of it was written
+    assert db.list(KitNamed) == [mine]
+
+
+def test_may_exist_of_a_model_without_unique_fields_finds_the_object_by_its_id(db: nbdb.Database) -> None:
+    # may_exist was refused (ValidationError) for a model declaring no unique fields, so a create retried
+    # after CommitUnknownError had no idempotent form there: the id alone finds the object asked for.
+    first = db.create(KitParent(name="derived", topic="tenant-a"), may_exist=True)
+    again = db.create(KitParent(id=first.id, name="derived", topic="tenant-a"), may_exist=True)
+    assert again == first and db.list(KitParent) == [first]
+    with pytest.raises(nbdb.ConflictError):
+        db.create(KitParent(id=first.id, name="derived", topic="tenant-b"), may_exist=True)
+    if db.capabilities.transactions is not Atomicity.NONE:
+        with db.transaction() as txn:
+            txn.create(KitParent(id=first.id, name="derived", topic="tenant-a"), may_exist=True)
+        assert txn.results[0] == first
+    assert db.list(KitParent) == [first]
 
 
 def test_if_exists_deletes_of_what_is_gone_do_nothing(db: nbdb.Database) -> None:
