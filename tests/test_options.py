@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pathlib
+import shutil
+import subprocess
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import nbdb
-from nbdb.options import Options, redact, split_hosts, split_userinfo
+from nbdb.options import Options, check_tls_files, redact, split_hosts, split_userinfo
 from nbdb.retry import RetryPolicy
 
 pytestmark = pytest.mark.timeout(30)
@@ -92,3 +96,24 @@ def test_an_option_given_twice_with_different_values_is_refused_on_every_url() -
     assert Options.from_url("history=10&history=10", {}, {"history"}, "sqlite").number("history", 1) == 10
     with pytest.raises(nbdb.ValidationError, match="given twice"):
         nbdb.connect("memory://?history=10&history=20")
+
+
+def test_tls_files_of_a_small_key_are_taken_as_the_clients_take_them(tmp_path: pathlib.Path) -> None:
+    """The check refused a 1024-bit client key that etcd's gRPC client connected with (OpenSSL's default
+    security level refused it as it loaded): the check is of the files' form, the server decides the rest;
+    a file that is not PEM is still refused, naming the option."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl CLI")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-sha256", "-days", "1", "-subj", "/CN=small"]
+        + ["-keyout", "small.key", "-out", "small.crt"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    crt, key = str(tmp_path / "small.crt"), str(tmp_path / "small.key")
+    check_tls_files("etcd://", ("ca", crt), ("cert", crt), ("key", key))
+    with pytest.raises(nbdb.ValidationError, match="option cert with key"):
+        check_tls_files("etcd://", ("ca", crt), ("cert", crt), ("key", crt))
