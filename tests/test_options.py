@@ -98,6 +98,9 @@ def test_an_option_given_twice_with_different_values_is_refused_on_every_url() -
         nbdb.connect("memory://?history=10&history=20")
 
 
+KEYS = ("-keyout", "small.key", "-out", "small.crt")
+
+
 def test_tls_files_of_a_small_key_are_taken_as_the_clients_take_them(tmp_path: pathlib.Path) -> None:
     """The check refused a 1024-bit client key that etcd's gRPC client connected with (OpenSSL's default
     security level refused it as it loaded): the check is of the files' form, the server decides the rest;
@@ -106,8 +109,20 @@ def test_tls_files_of_a_small_key_are_taken_as_the_clients_take_them(tmp_path: p
     if openssl is None:
         pytest.skip("no openssl CLI")
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-sha256", "-days", "1", "-subj", "/CN=small"]
-        + ["-keyout", "small.key", "-out", "small.crt"],
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:1024",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=small",
+            *KEYS,
+        ],
         cwd=tmp_path,
         capture_output=True,
         timeout=60,
