@@ -233,7 +233,9 @@ class CommitContext:
             # The store refused the write because this holder no longer holds the lock: the handle says so
             # at once, on every backend (it said so only at its next renewal, up to a third of its ttl
             # later: a controller that read ``lost`` after a refused write went on as the leader).
-            if fence is not None:
+            # Only a lock this store holds: one taken through another Database (another namespace or store)
+            # is refused here without being lost there, and marked lost it was never given back.
+            if fence is not None and fence.issuer is backend:
                 fence.mark_lost()
             raise
 

@@ -235,9 +235,12 @@ class LockHandle:
     fence checks ``lost or giving_back``.
     """
 
-    def __init__(self, name: str, token: str) -> None:
+    def __init__(self, name: str, token: str, issuer: object = None) -> None:
         self.name = name
         self.token = token
+        self.issuer = issuer
+        """What took the lock (the lease store), if it says: a refused fenced write marks the handle lost
+        only where the store that refused it is the one holding the lock (see CommitContext.commit_ops)."""
         self._lost = threading.Event()
         self._released = False
         self._giving_back = False

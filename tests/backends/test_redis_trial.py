@@ -177,3 +177,23 @@ def test_a_lock_key_another_writer_left_that_never_expires_is_corrupt_record_at_
         with pytest.raises(errors.LockTimeoutError):
             with db.backend.lock("leader", 5, 0.3):
                 pass
+
+
+def test_a_fence_on_a_lock_of_another_namespace_is_refused_without_losing_that_lock(
+    redis_server: RedisServer,  # noqa: F811 - the fixture
+) -> None:
+    """The store of the write holds no such lease, so it refuses the fenced write (LockLostError); the handle
+    was marked lost for it, though its own store still held it: its keeper renewed a lock that said lost, and
+    the with block's end skipped the release, so the next taker waited out the whole ttl."""
+    with (
+        nbdb.connect(redis_server.url, namespace=f"w-{uuid.uuid4().hex[:10]}") as writes,
+        nbdb.connect(redis_server.url, namespace=f"c-{uuid.uuid4().hex[:10]}") as locks,
+    ):
+        switch = writes.create(LogicalSwitch(name="s"))
+        with locks.lock("leader", ttl=30) as held:
+            with pytest.raises(errors.LockLostError):
+                writes.update(switch.replace(name="t"), fence=held)
+            assert not held.lost
+        with locks.lock("leader", ttl=30, timeout=5):  # given back at the block's end: taken at once
+            pass
+        assert writes.get(LogicalSwitch, switch.id) == switch

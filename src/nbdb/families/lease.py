@@ -94,7 +94,7 @@ def hold_lease(store: LeaseStore, name: str, ttl: float, timeout: float | None) 
     """
     if not ttl > 0:
         raise errors.ValidationError("lock ttl must be positive")
-    handle = LockHandle(name, uuid.uuid4().hex)
+    handle = LockHandle(name, uuid.uuid4().hex, store)
     token = handle.token.encode()
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = _FIRST_PAUSE
