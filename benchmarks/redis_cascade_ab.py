@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from abrun import ab_parser, in_turns, loadavg, run_json, start_redis  # noqa: E402
+from abrun import ab_parser, in_turns, loadavg, run_json, start_redis
 
 WORKER = r"""
 import json, sys, time
@@ -70,7 +70,9 @@ def main() -> None:
         for side in ("a", "b"):
             got = rows[(side, n)]
             med = statistics.median(g["seconds"] for g in got)
-            print(f"{side} N={n:>6}: median {med:8.3f} s, script calls {got[0]['scripts']}, ports left {got[0]['left']}")
+            print(
+                f"{side} N={n:>6}: median {med:8.3f} s, script calls {got[0]['scripts']}, ports left {got[0]['left']}"
+            )
 
 
 if __name__ == "__main__":

@@ -361,6 +361,10 @@ class Backend(ABC):
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
         """The (table, id) of every record that references this one."""
 
+    def read_many(self, keys: Sequence[RefKey]) -> list[Record | None]:
+        """:meth:`read` of each of ``keys``, in order (a backend batches the round trips; not one snapshot)."""
+        return [self.read(*key) for key in keys]
+
     def referrers_of(self, targets: Sequence[RefKey]) -> dict[RefKey, list[RefKey]]:
         """:meth:`referrers` of each of ``targets`` (a cascade's level); a backend reads them in batches.
 
