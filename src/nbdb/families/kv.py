@@ -356,8 +356,8 @@ class KeyValueBackend(Backend):
         out: list[Record | None] = [None] * len(keys)
         unknown = [key for key in keys if (key[0], key[1].int) not in self._topic_cache]
         for start in range(0, len(unknown), self.referrer_batch):  # their index records first, as topic_of reads
-            batch = unknown[start : start + self.referrer_batch]
-            for (table, id), kv in zip(batch, self.get_keys([self.layout.index(*k) for k in batch]), strict=True):
+            asked = unknown[start : start + self.referrer_batch]
+            for (table, id), kv in zip(asked, self.get_keys([self.layout.index(*k) for k in asked]), strict=True):
                 if kv is not None:
                     index = self.layout.decode_index(kv)
                     self._remember(table, id, index.topic, index.ttl)
