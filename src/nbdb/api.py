@@ -535,7 +535,7 @@ class Database:
         for _attempt in range(_MUTATION_ATTEMPTS if cascade else 1):
             ops: _List[WriteOp] | None = None
             try:
-                ops = cascade_ops(self._backend, self.get, op) if cascade else [op]
+                ops = cascade_ops(self._backend, op) if cascade else [op]
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:
                 # A referrer that appeared after the cascade read the referrers (a port group another

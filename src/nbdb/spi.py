@@ -366,6 +366,18 @@ class Backend(ABC):
     def referrers(self, table: str, id: uuid.UUID) -> list[RefKey]:
         """The (table, id) of every record that references this one."""
 
+    def read_many(self, keys: Sequence[RefKey]) -> list[Record | None]:
+        """:meth:`read` of each of ``keys``, in order (a backend batches the round trips; not one snapshot)."""
+        return [self.read(*key) for key in keys]
+
+    def referrers_of(self, targets: Sequence[RefKey]) -> dict[RefKey, list[RefKey]]:
+        """:meth:`referrers` of each of ``targets`` (a cascade's level); a backend reads them in batches.
+
+        Not one read at one revision: like separate :meth:`referrers` calls, each target's list is
+        as the store held it at some point of the call (a commit's conditions check what it relies on).
+        """
+        return {target: self.referrers(*target) for target in targets}
+
     @abstractmethod
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
         """Changes of ``tables`` (in ``topics``) committed after revision ``since``."""

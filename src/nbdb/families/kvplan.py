@@ -526,12 +526,16 @@ def plan_commit(
         under = layout.referrers(target)
         plan.deletes += [layout.referrer_under(under, source) for source in sources]
 
+    # The referrers of the deleted targets that must be read, in batched reads (a cascade planned
+    # again deletes every port of a switch: a range per port was quadratic on Redis, see referrers_at_many).
+    read = [t for t in shape.deleted if not optimistic or changes.dropped.get(t)]
+    held = backend.referrers_at_many(read) if read else {}
     for target in shape.deleted:
         if optimistic and not changes.dropped.get(target):
             # Any referrer left would refuse the delete, so "none at all" is the rule itself.
             conditions.append(PrefixUnchangedSince(layout.referrers(target), 0))
             continue
-        referrers, revision = backend.referrers_at(*target)
+        referrers, revision = held[target]
         remaining = rules.remaining_referrers(target, referrers, changes)
         if remaining:
             remaining = _real_referrers(backend, layout, target, remaining, plan)
