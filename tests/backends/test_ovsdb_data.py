@@ -124,6 +124,32 @@ def test_a_name_held_in_another_namespace_is_taken_but_not_shown(server: OvsdbSe
         assert other.get_by(LogicalSwitchPort, name=held.name) is None
 
 
+def test_an_id_held_in_another_namespace_is_refused_at_once_and_not_shown(
+    server: OvsdbServer, db: nbdb.Database
+) -> None:
+    # The server refuses the create (its wait "no row has this id"), and the row is never in this
+    # namespace's replica: the refusal was retried as a race until "kept conflicting" (~5 s).
+    tag = _tag()
+    with nbdb.connect(server.url, namespace=f"other-{tag}") as other:
+        for holder, creator in ((db, other), (other, db)):
+            held = holder.create(LogicalSwitch(name=f"held-{tag}"))
+            twin = LogicalSwitch(id=held.id, name=f"twin-{tag}")
+            for may_exist in (False, True):  # may_exist takes no object of another namespace
+                with pytest.raises(nbdb.ConflictError) as caught:
+                    creator.create(twin, may_exist=may_exist)
+                assert type(caught.value) is nbdb.ConflictError and caught.value.key is None
+                assert "already exists" in str(caught.value) and "another namespace" in str(caught.value)
+                with pytest.raises(nbdb.ConflictError) as caught, creator.transaction() as txn:
+                    txn.create(LogicalSwitch(name=f"fresh-{tag}"))
+                    txn.create(twin, may_exist=may_exist)
+                assert "another namespace" in str(caught.value)
+            with pytest.raises(nbdb.NotFoundError):
+                creator.get(LogicalSwitch, held.id)
+            # The transactions wrote nothing (their other create neither).
+            assert all(s.name != f"fresh-{tag}" for s in creator.list(LogicalSwitch, skip_corrupt=True))
+            assert holder.get(LogicalSwitch, held.id).name == f"held-{tag}"
+
+
 def test_processes_racing_on_one_name_have_one_winner(server: OvsdbServer, db: nbdb.Database) -> None:
     switch = db.create(LogicalSwitch(name=f"race-{_tag()}"))
     name = f"contested-{_tag()}"

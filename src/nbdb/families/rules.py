@@ -182,9 +182,11 @@ def remaining_referrers(target: RefKey, referrers: Iterable[RefKey], changes: Re
 # ---------------------------------------------------------------- the errors, in one voice
 
 
-def already_exists(key: RefKey, where: str = "") -> errors.ConflictError:
-    """A create of an id that is taken."""
-    return errors.ConflictError(f"{_name(key)} already exists{f' ({where})' if where else ''}", key=key)
+def already_exists(key: RefKey, where: str = "", *, visible: bool = True) -> errors.ConflictError:
+    """A create of an id that is taken; not ``visible``: by an object the caller cannot read (no ``key`` to read)."""
+    return errors.ConflictError(
+        f"{_name(key)} already exists{f' ({where})' if where else ''}", key=key if visible else None
+    )
 
 
 def not_found(key: RefKey, why: str = "") -> errors.NotFoundError:

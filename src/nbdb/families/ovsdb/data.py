@@ -33,7 +33,7 @@ from nbdb.families.ovsdb.pages import Listings
 from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import EXT_EXPIRES, EXT_TTL
-from nbdb.families.ovsdb.unique import diagnose, holder_select, holder_where, owner
+from nbdb.families.ovsdb.unique import diagnose, holder_select, holder_where, owner, selected_namespace
 from nbdb.spi import ANY_VERSION, Backend, Delete, RefKey, Snapshot, UniqueKey
 
 __all__ = ["OvsdbDataApi"]
@@ -104,6 +104,21 @@ class OvsdbDataApi(Backend):
         ]
         found = [r.get("rows", []) for r in self._idempotent(plan.db, selects)]
         return diagnose(checks, found, tables, self.namespace, (key[1] for key in plan.keys))
+
+    def _id_elsewhere(self, plan: Plan, key: RefKey) -> errors.ConflictError | None:
+        """The error of a create of ``key`` the server refused because a row has its id, if that row is another
+        namespace's (None: no row has it now, or this namespace's: planning again on a synced replica settles).
+
+        That row is never in this namespace's replica, so planning again never sees it, and the server
+        refused the insert every time until the commit gave up as "kept conflicting" (after seconds).
+        """
+        tm = self.mapping.get(key[0])
+        select = {"op": "select", "table": tm.db_table, "where": where_uuid(key[1]), "columns": [EXTERNAL_IDS]}
+        rows = self._idempotent(plan.db, [select])[0].get("rows", [])
+        if not rows or selected_namespace(rows[0]) == self.namespace:
+            return None
+        # Not named (no key): reading it here finds nothing, so create(may_exist=True) raises this too.
+        return rules.already_exists(key, "as a row of another namespace, not visible in this one", visible=False)
 
     def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
         tm = self.mapping.get(table)

@@ -303,6 +303,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     self._sync(plan.db)
                     synced = True
                     continue
+            if kind == "absent" and isinstance(failure, results.TimedOut):
+                # A row has the id of an object this commit creates (the ``wait`` before its insert).
+                taken = self._id_elsewhere(plan, plan.reason(failure.index)[1])
+                if taken is not None:
+                    raise taken
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.

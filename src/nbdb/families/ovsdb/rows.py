@@ -89,6 +89,7 @@ __all__ = [
     "render",
     "render_written",
     "render_written_as",
+    "row_namespace",
     "same_content",
     "sealed",
     "stale_marks",
@@ -618,14 +619,14 @@ def render(
         targets = {spec.field: spec.target for spec in tm.shape.references}
         refs = refs | {(targets[name], p) for name, held in several.items() if name in targets for p in held}
     state = RowState(_digest(data), written_version(ext), ext.get(EXT_DIGEST, ""))
-    return Doc(ext.get(EXT_TOPIC), _namespace(ext), state, data, refs)
+    return Doc(ext.get(EXT_TOPIC), row_namespace(ext), state, data, refs)
 
 
 _NO_NAMESPACE = "nbdb:ns-names-no-namespace"
-"""The topic the document of a row whose ``nbdb:ns`` names no namespace carries (see :func:`_namespace`)."""
+"""The topic the document of a row whose ``nbdb:ns`` names no namespace carries (see :func:`row_namespace`)."""
 
 
-def _namespace(ext: Mapping[str, str]) -> str:
+def row_namespace(ext: Mapping[str, str]) -> str:
     """The namespace a row belongs to: its ``nbdb:ns``, none for none.
 
     Another writer's value with a '/' names no namespace (none can have one, see

@@ -29,7 +29,7 @@ from nbdb import errors
 from nbdb.families import rules
 from nbdb.families.ovsdb.datum import atom_to_wire, cell_to_wire
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, TableMap, UniqueRule
-from nbdb.families.ovsdb.rows import EXT_NAMESPACE, field_cell
+from nbdb.families.ovsdb.rows import field_cell, row_namespace
 from nbdb.spi import RefKey, UniqueKey
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "holder_where",
     "key_cells",
     "owner",
+    "selected_namespace",
 ]
 
 
@@ -122,9 +123,14 @@ def _visible(tm: TableMap, rule: UniqueRule, row: Mapping[str, Any], namespace: 
     """Whether a holder row is an object of ``namespace``."""
     if rule.key_column is not None:
         return True  # a key column holds the namespace: only rows of this one match
+    return selected_namespace(row) == namespace
+
+
+def selected_namespace(row: Mapping[str, Any]) -> str:
+    """The namespace of a row as a ``select`` of its ``external_ids`` returned it (see :func:`.rows.row_namespace`)."""
     pairs = row.get(EXTERNAL_IDS)
     ext = dict(pairs[1]) if isinstance(pairs, list) and len(pairs) == 2 and pairs[0] == "map" else {}
-    return bool(ext.get(EXT_NAMESPACE, "") == namespace)
+    return row_namespace(ext)
 
 
 def owner(
