@@ -209,14 +209,24 @@ def kit_on(third_party: ThirdParty, tmp_path: Path, scheme: str, source: str, ar
     return third_party_kit(env, tmp_path, "--pyargs", *shlex.split(args), f"--nbdb-url={scheme}:///{tmp_path}/kit.db")
 
 
+def assert_kit_failed(done: Completed, failed: int, *said: str) -> None:
+    """The kit failed ``failed`` tests and its output says each of ``said``."""
+    assert f"{failed} failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
+    for text in said:
+        assert text in done.stdout
+
+
 def test_a_backend_s_slips_are_named_with_what_to_fix(tmp_path: Path, third_party: ThirdParty) -> None:
     """A dropped namespace failed as ``assert False``; a missing lease_held surfaced as a lost lock elsewhere."""
     done = kit_on(
         third_party, tmp_path, "kitsloppy", SLOPPY, f"{KIT}.test_capabilities {KIT}.test_concurrency -k '{SLIPS}'"
     )
-    assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
-    assert "is listed in namespace kit-iso-b: from_url must honour namespace=" in done.stdout
-    assert "Backend.lease_held says the token that acquire_lease just gave the lease to does not hold it" in done.stdout
+    assert_kit_failed(
+        done,
+        2,
+        "is listed in namespace kit-iso-b: from_url must honour namespace=",
+        "Backend.lease_held says the token that acquire_lease just gave the lease to does not hold it",
+    )
 
 
 def test_an_error_that_is_no_nbdb_error_is_named_where_the_backend_let_it_out(
@@ -559,6 +569,9 @@ def test_a_fenced_commit_that_does_not_check_its_lease_fails_the_kit(tmp_path: P
         third_party, tmp_path, "kitunfenced", UNFENCED, f"{KIT}.test_concurrency {KIT}.test_data_api -k fence"
     )
     # Two kit tests take the lease away behind the handle's back, and the store must refuse both writes.
-    assert "2 failed" in summary(done), done.stdout[-3000:] + done.stderr[-3000:]
-    assert "test_a_fenced_write_is_refused_by_the_store_once_the_lease_changed_hands" in done.stdout
-    assert "test_a_refused_fenced_write_says_the_lock_is_lost_at_once" in done.stdout
+    assert_kit_failed(
+        done,
+        2,
+        "test_a_fenced_write_is_refused_by_the_store_once_the_lease_changed_hands",
+        "test_a_refused_fenced_write_says_the_lock_is_lost_at_once",
+    )
