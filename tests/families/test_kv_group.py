@@ -172,6 +172,69 @@ def test_an_interrupted_leader_leaves_the_others_their_true_outcome_when_the_sto
     assert not committer._queue and committer._sending == 0
 
 
+@pytest.mark.parametrize("applied", [False, True], ids=["rolled-back", "committed"])
+def test_a_second_interrupt_of_the_leader_leaves_no_other_member_waiting(applied: bool) -> None:
+    # The leader is interrupted in the store (Ctrl-C), then once more while it settles the group: right after
+    # it queued the others again (rolled back), or right after it woke the next leader (committed). Each
+    # other member must still wake, to lead or with its outcome: before, they waited for ever.
+    sent: list[list[int]] = []
+    leader: list[int] = []
+    interrupted: list[str] = []
+    settling = GroupCommitter._done.__code__
+
+    def together(commits: Sequence[int]) -> list[Outcome]:
+        sent.append(list(commits))
+        if len(sent) == 1:
+            leader.append(threading.get_ident())
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                raise GroupInterrupted([c * 10 for c in commits] if applied else None) from exc
+        return [c * 10 for c in commits]
+
+    def second_interrupt(frame: Any, event: str, arg: Any) -> None:
+        if interrupted or not leader or threading.get_ident() != leader[0]:
+            return
+        requeued = event == "c_return" and getattr(arg, "__name__", "") == "extendleft"
+        woke_next = event == "return" and frame.f_code is settling
+        if requeued if not applied else woke_next:
+            interrupted.append(event)
+            raise KeyboardInterrupt("the second one")
+
+    gate = _Gate()
+    committer = GroupCommitter(gate.alone, together, lambda: PipelinedGroup[int](8))
+    results: dict[int, Outcome] = {}
+
+    def body(c: int) -> None:
+        try:
+            results[c] = committer.commit(c)
+        except BaseException as exc:
+            results[c] = exc
+
+    first = threading.Thread(target=body, args=(100,), daemon=True)
+    first.start()
+    _until(lambda: bool(gate.groups))
+    threading.setprofile(second_interrupt)  # the threads started from here on
+    try:
+        threads = [threading.Thread(target=body, args=(c,), daemon=True) for c in range(1, 4)]
+        for t in threads:
+            t.start()
+        _until(lambda: len(committer._queue) == 3)
+        gate.release.set()
+        deadline = time.monotonic() + 10
+        for t in [first, *threads]:
+            t.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+    assert interrupted, "the second interrupt was not injected"
+    assert sorted(results) == [1, 2, 3, 100], f"members still waiting: {sorted({1, 2, 3} - set(results))}"
+    outcomes = [results[c] for c in range(1, 4)]
+    assert sum(isinstance(o, KeyboardInterrupt) for o in outcomes) == 1  # the leader's
+    assert sorted(o for o in outcomes if isinstance(o, int)) == [c * 10 for c in range(1, 4) if c != sent[0][0]]
+    assert sorted(c for g in sent for c in g) == sorted([*range(1, 4), *([] if applied else sent[0][1:])])
+    assert not committer._queue and committer._sending == 0
+
+
 # ---------------------------------------------------------------- which commits may share a snapshot
 
 
