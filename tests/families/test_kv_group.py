@@ -63,8 +63,8 @@ class _Gate:
         return out
 
 
-def _run(committer: GroupCommitter[int], commits: Sequence[int]) -> dict[int, Outcome]:
-    results: dict[int, Outcome] = {}
+def _recorder(committer: GroupCommitter[int], results: dict[int, Outcome]) -> Any:
+    """A thread body that commits ``c`` and records its outcome (what it returned or raised) in ``results``."""
 
     def body(c: int) -> None:
         try:
@@ -72,6 +72,12 @@ def _run(committer: GroupCommitter[int], commits: Sequence[int]) -> dict[int, Ou
         except BaseException as exc:
             results[c] = exc
 
+    return body
+
+
+def _run(committer: GroupCommitter[int], commits: Sequence[int]) -> dict[int, Outcome]:
+    results: dict[int, Outcome] = {}
+    body = _recorder(committer, results)
     threads = [threading.Thread(target=body, args=(c,)) for c in commits]
     for t in threads:
         t.start()
@@ -204,13 +210,7 @@ def test_a_second_interrupt_of_the_leader_leaves_no_other_member_waiting(applied
     gate = _Gate()
     committer = GroupCommitter(gate.alone, together, lambda: PipelinedGroup[int](8))
     results: dict[int, Outcome] = {}
-
-    def body(c: int) -> None:
-        try:
-            results[c] = committer.commit(c)
-        except BaseException as exc:
-            results[c] = exc
-
+    body = _recorder(committer, results)
     first = threading.Thread(target=body, args=(100,), daemon=True)
     first.start()
     _until(lambda: bool(gate.groups))
