@@ -653,3 +653,51 @@ def test_a_cache_of_a_model_indexed_on_a_map_column_loads_and_finds(tmp_path: Pa
                 assert [i.id for i in cache.find(labelled.Item, labels={"k": 3})] == [other.id]
                 with pytest.raises(nbdb.UniqueViolationError):
                     db.create(labelled.Item(labels={"k": 1}))
+
+
+OPTIONAL_INDEX: dict[str, Any] = {
+    "name": "Optional",
+    "version": "0.1.0",
+    "tables": {
+        "Port": {
+            "isRoot": True,
+            "indexes": [["tag"], ["zone", "slot"]],
+            "columns": {
+                "name": {"type": "string"},
+                "tag": {"type": {"key": "integer", "min": 0, "max": 1}},
+                "zone": {"type": {"key": "string", "min": 0, "max": 1}},
+                "slot": {"type": {"key": "integer", "min": 0, "max": 1}},
+                "external_ids": {"type": _MAP},
+            },
+        },
+    },
+}  # fmt: skip
+
+
+def test_a_second_row_leaving_an_indexed_optional_column_unset_is_a_unique_violation_naming_the_holder(
+    tmp_path: Path,
+) -> None:
+    """ovsdb-server's index counts two empty sets as one value: the second unset row was refused as a
+    plain ConflictError ("another object holds a unique value"), not as the violation naming field and holder
+    that a clash of set values is. Memory (and SQL stores) accept both rows: an unset value claims nothing."""
+    schema = tmp_path / "optional.ovsschema"
+    schema.write_text(json.dumps(OPTIONAL_INDEX))
+    optional = _generate(schema, tmp_path, f"optional_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Optional") as db:
+        first = db.create(optional.Port(name="a", zone="z1", slot=1))  # tag unset
+        with pytest.raises(nbdb.UniqueViolationError) as caught:
+            db.create(optional.Port(name="b", zone="z2", slot=2))
+        assert (caught.value.table, caught.value.field) == ("Optional.Port", "tag")
+        assert caught.value.value is None and caught.value.existing == first.id
+        second = db.create(optional.Port(name="b", tag=7))  # zone and slot unset: the first row holds both
+        with pytest.raises(nbdb.UniqueViolationError) as caught:
+            db.create(optional.Port(name="c", tag=8))
+        assert (caught.value.field, caught.value.value, caught.value.existing) == ("zone+slot", [None, None], second.id)
+        with pytest.raises(nbdb.UniqueViolationError) as caught:
+            db.create(optional.Port(name="c", tag=7, zone="z3"))  # a set value names its holder, as before
+        assert (caught.value.field, caught.value.value, caught.value.existing) == ("tag", 7, second.id)
+        assert sorted(p.name for p in db.list(optional.Port)) == ["a", "b"]
+    with nbdb.connect("memory://") as db:  # the difference docs/backends/ovsdb.md states
+        db.create(optional.Port(name="a"))
+        db.create(optional.Port(name="b"))
+        assert len(db.list(optional.Port)) == 2

@@ -41,6 +41,7 @@ __all__ = [
     "key_cells",
     "owner",
     "selected_namespace",
+    "unset_value",
 ]
 
 
@@ -84,6 +85,11 @@ def doc_value(rule: UniqueRule, doc: Mapping[str, Any]) -> str | None:
     if all(v is None for v in values):
         return None
     return _canonical(values if len(values) > 1 else values[0])
+
+
+def unset_value(rule: UniqueRule) -> str:
+    """The canonical value of ``rule``'s group left unset (each field None), as :func:`doc_value` would spell it."""
+    return _canonical([None] * len(rule.fields) if len(rule.fields) > 1 else None)
 
 
 def holder_where(tm: TableMap, rule: UniqueRule, namespace: str, value: str) -> list[Any]:
