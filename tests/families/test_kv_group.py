@@ -10,6 +10,7 @@ middle of a group is settled per commit, never reported as a conflict.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -232,6 +233,48 @@ def test_a_second_interrupt_of_the_leader_leaves_no_other_member_waiting(applied
     assert sum(isinstance(o, KeyboardInterrupt) for o in outcomes) == 1  # the leader's
     assert sorted(o for o in outcomes if isinstance(o, int)) == [c * 10 for c in range(1, 4) if c != sent[0][0]]
     assert sorted(c for g in sent for c in g) == sorted([*range(1, 4), *([] if applied else sent[0][1:])])
+    assert not committer._queue and committer._sending == 0
+
+
+class _Signalled(BaseException):
+    """What the test's signal handler raises in the main thread (as Ctrl-C raises KeyboardInterrupt)."""
+
+
+def test_a_waiting_commit_interrupted_leaves_the_queue_and_the_others_go_on() -> None:
+    # The main thread waits in the queue (its commit not sent yet) when a signal interrupts it; once it
+    # headed the queue it was woken to lead a request nobody sent, and every commit behind it waited
+    # for ever. Its commit must leave the queue unsent, and the next one lead.
+    gate = _Gate()
+    committer = GroupCommitter(gate.alone, gate.together, lambda: PipelinedGroup[int](8))
+    results: dict[int, Outcome] = {}
+    body = _recorder(committer, results)
+    first = threading.Thread(target=body, args=(100,), daemon=True)
+    behind = threading.Thread(target=body, args=(2,), daemon=True)
+    main = threading.get_ident()
+
+    def interrupt_main_once_both_wait() -> None:
+        _until(lambda: len(committer._queue) == 1)  # the main thread's commit
+        behind.start()
+        _until(lambda: len(committer._queue) == 2)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    def raise_signalled(signum: int, frame: Any) -> None:
+        raise _Signalled
+
+    previous = signal.signal(signal.SIGUSR1, raise_signalled)
+    try:
+        first.start()
+        _until(lambda: bool(gate.groups))
+        threading.Thread(target=interrupt_main_once_both_wait, daemon=True).start()
+        with pytest.raises(_Signalled):
+            committer.commit(1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    gate.release.set()
+    first.join(10)
+    behind.join(10)
+    assert results == {100: 1000, 2: 20}, f"still waiting: {sorted({100, 2} - set(results))}"
+    assert [c for g in gate.groups for c in g] == [100, 2]  # the interrupted commit was never sent
     assert not committer._queue and committer._sending == 0
 
 

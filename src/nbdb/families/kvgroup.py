@@ -260,7 +260,13 @@ class GroupCommitter(Generic[C]):
                 return self._alone(commit)
             finally:
                 self._done()
-        wake.acquire()
+        try:
+            wake.acquire()
+        except BaseException:
+            # Interrupted while it waits (a signal wakes the main thread's acquire): left in the queue,
+            # it would be woken to lead once it heads it, and nobody would lead the commits behind it.
+            self._abandon(me)
+            raise
         if me.done:
             return me.result()
         with self._lock:  # woken to lead: _next_leader counted this request already
@@ -316,6 +322,26 @@ class GroupCommitter(Generic[C]):
                         waiter.done = True
                     assert waiter.wake is not None  # every member waited behind its leader
                     waiter.wake.release()
+
+    def _abandon(self, me: _Waiter[C]) -> None:
+        """Take the waiter of an interrupted thread out of the queue, its commit unsent.
+
+        Already gathered by a leader, it is sent and gets an outcome nobody reads (the interrupt says
+        that the commit's outcome is unknown). Woken to lead but not leading yet, its request slot goes
+        to the next commit in the queue.
+        """
+        leader = None
+        try:
+            with self._lock:
+                if me not in self._queue:
+                    return
+                self._queue.remove(me)
+                if me.leads:
+                    self._sending -= 1
+                    leader = self._next_leader()
+        finally:
+            if leader is not None:
+                leader.release()
 
     def _go_alone(self) -> bool:
         with self._lock:
