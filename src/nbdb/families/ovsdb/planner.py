@@ -465,7 +465,7 @@ def _plan_put(
     for rule in tm.unique:
         # The schema's own indexes that no model declares: the server keeps them, the plan names them.
         value = None if rule.declared else doc_value(rule, doc)
-        if value is None and rule.indexed and rule.key_column is None and doc_value(rule, doc) is None:
+        if value is None and rule.indexed and rule.key_column is None and all(doc.get(f) is None for f in rule.fields):
             # Left unset under an index of the schema on its own columns: ovsdb-server counts two empty
             # values as equal (memory and SQL stores do not) and refuses a second such row; the plan
             # names the unset value too, so that the refusal names its holder as any other does.
