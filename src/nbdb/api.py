@@ -416,15 +416,15 @@ class Database:
             )
         self._context.need("unique", self.capabilities.unique, "enforce unique fields")
         spec = next(g for g in model.nbdb_unique_fields if tuple(sorted(g)) == group)
-        field, text = "+".join(spec), model.unique_text(spec, values)
-        owner = self._backend.unique_owner(model.nbdb_table, UniqueKey(field, text))
+        key = self._backend.stored_unique(model.nbdb_table, UniqueKey("+".join(spec), model.unique_text(spec, values)))
+        owner = self._backend.unique_owner(model.nbdb_table, key)
         if owner is None:
             return None
         try:
             found = self.get(model, owner)
         except errors.NotFoundError:
             return None
-        return found if (field, text) in found.unique_values() else None
+        return found if (key.field, key.value) in found.unique_values() else None
 
     def update(self, obj: M, *, fence: LockHandle | None = None) -> M:
         """Compare-and-swap: store ``obj`` if the stored copy is still at ``obj.version``.

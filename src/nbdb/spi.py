@@ -534,6 +534,15 @@ class Backend(ABC):
         """The id of the object that holds the unique value ``key``, if any (``capabilities.unique``)."""
         raise UnsupportedError(f"{type(self).__name__} does not enforce unique fields")
 
+    def stored_unique(self, table: str, key: UniqueKey) -> UniqueKey:
+        """``key`` as this store keeps the value, and as the object holding it reads back.
+
+        Most stores keep a value as it is given. OVSDB keeps a list field of its own schema in a set
+        column, unordered: ``tags=["y", "x"]`` reads back ``["x", "y"]`` and its index compares the
+        set, so a lookup by a value in any order must find the object (``Database.get_by``).
+        """
+        return key
+
     # ---------------------------------------------------------------- test hooks
     # The conformance kit plays "another writer" and "the server forgot its
     # history" through these. A backend that cannot offer one raises
