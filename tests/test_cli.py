@@ -370,6 +370,37 @@ def test_the_ctrl_c_guard_leaves_a_sigint_the_process_was_started_ignoring() -> 
     assert (run.returncode, run.stdout.decode().strip()) == (0, "True"), run.stderr.decode()
 
 
+_WITHOUT_NBDB_CLI = """\
+import os, runpy, sys
+copy = sys.argv.pop(1)
+# Only the package, as a vendored copy has it: no directory that holds nbdb_cli.py beside it (the checkout's
+# src/ the editable install puts on the path) stays on the path.
+sys.path[:] = [copy] + [p for p in sys.path if not os.path.exists(os.path.join(p or ".", "nbdb_cli.py"))]
+import nbdb
+assert nbdb.__file__.startswith(copy), nbdb.__file__
+print(nbdb.connect("memory://").__class__.__name__)
+runpy.run_module("nbdb", run_name="__main__", alter_sys=True)  # python -m nbdb backends
+"""
+
+
+def test_the_package_copied_without_nbdb_cli_imports_and_runs(tmp_path: pathlib.Path) -> None:
+    """nbdb/__init__.py imported the top-level nbdb_cli (the console script's Ctrl-C guard): a copy of the
+    package alone failed at `import nbdb` with "No module named 'nbdb_cli'"."""
+    import nbdb
+
+    package = pathlib.Path(nbdb.__file__).parent  # the one under test
+    shutil.copytree(package, tmp_path / "nbdb", ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_NBDB_CLI, str(tmp_path), "backends"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Database\n"), done.stdout
+    assert "memory" in done.stdout
+
+
 def test_python_dash_m_nbdb_is_the_nbdb_command() -> None:
     # `python -m nbdb` said "No module named nbdb.__main__".
     import subprocess
