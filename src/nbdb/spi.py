@@ -346,6 +346,10 @@ class Backend(ABC):
     capabilities: ClassVar[Capabilities]
     """The backend's static declaration of guarantees."""
 
+    metrics_label: ClassVar[str | None] = None
+    """The ``backend`` label of its metrics, its URL scheme's name (``sqlite``); None: the class's name less
+    ``Backend``, lowercased (``RedisBackend``: ``redis``). A variant class of one scheme sets its scheme's."""
+
     @abstractmethod
     def read(self, table: str, id: uuid.UUID) -> Record | None:
         """The stored record, or None."""
