@@ -256,6 +256,8 @@ def test_every_registered_backends_metrics_label_is_its_url_scheme() -> None:
         schemes.setdefault(backend_class(scheme), set()).add(scheme.split("+")[0])  # ovsdb+tcp: ovsdb
     for registered, names in schemes.items():
         for cls in _subclasses(registered):  # the classes its from_url may return (sqlite://: an in-memory one)
+            if not cls.__module__.startswith("nbdb."):
+                continue  # a subclass another test defined (a mutant, an observed backend) is not registered
             bare = cls.__new__(cls)  # the label is the class's: no server needed to name it
             assert metrics.backend_label(bare) in names, (cls, names)
 
