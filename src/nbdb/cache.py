@@ -30,7 +30,7 @@ from uuid import UUID
 from nbdb import errors, metrics
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import check_flag
-from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
+from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription, check_not_async
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.hub import open_stream
 from nbdb.models.base import Model, check_field_value, check_held_object
@@ -250,6 +250,8 @@ class Replica:
         if not (predicate is None or callable(predicate)):
             # A controller's bad predicate= was reported naming its work queue's own callback.
             raise errors.ValidationError(f"predicate= takes a callable (event) or None, not {predicate!r}")
+        check_not_async("a subscriber", callback)
+        check_not_async("predicate=", predicate)
         followed = self.models_of(models)
         sub = Subscription(
             callback,

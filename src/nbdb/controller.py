@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, TypedDict, Unpack
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.dispatch import Predicate, is_stop, raise_if_stop
+from nbdb.dispatch import Predicate, check_not_async, is_stop, raise_if_stop
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.timeouts import check_seconds, timeout_of
@@ -278,6 +278,7 @@ class Controller:
             raise errors.ValidationError(f"a controller takes 1 to {MAX_WORKERS} workers (threads), not {workers!r}")
         if not callable(reconcile):
             raise errors.ValidationError(f"reconcile must be a callable (key, obj), not {reconcile!r}")
+        check_not_async("reconcile", reconcile)
         from nbdb.cache import Cache  # at run time: the cache module imports this one
 
         if not isinstance(cache, Cache):

@@ -34,6 +34,7 @@ The rules (client-go's shared-informer listeners, for the same reasons):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ from collections.abc import Callable, Collection
 from types import TracebackType
 from typing import Any
 
+from nbdb import errors
 from nbdb.events import ChangeEvent
 from nbdb.models.base import Model
 from nbdb.timeouts import timeout_of
@@ -286,6 +288,20 @@ class Subscription:
             type(exc).__name__,
         )
         self.close(0)
+
+
+def check_not_async(what: str, function: object) -> None:
+    """ValidationError if ``function`` is an ``async def`` (or an object whose ``__call__`` is one).
+
+    Handlers run on threads that have no event loop: called, an ``async def`` returns a coroutine that nobody
+    awaits, so its body never ran -- a reconcile was counted reconciled, a subscriber got nothing (a
+    RuntimeWarning at most), a predicate let every event through (a coroutine is truthy).
+    """
+    if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(type(function).__call__):
+        raise errors.ValidationError(
+            f"{what} must be a plain function: {function!r} is an async def, which nbdb's threads would call "
+            "without ever running it (wrap it: lambda *args: asyncio.run_coroutine_threadsafe(f(*args), loop))"
+        )
 
 
 def is_stop(exc: BaseException) -> bool:

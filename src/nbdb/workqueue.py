@@ -15,7 +15,8 @@ The rules, which the controller runtime (:mod:`nbdb.controller`) builds on:
    after the rate limiter's delay: per key, exponential in its consecutive
    failures (``base * 2**failures``, at most ``max_delay``), and overall a
    token bucket (``rate`` retries per second, bursts of ``burst``); the larger
-   delay wins. :meth:`done` (success) forgets the key's failures. A key that
+   delay wins. :meth:`done` (success) forgets the key's failures, and a retry
+   of it still waiting (an attempt on new information settled it). A key that
    was added again while it was processing is queued at once by either: new
    information is worth a try now.
 5. **Delays.** :meth:`add_after` adds a key once a delay has passed; a key
@@ -163,6 +164,7 @@ class WorkQueue(Generic[K]):
         self._processing: set[K] = set()
         self._delayed: list[tuple[float, int, K]] = []  # heap; entries superseded in _due are skipped
         self._due: dict[K, float] = {}
+        self._retries: dict[K, float] = {}  # keys whose delay in _due is a failure's backoff, and its due time
         self._seq = itertools.count()
         self._closed = False
         handles = metrics.active()
@@ -254,13 +256,23 @@ class WorkQueue(Generic[K]):
             due, _, key = heapq.heappop(delayed)
             if self._due.get(key) == due:
                 del self._due[key]
+                self._retries.pop(key, None)
                 self._add(key)
 
     def done(self, key: K) -> None:
-        """``key`` was processed successfully: release it and forget its failures (rules 2, 4)."""
+        """``key`` was processed successfully: release it and forget its failures (rules 2, 4).
+
+        A retry still waiting for its backoff (the key failed, was added again and handed out at once, and
+        this attempt succeeded) is dropped: it was settled. (It kept :meth:`wait_idle` False and the key
+        pending until the backoff ran out, up to ``max_delay``, then processed the key once more.) A delay
+        of :meth:`add_after` stays.
+        """
         with self._cond:
             self.rate_limiter.forget(key)
             self._release(key)
+            due = self._retries.pop(key, None)
+            if due is not None and self._due.get(key) == due:
+                del self._due[key]  # its heap entry is skipped by _move_due
 
     def retry(self, key: K) -> float:
         """``key`` failed: release it and add it again after its backoff; returns the delay (rule 4)."""
@@ -272,6 +284,7 @@ class WorkQueue(Generic[K]):
                 due = self._clock() + delay
                 if self._due.get(key, due + 1) > due and not self._closed:
                     self._due[key] = due
+                    self._retries[key] = due
                     heapq.heappush(self._delayed, (due, next(self._seq), key))
                     self._cond.notify()
             return delay
@@ -362,6 +375,7 @@ class WorkQueue(Generic[K]):
             self._closed = True
             self._delayed.clear()
             self._due.clear()
+            self._retries.clear()
             self._cond.notify_all()
 
     def drop(self) -> None:

@@ -1,0 +1,153 @@
+"""What a trial of the controller runtime found: a Database closed under Ctrl-C, async handlers, stale retries."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+import nbdb
+from nbdb.conformance.kit import eventually
+from nbdb.events import ChangeEvent, Key
+from nbdb.models import LogicalSwitch, Model
+from nbdb.workqueue import RateLimiter, WorkQueue
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.fixture
+def alarm() -> Iterator[None]:
+    """SIGALRM raises KeyboardInterrupt in the main thread, as Ctrl-C would."""
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.usefixtures("alarm")
+def test_close_interrupted_by_ctrl_c_still_closes_the_rest_of_the_database() -> None:
+    """Ctrl-C while close() waited for a running callback left the Database half closed: its watches, other
+    caches and backend stayed open, and a second close() returned at once (it was "closing" already)."""
+    db = nbdb.connect("memory://")
+    running, release = threading.Event(), threading.Event()
+    try:
+        cache = db.cache([LogicalSwitch])
+        assert cache.wait_synced(10)
+
+        def stuck(event: ChangeEvent[Model]) -> None:
+            running.set()
+            release.wait(30)
+
+        cache.subscribe(stuck)
+        watch = db.watch(LogicalSwitch)
+        db.create(LogicalSwitch(name="sw"))
+        assert running.wait(10)
+        signal.setitimer(signal.ITIMER_REAL, 0.3)  # lands while close() waits (5 s) for the stuck callback
+        with pytest.raises(KeyboardInterrupt):
+            db.close()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        db.close()  # a second close (the with block's, atexit's) may not leave it half closed either
+        ended = threading.Event()
+
+        def drain() -> None:
+            list(watch)  # a closed watch's iteration ends; an open one waits for the next change
+            ended.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        assert ended.wait(10), "the Database's watch was left open"
+    finally:
+        release.set()
+        db.close()
+
+
+async def _async_reconcile(key: object, obj: object) -> None:
+    """Never awaited: a worker thread has no event loop to run it on."""
+
+
+async def _async_callback(event: object) -> bool:
+    return False
+
+
+class _AsyncCall:
+    async def __call__(self, event: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "register",
+    [
+        pytest.param(lambda db, cache: nbdb.run_controller(cache, _async_reconcile), id="reconcile"),
+        pytest.param(lambda db, cache: cache.subscribe(_async_callback), id="subscriber"),
+        pytest.param(lambda db, cache: cache.subscribe(_AsyncCall()), id="async-__call__"),
+        pytest.param(lambda db, cache: cache.subscribe(print, predicate=_async_callback), id="predicate"),
+        pytest.param(lambda db, cache: cache.queue(predicate=_async_callback), id="queue-predicate"),
+        pytest.param(lambda db, cache: db.cache([LogicalSwitch], on_change=_async_callback), id="on_change"),
+        pytest.param(lambda db, cache: db.cache([LogicalSwitch], on_error=_async_callback), id="on_error"),
+    ],
+)
+def test_an_async_def_handler_is_refused_rather_than_never_run(register: object) -> None:
+    """An ``async def`` reconcile was counted reconciled without running (its coroutine logged as a bad return
+    value, wait_idle() True); an async subscriber never ran (a RuntimeWarning); an async predicate let every
+    event through (a coroutine is truthy)."""
+    with nbdb.connect("memory://") as db:
+        cache = db.cache([LogicalSwitch])
+        with pytest.raises(nbdb.ValidationError, match="async"):
+            register(db, cache)  # type: ignore[operator]
+
+
+def test_done_drops_a_retry_the_next_attempt_settled() -> None:
+    """A key that failed, was added again (tried at once) and then succeeded stayed "waiting for a retry" until
+    its backoff ran out: wait_idle() False and is_pending() True for up to max_delay, then one more pass."""
+    queue: WorkQueue[str] = WorkQueue(rate_limiter=RateLimiter(base=30.0, max_delay=60.0))
+    queue.add("k")
+    assert queue.get(0) == "k"
+    assert queue.retry("k") == 30.0
+    queue.add("k")  # new information: tried at once
+    assert queue.get(0) == "k"
+    queue.done("k")
+    assert not queue.is_pending("k")
+    assert queue.waiting == 0
+    assert queue.wait_idle(0)
+
+
+def test_done_keeps_a_delay_of_add_after() -> None:
+    queue: WorkQueue[str] = WorkQueue(rate_limiter=RateLimiter(base=30.0, max_delay=60.0))
+    queue.add("k")
+    assert queue.get(0) == "k"
+    queue.retry("k")
+    queue.add_after("k", 20.0)  # earlier than the retry: it replaces it, and is no retry
+    queue.add("k")
+    assert queue.get(0) == "k"
+    queue.done("k")
+    assert queue.is_pending("k")
+    assert queue.waiting == 1
+
+
+def test_controller_is_idle_once_a_failed_key_was_reconciled_by_its_next_change() -> None:
+    with nbdb.connect("memory://") as db:
+        cache = db.cache([LogicalSwitch])
+        sw = db.create(LogicalSwitch(name="sw"))
+        failed_once = threading.Event()
+
+        def reconcile(key: Key, obj: Model | None) -> None:
+            if not failed_once.is_set():
+                failed_once.set()
+                raise RuntimeError("datapath not ready")
+
+        limiter: RateLimiter[Key] = RateLimiter(base=30.0, max_delay=60.0)
+        with nbdb.run_controller(cache, reconcile, rate_limiter=limiter) as controller:
+            assert failed_once.wait(10)
+            assert eventually(lambda: controller.failed == 1)
+            sw = db.update(sw.replace(other_config={"a": "b"}))  # reconciled at once, and succeeds
+            assert cache.wait_for(sw, timeout=10)
+            assert controller.wait_idle(10)  # not 30 s later (the stale retry's backoff)
+            assert controller.reconciled == 1
