@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from types import FrameType
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.conformance.kit import eventually
@@ -151,3 +153,22 @@ def test_controller_is_idle_once_a_failed_key_was_reconciled_by_its_next_change(
             assert cache.wait_for(sw, timeout=10)
             assert controller.wait_idle(10)  # not 30 s later (the stale retry's backoff)
             assert controller.reconciled == 1
+
+
+_numbers = st.one_of(
+    st.integers(min_value=-(10**400), max_value=10**400), st.floats(allow_nan=True, allow_infinity=True)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=_numbers, max_delay=_numbers, rate=_numbers, burst=st.integers(min_value=-(10**400), max_value=10**400))
+def test_a_rate_limiter_of_any_numbers_is_made_or_refused_with_validation_error(
+    base: float, max_delay: float, rate: float, burst: int
+) -> None:
+    """A whole number past a float's range (``RateLimiter(base=10**400, max_delay=10**400)``) raised
+    OverflowError out of the argument check instead of the ValidationError every other bad number gets."""
+    try:
+        limiter: RateLimiter[str] = RateLimiter(base=base, max_delay=max_delay, rate=rate, burst=burst)
+    except nbdb.ValidationError:
+        return
+    assert 0 <= limiter.when("k") <= threading.TIMEOUT_MAX

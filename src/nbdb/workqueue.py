@@ -58,6 +58,16 @@ def _check_key(key: object) -> None:
         raise errors.ValidationError(f"a work queue's keys must be hashable, not {key!r}") from None
 
 
+def _as_float(n: object) -> float | None:
+    """``n`` as a float; None if it is no number (True is none) or a whole number past a float's range."""
+    if isinstance(n, bool) or not isinstance(n, int | float):
+        return None
+    try:
+        return float(n)
+    except OverflowError:
+        return None
+
+
 class RateLimiter(Generic[K]):
     """How long a failed key waits before its next try.
 
@@ -78,16 +88,24 @@ class RateLimiter(Generic[K]):
         # Numbers, and finite delays: a NaN max_delay or an infinite base made a failed key's delay NaN or
         # infinite, and retry() silently dropped the key (never tried again, the queue reported idle).
         # (An infinite rate is fine: no overall limit.)
-        numbers = (base, max_delay, rate)
+        # As floats: a whole number past a float's range (10**400) raised OverflowError here, or at the first
+        # retry for a rate (the bucket's arithmetic), instead of the ValidationError below.
+        fbase, fmax, frate = (_as_float(n) for n in (base, max_delay, rate))
         if (
-            any(isinstance(n, bool) or not isinstance(n, int | float) or math.isnan(n) for n in numbers)
-            or math.isinf(base)
-            or max_delay > threading.TIMEOUT_MAX  # infinite, or past what a worker's wait can take
+            fbase is None
+            or fmax is None
+            or frate is None
+            or math.isnan(fbase)
+            or math.isnan(fmax)
+            or math.isnan(frate)
+            or math.isinf(fbase)
+            or fmax > threading.TIMEOUT_MAX  # infinite, or past what a worker's wait can take
             or isinstance(burst, bool)
             or not isinstance(burst, int)
-            or base <= 0
-            or max_delay < base
-            or rate <= 0
+            or _as_float(burst) is None
+            or fbase <= 0
+            or fmax < fbase
+            or frate <= 0
             or burst < 1
         ):
             raise errors.ValidationError(
@@ -95,9 +113,7 @@ class RateLimiter(Generic[K]):
                 "and a whole burst >= 1 "
                 f"(got base={base!r}, max_delay={max_delay!r}, rate={rate!r}, burst={burst!r})"
             )
-        self.base = base
-        self.max_delay = max_delay
-        self.rate = rate
+        self.base, self.max_delay, self.rate = fbase, fmax, frate
         self.burst = burst
         self._clock = clock
         self._failures: dict[K, int] = {}
