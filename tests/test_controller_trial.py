@@ -172,3 +172,21 @@ def test_a_rate_limiter_of_any_numbers_is_made_or_refused_with_validation_error(
     except nbdb.ValidationError:
         return
     assert 0 <= limiter.when("k") <= threading.TIMEOUT_MAX
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        pytest.param(lambda db, sw, seconds: db.lock("l", ttl=seconds), id="lock-ttl"),
+        pytest.param(lambda db, sw, seconds: db.create(LogicalSwitch(name="t"), ttl=seconds), id="create-ttl"),
+        pytest.param(lambda db, sw, seconds: db.refresh(sw, seconds), id="refresh"),
+        pytest.param(lambda db, sw, seconds: db.cache([LogicalSwitch]).queue(resync=seconds), id="resync"),
+    ],
+)
+@pytest.mark.parametrize("seconds", [10**400, -(10**400)])
+def test_seconds_past_a_floats_range_are_a_validation_error(use: object, seconds: int) -> None:
+    """A ttl of 10**400 raised OverflowError (math.isfinite of the whole number) instead of ValidationError."""
+    with nbdb.connect("memory://") as db:
+        sw = db.create(LogicalSwitch(name="sw"), ttl=30)
+        with pytest.raises(nbdb.ValidationError, match="seconds"):
+            use(db, sw, seconds)  # type: ignore[operator]

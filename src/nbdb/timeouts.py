@@ -40,6 +40,7 @@ def check_seconds(what: str, value: Any) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise errors.ValidationError(f"{what} must be a number of seconds, not {value!r}")
-    if not (math.isfinite(value) and 0 < value <= threading.TIMEOUT_MAX):
+    # Bounds first: math.isfinite() of a whole number past a float's range (a ttl of 10**400) raised OverflowError.
+    if not (0 < value <= threading.TIMEOUT_MAX and math.isfinite(value)):
         raise errors.ValidationError(f"{what} must be a positive, finite number of seconds, not {value!r}")
     return value
