@@ -190,3 +190,21 @@ def test_seconds_past_a_floats_range_are_a_validation_error(use: object, seconds
         sw = db.create(LogicalSwitch(name="sw"), ttl=30)
         with pytest.raises(nbdb.ValidationError, match="seconds"):
             use(db, sw, seconds)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("wait", "expected"),
+    [
+        pytest.param(lambda db, cache, t: WorkQueue[str]().get(t), None, id="queue.get"),
+        pytest.param(lambda db, cache, t: WorkQueue[str]().wait_idle(t), True, id="queue.wait_idle"),
+        pytest.param(lambda db, cache, t: cache.wait_for(10**6, timeout=t), False, id="cache.wait_for"),
+        pytest.param(lambda db, cache, t: db.lock("l", timeout=t).__enter__().name, "l", id="lock"),
+        pytest.param(lambda db, cache, t: db.watch(LogicalSwitch).poll(t), [], id="watch.poll"),
+    ],
+)
+def test_a_timeout_below_a_floats_range_does_not_wait(wait: object, expected: object) -> None:
+    """ "Zero or less does not wait": -10**400 raised OverflowError (math.isnan of the whole number)."""
+    with nbdb.connect("memory://") as db:
+        cache = db.cache([LogicalSwitch])
+        assert cache.wait_synced(10)
+        assert wait(db, cache, -(10**400)) == expected  # type: ignore[operator]

@@ -26,6 +26,8 @@ def timeout_of(timeout: Any, what: str = "timeout") -> float | None:
         raise errors.ValidationError(f"{what} must be a number of seconds or None, not {timeout!r}")
     if timeout > threading.TIMEOUT_MAX:
         return None
+    if timeout < -threading.TIMEOUT_MAX:
+        return 0.0  # does not wait (a whole number below a float's range raised OverflowError in math.isnan)
     if math.isnan(timeout):
         raise errors.ValidationError(f"{what} must be a number of seconds or None, not {timeout!r}")
     return timeout
