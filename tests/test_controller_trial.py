@@ -208,3 +208,22 @@ def test_a_timeout_below_a_floats_range_does_not_wait(wait: object, expected: ob
         cache = db.cache([LogicalSwitch])
         assert cache.wait_synced(10)
         assert wait(db, cache, -(10**400)) == expected  # type: ignore[operator]
+
+
+def test_delete_takes_a_controllers_key_as_mutate_and_refresh_do() -> None:
+    """A reconcile has ``key = (Model, id)``: ``db.mutate(key, ...)`` and ``db.refresh(key, ttl)`` took it,
+    ``db.delete(key)`` raised "expected a Model subclass, got (<class ...>, UUID(...))"."""
+    with nbdb.connect("memory://") as db:
+        a, b, c = (db.create(LogicalSwitch(name=n)) for n in "abc")
+        assert db.delete((LogicalSwitch, a.id)) is not None
+        assert db.delete((LogicalSwitch, str(a.id)), if_exists=True) is None
+        with db.transaction() as txn:
+            txn.delete((LogicalSwitch, b.id))
+        assert db.delete((LogicalSwitch, c.id), cascade=True) is not None
+        assert db.list(LogicalSwitch) == []
+        with pytest.raises(nbdb.NotFoundError):
+            db.delete((LogicalSwitch, a.id))
+        with pytest.raises(nbdb.ValidationError):
+            db.delete((LogicalSwitch, a.id), a.id)  # a key and an id
+        with pytest.raises(nbdb.ValidationError):
+            db.delete((LogicalSwitch, "not-an-id"))

@@ -492,7 +492,12 @@ class Database:
 
     @overload
     def delete(
-        self, obj: Model, *, cascade: bool = ..., if_exists: bool = ..., fence: LockHandle | None = ...
+        self,
+        obj: Model | tuple[type[Model], UUID | str],
+        *,
+        cascade: bool = ...,
+        if_exists: bool = ...,
+        fence: LockHandle | None = ...,
     ) -> Revision | None: ...
     @overload
     def delete(
@@ -507,14 +512,14 @@ class Database:
 
     def delete(
         self,
-        obj: Model | type[Model],
+        obj: Model | type[Model] | tuple[type[Model], UUID | str],
         id: UUID | str | None = None,
         *,
         cascade: bool = False,
         if_exists: bool = False,
         fence: LockHandle | None = None,
     ) -> Revision | None:
-        """Delete an object (compare-and-swap on its version) or ``Model, id`` (whatever version).
+        """Delete an object (compare-and-swap on its version), or ``Model, id`` or a ``(Model, id)`` key (any version).
 
         Returns the revision of the commit (None if ``if_exists`` found
         nothing to delete). ReferenceError if other objects still reference
