@@ -227,3 +227,23 @@ def test_delete_takes_a_controllers_key_as_mutate_and_refresh_do() -> None:
             db.delete((LogicalSwitch, a.id), a.id)  # a key and an id
         with pytest.raises(nbdb.ValidationError):
             db.delete((LogicalSwitch, "not-an-id"))
+
+
+def test_queue_object_checks_its_key_as_the_other_calls_do() -> None:
+    """``queue.object("junk")`` raised TypeError out of the cache; a deleted object's key with its id as text
+    found no last copy (None), while every other call takes an id as text as the object's own key."""
+    with nbdb.connect("memory://") as db:
+        cache = db.cache([LogicalSwitch])
+        queue = cache.queue(LogicalSwitch)
+        sw = db.create(LogicalSwitch(name="sw"))
+        assert cache.wait_for(sw, timeout=10)
+        assert queue.wait_synced(10)
+        assert queue.get(10) == (LogicalSwitch, sw.id)
+        queue.done((LogicalSwitch, sw.id))
+        assert cache.wait_for(db.delete(sw), timeout=10)
+        assert eventually(lambda: queue.is_pending((LogicalSwitch, sw.id)))
+        assert queue.object((LogicalSwitch, str(sw.id))) == sw  # the last copy, its id given as text
+        with pytest.raises(nbdb.ValidationError):
+            queue.object("junk")  # type: ignore[arg-type]
+        with pytest.raises(nbdb.ValidationError):
+            queue.object((LogicalSwitch, "not-an-id"))

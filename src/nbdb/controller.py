@@ -162,7 +162,13 @@ class CacheQueue(WorkQueue[Key]):
         super().add_after(self._check(key), delay)
 
     def object(self, key: Key) -> Model | None:
-        """The cached object of ``key``, else the last copy seen before its deletion, else None."""
+        """The cached object of ``key``, else the last copy seen before its deletion, else None.
+
+        ``key`` is checked as the other calls check it (ValidationError for another key; an id given as text
+        is the object's key): "junk" raised TypeError out of the cache, and a deleted object's key with its id
+        as text found no last copy (None, as if its deletion had not reached the queue).
+        """
+        key = self._check(key)
         obj = self.cache.get(*key)
         if obj is not None:
             return obj
