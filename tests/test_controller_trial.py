@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nbdb
+from nbdb import metrics
 from nbdb.conformance.kit import eventually
 from nbdb.events import ChangeEvent, Key
 from nbdb.models import LogicalSwitch, Model
@@ -247,3 +248,23 @@ def test_queue_object_checks_its_key_as_the_other_calls_do() -> None:
             queue.object("junk")  # type: ignore[arg-type]
         with pytest.raises(nbdb.ValidationError):
             queue.object((LogicalSwitch, "not-an-id"))
+
+
+@pytest.mark.parametrize("name", [5, None, ("a",), b"agent"])
+def test_a_controllers_name_that_is_no_text_is_refused_before_it_breaks_every_metrics_scrape(name: object) -> None:
+    """``run_controller(..., name=5)`` was taken; with metrics on, every scrape of the registry then raised
+    TypeError (the queue's label sorted beside the others' text): no metric of the process could be read."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    registry = prometheus_client.CollectorRegistry()
+    metrics.enable(registry)
+    try:
+        with nbdb.connect("memory://") as db:
+            cache = db.cache([LogicalSwitch])
+            with nbdb.run_controller(cache, lambda key, obj: None, name="agent"):
+                with pytest.raises(nbdb.ValidationError, match="name"):
+                    nbdb.run_controller(cache, lambda key, obj: None, name=name)  # type: ignore[arg-type]
+                with pytest.raises(nbdb.ValidationError, match="name"):
+                    WorkQueue(name=name)  # type: ignore[arg-type]
+                assert 'nbdb_queue_depth{queue="agent"}' in prometheus_client.generate_latest(registry).decode()
+    finally:
+        metrics.disable()

@@ -46,7 +46,7 @@ from nbdb.dispatch import Predicate, check_not_async, is_stop, raise_if_stop
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.timeouts import check_seconds, timeout_of
-from nbdb.workqueue import RateLimiter, WorkQueue
+from nbdb.workqueue import RateLimiter, WorkQueue, check_queue_name
 from nbdb.writes import check_uuid
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class CacheQueue(WorkQueue[Key]):
     ) -> None:
         if resync is not None:
             check_seconds("resync", resync)
-        super().__init__(name or "controller", rate_limiter)
+        super().__init__(check_queue_name(name) or "controller", rate_limiter)
         self.cache = cache
         self.models = cache.models_of(models)
         self._predicate = predicate
@@ -289,9 +289,9 @@ class Controller:
 
         if not isinstance(cache, Cache):
             raise errors.ValidationError(f"a controller runs on a cache (db.cache(...)), not {cache!r}")
-        self.name = name
         self.reconcile = reconcile
         self.queue = cache.queue(models, predicate, resync, name=name, rate_limiter=rate_limiter)
+        self.name = self.queue.name
         self.reconciled = 0
         """Reconciles that returned (successes)."""
         self.failed = 0

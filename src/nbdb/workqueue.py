@@ -155,6 +155,17 @@ class RateLimiter(Generic[K]):
             return self._failures.get(key, 0)
 
 
+def check_queue_name(name: object) -> str:
+    """``name`` if it is text; ValidationError otherwise.
+
+    It labels the queue's metrics: ``name=5`` was taken, and every scrape of the registry then raised
+    TypeError (its labels sorted beside the others' text), so no metric of the process could be read.
+    """
+    if not isinstance(name, str):
+        raise errors.ValidationError(f"a queue's or controller's name is text, not {name!r}")
+    return name
+
+
 class WorkQueue(Generic[K]):
     """Keys waiting for a worker; see the module docstring for the rules.
 
@@ -168,7 +179,7 @@ class WorkQueue(Generic[K]):
         rate_limiter: RateLimiter[K] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.name = name or "queue"
+        self.name = check_queue_name(name) or "queue"
         if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
             # Taken, it raised AttributeError at the first retry, in the worker that had failed: the thread died.
             raise errors.ValidationError(f"rate_limiter takes a nbdb.RateLimiter, not {rate_limiter!r}")
