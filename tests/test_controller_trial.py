@@ -268,3 +268,26 @@ def test_a_controllers_name_that_is_no_text_is_refused_before_it_breaks_every_me
                 assert 'nbdb_queue_depth{queue="agent"}' in prometheus_client.generate_latest(registry).decode()
     finally:
         metrics.disable()
+
+
+def test_wait_idle_from_its_own_reconcile_is_refused_rather_than_waiting_for_itself() -> None:
+    """A reconcile calling its controller's ``wait_idle()`` waited for its own key to finish: for ever."""
+    with nbdb.connect("memory://") as db:
+        cache = db.cache([LogicalSwitch])
+        outcome: list[object] = []
+        holder: list[nbdb.Controller] = []
+        ready = threading.Event()
+
+        def reconcile(key: Key, obj: Model | None) -> None:
+            ready.wait(10)
+            try:
+                outcome.append(holder[0].wait_idle(2))
+            except nbdb.ValidationError as exc:
+                outcome.append(exc)
+
+        with nbdb.run_controller(cache, reconcile) as controller:
+            holder.append(controller)
+            ready.set()
+            db.create(LogicalSwitch(name="sw"))
+            assert eventually(lambda: bool(outcome))
+            assert isinstance(outcome[0], nbdb.ValidationError)

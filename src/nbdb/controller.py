@@ -385,8 +385,15 @@ class Controller:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every change the cache applied so far was reconciled; False on timeout or once stopped.
 
-        :attr:`stopped` tells the two apart.
+        :attr:`stopped` tells the two apart. Called from one of its own reconciles it would wait for itself
+        (the key being reconciled is not idle until that reconcile returns: for ever without a timeout):
+        a ValidationError.
         """
+        if threading.current_thread() in self._threads:
+            raise errors.ValidationError(
+                f"{self.name}: wait_idle() from one of its own reconciles would wait for itself "
+                "(the key being reconciled is not idle until it returns)"
+            )
         return self.queue.wait_idle(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
