@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
@@ -291,3 +292,30 @@ def test_wait_idle_from_its_own_reconcile_is_refused_rather_than_waiting_for_its
             db.create(LogicalSwitch(name="sw"))
             assert eventually(lambda: bool(outcome))
             assert isinstance(outcome[0], nbdb.ValidationError)
+
+
+@pytest.mark.parametrize("own_thread", [False, True], ids=["shared-thread", "handed-off"])
+def test_wait_replayed_from_its_own_replay_is_refused_rather_than_waiting_for_itself(own_thread: bool) -> None:
+    """A callback calling its subscription's ``wait_replayed()`` during the replay waited for its own return."""
+    with nbdb.connect("memory://") as db:
+        db.create(LogicalSwitch(name="sw"))
+        cache = db.cache([LogicalSwitch])
+        assert cache.wait_synced(10)
+        outcome: list[object] = []
+        holder: list[nbdb.Subscription] = []
+        registered = threading.Event()
+
+        def callback(event: ChangeEvent[Model]) -> None:
+            registered.wait(10)
+            if own_thread:
+                time.sleep(0.2)  # past dispatch.HANDOFF_SECONDS: the callback gets a thread of its own
+            try:
+                outcome.append(holder[0].wait_replayed(2))
+            except nbdb.ValidationError as exc:
+                outcome.append(exc)
+
+        holder.append(cache.subscribe(callback, replay=True))
+        registered.set()
+        assert eventually(lambda: bool(outcome))
+        assert isinstance(outcome[0], nbdb.ValidationError)
+        assert holder[0].wait_replayed(10)  # from another thread, once the replay was delivered

@@ -169,9 +169,27 @@ class Subscription:
 
         False too once the subscription (or its cache) closed before the replay was delivered: it never
         will be (without a timeout the wait did not end).
+
+        From the subscription's own callback or predicate while the replay is being delivered it would wait
+        for itself (the replay is delivered once that call returns: for ever without a timeout): a
+        ValidationError.
         """
-        self._replay_over.wait(timeout_of(timeout))
+        timeout = timeout_of(timeout)
+        if not self._replay_over.is_set() and self._delivering_here():
+            raise errors.ValidationError(
+                f"subscriber {self.name}: wait_replayed() from its own callback would wait for itself "
+                "(the replay is delivered once the callback returns)"
+            )
+        self._replay_over.wait(timeout)
         return self._replayed.is_set()
+
+    def _delivering_here(self) -> bool:
+        """Whether the calling thread is delivering to this subscription (inside its callback or predicate)."""
+        me = threading.current_thread()
+        if self._thread is me:
+            return True
+        dispatcher = self._dispatcher
+        return dispatcher is not None and dispatcher._current is self and dispatcher._runner is me
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Stop delivering; events not delivered yet are dropped.
