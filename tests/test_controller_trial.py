@@ -319,3 +319,16 @@ def test_wait_replayed_from_its_own_replay_is_refused_rather_than_waiting_for_it
         assert eventually(lambda: bool(outcome))
         assert isinstance(outcome[0], nbdb.ValidationError)
         assert holder[0].wait_replayed(10)  # from another thread, once the replay was delivered
+
+
+def test_a_cache_says_whether_it_is_closed() -> None:
+    """Subscriptions, queues and controllers say ``closed``/``stopped``; the cache raised AttributeError."""
+    db = nbdb.connect("memory://")
+    mine, shared = db.cache([LogicalSwitch]), db.cache([LogicalSwitch])
+    assert not mine.closed and not shared.closed
+    mine.close()
+    assert mine.closed and not shared.closed
+    with pytest.raises(nbdb.BackendUnavailableError):
+        mine.list(LogicalSwitch)
+    db.close()
+    assert shared.closed

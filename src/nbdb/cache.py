@@ -654,6 +654,16 @@ class Cache:
         """How many times the cache had to re-list because history was gone."""
         return self._replica._relists
 
+    @property
+    def closed(self) -> bool:
+        """True once this cache was closed (by :meth:`close`, or its Database's close): its reads raise
+        BackendUnavailableError, its waits return False, its queues and controllers stopped.
+
+        (A controller's loop had no way to ask: ``cache.closed`` raised AttributeError, as subscriptions,
+        queues and controllers each say it.)
+        """
+        return self._closed.is_set()
+
     def wait_synced(self, timeout: float | None = None) -> bool:
         """Block until the initial list is loaded and the change stream opened (or failed to); False on timeout.
 
