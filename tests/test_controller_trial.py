@@ -332,3 +332,16 @@ def test_a_cache_says_whether_it_is_closed() -> None:
         mine.list(LogicalSwitch)
     db.close()
     assert shared.closed
+
+
+def test_a_refused_retry_records_no_failure_and_takes_no_token() -> None:
+    """``retry(key)`` of a key not being processed raised ValidationError only after the rate limiter had
+    counted a failure of it and taken a token of the overall bucket: its next real retry waited longer."""
+    limiter: RateLimiter[str] = RateLimiter(base=1.0, max_delay=60.0, rate=1.0, burst=1)
+    queue: WorkQueue[str] = WorkQueue(rate_limiter=limiter)
+    with pytest.raises(nbdb.ValidationError, match="not being processed"):
+        queue.retry("k")
+    assert queue.failures("k") == 0
+    queue.add("k")
+    assert queue.get(0) == "k"
+    assert queue.retry("k") == 1.0  # its first failure, and the bucket's one token still there

@@ -304,6 +304,8 @@ class WorkQueue(Generic[K]):
     def retry(self, key: K) -> float:
         """``key`` failed: release it and add it again after its backoff; returns the delay (rule 4)."""
         with self._cond:
+            if key not in self._processing:  # before the limiter: a refused call counted a failure and took a token
+                raise errors.ValidationError(f"{self.name}: {key!r} is not being processed (released twice?)")
             delay = self.rate_limiter.when(key)
             if self._metrics is not None:
                 self._metrics.retries.inc()
