@@ -136,6 +136,21 @@ def test_done_keeps_a_delay_of_add_after() -> None:
     assert queue.waiting == 1
 
 
+def test_done_keeps_a_later_add_after_that_a_waiting_retry_absorbed() -> None:
+    """A key waiting for two delays keeps the earlier one (rule 5): an add_after later than the waiting retry
+    was absorbed by it. done() then dropped that retry as settled, and the add_after's add never came."""
+    queue: WorkQueue[str] = WorkQueue(rate_limiter=RateLimiter(base=1.0, max_delay=60.0))
+    queue.add("k")
+    assert queue.get(0) == "k"
+    assert queue.retry("k") == 1.0
+    queue.add_after("k", 30.0)  # later than the retry (1 s): absorbed by it, the key is added in 1 s
+    queue.add("k")  # new information: tried at once
+    assert queue.get(0) == "k"
+    queue.done("k")
+    assert queue.is_pending("k")  # the add_after asked for one more pass; the retry's time stands for it
+    assert queue.waiting == 1
+
+
 def test_controller_is_idle_once_a_failed_key_was_reconciled_by_its_next_change() -> None:
     with nbdb.connect("memory://") as db:
         cache = db.cache([LogicalSwitch])

@@ -246,7 +246,10 @@ class WorkQueue(Generic[K]):
             return None
         due = self._clock() + delay
         if self._due.get(key, due + 1) <= due:
-            return None  # already waiting for an earlier time
+            # Already waiting for an earlier time, which now stands for this add too: no longer a retry's
+            # alone, done() must not drop it (the add asked for was lost).
+            self._retries.pop(key, None)
+            return None
         self._due[key] = due
         heapq.heappush(self._delayed, (due, next(self._seq), key))
         self._cond.notify()  # a sleeping worker may need to wake earlier
