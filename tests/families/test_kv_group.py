@@ -278,6 +278,46 @@ def test_a_waiting_commit_interrupted_leaves_the_queue_and_the_others_go_on() ->
     assert not committer._queue and committer._sending == 0
 
 
+class _InterruptedGroup(PipelinedGroup[int]):
+    """A group whose first admit is interrupted (a signal's KeyboardInterrupt in the leader's thread)."""
+
+    interrupts = 1
+
+    def admit(self, commit: int) -> bool:
+        if _InterruptedGroup.interrupts:
+            _InterruptedGroup.interrupts -= 1
+            raise KeyboardInterrupt("while the leader gathers its group")
+        return super().admit(commit)
+
+
+def test_a_leader_interrupted_while_it_gathers_leaves_the_others_to_the_next_leader() -> None:
+    # Woken to lead, the thread takes its group out of the queue (the family's admit works out each
+    # commit's footprint: Python code a Ctrl-C interrupts). Interrupted there, before anything was sent,
+    # it held a request slot and had taken itself (and perhaps more) out of the queue: no leader was
+    # ever woken again, and every commit behind it (and every later one) waited for ever.
+    _InterruptedGroup.interrupts = 1
+    gate = _Gate()
+    committer = GroupCommitter(gate.alone, gate.together, lambda: _InterruptedGroup(8))
+    results: dict[int, Outcome] = {}
+    body = _recorder(committer, results)
+    first = threading.Thread(target=body, args=(100,), daemon=True)
+    first.start()
+    _until(lambda: bool(gate.groups))
+    threads = [threading.Thread(target=body, args=(c,), daemon=True) for c in (2, 4, 6)]
+    for queued, t in enumerate(threads, 1):  # queued in this order: 2 leads the next request
+        t.start()
+        _until(lambda queued=queued: len(committer._queue) == queued)  # type: ignore[misc]
+    gate.release.set()
+    deadline = time.monotonic() + 10
+    for t in [first, *threads]:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert sorted(results) == [2, 4, 6, 100], f"still waiting: {sorted({2, 4, 6} - set(results))}"
+    assert isinstance(results[2], KeyboardInterrupt)
+    assert (results[4], results[6], results[100]) == (40, 60, 1000)
+    assert 2 not in [c for g in gate.groups for c in g]  # the interrupted commit was never sent
+    assert not committer._queue and committer._sending == 0
+
+
 # ---------------------------------------------------------------- which commits may share a snapshot
 
 
