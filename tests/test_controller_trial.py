@@ -360,3 +360,17 @@ def test_a_refused_retry_records_no_failure_and_takes_no_token() -> None:
     queue.add("k")
     assert queue.get(0) == "k"
     assert queue.retry("k") == 1.0  # its first failure, and the bucket's one token still there
+
+
+def test_a_refused_done_keeps_the_keys_failures_and_its_retry() -> None:
+    """``done(key)`` of a key not being processed (a second release) raised ValidationError only after it had
+    forgotten the key's failures: the key's waiting retry kept its time, but its next failure backed off as a
+    first one, as if the failing key had succeeded."""
+    queue: WorkQueue[str] = WorkQueue(rate_limiter=RateLimiter(base=1.0, max_delay=60.0))
+    queue.add("k")
+    assert queue.get(0) == "k"
+    assert queue.retry("k") == 1.0
+    with pytest.raises(nbdb.ValidationError, match="not being processed"):
+        queue.done("k")  # released twice
+    assert queue.failures("k") == 1
+    assert queue.waiting == 1

@@ -298,8 +298,8 @@ class WorkQueue(Generic[K]):
         of :meth:`add_after` stays.
         """
         with self._cond:
+            self._release(key)  # first: a refused call (a key not being processed) forgot the key's failures
             self.rate_limiter.forget(key)
-            self._release(key)
             due = self._retries.pop(key, None)
             if due is not None and self._due.get(key) == due:
                 del self._due[key]  # its heap entry is skipped by _move_due
