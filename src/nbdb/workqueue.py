@@ -295,7 +295,7 @@ class WorkQueue(Generic[K]):
         A retry still waiting for its backoff (the key failed, was added again and handed out at once, and
         this attempt succeeded) is dropped: it was settled. (It kept :meth:`wait_idle` False and the key
         pending until the backoff ran out, up to ``max_delay``, then processed the key once more.) A delay
-        of :meth:`add_after` stays.
+        of :meth:`add_after` stays, and so does a retry whose earlier time stood for a later add_after's.
         """
         with self._cond:
             self._release(key)  # first: a refused call (a key not being processed) forgot the key's failures
