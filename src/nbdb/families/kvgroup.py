@@ -270,7 +270,7 @@ class GroupCommitter(Generic[C]):
             wake.acquire()
             if not me.done:
                 with self._lock:  # woken to lead: _next_leader counted this request already
-                    self._gather(members)
+                    self._gather(me, members)
         except BaseException:
             # Interrupted while it waits (a signal wakes the main thread's acquire): left in the queue,
             # it would be woken to lead once it heads it, and nobody would lead the commits behind it.
@@ -342,9 +342,10 @@ class GroupCommitter(Generic[C]):
                 for waiter in reversed(gathered):  # those that left are the group's first ones
                     if waiter not in self._queue:
                         self._queue.appendleft(waiter)
-                if me not in self._queue:
-                    return
-                self._queue.remove(me)
+                if me in self._queue:
+                    self._queue.remove(me)
+                elif not me.leads:
+                    return  # gathered by a leader: sent (a leader's own commit leaves the queue only by its _gather)
                 if me.leads:
                     self._sending -= 1
                     leader = self._next_leader()
@@ -386,20 +387,27 @@ class GroupCommitter(Generic[C]):
         self._sending += 1  # counted now, so that no other thread wakes a second leader for it
         return head.wake
 
-    def _gather(self, members: list[_Waiter[C]]) -> None:
-        """Take the head of the queue (the caller) and the waiters behind it that fit in one group, into ``members``.
+    def _gather(self, me: _Waiter[C], members: list[_Waiter[C]]) -> None:
+        """Take the caller (``me``, woken to lead) and the waiters at the queue's head that fit in one group,
+        into ``members``.
 
-        The queue is left as it is until the group is known (the family's admit may be interrupted); then
-        ``members`` names the whole group before any of it leaves the queue, so that an interrupted caller
-        can put back what left (:meth:`_abandon`).
+        The caller leads from the head: a group sent again (nothing of it applied) may have been queued
+        ahead of it while it was being woken, with more than one request in flight; it stops at another
+        waiter woken to lead, whose commit and request slot are its own. The queue is left as it is until
+        the group is known (the family's admit may be interrupted); then ``members`` names the whole group
+        before any of it leaves the queue, so that an interrupted caller can put back what left
+        (:meth:`_abandon`).
         """
         queue = self._queue
+        if queue[0] is not me:
+            queue.remove(me)
+            queue.appendleft(me)
         count = 1
         if len(queue) > 1:  # a lone commit skips working out what would fit with it
             group = self._new_group()
-            group.admit(queue[0].commit)
+            group.admit(me.commit)
             for waiter in itertools.islice(queue, 1, None):
-                if not group.admit(waiter.commit):
+                if waiter.leads or not group.admit(waiter.commit):
                     break
                 count += 1
         members.extend(itertools.islice(queue, count))
