@@ -136,6 +136,21 @@ def test_done_keeps_a_delay_of_add_after() -> None:
     assert queue.waiting == 1
 
 
+def test_done_keeps_a_later_add_after_that_a_waiting_retry_absorbed() -> None:
+    """A key waiting for two delays keeps the earlier one (rule 5): an add_after later than the waiting retry
+    was absorbed by it. done() then dropped that retry as settled, and the add_after's add never came."""
+    queue: WorkQueue[str] = WorkQueue(rate_limiter=RateLimiter(base=1.0, max_delay=60.0))
+    queue.add("k")
+    assert queue.get(0) == "k"
+    assert queue.retry("k") == 1.0
+    queue.add_after("k", 30.0)  # later than the retry (1 s): absorbed by it, the key is added in 1 s
+    queue.add("k")  # new information: tried at once
+    assert queue.get(0) == "k"
+    queue.done("k")
+    assert queue.is_pending("k")  # the add_after asked for one more pass; the retry's time stands for it
+    assert queue.waiting == 1
+
+
 def test_controller_is_idle_once_a_failed_key_was_reconciled_by_its_next_change() -> None:
     with nbdb.connect("memory://") as db:
         cache = db.cache([LogicalSwitch])
@@ -345,3 +360,17 @@ def test_a_refused_retry_records_no_failure_and_takes_no_token() -> None:
     queue.add("k")
     assert queue.get(0) == "k"
     assert queue.retry("k") == 1.0  # its first failure, and the bucket's one token still there
+
+
+def test_a_refused_done_keeps_the_keys_failures_and_its_retry() -> None:
+    """``done(key)`` of a key not being processed (a second release) raised ValidationError only after it had
+    forgotten the key's failures: the key's waiting retry kept its time, but its next failure backed off as a
+    first one, as if the failing key had succeeded."""
+    queue: WorkQueue[str] = WorkQueue(rate_limiter=RateLimiter(base=1.0, max_delay=60.0))
+    queue.add("k")
+    assert queue.get(0) == "k"
+    assert queue.retry("k") == 1.0
+    with pytest.raises(nbdb.ValidationError, match="not being processed"):
+        queue.done("k")  # released twice
+    assert queue.failures("k") == 1
+    assert queue.waiting == 1

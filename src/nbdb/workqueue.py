@@ -246,7 +246,10 @@ class WorkQueue(Generic[K]):
             return None
         due = self._clock() + delay
         if self._due.get(key, due + 1) <= due:
-            return None  # already waiting for an earlier time
+            # Already waiting for an earlier time, which now stands for this add too: no longer a retry's
+            # alone, done() must not drop it (the add asked for was lost).
+            self._retries.pop(key, None)
+            return None
         self._due[key] = due
         heapq.heappush(self._delayed, (due, next(self._seq), key))
         self._cond.notify()  # a sleeping worker may need to wake earlier
@@ -292,11 +295,11 @@ class WorkQueue(Generic[K]):
         A retry still waiting for its backoff (the key failed, was added again and handed out at once, and
         this attempt succeeded) is dropped: it was settled. (It kept :meth:`wait_idle` False and the key
         pending until the backoff ran out, up to ``max_delay``, then processed the key once more.) A delay
-        of :meth:`add_after` stays.
+        of :meth:`add_after` stays, and so does a retry whose earlier time stood for a later add_after's.
         """
         with self._cond:
+            self._release(key)  # first: a refused call (a key not being processed) forgot the key's failures
             self.rate_limiter.forget(key)
-            self._release(key)
             due = self._retries.pop(key, None)
             if due is not None and self._due.get(key) == due:
                 del self._due[key]  # its heap entry is skipped by _move_due

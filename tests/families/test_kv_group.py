@@ -278,6 +278,115 @@ def test_a_waiting_commit_interrupted_leaves_the_queue_and_the_others_go_on() ->
     assert not committer._queue and committer._sending == 0
 
 
+class _InterruptedGroup(PipelinedGroup[int]):
+    """A group whose first admit is interrupted (a signal's KeyboardInterrupt in the leader's thread)."""
+
+    interrupts = 1
+
+    def admit(self, commit: int) -> bool:
+        if _InterruptedGroup.interrupts:
+            _InterruptedGroup.interrupts -= 1
+            raise KeyboardInterrupt("while the leader gathers its group")
+        return super().admit(commit)
+
+
+def test_a_leader_interrupted_while_it_gathers_leaves_the_others_to_the_next_leader() -> None:
+    # Woken to lead, the thread takes its group out of the queue (the family's admit works out each
+    # commit's footprint: Python code a Ctrl-C interrupts). Interrupted there, before anything was sent,
+    # it held a request slot and had taken itself (and perhaps more) out of the queue: no leader was
+    # ever woken again, and every commit behind it (and every later one) waited for ever.
+    _InterruptedGroup.interrupts = 1
+    gate = _Gate()
+    committer = GroupCommitter(gate.alone, gate.together, lambda: _InterruptedGroup(8))
+    results: dict[int, Outcome] = {}
+    body = _recorder(committer, results)
+    first = threading.Thread(target=body, args=(100,), daemon=True)
+    first.start()
+    _until(lambda: bool(gate.groups))
+    threads = [threading.Thread(target=body, args=(c,), daemon=True) for c in (2, 4, 6)]
+    for queued, t in enumerate(threads, 1):  # queued in this order: 2 leads the next request
+        t.start()
+        _until(lambda queued=queued: len(committer._queue) == queued)  # type: ignore[misc]
+    gate.release.set()
+    deadline = time.monotonic() + 10
+    for t in [first, *threads]:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert sorted(results) == [2, 4, 6, 100], f"still waiting: {sorted({2, 4, 6} - set(results))}"
+    assert isinstance(results[2], KeyboardInterrupt)
+    assert (results[4], results[6], results[100]) == (40, 60, 1000)
+    assert 2 not in [c for g in gate.groups for c in g]  # the interrupted commit was never sent
+    assert not committer._queue and committer._sending == 0
+
+
+def test_a_group_sent_again_ahead_of_a_woken_leader_leaves_it_its_own_commit_and_slot() -> None:
+    # Two requests in flight. A woken leader (6) has not gathered yet when the other request, a group
+    # ([2, 4]), is interrupted before anything of it was applied: 4 goes back to the queue's head, ahead
+    # of 6, and is woken to lead too. 4 gathered 6 into its group (a leader's own commit), and 6's
+    # request slot was never given back: one request fewer in flight for the committer's life (with
+    # one, every later commit would wait for ever); had 6 gathered first, it led 4's commit as its own.
+    released = {100: threading.Event(), 200: threading.Event()}
+    interrupt = threading.Event()
+    sent: list[list[int]] = []
+
+    def alone(commit: int) -> int | None:
+        sent.append([commit])
+        if commit in released:
+            released[commit].wait(10)
+        return commit * 10
+
+    def together(commits: Sequence[int]) -> list[Outcome]:
+        sent.append(list(commits))
+        if len(sent) == 3:  # the first group, after the two alone
+            interrupt.wait(10)
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                raise GroupInterrupted(None) from exc
+        return [c * 10 for c in commits]
+
+    committer = GroupCommitter(alone, together, lambda: PipelinedGroup[int](2), in_flight=2)
+    results: dict[int, Outcome] = {}
+    body = _recorder(committer, results)
+    hold_six = threading.Event()
+    six_held = threading.Event()
+
+    def hold_the_woken_leader(frame: Any, event: str, arg: Any) -> None:
+        # In 6's thread only: once woken to lead, it waits before it gathers (a thread not scheduled yet).
+        me = frame.f_locals.get("me") if event == "c_return" and getattr(arg, "__name__", "") == "acquire" else None
+        if me is not None and me.leads and not six_held.is_set():
+            six_held.set()
+            hold_six.wait(10)
+
+    threads = {c: threading.Thread(target=body, args=(c,), daemon=True) for c in (100, 200, 2, 4)}
+    for c in (100, 200):
+        threads[c].start()
+    _until(lambda: len(sent) == 2)
+    for queued, c in enumerate((2, 4), 1):
+        threads[c].start()
+        _until(lambda queued=queued: len(committer._queue) == queued)  # type: ignore[misc]
+    threading.setprofile(hold_the_woken_leader)
+    try:
+        threads[6] = threading.Thread(target=body, args=(6,), daemon=True)
+        threads[6].start()
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+    _until(lambda: len(committer._queue) == 3)
+    released[200].set()  # 2 leads [2, 4]
+    _until(lambda: len(sent) == 3)
+    released[100].set()  # 6 is woken to lead, and held before it gathers
+    _until(six_held.is_set)
+    interrupt.set()  # [2, 4] interrupted, nothing applied: 4 queued again ahead of 6, and woken
+    _until(lambda: 2 in results and 4 in results, timeout=5)
+    hold_six.set()
+    deadline = time.monotonic() + 10
+    for t in threads.values():
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert isinstance(results.pop(2), KeyboardInterrupt)
+    assert results == {100: 1000, 200: 2000, 4: 40, 6: 60}
+    assert [6] in sent, f"6 was sent in another's group: {sent}"
+    assert not committer._queue and committer._sending == 0
+
+
 # ---------------------------------------------------------------- which commits may share a snapshot
 
 

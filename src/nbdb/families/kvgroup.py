@@ -26,6 +26,7 @@ store says which commits may share a request through a :class:`CommitGroup`:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import deque
@@ -260,21 +261,25 @@ class GroupCommitter(Generic[C]):
                 return self._alone(commit)
             finally:
                 self._done()
-        try:
-            wake.acquire()
-        except BaseException:
-            # Interrupted while it waits (a signal wakes the main thread's acquire): left in the queue,
-            # it would be woken to lead once it heads it, and nobody would lead the commits behind it.
-            self._abandon(me)
-            raise
-        if me.done:
-            return me.result()
-        with self._lock:  # woken to lead: _next_leader counted this request already
-            members = self._gather()
+        members: list[_Waiter[C]] = []
         outcomes: list[Outcome] | None = None
         """Each member's outcome; None (until known): the others' is unknown, unless ``resend``."""
         resend = False
         """Nothing of the group was applied: the others go back to the queue, for the next leader to send."""
+        try:
+            wake.acquire()
+            if not me.done:
+                with self._lock:  # woken to lead: _next_leader counted this request already
+                    self._gather(me, members)
+        except BaseException:
+            # Interrupted while it waits (a signal wakes the main thread's acquire): left in the queue,
+            # it would be woken to lead once it heads it, and nobody would lead the commits behind it.
+            # Or woken to lead and interrupted while it gathers its group (the family's admit: Python
+            # code), nothing sent: its request slot and what it took out of the queue are given back.
+            self._abandon(me, members)
+            raise
+        if me.done:
+            return me.result()
         try:
             try:
                 outcomes = self._send(members)
@@ -323,19 +328,24 @@ class GroupCommitter(Generic[C]):
                     assert waiter.wake is not None  # every member waited behind its leader
                     waiter.wake.release()
 
-    def _abandon(self, me: _Waiter[C]) -> None:
+    def _abandon(self, me: _Waiter[C], gathered: Sequence[_Waiter[C]] = ()) -> None:
         """Take the waiter of an interrupted thread out of the queue, its commit unsent.
 
         Already gathered by a leader, it is sent and gets an outcome nobody reads (the interrupt says
-        that the commit's outcome is unknown). Woken to lead but not leading yet, its request slot goes
-        to the next commit in the queue.
+        that the commit's outcome is unknown). Woken to lead but not leading yet (or interrupted while
+        it gathered: ``gathered``, the group it was taking out of the queue, first the part that left
+        goes back), its request slot goes to the next commit in the queue.
         """
         leader = None
         try:
             with self._lock:
-                if me not in self._queue:
-                    return
-                self._queue.remove(me)
+                for waiter in reversed(gathered):  # those that left are the group's first ones
+                    if waiter not in self._queue:
+                        self._queue.appendleft(waiter)
+                if me in self._queue:
+                    self._queue.remove(me)
+                elif not me.leads:
+                    return  # gathered by a leader: sent (a leader's own commit leaves the queue only by its _gather)
                 if me.leads:
                     self._sending -= 1
                     leader = self._next_leader()
@@ -377,19 +387,35 @@ class GroupCommitter(Generic[C]):
         self._sending += 1  # counted now, so that no other thread wakes a second leader for it
         return head.wake
 
-    def _gather(self) -> list[_Waiter[C]]:
-        """Take the head of the queue (the caller) and the waiters behind it that fit in one group."""
+    def _gather(self, me: _Waiter[C], members: list[_Waiter[C]]) -> None:
+        """Take the caller (``me``, woken to lead) and the waiters at the queue's head that fit in one group,
+        into ``members``.
+
+        The caller leads from the head: a group sent again (nothing of it applied) may have been queued
+        ahead of it while it was being woken, with more than one request in flight; it stops at another
+        waiter woken to lead, whose commit and request slot are its own. The queue is left as it is until
+        the group is known (the family's admit may be interrupted); then ``members`` names the whole group
+        before any of it leaves the queue, so that an interrupted caller can put back what left
+        (:meth:`_abandon`).
+        """
         queue = self._queue
-        members = [queue.popleft()]
-        if queue:  # a lone commit skips working out what would fit with it
+        if queue[0] is not me:
+            queue.remove(me)
+            queue.appendleft(me)
+        count = 1
+        if len(queue) > 1:  # a lone commit skips working out what would fit with it
             group = self._new_group()
-            group.admit(members[0].commit)
-            while queue and group.admit(queue[0].commit):
-                members.append(queue.popleft())
+            group.admit(me.commit)
+            for waiter in itertools.islice(queue, 1, None):
+                if waiter.leads or not group.admit(waiter.commit):
+                    break
+                count += 1
+        members.extend(itertools.islice(queue, count))
+        for _ in range(count):
+            queue.popleft()
         self.requests += 1
-        if len(members) > 1:
-            self.grouped += len(members)
-        return members
+        if count > 1:
+            self.grouped += count
 
     def _send(self, members: Sequence[_Waiter[C]]) -> list[Outcome]:
         if len(members) == 1:
