@@ -394,3 +394,28 @@ def test_a_namespace_marker_no_namespace_can_have_is_a_corrupt_record_not_a_vani
             later = db.create(LogicalSwitch(name="later"))
             assert _eventually(lambda: cache.get(LogicalSwitch, later.id) == later)
             assert cache.get(LogicalSwitch, kept.id) == kept
+
+
+def test_northd_serves_dhcp_options_nbdb_wrote_for_a_host_address(ovn: dict[str, Any], db: nbdb.Database) -> None:
+    """``DHCP_Options.cidr`` keeps host bits as OVN reads it (``ovn-nbctl dhcp-options-create 10.7.0.5/24``):
+    ovn-northd offers the options to the ports of the network, so nbdb's model takes the value too."""
+    s = uuid.uuid4().hex[:6]
+    with db.transaction() as txn:
+        options = txn.create(
+            DHCPOptions(
+                cidr="10.7.0.5/24",
+                options={
+                    "lease_time": "3600",
+                    "router": "10.7.0.1",
+                    "server_id": "10.7.0.1",
+                    "server_mac": "0a:00:00:00:07:fe",
+                },
+            )
+        )
+        ls = txn.create(LogicalSwitch(name=f"dhcp-ls-{s}"))
+        txn.create(
+            LogicalSwitchPort(
+                switch=ls, name=f"dhcp-vm-{s}", addresses=["0a:00:00:00:07:06 10.7.0.6"], dhcpv4_options=options.id
+            )
+        )
+    assert _eventually(lambda: "offerip = 10.7.0.6" in sbctl(ovn, "lflow-list", f"dhcp-ls-{s}"), 30)

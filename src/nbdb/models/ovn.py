@@ -16,8 +16,9 @@ from pydantic import Field, model_validator
 
 from nbdb.models.base import Model, Reference
 from nbdb.models.types import (
-    CIDR,
     AddressSetEntry,
+    AllocatedVlanTag,
+    CIDRAddress,
     IPAddress,
     IPInterface,
     IPOrCIDR,
@@ -169,7 +170,7 @@ class DHCPOptions(Model):
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("cidr",)
 
-    cidr: CIDR
+    cidr: CIDRAddress  # OVN keeps host bits (ovn-nbctl dhcp-options-create 10.0.0.5/24)
     options: dict[str, str] = Field(default_factory=dict)
 
 
@@ -187,7 +188,8 @@ class LogicalSwitchPort(Model):
     options: dict[str, str] = Field(default_factory=dict)
     parent_name: str | None = None
     tag_request: VlanTag | None = None
-    tag: VlanTag | None = None
+    # The column's range (minInteger 1): memory:// and Redis stored the 0 ovsdb-server refuses.
+    tag: AllocatedVlanTag | None = None
     up: bool | None = None
     enabled: bool | None = None
     dhcpv4_options: Annotated[UUID | None, Reference("DHCPOptions")] = None

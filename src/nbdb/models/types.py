@@ -16,6 +16,8 @@ from pydantic import AfterValidator, Field, StringConstraints
 __all__ = [
     "CIDR",
     "AddressSetEntry",
+    "AllocatedVlanTag",
+    "CIDRAddress",
     "IPAddress",
     "IPInterface",
     "IPOrCIDR",
@@ -75,6 +77,19 @@ def _cidr(value: str) -> str:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError:
         raise ValueError(f"not a network in CIDR form (host bits must be zero): {value!r}") from None
+
+
+def _cidr_address(value: str) -> str:
+    """A network, or an address in it with the network's prefix length (``10.0.0.5/24``).
+
+    OVN parses ``DHCP_Options.cidr`` with ``ip_parse_cidr``, which keeps host bits: ``ovn-nbctl
+    dhcp-options-create 10.0.0.5/24`` stores that, and ovn-northd serves the options to the ports
+    of 10.0.0.0/24. A strict network refused it: such options read as a corrupt record.
+    """
+    try:
+        return str(ipaddress.ip_interface(value))
+    except ValueError:
+        raise ValueError(f"not a network or an address with its prefix length, like 10.0.0.0/24: {value!r}") from None
 
 
 def _interface(value: str) -> str:
@@ -203,6 +218,8 @@ RouteNexthop = Annotated[str, AfterValidator(_nexthop)]
 IPv4Address = Annotated[str, AfterValidator(_ipv4)]
 IPv6Address = Annotated[str, AfterValidator(_ipv6)]
 CIDR = Annotated[str, AfterValidator(_cidr)]
+CIDRAddress = Annotated[str, AfterValidator(_cidr_address)]
+"""A network or an address of it with the prefix length, host bits kept (as OVN's ``ip_parse_cidr`` reads it)."""
 IPInterface = Annotated[str, AfterValidator(_interface)]
 IPOrCIDR = Annotated[str, AfterValidator(_ip_or_cidr)]
 AddressSetEntry = Annotated[str, AfterValidator(_address_set_entry)]
@@ -211,6 +228,9 @@ PortRange = Annotated[str, AfterValidator(_port_range)]
 LSPAddress = Annotated[str, AfterValidator(_lsp_address)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 VlanTag = Annotated[int, Field(ge=0, le=4095)]
+"""A requested VLAN tag (``tag_request``): 0 asks ovn-northd to allocate one."""
+AllocatedVlanTag = Annotated[int, Field(ge=1, le=4095)]
+"""The tag in use (``Logical_Switch_Port.tag``, minInteger 1 in OVN_Northbound)."""
 Priority = Annotated[int, Field(ge=0, le=32767)]
 Topic = Annotated[
     str,
