@@ -419,3 +419,26 @@ def test_northd_serves_dhcp_options_nbdb_wrote_for_a_host_address(ovn: dict[str,
             )
         )
     assert _eventually(lambda: "offerip = 10.7.0.6" in sbctl(ovn, "lflow-list", f"dhcp-ls-{s}"), 30)
+
+
+def test_northd_takes_a_centralized_nat_rule_naming_a_logical_port_without_a_mac(
+    ovn: dict[str, Any], db: nbdb.Database
+) -> None:
+    """Neutron's floating IP before its port is up (or without distributed floating IPs): a
+    ``dnat_and_snat`` rule with a ``logical_port`` and no ``external_mac``. ovn-northd translates it;
+    nbdb's model refused it (a corrupt record when read, a ValidationError when written)."""
+    s = uuid.uuid4().hex[:6]
+    with db.transaction() as txn:
+        lr = txn.create(LogicalRouter(name=f"fip-lr-{s}", options={"chassis": f"gw-{s}"}))
+        txn.create(LogicalRouterPort(router=lr, name=f"fip-lrp-{s}", mac="0a:00:00:00:08:fe", networks=["10.8.0.1/24"]))
+        txn.create(
+            NAT(
+                router=lr,
+                type=NATType.DNAT_AND_SNAT,
+                external_ip="172.16.8.31",
+                logical_ip="10.8.0.31",
+                logical_port=f"fip-vm-{s}",
+            )
+        )
+    assert _eventually(lambda: "172.16.8.31" in sbctl(ovn, "lflow-list", f"fip-lr-{s}"), 30)
+    assert "172.16.8.31" in nbctl(ovn, "lr-nat-list", f"fip-lr-{s}")

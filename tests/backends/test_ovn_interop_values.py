@@ -340,3 +340,47 @@ def test_the_built_in_models_integers_take_what_the_served_schema_takes(nb: Ovsd
     with nbdb.connect(nb.url) as db:
         [port] = db.list(LogicalSwitchPort)
         assert (port.parent_name, port.tag_request, port.tag) == ("parent", 0, None)
+
+
+def test_a_nat_rule_neutron_writes_with_a_logical_port_and_no_mac_is_read_and_kept(nb: OvsdbServer) -> None:
+    # Neutron writes each floating IP as a dnat_and_snat rule naming its logical_port, with an
+    # external_mac only once the port is up and floating IPs are distributed (not the default).
+    # The model wanted both or neither: every such rule was a corrupt record, and
+    # db.list(NAT) raised for the whole table.
+    from nbdb.models import NAT, NATType
+
+    nbctl(nb, "lr-add", "lr")
+    nbctl(nb, "ls-add", "ls")
+    nbctl(nb, "lsp-add", "ls", "vm")
+    nbctl(
+        nb,
+        "--",
+        "--id=@n",
+        "create",
+        "NAT",
+        "type=dnat_and_snat",
+        "external_ip=172.16.0.31",
+        "logical_ip=10.0.0.31",
+        "logical_port=vm",
+        "--",
+        "add",
+        "Logical_Router",
+        "lr",
+        "nat",
+        "@n",
+    )
+    with nbdb.connect(nb.url) as db:
+        [rule] = db.list(NAT)
+        assert (rule.type, rule.logical_port, rule.external_mac) == (NATType.DNAT_AND_SNAT, "vm", None)
+        db.update(rule.replace(external_ids={"neutron:fip_id": "f"}))
+        [router] = db.list(LogicalRouter)
+        db.create(
+            NAT(router=router.id, type=NATType.DNAT_AND_SNAT, external_ip="172.16.0.32", logical_ip="10.0.0.32",
+                logical_port="vm")
+        )  # fmt: skip
+        with pytest.raises(nbdb.ValidationError, match="external_mac needs logical_port"):
+            NAT(router=router.id, type=NATType.DNAT_AND_SNAT, external_ip="172.16.0.33", logical_ip="10.0.0.33",
+                external_mac="0a:00:00:00:00:33")  # fmt: skip
+    listed = nbctl(nb, "lr-nat-list", "lr")
+    assert "172.16.0.31" in listed and "172.16.0.32" in listed
+    assert nbctl(nb, "--bare", "--columns=logical_port", "find", "NAT", "external_ip=172.16.0.31") == "vm"

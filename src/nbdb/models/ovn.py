@@ -291,8 +291,11 @@ class NAT(Model):
 
     @model_validator(mode="after")
     def _mac_needs_port(self) -> NAT:
-        if (self.external_mac is None) != (self.logical_port is None):
-            raise ValueError("external_mac and logical_port go together (distributed NAT)")
+        # A logical port alone is a centralized rule: Neutron writes every floating IP so until its
+        # port is up (and for good without distributed floating IPs, its default); ovn-northd
+        # takes it. An external MAC names the port's MAC for distributed NAT and needs the port.
+        if self.external_mac is not None and self.logical_port is None:
+            raise ValueError("external_mac needs logical_port (distributed NAT)")
         return self
 
 
