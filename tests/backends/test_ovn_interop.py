@@ -23,6 +23,7 @@ from nbdb.models import (
     LoadBalancer,
     LogicalRouter,
     LogicalRouterPort,
+    LogicalRouterStaticRoute,
     LogicalSwitch,
     LogicalSwitchPort,
     NATType,
@@ -442,3 +443,35 @@ def test_northd_takes_a_centralized_nat_rule_naming_a_logical_port_without_a_mac
         )
     assert _eventually(lambda: "172.16.8.31" in sbctl(ovn, "lflow-list", f"fip-lr-{s}"), 30)
     assert "172.16.8.31" in nbctl(ovn, "lr-nat-list", f"fip-lr-{s}")
+
+
+def test_northd_routes_a_prefix_with_host_bits_which_nbdb_reads_and_writes(
+    ovn: dict[str, Any], db: nbdb.Database
+) -> None:
+    """ovsdbapp's ``lr_route_add`` stores a route's prefix as given (``10.9.0.5/16``; only
+    ``ovn-nbctl lr-route-add`` writes the network) and ovn-northd masks it into the flow's match.
+    nbdb read such a route as a corrupt record and refused to write one."""
+    s = uuid.uuid4().hex[:6]
+    nbctl(ovn, "lr-add", f"rt-lr-{s}")
+    nbctl(ovn, "lrp-add", f"rt-lr-{s}", f"rt-lrp-{s}", "0a:00:00:00:09:fe", "10.0.9.1/24")
+    nbctl(
+        ovn,
+        "--",
+        "--id=@r",
+        "create",
+        "Logical_Router_Static_Route",
+        "ip_prefix=10.19.0.5/16",
+        "nexthop=10.0.9.2",
+        "--",
+        "add",
+        "Logical_Router",
+        f"rt-lr-{s}",
+        "static_routes",
+        "@r",
+    )
+    [router] = [r for r in db.list(LogicalRouter) if r.name == f"rt-lr-{s}"]
+    [read] = [r for r in db.list(LogicalRouterStaticRoute) if r.router == router.id]
+    assert (read.ip_prefix, read.nexthop) == ("10.19.0.5/16", "10.0.9.2")
+    db.create(LogicalRouterStaticRoute(router=router.id, ip_prefix="10.29.0.5/16", nexthop="10.0.9.3"))
+    flows = lambda: sbctl(ovn, "lflow-list", f"rt-lr-{s}")  # noqa: E731
+    assert _eventually(lambda: "ip4.dst == 10.19.0.0/16" in flows() and "ip4.dst == 10.29.0.0/16" in flows(), 30)

@@ -22,6 +22,7 @@ from nbdb.models.types import (
     IPAddress,
     IPInterface,
     IPOrCIDR,
+    IPOrCIDRAddress,
     LSPAddress,
     MACAddress,
     PortRange,
@@ -228,7 +229,7 @@ class LogicalRouterStaticRoute(Model):
     """``Logical_Router_Static_Route``."""
 
     router: Annotated[UUID, Reference("LogicalRouter")]
-    ip_prefix: IPOrCIDR
+    ip_prefix: IPOrCIDRAddress  # ovn-northd masks it: ovsdbapp stores 10.0.0.5/24 as given
     nexthop: RouteNexthop
     output_port: str | None = None
     policy: RoutePolicy | None = None

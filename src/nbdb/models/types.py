@@ -21,6 +21,7 @@ __all__ = [
     "IPAddress",
     "IPInterface",
     "IPOrCIDR",
+    "IPOrCIDRAddress",
     "IPv4Address",
     "IPv6Address",
     "LSPAddress",
@@ -105,6 +106,17 @@ def _ip_or_cidr(value: str) -> str:
     if "/" in value:
         return _cidr(value)
     return _ip(value)
+
+
+def _ip_or_cidr_address(value: str) -> str:
+    """An address, or a network or an address in it with the prefix length (host bits kept).
+
+    ``Logical_Router_Static_Route.ip_prefix`` as ovn-northd reads it (``ip46_parse_cidr``, the
+    prefix masked when it builds the flow): ovsdbapp's ``lr_route_add`` stores ``10.0.0.5/24`` as
+    given (only ``ovn-nbctl lr-route-add`` writes the network), and such a route read as a corrupt
+    record.
+    """
+    return _cidr_address(value) if "/" in value else _ip(value)
 
 
 def _address_set_entry(value: str) -> str:
@@ -222,6 +234,8 @@ CIDRAddress = Annotated[str, AfterValidator(_cidr_address)]
 """A network or an address of it with the prefix length, host bits kept (as OVN's ``ip_parse_cidr`` reads it)."""
 IPInterface = Annotated[str, AfterValidator(_interface)]
 IPOrCIDR = Annotated[str, AfterValidator(_ip_or_cidr)]
+IPOrCIDRAddress = Annotated[str, AfterValidator(_ip_or_cidr_address)]
+"""An address, or a network or an address of it with the prefix length, host bits kept (a route's prefix)."""
 AddressSetEntry = Annotated[str, AfterValidator(_address_set_entry)]
 """A member of an OVN address set: an Ethernet, IPv4 or IPv6 address, with an optional CIDR or bitwise mask."""
 PortRange = Annotated[str, AfterValidator(_port_range)]
