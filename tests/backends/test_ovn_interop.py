@@ -23,6 +23,7 @@ from nbdb.models import (
     LoadBalancer,
     LogicalRouter,
     LogicalRouterPort,
+    LogicalRouterStaticRoute,
     LogicalSwitch,
     LogicalSwitchPort,
     NATType,
@@ -394,3 +395,83 @@ def test_a_namespace_marker_no_namespace_can_have_is_a_corrupt_record_not_a_vani
             later = db.create(LogicalSwitch(name="later"))
             assert _eventually(lambda: cache.get(LogicalSwitch, later.id) == later)
             assert cache.get(LogicalSwitch, kept.id) == kept
+
+
+def test_northd_serves_dhcp_options_nbdb_wrote_for_a_host_address(ovn: dict[str, Any], db: nbdb.Database) -> None:
+    """``DHCP_Options.cidr`` keeps host bits as OVN reads it (``ovn-nbctl dhcp-options-create 10.7.0.5/24``):
+    ovn-northd offers the options to the ports of the network, so nbdb's model takes the value too."""
+    s = uuid.uuid4().hex[:6]
+    with db.transaction() as txn:
+        options = txn.create(
+            DHCPOptions(
+                cidr="10.7.0.5/24",
+                options={
+                    "lease_time": "3600",
+                    "router": "10.7.0.1",
+                    "server_id": "10.7.0.1",
+                    "server_mac": "0a:00:00:00:07:fe",
+                },
+            )
+        )
+        ls = txn.create(LogicalSwitch(name=f"dhcp-ls-{s}"))
+        txn.create(
+            LogicalSwitchPort(
+                switch=ls, name=f"dhcp-vm-{s}", addresses=["0a:00:00:00:07:06 10.7.0.6"], dhcpv4_options=options.id
+            )
+        )
+    assert _eventually(lambda: "offerip = 10.7.0.6" in sbctl(ovn, "lflow-list", f"dhcp-ls-{s}"), 30)
+
+
+def test_northd_takes_a_centralized_nat_rule_naming_a_logical_port_without_a_mac(
+    ovn: dict[str, Any], db: nbdb.Database
+) -> None:
+    """Neutron's floating IP before its port is up (or without distributed floating IPs): a
+    ``dnat_and_snat`` rule with a ``logical_port`` and no ``external_mac``. ovn-northd translates it;
+    nbdb's model refused it (a corrupt record when read, a ValidationError when written)."""
+    s = uuid.uuid4().hex[:6]
+    with db.transaction() as txn:
+        lr = txn.create(LogicalRouter(name=f"fip-lr-{s}", options={"chassis": f"gw-{s}"}))
+        txn.create(LogicalRouterPort(router=lr, name=f"fip-lrp-{s}", mac="0a:00:00:00:08:fe", networks=["10.8.0.1/24"]))
+        txn.create(
+            NAT(
+                router=lr,
+                type=NATType.DNAT_AND_SNAT,
+                external_ip="172.16.8.31",
+                logical_ip="10.8.0.31",
+                logical_port=f"fip-vm-{s}",
+            )
+        )
+    assert _eventually(lambda: "172.16.8.31" in sbctl(ovn, "lflow-list", f"fip-lr-{s}"), 30)
+    assert "172.16.8.31" in nbctl(ovn, "lr-nat-list", f"fip-lr-{s}")
+
+
+def test_northd_routes_a_prefix_with_host_bits_which_nbdb_reads_and_writes(
+    ovn: dict[str, Any], db: nbdb.Database
+) -> None:
+    """ovsdbapp's ``lr_route_add`` stores a route's prefix as given (``10.9.0.5/16``; only
+    ``ovn-nbctl lr-route-add`` writes the network) and ovn-northd masks it into the flow's match.
+    nbdb read such a route as a corrupt record and refused to write one."""
+    s = uuid.uuid4().hex[:6]
+    nbctl(ovn, "lr-add", f"rt-lr-{s}")
+    nbctl(ovn, "lrp-add", f"rt-lr-{s}", f"rt-lrp-{s}", "0a:00:00:00:09:fe", "10.0.9.1/24")
+    nbctl(
+        ovn,
+        "--",
+        "--id=@r",
+        "create",
+        "Logical_Router_Static_Route",
+        "ip_prefix=10.19.0.5/16",
+        "nexthop=10.0.9.2",
+        "--",
+        "add",
+        "Logical_Router",
+        f"rt-lr-{s}",
+        "static_routes",
+        "@r",
+    )
+    [router] = [r for r in db.list(LogicalRouter) if r.name == f"rt-lr-{s}"]
+    [read] = [r for r in db.list(LogicalRouterStaticRoute) if r.router == router.id]
+    assert (read.ip_prefix, read.nexthop) == ("10.19.0.5/16", "10.0.9.2")
+    db.create(LogicalRouterStaticRoute(router=router.id, ip_prefix="10.29.0.5/16", nexthop="10.0.9.3"))
+    flows = lambda: sbctl(ovn, "lflow-list", f"rt-lr-{s}")  # noqa: E731
+    assert _eventually(lambda: "ip4.dst == 10.19.0.0/16" in flows() and "ip4.dst == 10.29.0.0/16" in flows(), 30)

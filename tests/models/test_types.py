@@ -15,6 +15,7 @@ from nbdb.models import (
     NAT,
     ACLAction,
     AddressSet,
+    DHCPOptions,
     Direction,
     LogicalRouterPort,
     LogicalRouterStaticRoute,
@@ -249,3 +250,27 @@ def test_a_static_route_may_discard() -> None:
 def test_a_mac_with_a_trailing_newline_is_refused(mac: str) -> None:
     with pytest.raises(nbdb.ValidationError):
         LogicalRouterPort(router=SW, name="rp", mac=mac, networks=["10.0.0.1/24"])
+
+
+@given(
+    st.one_of(
+        st.tuples(st.ip_addresses(v=4), st.integers(0, 32)),
+        st.tuples(st.ip_addresses(v=6), st.integers(0, 128)),
+    ),
+    st.booleans(),
+)
+def test_a_route_prefix_and_a_dhcp_cidr_keep_host_bits_as_ovn_reads_them(
+    address_plen: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], upper: bool
+) -> None:
+    """OVN's ``ip_parse_cidr`` keeps an address's host bits (``10.0.0.5/24``); the models refused them.
+    Any address with any prefix length reads as that interface, and reads the same once more."""
+    address, plen = address_plen
+    text = f"{address}/{plen}"
+    if upper:
+        text = text.upper()
+    want = str(ipaddress.ip_interface(f"{address}/{plen}"))
+    route = LogicalRouterStaticRoute(router=SW, ip_prefix=text, nexthop="discard")
+    options = DHCPOptions(cidr=text)
+    assert route.ip_prefix == options.cidr == want
+    assert LogicalRouterStaticRoute(router=SW, ip_prefix=want, nexthop="discard").ip_prefix == want
+    assert DHCPOptions(cidr=want).cidr == want

@@ -16,11 +16,13 @@ from pydantic import Field, model_validator
 
 from nbdb.models.base import Model, Reference
 from nbdb.models.types import (
-    CIDR,
     AddressSetEntry,
+    AllocatedVlanTag,
+    CIDRAddress,
     IPAddress,
     IPInterface,
     IPOrCIDR,
+    IPOrCIDRAddress,
     LSPAddress,
     MACAddress,
     PortRange,
@@ -169,7 +171,7 @@ class DHCPOptions(Model):
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("cidr",)
 
-    cidr: CIDR
+    cidr: CIDRAddress  # OVN keeps host bits (ovn-nbctl dhcp-options-create 10.0.0.5/24)
     options: dict[str, str] = Field(default_factory=dict)
 
 
@@ -187,7 +189,8 @@ class LogicalSwitchPort(Model):
     options: dict[str, str] = Field(default_factory=dict)
     parent_name: str | None = None
     tag_request: VlanTag | None = None
-    tag: VlanTag | None = None
+    # The column's range (minInteger 1): memory:// and Redis stored the 0 ovsdb-server refuses.
+    tag: AllocatedVlanTag | None = None
     up: bool | None = None
     enabled: bool | None = None
     dhcpv4_options: Annotated[UUID | None, Reference("DHCPOptions")] = None
@@ -226,7 +229,7 @@ class LogicalRouterStaticRoute(Model):
     """``Logical_Router_Static_Route``."""
 
     router: Annotated[UUID, Reference("LogicalRouter")]
-    ip_prefix: IPOrCIDR
+    ip_prefix: IPOrCIDRAddress  # ovn-northd masks it: ovsdbapp stores 10.0.0.5/24 as given
     nexthop: RouteNexthop
     output_port: str | None = None
     policy: RoutePolicy | None = None
@@ -289,8 +292,11 @@ class NAT(Model):
 
     @model_validator(mode="after")
     def _mac_needs_port(self) -> NAT:
-        if (self.external_mac is None) != (self.logical_port is None):
-            raise ValueError("external_mac and logical_port go together (distributed NAT)")
+        # A logical port alone is a centralized rule: Neutron writes every floating IP so until its
+        # port is up (and for good without distributed floating IPs, its default); ovn-northd
+        # takes it. An external MAC names the port's MAC for distributed NAT and needs the port.
+        if self.external_mac is not None and self.logical_port is None:
+            raise ValueError("external_mac needs logical_port (distributed NAT)")
         return self
 
 

@@ -16,9 +16,12 @@ from pydantic import AfterValidator, Field, StringConstraints
 __all__ = [
     "CIDR",
     "AddressSetEntry",
+    "AllocatedVlanTag",
+    "CIDRAddress",
     "IPAddress",
     "IPInterface",
     "IPOrCIDR",
+    "IPOrCIDRAddress",
     "IPv4Address",
     "IPv6Address",
     "LSPAddress",
@@ -77,6 +80,19 @@ def _cidr(value: str) -> str:
         raise ValueError(f"not a network in CIDR form (host bits must be zero): {value!r}") from None
 
 
+def _cidr_address(value: str) -> str:
+    """A network, or an address in it with the network's prefix length (``10.0.0.5/24``).
+
+    OVN parses ``DHCP_Options.cidr`` with ``ip_parse_cidr``, which keeps host bits: ``ovn-nbctl
+    dhcp-options-create 10.0.0.5/24`` stores that, and ovn-northd serves the options to the ports
+    of 10.0.0.0/24. A strict network refused it: such options read as a corrupt record.
+    """
+    try:
+        return str(ipaddress.ip_interface(value))
+    except ValueError:
+        raise ValueError(f"not a network or an address with its prefix length, like 10.0.0.0/24: {value!r}") from None
+
+
 def _interface(value: str) -> str:
     if "/" not in value:
         raise ValueError(f"not an address with prefix length, like 10.0.0.1/24: {value!r}")
@@ -90,6 +106,17 @@ def _ip_or_cidr(value: str) -> str:
     if "/" in value:
         return _cidr(value)
     return _ip(value)
+
+
+def _ip_or_cidr_address(value: str) -> str:
+    """An address, or a network or an address in it with the prefix length (host bits kept).
+
+    ``Logical_Router_Static_Route.ip_prefix`` as ovn-northd reads it (``ip46_parse_cidr``, the
+    prefix masked when it builds the flow): ovsdbapp's ``lr_route_add`` stores ``10.0.0.5/24`` as
+    given (only ``ovn-nbctl lr-route-add`` writes the network), and such a route read as a corrupt
+    record.
+    """
+    return _cidr_address(value) if "/" in value else _ip(value)
 
 
 def _address_set_entry(value: str) -> str:
@@ -203,14 +230,21 @@ RouteNexthop = Annotated[str, AfterValidator(_nexthop)]
 IPv4Address = Annotated[str, AfterValidator(_ipv4)]
 IPv6Address = Annotated[str, AfterValidator(_ipv6)]
 CIDR = Annotated[str, AfterValidator(_cidr)]
+CIDRAddress = Annotated[str, AfterValidator(_cidr_address)]
+"""A network or an address of it with the prefix length, host bits kept (as OVN's ``ip_parse_cidr`` reads it)."""
 IPInterface = Annotated[str, AfterValidator(_interface)]
 IPOrCIDR = Annotated[str, AfterValidator(_ip_or_cidr)]
+IPOrCIDRAddress = Annotated[str, AfterValidator(_ip_or_cidr_address)]
+"""An address, or a network or an address of it with the prefix length, host bits kept (a route's prefix)."""
 AddressSetEntry = Annotated[str, AfterValidator(_address_set_entry)]
 """A member of an OVN address set: an Ethernet, IPv4 or IPv6 address, with an optional CIDR or bitwise mask."""
 PortRange = Annotated[str, AfterValidator(_port_range)]
 LSPAddress = Annotated[str, AfterValidator(_lsp_address)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 VlanTag = Annotated[int, Field(ge=0, le=4095)]
+"""A requested VLAN tag (``tag_request``): 0 asks ovn-northd to allocate one."""
+AllocatedVlanTag = Annotated[int, Field(ge=1, le=4095)]
+"""The tag in use (``Logical_Switch_Port.tag``, minInteger 1 in OVN_Northbound)."""
 Priority = Annotated[int, Field(ge=0, le=32767)]
 Topic = Annotated[
     str,
