@@ -10,6 +10,8 @@ import re
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb import errors
@@ -61,6 +63,62 @@ def test_an_entry_another_writer_deleted_from_log_is_history_gone_not_a_skip(
             return
         with pytest.raises(errors.HistoryGoneError, match=f"revision {gone}"):
             _drain(watch)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    commits=st.integers(1, 5),
+    back=st.integers(0, 2),
+    deleted=st.sets(st.integers(-2, 5), max_size=2),
+    jump=st.sampled_from([None, "topic", "log"]),
+)
+def test_a_watch_of_log_delivers_every_change_after_its_revision_or_raises(
+    redis_server: RedisServer,  # noqa: F811 - the fixture
+    commits: int,
+    back: int,
+    deleted: set[int],
+    jump: str | None,
+) -> None:
+    """For any commits (one of them past another writer's entry, in a topic's stream or in 'log' at
+    the next revision) and any entries another writer deleted from 'log', a watch of 'log' from any
+    revision delivers every change after it, once and in order, or raises HistoryGoneError: never a
+    silent skip. It raises whenever an entry after its revision was deleted (the last one: once the
+    next commit follows it), and delivers when none was deleted at all."""
+    with (
+        nbdb.connect(redis_server.url, namespace=f"t-{uuid.uuid4().hex[:10]}", retries=1) as db,
+        _raw_client(db) as client,
+    ):
+        root = root_of(db)
+        for i in range(3):
+            db.create(LogicalSwitch(name=f"pre{i}", topic="tenant-a"))
+        start = db.backend.current_revision()
+        since = start - back
+        names: dict[int, str] = {}
+        with db.watch(LogicalSwitch, since=since) as watch:
+            for i in range(commits):
+                if jump and i == commits // 2:
+                    top = db.backend.current_revision()
+                    stream = "log:tenant-a" if jump == "topic" else "log"
+                    client.xadd(f"{root}{stream}", {"t": "foreign"}, id=f"{top + 1}-0")
+                db.create(LogicalSwitch(name=f"s{i}", topic="tenant-a"))
+                names[db.backend.current_revision()] = f"s{i}"
+            gone = {start + d for d in deleted if d <= 0} | {rev for rev in names if rev - start in deleted}
+            for rev in gone:
+                client.xdel(f"{root}log", f"{rev}-0")
+            # A deleted last entry leaves 'log' looking whole until the next commit's entry follows the hole.
+            db.create(LogicalSwitch(name="tail", topic="tenant-a"))
+            want = [f"pre{3 - back + i}" for i in range(back)] + [name for _, name in sorted(names.items())] + ["tail"]
+            if any(rev > since for rev in gone):
+                with pytest.raises(errors.HistoryGoneError):
+                    _drain(watch)
+            elif gone:  # only entries at or before the watch's revision: served, or (its own) gone
+                try:
+                    assert _drain(watch) == want
+                except errors.HistoryGoneError:
+                    assert since in gone
+            else:
+                assert _drain(watch) == want
 
 
 @pytest.mark.timeout(60)

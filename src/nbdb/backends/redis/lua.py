@@ -154,7 +154,8 @@ local function head()
 end
 -- fn(key) of every key under prefix, until fn returns false (then walk returns false);
 -- enter(set, named, dir), if given, is asked before each directory set is read, and false stops
--- it too; named: the set's name was read in its parent's set (so the set exists: see lost).
+-- it too, 0 skips the set (empty); named: the set's name was read in its parent's set (so the
+-- set exists: see lost).
 local function walk(prefix, fn, enter)
   local pos = prefix:match('^.*()/')
   local stack
@@ -163,8 +164,10 @@ local function walk(prefix, fn, enter)
     local top = table.remove(stack)
     local dir, filter = top[1], top[2]
     local d = P .. 'd:' .. dir
-    if enter and not enter(d, top[3], dir) then return false end
-    for _, m in ipairs(redis.call('SMEMBERS', d)) do
+    local go = not enter or enter(d, top[3], dir)
+    if not go then return false end
+    -- go 0: the set is empty (enter counted it), nothing to read.
+    for _, m in ipairs(go ~= 0 and redis.call('SMEMBERS', d) or {}) do
       if filter == '' or m:sub(1, #filter) == filter then
         if m:sub(-1) == '/' then
           stack[#stack + 1] = {dir .. m, '', true}
@@ -191,7 +194,10 @@ _LUA_LOST = r"""
 -- A parent of another type tells nothing (a range whose walk goes through it names it; this one's
 -- does not). A name that is not ASCII is another writer's (nbdb spells every name in ASCII), no
 -- set nbdb made: left out, as the client leaves out a name that is not UTF-8.
-local function lost(dir)
+-- later: a table; given, a parent that does not name dir is put there instead of asked whether it
+-- exists (the caller asks them all in one EXISTS, see the range script: a list of one table asks
+-- it of every topic without the table).
+local function lost(dir, later)
   if dir:find('[\128-\255]') then return nil end
   while dir ~= '' do
     local parent, name = split(dir)
@@ -199,6 +205,7 @@ local function lost(dir)
     local has = redis.pcall('SISMEMBER', pk, name)
     if type(has) == 'table' then return nil end
     if has == 1 then return P .. 'd:' .. dir end
+    if later then later[#later + 1] = pk; return nil end
     if redis.call('EXISTS', pk) == 1 then return nil end
     dir = parent
   end
@@ -1559,6 +1566,7 @@ local function spelled()
   end
   return table.concat(out)
 end
+local later = {}  -- see lost
 for j = 1, #prefixes do
   local gh, filter, base = group(prefixes[j])
   if gh then
@@ -1581,8 +1589,9 @@ for j = 1, #prefixes do
       if type(n) == 'table' then bad = d; return false end
       -- Empty: a directory its parent names is never so (see lost), the walk's first may be.
       if n == 0 then
-        bad = named and not dir:find('[\128-\255]') and d or lost(dir)
-        if bad then return false end
+        bad = named and not dir:find('[\128-\255]') and d or lost(dir, later)
+        -- Empty: not read (its SISMEMBER in lost costs what its SMEMBERS did).
+        return not bad and 0
       end
       return #keys + n <= cap
     end)
@@ -1590,6 +1599,20 @@ for j = 1, #prefixes do
     if not within then
       local hr, ht = head()
       return {hr, ht, 2, '', spelled()}
+    end
+  end
+end
+-- The parents of empty first sets that do not name them: one EXISTS of them all (in slices of
+-- 1,000), and only if one is gone, each asked again whole (lost). (A paged range returned above:
+-- its client asks the sets its pages find empty.)
+for i = 1, #later, 1000 do
+  local j = math.min(i + 999, #later)
+  if redis.call('EXISTS', unpack(later, i, j)) < j - i + 1 then
+    for k = i, j do
+      if redis.call('EXISTS', later[k]) == 0 then
+        local bad = lost(later[k]:sub(#P + 3))
+        if bad then return foreign(bad) end
+      end
     end
   end
 end
