@@ -22,11 +22,13 @@ __all__ = [
     "ETCD_CALLS",
     "ETCD_REPLAYED",
     "ab_parser",
+    "ab_sizes_parser",
     "callgrind_phases",
     "env",
     "in_turns",
     "loadavg",
     "run_json",
+    "sizes_on_fresh_redis",
     "start_redis",
     "stores",
 ]
@@ -140,6 +142,46 @@ def callgrind_total(src: str, worker: str, args: list[str], timeout: float = 360
         summary = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         assert summary is not None
         return int(summary.group(1))
+
+
+def ab_sizes_parser(doc: str | None, count: int, sizes: str) -> argparse.ArgumentParser:
+    """:func:`ab_parser` with ``--sizes`` (comma-separated, default ``sizes``) and ``--timeout`` (of one run)."""
+    parser = ab_parser(doc, count)
+    parser.add_argument("--sizes", default=sizes)
+    parser.add_argument("--timeout", type=float, default=600)
+    return parser
+
+
+def sizes_on_fresh_redis(
+    args: argparse.Namespace,
+    worker: str,
+    extra: list[str],
+    failed: Callable[[Exception], dict[str, Any]] | None = None,
+) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """``worker`` on each side (``args.a``, ``args.b``) in turns, ``args.rounds`` per size (``args.sizes``,
+    see :func:`ab_sizes_parser`), each run on a fresh
+    redis-server (:func:`start_redis`) with arguments ``[url, size, *extra]``: its JSON per (side, size), each
+    printed as it comes with the load before and after. ``failed(error)``, if given, is a failed run's result."""
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    print(f"load average before: {loadavg()}", flush=True)
+    for n in (int(size) for size in args.sizes.split(",")):
+        for _round, side in in_turns(args.rounds):
+            src = args.a if side == "a" else args.b
+            with tempfile.TemporaryDirectory() as work:
+                server, url = start_redis(Path(work))
+                try:
+                    got = run_json(src, worker, [url, str(n), *extra], timeout=args.timeout)
+                except Exception as exc:
+                    if failed is None:
+                        raise
+                    got = failed(exc)
+                finally:
+                    server.terminate()
+                    server.wait()
+            rows.setdefault((side, n), []).append(got)
+            print(side, n, json.dumps(got), flush=True)
+    print(f"load average after: {loadavg()}")
+    return rows
 
 
 def loadavg() -> str:

@@ -9,14 +9,13 @@ ONE transaction (so the last entry of ``log`` holds N changes), then the cascade
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from abrun import ab_parser, in_turns, loadavg, run_json, start_redis
+from abrun import ab_sizes_parser, sizes_on_fresh_redis
 
 WORKER = r"""
 import json, sys, time
@@ -44,29 +43,13 @@ print(json.dumps({"seconds": took, "scripts": calls, "left": left}))
 
 
 def main() -> None:
-    parser = ab_parser(__doc__, 0)
-    parser.add_argument("--sizes", default="500,2000,8000")
-    parser.add_argument("--timeout", type=float, default=600)
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    rows: dict[tuple[str, int], list[dict[str, float]]] = {}
-    print(f"load average before: {loadavg()}", flush=True)
-    for n in sizes:
-        for _round, side in in_turns(args.rounds):
-            src = args.a if side == "a" else args.b
-            with tempfile.TemporaryDirectory() as work:
-                server, url = start_redis(Path(work))
-                try:
-                    got = run_json(src, WORKER, [url, str(n)], timeout=args.timeout)
-                except Exception as exc:  # a timeout is a result here (main did not finish 40,000)
-                    got = {"seconds": float("inf"), "scripts": -1, "left": -1, "error": str(exc)[:200]}
-                finally:
-                    server.terminate()
-                    server.wait()
-            rows.setdefault((side, n), []).append(got)
-            print(side, n, json.dumps(got), flush=True)
-    print(f"load average after: {loadavg()}")
-    for n in sizes:
+    args = ab_sizes_parser(__doc__, 0, "500,2000,8000").parse_args()
+
+    def failed(exc: Exception) -> dict[str, Any]:  # a timeout is a result here (main did not finish 40,000)
+        return {"seconds": float("inf"), "scripts": -1, "left": -1, "error": str(exc)[:200]}
+
+    rows = sizes_on_fresh_redis(args, WORKER, [], failed)
+    for n in sorted({n for _side, n in rows}):
         for side in ("a", "b"):
             got = rows[(side, n)]
             med = statistics.median(g["seconds"] for g in got)

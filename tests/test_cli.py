@@ -125,6 +125,54 @@ def test_gen_docs_lists_only_nbdb_s_own_backends(tmp_path: pathlib.Path, third_p
     assert "kitextra" in listed.stdout, "nbdb backends (without --builtin) lists what is installed"
 
 
+def _checkout_copy(tmp_path: pathlib.Path) -> tuple[pathlib.Path, dict[str, str]]:
+    """A copy of the checkout's script, src/ and docs/capabilities.md, and an environment whose PATH starts
+    with another `nbdb` (an installed release's, another checkout's) that lists a backend nbdb has not."""
+    import os
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "docs").mkdir()
+    shutil.copy(ROOT / "scripts" / "gen-docs.sh", repo / "scripts")
+    shutil.copy(ROOT / "docs" / "capabilities.md", repo / "docs")
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    elsewhere = tmp_path / "bin"
+    elsewhere.mkdir()
+    (elsewhere / "nbdb").write_text("#!/bin/sh\necho '| `another` | nbdb |'\n")
+    (elsewhere / "nbdb").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("NBDB", "BIN", "PYTHON", "PYTHONPATH")}
+    return repo, {**env, "PATH": f"{elsewhere}{os.pathsep}{env.get('PATH', '')}"}
+
+
+def test_gen_docs_runs_the_checkout_s_nbdb_not_the_one_on_path(tmp_path: pathlib.Path) -> None:
+    """Without a .venv in the checkout (a worktree), gen-docs.sh ran whatever `nbdb` was on PATH."""
+    repo, env = _checkout_copy(tmp_path)
+    done = subprocess.run(
+        ["bash", str(repo / "scripts" / "gen-docs.sh")],
+        env={**env, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (repo / "docs" / "capabilities.md").read_text() == (ROOT / "docs" / "capabilities.md").read_text()
+
+
+def test_gen_docs_without_a_usable_python_fails_and_leaves_the_docs(tmp_path: pathlib.Path) -> None:
+    repo, env = _checkout_copy(tmp_path)
+    done = subprocess.run(
+        ["bash", str(repo / "scripts" / "gen-docs.sh")],
+        env={**env, "PYTHON": str(tmp_path / "no-python")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "no-python is not an executable Python" in done.stderr
+    assert (repo / "docs" / "capabilities.md").read_text() == (ROOT / "docs" / "capabilities.md").read_text()
+    assert sorted(p.name for p in (repo / "docs").iterdir()) == ["capabilities.md"]
+
+
 def test_schema_ovsdb_covers_models_without_an_ovn_table(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
@@ -320,6 +368,37 @@ def test_the_ctrl_c_guard_leaves_a_sigint_the_process_was_started_ignoring() -> 
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert (run.returncode, run.stdout.decode().strip()) == (0, "True"), run.stderr.decode()
+
+
+_WITHOUT_NBDB_CLI = """\
+import os, runpy, sys
+copy = sys.argv.pop(1)
+# Only the package, as a vendored copy has it: no directory that holds nbdb_cli.py beside it (the checkout's
+# src/ the editable install puts on the path) stays on the path.
+sys.path[:] = [copy] + [p for p in sys.path if not os.path.exists(os.path.join(p or ".", "nbdb_cli.py"))]
+import nbdb
+assert nbdb.__file__.startswith(copy), nbdb.__file__
+print(nbdb.connect("memory://").__class__.__name__)
+runpy.run_module("nbdb", run_name="__main__", alter_sys=True)  # python -m nbdb backends
+"""
+
+
+def test_the_package_copied_without_nbdb_cli_imports_and_runs(tmp_path: pathlib.Path) -> None:
+    """nbdb/__init__.py imported the top-level nbdb_cli (the console script's Ctrl-C guard): a copy of the
+    package alone failed at `import nbdb` with "No module named 'nbdb_cli'"."""
+    import nbdb
+
+    package = pathlib.Path(nbdb.__file__).parent  # the one under test
+    shutil.copytree(package, tmp_path / "nbdb", ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_NBDB_CLI, str(tmp_path), "backends"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Database\n"), done.stdout
+    assert "memory" in done.stdout
 
 
 def test_python_dash_m_nbdb_is_the_nbdb_command() -> None:

@@ -242,6 +242,33 @@ def _value(registry: object, name: str, **labels: str) -> float:
     return 0.0 if value is None else float(value)
 
 
+def _subclasses(cls: type) -> list[type]:
+    return [cls] + [c for sub in cls.__subclasses__() for c in _subclasses(sub)]
+
+
+def test_every_registered_backends_metrics_label_is_its_url_scheme() -> None:
+    """``sqlite://`` (no path: SqliteMemoryBackend) was counted as ``sqlitememory``, ``sqlite:///PATH`` as
+    ``sqlite``: the label came from the class's name, and a variant class of one scheme got a label of its own."""
+    from nbdb.loader import BUILTIN_BACKENDS, backend_class
+
+    schemes: dict[type, set[str]] = {}
+    for scheme in BUILTIN_BACKENDS:
+        schemes.setdefault(backend_class(scheme), set()).add(scheme.split("+")[0])  # ovsdb+tcp: ovsdb
+    for registered, names in schemes.items():
+        for cls in _subclasses(registered):  # the classes its from_url may return (sqlite://: an in-memory one)
+            if not cls.__module__.startswith("nbdb."):
+                continue  # a subclass another test defined (a mutant, an observed backend) is not registered
+            bare = cls.__new__(cls)  # the label is the class's: no server needed to name it
+            assert metrics.backend_label(bare) in names, (cls, names)
+
+
+def test_sqlite_without_a_path_counts_its_commits_under_sqlite(registry: object) -> None:
+    with nbdb.connect("sqlite://") as db:
+        db.create(LogicalSwitch(name="sw0"))
+    assert _value(registry, "nbdb_commits_total", backend="sqlite", outcome="ok") == 1
+    assert _value(registry, "nbdb_commits_total", backend="sqlitememory", outcome="ok") == 0
+
+
 def test_metrics_count_commits_lag_caches_and_queues(registry: object) -> None:
     with nbdb.connect("memory://") as db, db.cache([LogicalSwitch]) as cache:
         assert cache.wait_synced(10)

@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-import nbdb_cli as _nbdb_cli
+from nbdb import _guard
 
-if _nbdb_cli.running_as_module("nbdb"):  # `python -m nbdb`: a Ctrl-C while this imports exits 130 (nbdb_cli)
-    _nbdb_cli.guard()
+if _guard.running_as_module("nbdb"):  # `python -m nbdb`: a Ctrl-C while this imports exits 130 (nbdb_cli)
+    _guard.guard()
 
 from collections.abc import Collection, Mapping
 from typing import Any

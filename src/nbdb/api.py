@@ -36,6 +36,7 @@ from nbdb.commit_context import (
     check_topic,
     check_topics,
 )
+from nbdb.dispatch import check_not_async
 from nbdb.hub import WatchHub, open_stream
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
@@ -112,6 +113,7 @@ def _check_on_error(on_error: object) -> None:
     """ValidationError unless ``on_error`` is None or a callable (5 was taken, and raised at a corrupt record)."""
     if on_error is not None and not callable(on_error):
         raise errors.ValidationError(f"on_error takes a callable (error) or None, not {on_error!r}")
+    check_not_async("on_error", on_error)
 
 
 class _Hold:
@@ -416,15 +418,15 @@ class Database:
             )
         self._context.need("unique", self.capabilities.unique, "enforce unique fields")
         spec = next(g for g in model.nbdb_unique_fields if tuple(sorted(g)) == group)
-        field, text = "+".join(spec), model.unique_text(spec, values)
-        owner = self._backend.unique_owner(model.nbdb_table, UniqueKey(field, text))
+        key = self._backend.stored_unique(model.nbdb_table, UniqueKey("+".join(spec), model.unique_text(spec, values)))
+        owner = self._backend.unique_owner(model.nbdb_table, key)
         if owner is None:
             return None
         try:
             found = self.get(model, owner)
         except errors.NotFoundError:
             return None
-        return found if (field, text) in found.unique_values() else None
+        return found if (key.field, key.value) in found.unique_values() else None
 
     def update(self, obj: M, *, fence: LockHandle | None = None) -> M:
         """Compare-and-swap: store ``obj`` if the stored copy is still at ``obj.version``.
@@ -490,7 +492,12 @@ class Database:
 
     @overload
     def delete(
-        self, obj: Model, *, cascade: bool = ..., if_exists: bool = ..., fence: LockHandle | None = ...
+        self,
+        obj: Model | tuple[type[Model], UUID | str],
+        *,
+        cascade: bool = ...,
+        if_exists: bool = ...,
+        fence: LockHandle | None = ...,
     ) -> Revision | None: ...
     @overload
     def delete(
@@ -505,14 +512,14 @@ class Database:
 
     def delete(
         self,
-        obj: Model | type[Model],
+        obj: Model | type[Model] | tuple[type[Model], UUID | str],
         id: UUID | str | None = None,
         *,
         cascade: bool = False,
         if_exists: bool = False,
         fence: LockHandle | None = None,
     ) -> Revision | None:
-        """Delete an object (compare-and-swap on its version) or ``Model, id`` (whatever version).
+        """Delete an object (compare-and-swap on its version), or ``Model, id`` or a ``(Model, id)`` key (any version).
 
         Returns the revision of the commit (None if ``if_exists`` found
         nothing to delete). ReferenceError if other objects still reference
@@ -826,22 +833,38 @@ class Database:
         # Closing from here: a second close() (atexit beside a controller's thread) returns at once, as it did
         # before the queues below were stopped first (their feeds wait for a running callback) and not closed.
         self._closing = True
+        # Every step runs even when one raises or is interrupted (Ctrl-C while a step waits for a running
+        # callback or a lock's give-back): the rest closes, then the first exception is raised. (Interrupted,
+        # close() left the watches, the other caches and the backend open, and a second close() returned at
+        # once.) Each step's waits are bounded, so the whole close is.
+        failures: list[BaseException] = []
+
+        def step(action: Callable[[], object]) -> None:
+            try:
+                action()
+            except BaseException as exc:
+                if failures:
+                    log.warning("close: %r while closing after %r", exc, failures[0])
+                failures.append(exc)
+
         for cache in list(self._caches):
             if isinstance(cache, Cache):  # first: no controller starts a reconcile that finds the Database closed
-                cache.stop_queues()
+                step(cache.stop_queues)
         self._closed = True
         self._context.closed = True
-        self._holds.give_back(self._holds.close())
+        step(lambda: self._holds.give_back(self._holds.close()))
         if self._reaper is not None:
-            self._reaper.close()
+            step(self._reaper.close)
         for cache in list(self._caches):
-            cache.close()
+            step(cache.close)
         self._replicas.clear()
         for watch in list(self._watches):
-            watch.close()
+            step(watch.close)
         if self._hub is not None:
-            self._hub.close()
-        self._backend.close()
+            step(self._hub.close)
+        step(self._backend.close)
+        if failures:
+            raise failures[0]
 
     def __enter__(self) -> Database:
         return self

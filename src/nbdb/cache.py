@@ -30,7 +30,7 @@ from uuid import UUID
 from nbdb import errors, metrics
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import check_flag
-from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription
+from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription, check_not_async
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.hub import open_stream
 from nbdb.models.base import Model, check_field_value, check_held_object
@@ -250,6 +250,8 @@ class Replica:
         if not (predicate is None or callable(predicate)):
             # A controller's bad predicate= was reported naming its work queue's own callback.
             raise errors.ValidationError(f"predicate= takes a callable (event) or None, not {predicate!r}")
+        check_not_async("a subscriber", callback)
+        check_not_async("predicate=", predicate)
         followed = self.models_of(models)
         sub = Subscription(
             callback,
@@ -651,6 +653,16 @@ class Cache:
     def relists(self) -> int:
         """How many times the cache had to re-list because history was gone."""
         return self._replica._relists
+
+    @property
+    def closed(self) -> bool:
+        """True once this cache was closed (by :meth:`close`, or its Database's close): its reads raise
+        BackendUnavailableError, its waits return False, its queues and controllers stopped.
+
+        (A controller's loop had no way to ask: ``cache.closed`` raised AttributeError, as subscriptions,
+        queues and controllers each say it.)
+        """
+        return self._closed.is_set()
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         """Block until the initial list is loaded and the change stream opened (or failed to); False on timeout.

@@ -16,10 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from nbdb import __version__, errors
-from nbdb_cli import (
-    EXIT_INTERRUPTED,
-    lift_guard,
-)  # one definition: the console script's guard returns it before this imports
+from nbdb._guard import EXIT_INTERRUPTED, lift_guard  # nbdb_cli's, when the package has it beside it
 
 __all__ = ["build_parser", "capability_matrix", "main"]
 

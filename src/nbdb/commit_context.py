@@ -281,8 +281,10 @@ class CommitContext:
             return check_model_class(target[0]), check_uuid(target[1])
         raise errors.ValidationError(f"expected a stored object or (Model, id), got {target!r}")
 
-    def delete_op(self, obj_or_model: Model | type[Model], id: UUID | str | None, if_exists: bool) -> Delete | None:
-        """The Delete of an object (at its version) or of ``Model, id`` (any version).
+    def delete_op(
+        self, obj_or_model: Model | type[Model] | tuple[type[Model], UUID | str], id: UUID | str | None, if_exists: bool
+    ) -> Delete | None:
+        """The Delete of an object (at its version) or of ``Model, id`` or a ``(Model, id)`` key (any version).
 
         None if ``if_exists`` and ``Model, id`` is gone already; NotFoundError
         if it is gone and not ``if_exists``.
@@ -296,6 +298,9 @@ class CommitContext:
                 )
             obj = self.checked_stored(obj_or_model)
             return delete_of(obj, if_exists, lineage=not self.deferred)
+        if isinstance(obj_or_model, tuple) and id is None:
+            # A controller's key, as mutate() and refresh() take it: "expected a Model subclass, got (...)".
+            obj_or_model, id = self.target(obj_or_model)
         model = check_model_class(obj_or_model)
         if id is None:
             raise errors.ValidationError("delete(Model, id) needs an id")

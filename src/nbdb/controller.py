@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, TypedDict, Unpack
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.dispatch import Predicate, is_stop, raise_if_stop
+from nbdb.dispatch import Predicate, check_not_async, is_stop, raise_if_stop
 from nbdb.events import ChangeEvent, EventKind, Key
 from nbdb.models.base import Model
 from nbdb.timeouts import check_seconds, timeout_of
-from nbdb.workqueue import RateLimiter, WorkQueue
+from nbdb.workqueue import RateLimiter, WorkQueue, check_queue_name
 from nbdb.writes import check_uuid
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class CacheQueue(WorkQueue[Key]):
     ) -> None:
         if resync is not None:
             check_seconds("resync", resync)
-        super().__init__(name or "controller", rate_limiter)
+        super().__init__(check_queue_name(name) or "controller", rate_limiter)
         self.cache = cache
         self.models = cache.models_of(models)
         self._predicate = predicate
@@ -162,7 +162,13 @@ class CacheQueue(WorkQueue[Key]):
         super().add_after(self._check(key), delay)
 
     def object(self, key: Key) -> Model | None:
-        """The cached object of ``key``, else the last copy seen before its deletion, else None."""
+        """The cached object of ``key``, else the last copy seen before its deletion, else None.
+
+        ``key`` is checked as the other calls check it (ValidationError for another key; an id given as text
+        is the object's key): "junk" raised TypeError out of the cache, and a deleted object's key with its id
+        as text found no last copy (None, as if its deletion had not reached the queue).
+        """
+        key = self._check(key)
         obj = self.cache.get(*key)
         if obj is not None:
             return obj
@@ -278,13 +284,14 @@ class Controller:
             raise errors.ValidationError(f"a controller takes 1 to {MAX_WORKERS} workers (threads), not {workers!r}")
         if not callable(reconcile):
             raise errors.ValidationError(f"reconcile must be a callable (key, obj), not {reconcile!r}")
+        check_not_async("reconcile", reconcile)
         from nbdb.cache import Cache  # at run time: the cache module imports this one
 
         if not isinstance(cache, Cache):
             raise errors.ValidationError(f"a controller runs on a cache (db.cache(...)), not {cache!r}")
-        self.name = name
         self.reconcile = reconcile
         self.queue = cache.queue(models, predicate, resync, name=name, rate_limiter=rate_limiter)
+        self.name = self.queue.name
         self.reconciled = 0
         """Reconciles that returned (successes)."""
         self.failed = 0
@@ -378,8 +385,15 @@ class Controller:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every change the cache applied so far was reconciled; False on timeout or once stopped.
 
-        :attr:`stopped` tells the two apart.
+        :attr:`stopped` tells the two apart. Called from one of its own reconciles it would wait for itself
+        (the key being reconciled is not idle until that reconcile returns: for ever without a timeout):
+        a ValidationError.
         """
+        if threading.current_thread() in self._threads:
+            raise errors.ValidationError(
+                f"{self.name}: wait_idle() from one of its own reconciles would wait for itself "
+                "(the key being reconciled is not idle until it returns)"
+            )
         return self.queue.wait_idle(timeout)
 
     def close(self, timeout: float | None = None) -> bool:

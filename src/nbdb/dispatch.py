@@ -34,6 +34,7 @@ The rules (client-go's shared-informer listeners, for the same reasons):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ from collections.abc import Callable, Collection
 from types import TracebackType
 from typing import Any
 
+from nbdb import errors
 from nbdb.events import ChangeEvent
 from nbdb.models.base import Model
 from nbdb.timeouts import timeout_of
@@ -167,9 +169,27 @@ class Subscription:
 
         False too once the subscription (or its cache) closed before the replay was delivered: it never
         will be (without a timeout the wait did not end).
+
+        From the subscription's own callback or predicate while the replay is being delivered it would wait
+        for itself (the replay is delivered once that call returns: for ever without a timeout): a
+        ValidationError.
         """
-        self._replay_over.wait(timeout_of(timeout))
+        timeout = timeout_of(timeout)
+        if not self._replay_over.is_set() and self._delivering_here():
+            raise errors.ValidationError(
+                f"subscriber {self.name}: wait_replayed() from its own callback would wait for itself "
+                "(the replay is delivered once the callback returns)"
+            )
+        self._replay_over.wait(timeout)
         return self._replayed.is_set()
+
+    def _delivering_here(self) -> bool:
+        """Whether the calling thread is delivering to this subscription (inside its callback or predicate)."""
+        me = threading.current_thread()
+        if self._thread is me:
+            return True
+        dispatcher = self._dispatcher
+        return dispatcher is not None and dispatcher._current is self and dispatcher._runner is me
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Stop delivering; events not delivered yet are dropped.
@@ -286,6 +306,20 @@ class Subscription:
             type(exc).__name__,
         )
         self.close(0)
+
+
+def check_not_async(what: str, function: object) -> None:
+    """ValidationError if ``function`` is an ``async def`` (or an object whose ``__call__`` is one).
+
+    Handlers run on threads that have no event loop: called, an ``async def`` returns a coroutine that nobody
+    awaits, so its body never ran -- a reconcile was counted reconciled, a subscriber got nothing (a
+    RuntimeWarning at most), a predicate let every event through (a coroutine is truthy).
+    """
+    if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(type(function).__call__):
+        raise errors.ValidationError(
+            f"{what} must be a plain function: {function!r} is an async def, which nbdb's threads would call "
+            "without ever running it (wrap it: lambda *args: asyncio.run_coroutine_threadsafe(f(*args), loop))"
+        )
 
 
 def is_stop(exc: BaseException) -> bool:

@@ -226,14 +226,8 @@ class WatchHub:
             if opening:
                 try:
                     opened = open_stream(self._backend, tables, topics, since)  # type: ignore[arg-type]
-                except errors.HistoryGoneError as exc:
-                    self._history_gone(exc)
-                    continue
-                except errors.NbdbError as exc:
-                    backoff = self._fail("cannot open the stream", exc, backoff)
-                    continue
                 except Exception as exc:
-                    backoff = self._fail("opening the stream raised unexpectedly", exc, backoff)
+                    backoff = self._failed("opening the stream", exc, backoff)
                     continue
                 with self._cond:
                     self._stream = opened
@@ -247,17 +241,12 @@ class WatchHub:
                 continue
             try:
                 changes = stream.poll(_POLL)
-            except errors.HistoryGoneError as exc:
-                self._history_gone(exc)
-                continue
-            except errors.NbdbError as exc:
-                backoff = self._fail("the stream failed", exc, backoff)
-                continue
             except Exception as exc:
-                # A bug in a backend's stream or its reader (a sink it hands changes to): it must not end
-                # this thread, or every cache of the Database stops receiving changes without a word. The
-                # stream re-opens from the revision every change up to which is buffered: nothing is missed.
-                backoff = self._fail("the stream raised unexpectedly", exc, backoff)
+                # Not only nbdb's errors: a bug in a backend's stream or its reader (a sink it hands changes
+                # to) must not end this thread, or every cache of the Database stops receiving changes
+                # without a word. The stream re-opens from the revision every change up to which is
+                # buffered: nothing is missed.
+                backoff = self._failed("reading the stream", exc, backoff)
                 continue
             backoff = 0.05
             with self._cond:
@@ -328,12 +317,19 @@ class WatchHub:
             self._drop_stream()
             self._cond.notify_all()
 
-    def _fail(self, what: str, exc: Exception, pause: float) -> float:
-        """Re-open after ``pause`` seconds; the next pause (doubled, at most 5 s)."""
+    def _failed(self, doing: str, exc: Exception, pause: float) -> float:
+        """After ``doing`` (opening or reading the stream) raised: the pause before the next failure's re-open.
+
+        The history gone: every stream re-lists (the pause stays). An nbdb error, or a bug of the backend's
+        (logged with its traceback): re-open after ``pause`` seconds, and the next pause is doubled, at most 5 s.
+        """
+        if isinstance(exc, errors.HistoryGoneError):
+            self._history_gone(exc)
+            return pause
         if isinstance(exc, errors.NbdbError):
-            log.warning("watch hub: %s, re-opening in %.2fs: %s", what, pause, exc)
+            log.warning("watch hub: %s failed, re-opening in %.2fs: %s", doing, pause, exc)
         else:
-            log.error("watch hub: %s, re-opening in %.2fs", what, pause, exc_info=exc)
+            log.error("watch hub: %s raised unexpectedly, re-opening in %.2fs", doing, pause, exc_info=exc)
         with self._cond:
             self._reopen = True
             self._open_failures += 1

@@ -140,8 +140,16 @@ def count_retry() -> None:
 
 
 def backend_label(backend: object) -> str:
-    """The ``backend`` label of a backend object: ``RedisBackend`` -> ``redis``."""
-    return type(backend).__name__.removesuffix("Backend").lower() or "unknown"
+    """The ``backend`` label of a backend object: its class's ``metrics_label``, or ``RedisBackend`` -> ``redis``.
+
+    The label names the URL scheme, not the class: ``sqlite://``'s in-process ``SqliteMemoryBackend`` was
+    ``sqlitememory``, so one scheme's commits were counted under two labels.
+    """
+    cls = type(backend)
+    label = getattr(cls, "metrics_label", None)
+    if isinstance(label, str) and label:
+        return label
+    return cls.__name__.removesuffix("Backend").lower() or "unknown"
 
 
 class Metrics:

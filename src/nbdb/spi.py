@@ -346,6 +346,10 @@ class Backend(ABC):
     capabilities: ClassVar[Capabilities]
     """The backend's static declaration of guarantees."""
 
+    metrics_label: ClassVar[str | None] = None
+    """The ``backend`` label of its metrics, its URL scheme's name (``sqlite``); None: the class's name less
+    ``Backend``, lowercased (``RedisBackend``: ``redis``). A variant class of one scheme sets its scheme's."""
+
     @abstractmethod
     def read(self, table: str, id: uuid.UUID) -> Record | None:
         """The stored record, or None."""
@@ -533,6 +537,15 @@ class Backend(ABC):
     def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
         """The id of the object that holds the unique value ``key``, if any (``capabilities.unique``)."""
         raise UnsupportedError(f"{type(self).__name__} does not enforce unique fields")
+
+    def stored_unique(self, table: str, key: UniqueKey) -> UniqueKey:
+        """``key`` as this store keeps the value, and as the object holding it reads back.
+
+        Most stores keep a value as it is given. OVSDB keeps a list field of its own schema in a set
+        column, unordered: ``tags=["y", "x"]`` reads back ``["x", "y"]`` and its index compares the
+        set, so a lookup by a value in any order must find the object (``Database.get_by``).
+        """
+        return key
 
     # ---------------------------------------------------------------- test hooks
     # The conformance kit plays "another writer" and "the server forgot its

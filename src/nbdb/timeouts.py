@@ -26,6 +26,8 @@ def timeout_of(timeout: Any, what: str = "timeout") -> float | None:
         raise errors.ValidationError(f"{what} must be a number of seconds or None, not {timeout!r}")
     if timeout > threading.TIMEOUT_MAX:
         return None
+    if timeout < -threading.TIMEOUT_MAX:
+        return 0.0  # does not wait (a whole number below a float's range raised OverflowError in math.isnan)
     if math.isnan(timeout):
         raise errors.ValidationError(f"{what} must be a number of seconds or None, not {timeout!r}")
     return timeout
@@ -40,6 +42,7 @@ def check_seconds(what: str, value: Any) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise errors.ValidationError(f"{what} must be a number of seconds, not {value!r}")
-    if not (math.isfinite(value) and 0 < value <= threading.TIMEOUT_MAX):
+    # Bounds first: math.isfinite() of a whole number past a float's range (a ttl of 10**400) raised OverflowError.
+    if not (0 < value <= threading.TIMEOUT_MAX and math.isfinite(value)):
         raise errors.ValidationError(f"{what} must be a positive, finite number of seconds, not {value!r}")
     return value

@@ -107,9 +107,13 @@ class Transaction:
         return planned
 
     def delete(
-        self, obj_or_model: Model | type[Model], id: UUID | str | None = None, *, if_exists: bool = False
+        self,
+        obj_or_model: Model | type[Model] | tuple[type[Model], UUID | str],
+        id: UUID | str | None = None,
+        *,
+        if_exists: bool = False,
     ) -> None:
-        """Queue the deletion of an object (at its version) or of ``Model, id`` (any version).
+        """Queue the deletion of an object (at its version) or of ``Model, id`` or a ``(Model, id)`` key (any version).
 
         ``if_exists``: nothing to do, not an error, if it is gone by then.
         """

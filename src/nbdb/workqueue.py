@@ -15,7 +15,8 @@ The rules, which the controller runtime (:mod:`nbdb.controller`) builds on:
    after the rate limiter's delay: per key, exponential in its consecutive
    failures (``base * 2**failures``, at most ``max_delay``), and overall a
    token bucket (``rate`` retries per second, bursts of ``burst``); the larger
-   delay wins. :meth:`done` (success) forgets the key's failures. A key that
+   delay wins. :meth:`done` (success) forgets the key's failures, and a retry
+   of it still waiting (an attempt on new information settled it). A key that
    was added again while it was processing is queued at once by either: new
    information is worth a try now.
 5. **Delays.** :meth:`add_after` adds a key once a delay has passed; a key
@@ -57,6 +58,16 @@ def _check_key(key: object) -> None:
         raise errors.ValidationError(f"a work queue's keys must be hashable, not {key!r}") from None
 
 
+def _as_float(n: object) -> float | None:
+    """``n`` as a float; None if it is no number (True is none) or a whole number past a float's range."""
+    if isinstance(n, bool) or not isinstance(n, int | float):
+        return None
+    try:
+        return float(n)
+    except OverflowError:
+        return None
+
+
 class RateLimiter(Generic[K]):
     """How long a failed key waits before its next try.
 
@@ -77,16 +88,24 @@ class RateLimiter(Generic[K]):
         # Numbers, and finite delays: a NaN max_delay or an infinite base made a failed key's delay NaN or
         # infinite, and retry() silently dropped the key (never tried again, the queue reported idle).
         # (An infinite rate is fine: no overall limit.)
-        numbers = (base, max_delay, rate)
+        # As floats: a whole number past a float's range (10**400) raised OverflowError here, or at the first
+        # retry for a rate (the bucket's arithmetic), instead of the ValidationError below.
+        fbase, fmax, frate = (_as_float(n) for n in (base, max_delay, rate))
         if (
-            any(isinstance(n, bool) or not isinstance(n, int | float) or math.isnan(n) for n in numbers)
-            or math.isinf(base)
-            or max_delay > threading.TIMEOUT_MAX  # infinite, or past what a worker's wait can take
+            fbase is None
+            or fmax is None
+            or frate is None
+            or math.isnan(fbase)
+            or math.isnan(fmax)
+            or math.isnan(frate)
+            or math.isinf(fbase)
+            or fmax > threading.TIMEOUT_MAX  # infinite, or past what a worker's wait can take
             or isinstance(burst, bool)
             or not isinstance(burst, int)
-            or base <= 0
-            or max_delay < base
-            or rate <= 0
+            or _as_float(burst) is None
+            or fbase <= 0
+            or fmax < fbase
+            or frate <= 0
             or burst < 1
         ):
             raise errors.ValidationError(
@@ -94,9 +113,7 @@ class RateLimiter(Generic[K]):
                 "and a whole burst >= 1 "
                 f"(got base={base!r}, max_delay={max_delay!r}, rate={rate!r}, burst={burst!r})"
             )
-        self.base = base
-        self.max_delay = max_delay
-        self.rate = rate
+        self.base, self.max_delay, self.rate = fbase, fmax, frate
         self.burst = burst
         self._clock = clock
         self._failures: dict[K, int] = {}
@@ -138,6 +155,17 @@ class RateLimiter(Generic[K]):
             return self._failures.get(key, 0)
 
 
+def check_queue_name(name: object) -> str:
+    """``name`` if it is text; ValidationError otherwise.
+
+    It labels the queue's metrics: ``name=5`` was taken, and every scrape of the registry then raised
+    TypeError (its labels sorted beside the others' text), so no metric of the process could be read.
+    """
+    if not isinstance(name, str):
+        raise errors.ValidationError(f"a queue's or controller's name is text, not {name!r}")
+    return name
+
+
 class WorkQueue(Generic[K]):
     """Keys waiting for a worker; see the module docstring for the rules.
 
@@ -151,7 +179,7 @@ class WorkQueue(Generic[K]):
         rate_limiter: RateLimiter[K] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.name = name or "queue"
+        self.name = check_queue_name(name) or "queue"
         if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
             # Taken, it raised AttributeError at the first retry, in the worker that had failed: the thread died.
             raise errors.ValidationError(f"rate_limiter takes a nbdb.RateLimiter, not {rate_limiter!r}")
@@ -163,6 +191,7 @@ class WorkQueue(Generic[K]):
         self._processing: set[K] = set()
         self._delayed: list[tuple[float, int, K]] = []  # heap; entries superseded in _due are skipped
         self._due: dict[K, float] = {}
+        self._retries: dict[K, float] = {}  # keys whose delay in _due is a failure's backoff, and its due time
         self._seq = itertools.count()
         self._closed = False
         handles = metrics.active()
@@ -254,17 +283,29 @@ class WorkQueue(Generic[K]):
             due, _, key = heapq.heappop(delayed)
             if self._due.get(key) == due:
                 del self._due[key]
+                self._retries.pop(key, None)
                 self._add(key)
 
     def done(self, key: K) -> None:
-        """``key`` was processed successfully: release it and forget its failures (rules 2, 4)."""
+        """``key`` was processed successfully: release it and forget its failures (rules 2, 4).
+
+        A retry still waiting for its backoff (the key failed, was added again and handed out at once, and
+        this attempt succeeded) is dropped: it was settled. (It kept :meth:`wait_idle` False and the key
+        pending until the backoff ran out, up to ``max_delay``, then processed the key once more.) A delay
+        of :meth:`add_after` stays.
+        """
         with self._cond:
             self.rate_limiter.forget(key)
             self._release(key)
+            due = self._retries.pop(key, None)
+            if due is not None and self._due.get(key) == due:
+                del self._due[key]  # its heap entry is skipped by _move_due
 
     def retry(self, key: K) -> float:
         """``key`` failed: release it and add it again after its backoff; returns the delay (rule 4)."""
         with self._cond:
+            if key not in self._processing:  # before the limiter: a refused call counted a failure and took a token
+                raise errors.ValidationError(f"{self.name}: {key!r} is not being processed (released twice?)")
             delay = self.rate_limiter.when(key)
             if self._metrics is not None:
                 self._metrics.retries.inc()
@@ -272,6 +313,7 @@ class WorkQueue(Generic[K]):
                 due = self._clock() + delay
                 if self._due.get(key, due + 1) > due and not self._closed:
                     self._due[key] = due
+                    self._retries[key] = due
                     heapq.heappush(self._delayed, (due, next(self._seq), key))
                     self._cond.notify()
             return delay
@@ -362,6 +404,7 @@ class WorkQueue(Generic[K]):
             self._closed = True
             self._delayed.clear()
             self._due.clear()
+            self._retries.clear()
             self._cond.notify_all()
 
     def drop(self) -> None:

@@ -36,7 +36,7 @@ def _drain(watch, polls: int = 10) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("deleted", ["middle", "last"])
+@pytest.mark.parametrize("deleted", ["middle", "last", "head"])
 @pytest.mark.parametrize("topics", [None, ["tenant-a"]], ids=["log", "topic-log"])
 def test_an_entry_another_writer_deleted_from_log_is_history_gone_not_a_skip(
     store: Store,  # noqa: F811 - the fixture
@@ -53,6 +53,7 @@ def test_an_entry_another_writer_deleted_from_log_is_history_gone_not_a_skip(
     with db.watch(LogicalSwitch, topics=topics, since=head) as watch:
         db.create(LogicalSwitch(name="b", topic="tenant-a"))
         db.create(LogicalSwitch(name="c", topic="tenant-a"))
+        # head: the last entry, with no commit after it (the head, 'last', still names it).
         gone = head + (1 if deleted == "middle" else 2)
         assert client.xdel(f"{root}log", f"{gone}-0") == 1
         if deleted == "last":

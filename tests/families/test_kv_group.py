@@ -10,6 +10,7 @@ middle of a group is settled per commit, never reported as a conflict.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -63,8 +64,8 @@ class _Gate:
         return out
 
 
-def _run(committer: GroupCommitter[int], commits: Sequence[int]) -> dict[int, Outcome]:
-    results: dict[int, Outcome] = {}
+def _recorder(committer: GroupCommitter[int], results: dict[int, Outcome]) -> Any:
+    """A thread body that commits ``c`` and records its outcome (what it returned or raised) in ``results``."""
 
     def body(c: int) -> None:
         try:
@@ -72,6 +73,12 @@ def _run(committer: GroupCommitter[int], commits: Sequence[int]) -> dict[int, Ou
         except BaseException as exc:
             results[c] = exc
 
+    return body
+
+
+def _run(committer: GroupCommitter[int], commits: Sequence[int]) -> dict[int, Outcome]:
+    results: dict[int, Outcome] = {}
+    body = _recorder(committer, results)
     threads = [threading.Thread(target=body, args=(c,)) for c in commits]
     for t in threads:
         t.start()
@@ -169,6 +176,105 @@ def test_an_interrupted_leader_leaves_the_others_their_true_outcome_when_the_sto
     assert sorted(o for o in outcomes if isinstance(o, int)) == [c * 10 for c in range(1, 4) if c != sent[0][0]]
     # Rolled back: the others were sent again, once, by the next leader.
     assert sorted(c for g in sent for c in g) == sorted([*range(1, 4), *([] if applied else sent[0][1:])])
+    assert not committer._queue and committer._sending == 0
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["rolled-back", "committed"])
+def test_a_second_interrupt_of_the_leader_leaves_no_other_member_waiting(applied: bool) -> None:
+    # The leader is interrupted in the store (Ctrl-C), then once more while it settles the group: right after
+    # it queued the others again (rolled back), or right after it woke the next leader (committed). Each
+    # other member must still wake, to lead or with its outcome: before, they waited for ever.
+    sent: list[list[int]] = []
+    leader: list[int] = []
+    interrupted: list[str] = []
+    settling = GroupCommitter._done.__code__
+
+    def together(commits: Sequence[int]) -> list[Outcome]:
+        sent.append(list(commits))
+        if len(sent) == 1:
+            leader.append(threading.get_ident())
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                raise GroupInterrupted([c * 10 for c in commits] if applied else None) from exc
+        return [c * 10 for c in commits]
+
+    def second_interrupt(frame: Any, event: str, arg: Any) -> None:
+        if interrupted or not leader or threading.get_ident() != leader[0]:
+            return
+        requeued = event == "c_return" and getattr(arg, "__name__", "") == "extendleft"
+        woke_next = event == "return" and frame.f_code is settling
+        if requeued if not applied else woke_next:
+            interrupted.append(event)
+            raise KeyboardInterrupt("the second one")
+
+    gate = _Gate()
+    committer = GroupCommitter(gate.alone, together, lambda: PipelinedGroup[int](8))
+    results: dict[int, Outcome] = {}
+    body = _recorder(committer, results)
+    first = threading.Thread(target=body, args=(100,), daemon=True)
+    first.start()
+    _until(lambda: bool(gate.groups))
+    threading.setprofile(second_interrupt)  # the threads started from here on
+    try:
+        threads = [threading.Thread(target=body, args=(c,), daemon=True) for c in range(1, 4)]
+        for t in threads:
+            t.start()
+        _until(lambda: len(committer._queue) == 3)
+        gate.release.set()
+        deadline = time.monotonic() + 10
+        for t in [first, *threads]:
+            t.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+    assert interrupted, "the second interrupt was not injected"
+    assert sorted(results) == [1, 2, 3, 100], f"members still waiting: {sorted({1, 2, 3} - set(results))}"
+    outcomes = [results[c] for c in range(1, 4)]
+    assert sum(isinstance(o, KeyboardInterrupt) for o in outcomes) == 1  # the leader's
+    assert sorted(o for o in outcomes if isinstance(o, int)) == [c * 10 for c in range(1, 4) if c != sent[0][0]]
+    assert sorted(c for g in sent for c in g) == sorted([*range(1, 4), *([] if applied else sent[0][1:])])
+    assert not committer._queue and committer._sending == 0
+
+
+class _Signalled(BaseException):
+    """What the test's signal handler raises in the main thread (as Ctrl-C raises KeyboardInterrupt)."""
+
+
+def test_a_waiting_commit_interrupted_leaves_the_queue_and_the_others_go_on() -> None:
+    # The main thread waits in the queue (its commit not sent yet) when a signal interrupts it; once it
+    # headed the queue it was woken to lead a request nobody sent, and every commit behind it waited
+    # for ever. Its commit must leave the queue unsent, and the next one lead.
+    gate = _Gate()
+    committer = GroupCommitter(gate.alone, gate.together, lambda: PipelinedGroup[int](8))
+    results: dict[int, Outcome] = {}
+    body = _recorder(committer, results)
+    first = threading.Thread(target=body, args=(100,), daemon=True)
+    behind = threading.Thread(target=body, args=(2,), daemon=True)
+    main = threading.get_ident()
+
+    def interrupt_main_once_both_wait() -> None:
+        _until(lambda: len(committer._queue) == 1)  # the main thread's commit
+        behind.start()
+        _until(lambda: len(committer._queue) == 2)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    def raise_signalled(signum: int, frame: Any) -> None:
+        raise _Signalled
+
+    previous = signal.signal(signal.SIGUSR1, raise_signalled)
+    try:
+        first.start()
+        _until(lambda: bool(gate.groups))
+        threading.Thread(target=interrupt_main_once_both_wait, daemon=True).start()
+        with pytest.raises(_Signalled):
+            committer.commit(1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    gate.release.set()
+    first.join(10)
+    behind.join(10)
+    assert results == {100: 1000, 2: 20}, f"still waiting: {sorted({100, 2} - set(results))}"
+    assert [c for g in gate.groups for c in g] == [100, 2]  # the interrupted commit was never sent
     assert not committer._queue and committer._sending == 0
 
 

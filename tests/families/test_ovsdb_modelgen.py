@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.families.ovsdb.modelgen import class_name, generate_models
@@ -293,3 +296,40 @@ def test_two_fields_of_one_column_are_refused_at_the_class() -> None:
         class Twice(Model):
             from_: Annotated[str, Column("from")] = ""
             other: Annotated[str, Column("from")] = ""
+
+
+_NAMES = st.one_of(
+    st.text(alphabet=st.sampled_from("aZ_09é\"' .-"), max_size=6),
+    st.sampled_from(["_Server", "_Other", "OVN_Northbound", "_", "a", "A1_b", "1a", "_uuid", "Ä"]),
+)
+
+
+def _refused(make: Any) -> bool:
+    with contextlib.suppress(nbdb.ValidationError):
+        make()
+        return False
+    return True
+
+
+@given(name=_NAMES, version=st.one_of(st.sampled_from(["1.0.0", "10.2.33", "1.0", "1.0.0.0"]), _NAMES))
+@settings(max_examples=300, deadline=None)
+def test_schemagen_and_modelgen_accept_and_refuse_the_same_names(name: str, version: str) -> None:
+    """The OVSDB name rules were written twice (schemagen, modelgen): a database named ``_Other`` was
+    refused as a schema nbdb writes and accepted as one to make models of. One difference stays, on purpose:
+    models may be made of the server's own ``_Server`` database, and nbdb never writes a schema of that name."""
+    from nbdb.families.ovsdb.schemagen import generate_schema
+    from nbdb.models.shape import ModelShape
+
+    table = {"columns": {"c": {"type": "string"}}}
+    ovsdb = {"name": "Ok", "version": "1.0.0", "tables": {"T": table}}
+    written = _refused(lambda: generate_schema([], name=name))
+    read = _refused(lambda: generate_models(DatabaseSchema.parse({**ovsdb, "name": name})))
+    assert (written, read) == ((True, False) if name == "_Server" else (read, read))
+    # A table's name: the same rule, with no exception for _Server ("<database>.<table>", a model generated
+    # from another schema, is left out of the schema nbdb writes).
+    written = _refused(lambda: generate_schema([ModelShape(name, (), (), ())]))
+    read = _refused(lambda: generate_models(DatabaseSchema.parse({**ovsdb, "tables": {name: table}})))
+    assert written == read or "." in name
+    written = _refused(lambda: generate_schema([], version=version))
+    read = _refused(lambda: generate_models(DatabaseSchema.parse({**ovsdb, "version": version})))
+    assert written == read or version == ""  # a schema read may have no version (ovsdb-server's own rule)

@@ -126,3 +126,49 @@ def test_down_of_what_is_not_running_says_so(tmp_path: Path) -> None:
     assert "no server running of etcd" in result.stderr
     result = _nbdb(tmp_path / "servers", "servers", "down")
     assert result.returncode == 0 and "no server running of any kind" in result.stderr
+
+
+@pytest.mark.timeout(180)
+def test_up_ovsdb_serves_the_schema_asked_for_and_the_model_database(tmp_path: Path) -> None:
+    """`servers up ovsdb` served OVN_Northbound and nothing else: no flag chose SB, another schema, or the
+    second database of the models without a table there (the harness's schema= and model_schema=)."""
+    import nbdb
+    from nbdb.models import Chassis
+
+    state_dir = tmp_path / "servers"
+    up = _nbdb(state_dir, "servers", "up", "ovsdb", "--schema", "sb", "--model-schema")
+    try:
+        assert up.returncode == 0, up.stderr
+        kind, url, _ = up.stdout.strip().split("\t")
+        assert kind == "ovsdb" and url.endswith("?database=OVN_Southbound"), url
+        address = url.removeprefix("ovsdb+tcp://").partition("?")[0]
+        dbs = subprocess.run(
+            ["ovsdb-client", "list-dbs", f"tcp:{address}"], capture_output=True, text=True, timeout=30, check=True
+        )
+        assert set(dbs.stdout.split()) == {"OVN_Southbound", "nbdb", "_Server"}
+        with nbdb.connect(url) as db:  # the printed URL is the one to use: it names the database
+            chassis = db.create(Chassis(name="c1", hostname="h1"))  # no SB table of nbdb's: the model database
+            assert db.get(Chassis, chassis.id).hostname == "h1"
+        status = _nbdb(state_dir, "servers", "status")
+        assert status.stdout.split("\t")[1] == url  # what `status` prints after the command exited
+    finally:
+        down = _nbdb(state_dir, "servers", "down")
+    assert down.returncode == 0, down.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["redis", "--schema", "sb"], "options of ovsdb"),
+        (["ovsdb", "--schema", "/nonexistent/x.ovsschema"], "no such file"),
+    ],
+)
+def test_up_refuses_ovsdb_flags_it_cannot_use_before_starting_anything(
+    tmp_path: Path, argv: list[str], said: str
+) -> None:
+    up = _nbdb(tmp_path / "servers", "servers", "up", *argv)
+    assert (up.returncode, up.stdout) == (2, "")
+    assert said in up.stderr
+    state = tmp_path / "servers" / "state.json"
+    assert not state.exists() or json.loads(state.read_text()) == []

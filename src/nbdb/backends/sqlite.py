@@ -654,6 +654,7 @@ class SqliteMemoryBackend(SqliteBackend):
         cross_process=False,
         notes="In-process and volatile, like memory://; the Databases of one namespace share one store.",
     )
+    metrics_label: ClassVar[str | None] = "sqlite"  # one scheme, one label (not "sqlitememory")
 
 
 def _select(sql: sqlite3.Connection, keys: Sequence[str]) -> dict[str, kv.KeyValue]:

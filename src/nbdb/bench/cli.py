@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from nbdb import errors
+from nbdb._guard import EXIT_INTERRUPTED
 from nbdb.bench.config import BACKENDS, SIZES
-from nbdb_cli import EXIT_INTERRUPTED
 
 __all__ = ["register"]
 

@@ -40,6 +40,7 @@ __all__ = [
     "check_namespaces_isolate_locks",
     "eventually",
     "held_watches",
+    "paused_watches",
     "sink_deliveries",
     "watched_and_cached",
 ]
@@ -203,17 +204,64 @@ def held_watches(backend: Backend) -> Iterator[threading.Event]:
     opened from the same revision once the event is set.
     """
     gate = threading.Event()
+    with _watches_wrapped(backend, gate, lambda open_stream, since: _HeldStream(open_stream, since, gate)):
+        yield gate
+
+
+@contextmanager
+def _watches_wrapped(
+    backend: Backend, release: threading.Event, wrap: Callable[[Callable[[], RecordStream], int], RecordStream]
+) -> Iterator[None]:
+    """Every watch ``backend`` opens in the block as ``wrap(open_it, since)``; ``release`` is set at its end."""
     original = backend.watch
 
     def watch(tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
-        return _HeldStream(lambda: original(tables, topics, since), since, gate)
+        return wrap(lambda: original(tables, topics, since), since)
 
     backend.watch = watch  # type: ignore[method-assign]
     try:
-        yield gate
+        yield
     finally:
-        gate.set()
+        release.set()
         del backend.watch  # back to the class's method
+
+
+class _PausedStream(RecordStream):
+    """A stream whose consumer, after each poll that brought changes, polls again only once ``flowing`` is set."""
+
+    def __init__(self, inner: RecordStream, flowing: threading.Event) -> None:
+        self._inner = inner
+        self._flowing = flowing
+        self._paused = False
+
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        if self._paused:
+            if not self._flowing.wait(timeout):
+                return []
+            self._paused = False
+        changes = self._inner.poll(timeout)
+        self._paused = bool(changes) and not self._flowing.is_set()
+        return changes
+
+    @property
+    def revision(self) -> int:
+        return self._inner.revision
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@contextmanager
+def paused_watches(backend: Backend) -> Iterator[threading.Event]:
+    """Pause every watch ``backend`` opens in the block after each poll that brought changes, until the
+    yielded event is set.
+
+    Plays a consumer busy with what it just got (a slow callback, a loaded machine): whatever the stream
+    holds back for its next poll stays back while the test looks at what the consumer has.
+    """
+    flowing = threading.Event()
+    with _watches_wrapped(backend, flowing, lambda open_stream, _: _PausedStream(open_stream(), flowing)):
+        yield flowing
 
 
 @dataclass

@@ -138,16 +138,67 @@ def test_watch_of_topic_none_sees_global_objects(db: nbdb.Database) -> None:
     assert [e.new.id for e in events if e.new] == [glob.id]
 
 
+def _first_poll(watch: nbdb.Watch, timeout: float = 15.0) -> list[ChangeEvent[Model]]:
+    """The first poll of ``watch`` that returns anything ([] after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = watch.poll(0.2)
+        if events:
+            return events
+    return []
+
+
+def _create_three(db: nbdb.Database, prefix: str) -> None:
+    """Create ``prefix`` 0, 1 and 2 in one transaction (skip where the backend declares none)."""
+    if db.capabilities.transactions is nbdb.Atomicity.NONE:
+        pytest.skip("backend declares transactions=none")
+    with db.transaction() as txn:
+        for i in range(3):
+            txn.create(KitParent(name=f"{prefix}{i}"))
+
+
 def test_transaction_changes_arrive_together(db: nbdb.Database) -> None:
-    if db.capabilities.transactions is not nbdb.Atomicity.ATOMIC:
-        pytest.skip("backend declares no multi-partition transactions")
+    """A commit's changes share one revision and come in one poll: a reader never holds half of it.
+
+    Collected over several polls, a commit whose last change a stream held back to its next poll (a
+    reader that stops at a page size, not at a revision) passed: every change came, at one revision.
+    """
     with db.watch(KitParent) as watch:
-        with db.transaction() as txn:
-            for i in range(3):
-                txn.create(KitParent(name=f"t{i}"))
-        events = _collect(watch, 3)
+        _create_three(db, "t")
+        first = _first_poll(watch)
+        events = first if len(first) >= 3 else first + _collect(watch, 3 - len(first), timeout=2)
     assert len({e.revision for e in events}) == 1
     assert sorted(e.object.model_dump()["name"] for e in events) == ["t0", "t1", "t2"]
+    assert len(first) == 3, (
+        f"torn: a transaction of 3 creates came over several polls ({len(first)} in the first): "
+        "a poll hands a commit's changes all at once"
+    )
+
+
+def test_a_watch_resumed_after_one_poll_of_a_transaction_misses_none_of_it(
+    db_factory: Callable[..., nbdb.Database],
+) -> None:
+    """Stopped after the poll that brought a transaction, a watch's ``revision`` resumes without a gap.
+
+    The token has commit granularity: it may say the commit again, never that a change of it was
+    delivered while the stream still held it back (a resumed watch started past it, and never had it).
+    """
+    writer, reader = db_factory(), db_factory()
+    with reader.watch(KitParent) as first:
+        _create_three(writer, "r")
+        seen = [e.object.model_dump()["name"] for e in _first_poll(first)]
+        resume = first.revision
+    assert seen, "the watch delivered nothing of the transaction"
+    writer.create(KitParent(name="after"))
+    with reader.watch(KitParent, since=resume) as second:
+        deadline = time.monotonic() + 15
+        while "after" not in seen and time.monotonic() < deadline:
+            seen += [e.object.model_dump()["name"] for e in second.poll(0.2)]
+    missed = {"r0", "r1", "r2", "after"} - set(seen)
+    assert not missed, (
+        f"resumed from the revision {resume} the watch gave after one poll, {sorted(missed)} never came: "
+        "a stream's revision must not pass a commit it has not delivered whole"
+    )
 
 
 def test_watch_from_forgotten_history_raises_history_gone(db: nbdb.Database) -> None:

@@ -260,39 +260,88 @@ class GroupCommitter(Generic[C]):
                 return self._alone(commit)
             finally:
                 self._done()
-        wake.acquire()
+        try:
+            wake.acquire()
+        except BaseException:
+            # Interrupted while it waits (a signal wakes the main thread's acquire): left in the queue,
+            # it would be woken to lead once it heads it, and nobody would lead the commits behind it.
+            self._abandon(me)
+            raise
         if me.done:
             return me.result()
         with self._lock:  # woken to lead: _next_leader counted this request already
             members = self._gather()
+        outcomes: list[Outcome] | None = None
+        """Each member's outcome; None (until known): the others' is unknown, unless ``resend``."""
+        resend = False
+        """Nothing of the group was applied: the others go back to the queue, for the next leader to send."""
         try:
-            outcomes = self._send(members)
-        except errors.NbdbError as exc:
-            # The store's answer for the whole request (unreachable, outcome unknown...): it is every member's.
-            outcomes = [exc] * len(members)
-        except GroupInterrupted as exc:
-            interrupt = exc.__cause__ if isinstance(exc.__cause__, BaseException) else exc
-            if exc.outcomes is None:  # nothing of it was applied: the others are sent again, by the next leader
+            try:
+                outcomes = self._send(members)
+            except errors.NbdbError as exc:
+                # The store's answer for the whole request (unreachable, outcome unknown...): it is every member's.
+                outcomes = [exc] * len(members)
+            except GroupInterrupted as exc:
+                interrupt = exc.__cause__ if isinstance(exc.__cause__, BaseException) else exc
+                if exc.outcomes is None:  # nothing of it was applied: the others are sent again, by the next leader
+                    resend = True
+                    raise interrupt from None
+                unknown = errors.CommitUnknownError(f"a commit sent in a group has an unknown outcome ({interrupt!r})")
+                settled = len(exc.outcomes) == len(members)  # else a bug of the store's: unknown, as below
+                outcomes = [interrupt, *(exc.outcomes[1:] if settled else [unknown] * (len(members) - 1))]
+            except BaseException as exc:
+                # Interrupted, or a bug: the leader re-raises it; the others cannot tell what reached the store.
+                log.warning("a group commit failed with %r; its other commits settle their outcome", exc)
+                unknown = errors.CommitUnknownError(f"a commit sent in a group has an unknown outcome ({exc!r})")
+                outcomes = [exc, *([unknown] * (len(members) - 1))]
+        finally:
+            # Whatever interrupts this thread from here on (a second Ctrl-C, SystemExit), every other member
+            # wakes: to lead (queued again, or the next head) or with its outcome; none waits for ever.
+            self._settle(members, outcomes, resend)
+        return me.result()
+
+    def _settle(self, members: Sequence[_Waiter[C]], outcomes: list[Outcome] | None, resend: bool) -> None:
+        """Hand the members of a sent group their outcomes (or queue the others again), then wake them."""
+        try:
+            if resend:
                 with self._lock:
                     self._queue.extendleft(reversed(members[1:]))
-                self._done()
-                raise interrupt from None
-            unknown = errors.CommitUnknownError(f"a commit sent in a group has an unknown outcome ({interrupt!r})")
-            settled = len(exc.outcomes) == len(members)  # else a bug of the store's: unknown, as below
-            outcomes = [interrupt, *(exc.outcomes[1:] if settled else [unknown] * (len(members) - 1))]
-        except BaseException as exc:
-            # Interrupted, or a bug: the leader re-raises it; the others cannot tell what reached the store.
-            log.warning("a group commit failed with %r; its other commits settle their outcome", exc)
-            unknown = errors.CommitUnknownError(f"a commit sent in a group has an unknown outcome ({exc!r})")
-            outcomes = [exc, *([unknown] * (len(members) - 1))]
-        for waiter, outcome in zip(members, outcomes, strict=True):
-            waiter.outcome = outcome
-            waiter.done = True
-        self._done()  # the next leader first: its group leaves while this one's threads wake up
-        for waiter in members[1:]:
-            assert waiter.wake is not None  # every member waited behind its leader
-            waiter.wake.release()
-        return me.result()
+            elif outcomes is not None:
+                for waiter, outcome in zip(members, outcomes, strict=True):
+                    waiter.outcome = outcome
+                    waiter.done = True
+        finally:
+            try:
+                self._done()  # the next leader first: its group leaves while this one's threads wake up
+            finally:
+                for waiter in members[1:]:
+                    if resend:
+                        break  # queued again: each wakes when it heads the queue (_done)
+                    if not waiter.done:  # interrupted before its outcome was known or handed over
+                        waiter.outcome = errors.CommitUnknownError("a commit sent in a group has an unknown outcome")
+                        waiter.done = True
+                    assert waiter.wake is not None  # every member waited behind its leader
+                    waiter.wake.release()
+
+    def _abandon(self, me: _Waiter[C]) -> None:
+        """Take the waiter of an interrupted thread out of the queue, its commit unsent.
+
+        Already gathered by a leader, it is sent and gets an outcome nobody reads (the interrupt says
+        that the commit's outcome is unknown). Woken to lead but not leading yet, its request slot goes
+        to the next commit in the queue.
+        """
+        leader = None
+        try:
+            with self._lock:
+                if me not in self._queue:
+                    return
+                self._queue.remove(me)
+                if me.leads:
+                    self._sending -= 1
+                    leader = self._next_leader()
+        finally:
+            if leader is not None:
+                leader.release()
 
     def _go_alone(self) -> bool:
         with self._lock:
@@ -308,11 +357,14 @@ class GroupCommitter(Generic[C]):
 
     def _done(self) -> None:
         """A request came back: wake the oldest waiting commit to lead the next one, if any waits."""
-        with self._lock:
-            self._sending -= 1
-            leader = self._next_leader()
-        if leader is not None:
-            leader.release()
+        leader = None
+        try:
+            with self._lock:
+                self._sending -= 1
+                leader = self._next_leader()
+        finally:
+            if leader is not None:  # woken even if an interrupt arrives as the queue's lock is let go
+                leader.release()
 
     def _next_leader(self) -> threading.Lock | None:
         """The wake-up of the oldest unsent commit if a request may leave now (the caller holds the lock)."""

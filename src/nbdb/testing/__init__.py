@@ -29,7 +29,7 @@ from nbdb.testing.errors import (
 )
 from nbdb.testing.etcd import EtcdServer
 from nbdb.testing.hazelcast import HazelcastServer
-from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
+from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema, find_ovn_schema
 from nbdb.testing.ports import free_port
 from nbdb.testing.process import wait_until
 from nbdb.testing.redis import RedisSentinel, RedisServer
@@ -60,6 +60,7 @@ __all__ = [
     "ServerTimeoutError",
     "TlsFiles",
     "find_ovn_nb_schema",
+    "find_ovn_schema",
     "free_port",
     "in_ci",
     "is_installed",

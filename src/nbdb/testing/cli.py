@@ -12,10 +12,12 @@ import json
 import logging
 import math
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from nbdb.testing.base import Server
 from nbdb.testing.errors import HarnessError
+from nbdb.testing.ovsdb import OVN_SCHEMAS, find_ovn_schema
 from nbdb.testing.servers import SERVER_KINDS, server_class
 from nbdb.testing.state import ServerRegistry
 
@@ -53,6 +55,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "for redis, N sentinels around a master and a replica",
     )
     up.add_argument("--timeout", type=float, default=None, help="seconds to wait for each server to be ready")
+    up.add_argument(
+        "--schema",
+        default=None,
+        metavar="nb|sb|FILE",
+        help="ovsdb: the database it serves — nb (OVN_Northbound, the default), sb (OVN_Southbound) or an "
+        ".ovsschema file of yours; the URL names it (?database=) unless it is OVN_Northbound",
+    )
+    up.add_argument(
+        "--model-schema",
+        action="store_true",
+        help="ovsdb: also serve the database 'nbdb' for the models without a table in that schema "
+        "(generated from nbdb's models; the URL's model_db)",
+    )
     up.add_argument("--json", action="store_true", help="print the servers as JSON")
     up.set_defaults(func=_up)
 
@@ -74,8 +89,10 @@ def _out(text: str, stream: TextIO | None = None) -> None:
     print(text, file=stream or sys.stdout)
 
 
-def _build(kind: str, cluster: int, timeout: float | None, registry: ServerRegistry) -> tuple[str, Server]:
-    options: dict[str, Any] = {"die_with_parent": False}
+def _build(
+    kind: str, cluster: int, timeout: float | None, registry: ServerRegistry, ovsdb: dict[str, Any]
+) -> tuple[str, Server]:
+    options: dict[str, Any] = {"die_with_parent": False, **(ovsdb if kind == "ovsdb" else {})}
     if timeout is not None:
         options["timeout"] = timeout
     if kind == "redis" and cluster > 1:
@@ -88,8 +105,37 @@ def _build(kind: str, cluster: int, timeout: float | None, registry: ServerRegis
     return server_id, server_class(kind)(base_dir=base_dir, **options)
 
 
+def _url(server: Server) -> str:
+    """The server's nbdb URL, naming its database when a client would not find it by default."""
+    from nbdb.backends.ovsdb.url import DEFAULT_NB
+
+    database = getattr(server, "database", None) if server.kind == "ovsdb" else None
+    if database is None or database == DEFAULT_NB:
+        return server.url
+    return f"{server.url}{'&' if '?' in server.url else '?'}database={database}"
+
+
 def _describe(server_id: str, server: Server) -> dict[str, Any]:
-    return {"id": server_id, **server.info()}
+    return {"id": server_id, **server.info(), "url": _url(server)}
+
+
+def _ovsdb_options(args: argparse.Namespace) -> dict[str, Any] | str:
+    """The ovsdb options of ``up``'s flags, or what is wrong with them."""
+    options: dict[str, Any] = {}
+    if args.schema is None and not args.model_schema:
+        return options
+    if "ovsdb" not in args.kinds:
+        return "--schema and --model-schema are options of ovsdb, which is not among the kinds"
+    if args.schema in OVN_SCHEMAS:
+        options["schema"] = str(find_ovn_schema(args.schema))
+    elif args.schema is not None:
+        path = Path(args.schema)
+        if not path.is_file():
+            return f"--schema {args.schema}: no such file (nb, sb or an .ovsschema file)"
+        options["schema"] = str(path.resolve())  # the servers outlive this command and its directory
+    if args.model_schema:
+        options["model_schema"] = True
+    return options
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -98,11 +144,19 @@ def _up(args: argparse.Namespace) -> int:
         # --cluster 0 started one member, --timeout -5 a server with no readiness bound, without a word.
         _out("nbdb servers up: --cluster must be at least 1 and --timeout a positive number of seconds", sys.stderr)
         return 2
+    try:
+        ovsdb = _ovsdb_options(args)
+    except HarnessError as exc:  # nb or sb, and OVN's schemas not installed
+        _out(f"nbdb servers up: {exc}", sys.stderr)
+        return 1
+    if isinstance(ovsdb, str):
+        _out(f"nbdb servers up: {ovsdb}", sys.stderr)
+        return 2
     registry = ServerRegistry()
     started: list[tuple[str, Server]] = []
     try:
         for kind in args.kinds:
-            server_id, server = _build(kind, args.cluster, args.timeout, registry)
+            server_id, server = _build(kind, args.cluster, args.timeout, registry, ovsdb)
             server.start()
             # The servers outlive this command: let their first process hold the ports.
             first_pid = server.members[0].pid
@@ -120,7 +174,7 @@ def _up(args: argparse.Namespace) -> int:
         _out(json.dumps([_describe(i, s) for i, s in started], indent=2))
     else:
         for server_id, server in started:
-            _out(f"{server.kind}\t{server.url}\t{server_id}")
+            _out(f"{server.kind}\t{_url(server)}\t{server_id}")
     return 0
 
 
@@ -139,7 +193,7 @@ def _status(args: argparse.Namespace) -> int:
         states = ",".join(
             f"{m.name}:{'paused' if m.is_paused() else 'up' if m.is_running() else 'down'}" for m in server.members
         )
-        _out(f"{server.kind}\t{server.url}\t{server_id}\t{states}")
+        _out(f"{server.kind}\t{_url(server)}\t{server_id}\t{states}")
     return 0
 
 

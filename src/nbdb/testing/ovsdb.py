@@ -18,25 +18,36 @@ from nbdb.testing.probes import run_tool
 from nbdb.testing.process import find_binary
 from nbdb.testing.tls import TlsFiles, make_tls_files
 
-__all__ = ["LISTENER_DB", "OvsdbServer", "find_ovn_nb_schema", "listener_schema"]
+__all__ = ["LISTENER_DB", "OVN_SCHEMAS", "OvsdbServer", "find_ovn_nb_schema", "find_ovn_schema", "listener_schema"]
 
 log = logging.getLogger(__name__)
 
 _SCHEMA_DIRS = ("/usr/share/ovn", "/usr/local/share/ovn", "/usr/share/openvswitch")
 
 
-def find_ovn_nb_schema() -> Path:
-    """Path of the installed OVN Northbound schema (``$OVN_NB_SCHEMA`` wins)."""
-    env = os.environ.get("OVN_NB_SCHEMA")
+OVN_SCHEMAS = {"nb": "OVN Northbound", "sb": "OVN Southbound"}
+"""The OVN schemas the harness finds by a short name (``nbdb servers up ovsdb --schema sb``)."""
+
+
+def find_ovn_schema(which: str = "nb") -> Path:
+    """Path of the installed OVN schema ``which`` (``nb`` or ``sb``; ``$OVN_NB_SCHEMA``/``$OVN_SB_SCHEMA`` win)."""
+    if which not in OVN_SCHEMAS:
+        raise ValueError(f"no OVN schema {which!r}: one of {', '.join(OVN_SCHEMAS)}")
+    env = os.environ.get(f"OVN_{which.upper()}_SCHEMA")
     candidates = [Path(env)] if env else []
-    candidates += [Path(d) / "ovn-nb.ovsschema" for d in _SCHEMA_DIRS]
+    candidates += [Path(d) / f"ovn-{which}.ovsschema" for d in _SCHEMA_DIRS]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise ServerNotInstalledError(
-        f"OVN Northbound schema not found in {', '.join(map(str, candidates))} "
+        f"{OVN_SCHEMAS[which]} schema not found in {', '.join(map(str, candidates))} "
         f"(Debian package ovn-common); {INSTALL_HINT}"
     )
+
+
+def find_ovn_nb_schema() -> Path:
+    """Path of the installed OVN Northbound schema (``$OVN_NB_SCHEMA`` wins)."""
+    return find_ovn_schema("nb")
 
 
 def _connection_table(schema: dict[str, Any]) -> tuple[str, str]:

@@ -158,16 +158,19 @@ class OvsdbBackend(OvsdbFamilyBackend):
         fencing=True,
         expiry=Expiry.REAPER,
         pages=True,
-        notes="Objects are rows of the real OVN_Northbound tables (interoperable with ovn-nbctl, ovn-northd "
-        "and ovsdbapp). List fields come back in OVSDB set order (sorted, without duplicates). Locks are "
-        "OVSDB's native locks, held as long as the lock's connection lives (ttl is not used); a fenced commit "
-        "is sent on the lock's own connection behind an OVSDB assert. Unique fields are the schema's indexes "
-        "(OVN_Northbound's are shared by every namespace and by ovn-nbctl) or, in the generated model "
-        "database, indexed key columns per namespace; where the served schema has no index, a wait in each "
-        "commit keeps them among nbdb's writers. mutate() is OVSDB's native mutate on set and map columns. "
-        "Expiry: deadlines in external_ids, reaped by connected Databases (wall clock). A transaction must "
-        "stay within one OVSDB database. Through relays, reads are as fresh as the relay and locks (so fenced "
-        "writes) are refused: such a Database declares linearizable_reads, locks and fencing False.",
+        notes="Objects are rows of the real OVN_Northbound tables (interoperable with ovn-nbctl, ovn-northd and "
+        "ovsdbapp). List fields come back in OVSDB set order (sorted, without duplicates). Locks are "
+        "OVSDB's native locks, held as long as the lock's connection lives (ttl is not used); a fenced "
+        "commit is sent on the lock's own connection behind an OVSDB assert. Unique fields are the schema's"
+        " indexes (OVN_Northbound's are shared by every namespace and by ovn-nbctl) or, in the generated "
+        "model database, indexed key columns per namespace; where the served schema has no index, a wait in"
+        " each commit keeps them among nbdb's writers. Under a schema's own index on optional columns, "
+        "OVSDB counts two unset values as one: a second object leaving the group unset is a "
+        "UniqueViolationError (value None), where other stores let any number of objects leave it unset. "
+        "mutate() is OVSDB's native mutate on set and map columns. Expiry: deadlines in external_ids, "
+        "reaped by connected Databases (wall clock). A transaction must stay within one OVSDB database. "
+        "Through relays, reads are as fresh as the relay and locks (so fenced writes) are refused: such a "
+        "Database declares linearizable_reads, locks and fencing False.",
     )
 
     def __init__(self, lease: Lease[Target, _Driver]) -> None:

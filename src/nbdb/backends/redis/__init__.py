@@ -18,9 +18,9 @@ Layout under the root ``<prefix>:{<namespace>}:`` (``nbdb:{}:`` by default)::
     k:<key>        hash {v: value, n: version, m: mod revision} of one family key
     d:<dir>        set of the children of a directory (``o/t/``: ``tbl/``...; leaves: ids)
     dmr            hash dir -> revision of the last change below it (validates batched lists)
-    head           hash {r: revision, t: token of that commit}
-    clog           stream <rev>-0 {t: token}: the commit log (anchors of watchers)
-    log            stream <rev>-0 {t, c}: every object change of a commit
+    rev            the revision counter (INCR once per commit)
+    last           "<rev> <token>": the head, written by every commit with its log entry (reads take it here)
+    log            stream <rev>-0 {t, c}: every commit, its token and its object changes
     log:<topic>    stream <rev>-0 {t, c}: the changes of one topic's objects
     logs           set of the topics that have a log
     ct:<token>     revision of an applied commit (10 minutes: makes a retried commit exactly-once)

@@ -318,10 +318,12 @@ class RedisBackend(ChangeLogBackend):
     def referrers_of(self, targets: Sequence[RefKey]) -> dict[RefKey, list[RefKey]]:
         """Each target's referrers: the field names of its hash (``HKEYS``), pipelined, 1,000 targets a round trip.
 
-        No script: a script learns the head from the last entry of ``log``, copied whole, and after
-        one transaction made a switch's 40,000 ports that entry is its change record of all of them
-        (≈ 0.1 s a copy). A cascade needs no revision (each target's list is as some moment held it,
-        as from separate reads; the commit's conditions check what it relies on).
+        No script: a cascade needs no revision (each target's list is as some moment held it, as
+        from separate reads; the commit's conditions check what it relies on). A script learnt the
+        head from the last entry of ``log``, copied whole (after one transaction made a switch's
+        40,000 ports, its change record of all of them: ≈ 0.1 s a copy); it now takes it from
+        ``last`` (see ``head`` in the scripts), but still copies the entry in a namespace an older
+        nbdb commits to.
         """
         out: dict[RefKey, list[RefKey]] = {}
         unique = list(dict.fromkeys(targets))

@@ -85,7 +85,19 @@ class RedisLogReader(ChangeLogReader):
             entries[key] = batch
             if len(batch) >= limit:
                 truncated.add(key)
-        return LogRead(int(head_r or 0), _s(head_t or b""), anchor, entries, frozenset(truncated))
+        head = int(head_r or 0)
+        if commits in logs and commits not in truncated:
+            # 'log''s entries reach the head (the same read): one deleted at the end left nothing
+            # after it to show the hole, and the head ('last', which the commit wrote beside its
+            # entry) named that commit, so a watcher advanced past it and never saw it.
+            reached = entries[commits][-1].revision if entries.get(commits) else after
+            # (A head without a token is the counter's, of an empty 'log': the anchor's rules decide.)
+            if after < head and reached < head and head_t:
+                raise errors.HistoryGoneError(
+                    f"the change log {commits!r} no longer holds revision {reached + 1} (up to the head, {head}; "
+                    f"read after revision {after}): another writer deleted its entry"
+                )
+        return LogRead(head, _s(head_t or b""), anchor, entries, frozenset(truncated))
 
     def wait(self, logs: Sequence[str], after: int, timeout: float) -> None:
         block = max(1, int(timeout * 1000))

@@ -33,7 +33,7 @@ from nbdb.families.ovsdb.pages import Listings
 from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import EXT_EXPIRES, EXT_TTL
-from nbdb.families.ovsdb.unique import diagnose, holder_select, holder_where, owner, selected_namespace
+from nbdb.families.ovsdb.unique import diagnose, holder_select, holder_where, owner, selected_namespace, stored_value
 from nbdb.spi import ANY_VERSION, Backend, Delete, RefKey, Snapshot, UniqueKey
 
 __all__ = ["OvsdbDataApi"]
@@ -119,6 +119,13 @@ class OvsdbDataApi(Backend):
             return None
         # Not named (no key): reading it here finds nothing, so create(may_exist=True) raises this too.
         return rules.already_exists(key, "as a row of another namespace, not visible in this one", visible=False)
+
+    def stored_unique(self, table: str, key: UniqueKey) -> UniqueKey:
+        tm = self.mapping.tables.get(table)
+        rule = None if tm is None else tm.unique_rule(key.field)
+        if tm is None or rule is None:
+            return key
+        return UniqueKey(key.field, stored_value(tm, rule, key.value))
 
     def unique_owner(self, table: str, key: UniqueKey) -> uuid.UUID | None:
         tm = self.mapping.get(table)

@@ -32,7 +32,14 @@ from typing import Any
 
 from nbdb import errors
 from nbdb.families.ovsdb.datum import INT_MAX, INT_MIN, BaseType, ColumnType
-from nbdb.families.ovsdb.schema import ColumnSchema, DatabaseSchema, TableSchema
+from nbdb.families.ovsdb.schema import (
+    SERVER_DATABASE,
+    ColumnSchema,
+    DatabaseSchema,
+    TableSchema,
+    is_ovsdb_id,
+    is_schema_version,
+)
 from nbdb.models import Model
 
 __all__ = ["class_name", "generate_models"]
@@ -292,22 +299,20 @@ def _usable(name: str) -> bool:
     )
 
 
-_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
-
-
 def _check_names(schema: DatabaseSchema) -> None:
     """ValidationError for a database or table name, or a version, that ovsdb-server refuses.
 
     They are written into the module's strings and docstrings as they are: a version
     ``1\"\"\"`` followed by a line of code ran that code when the module was imported.
     """
-    if not _ID.fullmatch(schema.name):
+    # The same rules as the schemas nbdb writes (schemagen), but for the server's own database, which a
+    # model module may be made for (`nbdb models generate` of its get_schema reply).
+    if not (is_ovsdb_id(schema.name) or schema.name == SERVER_DATABASE):
         raise errors.ValidationError(f"OVSDB schema name {schema.name!r} is not an OVSDB identifier")
-    if schema.version and not _VERSION.fullmatch(schema.version):
+    if schema.version and not is_schema_version(schema.version):
         raise errors.ValidationError(f"OVSDB schema version {schema.version!r} is not of the form x.y.z")
     for name in schema.tables:
-        if not _ID.fullmatch(name) or name.startswith("_"):
+        if not is_ovsdb_id(name):
             raise errors.ValidationError(f"OVSDB schema table name {name!r} is not an OVSDB identifier")
 
 

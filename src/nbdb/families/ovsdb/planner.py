@@ -69,7 +69,7 @@ from nbdb.families.ovsdb.rows import (
     to_keep,
 )
 from nbdb.families.ovsdb.spellings import keep_spelling, source_as_written
-from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells
+from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells, unset_value
 from nbdb.models.shape import ModelShape
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
 
@@ -465,6 +465,11 @@ def _plan_put(
     for rule in tm.unique:
         # The schema's own indexes that no model declares: the server keeps them, the plan names them.
         value = None if rule.declared else doc_value(rule, doc)
+        if value is None and rule.indexed and rule.key_column is None and all(doc.get(f) is None for f in rule.fields):
+            # Left unset under an index of the schema on its own columns: ovsdb-server counts two empty
+            # values as equal (memory and SQL stores do not) and refuses a second such row; the plan
+            # names the unset value too, so that the refusal names its holder as any other does.
+            value = unset_value(rule)
         if value is not None:
             plan.unique.append(UniqueCheck(key, rule, value))
     # The references of the document as it will be read back: the written row's, rendered above

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,28 @@ from typing import Any
 from nbdb import errors
 from nbdb.families.ovsdb.datum import ColumnType
 
-__all__ = ["ColumnSchema", "DatabaseSchema", "TableSchema"]
+__all__ = ["SERVER_DATABASE", "ColumnSchema", "DatabaseSchema", "TableSchema", "is_ovsdb_id", "is_schema_version"]
+
+SERVER_DATABASE = "_Server"
+"""The database every ovsdb-server serves about itself: the one database name beginning with ``_`` in use."""
+
+_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+
+
+def is_ovsdb_id(name: object) -> bool:
+    """Whether ``name`` is an identifier OVSDB accepts for a database, table or column of a schema of ours.
+
+    RFC 7047, 3.1: ``<id>``, ASCII letters, digits and ``_``; names beginning with ``_`` are reserved to the
+    server (its ``_uuid`` column, its ``_Server`` database), and non-ASCII letters, which Python allows in
+    names, are not allowed. A caller that reads the server's own ``_Server`` says so itself.
+    """
+    return isinstance(name, str) and _ID.fullmatch(name) is not None
+
+
+def is_schema_version(version: object) -> bool:
+    """Whether ``version`` is a schema version as OVSDB reads it (RFC 7047, 3.2: ``<x>.<y>.<z>``)."""
+    return isinstance(version, str) and _VERSION.fullmatch(version) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,11 @@ unset (empty) values as equal.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from nbdb import errors
+from nbdb.families.ovsdb.schema import is_ovsdb_id, is_schema_version
 from nbdb.models.shape import FieldShape, ModelShape, model_shapes
 
 __all__ = ["UNIQUE_COLUMN_PREFIX", "column_type", "generate_schema", "unique_column"]
@@ -33,17 +33,8 @@ _STRING_MAP = {"key": "string", "value": "string", "min": 0, "max": "unlimited"}
 UNIQUE_COLUMN_PREFIX = "nbdb_unique_"
 
 
-_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-"""An identifier OVSDB accepts for a table or column (RFC 7047, 3.1: ``<id>``; names beginning with ``_``
-are reserved to the server, and non-ASCII letters, which Python allows in names, are not allowed)."""
-
-
-_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
-"""A schema's version as OVSDB reads it (RFC 7047, 3.2: ``<x>.<y>.<z>``)."""
-
-
 def _check_id(what: str, name: object, remedy: str = "give the model another nbdb_table or field name") -> None:
-    if not isinstance(name, str) or not _ID.fullmatch(name):
+    if not is_ovsdb_id(name):
         raise errors.ValidationError(
             f"{what} {name!r} cannot be an OVSDB name: it must be ASCII letters, digits and '_', beginning with a "
             f"letter (RFC 7047 reserves names beginning with '_'); {remedy}"
@@ -91,7 +82,7 @@ def generate_schema(
     # A name or version ovsdb-server cannot parse was written out as a schema that ovsdb-tool then refused
     # ("Type mismatch for member 'name'"): `nbdb schema ovsdb --name ""` printed it and exited 0.
     _check_id("the database name", name, "give the schema another name (nbdb schema ovsdb --name)")
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+    if not is_schema_version(version):
         raise errors.ValidationError(f"the schema version {version!r} is not <x>.<y>.<z> (RFC 7047), e.g. '1.0.0'")
     skip = set(exclude)
     tables: dict[str, Any] = {}

@@ -41,6 +41,8 @@ __all__ = [
     "key_cells",
     "owner",
     "selected_namespace",
+    "stored_value",
+    "unset_value",
 ]
 
 
@@ -84,6 +86,42 @@ def doc_value(rule: UniqueRule, doc: Mapping[str, Any]) -> str | None:
     if all(v is None for v in values):
         return None
     return _canonical(values if len(values) > 1 else values[0])
+
+
+def unset_value(rule: UniqueRule) -> str:
+    """The canonical value of ``rule``'s group left unset (each field None), as :func:`doc_value` would spell it."""
+    return _canonical([None] * len(rule.fields) if len(rule.fields) > 1 else None)
+
+
+def stored_value(tm: TableMap, rule: UniqueRule, value: str) -> str:
+    """``value`` (canonical JSON) as the group's own columns keep it and the holder reads back.
+
+    A list field in a set column is unordered on OVSDB: the server keeps ``["y", "x"]`` as the set
+    ``{"x", "y"}``, compares sets in its index and in a ``where``, and the row reads back sorted and
+    without duplicates (:func:`.rows.column_value`). Anything else, and a key column's value (the model
+    database keeps lists as JSON, in order), is kept as given.
+    """
+    if rule.key_column is not None:
+        return value
+    decoded = json.loads(value)
+    values = decoded if len(rule.fields) > 1 else [decoded]
+    kept: list[Any] = []
+    for name, field_value in zip(rule.fields, values, strict=True):
+        cm = tm.columns.get(name)
+        if (
+            cm is not None
+            and isinstance(field_value, list)
+            and cm.type.is_set
+            and not cm.json
+            and not cm.one_of_set
+            and all(isinstance(atom, str | int | float) for atom in field_value)
+        ):
+            try:
+                field_value = sorted(set(field_value))
+            except TypeError:  # atoms of mixed kinds: the column refuses them anyway
+                pass
+        kept.append(field_value)
+    return _canonical(kept if len(rule.fields) > 1 else kept[0])
 
 
 def holder_where(tm: TableMap, rule: UniqueRule, namespace: str, value: str) -> list[Any]:
