@@ -438,7 +438,21 @@ def _raised(model: type[Model], table: str, id: UUID, exc: Exception) -> errors.
     return corrupt
 
 
+class Damage(str):
+    """What a backend read in place of a record's version, in words: the record is damaged (another writer's).
+
+    A backend lists such a record with this as its version (so that a list can skip it and a cache
+    load around it), and the decode reports it as that record's corruption with these words. A raw
+    marker there (Redis's ``WRONGTYPE``) made the message "has version b'WRONGTYPE'", which named
+    neither the key nor what was wrong with it.
+    """
+
+    __slots__ = ()
+
+
 def _unversioned(table: str, id: UUID, version: object) -> errors.CorruptRecordError:
+    if isinstance(version, Damage):
+        return errors.CorruptRecordError(f"stored {table} {id} is damaged: {version}", table=table)
     return errors.CorruptRecordError(
         f"stored {table} {id} has version {version!r}, not a whole number >= 0", table=table
     )

@@ -15,7 +15,7 @@ from nbdb import errors
 from nbdb.backends.redis.config import RedisConfig, parse_url
 from nbdb.backends.redis.connection import ERRORS, Connector, PartlyApplied, ReadLine, ScriptLine, argument_head
 from nbdb.backends.redis.connection import text as _s
-from nbdb.backends.redis.logs import RedisLogReader
+from nbdb.backends.redis.logs import RedisLogReader, lost_after
 from nbdb.backends.redis.lua import (
     ACQUIRE_LUA,
     ALLOCATE_LUA,
@@ -26,12 +26,14 @@ from nbdb.backends.redis.lua import (
     FORMAT_LUA,
     HEAD_LUA,
     LOG_READ_LUA,
+    LOST_LUA,
     RANGE_LUA,
     REFRESH_LUA,
     RELEASE_LUA,
     VOID_LUA,
 )
 from nbdb.capabilities import Atomicity, Capabilities, Durability, Expiry
+from nbdb.codec import Damage
 from nbdb.families import rules
 from nbdb.families.kv import (
     CommitToken,
@@ -110,6 +112,7 @@ class RedisBackend(ChangeLogBackend):
         """Batched reads (a long list's values) packed by nbdb, on connections of their own (see ReadLine)."""
         self._history_arg = str(config.history).encode()
         self._range_script = self._client.register_script(RANGE_LUA)
+        self._lost_script = self._client.register_script(LOST_LUA)
         self._compact_script = self._client.register_script(COMPACT_LUA)
         self._refresh_script = self._client.register_script(REFRESH_LUA)
         self._release_script = self._client.register_script(RELEASE_LUA)
@@ -201,7 +204,7 @@ class RedisBackend(ChangeLogBackend):
         # An object's in a range, damaged by another writer: kept as it is, the decode reports it as that
         # record's corruption, so a list can skip it and a cache loads around it. Raised here, it failed
         # every list of the table, skip_corrupt or not, and every re-list of a cache following it.
-        return KeyValue(key, value if value is not None else b"", version, _mod(mod))
+        return KeyValue(key, value if value is not None else b"", _damage(self._where(key)[0], version), _mod(mod))
 
     def get_key(self, key: str) -> KeyValue | None:
         name, wanted, topic = self._where(key)
@@ -377,6 +380,7 @@ class RedisBackend(ChangeLogBackend):
         root, count = self.root, max(1000, self.config.batch)
         names: set[str] = set()
         walked: set[tuple[str, str]] = set()
+        empty: list[str] = []  # directories whose first page was empty and the last
         process: Any = _UNKNOWN
         # (directory, filter, cursor) still to read. The directories are independent, so each round
         # sends every pending SSCAN (first pages, subdirectories found, continuations) in one pipeline:
@@ -407,11 +411,13 @@ class RedisBackend(ChangeLogBackend):
                 process = now
             elif now != process:
                 return None
-            for key, (directory, filter, _), reply in zip(keys, round_, replies, strict=True):
+            for key, (directory, filter, asked), reply in zip(keys, round_, replies, strict=True):
                 if isinstance(reply, Exception):  # WRONGTYPE: replaced since the range script walked it
                     kind = _s(self._run(lambda k=key: self._client.type(k)))  # type: ignore[misc]
                     raise _foreign_directory(key, kind)
                 cursor, members = reply
+                if not asked and not int(cursor) and not members:
+                    empty.append(directory)
                 for member in members:
                     name = _name(member)
                     if name is None:
@@ -423,6 +429,12 @@ class RedisBackend(ChangeLogBackend):
                         pending.append((*place, 0))
                 if int(cursor):
                     pending.append((directory, filter, int(cursor)))
+        if empty:
+            # A set found empty: gone while its parent names it is another writer's deletion (the
+            # range script's lost()), which listed nothing under it. One script asks them all.
+            gone = self._run(lambda: self._lost_script(args=[root, *dict.fromkeys(empty)]))
+            if gone:
+                raise _foreign_directory(_s(gone[0]), _s(gone[1]))
         return names
 
     def _patch_from_log(
@@ -455,8 +467,12 @@ class RedisBackend(ChangeLogBackend):
         objects = self.layout.objects
         tables = tuple(t for p in prefixes if (t := wildcard_split(p, objects)) is not None)
         wanted = tuple(p for p in prefixes if wildcard_split(p, objects) is None)
+        prev = since
         for entry_id, fields in entries:
             revision = int(entry_id.split(b"-")[0])
+            if lost_after(prev, revision, fields) is not None:
+                return None  # another writer deleted an entry: its change cannot be replayed
+            prev = revision
             for change in decode_changes(fields.get(b"c", b""), revision):
                 key = change.key
                 # o/*/<table>/ holds the table under every topic, one created after R0 too.
@@ -940,6 +956,13 @@ def _foreign_directory(key: str, kind: str, wanted: str = "set") -> errors.Corru
     listed around it (that would be a silent loss), nothing of it rewritten (the key is left as
     it is, as commits leave it).
     """
+    if kind == "none":
+        # Gone, though its parent's set names it (the range script's lost()): another writer deleted it.
+        return errors.CorruptRecordError(
+            f"redis: the directory set {key} is missing while its parent's set names it; another writer "
+            "deleted it, and no range through it can tell which objects are under it until it is restored",
+            key=key,
+        )
     return errors.CorruptRecordError(
         f"redis: {key} holds a {kind} where nbdb keeps a {wanted}; another writer put it there, and no range "
         "through it can be read until it is removed or restored",
@@ -951,6 +974,19 @@ FOREIGN = b"WRONGTYPE"
 """The version a range gives an object whose key holds another type (``FOREIGN`` in the range script)."""
 MISPLACED = b"MISPLACED"
 """The version a range gives an object whose topic field is not its directory's (``MISPLACED`` in the script)."""
+
+
+def _damage(where: str, version: Any) -> Any:
+    """What is wrong with the object stored in the hash ``where``, whose version read as ``version``.
+
+    A :class:`~nbdb.codec.Damage`, carried where the record's version goes (as the raw marker was), so
+    that the decode reports that one record in these words.
+    """
+    if version == FOREIGN:
+        return Damage(f"its Redis key {where} holds another type than the hash nbdb keeps there (another writer's)")
+    if version == MISPLACED:
+        return Damage(f"its Redis hash {where} names another topic (field ot) than the one it is listed under")
+    return Damage(f"its Redis hash {where} holds version {version!r} (field on), not a whole number below 2^53")
 
 
 def _foreign(key: str, reply: Any, topic: bytes | None) -> Any:

@@ -16,6 +16,7 @@ __all__ = [
     "FORMAT_LUA",
     "HEAD_LUA",
     "LOG_READ_LUA",
+    "LOST_LUA",
     "RANGE_LUA",
     "REFRESH_LUA",
     "REFUSED_MARK",
@@ -165,7 +166,9 @@ local function head()
   return tonumber(redis.call('GET', P .. 'rev')) or 0, ''
 end
 -- fn(key) of every key under prefix, until fn returns false (then walk returns false);
--- enter(set), if given, is asked before each directory set is read, and false stops it too.
+-- enter(set, named, dir), if given, is asked before each directory set is read, and false stops
+-- it too, 0 skips the set (empty); named: the set's name was read in its parent's set (so the
+-- set exists: see lost).
 local function walk(prefix, fn, enter)
   local pos = prefix:match('^.*()/')
   local stack
@@ -174,11 +177,13 @@ local function walk(prefix, fn, enter)
     local top = table.remove(stack)
     local dir, filter = top[1], top[2]
     local d = P .. 'd:' .. dir
-    if enter and not enter(d) then return false end
-    for _, m in ipairs(redis.call('SMEMBERS', d)) do
+    local go = not enter or enter(d, top[3], dir)
+    if not go then return false end
+    -- go 0: the set is empty (enter counted it), nothing to read.
+    for _, m in ipairs(go ~= 0 and redis.call('SMEMBERS', d) or {}) do
       if filter == '' or m:sub(1, #filter) == filter then
         if m:sub(-1) == '/' then
-          stack[#stack + 1] = {dir .. m, ''}
+          stack[#stack + 1] = {dir .. m, '', true}
         elseif fn(dir .. m) == false then
           return false
         end
@@ -192,6 +197,34 @@ end
 )
 
 _LUA_PRELUDE = _LUA_ROOT + _LUA_PLACES
+
+# The ranges' check of an empty directory set (the range script's and LOST_LUA's, not the commit's).
+_LUA_LOST = r"""
+-- The key of an empty directory set dir (d:<dir>) that another writer deleted, or nil. nbdb
+-- removes a directory's name from its parent's set in the script that empties the directory, so
+-- a name in the parent's set without the set is a deletion: the range fails naming it rather than
+-- listing nothing under it. A parent set that is gone too is asked of its own parent, and so up.
+-- A parent of another type tells nothing (a range whose walk goes through it names it; this one's
+-- does not). A name that is not ASCII is another writer's (nbdb spells every name in ASCII), no
+-- set nbdb made: left out, as the client leaves out a name that is not UTF-8.
+-- later: a table; given, a parent that does not name dir is put there instead of asked whether it
+-- exists (the caller asks them all in one EXISTS, see the range script: a list of one table asks
+-- it of every topic without the table).
+local function lost(dir, later)
+  if dir:find('[\128-\255]') then return nil end
+  while dir ~= '' do
+    local parent, name = split(dir)
+    local pk = P .. 'd:' .. parent
+    local has = redis.pcall('SISMEMBER', pk, name)
+    if type(has) == 'table' then return nil end
+    if has == 1 then return P .. 'd:' .. dir end
+    if later then later[#later + 1] = pk; return nil end
+    if redis.call('EXISTS', pk) == 1 then return nil end
+    dir = parent
+  end
+  return nil
+end
+"""
 
 # Appends length-prefixed (>i4) fields to the table ``out`` (nil/false: length -1):
 # table.concat(out) is then one reply the client slices, not one RESP string per field.
@@ -215,7 +248,9 @@ _COMMIT_DECIDED = r"""
 local OBJ = ARGV[2]
 local token = ARGV[3]
 local history = ARGV[4]  -- a string: XADD takes it as sent (a number would be formatted again)
-local done = redis.call('GET', P .. 'ct:' .. token)
+-- With the head an earlier commit left in 'last' (prior; read in the same call, see announce).
+local got = redis.call('MGET', P .. 'ct:' .. token, P .. 'last')
+local done, prior = got[1], got[2]
 -- A commit found decided still writes (the token's TTL, to the same length): WAIT counts the
 -- replicas that have this connection's writes, and a replica that has this one has the commit.
 if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
@@ -282,7 +317,16 @@ local function revision(topics, missing)
         .. P .. 'logs, __REFUSED_MARK__)'})
     end
   end
-  return redis.call('INCR', P .. 'rev')
+  local rev = redis.call('INCR', P .. 'rev')
+  -- Past 2^53 a Lua number (a double) rounds the revision: commits would share one, and a watcher
+  -- skip them. Another writer's counter, refused as an object version of 2^53 or more is (given
+  -- back: nothing written).
+  if rev >= 9007199254740992 then
+    redis.call('DECR', P .. 'rev')
+    error({err = 'ERR nbdb: the revision counter ' .. P .. 'rev is 2^53 or more, past what a Lua number holds '
+      .. 'exactly (nbdb: at ' .. P .. 'rev, __REFUSED_MARK__)'})
+  end
+  return rev
 end
 """,
     REFUSED_MARK=REFUSED_MARK,
@@ -363,11 +407,26 @@ local function announce(rev, all, topics)
   local bad, added, made
   -- stop: a key of another type met on the way ('logs', 'log0'): no retry, the error names it.
   local rev0, first, stop = rev, false, false
+  -- skip: the first revision of the jump (see below) that no commit took, when it is below this one.
+  -- Also a counter that moved with no commit (another writer's INCR, the namespace's first commit
+  -- refused): then 'last' (prior) names a revision below the one before this, or is gone, and only
+  -- then is 'log''s last entry asked (an older nbdb's commits write no 'last', only their entries).
+  local skip = nil
+  local r = prior and tonumber(prior:match('^(%d+) '))
+  if rev > 1 and not (r and r >= rev - 1) then
+    local top = redis.call('XREVRANGE', P .. 'log', '+', '-', 'COUNT', 1)[1]
+    local at = top and tonumber(top[1]:match('^(%d+)')) or 0
+    if at < rev - 1 then skip = str(at + 1) end
+  end
   for _ = 1, 2 do
     local revs = str(rev)
     local id = revs .. '-0'
     added, made = 0, false  -- the streams that took the entry: 'log', then as many topics in pairs() order
-    if feed then
+    if skip and feed then
+      bad = redis.pcall('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', feed, 's', skip)
+    elseif skip then
+      bad = redis.pcall('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 's', skip)
+    elseif feed then
       bad = redis.pcall('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token, 'c', feed)
     else
       bad = redis.pcall('XADD', P .. 'log', 'MAXLEN', '~', history, id, 't', token)
@@ -444,7 +503,7 @@ local function announce(rev, all, topics)
       first = true
     end
     if stop then break end
-    local past = rev
+    local past, after = rev, rev
     for i = 1, #names do
       local info = redis.pcall('XINFO', 'STREAM', names[i])
       if not info.err then  -- a missing stream (an error too) bounds nothing
@@ -452,16 +511,33 @@ local function announce(rev, all, topics)
           if info[j] == 'last-generated-id' then
             local ms = tonumber(info[j + 1]:match('^(%d+)'))
             if ms and ms >= past then past = ms + 1 end
+          elseif i == 1 and info[j] == 'last-entry' and type(info[j + 1]) == 'table' and info[j + 1][1] then
+            local ms = tonumber(info[j + 1][1]:match('^(%d+)'))
+            if ms and ms >= after then after = ms + 1 end
           end
         end
       end
     end
     -- Not an id at or past the revision (or one past what a Lua number holds exactly): no retry.
     if past == rev or past >= 9007199254740992 then break end
+    -- Revisions are dense in 'log' (one INCR per commit), so a watcher takes a hole for entries
+    -- another writer deleted (XDEL), unless the entry after it says the hole is this jump's: its
+    -- field s, the first revision no commit took (past 'log''s last entry: a counter that started
+    -- again at 1 vouches for none of the revisions 'log' holds). Only this rare path writes it.
+    if after < past then skip = str(math.min(after, tonumber(skip) or after)) end
     rev = past
     redis.call('SET', P .. 'rev', str(rev))
   end
-  if first then redis.call('HSET', P .. 'log0', 'b', str(tonumber(redis.call('GET', P .. 'rev')) + 1)) end
+  if first then
+    redis.call('HSET', P .. 'log0', 'b', str(tonumber(redis.call('GET', P .. 'rev')) + 1))
+  elseif rev0 == 1 then
+    redis.call('DEL', P .. 'rev')
+  else
+    -- The counter given back: a revision no commit took, with no entry telling so (s), is a hole
+    -- to the watchers of 'log' (lost_after in logs.py). The next commit takes rev0 again, or,
+    -- past an id this one left in a stream, jumps from it and says so.
+    redis.call('SET', P .. 'rev', str(rev0 - 1))
+  end
   return false, 'ERR nbdb: __UNLOGGED_MARK__: ' .. tostring(bad)
 end
 """,
@@ -548,6 +624,11 @@ end
 -- its topic's set, and so up to '' (the general path's directory groups and climb()).
 -- existed: whether the table's set existed before (a create that read it), or nil (unknown).
 -- A refused write returns its key and the error reply (an SCARD follows a write of its key).
+-- The refusal of a directory set a commit made again while its parent's set still names it: nbdb
+-- removes a directory's name in the script that empties it, so another writer deleted the set.
+-- (A string, not a function: Lua makes a closure at every run of a script.)
+local LOST_SET = ' was missing while its parent\'s set names it; another writer deleted it, and the objects it held'
+  .. ' would be in no list'
 local function enlist(cmd, topic, tbl, oid, existed)
   local last = cmd == 'SADD' and 1 or 0  -- how many members a set just made (emptied) holds
   local d = P .. 'd:o/' .. topic .. '/' .. tbl .. '/'
@@ -559,14 +640,32 @@ local function enlist(cmd, topic, tbl, oid, existed)
   d = P .. 'd:o/' .. topic .. '/'
   n = redis.pcall(cmd, d, tbl .. '/')
   if type(n) == 'table' then return d, n end
-  if n == 0 or redis.call('SCARD', d) ~= last then return end
-  d = P .. 'd:o/'
-  n = redis.pcall(cmd, d, topic .. '/')
-  if type(n) == 'table' then return d, n end
-  if n == 0 or redis.call('SCARD', d) ~= last then return end
-  d = P .. 'd:'
-  n = redis.pcall(cmd, d, 'o/')
-  if type(n) == 'table' then return d, n end
+  -- lost: the level of a set this SADD made whose parent's set named it already (LOST_SET).
+  local lost = n == 0 and last == 1 and 2
+  if not lost then
+    if n == 0 or redis.call('SCARD', d) ~= last then return end
+    d = P .. 'd:o/'
+    n = redis.pcall(cmd, d, topic .. '/')
+    if type(n) == 'table' then return d, n end
+    lost = n == 0 and last == 1 and 3
+    if not lost then
+      if n == 0 or redis.call('SCARD', d) ~= last then return end
+      d = P .. 'd:'
+      n = redis.pcall(cmd, d, 'o/')
+      if type(n) == 'table' then return d, n end
+      if n ~= 0 or last ~= 1 then return end
+      lost = 4
+    end
+  end
+  -- Another writer deleted that set: made again with these ids alone, it would hide every object
+  -- it held from every list, and its parent's name would no longer tell. Refused, with what this
+  -- call added taken out again, so that the undo finds nothing to climb from.
+  if lost == 4 then redis.call('SREM', P .. 'd:o/', topic .. '/') end
+  if lost >= 3 then redis.call('SREM', P .. 'd:o/' .. topic .. '/', tbl .. '/') end
+  d = P .. 'd:o/' .. topic .. '/' .. tbl .. '/'
+  if type(oid) == 'table' then redis.call('SREM', d, unpack(oid, 3)) else redis.call('SREM', d, oid) end
+  if lost == 3 then d = P .. 'd:o/' .. topic .. '/' elseif lost == 4 then d = P .. 'd:o/' end
+  return d, {err = 'ERR nbdb: the directory set ' .. d .. LOST_SET}
 end
 """,
     OBJECT_DIRS=_OBJECT_DIRS,
@@ -1208,6 +1307,7 @@ local rev0 = revision(topics)
 -- the keys read in pass 1.
 local dirs, ndirs, made = {}, 0, {}
 local groups, ngroups, byroot = nil, 0, nil
+local forward = true  -- not restoring: a set made again under a parent naming it is refused (see climb)
 for i = 1, #changes do
   local c = changes[i]
   local key, root = c[1], c[6]
@@ -1251,13 +1351,23 @@ end
 -- already added to exists, and so do its ancestors: no SCARD for it again. A refused write
 -- returns its key and the error reply (see refuse; an SCARD follows a write of its key).
 local function climb(path, root, adding)
+  local added = nil  -- (adding) the sets this climb added a name to, each with it
   while path ~= '' do
     local d, name = split(path)
     local dk = P .. 'd:' .. d
     if adding then
       local n = redis.pcall('SADD', dk, name)
       if type(n) == 'table' then return dk, n end
+      -- path's set was just made (by the names of the commit, or of this climb): its parent
+      -- naming it already means another writer deleted it (LOST_SET). The names this climb
+      -- added are taken out again (the caller takes out its own), and false says so.
+      if n == 0 and forward then
+        for i = added and #added or 0, 1, -1 do redis.call('SREM', added[i][1], added[i][2]) end
+        return P .. 'd:' .. path, false
+      end
       if n == 0 or made[dk] or #d <= root then return end
+      added = added or {}
+      added[#added + 1] = {dk, name}
       made[dk] = true
       if redis.call('SCARD', dk) > 1 then return end
     else
@@ -1281,7 +1391,16 @@ local function enter(adding, d, root, names)
     -- The directory was new if it holds no more than what was just added to it.
     if n > 0 and not made[dk] and #d > root then
       made[dk] = true
-      if redis.call('SCARD', dk) == n then return climb(d, root, true) end
+      if redis.call('SCARD', dk) == n then
+        local bad, got = climb(d, root, true)
+        if got == false then
+          -- A set made again under a parent naming it: its names out again (the undo then finds
+          -- nothing here to climb from), and the commit refused naming it.
+          sliced(redis.call, 'SREM', dk, names)
+          return dk, {err = 'ERR nbdb: the directory set ' .. dk .. LOST_SET}
+        end
+        return bad, got
+      end
     end
   elseif n > 0 and #d > root and redis.call('SCARD', dk) == 0 then
     return climb(d, root, false)
@@ -1290,7 +1409,7 @@ end
 -- Every directory set as it was, the groups upto..1 undone (a name added was a key created, a name
 -- removed a key that existed); a group that stopped at a refused write is undone up to that key.
 local function restore(upto)
-  made = {}
+  made, forward = {}, false
   for i = upto, 1, -1 do
     local g = groups[i]
     enter(not g[1], g[2], g[3], g[4])
@@ -1432,6 +1551,7 @@ COMMIT_LUA = (
 RANGE_LUA = (
     _LUA_PRELUDE
     + _LUA_PACK
+    + _LUA_LOST
     + r"""
 local limit, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local FOREIGN = 'WRONGTYPE'  -- the version of a record whose key holds foreign data (backend.FOREIGN)
@@ -1452,6 +1572,8 @@ for j = 4, #ARGV do
     if not topics then
       topics = redis.pcall('SMEMBERS', P .. 'd:o/')
       if topics.err then return foreign(P .. 'd:o/') end
+      local gone = #topics == 0 and lost('o/')
+      if gone then return foreign(gone) end
     end
     for _, t in ipairs(topics) do
       if t:sub(-1) == '/' then prefixes[#prefixes + 1] = 'o/' .. t .. rest end
@@ -1470,6 +1592,7 @@ local function spelled()
   end
   return table.concat(out)
 end
+local later = {}  -- see lost
 for j = 1, #prefixes do
   local gh, filter, base = group(prefixes[j])
   if gh then
@@ -1487,15 +1610,35 @@ for j = 1, #prefixes do
     local bad
     local within = walk(prefixes[j], function(k)
       if not seen[k] then seen[k] = true; keys[#keys + 1] = k end
-    end, function(d)
+    end, function(d, named, dir)
       local n = redis.pcall('SCARD', d)
       if type(n) == 'table' then bad = d; return false end
+      -- Empty: a directory its parent names is never so (see lost), the walk's first may be.
+      if n == 0 then
+        bad = named and not dir:find('[\128-\255]') and d or lost(dir, later)
+        -- Empty: not read (its SISMEMBER in lost costs what its SMEMBERS did).
+        return not bad and 0
+      end
       return #keys + n <= cap
     end)
     if bad then return foreign(bad) end
     if not within then
       local hr, ht = head()
       return {hr, ht, 2, '', spelled()}
+    end
+  end
+end
+-- The parents of empty first sets that do not name them: one EXISTS of them all (in slices of
+-- 1,000), and only if one is gone, each asked again whole (lost). (A paged range returned above:
+-- its client asks the sets its pages find empty.)
+for i = 1, #later, 1000 do
+  local j = math.min(i + 999, #later)
+  if redis.call('EXISTS', unpack(later, i, j)) < j - i + 1 then
+    for k = i, j do
+      if redis.call('EXISTS', later[k]) == 0 then
+        local bad = lost(later[k]:sub(#P + 3))
+        if bad then return foreign(bad) end
+      end
     end
   end
 end
@@ -1525,6 +1668,22 @@ for _, k in ipairs(keys) do
   pack(out, v[3])
 end
 return {hr, ht, 1, table.concat(out)}
+"""
+)
+
+# ARGV: P, dir*.  The directories a paged walk found empty (SSCAN of nothing): {key, type} of the
+# first that another writer deleted (see lost; or a parent of another type), else false.
+LOST_LUA = (
+    _LUA_PRELUDE
+    + _LUA_LOST
+    + r"""
+for j = 2, #ARGV do
+  if redis.call('EXISTS', P .. 'd:' .. ARGV[j]) == 0 then
+    local k = lost(ARGV[j])
+    if k then return {k, redis.call('TYPE', k).ok} end
+  end
+end
+return false
 """
 )
 
