@@ -325,6 +325,8 @@ class Database:
         """Every lock held through this Database, in any thread: :meth:`close` gives them back."""
         self._replicas: dict[tuple[Any, ...], tuple[Replica, int]] = {}
         """The shared replicas by (models, topics), and how many open handles read each."""
+        if self._context.watermark is not None:
+            self._context.watermark.went_back = self._store_went_back
         self._reaper: Reaper | None = None
         if reap and backend.capabilities.expiry is Expiry.REAPER and type(backend).reap is not Backend.reap:
             self._reaper = Reaper(backend)
@@ -743,6 +745,7 @@ class Database:
                     fields=fields,
                     commit_times=self._context.commit_times,
                     streams=streams,
+                    watermark=self._context.watermark,
                 )
                 self._caches.add(cache)
                 # Its replica too: its thread keeps the replica alive when the caller drops the handle without
@@ -753,7 +756,12 @@ class Database:
             fresh = core is None
             if core is None:
                 core = Replica(
-                    self._backend, followed, topics, commit_times=self._context.commit_times, streams=streams
+                    self._backend,
+                    followed,
+                    topics,
+                    commit_times=self._context.commit_times,
+                    streams=streams,
+                    watermark=self._context.watermark,
                 )
                 self._caches.add(core)
             self._replicas[key] = (core, handles + 1)
@@ -762,6 +770,28 @@ class Database:
             core.start()
         self._caches.add(handle)
         return handle
+
+    def _store_went_back(self, seen: int, revision: int) -> None:
+        """A commit came back at ``revision``, below ``seen``: the store lost data; every cache lists again.
+
+        (See :class:`nbdb.revision.Watermark`.) Each replica is told first (its ``wait_for`` waits from
+        now until it listed again), then the shared stream's history is declared gone.
+        """
+        log.warning(
+            "the store went back in time (a commit at revision %d, after revision %d was seen): it lost data "
+            "(a restart without persistence, a failover); every cache of this Database lists again",
+            revision,
+            seen,
+        )
+        with self._hub_lock:
+            replicas = [c for c in list(self._caches) if isinstance(c, Replica)]
+            hub = self._hub
+        for replica in replicas:
+            replica.store_went_back()
+        if hub is not None:
+            hub.history_gone(
+                errors.HistoryGoneError(f"the store went back from revision {seen} to {revision}: it lost data")
+            )
 
     def _release_replica(self, key: tuple[Any, ...], core: Replica) -> None:
         """A handle on ``core`` closed: close the replica with its last handle."""

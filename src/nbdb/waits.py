@@ -136,6 +136,10 @@ class Waits:
 
     def _reflected(self, waiter: _Waiter) -> bool:
         cache = self._cache
+        if cache.stale:
+            # The store went back in time and the replica has not listed since: it holds objects and a
+            # revision of the lost history (a new write's lower revision compared below it: "reflected").
+            return False
         if waiter.revision is not None and cache.reached(waiter.revision):
             return True
         if waiter.model is None:
