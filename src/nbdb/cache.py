@@ -31,7 +31,7 @@ from nbdb import errors, metrics
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import check_flag
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription, check_not_async
-from nbdb.events import ChangeEvent, EventKind, Key
+from nbdb.events import ChangeEvent, EventKind, Key, in_commit_order
 from nbdb.hub import open_stream
 from nbdb.models.base import Model, check_field_value, check_held_object
 from nbdb.projection import PartialView, projections
@@ -175,6 +175,8 @@ class Replica:
         self._sync_changed = threading.Condition(threading.Lock())
         """Notified when the first list loads, the replica closes or a handle closes (``wait_synced`` waits on it)."""
         self._stream: RecordStream | None = None
+        self._emitted: list[ChangeEvent[Model]] = []
+        """The events of the batch being applied, delivered (in commit order) when it ends (under the lock)."""
         self._thread = threading.Thread(target=self._run, name="nbdb-cache", daemon=True)
 
     def start(self) -> None:
@@ -293,9 +295,13 @@ class Replica:
         )
         with self._lock:
             if replay:
-                for model in followed:
-                    for obj in self._objects[model].values():
-                        sub.offer(ChangeEvent(EventKind.CREATED, model, None, obj, self._revision, True))
+                replayed = [
+                    ChangeEvent(EventKind.CREATED, model, None, obj, self._revision, True)
+                    for model in followed
+                    for obj in self._objects[model].values()
+                ]
+                for event in in_commit_order(replayed):  # one revision: the referenced first
+                    sub.offer(event)
             self._subscriptions.append(sub)
             if self._synced.is_set():
                 sub.mark_replayed()
@@ -413,6 +419,12 @@ class Replica:
                     self._stream = None
 
     def _after_batch(self, changed: bool = True) -> None:
+        if self._emitted:
+            # Each commit's events in the one order that shows no dangling reference (nbdb.events).
+            emitted, self._emitted = in_commit_order(self._emitted), []
+            for sub in self._subscriptions:
+                for event in emitted:
+                    sub.offer(event)
         if changed:
             for sub in self._subscriptions:
                 sub.wake()
@@ -616,8 +628,8 @@ class Replica:
             self._waits.deleted(model, old.id)
 
     def _emit(self, event: ChangeEvent[Model]) -> None:
-        for sub in self._subscriptions:
-            sub.offer(event)
+        """Deliver ``event`` to the subscribers with the rest of its batch (see :meth:`_after_batch`)."""
+        self._emitted.append(event)
 
 
 class Cache:
