@@ -126,3 +126,21 @@ def test_a_watermark_tells_a_reset_only_for_a_commit_below_what_was_seen(steps: 
             mark.observed(revision)
             high = max(high, revision)
         assert mark.seen == high
+
+
+def test_wait_for_a_copy_read_back_after_the_store_lost_its_data(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """A copy read back carries no revision: the wait reads the store's, which is below the cache's."""
+    server = server_factory("redis")
+    with nbdb.connect(server.url, namespace="wb") as db, nbdb.connect(server.url, namespace="wb") as other:
+        for i in range(3):
+            db.create(LogicalSwitch(name=f"old{i}"))
+        cache = db.cache([LogicalSwitch])
+        assert cache.wait_synced(10)
+        _lose_data(server)
+        written = _create_when_back(other, "new")  # through another Database: this one commits nothing
+        read = db.get(LogicalSwitch, written.id)
+        assert read.nbdb_revision is None
+        assert cache.wait_for(read, 20)
+        assert cache.get(LogicalSwitch, written.id) is not None

@@ -229,6 +229,11 @@ class Replica:
         return self._revision >= revision and self._synced.is_set() and self._listed >= self._resets
 
     @property
+    def watermark(self) -> Watermark | None:
+        """Its Database's highest revision seen of the store (None: revisions count per connection)."""
+        return self._watermark
+
+    @property
     def stale(self) -> bool:
         """True from a reset of the store its Database saw until the replica listed again (under :attr:`lock`).
 

@@ -79,7 +79,8 @@ class Watermark:
         """Called (``seen``, ``revision``) when a commit comes back below ``seen``."""
 
     def committed(self, before: int, revision: int) -> None:
-        """A commit that began when the mark was ``before`` came back at ``revision``."""
+        """A commit that began when the mark was ``before`` came back at ``revision`` (or a linearizable read
+        of the store's current revision, begun then, read it: the same proof)."""
         if revision >= before:
             if revision > self.seen:
                 self.seen = revision
