@@ -10,6 +10,7 @@ settled from the error that names the object).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import threading
@@ -299,6 +300,36 @@ class _Lock(AbstractContextManager[LockHandle]):
             self._holds.discard(hold)
 
 
+_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
+"""The Databases not closed yet, closed at interpreter exit (held weakly: one dropped is not kept alive)."""
+_EXIT_LOCK = threading.Lock()
+
+
+def _close_at_exit() -> None:
+    """Close every Database still open when the interpreter exits: their locks are given back at once.
+
+    A process that ended without ``close()`` (a script that falls off its end, a leader's loop on a
+    daemon thread inside its lock's block) kept its locks until their ttl: the next replica waited for
+    it, although the docs said a lock is given up "when its Database closes, even ... at exit". Each
+    close is bounded (see :meth:`Database.close`); one that fails is logged and the others still run.
+    """
+    for db in list(_OPEN):
+        try:
+            db.close()
+        except Exception:
+            log.warning("closing %r at exit failed", db, exc_info=True)
+
+
+def _track(db: Database) -> None:
+    """Close ``db`` at exit unless it closed before (registered at a Database, not at import)."""
+    with _EXIT_LOCK:
+        # Registered again after the backend was made: exit hooks run last-in first-out, and a backend's own
+        # (weakref.finalize, which SQLite's connections use) must run after the close, not before it.
+        atexit.unregister(_close_at_exit)
+        atexit.register(_close_at_exit)
+        _OPEN.add(db)
+
+
 class Database:
     """A connection to one northbound database, through one backend.
 
@@ -325,9 +356,12 @@ class Database:
         """Every lock held through this Database, in any thread: :meth:`close` gives them back."""
         self._replicas: dict[tuple[Any, ...], tuple[Replica, int]] = {}
         """The shared replicas by (models, topics), and how many open handles read each."""
+        if self._context.watermark is not None:
+            self._context.watermark.went_back = self._store_went_back
         self._reaper: Reaper | None = None
         if reap and backend.capabilities.expiry is Expiry.REAPER and type(backend).reap is not Backend.reap:
             self._reaper = Reaper(backend)
+        _track(self)
 
     def __repr__(self) -> str:
         return f"<nbdb.Database {type(self._backend).__name__}>"
@@ -743,6 +777,7 @@ class Database:
                     fields=fields,
                     commit_times=self._context.commit_times,
                     streams=streams,
+                    watermark=self._context.watermark,
                 )
                 self._caches.add(cache)
                 # Its replica too: its thread keeps the replica alive when the caller drops the handle without
@@ -753,7 +788,12 @@ class Database:
             fresh = core is None
             if core is None:
                 core = Replica(
-                    self._backend, followed, topics, commit_times=self._context.commit_times, streams=streams
+                    self._backend,
+                    followed,
+                    topics,
+                    commit_times=self._context.commit_times,
+                    streams=streams,
+                    watermark=self._context.watermark,
                 )
                 self._caches.add(core)
             self._replicas[key] = (core, handles + 1)
@@ -762,6 +802,28 @@ class Database:
             core.start()
         self._caches.add(handle)
         return handle
+
+    def _store_went_back(self, seen: int, revision: int) -> None:
+        """A commit came back at ``revision``, below ``seen``: the store lost data; every cache lists again.
+
+        (See :class:`nbdb.revision.Watermark`.) Each replica is told first (its ``wait_for`` waits from
+        now until it listed again), then the shared stream's history is declared gone.
+        """
+        log.warning(
+            "the store went back in time (a commit at revision %d, after revision %d was seen): it lost data "
+            "(a restart without persistence, a failover); every cache of this Database lists again",
+            revision,
+            seen,
+        )
+        with self._hub_lock:
+            replicas = [c for c in list(self._caches) if isinstance(c, Replica)]
+            hub = self._hub
+        for replica in replicas:
+            replica.store_went_back()
+        if hub is not None:
+            hub.history_gone(
+                errors.HistoryGoneError(f"the store went back from revision {seen} to {revision}: it lost data")
+            )
 
     def _release_replica(self, key: tuple[Any, ...], core: Replica) -> None:
         """A handle on ``core`` closed: close the replica with its last handle."""
@@ -833,6 +895,7 @@ class Database:
         # Closing from here: a second close() (atexit beside a controller's thread) returns at once, as it did
         # before the queues below were stopped first (their feeds wait for a running callback) and not closed.
         self._closing = True
+        _OPEN.discard(self)
         # Every step runs even when one raises or is interrupted (Ctrl-C while a step waits for a running
         # callback or a lock's give-back): the rest closes, then the first exception is raised. (Interrupted,
         # close() left the watches, the other caches and the backend open, and a second close() returned at

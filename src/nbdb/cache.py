@@ -31,11 +31,12 @@ from nbdb import errors, metrics
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import check_flag
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription, check_not_async
-from nbdb.events import ChangeEvent, EventKind, Key
+from nbdb.events import ChangeEvent, EventKind, Key, in_commit_order
 from nbdb.hub import open_stream
 from nbdb.models.base import Model, check_field_value, check_held_object
 from nbdb.projection import PartialView, projections
 from nbdb.replica import Indexes, bucket_objects, index, index_all, index_nulls, matches, reindex, unindex
+from nbdb.revision import Watermark
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.timeouts import timeout_of
 from nbdb.waits import Waits
@@ -125,8 +126,11 @@ class Replica:
         fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
         commit_times: metrics.CommitTimes | None = None,
         streams: Callable[[Sequence[str], Collection[str | None] | None, int], RecordStream] | None = None,
+        watermark: Watermark | None = None,
     ) -> None:
         self._backend = backend
+        self._watermark = watermark
+        """Its Database's highest revision seen of the store: the replica raises it as it follows."""
         self._streams = streams or functools.partial(open_stream, backend)
         self._models = {m.nbdb_table: m for m in models}
         self._tables = sorted(self._models)
@@ -162,11 +166,17 @@ class Replica:
         """Records that failed to decode, by (table, id); cleared when a good copy arrives."""
         self._relists = 0
         self._revision = 0
+        self._resets = 0
+        """How many times its Database saw the store go back in time (see :meth:`store_went_back`)."""
+        self._listed = 0
+        """The value of ``_resets`` when the last list began: below ``_resets``, what is held is of a lost history."""
         self._synced = threading.Event()
         self._closed = threading.Event()
         self._sync_changed = threading.Condition(threading.Lock())
         """Notified when the first list loads, the replica closes or a handle closes (``wait_synced`` waits on it)."""
         self._stream: RecordStream | None = None
+        self._emitted: list[ChangeEvent[Model]] = []
+        """The events of the batch being applied, delivered (in commit order) when it ends (under the lock)."""
         self._thread = threading.Thread(target=self._run, name="nbdb-cache", daemon=True)
 
     def start(self) -> None:
@@ -216,7 +226,32 @@ class Replica:
 
     def reached(self, revision: int) -> bool:
         """Whether the first list is loaded and every change up to ``revision`` applied (under :attr:`lock`)."""
-        return self._revision >= revision and self._synced.is_set()
+        return self._revision >= revision and self._synced.is_set() and self._listed >= self._resets
+
+    @property
+    def watermark(self) -> Watermark | None:
+        """Its Database's highest revision seen of the store (None: revisions count per connection)."""
+        return self._watermark
+
+    @property
+    def stale(self) -> bool:
+        """True from a reset of the store its Database saw until the replica listed again (under :attr:`lock`).
+
+        What it holds then, and its revision, are of a history the store lost: a revision of the new one
+        compares below it, and an object written since is not held (nor known to be deleted).
+        """
+        return self._listed < self._resets
+
+    def store_went_back(self) -> None:
+        """Its Database saw the store go back in time (a commit below a revision seen): list again.
+
+        Until a list that began after this call is loaded, :meth:`reached` is False and
+        :meth:`nbdb.Cache.wait_for` waits (it said True at once: the new, lower revision was below the
+        replica's old one). The replica's thread sees it after its current poll (a shared stream's poll
+        ends at once: the Database ends the hub's streams too) and lists again, emitting the difference.
+        """
+        with self._lock:
+            self._resets += 1
 
     def held(self, model: type[Model], id: UUID) -> Model | None:
         """The copy of ``model`` ``id`` held now, or None (``model`` must be followed)."""
@@ -265,9 +300,13 @@ class Replica:
         )
         with self._lock:
             if replay:
-                for model in followed:
-                    for obj in self._objects[model].values():
-                        sub.offer(ChangeEvent(EventKind.CREATED, model, None, obj, self._revision, True))
+                replayed = [
+                    ChangeEvent(EventKind.CREATED, model, None, obj, self._revision, True)
+                    for model in followed
+                    for obj in self._objects[model].values()
+                ]
+                for event in in_commit_order(replayed):  # one revision: the referenced first
+                    sub.offer(event)
             self._subscriptions.append(sub)
             if self._synced.is_set():
                 sub.mark_replayed()
@@ -336,10 +375,20 @@ class Replica:
                     # Also the delivery thread's watchdog: it looks again while a callback runs long.
                     changes = self._stream.poll(self._dispatcher.watchdog(_POLL_SECONDS))
                     with self._lock:
-                        for change in changes:
-                            self._apply(change)
-                        self._revision = max(self._revision, self._stream.revision)
-                        self._after_batch(bool(changes))
+                        try:
+                            for change in changes:
+                                self._apply(change)
+                            self._revision = max(self._revision, self._stream.revision)
+                            stale = self._listed < self._resets
+                            if self._watermark is not None and not stale:
+                                self._watermark.observed(self._revision)
+                        finally:
+                            self._after_batch(bool(changes))  # what was applied is delivered, whatever raised
+                        if stale:
+                            raise errors.HistoryGoneError(
+                                f"the store went back in time (a commit came back below revision "
+                                f"{self._revision}): it lost the history this cache stands on"
+                            )
                     if changes and self._metrics is not None:
                         self._metrics.applied(changes, self._commit_times)
                     backoff = 0.05
@@ -375,6 +424,12 @@ class Replica:
                     self._stream = None
 
     def _after_batch(self, changed: bool = True) -> None:
+        if self._emitted:
+            # Each commit's events in the one order that shows no dangling reference (nbdb.events).
+            emitted, self._emitted = in_commit_order(self._emitted), []
+            for sub in self._subscriptions:
+                for event in emitted:
+                    sub.offer(event)
         if changed:
             for sub in self._subscriptions:
                 sub.wake()
@@ -385,6 +440,7 @@ class Replica:
         # The collector is paused from the scan on (bulk): the scan builds a few tracked objects
         # per record (its Record, key, id) that all stay alive until applied, and it re-scanned
         # them over and over (Redis, 10,000 ports: 15 -> 10 us a port with it paused).
+        resets = self._resets  # read before the scan: a reset seen during it may not be in what it reads
         with bulk():
             snapshot = self._backend.scan(self._tables, self._topics)
             revision = snapshot.revision
@@ -398,6 +454,9 @@ class Replica:
                 for model in list(fresh):
                     self._reload(model, fresh.pop(model), revision)
                 self._revision = revision
+                self._listed = resets
+                if self._watermark is not None:
+                    self._watermark.observed(revision)
                 self._after_batch()
 
     def _announce_synced(self) -> None:
@@ -574,8 +633,8 @@ class Replica:
             self._waits.deleted(model, old.id)
 
     def _emit(self, event: ChangeEvent[Model]) -> None:
-        for sub in self._subscriptions:
-            sub.offer(event)
+        """Deliver ``event`` to the subscribers with the rest of its batch (see :meth:`_after_batch`)."""
+        self._emitted.append(event)
 
 
 class Cache:
@@ -605,8 +664,11 @@ class Cache:
         fields: Mapping[type[Any], Iterable[str]] | Iterable[str] | None = None,
         commit_times: metrics.CommitTimes | None = None,
         streams: Callable[[Sequence[str], Collection[str | None] | None, int], RecordStream] | None = None,
+        watermark: Watermark | None = None,
     ) -> None:
-        replica = Replica(backend, models, topics, fields=fields, commit_times=commit_times, streams=streams)
+        replica = Replica(
+            backend, models, topics, fields=fields, commit_times=commit_times, streams=streams, watermark=watermark
+        )
         self._attach(replica, replica.close, on_change, on_error, replay=False)
         replica.start()
 

@@ -23,7 +23,7 @@ from nbdb.capabilities import Expiry
 from nbdb.models.base import Model
 from nbdb.models.types import Topic
 from nbdb.options import check_unicode
-from nbdb.revision import GLOBAL_SCOPE, Revision
+from nbdb.revision import GLOBAL_SCOPE, Revision, Watermark
 from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, WriteOp
 from nbdb.timeouts import check_seconds
 from nbdb.writes import check_uuid, delete_of, stored
@@ -138,7 +138,7 @@ class CommitContext:
     caches' commit-to-applied lag (None without metrics).
     """
 
-    __slots__ = ("_metrics", "_scope", "backend", "closed", "commit_times", "deferred", "store_token")
+    __slots__ = ("_metrics", "_scope", "backend", "closed", "commit_times", "deferred", "store_token", "watermark")
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -151,6 +151,9 @@ class CommitContext:
         self.commit_times: metrics.CommitTimes | None = None if handles is None else metrics.CommitTimes()
         self.closed = False
         """Set by Database.close(): a commit after it (a transaction left open, say) is refused."""
+        self.watermark: Watermark | None = Watermark() if self._scope is GLOBAL_SCOPE else None
+        """The highest revision seen of the store, to tell when it went back in time (one global sequence only:
+        per-connection revisions say nothing of the store)."""
 
     # ---------------------------------------------------------------- commits
 
@@ -225,10 +228,13 @@ class CommitContext:
         else:
             commit = lambda ops: backend.commit_fenced(ops, fence)  # noqa: E731
 
+        watermark = self.watermark
+        before = 0 if watermark is None else watermark.seen
         try:
             if self._metrics is None:
-                return commit(ops)
-            return self._metrics.commit(commit, ops, self.commit_times)
+                result = commit(ops)
+            else:
+                result = self._metrics.commit(commit, ops, self.commit_times)
         except errors.LockLostError:
             # The store refused the write because this holder no longer holds the lock: the handle says so
             # at once, on every backend (it said so only at its next renewal, up to a third of its ttl
@@ -238,6 +244,9 @@ class CommitContext:
             if fence is not None and fence.issuer is backend:
                 fence.mark_lost()
             raise
+        if watermark is not None:
+            watermark.committed(before, result.revision)
+        return result
 
     # ---------------------------------------------------------------- checks
 

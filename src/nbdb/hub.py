@@ -121,6 +121,10 @@ class WatchHub:
         self._open_failures = 0
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._epoch = 0
+        """Raised when the history is gone: what was buffered and the revision reached are of a lost history."""
+        self._restart = False
+        """The history went: the next stream starts the hub again from its own revision, as an idle hub does."""
 
     def stream(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> HubStream:
         """A stream of the changes of ``tables`` (in ``topics``) after revision ``since``."""
@@ -129,8 +133,10 @@ class WatchHub:
         with self._cond:
             if self._closed:
                 raise errors.BackendUnavailableError("the database is closed")
-            if self._thread is None and not self._streams:
-                # Idle: start again from this stream's revision, with nothing buffered.
+            if (self._thread is None or self._restart) and not self._streams:
+                # Idle (or its history gone: what it buffered and reached is of a history the store lost, and a
+                # stream that listed again starts below it): start again from this stream's revision, empty.
+                self._restart = False
                 self._buffer.clear()
                 self._plain_from = self._offset
                 self._tables.clear()
@@ -220,6 +226,7 @@ class WatchHub:
                     self._reopen = False
                     self._opens_started += 1
                     number = self._opens_started
+                    epoch = self._epoch
                     opening = True
                 else:
                     opening = False
@@ -230,6 +237,9 @@ class WatchHub:
                     backoff = self._failed("opening the stream", exc, backoff)
                     continue
                 with self._cond:
+                    if epoch != self._epoch:
+                        opened.close()  # opened from a revision of the history that went meanwhile
+                        continue
                     self._stream = opened
                     self._opens_done = number
                     self._cond.notify_all()
@@ -308,6 +318,11 @@ class WatchHub:
         self._offset += cut
         self._base = max(self._base, revision)
 
+    def history_gone(self, exc: errors.HistoryGoneError) -> None:
+        """The history every stream stands on is gone (the store went back in time): each raises ``exc``
+        at its next poll (its cache lists again), and the hub starts again from the next stream's revision."""
+        self._history_gone(exc)
+
     def _history_gone(self, exc: errors.HistoryGoneError) -> None:
         log.info("watch hub: the backend lost the history; every stream re-lists (%s)", exc)
         with self._cond:
@@ -315,6 +330,8 @@ class WatchHub:
                 stream.gone = exc
             self._streams.clear()
             self._drop_stream()
+            self._epoch += 1
+            self._restart = True
             self._cond.notify_all()
 
     def _failed(self, doing: str, exc: Exception, pause: float) -> float:

@@ -11,9 +11,10 @@ that carries the ``scope`` of its sequence, so that code comparing revisions
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["GLOBAL_SCOPE", "Revision"]
+__all__ = ["GLOBAL_SCOPE", "Revision", "Watermark"]
 
 GLOBAL_SCOPE: Any = None
 """The scope of backends whose revisions mean the same through every connection."""
@@ -50,3 +51,46 @@ class Revision(int):
         # A scope is a live token of this process: another process must not
         # mistake an unpickled revision for one of its own sequences.
         return (Revision, (int(self), GLOBAL_SCOPE if self.scope is GLOBAL_SCOPE else object()))
+
+
+class Watermark:
+    """The highest revision one Database has seen of its store (by its commits and its caches), to tell a reset.
+
+    On a store of one global sequence a commit's revision is above every
+    revision observed before the commit began: each was committed before it.
+    A commit that comes back *below* the mark found a store that went back in
+    time (a server that restarted without its data, a failover to a replica
+    that lacked the last writes). Its caches then hold objects and a revision
+    of a history that is gone: :meth:`nbdb.Cache.wait_for` compared the new,
+    lower revision with the cache's old one and said "reflected" at once,
+    before the cache had noticed and listed again. ``went_back(seen, revision)``
+    (the Database's) tells them. An equal revision is no proof (a commit that
+    changed nothing, on etcd, keeps the store's revision), so only a lower one
+    counts. The marks are written without a lock: a lost raise of the mark only
+    misses a detection, it never invents one (every value written was observed).
+    """
+
+    __slots__ = ("seen", "went_back")
+
+    def __init__(self) -> None:
+        self.seen = 0
+        """The highest revision observed (lowered to the new sequence's once it went back)."""
+        self.went_back: Callable[[int, int], None] | None = None
+        """Called (``seen``, ``revision``) when a commit comes back below ``seen``."""
+
+    def committed(self, before: int, revision: int) -> None:
+        """A commit that began when the mark was ``before`` came back at ``revision`` (or a linearizable read
+        of the store's current revision, begun then, read it: the same proof)."""
+        if revision >= before:
+            if revision > self.seen:
+                self.seen = revision
+            return
+        self.seen = revision
+        hook = self.went_back
+        if hook is not None:
+            hook(before, revision)
+
+    def observed(self, revision: int) -> None:
+        """A cache reached ``revision`` of the store."""
+        if revision > self.seen:
+            self.seen = revision

@@ -128,14 +128,25 @@ class Waits:
         cache = self._cache
         if cache.revision_scope is not None or not cache.backend.capabilities.linearizable_reads:
             return None
+        watermark = cache.watermark
+        before = 0 if watermark is None else watermark.seen
         try:
-            return cache.backend.current_revision()
+            now = cache.backend.current_revision()
         except errors.NbdbError as exc:
             log.info("cache: could not read the current revision (%s); waiting by version only", exc)
             return None
+        if watermark is not None:
+            # A store read below what was seen went back in time: the caches list again, and this wait
+            # waits for it (it took the cache's old, higher revision for "deleted since": True at once).
+            watermark.committed(before, now)
+        return now
 
     def _reflected(self, waiter: _Waiter) -> bool:
         cache = self._cache
+        if cache.stale:
+            # The store went back in time and the replica has not listed since: it holds objects and a
+            # revision of the lost history (a new write's lower revision compared below it: "reflected").
+            return False
         if waiter.revision is not None and cache.reached(waiter.revision):
             return True
         if waiter.model is None:

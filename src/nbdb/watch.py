@@ -9,7 +9,7 @@ from types import TracebackType
 
 from nbdb import errors
 from nbdb.codec import decode
-from nbdb.events import ChangeEvent, EventKind
+from nbdb.events import ChangeEvent, EventKind, in_commit_order
 from nbdb.models.base import Model
 from nbdb.spi import Record, RecordChange, RecordStream
 from nbdb.timeouts import timeout_of
@@ -134,6 +134,8 @@ class Watch(Iterator[ChangeEvent[Model]]):
                     # after the batch, which is kept for the next poll -- the stream is past it, and the rest
                     # of the batch was lost, with `revision` saying it was delivered.
                     stop = raised
+        # A poll holds whole commits: each one's events in the order that shows no dangling reference.
+        events = in_commit_order(events)
         if stop is not None:
             self._pending.extend(events)
             raise stop

@@ -1,0 +1,81 @@
+"""A process that exits without closing its Database gives its locks back at exit, not after their ttl."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import nbdb
+
+pytestmark = pytest.mark.timeout(120)
+
+_TTL = 30.0
+"""Far longer than the test waits for the lock: a lock freed only by its ttl fails it."""
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, threading
+    import nbdb
+
+    db = nbdb.connect(sys.argv[1])
+    ttl = float(sys.argv[2])
+    if sys.argv[3] == "thread":
+        # A leader's loop on a daemon thread (as a controller runs it), inside its lock's block at exit.
+        ready = threading.Event()
+
+        def lead():
+            with db.lock("leader", ttl=ttl):
+                ready.set()
+                threading.Event().wait()
+
+        threading.Thread(target=lead, daemon=True).start()
+        assert ready.wait(30)
+    else:
+        held = db.lock("leader", ttl=ttl)
+        held.__enter__()  # a block that never ends: the script just finishes
+    print("held", flush=True)
+    # No db.close(): the interpreter exits.
+    """
+)
+
+
+def _hold_and_exit(url: str, how: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(nbdb.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", _HOLDER, url, str(_TTL), how], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0 and "held" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "etcd"])
+@pytest.mark.parametrize("how", ["main", "thread"])
+def test_a_lock_held_by_a_process_that_exits_without_closing_is_free_at_once(
+    kind: str, how: str, url_of: Callable[[str], str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/nb-{uuid.uuid4().hex[:6]}.db" if kind == "sqlite" else url_of(kind)
+    _hold_and_exit(url, how)
+    with nbdb.connect(url) as db:
+        started = time.monotonic()
+        with db.lock("leader", ttl=5, timeout=10) as held:  # LockTimeoutError: still held until the ttl
+            assert not held.lost
+        assert time.monotonic() - started < 10
+
+
+def test_a_database_dropped_unclosed_is_not_kept_alive_for_exit() -> None:
+    """The exit hook holds Databases weakly: one dropped (and collected) is not kept, nor closed twice."""
+    import gc
+    import weakref
+
+    db = nbdb.connect("memory://")
+    ref = weakref.ref(db)
+    del db
+    gc.collect()
+    assert ref() is None

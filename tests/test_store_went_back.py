@@ -1,0 +1,146 @@
+"""Read-your-writes after the store went back in time (a server restarted without its data).
+
+A cache at revision 3 of a store that restarted empty compared a new write's revision 1 with its own 3:
+``wait_for`` said True at once while ``get`` found nothing; the cache re-listed only when its stream
+noticed, about a second later on Redis and never on etcd until a write of its own Database.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.models import LogicalSwitch
+from nbdb.revision import Watermark
+from nbdb.testing.fixtures import server_factory  # noqa: F401 - pytest fixture
+from nbdb.testing.servers import Server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _create_when_back(db: nbdb.Database, name: str) -> LogicalSwitch:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return db.create(LogicalSwitch(name=name))
+        except nbdb.BackendUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _lose_data(server: Server) -> None:
+    member = server.members[0]
+    if server.kind == "etcd":
+        member.stop()
+        shutil.rmtree(member.data_dir)  # etcd keeps its data over a restart: a member that lost its disk
+    member.restart()  # Redis without appendonly (the harness' default) comes back empty
+
+
+@pytest.mark.parametrize("kind", ["redis", "etcd"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_wait_for_a_write_after_the_store_lost_its_data_waits_for_the_relist(
+    server_factory: Callable[..., Server],  # noqa: F811
+    kind: str,
+    shared: bool,
+) -> None:
+    server = server_factory(kind)
+    url = server.url + ("?timeout=1" if kind == "etcd" else "")  # etcd's client gives up on a dead member sooner
+    with nbdb.connect(url, namespace="wb") as db:
+        for i in range(3):
+            db.create(LogicalSwitch(name=f"old{i}"))
+        cache = db.cache([LogicalSwitch], shared=shared)
+        assert cache.wait_synced(10)
+        assert cache.revision >= 3
+        _lose_data(server)
+        new = _create_when_back(db, "new")
+        assert new.nbdb_revision < cache.revision  # the store's new history starts below the cache's
+        assert cache.wait_for(new, 20)
+        assert cache.get(LogicalSwitch, new.id) is not None  # it said True with nothing there
+        assert [o.name for o in cache.list(LogicalSwitch)] == ["new"]  # the lost ones are gone from it
+        again = db.create(LogicalSwitch(name="again"))
+        assert cache.wait_for(again.nbdb_revision, 20)
+        assert cache.get(LogicalSwitch, again.id) is not None
+        assert cache.relists >= 1
+
+
+def test_a_cache_that_only_read_the_old_history_still_tells_the_reset(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """The revisions seen came from the cache alone (another client wrote them), not from commits of its Database."""
+    server = server_factory("redis")
+    with nbdb.connect(server.url, namespace="wb") as other:
+        for i in range(3):
+            other.create(LogicalSwitch(name=f"old{i}"))
+    with nbdb.connect(server.url, namespace="wb") as db:
+        cache = db.cache([LogicalSwitch])
+        assert cache.wait_synced(10)
+        assert len(cache) == 3
+        _lose_data(server)
+        new = _create_when_back(db, "new")
+        assert cache.wait_for(new, 20)
+        assert cache.get(LogicalSwitch, new.id) is not None
+
+
+def test_commits_of_one_history_never_tell_a_reset_on_the_kit_stores(store_db: nbdb.Database) -> None:
+    """No store that keeps its data makes a cache list again: creates, updates, a delete of nothing, a cascade."""
+    with store_db.cache([LogicalSwitch]) as cache:
+        assert cache.wait_synced(10)
+        objs = [store_db.create(LogicalSwitch(name=f"s{i}")) for i in range(5)]
+        assert cache.wait_for(objs[-1], 10)
+        store_db.update(objs[0].model_copy(update={"name": "renamed"}))
+        assert store_db.delete(LogicalSwitch, objs[1].id) is not None
+        assert store_db.delete(LogicalSwitch, objs[1].id, if_exists=True) is None
+        with store_db.transaction():
+            pass
+        last = store_db.create(LogicalSwitch(name="last"))
+        assert cache.wait_for(last, 10)
+        assert cache.relists == 0
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 50)), max_size=30))
+def test_a_watermark_tells_a_reset_only_for_a_commit_below_what_was_seen(steps: list[tuple[bool, int]]) -> None:
+    """Commits and observations that never go below what was seen before them tell nothing; one below always does."""
+    mark = Watermark()
+    told: list[tuple[int, int]] = []
+    mark.went_back = lambda seen, revision: told.append((seen, revision))
+    high = 0
+    for is_commit, revision in steps:
+        if is_commit:
+            before = mark.seen
+            mark.committed(before, revision)
+            if revision < before:
+                assert told[-1] == (before, revision)
+                high = revision
+                assert mark.seen == revision  # the new history's mark: its next commits tell nothing
+                continue
+            high = max(high, revision)
+        else:
+            mark.observed(revision)
+            high = max(high, revision)
+        assert mark.seen == high
+
+
+def test_wait_for_a_copy_read_back_after_the_store_lost_its_data(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """A copy read back carries no revision: the wait reads the store's, which is below the cache's."""
+    server = server_factory("redis")
+    with nbdb.connect(server.url, namespace="wb") as db, nbdb.connect(server.url, namespace="wb") as other:
+        for i in range(3):
+            db.create(LogicalSwitch(name=f"old{i}"))
+        cache = db.cache([LogicalSwitch])
+        assert cache.wait_synced(10)
+        _lose_data(server)
+        written = _create_when_back(other, "new")  # through another Database: this one commits nothing
+        read = db.get(LogicalSwitch, written.id)
+        assert read.nbdb_revision is None
+        assert cache.wait_for(read, 20)
+        assert cache.get(LogicalSwitch, written.id) is not None
