@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,3 +98,52 @@ def test_a_file_on_a_read_only_filesystem_is_refused_as_read_only_not_unavailabl
     for name in ("nb.db", "new.db"):
         with pytest.raises(nbdb.AuthError, match="read-only"):
             nbdb.connect(f"sqlite://{read_only_mount / name}")
+
+
+_OTHER_WRITER = """
+import sys
+import nbdb
+from nbdb.models import LogicalSwitch
+with nbdb.connect(f"sqlite://{sys.argv[1]}") as db:
+    for i in range(30):
+        db.create(LogicalSwitch(name=f"other-{i}"))
+print("acknowledged")
+"""
+
+
+def _shm_deleted_then_another_writes(tmp_path: Path, late_writes: bool) -> set[str]:
+    """Delete the -shm file under a running Database, let another process commit 30 creates; the names left."""
+    path = tmp_path / "nb.db"
+    with nbdb.connect(f"sqlite://{path}") as db:
+        db.create(LogicalSwitch(name="first"))
+        (tmp_path / "nb.db-shm").unlink()
+        other = subprocess.run(
+            [sys.executable, "-c", _OTHER_WRITER, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert other.stdout.strip() == "acknowledged", other.stderr
+        if late_writes:
+            with pytest.raises(nbdb.BackendUnavailableError, match="deleted or replaced"):
+                for i in range(30):
+                    db.create(LogicalSwitch(name=f"late-{i}"))
+    with nbdb.connect(f"sqlite://{path}") as db:
+        return {s.name for s in db.list(LogicalSwitch)}
+
+
+def test_a_process_whose_shm_file_was_deleted_refuses_to_write(tmp_path: Path) -> None:
+    # The -shm file deleted under a running process: the next process to open the file made another index,
+    # and both wrote the WAL at once, each on its own index: one's acknowledged commits were overwritten.
+    _shm_deleted_then_another_writes(tmp_path, late_writes=True)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python 3.11's sqlite3 cannot turn off the close's checkpoint")
+@pytest.mark.parametrize("late_writes", [False, True])
+def test_a_process_whose_shm_file_was_deleted_leaves_another_s_commits_at_close(
+    tmp_path: Path, late_writes: bool
+) -> None:
+    # Its close copied the WAL into the file by its stale index and deleted the WAL: the 30 acknowledged
+    # commits of the other process were gone.
+    assert {f"other-{i}" for i in range(30)} <= _shm_deleted_then_another_writes(tmp_path, late_writes)

@@ -58,6 +58,8 @@ CREATE TABLE nbdb_leases (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REA
 """
 _TABLES = ("nbdb_keys", "nbdb_changes", "nbdb_state", "nbdb_leases")
 _MEMORY = ":memory:"
+_Inode = tuple[int, int] | None  # a file's device and inode (None: no file)
+_NO_CHECKPOINT_ON_CLOSE: int | None = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)  # Python >= 3.12
 _WAIT_SLICE = 0.1  # seconds of SQLite's wait for the write lock between looks at Ctrl-C, close() and a caller's bound
 _LOOK_EVERY = 0.2  # seconds between reads' looks at whether the path still names the opened file
 _BATCH = 500  # keys per IN (...), far below SQLite's limit on bound variables
@@ -107,7 +109,7 @@ class _Connection:
         check_schema: bool = False,
         verify: bool = False,
         writer: bool = False,
-        identity: tuple[int, int] | None = None,
+        identity: tuple[_Inode, _Inode] | None = None,
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
         self.lock = threading.Lock()
@@ -131,11 +133,14 @@ class _Connection:
                 self.sql.execute(f"PRAGMA busy_timeout={_ms(min(timeout, _WAIT_SLICE))}")
             if verify and target != _MEMORY:
                 self._verify()
-            # The file this connection reads and writes (a reopened one: the first connection's), by device and
-            # inode: a file deleted or replaced under the process took its commits, acknowledged, to no one.
-            self.identity = identity or _identity(target)
+            # The files this connection reads and writes (a reopened one: the first connection's), by device and
+            # inode: the database and WAL's -shm index (made by the first read in WAL mode, so looked at after it).
+            self.identity = identity
             if check_schema:
                 self._check_schema()
+            if self.identity is None and target != _MEMORY:
+                self.sql.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # a read: WAL's -shm exists
+                self.identity = _identity(target), _identity(f"{target}-shm")
         except BaseException as exc:
             self.sql.close()
             if isinstance(exc, sqlite3.Error):
@@ -202,21 +207,23 @@ class _Connection:
 
         SQLite keeps using the file it opened: deleted (or replaced by a new one, another process's
         ``rm`` and reconnect), its commits were acknowledged and lost when the process closed it, its
-        reads and watchers saw nothing of the new file's writers. One ``stat``: before ``every`` write,
+        reads and watchers saw nothing of the new file's writers. Its ``-shm`` file deleted, the next
+        process to open the file made another: two WAL indexes, two writers at once, and one's
+        acknowledged commits overwritten by the other's. One ``stat``: before ``every`` write,
         and before a read at most every ``_LOOK_EVERY`` seconds (a stat per read made a get ~40 % slower).
         """
-        if self.target == _MEMORY:
+        if self.identity is None:  # in memory, or still opening
             return
         now = time.monotonic()
         if not every and now < self._looked + _LOOK_EVERY and not self._gone:
             return
         self._looked = now
         # Once seen gone, gone for good (another thread's look, the reaper's, must not let a read through).
-        self._gone = self._gone or _identity(self.target) != self.identity
+        self._gone = self._gone or (_identity(self.target), _identity(f"{self.target}-shm")) != self.identity
         if self._gone:
             raise errors.BackendUnavailableError(
-                f"sqlite: {self.target} was deleted or replaced since this process opened it: nothing is read "
-                "or written through the old file; connect again"
+                f"sqlite: {self.target} (or its -shm file) was deleted or replaced since this process opened it: "
+                "nothing is read or written through the old one; connect again"
             )
 
     def _commit(self) -> None:
@@ -287,6 +294,14 @@ class _Connection:
     def close(self) -> None:
         self._closing = True  # a thread waiting for the write lock gives up at its next slice
         with self.lock:
+            with contextlib.suppress(errors.BackendUnavailableError):
+                self._same_file(every=True)
+            if self._gone and _NO_CHECKPOINT_ON_CLOSE is not None:
+                # The last connection's close copies the WAL into the file by its own index, then deletes
+                # the WAL: on a stale index (its -shm deleted) that wiped the commits of the process that
+                # made the new one. Python 3.12's setconfig() can turn it off; 3.11 has no way (docs).
+                with contextlib.suppress(sqlite3.Error):
+                    self.sql.setconfig(_NO_CHECKPOINT_ON_CLOSE, True)  # type: ignore[attr-defined,unused-ignore]
             self.sql.close()
 
     def _verify(self) -> None:
@@ -720,7 +735,7 @@ def _opening_error(exc: sqlite3.Error, target: str) -> errors.NbdbError:
     return ERRORS.translate(exc, f"opening {target!r}")
 
 
-def _identity(path: str) -> tuple[int, int] | None:
+def _identity(path: str) -> _Inode:
     """The device and inode of the file at ``path`` (None: there is none, or it cannot be looked at)."""
     if path == _MEMORY:
         return None
