@@ -140,7 +140,8 @@ class _Connection:
                 self._check_schema()
             if self.identity is None and target != _MEMORY:
                 self.sql.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # a read: WAL's -shm exists
-                self.identity = _identity(target), _identity(f"{target}-shm")
+                with contextlib.suppress(OSError):  # cannot be looked at: not looked at later either
+                    self.identity = _identity(target), _identity(f"{target}-shm")
         except BaseException as exc:
             self.sql.close()
             if isinstance(exc, sqlite3.Error):
@@ -209,7 +210,7 @@ class _Connection:
         ``rm`` and reconnect), its commits were acknowledged and lost when the process closed it, its
         reads and watchers saw nothing of the new file's writers. Its ``-shm`` file deleted, the next
         process to open the file made another: two WAL indexes, two writers at once, and one's
-        acknowledged commits overwritten by the other's. One ``stat``: before ``every`` write,
+        acknowledged commits overwritten by the other's. Two ``stat``s: before ``every`` write,
         and before a read at most every ``_LOOK_EVERY`` seconds (a stat per read made a get ~40 % slower).
         """
         if self.identity is None:  # in memory, or still opening
@@ -219,7 +220,8 @@ class _Connection:
             return
         self._looked = now
         # Once seen gone, gone for good (another thread's look, the reaper's, must not let a read through).
-        self._gone = self._gone or (_identity(self.target), _identity(f"{self.target}-shm")) != self.identity
+        with contextlib.suppress(OSError):  # a path that cannot be looked at now (EACCES, EIO) is no proof
+            self._gone = self._gone or (_identity(self.target), _identity(f"{self.target}-shm")) != self.identity
         if self._gone:
             raise errors.BackendUnavailableError(
                 f"sqlite: {self.target} (or its -shm file) was deleted or replaced since this process opened it: "
@@ -736,12 +738,12 @@ def _opening_error(exc: sqlite3.Error, target: str) -> errors.NbdbError:
 
 
 def _identity(path: str) -> _Inode:
-    """The device and inode of the file at ``path`` (None: there is none, or it cannot be looked at)."""
+    """The device and inode of the file at ``path`` (None: there is none); OSError if it cannot be looked at."""
     if path == _MEMORY:
         return None
     try:
         found = os.stat(path)
-    except (OSError, ValueError):
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return found.st_dev, found.st_ino
 
