@@ -58,7 +58,10 @@ CREATE TABLE nbdb_leases (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REA
 """
 _TABLES = ("nbdb_keys", "nbdb_changes", "nbdb_state", "nbdb_leases")
 _MEMORY = ":memory:"
+_Inode = tuple[int, int] | None  # a file's device and inode (None: no file)
+_NO_CHECKPOINT_ON_CLOSE: int | None = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)  # Python >= 3.12
 _WAIT_SLICE = 0.1  # seconds of SQLite's wait for the write lock between looks at Ctrl-C, close() and a caller's bound
+_LOOK_EVERY = 0.2  # seconds between reads' looks at whether the path still names the opened file
 _BATCH = 500  # keys per IN (...), far below SQLite's limit on bound variables
 
 
@@ -83,6 +86,11 @@ ERRORS = ExceptionMap(
                   "writable: check their permissions and owner); nothing was written"),
         ErrorRule((sqlite3.DatabaseError,), errors.ValidationError, contains=("not a database",),
                   message="not a usable SQLite database"),
+        # SQLITE_CORRUPT: a page SQLite read is damaged (a file truncated, or written over by another program).
+        # Waiting or retrying mends nothing: the file's content is at fault, as quick_check's findings are.
+        ErrorRule((sqlite3.DatabaseError,), errors.CorruptRecordError, contains=("malformed",),
+                  message="the database file is damaged: restore it from a backup, or recover what is readable "
+                  "with the sqlite3 shell's .recover"),
     ],
 )  # fmt: skip
 """How sqlite3's exceptions become nbdb errors (anything else: BackendUnavailableError)."""
@@ -101,16 +109,19 @@ class _Connection:
         check_schema: bool = False,
         verify: bool = False,
         writer: bool = False,
+        identity: tuple[_Inode, _Inode] | None = None,
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
         self.lock = threading.Lock()
         self._closing = False
+        self._looked = -_LOOK_EVERY  # time.monotonic() of the last look at the path (_same_file)
+        self._gone = False  # the path was seen to name another file, or none
         self._waits = threading.local()  # .deadline: a caller's own bound on this thread's wait for the write lock
         try:
             # isolation_level=None: no implicit transactions, every BEGIN is ours.
             self.sql = sqlite3.connect(target, timeout=timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise ERRORS.translate(exc, f"opening {target!r}") from None
+            raise _opening_error(exc, target) from None
         try:
             if target != _MEMORY and self.sql.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 # Persistent: once per file. A filesystem without shared memory (NFS) refuses it.
@@ -122,12 +133,19 @@ class _Connection:
                 self.sql.execute(f"PRAGMA busy_timeout={_ms(min(timeout, _WAIT_SLICE))}")
             if verify and target != _MEMORY:
                 self._verify()
+            # The files this connection reads and writes (a reopened one: the first connection's), by device and
+            # inode: the database and WAL's -shm index (made by the first read in WAL mode, so looked at after it).
+            self.identity = identity
             if check_schema:
                 self._check_schema()
+            if self.identity is None and target != _MEMORY:
+                self.sql.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # a read: WAL's -shm exists
+                with contextlib.suppress(OSError):  # cannot be looked at: not looked at later either
+                    self.identity = _identity(target), _identity(f"{target}-shm")
         except BaseException as exc:
             self.sql.close()
             if isinstance(exc, sqlite3.Error):
-                raise ERRORS.translate(exc, f"opening {target!r}") from None
+                raise _opening_error(exc, target) from None
             if isinstance(exc, UnicodeDecodeError):  # sqlite3 could not even decode SQLite's message about it
                 raise errors.CorruptRecordError(f"sqlite: {target} is damaged: its schema cannot be read") from None
             raise
@@ -139,7 +157,7 @@ class _Connection:
         """
         if self.target == _MEMORY:
             return self
-        return _Connection(self.target, self.signal, *self._settings, writer=writer)
+        return _Connection(self.target, self.signal, *self._settings, writer=writer, identity=self.identity)
 
     @contextmanager
     def transaction(self, mode: str = "DEFERRED", committed: list[bool] | None = None) -> Iterator[sqlite3.Connection]:
@@ -155,6 +173,7 @@ class _Connection:
                     self._begin_write()
                 else:
                     self.sql.execute(f"BEGIN {mode}")
+                self._same_file(every=mode == "IMMEDIATE")
                 yield self.sql
                 committing = True
                 self._commit()
@@ -178,10 +197,36 @@ class _Connection:
     def one(self, statement: str, args: Sequence[Any] = ()) -> Any:
         """The first row of one statement, which runs as a transaction of its own."""
         with self.lock:
+            self._same_file()
             try:
                 return self.sql.execute(statement, args).fetchone()
             except sqlite3.Error as exc:
                 raise ERRORS.translate(exc) from None
+
+    def _same_file(self, every: bool = False) -> None:
+        """Raise BackendUnavailableError if the path no longer names the file this connection has open.
+
+        SQLite keeps using the file it opened: deleted (or replaced by a new one, another process's
+        ``rm`` and reconnect), its commits were acknowledged and lost when the process closed it, its
+        reads and watchers saw nothing of the new file's writers. Its ``-shm`` file deleted, the next
+        process to open the file made another: two WAL indexes, two writers at once, and one's
+        acknowledged commits overwritten by the other's. Two ``stat``s: before ``every`` write,
+        and before a read at most every ``_LOOK_EVERY`` seconds (a stat per read made a get ~40 % slower).
+        """
+        if self.identity is None:  # in memory, or still opening
+            return
+        now = time.monotonic()
+        if not every and now < self._looked + _LOOK_EVERY and not self._gone:
+            return
+        self._looked = now
+        # Once seen gone, gone for good (another thread's look, the reaper's, must not let a read through).
+        with contextlib.suppress(OSError):  # a path that cannot be looked at now (EACCES, EIO) is no proof
+            self._gone = self._gone or (_identity(self.target), _identity(f"{self.target}-shm")) != self.identity
+        if self._gone:
+            raise errors.BackendUnavailableError(
+                f"sqlite: {self.target} (or its -shm file) was deleted or replaced since this process opened it: "
+                "nothing is read or written through the old one; connect again"
+            )
 
     def _commit(self) -> None:
         """``COMMIT``, tried again while readers keep the file locked (it stays pending), up to ``timeout=``.
@@ -251,6 +296,14 @@ class _Connection:
     def close(self) -> None:
         self._closing = True  # a thread waiting for the write lock gives up at its next slice
         with self.lock:
+            with contextlib.suppress(errors.BackendUnavailableError):
+                self._same_file(every=True)
+            if self._gone and _NO_CHECKPOINT_ON_CLOSE is not None:
+                # The last connection's close copies the WAL into the file by its own index, then deletes
+                # the WAL: on a stale index (its -shm deleted) that wiped the commits of the process that
+                # made the new one. Python 3.12's setconfig() can turn it off; 3.11 has no way (docs).
+                with contextlib.suppress(sqlite3.Error):
+                    self.sql.setconfig(_NO_CHECKPOINT_ON_CLOSE, True)  # type: ignore[attr-defined,unused-ignore]
             self.sql.close()
 
     def _verify(self) -> None:
@@ -665,6 +718,34 @@ def _select(sql: sqlite3.Connection, keys: Sequence[str]) -> dict[str, kv.KeyVal
         rows = sql.execute(f"SELECT * FROM nbdb_keys WHERE key IN ({','.join('?' * len(chunk))})", chunk)
         found.update((row[0], kv.KeyValue(*row)) for row in rows)
     return found
+
+
+def _opening_error(exc: sqlite3.Error, target: str) -> errors.NbdbError:
+    """The nbdb error for ``exc``, met opening ``target``.
+
+    On a read-only filesystem SQLite opens the file read-only and then cannot make WAL's ``-shm``
+    file: "unable to open database file", which read as BackendUnavailableError (a retry helps) where
+    only a writable mount does. The same is AuthError for a directory this process may not write.
+    """
+    if target != _MEMORY and "unable to open" in str(exc):
+        with contextlib.suppress(OSError, ValueError):
+            if os.statvfs(os.path.dirname(target) or ".").f_flag & os.ST_RDONLY:
+                return errors.AuthError(
+                    f"sqlite opening {target!r}: its filesystem is mounted read-only; WAL mode needs to write "
+                    f"its -wal and -shm files next to it, so nbdb cannot open it there ({exc})"
+                )
+    return ERRORS.translate(exc, f"opening {target!r}")
+
+
+def _identity(path: str) -> _Inode:
+    """The device and inode of the file at ``path`` (None: there is none); OSError if it cannot be looked at."""
+    if path == _MEMORY:
+        return None
+    try:
+        found = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _ms(seconds: float) -> int:
