@@ -114,9 +114,9 @@ def test_cache_indexes_follow_any_sequence_of_changes(steps: list[tuple[str, int
         for action, slot, value in steps:
             port = ports.get(slot)
             if action == "create" and port is None:
-                ports[slot] = db.create(LogicalSwitchPort(switch=switches[value % 2], name=f"p{slot}", tag=value))
+                ports[slot] = db.create(LogicalSwitchPort(switch=switches[value % 2], name=f"p{slot}", tag=value + 1))
             elif action == "rename" and port is not None:
-                ports[slot] = db.update(port.replace(tag=value))
+                ports[slot] = db.update(port.replace(tag=value + 1))
             elif action == "move" and port is not None:
                 ports[slot] = db.update(port.replace(switch=switches[value % 2]))
             elif action == "delete" and port is not None:

@@ -150,7 +150,7 @@ def _run_puts(steps: list[tuple[str, int]], general: bool) -> tuple[Any, ...]:
                         txn.update(port.replace(tag=n + 10, **renamed))
                     else:
                         name = f"old{slot}" if kind == "create_taken_name" else f"new{n}"
-                        txn.create(LogicalSwitchPort(switch=switch, name=name, tag=n))
+                        txn.create(LogicalSwitchPort(switch=switch, name=name, tag=n + 1))
                 if general:
                     txn.delete(LogicalSwitchPort, LogicalSwitchPort(switch=switch, name="none").id, if_exists=True)
         except nbdb.NbdbError as exc:

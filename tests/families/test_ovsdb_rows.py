@@ -51,7 +51,7 @@ names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
     external_ids=st.dictionaries(st.text(max_size=8).filter(lambda k: not k.startswith("nbdb:")), st.text(max_size=8),
                                  max_size=3),
     up=st.none() | st.booleans(),
-    tag=st.none() | st.integers(0, 4095),
+    tag=st.none() | st.integers(1, 4095),
 )  # fmt: skip
 def test_a_port_survives_the_trip_through_a_row(
     name: str, options: dict[str, str], external_ids: dict[str, str], up: bool | None, tag: int | None

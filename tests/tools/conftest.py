@@ -153,7 +153,7 @@ class Churn:
                     )
                 elif choice < 0.85 and ports:
                     i = rng.randrange(len(ports))
-                    ports[i] = self.db.update(ports[i].replace(up=not ports[i].up, tag=rng.randrange(4096)))
+                    ports[i] = self.db.update(ports[i].replace(up=not ports[i].up, tag=rng.randrange(1, 4096)))
                 elif ports:
                     self.db.delete(ports.pop(rng.randrange(len(ports))))
                 else:

@@ -190,7 +190,7 @@ def networks(draw: st.DrawFn) -> list[nbdb.Model]:
                     name=next(port_names),
                     topic=topic,
                     up=draw(st.none() | st.booleans()),
-                    tag=draw(st.none() | st.integers(0, 4095)),
+                    tag=draw(st.none() | st.integers(1, 4095)),
                     options=draw(ext_ids),
                     addresses=draw(st.lists(st.sampled_from(["unknown", "dynamic", "0a:00:00:00:00:01 10.0.0.1"]))),
                 )
