@@ -4,10 +4,11 @@ Each side of each round runs one worker process under callgrind with collection 
 runs inside ``operator.call`` and callgrind collects only inside that C function
 (``--toggle-collect``) and dumps after it (``--dump-after``), so a phase's dump holds exactly that
 phase's instructions: on ``memory://``, single creates (the port built inside the phase, as the
-bench does), CAS updates (``replace()`` and ``update()``) and creates in transactions of 100 (built
-inside too); on a fresh ``sqlite://`` file, one ``list()`` of the table of ports. Every phase is
-warmed first, outside collection. Runs of one build agree to well under 1 % (hashing seeded),
-which is why this counts instructions rather than timing a shared machine::
+bench does), CAS updates (``replace()`` and ``update()``), creates in transactions of 100 (built
+inside too), gets and deletes of the updated ports; on a fresh ``sqlite://`` file, one ``list()``
+of the table of ports. Every phase is warmed first, outside collection. Runs of one build agree
+to well under 1 % (hashing seeded), which is why this counts instructions rather than timing a
+shared machine::
 
     python benchmarks/embedded_cg.py --a /work/main/src --b src --rounds 2
 """
@@ -44,6 +45,9 @@ with nbdb.connect("memory://") as db:
                 for _ in range(100):
                     t.create(make_port(switch, next(names)))
     operator.call(txn)
+    updated = [db.get(LogicalSwitchPort, p.id) for p in made]
+    operator.call(lambda: [db.get(LogicalSwitchPort, p.id) for p in updated])
+    operator.call(lambda: [db.delete(p) for p in updated])
 
 with nbdb.connect("sqlite://" + path) as db:
     switch, _ = populate(db, 0)
@@ -54,7 +58,14 @@ with nbdb.connect("sqlite://" + path) as db:
     operator.call(lambda: db.list(LogicalSwitchPort))
 """
 
-PHASES = ("memory create", "memory CAS update", "memory txn100 object", "sqlite list object")
+PHASES = (
+    "memory create",
+    "memory CAS update",
+    "memory txn100 object",
+    "memory get",
+    "memory delete",
+    "sqlite list object",
+)
 
 
 def main() -> None:

@@ -173,10 +173,11 @@ _create = st.tuples(st.booleans(), st.integers(0, 2), st.frozensets(st.integers(
 def test_a_batch_of_creates_matches_the_general_path(
     steps: list[tuple[Any, ...]], batch: list[Any], shared: bool
 ) -> None:
-    """:meth:`MemoryStore.creates_ok` (one pass) reaches what :meth:`MemoryStore.check` reaches, from any state.
+    """:meth:`MemoryStore.create_all` (one pass, checking as it applies) reaches what :meth:`MemoryStore.check`
+    reaches, from any state, and leaves the store as it was when it cannot show the batch valid.
 
     ``shared``: equal reference sets are one object, as the model layer hands them out (siblings
-    pointing to one parent), which :meth:`MemoryStore.apply_created` indexes a run of at once.
+    pointing to one parent), which :meth:`MemoryStore.create_all` indexes a run of at once.
     """
     fast, general = _same_history(steps)
     assert _state(fast) == _state(general)
@@ -252,13 +253,14 @@ def test_a_batch_of_creates_may_reference_each_other() -> None:
     refs = frozenset({parent})
     name = (UniqueKey("name", '"a"'),)
     ops: list[WriteOp] = [Put(*child, None, b"{}", 0, refs, frozenset(), None, name), Put(*parent, None, b"{}", 0)]
-    assert store.creates_ok(ops)
     assert store.commit(ops).versions == [1, 1]
     assert store.referrers == {key_of(parent): {key_of(child)}}
     assert store.uniques == {("Child", "name", '"a"'): child[1]}
     taken = [Put("Child", _CHILDREN[1], None, b"{}", 0, frozenset(), frozenset(), None, name),
              Put("Child", _CHILDREN[2], None, b"{}", 0)]  # fmt: skip
-    assert not store.creates_ok(taken)
+    before = _state(store)
+    assert store.create_all(taken) is None
+    assert _state(store) == before and store.parts.keys() == {(None, "Child"), (None, "Parent")}
     with pytest.raises(errors.UniqueViolationError):
         store.commit(taken)
     dangling = [Put("Child", _CHILDREN[1], None, b"{}", 0, frozenset({("Parent", _PARENTS[1])})),
@@ -311,3 +313,32 @@ def test_the_spi_names_objects_by_uuid_whatever_the_store_keys(ids: list[uuid.UU
                 backend.commit([Delete(*p, None, 1)])
             assert all(str(c[1]) in str(refused.value) for c in pointing)
     assert {(r.table, r.id) for r in backend.scan(["Child"], None).records} == set(model)
+
+
+def test_a_batch_of_creates_it_cannot_show_valid_leaves_the_store_as_it_was() -> None:
+    """:meth:`MemoryStore.create_all` applies as it checks: what it applied before a doubt is taken back."""
+    store = MemoryStore()
+    parent = ("Parent", _PARENTS[0])
+    name = (UniqueKey("name", '"a"'),)
+    store.commit([Put(*parent, None, b"{}", 0), Put("Child", _CHILDREN[0], None, b"{}", 0, unique=name)])
+    before = (_state(store), dict(store.parts), len(store.history))
+    refs = frozenset({parent})
+    batches: list[list[WriteOp]] = [
+        # applied first: an object of a new table (its part is new), one pointing to the parent, one holding a name
+        [Put("Other", _CHILDREN[1], None, b"{}", 0), Put("Child", _CHILDREN[1], None, b"{}", 0, refs,
+             unique=(UniqueKey("name", '"b"'),)), Put("Child", _CHILDREN[2], None, b"{}", 0, unique=name)],
+        [Put("Other", _CHILDREN[1], None, b"{}", 0), Put("Child", _CHILDREN[1], None, b"{}", 0, refs),
+         Put("Child", _CHILDREN[2], None, b"{}", 0, frozenset({("Parent", _PARENTS[1])}))],  # dangling, seen last
+        [Put("Other", _CHILDREN[1], None, b"{}", 0, unique=(UniqueKey("name", '"b"'),)),
+         Put("Other", _CHILDREN[2], None, b"{}", 0, unique=(UniqueKey("name", '"b"'),))],  # one name twice
+        [Put("Other", _CHILDREN[1], None, b"{}", 0), Put("Other", _CHILDREN[1], None, b"{}", 0)],  # one id twice
+        [Put("Other", _CHILDREN[1], None, b"{}", 0), Put(*parent, None, b"{}", 0)],  # stored already
+        [Put("Other", _CHILDREN[1], None, b"{}", 0, refs), Delete(*parent, None, 1)],  # not a create (and dangling)
+    ]  # fmt: skip
+    for ops in batches:
+        assert store.create_all(ops) is None
+        assert (_state(store), dict(store.parts), len(store.history)) == before
+        with pytest.raises(errors.NbdbError):
+            store.commit(ops)
+        assert (_state(store), dict(store.parts), len(store.history)) == before
+    assert store.referrers == {} and store.revision == 1

@@ -134,9 +134,10 @@ class MemoryStore:
             return _new_tuple(CommitResult, (self.apply((op,), (version,)), [version], _NONE))
         if not ops:
             return CommitResult(self.revision, [])
-        if self.creates_ok(ops):
-            # A batch of new objects breaking no rule (the common transaction): checked in one pass.
-            return _new_tuple(CommitResult, (self.apply_created(ops), [1] * len(ops), _NONE))  # type: ignore[arg-type]
+        revision = self.create_all(ops)
+        if revision is not None:
+            # A batch of new objects breaking no rule (the common transaction): checked as it is applied.
+            return _new_tuple(CommitResult, (revision, [1] * len(ops), _NONE))
         versions = self.updates_ok(ops)
         if versions is not None:
             # A batch of updates that keep their references and unique values: checked in one pass.
@@ -199,47 +200,115 @@ class MemoryStore:
         """The objects pointing to ``key`` (but ``but``), as the SPI's keys, sorted."""
         return sorted(ref_of(source) for source in self.referrers.get(key, ()) if source != but)
 
-    def creates_ok(self, ops: Sequence[WriteOp]) -> bool:
-        """Whether ``ops`` only create objects (without a ttl) and break no rule of :meth:`check`.
+    def create_all(self, ops: Sequence[WriteOp]) -> int | None:
+        """Commit ``ops`` if they only create objects (without a ttl) and break no rule of :meth:`check`: the revision.
 
-        One pass, with about two lookups of each new object: a transaction of
-        new objects is the common batch, and :meth:`check` states the rules of
-        any mix of writes. False says only "not shown here": the caller then
-        runs :meth:`check`, which finds the rule broken, if any, and raises
-        what it raises for it.
+        One pass that checks each new object as it applies it (its record,
+        part, references and unique claims; the referrers once all are shown
+        to exist): a transaction of new objects is the common batch, and
+        :meth:`check` states the rules of any mix of writes. None says only
+        "not shown here", with the store as it was (what the pass applied is
+        taken back before the caller, who holds the lock, goes on): the caller
+        then runs :meth:`check`, which finds the rule broken, if any, and
+        raises what it raises for it.
         """
-        records, uniques = self.records, self.uniques
-        created: dict[Key, None] = {}
-        ref_sets: set[frozenset[RefKey]] = set()
-        claimed: set[UniqueSlot] = set()
+        records, parts, uniques, held, stored_refs = self.records, self.parts, self.uniques, self.held, self.refs
+        history = self.history
+        append = history.append
+        mark = len(history)
+        rev = self.revision + 1
+        part_table: str | None = None
+        part_topic: str | None = None
+        part: dict[int, Record] = {}
+        made_parts: list[tuple[str | None, str]] = []
+        # Siblings point to one shared set of parents (every port of a switch): the objects pointing
+        # to the same set in a row are checked, and added to each target's referrers, at once.
+        runs: list[tuple[frozenset[RefKey], list[Key]]] = []
+        pointing: frozenset[RefKey] = _NO_REFS
+        sources: list[Key] = []
+        done = 0
         for op in ops:
             if type(op) is not Put or op.expect_version != 0 or op.ttl is not None:
-                return False
-            key = (op.table, op.id.int)
+                break
+            table, id, topic = op.table, op.id, op.topic
+            number = id.int
+            key = (table, number)
             if key in records:
-                return False
-            created[key] = None
+                break  # stored already, or twice in this batch (applied above)
+            unique = op.unique
+            if unique:
+                if len(unique) == 1:  # the common case (one unique name), without a comprehension's frame
+                    slots: tuple[UniqueSlot, ...] = ((table, unique[0][0], unique[0][1]),)  # unique_slot, inlined
+                    if slots[0] in uniques:
+                        break  # held, or claimed by an object of this batch (applied above)
+                else:
+                    slots = tuple([(table, field, value) for field, value in unique])
+                    if len(set(slots)) != len(slots) or any(slot in uniques for slot in slots):
+                        break
+            if table is not part_table or topic != part_topic:  # a transaction's objects mostly share them
+                part_table, part_topic = table, topic
+                part = parts.get((topic, table))  # type: ignore[assignment]
+                if part is None:
+                    part = parts[(topic, table)] = {}
+                    made_parts.append((topic, table))
+            new = _new_tuple(StoredRecord, (table, id, topic, 1, op.data, op.value))
+            records[key] = new
+            part[number] = new
             refs = op.refs
             if refs:
-                ref_sets.add(refs)  # siblings share one (hash-cached) set: each is checked once
-            if op.unique:
-                table = op.table
-                for field, value in op.unique:
-                    slot = (table, field, value)
-                    if slot in claimed or slot in uniques:
-                        return False
-                    claimed.add(slot)
-        if len(created) != len(ops):
-            return False  # an object twice
-        expiry = self.expiry
-        for refs in ref_sets:
+                stored_refs[key] = refs
+                if refs is not pointing:
+                    pointing, sources = refs, []
+                    runs.append((refs, sources))
+                sources.append(key)
+            if unique:
+                for slot in slots:
+                    uniques[slot] = id
+                held[key] = slots
+            append(_new_tuple(RecordChange, (table, id, topic, None, new, rev, False)))
+            done += 1
+        else:
+            if self._targets_ok(runs):
+                for refs, sources in runs:
+                    _point_all(self.referrers, refs, sources)
+                self.revision = rev
+                if len(history) > self.history_limit:
+                    self._trim_history()
+                if self.waiting:
+                    self.cond.notify_all()
+                return rev
+        self._take_back(ops[:done], mark, made_parts)
+        return None
+
+    def _targets_ok(self, runs: Sequence[tuple[frozenset[RefKey], list[Key]]]) -> bool:
+        """Whether every target of these reference sets is stored (or created alongside) and has no ttl."""
+        records, expiry = self.records, self.expiry
+        checked: frozenset[RefKey] = _NO_REFS
+        for refs, _ in runs:
+            if refs is checked:
+                continue
+            checked = refs
             for target in refs:
-                key = (target[0], target[1].int)
-                if key not in created and key not in records:
+                if (target[0], target[1].int) not in records:
                     return False
                 if expiry and target in expiry:
                     return False
         return True
+
+    def _take_back(self, ops: Sequence[WriteOp], mark: int, made_parts: Sequence[tuple[str | None, str]]) -> None:
+        """Undo what :meth:`create_all` applied of ``ops`` (all created by it) before it returned None."""
+        records, parts, uniques, held, stored_refs = self.records, self.parts, self.uniques, self.held, self.refs
+        for op in ops:
+            key = (op.table, op.id.int)
+            del records[key]
+            del parts[(op.topic, op.table)][key[1]]
+            stored_refs.pop(key, None)
+            for slot in held.pop(key, ()):
+                del uniques[slot]
+        del self.history[mark:]
+        for where in made_parts:
+            if not parts[where]:
+                del parts[where]
 
     def updates_ok(self, ops: Sequence[WriteOp]) -> list[int] | None:
         """The new versions if ``ops`` only update stored objects, keeping their references and unique values.
@@ -378,7 +447,7 @@ class MemoryStore:
                 claimed[slot] = op.id
 
     def apply_created(self, ops: Sequence[Put]) -> int:
-        """:meth:`apply` of a checked commit that only creates objects, without a ttl (:meth:`creates_ok`).
+        """:meth:`apply` of a checked commit that only creates objects, without a ttl (one :meth:`check_one` passed).
 
         The same records, indexes and history, in one loop with nothing to
         look up first: a new object holds no references or claims yet.
