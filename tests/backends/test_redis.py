@@ -406,6 +406,8 @@ def test_a_cascade_reads_the_referrers_of_many_ports_in_a_few_scripts(
     url = server_factory("redis").url  # a server of its own: counts of the server's every call
     client = redis.Redis.from_url(url)
 
+    hmgets: dict[int, int] = {}
+
     def cascade(ports: int) -> tuple[int, int]:
         """(script calls, XREVRANGE calls) of a cascade delete of a switch whose ``ports`` one transaction made."""
         with nbdb.Database(load_backend(url, namespace=ns()), reap=False) as db:
@@ -420,6 +422,7 @@ def test_a_cascade_reads_the_referrers_of_many_ports_in_a_few_scripts(
             assert list(db.list(LogicalSwitchPort)) == []
             assert [s.name for s in db.list(LogicalSwitch)] == ["other"]
         scripts = sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+        hmgets[ports] = int(stats.get("cmdstat_hmget", {}).get("calls", 0))
         return scripts, int(stats.get("cmdstat_xrevrange", {}).get("calls", 0))
 
     try:
@@ -433,6 +436,9 @@ def test_a_cascade_reads_the_referrers_of_many_ports_in_a_few_scripts(
         # (The plan's read of the switch's own referrers, past 1,000 of them, reads the head once more.)
         assert small[0] == large[0] <= 4
         assert small[1] <= large[1] <= 3
+        # Two HMGETs per port: the cascade's read of it and the commit's. The commit plan's read of
+        # the switch's referrers (past 1,000 of them) read each one's value again: three per port.
+        assert hmgets[1500] <= 2 * 1500 + 10
     finally:
         client.close()
 
