@@ -249,7 +249,8 @@ class RedisBackend(ChangeLogBackend):
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
         """Keys under ``prefixes`` at one revision.
 
-        Up to ``batch`` keys: one script reads them all atomically. More: the
+        Up to ``batch`` keys (or a target's referrers, however many: their
+        hash's ``HGETALL`` holds the values): one script reads them all atomically. More: the
         script returns the key names at revision R0, values are read in
         pipelined batches, and the result stands only if no key under the
         prefixes changed since R0 (per-directory change revisions), or once
