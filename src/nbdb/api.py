@@ -25,7 +25,7 @@ from uuid import UUID
 from nbdb import errors, page_token
 from nbdb.cache import Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
-from nbdb.cascade import cascade_ops
+from nbdb.cascade import cascade_ops, weakly_referenced
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
     CommitContext,
@@ -564,6 +564,9 @@ class Database:
         object that started referring to one meanwhile (a ReferenceError of the
         commit), is read again and the cascade planned again, as :meth:`mutate` does (only the
         version of an object given, the root, is the caller's to compare).
+        Weak references to it (``Reference(..., weak=True)``: a port group's
+        ports) are dropped in the same commit either way, as ovsdb-server drops
+        them, and planned again the same way when a referrer changes meanwhile.
         """
         check_flag("cascade", cascade)
         self._open()
@@ -573,10 +576,12 @@ class Database:
         root = (op.table, op.id)
         last: errors.NbdbError | None = None  # why the last plan was dropped: the cause of giving up
         refused: frozenset[tuple[str, UUID]] | None = None  # the plan a ReferenceError refused last
-        for _attempt in range(_MUTATION_ATTEMPTS if cascade else 1):
+        # A plain delete plans too when a weak reference can point to its table (see cascade_ops).
+        planned = cascade or weakly_referenced(op.table)
+        for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
             try:
-                ops = cascade_ops(self._backend, op) if cascade else [op]
+                ops = cascade_ops(self._backend, op, weak_only=not cascade) if planned else [op]
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:
                 # A referrer that appeared after the cascade read the referrers (a port group another
@@ -584,14 +589,14 @@ class Database:
                 # "pass cascade=True", to a caller who had. Planned again, it is cleared too; a plan that
                 # came out the same (a referrer the plan cannot see) leaves the refusal standing.
                 plan = None if ops is None else frozenset((o.table, o.id) for o in ops)
-                if not cascade or plan is None or plan == refused:
+                if not planned or plan is None or plan == refused:
                     raise
                 refused, last = plan, exc
                 log.debug("delete: %s %s gained a referrer meanwhile; planning the cascade again", *root)
             except errors.NotFoundError as exc:
                 if if_exists and exc.key == root:
                     return None
-                if not cascade or exc.key in (None, root):
+                if not planned or exc.key in (None, root):
                     raise
                 last = exc
                 log.debug("delete: dependent %s of %s %s is gone; planning the cascade again", exc.key, *root)
@@ -599,7 +604,7 @@ class Database:
                 # A dependent changed since the cascade read it (a port group another controller adds
                 # members to): the caller never held its version, so a ConflictError about it asked
                 # them to "re-read it and retry" an object they never read.
-                if not cascade or isinstance(exc, errors.UniqueViolationError) or exc.key in (None, root):
+                if not planned or isinstance(exc, errors.UniqueViolationError) or exc.key in (None, root):
                     raise
                 last = exc
                 log.debug("delete: dependent %s of %s %s changed meanwhile; planning the cascade again", exc.key, *root)

@@ -3,6 +3,11 @@
 Dependents whose reference is required are deleted too (recursively); an
 optional or list reference is cleared instead — unless clearing it breaks
 the dependent's own rules, in which case it goes as well.
+
+A plain delete plans too (``weak_only``): its target is dropped from the weak
+references to it (``Reference(..., weak=True)``) in the same commit, as
+ovsdb-server drops them; every other referrer is left for the backend to
+refuse (ReferenceError), and so is a weak one the referrer cannot lose.
 """
 
 from __future__ import annotations
@@ -11,15 +16,27 @@ from typing import Any
 
 from nbdb import errors
 from nbdb.codec import decode
-from nbdb.models.base import Model, model_for_table
+from nbdb.models.base import Model, all_models, model_for_table
 from nbdb.spi import Backend, Delete, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
-__all__ = ["cascade_ops"]
+__all__ = ["cascade_ops", "weakly_referenced"]
 
 
-def cascade_ops(backend: Backend, root: Delete) -> list[WriteOp]:
-    """The deletes and updates that make deleting ``root`` leave no reference dangling."""
+def weakly_referenced(table: str) -> bool:
+    """Whether a model defined holds a weak reference to ``table`` (a plain delete of one of its rows plans)."""
+    return any(spec.weak and spec.target == table for model in all_models() for spec in model.nbdb_references)
+
+
+def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> list[WriteOp]:
+    """The deletes and updates that make deleting ``root`` leave no reference dangling.
+
+    ``weak_only`` (a plain delete): only the weak references to ``root`` are
+    dropped, nothing else is deleted, and no read is made for a table no weak
+    reference can point to.
+    """
+    if weak_only and not weakly_referenced(root.table):
+        return [root]
     deletes: dict[RefKey, WriteOp] = {(root.table, root.id): root}
     updates: dict[RefKey, Model] = {}
     level = [(root.table, root.id)]
@@ -36,7 +53,12 @@ def cascade_ops(backend: Backend, root: Delete) -> list[WriteOp]:
         objects = {k: decode(model_for_table(k[0]), r) for k, r in zip(wanted, read, strict=True) if r is not None}
         level = []
         for target, sources in found.items():
-            _plan_target(target, sources, objects, deletes, updates, level)
+            if weak_only:
+                _drop_weak(target, sources, objects, updates)
+            else:
+                _plan_target(target, sources, objects, deletes, updates, level)
+        if weak_only:
+            break
     ops: list[WriteOp] = list(deletes.values())
     ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
     return ops
@@ -81,3 +103,28 @@ def _plan_target(
             updates.pop(source, None)
             deletes[source] = delete_of(obj)
             doomed_next.append(source)
+
+
+def _drop_weak(
+    target: RefKey, sources: list[RefKey], objects: dict[RefKey, Model], updates: dict[RefKey, Model]
+) -> None:
+    """Drop ``target`` from the weak references of its referrers that can lose it; leave every other one."""
+    for source in sources:
+        obj = objects.get(source)
+        if obj is None:
+            continue  # not found when read (see cascade_ops)
+        changes: dict[str, Any] = {}
+        for spec in obj.nbdb_references:
+            if not spec.weak or spec.target != target[0] or target[1] not in spec.ids(obj):
+                continue
+            if spec.many:
+                changes[spec.field] = [i for i in getattr(obj, spec.field) if i != target[1]]
+            elif spec.optional:
+                changes[spec.field] = None
+            # A required weak reference cannot be dropped: ovsdb-server refuses such a delete too.
+        if not changes:
+            continue
+        try:
+            updates[source] = obj.replace(**changes)
+        except errors.ValidationError:
+            continue  # losing it breaks the referrer's own rules: the backend refuses the delete

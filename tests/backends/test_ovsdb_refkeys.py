@@ -9,8 +9,10 @@ that are other ``uuid.UUID`` objects than those its keys were made from.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,8 @@ from nbdb.families.ovsdb.datum import default_cell
 from nbdb.families.ovsdb.planner import _defaults
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
 from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,12 +52,16 @@ def test_references_hold_across_two_clients_moves_deletes_and_a_re_create(
     lsp, ls, pg = LogicalSwitchPort.nbdb_table, LogicalSwitch.nbdb_table, PortGroup.nbdb_table
     s1, s2 = a.create(LogicalSwitch(name="s1")), a.create(LogicalSwitch(name="s2"))
     port = a.create(LogicalSwitchPort(switch=s1.id, name=f"p-{s1.id}"))
-    group = a.create(PortGroup(name=f"g-{s1.id}", ports=[port.id]))
+    extra = a.create(LogicalSwitchPort(switch=s1.id, name=f"x-{s1.id}"))
+    group = a.create(PortGroup(name=f"g-{s1.id}", ports=[port.id, extra.id]))
     assert eventually(lambda: _referrers(b, lsp, port.id) == [(pg, group.id)], timeout=10)
+    assert eventually(lambda: _referrers(b, lsp, extra.id) == [(pg, group.id)], timeout=10)
 
-    # The other client deletes the port a port group holds: refused, naming the holder.
-    with pytest.raises(nbdb.ReferenceError, match=str(group.id)):
-        b.delete(b.get(LogicalSwitchPort, port.id))
+    # The other client deletes a port a port group holds (a weak reference): the group drops it.
+    b.delete(b.get(LogicalSwitchPort, extra.id))
+    for db in (a, b):
+        assert eventually(lambda db=db: db.get(PortGroup, group.id).ports == [port.id], timeout=10)
+        assert _referrers(db, lsp, extra.id) == []
     with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
         b.delete(b.get(LogicalSwitch, s1.id))  # its port (a child) is still there
 
@@ -81,14 +89,45 @@ def test_references_hold_across_two_clients_moves_deletes_and_a_re_create(
         assert eventually(lambda db=db: _referrers(db, lsp, other.id) == [(pg, again.id)], timeout=10)
         assert _referrers(db, lsp, port.id) == []
         assert _referrers(db, ls, s2.id) == [(lsp, other.id)]
-        with pytest.raises(nbdb.ReferenceError, match=str(group.id)):
-            db.delete(db.get(LogicalSwitchPort, other.id))
     with pytest.raises(nbdb.ReferenceError, match="does not exist"):
         a.update(a.get(PortGroup, group.id).replace(ports=[other.id, port.id]))  # the deleted port
 
     # The default cells every update compared with are as made: nobody changed them.
     for tm in a.backend.mapping.tables.values():  # type: ignore[attr-defined]
         assert _defaults(tm) == tuple((cm.column, default_cell(cm.type), cm) for cm in tm.columns.values())
+
+
+def test_the_servers_own_drop_of_a_weak_reference_reaches_nbdb_at_the_deletes_revision(
+    server: OvsdbServer, pair: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """Another client (ovn-nbctl) deletes a port a group holds: ovsdb-server drops it from the group.
+
+    nbdb plans the same drop for its own deletes; here the server did it, and nbdb's replica and
+    watch follow it: the group's update and the port's delete at one revision, no referrer left.
+    """
+    a, b = pair
+    switch = a.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:8]}"))
+    port, kept = (a.create(LogicalSwitchPort(switch=switch.id, name=f"{n}-{switch.id}")) for n in ("p", "k"))
+    group = a.create(PortGroup(name=f"g-{switch.id}", ports=[port.id, kept.id]))
+    with b.watch([PortGroup, LogicalSwitchPort]) as watch:
+        assert eventually(lambda: b.get(PortGroup, group.id).ports == [port.id, kept.id], timeout=10)
+        watch.poll(0.2)
+        argv = [str(find_binary("ovn-nbctl")), f"--db={server.remotes}", "--timeout=10", "lsp-del", port.name]
+        run_tool(argv, timeout=20)
+        events: list[nbdb.ChangeEvent[Any]] = []
+        deadline = time.monotonic() + 15
+        while len(events) < 2 and time.monotonic() < deadline:
+            events += watch.poll(0.2)
+    assert {(e.kind, e.model, e.id) for e in events} == {
+        (nbdb.EventKind.UPDATED, PortGroup, group.id),
+        (nbdb.EventKind.DELETED, LogicalSwitchPort, port.id),
+    }, events
+    assert len({e.revision for e in events}) == 1, events
+    for db in (a, b):
+        assert eventually(lambda db=db: db.get(PortGroup, group.id).ports == [kept.id], timeout=10)
+        assert _referrers(db, LogicalSwitchPort.nbdb_table, port.id) == []
+    b.delete(b.get(LogicalSwitchPort, kept.id))  # nbdb's own plan: the same drop, in one commit with the server
+    assert a.get(PortGroup, group.id).ports == [] or eventually(lambda: a.get(PortGroup, group.id).ports == [])
 
 
 @pytest.fixture(scope="module")

@@ -98,6 +98,16 @@ def test_generated_models_work_on_another_backend(tmp_path: Path) -> None:
             db.delete(host)
         db.update(rack.replace(hosts=[]))
         db.delete(db.get(inventory.Host, host.id))
+        # Host.rack is a weak reference ("refType": "weak"): deleting the rack drops it, as ovsdb-server does.
+        held = db.create(inventory.Host(name="h2", cores=2, rack=rack.id))
+        db.delete(db.get(inventory.Rack, rack.id))
+        assert db.get(inventory.Host, held.id).rack is None
+
+
+def test_a_weak_reference_of_the_schema_is_a_weak_reference_of_the_model(tmp_path: Path) -> None:
+    inventory = load_generated(INVENTORY, tmp_path, "inventory_models_weak")
+    weak = {(m.__name__, spec.field): spec.weak for m in (inventory.Rack, inventory.Host) for spec in m.nbdb_references}
+    assert weak == {("Rack", "hosts"): False, ("Host", "rack"): True}
 
 
 @pytest.mark.parametrize("name", ["ovn-nb", "ovn-sb"])

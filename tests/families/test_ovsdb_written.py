@@ -63,6 +63,24 @@ _MAPPED = tuple(m for m in OVN_MODELS if _NB is not None and m.nbdb_table in _NB
 
 
 @pytest.mark.skipif(_NB is None, reason="the OVN Northbound schema is not installed (Debian package ovn-common)")
+def test_the_built_in_models_weak_references_are_the_northbound_schemas() -> None:
+    """A reference kept in a column is weak exactly where the served schema says ``"refType": "weak"``.
+
+    Marked strong where OVN has it weak (a port group's ports), deleting a port in a group raised
+    ReferenceError on every backend, where ovsdb-server drops the port from the group.
+    """
+    assert _NB is not None
+    checked = {}
+    for model in _MAPPED:
+        tm = _NB.tables[model.nbdb_table]
+        for spec in model.nbdb_references:
+            if tm.refs.get(spec.field, ("", ""))[1] == "column":
+                checked[f"{model.__name__}.{spec.field}"] = spec.weak
+                assert spec.weak == (tm.columns[spec.field].type.key.ref_type == "weak"), spec
+    assert checked["PortGroup.ports"] and checked["LogicalSwitchPort.dhcpv4_options"]
+
+
+@pytest.mark.skipif(_NB is None, reason="the OVN Northbound schema is not installed (Debian package ovn-common)")
 def test_most_models_map_onto_the_northbound_schema() -> None:
     assert _NB is not None
     assert {"LogicalSwitch", "LogicalSwitchPort", "LogicalRouter", "LogicalRouterPort", "ACL", "NAT"} <= {

@@ -35,6 +35,7 @@ __all__ = [
     "KitNamed",
     "KitNote",
     "KitParent",
+    "KitWeakGroup",
     "Watched",
     "check_lease_primitives",
     "check_namespaces_isolate_locks",
@@ -95,6 +96,15 @@ class KitGroup(Model):
     nbdb_table: ClassVar[str] = "KitGroup"
 
     members: list[Annotated[UUID, Reference("KitChild")]] = Field(default_factory=list)
+
+
+class KitWeakGroup(Model):
+    """An object with a list of weak references (as a port group's ports): a plain delete drops a member."""
+
+    nbdb_table: ClassVar[str] = "KitWeakGroup"
+
+    members: list[Annotated[UUID, Reference("KitChild", weak=True)]] = Field(default_factory=list)
+    pinned: Annotated[UUID | None, Reference("KitChild", weak=True)] = None
 
 
 class KitCounter(Model):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 import nbdb
 from nbdb.capabilities import Atomicity
-from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitParent
+from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitParent, KitWeakGroup
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
 
@@ -213,3 +215,49 @@ def test_racing_parent_delete_and_child_create_never_dangle(db_factory: Callable
             writer.delete(child)
         if parent_exists:
             writer.delete(KitParent, parent.id)
+
+
+def _multi_op_commits(db: nbdb.Database) -> None:
+    if db.capabilities.transactions is Atomicity.NONE:
+        pytest.skip("backend declares transactions=none: a weak reference is dropped in the delete's own commit")
+
+
+def test_a_plain_delete_drops_its_target_from_weak_references(db: nbdb.Database) -> None:
+    """Weak references (``Reference(..., weak=True)``, refType weak) lose a deleted target, as ovsdb-server has it.
+
+    The referrer keeps its other members; a strong reference to the same target still refuses.
+    """
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    gone, kept = db.create(KitChild(parent=parent, name="gone")), db.create(KitChild(parent=parent, name="kept"))
+    group = db.create(KitWeakGroup(members=[gone.id, kept.id], pinned=gone.id))
+    db.delete(gone)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(KitChild, gone.id)
+    after = db.get(KitWeakGroup, group.id)
+    assert (after.members, after.pinned) == ([kept.id], None)
+    strong = db.create(KitGroup(members=[kept.id]))
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(kept)
+    assert db.get(KitWeakGroup, group.id).members == [kept.id], "a refused delete dropped a weak reference"
+    assert db.get(KitGroup, strong.id).members == [kept.id]
+
+
+def test_a_weak_reference_is_dropped_in_the_delete_s_commit(db: nbdb.Database) -> None:
+    """A watch sees the referrer's update and the target's delete at one revision: no reader holds a dangling id."""
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    child = db.create(KitChild(parent=parent, name="c"))
+    group = db.create(KitWeakGroup(members=[child.id]))
+    with db.watch([KitWeakGroup, KitChild]) as watch:
+        revision = db.delete(child)
+        events: list[nbdb.ChangeEvent[Any]] = []
+        deadline = time.monotonic() + 15
+        while len(events) < 2 and time.monotonic() < deadline:
+            events += watch.poll(0.2)
+    got = {(e.kind, e.model, e.id) for e in events}
+    assert got == {(nbdb.EventKind.UPDATED, KitWeakGroup, group.id), (nbdb.EventKind.DELETED, KitChild, child.id)}, got
+    assert len({e.revision for e in events}) == 1, f"torn: the weak drop and the delete came at {events}"
+    assert revision is not None and events[0].revision == revision
+    update = next(e for e in events if e.kind is nbdb.EventKind.UPDATED)
+    assert update.new is not None and update.new.members == []

@@ -113,9 +113,16 @@ class Reference:
     ``target`` is the table name of the referenced model (its class name unless
     the class says otherwise). The field accepts the referenced model itself,
     and stores its id.
+
+    ``weak=True`` marks a weak reference (OVSDB's ``"refType": "weak"``): a plain
+    delete of the target drops it from the referrer (a list or an optional
+    field) in the same commit, as ovsdb-server does, instead of refusing with
+    ReferenceError. A weak reference the referrer cannot lose (a required field,
+    or one whose loss breaks the model's own rules) still refuses the delete.
     """
 
     target: str
+    weak: bool = False
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         # JSON never holds a model: the stored records a list, a cache or a watch decodes go
@@ -148,6 +155,7 @@ class RefSpec:
     target: str
     many: bool
     optional: bool
+    weak: bool = False
 
     def ids(self, obj: Model) -> tuple[uuid.UUID, ...]:
         """The ids this field of ``obj`` points to."""
@@ -189,17 +197,17 @@ def _ref_spec(name: str, info: pydantic.fields.FieldInfo) -> RefSpec | None:
                 f"field {name!r}: Reference marks the ids in a {kind}, not the {kind} itself: write "
                 f'{kind}[Annotated[UUID, Reference("{ref.target}")]], not Annotated[{kind}[UUID], Reference(...)]'
             )
-        return RefSpec(name, ref.target, many=False, optional=optional or not info.is_required())
+        return RefSpec(name, ref.target, many=False, optional=optional or not info.is_required(), weak=ref.weak)
     if origin in (list, set, frozenset, tuple):
         for arg in get_args(annotation):
             if get_origin(arg) is typing.Annotated:
                 inner = _reference_in(get_args(arg)[1:])
                 if inner is not None:
-                    return RefSpec(name, inner.target, many=True, optional=True)
+                    return RefSpec(name, inner.target, many=True, optional=True, weak=inner.weak)
     if origin is typing.Annotated:
         inner = _reference_in(get_args(annotation)[1:])
         if inner is not None:
-            return RefSpec(name, inner.target, many=False, optional=optional or not info.is_required())
+            return RefSpec(name, inner.target, many=False, optional=optional or not info.is_required(), weak=inner.weak)
     return None
 
 

@@ -163,7 +163,7 @@ class LogicalSwitch(Model):
 
     name: str = ""
     other_config: dict[str, str] = Field(default_factory=dict)
-    load_balancer: list[Annotated[UUID, Reference("LoadBalancer")]] = Field(default_factory=list)
+    load_balancer: list[Annotated[UUID, Reference("LoadBalancer", weak=True)]] = Field(default_factory=list)
 
 
 class DHCPOptions(Model):
@@ -193,8 +193,8 @@ class LogicalSwitchPort(Model):
     tag: AllocatedVlanTag | None = None
     up: bool | None = None
     enabled: bool | None = None
-    dhcpv4_options: Annotated[UUID | None, Reference("DHCPOptions")] = None
-    dhcpv6_options: Annotated[UUID | None, Reference("DHCPOptions")] = None
+    dhcpv4_options: Annotated[UUID | None, Reference("DHCPOptions", weak=True)] = None
+    dhcpv6_options: Annotated[UUID | None, Reference("DHCPOptions", weak=True)] = None
     chassis: Annotated[UUID | None, Reference("Chassis")] = None
 
 
@@ -206,7 +206,7 @@ class LogicalRouter(Model):
     name: str = ""
     enabled: bool | None = None
     options: dict[str, str] = Field(default_factory=dict)
-    load_balancer: list[Annotated[UUID, Reference("LoadBalancer")]] = Field(default_factory=list)
+    load_balancer: list[Annotated[UUID, Reference("LoadBalancer", weak=True)]] = Field(default_factory=list)
 
 
 class LogicalRouterPort(Model):
@@ -244,7 +244,7 @@ class PortGroup(Model):
     nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
 
     name: Name
-    ports: list[Annotated[UUID, Reference("LogicalSwitchPort")]] = Field(default_factory=list)
+    ports: list[Annotated[UUID, Reference("LogicalSwitchPort", weak=True)]] = Field(default_factory=list)
 
 
 class ACL(Model):

@@ -107,7 +107,9 @@ class _Module:
                     f"OVSDB schema column {table}.{column}: refTable {base.ref_table!r} is no table of the schema"
                 )
             self.needs.update({"UUID", "Annotated", "Reference"})
-            return f'Annotated[UUID, Reference("{self.schema.name}.{base.ref_table}")]'
+            # A weak reference (ovsdb-server drops it when its target goes) is one to nbdb too.
+            weak = ", weak=True" if base.ref_type == "weak" else ""
+            return f'Annotated[UUID, Reference("{self.schema.name}.{base.ref_table}"{weak})]'
         if base.kind == "string" and base.enum:
             name = self.unique(class_name(table) + class_name(column), "Enum")
             self.enums[name] = [str(v) for v in base.enum]
