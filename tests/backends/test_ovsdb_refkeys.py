@@ -110,7 +110,7 @@ def test_the_servers_own_drop_of_a_weak_reference_reaches_nbdb_at_the_deletes_re
     port, kept = (a.create(LogicalSwitchPort(switch=switch.id, name=f"{n}-{switch.id}")) for n in ("p", "k"))
     group = a.create(PortGroup(name=f"g-{switch.id}", ports=[port.id, kept.id]))
     with b.watch([PortGroup, LogicalSwitchPort]) as watch:
-        assert eventually(lambda: b.get(PortGroup, group.id).ports == [port.id, kept.id], timeout=10)
+        assert eventually(lambda: sorted(b.get(PortGroup, group.id).ports) == sorted([port.id, kept.id]), timeout=10)
         watch.poll(0.2)
         argv = [str(find_binary("ovn-nbctl")), f"--db={server.remotes}", "--timeout=10", "lsp-del", port.name]
         run_tool(argv, timeout=20)
