@@ -23,7 +23,7 @@ from typing import Any, TypeVar, overload
 from uuid import UUID
 
 from nbdb import errors, page_token
-from nbdb.cache import Cache, Replica, SharedCache, Subscriber
+from nbdb.cache import EXITING, Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import cascade_ops
 from nbdb.codec import bulk, decode, decode_each
@@ -311,8 +311,10 @@ def _close_at_exit() -> None:
     A process that ended without ``close()`` (a script that falls off its end, a leader's loop on a
     daemon thread inside its lock's block) kept its locks until their ttl: the next replica waited for
     it, although the docs said a lock is given up "when its Database closes, even ... at exit". Each
-    close is bounded (see :meth:`Database.close`); one that fails is logged and the others still run.
+    close is bounded (see :meth:`Database.close`); one that fails is logged and the others still run. A
+    callback still running is not waited for (its daemon thread ends with the interpreter; see ``EXITING``).
     """
+    EXITING.set()
     for db in list(_OPEN):
         try:
             db.close()
