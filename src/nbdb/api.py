@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -320,6 +321,19 @@ def _close_at_exit() -> None:
             db.close()
         except Exception:
             log.warning("closing %r at exit failed", db, exc_info=True)
+
+
+def _forget_in_child() -> None:
+    """A forked child does not own its parent's Databases: its exit must not close them.
+
+    Closing them at the child's exit gave the parent's locks back on the server (the child holds the
+    same tokens) while the parent still led, and wrote through the parent's connections' copies.
+    """
+    _OPEN.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _track(db: Database) -> None:
