@@ -79,3 +79,75 @@ def test_a_database_dropped_unclosed_is_not_kept_alive_for_exit() -> None:
     del db
     gc.collect()
     assert ref() is None
+
+
+_BLOCKED = textwrap.dedent(
+    """
+    import atexit, sys, threading, time
+    import nbdb
+    from nbdb.models import LogicalSwitch
+
+    spent = {}
+    atexit.register(lambda: print(f"closed in {time.monotonic() - spent['from']:.1f}", flush=True))  # runs last
+    db = nbdb.connect("memory://")
+    running = threading.Semaphore(0)
+
+    def stuck(event):
+        running.release()
+        threading.Event().wait()  # a callback that never returns (it waits for the main thread, say)
+
+    for _ in range(4):
+        db.cache([LogicalSwitch]).subscribe(stuck)
+    db.create(LogicalSwitch(name="x"))
+    for _ in range(4):
+        assert running.acquire(timeout=30)
+    atexit.register(lambda: spent.setdefault("from", time.monotonic()))  # runs first, before nbdb's close
+    print("stuck", flush=True)
+    # No db.close(): the interpreter exits.
+    """
+)
+
+
+def test_exit_does_not_wait_for_callbacks_that_never_return() -> None:
+    """The exit hook's close leaves running callbacks to their daemon threads: it waited 5 s for each one."""
+    env = {**os.environ, "PYTHONPATH": str(Path(nbdb.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", _BLOCKED], capture_output=True, text=True, env=env, timeout=90)
+    assert done.returncode == 0 and "stuck" in done.stdout, done.stderr
+    spent = float(done.stdout.split("closed in ")[1])
+    assert spent < 3.0, f"the exit hook waited {spent} s for 4 callbacks that never return"
+
+
+_FORKS = textwrap.dedent(
+    """
+    import os, sys
+    import nbdb
+
+    db = nbdb.connect(sys.argv[1])
+    held = db.lock("leader", ttl=float(sys.argv[2]))
+    held.__enter__()
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)  # a forked child that ends normally: its exit hooks run, on the parent's Databases too
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, status
+    with nbdb.connect(sys.argv[1]) as other:
+        try:
+            with other.lock("leader", ttl=5, timeout=1):
+                print("taken: the child gave the parent's lock back", flush=True)
+        except nbdb.LockTimeoutError:
+            print("still held", flush=True)
+    held.__exit__(None, None, None)
+    db.close()
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_child_exiting_leaves_the_parents_databases_alone(url_of: Callable[[str], str]) -> None:
+    """The exit hook of a forked child closed the parent's Databases: it gave the parent's locks back."""
+    env = {**os.environ, "PYTHONPATH": str(Path(nbdb.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKS, url_of("redis"), str(_TTL)], capture_output=True, text=True, env=env, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    assert "still held" in done.stdout, done.stdout + done.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -23,7 +24,7 @@ from typing import Any, TypeVar, overload
 from uuid import UUID
 
 from nbdb import errors, page_token
-from nbdb.cache import Cache, Replica, SharedCache, Subscriber
+from nbdb.cache import EXITING, Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import cascade_ops, weakly_referenced
 from nbdb.codec import bulk, decode, decode_each
@@ -311,13 +312,28 @@ def _close_at_exit() -> None:
     A process that ended without ``close()`` (a script that falls off its end, a leader's loop on a
     daemon thread inside its lock's block) kept its locks until their ttl: the next replica waited for
     it, although the docs said a lock is given up "when its Database closes, even ... at exit". Each
-    close is bounded (see :meth:`Database.close`); one that fails is logged and the others still run.
+    close is bounded (see :meth:`Database.close`); one that fails is logged and the others still run. A
+    callback still running is not waited for (its daemon thread ends with the interpreter; see ``EXITING``).
     """
+    EXITING.set()
     for db in list(_OPEN):
         try:
             db.close()
         except Exception:
             log.warning("closing %r at exit failed", db, exc_info=True)
+
+
+def _forget_in_child() -> None:
+    """A forked child does not own its parent's Databases: its exit must not close them.
+
+    Closing them at the child's exit gave the parent's locks back on the server (the child holds the
+    same tokens) while the parent still led, and wrote through the parent's connections' copies.
+    """
+    _OPEN.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _track(db: Database) -> None:

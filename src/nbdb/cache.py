@@ -85,6 +85,15 @@ _CLOSED: dict[Any, Any] = _Closed()
 _POLL_SECONDS = 0.5
 _MAX_BACKOFF = 5.0
 _CLOSE_WAIT = 5.0
+EXITING = threading.Event()
+"""Set by the exit hook (nbdb.api) before it closes the open Databases: a close then waits for no callback
+that is running. Its thread is a daemon, which the interpreter leaves as it is; waiting for a callback that
+never returns (one that waits for the main thread, or for a lost server) only held the exit 5 s for each."""
+
+
+def _close_wait() -> float:
+    """How long a close waits for a running callback (:data:`_CLOSE_WAIT`, none at interpreter exit)."""
+    return 0.0 if EXITING.is_set() else _CLOSE_WAIT
 
 
 def object_id(model: type[Model], field: str, value: Any) -> UUID:
@@ -345,12 +354,13 @@ class Replica:
         with self._lock:
             subs = list(self._subscriptions)
             self._waits.release_all()
+        wait = _close_wait()
         for sub in subs:
-            sub.close(_CLOSE_WAIT)
+            sub.close(wait)
         for errors_sub in self._error_subs:
-            errors_sub.close(_CLOSE_WAIT)
-        if not self._dispatcher.close(_CLOSE_WAIT):
-            log.warning("cache: a subscriber is still running %.1fs after close()", _CLOSE_WAIT)
+            errors_sub.close(wait)
+        if not self._dispatcher.close(wait):
+            log.warning("cache: a subscriber is still running %.1fs after close()", wait)
 
     # ---------------------------------------------------------------- the thread
 
@@ -1010,10 +1020,11 @@ class Cache:
             replica._error_subs = [s for s in replica._error_subs if s not in mine]
         replica.sync_changed()
         self.stop_queues()
+        wait = _close_wait()
         for sub in subs:
-            sub.close(_CLOSE_WAIT)
+            sub.close(wait)
         for errors_sub in self._error_subs:
-            errors_sub.close(_CLOSE_WAIT)
+            errors_sub.close(wait)
         self._release()
 
     def __enter__(self) -> Cache:
