@@ -592,12 +592,15 @@ class Database:
         root = (op.table, op.id)
         last: errors.NbdbError | None = None  # why the last plan was dropped: the cause of giving up
         refused: frozenset[tuple[str, UUID]] | None = None  # the plan a ReferenceError refused last
-        # A plain delete plans too when a weak reference can point to its table (see cascade_ops).
+        # A plain delete plans too when a weak reference can point to its table (see cascade_ops), but
+        # only once the store refused it for a referrer: most targets (a port in no port group) have
+        # none, and their delete stays one request, without reading the referrers first.
         planned = cascade or weakly_referenced(op.table)
+        plan_now = cascade
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
             try:
-                ops = cascade_ops(self._backend, op, weak_only=not cascade) if planned else [op]
+                ops = cascade_ops(self._backend, op, weak_only=not cascade) if plan_now else [op]
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:
                 # A referrer that appeared after the cascade read the referrers (a port group another
@@ -607,7 +610,7 @@ class Database:
                 plan = None if ops is None else frozenset((o.table, o.id) for o in ops)
                 if not planned or plan is None or plan == refused:
                     raise
-                refused, last = plan, exc
+                refused, last, plan_now = plan, exc, True
                 log.debug("delete: %s %s gained a referrer meanwhile; planning the cascade again", *root)
             except errors.NotFoundError as exc:
                 if if_exists and exc.key == root:

@@ -154,3 +154,28 @@ def test_a_delete_alongside_a_native_mutation_of_a_referrer_is_refused(models_se
                 tx.delete(child)
         assert db.get(KitChild, child.id) == child
         assert db.get(KitGroup, group.id).members == [child.id]
+
+
+def test_a_table_referring_by_a_column_and_by_json_text_has_both_checked_at_a_delete(
+    models_server: OvsdbServer,
+) -> None:
+    """KitWeakGroup points to KitChild twice: ``pinned`` is a uuid column (checked by a wait), ``members``
+    JSON text (checked against the replica). The wait marked the whole table checked, so a child held
+    only in ``members`` was deleted under it: the store's own delete left the group's reference dangling."""
+    from nbdb.conformance.kit import KitChild, KitParent, KitWeakGroup
+    from nbdb.writes import delete_of
+
+    with nbdb.connect(models_server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as db:
+        parent = db.create(KitParent(name="p"))
+        child = db.create(KitChild(parent=parent.id, name="c"))
+        group = db.create(KitWeakGroup(members=[child.id]))
+        assert dict(db.backend.mapping.get("KitWeakGroup").refs) == {
+            "members": ("KitChild", "ext"),
+            "pinned": ("KitChild", "column"),
+        }
+        with pytest.raises(nbdb.ReferenceError, match=str(group.id)):
+            db.backend.commit([delete_of(child)])
+        assert db.get(KitChild, child.id) == child
+        # Through the API the weak reference is dropped in the delete's commit instead.
+        db.delete(child)
+        assert db.get(KitWeakGroup, group.id).members == []
