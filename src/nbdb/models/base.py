@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Model]] = {}
+_GENERATION = 0
+"""Bumped at every model class defined (:func:`registry_generation`): what is derived from every model
+is kept until it moves."""
 VALIDATED: dict[type[Model], Callable[[dict[str, Any]], None]] = {}
 """What to note of a model's fields just validated (by its constructor or :meth:`Model.replace`), by model:
 :mod:`nbdb.storable` remembers the members its validators passed, so that the check of a write that looks for a
@@ -422,6 +425,8 @@ class Model(BaseModel):
                 "set nbdb_table to another name"
             )
         _REGISTRY[cls.nbdb_table] = cls
+        global _GENERATION
+        _GENERATION += 1
         _share_key_table(cls)
 
     @classmethod
@@ -995,3 +1000,8 @@ def check_references_resolve(model: type[Model]) -> None:
 def all_models() -> tuple[type[Model], ...]:
     """Every model class defined so far (the logical schema and the user's own)."""
     return tuple(_REGISTRY.values())
+
+
+def registry_generation() -> int:
+    """A number that changes whenever a model class is defined (or defined again): :func:`all_models` may differ."""
+    return _GENERATION
