@@ -8,8 +8,10 @@ noticed, about a second later on Redis and never on etcd until a write of its ow
 from __future__ import annotations
 
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.models import LogicalSwitch
 from nbdb.revision import Watermark
+from nbdb.spi import Backend, RecordChange, RecordStream
 from nbdb.testing.fixtures import server_factory  # noqa: F401 - pytest fixture
 from nbdb.testing.servers import Server
 
@@ -33,6 +36,43 @@ def _create_when_back(db: nbdb.Database, name: str) -> LogicalSwitch:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+class _HeldStream(RecordStream):
+    """A stream that, once ``held`` is set, brings nothing: its consumer cannot notice the loss on its own."""
+
+    def __init__(self, inner: RecordStream, held: threading.Event) -> None:
+        self._inner = inner
+        self._held = held
+
+    def poll(self, timeout: float | None) -> list[RecordChange]:
+        if self._held.is_set():
+            time.sleep(min(timeout if timeout is not None else 0.05, 0.05))
+            return []
+        return self._inner.poll(timeout)
+
+    @property
+    def revision(self) -> int:
+        return self._inner.revision
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@contextmanager
+def _holdable_streams(backend: Backend) -> Iterator[threading.Event]:
+    """Once the yielded event is set, the watch streams ``backend`` opened before bring nothing; later ones flow."""
+    held = threading.Event()
+    original = backend.watch
+
+    def watch(tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
+        return _HeldStream(original(tables, topics, since), held if not held.is_set() else threading.Event())
+
+    backend.watch = watch  # type: ignore[method-assign]
+    try:
+        yield held
+    finally:
+        del backend.watch
 
 
 def _lose_data(server: Server) -> None:
@@ -52,15 +92,17 @@ def test_wait_for_a_write_after_the_store_lost_its_data_waits_for_the_relist(
 ) -> None:
     server = server_factory(kind)
     url = server.url + ("?timeout=1" if kind == "etcd" else "")  # etcd's client gives up on a dead member sooner
-    with nbdb.connect(url, namespace="wb") as db:
+    with nbdb.connect(url, namespace="wb") as db, _holdable_streams(db.backend) as held:
         for i in range(3):
             db.create(LogicalSwitch(name=f"old{i}"))
         cache = db.cache([LogicalSwitch], shared=shared)
         assert cache.wait_synced(10)
-        assert cache.revision >= 3
+        seen = cache.revision
+        assert seen >= 3
+        held.set()  # the cache's stream cannot notice the loss on its own: only the write below tells it
         _lose_data(server)
         new = _create_when_back(db, "new")
-        assert new.nbdb_revision < cache.revision  # the store's new history starts below the cache's
+        assert new.nbdb_revision < seen  # the store's new history starts below the cache's
         assert cache.wait_for(new, 20)
         assert cache.get(LogicalSwitch, new.id) is not None  # it said True with nothing there
         assert [o.name for o in cache.list(LogicalSwitch)] == ["new"]  # the lost ones are gone from it
