@@ -989,3 +989,41 @@ def test_a_directory_member_that_is_not_utf8_is_no_object(redis_server: RedisSer
                 assert {s.id for s in cache.list(LogicalSwitch)} == made
         finally:
             raw.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("op", "kind"),
+    [("first", "list"), ("create", "hash"), ("update", "list"), ("delete", "hash"), ("txn-creates", "list"), ("txn", "hash")],
+)
+def test_a_head_key_of_another_type_fails_a_commit_naming_it_with_every_key_as_it_was(
+    db: nbdb.Database, client: Any, op: str, kind: str
+) -> None:
+    """'last' (the head the reads take) is a string every commit SETs. Another writer's hash or list
+    there reads as nothing (MGET), and the commit's SET overwrote it: that writer's data gone, the
+    commit applied. Now the commit fails as CorruptRecordError naming the key, with every key of the
+    namespace as it was, and applies at the next revision once the key is back."""
+    root = root_of(db)
+    key = root + "last"
+    old = None if op == "first" else db.create(LogicalSwitch(name="old", topic="tenant"))
+    head = db.backend.current_revision()
+    kept = client.dump(key)
+    client.delete(key)
+    if kind == "hash":
+        client.hset(key, "f", "foreign")
+    else:
+        client.rpush(key, b"foreign")
+    before = stored(client, root)
+    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(key)):
+        if old is None:
+            db.create(LogicalSwitch(name="made", topic="tenant"))
+        else:
+            _write(db, op, old, "tenant")
+    assert stored(client, root) == before
+    _put_back(client, key.encode(), kept)
+    if old is None:
+        db.create(LogicalSwitch(name="made", topic="tenant"))
+    else:
+        _write(db, op, old, "tenant")
+    assert db.backend.current_revision() == head + 1
+    assert client.type(key) == b"string"

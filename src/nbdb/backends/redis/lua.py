@@ -243,8 +243,10 @@ end
 # The commit script, in parts: each rule in one place, composed into COMMIT_LUA below in this
 # order (the text Redis runs is their concatenation, the same as one string's).
 
-# The commit's arguments, and a token already decided: applied ({2, rev}, written again for WAIT) or voided ({3}).
-_COMMIT_DECIDED = r"""
+# The commit's arguments, and a token already decided: applied ({2, rev}, written again for WAIT) or voided ({3});
+# a head key of another type refused.
+_COMMIT_DECIDED = _fill(
+    r"""
 local OBJ = ARGV[2]
 local token = ARGV[3]
 local history = ARGV[4]  -- a string: XADD takes it as sent (a number would be formatted again)
@@ -256,7 +258,19 @@ local done, prior = got[1], got[2]
 if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
-"""
+-- The head key 'last' of another type (another writer's) reads as nil in that MGET, and the
+-- commit's SET would overwrite it: its type is asked then (a first commit's 'last', none, too),
+-- and the commit refused before its first write, naming the key.
+if not prior then
+  local t = redis.call('TYPE', P .. 'last').ok
+  if t ~= 'string' and t ~= 'none' then
+    error({err = 'WRONGTYPE Operation against a key holding the wrong kind of value (nbdb: at '
+      .. P .. 'last, __REFUSED_MARK__)'})
+  end
+end
+""",
+    REFUSED_MARK=REFUSED_MARK,
+)
 
 # The commit's revision (INCR rev), after its streams' types are known.
 _COMMIT_REVISION = _fill(
