@@ -403,8 +403,8 @@ _COMMIT_ANNOUNCE = _fill(
 -- written with a pcall), so no entry announces a commit that did not happen. Only the keys never
 -- read (directory sets, dmr) are written before them. An XADD that fails again (an id past 2^53;
 -- a stream of another type, or a 'logs' of another type where a stream is missing, no longer
--- gets here: revision() refuses them before the first write), or a 'log0' of another type on this
--- rare path (asked before it is written) undoes the entries and returns false and the error: the
+-- gets here: revision() refuses them before the first write; a 'log0' of another type on this rare
+-- path is left unwritten, below) undoes the entries and returns false and the error: the
 -- caller undoes its directory sets and raises it, the commit's data unwritten. That refusal still
 -- moves the counter, dmr and the last id of a stream that took the entry (none of them can be put
 -- back exactly; knowing them before the first write costs every commit a call: see "What a refused
@@ -419,14 +419,21 @@ local function announce(rev, all, topics)
     feed = #all == 1 and all[1] or table.concat(all)
   end
   local bad, added, made
-  -- stop: a key of another type met on the way ('logs', 'log0'): no retry, the error names it.
-  local rev0, first, stop = rev, false, false
+  -- stop: a key of another type met on the way ('logs'): no retry, the error names it.
+  -- own0: whether 'log0' is nbdb's (a hash, or none), once asked (only when an XADD failed).
+  local rev0, first, stop, own0 = rev, false, false, nil
   -- skip: the first revision of the jump (see below) that no commit took, when it is below this one.
   -- Also a counter that moved with no commit (another writer's INCR, the namespace's first commit
   -- refused): then 'last' (prior) names a revision below the one before this, or is gone, and only
   -- then is 'log''s last entry asked (an older nbdb's commits write no 'last', only their entries).
   local skip = nil
-  local r = prior and tonumber(prior:match('^(%d+) '))
+  -- prior is '<revision> <token>': a find without captures and a sub (match's captures are strings
+  -- made and hashed).
+  local r = nil
+  if prior then
+    local _, sp = prior:find('^%d+ ')
+    if sp then r = tonumber(prior:sub(1, sp - 1)) end
+  end
   if rev > 1 and not (r and r >= rev - 1) then
     local top = redis.call('XREVRANGE', P .. 'log', '+', '-', 'COUNT', 1)[1]
     local at = top and tonumber(top[1]:match('^(%d+)')) or 0
@@ -490,15 +497,21 @@ local function announce(rev, all, topics)
     if made then redis.call('DEL', made) end
     -- 'log0' (see LOG_READ_LUA): m counts the entries undone in 'log', b the revision of the
     -- namespace's first commit (or of the next one, when it failed). Only this rare path writes it,
-    -- and asks its type first: another writer's key of another type there failed its HINCRBY or
-    -- HSET, a script error after the entries (or their undo) with the data unwritten and the
-    -- directory sets not undone. Now the commit fails whole, naming it.
-    local t0 = redis.call('TYPE', P .. 'log0').ok
-    if t0 ~= 'hash' and t0 ~= 'none' then
-      bad = tostring(bad) .. '; WRONGTYPE (at ' .. P .. 'log0)'; first = false; break
+    -- and asks its type first (once): another writer's key of another type there failed its
+    -- HINCRBY or HSET, a script error after the entries (or their undo) with the data unwritten and
+    -- the directory sets not undone; then the commit was refused whole, naming it, after its first
+    -- writes (dmr and the counter moved: two writers' damage at once). Now 'log0' is left as it is
+    -- and the commit goes on: 'log0' only vouches for a watch from 0, and one that is not nbdb's
+    -- vouches for nothing (its m short of the undone entries, such a watch raises
+    -- HistoryGoneError, never skips).
+    if own0 == nil then
+      local t0 = redis.call('TYPE', P .. 'log0').ok
+      own0 = t0 == 'hash' or t0 == 'none'
     end
-    if added > 0 then redis.call('HINCRBY', P .. 'log0', 'm', 1) end
-    if rev == rev0 and rev0 == 1 then
+    if own0 and added > 0 then redis.call('HINCRBY', P .. 'log0', 'm', 1) end
+    if not own0 then
+      first = false
+    elseif rev == rev0 and rev0 == 1 then
       -- A counter at 1 is a first commit's, or one another writer deleted: then 'log' still holds
       -- this namespace's commits (an entry of a token and changes, 't' and 'c', at its start or
       -- end; this commit's own is undone above; another writer's entry of a token alone is none),
@@ -641,8 +654,8 @@ end
 -- The refusal of a directory set a commit made again while its parent's set still names it: nbdb
 -- removes a directory's name in the script that empties it, so another writer deleted the set.
 -- (A string, not a function: Lua makes a closure at every run of a script.)
-local LOST_SET = ' was missing while its parent\'s set names it; another writer deleted it, and the objects it held'
-  .. ' would be in no list'
+-- One literal: a concatenation of two is made (and hashed) at every run of the script.
+local LOST_SET = ' was missing while its parent\'s set names it; another writer deleted it, and the objects it held would be in no list'
 local function enlist(cmd, topic, tbl, oid, existed)
   local last = cmd == 'SADD' and 1 or 0  -- how many members a set just made (emptied) holds
   local d = P .. 'd:o/' .. topic .. '/' .. tbl .. '/'
