@@ -391,6 +391,9 @@ def test_a_first_commit_past_another_writers_entry_with_log0_of_another_type_is_
         made = db.create(LogicalSwitch(name="made", topic="tenant"))
         assert db.list(LogicalSwitch) == [made]
         assert [e[1].get(b"x") for e in client.xrange(root + "log")] == [b"foreign", None]
+        # 'log0' vouches for nothing: a watch from 0 raises, it does not skip.
+        with pytest.raises(nbdb.HistoryGoneError), db.watch(LogicalSwitch, since=0) as watch:
+            watch.poll(0.05)
     assert client.get(root + "log0") == b"foreign"
 
 

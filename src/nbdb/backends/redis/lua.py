@@ -1876,7 +1876,8 @@ else
   -- revision (or the next one's). 'log' then holds every change if it still starts at or before
   -- b (a 'log' deleted and made again starts past it) and every entry it lost was undone by
   -- its commit (m; a trim, a compaction or another writer's XDEL makes more).
-  local b = not anchor and tonumber(redis.call('HGET', P .. 'log0', 'b'))
+  -- A 'log0' of another type (another writer's; a commit leaves it as it is) vouches for nothing.
+  local b = not anchor and tonumber(redis.pcall('HGET', P .. 'log0', 'b'))
   if b and not e and hr < b then anchor = '' end
   if b and e and tonumber(e[1]:match('^(%d+)')) <= b then
     local info = redis.call('XINFO', 'STREAM', P .. 'log')
