@@ -990,7 +990,14 @@ def test_a_directory_member_that_is_not_utf8_is_no_object(redis_server: RedisSer
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("op", "kind"),
-    [("first", "list"), ("create", "hash"), ("update", "list"), ("delete", "hash"), ("txn-creates", "list"), ("txn", "hash")],
+    [
+        ("first", "list"),
+        ("create", "hash"),
+        ("update", "list"),
+        ("delete", "hash"),
+        ("txn-creates", "list"),
+        ("txn", "hash"),
+    ],
 )
 def test_a_head_key_of_another_type_fails_a_commit_naming_it_with_every_key_as_it_was(
     db: nbdb.Database, client: Any, op: str, kind: str

@@ -654,8 +654,8 @@ end
 -- The refusal of a directory set a commit made again while its parent's set still names it: nbdb
 -- removes a directory's name in the script that empties it, so another writer deleted the set.
 -- (A string, not a function: Lua makes a closure at every run of a script.)
--- One literal: a concatenation of two is made (and hashed) at every run of the script.
-local LOST_SET = ' was missing while its parent\'s set names it; another writer deleted it, and the objects it held would be in no list'
+local LOST_SET = ' was missing while its parent\'s set names it; another writer deleted it, and the objects it held'
+  .. ' would be in no list'
 local function enlist(cmd, topic, tbl, oid, existed)
   local last = cmd == 'SADD' and 1 or 0  -- how many members a set just made (emptied) holds
   local d = P .. 'd:o/' .. topic .. '/' .. tbl .. '/'
