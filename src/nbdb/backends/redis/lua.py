@@ -427,13 +427,7 @@ local function announce(rev, all, topics)
   -- refused): then 'last' (prior) names a revision below the one before this, or is gone, and only
   -- then is 'log''s last entry asked (an older nbdb's commits write no 'last', only their entries).
   local skip = nil
-  -- prior is '<revision> <token>': a find without captures and a sub (match's captures are strings
-  -- made and hashed).
-  local r = nil
-  if prior then
-    local _, sp = prior:find('^%d+ ')
-    if sp then r = tonumber(prior:sub(1, sp - 1)) end
-  end
+  local r = prior and tonumber(prior:match('^(%d+) '))
   if rev > 1 and not (r and r >= rev - 1) then
     local top = redis.call('XREVRANGE', P .. 'log', '+', '-', 'COUNT', 1)[1]
     local at = top and tonumber(top[1]:match('^(%d+)')) or 0
