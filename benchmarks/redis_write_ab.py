@@ -90,10 +90,16 @@ OPS = ("create", "update", "delete", "txn10", "txn100")
 PHASES = tuple(f"{side}-{op}" for side in ("nbdb", "raw") for op in OPS)
 
 
-def _side(src: str, count: int) -> dict[str, float]:
-    """One fresh server under callgrind, one worker on ``src``: instructions per operation of each phase."""
+def _side(src: str, count: int, scripts_only: bool = False) -> dict[str, float]:
+    """One fresh server under callgrind, one worker on ``src``: instructions per operation of each phase.
+
+    ``scripts_only``: count only inside the script calls (EVALSHA: the script and the calls it
+    makes), not the request's parsing, the reply, nor the server's cron, whose share per operation
+    grows with the wall time of a phase under callgrind and so with the machine's load."""
     work = Path(tempfile.mkdtemp(prefix="nbdb-redis-ab-"))
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out"]
+    if scripts_only:
+        argv += ["--collect-atstart=no", "--toggle-collect=evalShaCommand"]
     server, url = start_redis(work, argv, timeout=60)
     try:
         run_json(src, WORKER, [url, str(server.pid), str(count)])
@@ -112,12 +118,18 @@ def _side(src: str, count: int) -> dict[str, float]:
 
 
 def main() -> None:
-    args = ab_parser(__doc__, 300).parse_args()
+    parser = ab_parser(__doc__, 300)
+    parser.add_argument(
+        "--scripts-only",
+        action="store_true",
+        help="count only inside EVALSHA (no request parsing, reply or cron: steady under load)",
+    )
+    args = parser.parse_args()
     sides = {"a": args.a, "b": args.b}
     results: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
     print(f"load average before: {loadavg()}", flush=True)
     for n, side in in_turns(args.rounds):
-        got = _side(sides[side], args.count)
+        got = _side(sides[side], args.count, args.scripts_only)
         results[side].append(got)
         figures = "  ".join(f"{p} {got.get(p, 0) / 1000:6.1f}k" for p in PHASES)
         print(f"round {n} {side}: {figures}  load {loadavg()}", flush=True)

@@ -375,21 +375,26 @@ def test_a_first_commit_past_another_writers_entry_with_log0_of_another_type_is_
     """The namespace's first commit, its 'log' entry refused by another writer's entry (retried past
     it, or not past 2^53), writes 'log0' after its entries. A string there failed that write with a
     script error: the retried entries stayed with the data unwritten (a change no one made), or the
-    directory sets named an object that was not there. Now 'log0''s type is asked first on that
-    rare path: the commit fails whole as CorruptRecordError naming 'log0'."""
+    directory sets named an object that was not there. Then 'log0''s type was asked first and the
+    commit refused whole (after its first writes). Now 'log0' is left as it is: the commit past the
+    entry applies, and one that cannot go past it (2^53) fails with nothing of it written."""
     root = root_of(db)
     client.xadd(root + "log", {"x": "foreign"}, id=f"{past}-0")
     client.set(root + "log0", b"foreign")
-    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(root + "log0")):
-        db.create(LogicalSwitch(name="made", topic="tenant"))
-    assert [e[1] for e in client.xrange(root + "log")] == [{b"x": b"foreign"}]
-    assert client.exists(root + "log:tenant") == 0
-    assert client.get(root + "log0") == b"foreign"
-    assert [k for k in client.scan_iter(match=root.replace("{", "\\{").replace("}", "\\}") + "d:*")] == []
-    client.delete(root + "log0")
-    if past < 2**53:
+    if past >= 2**53:
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.create(LogicalSwitch(name="made", topic="tenant"))
+        assert [e[1] for e in client.xrange(root + "log")] == [{b"x": b"foreign"}]
+        assert client.exists(root + "log:tenant") == 0
+        assert [k for k in client.scan_iter(match=root.replace("{", "\\{").replace("}", "\\}") + "d:*")] == []
+    else:
         made = db.create(LogicalSwitch(name="made", topic="tenant"))
         assert db.list(LogicalSwitch) == [made]
+        assert [e[1].get(b"x") for e in client.xrange(root + "log")] == [b"foreign", None]
+        # 'log0' vouches for nothing: a watch from 0 raises, it does not skip.
+        with pytest.raises(nbdb.HistoryGoneError), db.watch(LogicalSwitch, since=0) as watch:
+            watch.poll(0.05)
+    assert client.get(root + "log0") == b"foreign"
 
 
 _S1, _S2, _P1, _P2, _S3, _P9 = (uuid.UUID(int=i) for i in range(1, 7))
@@ -498,34 +503,25 @@ def test_every_key_a_commit_touches_of_another_type_fails_it_with_every_key_as_i
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("stream", ["log", "log:A"])
 @pytest.mark.parametrize("op", ["create-port", "update", "txn"])
-def test_a_commit_past_another_writers_entry_refused_by_log0_of_another_type_moves_only_what_is_documented(
+def test_a_commit_past_another_writers_entry_with_log0_of_another_type_applies_once(
     db: nbdb.Database, client: Any, op: str, stream: str
 ) -> None:
     """Another writer's entry at the commit's revision in a stream it appends to sends it past that
-    entry, which writes 'log0' (the entries it undid); a string there refuses it. That refusal is
-    known only after the commit's first writes: it leaves nothing of the commit but the revision
-    counter, dmr's revisions of its directories and, when a topic's stream refused the entry after
-    'log' took it, 'log''s last id and counts (see "What a refused commit leaves" in
-    docs/backends/redis.md). Every other key is as it was, and once the entry and 'log0' are
-    taken back the commit applies, and a watch from before delivers it once."""
+    entry, which writes 'log0' (the entries it undid). A string there refused the commit, known only
+    after its first writes (the revision counter, dmr's revisions of its directories and, when a
+    topic's stream refused the entry after 'log' took it, 'log''s last id and counts moved: two
+    writers' damage at once). Now 'log0' is left as it is and the commit applies past the entry, at
+    once, and a watch from before delivers it once."""
     root = root_of(db)
     _s1, p1, s2 = _every_key_setup(db)
     head = db.backend.current_revision()
     with contextlib.ExitStack() as stack:
         watches = [stack.enter_context(db.watch(m, since=head)) for m in (LogicalSwitch, LogicalSwitchPort)]
-        client.xadd(root + stream, {"x": "foreign"}, id=f"{head + 1}-5")
+        # With a token field: in 'log', an entry without one is lost history to a watch.
+        client.xadd(root + stream, {"t": "foreign"}, id=f"{head + 1}-5")
         client.set(root + "log0", b"foreign")
-        before = stored(client, root)
-        with pytest.raises(nbdb.CorruptRecordError, match=re.escape(root + "log0")):
-            _every_key_commit(db, op, p1, s2)
-        after = stored(client, root)
-        moved = {k[len(root) :].decode() for k in set(before) | set(after) if before.get(k) != after.get(k)}
-        assert moved <= {"rev", "dmr", "log"} and (stream == "log:A" or "log" not in moved), moved
-        # The other writer takes its entry and key back (an entry without a token in 'log' is
-        # damage a watch reports); the commit goes past that id.
-        client.xdel(root + stream, f"{head + 1}-5")
-        client.delete(root + "log0")
         _every_key_commit(db, op, p1, s2)
+        assert client.get(root + "log0") == b"foreign"
         rev = db.backend.current_revision()
         assert rev > head + 1
         seen: list[int] = []
@@ -989,3 +985,48 @@ def test_a_directory_member_that_is_not_utf8_is_no_object(redis_server: RedisSer
                 assert {s.id for s in cache.list(LogicalSwitch)} == made
         finally:
             raw.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("op", "kind"),
+    [
+        ("first", "list"),
+        ("create", "hash"),
+        ("update", "list"),
+        ("delete", "hash"),
+        ("txn-creates", "list"),
+        ("txn", "hash"),
+    ],
+)
+def test_a_head_key_of_another_type_fails_a_commit_naming_it_with_every_key_as_it_was(
+    db: nbdb.Database, client: Any, op: str, kind: str
+) -> None:
+    """'last' (the head the reads take) is a string every commit SETs. Another writer's hash or list
+    there reads as nothing (MGET), and the commit's SET overwrote it: that writer's data gone, the
+    commit applied. Now the commit fails as CorruptRecordError naming the key, with every key of the
+    namespace as it was, and applies at the next revision once the key is back."""
+    root = root_of(db)
+    key = root + "last"
+    old = None if op == "first" else db.create(LogicalSwitch(name="old", topic="tenant"))
+    head = db.backend.current_revision()
+    kept = client.dump(key)
+    client.delete(key)
+    if kind == "hash":
+        client.hset(key, "f", "foreign")
+    else:
+        client.rpush(key, b"foreign")
+    before = stored(client, root)
+    with pytest.raises(nbdb.CorruptRecordError, match=re.escape(key)):
+        if old is None:
+            db.create(LogicalSwitch(name="made", topic="tenant"))
+        else:
+            _write(db, op, old, "tenant")
+    assert stored(client, root) == before
+    _put_back(client, key.encode(), kept)
+    if old is None:
+        db.create(LogicalSwitch(name="made", topic="tenant"))
+    else:
+        _write(db, op, old, "tenant")
+    assert db.backend.current_revision() == head + 1
+    assert client.type(key) == b"string"

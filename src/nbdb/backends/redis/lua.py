@@ -243,8 +243,10 @@ end
 # The commit script, in parts: each rule in one place, composed into COMMIT_LUA below in this
 # order (the text Redis runs is their concatenation, the same as one string's).
 
-# The commit's arguments, and a token already decided: applied ({2, rev}, written again for WAIT) or voided ({3}).
-_COMMIT_DECIDED = r"""
+# The commit's arguments, and a token already decided: applied ({2, rev}, written again for WAIT) or voided ({3});
+# a head key of another type refused.
+_COMMIT_DECIDED = _fill(
+    r"""
 local OBJ = ARGV[2]
 local token = ARGV[3]
 local history = ARGV[4]  -- a string: XADD takes it as sent (a number would be formatted again)
@@ -256,7 +258,19 @@ local done, prior = got[1], got[2]
 if done then redis.call('PEXPIRE', P .. 'ct:' .. token, __TTL__) end
 if done == 'void' then return {3} end
 if done then return {2, tonumber(done)} end
-"""
+-- The head key 'last' of another type (another writer's) reads as nil in that MGET, and the
+-- commit's SET would overwrite it: its type is asked then (a first commit's 'last', none, too),
+-- and the commit refused before its first write, naming the key.
+if not prior then
+  local t = redis.call('TYPE', P .. 'last').ok
+  if t ~= 'string' and t ~= 'none' then
+    error({err = 'WRONGTYPE Operation against a key holding the wrong kind of value (nbdb: at '
+      .. P .. 'last, __REFUSED_MARK__)'})
+  end
+end
+""",
+    REFUSED_MARK=REFUSED_MARK,
+)
 
 # The commit's revision (INCR rev), after its streams' types are known.
 _COMMIT_REVISION = _fill(
@@ -389,8 +403,8 @@ _COMMIT_ANNOUNCE = _fill(
 -- written with a pcall), so no entry announces a commit that did not happen. Only the keys never
 -- read (directory sets, dmr) are written before them. An XADD that fails again (an id past 2^53;
 -- a stream of another type, or a 'logs' of another type where a stream is missing, no longer
--- gets here: revision() refuses them before the first write), or a 'log0' of another type on this
--- rare path (asked before it is written) undoes the entries and returns false and the error: the
+-- gets here: revision() refuses them before the first write; a 'log0' of another type on this rare
+-- path is left unwritten, below) undoes the entries and returns false and the error: the
 -- caller undoes its directory sets and raises it, the commit's data unwritten. That refusal still
 -- moves the counter, dmr and the last id of a stream that took the entry (none of them can be put
 -- back exactly; knowing them before the first write costs every commit a call: see "What a refused
@@ -405,8 +419,9 @@ local function announce(rev, all, topics)
     feed = #all == 1 and all[1] or table.concat(all)
   end
   local bad, added, made
-  -- stop: a key of another type met on the way ('logs', 'log0'): no retry, the error names it.
-  local rev0, first, stop = rev, false, false
+  -- stop: a key of another type met on the way ('logs'): no retry, the error names it.
+  -- own0: whether 'log0' is nbdb's (a hash, or none), once asked (only when an XADD failed).
+  local rev0, first, stop, own0 = rev, false, false, nil
   -- skip: the first revision of the jump (see below) that no commit took, when it is below this one.
   -- Also a counter that moved with no commit (another writer's INCR, the namespace's first commit
   -- refused): then 'last' (prior) names a revision below the one before this, or is gone, and only
@@ -476,15 +491,21 @@ local function announce(rev, all, topics)
     if made then redis.call('DEL', made) end
     -- 'log0' (see LOG_READ_LUA): m counts the entries undone in 'log', b the revision of the
     -- namespace's first commit (or of the next one, when it failed). Only this rare path writes it,
-    -- and asks its type first: another writer's key of another type there failed its HINCRBY or
-    -- HSET, a script error after the entries (or their undo) with the data unwritten and the
-    -- directory sets not undone. Now the commit fails whole, naming it.
-    local t0 = redis.call('TYPE', P .. 'log0').ok
-    if t0 ~= 'hash' and t0 ~= 'none' then
-      bad = tostring(bad) .. '; WRONGTYPE (at ' .. P .. 'log0)'; first = false; break
+    -- and asks its type first (once): another writer's key of another type there failed its
+    -- HINCRBY or HSET, a script error after the entries (or their undo) with the data unwritten and
+    -- the directory sets not undone; then the commit was refused whole, naming it, after its first
+    -- writes (dmr and the counter moved: two writers' damage at once). Now 'log0' is left as it is
+    -- and the commit goes on: 'log0' only vouches for a watch from 0, and one that is not nbdb's
+    -- vouches for nothing (its m short of the undone entries, such a watch raises
+    -- HistoryGoneError, never skips).
+    if own0 == nil then
+      local t0 = redis.call('TYPE', P .. 'log0').ok
+      own0 = t0 == 'hash' or t0 == 'none'
     end
-    if added > 0 then redis.call('HINCRBY', P .. 'log0', 'm', 1) end
-    if rev == rev0 and rev0 == 1 then
+    if own0 and added > 0 then redis.call('HINCRBY', P .. 'log0', 'm', 1) end
+    if not own0 then
+      first = false
+    elseif rev == rev0 and rev0 == 1 then
       -- A counter at 1 is a first commit's, or one another writer deleted: then 'log' still holds
       -- this namespace's commits (an entry of a token and changes, 't' and 'c', at its start or
       -- end; this commit's own is undone above; another writer's entry of a token alone is none),
@@ -1849,7 +1870,8 @@ else
   -- revision (or the next one's). 'log' then holds every change if it still starts at or before
   -- b (a 'log' deleted and made again starts past it) and every entry it lost was undone by
   -- its commit (m; a trim, a compaction or another writer's XDEL makes more).
-  local b = not anchor and tonumber(redis.call('HGET', P .. 'log0', 'b'))
+  -- A 'log0' of another type (another writer's; a commit leaves it as it is) vouches for nothing.
+  local b = not anchor and tonumber(redis.pcall('HGET', P .. 'log0', 'b'))
   if b and not e and hr < b then anchor = '' end
   if b and e and tonumber(e[1]:match('^(%d+)')) <= b then
     local info = redis.call('XINFO', 'STREAM', P .. 'log')
