@@ -478,3 +478,39 @@ def test_an_update_of_a_big_set_writes_its_difference_behind_the_compare_and_swa
         config = {f"k{i}": "v" for i in range(200)}
         plan = plan_commit(mapping, replica, [_put(stored.replace(options=config), 1)], "t4")
         assert [op["op"] for op in plan.ops] == ["wait", "update"] and "options" in plan.ops[1]["row"]
+
+
+@pytest.mark.parametrize("members", [1, 120])
+def test_an_update_that_replaces_a_member_reads_each_dropped_stored_member_once(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch, monkeypatch: pytest.MonkeyPatch, members: int
+) -> None:
+    # Whether the column changes at all (keep_spelling) and which stored spellings it keeps
+    # (kept_members) each validated the member the update drops: two pydantic validations where one
+    # tells both, on every single-port `lsp_set_addresses`-like update (one member) and big sets alike.
+    from nbdb.families.ovsdb import spellings
+
+    reads: list[Any] = []
+    real = spellings.field_value
+
+    def counted(model: Any, name: str, value: Any) -> Any:
+        reads.append(value)
+        return real(model, name, value)
+
+    monkeypatch.setattr(spellings, "field_value", counted)
+    macs = [f"0a:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(1, members + 1)]
+    port = LogicalSwitchPort(switch=switch, name="p1", addresses=macs)
+    with replica.cond:
+        _applied(replica, plan_commit(mapping, replica, [_put(port, 0)], "t1").ops)
+        stored = port.model_copy(update={"version": 1})
+        changed = stored.replace(addresses=sorted([*macs[1:], "0a:00:00:00:09:99"]))
+        reads.clear()
+        plan = plan_commit(mapping, replica, [_put(changed, 1)], "t2")
+    assert reads == [[macs[0]]]  # the dropped member, read once
+    # ...and the update is what it was: the new member written, the dropped one gone.
+    if members == 1:
+        assert plan.ops[1]["row"]["addresses"] == ["set", ["0a:00:00:00:09:99"]]
+    else:
+        assert plan.ops[2]["mutations"] == [
+            ["addresses", "delete", ["set", [macs[0]]]],
+            ["addresses", "insert", ["set", ["0a:00:00:00:09:99"]]],
+        ]

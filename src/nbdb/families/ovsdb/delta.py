@@ -43,10 +43,12 @@ def column_delta(
     stored: Any,
     row: NewRow,
     row_id: int,
+    known: dict[str, Any] | None = None,
 ) -> list[list[Any]] | None:
     """The mutations that take ``stored`` (the row's cell of ``cm``, which differs from the update's) to the
     update's cell; None: the column is written whole (``row.wire``). A stored member the update keeps is taken
-    back into the row's ``cells``, ``wire`` and ``values`` as stored: the row as written is what the server holds."""
+    back into the row's ``cells``, ``wire`` and ``values`` as stored: the row as written is what the server holds.
+    ``known``: the reads of the column's stored atoms already made (see :func:`.spellings.keep_spelling`)."""
     cells, wire, values = row.cells, row.wire, row.values
     new = cells[cm.column]
     if cm.json or not cm.type.is_set or not isinstance(stored, set) or not isinstance(new, set):
@@ -54,7 +56,7 @@ def column_delta(
     add = new - stored
     # What the update drops: nothing if every stored member is among the kept ones (one pass less).
     gone = stored - new if len(new) - len(add) < len(stored) else set()
-    spelled = kept_members(tm, cm, row_id, stored, gone, new) if gone and cm.type.key.kind == "string" else {}
+    spelled = kept_members(tm, cm, row_id, stored, gone, new, known) if gone and cm.type.key.kind == "string" else {}
     kept = new
     if spelled:  # some stored spellings stay: the row as written holds them
         kept = (new - spelled.keys()) | set(spelled.values())

@@ -414,11 +414,12 @@ def _plan_put(
             stored = row.get(c, default)  # a column the stored row lacks holds its default
             if cells[c] == stored:
                 continue
-            if keep_spelling(tm, cm, stored, new, doc.get(cm.field)):
+            known: dict[str, Any] = {}  # the stored atoms read once, for both (see .spellings._reads)
+            if keep_spelling(tm, cm, stored, new, doc.get(cm.field), known):
                 respelled.append(cm)
                 continue
             before = values.get(cm.field)
-            delta = column_delta(tm, cm, stored, new, op.id.int)
+            delta = column_delta(tm, cm, stored, new, op.id.int, known)
             if values.get(cm.field) is not before:
                 respelled.append(cm)
             if delta is None:

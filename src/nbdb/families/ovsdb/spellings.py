@@ -58,19 +58,32 @@ def _model(tm: TableMap, cm: ColumnMap) -> type[Model] | None:
     return model
 
 
-def _reads(model: type[Model], cm: ColumnMap, atoms: Iterable[str]) -> dict[str, Any]:
-    """Each atom -> what ``model`` reads it as (:data:`_NONE` if it refuses it)."""
+def _reads(
+    model: type[Model], cm: ColumnMap, atoms: Iterable[str], known: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Each atom -> what ``model`` reads it as (:data:`_NONE` if it refuses it).
+
+    ``known``: the reads of ``cm``'s atoms already made for the same update (taken from it, and the
+    new ones added): an update that replaces a member read the member it drops twice, once to tell
+    whether the column changes at all (:func:`keep_spelling`), again for the members it keeps
+    (:func:`kept_members`), a pydantic validation each.
+    """
     out: dict[str, Any] = {}
     scalar = cm.shape.container == "scalar"
     for atom in atoms:
+        if known is not None and atom in known:
+            out[atom] = known[atom]
+            continue
         try:
             read = field_value(model, cm.field, atom if scalar else [atom])
         except errors.ValidationError:
-            out[atom] = _NONE  # another writer's garbage: nothing a caller could have read it as
-            continue
-        if not scalar:
-            read = next(iter(read), _NONE) if len(read) == 1 else _NONE
+            read = _NONE  # another writer's garbage: nothing a caller could have read it as
+        else:
+            if not scalar:
+                read = next(iter(read), _NONE) if len(read) == 1 else _NONE
         out[atom] = read
+        if known is not None:
+            known[atom] = read
     return out
 
 
@@ -83,7 +96,9 @@ def _atoms(cell: Any) -> set[str] | None:
     return {cell} if type(cell) is str else None
 
 
-def _reads_alike(model: type[Model], cm: ColumnMap, stored: Any, new: Any, given: Any) -> bool:
+def _reads_alike(
+    model: type[Model], cm: ColumnMap, stored: Any, new: Any, given: Any, known: dict[str, Any] | None = None
+) -> bool:
     """Whether the stored cell reads as the new one (cells that differ as text).
 
     Only the atoms on either side alone are normalised: with ``only`` the stored atoms the new
@@ -104,7 +119,7 @@ def _reads_alike(model: type[Model], cm: ColumnMap, stored: Any, new: Any, given
         return False  # nothing stored reads otherwise, or more new values than stored atoms to read as them
     read = set()
     for atom in only:  # one at a time: a real change is told by its first dropped atom, as a rule
-        value = _reads(model, cm, (atom,))[atom]
+        value = _reads(model, cm, (atom,), known)[atom]
         if value is _NONE or value not in theirs:
             return False
         read.add(value)
@@ -112,7 +127,7 @@ def _reads_alike(model: type[Model], cm: ColumnMap, stored: Any, new: Any, given
         return False
     if isinstance(given, list | tuple):
         reads = Counter(mine & theirs)
-        reads.update(_reads(model, cm, only).values())
+        reads.update(_reads(model, cm, only, known).values())
         return reads == Counter(given)
     return True
 
@@ -123,15 +138,17 @@ def keep_spelling(
     stored: Any,
     row: NewRow,
     given: Any,
+    known: dict[str, Any] | None = None,
 ) -> bool:
     """Whether the stored cell of ``cm`` (which differs as text from the update's ``row``) reads as the update's;
-    if so, it is taken back into the row's ``cells``, ``wire`` and ``values``.
+    if so, it is taken back into the row's ``cells``, ``wire`` and ``values``. ``known``: see :func:`_reads`
+    (the stored atoms read are added to it).
 
     The column is then not written (its cell equals the stored one), and the row as written, its
     document and digest, are what the server keeps.
     """
     model = _model(tm, cm)
-    if model is None or not _reads_alike(model, cm, stored, row.cells[cm.column], given):
+    if model is None or not _reads_alike(model, cm, stored, row.cells[cm.column], given, known):
         return False
     kept = set(stored) if isinstance(stored, set) else stored  # the replica changes its sets in place
     row.cells[cm.column] = kept
@@ -168,19 +185,25 @@ _FEW = 64
 
 
 def kept_members(
-    tm: TableMap, cm: ColumnMap, row_id: int, stored: set[str], only: set[str], new: set[str]
+    tm: TableMap,
+    cm: ColumnMap,
+    row_id: int,
+    stored: set[str],
+    only: set[str],
+    new: set[str],
+    known: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The members of ``new`` (an update's set, in nbdb's text) that ``stored`` holds in another
     spelling only -> that spelling: an update that leaves them as stored writes them so (one spelling
     per value). ``only``: the stored members ``new`` lacks, the only ones read (the update's are
     nbdb's text, which reads as itself); many (an ``ovn-nbctl`` set of upper-case addresses) through
-    the row's memo (:func:`_odd`).
+    the row's memo (:func:`_odd`). ``known``: see :func:`_reads`.
     """
     model = _model(tm, cm)
     if model is None or not only:
         return {}
     if len(only) <= _FEW:
-        reads = _reads(model, cm, only)
+        reads = _reads(model, cm, only, known)
     else:
         odd = _odd(tm, cm, model, row_id, stored)
         reads = {atom: odd.get(atom, atom) for atom in only}
