@@ -428,8 +428,10 @@ class Transaction:
             assert step.planned is not None
             try:
                 existing = may_take(exc, op, type(step.planned), self._get)
-            except errors.ConflictError:
-                return False  # another topic's object is not the one asked for (see Database.create)
+            except errors.ConflictError as refused:
+                if refused is exc:
+                    return False  # another topic's object is not the one asked for (see Database.create)
+                raise refused from exc  # nor is another owner's, and may_take says which
             if existing is not None:  # else gone meanwhile: creating it may succeed now
                 step.result = existing
                 step.done, step.op = True, None
