@@ -317,6 +317,17 @@ class Transaction:
         )
         if not doomed:
             return doomed
+        tables = {table for table, _ in doomed}
+        holders: dict[type, bool] = {}
+
+        def holds(model: type) -> bool:
+            """Whether ``model`` has a weak reference to a table this transaction deletes from (once a model)."""
+            found = holders.get(model)
+            if found is None:
+                refs = getattr(model, "nbdb_references", ())
+                found = holders[model] = any(spec.weak and spec.target in tables for spec in refs)
+            return found
+
         for index, step in enumerate(self._steps):
             if type(step) is _Step and step.mutation is not None:
                 # Dropped from what it adds, and removed from what the store holds (a store that
@@ -340,7 +351,7 @@ class Transaction:
                 step.mutation = (model, uid, add, remove)
                 continue
             put = step if isinstance(step, Put) else step.op
-            if isinstance(put, Put):
+            if isinstance(put, Put) and holds(type(put.value)):
                 new, copy = self._without_doomed(put, doomed)
                 if new is put:
                     continue
