@@ -311,7 +311,7 @@ class Transaction:
         refused: ReferenceError, as for a strong reference.
         """
         # (Asked once a table and once a model: the pass costs a transaction of 50 updates and 50
-        # deletes of ports about 2 % of its instructions.)
+        # deletes of ports about 2 % of its instructions, docs/benchmarks.md.)
         weak: dict[str, bool] = {}
         found: set[RefKey] = set()
         for s in self._steps:
