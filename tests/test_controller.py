@@ -17,6 +17,7 @@ import pytest
 import nbdb
 from nbdb import metrics
 from nbdb.conformance.kit import eventually
+from nbdb.controller import MIN_DELAY
 from nbdb.events import Key
 from nbdb.models import Chassis, LogicalSwitch, LogicalSwitchPort, Model
 from nbdb.retry import RetryPolicy
@@ -583,3 +584,33 @@ def test_a_stopped_controller_is_told_from_an_idle_one(db: nbdb.Database) -> Non
     assert controller.wait_idle(10) is False, "its feed closed: nothing more is reconciled"
     assert controller.stopped
     assert controller.close(5)
+
+
+@pytest.mark.parametrize("seconds", [1e-9, 0.001, 0, -1])
+def test_a_resync_or_recheck_shorter_than_the_minimum_is_refused(db: nbdb.Database, seconds: float) -> None:
+    # A resync of 1e-9 s re-queued every cached key without pause on the feed's thread; a re-check that
+    # soon reconciled the key in a busy loop.
+    sw = db.create(LogicalSwitch(name="sw"))
+    cache = db.cache(LogicalSwitch)
+    with pytest.raises(nbdb.ValidationError, match="at least"):
+        cache.queue(resync=seconds)
+    with pytest.raises(nbdb.ValidationError, match="at least"):
+        nbdb.run_controller(cache, lambda k, o: None, resync=seconds)
+    queue = cache.queue(resync=MIN_DELAY)
+    with pytest.raises(nbdb.ValidationError, match="at least"):
+        queue.recheck((LogicalSwitch, sw.id), seconds)
+    queue.recheck((LogicalSwitch, sw.id), MIN_DELAY)
+    queue.shutdown()
+
+
+def test_a_reconcile_asking_for_a_tiny_recheck_waits_the_minimum(db: nbdb.Database) -> None:
+    # Each re-check waits MIN_DELAY at least, however loaded the machine: the count in any time is bounded.
+    db.create(LogicalSwitch(name="sw"))
+    cache = db.cache(LogicalSwitch)
+    calls: list[float] = []
+    with nbdb.run_controller(cache, lambda k, o: calls.append(time.monotonic()) or 1e-9) as controller:
+        assert controller.wait_idle(10)
+        started = time.monotonic()
+        time.sleep(0.2)
+        elapsed = time.monotonic() - started
+    assert 1 <= len(calls) <= elapsed / MIN_DELAY + 3, f"{len(calls)} reconciles in {elapsed:.3f}s"

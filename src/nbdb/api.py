@@ -410,9 +410,11 @@ class Database:
         ``may_exist``: return the stored object instead of failing (as
         ovsdbapp's ``may_exist``, nothing written) when one holds its unique
         value or is stored under its id (a create retried after a
-        CommitUnknownError, a controller's deterministic id), and is of the
-        same topic; one of another topic is not the object asked for, and the
-        error stands (UniqueViolationError, ConflictError). ``ttl``: the object lives
+        CommitUnknownError, a controller's deterministic id), is of the
+        same topic and has the same required references (the same switch of a
+        port); one of another topic or owner is not the object asked for, and
+        the error stands (UniqueViolationError, ConflictError), as
+        ``ovn-nbctl lsp-add sw2 p1 --may-exist`` refuses a p1 of sw1. ``ttl``: the object lives
         that many seconds unless :meth:`refresh` ed. ``fence``: commit only
         while that lock is held (LockLostError otherwise).
         """

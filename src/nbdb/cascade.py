@@ -12,15 +12,18 @@ refuse (ReferenceError), and so is a weak one the referrer cannot lose.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence, Set
+from typing import Any, TypeVar
 
 from nbdb import errors
 from nbdb.codec import decode
 from nbdb.models.base import Model, all_models, model_for_table, registry_generation
-from nbdb.spi import Backend, Delete, RefKey, WriteOp
+from nbdb.spi import Backend, Delete, Put, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
-__all__ = ["cascade_ops", "weakly_referenced"]
+__all__ = ["cascade_ops", "weak_drops", "weakly_referenced", "without_weak"]
+
+M = TypeVar("M", bound=Model)
 
 
 _weak_targets: tuple[int, frozenset[str]] = (-1, frozenset())
@@ -142,3 +145,53 @@ def _drop_weak(
             updates[source] = obj.replace(**changes)
         except errors.ValidationError:
             continue  # losing it breaks the referrer's own rules: the backend refuses the delete
+
+
+def without_weak(obj: M, doomed: Set[RefKey]) -> M | None:
+    """``obj`` with the ``doomed`` targets dropped from its weak references (``obj`` itself if it holds none).
+
+    None if it cannot lose one: a required weak reference, or a loss that breaks the model's own rules.
+    """
+    changes: dict[str, Any] = {}
+    for spec in obj.nbdb_references:
+        if not spec.weak:
+            continue
+        gone = {i for i in spec.ids(obj) if (spec.target, i) in doomed}
+        if not gone:
+            continue
+        if spec.many:
+            changes[spec.field] = [i for i in getattr(obj, spec.field) if i not in gone]
+        elif spec.optional:
+            changes[spec.field] = None
+        else:
+            return None
+    if not changes:
+        return obj
+    try:
+        return obj.replace(**changes)
+    except errors.ValidationError:
+        return None
+
+
+def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> list[Put]:
+    """The updates that drop every one of ``roots`` from the weak references of its stored referrers.
+
+    For a transaction's deletes, planned together (a port group losing two ports it deletes is one
+    update, not two that conflict). Referrers in ``skip`` (the transaction writes them itself) are
+    left to the caller; one that cannot lose a reference is left for the backend to refuse.
+    """
+    targets = [(root.table, root.id) for root in roots if weakly_referenced(root.table)]
+    if not targets:
+        return []
+    doomed = frozenset(targets)
+    found = backend.referrers_of(targets)
+    wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
+    ops: list[Put] = []
+    for key, record in zip(wanted, backend.read_many(wanted), strict=True):
+        if record is None:
+            continue  # gone since it was listed (see cascade_ops)
+        obj = decode(model_for_table(key[0]), record)
+        new = without_weak(obj, doomed)
+        if new is not None and new is not obj:
+            ops.append(put_of(new, obj.version)[0])
+    return ops

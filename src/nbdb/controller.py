@@ -52,12 +52,28 @@ from nbdb.writes import check_uuid
 if TYPE_CHECKING:
     from nbdb.cache import Cache
 
-__all__ = ["CacheQueue", "Controller", "ControllerOptions", "Key", "Reconciler", "run_controller"]
+__all__ = ["MIN_DELAY", "CacheQueue", "Controller", "ControllerOptions", "Key", "Reconciler", "run_controller"]
 
 log = logging.getLogger(__name__)
 
+MIN_DELAY = 0.01
+"""The shortest ``resync`` and re-check delay, in seconds: a resync of 1e-9 s re-queued every cached key
+without pause on the feed's thread, and a re-check that soon reconciled the key in a busy loop. Given
+to ``resync`` or :meth:`CacheQueue.recheck`, a shorter one is a ValidationError; returned by a
+reconcile (which has no caller to raise to), it is taken as this."""
+
 Reconciler = Callable[[Key, Model | None], float | None]
 """``reconcile(key, obj)``: act on the current state; raise to retry; return seconds to re-check later."""
+
+
+def _check_delay(what: str, seconds: object) -> None:
+    """ValidationError unless ``seconds`` is a number of seconds of at least :data:`MIN_DELAY` (any larger)."""
+    if timeout_of(seconds, what) is None:  # no number, NaN (or past what a thread can wait: checked on)
+        check_seconds(what, seconds)
+    elif not seconds >= MIN_DELAY:  # type: ignore[operator]  # a number: timeout_of checked it
+        raise errors.ValidationError(
+            f"{what} must be at least {MIN_DELAY} seconds, not {seconds!r}: a shorter one loops without pause"
+        )
 
 
 def _describe(key: Key) -> str:
@@ -82,7 +98,7 @@ class CacheQueue(WorkQueue[Key]):
         rate_limiter: RateLimiter[Key] | None = None,
     ) -> None:
         if resync is not None:
-            check_seconds("resync", resync)
+            _check_delay("resync", resync)
         super().__init__(check_queue_name(name) or "controller", rate_limiter)
         self.cache = cache
         self.models = cache.models_of(models)
@@ -200,11 +216,14 @@ class CacheQueue(WorkQueue[Key]):
     def recheck(self, key: Key, seconds: float) -> None:
         """Add ``key`` again after ``seconds``, as a processed key's re-check: :meth:`wait_idle` does not wait for it.
 
+        ``seconds`` below :data:`MIN_DELAY` (zero or less included) is a ValidationError.
+
         (A controller whose reconcile returned a delay never became idle: every key was always waiting.)
         """
         key = self._check(key)
         if timeout_of(seconds, "re-check delay") is None:
             return  # longer than anybody waits
+        _check_delay("re-check delay", seconds)
         with self._cond:
             due = self._add_after(key, seconds)
             if due is not None:
@@ -374,7 +393,10 @@ class Controller:
             )
             return
         if again > 0:
-            self.queue.recheck(key, again)  # (float() of a whole number past 1e308 raised, and the worker died)
+            # No sooner than MIN_DELAY: 1e-6 reconciled the key again in a loop that kept a core busy.
+            self.queue.recheck(
+                key, max(again, MIN_DELAY)
+            )  # (float() of a whole number past 1e308 raised, and the worker died)
 
     @property
     def stopped(self) -> bool:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar, cast
 from uuid import UUID
 
 from nbdb import errors
+from nbdb.cascade import weak_drops, weakly_referenced, without_weak
 from nbdb.commit_context import CommitContext
-from nbdb.models.base import Model, committed_all
+from nbdb.models.base import Model, RefSpec, committed_all
 from nbdb.revision import Revision
-from nbdb.spi import Delete, LockHandle, Mutate, Put, WriteOp
+from nbdb.spi import Delete, LockHandle, Mutate, Put, RefKey, WriteOp
 from nbdb.writes import FieldMutation, as_stored, may_take, mutate, mutation_args, mutation_of, put_of
 
 __all__ = ["Transaction"]
@@ -41,6 +42,23 @@ class _Step:
     result: Model | None = None
     done: bool = False
     """Settled without a write (the object existed, or was already gone)."""
+
+
+def _members_of(given: object) -> list[object]:
+    """A mutation's members of one field (a list, tuple or set, or None: none) as a list."""
+    return [] if given is None else list(cast("Iterable[object]", given))
+
+
+def _id_of(member: object) -> object:
+    """The id a reference member names (a model, a UUID or its text); the member itself if it names none."""
+    if isinstance(member, Model):
+        return member.id
+    if isinstance(member, str):
+        try:
+            return UUID(member)
+        except ValueError:
+            return member
+    return member
 
 
 class Transaction:
@@ -116,6 +134,9 @@ class Transaction:
         """Queue the deletion of an object (at its version) or of ``Model, id`` or a ``(Model, id)`` key (any version).
 
         ``if_exists``: nothing to do, not an error, if it is gone by then.
+        Weak references to it are dropped in the commit, as :meth:`nbdb.Database.delete` drops them:
+        from the stored referrers, and from this transaction's own writes (which keep their
+        compare-and-swap; ``results`` holds what they stored), as ovsdb-server drops them.
         """
         if self._finished is not None:
             self._refuse()
@@ -152,10 +173,17 @@ class Transaction:
             self._commit_puts()
             return
         self._refuse_mutating_a_create()
+        # Weak references to what the transaction deletes are dropped in its commit, as a plain delete
+        # drops them (see Database.delete): from its own writes now, from the stored referrers once the
+        # store refused the deletes for one (most targets have none: no referrers read first).
+        doomed = self._drop_doomed_from_own_writes()
+        plan_weak = False
+        refused: frozenset[RefKey] | None = None  # the weak plan a ReferenceError refused last
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
             ops: list[WriteOp | Mutate] = []
+            drops: list[Put] = []
             for step in steps:
                 if isinstance(step, Put):
                     live.append(step)
@@ -165,9 +193,16 @@ class Transaction:
                     continue
                 if step.mutation is not None:
                     self._rebase(step)
+                    if doomed and isinstance(step.op, Put):
+                        # A scalar weak reference of the stored copy (the remove above drops list members).
+                        step.op, step.planned = self._without_doomed(step.op, doomed)
                 if step.op is not None:
                     live.append(step)
                     ops.append(step.op)
+            if plan_weak:
+                own = {(op.table, op.id) for op in ops}
+                drops = weak_drops(context.backend, [op for op in ops if isinstance(op, Delete)], own)
+                ops += drops
             results: dict[int, Model] = {}
             """The result of each plain Put whose version is not the planned one, by the Put's id()."""
             try:
@@ -180,7 +215,8 @@ class Transaction:
                     token = context.store_token
                     stored: list[Model] = []
                     reads: list[tuple[_Step, int]] = []
-                    for step, version in zip(live, result.versions, strict=True):
+                    versions = result.versions[: len(live)] if drops else result.versions
+                    for step, version in zip(live, versions, strict=True):
                         if isinstance(step, Put):
                             copy: Model = step.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
                             if copy.version == version:
@@ -203,16 +239,32 @@ class Transaction:
                         assert step.mutation is not None
                         read = self._get(step.mutation[0], step.mutation[1])
                         step.result = context.read_back(read, version, result.revision)
+            except errors.ReferenceError:
+                # A stored weak referrer of a target deleted here (or one that gained it since the plan
+                # read them): planned (again). A plan that came out the same leaves the refusal standing.
+                plan = frozenset((op.table, op.id) for op in drops)
+                if not doomed or (plan_weak and plan == refused):
+                    raise
+                plan_weak, refused = True, plan
+                log.debug("transaction: a weak referrer refused its deletes; dropping the references")
+                continue
             except errors.UniqueViolationError as exc:
                 if not self._settle_existing(live, exc):
                     raise
                 continue
             except errors.NotFoundError as exc:
-                if not self._settle_gone(live, exc):
+                if self._settle_gone(live, exc):
+                    continue
+                if exc.key is None or not any((op.table, op.id) == exc.key for op in drops):
                     raise
+                log.debug("transaction: weak referrer %s is gone; planning the drops again", exc.key)
                 continue
             except errors.ConflictError as exc:
                 if self._settle_existing(live, exc):
+                    continue
+                if exc.key is not None and any((op.table, op.id) == exc.key for op in drops):
+                    # Changed since the plan read it: the caller never held its version.
+                    log.debug("transaction: weak referrer %s changed meanwhile; planning the drops again", exc.key)
                     continue
                 if not any(isinstance(s, _Step) and s.mutation is not None
                            and (s.mutation[0].nbdb_table, s.mutation[1]) == exc.key for s in live):  # fmt: skip
@@ -249,6 +301,86 @@ class Transaction:
         self.results = stored  # type: ignore[assignment]  # list[Model] is a list[Model | None]
         self._steps = []
         self._finished = "committed"
+
+    def _drop_doomed_from_own_writes(self) -> frozenset[RefKey]:
+        """Drop the targets this transaction deletes from the weak references its own writes hold; return them.
+
+        As ovsdb-server does at commit: a write keeping (or adding) a weak reference to an object the
+        same transaction deletes stores it without that reference, and its result says so. A write
+        that cannot lose it (a required weak reference, or a loss that breaks the model's rules) is
+        refused: ReferenceError, as for a strong reference.
+        """
+        # (Asked once a table and once a model: the pass costs a transaction of 50 updates and 50
+        # deletes of ports about 2 % of its instructions, docs/benchmarks.md.)
+        weak: dict[str, bool] = {}
+        found: set[RefKey] = set()
+        for s in self._steps:
+            if type(s) is _Step and type(s.op) is Delete:
+                table = s.op.table
+                hit = weak.get(table)
+                if hit is None:
+                    hit = weak[table] = weakly_referenced(table)
+                if hit:
+                    found.add((table, s.op.id))
+        doomed = frozenset(found)
+        if not doomed:
+            return doomed
+        tables = {table for table, _ in doomed}
+        holders: dict[type, bool] = {}
+
+        for index, step in enumerate(self._steps):
+            if type(step) is _Step and step.mutation is not None:
+                # Dropped from what it adds, and removed from what the store holds (a store that
+                # mutates natively never shows this process the stored copy; see also _rebase).
+                model, uid, given_add, given_remove = step.mutation
+                add, remove = dict(given_add), dict(given_remove)
+                for spec in model.nbdb_references:
+                    ids = [i for table, i in doomed if table == spec.target]
+                    if (
+                        spec.weak
+                        and spec.many
+                        and ids
+                        and all(
+                            type(given) in (list, tuple, set, frozenset) or given is None
+                            for given in (add.get(spec.field), remove.get(spec.field))
+                        )
+                    ):  # (members of another shape are left for mutate() to refuse)
+                        if spec.field in add:
+                            add[spec.field] = [m for m in _members_of(add[spec.field]) if _id_of(m) not in ids]
+                        remove[spec.field] = [*_members_of(remove.get(spec.field)), *ids]
+                step.mutation = (model, uid, add, remove)
+                continue
+            put = step if isinstance(step, Put) else step.op
+            if not isinstance(put, Put):
+                continue
+            held = type(put.value)
+            hit = holders.get(held)
+            if hit is None:
+                refs: tuple[RefSpec, ...] = getattr(held, "nbdb_references", ())
+                hit = holders[held] = any(spec.weak and spec.target in tables for spec in refs)
+            if hit:
+                new, copy = self._without_doomed(put, doomed)
+                if new is put:
+                    continue
+                if isinstance(step, Put):
+                    self._steps[index] = new
+                else:
+                    step.op, step.planned = new, copy
+        return doomed
+
+    def _without_doomed(self, put: Put, doomed: frozenset[RefKey]) -> tuple[Put, Model]:
+        """``put`` without the weak references to ``doomed`` (itself and its value if it holds none)."""
+        planned = cast("Model", put.value)
+        kept = without_weak(planned, doomed)
+        if kept is planned:
+            return put, planned
+        if kept is None:
+            raise errors.ReferenceError(
+                f"{put.table} {put.id} holds a weak reference it cannot lose to an object the same transaction deletes"
+            )
+        new, copy = put_of(kept, put.expect_version, put.ttl, self._context.deferred)
+        # The stored state it replaces is the one the caller's write named, and so is its id's claim.
+        return new._replace(old_refs=put.old_refs, old_unique=put.old_unique, fresh_id=put.fresh_id), copy
 
     def _refuse_mutating_a_create(self) -> None:
         """ValidationError if a mutate targets an object this transaction creates (one step per object).
@@ -314,8 +446,10 @@ class Transaction:
             assert step.planned is not None
             try:
                 existing = may_take(exc, op, type(step.planned), self._get)
-            except errors.ConflictError:
-                return False  # another topic's object is not the one asked for (see Database.create)
+            except errors.ConflictError as refused:
+                if refused is exc:
+                    return False  # another topic's object is not the one asked for (see Database.create)
+                raise refused from exc  # nor is another owner's, and may_take says which
             if existing is not None:  # else gone meanwhile: creating it may succeed now
                 step.result = existing
                 step.done, step.op = True, None

@@ -94,9 +94,10 @@ def may_take(exc: errors.ConflictError, put: Put, model: type[M], get: Callable[
     The stored object ``exc`` names: the holder of one of ``put``'s unique
     values (a UniqueViolationError), or the object stored under ``put``'s own id
     (the ConflictError "already exists" that names its key) -- when it is of
-    ``put``'s topic. None if that object went meanwhile (the create may go
-    through now). ``exc`` itself is raised when it names no such object, or one
-    of another topic: that is not the object asked for.
+    ``put``'s topic and has the same required references (the switch of a port). None if
+    that object went meanwhile (the create may go through now). ``exc`` itself is raised when
+    it names no such object, or one of another topic; an error of its type saying which when the
+    object has another owner: neither is the object asked for.
     """
     if isinstance(exc, errors.UniqueViolationError):
         holder = exc.existing if exc.table == put.table else None
@@ -112,6 +113,21 @@ def may_take(exc: errors.ConflictError, put: Put, model: type[M], get: Callable[
         # Another topic's (another tenant's) object: it is not the one asked for, and was
         # returned as if it were, to a caller that then took it for its own.
         raise exc
+    wanted = cast("Model", put.value)
+    for spec in existing.nbdb_references:
+        if spec.many or spec.optional or spec.weak or spec.ids(existing) == spec.ids(wanted):
+            continue
+        # Another owner's object (a port of another switch): not the one asked for either, as
+        # ovn-nbctl's "lsp-add sw2 p1 --may-exist" refuses a p1 of sw1, and ovsdbapp's lsp_add.
+        message = (
+            f"{put.table} {existing.id} exists, but its {spec.field} is {spec.target} {spec.ids(existing)[0]},"
+            f" not {spec.ids(wanted)[0]}: may_exist takes only the object asked for"
+        )
+        if isinstance(exc, errors.UniqueViolationError):
+            raise errors.UniqueViolationError(
+                message, table=exc.table, field=exc.field, value=exc.value, existing=exc.existing
+            ) from exc
+        raise errors.ConflictError(message, key=exc.key) from exc
     return existing
 
 

@@ -154,6 +154,28 @@ def test_may_exist_never_returns_an_object_of_another_topic(db: nbdb.Database) -
     assert [(n.id, n.topic) for n in db.list(KitNamed)] == [(theirs.id, "tenant-a")]
 
 
+def test_may_exist_never_returns_an_object_of_another_owner(db: nbdb.Database) -> None:
+    """A stored object whose required references differ (a port of another switch) is not the one asked for.
+
+    ``ovn-nbctl lsp-add sw2 p1 --may-exist`` refuses a p1 on sw1; create(..., may_exist=True) of a
+    child under another parent, under the stored child's id, returned the stored child.
+    """
+    first, second = db.create(KitParent(name="one")), db.create(KitParent(name="two"))
+    stored = db.create(KitChild(parent=first, name="c"))
+    assert db.create(KitChild(id=stored.id, parent=first, name="c"), may_exist=True) == stored
+    with pytest.raises(nbdb.ConflictError) as caught:
+        db.create(KitChild(id=stored.id, parent=second, name="c"), may_exist=True)
+    assert caught.value.key == ("KitChild", stored.id) and str(second.id) in str(caught.value)
+    if db.capabilities.transactions is not Atomicity.NONE:
+        other = KitParent(name="alongside")
+        with pytest.raises(nbdb.ConflictError), db.transaction() as txn:
+            txn.create(KitChild(id=stored.id, parent=second, name="c"), may_exist=True)
+            txn.create(other)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(KitParent, other.id)  # nothing of it was written
+    assert db.get(KitChild, stored.id) == stored
+
+
 def test_may_exist_in_a_transaction(db: nbdb.Database) -> None:
     _unique(db)
     _transactions(db)

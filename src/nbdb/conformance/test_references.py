@@ -261,3 +261,76 @@ def test_a_weak_reference_is_dropped_in_the_delete_s_commit(db: nbdb.Database) -
     assert revision is not None and events[0].revision == revision
     update = next(e for e in events if e.kind is nbdb.EventKind.UPDATED)
     assert update.new is not None and update.new.members == []
+
+
+def test_a_transaction_s_delete_drops_its_target_from_weak_references(db: nbdb.Database) -> None:
+    """``txn.delete`` of a weakly referenced target does what a plain delete does: the stored referrers lose it.
+
+    Two targets of one referrer go in one commit (one update of the referrer, not two that conflict);
+    a strong reference to a target still refuses the whole transaction, weak drops included.
+    """
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    a, b, kept = (db.create(KitChild(parent=parent, name=n)) for n in ("a", "b", "kept"))
+    group = db.create(KitWeakGroup(members=[a.id, b.id, kept.id], pinned=a.id))
+    other = db.create(KitWeakGroup(members=[b.id]))
+    with db.transaction() as txn:
+        txn.delete(a)
+        txn.delete(KitChild, b.id)
+    for gone in (a, b):
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(KitChild, gone.id)
+    after = db.get(KitWeakGroup, group.id)
+    assert (after.members, after.pinned, after.version) == ([kept.id], None, group.version + 1)
+    assert db.get(KitWeakGroup, other.id).members == []
+    strong = db.create(KitGroup(members=[kept.id]))
+    with pytest.raises(nbdb.ReferenceError):
+        with db.transaction() as txn:
+            txn.delete(kept)
+    assert db.get(KitWeakGroup, group.id).members == [kept.id], "a refused transaction dropped a weak reference"
+    assert db.get(KitGroup, strong.id).members == [kept.id]
+
+
+def test_a_transaction_deleting_a_target_keeps_its_own_write_of_the_referrer(db: nbdb.Database) -> None:
+    """The same transaction's update of a weak referrer is kept (its compare-and-swap too), without the target."""
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    gone, kept = db.create(KitChild(parent=parent, name="gone")), db.create(KitChild(parent=parent, name="kept"))
+    group = db.create(KitWeakGroup(members=[gone.id]))
+    with db.transaction() as txn:
+        txn.delete(gone)
+        txn.update(group.replace(members=[gone.id, kept.id], pinned=kept.id))
+    stored = db.get(KitWeakGroup, group.id)
+    assert (stored.members, stored.pinned, stored.version) == ([kept.id], kept.id, group.version + 1)
+    assert txn.results[1] == stored, "the transaction's result is not what it stored"
+    # Its compare-and-swap still holds: a stale copy of the referrer fails the whole transaction.
+    other = db.create(KitChild(parent=parent, name="other"))
+    with pytest.raises(nbdb.ConflictError):
+        with db.transaction() as txn:
+            txn.delete(kept)
+            txn.update(group.replace(members=[kept.id, other.id]))  # group is at version 1; 2 is stored
+    assert db.get(KitChild, kept.id) and db.get(KitWeakGroup, group.id).members == [kept.id]
+
+
+def test_a_new_weak_reference_to_a_target_the_transaction_deletes_is_dropped(db: nbdb.Database) -> None:
+    """As ovsdb-server has it: a referrer created or mutated to point at a row the commit deletes is stored without it.
+
+    (A reference to a row that does not exist before the commit is still refused: nbdb checks that
+    references name stored rows, which OVSDB does not for weak ones.)
+    """
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    gone, kept = db.create(KitChild(parent=parent, name="gone")), db.create(KitChild(parent=parent, name="kept"))
+    old = db.create(KitWeakGroup(members=[kept.id]))
+    with db.transaction() as txn:
+        txn.delete(gone)
+        txn.create(KitWeakGroup(members=[gone.id, kept.id], pinned=gone.id))
+        txn.mutate(old, add={"members": [gone.id]})
+    new = txn.results[1]
+    assert isinstance(new, KitWeakGroup) and (new.members, new.pinned) == ([kept.id], None)
+    assert db.get(KitWeakGroup, new.id) == new
+    assert db.get(KitWeakGroup, old.id).members == [kept.id]
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(KitChild, gone.id)
+    with pytest.raises(nbdb.ReferenceError):
+        db.create(KitWeakGroup(members=[gone.id]))

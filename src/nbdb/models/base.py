@@ -118,7 +118,7 @@ class Reference:
     and stores its id.
 
     ``weak=True`` marks a weak reference (OVSDB's ``"refType": "weak"``): a plain
-    delete of the target drops it from the referrer (a list or an optional
+    delete of the target (or one in a transaction) drops it from the referrer (a list or an optional
     field) in the same commit, as ovsdb-server does, instead of refusing with
     ReferenceError. A weak reference the referrer cannot lose (a required field,
     or one whose loss breaks the model's own rules) still refuses the delete.

@@ -1,0 +1,58 @@
+"""A transaction's deletes drop weak references exactly as the same deletes made one by one do."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
+
+pytestmark = pytest.mark.timeout(60)
+
+_PORTS = 5
+
+
+def _state(db: nbdb.Database) -> tuple[list[list[str]], list[str]]:
+    names = {p.id: p.name for p in db.list(LogicalSwitchPort)}
+    groups = sorted(db.list(PortGroup), key=lambda g: g.name)
+    return [[names[i] for i in g.ports] for g in groups], sorted(names.values())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    groups=st.lists(st.lists(st.integers(0, _PORTS - 1), unique=True), min_size=1, max_size=3),
+    deleted=st.sets(st.integers(0, _PORTS - 1)),
+    update=st.booleans(),
+)
+def test_a_transaction_s_deletes_drop_weak_references_as_plain_deletes_do(
+    groups: list[list[int]], deleted: set[int], update: bool
+) -> None:
+    """Whatever ports a transaction deletes and whichever groups hold them, the outcome is the plain deletes'.
+
+    With ``update``, the transaction also rewrites the first group keeping all its ports (a description
+    change): it is kept, without the ports deleted alongside it.
+    """
+    outcomes = []
+    for in_transaction in (False, True):
+        with nbdb.connect("memory://") as db:
+            sw = db.create(LogicalSwitch(name="sw"))
+            ports = [db.create(LogicalSwitchPort(switch=sw, name=f"p{i}")) for i in range(_PORTS)]
+            made = [
+                db.create(PortGroup(name=f"g{n}", ports=[ports[i].id for i in members]))
+                for n, members in enumerate(groups)
+            ]
+            if in_transaction:
+                with db.transaction() as txn:
+                    for i in sorted(deleted):
+                        txn.delete(ports[i])
+                    if update:
+                        txn.update(made[0].replace(external_ids={"touched": "yes"}))
+                if update:
+                    assert db.get(PortGroup, made[0].id).external_ids == {"touched": "yes"}
+            else:
+                for i in sorted(deleted):
+                    db.delete(ports[i])
+            outcomes.append(_state(db))
+    assert outcomes[0] == outcomes[1]
