@@ -237,6 +237,10 @@ class Replica:
         """Whether the first list is loaded and every change up to ``revision`` applied (under :attr:`lock`)."""
         return self._revision >= revision and self._synced.is_set() and self._listed >= self._resets
 
+    def reached_exactly(self, revision: int) -> bool:
+        """Whether :meth:`reached` holds and the replica stands at ``revision`` itself, no later (under :attr:`lock`)."""
+        return self._revision == revision and self.reached(revision)
+
     @property
     def watermark(self) -> Watermark | None:
         """Its Database's highest revision seen of the store (None: revisions count per connection)."""
