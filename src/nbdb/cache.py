@@ -238,7 +238,7 @@ class Replica:
         return self._revision >= revision and self._synced.is_set() and self._listed >= self._resets
 
     def reached_exactly(self, revision: int) -> bool:
-        """Whether :meth:`reached` holds and the replica stands at ``revision`` itself, no later (under :attr:`lock`)."""
+        """Whether :meth:`reached` holds and the replica stands at ``revision`` itself (under :attr:`lock`)."""
         return self._revision == revision and self.reached(revision)
 
     @property
