@@ -721,7 +721,7 @@ class Database:
     def _models(self, models: type[Model] | Sequence[type[Model]] | None) -> _List[type[Model]]:
         if models is None:
             return list(all_models())
-        if isinstance(models, type):
+        if isinstance(models, type | Model):
             return [check_model_class(models)]
         if isinstance(models, str | bytes) or not isinstance(models, Iterable):
             raise errors.ValidationError(f"expected a Model subclass, several, or None; got {models!r}")
