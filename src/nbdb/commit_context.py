@@ -52,9 +52,8 @@ def check_model_class(model: Any) -> type[Model]:
     """``model`` if it is a concrete model class; ValidationError otherwise."""
     if not (isinstance(model, type) and issubclass(model, Model)) or model is Model:
         if isinstance(model, Model):  # pydantic iterates an object as its (field, value) pairs: name it whole
-            raise errors.ValidationError(
-                f"expected a Model subclass, got a {type(model).__name__} object: pass the class, {type(model).__name__}"
-            )
+            name = type(model).__name__
+            raise errors.ValidationError(f"expected a Model subclass, got a {name} object: pass the class, {name}")
         raise errors.ValidationError(f"expected a Model subclass, got {model!r}")
     return model
 
