@@ -184,8 +184,8 @@ def test_closing_a_database_ends_a_lock_wait_it_had_no_timeout_for(db_factory: C
     """A thread waiting (timeout=None) for a lock another client holds, whose Database is closed, gives up.
 
     It raises BackendUnavailableError instead of waiting for as long as the other holder keeps the lock
-    (memory:// waited so: its lease loop never asked whether its backend had closed; the server
-    backends' closed clients raised at the next try).
+    (memory:// waited so: its lease loop never asked whether its backend had closed; so did OVSDB, whose
+    lock waits on a connection of its own; the other backends' closed clients raised at the next try).
     """
     holder, waiter = db_factory(), db_factory()
     if not holder.capabilities.locks:
