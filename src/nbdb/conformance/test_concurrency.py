@@ -196,7 +196,7 @@ def test_closing_a_database_ends_a_lock_wait_it_had_no_timeout_for(db_factory: C
         try:
             with waiter.lock("held elsewhere", ttl=30):
                 outcome.append("taken")
-        except BaseException as exc:  # noqa: BLE001 - the test reports what ended the wait
+        except BaseException as exc:  # the test reports what ended the wait
             outcome.append(exc)
 
     with holder.lock("held elsewhere", ttl=30):
