@@ -177,3 +177,28 @@ def test_wait_for_a_write_at_the_very_revision_the_cache_stands_at_after_the_sto
         assert cache.wait_for(new, 20)
         assert cache.get(LogicalSwitch, new.id) is not None  # it said True with nothing there
         assert "old0" not in {o.name for o in cache.list(LogicalSwitch)}
+
+
+def test_an_etcd_cache_that_reconnects_below_its_revision_lists_again(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """etcd served the reopened watch from a revision the new, emptied store had not reached: it waited,
+    then delivered what came after, so a cache kept the lost objects and missed the first writes of the
+    new history for good (nothing of its Database committed to tell it). The watcher's confirmation
+    says where the member stands; below the resume point (a linearizable read confirms), the history is gone.
+    """
+    server = server_factory("etcd")
+    url = server.url + "?timeout=1"
+    with nbdb.connect(url, namespace="wb") as db, nbdb.connect(url, namespace="wb") as other:
+        for i in range(3):
+            db.create(LogicalSwitch(name=f"old{i}"))
+        cache = db.cache([LogicalSwitch])
+        assert cache.wait_synced(10)
+        _lose_data(server)
+        deadline = time.monotonic() + 20  # a bound for the reconnect, not a speed assertion
+        while cache.relists == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cache.relists >= 1, "the cache went on from a revision the store no longer had"
+        new = _create_when_back(other, "new")  # through another Database: it tells this one nothing
+        assert cache.wait_for(new, 20)
+        assert [o.name for o in cache.list(LogicalSwitch)] == ["new"]
