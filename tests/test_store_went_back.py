@@ -186,3 +186,66 @@ def test_wait_for_a_copy_read_back_after_the_store_lost_its_data(
         assert read.nbdb_revision is None
         assert cache.wait_for(read, 20)
         assert cache.get(LogicalSwitch, written.id) is not None
+
+
+def _synced_over_three(db: nbdb.Database) -> nbdb.Cache:
+    """A cache of ``db``'s switches, synced over three it created first."""
+    for i in range(3):
+        db.create(LogicalSwitch(name=f"old{i}"))
+    cache = db.cache([LogicalSwitch])
+    assert cache.wait_synced(10)
+    return cache
+
+
+def test_wait_for_a_write_at_the_very_revision_the_cache_stands_at_after_the_store_lost_its_data(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """The store lost as many commits as were made since: the new write's revision equals the cache's.
+
+    No commit came back below a revision seen, and etcd's watch waits for a revision past the cache's, so
+    nothing told the reset: ``wait_for(new)`` said True at once while ``get`` found nothing (a controller
+    then read its own write as missing). A cache standing at the very commit that wrote the awaited
+    version, without it, proves the store went back.
+    """
+    server = server_factory("etcd")
+    url = server.url + "?timeout=1"
+    with nbdb.connect(url, namespace="wb") as db, nbdb.connect(url, namespace="wb") as other:
+        cache = _synced_over_three(db)
+        stands = cache.revision
+        _lose_data(server)
+        first = _create_when_back(other, "first")  # through another Database: its own mark sees nothing
+        assert first.nbdb_revision is not None and first.nbdb_revision < stands
+        for i in range(stands):  # bounded: one commit per revision on etcd
+            if other.list(LogicalSwitch).revision >= stands - 1:
+                break
+            other.create(LogicalSwitch(name=f"fill{i}"))
+        assert other.list(LogicalSwitch).revision == stands - 1
+        new = db.create(LogicalSwitch(name="new"))
+        # Nothing of this Database's told the cache (its own stream may have, if it reconnected while the
+        # new store stood below its revision: see the next test; the wait must hold either way).
+        assert new.nbdb_revision == stands
+        assert cache.wait_for(new, 20)
+        assert cache.get(LogicalSwitch, new.id) is not None  # it said True with nothing there
+        assert "old0" not in {o.name for o in cache.list(LogicalSwitch)}
+
+
+def test_an_etcd_cache_that_reconnects_below_its_revision_lists_again(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """etcd served the reopened watch from a revision the new, emptied store had not reached: it waited,
+    then delivered what came after, so a cache kept the lost objects and missed the first writes of the
+    new history for good (nothing of its Database committed to tell it). The watcher's confirmation
+    says where the member stands; below the resume point (a linearizable read confirms), the history is gone.
+    """
+    server = server_factory("etcd")
+    url = server.url + "?timeout=1"
+    with nbdb.connect(url, namespace="wb") as db, nbdb.connect(url, namespace="wb") as other:
+        cache = _synced_over_three(db)
+        _lose_data(server)
+        deadline = time.monotonic() + 20  # a bound for the reconnect, not a speed assertion
+        while cache.relists == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cache.relists >= 1, "the cache went on from a revision the store no longer had"
+        new = _create_when_back(other, "new")  # through another Database: it tells this one nothing
+        assert cache.wait_for(new, 20)
+        assert [o.name for o in cache.list(LogicalSwitch)] == ["new"]

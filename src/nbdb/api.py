@@ -517,6 +517,8 @@ class Database:
             current = self.get(model, uid)
             new = mutate(current, add, remove)  # validates the change (and finds one that changes nothing)
             if new is current:
+                if fence is not None:
+                    self._context.check_fence(fence)  # nothing to write, but not for a holder that lost the lock
                 return current  # type: ignore[return-value]
             if self._backend.handles_mutations:
                 # The store applies the change itself to whatever it holds then: no version to compare.
@@ -590,6 +592,8 @@ class Database:
         self._open()
         op = self._context.delete_op(obj, id, if_exists)
         if op is None:
+            if fence is not None:
+                self._context.check_fence(fence)  # gone already, but not for a holder that lost the lock
             return None
         root = (op.table, op.id)
         last: errors.NbdbError | None = None  # why the last plan was dropped: the cause of giving up
@@ -719,7 +723,7 @@ class Database:
     def _models(self, models: type[Model] | Sequence[type[Model]] | None) -> _List[type[Model]]:
         if models is None:
             return list(all_models())
-        if isinstance(models, type):
+        if isinstance(models, type | Model):
             return [check_model_class(models)]
         if isinstance(models, str | bytes) or not isinstance(models, Iterable):
             raise errors.ValidationError(f"expected a Model subclass, several, or None; got {models!r}")

@@ -29,7 +29,7 @@ from uuid import UUID
 
 from nbdb import errors, metrics
 from nbdb.codec import bulk, decode, decode_each
-from nbdb.commit_context import check_flag
+from nbdb.commit_context import check_flag, check_model_class
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription, check_not_async
 from nbdb.events import ChangeEvent, EventKind, Key, in_commit_order
 from nbdb.hub import open_stream
@@ -237,6 +237,10 @@ class Replica:
         """Whether the first list is loaded and every change up to ``revision`` applied (under :attr:`lock`)."""
         return self._revision >= revision and self._synced.is_set() and self._listed >= self._resets
 
+    def reached_exactly(self, revision: int) -> bool:
+        """Whether :meth:`reached` holds and the replica stands at ``revision`` itself (under :attr:`lock`)."""
+        return self._revision == revision and self.reached(revision)
+
     @property
     def watermark(self) -> Watermark | None:
         """Its Database's highest revision seen of the store (None: revisions count per connection)."""
@@ -272,6 +276,8 @@ class Replica:
             return list(self._objects)
         if isinstance(models, type):
             models = [models]
+        elif isinstance(models, Model):
+            check_model_class(models)  # raises, naming the object's class
         elif isinstance(models, str | bytes) or not isinstance(models, Iterable):
             raise errors.ValidationError(f"expected a Model subclass, several, or None; got {models!r}")
         return [self.followed(m) for m in models]

@@ -51,6 +51,9 @@ def check_model(obj: Any) -> Model:
 def check_model_class(model: Any) -> type[Model]:
     """``model`` if it is a concrete model class; ValidationError otherwise."""
     if not (isinstance(model, type) and issubclass(model, Model)) or model is Model:
+        if isinstance(model, Model):  # pydantic iterates an object as its (field, value) pairs: name it whole
+            name = type(model).__name__
+            raise errors.ValidationError(f"expected a Model subclass, got a {name} object: pass the class, {name}")
         raise errors.ValidationError(f"expected a Model subclass, got {model!r}")
     return model
 
@@ -206,18 +209,7 @@ class CommitContext:
             raise errors.BackendUnavailableError("the Database is closed: nothing was written")
         backend = self.backend
         if fence is not None:
-            if not isinstance(fence, LockHandle):
-                raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
-            self.need("fencing", backend.capabilities.fencing, "fence writes on a lock")
-            if fence.lost or fence.giving_back:  # being given back: the write would race the release
-                how = (
-                    "released (its with block ended)"
-                    if fence.released
-                    else "lost"
-                    if fence.lost
-                    else "being given back (its with block ends, or its Database closed)"
-                )
-                raise errors.LockLostError(f"lock {fence.name!r} was {how}: nothing was written")
+            self.check_fence(fence)
 
         # Only a backend that handles mutations is ever given Mutate ops (see Database.mutate()).
         commit: Callable[[Sequence[Any]], CommitResult]
@@ -249,6 +241,28 @@ class CommitContext:
         return result
 
     # ---------------------------------------------------------------- checks
+
+    def check_fence(self, fence: LockHandle) -> None:
+        """ValidationError unless ``fence`` is a lock handle; LockLostError unless this holder still holds it.
+
+        Every fenced write checks it before its commit, and so does one that finds nothing to write (a
+        ``mutate`` that changes nothing, a ``delete(..., if_exists=True)`` of an object already gone): it
+        answered as a write made under the lock while the lock was released or lost, so a controller that
+        was no longer the leader took the answer for a leader's. Such a write asks the store nothing: a lease
+        taken over before the handle could know is found by the next write that commits.
+        """
+        if not isinstance(fence, LockHandle):
+            raise errors.ValidationError(f"fence= takes the handle of a held lock, not {fence!r}")
+        self.need("fencing", self.backend.capabilities.fencing, "fence writes on a lock")
+        if fence.lost or fence.giving_back:  # being given back: the write would race the release
+            how = (
+                "released (its with block ended)"
+                if fence.released
+                else "lost"
+                if fence.lost
+                else "being given back (its with block ends, or its Database closed)"
+            )
+            raise errors.LockLostError(f"lock {fence.name!r} was {how}: nothing was written")
 
     def need(self, capability: str, present: bool, what: str) -> None:
         """UnsupportedError, naming the capability, unless ``present``."""

@@ -207,6 +207,8 @@ class Transaction:
             """The result of each plain Put whose version is not the planned one, by the Put's id()."""
             try:
                 if not ops:
+                    if self._fence is not None:  # nothing to write, but not for a holder that lost the lock
+                        context.check_fence(self._fence)
                     self.revision = context.revision(context.backend.current_revision())
                 else:
                     result, revision = context.commit(ops, self._fence)

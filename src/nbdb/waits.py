@@ -10,7 +10,9 @@ cache applies, when
   loaded): every change up to it is applied, whatever it touched;
 - *an object*: the cache holds that version of it or a later one, or applied
   its deletion during the wait, or reached the object's revision (if it has
-  one of the cache's sequence: then an absent object was deleted since).
+  one of the cache's sequence: then an absent object was deleted since; but a
+  replica standing at that very revision without it proves the store went
+  back in time, and lists again first).
 
 An object without a revision of this cache's sequence (read back, or written
 through another connection of a backend with per-connection revisions) may
@@ -46,13 +48,17 @@ log = logging.getLogger(__name__)
 class _Waiter:
     """One wait_for call: what it waits for, and whether it happened."""
 
-    __slots__ = ("deleted", "done", "id", "model", "revision", "version")
+    __slots__ = ("deleted", "done", "id", "model", "own", "revision", "version")
 
-    def __init__(self, model: type[Model] | None, id: UUID | None, version: int, revision: int | None) -> None:
+    def __init__(
+        self, model: type[Model] | None, id: UUID | None, version: int, revision: int | None, own: bool = False
+    ) -> None:
         self.model = model
         self.id = id
         self.version = version
         self.revision = revision
+        self.own = own
+        """``revision`` is the commit that wrote ``version`` of the object (its ``nbdb_revision``)."""
         self.deleted = False
         self.done = threading.Event()
 
@@ -80,6 +86,10 @@ class Waits:
             if settled:
                 return True
             waiter.revision = self._barrier()
+        with cache.lock:
+            lost = self._contradicted(waiter)
+        if lost:
+            self._went_back(waiter)
         with cache.lock:
             if self._reflected(waiter):
                 return True
@@ -113,7 +123,7 @@ class Waits:
                 )
             if isinstance(revision, Revision) and revision.scope != cache.revision_scope:
                 revision = None  # another connection's sequence: wait by version
-            return _Waiter(model, target.id, target.version, revision)
+            return _Waiter(model, target.id, target.version, revision, own=revision is not None)
         if isinstance(target, bool) or not isinstance(target, int) or target < 0:
             raise errors.ValidationError(f"wait_for() takes a stored object or a revision, not {target!r}")
         if isinstance(target, Revision) and target.scope != cache.revision_scope:
@@ -141,13 +151,48 @@ class Waits:
             watermark.committed(before, now)
         return now
 
+    def _contradicted(self, waiter: _Waiter) -> bool:
+        """Whether the replica stands at the very commit that wrote the awaited version, without it (under the lock).
+
+        A replica at revision r has applied commit r whole: a write result of revision r that it does not
+        hold (nor a later version, nor its deletion, which would be a later commit) was committed to a store
+        that went back in time to exactly the revision the replica stands at (it lost as many commits as it
+        made since: no commit came back below a revision seen, so the Database could not tell). ``wait_for``
+        said True at once, while ``get`` found nothing.
+        """
+        if not waiter.own or waiter.model is None or waiter.deleted or waiter.revision is None:
+            return False
+        cache = self._cache
+        if cache.stale or not cache.reached_exactly(waiter.revision):
+            return False
+        held = cache.held(waiter.model, waiter.id)  # type: ignore[arg-type]
+        return held is None or held.version < waiter.version
+
+    def _went_back(self, waiter: _Waiter) -> None:
+        """Tell the Database the store went back (every cache lists again), or this replica alone."""
+        cache = self._cache
+        log.warning(
+            "cache: %s %s version %d was written at revision %d, where this cache stands without it: the store "
+            "went back in time; listing again",
+            waiter.model.nbdb_table if waiter.model is not None else "?",
+            waiter.id,
+            waiter.version,
+            waiter.revision,
+        )
+        watermark = cache.watermark
+        hook = None if watermark is None else watermark.went_back
+        if hook is not None and watermark is not None:
+            hook(watermark.seen, int(waiter.revision or 0))
+        else:
+            cache.store_went_back()
+
     def _reflected(self, waiter: _Waiter) -> bool:
         cache = self._cache
         if cache.stale:
             # The store went back in time and the replica has not listed since: it holds objects and a
             # revision of the lost history (a new write's lower revision compared below it: "reflected").
             return False
-        if waiter.revision is not None and cache.reached(waiter.revision):
+        if waiter.revision is not None and cache.reached(waiter.revision) and not self._contradicted(waiter):
             return True
         if waiter.model is None:
             return False
@@ -161,6 +206,10 @@ class Waits:
         for waiter in self._waiters:
             if self._reflected(waiter):
                 waiter.done.set()
+            elif self._contradicted(waiter):
+                # The batch brought the replica to the awaited commit without it (see _contradicted): this
+                # replica lists again (its thread sees it after this batch) and the wait waits for that list.
+                self._cache.store_went_back()
 
     def deleted(self, model: type[Model], id: UUID) -> None:
         """The cache applied the deletion of ``model`` ``id``."""

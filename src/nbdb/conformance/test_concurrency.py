@@ -180,6 +180,35 @@ def test_closing_a_database_gives_its_locks_back(db_factory: Callable[..., nbdb.
     assert successor.get(KitParent, obj.id).size in (0, 2)
 
 
+def test_closing_a_database_ends_a_lock_wait_it_had_no_timeout_for(db_factory: Callable[..., nbdb.Database]) -> None:
+    """A thread waiting (timeout=None) for a lock another client holds, whose Database is closed, gives up.
+
+    It raises BackendUnavailableError instead of waiting for as long as the other holder keeps the lock
+    (memory:// waited so: its lease loop never asked whether its backend had closed; so did OVSDB, whose
+    lock waits on a connection of its own; the other backends' closed clients raised at the next try).
+    """
+    holder, waiter = db_factory(), db_factory()
+    if not holder.capabilities.locks:
+        pytest.skip("backend declares no locks")
+    outcome: list[BaseException | str] = []
+
+    def wait() -> None:
+        try:
+            with waiter.lock("held elsewhere", ttl=30):
+                outcome.append("taken")
+        except BaseException as exc:  # the test reports what ended the wait
+            outcome.append(exc)
+
+    with holder.lock("held elsewhere", ttl=30):
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        time.sleep(0.2)  # the waiter is in its retry loop (the outcome does not depend on it)
+        waiter.close()
+        thread.join(10)  # a bound for the hang this test is about, not a speed assertion
+        assert not thread.is_alive(), "lock() went on waiting after its Database closed"
+    assert len(outcome) == 1 and isinstance(outcome[0], nbdb.BackendUnavailableError), outcome
+
+
 def _lease_store(db: nbdb.Database, what: str) -> LeaseStore:
     """``db``'s backend as the lease primitives it holds locks with; a skip naming what is not tested if none."""
     backend = db.backend

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -341,6 +342,35 @@ def test_fenced_writes_commit_only_under_the_lock(db_factory: Callable[..., nbdb
             db.create(KitParent(name="late"), fence=held)
     assert db.get(KitParent, obj.id).size in (1, 2)
     assert all(p.name != "late" for p in db.list(KitParent))
+
+
+def test_a_fenced_write_with_nothing_to_write_is_refused_once_the_lock_is_gone(
+    db_factory: Callable[..., nbdb.Database],
+) -> None:
+    """A mutate that changes nothing, a delete(if_exists) of an object already gone, an empty transaction:
+    fenced on a released lock they raised nothing, so a replica that had stopped leading took the answer
+    for a leader's ("the member is there", "it is gone") and went on acting as the leader."""
+    db = db_factory()
+    if not db.capabilities.fencing:
+        pytest.skip("backend declares fencing=False")
+    group = db.create(KitGroup(external_ids={"a": "1"}))
+    with db.lock("leader", ttl=5) as held:
+        # Under the lock they answer as before: nothing written, no error.
+        assert db.mutate(group, add={"external_ids": {"a": "1"}}, fence=held).version == group.version
+        assert db.delete((KitGroup, uuid.uuid4()), if_exists=True, fence=held) is None
+    for nothing in (
+        lambda: db.mutate(group, add={"external_ids": {"a": "1"}}, fence=held),
+        lambda: db.mutate(group, remove={"external_ids": ["absent"]}, fence=held),
+        lambda: db.delete((KitGroup, uuid.uuid4()), if_exists=True, fence=held),
+    ):
+        with pytest.raises(nbdb.LockLostError):
+            nothing()
+    if db.capabilities.transactions is not Atomicity.NONE:
+        with pytest.raises(nbdb.LockLostError), db.transaction(fence=held) as txn:
+            txn.mutate(group, add={"external_ids": {"a": "1"}})
+    with pytest.raises(nbdb.ValidationError):
+        db.mutate(group, add={"external_ids": {"a": "1"}}, fence="leader")  # type: ignore[arg-type]
+    assert db.get(KitGroup, group.id).version == group.version
 
 
 # ---------------------------------------------------------------- liveness by TTL

@@ -45,6 +45,7 @@ class EtcdKeyStream(KeyStream):
 
     def __init__(self, backend: EtcdBackend, prefixes: Sequence[str], since: int) -> None:
         self._client = backend.client
+        self._revision_now = backend.revision_now
         self._prefixes = tuple(prefixes)
         encoded = [p.encode() for p in prefixes] or [backend.key_prefix.encode()]
         self._start = min(encoded)
@@ -220,6 +221,8 @@ class EtcdKeyStream(KeyStream):
             raise errors.BackendUnavailableError(f"etcd cancelled the watch: {reason}")
         if response.created:
             self._reauthenticated = False
+            if response.header.revision < self._revision:
+                self._check_not_ahead(response.header.revision)
             return []
         if not response.events:
             # A progress notification: every change up to this revision was sent.
@@ -229,6 +232,27 @@ class EtcdKeyStream(KeyStream):
         # A response holds whole revisions, so its last event's revision is a safe resume point.
         self._revision = max(self._revision, response.events[-1].kv.mod_revision)
         return out
+
+    def _check_not_ahead(self, member: int) -> None:
+        """HistoryGoneError if the store is below this watch's resume point (it lost data).
+
+        A watch reopened after a member lost its disk (or a restore from an older snapshot) was served
+        from a revision the new store had not reached: etcd waits for it, then delivers what comes after,
+        and the first commits of the new history were lost without a word (the rule a watch opened ahead
+        of the store keeps: HistoryGoneError). The member that confirmed the watcher said it stands below
+        (``member``); a lagging follower may too, so a linearizable read decides. A read that fails
+        proves nothing: the watch goes on.
+        """
+        try:
+            now = self._revision_now()
+        except errors.NbdbError as exc:
+            log.info("etcd watch: could not read the store's revision (%s); resuming from %d", exc, self._revision)
+            return
+        if now < self._revision:
+            raise errors.HistoryGoneError(
+                f"etcd is at revision {now} (the member serving the watch at {member}), below this watch's "
+                f"{self._revision}: the store lost data (a member restarted without its disk, a restore); list again"
+            )
 
     def _changes(self, response: wire.WatchResponse) -> list[KeyChange]:
         """The key changes of a response's events (under the watched prefixes)."""

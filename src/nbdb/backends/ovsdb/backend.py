@@ -274,7 +274,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
                 with ExitStack() as stack:
                     try:
                         handle = stack.enter_context(
-                            hold_lock(target, self.nb_db or DEFAULT_NB, context, name, remaining)
+                            hold_lock(target, self.nb_db or DEFAULT_NB, context, name, remaining, lambda: self._closed)
                         )
                     except errors.AuthError:
                         raise
@@ -284,7 +284,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
                             f"lock {name!r} is held by another owner; gave up after {timeout}s"
                         ) from None
                     except errors.BackendUnavailableError as exc:
-                        if time.monotonic() > give_up:
+                        if time.monotonic() > give_up or self._closed:
                             raise
                         log.info("ovsdb: lock %r: %s; asking again", name, exc)
                         time.sleep(0.1)
