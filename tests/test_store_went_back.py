@@ -28,10 +28,19 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _create_when_back(db: nbdb.Database, name: str) -> LogicalSwitch:
+    """One create once the server answers again: a read first, so no write is tried on a dying connection.
+
+    Retrying the create itself on any unavailability wrote it twice when a try's outcome was unknown
+    (``CommitUnknownError`` is one; the CI saw the new switch at revision 2): a write is only sent again
+    when it surely did not leave.
+    """
     deadline = time.monotonic() + 30
     while True:
         try:
+            db.list(LogicalSwitch)
             return db.create(LogicalSwitch(name=name))
+        except nbdb.CommitUnknownError:
+            raise
         except nbdb.BackendUnavailableError:
             if time.monotonic() > deadline:
                 raise
@@ -99,7 +108,7 @@ def test_wait_for_a_write_after_the_store_lost_its_data_waits_for_the_relist(
         assert cache.wait_synced(10)
         seen = cache.revision
         assert seen >= 3
-        held.set()  # the cache's stream cannot notice the loss on its own: only the write below tells it
+        held.set()  # the cache's stream cannot notice the loss: only the Database's own requests below tell it
         _lose_data(server)
         new = _create_when_back(db, "new")
         assert new.nbdb_revision < seen  # the store's new history starts below the cache's
