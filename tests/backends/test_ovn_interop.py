@@ -475,3 +475,39 @@ def test_northd_routes_a_prefix_with_host_bits_which_nbdb_reads_and_writes(
     db.create(LogicalRouterStaticRoute(router=router.id, ip_prefix="10.29.0.5/16", nexthop="10.0.9.3"))
     flows = lambda: sbctl(ovn, "lflow-list", f"rt-lr-{s}")  # noqa: E731
     assert _eventually(lambda: "ip4.dst == 10.19.0.0/16" in flows() and "ip4.dst == 10.29.0.0/16" in flows(), 30)
+
+
+@pytest.mark.parametrize("cascade", [False, True])
+def test_a_delete_refused_for_a_column_nbdb_does_not_map_names_the_row_that_holds_it(
+    ovn: dict[str, Any], db: nbdb.Database, cascade: bool
+) -> None:
+    # ovn-nbctl limits a NAT rule to an address set (NAT.allowed_ext_ips, a strong reference nbdb maps
+    # no field to). Deleting the set, with or without cascade, is refused by the server; the error only
+    # said "cannot delete Address_Set row ... because of 1 remaining reference(s)", leaving the
+    # operator to search every table for the row that holds it.
+    s = uuid.uuid4().hex[:6]
+    nbctl(ovn, "lr-add", f"lr-{s}")
+    nat = _uuid(
+        nbctl(
+            ovn,
+            "--id=@n",
+            "create",
+            "NAT",
+            "type=snat",
+            "external_ip=172.16.9.10",
+            "logical_ip=10.9.0.0/24",
+            "--",
+            "add",
+            "Logical_Router",
+            f"lr-{s}",
+            "nat",
+            "@n",
+        )
+    )
+    address_set = _uuid(nbctl(ovn, "create", "Address_Set", f"name=as_{s}", 'addresses="1.1.1.1"'))
+    nbctl(ovn, "set", "NAT", str(nat), f"allowed_ext_ips={address_set}")
+    stored = db.get(AddressSet, address_set)
+    with pytest.raises(nbdb.errors.ReferenceError) as refused:
+        db.delete(stored, cascade=cascade)
+    assert str(nat) in str(refused.value) and "allowed_ext_ips" in str(refused.value)
+    assert nbctl(ovn, "get", "Address_Set", f"as_{s}", "name") == f"as_{s}"
