@@ -511,3 +511,30 @@ def test_a_delete_refused_for_a_column_nbdb_does_not_map_names_the_row_that_hold
         db.delete(stored, cascade=cascade)
     assert str(nat) in str(refused.value) and "allowed_ext_ips" in str(refused.value)
     assert nbctl(ovn, "get", "Address_Set", f"as_{s}", "name") == f"as_{s}"
+
+
+def test_a_watch_and_a_cache_of_ports_without_a_topic_see_the_ports_ovn_nbctl_makes(
+    ovn: dict[str, Any], db: nbdb.Database
+) -> None:
+    # topics={None} (objects without a topic: every row ovn-nbctl writes) of a child model alone read
+    # from a replica that did not follow the parent table. A child is placed by its parent's set column
+    # there, else by the nbdb:parent hint nbdb writes, which ovn-nbctl's ports lack: they were dropped,
+    # the cache never listed them and the watch lost their events (while list() found them).
+    s = uuid.uuid4().hex[:6]
+    nbctl(ovn, "ls-add", f"tn-ls-{s}")
+    nbctl(ovn, "lsp-add", f"tn-ls-{s}", f"tn-before-{s}")
+    watch = db.watch(LogicalSwitchPort, topics={None})
+    cache = db.cache([LogicalSwitchPort], topics={None})
+    assert cache.wait_synced(10)
+    assert f"tn-before-{s}" in {p.name for p in cache.list(LogicalSwitchPort)}
+    nbctl(ovn, "lsp-add", f"tn-ls-{s}", f"tn-after-{s}")
+    created: list[str] = []
+
+    def seen() -> bool:
+        created.extend(e.new.name for e in watch.poll(0.2) if e.new is not None)
+        return f"tn-after-{s}" in created
+
+    assert _eventually(seen)
+    assert _eventually(lambda: f"tn-after-{s}" in {p.name for p in cache.list(LogicalSwitchPort)})
+    switch = _uuid(nbctl(ovn, "--bare", "--columns=_uuid", "find", "Logical_Switch", f"name=tn-ls-{s}"))
+    assert {p.switch for p in cache.list(LogicalSwitchPort) if p.name.endswith(s)} == {switch}

@@ -119,7 +119,23 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         if topics is None:
             return self.replica
         mapped = [t for t in tables if t in self.mapping.tables]
+        if None in topics:
+            # Objects without a topic include every row another writer made, whose children carry no
+            # nbdb:parent hint (ovn-nbctl's ports): only their parents' set columns place them, so the
+            # parents' tables are followed too (the server filters nothing for such a scope anyway).
+            mapped = self._with_parents(mapped)
         return self._replica_for(mapped, topics)
+
+    def _with_parents(self, tables: list[str]) -> list[str]:
+        """``tables`` and the tables of their parents."""
+        out = list(tables)
+        for table in tables:
+            tm = self.mapping.tables[table]
+            for ptable, _column in tm.parents.values():
+                for parent in self.mapping.by_db_table.get((tm.db, ptable), ()):
+                    if parent.table not in out:
+                        out.append(parent.table)
+        return out
 
     # ---------------------------------------------------------------- reads
 
