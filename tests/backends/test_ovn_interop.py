@@ -475,3 +475,66 @@ def test_northd_routes_a_prefix_with_host_bits_which_nbdb_reads_and_writes(
     db.create(LogicalRouterStaticRoute(router=router.id, ip_prefix="10.29.0.5/16", nexthop="10.0.9.3"))
     flows = lambda: sbctl(ovn, "lflow-list", f"rt-lr-{s}")  # noqa: E731
     assert _eventually(lambda: "ip4.dst == 10.19.0.0/16" in flows() and "ip4.dst == 10.29.0.0/16" in flows(), 30)
+
+
+@pytest.mark.parametrize("cascade", [False, True])
+def test_a_delete_refused_for_a_column_nbdb_does_not_map_names_the_row_that_holds_it(
+    ovn: dict[str, Any], db: nbdb.Database, cascade: bool
+) -> None:
+    # ovn-nbctl limits a NAT rule to an address set (NAT.allowed_ext_ips, a strong reference nbdb maps
+    # no field to). Deleting the set, with or without cascade, is refused by the server; the error only
+    # said "cannot delete Address_Set row ... because of 1 remaining reference(s)", leaving the
+    # operator to search every table for the row that holds it.
+    s = uuid.uuid4().hex[:6]
+    nbctl(ovn, "lr-add", f"lr-{s}")
+    nat = _uuid(
+        nbctl(
+            ovn,
+            "--id=@n",
+            "create",
+            "NAT",
+            "type=snat",
+            "external_ip=172.16.9.10",
+            "logical_ip=10.9.0.0/24",
+            "--",
+            "add",
+            "Logical_Router",
+            f"lr-{s}",
+            "nat",
+            "@n",
+        )
+    )
+    address_set = _uuid(nbctl(ovn, "create", "Address_Set", f"name=as_{s}", 'addresses="1.1.1.1"'))
+    nbctl(ovn, "set", "NAT", str(nat), f"allowed_ext_ips={address_set}")
+    stored = db.get(AddressSet, address_set)
+    with pytest.raises(nbdb.errors.ReferenceError) as refused:
+        db.delete(stored, cascade=cascade)
+    assert str(nat) in str(refused.value) and "allowed_ext_ips" in str(refused.value)
+    assert nbctl(ovn, "get", "Address_Set", f"as_{s}", "name") == f"as_{s}"
+
+
+def test_a_watch_and_a_cache_of_ports_without_a_topic_see_the_ports_ovn_nbctl_makes(
+    ovn: dict[str, Any], db: nbdb.Database
+) -> None:
+    # topics={None} (objects without a topic: every row ovn-nbctl writes) of a child model alone read
+    # from a replica that did not follow the parent table. A child is placed by its parent's set column
+    # there, else by the nbdb:parent hint nbdb writes, which ovn-nbctl's ports lack: they were dropped,
+    # the cache never listed them and the watch lost their events (while list() found them).
+    s = uuid.uuid4().hex[:6]
+    nbctl(ovn, "ls-add", f"tn-ls-{s}")
+    nbctl(ovn, "lsp-add", f"tn-ls-{s}", f"tn-before-{s}")
+    watch = db.watch(LogicalSwitchPort, topics={None})
+    cache = db.cache([LogicalSwitchPort], topics={None})
+    assert cache.wait_synced(10)
+    assert f"tn-before-{s}" in {p.name for p in cache.list(LogicalSwitchPort)}
+    nbctl(ovn, "lsp-add", f"tn-ls-{s}", f"tn-after-{s}")
+    created: list[str] = []
+
+    def seen() -> bool:
+        created.extend(e.new.name for e in watch.poll(0.2) if e.new is not None)
+        return f"tn-after-{s}" in created
+
+    assert _eventually(seen)
+    assert _eventually(lambda: f"tn-after-{s}" in {p.name for p in cache.list(LogicalSwitchPort)})
+    switch = _uuid(nbctl(ovn, "--bare", "--columns=_uuid", "find", "Logical_Switch", f"name=tn-ls-{s}"))
+    assert {p.switch for p in cache.list(LogicalSwitchPort) if p.name.endswith(s)} == {switch}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 import uuid
 from abc import abstractmethod
@@ -64,6 +65,9 @@ class TransactNotSent(errors.BackendUnavailableError):
 class TransactLost(errors.BackendUnavailableError):
     """The transaction was sent and its reply lost: it may or may not have committed."""
 
+
+# ovsdb-server's reason for refusing a delete that a strong reference still holds (ovsdb/transaction.c).
+_STILL_HELD = re.compile(r"cannot delete (\w+) row ([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})")
 
 _UNSETTLED = (
     "the reply of a commit was lost and its outcome could not be settled ({}): it may or may not have been "
@@ -115,7 +119,23 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         if topics is None:
             return self.replica
         mapped = [t for t in tables if t in self.mapping.tables]
+        if None in topics:
+            # Objects without a topic include every row another writer made, whose children carry no
+            # nbdb:parent hint (ovn-nbctl's ports): only their parents' set columns place them, so the
+            # parents' tables are followed too (the server filters nothing for such a scope anyway).
+            mapped = self._with_parents(mapped)
         return self._replica_for(mapped, topics)
+
+    def _with_parents(self, tables: list[str]) -> list[str]:
+        """``tables`` and the tables of their parents."""
+        out = list(tables)
+        for table in tables:
+            tm = self.mapping.tables[table]
+            for ptable, _column in tm.parents.values():
+                for parent in self.mapping.by_db_table.get((tm.db, ptable), ()):
+                    if parent.table not in out:
+                        out.append(parent.table)
+        return out
 
     # ---------------------------------------------------------------- reads
 
@@ -407,8 +427,48 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         if isinstance(failure, results.ConstraintViolation):
             return errors.ValidationError(f"OVSDB refused a value: {failure.details}")
         if isinstance(failure, results.ReferentialIntegrityViolation):
-            return errors.ReferenceError(f"OVSDB referential integrity: {failure.details}")
+            return errors.ReferenceError(
+                f"OVSDB referential integrity: {failure.details}{self._holders(plan.db, failure)}"
+            )
         return errors.ValidationError(f"OVSDB refused the commit: {failure}")
+
+    def _holders(self, db: str, failure: results.OperationError) -> str:
+        """The rows whose strong references made the server refuse a delete, as text to add to its error.
+
+        The server names the row it could not delete, not who holds it; when that is a column no model
+        maps (``NAT.allowed_ext_ips`` holding an ``Address_Set``), nbdb's own referrers know nothing of
+        it either. One ``select`` per column of the served schema that references the row's table finds
+        them; "" when the reason is not that one or the server cannot be asked now.
+        """
+        found = _STILL_HELD.search(failure.details or "")
+        schema = self.mapping.schemas.get(db)
+        if found is None or schema is None:
+            return ""
+        target, row = found.groups()
+        columns: list[tuple[str, str]] = []
+        for table in schema.tables.values():
+            for column in table.columns.values():
+                key = column.type.key
+                if column.type.value is None and key.ref_table == target and key.ref_type == "strong":
+                    columns.append((table.name, column.name))
+        if not columns:
+            return ""
+        selects = [
+            {"op": "select", "table": t, "where": [[c, "includes", ["uuid", row]]], "columns": ["_uuid"]}
+            for t, c in columns
+        ]
+        try:
+            replies = self._transact(db, selects)
+        except errors.NbdbError:
+            return ""
+        if results.check(replies) is not None:
+            return ""
+        held = [
+            f"{table} {found_row['_uuid'][1]} ({column})"
+            for (table, column), reply in zip(columns, replies, strict=False)
+            for found_row in reply.get("rows", [])
+        ]
+        return f"; held by {', '.join(sorted(held))}" if held else ""
 
     # ---------------------------------------------------------------- ids and raw writes
 
