@@ -483,7 +483,8 @@ def plan_commit(
                 current = backend.get_key(okey)
                 if current is None:
                     raise rules.not_found(me)
-                expect = current.version
+                # A delete of whatever version removes a damaged record too (the way to be rid of it).
+                expect = rules.stored_version(me, current.version) if isinstance(op, Put) else current.version
             conditions.append(_new_tuple(VersionIs, (okey, expect)))
             versions.append(expect + 1 if isinstance(op, Put) else 0)
         olds.append(was)
@@ -634,7 +635,7 @@ def diagnose(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.Tran
         record = backend.read(op.table, op.id)
         if record is None:
             raise rules.not_found(me, "deleted concurrently?")
-        if op.expect_version not in (ANY_VERSION, record.version):
+        if op.expect_version not in (ANY_VERSION, rules.stored_version(me, record.version)):
             raise rules.stale(me, record.version, op.expect_version)
     for op in ops:
         if not isinstance(op, Put):
