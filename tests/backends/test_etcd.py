@@ -1232,6 +1232,47 @@ def test_a_unique_claim_another_writer_left_naming_no_object_is_a_corrupt_record
 
 
 @pytest.mark.timeout(60)
+def test_a_unique_claim_another_writer_pointed_at_an_object_without_the_value_is_a_corrupt_record(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A name's claim key naming an existing object that does not hold the name was trusted: a create of the
+    name was a UniqueViolationError "taken by" it, ``may_exist`` returned that object (of another name) as
+    the one asked for, and ``get_by`` of the name the object does hold found nothing: CorruptRecordError."""
+    with _connect(etcd_server.url) as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        a = db.create(LogicalSwitchPort(switch=switch.id, name="a"))
+        b = db.create(LogicalSwitchPort(switch=switch.id, name="b"))
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+
+        def claim(name: str) -> str:
+            text = LogicalSwitchPort.unique_text(("name",), {"name": name})
+            return backend.layout.unique("LogicalSwitchPort", UniqueKey("name", text))
+
+        # Another writer's: "vm1" is claimed for a (named "a"), and "a" for b.
+        assert backend.commit_once([], {claim("vm1"): str(a.id).encode(), claim("a"): str(b.id).encode()}, [])
+        vm1 = LogicalSwitchPort(switch=switch.id, name="vm1")
+        for write in (
+            lambda: db.create(vm1),
+            lambda: db.create(vm1, may_exist=True),
+            lambda: db.update(b.model_copy(update={"name": "vm1"})),
+        ):
+            with pytest.raises(errors.CorruptRecordError, match=f"names LogicalSwitchPort {a.id}, which does not"):
+                write()
+        with pytest.raises(errors.CorruptRecordError, match=f"names LogicalSwitchPort {b.id}, which does not"):
+            db.get_by(LogicalSwitchPort, name="a")
+        found_b = db.get_by(LogicalSwitchPort, name="b")  # the true claims stand
+        assert found_b is not None and found_b.id == b.id
+        assert backend.commit_once([], {}, [claim("vm1")]) is not None  # the key deleted, the name is free
+        created = db.create(vm1)
+        found = db.get_by(LogicalSwitchPort, name="vm1")
+        assert found is not None and found.id == created.id
+        with pytest.raises(errors.UniqueViolationError) as taken:  # a true claim is still "taken"
+            db.create(LogicalSwitchPort(switch=switch.id, name="vm1"))
+        assert taken.value.existing == created.id
+
+
+@pytest.mark.timeout(60)
 def test_a_timeout_past_what_grpc_can_wait_is_refused_not_a_live_cluster_unavailable(
     etcd_server: EtcdServer,  # noqa: F811
 ) -> None:

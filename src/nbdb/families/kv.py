@@ -36,7 +36,16 @@ from typing import Any, ClassVar
 from nbdb import errors, page_token
 from nbdb.families import kvexpiry, rules
 from nbdb.families.kvgroup import CommitGroup, GroupCommitter, Outcome, PipelinedGroup
-from nbdb.families.kvplan import TOPIC_PROBES, Index, KeyLayout, Plan, diagnose, plan_commit, wildcard_split
+from nbdb.families.kvplan import (
+    TOPIC_PROBES,
+    Index,
+    KeyLayout,
+    Plan,
+    check_claim_held,
+    diagnose,
+    plan_commit,
+    wildcard_split,
+)
 from nbdb.families.kvtypes import (
     APPLIED,
     VOID,
@@ -607,6 +616,17 @@ class KeyValueBackend(Backend):
             return uuid.UUID(kv.value.decode())
         except (ValueError, UnicodeDecodeError):
             raise errors.CorruptRecordError(f"unique key {kv.key!r} holds {kv.value[:40]!r}", key=kv.key) from None
+
+    def check_unique_claim(self, table: str, key: UniqueKey, owner: uuid.UUID) -> None:
+        if not self.whole_point_reads:  # a claim may land before its holder's index: no proof
+            return
+        claim = self.get_key(self.layout.unique(table, key))
+        if claim is None or claim.value != str(owner).encode():
+            return  # it moved meanwhile
+        held = self.index_record(table, owner)
+        if held is not None and key in held.unique:
+            return  # it holds the value now (renamed back and forth meanwhile)
+        check_claim_held(self, claim, table, owner, "does not exist" if held is None else "does not hold it")
 
     def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
         kvexpiry.refresh(self, table, id, ttl)

@@ -648,14 +648,24 @@ def diagnose(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.Tran
             holder = backend.get_key(layout.unique(op.table, key))
             if holder is not None and holder.value != str(op.id).encode():
                 owner = _owner(holder.value)
-                if owner is not None and backend.whole_point_reads and backend.index_record(op.table, owner) is None:
-                    _check_claim_held(backend, holder, op.table, owner)
-                    continue  # its holder went, and the value with it: the next plan may take it
+                if owner is not None and backend.whole_point_reads:
+                    held = backend.index_record(op.table, owner)
+                    if held is None:
+                        check_claim_held(backend, holder, op.table, owner)
+                        continue  # its holder went, and the value with it: the next plan may take it
+                    if key not in held.unique:
+                        # Its holder does not hold the value (its index, written with each of its claims,
+                        # does not list it): a claim another writer pointed at it, or the holder gave it
+                        # up meanwhile (then the claim moved: the next plan sees it).
+                        check_claim_held(backend, holder, op.table, owner, "does not hold it")
+                        continue
                 raise rules.unique_taken(op.table, key.field, key.value, owner)
     # Otherwise a referrer appeared (or came and went): the next plan sees which.
 
 
-def _check_claim_held(backend: KeyValueBackend, claim: KeyValue, table: str, owner: uuid.UUID) -> None:
+def check_claim_held(
+    backend: KeyValueBackend, claim: KeyValue, table: str, owner: uuid.UUID, why: str = "does not exist"
+) -> None:
     """CorruptRecordError if ``claim`` names ``owner`` still, unchanged, though ``owner`` was found absent.
 
     nbdb writes and deletes a claim in the commit that writes and deletes its holder, so a claim that stayed
@@ -667,7 +677,7 @@ def _check_claim_held(backend: KeyValueBackend, claim: KeyValue, table: str, own
     again = backend.get_key(claim.key)
     if again is not None and again[1:] == claim[1:]:  # value, version, mod_revision
         raise errors.CorruptRecordError(
-            f"unique key {claim.key!r} names {table} {owner}, which does not exist: another writer's "
+            f"unique key {claim.key!r} names {table} {owner}, which {why}: another writer's "
             "(delete the key to free the value)",
             table=table,
             key=claim.key,
