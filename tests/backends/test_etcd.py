@@ -1346,6 +1346,23 @@ def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(etcd_ser
         assert db.allocate_id("other") == 1
 
 
+@pytest.mark.timeout(60)
+def test_an_id_counter_key_another_writer_deleted_counts_on_from_its_mark(etcd_server: EtcdServer) -> None:  # noqa: F811
+    """A counter key another writer deleted started again at 1: ids 1, 2, 3 were handed out a second time."""
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        assert [db.allocate_id("c") for _ in range(3)] == [1, 2, 3]
+        assert backend.commit_once([], {}, [backend.layout.counter("c")]) is not None  # another writer's delete
+        assert db.allocate_id("c") == 4
+        assert backend.commit_once([], {}, [backend.layout.counter_mark("c")]) is not None  # the mark's, too
+        assert db.allocate_id("c") == 5
+        assert backend.commit_once([], {backend.layout.counter_mark("c"): b"x"}, []) is not None
+        with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):  # a damaged mark is not skipped
+            db.allocate_id("c")
+        assert db.allocate_id("other") == 1
+
+
 @pytest.mark.timeout(90)
 def test_a_token_that_expires_after_the_password_changed_is_an_auth_error(
     custom_etcd: Callable[..., EtcdServer],

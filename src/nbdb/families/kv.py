@@ -716,12 +716,17 @@ class KeyValueBackend(Backend):
         return hold_lease(self, name, ttl, timeout)
 
     def allocate_id(self, name: str) -> int:
-        key = self.layout.counter(name)
+        # The counter and its mark (KeyLayout.counter_mark), read together: one deleted, the other counts on.
+        # Both deleted (or a namespace's keys wiped), it starts again at 1: nothing of it is left.
+        keys = self.layout.counter(name), self.layout.counter_mark(name)
         while True:
-            kv = self.get_key(key)
-            current = 0 if kv is None else rules.counter_value(kv.value, name, key, text=True)
-            condition = VersionIs(key, 0 if kv is None else kv.version)
-            if self.commit_once([condition], {key: str(current + 1).encode()}, []) is not None:
+            found = self.get_keys(keys)
+            current = max(
+                [0, *(rules.counter_value(kv.value, name, key, text=True) for key, kv in zip(keys, found, strict=True) if kv is not None)]
+            )
+            conditions = [VersionIs(key, 0 if kv is None else kv.version) for key, kv in zip(keys, found, strict=True)]
+            value = str(current + 1).encode()
+            if self.commit_once(conditions, dict.fromkeys(keys, value), []) is not None:
                 return current + 1
 
     def compact_history(self) -> None:

@@ -249,6 +249,15 @@ class KeyLayout:
         """The key of an id counter."""
         return f"{self.prefix}n/{name}"
 
+    def counter_mark(self, name: str) -> str:
+        """The key that repeats an id counter's value (its high-water mark), under a prefix of its own.
+
+        A counter key another writer deleted (``etcdctl del``, a cleanup of ``n/``) restarted at 1 and handed
+        out ids already in use: nothing told its absence from a new counter's. The two are written in
+        one commit, and a counter counts on from the higher of them.
+        """
+        return f"{self.prefix}h/{name}"
+
     def range_root(self, key: str) -> int | None:
         """How much of ``key``'s path the family may range over: the length of the shortest prefix it asks for.
 
