@@ -545,6 +545,7 @@ class Backend(ABC):
         the value: a claim that moved meanwhile is no error (return), one that stays put is another
         writer's damage. Stores whose claims cannot lie (a server-side index) keep this default.
         """
+        return
 
     def stored_unique(self, table: str, key: UniqueKey) -> UniqueKey:
         """``key`` as this store keeps the value, and as the object holding it reads back.

@@ -721,10 +721,9 @@ class KeyValueBackend(Backend):
         keys = self.layout.counter(name), self.layout.counter_mark(name)
         while True:
             found = self.get_keys(keys)
-            current = max(
-                [0, *(rules.counter_value(kv.value, name, key, text=True) for key, kv in zip(keys, found, strict=True) if kv is not None)]
-            )
-            conditions = [VersionIs(key, 0 if kv is None else kv.version) for key, kv in zip(keys, found, strict=True)]
+            pairs = list(zip(keys, found, strict=True))
+            current = max([0, *(rules.counter_value(kv.value, name, key, text=True) for key, kv in pairs if kv)])
+            conditions = [VersionIs(key, 0 if kv is None else kv.version) for key, kv in pairs]
             value = str(current + 1).encode()
             if self.commit_once(conditions, dict.fromkeys(keys, value), []) is not None:
                 return current + 1
