@@ -386,3 +386,27 @@ def test_an_object_whose_version_another_tool_set_to_text_is_a_corrupt_record_on
             assert gone is not None and watched.cache.wait_for(int(gone), 15)
             assert sorted(s.name for s in watched.cache.list(LogicalSwitch)) == ["after", "other2"]
         assert sorted(s.name for s in db.list(LogicalSwitch)) == ["after", "other2"]
+
+
+@pytest.mark.parametrize("spoil", ["compacted = 'x'", "changes = -5", "changes = 2.5"])
+def test_a_namespace_s_trim_mark_another_tool_spoiled_drops_its_history_and_writes_go_on(
+    path: Path, spoil: str
+) -> None:
+    # nbdb_trims is read on every commit: spoiled, each one would fail. Watchers behind are told
+    # (HistoryGoneError) and a cache re-lists; the next commit mends the mark.
+    with nbdb.connect(f"sqlite:///{path}?namespace=a") as db:
+        start = db.list(LogicalSwitch).revision
+        db.create(LogicalSwitch(name="s0"))
+        with watched_and_cached(db, LogicalSwitch) as watched:
+            raw = sqlite3.connect(path, isolation_level=None)
+            raw.execute(f"UPDATE nbdb_trims SET {spoil}")
+            raw.close()
+            after = db.create(LogicalSwitch(name="after"))
+            with pytest.raises(nbdb.HistoryGoneError):
+                db.watch(LogicalSwitch, since=start).poll(1)
+            assert [e.object.name for e in db.watch(LogicalSwitch, since=after.nbdb_revision - 1).poll(1)] == ["after"]
+            assert watched.cache.wait_for(after, 15)
+            assert sorted(s.name for s in watched.cache.list(LogicalSwitch)) == ["after", "s0"]
+            assert watched.watch_reports == watched.cache_reports == []
+        again = sqlite3.connect(path).execute("SELECT typeof(compacted), changes FROM nbdb_trims").fetchone()
+        assert again == ("integer", 2)

@@ -600,22 +600,28 @@ class SqliteBackend(kv.KeyValueBackend):
         sql.execute("UPDATE nbdb_state SET revision = ?, changes = changes + ?", (revision, len(log)))
         # ``history`` counts this namespace's changes and trims only them: the file-wide count let the
         # namespace of the smallest ``history=`` trim every other's (issue 12).
-        kept = self._count(sql, len(log))
+        kept = self._count(sql, len(log), revision)
         if kept > self._history * 5 // 4:  # trim in chunks: amortised O(1) per change
             self._trim(sql, excess=kept - self._history)
         return int(revision)
 
-    def _count(self, sql: sqlite3.Connection, logged: int) -> int:
-        """Count ``logged`` more changes of this namespace's; how many of its changes the log holds now."""
+    def _count(self, sql: sqlite3.Connection, logged: int, revision: int) -> int:
+        """Count ``logged`` more changes of this namespace's, at ``revision``; how many of its changes the log holds.
+
+        A mark another writer spoiled (not whole numbers) is mended: the history before ``revision``
+        is dropped (watchers behind it get HistoryGoneError and caches re-list, as
+        :meth:`_compacted` tells them meanwhile), so every commit of the namespace does not fail for it.
+        """
         count = "INSERT INTO nbdb_trims VALUES (?, 0, ?) ON CONFLICT (prefix) DO UPDATE SET "
         count += "changes = changes + excluded.changes RETURNING compacted, changes"
         row = _with_trims(sql, count, (self.layout.prefix, logged)).fetchone()
-        if type(row[0]) is not int or type(row[1]) is not int:
-            raise errors.CorruptRecordError(
-                f"sqlite: the trim mark of namespace {self.layout.prefix!r} (nbdb_trims) is {tuple(row)!r}, not "
-                "whole numbers: another writer spoiled it; delete its row (its history is then taken as whole)"
-            )
-        return int(row[1])
+        if type(row[0]) is int and type(row[1]) is int and row[0] >= 0 and row[1] >= 0:
+            return int(row[1])
+        log.warning("sqlite: the trim mark of namespace %r was %r: dropping its history", self.layout.prefix, row)
+        self._drop(sql, revision - 1)
+        mended = "UPDATE nbdb_trims SET compacted = ?, changes = ? WHERE prefix = ?"
+        sql.execute(mended, (revision - 1, logged, self.layout.prefix))
+        return logged
 
     def _trim(self, sql: sqlite3.Connection, excess: int) -> None:
         """Drop this namespace's changes of whole commits from the log's start: at most ``excess``, ``history`` kept."""
@@ -643,11 +649,8 @@ class SqliteBackend(kv.KeyValueBackend):
             row = None  # a file no commit of this nbdb has written yet
         if row is None:
             return file_compacted
-        if type(row[0]) is not int:
-            raise errors.CorruptRecordError(
-                f"sqlite: the trim mark of namespace {self.layout.prefix!r} (nbdb_trims) is {row[0]!r}, not a "
-                "whole number: another writer spoiled it"
-            )
+        if type(row[0]) is not int:  # another writer's: nothing before now is known kept (mended by _count)
+            return _state(sql)[0]
         return max(file_compacted, row[0])
 
     def watch_keys(self, prefixes: Sequence[str], since: int) -> kv.KeyStream:
