@@ -1349,18 +1349,21 @@ def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(etcd_ser
 @pytest.mark.timeout(60)
 def test_an_id_counter_key_another_writer_deleted_counts_on_from_its_mark(etcd_server: EtcdServer) -> None:  # noqa: F811
     """A counter key another writer deleted started again at 1: ids 1, 2, 3 were handed out a second time."""
+    block = 64  # nbdb.families.kv.MARK_BLOCK: how far a counter's mark runs ahead of it
     with _connect(etcd_server.url) as db:
         backend = db.backend
         assert isinstance(backend, EtcdBackend)
-        assert [db.allocate_id("c") for _ in range(3)] == [1, 2, 3]
-        assert backend.commit_once([], {}, [backend.layout.counter("c")]) is not None  # another writer's delete
-        assert db.allocate_id("c") == 4
-        assert backend.commit_once([], {}, [backend.layout.counter_mark("c")]) is not None  # the mark's, too
-        assert db.allocate_id("c") == 5
+        given = [db.allocate_id("c") for _ in range(3)]
+        assert given == [1, 2, 3]
+        for deleted in ("counter", "counter_mark", "counter"):
+            assert backend.commit_once([], {}, [getattr(backend.layout, deleted)("c")]) is not None  # another's
+            given.append(db.allocate_id("c"))
+            assert given[-1] > max(given[:-1]), given  # never one handed out before
+        assert given[-1] <= 3 + 2 * block  # skipping at most a block each time the counter went
         assert backend.commit_once([], {backend.layout.counter_mark("c"): b"x"}, []) is not None
         with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):  # a damaged mark is not skipped
             db.allocate_id("c")
-        assert db.allocate_id("other") == 1
+        assert [db.allocate_id("other") for _ in range(block + 2)] == list(range(1, block + 3))
 
 
 @pytest.mark.timeout(90)

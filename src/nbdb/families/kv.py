@@ -716,17 +716,24 @@ class KeyValueBackend(Backend):
         return hold_lease(self, name, ttl, timeout)
 
     def allocate_id(self, name: str) -> int:
-        # The counter and its mark (KeyLayout.counter_mark), read together: one deleted, the other counts on.
-        # Both deleted (or a namespace's keys wiped), it starts again at 1: nothing of it is left.
-        keys = self.layout.counter(name), self.layout.counter_mark(name)
+        # The counter and its mark (KeyLayout.counter_mark), read together. The mark is at least every id
+        # handed out: moved a block ahead when the counter passes it, so one commit in MARK_BLOCK writes it.
+        # The counter deleted, it counts on from the mark (skipping at most a block); the mark deleted, it is
+        # written again; both deleted (or a namespace's keys wiped), it starts again at 1: nothing is left.
+        counter, mark = keys = self.layout.counter(name), self.layout.counter_mark(name)
         while True:
-            found = self.get_keys(keys)
-            pairs = list(zip(keys, found, strict=True))
-            current = max([0, *(rules.counter_value(kv.value, name, key, text=True) for key, kv in pairs if kv)])
-            conditions = [VersionIs(key, 0 if kv is None else kv.version) for key, kv in pairs]
-            value = str(current + 1).encode()
-            if self.commit_once(conditions, dict.fromkeys(keys, value), []) is not None:
-                return current + 1
+            found, marked = self.get_keys(keys)
+            high = 0 if marked is None else rules.counter_value(marked.value, name, mark, text=True)
+            current = high if found is None else rules.counter_value(found.value, name, counter, text=True)
+            after = current + 1
+            puts = {counter: str(after).encode()}
+            if after > high:
+                puts[mark] = str(after + MARK_BLOCK - 1).encode()
+            conditions = [
+                VersionIs(key, 0 if kv is None else kv.version) for key, kv in zip(keys, (found, marked), strict=True)
+            ]
+            if self.commit_once(conditions, puts, []) is not None:
+                return after
 
     def compact_history(self) -> None:
         self.compact_keys(self.revision_now())
@@ -737,6 +744,10 @@ class KeyValueBackend(Backend):
             puts[self.layout.index(table, id)] = self.layout.encode_index(Index(topic, frozenset()))
         if self.commit_once([], puts, []) is None:
             raise errors.ConflictError("raw write failed")
+
+
+MARK_BLOCK = 64
+"""Ids an id counter's mark is moved ahead of it at a time (see ``KeyValueBackend.allocate_id``)."""
 
 
 def _position(last: Sequence[str], count: int) -> int:

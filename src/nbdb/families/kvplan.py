@@ -250,11 +250,11 @@ class KeyLayout:
         return f"{self.prefix}n/{name}"
 
     def counter_mark(self, name: str) -> str:
-        """The key that repeats an id counter's value (its high-water mark), under a prefix of its own.
+        """The key of an id counter's high-water mark (at least every id handed out), under a prefix of its own.
 
         A counter key another writer deleted (``etcdctl del``, a cleanup of ``n/``) restarted at 1 and handed
-        out ids already in use: nothing told its absence from a new counter's. The two are written in
-        one commit, and a counter counts on from the higher of them.
+        out ids already in use: nothing told its absence from a new counter's. The counter counts on from
+        its mark when it is gone (see ``KeyValueBackend.allocate_id``).
         """
         return f"{self.prefix}h/{name}"
 
