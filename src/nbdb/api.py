@@ -478,7 +478,12 @@ class Database:
             found = self.get(model, owner)
         except errors.NotFoundError:
             return None
-        return found if (key.field, key.value) in found.unique_values() else None
+        if (key.field, key.value) in found.unique_values():
+            return found
+        # A claim naming an object without the value hid the object that holds it (None, for ever):
+        # another writer's claim is CorruptRecordError; one that moved meanwhile was a race.
+        self._backend.check_unique_claim(model.nbdb_table, key, owner)
+        return None
 
     def update(self, obj: M, *, fence: LockHandle | None = None) -> M:
         """Compare-and-swap: store ``obj`` if the stored copy is still at ``obj.version``.

@@ -538,6 +538,15 @@ class Backend(ABC):
         """The id of the object that holds the unique value ``key``, if any (``capabilities.unique``)."""
         raise UnsupportedError(f"{type(self).__name__} does not enforce unique fields")
 
+    def check_unique_claim(self, table: str, key: UniqueKey, owner: uuid.UUID) -> None:
+        """CorruptRecordError if the store's claim of ``key`` names ``owner``, which does not hold that value.
+
+        Called by ``Database.get_by`` only when the object :meth:`unique_owner` named was read without
+        the value: a claim that moved meanwhile is no error (return), one that stays put is another
+        writer's damage. Stores whose claims cannot lie (a server-side index) keep this default.
+        """
+        return
+
     def stored_unique(self, table: str, key: UniqueKey) -> UniqueKey:
         """``key`` as this store keeps the value, and as the object holding it reads back.
 

@@ -1232,6 +1232,47 @@ def test_a_unique_claim_another_writer_left_naming_no_object_is_a_corrupt_record
 
 
 @pytest.mark.timeout(60)
+def test_a_unique_claim_another_writer_pointed_at_an_object_without_the_value_is_a_corrupt_record(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A name's claim key naming an existing object that does not hold the name was trusted: a create of the
+    name was a UniqueViolationError "taken by" it, ``may_exist`` returned that object (of another name) as
+    the one asked for, and ``get_by`` of the name the object does hold found nothing: CorruptRecordError."""
+    with _connect(etcd_server.url) as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        a = db.create(LogicalSwitchPort(switch=switch.id, name="a"))
+        b = db.create(LogicalSwitchPort(switch=switch.id, name="b"))
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+
+        def claim(name: str) -> str:
+            text = LogicalSwitchPort.unique_text(("name",), {"name": name})
+            return backend.layout.unique("LogicalSwitchPort", UniqueKey("name", text))
+
+        # Another writer's: "vm1" is claimed for a (named "a"), and "a" for b.
+        assert backend.commit_once([], {claim("vm1"): str(a.id).encode(), claim("a"): str(b.id).encode()}, [])
+        vm1 = LogicalSwitchPort(switch=switch.id, name="vm1")
+        for write in (
+            lambda: db.create(vm1),
+            lambda: db.create(vm1, may_exist=True),
+            lambda: db.update(b.model_copy(update={"name": "vm1"})),
+        ):
+            with pytest.raises(errors.CorruptRecordError, match=f"names LogicalSwitchPort {a.id}, which does not"):
+                write()
+        with pytest.raises(errors.CorruptRecordError, match=f"names LogicalSwitchPort {b.id}, which does not"):
+            db.get_by(LogicalSwitchPort, name="a")
+        found_b = db.get_by(LogicalSwitchPort, name="b")  # the true claims stand
+        assert found_b is not None and found_b.id == b.id
+        assert backend.commit_once([], {}, [claim("vm1")]) is not None  # the key deleted, the name is free
+        created = db.create(vm1)
+        found = db.get_by(LogicalSwitchPort, name="vm1")
+        assert found is not None and found.id == created.id
+        with pytest.raises(errors.UniqueViolationError) as taken:  # a true claim is still "taken"
+            db.create(LogicalSwitchPort(switch=switch.id, name="vm1"))
+        assert taken.value.existing == created.id
+
+
+@pytest.mark.timeout(60)
 def test_a_timeout_past_what_grpc_can_wait_is_refused_not_a_live_cluster_unavailable(
     etcd_server: EtcdServer,  # noqa: F811
 ) -> None:
@@ -1303,6 +1344,26 @@ def test_an_id_counter_another_writer_made_negative_is_a_corrupt_record(etcd_ser
         with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
             db.allocate_id("c")
         assert db.allocate_id("other") == 1
+
+
+@pytest.mark.timeout(60)
+def test_an_id_counter_key_another_writer_deleted_counts_on_from_its_mark(etcd_server: EtcdServer) -> None:  # noqa: F811
+    """A counter key another writer deleted started again at 1: ids 1, 2, 3 were handed out a second time."""
+    block = 64  # nbdb.families.kv.MARK_BLOCK: how far a counter's mark runs ahead of it
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        given = [db.allocate_id("c") for _ in range(3)]
+        assert given == [1, 2, 3]
+        for deleted in ("counter", "counter_mark", "counter"):
+            assert backend.commit_once([], {}, [getattr(backend.layout, deleted)("c")]) is not None  # another's
+            given.append(db.allocate_id("c"))
+            assert given[-1] > max(given[:-1]), given  # never one handed out before
+        assert given[-1] <= 3 + 2 * block  # skipping at most a block each time the counter went
+        assert backend.commit_once([], {backend.layout.counter_mark("c"): b"x"}, []) is not None
+        with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):  # a damaged mark is not skipped
+            db.allocate_id("c")
+        assert [db.allocate_id("other") for _ in range(block + 2)] == list(range(1, block + 3))
 
 
 @pytest.mark.timeout(90)

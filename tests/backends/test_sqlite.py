@@ -195,6 +195,49 @@ def test_history_is_bounded_and_watchers_behind_it_are_told(url: str) -> None:
         assert 10 <= kept[0] <= 12
 
 
+@pytest.mark.parametrize("trimmer", ["b", ""], ids=["namespace", "no-namespace"])
+def test_history_is_a_namespace_s_own(url: str, trimmer: str) -> None:
+    # The log's count and trim were the file's: the namespace of the smallest history= trimmed every
+    # other's, and a watcher of a quiet namespace got HistoryGoneError after another's commits.
+    def connect(namespace: str, history: int) -> nbdb.Database:
+        return nbdb.connect(f"{url}?history={history}" + (f"&namespace={namespace}" if namespace else ""))
+
+    with connect("a", 100_000) as quiet, connect(trimmer, 10) as busy:
+        start = quiet.list(LogicalSwitch).revision
+        quiet.create(LogicalSwitch(name="first"))
+        for i in range(30):
+            busy.create(LogicalSwitch(name=f"s{i}"))
+        quiet.create(LogicalSwitch(name="last"))
+        events = quiet.watch(LogicalSwitch, since=start).poll(1)
+        assert [e.object.name for e in events] == ["first", "last"]
+        with pytest.raises(nbdb.HistoryGoneError, match="trimmed"):  # the busy one's own bound holds
+            busy.watch(LogicalSwitch, since=start).poll(1)
+        recent = busy.list(LogicalSwitch).revision - 6  # 5 creates, and the quiet one's last
+        assert len(busy.watch(LogicalSwitch, since=recent).poll(1)) == 5
+        busy.backend.compact_history()  # a namespace's compaction is its own too
+        assert [e.object.name for e in quiet.watch(LogicalSwitch, since=start).poll(1)] == ["first", "last"]
+        with pytest.raises(nbdb.HistoryGoneError):
+            busy.watch(LogicalSwitch, since=recent).poll(1)
+        page = quiet.list(LogicalSwitch, limit=5)  # a page looks back at the quiet one's log, kept whole
+        assert sorted(s.name for s in page) == ["first", "last"]
+
+
+def test_a_file_of_nbdb_before_per_namespace_history_counts_on(url: str) -> None:
+    # nbdb_trims is made by the first commit that needs it: a file without it is no damaged one.
+    with nbdb.connect(url) as db:
+        db.create(LogicalSwitch(name="s0"))
+    raw = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
+    raw.execute("DROP TABLE nbdb_trims")
+    raw.close()
+    with nbdb.connect(f"{url}?history=4") as db:
+        assert [e.object.name for e in db.watch(LogicalSwitch, since=0).poll(1)] == ["s0"]
+        for i in range(1, 6):
+            db.create(LogicalSwitch(name=f"s{i}"))
+        with pytest.raises(nbdb.HistoryGoneError, match="trimmed"):
+            db.watch(LogicalSwitch, since=0).poll(1)
+        assert len(db.list(LogicalSwitch)) == 6
+
+
 def test_a_revision_from_a_replaced_database_is_gone(tmp_path: Path) -> None:
     path = tmp_path / "nb.db"
     with nbdb.connect(f"sqlite:///{path}") as db:

@@ -351,3 +351,62 @@ def test_a_read_only_database_file_is_said_to_be_read_only_not_unavailable(path:
         assert "the database file is read-only" in done.stderr
     with nbdb.connect(f"sqlite:///{path}") as db:
         assert [s.name for s in db.list(LogicalSwitch)] == ["a"]
+
+
+def test_an_object_whose_version_another_tool_set_to_text_is_a_corrupt_record_on_write(path: Path) -> None:
+    # Its update and delete were a ConflictError ("is at version x, not 1: re-read it and retry") at every
+    # try; a write of whatever version, a TypeError out of the commit. Watchers and caches go on.
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        victim = db.create(LogicalSwitch(name="victim"))
+        other = db.create(LogicalSwitch(name="other"))
+        with watched_and_cached(db, LogicalSwitch) as watched:
+            raw = sqlite3.connect(path, isolation_level=None)
+            key = f"o/~/LogicalSwitch/{victim.id}"
+            assert raw.execute("UPDATE nbdb_keys SET version = 'x' WHERE key = ?", (key,)).rowcount == 1
+            raw.close()
+            for write in (
+                lambda: db.update(victim.model_copy(update={"name": "renamed"})),
+                lambda: db.delete(victim),
+                lambda: db.mutate((LogicalSwitch, victim.id), add={"external_ids": {"k": "v"}}),
+            ):
+                with pytest.raises(nbdb.CorruptRecordError, match=f"{victim.id} has version 'x'"):
+                    write()
+            db.update(other.model_copy(update={"name": "other2"}))  # a write beside it is not held up
+            after = db.create(LogicalSwitch(name="after"))
+            assert watched.cache.wait_for(after, 15)
+            events: list[nbdb.ChangeEvent[LogicalSwitch]] = []
+            for _ in range(50):
+                events += watched.watch.poll(0.2)
+                if any(e.new is not None and e.new.id == after.id for e in events):
+                    break
+            assert [(e.kind, e.object.name) for e in events] == [
+                (nbdb.EventKind.UPDATED, "other2"), (nbdb.EventKind.CREATED, "after")
+            ]  # fmt: skip
+            gone = db.delete(LogicalSwitch, victim.id)  # the way to be rid of it: a delete of whatever version
+            assert gone is not None and watched.cache.wait_for(int(gone), 15)
+            assert sorted(s.name for s in watched.cache.list(LogicalSwitch)) == ["after", "other2"]
+        assert sorted(s.name for s in db.list(LogicalSwitch)) == ["after", "other2"]
+
+
+@pytest.mark.parametrize("spoil", ["compacted = 'x'", "changes = -5", "changes = 2.5"])
+def test_a_namespace_s_trim_mark_another_tool_spoiled_drops_its_history_and_writes_go_on(
+    path: Path, spoil: str
+) -> None:
+    # nbdb_trims is read on every commit: spoiled, each one would fail. Watchers behind are told
+    # (HistoryGoneError) and a cache re-lists; the next commit mends the mark.
+    with nbdb.connect(f"sqlite:///{path}?namespace=a") as db:
+        start = db.list(LogicalSwitch).revision
+        db.create(LogicalSwitch(name="s0"))
+        with watched_and_cached(db, LogicalSwitch) as watched:
+            raw = sqlite3.connect(path, isolation_level=None)
+            raw.execute(f"UPDATE nbdb_trims SET {spoil}")
+            raw.close()
+            after = db.create(LogicalSwitch(name="after"))
+            with pytest.raises(nbdb.HistoryGoneError):
+                db.watch(LogicalSwitch, since=start).poll(1)
+            assert [e.object.name for e in db.watch(LogicalSwitch, since=after.nbdb_revision - 1).poll(1)] == ["after"]
+            assert watched.cache.wait_for(after, 15)
+            assert sorted(s.name for s in watched.cache.list(LogicalSwitch)) == ["after", "s0"]
+            assert watched.watch_reports == watched.cache_reports == []
+        again = sqlite3.connect(path).execute("SELECT typeof(compacted), changes FROM nbdb_trims").fetchone()
+        assert again == ("integer", 2)

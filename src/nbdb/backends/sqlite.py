@@ -6,9 +6,9 @@ run beside the one writer SQLite's own lock admits at a time.
 ``sqlite://`` (or ``sqlite://:memory:``) is an in-process database, volatile
 like ``memory://``, through the same code.
 
-Four tables: the family's keys (``nbdb_keys``), the change log every commit
-appends to in the same transaction (``nbdb_changes``), the revision counter and
-history bound (``nbdb_state``) and the lock leases (``nbdb_leases``). A watcher
+Five tables: the family's keys (``nbdb_keys``), the change log every commit
+appends to in the same transaction (``nbdb_changes``), the revision counter
+(``nbdb_state``), each namespace's trim mark (``nbdb_trims``) and the lock leases (``nbdb_leases``). A watcher
 reads the log after its revision when its own process commits, and polls the
 revision counter for other processes' commits, as kine does for etcd's API on SQL.
 """
@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from nbdb.families.kvgroup import GroupInterrupted, Outcome
 from nbdb.options import Options
 from nbdb.pool import Lease, SharedResources
 from nbdb.retry import ErrorRule, ExceptionMap
-from nbdb.spi import LockHandle
+from nbdb.spi import LockHandle, UniqueKey
 
 __all__ = ["ERRORS", "SqliteBackend", "SqliteMemoryBackend"]
 
@@ -55,7 +56,16 @@ CREATE TABLE nbdb_changes (revision INTEGER NOT NULL, key TEXT NOT NULL, value B
 CREATE TABLE nbdb_state (revision INTEGER NOT NULL, compacted INTEGER NOT NULL, changes INTEGER NOT NULL);
 INSERT INTO nbdb_state VALUES (0, 0, 0);
 CREATE TABLE nbdb_leases (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE nbdb_trims (prefix TEXT PRIMARY KEY, compacted INTEGER NOT NULL, changes INTEGER NOT NULL) WITHOUT ROWID;
 """
+_TRIMS = (
+    "CREATE TABLE IF NOT EXISTS nbdb_trims (prefix TEXT PRIMARY KEY, compacted INTEGER NOT NULL, "
+    "changes INTEGER NOT NULL) WITHOUT ROWID"
+)
+"""Each namespace's own trim mark and count of logged changes (``history=`` is a namespace's: see _apply).
+
+Not in ``_TABLES``: a file of nbdb before it has none, and gets it at its first commit by this one."""
+_NO_TRIMS = "no such table: nbdb_trims"
 _TABLES = ("nbdb_keys", "nbdb_changes", "nbdb_state", "nbdb_leases")
 _MEMORY = ":memory:"
 _Inode = tuple[int, int] | None  # a file's device and inode (None: no file)
@@ -384,7 +394,7 @@ class SqliteBackend(kv.KeyValueBackend):
         linearizable_reads=True,
         server_side_topic_filter=True,
         durability=Durability.DURABLE,
-        history="at least the last 10,000 changes (sqlite:///PATH?history=N)",
+        history="at least the last 10,000 changes of each namespace (sqlite:///PATH?history=N)",
         cross_process=True,
         unique=True,
         fencing=True,
@@ -411,6 +421,11 @@ class SqliteBackend(kv.KeyValueBackend):
         """
         super().__init__(key_prefix)
         self._conn, self._history = conn, history
+        # The change-log rows of this namespace's keys: its prefix's range; without a namespace, the keys
+        # whose first part is one of the family's letters (a namespace's keys start with its name and '/';
+        # a namespace named as one of those letters shares the keys of no namespace anyway).
+        own = f"key GLOB '[{_family_letters()}]/*'" if not key_prefix else "key >= ? AND key < ?"
+        self._own: tuple[str, tuple[str, ...]] = (own, (key_prefix, _upper(key_prefix)) if key_prefix else ())
         self.poll_interval = 0.01
         """Seconds between a watcher's looks for other processes' commits."""
         owned = None if shared is not None and shared.value is conn else conn
@@ -575,8 +590,7 @@ class SqliteBackend(kv.KeyValueBackend):
         changed, holds = partial(_changed_under, sql), partial(_lease_holds, sql, self.layout.lock)
         if not all(kvstore.condition_holds(c, stored, changed, holds) for c in conditions):
             return None
-        revision, _, kept = _state(sql)
-        revision += 1
+        revision = _state(sql)[0] + 1
         changes = kvstore.key_changes(stored, puts, deletes, revision)
         upserts = [(c.key, c.value, c.version, revision) for c in changes if c.value is not None]
         sql.executemany("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", upserts)
@@ -584,16 +598,60 @@ class SqliteBackend(kv.KeyValueBackend):
         log = [(revision, c.key, c.value, c.version, c.prev_value, c.prev_version) for c in changes]
         sql.executemany("INSERT INTO nbdb_changes VALUES (?, ?, ?, ?, ?, ?)", log)
         sql.execute("UPDATE nbdb_state SET revision = ?, changes = changes + ?", (revision, len(log)))
-        if kept + len(log) > self._history * 5 // 4:  # trim in chunks: amortised O(1) per change
-            self._trim(sql, excess=kept + len(log) - self._history)
+        # ``history`` counts this namespace's changes and trims only them: the file-wide count let the
+        # namespace of the smallest ``history=`` trim every other's (issue 12).
+        kept = self._count(sql, len(log), revision)
+        if kept > self._history * 5 // 4:  # trim in chunks: amortised O(1) per change
+            self._trim(sql, excess=kept - self._history)
         return int(revision)
 
+    def _count(self, sql: sqlite3.Connection, logged: int, revision: int) -> int:
+        """Count ``logged`` more changes of this namespace's, at ``revision``; how many of its changes the log holds.
+
+        A mark another writer spoiled (not whole numbers) is mended: the history before ``revision``
+        is dropped (watchers behind it get HistoryGoneError and caches re-list, as
+        :meth:`_compacted` tells them meanwhile), so every commit of the namespace does not fail for it.
+        """
+        count = "INSERT INTO nbdb_trims VALUES (?, 0, ?) ON CONFLICT (prefix) DO UPDATE SET "
+        count += "changes = changes + excluded.changes RETURNING compacted, changes"
+        row = _with_trims(sql, count, (self.layout.prefix, logged)).fetchone()
+        if type(row[0]) is int and type(row[1]) is int and row[0] >= 0 and row[1] >= 0:
+            return int(row[1])
+        log.warning("sqlite: the trim mark of namespace %r was %r: dropping its history", self.layout.prefix, row)
+        self._drop(sql, revision - 1)
+        mended = "UPDATE nbdb_trims SET compacted = ?, changes = ? WHERE prefix = ?"
+        sql.execute(mended, (revision - 1, logged, self.layout.prefix))
+        return logged
+
     def _trim(self, sql: sqlite3.Connection, excess: int) -> None:
-        """Drop whole commits from the log's start: at most ``excess`` changes, so ``history`` stay."""
-        first = sql.execute("SELECT revision FROM nbdb_changes ORDER BY revision LIMIT 1 OFFSET ?", (excess,))
-        for (kept,) in first:
-            dropped = sql.execute("DELETE FROM nbdb_changes WHERE revision < ?", (kept,)).rowcount
-            sql.execute("UPDATE nbdb_state SET compacted = ?, changes = changes - ?", (kept - 1, dropped))
+        """Drop this namespace's changes of whole commits from the log's start: at most ``excess``, ``history`` kept."""
+        own, bounds = self._own
+        first = f"SELECT revision FROM nbdb_changes WHERE {own} ORDER BY revision LIMIT 1 OFFSET ?"
+        for (kept,) in sql.execute(first, (*bounds, excess)).fetchall():
+            self._drop(sql, kept - 1)
+
+    def _drop(self, sql: sqlite3.Connection, revision: int) -> None:
+        """Drop this namespace's changes up to ``revision``, and mark its history as starting after it."""
+        own, bounds = self._own
+        dropped = sql.execute(f"DELETE FROM nbdb_changes WHERE revision <= ? AND {own}", (revision, *bounds)).rowcount
+        sql.execute("UPDATE nbdb_state SET changes = changes - ?", (dropped,))  # the file's, as nbdb before kept it
+        mark = "INSERT INTO nbdb_trims VALUES (?, ?, 0) ON CONFLICT (prefix) DO UPDATE SET "
+        mark += "compacted = max(compacted, excluded.compacted), changes = max(changes - ?, 0)"
+        _with_trims(sql, mark, (self.layout.prefix, revision, dropped))
+
+    def _compacted(self, sql: sqlite3.Connection, file_compacted: int) -> int:
+        """The last revision whose changes of this namespace are trimmed: its own mark, or the file's if later."""
+        try:
+            row = sql.execute("SELECT compacted FROM nbdb_trims WHERE prefix = ?", (self.layout.prefix,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if _NO_TRIMS not in str(exc):
+                raise
+            row = None  # a file no commit of this nbdb has written yet
+        if row is None:
+            return file_compacted
+        if type(row[0]) is not int:  # another writer's: nothing before now is known kept (mended by _count)
+            return _state(sql)[0]
+        return max(file_compacted, row[0])
 
     def watch_keys(self, prefixes: Sequence[str], since: int) -> kv.KeyStream:
         # A file's watcher reads through a connection of its own: it never waits behind this backend's writes.
@@ -615,6 +673,7 @@ class SqliteBackend(kv.KeyValueBackend):
                 return [], since  # nothing committed since: no transaction, a few microseconds per poll
             with conn.transaction() as sql:
                 revision, compacted, _ = _state(sql)
+                compacted = self._compacted(sql, compacted)
                 if not compacted <= since <= revision:
                     raise errors.HistoryGoneError(
                         f"revision {since} is not in the kept history ({compacted} to {revision}): "
@@ -633,6 +692,7 @@ class SqliteBackend(kv.KeyValueBackend):
         low, high, start = (after if above else prefix), _upper(prefix), ("key > ?" if above else "key >= ?")
         with self._conn.transaction() as sql:
             now, compacted, _ = _state(sql)
+            compacted = self._compacted(sql, compacted)
             revision = revision or now
             if not compacted <= revision <= now:
                 raise errors.HistoryGoneError(f"revision {revision} is not in the kept history ({compacted} to {now})")
@@ -655,10 +715,8 @@ class SqliteBackend(kv.KeyValueBackend):
             return _state(sql)[0]
 
     def compact_keys(self, revision: int) -> None:
-        with self._writer.transaction("IMMEDIATE") as sql:
-            dropped = sql.execute("DELETE FROM nbdb_changes WHERE revision <= ?", (revision,)).rowcount
-            compacted = "UPDATE nbdb_state SET compacted = max(compacted, ?), changes = changes - ?"
-            sql.execute(compacted, (revision, dropped))
+        with self._writer.transaction("IMMEDIATE") as sql:  # this namespace's history only, as a trim
+            self._drop(sql, revision)
 
     @contextmanager
     def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
@@ -718,6 +776,30 @@ def _select(sql: sqlite3.Connection, keys: Sequence[str]) -> dict[str, kv.KeyVal
         rows = sql.execute(f"SELECT * FROM nbdb_keys WHERE key IN ({','.join('?' * len(chunk))})", chunk)
         found.update((row[0], kv.KeyValue(*row)) for row in rows)
     return found
+
+
+def _family_letters() -> str:
+    """The first parts of the family's keys without a namespace (one letter each: ``o/``, ``i/``, ...)."""
+    layout, id = kvplan.KeyLayout(""), uuid.UUID(int=0)
+    keys = (
+        layout.objects, layout.index("t", id), layout.referrers(("t", id)), layout.unique("t", UniqueKey("f", "v")),
+        layout.expiries, layout.token("x"), layout.lock("x"), layout.counter("x"), layout.counter_mark("x"),
+        layout.topic_marks,
+    )  # fmt: skip
+    letters = {key.partition("/")[0] for key in keys}
+    assert all(len(letter) == 1 and letter.isalpha() for letter in letters), letters
+    return "".join(sorted(letters))
+
+
+def _with_trims(sql: sqlite3.Connection, statement: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    """``statement`` on nbdb_trims in a write transaction, the table made first in a file of nbdb before it."""
+    try:
+        return sql.execute(statement, args)
+    except sqlite3.OperationalError as exc:
+        if _NO_TRIMS not in str(exc):
+            raise
+    sql.execute(_TRIMS)
+    return sql.execute(statement, args)
 
 
 def _opening_error(exc: sqlite3.Error, target: str) -> errors.NbdbError:

@@ -36,7 +36,16 @@ from typing import Any, ClassVar
 from nbdb import errors, page_token
 from nbdb.families import kvexpiry, rules
 from nbdb.families.kvgroup import CommitGroup, GroupCommitter, Outcome, PipelinedGroup
-from nbdb.families.kvplan import TOPIC_PROBES, Index, KeyLayout, Plan, diagnose, plan_commit, wildcard_split
+from nbdb.families.kvplan import (
+    TOPIC_PROBES,
+    Index,
+    KeyLayout,
+    Plan,
+    check_claim_held,
+    diagnose,
+    plan_commit,
+    wildcard_split,
+)
 from nbdb.families.kvtypes import (
     APPLIED,
     VOID,
@@ -608,6 +617,17 @@ class KeyValueBackend(Backend):
         except (ValueError, UnicodeDecodeError):
             raise errors.CorruptRecordError(f"unique key {kv.key!r} holds {kv.value[:40]!r}", key=kv.key) from None
 
+    def check_unique_claim(self, table: str, key: UniqueKey, owner: uuid.UUID) -> None:
+        if not self.whole_point_reads:  # a claim may land before its holder's index: no proof
+            return
+        claim = self.get_key(self.layout.unique(table, key))
+        if claim is None or claim.value != str(owner).encode():
+            return  # it moved meanwhile
+        held = self.index_record(table, owner)
+        if held is not None and key in held.unique:
+            return  # it holds the value now (renamed back and forth meanwhile)
+        check_claim_held(self, claim, table, owner, "does not exist" if held is None else "does not hold it")
+
     def refresh(self, table: str, id: uuid.UUID, ttl: float) -> None:
         kvexpiry.refresh(self, table, id, ttl)
 
@@ -696,13 +716,24 @@ class KeyValueBackend(Backend):
         return hold_lease(self, name, ttl, timeout)
 
     def allocate_id(self, name: str) -> int:
-        key = self.layout.counter(name)
+        # The counter and its mark (KeyLayout.counter_mark), read together. The mark is at least every id
+        # handed out: moved a block ahead when the counter passes it, so one commit in MARK_BLOCK writes it.
+        # The counter deleted, it counts on from the mark (skipping at most a block); the mark deleted, it is
+        # written again; both deleted (or a namespace's keys wiped), it starts again at 1: nothing is left.
+        counter, mark = keys = self.layout.counter(name), self.layout.counter_mark(name)
         while True:
-            kv = self.get_key(key)
-            current = 0 if kv is None else rules.counter_value(kv.value, name, key, text=True)
-            condition = VersionIs(key, 0 if kv is None else kv.version)
-            if self.commit_once([condition], {key: str(current + 1).encode()}, []) is not None:
-                return current + 1
+            found, marked = self.get_keys(keys)
+            high = 0 if marked is None else rules.counter_value(marked.value, name, mark, text=True)
+            current = high if found is None else rules.counter_value(found.value, name, counter, text=True)
+            after = current + 1
+            puts = {counter: str(after).encode()}
+            if after > high:
+                puts[mark] = str(after + MARK_BLOCK - 1).encode()
+            conditions = [
+                VersionIs(key, 0 if kv is None else kv.version) for key, kv in zip(keys, (found, marked), strict=True)
+            ]
+            if self.commit_once(conditions, puts, []) is not None:
+                return after
 
     def compact_history(self) -> None:
         self.compact_keys(self.revision_now())
@@ -713,6 +744,10 @@ class KeyValueBackend(Backend):
             puts[self.layout.index(table, id)] = self.layout.encode_index(Index(topic, frozenset()))
         if self.commit_once([], puts, []) is None:
             raise errors.ConflictError("raw write failed")
+
+
+MARK_BLOCK = 64
+"""Ids an id counter's mark is moved ahead of it at a time (see ``KeyValueBackend.allocate_id``)."""
 
 
 def _position(last: Sequence[str], count: int) -> int:

@@ -249,6 +249,15 @@ class KeyLayout:
         """The key of an id counter."""
         return f"{self.prefix}n/{name}"
 
+    def counter_mark(self, name: str) -> str:
+        """The key of an id counter's high-water mark (at least every id handed out), under a prefix of its own.
+
+        A counter key another writer deleted (``etcdctl del``, a cleanup of ``n/``) restarted at 1 and handed
+        out ids already in use: nothing told its absence from a new counter's. The counter counts on from
+        its mark when it is gone (see ``KeyValueBackend.allocate_id``).
+        """
+        return f"{self.prefix}h/{name}"
+
     def range_root(self, key: str) -> int | None:
         """How much of ``key``'s path the family may range over: the length of the shortest prefix it asks for.
 
@@ -483,7 +492,8 @@ def plan_commit(
                 current = backend.get_key(okey)
                 if current is None:
                     raise rules.not_found(me)
-                expect = current.version
+                # A delete of whatever version removes a damaged record too (the way to be rid of it).
+                expect = rules.stored_version(me, current.version) if isinstance(op, Put) else current.version
             conditions.append(_new_tuple(VersionIs, (okey, expect)))
             versions.append(expect + 1 if isinstance(op, Put) else 0)
         olds.append(was)
@@ -634,7 +644,7 @@ def diagnose(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.Tran
         record = backend.read(op.table, op.id)
         if record is None:
             raise rules.not_found(me, "deleted concurrently?")
-        if op.expect_version not in (ANY_VERSION, record.version):
+        if op.expect_version not in (ANY_VERSION, rules.stored_version(me, record.version)):
             raise rules.stale(me, record.version, op.expect_version)
     for op in ops:
         if not isinstance(op, Put):
@@ -647,14 +657,24 @@ def diagnose(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.Tran
             holder = backend.get_key(layout.unique(op.table, key))
             if holder is not None and holder.value != str(op.id).encode():
                 owner = _owner(holder.value)
-                if owner is not None and backend.whole_point_reads and backend.index_record(op.table, owner) is None:
-                    _check_claim_held(backend, holder, op.table, owner)
-                    continue  # its holder went, and the value with it: the next plan may take it
+                if owner is not None and backend.whole_point_reads:
+                    held = backend.index_record(op.table, owner)
+                    if held is None:
+                        check_claim_held(backend, holder, op.table, owner)
+                        continue  # its holder went, and the value with it: the next plan may take it
+                    if key not in held.unique:
+                        # Its holder does not hold the value (its index, written with each of its claims,
+                        # does not list it): a claim another writer pointed at it, or the holder gave it
+                        # up meanwhile (then the claim moved: the next plan sees it).
+                        check_claim_held(backend, holder, op.table, owner, "does not hold it")
+                        continue
                 raise rules.unique_taken(op.table, key.field, key.value, owner)
     # Otherwise a referrer appeared (or came and went): the next plan sees which.
 
 
-def _check_claim_held(backend: KeyValueBackend, claim: KeyValue, table: str, owner: uuid.UUID) -> None:
+def check_claim_held(
+    backend: KeyValueBackend, claim: KeyValue, table: str, owner: uuid.UUID, why: str = "does not exist"
+) -> None:
     """CorruptRecordError if ``claim`` names ``owner`` still, unchanged, though ``owner`` was found absent.
 
     nbdb writes and deletes a claim in the commit that writes and deletes its holder, so a claim that stayed
@@ -666,7 +686,7 @@ def _check_claim_held(backend: KeyValueBackend, claim: KeyValue, table: str, own
     again = backend.get_key(claim.key)
     if again is not None and again[1:] == claim[1:]:  # value, version, mod_revision
         raise errors.CorruptRecordError(
-            f"unique key {claim.key!r} names {table} {owner}, which does not exist: another writer's "
+            f"unique key {claim.key!r} names {table} {owner}, which {why}: another writer's "
             "(delete the key to free the value)",
             table=table,
             key=claim.key,

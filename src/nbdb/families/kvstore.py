@@ -65,6 +65,13 @@ def key_changes(
         old = stored.get(key)
         if old is None:
             out.append(KeyChange(key, value, 1, None, 0, revision))
+        elif type(old.version) is not int or old.version < 0:
+            # Another writer's: old.version + 1 was a TypeError out of the store's transaction.
+            raise errors.CorruptRecordError(
+                f"key {key!r} holds the version {old.version!r}, not a whole number >= 0: another writer "
+                "damaged it (delete the object by its id, or write it again whole)",
+                key=key,
+            )
         else:
             out.append(KeyChange(key, value, old.version + 1, old.value, old.version, revision))
     for key in dropped:

@@ -199,8 +199,25 @@ def stale(key: RefKey, stored: int, expected: int) -> errors.ConflictError:
     return errors.ConflictError(f"{_name(key)} is at version {stored}, not {expected}: re-read it and retry", key=key)
 
 
+def stored_version(key: RefKey, stored: object) -> int:
+    """``stored``, the version a store holds for ``key``; CorruptRecordError unless it is a whole number >= 0.
+
+    Another writer may set it to text (SQLite keeps any type in any column): compared with the
+    caller's version it was a ConflictError ("is at version x, not 1") at every try, and added to
+    it a TypeError. Neither says the record is damaged nor that re-reading cannot help.
+    """
+    if type(stored) is not int or stored < 0:
+        raise errors.CorruptRecordError(
+            f"stored {_name(key)} has version {stored!r}, not a whole number >= 0: another writer damaged it "
+            "(write it again whole, or delete it by its id)",
+            table=key[0],
+        )
+    return stored
+
+
 def expected_version(op: WriteOp, stored: int) -> int:
     """The version ``op`` must find (``stored`` for a delete of whatever version); ConflictError if stale."""
+    stored_version((op.table, op.id), stored)
     expect = op.expect_version
     if expect == ANY_VERSION:
         return stored
