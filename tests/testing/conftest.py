@@ -13,7 +13,6 @@ from nbdb.testing import Server
 # The harness's fixtures, shared by every test module here (imported, as a test suite
 # outside nbdb would do, rather than registered as a plugin).
 from nbdb.testing.fixtures import (  # noqa: F401
-    cassandra_cluster,
     cassandra_server,
     etcd_cluster,
     etcd_server,

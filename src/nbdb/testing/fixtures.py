@@ -30,7 +30,6 @@ from nbdb.testing.redis import RedisSentinel, RedisServer
 from nbdb.testing.servers import require_server, start_server
 
 __all__ = [
-    "cassandra_cluster",
     "cassandra_server",
     "cassandra_url",
     "etcd_cluster",
@@ -120,12 +119,6 @@ def ovsdb_cluster() -> Iterator[OvsdbServer]:
 def cassandra_server() -> Iterator[CassandraServer]:
     """A one-node Cassandra 5.0 with the keyspace ``nbdb`` (slow: ~10 s to start)."""
     yield from _serve("cassandra")
-
-
-@pytest.fixture(scope="session")
-def cassandra_cluster() -> Iterator[CassandraServer]:
-    """Three Cassandra nodes on 127.0.0.1-3, replication factor 3 (slow: the nodes start one after the other)."""
-    yield from _serve("cassandra", members=3)
 
 
 @pytest.fixture
