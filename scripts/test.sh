@@ -13,9 +13,12 @@ export NBDB_TEST_CASSANDRA_EXTRA="${NBDB_TEST_CASSANDRA_EXTRA:-1}"
 # 3-member cluster, Redis behind Sentinel, OVSDB over a unix socket, TLS, a raft cluster and
 # relays in front of one: ~4 min more); sqlite
 # needs no server, only a file (and sqlite:// runs the same code in memory).
+# --durations: the CI log ends with the slowest tests (setup, call and teardown apart), so where its
+# time goes is read from any run, not measured again.
 sqlite_dir=$(mktemp -d)
 trap 'rm -rf "$sqlite_dir"' EXIT
 .venv/bin/pytest \
+  --durations=40 \
   --nbdb-url=memory:// \
   --nbdb-url="sqlite:///$sqlite_dir/kit.db" \
   --nbdb-url=sqlite:// \

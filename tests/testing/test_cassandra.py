@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nbdb.testing import CassandraServer, HarnessError, Server
+from nbdb.testing import CassandraServer, Server
 from nbdb.testing.probes import CqlError, cql_query_ok, cql_rows_count
 
 
@@ -71,24 +71,6 @@ def test_durable_write_survives_kill(
         base_dir = Path(str(server.base_dir))
         server.stop()
     assert_cleaned_up(server, pids, base_dir)
-
-
-@pytest.mark.cassandra_extra
-@pytest.mark.timeout(600)
-def test_three_nodes() -> None:
-    with CassandraServer(members=3) as server:
-        hosts = [m.host for m in server.members]
-        assert hosts == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-        assert server.url.startswith("cassandra://127.0.0.1:") and server.url.endswith("/nbdb")
-        for member in server.members:
-            assert _rows(member.host, member.port, "SELECT peer FROM system.peers_v2") == 2
-        with pytest.raises(HarnessError, match="leaderless"):
-            server.leader()
-        victim = server.members[2]
-        victim.kill()
-        assert _rows(hosts[0], server.port, "SELECT release_version FROM system.local") == 1
-        victim.restart()
-        assert cql_query_ok(victim.host, victim.port)
 
 
 @pytest.mark.cassandra_extra

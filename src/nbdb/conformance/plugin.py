@@ -385,11 +385,12 @@ def nbdb_server(nbdb_url_spec: str) -> Iterator[Server | None]:
         value = values[-1]
         options[name] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value, value)
     testing.require_server(kind)  # fails in CI, skips with the install hint elsewhere
-    server = testing.start_server(kind, **options)
-    try:
+    from nbdb.testing.fixtures import shared_server
+
+    # The server of the same kind and options a session fixture of nbdb.testing.fixtures holds, if one does
+    # (nbdb's own suite runs its tests and the kit in one session): one Cassandra JVM started, not two.
+    with shared_server(kind, **options) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,11 @@
 
     from nbdb.testing.fixtures import etcd_cluster, redis_server  # noqa: F401
 
-Session-scoped servers are shared by every test of a worker: a test that kills, pauses or
+Session-scoped servers are shared by every test of a worker, whichever module imported the
+fixture: pytest makes a fixture imported into several modules (or conftests) one fixture per
+module, so each would start a server of its own and keep it until the session ends (eight
+Cassandra JVMs in nbdb's own suite); one server per kind and options is started instead, and
+stopped when the last of those fixtures is torn down. A test that kills, pauses or
 reconfigures a member must put it back (``member.restart()``, ``member.resume()``) or use
 the function-scoped ``server_factory`` to get a server of its own. A missing server fails
 in CI (``CI=true``) and skips elsewhere, see :func:`nbdb.testing.require_server`.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -36,16 +41,42 @@ __all__ = [
     "redis_sentinel",
     "redis_server",
     "server_factory",
+    "shared_server",
 ]
 
 
-def _serve(kind: str, **options: Any) -> Iterator[Any]:
+_SHARED: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[Server, int]] = {}
+"""The session servers running, by kind and options: the server and how many holders it has."""
+
+
+@contextmanager
+def shared_server(kind: str, **options: Any) -> Iterator[Server]:
+    """A server of ``kind`` with ``options`` shared by every holder in the process; stopped when the last lets go.
+
+    The session fixtures here and the conformance kit's ``--nbdb-url=spawn:KIND`` hold their servers
+    through it, so a suite that runs both starts one server of each kind and options, not one per
+    module that imports a fixture and one more for the kit.
+    """
     require_server(kind)
-    server = start_server(kind, **options)
+    key = (kind, tuple(sorted(options.items())))
+    if key in _SHARED:
+        server, users = _SHARED[key]
+    else:
+        server, users = start_server(kind, **options), 0
+    _SHARED[key] = (server, users + 1)
     try:
         yield server
     finally:
-        server.stop()
+        server, users = _SHARED.pop(key)
+        if users > 1:
+            _SHARED[key] = (server, users - 1)
+        else:
+            server.stop()
+
+
+def _serve(kind: str, **options: Any) -> Iterator[Any]:
+    with shared_server(kind, **options) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
