@@ -69,7 +69,7 @@ def key_changes(
             # Another writer's: old.version + 1 was a TypeError out of the store's transaction.
             raise errors.CorruptRecordError(
                 f"key {key!r} holds the version {old.version!r}, not a whole number >= 0: another writer "
-                "damaged it (delete the object by its id, or write it again whole)",
+                "damaged it (delete the object by its id, then create it again)",
                 key=key,
             )
         else:

@@ -209,7 +209,7 @@ def stored_version(key: RefKey, stored: object) -> int:
     if type(stored) is not int or stored < 0:
         raise errors.CorruptRecordError(
             f"stored {_name(key)} has version {stored!r}, not a whole number >= 0: another writer damaged it "
-            "(write it again whole, or delete it by its id)",
+            "(delete it by its id, then create it again)",
             table=key[0],
         )
     return stored
