@@ -258,3 +258,32 @@ def test_an_etcd_cache_that_reconnects_below_its_revision_lists_again(
         new = _create_when_back(other, "new")  # through another Database: it tells this one nothing
         assert cache.wait_for(new, 20)
         assert [o.name for o in cache.list(LogicalSwitch)] == ["new"]
+
+
+@pytest.mark.timeout(30)  # before the fix this wait never returned (timeout=None): the bound fails it
+def test_a_write_the_store_lost_ends_the_wait_after_one_relist(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """A cache stands at the very revision of a write, without it, and still does after listing again: lost.
+
+    The wait asked its replica to list again at every poll (a whole re-list of the store each ~0.5 s) and,
+    with ``timeout=None``, never returned. One list made after the request settles it: the write is gone.
+    """
+    server = server_factory("redis")
+    with nbdb.connect(server.url, namespace="lost") as db:
+        for i in range(3):
+            db.create(LogicalSwitch(name=f"old{i}"))
+        new = db.create(LogicalSwitch(name="new"))
+        _lose_data(server)
+        with nbdb.connect(server.url, namespace="lost") as other:
+            _create_when_back(other, "fill0")
+            while other.list(LogicalSwitch).revision < int(new.nbdb_revision or 0):  # bounded by that revision
+                other.create(LogicalSwitch(name="fill"))
+            assert other.list(LogicalSwitch).revision == new.nbdb_revision
+        cache = db.cache([LogicalSwitch])
+        assert cache.wait_synced(10)
+        assert cache.revision == new.nbdb_revision and cache.relists == 0
+        with pytest.raises(nbdb.HistoryGoneError, match="lost that write"):
+            cache.wait_for(new, None)
+        assert cache.relists == 1
+        assert cache.get(LogicalSwitch, new.id) is None

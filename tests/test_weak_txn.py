@@ -56,3 +56,36 @@ def test_a_transaction_s_deletes_drop_weak_references_as_plain_deletes_do(
                     db.delete(ports[i])
             outcomes.append(_state(db))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_transaction_refused_for_a_dangling_reference_commits_at_most_twice(url: str) -> None:
+    """A delete with a weak referrer beside a create pointing at nothing: the store refuses the dangling one.
+
+    The first refusal planned no drops (a plan of none), the second planned them, the third found the
+    same plan refused again: three commits and two reads of the referrers before the error. Planning at
+    the first refusal tries the drops once; refused again with the same plan, it raises.
+    """
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        p1 = db.create(LogicalSwitchPort(switch=sw, name="p1"))
+        group = db.create(PortGroup(name="g", ports=[p1.id]))
+        backend = db.backend
+        commits = 0
+        commit = backend.commit
+
+        def counted(*args: object, **kwargs: object) -> object:
+            nonlocal commits
+            commits += 1
+            return commit(*args, **kwargs)  # type: ignore[arg-type]
+
+        backend.commit = counted  # type: ignore[method-assign]  # a count of the real backend's commits
+        try:
+            with pytest.raises(nbdb.ReferenceError), db.transaction() as txn:
+                txn.delete(p1)  # weakly referenced by the group
+                txn.create(LogicalSwitchPort(switch=LogicalSwitch(name="nope").id, name="dangling"))
+        finally:
+            del backend.commit
+        assert commits <= 2
+        assert db.get(PortGroup, group.id).ports == [p1.id]  # nothing of it was written
+        assert db.get(LogicalSwitchPort, p1.id) == p1

@@ -912,6 +912,11 @@ class Cache:
         ValidationError: it would never arrive. See :mod:`nbdb.waits`.
         None (a ``delete(..., if_exists=True)`` that found nothing) is
         reflected already: True at once.
+
+        A write result whose revision the cache stands at without it proves the
+        store went back in time: the cache lists again (once per wait), and if
+        that list still stands at or past the revision without it, the write
+        was lost: HistoryGoneError, at once (not False: no timeout passed).
         """
         timeout = timeout_of(timeout)
         if target is None:

@@ -178,7 +178,7 @@ class Transaction:
         # store refused the deletes for one (most targets have none: no referrers read first).
         doomed = self._drop_doomed_from_own_writes()
         plan_weak = False
-        refused: frozenset[RefKey] | None = None  # the weak plan a ReferenceError refused last
+        replanned: list[Put] | None = None  # the weak drops planned when the store refused the last try
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
@@ -200,8 +200,11 @@ class Transaction:
                     live.append(step)
                     ops.append(step.op)
             if plan_weak:
-                own = {(op.table, op.id) for op in ops}
-                drops = weak_drops(context.backend, [op for op in ops if isinstance(op, Delete)], own)
+                if replanned is not None:
+                    drops, replanned = replanned, None
+                else:
+                    own = {(op.table, op.id) for op in ops}
+                    drops = weak_drops(context.backend, [op for op in ops if isinstance(op, Delete)], own)
                 ops += drops
             results: dict[int, Model] = {}
             """The result of each plain Put whose version is not the planned one, by the Put's id()."""
@@ -243,11 +246,17 @@ class Transaction:
                         step.result = context.read_back(read, version, result.revision)
             except errors.ReferenceError:
                 # A stored weak referrer of a target deleted here (or one that gained it since the plan
-                # read them): planned (again). A plan that came out the same leaves the refusal standing.
-                plan = frozenset((op.table, op.id) for op in drops)
-                if not doomed or (plan_weak and plan == refused):
+                # read them): planned (again) at once. A plan that comes out the same as the one refused
+                # (none the first time) leaves the refusal standing without committing again: the store
+                # refused for another reason (a dangling strong reference), which another try cannot cure.
+                if not doomed:
                     raise
-                plan_weak, refused = True, plan
+                mine = ops[: len(ops) - len(drops)]
+                own = {(op.table, op.id) for op in mine}
+                plan = weak_drops(context.backend, [op for op in mine if isinstance(op, Delete)], own)
+                if {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
+                    raise
+                plan_weak, replanned = True, plan
                 log.debug("transaction: a weak referrer refused its deletes; dropping the references")
                 continue
             except errors.UniqueViolationError as exc:

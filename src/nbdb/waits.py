@@ -12,7 +12,8 @@ cache applies, when
   its deletion during the wait, or reached the object's revision (if it has
   one of the cache's sequence: then an absent object was deleted since; but a
   replica standing at that very revision without it proves the store went
-  back in time, and lists again first).
+  back in time, and lists again first; if the list still stands there
+  without it, the write was lost: HistoryGoneError).
 
 An object without a revision of this cache's sequence (read back, or written
 through another connection of a backend with per-connection revisions) may
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 class _Waiter:
     """One wait_for call: what it waits for, and whether it happened."""
 
-    __slots__ = ("deleted", "done", "id", "model", "own", "revision", "version")
+    __slots__ = ("deleted", "done", "id", "lost", "model", "own", "relisted", "revision", "version")
 
     def __init__(
         self, model: type[Model] | None, id: UUID | None, version: int, revision: int | None, own: bool = False
@@ -60,6 +61,10 @@ class _Waiter:
         self.own = own
         """``revision`` is the commit that wrote ``version`` of the object (its ``nbdb_revision``)."""
         self.deleted = False
+        self.relisted = False
+        """The replica was told to list again for this wait (once: see :meth:`Waits.wake`)."""
+        self.lost = False
+        """A list made after that request stands at or past ``revision`` without the version: it was lost."""
         self.done = threading.Event()
 
 
@@ -87,23 +92,36 @@ class Waits:
                 return True
             waiter.revision = self._barrier()
         with cache.lock:
-            lost = self._contradicted(waiter)
-        if lost:
+            contradicted = self._contradicted(waiter)
+        if contradicted:
+            waiter.relisted = True
             self._went_back(waiter)
         with cache.lock:
             if self._reflected(waiter):
                 return True
             if cache.closed:
                 return False
-            self._waiters.append(waiter)
+            if contradicted and self._contradicted(waiter):
+                waiter.lost = True  # the list asked for above is loaded already, and stands without it
+            else:
+                self._waiters.append(waiter)
         try:
-            waiter.done.wait(timeout)
+            if not waiter.lost:
+                waiter.done.wait(timeout)
         finally:
             with cache.lock:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
         with cache.lock:
-            return self._reflected(waiter)
+            if self._reflected(waiter):
+                return True
+        if waiter.lost:
+            raise errors.HistoryGoneError(
+                f"{waiter.model.nbdb_table if waiter.model is not None else '?'} {waiter.id} version "
+                f"{waiter.version} was written at revision {waiter.revision}, and the store listed again "
+                "stands there without it: the store went back in time and lost that write"
+            )
+        return False
 
     def _waiter_for(self, target: Model | int) -> _Waiter:
         cache = self._cache
@@ -207,9 +225,17 @@ class Waits:
             if self._reflected(waiter):
                 waiter.done.set()
             elif self._contradicted(waiter):
-                # The batch brought the replica to the awaited commit without it (see _contradicted): this
-                # replica lists again (its thread sees it after this batch) and the wait waits for that list.
-                self._cache.store_went_back()
+                # The batch brought the replica to the awaited commit without it (see _contradicted).
+                if waiter.relisted:
+                    # A list made since this wait asked for one (a contradicted replica is not stale: it
+                    # listed after every reset told) stands there without it too: the write was lost.
+                    # Listing again would find the same (a whole re-list of the store per poll, forever).
+                    waiter.lost = True
+                    waiter.done.set()
+                else:
+                    # This replica lists again (its thread sees it after this batch); the wait waits for it.
+                    waiter.relisted = True
+                    self._cache.store_went_back()
 
     def deleted(self, model: type[Model], id: UUID) -> None:
         """The cache applied the deletion of ``model`` ``id``."""

@@ -170,6 +170,48 @@ def test_crud_watch_and_dead_first_endpoint(etcd_server: EtcdServer) -> None:  #
             assert events[0].kind == EventKind.UPDATED and events[0].new.size == 3
 
 
+def _watch_once(backend: EtcdBackend, since: int) -> None:
+    """Open a watch of KitParent from ``since`` and poll it once (bounded), then close it."""
+    stream = backend.watch(["KitParent"], None, since)
+    try:
+        stream.poll(3)
+    finally:
+        stream.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_watch_below_its_resume_point_is_not_resumed_unchecked_when_the_read_fails(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A watch confirmed below its resume point asks a linearizable read whether the store lost data.
+
+    The read failed (a fault injected on the read path alone: the member serving the watch answers), and
+    the watch went on from its old point: had the store gone back, its first new commits were skipped for
+    good. It fails the stream instead (its consumer opens it again), and the next open checks again.
+    """
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        db.create(KitParent(name="a"))
+        ahead = backend.current_revision() + 50  # a resume point this store never reached: it lost data
+        reads = 0
+
+        def unreachable() -> int:
+            nonlocal reads
+            reads += 1
+            raise errors.BackendUnavailableError("injected: the linearizable read reached no quorum")
+
+        backend.revision_now = unreachable  # type: ignore[method-assign]
+        try:
+            with pytest.raises(errors.BackendUnavailableError, match="opening it again"):
+                _watch_once(backend, ahead)
+        finally:
+            del backend.revision_now
+        assert reads == 1
+        with pytest.raises(errors.HistoryGoneError):  # the read answers again: the check decides
+            _watch_once(backend, ahead)
+
+
 @pytest.mark.timeout(60)
 def test_watch_from_compacted_revision_is_history_gone(etcd_server: EtcdServer) -> None:  # noqa: F811
     with _connect(etcd_server.url) as db:

@@ -241,13 +241,16 @@ class EtcdKeyStream(KeyStream):
         and the first commits of the new history were lost without a word (the rule a watch opened ahead
         of the store keeps: HistoryGoneError). The member that confirmed the watcher said it stands below
         (``member``); a lagging follower may too, so a linearizable read decides. A read that fails
-        proves nothing: the watch goes on.
+        decides nothing, and going on would skip the new history's first commits if the store did go
+        back: BackendUnavailableError, so the consumer opens the watch again and this check runs again.
         """
         try:
             now = self._revision_now()
         except errors.NbdbError as exc:
-            log.info("etcd watch: could not read the store's revision (%s); resuming from %d", exc, self._revision)
-            return
+            raise errors.BackendUnavailableError(
+                f"etcd: the watch was confirmed at revision {member}, below its resume point {self._revision}, "
+                f"and the read that tells whether the store lost data failed ({exc}); opening it again"
+            ) from exc
         if now < self._revision:
             raise errors.HistoryGoneError(
                 f"etcd is at revision {now} (the member serving the watch at {member}), below this watch's "
