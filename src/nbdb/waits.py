@@ -96,6 +96,10 @@ class Waits:
             if cache.closed:
                 return False
             self._waiters.append(waiter)
+        if waiter.revision is not None and not waiter.own:
+            # A revision, or the store's read at the call: it may be of a commit the cache does not follow,
+            # which no change of its stream carries (an object's own revision comes with its change).
+            cache.want(waiter.revision)
         try:
             waiter.done.wait(timeout)
         finally:
