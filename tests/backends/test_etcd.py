@@ -8,6 +8,7 @@ leases, TLS and authentication — all against real etcd from nbdb.testing.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import subprocess
 import threading
@@ -34,6 +35,7 @@ from nbdb.testing.tls import TlsFiles, make_tls_files
 pytest.importorskip("grpc")
 
 from nbdb.backends.etcd import EtcdBackend, wire
+from nbdb.backends.etcd import stream as etcd_stream
 from nbdb.backends.etcd.backend import parse_url
 from nbdb.backends.etcd.client import EtcdClient, safe_progress_requests
 from nbdb.families.kvtypes import KeyValue
@@ -1785,3 +1787,51 @@ def test_a_wait_for_a_commit_the_cache_does_not_follow_ends_on_a_cluster(etcd_cl
             assert cache.wait_synced(10)
             written = other.create(KitParent(name="b1", topic="b"))
             assert cache.wait_for(written.nbdb_revision, 3)
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_sent_past_its_keys_delivers_each_of_its_changes_once_in_order_and_narrows_again(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On servers without safe progress requests ``reach`` watches the whole namespace for a while:
+    the stream's own changes keep their order (none twice, none lost) across the widening and the
+    narrowing, and the other keys are dropped."""
+    monkeypatch.setattr(etcd_stream, "_WIDE_LINGER", 0.0)  # narrow again as soon as the wait is served
+    caplog.set_level(logging.DEBUG, logger=etcd_stream.__name__)
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        backend.safe_progress = False  # the older servers' way, also where the server takes progress requests
+        stream = backend.watch(["KitParent"], ["a"], backend.current_revision())
+        try:
+            made: list[KitParent] = []
+            got: list[Any] = []
+            for round_ in range(3):
+                made.append(db.create(KitParent(name=f"a{round_}", topic="a")))
+                other = db.create(KitParent(name=f"b{round_}", topic="b")).nbdb_revision
+                made.append(db.create(KitParent(name=f"c{round_}", topic="a")))
+                stream.reach(int(other))  # type: ignore[arg-type]
+                for _ in range(50):
+                    got.extend(stream.poll(0.1))
+                    if stream.revision >= int(other) and len(got) == len(made):  # type: ignore[arg-type]
+                        break
+            for _ in range(3):
+                got.extend(stream.poll(0.05))  # served: narrows again
+            # A revision no commit of the namespace passes (past the store's): wide for _WIDE_FOR only.
+            monkeypatch.setattr(etcd_stream, "_WIDE_FOR", 0.2)
+            stream.reach(backend.current_revision() + 1000)
+            for _ in range(8):
+                got.extend(stream.poll(0.05))
+            made.append(db.create(KitParent(name="d", topic="a")))
+            for _ in range(50):
+                got.extend(stream.poll(0.1))
+                if len(got) == len(made):
+                    break
+            assert [(c.id, c.topic) for c in got] == [(m.id, "a") for m in made]
+            swaps = [r.getMessage().split()[2] for r in caplog.records if r.name == etcd_stream.__name__]
+            assert swaps[0] == "widening" and swaps[-1] == "narrowing" and len(swaps) >= 4
+            assert all(a != b for a, b in zip(swaps, swaps[1:], strict=False))
+        finally:
+            stream.close()

@@ -30,6 +30,9 @@ _REASK = 0.01
 """The pause before asking again after a progress notification below the revision wanted (a member behind)."""
 _WIDE_LINGER = 1.0
 """How long the whole namespace stays watched after the last wait it served, before the watch narrows again."""
+_WIDE_FOR = 30.0
+"""How long after the last :meth:`EtcdKeyStream.reach` a revision not reached keeps the namespace watched (a
+revision no commit of the namespace will pass: another program's, or past the store's): then the watch narrows."""
 
 
 class EtcdKeyStream(KeyStream):
@@ -80,6 +83,7 @@ class EtcdKeyStream(KeyStream):
         self._next_ask = 0.0
         self._wide = False
         """The session watches :attr:`_whole` (older servers, while a wait is behind)."""
+        self._wide_until = 0.0
         self._served = 0.0
         """When the wide watch last reached what a wait wanted."""
         self._revision = since
@@ -130,7 +134,9 @@ class EtcdKeyStream(KeyStream):
             if revision <= self._revision or self._closed:
                 return
             self._wanted = max(self._wanted, revision)
-            self._ask_until = time.monotonic() + _ASK_FOR
+            now = time.monotonic()
+            self._ask_until = now + _ASK_FOR
+            self._wide_until = now + _WIDE_FOR
             self._next_ask = 0.0
             self._session.wake()  # under the lock: a session swapped meanwhile is woken, not the one before it
 
@@ -149,7 +155,7 @@ class EtcdKeyStream(KeyStream):
                 self._session.request_progress()
                 self._asked = True
                 return None
-            if behind:
+            if behind and now < self._wide_until:
                 if not self._wide:
                     self._swap(wide=True)
                 self._served = now
@@ -226,6 +232,7 @@ class EtcdKeyStream(KeyStream):
         elif not failure.retryable:
             raise error
         self._failures += 1
+        self._asked = False  # a progress request on the stream that failed is answered by none
         if self._failures > self._client.settings.policy.attempts:
             raise errors.BackendUnavailableError(
                 f"etcd: the watch could not be re-established on any endpoint ({error})"
