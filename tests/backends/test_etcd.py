@@ -8,6 +8,7 @@ leases, TLS and authentication — all against real etcd from nbdb.testing.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import random
 import subprocess
@@ -1832,6 +1833,6 @@ def test_a_stream_sent_past_its_keys_delivers_each_of_its_changes_once_in_order_
             assert [(c.id, c.topic) for c in got] == [(m.id, "a") for m in made]
             swaps = [r.getMessage().split()[2] for r in caplog.records if r.name == etcd_stream.__name__]
             assert swaps[0] == "widening" and swaps[-1] == "narrowing" and len(swaps) >= 4
-            assert all(a != b for a, b in zip(swaps, swaps[1:], strict=False))
+            assert all(a != b for a, b in itertools.pairwise(swaps))
         finally:
             stream.close()
