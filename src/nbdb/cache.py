@@ -184,6 +184,8 @@ class Replica:
         self._sync_changed = threading.Condition(threading.Lock())
         """Notified when the first list loads, the replica closes or a handle closes (``wait_synced`` waits on it)."""
         self._stream: RecordStream | None = None
+        self._wanted = 0
+        """The highest revision a wait asked for (:meth:`want`), told again to a stream opened later."""
         self._emitted: list[ChangeEvent[Model]] = []
         """The events of the batch being applied, delivered (in commit order) when it ends (under the lock)."""
         self._thread = threading.Thread(target=self._run, name="nbdb-cache", daemon=True)
@@ -236,6 +238,13 @@ class Replica:
     def reached(self, revision: int) -> bool:
         """Whether the first list is loaded and every change up to ``revision`` applied (under :attr:`lock`)."""
         return self._revision >= revision and self._synced.is_set() and self._listed >= self._resets
+
+    def want(self, revision: int) -> None:
+        """A wait needs every change up to ``revision``: its stream is told (see :meth:`RecordStream.reach`)."""
+        self._wanted = max(self._wanted, revision)
+        stream = self._stream
+        if stream is not None:
+            stream.reach(revision)
 
     def reached_exactly(self, revision: int) -> bool:
         """Whether :meth:`reached` holds and the replica stands at ``revision`` itself (under :attr:`lock`)."""
@@ -387,6 +396,8 @@ class Replica:
                         self._announce_synced()
                 if self._closed.is_set():
                     break
+                if self._wanted > self._revision:
+                    self._stream.reach(self._wanted)
                 while not self._closed.is_set():
                     # Also the delivery thread's watchdog: it looks again while a callback runs long.
                     changes = self._stream.poll(self._dispatcher.watchdog(_POLL_SECONDS))

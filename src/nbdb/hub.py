@@ -125,6 +125,8 @@ class WatchHub:
         """Raised when the history is gone: what was buffered and the revision reached are of a lost history."""
         self._restart = False
         """The history went: the next stream starts the hub again from its own revision, as an idle hub does."""
+        self._wanted = 0
+        """The highest revision a wait asked the streams to reach (:meth:`reach`), for a backend stream opened later."""
 
     def stream(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> HubStream:
         """A stream of the changes of ``tables`` (in ``topics``) after revision ``since``."""
@@ -243,6 +245,9 @@ class WatchHub:
                     self._stream = opened
                     self._opens_done = number
                     self._cond.notify_all()
+                    wanted = self._wanted
+                if wanted > since:
+                    opened.reach(wanted)
                 # A stream that reads on a thread of its own hands its changes over there (one wake less
                 # per change); this thread's poll then only handles what that thread queued and failures.
                 opened.deliver_to(self._receiver(opened))
@@ -317,6 +322,16 @@ class WatchHub:
         del self._buffer[:cut]
         self._offset += cut
         self._base = max(self._base, revision)
+
+    def reach(self, revision: int) -> None:
+        """A cache waits for every change up to ``revision``: the backend stream is told (see RecordStream.reach)."""
+        with self._cond:
+            if revision <= self._revision:
+                return
+            self._wanted = max(self._wanted, revision)
+            stream = None if self._reopen else self._stream
+        if stream is not None:
+            stream.reach(revision)
 
     def history_gone(self, exc: errors.HistoryGoneError) -> None:
         """The history every stream stands on is gone (the store went back in time): each raises ``exc``
@@ -422,6 +437,9 @@ class HubStream(RecordStream):
                     return self._take(hub)
                 if not hub._cond.wait(timeout):
                     return []
+
+    def reach(self, revision: int) -> None:
+        self._hub.reach(revision)
 
     def _take(self, hub: WatchHub) -> list[RecordChange]:
         since, tables, topics = self._revision, self.tables, self.topics

@@ -339,6 +339,18 @@ class RecordStream(ABC):
         """
         return False
 
+    def reach(self, revision: int) -> None:
+        """Somebody waits for every change up to ``revision`` (``Cache.wait_for``): find out soon.
+
+        Optional, called from any thread, returns at once. A stream whose
+        ``revision`` moves only with the changes it delivers, or at the server's
+        rare progress notifications (etcd), does what makes it learn, soundly,
+        that it has delivered every change up to ``revision`` (etcd: asks for a
+        progress notification, or watches wider for a while). The default does
+        nothing: the other streams' revisions follow the store's on their own.
+        """
+        return
+
 
 class Backend(ABC):
     """What :class:`nbdb.Database` needs from a store. Families implement it."""

@@ -105,6 +105,10 @@ class Waits:
                 waiter.lost = True  # the list asked for above is loaded already, and stands without it
             else:
                 self._waiters.append(waiter)
+        if not waiter.lost and waiter.revision is not None and not waiter.own:
+            # A revision, or the store's read at the call: it may be of a commit the cache does not follow,
+            # which no change of its stream carries (an object's own revision comes with its change).
+            cache.want(waiter.revision)
         try:
             if not waiter.lost:
                 waiter.done.wait(timeout)

@@ -8,6 +8,8 @@ leases, TLS and authentication — all against real etcd from nbdb.testing.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import random
 import subprocess
 import threading
@@ -23,7 +25,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb import errors
-from nbdb.conformance.kit import KitParent, eventually, sink_deliveries
+from nbdb.conformance.kit import KitNote, KitParent, eventually, sink_deliveries
 from nbdb.events import EventKind
 from nbdb.testing import EtcdServer, Server
 from nbdb.testing.fixtures import etcd_cluster, etcd_server, server_factory  # noqa: F401
@@ -34,6 +36,7 @@ from nbdb.testing.tls import TlsFiles, make_tls_files
 pytest.importorskip("grpc")
 
 from nbdb.backends.etcd import EtcdBackend, wire
+from nbdb.backends.etcd import stream as etcd_stream
 from nbdb.backends.etcd.backend import parse_url
 from nbdb.backends.etcd.client import EtcdClient, safe_progress_requests
 from nbdb.families.kvtypes import KeyValue
@@ -136,8 +139,9 @@ def test_commit_messages_decode_to_what_was_encoded(
 
 
 def test_progress_request_safety_by_version() -> None:
-    assert not safe_progress_requests("3.4.23")
-    assert safe_progress_requests("3.4.24") and safe_progress_requests("3.5.8") and safe_progress_requests("3.6.0")
+    # 3.4.24's watch code is 3.4.23's: the ordered answer to a progress request came in 3.4.25.
+    assert not safe_progress_requests("3.4.23") and not safe_progress_requests("3.4.24")
+    assert safe_progress_requests("3.4.25") and safe_progress_requests("3.5.8") and safe_progress_requests("3.6.0")
     assert not safe_progress_requests("3.5.7") and not safe_progress_requests("garbage")
 
 
@@ -1791,3 +1795,86 @@ def test_a_lock_key_another_writer_left_on_no_lease_is_corrupt_record_at_acquire
             with pytest.raises(errors.LockTimeoutError):
                 with backend.lock("leader", 5, 0.3):
                     pass
+
+
+# ---------------------------------------------------------------- read-your-writes across what a cache follows
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_wait_for_a_commit_the_cache_does_not_follow_ends_with_its_commit(
+    etcd_server: EtcdServer,  # noqa: F811
+    shared: bool,
+) -> None:
+    # The commit moves no watcher of the cache: before, the wait ended only at a progress notification
+    # (10 minutes on Debian 12's 3.4.23, which takes no safe progress request), so wait_for said False.
+    with _connect(etcd_server.url) as db, db.cache(KitParent, topics=["a"], shared=shared) as cache:
+        assert cache.wait_synced(10)
+        other_topic = db.create(KitParent(name="b1", topic="b"))
+        assert cache.wait_for(other_topic.nbdb_revision, 3)
+        note = db.create(KitNote(text="n1"))  # another model
+        assert cache.wait_for(note.nbdb_revision, 3)
+        mine = db.create(KitParent(name="a1", topic="a"))
+        db.create(KitParent(name="b2", topic="b"))
+        assert cache.wait_for(mine, 3) and cache.get(KitParent, mine.id) == mine
+        assert [p.name for p in cache.list(KitParent)] == ["a1"]  # the namespace's other keys were dropped
+
+
+def test_a_wait_for_a_commit_the_cache_does_not_follow_ends_on_a_cluster(etcd_cluster: EtcdServer) -> None:  # noqa: F811
+    _wait_healthy(etcd_cluster)
+    namespace = _ns()
+    with (
+        _connect(etcd_cluster.url, namespace=namespace) as db,
+        _connect(etcd_cluster.url, namespace=namespace) as other,
+    ):
+        with db.cache(KitParent, topics=["a"]) as cache:
+            assert cache.wait_synced(10)
+            written = other.create(KitParent(name="b1", topic="b"))
+            assert cache.wait_for(written.nbdb_revision, 3)
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_sent_past_its_keys_delivers_each_of_its_changes_once_in_order_and_narrows_again(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On servers without safe progress requests ``reach`` watches the whole namespace for a while:
+    the stream's own changes keep their order (none twice, none lost) across the widening and the
+    narrowing, and the other keys are dropped."""
+    monkeypatch.setattr(etcd_stream, "_WIDE_LINGER", 0.0)  # narrow again as soon as the wait is served
+    caplog.set_level(logging.DEBUG, logger=etcd_stream.__name__)
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        backend.safe_progress = False  # the older servers' way, also where the server takes progress requests
+        stream = backend.watch(["KitParent"], ["a"], backend.current_revision())
+        try:
+            made: list[KitParent] = []
+            got: list[Any] = []
+            for round_ in range(3):
+                made.append(db.create(KitParent(name=f"a{round_}", topic="a")))
+                other = db.create(KitParent(name=f"b{round_}", topic="b")).nbdb_revision
+                made.append(db.create(KitParent(name=f"c{round_}", topic="a")))
+                stream.reach(int(other))  # type: ignore[arg-type]
+                for _ in range(50):
+                    got.extend(stream.poll(0.1))
+                    if stream.revision >= int(other) and len(got) == len(made):  # type: ignore[arg-type]
+                        break
+            for _ in range(3):
+                got.extend(stream.poll(0.05))  # served: narrows again
+            # A revision no commit of the namespace passes (past the store's): wide for _WIDE_FOR only.
+            monkeypatch.setattr(etcd_stream, "_WIDE_FOR", 0.2)
+            stream.reach(backend.current_revision() + 1000)
+            for _ in range(8):
+                got.extend(stream.poll(0.05))
+            made.append(db.create(KitParent(name="d", topic="a")))
+            for _ in range(50):
+                got.extend(stream.poll(0.1))
+                if len(got) == len(made):
+                    break
+            assert [(c.id, c.topic) for c in got] == [(m.id, "a") for m in made]
+            swaps = [r.getMessage().split()[2] for r in caplog.records if r.name == etcd_stream.__name__]
+            assert swaps[0] == "widening" and swaps[-1] == "narrowing" and len(swaps) >= 4
+            assert all(a != b for a, b in itertools.pairwise(swaps))
+        finally:
+            stream.close()

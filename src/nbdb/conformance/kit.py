@@ -199,6 +199,10 @@ class _HeldStream(RecordStream):
     def revision(self) -> int:
         return self._since if self._inner is None else self._inner.revision
 
+    def reach(self, revision: int) -> None:
+        if self._inner is not None:
+            self._inner.reach(revision)
+
     def close(self) -> None:
         self._closed = True
         if self._inner is not None:
@@ -256,6 +260,9 @@ class _PausedStream(RecordStream):
     @property
     def revision(self) -> int:
         return self._inner.revision
+
+    def reach(self, revision: int) -> None:
+        self._inner.reach(revision)
 
     def close(self) -> None:
         self._inner.close()

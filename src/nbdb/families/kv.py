@@ -130,6 +130,9 @@ class _RecordStream(RecordStream):
     def revision(self) -> int:
         return self._keys.revision
 
+    def reach(self, revision: int) -> None:
+        self._keys.reach(revision)
+
     def close(self) -> None:
         self._keys.close()
 

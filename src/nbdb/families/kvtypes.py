@@ -158,3 +158,7 @@ class KeyStream:
     def deliver_to(self, sink: Callable[[list[KeyChange], int], None]) -> bool:
         """As :meth:`nbdb.spi.RecordStream.deliver_to`, of key changes; False (the default) if unsupported."""
         return False
+
+    def reach(self, revision: int) -> None:
+        """As :meth:`nbdb.spi.RecordStream.reach` (the default does nothing)."""
+        return

@@ -21,7 +21,7 @@ from nbdb import errors
 from nbdb.backends.etcd import wire
 from nbdb.retry import ErrorRule, ExceptionMap, Failure, RetryPolicy
 
-__all__ = ["ERRORS", "EtcdClient", "EtcdSettings", "Route", "WatchSession"]
+__all__ = ["ERRORS", "WAKE", "EtcdClient", "EtcdSettings", "Route", "Wake", "WatchSession"]
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +438,12 @@ class EtcdClient:
             channel.close()
 
 
+class Wake:
+    """What :meth:`WatchSession.wake` puts on the queue of responses: no response, a call to look again."""
+
+
+WAKE = Wake()
+
 Route = Callable[["WatchSession", wire.WatchResponse], bool]
 """Called on a session's reader thread with each response: True if it took the response, False to queue it."""
 
@@ -460,7 +466,7 @@ class WatchSession:
         route: Route | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.responses: queue.Queue[wire.WatchResponse | BaseException | None] = queue.Queue()
+        self.responses: queue.Queue[wire.WatchResponse | BaseException | Wake | None] = queue.Queue()
         self.pending = 0
         """Responses the route declined that are not handled yet (kept by the route's owner, under its lock)."""
         self._route = route
@@ -505,6 +511,10 @@ class WatchSession:
         """Ask the server for a progress notification (only safe on servers that order it)."""
         self._requests.put(wire.watch_progress_request())
 
+    def wake(self) -> None:
+        """Wake the thread that polls ``responses`` (it gets :data:`WAKE`)."""
+        self.responses.put(WAKE)
+
     def close(self) -> None:
         """Stop the stream and its threads."""
         self._cancelled = True
@@ -516,9 +526,11 @@ class WatchSession:
 def safe_progress_requests(version: str) -> bool:
     """Whether a server orders requested progress notifications after pending events.
 
-    etcd before 3.4.24 / 3.5.8 could send a requested progress notification
-    ahead of events it had not sent yet (etcd-io/etcd#15220), which would make
-    its revision an unsafe resume point.
+    etcd before 3.4.25 / 3.5.8 answered a progress request on the stream's control channel with the
+    store's revision, beside (so possibly ahead of) events queued for its watchers and of watchers still
+    catching up (etcd-io/etcd#15220), which would make its revision an unsafe resume point. The fix
+    ("etcdserver: guarantee order of requested progress notification") is in 3.4.25, not 3.4.24: the
+    server's watch code is the same in 3.4.23 and 3.4.24.
     """
     try:
         parts = tuple(int(p) for p in version.split("-")[0].split(".")[:3])
@@ -527,7 +539,7 @@ def safe_progress_requests(version: str) -> bool:
     if len(parts) < 3:
         return False
     if parts[:2] == (3, 4):
-        return parts >= (3, 4, 24)
+        return parts >= (3, 4, 25)
     if parts[:2] == (3, 5):
         return parts >= (3, 5, 8)
     return parts >= (3, 6, 0)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from nbdb import errors
 from nbdb.backends.etcd import wire
-from nbdb.backends.etcd.client import WatchSession
+from nbdb.backends.etcd.client import Wake, WatchSession
 from nbdb.families.kv import KeyChange, KeyStream
 
 if TYPE_CHECKING:
@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 
 _CREATED_WAIT = 2.0
 """How long opening a stream waits for etcd to confirm its watcher (then it goes on without)."""
+
+_ASK_FOR = 2.0
+"""How long after a :meth:`EtcdKeyStream.reach` the stream asks again for progress while a member lags behind it."""
+_REASK = 0.01
+"""The pause before asking again after a progress notification below the revision wanted (a member behind)."""
+_WIDE_LINGER = 1.0
+"""How long the whole namespace stays watched after the last wait it served, before the watch narrows again."""
+_WIDE_FOR = 30.0
+"""How long after the last :meth:`EtcdKeyStream.reach` a revision not reached keeps the namespace watched (a
+revision no commit of the namespace will pass: another program's, or past the store's): then the watch narrows."""
 
 
 class EtcdKeyStream(KeyStream):
@@ -41,6 +51,17 @@ class EtcdKeyStream(KeyStream):
     a failure) is queued for :meth:`poll`, and so is every response after one that
     is queued, until ``poll`` has handled it: the sink sees the responses in the
     order etcd sent them, each once.
+
+    A wait for a revision the stream has not delivered (:meth:`reach`: a commit
+    to keys it does not watch moves no watcher of it) would end only at a progress
+    notification. On a server that orders requested notifications after pending
+    events (:func:`~nbdb.backends.etcd.client.safe_progress_requests`) the stream
+    asks for one at once. On older servers (Debian 12's 3.4.23) a requested
+    notification is no proof, so the stream watches the backend's whole namespace
+    instead, from the revision it reached (one watcher again: in order, nothing
+    skipped, the other keys dropped here), until it has passed the revision — the
+    commit's own event brings it there — and narrows again after
+    :data:`_WIDE_LINGER` seconds without a wait.
     """
 
     def __init__(self, backend: EtcdBackend, prefixes: Sequence[str], since: int) -> None:
@@ -50,6 +71,21 @@ class EtcdKeyStream(KeyStream):
         encoded = [p.encode() for p in prefixes] or [backend.key_prefix.encode()]
         self._start = min(encoded)
         self._end = max(wire.prefix_end(p) for p in encoded)
+        namespace = backend.key_prefix.encode()
+        self._whole = (min(namespace, self._start), max(wire.prefix_end(namespace), self._end))
+        """The backend's whole namespace: every commit of nbdb's there writes a key in it."""
+        self._safe_progress = backend.safe_progress
+        self._wanted = 0
+        """The highest revision a wait asked for (:meth:`reach`)."""
+        self._ask_until = 0.0
+        self._asked = False
+        """A progress request is out (safe servers), not yet answered."""
+        self._next_ask = 0.0
+        self._wide = False
+        """The session watches :attr:`_whole` (older servers, while a wait is behind)."""
+        self._wide_until = 0.0
+        self._served = 0.0
+        """When the wide watch last reached what a wait wanted."""
         self._revision = since
         self._closed = False
         self._failures = 0
@@ -63,7 +99,7 @@ class EtcdKeyStream(KeyStream):
         """True once handling a response raised (HistoryGoneError, a cancel) or the sink did: every later
         response is queued for :meth:`poll`, so none past the one that failed reaches the sink first."""
         self._session: WatchSession = self._open(since)
-        self._early: wire.WatchResponse | BaseException | None = None
+        self._early: wire.WatchResponse | BaseException | Wake | None = None
         """The first response, when it was not the confirmation :meth:`_await_created` waited for."""
         self._await_created()
 
@@ -90,7 +126,55 @@ class EtcdKeyStream(KeyStream):
             self._early = item
 
     def _open(self, since: int) -> WatchSession:
-        return self._client.watch(self._start, self._end, since + 1, route=self._route)
+        start, end = self._whole if self._wide else (self._start, self._end)
+        return self._client.watch(start, end, since + 1, route=self._route)
+
+    def reach(self, revision: int) -> None:
+        with self._mutex:
+            if revision <= self._revision or self._closed:
+                return
+            self._wanted = max(self._wanted, revision)
+            now = time.monotonic()
+            self._ask_until = now + _ASK_FOR
+            self._wide_until = now + _WIDE_FOR
+            self._next_ask = 0.0
+            self._session.wake()  # under the lock: a session swapped meanwhile is woken, not the one before it
+
+    def _pursue(self) -> float | None:
+        """On the polling thread: act for a wait the stream is behind (see the class); how soon to look again."""
+        with self._mutex:
+            if self._closed:
+                return None
+            now = time.monotonic()
+            behind = self._wanted > self._revision
+            if self._safe_progress:
+                if not behind or now >= self._ask_until:
+                    return None
+                if self._asked or now < self._next_ask:
+                    return max(0.0, self._next_ask - now) if not self._asked else None
+                self._session.request_progress()
+                self._asked = True
+                return None
+            if behind and now < self._wide_until:
+                if not self._wide:
+                    self._swap(wide=True)
+                self._served = now
+                return None
+            if not self._wide:
+                return None
+            if now - self._served < _WIDE_LINGER:
+                return self._served + _WIDE_LINGER - now
+            self._swap(wide=False)
+            return None
+
+    def _swap(self, wide: bool) -> None:
+        """Watch the whole namespace (or only the prefixes again) from the revision reached (under the mutex)."""
+        log.debug("etcd watch: %s from revision %d", "widening" if wide else "narrowing", self._revision)
+        self._session.close()
+        self._wide = wide
+        self._session = self._open(self._revision)
+        if self._closed:  # close() ran meanwhile (it does not take the mutex) and closed the session before
+            self._session.close()
 
     def deliver_to(self, sink: Callable[[list[KeyChange], int], None]) -> bool:
         with self._mutex:
@@ -148,6 +232,7 @@ class EtcdKeyStream(KeyStream):
         elif not failure.retryable:
             raise error
         self._failures += 1
+        self._asked = False  # a progress request on the stream that failed is answered by none
         if self._failures > self._client.settings.policy.attempts:
             raise errors.BackendUnavailableError(
                 f"etcd: the watch could not be re-established on any endpoint ({error})"
@@ -166,6 +251,9 @@ class EtcdKeyStream(KeyStream):
             wait = remaining
             if self._progress_interval > 0:
                 wait = self._progress_interval if wait is None else min(wait, self._progress_interval)
+            again = self._pursue() if self._wanted or self._wide else None
+            if again is not None:
+                wait = again if wait is None else min(wait, again)
             session = self._session
             try:
                 item = self._early if self._early is not None else session.responses.get(timeout=wait)
@@ -177,9 +265,12 @@ class EtcdKeyStream(KeyStream):
                 continue
             if self._closed:
                 return []
+            if isinstance(item, Wake):
+                continue
             if item is None or isinstance(item, BaseException):
                 self._reopen(item)
                 continue
+            before = self._revision
             with self._mutex:
                 try:
                     changes = self._handle(item)
@@ -193,8 +284,8 @@ class EtcdKeyStream(KeyStream):
                     if item.events:
                         sink(changes, self._revision)
                     return []
-            if changes:
-                return changes
+            if changes or self._revision > before:
+                return changes  # a revision moved on without a change (progress, other keys): a wait may be over
         return []
 
     def _handle(self, response: wire.WatchResponse) -> list[KeyChange]:
@@ -227,6 +318,9 @@ class EtcdKeyStream(KeyStream):
         if not response.events:
             # A progress notification: every change up to this revision was sent.
             self._revision = max(self._revision, response.header.revision)
+            if self._asked:
+                self._asked = False
+                self._next_ask = time.monotonic() + _REASK  # below the wait's revision: a member behind
             return []
         out = self._changes(response)
         # A response holds whole revisions, so its last event's revision is a safe resume point.

@@ -139,13 +139,13 @@ class _Follower(Follower):
                 break
             self._raise(item)
 
-    def _raise(self, item: wire.WatchResponse | BaseException | None) -> None:
+    def _raise(self, item: wire.WatchResponse | BaseException | object) -> None:
         self._session.close()
         if isinstance(item, Exception):
             raise item
         raise ConnectionError(f"the etcd watch ended: {item}")
 
-    def _changes(self, item: wire.WatchResponse | BaseException | None) -> list[tuple[str, bytes | None]]:
+    def _changes(self, item: wire.WatchResponse | BaseException | object) -> list[tuple[str, bytes | None]]:
         if not isinstance(item, wire.WatchResponse) or item.canceled:
             self._raise(item)
         assert isinstance(item, wire.WatchResponse)
