@@ -7,9 +7,9 @@ phase's instructions: on ``memory://``, single creates (the port built inside th
 bench does), CAS updates (``replace()`` and ``update()``), creates in transactions of 100 (built
 inside too), gets and deletes of the updated ports; on a fresh ``sqlite://`` file, one ``list()``
 of the table of ports; on a second fresh file (``?synchronous=normal``), single ``create`` of a
-logical switch and ``allocate_id`` (``count // 10`` of each: they commit one by one). Every phase is warmed first, outside collection. Runs of one build agree
-to well under 1 % (hashing seeded), which is why this counts instructions rather than timing a
-shared machine::
+logical switch and ``allocate_id`` (``count // 10`` of each: they commit one by one). Every phase
+is warmed first, outside collection. Runs of one build agree to well under 1 % (hashing seeded),
+which is why this counts instructions rather than timing a shared machine::
 
     python benchmarks/embedded_cg.py --a /work/main/src --b src --rounds 2
 """
