@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import nbdb
@@ -220,6 +220,58 @@ def test_history_is_a_namespace_s_own(url: str, trimmer: str) -> None:
             busy.watch(LogicalSwitch, since=recent).poll(1)
         page = quiet.list(LogicalSwitch, limit=5)  # a page looks back at the quiet one's log, kept whole
         assert sorted(s.name for s in page) == ["first", "last"]
+
+
+def test_commits_below_history_write_no_trim_row(url: str) -> None:
+    # The namespace's count was written with every commit (a statement and a WAL page each, +8 % of a
+    # create); the file's count bounds it, so nothing is written until a trim may be due.
+    with nbdb.connect(f"{url}?history=100&namespace=a") as db:
+        for i in range(20):
+            db.create(LogicalSwitch(name=f"s{i}"))
+        assert db.allocate_id("n") == 1
+    raw = sqlite3.connect(url.removeprefix("sqlite://"))
+    assert raw.execute("SELECT * FROM nbdb_trims").fetchall() == []
+    assert raw.execute("SELECT count(*) FROM nbdb_changes").fetchone()[0] == 42
+
+
+@settings(max_examples=15, deadline=None)
+@example(history=(8, 8), commits=[(2, 3)] * 3 + [(0, 1)] * 20 + [(1, 1)] * 5 + [(0, 2)] * 10)  # counted on, then not
+@given(
+    history=st.tuples(st.integers(min_value=8, max_value=20), st.integers(min_value=8, max_value=20)),
+    commits=st.lists(st.tuples(st.integers(min_value=0, max_value=2), st.integers(min_value=1, max_value=3)),
+                     max_size=60),
+)  # fmt: skip
+def test_each_namespace_keeps_its_history_and_no_more_across_connections(
+    tmp_path_factory: pytest.TempPathFactory, history: tuple[int, int], commits: list[tuple[int, int]]
+) -> None:
+    # Two backends of namespace a (two processes, each counting from the log since its own last commit)
+    # and one of b, committing in any order: each namespace keeps at least its history= of changes,
+    # and at most its bound (5/4 of it, or a commit's changes past it), whatever the others wrote.
+    path = tmp_path_factory.mktemp("trims") / "nb.db"
+    url = f"sqlite:///{path}?synchronous=normal"
+    backends = [
+        SqliteBackend.from_url(f"{url}&namespace=a&history={history[0]}"),
+        SqliteBackend.from_url(f"{url}&namespace=a&history={history[0]}"),
+        SqliteBackend.from_url(f"{url}&namespace=b&history={history[1]}"),
+    ]
+    raw = sqlite3.connect(path)
+    logged = {"a/": 0, "b/": 0}
+    try:
+        for n, (which, size) in enumerate(commits):
+            backend = backends[which]
+            prefix = backend.layout.prefix
+            assert backend.commit_keys([], {f"{prefix}o/{n}/{k}": b"v" for k in range(size)}, []) is not None
+            logged[prefix] += size
+            for other, h in zip(("a/", "b/"), history, strict=True):
+                kept = raw.execute(
+                    "SELECT count(*) FROM nbdb_changes WHERE key >= ? AND key < ?", (other, _upper(other))
+                ).fetchone()[0]
+                assert kept >= min(logged[other], h)
+                assert kept <= max(h * 5 // 4, h + 2)
+    finally:
+        raw.close()
+        for backend in backends:
+            backend.close()
 
 
 def test_a_file_of_nbdb_before_per_namespace_history_counts_on(url: str) -> None:

@@ -213,6 +213,15 @@ class _Connection:
             except sqlite3.Error as exc:
                 raise ERRORS.translate(exc) from None
 
+    def every(self, statement: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Every row of one statement, which runs as a transaction of its own."""
+        with self.lock:
+            self._same_file()
+            try:
+                return self.sql.execute(statement, args).fetchall()
+            except sqlite3.Error as exc:
+                raise ERRORS.translate(exc) from None
+
     def _same_file(self, every: bool = False) -> None:
         """Raise BackendUnavailableError if the path no longer names the file this connection has open.
 
@@ -426,6 +435,9 @@ class SqliteBackend(kv.KeyValueBackend):
         # a namespace named as one of those letters shares the keys of no namespace anyway).
         own = f"key GLOB '[{_family_letters()}]/*'" if not key_prefix else "key >= ? AND key < ?"
         self._own: tuple[str, tuple[str, ...]] = (own, (key_prefix, _upper(key_prefix)) if key_prefix else ())
+        self._tally: tuple[int, int, tuple[object, int]] | None = None
+        """This namespace's changes in the log as of a revision this backend committed, and the trim marks
+        (the namespace's, the file's) then: see _keep_history. None: not known (a commit of it rolled back)."""
         self.poll_interval = 0.01
         """Seconds between a watcher's looks for other processes' commits."""
         owned = None if shared is not None and shared.value is conn else conn
@@ -480,6 +492,14 @@ class SqliteBackend(kv.KeyValueBackend):
     def get_key(self, key: str) -> kv.KeyValue | None:
         row = self._conn.one("SELECT * FROM nbdb_keys WHERE key = ?", (key,))
         return None if row is None else kv.KeyValue(*row)
+
+    def get_keys(self, keys: Sequence[str]) -> list[kv.KeyValue | None]:
+        # One statement (``IN (...)``, one snapshot): an id counter and its mark cost one read, not two.
+        unique = list(dict.fromkeys(keys))
+        if len(unique) <= 1 or len(unique) > _BATCH:
+            return super().get_keys(keys)
+        found = {row[0]: kv.KeyValue(*row) for row in self._conn.every(_keys_statement(len(unique)), unique)}
+        return [found.get(key) for key in keys]
 
     topic_wildcard: ClassVar[bool] = True
 
@@ -536,8 +556,12 @@ class SqliteBackend(kv.KeyValueBackend):
         token: kv.CommitToken | None = None,
     ) -> int | None:
         # No commit tokens: SQLite answers every commit (or says it cannot know: CommitUnknownError).
-        with self._writer.transaction("IMMEDIATE") as sql:
-            revision = self._apply(sql, kv.KeyCommit(conditions, puts, deletes))
+        try:
+            with self._writer.transaction("IMMEDIATE") as sql:
+                revision = self._apply(sql, kv.KeyCommit(conditions, puts, deletes))
+        except BaseException:
+            self._tally = None  # counted in a transaction that may have been rolled back
+            raise
         if revision is not None:
             self._conn.signal.notify()
         return revision
@@ -563,15 +587,19 @@ class SqliteBackend(kv.KeyValueBackend):
                     except sqlite3.Error as exc:
                         if not sql.in_transaction:
                             raise  # nothing of the group is left to commit
+                        self._tally = None
                         sql.execute("ROLLBACK TO nbdb_commit")
                         outcomes.append(ERRORS.translate(exc))
                     except errors.CorruptRecordError as exc:  # a key of this commit's that another tool spoiled
+                        self._tally = None
                         sql.execute("ROLLBACK TO nbdb_commit")
                         outcomes.append(exc)
                     sql.execute("RELEASE nbdb_commit")
         except Exception:
+            self._tally = None  # counted in a transaction rolled back, or of an unknown outcome
             raise
         except BaseException as exc:
+            self._tally = None
             # Ctrl-C in the sending thread: SQLite knows whether the group committed (each commit's outcome
             # stands) or was rolled back (none applied: the other threads' commits are sent again).
             if not committed:
@@ -590,7 +618,8 @@ class SqliteBackend(kv.KeyValueBackend):
         changed, holds = partial(_changed_under, sql), partial(_lease_holds, sql, self.layout.lock)
         if not all(kvstore.condition_holds(c, stored, changed, holds) for c in conditions):
             return None
-        revision = _state(sql)[0] + 1
+        revision, file_compacted, file_changes = _state(sql)
+        revision += 1
         changes = kvstore.key_changes(stored, puts, deletes, revision)
         upserts = [(c.key, c.value, c.version, revision) for c in changes if c.value is not None]
         sql.executemany("INSERT OR REPLACE INTO nbdb_keys VALUES (?, ?, ?, ?)", upserts)
@@ -600,28 +629,47 @@ class SqliteBackend(kv.KeyValueBackend):
         sql.execute("UPDATE nbdb_state SET revision = ?, changes = changes + ?", (revision, len(log)))
         # ``history`` counts this namespace's changes and trims only them: the file-wide count let the
         # namespace of the smallest ``history=`` trim every other's (issue 12).
-        kept = self._count(sql, len(log), revision)
-        if kept > self._history * 5 // 4:  # trim in chunks: amortised O(1) per change
-            self._trim(sql, excess=kept - self._history)
+        self._keep_history(sql, revision, len(log), file_compacted, file_changes + len(log))
         return int(revision)
 
-    def _count(self, sql: sqlite3.Connection, logged: int, revision: int) -> int:
-        """Count ``logged`` more changes of this namespace's, at ``revision``; how many of its changes the log holds.
+    def _keep_history(self, sql: sqlite3.Connection, revision: int, logged: int, file_compacted: int,
+                      file_changes: int) -> None:  # fmt: skip
+        """Trim this namespace's changes once the log holds over ``history * 5 / 4`` of them, after a commit.
+
+        Nothing is written for it until a trim is due (a row written with every commit cost +8 % of a
+        create's instructions, a page more in the WAL): the namespace's changes are some of the file's,
+        which nbdb_state counts anyway, so while the file holds no more than the bound none is due. Above
+        it they are counted from the log itself: once, then only the rows logged since this backend's last
+        count (``_tally``, by revision through the log's primary key), so other processes' commits are
+        counted as its own are; recounted whole when the namespace's or the file's trim mark moved.
 
         A mark another writer spoiled (not whole numbers) is mended: the history before ``revision``
         is dropped (watchers behind it get HistoryGoneError and caches re-list, as
         :meth:`_compacted` tells them meanwhile), so every commit of the namespace does not fail for it.
         """
-        count = "INSERT INTO nbdb_trims VALUES (?, 0, ?) ON CONFLICT (prefix) DO UPDATE SET "
-        count += "changes = changes + excluded.changes RETURNING compacted, changes"
-        row = _with_trims(sql, count, (self.layout.prefix, logged)).fetchone()
-        if type(row[0]) is int and type(row[1]) is int and row[0] >= 0 and row[1] >= 0:
-            return int(row[1])
-        log.warning("sqlite: the trim mark of namespace %r was %r: dropping its history", self.layout.prefix, row)
-        self._drop(sql, revision - 1)
-        mended = "UPDATE nbdb_trims SET compacted = ?, changes = ? WHERE prefix = ?"
-        sql.execute(mended, (revision - 1, logged, self.layout.prefix))
-        return logged
+        row = _trims_row(sql, self.layout.prefix)
+        if row is not None and not (type(row[0]) is int and type(row[1]) is int and row[0] >= 0 and row[1] >= 0):
+            log.warning("sqlite: the trim mark of namespace %r was %r: dropping its history", self.layout.prefix, row)
+            self._tally = None
+            self._drop(sql, revision - 1)
+            mended = "UPDATE nbdb_trims SET compacted = ?, changes = ? WHERE prefix = ?"
+            sql.execute(mended, (revision - 1, logged, self.layout.prefix))
+            return
+        bound = self._history * 5 // 4  # trim in chunks: amortised O(1) per change
+        if file_changes <= bound:
+            return
+        marks = (None if row is None else row[0], file_compacted)
+        own, bounds = self._own
+        tally = self._tally
+        if tally is not None and tally[2] == marks and tally[1] < revision:
+            newer = f"SELECT count(*) FROM nbdb_changes WHERE revision > ? AND {own}"
+            count = tally[0] + sql.execute(newer, (tally[1], *bounds)).fetchone()[0]
+        else:
+            count = sql.execute(f"SELECT count(*) FROM nbdb_changes WHERE {own}", bounds).fetchone()[0]
+        self._tally = (count, revision, marks)
+        if count > bound:
+            self._tally = None  # the trim moves the mark: counted again when next due
+            self._trim(sql, excess=count - self._history)
 
     def _trim(self, sql: sqlite3.Connection, excess: int) -> None:
         """Drop this namespace's changes of whole commits from the log's start: at most ``excess``, ``history`` kept."""
@@ -773,9 +821,24 @@ def _select(sql: sqlite3.Connection, keys: Sequence[str]) -> dict[str, kv.KeyVal
     found: dict[str, kv.KeyValue] = {}
     for i in range(0, len(unique), _BATCH):
         chunk = unique[i : i + _BATCH]
-        rows = sql.execute(f"SELECT * FROM nbdb_keys WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-        found.update((row[0], kv.KeyValue(*row)) for row in rows)
+        found.update((row[0], kv.KeyValue(*row)) for row in sql.execute(_keys_statement(len(chunk)), chunk))
     return found
+
+
+_FEW = 16
+"""Keys up to which a read of several is one point read each (``UNION ALL``), not ``IN (...)``."""
+
+
+def _keys_statement(count: int) -> str:
+    """The statement reading ``count`` distinct keys of nbdb_keys (bound in order), ``SELECT *`` of each found.
+
+    SQLite builds a temporary b-tree of an ``IN (...)`` list of more than one value: for the two
+    keys of an id counter and its mark, or of a create, that cost more than the reads themselves
+    (a fresh page zeroed each time: 7.6 against 3.6 µs for two keys; even at 16).
+    """
+    if 1 < count <= _FEW:
+        return " UNION ALL ".join(["SELECT * FROM nbdb_keys WHERE key = ?"] * count)
+    return f"SELECT * FROM nbdb_keys WHERE key IN ({','.join('?' * count)})"
 
 
 def _family_letters() -> str:
@@ -789,6 +852,16 @@ def _family_letters() -> str:
     letters = {key.partition("/")[0] for key in keys}
     assert all(len(letter) == 1 and letter.isalpha() for letter in letters), letters
     return "".join(sorted(letters))
+
+
+def _trims_row(sql: sqlite3.Connection, prefix: str) -> Any:
+    """The namespace's row of nbdb_trims (compacted, changes), None if it has none (or the file no such table)."""
+    try:
+        return sql.execute("SELECT compacted, changes FROM nbdb_trims WHERE prefix = ?", (prefix,)).fetchone()
+    except sqlite3.OperationalError as exc:
+        if _NO_TRIMS not in str(exc):
+            raise
+        return None
 
 
 def _with_trims(sql: sqlite3.Connection, statement: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
