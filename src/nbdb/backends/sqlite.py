@@ -435,6 +435,8 @@ class SqliteBackend(kv.KeyValueBackend):
         # a namespace named as one of those letters shares the keys of no namespace anyway).
         own = f"key GLOB '[{_family_letters()}]/*'" if not key_prefix else "key >= ? AND key < ?"
         self._own: tuple[str, tuple[str, ...]] = (own, (key_prefix, _upper(key_prefix)) if key_prefix else ())
+        self._closed = False
+        """Set by :meth:`close`: a lock still being waited for gives up."""
         self._tally: tuple[int, int, tuple[object, int]] | None = None
         """This namespace's changes in the log as of a revision this backend committed, and the trim marks
         (the namespace's, the file's) then: see _keep_history. None: not known (a commit of it rolled back)."""
@@ -777,6 +779,12 @@ class SqliteBackend(kv.KeyValueBackend):
             yield handle
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
+        # Once closed, a lock() still waiting (without a timeout) in another thread gives up: sqlite://'s
+        # Databases of one namespace share one connection, which the first close leaves open, so that
+        # wait went on as long as the other holder held the lock (a file's closed connection raised
+        # "Cannot operate on a closed database").
+        if self._closed:
+            raise errors.BackendUnavailableError("sqlite: this Database is closed: the lock was not taken")
         now = time.time()  # the wall clock: the one clock every process of the host shares
         take = "INSERT INTO nbdb_leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
         take += f"expires = excluded.expires WHERE NOT {_TIMED} OR expires <= ? OR value = excluded.value"
@@ -800,6 +808,7 @@ class SqliteBackend(kv.KeyValueBackend):
 
     def close(self) -> None:
         """Close this backend's connection, and let go of what it shares with others in this process."""
+        self._closed = True
         self._let_go()
 
 
