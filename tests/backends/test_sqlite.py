@@ -275,13 +275,22 @@ def test_each_namespace_keeps_its_history_and_no_more_across_connections(
 
 
 def test_a_file_of_nbdb_before_per_namespace_history_counts_on(url: str) -> None:
-    # nbdb_trims is made by the first commit that needs it: a file without it is no damaged one.
+    # A file of nbdb's schema 1 (no nbdb_trims) is brought to schema 2 at its first connect, so nbdb of
+    # schema 1 refuses it from then on: that nbdb read only the file-wide trim mark, and a watcher of it
+    # started at a revision a namespace's own trim had dropped got the later changes, silently.
     with nbdb.connect(url) as db:
         db.create(LogicalSwitch(name="s0"))
     raw = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
     raw.execute("DROP TABLE nbdb_trims")
+    raw.execute("PRAGMA user_version=1")
     raw.close()
     with nbdb.connect(f"{url}?history=4") as db:
+        raw = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
+        try:
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert raw.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'nbdb_trims'").fetchone()[0] == 1
+        finally:
+            raw.close()
         assert [e.object.name for e in db.watch(LogicalSwitch, since=0).poll(1)] == ["s0"]
         for i in range(1, 6):
             db.create(LogicalSwitch(name=f"s{i}"))
