@@ -717,15 +717,10 @@ class SqliteBackend(kv.KeyValueBackend):
 
     def _compacted(self, sql: sqlite3.Connection, file_compacted: int) -> int:
         """The last revision whose changes of this namespace are trimmed: its own mark, or the file's if later."""
-        try:
-            row = sql.execute("SELECT compacted FROM nbdb_trims WHERE prefix = ?", (self.layout.prefix,)).fetchone()
-        except sqlite3.OperationalError as exc:
-            if _NO_TRIMS not in str(exc):
-                raise
-            row = None  # a file no commit of this nbdb has written yet
-        if row is None:
+        row = _trims_row(sql, self.layout.prefix)
+        if row is None:  # no trim of this namespace yet
             return file_compacted
-        if type(row[0]) is not int:  # another writer's: nothing before now is known kept (mended by _count)
+        if type(row[0]) is not int:  # another writer's: nothing before now is known kept (mended by _keep_history)
             return _state(sql)[0]
         return max(file_compacted, row[0])
 
