@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from nbdb import errors
-from nbdb.families.kv import Condition, Exists, KeyChange, KeyStream, KeyValue, LeaseHeld, VersionIs
+from nbdb.families.kv import Condition, Exists, KeyChange, KeyStream, KeyValue, LeaseHeld, VersionIs, WrittenAt
 
 __all__ = ["ChangeReader", "ChangeSignal", "PolledKeyStream", "condition_holds", "key_changes", "named_keys"]
 
@@ -39,12 +39,15 @@ def condition_holds(
         return condition.key in stored
     if isinstance(condition, LeaseHeld):
         return lease_holds(condition.name, condition.token)
+    if isinstance(condition, WrittenAt):
+        found = stored.get(condition.key)
+        return found is not None and found.mod_revision == condition.revision
     return not changed_under(condition.prefix, condition.revision)
 
 
 def named_keys(conditions: Sequence[Condition]) -> list[str]:
     """The keys whose stored values :func:`condition_holds` needs for these conditions."""
-    return [c.key for c in conditions if isinstance(c, VersionIs | Exists)]
+    return [c.key for c in conditions if isinstance(c, VersionIs | Exists | WrittenAt)]
 
 
 def key_changes(
