@@ -52,7 +52,6 @@ __all__ = [
     "committed_all",
     "freeze_lineage",
     "lineage_is_own",
-    "written_of",
     "may_hold_container",
     "model_for_table",
     "set_extra",
@@ -289,6 +288,12 @@ class Model(BaseModel):
     # reads them); the shared marker DECODED for a decoded copy, and for a
     # copy derived with replace() that changes none of its references or
     # unique values (its own values are the stored ones: derived on demand);
+    # a decoded copy whose record says which revision wrote it
+    # (nbdb.spi.Record.written) holds a dict of it alone ("_written"), a copy
+    # derived with replace() keeps its source's ("_written", or its source's
+    # "_revision"): update() and delete() send it with the version, so a copy
+    # of an object deleted and created again since is refused whatever its
+    # version (nbdb.spi.Put.expect_written);
     # for a copy returned by a write, a dict of the revision of its commit
     # ("_revision") alone: its own values are the stored ones too, and a
     # dict holding only an int is one CPython never tracks (the references it
@@ -482,9 +487,11 @@ class Model(BaseModel):
         else:
             lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
         if private and "version" not in changes:
-            written = written_of(private)
-            if written is not None:  # the revision that wrote the copy it comes from: its compare-and-swap checks it
-                lineage = {**lineage, "_written": written}
+            # The revision that wrote the copy it comes from (a write's result: its commit's; a decoded
+            # copy: its record's): its compare-and-swap checks it.
+            written = private.get("_revision") or private.get("_written")
+            if written is not None:
+                lineage = {"_written": written} if lineage is DECODED else {**lineage, "_written": written}
         object.__setattr__(new, "__pydantic_private__", lineage)
         if self.__pydantic_extra__:  # the fields of a newer model this copy was read with (see codec.encode)
             object.__setattr__(new, "__pydantic_extra__", self.__pydantic_extra__)
@@ -900,18 +907,6 @@ def _deep_stored_copy(self: Model, version: int, *, revision: int | None = None)
         except errors.ValidationError as exc:  # a value nbdb cannot freeze: refused before anything is written
             raise errors.ValidationError(f"{self.nbdb_table} {self.id}: field {name!r}: {exc}") from None
     return new
-
-
-def written_of(private: dict[str, Any]) -> int | None:
-    """The revision that wrote the stored copy whose ``__pydantic_private__`` is ``private`` (None: unknown).
-
-    A decoded copy keeps its record's (``_written``, see :attr:`nbdb.spi.Record.written`), a write's result
-    the revision of its commit (``_revision``), a copy derived with :meth:`Model.replace` its source's.
-    ``update`` and ``delete`` send it with the version (:attr:`nbdb.spi.Put.expect_written`): a copy of an
-    object deleted and created again since is refused even when the new object reached its version.
-    """
-    written = private.get("_written")
-    return private.get("_revision") if written is None else written
 
 
 def lineage_is_own(obj: Model) -> bool:

@@ -387,7 +387,8 @@ class MemoryStore:
             raise rules.topic_changed((op.table, op.id), current.topic, op.topic)
         if op.expect_version not in (ANY_VERSION, current.version):
             raise rules.stale((op.table, op.id), current.version, op.expect_version)
-        if rules.written_differs(op.expect_written, current[6]):
+        expected = op.expect_written  # (rules.written_differs, inline: every record here knows its revision)
+        if expected is not None and expected != current[6]:
             raise rules.recreated((op.table, op.id), current.version)
 
     def check(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOp], list[int]]:
