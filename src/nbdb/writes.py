@@ -72,7 +72,9 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
     written = None
     if expect_version:
         private = obj.__pydantic_private__
-        if private:  # the revision that wrote the copy: compared with its version (a write's result: its commit's, else its record's)
+        # The revision that wrote the copy (a write's result: its commit's; else its record's), compared with
+        # its version (see nbdb.spi.Put.expect_written).
+        if private:
             written = private.get("_revision") or private.get("_written")
         if lineage_is_own(obj):  # a stored copy, or one derived keeping its references and unique values
             old_refs, old_unique, fresh = refs, unique, False
@@ -185,7 +187,9 @@ def delete_of(obj: Model, if_exists: bool = False, lineage: bool = True) -> Dele
     instead of this copy deriving them from its fields (≈ 1 µs of a ≈ 10 µs delete).
     """
     private = obj.__pydantic_private__
-    written = (private.get("_revision") or private.get("_written")) if private else None  # a write's result: its commit's; else its record's
+    written = (
+        (private.get("_revision") or private.get("_written")) if private else None
+    )  # a write's result: its commit's; else its record's
     if not lineage:
         return _new_tuple(Delete, (obj.nbdb_table, obj.id, obj.topic, obj.version, None, if_exists, None, written))
     return _new_tuple(

@@ -357,7 +357,8 @@ class KeyLayout:
         if written:
             return [
                 _new_tuple(
-                    Record, (parts[1], id, None if parts[0] == no_topic else parts[0], row[2], row[1], None, row[3] or None)
+                    Record,
+                    (parts[1], id, None if parts[0] == no_topic else parts[0], row[2], row[1], None, row[3] or None),
                 )
                 for row, parts, id in zip(kept, heads, ids, strict=True)
             ]
