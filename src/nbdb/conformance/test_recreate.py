@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import nbdb
-from nbdb.conformance.kit import KitParent, eventually
+from nbdb.conformance.kit import KitChild, KitParent, KitWeakGroup, eventually
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
 
@@ -94,6 +94,23 @@ def test_stale_copy_of_deleted_object_is_refused_in_a_transaction(recreating: nb
     (result,) = txn.results
     assert result is not None
     assert db.update(result.replace(size=4)).version == 3
+
+
+def test_stale_weak_referrer_is_refused_when_its_transaction_drops_a_member(recreating: nbdb.Database) -> None:
+    # The transaction deletes a member of the stale copy: its update is planned again without that
+    # member, and that plan still names the write the caller's copy came from.
+    db = recreating
+    parent = db.create(KitParent(name="p"))
+    gone = db.create(KitChild(parent=parent.id, name="gone"))
+    first = db.create(KitWeakGroup(members=[gone.id]))
+    db.delete(first)
+    again = db.create(KitWeakGroup(id=first.id, members=[gone.id]))
+    with pytest.raises(nbdb.ConflictError):
+        with db.transaction() as txn:
+            txn.delete(gone)
+            txn.update(first.replace(pinned=gone.id))
+    assert db.get(KitWeakGroup, first.id) == again
+    assert db.get(KitChild, gone.id) == gone
 
 
 def test_cached_copy_of_deleted_object_cannot_write_the_new_one(recreating: nbdb.Database) -> None:
