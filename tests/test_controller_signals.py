@@ -56,19 +56,16 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
-def _stop_with(url: str, signum: int) -> subprocess.CompletedProcess[str]:
+def _signalled(script: str, args: list[str], ready: str, signum: int) -> subprocess.CompletedProcess[str]:
+    """Run ``script``, send it ``signum`` once it printed the line ``ready``, and wait for its end (bounded)."""
     env = {**os.environ, "PYTHONPATH": str(Path(nbdb.__file__).parents[1])}
     agent = subprocess.Popen(
-        [sys.executable, "-c", _AGENT, url, str(_TTL)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     try:
         assert agent.stdout is not None
         line = agent.stdout.readline()  # bounded by the test's timeout
-        assert line == "running\n", line + agent.stderr.read() if agent.stderr else line
+        assert line == f"{ready}\n", line + (agent.stderr.read() if agent.stderr else "")
         agent.send_signal(signum)
         out, err = agent.communicate(timeout=60)
     finally:
@@ -93,7 +90,7 @@ def test_a_signal_lets_the_running_reconcile_finish_and_gives_the_lock_back_at_o
         url = f"sqlite:///{tmp_path}/nb.db"
     else:
         url = f"{request.getfixturevalue('redis_url')}?namespace=sig{uuid.uuid4().hex[:8]}"
-    done = _stop_with(url, signum)
+    done = _signalled(_AGENT, [url, str(_TTL)], "running", signum)
     if signum == signal.SIGTERM:
         assert done.returncode == 0, (done.returncode, done.stderr)  # an exit, asked for: not a failure
     else:
@@ -148,3 +145,26 @@ def test_a_controller_started_off_the_main_thread_installs_nothing() -> None:
         thread.start()
         thread.join(30)
     assert seen == [before]
+
+
+_CLOSED_OFF_MAIN = textwrap.dedent(
+    """
+    import threading
+    import nbdb
+    from nbdb.models import LogicalSwitch
+
+    db = nbdb.connect("memory://")
+    controller = nbdb.run_controller(db.cache([LogicalSwitch]), lambda key, obj: None)
+    closer = threading.Thread(target=controller.close)  # closed off the main thread: the handler stays
+    closer.start()
+    closer.join(30)
+    print("closed", flush=True)
+    threading.Event().wait()
+    """
+)
+
+
+def test_a_signal_once_no_controller_runs_takes_the_default_action() -> None:
+    """The handler left behind (closed off the main thread, which cannot set handlers) acts as the default."""
+    done = _signalled(_CLOSED_OFF_MAIN, [], "closed", signal.SIGTERM)
+    assert done.returncode == -signal.SIGTERM, done.stderr
