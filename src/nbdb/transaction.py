@@ -185,7 +185,7 @@ class Transaction:
             # a new kind of step cannot slip through): ~40 ns a step.
             self._commit_puts()
             return
-        self._fold_mutates_into_creates()
+        folded = self._fold_mutates_into_creates()
         # Weak references to what the transaction deletes are dropped in its commit, as a plain delete
         # drops them (see Database.delete): from its own writes now, from the stored referrers once the
         # store refused the deletes for one (most targets have none: no referrers read first).
@@ -198,7 +198,7 @@ class Transaction:
             ops: list[WriteOp | Mutate] = []
             drops: list[Put] = []
             for step in steps:
-                if type(step) is _Step and step.onto is not None and step.onto.done:
+                if folded and type(step) is _Step and step.onto is not None and step.onto.done:
                     # Its create took the stored object (may_exist): the mutate applies to that one, as any.
                     model, _, add, remove = cast(
                         "tuple[type[Model], UUID, FieldMutation, FieldMutation]", step.mutation
@@ -302,7 +302,7 @@ class Transaction:
                     raise
                 log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
                 continue
-            for step in steps:
+            for step in steps if folded else ():
                 if type(step) is _Step and step.onto is not None:
                     step.result = step.onto.result  # folded into its create: what the create stored
             # A plain Put's value is its planned copy (typed ``object`` in the SPI): no cast() call per object.
@@ -416,7 +416,7 @@ class Transaction:
         # The stored state it replaces is the one the caller's write named, and so is its id's claim.
         return new._replace(old_refs=put.old_refs, old_unique=put.old_unique, fresh_id=put.fresh_id), copy
 
-    def _fold_mutates_into_creates(self) -> None:
+    def _fold_mutates_into_creates(self) -> bool:
         """Fold each mutate of an object this transaction creates into that create's write.
 
         The mutate applies to what the create leaves: the new object, so the create stores it with the
@@ -424,7 +424,7 @@ class Transaction:
         object instead, that object, rebased as any mutate (see :meth:`commit`). (Refused with a
         ValidationError before: the mutate's rebase read the store, where the new object was not yet.) A
         mutate queued before the create of its object is still a ValidationError: there was nothing to
-        mutate then.
+        mutate then. True if it folded one.
         """
         created: dict[RefKey, int] = {}
         for index, step in enumerate(self._steps):
@@ -432,7 +432,8 @@ class Transaction:
             if isinstance(op, Put) and op.expect_version == 0:
                 created.setdefault((op.table, op.id), index)
         if not created:
-            return
+            return False
+        folded = False
         for index, step in enumerate(self._steps):
             if type(step) is not _Step or step.mutation is None:
                 continue
@@ -451,9 +452,11 @@ class Transaction:
             put, planned = cast("Put", create.op), cast("Model", create.planned)
             new = mutate(planned, add, remove)  # validates the change, as a rebase would
             if new is not planned:
-                folded, copy = put_of(new, 0, put.ttl, self._context.deferred)
-                create.op, create.planned = folded._replace(fresh_id=put.fresh_id), copy
+                merged, copy = put_of(new, 0, put.ttl, self._context.deferred)
+                create.op, create.planned = merged._replace(fresh_id=put.fresh_id), copy
             step.onto, step.done = create, True
+            folded = True
+        return folded
 
     def _rebase(self, step: _Step) -> None:
         assert step.mutation is not None
