@@ -316,6 +316,9 @@ def _close_at_exit() -> None:
     callback still running is not waited for (its daemon thread ends with the interpreter; see ``EXITING``).
     """
     EXITING.set()
+    from nbdb.controller import stop_at_exit  # at run time: the controller module imports the cache's
+
+    stop_at_exit()  # first: their running reconciles finish against open Databases (bounded)
     for db in list(_OPEN):
         try:
             db.close()

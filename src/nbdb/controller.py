@@ -29,15 +29,25 @@ The rules, on top of the queue's (:mod:`nbdb.workqueue`):
   the program's end) stops the controller the same way, logged; so does its
   feed closing by any other path. :attr:`Controller.stopped` then says so,
   and ``wait_idle()`` is False: stopped is not idle.
+- **Signals and exit.** A controller started on the main thread while ``SIGTERM`` takes its default
+  action (ends the process, no exit hook run) turns ``SIGTERM`` into an exit (``SystemExit(0)`` raised in
+  the main thread, as Ctrl-C's ``KeyboardInterrupt`` is; likewise ``SIGINT`` where it was left to its
+  default action rather than Python's handler) until the last such controller is closed, which puts the
+  previous action back; a second signal meanwhile takes that action. At interpreter exit every
+  controller still running is closed (running reconciles finish, within :data:`STOP_AT_EXIT_SECONDS` in
+  all) before the Databases close and give their locks back. A handler the program set is left alone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, TypedDict, Unpack
 from uuid import UUID
 
@@ -275,6 +285,113 @@ class CacheQueue(WorkQueue[Key]):
         self.drop()
 
 
+STOP_AT_EXIT_SECONDS = 10.0
+"""How long the interpreter's exit waits, in all, for the reconciles still running (see :func:`stop_at_exit`)."""
+
+_RUNNING: weakref.WeakSet[Controller] = weakref.WeakSet()
+"""Controllers not closed yet (held weakly): closed at exit, and the ones the signal handlers stand for."""
+_PREVIOUS: dict[int, signal.Handlers] = {}
+"""The default action of each signal whose handler :func:`_stop_on_signals` installed, while it is installed.
+
+Read and written on the main thread only (the only one that may set a handler), so without a lock: the
+handler runs there too, between any two steps of the main thread, and waiting for a lock the main thread
+held would never end."""
+_EXITS: dict[int, Callable[[], BaseException]] = {
+    signal.SIGTERM: lambda: SystemExit(0),
+    signal.SIGINT: KeyboardInterrupt,
+}
+"""What each handled signal raises in the main thread: SIGTERM an exit, SIGINT what Python's own handler raises."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """A handled signal while a controller runs: raised in the main thread as an exit, which unwinds.
+
+    Its ``with`` blocks close (a controller's lets its running reconciles finish, a lock's gives it back),
+    then the exit hooks stop the controllers still running and close the Databases (:func:`stop_at_exit`).
+    (Python's default action for SIGTERM ended the process without any of it: the successor waited a
+    lock's ttl, and the reconciles running were cut off.) The previous action is put back first, so that
+    a second signal takes it (ends the process at once); with no controller running any more it is taken
+    for this one too.
+    """
+    running = any(not c.stopped for c in list(_RUNNING))
+    previous = _PREVIOUS.get(signum, signal.SIG_DFL)
+    _restore_signals()
+    if not running:
+        signal.signal(signum, previous)  # restored already (unless the table was lost): never this handler again
+        signal.raise_signal(signum)  # the previous (default) action, as if the handler had never been set
+        return
+    log.warning("signal %d: stopping the controllers and closing the Databases (exit)", signum)
+    raise _EXITS[signum]()
+
+
+def _stop_on_signals() -> None:
+    """Install :func:`_on_signal` for each signal left to its default action, from the main thread only.
+
+    A handler the program set (Python's own for SIGINT included) is left alone, and so is every signal
+    when called from another thread (where Python cannot set one).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _EXITS:
+        if signum in _PREVIOUS:
+            continue
+        try:
+            if signal.getsignal(signum) is not signal.SIG_DFL:
+                continue
+            signal.signal(signum, _on_signal)
+        except (ValueError, OSError):  # not the main interpreter, or a signal this platform cannot catch
+            continue
+        _PREVIOUS[signum] = signal.SIG_DFL
+
+
+def _restore_signals() -> None:
+    """Put back the previous action of each signal :func:`_stop_on_signals` handles (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, previous in list(_PREVIOUS.items()):
+        try:
+            if signal.getsignal(signum) is _on_signal:  # unless the program set another since
+                signal.signal(signum, previous)
+        except (ValueError, OSError):
+            continue
+        _PREVIOUS.pop(signum, None)
+
+
+def stop_at_exit() -> None:
+    """Close every controller still running (called by the exit hook before the Databases close).
+
+    Each stops as :meth:`Controller.close` stops it: no new reconcile, the running ones finish (not one
+    stopped already, by its cache's or Database's close). The
+    wait is bounded, :data:`STOP_AT_EXIT_SECONDS` in all: a reconcile still running then is left to its
+    daemon thread, which ends with the interpreter. (At exit, the Databases closed under running
+    reconciles, which failed on the closed Database: the work in flight was cut off.)
+    """
+    deadline = time.monotonic() + STOP_AT_EXIT_SECONDS
+    # Not one stopped already (its cache or Database closed): a reconcile it still runs works on a closed
+    # Database, and is no work to wait for (a test's that never returns held every exit 10 s).
+    running = [c for c in list(_RUNNING) if not c.stopped]
+    for controller in running:  # all first: none starts a reconcile while the exit waits for another's
+        try:
+            controller.queue.shutdown()
+        except Exception:
+            log.warning("stopping %r at exit failed", controller, exc_info=True)
+    for controller in running:
+        try:
+            if not controller.close(max(0.0, deadline - time.monotonic())):
+                log.warning("%s: a reconcile still ran at exit: left to end with the interpreter", controller.name)
+        except Exception:
+            log.warning("stopping %r at exit failed", controller, exc_info=True)
+
+
+def _forget_in_child() -> None:
+    """A forked child has none of its parent's worker threads: its exit must not wait for them."""
+    _RUNNING.clear()  # (the handlers stay, with what they restore: with nothing running, a signal takes that)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 MAX_WORKERS = 1024
 """Worker threads a controller may start: ``workers=10**6`` started threads until the process could start
 no more (minutes, then a RuntimeError out of the constructor with the threads left running)."""
@@ -321,6 +438,8 @@ class Controller:
         ]
         for thread in self._threads:
             thread.start()
+        _RUNNING.add(self)
+        _stop_on_signals()
 
     def __repr__(self) -> str:
         return f"<nbdb.Controller {self.name} workers={len(self._threads)} reconciled={self.reconciled}>"
@@ -419,8 +538,15 @@ class Controller:
         return self.queue.wait_idle(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Stop: no new keys, running reconciles finish, the rest is dropped; False if a worker is still busy."""
+        """Stop: no new keys, running reconciles finish, the rest is dropped; False if a worker is still busy.
+
+        The last running controller's close (on the main thread) puts back the signals' previous actions
+        (see the module docstring).
+        """
         self.queue.shutdown()
+        _RUNNING.discard(self)
+        if not any(not c.stopped for c in list(_RUNNING)):
+            _restore_signals()
         timeout = timeout_of(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:

@@ -42,6 +42,10 @@ class _Step:
     result: Model | None = None
     done: bool = False
     """Settled without a write (the object existed, or was already gone)."""
+    onto: _Step | None = None
+    """A mutate of an object this transaction creates: the create's step, whose write it was folded into
+    (its result is the create's), until a ``may_exist`` create takes a stored object
+    (see :meth:`Transaction._fold_mutates_into_creates`)."""
 
 
 def _members_of(given: object) -> list[object]:
@@ -105,7 +109,12 @@ class Transaction:
         ``may_exist``: if an object of the same topic already holds one of its
         unique values, or is stored under its id, take that object instead (its
         stored copy is the result); one of another topic fails the commit
-        (UniqueViolationError, or ConflictError for its id).
+        (UniqueViolationError, or ConflictError for its id). A later :meth:`mutate` of it applies to
+        what the create leaves (the new object or the one taken).
+
+        The copy returned is the plan, frozen and never rewritten by the commit: ``results`` holds what
+        was stored (with a later mutate's members, the object taken, or without a weak reference the
+        commit dropped).
         """
         if self._finished is not None:
             self._refuse()
@@ -116,7 +125,11 @@ class Transaction:
         return planned
 
     def update(self, obj: M) -> M:
-        """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
+        """Queue a compare-and-swap update of ``obj`` (against ``obj.version``).
+
+        Returns the copy it plans to store; ``results`` holds what was stored (without a weak reference
+        to an object the transaction deletes, which the commit drops).
+        """
         if self._finished is not None:
             self._refuse()
         obj = self._context.checked_stored(obj)
@@ -172,7 +185,7 @@ class Transaction:
             # a new kind of step cannot slip through): ~40 ns a step.
             self._commit_puts()
             return
-        self._refuse_mutating_a_create()
+        folded = self._fold_mutates_into_creates()
         # Weak references to what the transaction deletes are dropped in its commit, as a plain delete
         # drops them (see Database.delete): from its own writes now, from the stored referrers once the
         # store refused the deletes for one (most targets have none: no referrers read first).
@@ -185,6 +198,13 @@ class Transaction:
             ops: list[WriteOp | Mutate] = []
             drops: list[Put] = []
             for step in steps:
+                if folded and type(step) is _Step and step.onto is not None and step.onto.done:
+                    # Its create took the stored object (may_exist): the mutate applies to that one, as any.
+                    model, _, add, remove = cast(
+                        "tuple[type[Model], UUID, FieldMutation, FieldMutation]", step.mutation
+                    )
+                    step.mutation = (model, cast("Model", step.onto.result).id, add, remove)
+                    step.onto, step.done = None, False
                 if isinstance(step, Put):
                     live.append(step)
                     ops.append(step)
@@ -282,6 +302,9 @@ class Transaction:
                     raise
                 log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
                 continue
+            for step in steps if folded else ():
+                if type(step) is _Step and step.onto is not None:
+                    step.result = step.onto.result  # folded into its create: what the create stored
             # A plain Put's value is its planned copy (typed ``object`` in the SPI): no cast() call per object.
             if results:
                 self.results = [results.get(id(s), s.value) if isinstance(s, Put) else s.result for s in steps]  # type: ignore[arg-type]
@@ -393,27 +416,47 @@ class Transaction:
         # The stored state it replaces is the one the caller's write named, and so is its id's claim.
         return new._replace(old_refs=put.old_refs, old_unique=put.old_unique, fresh_id=put.fresh_id), copy
 
-    def _refuse_mutating_a_create(self) -> None:
-        """ValidationError if a mutate targets an object this transaction creates (one step per object).
+    def _fold_mutates_into_creates(self) -> bool:
+        """Fold each mutate of an object this transaction creates into that create's write.
 
-        Its rebase read the store, where the object is not yet: a NotFoundError saying it "does not
-        exist", of an object the caller had just created (the same transaction's).
+        The mutate applies to what the create leaves: the new object, so the create stores it with the
+        members (one write, its result the create's); or, once a ``may_exist`` create took the stored
+        object instead, that object, rebased as any mutate (see :meth:`commit`). (Refused with a
+        ValidationError before: the mutate's rebase read the store, where the new object was not yet.) A
+        mutate queued before the create of its object is still a ValidationError: there was nothing to
+        mutate then. True if it folded one.
         """
-        created = {
-            (op.table, op.id)
-            for op in (s if isinstance(s, Put) else s.op for s in self._steps)
-            if isinstance(op, Put) and op.expect_version == 0
-        }
+        created: dict[RefKey, int] = {}
+        for index, step in enumerate(self._steps):
+            op = step if isinstance(step, Put) else step.op
+            if isinstance(op, Put) and op.expect_version == 0:
+                created.setdefault((op.table, op.id), index)
         if not created:
-            return
-        for step in self._steps:
-            if type(step) is _Step and step.mutation is not None:
-                model, uid = step.mutation[0], step.mutation[1]
-                if (model.nbdb_table, uid) in created:
-                    raise errors.ValidationError(
-                        f"{model.nbdb_table} {uid} appears twice in one transaction (created, then mutated):"
-                        " create it with those members instead"
-                    )
+            return False
+        folded = False
+        for index, step in enumerate(self._steps):
+            if type(step) is not _Step or step.mutation is None:
+                continue
+            model, uid, add, remove = step.mutation
+            at = created.get((model.nbdb_table, uid))
+            if at is None:
+                continue
+            if at > index:
+                raise errors.ValidationError(
+                    f"{model.nbdb_table} {uid} is mutated before this transaction creates it:"
+                    " queue the mutate after the create, or create it with those members"
+                )
+            create = self._steps[at]
+            if isinstance(create, Put):  # a plain create: a step of its own now, to hold what it stores
+                create = self._steps[at] = _Step(create, cast("Model", create.value))
+            put, planned = cast("Put", create.op), cast("Model", create.planned)
+            new = mutate(planned, add, remove)  # validates the change, as a rebase would
+            if new is not planned:
+                merged, copy = put_of(new, 0, put.ttl, self._context.deferred)
+                create.op, create.planned = merged._replace(fresh_id=put.fresh_id), copy
+            step.onto, step.done = create, True
+            folded = True
+        return folded
 
     def _rebase(self, step: _Step) -> None:
         assert step.mutation is not None
