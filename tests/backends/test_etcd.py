@@ -1847,6 +1847,26 @@ def test_a_wait_for_a_commit_the_cache_follows_leaves_its_stream_alone(
         assert swaps == []
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_wait_for_a_commit_outside_the_namespace_ends_once_the_store_passed_it(
+    etcd_server: EtcdServer,  # noqa: F811
+    shared: bool,
+) -> None:
+    # Another namespace's commit writes no key this namespace's widest watch sees: on servers without safe
+    # progress requests (3.4.23) the wait ended only at the next commit of the namespace or the 10-minute
+    # progress notification, so wait_for said False at its timeout.
+    with _connect(etcd_server.url) as db, _connect(etcd_server.url) as other:
+        with db.cache(KitParent, topics=["a"], shared=shared) as cache:
+            assert cache.wait_synced(10)
+            elsewhere = other.create(KitParent(name="x", topic="a"))
+            started = time.monotonic()
+            assert cache.wait_for(int(elsewhere.nbdb_revision), 3)  # type: ignore[arg-type]
+            assert time.monotonic() - started < 1.5
+            assert cache.list(KitParent) == []
+            mine = db.create(KitParent(name="a1", topic="a"))  # the stream goes on, in order
+            assert cache.wait_for(mine, 3) and [p.name for p in cache.list(KitParent)] == ["a1"]
+
+
 def test_a_wait_for_a_commit_the_cache_does_not_follow_ends_on_a_cluster(etcd_cluster: EtcdServer) -> None:  # noqa: F811
     _wait_healthy(etcd_cluster)
     namespace = _ns()

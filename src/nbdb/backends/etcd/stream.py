@@ -32,6 +32,11 @@ _ASK_FOR = 2.0
 """How long after a :meth:`EtcdKeyStream.reach` the stream asks again for progress while a member lags behind it."""
 _REASK = 0.01
 """The pause before asking again after a progress notification below the revision wanted (a member behind)."""
+_MARK_AFTER = 0.25
+"""How long a wide watch may stay behind a wait before the stream writes the namespace's progress mark (older
+servers): a commit of the namespace brings it there within etcd's 100 ms sync of a watcher opened from the past."""
+_MARK_KEY = "w/mark"
+"""The key, under the backend's namespace and outside every table's prefix, of the progress mark."""
 _WIDE_LINGER = 1.0
 """How long the whole namespace stays watched after the last wait it served, before the watch narrows again."""
 _WIDE_FOR = 30.0
@@ -94,6 +99,12 @@ class EtcdKeyStream(KeyStream):
         self._wide_until = 0.0
         self._served = 0.0
         """When the wide watch last reached what a wait wanted."""
+        self._widened = 0.0
+        """When the watch last became wide."""
+        self._mark_key = (backend.key_prefix + _MARK_KEY).encode()
+        self._marked = 0
+        """The highest wanted revision a progress mark was written for (older servers, see :meth:`_mark`)."""
+        self._mark_due = False
         self._revision = since
         self._closed = False
         self._failures = 0
@@ -170,14 +181,41 @@ class EtcdKeyStream(KeyStream):
             if behind and now < self._wide_until:
                 if not self._wide:
                     self._swap(wide=True)
+                    self._widened = now
                 self._served = now
-                return None
+                if self._marked >= self._wanted:
+                    return None
+                if now - self._widened < _MARK_AFTER:
+                    return self._widened + _MARK_AFTER - now
+                self._marked = self._wanted  # once a revision: a mark below it (past the store) is not repeated
+                self._mark_due = True
+                return 0.0
             if not self._wide:
                 return None
             if now - self._served < _WIDE_LINGER:
                 return self._served + _WIDE_LINGER - now
             self._swap(wide=False)
             return None
+
+    def _mark(self) -> None:
+        """Write the namespace's progress mark (older servers, a wide watch still behind a wait).
+
+        A revision no commit of the namespace passes — another namespace's commit, another program's —
+        moves no watcher of it: the wait ended only at the namespace's next commit or the 10-minute
+        progress notification (False at its timeout). The mark is a commit of the namespace, after the
+        awaited one when the store had passed it: its event comes on the wide watch (one watcher: in
+        order, after every event before it), moves the resume point past the awaited revision, and is
+        dropped here like any key outside the prefixes. A write the server refuses (a read-only user)
+        leaves the wait as it was.
+        """
+        self._mark_due = False
+        try:
+            header, _, _, _ = self._client.txn(wire.txn_request([], [wire.request_put(self._mark_key, b"")]))
+        except errors.NbdbError as exc:
+            log.info("etcd watch: could not write the progress mark %r (%s); the wait ends at the namespace's "
+                     "next commit or a progress notification", self._mark_key, exc)
+            return
+        log.debug("etcd watch: progress mark at revision %d", header.revision)
 
     def _swap(self, wide: bool) -> None:
         """Watch the whole namespace (or only the prefixes again) from the revision reached (under the mutex)."""
@@ -264,6 +302,8 @@ class EtcdKeyStream(KeyStream):
             if self._progress_interval > 0:
                 wait = self._progress_interval if wait is None else min(wait, self._progress_interval)
             again = self._pursue() if self._wanted or self._wide else None
+            if self._mark_due:
+                self._mark()
             if again is not None:
                 wait = again if wait is None else min(wait, again)
             session = self._session
