@@ -200,17 +200,17 @@ def test_a_watch_below_its_resume_point_is_not_resumed_unchecked_when_the_read_f
         ahead = backend.current_revision() + 50  # a resume point this store never reached: it lost data
         reads = 0
 
-        def unreachable() -> int:
+        def unreachable() -> Any:
             nonlocal reads
             reads += 1
             raise errors.BackendUnavailableError("injected: the linearizable read reached no quorum")
 
-        backend.revision_now = unreachable  # type: ignore[method-assign]
+        backend.header_now = unreachable  # type: ignore[method-assign]
         try:
             with pytest.raises(errors.BackendUnavailableError, match="opening it again"):
                 _watch_once(backend, ahead)
         finally:
-            del backend.revision_now
+            del backend.header_now
         assert reads == 1
         with pytest.raises(errors.HistoryGoneError):  # the read answers again: the check decides
             _watch_once(backend, ahead)
@@ -1447,8 +1447,11 @@ def _routers_in_topics(db: nbdb.Database, count: int, prefix: str = "t-") -> lis
 @pytest.mark.timeout(120)
 def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
     custom_etcd: Callable[..., EtcdServer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A list that prunes the registry writes; a user with read rights only still lists (the prune is best effort)."""
+    """A list that prunes the registry writes; a user with read rights only still lists (the prune is best effort).
+    Its cache's wait for a revision outside the namespace cannot write the progress mark: it ends at its
+    timeout, as before the mark, and the stream goes on."""
     from nbdb.models.ovn import LogicalRouter
 
     server = custom_etcd([])
@@ -1471,6 +1474,19 @@ def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
         page = reader.list(LogicalRouter, limit=3)
         rest = reader.list(LogicalRouter, limit=3, after=page.continue_token)
         assert len(page) + len(rest) == 4
+        with (
+            reader.cache(LogicalRouter, topics=["t-39"]) as cache,
+            _connect(f"etcd://root:rootpw@{address}", namespace=namespace) as root,
+            _connect(f"etcd://root:rootpw@{address}") as elsewhere,
+        ):
+            assert cache.wait_synced(10)
+            outside = elsewhere.create(KitParent(name="x"))
+            caplog.set_level(logging.INFO, logger=etcd_stream.__name__)
+            assert not cache.wait_for(int(outside.nbdb_revision), 0.6)  # type: ignore[arg-type]
+            assert any("could not write the progress mark" in r.getMessage() for r in caplog.records)
+            made = root.create(LogicalRouter(name="lr-new", topic="t-39"))
+            assert cache.wait_for(int(made.nbdb_revision), 5)  # type: ignore[arg-type]
+            assert sorted(r.name for r in cache.list(LogicalRouter)) == ["lr-39", "lr-new"]
 
 
 def _prune_all_but_four(db: nbdb.Database, made: list[Any], per: int) -> list[KeyValue]:

@@ -77,7 +77,7 @@ class EtcdKeyStream(KeyStream):
 
     def __init__(self, backend: EtcdBackend, prefixes: Sequence[str], since: int) -> None:
         self._client = backend.client
-        self._revision_now = backend.revision_now
+        self._header_now = backend.header_now
         self._prefixes = tuple(prefixes)
         encoded = [p.encode() for p in prefixes] or [backend.key_prefix.encode()]
         self._start = min(encoded)
@@ -106,6 +106,8 @@ class EtcdKeyStream(KeyStream):
         """The highest wanted revision a progress mark was written for (older servers, see :meth:`_mark`)."""
         self._mark_due = False
         self._revision = since
+        self._term = 0
+        """The highest raft term of a response of this stream: a cluster never lowers it (see :meth:`_check_store`)."""
         self._closed = False
         self._failures = 0
         self._reauthenticated = False
@@ -255,6 +257,7 @@ class EtcdKeyStream(KeyStream):
                         session.pending += 1
                         return False
                     self._revision = revision
+                    self._term = max(self._term, response.header.raft_term)
                     self._failures = 0
                     self._last_heard = time.monotonic()
                     return True
@@ -362,11 +365,14 @@ class EtcdKeyStream(KeyStream):
                     return []
                 raise errors.AuthError(f"etcd refused the watch: {reason}")
             raise errors.BackendUnavailableError(f"etcd cancelled the watch: {reason}")
+        header = response.header
         if response.created:
             self._reauthenticated = False
-            if response.header.revision < self._revision:
-                self._check_not_ahead(response.header.revision)
+            if header.revision < self._revision or header.raft_term < self._term:
+                self._check_store(header)
+            self._term = max(self._term, header.raft_term)
             return []
+        self._term = max(self._term, header.raft_term)
         if not response.events:
             # A progress notification: every change up to this revision was sent.
             self._revision = max(self._revision, response.header.revision)
@@ -379,28 +385,40 @@ class EtcdKeyStream(KeyStream):
         self._revision = max(self._revision, response.events[-1].kv.mod_revision)
         return out
 
-    def _check_not_ahead(self, member: int) -> None:
-        """HistoryGoneError if the store is below this watch's resume point (it lost data).
+    def _check_store(self, member: wire.Header) -> None:
+        """HistoryGoneError if the store is not the one this watch followed (it lost data).
 
         A watch reopened after a member lost its disk (or a restore from an older snapshot) was served
         from a revision the new store had not reached: etcd waits for it, then delivers what comes after,
         and the first commits of the new history were lost without a word (the rule a watch opened ahead
         of the store keeps: HistoryGoneError). The member that confirmed the watcher said it stands below
-        (``member``); a lagging follower may too, so a linearizable read decides. A read that fails
-        decides nothing, and going on would skip the new history's first commits if the store did go
-        back: BackendUnavailableError, so the consumer opens the watch again and this check runs again.
+        (``member.revision``). A watch reopened only once the new store had passed the resume point (a
+        watch nobody polled meanwhile) sees no such revision, but the new cluster's raft term starts low,
+        and a cluster never lowers its own: a term below the highest this stream saw tells it. A lagging
+        member may say either (a follower behind, a term it has not heard of yet), so a linearizable read
+        decides: the member that serves it has heard from the current leader. A read that fails decides
+        nothing, and going on would skip the new history's first commits if the store did go back:
+        BackendUnavailableError, so the consumer opens the watch again and this check runs again.
         """
         try:
-            now = self._revision_now()
+            now = self._header_now()
         except errors.NbdbError as exc:
             raise errors.BackendUnavailableError(
-                f"etcd: the watch was confirmed at revision {member}, below its resume point {self._revision}, "
-                f"and the read that tells whether the store lost data failed ({exc}); opening it again"
+                f"etcd: the watch was confirmed at revision {member.revision}, term {member.raft_term}, below its "
+                f"resume point {self._revision} or term {self._term}, and the read that tells whether the store "
+                f"lost data failed ({exc}); opening it again"
             ) from exc
-        if now < self._revision:
+        if now.revision < self._revision:
             raise errors.HistoryGoneError(
-                f"etcd is at revision {now} (the member serving the watch at {member}), below this watch's "
-                f"{self._revision}: the store lost data (a member restarted without its disk, a restore); list again"
+                f"etcd is at revision {now.revision} (the member serving the watch at {member.revision}), below "
+                f"this watch's {self._revision}: the store lost data (a member restarted without its disk, a "
+                "restore); list again"
+            )
+        if now.raft_term < self._term:
+            raise errors.HistoryGoneError(
+                f"etcd's raft term is {now.raft_term}, below the {self._term} this watch saw (a cluster never "
+                "lowers it): another store, one that lost data (a member restarted without its disk, a restore); "
+                "list again"
             )
 
     def _changes(self, response: wire.WatchResponse) -> list[KeyChange]:
