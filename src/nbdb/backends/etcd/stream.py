@@ -214,8 +214,12 @@ class EtcdKeyStream(KeyStream):
         try:
             header, _, _, _ = self._client.txn(wire.txn_request([], [wire.request_put(self._mark_key, b"")]))
         except errors.NbdbError as exc:
-            log.info("etcd watch: could not write the progress mark %r (%s); the wait ends at the namespace's "
-                     "next commit or a progress notification", self._mark_key, exc)
+            log.info(
+                "etcd watch: could not write the progress mark %r (%s); the wait ends at the namespace's "
+                "next commit or a progress notification",
+                self._mark_key,
+                exc,
+            )
             return
         log.debug("etcd watch: progress mark at revision %d", header.revision)
 
