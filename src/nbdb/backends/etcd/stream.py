@@ -107,7 +107,9 @@ class EtcdKeyStream(KeyStream):
         self._mark_due = False
         self._revision = since
         self._term = 0
-        """The highest raft term of a response of this stream: a cluster never lowers it (see :meth:`_check_store`)."""
+        """The highest raft term of a confirmation or events of this stream: a cluster never lowers it (see
+        :meth:`_check_store`). Not a progress notification's: a member cut off from its leader may send one
+        at a term it campaigned at (etcd 3.4 without pre-vote), which the cluster may never reach."""
         self._closed = False
         self._failures = 0
         self._reauthenticated = False
@@ -376,7 +378,6 @@ class EtcdKeyStream(KeyStream):
                 self._check_store(header)
             self._term = max(self._term, header.raft_term)
             return []
-        self._term = max(self._term, header.raft_term)
         if not response.events:
             # A progress notification: every change up to this revision was sent.
             self._revision = max(self._revision, response.header.revision)
@@ -387,6 +388,7 @@ class EtcdKeyStream(KeyStream):
         out = self._changes(response)
         # A response holds whole revisions, so its last event's revision is a safe resume point.
         self._revision = max(self._revision, response.events[-1].kv.mod_revision)
+        self._term = max(self._term, header.raft_term)
         return out
 
     def _check_store(self, member: wire.Header) -> None:
