@@ -67,12 +67,13 @@ class EtcdKeyStream(KeyStream):
     commonest wait is for a commit the stream follows, whose event is on its way),
     then acts. On a server that orders requested notifications after pending
     events (:func:`~nbdb.backends.etcd.client.safe_progress_requests`) it asks for
-    one. On older servers (Debian 12's 3.4.23) a requested
-    notification is no proof, so the stream watches the backend's whole namespace
-    instead, from the revision it reached (one watcher again: in order, nothing
-    skipped, the other keys dropped here), until it has passed the revision — the
-    commit's own event brings it there — and narrows again after
-    :data:`_WIDE_LINGER` seconds without a wait.
+    one. On older servers (Debian 12's 3.4.23) a requested notification is no
+    proof, so the stream watches the backend's whole namespace instead, from the
+    revision it reached (one watcher again: in order, nothing skipped, the other
+    keys dropped here), until it has passed the revision — the commit's own event
+    brings it there, or, for a commit outside the namespace, the progress mark
+    (:meth:`_mark`) — and narrows again after :data:`_WIDE_LINGER` seconds without
+    a wait.
     """
 
     def __init__(self, backend: EtcdBackend, prefixes: Sequence[str], since: int) -> None:
