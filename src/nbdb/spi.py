@@ -345,9 +345,11 @@ class RecordStream(ABC):
         Optional, called from any thread, returns at once. A stream whose
         ``revision`` moves only with the changes it delivers, or at the server's
         rare progress notifications (etcd), does what makes it learn, soundly,
-        that it has delivered every change up to ``revision`` (etcd: asks for a
-        progress notification, or watches wider for a while). The default does
-        nothing: the other streams' revisions follow the store's on their own.
+        that it has delivered every change up to ``revision`` (etcd: once the
+        wait outlasts a short grace, asks for a progress notification, or
+        watches wider for a while). It is told at once, and when to act is its
+        own policy. The default does nothing: the other streams' revisions
+        follow the store's on their own.
         """
         return
 

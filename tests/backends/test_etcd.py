@@ -200,17 +200,17 @@ def test_a_watch_below_its_resume_point_is_not_resumed_unchecked_when_the_read_f
         ahead = backend.current_revision() + 50  # a resume point this store never reached: it lost data
         reads = 0
 
-        def unreachable() -> int:
+        def unreachable() -> Any:
             nonlocal reads
             reads += 1
             raise errors.BackendUnavailableError("injected: the linearizable read reached no quorum")
 
-        backend.revision_now = unreachable  # type: ignore[method-assign]
+        backend.header_now = unreachable  # type: ignore[method-assign]
         try:
             with pytest.raises(errors.BackendUnavailableError, match="opening it again"):
                 _watch_once(backend, ahead)
         finally:
-            del backend.revision_now
+            del backend.header_now
         assert reads == 1
         with pytest.raises(errors.HistoryGoneError):  # the read answers again: the check decides
             _watch_once(backend, ahead)
@@ -1447,8 +1447,11 @@ def _routers_in_topics(db: nbdb.Database, count: int, prefix: str = "t-") -> lis
 @pytest.mark.timeout(120)
 def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
     custom_etcd: Callable[..., EtcdServer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A list that prunes the registry writes; a user with read rights only still lists (the prune is best effort)."""
+    """A list that prunes the registry writes; a user with read rights only still lists (the prune is best effort).
+    Its cache's wait for a revision outside the namespace cannot write the progress mark: it ends at its
+    timeout, as before the mark, and the stream goes on."""
     from nbdb.models.ovn import LogicalRouter
 
     server = custom_etcd([])
@@ -1471,6 +1474,19 @@ def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
         page = reader.list(LogicalRouter, limit=3)
         rest = reader.list(LogicalRouter, limit=3, after=page.continue_token)
         assert len(page) + len(rest) == 4
+        with (
+            reader.cache(LogicalRouter, topics=["t-39"]) as cache,
+            _connect(f"etcd://root:rootpw@{address}", namespace=namespace) as root,
+            _connect(f"etcd://root:rootpw@{address}") as elsewhere,
+        ):
+            assert cache.wait_synced(10)
+            outside = elsewhere.create(KitParent(name="x"))
+            caplog.set_level(logging.INFO, logger=etcd_stream.__name__)
+            assert not cache.wait_for(int(outside.nbdb_revision), 0.6)  # type: ignore[arg-type]
+            assert any("could not write the progress mark" in r.getMessage() for r in caplog.records)
+            made = root.create(LogicalRouter(name="lr-new", topic="t-39"))
+            assert cache.wait_for(int(made.nbdb_revision), 5)  # type: ignore[arg-type]
+            assert sorted(r.name for r in cache.list(LogicalRouter)) == ["lr-39", "lr-new"]
 
 
 def _prune_all_but_four(db: nbdb.Database, made: list[Any], per: int) -> list[KeyValue]:
@@ -1823,28 +1839,48 @@ def test_a_wait_for_a_commit_the_cache_follows_leaves_its_stream_alone(
     etcd_server: EtcdServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Telling the stream at every wait for a revision made etcd's (3.4.23) swap its caught-up watcher
-    # for a wide one fed every 100 ms, for the commonest wait of all: a commit the cache follows, whose
-    # change was on its way (p90 21 ms against 0.6). The stream is told only once a wait outlasts a
-    # grace, here made long so that no wait of a followed commit can outlast it on a loaded machine.
-    from nbdb import cache as cache_module
-    from nbdb import waits
+    # Acting at every wait for a revision made etcd's stream (3.4.23) swap its caught-up watcher for a
+    # wide one fed every 100 ms, for the commonest wait of all: a commit the cache follows, whose change
+    # was on its way (p90 21 ms against 0.6). The stream acts only once a wait outlasts a grace, here made
+    # long so that no wait of a followed commit can outlast it on a loaded machine.
+    monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 10.0)
+    swaps: list[bool] = []
+    swap = etcd_stream.EtcdKeyStream._swap
 
-    monkeypatch.setattr(waits, "_WANT_GRACE", 10.0, raising=False)
-    told: list[int] = []
-    want = cache_module.Replica.want
+    def recording(self: Any, wide: bool) -> None:
+        swaps.append(wide)
+        swap(self, wide)
 
-    def recording(self: Any, revision: int) -> None:
-        told.append(revision)
-        want(self, revision)
+    monkeypatch.setattr(etcd_stream.EtcdKeyStream, "_swap", recording)
+    with _connect(etcd_server.url) as db:
+        assert isinstance(db.backend, EtcdBackend)
+        db.backend.safe_progress = False  # the older servers' way (what widens), also on a newer server
+        with db.cache(KitParent, topics=["a"]) as cache:
+            assert cache.wait_synced(10)
+            for i in range(10):
+                written = db.create(KitParent(name=f"a{i}", topic="a"))
+                assert cache.wait_for(int(written.nbdb_revision), 5)
+        assert swaps == []
 
-    monkeypatch.setattr(cache_module.Replica, "want", recording)
-    with _connect(etcd_server.url) as db, db.cache(KitParent, topics=["a"]) as cache:
-        assert cache.wait_synced(10)
-        for i in range(10):
-            written = db.create(KitParent(name=f"a{i}", topic="a"))
-            assert cache.wait_for(int(written.nbdb_revision), 5)
-        assert told == []
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_wait_for_a_commit_outside_the_namespace_ends_once_the_store_passed_it(
+    etcd_server: EtcdServer,  # noqa: F811
+    shared: bool,
+) -> None:
+    # Another namespace's commit writes no key this namespace's widest watch sees: on servers without safe
+    # progress requests (3.4.23) the wait ended only at the next commit of the namespace or the 10-minute
+    # progress notification, so wait_for said False at its timeout.
+    with _connect(etcd_server.url) as db, _connect(etcd_server.url) as other:
+        with db.cache(KitParent, topics=["a"], shared=shared) as cache:
+            assert cache.wait_synced(10)
+            elsewhere = other.create(KitParent(name="x", topic="a"))
+            started = time.monotonic()
+            assert cache.wait_for(int(elsewhere.nbdb_revision), 3)  # type: ignore[arg-type]
+            assert time.monotonic() - started < 1.5
+            assert cache.list(KitParent) == []
+            mine = db.create(KitParent(name="a1", topic="a"))  # the stream goes on, in order
+            assert cache.wait_for(mine, 3) and [p.name for p in cache.list(KitParent)] == ["a1"]
 
 
 def test_a_wait_for_a_commit_the_cache_does_not_follow_ends_on_a_cluster(etcd_cluster: EtcdServer) -> None:  # noqa: F811
@@ -1870,6 +1906,7 @@ def test_a_stream_sent_past_its_keys_delivers_each_of_its_changes_once_in_order_
     the stream's own changes keep their order (none twice, none lost) across the widening and the
     narrowing, and the other keys are dropped."""
     monkeypatch.setattr(etcd_stream, "_WIDE_LINGER", 0.0)  # narrow again as soon as the wait is served
+    monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 0.0)  # widen at once (the commit after is on its way)
     caplog.set_level(logging.DEBUG, logger=etcd_stream.__name__)
     with _connect(etcd_server.url) as db:
         backend = db.backend
