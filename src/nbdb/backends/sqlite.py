@@ -449,8 +449,6 @@ class SqliteBackend(kv.KeyValueBackend):
         # a namespace named as one of those letters shares the keys of no namespace anyway).
         own = f"key GLOB '[{_family_letters()}]/*'" if not key_prefix else "key >= ? AND key < ?"
         self._own: tuple[str, tuple[str, ...]] = (own, (key_prefix, _upper(key_prefix)) if key_prefix else ())
-        self._closed = False
-        """Set by :meth:`close`: a lock still being waited for gives up."""
         self._tally: tuple[int, int, tuple[object, int]] | None = None
         """This namespace's changes in the log as of a revision this backend committed, and the trim marks
         (the namespace's, the file's) then: see _keep_history. None: not known (a commit of it rolled back)."""
@@ -790,22 +788,18 @@ class SqliteBackend(kv.KeyValueBackend):
             self._drop(sql, revision)
 
     @contextmanager
-    def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> Iterator[LockHandle]:
         # The family's loop keeps ``timeout`` between tries; this keeps it within one, while another
         # process's long transaction holds the write lock (a try waited all of ?timeout=, 5 s by default).
         held = contextlib.ExitStack()
         with self._writer.waiting_at_most(timeouts.timeout_of(timeout, "lock timeout")):
-            handle = held.enter_context(super().lock(name, ttl, timeout))
+            handle = held.enter_context(super().lock(name, ttl, timeout, closed))
         with held:
             yield handle
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
-        # Once closed, a lock() still waiting (without a timeout) in another thread gives up: sqlite://'s
-        # Databases of one namespace share one connection, which the first close leaves open, so that
-        # wait went on as long as the other holder held the lock (a file's closed connection raised
-        # "Cannot operate on a closed database").
-        if self._closed:
-            raise errors.BackendUnavailableError("sqlite: this Database is closed: the lock was not taken")
         now = time.time()  # the wall clock: the one clock every process of the host shares
         take = "INSERT INTO nbdb_leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
         take += f"expires = excluded.expires WHERE NOT {_TIMED} OR expires <= ? OR value = excluded.value"
@@ -829,7 +823,6 @@ class SqliteBackend(kv.KeyValueBackend):
 
     def close(self) -> None:
         """Close this backend's connection, and let go of what it shares with others in this process."""
-        self._closed = True
         self._let_go()
 
 
