@@ -256,7 +256,9 @@ class _OldRule(MemoryBackend):
             if not handle.lost:
                 self.release_lease(name, token)
 
-    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> AbstractContextManager[LockHandle]:
         return self._hold(name, ttl, timeout)
 
 

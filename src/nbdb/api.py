@@ -365,6 +365,9 @@ class Database:
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
         self._closing = False
+        self._ended = threading.Event()
+        """Set with ``_closed``: every lock still being taken through this Database stops waiting
+        (BackendUnavailableError), on every backend (see :meth:`nbdb.spi.Backend.lock`)."""
         self._context = CommitContext(backend)
         """Checks, the commit seam and revision stamps: shared with every Transaction of this Database."""
         self._hub: WatchHub | None = None
@@ -884,7 +887,8 @@ class Database:
         block runs; ``handle.lost`` turns True if renewal fails, ``handle.giving_back``
         once the block ends or the Database closes (a fenced write fails from then on:
         check ``lost or giving_back`` before acting unfenced). ``timeout``: give up
-        with LockTimeoutError after that many seconds (None: wait).
+        with LockTimeoutError after that many seconds (None: wait). A wait still
+        going on when this Database closes ends at once with BackendUnavailableError.
         """
         check_name("lock", name)
         check_seconds("lock ttl", ttl)
@@ -893,7 +897,7 @@ class Database:
 
         def take() -> AbstractContextManager[LockHandle]:
             self._open()
-            return self._backend.lock(name, ttl, timeout)
+            return self._backend.lock(name, ttl, timeout, self._ended)
 
         return _Lock(take, name, self._holding, self._holds)
 
@@ -953,6 +957,7 @@ class Database:
                 step(cache.stop_queues)
         self._closed = True
         self._context.closed = True
+        self._ended.set()  # a lock() still waiting for another holder gives up, with or without a timeout
         step(lambda: self._holds.give_back(self._holds.close()))
         if self._reaper is not None:
             step(self._reaper.close)

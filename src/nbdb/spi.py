@@ -430,8 +430,16 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
-        """A context manager holding the named lock; see :meth:`nbdb.Database.lock`."""
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> AbstractContextManager[LockHandle]:
+        """A context manager holding the named lock; see :meth:`nbdb.Database.lock`.
+
+        ``closed`` is set when the Database asking closes (:meth:`nbdb.Database.lock` always passes its
+        own): a wait for another holder then ends at once with BackendUnavailableError, with or without a
+        ``timeout`` (:func:`nbdb.families.lease.hold_lease` does it for every lease store). None: nothing
+        ends the wait but ``timeout`` (a caller of the backend's own).
+        """
 
     @property
     def request_timeout(self) -> float | None:

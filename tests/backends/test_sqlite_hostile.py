@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 
 import nbdb
+from nbdb.backends.sqlite import SqliteBackend
 from nbdb.conformance.kit import watched_and_cached
-from nbdb.models import LogicalSwitch
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.spi import UniqueKey
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -232,8 +234,6 @@ def test_a_lease_whose_expiry_another_tool_set_to_text_expires(path: Path) -> No
 def test_a_referrer_whose_revision_another_tool_set_to_text_is_a_corrupt_record(path: Path) -> None:
     # A text mod_revision read as "changed since" for ever: a delete that checks the referrers was
     # refused as a conflict at every try.
-    from nbdb.models import LogicalSwitchPort
-
     with nbdb.connect(f"sqlite:///{path}") as db:
         switch = db.create(LogicalSwitch(name="s"))
         db.create(LogicalSwitchPort(name="p", switch=switch.id))
@@ -412,3 +412,37 @@ def test_a_namespace_s_trim_mark_another_tool_spoiled_drops_its_history_and_writ
             assert watched.watch_reports == watched.cache_reports == []
         again = sqlite3.connect(path).execute("SELECT typeof(compacted), changes FROM nbdb_trims").fetchone()
         assert again == ("integer", 2)
+
+
+@pytest.mark.parametrize("group_commit", [32, 0], ids=["grouped", "alone"])
+@pytest.mark.parametrize("lie", ["another object", "no id"])
+def test_a_released_unique_claim_another_tool_spoiled_is_a_corrupt_record_not_deleted(
+    path: Path, lie: str, group_commit: int
+) -> None:
+    # A rename or delete released its claim unread: one another tool pointed at another object (or spoiled)
+    # was deleted with it, the evidence gone (and, pointed at the value's true holder, the value freed
+    # under it). It is refused, and the key stays as it was; a write of another object is not held up.
+    with nbdb.connect(f"sqlite:///{path}?group_commit={group_commit}") as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        a, b = (db.create(LogicalSwitchPort(switch=switch.id, name=n)) for n in ("a", "b"))
+        backend = db.backend
+        assert isinstance(backend, SqliteBackend)
+        claim = backend.layout.unique(
+            "LogicalSwitchPort", UniqueKey("name", LogicalSwitchPort.unique_text(("name",), {"name": "a"}))
+        )
+        spoiled = str(b.id).encode() if lie == "another object" else b"\x00not an id"
+        raw = sqlite3.connect(path, isolation_level=None)
+        try:
+            assert raw.execute("UPDATE nbdb_keys SET value = ? WHERE key = ?", (spoiled, claim)).rowcount == 1
+            for write in (lambda: db.update(a.replace(name="renamed")), lambda: db.delete(a)):
+                with pytest.raises(nbdb.CorruptRecordError, match="which this write releases") as refused:
+                    write()
+                assert refused.value.key == claim
+                assert raw.execute("SELECT value FROM nbdb_keys WHERE key = ?", (claim,)).fetchone() == (spoiled,)
+            assert db.get(LogicalSwitchPort, a.id).name == "a"
+            db.update(b.replace(name="b2"))  # a write beside it is not held up
+        finally:
+            raw.close()
+        assert backend.commit_once([], {}, [claim]) is not None  # the repair the error names: no object written
+        db.delete(a)
+        assert [s.name for s in db.list(LogicalSwitchPort)] == ["b2"]

@@ -31,7 +31,7 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvplan import Index, KeyLayout
-from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, condition_holds, key_changes
+from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, check_released_claims, condition_holds, key_changes
 from nbdb.families.rules import NO_TOPIC, topic_part
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import Record, UniqueKey
@@ -238,6 +238,47 @@ def test_key_changes_follow_the_version_rules(
     for key in deletes:
         expected.pop(key, None)
     assert after == expected
+
+
+@given(
+    prefix=st.sampled_from(["", "ns/"]),
+    table=st.text(st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1, max_size=8),
+    value=st.text(max_size=8),
+)
+def test_a_unique_key_s_table_is_read_back_and_no_other_key_has_one(prefix: str, table: str, value: str) -> None:
+    layout = KeyLayout(prefix)
+    assert layout.unique_table(layout.unique(table, UniqueKey("name", value))) == table
+    others = [layout.index(table, "x"), layout.object(None, table, "x"), layout.lock("u/x"), layout.counter("u")]
+    assert [layout.unique_table(key) for key in [*others, f"{prefix}u/", f"{prefix}u//x"]] == [None] * 6
+
+
+@given(
+    owner=st.sampled_from([b"x", b"y", b"\xff", b""]),
+    written=st.sets(st.sampled_from(["x", "y"])),
+    deleted=st.booleans(),
+    beside=st.booleans(),
+)
+def test_a_released_claim_must_name_an_object_the_commit_writes(
+    owner: bytes, written: set[str], deleted: bool, beside: bool
+) -> None:
+    # A claim the commit deletes names the object whose index the commit writes (an update dropping the
+    # value) or deletes (the object's delete); any other claim is another writer's: CorruptRecordError.
+    # A commit that writes no object of the claim's table (a key deleted by hand) deletes what it is told.
+    layout = KeyLayout("ns/")
+    claim = layout.unique("T", UniqueKey("name", '"a"'))
+    stored = {claim: KeyValue(claim, owner, 1, 1)}
+    indexes = [layout.index("T", o) for o in sorted(written)]
+    puts = {} if deleted else dict.fromkeys(indexes, b"index")
+    deletes = [claim, *(indexes if deleted else ())]
+    if beside:
+        puts[layout.index("U", owner.decode(errors="replace"))] = b"another table's object"
+    if written and owner.decode(errors="replace") not in written:
+        with pytest.raises(nbdb.CorruptRecordError, match="which this write releases") as refused:
+            check_released_claims(layout, stored, puts, deletes)
+        assert refused.value.key == claim and refused.value.table == "T"
+    else:
+        check_released_claims(layout, stored, puts, deletes)
+    check_released_claims(layout, {}, puts, deletes)  # a claim already gone: nothing released, nothing to check
 
 
 def test_conditions_are_checked_against_stored_values() -> None:

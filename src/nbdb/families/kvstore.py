@@ -12,11 +12,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from nbdb import errors
 from nbdb.families.kv import Condition, Exists, KeyChange, KeyStream, KeyValue, LeaseHeld, VersionIs
 
-__all__ = ["ChangeReader", "ChangeSignal", "PolledKeyStream", "condition_holds", "key_changes", "named_keys"]
+if TYPE_CHECKING:
+    from nbdb.families.kvplan import KeyLayout
+
+__all__ = [
+    "ChangeReader",
+    "ChangeSignal",
+    "PolledKeyStream",
+    "check_released_claims",
+    "condition_holds",
+    "key_changes",
+    "named_keys",
+]
 
 
 def condition_holds(
@@ -45,6 +57,42 @@ def condition_holds(
 def named_keys(conditions: Sequence[Condition]) -> list[str]:
     """The keys whose stored values :func:`condition_holds` needs for these conditions."""
     return [c.key for c in conditions if isinstance(c, VersionIs | Exists)]
+
+
+def check_released_claims(
+    layout: KeyLayout, stored: Mapping[str, KeyValue], puts: Mapping[str, bytes], deletes: Sequence[str]
+) -> None:
+    """CorruptRecordError if the commit deletes a unique value's claim that names no object it writes.
+
+    The family releases a claim (a delete, an update that drops the value) in the commit that writes its
+    holder's index, and the claim names that holder: one naming another object, or holding no id at all, is
+    another writer's damage, which a release deleted unseen (the value freed under its true holder, or the
+    evidence gone). ``stored`` holds the current value of every deleted key, as :func:`key_changes` needs; a
+    commit that writes no object of the claim's table (a key deleted by hand) is left alone. For a store that checks
+    conditions itself, inside its transaction (one pass over the deletes; nothing read).
+    """
+    written: set[str] | None = None
+    for key in deletes:
+        held = stored.get(key)
+        if held is None:
+            continue
+        table = layout.unique_table(key)
+        if table is None:
+            continue
+        if written is None:
+            written = {*puts, *deletes}
+        objects = layout.index(table, "")
+        if not any(k.startswith(objects) for k in written):
+            continue  # no write of an object of its table: a key deleted by hand
+        value = held.value
+        owner = value.decode(errors="replace") if isinstance(value, bytes) else repr(value)
+        if layout.index(table, owner) not in written:
+            raise errors.CorruptRecordError(
+                f"unique key {key!r}, which this write releases, names {owner[:40]!r}, not the {table} written: "
+                "another writer's (delete the key, then write again)",
+                table=table,
+                key=key,
+            )
 
 
 def key_changes(
