@@ -288,3 +288,27 @@ def test_a_backend_that_releases_unless_lost_releases_at_the_end_of_a_block() ->
     finally:
         holder.close()
         other.close()
+
+
+class _ThreeArgumentLock(MemoryBackend):
+    """A backend written before the SPI's ``lock`` took the Database's ``closed`` event."""
+
+    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:  # type: ignore[override]
+        return super().lock(name, ttl, timeout)
+
+
+def test_a_backend_whose_lock_takes_three_arguments_still_locks() -> None:
+    # Database.lock passed the event to every backend: one written to the earlier SPI raised TypeError.
+    store = MemoryStore()
+    holder, other = nbdb.Database(_ThreeArgumentLock(store)), nbdb.Database(_ThreeArgumentLock(store))
+    try:
+        with holder.lock("l", ttl=5) as handle:
+            assert not handle.lost
+            with pytest.raises(nbdb.errors.LockTimeoutError):
+                with other.lock("l", ttl=5, timeout=0.2):
+                    pass
+        with other.lock("l", ttl=5, timeout=2) as handle:
+            assert not handle.lost
+    finally:
+        holder.close()
+        other.close()

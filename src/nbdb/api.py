@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import logging
 import os
 import threading
@@ -347,6 +348,18 @@ def _track(db: Database) -> None:
         atexit.unregister(_close_at_exit)
         atexit.register(_close_at_exit)
         _OPEN.add(db)
+
+
+@functools.cache
+def _lock_takes_closed(backend: type[Backend]) -> bool:
+    """Whether ``backend.lock`` takes the ``closed`` event (the SPI's fourth argument, added later)."""
+    try:
+        params = inspect.signature(backend.lock).parameters.values()
+    except (TypeError, ValueError):  # a signature Python cannot tell: pass it, as the SPI says
+        return True
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 5 or any(
+        p.kind is p.VAR_POSITIONAL for p in params
+    )
 
 
 class Database:
@@ -897,7 +910,11 @@ class Database:
 
         def take() -> AbstractContextManager[LockHandle]:
             self._open()
-            return self._backend.lock(name, ttl, timeout, self._ended)
+            if _lock_takes_closed(type(self._backend)):
+                return self._backend.lock(name, ttl, timeout, self._ended)
+            # A backend written before the SPI's lock took ``closed`` (three arguments) still locks; only
+            # its waits do not end with the Database's close.
+            return self._backend.lock(name, ttl, timeout)
 
         return _Lock(take, name, self._holding, self._holds)
 
