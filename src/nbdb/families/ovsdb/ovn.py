@@ -27,9 +27,22 @@ OVN_BINDINGS: tuple[TableBinding, ...] = (
         "LogicalRouterPort",
         "Logical_Router_Port",
         parents={"router": ("Logical_Router", "ports")},
-        # OVN's column of that name points to Gateway_Chassis rows, not to chassis.
+        # OVN's column of that name is the set of the port's Gateway_Chassis rows (GatewayChassis.port
+        # below); nbdb's list of Chassis references has no place in the schema.
         ext_fields=frozenset({"gateway_chassis"}),
     ),
+    TableBinding(
+        "GatewayChassis",
+        "Gateway_Chassis",
+        parents={"port": ("Logical_Router_Port", "gateway_chassis")},
+    ),
+    TableBinding(
+        "LogicalRouterPolicy",
+        "Logical_Router_Policy",
+        parents={"router": ("Logical_Router", "policies")},
+    ),
+    TableBinding("HAChassisGroup", "HA_Chassis_Group"),
+    TableBinding("HAChassis", "HA_Chassis", parents={"group": ("HA_Chassis_Group", "ha_chassis")}),
     TableBinding(
         "LogicalRouterStaticRoute",
         "Logical_Router_Static_Route",

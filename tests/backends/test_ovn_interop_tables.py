@@ -1,0 +1,199 @@
+"""OVN tables the first built-in models left out, read and written both ways with ``ovn-nbctl``.
+
+``Gateway_Chassis`` (``lrp-set-gateway-chassis``), ``HA_Chassis_Group`` and ``HA_Chassis``
+(``ha-chassis-group-add``...), ``Logical_Router_Policy`` (``lr-policy-add``): nbdb read none of
+them, so a gateway set by an operator was invisible to a controller, and one a controller set
+through nbdb was invisible to ovn-northd. One shared OVN_Northbound server; names are unique per test.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import nbdb
+from nbdb.models import (
+    GatewayChassis,
+    HAChassis,
+    HAChassisGroup,
+    LogicalRouter,
+    LogicalRouterPolicy,
+    LogicalRouterPort,
+    LogicalSwitchPort,
+    RouterPolicyAction,
+)
+from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
+from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
+from nbdb.tools import Copier, CopyOptions
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def nbctl(nb: OvsdbServer, *args: str) -> str:
+    if find_binary("ovn-nbctl") is None:
+        pytest.fail("ovn-nbctl is missing (Debian package ovn-central / ovn-common)")
+    return run_tool([str(find_binary("ovn-nbctl")), f"--db={nb.remotes}", "--timeout=10", *args], timeout=20).strip()
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def db(ovsdb_server: OvsdbServer) -> Iterator[nbdb.Database]:  # noqa: F811
+    with nbdb.connect(ovsdb_server.url) as database:
+        yield database
+
+
+def _router_port(nb: OvsdbServer, s: str) -> str:
+    nbctl(nb, "lr-add", f"lr-{s}")
+    nbctl(nb, "lrp-add", f"lr-{s}", f"lrp-{s}", "0a:00:00:00:00:fe", "10.0.0.1/24")
+    return f"lrp-{s}"
+
+
+def test_a_gateway_chassis_ovn_nbctl_sets_is_read_by_get_cache_and_watch(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    s = uuid.uuid4().hex[:8]
+    lrp_name = _router_port(ovsdb_server, s)
+    lrp = db.get_by(LogicalRouterPort, name=lrp_name)
+    assert lrp is not None
+    watch = db.watch(GatewayChassis)
+    cache = db.cache([LogicalRouterPort, GatewayChassis])
+    assert cache.wait_synced(10)
+    nbctl(ovsdb_server, "lrp-set-gateway-chassis", lrp_name, f"ch1-{s}", "20")
+    gid = uuid.UUID(nbctl(ovsdb_server, "--bare", "--columns=_uuid", "find", "Gateway_Chassis", f"chassis_name=ch1-{s}"))
+
+    seen: list[GatewayChassis] = []
+
+    def created() -> bool:
+        seen.extend(e.new for e in watch.poll(0.1) if e.new is not None and e.new.id == gid)
+        return bool(seen)
+
+    assert eventually(created)
+    assert eventually(lambda: cache.get(GatewayChassis, gid) is not None)
+    got = db.get(GatewayChassis, gid)
+    for gw in (got, seen[0], cache.get(GatewayChassis, gid)):
+        assert gw is not None
+        assert (gw.port, gw.name, gw.chassis_name, gw.priority) == (lrp.id, f"{lrp_name}-ch1-{s}", f"ch1-{s}", 20)
+    assert [g.id for g in cache.find(GatewayChassis, port=lrp.id)] == [gid]
+    assert not cache.corrupt
+    watch.close()
+    cache.close()
+
+
+def test_a_gateway_chassis_nbdb_writes_is_what_ovn_nbctl_shows(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    s = uuid.uuid4().hex[:8]
+    lrp_name = _router_port(ovsdb_server, s)
+    lrp = db.get_by(LogicalRouterPort, name=lrp_name)
+    assert lrp is not None
+    nbctl(ovsdb_server, "lrp-set-gateway-chassis", lrp_name, f"ch1-{s}", "20")
+    mine = db.create(GatewayChassis(port=lrp.id, name=f"{lrp_name}-ch2-{s}", chassis_name=f"ch2-{s}", priority=10))
+    shown = nbctl(ovsdb_server, "lrp-get-gateway-chassis", lrp_name).splitlines()
+    assert [line.split() for line in shown] == [[f"{lrp_name}-ch1-{s}", "20"], [f"{lrp_name}-ch2-{s}", "10"]]
+    mine = db.update(mine.replace(priority=30))
+    shown = nbctl(ovsdb_server, "lrp-get-gateway-chassis", lrp_name).splitlines()
+    assert shown[0].split() == [f"{lrp_name}-ch2-{s}", "30"]
+    db.delete(mine)
+    shown = nbctl(ovsdb_server, "lrp-get-gateway-chassis", lrp_name).splitlines()
+    assert [line.split() for line in shown] == [[f"{lrp_name}-ch1-{s}", "20"]]
+    # ovn-nbctl removes its own; nbdb sees it gone.
+    nbctl(ovsdb_server, "lrp-del-gateway-chassis", lrp_name, f"ch1-{s}")
+    assert [g for g in db.list(GatewayChassis) if g.port == lrp.id] == []
+
+
+def test_ha_chassis_groups_and_router_policies_ovn_nbctl_makes_are_read_and_written(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    s = uuid.uuid4().hex[:8]
+    lrp_name = _router_port(ovsdb_server, s)
+    nbctl(ovsdb_server, "ha-chassis-group-add", f"hag-{s}")
+    nbctl(ovsdb_server, "ha-chassis-group-add-chassis", f"hag-{s}", f"ch1-{s}", "5")
+    nbctl(ovsdb_server, "lr-policy-add", f"lr-{s}", "100", "ip4.src == 10.0.0.0/24", "reroute", "10.0.0.254")
+    group = db.get_by(HAChassisGroup, name=f"hag-{s}")
+    assert group is not None
+    members = [c for c in db.list(HAChassis) if c.group == group.id]
+    assert [(c.chassis_name, c.priority) for c in members] == [(f"ch1-{s}", 5)]
+    (router,) = [r for r in db.list(LogicalRouter) if r.name == f"lr-{s}"]
+    policies = [p for p in db.list(LogicalRouterPolicy) if p.router == router.id]
+    assert [(p.priority, p.match, p.action, p.nexthops) for p in policies] == [
+        (100, "ip4.src == 10.0.0.0/24", RouterPolicyAction.REROUTE, ["10.0.0.254"])
+    ]
+    # nbdb's writes, as ovn-nbctl shows them.
+    ch2 = db.create(HAChassis(group=group.id, chassis_name=f"ch2-{s}", priority=7))
+    lrp = db.get_by(LogicalRouterPort, name=lrp_name)
+    assert lrp is not None
+    db.update(lrp.replace(ha_chassis_group=group.id))
+    db.create(LogicalRouterPolicy(router=router.id, priority=50, match="ip4.dst == 8.8.8.8", action="drop"))
+    held = nbctl(ovsdb_server, "--bare", "--columns=ha_chassis", "list", "HA_Chassis_Group", f"hag-{s}").split()
+    assert sorted(held) == sorted([str(members[0].id), str(ch2.id)])
+    assert f"({ch2.chassis_name})\n    priority 7" in nbctl(ovsdb_server, "ha-chassis-group-list")
+    assert nbctl(ovsdb_server, "get", "Logical_Router_Port", lrp_name, "ha_chassis_group") == str(group.id)
+    shown = nbctl(ovsdb_server, "lr-policy-list", f"lr-{s}")
+    assert "ip4.dst == 8.8.8.8" in shown and "drop" in shown and "reroute" in shown
+    # A switch port's group reads back too.
+    nbctl(ovsdb_server, "ls-add", f"ls-{s}")
+    nbctl(ovsdb_server, "lsp-add", f"ls-{s}", f"lsp-{s}")
+    nbctl(ovsdb_server, "set", "Logical_Switch_Port", f"lsp-{s}", f"ha_chassis_group={group.id}")
+    port = db.get_by(LogicalSwitchPort, name=f"lsp-{s}")
+    assert port is not None and port.ha_chassis_group == group.id
+
+
+def test_a_copy_out_of_ovn_and_back_keeps_gateways_ha_groups_and_policies(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # `nbdb copy` copied the models it had: router policies, HA chassis groups and gateway chassis
+    # were left behind, and the copy back into OVN_Northbound lost the gateways ovn-northd needs.
+    s = uuid.uuid4().hex[:8]
+    with OvsdbServer() as source_server:
+        lrp_name = _router_port(source_server, s)
+        nbctl(source_server, "lrp-set-gateway-chassis", lrp_name, f"ch1-{s}", "20")
+        nbctl(source_server, "lrp-set-gateway-chassis", lrp_name, f"ch2-{s}", "10")
+        nbctl(source_server, "lr-policy-add", f"lr-{s}", "100", "ip4.src == 10.0.0.0/24", "reroute", "10.0.0.254")
+        nbctl(source_server, "lr-policy-add", f"lr-{s}", "50", "ip4.dst == 8.8.8.8", "drop")
+        nbctl(source_server, "ha-chassis-group-add", f"hag-{s}")
+        nbctl(source_server, "ha-chassis-group-add-chassis", f"hag-{s}", f"ch1-{s}", "5")
+        nbctl(source_server, "ha-chassis-group-add-chassis", f"hag-{s}", f"ch2-{s}", "3")
+        group = nbctl(source_server, "--bare", "--columns=_uuid", "find", "HA_Chassis_Group", f"name=hag-{s}")
+        nbctl(source_server, "set", "Logical_Router_Port", lrp_name, f"ha_chassis_group={group}")
+        with (
+            nbdb.connect(source_server.url) as source,
+            nbdb.connect(f"memory://copy-{s}") as middle,
+            nbdb.connect(f"{ovsdb_server.url}?namespace=copy{s}") as back,
+        ):
+            Copier(source, middle).run()
+            assert len(middle.list(GatewayChassis)) == 2
+            assert len(middle.list(HAChassis)) == 2
+            assert len(middle.list(LogicalRouterPolicy)) == 2
+            result = Copier(middle, back, CopyOptions(ignore_list_order=True)).run()
+            assert result.differences == []
+    # What ovn-nbctl shows of the copy is what it showed of the source.
+    shown = nbctl(ovsdb_server, "lrp-get-gateway-chassis", lrp_name).splitlines()
+    assert [line.split() for line in shown] == [[f"{lrp_name}-ch1-{s}", "20"], [f"{lrp_name}-ch2-{s}", "10"]]
+    policies = nbctl(ovsdb_server, "lr-policy-list", f"lr-{s}")
+    assert "ip4.src == 10.0.0.0/24" in policies and "reroute" in policies and "10.0.0.254" in policies
+    assert "ip4.dst == 8.8.8.8" in policies and "drop" in policies
+    assert nbctl(ovsdb_server, "get", "Logical_Router_Port", lrp_name, "ha_chassis_group") == group
+    held = nbctl(ovsdb_server, "--bare", "--columns=ha_chassis", "list", "HA_Chassis_Group", group).split()
+    priorities = {
+        nbctl(ovsdb_server, "get", "HA_Chassis", member, "chassis_name").strip('"'): nbctl(
+            ovsdb_server, "get", "HA_Chassis", member, "priority"
+        )
+        for member in held
+    }
+    assert priorities == {f"ch1-{s}": "5", f"ch2-{s}": "3"}
