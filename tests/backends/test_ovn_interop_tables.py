@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 import nbdb
+from nbdb.cli import main
 from nbdb.models import (
     GatewayChassis,
     HAChassis,
@@ -22,6 +24,7 @@ from nbdb.models import (
     LogicalRouter,
     LogicalRouterPolicy,
     LogicalRouterPort,
+    LogicalSwitch,
     LogicalSwitchPort,
     RouterPolicyAction,
 )
@@ -197,3 +200,26 @@ def test_a_copy_out_of_ovn_and_back_keeps_gateways_ha_groups_and_policies(
         for member in held
     }
     assert priorities == {f"ch1-{s}": "5", f"ch2-{s}": "3"}
+
+
+def test_a_copy_of_a_source_with_rows_no_model_maps_is_refused_naming_their_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Meters (and BFD sessions, DNS records...) have no model: a copy of every model left them
+    # behind and said nothing. It is refused before anything is written; --models copies knowingly.
+    s = uuid.uuid4().hex[:8]
+    with OvsdbServer() as source_server:
+        nbctl(source_server, "ls-add", f"ls-{s}")
+        nbctl(source_server, "meter-add", f"m-{s}", "drop", "10", "kbps")
+        with nbdb.connect(source_server.url) as source, nbdb.connect(f"memory://unmodelled-{s}") as destination:
+            with pytest.raises(nbdb.UnsupportedError) as refused:
+                Copier(source, destination).run()
+            assert "OVN_Northbound.Meter (1 rows)" in str(refused.value)
+            assert "OVN_Northbound.Meter_Band (1 rows)" in str(refused.value)
+            assert destination.list(LogicalSwitch) == []
+            # `nbdb dump` of every model likewise.
+            assert main(["dump", source_server.url, "-o", str(tmp_path / "d.jsonl")]) != 0
+            assert "OVN_Northbound.Meter (1 rows)" in capsys.readouterr().err
+            assert not (tmp_path / "d.jsonl").exists()
+            Copier(source, destination, CopyOptions(models=[LogicalSwitch])).run()
+            assert [ls.name for ls in destination.list(LogicalSwitch)] == [f"ls-{s}"]

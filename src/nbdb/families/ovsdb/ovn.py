@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nbdb.families.ovsdb.mapping import TableBinding
 
-__all__ = ["OVN_BINDINGS", "OVN_NB_DATABASE"]
+__all__ = ["OVN_BINDINGS", "OVN_NB_DATABASE", "SERVER_TABLES"]
 
 OVN_NB_DATABASE = "OVN_Northbound"
 
@@ -61,3 +61,7 @@ OVN_BINDINGS: tuple[TableBinding, ...] = (
     TableBinding("DHCPOptions", "DHCP_Options"),
 )
 """nbdb model table -> ``OVN_Northbound`` table, with the children's parent set columns."""
+
+SERVER_TABLES: dict[str, frozenset[str]] = {OVN_NB_DATABASE: frozenset({"NB_Global", "Connection", "SSL"})}
+"""Tables of a database that configure its server and its readers, no logical network: no model maps
+them, and a copy of the network leaves them where they are (see ``unmodelled``)."""
