@@ -119,12 +119,12 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """The replica to read ``tables`` in ``topics`` from: filtered on the server when topics are given."""
         if topics is None:
             return self.replica
-        mapped = [t for t in tables if t in self.mapping.tables]
-        if None in topics:
-            # Objects without a topic include every row another writer made, whose children carry no
-            # nbdb:parent hint (ovn-nbctl's ports): only their parents' set columns place them, so the
-            # parents' tables are followed too (the server filters nothing for such a scope anyway).
-            mapped = self._with_parents(mapped)
+        # A child's parent is the parent row whose set column holds it. Objects without a topic include
+        # every row another writer made, whose children carry no nbdb:parent hint (ovn-nbctl's ports),
+        # and another writer that moves a child between parents' sets (ovn-nbctl remove ... ports --
+        # add ... ports) leaves nbdb's hint naming the old one: the parents' tables are followed too,
+        # in the same topics (the server filters them as it filters the children).
+        mapped = self._with_parents([t for t in tables if t in self.mapping.tables])
         return self._replica_for(mapped, topics)
 
     def _with_parents(self, tables: list[str]) -> list[str]:
