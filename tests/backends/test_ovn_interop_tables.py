@@ -8,9 +8,8 @@ through nbdb was invisible to ovn-northd. One shared OVN_Northbound server; name
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from nbdb.models import (
 from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
 from nbdb.testing.ovsdb import OvsdbServer
 from nbdb.testing.probes import run_tool
-from nbdb.testing.process import find_binary
+from nbdb.testing.process import find_binary, wait_until
 from nbdb.tools import Copier, CopyOptions
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,15 +40,6 @@ def nbctl(nb: OvsdbServer, *args: str) -> str:
     if find_binary("ovn-nbctl") is None:
         pytest.fail("ovn-nbctl is missing (Debian package ovn-central / ovn-common)")
     return run_tool([str(find_binary("ovn-nbctl")), f"--db={nb.remotes}", "--timeout=10", *args], timeout=20).strip()
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture
@@ -64,14 +54,20 @@ def _router_port(nb: OvsdbServer, s: str) -> str:
     return f"lrp-{s}"
 
 
+def _read_router_port(nb: OvsdbServer, db: nbdb.Database) -> tuple[str, LogicalRouterPort]:
+    """A unique suffix, and a router port ovn-nbctl made, as nbdb reads it."""
+    s = uuid.uuid4().hex[:8]
+    lrp = db.get_by(LogicalRouterPort, name=_router_port(nb, s))
+    assert lrp is not None
+    return s, lrp
+
+
 def test_a_gateway_chassis_ovn_nbctl_sets_is_read_by_get_cache_and_watch(
     ovsdb_server: OvsdbServer,  # noqa: F811
     db: nbdb.Database,
 ) -> None:
-    s = uuid.uuid4().hex[:8]
-    lrp_name = _router_port(ovsdb_server, s)
-    lrp = db.get_by(LogicalRouterPort, name=lrp_name)
-    assert lrp is not None
+    s, lrp = _read_router_port(ovsdb_server, db)
+    lrp_name = lrp.name
     watch = db.watch(GatewayChassis)
     cache = db.cache([LogicalRouterPort, GatewayChassis])
     assert cache.wait_synced(10)
@@ -84,8 +80,8 @@ def test_a_gateway_chassis_ovn_nbctl_sets_is_read_by_get_cache_and_watch(
         seen.extend(e.new for e in watch.poll(0.1) if e.new is not None and e.new.id == gid)
         return bool(seen)
 
-    assert eventually(created)
-    assert eventually(lambda: cache.get(GatewayChassis, gid) is not None)
+    wait_until(created, 10, "the watch to deliver the gateway chassis", interval=0.05)
+    wait_until(lambda: cache.get(GatewayChassis, gid) is not None, 10, "the cache to list it", interval=0.05)
     got = db.get(GatewayChassis, gid)
     for gw in (got, seen[0], cache.get(GatewayChassis, gid)):
         assert gw is not None
@@ -100,11 +96,8 @@ def test_a_gateway_chassis_nbdb_writes_is_what_ovn_nbctl_shows(
     ovsdb_server: OvsdbServer,  # noqa: F811
     db: nbdb.Database,
 ) -> None:
-    s = uuid.uuid4().hex[:8]
-    lrp_name = _router_port(ovsdb_server, s)
-    lrp = db.get_by(LogicalRouterPort, name=lrp_name)
-    assert lrp is not None
-    nbctl(ovsdb_server, "lrp-set-gateway-chassis", lrp_name, f"ch1-{s}", "20")
+    s, lrp = _read_router_port(ovsdb_server, db)
+    nbctl(ovsdb_server, "lrp-set-gateway-chassis", lrp_name := lrp.name, f"ch1-{s}", "20")
     mine = db.create(GatewayChassis(port=lrp.id, name=f"{lrp_name}-ch2-{s}", chassis_name=f"ch2-{s}", priority=10))
     shown = nbctl(ovsdb_server, "lrp-get-gateway-chassis", lrp_name).splitlines()
     assert [line.split() for line in shown] == [[f"{lrp_name}-ch1-{s}", "20"], [f"{lrp_name}-ch2-{s}", "10"]]
@@ -247,12 +240,12 @@ def test_a_port_another_writer_moves_between_switches_reads_under_its_new_switch
               "add", "Logical_Switch", str(to.id), "ports", str(port.id))  # fmt: skip
 
     move(stays, b)
-    assert eventually(lambda: (p := cache.get(LogicalSwitchPort, stays.id)) is not None and p.switch == b.id)
+    wait_until(lambda: cache.get(LogicalSwitchPort, stays.id).switch == b.id, 10, "the new switch", interval=0.05)  # type: ignore[union-attr]
     assert db.get(LogicalSwitchPort, stays.id).switch == b.id
     # Moved to a switch of another topic, which the cache does not follow: its switch is not known
     # there. Reported (cache.corrupt), not read under the old switch nor dropped as if deleted.
     move(leaves, c)
-    assert eventually(lambda: ("LogicalSwitchPort", leaves.id) in cache.corrupt)
+    wait_until(lambda: ("LogicalSwitchPort", leaves.id) in cache.corrupt, 10, "a corrupt report", interval=0.05)
     assert "moved by another writer" in str(cache.corrupt[("LogicalSwitchPort", leaves.id)])
     assert db.get(LogicalSwitchPort, leaves.id).switch == c.id
     assert cache.get(LogicalSwitchPort, stays.id).switch == b.id  # type: ignore[union-attr]
