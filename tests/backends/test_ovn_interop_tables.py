@@ -72,7 +72,9 @@ def test_a_gateway_chassis_ovn_nbctl_sets_is_read_by_get_cache_and_watch(
     cache = db.cache([LogicalRouterPort, GatewayChassis])
     assert cache.wait_synced(10)
     nbctl(ovsdb_server, "lrp-set-gateway-chassis", lrp_name, f"ch1-{s}", "20")
-    gid = uuid.UUID(nbctl(ovsdb_server, "--bare", "--columns=_uuid", "find", "Gateway_Chassis", f"chassis_name=ch1-{s}"))
+    gid = uuid.UUID(
+        nbctl(ovsdb_server, "--bare", "--columns=_uuid", "find", "Gateway_Chassis", f"chassis_name=ch1-{s}")
+    )
 
     seen: list[GatewayChassis] = []
 

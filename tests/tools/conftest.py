@@ -122,13 +122,16 @@ def build_network(
             )
         )
         create(
-            GatewayChassis(
-                port=lrp, name=f"{prefix}lrp{n}-hv0", chassis_name=f"{prefix}hv0", priority=20, topic=topic
-            )
+            GatewayChassis(port=lrp, name=f"{prefix}lrp{n}-hv0", chassis_name=f"{prefix}hv0", priority=20, topic=topic)
         )
         create(
             LogicalRouterPolicy(
-                router=lr, priority=100, match="ip4.src == 10.0.0.0/8", action="reroute", nexthops=["172.16.0.1"], topic=topic
+                router=lr,
+                priority=100,
+                match="ip4.src == 10.0.0.0/8",
+                action="reroute",
+                nexthops=["172.16.0.1"],
+                topic=topic,
             )
         )
         create(NAT(router=lr, type="snat", external_ip=f"172.16.0.{n + 1}", logical_ip=f"10.{n}.0.0/24", topic=topic))

@@ -55,8 +55,8 @@ __all__ = [
     "PortGroup",
     "PortType",
     "QoS",
-    "RouterPolicyAction",
     "RoutePolicy",
+    "RouterPolicyAction",
     "Severity",
 ]
 

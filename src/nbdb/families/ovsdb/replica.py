@@ -263,9 +263,7 @@ class _View:
         return rendered is not None and not rendered.isdisjoint(diff)
 
 
-def _hinted_parents(
-    view: _View, tm: TableMap, row: Row
-) -> tuple[dict[str, uuid.UUID], dict[str, uuid.UUID]]:
+def _hinted_parents(view: _View, tm: TableMap, row: Row) -> tuple[dict[str, uuid.UUID], dict[str, uuid.UUID]]:
     """The parents nbdb wrote in a child whose parent rows this replica does not follow, and the
     hints it does follow whose rows no longer hold the child.
 
