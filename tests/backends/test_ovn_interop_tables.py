@@ -252,3 +252,26 @@ def test_a_port_another_writer_moves_between_switches_reads_under_its_new_switch
     assert db.get(LogicalSwitchPort, leaves.id).switch == c.id
     assert cache.get(LogicalSwitchPort, stays.id).switch == b.id  # type: ignore[union-attr]
     cache.close()
+
+
+def test_a_watch_of_some_topics_from_now_opens_after_a_write_of_another_topic(db: nbdb.Database) -> None:
+    # "From now" is the connection's last revision; the replica of the watch's topics had seen none of
+    # the later ones (a write of another topic), and the watch raised HistoryGoneError at once.
+    s = uuid.uuid4().hex[:8]
+    mine, other = f"w-{s}", f"x-{s}"
+    switch = db.create(LogicalSwitch(name=f"w-{s}", topic=mine))
+    cache = db.cache([LogicalSwitchPort], topics={mine})
+    assert cache.wait_synced(10)
+    db.create(LogicalSwitch(name=f"x-{s}", topic=other))
+    watch = db.watch(LogicalSwitchPort, topics={mine})
+    port = db.create(LogicalSwitchPort(switch=switch, name=f"wp-{s}", topic=mine))
+    seen: list[uuid.UUID] = []
+
+    def delivered() -> bool:
+        seen.extend(e.new.id for e in watch.poll(0.1) if e.new is not None)
+        return port.id in seen
+
+    wait_until(delivered, 10, "the watch to deliver the port", interval=0.05)
+    assert seen == [port.id]
+    watch.close()
+    cache.close()
