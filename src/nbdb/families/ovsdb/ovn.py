@@ -31,18 +31,22 @@ OVN_BINDINGS: tuple[TableBinding, ...] = (
         # below); nbdb's list of Chassis references has no place in the schema.
         ext_fields=frozenset({"gateway_chassis"}),
     ),
+    # Models added after the first ones: a schema of an OVN older than these tables still connects
+    # (these models then have no table there, as Chassis has none).
     TableBinding(
         "GatewayChassis",
         "Gateway_Chassis",
         parents={"port": ("Logical_Router_Port", "gateway_chassis")},
+        required=False,
     ),
     TableBinding(
         "LogicalRouterPolicy",
         "Logical_Router_Policy",
         parents={"router": ("Logical_Router", "policies")},
+        required=False,
     ),
-    TableBinding("HAChassisGroup", "HA_Chassis_Group"),
-    TableBinding("HAChassis", "HA_Chassis", parents={"group": ("HA_Chassis_Group", "ha_chassis")}),
+    TableBinding("HAChassisGroup", "HA_Chassis_Group", required=False),
+    TableBinding("HAChassis", "HA_Chassis", parents={"group": ("HA_Chassis_Group", "ha_chassis")}, required=False),
     TableBinding(
         "LogicalRouterStaticRoute",
         "Logical_Router_Static_Route",
