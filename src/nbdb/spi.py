@@ -476,6 +476,16 @@ class Backend(ABC):
         """
         return None
 
+    def unmodelled(self) -> dict[str, int]:
+        """Rows this store holds in tables no model of the process maps, by table (how many each).
+
+        Most stores hold only models' objects: none. OVSDB serves a schema of its own, whose tables
+        other clients fill (``ovn-nbctl meter-add`` writes ``Meter``): ``nbdb copy`` refuses to leave
+        such rows behind without saying so. Only the default namespace holds them (rows other
+        clients write carry none).
+        """
+        return {}
+
     def fixed_fields(self, table: str) -> dict[str, Any]:
         """The fields of ``table`` this store keeps nowhere, each with the one value it can hold (JSON form).
 

@@ -40,9 +40,13 @@ __all__ = [
     "DHCPOptions",
     "Direction",
     "EncapType",
+    "GatewayChassis",
+    "HAChassis",
+    "HAChassisGroup",
     "LoadBalancer",
     "LoadBalancerProtocol",
     "LogicalRouter",
+    "LogicalRouterPolicy",
     "LogicalRouterPort",
     "LogicalRouterStaticRoute",
     "LogicalSwitch",
@@ -52,6 +56,7 @@ __all__ = [
     "PortType",
     "QoS",
     "RoutePolicy",
+    "RouterPolicyAction",
     "Severity",
 ]
 
@@ -111,6 +116,14 @@ class RoutePolicy(StrEnum):
 
     SRC_IP = "src-ip"
     DST_IP = "dst-ip"
+
+
+class RouterPolicyAction(StrEnum):
+    """``Logical_Router_Policy.action``."""
+
+    ALLOW = "allow"
+    DROP = "drop"
+    REROUTE = "reroute"
 
 
 class LoadBalancerProtocol(StrEnum):
@@ -175,6 +188,26 @@ class DHCPOptions(Model):
     options: dict[str, str] = Field(default_factory=dict)
 
 
+class HAChassisGroup(Model):
+    """``HA_Chassis_Group``: chassis that may host a port (an external port, a gateway), by priority.
+
+    Its chassis point to it (``HAChassis.group``); ports name it in ``ha_chassis_group``.
+    """
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
+
+    name: Name
+
+
+class HAChassis(Model):
+    """``HA_Chassis``: one chassis of an HA chassis group (``HA_Chassis_Group.ha_chassis`` in OVN)."""
+
+    group: Annotated[UUID, Reference("HAChassisGroup")]
+    chassis_name: Name
+    priority: Priority = 0
+
+
 class LogicalSwitchPort(Model):
     """``Logical_Switch_Port``: a port of a logical switch, bound to a chassis when up."""
 
@@ -196,6 +229,7 @@ class LogicalSwitchPort(Model):
     dhcpv4_options: Annotated[UUID | None, Reference("DHCPOptions", weak=True)] = None
     dhcpv6_options: Annotated[UUID | None, Reference("DHCPOptions", weak=True)] = None
     chassis: Annotated[UUID | None, Reference("Chassis")] = None
+    ha_chassis_group: Annotated[UUID | None, Reference("HAChassisGroup")] = None
 
 
 class LogicalRouter(Model):
@@ -222,7 +256,27 @@ class LogicalRouterPort(Model):
     peer: str | None = None
     enabled: bool | None = None
     options: dict[str, str] = Field(default_factory=dict)
+    # nbdb's own wish of gateways, kept in external_ids: ovn-northd does not see it. OVN's
+    # Logical_Router_Port.gateway_chassis column is the set of the port's GatewayChassis objects.
     gateway_chassis: list[Annotated[UUID, Reference("Chassis")]] = Field(default_factory=list)
+    ha_chassis_group: Annotated[UUID | None, Reference("HAChassisGroup")] = None
+
+
+class GatewayChassis(Model):
+    """``Gateway_Chassis``: a chassis, by name, that may host a router port's gateway, by priority.
+
+    OVN keeps them in ``Logical_Router_Port.gateway_chassis``; here each names its port
+    (``ovn-nbctl lrp-set-gateway-chassis`` makes one named ``<port>-<chassis>``).
+    """
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
+
+    port: Annotated[UUID, Reference("LogicalRouterPort")]
+    name: Name
+    chassis_name: Name
+    priority: Priority = 0
+    options: dict[str, str] = Field(default_factory=dict)
 
 
 class LogicalRouterStaticRoute(Model):
@@ -234,6 +288,18 @@ class LogicalRouterStaticRoute(Model):
     output_port: str | None = None
     policy: RoutePolicy | None = None
     route_table: str = ""
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class LogicalRouterPolicy(Model):
+    """``Logical_Router_Policy``: a policy-based routing rule of a logical router."""
+
+    router: Annotated[UUID, Reference("LogicalRouter")]
+    priority: Priority
+    match: str = Field(min_length=1)
+    action: RouterPolicyAction
+    nexthop: str | None = None
+    nexthops: list[str] = Field(default_factory=list)
     options: dict[str, str] = Field(default_factory=dict)
 
 

@@ -19,7 +19,7 @@ from nbdb.models.base import Model
 from nbdb.timeouts import check_seconds
 from nbdb.tools.order import ObjectKey, key_of
 
-__all__ = ["Snapshot", "take_snapshot", "unsupported_models"]
+__all__ = ["Snapshot", "refuse_unmodelled", "take_snapshot", "unsupported_models"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +92,20 @@ def unsupported_models(db: Database, models: Sequence[type[Model]]) -> dict[type
         except errors.UnsupportedError as exc:
             out[model] = exc
     return out
+
+
+def refuse_unmodelled(db: Database, what: str) -> None:
+    """Raise UnsupportedError, before anything is written, if ``db`` holds rows no model maps.
+
+    ``what`` (``"a copy"``, ``"a dump"``) reads every model (no --models): it read what the models
+    map and said nothing of the rest, so an ``OVN_Northbound`` with meters, BFD sessions or DNS
+    records lost them in the destination.
+    """
+    held = db.backend.unmodelled()
+    if held:
+        tables = ", ".join(f"{table} ({rows} rows)" for table, rows in sorted(held.items()))
+        raise errors.UnsupportedError(
+            f"the source holds rows of tables no model maps, which {what} would leave behind: {tables}; nothing "
+            "was written: define models for them (`nbdb models generate` writes them from the schema), or name "
+            "the models (--models) to leave them behind knowingly"
+        )

@@ -102,7 +102,9 @@ class _Driver:
                     self._loading[scope] = threading.Event()
                     break
             loading.wait(self.target.timeout)
-        replica = Replica(self.mapping, self.versions, self.target.namespace, self.clock)
+        topics = scope.topics
+        filtered = topics is not None and None not in topics
+        replica = Replica(self.mapping, self.versions, self.target.namespace, self.clock, filtered=filtered)
         try:
             for db in self.mapping.databases():
                 self.sessions[db].follow(replica, scope)

@@ -42,6 +42,7 @@ from nbdb.families.ovsdb.datum import wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import MarkBook
+from nbdb.families.ovsdb.ovn import SERVER_TABLES
 from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, new_token, parse_window, push_window
@@ -118,12 +119,12 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """The replica to read ``tables`` in ``topics`` from: filtered on the server when topics are given."""
         if topics is None:
             return self.replica
-        mapped = [t for t in tables if t in self.mapping.tables]
-        if None in topics:
-            # Objects without a topic include every row another writer made, whose children carry no
-            # nbdb:parent hint (ovn-nbctl's ports): only their parents' set columns place them, so the
-            # parents' tables are followed too (the server filters nothing for such a scope anyway).
-            mapped = self._with_parents(mapped)
+        # A child's parent is the parent row whose set column holds it. Objects without a topic include
+        # every row another writer made, whose children carry no nbdb:parent hint (ovn-nbctl's ports),
+        # and another writer that moves a child between parents' sets (ovn-nbctl remove ... ports --
+        # add ... ports) leaves nbdb's hint naming the old one: the parents' tables are followed too,
+        # in the same topics (the server filters them as it filters the children).
+        mapped = self._with_parents([t for t in tables if t in self.mapping.tables])
         return self._replica_for(mapped, topics)
 
     def _with_parents(self, tables: list[str]) -> list[str]:
@@ -150,6 +151,25 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         # What new_row refuses: a value other than the default of a field whose column the schema lacks.
         tm = self.mapping.tables.get(table)
         return {} if tm is None else {name: fshape.default for name, fshape in tm.missing.items()}
+
+    def unmodelled(self) -> dict[str, int]:
+        # Tables of a served database that hold no model, nor a model's children: rows in them are
+        # other clients' (ovn-nbctl's meters, BFD sessions...). Not the server's own configuration.
+        if self.namespace:
+            return {}
+        held: dict[str, int] = {}
+        for db in self.mapping.databases():
+            schema = self.mapping.schemas[db]
+            mapped = {t for d, t in self.mapping.by_db_table if d == db} | {t for d, t in self.mapping.links if d == db}
+            skip = SERVER_TABLES.get(db, frozenset())
+            tables = sorted(t for t in schema.tables if t not in mapped and t not in skip)
+            if not tables:
+                continue
+            selects = [{"op": "select", "table": t, "where": [], "columns": ["_uuid"]} for t in tables]
+            for table, result in zip(tables, self._idempotent(db, selects), strict=True):
+                if rows := len(result.get("rows", [])):
+                    held[f"{db}.{table}"] = rows
+        return held
 
     def check_readable(self, tables: Sequence[str]) -> None:
         # A generated model whose table the served database lacks (see Mapping_.check_served).
