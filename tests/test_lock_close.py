@@ -312,3 +312,39 @@ def test_a_backend_whose_lock_takes_three_arguments_still_locks() -> None:
     finally:
         holder.close()
         other.close()
+
+
+class _KeywordClosedLock(MemoryBackend):
+    """A backend taking the event by keyword only, beside an optional argument of its own."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        super().__init__(store)
+        self.given: list[object] = []
+
+    def lock(  # type: ignore[override]
+        self,
+        name: str,
+        ttl: float,
+        timeout: float | None,
+        hint: object = None,
+        *,
+        closed: threading.Event | None = None,
+    ) -> AbstractContextManager[LockHandle]:
+        self.given.append((hint, closed))
+        return super().lock(name, ttl, timeout, closed=closed)
+
+
+def test_the_closed_event_goes_to_the_argument_named_closed() -> None:
+    # The event was passed fourth: a keyword-only ``closed`` never got it (its waits outlived the close)
+    # and an unrelated fourth argument got it instead.
+    backend = _KeywordClosedLock(MemoryStore())
+    db = nbdb.Database(backend)
+    try:
+        with db.lock("l", ttl=5):
+            pass
+        [(hint, closed)] = backend.given
+        assert hint is None
+        assert isinstance(closed, threading.Event) and not closed.is_set()
+    finally:
+        db.close()
+    assert closed.is_set()

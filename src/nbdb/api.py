@@ -352,14 +352,12 @@ def _track(db: Database) -> None:
 
 @functools.cache
 def _lock_takes_closed(backend: type[Backend]) -> bool:
-    """Whether ``backend.lock`` takes the ``closed`` event (the SPI's fourth argument, added later)."""
+    """Whether ``backend.lock`` takes the ``closed`` event by that name (the SPI's later argument)."""
     try:
         params = inspect.signature(backend.lock).parameters.values()
     except (TypeError, ValueError):  # a signature Python cannot tell: pass it, as the SPI says
         return True
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 5 or any(
-        p.kind is p.VAR_POSITIONAL for p in params
-    )
+    return any((p.name == "closed" and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD for p in params)
 
 
 class Database:
@@ -911,7 +909,7 @@ class Database:
         def take() -> AbstractContextManager[LockHandle]:
             self._open()
             if _lock_takes_closed(type(self._backend)):
-                return self._backend.lock(name, ttl, timeout, self._ended)
+                return self._backend.lock(name, ttl, timeout, closed=self._ended)
             # A backend written before the SPI's lock took ``closed`` (three arguments) still locks; only
             # its waits do not end with the Database's close.
             return self._backend.lock(name, ttl, timeout)
