@@ -8,6 +8,13 @@ A plain delete plans too (``weak_only``): its target is dropped from the weak
 references to it (``Reference(..., weak=True)``) in the same commit, as
 ovsdb-server drops them; every other referrer is left for the backend to
 refuse (ReferenceError), and so is a weak one the referrer cannot lose.
+
+Objects a plain delete takes along: a model's ``nbdb_owned_by`` names its
+required references to an owner that holds it alone (OVSDB's non-root rows:
+a router port's gateway chassis, an HA chassis group's chassis). ovsdb-server
+collects such a row with the last row holding it (``ovn-nbctl lrp-del``); a
+plain delete of the owner deletes them in the same commit, on every backend,
+and drops the weak references to them as to the owner.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any, TypeVar
 
 from nbdb import errors
 from nbdb.codec import decode
-from nbdb.models.base import Model, all_models, model_for_table, registry_generation
+from nbdb.models.base import Model, RefSpec, all_models, model_for_table, registry_generation
 from nbdb.spi import Backend, Delete, Put, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
@@ -26,23 +33,38 @@ __all__ = ["cascade_ops", "weak_drops", "weakly_referenced", "without_weak"]
 M = TypeVar("M", bound=Model)
 
 
-_weak_targets: tuple[int, frozenset[str]] = (-1, frozenset())
-"""The tables some model defined holds a weak reference to, and the registry generation they were read at."""
+_planned_targets: tuple[int, frozenset[str], frozenset[str]] = (-1, frozenset(), frozenset())
+"""The tables some model defined holds a weak reference to, those some model is owned by (``nbdb_owned_by``),
+and the registry generation they were read at."""
+
+
+def _targets() -> tuple[frozenset[str], frozenset[str]]:
+    global _planned_targets
+    generation, weak, owners = _planned_targets
+    now = registry_generation()
+    if generation != now:
+        weak = frozenset(spec.target for model in all_models() for spec in model.nbdb_references if spec.weak)
+        owners = frozenset(
+            spec.target for model in all_models() for spec in model.nbdb_references if _owning(model, spec)
+        )
+        _planned_targets = (now, weak, owners)
+    return weak, owners
+
+
+def _owning(model: type[Model], spec: RefSpec) -> bool:
+    """Whether ``spec`` of ``model`` names the object's owner: a required single reference in ``nbdb_owned_by``."""
+    return spec.field in model.nbdb_owned_by and not spec.many and not spec.optional
 
 
 def weakly_referenced(table: str) -> bool:
-    """Whether a model defined holds a weak reference to ``table`` (a plain delete of one of its rows plans).
+    """Whether a plain delete of a row of ``table`` plans: a model defined holds a weak reference to it,
+    or is owned by it (``nbdb_owned_by``).
 
     Asked at every delete: the tables are read from the models once, and again only after a model
     class is defined (a walk of every model's references cost 2-4 µs, a third of a delete in process).
     """
-    global _weak_targets
-    generation, targets = _weak_targets
-    now = registry_generation()
-    if generation != now:
-        targets = frozenset(spec.target for model in all_models() for spec in model.nbdb_references if spec.weak)
-        _weak_targets = (now, targets)
-    return table in targets
+    weak, owners = _targets()
+    return table in weak or table in owners
 
 
 def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> list[WriteOp]:
@@ -71,11 +93,9 @@ def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> l
         level = []
         for target, sources in found.items():
             if weak_only:
-                _drop_weak(target, sources, objects, updates)
+                _drop_weak(target, sources, objects, deletes, updates, level)
             else:
                 _plan_target(target, sources, objects, deletes, updates, level)
-        if weak_only:
-            break
     ops: list[WriteOp] = list(deletes.values())
     ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
     return ops
@@ -123,13 +143,29 @@ def _plan_target(
 
 
 def _drop_weak(
-    target: RefKey, sources: list[RefKey], objects: dict[RefKey, Model], updates: dict[RefKey, Model]
+    target: RefKey,
+    sources: list[RefKey],
+    objects: dict[RefKey, Model],
+    deletes: dict[RefKey, WriteOp],
+    updates: dict[RefKey, Model],
+    doomed_next: list[RefKey],
 ) -> None:
-    """Drop ``target`` from the weak references of its referrers that can lose it; leave every other one."""
+    """Drop ``target`` from the weak references of its referrers that can lose it, delete those it owns
+    (``nbdb_owned_by``; they join ``doomed_next``); leave every other one."""
     for source in sources:
-        obj = objects.get(source)
+        if source in deletes:
+            continue
+        obj = updates.get(source) or objects.get(source)
         if obj is None:
             continue  # not found when read (see cascade_ops)
+        if any(
+            _owning(type(obj), spec) and spec.target == target[0] and getattr(obj, spec.field) == target[1]
+            for spec in obj.nbdb_references
+        ):
+            updates.pop(source, None)
+            deletes[source] = delete_of(obj)
+            doomed_next.append(source)
+            continue
         changes: dict[str, Any] = {}
         for spec in obj.nbdb_references:
             if not spec.weak or spec.target != target[0] or target[1] not in spec.ids(obj):

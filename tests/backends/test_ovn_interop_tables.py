@@ -286,3 +286,61 @@ def test_a_watch_of_some_topics_from_now_opens_after_a_write_of_another_topic(db
     assert seen == [port.id]
     watch.close()
     cache.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "ovsdb"])
+def test_a_plain_delete_of_an_owner_takes_its_gateway_and_ha_chassis_along(
+    kind: str,
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # Gateway_Chassis and HA_Chassis are non-root rows only their port or group holds: ovsdb-server
+    # collects them with it (ovn-nbctl lrp-del, ha-chassis-group-del). nbdb refused a plain delete
+    # of the port or group (ReferenceError: pass cascade=True) on every backend.
+    s = uuid.uuid4().hex[:8]
+    url = f"memory://owned-{s}" if kind == "memory" else f"{ovsdb_server.url}?namespace=o{s}"
+    with nbdb.connect(url) as db:
+        router = db.create(LogicalRouter(name=f"lr-{s}"))
+        group = db.create(HAChassisGroup(name=f"hag-{s}"))
+        port = db.create(
+            LogicalRouterPort(router=router, name=f"lrp-{s}", mac="0a:00:00:00:00:01", networks=["10.0.0.1/24"])
+        )
+        other = db.create(
+            LogicalRouterPort(router=router, name=f"lrp2-{s}", mac="0a:00:00:00:00:02", networks=["10.0.1.1/24"])
+        )
+        gws = [db.create(GatewayChassis(port=port, name=f"gw{i}-{s}", chassis_name=f"ch{i}-{s}")) for i in (1, 2)]
+        kept = db.create(GatewayChassis(port=other, name=f"gw3-{s}", chassis_name=f"ch3-{s}"))
+        members = [db.create(HAChassis(group=group, chassis_name=f"ch{i}-{s}", priority=i)) for i in (1, 2)]
+        watch = db.watch(GatewayChassis)
+        revision = db.delete(port)
+        assert [g.id for g in db.list(GatewayChassis)] == [kept.id]
+        # One commit: the port and its gateway chassis went together.
+        gone: list[nbdb.ChangeEvent[GatewayChassis]] = []
+        wait_until(lambda: bool(gone.extend(watch.poll(0.1))) or len(gone) >= 2, 10, "the deletes", interval=0.05)
+        assert sorted((e.old.id, e.new, int(e.revision)) for e in gone if e.old) == sorted(
+            (g.id, None, int(revision)) for g in gws
+        )
+        watch.close()
+        db.delete(group)
+        assert db.list(HAChassis) == []
+        # A strong referrer that is no child still refuses: the router keeps its other port.
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(router)
+        assert [p.id for p in db.list(LogicalRouterPort)] == [other.id]
+
+
+def test_a_router_port_and_ha_group_ovn_nbctl_made_are_deleted_plainly_leaving_no_chassis_row(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    s, lrp = _read_router_port(ovsdb_server, db)
+    nbctl(ovsdb_server, "lrp-set-gateway-chassis", lrp.name, f"ch1-{s}", "20")
+    nbctl(ovsdb_server, "ha-chassis-group-add", f"hag-{s}")
+    nbctl(ovsdb_server, "ha-chassis-group-add-chassis", f"hag-{s}", f"ch1-{s}", "5")
+    group = db.get_by(HAChassisGroup, name=f"hag-{s}")
+    assert group is not None
+    db.delete(db.get(LogicalRouterPort, lrp.id))
+    db.delete(group)
+    assert nbctl(ovsdb_server, "lrp-list", f"lr-{s}") == ""
+    assert nbctl(ovsdb_server, "--bare", "--columns=_uuid", "find", "Gateway_Chassis", f"chassis_name=ch1-{s}") == ""
+    assert nbctl(ovsdb_server, "--bare", "--columns=_uuid", "find", "HA_Chassis", f"chassis_name=ch1-{s}") == ""
+    assert f"hag-{s}" not in nbctl(ovsdb_server, "ha-chassis-group-list")

@@ -201,7 +201,13 @@ class HAChassisGroup(Model):
 
 
 class HAChassis(Model):
-    """``HA_Chassis``: one chassis of an HA chassis group (``HA_Chassis_Group.ha_chassis`` in OVN)."""
+    """``HA_Chassis``: one chassis of an HA chassis group (``HA_Chassis_Group.ha_chassis`` in OVN).
+
+    A non-root row only its group holds: deleting the group deletes them in the same commit, as
+    ``ovn-nbctl ha-chassis-group-del`` does.
+    """
+
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("group",)
 
     group: Annotated[UUID, Reference("HAChassisGroup")]
     chassis_name: Name
@@ -266,11 +272,13 @@ class GatewayChassis(Model):
     """``Gateway_Chassis``: a chassis, by name, that may host a router port's gateway, by priority.
 
     OVN keeps them in ``Logical_Router_Port.gateway_chassis``; here each names its port
-    (``ovn-nbctl lrp-set-gateway-chassis`` makes one named ``<port>-<chassis>``).
+    (``ovn-nbctl lrp-set-gateway-chassis`` makes one named ``<port>-<chassis>``). A non-root row
+    only its port holds: deleting the port deletes them in the same commit, as ``lrp-del`` does.
     """
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
     nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("port",)
 
     port: Annotated[UUID, Reference("LogicalRouterPort")]
     name: Name
