@@ -92,10 +92,7 @@ def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> l
         objects = {k: decode(model_for_table(k[0]), r) for k, r in zip(wanted, read, strict=True) if r is not None}
         level = []
         for target, sources in found.items():
-            if weak_only:
-                _drop_weak(target, sources, objects, deletes, updates, level)
-            else:
-                _plan_target(target, sources, objects, deletes, updates, level)
+            _plan_target(target, sources, objects, deletes, updates, level, weak_only=weak_only)
     ops: list[WriteOp] = list(deletes.values())
     ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
     return ops
@@ -108,8 +105,15 @@ def _plan_target(
     deletes: dict[RefKey, WriteOp],
     updates: dict[RefKey, Model],
     doomed_next: list[RefKey],
+    *,
+    weak_only: bool,
 ) -> None:
-    """Delete or clear each referrer of ``target``; the referrers deleted join ``doomed_next``."""
+    """Delete or clear each referrer of ``target``; the referrers deleted join ``doomed_next``.
+
+    ``weak_only`` (a plain delete): only the weak references to ``target`` are dropped, where the
+    referrer can lose them, and only the referrers ``target`` owns (``nbdb_owned_by``) are deleted;
+    every other one is left for the backend to refuse.
+    """
     for source in sources:
         if source in deletes:
             continue
@@ -123,64 +127,26 @@ def _plan_target(
         for spec in obj.nbdb_references:
             if spec.target != target[0] or target[1] not in spec.ids(obj):
                 continue
-            if spec.many:
+            if weak_only and not spec.weak:
+                doomed = doomed or _owning(type(obj), spec)
+            elif spec.many:
                 changes[spec.field] = [i for i in getattr(obj, spec.field) if i != target[1]]
             elif spec.optional:
                 changes[spec.field] = None
-            else:
+            elif not weak_only:
                 doomed = True
+            # A required weak reference cannot be dropped: ovsdb-server refuses such a delete too.
         if not doomed and changes:
             try:
                 updates[source] = obj.replace(**changes)
             except errors.ValidationError:
-                # Clearing the reference breaks the model's own rules (an
-                # ACL must belong to a switch or a port group): it goes too.
-                doomed = True
+                # Clearing the reference breaks the model's own rules (an ACL must belong to a
+                # switch or a port group): it goes too, or (a weak one) the backend refuses the delete.
+                doomed = not weak_only
         if doomed:
             updates.pop(source, None)
             deletes[source] = delete_of(obj)
             doomed_next.append(source)
-
-
-def _drop_weak(
-    target: RefKey,
-    sources: list[RefKey],
-    objects: dict[RefKey, Model],
-    deletes: dict[RefKey, WriteOp],
-    updates: dict[RefKey, Model],
-    doomed_next: list[RefKey],
-) -> None:
-    """Drop ``target`` from the weak references of its referrers that can lose it, delete those it owns
-    (``nbdb_owned_by``; they join ``doomed_next``); leave every other one."""
-    for source in sources:
-        if source in deletes:
-            continue
-        obj = updates.get(source) or objects.get(source)
-        if obj is None:
-            continue  # not found when read (see cascade_ops)
-        if any(
-            _owning(type(obj), spec) and spec.target == target[0] and getattr(obj, spec.field) == target[1]
-            for spec in obj.nbdb_references
-        ):
-            updates.pop(source, None)
-            deletes[source] = delete_of(obj)
-            doomed_next.append(source)
-            continue
-        changes: dict[str, Any] = {}
-        for spec in obj.nbdb_references:
-            if not spec.weak or spec.target != target[0] or target[1] not in spec.ids(obj):
-                continue
-            if spec.many:
-                changes[spec.field] = [i for i in getattr(obj, spec.field) if i != target[1]]
-            elif spec.optional:
-                changes[spec.field] = None
-            # A required weak reference cannot be dropped: ovsdb-server refuses such a delete too.
-        if not changes:
-            continue
-        try:
-            updates[source] = obj.replace(**changes)
-        except errors.ValidationError:
-            continue  # losing it breaks the referrer's own rules: the backend refuses the delete
 
 
 def without_weak(obj: M, doomed: Set[RefKey]) -> M | None:

@@ -31,6 +31,7 @@ from nbdb.models import (
     RouterPolicyAction,
     all_models,
 )
+from nbdb.models.base import Model
 from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
 from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
 from nbdb.testing.probes import run_tool
@@ -158,6 +159,22 @@ def test_ha_chassis_groups_and_router_policies_ovn_nbctl_makes_are_read_and_writ
     assert port is not None and port.ha_chassis_group == group.id
 
 
+def _copy_out_and_back(source_server: OvsdbServer, back_url: str) -> dict[type[Model], list[Model]]:
+    """Copy every built-in model out of ``source_server`` into memory://, and from there to ``back_url``
+    (no differences); what memory:// held, by model."""
+    # The built-in models (a module of this process may have generated models of the same tables).
+    models = [m for m in all_models() if m.__module__ == "nbdb.models.ovn" and m is not Chassis]
+    with (
+        nbdb.connect(source_server.url) as source,
+        nbdb.connect(f"memory://copy-{uuid.uuid4().hex[:8]}") as middle,
+        nbdb.connect(back_url) as back,
+    ):
+        Copier(source, middle, CopyOptions(models=models)).run()
+        result = Copier(middle, back, CopyOptions(models=models, ignore_list_order=True)).run()
+        assert result.differences == []
+        return {m: list(middle.list(m)) for m in models}
+
+
 def test_a_copy_out_of_ovn_and_back_keeps_gateways_ha_groups_and_policies(
     ovsdb_server: OvsdbServer,  # noqa: F811
 ) -> None:
@@ -175,19 +192,10 @@ def test_a_copy_out_of_ovn_and_back_keeps_gateways_ha_groups_and_policies(
         nbctl(source_server, "ha-chassis-group-add-chassis", f"hag-{s}", f"ch2-{s}", "3")
         group = nbctl(source_server, "--bare", "--columns=_uuid", "find", "HA_Chassis_Group", f"name=hag-{s}")
         nbctl(source_server, "set", "Logical_Router_Port", lrp_name, f"ha_chassis_group={group}")
-        with (
-            nbdb.connect(source_server.url) as source,
-            nbdb.connect(f"memory://copy-{s}") as middle,
-            nbdb.connect(f"{ovsdb_server.url}?namespace=copy{s}") as back,
-        ):
-            # The built-in models (a module of this process may have generated models of the same tables).
-            models = [m for m in all_models() if m.__module__ == "nbdb.models.ovn" and m is not Chassis]
-            Copier(source, middle, CopyOptions(models=models)).run()
-            assert len(middle.list(GatewayChassis)) == 2
-            assert len(middle.list(HAChassis)) == 2
-            assert len(middle.list(LogicalRouterPolicy)) == 2
-            result = Copier(middle, back, CopyOptions(models=models, ignore_list_order=True)).run()
-            assert result.differences == []
+        middle = _copy_out_and_back(source_server, f"{ovsdb_server.url}?namespace=copy{s}")
+        assert len(middle[GatewayChassis]) == 2
+        assert len(middle[HAChassis]) == 2
+        assert len(middle[LogicalRouterPolicy]) == 2
     # What ovn-nbctl shows of the copy is what it showed of the source.
     shown = nbctl(ovsdb_server, "lrp-get-gateway-chassis", lrp_name).splitlines()
     assert [line.split() for line in shown] == [[f"{lrp_name}-ch1-{s}", "20"], [f"{lrp_name}-ch2-{s}", "10"]]
@@ -369,22 +377,15 @@ def test_a_copy_out_of_ovn_and_back_keeps_ipv6_ra_acl_label_and_meter_lb_selecti
         nat = nbctl(source_server, "--bare", "--columns=_uuid", "find", "NAT", "external_ip=172.16.0.1")
         lrp_id = nbctl(source_server, "--bare", "--columns=_uuid", "find", "Logical_Router_Port", f"name={lrp_name}")
         nbctl(source_server, "set", "NAT", nat, f"gateway_port={lrp_id}")
-        with (
-            nbdb.connect(source_server.url) as source,
-            nbdb.connect(f"memory://fields-{s}") as middle,
-            nbdb.connect(f"{ovsdb_server.url}?namespace=f{s}") as back,
-        ):
-            models = [m for m in all_models() if m.__module__ == "nbdb.models.ovn" and m is not Chassis]
-            Copier(source, middle, CopyOptions(models=models)).run()
-            (port,) = middle.list(LogicalRouterPort)
-            assert (port.ipv6_ra_configs, port.ipv6_prefix) == (
-                {"address_mode": "slaac", "send_periodic": "true"},
-                ["2001:db8::/64"],
-            )
-            (nat_rule,) = middle.list(NAT)
-            assert nat_rule.gateway_port == port.id
-            result = Copier(middle, back, CopyOptions(models=models, ignore_list_order=True)).run()
-            assert result.differences == []
+        middle = _copy_out_and_back(source_server, f"{ovsdb_server.url}?namespace=f{s}")
+        (port,) = middle[LogicalRouterPort]
+        assert isinstance(port, LogicalRouterPort)
+        assert (port.ipv6_ra_configs, port.ipv6_prefix) == (
+            {"address_mode": "slaac", "send_periodic": "true"},
+            ["2001:db8::/64"],
+        )
+        (nat_rule,) = middle[NAT]
+        assert isinstance(nat_rule, NAT) and nat_rule.gateway_port == port.id
     assert nbctl(ovsdb_server, "get", "Logical_Router_Port", lrp_name, "ipv6_ra_configs:address_mode") == "slaac"
     assert nbctl(ovsdb_server, "get", "Logical_Router_Port", lrp_name, "ipv6_prefix") == '["2001:db8::/64"]'
     acls = nbctl(ovsdb_server, "--bare", "--columns=label,meter", "find", "ACL", "label=1234").split()

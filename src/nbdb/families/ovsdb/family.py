@@ -195,11 +195,15 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         selects = [{"op": "select", "table": t, "where": [], "columns": unmapped[t]} for t in tables]
         held: dict[str, int] = {}
         for table, result in zip(tables, self._idempotent(db, selects) if selects else [], strict=True):
-            columns = schema.tables[table].columns
+            schemas = schema.tables[table].columns
             for column in unmapped[table]:
-                ctype = columns[column].type
+                ctype = schemas[column].type
                 default = default_cell(ctype)
-                rows = sum(1 for row in result.get("rows", []) if cell_from_wire(ctype, row[column]) != default)
+                rows = sum(
+                    1
+                    for row in result.get("rows", [])
+                    if column in row and cell_from_wire(ctype, row[column]) != default
+                )
                 if rows:
                     held[f"{db}.{table}.{column}"] = rows
         return held
