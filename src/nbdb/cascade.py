@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from nbdb import errors
 from nbdb.codec import decode
 from nbdb.models.base import Model, RefSpec, all_models, model_for_table, registry_generation
-from nbdb.spi import Backend, Delete, Put, RefKey, WriteOp
+from nbdb.spi import Backend, Delete, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
 __all__ = ["cascade_ops", "weak_drops", "weakly_referenced", "without_weak"]
@@ -175,25 +175,43 @@ def without_weak(obj: M, doomed: Set[RefKey]) -> M | None:
         return None
 
 
-def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> list[Put]:
-    """The updates that drop every one of ``roots`` from the weak references of its stored referrers.
+def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> list[WriteOp]:
+    """The writes that drop every one of ``roots`` from the weak references of its stored referrers,
+    and delete the objects they own (``nbdb_owned_by``, recursively; their weak referrers lose them too).
 
     For a transaction's deletes, planned together (a port group losing two ports it deletes is one
     update, not two that conflict). Referrers in ``skip`` (the transaction writes them itself) are
     left to the caller; one that cannot lose a reference is left for the backend to refuse.
     """
-    targets = [(root.table, root.id) for root in roots if weakly_referenced(root.table)]
-    if not targets:
+    level = [(root.table, root.id) for root in roots if weakly_referenced(root.table)]
+    if not level:
         return []
-    doomed = frozenset(targets)
-    found = backend.referrers_of(targets)
-    wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
-    ops: list[Put] = []
-    for key, record in zip(wanted, backend.read_many(wanted), strict=True):
-        if record is None:
-            continue  # gone since it was listed (see cascade_ops)
-        obj = decode(model_for_table(key[0]), record)
-        new = without_weak(obj, doomed)
+    doomed = set(level)
+    ops: list[WriteOp] = []
+    referrers: dict[RefKey, Model] = {}
+    while level:
+        found = backend.referrers_of(level)
+        wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
+        level = []
+        for key, record in zip(wanted, backend.read_many(wanted), strict=True):
+            if record is None:
+                continue  # gone since it was listed (see cascade_ops)
+            obj = decode(model_for_table(key[0]), record)
+            owned = any(
+                _owning(type(obj), spec) and (spec.target, getattr(obj, spec.field)) in doomed
+                for spec in obj.nbdb_references
+            )
+            if owned:
+                doomed.add(key)
+                ops.append(delete_of(obj))
+                level.append(key)
+            else:
+                referrers[key] = obj
+    gone = frozenset(doomed)
+    for key, obj in referrers.items():
+        if key in gone:
+            continue
+        new = without_weak(obj, gone)
         if new is not None and new is not obj:
             ops.append(put_of(new, obj.version)[0])
     return ops

@@ -336,6 +336,10 @@ def test_a_plain_delete_of_an_owner_takes_its_gateway_and_ha_chassis_along(
         with pytest.raises(nbdb.ReferenceError):
             db.delete(router)
         assert [p.id for p in db.list(LogicalRouterPort)] == [other.id]
+        # A transaction's delete takes them along in its commit too.
+        with db.transaction() as tx:
+            tx.delete(other)
+        assert db.list(GatewayChassis) == []
 
 
 def test_a_router_port_and_ha_group_ovn_nbctl_made_are_deleted_plainly_leaving_no_chassis_row(
