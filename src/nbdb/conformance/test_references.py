@@ -12,7 +12,7 @@ import pytest
 
 import nbdb
 from nbdb.capabilities import Atomicity
-from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitParent, KitWeakGroup
+from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitOwned, KitParent, KitWeakGroup
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
 
@@ -334,3 +334,29 @@ def test_a_new_weak_reference_to_a_target_the_transaction_deletes_is_dropped(db:
         db.get(KitChild, gone.id)
     with pytest.raises(nbdb.ReferenceError):
         db.create(KitWeakGroup(members=[gone.id]))
+
+
+def test_a_plain_delete_takes_the_objects_its_target_owns_in_its_commit(db: nbdb.Database) -> None:
+    """An owned object (``nbdb_owned_by``: OVSDB's non-root row only its parent holds) goes with its owner,
+    as ovsdb-server collects it; its weak referrers lose it; any other referrer still refuses."""
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    child, other = db.create(KitChild(parent=parent, name="c")), db.create(KitChild(parent=parent, name="o"))
+    owned = [db.create(KitOwned(owner=child, label=str(i))) for i in range(2)]
+    kept = db.create(KitOwned(owner=other))
+    with db.watch([KitOwned, KitChild]) as watch:
+        revision = db.delete(child)
+        events: list[nbdb.ChangeEvent[Any]] = []
+        deadline = time.monotonic() + 15
+        while len(events) < 3 and time.monotonic() < deadline:
+            events += watch.poll(0.2)
+    got = {(e.kind, e.model, e.id, e.revision) for e in events}
+    assert got == {
+        (nbdb.EventKind.DELETED, m, i, revision) for m, i in [(KitChild, child.id)] + [(KitOwned, o.id) for o in owned]
+    }
+    assert [o.id for o in db.list(KitOwned)] == [kept.id]
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(parent)  # its other child is no owned object
+    with db.transaction() as tx:
+        tx.delete(other)
+    assert db.list(KitOwned) == []
