@@ -477,7 +477,8 @@ class Backend(ABC):
         return None
 
     def unmodelled(self) -> dict[str, int]:
-        """Rows this store holds in tables no model of the process maps, by table (how many each).
+        """Rows this store holds in tables no model of the process maps, by table (how many each); on
+        OVSDB also rows holding a value in a column no field maps, by ``table.column``.
 
         Most stores hold only models' objects: none. OVSDB serves a schema of its own, whose tables
         other clients fill (``ovn-nbctl meter-add`` writes ``Meter``): ``nbdb copy`` refuses to leave

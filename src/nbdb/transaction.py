@@ -191,12 +191,12 @@ class Transaction:
         # store refused the deletes for one (most targets have none: no referrers read first).
         doomed = self._drop_doomed_from_own_writes()
         plan_weak = False
-        replanned: list[Put] | None = None  # the weak drops planned when the store refused the last try
+        replanned: list[WriteOp] | None = None  # the weak drops planned when the store refused the last try
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
             ops: list[WriteOp | Mutate] = []
-            drops: list[Put] = []
+            drops: list[WriteOp] = []
             for step in steps:
                 if folded and type(step) is _Step and step.onto is not None and step.onto.done:
                     # Its create took the stored object (may_exist): the mutate applies to that one, as any.

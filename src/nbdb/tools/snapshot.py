@@ -95,17 +95,18 @@ def unsupported_models(db: Database, models: Sequence[type[Model]]) -> dict[type
 
 
 def refuse_unmodelled(db: Database, what: str) -> None:
-    """Raise UnsupportedError, before anything is written, if ``db`` holds rows no model maps.
+    """Raise UnsupportedError, before anything is written, if ``db`` holds rows or values no model maps.
 
     ``what`` (``"a copy"``, ``"a dump"``) reads every model (no --models): it read what the models
     map and said nothing of the rest, so an ``OVN_Northbound`` with meters, BFD sessions or DNS
-    records lost them in the destination.
+    records lost them in the destination; a column of a mapped table that no field maps
+    (``OVN_Northbound.Logical_Switch.dns_records``) is named with its table where a row holds a value.
     """
     held = db.backend.unmodelled()
     if held:
         tables = ", ".join(f"{table} ({rows} rows)" for table, rows in sorted(held.items()))
         raise errors.UnsupportedError(
-            f"the source holds rows of tables no model maps, which {what} would leave behind: {tables}; nothing "
-            "was written: define models for them (`nbdb models generate` writes them from the schema), or name "
-            "the models (--models) to leave them behind knowingly"
+            f"the source holds rows of tables, or values in columns, no model maps, which {what} would leave "
+            f"behind: {tables}; nothing was written: define models (or fields) for them (`nbdb models generate` "
+            "writes them from the schema), or name the models (--models) to leave them behind knowingly"
         )

@@ -38,11 +38,11 @@ from nbdb.families import rules
 from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_counter, settle_increments
 from nbdb.families.ovsdb.data import OvsdbDataApi
-from nbdb.families.ovsdb.datum import wire_map
+from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import MarkBook
-from nbdb.families.ovsdb.ovn import SERVER_TABLES
+from nbdb.families.ovsdb.ovn import DERIVED_COLUMNS, SERVER_TABLES
 from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, new_token, parse_window, push_window
@@ -155,6 +155,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     def unmodelled(self) -> dict[str, int]:
         # Tables of a served database that hold no model, nor a model's children: rows in them are
         # other clients' (ovn-nbctl's meters, BFD sessions...). Not the server's own configuration.
+        # And columns of mapped tables no field maps, where a row holds a value (a switch's
+        # dns_records, a router's copp): "<db>.<table>.<column>".
         if self.namespace:
             return {}
         held: dict[str, int] = {}
@@ -163,12 +165,47 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             mapped = {t for d, t in self.mapping.by_db_table if d == db} | {t for d, t in self.mapping.links if d == db}
             skip = SERVER_TABLES.get(db, frozenset())
             tables = sorted(t for t in schema.tables if t not in mapped and t not in skip)
+            held.update(self._unmapped_values(db))
             if not tables:
                 continue
             selects = [{"op": "select", "table": t, "where": [], "columns": ["_uuid"]} for t in tables]
             for table, result in zip(tables, self._idempotent(db, selects), strict=True):
                 if rows := len(result.get("rows", [])):
                     held[f"{db}.{table}"] = rows
+        return held
+
+    def _unmapped_values(self, db: str) -> dict[str, int]:
+        """Rows of mapped tables holding a value other than the default in a column no field maps, by column.
+
+        Updates keep such a value (they write the mapped columns only); a copy or dump reads the models'
+        fields and loses it. Columns the server's other clients derive (``DERIVED_COLUMNS``) are not counted.
+        """
+        schema = self.mapping.schemas[db]
+        derived = DERIVED_COLUMNS.get(db, {})
+        unmapped: dict[str, list[str]] = {}
+        for (d, table), maps in self.mapping.by_db_table.items():
+            if d != db or table not in schema.tables:
+                continue
+            mapped = {c.column for tm in maps for c in tm.columns.values()} | {EXTERNAL_IDS}
+            mapped |= {link.column for link in self.mapping.links.get((db, table), [])}
+            mapped |= derived.get(table, frozenset())
+            if columns := sorted(set(schema.tables[table].columns) - mapped):
+                unmapped[table] = columns
+        tables = sorted(unmapped)
+        selects = [{"op": "select", "table": t, "where": [], "columns": unmapped[t]} for t in tables]
+        held: dict[str, int] = {}
+        for table, result in zip(tables, self._idempotent(db, selects) if selects else [], strict=True):
+            schemas = schema.tables[table].columns
+            for column in unmapped[table]:
+                ctype = schemas[column].type
+                default = default_cell(ctype)
+                rows = sum(
+                    1
+                    for row in result.get("rows", [])
+                    if column in row and cell_from_wire(ctype, row[column]) != default
+                )
+                if rows:
+                    held[f"{db}.{table}.{column}"] = rows
         return held
 
     def check_readable(self, tables: Sequence[str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nbdb.families.ovsdb.mapping import TableBinding
 
-__all__ = ["OVN_BINDINGS", "OVN_NB_DATABASE", "SERVER_TABLES"]
+__all__ = ["DERIVED_COLUMNS", "OVN_BINDINGS", "OVN_NB_DATABASE", "SERVER_TABLES"]
 
 OVN_NB_DATABASE = "OVN_Northbound"
 
@@ -69,3 +69,10 @@ OVN_BINDINGS: tuple[TableBinding, ...] = (
 SERVER_TABLES: dict[str, frozenset[str]] = {OVN_NB_DATABASE: frozenset({"NB_Global", "Connection", "SSL"})}
 """Tables of a database that configure its server and its readers, no logical network: no model maps
 them, and a copy of the network leaves them where they are (see ``unmodelled``)."""
+
+DERIVED_COLUMNS: dict[str, dict[str, frozenset[str]]] = {
+    OVN_NB_DATABASE: {"Logical_Switch_Port": frozenset({"dynamic_addresses"})}
+}
+"""Columns of mapped tables no model field maps that another client derives from the others (ovn-northd
+writes a port's ``dynamic_addresses`` from its ``addresses`` "dynamic"): a copy leaves them for that
+client to derive again in the destination, without counting them lost (see ``unmodelled``)."""
