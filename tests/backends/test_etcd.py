@@ -1816,6 +1816,19 @@ def test_a_lock_key_another_writer_left_on_no_lease_is_corrupt_record_at_acquire
 # ---------------------------------------------------------------- read-your-writes across what a cache follows
 
 
+def _record_swaps(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The etcd streams' widenings (True) and narrowings (False) from now on, in order."""
+    swaps: list[bool] = []
+    swap = etcd_stream.EtcdKeyStream._swap
+
+    def recording(self: Any, wide: bool) -> None:
+        swaps.append(wide)
+        swap(self, wide)
+
+    monkeypatch.setattr(etcd_stream.EtcdKeyStream, "_swap", recording)
+    return swaps
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_a_wait_for_a_commit_the_cache_does_not_follow_ends_with_its_commit(
     etcd_server: EtcdServer,  # noqa: F811
@@ -1844,14 +1857,7 @@ def test_a_wait_for_a_commit_the_cache_follows_leaves_its_stream_alone(
     # was on its way (p90 21 ms against 0.6). The stream acts only once a wait outlasts a grace, here made
     # long so that no wait of a followed commit can outlast it on a loaded machine.
     monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 10.0)
-    swaps: list[bool] = []
-    swap = etcd_stream.EtcdKeyStream._swap
-
-    def recording(self: Any, wide: bool) -> None:
-        swaps.append(wide)
-        swap(self, wide)
-
-    monkeypatch.setattr(etcd_stream.EtcdKeyStream, "_swap", recording)
+    swaps = _record_swaps(monkeypatch)
     with _connect(etcd_server.url) as db:
         assert isinstance(db.backend, EtcdBackend)
         db.backend.safe_progress = False  # the older servers' way (what widens), also on a newer server
@@ -1863,24 +1869,117 @@ def test_a_wait_for_a_commit_the_cache_follows_leaves_its_stream_alone(
         assert swaps == []
 
 
+@pytest.mark.parametrize("past_the_store", [False, True])
 @pytest.mark.parametrize("shared", [True, False])
 def test_a_wait_for_a_commit_outside_the_namespace_ends_once_the_store_passed_it(
     etcd_server: EtcdServer,  # noqa: F811
     shared: bool,
+    past_the_store: bool,
 ) -> None:
     # Another namespace's commit writes no key this namespace's widest watch sees: on servers without safe
     # progress requests (3.4.23) the wait ended only at the next commit of the namespace or the 10-minute
-    # progress notification, so wait_for said False at its timeout.
+    # progress notification, so wait_for said False at its timeout. past_the_store: a wait before, for a
+    # revision the store had not reached (a restore, another cluster's revision, a mistake), left the stream
+    # wanting it for good: its progress mark, landed below it, counted as written for it, so no later wait
+    # for a commit outside the namespace got a mark (False at its timeout again).
     with _connect(etcd_server.url) as db, _connect(etcd_server.url) as other:
         with db.cache(KitParent, topics=["a"], shared=shared) as cache:
             assert cache.wait_synced(10)
-            elsewhere = other.create(KitParent(name="x", topic="a"))
-            started = time.monotonic()
-            assert cache.wait_for(int(elsewhere.nbdb_revision), 3)  # type: ignore[arg-type]
-            assert time.monotonic() - started < 1.5
+            if past_the_store:
+                ahead = int(other.create(KitParent(name="probe", topic="a")).nbdb_revision)  # type: ignore[arg-type]
+                assert not cache.wait_for(ahead + 1000, 0.5)  # its mark is written meanwhile, below it
+            for i in range(2):
+                elsewhere = other.create(KitParent(name=f"x{i}", topic="a"))
+                started = time.monotonic()
+                assert cache.wait_for(int(elsewhere.nbdb_revision), 3)  # type: ignore[arg-type]
+                assert time.monotonic() - started < 1.5
             assert cache.list(KitParent) == []
             mine = db.create(KitParent(name="a1", topic="a"))  # the stream goes on, in order
             assert cache.wait_for(mine, 3) and [p.name for p in cache.list(KitParent)] == ["a1"]
+
+
+@pytest.mark.timeout(60)
+def test_a_wait_past_the_store_leaves_a_later_wait_its_grace(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a wait past the store (its mark landed below it) a wait for a commit the stream follows is left to
+    the watch for its grace again: before, the stream stayed behind the far revision and widened at once."""
+    monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 0.0)
+    monkeypatch.setattr(etcd_stream, "_MARK_AFTER", 0.0)
+    monkeypatch.setattr(etcd_stream, "_WIDE_FOR", 0.2)
+    monkeypatch.setattr(etcd_stream, "_WIDE_LINGER", 0.0)
+    swaps = _record_swaps(monkeypatch)
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        backend.safe_progress = False  # the older servers' way (what widens), also on a newer server
+        stream = backend.watch(["KitParent"], ["a"], backend.current_revision())
+        try:
+            far = backend.current_revision() + 1000
+            stream.reach(far)
+            # It widens, marks (below the far revision), and narrows after _WIDE_FOR.
+            assert eventually(lambda: stream.poll(0.05) == [] and swaps == [True, False], 5)
+            monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 10.0)  # no followed commit outlasts it
+            written = int(db.create(KitParent(name="a1", topic="a")).nbdb_revision)  # type: ignore[arg-type]
+            stream.reach(written)
+            got: list[Any] = []
+            assert eventually(lambda: bool(got.extend(stream.poll(0.05))) or stream.revision >= written, 5)
+            assert [c.revision for c in got] == [written] and swaps == [True, False]
+        finally:
+            stream.close()
+
+
+@pytest.mark.timeout(60)
+def test_reach_returns_at_once_while_the_stream_reads_whether_the_store_went_back(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A watcher confirmed below the stream's raft term makes it read the store's header; reach() (a cache's
+    wait, which must return at once) waited for that network read, which the stream made under its lock."""
+    monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 0.0)
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        backend.safe_progress = False  # reach() widens: a new watcher, confirmed (also on a newer server)
+        reading, release = threading.Event(), threading.Event()
+        header_now = backend.header_now
+        revision = backend.current_revision()  # a read of the header: before it is slowed
+
+        def slow() -> wire.Header:
+            reading.set()
+            release.wait(5)
+            return header_now()
+
+        monkeypatch.setattr(backend, "header_now", slow)
+        prefix = f"{backend.layout.objects}KitParent/"  # type: ignore[attr-defined]
+        stream = backend.watch_keys([prefix], revision)
+        assert isinstance(stream, etcd_stream.EtcdKeyStream)
+        stream._term += 1_000_000  # the next confirmation is below it: checked
+        failed: list[BaseException] = []
+
+        def polling() -> None:
+            try:
+                for _ in range(100):
+                    stream.poll(0.05)
+            except BaseException as exc:  # the store's term is below: HistoryGoneError
+                failed.append(exc)
+
+        poller = threading.Thread(target=polling)
+        try:
+            stream.reach(revision + 1)
+            poller.start()
+            assert reading.wait(5)
+            started = time.monotonic()
+            stream.reach(revision + 2)
+            assert time.monotonic() - started < 1.0
+            release.set()
+            poller.join(10)
+            assert [type(e) for e in failed] == [errors.HistoryGoneError]
+        finally:
+            release.set()
+            stream.close()
+            poller.join(10)
 
 
 def test_a_wait_for_a_commit_the_cache_does_not_follow_ends_on_a_cluster(etcd_cluster: EtcdServer) -> None:  # noqa: F811

@@ -13,6 +13,7 @@ from nbdb import errors
 from nbdb.backends.etcd import wire
 from nbdb.backends.etcd.client import Wake, WatchSession
 from nbdb.families.kv import KeyChange, KeyStream
+from nbdb.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from nbdb.backends.etcd.backend import EtcdBackend
@@ -35,6 +36,10 @@ _REASK = 0.01
 _MARK_AFTER = 0.25
 """How long a wide watch may stay behind a wait before the stream writes the namespace's progress mark (older
 servers): a commit of the namespace brings it there within etcd's 100 ms sync of a watcher opened from the past."""
+_MARK_TRIES = RetryPolicy(attempts=1, deadline=None)
+"""The progress mark is written on the polling thread: one try (bounded by the request timeout), not the
+client's whole retry budget, so :meth:`EtcdKeyStream.poll` overruns its timeout by one request at most. A mark
+that failed is not tried again for its wait, which ends at the namespace's next commit or its timeout."""
 _MARK_KEY = "w/mark"
 """The key, under the backend's namespace and outside every table's prefix, of the progress mark."""
 _WIDE_LINGER = 1.0
@@ -88,7 +93,13 @@ class EtcdKeyStream(KeyStream):
         """The backend's whole namespace: every commit of nbdb's there writes a key in it."""
         self._safe_progress = backend.safe_progress
         self._wanted = 0
-        """The highest revision a wait asked for (:meth:`reach`)."""
+        """The highest revision a wait asked for (:meth:`reach`) that the stream pursues: lowered to where a
+        progress mark landed when the mark showed the waits above it past the store (see :attr:`_beyond`)."""
+        self._beyond = 0
+        """The highest revision a wait asked for that a progress mark showed past the store (it landed below):
+        the watch stays wide for it until :attr:`_wide_until`, but no grace, widening or mark is decided by it,
+        so one wait past the store (a restore, another cluster's revision, a mistake) does not leave every
+        later wait without its grace and its mark."""
         self._due = 0.0
         """When the stream acts for :attr:`_wanted` if the watch has not brought it there (see :data:`_WANT_GRACE`)."""
         self._ask_until = 0.0
@@ -104,7 +115,10 @@ class EtcdKeyStream(KeyStream):
         """When the watch last became wide."""
         self._mark_key = (backend.key_prefix + _MARK_KEY).encode()
         self._marked = 0
-        """The highest wanted revision a progress mark was written for (older servers, see :meth:`_mark`)."""
+        """The revision the last progress mark landed at (its commit's; older servers, see :meth:`_mark`), or the
+        wanted revision a refused mark was tried for: a wait at or below it needs no other mark."""
+        self._mark_for = 0
+        """The wanted revision the progress mark due (:attr:`_mark_due`) is written for."""
         self._mark_due = False
         self._revision = since
         self._term = 0
@@ -183,16 +197,16 @@ class EtcdKeyStream(KeyStream):
                 self._session.request_progress()
                 self._asked = True
                 return None
-            if behind and now < self._wide_until:
+            if (behind or self._beyond > self._revision) and now < self._wide_until:
                 if not self._wide:
                     self._swap(wide=True)
                     self._widened = now
                 self._served = now
-                if self._marked >= self._wanted:
+                if not behind or self._marked >= self._wanted:
                     return None
                 if now - self._widened < _MARK_AFTER:
                     return self._widened + _MARK_AFTER - now
-                self._marked = self._wanted  # once a revision: a mark below it (past the store) is not repeated
+                self._mark_for = self._wanted
                 self._mark_due = True
                 return 0.0
             if not self._wide:
@@ -211,11 +225,18 @@ class EtcdKeyStream(KeyStream):
         awaited one when the store had passed it: its event comes on the wide watch (one watcher: in
         order, after every event before it), moves the resume point past the awaited revision, and is
         dropped here like any key outside the prefixes. A write the server refuses (a read-only user)
-        leaves the wait as it was.
+        leaves the wait as it was (no mark is tried again for it).
+
+        The mark lands at the store's revision. Below the wanted revision, the waits above it are past
+        the store (a restore, another cluster's revision, a caller's mistake): they go to
+        :attr:`_beyond`, and the stream pursues only what the mark covers, so a later wait is given its
+        grace and, for a revision past the mark, a mark of its own.
         """
         self._mark_due = False
+        wanted = self._mark_for
         try:
-            header, _, _, _ = self._client.txn(wire.txn_request([], [wire.request_put(self._mark_key, b"")]))
+            request = wire.txn_request([], [wire.request_put(self._mark_key, b"")])
+            header, _, _, _ = self._client.txn(request, policy=_MARK_TRIES)
         except errors.NbdbError as exc:
             log.info(
                 "etcd watch: could not write the progress mark %r (%s); the wait ends at the namespace's "
@@ -223,8 +244,16 @@ class EtcdKeyStream(KeyStream):
                 self._mark_key,
                 exc,
             )
+            self._marked = max(self._marked, wanted)
             return
-        log.debug("etcd watch: progress mark at revision %d", header.revision)
+        landed = header.revision
+        log.debug("etcd watch: progress mark at revision %d (for %d)", landed, wanted)
+        with self._mutex:
+            self._marked = max(self._marked, landed)
+            if landed < wanted:
+                self._beyond = max(self._beyond, wanted)
+                if self._wanted <= wanted:  # no later wait asked for more meanwhile (that one is marked again)
+                    self._wanted = landed
 
     def _swap(self, wide: bool) -> None:
         """Watch the whole namespace (or only the prefixes again) from the revision reached (under the mutex)."""
@@ -333,9 +362,10 @@ class EtcdKeyStream(KeyStream):
                 self._reopen(item)
                 continue
             before = self._revision
+            store = self._read_store(item)  # before the lock: reach() returns at once, never behind a read
             with self._mutex:
                 try:
-                    changes = self._handle(item)
+                    changes = self._handle(item, store)
                 except BaseException:
                     self._halted = True  # the caller re-lists or re-opens: nothing after this reaches the sink
                     raise
@@ -350,7 +380,22 @@ class EtcdKeyStream(KeyStream):
                 return changes  # a revision moved on without a change (progress, other keys): a wait may be over
         return []
 
-    def _handle(self, response: wire.WatchResponse) -> list[KeyChange]:
+    def _read_store(self, response: wire.WatchResponse) -> wire.Header | errors.NbdbError | None:
+        """The store's header (or the read's failure) when ``response`` confirms the watcher below its resume
+        point or term (see :meth:`_check_store`), read outside the stream's lock; None when it does not."""
+        header = response.header
+        if not response.created or response.canceled or response.compact_revision > 0:
+            return None
+        if header.revision >= self._revision and header.raft_term >= self._term:
+            return None
+        try:
+            return self._header_now()
+        except errors.NbdbError as exc:
+            return exc
+
+    def _handle(
+        self, response: wire.WatchResponse, store: wire.Header | errors.NbdbError | None = None
+    ) -> list[KeyChange]:
         self._failures = 0
         self._last_heard = time.monotonic()
         if response.compact_revision > 0:
@@ -376,7 +421,7 @@ class EtcdKeyStream(KeyStream):
         if response.created:
             self._reauthenticated = False
             if header.revision < self._revision or header.raft_term < self._term:
-                self._check_store(header)
+                self._check_store(header, store)
             self._term = max(self._term, header.raft_term)
             return []
         if not response.events:
@@ -392,7 +437,7 @@ class EtcdKeyStream(KeyStream):
         self._term = max(self._term, header.raft_term)
         return out
 
-    def _check_store(self, member: wire.Header) -> None:
+    def _check_store(self, member: wire.Header, store: wire.Header | errors.NbdbError | None = None) -> None:
         """HistoryGoneError if the store is not the one this watch followed (it lost data).
 
         A watch reopened after a member lost its disk (or a restore from an older snapshot) was served
@@ -406,9 +451,13 @@ class EtcdKeyStream(KeyStream):
         decides: the member that serves it has heard from the current leader. A read that fails decides
         nothing, and going on would skip the new history's first commits if the store did go back:
         BackendUnavailableError, so the consumer opens the watch again and this check runs again.
+
+        ``store`` is that read when :meth:`poll` made it before taking the lock (:meth:`_read_store`).
         """
         try:
-            now = self._header_now()
+            if isinstance(store, errors.NbdbError):
+                raise store
+            now = store if store is not None else self._header_now()
         except errors.NbdbError as exc:
             raise errors.BackendUnavailableError(
                 f"etcd: the watch was confirmed at revision {member.revision}, term {member.raft_term}, below its "
