@@ -270,7 +270,7 @@ class Copier:
             log.info("leaving out %s: %s", model.nbdb_table, source.get(model) or destination.get(model))
             self.models.remove(model)
         if not explicit:
-            refuse_unmodelled(self.source, "a copy")
+            refuse_unmodelled(self.source, "a copy", self.topics)
 
     def _run(self) -> None:
         opts = self.options
