@@ -290,6 +290,7 @@ class CacheQueue(WorkQueue[Key]):
 STOP_AT_EXIT_SECONDS = 10.0
 """How long the interpreter's exit waits, in all, for the reconciles still running (see :func:`stop_at_exit`)."""
 
+
 class _Registry:
     """The controllers not closed yet (held weakly): closed at exit, and the ones the signal handlers stand for.
 

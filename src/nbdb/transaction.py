@@ -427,10 +427,10 @@ class Transaction:
 
         The mutate applies to what the create leaves: the new object, so the create stores it with the
         members (one write, its result the create's); or, once a ``may_exist`` create took the stored
-        object instead, that object, rebased as any mutate, all of them in one step (see :meth:`_unfold_taken`). (Refused with a
-        ValidationError before: the mutate's rebase read the store, where the new object was not yet.) A
-        mutate queued before the create of its object is still a ValidationError: there was nothing to
-        mutate then. True if it folded one.
+        object instead, that object, rebased as any mutate, all of them in one step (see
+        :meth:`_unfold_taken`). (Refused with a ValidationError before: the mutate's rebase read the store,
+        where the new object was not yet.) A mutate queued before the create of its object is still a
+        ValidationError: there was nothing to mutate then. True if it folded one.
         """
         created: dict[RefKey, int] = {}
         for index, step in enumerate(self._steps):

@@ -353,7 +353,8 @@ def changes_in_turn(
                 merged[change.field] = change
                 continue
             gone = {_key(m) for m in change.remove}
-            if _shape(model, change.field)[0] == "map":
+            kept: list[object]
+            if _shape(model, change.field)[0] == "map":  # pairs: a later turn removes a key
                 kept = [p for p in cast("tuple[tuple[object, object], ...]", before.add) if _key(p[0]) not in gone]
             else:
                 kept = [m for m in before.add if _key(m) not in gone]
