@@ -168,3 +168,92 @@ def test_a_signal_once_no_controller_runs_takes_the_default_action() -> None:
     """The handler left behind (closed off the main thread, which cannot set handlers) acts as the default."""
     done = _signalled(_CLOSED_OFF_MAIN, [], "closed", signal.SIGTERM)
     assert done.returncode == -signal.SIGTERM, done.stderr
+
+
+_CLOSING = textwrap.dedent(
+    """
+    import signal, sys, threading, time
+    import nbdb
+    from nbdb.models import LogicalSwitch
+
+    db = nbdb.connect(sys.argv[1])
+    db.lock("leader", ttl=30).__enter__()
+    cache = db.cache([LogicalSwitch])
+    controllers = []
+    running = threading.Event()
+
+    def reconcile(key, obj):
+        running.set()
+        deadline = time.monotonic() + 30
+        while not controllers[0].stopped and time.monotonic() < deadline:  # the main thread is in its close()
+            time.sleep(0.001)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # SIGTERM during that close
+        time.sleep(0.3)  # still in flight when the handler runs
+        print("reconciled", flush=True)
+
+    controllers.append(nbdb.run_controller(cache, reconcile))
+    if sys.argv[2] == "another":  # another controller still runs: the handler stays installed
+        controllers.append(nbdb.run_controller(cache, lambda key, obj: None))
+    db.create(LogicalSwitch(name="x"))
+    assert running.wait(30)
+    controllers[0].close()  # the program's own orderly stop: waits for the reconcile in flight
+    print("closed", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("others", ["none", "another"])
+def test_a_sigterm_during_a_controllers_close_exits_once_its_reconcile_finished(others: str, tmp_path: Path) -> None:
+    """The last controller's close() put the default action back before it waited for its workers: one
+    SIGTERM then ended the process, the reconcile cut off and the lock kept until its ttl. With another
+    controller running, the exit raised in that wait found the closing one gone from the running ones
+    (and Python 3.11's join, interrupted, took its worker for ended): the Database closed under its
+    reconcile, cut off too."""
+    url = f"sqlite:///{tmp_path}/nb.db"
+    env = {**os.environ, "PYTHONPATH": str(Path(nbdb.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSING, url, others], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)  # was -15 for the last one
+    assert done.stdout == "reconciled\n", done.stdout + done.stderr  # an exit in close(): "closed" never comes
+    with nbdb.connect(url) as db, db.lock("leader", ttl=5, timeout=3) as held:  # LockTimeoutError: kept
+        assert not held.lost
+
+
+def test_closes_beside_controllers_starting_and_closing_on_another_thread_raise_nothing() -> None:
+    """close() iterated the running controllers (a WeakSet) while another thread added to it: RuntimeError
+    "Set changed size during iteration" (about 20 of 3000 closes), and so could the signal handler."""
+    switch = sys.getswitchinterval()
+    with nbdb.connect("memory://") as db:
+        cache = db.cache([LogicalSwitch])
+        kept = [nbdb.run_controller(cache, lambda key, obj: None) for _ in range(200)]
+        done = nbdb.run_controller(cache, lambda key, obj: None)
+        done.close(5)
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def starter() -> None:
+            started = []
+            try:
+                while not stop.is_set():
+                    started.append(nbdb.run_controller(cache, lambda key, obj: None))
+            finally:
+                for controller in started:
+                    controller.close(1)
+
+        thread = threading.Thread(target=starter)
+        sys.setswitchinterval(1e-6)
+        try:
+            thread.start()
+            for _ in range(5000):
+                try:
+                    done.close(0)
+                except RuntimeError as exc:
+                    failures.append(exc)
+        finally:
+            stop.set()
+            sys.setswitchinterval(switch)
+            thread.join(30)
+            for controller in kept:
+                controller.close(1)
+    assert not failures, failures[:1]

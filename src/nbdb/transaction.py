@@ -16,7 +16,16 @@ from nbdb.commit_context import CommitContext
 from nbdb.models.base import Model, RefSpec, committed_all
 from nbdb.revision import Revision
 from nbdb.spi import Delete, LockHandle, Mutate, Put, RefKey, WriteOp
-from nbdb.writes import FieldMutation, as_stored, may_take, mutate, mutation_args, mutation_of, put_of
+from nbdb.writes import (
+    FieldMutation,
+    as_stored,
+    may_take,
+    mutate,
+    mutate_in_turn,
+    mutation_args,
+    mutation_of,
+    put_of,
+)
 
 __all__ = ["Transaction"]
 
@@ -44,8 +53,10 @@ class _Step:
     """Settled without a write (the object existed, or was already gone)."""
     onto: _Step | None = None
     """A mutate of an object this transaction creates: the create's step, whose write it was folded into
-    (its result is the create's), until a ``may_exist`` create takes a stored object
-    (see :meth:`Transaction._fold_mutates_into_creates`)."""
+    (its result is the create's), until a ``may_exist`` create takes a stored object; then, for each mutate
+    of that object after the first, the first's step, which applies it too (see :meth:`Transaction._unfold_taken`)."""
+    then: list[tuple[FieldMutation, FieldMutation]] | None = None
+    """The ``(add, remove)`` of the later mutates joined to this one, applied after its own, in turn."""
 
 
 def _members_of(given: object) -> list[object]:
@@ -197,14 +208,9 @@ class Transaction:
             live: list[_Step | Put] = []
             ops: list[WriteOp | Mutate] = []
             drops: list[WriteOp] = []
+            if folded:
+                self._unfold_taken(steps)
             for step in steps:
-                if folded and type(step) is _Step and step.onto is not None and step.onto.done:
-                    # Its create took the stored object (may_exist): the mutate applies to that one, as any.
-                    model, _, add, remove = cast(
-                        "tuple[type[Model], UUID, FieldMutation, FieldMutation]", step.mutation
-                    )
-                    step.mutation = (model, cast("Model", step.onto.result).id, add, remove)
-                    step.onto, step.done = None, False
                 if isinstance(step, Put):
                     live.append(step)
                     ops.append(step)
@@ -421,10 +427,10 @@ class Transaction:
 
         The mutate applies to what the create leaves: the new object, so the create stores it with the
         members (one write, its result the create's); or, once a ``may_exist`` create took the stored
-        object instead, that object, rebased as any mutate (see :meth:`commit`). (Refused with a
-        ValidationError before: the mutate's rebase read the store, where the new object was not yet.) A
-        mutate queued before the create of its object is still a ValidationError: there was nothing to
-        mutate then. True if it folded one.
+        object instead, that object, rebased as any mutate, all of them in one step (see
+        :meth:`_unfold_taken`). (Refused with a ValidationError before: the mutate's rebase read the store,
+        where the new object was not yet.) A mutate queued before the create of its object is still a
+        ValidationError: there was nothing to mutate then. True if it folded one.
         """
         created: dict[RefKey, int] = {}
         for index, step in enumerate(self._steps):
@@ -458,16 +464,43 @@ class Transaction:
             folded = True
         return folded
 
+    @staticmethod
+    def _unfold_taken(steps: Sequence[_Step | Put]) -> None:
+        """The mutates folded into a ``may_exist`` create that took the stored object: they apply to that one.
+
+        The create's first mutate becomes a mutate of the stored object, as any; each later one joins it
+        (:attr:`_Step.then`), so that the object is written once, with each mutation in turn, and each
+        mutate's result is what they all leave. (Each was a step of its own, and the commit was refused:
+        the object the caller named once "appears twice in one transaction", under the id of the object
+        taken.) Before any step is planned: the first's rebase applies the later ones too.
+        """
+        firsts: dict[int, _Step] = {}  # by id() of a create that took a stored object: its first mutate
+        for step in steps:
+            if type(step) is not _Step or step.onto is None or not step.onto.done:
+                continue
+            create = step.onto
+            model, _, add, remove = cast("tuple[type[Model], UUID, FieldMutation, FieldMutation]", step.mutation)
+            first = firsts.get(id(create))
+            if first is None:
+                firsts[id(create)] = step
+                step.mutation = (model, cast("Model", create.result).id, add, remove)
+                step.onto, step.done = None, False
+                continue
+            first.then = [*(first.then or ()), (add, remove)]
+            step.onto = first  # done (settled by the first's write): its result is the first's
+
     def _rebase(self, step: _Step) -> None:
         assert step.mutation is not None
         model, uid, add, remove = step.mutation
         current = self._get(model, uid)
-        new = mutate(current, add, remove)  # validates the change (and finds one that changes nothing)
+        then = step.then or ()
+        # Validates the change (and finds one that changes nothing).
+        new = mutate_in_turn(current, ((add, remove), *then)) if then else mutate(current, add, remove)
         if new is current:
             step.op, step.planned, step.result = None, None, current
             return
         if self._context.backend.handles_mutations:
-            step.op, step.planned = mutation_of(model, uid, add, remove), None
+            step.op, step.planned = mutation_of(model, uid, add, remove, then), None
             return
         step.op, step.planned = put_of(new, current.version, None, self._context.deferred)
 

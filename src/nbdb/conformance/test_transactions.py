@@ -109,10 +109,14 @@ def test_a_mutate_applies_to_the_object_created_before_it_in_the_same_transactio
 def test_a_mutate_after_a_may_exist_create_applies_to_the_object_it_takes(
     db: nbdb.Database, capabilities: nbdb.Capabilities
 ) -> None:
-    """``create(obj, may_exist=True)`` of a stored object, then ``mutate``: the stored object gets the members."""
+    """``create(obj, may_exist=True)`` of a stored object, then ``mutate``: the stored object gets the members.
+
+    Several mutates apply in turn, in one write (each was a step of its own, and the commit was refused as
+    the object appearing twice: an "ensure it, then add members" passed once, when the object was new).
+    """
     _needs(capabilities, Atomicity.ATOMIC, Atomicity.SINGLE_PARTITION)
     parent = db.create(KitParent(name="p"))
-    a, b = db.create(KitChild(parent=parent, name="a")), db.create(KitChild(parent=parent, name="b"))
+    a, b, c = (db.create(KitChild(parent=parent, name=name)) for name in "abc")
     existing = db.create(KitGroup(members=[a.id]))
     with db.transaction() as txn:
         group = txn.create(KitGroup(id=existing.id), may_exist=True)
@@ -122,6 +126,15 @@ def test_a_mutate_after_a_may_exist_create_applies_to_the_object_it_takes(
     assert stored.members == [a.id, b.id] and stored.version == 2
     assert txn.results[0] == existing and txn.results[1] == stored
     assert db.get(KitNote, note.id) == txn.results[2]
+    with db.transaction() as txn:
+        group = txn.create(KitGroup(id=existing.id), may_exist=True)
+        txn.mutate(group, add={"members": [c]})
+        txn.mutate((KitGroup, group.id), remove={"members": [a, c]})  # c, added before, goes
+        txn.create(KitNote(about=parent.id))
+        txn.mutate(group, add={"members": [a]})  # a, removed before, comes back (last)
+    again = db.get(KitGroup, existing.id)
+    assert again.members == [b.id, a.id] and again.version == 3
+    assert txn.results[0] == stored and txn.results[1:3] == [again, again] and txn.results[4] == again
 
 
 def test_empty_transaction_is_a_no_op(db: nbdb.Database, capabilities: nbdb.Capabilities) -> None:
