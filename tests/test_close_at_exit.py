@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -188,3 +189,33 @@ def test_a_forked_child_exiting_leaves_the_parents_databases_alone(url_of: Calla
     )
     assert done.returncode == 0, done.stderr
     assert "still held" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_exit_hooks_copy_of_open_databases_survives_opens_and_closes_on_other_threads() -> None:
+    # list() of the WeakSet raised RuntimeError ("Set changed size during iteration") when another
+    # thread opened or closed a Database meanwhile, and the exit hook then closed none of them.
+    from nbdb import api
+
+    held = [nbdb.connect("memory://") for _ in range(2000)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            nbdb.connect("memory://").close()
+
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                api._open_now()
+            except RuntimeError as exc:
+                errors.append(exc)
+    finally:
+        stop.set()
+        worker.join(10)
+        for db in held:
+            db.close()
+    assert errors == []

@@ -320,11 +320,21 @@ def _close_at_exit() -> None:
     from nbdb.controller import stop_at_exit  # at run time: the controller module imports the cache's
 
     stop_at_exit()  # first: their running reconciles finish against open Databases (bounded)
-    for db in list(_OPEN):
+    for db in _open_now():
         try:
             db.close()
         except Exception:
             log.warning("closing %r at exit failed", db, exc_info=True)
+
+
+def _open_now() -> list[Database]:
+    """The Databases open now: a copy taken under the lock their adds and discards take.
+
+    A WeakSet copied while another thread opened or closed a Database raised RuntimeError ("Set changed
+    size during iteration"), and the exit hook closed none of them.
+    """
+    with _EXIT_LOCK:
+        return list(_OPEN)
 
 
 def _forget_in_child() -> None:
@@ -952,7 +962,8 @@ class Database:
         # Closing from here: a second close() (atexit beside a controller's thread) returns at once, as it did
         # before the queues below were stopped first (their feeds wait for a running callback) and not closed.
         self._closing = True
-        _OPEN.discard(self)
+        with _EXIT_LOCK:  # the exit hook's copy of the open Databases never sees the set change under it
+            _OPEN.discard(self)
         # Every step runs even when one raises or is interrupted (Ctrl-C while a step waits for a running
         # callback or a lock's give-back): the rest closes, then the first exception is raised. (Interrupted,
         # close() left the watches, the other caches and the backend open, and a second close() returned at
