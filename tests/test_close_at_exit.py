@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -108,13 +109,50 @@ _BLOCKED = textwrap.dedent(
 )
 
 
+def _exit_of(script: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """The run of ``script``, which prints "stuck" and then how long its exit hooks took; and that time."""
+    env = {**os.environ, "PYTHONPATH": str(Path(nbdb.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=90)
+    assert done.returncode == 0 and "stuck" in done.stdout, done.stderr
+    return done, float(done.stdout.split("closed in ")[1])
+
+
 def test_exit_does_not_wait_for_callbacks_that_never_return() -> None:
     """The exit hook's close leaves running callbacks to their daemon threads: it waited 5 s for each one."""
-    env = {**os.environ, "PYTHONPATH": str(Path(nbdb.__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-c", _BLOCKED], capture_output=True, text=True, env=env, timeout=90)
-    assert done.returncode == 0 and "stuck" in done.stdout, done.stderr
-    spent = float(done.stdout.split("closed in ")[1])
+    _, spent = _exit_of(_BLOCKED)
     assert spent < 3.0, f"the exit hook waited {spent} s for 4 callbacks that never return"
+
+
+_STUCK = textwrap.dedent(
+    """
+    import atexit, threading, time
+    import nbdb, nbdb.controller
+    from nbdb.models import LogicalSwitch
+
+    nbdb.controller.STOP_AT_EXIT_SECONDS = 0.5
+    spent = {}
+    atexit.register(lambda: print(f"closed in {time.monotonic() - spent['from']:.1f}", flush=True))  # runs last
+    db = nbdb.connect("memory://")
+    running = threading.Event()
+
+    def reconcile(key, obj):
+        running.set()
+        threading.Event().wait()  # a reconcile that never returns (it waits for the main thread, say)
+
+    nbdb.run_controller(db.cache([LogicalSwitch]), reconcile)
+    db.create(LogicalSwitch(name="x"))
+    assert running.wait(30)
+    atexit.register(lambda: spent.setdefault("from", time.monotonic()))  # runs first, before nbdb's close
+    print("stuck", flush=True)
+    """
+)
+
+
+def test_the_exit_waits_for_a_running_reconcile_no_longer_than_its_bound() -> None:
+    """The exit stops a running controller first (its reconciles finish), but within STOP_AT_EXIT_SECONDS."""
+    done, spent = _exit_of(_STUCK)
+    assert spent < 3.0, f"the exit waited {spent} s for a reconcile that never returns (bound: 0.5 s)"
+    assert "a reconcile still ran at exit" in done.stderr
 
 
 _FORKS = textwrap.dedent(
@@ -151,3 +189,33 @@ def test_a_forked_child_exiting_leaves_the_parents_databases_alone(url_of: Calla
     )
     assert done.returncode == 0, done.stderr
     assert "still held" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_exit_hooks_copy_of_open_databases_survives_opens_and_closes_on_other_threads() -> None:
+    # list() of the WeakSet raised RuntimeError ("Set changed size during iteration") when another
+    # thread opened or closed a Database meanwhile, and the exit hook then closed none of them.
+    from nbdb import api
+
+    held = [nbdb.connect("memory://") for _ in range(2000)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            nbdb.connect("memory://").close()
+
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                api._open_now()
+            except RuntimeError as exc:
+                errors.append(exc)
+    finally:
+        stop.set()
+        worker.join(10)
+        for db in held:
+            db.close()
+    assert errors == []

@@ -256,7 +256,9 @@ class _OldRule(MemoryBackend):
             if not handle.lost:
                 self.release_lease(name, token)
 
-    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> AbstractContextManager[LockHandle]:
         return self._hold(name, ttl, timeout)
 
 
@@ -286,3 +288,63 @@ def test_a_backend_that_releases_unless_lost_releases_at_the_end_of_a_block() ->
     finally:
         holder.close()
         other.close()
+
+
+class _ThreeArgumentLock(MemoryBackend):
+    """A backend written before the SPI's ``lock`` took the Database's ``closed`` event."""
+
+    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:  # type: ignore[override]
+        return super().lock(name, ttl, timeout)
+
+
+def test_a_backend_whose_lock_takes_three_arguments_still_locks() -> None:
+    # Database.lock passed the event to every backend: one written to the earlier SPI raised TypeError.
+    store = MemoryStore()
+    holder, other = nbdb.Database(_ThreeArgumentLock(store)), nbdb.Database(_ThreeArgumentLock(store))
+    try:
+        with holder.lock("l", ttl=5) as handle:
+            assert not handle.lost
+            with pytest.raises(nbdb.errors.LockTimeoutError):
+                with other.lock("l", ttl=5, timeout=0.2):
+                    pass
+        with other.lock("l", ttl=5, timeout=2) as handle:
+            assert not handle.lost
+    finally:
+        holder.close()
+        other.close()
+
+
+class _KeywordClosedLock(MemoryBackend):
+    """A backend taking the event by keyword only, beside an optional argument of its own."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        super().__init__(store)
+        self.given: list[object] = []
+
+    def lock(  # type: ignore[override]
+        self,
+        name: str,
+        ttl: float,
+        timeout: float | None,
+        hint: object = None,
+        *,
+        closed: threading.Event | None = None,
+    ) -> AbstractContextManager[LockHandle]:
+        self.given.append((hint, closed))
+        return super().lock(name, ttl, timeout, closed=closed)
+
+
+def test_the_closed_event_goes_to_the_argument_named_closed() -> None:
+    # The event was passed fourth: a keyword-only ``closed`` never got it (its waits outlived the close)
+    # and an unrelated fourth argument got it instead.
+    backend = _KeywordClosedLock(MemoryStore())
+    db = nbdb.Database(backend)
+    try:
+        with db.lock("l", ttl=5):
+            pass
+        [(hint, closed)] = backend.given
+        assert hint is None
+        assert isinstance(closed, threading.Event) and not closed.is_set()
+    finally:
+        db.close()
+    assert closed.is_set()

@@ -287,3 +287,40 @@ def test_a_write_the_store_lost_ends_the_wait_after_one_relist(
             cache.wait_for(new, None)
         assert cache.relists == 1
         assert cache.get(LogicalSwitch, new.id) is None
+
+
+def test_an_etcd_watch_that_reconnects_after_the_new_store_passed_its_revision_tells_the_loss(
+    server_factory: Callable[..., Server],  # noqa: F811
+) -> None:
+    """A watch nobody polled while the store lost its data and the new history passed its resume point:
+    the watcher's confirmation stands at or past that point, so the revision check had nothing to see, and
+    the stream went on with the new history's later commits, its first ones lost without a word. A cluster
+    never lowers its raft term, and a new one starts low: a term below the highest the stream saw
+    (confirmed by a linearizable read) proves another store."""
+    from nbdb.backends.etcd import EtcdBackend
+
+    server = server_factory("etcd")
+    url = server.url + "?timeout=1"
+    server.members[0].stop()
+    server.members[0].restart()  # a restart with its disk: a new election, a higher term than a new store's
+    with nbdb.connect(url, namespace="wb") as db, nbdb.connect(url, namespace="wb") as other:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        _create_when_back(db, "old0")
+        for i in range(1, 3):
+            db.create(LogicalSwitch(name=f"old{i}"))
+        stream = backend.watch(["LogicalSwitch"], None, backend.current_revision())
+        try:
+            assert stream.poll(0.2) == []
+            resume = stream.revision
+            _lose_data(server)
+            lost = [_create_when_back(other, "lost0")]  # at or below the resume point: never delivered
+            while other.list(LogicalSwitch).revision <= resume + 1:  # bounded: one commit per revision
+                lost.append(other.create(LogicalSwitch(name=f"lost{len(lost)}")))
+            assert lost[0].nbdb_revision is not None and lost[0].nbdb_revision <= resume
+            deadline = time.monotonic() + 10  # a bound for the reconnect, not a speed assertion
+            with pytest.raises(nbdb.HistoryGoneError):
+                while time.monotonic() < deadline:
+                    stream.poll(0.2)
+        finally:
+            stream.close()

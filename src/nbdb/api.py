@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import logging
 import os
 import threading
@@ -316,11 +317,24 @@ def _close_at_exit() -> None:
     callback still running is not waited for (its daemon thread ends with the interpreter; see ``EXITING``).
     """
     EXITING.set()
-    for db in list(_OPEN):
+    from nbdb.controller import stop_at_exit  # at run time: the controller module imports the cache's
+
+    stop_at_exit()  # first: their running reconciles finish against open Databases (bounded)
+    for db in _open_now():
         try:
             db.close()
         except Exception:
             log.warning("closing %r at exit failed", db, exc_info=True)
+
+
+def _open_now() -> list[Database]:
+    """The Databases open now: a copy taken under the lock their adds and discards take.
+
+    A WeakSet copied while another thread opened or closed a Database raised RuntimeError ("Set changed
+    size during iteration"), and the exit hook closed none of them.
+    """
+    with _EXIT_LOCK:
+        return list(_OPEN)
 
 
 def _forget_in_child() -> None:
@@ -346,6 +360,16 @@ def _track(db: Database) -> None:
         _OPEN.add(db)
 
 
+@functools.cache
+def _lock_takes_closed(backend: type[Backend]) -> bool:
+    """Whether ``backend.lock`` takes the ``closed`` event by that name (the SPI's later argument)."""
+    try:
+        params = inspect.signature(backend.lock).parameters.values()
+    except (TypeError, ValueError):  # a signature Python cannot tell: pass it, as the SPI says
+        return True
+    return any((p.name == "closed" and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD for p in params)
+
+
 class Database:
     """A connection to one northbound database, through one backend.
 
@@ -362,6 +386,9 @@ class Database:
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._closed = False
         self._closing = False
+        self._ended = threading.Event()
+        """Set with ``_closed``: every lock still being taken through this Database stops waiting
+        (BackendUnavailableError), on every backend (see :meth:`nbdb.spi.Backend.lock`)."""
         self._context = CommitContext(backend)
         """Checks, the commit seam and revision stamps: shared with every Transaction of this Database."""
         self._hub: WatchHub | None = None
@@ -881,7 +908,8 @@ class Database:
         block runs; ``handle.lost`` turns True if renewal fails, ``handle.giving_back``
         once the block ends or the Database closes (a fenced write fails from then on:
         check ``lost or giving_back`` before acting unfenced). ``timeout``: give up
-        with LockTimeoutError after that many seconds (None: wait).
+        with LockTimeoutError after that many seconds (None: wait). A wait still
+        going on when this Database closes ends at once with BackendUnavailableError.
         """
         check_name("lock", name)
         check_seconds("lock ttl", ttl)
@@ -890,6 +918,10 @@ class Database:
 
         def take() -> AbstractContextManager[LockHandle]:
             self._open()
+            if _lock_takes_closed(type(self._backend)):
+                return self._backend.lock(name, ttl, timeout, closed=self._ended)
+            # A backend written before the SPI's lock took ``closed`` (three arguments) still locks; only
+            # its waits do not end with the Database's close.
             return self._backend.lock(name, ttl, timeout)
 
         return _Lock(take, name, self._holding, self._holds)
@@ -930,7 +962,8 @@ class Database:
         # Closing from here: a second close() (atexit beside a controller's thread) returns at once, as it did
         # before the queues below were stopped first (their feeds wait for a running callback) and not closed.
         self._closing = True
-        _OPEN.discard(self)
+        with _EXIT_LOCK:  # the exit hook's copy of the open Databases never sees the set change under it
+            _OPEN.discard(self)
         # Every step runs even when one raises or is interrupted (Ctrl-C while a step waits for a running
         # callback or a lock's give-back): the rest closes, then the first exception is raised. (Interrupted,
         # close() left the watches, the other caches and the backend open, and a second close() returned at
@@ -950,6 +983,7 @@ class Database:
                 step(cache.stop_queues)
         self._closed = True
         self._context.closed = True
+        self._ended.set()  # a lock() still waiting for another holder gives up, with or without a timeout
         step(lambda: self._holds.give_back(self._holds.close()))
         if self._reaper is not None:
             step(self._reaper.close)

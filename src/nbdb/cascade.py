@@ -8,6 +8,13 @@ A plain delete plans too (``weak_only``): its target is dropped from the weak
 references to it (``Reference(..., weak=True)``) in the same commit, as
 ovsdb-server drops them; every other referrer is left for the backend to
 refuse (ReferenceError), and so is a weak one the referrer cannot lose.
+
+Objects a plain delete takes along: a model's ``nbdb_owned_by`` names its
+required references to an owner that holds it alone (OVSDB's non-root rows:
+a router port's gateway chassis, an HA chassis group's chassis). ovsdb-server
+collects such a row with the last row holding it (``ovn-nbctl lrp-del``); a
+plain delete of the owner deletes them in the same commit, on every backend,
+and drops the weak references to them as to the owner.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ from typing import Any, TypeVar
 
 from nbdb import errors
 from nbdb.codec import decode
-from nbdb.models.base import Model, all_models, model_for_table, registry_generation
-from nbdb.spi import Backend, Delete, Put, RefKey, WriteOp
+from nbdb.models.base import Model, RefSpec, all_models, model_for_table, registry_generation
+from nbdb.spi import Backend, Delete, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
 __all__ = ["cascade_ops", "weak_drops", "weakly_referenced", "without_weak"]
@@ -26,23 +33,38 @@ __all__ = ["cascade_ops", "weak_drops", "weakly_referenced", "without_weak"]
 M = TypeVar("M", bound=Model)
 
 
-_weak_targets: tuple[int, frozenset[str]] = (-1, frozenset())
-"""The tables some model defined holds a weak reference to, and the registry generation they were read at."""
+_planned_targets: tuple[int, frozenset[str], frozenset[str]] = (-1, frozenset(), frozenset())
+"""The tables some model defined holds a weak reference to, those some model is owned by (``nbdb_owned_by``),
+and the registry generation they were read at."""
+
+
+def _targets() -> tuple[frozenset[str], frozenset[str]]:
+    global _planned_targets
+    generation, weak, owners = _planned_targets
+    now = registry_generation()
+    if generation != now:
+        weak = frozenset(spec.target for model in all_models() for spec in model.nbdb_references if spec.weak)
+        owners = frozenset(
+            spec.target for model in all_models() for spec in model.nbdb_references if _owning(model, spec)
+        )
+        _planned_targets = (now, weak, owners)
+    return weak, owners
+
+
+def _owning(model: type[Model], spec: RefSpec) -> bool:
+    """Whether ``spec`` of ``model`` names the object's owner: a required single reference in ``nbdb_owned_by``."""
+    return spec.field in model.nbdb_owned_by and not spec.many and not spec.optional
 
 
 def weakly_referenced(table: str) -> bool:
-    """Whether a model defined holds a weak reference to ``table`` (a plain delete of one of its rows plans).
+    """Whether a plain delete of a row of ``table`` plans: a model defined holds a weak reference to it,
+    or is owned by it (``nbdb_owned_by``).
 
     Asked at every delete: the tables are read from the models once, and again only after a model
     class is defined (a walk of every model's references cost 2-4 µs, a third of a delete in process).
     """
-    global _weak_targets
-    generation, targets = _weak_targets
-    now = registry_generation()
-    if generation != now:
-        targets = frozenset(spec.target for model in all_models() for spec in model.nbdb_references if spec.weak)
-        _weak_targets = (now, targets)
-    return table in targets
+    weak, owners = _targets()
+    return table in weak or table in owners
 
 
 def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> list[WriteOp]:
@@ -70,12 +92,7 @@ def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> l
         objects = {k: decode(model_for_table(k[0]), r) for k, r in zip(wanted, read, strict=True) if r is not None}
         level = []
         for target, sources in found.items():
-            if weak_only:
-                _drop_weak(target, sources, objects, updates)
-            else:
-                _plan_target(target, sources, objects, deletes, updates, level)
-        if weak_only:
-            break
+            _plan_target(target, sources, objects, deletes, updates, level, weak_only=weak_only)
     ops: list[WriteOp] = list(deletes.values())
     ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
     return ops
@@ -88,8 +105,15 @@ def _plan_target(
     deletes: dict[RefKey, WriteOp],
     updates: dict[RefKey, Model],
     doomed_next: list[RefKey],
+    *,
+    weak_only: bool,
 ) -> None:
-    """Delete or clear each referrer of ``target``; the referrers deleted join ``doomed_next``."""
+    """Delete or clear each referrer of ``target``; the referrers deleted join ``doomed_next``.
+
+    ``weak_only`` (a plain delete): only the weak references to ``target`` are dropped, where the
+    referrer can lose them, and only the referrers ``target`` owns (``nbdb_owned_by``) are deleted;
+    every other one is left for the backend to refuse.
+    """
     for source in sources:
         if source in deletes:
             continue
@@ -103,48 +127,26 @@ def _plan_target(
         for spec in obj.nbdb_references:
             if spec.target != target[0] or target[1] not in spec.ids(obj):
                 continue
-            if spec.many:
+            if weak_only and not spec.weak:
+                doomed = doomed or _owning(type(obj), spec)
+            elif spec.many:
                 changes[spec.field] = [i for i in getattr(obj, spec.field) if i != target[1]]
             elif spec.optional:
                 changes[spec.field] = None
-            else:
+            elif not weak_only:
                 doomed = True
+            # A required weak reference cannot be dropped: ovsdb-server refuses such a delete too.
         if not doomed and changes:
             try:
                 updates[source] = obj.replace(**changes)
             except errors.ValidationError:
-                # Clearing the reference breaks the model's own rules (an
-                # ACL must belong to a switch or a port group): it goes too.
-                doomed = True
+                # Clearing the reference breaks the model's own rules (an ACL must belong to a
+                # switch or a port group): it goes too, or (a weak one) the backend refuses the delete.
+                doomed = not weak_only
         if doomed:
             updates.pop(source, None)
             deletes[source] = delete_of(obj)
             doomed_next.append(source)
-
-
-def _drop_weak(
-    target: RefKey, sources: list[RefKey], objects: dict[RefKey, Model], updates: dict[RefKey, Model]
-) -> None:
-    """Drop ``target`` from the weak references of its referrers that can lose it; leave every other one."""
-    for source in sources:
-        obj = objects.get(source)
-        if obj is None:
-            continue  # not found when read (see cascade_ops)
-        changes: dict[str, Any] = {}
-        for spec in obj.nbdb_references:
-            if not spec.weak or spec.target != target[0] or target[1] not in spec.ids(obj):
-                continue
-            if spec.many:
-                changes[spec.field] = [i for i in getattr(obj, spec.field) if i != target[1]]
-            elif spec.optional:
-                changes[spec.field] = None
-            # A required weak reference cannot be dropped: ovsdb-server refuses such a delete too.
-        if not changes:
-            continue
-        try:
-            updates[source] = obj.replace(**changes)
-        except errors.ValidationError:
-            continue  # losing it breaks the referrer's own rules: the backend refuses the delete
 
 
 def without_weak(obj: M, doomed: Set[RefKey]) -> M | None:
@@ -173,25 +175,43 @@ def without_weak(obj: M, doomed: Set[RefKey]) -> M | None:
         return None
 
 
-def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> list[Put]:
-    """The updates that drop every one of ``roots`` from the weak references of its stored referrers.
+def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> list[WriteOp]:
+    """The writes that drop every one of ``roots`` from the weak references of its stored referrers,
+    and delete the objects they own (``nbdb_owned_by``, recursively; their weak referrers lose them too).
 
     For a transaction's deletes, planned together (a port group losing two ports it deletes is one
     update, not two that conflict). Referrers in ``skip`` (the transaction writes them itself) are
     left to the caller; one that cannot lose a reference is left for the backend to refuse.
     """
-    targets = [(root.table, root.id) for root in roots if weakly_referenced(root.table)]
-    if not targets:
+    level = [(root.table, root.id) for root in roots if weakly_referenced(root.table)]
+    if not level:
         return []
-    doomed = frozenset(targets)
-    found = backend.referrers_of(targets)
-    wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
-    ops: list[Put] = []
-    for key, record in zip(wanted, backend.read_many(wanted), strict=True):
-        if record is None:
-            continue  # gone since it was listed (see cascade_ops)
-        obj = decode(model_for_table(key[0]), record)
-        new = without_weak(obj, doomed)
+    doomed = set(level)
+    ops: list[WriteOp] = []
+    referrers: dict[RefKey, Model] = {}
+    while level:
+        found = backend.referrers_of(level)
+        wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
+        level = []
+        for key, record in zip(wanted, backend.read_many(wanted), strict=True):
+            if record is None:
+                continue  # gone since it was listed (see cascade_ops)
+            obj = decode(model_for_table(key[0]), record)
+            owned = any(
+                _owning(type(obj), spec) and (spec.target, getattr(obj, spec.field)) in doomed
+                for spec in obj.nbdb_references
+            )
+            if owned:
+                doomed.add(key)
+                ops.append(delete_of(obj))
+                level.append(key)
+            else:
+                referrers[key] = obj
+    gone = frozenset(doomed)
+    for key, obj in referrers.items():
+        if key in gone:
+            continue
+        new = without_weak(obj, gone)
         if new is not None and new is not obj:
             ops.append(put_of(new, obj.version)[0])
     return ops

@@ -29,15 +29,27 @@ The rules, on top of the queue's (:mod:`nbdb.workqueue`):
   the program's end) stops the controller the same way, logged; so does its
   feed closing by any other path. :attr:`Controller.stopped` then says so,
   and ``wait_idle()`` is False: stopped is not idle.
+- **Signals and exit.** A controller started on the main thread while ``SIGTERM`` takes its default
+  action (ends the process, no exit hook run) turns ``SIGTERM`` into an exit (``SystemExit(0)`` raised in
+  the main thread, as Ctrl-C's ``KeyboardInterrupt`` is; likewise ``SIGINT`` where it was left to its
+  default action rather than Python's handler) until the last such controller is closed, which puts the
+  previous action back once its workers are joined (a controller closing counts as running until then:
+  a signal during its close is an exit too, which waits for its reconciles); a second signal meanwhile
+  takes that action. At interpreter exit every
+  controller still running is closed (running reconciles finish, within :data:`STOP_AT_EXIT_SECONDS` in
+  all) before the Databases close and give their locks back. A handler the program set is left alone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, TypedDict, Unpack
 from uuid import UUID
 
@@ -275,6 +287,176 @@ class CacheQueue(WorkQueue[Key]):
         self.drop()
 
 
+STOP_AT_EXIT_SECONDS = 10.0
+"""How long the interpreter's exit waits, in all, for the reconciles still running (see :func:`stop_at_exit`)."""
+
+
+class _Registry:
+    """The controllers not closed yet (held weakly): closed at exit, and the ones the signal handlers stand for.
+
+    A controller leaves once its :meth:`Controller.close` waited for its workers (not when the close starts:
+    a signal meanwhile, raised inside that wait, left the exit nothing to wait for, and the reconcile in
+    flight was cut off). Read without a lock: the members are a frozenset that each change replaces whole
+    (copy on write), so that a reader on any thread iterates it as it stands, and the signal handler, which
+    runs on the main thread between any two of its steps (inside a change of this registry too), never
+    waits for a lock that thread holds. (Iterating a ``WeakSet`` while another thread added to it raised
+    "Set changed size during iteration" out of ``close()``, or out of the handler in place of its exit.)
+    Changes take a lock, so that two at once do not lose one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._refs: frozenset[weakref.ref[Controller]] = frozenset()
+        self._pruned = 0
+        """How many members there were after the last pass that dropped the dead ones."""
+
+    def add(self, controller: Controller) -> None:
+        ref = weakref.ref(controller)  # hashed while alive: its hash stays once the controller is gone
+        with self._lock:
+            refs = self._refs | {ref}
+            if len(refs) > 2 * self._pruned + 16:  # one never closed and collected (its cache closed): dropped
+                refs = frozenset(r for r in refs if r() is not None)
+                self._pruned = len(refs)
+            self._refs = refs
+
+    def discard(self, controller: Controller) -> None:
+        ref = weakref.ref(controller)  # equal to the one add() made (the controller lives: it is closing)
+        if ref not in self._refs:  # closed already
+            return
+        with self._lock:
+            self._refs = self._refs - {ref}
+
+    def snapshot(self) -> list[Controller]:
+        """The controllers registered now (one read of the set: safe beside changes on other threads)."""
+        return [c for c in (r() for r in self._refs) if c is not None]
+
+    @staticmethod
+    def _active(controller: Controller | None) -> bool:
+        """Whether ``controller`` has work to wait for: running, or closing (its workers not waited for yet).
+
+        Not one stopped otherwise (its cache or Database closed): a reconcile it still runs works on a
+        closed Database, and is no work to wait for (a test's that never returns held every exit 10 s).
+        """
+        return controller is not None and (controller._closing or not controller.stopped)
+
+    def active(self) -> list[Controller]:
+        """The controllers with work to wait for (see :meth:`_active`)."""
+        return [c for c in self.snapshot() if self._active(c)]
+
+    def any_active(self) -> bool:
+        """Whether a controller has work to wait for (see :meth:`_active`)."""
+        return any(self._active(r()) for r in self._refs)
+
+    def forget(self) -> None:
+        """Forget every controller (a forked child), with a new lock: another thread of the parent may have held it."""
+        self._lock = threading.Lock()
+        self._refs = frozenset()
+        self._pruned = 0
+
+
+_RUNNING = _Registry()
+"""Controllers not closed yet (see :class:`_Registry`)."""
+_PREVIOUS: dict[int, signal.Handlers] = {}
+"""The default action of each signal whose handler :func:`_stop_on_signals` installed, while it is installed.
+
+Read and written on the main thread only (the only one that may set a handler), so without a lock: the
+handler runs there too, between any two steps of the main thread, and waiting for a lock the main thread
+held would never end."""
+_EXITS: dict[int, Callable[[], BaseException]] = {
+    signal.SIGTERM: lambda: SystemExit(0),
+    signal.SIGINT: KeyboardInterrupt,
+}
+"""What each handled signal raises in the main thread: SIGTERM an exit, SIGINT what Python's own handler raises."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """A handled signal while a controller runs: raised in the main thread as an exit, which unwinds.
+
+    Its ``with`` blocks close (a controller's lets its running reconciles finish, a lock's gives it back),
+    then the exit hooks stop the controllers still running and close the Databases (:func:`stop_at_exit`).
+    (Python's default action for SIGTERM ended the process without any of it: the successor waited a
+    lock's ttl, and the reconciles running were cut off.) The previous action is put back first, so that
+    a second signal takes it (ends the process at once); with no controller running any more it is taken
+    for this one too.
+    """
+    running = _RUNNING.any_active()  # a controller closing still runs its reconciles in flight
+    previous = _PREVIOUS.get(signum, signal.SIG_DFL)
+    _restore_signals()
+    if not running:
+        signal.signal(signum, previous)  # restored already (unless the table was lost): never this handler again
+        signal.raise_signal(signum)  # the previous (default) action, as if the handler had never been set
+        return
+    log.warning("signal %d: stopping the controllers and closing the Databases (exit)", signum)
+    raise _EXITS[signum]()
+
+
+def _stop_on_signals() -> None:
+    """Install :func:`_on_signal` for each signal left to its default action, from the main thread only.
+
+    A handler the program set (Python's own for SIGINT included) is left alone, and so is every signal
+    when called from another thread (where Python cannot set one).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _EXITS:
+        if signum in _PREVIOUS:
+            continue
+        try:
+            if signal.getsignal(signum) is not signal.SIG_DFL:
+                continue
+            signal.signal(signum, _on_signal)
+        except (ValueError, OSError):  # not the main interpreter, or a signal this platform cannot catch
+            continue
+        _PREVIOUS[signum] = signal.SIG_DFL
+
+
+def _restore_signals() -> None:
+    """Put back the previous action of each signal :func:`_stop_on_signals` handles (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, previous in list(_PREVIOUS.items()):
+        try:
+            if signal.getsignal(signum) is _on_signal:  # unless the program set another since
+                signal.signal(signum, previous)
+        except (ValueError, OSError):
+            continue
+        _PREVIOUS.pop(signum, None)
+
+
+def stop_at_exit() -> None:
+    """Close every controller still running (called by the exit hook before the Databases close).
+
+    Each stops as :meth:`Controller.close` stops it: no new reconcile, the running ones finish (not one
+    stopped already, by its cache's or Database's close). The
+    wait is bounded, :data:`STOP_AT_EXIT_SECONDS` in all: a reconcile still running then is left to its
+    daemon thread, which ends with the interpreter. (At exit, the Databases closed under running
+    reconciles, which failed on the closed Database: the work in flight was cut off.)
+    """
+    deadline = time.monotonic() + STOP_AT_EXIT_SECONDS
+    # Running ones, and those whose close() did not join their workers yet (a signal's exit raised in it).
+    running = _RUNNING.active()
+    for controller in running:  # all first: none starts a reconcile while the exit waits for another's
+        try:
+            controller.queue.shutdown()
+        except Exception:
+            log.warning("stopping %r at exit failed", controller, exc_info=True)
+    for controller in running:
+        try:
+            if not controller.close(max(0.0, deadline - time.monotonic())):
+                log.warning("%s: a reconcile still ran at exit: left to end with the interpreter", controller.name)
+        except Exception:
+            log.warning("stopping %r at exit failed", controller, exc_info=True)
+
+
+def _forget_in_child() -> None:
+    """A forked child has none of its parent's worker threads: its exit must not wait for them."""
+    _RUNNING.forget()  # (the handlers stay, with what they restore: with nothing running, a signal takes that)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 MAX_WORKERS = 1024
 """Worker threads a controller may start: ``workers=10**6`` started threads until the process could start
 no more (minutes, then a RuntimeError out of the constructor with the threads left running)."""
@@ -316,14 +498,33 @@ class Controller:
         self.failed = 0
         """Reconciles that raised (each was retried)."""
         self._stats_lock = threading.Lock()
+        self._closing = False
+        """:meth:`close` began: its reconciles in flight still run until it joined the workers."""
+        self._ended = [threading.Event() for _ in range(workers)]
+        """Set as each worker ends: what :meth:`close` waits for (see :meth:`_worker`)."""
         self._threads = [
-            threading.Thread(target=self._work, name=f"nbdb-{name}-{i}", daemon=True) for i in range(workers)
+            threading.Thread(target=self._worker, args=(ended,), name=f"nbdb-{name}-{i}", daemon=True)
+            for i, ended in enumerate(self._ended)
         ]
         for thread in self._threads:
             thread.start()
+        _RUNNING.add(self)
+        _stop_on_signals()
 
     def __repr__(self) -> str:
         return f"<nbdb.Controller {self.name} workers={len(self._threads)} reconciled={self.reconciled}>"
+
+    def _worker(self, ended: threading.Event) -> None:
+        """A worker thread: :meth:`_work`, then ``ended`` set.
+
+        :meth:`close` waits for the events, not with ``Thread.join``: a signal's exception raised inside
+        a join (Python 3.11's) marked the thread as ended while it still ran (the join took the thread's
+        own lock for its end), so the exit's close found no worker to wait for and cut the reconcile off.
+        """
+        try:
+            self._work()
+        finally:
+            ended.set()
 
     def _work(self) -> None:
         queue = self.queue
@@ -419,15 +620,30 @@ class Controller:
         return self.queue.wait_idle(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Stop: no new keys, running reconciles finish, the rest is dropped; False if a worker is still busy."""
-        self.queue.shutdown()
+        """Stop: no new keys, running reconciles finish, the rest is dropped; False if a worker is still busy.
+
+        The last running controller's close (on the main thread) puts back the signals' previous actions
+        (see the module docstring), once it joined its workers: until then the controller counts as
+        running. A signal meanwhile is an exit, raised inside this wait, and the exit waits for the
+        reconciles in flight (:func:`stop_at_exit`). (The default action put back before the wait ended
+        the process at one SIGTERM, the reconcile cut off and the lock kept until its ttl; a close that
+        left the running controllers before its wait let the exit close the Databases under its reconcile.)
+        """
         timeout = timeout_of(timeout)
+        self._closing = True  # before the queue stops: never a moment when it looks stopped with nothing to wait for
+        self.queue.shutdown()
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            if thread is threading.current_thread():
-                continue
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads if t is not threading.current_thread())
+        me = threading.current_thread()
+        others = [(t, ended) for t, ended in zip(self._threads, self._ended, strict=True) if t is not me]
+        for thread, ended in others:
+            # The event first (see _worker); then the thread, which has nothing left to do but end.
+            if ended.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        # Only now (not if a signal's exit was raised in the wait above: the exit closes it again, and waits).
+        _RUNNING.discard(self)
+        if not _RUNNING.any_active():
+            _restore_signals()
+        return all(ended.is_set() for _, ended in others)
 
     def __enter__(self) -> Controller:
         return self

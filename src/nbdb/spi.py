@@ -357,9 +357,11 @@ class RecordStream(ABC):
         Optional, called from any thread, returns at once. A stream whose
         ``revision`` moves only with the changes it delivers, or at the server's
         rare progress notifications (etcd), does what makes it learn, soundly,
-        that it has delivered every change up to ``revision`` (etcd: asks for a
-        progress notification, or watches wider for a while). The default does
-        nothing: the other streams' revisions follow the store's on their own.
+        that it has delivered every change up to ``revision`` (etcd: once the
+        wait outlasts a short grace, asks for a progress notification, or
+        watches wider for a while). It is told at once, and when to act is its
+        own policy. The default does nothing: the other streams' revisions
+        follow the store's on their own.
         """
         return
 
@@ -440,8 +442,16 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
-        """A context manager holding the named lock; see :meth:`nbdb.Database.lock`."""
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> AbstractContextManager[LockHandle]:
+        """A context manager holding the named lock; see :meth:`nbdb.Database.lock`.
+
+        ``closed`` is set when the Database asking closes (:meth:`nbdb.Database.lock` always passes its
+        own): a wait for another holder then ends at once with BackendUnavailableError, with or without a
+        ``timeout`` (:func:`nbdb.families.lease.hold_lease` does it for every lease store). None: nothing
+        ends the wait but ``timeout`` (a caller of the backend's own).
+        """
 
     @property
     def request_timeout(self) -> float | None:
@@ -477,6 +487,17 @@ class Backend(ABC):
         (and is retried), asks first. Most stores hold any table.
         """
         return None
+
+    def unmodelled(self) -> dict[str, int]:
+        """Rows this store holds in tables no model of the process maps, by table (how many each); on
+        OVSDB also rows holding a value in a column no field maps, by ``table.column``.
+
+        Most stores hold only models' objects: none. OVSDB serves a schema of its own, whose tables
+        other clients fill (``ovn-nbctl meter-add`` writes ``Meter``): ``nbdb copy`` refuses to leave
+        such rows behind without saying so. Only the default namespace holds them (rows other
+        clients write carry none).
+        """
+        return {}
 
     def fixed_fields(self, table: str) -> dict[str, Any]:
         """The fields of ``table`` this store keeps nowhere, each with the one value it can hold (JSON form).

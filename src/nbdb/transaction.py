@@ -16,7 +16,16 @@ from nbdb.commit_context import CommitContext
 from nbdb.models.base import Model, RefSpec, committed_all
 from nbdb.revision import Revision
 from nbdb.spi import Delete, LockHandle, Mutate, Put, RefKey, WriteOp
-from nbdb.writes import FieldMutation, as_stored, may_take, mutate, mutation_args, mutation_of, put_of
+from nbdb.writes import (
+    FieldMutation,
+    as_stored,
+    may_take,
+    mutate,
+    mutate_in_turn,
+    mutation_args,
+    mutation_of,
+    put_of,
+)
 
 __all__ = ["Transaction"]
 
@@ -42,6 +51,12 @@ class _Step:
     result: Model | None = None
     done: bool = False
     """Settled without a write (the object existed, or was already gone)."""
+    onto: _Step | None = None
+    """A mutate of an object this transaction creates: the create's step, whose write it was folded into
+    (its result is the create's), until a ``may_exist`` create takes a stored object; then, for each mutate
+    of that object after the first, the first's step, which applies it too (see :meth:`Transaction._unfold_taken`)."""
+    then: list[tuple[FieldMutation, FieldMutation]] | None = None
+    """The ``(add, remove)`` of the later mutates joined to this one, applied after its own, in turn."""
 
 
 def _members_of(given: object) -> list[object]:
@@ -105,7 +120,12 @@ class Transaction:
         ``may_exist``: if an object of the same topic already holds one of its
         unique values, or is stored under its id, take that object instead (its
         stored copy is the result); one of another topic fails the commit
-        (UniqueViolationError, or ConflictError for its id).
+        (UniqueViolationError, or ConflictError for its id). A later :meth:`mutate` of it applies to
+        what the create leaves (the new object or the one taken).
+
+        The copy returned is the plan, frozen and never rewritten by the commit: ``results`` holds what
+        was stored (with a later mutate's members, the object taken, or without a weak reference the
+        commit dropped).
         """
         if self._finished is not None:
             self._refuse()
@@ -116,7 +136,11 @@ class Transaction:
         return planned
 
     def update(self, obj: M) -> M:
-        """Queue a compare-and-swap update of ``obj`` (against ``obj.version``)."""
+        """Queue a compare-and-swap update of ``obj`` (against ``obj.version``).
+
+        Returns the copy it plans to store; ``results`` holds what was stored (without a weak reference
+        to an object the transaction deletes, which the commit drops).
+        """
         if self._finished is not None:
             self._refuse()
         obj = self._context.checked_stored(obj)
@@ -172,18 +196,20 @@ class Transaction:
             # a new kind of step cannot slip through): ~40 ns a step.
             self._commit_puts()
             return
-        self._refuse_mutating_a_create()
+        folded = self._fold_mutates_into_creates()
         # Weak references to what the transaction deletes are dropped in its commit, as a plain delete
         # drops them (see Database.delete): from its own writes now, from the stored referrers once the
         # store refused the deletes for one (most targets have none: no referrers read first).
         doomed = self._drop_doomed_from_own_writes()
         plan_weak = False
-        replanned: list[Put] | None = None  # the weak drops planned when the store refused the last try
+        replanned: list[WriteOp] | None = None  # the weak drops planned when the store refused the last try
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
             ops: list[WriteOp | Mutate] = []
-            drops: list[Put] = []
+            drops: list[WriteOp] = []
+            if folded:
+                self._unfold_taken(steps)
             for step in steps:
                 if isinstance(step, Put):
                     live.append(step)
@@ -282,6 +308,9 @@ class Transaction:
                     raise
                 log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
                 continue
+            for step in steps if folded else ():
+                if type(step) is _Step and step.onto is not None:
+                    step.result = step.onto.result  # folded into its create: what the create stored
             # A plain Put's value is its planned copy (typed ``object`` in the SPI): no cast() call per object.
             if results:
                 self.results = [results.get(id(s), s.value) if isinstance(s, Put) else s.result for s in steps]  # type: ignore[arg-type]
@@ -397,38 +426,85 @@ class Transaction:
         )
         return replaced, copy
 
-    def _refuse_mutating_a_create(self) -> None:
-        """ValidationError if a mutate targets an object this transaction creates (one step per object).
+    def _fold_mutates_into_creates(self) -> bool:
+        """Fold each mutate of an object this transaction creates into that create's write.
 
-        Its rebase read the store, where the object is not yet: a NotFoundError saying it "does not
-        exist", of an object the caller had just created (the same transaction's).
+        The mutate applies to what the create leaves: the new object, so the create stores it with the
+        members (one write, its result the create's); or, once a ``may_exist`` create took the stored
+        object instead, that object, rebased as any mutate, all of them in one step (see
+        :meth:`_unfold_taken`). (Refused with a ValidationError before: the mutate's rebase read the store,
+        where the new object was not yet.) A mutate queued before the create of its object is still a
+        ValidationError: there was nothing to mutate then. True if it folded one.
         """
-        created = {
-            (op.table, op.id)
-            for op in (s if isinstance(s, Put) else s.op for s in self._steps)
-            if isinstance(op, Put) and op.expect_version == 0
-        }
+        created: dict[RefKey, int] = {}
+        for index, step in enumerate(self._steps):
+            op = step if isinstance(step, Put) else step.op
+            if isinstance(op, Put) and op.expect_version == 0:
+                created.setdefault((op.table, op.id), index)
         if not created:
-            return
-        for step in self._steps:
-            if type(step) is _Step and step.mutation is not None:
-                model, uid = step.mutation[0], step.mutation[1]
-                if (model.nbdb_table, uid) in created:
-                    raise errors.ValidationError(
-                        f"{model.nbdb_table} {uid} appears twice in one transaction (created, then mutated):"
-                        " create it with those members instead"
-                    )
+            return False
+        folded = False
+        for index, step in enumerate(self._steps):
+            if type(step) is not _Step or step.mutation is None:
+                continue
+            model, uid, add, remove = step.mutation
+            at = created.get((model.nbdb_table, uid))
+            if at is None:
+                continue
+            if at > index:
+                raise errors.ValidationError(
+                    f"{model.nbdb_table} {uid} is mutated before this transaction creates it:"
+                    " queue the mutate after the create, or create it with those members"
+                )
+            create = self._steps[at]
+            if isinstance(create, Put):  # a plain create: a step of its own now, to hold what it stores
+                create = self._steps[at] = _Step(create, cast("Model", create.value))
+            put, planned = cast("Put", create.op), cast("Model", create.planned)
+            new = mutate(planned, add, remove)  # validates the change, as a rebase would
+            if new is not planned:
+                merged, copy = put_of(new, 0, put.ttl, self._context.deferred)
+                create.op, create.planned = merged._replace(fresh_id=put.fresh_id), copy
+            step.onto, step.done = create, True
+            folded = True
+        return folded
+
+    @staticmethod
+    def _unfold_taken(steps: Sequence[_Step | Put]) -> None:
+        """The mutates folded into a ``may_exist`` create that took the stored object: they apply to that one.
+
+        The create's first mutate becomes a mutate of the stored object, as any; each later one joins it
+        (:attr:`_Step.then`), so that the object is written once, with each mutation in turn, and each
+        mutate's result is what they all leave. (Each was a step of its own, and the commit was refused:
+        the object the caller named once "appears twice in one transaction", under the id of the object
+        taken.) Before any step is planned: the first's rebase applies the later ones too.
+        """
+        firsts: dict[int, _Step] = {}  # by id() of a create that took a stored object: its first mutate
+        for step in steps:
+            if type(step) is not _Step or step.onto is None or not step.onto.done:
+                continue
+            create = step.onto
+            model, _, add, remove = cast("tuple[type[Model], UUID, FieldMutation, FieldMutation]", step.mutation)
+            first = firsts.get(id(create))
+            if first is None:
+                firsts[id(create)] = step
+                step.mutation = (model, cast("Model", create.result).id, add, remove)
+                step.onto, step.done = None, False
+                continue
+            first.then = [*(first.then or ()), (add, remove)]
+            step.onto = first  # done (settled by the first's write): its result is the first's
 
     def _rebase(self, step: _Step) -> None:
         assert step.mutation is not None
         model, uid, add, remove = step.mutation
         current = self._get(model, uid)
-        new = mutate(current, add, remove)  # validates the change (and finds one that changes nothing)
+        then = step.then or ()
+        # Validates the change (and finds one that changes nothing).
+        new = mutate_in_turn(current, ((add, remove), *then)) if then else mutate(current, add, remove)
         if new is current:
             step.op, step.planned, step.result = None, None, current
             return
         if self._context.backend.handles_mutations:
-            step.op, step.planned = mutation_of(model, uid, add, remove), None
+            step.op, step.planned = mutation_of(model, uid, add, remove, then), None
             return
         step.op, step.planned = put_of(new, current.version, None, self._context.deferred)
 

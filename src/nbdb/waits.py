@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -43,9 +42,6 @@ if TYPE_CHECKING:
     from nbdb.cache import Replica
 
 __all__ = ["Waits"]
-
-_WANT_GRACE = 0.05
-"""Seconds a wait for a revision waits before telling the stream it needs it (see :meth:`Waits.wait`)."""
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +110,9 @@ class Waits:
                 if waiter.revision is not None and not waiter.own:
                     # A revision, or the store's read at the call: it may be of a commit the cache does not
                     # follow, which no change of its stream carries (an object's own revision comes with its
-                    # change). The stream is told only when the wait outlasts _WANT_GRACE: most such waits
-                    # are for a commit the cache follows, whose change is on its way, and telling etcd's
-                    # stream at once made it swap its caught-up watcher for a wide one fed every 100 ms
-                    # (a reviewer's read-your-writes loop: p90 21 ms against 0.6 ms).
-                    started = time.monotonic()
-                    grace = _WANT_GRACE if timeout is None else min(_WANT_GRACE, timeout)
-                    if not waiter.done.wait(grace):
-                        cache.want(waiter.revision)
-                        waiter.done.wait(None if timeout is None else max(0.0, timeout - (time.monotonic() - started)))
-                else:
-                    waiter.done.wait(timeout)
+                    # change). The stream is told; what it does about it, and how soon, is its own affair.
+                    cache.want(waiter.revision)
+                waiter.done.wait(timeout)
         finally:
             with cache.lock:
                 if waiter in self._waiters:

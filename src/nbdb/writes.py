@@ -7,7 +7,7 @@ the same operations, one of them at a time and the other many at once.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast, get_args, get_origin, overload
 from uuid import UUID
 
@@ -341,19 +341,75 @@ def _map_values(model: type[Model], field: str) -> TypeAdapter[Any] | None:
     return TypeAdapter(args[1]) if len(args) == 2 else None
 
 
-def rebase_for(model: type[M], add: FieldMutation, remove: FieldMutation) -> Callable[[Record], Put]:
-    """A ``rebase(record) -> Put`` for :class:`nbdb.spi.Mutate`: the change applied to the stored object."""
+def rebase_for(
+    model: type[M], add: FieldMutation, remove: FieldMutation, then: Sequence[tuple[FieldMutation, FieldMutation]] = ()
+) -> Callable[[Record], Put]:
+    """A ``rebase(record) -> Put`` for :class:`nbdb.spi.Mutate`: the change (then each of ``then``) applied
+    to the stored object."""
+    mutations = ((add, remove), *then)
 
     def rebase(record: Record) -> Put:
         current = decode(model, record)
-        return put_of(mutate(current, add, remove), current.version)[0]
+        return put_of(mutate_in_turn(current, mutations), current.version)[0]
 
     return rebase
 
 
-def mutation_of(model: type[Model], id: UUID, add: FieldMutation, remove: FieldMutation) -> Mutate:
-    """The :class:`nbdb.spi.Mutate` of a change, for stores with native mutations."""
-    return Mutate(model.nbdb_table, id, mutation_changes(model, add, remove), rebase_for(model, add, remove))
+def mutate_in_turn(current: M, mutations: Sequence[tuple[FieldMutation, FieldMutation]]) -> M:
+    """``current`` with each ``(add, remove)`` of ``mutations`` applied in turn (see :func:`mutate`).
+
+    ``current`` itself if no field they touch ends changed (a member added, then removed, changes nothing).
+    """
+    new = current
+    for add, remove in mutations:
+        new = mutate(new, add, remove)
+    if new is current or len(mutations) < 2:
+        return new
+    touched = {field for add, remove in mutations for field in (*add, *remove)}
+    return current if all(getattr(new, f) == getattr(current, f) for f in touched) else new
+
+
+def changes_in_turn(
+    model: type[Model], mutations: Sequence[tuple[FieldMutation, FieldMutation]]
+) -> tuple[FieldChange, ...]:
+    """The changes of ``mutations`` applied in turn, as one change a field (as :func:`mutation_changes`).
+
+    Each mutation removes, then adds (a member both added and removed is there afterwards), so the turns
+    compose into one such change: it removes what any turn removes, and adds what a turn adds unless a later
+    turn removes it (for a map, the pairs of later turns win).
+    """
+    merged: dict[str, FieldChange] = {}
+    for add, remove in mutations:
+        for change in mutation_changes(model, add, remove):
+            before = merged.get(change.field)
+            if before is None:
+                merged[change.field] = change
+                continue
+            gone = {_key(m) for m in change.remove}
+            kept: list[object]
+            if _shape(model, change.field)[0] == "map":  # pairs: a later turn removes a key
+                kept = [p for p in cast("tuple[tuple[object, object], ...]", before.add) if _key(p[0]) not in gone]
+            else:
+                kept = [m for m in before.add if _key(m) not in gone]
+            merged[change.field] = FieldChange(change.field, (*kept, *change.add), (*before.remove, *change.remove))
+    return tuple(merged[field] for field in sorted(merged))
+
+
+def mutation_of(
+    model: type[Model],
+    id: UUID,
+    add: FieldMutation,
+    remove: FieldMutation,
+    then: Sequence[tuple[FieldMutation, FieldMutation]] = (),
+) -> Mutate:
+    """The :class:`nbdb.spi.Mutate` of a change, for stores with native mutations.
+
+    ``then``: more ``(add, remove)`` applied after it, in turn (one transaction's mutates of one object).
+    """
+    if not then:
+        return Mutate(model.nbdb_table, id, mutation_changes(model, add, remove), rebase_for(model, add, remove))
+    mutations = ((add, remove), *then)
+    return Mutate(model.nbdb_table, id, changes_in_turn(model, mutations), rebase_for(model, add, remove, then))
 
 
 def check_uuid(value: UUID | str) -> UUID:

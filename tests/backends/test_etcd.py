@@ -200,17 +200,17 @@ def test_a_watch_below_its_resume_point_is_not_resumed_unchecked_when_the_read_f
         ahead = backend.current_revision() + 50  # a resume point this store never reached: it lost data
         reads = 0
 
-        def unreachable() -> int:
+        def unreachable() -> Any:
             nonlocal reads
             reads += 1
             raise errors.BackendUnavailableError("injected: the linearizable read reached no quorum")
 
-        backend.revision_now = unreachable  # type: ignore[method-assign]
+        backend.header_now = unreachable  # type: ignore[method-assign]
         try:
             with pytest.raises(errors.BackendUnavailableError, match="opening it again"):
                 _watch_once(backend, ahead)
         finally:
-            del backend.revision_now
+            del backend.header_now
         assert reads == 1
         with pytest.raises(errors.HistoryGoneError):  # the read answers again: the check decides
             _watch_once(backend, ahead)
@@ -1447,8 +1447,11 @@ def _routers_in_topics(db: nbdb.Database, count: int, prefix: str = "t-") -> lis
 @pytest.mark.timeout(120)
 def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
     custom_etcd: Callable[..., EtcdServer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A list that prunes the registry writes; a user with read rights only still lists (the prune is best effort)."""
+    """A list that prunes the registry writes; a user with read rights only still lists (the prune is best effort).
+    Its cache's wait for a revision outside the namespace cannot write the progress mark: it ends at its
+    timeout, as before the mark, and the stream goes on."""
     from nbdb.models.ovn import LogicalRouter
 
     server = custom_etcd([])
@@ -1471,6 +1474,19 @@ def test_a_read_only_user_lists_emptied_topics_though_the_prune_is_denied(
         page = reader.list(LogicalRouter, limit=3)
         rest = reader.list(LogicalRouter, limit=3, after=page.continue_token)
         assert len(page) + len(rest) == 4
+        with (
+            reader.cache(LogicalRouter, topics=["t-39"]) as cache,
+            _connect(f"etcd://root:rootpw@{address}", namespace=namespace) as root,
+            _connect(f"etcd://root:rootpw@{address}") as elsewhere,
+        ):
+            assert cache.wait_synced(10)
+            outside = elsewhere.create(KitParent(name="x"))
+            caplog.set_level(logging.INFO, logger=etcd_stream.__name__)
+            assert not cache.wait_for(int(outside.nbdb_revision), 0.6)  # type: ignore[arg-type]
+            assert any("could not write the progress mark" in r.getMessage() for r in caplog.records)
+            made = root.create(LogicalRouter(name="lr-new", topic="t-39"))
+            assert cache.wait_for(int(made.nbdb_revision), 5)  # type: ignore[arg-type]
+            assert sorted(r.name for r in cache.list(LogicalRouter)) == ["lr-39", "lr-new"]
 
 
 def _prune_all_but_four(db: nbdb.Database, made: list[Any], per: int) -> list[KeyValue]:
@@ -1800,6 +1816,19 @@ def test_a_lock_key_another_writer_left_on_no_lease_is_corrupt_record_at_acquire
 # ---------------------------------------------------------------- read-your-writes across what a cache follows
 
 
+def _record_swaps(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The etcd streams' widenings (True) and narrowings (False) from now on, in order."""
+    swaps: list[bool] = []
+    swap = etcd_stream.EtcdKeyStream._swap
+
+    def recording(self: Any, wide: bool) -> None:
+        swaps.append(wide)
+        swap(self, wide)
+
+    monkeypatch.setattr(etcd_stream.EtcdKeyStream, "_swap", recording)
+    return swaps
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_a_wait_for_a_commit_the_cache_does_not_follow_ends_with_its_commit(
     etcd_server: EtcdServer,  # noqa: F811
@@ -1823,28 +1852,134 @@ def test_a_wait_for_a_commit_the_cache_follows_leaves_its_stream_alone(
     etcd_server: EtcdServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Telling the stream at every wait for a revision made etcd's (3.4.23) swap its caught-up watcher
-    # for a wide one fed every 100 ms, for the commonest wait of all: a commit the cache follows, whose
-    # change was on its way (p90 21 ms against 0.6). The stream is told only once a wait outlasts a
-    # grace, here made long so that no wait of a followed commit can outlast it on a loaded machine.
-    from nbdb import cache as cache_module
-    from nbdb import waits
+    # Acting at every wait for a revision made etcd's stream (3.4.23) swap its caught-up watcher for a
+    # wide one fed every 100 ms, for the commonest wait of all: a commit the cache follows, whose change
+    # was on its way (p90 21 ms against 0.6). The stream acts only once a wait outlasts a grace, here made
+    # long so that no wait of a followed commit can outlast it on a loaded machine.
+    monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 10.0)
+    swaps = _record_swaps(monkeypatch)
+    with _connect(etcd_server.url) as db:
+        assert isinstance(db.backend, EtcdBackend)
+        db.backend.safe_progress = False  # the older servers' way (what widens), also on a newer server
+        with db.cache(KitParent, topics=["a"]) as cache:
+            assert cache.wait_synced(10)
+            for i in range(10):
+                written = db.create(KitParent(name=f"a{i}", topic="a"))
+                assert cache.wait_for(int(written.nbdb_revision), 5)
+        assert swaps == []
 
-    monkeypatch.setattr(waits, "_WANT_GRACE", 10.0, raising=False)
-    told: list[int] = []
-    want = cache_module.Replica.want
 
-    def recording(self: Any, revision: int) -> None:
-        told.append(revision)
-        want(self, revision)
+@pytest.mark.parametrize("past_the_store", [False, True])
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_wait_for_a_commit_outside_the_namespace_ends_once_the_store_passed_it(
+    etcd_server: EtcdServer,  # noqa: F811
+    shared: bool,
+    past_the_store: bool,
+) -> None:
+    # Another namespace's commit writes no key this namespace's widest watch sees: on servers without safe
+    # progress requests (3.4.23) the wait ended only at the next commit of the namespace or the 10-minute
+    # progress notification, so wait_for said False at its timeout. past_the_store: a wait before, for a
+    # revision the store had not reached (a restore, another cluster's revision, a mistake), left the stream
+    # wanting it for good: its progress mark, landed below it, counted as written for it, so no later wait
+    # for a commit outside the namespace got a mark (False at its timeout again).
+    with _connect(etcd_server.url) as db, _connect(etcd_server.url) as other:
+        with db.cache(KitParent, topics=["a"], shared=shared) as cache:
+            assert cache.wait_synced(10)
+            if past_the_store:
+                ahead = int(other.create(KitParent(name="probe", topic="a")).nbdb_revision)  # type: ignore[arg-type]
+                assert not cache.wait_for(ahead + 1000, 0.5)  # its mark is written meanwhile, below it
+            for i in range(2):
+                elsewhere = other.create(KitParent(name=f"x{i}", topic="a"))
+                started = time.monotonic()
+                assert cache.wait_for(int(elsewhere.nbdb_revision), 3)  # type: ignore[arg-type]
+                assert time.monotonic() - started < 1.5
+            assert cache.list(KitParent) == []
+            mine = db.create(KitParent(name="a1", topic="a"))  # the stream goes on, in order
+            assert cache.wait_for(mine, 3) and [p.name for p in cache.list(KitParent)] == ["a1"]
 
-    monkeypatch.setattr(cache_module.Replica, "want", recording)
-    with _connect(etcd_server.url) as db, db.cache(KitParent, topics=["a"]) as cache:
-        assert cache.wait_synced(10)
-        for i in range(10):
-            written = db.create(KitParent(name=f"a{i}", topic="a"))
-            assert cache.wait_for(int(written.nbdb_revision), 5)
-        assert told == []
+
+@pytest.mark.timeout(60)
+def test_a_wait_past_the_store_leaves_a_later_wait_its_grace(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a wait past the store (its mark landed below it) a wait for a commit the stream follows is left to
+    the watch for its grace again: before, the stream stayed behind the far revision and widened at once."""
+    monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 0.0)
+    monkeypatch.setattr(etcd_stream, "_MARK_AFTER", 0.0)
+    monkeypatch.setattr(etcd_stream, "_WIDE_FOR", 0.2)
+    monkeypatch.setattr(etcd_stream, "_WIDE_LINGER", 0.0)
+    swaps = _record_swaps(monkeypatch)
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        backend.safe_progress = False  # the older servers' way (what widens), also on a newer server
+        stream = backend.watch(["KitParent"], ["a"], backend.current_revision())
+        try:
+            far = backend.current_revision() + 1000
+            stream.reach(far)
+            # It widens, marks (below the far revision), and narrows after _WIDE_FOR.
+            assert eventually(lambda: stream.poll(0.05) == [] and swaps == [True, False], 5)
+            monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 10.0)  # no followed commit outlasts it
+            written = int(db.create(KitParent(name="a1", topic="a")).nbdb_revision)  # type: ignore[arg-type]
+            stream.reach(written)
+            got: list[Any] = []
+            assert eventually(lambda: bool(got.extend(stream.poll(0.05))) or stream.revision >= written, 5)
+            assert [c.revision for c in got] == [written] and swaps == [True, False]
+        finally:
+            stream.close()
+
+
+@pytest.mark.timeout(60)
+def test_reach_returns_at_once_while_the_stream_reads_whether_the_store_went_back(
+    etcd_server: EtcdServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A watcher confirmed below the stream's raft term makes it read the store's header; reach() (a cache's
+    wait, which must return at once) waited for that network read, which the stream made under its lock."""
+    monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 0.0)
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        backend.safe_progress = False  # reach() widens: a new watcher, confirmed (also on a newer server)
+        reading, release = threading.Event(), threading.Event()
+        header_now = backend.header_now
+        revision = backend.current_revision()  # a read of the header: before it is slowed
+
+        def slow() -> wire.Header:
+            reading.set()
+            release.wait(5)
+            return header_now()
+
+        monkeypatch.setattr(backend, "header_now", slow)
+        prefix = f"{backend.layout.objects}KitParent/"  # type: ignore[attr-defined]
+        stream = backend.watch_keys([prefix], revision)
+        assert isinstance(stream, etcd_stream.EtcdKeyStream)
+        stream._term += 1_000_000  # the next confirmation is below it: checked
+        failed: list[BaseException] = []
+
+        def polling() -> None:
+            try:
+                for _ in range(100):
+                    stream.poll(0.05)
+            except BaseException as exc:  # the store's term is below: HistoryGoneError
+                failed.append(exc)
+
+        poller = threading.Thread(target=polling)
+        try:
+            stream.reach(revision + 1)
+            poller.start()
+            assert reading.wait(5)
+            started = time.monotonic()
+            stream.reach(revision + 2)
+            assert time.monotonic() - started < 1.0
+            release.set()
+            poller.join(10)
+            assert [type(e) for e in failed] == [errors.HistoryGoneError]
+        finally:
+            release.set()
+            stream.close()
+            poller.join(10)
 
 
 def test_a_wait_for_a_commit_the_cache_does_not_follow_ends_on_a_cluster(etcd_cluster: EtcdServer) -> None:  # noqa: F811
@@ -1870,6 +2005,7 @@ def test_a_stream_sent_past_its_keys_delivers_each_of_its_changes_once_in_order_
     the stream's own changes keep their order (none twice, none lost) across the widening and the
     narrowing, and the other keys are dropped."""
     monkeypatch.setattr(etcd_stream, "_WIDE_LINGER", 0.0)  # narrow again as soon as the wait is served
+    monkeypatch.setattr(etcd_stream, "_WANT_GRACE", 0.0)  # widen at once (the commit after is on its way)
     caplog.set_level(logging.DEBUG, logger=etcd_stream.__name__)
     with _connect(etcd_server.url) as db:
         backend = db.backend

@@ -477,14 +477,13 @@ def test_northd_routes_a_prefix_with_host_bits_which_nbdb_reads_and_writes(
     assert _eventually(lambda: "ip4.dst == 10.19.0.0/16" in flows() and "ip4.dst == 10.29.0.0/16" in flows(), 30)
 
 
-@pytest.mark.parametrize("cascade", [False, True])
-def test_a_delete_refused_for_a_column_nbdb_does_not_map_names_the_row_that_holds_it(
-    ovn: dict[str, Any], db: nbdb.Database, cascade: bool
+def test_an_address_set_a_nat_rule_limits_to_is_refused_naming_the_rule_and_cleared_by_a_cascade(
+    ovn: dict[str, Any], db: nbdb.Database
 ) -> None:
-    # ovn-nbctl limits a NAT rule to an address set (NAT.allowed_ext_ips, a strong reference nbdb maps
-    # no field to). Deleting the set, with or without cascade, is refused by the server; the error only
-    # said "cannot delete Address_Set row ... because of 1 remaining reference(s)", leaving the
-    # operator to search every table for the row that holds it.
+    # ovn-nbctl limits a NAT rule to an address set (NAT.allowed_ext_ips, a strong reference). When
+    # nbdb mapped no field to it, the server alone refused the delete, with or without cascade; the
+    # field (NAT.allowed_ext_ips) makes it nbdb's own reference: a plain delete names the rule, a
+    # cascade clears the rule's column in the same commit.
     s = uuid.uuid4().hex[:6]
     nbctl(ovn, "lr-add", f"lr-{s}")
     nat = _uuid(
@@ -508,9 +507,12 @@ def test_a_delete_refused_for_a_column_nbdb_does_not_map_names_the_row_that_hold
     nbctl(ovn, "set", "NAT", str(nat), f"allowed_ext_ips={address_set}")
     stored = db.get(AddressSet, address_set)
     with pytest.raises(nbdb.errors.ReferenceError) as refused:
-        db.delete(stored, cascade=cascade)
-    assert str(nat) in str(refused.value) and "allowed_ext_ips" in str(refused.value)
+        db.delete(stored)
+    assert str(nat) in str(refused.value)
     assert nbctl(ovn, "get", "Address_Set", f"as_{s}", "name") == f"as_{s}"
+    db.delete(stored, cascade=True)
+    assert nbctl(ovn, "get", "NAT", str(nat), "allowed_ext_ips") == "[]"
+    assert nbctl(ovn, "--bare", "--columns=_uuid", "find", "Address_Set", f"name=as_{s}") == ""
 
 
 def test_a_watch_and_a_cache_of_ports_without_a_topic_see_the_ports_ovn_nbctl_makes(

@@ -265,6 +265,31 @@ def test_nbdb_mutations_and_ovn_nbctl_fill_one_port_group_together(server: Ovsdb
     assert "owner=nbdb" in nbctl_ids
 
 
+def test_mutates_after_a_may_exist_create_of_a_group_ovn_nbctl_made_apply_natively_in_turn(
+    server: OvsdbServer, db: nbdb.Database
+) -> None:
+    # "Ensure the group, then add members": when the create took the group ovn-nbctl had made, each mutate
+    # was a step of its own and the commit was refused (the group "appears twice"). One native mutate now
+    # applies them in turn: c added then removed is gone, a removed then added is there, x's last value wins.
+    tag = _tag()
+    switch = db.create(LogicalSwitch(name=f"sw-{tag}"))
+    a, b, c = (db.create(LogicalSwitchPort(switch=switch, name=f"t-{tag}-{i}")) for i in range(3))
+    _nbctl(server, "pg-add", f"pg_{tag}", a.name)
+    _nbctl(server, "set", "Port_Group", f"pg_{tag}", "external_ids:keep=1", "external_ids:drop=1")
+    with db.transaction() as txn:
+        group = txn.create(PortGroup(name=f"pg_{tag}"), may_exist=True)
+        txn.mutate(group, add={"ports": [b, c], "external_ids": {"x": "1"}})
+        txn.mutate(group, remove={"ports": [a, c], "external_ids": ["drop"]})
+        txn.mutate(group, add={"ports": [a], "external_ids": {"x": "2"}})
+    stored = db.get_by(PortGroup, name=f"pg_{tag}")
+    assert stored is not None and stored.id != group.id  # the group ovn-nbctl made
+    assert set(stored.ports) == {a.id, b.id} and stored.external_ids == {"keep": "1", "x": "2"}
+    assert txn.results[1:] == [stored] * 3
+    ports = _nbctl(server, "get", "Port_Group", f"pg_{tag}", "ports").strip("[]").replace(",", "").split()
+    assert set(ports) == {str(a.id), str(b.id)}
+    assert _nbctl(server, "get", "Port_Group", f"pg_{tag}", "external_ids:x") == '"2"'
+
+
 @pytest.mark.parametrize(
     "add",
     [

@@ -114,6 +114,25 @@ def test_a_schema_without_a_table_nbdb_needs_is_a_clear_error_at_connect(tmp_pat
             nbdb.connect(server.url)
 
 
+def test_a_schema_older_than_the_later_built_in_models_tables_connects_and_names_them_on_write(
+    tmp_path: Path,
+) -> None:
+    # Gateway_Chassis, HA_Chassis_Group, HA_Chassis and Logical_Router_Policy came with later OVN
+    # releases than the first models' tables: such a server served nbdb before those models existed.
+    from nbdb.models import GatewayChassis, HAChassisGroup, LogicalRouterPolicy
+
+    schema = copy.deepcopy(_schema())
+    schema["version"] = "5.10.0"
+    for table in ("Gateway_Chassis", "HA_Chassis_Group", "HA_Chassis", "Logical_Router_Policy"):
+        _drop_table(schema, table)
+    with _serve(tmp_path, schema, "before-gateways") as server, nbdb.connect(server.url) as db:
+        switch = db.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:6]}"))
+        assert db.get(LogicalSwitch, switch.id) == switch
+        assert db.list(GatewayChassis) == [] and db.list(LogicalRouterPolicy) == []
+        with pytest.raises(nbdb.UnsupportedError, match="'HAChassisGroup' has no OVSDB table"):
+            db.create(HAChassisGroup(name="g"))
+
+
 def test_a_schema_without_a_parents_set_column_nbdb_needs_is_a_clear_error_at_connect(tmp_path: Path) -> None:
     """``Logical_Switch.acls`` holds which switch an ACL belongs to: without it the connect succeeded,
     the server refused the monitor of ``Logical_Switch`` and the first read or write waited ten minutes."""

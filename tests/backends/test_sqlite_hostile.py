@@ -7,6 +7,7 @@ written with the ``sqlite3`` module stand for an edit with the ``sqlite3`` shell
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -15,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +24,10 @@ from pathlib import Path
 import pytest
 
 import nbdb
+from nbdb.backends.sqlite import SqliteBackend
 from nbdb.conformance.kit import watched_and_cached
-from nbdb.models import LogicalSwitch
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.spi import UniqueKey
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -232,8 +236,6 @@ def test_a_lease_whose_expiry_another_tool_set_to_text_expires(path: Path) -> No
 def test_a_referrer_whose_revision_another_tool_set_to_text_is_a_corrupt_record(path: Path) -> None:
     # A text mod_revision read as "changed since" for ever: a delete that checks the referrers was
     # refused as a conflict at every try.
-    from nbdb.models import LogicalSwitchPort
-
     with nbdb.connect(f"sqlite:///{path}") as db:
         switch = db.create(LogicalSwitch(name="s"))
         db.create(LogicalSwitchPort(name="p", switch=switch.id))
@@ -412,3 +414,82 @@ def test_a_namespace_s_trim_mark_another_tool_spoiled_drops_its_history_and_writ
             assert watched.watch_reports == watched.cache_reports == []
         again = sqlite3.connect(path).execute("SELECT typeof(compacted), changes FROM nbdb_trims").fetchone()
         assert again == ("integer", 2)
+
+
+@pytest.mark.parametrize("group_commit", [32, 0], ids=["grouped", "alone"])
+@pytest.mark.parametrize("lie", ["another object", "no such object", "no id"])
+def test_a_released_unique_claim_another_tool_spoiled_is_a_corrupt_record_not_deleted(
+    path: Path, lie: str, group_commit: int
+) -> None:
+    # A rename or delete released its claim unread: one another tool pointed at an object that does not hold
+    # the value (or spoiled) was deleted with it, the evidence gone. It is refused, and the key stays as it
+    # was; a write of another object is not held up. (One naming the value's true holder: the next test.)
+    with nbdb.connect(f"sqlite:///{path}?group_commit={group_commit}") as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        a, b = (db.create(LogicalSwitchPort(switch=switch.id, name=n)) for n in ("a", "b"))
+        backend = db.backend
+        assert isinstance(backend, SqliteBackend)
+        claim = backend.layout.unique(
+            "LogicalSwitchPort", UniqueKey("name", LogicalSwitchPort.unique_text(("name",), {"name": "a"}))
+        )
+        # b does not hold "a"; no object has the id; the claim holds no id: the claim lies, whoever holds "a".
+        spoiled = {"another object": str(b.id), "no such object": str(uuid.uuid4()), "no id": "\x00not an id"}[lie]
+        raw = sqlite3.connect(path, isolation_level=None)
+        try:
+            assert raw.execute("UPDATE nbdb_keys SET value = ? WHERE key = ?", (spoiled.encode(), claim)).rowcount == 1
+            for write in (lambda: db.update(a.replace(name="renamed")), lambda: db.delete(a)):
+                with pytest.raises(nbdb.CorruptRecordError, match="which this write releases") as refused:
+                    write()
+                assert refused.value.key == claim
+                stays = raw.execute("SELECT value FROM nbdb_keys WHERE key = ?", (claim,)).fetchone()
+                assert stays == (spoiled.encode(),)
+            assert db.get(LogicalSwitchPort, a.id).name == "a"
+            db.update(b.replace(name="b2"))  # a write beside it is not held up
+            # The repair the error names: the key set to the holder of the value, the port written (no other).
+            repair = "UPDATE nbdb_keys SET value = CAST(? AS BLOB) WHERE key = ?"
+            assert raw.execute(repair, (str(a.id), claim)).rowcount == 1
+        finally:
+            raw.close()
+        db.delete(a)
+        assert [s.name for s in db.list(LogicalSwitchPort)] == ["b2"]
+        db.create(LogicalSwitchPort(switch=switch.id, name="a"))  # the value was freed with its holder
+
+
+@pytest.mark.parametrize("group_commit", [32, 0], ids=["grouped", "alone"])
+@pytest.mark.parametrize("release", ["delete", "in a transaction"])
+def test_a_duplicate_whose_index_another_tool_spoiled_goes_without_freeing_its_value_under_the_true_holder(
+    path: Path, release: str, group_commit: int
+) -> None:
+    # Another tool made ``dup``'s index a second holder of "x"; the claim is true (it names ``holder``). The
+    # release of "x" by dup's delete (by id: the index read) was refused as a lying claim (dup could never
+    # go), and the advised repair (delete the key) freed "x" under its holder: a create of "x" then succeeded.
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        holder, dup = (db.create(LogicalSwitchPort(switch=switch.id, name=n)) for n in ("x", "z"))
+        backend = db.backend
+        assert isinstance(backend, SqliteBackend)
+        x = LogicalSwitchPort.unique_text(("name",), {"name": "x"})
+        claim, index = (
+            backend.layout.unique("LogicalSwitchPort", UniqueKey("name", x)),
+            backend.layout.index("LogicalSwitchPort", dup.id),
+        )
+    with sqlite3.connect(path) as raw:
+        doc = json.loads(raw.execute("SELECT value FROM nbdb_keys WHERE key = ?", (index,)).fetchone()[0])
+        doc["u"] = [["name", x]]
+        raw.execute("UPDATE nbdb_keys SET value = ? WHERE key = ?", (json.dumps(doc).encode(), index))
+    with nbdb.connect(f"sqlite:///{path}?group_commit={group_commit}") as db:  # no index of dup remembered
+        if release == "delete":
+            db.delete(LogicalSwitchPort, dup.id)
+        else:  # beside another write of the table, which claims a value of its own
+            with db.transaction() as txn:
+                txn.delete(LogicalSwitchPort, dup.id)
+                txn.create(LogicalSwitchPort(switch=switch.id, name="w"))
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("SELECT value FROM nbdb_keys WHERE key = ?", (claim,)).fetchone() == (
+                str(holder.id).encode(),
+            )
+        assert db.get_by(LogicalSwitchPort, name="x").id == holder.id
+        with pytest.raises(nbdb.UniqueViolationError):
+            db.create(LogicalSwitchPort(switch=switch.id, name="x"))
+        db.delete(holder)  # the true holder's release frees it
+        db.create(LogicalSwitchPort(switch=switch.id, name="x"))

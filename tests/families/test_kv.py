@@ -31,7 +31,7 @@ from nbdb.families.kv import (
     VersionIs,
 )
 from nbdb.families.kvplan import Index, KeyLayout
-from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, condition_holds, key_changes
+from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, check_released_claims, condition_holds, key_changes
 from nbdb.families.rules import NO_TOPIC, topic_part
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import Record, UniqueKey
@@ -238,6 +238,77 @@ def test_key_changes_follow_the_version_rules(
     for key in deletes:
         expected.pop(key, None)
     assert after == expected
+
+
+@given(
+    prefix=st.sampled_from(["", "ns/"]),
+    table=st.text(st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1, max_size=8),
+    value=st.text(max_size=8),
+)
+def test_a_unique_key_s_table_is_read_back_and_no_other_key_has_one(prefix: str, table: str, value: str) -> None:
+    layout = KeyLayout(prefix)
+    assert layout.unique_table(layout.unique(table, UniqueKey("name", value))) == table
+    others = [layout.index(table, "x"), layout.object(None, table, "x"), layout.lock("u/x"), layout.counter("u")]
+    assert [layout.unique_table(key) for key in [*others, f"{prefix}u/", f"{prefix}u//x"]] == [None] * 6
+
+
+_X, _Y = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+
+
+@given(
+    owner=st.sampled_from([_X.encode(), _Y.encode(), _X.upper().encode(), b"x", b"\xff", b""]),
+    written=st.sets(st.sampled_from([_X, _Y])),
+    deleted=st.booleans(),
+    beside=st.booleans(),
+    holds=st.sampled_from(["the value", "another value", "nothing", "a damaged index"]),
+)
+def test_a_released_claim_must_name_an_object_the_commit_writes_or_one_that_holds_it(
+    owner: bytes, written: set[str], deleted: bool, beside: bool, holds: str
+) -> None:
+    # A claim the commit deletes names the object whose index the commit writes (an update dropping the
+    # value) or deletes (the object's delete). One naming another object that holds the value (its index
+    # lists it) is true, and the written object's index is another writer's damage: the claim is kept (its
+    # release freed the value under its holder) and the commit goes ahead. Any other is another writer's:
+    # CorruptRecordError. A commit that writes no object of the claim's table (a key deleted by hand)
+    # deletes what it is told. Nothing is read unless a claim names an object the commit does not write.
+    layout = KeyLayout("ns/")
+    value = UniqueKey("name", '"a"')
+    claim = layout.unique("T", value)
+    stored = {claim: KeyValue(claim, owner, 1, 1)}
+    indexes = [layout.index("T", o) for o in sorted(written)]
+    puts = {} if deleted else dict.fromkeys(indexes, b"index")
+    deletes = [claim, *(indexes if deleted else ())]
+    if beside:
+        puts[layout.index("U", owner.decode(errors="replace"))] = b"another table's object"
+    text = owner.decode(errors="replace")
+    records = {
+        "the value": layout.encode_index(Index(None, frozenset(), (UniqueKey("other", "1"), value))),
+        "another value": layout.encode_index(Index(None, frozenset(), (UniqueKey("name", '"b"'),))),
+        "a damaged index": b'{"t": "~", "r": [], "u": 7}',
+    }
+    store = (
+        {}
+        if holds not in records
+        else {layout.index("T", text): KeyValue(layout.index("T", text), records[holds], 1, 1)}
+    )
+    reads: list[str] = []
+
+    def read(keys: Sequence[str]) -> Mapping[str, KeyValue]:
+        reads.extend(keys)
+        return {k: store[k] for k in keys if k in store}
+
+    mismatch = bool(written) and text not in written
+    if mismatch and holds == "the value" and text in (_X, _Y):
+        assert check_released_claims(layout, stored, puts, deletes, read) == deletes[1:]
+    elif mismatch:
+        with pytest.raises(nbdb.CorruptRecordError, match="which this write releases") as refused:
+            check_released_claims(layout, stored, puts, deletes, read)
+        assert refused.value.key == claim and refused.value.table == "T"
+    else:
+        assert check_released_claims(layout, stored, puts, deletes, read) is deletes
+    assert set(reads) <= ({layout.index("T", text)} if mismatch else set())
+    assert check_released_claims(layout, {}, puts, deletes, read) is deletes  # a claim gone: nothing to check
+    assert len(reads) <= 1
 
 
 def test_conditions_are_checked_against_stored_values() -> None:

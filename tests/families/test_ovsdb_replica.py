@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nbdb
+from nbdb.codec import decode
 from nbdb.families.ovsdb import Replica
 from nbdb.families.ovsdb import replica as replica_module
 from nbdb.families.ovsdb.rows import VersionBook, Written, push_window, stored_columns, to_keep
@@ -519,3 +520,41 @@ def test_whatever_other_writers_do_the_replica_is_what_a_fresh_load_of_the_same_
     assert not replica._refsets and not replica._refset_uses
     assert not replica.changed_at and not view.parents and not view.shared
     assert not any(view.rows.values())
+
+
+def _hinted_port(name: str, switch: uuid.UUID) -> dict[str, Any]:
+    return {**_port(name), "external_ids": ["map", [["nbdb:parent:switch", str(switch)]]]}
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_a_child_moved_out_of_the_parents_a_filtered_replica_follows_is_reported_not_dropped(
+    mapping: Any, filtered: bool
+) -> None:
+    # A replica of named topics follows the parents of its topics only. A child another writer moved
+    # from one of them to a parent it does not follow (the child's row kept, so the server did not
+    # collect it) read under its old parent by its hint, and after the hint lost to the followed
+    # parent, vanished as if deleted. Its parent is not known there: a corrupt record saying so.
+    # A replica of everything follows every parent: there, a child no set holds is being collected.
+    replica = Replica(mapping, VersionBook(), "", filtered=filtered)
+    replica.resync(NB, {})
+    followed, elsewhere = uuid.uuid4(), uuid.uuid4()
+    hinted_away, port = uuid.uuid4(), uuid.uuid4()
+    replica.apply(NB, {
+        "Logical_Switch": {str(followed): {"insert": _switch("sw", [port])}},
+        "Logical_Switch_Port": {
+            str(port): {"insert": _hinted_port("p1", followed)},
+            # Its parent is of another topic: not followed, the hint places it.
+            str(hinted_away): {"insert": _hinted_port("p2", elsewhere)},
+        },
+    })  # fmt: skip
+    away = replica.record("LogicalSwitchPort", hinted_away)
+    assert away is not None and b'"switch": "' + str(elsewhere).encode() in away.data
+    assert replica.record("LogicalSwitchPort", port) is not None
+    replica.apply(NB, {"Logical_Switch": {str(followed): {"modify": {"ports": ["uuid", str(port)]}}}})
+    record = replica.record("LogicalSwitchPort", port)
+    if not filtered:
+        assert record is None
+        return
+    assert record is not None and b"moved by another writer from " + str(followed).encode() in record.data
+    with pytest.raises(nbdb.CorruptRecordError, match="moved by another writer"):
+        decode(LogicalSwitchPort, record)

@@ -24,8 +24,12 @@ from nbdb.models import (
     AddressSet,
     Chassis,
     DHCPOptions,
+    GatewayChassis,
+    HAChassis,
+    HAChassisGroup,
     LoadBalancer,
     LogicalRouter,
+    LogicalRouterPolicy,
     LogicalRouterPort,
     LogicalRouterStaticRoute,
     LogicalSwitch,
@@ -41,8 +45,12 @@ OVN_MODELS: tuple[type[Model], ...] = (
     AddressSet,
     Chassis,
     DHCPOptions,
+    GatewayChassis,
+    HAChassis,
+    HAChassisGroup,
     LoadBalancer,
     LogicalRouter,
+    LogicalRouterPolicy,
     LogicalRouterPort,
     LogicalRouterStaticRoute,
     LogicalSwitch,
@@ -99,13 +107,30 @@ def build_network(
         create(ACL(switch=sw, direction="from-lport", priority=900, match="arp", action="drop", topic=topic))
         create(QoS(switch=sw, priority=10, direction="from-lport", match="ip4", bandwidth={"rate": 1000}, topic=topic))
         lr = create(LogicalRouter(name=f"{prefix}lr{n}", load_balancer=[lb.id], topic=topic))
-        create(
+        group = create(HAChassisGroup(name=f"{prefix}hag{n}", topic=topic))
+        for i, host in enumerate((f"{prefix}hv0", f"{prefix}hv1")):
+            create(HAChassis(group=group, chassis_name=host, priority=10 - i, topic=topic))
+        lrp = create(
             LogicalRouterPort(
                 router=lr,
                 name=f"{prefix}lrp{n}",
                 mac=f"0a:00:00:01:00:{n:02x}",
                 networks=[f"10.{n}.0.1/24"],
                 gateway_chassis=sorted(h.id for h in hosts),
+                ha_chassis_group=group.id,
+                topic=topic,
+            )
+        )
+        create(
+            GatewayChassis(port=lrp, name=f"{prefix}lrp{n}-hv0", chassis_name=f"{prefix}hv0", priority=20, topic=topic)
+        )
+        create(
+            LogicalRouterPolicy(
+                router=lr,
+                priority=100,
+                match="ip4.src == 10.0.0.0/8",
+                action="reroute",
+                nexthops=["172.16.0.1"],
                 topic=topic,
             )
         )

@@ -450,8 +450,6 @@ class SqliteBackend(kv.KeyValueBackend):
         # a namespace named as one of those letters shares the keys of no namespace anyway).
         own = f"key GLOB '[{_family_letters()}]/*'" if not key_prefix else "key >= ? AND key < ?"
         self._own: tuple[str, tuple[str, ...]] = (own, (key_prefix, _upper(key_prefix)) if key_prefix else ())
-        self._closed = False
-        """Set by :meth:`close`: a lock still being waited for gives up."""
         self._tally: tuple[int, int, tuple[object, int]] | None = None
         """This namespace's changes in the log as of a revision this backend committed, and the trim marks
         (the namespace's, the file's) then: see _keep_history. None: not known (a commit of it rolled back)."""
@@ -637,6 +635,7 @@ class SqliteBackend(kv.KeyValueBackend):
         changed, holds = partial(_changed_under, sql), partial(_lease_holds, sql, self.layout.lock)
         if not all(kvstore.condition_holds(c, stored, changed, holds) for c in conditions):
             return None
+        deletes = kvstore.check_released_claims(self.layout, stored, puts, deletes, partial(_select, sql))
         revision, file_compacted, file_changes = _state(sql)
         revision += 1
         changes = kvstore.key_changes(stored, puts, deletes, revision)
@@ -665,12 +664,15 @@ class SqliteBackend(kv.KeyValueBackend):
         A mark another writer spoiled (not whole numbers) is mended: the history before ``revision``
         is dropped (watchers behind it get HistoryGoneError and caches re-list, as
         :meth:`_compacted` tells them meanwhile), so every commit of the namespace does not fail for it.
+
+        The namespace's row of nbdb_trims is read once here and its mark handed to the count, :meth:`_trim`
+        and :meth:`_drop` (each read it again: four reads in a commit that trims).
         """
         row = _trims_row(sql, self.layout.prefix)
         if row is not None and not (type(row[0]) is int and type(row[1]) is int and row[0] >= 0 and row[1] >= 0):
             log.warning("sqlite: the trim mark of namespace %r was %r: dropping its history", self.layout.prefix, row)
             self._tally = None
-            self._drop(sql, revision - 1)
+            self._drop(sql, revision - 1, _own_mark(row))
             mended = "UPDATE nbdb_trims SET compacted = ?, changes = ? WHERE prefix = ?"
             sql.execute(mended, (revision - 1, logged, self.layout.prefix))
             return
@@ -685,38 +687,34 @@ class SqliteBackend(kv.KeyValueBackend):
             count = tally[0] + sql.execute(newer, (tally[1], *bounds)).fetchone()[0]
         else:
             whole = f"SELECT count(*) FROM nbdb_changes WHERE revision > ? AND {own}"
-            count = sql.execute(whole, (self._own_mark(sql), *bounds)).fetchone()[0]
+            count = sql.execute(whole, (_own_mark(row), *bounds)).fetchone()[0]
         self._tally = (count, revision, marks)
         if count > bound:
             self._tally = None  # the trim moves the mark: counted again when next due
-            self._trim(sql, excess=count - self._history)
+            self._trim(sql, count - self._history, _own_mark(row))
 
-    def _trim(self, sql: sqlite3.Connection, excess: int) -> None:
-        """Drop this namespace's changes of whole commits from the log's start: at most ``excess``, ``history`` kept."""
+    def _trim(self, sql: sqlite3.Connection, excess: int, mark: int) -> None:
+        """Drop this namespace's changes of whole commits from the log's start: at most ``excess``, ``history`` kept.
+
+        ``mark``: the namespace's own trim mark (:func:`_own_mark`), as the caller read it in this transaction.
+        """
         own, bounds = self._own
         first = f"SELECT revision FROM nbdb_changes WHERE revision > ? AND {own} ORDER BY revision LIMIT 1 OFFSET ?"
-        for (kept,) in sql.execute(first, (self._own_mark(sql), *bounds, excess)).fetchall():
-            self._drop(sql, kept - 1)
+        for (kept,) in sql.execute(first, (mark, *bounds, excess)).fetchall():
+            self._drop(sql, kept - 1, mark)
 
-    def _drop(self, sql: sqlite3.Connection, revision: int) -> None:
-        """Drop this namespace's changes up to ``revision``, and mark its history as starting after it."""
+    def _drop(self, sql: sqlite3.Connection, revision: int, mark: int) -> None:
+        """Drop this namespace's changes up to ``revision``, and mark its history as starting after it.
+
+        ``mark``: the namespace's own trim mark (:func:`_own_mark`), as the caller read it in this transaction.
+        """
         own, bounds = self._own
         drop = f"DELETE FROM nbdb_changes WHERE revision > ? AND revision <= ? AND {own}"
-        dropped = sql.execute(drop, (self._own_mark(sql), revision, *bounds)).rowcount
+        dropped = sql.execute(drop, (mark, revision, *bounds)).rowcount
         sql.execute("UPDATE nbdb_state SET changes = changes - ?", (dropped,))  # the file's, as nbdb before kept it
-        mark = "INSERT INTO nbdb_trims VALUES (?, ?, 0) ON CONFLICT (prefix) DO UPDATE SET "
-        mark += "compacted = max(compacted, excluded.compacted), changes = max(changes - ?, 0)"
-        _with_trims(sql, mark, (self.layout.prefix, revision, dropped))
-
-    def _own_mark(self, sql: sqlite3.Connection) -> int:
-        """The revision up to which this namespace's changes are surely dropped already (0: none known).
-
-        A trim's statements start after it: the log's primary key begins with the revision, and the
-        whole log below (other namespaces' kept changes) was walked at every trim: 200,000 rows of a
-        namespace of a large ``history=`` made each commit of a small one's 2 ms instead of 0.2.
-        """
-        row = _trims_row(sql, self.layout.prefix)
-        return row[0] if row is not None and type(row[0]) is int and row[0] >= 0 else 0
+        marked = "INSERT INTO nbdb_trims VALUES (?, ?, 0) ON CONFLICT (prefix) DO UPDATE SET "
+        marked += "compacted = max(compacted, excluded.compacted), changes = max(changes - ?, 0)"
+        _with_trims(sql, marked, (self.layout.prefix, revision, dropped))
 
     def _compacted(self, sql: sqlite3.Connection, file_compacted: int) -> int:
         """The last revision whose changes of this namespace are trimmed: its own mark, or the file's if later."""
@@ -790,25 +788,21 @@ class SqliteBackend(kv.KeyValueBackend):
 
     def compact_keys(self, revision: int) -> None:
         with self._writer.transaction("IMMEDIATE") as sql:  # this namespace's history only, as a trim
-            self._drop(sql, revision)
+            self._drop(sql, revision, _own_mark(_trims_row(sql, self.layout.prefix)))
 
     @contextmanager
-    def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> Iterator[LockHandle]:
         # The family's loop keeps ``timeout`` between tries; this keeps it within one, while another
         # process's long transaction holds the write lock (a try waited all of ?timeout=, 5 s by default).
         held = contextlib.ExitStack()
         with self._writer.waiting_at_most(timeouts.timeout_of(timeout, "lock timeout")):
-            handle = held.enter_context(super().lock(name, ttl, timeout))
+            handle = held.enter_context(super().lock(name, ttl, timeout, closed))
         with held:
             yield handle
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
-        # Once closed, a lock() still waiting (without a timeout) in another thread gives up: sqlite://'s
-        # Databases of one namespace share one connection, which the first close leaves open, so that
-        # wait went on as long as the other holder held the lock (a file's closed connection raised
-        # "Cannot operate on a closed database").
-        if self._closed:
-            raise errors.BackendUnavailableError("sqlite: this Database is closed: the lock was not taken")
         now = time.time()  # the wall clock: the one clock every process of the host shares
         take = "INSERT INTO nbdb_leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
         take += f"expires = excluded.expires WHERE NOT {_TIMED} OR expires <= ? OR value = excluded.value"
@@ -832,7 +826,6 @@ class SqliteBackend(kv.KeyValueBackend):
 
     def close(self) -> None:
         """Close this backend's connection, and let go of what it shares with others in this process."""
-        self._closed = True
         self._let_go()
 
 
@@ -895,6 +888,17 @@ def _trims_row(sql: sqlite3.Connection, prefix: str) -> Any:
         if _NO_TRIMS not in str(exc):
             raise
         return None
+
+
+def _own_mark(row: Any) -> int:
+    """The revision up to which a namespace's changes are surely dropped already (0: none known), by its
+    :func:`_trims_row`.
+
+    A trim's statements start after it: the log's primary key begins with the revision, and the
+    whole log below (other namespaces' kept changes) was walked at every trim: 200,000 rows of a
+    namespace of a large ``history=`` made each commit of a small one's 2 ms instead of 0.2.
+    """
+    return row[0] if row is not None and type(row[0]) is int and row[0] >= 0 else 0
 
 
 def _with_trims(sql: sqlite3.Connection, statement: str, args: tuple[Any, ...]) -> sqlite3.Cursor:

@@ -107,6 +107,17 @@ class KitWeakGroup(Model):
     pinned: Annotated[UUID | None, Reference("KitChild", weak=True)] = None
 
 
+class KitOwned(Model):
+    """An object its child owns (``nbdb_owned_by``, as a router port owns its gateway chassis): a plain
+    delete of the child takes it along."""
+
+    nbdb_table: ClassVar[str] = "KitOwned"
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("owner",)
+
+    owner: Annotated[UUID, Reference("KitChild")]
+    label: str = ""
+
+
 class KitCounter(Model):
     """A counter for read-modify-write races."""
 

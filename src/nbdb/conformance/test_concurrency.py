@@ -180,12 +180,16 @@ def test_closing_a_database_gives_its_locks_back(db_factory: Callable[..., nbdb.
     assert successor.get(KitParent, obj.id).size in (0, 2)
 
 
-def test_closing_a_database_ends_a_lock_wait_it_had_no_timeout_for(db_factory: Callable[..., nbdb.Database]) -> None:
-    """A thread waiting (timeout=None) for a lock another client holds, whose Database is closed, gives up.
+@pytest.mark.parametrize("timeout", [None, 60.0], ids=["no-timeout", "timeout"])
+def test_closing_a_database_ends_its_lock_waits(
+    db_factory: Callable[..., nbdb.Database], timeout: float | None
+) -> None:
+    """A thread waiting for a lock another client holds, whose Database is closed, gives up at once.
 
-    It raises BackendUnavailableError instead of waiting for as long as the other holder keeps the lock
-    (memory:// waited so: its lease loop never asked whether its backend had closed; so did OVSDB, whose
-    lock waits on a connection of its own; the other backends' closed clients raised at the next try).
+    It raises BackendUnavailableError instead of waiting for as long as the other holder keeps the lock,
+    or until its timeout (memory:// and sqlite:// waited so: their lease loop never asked whether the
+    Database had closed, and their store still answered; so did OVSDB, whose lock waits on a connection of
+    its own). Database.lock hands the backend an event its close sets, which the lease loop waits on.
     """
     holder, waiter = db_factory(), db_factory()
     if not holder.capabilities.locks:
@@ -194,7 +198,7 @@ def test_closing_a_database_ends_a_lock_wait_it_had_no_timeout_for(db_factory: C
 
     def wait() -> None:
         try:
-            with waiter.lock("held elsewhere", ttl=30):
+            with waiter.lock("held elsewhere", ttl=30, timeout=timeout):
                 outcome.append("taken")
         except BaseException as exc:  # the test reports what ended the wait
             outcome.append(exc)

@@ -12,7 +12,7 @@ import pytest
 
 import nbdb
 from nbdb.capabilities import Atomicity
-from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitParent, KitWeakGroup
+from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitOwned, KitParent, KitWeakGroup
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
 
@@ -222,6 +222,19 @@ def _multi_op_commits(db: nbdb.Database) -> None:
         pytest.skip("backend declares transactions=none: a weak reference is dropped in the delete's own commit")
 
 
+def _delete_watched(
+    db: nbdb.Database, models: list[type[Any]], obj: Any, count: int
+) -> tuple[nbdb.Revision | None, list[nbdb.ChangeEvent[Any]]]:
+    """Delete ``obj`` under a watch of ``models``: the delete's revision and the first ``count`` events (15 s)."""
+    with db.watch(models) as watch:
+        revision = db.delete(obj)
+        events: list[nbdb.ChangeEvent[Any]] = []
+        deadline = time.monotonic() + 15
+        while len(events) < count and time.monotonic() < deadline:
+            events += watch.poll(0.2)
+    return revision, events
+
+
 def test_a_plain_delete_drops_its_target_from_weak_references(db: nbdb.Database) -> None:
     """Weak references (``Reference(..., weak=True)``, refType weak) lose a deleted target, as ovsdb-server has it.
 
@@ -249,12 +262,7 @@ def test_a_weak_reference_is_dropped_in_the_delete_s_commit(db: nbdb.Database) -
     parent = db.create(KitParent(name="p"))
     child = db.create(KitChild(parent=parent, name="c"))
     group = db.create(KitWeakGroup(members=[child.id]))
-    with db.watch([KitWeakGroup, KitChild]) as watch:
-        revision = db.delete(child)
-        events: list[nbdb.ChangeEvent[Any]] = []
-        deadline = time.monotonic() + 15
-        while len(events) < 2 and time.monotonic() < deadline:
-            events += watch.poll(0.2)
+    revision, events = _delete_watched(db, [KitWeakGroup, KitChild], child, 2)
     got = {(e.kind, e.model, e.id) for e in events}
     assert got == {(nbdb.EventKind.UPDATED, KitWeakGroup, group.id), (nbdb.EventKind.DELETED, KitChild, child.id)}, got
     assert len({e.revision for e in events}) == 1, f"torn: the weak drop and the delete came at {events}"
@@ -334,3 +342,24 @@ def test_a_new_weak_reference_to_a_target_the_transaction_deletes_is_dropped(db:
         db.get(KitChild, gone.id)
     with pytest.raises(nbdb.ReferenceError):
         db.create(KitWeakGroup(members=[gone.id]))
+
+
+def test_a_plain_delete_takes_the_objects_its_target_owns_in_its_commit(db: nbdb.Database) -> None:
+    """An owned object (``nbdb_owned_by``: OVSDB's non-root row only its parent holds) goes with its owner,
+    in the delete's commit, as ovsdb-server collects it; any other referrer still refuses."""
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    child, other = db.create(KitChild(parent=parent, name="c")), db.create(KitChild(parent=parent, name="o"))
+    owned = [db.create(KitOwned(owner=child, label=str(i))) for i in range(2)]
+    kept = db.create(KitOwned(owner=other))
+    revision, events = _delete_watched(db, [KitOwned, KitChild], child, 3)
+    got = {(e.kind, e.model, e.id, e.revision) for e in events}
+    assert got == {
+        (nbdb.EventKind.DELETED, m, i, revision) for m, i in [(KitChild, child.id)] + [(KitOwned, o.id) for o in owned]
+    }
+    assert [o.id for o in db.list(KitOwned)] == [kept.id]
+    with pytest.raises(nbdb.ReferenceError):
+        db.delete(parent)  # its other child is no owned object
+    with db.transaction() as tx:
+        tx.delete(other)
+    assert db.list(KitOwned) == []

@@ -6,7 +6,7 @@ import pytest
 
 import nbdb
 from nbdb.capabilities import Atomicity
-from nbdb.conformance.kit import KitChild, KitGroup, KitParent
+from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitParent
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(60)]
 
@@ -82,17 +82,59 @@ def test_same_object_twice_is_rejected(db: nbdb.Database, capabilities: nbdb.Cap
     assert db.get(KitParent, obj.id).version == 1
 
 
-def test_mutating_an_object_created_in_the_same_transaction_is_rejected(
+def test_a_mutate_applies_to_the_object_created_before_it_in_the_same_transaction(
     db: nbdb.Database, capabilities: nbdb.Capabilities
 ) -> None:
-    """One step per object: a create and a mutate of it are a ValidationError, not "does not exist"."""
+    """A create then a mutate of it: the object is stored with the members (the mutate's rebase read the store,
+    where the object was not yet, and the pair was refused as one object appearing twice)."""
     _needs(capabilities, Atomicity.ATOMIC, Atomicity.SINGLE_PARTITION)
-    child = db.create(KitChild(parent=db.create(KitParent(name="p")), name="c"))
-    with pytest.raises(nbdb.ValidationError, match="appears twice"):
+    parent = db.create(KitParent(name="p"))
+    a, b = db.create(KitChild(parent=parent, name="a")), db.create(KitChild(parent=parent, name="b"))
+    for may_exist in (False, True):
         with db.transaction() as txn:
-            group = txn.create(KitGroup())
-            txn.mutate(group, add={"members": [child]})
-    assert list(db.list(KitGroup)) == []
+            group = txn.create(KitGroup(members=[a.id]), may_exist=may_exist)
+            txn.mutate(group, add={"members": [b]})
+            txn.mutate((KitGroup, group.id), remove={"members": [a]})
+        stored = db.get(KitGroup, group.id)
+        assert stored.members == [b.id] and stored.version == 1
+        assert txn.results == [stored, stored, stored]
+    with pytest.raises(nbdb.ValidationError, match="before this transaction creates it"):
+        with db.transaction() as txn:
+            later = KitGroup()
+            txn.mutate(later, add={"members": [a]})
+            txn.create(later)
+    assert len(list(db.list(KitGroup))) == 2
+
+
+def test_a_mutate_after_a_may_exist_create_applies_to_the_object_it_takes(
+    db: nbdb.Database, capabilities: nbdb.Capabilities
+) -> None:
+    """``create(obj, may_exist=True)`` of a stored object, then ``mutate``: the stored object gets the members.
+
+    Several mutates apply in turn, in one write (each was a step of its own, and the commit was refused as
+    the object appearing twice: an "ensure it, then add members" passed once, when the object was new).
+    """
+    _needs(capabilities, Atomicity.ATOMIC, Atomicity.SINGLE_PARTITION)
+    parent = db.create(KitParent(name="p"))
+    a, b, c = (db.create(KitChild(parent=parent, name=name)) for name in "abc")
+    existing = db.create(KitGroup(members=[a.id]))
+    with db.transaction() as txn:
+        group = txn.create(KitGroup(id=existing.id), may_exist=True)
+        txn.mutate(group, add={"members": [b]})
+        note = txn.create(KitNote(about=parent.id))
+    stored = db.get(KitGroup, existing.id)
+    assert stored.members == [a.id, b.id] and stored.version == 2
+    assert txn.results[0] == existing and txn.results[1] == stored
+    assert db.get(KitNote, note.id) == txn.results[2]
+    with db.transaction() as txn:
+        group = txn.create(KitGroup(id=existing.id), may_exist=True)
+        txn.mutate(group, add={"members": [c]})
+        txn.mutate((KitGroup, group.id), remove={"members": [a, c]})  # c, added before, goes
+        txn.create(KitNote(about=parent.id))
+        txn.mutate(group, add={"members": [a]})  # a, removed before, comes back (last)
+    again = db.get(KitGroup, existing.id)
+    assert again.members == [b.id, a.id] and again.version == 3
+    assert txn.results[0] == stored and txn.results[1:3] == [again, again] and txn.results[4] == again
 
 
 def test_empty_transaction_is_a_no_op(db: nbdb.Database, capabilities: nbdb.Capabilities) -> None:

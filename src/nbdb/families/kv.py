@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import threading
 import time
 import uuid
 from abc import abstractmethod
@@ -737,8 +738,10 @@ class KeyValueBackend(Backend):
 
     # ---------------------------------------------------------------- locks and ids
 
-    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
-        return hold_lease(self, name, ttl, timeout)
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> AbstractContextManager[LockHandle]:
+        return hold_lease(self, name, ttl, timeout, closed)
 
     def allocate_id(self, name: str) -> int:
         # The counter and its mark (KeyLayout.counter_mark), read together. The mark is at least every id

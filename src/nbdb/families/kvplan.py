@@ -220,6 +220,14 @@ class KeyLayout:
             found = self._unique[memo] = f"{self.prefix}u/{table}/{field}/{digest}"
         return found
 
+    def unique_table(self, key: str) -> str | None:
+        """The table of a unique value's key (:meth:`unique`); None for a key of another kind."""
+        start = len(self.prefix) + 2
+        if not (key.startswith(self.prefix) and key.startswith("u/", start - 2)):
+            return None
+        end = key.find("/", start)
+        return key[start:end] if end > start else None
+
     def expiry(self, table: str, id: uuid.UUID | str) -> str:
         """The key that holds an expiring object's deadline (the reaper ranges them)."""
         return f"{self.prefix}e/{table}/{id}"

@@ -86,11 +86,19 @@ class LeaseTable:
 
 
 @contextmanager
-def hold_lease(store: LeaseStore, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
+def hold_lease(
+    store: LeaseStore, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+) -> Iterator[LockHandle]:
     """Hold the lease ``name`` for the ``with`` block (see the module docstring).
 
     Raises :class:`nbdb.LockTimeoutError` if it is still held by another
-    owner after ``timeout`` seconds (None: wait as long as it takes).
+    owner after ``timeout`` seconds (None: wait as long as it takes), and
+    :class:`nbdb.BackendUnavailableError` as soon as ``closed`` is set while
+    it waits (the Database asking closed: see :meth:`nbdb.spi.Backend.lock`).
+    Every lease store gets it here: an in-process store (``memory://``, the
+    Databases of one ``sqlite://`` namespace sharing one connection) still
+    answers once its backend closed, so the wait went on for as long as the
+    other holder kept the lock.
     """
     if not ttl > 0:
         raise errors.ValidationError("lock ttl must be positive")
@@ -98,10 +106,12 @@ def hold_lease(store: LeaseStore, name: str, ttl: float, timeout: float | None) 
     token = handle.token.encode()
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = _FIRST_PAUSE
+    ended = closed if closed is not None else threading.Event()
     while not store.acquire_lease(name, token, ttl):
         if deadline is not None and time.monotonic() >= deadline:
             raise errors.LockTimeoutError(f"lock {name!r} is held by another owner; gave up after {timeout}s")
-        time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+        if ended.wait(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic()))):
+            raise errors.BackendUnavailableError(f"lock {name!r}: its Database closed while waiting for it")
         pause = min(pause * 2, _LONGEST_PAUSE)
     stop = threading.Event()
     keeper = threading.Thread(

@@ -270,6 +270,8 @@ class Model(BaseModel):
     nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ()
     nbdb_unique_fields: ClassVar[tuple[tuple[str, ...], ...]] = ()
     nbdb_references: ClassVar[tuple[RefSpec, ...]] = ()
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ()
+    """Required reference fields whose target owns the object: it goes with its owner (see :mod:`nbdb.cascade`)."""
     nbdb_index_fields: ClassVar[tuple[str, ...]] = ()
     nbdb_unique_groups: ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = ()
     """Each unique group as (its key name, its fields, whether its value is one plain ``str`` field)."""

@@ -40,9 +40,14 @@ __all__ = [
     "DHCPOptions",
     "Direction",
     "EncapType",
+    "GatewayChassis",
+    "HAChassis",
+    "HAChassisGroup",
     "LoadBalancer",
+    "LoadBalancerField",
     "LoadBalancerProtocol",
     "LogicalRouter",
+    "LogicalRouterPolicy",
     "LogicalRouterPort",
     "LogicalRouterStaticRoute",
     "LogicalSwitch",
@@ -52,6 +57,7 @@ __all__ = [
     "PortType",
     "QoS",
     "RoutePolicy",
+    "RouterPolicyAction",
     "Severity",
 ]
 
@@ -113,12 +119,31 @@ class RoutePolicy(StrEnum):
     DST_IP = "dst-ip"
 
 
+class RouterPolicyAction(StrEnum):
+    """``Logical_Router_Policy.action``."""
+
+    ALLOW = "allow"
+    DROP = "drop"
+    REROUTE = "reroute"
+
+
 class LoadBalancerProtocol(StrEnum):
     """``Load_Balancer.protocol``."""
 
     TCP = "tcp"
     UDP = "udp"
     SCTP = "sctp"
+
+
+class LoadBalancerField(StrEnum):
+    """``Load_Balancer.selection_fields``: what the backend choice hashes (ovn-nbctl lb-add --selection-fields)."""
+
+    ETH_SRC = "eth_src"
+    ETH_DST = "eth_dst"
+    IP_SRC = "ip_src"
+    IP_DST = "ip_dst"
+    TP_SRC = "tp_src"
+    TP_DST = "tp_dst"
 
 
 class EncapType(StrEnum):
@@ -154,6 +179,9 @@ class LoadBalancer(Model):
     vips: dict[str, str] = Field(default_factory=dict, description='"VIP[:port]" -> "IP[:port],IP[:port]"')
     protocol: LoadBalancerProtocol | None = None
     options: dict[str, str] = Field(default_factory=dict)
+    # "backend IP" -> "port name:source IP" for health checks (ovn-nbctl set ... ip_port_mappings:...).
+    ip_port_mappings: dict[str, str] = Field(default_factory=dict)
+    selection_fields: list[LoadBalancerField] = Field(default_factory=list)
 
 
 class LogicalSwitch(Model):
@@ -173,6 +201,32 @@ class DHCPOptions(Model):
 
     cidr: CIDRAddress  # OVN keeps host bits (ovn-nbctl dhcp-options-create 10.0.0.5/24)
     options: dict[str, str] = Field(default_factory=dict)
+
+
+class HAChassisGroup(Model):
+    """``HA_Chassis_Group``: chassis that may host a port (an external port, a gateway), by priority.
+
+    Its chassis point to it (``HAChassis.group``); ports name it in ``ha_chassis_group``.
+    """
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
+
+    name: Name
+
+
+class HAChassis(Model):
+    """``HA_Chassis``: one chassis of an HA chassis group (``HA_Chassis_Group.ha_chassis`` in OVN).
+
+    A non-root row only its group holds: deleting the group deletes them in the same commit, as
+    ``ovn-nbctl ha-chassis-group-del`` does.
+    """
+
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("group",)
+
+    group: Annotated[UUID, Reference("HAChassisGroup")]
+    chassis_name: Name
+    priority: Priority = 0
 
 
 class LogicalSwitchPort(Model):
@@ -196,6 +250,7 @@ class LogicalSwitchPort(Model):
     dhcpv4_options: Annotated[UUID | None, Reference("DHCPOptions", weak=True)] = None
     dhcpv6_options: Annotated[UUID | None, Reference("DHCPOptions", weak=True)] = None
     chassis: Annotated[UUID | None, Reference("Chassis")] = None
+    ha_chassis_group: Annotated[UUID | None, Reference("HAChassisGroup")] = None
 
 
 class LogicalRouter(Model):
@@ -222,7 +277,33 @@ class LogicalRouterPort(Model):
     peer: str | None = None
     enabled: bool | None = None
     options: dict[str, str] = Field(default_factory=dict)
+    # nbdb's own wish of gateways, kept in external_ids: ovn-northd does not see it. OVN's
+    # Logical_Router_Port.gateway_chassis column is the set of the port's GatewayChassis objects.
     gateway_chassis: list[Annotated[UUID, Reference("Chassis")]] = Field(default_factory=list)
+    ha_chassis_group: Annotated[UUID | None, Reference("HAChassisGroup")] = None
+    # IPv6 router advertisement (address_mode, send_periodic, mtu...) and the prefixes ovn-controller
+    # delegated to the port (prefix delegation): a copy of a router with IPv6 tenants keeps them.
+    ipv6_ra_configs: dict[str, str] = Field(default_factory=dict)
+    ipv6_prefix: list[str] = Field(default_factory=list)
+
+
+class GatewayChassis(Model):
+    """``Gateway_Chassis``: a chassis, by name, that may host a router port's gateway, by priority.
+
+    OVN keeps them in ``Logical_Router_Port.gateway_chassis``; here each names its port
+    (``ovn-nbctl lrp-set-gateway-chassis`` makes one named ``<port>-<chassis>``). A non-root row
+    only its port holds: deleting the port deletes them in the same commit, as ``lrp-del`` does.
+    """
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("port",)
+
+    port: Annotated[UUID, Reference("LogicalRouterPort")]
+    name: Name
+    chassis_name: Name
+    priority: Priority = 0
+    options: dict[str, str] = Field(default_factory=dict)
 
 
 class LogicalRouterStaticRoute(Model):
@@ -234,6 +315,18 @@ class LogicalRouterStaticRoute(Model):
     output_port: str | None = None
     policy: RoutePolicy | None = None
     route_table: str = ""
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class LogicalRouterPolicy(Model):
+    """``Logical_Router_Policy``: a policy-based routing rule of a logical router."""
+
+    router: Annotated[UUID, Reference("LogicalRouter")]
+    priority: Priority
+    match: str = Field(min_length=1)
+    action: RouterPolicyAction
+    nexthop: str | None = None
+    nexthops: list[str] = Field(default_factory=list)
     options: dict[str, str] = Field(default_factory=dict)
 
 
@@ -259,6 +352,8 @@ class ACL(Model):
     log: bool = False
     name: str | None = Field(default=None, max_length=63)
     severity: Severity | None = None
+    meter: str | None = None  # a Meter's name (ovn-nbctl acl-add --meter): no reference in the schema
+    label: int = Field(default=0, ge=0, le=2**32 - 1)  # ovn-nbctl acl-add --label, stored in conntrack
     options: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -289,6 +384,11 @@ class NAT(Model):
     logical_port: str | None = None
     external_port_range: PortRange | None = None
     options: dict[str, str] = Field(default_factory=dict)
+    # The router port a NAT of a router with several gateway ports applies on (weak, as in the schema),
+    # and the address sets of external IPs it applies to (allowed) or skips (exempted).
+    gateway_port: Annotated[UUID | None, Reference("LogicalRouterPort", weak=True)] = None
+    allowed_ext_ips: Annotated[UUID | None, Reference("AddressSet")] = None
+    exempted_ext_ips: Annotated[UUID | None, Reference("AddressSet")] = None
 
     @model_validator(mode="after")
     def _mac_needs_port(self) -> NAT:

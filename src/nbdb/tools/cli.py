@@ -29,7 +29,7 @@ from nbdb.tools.checkpoint import CheckpointFile, default_state_path
 from nbdb.tools.copy import Copier, CopyIncomplete, CopyOptions, copy_scope
 from nbdb.tools.dump import LoadSummary, dump, load
 from nbdb.tools.progress import Progress
-from nbdb.tools.snapshot import unsupported_models
+from nbdb.tools.snapshot import refuse_unmodelled, unsupported_models
 from nbdb.tools.verify import format_differences, verify
 
 __all__ = ["register"]
@@ -242,6 +242,7 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             )
     with nbdb.connect(args.url) as db:
         if models is None:
+            refuse_unmodelled(db, "a dump")
             cannot = unsupported_models(db, list(all_models()))
             models = [m for m in all_models() if m not in cannot]
         # A file is written beside the target and renamed: a failed dump leaves no half file.

@@ -41,7 +41,7 @@ from nbdb.tools.apply import Applier, WriteLimitReached
 from nbdb.tools.checkpoint import Checkpoint, CheckpointFile
 from nbdb.tools.order import ObjectKey, table_order
 from nbdb.tools.progress import Progress
-from nbdb.tools.snapshot import Snapshot, take_snapshot, unsupported_models
+from nbdb.tools.snapshot import Snapshot, refuse_unmodelled, take_snapshot, unsupported_models
 from nbdb.tools.verify import Difference, compare
 
 __all__ = ["Copier", "CopyIncomplete", "CopyOptions", "CopyResult", "copy_scope", "unstorable"]
@@ -269,6 +269,8 @@ class Copier:
         for model in dropped:
             log.info("leaving out %s: %s", model.nbdb_table, source.get(model) or destination.get(model))
             self.models.remove(model)
+        if not explicit:
+            refuse_unmodelled(self.source, "a copy", self.topics)
 
     def _run(self) -> None:
         opts = self.options

@@ -19,7 +19,7 @@ from nbdb.models.base import Model
 from nbdb.timeouts import check_seconds
 from nbdb.tools.order import ObjectKey, key_of
 
-__all__ = ["Snapshot", "take_snapshot", "unsupported_models"]
+__all__ = ["Snapshot", "refuse_unmodelled", "take_snapshot", "unsupported_models"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +92,27 @@ def unsupported_models(db: Database, models: Sequence[type[Model]]) -> dict[type
         except errors.UnsupportedError as exc:
             out[model] = exc
     return out
+
+
+def refuse_unmodelled(db: Database, what: str, topics: Collection[str | None] | None = None) -> None:
+    """Raise UnsupportedError, before anything is written, if ``db`` holds rows or values no model maps.
+
+    ``what`` (``"a copy"``, ``"a dump"``) reads every model (no --models): it read what the models
+    map and said nothing of the rest, so an ``OVN_Northbound`` with meters, BFD sessions or DNS
+    records lost them in the destination; a column of a mapped table that no field maps
+    (``OVN_Northbound.Logical_Switch.dns_records``) is named with its table where a row holds a value.
+    ``topics``: the copy takes only these (None: all); rows of a table no model maps hold no topic, so a
+    copy of named topics only (no None among them) would never take them and is not refused for them (a
+    tenant's copy out of an NB with meters was refused until every model was named); values in unmapped
+    columns of mapped tables still refuse it, as they may be in its topics.
+    """
+    held = db.backend.unmodelled()
+    if topics is not None and None not in topics:
+        held = {name: rows for name, rows in held.items() if name.count(".") >= 2}
+    if held:
+        tables = ", ".join(f"{table} ({rows} rows)" for table, rows in sorted(held.items()))
+        raise errors.UnsupportedError(
+            f"the source holds rows of tables, or values in columns, no model maps, which {what} would leave "
+            f"behind: {tables}; nothing was written: define models (or fields) for them (`nbdb models generate` "
+            "writes them from the schema), or name the models (--models) to leave them behind knowingly"
+        )

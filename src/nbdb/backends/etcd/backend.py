@@ -1194,8 +1194,12 @@ class EtcdBackend(KeyValueBackend):
         return EtcdKeyStream(self, prefixes, since)
 
     def revision_now(self) -> int:
+        return self.header_now().revision
+
+    def header_now(self) -> wire.Header:
+        """The header of a linearizable read: the store's revision, and the cluster's current raft term."""
         header, _, _, _ = self.client.range(self.key_prefix.encode(), count_only=True)
-        return header.revision
+        return header
 
     def compact_keys(self, revision: int) -> None:
         try:

@@ -248,7 +248,9 @@ class EtcdClient:
 
     # ---------------------------------------------------------------- calls
 
-    def call(self, method: str, request: bytes | None, what: str, *, write: bool = False) -> tuple[bytes, bool]:
+    def call(
+        self, method: str, request: bytes | None, what: str, *, write: bool = False, policy: RetryPolicy | None = None
+    ) -> tuple[bytes, bool]:
         """Run a unary RPC with failover; return the reply and whether an earlier failed try may have applied.
 
         ``request`` None means "only authenticate". Every etcd request nbdb
@@ -271,15 +273,17 @@ class EtcdClient:
             reply: bytes = rpc(request, timeout=self.settings.timeout, metadata=self.metadata(require_leader=True))
             return reply
 
-        return self._with_failover(attempt, what, write=write)
+        return self._with_failover(attempt, what, write=write, policy=policy)
 
-    def _with_failover(self, attempt: Callable[[str, int], T], what: str, *, write: bool) -> tuple[T, bool]:
+    def _with_failover(
+        self, attempt: Callable[[str, int], T], what: str, *, write: bool, policy: RetryPolicy | None = None
+    ) -> tuple[T, bool]:
         """``attempt(endpoint, token generation)`` under the retry policy; its result and whether it may have applied.
 
         A retryable failure moves on to the next endpoint; an expired auth token is renewed once; a
         ``write`` whose failed tries may have been applied raises CommitUnknownError, never its failure.
         """
-        attempts = self.settings.policy.begin()
+        attempts = (policy or self.settings.policy).begin()
         maybe_applied = False
         reauthenticated = False
         expired: int | None = None  # the token generation that expired, while its renewal is to be done
@@ -334,9 +338,12 @@ class EtcdClient:
         reply, _ = self.call(_RANGE, request, "range")
         return wire.parse_range(reply)
 
-    def txn(self, request: bytes, *, write: bool = True) -> tuple[wire.Header, bool, list[list[wire.KV]], bool]:
-        """A Txn: header, succeeded, range results, and whether an earlier failed try may have applied."""
-        reply, maybe_applied = self.call(_TXN, request, "transaction", write=write)
+    def txn(
+        self, request: bytes, *, write: bool = True, policy: RetryPolicy | None = None
+    ) -> tuple[wire.Header, bool, list[list[wire.KV]], bool]:
+        """A Txn: header, succeeded, range results, and whether an earlier failed try may have applied
+        (``policy``: its tries instead of the client's)."""
+        reply, maybe_applied = self.call(_TXN, request, "transaction", write=write, policy=policy)
         header, succeeded, ranges = wire.parse_txn(reply)
         return header, succeeded, ranges, maybe_applied
 

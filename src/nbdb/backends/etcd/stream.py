@@ -13,6 +13,7 @@ from nbdb import errors
 from nbdb.backends.etcd import wire
 from nbdb.backends.etcd.client import Wake, WatchSession
 from nbdb.families.kv import KeyChange, KeyStream
+from nbdb.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from nbdb.backends.etcd.backend import EtcdBackend
@@ -24,10 +25,23 @@ log = logging.getLogger(__name__)
 _CREATED_WAIT = 2.0
 """How long opening a stream waits for etcd to confirm its watcher (then it goes on without)."""
 
+_WANT_GRACE = 0.05
+"""Seconds a :meth:`EtcdKeyStream.reach` is left to the watch before the stream acts on it: most waits are
+for a commit the stream follows, whose event is on its way, and acting at once swapped a caught-up watcher
+for a wide one fed at etcd's 100 ms sync (3.4.23, a read-your-writes loop: p90 21 ms against 0.6 ms)."""
 _ASK_FOR = 2.0
 """How long after a :meth:`EtcdKeyStream.reach` the stream asks again for progress while a member lags behind it."""
 _REASK = 0.01
 """The pause before asking again after a progress notification below the revision wanted (a member behind)."""
+_MARK_AFTER = 0.25
+"""How long a wide watch may stay behind a wait before the stream writes the namespace's progress mark (older
+servers): a commit of the namespace brings it there within etcd's 100 ms sync of a watcher opened from the past."""
+_MARK_TRIES = RetryPolicy(attempts=1, deadline=None)
+"""The progress mark is written on the polling thread: one try (bounded by the request timeout), not the
+client's whole retry budget, so :meth:`EtcdKeyStream.poll` overruns its timeout by one request at most. A mark
+that failed is not tried again for its wait, which ends at the namespace's next commit or its timeout."""
+_MARK_KEY = "w/mark"
+"""The key, under the backend's namespace and outside every table's prefix, of the progress mark."""
 _WIDE_LINGER = 1.0
 """How long the whole namespace stays watched after the last wait it served, before the watch narrows again."""
 _WIDE_FOR = 30.0
@@ -54,19 +68,22 @@ class EtcdKeyStream(KeyStream):
 
     A wait for a revision the stream has not delivered (:meth:`reach`: a commit
     to keys it does not watch moves no watcher of it) would end only at a progress
-    notification. On a server that orders requested notifications after pending
-    events (:func:`~nbdb.backends.etcd.client.safe_progress_requests`) the stream
-    asks for one at once. On older servers (Debian 12's 3.4.23) a requested
-    notification is no proof, so the stream watches the backend's whole namespace
-    instead, from the revision it reached (one watcher again: in order, nothing
-    skipped, the other keys dropped here), until it has passed the revision — the
-    commit's own event brings it there — and narrows again after
-    :data:`_WIDE_LINGER` seconds without a wait.
+    notification. The stream leaves it to the watch for :data:`_WANT_GRACE` (the
+    commonest wait is for a commit the stream follows, whose event is on its way),
+    then acts. On a server that orders requested notifications after pending
+    events (:func:`~nbdb.backends.etcd.client.safe_progress_requests`) it asks for
+    one. On older servers (Debian 12's 3.4.23) a requested notification is no
+    proof, so the stream watches the backend's whole namespace instead, from the
+    revision it reached (one watcher again: in order, nothing skipped, the other
+    keys dropped here), until it has passed the revision — the commit's own event
+    brings it there, or, for a commit outside the namespace, the progress mark
+    (:meth:`_mark`) — and narrows again after :data:`_WIDE_LINGER` seconds without
+    a wait.
     """
 
     def __init__(self, backend: EtcdBackend, prefixes: Sequence[str], since: int) -> None:
         self._client = backend.client
-        self._revision_now = backend.revision_now
+        self._header_now = backend.header_now
         self._prefixes = tuple(prefixes)
         encoded = [p.encode() for p in prefixes] or [backend.key_prefix.encode()]
         self._start = min(encoded)
@@ -76,7 +93,15 @@ class EtcdKeyStream(KeyStream):
         """The backend's whole namespace: every commit of nbdb's there writes a key in it."""
         self._safe_progress = backend.safe_progress
         self._wanted = 0
-        """The highest revision a wait asked for (:meth:`reach`)."""
+        """The highest revision a wait asked for (:meth:`reach`) that the stream pursues: lowered to where a
+        progress mark landed when the mark showed the waits above it past the store (see :attr:`_beyond`)."""
+        self._beyond = 0
+        """The highest revision a wait asked for that a progress mark showed past the store (it landed below):
+        the watch stays wide for it until :attr:`_wide_until`, but no grace, widening or mark is decided by it,
+        so one wait past the store (a restore, another cluster's revision, a mistake) does not leave every
+        later wait without its grace and its mark."""
+        self._due = 0.0
+        """When the stream acts for :attr:`_wanted` if the watch has not brought it there (see :data:`_WANT_GRACE`)."""
         self._ask_until = 0.0
         self._asked = False
         """A progress request is out (safe servers), not yet answered."""
@@ -86,7 +111,20 @@ class EtcdKeyStream(KeyStream):
         self._wide_until = 0.0
         self._served = 0.0
         """When the wide watch last reached what a wait wanted."""
+        self._widened = 0.0
+        """When the watch last became wide."""
+        self._mark_key = (backend.key_prefix + _MARK_KEY).encode()
+        self._marked = 0
+        """The revision the last progress mark landed at (its commit's; older servers, see :meth:`_mark`), or the
+        wanted revision a refused mark was tried for: a wait at or below it needs no other mark."""
+        self._mark_for = 0
+        """The wanted revision the progress mark due (:attr:`_mark_due`) is written for."""
+        self._mark_due = False
         self._revision = since
+        self._term = 0
+        """The highest raft term of a confirmation or events of this stream: a cluster never lowers it (see
+        :meth:`_check_store`). Not a progress notification's: a member cut off from its leader may send one
+        at a term it campaigned at (etcd 3.4 without pre-vote), which the cluster may never reach."""
         self._closed = False
         self._failures = 0
         self._reauthenticated = False
@@ -133,10 +171,12 @@ class EtcdKeyStream(KeyStream):
         with self._mutex:
             if revision <= self._revision or self._closed:
                 return
-            self._wanted = max(self._wanted, revision)
             now = time.monotonic()
-            self._ask_until = now + _ASK_FOR
-            self._wide_until = now + _WIDE_FOR
+            if self._wanted <= self._revision:
+                self._due = now + _WANT_GRACE  # no wait outstanding: this one is given its grace
+            self._wanted = max(self._wanted, revision)
+            self._ask_until = max(now, self._due) + _ASK_FOR
+            self._wide_until = max(now, self._due) + _WIDE_FOR
             self._next_ask = 0.0
             self._session.wake()  # under the lock: a session swapped meanwhile is woken, not the one before it
 
@@ -147,6 +187,8 @@ class EtcdKeyStream(KeyStream):
                 return None
             now = time.monotonic()
             behind = self._wanted > self._revision
+            if behind and now < self._due:
+                return self._due - now
             if self._safe_progress:
                 if not behind or now >= self._ask_until:
                     return None
@@ -155,17 +197,63 @@ class EtcdKeyStream(KeyStream):
                 self._session.request_progress()
                 self._asked = True
                 return None
-            if behind and now < self._wide_until:
+            if (behind or self._beyond > self._revision) and now < self._wide_until:
                 if not self._wide:
                     self._swap(wide=True)
+                    self._widened = now
                 self._served = now
-                return None
+                if not behind or self._marked >= self._wanted:
+                    return None
+                if now - self._widened < _MARK_AFTER:
+                    return self._widened + _MARK_AFTER - now
+                self._mark_for = self._wanted
+                self._mark_due = True
+                return 0.0
             if not self._wide:
                 return None
             if now - self._served < _WIDE_LINGER:
                 return self._served + _WIDE_LINGER - now
             self._swap(wide=False)
             return None
+
+    def _mark(self) -> None:
+        """Write the namespace's progress mark (older servers, a wide watch still behind a wait).
+
+        A revision no commit of the namespace passes — another namespace's commit, another program's —
+        moves no watcher of it: the wait ended only at the namespace's next commit or the 10-minute
+        progress notification (False at its timeout). The mark is a commit of the namespace, after the
+        awaited one when the store had passed it: its event comes on the wide watch (one watcher: in
+        order, after every event before it), moves the resume point past the awaited revision, and is
+        dropped here like any key outside the prefixes. A write the server refuses (a read-only user)
+        leaves the wait as it was (no mark is tried again for it).
+
+        The mark lands at the store's revision. Below the wanted revision, the waits above it are past
+        the store (a restore, another cluster's revision, a caller's mistake): they go to
+        :attr:`_beyond`, and the stream pursues only what the mark covers, so a later wait is given its
+        grace and, for a revision past the mark, a mark of its own.
+        """
+        self._mark_due = False
+        wanted = self._mark_for
+        try:
+            request = wire.txn_request([], [wire.request_put(self._mark_key, b"")])
+            header, _, _, _ = self._client.txn(request, policy=_MARK_TRIES)
+        except errors.NbdbError as exc:
+            log.info(
+                "etcd watch: could not write the progress mark %r (%s); the wait ends at the namespace's "
+                "next commit or a progress notification",
+                self._mark_key,
+                exc,
+            )
+            self._marked = max(self._marked, wanted)
+            return
+        landed = header.revision
+        log.debug("etcd watch: progress mark at revision %d (for %d)", landed, wanted)
+        with self._mutex:
+            self._marked = max(self._marked, landed)
+            if landed < wanted:
+                self._beyond = max(self._beyond, wanted)
+                if self._wanted <= wanted:  # no later wait asked for more meanwhile (that one is marked again)
+                    self._wanted = landed
 
     def _swap(self, wide: bool) -> None:
         """Watch the whole namespace (or only the prefixes again) from the revision reached (under the mutex)."""
@@ -205,6 +293,7 @@ class EtcdKeyStream(KeyStream):
                         session.pending += 1
                         return False
                     self._revision = revision
+                    self._term = max(self._term, response.header.raft_term)
                     self._failures = 0
                     self._last_heard = time.monotonic()
                     return True
@@ -252,6 +341,8 @@ class EtcdKeyStream(KeyStream):
             if self._progress_interval > 0:
                 wait = self._progress_interval if wait is None else min(wait, self._progress_interval)
             again = self._pursue() if self._wanted or self._wide else None
+            if self._mark_due:
+                self._mark()
             if again is not None:
                 wait = again if wait is None else min(wait, again)
             session = self._session
@@ -271,9 +362,10 @@ class EtcdKeyStream(KeyStream):
                 self._reopen(item)
                 continue
             before = self._revision
+            store = self._read_store(item)  # before the lock: reach() returns at once, never behind a read
             with self._mutex:
                 try:
-                    changes = self._handle(item)
+                    changes = self._handle(item, store)
                 except BaseException:
                     self._halted = True  # the caller re-lists or re-opens: nothing after this reaches the sink
                     raise
@@ -288,7 +380,22 @@ class EtcdKeyStream(KeyStream):
                 return changes  # a revision moved on without a change (progress, other keys): a wait may be over
         return []
 
-    def _handle(self, response: wire.WatchResponse) -> list[KeyChange]:
+    def _read_store(self, response: wire.WatchResponse) -> wire.Header | errors.NbdbError | None:
+        """The store's header (or the read's failure) when ``response`` confirms the watcher below its resume
+        point or term (see :meth:`_check_store`), read outside the stream's lock; None when it does not."""
+        header = response.header
+        if not response.created or response.canceled or response.compact_revision > 0:
+            return None
+        if header.revision >= self._revision and header.raft_term >= self._term:
+            return None
+        try:
+            return self._header_now()
+        except errors.NbdbError as exc:
+            return exc
+
+    def _handle(
+        self, response: wire.WatchResponse, store: wire.Header | errors.NbdbError | None = None
+    ) -> list[KeyChange]:
         self._failures = 0
         self._last_heard = time.monotonic()
         if response.compact_revision > 0:
@@ -310,10 +417,12 @@ class EtcdKeyStream(KeyStream):
                     return []
                 raise errors.AuthError(f"etcd refused the watch: {reason}")
             raise errors.BackendUnavailableError(f"etcd cancelled the watch: {reason}")
+        header = response.header
         if response.created:
             self._reauthenticated = False
-            if response.header.revision < self._revision:
-                self._check_not_ahead(response.header.revision)
+            if header.revision < self._revision or header.raft_term < self._term:
+                self._check_store(header, store)
+            self._term = max(self._term, header.raft_term)
             return []
         if not response.events:
             # A progress notification: every change up to this revision was sent.
@@ -325,30 +434,47 @@ class EtcdKeyStream(KeyStream):
         out = self._changes(response)
         # A response holds whole revisions, so its last event's revision is a safe resume point.
         self._revision = max(self._revision, response.events[-1].kv.mod_revision)
+        self._term = max(self._term, header.raft_term)
         return out
 
-    def _check_not_ahead(self, member: int) -> None:
-        """HistoryGoneError if the store is below this watch's resume point (it lost data).
+    def _check_store(self, member: wire.Header, store: wire.Header | errors.NbdbError | None = None) -> None:
+        """HistoryGoneError if the store is not the one this watch followed (it lost data).
 
         A watch reopened after a member lost its disk (or a restore from an older snapshot) was served
         from a revision the new store had not reached: etcd waits for it, then delivers what comes after,
         and the first commits of the new history were lost without a word (the rule a watch opened ahead
         of the store keeps: HistoryGoneError). The member that confirmed the watcher said it stands below
-        (``member``); a lagging follower may too, so a linearizable read decides. A read that fails
-        decides nothing, and going on would skip the new history's first commits if the store did go
-        back: BackendUnavailableError, so the consumer opens the watch again and this check runs again.
+        (``member.revision``). A watch reopened only once the new store had passed the resume point (a
+        watch nobody polled meanwhile) sees no such revision, but the new cluster's raft term starts low,
+        and a cluster never lowers its own: a term below the highest this stream saw tells it. A lagging
+        member may say either (a follower behind, a term it has not heard of yet), so a linearizable read
+        decides: the member that serves it has heard from the current leader. A read that fails decides
+        nothing, and going on would skip the new history's first commits if the store did go back:
+        BackendUnavailableError, so the consumer opens the watch again and this check runs again.
+
+        ``store`` is that read when :meth:`poll` made it before taking the lock (:meth:`_read_store`).
         """
         try:
-            now = self._revision_now()
+            if isinstance(store, errors.NbdbError):
+                raise store
+            now = store if store is not None else self._header_now()
         except errors.NbdbError as exc:
             raise errors.BackendUnavailableError(
-                f"etcd: the watch was confirmed at revision {member}, below its resume point {self._revision}, "
-                f"and the read that tells whether the store lost data failed ({exc}); opening it again"
+                f"etcd: the watch was confirmed at revision {member.revision}, term {member.raft_term}, below its "
+                f"resume point {self._revision} or term {self._term}, and the read that tells whether the store "
+                f"lost data failed ({exc}); opening it again"
             ) from exc
-        if now < self._revision:
+        if now.revision < self._revision:
             raise errors.HistoryGoneError(
-                f"etcd is at revision {now} (the member serving the watch at {member}), below this watch's "
-                f"{self._revision}: the store lost data (a member restarted without its disk, a restore); list again"
+                f"etcd is at revision {now.revision} (the member serving the watch at {member.revision}), below "
+                f"this watch's {self._revision}: the store lost data (a member restarted without its disk, a "
+                "restore); list again"
+            )
+        if now.raft_term < self._term:
+            raise errors.HistoryGoneError(
+                f"etcd's raft term is {now.raft_term}, below the {self._term} this watch saw (a cluster never "
+                "lowers it): another store, one that lost data (a member restarted without its disk, a restore); "
+                "list again"
             )
 
     def _changes(self, response: wire.WatchResponse) -> list[KeyChange]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import threading
 import time
 import uuid
 import weakref
@@ -110,8 +111,6 @@ class MemoryBackend(Backend):
     def __init__(self, store: MemoryStore | None = None, shared: Lease[str, MemoryStore] | None = None) -> None:
         self.store = store if store is not None else shared.value if shared is not None else MemoryStore()
         self._shared = shared
-        self._closed = False
-        """Set by :meth:`close`: a lock still being waited for gives up (the server backends' clients refuse)."""
         if shared is not None:
             # A backend dropped without close() must still let its named store go.
             self._finalizer = weakref.finalize(self, shared.release)
@@ -227,8 +226,10 @@ class MemoryBackend(Backend):
     def current_revision(self) -> int:
         return self.store.revision
 
-    def lock(self, name: str, ttl: float, timeout: float | None) -> AbstractContextManager[LockHandle]:
-        return hold_lease(self, name, ttl, timeout)
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> AbstractContextManager[LockHandle]:
+        return hold_lease(self, name, ttl, timeout, closed)
 
     def allocate_id(self, name: str) -> int:
         with self.store.lock:
@@ -252,21 +253,13 @@ class MemoryBackend(Backend):
 
     def close(self) -> None:
         """Release this backend's hold on a named store (the data goes with the last one)."""
-        self._closed = True
         if self._shared is not None:
             self._finalizer()
 
     # ---------------------------------------------------------------- leases (nbdb.families.lease)
 
     def acquire_lease(self, name: str, token: bytes, ttl: float) -> bool:
-        """Take the lease for ``token`` unless another live holder has it.
-
-        BackendUnavailableError once this backend closed: a ``lock()`` waiting (without a timeout) for
-        another holder, from a thread whose Database was closed, waited for as long as that holder held it,
-        where every server backend's closed client raises.
-        """
-        if self._closed:
-            raise errors.BackendUnavailableError("the memory backend is closed: the lock was not taken")
+        """Take the lease for ``token`` unless another live holder has it."""
         with self.store.lock:
             return self.store.leases.acquire(name, token, ttl)
 

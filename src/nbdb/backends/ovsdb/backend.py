@@ -102,7 +102,9 @@ class _Driver:
                     self._loading[scope] = threading.Event()
                     break
             loading.wait(self.target.timeout)
-        replica = Replica(self.mapping, self.versions, self.target.namespace, self.clock)
+        topics = scope.topics
+        filtered = topics is not None and None not in topics
+        replica = Replica(self.mapping, self.versions, self.target.namespace, self.clock, filtered=filtered)
         try:
             for db in self.mapping.databases():
                 self.sessions[db].follow(replica, scope)
@@ -247,7 +249,9 @@ class OvsdbBackend(OvsdbFamilyBackend):
         return self._driver.target.timeout
 
     @contextmanager
-    def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> Iterator[LockHandle]:
         """OVSDB's native lock ``nbdb_<sha256(namespace/name)>``, on a connection of its own to the leader."""
         if ttl <= 0:
             raise errors.ValidationError("lock ttl must be positive")
@@ -274,7 +278,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
                 with ExitStack() as stack:
                     try:
                         handle = stack.enter_context(
-                            hold_lock(target, self.nb_db or DEFAULT_NB, context, name, remaining, lambda: self._closed)
+                            hold_lock(target, self.nb_db or DEFAULT_NB, context, name, remaining, closed)
                         )
                     except errors.AuthError:
                         raise
@@ -284,7 +288,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
                             f"lock {name!r} is held by another owner; gave up after {timeout}s"
                         ) from None
                     except errors.BackendUnavailableError as exc:
-                        if time.monotonic() > give_up or self._closed:
+                        if time.monotonic() > give_up or (closed is not None and closed.is_set()):
                             raise
                         log.info("ovsdb: lock %r: %s; asking again", name, exc)
                         time.sleep(0.1)

@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -124,12 +124,13 @@ def hold_lock(
     context: ssl.SSLContext | None,
     name: str,
     timeout: float | None,
-    closed: Callable[[], bool] | None = None,
+    closed: threading.Event | None = None,
 ) -> Iterator[LockHandle]:
     """Hold the OVSDB lock of ``name`` (see :func:`lock_name`) for the ``with`` block.
 
-    ``closed`` tells that the backend asking closed: a wait for another holder then ends with
-    BackendUnavailableError (the lock's connection is its own, so closing the backend did not end it).
+    ``closed`` is set once the Database asking closed (see :meth:`nbdb.spi.Backend.lock`): a wait for
+    another holder then ends with BackendUnavailableError (the lock's connection is its own, so closing
+    the backend did not end it).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     connect_deadline = time.monotonic() + target.timeout
@@ -146,7 +147,7 @@ def hold_lock(
         while not session.locked.is_set():
             if session.lost.is_set():
                 raise errors.BackendUnavailableError(f"lock {name!r}: the connection closed while waiting")
-            if closed is not None and closed():
+            if closed is not None and closed.is_set():
                 raise errors.BackendUnavailableError(f"lock {name!r}: the Database closed while waiting for it")
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

@@ -38,10 +38,11 @@ from nbdb.families import rules
 from nbdb.families.ovsdb import results
 from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_counter, settle_increments
 from nbdb.families.ovsdb.data import OvsdbDataApi
-from nbdb.families.ovsdb.datum import wire_map
+from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import MarkBook
+from nbdb.families.ovsdb.ovn import DERIVED_COLUMNS, SERVER_TABLES
 from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, new_token, parse_window, push_window
@@ -118,12 +119,12 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """The replica to read ``tables`` in ``topics`` from: filtered on the server when topics are given."""
         if topics is None:
             return self.replica
-        mapped = [t for t in tables if t in self.mapping.tables]
-        if None in topics:
-            # Objects without a topic include every row another writer made, whose children carry no
-            # nbdb:parent hint (ovn-nbctl's ports): only their parents' set columns place them, so the
-            # parents' tables are followed too (the server filters nothing for such a scope anyway).
-            mapped = self._with_parents(mapped)
+        # A child's parent is the parent row whose set column holds it. Objects without a topic include
+        # every row another writer made, whose children carry no nbdb:parent hint (ovn-nbctl's ports),
+        # and another writer that moves a child between parents' sets (ovn-nbctl remove ... ports --
+        # add ... ports) leaves nbdb's hint naming the old one: the parents' tables are followed too,
+        # in the same topics (the server filters them as it filters the children).
+        mapped = self._with_parents([t for t in tables if t in self.mapping.tables])
         return self._replica_for(mapped, topics)
 
     def _with_parents(self, tables: list[str]) -> list[str]:
@@ -150,6 +151,62 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         # What new_row refuses: a value other than the default of a field whose column the schema lacks.
         tm = self.mapping.tables.get(table)
         return {} if tm is None else {name: fshape.default for name, fshape in tm.missing.items()}
+
+    def unmodelled(self) -> dict[str, int]:
+        # Tables of a served database that hold no model, nor a model's children: rows in them are
+        # other clients' (ovn-nbctl's meters, BFD sessions...). Not the server's own configuration.
+        # And columns of mapped tables no field maps, where a row holds a value (a switch's
+        # dns_records, a router's copp): "<db>.<table>.<column>".
+        if self.namespace:
+            return {}
+        held: dict[str, int] = {}
+        for db in self.mapping.databases():
+            schema = self.mapping.schemas[db]
+            mapped = {t for d, t in self.mapping.by_db_table if d == db} | {t for d, t in self.mapping.links if d == db}
+            skip = SERVER_TABLES.get(db, frozenset())
+            tables = sorted(t for t in schema.tables if t not in mapped and t not in skip)
+            held.update(self._unmapped_values(db))
+            if not tables:
+                continue
+            selects = [{"op": "select", "table": t, "where": [], "columns": ["_uuid"]} for t in tables]
+            for table, result in zip(tables, self._idempotent(db, selects), strict=True):
+                if rows := len(result.get("rows", [])):
+                    held[f"{db}.{table}"] = rows
+        return held
+
+    def _unmapped_values(self, db: str) -> dict[str, int]:
+        """Rows of mapped tables holding a value other than the default in a column no field maps, by column.
+
+        Updates keep such a value (they write the mapped columns only); a copy or dump reads the models'
+        fields and loses it. Columns the server's other clients derive (``DERIVED_COLUMNS``) are not counted.
+        """
+        schema = self.mapping.schemas[db]
+        derived = DERIVED_COLUMNS.get(db, {})
+        unmapped: dict[str, list[str]] = {}
+        for (d, table), maps in self.mapping.by_db_table.items():
+            if d != db or table not in schema.tables:
+                continue
+            mapped = {c.column for tm in maps for c in tm.columns.values()} | {EXTERNAL_IDS}
+            mapped |= {link.column for link in self.mapping.links.get((db, table), [])}
+            mapped |= derived.get(table, frozenset())
+            if columns := sorted(set(schema.tables[table].columns) - mapped):
+                unmapped[table] = columns
+        tables = sorted(unmapped)
+        selects = [{"op": "select", "table": t, "where": [], "columns": unmapped[t]} for t in tables]
+        held: dict[str, int] = {}
+        for table, result in zip(tables, self._idempotent(db, selects) if selects else [], strict=True):
+            schemas = schema.tables[table].columns
+            for column in unmapped[table]:
+                ctype = schemas[column].type
+                default = default_cell(ctype)
+                rows = sum(
+                    1
+                    for row in result.get("rows", [])
+                    if column in row and cell_from_wire(ctype, row[column]) != default
+                )
+                if rows:
+                    held[f"{db}.{table}.{column}"] = rows
+        return held
 
     def check_readable(self, tables: Sequence[str]) -> None:
         # A generated model whose table the served database lacks (see Mapping_.check_served).

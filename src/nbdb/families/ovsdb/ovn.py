@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nbdb.families.ovsdb.mapping import TableBinding
 
-__all__ = ["OVN_BINDINGS", "OVN_NB_DATABASE"]
+__all__ = ["DERIVED_COLUMNS", "OVN_BINDINGS", "OVN_NB_DATABASE", "SERVER_TABLES"]
 
 OVN_NB_DATABASE = "OVN_Northbound"
 
@@ -27,9 +27,26 @@ OVN_BINDINGS: tuple[TableBinding, ...] = (
         "LogicalRouterPort",
         "Logical_Router_Port",
         parents={"router": ("Logical_Router", "ports")},
-        # OVN's column of that name points to Gateway_Chassis rows, not to chassis.
+        # OVN's column of that name is the set of the port's Gateway_Chassis rows (GatewayChassis.port
+        # below); nbdb's list of Chassis references has no place in the schema.
         ext_fields=frozenset({"gateway_chassis"}),
     ),
+    # Models added after the first ones: a schema of an OVN older than these tables still connects
+    # (these models then have no table there, as Chassis has none).
+    TableBinding(
+        "GatewayChassis",
+        "Gateway_Chassis",
+        parents={"port": ("Logical_Router_Port", "gateway_chassis")},
+        required=False,
+    ),
+    TableBinding(
+        "LogicalRouterPolicy",
+        "Logical_Router_Policy",
+        parents={"router": ("Logical_Router", "policies")},
+        required=False,
+    ),
+    TableBinding("HAChassisGroup", "HA_Chassis_Group", required=False),
+    TableBinding("HAChassis", "HA_Chassis", parents={"group": ("HA_Chassis_Group", "ha_chassis")}, required=False),
     TableBinding(
         "LogicalRouterStaticRoute",
         "Logical_Router_Static_Route",
@@ -48,3 +65,14 @@ OVN_BINDINGS: tuple[TableBinding, ...] = (
     TableBinding("DHCPOptions", "DHCP_Options"),
 )
 """nbdb model table -> ``OVN_Northbound`` table, with the children's parent set columns."""
+
+SERVER_TABLES: dict[str, frozenset[str]] = {OVN_NB_DATABASE: frozenset({"NB_Global", "Connection", "SSL"})}
+"""Tables of a database that configure its server and its readers, no logical network: no model maps
+them, and a copy of the network leaves them where they are (see ``unmodelled``)."""
+
+DERIVED_COLUMNS: dict[str, dict[str, frozenset[str]]] = {
+    OVN_NB_DATABASE: {"Logical_Switch_Port": frozenset({"dynamic_addresses"})}
+}
+"""Columns of mapped tables no model field maps that another client derives from the others (ovn-northd
+writes a port's ``dynamic_addresses`` from its ``addresses`` "dynamic"): a copy leaves them for that
+client to derive again in the destination, without counting them lost (see ``unmodelled``)."""

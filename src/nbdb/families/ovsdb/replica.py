@@ -110,8 +110,10 @@ class RevisionClock:
 class _View:
     """The rows of one database and the child -> parent index built from the parents' set columns."""
 
-    def __init__(self, mapping: Mapping_, db: str) -> None:
+    def __init__(self, mapping: Mapping_, db: str, filtered: bool = False) -> None:
         self.db = db
+        self.filtered = filtered
+        """Parent rows of other topics than the replica's are not sent to it."""
         schema = mapping.schemas[db]
         self.types: dict[str, dict[str, ColumnType]] = {
             table: {c: schema.tables[table].columns[c].type for c in columns if c in schema.tables[table].columns}
@@ -261,20 +263,26 @@ class _View:
         return rendered is not None and not rendered.isdisjoint(diff)
 
 
-def _hinted_parents(view: _View, tm: TableMap, row: Row) -> dict[str, uuid.UUID]:
-    """The parents nbdb wrote in a child whose parent rows this replica does not follow.
+def _hinted_parents(view: _View, tm: TableMap, row: Row) -> tuple[dict[str, uuid.UUID], dict[str, uuid.UUID]]:
+    """The parents nbdb wrote in a child whose parent rows this replica does not follow, and the
+    hints it does follow whose rows no longer hold the child.
 
-    A topic-filtered replica need not load every parent (and its set of
-    thousands of children) to place a child; a parent row it does follow that
-    does not hold the child wins over the hint.
+    A topic-filtered replica follows the parent rows of its topics only: a child of a parent of
+    another topic is placed by its hint; a parent row it does follow that does not hold the child
+    wins over the hint (another writer moved the child away).
     """
     ext = row.get(EXTERNAL_IDS) or {}
-    out = {}
+    out: dict[str, uuid.UUID] = {}
+    gone: dict[str, uuid.UUID] = {}
     for name, (ptable, _column) in tm.parents.items():
         parent = _uuid(ext.get(EXT_PARENT + name, ""))
-        if parent is not None and parent.int not in view.rows.get(ptable, {}):
+        if parent is None:
+            continue
+        if parent.int not in view.rows.get(ptable, {}):
             out[name] = parent
-    return out
+        elif view.filtered:
+            gone[name] = parent
+    return out, gone
 
 
 def _commits_since(before: tuple[str, int, str] | None, row: Row | None) -> int:
@@ -333,13 +341,16 @@ class Replica:
         namespace: str,
         clock: RevisionClock | None = None,
         history: int = HISTORY,
+        filtered: bool = False,
     ) -> None:
+        """``filtered``: the server sends the rows of some topics only, parents included, so a child
+        may be held by a parent row this replica never sees (see :func:`_hinted_parents`)."""
         self.mapping = mapping
         self.versions = versions
         self.namespace = namespace
         self.clock = clock or RevisionClock()
         self.cond = threading.Condition(threading.RLock())
-        self.views = {db: _View(mapping, db) for db in mapping.databases()}
+        self.views = {db: _View(mapping, db, filtered) for db in mapping.databases()}
         # Keyed by the id's int (see IdKey); the records hold the ids as uuid.UUID.
         self.records: dict[IdKey, Record] = {}
         self.states: KeptMap[IdKey, tuple[str, int, str]] = KeptMap()
@@ -617,9 +628,10 @@ class Replica:
             return None
         view = self.views[tm.db]
         parents = view.parents.get((tm.db_table, n), {})
+        elsewhere: dict[str, uuid.UUID] = {}
         if tm.parents and not parents:
-            parents = _hinted_parents(view, tm, row)
-            if not parents:
+            parents, elsewhere = _hinted_parents(view, tm, row)
+            if not parents and not elsewhere:
                 # A child whose parent does not hold it (about to be collected by the server).
                 return None
         written = self._written.pop(key, None)
@@ -628,7 +640,14 @@ class Replica:
             if view.shared
             else []
         )
-        if shared:
+        if elsewhere:
+            # Its parent's set no longer holds it, yet the server keeps it (a child no set holds is
+            # collected in the same transaction): another writer moved it to a parent row this
+            # replica does not follow (a scope of named topics). Its parent is not known here: a
+            # corrupt record saying so (cache.corrupt), not the old parent nor a vanished object.
+            doc = render(tm, id, row, parents, elsewhere=elsewhere)
+            written = None
+        elif shared:
             # A child in several parents' sets (another writer's): no parent the model can name, so a
             # corrupt record (get, list, cache.corrupt), not the last parent seen. It references each
             # of them (a delete of one names it); its siblings' writes go on.

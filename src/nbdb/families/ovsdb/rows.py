@@ -602,15 +602,25 @@ def render(
     parents: _Parents,
     values: _Values = None,
     several: Mapping[str, list[uuid.UUID]] | None = None,
+    elsewhere: Mapping[str, uuid.UUID] | None = None,
 ) -> Doc:
     """The model document of a row (bytes the codec decodes; garbage in, CorruptRecordError out).
 
     ``several``: parent fields whose child is in more than one parent row's set (another writer's
     doing): the document says so in the field instead of an id, which the model refuses.
+    ``elsewhere``: parent fields whose parent nbdb wrote (the hint) no longer holds the child, and
+    whose holder this replica does not follow (another writer moved it out of the scope): likewise.
     """
     doc, data = _rendered(tm, id, row, parents, values)
     ext: dict[str, str] = row.get(EXTERNAL_IDS) or {}
     refs = frozenset() if doc is None else refs_of(tm, doc, parents)
+    if elsewhere and doc is not None:
+        for name, hinted in elsewhere.items():
+            doc[name] = (
+                f"moved by another writer from {hinted} to a parent outside this cache's or watch's topics "
+                "(get() reads it)"
+            )
+        data = _SORTED.encode(doc).encode()
     if several and doc is not None:
         for name, held in several.items():
             doc[name] = f"held by {len(held)} parents: " + ", ".join(str(p) for p in held)

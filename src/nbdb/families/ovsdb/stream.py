@@ -54,7 +54,9 @@ class ReplicaStream(RecordStream):
             if replica.created_after <= since < replica.start:
                 since = replica.start  # "from now", asked just before the replica existed
             self._revision = since
-            if since < replica.start or since > replica.revision:
+            # Up to the connection's last revision, not this replica's: a replica of some topics ticks
+            # only when they change, and "from now" after a write of another topic raised HistoryGoneError.
+            if since < replica.start or since > replica.clock.now():
                 raise errors.HistoryGoneError(
                     f"revision {since} is not one of this connection's (they run from {replica.start} to "
                     f"{replica.revision}); revisions of OVSDB backends are per connection"

@@ -24,6 +24,7 @@ wires together:
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -147,9 +148,11 @@ class WideColumnBackend(Backend):
         return self.expiry.reap(self.reap_batch)
 
     @contextmanager
-    def lock(self, name: str, ttl: float, timeout: float | None) -> Iterator[LockHandle]:
+    def lock(
+        self, name: str, ttl: float, timeout: float | None, closed: threading.Event | None = None
+    ) -> Iterator[LockHandle]:
         self._check_open()
-        with hold_lease(self._leases, name, ttl, timeout) as handle:
+        with hold_lease(self._leases, name, ttl, timeout, closed) as handle:
             yield handle
 
     # The lease primitives lock() holds its leases with (:class:`nbdb.families.lease.LeaseStore`), public as a
