@@ -99,6 +99,11 @@ class Capabilities:
     limit is refused with ValidationError before it reaches the server."""
     max_txn_bytes: int | None = None
     """The most bytes of records one commit may carry (None: no limit)."""
+    cas_across_recreate: bool = False
+    """A copy of an object that was deleted since, its id created again, is stale: ``update`` and ``delete``
+    of it raise ConflictError even when the new object has reached its version (each creation of an id is an
+    incarnation the compare-and-swap checks with the version). False: an id created again starts at version 1
+    and only the version is compared (a copy of the deleted object may overwrite the new one)."""
     notes: str = ""
     """Anything a user must know that the fields above do not say."""
 

@@ -154,7 +154,7 @@ def decode(model: type[M], record: Record, *, share: bool = True) -> M:
         # Validated by the Database that wrote it, and immutable: share it.
         return value
     decoder = _decode_shared if share else _decode
-    return cast(M, decoder(model, record.table, record.id, record.topic, record.version, record.data))
+    return cast(M, decoder(model, record.table, record.id, record.topic, record.version, record.data, record.written))
 
 
 def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.CorruptRecordError]:
@@ -174,7 +174,7 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
     for record in records:
         # A record's items unpacked at once (table, id, topic, version, data, value): a named
         # tuple's attributes are a descriptor call each.
-        table, listed, topic, version, data, value = record
+        table, listed, topic, version, data, value, written = record
         if value is not None and type(value) is model:
             append(value)
             continue
@@ -259,7 +259,9 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         set_fields_set(obj, fields_set)
         # fields of a newer model: written back as they are
         set_extra(obj, deep_frozen(unknown, known=False) if unknown else unknown)
-        set_private(obj, DECODED)
+        # The revision that wrote it, where the store says (its compare-and-swap checks it, see
+        # nbdb.spi.Put.expect_written): a dict of one int, which the collector never tracks; else DECODED, shared.
+        set_private(obj, DECODED if written is None else {"_written": written})
         append(obj)
     return out
 
@@ -391,9 +393,11 @@ def _with_unknown(data: bytes, unknown: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _decode(model: type[M], table: str, id: UUID, topic: str | None, version: int, data: bytes) -> M:
+def _decode(
+    model: type[M], table: str, id: UUID, topic: str | None, version: int, data: bytes, written: int | None = None
+) -> M:
     # One record through decode_each: the checks and the copy are written once, for both.
-    (got,) = decode_each(model, (_new_tuple(Record, (table, id, topic, version, data, None)),))
+    (got,) = decode_each(model, (_new_tuple(Record, (table, id, topic, version, data, None, written)),))
     if type(got) is errors.CorruptRecordError:
         raise got
     return cast(M, got)

@@ -307,7 +307,7 @@ class WatchHub:
             change = buffer[at]
             new = change.new
             if new is not None and new.value is not None and type(new) is Record:
-                plain = _new_tuple(Record, (*new[:5], None))
+                plain = _new_tuple(Record, (*new[:5], None, new[6]))
                 buffer[at] = _new_tuple(RecordChange, (*change[:4], plain, *change[5:]))
         self._plain_from = max(self._plain_from, end)
 

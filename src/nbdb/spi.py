@@ -84,6 +84,11 @@ class Record(NamedTuple):
     version: int
     data: bytes
     value: object = None
+    written: int | None = None
+    """The revision of the commit that wrote this record (its last write: its store's *mod revision*), on
+    stores with ``capabilities.cas_across_recreate``; None elsewhere, or where not known (a past value).
+    Revisions only grow, so it tells two records of one id and version apart: one of an object deleted
+    and created again since has a later one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,11 @@ class Put(NamedTuple):
     ttl: float | None = None
     old_unique: tuple[UniqueKey, ...] | None = None
     fresh_id: bool = False
+    expect_written: int | None = None
+    """An update's: the :attr:`Record.written` the stored record must have, with ``expect_version``
+    (the revision that wrote the copy the caller holds: a copy of an object deleted and created again
+    since is stale even at the same version); None (a copy built by hand): the version alone is compared.
+    Only stores with ``capabilities.cas_across_recreate`` compare it."""
 
 
 class Delete(NamedTuple):
@@ -180,6 +190,8 @@ class Delete(NamedTuple):
     old_refs: frozenset[RefKey] | None = None
     if_exists: bool = False
     old_unique: tuple[UniqueKey, ...] | None = None
+    expect_written: int | None = None
+    """As :attr:`Put.expect_written`: the revision that wrote the deleted copy (None: not compared)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -419,8 +419,12 @@ class Transaction:
                 f"{put.table} {put.id} holds a weak reference it cannot lose to an object the same transaction deletes"
             )
         new, copy = put_of(kept, put.expect_version, put.ttl, self._context.deferred)
-        # The stored state it replaces is the one the caller's write named, and so is its id's claim.
-        return new._replace(old_refs=put.old_refs, old_unique=put.old_unique, fresh_id=put.fresh_id), copy
+        # The stored state it replaces is the one the caller's write named (its revision too: the planned
+        # copy it is derived from knows none yet), and so is its id's claim.
+        replaced = new._replace(
+            old_refs=put.old_refs, old_unique=put.old_unique, fresh_id=put.fresh_id, expect_written=put.expect_written
+        )
+        return replaced, copy
 
     def _fold_mutates_into_creates(self) -> bool:
         """Fold each mutate of an object this transaction creates into that create's write.

@@ -423,6 +423,7 @@ class SqliteBackend(kv.KeyValueBackend):
         fencing=True,
         expiry=Expiry.REAPER,
         pages=True,
+        cas_across_recreate=True,
         notes="One file on one host: its processes share data, locks and ids (WAL mode, so the file must be on a "
         "local filesystem, not NFS); other hosts cannot. One writer at a time, by SQLite's own lock. Watchers "
         "see their own process's commits at once and other processes' within ?poll_interval= (default 0.01 s). "
@@ -552,13 +553,15 @@ class SqliteBackend(kv.KeyValueBackend):
         return out, revision
 
     def range_rows(self, prefixes: Sequence[str]) -> tuple[Sequence[Sequence[Any]], int]:
-        # sqlite3's own rows, (key, value, version): no KeyValue per key, and no column a scan does not read.
+        # sqlite3's own rows, (key, value, version, mod_revision): no KeyValue per key, and no column a scan
+        # does not read (the mod revision: the revision that wrote each record, see Record.written).
         with self._conn.transaction() as sql:
             revision = _state(sql)[0]
-            out: list[tuple[str, bytes, int]] = []
+            out: list[tuple[str, bytes, int, int]] = []
             for prefix in self._concrete(sql, prefixes):
                 out += sql.execute(
-                    "SELECT key, value, version FROM nbdb_keys WHERE key >= ? AND key < ?", (prefix, _upper(prefix))
+                    "SELECT key, value, version, mod_revision FROM nbdb_keys WHERE key >= ? AND key < ?",
+                    (prefix, _upper(prefix)),
                 )
         return out, revision
 

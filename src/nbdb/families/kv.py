@@ -60,6 +60,7 @@ from nbdb.families.kvtypes import (
     LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
+    WrittenAt,
     write_count,
 )
 from nbdb.families.lease import hold_lease
@@ -91,6 +92,7 @@ __all__ = [
     "LeaseHeld",
     "PrefixUnchangedSince",
     "VersionIs",
+    "WrittenAt",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,10 +103,12 @@ _COMMIT_ATTEMPTS = 8
 class _RecordStream(RecordStream):
     """Turns a KeyStream of object keys into RecordChanges of the wanted tables."""
 
-    def __init__(self, layout: KeyLayout, keys: KeyStream, tables: frozenset[str]) -> None:
+    def __init__(self, layout: KeyLayout, keys: KeyStream, tables: frozenset[str], written: bool = False) -> None:
         self._layout = layout
         self._keys = keys
         self._tables = tables
+        self._written = written
+        """Whether a new record carries the revision that wrote it (see KeyValueBackend.records_written)."""
 
     def poll(self, timeout: float | None) -> list[RecordChange]:
         return self._records(self._keys.poll(timeout))
@@ -122,7 +126,13 @@ class _RecordStream(RecordStream):
             old = (
                 None if change.prev_value is None else Record(table, id, topic, change.prev_version, change.prev_value)
             )
-            new = None if change.value is None else Record(table, id, topic, change.version, change.value)
+            new = (
+                None
+                if change.value is None
+                else Record(
+                    table, id, topic, change.version, change.value, None, change.revision if self._written else None
+                )
+            )
             if old is not None or new is not None:
                 out.append(RecordChange(table, id, topic, old, new, change.revision))
         return out
@@ -167,9 +177,14 @@ class KeyValueBackend(Backend):
     1 sends every commit alone. A backend that implements :meth:`commit_group`
     raises it (per instance, from its URL)."""
 
+    records_written: bool = False
+
     def __init__(self, key_prefix: str = "", retry: RetryPolicy | None = None) -> None:
         self.key_prefix = key_prefix
         self.layout = KeyLayout(key_prefix)
+        self.records_written = self.capabilities.cas_across_recreate
+        """Whether records carry the revision that wrote them (:attr:`nbdb.spi.Record.written`): a key's
+        mod revision, which the store's ``WrittenAt`` condition compares (``capabilities.cas_across_recreate``)."""
         self.retry = retry if retry is not None else RetryPolicy()
         # id -> (topic, ttl) is immutable for an object's life, so it caches well
         # and saves get() a round trip; a miss or a stale entry falls back to i/.
@@ -180,6 +195,10 @@ class KeyValueBackend(Backend):
         )
         self._token_prefix = secrets.token_hex(10)
         self._token_count = itertools.count()  # next() on it is atomic under the GIL
+
+    def _written(self, kv: KeyValue) -> int | None:
+        """The revision that wrote ``kv`` as a record carries it (None: unknown, or not compared by this store)."""
+        return (kv.mod_revision or None) if self.records_written else None
 
     # ---------------------------------------------------------------- primitives
 
@@ -196,7 +215,8 @@ class KeyValueBackend(Backend):
         """Every key under any of ``prefixes``, all read at one revision, and that revision."""
 
     def range_rows(self, prefixes: Sequence[str]) -> tuple[Sequence[Sequence[Any]], int]:
-        """:meth:`range_keys` for a scan: rows whose first three items are a key, its value and its version.
+        """:meth:`range_keys` for a scan: rows whose first three items are a key, its value and its version,
+        and the fourth its mod revision where :attr:`records_written`.
 
         A backend whose client hands out such rows already (sqlite's) returns
         them as they are: a list or a cache's load reads nothing else of them.
@@ -357,7 +377,7 @@ class KeyValueBackend(Backend):
                 return None
             kv = self.get_key(self.layout.object(topic, table, id))
             if kv is not None:
-                return Record(table, id, topic, kv.version, kv.value)
+                return Record(table, id, topic, kv.version, kv.value, None, self._written(kv))
             # Deleted (or re-created elsewhere) since the topic was cached.
             self.forget(table, id)
         return self._unplaced(table, id)
@@ -380,7 +400,7 @@ class KeyValueBackend(Backend):
             names = [self.layout.object(topic, *keys[i]) for i, topic in batch]
             for (i, topic), kv in zip(batch, self.get_keys(names), strict=True):
                 if kv is not None:
-                    out[i] = Record(keys[i][0], keys[i][1], topic, kv.version, kv.value)
+                    out[i] = Record(keys[i][0], keys[i][1], topic, kv.version, kv.value, None, self._written(kv))
         return [found if found is not None else self.read(*key) for found, key in zip(out, keys, strict=True)]
 
     def _unplaced(self, table: str, id: uuid.UUID) -> Record | None:
@@ -400,7 +420,7 @@ class KeyValueBackend(Backend):
         topic = self.layout.decode_index(before).topic
         kv = self.get_key(self.layout.object(topic, table, id))
         if kv is not None:  # re-created since (or the first reads raced a commit)
-            return Record(table, id, topic, kv.version, kv.value)
+            return Record(table, id, topic, kv.version, kv.value, None, self._written(kv))
         after = self.get_key(key)
         if after is None or after[2:] != before[2:]:  # version, mod_revision
             return None  # deleted, or written, while read: absent at some point of this read
@@ -412,7 +432,7 @@ class KeyValueBackend(Backend):
     def scan(self, tables: Sequence[str], topics: Collection[str | None] | None) -> Snapshot:
         wanted = frozenset(tables)
         rows, revision = self.range_rows(self.layout.object_prefixes(tables, topics, self.topic_wildcard))
-        return Snapshot(self.layout.records(rows, wanted), revision)
+        return Snapshot(self.layout.records(rows, wanted, self.records_written), revision)
 
     def scan_page(
         self, tables: Sequence[str], topics: Collection[str | None] | None, limit: int, after: str | None
@@ -453,7 +473,9 @@ class KeyValueBackend(Backend):
                     for kv in kvs[:room]:
                         parsed = self.layout.parse_object(kv.key)
                         if parsed is not None and parsed[1] in wanted:
-                            records.append(Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value))
+                            records.append(
+                                Record(parsed[1], parsed[2], parsed[0], kv.version, kv.value, None, self._written(kv))
+                            )
                         key = kv.key
                     held += len(kvs)
                     if len(kvs) > room:
@@ -542,7 +564,7 @@ class KeyValueBackend(Backend):
 
     def watch(self, tables: Sequence[str], topics: Collection[str | None] | None, since: int) -> RecordStream:
         stream = self.watch_keys(self.layout.object_prefixes(tables, topics), since)
-        return _RecordStream(self.layout, stream, frozenset(tables))
+        return _RecordStream(self.layout, stream, frozenset(tables), self.records_written)
 
     def current_revision(self) -> int:
         return self.revision_now()

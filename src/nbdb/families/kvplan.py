@@ -41,7 +41,7 @@ import pydantic
 
 from nbdb import errors
 from nbdb.families import rules
-from nbdb.families.kvtypes import Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs
+from nbdb.families.kvtypes import Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs, WrittenAt
 from nbdb.spi import ANY_VERSION, Put, Record, RefKey, UniqueKey, WriteOp
 
 if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type only: no import cycle)
@@ -322,7 +322,7 @@ class KeyLayout:
             return None
         return rules.topic_of_part(parts[0]), parts[1], id
 
-    def records(self, rows: Sequence[Sequence[Any]], tables: Collection[str]) -> list[Record]:
+    def records(self, rows: Sequence[Sequence[Any]], tables: Collection[str], written: bool = False) -> list[Record]:
         """The records of the objects of ``tables`` among ``rows`` (key, value, version): a scan's, in one pass.
 
         What :meth:`parse_object` finds of each key, without a tuple per key:
@@ -354,11 +354,24 @@ class KeyLayout:
                 raise ValueError(joined)
         except (pydantic.ValidationError, ValueError):
             parsed = ((row, self.parse_object(row[0])) for row in kept)
-            return [Record(p[1], p[2], p[0], row[2], row[1]) for row, p in parsed if p is not None]
+            return [
+                Record(p[1], p[2], p[0], row[2], row[1], None, (row[3] or None) if written else None)
+                for row, p in parsed
+                if p is not None
+            ]
         no_topic = rules.NO_TOPIC
-        # Built as tuples (Record's own __new__ is a Python call per listed object).
+        # Built as tuples (Record's own __new__ is a Python call per listed object). ``written``: each
+        # record carries its row's fourth item, the key's mod revision (see nbdb.spi.Record.written).
+        if written:
+            return [
+                _new_tuple(
+                    Record,
+                    (parts[1], id, None if parts[0] == no_topic else parts[0], row[2], row[1], None, row[3] or None),
+                )
+                for row, parts, id in zip(kept, heads, ids, strict=True)
+            ]
         return [
-            _new_tuple(Record, (parts[1], id, None if parts[0] == no_topic else parts[0], row[2], row[1], None))
+            _new_tuple(Record, (parts[1], id, None if parts[0] == no_topic else parts[0], row[2], row[1], None, None))
             for row, parts, id in zip(kept, heads, ids, strict=True)
         ]
 
@@ -462,6 +475,7 @@ def plan_commit(
     """
 
     layout = backend.layout
+    written = backend.records_written
     plan = Plan()
     conditions, puts, versions, indexes = plan.conditions, plan.puts, plan.versions, plan.indexes
     olds: list[Index] = []
@@ -502,7 +516,11 @@ def plan_commit(
                     raise rules.not_found(me)
                 # A delete of whatever version removes a damaged record too (the way to be rid of it).
                 expect = rules.stored_version(me, current.version) if isinstance(op, Put) else current.version
-            conditions.append(_new_tuple(VersionIs, (okey, expect)))
+            if op.expect_written is not None and written:
+                # The copy's write, exactly (see WrittenAt): its version, and no re-creation of the id since.
+                conditions.append(_new_tuple(WrittenAt, (okey, op.expect_written)))
+            else:
+                conditions.append(_new_tuple(VersionIs, (okey, expect)))
             versions.append(expect + 1 if isinstance(op, Put) else 0)
         olds.append(was)
         if isinstance(op, Put):
@@ -654,6 +672,8 @@ def diagnose(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.Tran
             raise rules.not_found(me, "deleted concurrently?")
         if op.expect_version not in (ANY_VERSION, rules.stored_version(me, record.version)):
             raise rules.stale(me, record.version, op.expect_version)
+        if rules.written_differs(op.expect_written, record.written):
+            raise rules.recreated(me, record.version)
     for op in ops:
         if not isinstance(op, Put):
             continue

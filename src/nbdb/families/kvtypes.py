@@ -25,6 +25,7 @@ __all__ = [
     "LeaseHeld",
     "PrefixUnchangedSince",
     "VersionIs",
+    "WrittenAt",
     "write_count",
 ]
 
@@ -74,6 +75,19 @@ class VersionIs(NamedTuple):
     version: int
 
 
+class WrittenAt(NamedTuple):
+    """The key is present and its last write was at ``revision`` (its mod revision is ``revision``).
+
+    A compare-and-swap of a copy that knows the revision that wrote it (:attr:`nbdb.spi.Put.expect_written`),
+    in place of its ``VersionIs``: revisions only grow and a commit writes a key once, so the key's mod
+    revision names the version the copy holds, and a key deleted and created again since has a later one
+    whatever its version. Only stores with ``capabilities.cas_across_recreate`` are sent one.
+    """
+
+    key: str
+    revision: int
+
+
 class Exists(NamedTuple):
     """The key is present."""
 
@@ -94,7 +108,7 @@ class LeaseHeld(NamedTuple):
     token: bytes
 
 
-Condition = VersionIs | Exists | PrefixUnchangedSince | LeaseHeld
+Condition = VersionIs | Exists | PrefixUnchangedSince | LeaseHeld | WrittenAt
 """A commit's condition. Named tuples, built several times per write (a frozen dataclass took 2.5 times
 as long); tell them apart by type (``isinstance``), never by ``==``: a tuple's equality ignores its class."""
 

@@ -199,6 +199,23 @@ def stale(key: RefKey, stored: int, expected: int) -> errors.ConflictError:
     return errors.ConflictError(f"{_name(key)} is at version {stored}, not {expected}: re-read it and retry", key=key)
 
 
+def recreated(key: RefKey, version: int) -> errors.ConflictError:
+    """A compare-and-swap of a copy of an earlier creation of the id: deleted and created again since."""
+    return errors.ConflictError(
+        f"{_name(key)} was deleted and created again since this copy was read (the new one is at version"
+        f" {version}): re-read it and retry",
+        key=key,
+    )
+
+
+def written_differs(expected: int | None, stored: int | None) -> bool:
+    """Whether a write of a copy written at revision ``expected`` must be refused by a record written at ``stored``.
+
+    Unknown on either side (None: a copy built by hand) compares nothing (the version alone decides).
+    """
+    return expected is not None and stored is not None and expected != stored
+
+
 def stored_version(key: RefKey, stored: object) -> int:
     """``stored``, the version a store holds for ``key``; CorruptRecordError unless it is a whole number >= 0.
 

@@ -290,6 +290,12 @@ class Model(BaseModel):
     # reads them); the shared marker DECODED for a decoded copy, and for a
     # copy derived with replace() that changes none of its references or
     # unique values (its own values are the stored ones: derived on demand);
+    # a decoded copy whose record says which revision wrote it
+    # (nbdb.spi.Record.written) holds a dict of it alone ("_written"), a copy
+    # derived with replace() keeps its source's ("_written", or its source's
+    # "_revision"): update() and delete() send it with the version, so a copy
+    # of an object deleted and created again since is refused whatever its
+    # version (nbdb.spi.Put.expect_written);
     # for a copy returned by a write, a dict of the revision of its commit
     # ("_revision") alone: its own values are the stored ones too, and a
     # dict holding only an int is one CPython never tracks (the references it
@@ -482,6 +488,12 @@ class Model(BaseModel):
                 freeze_lineage(new)
         else:
             lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
+        if private and "version" not in changes:
+            # The revision that wrote the copy it comes from (a write's result: its commit's; a decoded
+            # copy: its record's): its compare-and-swap checks it.
+            written = private.get("_revision") or private.get("_written")
+            if written is not None:
+                lineage = {"_written": written} if lineage is DECODED else {**lineage, "_written": written}
         object.__setattr__(new, "__pydantic_private__", lineage)
         if self.__pydantic_extra__:  # the fields of a newer model this copy was read with (see codec.encode)
             object.__setattr__(new, "__pydantic_extra__", self.__pydantic_extra__)

@@ -30,6 +30,7 @@ from nbdb.families.kv import (
     LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
+    WrittenAt,
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import TOPIC_PROBES, outside_tables, wildcard_split
@@ -220,6 +221,9 @@ def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
         return wire.compare(condition.key.encode(), wire.TARGET_VERSION, wire.CMP_EQUAL, condition.version)
     if isinstance(condition, Exists):
         return wire.compare(condition.key.encode(), wire.TARGET_VERSION, wire.CMP_GREATER, 0)
+    if isinstance(condition, WrittenAt):
+        # The key's mod_revision (0 when absent: unequal), in place of its version's compare: one compare still.
+        return wire.compare(condition.key.encode(), wire.TARGET_MOD, wire.CMP_EQUAL, condition.revision)
     if isinstance(condition, LeaseHeld):
         # The lock's key holds the holder's token while its lease lives (an absent key compares unequal).
         return wire.compare(lock_key(condition.name).encode(), wire.TARGET_VALUE, wire.CMP_EQUAL, condition.token)
@@ -251,6 +255,7 @@ class EtcdBackend(KeyValueBackend):
         pages=True,
         max_txn_ops=128,
         max_txn_bytes=1_400_000,
+        cas_across_recreate=True,
         notes="A transaction is one etcd Txn, so it is limited by the server's --max-txn-ops (128 by default) "
         "and --max-request-bytes (1.5 MiB); max_txn_ops counts as etcd does, nested transactions included: "
         "a commit's writes nest and the absence checks of its creates merge into key ranges, so one transaction "

@@ -101,6 +101,7 @@ class MemoryBackend(Backend):
         fencing=True,
         expiry=Expiry.REAPER,
         pages=True,
+        cas_across_recreate=True,
         notes="In-process only: data, locks and ids are shared by the Database objects of one process "
         "that connect to the same memory://NAME. Reads share the object each write validated.",
     )

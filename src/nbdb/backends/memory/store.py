@@ -251,7 +251,7 @@ class MemoryStore:
                 if part is None:
                     part = parts[(topic, table)] = {}
                     made_parts.append((topic, table))
-            new = _new_tuple(StoredRecord, (table, id, topic, 1, op.data, op.value))
+            new = _new_tuple(StoredRecord, (table, id, topic, 1, op.data, op.value, rev))
             records[key] = new
             part[number] = new
             refs = op.refs
@@ -328,6 +328,9 @@ class MemoryStore:
             current = records.get(key)
             if current is None or current.version != op.expect_version or current.topic != op.topic:
                 return None
+            expected = op.expect_written
+            if expected is not None and expected != current[6]:
+                return None  # a copy of an object deleted and created again since: check() refuses it
             refs = op.refs
             old = stored_refs.get(key, _NO_REFS)
             if refs is not old and refs != old:
@@ -363,7 +366,7 @@ class MemoryStore:
                 part_table, part_topic = table, topic
                 part = parts[(topic, table)]  # the objects are stored: so is their part
             old = records[key]
-            new = _new_tuple(StoredRecord, (table, id, topic, version, op.data, op.value))
+            new = _new_tuple(StoredRecord, (table, id, topic, version, op.data, op.value, rev))
             records[key] = new
             part[number] = new
             refs = op.refs
@@ -384,6 +387,9 @@ class MemoryStore:
             raise rules.topic_changed((op.table, op.id), current.topic, op.topic)
         if op.expect_version not in (ANY_VERSION, current.version):
             raise rules.stale((op.table, op.id), current.version, op.expect_version)
+        expected = op.expect_written  # (rules.written_differs, inline: every record here knows its revision)
+        if expected is not None and expected != current[6]:
+            raise rules.recreated((op.table, op.id), current.version)
 
     def check(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOp], list[int]]:
         """Every rule of the commit, against the current state: the ops to apply and their versions.
@@ -474,7 +480,7 @@ class MemoryStore:
                 part = parts.get((topic, table))  # type: ignore[assignment]
                 if part is None:
                     part = parts[(topic, table)] = {}
-            new = _new_tuple(StoredRecord, (table, id, topic, 1, op.data, op.value))
+            new = _new_tuple(StoredRecord, (table, id, topic, 1, op.data, op.value, rev))
             records[key] = new
             part[number] = new
             refs = op.refs
@@ -525,7 +531,7 @@ class MemoryStore:
             if part is None:
                 part = parts[(op.topic, op.table)] = {}
             if type(op) is Put:
-                new = _new_tuple(StoredRecord, (op.table, op.id, op.topic, version, op.data, op.value))
+                new = _new_tuple(StoredRecord, (op.table, op.id, op.topic, version, op.data, op.value, rev))
                 records[key] = new
                 part[key[1]] = new
                 refs = op.refs

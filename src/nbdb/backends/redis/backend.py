@@ -44,6 +44,7 @@ from nbdb.families.kv import (
     LeaseHeld,
     PrefixUnchangedSince,
     VersionIs,
+    WrittenAt,
 )
 from nbdb.families.kvgroup import Outcome
 from nbdb.families.kvplan import wildcard_split
@@ -77,6 +78,7 @@ class RedisBackend(ChangeLogBackend):
         unique=True,
         fencing=True,
         expiry=Expiry.REAPER,
+        cas_across_recreate=True,
         notes=(
             "Durable only with appendonly yes (appendfsync always: every acknowledged write; everysec: up to "
             "about a second can be lost on a crash). Without persistence a restart loses everything and "
@@ -800,6 +802,9 @@ def _payload(
         elif isinstance(condition, PrefixUnchangedSince):
             key, number = condition.prefix.encode(), str(condition.revision).encode()
             add((*_KIND_PREFIX, head(len(key)), key, head(len(number)), number))
+        elif isinstance(condition, WrittenAt):
+            key, number = condition.key.encode(), str(condition.revision).encode()
+            add((*_KIND_W, head(len(key)), key, head(len(number)), number))
         elif isinstance(condition, LeaseHeld):
             key = lock_key(condition.name).encode()
             add((*_KIND_L, head(len(key)), key, head(len(condition.token)), condition.token))
@@ -822,6 +827,7 @@ def _framed(field: bytes) -> tuple[bytes, bytes]:
 
 
 _KIND_V, _KIND_E, _KIND_PREFIX, _KIND_L = _framed(b"v"), _framed(b"e"), _framed(b"p"), _framed(b"l")
+_KIND_W = _framed(b"w")
 _KIND_PUT, _KIND_CREATE, _KIND_DELETE, _EMPTY = _framed(b"P"), _framed(b"C"), _framed(b"D"), _framed(b"")
 _NEVER_RANGED = _framed(b"-1")
 """The range root of a key only ever read by name, framed once."""

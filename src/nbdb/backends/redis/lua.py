@@ -580,9 +580,10 @@ _COMMIT_LEAN_UPDATE = _fill(
 -- its index i/<table>/<id> share the hash k:i/<table>/<id> (see loc below).
 local OKEY = __OKEY__
 
--- 'v key n' and 'P key value 0' of an object key, n > 0: first, and not a function (the other
--- paths' closures, made at each run of the script, come after it).
-if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARGV[9] == ARGV[6] and OBJ == 'o/' then
+-- 'v key n' (or 'w key m': last written at revision m) and 'P key value 0' of an object key, n > 0:
+-- first, and not a function (the other paths' closures, made at each run of the script, come after it).
+if #ARGV == 11 and (ARGV[5] == 'v' or ARGV[5] == 'w') and ARGV[8] == 'P' and ARGV[11] == '0' and ARGV[9] == ARGV[6]
+  and OBJ == 'o/' then
   local key, value, expect = ARGV[6], ARGV[10], tonumber(ARGV[7])
   local topic, tbl, oid = key:match(OKEY)
   -- From 2^53 a version is no Lua number exactly (its next one rounds back to it): the general
@@ -590,9 +591,14 @@ if #ARGV == 11 and ARGV[5] == 'v' and ARGV[8] == 'P' and ARGV[11] == '0' and ARG
   if topic and expect and expect > 0 and expect < 9007199254740992 then
     local h = P .. 'k:i/' .. tbl .. '/' .. oid
     -- The object's fields answer only for its topic (see loc).
-    local r = redis.call('HMGET', h, 'ov', 'on', 'ot')
+    local r = redis.call('HMGET', h, 'ov', 'on', 'ot', 'om')
     local ver = r[3] == topic and tonumber(r[2])
-    if ver ~= expect then return {0} end
+    if ARGV[5] == 'w' then
+      -- The copy's write, by its revision (the mod revision 'om'): a version from 2^53 fails, as 'v' does.
+      if not ver or ver <= 0 or ver >= 9007199254740992 or tonumber(r[4]) ~= expect then return {0} end
+    elseif ver ~= expect then
+      return {0}
+    end
     local vers = str(ver + 1)
     -- Not created nor deleted: no directory set changes; the revision of its directories (as
     -- touched() below, written out: that closure would cost the update more than the line).
@@ -695,7 +701,7 @@ end
 # One object's delete.
 _COMMIT_LEAN_DELETE = _fill(
     r"""
--- 'v key n' (n > 0), 'p r/<table>/<id>/ 0' (no referrer left), 'D key 0', 'D i/<table>/<id> -1'
+-- 'v key n' (n > 0, or 'w key m'), 'p r/<table>/<id>/ 0' (no referrer left), 'D key 0', 'D i/<table>/<id> -1'
 -- of an object key, then 'D' of its reverse references (r/...) and unique claims (u/... -1),
 -- which, like the index, are removed unread (see 'blind' in the general path).
 local function delete()
@@ -723,8 +729,12 @@ local function delete()
     end
   end
   local h = P .. 'k:i/' .. tbl .. '/' .. oid
-  local r = redis.call('HMGET', h, 'ov', 'on', 'ot')
-  if (r[3] == topic and tonumber(r[2])) ~= expect then return {0} end
+  local r = redis.call('HMGET', h, 'ov', 'on', 'ot', 'om')
+  if ARGV[5] == 'w' then  -- 'w key m': the object's last write was at revision m
+    if not (r[3] == topic and tonumber(r[2])) or tonumber(r[4]) ~= expect then return {0} end
+  elseif (r[3] == topic and tonumber(r[2])) ~= expect then
+    return {0}
+  end
   -- The referrers' hash (none left) and the topic's stream (named twice: count // 2 whether it
   -- exists, see revision) in one EXISTS.
   local s = P .. 'log:' .. topic
@@ -1010,7 +1020,7 @@ end
 _COMMIT_LEAN_DISPATCH = r"""
 if OBJ == 'o/' then
   local kind, got = ARGV[5], nil
-  if kind == 'v' then
+  if kind == 'v' or kind == 'w' then
     got = delete()
   elseif kind == 'P' or kind == 'e' then
     got = create()
@@ -1253,6 +1263,12 @@ for i = 1, #conds do
     end
   elseif kind == 'l' then
     if redis.call('GET', a) ~= b then return {0} end
+  elseif kind == 'w' then
+    -- The key holds a value (of the topic its key names) last written at revision b (its mod revision field).
+    local w = place(a)
+    if w[6] or not w[4] or not load(a) or tonumber(redis.call('HGET', w[1], w[4])) ~= tonumber(b) then
+      return {0}
+    end
   else
     local since = tonumber(b)
     local gh, filter = group(a)
@@ -1525,6 +1541,7 @@ return {1, rev}
 # ARGV: P, object prefix, token, history, then the commit's items, each a one-letter
 # kind followed by its fields, one argument each:
 #   v key version | e key '' | p prefix revision     conditions
+#   w key revision                                    (the key's last write was at revision)
 #   l lease-key token                                 (a lease key is a full Redis key)
 #   P key value root                                 a put
 #   C key value root                                 a put of a key expected absent

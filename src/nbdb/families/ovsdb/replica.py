@@ -514,7 +514,7 @@ class Replica:
                     break
                 new = change.new
                 if new is not None and new.value is not None:
-                    plain = records.get((change.table, change.id.int)) or _new_tuple(Record, (*new[:5], None))
+                    plain = records.get((change.table, change.id.int)) or _new_tuple(Record, (*new[:5], None, None))
                     history[i] = _new_tuple(RecordChange, (*change[:4], plain, *change[5:]))
 
     # ---------------------------------------------------------------- the monitor's side
@@ -734,7 +734,7 @@ class Replica:
                 # readers decoding into its model share (nbdb.codec.decode) rather than validate it
                 # again. Only that hand-over (see _drop_values): the records (a list, a cache's load)
                 # and the kept history (a watch's poll) hold the bytes alone.
-                shared = _new_tuple(Record, (table, id, doc.topic, version, doc.data, value))
+                shared = _new_tuple(Record, (table, id, doc.topic, version, doc.data, value, None))
                 out.append(_new_tuple(RecordChange, (table, id, new.topic, old, shared, revision, synthetic)))
                 self._carrying = True
             else:

@@ -177,6 +177,8 @@ def scan(
         # Nothing to undo (the usual case): the rows as read, straight into records.
         for table, rows in zip(tables, part_rows, strict=True):
             live = [row for row in rows if row.version is not None]  # not a partition's static row alone
-            records.extend([_new(Record, (table, row.id, topic, row.version, row.data or b"", None)) for row in live])
+            records.extend(
+                [_new(Record, (table, row.id, topic, row.version, row.data or b"", None, None)) for row in live]
+            )
             p.remember_all(table, list(map(_ID, live)), part)
     return Snapshot(records, revision)

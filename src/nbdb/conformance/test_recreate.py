@@ -1,0 +1,226 @@
+"""Compare-and-swap across a delete and a re-create of one id (the ABA problem).
+
+An id deleted and created again (an id a controller derives from its sources, ``may_exist``, ``nbdb copy``)
+starts at version 1 again. A copy of the deleted object is stale all the same: on a store that declares
+``cas_across_recreate`` its ``update`` and ``delete`` raise ConflictError, even once the new object has
+reached the copy's version, and the new object is left as it is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.conformance.kit import KitChild, KitParent, KitWeakGroup, eventually
+
+pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
+
+
+@pytest.fixture
+def recreating(db: nbdb.Database) -> nbdb.Database:
+    if not db.capabilities.cas_across_recreate:
+        pytest.skip(f"{type(db.backend).__name__} declares cas_across_recreate=False (version-only compare)")
+    return db
+
+
+def _recreated(db: nbdb.Database) -> tuple[KitParent, KitParent, KitParent]:
+    """(a write's copy of the first object, a read copy of it, the object created again under its id)."""
+    first = db.create(KitParent(name="first"))
+    read = db.get(KitParent, first.id)
+    db.delete(read)
+    again = db.create(KitParent(id=first.id, name="again"))
+    assert (first.version, read.version, again.version) == (1, 1, 1)  # versions do not tell them apart
+    return first, read, again
+
+
+def _untouched(db: nbdb.Database, again: KitParent) -> None:
+    assert db.get(KitParent, again.id) == again
+
+
+def test_stale_copy_of_deleted_object_cannot_update_or_delete_the_new_one(recreating: nbdb.Database) -> None:
+    db = recreating
+    first, read, again = _recreated(db)
+    for stale in (first, read):
+        with pytest.raises(nbdb.ConflictError):
+            db.update(stale.replace(size=7))
+        _untouched(db, again)
+        with pytest.raises(nbdb.ConflictError):
+            db.delete(stale)
+        _untouched(db, again)
+    # The new object's own copies still write, and a copy built by hand compares its version only.
+    moved = db.update(db.get(KitParent, again.id).replace(size=1))
+    assert moved.version == 2
+    assert db.update(KitParent(id=again.id, name="by hand", version=2)).version == 3
+
+
+def test_stale_copy_at_the_new_objects_later_version_is_refused(recreating: nbdb.Database) -> None:
+    db = recreating
+    first = db.create(KitParent(name="first"))
+    second = db.update(first.replace(size=1))  # version 2 of the first object
+    db.delete(second)
+    again = db.update(db.create(KitParent(id=first.id, name="again")).replace(size=2))  # version 2 again
+    with pytest.raises(nbdb.ConflictError):
+        db.update(second.replace(size=9))
+    with pytest.raises(nbdb.ConflictError):
+        db.delete(second)
+    _untouched(db, again)
+
+
+def test_stale_copy_of_deleted_object_is_refused_in_a_transaction(recreating: nbdb.Database) -> None:
+    db = recreating
+    first, read, again = _recreated(db)
+    other = db.create(KitParent(name="other"))
+    for stale in (first, read):
+        with pytest.raises(nbdb.ConflictError):
+            with db.transaction() as txn:
+                txn.update(other.replace(size=1))
+                txn.update(stale.replace(size=7))
+        with pytest.raises(nbdb.ConflictError):
+            with db.transaction() as txn:
+                txn.update(other.replace(size=1))
+                txn.delete(stale)
+        _untouched(db, again)
+        assert db.get(KitParent, other.id) == other  # all or nothing
+    # A transaction's results are copies that write, as a write's are.
+    with db.transaction() as txn:
+        txn.update(db.get(KitParent, again.id).replace(size=3))
+    (result,) = txn.results
+    assert result is not None
+    assert db.update(result.replace(size=4)).version == 3
+
+
+def test_stale_weak_referrer_is_refused_when_its_transaction_drops_a_member(recreating: nbdb.Database) -> None:
+    # The transaction deletes a member of the stale copy: its update is planned again without that
+    # member, and that plan still names the write the caller's copy came from.
+    db = recreating
+    parent = db.create(KitParent(name="p"))
+    gone = db.create(KitChild(parent=parent.id, name="gone"))
+    first = db.create(KitWeakGroup(members=[gone.id]))
+    db.delete(first)
+    again = db.create(KitWeakGroup(id=first.id, members=[gone.id]))
+    with pytest.raises(nbdb.ConflictError):
+        with db.transaction() as txn:
+            txn.delete(gone)
+            txn.update(first.replace(pinned=gone.id))
+    assert db.get(KitWeakGroup, first.id) == again
+    assert db.get(KitChild, gone.id) == gone
+
+
+def test_cached_copy_of_deleted_object_cannot_write_the_new_one(recreating: nbdb.Database) -> None:
+    db = recreating
+    with db.cache(KitParent) as cache:
+        assert cache.wait_synced(15)
+        first = db.create(KitParent(name="first"))
+        assert eventually(lambda: cache.get(KitParent, first.id) is not None)
+        cached = cache.get(KitParent, first.id)
+        assert cached is not None
+        db.delete(db.get(KitParent, first.id))
+        again = db.create(KitParent(id=first.id, name="again"))
+        assert eventually(lambda: (got := cache.get(KitParent, first.id)) is not None and got.name == "again")
+        with pytest.raises(nbdb.ConflictError):
+            db.update(cached.replace(size=7))
+        with pytest.raises(nbdb.ConflictError):
+            db.delete(cached)
+        _untouched(db, again)
+        # The cache's copy of the new object writes (a controller updates the copy its cache handed it).
+        fresh = cache.get(KitParent, first.id)
+        assert fresh is not None
+        assert db.update(fresh.replace(size=1)).version == 2
+
+
+def test_listed_and_watched_copies_of_deleted_object_are_stale(recreating: nbdb.Database) -> None:
+    db = recreating
+    start = db.list(KitParent).revision
+    first = db.create(KitParent(name="first"))
+    listed = next(o for o in db.list(KitParent) if o.id == first.id)
+    events: list[Any] = []
+
+    def polled() -> bool:
+        events.extend(watch.poll(0.2))
+        return any(e.id == first.id for e in events)
+
+    with db.watch(KitParent, since=start) as watch:
+        assert eventually(polled)
+    watched = next(e.new for e in events if e.new is not None and e.id == first.id)
+    db.delete(listed)
+    again = db.create(KitParent(id=first.id, name="again"))
+    for stale in (listed, watched):
+        with pytest.raises(nbdb.ConflictError):
+            db.update(stale.replace(size=7))
+        with pytest.raises(nbdb.ConflictError):
+            db.delete(stale)
+    _untouched(db, again)
+
+
+def _update(db: nbdb.Database, obj: KitParent) -> KitParent:
+    return db.update(obj.replace(size=obj.size + 1))
+
+
+# Two holders create, delete, re-read and update one id in any order: a write of a copy
+# succeeds exactly when it is of the object stored now, at its version (a model of the
+# store says which), and a copy of an earlier creation never writes.
+_STEPS = st.lists(
+    st.tuples(st.sampled_from(["create", "delete", "update", "read"]), st.sampled_from([0, 1])), min_size=1, max_size=14
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_STEPS)
+@example(steps=[("create", 0), ("read", 1), ("delete", 0), ("create", 0), ("update", 1), ("delete", 1)])
+def test_no_copy_of_an_earlier_creation_ever_writes(recreating: nbdb.Database, steps: list[tuple[str, int]]) -> None:
+    db = recreating
+    uid = uuid.uuid4()
+    # The model: which creation of the id is stored (None: absent) and at which version; each holder's
+    # copy as (its creation, its version, the copy itself).
+    stored: list[int | None] = [None, 0]
+    creations = 0
+    held: list[tuple[int, int, KitParent] | None] = [None, None]
+
+    def expect(write: Callable[[], object], holder: int, after: int | None) -> None:
+        copy = held[holder]
+        assert copy is not None
+        current = stored[0] is not None and (copy[0], copy[1]) == (stored[0], stored[1])
+        if current:
+            got = write()
+            if after is None:
+                stored[0:2], held[holder] = [None, 0], None
+            else:
+                assert isinstance(got, KitParent) and got.version == after
+                stored[1] = after
+                held[holder] = (copy[0], after, got)
+            return
+        with pytest.raises((nbdb.ConflictError, nbdb.NotFoundError)):
+            write()
+
+    for action, holder in steps:
+        copy = held[holder]
+        if action == "create" and stored[0] is None:
+            creations += 1
+            made = db.create(KitParent(id=uid, name=f"c{creations}"))
+            stored[0:2] = [creations, 1]
+            held[holder] = (creations, 1, made)
+        elif action == "read" and stored[0] is not None:
+            got = db.get(KitParent, uid)
+            assert got.name == f"c{stored[0]}" and got.version == stored[1]
+            held[holder] = (stored[0], got.version, got)
+        elif action == "update" and copy is not None:
+            obj = copy[2]
+            expect(partial(_update, db, obj), holder, copy[1] + 1)
+        elif action == "delete" and copy is not None:
+            obj = copy[2]
+            expect(partial(db.delete, obj), holder, None)
+        if stored[0] is None:
+            with pytest.raises(nbdb.NotFoundError):
+                db.get(KitParent, uid)
+        else:
+            got = db.get(KitParent, uid)
+            assert (got.name, got.version) == (f"c{stored[0]}", stored[1])
+    if stored[0] is not None:
+        db.delete(KitParent, uid)
