@@ -18,16 +18,28 @@ from nbdb.testing.fixtures import shared_server
 from nbdb.testing.kvmemory import KVMemoryBackend
 
 
-@pytest.fixture(params=["kvmemory", "sqlite", "redis"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[nbdb.Database]:
-    if request.param == "kvmemory":
+@pytest.fixture(scope="module", params=["kvmemory", "sqlite", "redis", "etcd"])
+def kind(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
+    """The backend kind and, for a server's, its URL (one server for the module)."""
+    if request.param in ("kvmemory", "sqlite"):
+        yield request.param, None
+    else:
+        with shared_server(request.param) as server:
+            yield request.param, server.url
+
+
+@pytest.fixture
+def db(kind: tuple[str, str | None], tmp_path: Path) -> Iterator[nbdb.Database]:
+    name, url = kind
+    if name == "kvmemory":
         with Database(KVMemoryBackend()) as database:
             yield database
-    elif request.param == "sqlite":
+    elif name == "sqlite":
         with nbdb.connect(f"sqlite:///{tmp_path / 'db.sqlite'}") as database:
             yield database
     else:
-        with shared_server("redis") as server, nbdb.connect(server.url, namespace=uuid.uuid4().hex) as database:
+        assert url is not None
+        with nbdb.connect(url, namespace=uuid.uuid4().hex) as database:
             yield database
 
 
