@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import nbdb
+from nbdb.api import Database
 from nbdb.families.kv import KeyValueBackend
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import UniqueKey
-from nbdb.api import Database
 from nbdb.testing.fixtures import shared_server
 from nbdb.testing.kvmemory import KVMemoryBackend
 
@@ -47,7 +47,7 @@ def _repair(backend: KeyValueBackend, error: nbdb.CorruptRecordError) -> None:
     """Do what the error says: set the key to the id it names, or delete the key."""
     assert error.key is not None
     message = str(error)
-    if (named := re.search(r"LogicalSwitchPort ([0-9a-f-]{36}) holds the value: set the key to its id", message)):
+    if named := re.search(r"LogicalSwitchPort ([0-9a-f-]{36}) holds the value: set the key to its id", message):
         assert backend.commit_once([], {error.key: named.group(1).encode()}, []) is not None
     else:
         assert "delete the key" in message, message

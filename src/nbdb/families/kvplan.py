@@ -722,9 +722,7 @@ def check_claim_held(
         except errors.CorruptRecordError:  # another damaged record of the table: the holders are not known
             holders = None
         if holders is None:
-            advice = (
-                f"set the key to the id of the {table} whose index holds the value, or delete the key if none does"
-            )
+            advice = f"set the key to the id of the {table} whose index holds the value, or delete the key if none does"
         elif holders:
             advice = (
                 f"{table} {holders[0]} holds the value: set the key to its id"
