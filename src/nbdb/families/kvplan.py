@@ -713,12 +713,52 @@ def check_claim_held(
     """
     again = backend.get_key(claim.key)
     if again is not None and again[1:] == claim[1:]:  # value, version, mod_revision
+        # The advice was "delete the key" whatever: when another tool had pointed the claim away from the
+        # object whose index holds the value, following it freed the value under that holder, and a create
+        # of it then succeeded beside it (two holders). Read which object holds it (an error path: a range
+        # of the table's indexes) and name it, as sqlite's release does.
+        try:
+            holders: list[uuid.UUID] | None = _value_holders(backend, table, claim.key)
+        except errors.CorruptRecordError:  # another damaged record of the table: the holders are not known
+            holders = None
+        if holders is None:
+            advice = f"set the key to the id of the {table} whose index holds the value, or delete the key if none does"
+        elif holders:
+            advice = (
+                f"{table} {holders[0]} holds the value: set the key to its id"
+                if len(holders) == 1
+                else f"{', '.join(map(str, holders))} hold the value: set the key to the id of the one that "
+                "should keep it, and delete or rename the others"
+            )
+        else:
+            advice = f"no {table} holds the value: delete the key to free it"
         raise errors.CorruptRecordError(
-            f"unique key {claim.key!r} names {table} {owner}, which {why}: another writer's "
-            "(delete the key to free the value)",
+            f"unique key {claim.key!r} names {table} {owner}, which {why}: another writer's ({advice})",
             table=table,
             key=claim.key,
         )
+
+
+def _value_holders(backend: KeyValueBackend, table: str, key: str) -> list[uuid.UUID]:
+    """The objects of ``table`` whose index lists the unique value whose claim is ``key``.
+
+    A scan of the table and a read of its indexes: for error paths only. The objects are found by the scan
+    (not a range of the indexes: Redis keeps no directory of them); an index another writer damaged is
+    skipped (it holds nothing a create could collide with).
+    """
+    layout = backend.layout
+    ids = sorted({record.id for record in backend.scan([table], None).records}, key=str)
+    found = []
+    for id, kv in zip(ids, backend.get_keys([layout.index(table, id) for id in ids]), strict=True):
+        if kv is None:
+            continue
+        try:
+            unique = layout.decode_index(kv).unique
+        except errors.CorruptRecordError:
+            continue
+        if any(layout.unique(table, value) == key for value in unique):
+            found.append(id)
+    return found
 
 
 def _owner(value: bytes) -> uuid.UUID | None:

@@ -1,0 +1,94 @@
+"""Following a CorruptRecordError's advice about a unique claim never makes two holders of one value."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import nbdb
+from nbdb.api import Database
+from nbdb.families.kv import KeyValueBackend
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.spi import UniqueKey
+from nbdb.testing.fixtures import shared_server
+from nbdb.testing.kvmemory import KVMemoryBackend
+
+
+@pytest.fixture(scope="module", params=["kvmemory", "sqlite", "redis", "etcd"])
+def kind(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
+    """The backend kind and, for a server's, its URL (one server for the module)."""
+    if request.param in ("kvmemory", "sqlite"):
+        yield request.param, None
+    else:
+        with shared_server(request.param) as server:
+            yield request.param, server.url
+
+
+@pytest.fixture
+def db(kind: tuple[str, str | None], tmp_path: Path) -> Iterator[nbdb.Database]:
+    name, url = kind
+    if name == "kvmemory":
+        with Database(KVMemoryBackend()) as database:
+            yield database
+    elif name == "sqlite":
+        with nbdb.connect(f"sqlite:///{tmp_path / 'db.sqlite'}") as database:
+            yield database
+    else:
+        assert url is not None
+        with nbdb.connect(url, namespace=uuid.uuid4().hex) as database:
+            yield database
+
+
+def _repair(backend: KeyValueBackend, error: nbdb.CorruptRecordError) -> None:
+    """Do what the error says: set the key to the id it names, or delete the key."""
+    assert error.key is not None
+    message = str(error)
+    if named := re.search(r"LogicalSwitchPort ([0-9a-f-]{36}) holds the value: set the key to its id", message):
+        assert backend.commit_once([], {error.key: named.group(1).encode()}, []) is not None
+    else:
+        assert "delete the key" in message, message
+        assert backend.commit_once([], {}, [error.key]) is not None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pointed_at", ["no object", "an object without the value"])
+def test_following_the_advice_about_a_repointed_claim_keeps_one_holder(db: nbdb.Database, pointed_at: str) -> None:
+    # Another tool pointed the claim of "x" away from its holder. The error said "delete the key to free
+    # the value" whatever; done, a create of "x" succeeded beside the holder: two ports named "x".
+    switch = db.create(LogicalSwitch(name="sw"))
+    holder = db.create(LogicalSwitchPort(switch=switch.id, name="x"))
+    other = db.create(LogicalSwitchPort(switch=switch.id, name="y"))
+    backend = db.backend
+    assert isinstance(backend, KeyValueBackend)
+    claim = backend.layout.unique(
+        "LogicalSwitchPort", UniqueKey("name", LogicalSwitchPort.unique_text(("name",), {"name": "x"}))
+    )
+    wrong = uuid.uuid4() if pointed_at == "no object" else other.id
+    assert backend.commit_once([], {claim: str(wrong).encode()}, []) is not None
+    with pytest.raises(nbdb.CorruptRecordError) as corrupt:
+        db.create(LogicalSwitchPort(switch=switch.id, name="x"))
+    _repair(backend, corrupt.value)
+    with pytest.raises(nbdb.UniqueViolationError) as taken:
+        db.create(LogicalSwitchPort(switch=switch.id, name="x"))
+    assert taken.value.existing == holder.id
+    assert [p.id for p in db.list(LogicalSwitchPort) if p.name == "x"] == [holder.id]
+
+
+@pytest.mark.timeout(60)
+def test_a_claim_no_object_holds_is_still_freed_by_deleting_the_key(db: nbdb.Database) -> None:
+    switch = db.create(LogicalSwitch(name="sw"))
+    backend = db.backend
+    assert isinstance(backend, KeyValueBackend)
+    claim = backend.layout.unique(
+        "LogicalSwitchPort", UniqueKey("name", LogicalSwitchPort.unique_text(("name",), {"name": "x"}))
+    )
+    assert backend.commit_once([], {claim: str(uuid.uuid4()).encode()}, []) is not None
+    with pytest.raises(nbdb.CorruptRecordError, match="no LogicalSwitchPort holds the value") as corrupt:
+        db.create(LogicalSwitchPort(switch=switch.id, name="x"))
+    _repair(backend, corrupt.value)
+    created = db.create(LogicalSwitchPort(switch=switch.id, name="x"))
+    assert [p.id for p in db.list(LogicalSwitchPort) if p.name == "x"] == [created.id]
