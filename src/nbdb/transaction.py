@@ -409,7 +409,9 @@ class Transaction:
                     hit = weak[table] = weakly_referenced(table)
                 if hit:
                     found.add((table, s.op.id))
-        doomed = frozenset(found) | known
+        if known:
+            found |= known
+        doomed = frozenset(found)
         if not doomed:
             return doomed
         tables = {table for table, _ in doomed}

@@ -372,15 +372,17 @@ def test_a_transaction_deleting_an_owner_drops_its_owned_objects_from_its_own_wr
     parent = db.create(KitParent(name="p"))
     child, other = db.create(KitChild(parent=parent, name="c")), db.create(KitChild(parent=parent, name="o"))
     owned, kept = db.create(KitOwned(owner=child)), db.create(KitOwned(owner=other))
-    held = db.create(KitOwnedSet(owned=[owned.id, kept.id]))
+    held, mutated = db.create(KitOwnedSet(owned=[owned.id, kept.id])), db.create(KitOwnedSet())
     with db.transaction() as tx:
         tx.update(held.replace(note="x"))
         tx.create(KitOwnedSet(owned=[owned.id], note="new"))
+        tx.mutate(mutated, add={"owned": [owned.id, kept.id]})
         tx.delete(child)
     updated, made = tx.results[0], tx.results[1]
     assert isinstance(updated, KitOwnedSet) and (updated.owned, updated.note) == ([kept.id], "x")
     assert isinstance(made, KitOwnedSet) and made.owned == []
     assert db.get(KitOwnedSet, held.id) == updated and db.get(KitOwnedSet, made.id) == made
+    assert db.get(KitOwnedSet, mutated.id).owned == [kept.id]
     assert [o.id for o in db.list(KitOwned)] == [kept.id]
 
 
