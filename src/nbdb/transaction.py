@@ -166,7 +166,9 @@ class Transaction:
         ``if_exists``: nothing to do, not an error, if it is gone by then.
         Weak references to it are dropped in the commit, as :meth:`nbdb.Database.delete` drops them:
         from the stored referrers, and from this transaction's own writes (which keep their
-        compare-and-swap; ``results`` holds what they stored), as ovsdb-server drops them.
+        compare-and-swap; ``results`` holds what they stored), as ovsdb-server drops them. The objects
+        it owns (``nbdb_owned_by``) go with it, as with a plain delete, and are deleted objects for this
+        transaction's own writes too: an update or mutate of one here becomes its delete (result None).
         """
         if self._finished is not None:
             self._refuse()
