@@ -28,7 +28,7 @@ from nbdb.models.base import Model, RefSpec, all_models, model_for_table, regist
 from nbdb.spi import Backend, Delete, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
-__all__ = ["cascade_ops", "weak_drops", "weakly_referenced", "without_weak"]
+__all__ = ["cascade_ops", "owned_objects", "owns", "weak_drops", "weakly_referenced", "without_weak"]
 
 M = TypeVar("M", bound=Model)
 
@@ -65,6 +65,11 @@ def weakly_referenced(table: str) -> bool:
     """
     weak, owners = _targets()
     return table in weak or table in owners
+
+
+def owns(table: str) -> bool:
+    """Whether a model defined is owned by rows of ``table`` (``nbdb_owned_by``): their deletes take it along."""
+    return table in _targets()[1]
 
 
 def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> list[WriteOp]:
@@ -175,19 +180,23 @@ def without_weak(obj: M, doomed: Set[RefKey]) -> M | None:
         return None
 
 
-def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> list[WriteOp]:
-    """The writes that drop every one of ``roots`` from the weak references of its stored referrers,
-    and delete the objects they own (``nbdb_owned_by``, recursively; their weak referrers lose them too).
+def owned_objects(backend: Backend, roots: Sequence[RefKey]) -> dict[RefKey, Model]:
+    """The stored objects ``roots`` own (``nbdb_owned_by``), recursively, by key: what their deletes take along.
 
-    For a transaction's deletes, planned together (a port group losing two ports it deletes is one
-    update, not two that conflict). Referrers in ``skip`` (the transaction writes them itself) are
-    left to the caller; one that cannot lose a reference is left for the backend to refuse.
+    A transaction asks it once the store refused its deletes, to treat its own writes of them as a
+    plain delete of the owner treats their stored copies (see :class:`nbdb.transaction.Transaction`).
     """
-    level = [(root.table, root.id) for root in roots if weakly_referenced(root.table)]
-    if not level:
-        return []
+    return _owned_and_referrers(backend, roots, frozenset())[0]
+
+
+def _owned_and_referrers(
+    backend: Backend, roots: Sequence[RefKey], skip: Set[RefKey]
+) -> tuple[dict[RefKey, Model], dict[RefKey, Model]]:
+    """The stored objects ``roots`` own, recursively, and the other stored referrers of them and of ``roots``
+    (but those in ``skip``), each by key."""
+    level = [root for root in roots if weakly_referenced(root[0])]
     doomed = set(level)
-    ops: list[WriteOp] = []
+    owned: dict[RefKey, Model] = {}
     referrers: dict[RefKey, Model] = {}
     while level:
         found = backend.referrers_of(level)
@@ -197,20 +206,32 @@ def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> 
             if record is None:
                 continue  # gone since it was listed (see cascade_ops)
             obj = decode(model_for_table(key[0]), record)
-            owned = any(
+            if any(
                 _owning(type(obj), spec) and (spec.target, getattr(obj, spec.field)) in doomed
                 for spec in obj.nbdb_references
-            )
-            if owned:
+            ):
                 doomed.add(key)
-                ops.append(delete_of(obj))
+                owned[key] = obj
+                referrers.pop(key, None)
                 level.append(key)
             else:
                 referrers[key] = obj
-    gone = frozenset(doomed)
-    for key, obj in referrers.items():
-        if key in gone:
-            continue
+    return owned, referrers
+
+
+def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> list[WriteOp]:
+    """The writes that drop every one of ``roots`` from the weak references of its stored referrers,
+    and delete the objects they own (``nbdb_owned_by``, recursively; their weak referrers lose them too).
+
+    For a transaction's deletes, planned together (a port group losing two ports it deletes is one
+    update, not two that conflict). Referrers in ``skip`` (the transaction writes them itself) are
+    left to the caller; one that cannot lose a reference is left for the backend to refuse.
+    """
+    keys = [(root.table, root.id) for root in roots]
+    owned, referrers = _owned_and_referrers(backend, keys, skip)
+    ops: list[WriteOp] = [delete_of(obj) for obj in owned.values()]
+    gone = frozenset([*keys, *owned])
+    for obj in referrers.values():
         new = without_weak(obj, gone)
         if new is not None and new is not obj:
             ops.append(put_of(new, obj.version)[0])

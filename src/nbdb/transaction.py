@@ -11,14 +11,15 @@ from typing import TypeVar, cast
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.cascade import weak_drops, weakly_referenced, without_weak
+from nbdb.cascade import owned_objects, owns, weak_drops, weakly_referenced, without_weak
 from nbdb.commit_context import CommitContext
 from nbdb.models.base import Model, RefSpec, committed_all
 from nbdb.revision import Revision
-from nbdb.spi import Delete, LockHandle, Mutate, Put, RefKey, WriteOp
+from nbdb.spi import ANY_VERSION, Backend, Delete, LockHandle, Mutate, Put, RefKey, WriteOp
 from nbdb.writes import (
     FieldMutation,
     as_stored,
+    delete_of,
     may_take,
     mutate,
     mutate_in_turn,
@@ -57,6 +58,11 @@ class _Step:
     of that object after the first, the first's step, which applies it too (see :meth:`Transaction._unfold_taken`)."""
     then: list[tuple[FieldMutation, FieldMutation]] | None = None
     """The ``(add, remove)`` of the later mutates joined to this one, applied after its own, in turn."""
+
+
+def _delete_instead(put: Put) -> Delete:
+    """The delete of what the update ``put`` writes, at the version it expects (its compare-and-swap kept)."""
+    return Delete(put.table, put.id, put.topic, put.expect_version, put.old_refs, old_unique=put.old_unique)
 
 
 def _members_of(given: object) -> list[object]:
@@ -160,7 +166,9 @@ class Transaction:
         ``if_exists``: nothing to do, not an error, if it is gone by then.
         Weak references to it are dropped in the commit, as :meth:`nbdb.Database.delete` drops them:
         from the stored referrers, and from this transaction's own writes (which keep their
-        compare-and-swap; ``results`` holds what they stored), as ovsdb-server drops them.
+        compare-and-swap; ``results`` holds what they stored), as ovsdb-server drops them. The objects
+        it owns (``nbdb_owned_by``) go with it, as with a plain delete, and are deleted objects for this
+        transaction's own writes too: an update or mutate of one here becomes its delete (result None).
         """
         if self._finished is not None:
             self._refuse()
@@ -278,6 +286,13 @@ class Transaction:
                 if not doomed:
                     raise
                 mine = ops[: len(ops) - len(drops)]
+                taken = self._take_owned(context.backend, mine, doomed)
+                if taken is not None:
+                    # Objects the deleted ones own go too: the weak references the transaction's own writes
+                    # hold to them are dropped, and its own writes of them become their deletes.
+                    doomed, plan_weak, replanned = taken, True, None
+                    log.debug("transaction: the objects its deletes own go with them")
+                    continue
                 own = {(op.table, op.id) for op in mine}
                 plan = weak_drops(context.backend, [op for op in mine if isinstance(op, Delete)], own)
                 if {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
@@ -342,7 +357,41 @@ class Transaction:
         self._steps = []
         self._finished = "committed"
 
-    def _drop_doomed_from_own_writes(self) -> frozenset[RefKey]:
+    def _take_owned(
+        self, backend: Backend, ops: Sequence[WriteOp | Mutate], doomed: frozenset[RefKey]
+    ) -> frozenset[RefKey] | None:
+        """Make the stored objects this transaction's deletes own (``nbdb_owned_by``) part of what it deletes.
+
+        As ovsdb-server collects a row whose last owner goes, whatever the same transaction wrote to it:
+        this transaction's update or mutate of such an object becomes its delete (an update keeps its
+        compare-and-swap), and its own writes lose their weak references to it. A create of a new object
+        for an owner it deletes is left for the store to refuse (a new row must be referenced to stay).
+        Returns the doomed targets with the owned ones, or None if there is none the transaction did
+        not know of.
+        """
+        owners = [(op.table, op.id) for op in ops if isinstance(op, Delete) and owns(op.table)]
+        if not owners:
+            return None  # (no read when no deleted object may own one: a port group's members, say)
+        owned = owned_objects(backend, owners)
+        if owned.keys() <= doomed:
+            return None
+        for index, step in enumerate(self._steps):
+            if isinstance(step, Put):
+                if (step.table, step.id) in owned and step.expect_version != 0:
+                    self._steps[index] = _Step(_delete_instead(step))
+                continue
+            if step.done or step.onto is not None:
+                continue
+            if step.mutation is not None:
+                key = (step.mutation[0].nbdb_table, step.mutation[1])
+                if key in owned:
+                    step.mutation, step.then, step.planned = None, None, None
+                    step.op = delete_of(owned[key], lineage=False)._replace(expect_version=ANY_VERSION)
+            elif isinstance(step.op, Put) and step.op.expect_version != 0 and (step.op.table, step.op.id) in owned:
+                step.op, step.planned = _delete_instead(step.op), None
+        return self._drop_doomed_from_own_writes(doomed | owned.keys())
+
+    def _drop_doomed_from_own_writes(self, known: frozenset[RefKey] = frozenset()) -> frozenset[RefKey]:
         """Drop the targets this transaction deletes from the weak references its own writes hold; return them.
 
         As ovsdb-server does at commit: a write keeping (or adding) a weak reference to an object the
@@ -362,6 +411,8 @@ class Transaction:
                     hit = weak[table] = weakly_referenced(table)
                 if hit:
                     found.add((table, s.op.id))
+        if known:
+            found |= known
         doomed = frozenset(found)
         if not doomed:
             return doomed
@@ -387,7 +438,9 @@ class Transaction:
                     ):  # (members of another shape are left for mutate() to refuse)
                         if spec.field in add:
                             add[spec.field] = [m for m in _members_of(add[spec.field]) if _id_of(m) not in ids]
-                        remove[spec.field] = [*_members_of(remove.get(spec.field)), *ids]
+                        removed = _members_of(remove.get(spec.field))
+                        listed = {_id_of(m) for m in removed}  # (asked again once owned objects join them)
+                        remove[spec.field] = [*removed, *(i for i in ids if i not in listed)]
                 step.mutation = (model, uid, add, remove)
                 continue
             put = step if isinstance(step, Put) else step.op

@@ -342,6 +342,43 @@ def test_a_plain_delete_of_an_owner_takes_its_gateway_and_ha_chassis_along(
         assert db.list(GatewayChassis) == []
 
 
+def test_an_update_of_a_gateway_chassis_in_the_transaction_deleting_its_port_commits_as_on_ovsdb_server(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    # ovsdb-server takes an update of a Gateway_Chassis and the delete of its port in one transaction: the
+    # row goes with its last holder whatever the transaction wrote to it. nbdb refused it (ReferenceError).
+    def port(s: str) -> tuple[LogicalRouterPort, GatewayChassis]:
+        router = db.create(LogicalRouter(name=f"lr-{s}"))
+        lrp = db.create(
+            LogicalRouterPort(router=router, name=f"lrp-{s}", mac="0a:00:00:00:00:01", networks=["10.0.0.1/24"])
+        )
+        return lrp, db.create(GatewayChassis(port=lrp, name=f"gw-{s}", chassis_name=f"ch-{s}", priority=1))
+
+    s = uuid.uuid4().hex[:8]
+    lrp, gw = port(s)
+    where = [["name", "==", f"gw-{s}"]]
+    out = ovsdb_transact(
+        ovsdb_server.members[0].address,
+        [
+            {"op": "update", "table": "Gateway_Chassis", "where": where, "row": {"priority": 5}},
+            {"op": "mutate", "table": "Logical_Router", "where": [["name", "==", f"lr-{s}"]],
+             "mutations": [["ports", "delete", ["uuid", str(lrp.id)]]]},
+            {"op": "delete", "table": "Logical_Router_Port", "where": [["name", "==", f"lrp-{s}"]]},
+        ],
+    )  # fmt: skip
+    assert [o.get("error") for o in out] == [None, None, None]
+    assert nbctl(ovsdb_server, "--bare", "--columns=_uuid", "find", "Gateway_Chassis", f"name=gw-{s}") == ""
+    s = uuid.uuid4().hex[:8]
+    lrp, gw = port(s)
+    with db.transaction() as tx:
+        tx.update(gw.replace(priority=5))
+        tx.delete(lrp)
+    assert tx.results[0] is None
+    assert nbctl(ovsdb_server, "--bare", "--columns=_uuid", "find", "Gateway_Chassis", f"name=gw-{s}") == ""
+    assert nbctl(ovsdb_server, "lrp-list", f"lr-{s}") == ""
+
+
 def test_a_router_port_and_ha_group_ovn_nbctl_made_are_deleted_plainly_leaving_no_chassis_row(
     ovsdb_server: OvsdbServer,  # noqa: F811
     db: nbdb.Database,

@@ -275,3 +275,42 @@ def test_the_lineage_fields_that_may_hold_a_container_are_known() -> None:
     assert LogicalSwitch.nbdb_lineage_containers == ("load_balancer",)
     assert LogicalRouterPort.nbdb_lineage_containers == ("gateway_chassis",)
     assert LogicalSwitchPort.nbdb_lineage_containers == ()  # a port's references are single ids, its name a str
+
+
+# ---------------------------------------------------------------- nbdb_owned_by
+
+
+@pytest.mark.parametrize(
+    ("owned_by", "field"),
+    [
+        ("owner", "takes a tuple"),  # a bare string was a substring test
+        (("onwer",), "'onwer'"),  # a typo owned nothing
+        (("weak",), "'weak'"),  # a plain delete refused, a transaction took the object along
+        (("maybe",), "'maybe'"),
+        (("many",), "'many'"),
+        (("label",), "'label'"),  # no reference at all
+        (("owner", "other"), "more than one owner"),  # went with the first owner deleted
+    ],
+    ids=repr,
+)
+def test_an_owned_by_that_names_no_single_required_strong_reference_is_refused(owned_by: object, field: str) -> None:
+    name = "Owned" + uuid.uuid4().hex[:6]
+    fields: dict[str, Any] = {
+        "owner": Annotated[uuid.UUID, Reference("LogicalSwitch")],
+        "other": Annotated[uuid.UUID, Reference("LogicalSwitch")],
+        "weak": Annotated[uuid.UUID, Reference("LogicalSwitch", weak=True)],
+        "maybe": Annotated[uuid.UUID | None, Reference("LogicalSwitch")],
+        "many": list[Annotated[uuid.UUID, Reference("LogicalSwitch")]],
+        "label": str,
+    }
+    with pytest.raises(nbdb.ValidationError, match=f"{name}.nbdb_owned_by.*{field}"):
+        type(name, (Model,), {"__annotations__": fields, "nbdb_owned_by": owned_by, "maybe": None, "many": []})
+    with pytest.raises(LookupError):
+        model_for_table(name)  # not registered
+
+
+def test_an_owned_by_of_one_required_strong_reference_is_taken() -> None:
+    name = "Owned" + uuid.uuid4().hex[:6]
+    fields = {"owner": Annotated[uuid.UUID, Reference("LogicalSwitch")]}
+    model = type(name, (Model,), {"__annotations__": fields, "nbdb_owned_by": ("owner",)})
+    assert model.nbdb_owned_by == ("owner",) and model_for_table(name) is model

@@ -34,6 +34,8 @@ __all__ = [
     "KitGroup",
     "KitNamed",
     "KitNote",
+    "KitOwned",
+    "KitOwnedSet",
     "KitParent",
     "KitWeakGroup",
     "Watched",
@@ -116,6 +118,16 @@ class KitOwned(Model):
 
     owner: Annotated[UUID, Reference("KitChild")]
     label: str = ""
+
+
+class KitOwnedSet(Model):
+    """Weak references to owned objects (as a chassis list naming gateway chassis): they lose one its
+    owner's delete takes along."""
+
+    nbdb_table: ClassVar[str] = "KitOwnedSet"
+
+    owned: list[Annotated[UUID, Reference("KitOwned", weak=True)]] = Field(default_factory=list)
+    note: str = ""
 
 
 class KitCounter(Model):

@@ -12,7 +12,7 @@ import pytest
 
 import nbdb
 from nbdb.capabilities import Atomicity
-from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitOwned, KitParent, KitWeakGroup
+from nbdb.conformance.kit import KitChild, KitGroup, KitNote, KitOwned, KitOwnedSet, KitParent, KitWeakGroup
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
 
@@ -363,3 +363,51 @@ def test_a_plain_delete_takes_the_objects_its_target_owns_in_its_commit(db: nbdb
     with db.transaction() as tx:
         tx.delete(other)
     assert db.list(KitOwned) == []
+
+
+def test_a_transaction_deleting_an_owner_drops_its_owned_objects_from_its_own_writes(db: nbdb.Database) -> None:
+    """A transaction's own write of a weak referrer of an object its delete takes along (``nbdb_owned_by``)
+    loses that reference in its commit, as a plain delete of the owner drops it from the stored referrer."""
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    child, other = db.create(KitChild(parent=parent, name="c")), db.create(KitChild(parent=parent, name="o"))
+    owned, kept = db.create(KitOwned(owner=child)), db.create(KitOwned(owner=other))
+    held, mutated = db.create(KitOwnedSet(owned=[owned.id, kept.id])), db.create(KitOwnedSet())
+    with db.transaction() as tx:
+        tx.update(held.replace(note="x"))
+        tx.create(KitOwnedSet(owned=[owned.id], note="new"))
+        tx.mutate(mutated, add={"owned": [owned.id, kept.id]})
+        tx.delete(child)
+    updated, made = tx.results[0], tx.results[1]
+    assert isinstance(updated, KitOwnedSet) and (updated.owned, updated.note) == ([kept.id], "x")
+    assert isinstance(made, KitOwnedSet) and made.owned == []
+    assert db.get(KitOwnedSet, held.id) == updated and db.get(KitOwnedSet, made.id) == made
+    assert db.get(KitOwnedSet, mutated.id).owned == [kept.id]
+    assert [o.id for o in db.list(KitOwned)] == [kept.id]
+
+
+def test_a_transaction_s_update_of_an_object_its_delete_takes_along_is_its_delete(db: nbdb.Database) -> None:
+    """An update or mutate of an owned object in the transaction that deletes its owner goes with the owner,
+    as ovsdb-server collects the row whatever the transaction wrote to it; the update keeps its
+    compare-and-swap, and a new object for that owner is still refused."""
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    child = db.create(KitChild(parent=parent, name="c"))
+    updated, mutated = db.create(KitOwned(owner=child)), db.create(KitOwned(owner=child))
+    with pytest.raises(nbdb.ReferenceError), db.transaction() as tx:
+        tx.create(KitOwned(owner=child))
+        tx.delete(child)
+    assert {o.id for o in db.list(KitOwned)} == {updated.id, mutated.id}
+    stale = db.update(updated.replace(label="meanwhile"))
+    with pytest.raises(nbdb.ConflictError), db.transaction() as tx:
+        tx.update(updated.replace(label="x"))
+        tx.delete(child)
+    assert db.get(KitChild, child.id) == child
+    with db.transaction() as tx:
+        tx.update(stale.replace(label="x"))
+        tx.mutate(mutated, add={"external_ids": {"k": "v"}})
+        tx.delete(child)
+    assert tx.results[:2] == [None, None]
+    assert db.list(KitOwned) == []
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(KitChild, child.id)

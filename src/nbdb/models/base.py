@@ -170,6 +170,27 @@ class RefSpec:
         return (value,)
 
 
+def _check_owned_by(cls: type[Model], refs: tuple[RefSpec, ...]) -> None:
+    """ValidationError unless ``cls.nbdb_owned_by`` is a tuple of at most one required single strong reference.
+
+    Unchecked, "port" (a bare string) was a substring test, a typo owned nothing, and a weak reference
+    named there took the child along in a transaction while a plain delete of the owner refused.
+    """
+    owned_by = cls.nbdb_owned_by
+    if not isinstance(owned_by, tuple) or not all(isinstance(name, str) for name in owned_by):
+        raise errors.ValidationError(f"{cls.__name__}.nbdb_owned_by takes a tuple of field names, not {owned_by!r}")
+    if len(owned_by) > 1:
+        # An object held by two owners goes with the first deleted: ovsdb-server keeps it while any holds it.
+        raise errors.ValidationError(f"{cls.__name__}.nbdb_owned_by names more than one owner: {owned_by!r}")
+    specs = {spec.field: spec for spec in refs}
+    for name in owned_by:
+        spec = specs.get(name)
+        if spec is None or spec.many or spec.optional or spec.weak:
+            raise errors.ValidationError(
+                f"{cls.__name__}.nbdb_owned_by names {name!r}, which is not a required single strong reference field"
+            )
+
+
 def _reference_in(metadata: Any) -> Reference | None:
     for item in metadata:
         if isinstance(item, Reference):
@@ -396,6 +417,7 @@ class Model(BaseModel):
                 if name not in cls.model_fields:
                     raise TypeError(f"{cls.__name__}.nbdb_unique names unknown field {name!r}")
         cls.nbdb_unique_fields = unique
+        _check_owned_by(cls, refs)
         held: dict[str, str] = {}
         for name, info in cls.model_fields.items():
             if name in ("id", "version", "topic"):
