@@ -224,3 +224,50 @@ def test_no_copy_of_an_earlier_creation_ever_writes(recreating: nbdb.Database, s
             assert (got.name, got.version) == (f"c{stored[0]}", stored[1])
     if stored[0] is not None:
         db.delete(KitParent, uid)
+
+
+def _txn_update(db: nbdb.Database, obj: KitParent) -> None:
+    with db.transaction() as txn:
+        txn.update(obj)
+
+
+def _txn_delete(db: nbdb.Database, obj: KitParent) -> None:
+    with db.transaction() as txn:
+        txn.delete(obj)
+
+
+_WRITES: dict[str, Callable[[nbdb.Database, KitParent], Any]] = {
+    "update": lambda db, obj: db.update(obj),
+    "delete": lambda db, obj: db.delete(obj),
+    "txn update": _txn_update,
+    "txn delete": _txn_delete,
+}
+
+
+@pytest.mark.parametrize("write", sorted(_WRITES))
+def test_copy_whose_version_was_changed_by_model_copy_is_compared_by_version(db: nbdb.Database, write: str) -> None:
+    """A copy carries the revision that wrote it, stamped with the version it wrote: a copy whose version was
+    changed since (pydantic's ``model_copy(update={"version": ...})``) is refused unless the version is the
+    stored one, on every store (the revision compared in place of the version would let it through)."""
+    obj = db.create(KitParent(name="versioned"))
+    obj = db.update(obj.replace(size=1))  # version 2, committed at a revision of its own
+    sources = {"written": obj, "read": db.get(KitParent, obj.id), "listed": next(o for o in db.list(KitParent) if o.id == obj.id)}
+    for source, copy in sources.items():
+        for version in (1, 3, 7):
+            wrong = copy.model_copy(update={"version": version, "size": 5})
+            with pytest.raises(nbdb.ConflictError):
+                _WRITES[write](db, wrong)
+            stored = db.get(KitParent, obj.id)
+            assert (stored.version, stored.size) == (2, 1), (source, version)
+    # The stored version again (a copy at it): compared, it writes, and says the version it stored.
+    right = sources["read"].model_copy(update={"version": 1}).model_copy(update={"version": 2, "size": 9})
+    if write.endswith("delete"):
+        _WRITES[write](db, right)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(KitParent, obj.id)
+    elif write == "update":
+        assert db.update(right).version == db.get(KitParent, obj.id).version == 3
+    else:
+        with db.transaction() as txn:
+            txn.update(right)
+        assert [r.version for r in txn.results if r is not None] == [db.get(KitParent, obj.id).version] == [3]
