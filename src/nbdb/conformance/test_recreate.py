@@ -113,6 +113,26 @@ def test_stale_weak_referrer_is_refused_when_its_transaction_drops_a_member(recr
     assert db.get(KitChild, gone.id) == gone
 
 
+def test_copy_the_store_rewrote_itself_is_stale_once_its_object_is_created_again(recreating: nbdb.Database) -> None:
+    # Deleting a member makes the store drop it from a weak referrer: a copy of the referrer read then
+    # was written by no caller of this process's Database, and still names that write.
+    db = recreating
+    parent = db.create(KitParent(name="p"))
+    member = db.create(KitChild(parent=parent.id, name="member"))
+    group = db.create(KitWeakGroup(members=[member.id]))
+    db.delete(member)
+    stale = db.get(KitWeakGroup, group.id)
+    assert (stale.version, stale.members) == (2, [])
+    db.delete(stale)
+    again = db.create(KitWeakGroup(id=group.id, members=[]))
+    again = db.update(again.replace(pinned=None))
+    assert again.version == stale.version  # the versions do not tell them apart
+    for write in (lambda: db.update(stale.replace(members=[])), lambda: db.delete(stale)):
+        with pytest.raises(nbdb.ConflictError):
+            write()
+    assert db.get(KitWeakGroup, group.id) == again
+
+
 def test_cached_copy_of_deleted_object_cannot_write_the_new_one(recreating: nbdb.Database) -> None:
     db = recreating
     with db.cache(KitParent) as cache:

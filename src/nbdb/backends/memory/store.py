@@ -29,7 +29,7 @@ from nbdb.codec import encode
 from nbdb.families import rules
 from nbdb.families.history import trim_history
 from nbdb.families.lease import LeaseTable
-from nbdb.models.base import Model
+from nbdb.models.base import DECODED, Model
 from nbdb.spi import ANY_VERSION, CommitResult, Deferred, Delete, Put, Record, RecordChange, RefKey, UniqueKey, WriteOp
 
 __all__ = ["DEFAULT_HISTORY", "Key", "MemoryStore", "StoredRecord", "UniqueSlot", "key_of", "ref_of", "unique_slot"]
@@ -122,7 +122,28 @@ class MemoryStore:
     # ---------------------------------------------------------------- commits (caller holds lock)
 
     def commit(self, ops: Sequence[WriteOp]) -> CommitResult:
-        """Check ``ops`` against the current state and apply them at the next revision, all or nothing."""
+        """Check ``ops`` against the current state and apply them at the next revision, all or nothing.
+
+        Each copy installed is stamped with its commit's revision and this store's token (see
+        :meth:`nbdb.models.base.Model.committed_at`), under the lock, before any reader is handed it:
+        a copy the store writes itself (a weak reference dropped, an owned object's delete) is
+        stamped by no writer after, and an unstamped copy's compare-and-swap would hold its version
+        only (an object deleted and created again since would take its write). The writer's stamp
+        sets the same values again.
+        """
+        result = self._commit(ops)
+        rev, token = result.revision, self.token
+        for op, version in zip(ops, result.versions, strict=True):
+            if version and type(op) is Put:
+                value = op.value
+                if value is not None:
+                    private = value.__pydantic_private__  # type: ignore[attr-defined]  # a stored copy
+                    if type(private) is dict and private is not DECODED:
+                        private["_store"] = token
+                        private["_revision"] = rev
+        return result
+
+    def _commit(self, ops: Sequence[WriteOp]) -> CommitResult:
         if len(ops) == 1:
             # One object, the common write: its rules need no transaction shape.
             op = ops[0]
