@@ -271,7 +271,11 @@ def test_copy_whose_version_was_changed_by_model_copy_is_compared_by_version(db:
     stored one, on every store (the revision compared in place of the version would let it through)."""
     obj = db.create(KitParent(name="versioned"))
     obj = db.update(obj.replace(size=1))  # version 2, committed at a revision of its own
-    sources = {"written": obj, "read": db.get(KitParent, obj.id), "listed": next(o for o in db.list(KitParent) if o.id == obj.id)}
+    sources = {
+        "written": obj,
+        "read": db.get(KitParent, obj.id),
+        "listed": next(o for o in db.list(KitParent) if o.id == obj.id),
+    }
     for source, copy in sources.items():
         for version in (1, 3, 7):
             wrong = copy.model_copy(update={"version": version, "size": 5})
