@@ -96,13 +96,18 @@ def test_stale_copy_of_deleted_object_is_refused_in_a_transaction(recreating: nb
     assert db.update(result.replace(size=4)).version == 3
 
 
+def _weak_group(db: nbdb.Database) -> tuple[KitChild, KitWeakGroup]:
+    """A child (of a new parent) and a group holding it as a weak member."""
+    parent = db.create(KitParent(name="p"))
+    child = db.create(KitChild(parent=parent.id, name="member"))
+    return child, db.create(KitWeakGroup(members=[child.id]))
+
+
 def test_stale_weak_referrer_is_refused_when_its_transaction_drops_a_member(recreating: nbdb.Database) -> None:
     # The transaction deletes a member of the stale copy: its update is planned again without that
     # member, and that plan still names the write the caller's copy came from.
     db = recreating
-    parent = db.create(KitParent(name="p"))
-    gone = db.create(KitChild(parent=parent.id, name="gone"))
-    first = db.create(KitWeakGroup(members=[gone.id]))
+    gone, first = _weak_group(db)
     db.delete(first)
     again = db.create(KitWeakGroup(id=first.id, members=[gone.id]))
     with pytest.raises(nbdb.ConflictError):
@@ -117,9 +122,7 @@ def test_copy_the_store_rewrote_itself_is_stale_once_its_object_is_created_again
     # Deleting a member makes the store drop it from a weak referrer: a copy of the referrer read then
     # was written by no caller of this process's Database, and still names that write.
     db = recreating
-    parent = db.create(KitParent(name="p"))
-    member = db.create(KitChild(parent=parent.id, name="member"))
-    group = db.create(KitWeakGroup(members=[member.id]))
+    member, group = _weak_group(db)
     db.delete(member)
     stale = db.get(KitWeakGroup, group.id)
     assert (stale.version, stale.members) == (2, [])
