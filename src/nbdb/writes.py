@@ -193,9 +193,11 @@ def delete_of(obj: Model, if_exists: bool = False, lineage: bool = True) -> Dele
     private = obj.__pydantic_private__
     # a write's result: its commit's; else its record's; None (the version alone compared) for a copy
     # whose version was changed after it was stamped (pydantic's model_copy)
-    written = (private.get("_revision") or private.get("_written")) if private else None
-    if written is not None and private.get("_at") != obj.version:
-        written = None
+    written = None
+    if private:
+        written = private.get("_revision") or private.get("_written")
+        if written is not None and private.get("_at") != obj.version:
+            written = None
     if not lineage:
         return _new_tuple(Delete, (obj.nbdb_table, obj.id, obj.topic, obj.version, None, if_exists, None, written))
     return _new_tuple(
