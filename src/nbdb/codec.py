@@ -260,8 +260,9 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         # fields of a newer model: written back as they are
         set_extra(obj, deep_frozen(unknown, known=False) if unknown else unknown)
         # The revision that wrote it, where the store says (its compare-and-swap checks it, see
-        # nbdb.spi.Put.expect_written): a dict of one int, which the collector never tracks; else DECODED, shared.
-        set_private(obj, DECODED if written is None else {"_written": written})
+        # nbdb.spi.Put.expect_written), and the version it wrote ("_at": a copy whose version was changed since
+        # is compared by version alone): a dict of ints, which the collector never tracks; else DECODED, shared.
+        set_private(obj, DECODED if written is None else {"_written": written, "_at": version})
         append(obj)
     return out
 

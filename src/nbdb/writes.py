@@ -76,6 +76,10 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
         # its version (see nbdb.spi.Put.expect_written).
         if private:
             written = private.get("_revision") or private.get("_written")
+            if written is not None and private.get("_at") != expect_version:
+                # A copy whose version was changed after it was stamped (pydantic's model_copy): the
+                # revision is not that version's, so the store compares the version alone.
+                written = None
         if lineage_is_own(obj):  # a stored copy, or one derived keeping its references and unique values
             old_refs, old_unique, fresh = refs, unique, False
         else:
@@ -187,9 +191,13 @@ def delete_of(obj: Model, if_exists: bool = False, lineage: bool = True) -> Dele
     instead of this copy deriving them from its fields (≈ 1 µs of a ≈ 10 µs delete).
     """
     private = obj.__pydantic_private__
-    written = (
-        (private.get("_revision") or private.get("_written")) if private else None
-    )  # a write's result: its commit's; else its record's
+    # a write's result: its commit's; else its record's; None (the version alone compared) for a copy
+    # whose version was changed after it was stamped (pydantic's model_copy)
+    written = None
+    if private:
+        written = private.get("_revision") or private.get("_written")
+        if written is not None and private.get("_at") != obj.version:
+            written = None
     if not lineage:
         return _new_tuple(Delete, (obj.nbdb_table, obj.id, obj.topic, obj.version, None, if_exists, None, written))
     return _new_tuple(

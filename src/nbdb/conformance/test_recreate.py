@@ -96,13 +96,18 @@ def test_stale_copy_of_deleted_object_is_refused_in_a_transaction(recreating: nb
     assert db.update(result.replace(size=4)).version == 3
 
 
+def _weak_group(db: nbdb.Database) -> tuple[KitChild, KitWeakGroup]:
+    """A child (of a new parent) and a group holding it as a weak member."""
+    parent = db.create(KitParent(name="p"))
+    child = db.create(KitChild(parent=parent.id, name="member"))
+    return child, db.create(KitWeakGroup(members=[child.id]))
+
+
 def test_stale_weak_referrer_is_refused_when_its_transaction_drops_a_member(recreating: nbdb.Database) -> None:
     # The transaction deletes a member of the stale copy: its update is planned again without that
     # member, and that plan still names the write the caller's copy came from.
     db = recreating
-    parent = db.create(KitParent(name="p"))
-    gone = db.create(KitChild(parent=parent.id, name="gone"))
-    first = db.create(KitWeakGroup(members=[gone.id]))
+    gone, first = _weak_group(db)
     db.delete(first)
     again = db.create(KitWeakGroup(id=first.id, members=[gone.id]))
     with pytest.raises(nbdb.ConflictError):
@@ -111,6 +116,24 @@ def test_stale_weak_referrer_is_refused_when_its_transaction_drops_a_member(recr
             txn.update(first.replace(pinned=gone.id))
     assert db.get(KitWeakGroup, first.id) == again
     assert db.get(KitChild, gone.id) == gone
+
+
+def test_copy_the_store_rewrote_itself_is_stale_once_its_object_is_created_again(recreating: nbdb.Database) -> None:
+    # Deleting a member makes the store drop it from a weak referrer: a copy of the referrer read then
+    # was written by no caller of this process's Database, and still names that write.
+    db = recreating
+    member, group = _weak_group(db)
+    db.delete(member)
+    stale = db.get(KitWeakGroup, group.id)
+    assert (stale.version, stale.members) == (2, [])
+    db.delete(stale)
+    again = db.create(KitWeakGroup(id=group.id, members=[]))
+    again = db.update(again.replace(pinned=None))
+    assert again.version == stale.version  # the versions do not tell them apart
+    for write in (lambda: db.update(stale.replace(members=[])), lambda: db.delete(stale)):
+        with pytest.raises(nbdb.ConflictError):
+            write()
+    assert db.get(KitWeakGroup, group.id) == again
 
 
 def test_cached_copy_of_deleted_object_cannot_write_the_new_one(recreating: nbdb.Database) -> None:
@@ -224,3 +247,54 @@ def test_no_copy_of_an_earlier_creation_ever_writes(recreating: nbdb.Database, s
             assert (got.name, got.version) == (f"c{stored[0]}", stored[1])
     if stored[0] is not None:
         db.delete(KitParent, uid)
+
+
+def _txn_update(db: nbdb.Database, obj: KitParent) -> None:
+    with db.transaction() as txn:
+        txn.update(obj)
+
+
+def _txn_delete(db: nbdb.Database, obj: KitParent) -> None:
+    with db.transaction() as txn:
+        txn.delete(obj)
+
+
+_WRITES: dict[str, Callable[[nbdb.Database, KitParent], Any]] = {
+    "update": lambda db, obj: db.update(obj),
+    "delete": lambda db, obj: db.delete(obj),
+    "txn update": _txn_update,
+    "txn delete": _txn_delete,
+}
+
+
+@pytest.mark.parametrize("write", sorted(_WRITES))
+def test_copy_whose_version_was_changed_by_model_copy_is_compared_by_version(db: nbdb.Database, write: str) -> None:
+    """A copy carries the revision that wrote it, stamped with the version it wrote: a copy whose version was
+    changed since (pydantic's ``model_copy(update={"version": ...})``) is refused unless the version is the
+    stored one, on every store (the revision compared in place of the version would let it through)."""
+    obj = db.create(KitParent(name="versioned"))
+    obj = db.update(obj.replace(size=1))  # version 2, committed at a revision of its own
+    sources = {
+        "written": obj,
+        "read": db.get(KitParent, obj.id),
+        "listed": next(o for o in db.list(KitParent) if o.id == obj.id),
+    }
+    for source, copy in sources.items():
+        for version in (1, 3, 7):
+            wrong = copy.model_copy(update={"version": version, "size": 5})
+            with pytest.raises(nbdb.ConflictError):
+                _WRITES[write](db, wrong)
+            stored = db.get(KitParent, obj.id)
+            assert (stored.version, stored.size) == (2, 1), (source, version)
+    # The stored version again (a copy at it): compared, it writes, and says the version it stored.
+    right = sources["read"].model_copy(update={"version": 1}).model_copy(update={"version": 2, "size": 9})
+    if write.endswith("delete"):
+        _WRITES[write](db, right)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(KitParent, obj.id)
+    elif write == "update":
+        assert db.update(right).version == db.get(KitParent, obj.id).version == 3
+    else:
+        with db.transaction() as txn:
+            txn.update(right)
+        assert [r.version for r in txn.results if r is not None] == [db.get(KitParent, obj.id).version] == [3]

@@ -316,7 +316,9 @@ class Model(BaseModel):
     # derived with replace() keeps its source's ("_written", or its source's
     # "_revision"): update() and delete() send it with the version, so a copy
     # of an object deleted and created again since is refused whatever its
-    # version (nbdb.spi.Put.expect_written);
+    # version (nbdb.spi.Put.expect_written); each with the version it was
+    # stamped at ("_at"): a copy whose version was changed since (pydantic's
+    # model_copy) sends no revision, so the store compares its version;
     # for a copy returned by a write, a dict of the revision of its commit
     # ("_revision") alone: its own values are the stored ones too, and a
     # dict holding only an int is one CPython never tracks (the references it
@@ -515,7 +517,8 @@ class Model(BaseModel):
             # copy: its record's): its compare-and-swap checks it.
             written = private.get("_revision") or private.get("_written")
             if written is not None:
-                lineage = {"_written": written} if lineage is DECODED else {**lineage, "_written": written}
+                stamp = {"_written": written, "_at": private.get("_at")}
+                lineage = stamp if lineage is DECODED else {**lineage, **stamp}
         object.__setattr__(new, "__pydantic_private__", lineage)
         if self.__pydantic_extra__:  # the fields of a newer model this copy was read with (see codec.encode)
             object.__setattr__(new, "__pydantic_extra__", self.__pydantic_extra__)
@@ -591,7 +594,7 @@ class Model(BaseModel):
         _set_fields_set(new, fields_set)
         extra = self.__pydantic_extra__
         _set_extra(new, deep_frozen(extra) if extra else extra)  # a newer model's fields it was read with
-        _set_private(new, {"_revision": None if revision is None else _kept(revision)})
+        _set_private(new, {"_revision": None if revision is None else _kept(revision), "_at": version})
         return new
 
     def committed_at(self, revision: int, store: int | str | None = None) -> None:
