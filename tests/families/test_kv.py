@@ -324,8 +324,8 @@ def test_a_plan_releases_a_claim_as_a_failed_attempt_found_it() -> None:
             ((str(port.id).encode(), False), ValueIs(claim, str(port.id).encode()), True),
         ]:
             again = kvplan.plan_commit(backend, ops, shape, time.time(), claims={claim: found})
-            assert [c for c in again.conditions if getattr(c, "key", None) == claim] == [condition]
-            assert type([c for c in again.conditions if getattr(c, "key", None) == claim][0]) is type(condition)
+            (found_condition,) = [c for c in again.conditions if getattr(c, "key", None) == claim]
+            assert found_condition == condition and type(found_condition) is type(condition)
             assert (claim in again.deletes) is deleted
 
 

@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from nbdb.capabilities import Atomicity, Expiry
 from nbdb.conformance.kit import KitChild, KitGroup, KitNamed, KitParent, eventually
 from nbdb.events import EventKind
 from nbdb.families.kv import KeyValueBackend
+from nbdb.spi import UniqueKey
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
 
@@ -49,7 +49,7 @@ def test_a_unique_value_is_held_by_one_object(db: nbdb.Database) -> None:
     assert [n.id for n in db.list(KitNamed)] == [first.id]
 
 
-def _claim_of(db: nbdb.Database, obj: KitNamed) -> tuple[KeyValueBackend, str, tuple[Any, ...]]:
+def _claim_of(db: nbdb.Database, obj: KitNamed) -> tuple[KeyValueBackend, str, UniqueKey]:
     """The key-value backend, the claim of ``obj``'s name and its index's unique entry for it (skip elsewhere)."""
     backend = db.backend
     if not isinstance(backend, KeyValueBackend):
