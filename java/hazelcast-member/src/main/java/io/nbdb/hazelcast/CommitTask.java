@@ -56,6 +56,8 @@ public final class CommitTask extends NbdbTask implements Callable<long[]>, Haze
     private static final byte EXISTS = 2;
     private static final byte LEASE_HELD = 3;
     private static final byte PREFIX_UNCHANGED = 4;
+    /** A released unique claim's condition: the key holds the condition's token bytes. */
+    private static final byte VALUE_IS = 6;
 
     private transient HazelcastInstance hz;
     private String kvName;
@@ -232,7 +234,7 @@ public final class CommitTask extends NbdbTask implements Callable<long[]>, Haze
             keys.addAll(Arrays.asList(commit.putKeys));
             keys.addAll(Arrays.asList(commit.deletes));
             for (Condition c : commit.conditions) {
-                if (c.kind == VERSION_IS || c.kind == EXISTS) {
+                if (c.kind == VERSION_IS || c.kind == EXISTS || c.kind == VALUE_IS) {
                     keys.add(c.key);
                 }
             }
@@ -257,6 +259,13 @@ public final class CommitTask extends NbdbTask implements Callable<long[]>, Haze
                         return false;
                     }
                     break;
+                case VALUE_IS: {
+                    byte[] found = stored(current.get(c.key));
+                    if (found == null || !Arrays.equals(found, KV_HEADER, found.length, c.token, 0, c.token.length)) {
+                        return false;
+                    }
+                    break;
+                }
                 case LEASE_HELD: {
                     Object holder = lease.get(c.key);
                     if (!(holder instanceof byte[] b) || !Arrays.equals(b, c.token)) {
