@@ -668,3 +668,57 @@ def test_a_caller_serializer_that_fails_while_an_object_is_written_out_is_a_vali
             codec.plain(obj)
     finally:
         _Interrupting.interrupt = None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([301, 302, 70_001]), min_size=1, max_size=12))
+def test_copies_decoded_together_share_the_private_dict_of_the_revision_that_wrote_them(writers: list[int]) -> None:
+    """One dict per revision among copies decoded together (184 B per copy less), each still of its own revision.
+
+    Each decoded copy held a dict of its own ({"_written": w, "_at": v}): +184 B per copy a list or a cache
+    held (issue 13). A copy's compare-and-swap still sends the revision that wrote it, a stamp on one copy
+    changes no other copy's, and a copy whose version was changed since sends none (it is compared by version).
+    """
+    from nbdb.writes import delete_of
+
+    switches = [LogicalSwitch(name=f"s{i}") for i in range(len(writers))]
+    records = [
+        Record("LogicalSwitch", s.id, None, 1 + i % 3, encode(s), None, int(str(w)))  # an int object per record
+        for i, (s, w) in enumerate(zip(switches, writers, strict=True))
+    ]
+    copies = decode_each(LogicalSwitch, records)
+    first: dict[int, object] = {}
+    for copy_, w in zip(copies, writers, strict=True):
+        assert isinstance(copy_, LogicalSwitch)
+        private = copy_.__pydantic_private__
+        assert private is first.setdefault(w, private)  # the one dict of its revision
+        assert delete_of(copy_).expect_written == w
+    assert len({id(c.__pydantic_private__) for c in copies}) == len(set(writers))
+    # A stamp (a write's result) on one copy changes none of the others that shared its dict.
+    one, *others = copies
+    one.committed_at(99_999)
+    assert delete_of(one).expect_written == 99_999
+    assert [delete_of(c).expect_written for c in others] == writers[1:]
+    # A copy whose version was changed sends no revision; the copies it came with still send theirs.
+    last = copies[-1]
+    moved = last.model_copy(update={"version": last.version + 1})
+    assert delete_of(moved).expect_written is None
+    assert delete_of(last).expect_written == (99_999 if last is one else writers[-1])
+
+
+def test_copies_a_list_decodes_of_objects_one_transaction_wrote_hold_one_private_dict(tmp_path: Any) -> None:
+    """On a store of bytes (SQLite): the copies of one commit listed hold one dict, and each still refuses
+    to overwrite the object deleted and created again since (see the kit's test_recreate)."""
+    with nbdb.connect(f"sqlite:///{tmp_path}/x.db") as db:
+        with db.transaction() as txn:
+            for i in range(3):
+                txn.create(LogicalSwitch(name=f"s{i}"))
+        listed = db.list(LogicalSwitch)
+        assert len(listed) == 3 and len({id(s.__pydantic_private__) for s in listed}) == 1
+        stale = listed[0]
+        db.delete(stale)
+        db.create(LogicalSwitch(id=stale.id, name=stale.name))  # the same id again, at version 1
+        with pytest.raises(nbdb.ConflictError):
+            db.update(stale.replace(name="overwritten"))
+        assert db.get(LogicalSwitch, stale.id).name == stale.name
+        db.update(listed[1].replace(name="fine"))  # its neighbours' revision is still theirs

@@ -312,13 +312,18 @@ class Model(BaseModel):
     # copy derived with replace() that changes none of its references or
     # unique values (its own values are the stored ones: derived on demand);
     # a decoded copy whose record says which revision wrote it
-    # (nbdb.spi.Record.written) holds a dict of it alone ("_written"), a copy
+    # (nbdb.spi.Record.written) holds a dict of it alone ("_written"), one
+    # shared by the copies of that revision decoded together (a list's, a
+    # cache load's: the copies of a bulk load's commits hold no dict of their
+    # own), so never changed in place (committed_at replaces it); a copy
     # derived with replace() keeps its source's ("_written", or its source's
     # "_revision"): update() and delete() send it with the version, so a copy
     # of an object deleted and created again since is refused whatever its
-    # version (nbdb.spi.Put.expect_written); each with the version it was
-    # stamped at ("_at"): a copy whose version was changed since (pydantic's
-    # model_copy) sends no revision, so the store compares its version;
+    # version (nbdb.spi.Put.expect_written). A revision is of the copy's own
+    # version, unless the copy also holds the version it was stamped at
+    # ("_at"), which only a copy whose version was changed since holds
+    # (pydantic's model_copy, see there): it sends no revision, so the store
+    # compares its version;
     # for a copy returned by a write, a dict of the revision of its commit
     # ("_revision") alone: its own values are the stored ones too, and a
     # dict holding only an int is one CPython never tracks (the references it
@@ -517,7 +522,8 @@ class Model(BaseModel):
             # copy: its record's): its compare-and-swap checks it.
             written = private.get("_revision") or private.get("_written")
             if written is not None:
-                stamp = {"_written": written, "_at": private.get("_at")}
+                at = private.get("_at")
+                stamp = {"_written": written} if at is None else {"_written": written, "_at": at}
                 lineage = stamp if lineage is DECODED else {**lineage, **stamp}
         object.__setattr__(new, "__pydantic_private__", lineage)
         if self.__pydantic_extra__:  # the fields of a newer model this copy was read with (see codec.encode)
@@ -532,6 +538,11 @@ class Model(BaseModel):
         them as the stored copy has them, as :meth:`replace` does.
         """
         copy = super().model_copy(update=update, deep=deep)
+        if update and "version" in update:
+            private = copy.__pydantic_private__  # pydantic's copy of this one's: a plain dict of the copy's own
+            if private and "_at" not in private and ("_revision" in private or "_written" in private):
+                # Its revision is of the version it had: it says so, and its compare-and-swap is of its version.
+                private["_at"] = self.version
         if update:
             # pydantic does not validate ``update``: a copy holding a value its field cannot hold was
             # stored as it was (see model_construct).
@@ -594,7 +605,7 @@ class Model(BaseModel):
         _set_fields_set(new, fields_set)
         extra = self.__pydantic_extra__
         _set_extra(new, deep_frozen(extra) if extra else extra)  # a newer model's fields it was read with
-        _set_private(new, {"_revision": None if revision is None else _kept(revision), "_at": version})
+        _set_private(new, {"_revision": None if revision is None else _kept(revision)})
         return new
 
     def committed_at(self, revision: int, store: int | str | None = None) -> None:
@@ -608,8 +619,10 @@ class Model(BaseModel):
         :meth:`nbdb.Cache.wait_for` as another store's.
         """
         private = self.__pydantic_private__
-        if private is None or private is DECODED:
-            private = {}
+        if private is None or "_revision" not in private:
+            # Not a stored copy's own dict (stored_copy's holds "_revision"): DECODED, or a decoded copy's,
+            # which the copies decoded with it share (see codec.decode_each): never changed in place.
+            private = {} if private is None else dict(private)
             object.__setattr__(self, "__pydantic_private__", private)
         if store is not None:
             private["_store"] = store
@@ -795,7 +808,7 @@ def committed_all(copies: Iterable[Model], revision: int, store: int | str | Non
     if store is not None:  # the store's token first (see committed_at)
         for copy in copies:
             private = copy.__pydantic_private__
-            if type(private) is dict and private is not DECODED:
+            if type(private) is dict and "_revision" in private:  # a stored copy's own (see committed_at)
                 private["_store"] = store
                 private["_revision"] = kept
             else:
@@ -803,7 +816,7 @@ def committed_all(copies: Iterable[Model], revision: int, store: int | str | Non
         return
     for copy in copies:
         private = copy.__pydantic_private__
-        if type(private) is dict and private is not DECODED:
+        if type(private) is dict and "_revision" in private:
             private["_revision"] = kept
         else:
             copy.committed_at(revision)
