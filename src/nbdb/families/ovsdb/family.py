@@ -167,9 +167,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
 
     def unmodelled(self) -> dict[str, int]:
         # Tables of a served database that hold no model, nor a model's children: rows in them are
-        # other clients' (ovn-nbctl's meters, BFD sessions...). Not the server's own configuration.
-        # And columns of mapped tables no field maps, where a row holds a value (a switch's
-        # dns_records, a router's copp): "<db>.<table>.<column>".
+        # other clients' (ovn-nbctl's meters...). Not the server's own configuration.
+        # And columns of mapped tables no field maps, where a row holds a value (a newer schema's
+        # column): "<db>.<table>.<column>".
         if self.namespace:
             return {}
         held: dict[str, int] = {}
