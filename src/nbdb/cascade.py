@@ -52,8 +52,11 @@ def _targets() -> tuple[frozenset[str], frozenset[str]]:
 
 
 def _owning(model: type[Model], spec: RefSpec) -> bool:
-    """Whether ``spec`` of ``model`` names the object's owner: a required single reference in ``nbdb_owned_by``."""
-    return spec.field in model.nbdb_owned_by and not spec.many and not spec.optional
+    """Whether ``spec`` of ``model`` names the object's owner (in ``nbdb_owned_by``).
+
+    That it is a required single strong reference is checked when the class is defined.
+    """
+    return spec.field in model.nbdb_owned_by
 
 
 def weakly_referenced(table: str) -> bool:
