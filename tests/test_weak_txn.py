@@ -89,3 +89,30 @@ def test_a_transaction_refused_for_a_dangling_reference_commits_at_most_twice(ur
         assert commits <= 2
         assert db.get(PortGroup, group.id).ports == [p1.id]  # nothing of it was written
         assert db.get(LogicalSwitchPort, p1.id) == p1
+
+
+def test_a_transaction_refused_for_an_owners_delete_reads_its_referrers_once() -> None:
+    # The walk that found the objects a deleted router port owns (its gateway chassis) read the port's
+    # referrers; the plan of the weak drops (a NAT rule's gateway_port) then read them all again.
+    from nbdb.models import NAT, GatewayChassis, LogicalRouter, LogicalRouterPort
+
+    with nbdb.connect("memory://") as db:
+        router = db.create(LogicalRouter(name="r"))
+        port = db.create(LogicalRouterPort(router=router, name="p", mac="0a:00:00:00:00:01", networks=["10.0.0.1/24"]))
+        gws = [db.create(GatewayChassis(port=port, name=f"gw{i}", chassis_name=f"ch{i}")) for i in range(2)]
+        nat = db.create(
+            NAT(router=router, type="snat", external_ip="172.16.0.1", logical_ip="10.0.0.0/24", gateway_port=port.id)
+        )
+        backend = db.backend
+        asked: list[tuple[tuple[str, object], ...]] = []
+        real = backend.referrers_of
+
+        def referrers_of(keys):  # type: ignore[no-untyped-def]
+            asked.append(tuple(sorted(keys)))
+            return real(keys)
+
+        backend.referrers_of = referrers_of  # type: ignore[method-assign]
+        with db.transaction() as txn:
+            txn.delete(port)
+        assert db.list(GatewayChassis) == [] and db.get(NAT, nat.id).gateway_port is None
+        assert len(gws) == 2 and len(asked) == len(set(asked)) == 2, asked  # the port's, then its chassis'

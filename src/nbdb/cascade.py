@@ -20,7 +20,7 @@ and drops the weak references to them as to the owner.
 from __future__ import annotations
 
 from collections.abc import Sequence, Set
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from nbdb import errors
 from nbdb.codec import decode
@@ -28,7 +28,16 @@ from nbdb.models.base import Model, RefSpec, all_models, model_for_table, regist
 from nbdb.spi import Backend, Delete, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
-__all__ = ["cascade_ops", "owned_objects", "owns", "weak_drops", "weakly_referenced", "without_weak"]
+__all__ = [
+    "Walk",
+    "cascade_ops",
+    "drops_of",
+    "owns",
+    "walk_deletes",
+    "weak_drops",
+    "weakly_referenced",
+    "without_weak",
+]
 
 M = TypeVar("M", bound=Model)
 
@@ -52,8 +61,11 @@ def _targets() -> tuple[frozenset[str], frozenset[str]]:
 
 
 def _owning(model: type[Model], spec: RefSpec) -> bool:
-    """Whether ``spec`` of ``model`` names the object's owner: a required single reference in ``nbdb_owned_by``."""
-    return spec.field in model.nbdb_owned_by and not spec.many and not spec.optional
+    """Whether ``spec`` of ``model`` names the object's owner (in ``nbdb_owned_by``).
+
+    That it is a required single strong reference is checked when the class is defined.
+    """
+    return spec.field in model.nbdb_owned_by
 
 
 def weakly_referenced(table: str) -> bool:
@@ -180,13 +192,22 @@ def without_weak(obj: M, doomed: Set[RefKey]) -> M | None:
         return None
 
 
-def owned_objects(backend: Backend, roots: Sequence[RefKey]) -> dict[RefKey, Model]:
-    """The stored objects ``roots`` own (``nbdb_owned_by``), recursively, by key: what their deletes take along.
+class Walk(NamedTuple):
+    """What deleting ``keys`` reaches in the store: the objects they own, recursively, and the other referrers."""
 
-    A transaction asks it once the store refused its deletes, to treat its own writes of them as a
-    plain delete of the owner treats their stored copies (see :class:`nbdb.transaction.Transaction`).
+    keys: tuple[RefKey, ...]
+    owned: dict[RefKey, Model]
+    referrers: dict[RefKey, Model]
+
+
+def walk_deletes(backend: Backend, roots: Sequence[RefKey]) -> Walk:
+    """The stored objects deleting ``roots`` takes along (``nbdb_owned_by``) and the other referrers it reaches.
+
+    A transaction walks once the store refused its deletes: the owned objects make its own writes of
+    them deletes (as a plain delete of the owner treats their stored copies, see
+    :class:`nbdb.transaction.Transaction`), and :func:`drops_of` plans its next try from the same reads.
     """
-    return _owned_and_referrers(backend, roots, frozenset())[0]
+    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, frozenset()))
 
 
 def _owned_and_referrers(
@@ -227,11 +248,18 @@ def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> 
     update, not two that conflict). Referrers in ``skip`` (the transaction writes them itself) are
     left to the caller; one that cannot lose a reference is left for the backend to refuse.
     """
-    keys = [(root.table, root.id) for root in roots]
-    owned, referrers = _owned_and_referrers(backend, keys, skip)
-    ops: list[WriteOp] = [delete_of(obj) for obj in owned.values()]
-    gone = frozenset([*keys, *owned])
-    for obj in referrers.values():
+    keys = tuple((root.table, root.id) for root in roots)
+    return drops_of(Walk(keys, *_owned_and_referrers(backend, keys, skip)), frozenset())
+
+
+def drops_of(walk: Walk, skip: Set[RefKey]) -> list[WriteOp]:
+    """The deletes of what ``walk`` found owned and the weak drops of its referrers, but of those in ``skip``
+    (the transaction writes them itself)."""
+    ops: list[WriteOp] = [delete_of(obj) for key, obj in walk.owned.items() if key not in skip]
+    gone = frozenset([*walk.keys, *walk.owned])
+    for key, obj in walk.referrers.items():
+        if key in skip:
+            continue
         new = without_weak(obj, gone)
         if new is not None and new is not obj:
             ops.append(put_of(new, obj.version)[0])

@@ -479,6 +479,14 @@ class Backend(ABC):
         """
         return None
 
+    def check_writable(self, table: str) -> None:
+        """Raise UnsupportedError (saying why) if this store reads objects of ``table`` but cannot write them.
+
+        Most stores write what they read; OVSDB cannot write a table whose schema has no ``external_ids``
+        (OVN's ``Load_Balancer_Group``), where nbdb keeps an object's version and topic.
+        """
+        return None
+
     def check_readable(self, tables: Sequence[str]) -> None:
         """Raise UnsupportedError (saying why) if this store serves a database meant to hold one of ``tables``
         without that table: a read of it would find nothing where the table is missing, not empty.

@@ -11,7 +11,7 @@ from typing import TypeVar, cast
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.cascade import owned_objects, owns, weak_drops, weakly_referenced, without_weak
+from nbdb.cascade import Walk, drops_of, owns, walk_deletes, weak_drops, weakly_referenced, without_weak
 from nbdb.commit_context import CommitContext
 from nbdb.models.base import Model, RefSpec, committed_all
 from nbdb.revision import Revision
@@ -211,6 +211,7 @@ class Transaction:
         doomed = self._drop_doomed_from_own_writes()
         plan_weak = False
         replanned: list[WriteOp] | None = None  # the weak drops planned when the store refused the last try
+        walked: Walk | None = None  # what the walk for the owned objects read: the next plan's reads
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
@@ -234,10 +235,12 @@ class Transaction:
                     live.append(step)
                     ops.append(step.op)
             if plan_weak:
+                own = {(op.table, op.id) for op in ops}
                 if replanned is not None:
                     drops, replanned = replanned, None
+                elif walked is not None:
+                    drops, walked = drops_of(walked, own), None
                 else:
-                    own = {(op.table, op.id) for op in ops}
                     drops = weak_drops(context.backend, [op for op in ops if isinstance(op, Delete)], own)
                 ops += drops
             results: dict[int, Model] = {}
@@ -289,8 +292,9 @@ class Transaction:
                 taken = self._take_owned(context.backend, mine, doomed)
                 if taken is not None:
                     # Objects the deleted ones own go too: the weak references the transaction's own writes
-                    # hold to them are dropped, and its own writes of them become their deletes.
-                    doomed, plan_weak, replanned = taken, True, None
+                    # hold to them are dropped, and its own writes of them become their deletes. The weak
+                    # drops of the next try are planned from the same walk's reads.
+                    (doomed, walked), plan_weak, replanned = taken, True, None
                     log.debug("transaction: the objects its deletes own go with them")
                     continue
                 own = {(op.table, op.id) for op in mine}
@@ -359,20 +363,21 @@ class Transaction:
 
     def _take_owned(
         self, backend: Backend, ops: Sequence[WriteOp | Mutate], doomed: frozenset[RefKey]
-    ) -> frozenset[RefKey] | None:
+    ) -> tuple[frozenset[RefKey], Walk] | None:
         """Make the stored objects this transaction's deletes own (``nbdb_owned_by``) part of what it deletes.
 
         As ovsdb-server collects a row whose last owner goes, whatever the same transaction wrote to it:
         this transaction's update or mutate of such an object becomes its delete (an update keeps its
         compare-and-swap), and its own writes lose their weak references to it. A create of a new object
         for an owner it deletes is left for the store to refuse (a new row must be referenced to stay).
-        Returns the doomed targets with the owned ones, or None if there is none the transaction did
-        not know of.
+        Returns the doomed targets with the owned ones and the walk of every delete that found them (its
+        reads plan the weak drops of the next try), or None if there is none the transaction did not know of.
         """
-        owners = [(op.table, op.id) for op in ops if isinstance(op, Delete) and owns(op.table)]
-        if not owners:
+        deletes = [(op.table, op.id) for op in ops if isinstance(op, Delete)]
+        if not any(owns(table) for table, _ in deletes):
             return None  # (no read when no deleted object may own one: a port group's members, say)
-        owned = owned_objects(backend, owners)
+        walk = walk_deletes(backend, deletes)
+        owned = walk.owned
         if owned.keys() <= doomed:
             return None
         for index, step in enumerate(self._steps):
@@ -389,7 +394,7 @@ class Transaction:
                     step.op = delete_of(owned[key], lineage=False)._replace(expect_version=ANY_VERSION)
             elif isinstance(step.op, Put) and step.op.expect_version != 0 and (step.op.table, step.op.id) in owned:
                 step.op, step.planned = _delete_instead(step.op), None
-        return self._drop_doomed_from_own_writes(doomed | owned.keys())
+        return self._drop_doomed_from_own_writes(doomed | owned.keys()), walk
 
     def _drop_doomed_from_own_writes(self, known: frozenset[RefKey] = frozenset()) -> frozenset[RefKey]:
         """Drop the targets this transaction deletes from the weak references its own writes hold; return them.

@@ -58,7 +58,7 @@ def older(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvsdbServer]:
     schema["version"] = "6.0.0"
     del schema["tables"]["Logical_Switch_Port"]["columns"]["up"]
     del schema["tables"]["Logical_Switch_Port"]["columns"]["tag_request"]
-    _drop_table(schema, "Mirror")  # a table nbdb does not bind
+    _drop_table(schema, "Mirror")  # a table nbdb binds optionally, and the port column referencing it
     with _serve(tmp_path_factory.mktemp("older"), schema, "older") as server:
         yield server
 
@@ -131,6 +131,69 @@ def test_a_schema_older_than_the_later_built_in_models_tables_connects_and_names
         assert db.list(GatewayChassis) == [] and db.list(LogicalRouterPolicy) == []
         with pytest.raises(nbdb.UnsupportedError, match="'HAChassisGroup' has no OVSDB table"):
             db.create(HAChassisGroup(name="g"))
+
+
+def test_a_schema_older_than_the_service_tables_connects_and_refuses_a_write_of_their_references(
+    tmp_path: Path,
+) -> None:
+    # DNS, Copp, BFD, Mirror, Load_Balancer_Group, Forwarding_Group and Load_Balancer_Health_Check came
+    # with OVN releases after the first models' tables, as did the columns referencing them.
+    from nbdb.models import BFD, DNS, Copp, ForwardingGroup, LoadBalancerHealthCheck, Mirror
+
+    schema = copy.deepcopy(_schema())
+    schema["version"] = "5.0.0"
+    services = ("DNS", "Copp", "BFD", "Mirror", "Load_Balancer_Group", "Forwarding_Group", "Load_Balancer_Health_Check")
+    for table in services:
+        _drop_table(schema, table)
+    with _serve(tmp_path, schema, "before-services") as server, nbdb.connect(server.url) as db:
+        switch = db.create(LogicalSwitch(name=f"s-{uuid.uuid4().hex[:6]}"))
+        stored = db.get(LogicalSwitch, switch.id)
+        assert (stored.dns_records, stored.copp, stored.load_balancer_group) == ([], None, [])
+        for model in (DNS, Copp, BFD, Mirror, ForwardingGroup, LoadBalancerHealthCheck):
+            assert db.list(model) == []
+        with pytest.raises(nbdb.UnsupportedError, match="'DNS' has no OVSDB table"):
+            db.create(DNS(records={"vm": "10.0.0.5"}))
+        with pytest.raises(nbdb.UnsupportedError, match="dns_records"):
+            db.update(stored.replace(dns_records=[uuid.uuid4()]))
+
+
+def test_a_newer_schemas_enum_value_is_a_corrupt_record_for_the_model_and_is_never_overwritten(
+    tmp_path: Path,
+) -> None:
+    # OVN 24.03 added Logical_Router_Policy.action "jump". The model's enum is also nbdb's input check on
+    # every backend, so such a row is reported (not read as a value the model does not admit, nor as
+    # another): a cache goes on with the rest, and nbdb never writes the row, so the value stays.
+    from nbdb.models import LogicalRouter, LogicalRouterPolicy
+
+    schema = copy.deepcopy(_schema())
+    schema["version"] = "99.1.0"
+    action = schema["tables"]["Logical_Router_Policy"]["columns"]["action"]["type"]["key"]
+    action["enum"] = ["set", [*action["enum"][1], "jump"]]
+    with _serve(tmp_path, schema, "jump") as server, nbdb.connect(server.url) as db:
+        router = db.create(LogicalRouter(name="r"))
+        kept = db.create(LogicalRouterPolicy(router=router, priority=1, match="ip4", action="allow"))
+        row = {"priority": 2, "match": "ip6", "action": "jump", "options": ["map", [["chain", "c1"]]]}
+        (inserted, _) = _transact(
+            server,
+            {"op": "insert", "table": "Logical_Router_Policy", "row": row, "uuid-name": "p"},
+            {"op": "mutate", "table": "Logical_Router", "where": [["name", "==", "r"]],
+             "mutations": [["policies", "insert", ["set", [["named-uuid", "p"]]]]]},
+        )  # fmt: skip
+        jump = uuid.UUID(inserted["uuid"][1])
+        with pytest.raises(nbdb.CorruptRecordError, match=str(jump)):
+            db.get(LogicalRouterPolicy, jump)
+        cache = db.cache([LogicalRouterPolicy])
+        assert cache.wait_synced(10)
+        assert [p.id for p in cache.list(LogicalRouterPolicy)] == [kept.id]
+        assert ("LogicalRouterPolicy", jump) in cache.corrupt
+        cache.close()
+        db.update(db.get(LogicalRouterPolicy, kept.id).replace(priority=3))
+        # A cascade must read what it deletes or clears: it names the record rather than guess.
+        with pytest.raises(nbdb.CorruptRecordError, match=str(jump)):
+            db.delete(router, cascade=True)
+        where = [["_uuid", "==", ["uuid", str(jump)]]]
+        (left,) = _transact(server, {"op": "select", "table": "Logical_Router_Policy", "where": where})
+        assert [(r["action"], r["priority"]) for r in left["rows"]] == [("jump", 2)]
 
 
 def test_a_schema_without_a_parents_set_column_nbdb_needs_is_a_clear_error_at_connect(tmp_path: Path) -> None:

@@ -273,9 +273,10 @@ def test_the_lineage_fields_that_may_hold_a_container_are_known() -> None:
     from nbdb.models import LogicalRouterPort, LogicalSwitchPort
 
     assert PortGroup.nbdb_lineage_containers == ("ports",)
-    assert LogicalSwitch.nbdb_lineage_containers == ("load_balancer",)
+    assert LogicalSwitch.nbdb_lineage_containers == ("dns_records", "load_balancer", "load_balancer_group")
     assert LogicalRouterPort.nbdb_lineage_containers == ("gateway_chassis",)
-    assert LogicalSwitchPort.nbdb_lineage_containers == ()  # a port's references are single ids, its name a str
+    # A port's references are single ids but for its mirrors, its name a str.
+    assert LogicalSwitchPort.nbdb_lineage_containers == ("mirror_rules",)
 
 
 # ---------------------------------------------------------------- nbdb_owned_by

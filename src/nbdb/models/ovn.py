@@ -33,18 +33,25 @@ from nbdb.models.types import (
 
 __all__ = [
     "ACL",
+    "BFD",
+    "DNS",
     "NAT",
     "ACLAction",
     "AddressSet",
+    "BFDStatus",
     "Chassis",
+    "Copp",
     "DHCPOptions",
     "Direction",
     "EncapType",
+    "ForwardingGroup",
     "GatewayChassis",
     "HAChassis",
     "HAChassisGroup",
     "LoadBalancer",
     "LoadBalancerField",
+    "LoadBalancerGroup",
+    "LoadBalancerHealthCheck",
     "LoadBalancerProtocol",
     "LogicalRouter",
     "LogicalRouterPolicy",
@@ -52,6 +59,8 @@ __all__ = [
     "LogicalRouterStaticRoute",
     "LogicalSwitch",
     "LogicalSwitchPort",
+    "Mirror",
+    "MirrorType",
     "NATType",
     "PortGroup",
     "PortType",
@@ -146,6 +155,22 @@ class LoadBalancerField(StrEnum):
     TP_DST = "tp_dst"
 
 
+class MirrorType(StrEnum):
+    """``Mirror.type``: the tunnel mirrored packets travel in."""
+
+    GRE = "gre"
+    ERSPAN = "erspan"
+
+
+class BFDStatus(StrEnum):
+    """``BFD.status``: the session's state, which ovn-northd writes back from the Southbound database."""
+
+    DOWN = "down"
+    INIT = "init"
+    UP = "up"
+    ADMIN_DOWN = "admin_down"
+
+
 class EncapType(StrEnum):
     """Tunnel encapsulation a chassis offers."""
 
@@ -184,14 +209,109 @@ class LoadBalancer(Model):
     selection_fields: list[LoadBalancerField] = Field(default_factory=list)
 
 
+class LoadBalancerHealthCheck(Model):
+    """``Load_Balancer_Health_Check``: how ovn-controller probes the backends of one VIP of a load balancer.
+
+    OVN keeps them in ``Load_Balancer.health_check``; here each names its load balancer. A non-root
+    row only its load balancer holds: deleting the load balancer deletes them in the same commit, as
+    ovsdb-server collects them after ``ovn-nbctl lb-del``.
+    """
+
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("load_balancer",)
+
+    load_balancer: Annotated[UUID, Reference("LoadBalancer")]
+    vip: str = Field(min_length=1, description='the "VIP[:port]" of the load balancer\'s vips it probes')
+    options: dict[str, str] = Field(default_factory=dict)  # interval, timeout, success_count, failure_count
+
+
+class LoadBalancerGroup(Model):
+    """``Load_Balancer_Group``: load balancers applied together to the switches and routers naming the group."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
+
+    name: Name
+    load_balancer: list[Annotated[UUID, Reference("LoadBalancer", weak=True)]] = Field(default_factory=list)
+
+
+class DNS(Model):
+    """``DNS``: host names and the addresses ovn-controller answers for them, on the switches naming it."""
+
+    records: dict[str, str] = Field(default_factory=dict, description='"host name" -> "IP IP..."')
+
+
+class Copp(Model):
+    """``Copp``: control plane protection, a meter (by name) per protocol punted to ovn-controller.
+
+    ``ovn-nbctl copp-add NAME PROTO METER`` writes one; a switch or router names it in ``copp``.
+    """
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
+
+    name: Name
+    meters: dict[str, str] = Field(default_factory=dict, description='protocol ("arp", "bfd"...) -> Meter name')
+
+
+class Mirror(Model):
+    """``Mirror``: a port mirror; the switch ports naming it (``mirror_rules``) are mirrored to its sink."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
+
+    name: Name
+    filter: Direction
+    sink: str = Field(min_length=1, description="the remote IP the tunnel ends at")
+    type: MirrorType
+    index: int = Field(ge=0, le=2**32 - 1, description="the tunnel key (GRE) or session id (ERSPAN)")
+
+
+class BFD(Model):
+    """``BFD``: a bidirectional forwarding detection session of a router port with a peer address.
+
+    A static route names the session that says whether its next hop is alive (``bfd``).
+    """
+
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = (("logical_port", "dst_ip"),)
+
+    logical_port: Name
+    dst_ip: IPAddress
+    min_tx: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    min_rx: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    detect_mult: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    status: BFDStatus | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+
+
 class LogicalSwitch(Model):
-    """``Logical_Switch``: an L2 network. Its ports, ACLs and QoS rules point to it."""
+    """``Logical_Switch``: an L2 network. Its ports, ACLs, QoS rules and forwarding groups point to it."""
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
 
     name: str = ""
     other_config: dict[str, str] = Field(default_factory=dict)
     load_balancer: list[Annotated[UUID, Reference("LoadBalancer", weak=True)]] = Field(default_factory=list)
+    load_balancer_group: list[Annotated[UUID, Reference("LoadBalancerGroup")]] = Field(default_factory=list)
+    dns_records: list[Annotated[UUID, Reference("DNS", weak=True)]] = Field(default_factory=list)
+    copp: Annotated[UUID | None, Reference("Copp", weak=True)] = None
+
+
+class ForwardingGroup(Model):
+    """``Forwarding_Group``: a virtual IP and MAC a switch answers for, forwarding to the live ones of its ports.
+
+    OVN keeps them in ``Logical_Switch.forwarding_groups``; here each names its switch
+    (``ovn-nbctl fwd-group-add``). A non-root row only its switch holds: deleting the switch deletes
+    them in the same commit, as ovsdb-server collects them.
+    """
+
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("switch",)
+
+    switch: Annotated[UUID, Reference("LogicalSwitch")]
+    name: Name
+    vip: IPAddress
+    vmac: MACAddress
+    liveness: bool = False
+    child_port: list[Name] = Field(min_length=1, description="the names of the switch's ports it forwards to")
 
 
 class DHCPOptions(Model):
@@ -251,6 +371,7 @@ class LogicalSwitchPort(Model):
     dhcpv6_options: Annotated[UUID | None, Reference("DHCPOptions", weak=True)] = None
     chassis: Annotated[UUID | None, Reference("Chassis")] = None
     ha_chassis_group: Annotated[UUID | None, Reference("HAChassisGroup")] = None
+    mirror_rules: list[Annotated[UUID, Reference("Mirror", weak=True)]] = Field(default_factory=list)
 
 
 class LogicalRouter(Model):
@@ -262,6 +383,8 @@ class LogicalRouter(Model):
     enabled: bool | None = None
     options: dict[str, str] = Field(default_factory=dict)
     load_balancer: list[Annotated[UUID, Reference("LoadBalancer", weak=True)]] = Field(default_factory=list)
+    load_balancer_group: list[Annotated[UUID, Reference("LoadBalancerGroup")]] = Field(default_factory=list)
+    copp: Annotated[UUID | None, Reference("Copp", weak=True)] = None
 
 
 class LogicalRouterPort(Model):
@@ -316,6 +439,7 @@ class LogicalRouterStaticRoute(Model):
     policy: RoutePolicy | None = None
     route_table: str = ""
     options: dict[str, str] = Field(default_factory=dict)
+    bfd: Annotated[UUID | None, Reference("BFD", weak=True)] = None
 
 
 class LogicalRouterPolicy(Model):

@@ -127,10 +127,12 @@ def unstorable(destination: Database, objects: Collection[Model], held: str = "n
     """Raise UnsupportedError, before anything is written, if ``destination`` cannot hold some of ``objects``.
 
     What the model check (``check_model``) cannot see, found object by object: a reference to a table
-    the destination has none of (a port bound to a ``Chassis``, copied into OVN_Northbound), and a
+    the destination has none of (a port bound to a ``Chassis``, copied into OVN_Northbound), a
     value other than the default of a field the destination keeps nowhere (a column its schema
-    lacks). Either made a copy stop half-way, the destination holding part of the source. ``held``
-    says what the destination holds then (the first pass: nothing of it).
+    lacks), and an object of a table the destination reads but cannot write (``check_writable``:
+    OVN's ``Load_Balancer_Group``, which has no ``external_ids``). Each made a copy stop half-way, the
+    destination holding part of the source. ``held`` says what the destination holds then (the first
+    pass: nothing of it).
     """
     backend = destination.backend
     tables: dict[str, str | None] = {}  # a referenced table -> why the destination cannot hold it
@@ -146,15 +148,22 @@ def unstorable(destination: Database, objects: Collection[Model], held: str = "n
 
     # Per model, once: its references to tables the destination cannot store, and its fixed fields. Most
     # objects have neither (a copy into a store of the same models): they cost a dict lookup.
-    checks: dict[type[Model], tuple[list[tuple[RefSpec, str]], dict[str, Any]]] = {}
+    checks: dict[type[Model], tuple[list[tuple[RefSpec, str]], dict[str, Any], str | None]] = {}
     found: dict[tuple[str, str], list[Any]] = {}  # (Table.field, why) -> [count, an example id]
     for obj in objects:
         model = type(obj)
         check = checks.get(model)
         if check is None:
             refs = [(spec, why) for spec in model.nbdb_references if (why := why_not(spec.target)) is not None]
-            check = checks[model] = (refs, backend.fixed_fields(model.nbdb_table))
-        refs, fixed = check
+            try:
+                backend.check_writable(model.nbdb_table)
+                read_only = None
+            except errors.UnsupportedError as exc:
+                read_only = str(exc)
+            check = checks[model] = (refs, backend.fixed_fields(model.nbdb_table), read_only)
+        refs, fixed, read_only = check
+        if read_only is not None:
+            found.setdefault((f"{model.nbdb_table} objects", read_only), [0, obj.id])[0] += 1
         for spec, why in refs:
             if spec.ids(obj):
                 what = f"{model.nbdb_table}.{spec.field} references {spec.target}, which the destination cannot store"

@@ -98,9 +98,9 @@ def refuse_unmodelled(db: Database, what: str, topics: Collection[str | None] | 
     """Raise UnsupportedError, before anything is written, if ``db`` holds rows or values no model maps.
 
     ``what`` (``"a copy"``, ``"a dump"``) reads every model (no --models): it read what the models
-    map and said nothing of the rest, so an ``OVN_Northbound`` with meters, BFD sessions or DNS
-    records lost them in the destination; a column of a mapped table that no field maps
-    (``OVN_Northbound.Logical_Switch.dns_records``) is named with its table where a row holds a value.
+    map and said nothing of the rest, so an ``OVN_Northbound`` with meters or static MAC bindings
+    lost them in the destination; a column of a mapped table that no field maps (a newer schema's
+    ``OVN_Northbound.Logical_Switch.site_note``) is named with its table where a row holds a value.
     ``topics``: the copy takes only these (None: all); rows of a table no model maps hold no topic, so a
     copy of named topics only (no None among them) would never take them and is not refused for them (a
     tenant's copy out of an NB with meters was refused until every model was named); values in unmapped

@@ -45,7 +45,15 @@ from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.ovn import DERIVED_COLUMNS, SERVER_TABLES
 from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
-from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_RAW, EXT_TOPIC, new_token, parse_window, push_window
+from nbdb.families.ovsdb.rows import (
+    EXT_NAMESPACE,
+    EXT_RAW,
+    EXT_TOPIC,
+    new_token,
+    no_external_ids,
+    parse_window,
+    push_window,
+)
 from nbdb.families.ovsdb.settle import Outcome, reflects, settle
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.families.ovsdb.unique import key_cells
@@ -147,6 +155,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     def check_table(self, table: str) -> None:
         self.mapping.get(table)
 
+    def check_writable(self, table: str) -> None:
+        tm = self.mapping.tables.get(table)
+        if tm is not None and tm.external_ids is None:
+            raise errors.UnsupportedError(no_external_ids(tm))
+
     def fixed_fields(self, table: str) -> dict[str, Any]:
         # What new_row refuses: a value other than the default of a field whose column the schema lacks.
         tm = self.mapping.tables.get(table)
@@ -154,9 +167,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
 
     def unmodelled(self) -> dict[str, int]:
         # Tables of a served database that hold no model, nor a model's children: rows in them are
-        # other clients' (ovn-nbctl's meters, BFD sessions...). Not the server's own configuration.
-        # And columns of mapped tables no field maps, where a row holds a value (a switch's
-        # dns_records, a router's copp): "<db>.<table>.<column>".
+        # other clients' (ovn-nbctl's meters...). Not the server's own configuration.
+        # And columns of mapped tables no field maps, where a row holds a value (a newer schema's
+        # column): "<db>.<table>.<column>".
         if self.namespace:
             return {}
         held: dict[str, int] = {}

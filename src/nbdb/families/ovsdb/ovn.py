@@ -47,6 +47,23 @@ OVN_BINDINGS: tuple[TableBinding, ...] = (
     ),
     TableBinding("HAChassisGroup", "HA_Chassis_Group", required=False),
     TableBinding("HAChassis", "HA_Chassis", parents={"group": ("HA_Chassis_Group", "ha_chassis")}, required=False),
+    TableBinding("DNS", "DNS", required=False),
+    TableBinding("Copp", "Copp", required=False),
+    TableBinding("BFD", "BFD", required=False),
+    TableBinding("Mirror", "Mirror", required=False),
+    TableBinding("LoadBalancerGroup", "Load_Balancer_Group", required=False),
+    TableBinding(
+        "ForwardingGroup",
+        "Forwarding_Group",
+        parents={"switch": ("Logical_Switch", "forwarding_groups")},
+        required=False,
+    ),
+    TableBinding(
+        "LoadBalancerHealthCheck",
+        "Load_Balancer_Health_Check",
+        parents={"load_balancer": ("Load_Balancer", "health_check")},
+        required=False,
+    ),
     TableBinding(
         "LogicalRouterStaticRoute",
         "Logical_Router_Static_Route",

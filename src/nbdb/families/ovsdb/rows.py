@@ -801,6 +801,14 @@ class NewRow(NamedTuple):
     """Field -> the value the document rendered from the cells holds (see :func:`render_written`)."""
 
 
+def no_external_ids(tm: TableMap) -> str:
+    """Why a table without ``external_ids`` cannot be written through nbdb."""
+    return (
+        f"{tm.db}.{tm.db_table} has no external_ids column, where nbdb keeps an object's version and topic: "
+        "its rows can be read, not written, through nbdb"
+    )
+
+
 def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
     """The cells, their wire form, the ``external_ids``, parents and rendered values of a document.
 
@@ -808,10 +816,7 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
     UnsupportedError for a value of a field whose column the served schema lacks.
     """
     if tm.external_ids is None:
-        raise errors.UnsupportedError(
-            f"{tm.db}.{tm.db_table} has no external_ids column, where nbdb keeps an object's version and topic: "
-            "its rows can be read, not written, through nbdb"
-        )
+        raise errors.UnsupportedError(no_external_ids(tm))
     cells: Row = {}
     wire: dict[str, Any] = {}
     values: dict[str, Any] = {}

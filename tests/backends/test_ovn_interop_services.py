@@ -1,0 +1,254 @@
+"""OVN's service tables, modelled since the first built-in models: read and written both ways with ``ovn-nbctl``.
+
+``Mirror`` (``mirror-add``, ``lsp-attach-mirror``), ``Forwarding_Group`` (``fwd-group-add``), ``Copp``
+(``copp-add``, ``ls-copp-add``, ``lr-copp-add``), ``BFD`` (``lr-route-add --bfd``), ``DNS``,
+``Load_Balancer_Group`` and ``Load_Balancer_Health_Check`` (no ovn-nbctl command: its generic
+``create``/``add``), and the columns of the mapped tables that reference them. nbdb read none of
+them: a copy of an OVN database holding any was refused, and a controller could not set them.
+One shared OVN_Northbound server; names are unique per test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import nbdb
+from nbdb.models import (
+    BFD,
+    DNS,
+    Chassis,
+    Copp,
+    Direction,
+    ForwardingGroup,
+    LoadBalancer,
+    LoadBalancerGroup,
+    LoadBalancerHealthCheck,
+    LogicalRouter,
+    LogicalRouterStaticRoute,
+    LogicalSwitch,
+    LogicalSwitchPort,
+    Mirror,
+    MirrorType,
+    all_models,
+)
+from nbdb.models.base import Model
+from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
+from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.tools import Copier, CopyOptions
+
+from .test_ovn_interop_tables import nbctl
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def db(ovsdb_server: OvsdbServer) -> Iterator[nbdb.Database]:  # noqa: F811
+    with nbdb.connect(ovsdb_server.url) as database:
+        yield database
+
+
+def _uuid(nb: OvsdbServer, table: str, condition: str) -> str:
+    return str(nbctl(nb, "--bare", "--columns=_uuid", "find", table, condition))
+
+
+def _services(nb: OvsdbServer, s: str) -> None:
+    """One of each service table, as an operator makes them with ovn-nbctl, on switch ls-S and router lr-S."""
+    nbctl(nb, "ls-add", f"ls-{s}")
+    nbctl(nb, "lsp-add", f"ls-{s}", f"p1-{s}")
+    nbctl(nb, "lsp-add", f"ls-{s}", f"p2-{s}")
+    nbctl(nb, "mirror-add", f"mir-{s}", "gre", "42", "to-lport", "192.168.1.1")
+    nbctl(nb, "lsp-attach-mirror", f"p1-{s}", f"mir-{s}")
+    nbctl(nb, "--liveness", "fwd-group-add", f"fg-{s}", f"ls-{s}", "10.0.0.100", "0a:00:00:00:00:99",
+          f"p1-{s}", f"p2-{s}")  # fmt: skip
+    nbctl(nb, "copp-add", f"copp-{s}", "arp", "meter1")
+    nbctl(nb, "ls-copp-add", f"copp-{s}", f"ls-{s}")
+    nbctl(nb, "lr-add", f"lr-{s}")
+    nbctl(nb, "lrp-add", f"lr-{s}", f"lrp-{s}", "0a:00:00:00:00:fe", "10.0.0.1/24")
+    nbctl(nb, "lr-copp-add", f"copp-{s}", f"lr-{s}")
+    nbctl(nb, "--bfd", "lr-route-add", f"lr-{s}", "192.168.0.0/24", "10.0.0.2", f"lrp-{s}")
+    nbctl(nb, "lb-add", f"lb-{s}", "10.1.0.1:80", "10.0.0.2:80")
+    nbctl(nb, "--id=@hc", "create", "Load_Balancer_Health_Check", 'vip="10.1.0.1:80"', "options:interval=5",
+          "--", "add", "Load_Balancer", f"lb-{s}", "health_check", "@hc")  # fmt: skip
+    lb = _uuid(nb, "Load_Balancer", f"name=lb-{s}")
+    nbctl(nb, "--id=@g", "create", "Load_Balancer_Group", f"name=lbg-{s}", f"load_balancer={lb}",
+          "--", "add", "Logical_Switch", f"ls-{s}", "load_balancer_group", "@g",
+          "--", "add", "Logical_Router", f"lr-{s}", "load_balancer_group", "@g")  # fmt: skip
+    nbctl(nb, "--id=@d", "create", "DNS", 'records:vm1="10.0.0.5"',
+          "--", "add", "Logical_Switch", f"ls-{s}", "dns_records", "@d")  # fmt: skip
+
+
+def test_the_service_tables_ovn_nbctl_writes_are_read_with_their_references(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    s = uuid.uuid4().hex[:8]
+    _services(ovsdb_server, s)
+    (switch,) = [x for x in db.list(LogicalSwitch) if x.name == f"ls-{s}"]
+    (router,) = [x for x in db.list(LogicalRouter) if x.name == f"lr-{s}"]
+    port = db.get_by(LogicalSwitchPort, name=f"p1-{s}")
+    mirror = db.get_by(Mirror, name=f"mir-{s}")
+    copp = db.get_by(Copp, name=f"copp-{s}")
+    group = db.get_by(LoadBalancerGroup, name=f"lbg-{s}")
+    assert port is not None and mirror is not None and copp is not None and group is not None
+    assert (mirror.type, mirror.index, mirror.filter, mirror.sink) == (MirrorType.GRE, 42, Direction.TO_LPORT,
+                                                                      "192.168.1.1")  # fmt: skip
+    assert port.mirror_rules == [mirror.id]
+    (fwd,) = [f for f in db.list(ForwardingGroup) if f.switch == switch.id]
+    assert (fwd.name, fwd.vip, fwd.vmac, fwd.liveness, sorted(fwd.child_port)) == (
+        f"fg-{s}",
+        "10.0.0.100",
+        "0a:00:00:00:00:99",
+        True,
+        [f"p1-{s}", f"p2-{s}"],
+    )
+    assert copp.meters == {"arp": "meter1"}
+    assert switch.copp == router.copp == copp.id
+    (route,) = [r for r in db.list(LogicalRouterStaticRoute) if r.router == router.id]
+    bfd = db.get(BFD, route.bfd)  # type: ignore[arg-type]
+    assert (bfd.logical_port, bfd.dst_ip) == (f"lrp-{s}", "10.0.0.2")
+    (lb,) = [x for x in db.list(LoadBalancer) if x.name == f"lb-{s}"]
+    (check,) = [c for c in db.list(LoadBalancerHealthCheck) if c.load_balancer == lb.id]
+    assert (check.vip, check.options) == ("10.1.0.1:80", {"interval": "5"})
+    assert group.load_balancer == [lb.id]
+    assert switch.load_balancer_group == router.load_balancer_group == [group.id]
+    (dns,) = [db.get(DNS, d) for d in switch.dns_records]
+    assert dns.records == {"vm1": "10.0.0.5"}
+    cache = db.cache([Mirror, ForwardingGroup, Copp, BFD, DNS, LoadBalancerGroup, LoadBalancerHealthCheck])
+    assert cache.wait_synced(10)
+    assert cache.get(ForwardingGroup, fwd.id) == fwd and cache.get(BFD, bfd.id) == bfd
+    assert not cache.corrupt
+    cache.close()
+
+
+def test_the_service_objects_nbdb_writes_are_what_ovn_nbctl_shows(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    s = uuid.uuid4().hex[:8]
+    switch = db.create(LogicalSwitch(name=f"ls-{s}"))
+    port = db.create(LogicalSwitchPort(switch=switch, name=f"p1-{s}"))
+    mirror = db.create(Mirror(name=f"mir-{s}", filter="from-lport", sink="192.168.1.2", type="erspan", index=7))
+    db.update(port.replace(mirror_rules=[mirror.id]))
+    mirrors = nbctl(ovsdb_server, "mirror-list")
+    assert f"{mirror.name}:" in mirrors and "erspan" in mirrors and "192.168.1.2" in mirrors
+    assert nbctl(ovsdb_server, "get", "Logical_Switch_Port", f"p1-{s}", "mirror_rules") == f"[{mirror.id}]"
+    db.create(ForwardingGroup(switch=switch, name=f"fg-{s}", vip="10.0.0.100", vmac="0a:00:00:00:00:99",
+                              child_port=[f"p1-{s}"]))  # fmt: skip
+    shown = nbctl(ovsdb_server, "fwd-group-list", f"ls-{s}")
+    assert f"fg-{s}" in shown and "10.0.0.100" in shown and f"p1-{s}" in shown
+    copp = db.create(Copp(name=f"copp-{s}", meters={"arp": "m1", "bfd": "m2"}))
+    switch = db.update(db.get(LogicalSwitch, switch.id).replace(copp=copp.id))
+    assert nbctl(ovsdb_server, "copp-list", f"copp-{s}").split() == ["arp:", "m1", "bfd:", "m2"]
+    assert nbctl(ovsdb_server, "get", "Logical_Switch", f"ls-{s}", "copp") == str(copp.id)
+    # A weak reference: ovsdb-server clears the switch's copp when the Copp goes (ovn-nbctl copp-del).
+    nbctl(ovsdb_server, "copp-del", f"copp-{s}")
+    assert db.get(LogicalSwitch, switch.id).copp is None
+    lb = db.create(LoadBalancer(name=f"lb-{s}", vips={"10.1.0.1:80": "10.0.0.2:80"}))
+    check = db.create(LoadBalancerHealthCheck(load_balancer=lb, vip="10.1.0.1:80", options={"timeout": "3"}))
+    assert nbctl(ovsdb_server, "get", "Load_Balancer", f"lb-{s}", "health_check") == f"[{check.id}]"
+    # OVN's Load_Balancer_Group has no external_ids, where nbdb keeps an object's version: read only.
+    with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group has no external_ids"):
+        db.create(LoadBalancerGroup(name=f"lbg-{s}", load_balancer=[lb.id]))
+    nbctl(ovsdb_server, "create", "Load_Balancer_Group", f"name=lbg-{s}", f"load_balancer={lb.id}")
+    group = db.get_by(LoadBalancerGroup, name=f"lbg-{s}")
+    assert group is not None and group.load_balancer == [lb.id]
+    db.update(db.get(LogicalSwitch, switch.id).replace(load_balancer_group=[group.id]))
+    assert nbctl(ovsdb_server, "get", "Logical_Switch", f"ls-{s}", "load_balancer_group") == f"[{group.id}]"
+    router = db.create(LogicalRouter(name=f"lr-{s}"))
+    bfd = db.create(BFD(logical_port=f"lrp-{s}", dst_ip="10.0.0.2", min_tx=100, detect_mult=3))
+    db.create(LogicalRouterStaticRoute(router=router, ip_prefix="192.168.0.0/24", nexthop="10.0.0.2", bfd=bfd.id))
+    assert nbctl(ovsdb_server, "--bare", "--columns=bfd", "find", "Logical_Router_Static_Route",
+                 "nexthop=10.0.0.2", f"bfd={bfd.id}") == str(bfd.id)  # fmt: skip
+    assert nbctl(ovsdb_server, "get", "BFD", str(bfd.id), "min_tx", "detect_mult").split() == ["100", "3"]
+    dns = db.create(DNS(records={"vm1": "10.0.0.5 aef0::5"}))
+    db.update(db.get(LogicalSwitch, switch.id).replace(dns_records=[dns.id]))
+    assert nbctl(ovsdb_server, "get", "DNS", str(dns.id), "records:vm1") == '"10.0.0.5 aef0::5"'
+    # ovn-nbctl's own delete of the switch takes its forwarding groups (non-root rows) along.
+    nbctl(ovsdb_server, "ls-del", f"ls-{s}")
+    assert [f for f in db.list(ForwardingGroup) if f.switch == switch.id] == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "ovsdb"])
+def test_a_plain_delete_of_a_switch_or_load_balancer_takes_its_forwarding_groups_and_health_checks_along(
+    kind: str,
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # Forwarding_Group and Load_Balancer_Health_Check are non-root rows only their switch or load
+    # balancer holds: ovsdb-server collects them with it (ovn-nbctl ls-del, lb-del).
+    s = uuid.uuid4().hex[:8]
+    url = {
+        "memory": f"memory://svc-{s}",
+        "sqlite": f"sqlite:///{tmp_path}/svc.db",
+        "ovsdb": f"{ovsdb_server.url}?namespace=svc{s}",
+    }[kind]
+    with nbdb.connect(url) as db:
+        switch = db.create(LogicalSwitch(name=f"ls-{s}"))
+        fwd = db.create(
+            ForwardingGroup(switch=switch, name=f"fg-{s}", vip="10.0.0.1", vmac="0a:00:00:00:00:01", child_port=["p"])
+        )
+        lb = db.create(LoadBalancer(name=f"lb-{s}", vips={"10.1.0.1:80": "10.0.0.2:80"}))
+        kept_lb = db.create(LoadBalancer(name=f"lb2-{s}"))
+        db.create(LoadBalancerHealthCheck(load_balancer=lb, vip="10.1.0.1:80"))
+        kept = db.create(LoadBalancerHealthCheck(load_balancer=kept_lb, vip="10.1.0.2:80"))
+        db.delete(switch)
+        assert [f.id for f in db.list(ForwardingGroup)] == []
+        assert fwd.switch == switch.id
+        db.delete(lb)
+        assert [c.id for c in db.list(LoadBalancerHealthCheck)] == [kept.id]
+        assert [x.id for x in db.list(LoadBalancer)] == [kept_lb.id]
+
+
+def test_a_copy_out_of_ovn_through_memory_and_sqlite_and_back_keeps_every_service_object(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # nbdb copy refused an OVN database holding any of these rows (no model mapped their tables), and
+    # the references to them (a switch's dns_records, copp, load_balancer_group...) were lost.
+    s = uuid.uuid4().hex[:8]
+    models = [m for m in all_models() if m.__module__ == "nbdb.models.ovn" and m is not Chassis]
+    held: dict[type[Model], list[Model]] = {}
+    with OvsdbServer() as source_server:
+        _services(source_server, s)
+        with (
+            nbdb.connect(source_server.url) as source,
+            nbdb.connect(f"memory://svc-{s}") as middle,
+            nbdb.connect(f"sqlite:///{tmp_path}/svc.db") as lite,
+            nbdb.connect(f"{ovsdb_server.url}?namespace=svc{s}") as back,
+        ):
+            Copier(source, middle).run()  # every model: nothing unmapped is left to refuse it
+            result = Copier(middle, lite, CopyOptions(models=models)).run()
+            assert result.differences == []
+            held = {m: sorted(lite.list(m), key=lambda o: o.id) for m in models}
+            assert held == {m: sorted(middle.list(m), key=lambda o: o.id) for m in models}
+            for m in (Mirror, ForwardingGroup, Copp, BFD, DNS, LoadBalancerGroup, LoadBalancerHealthCheck):
+                assert len(held[m]) == 1, m
+            # OVN's Load_Balancer_Group has no external_ids: nbdb reads it but cannot write it there. A
+            # copy holding one is refused before anything is written (it stopped part way).
+            with pytest.raises(nbdb.UnsupportedError, match=r"LoadBalancerGroup objects .*Load_Balancer_Group has no"):
+                Copier(lite, back, CopyOptions(models=models)).run()
+            assert back.list(LogicalSwitch) == []
+            for holder in (*lite.list(LogicalSwitch), *lite.list(LogicalRouter)):
+                lite.update(holder.replace(load_balancer_group=[]))
+            lite.delete(held[LoadBalancerGroup][0])
+            result = Copier(lite, back, CopyOptions(models=models, ignore_list_order=True)).run()
+            assert result.differences == []
+    # What ovn-nbctl shows of the copy is what it showed of the source.
+    assert "10.0.0.100" in nbctl(ovsdb_server, "fwd-group-list", f"ls-{s}")
+    assert nbctl(ovsdb_server, "copp-list", f"copp-{s}").split() == ["arp:", "meter1"]
+    assert "192.168.1.1" in nbctl(ovsdb_server, "mirror-list")
+    port = _uuid(ovsdb_server, "Logical_Switch_Port", f"name=p1-{s}")
+    assert nbctl(ovsdb_server, "get", "Logical_Switch_Port", port, "mirror_rules") == f"[{held[Mirror][0].id}]"
+    switch = _uuid(ovsdb_server, "Logical_Switch", f"name=ls-{s}")
+    assert nbctl(ovsdb_server, "get", "Logical_Switch", switch, "dns_records") == f"[{held[DNS][0].id}]"
+    assert nbctl(ovsdb_server, "get", "Logical_Switch", switch, "copp") == str(held[Copp][0].id)
+    routes = nbctl(
+        ovsdb_server, "--bare", "--columns=bfd", "find", "Logical_Router_Static_Route", "ip_prefix=192.168.0.0/24"
+    )
+    assert str(held[BFD][0].id) in routes.split()
+    lb = _uuid(ovsdb_server, "Load_Balancer", f"name=lb-{s}")
+    assert nbctl(ovsdb_server, "get", "Load_Balancer", lb, "health_check") == f"[{held[LoadBalancerHealthCheck][0].id}]"
