@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from nbdb.models import ovn
 from nbdb.models.base import Model
-from nbdb.models.ovn import ACL, NAT, DHCPOptions, LogicalRouterPort, LogicalRouterStaticRoute, QoS
+from nbdb.models.ovn import (
+    ACL,
+    BFD,
+    NAT,
+    DHCPOptions,
+    ForwardingGroup,
+    LogicalRouterPort,
+    LogicalRouterStaticRoute,
+    QoS,
+)
 
 __all__ = ["OVERRIDES", "OVN_MODELS", "json_values", "newer_fields", "ovn_objects"]
 
@@ -26,6 +35,12 @@ OVERRIDES: dict[type[Model], dict[str, st.SearchStrategy[Any]]] = {
     ACL: {"switch": st.uuids(), "port_group": st.none()},
     NAT: {"external_ip": _IPS, "logical_ip": _IPS},
     QoS: {"action": st.dictionaries(st.sampled_from(["dscp", "mark"]), st.integers(0, 63), min_size=1)},
+    BFD: {"dst_ip": _IPS},
+    ForwardingGroup: {
+        "vip": _IPS,
+        "vmac": _MACS,
+        "child_port": st.lists(st.sampled_from(["lsp1", "lsp-2", "p3"]), min_size=1, max_size=3),
+    },
 }
 """Per model, the fields whose valid values hypothesis cannot derive from the annotations."""
 
