@@ -113,6 +113,7 @@ def test_hundred_updates_fit_and_the_limit_is_refused_before_the_server(db: nbdb
 @pytest.mark.parametrize(("unique_values", "most"), [(0, 63), (1, 42), (2, 31)])
 def test_deletes_in_one_transaction_as_docs_say(db: nbdb.Database, unique_values: int, most: int) -> None:
     """docs/backends/etcd.md's numbers: each released unique claim is one compare (its ValueIs) per object."""
+
     def make(i: int) -> Any:
         if unique_values == 0:
             return KitNote(text=f"n{i}")
