@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb import errors
+from nbdb.conformance.kit import KitNamed, KitNote
 from nbdb.events import ChangeEvent, EventKind
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing import EtcdServer
@@ -107,6 +108,28 @@ def test_hundred_updates_fit_and_the_limit_is_refused_before_the_server(db: nbdb
             for port in db.list(LogicalSwitchPort)[:130]:
                 txn.update(port.replace(addresses=["unknown"]))
     assert db.backend.current_revision() == before
+
+
+@pytest.mark.parametrize(("unique_values", "most"), [(0, 63), (1, 42), (2, 31)])
+def test_deletes_in_one_transaction_as_docs_say(db: nbdb.Database, unique_values: int, most: int) -> None:
+    """docs/backends/etcd.md's numbers: each released unique claim is one compare (its ValueIs) per object."""
+
+    def make(i: int) -> Any:
+        if unique_values == 0:
+            return KitNote(text=f"n{i}")
+        return KitNamed(name=f"n{i}", **({"zone": "z", "slot": i} if unique_values == 2 else {}))
+
+    made = [db.create(make(i)) for i in range(most + 1)]
+    before = db.backend.current_revision()
+    with pytest.raises(nbdb.ValidationError, match="max_txn_ops"):
+        with db.transaction() as txn:
+            for obj in made:
+                txn.delete(obj)
+    assert db.backend.current_revision() == before
+    with db.transaction() as txn:
+        for obj in made[:most]:
+            txn.delete(type(obj), obj.id)  # by id: the same count
+    assert len(db.list(type(made[0]))) == 1
 
 
 def test_merged_absence_checks_fail_on_a_key_created_after_the_read(db: nbdb.Database) -> None:

@@ -194,6 +194,8 @@ class KeyValueBackend(Backend):
         # and saves get() a round trip; a miss or a stale entry falls back to i/.
         # Keyed by the id's integer: hashed in C (UUID.__hash__ is Python, twice per write).
         self._topic_cache: dict[tuple[str, int], tuple[str | None, float | None]] = {}
+        self.reap_warned: dict[str, float] = {}
+        """When the reaper last warned of each expiry key it cannot reap (:func:`kvexpiry.reap`)."""
         self._committer = GroupCommitter(
             self._commit_alone, self.commit_group, self.new_commit_group, prepare=self.prepare_grouped
         )

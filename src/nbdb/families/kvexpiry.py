@@ -94,9 +94,31 @@ def reap(backend: KeyValueBackend) -> int:
                     reaped += 1
                     break
                 vet_released(backend, [op], plan, claims)
+        except errors.CorruptRecordError as exc:
+            # Another writer's damage (a released claim that lies, see vet_released): no later pass reaps it
+            # until someone repairs it, so it is said where it is seen, once per WARN_EVERY (a pass a second).
+            _warn_unreapable(backend, kv.key, exc)
         except errors.NbdbError as exc:
             # Referenced meanwhile, moved on, or the store is busy: the next pass sees it again.
             log.debug("reaper: %s not deleted this pass: %s", kv.key, exc)
         if reaped >= backend.reap_batch:
             break
     return reaped
+
+
+WARN_EVERY = 600.0
+"""Seconds between two warnings of one expiry key the reaper cannot reap for a damaged record."""
+
+
+def _warn_unreapable(backend: KeyValueBackend, key: str, exc: errors.CorruptRecordError) -> None:
+    """Warn that the object of expiry key ``key`` outlives its ttl for ``exc``: once per key per :data:`WARN_EVERY`."""
+    now = time.monotonic()
+    warned = backend.reap_warned
+    last = warned.get(key)
+    if last is not None and now - last < WARN_EVERY:
+        log.debug("reaper: %s not deleted this pass: %s", key, exc)
+        return
+    if len(warned) >= 10_000:
+        warned.clear()  # bounded: a store damaged in bulk warns again, no worse
+    warned[key] = now
+    log.warning("reaper: %s expired but cannot be deleted until the damaged record is repaired: %s", key, exc)

@@ -629,6 +629,7 @@ def _plan_unique(
 
     released = plan.released  # in the order of the operations, as the store is sent them
     claimed: dict[str, uuid.UUID] = {}
+    releasers: dict[str, tuple[WriteOp, Index]] = {}
     for op, was in zip(ops, olds, strict=True):
         if was.unique:  # none for a create
             keep = set(op.unique) if isinstance(op, Put) else ()
@@ -637,6 +638,7 @@ def _plan_unique(
                     ukey = layout.unique(op.table, key)
                     if ukey not in released:
                         released[ukey] = id_text(op.id).encode()
+                        releasers[ukey] = (op, was)
     conditions, puts = plan.conditions, plan.puts
     for op, was in zip(ops, olds, strict=True):
         if not isinstance(op, Put) or not op.unique:
@@ -657,13 +659,25 @@ def _plan_unique(
     if not released:
         return
     deletes = plan.deletes
+    pinned: set[str] = set()
     for ukey, holder in released.items():
         found = None if claims is None else claims.get(ukey)
         if found is None:  # as planned: it names the object releasing it
             conditions.append(_new_tuple(ValueIs, (ukey, holder)))
             if ukey not in claimed:
                 deletes.append(ukey)
-        elif found[0] is None:  # gone already: it stays so (the commit's puts of it, if any, take it)
+            continue
+        # What an earlier attempt found of the claim is trusted only for the index this plan read: the
+        # index and the object's version are two reads (a delete of any version), and a rename landing
+        # between them, trusted, released the old value's claim as "gone" while the new value's claim
+        # stayed behind the deleted object, naming it for ever. Pinned only on this path (a damaged or
+        # moved claim's retry): the first attempt's ValueIs already fails on such a rename.
+        op, was = releasers[ukey]
+        ikey = layout.index(op.table, id_text(op.id))
+        if was.version and ikey not in pinned:
+            pinned.add(ikey)
+            conditions.append(_new_tuple(VersionIs, (ikey, was.version)))
+        if found[0] is None:  # gone already: it stays so (the commit's puts of it, if any, take it)
             conditions.append(_new_tuple(VersionIs, (ukey, 0)))
         else:
             conditions.append(_new_tuple(ValueIs, (ukey, found[0])))

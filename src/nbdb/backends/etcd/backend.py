@@ -265,7 +265,8 @@ class EtcdBackend(KeyValueBackend):
         notes="A transaction is one etcd Txn, so it is limited by the server's --max-txn-ops (128 by default) "
         "and --max-request-bytes (1.5 MiB); max_txn_ops counts as etcd does, nested transactions included: "
         "a commit's writes nest and the absence checks of its creates merge into key ranges, so one transaction "
-        "takes hundreds of creates (100 ports and more), 127 updates or 62 deletes. A watch of "
+        "takes hundreds of creates (100 ports and more), 127 updates or 63 deletes (42 of objects holding a unique "
+        "value each, 31 holding two: each value released is one compare). A watch of "
         "several topics follows the smallest key range covering them and drops the other topics' keys on the "
         "client. Lock TTLs are whole seconds, at least the server's minimum lease TTL.",
     )
