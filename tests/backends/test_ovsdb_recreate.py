@@ -25,6 +25,8 @@ from nbdb.models import LogicalSwitch
 from nbdb.testing.faults import FaultProxy
 from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
 from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,6 +115,32 @@ def test_a_re_creation_seen_merged_after_a_reconnect_makes_the_copies_before_it_
             assert mine.update(fresh.replace(other_config={"k": "v"})).version == 2
 
 
+def test_a_switch_ovn_nbctl_adds_again_under_its_name_is_another_object(ovsdb_server: OvsdbServer) -> None:  # noqa: F811
+    # ovn-nbctl's rows carry no nbdb token (their copies compare their version alone), and ovn-nbctl never
+    # makes a row again under its _uuid: "ls-del" then "ls-add" of a name is a row of another id.
+    name = _switch().name
+
+    def nbctl(*args: str) -> None:
+        run_tool([str(find_binary("ovn-nbctl")), f"--db={ovsdb_server.remotes}", "--timeout=10", *args], timeout=20)
+
+    def named() -> LogicalSwitch | None:
+        return next((s for s in db.list(LogicalSwitch) if s.name == name), None)
+
+    with nbdb.connect(ovsdb_server.url) as db:
+        nbctl("ls-add", name)
+        old = named()
+        assert old is not None
+        nbctl("ls-del", name, "--", "ls-add", name)
+        assert eventually(lambda: (got := named()) is not None and got.id != old.id)
+        with pytest.raises(nbdb.NotFoundError):
+            db.update(old.replace(other_config={"k": "v"}))
+        new = named()
+        assert new is not None
+        written = db.update(new.replace(other_config={"k": "v"}))
+        assert db.update(written.replace(other_config={})).version == written.version + 1
+        nbctl("ls-del", name)
+
+
 @pytest.mark.parametrize(
     ("txn", "token"),
     [
@@ -125,6 +153,8 @@ def test_a_re_creation_seen_merged_after_a_reconnect_makes_the_copies_before_it_
         ("1_23456789abcdef@1", None),
         ("0123456789abcdeg@1", None),
         ("0123456789abcdef0@1", None),
+        ("0123456789abcdef", None),  # no version: no entry of the window (see parse_window)
+        (" 0123456789abcdef@1", None),
         ("١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦@1", None),  # digits int() reads, not hex nbdb writes
     ],
 )

@@ -401,11 +401,12 @@ def written_token(ext: Mapping[str, str]) -> int | None:
     word): such a row's copies are compared by their version alone.
     """
     txn = ext.get(EXT_TXN)
-    if not txn:
+    if not txn or txn[16:17] != "@":
         return None
-    token = txn.partition(" ")[0].partition("@")[0]
-    # As new_token writes one: 16 hex digits (int() would also take "+", "_" and spaces in another's text).
-    if len(token) != 16 or not (token.isascii() and token.isalnum()):
+    # The first entry as new_token writes one: 16 hex digits before its "@" (int() would also take "+",
+    # "_" and spaces of another writer's text).
+    token = txn[:16]
+    if not (token.isascii() and token.isalnum()):
         return None
     try:
         return int(token, 16)
