@@ -711,7 +711,7 @@ class Replica:
                 continue
             before = self.states.get(key) if old is not None else None
             if old is not None and before == doc.state:
-                written = written_token(row.get(EXTERNAL_IDS) or {}) if old.written is not None else None
+                written = None if row is None or old.written is None else written_token(row.get(EXTERNAL_IDS) or {})
                 if written is not None and written != old.written:
                     # The same content and version, written by another nbdb commit: the row was deleted and
                     # created again as it was, in changes this replica sees merged (a catch-up, or one update
@@ -724,7 +724,7 @@ class Replica:
             if merged is None and not (synthetic or initial) and _commits_since(before, row) > 1:
                 merged = ref
             version = self.versions.version(table, key[1], doc.state)
-            written = written_token(row.get(EXTERNAL_IDS) or {})
+            written = None if row is None else written_token(row.get(EXTERNAL_IDS) or {})
             new = _new_tuple(Record, (table, id, doc.topic, version, doc.data, None, written))
             self.records[key] = new
             self.states[key] = plain_state(doc.state)
