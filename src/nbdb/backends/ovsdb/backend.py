@@ -150,6 +150,7 @@ class OvsdbBackend(OvsdbFamilyBackend):
     capabilities: ClassVar[Capabilities] = Capabilities(
         transactions=Atomicity.ATOMIC,
         linearizable_reads=True,
+        cas_across_recreate=True,
         server_side_topic_filter=True,
         durability=Durability.DURABLE,
         history="the last 10,000 changes seen by this connection; a revision of another connection or process "

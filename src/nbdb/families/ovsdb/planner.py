@@ -71,6 +71,7 @@ from nbdb.families.ovsdb.rows import (
 from nbdb.families.ovsdb.spellings import keep_spelling, source_as_written
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells, unset_value
 from nbdb.models.shape import ModelShape
+from nbdb.revision import Revision
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
 
 __all__ = ["Plan", "plan_commit"]
@@ -199,6 +200,22 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
             return None
         raise rules.not_found(key)
     rules.expected_version(op, record.version)
+    written = op.expect_written
+    if written is not None:
+        # Is the copy of an earlier creation of the id? The plan's ``wait`` on the row's exact stored content
+        # (its ``nbdb:txn`` window included) makes what the replica shows the server's row at commit, so this
+        # compare is atomic with the commit. A copy decoded from a record carries the token of the nbdb commit
+        # that wrote it (rows.written_token, the same on every replica and client): stale when the row's is
+        # another. A write's result carries its commit's revision on this connection's clock, the replica's
+        # revision of the row then or later: stale when the replica saw the row change after it (at one
+        # version: deleted and created again). A revision of another connection's clock (another Database's
+        # result, an unpickled one) says nothing here: compared by its version alone, as a copy built by hand.
+        if type(written) is Revision:
+            stale = written.scope is replica.clock and written < replica.changed_at.get((op.table, op.id.int), 0)
+        else:
+            stale = rules.written_differs(written, record.written)
+        if stale:
+            raise rules.recreated(key, record.version)
     if record.topic != op.topic:
         raise rules.topic_changed(key, record.topic, op.topic)
     return record

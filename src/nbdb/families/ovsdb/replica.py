@@ -42,6 +42,7 @@ from nbdb.families.ovsdb.rows import (
     render,
     same_content,
     stored_columns,
+    written_token,
     written_version,
 )
 from nbdb.spi import Record, RecordChange, RefKey
@@ -710,11 +711,21 @@ class Replica:
                 continue
             before = self.states.get(key) if old is not None else None
             if old is not None and before == doc.state:
+                written = None if row is None or old.written is None else written_token(row.get(EXTERNAL_IDS) or {})
+                if written is not None and written != old.written:
+                    # The same content and version, written by another nbdb commit: the row was deleted and
+                    # created again as it was, in changes this replica sees merged (a catch-up, or one update
+                    # of several transactions). Not a change of its content, but of its incarnation: reads
+                    # hand out copies of the new one, and the copies of the old one are stale (see
+                    # rows.written_token).
+                    self.records[key] = old._replace(written=written)
+                    self.changed_at[key] = revision
                 continue
             if merged is None and not (synthetic or initial) and _commits_since(before, row) > 1:
                 merged = ref
             version = self.versions.version(table, key[1], doc.state)
-            new = Record(table, id, doc.topic, version, doc.data)
+            written = None if row is None else written_token(row.get(EXTERNAL_IDS) or {})
+            new = _new_tuple(Record, (table, id, doc.topic, version, doc.data, None, written))
             self.records[key] = new
             self.states[key] = plain_state(doc.state)
             self._index_refs(key, ref, doc.refs)
@@ -734,7 +745,7 @@ class Replica:
                 # readers decoding into its model share (nbdb.codec.decode) rather than validate it
                 # again. Only that hand-over (see _drop_values): the records (a list, a cache's load)
                 # and the kept history (a watch's poll) hold the bytes alone.
-                shared = _new_tuple(Record, (table, id, doc.topic, version, doc.data, value, None))
+                shared = _new_tuple(Record, (table, id, doc.topic, version, doc.data, value, written))
                 out.append(_new_tuple(RecordChange, (table, id, new.topic, old, shared, revision, synthetic)))
                 self._carrying = True
             else:

@@ -95,6 +95,7 @@ __all__ = [
     "stale_marks",
     "stored_columns",
     "to_keep",
+    "written_token",
     "written_version",
 ]
 
@@ -386,6 +387,29 @@ def written_version(ext: Mapping[str, str]) -> int:
         if head is not None and version < head:
             return head
     return version
+
+
+def written_token(ext: Mapping[str, str]) -> int | None:
+    """The nbdb commit that wrote a row's content last: the newest token of its ``nbdb:txn`` window, as an int.
+
+    A row's *incarnation* as well as its version: every nbdb write pushes a fresh random token (see
+    :func:`new_token`), and a row deleted and created again under its id starts a window of its own,
+    so two rows of one id at one version (versions restart at 1) never share it. Records carry it as
+    :attr:`nbdb.spi.Record.written`, the copies decoded from them too, and a commit compares it with
+    the row it plans from (see :func:`.planner.plan_commit`), whose ``wait`` holds the whole window.
+    None for a row no nbdb write has stamped (ovn-nbctl's, or another writer's garbage in its first
+    word): such a row's copies are compared by their version alone.
+    """
+    txn = ext.get(EXT_TXN)
+    if not txn or txn[16:17] != "@":
+        return None
+    # The first entry as new_token writes one: 16 hex digits before its "@". Not checked further (this runs
+    # for every row change, and a str method costs as much as the int): another writer's text there that
+    # int() reads all the same ("+", "_", spaces) is read so by every client alike, which is all it needs.
+    try:
+        return int(txn[:16], 16)
+    except ValueError:
+        return None
 
 
 def _newest(text: str) -> int | None:

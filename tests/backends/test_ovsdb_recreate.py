@@ -1,0 +1,169 @@
+"""Compare-and-swap across a delete and a re-create of one id on OVSDB, where the kit cannot look.
+
+The id is the row's ``_uuid`` (inserts name it), so a row created again under an id has the same
+``_uuid`` as the one deleted: what tells them apart is the token of the nbdb commit that wrote
+each (``external_ids:nbdb:txn``), which a copy read from a record carries, and the revision on
+this connection's clock at which the replica saw the row change, which a write's result carries.
+Here: another connection's copies and writes, and a re-creation this connection only sees merged
+into one change (a reconnect's catch-up), the row being created again exactly as it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.backends.ovsdb import OvsdbBackend
+from nbdb.conformance.kit import eventually
+from nbdb.families.ovsdb.rows import EXT_TXN, push_window, written_token
+from nbdb.models import LogicalSwitch
+from nbdb.testing.faults import FaultProxy
+from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
+from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.probes import run_tool
+from nbdb.testing.process import find_binary
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def two(ovsdb_server: OvsdbServer) -> Iterator[tuple[nbdb.Database, nbdb.Database]]:  # noqa: F811
+    """Two Databases on connections of their own (another timeout: another driver, clock and replica)."""
+    with nbdb.connect(ovsdb_server.url) as mine, nbdb.connect(ovsdb_server.url, timeout=19) as theirs:
+        assert isinstance(mine.backend, OvsdbBackend) and isinstance(theirs.backend, OvsdbBackend)
+        assert mine.backend.clock is not theirs.backend.clock
+        yield mine, theirs
+
+
+def _switch() -> LogicalSwitch:
+    return LogicalSwitch(name=f"aba-{uuid.uuid4().hex[:10]}")
+
+
+def _again_as_it_was(db: nbdb.Database, obj: LogicalSwitch) -> LogicalSwitch:
+    """``obj``'s id deleted and created again with the very content it had (at version 1 again)."""
+    db.delete(db.get(LogicalSwitch, obj.id))
+    again = db.create(LogicalSwitch(id=obj.id, name=obj.name))
+    assert again.version == 1 and again.model_dump(exclude={"version"}) == obj.model_dump(exclude={"version"})
+    return again
+
+
+def test_a_stale_copy_is_refused_once_its_id_is_created_again_as_it_was(
+    two: tuple[nbdb.Database, nbdb.Database],
+) -> None:
+    mine, theirs = two
+    first = mine.create(_switch())
+    read = mine.get(LogicalSwitch, first.id)
+    again = _again_as_it_was(theirs, first)  # same id, name and version: only the commit that wrote it differs
+    for stale in (first, read):
+        with pytest.raises(nbdb.ConflictError, match="created again"):
+            mine.update(stale.replace(other_config={"k": "v"}))
+        with pytest.raises(nbdb.ConflictError, match="created again"):
+            mine.delete(stale)
+    assert theirs.get(LogicalSwitch, first.id) == again
+    # Their write's result and their read: copies of the object stored now, on another connection, write here.
+    moved = mine.update(again.replace(other_config={"by": "mine"}))
+    assert moved.version == 2
+    assert mine.update(theirs.get(LogicalSwitch, first.id).replace(other_config={})).version == 3
+
+
+def test_copies_of_another_connection_are_never_refused_while_their_object_stands(
+    two: tuple[nbdb.Database, nbdb.Database],
+) -> None:
+    # A write's result carries the revision of its own connection's clock, which says nothing on another:
+    # compared by its version there; a read carries the writing commit's token, the same on every client.
+    mine, theirs = two
+    obj = theirs.create(_switch())
+    for step in range(3):
+        obj = mine.update(obj.replace(other_config={"step": str(step)}))
+        obj = theirs.update(obj.replace(other_config={"step": f"{step}+"}))
+        obj = theirs.update(mine.get(LogicalSwitch, obj.id).replace(other_config={"read": str(step)}))
+    assert mine.get(LogicalSwitch, obj.id).version == obj.version == 10
+
+
+def test_a_re_creation_seen_merged_after_a_reconnect_makes_the_copies_before_it_stale(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    member = ovsdb_server.members[0]
+    with FaultProxy([(member.host, member.port)]) as proxy, nbdb.connect(ovsdb_server.url) as theirs:
+        host, port = proxy.addresses[0]
+        with nbdb.connect(f"ovsdb+tcp://{host}:{port}", timeout=15) as mine:
+            first = mine.create(_switch())
+            read = mine.get(LogicalSwitch, first.id)
+            token = read.__pydantic_private__["_written"]  # type: ignore[index]
+            proxy.refuse()
+            proxy.cut()
+            _again_as_it_was(theirs, first)  # while this connection is down: it sees one merged change
+            proxy.heal()
+
+            def reread() -> bool:
+                got = mine.get(LogicalSwitch, first.id)
+                return got.__pydantic_private__["_written"] != token  # type: ignore[index]
+
+            assert eventually(reread)
+            for stale in (first, read):
+                with pytest.raises(nbdb.ConflictError, match="created again"):
+                    mine.update(stale.replace(other_config={"k": "v"}))
+                with pytest.raises(nbdb.ConflictError, match="created again"):
+                    mine.delete(stale)
+            fresh = mine.get(LogicalSwitch, first.id)
+            assert (fresh.version, fresh.name) == (1, first.name)
+            assert mine.update(fresh.replace(other_config={"k": "v"})).version == 2
+
+
+def test_a_switch_ovn_nbctl_adds_again_under_its_name_is_another_object(ovsdb_server: OvsdbServer) -> None:  # noqa: F811
+    # ovn-nbctl's rows carry no nbdb token (their copies compare their version alone), and ovn-nbctl never
+    # makes a row again under its _uuid: "ls-del" then "ls-add" of a name is a row of another id.
+    name = _switch().name
+
+    def nbctl(*args: str) -> None:
+        run_tool([str(find_binary("ovn-nbctl")), f"--db={ovsdb_server.remotes}", "--timeout=10", *args], timeout=20)
+
+    def named() -> LogicalSwitch | None:
+        return next((s for s in db.list(LogicalSwitch) if s.name == name), None)
+
+    with nbdb.connect(ovsdb_server.url) as db:
+        nbctl("ls-add", name)
+        old = named()
+        assert old is not None
+        nbctl("ls-del", name, "--", "ls-add", name)
+        assert eventually(lambda: (got := named()) is not None and got.id != old.id)
+        with pytest.raises(nbdb.NotFoundError):
+            db.update(old.replace(other_config={"k": "v"}))
+        new = named()
+        assert new is not None
+        written = db.update(new.replace(other_config={"k": "v"}))
+        assert db.update(written.replace(other_config={})).version == written.version + 1
+        nbctl("ls-del", name)
+
+
+@pytest.mark.parametrize(
+    ("txn", "token"),
+    [
+        ("0123456789abcdef@3 fedcba9876543210@2", 0x0123456789ABCDEF),
+        ("0123456789abcdef@1", 0x0123456789ABCDEF),
+        (None, None),
+        ("", None),
+        ("junk 0123456789abcdef@1", None),  # the first word only, as nbdb writes it
+        ("+123456789abcdef@1", 0x123456789ABCDEF),  # what int() reads of it, alike on every client
+        ("0123456789abcdeg@1", None),
+        ("0123456789abcdef0@1", None),
+        ("0123456789abcdef", None),  # no version: no entry of the window (see parse_window)
+        (" 0123456789abcdef@1", None),
+        ("0123456789abcdez@1", None),
+    ],
+)
+def test_written_token_is_the_newest_token_nbdb_wrote_or_none(txn: str | None, token: int | None) -> None:
+    assert written_token({} if txn is None else {EXT_TXN: txn}) == token
+
+
+@given(writes=st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(1, 2**62)), min_size=1, max_size=8))
+def test_written_token_is_the_token_of_the_last_write_pushed(writes: list[tuple[int, int]]) -> None:
+    text = None
+    for token, version in writes:
+        text = push_window(text, f"{token:016x}", version)
+    assert written_token({EXT_TXN: text or ""}) == writes[-1][0]
