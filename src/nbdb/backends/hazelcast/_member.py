@@ -15,7 +15,7 @@ from typing import Any
 
 from hazelcast.serialization.api import IdentifiedDataSerializable, ObjectDataInput, ObjectDataOutput
 
-from nbdb.families.kv import Condition, Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, VersionIs
+from nbdb.families.kv import Condition, Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, VersionIs, WrittenAt
 
 __all__ = [
     "APPLIED",
@@ -31,12 +31,12 @@ __all__ = [
 
 FACTORY_ID = 7301
 """The serializer factory id the members register (``io.nbdb.hazelcast.NbdbFactory``)."""
-PROTOCOL = 1
-"""The task's wire form and reply; the members' ``CommitTask.PROTOCOL`` must be the same."""
+PROTOCOL = 2
+"""The task's wire form and reply; the members' ``CommitTask.PROTOCOL`` must be the same (2: ``WrittenAt``)."""
 APPLIED, FALLBACK, BUSY = 0, 1, 2
 """A commit task's reply status: done (``[APPLIED, revision, ok...]``); nothing written, commit with the
 client's own protocol; nothing written, the lock was not granted in time."""
-_VERSION_IS, _EXISTS, _LEASE_HELD, _PREFIX_UNCHANGED = 1, 2, 3, 4
+_VERSION_IS, _EXISTS, _LEASE_HELD, _PREFIX_UNCHANGED, _WRITTEN_AT = 1, 2, 3, 4, 5
 
 
 class CommitTask(IdentifiedDataSerializable):
@@ -163,4 +163,6 @@ def _condition(condition: Condition) -> tuple[int, str, int, bytes]:
         return _LEASE_HELD, condition.name, 0, condition.token
     if isinstance(condition, PrefixUnchangedSince):
         return _PREFIX_UNCHANGED, condition.prefix, condition.revision, b""
+    if isinstance(condition, WrittenAt):
+        return _WRITTEN_AT, condition.key, condition.revision, b""
     raise TypeError(f"unknown condition {condition!r}")  # pragma: no cover - the family has no other conditions

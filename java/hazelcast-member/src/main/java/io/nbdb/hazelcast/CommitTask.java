@@ -41,8 +41,8 @@ import java.util.logging.Logger;
  */
 public final class CommitTask extends NbdbTask implements Callable<long[]>, HazelcastInstanceAware {
     static final int CLASS_ID = 1;
-    /** Bumped when the task's wire form or reply changes; the client checks it with {@link ProbeTask}. */
-    static final long PROTOCOL = 1;
+    /** Bumped when the task's wire form or reply changes; the client checks it with {@link ProbeTask} (2: WRITTEN_AT). */
+    static final long PROTOCOL = 2;
     static final long APPLIED = 0;
     static final long FALLBACK = 1;
     static final long BUSY = 2;
@@ -56,6 +56,7 @@ public final class CommitTask extends NbdbTask implements Callable<long[]>, Haze
     private static final byte EXISTS = 2;
     private static final byte LEASE_HELD = 3;
     private static final byte PREFIX_UNCHANGED = 4;
+    private static final byte WRITTEN_AT = 5;
 
     private transient HazelcastInstance hz;
     private String kvName;
@@ -232,7 +233,7 @@ public final class CommitTask extends NbdbTask implements Callable<long[]>, Haze
             keys.addAll(Arrays.asList(commit.putKeys));
             keys.addAll(Arrays.asList(commit.deletes));
             for (Condition c : commit.conditions) {
-                if (c.kind == VERSION_IS || c.kind == EXISTS) {
+                if (c.kind == VERSION_IS || c.kind == EXISTS || c.kind == WRITTEN_AT) {
                     keys.add(c.key);
                 }
             }
@@ -257,6 +258,14 @@ public final class CommitTask extends NbdbTask implements Callable<long[]>, Haze
                         return false;
                     }
                     break;
+                case WRITTEN_AT: {
+                    // Present, last written at that revision: a key deleted and created again since has a later one.
+                    byte[] found = stored(current.get(c.key));
+                    if (found == null || ByteBuffer.wrap(found).getLong(8) != c.number) {
+                        return false;
+                    }
+                    break;
+                }
                 case LEASE_HELD: {
                     Object holder = lease.get(c.key);
                     if (!(holder instanceof byte[] b) || !Arrays.equals(b, c.token)) {
