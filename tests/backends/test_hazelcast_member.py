@@ -21,7 +21,16 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb import errors
 from nbdb.conformance.kit import KitParent, check_stale_copies_refused
-from nbdb.families.kv import CommitToken, Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, VersionIs, WrittenAt
+from nbdb.families.kv import (
+    CommitToken,
+    Exists,
+    KeyCommit,
+    LeaseHeld,
+    PrefixUnchangedSince,
+    ValueIs,
+    VersionIs,
+    WrittenAt,
+)
 from nbdb.testing import HazelcastServer
 from nbdb.testing.fixtures import hazelcast_server, server_factory  # noqa: F401
 from nbdb.testing.hazelcast import member_jar
@@ -79,12 +88,15 @@ def test_commits_run_in_the_member_in_one_request(hazelcast_server: HazelcastSer
 
 
 _KEYS = st.sampled_from(["o/a", "o/b", "o/c/1", "o/c/2", "x/side"])
+_VALUES = st.sampled_from([b"", b"v"])
+"""Values a ValueIs names, which puts write too (random bytes would only ever fail it)."""
 _COMMIT = st.tuples(
-    st.dictionaries(_KEYS, st.binary(max_size=12), max_size=3),
+    st.dictionaries(_KEYS, st.one_of(_VALUES, st.binary(max_size=12)), max_size=3),
     st.lists(_KEYS, max_size=2, unique=True),
     st.lists(st.one_of(st.tuples(st.just("version"), _KEYS, st.integers(0, 3)), st.tuples(st.just("exists"), _KEYS),
                        st.tuples(st.just("lease"), st.sampled_from([b"holder", b"someone else"])),
-                       st.tuples(st.just("written"), _KEYS, st.integers(0, 8))),
+                       st.tuples(st.just("written"), _KEYS, st.integers(0, 8)),
+                       st.tuples(st.just("value"), _KEYS, _VALUES)),
              max_size=2),
     st.booleans(),
 )  # fmt: skip
@@ -100,7 +112,8 @@ def test_member_and_client_commits_write_the_same_bytes(
     """Every stored key, log entry (past its random anchor) and outcome is the same on both paths.
 
     Conditions of every kind: key versions, existence, a lease held (or not) by the token,
-    an unchanged prefix, the revision that last wrote a key; commit tokens with their TTL.
+    an unchanged prefix, the revision that last wrote a key, a key's value (a released claim's); commit tokens
+    with their TTL.
     """
     namespace = _ns()
     member = _backend(hazelcast_server.url, namespace=namespace + "m")
@@ -134,6 +147,8 @@ def _condition(check: tuple[Any, ...]) -> Any:
         return LeaseHeld("fence", check[1])
     if check[0] == "written":
         return WrittenAt(check[1], check[2])
+    if check[0] == "value":
+        return ValueIs(check[1], check[2])
     return Exists(check[1])
 
 

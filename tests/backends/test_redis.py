@@ -880,12 +880,14 @@ def test_an_object_whose_topic_field_another_writer_damaged_is_one_corrupt_recor
 
 
 @pytest.mark.timeout(30)
-def test_a_delete_releases_its_claims_unread_and_whole_past_a_foreign_key(db: nbdb.Database) -> None:
-    """A delete removes its unique claim and its reverse reference without reading them first. The
-    script reads every other key before writing, so that a key of the wrong type stops a commit
-    before it writes anything; an unread one must not stop it halfway either: a foreign key of
-    another type where the claim lived is not nbdb's, is left as it is, and the delete applies
-    whole (object, index, reverse reference, change-log entry), once."""
+def test_a_delete_whose_claim_another_writer_replaced_is_refused_whole_then_applies_whole(db: nbdb.Database) -> None:
+    """A delete checks its unique claim before it writes anything (it must still name the port: ValueIs).
+
+    A foreign key of another type where the claim lived was left as it was and the delete went on (the
+    claim was removed unread, which freed a value another tool had pointed the claim at). It is now
+    another writer's damage where the delete reads: CorruptRecordError naming the key, nothing written
+    (the port, its index and its reverse reference stay, no change-log entry). Once the key is gone,
+    the delete applies whole (object, index, reverse reference, change-log entry), once."""
     import redis
 
     backend = backend_of(db)
@@ -901,13 +903,18 @@ def test_a_delete_releases_its_claims_unread_and_whole_past_a_foreign_key(db: nb
         client.delete(claims[0])
         client.set(claims[0], b"foreign")  # a string where nbdb keeps a hash
         revision = db.list(LogicalSwitchPort).revision
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.delete(port)
+        assert client.get(claims[0]) == b"foreign"
+        assert db.get(LogicalSwitchPort, port.id) == port
+        assert db.list(LogicalSwitchPort).revision == revision
+        client.delete(claims[0])
         with db.watch(LogicalSwitchPort, since=revision) as watch:
             db.delete(port)
             events = watch.poll(5)
         assert [(e.kind.value, e.object.id, e.revision) for e in events] == [("deleted", port.id, revision + 1)]
         with pytest.raises(nbdb.NotFoundError):
             db.get(LogicalSwitchPort, port.id)
-        assert client.get(claims[0]) == b"foreign"
         assert [p.id for p in db.list(LogicalSwitchPort)] == [kept.id]
         # The reverse reference went with it: one referrer left, and the switch is deleted once that one is.
         with pytest.raises(nbdb.ReferenceError):

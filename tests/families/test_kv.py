@@ -28,13 +28,14 @@ from nbdb.families.kv import (
     KeyValueBackend,
     LeaseHeld,
     PrefixUnchangedSince,
+    ValueIs,
     VersionIs,
 )
 from nbdb.families.kvplan import Index, KeyLayout
-from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, check_released_claims, condition_holds, key_changes
-from nbdb.families.rules import NO_TOPIC, topic_part
+from nbdb.families.kvstore import ChangeSignal, PolledKeyStream, condition_holds, key_changes
+from nbdb.families.rules import NO_TOPIC, shape_of, topic_part
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
-from nbdb.spi import Record, UniqueKey
+from nbdb.spi import Delete, Record, UniqueKey
 from nbdb.testing.kvmemory import KVMemoryBackend as MemoryBackend
 from nbdb.testing.kvmemory import MemoryStore
 
@@ -256,59 +257,76 @@ _X, _Y = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-000000
 
 
 @given(
-    owner=st.sampled_from([_X.encode(), _Y.encode(), _X.upper().encode(), b"x", b"\xff", b""]),
-    written=st.sets(st.sampled_from([_X, _Y])),
-    deleted=st.booleans(),
+    owner=st.sampled_from([_X.encode(), _Y.encode(), _X.upper().encode(), b"x", b"\xff", b"", None]),
     beside=st.booleans(),
     holds=st.sampled_from(["the value", "another value", "nothing", "a damaged index"]),
 )
 def test_a_released_claim_must_name_an_object_the_commit_writes_or_one_that_holds_it(
-    owner: bytes, written: set[str], deleted: bool, beside: bool, holds: str
+    owner: bytes | None, beside: bool, holds: str
 ) -> None:
-    # A claim the commit deletes names the object whose index the commit writes (an update dropping the
-    # value) or deletes (the object's delete). One naming another object that holds the value (its index
-    # lists it) is true, and the written object's index is another writer's damage: the claim is kept (its
-    # release freed the value under its holder) and the commit goes ahead. Any other is another writer's:
-    # CorruptRecordError. A commit that writes no object of the claim's table (a key deleted by hand)
-    # deletes what it is told. Nothing is read unless a claim names an object the commit does not write.
-    layout = KeyLayout("ns/")
+    # The commit released the claim of "a" as _X's (its ValueIs failed). It names the object releasing it, or
+    # another the commit writes (``beside``): deleted as planned, under a condition on what it holds. Gone:
+    # left gone (its absence the condition). Naming another object that holds the value (its index lists it):
+    # true, and the released object's index is another writer's damage: it stays, the commit goes ahead. Any
+    # other is another writer's: CorruptRecordError, and the key is left as it was.
+    backend = MemoryBackend()
+    layout = backend.layout
     value = UniqueKey("name", '"a"')
     claim = layout.unique("T", value)
-    stored = {claim: KeyValue(claim, owner, 1, 1)}
-    indexes = [layout.index("T", o) for o in sorted(written)]
-    puts = {} if deleted else dict.fromkeys(indexes, b"index")
-    deletes = [claim, *(indexes if deleted else ())]
-    if beside:
-        puts[layout.index("U", owner.decode(errors="replace"))] = b"another table's object"
-    text = owner.decode(errors="replace")
     records = {
         "the value": layout.encode_index(Index(None, frozenset(), (UniqueKey("other", "1"), value))),
         "another value": layout.encode_index(Index(None, frozenset(), (UniqueKey("name", '"b"'),))),
         "a damaged index": b'{"t": "~", "r": [], "u": 7}',
     }
-    store = (
-        {}
-        if holds not in records
-        else {layout.index("T", text): KeyValue(layout.index("T", text), records[holds], 1, 1)}
-    )
-    reads: list[str] = []
-
-    def read(keys: Sequence[str]) -> Mapping[str, KeyValue]:
-        reads.extend(keys)
-        return {k: store[k] for k in keys if k in store}
-
-    mismatch = bool(written) and text not in written
-    if mismatch and holds == "the value" and text in (_X, _Y):
-        assert check_released_claims(layout, stored, puts, deletes, read) == deletes[1:]
-    elif mismatch:
-        with pytest.raises(nbdb.CorruptRecordError, match="which this write releases") as refused:
-            check_released_claims(layout, stored, puts, deletes, read)
-        assert refused.value.key == claim and refused.value.table == "T"
+    text = "" if owner is None else owner.decode(errors="replace")
+    puts = {} if owner is None else {claim: owner}
+    if holds in records:
+        puts[layout.index("T", text)] = records[holds]
+    assert backend.commit_once([], puts, []) is not None
+    ops = [Delete("T", uuid.UUID(_X), None), *([Delete("T", uuid.UUID(_Y), None)] if beside else ())]
+    plan = kvplan.Plan(released={claim: _X.encode()})
+    claims: kvplan.Claims = {}
+    if owner is None:
+        kvplan.vet_released(backend, ops, plan, claims)
+        assert claims == {claim: (None, False)}
+    elif owner == _X.encode() or (beside and owner == _Y.encode()):
+        kvplan.vet_released(backend, ops, plan, claims)
+        assert claims == {claim: (owner, False)}
+    elif owner == _Y.encode() and holds == "the value":
+        kvplan.vet_released(backend, ops, plan, claims)
+        assert claims == {claim: (owner, True)}
     else:
-        assert check_released_claims(layout, stored, puts, deletes, read) is deletes
-    assert set(reads) <= ({layout.index("T", text)} if mismatch else set())
-    assert check_released_claims(layout, {}, puts, deletes, read) is deletes  # a claim gone: nothing to check
-    assert len(reads) <= 1
+        with pytest.raises(nbdb.CorruptRecordError, match="which this write releases") as refused:
+            kvplan.vet_released(backend, ops, plan, claims)
+        assert refused.value.key == claim and refused.value.table == "T"
+        found = backend.get_key(claim)
+        assert found is not None and found.value == owner
+        assert claims == {}
+
+
+def test_a_plan_releases_a_claim_as_a_failed_attempt_found_it() -> None:
+    # As planned: ValueIs(claim, the releasing id) and its delete; found gone: absent, not deleted; found with
+    # its true holder: ValueIs(claim, that holder), not deleted (the commit goes on without it).
+    backend = MemoryBackend()
+    with Database(backend) as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=switch.id, name="p"))
+        other = uuid.uuid4()
+        ops = [Delete("LogicalSwitchPort", port.id, None)]
+        shape = shape_of(ops)
+        plan = kvplan.plan_commit(backend, ops, shape, time.time())
+        (claim,) = plan.released
+        assert plan.released[claim] == str(port.id).encode()
+        assert ValueIs(claim, str(port.id).encode()) in plan.conditions and claim in plan.deletes
+        for found, condition, deleted in [
+            ((None, False), VersionIs(claim, 0), False),
+            ((str(other).encode(), True), ValueIs(claim, str(other).encode()), False),
+            ((str(port.id).encode(), False), ValueIs(claim, str(port.id).encode()), True),
+        ]:
+            again = kvplan.plan_commit(backend, ops, shape, time.time(), claims={claim: found})
+            (found_condition,) = [c for c in again.conditions if getattr(c, "key", None) == claim]
+            assert found_condition == condition and type(found_condition) is type(condition)
+            assert (claim in again.deletes) is deleted
 
 
 def test_conditions_are_checked_against_stored_values() -> None:
@@ -335,6 +353,9 @@ def test_conditions_are_checked_against_stored_values() -> None:
     assert condition_holds(LeaseHeld("lock", b"me"), stored, never_changed, holds)
     assert not condition_holds(LeaseHeld("lock", b"you"), stored, never_changed, holds)
     assert not condition_holds(LeaseHeld("other", b"me"), stored, never_changed, holds)
+    assert condition_holds(ValueIs("k", b"v"), stored, never_changed, holds)
+    assert not condition_holds(ValueIs("k", b"w"), stored, never_changed, holds)
+    assert not condition_holds(ValueIs("absent", b""), stored, never_changed, holds)
 
 
 class ScriptedLog:

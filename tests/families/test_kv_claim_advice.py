@@ -18,7 +18,7 @@ from nbdb.testing.fixtures import shared_server
 from nbdb.testing.kvmemory import KVMemoryBackend
 
 
-@pytest.fixture(scope="module", params=["kvmemory", "sqlite", "redis", "etcd"])
+@pytest.fixture(scope="module", params=["kvmemory", "sqlite", "redis", "etcd", "hazelcast"])
 def kind(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
     """The backend kind and, for a server's, its URL (one server for the module)."""
     if request.param in ("kvmemory", "sqlite"):

@@ -635,7 +635,6 @@ class SqliteBackend(kv.KeyValueBackend):
         changed, holds = partial(_changed_under, sql), partial(_lease_holds, sql, self.layout.lock)
         if not all(kvstore.condition_holds(c, stored, changed, holds) for c in conditions):
             return None
-        deletes = kvstore.check_released_claims(self.layout, stored, puts, deletes, partial(_select, sql))
         revision, file_compacted, file_changes = _state(sql)
         revision += 1
         changes = kvstore.key_changes(stored, puts, deletes, revision)

@@ -17,6 +17,8 @@ import nbdb
 from nbdb.capabilities import Atomicity, Expiry
 from nbdb.conformance.kit import KitChild, KitGroup, KitNamed, KitParent, eventually
 from nbdb.events import EventKind
+from nbdb.families.kv import KeyValueBackend
+from nbdb.spi import UniqueKey
 
 pytestmark = [pytest.mark.nbdb_kit, pytest.mark.timeout(90)]
 
@@ -45,6 +47,72 @@ def test_a_unique_value_is_held_by_one_object(db: nbdb.Database) -> None:
     assert isinstance(error, nbdb.ConflictError)
     assert (error.table, error.field, error.value, error.existing) == ("KitNamed", "name", "vm1", first.id)
     assert [n.id for n in db.list(KitNamed)] == [first.id]
+
+
+def _claim_of(db: nbdb.Database, obj: KitNamed) -> tuple[KeyValueBackend, str, UniqueKey]:
+    """The key-value backend, the claim of ``obj``'s name and its index's unique entry for it (skip elsewhere)."""
+    backend = db.backend
+    if not isinstance(backend, KeyValueBackend):
+        pytest.skip(f"{type(backend).__name__} is not of the key-value family (no claim keys to point elsewhere)")
+    index = backend.get_key(backend.layout.index("KitNamed", obj.id))
+    assert index is not None
+    entry = next(u for u in backend.layout.decode_index(index).unique if u[0] == "name")
+    return backend, backend.layout.unique("KitNamed", entry), entry
+
+
+@pytest.mark.parametrize("release", ["delete", "rename"])
+def test_a_released_claim_another_tool_gave_to_a_true_holder_stays_with_it(db: nbdb.Database, release: str) -> None:
+    """A release of a unique value leaves the claim to another object that holds it, and frees nothing.
+
+    Another tool made ``other``'s index hold "x" too and pointed the claim at it. The release of "x" by
+    ``first`` (a delete, a rename) deleted the claim unread: "x" was freed under ``other``, whose index
+    holds it, and a create of "x" then succeeded beside it (two holders). The claim is checked as it is
+    released (the family's condition on each released claim), stays with ``other``, and the write goes on.
+    """
+    _unique(db)
+    first, other = db.create(KitNamed(name="x")), db.create(KitNamed(name="y"))
+    backend, claim, entry = _claim_of(db, first)
+    index_key = backend.layout.index("KitNamed", other.id)
+    stored = backend.get_key(index_key)
+    assert stored is not None
+    index = backend.layout.decode_index(stored)
+    doubled = index._replace(unique=(*index.unique, entry))
+    assert backend.commit_once([], {index_key: backend.layout.encode_index(doubled), claim: str(other.id).encode()}, [])
+    if release == "delete":
+        db.delete(first)
+    else:
+        db.update(first.replace(name="renamed"))
+    held = backend.get_key(claim)
+    assert held is not None and held.value == str(other.id).encode(), "the release freed the claim of its true holder"
+    with pytest.raises(nbdb.UniqueViolationError) as taken:
+        db.create(KitNamed(name="x"))
+    assert taken.value.existing == other.id
+
+
+@pytest.mark.parametrize("release", ["delete", "rename"])
+def test_a_released_claim_another_tool_pointed_at_a_non_holder_is_a_corrupt_record(
+    db: nbdb.Database, release: str
+) -> None:
+    """A release of a claim that names another object, which does not hold the value, is refused, the key kept.
+
+    Deleted unread, the evidence went with it. ``CorruptRecordError`` names the key; set to the holder's id
+    (the repair it advises), the write goes through.
+    """
+    _unique(db)
+    first, other = db.create(KitNamed(name="x")), db.create(KitNamed(name="y"))
+    backend, claim, _ = _claim_of(db, first)
+    assert backend.commit_once([], {claim: str(other.id).encode()}, [])
+    write = (lambda: db.delete(first)) if release == "delete" else (lambda: db.update(first.replace(name="renamed")))
+    with pytest.raises(nbdb.CorruptRecordError, match="which this write releases") as refused:
+        write()
+    assert refused.value.key == claim
+    held = backend.get_key(claim)
+    assert held is not None and held.value == str(other.id).encode(), "the refused release changed the claim"
+    assert db.get(KitNamed, first.id).name == "x"
+    assert backend.commit_once([], {claim: str(first.id).encode()}, [])
+    write()
+    assert backend.get_key(claim) is None
+    db.create(KitNamed(name="x"))  # freed with its holder
 
 
 def test_unique_groups_and_unset_values(db: nbdb.Database) -> None:

@@ -39,12 +39,14 @@ from nbdb.families import kvexpiry, rules
 from nbdb.families.kvgroup import CommitGroup, GroupCommitter, Outcome, PipelinedGroup
 from nbdb.families.kvplan import (
     TOPIC_PROBES,
+    Claims,
     Index,
     KeyLayout,
     Plan,
     check_claim_held,
     diagnose,
     plan_commit,
+    vet_released,
     wildcard_split,
 )
 from nbdb.families.kvtypes import (
@@ -59,6 +61,7 @@ from nbdb.families.kvtypes import (
     KeyValue,
     LeaseHeld,
     PrefixUnchangedSince,
+    ValueIs,
     VersionIs,
     WrittenAt,
     write_count,
@@ -91,6 +94,7 @@ __all__ = [
     "KeyValueBackend",
     "LeaseHeld",
     "PrefixUnchangedSince",
+    "ValueIs",
     "VersionIs",
     "WrittenAt",
 ]
@@ -209,6 +213,20 @@ class KeyValueBackend(Backend):
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
         """Several keys (backends override this to batch the round trips)."""
         return [self.get_key(k) for k in keys]
+
+    def whole_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        """:meth:`get_keys`, each key read where no commit is half applied (for a diagnosis: error paths only).
+
+        The default is :meth:`get_keys`, for stores whose point reads see whole commits
+        (:attr:`whole_point_reads`); one whose commits land key by key (Hazelcast) reads them under its
+        commit lock. A unique claim's holder is read this way: a claim may land before its holder's index.
+        """
+        return self.get_keys(keys)
+
+    def whole_index(self, table: str, id: uuid.UUID) -> Index | None:
+        """:meth:`index_record` read through :meth:`whole_keys` (nothing remembered)."""
+        kv = self.whole_keys([self.layout.index(table, id)])[0]
+        return None if kv is None else self.layout.decode_index(kv)
 
     @abstractmethod
     def range_keys(self, prefixes: Sequence[str]) -> tuple[list[KeyValue], int]:
@@ -580,9 +598,10 @@ class KeyValueBackend(Backend):
         if not ops:
             return CommitResult(self.revision_now(), [])
         shape = rules.shape_of(ops)
+        claims: Claims = {}
         for attempt in range(_COMMIT_ATTEMPTS):
             # The first plan takes deleted objects to be unreferenced; a failed commit reads them.
-            plan = plan_commit(self, ops, shape, time.time(), optimistic=attempt == 0)
+            plan = plan_commit(self, ops, shape, time.time(), attempt == 0, claims)
             conditions = [*plan.conditions, *extra]
             self._check_limits(len(ops), conditions, plan)
             revision = self.commit_once(conditions, plan.puts, plan.deletes)
@@ -597,6 +616,7 @@ class KeyValueBackend(Backend):
                 if isinstance(condition, LeaseHeld) and not self.lease_held(condition.name, condition.token):
                     raise rules.lock_lost(condition.name)
             diagnose(self, ops, shape)
+            vet_released(self, ops, plan, claims)
         raise errors.ConflictError("the commit kept conflicting with concurrent writers; try again")
 
     def store_ops(self, conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]) -> int:
@@ -644,12 +664,10 @@ class KeyValueBackend(Backend):
             raise errors.CorruptRecordError(f"unique key {kv.key!r} holds {kv.value[:40]!r}", key=kv.key) from None
 
     def check_unique_claim(self, table: str, key: UniqueKey, owner: uuid.UUID) -> None:
-        if not self.whole_point_reads:  # a claim may land before its holder's index: no proof
-            return
         claim = self.get_key(self.layout.unique(table, key))
         if claim is None or claim.value != str(owner).encode():
             return  # it moved meanwhile
-        held = self.index_record(table, owner)
+        held = self.whole_index(table, owner)  # a claim may land before its holder's index (Hazelcast)
         if held is not None and key in held.unique:
             return  # it holds the value now (renamed back and forth meanwhile)
         check_claim_held(self, claim, table, owner, "does not exist" if held is None else "does not hold it")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from nbdb import errors
 from nbdb.families import rules
-from nbdb.families.kvplan import decode_deadline, encode_deadline, plan_commit
+from nbdb.families.kvplan import Claims, decode_deadline, encode_deadline, plan_commit, vet_released
 from nbdb.families.kvtypes import VersionIs
 from nbdb.spi import ANY_VERSION, Delete, RefKey
 
@@ -86,10 +86,14 @@ def reap(backend: KeyValueBackend) -> int:
                 backend.commit_once([keep], {}, [kv.key])
                 continue
             op = Delete(target[0], target[1], index.topic, ANY_VERSION, index.refs, False, index.unique)
-            plan = plan_commit(backend, [op], rules.shape_of([op]), now)
-            if backend.commit_once([*plan.conditions, keep], plan.puts, plan.deletes) is not None:
-                backend.forget(*target)
-                reaped += 1
+            shape, claims = rules.shape_of([op]), Claims()
+            for _attempt in range(2):  # again once a released claim was found with another holder (vet_released)
+                plan = plan_commit(backend, [op], shape, now, claims=claims)
+                if backend.commit_once([*plan.conditions, keep], plan.puts, plan.deletes) is not None:
+                    backend.forget(*target)
+                    reaped += 1
+                    break
+                vet_released(backend, [op], plan, claims)
         except errors.NbdbError as exc:
             # Referenced meanwhile, moved on, or the store is busy: the next pass sees it again.
             log.debug("reaper: %s not deleted this pass: %s", kv.key, exc)

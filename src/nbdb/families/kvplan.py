@@ -41,7 +41,7 @@ import pydantic
 
 from nbdb import errors
 from nbdb.families import rules
-from nbdb.families.kvtypes import Condition, Exists, KeyValue, PrefixUnchangedSince, VersionIs, WrittenAt
+from nbdb.families.kvtypes import Condition, Exists, KeyValue, PrefixUnchangedSince, ValueIs, VersionIs, WrittenAt
 from nbdb.spi import ANY_VERSION, Put, Record, RefKey, UniqueKey, WriteOp
 
 if TYPE_CHECKING:  # the planner reads through the backend it plans for (a type only: no import cycle)
@@ -59,6 +59,7 @@ __all__ = [
     "id_text",
     "outside_tables",
     "plan_commit",
+    "vet_released",
     "wildcard_split",
 ]
 
@@ -458,6 +459,13 @@ class Plan:
     """Each written object and its index after the commit (None: deleted), in the order of the operations.
 
     A list, not a dict keyed by (table, id): hashing that key calls ``UUID.__hash__`` (Python)."""
+    released: dict[str, bytes] = field(default_factory=dict)
+    """Each unique claim the commit releases, and the id (as stored) of the first object releasing it."""
+
+
+Claims = dict[str, tuple[bytes | None, bool]]
+"""Released claims as a failed commit's diagnosis found them (:func:`vet_released`): claim key -> (the id it
+holds, None if absent; whether it is another object's, which holds the value, and stays)."""
 
 
 def plan_commit(
@@ -466,12 +474,14 @@ def plan_commit(
     shape: rules.TransactionShape,
     now: float,
     optimistic: bool = False,
+    claims: Claims | None = None,
 ) -> Plan:
     """Read what ``ops`` need to know and turn them into one conditional multi-key commit (``now``: wall clock).
 
     ``optimistic``: a deleted object whose references the commit leaves alone
     is taken to have no referrers (the store checks that its reverse-reference
-    prefix is empty) instead of reading them first.
+    prefix is empty) instead of reading them first. ``claims``: released claims
+    an earlier attempt's diagnosis read (:func:`vet_released`).
     """
 
     layout = backend.layout
@@ -578,7 +588,7 @@ def plan_commit(
         if remaining:
             raise rules.still_referenced(target, remaining)
         conditions.append(PrefixUnchangedSince(layout.referrers(target), revision))
-    _plan_unique(layout, ops, olds, plan)
+    _plan_unique(layout, ops, olds, plan, claims)
     return plan
 
 
@@ -605,20 +615,28 @@ def _real_referrers(
     return real
 
 
-def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], olds: Sequence[Index], plan: Plan) -> None:
+def _plan_unique(
+    layout: KeyLayout, ops: Sequence[WriteOp], olds: Sequence[Index], plan: Plan, claims: Claims | None
+) -> None:
     """Claim the unique values the commit adds and release the ones it drops, atomically with it.
 
-    ``olds``: each written object's index before the commit, in the order of ``ops``.
+    ``olds``: each written object's index before the commit, in the order of ``ops``. A released claim is
+    deleted on condition that it still names the object releasing it (:class:`ValueIs`): deleted unread, one
+    another tool had pointed at another object freed the value under that object. ``claims``: what a failed
+    attempt found instead (:func:`vet_released`): a claim gone is left so (its absence the condition), one
+    naming another holder of the value stays with it.
     """
 
-    released: dict[str, None] = {}  # in the order of the operations, as the store is sent them
+    released = plan.released  # in the order of the operations, as the store is sent them
     claimed: dict[str, uuid.UUID] = {}
     for op, was in zip(ops, olds, strict=True):
         if was.unique:  # none for a create
             keep = set(op.unique) if isinstance(op, Put) else ()
             for key in was.unique:
                 if key not in keep:
-                    released[layout.unique(op.table, key)] = None
+                    ukey = layout.unique(op.table, key)
+                    if ukey not in released:
+                        released[ukey] = id_text(op.id).encode()
     conditions, puts = plan.conditions, plan.puts
     for op, was in zip(ops, olds, strict=True):
         if not isinstance(op, Put) or not op.unique:
@@ -636,7 +654,97 @@ def _plan_unique(layout: KeyLayout, ops: Sequence[WriteOp], olds: Sequence[Index
             if sid is None:
                 sid = id_text(op.id).encode()
             puts[ukey] = sid
-    plan.deletes += [ukey for ukey in released if ukey not in claimed]
+    if not released:
+        return
+    deletes = plan.deletes
+    for ukey, holder in released.items():
+        found = None if claims is None else claims.get(ukey)
+        if found is None:  # as planned: it names the object releasing it
+            conditions.append(_new_tuple(ValueIs, (ukey, holder)))
+            if ukey not in claimed:
+                deletes.append(ukey)
+        elif found[0] is None:  # gone already: it stays so (the commit's puts of it, if any, take it)
+            conditions.append(_new_tuple(VersionIs, (ukey, 0)))
+        else:
+            conditions.append(_new_tuple(ValueIs, (ukey, found[0])))
+            if not found[1] and ukey not in claimed:
+                deletes.append(ukey)
+
+
+def vet_released(backend: KeyValueBackend, ops: Sequence[WriteOp], plan: Plan, claims: Claims) -> None:
+    """After a commit's conditions failed, read the claims it released into ``claims`` for the next plan.
+
+    nbdb writes a claim in the commit that writes its holder's index, naming that holder, and releases it
+    in the commit that drops the value from it. A released claim that names another object is another
+    writer's damage, of one record or the other:
+
+    - the claim is true: the object it names exists and its index holds the value, so the index of the object
+      written is the damaged one (another tool made it a second holder). The claim stays with its holder and
+      the commit goes ahead without its delete: deleted, it freed the value under its true holder (a create
+      of the value then succeeded beside it), and refused, the object written could never go;
+    - the claim lies: it holds no id, or names an object that does not exist or whose index does not hold
+      the value. CorruptRecordError naming the key, which stays as it was (its delete destroyed the
+      evidence), once a second read finds it unchanged (else it moved meanwhile: planned again).
+
+    A claim naming another object the commit writes, or gone, is noted for the next plan as it is.
+    """
+    if not plan.released:
+        return
+    layout = backend.layout
+    keys = list(plan.released)
+    writers = {id_text(op.id).encode() for op in ops}
+    for key, kv in zip(keys, backend.get_keys(keys), strict=True):
+        if kv is None:
+            claims[key] = (None, False)
+            continue
+        value = kv.value
+        if value == plan.released[key] or value in writers:
+            claims[key] = (value, False)
+            continue
+        table = layout.unique_table(key)
+        if table is None:  # pragma: no cover - the planner releases claims only
+            continue
+        owner = value.decode(errors="replace") if isinstance(value, bytes) else repr(value)
+        why = _claim_held(backend, table, key, owner)
+        if why is None:
+            claims[key] = (value, True)  # a true claim: the index of the object written lies
+            continue
+        again = backend.get_key(key)
+        if again is None or again[1:] != kv[1:]:  # value, version, mod_revision: it moved meanwhile
+            claims.pop(key, None)
+            continue
+        raise errors.CorruptRecordError(
+            f"unique key {key!r}, which this write releases, names {owner[:40]!r}, not the {table} written, and "
+            f"{why}: another writer's (set the key to the id of the {table} that holds the value, the one written "
+            "if no other one holds it, then write again)",
+            table=table,
+            key=key,
+        )
+
+
+def _claim_held(backend: KeyValueBackend, table: str, key: str, owner: str) -> str | None:
+    """Why the object the claim ``key`` names, ``owner`` (its text), does not hold its value; None if it does.
+
+    It holds it if its index record lists a value whose claim is ``key``. The id must be spelt as the family
+    spells ids: a claim naming its holder otherwise would be released by no write of it.
+    """
+    try:
+        spelt = str(uuid.UUID(owner)) == owner
+    except ValueError:
+        spelt = False
+    if not spelt:
+        return "that is no id"
+    layout = backend.layout
+    found = backend.whole_keys([layout.index(table, owner)])[0]
+    if found is None:
+        return f"no such {table} exists"
+    try:
+        unique = layout.decode_index(found).unique
+    except errors.CorruptRecordError:
+        return "its index is damaged too"
+    if any(layout.unique(table, value) == key for value in unique):
+        return None
+    return "that one does not hold the value"
 
 
 def encode_deadline(deadline: float) -> bytes:
@@ -685,8 +793,9 @@ def diagnose(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.Tran
             holder = backend.get_key(layout.unique(op.table, key))
             if holder is not None and holder.value != str(op.id).encode():
                 owner = _owner(holder.value)
-                if owner is not None and backend.whole_point_reads:
-                    held = backend.index_record(op.table, owner)
+                if owner is not None:
+                    # Read whole: a claim may land before its holder's index (Hazelcast: under its commit lock).
+                    held = backend.whole_index(op.table, owner)
                     if held is None:
                         check_claim_held(backend, holder, op.table, owner)
                         continue  # its holder went, and the value with it: the next plan may take it

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from nbdb import errors
-from nbdb.families.kv import Condition, Exists, KeyChange, KeyStream, KeyValue, LeaseHeld, VersionIs, WrittenAt
-
-if TYPE_CHECKING:
-    from nbdb.families.kvplan import KeyLayout
+from nbdb.families.kv import (
+    Condition,
+    Exists,
+    KeyChange,
+    KeyStream,
+    KeyValue,
+    LeaseHeld,
+    ValueIs,
+    VersionIs,
+    WrittenAt,
+)
 
 __all__ = [
     "ChangeReader",
     "ChangeSignal",
     "PolledKeyStream",
-    "check_released_claims",
     "condition_holds",
     "key_changes",
     "named_keys",
@@ -52,6 +56,9 @@ def condition_holds(
         return condition.key in stored
     if isinstance(condition, LeaseHeld):
         return lease_holds(condition.name, condition.token)
+    if isinstance(condition, ValueIs):
+        found = stored.get(condition.key)
+        return found is not None and found.value == condition.value
     if isinstance(condition, WrittenAt):
         # And a version of the store's own (another tool's text fails here, and the family's diagnosis names it).
         found = stored.get(condition.key)
@@ -61,92 +68,7 @@ def condition_holds(
 
 def named_keys(conditions: Sequence[Condition]) -> list[str]:
     """The keys whose stored values :func:`condition_holds` needs for these conditions."""
-    return [c.key for c in conditions if isinstance(c, VersionIs | Exists | WrittenAt)]
-
-
-def check_released_claims(
-    layout: KeyLayout,
-    stored: Mapping[str, KeyValue],
-    puts: Mapping[str, bytes],
-    deletes: Sequence[str],
-    read: Callable[[Sequence[str]], Mapping[str, KeyValue]],
-) -> Sequence[str]:
-    """The keys the commit deletes, less the claims it must leave to their holders; CorruptRecordError for a lie.
-
-    The family releases a claim (a delete, an update that drops the value) in the commit that writes its
-    holder's index, and the claim names that holder. One naming another object is another writer's damage,
-    of one record or the other:
-
-    - the claim is true: the object it names exists and its index holds the value, so the index of the object
-      written is the damaged one (another tool made it a second holder). The claim is left out of the deletes
-      and the commit goes ahead: the release deleted it unseen, freeing the value under its true holder (a
-      create of the value then succeeded beside it), and refused, the object written could never go;
-    - the claim lies: it holds no id, or names an object that does not exist or whose index does not hold
-      the value. CorruptRecordError, and the key stays as it was (the release deleted the evidence).
-
-    ``stored`` holds the current value of every deleted key, as :func:`key_changes` needs; a commit that
-    writes no object of the claim's table (a key deleted by hand) is left alone. For a store that checks
-    conditions itself, inside its transaction: one pass over the deletes, and only for a claim naming another
-    object the index of the object it names, through ``read`` (keys -> their stored values, in the transaction).
-    ``deletes`` itself is returned when every release stands.
-    """
-    written: set[str] | None = None
-    kept: set[str] = set()
-    for key in deletes:
-        held = stored.get(key)
-        if held is None:
-            continue
-        table = layout.unique_table(key)
-        if table is None:
-            continue
-        if written is None:
-            written = {*puts, *deletes}
-        objects = layout.index(table, "")
-        if not any(k.startswith(objects) for k in written):
-            continue  # no write of an object of its table: a key deleted by hand
-        value = held.value
-        owner = value.decode(errors="replace") if isinstance(value, bytes) else repr(value)
-        if layout.index(table, owner) in written:
-            continue
-        why = _claim_held(layout, table, key, owner, read)
-        if why is None:
-            kept.add(key)  # a true claim: the index of the object written lies
-            continue
-        raise errors.CorruptRecordError(
-            f"unique key {key!r}, which this write releases, names {owner[:40]!r}, not the {table} written, and "
-            f"{why}: another writer's (set the key to the id of the {table} that holds the value, the one written "
-            "if no other one holds it, then write again)",
-            table=table,
-            key=key,
-        )
-    return [key for key in deletes if key not in kept] if kept else deletes
-
-
-def _claim_held(
-    layout: KeyLayout, table: str, key: str, owner: str, read: Callable[[Sequence[str]], Mapping[str, KeyValue]]
-) -> str | None:
-    """Why the object the claim ``key`` names, ``owner`` (its text), does not hold its value; None if it does.
-
-    It holds it if its index record lists a value whose claim is ``key``. The id must be spelt as the family
-    spells ids: a claim naming its holder otherwise would be released by no write of it.
-    """
-    try:
-        spelt = str(uuid.UUID(owner)) == owner
-    except ValueError:
-        spelt = False
-    if not spelt:
-        return "that is no id"
-    index = layout.index(table, owner)
-    found = read([index]).get(index)
-    if found is None:
-        return f"no such {table} exists"
-    try:
-        unique = layout.decode_index(found).unique
-    except errors.CorruptRecordError:
-        return "its index is damaged too"
-    if any(layout.unique(table, value) == key for value in unique):
-        return None
-    return "that one does not hold the value"
+    return [c.key for c in conditions if isinstance(c, VersionIs | Exists | WrittenAt | ValueIs)]
 
 
 def key_changes(

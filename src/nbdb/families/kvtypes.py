@@ -24,6 +24,7 @@ __all__ = [
     "KeyValue",
     "LeaseHeld",
     "PrefixUnchangedSince",
+    "ValueIs",
     "VersionIs",
     "WrittenAt",
     "write_count",
@@ -88,6 +89,19 @@ class WrittenAt(NamedTuple):
     revision: int
 
 
+class ValueIs(NamedTuple):
+    """The key is present and holds ``value``.
+
+    The planner's condition on each unique claim a commit releases (a delete, an update that drops the
+    value): the claim must still name the object releasing it. Deleted unread, a claim another tool had
+    pointed at another object was freed under that object, and a third writer could take the value: two
+    holders. When it fails, the family reads the claim and plans again (see ``kvplan.vet_released``).
+    """
+
+    key: str
+    value: bytes
+
+
 class Exists(NamedTuple):
     """The key is present."""
 
@@ -108,7 +122,7 @@ class LeaseHeld(NamedTuple):
     token: bytes
 
 
-Condition = VersionIs | Exists | PrefixUnchangedSince | LeaseHeld | WrittenAt
+Condition = VersionIs | Exists | PrefixUnchangedSince | LeaseHeld | WrittenAt | ValueIs
 """A commit's condition. Named tuples, built several times per write (a frozen dataclass took 2.5 times
 as long); tell them apart by type (``isinstance``), never by ``==``: a tuple's equality ignores its class."""
 

@@ -29,6 +29,7 @@ from nbdb.families.kv import (
     KeyValueBackend,
     LeaseHeld,
     PrefixUnchangedSince,
+    ValueIs,
     VersionIs,
     WrittenAt,
 )
@@ -198,6 +199,8 @@ def _txn_bytes(commit: KeyCommit, lock_key: Callable[[str], str]) -> int:
             size += 2 * _utf8_len(c.prefix) + 16  # [prefix, prefix_end), and a revision and two enums
         elif isinstance(c, LeaseHeld):
             size += _utf8_len(lock_key(c.name)) + len(c.token)
+        elif isinstance(c, ValueIs):
+            size += _utf8_len(c.key) + len(c.value)
         else:
             size += _utf8_len(c.key)
     ops = len(commit.conditions) + write_count(commit.puts, commit.deletes) + 1  # and its nested transaction
@@ -224,6 +227,9 @@ def _compare(condition: Condition, lock_key: Callable[[str], str]) -> bytes:
     if isinstance(condition, WrittenAt):
         # The key's mod_revision (0 when absent: unequal), in place of its version's compare: one compare still.
         return wire.compare(condition.key.encode(), wire.TARGET_MOD, wire.CMP_EQUAL, condition.revision)
+    if isinstance(condition, ValueIs):
+        # A released claim still names its holder (an absent key compares unequal): one compare.
+        return wire.compare(condition.key.encode(), wire.TARGET_VALUE, wire.CMP_EQUAL, condition.value)
     if isinstance(condition, LeaseHeld):
         # The lock's key holds the holder's token while its lease lives (an absent key compares unequal).
         return wire.compare(lock_key(condition.name).encode(), wire.TARGET_VALUE, wire.CMP_EQUAL, condition.token)

@@ -47,6 +47,7 @@ from nbdb.families.kv import (
     KeyValue,
     LeaseHeld,
     PrefixUnchangedSince,
+    ValueIs,
     VersionIs,
     WrittenAt,
 )
@@ -375,6 +376,11 @@ class HazelcastBackend(ChangeLogBackend):
             key,
             self.call(lambda: self.gate.ask(lambda: self._kv_async.get(key), self.config.timeout)),
         )
+
+    def whole_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        # Under the commit lock: a commit's keys land one by one, and a claim may land before its holder's index.
+        with self._commit_lock():
+            return self.get_keys(keys)
 
     def get_keys(self, keys: Sequence[str]) -> list[KeyValue | None]:
         if len(keys) <= 1:
@@ -1272,7 +1278,7 @@ class HazelcastBackend(ChangeLogBackend):
             self._register(topics)
         keys = set(keys)
         for condition in conditions:
-            if isinstance(condition, VersionIs | Exists | WrittenAt):
+            if isinstance(condition, VersionIs | Exists | WrittenAt | ValueIs):
                 keys.add(condition.key)
         leases = [c.name for c in conditions if isinstance(c, LeaseHeld)]
         prefixes = [c.prefix for c in conditions if isinstance(c, PrefixUnchangedSince)]
@@ -1585,6 +1591,10 @@ def _plan(
             # Present, last written at that revision: a key deleted and created again since has a later one.
             found = decode_kv(condition.key, current.get(condition.key))
             if found is None or found.mod_revision != condition.revision:
+                return None
+        elif isinstance(condition, ValueIs):
+            found = decode_kv(condition.key, current.get(condition.key))
+            if found is None or found.value != condition.value:
                 return None
         elif isinstance(condition, LeaseHeld):
             holder = holders.get(condition.name)

@@ -43,6 +43,7 @@ from nbdb.families.kv import (
     KeyValue,
     LeaseHeld,
     PrefixUnchangedSince,
+    ValueIs,
     VersionIs,
     WrittenAt,
 )
@@ -790,6 +791,9 @@ def _payload(
     fresh = {c.key for c in conditions if type(c) is VersionIs and c.version == 0}
     if fresh:
         fresh.intersection_update(puts)
+    released: dict[str, bytes] | None = None
+    """Released claims whose condition goes with their delete (see 'X' in the commit script)."""
+    dropped: set[str] = set()
     for condition in conditions:
         if isinstance(condition, VersionIs):
             if condition.key in fresh and condition.version == 0:
@@ -808,6 +812,16 @@ def _payload(
         elif isinstance(condition, LeaseHeld):
             key = lock_key(condition.name).encode()
             add((*_KIND_L, head(len(key)), key, head(len(condition.token)), condition.token))
+        elif isinstance(condition, ValueIs):
+            # A released unique claim: with its delete, one item 'X key value' (where the 'D' would be).
+            if released is None:
+                released, dropped = {}, set(deletes)
+            name = condition.key
+            if name in dropped and name not in puts and range_root(name) is None:
+                released[name] = condition.value
+                continue
+            key = name.encode()
+            add((*_KIND_X, head(len(key)), key, head(len(condition.value)), condition.value))
         else:  # pragma: no cover - the family has no other conditions
             raise TypeError(f"unknown condition {condition!r}")
     roots = _ROOTS
@@ -816,7 +830,11 @@ def _payload(
         root = roots.get(at) or _framed_root(at)
         add((*(_KIND_CREATE if name in fresh else _KIND_PUT), head(len(key)), key, head(len(value)), value, *root))
     for name in deletes:
-        key, at = name.encode(), range_root(name)
+        key = name.encode()
+        if released and (held := released.pop(name, None)) is not None:
+            add((*_KIND_RELEASE, head(len(key)), key, head(len(held)), held))
+            continue
+        at = range_root(name)
         root = roots.get(at) or _framed_root(at)
         add((*_KIND_DELETE, head(len(key)), key, *root))
     return out
@@ -828,6 +846,8 @@ def _framed(field: bytes) -> tuple[bytes, bytes]:
 
 _KIND_V, _KIND_E, _KIND_PREFIX, _KIND_L = _framed(b"v"), _framed(b"e"), _framed(b"p"), _framed(b"l")
 _KIND_W = _framed(b"w")
+_KIND_X, _KIND_RELEASE = _framed(b"x"), _framed(b"X")
+"""A key holds a value (ValueIs); a released unique claim's ValueIs and its delete in one item."""
 _KIND_PUT, _KIND_CREATE, _KIND_DELETE, _EMPTY = _framed(b"P"), _framed(b"C"), _framed(b"D"), _framed(b"")
 _NEVER_RANGED = _framed(b"-1")
 """The range root of a key only ever read by name, framed once."""

@@ -703,7 +703,8 @@ _COMMIT_LEAN_DELETE = _fill(
     r"""
 -- 'v key n' (n > 0, or 'w key m'), 'p r/<table>/<id>/ 0' (no referrer left), 'D key 0', 'D i/<table>/<id> -1'
 -- of an object key, then 'D' of its reverse references (r/...) and unique claims (u/... -1),
--- which, like the index, are removed unread (see 'blind' in the general path).
+-- which, like the index, are removed unread (see 'blind' in the general path), or 'X u/... id' of a
+-- released claim: removed if it still names that id (one HMGET each), else the commit fails ({0}).
 local function delete()
   local nargs = #ARGV
   if nargs < 16 or ARGV[8] ~= 'p' or ARGV[10] ~= '0' or ARGV[11] ~= 'D' or ARGV[12] ~= ARGV[6]
@@ -715,15 +716,20 @@ local function delete()
   end
   local refs = ARGV[9]:match('^r/[^/]+/[^/]+/$')
   if not refs then return end
-  local drops = {}
+  -- held: the released claims ('X u/... id'), each deleted only if it still names this object.
+  local drops, held = {}, nil
   for pos = 17, nargs, 3 do
-    local k, root = ARGV[pos + 1], ARGV[pos + 2]
-    if ARGV[pos] ~= 'D' or not tonumber(root) then return end
-    local gh, gf = k:match('^(r/[^/]+/[^/]+/)(.+)$')
+    local kind, k, root = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
+    local gh, gf = nil, nil
+    if kind == 'D' and tonumber(root) then gh, gf = k:match('^(r/[^/]+/[^/]+/)(.+)$') end
     if gh then
       drops[#drops + 1] = {P .. 'k:' .. gh, gf}
-    elseif root == '-1' and k:sub(1, 2) == 'u/' then
+    elseif k:sub(1, 2) == 'u/' and (kind == 'X' or (kind == 'D' and root == '-1')) then
       drops[#drops + 1] = {P .. 'k:' .. k, 'v', 'n', 'm'}
+      if kind == 'X' then
+        if not held then held = {} end
+        held[#held + 1] = {P .. 'k:' .. k, root}
+      end
     else
       return
     end
@@ -734,6 +740,12 @@ local function delete()
     if not (r[3] == topic and tonumber(r[2])) or tonumber(r[4]) ~= expect then return {0} end
   elseif (r[3] == topic and tonumber(r[2])) ~= expect then
     return {0}
+  end
+  if held then
+    for i = 1, #held do
+      local c = redis.call('HMGET', held[i][1], 'v', 'n')
+      if not c[2] or c[1] ~= held[i][2] then return {0} end
+    end
   end
   -- The referrers' hash (none left) and the topic's stream (named twice: count // 2 whether it
   -- exists, see revision) in one EXISTS.
@@ -1081,6 +1093,12 @@ while pos <= nargs do
   elseif kind == 'D' then
     dels[#dels + 1] = {ARGV[pos + 1], tonumber(ARGV[pos + 2])}
     pos = pos + 3
+  elseif kind == 'X' then
+    -- A released unique claim (never ranged): its condition 'x key value' and its delete in one item.
+    local key = ARGV[pos + 1]
+    conds[#conds + 1] = {'x', key, ARGV[pos + 2]}
+    dels[#dels + 1] = {key, -1}
+    pos = pos + 3
   else
     conds[#conds + 1] = {kind, ARGV[pos + 1], ARGV[pos + 2]}
     pos = pos + 3
@@ -1167,7 +1185,7 @@ end
 local named, blind, UNREAD = {}, {}, {false, 0}
 for i = 1, #conds do
   local c = conds[i]
-  if c[1] == 'v' or c[1] == 'e' then named[c[2]] = true; want(c[2]) end
+  if c[1] == 'v' or c[1] == 'e' or c[1] == 'x' then named[c[2]] = true; want(c[2]) end
 end
 for i = 1, #puts do local key = puts[i][1]; named[key] = true; want(key) end
 for i = 1, #dels do
@@ -1263,6 +1281,10 @@ for i = 1, #conds do
     end
   elseif kind == 'l' then
     if redis.call('GET', a) ~= b then return {0} end
+  elseif kind == 'x' then
+    -- The key holds the value b (a released claim still names the object releasing it).
+    local s = load(a)
+    if not s or s[1] ~= b then return {0} end
   elseif kind == 'w' then
     -- The key holds a value (of the topic its key names) last written at revision b (its mod revision field).
     local w = place(a)
