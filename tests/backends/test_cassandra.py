@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 import nbdb
+from nbdb.conformance.kit import KitParent, check_stale_copies_refused
 from nbdb.events import ChangeEvent, EventKind
+from nbdb.families import rules
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing import fixtures, require_server
 from nbdb.testing.cassandra import CassandraServer
@@ -619,14 +621,51 @@ def test_keyspace_is_created_and_its_tables_evolved(cassandra_server: CassandraS
     url = cassandra_server.url.rsplit("/", 1)[0] + f"/{keyspace}?rf=1"
     with nbdb.connect(url, namespace="a") as db:
         assert db.allocate_id("n") == 1
+        made = db.create(LogicalSwitch(name="before"))
         driver = session(db)
         driver.execute(f"ALTER TABLE {keyspace}.nbdb_meta DROP owner", timeout=60)
+        driver.execute(f"ALTER TABLE {keyspace}.nbdb_data DROP (wrev, old_wrev)", timeout=60)
     try:
-        with nbdb.connect(url, namespace="a") as db:  # an older schema: nbdb adds the column back
+        with nbdb.connect(url, namespace="a") as db:  # an older schema: nbdb adds the columns back
             assert db.allocate_id("n") == 2
+            # A row written without the revision column: read, compared by its version, stamped once written.
+            old = db.get(LogicalSwitch, made.id)
+            assert old == made
+            updated = db.update(old.replace(name="after"))
+            assert updated.version == 2
+            assert db.update(db.get(LogicalSwitch, made.id).replace(name="again")).version == 3
     finally:
         with nbdb.connect(cassandra_server.url, namespace="x") as db:
             session(db).execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
+@pytest.mark.timeout(60)
+def test_a_stale_copy_of_a_deleted_object_is_refused_and_an_older_nbdbs_row_compares_its_version(
+    open_db: Callable[..., nbdb.Database],
+) -> None:
+    """ABA: an id deleted and created again starts at version 1 again; the row's ``wrev`` (the revision
+    that wrote it) tells the copies apart, in the commit's LWT. A row an older nbdb wrote has none."""
+    db = open_db()
+    again = check_stale_copies_refused(db)
+    # As an older nbdb leaves a row: no wrev. Read, it names no revision and writes by its version alone;
+    # a copy that names one is not of it (another writer created the id again since).
+    store = backend(db).store
+    assert isinstance(store, CqlStore)
+    session(db).execute(
+        f"UPDATE {store.settings.keyspace}.nbdb_data SET wrev = null "
+        "WHERE ns = %s AND topic = %s AND kind = 0 AND rev = 0 AND tbl = %s AND id = %s",
+        (backend(db).partitions.ns, rules.topic_part(again.topic), KitParent.nbdb_table, again.id),
+        timeout=30,
+    )
+    old = db.get(KitParent, again.id)
+    with pytest.raises(nbdb.ConflictError):
+        db.update(again.replace(name="named"))
+    moved = db.update(old.replace(name="old row"))
+    assert moved.version == 2
+    assert db.update(db.get(KitParent, again.id).replace(name="stamped again")).version == 3
+    with pytest.raises(nbdb.ConflictError):
+        db.delete(moved)  # version 2, stale
+    db.delete(db.get(KitParent, again.id))
 
 
 class _TlsCassandraServer(CassandraServer):

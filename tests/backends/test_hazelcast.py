@@ -105,20 +105,21 @@ _RAW = st.one_of(
 @given(st.lists(st.tuples(st.sampled_from(["o/~/T/", "o/t1/T/", "r/T/", "o/~/U/", "x"]), st.text(max_size=3), _RAW)))
 def test_a_scans_rows_are_what_decode_kv_lists(items: list[tuple[str, str, object]]) -> None:
     # range_rows reads the usual stored value inline: each row is what range_keys's decode_kv gives the same
-    # item (a key left out, a foreign object record kept at a version that is no number), or the same error.
+    # item (a key left out, a foreign object record kept at a version that is no number), or the same error;
+    # its mod revision too (the revision that wrote it: a listed copy's compare-and-swap checks it).
     found = sorted({prefix + rest: raw for prefix, rest, raw in items}.items())
     prefixes = ["o/~/T/", "o/t1/", "r/T/"]
 
     def listed() -> list[tuple[object, ...]]:
         kvs = (decode_kv(key, raw, True) for key, raw in found if key.startswith(tuple(prefixes)))
-        return [(kv.key, kv.value, kv.version) for kv in kvs if kv is not None]
+        return [(kv.key, kv.value, kv.version, kv.mod_revision) for kv in kvs if kv is not None]
 
     try:
         expected: object = listed()
     except errors.CorruptRecordError as exc:
         expected = str(exc)
     try:
-        got: object = [tuple(row[:3]) for row in listed_rows(found, prefixes)]
+        got: object = [tuple(row[:4]) for row in listed_rows(found, prefixes)]  # the mod revision too (a record's)
     except errors.CorruptRecordError as exc:
         got = str(exc)
     assert got == expected

@@ -20,8 +20,17 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb import errors
-from nbdb.conformance.kit import KitParent
-from nbdb.families.kv import CommitToken, Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, ValueIs, VersionIs
+from nbdb.conformance.kit import KitParent, check_stale_copies_refused
+from nbdb.families.kv import (
+    CommitToken,
+    Exists,
+    KeyCommit,
+    LeaseHeld,
+    PrefixUnchangedSince,
+    ValueIs,
+    VersionIs,
+    WrittenAt,
+)
 from nbdb.testing import HazelcastServer
 from nbdb.testing.fixtures import hazelcast_server, server_factory  # noqa: F401
 from nbdb.testing.hazelcast import member_jar
@@ -86,6 +95,7 @@ _COMMIT = st.tuples(
     st.lists(_KEYS, max_size=2, unique=True),
     st.lists(st.one_of(st.tuples(st.just("version"), _KEYS, st.integers(0, 3)), st.tuples(st.just("exists"), _KEYS),
                        st.tuples(st.just("lease"), st.sampled_from([b"holder", b"someone else"])),
+                       st.tuples(st.just("written"), _KEYS, st.integers(0, 8)),
                        st.tuples(st.just("value"), _KEYS, _VALUES)),
              max_size=2),
     st.booleans(),
@@ -102,7 +112,8 @@ def test_member_and_client_commits_write_the_same_bytes(
     """Every stored key, log entry (past its random anchor) and outcome is the same on both paths.
 
     Conditions of every kind: key versions, existence, a lease held (or not) by the token,
-    an unchanged prefix, a key's value (a released claim's); commit tokens with their TTL.
+    an unchanged prefix, the revision that last wrote a key, a key's value (a released claim's); commit tokens
+    with their TTL.
     """
     namespace = _ns()
     member = _backend(hazelcast_server.url, namespace=namespace + "m")
@@ -134,6 +145,8 @@ def _condition(check: tuple[Any, ...]) -> Any:
         return VersionIs(check[1], check[2])
     if check[0] == "lease":
         return LeaseHeld("fence", check[1])
+    if check[0] == "written":
+        return WrittenAt(check[1], check[2])
     if check[0] == "value":
         return ValueIs(check[1], check[2])
     return Exists(check[1])
@@ -141,6 +154,26 @@ def _condition(check: tuple[Any, ...]) -> Any:
 
 def _stored(imap: Any) -> dict[Any, bytes]:
     return {k: bytes(v) for k, v in imap.entry_set()}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("member_commit", ["1", "0"])
+def test_a_stale_copy_of_a_deleted_object_is_refused_on_both_paths(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: str,
+) -> None:
+    """The member's task and the client's protocol both compare the revision that wrote a copy (ABA).
+
+    An id deleted and created again starts at version 1 again: a copy of the deleted object at the
+    same version neither updates nor deletes the new one (before, the version alone was compared).
+    """
+    with nbdb.connect(f"{hazelcast_server.url}?member_commit={member_commit}", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit == (member_commit == "1")
+        again = check_stale_copies_refused(db)
+        assert backend.member_fallbacks == 0
+        assert db.update(db.get(KitParent, again.id).replace(size=1)).version == 2
 
 
 @pytest.mark.timeout(120)

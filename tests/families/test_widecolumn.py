@@ -43,8 +43,9 @@ OTHER = ("LogicalSwitchPort", uuid.UUID(int=3))
 
 def change_row(revision: int, key: tuple[str, uuid.UUID], version: int, old_version: int) -> SimpleNamespace:
     return SimpleNamespace(
-        rev=revision, tbl=key[0], id=key[1], data=b"new", version=version, old_data=b"old", old_version=old_version
-    )
+        rev=revision, tbl=key[0], id=key[1], data=b"new", version=version, old_data=b"old", old_version=old_version,
+        wrev=revision if version else None, old_wrev=None,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the stream
@@ -244,7 +245,7 @@ def test_a_create_referring_to_another_partition_reserves_first() -> None:
 def test_creates_and_their_references_inside_one_transaction() -> None:
     got = plan(NS, "t", [put(SW, 0), put(PORT, 0, frozenset({SW}))], {}, {SW: None, PORT: None})
     create_switch = got.statements[0][1]
-    assert create_switch[-1] == {L.ref_text(*PORT): ""}, "the switch's INSERT carries its referrer"
+    assert create_switch[-2] == {L.ref_text(*PORT): ""}, "the switch's INSERT carries its referrer"
 
 
 @pytest.mark.parametrize(
@@ -297,6 +298,31 @@ def test_a_delete_knows_its_live_and_unverified_referrers() -> None:
     assert got.live == {}
 
 
+def test_a_copy_that_knows_its_write_is_compared_by_it_and_every_write_stores_its_revision() -> None:
+    # ABA: an id deleted and created again starts at version 1 again; the row's wrev (the revision that wrote
+    # it) tells a copy of the first object from one of the second.
+    row = StoredObject(1, frozenset(), {}, b"old", written=7)
+    update = plan(NS, "t", [put(SW, 1)._replace(expect_written=7)], {SW: row}, {})
+    (write, params) = update.statements[0]
+    assert write is L.W_UPDATE_WRITTEN and params[-2:] == (1, 7)  # IF version = 1 AND wrev = 7
+    batch = update.batch(NS, 42, history=100)
+    assert batch[0][1][-3:] == (42, 1, 7)  # SET ... wrev = 42 (the commit's revision)
+    change = batch[-1][1]
+    assert batch[-1][0] is L.W_CHANGE and change[-3:-1] == (42, 7)  # the change row: wrev 42, old_wrev 7
+    for stale in (put(SW, 1)._replace(expect_written=3), Delete(*SW, "t", 1, expect_written=3)):
+        with pytest.raises(errors.ConflictError, match="deleted and created again"):
+            plan(NS, "t", [stale], {SW: row}, {})
+    # A row an older nbdb wrote names no revision: a copy that names one is not of it.
+    with pytest.raises(errors.ConflictError):
+        plan(NS, "t", [put(SW, 1)._replace(expect_written=7)], {SW: StoredObject(1, frozenset(), {}, b"")}, {})
+    # A copy built by hand names none: its version alone, on any row.
+    assert plan(NS, "t", [put(SW, 1)], {SW: row}, {}).statements[0][0] is L.W_UPDATE
+    delete = plan(NS, "t", [Delete(*SW, "t", 1, expect_written=7)], {SW: row}, {}).statements[-1]
+    assert delete[0] is L.W_DELETE_WRITTEN and delete[1][-1] == 7
+    created = plan(NS, "t", [put(SW, 0)], {}, {SW: None}).batch(NS, 43, history=100)
+    assert created[0][0] is L.W_CREATE and created[0][1][-1] == 43
+
+
 def test_the_batch_orders_commits_in_the_partition() -> None:
     got = Plan("t")
     got.changes.append(plan(NS, "t", [put(SW, 0)], {}, {SW: None}).changes[0])
@@ -310,19 +336,20 @@ def test_the_batch_orders_commits_in_the_partition() -> None:
 
 
 def test_undo_takes_a_state_back_to_the_snapshot_revision() -> None:
-    state = {SW: (3, b"v3"), PORT: (1, b"p1")}
+    state: dict[Any, tuple[int, bytes, int | None]] = {SW: (3, b"v3", 12), PORT: (1, b"p1", 13)}
     changes = [
-        SimpleNamespace(rev=11, tbl=SW[0], id=SW[1], version=2, old_version=1, old_data=b"v1"),
-        SimpleNamespace(rev=12, tbl=SW[0], id=SW[1], version=3, old_version=2, old_data=b"v2"),
-        SimpleNamespace(rev=13, tbl=PORT[0], id=PORT[1], version=1, old_version=0, old_data=None),
-        SimpleNamespace(rev=14, tbl=OTHER[0], id=OTHER[1], version=0, old_version=4, old_data=b"o4"),
-        SimpleNamespace(rev=15, tbl="Unlisted", id=OTHER[1], version=1, old_version=0, old_data=None),
+        SimpleNamespace(rev=11, tbl=SW[0], id=SW[1], version=2, old_version=1, old_data=b"v1", old_wrev=5),
+        SimpleNamespace(rev=12, tbl=SW[0], id=SW[1], version=3, old_version=2, old_data=b"v2", old_wrev=11),
+        SimpleNamespace(rev=13, tbl=PORT[0], id=PORT[1], version=1, old_version=0, old_data=None, old_wrev=None),
+        SimpleNamespace(rev=14, tbl=OTHER[0], id=OTHER[1], version=0, old_version=4, old_data=b"o4", old_wrev=None),
+        SimpleNamespace(rev=15, tbl="Unlisted", id=OTHER[1], version=1, old_version=0, old_data=None, old_wrev=None),
     ]
     undo(state, changes, {SW[0], PORT[0]})
-    assert state == {SW: (1, b"v1"), OTHER: (4, b"o4")}
-    unseen = {SW: (1, b"v1")}
+    # Each object as it was, with the revision that wrote that value (None: a change row that does not say).
+    assert state == {SW: (1, b"v1", 5), OTHER: (4, b"o4", None)}
+    unseen: dict[Any, tuple[int, bytes, int | None]] = {SW: (1, b"v1", 5)}
     undo(unseen, changes[1:2], {SW[0]})  # the read did not catch revision 12: nothing to undo
-    assert unseen == {SW: (1, b"v1")}
+    assert unseen == {SW: (1, b"v1", 5)}
 
 
 # ---------------------------------------------------------------------------- small parts

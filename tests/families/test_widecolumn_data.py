@@ -47,7 +47,7 @@ def test_a_create_claims_its_values_and_lists_them_in_its_row() -> None:
     assert got.claims == [ClaimWanted("Chassis", A[1], NAME, L.unique_text(NAME), frozenset())]
     assert got.unclaims == []
     statement, values = got.statements[0]
-    assert statement is L.W_CREATE_MARKED and values[-3] == frozenset({L.unique_text(NAME)})
+    assert statement is L.W_CREATE_MARKED and values[-4] == frozenset({L.unique_text(NAME)})
 
 
 def test_an_update_keeping_its_values_claims_nothing() -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "Watched",
     "check_lease_primitives",
     "check_namespaces_isolate_locks",
+    "check_stale_copies_refused",
     "eventually",
     "held_watches",
     "paused_watches",
@@ -159,6 +160,30 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0, interval: float
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def check_stale_copies_refused(db: Database) -> KitParent:
+    """Assert the compare-and-swap across a delete and re-create of one id (ABA) on a ``cas_across_recreate`` store.
+
+    An object's written, read and listed copies, the object deleted and its id created again (at version 1
+    again, as the copies): each copy's update and delete raise ConflictError, and the new object is left as
+    it is. Returns the new object.
+    """
+    from nbdb.errors import ConflictError
+
+    first = db.create(KitParent(name="first"))
+    read = db.get(KitParent, first.id)
+    listed = next(o for o in db.list(KitParent) if o.id == first.id)
+    db.delete(read)
+    again = db.create(KitParent(id=first.id, name="again"))
+    for stale in (first, read, listed):
+        assert stale.version == again.version == 1  # the versions do not tell them apart
+        with pytest.raises(ConflictError):
+            db.update(stale.replace(size=7))
+        with pytest.raises(ConflictError):
+            db.delete(stale)
+    assert db.get(KitParent, first.id) == again
+    return again
 
 
 def check_lease_primitives(store: LeaseStore, name: str, ttl: float = 1.0) -> None:

@@ -79,6 +79,7 @@ class CassandraBackend(WideColumnBackend):
         unique=True,
         fencing=True,
         expiry=Expiry.REAPER,
+        cas_across_recreate=True,
         pages=True,
         notes="A topic is a partition: a transaction commits atomically (one conditional batch) when all its "
         "objects share one topic, and raises UnsupportedError otherwise; single-object writes always work. "

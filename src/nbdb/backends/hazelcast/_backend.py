@@ -49,6 +49,7 @@ from nbdb.families.kv import (
     PrefixUnchangedSince,
     ValueIs,
     VersionIs,
+    WrittenAt,
 )
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import outside_tables, wildcard_split
@@ -118,6 +119,7 @@ class HazelcastBackend(ChangeLogBackend):
         unique=True,
         fencing=True,
         expiry=Expiry.REAPER,
+        cas_across_recreate=True,
         notes=(
             "An in-memory grid: with backup-count >= 1 (the default) every acknowledged write survives the "
             "loss of one member, but a restart of the whole cluster loses everything (Persistence is Enterprise "
@@ -406,7 +408,8 @@ class HazelcastBackend(ChangeLogBackend):
         return [kv for key, raw in found if key.startswith(starts) and (kv := decode_kv(key, raw, True))], revision
 
     def range_rows(self, prefixes: Sequence[str]) -> tuple[Sequence[Sequence[Any]], int]:
-        # A scan's (key, value, version) rows, each stored value read inline (listed_rows: what decode_kv gives).
+        # A scan's (key, value, version, mod revision) rows, each stored value read inline (listed_rows: what
+        # decode_kv gives).
         found, revision = self._range(prefixes)
         found, starts = self._kept(found, prefixes)
         return listed_rows(found, starts), revision
@@ -1275,7 +1278,7 @@ class HazelcastBackend(ChangeLogBackend):
             self._register(topics)
         keys = set(keys)
         for condition in conditions:
-            if isinstance(condition, VersionIs | Exists | ValueIs):
+            if isinstance(condition, VersionIs | Exists | WrittenAt | ValueIs):
                 keys.add(condition.key)
         leases = [c.name for c in conditions if isinstance(c, LeaseHeld)]
         prefixes = [c.prefix for c in conditions if isinstance(c, PrefixUnchangedSince)]
@@ -1583,6 +1586,11 @@ def _plan(
                 return None
         elif isinstance(condition, Exists):
             if current.get(condition.key) is None:
+                return None
+        elif isinstance(condition, WrittenAt):
+            # Present, last written at that revision: a key deleted and created again since has a later one.
+            found = decode_kv(condition.key, current.get(condition.key))
+            if found is None or found.mod_revision != condition.revision:
                 return None
         elif isinstance(condition, ValueIs):
             found = decode_kv(condition.key, current.get(condition.key))

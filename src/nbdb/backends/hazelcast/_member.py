@@ -15,7 +15,16 @@ from typing import Any
 
 from hazelcast.serialization.api import IdentifiedDataSerializable, ObjectDataInput, ObjectDataOutput
 
-from nbdb.families.kv import Condition, Exists, KeyCommit, LeaseHeld, PrefixUnchangedSince, ValueIs, VersionIs
+from nbdb.families.kv import (
+    Condition,
+    Exists,
+    KeyCommit,
+    LeaseHeld,
+    PrefixUnchangedSince,
+    ValueIs,
+    VersionIs,
+    WrittenAt,
+)
 
 __all__ = [
     "APPLIED",
@@ -31,14 +40,15 @@ __all__ = [
 
 FACTORY_ID = 7301
 """The serializer factory id the members register (``io.nbdb.hazelcast.NbdbFactory``)."""
-PROTOCOL = 1
-"""The task's wire form and reply; the members' ``CommitTask.PROTOCOL`` must be the same."""
+PROTOCOL = 2
+"""The task's wire form and reply; the members' ``CommitTask.PROTOCOL`` must be the same (2: ``WrittenAt``,
+``ValueIs``)."""
 APPLIED, FALLBACK, BUSY = 0, 1, 2
 """A commit task's reply status: done (``[APPLIED, revision, ok...]``); nothing written, commit with the
 client's own protocol; nothing written, the lock was not granted in time."""
-_VERSION_IS, _EXISTS, _LEASE_HELD, _PREFIX_UNCHANGED = 1, 2, 3, 4
+_VERSION_IS, _EXISTS, _LEASE_HELD, _PREFIX_UNCHANGED, _WRITTEN_AT = 1, 2, 3, 4, 5
 _VALUE_IS = 6
-"""A released unique claim's condition: the key holds the token's bytes (a member without it answers FALLBACK)."""
+"""A released unique claim's condition: the key holds the token's bytes."""
 
 
 class CommitTask(IdentifiedDataSerializable):
@@ -165,6 +175,8 @@ def _condition(condition: Condition) -> tuple[int, str, int, bytes]:
         return _LEASE_HELD, condition.name, 0, condition.token
     if isinstance(condition, PrefixUnchangedSince):
         return _PREFIX_UNCHANGED, condition.prefix, condition.revision, b""
+    if isinstance(condition, WrittenAt):
+        return _WRITTEN_AT, condition.key, condition.revision, b""
     if isinstance(condition, ValueIs):
         return _VALUE_IS, condition.key, 0, condition.value
     raise TypeError(f"unknown condition {condition!r}")  # pragma: no cover - the family has no other conditions

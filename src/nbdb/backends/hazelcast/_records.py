@@ -81,7 +81,8 @@ def decode_kv(key: str, raw: Any, listed: bool = False) -> KeyValue | None:
 
 
 def listed_rows(items: Iterable[tuple[str, Any]], prefixes: Sequence[str]) -> list[Sequence[Any]]:
-    """``(key, value, version)`` of what ``decode_kv(key, raw, True)`` makes of each of ``items`` under ``prefixes``.
+    """``(key, value, version, mod_revision)`` of what ``decode_kv(key, raw, True)`` makes of each of ``items``
+    under ``prefixes``.
 
     A scan's rows (see ``KeyValueBackend.range_rows``), in the order of
     ``items``: the usual stored value (a byte array nbdb wrote) read inline, without
@@ -99,7 +100,7 @@ def listed_rows(items: Iterable[tuple[str, Any]], prefixes: Sequence[str]) -> li
             continue
         kind = raw.__class__
         if (kind is bytearray or kind is bytes) and len(raw) >= size:  # the client reads a byte array as a bytearray
-            append((key, bytes(raw)[size:], unpack(raw)[0]))
+            append((key, bytes(raw)[size:], *unpack(raw)))  # version, and the revision that wrote it
         else:
             kv = decode_kv(key, raw, True)
             if kv is not None:

@@ -193,8 +193,16 @@ class WideColumnBackend(Backend):
             current = p.record(part, table, id)
             old_version = 0 if current is None else current.version
             raw = Plan(part, statements=[(L.W_RAW, (p.ns, part, L.OBJECT, 0, table, id, data, old_version + 1, id))])
-            raw.changes.append(
-                Change(table, id, data, old_version + 1, None if current is None else current.data, old_version)
+            raw.changes.append(  # W_RAW leaves the row's wrev as it was: the change names none
+                Change(
+                    table,
+                    id,
+                    data,
+                    old_version + 1,
+                    None if current is None else current.data,
+                    old_version,
+                    written=False,
+                )
             )
             if self.committer.send(part, self.sequencer.allocate(part, frozenset([table])), raw):
                 p.remember((table, id), part)

@@ -29,3 +29,7 @@ class ChangeRow:
     version: int
     old_data: bytes | None
     old_version: int
+    wrev: int | None = None
+    """The revision that wrote the new value (its commit's; None: absent, or a row that does not say)."""
+    old_wrev: int | None = None
+    """The revision that wrote the old value (None: absent, or not known)."""

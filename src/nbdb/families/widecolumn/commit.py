@@ -401,7 +401,20 @@ class Committer:
         self._refs.release_all(reserved, keep=frozenset(plan.reserve))
         reserved.clear()
         g = intent.revision
-        rows = [ChangeRow(g, c.table, c.id, c.data, c.version, c.old_data, c.old_version) for c in plan.changes]
+        rows = [
+            ChangeRow(
+                g,
+                c.table,
+                c.id,
+                c.data,
+                c.version,
+                c.old_data,
+                c.old_version,
+                g if c.written and c.version else None,
+                c.old_written,
+            )
+            for c in plan.changes
+        ]
         self._shared.recent.add(intent, rows)
         self._shared.signal.notify()
 

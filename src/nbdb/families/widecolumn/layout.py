@@ -4,8 +4,10 @@ Every partition key starts with the namespace (``ns``)::
 
     nbdb_data   ((ns, topic), kind, rev, tbl, id)
                 kind 0, rev 0:  one object (data, version, refs, referrers, oid; uniq: the unique
-                                values it holds; ttl_ms, deadline: if it expires)
-                kind 1, rev G:  the change commit G made to (tbl, id): new and old value (TTL'd)
+                                values it holds; ttl_ms, deadline: if it expires; wrev: the revision
+                                of the commit that wrote it, null on a row an older nbdb wrote)
+                kind 1, rev G:  the change commit G made to (tbl, id): new and old value, and the
+                                revisions that wrote them (wrev, old_wrev; TTL'd)
                 static last_rev: every commit at or below it has landed here or never will
     nbdb_seq    ((ns, bucket), g)    the revision sequencer and its index of commits:
                 static head: the last revision handed out in the bucket;
@@ -83,6 +85,7 @@ TABLES: tuple[Table, ...] = (
             Column("version", _T.INT32), Column("old_data", _T.BYTES), Column("old_version", _T.INT32),
             Column("refs", _T.TEXT_SET), Column("referrers", _T.TEXT_MAP), Column("last_rev", _T.INT64, static=True),
             Column("uniq", _T.FROZEN_TEXT_SET), Column("ttl_ms", _T.INT64), Column("deadline", _T.INT64),
+            Column("wrev", _T.INT64), Column("old_wrev", _T.INT64),
         ),
         indexed=("oid",),
     ),
@@ -133,47 +136,70 @@ PARTITION = ("ns", "topic")
 OBJECT_KEY = ("ns", "topic", "kind", "rev", "tbl", "id")
 """Parameters: namespace, partition, OBJECT, 0, table, id."""
 
-Q_ROW = Select(DATA, ("data", "version", "refs", "referrers", "uniq", "ttl_ms", "deadline"), OBJECT_KEY)
-Q_RECORD = Select(DATA, ("data", "version"), OBJECT_KEY)
-Q_LOCATE = Select(DATA, ("ns", "topic", "tbl", "data", "version", "ttl_ms"), ("oid",))
+Q_ROW = Select(DATA, ("data", "version", "refs", "referrers", "uniq", "ttl_ms", "deadline", "wrev"), OBJECT_KEY)
+Q_RECORD = Select(DATA, ("data", "version", "wrev"), OBJECT_KEY)
+Q_LOCATE = Select(DATA, ("ns", "topic", "tbl", "data", "version", "ttl_ms", "wrev"), ("oid",))
 Q_LAST = Select(DATA, ("last_rev",), PARTITION, limit=1)
-Q_LIST = Select(DATA, ("id", "data", "version", "last_rev"), ("ns", "topic", "kind", "rev", "tbl"))
-Q_PAGE = Select(DATA, ("id", "data", "version", "last_rev"), ("ns", "topic", "kind", "rev", "tbl"), paged=True)
+Q_LIST = Select(DATA, ("id", "data", "version", "last_rev", "wrev"), ("ns", "topic", "kind", "rev", "tbl"))
+Q_PAGE = Select(DATA, ("id", "data", "version", "last_rev", "wrev"), ("ns", "topic", "kind", "rev", "tbl"), paged=True)
 """The first objects of a table in a partition (the last parameter: how many)."""
 Q_PAGE_AFTER = Select(
-    DATA, ("id", "data", "version", "last_rev"), ("ns", "topic", "kind", "rev", "tbl"), (("id", ">"),), paged=True
+    DATA,
+    ("id", "data", "version", "last_rev", "wrev"),
+    ("ns", "topic", "kind", "rev", "tbl"),
+    (("id", ">"),),
+    paged=True,
 )
 """The objects of a table in a partition after an id, in the store's order (the last parameter: how many)."""
 Q_LIST_AFTER = Select(
-    DATA, ("id", "data", "version", "last_rev"), ("ns", "topic", "kind", "rev", "tbl"), (("id", ">"),)
+    DATA, ("id", "data", "version", "last_rev", "wrev"), ("ns", "topic", "kind", "rev", "tbl"), (("id", ">"),)
 )
 """Every object of a table in a partition after an id, in the store's order."""
 Q_LIST_BETWEEN = Select(
-    DATA, ("id", "data", "version", "last_rev"), ("ns", "topic", "kind", "rev", "tbl"), (("id", ">"), ("id", "<="))
+    DATA,
+    ("id", "data", "version", "last_rev", "wrev"),
+    ("ns", "topic", "kind", "rev", "tbl"),
+    (("id", ">"), ("id", "<=")),
 )
 """The objects of a table in a partition after an id, up to another (included), in the store's order."""
 Q_CHANGES = Select(
     DATA,
-    ("rev", "tbl", "id", "data", "version", "old_data", "old_version"),
+    ("rev", "tbl", "id", "data", "version", "old_data", "old_version", "wrev", "old_wrev"),
     ("ns", "topic", "kind"),
     (("rev", ">="), ("rev", "<=")),
 )
 
 W_CREATE = Insert(
-    DATA, ("ns", "topic", "kind", "rev", "tbl", "id", "oid", "data", "version", "refs", "referrers"), if_not_exists=True
+    DATA,
+    ("ns", "topic", "kind", "rev", "tbl", "id", "oid", "data", "version", "refs", "referrers", "wrev"),
+    if_not_exists=True,
 )
 W_CREATE_MARKED = Insert(
     DATA,
     ("ns", "topic", "kind", "rev", "tbl", "id", "oid", "data", "version", "refs", "referrers", "uniq", "ttl_ms",
-     "deadline"),
+     "deadline", "wrev"),
     if_not_exists=True,
 )  # fmt: skip
 """A create of an object that holds unique values or expires (:data:`W_CREATE` writes no such columns)."""
-W_UPDATE = Update(DATA, OBJECT_KEY, set=("data", "version", "refs"), conditions=(Compare("version"),))
-W_UPDATE_UNIQUE = Update(DATA, OBJECT_KEY, set=("data", "version", "refs", "uniq"), conditions=(Compare("version"),))
+W_UPDATE = Update(DATA, OBJECT_KEY, set=("data", "version", "refs", "wrev"), conditions=(Compare("version"),))
+W_UPDATE_UNIQUE = Update(
+    DATA, OBJECT_KEY, set=("data", "version", "refs", "uniq", "wrev"), conditions=(Compare("version"),)
+)
 """An update that changes the unique values the object holds."""
+W_UPDATE_WRITTEN = Update(
+    DATA, OBJECT_KEY, set=("data", "version", "refs", "wrev"), conditions=(Compare("version"), Compare("wrev"))
+)
+W_UPDATE_UNIQUE_WRITTEN = Update(
+    DATA,
+    OBJECT_KEY,
+    set=("data", "version", "refs", "uniq", "wrev"),
+    conditions=(Compare("version"), Compare("wrev")),
+)
+""":data:`W_UPDATE` and :data:`W_UPDATE_UNIQUE` of a copy that knows the revision that wrote it: that one too."""
 W_RAW = Update(DATA, OBJECT_KEY, set=("data", "version", "oid"))
 W_DELETE = Delete(DATA, OBJECT_KEY, conditions=(Compare("version"), Compare("referrers")))
+W_DELETE_WRITTEN = Delete(DATA, OBJECT_KEY, conditions=(Compare("version"), Compare("referrers"), Compare("wrev")))
+"""A delete of a copy that knows the revision that wrote it: that one too."""
 W_DELETE_EXPIRED = Delete(DATA, OBJECT_KEY, conditions=(Compare("version"), Compare("referrers"), Compare("deadline")))
 """The reaper's delete: only while the deadline it read is the stored one (a refresh that lands first wins)."""
 W_REFRESH = Update(DATA, OBJECT_KEY, set=("deadline",), conditions=(Compare("version", ">"),))
@@ -192,7 +218,9 @@ W_LAST_ABOVE = Update(DATA, PARTITION, set=("last_rev",), conditions=(Compare("l
 W_LAST_FIRST = Update(DATA, PARTITION, set=("last_rev",), conditions=(Compare("last_rev"),))
 """Set ``last_rev`` of a partition that has none: parameters namespace, partition, G, None."""
 W_CHANGE = Insert(
-    DATA, ("ns", "topic", "kind", "rev", "tbl", "id", "data", "version", "old_data", "old_version"), ttl=True
+    DATA,
+    ("ns", "topic", "kind", "rev", "tbl", "id", "data", "version", "old_data", "old_version", "wrev", "old_wrev"),
+    ttl=True,
 )
 
 # ---------------------------------------------------------------- nbdb_seq

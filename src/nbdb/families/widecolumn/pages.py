@@ -138,7 +138,9 @@ def scan_page(
                 rows = p.store.select(L.Q_PAGE_AFTER, (p.ns, part, L.OBJECT, 0, table, resume, need))
             full = len(rows) >= need
             end = rows[-1].id if full else None
-            state: State = {(table, row.id): (row.version, row.data or b"") for row in rows if row.version is not None}
+            state: State = {
+                (table, row.id): (row.version, row.data or b"", row.wrev) for row in rows if row.version is not None
+            }
             newest = max((row.last_rev for row in rows if row.last_rev is not None), default=None)
             if newest is None or need > snapshot.FIRST_READ:
                 # An empty read carries no last_rev. A read of more than FIRST_READ objects may come in
@@ -155,8 +157,10 @@ def scan_page(
                 inside = in_range(p.store.id_order, resume, end)
                 state = {key: value for key, value in state.items() if inside(key[1])}
             topic = rules.topic_of_part(part)
-            for (tbl, id), (version, data) in sorted(state.items(), key=lambda item: p.store.id_order(item[0][1])):
-                records.append(Record(tbl, id, topic, version, data))
+            for (tbl, id), (version, data, written) in sorted(
+                state.items(), key=lambda item: p.store.id_order(item[0][1])
+            ):
+                records.append(Record(tbl, id, topic, version, data, None, written))
             if full:
                 assert end is not None
                 return Snapshot(records, revision, page_token.encode(revision, (part, table, str(end))))

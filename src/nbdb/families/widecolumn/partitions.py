@@ -150,14 +150,17 @@ class Partitions:
             return None
         refs = frozenset(L.parse_ref(r) for r in (row.refs or ()))
         unique = frozenset(row.uniq or ())
-        return StoredObject(row.version, refs, dict(row.referrers or {}), row.data, unique, row.ttl_ms, row.deadline)
+        return StoredObject(
+            row.version, refs, dict(row.referrers or {}), row.data, unique, row.ttl_ms, row.deadline, row.wrev
+        )
 
     def located(self, table: str, id: uuid.UUID, rows: list[Row]) -> tuple[str, Record] | None:
         """The result of :meth:`locate_query` for ``(table, id)``: its partition and record, or None."""
         for row in rows:
             if row.ns == self.ns and row.tbl == table and row.version is not None:
                 self.remember((table, id), row.topic, row.ttl_ms is not None)
-                return row.topic, Record(table, id, rules.topic_of_part(row.topic), row.version, row.data or b"")
+                topic = rules.topic_of_part(row.topic)
+                return row.topic, Record(table, id, topic, row.version, row.data or b"", None, row.wrev)
         self.forget((table, id))
         return None
 
@@ -171,7 +174,7 @@ class Partitions:
         row = rows[0] if rows else None
         if row is None or row.version is None:
             return None
-        return Record(table, id, rules.topic_of_part(part), row.version, row.data or b"")
+        return Record(table, id, rules.topic_of_part(part), row.version, row.data or b"", None, row.wrev)
 
     def locate(self, table: str, id: uuid.UUID) -> tuple[str, Record] | None:
         """Find an object by id alone (through the index on ``oid``): its partition and record."""

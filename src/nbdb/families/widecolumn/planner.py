@@ -38,6 +38,11 @@ __all__ = ["Change", "ClaimDropped", "ClaimWanted", "Expiring", "Plan", "StoredO
 
 Statement = tuple[Write, tuple[Any, ...]]
 
+WRITTEN: Any = object()
+"""A statement's placeholder for its commit's revision, which the plan learns later (:meth:`Plan.batch` puts it
+in): the ``wrev`` an object's write stores, compared with the version by the next write of a copy that knows it
+(``Compare("wrev")``): a copy of an object deleted and created again since names an earlier one (ABA)."""
+
 
 @dataclass(slots=True)
 class StoredObject:
@@ -54,6 +59,8 @@ class StoredObject:
     """The ttl it was created with (None: it does not expire)."""
     deadline: int | None = None
     """When it may be reaped (ms since the epoch), if it expires."""
+    written: int | None = None
+    """The revision of the commit that wrote it (``wrev``; None: a row an older nbdb wrote)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,10 @@ class Change:
     version: int
     old_data: bytes | None
     old_version: int
+    old_written: int | None = None
+    """The revision that wrote the old value (None: unknown, or absent)."""
+    written: bool = True
+    """Whether the new value's row carries its commit's revision (``wrev``): a raw write's does not."""
 
 
 @dataclass(slots=True)
@@ -121,6 +132,13 @@ class Plan:
     claims: list[ClaimWanted] = field(default_factory=list)
     unclaims: list[ClaimDropped] = field(default_factory=list)
     expiring: list[Expiring] = field(default_factory=list)
+    stamped: list[tuple[int, int]] = field(default_factory=list)
+    """(statement, parameter) of each :data:`WRITTEN` among ``statements``: the commit's revision goes there."""
+
+    def stamp(self, write: Write, params: tuple[Any, ...]) -> None:
+        """Add a statement whose parameters hold :data:`WRITTEN` (once), which :meth:`batch` makes the revision."""
+        self.stamped.append((len(self.statements), params.index(WRITTEN)))
+        self.statements.append((write, params))
 
     def batch(self, namespace: str, revision: int, history: int, first: bool = False) -> list[Statement]:
         """The partition's conditional batch at ``revision``: objects, ``last_rev`` and change rows.
@@ -128,6 +146,9 @@ class Plan:
         ``first``: the partition has no ``last_rev`` yet (a null is not below anything).
         """
         out = list(self.statements)
+        for at, position in self.stamped:
+            write, params = out[at]
+            out[at] = (write, (*params[:position], revision, *params[position + 1 :]))
         if first:
             out.append((L.W_LAST_FIRST, (namespace, self.partition, revision, None)))
         else:
@@ -136,9 +157,10 @@ class Plan:
         # finds an index entry whose change rows expired first.
         ttl = history + 3600
         for c in self.changes:
+            written = revision if c.written and c.version else None  # the new value's, as its row holds it
             out.append(
                 (L.W_CHANGE, (namespace, self.partition, L.CHANGE, revision, c.table, c.id, c.data, c.version,
-                              c.old_data, c.old_version, ttl))
+                              c.old_data, c.old_version, written, c.old_written, ttl))
             )  # fmt: skip
         return out
 
@@ -200,6 +222,9 @@ def plan(
         if isinstance(op, Put) and op.ttl is not None:
             raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
         expect[me] = rules.expected_version(op, row.version)
+        if op.expect_written is not None and op.expect_written != row.written:
+            # A copy of an earlier creation of the id (or of a row an older nbdb wrote since, which names none).
+            raise rules.recreated(me, row.version)
         old_refs[me] = row.refs
         out.versions.append(0 if isinstance(op, Delete) else row.version + 1)
     changes = rules.ref_changes(ops, old_refs, shape)
@@ -246,21 +271,26 @@ def plan(
                 row_values = (namespace, part, L.OBJECT, 0, op.table, op.id, op.id, op.data, 1, ref_texts, initial)
                 if uniq or op.ttl is not None:
                     ttl_ms, deadline = _deadline(op.ttl, now_ms)
-                    out.statements.append((L.W_CREATE_MARKED, (*row_values, uniq or None, ttl_ms, deadline)))
+                    out.stamp(L.W_CREATE_MARKED, (*row_values, uniq or None, ttl_ms, deadline, WRITTEN))
                     if deadline is not None:
                         out.expiring.append(Expiring(op.table, op.id, deadline))
                 else:
-                    out.statements.append((L.W_CREATE, row_values))
+                    out.stamp(L.W_CREATE, (*row_values, WRITTEN))
                 out.changes.append(Change(op.table, op.id, op.data, 1, None, 0))
             else:
                 assert row is not None
                 version = expect[me]
-                values = (namespace, part, L.OBJECT, 0, *me, op.data, version + 1, ref_texts)
+                values: tuple[Any, ...] = (namespace, part, L.OBJECT, 0, *me, op.data, version + 1, ref_texts)
+                # The copy's write too, where it names one (ABA: see WRITTEN); else its version alone.
+                written = op.expect_written
                 if uniq != row.unique:
-                    out.statements.append((L.W_UPDATE_UNIQUE, (*values, uniq or None, version)))
+                    write = L.W_UPDATE_UNIQUE if written is None else L.W_UPDATE_UNIQUE_WRITTEN
+                    values = (*values, uniq or None)
                 else:
-                    out.statements.append((L.W_UPDATE, (*values, version)))
-                out.changes.append(Change(op.table, op.id, op.data, version + 1, row.data, version))
+                    write = L.W_UPDATE if written is None else L.W_UPDATE_WRITTEN
+                compared = (version,) if written is None else (version, written)
+                out.stamp(write, (*values, WRITTEN, *compared))
+                out.changes.append(Change(op.table, op.id, op.data, version + 1, row.data, version, row.written))
             continue
         assert row is not None
         # Entries of sources that this same transaction stops pointing here do not count.
@@ -279,12 +309,15 @@ def plan(
             out.verify[me] = unverified
         delete = (namespace, part, L.OBJECT, 0, *me, expect[me], row.referrers or None)
         if guards is None or me not in guards:
-            out.statements.append((L.W_DELETE, delete))
+            if op.expect_written is None:
+                out.statements.append((L.W_DELETE, delete))
+            else:
+                out.statements.append((L.W_DELETE_WRITTEN, (*delete, op.expect_written)))
         elif row.deadline != guards[me]:
             raise errors.ConflictError(f"{me[0]} {me[1]} was refreshed: it does not expire yet", key=me)
         else:
             out.statements.append((L.W_DELETE_EXPIRED, (*delete, guards[me])))
-        out.changes.append(Change(op.table, op.id, None, 0, row.data, expect[me]))
+        out.changes.append(Change(op.table, op.id, None, 0, row.data, expect[me], row.written))
     return out
 
 

@@ -36,8 +36,8 @@ _LAST_REV = operator.attrgetter("last_rev")
 _ID = operator.attrgetter("id")
 _new = tuple.__new__
 
-State = dict[RefKey, tuple[int, bytes]]
-"""(table, id) -> (version, data)."""
+State = dict[RefKey, tuple[int, bytes, int | None]]
+"""(table, id) -> (version, data, the revision that wrote it: None where not known)."""
 
 
 FIRST_READ = 2000
@@ -85,10 +85,10 @@ def undo(state: State, changes: Sequence[Row], tables: Collection[str]) -> None:
         if change.tbl not in tables:
             continue
         key = (change.tbl, change.id)
-        if state.get(key, (0, b""))[0] != (change.version or 0):
+        if state.get(key, (0, b"", None))[0] != (change.version or 0):
             continue
         if change.old_version:
-            state[key] = (change.old_version, change.old_data or b"")
+            state[key] = (change.old_version, change.old_data or b"", change.old_wrev)
         else:
             state.pop(key, None)
 
@@ -161,7 +161,7 @@ def scan(
         for table, listed_rows in zip(tables, rows_of[part], strict=True):
             for row in listed_rows:
                 if row.version is not None:
-                    state[(table, row.id)] = (row.version, row.data or b"")
+                    state[(table, row.id)] = (row.version, row.data or b"", row.wrev)
         undo(state, rows, tables)
         undone[part] = state
 
@@ -170,15 +170,15 @@ def scan(
         topic = rules.topic_of_part(part)
         as_was = undone.get(part)
         if as_was is not None:  # commits above the revision were caught: their objects as they were
-            for (table, id), (version, data) in as_was.items():
+            for (table, id), (version, data, written) in as_was.items():
                 p.remember((table, id), part)
-                records.append(Record(table, id, topic, version, data))
+                records.append(Record(table, id, topic, version, data, None, written))
             continue
         # Nothing to undo (the usual case): the rows as read, straight into records.
         for table, rows in zip(tables, part_rows, strict=True):
             live = [row for row in rows if row.version is not None]  # not a partition's static row alone
             records.extend(
-                [_new(Record, (table, row.id, topic, row.version, row.data or b"", None, None)) for row in live]
+                [_new(Record, (table, row.id, topic, row.version, row.data or b"", None, row.wrev)) for row in live]
             )
             p.remember_all(table, list(map(_ID, live)), part)
     return Snapshot(records, revision)

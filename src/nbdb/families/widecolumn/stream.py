@@ -84,8 +84,13 @@ def to_changes(intent: Intent, rows: Sequence[Row], tables: frozenset[str]) -> l
     for row in rows:
         if row.tbl not in tables:
             continue
-        old = None if not row.old_version else Record(row.tbl, row.id, topic, row.old_version, row.old_data or b"")
-        new = None if not row.version else Record(row.tbl, row.id, topic, row.version, row.data or b"")
+        # Each with the revision that wrote it, as the change row says (see planner.WRITTEN).
+        old = (
+            None
+            if not row.old_version
+            else Record(row.tbl, row.id, topic, row.old_version, row.old_data or b"", None, row.old_wrev)
+        )
+        new = None if not row.version else Record(row.tbl, row.id, topic, row.version, row.data or b"", None, row.wrev)
         if old is not None or new is not None:
             out.append(RecordChange(row.tbl, row.id, topic, old, new, intent.revision))
     return out

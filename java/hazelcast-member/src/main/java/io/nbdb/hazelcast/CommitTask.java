@@ -41,8 +41,8 @@ import java.util.logging.Logger;
  */
 public final class CommitTask extends NbdbTask implements Callable<long[]>, HazelcastInstanceAware {
     static final int CLASS_ID = 1;
-    /** Bumped when the task's wire form or reply changes; the client checks it with {@link ProbeTask}. */
-    static final long PROTOCOL = 1;
+    /** Bumped when the task's wire form or reply changes; the client checks it with {@link ProbeTask} (2: WRITTEN_AT, VALUE_IS). */
+    static final long PROTOCOL = 2;
     static final long APPLIED = 0;
     static final long FALLBACK = 1;
     static final long BUSY = 2;
@@ -56,6 +56,7 @@ public final class CommitTask extends NbdbTask implements Callable<long[]>, Haze
     private static final byte EXISTS = 2;
     private static final byte LEASE_HELD = 3;
     private static final byte PREFIX_UNCHANGED = 4;
+    private static final byte WRITTEN_AT = 5;
     /** A released unique claim's condition: the key holds the condition's token bytes. */
     private static final byte VALUE_IS = 6;
 
@@ -234,7 +235,7 @@ public final class CommitTask extends NbdbTask implements Callable<long[]>, Haze
             keys.addAll(Arrays.asList(commit.putKeys));
             keys.addAll(Arrays.asList(commit.deletes));
             for (Condition c : commit.conditions) {
-                if (c.kind == VERSION_IS || c.kind == EXISTS || c.kind == VALUE_IS) {
+                if (c.kind == VERSION_IS || c.kind == EXISTS || c.kind == WRITTEN_AT || c.kind == VALUE_IS) {
                     keys.add(c.key);
                 }
             }
@@ -259,6 +260,14 @@ public final class CommitTask extends NbdbTask implements Callable<long[]>, Haze
                         return false;
                     }
                     break;
+                case WRITTEN_AT: {
+                    // Present, last written at that revision: a key deleted and created again since has a later one.
+                    byte[] found = stored(current.get(c.key));
+                    if (found == null || ByteBuffer.wrap(found).getLong(8) != c.number) {
+                        return false;
+                    }
+                    break;
+                }
                 case VALUE_IS: {
                     byte[] found = stored(current.get(c.key));
                     if (found == null || !Arrays.equals(found, KV_HEADER, found.length, c.token, 0, c.token.length)) {
