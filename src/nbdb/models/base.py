@@ -577,14 +577,16 @@ class Model(BaseModel):
         see :meth:`stored_refs`), so it keeps no more than the revision.
         """
         cls = type(self)
-        new = cls.__new__(cls)
+        # The class's attributes read through the instance: read on the class, each went through
+        # pydantic's metaclass __getattr__ hook (a bound wrapper built and called per read).
+        new = self.__new__(cls)
         data = self.__dict__.copy()
-        if len(data) != len(cls.__pydantic_fields__):
+        if len(data) != len(self.__pydantic_fields__):
             data = _fields_only(cls, data)  # a cached_property's value, cached in the caller's object
         data["version"] = version
         # Every list, map and set frozen, as a copy of its own: the caller's object (and what it
         # changes in place after the write) is not what the store and its readers hold.
-        freeze_containers(data, data, cls.nbdb_container_fields)
+        freeze_containers(data, data, self.nbdb_container_fields)
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
             last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call

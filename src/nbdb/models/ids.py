@@ -64,8 +64,10 @@ def v4_from_bytes(raw: bytes) -> uuid.UUID:
 
 def _draw() -> Iterator[int]:
     """The integers of :data:`BATCH` new version-4 ids, from one ``os.urandom`` call (unsubmitted, all)."""
-    raw = _urandom(16 * BATCH)
-    numbers = [_from_bytes(raw[i : i + 16]) & _CLEAR | _SET for i in range(0, 16 * BATCH, 16)]
+    # Two 64-bit halves of one buffer each, not a slice and an int.from_bytes per id (which cost more
+    # than the rest of new_id). Any split of random bits is random; the variant and version are set alike.
+    halves = memoryview(_urandom(16 * BATCH)).cast("Q")
+    numbers = [(halves[i] << 64 | halves[i + 1]) & _CLEAR | _SET for i in range(0, 2 * BATCH, 2)]
     if len(_unsubmitted) >= UNSUBMITTED_LIMIT:
         _unsubmitted.clear()  # bounded: ids made and never created (forgetting one is always safe)
     _unsubmitted.update(dict.fromkeys(numbers, True))  # one call per batch: nothing per id
