@@ -592,7 +592,7 @@ class Model(BaseModel):
             last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call
             fields_set = last_shared if fields_set == last_key else _with_version(fields_set)
         # One frozen set shared by the stored copies (never the caller's own set, which it may change).
-        object.__setattr__(new, "__dict__", data)
+        _set_dict(new, data)
         _set_fields_set(new, fields_set)
         extra = self.__pydantic_extra__
         _set_extra(new, deep_frozen(extra) if extra else extra)  # a newer model's fields it was read with
@@ -715,6 +715,7 @@ class Model(BaseModel):
             yield value
 
 
+_set_dict = slot_setter(BaseModel, "__dict__")
 _set_fields_set = set_fields_set = slot_setter(BaseModel, "__pydantic_fields_set__")
 _set_extra = set_extra = slot_setter(BaseModel, "__pydantic_extra__")
 _set_private = set_private = slot_setter(BaseModel, "__pydantic_private__")
