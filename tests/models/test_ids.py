@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.codec import decode, encode
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.models import ids as ids_module
 from nbdb.models.ids import BATCH, new_id, v4_from_bytes
 from nbdb.spi import Record
 from nbdb.writes import put_of
@@ -28,6 +29,20 @@ def test_an_id_is_uuid4_of_the_same_bytes(raw: bytes) -> None:
     assert made == expected and hash(made) == hash(expected) and str(made) == str(expected)
     assert made.int == expected.int and made.is_safe is expected.is_safe
     assert made.version == 4 and made.variant == uuid.RFC_4122
+
+
+@given(st.binary(min_size=16, max_size=16), st.integers(0, BATCH - 1))
+def test_a_drawn_batch_is_uuid4_of_each_sixteen_bytes(block: bytes, at: int) -> None:
+    # The batch sets the version and variant bits in the buffer and cuts it in C: every id is still the one
+    # uuid makes of its 16 bytes (a newline byte included: the cut matches any byte).
+    raw = os.urandom(16 * at) + block + os.urandom(16 * (BATCH - 1 - at))
+    original = ids_module._urandom
+    ids_module._urandom = lambda n: raw  # nbdb's own module attribute, put back below
+    try:
+        numbers = list(ids_module._draw())
+    finally:
+        ids_module._urandom = original
+    assert numbers == [uuid.UUID(bytes=raw[i : i + 16], version=4).int for i in range(0, 16 * BATCH, 16)]
 
 
 def test_new_ids_are_version_4_and_distinct() -> None:

@@ -588,20 +588,22 @@ class Model(BaseModel):
         see :meth:`stored_refs`), so it keeps no more than the revision.
         """
         cls = type(self)
-        new = cls.__new__(cls)
+        # The class's attributes read through the instance: read on the class, each went through
+        # pydantic's metaclass __getattr__ hook (a bound wrapper built and called per read).
+        new = self.__new__(cls)
         data = self.__dict__.copy()
-        if len(data) != len(cls.__pydantic_fields__):
+        if len(data) != len(self.__pydantic_fields__):
             data = _fields_only(cls, data)  # a cached_property's value, cached in the caller's object
         data["version"] = version
         # Every list, map and set frozen, as a copy of its own: the caller's object (and what it
         # changes in place after the write) is not what the store and its readers hold.
-        freeze_containers(data, data, cls.nbdb_container_fields)
+        freeze_containers(data, data, self.nbdb_container_fields)
         fields_set = self.__pydantic_fields_set__
         if type(fields_set) is not FrozenSet:
             last_key, last_shared = _LAST_FIELDS  # _with_version's own first test, without its call
             fields_set = last_shared if fields_set == last_key else _with_version(fields_set)
         # One frozen set shared by the stored copies (never the caller's own set, which it may change).
-        object.__setattr__(new, "__dict__", data)
+        _set_dict(new, data)
         _set_fields_set(new, fields_set)
         extra = self.__pydantic_extra__
         _set_extra(new, deep_frozen(extra) if extra else extra)  # a newer model's fields it was read with
@@ -726,6 +728,7 @@ class Model(BaseModel):
             yield value
 
 
+_set_dict = slot_setter(BaseModel, "__dict__")
 _set_fields_set = set_fields_set = slot_setter(BaseModel, "__pydantic_fields_set__")
 _set_extra = set_extra = slot_setter(BaseModel, "__pydantic_extra__")
 _set_private = set_private = slot_setter(BaseModel, "__pydantic_private__")

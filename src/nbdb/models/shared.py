@@ -142,7 +142,7 @@ def freeze_containers(source: dict[str, Any], target: dict[str, Any], names: Ite
     """
     for name in names:
         value = source[name]
-        kind = value.__class__
+        kind = type(value)  # (a call CPython specializes; ``.__class__`` is a descriptor's, read generically)
         if kind is list:
             target[name] = FrozenList(value) if value else EMPTY_LIST
         elif kind is dict:
@@ -534,13 +534,14 @@ def _frozen_dataclass(value: Any, known: bool) -> Any:
 def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     """A function setting slot ``name`` of an instance of ``cls``, bypassing ``cls.__setattr__``.
 
-    The slot's member descriptor's own ``__set__`` (0.7k instructions against
+    The slot's member descriptor's own ``__set__`` (or the getset descriptor's of an instance's ``__dict__``;
+    0.7k instructions against
     ``object.__setattr__``'s 1.1k, which looks the descriptor up first), or
     that general call where ``cls`` keeps ``name`` elsewhere (another layout
     of a dependency's class). For the hot paths that build immutable
     objects the way their class's ``__new__`` would (ids, stored copies).
     """
     descriptor = vars(cls).get(name)
-    if descriptor is not None and type(descriptor).__name__ == "member_descriptor":
+    if descriptor is not None and type(descriptor).__name__ in ("member_descriptor", "getset_descriptor"):
         return descriptor.__set__  # type: ignore[no-any-return]
     return lambda obj, value: object.__setattr__(obj, name, value)
