@@ -253,3 +253,25 @@ def test_the_changes_of_mutations_in_turn_applied_at_once_leave_what_they_leave_
     assert (at_once.addresses, at_once.external_ids) == (in_turn.addresses, in_turn.external_ids)
     if (in_turn.addresses, in_turn.external_ids) == (current.addresses, current.external_ids):
         assert in_turn is current  # nothing to write
+
+
+@given(
+    version=st.integers(1, 2**40),
+    written=st.none() | st.integers(1, 2**62),
+    topic=st.none() | st.text(max_size=4),
+)
+def test_an_update_turned_into_a_delete_keeps_its_compare_and_swap(
+    version: int, written: int | None, topic: Any
+) -> None:
+    """A transaction's update of an object its owner's delete takes along becomes that object's delete: it still
+    compares what the update compared, the version and the revision that wrote the copy (cas_across_recreate)."""
+    import uuid
+
+    from nbdb.spi import Put
+    from nbdb.transaction import _delete_instead
+
+    put = Put("T", uuid.uuid4(), topic, b"{}", version, old_refs=frozenset(), old_unique=(), expect_written=written)
+    delete = _delete_instead(put)
+    assert (delete.table, delete.id, delete.topic) == (put.table, put.id, put.topic)
+    assert (delete.expect_version, delete.expect_written) == (version, written)
+    assert (delete.old_refs, delete.old_unique) == (put.old_refs, put.old_unique)

@@ -61,8 +61,16 @@ class _Step:
 
 
 def _delete_instead(put: Put) -> Delete:
-    """The delete of what the update ``put`` writes, at the version it expects (its compare-and-swap kept)."""
-    return Delete(put.table, put.id, put.topic, put.expect_version, put.old_refs, old_unique=put.old_unique)
+    """The delete of what the update ``put`` writes, at the version and revision it expects (its CAS kept)."""
+    return Delete(
+        put.table,
+        put.id,
+        put.topic,
+        put.expect_version,
+        put.old_refs,
+        old_unique=put.old_unique,
+        expect_written=put.expect_written,
+    )
 
 
 def _members_of(given: object) -> list[object]:
