@@ -635,10 +635,16 @@ class Database:
         # none, and their delete stays one request, without reading the referrers first.
         planned = cascade or weakly_referenced(op.table)
         plan_now = cascade
+        known: dict[tuple[str, UUID], tuple[tuple[str, UUID], ...]] = {}  # the root's referrers a refusal named
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
             try:
-                ops = cascade_ops(self._backend, op, weak_only=not cascade) if plan_now else [op]
+                ops = cascade_ops(self._backend, op, weak_only=not cascade, known=known) if plan_now else [op]
+                if known and last is not None and frozenset((o.table, o.id) for o in ops) == refused:
+                    # Planned from the very referrers the store's refusal named (no read of them again):
+                    # none is weak or owned, so the same plan meets the same refusal.
+                    raise last
+                known = {}
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:
                 # A referrer that appeared after the cascade read the referrers (a port group another
@@ -648,6 +654,10 @@ class Database:
                 plan = None if ops is None else frozenset((o.table, o.id) for o in ops)
                 if not planned or plan is None or plan == refused:
                     raise
+                if plan == {root} and exc.target == root and exc.referrers is not None:
+                    # The delete alone was refused, and the store read every referrer of its target to say
+                    # so: the plan walks from them (an owner's delete read them twice, a switch's ports).
+                    known = {root: exc.referrers}
                 refused, last, plan_now = plan, exc, True
                 log.debug("delete: %s %s gained a referrer meanwhile; planning the cascade again", *root)
             except errors.NotFoundError as exc:

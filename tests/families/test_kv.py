@@ -506,6 +506,47 @@ def test_a_referenced_delete_reads_its_referrers_and_is_refused(referenced: Any)
     assert db.get(LogicalSwitchPort, port.id).name == "p"
 
 
+def _switch_ranges(backend: InterleavingBackend, ls: LogicalSwitch) -> int:
+    return sum(prefixes == [f"r/LogicalSwitch/{ls.id}/"] for prefixes in backend.ranges)
+
+
+def _group(ls: LogicalSwitch) -> Any:
+    from nbdb.models.ovn import ForwardingGroup
+
+    return ForwardingGroup(switch=ls, name="fg", vip="10.0.0.9", vmac="0a:00:00:00:00:09", child_port=["p"])
+
+
+def test_an_owners_delete_plans_its_owned_objects_from_the_referrers_its_refusal_read(referenced: Any) -> None:
+    # The optimistic delete of a switch holding a forwarding group is refused, and the store read the
+    # switch's referrers to say so; the plan taking the group along starts from them (it read them again:
+    # three reads with the group's commit's check).
+    from nbdb.models.ovn import ForwardingGroup
+
+    backend, db, ls, port = referenced
+    db.delete(port)
+    group = db.create(_group(ls))
+    backend.ranges.clear()
+    backend.commits.clear()
+    db.delete(ls)
+    assert db.list(LogicalSwitch) == [] and db.list(ForwardingGroup) == []
+    assert len(backend.commits) == 2  # the optimistic delete, then the switch and its group in one commit
+    # The refusal's read, and the last commit's check that its deletes leave no referrer (the walk read none).
+    assert _switch_ranges(backend, ls) == 2
+    assert [f"r/ForwardingGroup/{group.id}/"] in backend.ranges  # the group's own referrers were walked
+
+
+def test_an_owners_delete_refused_for_a_referrer_it_does_not_own_deletes_nothing(referenced: Any) -> None:
+    # Planned from the refusal's referrers, the group's delete is tried with the switch's and refused for
+    # the port: neither goes.
+    from nbdb.models.ovn import ForwardingGroup
+
+    backend, db, ls, port = referenced
+    group = db.create(_group(ls))
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+        db.delete(ls)
+    assert db.get(ForwardingGroup, group.id) == group and db.get(LogicalSwitchPort, port.id) == port
+
+
 def test_a_delete_that_drops_its_referrers_in_the_same_transaction_reads_them_first(referenced: Any) -> None:
     backend, db, ls, port = referenced
     backend.commits.clear()
