@@ -116,3 +116,32 @@ def test_a_transaction_refused_for_an_owners_delete_reads_its_referrers_once() -
             txn.delete(port)
         assert db.list(GatewayChassis) == [] and db.get(NAT, nat.id).gateway_port is None
         assert len(gws) == 2 and len(asked) == len(set(asked)) == 2, asked  # the port's, then its chassis'
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_an_owners_plain_delete_walks_from_the_referrers_its_refusal_named(url: str) -> None:
+    # A switch owns its forwarding groups: a plain delete of one the store refused (for a port, or for a
+    # group it takes along) read the switch's referrers again to plan; the store's refusal named them all.
+    from nbdb.models.ovn import ForwardingGroup
+
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        backend = db.backend
+        asked: list[tuple[tuple[str, object], ...]] = []
+        real = backend.referrers_of
+
+        def referrers_of(keys):  # type: ignore[no-untyped-def]
+            asked.append(tuple(sorted(keys)))
+            return real(keys)
+
+        backend.referrers_of = referrers_of  # type: ignore[method-assign]
+        with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+            db.delete(sw)
+        assert asked == [] and db.get(LogicalSwitchPort, port.id) == port  # refused, nothing read again
+        db.delete(port)
+        fg = ForwardingGroup(switch=sw, name="fg", vip="10.0.0.9", vmac="0a:00:00:00:00:09", child_port=["p"])
+        group = db.create(fg)
+        db.delete(sw)
+        assert db.list(LogicalSwitch) == [] and db.list(ForwardingGroup) == []
+        assert asked == [(("ForwardingGroup", group.id),)]  # the group's referrers only: the switch's were named

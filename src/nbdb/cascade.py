@@ -33,6 +33,7 @@ __all__ = [
     "cascade_ops",
     "drops_of",
     "owns",
+    "refusal_stands",
     "walk_deletes",
     "weak_drops",
     "weakly_referenced",
@@ -88,8 +89,10 @@ Known = Mapping[RefKey, Sequence[RefKey]]
 """Referrers of some targets the caller has read already (a store's refusal named them all): not read again."""
 
 
-def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known) -> dict[RefKey, list[RefKey]]:
+def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known | None) -> dict[RefKey, list[RefKey]]:
     """The referrers of each of ``level``: those ``known`` as they are, the others read in one batch."""
+    if not known:
+        return backend.referrers_of(level)
     found = {target: list(known[target]) for target in level if target in known}
     rest = [target for target in level if target not in found]
     if rest:
@@ -97,7 +100,29 @@ def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known) -> di
     return found
 
 
-def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False, known: Known = {}) -> list[WriteOp]:  # noqa: B006
+def refusal_stands(backend: Backend, target: RefKey, referrers: Sequence[RefKey]) -> bool:
+    """Whether one of ``referrers`` (a store named them refusing ``target``'s plain delete) holds a reference
+    to it that the delete can neither drop (weak) nor take along (an object ``target`` owns).
+
+    Then planning the delete again cannot help: its walk would read them all again to find the same.
+    """
+    keys = list(referrers)
+    for key, record in zip(keys, backend.read_many(keys), strict=True):
+        if record is None:
+            continue  # gone since (the plan's own walk sees that)
+        obj = decode(model_for_table(key[0]), record)
+        for spec in obj.nbdb_references:
+            if spec.target == target[0] and target[1] in spec.ids(obj):
+                if _owning(type(obj), spec):
+                    break  # taken along with the target, whatever else it holds
+                if not spec.weak or without_weak(obj, {target}) is None:
+                    return True
+    return False
+
+
+def cascade_ops(
+    backend: Backend, root: Delete, *, weak_only: bool = False, known: Known | None = None
+) -> list[WriteOp]:
     """The deletes and updates that make deleting ``root`` leave no reference dangling.
 
     ``weak_only`` (a plain delete): only the weak references to ``root`` are dropped and the objects
@@ -215,7 +240,7 @@ def walk_deletes(backend: Backend, roots: Sequence[RefKey]) -> Walk:
 
 
 def _owned_and_referrers(
-    backend: Backend, roots: Sequence[RefKey], skip: Set[RefKey], known: Known = {}  # noqa: B006
+    backend: Backend, roots: Sequence[RefKey], skip: Set[RefKey], known: Known | None = None
 ) -> tuple[dict[RefKey, Model], dict[RefKey, Model]]:
     """The stored objects ``roots`` own, recursively, and the other stored referrers of them and of ``roots``
     (but those in ``skip``), each by key; ``known``: referrers read already (see :data:`Known`)."""
@@ -245,7 +270,7 @@ def _owned_and_referrers(
 
 
 def weak_drops(
-    backend: Backend, roots: Sequence[Delete], skip: Set[RefKey], known: Known = {}  # noqa: B006
+    backend: Backend, roots: Sequence[Delete], skip: Set[RefKey], known: Known | None = None
 ) -> list[WriteOp]:
     """The writes that drop every one of ``roots`` from the weak references of its stored referrers,
     and delete the objects they own (``nbdb_owned_by``, recursively; their weak referrers lose them too).

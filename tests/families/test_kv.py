@@ -535,16 +535,31 @@ def test_an_owners_delete_plans_its_owned_objects_from_the_referrers_its_refusal
     assert [f"r/ForwardingGroup/{group.id}/"] in backend.ranges  # the group's own referrers were walked
 
 
-def test_an_owners_delete_refused_for_a_referrer_it_does_not_own_deletes_nothing(referenced: Any) -> None:
-    # Planned from the refusal's referrers, the group's delete is tried with the switch's and refused for
-    # the port: neither goes.
+def test_an_owners_delete_refused_for_a_referrer_it_does_not_own_reads_its_referrers_once(referenced: Any) -> None:
+    # The store's refusal named the port beside the group: no plan can take the port, so the delete is
+    # refused there (it planned the group's delete, committed it to be refused, and planned it again:
+    # four reads of the switch's referrers and three commits).
     from nbdb.models.ovn import ForwardingGroup
 
     backend, db, ls, port = referenced
     group = db.create(_group(ls))
+    backend.ranges.clear()
+    backend.commits.clear()
     with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
         db.delete(ls)
+    assert _switch_ranges(backend, ls) == 1 and len(backend.commits) == 1
     assert db.get(ForwardingGroup, group.id) == group and db.get(LogicalSwitchPort, port.id) == port
+
+
+def test_a_transaction_refused_for_a_referrer_no_plan_takes_reads_its_referrers_once(referenced: Any) -> None:
+    # As a plain delete: the switch's group would go along, its port never; the store's refusal named both.
+    backend, db, ls, port = referenced
+    db.create(_group(ls))
+    backend.ranges.clear()
+    backend.commits.clear()
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)), db.transaction() as txn:
+        txn.delete(ls)
+    assert _switch_ranges(backend, ls) == 1 and len(backend.commits) == 1
 
 
 def test_a_delete_that_drops_its_referrers_in_the_same_transaction_reads_them_first(referenced: Any) -> None:
