@@ -91,6 +91,20 @@ def test_a_transaction_refused_for_a_dangling_reference_commits_at_most_twice(ur
         assert db.get(LogicalSwitchPort, p1.id) == p1
 
 
+def _referrers_asked(db: nbdb.Database) -> list[tuple[tuple[str, object], ...]]:
+    """The targets of each ``referrers_of`` read of ``db``'s backend from now on (a count of real reads)."""
+    backend = db.backend
+    asked: list[tuple[tuple[str, object], ...]] = []
+    real = backend.referrers_of
+
+    def referrers_of(keys):  # type: ignore[no-untyped-def]
+        asked.append(tuple(sorted(keys)))
+        return real(keys)
+
+    backend.referrers_of = referrers_of  # type: ignore[method-assign]
+    return asked
+
+
 def test_a_transaction_refused_for_an_owners_delete_reads_its_referrers_once() -> None:
     # The walk that found the objects a deleted router port owns (its gateway chassis) read the port's
     # referrers; the plan of the weak drops (a NAT rule's gateway_port) then read them all again.
@@ -103,16 +117,29 @@ def test_a_transaction_refused_for_an_owners_delete_reads_its_referrers_once() -
         nat = db.create(
             NAT(router=router, type="snat", external_ip="172.16.0.1", logical_ip="10.0.0.0/24", gateway_port=port.id)
         )
-        backend = db.backend
-        asked: list[tuple[tuple[str, object], ...]] = []
-        real = backend.referrers_of
-
-        def referrers_of(keys):  # type: ignore[no-untyped-def]
-            asked.append(tuple(sorted(keys)))
-            return real(keys)
-
-        backend.referrers_of = referrers_of  # type: ignore[method-assign]
+        asked = _referrers_asked(db)
         with db.transaction() as txn:
             txn.delete(port)
         assert db.list(GatewayChassis) == [] and db.get(NAT, nat.id).gateway_port is None
         assert len(gws) == 2 and len(asked) == len(set(asked)) == 2, asked  # the port's, then its chassis'
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_an_owners_plain_delete_walks_from_the_referrers_its_refusal_named(url: str) -> None:
+    # A switch owns its forwarding groups: a plain delete of one the store refused (for a port, or for a
+    # group it takes along) read the switch's referrers again to plan; the store's refusal named them all.
+    from nbdb.models.ovn import ForwardingGroup
+
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        asked = _referrers_asked(db)
+        with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+            db.delete(sw)
+        assert asked == [] and db.get(LogicalSwitchPort, port.id) == port  # refused, nothing read again
+        db.delete(port)
+        fg = ForwardingGroup(switch=sw, name="fg", vip="10.0.0.9", vmac="0a:00:00:00:00:09", child_port=["p"])
+        group = db.create(fg)
+        db.delete(sw)
+        assert db.list(LogicalSwitch) == [] and db.list(ForwardingGroup) == []
+        assert asked == [(("ForwardingGroup", group.id),)]  # the group's referrers only: the switch's were named

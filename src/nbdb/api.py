@@ -27,7 +27,7 @@ from uuid import UUID
 from nbdb import errors, page_token
 from nbdb.cache import EXITING, Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
-from nbdb.cascade import cascade_ops, weakly_referenced
+from nbdb.cascade import cascade_ops, refusal_stands, weakly_referenced
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
     CommitContext,
@@ -635,10 +635,12 @@ class Database:
         # none, and their delete stays one request, without reading the referrers first.
         planned = cascade or weakly_referenced(op.table)
         plan_now = cascade
+        known: dict[tuple[str, UUID], tuple[tuple[str, UUID], ...]] = {}  # the root's referrers a refusal named
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
             try:
-                ops = cascade_ops(self._backend, op, weak_only=not cascade) if plan_now else [op]
+                ops = cascade_ops(self._backend, op, weak_only=not cascade, known=known) if plan_now else [op]
+                known = {}
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:
                 # A referrer that appeared after the cascade read the referrers (a port group another
@@ -648,6 +650,14 @@ class Database:
                 plan = None if ops is None else frozenset((o.table, o.id) for o in ops)
                 if not planned or plan is None or plan == refused:
                     raise
+                if not cascade and exc.target == root and exc.referrers is not None:
+                    # The store read every referrer of the target to refuse it: one the plain delete can
+                    # neither drop nor take along (a switch's port) refuses any plan; else, if the delete
+                    # alone was refused, the plan walks from them (an owner's delete read them again).
+                    if refusal_stands(self._backend, root, exc.referrers):
+                        raise
+                    if plan == {root}:
+                        known = {root: exc.referrers}
                 refused, last, plan_now = plan, exc, True
                 log.debug("delete: %s %s gained a referrer meanwhile; planning the cascade again", *root)
             except errors.NotFoundError as exc:

@@ -19,7 +19,7 @@ and drops the weak references to them as to the owner.
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, NamedTuple, TypeVar
 
 from nbdb import errors
@@ -33,6 +33,7 @@ __all__ = [
     "cascade_ops",
     "drops_of",
     "owns",
+    "refusal_stands",
     "walk_deletes",
     "weak_drops",
     "weakly_referenced",
@@ -84,15 +85,53 @@ def owns(table: str) -> bool:
     return table in _targets()[1]
 
 
-def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> list[WriteOp]:
+Known = Mapping[RefKey, Sequence[RefKey]]
+"""Referrers of some targets the caller has read already (a store's refusal named them all): not read again."""
+
+
+def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known | None) -> dict[RefKey, list[RefKey]]:
+    """The referrers of each of ``level``: those ``known`` as they are, the others read in one batch."""
+    if not known:
+        return backend.referrers_of(level)
+    found = {target: list(known[target]) for target in level if target in known}
+    rest = [target for target in level if target not in found]
+    if rest:
+        found.update(backend.referrers_of(rest))
+    return found
+
+
+def refusal_stands(backend: Backend, target: RefKey, referrers: Sequence[RefKey]) -> bool:
+    """Whether one of ``referrers`` (a store named them refusing ``target``'s plain delete) holds a reference
+    to it that the delete can neither drop (weak) nor take along (an object ``target`` owns).
+
+    Then planning the delete again cannot help: its walk would read them all again to find the same.
+    """
+    keys = list(referrers)
+    for key, record in zip(keys, backend.read_many(keys), strict=True):
+        if record is None:
+            continue  # gone since (the plan's own walk sees that)
+        obj = decode(model_for_table(key[0]), record)
+        for spec in obj.nbdb_references:
+            if spec.target == target[0] and target[1] in spec.ids(obj):
+                if _owning(type(obj), spec):
+                    break  # taken along with the target, whatever else it holds
+                if not spec.weak or without_weak(obj, {target}) is None:
+                    return True
+    return False
+
+
+def cascade_ops(
+    backend: Backend, root: Delete, *, weak_only: bool = False, known: Known | None = None
+) -> list[WriteOp]:
     """The deletes and updates that make deleting ``root`` leave no reference dangling.
 
-    ``weak_only`` (a plain delete): only the weak references to ``root`` are
-    dropped, nothing else is deleted, and no read is made for a table no weak
-    reference can point to.
+    ``weak_only`` (a plain delete): only the weak references to ``root`` are dropped and the objects
+    it owns deleted (:func:`weak_drops`, the walk a transaction's deletes take too), and no read is
+    made for a table no weak reference can point to and no model is owned by. ``known``: referrers
+    read already (see :data:`Known`).
     """
-    if weak_only and not weakly_referenced(root.table):
-        return [root]
+    if weak_only:
+        return [root, *weak_drops(backend, [root], frozenset(), known)]
     deletes: dict[RefKey, WriteOp] = {(root.table, root.id): root}
     updates: dict[RefKey, Model] = {}
     level = [(root.table, root.id)]
@@ -100,7 +139,7 @@ def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> l
         # The referrers of a whole level in batched reads (Backend.referrers_of), not a read per
         # dependent: a switch's 40,000 ports were 40,000 reads, each on Redis copying the last
         # commit's log entry (quadratic when one transaction made the ports).
-        found = backend.referrers_of(level)
+        found = _referrers_of(backend, level, known)
         # Their objects, read in batches too (Backend.read_many): one not found (deleted since it
         # was listed, or a referrer entry another writer left that names no object) has nothing to
         # delete or clear (the target's own delete checks its entries).
@@ -109,7 +148,7 @@ def cascade_ops(backend: Backend, root: Delete, *, weak_only: bool = False) -> l
         objects = {k: decode(model_for_table(k[0]), r) for k, r in zip(wanted, read, strict=True) if r is not None}
         level = []
         for target, sources in found.items():
-            _plan_target(target, sources, objects, deletes, updates, level, weak_only=weak_only)
+            _plan_target(target, sources, objects, deletes, updates, level)
     ops: list[WriteOp] = list(deletes.values())
     ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
     return ops
@@ -122,15 +161,8 @@ def _plan_target(
     deletes: dict[RefKey, WriteOp],
     updates: dict[RefKey, Model],
     doomed_next: list[RefKey],
-    *,
-    weak_only: bool,
 ) -> None:
-    """Delete or clear each referrer of ``target``; the referrers deleted join ``doomed_next``.
-
-    ``weak_only`` (a plain delete): only the weak references to ``target`` are dropped, where the
-    referrer can lose them, and only the referrers ``target`` owns (``nbdb_owned_by``) are deleted;
-    every other one is left for the backend to refuse.
-    """
+    """Delete or clear each referrer of ``target``; the referrers deleted join ``doomed_next``."""
     for source in sources:
         if source in deletes:
             continue
@@ -144,22 +176,19 @@ def _plan_target(
         for spec in obj.nbdb_references:
             if spec.target != target[0] or target[1] not in spec.ids(obj):
                 continue
-            if weak_only and not spec.weak:
-                doomed = doomed or _owning(type(obj), spec)
-            elif spec.many:
+            if spec.many:
                 changes[spec.field] = [i for i in getattr(obj, spec.field) if i != target[1]]
             elif spec.optional:
                 changes[spec.field] = None
-            elif not weak_only:
+            else:
                 doomed = True
-            # A required weak reference cannot be dropped: ovsdb-server refuses such a delete too.
         if not doomed and changes:
             try:
                 updates[source] = obj.replace(**changes)
             except errors.ValidationError:
                 # Clearing the reference breaks the model's own rules (an ACL must belong to a
-                # switch or a port group): it goes too, or (a weak one) the backend refuses the delete.
-                doomed = not weak_only
+                # switch or a port group): it goes too.
+                doomed = True
         if doomed:
             updates.pop(source, None)
             deletes[source] = delete_of(obj)
@@ -211,16 +240,16 @@ def walk_deletes(backend: Backend, roots: Sequence[RefKey]) -> Walk:
 
 
 def _owned_and_referrers(
-    backend: Backend, roots: Sequence[RefKey], skip: Set[RefKey]
+    backend: Backend, roots: Sequence[RefKey], skip: Set[RefKey], known: Known | None = None
 ) -> tuple[dict[RefKey, Model], dict[RefKey, Model]]:
     """The stored objects ``roots`` own, recursively, and the other stored referrers of them and of ``roots``
-    (but those in ``skip``), each by key."""
+    (but those in ``skip``), each by key; ``known``: referrers read already (see :data:`Known`)."""
     level = [root for root in roots if weakly_referenced(root[0])]
     doomed = set(level)
     owned: dict[RefKey, Model] = {}
     referrers: dict[RefKey, Model] = {}
     while level:
-        found = backend.referrers_of(level)
+        found = _referrers_of(backend, level, known)
         wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
         level = []
         for key, record in zip(wanted, backend.read_many(wanted), strict=True):
@@ -240,16 +269,19 @@ def _owned_and_referrers(
     return owned, referrers
 
 
-def weak_drops(backend: Backend, roots: Sequence[Delete], skip: Set[RefKey]) -> list[WriteOp]:
+def weak_drops(
+    backend: Backend, roots: Sequence[Delete], skip: Set[RefKey], known: Known | None = None
+) -> list[WriteOp]:
     """The writes that drop every one of ``roots`` from the weak references of its stored referrers,
     and delete the objects they own (``nbdb_owned_by``, recursively; their weak referrers lose them too).
 
     For a transaction's deletes, planned together (a port group losing two ports it deletes is one
     update, not two that conflict). Referrers in ``skip`` (the transaction writes them itself) are
-    left to the caller; one that cannot lose a reference is left for the backend to refuse.
+    left to the caller; one that cannot lose a reference is left for the backend to refuse, and so is
+    every referrer that is neither weak nor owned. A plain delete plans with it too (:func:`cascade_ops`).
     """
     keys = tuple((root.table, root.id) for root in roots)
-    return drops_of(Walk(keys, *_owned_and_referrers(backend, keys, skip)), frozenset())
+    return drops_of(Walk(keys, *_owned_and_referrers(backend, keys, skip, known)), frozenset())
 
 
 def drops_of(walk: Walk, skip: Set[RefKey]) -> list[WriteOp]:

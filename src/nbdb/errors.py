@@ -69,7 +69,23 @@ class UniqueViolationError(ConflictError):
 
 
 class ReferenceError(NbdbError):
-    """A reference points to a missing object, or a delete would leave one dangling."""
+    """A reference points to a missing object, or a delete would leave one dangling.
+
+    ``target`` and ``referrers``: the (table, id) whose delete was refused and every object the store
+    found still pointing to it, when the store read them all (else None): a plain delete planned
+    again after the refusal starts its walk from them instead of reading them a second time.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: tuple[str, Any] | None = None,
+        referrers: tuple[tuple[str, Any], ...] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.target = target
+        self.referrers = referrers
 
 
 class ValidationError(NbdbError, ValueError):

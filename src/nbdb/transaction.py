@@ -11,7 +11,16 @@ from typing import TypeVar, cast
 from uuid import UUID
 
 from nbdb import errors
-from nbdb.cascade import Walk, drops_of, owns, walk_deletes, weak_drops, weakly_referenced, without_weak
+from nbdb.cascade import (
+    Walk,
+    drops_of,
+    owns,
+    refusal_stands,
+    walk_deletes,
+    weak_drops,
+    weakly_referenced,
+    without_weak,
+)
 from nbdb.commit_context import CommitContext
 from nbdb.models.base import Model, RefSpec, committed_all
 from nbdb.revision import Revision
@@ -289,13 +298,18 @@ class Transaction:
                         assert step.mutation is not None
                         read = self._get(step.mutation[0], step.mutation[1])
                         step.result = context.read_back(read, version, result.revision)
-            except errors.ReferenceError:
+            except errors.ReferenceError as exc:
                 # A stored weak referrer of a target deleted here (or one that gained it since the plan
                 # read them): planned (again) at once. A plan that comes out the same as the one refused
                 # (none the first time) leaves the refusal standing without committing again: the store
                 # refused for another reason (a dangling strong reference), which another try cannot cure.
                 if not doomed:
                     raise
+                if exc.target in doomed and exc.referrers is not None:
+                    # The store named every referrer it refused the delete for: one no plan can drop or
+                    # take along (a port of a switch deleted here) refuses any, without walking them again.
+                    if refusal_stands(context.backend, exc.target, exc.referrers):
+                        raise
                 mine = ops[: len(ops) - len(drops)]
                 taken = self._take_owned(context.backend, mine, doomed)
                 if taken is not None:

@@ -506,6 +506,62 @@ def test_a_referenced_delete_reads_its_referrers_and_is_refused(referenced: Any)
     assert db.get(LogicalSwitchPort, port.id).name == "p"
 
 
+def _switch_ranges(backend: InterleavingBackend, ls: LogicalSwitch) -> int:
+    return sum(prefixes == [f"r/LogicalSwitch/{ls.id}/"] for prefixes in backend.ranges)
+
+
+def _group(ls: LogicalSwitch) -> Any:
+    from nbdb.models.ovn import ForwardingGroup
+
+    return ForwardingGroup(switch=ls, name="fg", vip="10.0.0.9", vmac="0a:00:00:00:00:09", child_port=["p"])
+
+
+def test_an_owners_delete_plans_its_owned_objects_from_the_referrers_its_refusal_read(referenced: Any) -> None:
+    # The optimistic delete of a switch holding a forwarding group is refused, and the store read the
+    # switch's referrers to say so; the plan taking the group along starts from them (it read them again:
+    # three reads with the group's commit's check).
+    from nbdb.models.ovn import ForwardingGroup
+
+    backend, db, ls, port = referenced
+    db.delete(port)
+    group = db.create(_group(ls))
+    backend.ranges.clear()
+    backend.commits.clear()
+    db.delete(ls)
+    assert db.list(LogicalSwitch) == [] and db.list(ForwardingGroup) == []
+    assert len(backend.commits) == 2  # the optimistic delete, then the switch and its group in one commit
+    # The refusal's read, and the last commit's check that its deletes leave no referrer (the walk read none).
+    assert _switch_ranges(backend, ls) == 2
+    assert [f"r/ForwardingGroup/{group.id}/"] in backend.ranges  # the group's own referrers were walked
+
+
+def test_an_owners_delete_refused_for_a_referrer_it_does_not_own_reads_its_referrers_once(referenced: Any) -> None:
+    # The store's refusal named the port beside the group: no plan can take the port, so the delete is
+    # refused there (it planned the group's delete, committed it to be refused, and planned it again:
+    # four reads of the switch's referrers and three commits).
+    from nbdb.models.ovn import ForwardingGroup
+
+    backend, db, ls, port = referenced
+    group = db.create(_group(ls))
+    backend.ranges.clear()
+    backend.commits.clear()
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+        db.delete(ls)
+    assert _switch_ranges(backend, ls) == 1 and len(backend.commits) == 1
+    assert db.get(ForwardingGroup, group.id) == group and db.get(LogicalSwitchPort, port.id) == port
+
+
+def test_a_transaction_refused_for_a_referrer_no_plan_takes_reads_its_referrers_once(referenced: Any) -> None:
+    # As a plain delete: the switch's group would go along, its port never; the store's refusal named both.
+    backend, db, ls, port = referenced
+    db.create(_group(ls))
+    backend.ranges.clear()
+    backend.commits.clear()
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)), db.transaction() as txn:
+        txn.delete(ls)
+    assert _switch_ranges(backend, ls) == 1 and len(backend.commits) == 1
+
+
 def test_a_delete_that_drops_its_referrers_in_the_same_transaction_reads_them_first(referenced: Any) -> None:
     backend, db, ls, port = referenced
     backend.commits.clear()

@@ -586,7 +586,7 @@ def plan_commit(
         if remaining:
             remaining = _real_referrers(backend, layout, target, remaining, plan)
         if remaining:
-            raise rules.still_referenced(target, remaining)
+            raise rules.still_referenced(target, remaining, every=True)
         conditions.append(PrefixUnchangedSince(layout.referrers(target), revision))
     _plan_unique(layout, ops, olds, plan, claims)
     return plan

@@ -306,10 +306,13 @@ def deleted_alongside(source: RefKey, target: RefKey) -> errors.ReferenceError:
     return errors.ReferenceError(f"{_name(source)} references {_name(target)}, deleted in the same transaction")
 
 
-def still_referenced(target: RefKey, referrers: Sequence[RefKey]) -> errors.ReferenceError:
-    """A delete of an object that others still point to."""
+def still_referenced(target: RefKey, referrers: Sequence[RefKey], *, every: bool = False) -> errors.ReferenceError:
+    """A delete of an object that others still point to; ``every``: ``referrers`` are all the store found
+    still pointing to it (the error carries them, see :class:`nbdb.errors.ReferenceError`)."""
     names = ", ".join(_name(source) for source in referrers[:5])
     more = f" and {len(referrers) - 5} more" if len(referrers) > 5 else ""
     return errors.ReferenceError(
-        f"{_name(target)} is still referenced by {names}{more}; delete those first or pass cascade=True"
+        f"{_name(target)} is still referenced by {names}{more}; delete those first or pass cascade=True",
+        target=target if every else None,
+        referrers=tuple(referrers) if every else None,
     )

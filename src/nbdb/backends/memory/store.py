@@ -202,7 +202,7 @@ class MemoryStore:
         self._check_stored(op, current)
         referrers = self.referrers.get(key)
         if referrers and (len(referrers) > 1 or key not in referrers):
-            raise rules.still_referenced((op.table, op.id), self.referrers_of(key, key))
+            raise rules.still_referenced((op.table, op.id), self.referrers_of(key, key), every=True)
         return 0
 
     def referrers_of(self, key: Key, but: Key | None = None) -> list[RefKey]:
@@ -442,7 +442,7 @@ class MemoryStore:
         for target in shape.deleted:
             remaining = rules.remaining_referrers(target, self.referrers_of(key_of(target)), changes)
             if remaining:
-                raise rules.still_referenced(target, sorted(remaining))
+                raise rules.still_referenced(target, sorted(remaining), every=True)
         self._check_unique(ops)
         return ops, versions
 
