@@ -29,6 +29,7 @@ from nbdb.models import (
     LoadBalancerGroup,
     LoadBalancerHealthCheck,
     LogicalRouter,
+    LogicalRouterPort,
     LogicalRouterStaticRoute,
     LogicalSwitch,
     LogicalSwitchPort,
@@ -296,6 +297,25 @@ def test_a_mirror_ovn_nbctl_writes_with_any_integer_index_is_read(
     nbctl(ovsdb_server, "mirror-add", f"mir-{s}", "gre", str(index), "to-lport", "192.168.1.1")
     mirror = db.get_by(Mirror, name=f"mir-{s}")
     assert mirror is not None and mirror.index == index
+
+
+def test_a_forwarding_group_and_a_router_port_ovn_nbctl_writes_with_a_short_form_mac_are_read(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    # ovn-nbctl fwd-group-add and lrp-add check the MAC with eth_addr_from_string, which takes
+    # "a:0:0:0:0:1", and store it as typed; MACAddress wanted six hex pairs, so the group and the
+    # port were corrupt records. They read in canonical form.
+    s = uuid.uuid4().hex[:8]
+    nbctl(ovsdb_server, "ls-add", f"ls-{s}")
+    nbctl(ovsdb_server, "lsp-add", f"ls-{s}", f"p-{s}")
+    nbctl(ovsdb_server, "fwd-group-add", f"fg-{s}", f"ls-{s}", "10.0.0.1", "a:0:0:0:0:1", f"p-{s}")
+    nbctl(ovsdb_server, "lr-add", f"lr-{s}")
+    nbctl(ovsdb_server, "lrp-add", f"lr-{s}", f"lrp-{s}", "A:b:0:0:0:2", "10.9.0.1/24")
+    (fwd,) = [f for f in db.list(ForwardingGroup) if f.name == f"fg-{s}"]
+    assert fwd.vmac == "0a:00:00:00:00:01"
+    port = db.get_by(LogicalRouterPort, name=f"lrp-{s}")
+    assert port is not None and port.mac == "0a:0b:00:00:00:02"
 
 
 def test_a_health_check_ovn_nbctl_creates_without_a_vip_is_read(
