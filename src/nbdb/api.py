@@ -489,7 +489,10 @@ class Database:
             if owner is None:
                 continue
             exc = errors.UniqueViolationError(
-                f"{put.table}: {field} {value} is held by {owner}", table=put.table, field=field, value=value,
+                f"{put.table}: {field} {value} is held by {owner}",
+                table=put.table,
+                field=field,
+                value=value,
                 existing=owner,
             )
             if (found := may_take(exc, put, model, self.get)) is not None:
