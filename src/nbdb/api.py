@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 from uuid import UUID
 
 from nbdb import errors, page_token
@@ -44,7 +44,7 @@ from nbdb.hub import WatchHub, open_stream
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
-from nbdb.spi import Backend, LockHandle, RecordChange, RecordStream, UniqueKey, WriteOp
+from nbdb.spi import Backend, LockHandle, Put, RecordChange, RecordStream, UniqueKey, WriteOp
 from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
@@ -447,6 +447,8 @@ class Database:
         """
         obj = self._context.checked_new(obj, may_exist, ttl)
         put, planned = put_of(obj, 0, ttl, self._context.deferred)
+        if may_exist and (held := self._read_only_existing(put)) is not None:
+            return cast("M", held)
         for _attempt in range(_MAY_EXIST_ATTEMPTS):
             try:
                 result = self._context.commit_ops([put], fence)
@@ -461,6 +463,41 @@ class Database:
                 planned, result.versions[0], self._context.stamp(result.revision), self._context.store_token
             )
         raise errors.ConflictError(f"{obj.nbdb_table} {obj.id}: its unique value keeps changing hands; try again")
+
+    def _read_only_existing(self, put: Put) -> Model | None:
+        """What ``create(..., may_exist=True)`` of ``put`` takes, looked up before the commit, when the store
+        reads its table but cannot write it (``check_writable``: OVN's ``Load_Balancer_Group``); None otherwise.
+
+        The commit would refuse the table (UnsupportedError) before finding the object stored under the id
+        or holding a unique value: a controller's idempotent "ensure the group" raised although nothing was
+        to be written. The same rules as after a conflict (:func:`may_take`: topic, owner).
+        """
+        try:
+            self._backend.check_writable(put.table)
+            return None
+        except errors.UnsupportedError:
+            pass
+        obj = cast("Model", put.value)
+        model = type(obj)
+        if self._backend.read(put.table, put.id) is not None:
+            exc = errors.ConflictError(f"{put.table} {put.id} already exists", key=(put.table, put.id))
+            if (found := may_take(exc, put, model, self.get)) is not None:
+                return found
+        for field, value in obj.unique_values():
+            key = self._backend.stored_unique(put.table, UniqueKey(field, value))
+            owner = self._backend.unique_owner(put.table, key)
+            if owner is None:
+                continue
+            exc = errors.UniqueViolationError(
+                f"{put.table}: {field} {value} is held by {owner}",
+                table=put.table,
+                field=field,
+                value=value,
+                existing=owner,
+            )
+            if (found := may_take(exc, put, model, self.get)) is not None:
+                return found
+        return None  # nothing stored: the commit raises the store's UnsupportedError
 
     def check_model(self, model: type[Model]) -> None:
         """Raise UnsupportedError, saying why, if this database cannot store ``model``'s objects.

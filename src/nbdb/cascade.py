@@ -19,7 +19,7 @@ and drops the weak references to them as to the owner.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, NamedTuple, TypeVar
 
 from nbdb import errors
@@ -134,6 +134,7 @@ def cascade_ops(
         return [root, *weak_drops(backend, [root], frozenset(), known)]
     deletes: dict[RefKey, WriteOp] = {(root.table, root.id): root}
     updates: dict[RefKey, Model] = {}
+    writable = _writable(backend)
     level = [(root.table, root.id)]
     while level:
         # The referrers of a whole level in batched reads (Backend.referrers_of), not a read per
@@ -148,7 +149,7 @@ def cascade_ops(
         objects = {k: decode(model_for_table(k[0]), r) for k, r in zip(wanted, read, strict=True) if r is not None}
         level = []
         for target, sources in found.items():
-            _plan_target(target, sources, objects, deletes, updates, level)
+            _plan_target(target, sources, objects, deletes, updates, level, writable)
     ops: list[WriteOp] = list(deletes.values())
     ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
     return ops
@@ -161,8 +162,14 @@ def _plan_target(
     deletes: dict[RefKey, WriteOp],
     updates: dict[RefKey, Model],
     doomed_next: list[RefKey],
+    writable: Callable[[str], bool],
 ) -> None:
-    """Delete or clear each referrer of ``target``; the referrers deleted join ``doomed_next``."""
+    """Delete or clear each referrer of ``target``; the referrers deleted join ``doomed_next``.
+
+    A referrer of a table the store cannot write (``writable``) is not rewritten: the store drops its
+    weak references itself (see :meth:`nbdb.spi.Backend.check_writable`), and refuses the delete for a
+    strong one.
+    """
     for source in sources:
         if source in deletes:
             continue
@@ -182,7 +189,7 @@ def _plan_target(
                 changes[spec.field] = None
             else:
                 doomed = True
-        if not doomed and changes:
+        if not doomed and changes and writable(source[0]):
             try:
                 updates[source] = obj.replace(**changes)
             except errors.ValidationError:
@@ -193,6 +200,29 @@ def _plan_target(
             updates.pop(source, None)
             deletes[source] = delete_of(obj)
             doomed_next.append(source)
+
+
+def _writable(backend: Backend) -> Callable[[str], bool]:
+    """Whether ``backend`` writes a table (:meth:`~nbdb.spi.Backend.check_writable`), asked once a table.
+
+    A referrer of a table it reads but cannot write (OVN's ``Load_Balancer_Group``) is left as stored:
+    such a store drops a weak reference to a deleted row itself, as ovsdb-server does. Planning the drop
+    made every delete of a load balancer in a group raise UnsupportedError.
+    """
+    known: dict[str, bool] = {}
+
+    def writable(table: str) -> bool:
+        got = known.get(table)
+        if got is None:
+            try:
+                backend.check_writable(table)
+                got = True
+            except errors.UnsupportedError:
+                got = False
+            known[table] = got
+        return got
+
+    return writable
 
 
 def without_weak(obj: M, doomed: Set[RefKey]) -> M | None:
@@ -248,6 +278,7 @@ def _owned_and_referrers(
     doomed = set(level)
     owned: dict[RefKey, Model] = {}
     referrers: dict[RefKey, Model] = {}
+    writable = _writable(backend)
     while level:
         found = _referrers_of(backend, level, known)
         wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
@@ -264,8 +295,9 @@ def _owned_and_referrers(
                 owned[key] = obj
                 referrers.pop(key, None)
                 level.append(key)
-            else:
+            elif writable(key[0]):
                 referrers[key] = obj
+            # else: a table the store cannot write, which drops the weak references itself (see _writable)
     return owned, referrers
 
 

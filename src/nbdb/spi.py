@@ -483,7 +483,9 @@ class Backend(ABC):
         """Raise UnsupportedError (saying why) if this store reads objects of ``table`` but cannot write them.
 
         Most stores write what they read; OVSDB cannot write a table whose schema has no ``external_ids``
-        (OVN's ``Load_Balancer_Group``), where nbdb keeps an object's version and topic.
+        (OVN's ``Load_Balancer_Group``), where nbdb keeps an object's version and topic. Such a store
+        must drop a weak reference to a deleted object from a row of ``table`` itself (ovsdb-server
+        does): a delete plans no rewrite of it (:mod:`nbdb.cascade`). Deletes of its rows are allowed.
         """
         return None
 

@@ -10,6 +10,7 @@ One shared OVN_Northbound server; names are unique per test.
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from nbdb.models import (
     LoadBalancerGroup,
     LoadBalancerHealthCheck,
     LogicalRouter,
+    LogicalRouterPort,
     LogicalRouterStaticRoute,
     LogicalSwitch,
     LogicalSwitchPort,
@@ -39,6 +41,7 @@ from nbdb.models.base import Model
 from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
 from nbdb.testing.ovsdb import OvsdbServer
 from nbdb.tools import Copier, CopyOptions
+from nbdb.tools.dump import dump, load
 
 from .test_ovn_interop_tables import nbctl
 
@@ -252,3 +255,119 @@ def test_a_copy_out_of_ovn_through_memory_and_sqlite_and_back_keeps_every_servic
     assert str(held[BFD][0].id) in routes.split()
     lb = _uuid(ovsdb_server, "Load_Balancer", f"name=lb-{s}")
     assert nbctl(ovsdb_server, "get", "Load_Balancer", lb, "health_check") == f"[{held[LoadBalancerHealthCheck][0].id}]"
+
+
+@pytest.mark.parametrize("how", ["plain", "transaction", "cascade"])
+def test_deleting_a_load_balancer_a_load_balancer_group_holds_drops_it_from_the_group(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+    how: str,
+) -> None:
+    # Load_Balancer_Group.load_balancer is a weak reference: ovsdb-server drops it when the load
+    # balancer goes (ovn-nbctl lb-del). Before the merge nbdb's delete did the same; since the group
+    # is modelled, the delete plans a weak drop that rewrites the group, which check_writable refuses:
+    # a load balancer in any group (ovn-kubernetes puts every one in one) can no longer be deleted.
+    s = uuid.uuid4().hex[:8]
+    nbctl(ovsdb_server, "lb-add", f"lb-{s}", "10.1.0.1:80", "10.0.0.2:80")
+    (lb,) = [x for x in db.list(LoadBalancer) if x.name == f"lb-{s}"]
+    nbctl(ovsdb_server, "create", "Load_Balancer_Group", f"name=lbg-{s}", f"load_balancer={lb.id}")
+    if how == "transaction":
+        with db.transaction() as tx:
+            tx.delete(lb)
+    elif how == "cascade":
+        db.delete(lb, cascade=True)
+    else:
+        db.delete(lb)
+    group = db.get_by(LoadBalancerGroup, name=f"lbg-{s}")
+    assert group is not None and group.load_balancer == []
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LoadBalancer, lb.id)
+
+
+@pytest.mark.parametrize("index", [-1, 2**32])
+def test_a_mirror_ovn_nbctl_writes_with_any_integer_index_is_read(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+    index: int,
+) -> None:
+    # OVN's Mirror.index is a plain integer (no minInteger/maxInteger) and ovn-nbctl mirror-add parses
+    # it with str_to_long: "-1" and "4294967296" are written. The model's 0..2**32-1 made the row a
+    # CorruptRecordError for list/get and a corrupt record in every cache.
+    s = uuid.uuid4().hex[:8]
+    nbctl(ovsdb_server, "mirror-add", f"mir-{s}", "gre", str(index), "to-lport", "192.168.1.1")
+    mirror = db.get_by(Mirror, name=f"mir-{s}")
+    assert mirror is not None and mirror.index == index
+
+
+def test_a_forwarding_group_and_a_router_port_ovn_nbctl_writes_with_a_short_form_mac_are_read(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    # ovn-nbctl fwd-group-add and lrp-add check the MAC with eth_addr_from_string, which takes
+    # "a:0:0:0:0:1", and store it as typed; MACAddress wanted six hex pairs, so the group and the
+    # port were corrupt records. They read in canonical form.
+    s = uuid.uuid4().hex[:8]
+    nbctl(ovsdb_server, "ls-add", f"ls-{s}")
+    nbctl(ovsdb_server, "lsp-add", f"ls-{s}", f"p-{s}")
+    nbctl(ovsdb_server, "fwd-group-add", f"fg-{s}", f"ls-{s}", "10.0.0.1", "a:0:0:0:0:1", f"p-{s}")
+    nbctl(ovsdb_server, "lr-add", f"lr-{s}")
+    nbctl(ovsdb_server, "lrp-add", f"lr-{s}", f"lrp-{s}", "A:b:0:0:0:2", "10.9.0.1/24")
+    (fwd,) = [f for f in db.list(ForwardingGroup) if f.name == f"fg-{s}"]
+    assert fwd.vmac == "0a:00:00:00:00:01"
+    port = db.get_by(LogicalRouterPort, name=f"lrp-{s}")
+    assert port is not None and port.mac == "0a:0b:00:00:00:02"
+
+
+def test_a_health_check_ovn_nbctl_creates_without_a_vip_is_read(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    # Load_Balancer_Health_Check.vip is a plain string whose default is "": a generic `ovn-nbctl create`
+    # that sets only options writes it so; the model's min_length=1 makes it a corrupt record.
+    s = uuid.uuid4().hex[:8]
+    nbctl(ovsdb_server, "lb-add", f"lb-{s}", "10.1.0.1:80", "10.0.0.2:80")
+    nbctl(ovsdb_server, "--id=@hc", "create", "Load_Balancer_Health_Check", "options:interval=5",
+          "--", "add", "Load_Balancer", f"lb-{s}", "health_check", "@hc")  # fmt: skip
+    (lb,) = [x for x in db.list(LoadBalancer) if x.name == f"lb-{s}"]
+    (check,) = [c for c in db.list(LoadBalancerHealthCheck) if c.load_balancer == lb.id]
+    assert check.vip == "" and check.options == {"interval": "5"}
+
+
+def test_a_may_exist_create_of_a_load_balancer_group_that_exists_returns_it(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    # may_exist returns the stored object and writes nothing (ovsdbapp's may_exist); the group is
+    # unique by name. The read-only check refuses before the lookup, so a controller's idempotent
+    # "ensure the group" raises UnsupportedError although nothing would be written.
+    s = uuid.uuid4().hex[:8]
+    nbctl(ovsdb_server, "create", "Load_Balancer_Group", f"name=lbg-{s}")
+    stored = db.get_by(LoadBalancerGroup, name=f"lbg-{s}")
+    assert stored is not None
+    got = db.create(LoadBalancerGroup(name=f"lbg-{s}"), may_exist=True)
+    assert got == stored
+    assert db.create(LoadBalancerGroup(id=stored.id, name=f"lbg-{s}"), may_exist=True) == stored
+    # One that is not stored is still a write nbdb cannot make, and nothing is written.
+    with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group"):
+        db.create(LoadBalancerGroup(name=f"other-{s}"), may_exist=True)
+    assert db.get_by(LoadBalancerGroup, name=f"other-{s}") is None
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_load_of_a_dump_holding_a_load_balancer_group_into_ovn_writes_nothing(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    resume: bool,
+) -> None:
+    # A copy checks check_writable before writing (tools/copy.py unstorable); `nbdb load --resume`
+    # does not: it upserts the load balancer, then the group's batch raises UnsupportedError, and no
+    # later run can finish. It should be refused before anything is written, as a copy is.
+    s = uuid.uuid4().hex[:8]
+    buf = io.BytesIO()
+    with nbdb.connect(f"memory://review-{s}") as source:
+        lb = source.create(LoadBalancer(name=f"lb-{s}"))
+        source.create(LoadBalancerGroup(name=f"lbg-{s}", load_balancer=[lb.id]))
+        dump(source, buf)
+    with nbdb.connect(f"{ovsdb_server.url}?namespace=rv{s}") as dest:
+        with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group"):
+            load(dest, buf.getvalue().splitlines(keepends=True), resume=resume, batch=1)
+        assert dest.list(LoadBalancer) == []

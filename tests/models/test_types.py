@@ -36,6 +36,24 @@ def test_any_mac_normalises_to_lowercase_colons(raw: bytes, upper: bool) -> None
     assert port.addresses == [text]
 
 
+@given(st.binary(min_size=6, max_size=6), st.lists(st.booleans(), min_size=6, max_size=6), st.sampled_from(":-"))
+def test_any_mac_with_short_groups_normalises_to_six_pairs(raw: bytes, short: list[bool], sep: str) -> None:
+    # OVN's eth_addr_from_string takes one or two hex digits a group ("a:0:0:0:0:1"): ovn-nbctl stores
+    # such a MAC as typed, and it was a corrupt record.
+    canonical = ":".join(f"{b:02x}" for b in raw)
+    spelled = sep.join(f"{b:x}" if cut else f"{b:02X}" for b, cut in zip(raw, short, strict=True))
+    assert types._mac(spelled) == canonical
+    assert types._mac(canonical) == canonical  # a stored canonical value decodes unchanged
+    port = LogicalRouterPort(router=SW, name="p", mac=spelled, networks=["10.0.0.1/24"])
+    assert port.mac == canonical
+
+
+@pytest.mark.parametrize("mac", ["0a:0:0:0:0", "0a:0:0:0:0:0:1", "abc:0:0:0:0:1", ":0:0:0:0:1", "g:0:0:0:0:1"])
+def test_a_mac_without_six_groups_of_one_or_two_hex_digits_is_refused(mac: str) -> None:
+    with pytest.raises(nbdb.ValidationError, match="not a MAC address"):
+        LogicalRouterPort(router=SW, name="p", mac=mac, networks=["10.0.0.1/24"])
+
+
 @given(st.ip_addresses())
 def test_any_ip_is_accepted_in_canonical_form(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
     route = LogicalRouterStaticRoute(router=SW, ip_prefix=str(ip), nexthop=ip.exploded)

@@ -220,7 +220,8 @@ class LoadBalancerHealthCheck(Model):
     nbdb_owned_by: ClassVar[tuple[str, ...]] = ("load_balancer",)
 
     load_balancer: Annotated[UUID, Reference("LoadBalancer")]
-    vip: str = Field(min_length=1, description='the "VIP[:port]" of the load balancer\'s vips it probes')
+    # The column's default is "": a generic `ovn-nbctl create` setting only options writes it so.
+    vip: str = Field(default="", description='the "VIP[:port]" of the load balancer\'s vips it probes')
     options: dict[str, str] = Field(default_factory=dict)  # interval, timeout, success_count, failure_count
 
 
@@ -263,7 +264,8 @@ class Mirror(Model):
     filter: Direction
     sink: str = Field(min_length=1, description="the remote IP the tunnel ends at")
     type: MirrorType
-    index: int = Field(ge=0, le=2**32 - 1, description="the tunnel key (GRE) or session id (ERSPAN)")
+    # Any integer, as the column is (ovn-nbctl mirror-add writes -1 and 2**32): the int64 range.
+    index: int = Field(ge=-(2**63), le=2**63 - 1, description="the tunnel key (GRE) or session id (ERSPAN)")
 
 
 class BFD(Model):

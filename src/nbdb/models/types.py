@@ -34,14 +34,25 @@ __all__ = [
     "VlanTag",
 ]
 
-# Matched whole (fullmatch): ``$`` after ``match`` also matches before a trailing newline.
-_MAC_RE = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
+# Matched whole (fullmatch): ``$`` after ``match`` also matches before a trailing newline. One or two
+# hex digits a group, as OVN's eth_addr_from_string reads them (ovn-nbctl stores "a:0:0:0:0:1" as typed).
+_MAC_RE = re.compile(r"[0-9a-fA-F]{1,2}([:-][0-9a-fA-F]{1,2}){5}")
+_MAC_GROUP_SEP = re.compile("[:-]")
 
 
 def _mac(value: str) -> str:
+    """A MAC address in canonical form: six lower-case hex pairs, colon-separated.
+
+    A short group (``a:0:0:0:0:1``, which ovn-nbctl takes for forwarding groups and router ports) is
+    padded: such a row was a corrupt record. A stored canonical value comes back unchanged.
+    """
     if not _MAC_RE.fullmatch(value):
-        raise ValueError(f"not a MAC address: {value!r} (want six hex pairs, like 0a:00:00:00:00:01)")
-    return value.lower().replace("-", ":")
+        raise ValueError(
+            f"not a MAC address: {value!r} (want six groups of one or two hex digits, like 0a:00:00:00:00:01)"
+        )
+    if len(value) == 17:  # six pairs: only the case and the separator can differ
+        return value.lower().replace("-", ":")
+    return ":".join(group.lower().zfill(2) for group in _MAC_GROUP_SEP.split(value))
 
 
 # ASCII digits only (``\d`` takes any Unicode digit, which ipaddress refuses), matched whole (see _MAC_RE).
