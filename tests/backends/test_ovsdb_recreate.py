@@ -115,6 +115,44 @@ def test_a_re_creation_seen_merged_after_a_reconnect_makes_the_copies_before_it_
             assert mine.update(fresh.replace(other_config={"k": "v"})).version == 2
 
 
+def test_a_cache_hands_out_the_new_incarnation_after_a_merged_re_creation(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # A re-creation this connection sees merged (its catch-up after a reconnect) changed the record's token
+    # without an event: a cache kept the old copy, which every write refuses, and a controller retrying from its
+    # cache looped for ever. It is told as a merged change carrying the new incarnation's copy.
+    member = ovsdb_server.members[0]
+    with FaultProxy([(member.host, member.port)]) as proxy, nbdb.connect(ovsdb_server.url) as theirs:
+        host, port = proxy.addresses[0]
+        with nbdb.connect(f"ovsdb+tcp://{host}:{port}", timeout=15) as mine:
+            first = mine.create(LogicalSwitch(name=f"rc-{uuid.uuid4().hex[:10]}"))
+            cache = mine.cache(LogicalSwitch, shared=False)
+            assert cache.wait_synced(10)
+            assert eventually(lambda: cache.get(LogicalSwitch, first.id) is not None)
+            token = mine.get(LogicalSwitch, first.id).__pydantic_private__["_written"]  # type: ignore[index]
+            proxy.refuse()
+            proxy.cut()
+            theirs.delete(theirs.get(LogicalSwitch, first.id))
+            theirs.create(LogicalSwitch(id=first.id, name=first.name))
+            proxy.heal()
+            assert eventually(
+                lambda: mine.get(LogicalSwitch, first.id).__pydantic_private__["_written"] != token  # type: ignore[index]
+            )
+            fresh = mine.get(LogicalSwitch, first.id).__pydantic_private__["_written"]  # type: ignore[index]
+
+            def cached_is_new() -> bool:
+                cached = cache.get(LogicalSwitch, first.id)
+                return cached is not None and cached.__pydantic_private__.get("_written") == fresh  # type: ignore[union-attr]
+
+            assert eventually(cached_is_new, timeout=3)
+            cached = cache.get(LogicalSwitch, first.id)
+            assert cached is not None
+            # A controller retries from its cache: the copy it reads must be writable.
+            done = mine.update(cached.replace(other_config={"k": "v"}))
+            assert done.other_config == {"k": "v"}
+            cache.close()
+
+
 def test_a_switch_ovn_nbctl_adds_again_under_its_name_is_another_object(ovsdb_server: OvsdbServer) -> None:  # noqa: F811
     # ovn-nbctl's rows carry no nbdb token (their copies compare their version alone), and ovn-nbctl never
     # makes a row again under its _uuid: "ls-del" then "ls-add" of a name is a row of another id.
