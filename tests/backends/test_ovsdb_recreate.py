@@ -10,8 +10,10 @@ into one change (a reconnect's catch-up), the row being created again exactly as
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -151,6 +153,44 @@ def test_a_cache_hands_out_the_new_incarnation_after_a_merged_re_creation(
             done = mine.update(cached.replace(other_config={"k": "v"}))
             assert done.other_config == {"k": "v"}
             cache.close()
+
+
+def test_a_result_returned_before_the_monitor_showed_its_commit_is_not_taken_for_a_re_creation(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # The monitor shows a commit only after its reply (a relay's), later than the commit waits for it: the
+    # result carried a revision from before its commit, the update moved the row's past it, and the next write
+    # of that result was refused as "deleted and created again" though nothing was.
+    with nbdb.connect(ovsdb_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, OvsdbBackend)
+        first = db.create(LogicalSwitch(name=f"rc-{uuid.uuid4().hex[:10]}"))
+        replica = backend.replica
+        apply = replica.apply
+        held: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = []
+        lock = threading.Lock()
+
+        def held_apply(*args: Any, **kwargs: Any) -> None:
+            with lock:
+                if held is not None:
+                    held.append((args, kwargs))  # shown later, as a relay forwards it after the reply
+                    return
+            apply(*args, **kwargs)
+
+        replica.apply = held_apply  # type: ignore[method-assign]
+        backend.commit_timeout = 0.3
+        try:
+            result = db.update(first.replace(other_config={"k": "1"}))  # its update held: the wait gives up
+        finally:
+            backend.commit_timeout = 20.0
+            with lock:
+                assert held is not None
+                for args, kwargs in held:
+                    apply(*args, **kwargs)
+                held = None
+            replica.apply = apply  # type: ignore[method-assign]
+        assert eventually(lambda: db.get(LogicalSwitch, first.id).version == result.version)
+        assert db.update(result.replace(other_config={"k": "2"})).other_config == {"k": "2"}
 
 
 def test_a_switch_ovn_nbctl_adds_again_under_its_name_is_another_object(ovsdb_server: OvsdbServer) -> None:  # noqa: F811
