@@ -675,7 +675,9 @@ def _new_incarnation(current: Any, record: Record) -> bool:
     if record.written is None or current.version != record.version:
         return False
     private = getattr(current, "__pydantic_private__", None)
-    return bool(private) and private.get("_written", record.written) != record.written
+    if not private:
+        return False
+    return bool(private.get("_written", record.written) != record.written)
 
 
 class Cache:
