@@ -629,7 +629,8 @@ class Replica:
             return
         version = change.new.version
         if current is not None and version.__class__ is int and current.version >= version >= 0:
-            return  # already applied (a re-delivered change); a version that is none is the decode's to report
+            if not _new_incarnation(current, change.new):
+                return  # already applied (a re-delivered change); a version that is none is the decode's to report
         new = self._decode(model, change.new, change.revision)
         if new is None:
             return
@@ -662,6 +663,21 @@ class Replica:
     def _emit(self, event: ChangeEvent[Model]) -> None:
         """Deliver ``event`` to the subscribers with the rest of its batch (see :meth:`_after_batch`)."""
         self._emitted.append(event)
+
+
+def _new_incarnation(current: Any, record: Record) -> bool:
+    """Whether ``record`` is the object ``current`` holds deleted and created again at its version (OVSDB).
+
+    A store that keeps no version across a delete (OVSDB, whose version is its row's content) tells a
+    re-creation seen merged as an update at the same version whose record carries another
+    :attr:`nbdb.spi.Record.written`: the copy held is stale (every write of it is refused).
+    """
+    if record.written is None or current.version != record.version:
+        return False
+    private = getattr(current, "__pydantic_private__", None)
+    if not private:
+        return False
+    return bool(private.get("_written", record.written) != record.written)
 
 
 class Cache:

@@ -170,7 +170,11 @@ class CommitContext:
         A plain int on backends of one global sequence (no Revision to build
         and convert back on every write), the scoped Revision otherwise.
         """
-        return revision if self._scope is GLOBAL_SCOPE else Revision(revision, self._scope)
+        if self._scope is GLOBAL_SCOPE:
+            return revision
+        if type(revision) is Revision and revision.scope is self._scope:
+            return revision  # the backend's own, which may carry more (OVSDB: its commit's token)
+        return Revision(revision, self._scope)
 
     def mark(self, copies: Sequence[Model]) -> None:
         """Record on stamped write results the store that wrote them (only when the backend names it)."""
@@ -190,7 +194,8 @@ class CommitContext:
         """
         if copy.version != version:
             return copy
-        stamped = stored(copy, version, self.stamp(revision))
+        # int(): a copy the store mutated keeps the token of the commit that put its row, not this one's
+        stamped = stored(copy, version, self.stamp(int(revision)))
         self.mark((stamped,))
         return stamped
 

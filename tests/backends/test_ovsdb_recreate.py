@@ -10,8 +10,10 @@ into one change (a reconnect's catch-up), the row being created again exactly as
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -85,9 +87,12 @@ def test_copies_of_another_connection_are_never_refused_while_their_object_stand
     assert mine.get(LogicalSwitch, obj.id).version == obj.version == 10
 
 
-def test_a_re_creation_seen_merged_after_a_reconnect_makes_the_copies_before_it_stale(
+def test_a_re_creation_seen_merged_after_a_reconnect_makes_the_copies_before_it_stale_and_reaches_caches(
     ovsdb_server: OvsdbServer,  # noqa: F811
 ) -> None:
+    # The merged re-creation changed the record's token without an event: a cache kept the old copy, which every
+    # write refuses, and a controller retrying from its cache looped for ever. It is told as a merged change
+    # carrying the new incarnation's copy.
     member = ovsdb_server.members[0]
     with FaultProxy([(member.host, member.port)]) as proxy, nbdb.connect(ovsdb_server.url) as theirs:
         host, port = proxy.addresses[0]
@@ -95,6 +100,9 @@ def test_a_re_creation_seen_merged_after_a_reconnect_makes_the_copies_before_it_
             first = mine.create(_switch())
             read = mine.get(LogicalSwitch, first.id)
             token = read.__pydantic_private__["_written"]  # type: ignore[index]
+            cache = mine.cache(LogicalSwitch, shared=False)
+            assert cache.wait_synced(10)
+            assert eventually(lambda: cache.get(LogicalSwitch, first.id) is not None)
             proxy.refuse()
             proxy.cut()
             _again_as_it_was(theirs, first)  # while this connection is down: it sees one merged change
@@ -112,7 +120,56 @@ def test_a_re_creation_seen_merged_after_a_reconnect_makes_the_copies_before_it_
                     mine.delete(stale)
             fresh = mine.get(LogicalSwitch, first.id)
             assert (fresh.version, fresh.name) == (1, first.name)
-            assert mine.update(fresh.replace(other_config={"k": "v"})).version == 2
+            new_token = fresh.__pydantic_private__["_written"]  # type: ignore[index]
+
+            def cached() -> LogicalSwitch | None:
+                got = cache.get(LogicalSwitch, first.id)
+                return got if got is not None and got.__pydantic_private__.get("_written") == new_token else None  # type: ignore[union-attr]
+
+            assert eventually(lambda: cached() is not None, timeout=3)
+            from_cache = cached()
+            assert from_cache is not None
+            # A controller retries from its cache: the copy it hands out is writable.
+            assert mine.update(from_cache.replace(other_config={"k": "v"})).version == 2
+            cache.close()
+
+
+def test_a_result_returned_before_the_monitor_showed_its_commit_is_not_taken_for_a_re_creation(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # The monitor shows a commit only after its reply (a relay's), later than the commit waits for it: the
+    # result carried a revision from before its commit, the update moved the row's past it, and the next write
+    # of that result was refused as "deleted and created again" though nothing was.
+    with nbdb.connect(ovsdb_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, OvsdbBackend)
+        first = db.create(LogicalSwitch(name=f"rc-{uuid.uuid4().hex[:10]}"))
+        replica = backend.replica
+        apply = replica.apply
+        held: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = []
+        lock = threading.Lock()
+
+        def held_apply(*args: Any, **kwargs: Any) -> None:
+            with lock:
+                if held is not None:
+                    held.append((args, kwargs))  # shown later, as a relay forwards it after the reply
+                    return
+            apply(*args, **kwargs)
+
+        replica.apply = held_apply  # type: ignore[method-assign]
+        backend.commit_timeout = 0.3
+        try:
+            result = db.update(first.replace(other_config={"k": "1"}))  # its update held: the wait gives up
+        finally:
+            backend.commit_timeout = 20.0
+            with lock:
+                assert held is not None
+                for args, kwargs in held:
+                    apply(*args, **kwargs)
+                held = None
+            replica.apply = apply  # type: ignore[method-assign]
+        assert eventually(lambda: db.get(LogicalSwitch, first.id).version == result.version)
+        assert db.update(result.replace(other_config={"k": "2"})).other_config == {"k": "2"}
 
 
 def test_a_switch_ovn_nbctl_adds_again_under_its_name_is_another_object(ovsdb_server: OvsdbServer) -> None:  # noqa: F811

@@ -57,6 +57,7 @@ from nbdb.families.ovsdb.rows import (
 from nbdb.families.ovsdb.settle import Outcome, reflects, settle
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.families.ovsdb.unique import key_cells
+from nbdb.revision import Revision
 from nbdb.spi import CommitResult, LockHandle, Mutate, Record, RecordStream, RefKey, Snapshot, WriteOp
 
 __all__ = ["OvsdbFamilyBackend", "Transact", "TransactLost", "TransactNotSent"]
@@ -469,7 +470,13 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             for index, key in plan.mutated:
                 record = replica.record(*key)
                 versions[index] = 0 if record is None else record.version
-            return CommitResult(revision or replica.revision, versions, frozenset(plan.skipped))
+            # The revision carries the commit's token (rows.written_token of every row it put): the planner
+            # compares a result's token with its row's, as a read copy's, never its revision with the clock's
+            # (a revision read before the commit showed, when the wait above gave up, was refused once the
+            # update came as 'created again').
+            stamp = Revision(revision or replica.revision, self.clock)
+            stamp.written = int(plan.token, 16)  # type: ignore[attr-defined]
+            return CommitResult(stamp, versions, frozenset(plan.skipped))
 
     @staticmethod
     def _retryable(plan: Plan, failure: results.OperationError) -> bool:

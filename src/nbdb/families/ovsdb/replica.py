@@ -717,9 +717,15 @@ class Replica:
                     # created again as it was, in changes this replica sees merged (a catch-up, or one update
                     # of several transactions). Not a change of its content, but of its incarnation: reads
                     # hand out copies of the new one, and the copies of the old one are stale (see
-                    # rows.written_token).
-                    self.records[key] = old._replace(written=written)
+                    # rows.written_token). Told as an update to the new incarnation's copy, at this revision, and
+                    # flagged merged (a delete and a create were folded into it): the caches and watches that keep
+                    # copies took the old one, whose every write is refused, for good without it.
+                    new = old._replace(written=written)
+                    self.records[key] = new
                     self.changed_at[key] = revision
+                    if merged is None and not (synthetic or initial):
+                        merged = ref
+                    out.append(RecordChange(table, id, new.topic, old, new, revision, synthetic))
                 continue
             if merged is None and not (synthetic or initial) and _commits_since(before, row) > 1:
                 merged = ref
