@@ -555,7 +555,7 @@ class Model(BaseModel):
         if lineage_is_own(self):
             if update and not self.nbdb_lineage_fields.isdisjoint(update):
                 lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
-                stamp = _stamp_of(self.__pydantic_private__)  # lineage_is_own: not None
+                stamp = _stamp_of(self.__pydantic_private__)
                 if stamp is not None:  # kept, as replace() keeps it (a stale copy is refused after a re-create)
                     lineage.update(stamp)
                 object.__setattr__(copy, "__pydantic_private__", lineage)
@@ -787,7 +787,7 @@ def _share_key_table(cls: type[Model]) -> None:
         slots[name] = None
 
 
-def _stamp_of(private: dict[str, Any]) -> dict[str, Any] | None:
+def _stamp_of(private: dict[str, Any] | None) -> dict[str, Any] | None:
     """The revision that wrote a copy and the version it wrote, for a copy derived from it; None if unknown.
 
     A write's result holds its commit's ("_revision"), a decoded copy its
@@ -796,6 +796,8 @@ def _stamp_of(private: dict[str, Any]) -> dict[str, Any] | None:
     ("_at"), so its compare-and-swap checks the revision while its version
     is that one (see nbdb.writes.put_of).
     """
+    if not private:
+        return None
     written = private.get("_revision") or private.get("_written")
     if written is None:
         return None
