@@ -171,8 +171,8 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
     append = out.append
     validate: Any = None
     new, ids = model.__new__, _IDS
-    # The private dict of each (revision, version) among these records (see below): the last one of each
-    # revision, and every one by the pair.
+    # The private dict of each (revision, version) among these records (see below): by revision, its first
+    # version's; the others by the pair.
     stamps: dict[int, dict[str, Any]] = {}
     pairs: dict[tuple[int, int], dict[str, Any]] = {}
     for record in records:
@@ -273,11 +273,12 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
             set_private(obj, DECODED)
         else:
             stamp = stamps.get(written)
-            if stamp is None or stamp["_at"] != version:
+            if stamp is None:  # a revision's first copy here (no pair built: one commit each is common)
+                stamp = stamps[written] = {"_written": written, "_at": version}
+            elif stamp["_at"] != version:  # one commit wrote objects at different versions
                 stamp = pairs.get((written, version))
                 if stamp is None:
                     stamp = pairs[written, version] = {"_written": written, "_at": version}
-                stamps[written] = stamp
             set_private(obj, stamp)
         append(obj)
     return out
