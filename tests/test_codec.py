@@ -673,7 +673,7 @@ def test_a_caller_serializer_that_fails_while_an_object_is_written_out_is_a_vali
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from([301, 302, 70_001]), min_size=1, max_size=12))
 def test_copies_decoded_together_share_the_private_dict_of_the_revision_that_wrote_them(writers: list[int]) -> None:
-    """One dict per revision among copies decoded together (184 B per copy less), each still of its own revision.
+    """One dict per (revision, version) among copies decoded together (184 B per copy less), each still of its own.
 
     Each decoded copy held a dict of its own ({"_written": w, "_at": v}): +184 B per copy a list or a cache
     held (issue 13). A copy's compare-and-swap still sends the revision that wrote it, a stamp on one copy
@@ -687,13 +687,14 @@ def test_copies_decoded_together_share_the_private_dict_of_the_revision_that_wro
         for i, (s, w) in enumerate(zip(switches, writers, strict=True))
     ]
     copies = decode_each(LogicalSwitch, records)
-    first: dict[int, object] = {}
+    first: dict[tuple[int, int], object] = {}
     for copy_, w in zip(copies, writers, strict=True):
         assert isinstance(copy_, LogicalSwitch)
         private = copy_.__pydantic_private__
-        assert private is first.setdefault(w, private)  # the one dict of its revision
+        assert private is first.setdefault((w, copy_.version), private)  # the one dict of its revision and version
+        assert private == {"_written": w, "_at": copy_.version}
         assert delete_of(copy_).expect_written == w
-    assert len({id(c.__pydantic_private__) for c in copies}) == len(set(writers))
+    assert len({id(c.__pydantic_private__) for c in copies}) == len(first)
     # A stamp (a write's result) on one copy changes none of the others that shared its dict.
     one, *others = copies
     one.committed_at(99_999)
@@ -722,3 +723,56 @@ def test_copies_a_list_decodes_of_objects_one_transaction_wrote_hold_one_private
             db.update(stale.replace(name="overwritten"))
         assert db.get(LogicalSwitch, stale.id).name == stale.name
         db.update(listed[1].replace(name="fine"))  # its neighbours' revision is still theirs
+
+
+class _Noted(Model):
+    """A user model with a declared private attribute (pydantic's ``PrivateAttr``)."""
+
+    nbdb_table: ClassVar[str] = "CodecNoted"
+    name: str = ""
+    _note: str = pydantic.PrivateAttr(default="")
+
+
+@pytest.mark.parametrize("written", [None, 7])
+def test_a_private_attribute_set_or_deleted_on_one_decoded_copy_changes_no_other(written: int | None) -> None:
+    """Copies decoded together share one private dict (their revision's, or the process-wide DECODED when the
+    store tells none: OVSDB, Cassandra, Hazelcast); pydantic sets and deletes a declared private attribute in
+    that dict in place, so ``a._note = x`` showed on every copy sharing it. Each write copies it first."""
+    from nbdb.writes import delete_of
+
+    objs = [_Noted(name="a"), _Noted(name="b")]
+    records = [Record("CodecNoted", o.id, None, 1, encode(o), None, written) for o in objs]
+    a, b = decode_each(_Noted, records)
+    assert isinstance(a, _Noted) and isinstance(b, _Noted)
+    shared = a.__pydantic_private__
+    assert b.__pydantic_private__ is shared
+    before = dict(shared)  # type: ignore[arg-type]
+    a._note = "mine"
+    assert a._note == "mine" and getattr(b, "_note", "") == ""
+    assert shared == before and DECODED == {}
+    assert delete_of(a).expect_written == delete_of(b).expect_written == written  # the stamp is kept
+    # A dict shared holding the attribute: deleting it from one copy leaves the other's.
+    held = {**before, "_note": "both"}
+    for copy_ in (a, b):
+        object.__setattr__(copy_, "__pydantic_private__", held)
+    del a._note
+    assert getattr(a, "_note", None) is None and b._note == "both" and held["_note"] == "both"
+
+
+def test_a_copy_whose_version_was_moved_in_place_sends_no_revision() -> None:
+    """A copy carries the version its revision wrote ("_at"): one whose version was moved past the frozen
+    model (in place, or through ``__dict__``) is compared by version alone, as one moved by model_copy is;
+    the (revision of version 1, version 2) pair was sent and refused as an object created again."""
+    from nbdb.writes import delete_of, put_of
+
+    switch = LogicalSwitch(name="s")
+    decoded = decode_each(LogicalSwitch, [Record("LogicalSwitch", switch.id, None, 1, encode(switch), None, 7)])[0]
+    stored = switch.stored_copy(1, revision=9)
+    for copy_, revision in ((decoded, 7), (stored, 9)):
+        assert isinstance(copy_, LogicalSwitch)
+        assert delete_of(copy_).expect_written == put_of(copy_, 1)[0].expect_written == revision
+        for move in (lambda c: object.__setattr__(c, "version", 2), lambda c: c.__dict__.__setitem__("version", 2)):
+            moved = copy_.replace(name="t")
+            move(moved)
+            assert moved.version == 2
+            assert delete_of(moved).expect_written is None and put_of(moved, 2)[0].expect_written is None

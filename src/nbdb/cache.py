@@ -115,6 +115,26 @@ def object_id(model: type[Model], field: str, value: Any) -> UUID:
     return found
 
 
+def _unchanged(held: Any, record: Record) -> bool:
+    """Whether the cached ``held`` is what a re-list's ``record`` stores: its version, and its revision where told.
+
+    A version alone does not tell an object deleted and created again (at version 1 again, and on to the
+    same version) between two lists from the one held: the revision that wrote the record does, where the
+    store gives it (:attr:`Record.written`) and the held copy carries one (a decoded copy its record's, a
+    write's result its commit's; a projected view carries none, and is compared by version as before).
+    """
+    if held is None or held.version != record.version:
+        return False
+    written = record.written
+    if written is None:
+        return True
+    private = getattr(held, "__pydantic_private__", None)
+    if not private:
+        return True
+    stamp = private.get("_written") or private.get("_revision")
+    return stamp is None or private.get("_at") != held.version or stamp == written
+
+
 class Replica:
     """What the caches of one list+watch share: the objects, their indexes, and the thread that keeps them.
 
@@ -528,7 +548,7 @@ class Replica:
                 self.corrupt.pop((model.nbdb_table, gone.id), None)
                 self._emit(ChangeEvent(EventKind.DELETED, model, gone, None, revision, True))
             held = current.get
-            records = [r for r in records if getattr(held(r.id.int), "version", None) != r.version]  # changed since
+            records = [r for r in records if not _unchanged(held(r.id.int), r)]  # changed since
         if not current:
             self._load(model, records, revision)
             return

@@ -171,7 +171,10 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
     append = out.append
     validate: Any = None
     new, ids = model.__new__, _IDS
-    stamps: dict[int, dict[str, Any]] = {}  # the private dict of each revision among these records (see below)
+    # The private dict of each (revision, version) among these records (see below): by revision, its first
+    # version's; the others by the pair.
+    stamps: dict[int, dict[str, Any]] = {}
+    pairs: dict[tuple[int, int], dict[str, Any]] = {}
     for record in records:
         # A record's items unpacked at once (table, id, topic, version, data, value): a named
         # tuple's attributes are a descriptor call each.
@@ -261,15 +264,21 @@ def decode_each(model: type[M], records: Iterable[Record]) -> list[M | errors.Co
         # fields of a newer model: written back as they are
         set_extra(obj, deep_frozen(unknown, known=False) if unknown else unknown)
         # The revision that wrote it, where the store says (its compare-and-swap checks it, see
-        # nbdb.spi.Put.expect_written): a dict of an int, which the collector never tracks, one shared by
-        # the copies of that revision decoded here (a bulk load's commits wrote many: 184 B per copy
-        # less; see Model.committed_at for why it is never changed in place); else DECODED, shared too.
+        # nbdb.spi.Put.expect_written), and the version it wrote ("_at": a copy whose version was moved
+        # since, by model_copy or in place, is compared by version alone): a dict of ints, which the
+        # collector never tracks, one shared by the copies of that (revision, version) decoded here (a
+        # bulk load's commits wrote many: 184 B per copy less; never changed in place, see
+        # Model.committed_at and Model.__setattr__); else DECODED, shared too.
         if written is None:
             set_private(obj, DECODED)
         else:
             stamp = stamps.get(written)
-            if stamp is None:
-                stamp = stamps[written] = {"_written": written}
+            if stamp is None:  # a revision's first copy here (no pair built: one commit each is common)
+                stamp = stamps[written] = {"_written": written, "_at": version}
+            elif stamp["_at"] != version:  # one commit wrote objects at different versions
+                stamp = pairs.get((written, version))
+                if stamp is None:
+                    stamp = pairs[written, version] = {"_written": written, "_at": version}
             set_private(obj, stamp)
         append(obj)
     return out

@@ -76,10 +76,10 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
         # its version (see nbdb.spi.Put.expect_written).
         if private:
             written = private.get("_revision") or private.get("_written")
-            if written is not None and private.get("_at", obj.version) != expect_version:
-                # A copy whose version was changed after it was stamped (pydantic's model_copy: it holds the
-                # version it was stamped at): the revision is not that version's, so the store compares the
-                # version alone.
+            if written is not None and private.get("_at") != expect_version:
+                # A copy whose version was changed after it was stamped (pydantic's model_copy, or in place:
+                # it holds the version it was stamped at), or a stamp without one: the revision is not that
+                # version's, so the store compares the version alone.
                 written = None
         if lineage_is_own(obj):  # a stored copy, or one derived keeping its references and unique values
             old_refs, old_unique, fresh = refs, unique, False
@@ -193,11 +193,11 @@ def delete_of(obj: Model, if_exists: bool = False, lineage: bool = True) -> Dele
     """
     private = obj.__pydantic_private__
     # a write's result: its commit's; else its record's; None (the version alone compared) for a copy
-    # whose version was changed after it was stamped (pydantic's model_copy)
+    # whose version was changed after it was stamped (pydantic's model_copy, or in place)
     written = None
     if private:
         written = private.get("_revision") or private.get("_written")
-        if written is not None and "_at" in private and private["_at"] != obj.version:
+        if written is not None and private.get("_at") != obj.version:
             written = None
     if not lineage:
         return _new_tuple(Delete, (obj.nbdb_table, obj.id, obj.topic, obj.version, None, if_exists, None, written))

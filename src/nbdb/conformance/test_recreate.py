@@ -307,3 +307,52 @@ def test_copy_whose_version_was_changed_by_model_copy_is_compared_by_version(db:
         with db.transaction() as txn:
             txn.update(right)
         assert [r.version for r in txn.results if r is not None] == [db.get(KitParent, obj.id).version] == [3]
+
+
+@pytest.mark.parametrize("write", sorted(_WRITES))
+def test_copy_whose_version_was_moved_in_place_is_compared_by_version(db: nbdb.Database, write: str) -> None:
+    """A copy whose version was moved past the frozen model (in place, not with model_copy) carries the
+    revision of the version it had: it is compared by version alone, so at the stored version it writes (the
+    pair (revision of version 1, version 2) was refused as an object deleted and created again)."""
+    if write.startswith("txn"):
+        _need_transactions(db)
+    for source in ("written", "read", "listed"):
+        obj = db.create(KitParent(name=f"moved-{source}"))
+        if source == "read":
+            copy = db.get(KitParent, obj.id)
+        elif source == "listed":
+            copy = next(o for o in db.list(KitParent) if o.id == obj.id)
+        else:
+            copy = obj
+        db.update(db.get(KitParent, obj.id).replace(size=1))  # version 2, another commit
+        moved = copy.replace(size=5)
+        object.__setattr__(moved, "version", 2)  # the caller says: against version 2
+        _WRITES[write](db, moved)
+        if write.endswith("delete"):
+            with pytest.raises(nbdb.NotFoundError):
+                db.get(KitParent, obj.id)
+        else:
+            stored = db.get(KitParent, obj.id)
+            assert (stored.version, stored.size) == (3, 5), source
+
+
+def test_stale_copy_whose_model_copy_sets_a_reference_is_refused(recreating: nbdb.Database) -> None:
+    """``model_copy(update=)`` of a reference (a lineage field) keeps the revision the copy carries, as
+    ``replace()`` does: a copy of a child deleted and created again since is refused, whatever its source."""
+    db = recreating
+    parents = [db.create(KitParent(name=f"p{i}")) for i in range(2)]
+    first = db.create(KitChild(parent=parents[0].id, name="c"))
+    copies = {
+        "written": first,
+        "read": db.get(KitChild, first.id),
+        "listed": next(o for o in db.list(KitChild) if o.id == first.id),
+    }
+    db.delete(copies["read"])
+    again = db.create(KitChild(id=first.id, parent=parents[0].id, name="again"))
+    for source, stale in copies.items():
+        changed = stale.model_copy(update={"parent": parents[1].id})
+        with pytest.raises(nbdb.ConflictError):
+            db.update(changed)
+        with pytest.raises(nbdb.ConflictError):
+            db.delete(changed)
+        assert db.get(KitChild, first.id) == again, source

@@ -312,21 +312,22 @@ class Model(BaseModel):
     # copy derived with replace() that changes none of its references or
     # unique values (its own values are the stored ones: derived on demand);
     # a decoded copy whose record says which revision wrote it
-    # (nbdb.spi.Record.written) holds a dict of it alone ("_written"), one
-    # shared by the copies of that revision decoded together (a list's, a
+    # (nbdb.spi.Record.written) holds a dict of it ("_written"), one
+    # shared by the copies of that revision and version decoded together (a list's, a
     # cache load's: the copies of a bulk load's commits hold no dict of their
-    # own), so never changed in place (committed_at replaces it); a copy
+    # own), so never changed in place (committed_at replaces it, and setting
+    # or deleting a declared private attribute copies it first); a copy
     # derived with replace() keeps its source's ("_written", or its source's
     # "_revision"): update() and delete() send it with the version, so a copy
     # of an object deleted and created again since is refused whatever its
-    # version (nbdb.spi.Put.expect_written). A revision is of the copy's own
-    # version, unless the copy also holds the version it was stamped at
-    # ("_at"), which only a copy whose version was changed since holds
-    # (pydantic's model_copy, see there): it sends no revision, so the store
-    # compares its version;
+    # version (nbdb.spi.Put.expect_written); each with the version it was
+    # stamped at ("_at"): a copy whose version was changed since (pydantic's
+    # model_copy, or moved in place) sends no revision, so the store compares
+    # its version (a dict of two ints is no larger than one of one: the
+    # saving is the sharing);
     # for a copy returned by a write, a dict of the revision of its commit
-    # ("_revision") alone: its own values are the stored ones too, and a
-    # dict holding only an int is one CPython never tracks (the references it
+    # ("_revision") and its version ("_at"): its own values are the stored
+    # ones too, and a dict holding only ints is one CPython never tracks (the references it
     # once kept here made it one more object per stored copy for every full
     # collection to scan); for any other copy derived with replace(), the
     # references and unique values of the stored copy it came from
@@ -357,11 +358,18 @@ class Model(BaseModel):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
+            if name in self.__private_attributes__:
+                _own_private(self)  # pydantic writes a declared one into the private dict in place
             super().__setattr__(name, value)
             return
         raise errors.ValidationError(
             f"{type(self).__name__} is immutable: derive a changed copy with .replace({name}=...)"
         )
+
+    def __delattr__(self, name: str) -> None:
+        if name in self.__private_attributes__:
+            _own_private(self)  # pydantic deletes a declared one from the private dict in place
+        super().__delattr__(name)
 
     def __eq__(self, other: object) -> bool:
         # A model's value is its fields. Pydantic also compares private
@@ -517,13 +525,9 @@ class Model(BaseModel):
                 freeze_lineage(new)
         else:
             lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
-        if private and "version" not in changes:
-            # The revision that wrote the copy it comes from (a write's result: its commit's; a decoded
-            # copy: its record's): its compare-and-swap checks it.
-            written = private.get("_revision") or private.get("_written")
-            if written is not None:
-                at = private.get("_at")
-                stamp = {"_written": written} if at is None else {"_written": written, "_at": at}
+        if private:
+            stamp = _stamp_of(private)
+            if stamp is not None:
                 lineage = stamp if lineage is DECODED else {**lineage, **stamp}
         object.__setattr__(new, "__pydantic_private__", lineage)
         if self.__pydantic_extra__:  # the fields of a newer model this copy was read with (see codec.encode)
@@ -537,12 +541,7 @@ class Model(BaseModel):
         its fields: a copy whose ``update`` sets one of those fields keeps
         them as the stored copy has them, as :meth:`replace` does.
         """
-        copy = super().model_copy(update=update, deep=deep)
-        if update and "version" in update:
-            private = copy.__pydantic_private__  # pydantic's copy of this one's: a plain dict of the copy's own
-            if private and "_at" not in private and ("_revision" in private or "_written" in private):
-                # Its revision is of the version it had: it says so, and its compare-and-swap is of its version.
-                private["_at"] = self.version
+        copy = super().model_copy(update=update, deep=deep)  # its private dict a copy of this one's ("_at" too)
         if update:
             # pydantic does not validate ``update``: a copy holding a value its field cannot hold was
             # stored as it was (see model_construct).
@@ -556,6 +555,9 @@ class Model(BaseModel):
         if lineage_is_own(self):
             if update and not self.nbdb_lineage_fields.isdisjoint(update):
                 lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
+                stamp = _stamp_of(self.__pydantic_private__)
+                if stamp is not None:  # kept, as replace() keeps it (a stale copy is refused after a re-create)
+                    lineage.update(stamp)
                 object.__setattr__(copy, "__pydantic_private__", lineage)
             elif deep and self.nbdb_lineage_containers:
                 freeze_lineage(copy)  # a deep copy of a frozen list is a plain one
@@ -607,7 +609,7 @@ class Model(BaseModel):
         _set_fields_set(new, fields_set)
         extra = self.__pydantic_extra__
         _set_extra(new, deep_frozen(extra) if extra else extra)  # a newer model's fields it was read with
-        _set_private(new, {"_revision": None if revision is None else _kept(revision)})
+        _set_private(new, {"_revision": None if revision is None else _kept(revision), "_at": version})
         return new
 
     def committed_at(self, revision: int, store: int | str | None = None) -> None:
@@ -786,6 +788,37 @@ def _share_key_table(cls: type[Model]) -> None:
     slots = probe.__dict__
     for name in cls.model_fields:
         slots[name] = None
+
+
+def _stamp_of(private: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The revision that wrote a copy and the version it wrote, for a copy derived from it; None if unknown.
+
+    A write's result holds its commit's ("_revision"), a decoded copy its
+    record's ("_written"): a derived copy keeps it as "_written" (its
+    :attr:`Model.nbdb_revision` is None) with the version it was stamped at
+    ("_at"), so its compare-and-swap checks the revision while its version
+    is that one (see nbdb.writes.put_of).
+    """
+    if not private:
+        return None
+    written = private.get("_revision") or private.get("_written")
+    if written is None:
+        return None
+    at = private.get("_at")
+    return {"_written": written} if at is None else {"_written": written, "_at": at}
+
+
+def _own_private(obj: Model) -> None:
+    """Give ``obj`` a private dict of its own, before a declared private attribute is set or deleted in it.
+
+    A decoded copy's dict is shared: DECODED by every copy decoded without a
+    revision in the process, a revision's by the copies decoded with it (see
+    codec.decode_each). Pydantic writes a declared private attribute into
+    that dict in place, so ``a._note = x`` showed on every copy sharing it.
+    """
+    private = obj.__pydantic_private__
+    if private is not None:
+        object.__setattr__(obj, "__pydantic_private__", dict(private))
 
 
 def _kept(revision: int | None) -> int | None:
