@@ -676,7 +676,15 @@ class Database:
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
             try:
-                ops = cascade_ops(self._backend, op, weak_only=not cascade, known=known) if plan_now else [op]
+                try:
+                    ops = cascade_ops(self._backend, op, weak_only=not cascade, known=known) if plan_now else [op]
+                except errors.CorruptRecordError as corrupt:
+                    # A plain delete the store refused for a referrer its walk cannot read (another writer
+                    # corrupted it): whether that referrer is owned or weak cannot be told, and it still
+                    # holds the target, so the store's refusal stands (a cascade reports the record).
+                    if cascade or not isinstance(last, errors.ReferenceError):
+                        raise
+                    raise last from corrupt
                 known = {}
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:

@@ -110,7 +110,10 @@ def refusal_stands(backend: Backend, target: RefKey, referrers: Sequence[RefKey]
     for key, record in zip(keys, backend.read_many(keys), strict=True):
         if record is None:
             continue  # gone since (the plan's own walk sees that)
-        obj = decode(model_for_table(key[0]), record)
+        try:
+            obj = decode(model_for_table(key[0]), record)
+        except errors.CorruptRecordError:
+            return True  # a referrer another writer corrupted: no plan can drop it or take it along
         for spec in obj.nbdb_references:
             if spec.target == target[0] and target[1] in spec.ids(obj):
                 if _owning(type(obj), spec):

@@ -366,12 +366,13 @@ def test_every_write_is_one_script_call_and_topics_join_logs_once(db: nbdb.Datab
         # An update counts its topic's stream too (9 before): one another writer deleted is made
         # again, and a 'logs' of another type then refuses it before its first write (a create and
         # a delete name the stream in the EXISTS they send anyway). The head written to 'last': one more each
-        # (14, 10 and 14 before).
+        # (14, 10 and 14 before). A delete checks that its unique claim still names it before it releases
+        # it (one HMGET of the claim: 15 before).
         assert (
             inside(lambda: made.append(db.create(LogicalSwitchPort(switch=switch, name="p", topic="tenant-a")))) <= 15
         )
         assert inside(lambda: made.append(db.update(made[0].replace(up=True)))) <= 11
-        assert inside(lambda: db.delete(made[1])) <= 15
+        assert inside(lambda: db.delete(made[1])) <= 16
         assert scripts() - before == 3
         # A referenced object: the commit finds its referrer prefix not empty, then the delete reads it.
         db.create(LogicalSwitchPort(switch=switch, name="q", topic="tenant-a"))
@@ -436,9 +437,11 @@ def test_a_cascade_reads_the_referrers_of_many_ports_in_a_few_scripts(
         # (The plan's read of the switch's own referrers, past 1,000 of them, reads the head once more.)
         assert small[0] == large[0] <= 4
         assert small[1] <= large[1] <= 3
-        # Two HMGETs per port: the cascade's read of it and the commit's. The commit plan's read of
-        # the switch's referrers (past 1,000 of them) read each one's value again: three per port.
-        assert hmgets[1500] <= 2 * 1500 + 10
+        # Three HMGETs per port: the cascade's read of it, the commit's, and the commit's check that the
+        # port's name claim still names the port before it releases it (ValueIs; a claim another tool
+        # gave to a true holder stays with it). The commit plan's read of the switch's referrers (past
+        # 1,000 of them) read each one's value again before: four per port.
+        assert hmgets[1500] <= 3 * 1500 + 10
     finally:
         client.close()
 
