@@ -374,3 +374,22 @@ def test_a_collection_given_for_a_reference_to_one_object_is_refused_by_find(wra
                 cache.find(LogicalSwitchPort, switch=wrap(switch.id), name="p")
             assert cache.find(LogicalSwitchPort, switch=switch.id) == [port]
             assert cache.find(LogicalSwitch, external_ids={}) == [switch]  # a map field: compared whole
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_plain_delete_refused_for_a_corrupt_referrer_is_the_reference_error(url: str) -> None:
+    """A switch (an owner: its forwarding groups go with it) whose port another writer corrupted: the
+    store refuses its plain delete for that port, which no plan can drop or take along, so the delete
+    raises the store's ReferenceError naming it, and nothing is deleted (it raised the port's
+    CorruptRecordError, from reading it to plan the delete again)."""
+    from nbdb.models import LogicalSwitchPort
+
+    with nbdb.connect(url) as db:
+        switch = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+        db.backend.write_raw(port.nbdb_table, port.id, port.topic, b"not a record")  # type: ignore[attr-defined]
+        with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+            db.delete(switch)
+        assert db.get(LogicalSwitch, switch.id).name == "sw"
+        with pytest.raises(nbdb.CorruptRecordError, match=str(port.id)):
+            db.delete(switch, cascade=True)
