@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -105,25 +107,6 @@ def _referrers_asked(db: nbdb.Database) -> list[tuple[tuple[str, object], ...]]:
     return asked
 
 
-def test_a_transaction_refused_for_an_owners_delete_reads_its_referrers_once() -> None:
-    # The walk that found the objects a deleted router port owns (its gateway chassis) read the port's
-    # referrers; the plan of the weak drops (a NAT rule's gateway_port) then read them all again.
-    from nbdb.models import NAT, GatewayChassis, LogicalRouter, LogicalRouterPort
-
-    with nbdb.connect("memory://") as db:
-        router = db.create(LogicalRouter(name="r"))
-        port = db.create(LogicalRouterPort(router=router, name="p", mac="0a:00:00:00:00:01", networks=["10.0.0.1/24"]))
-        gws = [db.create(GatewayChassis(port=port, name=f"gw{i}", chassis_name=f"ch{i}")) for i in range(2)]
-        nat = db.create(
-            NAT(router=router, type="snat", external_ip="172.16.0.1", logical_ip="10.0.0.0/24", gateway_port=port.id)
-        )
-        asked = _referrers_asked(db)
-        with db.transaction() as txn:
-            txn.delete(port)
-        assert db.list(GatewayChassis) == [] and db.get(NAT, nat.id).gateway_port is None
-        assert len(gws) == 2 and len(asked) == len(set(asked)) == 2, asked  # the port's, then its chassis'
-
-
 @pytest.mark.parametrize("url", ["memory://", "sqlite://"])
 def test_an_owners_plain_delete_walks_from_the_referrers_its_refusal_named(url: str) -> None:
     # A switch owns its forwarding groups: a plain delete of one the store refused (for a port, or for a
@@ -143,3 +126,78 @@ def test_an_owners_plain_delete_walks_from_the_referrers_its_refusal_named(url: 
         db.delete(sw)
         assert db.list(LogicalSwitch) == [] and db.list(ForwardingGroup) == []
         assert asked == [(("ForwardingGroup", group.id),)]  # the group's referrers only: the switch's were named
+
+
+def _reads(db: nbdb.Database) -> Counter[tuple[str, object]]:
+    """The objects read through ``db``'s backend from now on (``read`` and ``read_many``), each with its count."""
+    backend = db.backend
+    reads: Counter[tuple[str, object]] = Counter()
+    real_many, real_read = backend.read_many, backend.read
+    inside = [0]  # read_many calls read on memory:// (the SPI's default): counted once
+
+    def read_many(keys):  # type: ignore[no-untyped-def]
+        reads.update(keys)
+        inside[0] += 1
+        try:
+            return real_many(keys)
+        finally:
+            inside[0] -= 1
+
+    def read(table, id):  # type: ignore[no-untyped-def]
+        if not inside[0]:
+            reads[(table, id)] += 1
+        return real_read(table, id)
+
+    backend.read_many = read_many  # type: ignore[method-assign]
+    backend.read = read  # type: ignore[method-assign]
+    return reads
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_an_owners_refused_delete_lists_and_reads_each_referrer_once(url: str, in_transaction: bool) -> None:
+    # A router port owns its gateway chassis, and a NAT rule names it weakly: the store refuses the port's
+    # delete naming all three. A transaction's walk for the owned objects listed the port's referrers
+    # again (and the plan of the weak drops once more, before it planned from the walk's reads);
+    # weighing the refusal read the three, and the walk planning the delete read them again (a plain
+    # delete's and a transaction's: twice each).
+    from nbdb.models import NAT, GatewayChassis, LogicalRouter, LogicalRouterPort
+
+    with nbdb.connect(url) as db:
+        router = db.create(LogicalRouter(name="r"))
+        port = db.create(LogicalRouterPort(router=router, name="p", mac="0a:00:00:00:00:01", networks=["10.0.0.1/24"]))
+        gws = [db.create(GatewayChassis(port=port, name=f"gw{i}", chassis_name=f"ch{i}")) for i in range(2)]
+        nat = db.create(
+            NAT(router=router, type="snat", external_ip="172.16.0.1", logical_ip="10.0.0.0/24", gateway_port=port.id)
+        )
+        asked, reads = _referrers_asked(db), _reads(db)
+        if in_transaction:
+            with db.transaction() as txn:
+                txn.delete(port)
+        else:
+            db.delete(port)
+        named = [(NAT.nbdb_table, nat.id), *((GatewayChassis.nbdb_table, gw.id) for gw in gws)]
+        assert {key: reads[key] for key in named} == dict.fromkeys(named, 1), reads
+        assert asked == [tuple(sorted((GatewayChassis.nbdb_table, gw.id) for gw in gws))], asked  # the chassis'
+        assert db.list(GatewayChassis) == [] and db.list(LogicalRouterPort) == []
+        assert db.get(NAT, nat.id).gateway_port is None
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_transaction_deleting_a_switch_takes_a_group_it_updates_as_stored(url: str) -> None:
+    # The store refused the switch's delete for the group the transaction leaves, naming only the groups
+    # still its own once the transaction's writes are applied: a walk planned from those alone left the
+    # group the transaction moves to another switch moved, where the walk from the stored copies (and
+    # OVSDB's) takes it along with the switch, its stored owner.
+    from nbdb.models.ovn import ForwardingGroup
+
+    with nbdb.connect(url) as db:
+        sw, other = db.create(LogicalSwitch(name="sw")), db.create(LogicalSwitch(name="other"))
+        moved, _left = (
+            db.create(ForwardingGroup(switch=sw, name=n, vip="10.0.0.9", vmac="0a:00:00:00:00:09", child_port=["p"]))
+            for n in ("moved", "left")
+        )
+        with db.transaction() as txn:
+            txn.delete(sw)
+            txn.update(moved.replace(switch=other.id))
+        assert db.list(ForwardingGroup) == [] and [s.name for s in db.list(LogicalSwitch)] == ["other"]

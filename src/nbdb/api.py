@@ -27,7 +27,7 @@ from uuid import UUID
 from nbdb import errors, page_token
 from nbdb.cache import EXITING, Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
-from nbdb.cascade import cascade_ops, refusal_stands, weakly_referenced
+from nbdb.cascade import Known, cascade_ops, read_refusal, weak_drops, weakly_referenced
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
     CommitContext,
@@ -466,22 +466,22 @@ class Database:
 
     def _read_only_existing(self, put: Put) -> Model | None:
         """What ``create(..., may_exist=True)`` of ``put`` takes, looked up before the commit, when the store
-        reads its table but cannot write it (``check_writable``: OVN's ``Load_Balancer_Group``); None otherwise.
+        reads its table but cannot write it (``unwritable``: OVN's ``Load_Balancer_Group``); None otherwise.
 
         The commit would refuse the table (UnsupportedError) before finding the object stored under the id
         or holding a unique value: a controller's idempotent "ensure the group" raised although nothing was
         to be written. The same rules as after a conflict (:func:`may_take`: topic, owner).
         """
-        try:
-            self._backend.check_writable(put.table)
+        if self._backend.unwritable(put.table) is None:
             return None
-        except errors.UnsupportedError:
-            pass
         obj = cast("Model", put.value)
         model = type(obj)
-        if self._backend.read(put.table, put.id) is not None:
+        record = self._backend.read(put.table, put.id)
+        if record is not None:
+            # The object stored under the id, read once: may_take takes it as read (it read it again).
+            stored = decode(model, record)
             exc = errors.ConflictError(f"{put.table} {put.id} already exists", key=(put.table, put.id))
-            if (found := may_take(exc, put, model, self.get)) is not None:
+            if (found := may_take(exc, put, model, lambda _model, _id: stored)) is not None:
                 return found
         for field, value in obj.unique_values():
             key = self._backend.stored_unique(put.table, UniqueKey(field, value))
@@ -667,17 +667,22 @@ class Database:
         root = (op.table, op.id)
         last: errors.NbdbError | None = None  # why the last plan was dropped: the cause of giving up
         refused: frozenset[tuple[str, UUID]] | None = None  # the plan a ReferenceError refused last
-        # A plain delete plans too when a weak reference can point to its table (see cascade_ops), but
+        # A plain delete plans too when a weak reference can point to its table (see weak_drops), but
         # only once the store refused it for a referrer: most targets (a port in no port group) have
         # none, and their delete stays one request, without reading the referrers first.
         planned = cascade or weakly_referenced(op.table)
         plan_now = cascade
-        known: dict[tuple[str, UUID], tuple[tuple[str, UUID], ...]] = {}  # the root's referrers a refusal named
+        known: Known | None = None  # the root's referrers a refusal named, as read to weigh it
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
             try:
                 try:
-                    ops = cascade_ops(self._backend, op, weak_only=not cascade, known=known) if plan_now else [op]
+                    if not plan_now:
+                        ops = [op]
+                    elif cascade:
+                        ops = cascade_ops(self._backend, op)
+                    else:
+                        ops = [op, *weak_drops(self._backend, [op], frozenset(), known)]
                 except errors.CorruptRecordError as corrupt:
                     # A plain delete the store refused for a referrer its walk cannot read (another writer
                     # corrupted it): whether that referrer is owned or weak cannot be told, and it still
@@ -685,7 +690,7 @@ class Database:
                     if cascade or not isinstance(last, errors.ReferenceError):
                         raise
                     raise last from corrupt
-                known = {}
+                known = None
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:
                 # A referrer that appeared after the cascade read the referrers (a port group another
@@ -698,11 +703,13 @@ class Database:
                 if not cascade and exc.target == root and exc.referrers is not None:
                     # The store read every referrer of the target to refuse it: one the plain delete can
                     # neither drop nor take along (a switch's port) refuses any plan; else, if the delete
-                    # alone was refused, the plan walks from them (an owner's delete read them again).
-                    if refusal_stands(self._backend, root, exc.referrers):
+                    # alone was refused, the plan walks from them as read here (an owner's delete listed
+                    # and read them again). A refused plan's own drops are not among those named.
+                    read = read_refusal(self._backend, root, exc.referrers)
+                    if read is None:
                         raise
                     if plan == {root}:
-                        known = {root: exc.referrers}
+                        known = read
                 refused, last, plan_now = plan, exc, True
                 log.debug("delete: %s %s gained a referrer meanwhile; planning the cascade again", *root)
             except errors.NotFoundError as exc:

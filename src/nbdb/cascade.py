@@ -4,7 +4,7 @@ Dependents whose reference is required are deleted too (recursively); an
 optional or list reference is cleared instead — unless clearing it breaks
 the dependent's own rules, in which case it goes as well.
 
-A plain delete plans too (``weak_only``): its target is dropped from the weak
+A plain delete plans too (:func:`weak_drops`): its target is dropped from the weak
 references to it (``Reference(..., weak=True)``) in the same commit, as
 ovsdb-server drops them; every other referrer is left for the backend to
 refuse (ReferenceError), and so is a weak one the referrer cannot lose.
@@ -33,7 +33,7 @@ __all__ = [
     "cascade_ops",
     "drops_of",
     "owns",
-    "refusal_stands",
+    "read_refusal",
     "walk_deletes",
     "weak_drops",
     "weakly_referenced",
@@ -85,93 +85,89 @@ def owns(table: str) -> bool:
     return table in _targets()[1]
 
 
-Known = Mapping[RefKey, Sequence[RefKey]]
-"""Referrers of some targets the caller has read already (a store's refusal named them all): not read again."""
+Known = Mapping[RefKey, Mapping[RefKey, Model | None]]
+"""Referrers of some targets the caller has read already (a store's refusal named them all), by target: each
+referrer's stored object (None: gone since it was named). Neither listed nor read again (see :func:`read_refusal`)."""
 
 
-def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known | None) -> dict[RefKey, list[RefKey]]:
-    """The referrers of each of ``level``: those ``known`` as they are, the others read in one batch."""
-    if not known:
-        return backend.referrers_of(level)
-    found = {target: list(known[target]) for target in level if target in known}
-    rest = [target for target in level if target not in found]
-    if rest:
-        found.update(backend.referrers_of(rest))
-    return found
+def read_refusal(backend: Backend, target: RefKey, referrers: Sequence[RefKey]) -> Known | None:
+    """The ``referrers`` a store named refusing ``target``'s plain delete, read, for the walk that plans
+    the delete again (its ``known``); None if the refusal stands.
 
-
-def refusal_stands(backend: Backend, target: RefKey, referrers: Sequence[RefKey]) -> bool:
-    """Whether one of ``referrers`` (a store named them refusing ``target``'s plain delete) holds a reference
-    to it that the delete can neither drop (weak) nor take along (an object ``target`` owns).
-
-    Then planning the delete again cannot help: its walk would read them all again to find the same.
+    It stands when one of them holds a reference to ``target`` that the delete can neither drop (weak)
+    nor take along (an object ``target`` owns), or cannot be read (another writer corrupted it):
+    planning the delete again cannot help. Otherwise the walk starts from these reads rather than
+    listing and reading the referrers again.
     """
     keys = list(referrers)
+    read: dict[RefKey, Model | None] = {}
     for key, record in zip(keys, backend.read_many(keys), strict=True):
         if record is None:
-            continue  # gone since (the plan's own walk sees that)
+            read[key] = None  # gone since (the walk skips it)
+            continue
         try:
             obj = decode(model_for_table(key[0]), record)
         except errors.CorruptRecordError:
-            return True  # a referrer another writer corrupted: no plan can drop it or take it along
+            return None  # a referrer another writer corrupted: no plan can drop it or take it along
+        read[key] = obj
         for spec in obj.nbdb_references:
             if spec.target == target[0] and target[1] in spec.ids(obj):
                 if _owning(type(obj), spec):
                     break  # taken along with the target, whatever else it holds
                 if not spec.weak or without_weak(obj, {target}) is None:
-                    return True
-    return False
+                    return None
+    return {target: read}
 
 
-def cascade_ops(
-    backend: Backend, root: Delete, *, weak_only: bool = False, known: Known | None = None
-) -> list[WriteOp]:
-    """The deletes and updates that make deleting ``root`` leave no reference dangling.
+def cascade_ops(backend: Backend, root: Delete) -> list[WriteOp]:
+    """The deletes and updates that make deleting ``root`` with ``cascade=True`` leave no reference dangling.
 
-    ``weak_only`` (a plain delete): only the weak references to ``root`` are dropped and the objects
-    it owns deleted (:func:`weak_drops`, the walk a transaction's deletes take too), and no read is
-    made for a table no weak reference can point to and no model is owned by. ``known``: referrers
-    read already (see :data:`Known`).
+    (A plain delete plans with :func:`weak_drops`.)
     """
-    if weak_only:
-        return [root, *weak_drops(backend, [root], frozenset(), known)]
     deletes: dict[RefKey, WriteOp] = {(root.table, root.id): root}
     updates: dict[RefKey, Model] = {}
-    writable = _writable(backend)
     level = [(root.table, root.id)]
     while level:
         # The referrers of a whole level in batched reads (Backend.referrers_of), not a read per
         # dependent: a switch's 40,000 ports were 40,000 reads, each on Redis copying the last
         # commit's log entry (quadratic when one transaction made the ports).
-        found = _referrers_of(backend, level, known)
+        found = backend.referrers_of(level)
         # Their objects, read in batches too (Backend.read_many): one not found (deleted since it
         # was listed, or a referrer entry another writer left that names no object) has nothing to
         # delete or clear (the target's own delete checks its entries).
         wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in deletes and s not in updates))
-        read = backend.read_many(wanted)
-        objects = {k: decode(model_for_table(k[0]), r) for k, r in zip(wanted, read, strict=True) if r is not None}
+        objects = _read(backend, wanted)
         level = []
         for target, sources in found.items():
-            _plan_target(target, sources, objects, deletes, updates, level, writable)
+            _plan_target(target, sources, objects, deletes, updates, level, backend.unwritable)
     ops: list[WriteOp] = list(deletes.values())
     ops += [put_of(obj, obj.version)[0] for obj in updates.values()]
     return ops
 
 
+def _read(backend: Backend, keys: Sequence[RefKey]) -> dict[RefKey, Model | None]:
+    """The stored objects of ``keys``, decoded, in one batch (None: not found)."""
+    return {
+        key: None if record is None else decode(model_for_table(key[0]), record)
+        for key, record in zip(keys, backend.read_many(keys), strict=True)
+    }
+
+
 def _plan_target(
     target: RefKey,
     sources: list[RefKey],
-    objects: dict[RefKey, Model],
+    objects: Mapping[RefKey, Model | None],
     deletes: dict[RefKey, WriteOp],
     updates: dict[RefKey, Model],
     doomed_next: list[RefKey],
-    writable: Callable[[str], bool],
+    unwritable: Callable[[str], str | None],
 ) -> None:
     """Delete or clear each referrer of ``target``; the referrers deleted join ``doomed_next``.
 
-    A referrer of a table the store cannot write (``writable``) is not rewritten: the store drops its
-    weak references itself (see :meth:`nbdb.spi.Backend.check_writable`), and refuses the delete for a
-    strong one.
+    A referrer of a table the store cannot write (``unwritable``: :meth:`nbdb.spi.Backend.unwritable`) is
+    not rewritten: such a store drops a weak reference to a deleted row itself, as ovsdb-server does
+    (planning the drop made every delete of a load balancer in OVN's ``Load_Balancer_Group`` raise
+    UnsupportedError), and refuses the delete for a strong one.
     """
     for source in sources:
         if source in deletes:
@@ -192,7 +188,7 @@ def _plan_target(
                 changes[spec.field] = None
             else:
                 doomed = True
-        if not doomed and changes and writable(source[0]):
+        if not doomed and changes and unwritable(source[0]) is None:
             try:
                 updates[source] = obj.replace(**changes)
             except errors.ValidationError:
@@ -203,29 +199,6 @@ def _plan_target(
             updates.pop(source, None)
             deletes[source] = delete_of(obj)
             doomed_next.append(source)
-
-
-def _writable(backend: Backend) -> Callable[[str], bool]:
-    """Whether ``backend`` writes a table (:meth:`~nbdb.spi.Backend.check_writable`), asked once a table.
-
-    A referrer of a table it reads but cannot write (OVN's ``Load_Balancer_Group``) is left as stored:
-    such a store drops a weak reference to a deleted row itself, as ovsdb-server does. Planning the drop
-    made every delete of a load balancer in a group raise UnsupportedError.
-    """
-    known: dict[str, bool] = {}
-
-    def writable(table: str) -> bool:
-        got = known.get(table)
-        if got is None:
-            try:
-                backend.check_writable(table)
-                got = True
-            except errors.UnsupportedError:
-                got = False
-            known[table] = got
-        return got
-
-    return writable
 
 
 def without_weak(obj: M, doomed: Set[RefKey]) -> M | None:
@@ -262,34 +235,50 @@ class Walk(NamedTuple):
     referrers: dict[RefKey, Model]
 
 
-def walk_deletes(backend: Backend, roots: Sequence[RefKey]) -> Walk:
+def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known | None) -> dict[RefKey, list[RefKey]]:
+    """The referrers of each of ``level``: those ``known`` as they are, the others listed in one batch."""
+    if not known:
+        return backend.referrers_of(level)
+    found = {target: list(known[target]) for target in level if target in known}
+    rest = [target for target in level if target not in found]
+    if rest:
+        found.update(backend.referrers_of(rest))
+    return found
+
+
+def walk_deletes(backend: Backend, roots: Sequence[RefKey], known: Known | None = None) -> Walk:
     """The stored objects deleting ``roots`` takes along (``nbdb_owned_by``) and the other referrers it reaches.
 
     A transaction walks once the store refused its deletes: the owned objects make its own writes of
     them deletes (as a plain delete of the owner treats their stored copies, see
     :class:`nbdb.transaction.Transaction`), and :func:`drops_of` plans its next try from the same reads.
+    ``known``: referrers read already (see :data:`Known`).
     """
-    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, frozenset()))
+    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, frozenset(), known))
 
 
 def _owned_and_referrers(
-    backend: Backend, roots: Sequence[RefKey], skip: Set[RefKey], known: Known | None = None
+    backend: Backend, roots: Sequence[RefKey], skip: Set[RefKey], known: Known | None
 ) -> tuple[dict[RefKey, Model], dict[RefKey, Model]]:
     """The stored objects ``roots`` own, recursively, and the other stored referrers of them and of ``roots``
-    (but those in ``skip``), each by key; ``known``: referrers read already (see :data:`Known`)."""
+    (but those in ``skip``), each by key; ``known``: referrers read already (see :data:`Known`), each read
+    once whatever the targets it refers to."""
     level = [root for root in roots if weakly_referenced(root[0])]
     doomed = set(level)
     owned: dict[RefKey, Model] = {}
     referrers: dict[RefKey, Model] = {}
-    writable = _writable(backend)
+    read: dict[RefKey, Model | None] = {key: obj for got in known.values() for key, obj in got.items()} if known else {}
     while level:
         found = _referrers_of(backend, level, known)
         wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
+        unread = [key for key in wanted if key not in read]
+        if unread:
+            read.update(_read(backend, unread))
         level = []
-        for key, record in zip(wanted, backend.read_many(wanted), strict=True):
-            if record is None:
+        for key in wanted:
+            obj = read[key]
+            if obj is None:
                 continue  # gone since it was listed (see cascade_ops)
-            obj = decode(model_for_table(key[0]), record)
             if any(
                 _owning(type(obj), spec) and (spec.target, getattr(obj, spec.field)) in doomed
                 for spec in obj.nbdb_references
@@ -298,9 +287,9 @@ def _owned_and_referrers(
                 owned[key] = obj
                 referrers.pop(key, None)
                 level.append(key)
-            elif writable(key[0]):
+            elif backend.unwritable(key[0]) is None:
                 referrers[key] = obj
-            # else: a table the store cannot write, which drops the weak references itself (see _writable)
+            # else: a table the store cannot write, which drops the weak references itself (see _plan_target)
     return owned, referrers
 
 
@@ -311,9 +300,11 @@ def weak_drops(
     and delete the objects they own (``nbdb_owned_by``, recursively; their weak referrers lose them too).
 
     For a transaction's deletes, planned together (a port group losing two ports it deletes is one
-    update, not two that conflict). Referrers in ``skip`` (the transaction writes them itself) are
-    left to the caller; one that cannot lose a reference is left for the backend to refuse, and so is
-    every referrer that is neither weak nor owned. A plain delete plans with it too (:func:`cascade_ops`).
+    update, not two that conflict), and a plain delete's (``[root]``, nothing to skip; a read is made
+    only for a table a weak reference can point to or a model is owned by). Referrers in ``skip`` (the
+    transaction writes them itself) are left to the caller; one that cannot lose a reference is left
+    for the backend to refuse, and so is every referrer that is neither weak nor owned. ``known``:
+    referrers read already (see :data:`Known`).
     """
     keys = tuple((root.table, root.id) for root in roots)
     return drops_of(Walk(keys, *_owned_and_referrers(backend, keys, skip, known)), frozenset())

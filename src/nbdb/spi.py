@@ -479,15 +479,24 @@ class Backend(ABC):
         """
         return None
 
-    def check_writable(self, table: str) -> None:
-        """Raise UnsupportedError (saying why) if this store reads objects of ``table`` but cannot write them.
+    def unwritable(self, table: str) -> str | None:
+        """Why this store reads objects of ``table`` but cannot write them (the message of
+        :meth:`check_writable`'s UnsupportedError), or None if it writes them.
 
         Most stores write what they read; OVSDB cannot write a table whose schema has no ``external_ids``
         (OVN's ``Load_Balancer_Group``), where nbdb keeps an object's version and topic. Such a store
         must drop a weak reference to a deleted object from a row of ``table`` itself (ovsdb-server
         does): a delete plans no rewrite of it (:mod:`nbdb.cascade`). Deletes of its rows are allowed.
+        Asked of every referrer a delete's walk reads: cheap, and no exception to catch.
         """
         return None
+
+    def check_writable(self, table: str) -> None:
+        """Raise UnsupportedError, saying why, if this store reads objects of ``table`` but cannot write them
+        (see :meth:`unwritable`, which a store overrides)."""
+        why = self.unwritable(table)
+        if why is not None:
+            raise UnsupportedError(why)
 
     def check_readable(self, tables: Sequence[str]) -> None:
         """Raise UnsupportedError (saying why) if this store serves a database meant to hold one of ``tables``

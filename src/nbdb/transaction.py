@@ -12,10 +12,11 @@ from uuid import UUID
 
 from nbdb import errors
 from nbdb.cascade import (
+    Known,
     Walk,
     drops_of,
     owns,
-    refusal_stands,
+    read_refusal,
     walk_deletes,
     weak_drops,
     weakly_referenced,
@@ -67,6 +68,11 @@ class _Step:
     of that object after the first, the first's step, which applies it too (see :meth:`Transaction._unfold_taken`)."""
     then: list[tuple[FieldMutation, FieldMutation]] | None = None
     """The ``(add, remove)`` of the later mutates joined to this one, applied after its own, in turn."""
+
+
+def _creates(op: WriteOp | Mutate) -> bool:
+    """Whether ``op`` creates an object (no stored copy for a walk to read)."""
+    return isinstance(op, Put) and op.expect_version == 0
 
 
 def _delete_instead(put: Put) -> Delete:
@@ -305,13 +311,21 @@ class Transaction:
                 # refused for another reason (a dangling strong reference), which another try cannot cure.
                 if not doomed:
                     raise
+                mine = ops[: len(ops) - len(drops)]
+                known: Known | None = None
                 if exc.target in doomed and exc.referrers is not None:
                     # The store named every referrer it refused the delete for: one no plan can drop or
                     # take along (a port of a switch deleted here) refuses any, without walking them again.
-                    if refusal_stands(context.backend, exc.target, exc.referrers):
+                    known = read_refusal(context.backend, exc.target, exc.referrers)
+                    if known is None:
                         raise
-                mine = ops[: len(ops) - len(drops)]
-                taken = self._take_owned(context.backend, mine, doomed)
+                    if drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
+                        # It named those still pointing to the target once the commit is applied, not
+                        # those the commit's drops or updates moved away: the walk, which plans from the
+                        # stored copies, lists them again (a group of a switch deleted here that the
+                        # transaction moves to another switch goes with it, as when it is refused unnamed).
+                        known = None
+                taken = self._take_owned(context.backend, mine, doomed, known)
                 if taken is not None:
                     # Objects the deleted ones own go too: the weak references the transaction's own writes
                     # hold to them are dropped, and its own writes of them become their deletes. The weak
@@ -320,7 +334,7 @@ class Transaction:
                     log.debug("transaction: the objects its deletes own go with them")
                     continue
                 own = {(op.table, op.id) for op in mine}
-                plan = weak_drops(context.backend, [op for op in mine if isinstance(op, Delete)], own)
+                plan = weak_drops(context.backend, [op for op in mine if isinstance(op, Delete)], own, known)
                 if {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
                     raise
                 plan_weak, replanned = True, plan
@@ -384,7 +398,7 @@ class Transaction:
         self._finished = "committed"
 
     def _take_owned(
-        self, backend: Backend, ops: Sequence[WriteOp | Mutate], doomed: frozenset[RefKey]
+        self, backend: Backend, ops: Sequence[WriteOp | Mutate], doomed: frozenset[RefKey], known: Known | None
     ) -> tuple[frozenset[RefKey], Walk] | None:
         """Make the stored objects this transaction's deletes own (``nbdb_owned_by``) part of what it deletes.
 
@@ -394,11 +408,12 @@ class Transaction:
         for an owner it deletes is left for the store to refuse (a new row must be referenced to stay).
         Returns the doomed targets with the owned ones and the walk of every delete that found them (its
         reads plan the weak drops of the next try), or None if there is none the transaction did not know of.
+        ``known``: the referrers the store's refusal named, as read to weigh it (see :data:`nbdb.cascade.Known`).
         """
         deletes = [(op.table, op.id) for op in ops if isinstance(op, Delete)]
         if not any(owns(table) for table, _ in deletes):
             return None  # (no read when no deleted object may own one: a port group's members, say)
-        walk = walk_deletes(backend, deletes)
+        walk = walk_deletes(backend, deletes, known)
         owned = walk.owned
         if owned.keys() <= doomed:
             return None

@@ -346,11 +346,37 @@ def test_a_may_exist_create_of_a_load_balancer_group_that_exists_returns_it(
     assert stored is not None
     got = db.create(LoadBalancerGroup(name=f"lbg-{s}"), may_exist=True)
     assert got == stored
-    assert db.create(LoadBalancerGroup(id=stored.id, name=f"lbg-{s}"), may_exist=True) == stored
+    # The group stored under the id is read once (it was read, then read again to take it).
+    backend = db.backend
+    reads: list[tuple[str, object]] = []
+    real = backend.read
+
+    def read(table: str, id: uuid.UUID) -> object:
+        reads.append((table, id))
+        return real(table, id)
+
+    backend.read = read  # type: ignore[method-assign,assignment]  # a count of the real backend's reads
+    try:
+        assert db.create(LoadBalancerGroup(id=stored.id, name=f"lbg-{s}"), may_exist=True) == stored
+    finally:
+        del backend.read
+    assert reads == [("LoadBalancerGroup", stored.id)]
     # One that is not stored is still a write nbdb cannot make, and nothing is written.
     with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group"):
         db.create(LoadBalancerGroup(name=f"other-{s}"), may_exist=True)
     assert db.get_by(LoadBalancerGroup, name=f"other-{s}") is None
+
+
+def test_the_store_says_why_it_cannot_write_a_table_without_external_ids(db: nbdb.Database) -> None:
+    # One answer (Backend.unwritable) for the delete's walk, may_exist and a copy, which each turned
+    # check_writable's UnsupportedError into a yes or no; check_writable raises it.
+    why = db.backend.unwritable(LoadBalancerGroup.nbdb_table)
+    assert why is not None and "Load_Balancer_Group has no external_ids" in why
+    assert db.backend.unwritable(LoadBalancer.nbdb_table) is None
+    db.backend.check_writable(LoadBalancer.nbdb_table)
+    with pytest.raises(nbdb.UnsupportedError) as refused:
+        db.backend.check_writable(LoadBalancerGroup.nbdb_table)
+    assert str(refused.value) == why
 
 
 @pytest.mark.parametrize("resume", [False, True])
@@ -358,7 +384,7 @@ def test_a_load_of_a_dump_holding_a_load_balancer_group_into_ovn_writes_nothing(
     ovsdb_server: OvsdbServer,  # noqa: F811
     resume: bool,
 ) -> None:
-    # A copy checks check_writable before writing (tools/copy.py unstorable); `nbdb load --resume`
+    # A copy checks Backend.unwritable before writing (tools/copy.py unstorable); `nbdb load --resume`
     # does not: it upserts the load balancer, then the group's batch raises UnsupportedError, and no
     # later run can finish. It should be refused before anything is written, as a copy is.
     s = uuid.uuid4().hex[:8]

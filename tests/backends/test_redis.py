@@ -446,6 +446,40 @@ def test_a_cascade_reads_the_referrers_of_many_ports_in_a_few_scripts(
         client.close()
 
 
+@pytest.mark.timeout(30)
+def test_an_owners_plain_delete_reads_each_object_its_refusal_named_once(url: str) -> None:
+    """A switch owns its forwarding groups: the store refuses its plain delete naming them, weighing the
+    refusal reads each (HMGET), and the plan walks from those reads: the walk read each again."""
+    import redis
+
+    from nbdb.loader import load_backend
+    from nbdb.models.ovn import ForwardingGroup
+
+    client = redis.Redis.from_url(url)
+
+    def hmgets() -> int:
+        return int(client.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0))
+
+    groups = 20
+    try:
+        with nbdb.Database(load_backend(url, namespace=ns()), reap=False) as db:  # no reaper's reads counted
+            switch = db.create(LogicalSwitch(name="sw"))
+            for i in range(groups):
+                fg = ForwardingGroup(
+                    switch=switch, name=f"fg{i}", vip="10.0.0.9", vmac="0a:00:00:00:00:09", child_port=["p"]
+                )
+                db.create(fg)
+            before = hmgets()
+            db.delete(switch)
+            used = hmgets() - before
+            assert db.list(LogicalSwitch) == [] and db.list(ForwardingGroup) == []
+    finally:
+        client.close()
+    # Per group: the refused commit's check that its referrer entry is real, the refusal's read of it
+    # and the planned commit's (four before: the walk read it again; 84 and 64 for 20 groups).
+    assert used <= 3 * groups + 5, used
+
+
 def _data_calls(client: Any) -> int:
     """The redis calls scripts made so far (every call but the scripts themselves and connection set-up)."""
     stats = client.info("commandstats")

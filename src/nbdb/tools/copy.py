@@ -129,7 +129,7 @@ def unstorable(destination: Database, objects: Collection[Model], held: str = "n
     What the model check (``check_model``) cannot see, found object by object: a reference to a table
     the destination has none of (a port bound to a ``Chassis``, copied into OVN_Northbound), a
     value other than the default of a field the destination keeps nowhere (a column its schema
-    lacks), and an object of a table the destination reads but cannot write (``check_writable``:
+    lacks), and an object of a table the destination reads but cannot write (``unwritable``:
     OVN's ``Load_Balancer_Group``, which has no ``external_ids``). Each made a copy stop half-way, the
     destination holding part of the source. ``held`` says what the destination holds then (the first
     pass: nothing of it).
@@ -155,12 +155,7 @@ def unstorable(destination: Database, objects: Collection[Model], held: str = "n
         check = checks.get(model)
         if check is None:
             refs = [(spec, why) for spec in model.nbdb_references if (why := why_not(spec.target)) is not None]
-            try:
-                backend.check_writable(model.nbdb_table)
-                read_only = None
-            except errors.UnsupportedError as exc:
-                read_only = str(exc)
-            check = checks[model] = (refs, backend.fixed_fields(model.nbdb_table), read_only)
+            check = checks[model] = (refs, backend.fixed_fields(model.nbdb_table), backend.unwritable(model.nbdb_table))
         refs, fixed, read_only = check
         if read_only is not None:
             found.setdefault((f"{model.nbdb_table} objects", read_only), [0, obj.id])[0] += 1

@@ -156,10 +156,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     def check_table(self, table: str) -> None:
         self.mapping.get(table)
 
-    def check_writable(self, table: str) -> None:
+    def unwritable(self, table: str) -> str | None:
         tm = self.mapping.tables.get(table)
-        if tm is not None and tm.external_ids is None:
-            raise errors.UnsupportedError(no_external_ids(tm))
+        return None if tm is None or tm.external_ids is not None else no_external_ids(tm)
 
     def fixed_fields(self, table: str) -> dict[str, Any]:
         # What new_row refuses: a value other than the default of a field whose column the schema lacks.

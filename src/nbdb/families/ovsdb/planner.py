@@ -643,7 +643,7 @@ def _check_unreferenced(
             waited = True
             cm = stm.columns[name]
             if stm.external_ids is None and cm.type.key.ref_type == "weak":
-                # A table nbdb cannot write (check_writable): the commit does not drop the reference
+                # A table nbdb cannot write (Backend.unwritable): the commit does not drop the reference
                 # (see nbdb.cascade._writable), ovsdb-server does, as the row goes.
                 continue
             if cm.type.is_set:
