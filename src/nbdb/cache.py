@@ -33,10 +33,10 @@ from nbdb.commit_context import check_flag, check_model_class
 from nbdb.dispatch import Dispatcher, Predicate, Subscriber, Subscription, check_not_async
 from nbdb.events import ChangeEvent, EventKind, Key, in_commit_order
 from nbdb.hub import open_stream
-from nbdb.models.base import Model, check_field_value, check_held_object
+from nbdb.models.base import Model, check_field_value, check_held_object, written_of
 from nbdb.projection import PartialView, projections
 from nbdb.replica import Indexes, bucket_objects, index, index_all, index_nulls, matches, reindex, unindex
-from nbdb.revision import Watermark
+from nbdb.revision import Revision, Watermark
 from nbdb.spi import Backend, Record, RecordChange, RecordStream
 from nbdb.timeouts import timeout_of
 from nbdb.waits import Waits
@@ -128,11 +128,8 @@ def _unchanged(held: Any, record: Record) -> bool:
     written = record.written
     if written is None:
         return True
-    private = getattr(held, "__pydantic_private__", None)
-    if not private:
-        return True
-    stamp = private.get("_written") or private.get("_revision")
-    return stamp is None or private.get("_at") != held.version or stamp == written
+    stamp = written_of(held, held.version)  # a write's result of this process: its commit's token on OVSDB
+    return stamp is None or stamp == written
 
 
 class Replica:
@@ -694,10 +691,10 @@ def _new_incarnation(current: Any, record: Record) -> bool:
     """
     if record.written is None or current.version != record.version:
         return False
-    private = getattr(current, "__pydantic_private__", None)
-    if not private:
-        return False
-    return bool(private.get("_written", record.written) != record.written)
+    # A copy this process wrote carries its commit's token (written_of: its revision's), as a read copy its
+    # record's; one that carries none, or only one connection's revision (a Revision left: no record's), tells nothing.
+    stamp = written_of(current, current.version)
+    return stamp is not None and type(stamp) is not Revision and stamp != record.written
 
 
 class Cache:

@@ -31,14 +31,22 @@ class Revision(int):
     scope: Any = GLOBAL_SCOPE
     """The sequence this revision belongs to (read from the class unless set)."""
 
-    def __new__(cls, value: int, scope: Any = GLOBAL_SCOPE) -> Revision:
-        """The revision ``value`` of the sequence ``scope``."""
+    written: int | None = None
+    """The stamp of the commit, where its revision counts per connection: what the records it put carry as
+    :attr:`nbdb.spi.Record.written` (OVSDB: the commit's token, the same on every client), so that its results
+    compare with a record as a read copy does (see :func:`nbdb.models.base.written_of`); None (read from the
+    class unless set): the revision itself is that stamp, or none is known."""
+
+    def __new__(cls, value: int, scope: Any = GLOBAL_SCOPE, written: int | None = None) -> Revision:
+        """The revision ``value`` of the sequence ``scope``, of a commit stamped ``written`` (see :attr:`written`)."""
         self = super().__new__(cls, value)
         if scope is not GLOBAL_SCOPE:
             # Only then does the instance get a __dict__: every stored object
             # keeps the revision of its commit, and a dict per revision was
             # one more container for the cyclic collector to scan.
             self.scope = scope
+        if written is not None:
+            self.written = written
         return self
 
     def __repr__(self) -> str:

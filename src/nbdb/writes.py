@@ -16,7 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from nbdb import errors
 from nbdb.codec import decode, encode
-from nbdb.models.base import Model, check_held_object, lineage_is_own
+from nbdb.models.base import Model, check_held_object, lineage_is_own, written_of
 from nbdb.models.ids import claim
 from nbdb.spi import DEFERRED, Delete, FieldChange, Mutate, Put, Record, UniqueKey
 from nbdb.storable import check_storable, storable
@@ -71,16 +71,11 @@ def put_of(obj: M, expect_version: int, ttl: float | None = None, deferred: bool
     old_unique: tuple[UniqueKey, ...] | None
     written = None
     if expect_version:
-        private = obj.__pydantic_private__
         # The revision that wrote the copy (a write's result: its commit's; else its record's), compared with
-        # its version (see nbdb.spi.Put.expect_written).
-        if private:
-            written = private.get("_revision") or private.get("_written")
-            if written is not None and private.get("_at") != expect_version:
-                # A copy whose version was changed after it was stamped (pydantic's model_copy, or in place:
-                # it holds the version it was stamped at), or a stamp without one: the revision is not that
-                # version's, so the store compares the version alone.
-                written = None
+        # its version (see nbdb.spi.Put.expect_written); None for a copy whose version was changed after it
+        # was stamped, or a stamp without one: the revision is not that version's, so the store compares the
+        # version alone.
+        written = written_of(obj, expect_version)
         if lineage_is_own(obj):  # a stored copy, or one derived keeping its references and unique values
             old_refs, old_unique, fresh = refs, unique, False
         else:
@@ -191,14 +186,9 @@ def delete_of(obj: Model, if_exists: bool = False, lineage: bool = True) -> Dele
     that keeps its own (``keeps_values``, in process) reads for nothing,
     instead of this copy deriving them from its fields (≈ 1 µs of a ≈ 10 µs delete).
     """
-    private = obj.__pydantic_private__
     # a write's result: its commit's; else its record's; None (the version alone compared) for a copy
     # whose version was changed after it was stamped (pydantic's model_copy, or in place)
-    written = None
-    if private:
-        written = private.get("_revision") or private.get("_written")
-        if written is not None and private.get("_at") != obj.version:
-            written = None
+    written = written_of(obj, obj.version)
     if not lineage:
         return _new_tuple(Delete, (obj.nbdb_table, obj.id, obj.topic, obj.version, None, if_exists, None, written))
     return _new_tuple(

@@ -10,6 +10,7 @@ into one change (a reconnect's catch-up), the row being created again exactly as
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -46,12 +47,35 @@ def _switch() -> LogicalSwitch:
     return LogicalSwitch(name=f"aba-{uuid.uuid4().hex[:10]}")
 
 
+def _read_token(obj: LogicalSwitch) -> int | None:
+    """The token of the nbdb commit that wrote a read copy's record (rows.written_token)."""
+    return obj.__pydantic_private__.get("_written")  # type: ignore[union-attr,no-any-return]
+
+
 def _again_as_it_was(db: nbdb.Database, obj: LogicalSwitch) -> LogicalSwitch:
     """``obj``'s id deleted and created again with the very content it had (at version 1 again)."""
     db.delete(db.get(LogicalSwitch, obj.id))
     again = db.create(LogicalSwitch(id=obj.id, name=obj.name))
     assert again.version == 1 and again.model_dump(exclude={"version"}) == obj.model_dump(exclude={"version"})
     return again
+
+
+@contextlib.contextmanager
+def _cuttable(server: OvsdbServer) -> Iterator[tuple[FaultProxy, nbdb.Database, nbdb.Database]]:
+    """A fault proxy, a Database ("mine") whose connection goes through it, and another ("theirs") on its own."""
+    member = server.members[0]
+    with FaultProxy([(member.host, member.port)]) as proxy, nbdb.connect(server.url) as theirs:
+        host, port = proxy.addresses[0]
+        with nbdb.connect(f"ovsdb+tcp://{host}:{port}", timeout=15) as mine:
+            yield proxy, mine, theirs
+
+
+def _again_while_cut(proxy: FaultProxy, theirs: nbdb.Database, obj: LogicalSwitch) -> None:
+    """``obj`` created again as it was while the proxy's connection is down: it sees one merged change."""
+    proxy.refuse()
+    proxy.cut()
+    _again_as_it_was(theirs, obj)
+    proxy.heal()
 
 
 def test_a_stale_copy_is_refused_once_its_id_is_created_again_as_it_was(
@@ -93,45 +117,88 @@ def test_a_re_creation_seen_merged_after_a_reconnect_makes_the_copies_before_it_
     # The merged re-creation changed the record's token without an event: a cache kept the old copy, which every
     # write refuses, and a controller retrying from its cache looped for ever. It is told as a merged change
     # carrying the new incarnation's copy.
-    member = ovsdb_server.members[0]
-    with FaultProxy([(member.host, member.port)]) as proxy, nbdb.connect(ovsdb_server.url) as theirs:
-        host, port = proxy.addresses[0]
-        with nbdb.connect(f"ovsdb+tcp://{host}:{port}", timeout=15) as mine:
-            first = mine.create(_switch())
-            read = mine.get(LogicalSwitch, first.id)
-            token = read.__pydantic_private__["_written"]  # type: ignore[index]
-            cache = mine.cache(LogicalSwitch, shared=False)
-            assert cache.wait_synced(10)
-            assert eventually(lambda: cache.get(LogicalSwitch, first.id) is not None)
-            proxy.refuse()
-            proxy.cut()
-            _again_as_it_was(theirs, first)  # while this connection is down: it sees one merged change
-            proxy.heal()
+    with _cuttable(ovsdb_server) as (proxy, mine, theirs):
+        first = mine.create(_switch())
+        read = mine.get(LogicalSwitch, first.id)
+        token = read.__pydantic_private__["_written"]  # type: ignore[index]
+        cache = mine.cache(LogicalSwitch, shared=False)
+        assert cache.wait_synced(10)
+        assert eventually(lambda: cache.get(LogicalSwitch, first.id) is not None)
+        _again_while_cut(proxy, theirs, first)
 
-            def reread() -> bool:
-                got = mine.get(LogicalSwitch, first.id)
-                return got.__pydantic_private__["_written"] != token  # type: ignore[index]
+        def reread() -> bool:
+            got = mine.get(LogicalSwitch, first.id)
+            return got.__pydantic_private__["_written"] != token  # type: ignore[index]
 
-            assert eventually(reread)
-            for stale in (first, read):
-                with pytest.raises(nbdb.ConflictError, match="created again"):
-                    mine.update(stale.replace(other_config={"k": "v"}))
-                with pytest.raises(nbdb.ConflictError, match="created again"):
-                    mine.delete(stale)
-            fresh = mine.get(LogicalSwitch, first.id)
-            assert (fresh.version, fresh.name) == (1, first.name)
-            new_token = fresh.__pydantic_private__["_written"]  # type: ignore[index]
+        assert eventually(reread)
+        for stale in (first, read):
+            with pytest.raises(nbdb.ConflictError, match="created again"):
+                mine.update(stale.replace(other_config={"k": "v"}))
+            with pytest.raises(nbdb.ConflictError, match="created again"):
+                mine.delete(stale)
+        fresh = mine.get(LogicalSwitch, first.id)
+        assert (fresh.version, fresh.name) == (1, first.name)
+        new_token = fresh.__pydantic_private__["_written"]  # type: ignore[index]
 
-            def cached() -> LogicalSwitch | None:
-                got = cache.get(LogicalSwitch, first.id)
-                return got if got is not None and got.__pydantic_private__.get("_written") == new_token else None  # type: ignore[union-attr]
+        def cached() -> LogicalSwitch | None:
+            got = cache.get(LogicalSwitch, first.id)
+            return got if got is not None and got.__pydantic_private__.get("_written") == new_token else None  # type: ignore[union-attr]
 
-            assert eventually(lambda: cached() is not None, timeout=3)
-            from_cache = cached()
-            assert from_cache is not None
-            # A controller retries from its cache: the copy it hands out is writable.
-            assert mine.update(from_cache.replace(other_config={"k": "v"})).version == 2
-            cache.close()
+        assert eventually(lambda: cached() is not None, timeout=3)
+        from_cache = cached()
+        assert from_cache is not None
+        # A controller retries from its cache: the copy it hands out is writable.
+        assert mine.update(from_cache.replace(other_config={"k": "v"})).version == 2
+        cache.close()
+
+
+def test_a_cache_holding_this_processs_own_write_takes_a_re_creation_seen_merged(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # The cache holds the copy this process's create returned (its token inside its revision, not in
+    # "_written"): the check of an update at the version it holds read "_written" alone and kept it, so the
+    # copy it handed out was refused ("created again") until the row changed again.
+    with _cuttable(ovsdb_server) as (proxy, mine, theirs):
+        cache = mine.cache(LogicalSwitch)  # shared: it takes the copy the write returned
+        assert cache.wait_synced(10)
+        first = mine.create(_switch())
+        assert eventually(lambda: cache.get(LogicalSwitch, first.id) is first, timeout=5)  # the write's result
+        old = _read_token(mine.get(LogicalSwitch, first.id))
+        assert old is not None and first.nbdb_revision.written == old  # type: ignore[union-attr]
+        _again_while_cut(proxy, theirs, first)
+        token = _read_token(theirs.get(LogicalSwitch, first.id))
+        assert token is not None and token != old
+        assert eventually(lambda: _read_token(mine.get(LogicalSwitch, first.id)) == token)
+
+        def cached() -> LogicalSwitch | None:
+            got = cache.get(LogicalSwitch, first.id)
+            return got if got is not None and _read_token(got) == token else None
+
+        assert eventually(lambda: cached() is not None, timeout=3), "the cache kept the old incarnation"
+        from_cache = cached()
+        assert from_cache is not None and (from_cache.version, from_cache.name) == (1, first.name)
+        # cas_across_recreate: the result of the create before is of the object deleted, so its write is
+        # refused; the cache's copy is of the one stored now, so its write passes.
+        with pytest.raises(nbdb.ConflictError, match="created again"):
+            mine.update(first.replace(other_config={"k": "w"}))
+        assert mine.update(from_cache.replace(other_config={"k": "v"})).version == 2
+        cache.close()
+
+
+def test_a_re_list_keeps_the_copies_this_process_wrote_without_decoding_them_again(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # A re-list compares each held copy's stamp with its record's: a write's result held its commit's token
+    # inside its revision, which the compare did not read, so every copy this process wrote was decoded again.
+    with nbdb.connect(ovsdb_server.url) as db:
+        cache = db.cache(LogicalSwitch)  # shared: it takes the copy the write returned
+        assert cache.wait_synced(10)
+        mine = [db.create(_switch()) for _ in range(3)]
+        mine[1] = db.update(mine[1].replace(other_config={"k": "v"}))
+        assert eventually(lambda: all(cache.get(LogicalSwitch, m.id) is m for m in mine), timeout=5)
+        cache._replica._relist()  # what a cache does when its history is gone (a list compared with what it holds)
+        assert all(cache.get(LogicalSwitch, m.id) is m for m in mine), "a copy this process wrote was decoded again"
+        cache.close()
 
 
 def test_a_result_returned_before_the_monitor_showed_its_commit_is_not_taken_for_a_re_creation(

@@ -58,6 +58,7 @@ __all__ = [
     "set_fields_set",
     "set_private",
     "validation_error_of",
+    "written_of",
 ]
 
 _REGISTRY: dict[str, type[Model]] = {}
@@ -317,8 +318,9 @@ class Model(BaseModel):
     # cache load's: the copies of a bulk load's commits hold no dict of their
     # own), so never changed in place (committed_at replaces it, and setting
     # or deleting a declared private attribute copies it first); a copy
-    # derived with replace() keeps its source's ("_written", or its source's
-    # "_revision"): update() and delete() send it with the version, so a copy
+    # derived with replace() keeps its source's as "_written" (written_of:
+    # its "_written", or its "_revision"'s): update() and delete() send it
+    # (written_of) with the version, so a copy
     # of an object deleted and created again since is refused whatever its
     # version (nbdb.spi.Put.expect_written); each with the version it was
     # stamped at ("_at"): a copy whose version was changed since (pydantic's
@@ -526,7 +528,7 @@ class Model(BaseModel):
         else:
             lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
         if private:
-            stamp = _stamp_of(private)
+            stamp = _stamp_of(self)
             if stamp is not None:
                 lineage = stamp if lineage is DECODED else {**lineage, **stamp}
         object.__setattr__(new, "__pydantic_private__", lineage)
@@ -555,7 +557,7 @@ class Model(BaseModel):
         if lineage_is_own(self):
             if update and not self.nbdb_lineage_fields.isdisjoint(update):
                 lineage = {"_stored_refs": self.stored_refs(), "_stored_unique": self.stored_unique()}
-                stamp = _stamp_of(self.__pydantic_private__)
+                stamp = _stamp_of(self)
                 if stamp is not None:  # kept, as replace() keeps it (a stale copy is refused after a re-create)
                     lineage.update(stamp)
                 object.__setattr__(copy, "__pydantic_private__", lineage)
@@ -790,21 +792,48 @@ def _share_key_table(cls: type[Model]) -> None:
         slots[name] = None
 
 
-def _stamp_of(private: dict[str, Any] | None) -> dict[str, Any] | None:
+def written_of(obj: Any, at: int | None = None) -> int | None:
+    """The revision that wrote ``obj``'s copy, as a record's :attr:`nbdb.spi.Record.written` tells it; None if unknown.
+
+    The one reading of a copy's stamp, whichever way the copy carries it: a
+    write's result its commit's revision ("_revision"), or that revision's
+    :attr:`~nbdb.revision.Revision.written` where it carries one (OVSDB: the
+    commit's token, which its rows carry; its revision counts per connection);
+    a decoded copy its record's, and a derived copy its source's ("_written").
+    What is left a :class:`~nbdb.revision.Revision` is one connection's, without
+    a stamp (a mutation's read-back, an unpickled result): no record carries it,
+    and only the store it came from can compare it (the OVSDB planner, with its
+    clock). ``at``: only if the copy was stamped at that version ("_at"): a copy
+    whose version was changed after it was stamped (pydantic's model_copy, or in
+    place) is not that revision's, so its version alone is compared.
+    """
+    private = getattr(obj, "__pydantic_private__", None)
+    if not private:
+        return None
+    written = private.get("_revision")
+    if written is None:
+        written = private.get("_written")
+        if written is None:
+            return None
+    elif type(written) is Revision and written.written is not None:
+        written = written.written
+    if at is not None and private.get("_at") != at:
+        return None
+    return written  # type: ignore[no-any-return]
+
+
+def _stamp_of(obj: Model) -> dict[str, Any] | None:
     """The revision that wrote a copy and the version it wrote, for a copy derived from it; None if unknown.
 
-    A write's result holds its commit's ("_revision"), a decoded copy its
-    record's ("_written"): a derived copy keeps it as "_written" (its
+    A derived copy keeps :func:`written_of` its source as "_written" (its
     :attr:`Model.nbdb_revision` is None) with the version it was stamped at
     ("_at"), so its compare-and-swap checks the revision while its version
     is that one (see nbdb.writes.put_of).
     """
-    if not private:
-        return None
-    written = private.get("_revision") or private.get("_written")
+    written = written_of(obj)
     if written is None:
         return None
-    at = private.get("_at")
+    at = obj.__pydantic_private__.get("_at")  # type: ignore[union-attr]  # written_of found it a dict
     return {"_written": written} if at is None else {"_written": written, "_at": at}
 
 

@@ -473,8 +473,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             # compares a result's token with its row's, as a read copy's, never its revision with the clock's
             # (a revision read before the commit showed, when the wait above gave up, was refused once the
             # update came as 'created again').
-            stamp = Revision(revision or replica.revision, self.clock)
-            stamp.written = int(plan.token, 16)  # type: ignore[attr-defined]
+            stamp = Revision(revision or replica.revision, self.clock, int(plan.token, 16))
             return CommitResult(stamp, versions, frozenset(plan.skipped))
 
     @staticmethod

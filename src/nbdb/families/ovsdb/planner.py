@@ -207,17 +207,14 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
         # compare is atomic with the commit. A copy decoded from a record carries the token of the nbdb commit
         # that wrote it (rows.written_token, the same on every replica and client): stale when the row's is
         # another. A write's result carries its commit's revision, which carries
-        # the commit's token (family._result, on every connection: another Database's result too): compared as a
-        # read copy's. A revision without one (an unpickled result, a mutation's read-back, whose row keeps the
-        # token of the commit that put it) is compared with the clock: stale when it is of this connection's and
-        # the replica saw the row change after it (at one version: deleted and created again); another clock's
-        # says nothing here, compared by its version alone, as a copy built by hand.
+        # the commit's token (family._result, on every connection: another Database's result too): the put
+        # carries that token (nbdb.models.base.written_of), compared as a read copy's. What is left a Revision
+        # carries none (an unpickled result, a mutation's read-back, whose row keeps the token of the commit
+        # that put it): compared with the clock: stale when it is of this connection's and the replica saw the
+        # row change after it (at one version: deleted and created again); another clock's says nothing here,
+        # compared by its version alone, as a copy built by hand.
         if type(written) is Revision:
-            token = getattr(written, "written", None)
-            if token is not None:
-                stale = rules.written_differs(token, record.written)
-            else:
-                stale = written.scope is replica.clock and written < replica.changed_at.get((op.table, op.id.int), 0)
+            stale = written.scope is replica.clock and written < replica.changed_at.get((op.table, op.id.int), 0)
         else:
             stale = rules.written_differs(written, record.written)
         if stale:
