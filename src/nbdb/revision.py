@@ -57,8 +57,14 @@ class Revision(int):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A scope is a live token of this process: another process must not
-        # mistake an unpickled revision for one of its own sequences.
-        return (Revision, (int(self), GLOBAL_SCOPE if self.scope is GLOBAL_SCOPE else object()))
+        # mistake an unpickled revision for one of its own sequences. The commit's
+        # token (``written``) is the same on every client: it is kept, so that a
+        # deep copy or an unpickled result of a row deleted and created again is
+        # still refused (without it the version alone was compared: a lost update).
+        scope = GLOBAL_SCOPE if self.scope is GLOBAL_SCOPE else object()
+        if self.written is None:
+            return (Revision, (int(self), scope))
+        return (Revision, (int(self), scope, self.written))
 
 
 class Watermark:

@@ -291,3 +291,25 @@ def test_written_token_is_the_token_of_the_last_write_pushed(writes: list[tuple[
     for token, version in writes:
         text = push_window(text, f"{token:016x}", version)
     assert written_token({EXT_TXN: text or ""}) == writes[-1][0]
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_deep_copied_or_unpickled_result_of_a_deleted_row_is_refused(
+    two: tuple[nbdb.Database, nbdb.Database], how: str
+) -> None:
+    # Review (wip/rev7): Revision.__reduce__ drops the commit's token and swaps the scope for a fresh object(),
+    # so a write's result deep-copied (pydantic model_copy(deep=True), copy.deepcopy) or pickled carries a
+    # revision of no clock and no token: the planner compares its version alone, and a copy of the deleted
+    # incarnation overwrites the one created again at its version (a lost update). The token is the same on
+    # every client (rows.written_token): nothing process-local to drop.
+    import copy
+    import pickle
+
+    mine, theirs = two
+    first = mine.create(_switch())
+    kept = first.model_copy(deep=True) if how == "deepcopy" else pickle.loads(pickle.dumps(first))
+    again = _again_as_it_was(theirs, first)
+    assert again.version == kept.version == 1
+    with pytest.raises(nbdb.ConflictError, match="created again"):
+        mine.update(kept.replace(other_config={"k": "lost"}))
+    assert copy.copy(theirs.get(LogicalSwitch, first.id)).other_config == {}

@@ -209,8 +209,8 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
         # another. A write's result carries its commit's revision, which carries
         # the commit's token (family._result, on every connection: another Database's result too): the put
         # carries that token (nbdb.models.base.written_of), compared as a read copy's. What is left a Revision
-        # carries none (an unpickled result, a mutation's read-back, whose row keeps the token of the commit
-        # that put it): compared with the clock: stale when it is of this connection's and the replica saw the
+        # carries none (a mutation's read-back, whose row keeps the token of the commit that put it; an
+        # unpickled or deep-copied result keeps its token, nbdb.revision.Revision.__reduce__): compared with the clock: stale when it is of this connection's and the replica saw the
         # row change after it (at one version: deleted and created again); another clock's says nothing here,
         # compared by its version alone, as a copy built by hand.
         if type(written) is Revision:
