@@ -721,7 +721,12 @@ def _check_of(model: type[Model]) -> Callable[[dict[str, Any]], object]:
                 noted += [f"    if len(K_{name}) >= LIMIT: K_{name}.clear()", f"    K_{name}.update(d[{name!r}] or ())"]
     lines.append("    return (AGAIN if a else WRONG) if again else a")
     scope: dict[str, Any] = {}
-    exec("\n".join(lines + noted + ["    pass"]), scope_names, scope)  # code of our own
+    # Compiled apart, and its code object run: ``exec`` of a string is CPython's PyRun_String, which marks
+    # a KeyboardInterrupt escaping the code it runs as the program's own unhandled one (a Ctrl-C arriving
+    # while this compiles is raised as that code starts), and ``python -m`` then ends in SIGINT at exit: a
+    # Ctrl-C early in `nbdb copy` (the first write of each model lands here) exited -2, not 130.
+    code = compile("\n".join(lines + noted + ["    pass"]), f"<nbdb storable check of {model.__name__}>", "exec")
+    exec(code, scope_names, scope)  # code of our own
     if len(noted) > 1:
         VALIDATED[model] = scope["note"]
     if nested:

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,6 +122,41 @@ def test_ctrl_c_ends_a_wait_for_the_write_lock(path: Path) -> None:
     )
     out, err = _run_script(script, "Ctrl-C did not end the wait for the write lock")
     assert out.split() == ["interrupted", "True"], err
+
+
+def test_ctrl_c_as_a_write_transaction_begins_does_not_hang_the_close(path: Path) -> None:
+    # A Ctrl-C landing after the connection's transaction generator yielded (the write lock taken) but before
+    # the caller's `with` had it left the generator suspended, kept alive by the KeyboardInterrupt's traceback:
+    # `nbdb copy` printed "interrupted" and its close waited for that lock for ever.
+    db = nbdb.connect(f"sqlite:///{path}")
+    db.list(LogicalSwitch)
+    outcome: list[str] = []
+
+    def interrupt(frame: Any, event: str, arg: object) -> None:
+        held = frame.f_locals.get("self")
+        gen = getattr(held, "gen", None)
+        if event == "return" and frame.f_code.co_name == "__enter__" and gen is not None:
+            if gen.gi_code.co_name == "transaction":
+                sys.setprofile(None)
+                raise KeyboardInterrupt  # as a signal's would, as __enter__ returns
+
+    def write_then_close() -> None:
+        sys.setprofile(interrupt)
+        try:
+            db.create(LogicalSwitch(name="interrupted"))
+        except KeyboardInterrupt as exc:
+            outcome.append(type(exc).__name__)
+            db.close()  # while the exception (and its traceback) is alive, as the CLI's with-block closes
+            outcome.append("closed")
+        finally:
+            sys.setprofile(None)
+
+    worker = threading.Thread(target=write_then_close, daemon=True)
+    worker.start()
+    worker.join(4)
+    assert outcome == ["KeyboardInterrupt", "closed"], "the close hung on the interrupted transaction's lock"
+    with nbdb.connect(f"sqlite:///{path}") as again:
+        assert again.list(LogicalSwitch) == []  # rolled back as the connection closed
 
 
 def test_ctrl_c_in_the_leader_of_a_group_commit_leaves_the_others_commits_applied(path: Path) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -299,6 +302,43 @@ def test_cli_ctrl_c_in_a_copy_says_that_it_resumes(tmp_path: pathlib.Path) -> No
     assert "interrupted: the destination may hold part of the copy; it resumes when run again" in err, err
     assert "Traceback" not in err
     assert main(["copy", src, dst, *scope]) == 0
+
+
+# Run as `python -m` runs nbdb.cli (runpy, then Py_RunMain's exit), with a Ctrl-C raised as the storable check that
+# the first write of a model builds (generated code, see nbdb.storable) starts running: where a Ctrl-C arriving
+# while that code compiles is raised.
+_CTRL_C_AS_THE_CHECK_STARTS = """
+import sys
+
+def trace(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "<module>" and frame.f_back.f_code.co_name == "_check_of":
+        sys.settrace(None)
+        raise KeyboardInterrupt
+    return None
+
+sys.settrace(trace)
+from nbdb.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_cli_ctrl_c_as_a_models_storable_check_is_built_exits_130(tmp_path: pathlib.Path) -> None:
+    # CI once saw `nbdb copy` exit -2 (killed by SIGINT, no traceback) after printing its "interrupted" line:
+    # the check was run by exec() of its source, and CPython takes a KeyboardInterrupt escaping code that
+    # exec() compiled from a string for the program's unhandled one, and a `python -m` ends in SIGINT then.
+    src, dst = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"
+    with nbdb.connect(src) as db:
+        db.create(LogicalSwitch(name="sw0"))
+    (tmp_path / "ctrl_c_as_the_check_starts.py").write_text(_CTRL_C_AS_THE_CHECK_STARTS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    argv = ["copy", src, dst, "--state", str(tmp_path / "copy.json"), "--models", "LogicalSwitch"]
+    run = subprocess.run(
+        [sys.executable, "-m", "ctrl_c_as_the_check_starts", *argv], capture_output=True, env=env, timeout=60
+    )
+    err = run.stderr.decode()
+    assert run.returncode == 130, err
+    assert "interrupted: the destination may hold part of the copy; it resumes when run again" in err, err
+    assert "Traceback" not in err, err
 
 
 def test_cli_ctrl_c_in_a_resumable_load_says_to_run_it_again(tmp_path: pathlib.Path) -> None:

@@ -126,6 +126,7 @@ class _Connection:
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
         self.lock = threading.Lock()
+        self._holder: int | None = None  # the thread inside transaction()'s block, while one is
         self._closing = False
         self._looked = -_LOOK_EVERY  # time.monotonic() of the last look at the path (_same_file)
         self._gone = False  # the path was seen to name another file, or none
@@ -182,6 +183,7 @@ class _Connection:
         with self.lock:
             committing = False
             try:
+                self._holder = threading.get_ident()
                 if mode == "IMMEDIATE":
                     self._begin_write()
                 else:
@@ -206,6 +208,8 @@ class _Connection:
                     # In WAL mode a failed fsync leaves the commit record in the log: a restart may keep it.
                     raise errors.CommitUnknownError(f"sqlite: the commit may or may not be durable: {exc}") from None
                 raise ERRORS.translate(exc) from None
+            finally:
+                self._holder = None
 
     def one(self, statement: str, args: Sequence[Any] = ()) -> Any:
         """The first row of one statement, which runs as a transaction of its own."""
@@ -317,6 +321,14 @@ class _Connection:
 
     def close(self) -> None:
         self._closing = True  # a thread waiting for the write lock gives up at its next slice
+        if self._holder == threading.get_ident():
+            # This thread's own transaction() was abandoned with the lock held: a Ctrl-C landing after its
+            # generator yielded but before the caller's `with` took it (or as __exit__ began) leaves it
+            # suspended, kept alive by the KeyboardInterrupt's traceback while the interrupted command closes
+            # its Databases. Waiting for the lock hung that close for ever; SQLite rolls the open transaction
+            # back as the connection closes (the generator, collected later, then lets the lock go).
+            self.sql.close()
+            return
         with self.lock:
             with contextlib.suppress(errors.BackendUnavailableError):
                 self._same_file(every=True)
