@@ -92,3 +92,32 @@ def test_a_claim_no_object_holds_is_still_freed_by_deleting_the_key(db: nbdb.Dat
     _repair(backend, corrupt.value)
     created = db.create(LogicalSwitchPort(switch=switch.id, name="x"))
     assert [p.id for p in db.list(LogicalSwitchPort) if p.name == "x"] == [created.id]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pointed_at", ["no object", "an object without the value", "no id"])
+@pytest.mark.parametrize("release", ["delete", "rename"])
+def test_following_the_advice_about_a_repointed_claim_a_write_releases_lets_it_go(
+    db: nbdb.Database, pointed_at: str, release: str
+) -> None:
+    # The release's refusal (kvplan.vet_released) worded the rule of a claim found wrong apart, with weaker
+    # advice than a create's: "set the key to the id of the one that holds the value, the one written if no
+    # other one holds it", the holder never named. It names it now, as a create's refusal does.
+    switch = db.create(LogicalSwitch(name="sw"))
+    holder = db.create(LogicalSwitchPort(switch=switch.id, name="x"))
+    other = db.create(LogicalSwitchPort(switch=switch.id, name="y"))
+    backend = db.backend
+    assert isinstance(backend, KeyValueBackend)
+    claim = backend.layout.unique(
+        "LogicalSwitchPort", UniqueKey("name", LogicalSwitchPort.unique_text(("name",), {"name": "x"}))
+    )
+    wrong = {"no object": str(uuid.uuid4()), "an object without the value": str(other.id), "no id": "not an id"}
+    assert backend.commit_once([], {claim: wrong[pointed_at].encode()}, []) is not None
+    write = (lambda: db.delete(holder)) if release == "delete" else (lambda: db.update(holder.replace(name="z")))
+    with pytest.raises(nbdb.CorruptRecordError, match="which this write releases") as corrupt:
+        write()
+    assert f"LogicalSwitchPort {holder.id} holds the value: set the key to its id" in str(corrupt.value)
+    _repair(backend, corrupt.value)
+    write()
+    created = db.create(LogicalSwitchPort(switch=switch.id, name="x"))  # freed by the write
+    assert [p.id for p in db.list(LogicalSwitchPort) if p.name == "x"] == [created.id]
