@@ -669,7 +669,6 @@ def test_a_stale_copy_of_a_deleted_object_is_refused_and_an_older_nbdbs_row_comp
     db.delete(db.get(KitParent, again.id))
 
 
-
 @pytest.mark.timeout(60)
 def test_a_raw_write_names_the_revision_that_wrote_it(open_db: Callable[..., nbdb.Database]) -> None:
     """``write_raw`` plays another writer's write: a commit at a revision of its own, and the row names it
@@ -701,6 +700,7 @@ def test_a_raw_write_names_the_revision_that_wrote_it(open_db: Callable[..., nbd
     raw = db.get(KitParent, made.id)
     assert raw.name == "raw"
     assert db.update(raw.replace(size=2)).version == 3
+
 
 class _TlsCassandraServer(CassandraServer):
     """The harness's Cassandra with client encryption on (PEM files; plaintext still allowed

@@ -152,9 +152,7 @@ def test_the_reaper_warns_once_of_an_expired_object_whose_claim_was_damaged(
     assert backend.reap() == 1
 
 
-def _count_commits(
-    backend: KeyValueBackend, of: str, before: Callable[[], None], every: bool = False
-) -> list[int]:
+def _count_commits(backend: KeyValueBackend, of: str, before: Callable[[], None], every: bool = False) -> list[int]:
     """Count the commits whose conditions name the key ``of``; ``before`` runs before the first is sent
     (``every``: before each); undone by ``del backend.commit_once``."""
     real = backend.commit_once
