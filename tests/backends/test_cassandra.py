@@ -9,6 +9,7 @@ against an existing cluster instead (for instance ``nbdb servers`` with ``member
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -666,6 +667,39 @@ def test_a_stale_copy_of_a_deleted_object_is_refused_and_an_older_nbdbs_row_comp
     with pytest.raises(nbdb.ConflictError):
         db.delete(moved)  # version 2, stale
     db.delete(db.get(KitParent, again.id))
+
+
+@pytest.mark.timeout(60)
+def test_a_raw_write_names_the_revision_that_wrote_it(open_db: Callable[..., nbdb.Database]) -> None:
+    """``write_raw`` plays another writer's write: a commit at a revision of its own, and the row names it
+    (``wrev``) as every write's row does. It left the row's ``wrev`` as it was: a get named the create's
+    revision and the raw write's watch event none, two copies of one write telling different revisions."""
+    db = open_db()
+    fam = backend(db)
+    made = db.create(KitParent(name="p"))
+    created = fam.read(KitParent.nbdb_table, made.id)
+    assert created is not None and created.written is not None
+    document = {**json.loads(created.data), "name": "raw"}
+    fam.write_raw(KitParent.nbdb_table, made.id, made.topic, json.dumps(document).encode())
+    stream = fam.watch([KitParent.nbdb_table], None, created.written)
+    try:
+        changes: list[Any] = []
+        deadline = time.monotonic() + 20
+        while not changes and time.monotonic() < deadline:
+            changes += stream.poll(1.0)
+    finally:
+        stream.close()
+    (change,) = changes
+    read = fam.read(KitParent.nbdb_table, made.id)
+    assert read is not None and change.new is not None and change.old is not None
+    assert read.version == change.new.version == 2
+    assert read.written == change.new.written == change.revision > created.written
+    assert change.old.written == created.written
+    with pytest.raises(nbdb.ConflictError):
+        db.update(made.replace(size=1))  # the create's copy
+    raw = db.get(KitParent, made.id)
+    assert raw.name == "raw"
+    assert db.update(raw.replace(size=2)).version == 3
 
 
 class _TlsCassandraServer(CassandraServer):

@@ -267,3 +267,38 @@ def test_member_commit_can_be_turned_off(hazelcast_server: HazelcastServer) -> N
         assert not backend.member_commit
         db.create(KitParent(name="p"))
         assert backend.member_commits == 0 and backend.commit_lock_requests_peak == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("refusal", ["runs it without a condition kind", "cannot read it"])
+def test_a_member_of_another_protocol_after_the_probe_stops_the_tasks(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    refusal: str,
+) -> None:
+    """As if the lock's owner were replaced after the probe by a member whose jar speaks another protocol
+    (a rolling deploy): the first refused task probes again, compares the protocol, and the client
+    commits on its own for good, one task round trip lost in all.
+
+    The client here speaks the next protocol (patched): its copies' updates carry a condition kind the
+    member does not know (as ``WrittenAt`` to a protocol-1 member: handed back, nothing written), or its
+    tasks a form the member cannot read. The re-probe asked only whether the jar was there: every update
+    sent a task to hand back (a round trip more each), and an unreadable task was CommitUnknownError.
+    """
+    from nbdb.backends.hazelcast import _backend, _member
+
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit
+        parent = db.create(KitParent(name="p"))
+        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
+        if refusal == "runs it without a condition kind":
+            monkeypatch.setattr(_member, "_WRITTEN_AT", 99)
+        else:
+            monkeypatch.setattr(_member.CommitTask, "CLASS_ID", 99)
+        for size in range(1, 4):
+            parent = db.update(parent.replace(size=size))
+        assert db.get(KitParent, parent.id) == parent
+        assert not backend.member_commit
+        assert backend.member_fallbacks == 1

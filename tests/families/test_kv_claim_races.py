@@ -16,15 +16,15 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
 import nbdb
 from nbdb.api import Database
-from nbdb.conformance.kit import KitNamed
+from nbdb.conformance.kit import KitCounter, KitNamed
 from nbdb.families import kvexpiry
-from nbdb.families.kv import KeyValue, KeyValueBackend
+from nbdb.families.kv import Condition, KeyValue, KeyValueBackend
 from nbdb.families.kvplan import Index
 from nbdb.loader import load_backend
 from nbdb.spi import UniqueKey
@@ -150,3 +150,76 @@ def test_the_reaper_warns_once_of_an_expired_object_whose_claim_was_damaged(
     assert db.get(KitNamed, y.id).name == "a"
     assert backend.commit_once([], {claim: str(y.id).encode()}, []) is not None  # repaired
     assert backend.reap() == 1
+
+
+def _count_commits(backend: KeyValueBackend, of: str, before: Callable[[], None], every: bool = False) -> list[int]:
+    """Count the commits whose conditions name the key ``of``; ``before`` runs before the first is sent
+    (``every``: before each); undone by ``del backend.commit_once``."""
+    real = backend.commit_once
+    sent: list[int] = []
+    busy: list[bool] = []
+
+    def commit_once(conditions: Sequence[Condition], puts: Mapping[str, bytes], deletes: Sequence[str]) -> int | None:
+        if not busy and any(getattr(c, "key", None) == of for c in conditions):
+            if every or not sent:
+                busy.append(True)
+                try:
+                    before()
+                finally:
+                    busy.clear()
+            sent.append(len(sent))
+        return real(conditions, puts, deletes)
+
+    backend.commit_once = commit_once  # type: ignore[method-assign]
+    return sent
+
+
+@pytest.mark.parametrize("model", [KitNamed, KitCounter], ids=["unique value", "no unique value"])
+def test_a_reaper_pass_a_refresh_beat_commits_once(db: Database, model: type[KitNamed] | type[KitCounter]) -> None:
+    # The reaper's delete is conditional on the deadline it read (VersionIs of the expiry key). A refresh
+    # landing before it fails that condition, and no retry of the pass can succeed: it read the deadline
+    # once. It committed a second time all the same (a round trip, and a plan's reads, for nothing).
+    backend = db.backend
+    assert isinstance(backend, KeyValueBackend)
+    obj = db.create(KitNamed(name="a") if model is KitNamed else KitCounter(), ttl=0.001)
+    time.sleep(0.01)
+    expiry = backend.layout.expiry(model.nbdb_table, obj.id)
+    reaper_commits = _count_commits(backend, expiry, lambda: db.refresh(obj, 60))
+    try:
+        assert backend.reap() == 0
+    finally:
+        del backend.commit_once
+    assert reaper_commits == [0], "the reaper committed again after its deadline moved"
+    assert db.get(model, obj.id) == obj
+    assert backend.reap() == 0  # refreshed: not reaped later either
+
+
+def test_a_delete_that_keeps_conflicting_reads_no_claim_after_its_last_attempt(db: Database) -> None:
+    # After each failed attempt the family reads the claims the commit released (vet_released), for the next
+    # plan. After the last one there is no next plan: that read (a round trip) changed nothing.
+    backend = db.backend
+    assert isinstance(backend, KeyValueBackend)
+    obj = db.create(KitNamed(name="a"))
+    claim = backend.layout.unique("KitNamed", UniqueKey("name", KitNamed.unique_text(("name",), {"name": "a"})))
+    real_get_keys = backend.get_keys
+    seen: list[str] = []
+
+    def get_keys(keys: Sequence[str]) -> list[KeyValue | None]:
+        if claim in keys:
+            seen.append("claim read")
+        return real_get_keys(keys)
+
+    def move() -> None:  # before each commit of the delete, another write of the object fails it
+        db.update(db.get(KitNamed, obj.id).replace(tags=[str(len(seen))]))
+        seen.append("commit")
+
+    deletes = _count_commits(backend, claim, move, every=True)
+    backend.get_keys = get_keys  # type: ignore[method-assign]
+    try:
+        with pytest.raises(nbdb.ConflictError):
+            db.delete(KitNamed, obj.id)
+    finally:
+        del backend.commit_once, backend.get_keys
+    assert len(deletes) > 1
+    assert seen == ["commit", "claim read"] * (len(deletes) - 1) + ["commit"], seen
+    assert db.get(KitNamed, obj.id).name == "a"

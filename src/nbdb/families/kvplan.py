@@ -685,7 +685,7 @@ def _plan_unique(
                 deletes.append(ukey)
 
 
-def vet_released(backend: KeyValueBackend, ops: Sequence[WriteOp], plan: Plan, claims: Claims) -> None:
+def vet_released(backend: KeyValueBackend, ops: Sequence[WriteOp], plan: Plan, claims: Claims) -> bool:
     """After a commit's conditions failed, read the claims it released into ``claims`` for the next plan.
 
     nbdb writes a claim in the commit that writes its holder's index, naming that holder, and releases it
@@ -697,68 +697,67 @@ def vet_released(backend: KeyValueBackend, ops: Sequence[WriteOp], plan: Plan, c
       the commit goes ahead without its delete: deleted, it freed the value under its true holder (a create
       of the value then succeeded beside it), and refused, the object written could never go;
     - the claim lies: it holds no id, or names an object that does not exist or whose index does not hold
-      the value. CorruptRecordError naming the key, which stays as it was (its delete destroyed the
-      evidence), once a second read finds it unchanged (else it moved meanwhile: planned again).
+      the value. CorruptRecordError naming the key (:func:`check_claim_held`, the rule of every claim found
+      wrong), which stays as it was (its delete destroyed the evidence), once a second read finds it
+      unchanged (else it moved meanwhile: planned again).
 
     A claim naming another object the commit writes, or gone, is noted for the next plan as it is.
+    Returns whether the next plan releases any claim otherwise than ``plan`` did (found gone, with its true
+    holder, or moved meanwhile): if not, the claims did not fail the commit, and a retry that cannot see
+    another change (the reaper's, whose deadline was read once) fails again.
     """
     if not plan.released:
-        return
+        return False
     layout = backend.layout
     keys = list(plan.released)
     writers = {id_text(op.id).encode() for op in ops}
+    differs = False
     for key, kv in zip(keys, backend.get_keys(keys), strict=True):
+        planned = claims.get(key, (plan.released[key], False))
         if kv is None:
-            claims[key] = (None, False)
-            continue
-        value = kv.value
-        if value == plan.released[key] or value in writers:
-            claims[key] = (value, False)
-            continue
-        table = layout.unique_table(key)
-        if table is None:  # pragma: no cover - the planner releases claims only
-            continue
-        owner = value.decode(errors="replace") if isinstance(value, bytes) else repr(value)
-        why = _claim_held(backend, table, key, owner)
-        if why is None:
-            claims[key] = (value, True)  # a true claim: the index of the object written lies
-            continue
-        again = backend.get_key(key)
-        if again is None or again[1:] != kv[1:]:  # value, version, mod_revision: it moved meanwhile
-            claims.pop(key, None)
-            continue
-        raise errors.CorruptRecordError(
-            f"unique key {key!r}, which this write releases, names {owner[:40]!r}, not the {table} written, and "
-            f"{why}: another writer's (set the key to the id of the {table} that holds the value, the one written "
-            "if no other one holds it, then write again)",
-            table=table,
-            key=key,
-        )
+            found: tuple[bytes | None, bool] = (None, False)
+        elif kv.value == plan.released[key] or kv.value in writers:
+            found = (kv.value, False)
+        else:
+            table = layout.unique_table(key)
+            if table is None:  # pragma: no cover - the planner releases claims only
+                continue
+            owner = _owner(kv.value)
+            if owner is not None and str(owner).encode() != kv.value:
+                owner = None  # an id spelt otherwise: no write of its holder would release it
+            why = _claim_held(backend, table, key, owner)
+            if why is not None:
+                check_claim_held(backend, kv, table, kv.value if owner is None else owner, why, released=True)
+                claims.pop(key, None)  # it moved meanwhile
+                differs = True
+                continue
+            found = (kv.value, True)  # a true claim: the index of the object written lies
+        claims[key] = found
+        differs = differs or found != planned
+    return differs
 
 
-def _claim_held(backend: KeyValueBackend, table: str, key: str, owner: str) -> str | None:
-    """Why the object the claim ``key`` names, ``owner`` (its text), does not hold its value; None if it does.
+def _claim_held(backend: KeyValueBackend, table: str, key: str, owner: uuid.UUID | None) -> str | None:
+    """Why the object the claim ``key`` names, ``owner``, does not hold its value (worded for
+    :func:`check_claim_held`); None if it does.
 
-    It holds it if its index record lists a value whose claim is ``key``. The id must be spelt as the family
-    spells ids: a claim naming its holder otherwise would be released by no write of it.
+    It holds it if its index record lists a value whose claim is ``key``. ``owner`` is None if the claim
+    holds no id spelt as the family spells ids: a claim naming its holder otherwise would be released by
+    no write of it.
     """
-    try:
-        spelt = str(uuid.UUID(owner)) == owner
-    except ValueError:
-        spelt = False
-    if not spelt:
-        return "that is no id"
+    if owner is None:
+        return "is no id"
     layout = backend.layout
     found = backend.whole_keys([layout.index(table, owner)])[0]
     if found is None:
-        return f"no such {table} exists"
+        return "does not exist"
     try:
         unique = layout.decode_index(found).unique
     except errors.CorruptRecordError:
-        return "its index is damaged too"
+        return "has a damaged index"
     if any(layout.unique(table, value) == key for value in unique):
         return None
-    return "that one does not hold the value"
+    return "does not hold it"
 
 
 def encode_deadline(deadline: float) -> bytes:
@@ -824,16 +823,27 @@ def diagnose(backend: KeyValueBackend, ops: Sequence[WriteOp], shape: rules.Tran
 
 
 def check_claim_held(
-    backend: KeyValueBackend, claim: KeyValue, table: str, owner: uuid.UUID, why: str = "does not exist"
+    backend: KeyValueBackend,
+    claim: KeyValue,
+    table: str,
+    owner: uuid.UUID | bytes,
+    why: str = "does not exist",
+    released: bool = False,
 ) -> None:
-    """CorruptRecordError if ``claim`` names ``owner`` still, unchanged, though ``owner`` was found absent.
+    """CorruptRecordError if ``claim`` names ``owner`` still, unchanged, though ``owner`` was found not to
+    hold its value (``why``: it does not exist, does not hold it, is no id, ...); if it moved, nothing.
 
-    nbdb writes and deletes a claim in the commit that writes and deletes its holder, so a claim that stayed
-    put across a read that found no holder named no object at that read: another writer's (or one it left).
-    A claim that "was taken" by nobody made a create fail for ever (``UniqueViolationError`` by an object
-    ``get`` did not find, ``may_exist`` a ``ConflictError`` "try again"). As the family's ``_unplaced``, for stores
-    whose point reads see whole commits only (on Hazelcast a create's claim may land before its index).
+    nbdb writes and deletes a claim in the commit that writes its holder's index with the value and the one
+    that drops it, so a claim that stayed put across a read that found its holder without the value named
+    no holder at that read: another writer's (or one it left). A claim that "was taken" by nobody made a
+    create fail for ever (``UniqueViolationError`` by an object ``get`` did not find, ``may_exist`` a
+    ``ConflictError`` "try again"). The one rule, and error, of every claim found wrong on every key-value
+    store: a create's (:func:`diagnose`, ``check_unique_claim``) and a release's (:func:`vet_released`,
+    ``released``: the write releases the claim). The caller reads the holder whole
+    (:meth:`~nbdb.families.kv.KeyValueBackend.whole_keys`: on Hazelcast a claim may land before its
+    holder's index). ``owner`` is the claim's stored value when it holds no id.
     """
+    named = owner if isinstance(owner, uuid.UUID) else repr(owner[:40].decode(errors="replace"))
     again = backend.get_key(claim.key)
     if again is not None and again[1:] == claim[1:]:  # value, version, mod_revision
         # The advice was "delete the key" whatever: when another tool had pointed the claim away from the
@@ -855,8 +865,9 @@ def check_claim_held(
             )
         else:
             advice = f"no {table} holds the value: delete the key to free it"
+        releases = ", which this write releases," if released else ""
         raise errors.CorruptRecordError(
-            f"unique key {claim.key!r} names {table} {owner}, which {why}: another writer's ({advice})",
+            f"unique key {claim.key!r}{releases} names {table} {named}, which {why}: another writer's ({advice})",
             table=table,
             key=claim.key,
         )

@@ -1169,7 +1169,13 @@ class HazelcastBackend(ChangeLogBackend):
             return reply
 
         reply = self._retrying(attempt)
-        if reply is None or reply[0] == FALLBACK:
+        if reply is None:
+            return None
+        if reply[0] == FALLBACK:
+            # Data nbdb did not write, a decided commit to roll forward, or a member of another protocol
+            # (one of protocol 1 hands back a task with a condition kind it does not know, nothing written):
+            # asked again, so that such a member costs one task, not one more round trip every commit.
+            self._member_code_present()
             return None
         if reply[0] != APPLIED:  # pragma: no cover - the task replies nothing else
             raise errors.CommitUnknownError(f"hazelcast at {self.config.where}: the member replied {reply!r}")
@@ -1217,7 +1223,8 @@ class HazelcastBackend(ChangeLogBackend):
             if failure.unsent:
                 raise failure.error from None
             if isinstance(exc, hzerrors.HazelcastSerializationError) and not self._member_code_present():
-                # The member refused the task unread (a member that joined without the jar): nothing ran.
+                # The member refused the task unread (a member that joined without the jar, or with one of
+                # another protocol): nothing ran.
                 return None
             raise errors.CommitUnknownError(
                 f"hazelcast at {self.config.where}: the reply to a commit run in the member was lost ({exc})"
@@ -1226,19 +1233,22 @@ class HazelcastBackend(ChangeLogBackend):
             self._local_commit.release()
 
     def _member_code_present(self) -> bool:
-        """Whether the member owning the commit lock runs nbdb's tasks (asked again; off for good if not)."""
+        """Whether the member owning the commit lock runs nbdb's tasks in this client's protocol (asked again;
+        off for good if not: a member without the jar, or with one of another protocol, as a rolling deploy
+        brings)."""
         try:
-            self.gate.send(lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask())).result()
+            reply = self.gate.send(lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask())).result()
         except hzerrors.HazelcastSerializationError:
-            log.warning(
-                "hazelcast at %s: a member lacks nbdb's member-side jar: commits go back to six round trips",
-                self.config.where,
-            )
-            self.member_commit = False
-            return False
+            why = "a member lacks nbdb's member-side jar"
         except hzerrors.HazelcastError:
             return True  # cannot tell: the caller reports the outcome as unknown
-        return True
+        else:
+            if list(reply)[:1] == [PROTOCOL]:
+                return True
+            why = f"the member owning the commit lock speaks protocol {list(reply)[:1]}, this client {PROTOCOL}"
+        log.warning("hazelcast at %s: %s: commits go back to six round trips", self.config.where, why)
+        self.member_commit = False
+        return False
 
     def then_send(self, future: Any, send: Callable[[Any], Any]) -> Any:
         """A future of what ``send(future)`` returns (a future is followed), ``send`` run from a reply callback.

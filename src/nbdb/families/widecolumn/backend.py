@@ -41,7 +41,7 @@ from nbdb.families.widecolumn.fences import Fences
 from nbdb.families.widecolumn.lease import LeaseRows
 from nbdb.families.widecolumn.options import WideColumnOptions, tries
 from nbdb.families.widecolumn.partitions import Partitions
-from nbdb.families.widecolumn.planner import Change, Plan
+from nbdb.families.widecolumn.planner import WRITTEN, Change, Plan
 from nbdb.families.widecolumn.primitives import WideColumnStore
 from nbdb.families.widecolumn.references import ReferenceProtocol
 from nbdb.families.widecolumn.sequencer import RevisionSequencer
@@ -192,18 +192,12 @@ class WideColumnBackend(Backend):
         for _ in tries(self.options.commit):
             current = p.record(part, table, id)
             old_version = 0 if current is None else current.version
-            raw = Plan(part, statements=[(L.W_RAW, (p.ns, part, L.OBJECT, 0, table, id, data, old_version + 1, id))])
-            raw.changes.append(  # W_RAW leaves the row's wrev as it was: the change names none
-                Change(
-                    table,
-                    id,
-                    data,
-                    old_version + 1,
-                    None if current is None else current.data,
-                    old_version,
-                    written=False,
-                )
-            )
+            # Another writer's write is a commit at a revision of its own, as any: its row names that
+            # revision (wrev), which its copies (read, listed, watched) carry and its next write compares.
+            raw = Plan(part)
+            raw.stamp(L.W_RAW, (p.ns, part, L.OBJECT, 0, table, id, data, old_version + 1, id, WRITTEN))
+            old_data, old_written = (None, None) if current is None else (current.data, current.written)
+            raw.changes.append(Change(table, id, data, old_version + 1, old_data, old_version, old_written))
             if self.committer.send(part, self.sequencer.allocate(part, frozenset([table])), raw):
                 p.remember((table, id), part)
                 return

@@ -410,7 +410,7 @@ class Committer:
                 c.version,
                 c.old_data,
                 c.old_version,
-                g if c.written and c.version else None,
+                g if c.version else None,
                 c.old_written,
             )
             for c in plan.changes

@@ -196,7 +196,8 @@ W_UPDATE_UNIQUE_WRITTEN = Update(
     conditions=(Compare("version"), Compare("wrev")),
 )
 """:data:`W_UPDATE` and :data:`W_UPDATE_UNIQUE` of a copy that knows the revision that wrote it: that one too."""
-W_RAW = Update(DATA, OBJECT_KEY, set=("data", "version", "oid"))
+W_RAW = Update(DATA, OBJECT_KEY, set=("data", "version", "oid", "wrev"))
+"""``write_raw``'s: another writer's bytes, stamped with the revision of its commit as every write's row is."""
 W_DELETE = Delete(DATA, OBJECT_KEY, conditions=(Compare("version"), Compare("referrers")))
 W_DELETE_WRITTEN = Delete(DATA, OBJECT_KEY, conditions=(Compare("version"), Compare("referrers"), Compare("wrev")))
 """A delete of a copy that knows the revision that wrote it: that one too."""

@@ -106,8 +106,6 @@ class Change:
     old_version: int
     old_written: int | None = None
     """The revision that wrote the old value (None: unknown, or absent)."""
-    written: bool = True
-    """Whether the new value's row carries its commit's revision (``wrev``): a raw write's does not."""
 
 
 @dataclass(slots=True)
@@ -157,7 +155,7 @@ class Plan:
         # finds an index entry whose change rows expired first.
         ttl = history + 3600
         for c in self.changes:
-            written = revision if c.written and c.version else None  # the new value's, as its row holds it
+            written = revision if c.version else None  # the new value's, as its row holds it
             out.append(
                 (L.W_CHANGE, (namespace, self.partition, L.CHANGE, revision, c.table, c.id, c.data, c.version,
                               c.old_data, c.old_version, written, c.old_written, ttl))
