@@ -210,9 +210,10 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
         # the commit's token (family._result, on every connection: another Database's result too): the put
         # carries that token (nbdb.models.base.written_of), compared as a read copy's. What is left a Revision
         # carries none (a mutation's read-back, whose row keeps the token of the commit that put it; an
-        # unpickled or deep-copied result keeps its token, nbdb.revision.Revision.__reduce__): compared with the clock: stale when it is of this connection's and the replica saw the
-        # row change after it (at one version: deleted and created again); another clock's says nothing here,
-        # compared by its version alone, as a copy built by hand.
+        # unpickled or deep-copied result keeps its token, nbdb.revision.Revision.__reduce__): compared with
+        # the clock: stale when it is of this connection's and the replica saw the row change after it (at
+        # one version: deleted and created again); another clock's says nothing here, compared by its
+        # version alone, as a copy built by hand.
         if type(written) is Revision:
             stale = written.scope is replica.clock and written < replica.changed_at.get((op.table, op.id.int), 0)
         else:
