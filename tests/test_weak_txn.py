@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
+from nbdb.writes import put_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -201,3 +202,73 @@ def test_a_transaction_deleting_a_switch_takes_a_group_it_updates_as_stored(url:
             txn.delete(sw)
             txn.update(moved.replace(switch=other.id))
         assert db.list(ForwardingGroup) == [] and [s.name for s in db.list(LogicalSwitch)] == ["other"]
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_transaction_whose_planned_drops_were_refused_walks_the_stored_referrers_again(url: str) -> None:
+    # The store refused the port's delete for a group (g1): its drop was planned; another writer put the
+    # port in a second group (g2) before that commit, which the store refused naming g2 alone (g1's drop
+    # was in the commit). A plan from the named referrers only drops g2's, and the next commit is refused
+    # for g1 again (nothing was applied): the plans alternate until the transaction gives up.
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        g1 = db.create(PortGroup(name="g1", ports=[port.id]))
+        g2 = db.create(PortGroup(name="g2"))
+        backend = db.backend
+        real = backend.commit
+        calls = [0]
+
+        def commit(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls[0] += 1
+            if calls[0] == 2:  # the transaction's second try, which drops g1's reference: g2 gains the port
+                real([put_of(g2.replace(ports=[port.id]), g2.version)[0]])
+            return real(*args, **kwargs)
+
+        backend.commit = commit  # type: ignore[method-assign]
+        try:
+            with db.transaction() as txn:
+                txn.delete(port)
+        finally:
+            del backend.commit
+        assert db.list(LogicalSwitchPort) == []
+        assert db.get(PortGroup, g1.id).ports == [] and db.get(PortGroup, g2.id).ports == []
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_delete_whose_named_referrer_let_go_meanwhile_drops_the_new_one(url: str, in_transaction: bool) -> None:
+    # The store refused the port's delete naming g1; before the refusal was weighed, another writer moved
+    # the port from g1 to g2. The plan from the named referrers (g1, which no longer holds it) is the
+    # delete alone, which the store refuses again, naming g2, a weak referrer the delete can drop.
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        g1 = db.create(PortGroup(name="g1", ports=[port.id]))
+        g2 = db.create(PortGroup(name="g2"))
+        backend = db.backend
+        real = backend.read_many
+        moved = [False]
+
+        def read_many(keys):  # type: ignore[no-untyped-def]
+            if not moved[0]:  # the refusal's read: the other writer moved the port first
+                moved[0] = True
+                backend.commit(
+                    [
+                        put_of(g1.replace(ports=[]), g1.version)[0],
+                        put_of(g2.replace(ports=[port.id]), g2.version)[0],
+                    ]
+                )
+            return real(keys)
+
+        backend.read_many = read_many  # type: ignore[method-assign]
+        try:
+            if in_transaction:
+                with db.transaction() as txn:
+                    txn.delete(port)
+            else:
+                db.delete(port)
+        finally:
+            del backend.read_many
+        assert moved[0] and db.list(LogicalSwitchPort) == []
+        assert db.get(PortGroup, g2.id).ports == []
