@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nbdb
+from nbdb import errors
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
 from nbdb.writes import put_of
 
@@ -235,6 +236,37 @@ def test_a_transaction_whose_planned_drops_were_refused_walks_the_stored_referre
         assert db.get(PortGroup, g1.id).ports == [] and db.get(PortGroup, g2.id).ports == []
 
 
+def _delete_port(db: nbdb.Database, port: LogicalSwitchPort, in_transaction: bool) -> None:
+    if in_transaction:
+        with db.transaction() as txn:
+            txn.delete(port)
+    else:
+        db.delete(port)
+
+
+def _delete_while_another_writer_moves_it(
+    db: nbdb.Database, port: LogicalSwitchPort, in_transaction: bool, *groups: PortGroup
+) -> None:
+    """Delete ``port`` while another writer stores ``groups`` (as given) before the first read after the
+    store's refusal: the refusal's read of the referrers it named."""
+    backend = db.backend
+    real = backend.read_many
+    moved = [False]
+
+    def read_many(keys):  # type: ignore[no-untyped-def]
+        if not moved[0]:  # the refusal's read: the other writer moved the port first
+            moved[0] = True
+            backend.commit([put_of(group, db.get(PortGroup, group.id).version)[0] for group in groups])
+        return real(keys)
+
+    backend.read_many = read_many  # type: ignore[method-assign]
+    try:
+        _delete_port(db, port, in_transaction)
+    finally:
+        del backend.read_many
+    assert moved[0]
+
+
 @pytest.mark.parametrize("in_transaction", [False, True])
 @pytest.mark.parametrize("url", ["memory://", "sqlite://"])
 def test_a_delete_whose_named_referrer_let_go_meanwhile_drops_the_new_one(url: str, in_transaction: bool) -> None:
@@ -246,29 +278,55 @@ def test_a_delete_whose_named_referrer_let_go_meanwhile_drops_the_new_one(url: s
         port = db.create(LogicalSwitchPort(switch=sw, name="p"))
         g1 = db.create(PortGroup(name="g1", ports=[port.id]))
         g2 = db.create(PortGroup(name="g2"))
-        backend = db.backend
-        real = backend.read_many
-        moved = [False]
-
-        def read_many(keys):  # type: ignore[no-untyped-def]
-            if not moved[0]:  # the refusal's read: the other writer moved the port first
-                moved[0] = True
-                backend.commit(
-                    [
-                        put_of(g1.replace(ports=[]), g1.version)[0],
-                        put_of(g2.replace(ports=[port.id]), g2.version)[0],
-                    ]
-                )
-            return real(keys)
-
-        backend.read_many = read_many  # type: ignore[method-assign]
-        try:
-            if in_transaction:
-                with db.transaction() as txn:
-                    txn.delete(port)
-            else:
-                db.delete(port)
-        finally:
-            del backend.read_many
-        assert moved[0] and db.list(LogicalSwitchPort) == []
+        _delete_while_another_writer_moves_it(db, port, in_transaction, g1.replace(ports=[]), g2.replace(ports=[port.id]))
+        assert db.list(LogicalSwitchPort) == []
         assert db.get(PortGroup, g2.id).ports == []
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_delete_whose_only_named_referrer_let_go_meanwhile_is_made(url: str, in_transaction: bool) -> None:
+    # As above, but the other writer took the port out of g1 alone: a walk afresh finds no referrer, and
+    # the delete alone, the very plan refused, is what the store now takes (it was weighed against the
+    # refused plan, and the stale refusal raised).
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        g1 = db.create(PortGroup(name="g1", ports=[port.id]))
+        _delete_while_another_writer_moves_it(db, port, in_transaction, g1.replace(ports=[]))
+        assert db.list(LogicalSwitchPort) == [] and db.get(PortGroup, g1.id).ports == []
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_store_naming_a_referrer_that_does_not_hold_the_target_ends_in_a_typed_error(
+    url: str, in_transaction: bool
+) -> None:
+    # A stale refusal is walked afresh without weighing the plan against the refused one: a store that
+    # names, every time, a group that does not hold the port (a broken store, injected here) still ends
+    # within the attempt limit, in a ConflictError, with nothing deleted.
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        group = db.create(PortGroup(name="g"))
+        backend = db.backend
+        real = backend.commit
+        target = (LogicalSwitchPort.nbdb_table, port.id)
+        calls = [0]
+
+        def commit(ops, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if any((op.table, op.id) == target for op in ops):
+                calls[0] += 1
+                raise errors.ReferenceError(
+                    "refused", target=target, referrers=((PortGroup.nbdb_table, group.id),)
+                )
+            return real(ops, *args, **kwargs)
+
+        backend.commit = commit  # type: ignore[method-assign]
+        try:
+            with pytest.raises(errors.ConflictError):
+                _delete_port(db, port, in_transaction)
+        finally:
+            del backend.commit
+        assert 1 < calls[0] <= 50
+        assert [p.name for p in db.list(LogicalSwitchPort)] == ["p"]

@@ -27,7 +27,7 @@ from uuid import UUID
 from nbdb import errors, page_token
 from nbdb.cache import EXITING, Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
-from nbdb.cascade import Known, cascade_ops, read_refusal, weak_drops, weakly_referenced
+from nbdb.cascade import AFRESH, Known, cascade_ops, read_refusal, weak_drops, weakly_referenced
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
     CommitContext,
@@ -708,7 +708,12 @@ class Database:
                     read = read_refusal(self._backend, root, exc.referrers)
                     if read is None:
                         raise
-                    if plan == {root}:
+                    if read is AFRESH:
+                        # Stale: a named referrer let go of the root meanwhile (another writer may have
+                        # put it in a referrer not named). The walk lists them again, and its plan is not
+                        # weighed against this one, made from what the store held then.
+                        plan = None
+                    elif plan == {root}:
                         known = read
                 refused, last, plan_now = plan, exc, True
                 log.debug("delete: %s %s gained a referrer meanwhile; planning the cascade again", *root)

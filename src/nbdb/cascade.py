@@ -20,6 +20,7 @@ and drops the weak references to them as to the owner.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence, Set
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
 from nbdb import errors
@@ -29,6 +30,7 @@ from nbdb.spi import Backend, Delete, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
 __all__ = [
+    "AFRESH",
     "Walk",
     "cascade_ops",
     "drops_of",
@@ -87,36 +89,47 @@ def owns(table: str) -> bool:
 
 Known = Mapping[RefKey, Mapping[RefKey, Model | None]]
 """Referrers of some targets the caller has read already (a store's refusal named them all), by target: each
-referrer's stored object (None: gone since it was named). Neither listed nor read again (see :func:`read_refusal`)."""
+referrer's stored object (None: not found). Neither listed nor read again (see :func:`read_refusal`)."""
+
+
+AFRESH: Known = MappingProxyType({})
+"""What :func:`read_refusal` returns for a stale refusal: nothing known, the walk lists every referrer again."""
 
 
 def read_refusal(backend: Backend, target: RefKey, referrers: Sequence[RefKey]) -> Known | None:
     """The ``referrers`` a store named refusing ``target``'s plain delete, read, for the walk that plans
-    the delete again (its ``known``); None if the refusal stands.
+    the delete again (its ``known``); None if the refusal stands; :data:`AFRESH` if it is stale.
 
     It stands when one of them holds a reference to ``target`` that the delete can neither drop (weak)
     nor take along (an object ``target`` owns), or cannot be read (another writer corrupted it):
-    planning the delete again cannot help. Otherwise the walk starts from these reads rather than
-    listing and reading the referrers again.
+    planning the delete again cannot help. It is stale when one of them is gone or no longer holds
+    ``target`` (another writer let go of it meanwhile, and may have put it in another referrer the
+    store did not name): the walk lists the referrers again, and the caller does not weigh the plan
+    against the refused one (it was made from what the store held then), its attempts still bounded.
+    Otherwise the walk starts from these reads rather than listing and reading the referrers again.
     """
     keys = list(referrers)
     read: dict[RefKey, Model | None] = {}
+    stale = False
     for key, record in zip(keys, backend.read_many(keys), strict=True):
         if record is None:
-            read[key] = None  # gone since (the walk skips it)
+            stale = True  # gone since
             continue
         try:
             obj = decode(model_for_table(key[0]), record)
         except errors.CorruptRecordError:
             return None  # a referrer another writer corrupted: no plan can drop it or take it along
         read[key] = obj
+        holds = False
         for spec in obj.nbdb_references:
             if spec.target == target[0] and target[1] in spec.ids(obj):
+                holds = True
                 if _owning(type(obj), spec):
                     break  # taken along with the target, whatever else it holds
                 if not spec.weak or without_weak(obj, {target}) is None:
                     return None
-    return {target: read}
+        stale = stale or not holds
+    return AFRESH if stale else {target: read}
 
 
 def cascade_ops(backend: Backend, root: Delete) -> list[WriteOp]:

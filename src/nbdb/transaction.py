@@ -12,6 +12,7 @@ from uuid import UUID
 
 from nbdb import errors
 from nbdb.cascade import (
+    AFRESH,
     Known,
     Walk,
     drops_of,
@@ -313,13 +314,17 @@ class Transaction:
                     raise
                 mine = ops[: len(ops) - len(drops)]
                 known: Known | None = None
+                stale = False
                 if exc.target in doomed and exc.referrers is not None:
                     # The store named every referrer it refused the delete for: one no plan can drop or
                     # take along (a port of a switch deleted here) refuses any, without walking them again.
+                    # One that let go of the target meanwhile makes the refusal stale: the walk lists the
+                    # referrers again, and its plan is not weighed against the refused one.
                     known = read_refusal(context.backend, exc.target, exc.referrers)
                     if known is None:
                         raise
-                    if drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
+                    stale = known is AFRESH
+                    if stale or drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
                         # It named those still pointing to the target once the commit is applied, not
                         # those the commit's drops or updates moved away: the walk, which plans from the
                         # stored copies, lists them again (a group of a switch deleted here that the
@@ -335,7 +340,7 @@ class Transaction:
                     continue
                 own = {(op.table, op.id) for op in mine}
                 plan = weak_drops(context.backend, [op for op in mine if isinstance(op, Delete)], own, known)
-                if {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
+                if not stale and {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
                     raise
                 plan_weak, replanned = True, plan
                 log.debug("transaction: a weak referrer refused its deletes; dropping the references")
