@@ -310,9 +310,7 @@ def test_a_store_naming_a_referrer_that_does_not_hold_the_target_ends_in_a_typed
         def commit(ops, *args, **kwargs):  # type: ignore[no-untyped-def]
             if any((op.table, op.id) == target for op in ops):
                 calls[0] += 1
-                raise errors.ReferenceError(
-                    "refused", target=target, referrers=((PortGroup.nbdb_table, group.id),)
-                )
+                raise errors.ReferenceError("refused", target=target, referrers=((PortGroup.nbdb_table, group.id),))
             return real(ops, *args, **kwargs)
 
         backend.commit = commit  # type: ignore[method-assign]
