@@ -186,11 +186,13 @@ def test_an_owners_refused_delete_lists_and_reads_each_referrer_once(url: str, i
 
 
 @pytest.mark.parametrize("url", ["memory://", "sqlite://"])
-def test_a_transaction_deleting_a_switch_takes_a_group_it_updates_as_stored(url: str) -> None:
-    # The store refused the switch's delete for the group the transaction leaves, naming only the groups
-    # still its own once the transaction's writes are applied: a walk planned from those alone left the
-    # group the transaction moves to another switch moved, where the walk from the stored copies (and
-    # OVSDB's) takes it along with the switch, its stored owner.
+def test_a_transaction_deleting_a_switch_keeps_a_group_it_moves_to_another(url: str) -> None:
+    # The store refused the switch's delete for the group the transaction leaves on it, naming only the
+    # groups still its own once the transaction's writes are applied. The walk, which lists the switch's
+    # groups as stored, took the group the transaction moves to another switch along with the switch
+    # (its result None), where without the other group the commit kept it, moved: the outcome hung on an
+    # unrelated sibling. Ownership is planned from the transaction's written copies, as ovsdb-server keeps
+    # a row another row references after the commit: the group moved stays, the one left goes.
     from nbdb.models.ovn import ForwardingGroup
 
     with nbdb.connect(url) as db:
@@ -202,7 +204,9 @@ def test_a_transaction_deleting_a_switch_takes_a_group_it_updates_as_stored(url:
         with db.transaction() as txn:
             txn.delete(sw)
             txn.update(moved.replace(switch=other.id))
-        assert db.list(ForwardingGroup) == [] and [s.name for s in db.list(LogicalSwitch)] == ["other"]
+        assert txn.results[1] == db.get(ForwardingGroup, moved.id) and txn.results[1].switch == other.id
+        assert [g.name for g in db.list(ForwardingGroup)] == ["moved"]
+        assert [s.name for s in db.list(LogicalSwitch)] == ["other"]
 
 
 @pytest.mark.parametrize("url", ["memory://", "sqlite://"])

@@ -259,23 +259,35 @@ def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known | None
     return found
 
 
-def walk_deletes(backend: Backend, roots: Sequence[RefKey], known: Known | None = None) -> Walk:
+def walk_deletes(
+    backend: Backend,
+    roots: Sequence[RefKey],
+    known: Known | None = None,
+    written: Mapping[RefKey, Model] | None = None,
+) -> Walk:
     """The stored objects deleting ``roots`` takes along (``nbdb_owned_by``) and the other referrers it reaches.
 
     A transaction walks once the store refused its deletes: the owned objects make its own writes of
     them deletes (as a plain delete of the owner treats their stored copies, see
     :class:`nbdb.transaction.Transaction`), and :func:`drops_of` plans its next try from the same reads.
-    ``known``: referrers read already (see :data:`Known`).
+    ``known``: referrers read already (see :data:`Known`). ``written``: the transaction's own updates, by
+    key: an object's owner is the one its written copy names (one it moves to an owner not deleted stays,
+    as ovsdb-server keeps a row another row references after the commit).
     """
-    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, frozenset(), known))
+    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, frozenset(), known, written))
 
 
 def _owned_and_referrers(
-    backend: Backend, roots: Sequence[RefKey], skip: Set[RefKey], known: Known | None
+    backend: Backend,
+    roots: Sequence[RefKey],
+    skip: Set[RefKey],
+    known: Known | None,
+    written: Mapping[RefKey, Model] | None = None,
 ) -> tuple[dict[RefKey, Model], dict[RefKey, Model]]:
     """The stored objects ``roots`` own, recursively, and the other stored referrers of them and of ``roots``
     (but those in ``skip``), each by key; ``known``: referrers read already (see :data:`Known`), each read
-    once whatever the targets it refers to."""
+    once whatever the targets it refers to; ``written``: copies whose owner counts instead of the stored
+    copy's (see :func:`walk_deletes`)."""
     level = [root for root in roots if weakly_referenced(root[0])]
     doomed = set(level)
     owned: dict[RefKey, Model] = {}
@@ -292,9 +304,10 @@ def _owned_and_referrers(
             obj = read[key]
             if obj is None:
                 continue  # gone since it was listed (see cascade_ops)
+            mine = written.get(key, obj) if written else obj
             if any(
-                _owning(type(obj), spec) and (spec.target, getattr(obj, spec.field)) in doomed
-                for spec in obj.nbdb_references
+                _owning(type(mine), spec) and (spec.target, getattr(mine, spec.field)) in doomed
+                for spec in mine.nbdb_references
             ):
                 doomed.add(key)
                 owned[key] = obj

@@ -418,7 +418,19 @@ class Transaction:
         deletes = [(op.table, op.id) for op in ops if isinstance(op, Delete)]
         if not any(owns(table) for table, _ in deletes):
             return None  # (no read when no deleted object may own one: a port group's members, say)
-        walk = walk_deletes(backend, deletes, known)
+        # Ownership from the transaction's written copies: an object its update moves to an owner it does
+        # not delete stays (whether or not the owner it leaves holds another), as in ovsdb-server.
+        written: dict[RefKey, Model] = {}
+        for step in self._steps:
+            if isinstance(step, Put):
+                put, copy = step, step.value
+            elif step.done or not isinstance(step.op, Put):
+                continue
+            else:
+                put, copy = step.op, step.planned
+            if put.expect_version != 0 and isinstance(copy, Model):
+                written[(put.table, put.id)] = copy
+        walk = walk_deletes(backend, deletes, known, written)
         owned = walk.owned
         if owned.keys() <= doomed:
             return None
