@@ -299,9 +299,10 @@ def test_a_delete_whose_named_referrer_let_go_meanwhile_drops_the_new_one(
 def test_a_store_naming_a_referrer_that_does_not_hold_the_target_ends_in_a_typed_error(
     url: str, in_transaction: bool
 ) -> None:
-    # A stale refusal is walked afresh without weighing the plan against the refused one: a store that
-    # names, every time, a group that does not hold the port (a broken store, injected here) still ends
-    # within the attempt limit, in a ConflictError, with nothing deleted.
+    # A stale refusal is walked afresh without weighing the plan against the refused one; a store that
+    # names, every time, a group that does not hold the port (a damaged referrer index, injected here)
+    # ends at the second such refusal in its own ReferenceError (it ended in a ConflictError, "try again",
+    # after 50 rounds of listing and reading), with nothing deleted.
     with nbdb.connect(url) as db:
         sw = db.create(LogicalSwitch(name="sw"))
         port = db.create(LogicalSwitchPort(switch=sw, name="p"))
@@ -319,9 +320,10 @@ def test_a_store_naming_a_referrer_that_does_not_hold_the_target_ends_in_a_typed
 
         backend.commit = commit  # type: ignore[method-assign]
         try:
-            with pytest.raises(errors.ConflictError):
+            with pytest.raises(errors.ReferenceError) as refused:
                 _delete_port(db, port, in_transaction)
         finally:
             del backend.commit
-        assert 1 < calls[0] <= 50
+        assert refused.value.referrers == ((PortGroup.nbdb_table, group.id),)
+        assert calls[0] == 2  # the stale refusal walked afresh once, then the same one again: it stands
         assert [p.name for p in db.list(LogicalSwitchPort)] == ["p"]

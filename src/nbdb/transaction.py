@@ -236,6 +236,7 @@ class Transaction:
         plan_weak = False
         replanned: list[WriteOp] | None = None  # the weak drops planned when the store refused the last try
         walked: Walk | None = None  # what the walk for the owned objects read: the next plan's reads
+        stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
@@ -324,6 +325,10 @@ class Transaction:
                     if known is None:
                         raise
                     stale = known is AFRESH
+                    named = frozenset(exc.referrers)
+                    if stale and named == stale_named:
+                        raise  # named stale twice running, the same ones: the store's refusal stands (see delete)
+                    stale_named = named if stale else None
                     if stale or drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
                         # It named those still pointing to the target once the commit is applied, not
                         # those the commit's drops or updates moved away: the walk, which plans from the
