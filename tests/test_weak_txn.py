@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nbdb
+from nbdb import errors
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
+from nbdb.writes import put_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -184,11 +186,13 @@ def test_an_owners_refused_delete_lists_and_reads_each_referrer_once(url: str, i
 
 
 @pytest.mark.parametrize("url", ["memory://", "sqlite://"])
-def test_a_transaction_deleting_a_switch_takes_a_group_it_updates_as_stored(url: str) -> None:
-    # The store refused the switch's delete for the group the transaction leaves, naming only the groups
-    # still its own once the transaction's writes are applied: a walk planned from those alone left the
-    # group the transaction moves to another switch moved, where the walk from the stored copies (and
-    # OVSDB's) takes it along with the switch, its stored owner.
+def test_a_transaction_deleting_a_switch_keeps_a_group_it_moves_to_another(url: str) -> None:
+    # The store refused the switch's delete for the group the transaction leaves on it, naming only the
+    # groups still its own once the transaction's writes are applied. The walk, which lists the switch's
+    # groups as stored, took the group the transaction moves to another switch along with the switch
+    # (its result None), where without the other group the commit kept it, moved: the outcome hung on an
+    # unrelated sibling. Ownership is planned from the transaction's written copies, as ovsdb-server keeps
+    # a row another row references after the commit: the group moved stays, the one left goes.
     from nbdb.models.ovn import ForwardingGroup
 
     with nbdb.connect(url) as db:
@@ -200,4 +204,126 @@ def test_a_transaction_deleting_a_switch_takes_a_group_it_updates_as_stored(url:
         with db.transaction() as txn:
             txn.delete(sw)
             txn.update(moved.replace(switch=other.id))
-        assert db.list(ForwardingGroup) == [] and [s.name for s in db.list(LogicalSwitch)] == ["other"]
+        assert txn.results[1] == db.get(ForwardingGroup, moved.id) and txn.results[1].switch == other.id
+        assert [g.name for g in db.list(ForwardingGroup)] == ["moved"]
+        assert [s.name for s in db.list(LogicalSwitch)] == ["other"]
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_transaction_whose_planned_drops_were_refused_walks_the_stored_referrers_again(url: str) -> None:
+    # The store refused the port's delete for a group (g1): its drop was planned; another writer put the
+    # port in a second group (g2) before that commit, which the store refused naming g2 alone (g1's drop
+    # was in the commit). A plan from the named referrers only drops g2's, and the next commit is refused
+    # for g1 again (nothing was applied): the plans alternate until the transaction gives up.
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        g1 = db.create(PortGroup(name="g1", ports=[port.id]))
+        g2 = db.create(PortGroup(name="g2"))
+        backend = db.backend
+        real = backend.commit
+        calls = [0]
+
+        def commit(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls[0] += 1
+            if calls[0] == 2:  # the transaction's second try, which drops g1's reference: g2 gains the port
+                real([put_of(g2.replace(ports=[port.id]), g2.version)[0]])
+            return real(*args, **kwargs)
+
+        backend.commit = commit  # type: ignore[method-assign]
+        try:
+            with db.transaction() as txn:
+                txn.delete(port)
+        finally:
+            del backend.commit
+        assert db.list(LogicalSwitchPort) == []
+        assert db.get(PortGroup, g1.id).ports == [] and db.get(PortGroup, g2.id).ports == []
+
+
+def _delete_port(db: nbdb.Database, port: LogicalSwitchPort, in_transaction: bool) -> None:
+    if in_transaction:
+        with db.transaction() as txn:
+            txn.delete(port)
+    else:
+        db.delete(port)
+
+
+def _delete_while_another_writer_moves_it(
+    db: nbdb.Database, port: LogicalSwitchPort, in_transaction: bool, *groups: PortGroup
+) -> None:
+    """Delete ``port`` while another writer stores ``groups`` (as given) before the first read after the
+    store's refusal: the refusal's read of the referrers it named."""
+    backend = db.backend
+    real = backend.read_many
+    moved = [False]
+
+    def read_many(keys):  # type: ignore[no-untyped-def]
+        if not moved[0]:  # the refusal's read: the other writer moved the port first
+            moved[0] = True
+            backend.commit([put_of(group, db.get(PortGroup, group.id).version)[0] for group in groups])
+        return real(keys)
+
+    backend.read_many = read_many  # type: ignore[method-assign]
+    try:
+        _delete_port(db, port, in_transaction)
+    finally:
+        del backend.read_many
+    assert moved[0]
+
+
+@pytest.mark.parametrize("elsewhere", [True, False])
+@pytest.mark.parametrize("in_transaction", [False, True])
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_delete_whose_named_referrer_let_go_meanwhile_drops_the_new_one(
+    url: str, in_transaction: bool, elsewhere: bool
+) -> None:
+    # The store refused the port's delete naming g1; before the refusal was weighed, another writer moved
+    # the port from g1 to g2. The plan from the named referrers (g1, which no longer holds it) is the
+    # delete alone, which the store refuses again, naming g2, a weak referrer the delete can drop.
+    # Not ``elsewhere``: the other writer took the port out of g1 alone; a walk afresh finds no referrer,
+    # and the delete alone, the very plan refused, is what the store now takes (a transaction weighed it
+    # against the refused plan, and the stale refusal raised).
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        g1 = db.create(PortGroup(name="g1", ports=[port.id]))
+        g2 = db.create(PortGroup(name="g2"))
+        moved = [g1.replace(ports=[]), g2.replace(ports=[port.id])] if elsewhere else [g1.replace(ports=[])]
+        _delete_while_another_writer_moves_it(db, port, in_transaction, *moved)
+        assert db.list(LogicalSwitchPort) == []
+        assert db.get(PortGroup, g1.id).ports == [] and db.get(PortGroup, g2.id).ports == []
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_store_naming_a_referrer_that_does_not_hold_the_target_ends_in_a_typed_error(
+    url: str, in_transaction: bool
+) -> None:
+    # A stale refusal is walked afresh without weighing the plan against the refused one; a store that
+    # names, every time, a group that does not hold the port (a damaged referrer index, injected here)
+    # ends at the second such refusal in its own ReferenceError (it ended in a ConflictError, "try again",
+    # after 50 rounds of listing and reading), with nothing deleted.
+    with nbdb.connect(url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        group = db.create(PortGroup(name="g"))
+        backend = db.backend
+        real = backend.commit
+        target = (LogicalSwitchPort.nbdb_table, port.id)
+        calls = [0]
+
+        def commit(ops, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if any((op.table, op.id) == target for op in ops):
+                calls[0] += 1
+                raise errors.ReferenceError("refused", target=target, referrers=((PortGroup.nbdb_table, group.id),))
+            return real(ops, *args, **kwargs)
+
+        backend.commit = commit  # type: ignore[method-assign]
+        try:
+            with pytest.raises(errors.ReferenceError) as refused:
+                _delete_port(db, port, in_transaction)
+        finally:
+            del backend.commit
+        assert refused.value.referrers == ((PortGroup.nbdb_table, group.id),)
+        assert calls[0] == 2  # the stale refusal walked afresh once, then the same one again: it stands
+        assert [p.name for p in db.list(LogicalSwitchPort)] == ["p"]

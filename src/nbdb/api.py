@@ -27,7 +27,7 @@ from uuid import UUID
 from nbdb import errors, page_token
 from nbdb.cache import EXITING, Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
-from nbdb.cascade import Known, cascade_ops, read_refusal, weak_drops, weakly_referenced
+from nbdb.cascade import AFRESH, Known, cascade_ops, read_refusal, weak_drops, weakly_referenced
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
     CommitContext,
@@ -44,7 +44,7 @@ from nbdb.hub import WatchHub, open_stream
 from nbdb.models.base import Model, all_models
 from nbdb.reaper import Reaper
 from nbdb.revision import Revision
-from nbdb.spi import Backend, LockHandle, Put, RecordChange, RecordStream, UniqueKey, WriteOp
+from nbdb.spi import Backend, LockHandle, Put, RecordChange, RecordStream, RefKey, UniqueKey, WriteOp
 from nbdb.timeouts import check_seconds, timeout_of
 from nbdb.transaction import Transaction
 from nbdb.watch import ErrorHandler, Watch
@@ -673,6 +673,7 @@ class Database:
         planned = cascade or weakly_referenced(op.table)
         plan_now = cascade
         known: Known | None = None  # the root's referrers a refusal named, as read to weigh it
+        stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
             try:
@@ -708,8 +709,19 @@ class Database:
                     read = read_refusal(self._backend, root, exc.referrers)
                     if read is None:
                         raise
-                    if plan == {root}:
+                    named = frozenset(exc.referrers)
+                    if read is AFRESH:
+                        # Stale: a named referrer let go of the root meanwhile (another writer may have
+                        # put it in a referrer not named). The walk lists them again, and its plan is not
+                        # weighed against this one, made from what the store held then. Named stale twice
+                        # running, the same ones: the store's refusal stands (its own record of who refers
+                        # holds one that does not: a damaged index, which no number of tries mends).
+                        if named == stale_named:
+                            raise
+                        plan = None
+                    elif plan == {root}:
                         known = read
+                    stale_named = named if read is AFRESH else None
                 refused, last, plan_now = plan, exc, True
                 log.debug("delete: %s %s gained a referrer meanwhile; planning the cascade again", *root)
             except errors.NotFoundError as exc:

@@ -20,6 +20,7 @@ and drops the weak references to them as to the owner.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence, Set
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
 from nbdb import errors
@@ -29,6 +30,7 @@ from nbdb.spi import Backend, Delete, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
 __all__ = [
+    "AFRESH",
     "Walk",
     "cascade_ops",
     "drops_of",
@@ -87,36 +89,47 @@ def owns(table: str) -> bool:
 
 Known = Mapping[RefKey, Mapping[RefKey, Model | None]]
 """Referrers of some targets the caller has read already (a store's refusal named them all), by target: each
-referrer's stored object (None: gone since it was named). Neither listed nor read again (see :func:`read_refusal`)."""
+referrer's stored object (None: not found). Neither listed nor read again (see :func:`read_refusal`)."""
+
+
+AFRESH: Known = MappingProxyType({})
+"""What :func:`read_refusal` returns for a stale refusal: nothing known, the walk lists every referrer again."""
 
 
 def read_refusal(backend: Backend, target: RefKey, referrers: Sequence[RefKey]) -> Known | None:
     """The ``referrers`` a store named refusing ``target``'s plain delete, read, for the walk that plans
-    the delete again (its ``known``); None if the refusal stands.
+    the delete again (its ``known``); None if the refusal stands; :data:`AFRESH` if it is stale.
 
     It stands when one of them holds a reference to ``target`` that the delete can neither drop (weak)
     nor take along (an object ``target`` owns), or cannot be read (another writer corrupted it):
-    planning the delete again cannot help. Otherwise the walk starts from these reads rather than
-    listing and reading the referrers again.
+    planning the delete again cannot help. It is stale when one of them is gone or no longer holds
+    ``target`` (another writer let go of it meanwhile, and may have put it in another referrer the
+    store did not name): the walk lists the referrers again, and the caller does not weigh the plan
+    against the refused one (it was made from what the store held then), its attempts still bounded.
+    Otherwise the walk starts from these reads rather than listing and reading the referrers again.
     """
     keys = list(referrers)
     read: dict[RefKey, Model | None] = {}
+    stale = False
     for key, record in zip(keys, backend.read_many(keys), strict=True):
         if record is None:
-            read[key] = None  # gone since (the walk skips it)
+            stale = True  # gone since
             continue
         try:
             obj = decode(model_for_table(key[0]), record)
         except errors.CorruptRecordError:
             return None  # a referrer another writer corrupted: no plan can drop it or take it along
         read[key] = obj
+        holds = False
         for spec in obj.nbdb_references:
             if spec.target == target[0] and target[1] in spec.ids(obj):
+                holds = True
                 if _owning(type(obj), spec):
                     break  # taken along with the target, whatever else it holds
                 if not spec.weak or without_weak(obj, {target}) is None:
                     return None
-    return {target: read}
+        stale = stale or not holds
+    return AFRESH if stale else {target: read}
 
 
 def cascade_ops(backend: Backend, root: Delete) -> list[WriteOp]:
@@ -246,23 +259,35 @@ def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known | None
     return found
 
 
-def walk_deletes(backend: Backend, roots: Sequence[RefKey], known: Known | None = None) -> Walk:
+def walk_deletes(
+    backend: Backend,
+    roots: Sequence[RefKey],
+    known: Known | None = None,
+    written: Mapping[RefKey, Model] | None = None,
+) -> Walk:
     """The stored objects deleting ``roots`` takes along (``nbdb_owned_by``) and the other referrers it reaches.
 
     A transaction walks once the store refused its deletes: the owned objects make its own writes of
     them deletes (as a plain delete of the owner treats their stored copies, see
     :class:`nbdb.transaction.Transaction`), and :func:`drops_of` plans its next try from the same reads.
-    ``known``: referrers read already (see :data:`Known`).
+    ``known``: referrers read already (see :data:`Known`). ``written``: the transaction's own updates, by
+    key: an object's owner is the one its written copy names (one it moves to an owner not deleted stays,
+    as ovsdb-server keeps a row another row references after the commit).
     """
-    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, frozenset(), known))
+    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, frozenset(), known, written))
 
 
 def _owned_and_referrers(
-    backend: Backend, roots: Sequence[RefKey], skip: Set[RefKey], known: Known | None
+    backend: Backend,
+    roots: Sequence[RefKey],
+    skip: Set[RefKey],
+    known: Known | None,
+    written: Mapping[RefKey, Model] | None = None,
 ) -> tuple[dict[RefKey, Model], dict[RefKey, Model]]:
     """The stored objects ``roots`` own, recursively, and the other stored referrers of them and of ``roots``
     (but those in ``skip``), each by key; ``known``: referrers read already (see :data:`Known`), each read
-    once whatever the targets it refers to."""
+    once whatever the targets it refers to; ``written``: copies whose owner counts instead of the stored
+    copy's (see :func:`walk_deletes`)."""
     level = [root for root in roots if weakly_referenced(root[0])]
     doomed = set(level)
     owned: dict[RefKey, Model] = {}
@@ -279,9 +304,10 @@ def _owned_and_referrers(
             obj = read[key]
             if obj is None:
                 continue  # gone since it was listed (see cascade_ops)
+            mine = written.get(key, obj) if written else obj
             if any(
-                _owning(type(obj), spec) and (spec.target, getattr(obj, spec.field)) in doomed
-                for spec in obj.nbdb_references
+                _owning(type(mine), spec) and (spec.target, getattr(mine, spec.field)) in doomed
+                for spec in mine.nbdb_references
             ):
                 doomed.add(key)
                 owned[key] = obj

@@ -480,8 +480,9 @@ class Backend(ABC):
         return None
 
     def unwritable(self, table: str) -> str | None:
-        """Why this store reads objects of ``table`` but cannot write them (the message of
-        :meth:`check_writable`'s UnsupportedError), or None if it writes them.
+        """Why this store reads objects of ``table`` but cannot write them (the message of the UnsupportedError
+        its commit raises for a write of one), or None if it writes them: the one hook a store overrides, and
+        the one question nbdb asks (a delete's walk, ``create(may_exist=True)``, a copy).
 
         Most stores write what they read; OVSDB cannot write a table whose schema has no ``external_ids``
         (OVN's ``Load_Balancer_Group``), where nbdb keeps an object's version and topic. Such a store
@@ -490,13 +491,6 @@ class Backend(ABC):
         Asked of every referrer a delete's walk reads: cheap, and no exception to catch.
         """
         return None
-
-    def check_writable(self, table: str) -> None:
-        """Raise UnsupportedError, saying why, if this store reads objects of ``table`` but cannot write them
-        (see :meth:`unwritable`, which a store overrides)."""
-        why = self.unwritable(table)
-        if why is not None:
-            raise UnsupportedError(why)
 
     def check_readable(self, tables: Sequence[str]) -> None:
         """Raise UnsupportedError (saying why) if this store serves a database meant to hold one of ``tables``

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from nbdb import errors
 from nbdb.cascade import (
+    AFRESH,
     Known,
     Walk,
     drops_of,
@@ -235,6 +236,7 @@ class Transaction:
         plan_weak = False
         replanned: list[WriteOp] | None = None  # the weak drops planned when the store refused the last try
         walked: Walk | None = None  # what the walk for the owned objects read: the next plan's reads
+        stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
@@ -313,13 +315,21 @@ class Transaction:
                     raise
                 mine = ops[: len(ops) - len(drops)]
                 known: Known | None = None
+                stale = False
                 if exc.target in doomed and exc.referrers is not None:
                     # The store named every referrer it refused the delete for: one no plan can drop or
                     # take along (a port of a switch deleted here) refuses any, without walking them again.
+                    # One that let go of the target meanwhile makes the refusal stale: the walk lists the
+                    # referrers again, and its plan is not weighed against the refused one.
                     known = read_refusal(context.backend, exc.target, exc.referrers)
                     if known is None:
                         raise
-                    if drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
+                    stale = known is AFRESH
+                    named = frozenset(exc.referrers)
+                    if stale and named == stale_named:
+                        raise  # named stale twice running, the same ones: the store's refusal stands (see delete)
+                    stale_named = named if stale else None
+                    if stale or drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
                         # It named those still pointing to the target once the commit is applied, not
                         # those the commit's drops or updates moved away: the walk, which plans from the
                         # stored copies, lists them again (a group of a switch deleted here that the
@@ -335,7 +345,7 @@ class Transaction:
                     continue
                 own = {(op.table, op.id) for op in mine}
                 plan = weak_drops(context.backend, [op for op in mine if isinstance(op, Delete)], own, known)
-                if {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
+                if not stale and {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
                     raise
                 plan_weak, replanned = True, plan
                 log.debug("transaction: a weak referrer refused its deletes; dropping the references")
@@ -413,7 +423,19 @@ class Transaction:
         deletes = [(op.table, op.id) for op in ops if isinstance(op, Delete)]
         if not any(owns(table) for table, _ in deletes):
             return None  # (no read when no deleted object may own one: a port group's members, say)
-        walk = walk_deletes(backend, deletes, known)
+        # Ownership from the transaction's written copies: an object its update moves to an owner it does
+        # not delete stays (whether or not the owner it leaves holds another), as in ovsdb-server.
+        written: dict[RefKey, Model] = {}
+        for step in self._steps:
+            if isinstance(step, Put):
+                put, copy = step, step.value
+            elif step.done or not isinstance(step.op, Put):
+                continue
+            else:
+                put, copy = step.op, step.planned
+            if put.expect_version != 0 and isinstance(copy, Model):
+                written[(put.table, put.id)] = copy
+        walk = walk_deletes(backend, deletes, known, written)
         owned = walk.owned
         if owned.keys() <= doomed:
             return None

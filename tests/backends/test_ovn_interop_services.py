@@ -265,7 +265,7 @@ def test_deleting_a_load_balancer_a_load_balancer_group_holds_drops_it_from_the_
 ) -> None:
     # Load_Balancer_Group.load_balancer is a weak reference: ovsdb-server drops it when the load
     # balancer goes (ovn-nbctl lb-del). Before the merge nbdb's delete did the same; since the group
-    # is modelled, the delete plans a weak drop that rewrites the group, which check_writable refuses:
+    # is modelled, the delete plans a weak drop that rewrites the group, which the store refuses:
     # a load balancer in any group (ovn-kubernetes puts every one in one) can no longer be deleted.
     s = uuid.uuid4().hex[:8]
     nbctl(ovsdb_server, "lb-add", f"lb-{s}", "10.1.0.1:80", "10.0.0.2:80")
@@ -369,13 +369,12 @@ def test_a_may_exist_create_of_a_load_balancer_group_that_exists_returns_it(
 
 def test_the_store_says_why_it_cannot_write_a_table_without_external_ids(db: nbdb.Database) -> None:
     # One answer (Backend.unwritable) for the delete's walk, may_exist and a copy, which each turned
-    # check_writable's UnsupportedError into a yes or no; check_writable raises it.
+    # an UnsupportedError into a yes or no; a write of the table raises it, saying the same.
     why = db.backend.unwritable(LoadBalancerGroup.nbdb_table)
     assert why is not None and "Load_Balancer_Group has no external_ids" in why
     assert db.backend.unwritable(LoadBalancer.nbdb_table) is None
-    db.backend.check_writable(LoadBalancer.nbdb_table)
     with pytest.raises(nbdb.UnsupportedError) as refused:
-        db.backend.check_writable(LoadBalancerGroup.nbdb_table)
+        db.create(LoadBalancerGroup(name=f"unwritable-{uuid.uuid4().hex[:8]}"))
     assert str(refused.value) == why
 
 

@@ -411,3 +411,31 @@ def test_a_transaction_s_update_of_an_object_its_delete_takes_along_is_its_delet
     assert db.list(KitOwned) == []
     with pytest.raises(nbdb.NotFoundError):
         db.get(KitChild, child.id)
+
+
+@pytest.mark.parametrize("sibling", [False, True])
+def test_a_transaction_s_update_moving_an_object_its_delete_would_take_to_another_owner_keeps_it(
+    db: nbdb.Database, sibling: bool
+) -> None:
+    """An owned object the transaction's own write moves to an owner it does not delete stays, moved,
+    whether or not the deleted owner holds another (which goes with it): ownership is planned from the
+    transaction's written copies, as ovsdb-server keeps a row another row references after the commit.
+    Its weak referrers keep it too (the deleted owner's weak referrer, which refuses the first try, loses
+    the owner)."""
+    _multi_op_commits(db)
+    parent = db.create(KitParent(name="p"))
+    gone, other = db.create(KitChild(parent=parent, name="gone")), db.create(KitChild(parent=parent, name="other"))
+    moved = db.create(KitOwned(owner=gone, label="moved"))
+    if sibling:
+        db.create(KitOwned(owner=gone, label="left"))
+    group = db.create(KitWeakGroup(members=[gone.id, other.id]))
+    holder = db.create(KitOwnedSet(owned=[moved.id]))
+    with db.transaction() as tx:
+        tx.delete(gone)
+        tx.update(moved.replace(owner=other.id))
+    kept = tx.results[1]
+    assert isinstance(kept, KitOwned) and kept.owner == other.id and kept == db.get(KitOwned, moved.id)
+    assert [(o.id, o.owner, o.label) for o in db.list(KitOwned)] == [(moved.id, other.id, "moved")]
+    assert [c.name for c in db.list(KitChild)] == ["other"]
+    assert db.get(KitWeakGroup, group.id).members == [other.id]
+    assert db.get(KitOwnedSet, holder.id).owned == [moved.id]

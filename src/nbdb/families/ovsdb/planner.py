@@ -642,7 +642,7 @@ def _check_unreferenced(
             cm = stm.columns[name]
             if stm.external_ids is None and cm.type.key.ref_type == "weak":
                 # A table nbdb cannot write (Backend.unwritable): the commit does not drop the reference
-                # (see nbdb.cascade._writable), ovsdb-server does, as the row goes.
+                # (see Backend.unwritable), ovsdb-server does, as the row goes.
                 continue
             if cm.type.is_set:
                 where = [[cm.column, "includes", ["set", [["uuid", uuid_text(target[1])]]]]]
