@@ -168,6 +168,12 @@ class _Stages:
     tail: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     targets: set[IdKey] = field(default_factory=set)
     """The reference targets already checked (one ``wait`` each), as (table, id.int)."""
+    unfilled: dict[tuple[str, int], tuple[dict[str, Any], tuple[str, ...], RefKey]] = field(default_factory=dict)
+    """(OVSDB table, row id.int) of each row inserted whose set columns must hold a child (OVN's
+    ``Meter.bands``: :attr:`.TableMap.held_at_least_one`) -> its insert's row, those columns, its key."""
+    dropping: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+    """(OVSDB table, row id.int) of each row deleted whose set columns must hold a child -> those
+    columns: its children leave them with the row, not by a ``mutate`` (which the server refuses)."""
 
     def move_member(self, parent: _Member, child: uuid.UUID, key: RefKey) -> None:
         """``child`` (the object ``key``) joins or leaves a parent's set column."""
@@ -180,10 +186,27 @@ class _Stages:
 
     def ops(self) -> list[tuple[dict[str, Any], tuple[str, Any]]]:
         """Every operation in commit order, with the reason for each."""
-        mutates = [
-            (mutate_members(ptable, parent, column, how, [child for child, _ in moved]), ("mutate", moved[0][1]))
-            for (ptable, _, column, how), (parent, moved) in self.members.items()
-        ]
+        mutates = []
+        for (ptable, row, column, how), (parent, moved) in self.members.items():
+            filling = self.unfilled.get((ptable, row)) if how == "insert" and self.unfilled else None
+            if filling is not None and column in filling[1]:
+                # A set that must never be empty is written whole by its row's insert: the server
+                # parses an empty one as a syntax error, and its default (one all-zero uuid) stays
+                # beside the members a mutate adds. The children's inserts give their uuids.
+                filling[0][column] = ["set", [["uuid", uuid_text(child)] for child, _ in moved]]
+                continue
+            if how == "delete" and column in self.dropping.get((ptable, row), ()):
+                continue
+            mutates.append(
+                (mutate_members(ptable, parent, column, how, [child for child, _ in moved]), ("mutate", moved[0][1]))
+            )
+        for row_cells, columns, key in self.unfilled.values():
+            for column in columns:
+                if column not in row_cells:
+                    raise errors.ValidationError(
+                        f"{key[0]} {key[1]}: its table's {column} holds at least one row in OVSDB; create the "
+                        "first object it holds in the same transaction"
+                    )
         return [*self.head, *self.body, *mutates, *self.checks, *self.deletes, *self.tail]
 
 
@@ -320,7 +343,7 @@ def plan_commit(
             plan.puts[ikey] = version
             plan.versions.append(version)
         else:
-            _plan_delete(plan, stages, mapping, tm, op, old_parents)
+            _plan_delete(plan, stages, mapping, tm, op, old_parents, row)
             new_refs[ikey] = (key, frozenset())
             plan.versions.append(0)
     # The empty sets and the one-element sorts are skipped, not asked: a RefKey hashes its uuid.UUID in
@@ -465,6 +488,8 @@ def _plan_put(
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
         insert = {"op": "insert", "table": tm.db_table, "uuid": id_text, "row": {**wire, **keys}}
+        if tm.held_at_least_one:
+            stages.unfilled[(tm.db_table, op.id.int)] = (insert["row"], tm.held_at_least_one, key)
         stages.body.append((insert, ("insert", key)))
     else:
         changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
@@ -576,7 +601,13 @@ def _plan_unique(plan: Plan, stages: _Stages, tm: TableMap, op: Put, held: dict[
 
 
 def _plan_delete(
-    plan: Plan, stages: _Stages, mapping: Mapping_, tm: TableMap, op: Delete, old_parents: Mapping[str, uuid.UUID]
+    plan: Plan,
+    stages: _Stages,
+    mapping: Mapping_,
+    tm: TableMap,
+    op: Delete,
+    old_parents: Mapping[str, uuid.UUID],
+    row: Row | None,
 ) -> None:
     key = (op.table, op.id)
     for name, (ptable, pcol) in tm.parents.items():
@@ -586,9 +617,24 @@ def _plan_delete(
     # Children held in this row's set columns must be gone (or going) first.
     child_columns = sorted({link.column for link in mapping.links.get((tm.db, tm.db_table), ())})
     if child_columns:
-        empty = {c: ["set", []] for c in child_columns}
+        # A set that must never be empty (OVN's Meter.bands) keeps its members to the end: the row's
+        # delete drops them with it, its children going in the same commit (an owner's delete takes
+        # them along), and the wait holds it to the members this replica shows, so that a child
+        # another writer added meanwhile refuses the commit instead of being collected unseen.
+        if tm.held_at_least_one:
+            stages.dropping[(tm.db_table, op.id.int)] = tm.held_at_least_one
+        kept = {c: ["set", [["uuid", str(m)] for m in sorted(_held(row, c), key=str)]] for c in tm.held_at_least_one}
+        empty = {c: kept.get(c, ["set", []]) for c in child_columns}
         stages.checks.append((wait(tm.db_table, where_uuid(op.id), [empty], child_columns), ("children", key)))
     stages.deletes.append(({"op": "delete", "table": tm.db_table, "where": where_uuid(op.id)}, ("delete", key)))
+
+
+def _held(row: Row | None, column: str) -> list[uuid.UUID]:
+    """The uuids a stored row's set column holds."""
+    cell = None if row is None else row.get(column)
+    if isinstance(cell, (set, frozenset, list, tuple)):
+        return list(cell)
+    return [] if cell is None else [cell]
 
 
 def _check_target(

@@ -1,0 +1,118 @@
+"""OVN's ``Meter`` (with its ``Meter_Band`` rows), ``Static_MAC_Binding`` and ``Chassis_Template_Var``,
+read and written both ways with ``ovn-nbctl`` (``meter-add``, ``static-mac-binding-add``, the generic
+``create`` for template variables). nbdb read none of them: a copy of an OVN database holding any was
+refused. One shared OVN_Northbound server; names are unique per test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import nbdb
+from nbdb.models import ChassisTemplateVar, Meter, MeterBand, MeterUnit, StaticMACBinding
+from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
+from nbdb.testing.ovsdb import OvsdbServer
+
+from .test_ovn_interop_tables import nbctl
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def db(ovsdb_server: OvsdbServer) -> Iterator[nbdb.Database]:  # noqa: F811
+    with nbdb.connect(ovsdb_server.url) as database:
+        yield database
+
+
+def test_meters_mac_bindings_and_template_vars_ovn_nbctl_writes_are_read(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    s = uuid.uuid4().hex[:8]
+    nbctl(ovsdb_server, "meter-add", f"m1-{s}", "drop", "10", "kbps")
+    nbctl(ovsdb_server, "--fair", "meter-add", f"m2-{s}", "drop", "100", "pktps", "20")
+    nbctl(ovsdb_server, "lr-add", f"lr-{s}")
+    nbctl(ovsdb_server, "lrp-add", f"lr-{s}", f"lrp-{s}", "0a:00:00:00:00:fe", "10.0.0.1/24")
+    nbctl(ovsdb_server, "static-mac-binding-add", f"lrp-{s}", "10.0.0.5", "0a:00:00:00:00:05")
+    nbctl(ovsdb_server, "static-mac-binding-add", f"lrp-{s}", "fd00::5", "0A:00:00:00:00:06")
+    nbctl(ovsdb_server, "create", "Chassis_Template_Var", f"chassis=hv-{s}", "variables:vip=10.0.0.1")
+    one, two = db.get_by(Meter, name=f"m1-{s}"), db.get_by(Meter, name=f"m2-{s}")
+    assert one is not None and two is not None
+    assert (one.unit, one.fair, two.unit, two.fair) == (MeterUnit.KBPS, None, MeterUnit.PKTPS, True)
+    bands = {b.meter: b for b in db.list(MeterBand) if b.meter in (one.id, two.id)}
+    assert (bands[one.id].action, bands[one.id].rate, bands[one.id].burst_size) == ("drop", 10, 0)
+    assert (bands[two.id].rate, bands[two.id].burst_size) == (100, 20)
+    bindings = sorted((b.ip, b.mac) for b in db.list(StaticMACBinding) if b.logical_port == f"lrp-{s}")
+    assert bindings == [("10.0.0.5", "0a:00:00:00:00:05"), ("fd00::5", "0a:00:00:00:00:06")]
+    var = db.get_by(ChassisTemplateVar, chassis=f"hv-{s}")
+    assert var is not None and var.variables == {"vip": "10.0.0.1"}
+    cache = db.cache([Meter, MeterBand, StaticMACBinding, ChassisTemplateVar])
+    assert cache.wait_synced(10)
+    assert cache.get(MeterBand, bands[two.id].id) == bands[two.id] and cache.get(ChassisTemplateVar, var.id) == var
+    assert not cache.corrupt
+    # ovn-nbctl's meter-del takes the meter's bands (non-root rows) along.
+    nbctl(ovsdb_server, "meter-del", f"m1-{s}")
+    assert db.get_by(Meter, name=f"m1-{s}") is None
+    assert [b for b in db.list(MeterBand) if b.meter == one.id] == []
+    cache.close()
+
+
+def test_meters_and_template_vars_nbdb_writes_are_what_ovn_nbctl_shows(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,
+) -> None:
+    s = uuid.uuid4().hex[:8]
+    # OVN's Meter.bands holds at least one band: a meter and its first band are one transaction.
+    with pytest.raises(nbdb.ValidationError, match="at least one"):
+        db.create(Meter(name=f"alone-{s}", unit="kbps"))
+    assert db.get_by(Meter, name=f"alone-{s}") is None
+    with db.transaction() as txn:
+        meter = txn.create(Meter(name=f"m-{s}", unit="pktps", fair=True))
+        band = txn.create(MeterBand(meter=meter, rate=5, burst_size=7))
+    shown = nbctl(ovsdb_server, "meter-list")
+    assert f"m-{s}: (fair) bands:\n  drop: 5 pktps, 7 packet burst" in shown
+    second = db.create(MeterBand(meter=meter, rate=50))
+    assert sorted(nbctl(ovsdb_server, "get", "Meter", f"m-{s}", "bands").strip("[]").split(", ")) == sorted(
+        [str(band.id), str(second.id)]
+    )
+    db.delete(second)
+    assert nbctl(ovsdb_server, "get", "Meter", f"m-{s}", "bands") == f"[{band.id}]"
+    var = db.create(ChassisTemplateVar(chassis=f"hv-{s}", variables={"vip": "10.0.0.9"}))
+    assert nbctl(ovsdb_server, "get", "Chassis_Template_Var", f"hv-{s}", "variables:vip") == '"10.0.0.9"'
+    db.update(var.replace(variables={"vip": "10.0.0.10", "port": "80"}))
+    assert nbctl(ovsdb_server, "get", "Chassis_Template_Var", f"hv-{s}", "variables:port") == '"80"'
+    # OVN's Static_MAC_Binding has no external_ids, where nbdb keeps an object's version: read only.
+    with pytest.raises(nbdb.UnsupportedError, match="Static_MAC_Binding has no external_ids"):
+        db.create(StaticMACBinding(logical_port=f"lrp-{s}", ip="10.0.0.5", mac="0a:00:00:00:00:05"))
+    # nbdb's delete of the meter takes its band along, as ovn-nbctl meter-del does.
+    db.delete(db.get(Meter, meter.id))
+    assert f"m-{s}:" not in nbctl(ovsdb_server, "meter-list")
+    assert [b for b in db.list(MeterBand) if b.meter == meter.id] == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "ovsdb"])
+def test_a_plain_delete_of_a_meter_takes_its_bands_along(
+    kind: str,
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    s = uuid.uuid4().hex[:8]
+    url = {
+        "memory": f"memory://meter-{s}",
+        "sqlite": f"sqlite:///{tmp_path}/meter.db",
+        "ovsdb": f"{ovsdb_server.url}?namespace=meter{s}",
+    }[kind]
+    with nbdb.connect(url) as db:
+        with db.transaction() as txn:
+            meter = txn.create(Meter(name=f"m-{s}", unit="kbps"))
+            txn.create(MeterBand(meter=meter, rate=10))
+            txn.create(MeterBand(meter=meter, rate=20, burst_size=3))
+            kept_meter = txn.create(Meter(name=f"k-{s}", unit="kbps"))
+            kept = txn.create(MeterBand(meter=kept_meter, rate=30))
+        db.delete(db.get(Meter, meter.id))
+        assert [b.id for b in db.list(MeterBand)] == [kept.id]
+        assert [m.id for m in db.list(Meter)] == [kept_meter.id]
