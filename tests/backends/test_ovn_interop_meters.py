@@ -7,8 +7,6 @@ refused. One shared OVN_Northbound server; names are unique per test.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,20 +16,14 @@ from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
 from nbdb.testing.ovsdb import OvsdbServer
 from nbdb.tools import Copier, CopyOptions
 
-from .test_ovn_interop_tables import nbctl
+from .test_ovn_interop_tables import db, nbctl  # noqa: F401  (db is a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def db(ovsdb_server: OvsdbServer) -> Iterator[nbdb.Database]:  # noqa: F811
-    with nbdb.connect(ovsdb_server.url) as database:
-        yield database
-
-
 def test_meters_mac_bindings_and_template_vars_ovn_nbctl_writes_are_read(
     ovsdb_server: OvsdbServer,  # noqa: F811
-    db: nbdb.Database,
+    db: nbdb.Database,  # noqa: F811
 ) -> None:
     s = uuid.uuid4().hex[:8]
     nbctl(ovsdb_server, "meter-add", f"m1-{s}", "drop", "10", "kbps")
@@ -64,7 +56,7 @@ def test_meters_mac_bindings_and_template_vars_ovn_nbctl_writes_are_read(
 
 def test_meters_and_template_vars_nbdb_writes_are_what_ovn_nbctl_shows(
     ovsdb_server: OvsdbServer,  # noqa: F811
-    db: nbdb.Database,
+    db: nbdb.Database,  # noqa: F811
 ) -> None:
     s = uuid.uuid4().hex[:8]
     # OVN's Meter.bands holds at least one band: a meter and its first band are one transaction.
@@ -96,30 +88,6 @@ def test_meters_and_template_vars_nbdb_writes_are_what_ovn_nbctl_shows(
     db.delete(db.get(Meter, meter.id))
     assert f"m-{s}:" not in nbctl(ovsdb_server, "meter-list")
     assert [b for b in db.list(MeterBand) if b.meter == meter.id] == []
-
-
-@pytest.mark.parametrize("kind", ["memory", "sqlite", "ovsdb"])
-def test_a_plain_delete_of_a_meter_takes_its_bands_along(
-    kind: str,
-    ovsdb_server: OvsdbServer,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    s = uuid.uuid4().hex[:8]
-    url = {
-        "memory": f"memory://meter-{s}",
-        "sqlite": f"sqlite:///{tmp_path}/meter.db",
-        "ovsdb": f"{ovsdb_server.url}?namespace=meter{s}",
-    }[kind]
-    with nbdb.connect(url) as db:
-        with db.transaction() as txn:
-            meter = txn.create(Meter(name=f"m-{s}", unit="kbps"))
-            txn.create(MeterBand(meter=meter, rate=10))
-            txn.create(MeterBand(meter=meter, rate=20, burst_size=3))
-            kept_meter = txn.create(Meter(name=f"k-{s}", unit="kbps"))
-            kept = txn.create(MeterBand(meter=kept_meter, rate=30))
-        db.delete(db.get(Meter, meter.id))
-        assert [b.id for b in db.list(MeterBand)] == [kept.id]
-        assert [m.id for m in db.list(Meter)] == [kept_meter.id]
 
 
 def test_a_copy_of_meters_and_template_vars_out_of_ovn_and_back_is_what_ovn_nbctl_showed(
