@@ -487,9 +487,10 @@ def _plan_put(
     plan.written[(op.table, op.id.int)] = Written(written, parents, rendered, to_keep(wire), value)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
-        insert = {"op": "insert", "table": tm.db_table, "uuid": id_text, "row": {**wire, **keys}}
+        inserted: dict[str, Any] = {**wire, **keys}
+        insert = {"op": "insert", "table": tm.db_table, "uuid": id_text, "row": inserted}
         if tm.held_at_least_one:
-            stages.unfilled[(tm.db_table, op.id.int)] = (insert["row"], tm.held_at_least_one, key)
+            stages.unfilled[(tm.db_table, op.id.int)] = (inserted, tm.held_at_least_one, key)
         stages.body.append((insert, ("insert", key)))
     else:
         changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
