@@ -8,8 +8,10 @@ import pytest
 
 import nbdb
 from nbdb.models import ChassisTemplateVar, Meter, MeterBand
-from nbdb.testing.fixtures import ovsdb_server  # noqa: F401
-from nbdb.testing.fixtures import redis_server  # noqa: F401
+from nbdb.testing.fixtures import (
+    ovsdb_server,  # noqa: F401
+    redis_server,  # noqa: F401
+)
 from nbdb.testing.ovsdb import OvsdbServer
 from nbdb.testing.redis import RedisServer
 from nbdb.tools import Copier, CopyOptions
