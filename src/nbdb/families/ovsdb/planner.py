@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,7 +187,13 @@ class _Stages:
     def ops(self) -> list[tuple[dict[str, Any], tuple[str, Any]]]:
         """Every operation in commit order, with the reason for each."""
         mutates = []
-        for (ptable, row, column, how), (parent, moved) in self.members.items():
+        members: Iterable[tuple[_MemberKey, tuple[uuid.UUID, list[tuple[uuid.UUID, RefKey]]]]] = self.members.items()
+        if len(self.members) > 1:
+            # Every set gains its members before any loses one: a set that must never be empty (OVN's
+            # Meter.bands) whose only member is replaced in one commit is refused if emptied first,
+            # whatever the caller's order. It matters nowhere else: a set's two mutates move distinct members.
+            members = sorted(members, key=_gains_first)
+        for (ptable, row, column, how), (parent, moved) in members:
             filling = self.unfilled.get((ptable, row)) if how == "insert" and self.unfilled else None
             if filling is not None and column in filling[1]:
                 # A set that must never be empty is written whole by its row's insert: the server
@@ -208,6 +214,11 @@ class _Stages:
                         "first object it holds in the same transaction"
                     )
         return [*self.head, *self.body, *mutates, *self.checks, *self.deletes, *self.tail]
+
+
+def _gains_first(item: tuple[_MemberKey, Any]) -> bool:
+    """The sort key of :meth:`_Stages.ops`'s set mutations: a set's "insert" before its "delete"."""
+    return item[0][3] != "insert"
 
 
 def _current(replica: Replica, op: WriteOp) -> Record | None:
@@ -343,7 +354,7 @@ def plan_commit(
             plan.puts[ikey] = version
             plan.versions.append(version)
         else:
-            _plan_delete(plan, stages, mapping, tm, op, old_parents, row)
+            _plan_delete(plan, stages, mapping, tm, op, old_parents, row, deleted)
             new_refs[ikey] = (key, frozenset())
             plan.versions.append(0)
     # The empty sets and the one-element sorts are skipped, not asked: a RefKey hashes its uuid.UUID in
@@ -609,6 +620,7 @@ def _plan_delete(
     op: Delete,
     old_parents: Mapping[str, uuid.UUID],
     row: Row | None,
+    deleted: Mapping[IdKey, RefKey],
 ) -> None:
     key = (op.table, op.id)
     for name, (ptable, pcol) in tm.parents.items():
@@ -619,23 +631,29 @@ def _plan_delete(
     child_columns = sorted({link.column for link in mapping.links.get((tm.db, tm.db_table), ())})
     if child_columns:
         # A set that must never be empty (OVN's Meter.bands) keeps its members to the end: the row's
-        # delete drops them with it, its children going in the same commit (an owner's delete takes
-        # them along), and the wait holds it to the members this replica shows, so that a child
-        # another writer added meanwhile refuses the commit instead of being collected unseen.
+        # delete drops them with it. The wait holds it to the members this commit deletes itself, so
+        # that any other child (one this commit updates or leaves, one another writer added meanwhile)
+        # refuses the delete, as an emptied set's wait does: nbdb then walks the owner's children and
+        # plans again (an update of one becomes its delete), instead of the server collecting it unseen.
+        rows: list[dict[str, Any]] = [{c: ["set", []] for c in child_columns}]
         if tm.held_at_least_one:
             stages.dropping[(tm.db_table, op.id.int)] = tm.held_at_least_one
-        kept = {c: ["set", [["uuid", str(m)] for m in sorted(_held(row, c), key=str)]] for c in tm.held_at_least_one}
-        empty = {c: kept.get(c, ["set", []]) for c in child_columns}
-        stages.checks.append((wait(tm.db_table, where_uuid(op.id), [empty], child_columns), ("children", key)))
+            for c in tm.held_at_least_one:
+                going = _going(mapping, tm, c, row, deleted)
+                if not going:
+                    rows = []  # none: no row may match, and the meter's row is there (its "cas" wait)
+                    break
+                rows[0][c] = ["set", [["uuid", m] for m in going]]
+        stages.checks.append((wait(tm.db_table, where_uuid(op.id), rows, child_columns), ("children", key)))
     stages.deletes.append(({"op": "delete", "table": tm.db_table, "where": where_uuid(op.id)}, ("delete", key)))
 
 
-def _held(row: Row | None, column: str) -> list[uuid.UUID]:
-    """The uuids a stored row's set column holds."""
+def _going(mapping: Mapping_, tm: TableMap, column: str, row: Row | None, deleted: Mapping[IdKey, RefKey]) -> list[str]:
+    """The members (uuid text, as a row holds them) of a stored row's set ``column`` that the commit deletes, sorted."""
     cell = None if row is None else row.get(column)
-    if isinstance(cell, (set, frozenset, list, tuple)):
-        return list(cell)
-    return [] if cell is None else [cell]
+    held = list(cell) if isinstance(cell, (set, frozenset, list, tuple)) else [] if cell is None else [cell]
+    children = [link.child.table for link in mapping.links.get((tm.db, tm.db_table), ()) if link.column == column]
+    return sorted(m for m in held if any((t, uuid.UUID(str(m)).int) in deleted for t in children))
 
 
 def _check_target(
