@@ -506,7 +506,7 @@ class Backend(ABC):
         OVSDB also rows holding a value in a column no field maps, by ``table.column``.
 
         Most stores hold only models' objects: none. OVSDB serves a schema of its own, whose tables
-        other clients fill (``ovn-nbctl meter-add`` writes ``Meter``): ``nbdb copy`` refuses to leave
+        other clients fill (a newer OVN's tables, a user's own): ``nbdb copy`` refuses to leave
         such rows behind without saying so. Only the default namespace holds them (rows other
         clients write carry none).
         """

@@ -33,6 +33,8 @@ from nbdb.models import (
     LogicalRouterStaticRoute,
     LogicalSwitch,
     LogicalSwitchPort,
+    Meter,
+    MeterBand,
     Mirror,
     MirrorType,
     all_models,
@@ -176,13 +178,14 @@ def test_the_service_objects_nbdb_writes_are_what_ovn_nbctl_shows(
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "ovsdb"])
-def test_a_plain_delete_of_a_switch_or_load_balancer_takes_its_forwarding_groups_and_health_checks_along(
+def test_a_plain_delete_of_a_switch_load_balancer_or_meter_takes_its_owned_children_along(
     kind: str,
     ovsdb_server: OvsdbServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    # Forwarding_Group and Load_Balancer_Health_Check are non-root rows only their switch or load
-    # balancer holds: ovsdb-server collects them with it (ovn-nbctl ls-del, lb-del).
+    # Forwarding_Group, Load_Balancer_Health_Check and Meter_Band are non-root rows only their switch,
+    # load balancer or meter holds: ovsdb-server collects them with it (ovn-nbctl ls-del, lb-del,
+    # meter-del).
     s = uuid.uuid4().hex[:8]
     url = {
         "memory": f"memory://svc-{s}",
@@ -204,6 +207,15 @@ def test_a_plain_delete_of_a_switch_or_load_balancer_takes_its_forwarding_groups
         db.delete(lb)
         assert [c.id for c in db.list(LoadBalancerHealthCheck)] == [kept.id]
         assert [x.id for x in db.list(LoadBalancer)] == [kept_lb.id]
+        with db.transaction() as txn:  # OVN's Meter.bands holds at least one band: one transaction
+            meter = txn.create(Meter(name=f"m-{s}", unit="kbps"))
+            txn.create(MeterBand(meter=meter, rate=10))
+            txn.create(MeterBand(meter=meter, rate=20, burst_size=3))
+            kept_meter = txn.create(Meter(name=f"k-{s}", unit="kbps"))
+            kept_band = txn.create(MeterBand(meter=kept_meter, rate=30))
+        db.delete(db.get(Meter, meter.id))
+        assert [b.id for b in db.list(MeterBand)] == [kept_band.id]
+        assert [m.id for m in db.list(Meter)] == [kept_meter.id]
 
 
 def test_a_copy_out_of_ovn_through_memory_and_sqlite_and_back_keeps_every_service_object(

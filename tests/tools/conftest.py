@@ -25,6 +25,7 @@ from nbdb.models import (
     NAT,
     AddressSet,
     Chassis,
+    ChassisTemplateVar,
     Copp,
     DHCPOptions,
     ForwardingGroup,
@@ -40,10 +41,13 @@ from nbdb.models import (
     LogicalRouterStaticRoute,
     LogicalSwitch,
     LogicalSwitchPort,
+    Meter,
+    MeterBand,
     Mirror,
     Model,
     PortGroup,
     QoS,
+    StaticMACBinding,
 )
 
 OVN_MODELS: tuple[type[Model], ...] = (
@@ -53,6 +57,7 @@ OVN_MODELS: tuple[type[Model], ...] = (
     NAT,
     AddressSet,
     Chassis,
+    ChassisTemplateVar,
     Copp,
     DHCPOptions,
     ForwardingGroup,
@@ -68,9 +73,12 @@ OVN_MODELS: tuple[type[Model], ...] = (
     LogicalRouterStaticRoute,
     LogicalSwitch,
     LogicalSwitchPort,
+    Meter,
+    MeterBand,
     Mirror,
     PortGroup,
     QoS,
+    StaticMACBinding,
 )
 """The logical schema (tests define models of their own; copies in these tests stick to these)."""
 

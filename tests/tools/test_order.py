@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, ClassVar
 from uuid import UUID
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nbdb
 from nbdb.models import LogicalSwitch
 from nbdb.tools import Copier, CopyOptions, object_order, table_order
+from nbdb.tools.apply import Applier
+from nbdb.tools.order import key_of, owned_after, owner_of
 
 from .conftest import OVN_MODELS, build_network
 
@@ -40,6 +44,27 @@ class ToolsRing(nbdb.Model):
     """Required references only: a ring of these can never be created one by one."""
 
     next: Annotated[UUID, nbdb.Reference("ToolsRing")]
+
+
+class ToolsCrate(nbdb.Model):
+    """An owner (as OVN's Meter owns its bands)."""
+
+    name: str = ""
+
+
+class ToolsLabel(nbdb.Model):
+    """A table an owned object may also reference, ordered after its owner's table."""
+
+    crate: Annotated[UUID | None, nbdb.Reference("ToolsCrate")] = None
+
+
+class ToolsItem(nbdb.Model):
+    """Owned by its crate; it may name a label too."""
+
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("crate",)
+
+    crate: Annotated[UUID, nbdb.Reference("ToolsCrate")]
+    label: Annotated[UUID | None, nbdb.Reference("ToolsLabel")] = None
 
 
 CYCLE_MODELS = [ToolsNode, ToolsHead, ToolsTail]
@@ -114,3 +139,57 @@ def test_a_cycle_of_required_references_is_refused_cleanly() -> None:
         with pytest.raises(nbdb.ReferenceError, match="cycle of required references"):
             Copier(src, dst, CopyOptions(models=[ToolsRing])).run()
         assert dst.list(ToolsRing) == []
+
+
+@st.composite
+def _crates(draw: st.DrawFn) -> list[nbdb.Model]:
+    """Crates, labels (some naming a crate) and items of crates in the list or not, some naming a label."""
+    crates = [ToolsCrate(name=str(i)) for i in range(draw(st.integers(0, 4)))]
+    crate_ids = st.sampled_from([c.id for c in crates] or [uuid.uuid4()]) | st.builds(uuid.uuid4)
+    labels = [ToolsLabel(crate=c) for c in draw(st.lists(st.none() | crate_ids, max_size=3))]
+    label_ids = st.none() | st.sampled_from([lb.id for lb in labels] or [None]) | st.builds(uuid.uuid4)
+    items = [ToolsItem(crate=c, label=lb) for c, lb in draw(st.lists(st.tuples(crate_ids, label_ids), max_size=8))]
+    return draw(st.permutations([*crates, *labels, *items]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_crates())
+def test_owned_objects_follow_their_owners_where_the_order_allows(objects: list[nbdb.Model]) -> None:
+    """Each owned object sits in the run right after its owner when every other object of the list it
+    references comes before the owner; and each object still comes after every object it references."""
+    ordered = object_order(objects)
+    moved = owned_after(ordered)
+    assert sorted(map(key_of, moved), key=str) == sorted(map(key_of, objects), key=str)
+    where = {key_of(o): i for i, o in enumerate(moved)}
+    was = {key_of(o): i for i, o in enumerate(ordered)}
+    for i, obj in enumerate(moved):
+        assert all(where.get(t, -1) < i for t in obj.ref_keys()), f"{obj} before a target"
+        owner = owner_of(obj)
+        if owner in where and all(was.get(t, -1) <= was[owner] for t in obj.ref_keys()):
+            between = moved[where[owner] + 1 : i]
+            assert all(owner_of(o) == owner for o in between), "an object between an owner and its child"
+
+
+def test_an_applier_never_splits_an_owner_from_its_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cut into transactions of 3 (OVSDB refuses a meter without its bands, and a meter's last band
+    deleted alone): each crate is written and deleted in the transaction of its items."""
+    groups: list[list[tuple[str, UUID]]] = []
+    commit = Applier._commit
+
+    def recorded(self: Applier, units: list[list[tuple[tuple[str, UUID], nbdb.Model | None]]]) -> bool:
+        groups.append([key for unit in units for key, _ in unit])
+        return commit(self, units)
+
+    monkeypatch.setattr(Applier, "_commit", recorded)
+    crates = [ToolsCrate(name=str(i)) for i in range(4)]
+    items = [ToolsItem(crate=c.id) for c in crates for _ in range(2)]
+    with nbdb.connect() as db:
+        applier = Applier(db, batch=3)
+        applier.apply({key_of(o): o for o in [*crates, *items]})
+        assert len(db.list(ToolsItem)) == 8
+        applier.apply({key_of(o): None for o in [*crates, *items]})
+        assert db.list(ToolsCrate) == []
+    assert len(groups) == 8  # a crate and its two items each time, written then deleted
+    for group in groups:
+        owners = {owner_of(o) for o in items if key_of(o) in group}
+        assert len(owners) == 1 and owners <= set(group)

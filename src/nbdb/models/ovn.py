@@ -40,6 +40,7 @@ __all__ = [
     "AddressSet",
     "BFDStatus",
     "Chassis",
+    "ChassisTemplateVar",
     "Copp",
     "DHCPOptions",
     "Direction",
@@ -59,6 +60,10 @@ __all__ = [
     "LogicalRouterStaticRoute",
     "LogicalSwitch",
     "LogicalSwitchPort",
+    "Meter",
+    "MeterBand",
+    "MeterBandAction",
+    "MeterUnit",
     "Mirror",
     "MirrorType",
     "NATType",
@@ -68,6 +73,7 @@ __all__ = [
     "RoutePolicy",
     "RouterPolicyAction",
     "Severity",
+    "StaticMACBinding",
 ]
 
 
@@ -171,6 +177,19 @@ class BFDStatus(StrEnum):
     ADMIN_DOWN = "admin_down"
 
 
+class MeterUnit(StrEnum):
+    """``Meter.unit``: what a meter's band rates count."""
+
+    KBPS = "kbps"
+    PKTPS = "pktps"
+
+
+class MeterBandAction(StrEnum):
+    """``Meter_Band.action``: what a band does to the packets above its rate (OVN knows one)."""
+
+    DROP = "drop"
+
+
 class EncapType(StrEnum):
     """Tunnel encapsulation a chassis offers."""
 
@@ -252,6 +271,66 @@ class Copp(Model):
 
     name: Name
     meters: dict[str, str] = Field(default_factory=dict, description='protocol ("arp", "bfd"...) -> Meter name')
+
+
+class Meter(Model):
+    """``Meter``: a rate limit by name, which ACL logging (``ACL.meter``), QoS and control plane
+    protection (``Copp.meters``) name.
+
+    OVN keeps its bands in ``Meter.bands`` (at least one); here each band names its meter
+    (:class:`MeterBand`). ``ovn-nbctl meter-add NAME ACTION RATE UNIT [BURST]`` writes a meter and
+    its band in one transaction; through nbdb, create the meter and its first band in one
+    transaction too on OVSDB, whose schema refuses a meter without bands.
+    """
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("name",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("name",)
+
+    name: Name
+    unit: MeterUnit
+    fair: bool | None = None
+
+
+class MeterBand(Model):
+    """``Meter_Band``: one rate of a meter and what happens to the packets above it.
+
+    A non-root row only its meter holds: deleting the meter deletes its bands in the same commit,
+    as ovsdb-server collects them after ``ovn-nbctl meter-del``.
+    """
+
+    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("meter",)
+
+    meter: Annotated[UUID, Reference("Meter")]
+    action: MeterBandAction = MeterBandAction.DROP
+    rate: int = Field(ge=1, le=2**32 - 1)
+    burst_size: int = Field(default=0, ge=0, le=2**32 - 1)
+
+
+class StaticMACBinding(Model):
+    """``Static_MAC_Binding``: the MAC a router port resolves an IP to without asking (ARP or ND).
+
+    ``ovn-nbctl static-mac-binding-add PORT IP MAC``. OVN's index keeps one per (port, IP). The table
+    has no ``external_ids``: OVSDB reads these rows, nbdb does not write them there.
+    """
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("logical_port",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = (("logical_port", "ip"),)
+
+    logical_port: Name
+    ip: IPAddress
+    mac: MACAddress
+    override_dynamic_mac: bool = False
+
+
+class ChassisTemplateVar(Model):
+    """``Chassis_Template_Var``: the values a chassis gives the template variables (``^NAME``) that
+    load balancers and ACLs use, one row per chassis (by name)."""
+
+    nbdb_indexes: ClassVar[tuple[str, ...]] = ("chassis",)
+    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ("chassis",)
+
+    chassis: Name
+    variables: dict[str, str] = Field(default_factory=dict, description="template variable name -> value")
 
 
 class Mirror(Model):

@@ -21,6 +21,7 @@ from nbdb.models.ovn import (
     LogicalRouterPort,
     LogicalRouterStaticRoute,
     QoS,
+    StaticMACBinding,
 )
 
 __all__ = ["OVERRIDES", "OVN_MODELS", "json_values", "newer_fields", "ovn_objects"]
@@ -36,6 +37,7 @@ OVERRIDES: dict[type[Model], dict[str, st.SearchStrategy[Any]]] = {
     NAT: {"external_ip": _IPS, "logical_ip": _IPS},
     QoS: {"action": st.dictionaries(st.sampled_from(["dscp", "mark"]), st.integers(0, 63), min_size=1)},
     BFD: {"dst_ip": _IPS},
+    StaticMACBinding: {"ip": _IPS, "mac": _MACS},
     ForwardingGroup: {
         "vip": _IPS,
         "vmac": _MACS,

@@ -16,7 +16,11 @@ again, or after an interruption, never duplicates nor loses an object. Writes
 are grouped into transactions as far as the destination's capabilities allow
 (``atomic``: up to ``batch`` objects; ``single-partition``: runs of one table
 and topic); a group that fails is retried object by object after re-reading
-the objects involved.
+the objects involved. With ``atomic`` transactions an owned object is written
+right after its owner and deleted right before it (:func:`nbdb.tools.order.owned_after`),
+and no group, nor a group's retry, separates them: OVSDB refuses a meter
+without its bands (OVN's ``Meter.bands`` holds at least one) and the last band
+of a meter that stays.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from nbdb.api import Database
 from nbdb.capabilities import Atomicity
 from nbdb.codec import plain
 from nbdb.models.base import Model, model_for_table
-from nbdb.tools.order import ObjectKey, key_of, object_order
+from nbdb.tools.order import ObjectKey, key_of, object_order, owned_after, owner_of
 
 __all__ = ["Applier", "WriteLimitReached", "content", "same_content"]
 
@@ -64,6 +68,20 @@ def _updated(current: Model, want: Model) -> Model:
     new = current.replace(**{name: getattr(want, name) for name in type(want).model_fields if name not in _FIXED})
     object.__setattr__(new, "__pydantic_extra__", want.__pydantic_extra__ or None)
     return new
+
+
+def _within(units: list[list[Op]], room: int, first: bool) -> list[list[Op]]:
+    """The first ``units`` whose writes the ``room`` left under a limit holds, never splitting one. ``first``:
+    nothing was written yet, so the first unit is taken even if larger (an owner and its children written
+    together, a meter and its bands), or a run resumed with the same limit would never go on."""
+    kept: list[list[Op]] = []
+    size = 0
+    for unit in units:
+        if room <= 0 or (size + len(unit) > room and (kept or not first)):
+            break
+        kept.append(unit)
+        size += len(unit)
+    return kept
 
 
 class Applier:
@@ -125,7 +143,7 @@ class Applier:
                 self._run(first)
             self._run([(key_of(obj), obj) for obj in deferred])
         if doomed:
-            self._run([(key_of(obj), None) for obj in reversed(object_order(doomed))])
+            self._run([(key_of(obj), None) for obj in reversed(self._order(doomed))])
         return self.writes - before
 
     def _free(
@@ -154,7 +172,7 @@ class Applier:
         if not freed or (exc.existing is not None and (exc.table, exc.existing) not in freed_keys):
             raise exc
         self._run([(key, obj) for key, (obj, held) in interim.items() if held & freed_keys])
-        self._run([(key_of(obj), None) for obj in reversed(object_order(freed))])
+        self._run([(key_of(obj), None) for obj in reversed(self._order(freed))])
 
     def _deletable_first(self, doomed: list[Model], interim: Mapping[ObjectKey, Model]) -> list[Model]:
         """The objects of ``doomed`` that no object staying references, even indirectly, once ``interim`` is written."""
@@ -185,7 +203,7 @@ class Applier:
         available = set(self.state)
         ops: list[Op] = []
         deferred: list[Model] = []
-        ordered = object_order(puts)
+        ordered = self._order(puts)
         # A reference that neither the destination nor this apply will hold (its target in a topic or model
         # not copied, or a corrupt source record left out) is refused here, before any write. An optional or
         # list one was deferred instead, and its second write failed in the backend with the destination
@@ -235,39 +253,75 @@ class Applier:
                 )
         return obj.replace(**changes)
 
+    def _order(self, objects: list[Model]) -> list[Model]:
+        """``objects`` in the order they are written (deleted: reversed), each after those it references."""
+        ordered = object_order(objects)
+        return owned_after(ordered) if self._atomicity is Atomicity.ATOMIC else ordered
+
     # ---------------------------------------------------------------- writing
 
-    def _groups(self, ops: list[Op]) -> Iterable[list[Op]]:
-        if self._atomicity is Atomicity.NONE or self.batch == 1:
-            for op in ops:
-                yield [op]
-            return
-        group: list[Op] = []
-        partition: tuple[str, str | None] | None = None
+    def _units(self, ops: list[Op]) -> list[list[Op]]:
+        """``ops`` cut into the runs no transaction boundary splits: with atomic transactions, an object
+        and the objects it owns next to it (after it as written, before it as deleted: see :meth:`_order`)."""
+        if self._atomicity is not Atomicity.ATOMIC:
+            return [[op] for op in ops]
+        units: list[list[Op]] = []
+        keys: set[ObjectKey] = set()
+        owners: set[ObjectKey] = set()
         for op in ops:
+            obj = op[1] or self.state.get(op[0])
+            owner = None if obj is None else owner_of(obj)
+            if units and ((owner is not None and (owner in keys or owner in owners)) or op[0] in owners):
+                units[-1].append(op)
+            else:
+                units.append([op])
+                keys, owners = set(), set()
+            keys.add(op[0])
+            if owner is not None:
+                owners.add(owner)
+        return units
+
+    def _groups(self, ops: list[Op]) -> Iterable[list[list[Op]]]:
+        """The transactions ``ops`` are written in, each as its :meth:`_units`."""
+        if self._atomicity is Atomicity.NONE:
+            for op in ops:
+                yield [[op]]
+            return
+        group: list[list[Op]] = []
+        size = 0
+        partition: tuple[str, str | None] | None = None
+        for unit in self._units(ops):
+            op = unit[0]
             obj = op[1] or self.state.get(op[0])
             here = (op[0][0], obj.topic if obj is not None else None)
             if group and (
-                len(group) >= self.batch or (self._atomicity is Atomicity.SINGLE_PARTITION and here != partition)
+                size + len(unit) > self.batch or (self._atomicity is Atomicity.SINGLE_PARTITION and here != partition)
             ):
                 yield group
-                group = []
-            group.append(op)
+                group, size = [], 0
+            group.append(unit)
+            size += len(unit)
             partition = here
         if group:
             yield group
 
     def _run(self, ops: list[Op]) -> None:
         ops = [op for op in ops if not self._done(op)]
-        for group in self._groups(ops):
-            cut = self.limit is not None and len(group) > self.limit - self.writes
+        for units in self._groups(ops):
+            cut = False
             if self.limit is not None:
-                group = group[: max(0, self.limit - self.writes)]
-            if group and (len(group) == 1 or not self._commit(group)):
-                for op in group:
-                    if self._full() and not self._done(op):  # a move before it took two writes
-                        raise self._limit_reached()
-                    self._single(op)
+                kept = _within(units, self.limit - self.writes, self.writes == 0)
+                cut, units = len(kept) < len(units), kept
+            group = [op for unit in units for op in unit]
+            if group and (len(group) == 1 or not self._commit(units)):
+                for unit in units:
+                    unit = [op for op in unit if not self._done(op)]
+                    if len(unit) > 1 and len(units) > 1 and self._commit([unit]):
+                        continue  # an owner and its children, written together as they must be
+                    for op in unit:
+                        if self._full() and not self._done(op):  # a move before it took two writes
+                            raise self._limit_reached()
+                        self._single(op)
             if cut:
                 raise self._limit_reached()
 
@@ -286,8 +340,9 @@ class Applier:
         if self.on_write is not None and n:
             self.on_write(n)
 
-    def _commit(self, group: list[Op]) -> bool:
-        """Write ``group`` in one transaction; False if it must be retried object by object."""
+    def _commit(self, units: list[list[Op]]) -> bool:
+        """Write ``units`` in one transaction; False if it must be retried unit by unit, object by object."""
+        group = [op for unit in units for op in unit]
         if any(
             want is not None and (cur := self.state.get(key)) is not None and cur.topic != want.topic
             for key, want in group
@@ -315,12 +370,13 @@ class Applier:
             return False
         except errors.ValidationError as exc:
             # A commit larger than the destination takes (etcd's max_txn_ops, 128 operations, a --batch of 200):
-            # the whole copy stopped with it. Halves are tried; an object that is itself invalid fails alone.
-            if len(group) == 1:
+            # the whole copy stopped with it. Halves are tried, never splitting a unit (an owner and its children);
+            # an object that is itself invalid fails alone.
+            if len(units) == 1:
                 return False
             log.debug("a group of %d writes was refused (%s); writing it in halves", len(group), exc)
-            half = len(group) // 2
-            return self._commit(group[:half]) and self._commit(group[half:])
+            half = len(units) // 2
+            return self._commit(units[:half]) and self._commit(units[half:])
         for (key, deleted), stored in zip(staged, txn.results, strict=True):
             if deleted:
                 self.state.pop(key, None)

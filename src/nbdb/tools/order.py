@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from nbdb.models.base import Model
 
-__all__ = ["ObjectKey", "TableOrder", "key_of", "object_order", "table_order"]
+__all__ = ["ObjectKey", "TableOrder", "key_of", "object_order", "owned_after", "owner_of", "table_order"]
 
 ObjectKey = tuple[str, uuid.UUID]
 """An object's address: (table, id)."""
@@ -30,6 +30,50 @@ ObjectKey = tuple[str, uuid.UUID]
 def key_of(obj: Model) -> ObjectKey:
     """The (table, id) of ``obj``."""
     return (obj.nbdb_table, obj.id)
+
+
+def owner_of(obj: Model) -> ObjectKey | None:
+    """The (table, id) of the object that owns ``obj`` (its ``nbdb_owned_by`` field's target), or None."""
+    owned_by = type(obj).nbdb_owned_by
+    if owned_by:
+        for spec in obj.nbdb_references:
+            if spec.field in owned_by:
+                ids = spec.ids(obj)
+                return (spec.target, ids[0]) if ids else None
+    return None
+
+
+def owned_after(objects: Sequence[Model]) -> list[Model]:
+    """``objects`` (each after the objects of the list it references, as :func:`object_order` gives them)
+    with each owned object moved right after its owner, where that keeps the order.
+
+    :func:`object_order` takes table by table: every meter, then every band. A writer that cuts the
+    list into transactions then split an owner from its children, and some store refuses one without
+    the other (OVN's ``Meter.bands`` holds at least one band: a meter alone is refused). An owned object
+    moves only if every other object of the list it references comes before its owner, and only next
+    to an owner that does not move itself, so each object still comes after the objects it references.
+    """
+    where = {key_of(obj): i for i, obj in enumerate(objects)}
+    children: dict[ObjectKey, list[Model]] = {}
+    moved: set[ObjectKey] = set()
+    for i, obj in enumerate(objects):
+        owner = owner_of(obj)
+        if owner is None or owner in moved:
+            continue
+        at = where.get(owner)
+        if at is None or at >= i or any(where.get(t, -1) > at for t in obj.ref_keys()):
+            continue
+        children.setdefault(owner, []).append(obj)
+        moved.add(key_of(obj))
+    if not moved:
+        return list(objects)
+    out: list[Model] = []
+    for obj in objects:
+        key = key_of(obj)
+        if key not in moved:
+            out.append(obj)
+            out += children.get(key, ())
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,6 +163,10 @@ class TableMap:
     """None: the table has no ``external_ids`` (nbdb can read it, not write it)."""
     unique: tuple[UniqueRule, ...] = ()
     """The model's unique groups, then the schema's other indexes on mapped fields."""
+    held_at_least_one: tuple[str, ...] = ()
+    """The set columns of this table that hold a child table's rows (a :class:`Link`) and must hold at
+    least one (OVN's ``Meter.bands``): the server's default for such a column is a set of one
+    all-zero uuid, so an insert writes it empty, and the children a commit adds fill it."""
     compared: tuple[frozenset[str], list[str]] | None = field(default=None, init=False, repr=False, compare=False)
     """The planner's cache of the columns a compare-and-swap compares, and them sorted (made on first
     use): kept here, so it lives as long as the map (a module-level cache kept every map of every
@@ -391,4 +395,9 @@ def build_mapping(
     for tm in tables.values():
         for fname, (ptable, pcol) in tm.parents.items():
             links.setdefault((tm.db, ptable), []).append(Link(tm, fname, ptable, pcol))
+    for (db, ptable), held in links.items():
+        columns = schemas[db].tables[ptable].columns
+        needed = tuple(sorted({link.column for link in held if columns[link.column].type.min > 0}))
+        for parent in by_db_table.get((db, ptable), ()):
+            parent.held_at_least_one = needed
     return Mapping_(tables, by_db_table, links, dict(schemas))

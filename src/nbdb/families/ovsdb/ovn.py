@@ -64,6 +64,10 @@ OVN_BINDINGS: tuple[TableBinding, ...] = (
         parents={"load_balancer": ("Load_Balancer", "health_check")},
         required=False,
     ),
+    TableBinding("Meter", "Meter", required=False),
+    TableBinding("MeterBand", "Meter_Band", parents={"meter": ("Meter", "bands")}, required=False),
+    TableBinding("StaticMACBinding", "Static_MAC_Binding", required=False),
+    TableBinding("ChassisTemplateVar", "Chassis_Template_Var", required=False),
     TableBinding(
         "LogicalRouterStaticRoute",
         "Logical_Router_Static_Route",

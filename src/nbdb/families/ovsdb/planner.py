@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +168,12 @@ class _Stages:
     tail: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     targets: set[IdKey] = field(default_factory=set)
     """The reference targets already checked (one ``wait`` each), as (table, id.int)."""
+    unfilled: dict[tuple[str, int], tuple[dict[str, Any], tuple[str, ...], RefKey]] = field(default_factory=dict)
+    """(OVSDB table, row id.int) of each row inserted whose set columns must hold a child (OVN's
+    ``Meter.bands``: :attr:`.TableMap.held_at_least_one`) -> its insert's row, those columns, its key."""
+    dropping: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+    """(OVSDB table, row id.int) of each row deleted whose set columns must hold a child -> those
+    columns: its children leave them with the row, not by a ``mutate`` (which the server refuses)."""
 
     def move_member(self, parent: _Member, child: uuid.UUID, key: RefKey) -> None:
         """``child`` (the object ``key``) joins or leaves a parent's set column."""
@@ -180,11 +186,39 @@ class _Stages:
 
     def ops(self) -> list[tuple[dict[str, Any], tuple[str, Any]]]:
         """Every operation in commit order, with the reason for each."""
-        mutates = [
-            (mutate_members(ptable, parent, column, how, [child for child, _ in moved]), ("mutate", moved[0][1]))
-            for (ptable, _, column, how), (parent, moved) in self.members.items()
-        ]
+        mutates = []
+        members: Iterable[tuple[_MemberKey, tuple[uuid.UUID, list[tuple[uuid.UUID, RefKey]]]]] = self.members.items()
+        if len(self.members) > 1:
+            # Every set gains its members before any loses one: a set that must never be empty (OVN's
+            # Meter.bands) whose only member is replaced in one commit is refused if emptied first,
+            # whatever the caller's order. It matters nowhere else: a set's two mutates move distinct members.
+            members = sorted(members, key=_gains_first)
+        for (ptable, row, column, how), (parent, moved) in members:
+            filling = self.unfilled.get((ptable, row)) if how == "insert" and self.unfilled else None
+            if filling is not None and column in filling[1]:
+                # A set that must never be empty is written whole by its row's insert: the server
+                # parses an empty one as a syntax error, and its default (one all-zero uuid) stays
+                # beside the members a mutate adds. The children's inserts give their uuids.
+                filling[0][column] = ["set", [["uuid", uuid_text(child)] for child, _ in moved]]
+                continue
+            if how == "delete" and column in self.dropping.get((ptable, row), ()):
+                continue
+            mutates.append(
+                (mutate_members(ptable, parent, column, how, [child for child, _ in moved]), ("mutate", moved[0][1]))
+            )
+        for row_cells, columns, key in self.unfilled.values():
+            for column in columns:
+                if column not in row_cells:
+                    raise errors.ValidationError(
+                        f"{key[0]} {key[1]}: its table's {column} holds at least one row in OVSDB; create the "
+                        "first object it holds in the same transaction"
+                    )
         return [*self.head, *self.body, *mutates, *self.checks, *self.deletes, *self.tail]
+
+
+def _gains_first(item: tuple[_MemberKey, Any]) -> bool:
+    """The sort key of :meth:`_Stages.ops`'s set mutations: a set's "insert" before its "delete"."""
+    return item[0][3] != "insert"
 
 
 def _current(replica: Replica, op: WriteOp) -> Record | None:
@@ -318,7 +352,7 @@ def plan_commit(
             plan.puts[ikey] = version
             plan.versions.append(version)
         else:
-            _plan_delete(plan, stages, mapping, tm, op, old_parents)
+            _plan_delete(plan, stages, mapping, tm, op, old_parents, row, deleted)
             new_refs[ikey] = (key, frozenset())
             plan.versions.append(0)
     # The empty sets and the one-element sorts are skipped, not asked: a RefKey hashes its uuid.UUID in
@@ -462,7 +496,10 @@ def _plan_put(
     plan.written[(op.table, op.id.int)] = Written(written, parents, rendered, to_keep(wire), value)
     keys = key_cells(tm, plan.namespace, op.id, op.unique)
     if row is None:
-        insert = {"op": "insert", "table": tm.db_table, "uuid": id_text, "row": {**wire, **keys}}
+        inserted: dict[str, Any] = {**wire, **keys}
+        insert = {"op": "insert", "table": tm.db_table, "uuid": id_text, "row": inserted}
+        if tm.held_at_least_one:
+            stages.unfilled[(tm.db_table, op.id.int)] = (inserted, tm.held_at_least_one, key)
         stages.body.append((insert, ("insert", key)))
     else:
         changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
@@ -574,7 +611,14 @@ def _plan_unique(plan: Plan, stages: _Stages, tm: TableMap, op: Put, held: dict[
 
 
 def _plan_delete(
-    plan: Plan, stages: _Stages, mapping: Mapping_, tm: TableMap, op: Delete, old_parents: Mapping[str, uuid.UUID]
+    plan: Plan,
+    stages: _Stages,
+    mapping: Mapping_,
+    tm: TableMap,
+    op: Delete,
+    old_parents: Mapping[str, uuid.UUID],
+    row: Row | None,
+    deleted: Mapping[IdKey, RefKey],
 ) -> None:
     key = (op.table, op.id)
     for name, (ptable, pcol) in tm.parents.items():
@@ -584,9 +628,30 @@ def _plan_delete(
     # Children held in this row's set columns must be gone (or going) first.
     child_columns = sorted({link.column for link in mapping.links.get((tm.db, tm.db_table), ())})
     if child_columns:
-        empty = {c: ["set", []] for c in child_columns}
-        stages.checks.append((wait(tm.db_table, where_uuid(op.id), [empty], child_columns), ("children", key)))
+        # A set that must never be empty (OVN's Meter.bands) keeps its members to the end: the row's
+        # delete drops them with it. The wait holds it to the members this commit deletes itself, so
+        # that any other child (one this commit updates or leaves, one another writer added meanwhile)
+        # refuses the delete, as an emptied set's wait does: nbdb then walks the owner's children and
+        # plans again (an update of one becomes its delete), instead of the server collecting it unseen.
+        rows: list[dict[str, Any]] = [{c: ["set", []] for c in child_columns}]
+        if tm.held_at_least_one:
+            stages.dropping[(tm.db_table, op.id.int)] = tm.held_at_least_one
+            for c in tm.held_at_least_one:
+                going = _going(mapping, tm, c, row, deleted)
+                if not going:
+                    rows = []  # none: no row may match, and the meter's row is there (its "cas" wait)
+                    break
+                rows[0][c] = ["set", [["uuid", m] for m in going]]
+        stages.checks.append((wait(tm.db_table, where_uuid(op.id), rows, child_columns), ("children", key)))
     stages.deletes.append(({"op": "delete", "table": tm.db_table, "where": where_uuid(op.id)}, ("delete", key)))
+
+
+def _going(mapping: Mapping_, tm: TableMap, column: str, row: Row | None, deleted: Mapping[IdKey, RefKey]) -> list[str]:
+    """The members (uuid text, as a row holds them) of a stored row's set ``column`` that the commit deletes, sorted."""
+    cell = None if row is None else row.get(column)
+    held = list(cell) if isinstance(cell, (set, frozenset, list, tuple)) else [] if cell is None else [cell]
+    children = [link.child.table for link in mapping.links.get((tm.db, tm.db_table), ()) if link.column == column]
+    return sorted(m for m in held if any((t, uuid.UUID(str(m)).int) in deleted for t in children))
 
 
 def _check_target(
