@@ -20,7 +20,8 @@ the objects involved. With ``atomic`` transactions an owned object is written
 right after its owner and deleted right before it (:func:`nbdb.tools.order.owned_after`),
 and no group, nor a group's retry, separates them: OVSDB refuses a meter
 without its bands (OVN's ``Meter.bands`` holds at least one) and the last band
-of a meter that stays.
+of a meter that stays. An owner deleted as its last owned object moves to another
+owner is deleted with that object's update (:meth:`Applier._owners_left`).
 """
 
 from __future__ import annotations
