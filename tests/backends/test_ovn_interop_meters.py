@@ -128,12 +128,12 @@ def test_a_copy_of_meters_and_template_vars_out_of_ovn_and_back_is_what_ovn_nbct
     assert nbctl(ovsdb_server, "get", "Chassis_Template_Var", f"hv-{s}", "variables:vip") == '"10.0.0.1"'
 
 
-def _added_meter(nb: OvsdbServer, db: nbdb.Database, name: str) -> tuple[Meter, MeterBand]:
+def _added_meter(nb: OvsdbServer, reader: nbdb.Database, name: str) -> tuple[Meter, MeterBand]:
     """A meter ``ovn-nbctl meter-add`` made (one band: drop, 10 kbps), and its band, as nbdb reads them."""
     nbctl(nb, "meter-add", name, "drop", "10", "kbps")
-    meter = db.get_by(Meter, name=name)
+    meter = reader.get_by(Meter, name=name)
     assert meter is not None
-    (band,) = [b for b in db.list(MeterBand) if b.meter == meter.id]
+    (band,) = [b for b in reader.list(MeterBand) if b.meter == meter.id]
     return meter, band
 
 
