@@ -128,6 +128,15 @@ def test_a_copy_of_meters_and_template_vars_out_of_ovn_and_back_is_what_ovn_nbct
     assert nbctl(ovsdb_server, "get", "Chassis_Template_Var", f"hv-{s}", "variables:vip") == '"10.0.0.1"'
 
 
+def _added_meter(nb: OvsdbServer, reader: nbdb.Database, name: str) -> tuple[Meter, MeterBand]:
+    """A meter ``ovn-nbctl meter-add`` made (one band: drop, 10 kbps), and its band, as nbdb reads them."""
+    nbctl(nb, "meter-add", name, "drop", "10", "kbps")
+    meter = reader.get_by(Meter, name=name)
+    assert meter is not None
+    (band,) = [b for b in reader.list(MeterBand) if b.meter == meter.id]
+    return meter, band
+
+
 @pytest.mark.parametrize("delete_first", [False, True])
 def test_replacing_a_meter_s_only_band_in_one_transaction(
     ovsdb_server: OvsdbServer,  # noqa: F811
@@ -137,10 +146,7 @@ def test_replacing_a_meter_s_only_band_in_one_transaction(
     # ovsdb-server accepts one transaction inserting a new band and deleting the old one, as long as
     # Meter.bands holds >= 1 after each mutate. The planner's order must not depend on the caller's.
     s = uuid.uuid4().hex[:8]
-    nbctl(ovsdb_server, "meter-add", f"m-{s}", "drop", "10", "kbps")
-    meter = db.get_by(Meter, name=f"m-{s}")
-    assert meter is not None
-    (old,) = [b for b in db.list(MeterBand) if b.meter == meter.id]
+    meter, old = _added_meter(ovsdb_server, db, f"m-{s}")
     with db.transaction() as txn:
         if delete_first:
             txn.delete(old)
@@ -235,3 +241,93 @@ def test_a_meter_delete_takes_its_two_bands_along(
         else:
             d.delete(d.get(Meter, meter.id), cascade=how == "cascade")
         assert [b for b in d.list(MeterBand) if b.meter == meter.id] == []
+
+
+def test_a_meter_deleted_in_the_transaction_moving_its_only_band_to_another_meter(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,  # noqa: F811
+) -> None:
+    # docs/semantics.md: an owned object a transaction moves to an owner it does not delete stays. On
+    # OVSDB the meter's delete waited for the bands the transaction deletes only: m1.bands still held the
+    # moved band (its "delete" mutate is left to the meter's delete), so the commit raised ReferenceError.
+    s = uuid.uuid4().hex[:8]
+    m1, band = _added_meter(ovsdb_server, db, f"m1-{s}")
+    m2, kept = _added_meter(ovsdb_server, db, f"m2-{s}")
+    with db.transaction() as txn:
+        txn.delete(m1)
+        txn.update(band.replace(meter=m2.id, rate=11))
+    assert txn.results[0] is None and txn.results[1] is not None and txn.results[1].meter == m2.id
+    assert db.get_by(Meter, name=f"m1-{s}") is None
+    assert db.get(MeterBand, band.id).meter == m2.id
+    shown = nbctl(ovsdb_server, "get", "Meter", f"m2-{s}", "bands").strip("[]").split(", ")
+    assert sorted(shown) == sorted([str(band.id), str(kept.id)])
+    assert f"m1-{s}:" not in nbctl(ovsdb_server, "meter-list")
+
+
+def test_creating_a_meter_under_a_name_taken_is_a_unique_violation(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,  # noqa: F811
+) -> None:
+    # The planner refused the band-less meter ("create the first object it holds in the same transaction")
+    # before the server's index on Meter.name could answer: may_exist raised instead of returning it.
+    s = uuid.uuid4().hex[:8]
+    stored, _ = _added_meter(ovsdb_server, db, f"m-{s}")
+    assert db.create(Meter(name=f"m-{s}", unit="kbps"), may_exist=True) == stored
+    with pytest.raises(nbdb.UniqueViolationError) as caught:
+        db.create(Meter(name=f"m-{s}", unit="pktps"))
+    assert caught.value.existing == stored.id
+    # A name nobody holds: the band-less meter is still refused before anything is sent.
+    with pytest.raises(nbdb.ValidationError, match="at least one"):
+        db.create(Meter(name=f"free-{s}", unit="kbps"), may_exist=True)
+
+
+@pytest.mark.parametrize("batch", [200, 1])
+@pytest.mark.parametrize("new_owner", [False, True])
+def test_applying_a_meter_s_delete_whose_only_band_moved_to_another_meter(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    batch: int,
+    new_owner: bool,
+) -> None:
+    # A source where m1 was deleted as its only band moved to m2 (stored already, or new): the band's
+    # update was written before the deletes, alone, left m1 without a band, and OVSDB refused the copy.
+    s = uuid.uuid4().hex[:8]
+    m1, m2 = Meter(name=f"m1-{s}", unit="kbps"), Meter(name=f"m2-{s}", unit="kbps")
+    b1, b2 = MeterBand(meter=m1.id, rate=1), MeterBand(meter=m2.id, rate=2)
+    first = [m1, b1] if new_owner else [m1, m2, b1, b2]
+    with nbdb.connect(f"{ovsdb_server.url}?namespace=meters{s}") as dest:
+        applier = Applier(dest, batch=batch)
+        applier.apply({key_of(o): o for o in first})
+        moved = b1.replace(meter=m2.id)
+        wanted: dict[tuple[str, uuid.UUID], Model | None] = {key_of(m1): None, key_of(b1): moved}
+        if new_owner:
+            wanted[key_of(m2)] = m2
+        limited = Applier(dest, applier.state, batch=batch, limit=1)
+        # The band's update and m1's delete (m2's create too): one unit, which a limit does not split.
+        assert limited.apply(wanted) == (3 if new_owner else 2)
+        assert [m.name for m in dest.list(Meter)] == [f"m2-{s}"]
+        assert Applier(dest, limited.state, batch=batch).apply(wanted) == 0
+        assert dest.get(MeterBand, b1.id).meter == m2.id
+        assert nbctl(ovsdb_server, "get", "Meter", f"m2-{s}", "bands").count("-") == (4 if new_owner else 8)
+
+
+def test_an_overwrite_copy_of_a_meter_deleted_as_its_only_band_moved(ovsdb_server: OvsdbServer) -> None:  # noqa: F811
+    # The same through Copier: the source's transaction (m1 deleted, its band moved to m2) copied over
+    # the destination's earlier copy was refused by OVSDB (m1 left without a band), stopping the copy.
+    s = uuid.uuid4().hex[:8]
+    models = [Meter, MeterBand]
+    with (
+        nbdb.connect(f"memory://meters-{s}") as source,
+        nbdb.connect(f"{ovsdb_server.url}?namespace=meters{s}") as dest,
+    ):
+        with source.transaction() as txn:
+            m1 = txn.create(Meter(name=f"m1-{s}", unit="kbps"))
+            m2 = txn.create(Meter(name=f"m2-{s}", unit="kbps"))
+            band = txn.create(MeterBand(meter=m1, rate=1))
+            txn.create(MeterBand(meter=m2, rate=2))
+        Copier(source, dest, CopyOptions(models=models)).run()
+        with source.transaction() as txn:
+            txn.delete(source.get(Meter, m1.id))
+            txn.update(source.get(MeterBand, band.id).replace(meter=m2.id))
+        assert Copier(source, dest, CopyOptions(models=models, overwrite=True)).run().differences == []
+        assert [m.name for m in dest.list(Meter)] == [f"m2-{s}"]
+        assert dest.get(MeterBand, band.id).meter == m2.id

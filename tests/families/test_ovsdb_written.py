@@ -434,9 +434,12 @@ def test_a_meter_is_inserted_holding_its_bands_and_deleted_holding_them() -> Non
     replica = _replica_of(_NB)
     meter = Meter(name="m", unit="kbps")
     bands = [MeterBand(meter=meter.id, rate=10), MeterBand(meter=meter.id, rate=20)]
-    with pytest.raises(nbdb.ValidationError, match="at least one"):
-        _plan(_NB, replica, [put_of(meter, 0)[0]])
+    # Refused before anything is sent; the family first asks whether another meter holds its name.
+    alone = _plan(_NB, replica, [put_of(meter, 0)[0]])
+    assert alone.ops == [] and alone.refused is not None and "at least one" in str(alone.refused)
+    assert [(check.key, check.rule.field) for check in alone.unique] == [(("Meter", meter.id), "name")]
     plan = _plan(_NB, replica, [put_of(meter, 0)[0], *(put_of(b, 0)[0] for b in bands)])
+    assert plan.refused is None
     (insert,) = [op for op in plan.ops if op["op"] == "insert" and op["table"] == "Meter"]
     assert sorted(insert["row"]["bands"][1]) == sorted(["uuid", str(b.id)] for b in bands)
     assert [op for op in plan.ops if op["op"] == "mutate" and op["table"] == "Meter"] == []
@@ -452,6 +455,18 @@ def test_a_meter_is_inserted_holding_its_bands_and_deleted_holding_them() -> Non
         plan = _plan(_NB, replica, [Delete("Meter", meter.id, None), *others])
         (held,) = [op for op in plan.ops if op["op"] == "wait" and op.get("columns") == ["bands"]]
         assert held["rows"] == ([{"bands": ["set", [["uuid", str(bands[0].id)]]]}] if others else [])
+    # A band moved to another meter (here a new one, which it fills) is still in the set at the wait, as
+    # its "delete" mutate is left to the meter's delete: the wait names it too (it refused every such move).
+    other = Meter(name="n", unit="kbps")
+    moved = [put_of(other, 0)[0], put_of(bands[1].replace(meter=other.id), 1)[0]]
+    for others in ([Delete("MeterBand", bands[0].id, None)], []):
+        plan = _plan(_NB, replica, [Delete("Meter", meter.id, None), *others, *moved])
+        assert [op for op in plan.ops if op["op"] == "mutate" and op["table"] == "Meter"] == []
+        (held,) = [op for op in plan.ops if op["op"] == "wait" and op.get("columns") == ["bands"]]
+        expected = [bands[1], *(bands[:1] if others else [])]
+        assert sorted(held["rows"][0]["bands"][1]) == sorted(["uuid", str(b.id)] for b in expected)
+        (insert,) = [op for op in plan.ops if op["op"] == "insert" and op["table"] == "Meter"]
+        assert insert["row"]["bands"] == ["set", [["uuid", str(bands[1].id)]]]
 
 
 @pytest.mark.skipif(_NB is None, reason="the OVN Northbound schema is not installed (Debian package ovn-common)")

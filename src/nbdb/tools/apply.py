@@ -20,7 +20,8 @@ the objects involved. With ``atomic`` transactions an owned object is written
 right after its owner and deleted right before it (:func:`nbdb.tools.order.owned_after`),
 and no group, nor a group's retry, separates them: OVSDB refuses a meter
 without its bands (OVN's ``Meter.bands`` holds at least one) and the last band
-of a meter that stays.
+of a meter that stays. An owner deleted as its last owned object moves to another
+owner is deleted with that object's update (:meth:`Applier._owners_left`).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class Applier:
         doomed = [self.state[key] for key, obj in wanted.items() if obj is None and key in self.state]
         if puts:
             first, deferred = self._plan_puts(puts)
+            first = self._owners_left(first, doomed)
             try:
                 self._run(first)
             except errors.UniqueViolationError as exc:
@@ -234,6 +236,41 @@ class Applier:
             available.add(key)
         return ops, deferred
 
+    def _owners_left(self, ops: list[Op], doomed: list[Model]) -> list[Op]:
+        """``ops`` with the delete of each doomed owner its puts move an owned object away from (with the
+        owner's other doomed objects) right after the last such put, in one unit with it (atomic transactions).
+
+        A source whose meter was deleted as its only band moved to another meter: the band's update alone
+        (the puts go before the deletes) left the meter without a band, which OVSDB refuses, and the copy
+        stopped there. Written with the meter's delete, it is what the source's transaction was. An owner
+        that anything else in the destination references is left to the deletes, after its referrers.
+        """
+        if self._atomicity is not Atomicity.ATOMIC or not doomed:
+            return ops
+        gone = {key_of(obj) for obj in doomed}
+        last: dict[ObjectKey, int] = {}
+        for i, (key, want) in enumerate(ops):
+            current = self.state.get(key)
+            if current is None or want is None:
+                continue
+            old = owner_of(current)
+            if old is not None and old in gone and owner_of(want) != old:
+                last[old] = i
+        if not last:
+            return ops
+        owned: dict[ObjectKey, list[Model]] = {}
+        for obj in self.state.values():
+            owner = owner_of(obj)
+            for target in obj.ref_keys():
+                if target in last and target != owner:
+                    last.pop(target)  # another referrer: the owner's delete waits for the deletes' order
+            if owner in last and key_of(obj) in gone:
+                owned.setdefault(owner, []).append(obj)
+        after: dict[int, list[Op]] = {}
+        for owner, i in last.items():
+            after.setdefault(i, []).extend([*((key_of(o), None) for o in owned.get(owner, ())), (owner, None)])
+        return [op for i, op in enumerate(ops) for op in (op, *after.get(i, ()))]
+
     def _without(self, obj: Model, missing: set[ObjectKey]) -> Model:
         changes: dict[str, Any] = {}
         for spec in obj.nbdb_references:
@@ -269,16 +306,15 @@ class Applier:
         keys: set[ObjectKey] = set()
         owners: set[ObjectKey] = set()
         for op in ops:
-            obj = op[1] or self.state.get(op[0])
-            owner = None if obj is None else owner_of(obj)
-            if units and ((owner is not None and (owner in keys or owner in owners)) or op[0] in owners):
+            # An object's owner as written and as stored: one moved to another owner goes with both.
+            mine = {o for obj in (op[1], self.state.get(op[0])) if obj is not None and (o := owner_of(obj)) is not None}
+            if units and (mine & (keys | owners) or op[0] in owners):
                 units[-1].append(op)
             else:
                 units.append([op])
                 keys, owners = set(), set()
             keys.add(op[0])
-            if owner is not None:
-                owners.add(owner)
+            owners |= mine
         return units
 
     def _groups(self, ops: list[Op]) -> Iterable[list[list[Op]]]:

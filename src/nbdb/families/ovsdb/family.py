@@ -334,7 +334,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     # that followed (over the whole replica) cost more than planning itself.
                     with replica.cond, bulk():
                         plan = plan_commit(self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks)
-                        replica.expect(plan.written)
+                        if plan.refused is None:
+                            replica.expect(plan.written)
                 except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError, errors.CorruptRecordError):
                     # The replica may lag: confirm against a current one before saying so.
                     if synced:
@@ -342,6 +343,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     self._sync(self.mapping.get(ops[0].table).db)
                     synced = True
                     continue
+                if plan.refused is not None:
+                    raise self._unique_holder(plan) or plan.refused
                 if plan.skipped and not synced:
                     # "Gone, nothing to delete" is a decision too: make it on a current replica.
                     self._sync(plan.db)

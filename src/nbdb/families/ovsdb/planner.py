@@ -109,6 +109,9 @@ class Plan:
     """The unique values the commit's rows hold afterwards (to name the holder when it is refused)."""
     written: dict[IdKey, Written] = field(default_factory=dict)
     """(table, id.int) -> each put row as written, its parents, its document and wire form (:meth:`.Replica.expect`)."""
+    refused: errors.ValidationError | None = None
+    """Why the commit cannot be sent (no operations then), unless another row holds one of its
+    :attr:`unique` values: the caller names that holder first (:meth:`.data.OvsdbDataApi._unique_holder`)."""
 
     def reason(self, index: int) -> tuple[str, Any]:
         """Why operation ``index`` is in the plan (``("commit", None)`` past the end)."""
@@ -150,6 +153,35 @@ def _defaults(tm: TableMap) -> tuple[tuple[str, Any, ColumnMap], ...]:
     return known
 
 
+@dataclass(slots=True)
+class _Dropping:
+    """The children ``wait`` of a row deleted whose set columns must hold a child (OVN's ``Meter.bands``).
+
+    Those sets keep their members to the end (the row's delete drops them with it): the wait holds
+    each to exactly the members the commit takes out of it, those it deletes and those it moves to
+    another row, which the set still holds then. Any other (one the commit updates in place or leaves,
+    one another writer added meanwhile) refuses the delete: nbdb then walks the row's children and
+    plans again, instead of ovsdb-server collecting one unseen. A set the commit takes nothing out of
+    waits for no row at all, so the delete is refused (the row is there: its "cas" wait).
+    """
+
+    children: list[str]
+    """Every set column of the row holding children (empty at the wait: their children are gone)."""
+    held: dict[str, set[str]]
+    """Each column that must hold a child -> the members (uuid text) it holds at the wait."""
+    rows: list[dict[str, Any]]
+    """The wait's ``rows`` (its own list), filled by :meth:`fill` once every member is known."""
+
+    def fill(self) -> None:
+        if not all(self.held.values()):
+            self.rows[:] = []
+            return
+        row: dict[str, Any] = {c: ["set", []] for c in self.children}
+        for c, members in self.held.items():
+            row[c] = ["set", [["uuid", m] for m in sorted(members)]]
+        self.rows[:] = [row]
+
+
 _Member = tuple[str, uuid.UUID, str, str]
 """(parent table, parent row, set column, "insert" or "delete") of a parent's set mutation."""
 
@@ -171,9 +203,10 @@ class _Stages:
     unfilled: dict[tuple[str, int], tuple[dict[str, Any], tuple[str, ...], RefKey]] = field(default_factory=dict)
     """(OVSDB table, row id.int) of each row inserted whose set columns must hold a child (OVN's
     ``Meter.bands``: :attr:`.TableMap.held_at_least_one`) -> its insert's row, those columns, its key."""
-    dropping: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
-    """(OVSDB table, row id.int) of each row deleted whose set columns must hold a child -> those
-    columns: its children leave them with the row, not by a ``mutate`` (which the server refuses)."""
+    dropping: dict[tuple[str, int], _Dropping] = field(default_factory=dict)
+    """(OVSDB table, row id.int) of each row deleted whose set columns must hold a child -> what its
+    children wait holds: its children leave those columns with the row, not by a ``mutate`` (which
+    the server refuses once the set is empty)."""
 
     def move_member(self, parent: _Member, child: uuid.UUID, key: RefKey) -> None:
         """``child`` (the object ``key``) joins or leaves a parent's set column."""
@@ -201,11 +234,17 @@ class _Stages:
                 # beside the members a mutate adds. The children's inserts give their uuids.
                 filling[0][column] = ["set", [["uuid", uuid_text(child)] for child, _ in moved]]
                 continue
-            if how == "delete" and column in self.dropping.get((ptable, row), ()):
+            dropping = self.dropping.get((ptable, row)) if how == "delete" and self.dropping else None
+            if dropping is not None and column in dropping.held:
+                # Left to the row's delete: its children wait finds these members still in the set (a
+                # child this commit moves to another row, as well as one it deletes).
+                dropping.held[column].update(uuid_text(child) for child, _ in moved)
                 continue
             mutates.append(
                 (mutate_members(ptable, parent, column, how, [child for child, _ in moved]), ("mutate", moved[0][1]))
             )
+        for dropping in self.dropping.values():
+            dropping.fill()
         for row_cells, columns, key in self.unfilled.values():
             for column in columns:
                 if column not in row_cells:
@@ -366,7 +405,17 @@ def plan_commit(
     gone = deleted.values()
     for target in sorted(gone, key=str) if len(gone) > 1 else gone:
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
-    for op_json, reason in stages.ops():
+    try:
+        staged = stages.ops()
+    except errors.ValidationError as exc:
+        if not plan.unique:
+            raise
+        # A new row whose set must hold a child, created without one: refused before anything is sent.
+        # Unless another row holds one of its unique values (a meter's name): that is the error the
+        # server's index gives, which create(may_exist=True) takes the holder from. The caller asks.
+        plan.refused = exc
+        return plan
+    for op_json, reason in staged:
         plan.ops.append(op_json)
         plan.reasons.append(reason)
     return plan
@@ -628,20 +677,11 @@ def _plan_delete(
     # Children held in this row's set columns must be gone (or going) first.
     child_columns = sorted({link.column for link in mapping.links.get((tm.db, tm.db_table), ())})
     if child_columns:
-        # A set that must never be empty (OVN's Meter.bands) keeps its members to the end: the row's
-        # delete drops them with it. The wait holds it to the members this commit deletes itself, so
-        # that any other child (one this commit updates or leaves, one another writer added meanwhile)
-        # refuses the delete, as an emptied set's wait does: nbdb then walks the owner's children and
-        # plans again (an update of one becomes its delete), instead of the server collecting it unseen.
         rows: list[dict[str, Any]] = [{c: ["set", []] for c in child_columns}]
         if tm.held_at_least_one:
-            stages.dropping[(tm.db_table, op.id.int)] = tm.held_at_least_one
-            for c in tm.held_at_least_one:
-                going = _going(mapping, tm, c, row, deleted)
-                if not going:
-                    rows = []  # none: no row may match, and the meter's row is there (its "cas" wait)
-                    break
-                rows[0][c] = ["set", [["uuid", m] for m in going]]
+            # A set that must never be empty (OVN's Meter.bands): see _Dropping, which fills ``rows``.
+            going = {c: set(_going(mapping, tm, c, row, deleted)) for c in tm.held_at_least_one}
+            stages.dropping[(tm.db_table, op.id.int)] = _Dropping(child_columns, going, rows)
         stages.checks.append((wait(tm.db_table, where_uuid(op.id), rows, child_columns), ("children", key)))
     stages.deletes.append(({"op": "delete", "table": tm.db_table, "where": where_uuid(op.id)}, ("delete", key)))
 
