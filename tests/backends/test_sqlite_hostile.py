@@ -7,6 +7,7 @@ written with the ``sqlite3`` module stand for an edit with the ``sqlite3`` shell
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -124,6 +125,30 @@ def test_ctrl_c_ends_a_wait_for_the_write_lock(path: Path) -> None:
     assert out.split() == ["interrupted", "True"], err
 
 
+def _interrupting(method: str, event: str) -> Any:
+    """A profile function raising KeyboardInterrupt, as a signal's would, at ``event`` of a write block's ``method``.
+
+    The write block: the connection's ``transaction("IMMEDIATE")`` context manager (a generator's before it
+    was a class: both are matched, so that these tests ran on the code before the fix). The profile turns
+    itself off as it raises.
+    """
+
+    def interrupt(frame: Any, seen: str, arg: object) -> None:
+        if seen != event or frame.f_code.co_name != method:
+            return
+        held = frame.f_locals.get("self")
+        gen = getattr(held, "gen", None)
+        if gen is not None and gen.gi_code.co_name == "transaction":
+            mode = gen.gi_frame.f_locals.get("mode") if gen.gi_frame is not None else None
+        else:
+            mode = getattr(held, "mode", None) if type(held).__name__ == "_Block" else None
+        if mode == "IMMEDIATE":
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    return interrupt
+
+
 def test_ctrl_c_as_a_write_transaction_begins_does_not_hang_the_close(path: Path) -> None:
     # A Ctrl-C landing after the connection's transaction generator yielded (the write lock taken) but before
     # the caller's `with` had it left the generator suspended, kept alive by the KeyboardInterrupt's traceback:
@@ -132,16 +157,8 @@ def test_ctrl_c_as_a_write_transaction_begins_does_not_hang_the_close(path: Path
     db.list(LogicalSwitch)
     outcome: list[str] = []
 
-    def interrupt(frame: Any, event: str, arg: object) -> None:
-        held = frame.f_locals.get("self")
-        gen = getattr(held, "gen", None)
-        if event == "return" and frame.f_code.co_name == "__enter__" and gen is not None:
-            if gen.gi_code.co_name == "transaction":
-                sys.setprofile(None)
-                raise KeyboardInterrupt  # as a signal's would, as __enter__ returns
-
     def write_then_close() -> None:
-        sys.setprofile(interrupt)
+        sys.setprofile(_interrupting("__enter__", "return"))
         try:
             db.create(LogicalSwitch(name="interrupted"))
         except KeyboardInterrupt as exc:
@@ -157,6 +174,84 @@ def test_ctrl_c_as_a_write_transaction_begins_does_not_hang_the_close(path: Path
     assert outcome == ["KeyboardInterrupt", "closed"], "the close hung on the interrupted transaction's lock"
     with nbdb.connect(f"sqlite:///{path}") as again:
         assert again.list(LogicalSwitch) == []  # rolled back as the connection closed
+
+
+@pytest.mark.parametrize("in_memory", [False, True], ids=["file", "in-memory"])
+@pytest.mark.parametrize(
+    ("method", "event"), [("__enter__", "return"), ("__exit__", "call")], ids=["as-it-begins", "as-it-ends"]
+)
+def test_ctrl_c_at_a_write_transaction_s_edge_hangs_no_later_call(
+    path: Path, method: str, event: str, in_memory: bool
+) -> None:
+    # The Ctrl-C lands where the block's own clean-up cannot run: as __enter__ returns (the lock taken, the
+    # transaction begun, the caller's `with` not yet holding it) or as __exit__ starts (the writes made, not
+    # committed). Its traceback stays alive, as sys.last_traceback keeps it in a REPL. The thread's next read
+    # and write, and another thread's write, each waited for the lock for ever; now the thread's next call
+    # takes it over and rolls the interrupted transaction back. (In memory, reads use the writer's connection.)
+    db = nbdb.connect("sqlite://" if in_memory else f"sqlite:///{path}")
+    before = db.create(LogicalSwitch(name="before"))
+    kept: list[BaseException] = []  # the KeyboardInterrupt, its traceback and the frames it holds
+    outcome: list[object] = []
+
+    def interrupted_then_more() -> None:
+        sys.setprofile(_interrupting(method, event))
+        try:
+            db.create(LogicalSwitch(name="interrupted"))
+        except KeyboardInterrupt as exc:
+            kept.append(exc)
+        finally:
+            sys.setprofile(None)
+        outcome.append(sorted(s.name for s in db.list(LogicalSwitch)))
+        outcome.append(db.get(LogicalSwitch, before.id) == before)
+        db.create(LogicalSwitch(name="after"))
+        outcome.append("written")
+
+    worker = threading.Thread(target=interrupted_then_more, daemon=True)
+    worker.start()
+    worker.join(4)
+    assert len(kept) == 1, "the KeyboardInterrupt was not raised where the test meant it"
+    assert outcome == [["before"], True, "written"], "the interrupted thread's next call hung on the lock"
+    other = threading.Thread(target=lambda: outcome.append(db.create(LogicalSwitch(name="other")).name), daemon=True)
+    other.start()
+    other.join(4)
+    assert outcome[-1] == "other", "another thread's write hung on the lock"
+    assert sorted(s.name for s in db.list(LogicalSwitch)) == ["after", "before", "other"]
+    db.close()
+    if not in_memory:
+        with nbdb.connect(f"sqlite:///{path}") as again:
+            assert sorted(s.name for s in again.list(LogicalSwitch)) == ["after", "before", "other"]
+
+
+def test_a_write_transaction_left_by_a_ctrl_c_lets_its_lock_go_when_its_traceback_goes(path: Path) -> None:
+    # Nothing of the interrupted thread's takes the lock over: another thread's write waits only until the
+    # KeyboardInterrupt (and the block it keeps) is collected.
+    db = nbdb.connect(f"sqlite:///{path}")
+    db.list(LogicalSwitch)
+    kept: list[BaseException] = []
+
+    def interrupted() -> None:
+        sys.setprofile(_interrupting("__enter__", "return"))
+        try:
+            db.create(LogicalSwitch(name="interrupted"))
+        except KeyboardInterrupt as exc:
+            kept.append(exc)
+        finally:
+            sys.setprofile(None)
+
+    worker = threading.Thread(target=interrupted)
+    worker.start()
+    worker.join(4)
+    assert len(kept) == 1
+    kept.clear()
+    gc.collect()
+    written: list[str] = []
+    other = threading.Thread(target=lambda: written.append(db.create(LogicalSwitch(name="other")).name), daemon=True)
+    other.start()
+    other.join(4)
+    assert written == ["other"], "another thread's write hung on the lock the collected block held"
+    db.close()
+    with nbdb.connect(f"sqlite:///{path}") as again:
+        assert [s.name for s in again.list(LogicalSwitch)] == ["other"]
 
 
 def test_ctrl_c_in_the_leader_of_a_group_commit_leaves_the_others_commits_applied(path: Path) -> None:
