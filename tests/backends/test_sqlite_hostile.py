@@ -149,29 +149,40 @@ def _interrupting(method: str, event: str) -> Any:
     return interrupt
 
 
+def _write_interrupted(db: nbdb.Database, method: str = "__enter__", event: str = "return") -> KeyboardInterrupt:
+    """The KeyboardInterrupt a create got at ``event`` of its write block's ``method`` (the caller keeps it alive)."""
+    sys.setprofile(_interrupting(method, event))
+    try:
+        db.create(LogicalSwitch(name="interrupted"))
+    except KeyboardInterrupt as exc:
+        return exc
+    finally:
+        sys.setprofile(None)
+    raise AssertionError("the KeyboardInterrupt was not raised where the test meant it")
+
+
+def _within(seconds: float, work: Any) -> list[Any]:
+    """``[work()]``, run in a daemon thread; ``[]`` if it did not end within ``seconds`` (it hung) or raised."""
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(work()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return done
+
+
 def test_ctrl_c_as_a_write_transaction_begins_does_not_hang_the_close(path: Path) -> None:
     # A Ctrl-C landing after the connection's transaction generator yielded (the write lock taken) but before
     # the caller's `with` had it left the generator suspended, kept alive by the KeyboardInterrupt's traceback:
     # `nbdb copy` printed "interrupted" and its close waited for that lock for ever.
     db = nbdb.connect(f"sqlite:///{path}")
     db.list(LogicalSwitch)
-    outcome: list[str] = []
 
-    def write_then_close() -> None:
-        sys.setprofile(_interrupting("__enter__", "return"))
-        try:
-            db.create(LogicalSwitch(name="interrupted"))
-        except KeyboardInterrupt as exc:
-            outcome.append(type(exc).__name__)
-            db.close()  # while the exception (and its traceback) is alive, as the CLI's with-block closes
-            outcome.append("closed")
-        finally:
-            sys.setprofile(None)
+    def write_then_close() -> str:
+        interrupt = _write_interrupted(db)
+        db.close()  # while the exception (and its traceback) is alive, as the CLI's with-block closes
+        return type(interrupt).__name__
 
-    worker = threading.Thread(target=write_then_close, daemon=True)
-    worker.start()
-    worker.join(4)
-    assert outcome == ["KeyboardInterrupt", "closed"], "the close hung on the interrupted transaction's lock"
+    assert _within(4, write_then_close) == ["KeyboardInterrupt"], "the close hung on the interrupted transaction"
     with nbdb.connect(f"sqlite:///{path}") as again:
         assert again.list(LogicalSwitch) == []  # rolled back as the connection closed
 
@@ -185,36 +196,20 @@ def test_ctrl_c_at_a_write_transaction_s_edge_hangs_no_later_call(
 ) -> None:
     # The Ctrl-C lands where the block's own clean-up cannot run: as __enter__ returns (the lock taken, the
     # transaction begun, the caller's `with` not yet holding it) or as __exit__ starts (the writes made, not
-    # committed). Its traceback stays alive, as sys.last_traceback keeps it in a REPL. The thread's next read
-    # and write, and another thread's write, each waited for the lock for ever; now the thread's next call
-    # takes it over and rolls the interrupted transaction back. (In memory, reads use the writer's connection.)
+    # committed). Its traceback stays alive, as sys.last_traceback keeps it in a REPL. The thread's next write
+    # (in memory, also its reads: they use the writer's connection), and another thread's write, each waited
+    # for the lock for ever; now the thread's next call takes it over and rolls the transaction back.
     db = nbdb.connect("sqlite://" if in_memory else f"sqlite:///{path}")
     before = db.create(LogicalSwitch(name="before"))
     kept: list[BaseException] = []  # the KeyboardInterrupt, its traceback and the frames it holds
-    outcome: list[object] = []
 
-    def interrupted_then_more() -> None:
-        sys.setprofile(_interrupting(method, event))
-        try:
-            db.create(LogicalSwitch(name="interrupted"))
-        except KeyboardInterrupt as exc:
-            kept.append(exc)
-        finally:
-            sys.setprofile(None)
-        outcome.append(sorted(s.name for s in db.list(LogicalSwitch)))
-        outcome.append(db.get(LogicalSwitch, before.id) == before)
-        db.create(LogicalSwitch(name="after"))
-        outcome.append("written")
+    def interrupted_then_more() -> list[object]:
+        kept.append(_write_interrupted(db, method, event))
+        listed = sorted(s.name for s in db.list(LogicalSwitch))
+        return [listed, db.get(LogicalSwitch, before.id) == before, db.create(LogicalSwitch(name="after")).name]
 
-    worker = threading.Thread(target=interrupted_then_more, daemon=True)
-    worker.start()
-    worker.join(4)
-    assert len(kept) == 1, "the KeyboardInterrupt was not raised where the test meant it"
-    assert outcome == [["before"], True, "written"], "the interrupted thread's next call hung on the lock"
-    other = threading.Thread(target=lambda: outcome.append(db.create(LogicalSwitch(name="other")).name), daemon=True)
-    other.start()
-    other.join(4)
-    assert outcome[-1] == "other", "another thread's write hung on the lock"
+    assert _within(4, interrupted_then_more) == [[["before"], True, "after"]], "the thread's next call hung"
+    assert _within(4, lambda: db.create(LogicalSwitch(name="other")).name) == ["other"], "another thread's hung"
     assert sorted(s.name for s in db.list(LogicalSwitch)) == ["after", "before", "other"]
     db.close()
     if not in_memory:
@@ -227,28 +222,11 @@ def test_a_write_transaction_left_by_a_ctrl_c_lets_its_lock_go_when_its_tracebac
     # KeyboardInterrupt (and the block it keeps) is collected.
     db = nbdb.connect(f"sqlite:///{path}")
     db.list(LogicalSwitch)
-    kept: list[BaseException] = []
-
-    def interrupted() -> None:
-        sys.setprofile(_interrupting("__enter__", "return"))
-        try:
-            db.create(LogicalSwitch(name="interrupted"))
-        except KeyboardInterrupt as exc:
-            kept.append(exc)
-        finally:
-            sys.setprofile(None)
-
-    worker = threading.Thread(target=interrupted)
-    worker.start()
-    worker.join(4)
+    kept = _within(4, lambda: _write_interrupted(db))
     assert len(kept) == 1
     kept.clear()
     gc.collect()
-    written: list[str] = []
-    other = threading.Thread(target=lambda: written.append(db.create(LogicalSwitch(name="other")).name), daemon=True)
-    other.start()
-    other.join(4)
-    assert written == ["other"], "another thread's write hung on the lock the collected block held"
+    assert _within(4, lambda: db.create(LogicalSwitch(name="other")).name) == ["other"], "the write hung"
     db.close()
     with nbdb.connect(f"sqlite:///{path}") as again:
         assert [s.name for s in again.list(LogicalSwitch)] == ["other"]

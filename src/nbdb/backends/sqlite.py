@@ -293,7 +293,9 @@ class _Connection:
 
     def one(self, statement: str, args: Sequence[Any] = ()) -> Any:
         """The first row of one statement, which runs as a transaction of its own."""
-        with _Block(self):
+        if self._held:
+            self._recover()
+        with self.lock:  # a lock's with-statement is C's: no Ctrl-C lands between taking and holding it
             self._same_file()
             try:
                 return self.sql.execute(statement, args).fetchone()
@@ -302,7 +304,9 @@ class _Connection:
 
     def every(self, statement: str, args: Sequence[Any] = ()) -> list[Any]:
         """Every row of one statement, which runs as a transaction of its own."""
-        with _Block(self):
+        if self._held:
+            self._recover()
+        with self.lock:
             self._same_file()
             try:
                 return self.sql.execute(statement, args).fetchall()
@@ -316,11 +320,17 @@ class _Connection:
         it over instead: the lock is not re-entrant, so this thread cannot be inside one, and waiting
         for itself hung it (and every other thread) for ever. True: so handed over (roll back what it left).
         """
-        for old, holder in tuple(self._held.items()):  # at most one
-            if holder == thread and self._hand_over(old, serial, thread):
-                return True
+        if self._held:
+            for old, holder in tuple(self._held.items()):  # at most one
+                if holder == thread and self._hand_over(old, serial, thread):
+                    return True
         _atomically(self.lock.acquire, partial(self._held.__setitem__, serial, thread))
         return False
+
+    def _recover(self) -> None:
+        """Roll back and let go what a block of this thread left holding the lock (a Ctrl-C): see :meth:`_take`."""
+        with _Block(self):
+            pass
 
     def _hand_over(self, old: int, new: int, thread: int) -> bool:
         """Make block ``new`` of ``thread`` the holder of block ``old``'s lock, unless ``old`` let it go."""
@@ -438,7 +448,9 @@ class _Connection:
 
     def close(self) -> None:
         self._closing = True  # a thread waiting for the write lock gives up at its next slice
-        with _Block(self):  # a block this thread left holding the lock (Ctrl-C) is rolled back: see _take
+        if self._held:
+            self._recover()
+        with self.lock:
             with contextlib.suppress(errors.BackendUnavailableError):
                 self._same_file(every=True)
             if self._gone and _NO_CHECKPOINT_ON_CLOSE is not None:
