@@ -329,8 +329,9 @@ class _Connection:
 
     def _recover(self) -> None:
         """Roll back and let go what a block of this thread left holding the lock (a Ctrl-C): see :meth:`_take`."""
-        with _Block(self):
-            pass
+        if threading.get_ident() in self._held.values():  # not another thread's: it lets go by itself
+            with _Block(self):
+                pass
 
     def _hand_over(self, old: int, new: int, thread: int) -> bool:
         """Make block ``new`` of ``thread`` the holder of block ``old``'s lock, unless ``old`` let it go."""
