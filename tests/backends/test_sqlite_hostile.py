@@ -7,6 +7,7 @@ written with the ``sqlite3`` module stand for an edit with the ``sqlite3`` shell
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -124,39 +125,111 @@ def test_ctrl_c_ends_a_wait_for_the_write_lock(path: Path) -> None:
     assert out.split() == ["interrupted", "True"], err
 
 
+def _interrupting(method: str, event: str) -> Any:
+    """A profile function raising KeyboardInterrupt, as a signal's would, at ``event`` of a write block's ``method``.
+
+    The write block: the connection's ``transaction("IMMEDIATE")`` context manager (a generator's before it
+    was a class: both are matched, so that these tests ran on the code before the fix). The profile turns
+    itself off as it raises.
+    """
+
+    def interrupt(frame: Any, seen: str, arg: object) -> None:
+        if seen != event or frame.f_code.co_name != method:
+            return
+        held = frame.f_locals.get("self")
+        gen = getattr(held, "gen", None)
+        if gen is not None and gen.gi_code.co_name == "transaction":
+            mode = gen.gi_frame.f_locals.get("mode") if gen.gi_frame is not None else None
+        else:
+            mode = getattr(held, "mode", None) if type(held).__name__ == "_Block" else None
+        if mode == "IMMEDIATE":
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    return interrupt
+
+
+def _write_interrupted(db: nbdb.Database, method: str = "__enter__", event: str = "return") -> KeyboardInterrupt:
+    """The KeyboardInterrupt a create got at ``event`` of its write block's ``method`` (the caller keeps it alive)."""
+    sys.setprofile(_interrupting(method, event))
+    try:
+        db.create(LogicalSwitch(name="interrupted"))
+    except KeyboardInterrupt as exc:
+        return exc
+    finally:
+        sys.setprofile(None)
+    raise AssertionError("the KeyboardInterrupt was not raised where the test meant it")
+
+
+def _within(seconds: float, work: Any) -> list[Any]:
+    """``[work()]``, run in a daemon thread; ``[]`` if it did not end within ``seconds`` (it hung) or raised."""
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(work()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return done
+
+
 def test_ctrl_c_as_a_write_transaction_begins_does_not_hang_the_close(path: Path) -> None:
     # A Ctrl-C landing after the connection's transaction generator yielded (the write lock taken) but before
     # the caller's `with` had it left the generator suspended, kept alive by the KeyboardInterrupt's traceback:
     # `nbdb copy` printed "interrupted" and its close waited for that lock for ever.
     db = nbdb.connect(f"sqlite:///{path}")
     db.list(LogicalSwitch)
-    outcome: list[str] = []
 
-    def interrupt(frame: Any, event: str, arg: object) -> None:
-        held = frame.f_locals.get("self")
-        gen = getattr(held, "gen", None)
-        if event == "return" and frame.f_code.co_name == "__enter__" and gen is not None:
-            if gen.gi_code.co_name == "transaction":
-                sys.setprofile(None)
-                raise KeyboardInterrupt  # as a signal's would, as __enter__ returns
+    def write_then_close() -> str:
+        interrupt = _write_interrupted(db)
+        db.close()  # while the exception (and its traceback) is alive, as the CLI's with-block closes
+        return type(interrupt).__name__
 
-    def write_then_close() -> None:
-        sys.setprofile(interrupt)
-        try:
-            db.create(LogicalSwitch(name="interrupted"))
-        except KeyboardInterrupt as exc:
-            outcome.append(type(exc).__name__)
-            db.close()  # while the exception (and its traceback) is alive, as the CLI's with-block closes
-            outcome.append("closed")
-        finally:
-            sys.setprofile(None)
-
-    worker = threading.Thread(target=write_then_close, daemon=True)
-    worker.start()
-    worker.join(4)
-    assert outcome == ["KeyboardInterrupt", "closed"], "the close hung on the interrupted transaction's lock"
+    assert _within(4, write_then_close) == ["KeyboardInterrupt"], "the close hung on the interrupted transaction"
     with nbdb.connect(f"sqlite:///{path}") as again:
         assert again.list(LogicalSwitch) == []  # rolled back as the connection closed
+
+
+@pytest.mark.parametrize("in_memory", [False, True], ids=["file", "in-memory"])
+@pytest.mark.parametrize(
+    ("method", "event"), [("__enter__", "return"), ("__exit__", "call")], ids=["as-it-begins", "as-it-ends"]
+)
+def test_ctrl_c_at_a_write_transaction_s_edge_hangs_no_later_call(
+    path: Path, method: str, event: str, in_memory: bool
+) -> None:
+    # The Ctrl-C lands where the block's own clean-up cannot run: as __enter__ returns (the lock taken, the
+    # transaction begun, the caller's `with` not yet holding it) or as __exit__ starts (the writes made, not
+    # committed). Its traceback stays alive, as sys.last_traceback keeps it in a REPL. The thread's next write
+    # (in memory, also its reads: they use the writer's connection), and another thread's write, each waited
+    # for the lock for ever; now the thread's next call takes it over and rolls the transaction back.
+    db = nbdb.connect("sqlite://" if in_memory else f"sqlite:///{path}")
+    before = db.create(LogicalSwitch(name="before"))
+    kept: list[BaseException] = []  # the KeyboardInterrupt, its traceback and the frames it holds
+
+    def interrupted_then_more() -> list[object]:
+        kept.append(_write_interrupted(db, method, event))
+        listed = sorted(s.name for s in db.list(LogicalSwitch))
+        return [listed, db.get(LogicalSwitch, before.id) == before, db.create(LogicalSwitch(name="after")).name]
+
+    assert _within(4, interrupted_then_more) == [[["before"], True, "after"]], "the thread's next call hung"
+    assert _within(4, lambda: db.create(LogicalSwitch(name="other")).name) == ["other"], "another thread's hung"
+    assert sorted(s.name for s in db.list(LogicalSwitch)) == ["after", "before", "other"]
+    db.close()
+    if not in_memory:
+        with nbdb.connect(f"sqlite:///{path}") as again:
+            assert sorted(s.name for s in again.list(LogicalSwitch)) == ["after", "before", "other"]
+
+
+def test_a_write_transaction_left_by_a_ctrl_c_lets_its_lock_go_when_its_traceback_goes(path: Path) -> None:
+    # Nothing of the interrupted thread's takes the lock over: another thread's write waits only until the
+    # KeyboardInterrupt (and the block it keeps) is collected.
+    db = nbdb.connect(f"sqlite:///{path}")
+    db.list(LogicalSwitch)
+    kept = _within(4, lambda: _write_interrupted(db))
+    assert len(kept) == 1
+    kept.clear()
+    gc.collect()
+    assert _within(4, lambda: db.create(LogicalSwitch(name="other")).name) == ["other"], "the write hung"
+    db.close()
+    with nbdb.connect(f"sqlite:///{path}") as again:
+        assert [s.name for s in again.list(LogicalSwitch)] == ["other"]
 
 
 def test_ctrl_c_in_the_leader_of_a_group_commit_leaves_the_others_commits_applied(path: Path) -> None:

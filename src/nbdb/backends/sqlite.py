@@ -15,9 +15,12 @@ revision counter for other processes' commits, as kine does for etcd's API on SQ
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import itertools
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -109,6 +112,113 @@ ERRORS = ExceptionMap(
 """How sqlite3's exceptions become nbdb errors (anything else: BackendUnavailableError)."""
 
 
+_SERIALS = itertools.count()  # next() of a count is atomic: each _Block its own number
+_CALL = operator.methodcaller("__call__")  # C, as operator.call (benchmarks/embedded_cg.py counts inside that)
+
+
+def _atomically(*steps: Callable[[], object]) -> None:
+    """Call ``steps`` (C functions: no Python code runs between them) one after the other, with no Ctrl-C between two.
+
+    CPython raises a signal's exception (KeyboardInterrupt) only between bytecodes: as a call returns, at
+    a loop's end, as a function starts. Calls made from C, one after the other, leave it nowhere to land:
+    taking the lock and recording who holds it, or forgetting that and letting go, happen both or neither.
+    """
+    collections.deque(map(_CALL, steps), maxlen=0)
+
+
+class _Block:
+    """One thread's turn at a _Connection: its lock held from enter to exit, in a transaction given a mode.
+
+    A class, not a generator: a Ctrl-C that landed after the generator took the lock and began (it had
+    yielded) but before the caller's ``with`` held it, or as ``__exit__`` began, left it suspended, kept
+    alive by the KeyboardInterrupt's traceback (in a REPL, ``sys.last_traceback``) with the lock held and
+    the transaction open: the thread's next read, and every other thread's, waited for that lock for ever.
+    Here each step runs under a ``try`` that rolls back and lets go, and the lock is taken and let go
+    together with its record (:func:`_atomically`). Where a Ctrl-C still lands outside them (as
+    ``__exit__`` starts, before its ``try``), the record stays: the thread's next block takes the lock
+    over and rolls the transaction back (:meth:`_Connection._take`), and a collected block lets it go.
+    """
+
+    __slots__ = ("committed", "conn", "mode", "serial")
+
+    def __init__(self, conn: _Connection, mode: str | None = None, committed: list[bool] | None = None) -> None:
+        self.conn, self.mode, self.committed = conn, mode, committed
+        self.serial = next(_SERIALS)
+
+    def __enter__(self) -> sqlite3.Connection:
+        conn, mode = self.conn, self.mode
+        try:
+            if conn._take(self.serial, threading.get_ident()):
+                conn._roll_back()  # what the block it took over left open (Ctrl-C): never committed
+            if mode is not None:
+                if mode == "IMMEDIATE":
+                    conn._begin_write()
+                else:
+                    conn.sql.execute(f"BEGIN {mode}")
+                conn._same_file(every=mode == "IMMEDIATE")
+        except BaseException as exc:
+            if self.serial not in conn._held:  # interrupted before it took the lock: nothing to undo
+                raise
+            try:
+                replaced = self._rolled_back(exc, committing=False)
+            finally:
+                conn._let_go(self.serial)
+            if replaced is None:
+                raise
+            raise replaced from None
+        return conn.sql
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        conn = self.conn
+        try:
+            if self.serial not in conn._held:  # another block of this thread's took its lock over: see _take
+                raise errors.BackendUnavailableError("sqlite: a later call of this thread rolled this transaction back")
+            if self.mode is None:
+                return
+            if exc is None:
+                try:
+                    conn._commit()
+                    if self.committed is not None:
+                        self.committed.append(True)
+                    return
+                except BaseException as error:
+                    exc, committing = error, True
+            else:
+                committing = False
+            replaced = self._rolled_back(exc, committing)
+            if replaced is not None:
+                raise replaced from None
+            if committing:
+                raise exc
+        finally:
+            conn._let_go(self.serial)
+
+    def _rolled_back(self, exc: BaseException, committing: bool) -> BaseException | None:
+        """Roll back after ``exc``; the error to raise instead (None: ``exc`` itself)."""
+        open_ = self.conn._roll_back()
+        if not isinstance(exc, sqlite3.Error):
+            if committing and not open_ and self.committed is not None and not self.committed:
+                self.committed.append(True)  # COMMIT ran (it ends the transaction only when it succeeds)
+            return None
+        if committing and self.mode == "IMMEDIATE":
+            # In WAL mode a failed fsync leaves the commit record in the log: a restart may keep it.
+            return errors.CommitUnknownError(f"sqlite: the commit may or may not be durable: {exc}")
+        return ERRORS.translate(exc)
+
+    def __del__(self) -> None:
+        # Collected while it still holds the lock: a Ctrl-C left it so, and nothing of this thread's took it
+        # over since. Other threads wait for it: roll back and let go (from whatever thread collects it).
+        conn = self.conn
+        if self.serial not in conn._held:
+            return
+        mine = next(_SERIALS)
+        if conn._hand_over(self.serial, mine, threading.get_ident()):
+            try:
+                conn._roll_back()
+            finally:
+                conn._let_go(mine)
+
+
 class _Connection:
     """One sqlite3 connection, used by one thread at a time, and the commit signal of its database."""
 
@@ -125,8 +235,8 @@ class _Connection:
         identity: tuple[_Inode, _Inode] | None = None,
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
-        self.lock = threading.Lock()
-        self._holder: int | None = None  # the thread inside transaction()'s block, while one is
+        self.lock = threading.Lock()  # one _Block at a time; taken and let go only by _take, _let_go
+        self._held: dict[int, int] = {}  # while a _Block holds the lock: its serial number -> its thread's id
         self._closing = False
         self._looked = -_LOOK_EVERY  # time.monotonic() of the last look at the path (_same_file)
         self._gone = False  # the path was seen to name another file, or none
@@ -173,47 +283,19 @@ class _Connection:
             return self
         return _Connection(self.target, self.signal, *self._settings, writer=writer, identity=self.identity)
 
-    @contextmanager
-    def transaction(self, mode: str = "DEFERRED", committed: list[bool] | None = None) -> Iterator[sqlite3.Connection]:
+    def transaction(self, mode: str = "DEFERRED", committed: list[bool] | None = None) -> _Block:
         """One transaction; IMMEDIATE takes the write lock first, so a writer never fails half-way for it.
 
         ``committed`` gets True appended once COMMIT has run, also when an interrupt (Ctrl-C) lands
         right after it: the caller then knows its transaction's outcome whatever interrupts it.
         """
-        with self.lock:
-            committing = False
-            try:
-                self._holder = threading.get_ident()
-                if mode == "IMMEDIATE":
-                    self._begin_write()
-                else:
-                    self.sql.execute(f"BEGIN {mode}")
-                self._same_file(every=mode == "IMMEDIATE")
-                yield self.sql
-                committing = True
-                self._commit()
-                if committed is not None:
-                    committed.append(True)
-            except BaseException as exc:
-                open_ = True  # unknown (a closed connection): not taken for a COMMIT that ran
-                with contextlib.suppress(sqlite3.Error):  # SQLite has rolled back by itself after some errors
-                    open_ = self.sql.in_transaction
-                    if open_:
-                        self.sql.execute("ROLLBACK")
-                if not isinstance(exc, sqlite3.Error):
-                    if committing and not open_ and committed is not None and not committed:
-                        committed.append(True)  # COMMIT ran (it ends the transaction only when it succeeds)
-                    raise
-                if committing and mode == "IMMEDIATE":
-                    # In WAL mode a failed fsync leaves the commit record in the log: a restart may keep it.
-                    raise errors.CommitUnknownError(f"sqlite: the commit may or may not be durable: {exc}") from None
-                raise ERRORS.translate(exc) from None
-            finally:
-                self._holder = None
+        return _Block(self, mode, committed)
 
     def one(self, statement: str, args: Sequence[Any] = ()) -> Any:
         """The first row of one statement, which runs as a transaction of its own."""
-        with self.lock:
+        if self._held:
+            self._recover()
+        with self.lock:  # a lock's with-statement is C's: no Ctrl-C lands between taking and holding it
             self._same_file()
             try:
                 return self.sql.execute(statement, args).fetchone()
@@ -222,12 +304,58 @@ class _Connection:
 
     def every(self, statement: str, args: Sequence[Any] = ()) -> list[Any]:
         """Every row of one statement, which runs as a transaction of its own."""
+        if self._held:
+            self._recover()
         with self.lock:
             self._same_file()
             try:
                 return self.sql.execute(statement, args).fetchall()
             except sqlite3.Error as exc:
                 raise ERRORS.translate(exc) from None
+
+    def _take(self, serial: int, thread: int) -> bool:
+        """Hold :attr:`lock` for block ``serial`` of ``thread``, and record it (:attr:`_held`).
+
+        A block this thread left holding it (a Ctrl-C landed where its own clean-up could not run) hands
+        it over instead: the lock is not re-entrant, so this thread cannot be inside one, and waiting
+        for itself hung it (and every other thread) for ever. True: so handed over (roll back what it left).
+        """
+        if self._held:
+            for old, holder in tuple(self._held.items()):  # at most one
+                if holder == thread and self._hand_over(old, serial, thread):
+                    return True
+        _atomically(self.lock.acquire, partial(self._held.__setitem__, serial, thread))
+        return False
+
+    def _recover(self) -> None:
+        """Roll back and let go what a block of this thread left holding the lock (a Ctrl-C): see :meth:`_take`."""
+        if threading.get_ident() in self._held.values():  # not another thread's: it lets go by itself
+            with _Block(self):
+                pass
+
+    def _hand_over(self, old: int, new: int, thread: int) -> bool:
+        """Make block ``new`` of ``thread`` the holder of block ``old``'s lock, unless ``old`` let it go."""
+        try:
+            _atomically(partial(self._held.pop, old), partial(self._held.__setitem__, new, thread))
+        except KeyError:  # it let go meanwhile (collected in another thread: _Block.__del__)
+            return False
+        return True
+
+    def _roll_back(self) -> bool:
+        """``ROLLBACK`` if a transaction is open; whether one was (unknown, on a closed connection: True)."""
+        open_ = True  # not taken for a COMMIT that ran
+        with contextlib.suppress(sqlite3.Error):  # SQLite has rolled back by itself after some errors
+            open_ = self.sql.in_transaction
+            if open_:
+                self.sql.execute("ROLLBACK")
+        return open_
+
+    def _let_go(self, serial: int) -> None:
+        """Let :attr:`lock` go, if block ``serial`` still holds it."""
+        try:
+            _atomically(partial(self._held.pop, serial), self.lock.release)
+        except KeyError:  # it no longer does
+            pass
 
     def _same_file(self, every: bool = False) -> None:
         """Raise BackendUnavailableError if the path no longer names the file this connection has open.
@@ -321,14 +449,8 @@ class _Connection:
 
     def close(self) -> None:
         self._closing = True  # a thread waiting for the write lock gives up at its next slice
-        if self._holder == threading.get_ident():
-            # This thread's own transaction() was abandoned with the lock held: a Ctrl-C landing after its
-            # generator yielded but before the caller's `with` took it (or as __exit__ began) leaves it
-            # suspended, kept alive by the KeyboardInterrupt's traceback while the interrupted command closes
-            # its Databases. Waiting for the lock hung that close for ever; SQLite rolls the open transaction
-            # back as the connection closes (the generator, collected later, then lets the lock go).
-            self.sql.close()
-            return
+        if self._held:
+            self._recover()
         with self.lock:
             with contextlib.suppress(errors.BackendUnavailableError):
                 self._same_file(every=True)
