@@ -535,10 +535,10 @@ def test_a_namespace_of_another_stored_format_is_refused_at_connect(
 # ---------------------------------------------------------------- three members
 
 
-def _owner_of_head(backend: HazelcastBackend, cluster: HazelcastServer) -> Member:
-    """The member that owns the partition of the namespace's head: killing it hits every commit."""
+def _owner_of_head(backend: HazelcastBackend, cluster: HazelcastServer, key: str = "head") -> Member:
+    """The member that owns the partition of the namespace's head (or of ``key``): killing it hits every commit."""
     client = backend._client
-    partition = client.partition_service.get_partition_id("head")
+    partition = client.partition_service.get_partition_id(key)
     owner = client.partition_service.get_partition_owner(partition)
     for info in client.cluster_service.get_members():
         if info.uuid == owner:
@@ -555,6 +555,50 @@ def healthy_cluster(hazelcast_cluster: HazelcastServer) -> Iterator[HazelcastSer
         if not member.is_running():
             member.restart()
     hazelcast_cluster.wait_ready(90)
+
+
+@pytest.mark.timeout(120)
+def test_a_membership_change_asks_for_member_commits_again(
+    healthy_cluster: HazelcastServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling upgrade ends with a membership change (the last member of the old jar leaves or rejoins
+    upgraded): the client's membership listener makes the next commit ask the lock's owner again, so member
+    commits come back on within a membership change, not at the back-off's end (here longer than the test).
+
+    Before, a client that once met a member of another protocol committed in six round trips until it restarted.
+    """
+    from nbdb.backends.hazelcast import _backend, _member
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 600.0, raising=False)
+    with nbdb.connect(healthy_cluster.url, namespace="r" + uuid.uuid4().hex[:10]) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit
+        parent = db.create(KitParent(name="p"))
+        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
+        written_at = _member._WRITTEN_AT
+        monkeypatch.setattr(_member, "_WRITTEN_AT", 99)  # a condition kind the members hand back: nothing written
+        parent = db.update(parent.replace(size=1))
+        assert not backend.member_commit
+        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL)  # the members of the old protocol gone:
+        monkeypatch.setattr(_member, "_WRITTEN_AT", written_at)
+        parent = db.update(parent.replace(size=2))
+        assert not backend.member_commit  # (the back-off alone would wait 600 s)
+        owner = _owner_of_head(backend, healthy_cluster, "commit")
+        next(m for m in healthy_cluster.members if m is not owner).kill()
+        size = 2
+
+        def back_on() -> bool:
+            nonlocal parent, size
+            size += 1
+            parent = db.update(parent.replace(size=size))  # exactly once each, whichever path it took
+            return backend.member_commit
+
+        assert eventually(back_on, timeout=30), "member commits stayed off after the membership changed"
+        commits = backend.member_commits
+        parent = db.update(parent.replace(size=size + 1))
+        assert backend.member_commits == commits + 1
+        assert db.get(KitParent, parent.id) == parent
 
 
 @pytest.mark.timeout(240)

@@ -9,7 +9,9 @@ probe finds it, and with its own six-round-trip protocol otherwise (or with
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -302,3 +304,56 @@ def test_a_member_of_another_protocol_after_the_probe_stops_the_tasks(
         assert db.get(KitParent, parent.id) == parent
         assert not backend.member_commit
         assert backend.member_fallbacks == 1
+
+
+@pytest.mark.timeout(60)
+def test_member_commits_come_back_once_the_lock_owner_speaks_this_protocol_again(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rolling upgrade: the lock's owner spoke another protocol for a while (member commits off), then one of
+    this client's protocol owns the lock again; a commit past the back-off asks it, without waiting for the
+    answer, and the commits after it run as tasks again, each exactly once.
+
+    Before, member commits stayed off until the client restarted: every long-running client of a cluster
+    upgraded member by member kept paying six round trips a commit. The mismatch is the client's protocol
+    patched for a while (as in the test above); the back-off is shortened, not the path.
+    """
+    from nbdb.backends.hazelcast import _backend, _member
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.05, raising=False)
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit
+        parent = db.create(KitParent(name="p"))
+        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
+        monkeypatch.setattr(_member.CommitTask, "CLASS_ID", 99)  # a task the member cannot read: nothing runs
+        parent = db.update(parent.replace(size=1))
+        off_at = time.monotonic()
+        assert not backend.member_commit and backend.member_fallbacks == 1
+        # Off the hot path: a re-probe once per back-off at most (0.05 s, doubling), not one per commit.
+        for size in range(2, 22):
+            parent = db.update(parent.replace(size=size))
+        waited = time.monotonic() - off_at
+        reprobes = getattr(backend, "member_reprobes", 0)
+        assert reprobes <= 1 + math.log2(waited / 0.05 + 1), (reprobes, waited)
+        assert not backend.member_commit
+        # The cluster fixed: the lock's owner speaks this client's protocol again.
+        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL)
+        monkeypatch.setattr(_member.CommitTask, "CLASS_ID", 1)
+        deadline = time.monotonic() + 10
+        while not backend.member_commit and time.monotonic() < deadline:
+            size += 1
+            parent = db.update(parent.replace(size=size))  # on the client's path, exactly once each
+            time.sleep(0.01)
+        assert backend.member_commit, "member commits stayed off after the lock's owner spoke the protocol again"
+        assert backend.member_reprobes - reprobes <= 2
+        tasks, commits = _tasks_run(backend), backend.member_commits
+        for _ in range(3):
+            size += 1
+            parent = db.update(parent.replace(size=size))
+        assert (backend.member_commits - commits, _tasks_run(backend) - tasks) == (3, 3)
+        assert backend.member_fallbacks == 1
+        assert db.get(KitParent, parent.id) == parent
+        assert [p.size for p in db.list(KitParent)] == [size]
