@@ -1318,9 +1318,8 @@ class HazelcastBackend(ChangeLogBackend):
                 self._reprobing.release()
 
         try:
-            self.gate.send(
-                lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask())
-            ).add_done_callback(answered)
+            sent = self.gate.send(lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask()))
+            sent.add_done_callback(answered)
         except Exception:  # refused at once (the client shutting down): asked again after the back-off
             self._member_commit_off()
             self._reprobing.release()
