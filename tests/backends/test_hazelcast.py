@@ -33,6 +33,7 @@ from nbdb.backends.hazelcast import HazelcastBackend, parse_url
 from nbdb.backends.hazelcast._records import decode_kv, encode_kv, listed_rows
 
 from .conftest import assert_reactor_wake_up_kept, median_get_ms
+from .test_hazelcast_member import another_protocol
 
 log = logging.getLogger(__name__)
 
@@ -567,21 +568,13 @@ def test_a_membership_change_asks_for_member_commits_again(
 
     Before, a client that once met a member of another protocol committed in six round trips until it restarted.
     """
-    from nbdb.backends.hazelcast import _backend, _member
+    from nbdb.backends.hazelcast import _backend
 
     monkeypatch.setattr(_backend, "_REPROBE_FIRST", 600.0, raising=False)
-    with nbdb.connect(healthy_cluster.url, namespace="r" + uuid.uuid4().hex[:10]) as db:
-        backend = db.backend
-        assert isinstance(backend, HazelcastBackend)
-        assert backend.member_commit
-        parent = db.create(KitParent(name="p"))
-        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
-        written_at = _member._WRITTEN_AT
-        monkeypatch.setattr(_member, "_WRITTEN_AT", 99)  # a condition kind the members hand back: nothing written
+    with another_protocol(healthy_cluster.url, "runs it without a condition kind") as (db, backend, parent, fixed):
         parent = db.update(parent.replace(size=1))
         assert not backend.member_commit
-        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL)  # the members of the old protocol gone:
-        monkeypatch.setattr(_member, "_WRITTEN_AT", written_at)
+        fixed.undo()  # the members of the old protocol gone
         parent = db.update(parent.replace(size=2))
         assert not backend.member_commit  # (the back-off alone would wait 600 s)
         owner = _owner_of_head(backend, healthy_cluster, "commit")

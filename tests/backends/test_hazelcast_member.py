@@ -8,12 +8,13 @@ probe finds it, and with its own six-round-trip protocol otherwise (or with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nbdb
-from nbdb import errors
+from nbdb import Database, errors
 from nbdb.conformance.kit import KitParent, check_stale_copies_refused
 from nbdb.families.kv import (
     CommitToken,
@@ -43,6 +44,9 @@ from nbdb.backends.hazelcast import HazelcastBackend
 from nbdb.backends.hazelcast._member import ProbeTask
 from nbdb.backends.hazelcast._records import HEAD, TOKEN_BYTES, decode_head
 
+CANNOT_READ = "cannot read it"
+"""A task the member cannot read (another test's refusal: one it runs without a condition kind)."""
+
 
 def _ns() -> str:
     return "m" + uuid.uuid4().hex[:10]
@@ -57,6 +61,32 @@ def _tasks_run(backend: HazelcastBackend) -> int:
     """How many commit tasks the member owning the commit lock ran (the member's own counter)."""
     reply = backend._executor.execute_on_key_owner("commit", ProbeTask()).result()
     return int(reply[1])
+
+
+@contextlib.contextmanager
+def another_protocol(
+    url: str, refusal: str = CANNOT_READ
+) -> Iterator[tuple[Database, HazelcastBackend, KitParent, Any]]:
+    """A client committing in the members, then, until ``fixed.undo()``, speaking the next task protocol.
+
+    As if the lock's owner were replaced by a member whose jar speaks another protocol (a rolling
+    deploy): the client's protocol is patched (its own objects), so that its copies' updates carry a
+    condition kind the member does not know (as ``WrittenAt`` to a protocol-1 member: handed back,
+    nothing written), or its tasks are of a form the member cannot read (``CANNOT_READ``).
+    """
+    from nbdb.backends.hazelcast import _backend, _member
+
+    with nbdb.connect(url, namespace=_ns()) as db, pytest.MonkeyPatch.context() as fixed:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit
+        parent = db.create(KitParent(name="p"))
+        fixed.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
+        if refusal == CANNOT_READ:
+            fixed.setattr(_member.CommitTask, "CLASS_ID", 99)
+        else:
+            fixed.setattr(_member, "_WRITTEN_AT", 99)
+        yield db, backend, parent, fixed
 
 
 def test_the_harness_deploys_the_member_jar() -> None:
@@ -272,33 +302,20 @@ def test_member_commit_can_be_turned_off(hazelcast_server: HazelcastServer) -> N
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("refusal", ["runs it without a condition kind", "cannot read it"])
+@pytest.mark.parametrize("refusal", ["runs it without a condition kind", CANNOT_READ])
 def test_a_member_of_another_protocol_after_the_probe_stops_the_tasks(
     hazelcast_server: HazelcastServer,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
     refusal: str,
 ) -> None:
     """As if the lock's owner were replaced after the probe by a member whose jar speaks another protocol
-    (a rolling deploy): the first refused task probes again, compares the protocol, and the client
-    commits on its own for good, one task round trip lost in all.
+    (a rolling deploy, see :func:`another_protocol`): the first refused task probes again, compares the
+    protocol, and the client commits on its own (until a re-probe past the back-off finds this protocol
+    again, see the next test), one task round trip lost in all.
 
-    The client here speaks the next protocol (patched): its copies' updates carry a condition kind the
-    member does not know (as ``WrittenAt`` to a protocol-1 member: handed back, nothing written), or its
-    tasks a form the member cannot read. The re-probe asked only whether the jar was there: every update
-    sent a task to hand back (a round trip more each), and an unreadable task was CommitUnknownError.
+    The re-probe asked only whether the jar was there: every update sent a task to hand back (a round trip
+    more each), and an unreadable task was CommitUnknownError.
     """
-    from nbdb.backends.hazelcast import _backend, _member
-
-    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
-        backend = db.backend
-        assert isinstance(backend, HazelcastBackend)
-        assert backend.member_commit
-        parent = db.create(KitParent(name="p"))
-        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
-        if refusal == "runs it without a condition kind":
-            monkeypatch.setattr(_member, "_WRITTEN_AT", 99)
-        else:
-            monkeypatch.setattr(_member.CommitTask, "CLASS_ID", 99)
+    with another_protocol(hazelcast_server.url, refusal) as (db, backend, parent, _):
         for size in range(1, 4):
             parent = db.update(parent.replace(size=size))
         assert db.get(KitParent, parent.id) == parent
@@ -319,16 +336,10 @@ def test_member_commits_come_back_once_the_lock_owner_speaks_this_protocol_again
     upgraded member by member kept paying six round trips a commit. The mismatch is the client's protocol
     patched for a while (as in the test above); the back-off is shortened, not the path.
     """
-    from nbdb.backends.hazelcast import _backend, _member
+    from nbdb.backends.hazelcast import _backend
 
     monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.05, raising=False)
-    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
-        backend = db.backend
-        assert isinstance(backend, HazelcastBackend)
-        assert backend.member_commit
-        parent = db.create(KitParent(name="p"))
-        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
-        monkeypatch.setattr(_member.CommitTask, "CLASS_ID", 99)  # a task the member cannot read: nothing runs
+    with another_protocol(hazelcast_server.url) as (db, backend, parent, fixed):
         parent = db.update(parent.replace(size=1))
         off_at = time.monotonic()
         assert not backend.member_commit and backend.member_fallbacks == 1
@@ -339,9 +350,7 @@ def test_member_commits_come_back_once_the_lock_owner_speaks_this_protocol_again
         reprobes = getattr(backend, "member_reprobes", 0)
         assert reprobes <= 1 + math.log2(waited / 0.05 + 1), (reprobes, waited)
         assert not backend.member_commit
-        # The cluster fixed: the lock's owner speaks this client's protocol again.
-        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL)
-        monkeypatch.setattr(_member.CommitTask, "CLASS_ID", 1)
+        fixed.undo()  # the cluster fixed: the lock's owner speaks this client's protocol again
         deadline = time.monotonic() + 10
         while not backend.member_commit and time.monotonic() < deadline:
             size += 1
