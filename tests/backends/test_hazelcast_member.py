@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import threading
 import time
 import uuid
@@ -366,3 +367,68 @@ def test_member_commits_come_back_once_the_lock_owner_speaks_this_protocol_again
         assert backend.member_fallbacks == 1
         assert db.get(KitParent, parent.id) == parent
         assert [p.size for p in db.list(KitParent)] == [size]
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_checking_the_reprobe_while_another_thread_answers_it_still_commits(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two threads at the re-probe's due time: one reads ``_reprobe_at`` (not None), the other's re-probe takes it
+    (None) and is answered with this protocol (member commits on, ``_reprobe_at`` left None); the first then
+    compared the clock with None: ``TypeError`` out of an update that had sent nothing (neither committed nor a
+    typed error). Made certain here by holding the first thread inside its clock read (nbdb's own reference
+    to ``time``, patched), the second's re-probe run meanwhile."""
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.0, raising=False)
+    with another_protocol(hazelcast_server.url) as (db, backend, parent, fixed):
+        parent = db.update(parent.replace(size=1))
+        assert not backend.member_commit  # off, the re-probe due at once (back-off 0)
+        held, resume = threading.Event(), threading.Event()
+        committer: list[int] = []
+
+        class Clock:
+            """``time`` for _backend, its ``monotonic`` held once on the committing thread's re-probe check."""
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(time, name)
+
+            @staticmethod
+            def monotonic() -> float:
+                now = time.monotonic()
+                if (
+                    threading.get_ident() in committer
+                    and sys._getframe(1).f_code.co_name == "_commit_retrying"
+                    and not held.is_set()
+                ):
+                    held.set()
+                    resume.wait(10)
+                return now
+
+        monkeypatch.setattr(_backend, "time", Clock())
+        outcome: list[Any] = []
+
+        def commit() -> None:
+            committer.append(threading.get_ident())
+            try:
+                outcome.append(db.update(parent.replace(size=2)))
+            except BaseException as exc:  # reported below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=commit, daemon=True)
+        thread.start()
+        try:
+            assert held.wait(10), "the commit never checked the re-probe's due time"
+            fixed.undo()  # the lock's owner speaks this client's protocol: the other re-probe turns member commits on
+            backend._reprobe_member_code()
+            deadline = time.monotonic() + 10
+            while not backend.member_commit and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert backend.member_commit
+        finally:
+            resume.set()
+            thread.join(20)
+        assert not thread.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], KitParent), outcome
+        assert db.get(KitParent, parent.id) == outcome[0]
