@@ -432,3 +432,49 @@ def test_a_commit_checking_the_reprobe_while_another_thread_answers_it_still_com
         assert not thread.is_alive()
         assert len(outcome) == 1 and isinstance(outcome[0], KitParent), outcome
         assert db.get(KitParent, parent.id) == outcome[0]
+
+
+def _refusals_logged(server: HazelcastServer) -> int:
+    """SEVERE lines (each with its stack trace) the members logged for tasks they could not read."""
+    return sum(
+        line.startswith("SEVERE") and "No DataSerializerFactory registered" in line
+        for m in server.members
+        for line in (m.data_dir / "server.log").read_text(errors="replace").splitlines()
+    )
+
+
+@pytest.mark.timeout(120)
+def test_stock_members_are_not_probed_for_ever_while_the_membership_stands_still(
+    server_factory: Callable[..., HazelcastServer],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every probe a stock member gets is a SEVERE with a stack trace in its log (its executor cannot read
+    the task). A member gains the jar, or another protocol, only by restarting: a membership change, which
+    the client's listener sees. Probing again on a timer while the membership stands still finds nothing
+    and logs on the members for the client's life: on wip/hzback one SEVERE a minute per client (one per
+    back-off, here shortened to 0.01 → 0.04 s), where main logged one per connect."""
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.01, raising=False)
+    monkeypatch.setattr(_backend, "_REPROBE_MAX", 0.04, raising=False)
+    stock = server_factory("hazelcast", member_code=False)
+    with nbdb.connect(stock.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert not backend.member_commit
+        parent = db.create(KitParent(name="p"))
+        size = 0
+
+        def commit_for(seconds: float) -> None:
+            nonlocal parent, size
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                size += 1
+                parent = db.update(parent.replace(size=size))
+
+        commit_for(1.0)  # the back-off grows to its cap (0.04 s) well within this
+        before = _refusals_logged(stock)
+        commit_for(1.0)
+        time.sleep(0.2)  # the last probe's SEVERE written
+        assert _refusals_logged(stock) - before <= 3, "probed on every back-off with no membership change"
+        assert db.get(KitParent, parent.id) == parent
