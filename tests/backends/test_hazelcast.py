@@ -32,8 +32,7 @@ pytest.importorskip("hazelcast")
 from nbdb.backends.hazelcast import HazelcastBackend, parse_url
 from nbdb.backends.hazelcast._records import decode_kv, encode_kv, listed_rows
 
-from .conftest import assert_reactor_wake_up_kept, median_get_ms
-from .test_hazelcast_member import another_protocol
+from .conftest import another_protocol, assert_reactor_wake_up_kept, median_get_ms
 
 log = logging.getLogger(__name__)
 

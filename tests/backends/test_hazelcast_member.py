@@ -8,14 +8,13 @@ probe finds it, and with its own six-round-trip protocol otherwise (or with
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nbdb
-from nbdb import Database, errors
+from nbdb import errors
 from nbdb.conformance.kit import KitParent, check_stale_copies_refused
 from nbdb.families.kv import (
     CommitToken,
@@ -45,8 +44,7 @@ from nbdb.backends.hazelcast import HazelcastBackend
 from nbdb.backends.hazelcast._member import ProbeTask
 from nbdb.backends.hazelcast._records import HEAD, TOKEN_BYTES, decode_head
 
-CANNOT_READ = "cannot read it"
-"""A task the member cannot read (another test's refusal: one it runs without a condition kind)."""
+from .conftest import CANNOT_READ, another_protocol
 
 
 def _ns() -> str:
@@ -62,32 +60,6 @@ def _tasks_run(backend: HazelcastBackend) -> int:
     """How many commit tasks the member owning the commit lock ran (the member's own counter)."""
     reply = backend._executor.execute_on_key_owner("commit", ProbeTask()).result()
     return int(reply[1])
-
-
-@contextlib.contextmanager
-def another_protocol(
-    url: str, refusal: str = CANNOT_READ
-) -> Iterator[tuple[Database, HazelcastBackend, KitParent, Any]]:
-    """A client committing in the members, then, until ``fixed.undo()``, speaking the next task protocol.
-
-    As if the lock's owner were replaced by a member whose jar speaks another protocol (a rolling
-    deploy): the client's protocol is patched (its own objects), so that its copies' updates carry a
-    condition kind the member does not know (as ``WrittenAt`` to a protocol-1 member: handed back,
-    nothing written), or its tasks are of a form the member cannot read (``CANNOT_READ``).
-    """
-    from nbdb.backends.hazelcast import _backend, _member
-
-    with nbdb.connect(url, namespace=_ns()) as db, pytest.MonkeyPatch.context() as fixed:
-        backend = db.backend
-        assert isinstance(backend, HazelcastBackend)
-        assert backend.member_commit
-        parent = db.create(KitParent(name="p"))
-        fixed.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
-        if refusal == CANNOT_READ:
-            fixed.setattr(_member.CommitTask, "CLASS_ID", 99)
-        else:
-            fixed.setattr(_member, "_WRITTEN_AT", 99)
-        yield db, backend, parent, fixed
 
 
 def test_the_harness_deploys_the_member_jar() -> None:
@@ -478,3 +450,30 @@ def test_stock_members_are_not_probed_for_ever_while_the_membership_stands_still
         time.sleep(0.2)  # the last probe's SEVERE written
         assert _refusals_logged(stock) - before <= 3, "probed on every back-off with no membership change"
         assert db.get(KitParent, parent.id) == parent
+
+
+@pytest.mark.timeout(60)
+def test_a_reprobe_found_due_before_another_was_answered_sends_nothing(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two commits find the re-probe due; the first's probe is answered before the second takes the re-probe's
+    lock: member commits are on again, or the next probe is due only after the back-off. The second then sent
+    a probe of its own right behind the first (a SEVERE more in a stock member's log, a round trip more);
+    now it checks again under the lock and sends nothing. The second commit is this direct call, made once
+    each state holds."""
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 600.0, raising=False)
+    with another_protocol(hazelcast_server.url) as (db, backend, parent, fixed):
+        assert backend.member_commit and backend._reprobe_at is None
+        backend._reprobe_member_code()  # member commits on: nothing to ask
+        assert backend.member_reprobes == 0
+        parent = db.update(parent.replace(size=1))
+        assert not backend.member_commit
+        due = backend._reprobe_at
+        assert due is not None and due > time.monotonic() + 500
+        backend._reprobe_member_code()  # the next re-probe not due yet
+        assert (backend.member_reprobes, backend._reprobe_at) == (0, due)
+        fixed.undo()
+        assert db.update(parent.replace(size=2)).size == 2

@@ -98,6 +98,11 @@ _REPROBE_MAX = 60.0
 """Seconds after member commits were turned off (the lock's owner lacked the jar or spoke another protocol)
 before a commit asks the owner again, without waiting for the answer: from the first, doubling to the last
 while it still cannot, back to the first when the cluster's membership changes (a rolling upgrade)."""
+_REPROBES = 6
+"""Re-probes on the back-off's timer after a connect or a membership change (at 1, 3, 7, 15, 31, 63 s: while the
+partitions migrate, the lock's owner may change), then none until the next membership change. A member gains the
+jar or another protocol only by restarting, which the membership listener sees; and each probe a stock member
+cannot read is a SEVERE with a stack trace in its log, so probing on for the client's life only spammed them."""
 _WARNED: set[str] = set()
 """Clusters whose lack of nbdb's member-side code was logged already (once a process each)."""
 _LEASE_REREADS = 2
@@ -192,6 +197,8 @@ class HazelcastBackend(ChangeLogBackend):
         """When member commits, off, may be asked for again (monotonic time; see :meth:`_reprobe_member_code`);
         None while on, while a re-probe is in flight, or with ``member_commit=0``."""
         self._reprobe_delay = _REPROBE_FIRST
+        self._reprobes_left = _REPROBES
+        """Re-probes the back-off's timer may still schedule (reset by a membership change; see ``_REPROBES``)."""
         self._reprobing = threading.Lock()
         """Held while a re-probe is in flight: one at a time."""
         self.member_reprobes = 0
@@ -1052,7 +1059,8 @@ class HazelcastBackend(ChangeLogBackend):
             if outcomes is not None:
                 return outcomes
             self.member_fallbacks += 1
-        elif self._reprobe_at is not None and time.monotonic() >= self._reprobe_at:
+        elif (due := self._reprobe_at) is not None and time.monotonic() >= due:
+            # Read once: another thread's re-probe sets it to None meanwhile (then compared with None: TypeError).
             self._reprobe_member_code()  # sent beside this commit, which goes on with the client's protocol
         conditions = [c for commit in commits for c in commit.conditions]
         keys = {k for commit in commits for k in (*commit.puts, *commit.deletes)}
@@ -1278,16 +1286,23 @@ class HazelcastBackend(ChangeLogBackend):
         return False
 
     def _member_commit_off(self) -> None:
-        """Commit with the client's own protocol until a re-probe, due after the back-off, finds the code again."""
+        """Commit with the client's own protocol until a re-probe, due after the back-off, finds the code again
+        (none once ``_REPROBES`` were scheduled since the connect or the last membership change)."""
         self.member_commit = False
+        if self._reprobes_left <= 0:
+            self._reprobe_at = None  # until the membership changes (see _on_members)
+            return
+        self._reprobes_left -= 1
         self._reprobe_at = time.monotonic() + self._reprobe_delay
         self._reprobe_delay = min(2 * self._reprobe_delay, _REPROBE_MAX)
 
     def _on_members(self, _member: Any) -> None:
         """A member joined or left (a membership listener, on the client's reactor thread): while member
-        commits are off, the lock's owner may now have the code (a rolling upgrade); ask again at the next
-        commit, and soon after while the partitions migrate (the owner may change only then)."""
+        commits are off, the lock's owner may now have the code (a rolling upgrade, or a rollback); ask again
+        at the next commit, and on the back-off's timer while the partitions migrate (the owner may change
+        only then), ``_REPROBES`` times at most."""
         self._reprobe_delay = _REPROBE_FIRST
+        self._reprobes_left = _REPROBES
         if not self.member_commit and not self._reprobing.locked():
             self._reprobe_at = time.monotonic()
 
@@ -1301,6 +1316,12 @@ class HazelcastBackend(ChangeLogBackend):
         nothing was written and :meth:`_member_code_present` turns them off, the back-off doubled.
         """
         if self._closed or not self._reprobing.acquire(blocking=False):
+            return
+        # Checked again under the lock: another thread's re-probe may have been answered since this commit
+        # found it due (member commits on, or the next one scheduled): not a second probe right after it.
+        due = self._reprobe_at
+        if self.member_commit or due is None or time.monotonic() < due:
+            self._reprobing.release()
             return
         self._reprobe_at = None
         self.member_reprobes += 1
