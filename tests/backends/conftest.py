@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pytest
 
 import nbdb
+from nbdb.conformance.kit import KitParent
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.ovn import LogicalRouter
 from nbdb.testing.probes import run_tool
 from nbdb.testing.process import find_binary
+
+if TYPE_CHECKING:
+    from nbdb.backends.hazelcast import HazelcastBackend
 
 
 def versions_until_quiet(watch: Any, rounds: int = 15, wait: float = 0.2) -> list[tuple[str, int]]:
@@ -84,3 +92,34 @@ def ovsdb_transact(address: str, ops: Sequence[Any]) -> list[Any]:
     )  # fmt: skip
     result: list[Any] = json.loads(out)
     return result
+
+
+CANNOT_READ = "cannot read it"
+"""A task the member cannot read: a refusal of :func:`another_protocol` (the other: one it runs without a condition
+kind)."""
+
+
+@contextlib.contextmanager
+def another_protocol(
+    url: str, refusal: str = CANNOT_READ
+) -> Iterator[tuple[nbdb.Database, HazelcastBackend, KitParent, Any]]:
+    """A client committing in the members, then, until ``fixed.undo()``, speaking the next task protocol.
+
+    As if the lock's owner were replaced by a member whose jar speaks another protocol (a rolling
+    deploy): the client's protocol is patched (its own objects), so that its copies' updates carry a
+    condition kind the member does not know (as ``WrittenAt`` to a protocol-1 member: handed back,
+    nothing written), or its tasks are of a form the member cannot read (``CANNOT_READ``).
+    """
+    from nbdb.backends.hazelcast import HazelcastBackend, _backend, _member  # the client is optional
+
+    with nbdb.connect(url, namespace="m" + uuid.uuid4().hex[:10]) as db, pytest.MonkeyPatch.context() as fixed:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit
+        parent = db.create(KitParent(name="p"))
+        fixed.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
+        if refusal == CANNOT_READ:
+            fixed.setattr(_member.CommitTask, "CLASS_ID", 99)
+        else:
+            fixed.setattr(_member, "_WRITTEN_AT", 99)
+        yield db, backend, parent, fixed

@@ -32,7 +32,7 @@ pytest.importorskip("hazelcast")
 from nbdb.backends.hazelcast import HazelcastBackend, parse_url
 from nbdb.backends.hazelcast._records import decode_kv, encode_kv, listed_rows
 
-from .conftest import assert_reactor_wake_up_kept, median_get_ms
+from .conftest import another_protocol, assert_reactor_wake_up_kept, median_get_ms
 
 log = logging.getLogger(__name__)
 
@@ -535,10 +535,10 @@ def test_a_namespace_of_another_stored_format_is_refused_at_connect(
 # ---------------------------------------------------------------- three members
 
 
-def _owner_of_head(backend: HazelcastBackend, cluster: HazelcastServer) -> Member:
-    """The member that owns the partition of the namespace's head: killing it hits every commit."""
+def _owner_of_head(backend: HazelcastBackend, cluster: HazelcastServer, key: str = "head") -> Member:
+    """The member that owns the partition of the namespace's head (or of ``key``): killing it hits every commit."""
     client = backend._client
-    partition = client.partition_service.get_partition_id("head")
+    partition = client.partition_service.get_partition_id(key)
     owner = client.partition_service.get_partition_owner(partition)
     for info in client.cluster_service.get_members():
         if info.uuid == owner:
@@ -555,6 +555,42 @@ def healthy_cluster(hazelcast_cluster: HazelcastServer) -> Iterator[HazelcastSer
         if not member.is_running():
             member.restart()
     hazelcast_cluster.wait_ready(90)
+
+
+@pytest.mark.timeout(120)
+def test_a_membership_change_asks_for_member_commits_again(
+    healthy_cluster: HazelcastServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling upgrade ends with a membership change (the last member of the old jar leaves or rejoins
+    upgraded): the client's membership listener makes the next commit ask the lock's owner again, so member
+    commits come back on within a membership change, not at the back-off's end (here longer than the test).
+
+    Before, a client that once met a member of another protocol committed in six round trips until it restarted.
+    """
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 600.0, raising=False)
+    with another_protocol(healthy_cluster.url, "runs it without a condition kind") as (db, backend, parent, fixed):
+        parent = db.update(parent.replace(size=1))
+        assert not backend.member_commit
+        fixed.undo()  # the members of the old protocol gone
+        parent = db.update(parent.replace(size=2))
+        assert not backend.member_commit  # (the back-off alone would wait 600 s)
+        owner = _owner_of_head(backend, healthy_cluster, "commit")
+        next(m for m in healthy_cluster.members if m is not owner).kill()
+        size = 2
+
+        def back_on() -> bool:
+            nonlocal parent, size
+            size += 1
+            parent = db.update(parent.replace(size=size))  # exactly once each, whichever path it took
+            return backend.member_commit
+
+        assert eventually(back_on, timeout=30), "member commits stayed off after the membership changed"
+        commits = backend.member_commits
+        parent = db.update(parent.replace(size=size + 1))
+        assert backend.member_commits == commits + 1
+        assert db.get(KitParent, parent.id) == parent
 
 
 @pytest.mark.timeout(240)

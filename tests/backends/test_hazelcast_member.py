@@ -9,7 +9,10 @@ probe finds it, and with its own six-round-trip protocol otherwise (or with
 from __future__ import annotations
 
 import logging
+import math
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +43,8 @@ pytest.importorskip("hazelcast")
 from nbdb.backends.hazelcast import HazelcastBackend
 from nbdb.backends.hazelcast._member import ProbeTask
 from nbdb.backends.hazelcast._records import HEAD, TOKEN_BYTES, decode_head
+
+from .conftest import CANNOT_READ, another_protocol
 
 
 def _ns() -> str:
@@ -270,35 +275,205 @@ def test_member_commit_can_be_turned_off(hazelcast_server: HazelcastServer) -> N
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("refusal", ["runs it without a condition kind", "cannot read it"])
+@pytest.mark.parametrize("refusal", ["runs it without a condition kind", CANNOT_READ])
 def test_a_member_of_another_protocol_after_the_probe_stops_the_tasks(
     hazelcast_server: HazelcastServer,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
     refusal: str,
 ) -> None:
     """As if the lock's owner were replaced after the probe by a member whose jar speaks another protocol
-    (a rolling deploy): the first refused task probes again, compares the protocol, and the client
-    commits on its own for good, one task round trip lost in all.
+    (a rolling deploy, see :func:`another_protocol`): the first refused task probes again, compares the
+    protocol, and the client commits on its own (until a re-probe past the back-off finds this protocol
+    again, see the next test), one task round trip lost in all.
 
-    The client here speaks the next protocol (patched): its copies' updates carry a condition kind the
-    member does not know (as ``WrittenAt`` to a protocol-1 member: handed back, nothing written), or its
-    tasks a form the member cannot read. The re-probe asked only whether the jar was there: every update
-    sent a task to hand back (a round trip more each), and an unreadable task was CommitUnknownError.
+    The re-probe asked only whether the jar was there: every update sent a task to hand back (a round trip
+    more each), and an unreadable task was CommitUnknownError.
     """
-    from nbdb.backends.hazelcast import _backend, _member
-
-    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
-        backend = db.backend
-        assert isinstance(backend, HazelcastBackend)
-        assert backend.member_commit
-        parent = db.create(KitParent(name="p"))
-        monkeypatch.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
-        if refusal == "runs it without a condition kind":
-            monkeypatch.setattr(_member, "_WRITTEN_AT", 99)
-        else:
-            monkeypatch.setattr(_member.CommitTask, "CLASS_ID", 99)
+    with another_protocol(hazelcast_server.url, refusal) as (db, backend, parent, _):
         for size in range(1, 4):
             parent = db.update(parent.replace(size=size))
         assert db.get(KitParent, parent.id) == parent
         assert not backend.member_commit
         assert backend.member_fallbacks == 1
+
+
+@pytest.mark.timeout(60)
+def test_member_commits_come_back_once_the_lock_owner_speaks_this_protocol_again(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rolling upgrade: the lock's owner spoke another protocol for a while (member commits off), then one of
+    this client's protocol owns the lock again; a commit past the back-off asks it, without waiting for the
+    answer, and the commits after it run as tasks again, each exactly once.
+
+    Before, member commits stayed off until the client restarted: every long-running client of a cluster
+    upgraded member by member kept paying six round trips a commit. The mismatch is the client's protocol
+    patched for a while (as in the test above); the back-off is shortened, not the path.
+    """
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.05, raising=False)
+    with another_protocol(hazelcast_server.url) as (db, backend, parent, fixed):
+        parent = db.update(parent.replace(size=1))
+        off_at = time.monotonic()
+        assert not backend.member_commit and backend.member_fallbacks == 1
+        # Off the hot path: a re-probe once per back-off at most (0.05 s, doubling), not one per commit.
+        for size in range(2, 22):
+            parent = db.update(parent.replace(size=size))
+        waited = time.monotonic() - off_at
+        reprobes = getattr(backend, "member_reprobes", 0)
+        assert reprobes <= 1 + math.log2(waited / 0.05 + 1), (reprobes, waited)
+        assert not backend.member_commit
+        fixed.undo()  # the cluster fixed: the lock's owner speaks this client's protocol again
+        deadline = time.monotonic() + 10
+        while not backend.member_commit and time.monotonic() < deadline:
+            size += 1
+            parent = db.update(parent.replace(size=size))  # on the client's path, exactly once each
+            time.sleep(0.01)
+        assert backend.member_commit, "member commits stayed off after the lock's owner spoke the protocol again"
+        assert backend.member_reprobes - reprobes <= 2
+        tasks, commits = _tasks_run(backend), backend.member_commits
+        for _ in range(3):
+            size += 1
+            parent = db.update(parent.replace(size=size))
+        assert (backend.member_commits - commits, _tasks_run(backend) - tasks) == (3, 3)
+        assert backend.member_fallbacks == 1
+        assert db.get(KitParent, parent.id) == parent
+        assert [p.size for p in db.list(KitParent)] == [size]
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_checking_the_reprobe_while_another_thread_answers_it_still_commits(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two threads at the re-probe's due time: one reads ``_reprobe_at`` (not None), the other's re-probe takes it
+    (None) and is answered with this protocol (member commits on, ``_reprobe_at`` left None); the first then
+    compared the clock with None: ``TypeError`` out of an update that had sent nothing (neither committed nor a
+    typed error). Made certain here by holding the first thread inside its clock read (nbdb's own reference
+    to ``time``, patched), the second's re-probe run meanwhile."""
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.0, raising=False)
+    with another_protocol(hazelcast_server.url) as (db, backend, parent, fixed):
+        parent = db.update(parent.replace(size=1))
+        assert not backend.member_commit  # off, the re-probe due at once (back-off 0)
+        held, resume = threading.Event(), threading.Event()
+        committer: list[int] = []
+
+        class Clock:
+            """``time`` for _backend, its ``monotonic`` held once on the committing thread's re-probe check."""
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(time, name)
+
+            @staticmethod
+            def monotonic() -> float:
+                now = time.monotonic()
+                if (
+                    threading.get_ident() in committer
+                    and sys._getframe(1).f_code.co_name == "_commit_retrying"
+                    and not held.is_set()
+                ):
+                    held.set()
+                    resume.wait(10)
+                return now
+
+        monkeypatch.setattr(_backend, "time", Clock())
+        outcome: list[Any] = []
+
+        def commit() -> None:
+            committer.append(threading.get_ident())
+            try:
+                outcome.append(db.update(parent.replace(size=2)))
+            except BaseException as exc:  # reported below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=commit, daemon=True)
+        thread.start()
+        try:
+            assert held.wait(10), "the commit never checked the re-probe's due time"
+            fixed.undo()  # the lock's owner speaks this client's protocol: the other re-probe turns member commits on
+            backend._reprobe_member_code()
+            deadline = time.monotonic() + 10
+            while not backend.member_commit and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert backend.member_commit
+        finally:
+            resume.set()
+            thread.join(20)
+        assert not thread.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], KitParent), outcome
+        assert db.get(KitParent, parent.id) == outcome[0]
+
+
+def _refusals_logged(server: HazelcastServer) -> int:
+    """SEVERE lines (each with its stack trace) the members logged for tasks they could not read."""
+    return sum(
+        line.startswith("SEVERE") and "No DataSerializerFactory registered" in line
+        for m in server.members
+        for line in (m.data_dir / "server.log").read_text(errors="replace").splitlines()
+    )
+
+
+@pytest.mark.timeout(120)
+def test_stock_members_are_not_probed_for_ever_while_the_membership_stands_still(
+    server_factory: Callable[..., HazelcastServer],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every probe a stock member gets is a SEVERE with a stack trace in its log (its executor cannot read
+    the task). A member gains the jar, or another protocol, only by restarting: a membership change, which
+    the client's listener sees. Probing again on a timer while the membership stands still finds nothing
+    and logs on the members for the client's life: on wip/hzback one SEVERE a minute per client (one per
+    back-off, here shortened to 0.01 → 0.04 s), where main logged one per connect."""
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.01, raising=False)
+    monkeypatch.setattr(_backend, "_REPROBE_MAX", 0.04, raising=False)
+    stock = server_factory("hazelcast", member_code=False)
+    with nbdb.connect(stock.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert not backend.member_commit
+        parent = db.create(KitParent(name="p"))
+        size = 0
+
+        def commit_for(seconds: float) -> None:
+            nonlocal parent, size
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                size += 1
+                parent = db.update(parent.replace(size=size))
+
+        commit_for(1.0)  # the back-off grows to its cap (0.04 s) well within this
+        before = _refusals_logged(stock)
+        commit_for(1.0)
+        time.sleep(0.2)  # the last probe's SEVERE written
+        assert _refusals_logged(stock) - before <= 3, "probed on every back-off with no membership change"
+        assert db.get(KitParent, parent.id) == parent
+
+
+@pytest.mark.timeout(60)
+def test_a_reprobe_found_due_before_another_was_answered_sends_nothing(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two commits find the re-probe due; the first's probe is answered before the second takes the re-probe's
+    lock: member commits are on again, or the next probe is due only after the back-off. The second then sent
+    a probe of its own right behind the first (a SEVERE more in a stock member's log, a round trip more);
+    now it checks again under the lock and sends nothing. The second commit is this direct call, made once
+    each state holds."""
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 600.0, raising=False)
+    with another_protocol(hazelcast_server.url) as (db, backend, parent, fixed):
+        assert backend.member_commit and backend._reprobe_at is None
+        backend._reprobe_member_code()  # member commits on: nothing to ask
+        assert backend.member_reprobes == 0
+        parent = db.update(parent.replace(size=1))
+        assert not backend.member_commit
+        due = backend._reprobe_at
+        assert due is not None and due > time.monotonic() + 500
+        backend._reprobe_member_code()  # the next re-probe not due yet
+        assert (backend.member_reprobes, backend._reprobe_at) == (0, due)
+        fixed.undo()
+        assert db.update(parent.replace(size=2)).size == 2

@@ -93,6 +93,16 @@ _LOCK_QUEUE_FIRST = 0.02
 _LOCK_QUEUE_MAX = 0.1
 """Past the pauses, how long (s) each ``tryLock`` waits in the member's queue of waiters: from the first, doubling to
 the last (each holds the send gate that long at most; see ``_key_lock``); not in the last 4 waits of ``timeout``."""
+_REPROBE_FIRST = 1.0
+_REPROBE_MAX = 60.0
+"""Seconds after member commits were turned off (the lock's owner lacked the jar or spoke another protocol)
+before a commit asks the owner again, without waiting for the answer: from the first, doubling to the last
+while it still cannot, back to the first when the cluster's membership changes (a rolling upgrade)."""
+_REPROBES = 6
+"""Re-probes on the back-off's timer after a connect or a membership change (at 1, 3, 7, 15, 31, 63 s: while the
+partitions migrate, the lock's owner may change), then none until the next membership change. A member gains the
+jar or another protocol only by restarting, which the membership listener sees; and each probe a stock member
+cannot read is a SEVERE with a stack trace in its log, so probing on for the client's life only spammed them."""
 _WARNED: set[str] = set()
 """Clusters whose lack of nbdb's member-side code was logged already (once a process each)."""
 _LEASE_REREADS = 2
@@ -179,9 +189,25 @@ class HazelcastBackend(ChangeLogBackend):
         """Held while a probe of the connection is in flight (see :meth:`_probe`)."""
         client.lifecycle_service.add_listener(self._on_state)
         self.member_commit = False
-        """Whether commits run as nbdb's task in the members (one round trip), as the connect-time probe found."""
+        """Whether commits run as nbdb's task in the members (one round trip), as the last probe found (at connect, on a
+        refused task, or a re-probe: see :meth:`_reprobe_member_code`)."""
         self.member_commits = 0
         """Commits (or groups) the member-side task decided and applied."""
+        self._reprobe_at: float | None = None
+        """When member commits, off, may be asked for again (monotonic time; see :meth:`_reprobe_member_code`);
+        None while on, while a re-probe is in flight, or with ``member_commit=0``."""
+        self._reprobe_delay = _REPROBE_FIRST
+        self._reprobes_left = _REPROBES
+        """Re-probes the back-off's timer may still schedule (reset by a membership change; see ``_REPROBES``)."""
+        self._reprobing = threading.Lock()
+        """Held while a re-probe is in flight: one at a time."""
+        self.member_reprobes = 0
+        """Re-probes sent (each one task, sent beside a commit, never waited for)."""
+        self._members_listener = (
+            client.cluster_service.add_listener(member_added=self._on_members, member_removed=self._on_members)
+            if config.member_commit
+            else None
+        )
         self.member_fallbacks = 0
         """Member-side commits handed back to the client's own protocol (a decided commit to roll forward...)."""
         self._topics: Registrations[tuple[list[str] | None, bool]] = Registrations(_REGISTERING)
@@ -245,6 +271,7 @@ class HazelcastBackend(ChangeLogBackend):
                 self.member_commit = True
                 return
             why = f"the members' nbdb jar speaks protocol {list(reply)[:1]}, this client {PROTOCOL}"
+        self._member_commit_off()
         if self.config.where not in _WARNED:
             _WARNED.add(self.config.where)
             log.warning(
@@ -1032,6 +1059,9 @@ class HazelcastBackend(ChangeLogBackend):
             if outcomes is not None:
                 return outcomes
             self.member_fallbacks += 1
+        elif (due := self._reprobe_at) is not None and time.monotonic() >= due:
+            # Read once: another thread's re-probe sets it to None meanwhile (then compared with None: TypeError).
+            self._reprobe_member_code()  # sent beside this commit, which goes on with the client's protocol
         conditions = [c for commit in commits for c in commit.conditions]
         keys = {k for commit in commits for k in (*commit.puts, *commit.deletes)}
         leases = sorted({c.name for c in conditions if isinstance(c, LeaseHeld)})
@@ -1234,8 +1264,8 @@ class HazelcastBackend(ChangeLogBackend):
 
     def _member_code_present(self) -> bool:
         """Whether the member owning the commit lock runs nbdb's tasks in this client's protocol (asked again;
-        off for good if not: a member without the jar, or with one of another protocol, as a rolling deploy
-        brings)."""
+        off if not, a member without the jar, or with one of another protocol, as a rolling deploy brings,
+        until a re-probe after the back-off finds them again: see :meth:`_reprobe_member_code`)."""
         try:
             reply = self.gate.send(lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask())).result()
         except hzerrors.HazelcastSerializationError:
@@ -1246,9 +1276,74 @@ class HazelcastBackend(ChangeLogBackend):
             if list(reply)[:1] == [PROTOCOL]:
                 return True
             why = f"the member owning the commit lock speaks protocol {list(reply)[:1]}, this client {PROTOCOL}"
-        log.warning("hazelcast at %s: %s: commits go back to six round trips", self.config.where, why)
-        self.member_commit = False
+        log.warning(
+            "hazelcast at %s: %s: commits go back to six round trips (asked again within %gs)",
+            self.config.where,
+            why,
+            self._reprobe_delay,
+        )
+        self._member_commit_off()
         return False
+
+    def _member_commit_off(self) -> None:
+        """Commit with the client's own protocol until a re-probe, due after the back-off, finds the code again
+        (none once ``_REPROBES`` were scheduled since the connect or the last membership change)."""
+        self.member_commit = False
+        if self._reprobes_left <= 0:
+            self._reprobe_at = None  # until the membership changes (see _on_members)
+            return
+        self._reprobes_left -= 1
+        self._reprobe_at = time.monotonic() + self._reprobe_delay
+        self._reprobe_delay = min(2 * self._reprobe_delay, _REPROBE_MAX)
+
+    def _on_members(self, _member: Any) -> None:
+        """A member joined or left (a membership listener, on the client's reactor thread): while member
+        commits are off, the lock's owner may now have the code (a rolling upgrade, or a rollback); ask again
+        at the next commit, and on the back-off's timer while the partitions migrate (the owner may change
+        only then), ``_REPROBES`` times at most."""
+        self._reprobe_delay = _REPROBE_FIRST
+        self._reprobes_left = _REPROBES
+        if not self.member_commit and not self._reprobing.locked():
+            self._reprobe_at = time.monotonic()
+
+    def _reprobe_member_code(self) -> None:
+        """Ask the member owning the commit lock again, not waiting (the commit in hand goes on without it).
+
+        Member commits come back on only when that member answers with this client's protocol. A
+        commit chooses its path once, before it sends anything, and the member's task takes the same
+        commit lock as the client's protocol: commits already on their way with the client's protocol
+        finish so, the next ones go as tasks. If the owner changes again (a task refused, or handed back),
+        nothing was written and :meth:`_member_code_present` turns them off, the back-off doubled.
+        """
+        if self._closed or not self._reprobing.acquire(blocking=False):
+            return
+        # Checked again under the lock: another thread's re-probe may have been answered since this commit
+        # found it due (member commits on, or the next one scheduled): not a second probe right after it.
+        due = self._reprobe_at
+        if self.member_commit or due is None or time.monotonic() < due:
+            self._reprobing.release()
+            return
+        self._reprobe_at = None
+        self.member_reprobes += 1
+
+        def answered(reply: Any) -> None:
+            try:
+                found = None if reply.exception() is not None else list(reply.result())[:1]
+                if found == [PROTOCOL]:
+                    log.info("hazelcast at %s: the members run nbdb's commit tasks again", self.config.where)
+                    self.member_commit = True
+                else:
+                    log.debug("hazelcast at %s: member commits still off (%s)", self.config.where, found)
+                    self._member_commit_off()
+            finally:
+                self._reprobing.release()
+
+        try:
+            sent = self.gate.send(lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask()))
+            sent.add_done_callback(answered)
+        except Exception:  # refused at once (the client shutting down): asked again after the back-off
+            self._member_commit_off()
+            self._reprobing.release()
 
     def then_send(self, future: Any, send: Callable[[Any], Any]) -> Any:
         """A future of what ``send(future)`` returns (a future is followed), ``send`` run from a reply callback.
@@ -1544,6 +1639,8 @@ class HazelcastBackend(ChangeLogBackend):
         self._closed = True
         self.wake_log_waiters()
         try:
+            if self._members_listener is not None:
+                self._client.cluster_service.remove_listener(self._members_listener)
             self._client.shutdown()
         except Exception:  # closing must not fail
             log.debug("hazelcast: error while shutting the client down", exc_info=True)
