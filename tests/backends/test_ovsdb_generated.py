@@ -161,6 +161,15 @@ NESTED: dict[str, Any] = {
                 "external_ids": {"type": _MAP},
             },
         },
+        # A second set of references to Child: no one owner, so the generated Child names none (an owned
+        # child cannot be made without its owner: test_an_owned_row_of_a_real_schema_goes_with_its_owner).
+        "Shelf": {
+            "isRoot": True,
+            "columns": {
+                "children": {"type": {"key": {"type": "uuid", "refTable": "Child"}, "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
         "Child": {"isRoot": False, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
     },
 }  # fmt: skip
@@ -172,6 +181,7 @@ def test_a_row_of_a_non_root_table_nothing_references_is_refused_not_lost(tmp_pa
     schema = tmp_path / "nested.ovsschema"
     schema.write_text(json.dumps(NESTED))
     nested = _generate(schema, tmp_path, f"nested_models_{uuid.uuid4().hex[:6]}")
+    assert nested.Child.nbdb_owned_by == ()
     with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Nested", timeout=3) as db:
         parent = db.create(nested.Parent())
         with pytest.raises(nbdb.UnsupportedError, match="live only while another row references them"):
@@ -751,13 +761,52 @@ def test_southbound_chassis_made_by_ovn_sbctl_is_read_and_updated_and_encap_says
     with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="OVN_Southbound") as db:
         with pytest.raises(nbdb.UnsupportedError, match=r"OVN_Southbound\.Encap has no external_ids"):
             with db.transaction() as txn:
-                encap = txn.create(sb.Encap(type="geneve", ip="10.0.0.1", chassis_name="ch1"))
-                txn.create(sb.Chassis(name="ch1", encaps=[encap.id]))
+                made = txn.create(sb.Chassis(name="ch1"))
+                txn.create(sb.Encap(chassis=made.id, type="geneve", ip="10.0.0.1", chassis_name="ch1"))
         assert db.list(sb.Chassis) == [] and db.list(sb.Encap) == []
         sbctl = [str(find_binary("ovn-sbctl")), f"--db={server.remotes}", "--timeout=10"]
         run_tool([*sbctl, "chassis-add", "ch2", "geneve", "10.0.0.2"], timeout=20)
         chassis = db.get_by(sb.Chassis, name="ch2")
-        assert chassis is not None and [e.ip for e in db.list(sb.Encap)] == ["10.0.0.2"]
+        # Chassis.encaps holds the Encap: the generated Encap names its chassis (nbdb_owned_by).
+        assert chassis is not None and [(e.ip, e.chassis) for e in db.list(sb.Encap)] == [("10.0.0.2", chassis.id)]
         updated = db.update(chassis.replace(hostname="host-2", other_config={"k": "v"}))
-        assert updated.version == chassis.version + 1 and updated.encaps == chassis.encaps
+        assert updated.version == chassis.version + 1 and [e.chassis for e in db.list(sb.Encap)] == [chassis.id]
         assert run_tool([*sbctl, "get", "Chassis", "ch2", "hostname"], timeout=20).strip() == "host-2"
+
+
+@pytest.fixture(scope="module")
+def southbound(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, types.ModuleType]:
+    directory = tmp_path_factory.mktemp("southbound")
+    schema = find_ovn_nb_schema().parent / "ovn-sb.ovsschema"
+    return schema, _generate(schema, directory, f"sb_owned_models_{uuid.uuid4().hex[:6]}")
+
+
+def test_an_owned_row_of_a_real_schema_goes_with_its_owner(southbound: tuple[Path, types.ModuleType]) -> None:
+    """OVN_Southbound's HA_Chassis is non-root and only HA_Chassis_Group.ha_chassis holds it: ovsdb-server
+    deletes a group's chassis with the group. The generated HAChassis names its group (``nbdb_owned_by``),
+    so a plain delete of the group takes them along on every backend; the models had no owner, and memory
+    and SQLite kept the chassis of a deleted group for ever (while ovsdb-server collected them)."""
+    schema, sb = southbound
+    assert sb.HAChassis.nbdb_owned_by == ("ha_chassis_group",)
+    assert "ha_chassis" not in sb.HAChassisGroup.model_fields  # the owner's set column: the children name it
+    with OvsdbServer(schema=schema) as server:
+        urls = [("memory://", {}), ("sqlite://", {}), (server.url, {"database": "OVN_Southbound"})]
+        for url, options in urls:
+            with nbdb.connect(url, **options) as db:
+                group = db.create(sb.HAChassisGroup(name="g1"))
+                other = db.create(sb.HAChassisGroup(name="g2"))
+                with db.transaction() as txn:
+                    first = txn.create(sb.HAChassis(ha_chassis_group=group.id, priority=10))
+                    second = txn.create(sb.HAChassis(ha_chassis_group=group.id, priority=20))
+                kept = db.create(sb.HAChassis(ha_chassis_group=other.id, priority=30))
+                assert db.get(sb.HAChassis, first.id).ha_chassis_group == group.id
+                assert sorted(c.priority for c in db.list(sb.HAChassis)) == [10, 20, 30], url
+                db.delete(db.get(sb.HAChassisGroup, group.id))
+                assert [(c.id, c.ha_chassis_group) for c in db.list(sb.HAChassis)] == [(kept.id, other.id)], url
+                with pytest.raises(nbdb.NotFoundError):
+                    db.get(sb.HAChassis, second.id)
+                with pytest.raises(nbdb.ReferenceError):
+                    db.create(sb.HAChassis(ha_chassis_group=group.id))  # an owner that is gone
+        sbctl = [str(find_binary("ovn-sbctl")), f"--db={server.remotes}", "--timeout=10"]
+        held = run_tool([*sbctl, "--columns=ha_chassis", "--bare", "find", "HA_Chassis_Group", "name=g2"], timeout=20)
+        assert held.split() == [str(kept.id)]  # the server's own column holds the row the model names it in

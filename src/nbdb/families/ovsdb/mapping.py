@@ -333,6 +333,27 @@ def _unique_rules(
     return tuple(rules)
 
 
+def _owner_link(shape: ModelShape, schema: DatabaseSchema, table: str, db: str) -> dict[str, tuple[str, str]]:
+    """The parent link of a model bound by its name: its ``nbdb_owned_by`` field, which no column of
+    ``table`` holds, kept as membership in the owner's set column (:meth:`DatabaseSchema.owner`).
+
+    ``nbdb models generate`` writes such a field for the rows of a non-root table that one set column
+    owns (``Meter_Band.meter`` for ``Meter.bands``), as the built-in models' bindings name it.
+    """
+    owner, _ = schema.owner(table)
+    if owner is None:
+        return {}
+    target = f"{db}.{owner[0]}" if db else owner[0]
+    columns = schema.tables[table].columns
+    return {
+        spec.field: owner
+        for spec in shape.references
+        if spec.field in shape.owned_by
+        and spec.target == target
+        and (shape.field(spec.field).column or spec.field) not in columns
+    }
+
+
 def build_mapping(
     schemas: Mapping[str, DatabaseSchema],
     bindings: Mapping[str, Sequence[TableBinding]],
@@ -387,7 +408,8 @@ def build_mapping(
             db, name = model_db or "", shape.table
         schema = schemas.get(db)
         if schema is not None and name in schema.tables:
-            tables[shape.table] = _table_map(shape, db, schema, TableBinding(shape.table, name))
+            binding = TableBinding(shape.table, name, parents=_owner_link(shape, schema, name, db if dot else ""))
+            tables[shape.table] = _table_map(shape, db, schema, binding)
     by_db_table: dict[tuple[str, str], list[TableMap]] = {}
     for tm in tables.values():
         by_db_table.setdefault((tm.db, tm.db_table), []).append(tm)

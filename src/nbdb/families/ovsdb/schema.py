@@ -99,3 +99,38 @@ class DatabaseSchema:
     def table(self, name: str) -> TableSchema | None:
         """The table called ``name``, or None."""
         return self.tables.get(name)
+
+    def owner(self, table: str) -> tuple[tuple[str, str] | None, str]:
+        """The (parent table, set column) that owns the rows of non-root ``table``, or why none does.
+
+        ovsdb-server deletes a non-root row when its last strong reference goes: a row held by the one
+        set column of the schema that references the table strongly goes with the parent row holding
+        it (the owner of ``nbdb_owned_by``, as ``Meter.bands`` owns ``Meter_Band``). No owner (None) for
+        a root table (reason ``""``), nor where the row's owner is not one parent: several columns
+        (``ACL``: ``Logical_Switch.acls`` and ``Port_Group.acls``), a column of the table itself, a map,
+        a column of at most one reference (a second child would be refused there, kept elsewhere), or none.
+        """
+        tschema = self.tables.get(table)
+        if tschema is None or tschema.is_root:
+            return None, ""
+        holders = [
+            (parent.name, column)
+            for parent in self.tables.values()
+            for column in parent.columns.values()
+            for base in (column.type.key, column.type.value)
+            if base is not None and base.ref_table == table and base.ref_type == "strong"
+        ]
+        if not holders:
+            return None, "no column of the schema references it strongly"
+        if len(holders) > 1:
+            named = ", ".join(f"{p}.{c.name}" for p, c in holders)
+            return None, f"several columns reference it strongly ({named}): a row may be held by any of them"
+        parent, column = holders[0]
+        where = f"{parent}.{column.name}"
+        if parent == table:
+            return None, f"only its own column {where} references it"
+        if column.type.value is not None:
+            return None, f"the map {where} references it: a map is no set of children"
+        if column.type.max == 1:
+            return None, f"{where} holds at most one: two rows naming one owner would be refused there only"
+        return (parent, column.name), ""
