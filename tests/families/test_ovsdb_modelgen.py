@@ -386,10 +386,16 @@ def test_a_non_root_table_one_set_column_holds_is_owned_by_its_holder(tmp_path: 
     assert (spec.target, spec.weak, spec.many, spec.optional) == ("Owners.Box", False, False, False)
     assert shape_of(owners.Item).field("box").column is None  # the string column keeps its own name
     # The holder's column is no field of the holder (each item names its box); the others stay.
-    assert "items" not in owners.Box.model_fields and {"shared", "one", "labels", "roots"} <= set(owners.Box.model_fields)
+    assert "items" not in owners.Box.model_fields and {"shared", "one", "labels", "roots"} <= set(
+        owners.Box.model_fields
+    )
     source = (tmp_path / f"{owners.__name__}.py").read_text()
-    for why in ("several columns reference it strongly (Box.shared, Shelf.shared)", "Box.one holds at most one",
-                "the map Box.labels references it", "only its own column Node.next references it"):
+    for why in (
+        "several columns reference it strongly (Box.shared, Shelf.shared)",
+        "Box.one holds at most one",
+        "the map Box.labels references it",
+        "only its own column Node.next references it",
+    ):
         assert f"# no nbdb_owned_by: {why}" in source
     with nbdb.connect("memory://") as db:
         box, other = db.create(owners.Box()), db.create(owners.Box())
