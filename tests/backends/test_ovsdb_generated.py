@@ -810,3 +810,37 @@ def test_an_owned_row_of_a_real_schema_goes_with_its_owner(southbound: tuple[Pat
         sbctl = [str(find_binary("ovn-sbctl")), f"--db={server.remotes}", "--timeout=10"]
         held = run_tool([*sbctl, "--columns=ha_chassis", "--bare", "find", "HA_Chassis_Group", "name=g2"], timeout=20)
         assert held.split() == [str(kept.id)]  # the server's own column holds the row the model names it in
+
+
+IMMUTABLE: dict[str, Any] = {
+    "name": "Immutable",
+    "version": "1.0.0",
+    "tables": {
+        "Box": {"isRoot": True, "columns": {
+            "name": {"type": "string"},
+            "items": {"type": {"key": {"type": "uuid", "refTable": "Item"}, "min": 0, "max": "unlimited"},
+                      "mutable": False},
+            "external_ids": {"type": _MAP}}},
+        "Item": {"isRoot": False, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def test_the_rows_of_an_immutable_set_column_can_be_created_through_generated_models(tmp_path: Path) -> None:
+    """``Box.items`` is ``"mutable": false``: ovsdb-server takes its rows only in the box's own insert.
+    The generated models wrote them that way (``Box(items=[item.id])`` in one transaction); owned, the
+    item names its box and the OVSDB backend adds it to the column with a ``mutate``, which the server
+    refuses ("Cannot mutate immutable column"), even in the transaction inserting the box: no item
+    could be made at all."""
+    schema = tmp_path / "immutable.ovsschema"
+    schema.write_text(json.dumps(IMMUTABLE))
+    models = _generate(schema, tmp_path, f"immutable_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Immutable", timeout=5) as db:
+        with db.transaction() as txn:
+            if models.Item.nbdb_owned_by:
+                box = txn.create(models.Box(name="b"))
+                txn.create(models.Item(box=box.id, label="x"))
+            else:
+                item = txn.create(models.Item(label="x"))
+                txn.create(models.Box(name="b", items=[item.id]))
+        assert [i.label for i in db.list(models.Item)] == ["x"]
