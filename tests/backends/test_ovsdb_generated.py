@@ -761,16 +761,17 @@ def test_southbound_chassis_made_by_ovn_sbctl_is_read_and_updated_and_encap_says
     with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="OVN_Southbound") as db:
         with pytest.raises(nbdb.UnsupportedError, match=r"OVN_Southbound\.Encap has no external_ids"):
             with db.transaction() as txn:
-                made = txn.create(sb.Chassis(name="ch1"))
-                txn.create(sb.Encap(chassis=made.id, type="geneve", ip="10.0.0.1", chassis_name="ch1"))
+                encap = txn.create(sb.Encap(type="geneve", ip="10.0.0.1", chassis_name="ch1"))
+                txn.create(sb.Chassis(name="ch1", encaps=[encap.id]))
         assert db.list(sb.Chassis) == [] and db.list(sb.Encap) == []
         sbctl = [str(find_binary("ovn-sbctl")), f"--db={server.remotes}", "--timeout=10"]
         run_tool([*sbctl, "chassis-add", "ch2", "geneve", "10.0.0.2"], timeout=20)
         chassis = db.get_by(sb.Chassis, name="ch2")
-        # Chassis.encaps holds the Encap: the generated Encap names its chassis (nbdb_owned_by).
-        assert chassis is not None and [(e.ip, e.chassis) for e in db.list(sb.Encap)] == [("10.0.0.2", chassis.id)]
+        # Chassis.encaps needs at least one Encap: it stays a field of Chassis, Encap names no owner.
+        assert sb.Encap.nbdb_owned_by == () and "chassis" not in sb.Encap.model_fields
+        assert chassis is not None and [e.ip for e in db.list(sb.Encap)] == ["10.0.0.2"]
         updated = db.update(chassis.replace(hostname="host-2", other_config={"k": "v"}))
-        assert updated.version == chassis.version + 1 and [e.chassis for e in db.list(sb.Encap)] == [chassis.id]
+        assert updated.version == chassis.version + 1 and updated.encaps == chassis.encaps
         assert run_tool([*sbctl, "get", "Chassis", "ch2", "hostname"], timeout=20).strip() == "host-2"
 
 
@@ -844,3 +845,49 @@ def test_the_rows_of_an_immutable_set_column_can_be_created_through_generated_mo
                 item = txn.create(models.Item(label="x"))
                 txn.create(models.Box(name="b", items=[item.id]))
         assert [i.label for i in db.list(models.Item)] == ["x"]
+
+
+OWNED: dict[str, Any] = {
+    "name": "Owned",
+    "version": "1.0.0",
+    "tables": {
+        "Box": {"isRoot": True, "columns": {
+            "items": {"type": {"key": {"type": "uuid", "refTable": "Item"}, "min": 0, "max": "unlimited"}},
+            "external_ids": {"type": _MAP}}},
+        "Shelf": {"isRoot": True, "columns": {"external_ids": {"type": _MAP}}},
+        "Item": {"isRoot": False, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("skew", ["root", "second holder"])
+def test_an_owned_model_of_a_schema_whose_table_the_served_one_holds_otherwise_says_why(
+    skew: str, tmp_path: Path
+) -> None:
+    """``Item`` is owned by ``Box.items`` in the models; the served schema made ``Item`` a root, or has
+    ``Shelf.items`` hold it too: no one column holds its rows. The owner field was then bound to nothing
+    (a field without a column): every row read as corrupt, a list of none read empty, and a write said
+    the schema had no column ``box``. Now a read and a write of ``Item`` raise ``UnsupportedError``
+    saying why, as for a table the served schema lacks; the other models work."""
+    models = _generate(_schema_file(tmp_path, "owned", OWNED), tmp_path, f"owned_models_{uuid.uuid4().hex[:6]}")
+    assert models.Item.nbdb_owned_by == ("box",)
+    served = json.loads(json.dumps(OWNED))
+    if skew == "root":
+        served["tables"]["Item"]["isRoot"] = True
+    else:
+        served["tables"]["Shelf"]["columns"]["items"] = served["tables"]["Box"]["columns"]["items"]
+    with OvsdbServer(schema=_schema_file(tmp_path, "served", served)) as server:
+        with nbdb.connect(server.url, database="Owned", timeout=5) as db:
+            box = db.create(models.Box())
+            why = "no one set column holding the rows of Item for Owned.Item.box"
+            with pytest.raises(nbdb.UnsupportedError, match=why):
+                db.list(models.Item)
+            with pytest.raises(nbdb.UnsupportedError, match=why):
+                db.create(models.Item(box=box.id, label="x"))
+            assert [b.id for b in db.list(models.Box)] == [box.id]
+
+
+def _schema_file(directory: Path, name: str, schema: dict[str, Any]) -> Path:
+    path = directory / f"{name}.ovsschema"
+    path.write_text(json.dumps(schema))
+    return path

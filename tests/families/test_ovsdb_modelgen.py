@@ -420,14 +420,23 @@ def _schemas(draw: st.DrawFn) -> dict[str, Any]:
                 key = {"type": "uuid", "refTable": target, **({} if strong else {"refType": "weak"})}
                 columns[f"c{n}"] = {"type": {"key": "string", "value": key, "min": 0, "max": "unlimited"}}
             else:
-                columns[f"c{n}"] = _ref(target, strong=strong, high=1 if shape == "optional" else "unlimited")
+                # Sizes and mutability of a set: only "min": 0, "max": "unlimited", mutable owns its rows.
+                low, high = (
+                    (0, 1)
+                    if shape == "optional"
+                    else draw(st.sampled_from([(0, "unlimited"), (1, "unlimited"), (0, 3)]))
+                )
+                columns[f"c{n}"] = _ref(target, strong=strong, low=low, high=high)
+                if draw(st.integers(0, 3)) == 0:
+                    columns[f"c{n}"]["mutable"] = False
         tables[name] = {"isRoot": draw(st.booleans()), "columns": columns}
     tables[names[0]]["isRoot"] = True  # at least one root: else every table is one
     return {"name": "Random", "version": "1.0.0", "tables": tables}
 
 
 def _holder(schema: dict[str, Any], table: str) -> tuple[str, str] | None:
-    """The rule restated: the one strong set column (not a map, not of the table itself) holding ``table``."""
+    """The rule restated: the one strong set column (not a map, not of the table itself, of any size from
+    none up, mutable) holding ``table``."""
     if schema["tables"][table]["isRoot"]:
         return None
     holders = [
@@ -442,7 +451,9 @@ def _holder(schema: dict[str, Any], table: str) -> tuple[str, str] | None:
     if len(holders) != 1:
         return None
     parent, name, ctype = holders[0]
-    if parent == table or "value" in ctype or ctype["max"] == 1:
+    if parent == table or "value" in ctype or ctype["min"] != 0 or ctype["max"] != "unlimited":
+        return None
+    if schema["tables"][parent]["columns"][name].get("mutable") is False:
         return None
     return parent, name
 
@@ -466,7 +477,9 @@ def test_a_generated_model_is_owned_exactly_when_one_set_column_of_the_schema_ho
             assert spec.target == f"Random.{parent}" and column not in models[parent].model_fields
             if models[parent].nbdb_owned_by:
                 continue  # an owned owner: made with its own owner, by another example
-            # A plain delete of the owner takes its rows along (every column is a set: no other field is required).
+            if any(c["type"].get("min") == 1 for t in (parent, name) for c in schema["tables"][t]["columns"].values()):
+                continue  # a column of at least one: the row is made with one in it, by another example
+            # A plain delete of the owner takes its rows along (every column is a set of none up: no field is required).
             owner = db.create(models[parent]())
             db.create(model(**{field: owner.id}))
             db.delete(db.get(models[parent], owner.id))
@@ -523,3 +536,38 @@ def test_an_owning_set_column_of_at_least_one_is_kept_on_every_backend(tmp_path:
     module = load_generated(schema, tmp_path, f"at_least_{uuid.uuid4().hex[:6]}")
     with nbdb.connect("memory://") as db, pytest.raises(nbdb.ValidationError):
         db.create(module.Meter(name="m"))  # no band: ovsdb-server refuses it
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    owner=st.sampled_from(["Model", "Nbdb", "Model_Box", "nbdb_x", "ModelBox", "Box", "Id", "Copy", "List", "Class"]),
+    columns=st.sets(st.sampled_from(["model", "model_", "nbdb", "box", "box_", "owner_model", "owner_nbdb", "class"])),
+)
+def test_the_field_naming_an_owner_is_a_free_name_whatever_the_owner_and_the_columns_are_called(
+    owner: str, columns: set[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The owner's lower-case name, or ``owner_`` and it where that starts as no field may (``model_``,
+    ``nbdb_``) and is taken: ``_`` appended to ``model`` gave ``model_``, no field either, for ever. The
+    field is none of the child's columns' fields, and a child made with it goes with its owner."""
+    schema = {
+        "name": "Named",
+        "version": "1.0.0",
+        "tables": {
+            owner: {"isRoot": True, "columns": {"items": _ref("Item"), "external_ids": {"type": _MAP}}},
+            "Item": {
+                "isRoot": False,
+                "columns": {**{c: {"type": {"key": "string", "min": 0, "max": 1}} for c in columns},
+                            "external_ids": {"type": _MAP}},
+            },
+        },
+    }  # fmt: skip
+    module = load_generated(schema, tmp_path_factory.mktemp("named"), f"named_{uuid.uuid4().hex[:8]}")
+    [parent] = [c for c in map(module.__dict__.get, module.__all__) if c.nbdb_table == f"Named.{owner}"]  # ModelTable
+    [field] = module.Item.nbdb_owned_by
+    assert field.removeprefix("owner_").rstrip("_") == owner.lower().rstrip("_") and field not in columns
+    assert {shape_of(module.Item).field(field).column} == {None}  # no column of its own: the owner's membership
+    with nbdb.connect("memory://") as db:
+        box = db.create(parent())
+        db.create(module.Item(**{field: box.id}))
+        db.delete(box)
+        assert db.list(module.Item) == []

@@ -14,12 +14,14 @@ nbdb's own logical schema. Per column:
   backend; on OVSDB by the index itself) and ``nbdb_indexes`` (the cache
   indexes their columns);
 * the rows of a non-root table that exactly one set column of the schema holds
-  strongly are owned by that column's row, as ovsdb-server collects them: the
-  model names its owner (a required reference with ``nbdb_owned_by``, as the
-  built-in ``MeterBand.meter``) and the owner's model has no field for the
-  column (the OVSDB backend keeps the reference as membership in it). Where
+  strongly, a mutable one with no size limit (``"min": 0``, ``"max":
+  "unlimited"``), are owned by that column's row, as ovsdb-server collects
+  them: the model names its owner (a required reference with ``nbdb_owned_by``,
+  as the built-in ``MeterBand.meter``) and the owner's model has no field for
+  the column (the OVSDB backend keeps the reference as membership in it). Where
   the owner is not one row (several columns, a map, a column of at most one),
-  a comment says why none is named.
+  or the column's size or immutability would be lost with its field (it stays
+  a field, with its sizes), a comment says why none is named.
 
 ``external_ids`` is the base models' own field; a column whose name a field
 cannot have (``id``, ``version``, ``topic``, Python keywords, the model's own
@@ -257,18 +259,24 @@ class _Module:
         self.classes.append("\n".join(lines))
 
     def owner_field(self, table: TableSchema, owner: str, names: dict[str, str]) -> str:
-        """The name of the field naming the owner: the owner table's, lower case, ``_`` appended while taken.
+        """The name of the field naming the owner: the owner table's, lower case, else ``owner_`` and it,
+        ``_`` appended while taken.
 
         Never a column of the table: the OVSDB backend keeps a reference field without a column of its
-        own as membership in the owner's set column.
+        own as membership in the owner's set column. A name starting with ``model``, ``nbdb`` or ``_``
+        gets the ``owner_`` prefix before any ``_`` is appended (``model_box`` can never be a field, and
+        ``model`` + ``_`` is no field either: appending alone spun for ever); then only finitely many
+        names (keywords, the model's attributes, the module's, the table's) can be in the way.
         """
+
+        def free(name: str) -> bool:
+            taken = name in self.taken or name in table.columns or name in names.values()
+            return _usable(name) and name not in _BUILTINS and not taken
+
         candidate = owner.lower()
-        while (
-            not _usable(candidate)
-            or candidate in _BUILTINS
-            or candidate in self.taken
-            or (candidate in table.columns or candidate in names.values())
-        ):
+        if not free(candidate) and candidate.startswith(("model", "nbdb", "_")):
+            candidate = f"owner_{candidate}"
+        while not free(candidate):
             candidate += "_"
         return candidate
 
