@@ -813,6 +813,26 @@ def test_an_owned_row_of_a_real_schema_goes_with_its_owner(southbound: tuple[Pat
         assert held.split() == [str(kept.id)]  # the server's own column holds the row the model names it in
 
 
+def test_an_owned_row_two_owner_rows_hold_is_a_corrupt_record_and_holds_both(
+    southbound: tuple[Path, types.ModuleType],
+) -> None:
+    """OVSDB lets ``ovn-sbctl`` put one HA_Chassis into a second group's ``ha_chassis``; the generated
+    HAChassis names one group. As a child in two parents' sets (docs/backends/ovsdb.md), it reads as
+    a corrupt record while both hold it, and a delete of either group is refused, naming it."""
+    schema, sb = southbound
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="OVN_Southbound") as db:
+        first, second = db.create(sb.HAChassisGroup(name="g1")), db.create(sb.HAChassisGroup(name="g2"))
+        chassis = db.create(sb.HAChassis(ha_chassis_group=first.id, priority=1))
+        sbctl = [str(find_binary("ovn-sbctl")), f"--db={server.remotes}", "--timeout=10"]
+        run_tool([*sbctl, "add", "HA_Chassis_Group", "g2", "ha_chassis", str(chassis.id)], timeout=20)
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.list(sb.HAChassis)
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(db.get(sb.HAChassisGroup, second.id))
+        run_tool([*sbctl, "remove", "HA_Chassis_Group", "g2", "ha_chassis", str(chassis.id)], timeout=20)
+        assert [c.ha_chassis_group for c in db.list(sb.HAChassis)] == [first.id]  # one owner again
+
+
 IMMUTABLE: dict[str, Any] = {
     "name": "Immutable",
     "version": "1.0.0",
