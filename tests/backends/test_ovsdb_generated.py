@@ -161,6 +161,15 @@ NESTED: dict[str, Any] = {
                 "external_ids": {"type": _MAP},
             },
         },
+        # A second set of references to Child: no one owner, so the generated Child names none (an owned
+        # child cannot be made without its owner: test_an_owned_row_of_a_real_schema_goes_with_its_owner).
+        "Shelf": {
+            "isRoot": True,
+            "columns": {
+                "children": {"type": {"key": {"type": "uuid", "refTable": "Child"}, "min": 0, "max": "unlimited"}},
+                "external_ids": {"type": _MAP},
+            },
+        },
         "Child": {"isRoot": False, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
     },
 }  # fmt: skip
@@ -172,6 +181,7 @@ def test_a_row_of_a_non_root_table_nothing_references_is_refused_not_lost(tmp_pa
     schema = tmp_path / "nested.ovsschema"
     schema.write_text(json.dumps(NESTED))
     nested = _generate(schema, tmp_path, f"nested_models_{uuid.uuid4().hex[:6]}")
+    assert nested.Child.nbdb_owned_by == ()
     with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Nested", timeout=3) as db:
         parent = db.create(nested.Parent())
         with pytest.raises(nbdb.UnsupportedError, match="live only while another row references them"):
@@ -757,7 +767,147 @@ def test_southbound_chassis_made_by_ovn_sbctl_is_read_and_updated_and_encap_says
         sbctl = [str(find_binary("ovn-sbctl")), f"--db={server.remotes}", "--timeout=10"]
         run_tool([*sbctl, "chassis-add", "ch2", "geneve", "10.0.0.2"], timeout=20)
         chassis = db.get_by(sb.Chassis, name="ch2")
+        # Chassis.encaps needs at least one Encap: it stays a field of Chassis, Encap names no owner.
+        assert sb.Encap.nbdb_owned_by == () and "chassis" not in sb.Encap.model_fields
         assert chassis is not None and [e.ip for e in db.list(sb.Encap)] == ["10.0.0.2"]
         updated = db.update(chassis.replace(hostname="host-2", other_config={"k": "v"}))
         assert updated.version == chassis.version + 1 and updated.encaps == chassis.encaps
         assert run_tool([*sbctl, "get", "Chassis", "ch2", "hostname"], timeout=20).strip() == "host-2"
+
+
+@pytest.fixture(scope="module")
+def southbound(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, types.ModuleType]:
+    directory = tmp_path_factory.mktemp("southbound")
+    schema = find_ovn_nb_schema().parent / "ovn-sb.ovsschema"
+    return schema, _generate(schema, directory, f"sb_owned_models_{uuid.uuid4().hex[:6]}")
+
+
+def test_an_owned_row_of_a_real_schema_goes_with_its_owner(southbound: tuple[Path, types.ModuleType]) -> None:
+    """OVN_Southbound's HA_Chassis is non-root and only HA_Chassis_Group.ha_chassis holds it: ovsdb-server
+    deletes a group's chassis with the group. The generated HAChassis names its group (``nbdb_owned_by``),
+    so a plain delete of the group takes them along on every backend; the models had no owner, and memory
+    and SQLite kept the chassis of a deleted group for ever (while ovsdb-server collected them)."""
+    schema, sb = southbound
+    assert sb.HAChassis.nbdb_owned_by == ("ha_chassis_group",)
+    assert "ha_chassis" not in sb.HAChassisGroup.model_fields  # the owner's set column: the children name it
+    with OvsdbServer(schema=schema) as server:
+        urls = [("memory://", {}), ("sqlite://", {}), (server.url, {"database": "OVN_Southbound"})]
+        for url, options in urls:
+            with nbdb.connect(url, **options) as db:
+                group = db.create(sb.HAChassisGroup(name="g1"))
+                other = db.create(sb.HAChassisGroup(name="g2"))
+                with db.transaction() as txn:
+                    first = txn.create(sb.HAChassis(ha_chassis_group=group.id, priority=10))
+                    second = txn.create(sb.HAChassis(ha_chassis_group=group.id, priority=20))
+                kept = db.create(sb.HAChassis(ha_chassis_group=other.id, priority=30))
+                assert db.get(sb.HAChassis, first.id).ha_chassis_group == group.id
+                assert sorted(c.priority for c in db.list(sb.HAChassis)) == [10, 20, 30], url
+                db.delete(db.get(sb.HAChassisGroup, group.id))
+                assert [(c.id, c.ha_chassis_group) for c in db.list(sb.HAChassis)] == [(kept.id, other.id)], url
+                with pytest.raises(nbdb.NotFoundError):
+                    db.get(sb.HAChassis, second.id)
+                with pytest.raises(nbdb.ReferenceError):
+                    db.create(sb.HAChassis(ha_chassis_group=group.id))  # an owner that is gone
+        sbctl = [str(find_binary("ovn-sbctl")), f"--db={server.remotes}", "--timeout=10"]
+        held = run_tool([*sbctl, "--columns=ha_chassis", "--bare", "find", "HA_Chassis_Group", "name=g2"], timeout=20)
+        assert held.split() == [str(kept.id)]  # the server's own column holds the row the model names it in
+
+
+def test_an_owned_row_two_owner_rows_hold_is_a_corrupt_record_and_holds_both(
+    southbound: tuple[Path, types.ModuleType],
+) -> None:
+    """OVSDB lets ``ovn-sbctl`` put one HA_Chassis into a second group's ``ha_chassis``; the generated
+    HAChassis names one group. As a child in two parents' sets (docs/backends/ovsdb.md), it reads as
+    a corrupt record while both hold it, and a delete of either group is refused, naming it."""
+    schema, sb = southbound
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="OVN_Southbound") as db:
+        first, second = db.create(sb.HAChassisGroup(name="g1")), db.create(sb.HAChassisGroup(name="g2"))
+        chassis = db.create(sb.HAChassis(ha_chassis_group=first.id, priority=1))
+        sbctl = [str(find_binary("ovn-sbctl")), f"--db={server.remotes}", "--timeout=10"]
+        run_tool([*sbctl, "add", "HA_Chassis_Group", "g2", "ha_chassis", str(chassis.id)], timeout=20)
+        with pytest.raises(nbdb.CorruptRecordError):
+            db.list(sb.HAChassis)
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(db.get(sb.HAChassisGroup, second.id))
+        run_tool([*sbctl, "remove", "HA_Chassis_Group", "g2", "ha_chassis", str(chassis.id)], timeout=20)
+        assert [c.ha_chassis_group for c in db.list(sb.HAChassis)] == [first.id]  # one owner again
+
+
+IMMUTABLE: dict[str, Any] = {
+    "name": "Immutable",
+    "version": "1.0.0",
+    "tables": {
+        "Box": {"isRoot": True, "columns": {
+            "name": {"type": "string"},
+            "items": {"type": {"key": {"type": "uuid", "refTable": "Item"}, "min": 0, "max": "unlimited"},
+                      "mutable": False},
+            "external_ids": {"type": _MAP}}},
+        "Item": {"isRoot": False, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def test_the_rows_of_an_immutable_set_column_can_be_created_through_generated_models(tmp_path: Path) -> None:
+    """``Box.items`` is ``"mutable": false``: ovsdb-server takes its rows only in the box's own insert.
+    The generated models wrote them that way (``Box(items=[item.id])`` in one transaction); owned, the
+    item names its box and the OVSDB backend adds it to the column with a ``mutate``, which the server
+    refuses ("Cannot mutate immutable column"), even in the transaction inserting the box: no item
+    could be made at all."""
+    schema = tmp_path / "immutable.ovsschema"
+    schema.write_text(json.dumps(IMMUTABLE))
+    models = _generate(schema, tmp_path, f"immutable_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer(schema=schema) as server, nbdb.connect(server.url, database="Immutable", timeout=5) as db:
+        with db.transaction() as txn:
+            if models.Item.nbdb_owned_by:
+                box = txn.create(models.Box(name="b"))
+                txn.create(models.Item(box=box.id, label="x"))
+            else:
+                item = txn.create(models.Item(label="x"))
+                txn.create(models.Box(name="b", items=[item.id]))
+        assert [i.label for i in db.list(models.Item)] == ["x"]
+
+
+OWNED: dict[str, Any] = {
+    "name": "Owned",
+    "version": "1.0.0",
+    "tables": {
+        "Box": {"isRoot": True, "columns": {
+            "items": {"type": {"key": {"type": "uuid", "refTable": "Item"}, "min": 0, "max": "unlimited"}},
+            "external_ids": {"type": _MAP}}},
+        "Shelf": {"isRoot": True, "columns": {"external_ids": {"type": _MAP}}},
+        "Item": {"isRoot": False, "columns": {"label": {"type": "string"}, "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("skew", ["root", "second holder"])
+def test_an_owned_model_of_a_schema_whose_table_the_served_one_holds_otherwise_says_why(
+    skew: str, tmp_path: Path
+) -> None:
+    """``Item`` is owned by ``Box.items`` in the models; the served schema made ``Item`` a root, or has
+    ``Shelf.items`` hold it too: no one column holds its rows. The owner field was then bound to nothing
+    (a field without a column): every row read as corrupt, a list of none read empty, and a write said
+    the schema had no column ``box``. Now a read and a write of ``Item`` raise ``UnsupportedError``
+    saying why, as for a table the served schema lacks; the other models work."""
+    models = _generate(_schema_file(tmp_path, "owned", OWNED), tmp_path, f"owned_models_{uuid.uuid4().hex[:6]}")
+    assert models.Item.nbdb_owned_by == ("box",)
+    served = json.loads(json.dumps(OWNED))
+    if skew == "root":
+        served["tables"]["Item"]["isRoot"] = True
+    else:
+        served["tables"]["Shelf"]["columns"]["items"] = served["tables"]["Box"]["columns"]["items"]
+    with OvsdbServer(schema=_schema_file(tmp_path, "served", served)) as server:
+        with nbdb.connect(server.url, database="Owned", timeout=5) as db:
+            box = db.create(models.Box())
+            why = "no one set column holding the rows of Item for Owned.Item.box"
+            with pytest.raises(nbdb.UnsupportedError, match=why):
+                db.list(models.Item)
+            with pytest.raises(nbdb.UnsupportedError, match=why):
+                db.create(models.Item(box=box.id, label="x"))
+            assert [b.id for b in db.list(models.Box)] == [box.id]
+
+
+def _schema_file(directory: Path, name: str, schema: dict[str, Any]) -> Path:
+    path = directory / f"{name}.ovsschema"
+    path.write_text(json.dumps(schema))
+    return path

@@ -71,6 +71,8 @@ class ModelShape:
     indexes: tuple[str, ...]
     unique: tuple[tuple[str, ...], ...] = ()
     """The model's ``nbdb_unique`` groups of fields (a group of one for a single unique field)."""
+    owned_by: tuple[str, ...] = ()
+    """The model's ``nbdb_owned_by``: the reference field naming the object's owner, if any."""
 
     def field(self, name: str) -> FieldShape:
         """The field called ``name``; KeyError if the model has none."""
@@ -167,7 +169,14 @@ def shape_of(model: type[Model]) -> ModelShape:
     """The shape of ``model`` (computed once per class)."""
     refs = {spec.field: spec for spec in model.nbdb_references}
     fields = tuple(_field_shape(model, name, refs) for name in model.model_fields if name not in BASE_FIELDS)
-    return ModelShape(model.nbdb_table, fields, model.nbdb_references, model.nbdb_indexes, model.nbdb_unique_fields)
+    return ModelShape(
+        model.nbdb_table,
+        fields,
+        model.nbdb_references,
+        model.nbdb_indexes,
+        model.nbdb_unique_fields,
+        model.nbdb_owned_by,
+    )
 
 
 def model_shapes() -> tuple[ModelShape, ...]:

@@ -210,6 +210,8 @@ class Mapping_:
     links: dict[tuple[str, str], list[Link]]
     """(db, parent table) -> the links its set columns hold."""
     schemas: dict[str, DatabaseSchema]
+    unserved: dict[str, str] = field(default_factory=dict)
+    """nbdb table -> why the served schema cannot hold it (an owned model of another schema: :func:`_owner_link`)."""
 
     def get(self, table: str) -> TableMap:
         """The map of nbdb table ``table``; UnsupportedError if no served table holds it."""
@@ -231,6 +233,8 @@ class Mapping_:
         """
         if table in self.tables:
             return
+        if table in self.unserved:
+            raise errors.UnsupportedError(self.unserved[table])
         db, dot, name = table.partition(".")
         schema = self.schemas.get(db) if dot else None
         if schema is not None and name not in schema.tables:
@@ -333,6 +337,38 @@ def _unique_rules(
     return tuple(rules)
 
 
+def _owner_link(
+    shape: ModelShape, schema: DatabaseSchema, table: str, db: str
+) -> tuple[dict[str, tuple[str, str]], str]:
+    """The parent link of a model bound by its name, or why the served schema has none for it.
+
+    Its ``nbdb_owned_by`` field that no column of ``table`` holds (``nbdb models generate`` writes one for
+    the rows of a non-root table that one set column owns, ``HA_Chassis.ha_chassis_group``, as the
+    built-in models' bindings name theirs) is kept as membership in the one set column holding the
+    table (:meth:`DatabaseSchema.holder`). Where the served schema has no such column for it (the table
+    became a root, a second column holds it: another schema than the models'), the reason, and the
+    model is served by no table: without the link its every row read as corrupt, and a write failed.
+    """
+    columns = schema.tables[table].columns
+    fields = [
+        spec
+        for spec in shape.references
+        if spec.field in shape.owned_by and (shape.field(spec.field).column or spec.field) not in columns
+    ]
+    if not fields:
+        return {}, ""
+    holder, why = schema.holder(table)
+    if holder is not None and len(fields) == 1 and fields[0].target == (f"{db}.{holder[0]}" if db else holder[0]):
+        return {fields[0].field: holder}, ""
+    named = ", ".join(f"{shape.table}.{spec.field} (an owning {spec.target})" for spec in fields)
+    if holder is not None:
+        why = f"{holder[0]}.{holder[1]} holds its rows"
+    return {}, (
+        f"the served {schema.name} schema (version {schema.version}) has no one set column holding the rows of "
+        f"{table} for {named}: {why or 'it is a root table'}; use models generated from the served schema"
+    )
+
+
 def build_mapping(
     schemas: Mapping[str, DatabaseSchema],
     bindings: Mapping[str, Sequence[TableBinding]],
@@ -349,6 +385,7 @@ def build_mapping(
     """
     by_model = {shape.table: shape for shape in shapes}
     tables: dict[str, TableMap] = {}
+    unserved: dict[str, str] = {}
     for db, db_bindings in bindings.items():
         schema = schemas.get(db)
         if schema is None:
@@ -387,7 +424,11 @@ def build_mapping(
             db, name = model_db or "", shape.table
         schema = schemas.get(db)
         if schema is not None and name in schema.tables:
-            tables[shape.table] = _table_map(shape, db, schema, TableBinding(shape.table, name))
+            parents, why = _owner_link(shape, schema, name, db if dot else "")
+            if why:
+                unserved[shape.table] = why
+                continue
+            tables[shape.table] = _table_map(shape, db, schema, TableBinding(shape.table, name, parents=parents))
     by_db_table: dict[tuple[str, str], list[TableMap]] = {}
     for tm in tables.values():
         by_db_table.setdefault((tm.db, tm.db_table), []).append(tm)
@@ -400,4 +441,4 @@ def build_mapping(
         needed = tuple(sorted({link.column for link in held if columns[link.column].type.min > 0}))
         for parent in by_db_table.get((db, ptable), ()):
             parent.held_at_least_one = needed
-    return Mapping_(tables, by_db_table, links, dict(schemas))
+    return Mapping_(tables, by_db_table, links, dict(schemas), unserved)

@@ -12,7 +12,16 @@ nbdb's own logical schema. Per column:
   a ``list[T]``, a map a ``dict[K, V]``;
 * a table's unique indexes become ``nbdb_unique`` groups (enforced by every
   backend; on OVSDB by the index itself) and ``nbdb_indexes`` (the cache
-  indexes their columns).
+  indexes their columns);
+* the rows of a non-root table that exactly one set column of the schema holds
+  strongly, a mutable one with no size limit (``"min": 0``, ``"max":
+  "unlimited"``), are owned by that column's row, as ovsdb-server collects
+  them: the model names its owner (a required reference with ``nbdb_owned_by``,
+  as the built-in ``MeterBand.meter``) and the owner's model has no field for
+  the column (the OVSDB backend keeps the reference as membership in it). Where
+  the owner is not one row (several columns, a map, a column of at most one),
+  or the column's size or immutability would be lost with its field (it stays
+  a field, with its sizes), a comment says why none is named.
 
 ``external_ids`` is the base models' own field; a column whose name a field
 cannot have (``id``, ``version``, ``topic``, Python keywords, the model's own
@@ -28,6 +37,7 @@ from __future__ import annotations
 import json
 import keyword
 import re
+import textwrap
 from typing import Any
 
 from nbdb import errors
@@ -87,6 +97,10 @@ class _Module:
         # A table "None", "True" or "False" made a class of that name, which is no valid Python.
         self.taken: set[str] = set(_IMPORTED) | {"None", "True", "False"}
         self.names = {name: self.unique(class_name(name), "Table") for name in sorted(schema.tables)}
+        self.owners = {name: schema.owner(name) for name in schema.tables}
+        """Table -> its owner (parent table, set column) or None, and why none (:meth:`DatabaseSchema.owner`)."""
+        self.held = {owner: child for child, (owner, _) in self.owners.items() if owner is not None}
+        """(parent table, set column) -> the table whose rows it owns: the column is no field of the parent."""
 
     def unique(self, name: str, suffix: str) -> str:
         """``name``, or ``name`` + ``suffix`` (then a number) if the module has it already; taken."""
@@ -193,9 +207,19 @@ class _Module:
         lines.append(f'    """``{self.schema.name}.{table.name}``.{root}"""')
         lines.append("")
         lines.append(f'    nbdb_table: ClassVar[str] = "{self.schema.name}.{table.name}"')
-        columns = sorted((n, c) for n, c in table.columns.items() if n != "external_ids" and n.isidentifier())
+        columns = sorted(
+            (n, c)
+            for n, c in table.columns.items()
+            if n != "external_ids" and n.isidentifier() and (table.name, n) not in self.held
+        )
         fields = {name: self.field(table.name, column) for name, column in columns}
         names = self.field_names(table, [name for name, _ in columns])
+        owner, why = self.owners[table.name]
+        owner_field = self.owner_field(table, owner[0], names) if owner is not None else None
+        if owner_field is not None:
+            lines.append(f'    nbdb_owned_by: ClassVar[tuple[str, ...]] = ("{owner_field}",)')
+        elif why:
+            lines += _comment(f"no nbdb_owned_by: {why}")
         groups = [tuple(names[c] for c in i) for i in table.indexes if i and all(c in names for c in i)]
         if groups:
             indexed = list(dict.fromkeys(c for group in groups for c in group))
@@ -204,7 +228,20 @@ class _Module:
             unique = ", ".join(_group(group) for group in groups) + ("," if len(groups) == 1 else "")
             lines.append(f"    nbdb_unique: ClassVar[tuple[str | tuple[str, ...], ...]] = ({unique})")
         lines.append("")
+        if owner is not None and owner_field is not None:
+            # The owner's set column holds the row (OVSDB's direction); the model names its owner instead,
+            # as the built-in MeterBand names its meter, and the OVSDB backend keeps it as that membership.
+            self.needs.update({"UUID", "Annotated", "Reference"})
+            target = f"{self.schema.name}.{owner[0]}"
+            lines.append(f"    # kept in {owner[0]}.{owner[1]} on OVSDB")
+            lines.append(f'    {owner_field}: Annotated[UUID, Reference("{target}")]')
         for name in sorted(n for n in table.columns if n != "external_ids"):
+            child = self.held.get((table.name, name))
+            if child is not None:
+                lines += _comment(
+                    f"column {name!r} holds {child} rows: each names this row and goes with it (nbdb_owned_by)"
+                )
+                continue
             if name not in names:
                 lines.append(f"    # column {name!r} is left out: a model cannot have a field of that name")
                 continue
@@ -220,6 +257,28 @@ class _Module:
                 line = f"{head} = Field(\n        {args.removesuffix(')')}\n    )"
             lines.append(line)
         self.classes.append("\n".join(lines))
+
+    def owner_field(self, table: TableSchema, owner: str, names: dict[str, str]) -> str:
+        """The name of the field naming the owner: the owner table's, lower case, else ``owner_`` and it,
+        ``_`` appended while taken.
+
+        Never a column of the table: the OVSDB backend keeps a reference field without a column of its
+        own as membership in the owner's set column. A name starting with ``model``, ``nbdb`` or ``_``
+        gets the ``owner_`` prefix before any ``_`` is appended (``model_box`` can never be a field, and
+        ``model`` + ``_`` is no field either: appending alone spun for ever); then only finitely many
+        names (keywords, the model's attributes, the module's, the table's) can be in the way.
+        """
+
+        def free(name: str) -> bool:
+            taken = name in self.taken or name in table.columns or name in names.values()
+            return _usable(name) and name not in _BUILTINS and not taken
+
+        candidate = owner.lower()
+        if not free(candidate) and candidate.startswith(("model", "nbdb", "_")):
+            candidate = f"owner_{candidate}"
+        while not free(candidate):
+            candidate += "_"
+        return candidate
 
     def field_names(self, table: TableSchema, columns: list[str]) -> dict[str, str]:
         """Column -> the name of its field: its own, or with ``_`` appended where a field cannot have it.
@@ -278,6 +337,11 @@ class _Module:
             body.append(f'class {name}(StrEnum):\n    """Values of the column."""\n\n{members}')
         body += self.classes
         return "\n".join(head) + "\n\n" + "\n\n\n".join(body) + "\n"
+
+
+def _comment(text: str) -> list[str]:
+    """A comment line of a class body, wrapped within 120 characters."""
+    return [f"    # {line}" for line in textwrap.wrap(text, 114)]
 
 
 def _literal(kind: str, value: Any) -> str:

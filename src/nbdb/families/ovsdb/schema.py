@@ -99,3 +99,61 @@ class DatabaseSchema:
     def table(self, name: str) -> TableSchema | None:
         """The table called ``name``, or None."""
         return self.tables.get(name)
+
+    def holder(self, table: str) -> tuple[tuple[str, str] | None, str]:
+        """The (parent table, set column) whose row alone holds each row of non-root ``table``, or why none does.
+
+        ovsdb-server deletes a non-root row when its last strong reference goes: a row held by the one
+        set column of the schema that references the table strongly goes with the parent row holding
+        it. None for a root table (reason ``""``), and where the row's holder is not one parent: several
+        columns (``ACL``: ``Logical_Switch.acls`` and ``Port_Group.acls``), a column of the table itself,
+        a map, a column of at most one reference (a second child would be refused there, kept
+        elsewhere), or none. The OVSDB backend binds a model's ``nbdb_owned_by`` field to it.
+        """
+        tschema = self.tables.get(table)
+        if tschema is None or tschema.is_root:
+            return None, ""
+        holders = [
+            (parent.name, column)
+            for parent in self.tables.values()
+            for column in parent.columns.values()
+            for base in (column.type.key, column.type.value)
+            if base is not None and base.ref_table == table and base.ref_type == "strong"
+        ]
+        if not holders:
+            return None, "no column of the schema references it strongly"
+        if len(holders) > 1:
+            named = ", ".join(f"{p}.{c.name}" for p, c in holders)
+            return None, f"several columns reference it strongly ({named}): a row may be held by any of them"
+        parent, column = holders[0]
+        where = f"{parent}.{column.name}"
+        if parent == table:
+            return None, f"only its own column {where} references it"
+        if column.type.value is not None:
+            return None, f"the map {where} references it: a map is no set of children"
+        if column.type.max == 1:
+            return None, f"{where} holds at most one: two rows naming one owner would be refused there only"
+        return (parent, column.name), ""
+
+    def owner(self, table: str) -> tuple[tuple[str, str] | None, str]:
+        """The holder (:meth:`holder`) that ``nbdb models generate`` makes the owner of ``table``'s rows
+        (``nbdb_owned_by``, as ``HA_Chassis_Group.ha_chassis`` owns ``HA_Chassis``), or why none.
+
+        The owner's column is then no field of the owner's model, so it is a holder only where that loses
+        nothing: not a column with a size limit (``"min"`` of at least one, as ``Meter.bands``, or a
+        finite ``"max"``: the owner's field keeps it on every backend, ovsdb-server alone would), nor an
+        immutable column (``"mutable": false``: the server takes its rows only in the owner's insert, not
+        in the ``mutate`` adding an owned child).
+        """
+        holder, why = self.holder(table)
+        if holder is None:
+            return None, why
+        parent, name = holder
+        column = self.tables[parent].columns[name]
+        where = f"{parent}.{name}"
+        if column.type.min > 0 or column.type.max is not None:
+            size = f"at least {column.type.min}" if column.type.min > 0 else f"at most {column.type.max}"
+            return None, f"{where} holds {size}: its field on {parent} keeps that size, on every backend"
+        if not column.mutable:
+            return None, f"{where} is immutable: ovsdb-server takes its rows only in the owner's insert"
+        return holder, ""
