@@ -7,6 +7,7 @@ written with the ``sqlite3`` module stand for an edit with the ``sqlite3`` shell
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -230,6 +231,37 @@ def test_a_write_transaction_left_by_a_ctrl_c_lets_its_lock_go_when_its_tracebac
     db.close()
     with nbdb.connect(f"sqlite:///{path}") as again:
         assert [s.name for s in again.list(LogicalSwitch)] == ["other"]
+
+
+@pytest.mark.parametrize("in_memory", [False, True], ids=["file", "in-memory"])
+def test_a_transaction_nested_in_an_open_one_of_its_thread_is_refused_and_the_outer_one_goes_on(
+    path: Path, in_memory: bool
+) -> None:
+    # A block opened (or a read made) on a connection inside an open block of the same thread took the outer
+    # one's lock over, as from a block a Ctrl-C left: the outer transaction was rolled back without a word, its
+    # later statements ran outside any transaction (each committed at once) and only its exit said anything.
+    with nbdb.connect("sqlite://" if in_memory else f"sqlite:///{path}") as db:
+        backend = db.backend
+        assert isinstance(backend, SqliteBackend)
+        writer = backend._writer
+
+        def nested() -> None:
+            with writer.transaction():
+                pass
+
+        for outcome in ("commits", "fails"):
+            with contextlib.suppress(ZeroDivisionError), writer.transaction("IMMEDIATE") as sql:
+                sql.execute("INSERT INTO nbdb_leases VALUES (?, x'00', 0)", (f"{outcome}-first",))
+                for inner in (nested, lambda: writer.one("SELECT 1")):
+                    with pytest.raises(nbdb.UnsupportedError, match="nested"):
+                        inner()
+                assert sql.in_transaction
+                sql.execute("INSERT INTO nbdb_leases VALUES (?, x'00', 0)", (f"{outcome}-then",))
+                if outcome == "fails":
+                    _ = 1 / 0
+        kept = writer.every("SELECT key FROM nbdb_leases ORDER BY key")
+        assert kept == [("commits-first",), ("commits-then",)]  # all of the one that committed, none of the other
+        assert _within(4, lambda: db.create(LogicalSwitch(name="after")).name) == ["after"], "another thread's hung"
 
 
 def test_ctrl_c_in_the_leader_of_a_group_commit_leaves_the_others_commits_applied(path: Path) -> None:
