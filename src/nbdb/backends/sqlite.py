@@ -26,6 +26,7 @@ import sqlite3
 import sys
 import threading
 import time
+import types
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -133,7 +134,7 @@ def _atomically(*steps: Callable[[], object]) -> None:
 
 def _on_stack(frame: object) -> bool:
     """Whether ``frame`` is running in this thread now: its caller's, or one of theirs (their ``f_back`` chain)."""
-    here = _getframe(2)
+    here: types.FrameType | None = _getframe(2)
     while here is not None:
         if here is frame:
             return True
@@ -265,7 +266,8 @@ class _Connection:
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
         self.lock = threading.Lock()  # one _Block at a time; taken and let go only with its record (_Block)
-        self._acquire, self._unlock = self.lock.acquire, self.lock.__exit__  # bound once: a block's steps
+        self._acquire = self.lock.acquire  # bound once: a block's steps
+        self._unlock: Callable[..., object] = self.lock.__exit__  # release(), taking any arguments
         # While a _Block holds the lock: its serial number -> (its thread's id, the frame of its `with`).
         self._held: dict[int, tuple[int, object]] = {}
         self._closing = False
@@ -378,7 +380,7 @@ class _Connection:
                 pass
 
     def _hand_over(self, old: int, new: int, record: tuple[int, object]) -> bool:
-        """Make block ``new`` (``record``: its thread and frame) the holder of block ``old``'s lock, unless ``old`` let it go."""
+        """Make block ``new`` (``record``: its thread, frame) hold block ``old``'s lock, unless ``old`` let it go."""
         try:
             _atomically(partial(self._held.pop, old), partial(self._held.__setitem__, new, record))
         except KeyError:  # it let go meanwhile (collected in another thread: _Block.__del__)
