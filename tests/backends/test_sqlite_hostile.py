@@ -7,7 +7,6 @@ written with the ``sqlite3`` module stand for an edit with the ``sqlite3`` shell
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -268,34 +267,43 @@ def test_a_group_s_block_left_by_a_ctrl_c_after_its_commit_lets_its_lock_go_when
     db.close()
 
 
-@pytest.mark.parametrize("in_memory", [False, True], ids=["file", "in-memory"])
-def test_a_transaction_nested_in_an_open_one_of_its_thread_is_refused_and_the_outer_one_goes_on(
-    path: Path, in_memory: bool
-) -> None:
-    # A block opened (or a read made) on a connection inside an open block of the same thread took the outer
-    # one's lock over, as from a block a Ctrl-C left: the outer transaction was rolled back without a word, its
-    # later statements ran outside any transaction (each committed at once) and only its exit said anything.
-    with nbdb.connect("sqlite://" if in_memory else f"sqlite:///{path}") as db:
+def test_a_close_inside_its_thread_s_open_transaction_rolls_it_back_and_closes(path: Path) -> None:
+    # close() from inside the thread's own open block took it for a nested block, refused (UnsupportedError) after
+    # it had marked the connection closing: a half-closed connection, still open, whose every later wait for the
+    # write lock gave up at once. A close there closes: the open transaction is rolled back, as one a Ctrl-C left.
+    db = nbdb.connect(f"sqlite:///{path}")
+    db.list(LogicalSwitch)
+    backend = db.backend
+    assert isinstance(backend, SqliteBackend)
+    writer = backend._writer
+    with pytest.raises(nbdb.BackendUnavailableError, match="rolled this transaction back"):
+        with writer.transaction("IMMEDIATE") as sql:
+            sql.execute("INSERT INTO nbdb_leases VALUES ('left', x'00', 0)")
+            writer.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        sql.execute("SELECT 1")
+    assert not writer._held and not writer.lock.locked()
+    db.close()
+    with sqlite3.connect(path) as other:  # nothing of the rolled back transaction was written
+        assert other.execute("SELECT key FROM nbdb_leases").fetchall() == []
+    with nbdb.connect(f"sqlite:///{path}") as again:  # nor is the file's write lock held
+        assert _within(4, lambda: again.create(LogicalSwitch(name="after")).name) == ["after"]
+
+
+def test_a_transaction_nested_in_an_open_one_of_its_thread_rolls_the_outer_one_back_and_says_so(path: Path) -> None:
+    # Unsupported (docs/backends/sqlite.md): the record of a block's holder is its thread alone, so a nested block
+    # is taken for one a Ctrl-C left. What it must not do is lose the outer writes without a word, or hang.
+    with nbdb.connect(f"sqlite:///{path}") as db:
+        db.list(LogicalSwitch)
         backend = db.backend
         assert isinstance(backend, SqliteBackend)
         writer = backend._writer
-
-        def nested() -> None:
-            with writer.transaction():
-                pass
-
-        for outcome in ("commits", "fails"):
-            with contextlib.suppress(ZeroDivisionError), writer.transaction("IMMEDIATE") as sql:
-                sql.execute("INSERT INTO nbdb_leases VALUES (?, x'00', 0)", (f"{outcome}-first",))
-                for inner in (nested, lambda: writer.one("SELECT 1")):
-                    with pytest.raises(nbdb.UnsupportedError, match="nested"):
-                        inner()
-                assert sql.in_transaction
-                sql.execute("INSERT INTO nbdb_leases VALUES (?, x'00', 0)", (f"{outcome}-then",))
-                if outcome == "fails":
-                    _ = 1 / 0
-        kept = writer.every("SELECT key FROM nbdb_leases ORDER BY key")
-        assert kept == [("commits-first",), ("commits-then",)]  # all of the one that committed, none of the other
+        with pytest.raises(nbdb.BackendUnavailableError, match="rolled this transaction back"):
+            with writer.transaction("IMMEDIATE") as sql:
+                sql.execute("INSERT INTO nbdb_leases VALUES ('first', x'00', 0)")
+                with writer.transaction():
+                    pass
+        assert writer.every("SELECT key FROM nbdb_leases") == []
         assert _within(4, lambda: db.create(LogicalSwitch(name="after")).name) == ["after"], "another thread's hung"
 
 

@@ -23,10 +23,8 @@ import logging
 import operator
 import os
 import sqlite3
-import sys
 import threading
 import time
-import types
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -117,7 +115,7 @@ ERRORS = ExceptionMap(
 _SERIALS = itertools.count()  # next() of a count is atomic: each _Block its own number
 _CALL = operator.methodcaller("__call__")  # C, as operator.call (benchmarks/embedded_cg.py counts inside that)
 _ONCE, _NONE = (True,), (None,)
-_get_ident, _getframe, _compress = threading.get_ident, sys._getframe, itertools.compress
+_get_ident, _compress = threading.get_ident, itertools.compress
 
 
 def _atomically(*steps: Callable[[], object]) -> None:
@@ -130,16 +128,6 @@ def _atomically(*steps: Callable[[], object]) -> None:
     a third of the instructions. This serves the rare hand-over.)
     """
     collections.deque(map(_CALL, steps), maxlen=0)
-
-
-def _on_stack(frame: object) -> bool:
-    """Whether ``frame`` is running in this thread now: its caller's, or one of theirs (their ``f_back`` chain)."""
-    here: types.FrameType | None = _getframe(2)
-    while here is not None:
-        if here is frame:
-            return True
-        here = here.f_back
-    return False
 
 
 class _Block:
@@ -157,10 +145,11 @@ class _Block:
     together with its record (C calls from C, see :func:`_atomically`). Where a Ctrl-C still lands outside
     them (as ``__exit__`` starts, before its ``try``), the record stays: the thread's next block takes the
     lock over and rolls the transaction back (:meth:`_Connection._take_over`), and a collected block lets
-    it go. A block opened while one of the same thread is still open on the connection (nested: the outer
-    one's ``with`` still runs, its frame on the stack) is refused with UnsupportedError, the outer one
-    left as it was: taken over, it was rolled back, and its caller's later statements ran outside any
-    transaction.
+    it go. The record is the thread's id alone: nothing it keeps can keep a frame, a traceback or the
+    block itself alive (a frame kept there kept a Ctrl-C'd group's block, through commit_group's stored
+    KeyboardInterrupt, for ever). So a block opened while one of the same thread is still open on the
+    connection (nested, unsupported: nbdb's own code never does) is taken for one a Ctrl-C left: the
+    outer transaction is rolled back, and its ``__exit__`` raises BackendUnavailableError.
     """
 
     __slots__ = ("committed", "conn", "mode", "serial")
@@ -172,13 +161,13 @@ class _Block:
     def __enter__(self) -> sqlite3.Connection:
         conn, mode, serial = self.conn, self.mode, self.serial
         held = conn._held
-        record = _get_ident(), _getframe(1)  # the thread, and the frame of the caller's `with`
+        thread = _get_ident()
         try:
-            if held and conn._take_over(serial, record):
+            if held and conn._take_over(serial, thread):
                 conn._roll_back()  # what the block it took over left open (Ctrl-C): never committed
             else:
-                # lock.acquire(), then held[serial] = record: compress() calls map's acquire, then update() sets.
-                held.update(_compress(((serial, record),), map(conn._acquire, _ONCE)))
+                # lock.acquire(), then held[serial] = thread: compress() calls map's acquire, then update() sets.
+                held.update(_compress(((serial, thread),), map(conn._acquire, _ONCE)))
             if mode is not None:
                 if mode == "IMMEDIATE":
                     conn._begin_write()
@@ -186,7 +175,7 @@ class _Block:
                     conn.sql.execute(f"BEGIN {mode}")
                 conn._same_file(every=mode == "IMMEDIATE")
         except BaseException as exc:
-            if serial not in held:  # interrupted before it took the lock (or refused, nested): nothing to undo
+            if serial not in held:  # interrupted before it took the lock: nothing to undo
                 raise
             try:
                 replaced = self._rolled_back(exc, committing=False)
@@ -242,7 +231,7 @@ class _Block:
         if self.serial not in conn._held:
             return
         mine = next(_SERIALS)
-        if conn._hand_over(self.serial, mine, (_get_ident(), None)):
+        if conn._hand_over(self.serial, mine, _get_ident()):
             try:
                 conn._roll_back()
             finally:
@@ -268,8 +257,8 @@ class _Connection:
         self.lock = threading.Lock()  # one _Block at a time; taken and let go only with its record (_Block)
         self._acquire = self.lock.acquire  # bound once: a block's steps
         self._unlock: Callable[..., object] = self.lock.__exit__  # release(), taking any arguments
-        # While a _Block holds the lock: its serial number -> (its thread's id, the frame of its `with`).
-        self._held: dict[int, tuple[int, object]] = {}
+        # While a _Block holds the lock: its serial number -> its thread's id (an int: it keeps nothing alive).
+        self._held: dict[int, int] = {}
         self._closing = False
         self._looked = -_LOOK_EVERY  # time.monotonic() of the last look at the path (_same_file)
         self._gone = False  # the path was seen to name another file, or none
@@ -320,8 +309,8 @@ class _Connection:
         """One transaction; IMMEDIATE takes the write lock first, so a writer never fails half-way for it.
 
         ``committed`` gets True appended once COMMIT has run, also when an interrupt (Ctrl-C) lands
-        right after it: the caller then knows its transaction's outcome whatever interrupts it. Opened
-        while this thread's own block is open on this connection: UnsupportedError (see :class:`_Block`).
+        right after it: the caller then knows its transaction's outcome whatever interrupts it. Not to be
+        opened inside this thread's own open block on this connection: that one is rolled back (see :class:`_Block`).
         """
         return _Block(self, mode, committed)
 
@@ -347,42 +336,29 @@ class _Connection:
             except sqlite3.Error as exc:
                 raise ERRORS.translate(exc) from None
 
-    def _take_over(self, serial: int, record: tuple[int, object]) -> bool:
-        """Make block ``serial`` (``record``: its thread and frame) the holder of a lock its thread's block left.
+    def _take_over(self, serial: int, thread: int) -> bool:
+        """Make block ``serial`` of ``thread`` the holder of a lock that thread's block left.
 
         A block this thread left holding :attr:`lock` (a Ctrl-C landed where its own clean-up could not
         run) hands it over: the lock is not re-entrant, so waiting for itself hung the thread (and every
         other) for ever. True: so handed over (roll back what it left); False: take the lock as usual.
-        A block of this thread's whose ``with`` still runs (its frame on the stack) is not left behind:
-        the new one is nested in it, and refused (UnsupportedError) before anything of the outer one changes.
+        A block of this thread's that is still open (one nested in it, unsupported) is taken over too.
         """
-        thread = record[0]
-        for old, (holder, frame) in tuple(self._held.items()):  # at most one
-            if holder != thread:
-                continue
-            if frame is not None and _on_stack(frame):
-                raise errors.UnsupportedError(
-                    "sqlite: a transaction was opened inside another of the same thread on one connection "
-                    "(nested transactions are not supported); the outer one is left open"
-                )
-            if self._hand_over(old, serial, record):
+        for old, holder in tuple(self._held.items()):  # at most one
+            if holder == thread and self._hand_over(old, serial, thread):
                 return True
         return False
 
     def _recover(self) -> None:
-        """Roll back and let go what a block of this thread left holding the lock (a Ctrl-C): see :meth:`_take_over`.
-
-        Inside a block of its own that is still open: UnsupportedError (a read nested in a transaction).
-        """
-        thread = _get_ident()
-        if any(holder == thread for holder, _ in tuple(self._held.values())):  # another thread's lets go by itself
+        """Roll back and let go what a block of this thread left holding the lock (a Ctrl-C): see :meth:`_take_over`."""
+        if _get_ident() in self._held.values():  # not another thread's: it lets go by itself
             with _Block(self):
                 pass
 
-    def _hand_over(self, old: int, new: int, record: tuple[int, object]) -> bool:
-        """Make block ``new`` (``record``: its thread, frame) hold block ``old``'s lock, unless ``old`` let it go."""
+    def _hand_over(self, old: int, new: int, thread: int) -> bool:
+        """Make block ``new`` of ``thread`` the holder of block ``old``'s lock, unless ``old`` let it go."""
         try:
-            _atomically(partial(self._held.pop, old), partial(self._held.__setitem__, new, record))
+            _atomically(partial(self._held.pop, old), partial(self._held.__setitem__, new, thread))
         except KeyError:  # it let go meanwhile (collected in another thread: _Block.__del__)
             return False
         return True
