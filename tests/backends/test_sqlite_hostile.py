@@ -267,10 +267,13 @@ def test_a_group_s_block_left_by_a_ctrl_c_after_its_commit_lets_its_lock_go_when
     db.close()
 
 
-def test_a_close_inside_its_thread_s_open_transaction_rolls_it_back_and_closes(path: Path) -> None:
-    # close() from inside the thread's own open block took it for a nested block, refused (UnsupportedError) after
-    # it had marked the connection closing: a half-closed connection, still open, whose every later wait for the
-    # write lock gave up at once. A close there closes: the open transaction is rolled back, as one a Ctrl-C left.
+@pytest.mark.parametrize("inner", ["nested", "close"])
+def test_a_block_or_close_inside_its_thread_s_open_transaction_rolls_it_back_and_says_so(path: Path, inner: str) -> None:
+    # Nested blocks are unsupported (docs/backends/sqlite.md): a block's holder record is its thread alone, so a
+    # block (or a close) inside the thread's open one takes it for one a Ctrl-C left and rolls it back; the outer
+    # exit must say so, never lose its writes without a word or hang. close() there took it for a nested block and
+    # raised UnsupportedError after it had marked the connection closing: half-closed, still open, and its every
+    # later wait for the write lock gave up at once. Now it closes.
     db = nbdb.connect(f"sqlite:///{path}")
     db.list(LogicalSwitch)
     backend = db.backend
@@ -279,32 +282,25 @@ def test_a_close_inside_its_thread_s_open_transaction_rolls_it_back_and_closes(p
     with pytest.raises(nbdb.BackendUnavailableError, match="rolled this transaction back"):
         with writer.transaction("IMMEDIATE") as sql:
             sql.execute("INSERT INTO nbdb_leases VALUES ('left', x'00', 0)")
-            writer.close()
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
-        sql.execute("SELECT 1")
-    assert not writer._held and not writer.lock.locked()
-    db.close()
-    with sqlite3.connect(path) as other:  # nothing of the rolled back transaction was written
-        assert other.execute("SELECT key FROM nbdb_leases").fetchall() == []
-    with nbdb.connect(f"sqlite:///{path}") as again:  # nor is the file's write lock held
-        assert _within(4, lambda: again.create(LogicalSwitch(name="after")).name) == ["after"]
-
-
-def test_a_transaction_nested_in_an_open_one_of_its_thread_rolls_the_outer_one_back_and_says_so(path: Path) -> None:
-    # Unsupported (docs/backends/sqlite.md): the record of a block's holder is its thread alone, so a nested block
-    # is taken for one a Ctrl-C left. What it must not do is lose the outer writes without a word, or hang.
-    with nbdb.connect(f"sqlite:///{path}") as db:
-        db.list(LogicalSwitch)
-        backend = db.backend
-        assert isinstance(backend, SqliteBackend)
-        writer = backend._writer
-        with pytest.raises(nbdb.BackendUnavailableError, match="rolled this transaction back"):
-            with writer.transaction("IMMEDIATE") as sql:
-                sql.execute("INSERT INTO nbdb_leases VALUES ('first', x'00', 0)")
+            if inner == "close":
+                writer.close()
+            else:
                 with writer.transaction():
                     pass
-        assert writer.every("SELECT key FROM nbdb_leases") == []
+    assert not writer._held and not writer.lock.locked()
+    if inner == "close":
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            sql.execute("SELECT 1")
+    else:
         assert _within(4, lambda: db.create(LogicalSwitch(name="after")).name) == ["after"], "another thread's hung"
+    db.close()
+    other = sqlite3.connect(path)
+    try:
+        assert other.execute("SELECT key FROM nbdb_leases").fetchall() == []  # nothing of the rolled back one
+    finally:
+        other.close()
+    with nbdb.connect(f"sqlite:///{path}") as again:  # nor is the file's write lock held
+        assert _within(4, lambda: again.create(LogicalSwitch(name="again")).name) == ["again"]
 
 
 def test_ctrl_c_in_the_leader_of_a_group_commit_leaves_the_others_commits_applied(path: Path) -> None:
