@@ -268,7 +268,9 @@ def test_a_group_s_block_left_by_a_ctrl_c_after_its_commit_lets_its_lock_go_when
 
 
 @pytest.mark.parametrize("inner", ["nested", "close"])
-def test_a_block_or_close_inside_its_thread_s_open_transaction_rolls_it_back_and_says_so(path: Path, inner: str) -> None:
+def test_a_block_or_close_inside_its_thread_s_open_transaction_rolls_it_back_and_says_so(
+    path: Path, inner: str
+) -> None:
     # Nested blocks are unsupported (docs/backends/sqlite.md): a block's holder record is its thread alone, so a
     # block (or a close) inside the thread's open one takes it for one a Ctrl-C left and rolls it back; the outer
     # exit must say so, never lose its writes without a word or hang. close() there took it for a nested block and
