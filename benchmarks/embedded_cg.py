@@ -7,7 +7,8 @@ phase's instructions: on ``memory://``, single creates (the port built inside th
 bench does), CAS updates (``replace()`` and ``update()``), creates in transactions of 100 (built
 inside too), gets and deletes of the updated ports; on a fresh ``sqlite://`` file, one ``list()``
 of the table of ports; on a second fresh file (``?synchronous=normal``), single ``create`` of a
-logical switch and ``allocate_id`` (``count // 10`` of each: they commit one by one); on a third
+logical switch, ``allocate_id``, a CAS update (``update()``) and a delete of each switch made (``count // 10``
+of each: they commit one by one); on a third
 (``?synchronous=normal&history=20``), ``count // 10`` creates of a logical switch, a trim of the
 namespace's history every few of them (the trim's own path: its reads of ``nbdb_trims``). Every phase
 is warmed first, outside collection. Runs of one build agree to well under 1 % (hashing seeded),
@@ -64,8 +65,10 @@ with nbdb.connect("sqlite://" + path + "-2?synchronous=normal") as db:
     for _ in range(20):
         db.create(LogicalSwitch(name=f"warm{next(names)}"))
         db.allocate_id("warm")
-    operator.call(lambda: [db.create(LogicalSwitch(name=f"s{next(names)}")) for _ in range(count // 10)])
+    made = operator.call(lambda: [db.create(LogicalSwitch(name=f"s{next(names)}")) for _ in range(count // 10)])
     operator.call(lambda: [db.allocate_id("bench") for _ in range(count // 10)])
+    made = operator.call(lambda: [db.update(s.replace(other_config={"cas": "1"})) for s in made])
+    operator.call(lambda: [db.delete(s) for s in made])
 
 with nbdb.connect("sqlite://" + path + "-3?synchronous=normal&history=20") as db:
     for _ in range(20):
@@ -82,6 +85,8 @@ PHASES = (
     "sqlite list object",
     "sqlite create switch",
     "sqlite allocate_id",
+    "sqlite CAS update",
+    "sqlite delete",
     "sqlite create trimming",
 )
 

@@ -28,6 +28,8 @@ import pytest
 import nbdb
 from nbdb.backends.sqlite import SqliteBackend
 from nbdb.conformance.kit import watched_and_cached
+from nbdb.families.kvgroup import GroupInterrupted
+from nbdb.families.kvtypes import KeyCommit
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.spi import UniqueKey
 
@@ -230,6 +232,77 @@ def test_a_write_transaction_left_by_a_ctrl_c_lets_its_lock_go_when_its_tracebac
     db.close()
     with nbdb.connect(f"sqlite:///{path}") as again:
         assert [s.name for s in again.list(LogicalSwitch)] == ["other"]
+
+
+def test_a_group_s_block_left_by_a_ctrl_c_after_its_commit_lets_its_lock_go_when_its_traceback_goes(path: Path) -> None:
+    # A Ctrl-C lands after a group's COMMIT, in its block's __exit__ just before the lock is let go (at the any()
+    # of its let-go chain; before, at the call of _let_go). commit_group keeps that KeyboardInterrupt in a local
+    # (``interrupt``, the cause of its GroupInterrupted). The block's record of its holder keeping the frame of its
+    # `with` (commit_group's, finished) kept that local, hence the traceback and the block itself, reachable from
+    # the connection: never collected, its lock never let go; another thread's write waited for ever.
+    db = nbdb.connect(f"sqlite:///{path}")
+    db.list(LogicalSwitch)
+    backend = db.backend
+    assert isinstance(backend, SqliteBackend)
+
+    def interrupt(frame: Any, seen: str, arg: object) -> None:
+        at = frame if seen == "c_call" and arg is any else None
+        if seen == "call" and frame.f_code.co_name == "_let_go":
+            at = frame.f_back
+        if at is not None and at.f_code.co_name == "__exit__":
+            if getattr(at.f_locals.get("self"), "mode", None) == "IMMEDIATE":
+                sys.setprofile(None)
+                raise KeyboardInterrupt
+
+    sys.setprofile(interrupt)
+    try:
+        with pytest.raises(GroupInterrupted) as raised:
+            backend.commit_group([KeyCommit([], {f"{backend.layout.prefix}zz": b"1"}, [])])
+    finally:
+        sys.setprofile(None)
+    assert raised.value.outcomes == [1] and isinstance(raised.value.__cause__, KeyboardInterrupt)
+    del raised
+    gc.collect()
+    assert _within(4, lambda: db.create(LogicalSwitch(name="other")).name) == ["other"], "the write hung"
+    db.close()
+
+
+@pytest.mark.parametrize("inner", ["nested", "close"])
+def test_a_block_or_close_inside_its_thread_s_open_transaction_rolls_it_back_and_says_so(
+    path: Path, inner: str
+) -> None:
+    # Nested blocks are unsupported (docs/backends/sqlite.md): a block's holder record is its thread alone, so a
+    # block (or a close) inside the thread's open one takes it for one a Ctrl-C left and rolls it back; the outer
+    # exit must say so, never lose its writes without a word or hang. close() there took it for a nested block and
+    # raised UnsupportedError after it had marked the connection closing: half-closed, still open, and its every
+    # later wait for the write lock gave up at once. Now it closes.
+    db = nbdb.connect(f"sqlite:///{path}")
+    db.list(LogicalSwitch)
+    backend = db.backend
+    assert isinstance(backend, SqliteBackend)
+    writer = backend._writer
+    with pytest.raises(nbdb.BackendUnavailableError, match="rolled this transaction back"):
+        with writer.transaction("IMMEDIATE") as sql:
+            sql.execute("INSERT INTO nbdb_leases VALUES ('left', x'00', 0)")
+            if inner == "close":
+                writer.close()
+            else:
+                with writer.transaction():
+                    pass
+    assert not writer._held and not writer.lock.locked()
+    if inner == "close":
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            sql.execute("SELECT 1")
+    else:
+        assert _within(4, lambda: db.create(LogicalSwitch(name="after")).name) == ["after"], "another thread's hung"
+    db.close()
+    other = sqlite3.connect(path)
+    try:
+        assert other.execute("SELECT key FROM nbdb_leases").fetchall() == []  # nothing of the rolled back one
+    finally:
+        other.close()
+    with nbdb.connect(f"sqlite:///{path}") as again:  # nor is the file's write lock held
+        assert _within(4, lambda: again.create(LogicalSwitch(name="again")).name) == ["again"]
 
 
 def test_ctrl_c_in_the_leader_of_a_group_commit_leaves_the_others_commits_applied(path: Path) -> None:

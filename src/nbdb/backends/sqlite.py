@@ -114,6 +114,8 @@ ERRORS = ExceptionMap(
 
 _SERIALS = itertools.count()  # next() of a count is atomic: each _Block its own number
 _CALL = operator.methodcaller("__call__")  # C, as operator.call (benchmarks/embedded_cg.py counts inside that)
+_ONCE, _NONE = (True,), (None,)
+_get_ident, _compress = threading.get_ident, itertools.compress
 
 
 def _atomically(*steps: Callable[[], object]) -> None:
@@ -122,6 +124,8 @@ def _atomically(*steps: Callable[[], object]) -> None:
     CPython raises a signal's exception (KeyboardInterrupt) only between bytecodes: as a call returns, at
     a loop's end, as a function starts. Calls made from C, one after the other, leave it nowhere to land:
     taking the lock and recording who holds it, or forgetting that and letting go, happen both or neither.
+    (A block's own take and let-go, on every call, chain their two C calls through C iterators instead:
+    a third of the instructions. This serves the rare hand-over.)
     """
     collections.deque(map(_CALL, steps), maxlen=0)
 
@@ -129,14 +133,23 @@ def _atomically(*steps: Callable[[], object]) -> None:
 class _Block:
     """One thread's turn at a _Connection: its lock held from enter to exit, in a transaction given a mode.
 
+    ``committed`` (:meth:`_Connection.transaction`) gets True appended once COMMIT has run, also when an
+    interrupt (Ctrl-C) lands right after it: the caller then knows its transaction's outcome whatever
+    interrupts it.
+
     A class, not a generator: a Ctrl-C that landed after the generator took the lock and began (it had
     yielded) but before the caller's ``with`` held it, or as ``__exit__`` began, left it suspended, kept
     alive by the KeyboardInterrupt's traceback (in a REPL, ``sys.last_traceback``) with the lock held and
     the transaction open: the thread's next read, and every other thread's, waited for that lock for ever.
     Here each step runs under a ``try`` that rolls back and lets go, and the lock is taken and let go
-    together with its record (:func:`_atomically`). Where a Ctrl-C still lands outside them (as
-    ``__exit__`` starts, before its ``try``), the record stays: the thread's next block takes the lock
-    over and rolls the transaction back (:meth:`_Connection._take`), and a collected block lets it go.
+    together with its record (C calls from C, see :func:`_atomically`). Where a Ctrl-C still lands outside
+    them (as ``__exit__`` starts, before its ``try``), the record stays: the thread's next block takes the
+    lock over and rolls the transaction back (:meth:`_Connection._take_over`), and a collected block lets
+    it go. The record is the thread's id alone: nothing it keeps can keep a frame, a traceback or the
+    block itself alive (a frame kept there kept a Ctrl-C'd group's block, through commit_group's stored
+    KeyboardInterrupt, for ever). So a block opened while one of the same thread is still open on the
+    connection (nested, unsupported: nbdb's own code never does) is taken for one a Ctrl-C left: the
+    outer transaction is rolled back, and its ``__exit__`` raises BackendUnavailableError.
     """
 
     __slots__ = ("committed", "conn", "mode", "serial")
@@ -146,10 +159,15 @@ class _Block:
         self.serial = next(_SERIALS)
 
     def __enter__(self) -> sqlite3.Connection:
-        conn, mode = self.conn, self.mode
+        conn, mode, serial = self.conn, self.mode, self.serial
+        held = conn._held
+        thread = _get_ident()
         try:
-            if conn._take(self.serial, threading.get_ident()):
+            if held and conn._take_over(serial, thread):
                 conn._roll_back()  # what the block it took over left open (Ctrl-C): never committed
+            else:
+                # lock.acquire(), then held[serial] = thread: compress() calls map's acquire, then update() sets.
+                held.update(_compress(((serial, thread),), map(conn._acquire, _ONCE)))
             if mode is not None:
                 if mode == "IMMEDIATE":
                     conn._begin_write()
@@ -157,22 +175,22 @@ class _Block:
                     conn.sql.execute(f"BEGIN {mode}")
                 conn._same_file(every=mode == "IMMEDIATE")
         except BaseException as exc:
-            if self.serial not in conn._held:  # interrupted before it took the lock: nothing to undo
+            if serial not in held:  # interrupted before it took the lock: nothing to undo
                 raise
             try:
                 replaced = self._rolled_back(exc, committing=False)
             finally:
-                conn._let_go(self.serial)
+                conn._let_go(serial)
             if replaced is None:
                 raise
             raise replaced from None
         return conn.sql
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        conn = self.conn
+        conn, serial = self.conn, self.serial
+        if serial not in conn._held:  # another block of this thread's took its lock over: see _take_over
+            raise errors.BackendUnavailableError("sqlite: a later call of this thread rolled this transaction back")
         try:
-            if self.serial not in conn._held:  # another block of this thread's took its lock over: see _take
-                raise errors.BackendUnavailableError("sqlite: a later call of this thread rolled this transaction back")
             if self.mode is None:
                 return
             if exc is None:
@@ -191,7 +209,8 @@ class _Block:
             if committing:
                 raise exc
         finally:
-            conn._let_go(self.serial)
+            # held.pop(serial), then the lock's release (its __exit__) with what it popped: see _let_go.
+            any(filter(conn._unlock, map(conn._held.pop, (serial,))))
 
     def _rolled_back(self, exc: BaseException, committing: bool) -> BaseException | None:
         """Roll back after ``exc``; the error to raise instead (None: ``exc`` itself)."""
@@ -212,7 +231,7 @@ class _Block:
         if self.serial not in conn._held:
             return
         mine = next(_SERIALS)
-        if conn._hand_over(self.serial, mine, threading.get_ident()):
+        if conn._hand_over(self.serial, mine, _get_ident()):
             try:
                 conn._roll_back()
             finally:
@@ -235,8 +254,11 @@ class _Connection:
         identity: tuple[_Inode, _Inode] | None = None,
     ) -> None:
         self.target, self.signal, self._settings = target, signal, (timeout, synchronous)
-        self.lock = threading.Lock()  # one _Block at a time; taken and let go only by _take, _let_go
-        self._held: dict[int, int] = {}  # while a _Block holds the lock: its serial number -> its thread's id
+        self.lock = threading.Lock()  # one _Block at a time; taken and let go only with its record (_Block)
+        self._acquire = self.lock.acquire  # bound once: a block's steps
+        self._unlock: Callable[..., object] = self.lock.__exit__  # release(), taking any arguments
+        # While a _Block holds the lock: its serial number -> its thread's id (an int: it keeps nothing alive).
+        self._held: dict[int, int] = {}
         self._closing = False
         self._looked = -_LOOK_EVERY  # time.monotonic() of the last look at the path (_same_file)
         self._gone = False  # the path was seen to name another file, or none
@@ -287,7 +309,8 @@ class _Connection:
         """One transaction; IMMEDIATE takes the write lock first, so a writer never fails half-way for it.
 
         ``committed`` gets True appended once COMMIT has run, also when an interrupt (Ctrl-C) lands
-        right after it: the caller then knows its transaction's outcome whatever interrupts it.
+        right after it: the caller then knows its transaction's outcome whatever interrupts it. Not to be
+        opened inside this thread's own open block on this connection: that one is rolled back (see :class:`_Block`).
         """
         return _Block(self, mode, committed)
 
@@ -313,23 +336,22 @@ class _Connection:
             except sqlite3.Error as exc:
                 raise ERRORS.translate(exc) from None
 
-    def _take(self, serial: int, thread: int) -> bool:
-        """Hold :attr:`lock` for block ``serial`` of ``thread``, and record it (:attr:`_held`).
+    def _take_over(self, serial: int, thread: int) -> bool:
+        """Make block ``serial`` of ``thread`` the holder of a lock that thread's block left.
 
-        A block this thread left holding it (a Ctrl-C landed where its own clean-up could not run) hands
-        it over instead: the lock is not re-entrant, so this thread cannot be inside one, and waiting
-        for itself hung it (and every other thread) for ever. True: so handed over (roll back what it left).
+        A block this thread left holding :attr:`lock` (a Ctrl-C landed where its own clean-up could not
+        run) hands it over: the lock is not re-entrant, so waiting for itself hung the thread (and every
+        other) for ever. True: so handed over (roll back what it left); False: take the lock as usual.
+        A block of this thread's that is still open (one nested in it, unsupported) is taken over too.
         """
-        if self._held:
-            for old, holder in tuple(self._held.items()):  # at most one
-                if holder == thread and self._hand_over(old, serial, thread):
-                    return True
-        _atomically(self.lock.acquire, partial(self._held.__setitem__, serial, thread))
+        for old, holder in tuple(self._held.items()):  # at most one
+            if holder == thread and self._hand_over(old, serial, thread):
+                return True
         return False
 
     def _recover(self) -> None:
-        """Roll back and let go what a block of this thread left holding the lock (a Ctrl-C): see :meth:`_take`."""
-        if threading.get_ident() in self._held.values():  # not another thread's: it lets go by itself
+        """Roll back and let go what a block of this thread left holding the lock (a Ctrl-C): see :meth:`_take_over`."""
+        if _get_ident() in self._held.values():  # not another thread's: it lets go by itself
             with _Block(self):
                 pass
 
@@ -351,11 +373,12 @@ class _Connection:
         return open_
 
     def _let_go(self, serial: int) -> None:
-        """Let :attr:`lock` go, if block ``serial`` still holds it."""
-        try:
-            _atomically(partial(self._held.pop, serial), self.lock.release)
-        except KeyError:  # it no longer does
-            pass
+        """Let :attr:`lock` go, if block ``serial`` still holds it.
+
+        ``held.pop(serial, None)``, then the lock's release (its ``__exit__``, which takes any arguments)
+        with what it popped, if anything: C calls from C (filter, map, any), no Ctrl-C between them.
+        """
+        any(map(self._unlock, filter(None, map(self._held.pop, (serial,), _NONE))))
 
     def _same_file(self, every: bool = False) -> None:
         """Raise BackendUnavailableError if the path no longer names the file this connection has open.
