@@ -27,7 +27,7 @@ from uuid import UUID
 from nbdb import errors, page_token
 from nbdb.cache import EXITING, Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
-from nbdb.cascade import AFRESH, Known, cascade_ops, read_refusal, weak_drops, weakly_referenced
+from nbdb.cascade import AFRESH, Known, cascade_ops, drops_of, plain_delete_plans, read_refusal, walk_deletes
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
     CommitContext,
@@ -669,13 +669,15 @@ class Database:
         refused: frozenset[tuple[str, UUID]] | None = None  # the plan a ReferenceError refused last
         # A plain delete plans too when a weak reference can point to its table (see weak_drops), but
         # only once the store refused it for a referrer: most targets (a port in no port group) have
-        # none, and their delete stays one request, without reading the referrers first.
-        planned = cascade or weakly_referenced(op.table)
-        plan_now = cascade
+        # none, and their delete stays one request, without reading the referrers first. An owner's
+        # (a meter, whose bands always hold it) plans at once: sent alone it was refused for the objects
+        # it takes along, and committed a second time.
+        planned, plan_now = (True, True) if cascade else plain_delete_plans(op.table)
         known: Known | None = None  # the root's referrers a refusal named, as read to weigh it
         stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
+            seen: dict[RefKey, Model] | None = None  # the referrers this try's walk read (see read_refusal)
             try:
                 try:
                     if not plan_now:
@@ -683,14 +685,20 @@ class Database:
                     elif cascade:
                         ops = cascade_ops(self._backend, op)
                     else:
-                        ops = [op, *weak_drops(self._backend, [op], frozenset(), known)]
+                        walk = walk_deletes(self._backend, [root], known)
+                        ops = [op, *drops_of(walk, frozenset())]
+                        seen = {**walk.referrers, **walk.owned}
                 except errors.CorruptRecordError as corrupt:
                     # A plain delete the store refused for a referrer its walk cannot read (another writer
                     # corrupted it): whether that referrer is owned or weak cannot be told, and it still
                     # holds the target, so the store's refusal stands (a cascade reports the record).
-                    if cascade or not isinstance(last, errors.ReferenceError):
+                    # An owner's planned before any refusal goes alone: the store's verdict decides.
+                    if not cascade and last is None:
+                        ops = [op]
+                    elif cascade or not isinstance(last, errors.ReferenceError):
                         raise
-                    raise last from corrupt
+                    else:
+                        raise last from corrupt
                 known = None
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:
@@ -706,7 +714,7 @@ class Database:
                     # neither drop nor take along (a switch's port) refuses any plan; else, if the delete
                     # alone was refused, the plan walks from them as read here (an owner's delete listed
                     # and read them again). A refused plan's own drops are not among those named.
-                    read = read_refusal(self._backend, root, exc.referrers)
+                    read = read_refusal(self._backend, root, exc.referrers, seen)
                     if read is None:
                         raise
                     named = frozenset(exc.referrers)

@@ -1,0 +1,118 @@
+"""A plain delete of an owner (``nbdb_owned_by``) takes what it owns along in one commit, on every kind of store.
+
+Sent alone first, the delete was refused for the objects it owns (a meter's bands always hold it), and the
+walk that planned them committed a second time: two commits, one of them refused, for every meter deleted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import nbdb
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.models.ovn import LoadBalancer, LoadBalancerHealthCheck, Meter, MeterBand, MeterUnit
+from nbdb.testing.fixtures import shared_server
+
+pytestmark = pytest.mark.timeout(120)
+
+KINDS = ["memory", "sqlite", "redis", "ovsdb"]
+
+
+@pytest.fixture(params=KINDS)
+def db(request: pytest.FixtureRequest) -> Iterator[nbdb.Database]:
+    """A Database on a fresh store (a new namespace on the session's shared server for a networked kind)."""
+    kind = request.param
+    if kind in ("memory", "sqlite"):
+        with nbdb.connect(f"{kind}://") as database:
+            yield database
+        return
+    with shared_server(kind) as server, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:8]}") as database:
+        yield database
+
+
+def _counted(db: nbdb.Database) -> Callable[[], list[list[tuple[str, object]]]]:
+    """The ops of each commit of ``db``'s backend from now on (a count of the real store's commits)."""
+    backend = db.backend
+    commits: list[list[tuple[str, object]]] = []
+    real = backend.commit
+
+    def commit(ops, *args, **kwargs):  # type: ignore[no-untyped-def]
+        commits.append([(type(op).__name__, op.table) for op in ops])
+        return real(ops, *args, **kwargs)
+
+    backend.commit = commit  # type: ignore[method-assign]
+    return lambda: commits
+
+
+def _gone(db: nbdb.Database, model: type[nbdb.Model], id: uuid.UUID) -> bool:
+    try:
+        db.get(model, id)
+    except nbdb.NotFoundError:
+        return True
+    return False
+
+
+def _meter(db: nbdb.Database, bands: int) -> tuple[Meter, list[MeterBand]]:
+    with db.transaction() as txn:  # OVSDB's schema refuses a meter without bands
+        meter = Meter(name=f"m-{uuid.uuid4().hex[:8]}", unit=MeterUnit.KBPS)
+        txn.create(meter)
+        for i in range(bands):
+            txn.create(MeterBand(meter=meter.id, rate=100 + i))
+    made = txn.results
+    return made[0], made[1:]  # type: ignore[return-value]
+
+
+def test_a_meters_plain_delete_takes_its_bands_in_one_commit(db: nbdb.Database) -> None:
+    meter, bands = _meter(db, 2)
+    other, kept = _meter(db, 1)
+    commits = _counted(db)
+    revision = db.delete(meter)
+    assert commits() == [[("Delete", "Meter"), ("Delete", "MeterBand"), ("Delete", "MeterBand")]], commits()
+    assert revision is not None
+    assert _gone(db, Meter, meter.id) and all(_gone(db, MeterBand, b.id) for b in bands)
+    assert db.get(Meter, other.id) == other and db.get(MeterBand, kept[0].id) == kept[0]
+
+
+def test_a_load_balancers_plain_delete_takes_its_health_checks_in_one_commit(db: nbdb.Database) -> None:
+    lb = db.create(LoadBalancer(name=f"lb-{uuid.uuid4().hex[:8]}", vips={"10.0.0.1:80": "10.0.1.1:80"}))
+    check = db.create(LoadBalancerHealthCheck(load_balancer=lb, vip="10.0.0.1:80"))
+    commits = _counted(db)
+    db.delete(lb)
+    assert len(commits()) == 1, commits()
+    assert _gone(db, LoadBalancerHealthCheck, check.id) and _gone(db, LoadBalancer, lb.id)
+
+
+def test_an_owners_delete_refused_for_a_referrer_it_cannot_take_deletes_nothing(
+    db: nbdb.Database, request: pytest.FixtureRequest
+) -> None:
+    # A switch owns its forwarding groups, and a port holds it: the store refuses the planned delete. A
+    # store naming the referrers it refused for refuses once; ovsdb-server names none, and the plan made
+    # again comes out the same, refused a second time (as the lone delete and its plan were before).
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+    commits = _counted(db)
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+        db.delete(sw)
+    assert len(commits()) == (2 if request.node.callspec.params["db"] == "ovsdb" else 1), commits()
+    assert db.get(LogicalSwitch, sw.id) == sw and db.get(LogicalSwitchPort, port.id) == port
+
+
+def test_a_plain_delete_of_a_non_owner_lists_no_referrers(db: nbdb.Database) -> None:
+    # A port is no owner: its delete stays one request, no referrers listed first.
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+    backend = db.backend
+    listed: list[object] = []
+    real = backend.referrers_of
+
+    def referrers_of(keys):  # type: ignore[no-untyped-def]
+        listed.append(keys)
+        return real(keys)
+
+    backend.referrers_of = referrers_of  # type: ignore[method-assign]
+    commits = _counted(db)
+    db.delete(port)
+    assert listed == [] and commits() == [[("Delete", "LogicalSwitchPort")]], (listed, commits())
