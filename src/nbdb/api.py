@@ -675,9 +675,9 @@ class Database:
         planned, plan_now = (True, True) if cascade else plain_delete_plans(op.table)
         known: Known | None = None  # the root's referrers a refusal named, as read to weigh it
         stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
+        seen: dict[RefKey, Model] | None = None  # the referrers the last try's walk read (see read_refusal)
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
-            seen: dict[RefKey, Model] | None = None  # the referrers this try's walk read (see read_refusal)
             try:
                 try:
                     if not plan_now:
@@ -685,9 +685,12 @@ class Database:
                     elif cascade:
                         ops = cascade_ops(self._backend, op)
                     else:
+                        seen = None
                         walk = walk_deletes(self._backend, [root], known)
-                        ops = [op, *drops_of(walk, frozenset())]
-                        seen = {**walk.referrers, **walk.owned}
+                        ops = [op]
+                        if walk.owned or walk.referrers:  # (most owners' walks find nothing: a bare switch)
+                            ops += drops_of(walk, frozenset())
+                            seen = {**walk.referrers, **walk.owned}
                 except errors.CorruptRecordError as corrupt:
                     # A plain delete the store refused for a referrer its walk cannot read (another writer
                     # corrupted it): whether that referrer is owned or weak cannot be told, and it still

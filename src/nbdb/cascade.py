@@ -46,21 +46,34 @@ __all__ = [
 M = TypeVar("M", bound=Model)
 
 
-_planned_targets: tuple[int, frozenset[str], frozenset[str]] = (-1, frozenset(), frozenset())
+_planned_targets: tuple[int, frozenset[str], frozenset[str], dict[str, tuple[bool, bool]]] = (
+    -1,
+    frozenset(),
+    frozenset(),
+    {},
+)
 """The tables some model defined holds a weak reference to, those some model is owned by (``nbdb_owned_by``),
-and the registry generation they were read at."""
+what :func:`plain_delete_plans` answers for each of them, and the registry generation they were read at."""
+
+_NO_PLAN = (False, False)
 
 
-def _targets() -> tuple[frozenset[str], frozenset[str]]:
+def _planned() -> tuple[frozenset[str], frozenset[str], dict[str, tuple[bool, bool]]]:
     global _planned_targets
-    generation, weak, owners = _planned_targets
+    generation, weak, owners, plans = _planned_targets
     now = registry_generation()
     if generation != now:
         weak = frozenset(spec.target for model in all_models() for spec in model.nbdb_references if spec.weak)
         owners = frozenset(
             spec.target for model in all_models() for spec in model.nbdb_references if _owning(model, spec)
         )
-        _planned_targets = (now, weak, owners)
+        plans = {table: (True, table in owners) for table in weak | owners}
+        _planned_targets = (now, weak, owners, plans)
+    return weak, owners, plans
+
+
+def _targets() -> tuple[frozenset[str], frozenset[str]]:
+    weak, owners, _ = _planned()
     return weak, owners
 
 
@@ -89,9 +102,7 @@ def plain_delete_plans(table: str) -> tuple[bool, bool]:
     would be refused for the objects it takes along, and committed again; another's plans once refused only
     (most have no weak referrer: a port in no port group), staying one request without a read first.
     """
-    weak, owners = _targets()
-    owner = table in owners
-    return owner or table in weak, owner
+    return _planned()[2].get(table, _NO_PLAN)
 
 
 def owns(table: str) -> bool:

@@ -473,38 +473,27 @@ def test_index_records_are_the_json_of_their_fields(
     assert (decoded.topic, decoded.refs, decoded.unique, decoded.ttl) == (topic, refs, index.unique, ttl)
 
 
-def test_an_unreferenced_delete_is_one_commit_that_finds_its_referrers_prefix_empty() -> None:
-    # A router owns nothing: its delete is sent as it is, no referrers read first.
+@pytest.mark.parametrize("owner", [False, True])
+def test_an_unreferenced_delete_is_one_commit_that_finds_its_referrers_prefix_empty(owner: bool) -> None:
+    # A router owns nothing: its delete is sent as it is, no referrers read first. A switch owns its
+    # forwarding groups: its delete walks them first (one read of its referrers, none found), and the
+    # commit checks that none appeared since that read.
     from nbdb.models import LogicalRouter
 
+    model: type[LogicalSwitch | LogicalRouter] = LogicalSwitch if owner else LogicalRouter
     backend = InterleavingBackend(MemoryStore())
     with Database(backend) as db:
-        lr = db.create(LogicalRouter(name="r"))
+        obj = db.create(model(name="x"))
         backend.ranges.clear()
         backend.commits.clear()
-        db.delete(lr)
-        assert backend.ranges == []
+        db.delete(obj)
+        prefix = backend.layout.referrers((model.nbdb_table, obj.id))
+        assert backend.ranges == ([[prefix]] if owner else [])
         [conditions] = backend.commits
-        assert PrefixUnchangedSince(backend.layout.referrers((LogicalRouter.nbdb_table, lr.id)), 0) in conditions
+        checks = [c for c in conditions if isinstance(c, PrefixUnchangedSince) and c.prefix == prefix]
+        assert len(checks) == 1 and (owner or checks[0].revision == 0), conditions
         with pytest.raises(nbdb.NotFoundError):
-            db.get(LogicalRouter, lr.id)
-
-
-def test_an_unreferenced_owners_delete_lists_its_referrers_then_commits_once() -> None:
-    # A switch owns its forwarding groups: its delete walks them first (one read of its referrers, none
-    # found), and the commit checks that none appeared since that read.
-    backend = InterleavingBackend(MemoryStore())
-    with Database(backend) as db:
-        ls = db.create(LogicalSwitch(name="sw"))
-        backend.ranges.clear()
-        backend.commits.clear()
-        db.delete(ls)
-        assert _switch_ranges(backend, ls) == 1 and len(backend.ranges) == 1
-        [conditions] = backend.commits
-        prefix = backend.layout.referrers((LogicalSwitch.nbdb_table, ls.id))
-        assert any(isinstance(c, PrefixUnchangedSince) and c.prefix == prefix for c in conditions)
-        with pytest.raises(nbdb.NotFoundError):
-            db.get(LogicalSwitch, ls.id)
+            db.get(model, obj.id)
 
 
 @pytest.fixture
