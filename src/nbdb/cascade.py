@@ -102,7 +102,10 @@ def plain_delete_plans(table: str) -> tuple[bool, bool]:
     would be refused for the objects it takes along, and committed again; another's plans once refused only
     (most have no weak referrer: a port in no port group), staying one request without a read first.
     """
-    return _planned()[2].get(table, _NO_PLAN)
+    generation, _, _, plans = _planned_targets
+    if generation != registry_generation():
+        plans = _planned()[2]
+    return plans.get(table, _NO_PLAN)
 
 
 def owns(table: str) -> bool:
