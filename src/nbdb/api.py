@@ -391,6 +391,11 @@ class Database:
         (BackendUnavailableError), on every backend (see :meth:`nbdb.spi.Backend.lock`)."""
         self._context = CommitContext(backend)
         """Checks, the commit seam and revision stamps: shared with every Transaction of this Database."""
+        self._owner_walks: dict[str, bool] = {}
+        """Per owner table (``nbdb_owned_by``): whether the last plain delete of one of its rows that
+        committed took something along or dropped a weak reference (absent: not yet known). It orders a
+        plain delete's work only (see :meth:`delete`): walk first, or the delete alone first. Written
+        without a lock: a bool per table, any thread's last word as good as another's."""
         self._hub: WatchHub | None = None
         self._hub_lock = threading.Lock()
         self._holding = threading.local()
@@ -671,8 +676,15 @@ class Database:
         # only once the store refused it for a referrer: most targets (a port in no port group) have
         # none, and their delete stays one request, without reading the referrers first. An owner's
         # (a meter, whose bands always hold it) plans at once: sent alone it was refused for the objects
-        # it takes along, and committed a second time.
+        # it takes along, and committed a second time. But not when this table's last delete took
+        # nothing along (a bare switch, the common delete: Neutron deletes a network's ports first):
+        # the walk would list its referrers to find none, so it goes alone first, as any other. Which
+        # comes first is all the hint decides: a lone delete refused plans as before, a walk finding
+        # nothing commits the delete alone, and both end in the same outcome.
         planned, plan_now = (True, True) if cascade else plain_delete_plans(op.table)
+        owner = plan_now and not cascade
+        if owner and not self._owner_walks.get(op.table, True):
+            plan_now = False
         known: Known | None = None  # the root's referrers a refusal named, as read to weigh it
         stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
         seen: dict[RefKey, Model] | None = None  # the referrers the last try's walk read (see read_refusal)
@@ -751,6 +763,8 @@ class Database:
                 last = exc
                 log.debug("delete: dependent %s of %s %s changed meanwhile; planning the cascade again", exc.key, *root)
             else:
+                if owner:
+                    self._owner_walks[op.table] = ops is not None and len(ops) > 1
                 return None if 0 in result.skipped else revision
         raise errors.ConflictError(
             f"{op.table} {op.id}: its dependents kept changing; nothing was deleted", key=root
