@@ -682,9 +682,9 @@ class Database:
         # comes first is all the hint decides: a lone delete refused plans as before, a walk finding
         # nothing commits the delete alone, and both end in the same outcome.
         planned, plan_now = (True, True) if cascade else plain_delete_plans(op.table)
-        owner = plan_now and not cascade
-        if owner and not self._owner_walks.get(op.table, True):
-            plan_now = False
+        walks: bool | None = None  # an owner's: whether it walks first (its table's last took something)
+        if plan_now and not cascade:
+            walks = plan_now = self._owner_walks.get(op.table, True)
         known: Known | None = None  # the root's referrers a refusal named, as read to weigh it
         stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
         seen: dict[RefKey, Model] | None = None  # the referrers the last try's walk read (see read_refusal)
@@ -763,8 +763,8 @@ class Database:
                 last = exc
                 log.debug("delete: dependent %s of %s %s changed meanwhile; planning the cascade again", exc.key, *root)
             else:
-                if owner:
-                    self._owner_walks[op.table] = ops is not None and len(ops) > 1
+                if walks is not None and walks != (len(ops) > 1):  # written when it changes only
+                    self._owner_walks[op.table] = not walks
                 return None if 0 in result.skipped else revision
         raise errors.ConflictError(
             f"{op.table} {op.id}: its dependents kept changing; nothing was deleted", key=root
