@@ -23,6 +23,7 @@ __all__ = [
     "ETCD_REPLAYED",
     "ab_parser",
     "ab_sizes_parser",
+    "callgrind_ab",
     "callgrind_phases",
     "env",
     "in_turns",
@@ -227,6 +228,35 @@ def ab_rounds(
         print(f"round {n} {side} {got}", flush=True)
     print(f"load average after: {loadavg().split()}")
     return results
+
+
+def callgrind_ab(
+    args: argparse.Namespace,
+    worker: str,
+    phases: tuple[str, ...],
+    worker_args: Callable[[str], list[str]],
+    what: str = "object",
+) -> None:
+    """:func:`callgrind_phases` of ``worker`` on ``args.a`` and ``args.b`` in turns (:func:`in_turns`, ``args.rounds``),
+    each phase's instructions per ``args.count`` printed for each round, then the medians of each side.
+
+    ``worker_args(tag)``: the worker's arguments for one run, ``tag`` a fresh path prefix of its own (for files).
+    """
+    sides = {"a": args.a, "b": args.b}
+    results: dict[str, list[list[float]]] = {"a": [], "b": []}
+    print(f"load average before: {loadavg()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="nbdb-cg-ab-") as work:
+        for n, side in in_turns(args.rounds):
+            totals = callgrind_phases(sides[side], worker, worker_args(f"{work}/{side}{n}"))
+            if len(totals) != len(phases):
+                raise RuntimeError(f"{sides[side]}: {len(totals)} phases, expected {len(phases)}")
+            results[side].append([total / args.count for total in totals])
+            print(f"round {n} {side}: " + "  ".join(f"{t / args.count / 1000:7.1f}k" for t in totals), flush=True)
+    print(f"instructions per {what}, medians (k):")
+    width = max(map(len, phases))
+    for k, phase in enumerate(phases):
+        a, b = (statistics.median(r[k] for r in results[s]) / 1000 for s in ("a", "b"))
+        print(f"  {phase:{width}} a {a:7.1f}  b {b:7.1f}  b-a {b - a:+6.1f}k  b/a {b / a:5.3f}")
 
 
 def ab_parser(doc: str | None, count: int) -> argparse.ArgumentParser:

@@ -10,6 +10,9 @@ the first's, over the updates) and of the process::
 
     python benchmarks/ovn_update_cg.py --a /path/to/main/src --b src --ports 1000 --count 100
 
+``--op delete``: the second run deletes each port it created instead (a plain CAS ``delete()``, as
+``nbdb bench``'s ovn.delete), and the counts are per delete.
+
 Threads are numbered as they started: 1 the caller, 2 the connection's I/O thread, then the
 hub's and the cache's (the largest after the I/O thread, with a cache open).
 """
@@ -41,7 +44,11 @@ if "u" in steps:
     for r in (1, 2):
         for i in range(count):
             made[i] = db.update(made[i].replace(addresses=address(i + r * count)))
-assert cache is None or cache.wait_for(made[-1], 60)
+last = made[-1]
+if "d" in steps:
+    for p in made:
+        last = db.delete(p)
+assert cache is None or cache.wait_for(last, 60)
 db.close()
 """
 
@@ -63,14 +70,16 @@ def _threads(src: str, steps: str, url: str, ns: str, switch: str, count: int, n
 
 
 def main() -> None:
-    """Run both sides and print their instructions per update."""
+    """Run both sides and print their instructions per update (or delete)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", required=True, help="the first checkout's src/ (e.g. main's)")
     parser.add_argument("--b", required=True, help="the second checkout's src/")
     parser.add_argument("--ports", type=int, default=1000, help="ports already on each switch")
     parser.add_argument("--count", type=int, default=100, help="ports created, then updated twice each")
     parser.add_argument("--no-cache", action="store_true", help="open no cache")
+    parser.add_argument("--op", choices=("update", "delete"), default="update", help="what the second run measures")
     opts = parser.parse_args()
+    measured, writes = ("cu", 2 * opts.count) if opts.op == "update" else ("cd", opts.count)
 
     from nbdb.bench.ovn.wire import RawNb
     from nbdb.testing.servers import start_server
@@ -79,17 +88,17 @@ def main() -> None:
     try:
         for side, src in (("a", opts.a), ("b", opts.b)):
             runs = {}
-            for steps in ("c", "cu"):
+            for steps in ("c", measured):
                 ns = f"cg-{uuid.uuid4().hex[:8]}"
                 wire = RawNb(server.url)
                 switch = wire.add_switch(f"sw-{ns}", ns)
                 wire.add_ports(switch, [f"{ns}-p{i}" for i in range(opts.ports)], ns)
                 wire.close()
                 runs[steps] = _threads(src, steps, server.url, ns, str(switch), opts.count, opts.no_cache)
-            names = sorted(set(runs["c"]) | set(runs["cu"]))
-            per = {n: (runs["cu"].get(n, 0) - runs["c"].get(n, 0)) / (2 * opts.count) for n in names}
+            names = sorted(set(runs["c"]) | set(runs[measured]))
+            per = {n: (runs[measured].get(n, 0) - runs["c"].get(n, 0)) / writes for n in names}
             threads = ", ".join(f"thread {n.lstrip('0') or n}: {v:,.0f}" for n, v in per.items() if abs(v) >= 1000)
-            print(f"{side} ({src}): {sum(per.values()):,.0f} per update; {threads}", flush=True)
+            print(f"{side} ({src}): {sum(per.values()):,.0f} per {opts.op}; {threads}", flush=True)
     finally:
         server.stop()
 

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 from nbdb import errors
 from nbdb.codec import decode
 from nbdb.models.base import Model, RefSpec, all_models, model_for_table, registry_generation
-from nbdb.spi import Backend, Delete, RefKey, WriteOp
+from nbdb.spi import Backend, Delete, Record, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "cascade_ops",
     "drops_of",
     "owns",
+    "plain_delete_plans",
     "read_refusal",
     "walk_deletes",
     "weak_drops",
@@ -45,21 +46,34 @@ __all__ = [
 M = TypeVar("M", bound=Model)
 
 
-_planned_targets: tuple[int, frozenset[str], frozenset[str]] = (-1, frozenset(), frozenset())
+_planned_targets: tuple[int, frozenset[str], frozenset[str], dict[str, tuple[bool, bool]]] = (
+    -1,
+    frozenset(),
+    frozenset(),
+    {},
+)
 """The tables some model defined holds a weak reference to, those some model is owned by (``nbdb_owned_by``),
-and the registry generation they were read at."""
+what :func:`plain_delete_plans` answers for each of them, and the registry generation they were read at."""
+
+_NO_PLAN = (False, False)
 
 
-def _targets() -> tuple[frozenset[str], frozenset[str]]:
+def _planned() -> tuple[frozenset[str], frozenset[str], dict[str, tuple[bool, bool]]]:
     global _planned_targets
-    generation, weak, owners = _planned_targets
+    generation, weak, owners, plans = _planned_targets
     now = registry_generation()
     if generation != now:
         weak = frozenset(spec.target for model in all_models() for spec in model.nbdb_references if spec.weak)
         owners = frozenset(
             spec.target for model in all_models() for spec in model.nbdb_references if _owning(model, spec)
         )
-        _planned_targets = (now, weak, owners)
+        plans = {table: (True, table in owners) for table in weak | owners}
+        _planned_targets = (now, weak, owners, plans)
+    return weak, owners, plans
+
+
+def _targets() -> tuple[frozenset[str], frozenset[str]]:
+    weak, owners, _ = _planned()
     return weak, owners
 
 
@@ -82,6 +96,18 @@ def weakly_referenced(table: str) -> bool:
     return table in weak or table in owners
 
 
+def plain_delete_plans(table: str) -> tuple[bool, bool]:
+    """Whether a plain delete of a row of ``table`` plans (:func:`weakly_referenced`), and whether it plans
+    before the store sees it: an owner's does (:func:`owns`; a meter's bands always hold it), as sent alone it
+    would be refused for the objects it takes along, and committed again; another's plans once refused only
+    (most have no weak referrer: a port in no port group), staying one request without a read first.
+    """
+    generation, _, _, plans = _planned_targets
+    if generation != registry_generation():
+        plans = _planned()[2]
+    return plans.get(table, _NO_PLAN)
+
+
 def owns(table: str) -> bool:
     """Whether a model defined is owned by rows of ``table`` (``nbdb_owned_by``): their deletes take it along."""
     return table in _targets()[1]
@@ -96,7 +122,9 @@ AFRESH: Known = MappingProxyType({})
 """What :func:`read_refusal` returns for a stale refusal: nothing known, the walk lists every referrer again."""
 
 
-def read_refusal(backend: Backend, target: RefKey, referrers: Sequence[RefKey]) -> Known | None:
+def read_refusal(
+    backend: Backend, target: RefKey, referrers: Sequence[RefKey], seen: Mapping[RefKey, Model] | None = None
+) -> Known | None:
     """The ``referrers`` a store named refusing ``target``'s plain delete, read, for the walk that plans
     the delete again (its ``known``); None if the refusal stands; :data:`AFRESH` if it is stale.
 
@@ -107,18 +135,29 @@ def read_refusal(backend: Backend, target: RefKey, referrers: Sequence[RefKey]) 
     store did not name): the walk lists the referrers again, and the caller does not weigh the plan
     against the refused one (it was made from what the store held then), its attempts still bounded.
     Otherwise the walk starts from these reads rather than listing and reading the referrers again.
+    ``seen``: referrers the refused plan's walk read, each holding ``target`` then, and not read again (an
+    owner's delete planned before the store saw it: a switch's 40,000 ports were read twice to refuse it).
     """
     keys = list(referrers)
     read: dict[RefKey, Model | None] = {}
     stale = False
-    for key, record in zip(keys, backend.read_many(keys), strict=True):
+    pairs: list[tuple[RefKey, Model | Record | None]] = []
+    if seen:
+        pairs = [(key, seen[key]) for key in keys if key in seen]
+        keys = [key for key in keys if key not in seen]
+    if keys:
+        pairs += zip(keys, backend.read_many(keys), strict=True)
+    for key, record in pairs:
         if record is None:
             stale = True  # gone since
             continue
-        try:
-            obj = decode(model_for_table(key[0]), record)
-        except errors.CorruptRecordError:
-            return None  # a referrer another writer corrupted: no plan can drop it or take it along
+        if isinstance(record, Model):
+            obj = record
+        else:
+            try:
+                obj = decode(model_for_table(key[0]), record)
+            except errors.CorruptRecordError:
+                return None  # a referrer another writer corrupted: no plan can drop it or take it along
         read[key] = obj
         holds = False
         for spec in obj.nbdb_references:
@@ -312,7 +351,10 @@ def _owned_and_referrers(
                 doomed.add(key)
                 owned[key] = obj
                 referrers.pop(key, None)
-                level.append(key)
+                if weakly_referenced(key[0]):
+                    # Listed only when a referrer can hold it weakly or own it: another is the store's
+                    # to refuse (a meter's bands: one read less for every meter deleted).
+                    level.append(key)
             elif backend.unwritable(key[0]) is None:
                 referrers[key] = obj
             # else: a table the store cannot write, which drops the weak references itself (see _plan_target)

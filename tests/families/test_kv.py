@@ -473,18 +473,27 @@ def test_index_records_are_the_json_of_their_fields(
     assert (decoded.topic, decoded.refs, decoded.unique, decoded.ttl) == (topic, refs, index.unique, ttl)
 
 
-def test_an_unreferenced_delete_is_one_commit_that_finds_its_referrers_prefix_empty() -> None:
+@pytest.mark.parametrize("owner", [False, True])
+def test_an_unreferenced_delete_is_one_commit_that_finds_its_referrers_prefix_empty(owner: bool) -> None:
+    # A router owns nothing: its delete is sent as it is, no referrers read first. A switch owns its
+    # forwarding groups: its delete walks them first (one read of its referrers, none found), and the
+    # commit checks that none appeared since that read.
+    from nbdb.models import LogicalRouter
+
+    model: type[LogicalSwitch | LogicalRouter] = LogicalSwitch if owner else LogicalRouter
     backend = InterleavingBackend(MemoryStore())
     with Database(backend) as db:
-        ls = db.create(LogicalSwitch(name="sw"))
+        obj = db.create(model(name="x"))
         backend.ranges.clear()
         backend.commits.clear()
-        db.delete(ls)
-        assert backend.ranges == []
+        db.delete(obj)
+        prefix = backend.layout.referrers((model.nbdb_table, obj.id))
+        assert backend.ranges == ([[prefix]] if owner else [])
         [conditions] = backend.commits
-        assert PrefixUnchangedSince(backend.layout.referrers((LogicalSwitch.nbdb_table, ls.id)), 0) in conditions
+        checks = [c for c in conditions if isinstance(c, PrefixUnchangedSince) and c.prefix == prefix]
+        assert len(checks) == 1 and (owner or checks[0].revision == 0), conditions
         with pytest.raises(nbdb.NotFoundError):
-            db.get(LogicalSwitch, ls.id)
+            db.get(model, obj.id)
 
 
 @pytest.fixture
@@ -499,9 +508,12 @@ def referenced() -> Iterator[tuple[InterleavingBackend, Database, LogicalSwitch,
 def test_a_referenced_delete_reads_its_referrers_and_is_refused(referenced: Any) -> None:
     backend, db, ls, port = referenced
     backend.ranges.clear()
+    backend.commits.clear()
     with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
         db.delete(ls)
-    assert len(backend.ranges) == 1  # the optimistic commit failed; the second plan read the referrers
+    # The switch owns forwarding groups: its walk read the referrers (the port), and the refused commit
+    # named them (it was sent alone, refused, and the refusal's read).
+    assert len(backend.ranges) == 2 and len(backend.commits) == 1
     assert db.get(LogicalSwitch, ls.id).version == ls.version
     assert db.get(LogicalSwitchPort, port.id).name == "p"
 
@@ -516,10 +528,10 @@ def _group(ls: LogicalSwitch) -> Any:
     return ForwardingGroup(switch=ls, name="fg", vip="10.0.0.9", vmac="0a:00:00:00:00:09", child_port=["p"])
 
 
-def test_an_owners_delete_plans_its_owned_objects_from_the_referrers_its_refusal_read(referenced: Any) -> None:
-    # The optimistic delete of a switch holding a forwarding group is refused, and the store read the
-    # switch's referrers to say so; the plan taking the group along starts from them (it read them again:
-    # three reads with the group's commit's check).
+def test_an_owners_delete_plans_its_owned_objects_before_its_one_commit(referenced: Any) -> None:
+    # A switch holding a forwarding group: its delete lists the switch's referrers and commits the switch
+    # and its group at once (it was sent alone, refused, and committed again: two commits, and three
+    # reads of the switch's referrers with the refusal's and the last commit's check).
     from nbdb.models.ovn import ForwardingGroup
 
     backend, db, ls, port = referenced
@@ -529,16 +541,20 @@ def test_an_owners_delete_plans_its_owned_objects_from_the_referrers_its_refusal
     backend.commits.clear()
     db.delete(ls)
     assert db.list(LogicalSwitch) == [] and db.list(ForwardingGroup) == []
-    assert len(backend.commits) == 2  # the optimistic delete, then the switch and its group in one commit
-    # The refusal's read, and the last commit's check that its deletes leave no referrer (the walk read none).
+    assert len(backend.commits) == 1  # the switch and its group in one commit
+    # The walk's read, and the commit's check that its deletes leave no referrer.
     assert _switch_ranges(backend, ls) == 2
-    assert [f"r/ForwardingGroup/{group.id}/"] in backend.ranges  # the group's own referrers were walked
+    # No model holds a group weakly or owns one: its referrers are the commit's to check, not walked.
+    assert [f"r/ForwardingGroup/{group.id}/"] not in backend.ranges
 
 
 def test_an_owners_delete_refused_for_a_referrer_it_does_not_own_reads_its_referrers_once(referenced: Any) -> None:
-    # The store's refusal named the port beside the group: no plan can take the port, so the delete is
-    # refused there (it planned the group's delete, committed it to be refused, and planned it again:
-    # four reads of the switch's referrers and three commits).
+    # The walk read the port beside the group, and the store's refusal named it: no plan can take the port,
+    # so the delete is refused there, weighed from the walk's reads (it planned the group's delete,
+    # committed it to be refused, and planned it again: four reads of the switch's referrers and three
+    # commits; then the lone delete refused, and the refusal's read: one read and one commit). The
+    # commit's planner reads the referrers too, to check that its deletes leave none: it finds the port
+    # and refuses the commit before sending it.
     from nbdb.models.ovn import ForwardingGroup
 
     backend, db, ls, port = referenced
@@ -547,7 +563,7 @@ def test_an_owners_delete_refused_for_a_referrer_it_does_not_own_reads_its_refer
     backend.commits.clear()
     with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
         db.delete(ls)
-    assert _switch_ranges(backend, ls) == 1 and len(backend.commits) == 1
+    assert _switch_ranges(backend, ls) == 2 and backend.commits == []  # the walk's and the planner's
     assert db.get(ForwardingGroup, group.id) == group and db.get(LogicalSwitchPort, port.id) == port
 
 

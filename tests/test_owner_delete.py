@@ -1,0 +1,211 @@
+"""A plain delete of an owner (``nbdb_owned_by``) takes what it owns along in one commit, on every kind of store.
+
+Sent alone first, the delete was refused for the objects it owns (a meter's bands always hold it), and the
+walk that planned them committed a second time: two commits, one of them refused, for every meter deleted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nbdb
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.models.ovn import ForwardingGroup, LoadBalancer, LoadBalancerHealthCheck, Meter, MeterBand, MeterUnit
+from nbdb.testing.fixtures import shared_server
+
+pytestmark = pytest.mark.timeout(120)
+
+KINDS = ["memory", "sqlite", "redis", "ovsdb"]
+
+
+@pytest.fixture(params=KINDS)
+def db(request: pytest.FixtureRequest) -> Iterator[nbdb.Database]:
+    """A Database on a fresh store (a new namespace on the session's shared server for a networked kind)."""
+    kind = request.param
+    if kind in ("memory", "sqlite"):
+        with nbdb.connect(f"{kind}://") as database:
+            yield database
+        return
+    with shared_server(kind) as server, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:8]}") as database:
+        yield database
+
+
+def _counted(db: nbdb.Database) -> Callable[[], list[list[tuple[str, object]]]]:
+    """The ops of each commit of ``db``'s backend from now on (a count of the real store's commits)."""
+    backend = db.backend
+    commits: list[list[tuple[str, object]]] = []
+    real = backend.commit
+
+    def commit(ops, *args, **kwargs):  # type: ignore[no-untyped-def]
+        commits.append([(type(op).__name__, op.table) for op in ops])
+        return real(ops, *args, **kwargs)
+
+    backend.commit = commit  # type: ignore[method-assign]
+    return lambda: commits
+
+
+def _calls(db: nbdb.Database, name: str) -> list[object]:
+    """The arguments of each call of ``db``'s backend method ``name`` from now on."""
+    backend = db.backend
+    calls: list[object] = []
+    real = getattr(backend, name)
+
+    def counted(arg, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(arg)
+        return real(arg, *args, **kwargs)
+
+    setattr(backend, name, counted)
+    return calls
+
+
+def _gone(db: nbdb.Database, model: type[nbdb.Model], id: uuid.UUID) -> bool:
+    try:
+        db.get(model, id)
+    except nbdb.NotFoundError:
+        return True
+    return False
+
+
+def _meter(db: nbdb.Database, bands: int) -> tuple[Meter, list[MeterBand]]:
+    with db.transaction() as txn:  # OVSDB's schema refuses a meter without bands
+        meter = Meter(name=f"m-{uuid.uuid4().hex[:8]}", unit=MeterUnit.KBPS)
+        txn.create(meter)
+        for i in range(bands):
+            txn.create(MeterBand(meter=meter.id, rate=100 + i))
+    made = txn.results
+    return made[0], made[1:]  # type: ignore[return-value]
+
+
+def test_a_meters_plain_delete_takes_its_bands_in_one_commit(db: nbdb.Database) -> None:
+    meter, bands = _meter(db, 2)
+    other, kept = _meter(db, 1)
+    commits = _counted(db)
+    revision = db.delete(meter)
+    assert commits() == [[("Delete", "Meter"), ("Delete", "MeterBand"), ("Delete", "MeterBand")]], commits()
+    assert revision is not None
+    assert _gone(db, Meter, meter.id) and all(_gone(db, MeterBand, b.id) for b in bands)
+    assert db.get(Meter, other.id) == other and db.get(MeterBand, kept[0].id) == kept[0]
+
+
+def test_a_load_balancers_plain_delete_takes_its_health_checks_in_one_commit(db: nbdb.Database) -> None:
+    lb = db.create(LoadBalancer(name=f"lb-{uuid.uuid4().hex[:8]}", vips={"10.0.0.1:80": "10.0.1.1:80"}))
+    check = db.create(LoadBalancerHealthCheck(load_balancer=lb, vip="10.0.0.1:80"))
+    commits = _counted(db)
+    db.delete(lb)
+    assert len(commits()) == 1, commits()
+    assert _gone(db, LoadBalancerHealthCheck, check.id) and _gone(db, LoadBalancer, lb.id)
+
+
+def test_an_owners_delete_refused_for_a_referrer_it_cannot_take_deletes_nothing(
+    db: nbdb.Database, request: pytest.FixtureRequest
+) -> None:
+    # A switch owns its forwarding groups, and a port holds it: the store refuses the planned delete. A
+    # store naming the referrers it refused for refuses once; ovsdb-server names none, and the plan made
+    # again comes out the same, refused a second time (as the lone delete and its plan were before).
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+    commits = _counted(db)
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
+        db.delete(sw)
+    assert len(commits()) == (2 if request.node.callspec.params["db"] == "ovsdb" else 1), commits()
+    assert db.get(LogicalSwitch, sw.id) == sw and db.get(LogicalSwitchPort, port.id) == port
+
+
+def test_a_plain_delete_of_a_non_owner_lists_no_referrers(db: nbdb.Database) -> None:
+    # A port is no owner: its delete stays one request, no referrers listed first.
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+    listed = _calls(db, "referrers_of")
+    commits = _counted(db)
+    db.delete(port)
+    assert listed == [] and commits() == [[("Delete", "LogicalSwitchPort")]], (listed, commits())
+
+
+def test_every_meter_delete_is_one_commit(db: nbdb.Database) -> None:
+    # A meter's bands always hold it: its delete walks first from the first on, and goes on doing so.
+    for _ in range(3):
+        meter, bands = _meter(db, 1)
+        commits = _counted(db)
+        db.delete(meter)
+        assert len(commits()) == 1, commits()
+        assert _gone(db, Meter, meter.id) and _gone(db, MeterBand, bands[0].id)
+
+
+def test_a_bare_switchs_delete_lists_no_referrers_once_one_found_none(db: nbdb.Database) -> None:
+    # A switch owns its forwarding groups, but most own none (Neutron deletes a network's ports first):
+    # once one switch's delete found nothing to take along, the next go alone, one request, as they did
+    # before owners walked first (the walk listed the referrers of every bare switch deleted).
+    switches = [db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}")) for _ in range(4)]
+    listed, read = _calls(db, "referrers_of"), _calls(db, "read_many")
+    commits = _counted(db)
+    db.delete(switches[0])
+    assert len(commits()) == 1, commits()
+    del listed[:], read[:], commits()[:]
+    for sw in switches[1:]:
+        db.delete(sw)
+    assert listed == [] and read == [], (listed, read)
+    assert commits() == [[("Delete", "LogicalSwitch")]] * 3, commits()
+    assert all(_gone(db, LogicalSwitch, sw.id) for sw in switches)
+
+
+def _switch(db: nbdb.Database, kind: str) -> tuple[LogicalSwitch, list[nbdb.Model]]:
+    """A switch owning nothing ("bare"), a forwarding group ("owner") or held by a port ("held")."""
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    if kind == "owner":
+        group = ForwardingGroup(
+            switch=sw.id, name=f"fg-{uuid.uuid4().hex[:8]}", vip="10.0.0.1", vmac="00:00:00:00:00:01", child_port=["p"]
+        )
+        return sw, [db.create(group)]
+    if kind == "held":
+        return sw, [db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))]
+    return sw, []
+
+
+def _delete_switch(db: nbdb.Database, kind: str) -> int:
+    """Delete a new switch of ``kind`` (see :func:`_switch`), check the outcome, return its commits."""
+    sw, children = _switch(db, kind)
+    commits = _counted(db)
+    if kind == "held":
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(sw)
+        assert db.get(LogicalSwitch, sw.id) == sw and db.get(LogicalSwitchPort, children[0].id) == children[0]
+        db.delete(children[0])
+        db.delete(sw)  # gone with its port: bare
+    else:
+        db.delete(sw)
+        assert all(_gone(db, type(c), c.id) for c in children)
+    assert _gone(db, LogicalSwitch, sw.id)
+    return len(commits())
+
+
+def test_alternating_switch_deletes_each_end_as_alone_and_commit_at_most_twice(db: nbdb.Database) -> None:
+    # The order of work follows the table's last delete; the outcome never does. A switch owning a group
+    # after a bare one is refused alone, then planned (two commits, as before owners walked first); the
+    # next such is one commit; a bare one after it walks, finds nothing, and commits once.
+    owner = _delete_switch(db, "owner")
+    assert owner == 1
+    assert _delete_switch(db, "bare") == 1
+    assert _delete_switch(db, "owner") == 2
+    assert _delete_switch(db, "owner") == 1
+    assert _delete_switch(db, "bare") == 1
+    assert _delete_switch(db, "bare") == 1
+    _delete_switch(db, "held")
+    assert _delete_switch(db, "owner") == 2
+    # Meters keep their own order: a bare switch's does not make a meter's delete go alone.
+    meter, _ = _meter(db, 1)
+    commits = _counted(db)
+    db.delete(meter)
+    assert len(commits()) == 1, commits()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(["bare", "owner", "held"]), min_size=1, max_size=6))
+def test_any_order_of_switch_deletes_ends_as_each_alone(kinds: list[str]) -> None:
+    with nbdb.connect("memory://") as db:
+        for kind in kinds:
+            assert 1 <= _delete_switch(db, kind) <= (3 if kind == "held" else 2)
