@@ -846,3 +846,53 @@ def test_a_delete_reports_its_revision_and_the_replica_does_not_keep_deleted_obj
     with replica.cond:
         kept = [key for key in replica.changed_at if key[0] == "KitParent" and uuid.UUID(int=key[1]) in deleted_at]
     assert not kept, f"{len(kept)} of {len(deleted_at)} deleted objects still held as present ones"
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        pytest.param({"op": "delete"}, id="deleted"),
+        # ovsdbapp's db_set and ovn-nbctl's set write the whole map: nbdb's keys go, and the row its namespace.
+        pytest.param({"op": "update", "row": {"external_ids": ["map", [["neutron:name", "x"]]]}}, id="rewritten"),
+    ],
+)
+def test_a_commit_another_writer_undid_before_the_replica_looked_returns_at_once(
+    server: OvsdbModelsServer, foreign: dict[str, Any]
+) -> None:
+    # Cause (issues 12, 14): after its reply a commit waited until the replica showed its rows (its
+    # token in each). Another writer that deleted or rewrote a new row before the writer looked left
+    # nothing to show: its update applied right after the reply, or merged with the insert into no
+    # update at all (a relay, a raft member, a backlogged connection). The writer waited its whole
+    # commit timeout (20 s by default) for a state that had already come and gone.
+    name = f"undone-{uuid.uuid4().hex[:8]}"
+    with nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}", timeout=6) as db:
+        backend = db.backend
+        replica = backend.replica  # type: ignore[attr-defined]
+        session = backend._driver.sessions["OVN_Northbound"]  # type: ignore[attr-defined]
+        sent = session.transact
+        undone: list[bool] = []
+
+        def gone() -> bool:
+            with replica.cond:
+                rows = replica.views["OVN_Northbound"].rows.get("Logical_Switch", {}).values()
+                return not any(row.get("name") == name for row in rows)
+
+        def transact(database: str, ops: list[Any], deadline: float | None = None) -> list[Any]:
+            result = sent(database, ops, deadline)
+            if not undone:
+                undone.append(True)
+                # The other writer acts on the row, and this client's monitor applies that, between
+                # the reply and the writer's look at its replica (the I/O thread was first).
+                _foreign_transact(server, [{**foreign, "table": "Logical_Switch", "where": [["name", "==", name]]}])
+                assert eventually(gone, 5), "the replica never showed the other writer's change"
+            return result
+
+        session.transact = transact
+        started = time.monotonic()
+        created = db.create(LogicalSwitch(name=name))
+        took = time.monotonic() - started
+        assert undone, "the other writer did not act"
+        assert took < 2.5, f"the commit waited {took:.1f}s for rows another writer had changed already"
+        assert created.name == name
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitch, created.id)

@@ -451,33 +451,48 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         return outcome
 
     def _result(self, plan: Plan) -> CommitResult:
-        """The commit's result, once the replica shows it (read-your-writes).
+        """The commit's result, once the replica is known to have passed it (read-your-writes).
 
-        On a direct connection the server sends a transaction's update before
-        its reply, so the replica shows it already; a relay forwards the reply
-        as soon as its source answers, before the update reaches it.
+        ovsdb-server applies a commit before it replies (a relay its source's
+        update before it passes the reply on), and sends a connection every
+        monitor update it holds before any reply on it (``jsonrpc-server.c``
+        flushes the session's monitors first, since OVS 2.3): the reply found
+        the replica past the commit, and nearly always showing it. When it
+        does not show it, another writer may have deleted or rewritten the
+        commit's rows since: that update came right behind the reply, or was
+        merged with the commit's own into nothing (a relay, a raft member, a
+        busy connection), and the replica will never show the commit. Or the
+        reply came on another connection (a fenced commit's, on its lock's),
+        or the monitor is being asked for again (a schema conversion cancelled
+        it). One empty transaction on the monitor's connection (``_sync``)
+        settles it then: its reply comes after the updates of everything the
+        server had committed, this commit included, and after the monitors
+        asked for again. Waiting for the rows instead stalled such a commit
+        for its whole timeout.
         """
         self._marks.settled(plan.marks, plan.dropped)
-        deadline = time.monotonic() + self.commit_timeout
         replica = self.replica
-        with replica.cond:
-            while not reflects(plan, replica):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    log.warning("ovsdb: the monitor did not show a commit within %ss", self.commit_timeout)
-                    break
-                replica.cond.wait(min(remaining, 0.5))
-            revision = max((replica.changed(*key) for key in plan.keys), default=0)
-            versions = list(plan.versions)
-            for index, key in plan.mutated:
-                record = replica.record(*key)
-                versions[index] = 0 if record is None else record.version
-            # The revision carries the commit's token (rows.written_token of every row it put): the planner
-            # compares a result's token with its row's, as a read copy's, never its revision with the clock's
-            # (a revision read before the commit showed, when the wait above gave up, was refused once the
-            # update came as 'created again').
-            stamp = Revision(revision or replica.revision, self.clock, int(plan.token, 16))
-            return CommitResult(stamp, versions, frozenset(plan.skipped))
+        passed = False
+        while True:
+            with replica.cond:
+                if passed or reflects(plan, replica):
+                    revision = max((replica.changed(*key) for key in plan.keys), default=0)
+                    versions = list(plan.versions)
+                    for index, key in plan.mutated:
+                        record = replica.record(*key)
+                        versions[index] = 0 if record is None else record.version
+                    # The revision carries the commit's token (rows.written_token of every row it put): the
+                    # planner compares a result's token with its row's, as a read copy's, never its revision
+                    # with the clock's (a revision read before the commit showed was refused once the update
+                    # came as 'created again').
+                    stamp = Revision(revision or replica.revision, self.clock, int(plan.token, 16))
+                    return CommitResult(stamp, versions, frozenset(plan.skipped))
+            passed = True
+            try:
+                self._sync(plan.db, time.monotonic() + self.commit_timeout)
+            except errors.BackendUnavailableError as exc:
+                # It landed all the same: the replica shows it, or what came after, once reconnected.
+                log.warning("ovsdb: could not confirm that this client's monitor passed a commit: %s", exc)
 
     @staticmethod
     def _retryable(plan: Plan, failure: results.OperationError) -> bool:

@@ -94,7 +94,9 @@ def reflects(plan: Plan, replica: Replica) -> bool:
     compared the row, so a later version was written on top of it: the
     token may have left the row's short window while this client's monitor
     sent several commits merged, as after a reconnect); its marks are there;
-    its deletes are gone.
+    its deletes are gone. False says nothing more: another writer may have
+    undone the commit since, and the replica will never show it (the caller
+    then asks for a barrier, see ``OvsdbFamilyBackend._result``).
     """
     puts, marks = plan.puts, plan.marks
     for key in plan.keys:
