@@ -33,12 +33,14 @@ from dataclasses import dataclass
 import pytest
 
 import nbdb
+from nbdb.backends.ovsdb.rpc import RpcConnection
 from nbdb.conformance.faultkit import id_patterns
 from nbdb.conformance.kit import eventually
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing import ServerTimeoutError
 from nbdb.testing.base import Member
 from nbdb.testing.faults import FaultProxy, Mode
+from nbdb.testing.fixtures import shared_server
 from nbdb.testing.ovsdb import OvsdbServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -436,3 +438,45 @@ def test_a_commit_through_relays_whose_source_is_down_ends_within_its_timeout() 
             stored = writer.get(LogicalSwitch, switch.id)
         assert stored is not None
         assert (stored.version, stored.external_ids) in ((1, {}), (2, {"by": "client"})), "applied twice"
+
+
+@pytest.fixture(scope="module")
+def relayed_standalone() -> Iterator[OvsdbServer]:
+    """A standalone server and one relay of it (shared with any other holder of these options)."""
+    with shared_server("ovsdb", relays=1) as server:
+        yield server  # type: ignore[misc]
+
+
+def test_a_commit_another_writer_undid_before_the_relay_passed_it_on_returns_at_once(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # Cause (issues 12, 14): a commit waited after its reply until the replica showed its rows. Another
+    # writer waiting for the new row (an OVSDB ``wait``, as a controller reacting to it) deletes it in
+    # the source's next step; the relay applies the insert, the reply and the delete, then flushes its
+    # client's monitor once: insert and delete merged into no update at all. The rows never showed the
+    # commit, and the writer waited its whole timeout (4 s here; 20 s by default), every time.
+    server = relayed_standalone
+    name = f"{namespace}-undone"
+    where = [["name", "==", name]]
+    waits_then_deletes = [
+        "OVN_Northbound",
+        {"op": "wait", "table": "Logical_Switch", "where": where, "columns": ["name"], "until": "!=", "rows": []},
+        {"op": "delete", "table": "Logical_Switch", "where": where},
+    ]
+    sock = socket.create_connection((server.leader().host, server.leader().port), timeout=5)
+    sock.setblocking(False)
+    other = RpcConnection(sock, "other writer", lambda method, params: None, 5.0)
+    try:
+        with nbdb.connect(_url(server.relays[0].address, namespace=namespace, timeout=4)) as client:
+            assert client.backend._driver.relay  # type: ignore[attr-defined]
+            deleted = other.request("transact", waits_then_deletes)
+            other.call("echo", [], 5)  # answered after the transaction before it: its wait is in place
+            started = time.monotonic()
+            created = client.create(LogicalSwitch(name=name))
+            took = time.monotonic() - started
+            assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+            assert took < 2, f"the commit waited {took:.1f}s for a row another writer had deleted already"
+            with pytest.raises(nbdb.NotFoundError):
+                client.get(LogicalSwitch, created.id)
+    finally:
+        other.close()
