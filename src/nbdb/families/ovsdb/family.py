@@ -65,6 +65,8 @@ __all__ = ["OvsdbFamilyBackend", "Transact", "TransactLost", "TransactNotSent"]
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 16
+_FENCED_GRACE = 0.002
+"""Seconds a fenced commit waits for its update on the monitor's connection before asking for a barrier."""
 _COUNTER_ATTEMPTS = 64
 
 
@@ -316,7 +318,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if lost is not None:
                 outcome = self._settle(lost, deadline, moved, resend=fence is None)
                 if outcome is Outcome.LANDED:
-                    return self._result(lost)
+                    return self._result(lost, fence is not None)
                 if fence is not None:
                     # The lock's connection was the lease: nothing may be sent again under it.
                     raise _fence_lost(fence, outcome)
@@ -372,12 +374,12 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 continue
             failure = results.check(result)
             if failure is None:
-                return self._result(plan)
+                return self._result(plan, fence is not None)
             kind = plan.reason(failure.index)[0]
             if isinstance(failure, results.NotOwner) and fence is not None:
                 raise _fence_lost(fence, Outcome.NOT_LANDED)
             if isinstance(failure, results.TimedOut) and kind == "marked":
-                return self._result(plan)  # a copy sent before landed: its mutation's mark is there
+                return self._result(plan, fence is not None)  # a copy sent before landed: its mutation's mark is there
             if lost is not None:
                 if isinstance(failure, results.TimedOut) and kind in ("cas", "absent", "exists"):
                     # Maybe because the lost copy landed, maybe another writer: the rows will tell,
@@ -450,7 +452,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             )
         return outcome
 
-    def _result(self, plan: Plan) -> CommitResult:
+    def _result(self, plan: Plan, fenced: bool = False) -> CommitResult:
         """The commit's result, once the replica is known to have passed it (read-your-writes).
 
         ovsdb-server applies a commit before it replies (a relay its source's
@@ -469,12 +471,19 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         server had committed, this commit included, and after the monitors
         asked for again. Waiting for the rows instead stalled such a commit
         for its whole timeout.
+
+        ``fenced``: the reply came on the lock's connection, and the update
+        on the monitor's a moment later (nearly always after the reply): it
+        is waited for up to ``_FENCED_GRACE`` first, less than a sync's round
+        trip costs; the sync decides if it does not come.
         """
         self._marks.settled(plan.marks, plan.dropped)
         replica = self.replica
         passed = False
         while True:
             with replica.cond:
+                if not passed and fenced:
+                    replica.cond.wait_for(lambda: reflects(plan, replica), _FENCED_GRACE)
                 if passed or reflects(plan, replica):
                     revision = max((replica.changed(*key) for key in plan.keys), default=0)
                     versions = list(plan.versions)
