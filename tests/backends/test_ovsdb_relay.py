@@ -480,3 +480,41 @@ def test_a_commit_another_writer_undid_before_the_relay_passed_it_on_returns_at_
                 client.get(LogicalSwitch, created.id)
     finally:
         other.close()
+
+
+def test_a_cache_waiting_for_a_commit_another_writer_undid_through_a_relay_does_not_call_it_lost(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # The commit above now returns at once, stamped with the replica's revision after the barrier
+    # (its rows never showed: the relay merged the insert and the other writer's delete into no
+    # update). A cache of the same Database stands at exactly that revision without the object,
+    # which wait_for takes as proof the store went back in time and lost the write: it lists again
+    # and raises HistoryGoneError. Nothing was lost: another writer deleted the row.
+    server = relayed_standalone
+    name = f"{namespace}-undone-cache"
+    where = [["name", "==", name]]
+    waits_then_deletes = [
+        "OVN_Northbound",
+        {"op": "wait", "table": "Logical_Switch", "where": where, "columns": ["name"], "until": "!=", "rows": []},
+        {"op": "delete", "table": "Logical_Switch", "where": where},
+    ]
+    sock = socket.create_connection((server.leader().host, server.leader().port), timeout=5)
+    sock.setblocking(False)
+    other = RpcConnection(sock, "other writer", lambda method, params: None, 5.0)
+    try:
+        with nbdb.connect(_url(server.relays[0].address, namespace=namespace, timeout=4)) as client:
+            cache = client.cache(LogicalSwitch)
+            deleted = other.request("transact", waits_then_deletes)
+            other.call("echo", [], 5)
+            created = client.create(LogicalSwitch(name=name))
+            assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+            with pytest.raises(nbdb.NotFoundError):
+                client.get(LogicalSwitch, created.id)
+            # The cache is past the write (the row is gone): True, or at worst False at the timeout;
+            # never "the store went back in time and lost that write".
+            try:
+                cache.wait_for(created, timeout=2)
+            except nbdb.errors.HistoryGoneError as exc:
+                pytest.fail(f"a write another writer deleted was reported lost: {exc}")
+    finally:
+        other.close()
