@@ -902,3 +902,45 @@ def test_a_commit_another_writer_undid_before_the_replica_looked_returns_at_once
         assert created.name == name
         with pytest.raises(nbdb.NotFoundError):
             db.get(LogicalSwitch, created.id)
+
+
+@pytest.mark.parametrize("fenced", [False, True], ids=["plain", "fenced"])
+def test_a_cache_waiting_for_a_commit_another_writer_deleted_does_not_call_it_lost(
+    server: OvsdbModelsServer, fenced: bool
+) -> None:
+    # The commit returns stamped with the revision of the other writer's delete (the last change of its
+    # row the replica shows); a cache of the same Database stands exactly there, without the object: its
+    # wait_for takes that as the store having gone back in time, relists every cache, and raises
+    # HistoryGoneError for a write nobody lost.
+    name = f"undone-cache-{uuid.uuid4().hex[:8]}"
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}", timeout=6))
+        backend = db.backend
+        replica = backend.replica  # type: ignore[attr-defined]
+        cache = stack.enter_context(db.cache(LogicalSwitch))
+        held = stack.enter_context(db.lock("writer", ttl=10)) if fenced else None
+        sender = held if held is not None else backend._driver.sessions["OVN_Northbound"]  # type: ignore[attr-defined]
+        sent = sender.transact
+        undone: list[bool] = []
+
+        def shown() -> bool:
+            with replica.cond:
+                rows = replica.views["OVN_Northbound"].rows.get("Logical_Switch", {}).values()
+                return any(row.get("name") == name for row in rows)
+
+        def transact(database: str, ops: list[Any], deadline: float | None = None) -> list[Any]:
+            result = sent(database, ops, deadline)
+            if not undone:
+                assert eventually(shown, 5), "the replica never showed the commit"
+                _foreign_transact(server, [{"op": "delete", "table": "Logical_Switch", "where": [["name", "==", name]]}])
+                assert eventually(lambda: not shown(), 5), "the replica never showed the other writer's delete"
+                undone.append(True)
+            return result
+
+        sender.transact = transact  # type: ignore[method-assign]
+        created = db.create(LogicalSwitch(name=name), fence=held)
+        assert undone, "the other writer did not act"
+        try:
+            cache.wait_for(created, timeout=2)
+        except nbdb.errors.HistoryGoneError as exc:
+            pytest.fail(f"a write another writer deleted was reported lost: {exc}")
