@@ -944,3 +944,49 @@ def test_a_cache_waiting_for_a_commit_another_writer_deleted_does_not_call_it_lo
             cache.wait_for(created, timeout=2)
         except nbdb.errors.HistoryGoneError as exc:
             pytest.fail(f"a write another writer deleted was reported lost: {exc}")
+
+
+def test_a_watch_from_a_commit_another_writer_deleted_delivers_the_delete(server: OvsdbModelsServer) -> None:
+    # The commit returns stamped with the revision of the other writer's delete (the last change of its
+    # row the replica shows), later than its own. A watch from the returned revision, as a controller
+    # resumes after its own write, starts after that delete: it never hears that the object it just
+    # created is gone.
+    name = f"undone-watch-{uuid.uuid4().hex[:8]}"
+    with nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}", timeout=6) as db:
+        backend = db.backend
+        replica = backend.replica  # type: ignore[attr-defined]
+        sender = backend._driver.sessions["OVN_Northbound"]  # type: ignore[attr-defined]
+        sent = sender.transact
+        undone: list[bool] = []
+
+        def shown() -> bool:
+            with replica.cond:
+                rows = replica.views["OVN_Northbound"].rows.get("Logical_Switch", {}).values()
+                return any(row.get("name") == name for row in rows)
+
+        def transact(database: str, ops: list[Any], deadline: float | None = None) -> list[Any]:
+            result = sent(database, ops, deadline)
+            if not undone:
+                assert eventually(shown, 5), "the replica never showed the commit"
+                _foreign_transact(server, [{"op": "delete", "table": "Logical_Switch", "where": [["name", "==", name]]}])
+                assert eventually(lambda: not shown(), 5), "the replica never showed the other writer's delete"
+                undone.append(True)
+            return result
+
+        sender.transact = transact  # type: ignore[method-assign]
+        created = db.create(LogicalSwitch(name=name))
+        sender.transact = sent  # type: ignore[method-assign]
+        assert undone, "the other writer did not act"
+        watch = db.watch(LogicalSwitch, since=created.nbdb_revision)
+        try:
+            marker = db.create(LogicalSwitch(name=f"{name}-marker"))
+            seen: list[Any] = []
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any(e.id == marker.id for e in seen):
+                seen += watch.poll(0.5)
+            assert any(e.id == marker.id for e in seen), "the watch did not deliver a later change"
+            assert any(e.id == created.id for e in seen), (
+                "a watch from the commit's revision never delivered the delete that undid it"
+            )
+        finally:
+            watch.close()
