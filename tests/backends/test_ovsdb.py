@@ -932,7 +932,9 @@ def test_a_cache_waiting_for_a_commit_another_writer_deleted_does_not_call_it_lo
             result = sent(database, ops, deadline)
             if not undone:
                 assert eventually(shown, 5), "the replica never showed the commit"
-                _foreign_transact(server, [{"op": "delete", "table": "Logical_Switch", "where": [["name", "==", name]]}])
+                _foreign_transact(
+                    server, [{"op": "delete", "table": "Logical_Switch", "where": [["name", "==", name]]}]
+                )
                 assert eventually(lambda: not shown(), 5), "the replica never showed the other writer's delete"
                 undone.append(True)
             return result
@@ -968,7 +970,9 @@ def test_a_watch_from_a_commit_another_writer_deleted_delivers_the_delete(server
             result = sent(database, ops, deadline)
             if not undone:
                 assert eventually(shown, 5), "the replica never showed the commit"
-                _foreign_transact(server, [{"op": "delete", "table": "Logical_Switch", "where": [["name", "==", name]]}])
+                _foreign_transact(
+                    server, [{"op": "delete", "table": "Logical_Switch", "where": [["name", "==", name]]}]
+                )
                 assert eventually(lambda: not shown(), 5), "the replica never showed the other writer's delete"
                 undone.append(True)
             return result
