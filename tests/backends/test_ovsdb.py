@@ -849,6 +849,43 @@ def test_a_delete_reports_its_revision_and_the_replica_does_not_keep_deleted_obj
     assert not kept, f"{len(kept)} of {len(deleted_at)} deleted objects still held as present ones"
 
 
+@contextlib.contextmanager
+def _undone_behind_the_reply(
+    server: OvsdbModelsServer, db: nbdb.Database, name: str, held: Any, foreign: dict[str, Any] | None = None
+) -> Iterator[list[float]]:
+    """The first commit sent (on the lock ``held``'s connection, or the monitor's session: nbdb's own object
+    that sends it) gets its reply and the replica shows it; then another writer applies ``foreign`` (a
+    delete by default) to the switch ``name`` and the replica shows that too, all before the writer looks
+    at its replica (the I/O thread was first). Yields when the other writer acted (``time.monotonic()``)."""
+    backend = db.backend
+    replica = backend.replica  # type: ignore[attr-defined]
+    sender = held if held is not None else backend._driver.sessions["OVN_Northbound"]  # type: ignore[attr-defined]
+    sent = sender.transact
+    undone: list[float] = []
+    op = {"op": "delete"} if foreign is None else foreign
+
+    def shown() -> bool:
+        with replica.cond:
+            rows = replica.views["OVN_Northbound"].rows.get("Logical_Switch", {}).values()
+            return any(row.get("name") == name for row in rows)
+
+    def transact(database: str, ops: list[Any], deadline: float | None = None) -> list[Any]:
+        result = sent(database, ops, deadline)
+        if not undone:
+            assert eventually(shown, 5), "the replica never showed the commit"
+            _foreign_transact(server, [{**op, "table": "Logical_Switch", "where": [["name", "==", name]]}])
+            assert eventually(lambda: not shown(), 5), "the replica never showed the other writer's change"
+            undone.append(time.monotonic())
+        return result
+
+    sender.transact = transact
+    try:
+        yield undone
+    finally:
+        sender.transact = sent
+    assert undone, "the other writer did not act"
+
+
 @pytest.mark.parametrize(
     "foreign",
     [
@@ -870,33 +907,9 @@ def test_a_commit_another_writer_undid_before_the_replica_looked_returns_at_once
     name = f"undone-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
         db = stack.enter_context(nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}", timeout=6))
-        backend = db.backend
-        replica = backend.replica  # type: ignore[attr-defined]
         held = stack.enter_context(db.lock("writer", ttl=10)) if fenced else None
-        # nbdb's own object that sends the commit: the lock's handle, or the connection's session.
-        sender = held if held is not None else backend._driver.sessions["OVN_Northbound"]  # type: ignore[attr-defined]
-        sent = sender.transact
-        undone: list[float] = []
-
-        def shown() -> bool:
-            with replica.cond:
-                rows = replica.views["OVN_Northbound"].rows.get("Logical_Switch", {}).values()
-                return any(row.get("name") == name for row in rows)
-
-        def transact(database: str, ops: list[Any], deadline: float | None = None) -> list[Any]:
-            result = sent(database, ops, deadline)
-            if not undone:
-                assert eventually(shown, 5), "the replica never showed the commit"
-                # The other writer acts on the row, and this client's monitor applies that, between
-                # the reply and the writer's look at its replica (the I/O thread was first).
-                _foreign_transact(server, [{**foreign, "table": "Logical_Switch", "where": [["name", "==", name]]}])
-                assert eventually(lambda: not shown(), 5), "the replica never showed the other writer's change"
-                undone.append(time.monotonic())
-            return result
-
-        sender.transact = transact  # type: ignore[method-assign]
-        created = db.create(LogicalSwitch(name=name), fence=held)
-        assert undone, "the other writer did not act"
+        with _undone_behind_the_reply(server, db, name, held, foreign) as undone:
+            created = db.create(LogicalSwitch(name=name), fence=held)
         took = time.monotonic() - undone[0]
         assert took < 2.0, f"the commit waited {took:.1f}s for rows another writer had changed already"
         assert created.name == name
@@ -908,40 +921,17 @@ def test_a_commit_another_writer_undid_before_the_replica_looked_returns_at_once
 def test_a_cache_waiting_for_a_commit_another_writer_deleted_does_not_call_it_lost(
     server: OvsdbModelsServer, fenced: bool
 ) -> None:
-    # The commit returns stamped with the revision of the other writer's delete (the last change of its
-    # row the replica shows); a cache of the same Database stands exactly there, without the object: its
-    # wait_for takes that as the store having gone back in time, relists every cache, and raises
+    # The commit returned stamped with the revision of the other writer's delete (the last change of its
+    # row the replica shows); a cache of the same Database stood exactly there, without the object: its
+    # wait_for took that as the store having gone back in time, relisted every cache, and raised
     # HistoryGoneError for a write nobody lost.
     name = f"undone-cache-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
         db = stack.enter_context(nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}", timeout=6))
-        backend = db.backend
-        replica = backend.replica  # type: ignore[attr-defined]
         cache = stack.enter_context(db.cache(LogicalSwitch))
         held = stack.enter_context(db.lock("writer", ttl=10)) if fenced else None
-        sender = held if held is not None else backend._driver.sessions["OVN_Northbound"]  # type: ignore[attr-defined]
-        sent = sender.transact
-        undone: list[bool] = []
-
-        def shown() -> bool:
-            with replica.cond:
-                rows = replica.views["OVN_Northbound"].rows.get("Logical_Switch", {}).values()
-                return any(row.get("name") == name for row in rows)
-
-        def transact(database: str, ops: list[Any], deadline: float | None = None) -> list[Any]:
-            result = sent(database, ops, deadline)
-            if not undone:
-                assert eventually(shown, 5), "the replica never showed the commit"
-                _foreign_transact(
-                    server, [{"op": "delete", "table": "Logical_Switch", "where": [["name", "==", name]]}]
-                )
-                assert eventually(lambda: not shown(), 5), "the replica never showed the other writer's delete"
-                undone.append(True)
-            return result
-
-        sender.transact = transact  # type: ignore[method-assign]
-        created = db.create(LogicalSwitch(name=name), fence=held)
-        assert undone, "the other writer did not act"
+        with _undone_behind_the_reply(server, db, name, held):
+            created = db.create(LogicalSwitch(name=name), fence=held)
         try:
             cache.wait_for(created, timeout=2)
         except nbdb.errors.HistoryGoneError as exc:
@@ -949,38 +939,14 @@ def test_a_cache_waiting_for_a_commit_another_writer_deleted_does_not_call_it_lo
 
 
 def test_a_watch_from_a_commit_another_writer_deleted_delivers_the_delete(server: OvsdbModelsServer) -> None:
-    # The commit returns stamped with the revision of the other writer's delete (the last change of its
+    # The commit returned stamped with the revision of the other writer's delete (the last change of its
     # row the replica shows), later than its own. A watch from the returned revision, as a controller
-    # resumes after its own write, starts after that delete: it never hears that the object it just
+    # resumes after its own write, started after that delete: it never heard that the object it just
     # created is gone.
     name = f"undone-watch-{uuid.uuid4().hex[:8]}"
     with nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}", timeout=6) as db:
-        backend = db.backend
-        replica = backend.replica  # type: ignore[attr-defined]
-        sender = backend._driver.sessions["OVN_Northbound"]  # type: ignore[attr-defined]
-        sent = sender.transact
-        undone: list[bool] = []
-
-        def shown() -> bool:
-            with replica.cond:
-                rows = replica.views["OVN_Northbound"].rows.get("Logical_Switch", {}).values()
-                return any(row.get("name") == name for row in rows)
-
-        def transact(database: str, ops: list[Any], deadline: float | None = None) -> list[Any]:
-            result = sent(database, ops, deadline)
-            if not undone:
-                assert eventually(shown, 5), "the replica never showed the commit"
-                _foreign_transact(
-                    server, [{"op": "delete", "table": "Logical_Switch", "where": [["name", "==", name]]}]
-                )
-                assert eventually(lambda: not shown(), 5), "the replica never showed the other writer's delete"
-                undone.append(True)
-            return result
-
-        sender.transact = transact  # type: ignore[method-assign]
-        created = db.create(LogicalSwitch(name=name))
-        sender.transact = sent  # type: ignore[method-assign]
-        assert undone, "the other writer did not act"
+        with _undone_behind_the_reply(server, db, name, None):
+            created = db.create(LogicalSwitch(name=name))
         watch = db.watch(LogicalSwitch, since=created.nbdb_revision)
         try:
             marker = db.create(LogicalSwitch(name=f"{name}-marker"))
