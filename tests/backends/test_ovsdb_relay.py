@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -447,16 +448,10 @@ def relayed_standalone() -> Iterator[OvsdbServer]:
         yield server  # type: ignore[misc]
 
 
-def test_a_commit_another_writer_undid_before_the_relay_passed_it_on_returns_at_once(
-    relayed_standalone: OvsdbServer, namespace: str
-) -> None:
-    # Cause (issues 12, 14): a commit waited after its reply until the replica showed its rows. Another
-    # writer waiting for the new row (an OVSDB ``wait``, as a controller reacting to it) deletes it in
-    # the source's next step; the relay applies the insert, the reply and the delete, then flushes its
-    # client's monitor once: insert and delete merged into no update at all. The rows never showed the
-    # commit, and the writer waited its whole timeout (4 s here; 20 s by default), every time.
-    server = relayed_standalone
-    name = f"{namespace}-undone"
+@contextlib.contextmanager
+def _deleted_once_created(server: OvsdbServer, name: str) -> Iterator[Any]:
+    """Another writer on the source, waiting for a switch named ``name`` (an OVSDB ``wait``, as a controller
+    reacting to it) to delete it in the source's next step: yields the future of its reply."""
     where = [["name", "==", name]]
     waits_then_deletes = [
         "OVN_Northbound",
@@ -467,54 +462,83 @@ def test_a_commit_another_writer_undid_before_the_relay_passed_it_on_returns_at_
     sock.setblocking(False)
     other = RpcConnection(sock, "other writer", lambda method, params: None, 5.0)
     try:
-        with nbdb.connect(_url(server.relays[0].address, namespace=namespace, timeout=4)) as client:
-            assert client.backend._driver.relay  # type: ignore[attr-defined]
-            deleted = other.request("transact", waits_then_deletes)
-            other.call("echo", [], 5)  # answered after the transaction before it: its wait is in place
+        deleted = other.request("transact", waits_then_deletes)
+        other.call("echo", [], 5)  # answered after the transaction before it: its wait is in place
+        yield deleted
+    finally:
+        other.close()
+
+
+def test_a_commit_another_writer_undid_before_the_relay_passed_it_on_returns_at_once(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # Cause (issues 12, 14): a commit waited after its reply until the replica showed its rows. Another
+    # writer waiting for the new row deletes it in the source's next step; the relay applies the insert,
+    # the reply and the delete, then flushes its client's monitor once: insert and delete merged into no
+    # update at all. The rows never showed the commit, and the writer waited its whole timeout (4 s here;
+    # 20 s by default), every time.
+    name = f"{namespace}-undone"
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        assert client.backend._driver.relay  # type: ignore[attr-defined]
+        with _deleted_once_created(relayed_standalone, name) as deleted:
             started = time.monotonic()
             created = client.create(LogicalSwitch(name=name))
             took = time.monotonic() - started
             assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
-            assert took < 2, f"the commit waited {took:.1f}s for a row another writer had deleted already"
-            with pytest.raises(nbdb.NotFoundError):
-                client.get(LogicalSwitch, created.id)
-    finally:
-        other.close()
+        assert took < 2, f"the commit waited {took:.1f}s for a row another writer had deleted already"
+        with pytest.raises(nbdb.NotFoundError):
+            client.get(LogicalSwitch, created.id)
 
 
 def test_a_cache_waiting_for_a_commit_another_writer_undid_through_a_relay_does_not_call_it_lost(
     relayed_standalone: OvsdbServer, namespace: str
 ) -> None:
-    # The commit above now returns at once, stamped with the replica's revision after the barrier
-    # (its rows never showed: the relay merged the insert and the other writer's delete into no
-    # update). A cache of the same Database stands at exactly that revision without the object,
-    # which wait_for takes as proof the store went back in time and lost the write: it lists again
-    # and raises HistoryGoneError. Nothing was lost: another writer deleted the row.
-    server = relayed_standalone
+    # The commit above returned at once, stamped with the replica's revision after the barrier (its rows
+    # never showed: the relay merged the insert and the other writer's delete into no update). A cache of
+    # the same Database stood at exactly that revision without the object, which wait_for took as proof
+    # the store went back in time and lost the write: it listed again and raised HistoryGoneError.
+    # Nothing was lost: another writer deleted the row.
     name = f"{namespace}-undone-cache"
-    where = [["name", "==", name]]
-    waits_then_deletes = [
-        "OVN_Northbound",
-        {"op": "wait", "table": "Logical_Switch", "where": where, "columns": ["name"], "until": "!=", "rows": []},
-        {"op": "delete", "table": "Logical_Switch", "where": where},
-    ]
-    sock = socket.create_connection((server.leader().host, server.leader().port), timeout=5)
-    sock.setblocking(False)
-    other = RpcConnection(sock, "other writer", lambda method, params: None, 5.0)
-    try:
-        with nbdb.connect(_url(server.relays[0].address, namespace=namespace, timeout=4)) as client:
-            cache = client.cache(LogicalSwitch)
-            deleted = other.request("transact", waits_then_deletes)
-            other.call("echo", [], 5)
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        cache = client.cache(LogicalSwitch)
+        with _deleted_once_created(relayed_standalone, name) as deleted:
             created = client.create(LogicalSwitch(name=name))
             assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
-            with pytest.raises(nbdb.NotFoundError):
-                client.get(LogicalSwitch, created.id)
-            # The cache is past the write (the row is gone): True, or at worst False at the timeout;
-            # never "the store went back in time and lost that write".
+        with pytest.raises(nbdb.NotFoundError):
+            client.get(LogicalSwitch, created.id)
+        # The cache is past the write (the row is gone): True, or at worst False at the timeout;
+        # never "the store went back in time and lost that write".
+        try:
+            cache.wait_for(created, timeout=2)
+        except nbdb.errors.HistoryGoneError as exc:
+            pytest.fail(f"a write another writer deleted was reported lost: {exc}")
+
+
+def test_a_watch_from_a_commit_another_writer_undid_through_a_relay_learns_it_is_gone(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # The relay merged the commit's insert and the other writer's delete into no update: nothing about
+    # the row ever reaches this client. A watch from the commit's revision, as a controller resumes from
+    # its own write, must learn the object is gone (its deletion, or HistoryGoneError: list again),
+    # never go on as if it were there.
+    name = f"{namespace}-undone-watch"
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        with _deleted_once_created(relayed_standalone, name) as deleted:
+            created = client.create(LogicalSwitch(name=name))
+            assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+        watch = client.watch(LogicalSwitch, since=created.nbdb_revision)
+        try:
+            marker = client.create(LogicalSwitch(name=f"{name}-marker"))
+            seen: list[Any] = []
+            deadline = time.monotonic() + 5
             try:
-                cache.wait_for(created, timeout=2)
-            except nbdb.errors.HistoryGoneError as exc:
-                pytest.fail(f"a write another writer deleted was reported lost: {exc}")
-    finally:
-        other.close()
+                while time.monotonic() < deadline and not any(e.id == marker.id for e in seen):
+                    seen += watch.poll(0.5)
+            except nbdb.errors.HistoryGoneError:
+                return  # told: list again, and the object is not there
+            assert any(e.id == marker.id for e in seen), "the watch did not deliver a later change"
+            assert any(e.id == created.id for e in seen), (
+                "a watch from the commit's revision went on without telling its object was gone"
+            )
+        finally:
+            watch.close()
