@@ -54,7 +54,7 @@ from nbdb.families.ovsdb.rows import (
     parse_window,
     push_window,
 )
-from nbdb.families.ovsdb.settle import Outcome, reflects, settle
+from nbdb.families.ovsdb.settle import Outcome, reflects, settle, shown_at
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.families.ovsdb.unique import key_cells
 from nbdb.revision import Revision
@@ -318,7 +318,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if lost is not None:
                 outcome = self._settle(lost, deadline, moved, resend=fence is None)
                 if outcome is Outcome.LANDED:
-                    return self._result(lost, fence is not None)
+                    return self._result(lost, deadline, fence is not None)
                 if fence is not None:
                     # The lock's connection was the lease: nothing may be sent again under it.
                     raise _fence_lost(fence, outcome)
@@ -374,12 +374,13 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 continue
             failure = results.check(result)
             if failure is None:
-                return self._result(plan, fence is not None)
+                return self._result(plan, deadline, fence is not None)
             kind = plan.reason(failure.index)[0]
             if isinstance(failure, results.NotOwner) and fence is not None:
                 raise _fence_lost(fence, Outcome.NOT_LANDED)
             if isinstance(failure, results.TimedOut) and kind == "marked":
-                return self._result(plan, fence is not None)  # a copy sent before landed: its mutation's mark is there
+                # A copy sent before landed: its mutation's mark is there.
+                return self._result(plan, deadline, fence is not None)
             if lost is not None:
                 if isinstance(failure, results.TimedOut) and kind in ("cas", "absent", "exists"):
                     # Maybe because the lost copy landed, maybe another writer: the rows will tell,
@@ -452,7 +453,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             )
         return outcome
 
-    def _result(self, plan: Plan, fenced: bool = False) -> CommitResult:
+    def _result(self, plan: Plan, deadline: float, fenced: bool = False) -> CommitResult:
         """The commit's result, once the replica is known to have passed it (read-your-writes).
 
         ovsdb-server applies a commit before it replies (a relay its source's
@@ -479,13 +480,20 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """
         self._marks.settled(plan.marks, plan.dropped)
         replica = self.replica
-        passed = False
+        passed = synced = False
         while True:
             with replica.cond:
                 if not passed and fenced:
                     replica.cond.wait_for(lambda: reflects(plan, replica), _FENCED_GRACE)
                 if passed or reflects(plan, replica):
-                    revision = max((replica.changed(*key) for key in plan.keys), default=0)
+                    undone = passed and not reflects(plan, replica)
+                    if not undone:
+                        revision = max((replica.changed(*key) for key in plan.keys), default=0)
+                    else:
+                        # Undone by another writer since: its rows' last change is that writer's, later than
+                        # this commit. Stamped with that, a cache standing there without the object took the
+                        # write for lost, and a watch from it never delivered the undoing change.
+                        revision = shown_at(plan, replica) or (self._merged_away(plan) if synced else 0)
                     versions = list(plan.versions)
                     for index, key in plan.mutated:
                         record = replica.record(*key)
@@ -495,13 +503,42 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     # with the clock's (a revision read before the commit showed was refused once the update
                     # came as 'created again').
                     stamp = Revision(revision or replica.revision, self.clock, int(plan.token, 16))
-                    return CommitResult(stamp, versions, frozenset(plan.skipped))
+                    result = CommitResult(stamp, versions, frozenset(plan.skipped))
+                    if not undone:
+                        return result
+                    break
             passed = True
             try:
-                self._sync(plan.db, time.monotonic() + self.commit_timeout)
+                self._sync(plan.db, deadline)
+                synced = True
             except errors.BackendUnavailableError as exc:
                 # It landed all the same: the replica shows it, or what came after, once reconnected.
                 log.warning("ovsdb: could not confirm that this client's monitor passed a commit: %s", exc)
+        replica.hand_over_now()  # what _merged_away recorded, if anything (not under cond)
+        return result
+
+    def _merged_away(self, plan: Plan) -> int:
+        """The revision to stamp a commit no revision of the replica showed with (under ``cond``), or 0.
+
+        Its update was merged with the one of another writer's change that undid it (a relay, a busy
+        connection): :meth:`.Replica.merged_away` records that at a new revision, and this is the one
+        before it (a watch from it stops there and lists again; a cache stands past it, never exactly
+        at it without the object: the store did not go back in time). 0 for a commit that put no row.
+        """
+        replica = self.replica
+        token = int(plan.token, 16)
+        rows = []
+        for key, written in plan.written.items():
+            table, id = key[0], uuid.UUID(int=key[1])
+            doc = written.doc
+            record = Record(table, id, doc.topic, plan.puts[key], doc.data, None, token)
+            rows.append((record, replica.record(table, id)))
+        if not rows:
+            return 0
+        before = replica.revision
+        replica.merged_away(rows)
+        log.info("ovsdb: a commit came and went unseen (merged with another writer's change): told as a catch-up")
+        return before
 
     @staticmethod
     def _retryable(plan: Plan, failure: results.OperationError) -> bool:

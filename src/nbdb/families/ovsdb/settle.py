@@ -22,7 +22,7 @@ from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, stored_columns, written_version
 from nbdb.spi import RefKey
 
-__all__ = ["Outcome", "reflects", "settle"]
+__all__ = ["Outcome", "reflects", "settle", "shown_at"]
 
 
 class Outcome(enum.Enum):
@@ -165,3 +165,32 @@ def settle(plan: Plan, replica: Replica, resend: bool = True) -> Outcome:
         if outcome in votes:
             return outcome
     return Outcome.UNKNOWN
+
+
+def shown_at(plan: Plan, replica: Replica) -> int:
+    """The revision at which the replica showed a commit it no longer shows, or 0 if it never did (call under ``cond``).
+
+    Another writer undid the commit since (deleted or rewrote its rows): their last change is that
+    writer's, later than the commit. A result stamped with it read as written there: a cache standing
+    at that revision without the object took the write for lost (the store "went back in time"), and a
+    watch from it never delivered the undoing change. The commit's own change is the one of a row it
+    put carrying its token (unique to it); a commit that only deletes is shown by the latest deletion
+    of one of its rows, which precedes the row's creation again that undid it (``reflects`` is False).
+    Read from the kept history, newest first: only such a commit pays for it. 0 when the history no
+    longer holds it, or a relay or a busy connection merged the commit and the undoing change into one
+    update (or none): then no revision of this replica shows the commit at all.
+    """
+    token = int(plan.token, 16)
+    puts = plan.puts
+    keys = {(table, id.int) for table, id in plan.keys if not (plan.marks and (table, id) in plan.marks)}
+    for change in reversed(replica.history):
+        key = (change.table, change.id.int)
+        if key not in keys:
+            continue
+        new = change.new
+        if puts:
+            if new is not None and key in puts and new.written == token:
+                return change.revision
+        elif new is None:
+            return change.revision
+    return 0
