@@ -960,3 +960,28 @@ def test_a_watch_from_a_commit_another_writer_deleted_delivers_the_delete(server
             )
         finally:
             watch.close()
+
+
+def test_the_barrier_after_an_undone_commit_shares_the_commits_deadline(server: OvsdbModelsServer) -> None:
+    # One deadline, the commit's timeout from the call, bounds it all (docs/backends/ovsdb.md): the sync
+    # that proves the replica passed an undone commit took a fresh timeout from its own start instead.
+    name = f"undone-deadline-{uuid.uuid4().hex[:8]}"
+    with nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}", timeout=6) as db:
+        backend = db.backend
+        synced = backend._sync  # type: ignore[attr-defined]
+        deadlines: list[float | None] = []
+
+        def sync(database: str, deadline: float | None = None) -> None:
+            deadlines.append(deadline)
+            synced(database, deadline)
+
+        backend._sync = sync  # type: ignore[attr-defined]
+        with _undone_behind_the_reply(server, db, name, None) as undone:
+            db.create(LogicalSwitch(name=name))
+        # The commit started before its reply, the other writer acted after it, the barrier after that:
+        # a deadline from the commit's start is earlier than the timeout from the other writer's act.
+        latest = undone[0] + backend.commit_timeout  # type: ignore[attr-defined]
+        assert deadlines, "no barrier was asked for"
+        assert all(d is not None and d < latest for d in deadlines), (
+            f"a barrier ran past the commit's deadline: {[d - latest if d else d for d in deadlines]} s"
+        )
