@@ -587,3 +587,27 @@ def test_a_watch_from_a_commit_partly_undone_through_a_relay_learns_the_undone_r
             assert not missed, (
                 f"try {attempt}: a watch from the commit's revision went on without telling one of its objects was gone"
             )
+
+
+def test_a_cache_waiting_for_a_row_of_a_commit_partly_undone_through_a_relay_does_not_call_it_lost(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # As above: the relay merged the commit and the other writer's delete of one of its two switches, and the
+    # result is stamped at the revision that showed only the kept one. A cache standing there without the
+    # deleted switch takes its write for lost (the store "went back in time": HistoryGoneError), although
+    # another writer deleted it. Several tries, so that the merge happens in at least one.
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        cache = client.cache(LogicalSwitch)
+        for attempt in range(8):
+            name = f"{namespace}-halfc{attempt}"
+            with _deleted_once_created(relayed_standalone, name) as deleted:
+                with client.transaction() as txn:
+                    txn.create(LogicalSwitch(name=name))
+                    txn.create(LogicalSwitch(name=f"{name}-kept"))
+                assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+            doomed = txn.results[0]
+            assert doomed is not None
+            try:
+                cache.wait_for(doomed, timeout=2)
+            except nbdb.errors.HistoryGoneError as exc:
+                pytest.fail(f"try {attempt}: a write another writer deleted was reported lost: {exc}")
