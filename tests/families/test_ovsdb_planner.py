@@ -527,13 +527,28 @@ def test_a_commit_another_writer_undid_is_stamped_where_the_replica_showed_it(
     _applied(replica, mine.ops)
     shown = replica.revision
     with replica.cond:
-        assert reflects(mine, replica) and shown_at(mine, replica) == shown
+        assert reflects(mine, replica) and shown_at(mine, replica) == (shown, frozenset())
         theirs = plan_commit(mapping, replica, [Delete("LogicalSwitch", switch.id, None, 2)], "00000000000000b1")
     _applied(replica, theirs.ops)
     with replica.cond:
         assert not reflects(mine, replica)
         assert replica.changed("LogicalSwitch", switch.id) > shown
-        assert shown_at(mine, replica) == shown
+        assert shown_at(mine, replica) == (shown, frozenset())
+
+
+def test_a_row_of_a_commit_no_revision_showed_is_told_even_when_another_row_of_it_showed(
+    mapping: Mapping_, replica: Replica
+) -> None:
+    # A relay merged the insert of one of the commit's rows with another writer's delete: the revision that
+    # showed the other row is no proof the replica had that one, which must still be told as come and gone.
+    doomed, kept = LogicalSwitch(name="doomed"), LogicalSwitch(name="kept")
+    with replica.cond:
+        mine = plan_commit(mapping, replica, [_put(doomed, 0), _put(kept, 0)], "00000000000000d1")
+    _applied(replica, [op for op in mine.ops if op.get("row", {}).get("name") != "doomed"])
+    shown = replica.revision
+    with replica.cond:
+        assert not reflects(mine, replica)
+        assert shown_at(mine, replica) == (shown, frozenset({("LogicalSwitch", doomed.id.int)}))
 
 
 def test_a_commit_no_revision_showed_is_recorded_as_come_and_gone(
@@ -543,7 +558,7 @@ def test_a_commit_no_revision_showed_is_recorded_as_come_and_gone(
     other = LogicalSwitch(name="other")
     with replica.cond:
         lost = plan_commit(mapping, replica, [_put(other, 0)], "00000000000000c1")
-        assert shown_at(lost, replica) == 0
+        assert shown_at(lost, replica) == (0, frozenset({("LogicalSwitch", other.id.int)}))
         before = replica.revision
         written = lost.written[("LogicalSwitch", other.id.int)]
         record = Record("LogicalSwitch", other.id, written.doc.topic, 1, written.doc.data, None, 0xC1)

@@ -493,7 +493,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         # Undone by another writer since: its rows' last change is that writer's, later than
                         # this commit. Stamped with that, a cache standing there without the object took the
                         # write for lost, and a watch from it never delivered the undoing change.
-                        revision = shown_at(plan, replica) or (self._merged_away(plan) if synced else 0)
+                        # Rows of it no revision showed (a relay merged their writes with another writer's
+                        # delete) are told as a merged catch-up, even when a revision showed the others.
+                        revision, unseen = shown_at(plan, replica)
+                        if synced and unseen:
+                            revision = self._merged_away(plan, unseen)
                     versions = list(plan.versions)
                     for index, key in plan.mutated:
                         record = replica.record(*key)
@@ -517,24 +521,26 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         replica.hand_over_now()  # what _merged_away recorded, if anything (not under cond)
         return result
 
-    def _merged_away(self, plan: Plan) -> int:
-        """The revision to stamp a commit no revision of the replica showed with (under ``cond``), or 0.
+    def _merged_away(self, plan: Plan, unseen: Collection[tuple[str, int]]) -> int:
+        """The revision to stamp a commit with whose rows ``unseen`` no revision of the replica showed (under ``cond``).
 
-        Its update was merged with the one of another writer's change that undid it (a relay, a busy
-        connection): :meth:`.Replica.merged_away` records that at a new revision, and this is the one
-        before it (a watch from it stops there and lists again; a cache stands past it, never exactly
-        at it without the object: the store did not go back in time). 0 for a commit that put no row.
+        Their update was merged with the one of another writer's change that undid them (a relay, a busy
+        connection), the whole commit's or just those rows': :meth:`.Replica.merged_away` records that
+        at a new revision, and this is the one before it (a watch from it stops there and lists again; a
+        cache stands past it, never exactly at it without the object: the store did not go back in
+        time). Stamped at a revision that showed the commit's other rows, a cache standing there without
+        an unseen row took its write for lost, and a watch from it never heard the row was gone.
         """
         replica = self.replica
         token = int(plan.token, 16)
         rows = []
         for key, written in plan.written.items():
+            if key not in unseen:
+                continue
             table, id = key[0], uuid.UUID(int=key[1])
             doc = written.doc
             record = Record(table, id, doc.topic, plan.puts[key], doc.data, None, token)
             rows.append((record, replica.record(table, id)))
-        if not rows:
-            return 0
         before = replica.revision
         replica.merged_away(rows)
         log.info("ovsdb: a commit came and went unseen (merged with another writer's change): told as a catch-up")
