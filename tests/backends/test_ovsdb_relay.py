@@ -526,22 +526,31 @@ def test_a_watch_from_a_commit_another_writer_undid_through_a_relay_learns_it_is
         with _deleted_once_created(relayed_standalone, name) as deleted:
             created = client.create(LogicalSwitch(name=name))
             assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
-        watch = client.watch(LogicalSwitch, since=created.nbdb_revision)
+        assert created.nbdb_revision is not None
+        assert not _watch_misses_the_gone_row(client, created.nbdb_revision, created.id, name), (
+            "a watch from the commit's revision went on without telling its object was gone"
+        )
+
+
+def _watch_misses_the_gone_row(client: nbdb.Database, since: Any, gone: Any, name: str) -> bool:
+    """True when a watch from ``since`` went past a later change of this client without telling ``gone`` was gone.
+
+    Told is its deletion, or HistoryGoneError (list again, and the object is not there).
+    """
+    watch = client.watch(LogicalSwitch, since=since)
+    try:
+        marker = client.create(LogicalSwitch(name=f"{name}-marker"))
+        seen: list[Any] = []
+        deadline = time.monotonic() + 5
         try:
-            marker = client.create(LogicalSwitch(name=f"{name}-marker"))
-            seen: list[Any] = []
-            deadline = time.monotonic() + 5
-            try:
-                while time.monotonic() < deadline and not any(e.id == marker.id for e in seen):
-                    seen += watch.poll(0.5)
-            except nbdb.errors.HistoryGoneError:
-                return  # told: list again, and the object is not there
-            assert any(e.id == marker.id for e in seen), "the watch did not deliver a later change"
-            assert any(e.id == created.id for e in seen), (
-                "a watch from the commit's revision went on without telling its object was gone"
-            )
-        finally:
-            watch.close()
+            while time.monotonic() < deadline and not any(e.id == marker.id for e in seen):
+                seen += watch.poll(0.5)
+        except nbdb.errors.HistoryGoneError:
+            return False
+        assert any(e.id == marker.id for e in seen), "the watch did not deliver a later change"
+        return not any(e.id == gone for e in seen)
+    finally:
+        watch.close()
 
 
 def _partly_undone_watch_misses_the_deleted_row(server: OvsdbServer, client: nbdb.Database, name: str) -> bool:
@@ -555,20 +564,7 @@ def _partly_undone_watch_misses_the_deleted_row(server: OvsdbServer, client: nbd
     assert txn.revision is not None
     with pytest.raises(nbdb.NotFoundError):
         client.get(LogicalSwitch, doomed.id)
-    watch = client.watch(LogicalSwitch, since=txn.revision)
-    try:
-        marker = client.create(LogicalSwitch(name=f"{name}-marker"))
-        seen: list[Any] = []
-        deadline = time.monotonic() + 5
-        try:
-            while time.monotonic() < deadline and not any(e.id == marker.id for e in seen):
-                seen += watch.poll(0.5)
-        except nbdb.errors.HistoryGoneError:
-            return False  # told: list again, and the object is not there
-        assert any(e.id == marker.id for e in seen), "the watch did not deliver a later change"
-        return not any(e.id == doomed.id for e in seen)
-    finally:
-        watch.close()
+    return _watch_misses_the_gone_row(client, txn.revision, doomed.id, name)
 
 
 def test_a_watch_from_a_commit_partly_undone_through_a_relay_learns_the_undone_row_is_gone(
