@@ -29,16 +29,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 import nbdb
+from nbdb.backends.ovsdb.rpc import RpcConnection
 from nbdb.conformance.faultkit import id_patterns
 from nbdb.conformance.kit import eventually
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing import ServerTimeoutError
 from nbdb.testing.base import Member
 from nbdb.testing.faults import FaultProxy, Mode
+from nbdb.testing.fixtures import shared_server
 from nbdb.testing.ovsdb import OvsdbServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -436,3 +439,171 @@ def test_a_commit_through_relays_whose_source_is_down_ends_within_its_timeout() 
             stored = writer.get(LogicalSwitch, switch.id)
         assert stored is not None
         assert (stored.version, stored.external_ids) in ((1, {}), (2, {"by": "client"})), "applied twice"
+
+
+@pytest.fixture(scope="module")
+def relayed_standalone() -> Iterator[OvsdbServer]:
+    """A standalone server and one relay of it (shared with any other holder of these options)."""
+    with shared_server("ovsdb", relays=1) as server:
+        yield server  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def _deleted_once_created(server: OvsdbServer, name: str) -> Iterator[Any]:
+    """Another writer on the source, waiting for a switch named ``name`` (an OVSDB ``wait``, as a controller
+    reacting to it) to delete it in the source's next step: yields the future of its reply."""
+    where = [["name", "==", name]]
+    waits_then_deletes = [
+        "OVN_Northbound",
+        {"op": "wait", "table": "Logical_Switch", "where": where, "columns": ["name"], "until": "!=", "rows": []},
+        {"op": "delete", "table": "Logical_Switch", "where": where},
+    ]
+    sock = socket.create_connection((server.leader().host, server.leader().port), timeout=5)
+    sock.setblocking(False)
+    other = RpcConnection(sock, "other writer", lambda method, params: None, 5.0)
+    try:
+        deleted = other.request("transact", waits_then_deletes)
+        other.call("echo", [], 5)  # answered after the transaction before it: its wait is in place
+        yield deleted
+    finally:
+        other.close()
+
+
+def test_a_commit_another_writer_undid_before_the_relay_passed_it_on_returns_at_once(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # Cause (issues 12, 14): a commit waited after its reply until the replica showed its rows. Another
+    # writer waiting for the new row deletes it in the source's next step; the relay applies the insert,
+    # the reply and the delete, then flushes its client's monitor once: insert and delete merged into no
+    # update at all. The rows never showed the commit, and the writer waited its whole timeout (4 s here;
+    # 20 s by default), every time.
+    name = f"{namespace}-undone"
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        assert client.backend._driver.relay  # type: ignore[attr-defined]
+        with _deleted_once_created(relayed_standalone, name) as deleted:
+            started = time.monotonic()
+            created = client.create(LogicalSwitch(name=name))
+            took = time.monotonic() - started
+            assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+        assert took < 2, f"the commit waited {took:.1f}s for a row another writer had deleted already"
+        with pytest.raises(nbdb.NotFoundError):
+            client.get(LogicalSwitch, created.id)
+
+
+def test_a_cache_waiting_for_a_commit_another_writer_undid_through_a_relay_does_not_call_it_lost(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # The commit above returned at once, stamped with the replica's revision after the barrier (its rows
+    # never showed: the relay merged the insert and the other writer's delete into no update). A cache of
+    # the same Database stood at exactly that revision without the object, which wait_for took as proof
+    # the store went back in time and lost the write: it listed again and raised HistoryGoneError.
+    # Nothing was lost: another writer deleted the row.
+    name = f"{namespace}-undone-cache"
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        cache = client.cache(LogicalSwitch)
+        with _deleted_once_created(relayed_standalone, name) as deleted:
+            created = client.create(LogicalSwitch(name=name))
+            assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+        with pytest.raises(nbdb.NotFoundError):
+            client.get(LogicalSwitch, created.id)
+        # The cache is past the write (the row is gone): True, or at worst False at the timeout;
+        # never "the store went back in time and lost that write".
+        try:
+            cache.wait_for(created, timeout=2)
+        except nbdb.errors.HistoryGoneError as exc:
+            pytest.fail(f"a write another writer deleted was reported lost: {exc}")
+
+
+def test_a_watch_from_a_commit_another_writer_undid_through_a_relay_learns_it_is_gone(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # The relay merged the commit's insert and the other writer's delete into no update: nothing about
+    # the row ever reaches this client. A watch from the commit's revision, as a controller resumes from
+    # its own write, must learn the object is gone (its deletion, or HistoryGoneError: list again),
+    # never go on as if it were there.
+    name = f"{namespace}-undone-watch"
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        with _deleted_once_created(relayed_standalone, name) as deleted:
+            created = client.create(LogicalSwitch(name=name))
+            assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+        assert created.nbdb_revision is not None
+        assert not _watch_misses_the_gone_row(client, created.nbdb_revision, created.id, name), (
+            "a watch from the commit's revision went on without telling its object was gone"
+        )
+
+
+def _watch_misses_the_gone_row(client: nbdb.Database, since: Any, gone: Any, name: str) -> bool:
+    """True when a watch from ``since`` went past a later change of this client without telling ``gone`` was gone.
+
+    Told is its deletion, or HistoryGoneError (list again, and the object is not there).
+    """
+    watch = client.watch(LogicalSwitch, since=since)
+    try:
+        marker = client.create(LogicalSwitch(name=f"{name}-marker"))
+        seen: list[Any] = []
+        deadline = time.monotonic() + 5
+        try:
+            while time.monotonic() < deadline and not any(e.id == marker.id for e in seen):
+                seen += watch.poll(0.5)
+        except nbdb.errors.HistoryGoneError:
+            return False
+        assert any(e.id == marker.id for e in seen), "the watch did not deliver a later change"
+        return not any(e.id == gone for e in seen)
+    finally:
+        watch.close()
+
+
+def _partly_undone_watch_misses_the_deleted_row(server: OvsdbServer, client: nbdb.Database, name: str) -> bool:
+    """One try: True when a watch from the commit's revision went past it without telling the row was gone."""
+    with _deleted_once_created(server, name) as deleted:
+        doomed, kept = LogicalSwitch(name=name), LogicalSwitch(name=f"{name}-kept")
+        with client.transaction() as txn:
+            txn.create(doomed)
+            txn.create(kept)
+        assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+    assert txn.revision is not None
+    with pytest.raises(nbdb.NotFoundError):
+        client.get(LogicalSwitch, doomed.id)
+    return _watch_misses_the_gone_row(client, txn.revision, doomed.id, name)
+
+
+def test_a_watch_from_a_commit_partly_undone_through_a_relay_learns_the_undone_row_is_gone(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # A commit of two switches; another writer deletes one of them in the source's next step. When the relay
+    # merges the commit's update and the delete (about every other try), the replica shows the kept switch
+    # at revision R (with the commit's token) and never the deleted one: shown_at finds R, the result is
+    # stamped there and no merged catch-up is recorded, so a watch from R never hears of the deleted switch
+    # whose write the result reports. Several tries, so that the merge happens in at least one.
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        for attempt in range(8):
+            missed = _partly_undone_watch_misses_the_deleted_row(
+                relayed_standalone, client, f"{namespace}-half{attempt}"
+            )
+            assert not missed, (
+                f"try {attempt}: a watch from the commit's revision went on without telling one of its objects was gone"
+            )
+
+
+def test_a_cache_waiting_for_a_row_of_a_commit_partly_undone_through_a_relay_does_not_call_it_lost(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # As above: the relay merged the commit and the other writer's delete of one of its two switches, and the
+    # result is stamped at the revision that showed only the kept one. A cache standing there without the
+    # deleted switch takes its write for lost (the store "went back in time": HistoryGoneError), although
+    # another writer deleted it. Several tries, so that the merge happens in at least one.
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        cache = client.cache(LogicalSwitch)
+        for attempt in range(8):
+            name = f"{namespace}-halfc{attempt}"
+            with _deleted_once_created(relayed_standalone, name) as deleted:
+                with client.transaction() as txn:
+                    txn.create(LogicalSwitch(name=name))
+                    txn.create(LogicalSwitch(name=f"{name}-kept"))
+                assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+            doomed = txn.results[0]
+            assert doomed is not None
+            try:
+                cache.wait_for(doomed, timeout=2)
+            except nbdb.errors.HistoryGoneError as exc:
+                pytest.fail(f"try {attempt}: a write another writer deleted was reported lost: {exc}")

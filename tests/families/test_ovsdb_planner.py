@@ -16,9 +16,9 @@ from nbdb.families.ovsdb import Mapping_, Replica
 from nbdb.families.ovsdb import replica as replica_module
 from nbdb.families.ovsdb.planner import _loads, plan_commit
 from nbdb.families.ovsdb.rows import VersionBook, stored_columns, written_version
-from nbdb.families.ovsdb.settle import Outcome, settle
+from nbdb.families.ovsdb.settle import Outcome, reflects, settle, shown_at
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
-from nbdb.spi import Delete, Put
+from nbdb.spi import Delete, Put, Record
 from nbdb.testing.ovsdb_play import server_update
 
 from .conftest import make_mapping
@@ -514,3 +514,56 @@ def test_an_update_that_replaces_a_member_reads_each_dropped_stored_member_once(
             ["addresses", "delete", ["set", [macs[0]]]],
             ["addresses", "insert", ["set", ["0a:00:00:00:09:99"]]],
         ]
+
+
+def test_a_commit_another_writer_undid_is_stamped_where_the_replica_showed_it(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    # Its rows' last change is the other writer's: a result stamped with that read as written there (a
+    # cache standing there without the object called the write lost; a watch from it missed the delete).
+    stored = switch.model_copy(update={"version": 1})
+    with replica.cond:
+        mine = plan_commit(mapping, replica, [_put(stored.replace(name="mine"), 1)], "00000000000000a1")
+    _applied(replica, mine.ops)
+    shown = replica.revision
+    with replica.cond:
+        assert reflects(mine, replica) and shown_at(mine, replica) == (shown, frozenset())
+        theirs = plan_commit(mapping, replica, [Delete("LogicalSwitch", switch.id, None, 2)], "00000000000000b1")
+    _applied(replica, theirs.ops)
+    with replica.cond:
+        assert not reflects(mine, replica)
+        assert replica.changed("LogicalSwitch", switch.id) > shown
+        assert shown_at(mine, replica) == (shown, frozenset())
+
+
+def test_a_row_of_a_commit_no_revision_showed_is_told_even_when_another_row_of_it_showed(
+    mapping: Mapping_, replica: Replica
+) -> None:
+    # A relay merged the insert of one of the commit's rows with another writer's delete: the revision that
+    # showed the other row is no proof the replica had that one, which must still be told as come and gone.
+    doomed, kept = LogicalSwitch(name="doomed"), LogicalSwitch(name="kept")
+    with replica.cond:
+        mine = plan_commit(mapping, replica, [_put(doomed, 0), _put(kept, 0)], "00000000000000d1")
+    _applied(replica, [op for op in mine.ops if op.get("row", {}).get("name") != "doomed"])
+    shown = replica.revision
+    with replica.cond:
+        assert not reflects(mine, replica)
+        assert shown_at(mine, replica) == (shown, frozenset({("LogicalSwitch", doomed.id.int)}))
+
+
+def test_a_commit_no_revision_showed_is_recorded_as_come_and_gone(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    # A relay merged its insert with another writer's delete into no update: nothing tells a watch.
+    other = LogicalSwitch(name="other")
+    with replica.cond:
+        lost = plan_commit(mapping, replica, [_put(other, 0)], "00000000000000c1")
+        assert shown_at(lost, replica) == (0, frozenset({("LogicalSwitch", other.id.int)}))
+        before = replica.revision
+        written = lost.written[("LogicalSwitch", other.id.int)]
+        record = Record("LogicalSwitch", other.id, written.doc.topic, 1, written.doc.data, None, 0xC1)
+        revision = replica.merged_away([(record, None)])
+    assert revision > before and replica.revision == revision
+    assert replica.changed("LogicalSwitch", other.id) == revision
+    (change,) = [c for c in replica.history if c.revision == revision]
+    assert change.synthetic and change.new is None and change.old == record

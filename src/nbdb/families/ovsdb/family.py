@@ -54,7 +54,7 @@ from nbdb.families.ovsdb.rows import (
     parse_window,
     push_window,
 )
-from nbdb.families.ovsdb.settle import Outcome, reflects, settle
+from nbdb.families.ovsdb.settle import Outcome, reflects, settle, shown_at
 from nbdb.families.ovsdb.stream import ReplicaStream
 from nbdb.families.ovsdb.unique import key_cells
 from nbdb.revision import Revision
@@ -65,6 +65,8 @@ __all__ = ["OvsdbFamilyBackend", "Transact", "TransactLost", "TransactNotSent"]
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 16
+_FENCED_GRACE = 0.002
+"""Seconds a fenced commit waits for its update on the monitor's connection before asking for a barrier."""
 _COUNTER_ATTEMPTS = 64
 
 
@@ -316,7 +318,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if lost is not None:
                 outcome = self._settle(lost, deadline, moved, resend=fence is None)
                 if outcome is Outcome.LANDED:
-                    return self._result(lost)
+                    return self._result(lost, deadline, fence is not None)
                 if fence is not None:
                     # The lock's connection was the lease: nothing may be sent again under it.
                     raise _fence_lost(fence, outcome)
@@ -372,12 +374,13 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 continue
             failure = results.check(result)
             if failure is None:
-                return self._result(plan)
+                return self._result(plan, deadline, fence is not None)
             kind = plan.reason(failure.index)[0]
             if isinstance(failure, results.NotOwner) and fence is not None:
                 raise _fence_lost(fence, Outcome.NOT_LANDED)
             if isinstance(failure, results.TimedOut) and kind == "marked":
-                return self._result(plan)  # a copy sent before landed: its mutation's mark is there
+                # A copy sent before landed: its mutation's mark is there.
+                return self._result(plan, deadline, fence is not None)
             if lost is not None:
                 if isinstance(failure, results.TimedOut) and kind in ("cas", "absent", "exists"):
                     # Maybe because the lost copy landed, maybe another writer: the rows will tell,
@@ -450,34 +453,98 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             )
         return outcome
 
-    def _result(self, plan: Plan) -> CommitResult:
-        """The commit's result, once the replica shows it (read-your-writes).
+    def _result(self, plan: Plan, deadline: float, fenced: bool = False) -> CommitResult:
+        """The commit's result, once the replica is known to have passed it (read-your-writes).
 
-        On a direct connection the server sends a transaction's update before
-        its reply, so the replica shows it already; a relay forwards the reply
-        as soon as its source answers, before the update reaches it.
+        ovsdb-server applies a commit before it replies (a relay its source's
+        update before it passes the reply on), and sends a connection every
+        monitor update it holds before any reply on it (``jsonrpc-server.c``
+        flushes the session's monitors first, since OVS 2.3): the reply found
+        the replica past the commit, and nearly always showing it. When it
+        does not show it, another writer may have deleted or rewritten the
+        commit's rows since: that update came right behind the reply, or was
+        merged with the commit's own into nothing (a relay, a raft member, a
+        busy connection), and the replica will never show the commit. Or the
+        reply came on another connection (a fenced commit's, on its lock's),
+        or the monitor is being asked for again (a schema conversion cancelled
+        it). One empty transaction on the monitor's connection (``_sync``)
+        settles it then: its reply comes after the updates of everything the
+        server had committed, this commit included, and after the monitors
+        asked for again. Waiting for the rows instead stalled such a commit
+        for its whole timeout.
+
+        ``fenced``: the reply came on the lock's connection, and the update
+        on the monitor's a moment later (nearly always after the reply): it
+        is waited for up to ``_FENCED_GRACE`` first, less than a sync's round
+        trip costs; the sync decides if it does not come.
         """
         self._marks.settled(plan.marks, plan.dropped)
-        deadline = time.monotonic() + self.commit_timeout
         replica = self.replica
-        with replica.cond:
-            while not reflects(plan, replica):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    log.warning("ovsdb: the monitor did not show a commit within %ss", self.commit_timeout)
+        passed = synced = False
+        while True:
+            with replica.cond:
+                if not passed and fenced:
+                    replica.cond.wait_for(lambda: reflects(plan, replica), _FENCED_GRACE)
+                if passed or reflects(plan, replica):
+                    undone = passed and not reflects(plan, replica)
+                    if not undone:
+                        revision = max((replica.changed(*key) for key in plan.keys), default=0)
+                    else:
+                        # Undone by another writer since: its rows' last change is that writer's, later than
+                        # this commit. Stamped with that, a cache standing there without the object took the
+                        # write for lost, and a watch from it never delivered the undoing change.
+                        # Rows of it no revision showed (a relay merged their writes with another writer's
+                        # delete) are told as a merged catch-up, even when a revision showed the others.
+                        revision, unseen = shown_at(plan, replica)
+                        if synced and unseen:
+                            revision = self._merged_away(plan, unseen)
+                    versions = list(plan.versions)
+                    for index, key in plan.mutated:
+                        record = replica.record(*key)
+                        versions[index] = 0 if record is None else record.version
+                    # The revision carries the commit's token (rows.written_token of every row it put): the
+                    # planner compares a result's token with its row's, as a read copy's, never its revision
+                    # with the clock's (a revision read before the commit showed was refused once the update
+                    # came as 'created again').
+                    stamp = Revision(revision or replica.revision, self.clock, int(plan.token, 16))
+                    result = CommitResult(stamp, versions, frozenset(plan.skipped))
+                    if not undone:
+                        return result
                     break
-                replica.cond.wait(min(remaining, 0.5))
-            revision = max((replica.changed(*key) for key in plan.keys), default=0)
-            versions = list(plan.versions)
-            for index, key in plan.mutated:
-                record = replica.record(*key)
-                versions[index] = 0 if record is None else record.version
-            # The revision carries the commit's token (rows.written_token of every row it put): the planner
-            # compares a result's token with its row's, as a read copy's, never its revision with the clock's
-            # (a revision read before the commit showed, when the wait above gave up, was refused once the
-            # update came as 'created again').
-            stamp = Revision(revision or replica.revision, self.clock, int(plan.token, 16))
-            return CommitResult(stamp, versions, frozenset(plan.skipped))
+            passed = True
+            try:
+                self._sync(plan.db, deadline)
+                synced = True
+            except errors.BackendUnavailableError as exc:
+                # It landed all the same: the replica shows it, or what came after, once reconnected.
+                log.warning("ovsdb: could not confirm that this client's monitor passed a commit: %s", exc)
+        replica.hand_over_now()  # what _merged_away recorded, if anything (not under cond)
+        return result
+
+    def _merged_away(self, plan: Plan, unseen: Collection[tuple[str, int]]) -> int:
+        """The revision to stamp a commit with whose rows ``unseen`` no revision of the replica showed (under ``cond``).
+
+        Their update was merged with the one of another writer's change that undid them (a relay, a busy
+        connection), the whole commit's or just those rows': :meth:`.Replica.merged_away` records that
+        at a new revision, and this is the one before it (a watch from it stops there and lists again; a
+        cache stands past it, never exactly at it without the object: the store did not go back in
+        time). Stamped at a revision that showed the commit's other rows, a cache standing there without
+        an unseen row took its write for lost, and a watch from it never heard the row was gone.
+        """
+        replica = self.replica
+        token = int(plan.token, 16)
+        rows = []
+        for key, written in plan.written.items():
+            if key not in unseen:
+                continue
+            table, id = key[0], uuid.UUID(int=key[1])
+            doc = written.doc
+            record = Record(table, id, doc.topic, plan.puts[key], doc.data, None, token)
+            rows.append((record, replica.record(table, id)))
+        before = replica.revision
+        replica.merged_away(rows)
+        log.info("ovsdb: a commit came and went unseen (merged with another writer's change): told as a catch-up")
+        return before
 
     @staticmethod
     def _retryable(plan: Plan, failure: results.OperationError) -> bool:

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from nbdb.families.ovsdb.datum import ColumnType, apply_diff, cell_from_wire
@@ -556,6 +556,41 @@ class Replica:
         self._hand_over()
         if self._carrying:
             self._drop_values()
+
+    def merged_away(self, rows: Sequence[tuple[Record, Record | None]]) -> int:
+        """Record, at a new revision, that a commit this replica never showed came and went (call under ``cond``).
+
+        ``rows``: each row of the commit as it wrote it, and as the replica shows it now (None:
+        gone). A relay (or a busy connection) merged the commit with another writer's change that
+        undid it into one update, or none: no revision here shows the commit, and nothing would
+        ever tell a watch or cache from the commit's result that its rows are not as written.
+        Recorded as a merged catch-up (``synthetic``, what it is): a watch from before it stops
+        with HistoryGoneError and lists again (it learns the object is gone), a cache applies it
+        as the events of a re-list (a deletion of an object it never held is nothing), and both
+        stand past the revision before it, which the caller stamps the commit's result with.
+        Returns the new revision; the changes are handed to the sinks by :meth:`hand_over_now`.
+        """
+        revision = self.clock.tick()
+        out = []
+        for written, now in rows:
+            key = (written.table, written.id.int)
+            if now is None:
+                gone = self._gone_at
+                gone.pop(key, None)
+                gone[key] = revision
+            else:
+                self.changed_at[key] = revision
+            out.append(RecordChange(written.table, written.id, written.topic, written, now, revision, True))
+        self.revision = revision
+        self.history.extend(out)
+        while len(self.history) > self.history_limit:
+            self.oldest = self.history.popleft().revision
+        self.cond.notify_all()
+        return revision
+
+    def hand_over_now(self) -> None:
+        """Give the sinks what :meth:`merged_away` recorded (not under ``cond``: see :meth:`add_sink`)."""
+        self._hand_over()
 
     def resync(self, db: str, updates: Mapping[str, Any], txn: str | None = None) -> None:
         """The whole state of ``db`` (after the monitor could not resume): applied as the exact difference."""

@@ -12,6 +12,7 @@ lands). Anything else cannot be told.
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ from nbdb.families.ovsdb.replica import Replica
 from nbdb.families.ovsdb.rows import EXT_TXN, EXT_VERSION, parse_window, stored_columns, written_version
 from nbdb.spi import RefKey
 
-__all__ = ["Outcome", "reflects", "settle"]
+__all__ = ["Outcome", "reflects", "settle", "shown_at"]
 
 
 class Outcome(enum.Enum):
@@ -94,7 +95,9 @@ def reflects(plan: Plan, replica: Replica) -> bool:
     compared the row, so a later version was written on top of it: the
     token may have left the row's short window while this client's monitor
     sent several commits merged, as after a reconnect); its marks are there;
-    its deletes are gone.
+    its deletes are gone. False says nothing more: another writer may have
+    undone the commit since, and the replica will never show it (the caller
+    then asks for a barrier, see ``OvsdbFamilyBackend._result``).
     """
     puts, marks = plan.puts, plan.marks
     for key in plan.keys:
@@ -163,3 +166,47 @@ def settle(plan: Plan, replica: Replica, resend: bool = True) -> Outcome:
         if outcome in votes:
             return outcome
     return Outcome.UNKNOWN
+
+
+def shown_at(plan: Plan, replica: Replica) -> tuple[int, frozenset[tuple[str, int]]]:
+    """Where the replica showed a commit it no longer shows (call under ``cond``): (revision or 0, rows never shown).
+
+    Another writer undid the commit since (deleted or rewrote its rows): their last change is that
+    writer's, later than the commit. A result stamped with it read as written there: a cache standing
+    at that revision without the object took the write for lost (the store "went back in time"), and a
+    watch from it never delivered the undoing change. The commit's own change is the one of a row it
+    put carrying its token (unique to it); a commit that only deletes is shown by the latest deletion
+    of one of its rows, which precedes the row's creation again that undid it (``reflects`` is False).
+    Read from the kept history, newest first: only such a commit pays for it. Revision 0 when the
+    history no longer holds it, or a relay or a busy connection merged the commit and the undoing
+    change into one update (or none): then no revision of this replica shows the commit at all.
+
+    The rows never shown: the ones the commit wrote that no kept change shows with its token and the
+    replica does not hold as written either. A relay may merge the commit with another writer's delete
+    of just one of its rows: the revision found shows the others only, and the caller must still tell
+    of that row (``OvsdbFamilyBackend._merged_away``), or a cache from the result calls it lost.
+    """
+    token = int(plan.token, 16)
+    puts = plan.puts
+    keys = {(table, id.int) for table, id in plan.keys if not (plan.marks and (table, id) in plan.marks)}
+    unseen = {key for key in plan.written if key in keys}
+    revision = 0
+    for change in reversed(replica.history):
+        key = (change.table, change.id.int)
+        if key not in keys:
+            continue
+        new = change.new
+        if puts:
+            if new is not None and key in puts and new.written == token:
+                revision = revision or change.revision
+                unseen.discard(key)
+                if not unseen:
+                    break
+        elif new is None:
+            revision = change.revision
+            break
+    for key in list(unseen):
+        record = replica.record(key[0], uuid.UUID(int=key[1]))
+        if record is not None and record.written == token:
+            unseen.discard(key)
+    return revision, frozenset(unseen)
