@@ -155,9 +155,8 @@ def test_the_service_objects_nbdb_writes_are_what_ovn_nbctl_shows(
     lb = db.create(LoadBalancer(name=f"lb-{s}", vips={"10.1.0.1:80": "10.0.0.2:80"}))
     check = db.create(LoadBalancerHealthCheck(load_balancer=lb, vip="10.1.0.1:80", options={"timeout": "3"}))
     assert nbctl(ovsdb_server, "get", "Load_Balancer", f"lb-{s}", "health_check") == f"[{check.id}]"
-    # OVN's Load_Balancer_Group has no external_ids, where nbdb keeps an object's version: read only.
-    with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group has no external_ids"):
-        db.create(LoadBalancerGroup(name=f"lbg-{s}", load_balancer=[lb.id]))
+    # OVN's Load_Balancer_Group has no external_ids: ovn-nbctl's group is read (nbdb's own writes of
+    # one: test_load_balancer_groups_are_written_both_ways).
     nbctl(ovsdb_server, "create", "Load_Balancer_Group", f"name=lbg-{s}", f"load_balancer={lb.id}")
     group = db.get_by(LoadBalancerGroup, name=f"lbg-{s}")
     assert group is not None and group.load_balancer == [lb.id]
@@ -242,8 +241,9 @@ def test_a_copy_out_of_ovn_through_memory_and_sqlite_and_back_keeps_every_servic
             assert held == {m: sorted(middle.list(m), key=lambda o: o.id) for m in models}
             for m in (Mirror, ForwardingGroup, Copp, BFD, DNS, LoadBalancerGroup, LoadBalancerHealthCheck):
                 assert len(held[m]) == 1, m
-            # OVN's Load_Balancer_Group has no external_ids: nbdb reads it but cannot write it there. A
-            # copy holding one is refused before anything is written (it stopped part way).
+            # OVN's Load_Balancer_Group has no external_ids, where nbdb keeps a namespace: written
+            # outside one only. A copy holding one into a namespace is refused before anything is
+            # written (it stopped part way).
             with pytest.raises(nbdb.UnsupportedError, match=r"LoadBalancerGroup objects .*Load_Balancer_Group has no"):
                 Copier(lite, back, CopyOptions(models=models)).run()
             assert back.list(LogicalSwitch) == []
@@ -350,44 +350,73 @@ def test_a_may_exist_create_of_a_load_balancer_group_that_exists_returns_it(
     db: nbdb.Database,
 ) -> None:
     # may_exist returns the stored object and writes nothing (ovsdbapp's may_exist); the group is
-    # unique by name. The read-only check refuses before the lookup, so a controller's idempotent
-    # "ensure the group" raises UnsupportedError although nothing would be written.
+    # unique by name.
     s = uuid.uuid4().hex[:8]
     nbctl(ovsdb_server, "create", "Load_Balancer_Group", f"name=lbg-{s}")
     stored = db.get_by(LoadBalancerGroup, name=f"lbg-{s}")
     assert stored is not None
     got = db.create(LoadBalancerGroup(name=f"lbg-{s}"), may_exist=True)
     assert got == stored
-    # The group stored under the id is read once (it was read, then read again to take it).
-    backend = db.backend
-    reads: list[tuple[str, object]] = []
-    real = backend.read
-
-    def read(table: str, id: uuid.UUID) -> object:
-        reads.append((table, id))
-        return real(table, id)
-
-    backend.read = read  # type: ignore[method-assign,assignment]  # a count of the real backend's reads
-    try:
-        assert db.create(LoadBalancerGroup(id=stored.id, name=f"lbg-{s}"), may_exist=True) == stored
-    finally:
-        del backend.read
-    assert reads == [("LoadBalancerGroup", stored.id)]
-    # One that is not stored is still a write nbdb cannot make, and nothing is written.
-    with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group"):
-        db.create(LoadBalancerGroup(name=f"other-{s}"), may_exist=True)
-    assert db.get_by(LoadBalancerGroup, name=f"other-{s}") is None
+    assert db.create(LoadBalancerGroup(id=stored.id, name=f"lbg-{s}"), may_exist=True) == stored
+    # One that is not stored is created (issue 14: the table was read only).
+    made = db.create(LoadBalancerGroup(name=f"other-{s}"), may_exist=True)
+    assert db.get_by(LoadBalancerGroup, name=f"other-{s}") == made
 
 
-def test_the_store_says_why_it_cannot_write_a_table_without_external_ids(db: nbdb.Database) -> None:
-    # One answer (Backend.unwritable) for the delete's walk, may_exist and a copy, which each turned
-    # an UnsupportedError into a yes or no; a write of the table raises it, saying the same.
-    why = db.backend.unwritable(LoadBalancerGroup.nbdb_table)
-    assert why is not None and "Load_Balancer_Group has no external_ids" in why
-    assert db.backend.unwritable(LoadBalancer.nbdb_table) is None
-    with pytest.raises(nbdb.UnsupportedError) as refused:
-        db.create(LoadBalancerGroup(name=f"unwritable-{uuid.uuid4().hex[:8]}"))
-    assert str(refused.value) == why
+def test_load_balancer_groups_are_written_both_ways(ovsdb_server: OvsdbServer, db: nbdb.Database) -> None:  # noqa: F811
+    # Issue 14: Load_Balancer_Group has no external_ids, where nbdb keeps an object's version and commit
+    # tokens: it was read only, while ovn-nbctl and Neutron write it. Now written with its columns alone.
+    s = uuid.uuid4().hex[:8]
+    assert db.backend.unwritable(LoadBalancerGroup.nbdb_table) is None
+    one = db.create(LoadBalancer(name=f"lb1-{s}", vips={"10.2.0.1:80": "10.0.0.2:80"}))
+    two = db.create(LoadBalancer(name=f"lb2-{s}"))
+    group = db.create(LoadBalancerGroup(name=f"lbg-{s}", load_balancer=[one.id]))
+    assert group.version == 1
+    assert nbctl(ovsdb_server, "get", "Load_Balancer_Group", f"lbg-{s}", "load_balancer") == f"[{one.id}]"
+    grown = db.update(group.replace(load_balancer=[one.id, two.id]))
+    assert grown.version == 2
+    shown = nbctl(ovsdb_server, "get", "Load_Balancer_Group", f"lbg-{s}", "load_balancer")
+    assert sorted(shown.strip("[]").split(", ")) == sorted([str(one.id), str(two.id)])
+    # An update that changes nothing writes nothing and keeps the version (the server shows no change).
+    assert db.update(grown).version == 2
+    with pytest.raises(nbdb.ConflictError):
+        db.update(group.replace(name=f"stale-{s}"))  # a stale copy: refused, nothing written
+    assert db.get_by(LoadBalancerGroup, name=f"stale-{s}") is None
+    # ovn-nbctl's change is a new version: the copy from before it is refused.
+    nbctl(ovsdb_server, "remove", "Load_Balancer_Group", f"lbg-{s}", "load_balancer", str(two.id))
+    with pytest.raises(nbdb.ConflictError):
+        db.update(grown.replace(name=f"mine-{s}"))
+    current = db.get(LoadBalancerGroup, group.id)
+    assert current.load_balancer == [one.id] and current.version == 3
+    renamed = db.update(current.replace(name=f"mine-{s}"))
+    assert nbctl(ovsdb_server, "get", "Load_Balancer_Group", str(group.id), "name") == f"mine-{s}"
+    # A switch holds it (a strong reference); deleting a load balancer it holds drops it from the group.
+    switch = db.create(LogicalSwitch(name=f"ls-{s}", load_balancer_group=[group.id]))
+    db.delete(db.get(LoadBalancer, two.id))
+    db.delete(db.get(LoadBalancer, one.id))
+    assert db.get(LoadBalancerGroup, group.id).load_balancer == []
+    assert nbctl(ovsdb_server, "get", "Load_Balancer_Group", str(group.id), "load_balancer") == "[]"
+    # What only external_ids could hold is refused before anything is sent.
+    with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group has no external_ids"):
+        db.create(LoadBalancerGroup(name=f"t-{s}", topic="tenant"))
+    with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group has no external_ids"):
+        db.create(LoadBalancerGroup(name=f"e-{s}", external_ids={"neutron:id": "x"}))
+    db.delete(db.get(LogicalSwitch, switch.id))
+    db.delete(db.get(LoadBalancerGroup, renamed.id))
+    assert nbctl(ovsdb_server, "--bare", "--columns=name", "find", "Load_Balancer_Group", f"name=mine-{s}") == ""
+
+
+def test_the_store_says_why_it_cannot_write_a_table_without_external_ids_in_a_namespace(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # One answer (Backend.unwritable) for the delete's walk, may_exist and a copy; a write raises it. A
+    # row without external_ids cannot hold the namespace: outside one it is written (issue 14).
+    with nbdb.connect(f"{ovsdb_server.url}?namespace=nx{uuid.uuid4().hex[:6]}") as db:
+        why = db.backend.unwritable(LoadBalancerGroup.nbdb_table)
+        assert why is not None and "Load_Balancer_Group has no external_ids" in why and "namespace" in why
+        assert db.backend.unwritable(LoadBalancer.nbdb_table) is None
+        with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group has no external_ids"):
+            db.create(LoadBalancerGroup(name=f"unwritable-{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.mark.parametrize("resume", [False, True])

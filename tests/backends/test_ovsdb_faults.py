@@ -22,7 +22,7 @@ import pytest
 
 import nbdb
 from nbdb.backends.ovsdb import OvsdbBackend
-from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.models import LoadBalancerGroup, LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.ovsdb import OvsdbServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -438,3 +438,71 @@ def test_a_server_silent_while_it_composes_a_monitors_first_state_is_not_dropped
                 link.heal()
             assert link.stats.accepted == accepted, "the client dropped a server busy with its monitor and came back"
             assert link.stats.cut == 0
+
+
+@pytest.fixture
+def bare_clients(server: OvsdbServer, proxy: ReplyCutter) -> Iterator[tuple[nbdb.Database, nbdb.Database]]:
+    """:func:`clients` outside a namespace: a row without external_ids cannot hold one."""
+    with (
+        nbdb.connect(f"ovsdb+tcp://{proxy.address}", timeout=15) as mine,
+        nbdb.connect(server.url, timeout=15) as other,
+    ):
+        yield mine, other
+
+
+def test_lost_reply_of_a_load_balancer_group_update_undone_by_another_writer_is_unknown_not_applied_twice(
+    proxy: ReplyCutter, bare_clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """Issue 14: a row without external_ids keeps no commit token. The update landed, another writer put
+    the row back as it was: sending the same plan again would land it a second time, and "changed"
+    could be anybody's doing. Nothing can tell: CommitUnknownError, and the other writer's row stays."""
+    mine, other = bare_clients
+    s = uuid.uuid4().hex[:8]
+    group = mine.create(LoadBalancerGroup(name=f"g-{s}"))
+
+    def undo() -> None:
+        landed = other.get(LoadBalancerGroup, group.id)
+        assert landed.name == f"mine-{s}"
+        other.update(landed.replace(name=f"g-{s}"))
+
+    _cut(proxy, f"mine-{s}", undo)
+    with pytest.raises(nbdb.CommitUnknownError):
+        mine.update(group.replace(name=f"mine-{s}"))
+    assert proxy.cut.is_set()
+    assert other.get(LoadBalancerGroup, group.id).name == f"g-{s}", "the update was applied twice"
+    assert mine.get(LoadBalancerGroup, group.id).name == f"g-{s}"
+
+
+def test_lost_reply_of_a_transaction_with_a_load_balancer_group_is_settled_by_its_other_rows(
+    proxy: ReplyCutter, bare_clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """The switch the same transaction writes carries the token: it landed, whatever the group shows."""
+    mine, other = bare_clients
+    s = uuid.uuid4().hex[:8]
+    group = mine.create(LoadBalancerGroup(name=f"g-{s}"))
+    ls = mine.create(LogicalSwitch(name=f"sw-{s}"))
+    _cut(proxy, f"mine-{s}", lambda: other.update(other.get(LogicalSwitch, ls.id).replace(name=f"theirs-{s}")))
+    with mine.transaction() as txn:
+        txn.update(group.replace(name=f"mine-{s}"))
+        txn.update(ls.replace(external_ids={"n": "1"}, name=f"sw-{s}"))
+    assert proxy.cut.is_set()
+    assert [r.version for r in txn.results if r is not None] == [2, 2]
+    assert other.get(LoadBalancerGroup, group.id).name == f"mine-{s}"
+    assert other.get(LogicalSwitch, ls.id).name == f"theirs-{s}"
+
+
+def test_lost_request_of_a_transaction_with_a_load_balancer_group_is_sent_again_once(
+    proxy: ReplyCutter, bare_clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    mine, other = bare_clients
+    s = uuid.uuid4().hex[:8]
+    ls = mine.create(LogicalSwitch(name=f"sw-{s}"))
+    group = LoadBalancerGroup(name=f"g-{s}")
+    proxy.arm(str(group.id).encode(), forward=False)
+    with mine.transaction() as txn:
+        txn.create(group)
+        txn.update(ls.replace(external_ids={"n": "1"}))
+    assert proxy.cut.is_set()
+    assert [r.version for r in txn.results if r is not None] == [1, 2]
+    assert other.get(LoadBalancerGroup, group.id).version == 1
+    assert other.get(LogicalSwitch, ls.id).version == 2

@@ -157,8 +157,12 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         self.mapping.get(table)
 
     def unwritable(self, table: str) -> str | None:
+        # A row without external_ids cannot hold the namespace (nor a topic, refused per write): in a
+        # namespace, it would be written where this Database never reads it.
         tm = self.mapping.tables.get(table)
-        return None if tm is None or tm.external_ids is not None else no_external_ids(tm)
+        if tm is None or tm.external_ids is not None or not self.namespace:
+            return None
+        return no_external_ids(tm, f"the namespace ({self.namespace!r})")
 
     def fixed_fields(self, table: str) -> dict[str, Any]:
         # What new_row refuses: a value other than the default of a field whose column the schema lacks.

@@ -63,6 +63,7 @@ from nbdb.families.ovsdb.rows import (
     carried,
     new_row,
     next_version,
+    no_external_ids,
     push_window,
     render_written_as,
     sealed,
@@ -109,6 +110,9 @@ class Plan:
     """The unique values the commit's rows hold afterwards (to name the holder when it is refused)."""
     written: dict[IdKey, Written] = field(default_factory=dict)
     """(table, id.int) -> each put row as written, its parents, its document and wire form (:meth:`.Replica.expect`)."""
+    unchanged: set[IdKey] = field(default_factory=set)
+    """(table, id.int) of each put to a row without ``external_ids`` that changes none of its columns:
+    nothing is written, and the object keeps the version it has (the replica sees no change to count)."""
     refused: errors.ValidationError | None = None
     """Why the commit cannot be sent (no operations then), unless another row holds one of its
     :attr:`unique` values: the caller names that holder first (:meth:`.data.OvsdbDataApi._unique_holder`)."""
@@ -386,6 +390,8 @@ def plan_commit(
             # Never 2**63 or more, which no read takes back (CorruptRecordError: see next_version).
             version = 1 if record is None else next_version(op.table, op.id, record.version)
             refs = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book, where[0][2][1])
+            if record is not None and plan.unchanged and ikey in plan.unchanged:
+                version = record.version
             new_refs[ikey] = (key, refs)
             _plan_unique(plan, stages, tm, op, held)
             plan.puts[ikey] = version
@@ -485,6 +491,9 @@ def _plan_put(
         raise errors.ValidationError(f"{op.table} {op.id}: record is not a JSON object")
     new = new_row(tm, doc)
     cells, wire, ext, parents, values = new
+    bare = tm.external_ids is None
+    if bare:
+        _check_bare(tm, op, plan.namespace)
     if op.topic is not None:
         ext[EXT_TOPIC] = op.topic
     if plan.namespace:
@@ -530,13 +539,21 @@ def _plan_put(
                 changed[c] = wire[c]
             else:
                 mutations += delta
-    written: Row = {**cells, EXTERNAL_IDS: ext}
+    if bare:
+        # No external_ids to write nbdb's bookkeeping in: the row is its mapped columns alone. An
+        # update that changes none of them is no write at all (the server would show no change):
+        # the object keeps its version (see Plan.unchanged).
+        ext = {}
+        if row is not None and not changed and not mutations:
+            plan.unchanged.add((op.table, op.id.int))
+    written: Row = dict(cells) if bare else {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
     optional, loose = _read_back(tm)
     source = source_as_written(tm, respelled, values, doc) if respelled else doc
     rendered, same = render_written_as(tm, op.id, written, parents, values, source, optional, loose, id_text)
-    wire[EXTERNAL_IDS] = wire_map(ext.items())
+    if not bare:
+        wire[EXTERNAL_IDS] = wire_map(ext.items())
     # The stored copy the Database validated, for the readers of the row read back as written: only
     # if the row's document is the copy's exactly (a mapping that reads a field back otherwise,
     # another's value: they decode it), and if nothing in the copy can change in place (a list
@@ -551,10 +568,13 @@ def _plan_put(
             stages.unfilled[(tm.db_table, op.id.int)] = (inserted, tm.held_at_least_one, key)
         stages.body.append((insert, ("insert", key)))
     else:
-        changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
+        if not bare:
+            changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
         changed.update(keys)
         where = [["_uuid", "==", ["uuid", id_text]]]
-        stages.body.append(({"op": "update", "table": tm.db_table, "where": where, "row": changed}, ("update", key)))
+        if changed:
+            update = {"op": "update", "table": tm.db_table, "where": where, "row": changed}
+            stages.body.append((update, ("update", key)))
         if mutations:
             mutate = {"op": "mutate", "table": tm.db_table, "where": where, "mutations": mutations}
             stages.body.append((mutate, ("update", key)))
@@ -583,6 +603,13 @@ def _plan_put(
     # The references of the document as it will be read back: the written row's, rendered above
     # (refs_of(tm, doc) gives the same set: each reference field renders from its own cell).
     return rendered.refs
+
+
+def _check_bare(tm: TableMap, op: Put, namespace: str) -> None:
+    """Refuse a put to a table without ``external_ids`` of what only ``external_ids`` could hold."""
+    for what, given in (("a topic", op.topic is not None), ("a ttl", op.ttl is not None), ("a namespace", namespace)):
+        if given:
+            raise errors.UnsupportedError(f"{op.table} {op.id}: {no_external_ids(tm, what)}")
 
 
 def _bookkeeping(book: MarkBook, key: RefKey, ext: Mapping[str, str], now: float) -> tuple[dict[str, str], list[str]]:

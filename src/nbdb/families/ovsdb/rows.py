@@ -825,12 +825,16 @@ class NewRow(NamedTuple):
     """Field -> the value the document rendered from the cells holds (see :func:`render_written`)."""
 
 
-def no_external_ids(tm: TableMap) -> str:
-    """Why a table without ``external_ids`` cannot be written through nbdb."""
-    return (
-        f"{tm.db}.{tm.db_table} has no external_ids column, where nbdb keeps an object's version and topic: "
-        "its rows can be read, not written, through nbdb"
-    )
+def no_external_ids(tm: TableMap, what: str) -> str:
+    """Why ``what`` cannot be written to a row of a table without ``external_ids`` (OVN's ``Load_Balancer_Group``).
+
+    Such rows are written with only their mapped columns: their version is counted by each connection
+    from the changes it sees, their compare-and-swap compares those columns, and a commit whose reply
+    was lost is settled by the other rows of its transaction, or is CommitUnknownError
+    (:func:`.settle.settle`). What nbdb keeps in ``external_ids`` has nowhere to go: a topic, a
+    namespace, a ttl, a model's own ``external_ids`` or a field kept there.
+    """
+    return f"{tm.db}.{tm.db_table} has no external_ids column, where nbdb keeps {what}: its objects cannot hold it"
 
 
 def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
@@ -839,8 +843,6 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
     Raises ValidationError for a value a column cannot hold, and
     UnsupportedError for a value of a field whose column the served schema lacks.
     """
-    if tm.external_ids is None:
-        raise errors.UnsupportedError(no_external_ids(tm))
     cells: Row = {}
     wire: dict[str, Any] = {}
     values: dict[str, Any] = {}
@@ -910,6 +912,8 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
             if parent is None:
                 raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}")
             parents[name], ext[EXT_PARENT + name] = parent, uuid_text(parent)
+    if ext and tm.external_ids is None:
+        raise errors.UnsupportedError(no_external_ids(tm, f"{sorted(ext)}"))
     return NewRow(cells, wire, ext, parents, values)
 
 

@@ -39,7 +39,11 @@ class Outcome(enum.Enum):
 def _put_outcome(plan: Plan, replica: Replica, key: RefKey, version: int) -> Outcome:
     tm = replica.mapping.get(key[0])
     row = replica.row(tm, key[1])
-    if row is None:
+    if row is None or tm.external_ids is None:
+        # A row without external_ids (OVN's Load_Balancer_Group) keeps no token: as planned, it may
+        # have met the commit and another writer put its content back since (a monitor's merged
+        # update shows neither change), so sending again could apply it twice; changed, it may be
+        # this commit's doing. It says nothing: the other rows of the commit decide, else unknown.
         return Outcome.UNKNOWN
     ext = row.get(EXTERNAL_IDS) or {}
     window = parse_window(ext.get(EXT_TXN))
@@ -90,7 +94,8 @@ def _column_moved(plan: Plan, row: Mapping[str, Any], key: RefKey) -> bool:
 def reflects(plan: Plan, replica: Replica) -> bool:
     """Whether the replica shows a commit that succeeded, or a later state: read-your-writes holds.
 
-    Every put row carries its token, or a later nbdb version (the commit
+    Every put row carries its token, or a later nbdb version (a row without ``external_ids``: the
+    version this connection counts for it is the commit's or later) (the commit
     compared the row, so a later version was written on top of it: the
     token may have left the row's short window while this client's monitor
     sent several commits merged, as after a reconnect); its marks are there;
@@ -111,6 +116,12 @@ def reflects(plan: Plan, replica: Replica) -> bool:
                 return False
         elif row is None:
             return False
+        elif tm.external_ids is None:
+            # No token to look for: the version this connection counts for the row (every change
+            # it sees bumps it; the commit compared the row, so the count is at or past the plan's).
+            record = replica.record(key[0], key[1])
+            if record is None or record.version < version:
+                return False
         else:
             ext = row.get(EXTERNAL_IDS) or {}
             if (plan.token, version) not in parse_window(ext.get(EXT_TXN)) and written_version(ext) <= version:
