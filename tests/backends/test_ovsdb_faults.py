@@ -450,12 +450,12 @@ def bare_clients(server: OvsdbServer, proxy: ReplyCutter) -> Iterator[tuple[nbdb
         yield mine, other
 
 
-def test_lost_reply_of_a_load_balancer_group_update_undone_by_another_writer_is_unknown_not_applied_twice(
+def test_lost_reply_of_a_load_balancer_group_update_undone_by_another_writer_lands_once(
     proxy: ReplyCutter, bare_clients: tuple[nbdb.Database, nbdb.Database]
 ) -> None:
     """Issue 14: a row without external_ids keeps no commit token. The update landed, another writer put
-    the row back as it was: sending the same plan again would land it a second time, and "changed"
-    could be anybody's doing. Nothing can tell: CommitUnknownError, and the other writer's row stays."""
+    the row back as it was: the row looks as planned, and sending the plan again would land it a second
+    time. The commit's mark in NB_Global.external_ids tells: it landed, once."""
     mine, other = bare_clients
     s = uuid.uuid4().hex[:8]
     group = mine.create(LoadBalancerGroup(name=f"g-{s}"))
@@ -466,11 +466,54 @@ def test_lost_reply_of_a_load_balancer_group_update_undone_by_another_writer_is_
         other.update(landed.replace(name=f"g-{s}"))
 
     _cut(proxy, f"mine-{s}", undo)
-    with pytest.raises(nbdb.CommitUnknownError):
-        mine.update(group.replace(name=f"mine-{s}"))
+    assert mine.update(group.replace(name=f"mine-{s}")).version == 2
     assert proxy.cut.is_set()
     assert other.get(LoadBalancerGroup, group.id).name == f"g-{s}", "the update was applied twice"
     assert mine.get(LoadBalancerGroup, group.id).name == f"g-{s}"
+    # The writer drops its settled marks from NB_Global at its next such commit.
+    mine.update(mine.get(LoadBalancerGroup, group.id).replace(name=f"again-{s}"))
+    mine.update(mine.get(LoadBalancerGroup, group.id).replace(name=f"last-{s}"))
+    marks = [k for k in _nb_global_ids(other) if k.startswith("nbdb:m:")]
+    assert len(marks) <= 2, marks
+
+
+def _nb_global_ids(db: nbdb.Database) -> dict[str, str]:
+    select = {"op": "select", "table": "NB_Global", "where": [], "columns": ["external_ids"]}
+    backend = db.backend
+    assert isinstance(backend, OvsdbBackend)
+    (row,) = backend._idempotent("OVN_Northbound", [select])[0]["rows"]
+    return dict(row["external_ids"][1])
+
+
+def test_lost_request_of_a_load_balancer_group_update_is_sent_again_once(
+    proxy: ReplyCutter, bare_clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    mine, other = bare_clients
+    s = uuid.uuid4().hex[:8]
+    group = mine.create(LoadBalancerGroup(name=f"g-{s}"))
+    proxy.arm(f"resent-{s}".encode(), forward=False)
+    assert mine.update(group.replace(name=f"resent-{s}")).version == 2
+    assert proxy.cut.is_set()
+    assert other.get(LoadBalancerGroup, group.id).name == f"resent-{s}"
+
+
+def test_lost_request_of_a_load_balancer_group_update_another_writer_changed_is_a_genuine_conflict(
+    proxy: ReplyCutter, bare_clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """The request never reached the server, another writer changed the row: the mark is absent, so the
+    commit did not land, and planned again it conflicts for real."""
+    mine, other = bare_clients
+    s = uuid.uuid4().hex[:8]
+    group = mine.create(LoadBalancerGroup(name=f"g-{s}"))
+    proxy.arm(
+        f"mine-{s}".encode(),
+        during=lambda: other.update(other.get(LoadBalancerGroup, group.id).replace(name=f"theirs-{s}")),
+        forward=False,
+    )
+    with pytest.raises(nbdb.ConflictError):
+        mine.update(group.replace(name=f"mine-{s}"))
+    assert proxy.cut.is_set()
+    assert other.get(LoadBalancerGroup, group.id).name == f"theirs-{s}"
 
 
 def test_lost_reply_of_a_transaction_with_a_load_balancer_group_is_settled_by_its_other_rows(

@@ -41,7 +41,8 @@ from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
-from nbdb.families.ovsdb.mutations import MarkBook
+from nbdb.families.ovsdb.mutations import LedgerBook, MarkBook
+from nbdb.families.ovsdb.ops import wait
 from nbdb.families.ovsdb.ovn import DERIVED_COLUMNS, SERVER_TABLES
 from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
@@ -285,6 +286,18 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         return MarkBook()
 
     @functools.cached_property
+    def _ledger(self) -> LedgerBook:
+        """This writer's settled ledger marks (see :func:`.planner._plan_ledger`)."""
+        return LedgerBook()
+
+    def _select_ledger(self, plan: Plan) -> dict[str, str]:
+        """The ``external_ids`` of the ledger row of ``plan`` as the server holds it ({}: no row)."""
+        assert plan.ledger is not None
+        select = {"op": "select", "table": plan.ledger[0], "where": [], "columns": [EXTERNAL_IDS]}
+        rows = self._idempotent(plan.db, [select])[0].get("rows", [])
+        return {} if not rows else dict(rows[0].get(EXTERNAL_IDS, ["map", []])[1])
+
+    @functools.cached_property
     def _grouped(self) -> GroupTransact:
         """Unfenced commits' transactions: concurrent ones go out together (see :mod:`.group`)."""
         return GroupTransact(self._transact, TransactLost, TransactNotSent)
@@ -313,6 +326,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         deadline = time.monotonic() + self.commit_timeout
         synced = False
         holder_gone = False
+        ledger_made = False
         lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
         moved = False  # the server refused a copy of ``lost`` because a row it compares changed
         for attempt in range(_ATTEMPTS):
@@ -320,6 +334,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if lost is not None:
                 outcome = self._settle(lost, deadline, moved, resend=fence is None)
                 if outcome is Outcome.LANDED:
+                    lost.settled = True
                     return self._result(lost)
                 if fence is not None:
                     # The lock's connection was the lease: nothing may be sent again under it.
@@ -337,7 +352,10 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     # running, they were promoted to the oldest generation, and the full collections
                     # that followed (over the whole replica) cost more than planning itself.
                     with replica.cond, bulk():
-                        plan = plan_commit(self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks)
+                        plan = plan_commit(
+                            self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks,
+                            ledger_drop=self._ledger.droppable(),
+                        )  # fmt: skip
                         if plan.refused is None:
                             replica.expect(plan.written)
                 except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError, errors.CorruptRecordError):
@@ -381,7 +399,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if isinstance(failure, results.NotOwner) and fence is not None:
                 raise _fence_lost(fence, Outcome.NOT_LANDED)
             if isinstance(failure, results.TimedOut) and kind == "marked":
-                return self._result(plan)  # a copy sent before landed: its mutation's mark is there
+                # A copy sent before landed: its mutation's mark is there (or its ledger mark).
+                if plan.ledger is not None:
+                    self._sync(plan.db)  # past that copy: its rows keep no token to wait for (reflects)
+                    plan.settled = True
+                return self._result(plan)
             if lost is not None:
                 if isinstance(failure, results.TimedOut) and kind in ("cas", "absent", "exists"):
                     # Maybe because the lost copy landed, maybe another writer: the rows will tell,
@@ -400,6 +422,16 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     self._sync(plan.db)
                     synced = True
                     continue
+            if kind == "ledger" and isinstance(failure, results.TimedOut) and not ledger_made:
+                # The database has no configuration row to mark (a server nobody ran ovn-nbctl init or
+                # ovn-northd against): make it, unless another client did meanwhile (maxRows 1), and plan again.
+                ledger_made = True
+                table = plan.reason(failure.index)[1]
+                try:
+                    self._idempotent(plan.db, [wait(table, [], []), {"op": "insert", "table": table, "row": {}}])
+                except errors.BackendUnavailableError:
+                    pass  # made by another client meanwhile, or the server is away: the next plan tells
+                continue
             if kind == "absent" and isinstance(failure, results.TimedOut):
                 # A row has the id of an object this commit creates (the ``wait`` before its insert).
                 taken = self._id_elsewhere(plan, plan.reason(failure.index)[1])
@@ -436,8 +468,19 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         "may not have been applied; re-read the objects before acting again"
                     ) from None
                 time.sleep(0.1)
+        absent = False
+        if plan.ledger is not None:
+            # The commit's mark in the ledger row says, for the whole transaction (its rows keep no token).
+            try:
+                ledger = self._select_ledger(plan)
+            except errors.BackendUnavailableError:
+                ledger = None
+            if ledger is not None and ledger.get(plan.ledger[1]) == plan.ledger[2]:
+                log.info("ovsdb: a commit whose reply was lost: landed (its ledger mark)")
+                return Outcome.LANDED
+            absent = ledger is not None
         with self.replica.cond:
-            outcome = settle(plan, self.replica, resend)
+            outcome = settle(plan, self.replica, resend, absent)
             while moved and outcome is Outcome.PENDING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -445,7 +488,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         _UNSETTLED.format("the server saw its rows change, this client's copy of them did not")
                     )
                 self.replica.cond.wait(min(remaining, 0.5))
-                outcome = settle(plan, self.replica, resend)
+                outcome = settle(plan, self.replica, resend, absent)
         log.info("ovsdb: a commit whose reply was lost: %s", outcome.value)
         if outcome is Outcome.UNKNOWN:
             raise errors.CommitUnknownError(
@@ -462,6 +505,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         as soon as its source answers, before the update reaches it.
         """
         self._marks.settled(plan.marks, plan.dropped)
+        if plan.ledger is not None:
+            self._ledger.settled(plan.ledger[1], plan.ledger_dropped, lambda: self._select_ledger(plan))
         deadline = time.monotonic() + self.commit_timeout
         replica = self.replica
         with replica.cond:
@@ -496,6 +541,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     def _diagnose(self, plan: Plan, failure: results.OperationError) -> errors.NbdbError:
         kind, detail = plan.reason(failure.index)
         if isinstance(failure, results.TimedOut):
+            if kind == "ledger":
+                return errors.UnsupportedError(
+                    f"{plan.db} has no {detail} row, where nbdb marks a commit of rows without external_ids "
+                    "(ovn-nbctl init or ovn-northd makes it)"
+                )
             if kind == "target":
                 (table, id), target = detail
                 return rules.dangling((table, id), target)

@@ -46,8 +46,9 @@ from nbdb.families import rules
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.delta import column_delta
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, Mapping_, TableMap
-from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
+from nbdb.families.ovsdb.mutations import MarkBook, is_native, mark_of, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_members, uuid_text, wait, where_uuid
+from nbdb.families.ovsdb.ovn import LEDGER_TABLES
 from nbdb.families.ovsdb.replica import IdKey, Replica
 from nbdb.families.ovsdb.rows import (
     EXT_EXPIRES,
@@ -113,6 +114,13 @@ class Plan:
     unchanged: set[IdKey] = field(default_factory=set)
     """(table, id.int) of each put to a row without ``external_ids`` that changes none of its columns:
     nothing is written, and the object keeps the version it has (the replica sees no change to count)."""
+    ledger: tuple[str, str, str] | None = None
+    """(table, mark, stamp) of the commit's mark in the database's one-row configuration table
+    (``NB_Global.external_ids``), when no row it writes can hold its token (see :func:`_plan_ledger`)."""
+    settled: bool = False
+    """Its reply was lost and it was settled as landed, from a replica synced after it (:func:`.settle.reflects`)."""
+    ledger_dropped: list[str] = field(default_factory=list)
+    """The writer's settled marks that the commit drops from that row."""
     refused: errors.ValidationError | None = None
     """Why the commit cannot be sent (no operations then), unless another row holds one of its
     :attr:`unique` values: the caller names that holder first (:meth:`.data.OvsdbDataApi._unique_holder`)."""
@@ -311,13 +319,15 @@ def plan_commit(
     now: float | None = None,
     fence: str | None = None,
     book: MarkBook | None = None,
+    ledger_drop: Sequence[str] = (),
 ) -> Plan:
     """The OVSDB transaction of ``ops`` (call under ``replica.cond``).
 
     ``now`` is the wall-clock time the commit started (ttl deadlines and
     mutation marks are stamped with it); ``fence`` the OVSDB lock the
     commit asserts; ``book`` the writer's settled mutation marks (dropped
-    from the rows it writes). Raises the nbdb error the replica already shows
+    from the rows it writes); ``ledger_drop`` its settled ledger marks (dropped
+    by a commit that writes one, see :func:`_plan_ledger`). Raises the nbdb error the replica already shows
     (ConflictError, NotFoundError, ReferenceError, ValidationError,
     UnsupportedError; CorruptRecordError for an update of a row another writer
     set at a version nbdb cannot write past); the caller confirms it against a
@@ -346,6 +356,7 @@ def plan_commit(
         created = {(t, i.int) for t, i in shape.created}
         mortal = {(op.table, op.id.int) for op in ops if isinstance(op, Put) and op.ttl is not None}
     plan = Plan(db, token, replica.namespace)
+    bare = 0  # puts of rows without external_ids: they keep no token
     now = time.time() if now is None else now
     book = MarkBook() if book is None else book
     stages = _Stages()
@@ -395,6 +406,8 @@ def plan_commit(
             new_refs[ikey] = (key, refs)
             _plan_unique(plan, stages, tm, op, held)
             plan.puts[ikey] = version
+            if tm.external_ids is None:
+                bare += 1
             plan.versions.append(version)
         else:
             _plan_delete(plan, stages, mapping, tm, op, old_parents, row, deleted)
@@ -411,6 +424,8 @@ def plan_commit(
     gone = deleted.values()
     for target in sorted(gone, key=str) if len(gone) > 1 else gone:
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
+    if bare and not plan.marks and bare == len(plan.puts):
+        _plan_ledger(plan, stages, mapping, db, now, ledger_drop)
     try:
         staged = stages.ops()
     except errors.ValidationError as exc:
@@ -605,6 +620,47 @@ def _plan_put(
     return rendered.refs
 
 
+def _plan_ledger(plan: Plan, stages: _Stages, mapping: Mapping_, db: str, now: float, drop: Sequence[str]) -> None:
+    """The commit's mark in the *ledger*, when every row it puts lacks ``external_ids`` (OVN's ``Load_Balancer_Group``).
+
+    Such a row keeps no commit token, and its content says nothing after a lost reply (it may have
+    met the commit and been put back by another writer since). The commit then marks the database's
+    one-row configuration table instead (``NB_Global.external_ids:nbdb:m:<token>``, stamped as a
+    mutation's mark), and waits first for that mark to be absent and for the row to exist (without it the
+    mark would land nowhere): whether the mark is there tells whether it landed, a copy sent again lands
+    at most once, and a copy refused by the mark says the first landed. The writer drops its settled marks
+    at its next such commit; a database without such a table (a generated schema) has none, and a lost
+    reply there is CommitUnknownError unless another row of the commit tells.
+    """
+    table = LEDGER_TABLES.get(db)
+    schema = mapping.schemas.get(db)
+    if table is None or schema is None or (tschema := schema.table(table)) is None:
+        return
+    if EXTERNAL_IDS not in tschema.columns:
+        return
+    mark, stamp = mark_of(plan.token, now)
+    marked = wire_map([(mark, stamp)])
+    present: dict[str, Any] = {
+        "op": "wait",
+        "table": table,
+        "timeout": 0,
+        "where": [],
+        "columns": [],
+        "until": "!=",
+        "rows": [],
+    }
+    absent = wait(table, [[EXTERNAL_IDS, "includes", marked]], [])
+    mutations: list[list[Any]] = [[EXTERNAL_IDS, "insert", marked]]
+    if drop:
+        mutations.insert(0, [EXTERNAL_IDS, "delete", ["set", sorted(drop)]])
+    at = 1 if stages.head and stages.head[0][0]["op"] == "assert" else 0
+    stages.head[at:at] = [(absent, ("marked", None)), (present, ("ledger", table))]
+    mutate = {"op": "mutate", "table": table, "where": [], "mutations": mutations}
+    stages.body.append((mutate, ("ledger", table)))
+    plan.ledger = (table, mark, stamp)
+    plan.ledger_dropped = sorted(drop)
+
+
 def _check_bare(tm: TableMap, op: Put, namespace: str) -> None:
     """Refuse a put to a table without ``external_ids`` of what only ``external_ids`` could hold."""
     for what, given in (("a topic", op.topic is not None), ("a ttl", op.ttl is not None), ("a namespace", namespace)):
@@ -773,8 +829,8 @@ def _check_unreferenced(
             waited = True
             cm = stm.columns[name]
             if stm.external_ids is None and cm.type.key.ref_type == "weak":
-                # A table nbdb cannot write (Backend.unwritable): the commit does not drop the reference
-                # (see Backend.unwritable), ovsdb-server does, as the row goes.
+                # A table without external_ids: nbdb drops the reference itself unless it cannot write the
+                # table (Backend.unwritable, in a namespace); ovsdb-server drops what is left, as the row goes.
                 continue
             if cm.type.is_set:
                 where = [[cm.column, "includes", ["set", [["uuid", uuid_text(target[1])]]]]]
