@@ -11,11 +11,13 @@ never :class:`nbdb.ConflictError` for a commit that landed, nor apply it twice.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
 
 import pytest
@@ -24,6 +26,8 @@ import nbdb
 from nbdb.backends.ovsdb import OvsdbBackend
 from nbdb.models import LoadBalancerGroup, LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.ovsdb import OvsdbServer
+
+from .test_ovsdb_generated import _generate
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -540,3 +544,31 @@ def test_lost_reply_of_a_transaction_with_a_load_balancer_group_is_settled_by_it
     assert other.get(LoadBalancerGroup, group.id).name == f"mine-{s}"
     stored = other.get(LogicalSwitch, ls.id)
     assert stored.name == theirs and stored.version == (3 if forward else 2)
+
+
+def test_lost_reply_where_no_row_can_tell_is_commit_unknown_never_applied_twice(tmp_path: Path) -> None:
+    """A database without NB_Global (a generated schema) has no ledger: a commit of rows without
+    external_ids, its reply lost and its row put back by another writer since, cannot be told from one
+    that never landed. CommitUnknownError, not the same plan sent again (which would land a second time)."""
+    schema = tmp_path / "bare.ovsschema"
+    tables = {"Item": {"isRoot": True, "columns": {"name": {"type": "string"}}}}
+    schema.write_text(json.dumps({"name": "Bare", "version": "0.1.0", "tables": tables}))
+    bare = _generate(schema, tmp_path, f"bare_models_{uuid.uuid4().hex[:6]}")
+    with (
+        OvsdbServer(schema=schema) as server,
+        ReplyCutter((server.members[0].host, server.members[0].port)) as proxy,
+        nbdb.connect(f"ovsdb+tcp://{proxy.address}", database="Bare", timeout=15) as mine,
+        nbdb.connect(server.url, database="Bare", timeout=15) as other,
+    ):
+        item = mine.create(bare.Item(name="first"))
+
+        def undo() -> None:
+            landed = other.get(bare.Item, item.id)
+            assert landed.name == "mine"
+            other.update(landed.replace(name="first"))
+
+        _cut(proxy, "mine", undo)
+        with pytest.raises(nbdb.CommitUnknownError):
+            mine.update(item.replace(name="mine"))
+        assert proxy.cut.is_set()
+        assert other.get(bare.Item, item.id).name == "first", "the update was applied twice"
