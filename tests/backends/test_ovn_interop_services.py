@@ -437,3 +437,38 @@ def test_a_load_of_a_dump_holding_a_load_balancer_group_into_ovn_writes_nothing(
         with pytest.raises(nbdb.UnsupportedError, match="Load_Balancer_Group"):
             load(dest, buf.getvalue().splitlines(keepends=True), resume=resume, batch=1)
         assert dest.list(LoadBalancer) == []
+
+
+def test_a_read_copy_of_a_deleted_load_balancer_group_does_not_overwrite_one_created_again_under_its_id(
+    db: nbdb.Database,
+) -> None:
+    # Review of issue 14 (semantics.md, compare-and-swap, cas_across_recreate): a copy read before a
+    # delete raises ConflictError once the id is created again, even at the same version. A row without
+    # external_ids keeps no nbdb:txn token, so a read copy carries none and was compared by version alone.
+    s = uuid.uuid4().hex[:8]
+    group = db.create(LoadBalancerGroup(name=f"a-{s}"))
+    old = db.get(LoadBalancerGroup, group.id)
+    db.delete(old)
+    again = db.create(LoadBalancerGroup(id=group.id, name=f"b-{s}"))
+    assert again.version == old.version == 1
+    with pytest.raises(nbdb.ConflictError):
+        db.update(old.replace(name=f"c-{s}"))
+    assert db.get(LoadBalancerGroup, group.id).name == f"b-{s}", "a copy of the deleted group overwrote the new one"
+
+
+def test_a_stale_copy_of_a_load_balancer_group_from_another_connection_is_never_a_lost_update(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # Review of issue 14: versions of rows without external_ids are each connection's count, so a copy
+    # read on one connection (version 1, before its own update) matches another connection's count of
+    # the row it first saw after that update: the update went through and silently overwrote a change
+    # the copy never saw (semantics.md: a stale copy is a ConflictError, never a lost update).
+    s = uuid.uuid4().hex[:8]
+    with nbdb.connect(ovsdb_server.url) as one, nbdb.connect(ovsdb_server.url, timeout=19) as two:
+        group = one.create(LoadBalancerGroup(name=f"a-{s}"))
+        stale = one.get(LoadBalancerGroup, group.id)
+        one.update(stale.replace(name=f"b-{s}"))
+        assert two.get(LoadBalancerGroup, group.id).name == f"b-{s}"
+        with pytest.raises(nbdb.ConflictError):
+            two.update(stale.replace(name=f"c-{s}"))
+        assert two.get(LoadBalancerGroup, group.id).name == f"b-{s}", "b was lost"

@@ -572,3 +572,26 @@ def test_lost_reply_where_no_row_can_tell_is_commit_unknown_never_applied_twice(
             mine.update(item.replace(name="mine"))
         assert proxy.cut.is_set()
         assert other.get(bare.Item, item.id).name == "first", "the update was applied twice"
+
+
+def test_lost_reply_of_a_group_update_undone_by_another_writer_never_gives_one_version_to_two_contents(
+    proxy: ReplyCutter, bare_clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """Review of issue 14: the settled write's result holds version 2 (the plan's), but this connection
+    saw the landing and the undo merged (no change to count): its reads say version 1, and its next
+    write is version 2 again, of another content. Versions only grow and name one content per object."""
+    mine, other = bare_clients
+    s = uuid.uuid4().hex[:8]
+    group = mine.create(LoadBalancerGroup(name=f"g-{s}"))
+
+    def undo() -> None:
+        other.update(other.get(LoadBalancerGroup, group.id).replace(name=f"g-{s}"))
+
+    _cut(proxy, f"mine-{s}", undo)
+    written = mine.update(group.replace(name=f"mine-{s}"))
+    assert proxy.cut.is_set()
+    read = mine.get(LoadBalancerGroup, group.id)
+    assert read.name == f"g-{s}"
+    assert read.version >= written.version, "the Database's reads went back past its own write's version"
+    again = mine.update(read.replace(name=f"again-{s}"))
+    assert again.version > written.version, "two contents of one object were given one version"
