@@ -595,3 +595,52 @@ def test_lost_reply_of_a_group_update_undone_by_another_writer_never_gives_one_v
     assert read.version >= written.version, "the Database's reads went back past its own write's version"
     again = mine.update(read.replace(name=f"again-{s}"))
     assert again.version > written.version, "two contents of one object were given one version"
+
+
+class _Behind:
+    """``time`` for nbdb's commit path on a host whose wall clock is ``by`` seconds behind (as a commit
+    whose settling takes that long, ``timeout`` has no maximum, stamps its mark that long before the sweep)."""
+
+    def __init__(self, by: float) -> None:
+        import time as real
+
+        self._real, self._by = real, by
+
+    def time(self) -> float:
+        return self._real.time() - self._by
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+def test_lost_reply_of_a_group_update_whose_mark_another_writer_swept_is_never_applied_twice(
+    server: OvsdbServer,
+    proxy: ReplyCutter,
+    bare_clients: tuple[nbdb.Database, nbdb.Database],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review of issue 14: a writer's first ledger commit drops every mark older than five minutes, on
+    its own clock, of marks stamped on the writers' clocks. The mark of a commit still being settled (a
+    writer whose clock is behind, or a timeout past five minutes) is swept while its reply is lost; the
+    row was put back meanwhile, so it reads as planned and the same plan is sent again: twice applied."""
+    import nbdb.families.ovsdb.family as family
+
+    mine, other = bare_clients
+    s = uuid.uuid4().hex[:8]
+    group = mine.create(LoadBalancerGroup(name=f"g-{s}"))
+    monkeypatch.setattr(family, "time", _Behind(400.0))
+
+    def undo_and_sweep() -> None:
+        landed = other.get(LoadBalancerGroup, group.id)
+        assert landed.name == f"mine-{s}"
+        with nbdb.connect(server.url, timeout=18) as third:  # a writer that just started: it sweeps
+            third.update(third.get(LoadBalancerGroup, group.id).replace(name=f"g-{s}"))
+            third.create(LoadBalancerGroup(name=f"t-{s}"))  # its next commit drops what it swept
+
+    _cut(proxy, f"mine-{s}", undo_and_sweep)
+    try:
+        mine.update(group.replace(name=f"mine-{s}"))
+    except nbdb.CommitUnknownError:
+        pass  # unknowable is an honest answer; applying it a second time is not
+    assert proxy.cut.is_set()
+    assert other.get(LoadBalancerGroup, group.id).name == f"g-{s}", "the update was applied twice"
