@@ -50,6 +50,8 @@ from nbdb.families.ovsdb.rows import (
     EXT_NAMESPACE,
     EXT_RAW,
     EXT_TOPIC,
+    LEDGER_SETTLE,
+    content_stamp,
     new_token,
     no_external_ids,
     parse_window,
@@ -323,7 +325,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         lock, transact = (None, self._grouped) if fence is None else self._fenced(fence)
         token = new_token()
         started = time.time()
-        deadline = time.monotonic() + self.commit_timeout
+        # Capped: a commit that marks the ledger relies on its mark only that long (see rows.LEDGER_SETTLE).
+        deadline = time.monotonic() + min(self.commit_timeout, LEDGER_SETTLE)
         synced = False
         holder_gone = False
         ledger_made = False
@@ -401,7 +404,14 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if isinstance(failure, results.TimedOut) and kind == "marked":
                 # A copy sent before landed: its mutation's mark is there (or its ledger mark).
                 if plan.ledger is not None:
-                    self._sync(plan.db)  # past that copy: its rows keep no token to wait for (reflects)
+                    try:
+                        self._sync(plan.db)  # past that copy: its rows keep no token to wait for (reflects)
+                    except errors.BackendUnavailableError as exc:
+                        # It landed, but no result can be read back: never "not sent" (BackendUnavailableError).
+                        raise errors.CommitUnknownError(
+                            f"a commit whose reply was lost landed (its mark is there), and the server went away "
+                            f"before this client read it back ({exc}): re-read the objects before acting again"
+                        ) from None
                     plan.settled = True
                 return self._result(plan)
             if lost is not None:
@@ -478,7 +488,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if ledger is not None and ledger.get(plan.ledger[1]) == plan.ledger[2]:
                 log.info("ovsdb: a commit whose reply was lost: landed (its ledger mark)")
                 return Outcome.LANDED
-            absent = ledger is not None
+            # Absent says "not landed" only before the deadline: past it another writer may drop the mark.
+            absent = ledger is not None and time.monotonic() < deadline
         with self.replica.cond:
             outcome = settle(plan, self.replica, resend, absent)
             while moved and outcome is Outcome.PENDING:
@@ -525,7 +536,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             # compares a result's token with its row's, as a read copy's, never its revision with the clock's
             # (a revision read before the commit showed, when the wait above gave up, was refused once the
             # update came as 'created again').
-            stamp = Revision(revision or replica.revision, self.clock, int(plan.token, 16))
+            stamp = Revision(revision or replica.revision, self.clock, _written_stamp(plan))
             return CommitResult(stamp, versions, frozenset(plan.skipped))
 
     @staticmethod
@@ -696,6 +707,21 @@ def _refused_unique(failure: results.OperationError, kind: str) -> bool:
     if isinstance(failure, results.ConstraintViolation):
         return failure.unique_index
     return isinstance(failure, results.TimedOut) and kind == "unique"
+
+
+def _written_stamp(plan: Plan) -> int:
+    """What a commit's result carries as :attr:`.Revision.written` (see :func:`nbdb.models.base.written_of`).
+
+    The commit's token, which every row it puts keeps; a commit of one row without ``external_ids``
+    (which keeps none) its content's stamp instead (:func:`.rows.content_stamp`), so that its result compares
+    with the row as a read copy does, on every connection. A transaction that puts several such rows gives
+    them the token, which says nothing of them (compared by version alone: :func:`.planner._current`).
+    """
+    if len(plan.puts) == 1 and len(plan.written) == 1:
+        (written,) = plan.written.values()
+        if EXTERNAL_IDS not in written.row:
+            return content_stamp(written.doc.state.digest)
+    return int(plan.token, 16)
 
 
 def _fence_lost(fence: LockHandle, outcome: Outcome) -> errors.NbdbError:

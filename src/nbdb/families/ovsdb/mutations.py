@@ -41,7 +41,7 @@ from nbdb import errors
 from nbdb.families.ovsdb import ops
 from nbdb.families.ovsdb.datum import atom_from_wire, atom_to_wire, cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
-from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, stale_marks
+from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, expired_ledger_marks, stale_marks
 from nbdb.families.ovsdb.spellings import stored_spellings
 from nbdb.spi import FieldChange, Mutate, RefKey
 
@@ -94,7 +94,8 @@ class LedgerBook:
     """A writer's settled marks in the ledger row (``NB_Global.external_ids``, see :func:`.planner._plan_ledger`).
 
     Its next commit that marks the ledger drops them; its first settled one also has the row read once, to
-    drop the marks older than :data:`.rows.MARK_LIFETIME` (writers that died) the same way.
+    drop the same way the marks more than :data:`.rows.LEDGER_SKEW` past their expiry (writers that died, or
+    lost their replies and gave up: :func:`.rows.expired_ledger_marks`), never one a writer may still need.
     """
 
     def __init__(self) -> None:
@@ -116,7 +117,7 @@ class LedgerBook:
                 self._done.clear()  # (left to the lifetime rule)
         if sweep:
             try:
-                stale = stale_marks(read(), time.time())
+                stale = expired_ledger_marks(read(), time.time())
             except errors.BackendUnavailableError:
                 return
             with self._lock:

@@ -51,6 +51,7 @@ from nbdb.families.ovsdb.ops import assert_lock, mutate_members, uuid_text, wait
 from nbdb.families.ovsdb.ovn import LEDGER_TABLES
 from nbdb.families.ovsdb.replica import IdKey, Replica
 from nbdb.families.ovsdb.rows import (
+    CONTENT_STAMP,
     EXT_EXPIRES,
     EXT_FIELD,
     EXT_MARK,
@@ -59,6 +60,7 @@ from nbdb.families.ovsdb.rows import (
     EXT_TTL,
     EXT_TXN,
     EXT_VERSION,
+    LEDGER_SETTLE,
     Row,
     Written,
     carried,
@@ -301,6 +303,15 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
         # version alone, as a copy built by hand.
         if type(written) is Revision:
             stale = written.scope is replica.clock and written < replica.changed_at.get((op.table, op.id.int), 0)
+        elif record.written is not None and record.written >= CONTENT_STAMP:
+            # A row without external_ids: its stamp is its content (rows.content_stamp), and the copy's is the
+            # content it was read or written with. Another is a change the copy never saw, on any connection,
+            # or a re-creation of other content: the plan's ``wait`` on the replica's row (the copy's content,
+            # then) makes this compare the server's. A commit token (a transaction's result that wrote other
+            # rows too) says nothing of it: compared by its version alone, as a copy built by hand.
+            if written >= CONTENT_STAMP and written != record.written:
+                raise rules.changed_since_read(key, record.version)
+            stale = False
         else:
             stale = rules.written_differs(written, record.written)
         if stale:
@@ -424,7 +435,8 @@ def plan_commit(
     gone = deleted.values()
     for target in sorted(gone, key=str) if len(gone) > 1 else gone:
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
-    if bare and not plan.marks and bare == len(plan.puts):
+    if bare and not plan.marks and bare == len(plan.puts) and len(plan.unchanged) < bare:
+        # (Unless every put changes nothing: a no-op writes nothing, not even a mark.)
         _plan_ledger(plan, stages, mapping, db, now, ledger_drop)
     try:
         staged = stages.ops()
@@ -625,8 +637,8 @@ def _plan_ledger(plan: Plan, stages: _Stages, mapping: Mapping_, db: str, now: f
 
     Such a row keeps no commit token, and its content says nothing after a lost reply (it may have
     met the commit and been put back by another writer since). The commit then marks the database's
-    one-row configuration table instead (``NB_Global.external_ids:nbdb:m:<token>``, stamped as a
-    mutation's mark), and waits first for that mark to be absent and for the row to exist (without it the
+    one-row configuration table instead (``NB_Global.external_ids:nbdb:m:<token>``, holding its expiry:
+    :data:`.rows.LEDGER_SETTLE`), and waits first for that mark to be absent and for the row to exist (without it the
     mark would land nowhere): whether the mark is there tells whether it landed, a copy sent again lands
     at most once, and a copy refused by the mark says the first landed. The writer drops its settled marks
     at its next such commit; a database without such a table (a generated schema) has none, and a lost
@@ -638,7 +650,7 @@ def _plan_ledger(plan: Plan, stages: _Stages, mapping: Mapping_, db: str, now: f
         return
     if EXTERNAL_IDS not in tschema.columns:
         return
-    mark, stamp = mark_of(plan.token, now)
+    mark, stamp = mark_of(plan.token, now + LEDGER_SETTLE)  # its expiry: see rows.LEDGER_SETTLE
     marked = wire_map([(mark, stamp)])
     present: dict[str, Any] = {
         "op": "wait",
@@ -829,8 +841,8 @@ def _check_unreferenced(
             waited = True
             cm = stm.columns[name]
             if stm.external_ids is None and cm.type.key.ref_type == "weak":
-                # A table without external_ids: nbdb drops the reference itself unless it cannot write the
-                # table (Backend.unwritable, in a namespace); ovsdb-server drops what is left, as the row goes.
+                # A table without external_ids: a plain delete does not rewrite its row (nbdb.cascade plans no drop
+                # it need not); ovsdb-server drops the weak reference in the same commit, as the row goes.
                 continue
             if cm.type.is_set:
                 where = [[cm.column, "includes", ["set", [["uuid", uuid_text(target[1])]]]]]

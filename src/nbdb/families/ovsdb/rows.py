@@ -53,6 +53,7 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 __all__ = [
+    "CONTENT_STAMP",
     "EXT_DIGEST",
     "EXT_EXPIRES",
     "EXT_FIELD",
@@ -65,6 +66,8 @@ __all__ = [
     "EXT_TTL",
     "EXT_TXN",
     "EXT_VERSION",
+    "LEDGER_SETTLE",
+    "LEDGER_SKEW",
     "MARK_LIFETIME",
     "Doc",
     "KeptMap",
@@ -76,6 +79,8 @@ __all__ = [
     "carried",
     "column_value",
     "content_digest",
+    "content_stamp",
+    "expired_ledger_marks",
     "field_cell",
     "kept_wire",
     "new_row",
@@ -114,6 +119,16 @@ EXT_MARK = "nbdb:m:"
 
 MARK_LIFETIME = 300.0
 """Seconds a mutation's mark is kept: far longer than a commit may take to settle a lost reply."""
+
+LEDGER_SETTLE = 600.0
+"""Seconds, on the writer's own monotonic clock from its start, that a commit marking the ledger
+(``NB_Global.external_ids``, see :func:`.planner._plan_ledger`) may rely on its mark: it is sent, settled and
+sent again only within them (the commit's deadline is capped at them), and its mark holds the wall-clock
+time they end (its *expiry*). A commit still unsettled then is CommitUnknownError."""
+
+LEDGER_SKEW = 3600.0
+"""Seconds past a ledger mark's expiry before another writer drops it (:func:`expired_ledger_marks`): the
+clocks of the writers may disagree by that much, and a mark is never dropped while its writer may need it."""
 
 WINDOW = 4
 """How many (token, version) pairs a row keeps: enough to see one's own write under a few later ones."""
@@ -410,6 +425,21 @@ def written_token(ext: Mapping[str, str]) -> int | None:
         return int(txn[:16], 16)
     except ValueError:
         return None
+
+
+CONTENT_STAMP = 1 << 80
+"""Where :func:`content_stamp` numbers start: past every commit token (:func:`written_token`, below ``2**64``)."""
+
+
+def content_stamp(digest: str) -> int:
+    """The :attr:`nbdb.spi.Record.written` of a row without ``external_ids`` (``Load_Balancer_Group``): its content.
+
+    Such a row keeps no commit token, so what a copy of it was read at is its content: the digest of its
+    document (``RowState.digest``, the same on every client), as a number past every token. A copy whose
+    stamp is not the row's is stale, whichever connection read it and whether or not the row was deleted
+    and created again since (a re-creation of the same content is the same state, and passes).
+    """
+    return CONTENT_STAMP + int(digest, 16)
 
 
 def _newest(text: str) -> int | None:
@@ -829,10 +859,12 @@ def no_external_ids(tm: TableMap, what: str) -> str:
     """Why ``what`` cannot be written to a row of a table without ``external_ids`` (OVN's ``Load_Balancer_Group``).
 
     Such rows are written with only their mapped columns: their version is counted by each connection
-    from the changes it sees, their compare-and-swap compares those columns, and a commit whose reply
-    was lost is settled by the other rows of its transaction, or is CommitUnknownError
-    (:func:`.settle.settle`). What nbdb keeps in ``external_ids`` has nowhere to go: a topic, a
-    namespace, a ttl, a model's own ``external_ids`` or a field kept there.
+    from the changes it sees, their compare-and-swap compares the content of the caller's copy
+    (:func:`content_stamp`), and a commit whose reply was lost is settled by its mark in the database's
+    configuration row (``NB_Global``/``SB_Global``, :func:`.planner._plan_ledger`), else by the other rows
+    of its transaction, or is CommitUnknownError (:func:`.settle.settle`). What nbdb keeps in
+    ``external_ids`` has nowhere to go: a topic, a namespace, a ttl, a model's own ``external_ids`` or a
+    field kept there.
     """
     return f"{tm.db}.{tm.db_table} has no external_ids column, where nbdb keeps {what}: its objects cannot hold it"
 
@@ -935,6 +967,17 @@ def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> d
 def stale_marks(ext: Mapping[str, str], now: float) -> list[str]:
     """The mutation marks of a row that nobody needs any more (to drop them)."""
     horizon = now - MARK_LIFETIME
+    return sorted(k for k, v in ext.items() if k.startswith(EXT_MARK) and _stale_mark(v, horizon))
+
+
+def expired_ledger_marks(ext: Mapping[str, str], now: float) -> list[str]:
+    """The marks in the ledger row (its ``external_ids``) past their expiry by more than :data:`LEDGER_SKEW` at ``now``.
+
+    A mark holds its writer's expiry (its start plus :data:`LEDGER_SETTLE`, on its clock); its writer
+    never relies on it after that (its own monotonic clock), so only a clock more than an hour off
+    could drop a mark still needed. Another value (not a number) is not nbdb's: dropped.
+    """
+    horizon = now - LEDGER_SKEW
     return sorted(k for k, v in ext.items() if k.startswith(EXT_MARK) and _stale_mark(v, horizon))
 
 
