@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import nbdb
+from nbdb.families.ovsdb import rows
 from nbdb.models import (
     BFD,
     DNS,
@@ -37,6 +38,7 @@ from nbdb.models import (
     MeterBand,
     Mirror,
     MirrorType,
+    StaticMACBinding,
     all_models,
 )
 from nbdb.models.base import Model
@@ -456,19 +458,85 @@ def test_a_read_copy_of_a_deleted_load_balancer_group_does_not_overwrite_one_cre
     assert db.get(LoadBalancerGroup, group.id).name == f"b-{s}", "a copy of the deleted group overwrote the new one"
 
 
+@pytest.mark.parametrize("source", ["read", "transaction"])
 def test_a_stale_copy_of_a_load_balancer_group_from_another_connection_is_never_a_lost_update(
     ovsdb_server: OvsdbServer,  # noqa: F811
+    source: str,
 ) -> None:
     # Review of issue 14: versions of rows without external_ids are each connection's count, so a copy
     # read on one connection (version 1, before its own update) matches another connection's count of
     # the row it first saw after that update: the update went through and silently overwrote a change
-    # the copy never saw (semantics.md: a stale copy is a ConflictError, never a lost update).
+    # the copy never saw (semantics.md: a stale copy is a ConflictError, never a lost update). Review 15:
+    # the same of a result of a transaction that put a group and another row, whose stamp is the commit's
+    # token (one per commit), which the group's row does not keep: it was compared by its version alone.
     s = uuid.uuid4().hex[:8]
     with nbdb.connect(ovsdb_server.url) as one, nbdb.connect(ovsdb_server.url, timeout=19) as two:
-        group = one.create(LoadBalancerGroup(name=f"a-{s}"))
-        stale = one.get(LoadBalancerGroup, group.id)
-        one.update(stale.replace(name=f"b-{s}"))
-        assert two.get(LoadBalancerGroup, group.id).name == f"b-{s}"
+        if source == "read":
+            group = one.create(LoadBalancerGroup(name=f"a-{s}"))
+            stale = one.get(LoadBalancerGroup, group.id)
+            one.update(stale.replace(name=f"b-{s}"))
+        else:
+            with one.transaction() as txn:
+                lb = txn.create(LoadBalancer(name=f"lb-{s}", vips={"10.0.0.8:80": "10.1.0.1:80"}))
+                txn.create(LoadBalancerGroup(name=f"g-{s}", load_balancer=[lb.id]))
+            stale = txn.results[1]
+            assert isinstance(stale, LoadBalancerGroup)
+            two.update(two.get(LoadBalancerGroup, stale.id).replace(name=f"b-{s}"))
+        with nbdb.connect(ovsdb_server.url, timeout=18) as three:
+            assert three.get(LoadBalancerGroup, stale.id).name == f"b-{s}"
+            with pytest.raises(nbdb.ConflictError):
+                three.update(stale.replace(name=f"c-{s}"))
+            assert three.get(LoadBalancerGroup, stale.id).name == f"b-{s}", "b was lost"
+
+
+def test_a_copy_of_an_unchanged_group_is_written_on_a_connection_started_after_its_last_change(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+) -> None:
+    # A row without external_ids is compared by its content (rows.content_stamp); its version is each
+    # connection's count of the contents it saw. A connection started after the group's update counts its
+    # content as version 1, the copy's is 2: refused as stale though nothing changed since it was written.
+    s = uuid.uuid4().hex[:8]
+    with nbdb.connect(ovsdb_server.url) as one:
+        group = one.create(LoadBalancerGroup(name=f"g-{s}"))
+        group = one.update(group.replace(name=f"h-{s}"))
+        with nbdb.connect(ovsdb_server.url, timeout=18) as three:
+            three.update(group.replace(name=f"i-{s}"))
+            assert three.get(LoadBalancerGroup, group.id).name == f"i-{s}"
+        with pytest.raises(nbdb.ConflictError):  # now stale: the content compare still refuses it
+            one.update(group.replace(name=f"j-{s}"))
+
+
+def test_each_result_of_a_transaction_of_rows_without_external_ids_compares_by_the_content_it_was_written_with(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A transaction's results carry its commit's token; each row without external_ids is compared by the
+    # content it was written with (rows.result_stamp), which must be the server's row as every replica reads
+    # it: a set the server keeps in another order, a MAC given in upper case. Unchanged: written from any
+    # connection; changed since: refused; a token this process does not know: refused, never a lost update.
+    s = uuid.uuid4().hex[:8]
+    with nbdb.connect(ovsdb_server.url) as one:
+        with one.transaction() as txn:
+            lbs = [
+                txn.create(LoadBalancer(name=f"lb{n}-{s}", vips={f"10.0.0.{n}:80": "10.1.0.1:80"})) for n in range(4)
+            ]
+            txn.create(LoadBalancerGroup(name=f"g-{s}", load_balancer=[lb.id for lb in reversed(lbs)]))
+            txn.create(StaticMACBinding(logical_port=f"lrp-{s}", ip="10.0.0.9", mac="0A:00:00:00:00:9F"))
+        group, binding = txn.results[4], txn.results[5]
+        assert isinstance(group, LoadBalancerGroup) and isinstance(binding, StaticMACBinding)
+        with nbdb.connect(ovsdb_server.url, timeout=18) as three:
+            three.update(group.replace(name=f"h-{s}"))
+            three.update(binding.replace(mac="0a:00:00:00:00:a0"))
+        for stale in (group.replace(name=f"i-{s}"), binding.replace(mac="0a:00:00:00:00:a1")):
+            with pytest.raises(nbdb.ConflictError):
+                one.update(stale)
+        assert one.get(LoadBalancerGroup, group.id).name == f"h-{s}"
+        assert one.get(StaticMACBinding, binding.id).mac == "0a:00:00:00:00:a0"
+        with one.transaction() as txn:
+            txn.create(LoadBalancer(name=f"lb9-{s}"))
+            txn.update(one.get(LoadBalancerGroup, group.id).replace(name=f"j-{s}"))
+        unknown = txn.results[1]
+        monkeypatch.setattr(rows, "_result_stamps", {})  # as an unpickled result in another process
         with pytest.raises(nbdb.ConflictError):
-            two.update(stale.replace(name=f"c-{s}"))
-        assert two.get(LoadBalancerGroup, group.id).name == f"b-{s}", "b was lost"
+            one.update(unknown.replace(name=f"k-{s}"))
+        assert one.get(LoadBalancerGroup, group.id).name == f"j-{s}"

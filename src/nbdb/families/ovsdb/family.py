@@ -52,6 +52,7 @@ from nbdb.families.ovsdb.rows import (
     EXT_TOPIC,
     LEDGER_SETTLE,
     content_stamp,
+    keep_result_stamps,
     new_token,
     no_external_ids,
     parse_window,
@@ -714,14 +715,25 @@ def _written_stamp(plan: Plan) -> int:
 
     The commit's token, which every row it puts keeps; a commit of one row without ``external_ids``
     (which keeps none) its content's stamp instead (:func:`.rows.content_stamp`), so that its result compares
-    with the row as a read copy does, on every connection. A transaction that puts several such rows gives
-    them the token, which says nothing of them (compared by version alone: :func:`.planner._current`).
+    with the row as a read copy does, on every connection. A commit of several rows gives them all the token
+    (one per commit), which the rows without ``external_ids`` do not keep: the content stamp of each is kept
+    by the token (:func:`.rows.keep_result_stamps`), which :func:`.planner._current` compares as a read copy's
+    (a result whose token it does not know is refused, never compared by its version alone).
     """
     if len(plan.puts) == 1 and len(plan.written) == 1:
         (written,) = plan.written.values()
         if EXTERNAL_IDS not in written.row:
             return content_stamp(written.doc.state.digest)
-    return int(plan.token, 16)
+    token = int(plan.token, 16)
+    keep_result_stamps(
+        token,
+        {
+            key: content_stamp(written.doc.state.digest)
+            for key, written in plan.written.items()
+            if EXTERNAL_IDS not in written.row
+        },
+    )
+    return token
 
 
 def _fence_lost(fence: LockHandle, outcome: Outcome) -> errors.NbdbError:

@@ -69,6 +69,7 @@ from nbdb.families.ovsdb.rows import (
     no_external_ids,
     push_window,
     render_written_as,
+    result_stamp,
     sealed,
     to_keep,
 )
@@ -286,36 +287,47 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
         if isinstance(op, Delete) and op.if_exists:
             return None
         raise rules.not_found(key)
-    rules.expected_version(op, record.version)
     written = op.expect_written
-    if written is not None:
-        # Is the copy of an earlier creation of the id? The plan's ``wait`` on the row's exact stored content
-        # (its ``nbdb:txn`` window included) makes what the replica shows the server's row at commit, so this
-        # compare is atomic with the commit. A copy decoded from a record carries the token of the nbdb commit
-        # that wrote it (rows.written_token, the same on every replica and client): stale when the row's is
-        # another. A write's result carries its commit's revision, which carries
-        # the commit's token (family._result, on every connection: another Database's result too): the put
-        # carries that token (nbdb.models.base.written_of), compared as a read copy's. What is left a Revision
-        # carries none (a mutation's read-back, whose row keeps the token of the commit that put it; an
-        # unpickled or deep-copied result keeps its token, nbdb.revision.Revision.__reduce__): compared with
-        # the clock: stale when it is of this connection's and the replica saw the row change after it (at
-        # one version: deleted and created again); another clock's says nothing here, compared by its
-        # version alone, as a copy built by hand.
-        if type(written) is Revision:
-            stale = written.scope is replica.clock and written < replica.changed_at.get((op.table, op.id.int), 0)
-        elif record.written is not None and record.written >= CONTENT_STAMP:
-            # A row without external_ids: its stamp is its content (rows.content_stamp), and the copy's is the
-            # content it was read or written with. Another is a change the copy never saw, on any connection,
-            # or a re-creation of other content: the plan's ``wait`` on the replica's row (the copy's content,
-            # then) makes this compare the server's. A commit token (a transaction's result that wrote other
-            # rows too) says nothing of it: compared by its version alone, as a copy built by hand.
-            if written >= CONTENT_STAMP and written != record.written:
-                raise rules.changed_since_read(key, record.version)
-            stale = False
-        else:
-            stale = rules.written_differs(written, record.written)
-        if stale:
-            raise rules.recreated(key, record.version)
+    if (
+        written is not None
+        and type(written) is not Revision
+        and record.written is not None
+        and record.written >= CONTENT_STAMP
+    ):
+        # A row without external_ids: its stamp is its content (rows.content_stamp), and the copy's is the
+        # content it was read or written with. Another is a change the copy never saw, on any connection,
+        # or a re-creation of other content: the plan's ``wait`` on the replica's row (the copy's content,
+        # then) makes this compare the server's. It is the whole check: the version (each connection's count
+        # of the contents it saw) is not compared, which refused an unchanged row's copy on a connection
+        # started after it changed. A commit token (a result of a transaction that put other rows too) is
+        # turned into the content that commit wrote the row with (rows.result_stamp); one not known here (an
+        # unpickled result, another process's) is refused, never compared by its version alone.
+        if written < CONTENT_STAMP:
+            written = result_stamp(written, (op.table, op.id.int))
+        if written != record.written:
+            raise rules.changed_since_read(key, record.version)
+    else:
+        rules.expected_version(op, record.version)
+        if written is not None:
+            # Is the copy of an earlier creation of the id? The plan's ``wait`` on the row's exact stored
+            # content (its ``nbdb:txn`` window included) makes what the replica shows the server's row at
+            # commit, so this compare is atomic with the commit. A copy decoded from a record carries the
+            # token of the nbdb commit that wrote it (rows.written_token, the same on every replica and
+            # client): stale when the row's is another. A write's result carries its commit's revision, which
+            # carries the commit's token (family._result, on every connection: another Database's result
+            # too): the put carries that token (nbdb.models.base.written_of), compared as a read copy's. What
+            # is left a Revision carries none (a mutation's read-back, whose row keeps the token of the commit
+            # that put it; an unpickled or deep-copied result keeps its token,
+            # nbdb.revision.Revision.__reduce__): compared with the clock: stale when it is of this
+            # connection's and the replica saw the row change after it (at one version: deleted and created
+            # again); another clock's says nothing here, compared by its version alone, as a copy built by
+            # hand.
+            if type(written) is Revision:
+                stale = written.scope is replica.clock and written < replica.changed_at.get((op.table, op.id.int), 0)
+            else:
+                stale = rules.written_differs(written, record.written)
+            if stale:
+                raise rules.recreated(key, record.version)
     if record.topic != op.topic:
         raise rules.topic_changed(key, record.topic, op.topic)
     return record

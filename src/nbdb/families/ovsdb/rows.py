@@ -69,6 +69,7 @@ __all__ = [
     "LEDGER_SETTLE",
     "LEDGER_SKEW",
     "MARK_LIFETIME",
+    "RESULT_STAMPS_KEPT",
     "Doc",
     "KeptMap",
     "NewRow",
@@ -82,6 +83,7 @@ __all__ = [
     "content_stamp",
     "expired_ledger_marks",
     "field_cell",
+    "keep_result_stamps",
     "kept_wire",
     "new_row",
     "new_token",
@@ -94,6 +96,7 @@ __all__ = [
     "render",
     "render_written",
     "render_written_as",
+    "result_stamp",
     "row_namespace",
     "same_content",
     "sealed",
@@ -440,6 +443,39 @@ def content_stamp(digest: str) -> int:
     and created again since (a re-creation of the same content is the same state, and passes).
     """
     return CONTENT_STAMP + int(digest, 16)
+
+
+RESULT_STAMPS_KEPT = 65536
+"""How many commits' :func:`result_stamps` a process keeps (the oldest dropped first): a result of an older one is
+refused (:func:`result_stamp` knows no content for it), never compared by its version alone."""
+
+_result_stamps: dict[int, dict[tuple[str, int], int]] = {}
+_result_stamps_lock = threading.Lock()
+
+
+def keep_result_stamps(token: int, stamps: dict[tuple[str, int], int]) -> None:
+    """Keep the content stamp of each row without ``external_ids`` a commit of several rows put (by its token).
+
+    Such a commit's results carry its token as their stamp (:attr:`nbdb.revision.Revision.written`, one per
+    commit), which the rows without ``external_ids`` do not keep (:func:`content_stamp`): :func:`result_stamp`
+    turns it back into the content each was written with, in this process, on every connection.
+    """
+    if not stamps:
+        return
+    with _result_stamps_lock:
+        while len(_result_stamps) >= RESULT_STAMPS_KEPT:
+            del _result_stamps[next(iter(_result_stamps))]
+        _result_stamps[token] = stamps
+
+
+def result_stamp(token: int, key: tuple[str, int]) -> int | None:
+    """The content stamp the commit ``token`` wrote row ``key`` (table, id) with (:func:`keep_result_stamps`).
+
+    None: not known here (another process's result, an unpickled one, or one older than
+    :data:`RESULT_STAMPS_KEPT` commits): the caller refuses the copy rather than compare its version alone.
+    """
+    stamps = _result_stamps.get(token)
+    return None if stamps is None else stamps.get(key)
 
 
 def _newest(text: str) -> int | None:
