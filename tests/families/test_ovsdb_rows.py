@@ -309,3 +309,25 @@ def test_the_content_stamps_of_a_commits_results_are_kept_by_its_token_up_to_a_b
     assert rows.result_stamp(4, ("Load_Balancer_Group", 4)) == rows.CONTENT_STAMP + 4
     assert rows.result_stamp(4, ("Load_Balancer_Group", 3)) is None
     assert len(rows._result_stamps) == 3
+
+
+@given(sizes=st.lists(st.integers(1, 8), min_size=1, max_size=40))
+def test_the_kept_content_stamps_are_bounded_by_rows_not_commits(sizes: list[int]) -> None:
+    # Review 16: rows.keep_result_stamps drops the oldest commit once RESULT_STAMPS_KEPT commits are kept,
+    # whatever each holds: a process whose transactions put many rows without external_ids keeps that many
+    # times more (65,536 commits of 50 Static_MAC_Bindings held ~650 MB). What is kept is bounded by rows
+    # (a dropped one is only refused, never compared by its version alone), and the newest commit is known.
+    kept: dict[int, dict[tuple[str, int], int]] = {}
+    bound = 8
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rows, "_result_stamps", kept)
+        patch.setattr(rows, "RESULT_STAMPS_KEPT", bound)
+        row = 0
+        for token, size in enumerate(sizes, 1):
+            stamps = {}
+            for _ in range(size):
+                row += 1
+                stamps[("Static_MAC_Binding", row)] = rows.content_stamp(f"{row:x}")
+            rows.keep_result_stamps(token, stamps)
+            assert sum(len(s) for s in kept.values()) <= bound, "row stamps kept beyond the bound"
+            assert rows.result_stamp(token, ("Static_MAC_Binding", row)) == rows.CONTENT_STAMP + row
