@@ -28,6 +28,7 @@ a mark) changes neither its content nor its version.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime
 import decimal
 import hashlib
@@ -446,10 +447,16 @@ def content_stamp(digest: str) -> int:
 
 
 RESULT_STAMPS_KEPT = 65536
-"""How many commits' :func:`result_stamps` a process keeps (the oldest dropped first): a result of an older one is
-refused (:func:`result_stamp` knows no content for it), never compared by its version alone."""
+"""How many rows' :func:`result_stamp` a process keeps, over the newest commits (the oldest dropped first): a result
+of an older one is refused (:func:`result_stamp` knows no content for it), never compared by its version alone.
+Bounded by rows, not commits: a commit of many rows without ``external_ids`` holds that many stamps."""
 
 _result_stamps: dict[int, dict[tuple[str, int], int]] = {}
+_result_order: collections.deque[tuple[int, dict[tuple[str, int], int]]] = collections.deque()
+"""The commits kept, oldest first, each with its stamps: dropping the oldest costs O(1) (a dict's first key,
+found by ``next(iter(...))``, is a scan past every entry deleted before it)."""
+_result_rows = 0
+"""The rows :data:`_result_order` holds (at least those :data:`_result_stamps` does)."""
 _result_stamps_lock = threading.Lock()
 
 
@@ -458,21 +465,31 @@ def keep_result_stamps(token: int, stamps: dict[tuple[str, int], int]) -> None:
 
     Such a commit's results carry its token as their stamp (:attr:`nbdb.revision.Revision.written`, one per
     commit), which the rows without ``external_ids`` do not keep (:func:`content_stamp`): :func:`result_stamp`
-    turns it back into the content each was written with, in this process, on every connection.
+    turns it back into the content each was written with, in this process, on every connection. The oldest
+    commits are dropped until this one fits in :data:`RESULT_STAMPS_KEPT` rows; one of more rows than that is
+    not kept (nor anything dropped for it): its results are refused as a later compare-and-swap's copy.
     """
-    if not stamps:
+    global _result_rows
+    size = len(stamps)
+    if not size or size > RESULT_STAMPS_KEPT:
         return
     with _result_stamps_lock:
-        while len(_result_stamps) >= RESULT_STAMPS_KEPT:
-            del _result_stamps[next(iter(_result_stamps))]
+        while _result_order and _result_rows + size > RESULT_STAMPS_KEPT:
+            old, kept = _result_order.popleft()
+            _result_rows -= len(kept)
+            if _result_stamps.get(old) is kept:
+                del _result_stamps[old]
         _result_stamps[token] = stamps
+        _result_order.append((token, stamps))
+        _result_rows += size
 
 
 def result_stamp(token: int, key: tuple[str, int]) -> int | None:
     """The content stamp the commit ``token`` wrote row ``key`` (table, id) with (:func:`keep_result_stamps`).
 
-    None: not known here (another process's result, an unpickled one, or one older than
-    :data:`RESULT_STAMPS_KEPT` commits): the caller refuses the copy rather than compare its version alone.
+    None: not known here (another process's result, an unpickled one, one dropped for the newest
+    :data:`RESULT_STAMPS_KEPT` rows, or one of more rows than that): the caller refuses the copy rather than
+    compare its version alone.
     """
     stamps = _result_stamps.get(token)
     return None if stamps is None else stamps.get(key)
