@@ -358,7 +358,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     with replica.cond, bulk():
                         plan = plan_commit(
                             self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks,
-                            ledger_drop=self._ledger.droppable(),
+                            ledger_drop=self._ledger.droppable,
                         )  # fmt: skip
                         if plan.refused is None:
                             replica.expect(plan.written)
@@ -720,6 +720,8 @@ def _written_stamp(plan: Plan) -> int:
     by the token (:func:`.rows.keep_result_stamps`), which :func:`.planner._current` compares as a read copy's
     (a result whose token it does not know is refused, never compared by its version alone).
     """
+    if not plan.bare:
+        return int(plan.token, 16)  # every row it puts keeps the token: nothing to keep (an ordinary commit)
     if len(plan.puts) == 1 and len(plan.written) == 1:
         (written,) = plan.written.values()
         if EXTERNAL_IDS not in written.row:

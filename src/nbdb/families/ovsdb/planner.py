@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,8 @@ class Plan:
     """Its reply was lost and it was settled as landed, from a replica synced after it (:func:`.settle.reflects`)."""
     ledger_dropped: list[str] = field(default_factory=list)
     """The writer's settled marks that the commit drops from that row."""
+    bare: int = 0
+    """How many puts are to rows without ``external_ids``: 0 (every ordinary commit) asks no ledger or stamp work."""
     refused: errors.ValidationError | None = None
     """Why the commit cannot be sent (no operations then), unless another row holds one of its
     :attr:`unique` values: the caller names that holder first (:meth:`.data.OvsdbDataApi._unique_holder`)."""
@@ -342,15 +344,16 @@ def plan_commit(
     now: float | None = None,
     fence: str | None = None,
     book: MarkBook | None = None,
-    ledger_drop: Sequence[str] = (),
+    ledger_drop: Callable[[], Sequence[str]] | None = None,
 ) -> Plan:
     """The OVSDB transaction of ``ops`` (call under ``replica.cond``).
 
     ``now`` is the wall-clock time the commit started (ttl deadlines and
     mutation marks are stamped with it); ``fence`` the OVSDB lock the
     commit asserts; ``book`` the writer's settled mutation marks (dropped
-    from the rows it writes); ``ledger_drop`` its settled ledger marks (dropped
-    by a commit that writes one, see :func:`_plan_ledger`). Raises the nbdb error the replica already shows
+    from the rows it writes); ``ledger_drop`` gives its settled ledger marks (dropped
+    by a commit that writes one, see :func:`_plan_ledger`; asked only then). Raises the nbdb
+    error the replica already shows
     (ConflictError, NotFoundError, ReferenceError, ValidationError,
     UnsupportedError; CorruptRecordError for an update of a row another writer
     set at a version nbdb cannot write past); the caller confirms it against a
@@ -447,6 +450,7 @@ def plan_commit(
     gone = deleted.values()
     for target in sorted(gone, key=str) if len(gone) > 1 else gone:
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
+    plan.bare = bare
     if bare and not plan.marks and bare == len(plan.puts) and len(plan.unchanged) < bare:
         # (Unless every put changes nothing: a no-op writes nothing, not even a mark.)
         _plan_ledger(plan, stages, mapping, db, now, ledger_drop)
@@ -644,7 +648,9 @@ def _plan_put(
     return rendered.refs
 
 
-def _plan_ledger(plan: Plan, stages: _Stages, mapping: Mapping_, db: str, now: float, drop: Sequence[str]) -> None:
+def _plan_ledger(
+    plan: Plan, stages: _Stages, mapping: Mapping_, db: str, now: float, ledger_drop: Callable[[], Sequence[str]] | None
+) -> None:
     """The commit's mark in the *ledger*, when every row it puts lacks ``external_ids`` (OVN's ``Load_Balancer_Group``).
 
     Such a row keeps no commit token, and its content says nothing after a lost reply (it may have
@@ -662,6 +668,7 @@ def _plan_ledger(plan: Plan, stages: _Stages, mapping: Mapping_, db: str, now: f
         return
     if EXTERNAL_IDS not in tschema.columns:
         return
+    drop = () if ledger_drop is None else ledger_drop()
     mark, stamp = mark_of(plan.token, now + LEDGER_SETTLE)  # its expiry: see rows.LEDGER_SETTLE
     marked = wire_map([(mark, stamp)])
     present: dict[str, Any] = {
